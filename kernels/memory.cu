@@ -1,0 +1,189 @@
+// CUDA device memory and the memory kernels (copy, fill) of the kernel table.
+// Shapes: copy handles any shape up to rank 8 with arbitrary strides and any dtype pair.
+#include <cstdint>
+
+#include "backend/cuda.h"
+#include "backend/kernels.h"
+#include "common.cuh"
+
+namespace tessera::cuda {
+namespace {
+
+struct DeviceGuard {  // makes `device` current for a scope
+  int prev = 0;
+  explicit DeviceGuard(int device) {
+    CUDA_CHECK(cudaGetDevice(&prev));
+    if (prev != device) CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~DeviceGuard() { cudaSetDevice(prev); }
+};
+
+constexpr int kMaxRank = 8;
+struct Geometry {
+  int rank;
+  int64_t shape[kMaxRank];
+  int64_t dst_strides[kMaxRank];
+  int64_t src_strides[kMaxRank];
+};
+
+template <typename T>
+__device__ __forceinline__ float to_f32(T v) { return float(v); }
+template <>
+__device__ __forceinline__ float to_f32<uint16_t>(uint16_t v) {  // bf16 bits
+  return __uint_as_float(uint32_t(v) << 16);
+}
+template <typename T>
+__device__ __forceinline__ double load_d(const T* p) { return double(*p); }
+template <>
+__device__ __forceinline__ double load_d<uint16_t>(const uint16_t* p) { return double(to_f32(*p)); }
+
+template <typename T>
+__device__ __forceinline__ void store_d(T* p, double v) { *p = static_cast<T>(v); }
+template <>
+__device__ __forceinline__ void store_d<uint16_t>(uint16_t* p, double v) {  // round to nearest even
+  float f = float(v);
+  uint32_t u = __float_as_uint(f);
+  if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) {
+    *p = uint16_t((u >> 16) | 0x0040u);
+  } else {
+    *p = uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+}
+
+template <typename D, typename S>
+__global__ void copy_kernel(D* dst, const S* src, int64_t n, Geometry g) {
+  int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  int64_t rest = i, so = 0, dof = 0;
+  for (int d = g.rank - 1; d >= 0; --d) {
+    int64_t idx = rest % g.shape[d];
+    rest /= g.shape[d];
+    so += idx * g.src_strides[d];
+    dof += idx * g.dst_strides[d];
+  }
+  store_d(dst + dof, load_d(src + so));
+}
+
+template <typename F>
+void visit(DType t, F&& f) {
+  switch (t) {
+    case DType::F32: f(float{}); break;
+    case DType::F64: f(double{}); break;
+    case DType::BF16: f(uint16_t{}); break;
+    case DType::I32: f(int32_t{}); break;
+    case DType::U8: f(uint8_t{}); break;
+  }
+}
+
+void copy(const Tensor& dst, const Tensor& src) {
+  TESSERA_CHECK(dst.shape() == src.shape(), "cuda copy: ", shape_str(dst.shape()), " vs ",
+                shape_str(src.shape()));
+  const int64_t n = dst.numel();
+  if (n == 0) return;
+  DeviceGuard guard(dst.device().index);
+  if (dst.dtype() == src.dtype() && dst.is_contiguous() && src.is_contiguous()) {
+    CUDA_CHECK(cudaMemcpy(dst.data_ptr(), src.data_ptr(), dst.nbytes(), cudaMemcpyDeviceToDevice));
+    return;
+  }
+  TESSERA_CHECK(dst.dim() <= kMaxRank, "cuda copy: rank ", dst.dim(), " exceeds ", kMaxRank);
+  Geometry g{};
+  g.rank = int(dst.dim());
+  for (int d = 0; d < g.rank; ++d) {
+    g.shape[d] = dst.shape()[size_t(d)];
+    g.dst_strides[d] = dst.strides()[size_t(d)];
+    g.src_strides[d] = src.strides()[size_t(d)];
+  }
+  const int threads = 256;
+  const unsigned blocks = unsigned((n + threads - 1) / threads);
+  visit(dst.dtype(), [&](auto dz) {
+    visit(src.dtype(), [&](auto sz) {
+      using D = decltype(dz);
+      using S = decltype(sz);
+      copy_kernel<D, S><<<blocks, threads>>>(static_cast<D*>(dst.data_ptr()),
+                                             static_cast<const S*>(src.data_ptr()), n, g);
+      CUDA_CHECK_LAUNCH();
+    });
+  });
+}
+
+template <typename T>
+__global__ void fill_kernel(T* dst, int64_t n, double value) {
+  int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) store_d(dst + i, value);
+}
+
+void fill(const Tensor& dst, double value) {
+  const int64_t n = dst.numel();
+  if (n == 0) return;
+  TESSERA_CHECK(dst.is_contiguous(), "cuda fill: ", dst.str(), " is not contiguous");
+  DeviceGuard guard(dst.device().index);
+  const int threads = 256;
+  const unsigned blocks = unsigned((n + threads - 1) / threads);
+  visit(dst.dtype(), [&](auto z) {
+    using T = decltype(z);
+    fill_kernel<T><<<blocks, threads>>>(static_cast<T*>(dst.data_ptr()), n, value);
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace
+
+bool available() { return device_count() > 0; }
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return n;
+}
+
+void* device_malloc(size_t nbytes, int device) {
+  TESSERA_CHECK(device_count() > device, "CUDA device ", device, " requested but ",
+                device_count(), " device(s) found");
+  DeviceGuard guard(device);
+  void* p = nullptr;
+  if (nbytes) CUDA_CHECK(cudaMalloc(&p, nbytes));
+  return p;
+}
+
+void device_free(void* ptr, int device) {
+  if (!ptr) return;
+  DeviceGuard guard(device);
+  cudaFree(ptr);  // never throws from a destructor path
+}
+
+void copy_to_device(void* dst, const void* src, size_t nbytes, int device) {
+  DeviceGuard guard(device);
+  CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyHostToDevice));
+}
+
+void copy_to_host(void* dst, const void* src, size_t nbytes, int device) {
+  DeviceGuard guard(device);
+  CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyDeviceToHost));
+}
+
+void copy_device_to_device(void* dst, const void* src, size_t nbytes, int device) {
+  DeviceGuard guard(device);
+  CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyDeviceToDevice));
+}
+
+void synchronize(int device) {
+  DeviceGuard guard(device);
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+// Compute kernels arrive with the CUDA backend; until then their entries are null and
+// TESSERA_KERNEL names the missing one.
+const Kernels& kernels() {
+  static const Kernels table = [] {
+    Kernels k{};
+    k.copy = copy;
+    k.fill = fill;
+    return k;
+  }();
+  return table;
+}
+
+}  // namespace tessera::cuda

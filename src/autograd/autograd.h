@@ -1,0 +1,140 @@
+// Reverse-mode autograd: a tape of nodes, each holding the backward closure of one op.
+//
+//   Tensor w = randn({4, 3}).requires_grad_();             // leaf parameter
+//   register_grad_hook(w, [](Tensor& p) { /* p.grad() is final for this backward */ });
+//   Tensor loss = ops::mean(ops::matmul(x, w));
+//   loss.backward();                                       // w.grad() += dloss/dw
+//   { NoGradGuard ng; Tensor y = ops::gelu(x); }           // nothing recorded
+//
+// An op computes its output, then calls record(): if grad mode is on and an input requires a
+// gradient, a Node is appended to the tape (linked from the output) with a closure that maps the
+// output's gradient to its inputs' gradients. Nodes carry a sequence number; backward() runs them in
+// reverse sequence order restricted to what the root depends on, which is a reverse topological
+// order. Invariants (DESIGN.md rule 5):
+//  - leaf (parameter) gradients accumulate: grad += g, across contributions and across backward calls;
+//  - an intermediate gradient lives in the engine only until its node has consumed it;
+//  - a leaf's grad hooks fire exactly once per backward, when its last contribution has arrived;
+//  - backward closures run with grad mode off, and are released after they run (retain_graph=false).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace tessera {
+
+struct Node;
+
+// Passed to a backward closure: where the gradients for the op's inputs go, by input index.
+class GradSink {
+ public:
+  explicit GradSink(Node& node) : node_(node) {}
+  bool needs(size_t input) const;               // does input `input` want a gradient?
+  void add(size_t input, const Tensor& grad);   // checks the shape against the input's
+
+ private:
+  friend class Engine;
+  Node& node_;
+  std::vector<std::pair<size_t, Tensor>> grads_;
+};
+
+using BackwardFn = std::function<void(const Tensor& grad_out, GradSink& sink)>;
+
+struct AutogradMeta {
+  bool requires_grad = false;
+  std::shared_ptr<Node> grad_fn;  // null for a leaf
+  Tensor grad;                    // leaves: the accumulated gradient
+  std::vector<std::function<void(Tensor&)>> hooks;  // leaves: gradient-ready hooks
+  std::weak_ptr<TensorImpl> owner;                  // the tensor this meta belongs to
+  Shape shape;
+  DType dtype = DType::F32;
+  Device device;
+  std::string name;
+};
+
+struct Node {
+  std::string op;                                     // the op's name, for errors
+  uint64_t seq = 0;                                   // tape position (creation order)
+  std::vector<std::shared_ptr<AutogradMeta>> inputs;  // null for inputs without gradient
+  BackwardFn backward;                                // released after it runs
+};
+
+// Records out = op(inputs). Returns out, now carrying the node when any input requires a gradient
+// and grad mode is on; otherwise returns out untouched and drops `backward` (and what it captured).
+Tensor record(const char* op, const Tensor& out, const std::vector<Tensor>& inputs,
+              BackwardFn backward);
+
+bool grad_enabled();
+
+// Turns recording off for its scope (evaluation, optimizer updates, weight init).
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+// Turns recording on for its scope (recompute runs its forward again inside backward).
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+struct BackwardOptions {
+  bool retain_graph = false;  // keep closures (and their saved tensors) for a second backward
+};
+
+// Backpropagates from root. grad defaults to ones for a one-element root.
+void backward(const Tensor& root, const Tensor& grad = {}, BackwardOptions opt = {});
+
+// Gradient-ready hook of a leaf: called once per backward with the parameter, after its gradient
+// has received every contribution of that backward. The hook may read, modify or drop p.grad()
+// (data-parallel all-reduce and LOMO's fused update hang here).
+using GradHook = std::function<void(Tensor& param)>;
+void register_grad_hook(const Tensor& param, GradHook hook);
+
+// Activation checkpointing: y = fn(inputs) is computed without keeping fn's intermediate
+// activations; backward runs fn again (with the RNG replayed, so dropout masks match) and
+// backpropagates through the recomputed graph. Parameters that fn uses without receiving them in
+// `inputs` are found during the forward and get their gradients as usual.
+using RecomputeFn = std::function<Tensor(const std::vector<Tensor>&)>;
+Tensor recompute(const RecomputeFn& fn, const std::vector<Tensor>& inputs);
+
+// For recompute: while a collector is installed, record() reports every leaf that requires a
+// gradient it sees, even with grad mode off.
+class LeafCollector {
+ public:
+  LeafCollector();
+  ~LeafCollector();
+  LeafCollector(const LeafCollector&) = delete;
+  LeafCollector& operator=(const LeafCollector&) = delete;
+  const std::vector<Tensor>& leaves() const { return leaves_; }
+  void see(const Tensor& t);
+
+ private:
+  LeafCollector* prev_;
+  std::vector<Tensor> leaves_;
+};
+
+// Engine internals used by recompute: backward whose leaf gradients are returned in `captured`
+// (keyed by meta) instead of accumulated into .grad, and without firing hooks.
+void backward_captured(const Tensor& root, const Tensor& grad,
+                       std::unordered_map<AutogradMeta*, Tensor>& captured);
+
+}  // namespace tessera

@@ -1,0 +1,283 @@
+// The autograd engine: grad mode, record(), and backward() over the tape.
+#include <atomic>
+#include <queue>
+#include <unordered_set>
+
+#include "autograd/autograd.h"
+#include "backend/kernels.h"
+
+namespace tessera {
+namespace {
+
+thread_local bool g_grad_enabled = true;
+thread_local LeafCollector* g_collector = nullptr;
+std::atomic<uint64_t> g_seq{0};
+
+// Gradients handed between nodes are contiguous, so every backward closure can pass its grad_out
+// straight to a kernel.
+Tensor dense(const Tensor& t) {
+  if (t.is_contiguous()) return t;
+  Tensor c = Tensor::empty(t.shape(), t.options());
+  c.copy_(t);
+  return c;
+}
+
+// A fresh tensor a + b (never in place: a may be shared with another consumer).
+Tensor add_fresh(const Tensor& a, const Tensor& b) {
+  Tensor out = Tensor::empty(a.shape(), a.options());
+  Tensor bb = b.dtype() == a.dtype() ? dense(b) : b.detach().to(a.dtype());
+  TESSERA_KERNEL(out, axpby)(out, 1.0, dense(a), 1.0, bb);
+  return out;
+}
+
+AutogradMeta& ensure_meta(const Tensor& t) {
+  TensorImpl& impl = t.impl();
+  if (!impl.autograd) {
+    impl.autograd = std::make_shared<AutogradMeta>();
+    impl.autograd->owner = t.impl_ptr();
+    impl.autograd->shape = impl.shape;
+    impl.autograd->dtype = impl.dtype;
+    impl.autograd->device = t.device();
+  }
+  return *impl.autograd;
+}
+
+}  // namespace
+
+// ---- grad mode ----
+
+bool grad_enabled() { return g_grad_enabled; }
+NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
+EnableGradGuard::EnableGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = true; }
+EnableGradGuard::~EnableGradGuard() { g_grad_enabled = prev_; }
+
+LeafCollector::LeafCollector() : prev_(g_collector) { g_collector = this; }
+LeafCollector::~LeafCollector() { g_collector = prev_; }
+void LeafCollector::see(const Tensor& t) {
+  for (const Tensor& l : leaves_)
+    if (l.impl_ptr() == t.impl_ptr()) return;
+  leaves_.push_back(t);
+}
+
+// ---- Tensor's autograd methods ----
+
+bool Tensor::requires_grad() const {
+  const auto& m = impl().autograd;
+  return m && m->requires_grad;
+}
+
+Tensor& Tensor::requires_grad_(bool on) {
+  TESSERA_CHECK(is_leaf(), "requires_grad_() on a non-leaf tensor ", str(),
+                " (it was produced by op ", impl().autograd->grad_fn->op, "); use detach()");
+  TESSERA_CHECK(!on || is_floating(dtype()), "requires_grad_() on a ", dtype_name(dtype()),
+                " tensor: only floating tensors have gradients");
+  ensure_meta(*this).requires_grad = on;
+  return *this;
+}
+
+bool Tensor::is_leaf() const {
+  const auto& m = impl().autograd;
+  return !m || !m->grad_fn;
+}
+
+const Tensor& Tensor::grad() const {
+  static const Tensor none;
+  const auto& m = impl().autograd;
+  return m ? m->grad : none;
+}
+
+void Tensor::zero_grad() {
+  if (impl().autograd) impl().autograd->grad = Tensor();
+}
+
+void Tensor::set_name(const std::string& name) { ensure_meta(*this).name = name; }
+std::string Tensor::name() const {
+  const auto& m = impl().autograd;
+  return m ? m->name : std::string();
+}
+
+void Tensor::backward() const { tessera::backward(*this); }
+
+void register_grad_hook(const Tensor& param, GradHook hook) {
+  TESSERA_CHECK(param.requires_grad() && param.is_leaf(),
+                "register_grad_hook: ", param.str(), " is not a leaf that requires a gradient");
+  ensure_meta(param).hooks.push_back(std::move(hook));
+}
+
+// ---- record ----
+
+Tensor record(const char* op, const Tensor& out, const std::vector<Tensor>& inputs,
+              BackwardFn backward) {
+  if (g_collector) {
+    for (const Tensor& in : inputs)
+      if (in.defined() && in.requires_grad() && in.is_leaf()) g_collector->see(in);
+  }
+  if (!g_grad_enabled) return out;
+  bool any = false;
+  for (const Tensor& in : inputs) any = any || (in.defined() && in.requires_grad());
+  if (!any) return out;
+
+  auto node = std::make_shared<Node>();
+  node->op = op;
+  node->seq = g_seq.fetch_add(1);
+  node->inputs.reserve(inputs.size());
+  for (const Tensor& in : inputs)
+    node->inputs.push_back(in.defined() && in.requires_grad() ? in.impl().autograd : nullptr);
+  node->backward = std::move(backward);
+
+  // A tensor that already has a history (an op that returned its input) gets a fresh alias.
+  Tensor res = out.impl().autograd ? out.detach() : out;
+  AutogradMeta& m = ensure_meta(res);
+  m.requires_grad = true;
+  m.grad_fn = std::move(node);
+  return res;
+}
+
+// ---- GradSink ----
+
+bool GradSink::needs(size_t input) const {
+  return input < node_.inputs.size() && node_.inputs[input] != nullptr;
+}
+
+void GradSink::add(size_t input, const Tensor& grad) {
+  TESSERA_CHECK(input < node_.inputs.size(), "backward of ", node_.op, ": gradient for input ",
+                input, " but the op has ", node_.inputs.size(), " inputs");
+  const auto& m = node_.inputs[input];
+  if (!m || !grad.defined()) return;
+  TESSERA_CHECK(grad.shape() == m->shape, "backward of ", node_.op, ": gradient for input ", input,
+                " has shape ", shape_str(grad.shape()), " but the input has shape ",
+                shape_str(m->shape));
+  grads_.emplace_back(input, grad);
+}
+
+// ---- backward ----
+
+class Engine {
+ public:
+  Engine(bool retain_graph, std::unordered_map<AutogradMeta*, Tensor>* captured)
+      : retain_(retain_graph), captured_(captured) {}
+
+  void run(const Tensor& root, Tensor grad) {
+    TESSERA_CHECK(root.requires_grad(), "backward() on ", root.str(),
+                  ", which does not require a gradient (no input of its graph requires one)");
+    if (!grad.defined()) {
+      TESSERA_CHECK(root.numel() == 1, "backward() without a gradient needs a one-element root; ",
+                    "got shape ", shape_str(root.shape()));
+      grad = ones(root.shape(), root.options());
+    }
+    TESSERA_CHECK(grad.shape() == root.shape(), "backward(): gradient shape ",
+                  shape_str(grad.shape()), " vs root shape ", shape_str(root.shape()));
+    NoGradGuard no_grad;  // backward closures are not themselves recorded
+    AutogradMeta* root_meta = root.impl().autograd.get();
+    if (!root_meta->grad_fn) {  // the root is itself a leaf
+      deliver(root_meta, grad);
+      finish_leaf(root_meta);
+      return;
+    }
+    discover(root_meta);
+    pending_[root_meta] = grad;
+
+    auto later = [](AutogradMeta* a, AutogradMeta* b) { return a->grad_fn->seq < b->grad_fn->seq; };
+    std::priority_queue<AutogradMeta*, std::vector<AutogradMeta*>, decltype(later)> ready(later);
+    ready.push(root_meta);
+    while (!ready.empty()) {
+      AutogradMeta* m = ready.top();
+      ready.pop();
+      std::shared_ptr<Node> node = m->grad_fn;  // keep alive while it runs
+      auto it = pending_.find(m);
+      if (it != pending_.end()) {
+        Tensor g = dense(it->second);
+        pending_.erase(it);  // the intermediate gradient is consumed here and freed below
+        TESSERA_CHECK(node->backward, "backward through ", node->op,
+                      " a second time: its saved tensors were released after the first backward "
+                      "(pass retain_graph = true to keep them)");
+        GradSink sink(*node);
+        node->backward(g, sink);
+        g = Tensor();
+        if (!retain_) node->backward = nullptr;
+        for (auto& [idx, gi] : sink.grads_) deliver(node->inputs[idx].get(), gi);
+      }
+      for (const auto& in : node->inputs) {
+        if (!in) continue;
+        if (--deps_[in.get()] > 0) continue;
+        if (in->grad_fn) {
+          ready.push(in.get());
+        } else {
+          finish_leaf(in.get());
+        }
+      }
+    }
+  }
+
+ private:
+  // Counts, for every tensor the root depends on, how many edges lead into it.
+  void discover(AutogradMeta* root) {
+    std::vector<AutogradMeta*> stack{root};
+    std::unordered_set<AutogradMeta*> seen{root};
+    while (!stack.empty()) {
+      AutogradMeta* m = stack.back();
+      stack.pop_back();
+      if (!m->grad_fn) continue;
+      for (const auto& in : m->grad_fn->inputs) {
+        if (!in) continue;
+        deps_[in.get()]++;
+        if (seen.insert(in.get()).second) stack.push_back(in.get());
+      }
+    }
+  }
+
+  void deliver(AutogradMeta* m, const Tensor& g) {
+    if (m->grad_fn) {  // intermediate: held until its node runs
+      auto it = pending_.find(m);
+      if (it == pending_.end()) {
+        pending_.emplace(m, g);
+      } else {
+        it->second = add_fresh(it->second, g);
+      }
+      return;
+    }
+    touched_.insert(m);
+    if (captured_) {
+      auto it = captured_->find(m);
+      if (it == captured_->end()) {
+        captured_->emplace(m, g);
+      } else {
+        it->second = add_fresh(it->second, g);
+      }
+      return;
+    }
+    // A leaf's gradient is its own storage, in the leaf's dtype, and accumulates in place.
+    if (!m->grad.defined()) {
+      m->grad = Tensor::empty(m->shape, {m->dtype, m->device});
+      m->grad.copy_(g);
+    } else {
+      Tensor gg = g.dtype() == m->grad.dtype() ? dense(g) : g.detach().to(m->grad.dtype());
+      TESSERA_KERNEL(m->grad, axpby)(m->grad, 1.0, m->grad, 1.0, gg);
+    }
+  }
+
+  void finish_leaf(AutogradMeta* m) {
+    if (captured_ || !touched_.count(m) || m->hooks.empty()) return;
+    Tensor p(m->owner.lock());
+    if (!p.defined()) return;
+    for (auto& hook : m->hooks) hook(p);
+  }
+
+  bool retain_;
+  std::unordered_map<AutogradMeta*, Tensor>* captured_;
+  std::unordered_map<AutogradMeta*, int64_t> deps_;
+  std::unordered_map<AutogradMeta*, Tensor> pending_;
+  std::unordered_set<AutogradMeta*> touched_;
+};
+
+void backward(const Tensor& root, const Tensor& grad, BackwardOptions opt) {
+  Engine(opt.retain_graph, nullptr).run(root, grad);
+}
+
+void backward_captured(const Tensor& root, const Tensor& grad,
+                       std::unordered_map<AutogradMeta*, Tensor>& captured) {
+  Engine(false, &captured).run(root, grad);
+}
+
+}  // namespace tessera

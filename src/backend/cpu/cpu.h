@@ -1,0 +1,81 @@
+// CPU reference kernels: the entries of the kernel table (src/backend/kernels.h) for the CPU.
+// Floating kernels run in f32 or f64 (f64 so gradient checks can run them in double precision);
+// bf16 tensors are converted by the op before they reach a kernel. Loops over rows use OpenMP;
+// gemm is OpenBLAS sgemm/dgemm. One file per op family, named like the op file in src/ops/.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/kernels.h"
+
+namespace tessera::cpu {
+
+// Calls f(T{}) with T = float or double for t; any other dtype is an error naming the kernel.
+template <typename F>
+void dispatch_float(const char* kernel, DType t, F&& f) {
+  switch (t) {
+    case DType::F32: f(float{}); break;
+    case DType::F64: f(double{}); break;
+    default:
+      TESSERA_FAIL("cpu kernel ", kernel, ": dtype ", dtype_name(t),
+                   " is not supported (the CPU backend computes in f32 or f64)");
+  }
+}
+
+inline int64_t rows_of(const Tensor& x) { return x.dim() ? x.numel() / x.size(-1) : 1; }
+inline int64_t cols_of(const Tensor& x) { return x.dim() ? x.size(-1) : 1; }
+
+// memory.cpp
+void copy(const Tensor& dst, const Tensor& src);
+void fill(const Tensor& dst, double value);
+void arange(const Tensor& dst, double start, double step);
+void uniform(const Tensor& dst, uint64_t seed, uint64_t offset);
+void normal(const Tensor& dst, uint64_t seed, uint64_t offset);
+// matmul.cpp
+void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
+          double alpha, double beta);
+// elementwise.cpp
+void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b);
+void axpby(const Tensor& out, double alpha, const Tensor& x, double beta, const Tensor& y);
+void sum_dim(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64_t inner);
+void expand_dim(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64_t inner);
+// embedding.cpp
+void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& ids);
+void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& ids);
+// norm.cpp
+void layernorm_forward(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
+                       const Tensor& w, const Tensor& b, double eps);
+void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
+                        const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd);
+void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w,
+                     double eps);
+void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,
+                      const Tensor& w, const Tensor& rstd);
+// activation.cpp
+void gelu_forward(const Tensor& y, const Tensor& x);
+void gelu_backward(const Tensor& dx, const Tensor& dy, const Tensor& x);
+void silu_forward(const Tensor& y, const Tensor& x);
+void silu_backward(const Tensor& dx, const Tensor& dy, const Tensor& x);
+void swiglu_forward(const Tensor& y, const Tensor& gate, const Tensor& up);
+void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dy, const Tensor& gate,
+                     const Tensor& up);
+void dropout(const Tensor& y, const Tensor& x, double p, uint64_t seed, uint64_t offset);
+// softmax.cpp
+void softmax_forward(const Tensor& y, const Tensor& x);
+void softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y);
+void log_softmax_forward(const Tensor& y, const Tensor& x);
+void log_softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y);
+void cross_entropy_forward(const Tensor& losses, const Tensor& lse, const Tensor& logits,
+                           const Tensor& targets, int64_t ignore_index);
+void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
+                            const Tensor& lse, const Tensor& targets, int64_t ignore_index);
+// rope.cpp
+void rope(const Tensor& y, const Tensor& x, double theta, int64_t pos_offset, bool inverse);
+// attention.cpp
+void attention_forward(const Tensor& out, const Tensor& probs, const Tensor& q, const Tensor& k,
+                       const Tensor& v, double scale);
+void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                        const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
+                        double scale);
+
+}  // namespace tessera::cpu

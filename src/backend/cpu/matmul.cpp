@@ -1,0 +1,64 @@
+// CPU gemm: batched, row-major, through OpenBLAS (cblas_sgemm / cblas_dgemm).
+// c (Bc, M, N) = alpha * op(a) @ op(b) + beta * c; a batch of 1 is shared by every c batch.
+#include <cblas.h>
+
+#include "backend/cpu/cpu.h"
+
+namespace tessera::cpu {
+namespace {
+
+struct Mat {
+  int64_t batch, rows, cols;
+};
+
+Mat as_batched(const Tensor& t, const char* name) {
+  TESSERA_CHECK(t.dim() == 2 || t.dim() == 3, "gemm: ", name, " must be 2-D or 3-D, got ",
+                shape_str(t.shape()));
+  TESSERA_CHECK(t.is_contiguous(), "gemm: ", name, " ", shape_str(t.shape()), " is not contiguous");
+  if (t.dim() == 2) return {1, t.size(0), t.size(1)};
+  return {t.size(0), t.size(1), t.size(2)};
+}
+
+}  // namespace
+
+void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
+          double alpha, double beta) {
+  Mat mc = as_batched(c, "c"), ma = as_batched(a, "a"), mb = as_batched(b, "b");
+  const int64_t M = mc.rows, N = mc.cols;
+  const int64_t K = trans_a ? ma.rows : ma.cols;
+  const int64_t am = trans_a ? ma.cols : ma.rows;
+  const int64_t bk = trans_b ? mb.cols : mb.rows, bn = trans_b ? mb.rows : mb.cols;
+  TESSERA_CHECK(am == M && bk == K && bn == N, "gemm: shapes do not agree: c ", shape_str(c.shape()),
+                " = a ", shape_str(a.shape()), (trans_a ? "^T" : ""), " @ b ", shape_str(b.shape()),
+                (trans_b ? "^T" : ""));
+  TESSERA_CHECK((ma.batch == 1 || ma.batch == mc.batch) && (mb.batch == 1 || mb.batch == mc.batch),
+                "gemm: batch sizes do not agree: c ", shape_str(c.shape()), ", a ",
+                shape_str(a.shape()), ", b ", shape_str(b.shape()));
+  TESSERA_CHECK(a.dtype() == c.dtype() && b.dtype() == c.dtype(), "gemm: dtypes differ: c ",
+                dtype_name(c.dtype()), ", a ", dtype_name(a.dtype()), ", b ", dtype_name(b.dtype()));
+  if (M == 0 || N == 0) return;
+  const auto ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
+  const int64_t sa = ma.batch == 1 ? 0 : ma.rows * ma.cols, sb = mb.batch == 1 ? 0 : mb.rows * mb.cols;
+  const int64_t sc = M * N;
+  dispatch_float("gemm", c.dtype(), [&](auto z) {
+    using T = decltype(z);
+    T* cp = static_cast<T*>(c.data_ptr());
+    const T* ap = static_cast<const T*>(a.data_ptr());
+    const T* bp = static_cast<const T*>(b.data_ptr());
+    for (int64_t i = 0; i < mc.batch; ++i) {
+      if (K == 0) {  // BLAS may skip the beta scaling when K == 0: do it here
+        for (int64_t j = 0; j < sc; ++j) cp[i * sc + j] = beta == 0 ? T(0) : T(beta) * cp[i * sc + j];
+        continue;
+      }
+      if constexpr (std::is_same_v<T, float>) {
+        cblas_sgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), float(alpha), ap + i * sa,
+                    int(ma.cols), bp + i * sb, int(mb.cols), float(beta), cp + i * sc, int(N));
+      } else {
+        cblas_dgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, ap + i * sa,
+                    int(ma.cols), bp + i * sb, int(mb.cols), beta, cp + i * sc, int(N));
+      }
+    }
+  });
+}
+
+}  // namespace tessera::cpu

@@ -1,0 +1,25 @@
+// Linked instead of kernels/*.cu when tessera is built without CUDA: any request for a CUDA tensor
+// or kernel fails with one clear message.
+#include "backend/cuda.h"
+#include "backend/kernels.h"
+#include "core/error.h"
+
+namespace tessera::cuda {
+namespace {
+[[noreturn]] void no_cuda() {
+  TESSERA_FAIL("tessera was built without CUDA support (reconfigure with nvcc on the PATH, "
+               "-DTESSERA_CUDA=ON)");
+}
+}  // namespace
+
+bool available() { return false; }
+int device_count() { return 0; }
+void* device_malloc(size_t, int) { no_cuda(); }
+void device_free(void*, int) {}
+void copy_to_device(void*, const void*, size_t, int) { no_cuda(); }
+void copy_to_host(void*, const void*, size_t, int) { no_cuda(); }
+void copy_device_to_device(void*, const void*, size_t, int) { no_cuda(); }
+void synchronize(int) { no_cuda(); }
+const Kernels& kernels() { no_cuda(); }
+
+}  // namespace tessera::cuda

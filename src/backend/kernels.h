@@ -1,0 +1,129 @@
+// The kernel table: every compute kernel an op calls, with one signature for every backend.
+//
+//   Tensor y = Tensor::empty(x.shape(), x.options());
+//   TESSERA_KERNEL(x, gelu_forward)(y, x);        // CPU or CUDA, chosen by x's device
+//
+// The CPU table (src/backend/cpu/) is the reference: plain fp32/f64 loops, OpenBLAS for gemm, OpenMP
+// across rows. The CUDA table (kernels/*.cu) implements the same entries; one it lacks is null and
+// TESSERA_KERNEL raises an error naming it. Which table exists is decided at link time.
+//
+// Conventions, for every entry:
+//  - outputs come first, then inputs; outputs are allocated by the caller (the op);
+//  - tensors are contiguous unless the comment says otherwise, and all live on one device;
+//  - kernels assign (=) their outputs, never accumulate: the autograd engine does the +=;
+//  - "rows" means every leading dimension flattened: x (N, C) with C = x.size(-1).
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace tessera {
+
+enum class BinaryOp { Add, Sub, Mul };
+
+struct Kernels {
+  // ---- memory ----
+  // dst and src have the same shape, any strides and any dtypes (converted; bf16 rounds to nearest
+  // even). dst must not overlap src.
+  void (*copy)(const Tensor& dst, const Tensor& src);
+  void (*fill)(const Tensor& dst, double value);
+  void (*arange)(const Tensor& dst, double start, double step);  // dst[i] = start + i * step
+  // Element i uses Philox counter offset + i with key seed (core/rng.h).
+  void (*uniform)(const Tensor& dst, uint64_t seed, uint64_t offset);  // U[0, 1)
+  void (*normal)(const Tensor& dst, uint64_t seed, uint64_t offset);   // N(0, 1)
+
+  // ---- linear algebra ----
+  // c (Bc, M, N) = alpha * op(a) @ op(b) + beta * c, op(x) = x^T (last two dims) when trans_x.
+  // a is (Ba, M, K) or (Ba, K, M) when trans_a; b is (Bb, K, N) or (Bb, N, K) when trans_b.
+  // Ba and Bb are 1 (broadcast) or Bc; a 2-D operand is batch 1. c is written when beta == 0.
+  void (*gemm)(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
+               double alpha, double beta);
+
+  // ---- elementwise and reductions ----
+  // out = a (op) b; b has a's numel, or is one row (a.size(-1) elements) broadcast over a's rows.
+  void (*binary)(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b);
+  // out = alpha * x + beta * y; y may be undefined (then out = alpha * x); out may alias x or y.
+  void (*axpby)(const Tensor& out, double alpha, const Tensor& x, double beta, const Tensor& y);
+  // x viewed as (outer, n, inner): out (outer, inner) = sum over n.
+  void (*sum_dim)(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64_t inner);
+  // out (outer, n, inner) = x (outer, inner) repeated n times along the middle dimension.
+  void (*expand_dim)(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64_t inner);
+
+  // ---- embedding ---- table (V, C), ids i32 (N), out/dout (N, C)
+  void (*embedding_forward)(const Tensor& out, const Tensor& table, const Tensor& ids);
+  // dtable = 0, then dtable[ids[n]] += dout[n] for every n (a scatter-add: repeated ids sum).
+  void (*embedding_backward)(const Tensor& dtable, const Tensor& dout, const Tensor& ids);
+
+  // ---- normalisation over the last dim ---- x, y, dx, dy (N, C); w, b, dw, db (C); mean, rstd (N)
+  void (*layernorm_forward)(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
+                            const Tensor& w, const Tensor& b, double eps);
+  void (*layernorm_backward)(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
+                             const Tensor& x, const Tensor& w, const Tensor& mean,
+                             const Tensor& rstd);
+  void (*rmsnorm_forward)(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w,
+                          double eps);
+  void (*rmsnorm_backward)(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,
+                           const Tensor& w, const Tensor& rstd);
+
+  // ---- activations ---- all tensors the same shape
+  void (*gelu_forward)(const Tensor& y, const Tensor& x);  // tanh approximation
+  void (*gelu_backward)(const Tensor& dx, const Tensor& dy, const Tensor& x);
+  void (*silu_forward)(const Tensor& y, const Tensor& x);
+  void (*silu_backward)(const Tensor& dx, const Tensor& dy, const Tensor& x);
+  // y = silu(gate) * up
+  void (*swiglu_forward)(const Tensor& y, const Tensor& gate, const Tensor& up);
+  void (*swiglu_backward)(const Tensor& dgate, const Tensor& dup, const Tensor& dy,
+                          const Tensor& gate, const Tensor& up);
+  // y = x * keep / (1 - p), keep_i = (uniform(seed, offset + i) >= p). The same call with dy in
+  // place of x is the backward: the mask is regenerated, never stored.
+  void (*dropout)(const Tensor& y, const Tensor& x, double p, uint64_t seed, uint64_t offset);
+
+  // ---- softmax family over the last dim ---- x, y, dx, dy (N, C)
+  void (*softmax_forward)(const Tensor& y, const Tensor& x);
+  void (*softmax_backward)(const Tensor& dx, const Tensor& dy, const Tensor& y);
+  void (*log_softmax_forward)(const Tensor& y, const Tensor& x);
+  void (*log_softmax_backward)(const Tensor& dx, const Tensor& dy, const Tensor& y);
+  // logits (N, V), targets i32 (N). losses[n] = lse[n] - logits[n, targets[n]], lse[n] =
+  // log sum_v exp(logits[n, v]); rows whose target is ignore_index get loss 0. lse (N) is saved.
+  void (*cross_entropy_forward)(const Tensor& losses, const Tensor& lse, const Tensor& logits,
+                                const Tensor& targets, int64_t ignore_index);
+  // dlogits[n, v] = dlosses[n] * (exp(logits[n, v] - lse[n]) - [v == targets[n]]); 0 on ignored rows.
+  void (*cross_entropy_backward)(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
+                                 const Tensor& lse, const Tensor& targets, int64_t ignore_index);
+
+  // ---- position and attention ---- (B, H, T, D) layouts
+  // Rotary embedding, half-split pairs (x_i, x_{i + D/2}), angle (pos_offset + t) * theta^(-2i/D).
+  // inverse rotates by -angle, which is the backward (the rotation is orthogonal).
+  void (*rope)(const Tensor& y, const Tensor& x, double theta, int64_t pos_offset, bool inverse);
+  // Causal softmax attention, materialised: q, out (B, H, T, D); k, v (B, Hkv, T, D) with H a
+  // multiple of Hkv (query head h reads kv head h / (H / Hkv)); probs (B, H, T, T) is saved.
+  void (*attention_forward)(const Tensor& out, const Tensor& probs, const Tensor& q,
+                            const Tensor& k, const Tensor& v, double scale);
+  void (*attention_backward)(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                             const Tensor& dout, const Tensor& q, const Tensor& k,
+                             const Tensor& v, const Tensor& probs, double scale);
+};
+
+namespace cpu {
+const Kernels& kernels();
+}
+
+// The table for a device (throws for CUDA in a build without CUDA).
+const Kernels& kernels_for(Device d);
+inline const Kernels& kernels_for(const Tensor& t) { return kernels_for(t.device()); }
+
+// Throws unless every tensor lives on the device of the first (names op, devices and shapes).
+void check_same_device(const char* op, std::initializer_list<const Tensor*> ts);
+
+[[noreturn]] void missing_kernel(const char* name, Device d);
+
+}  // namespace tessera
+
+// The kernel `name` for tensor t's device; an error naming the kernel when the backend lacks it.
+#define TESSERA_KERNEL(t, name)                                                      \
+  ([&]() {                                                                           \
+    auto fn_ = ::tessera::kernels_for(t).name;                                       \
+    if (!fn_) ::tessera::missing_kernel(#name, (t).device());                        \
+    return fn_;                                                                      \
+  }())

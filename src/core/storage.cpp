@@ -1,0 +1,69 @@
+#include "core/storage.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+
+#include "backend/cuda.h"
+#include "core/error.h"
+
+namespace tessera {
+namespace {
+
+struct Counters {
+  std::mutex mu;
+  MemoryStats stats;
+};
+
+Counters& counters(Device d) {
+  static Counters cpu;
+  static Counters cuda[16];
+  if (d.is_cpu()) return cpu;
+  TESSERA_CHECK(d.index >= 0 && d.index < 16, "device index out of range: ", d.str());
+  return cuda[d.index];
+}
+
+void count(Device d, int64_t delta) {
+  Counters& c = counters(d);
+  std::lock_guard<std::mutex> lock(c.mu);
+  c.stats.current_bytes += delta;
+  if (delta > 0) c.stats.n_allocs++;
+  if (c.stats.current_bytes > c.stats.peak_bytes) c.stats.peak_bytes = c.stats.current_bytes;
+}
+
+}  // namespace
+
+MemoryStats memory_stats(Device d) {
+  Counters& c = counters(d);
+  std::lock_guard<std::mutex> lock(c.mu);
+  return c.stats;
+}
+
+void reset_peak_memory(Device d) {
+  Counters& c = counters(d);
+  std::lock_guard<std::mutex> lock(c.mu);
+  c.stats.peak_bytes = c.stats.current_bytes;
+}
+
+Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
+  if (device.is_cuda()) {
+    data_ = cuda::device_malloc(nbytes, device.index);  // throws in a build without CUDA
+  } else {
+    // 64-byte alignment for SIMD loads; aligned_alloc needs a multiple of the alignment.
+    size_t padded = (nbytes + 63) / 64 * 64;
+    data_ = padded ? std::aligned_alloc(64, padded) : nullptr;
+    TESSERA_CHECK(data_ || !padded, "out of host memory allocating ", nbytes, " bytes");
+  }
+  count(device, int64_t(nbytes));
+}
+
+Storage::~Storage() {
+  if (device_.is_cuda()) {
+    cuda::device_free(data_, device_.index);
+  } else {
+    std::free(data_);
+  }
+  count(device_, -int64_t(nbytes_));
+}
+
+}  // namespace tessera

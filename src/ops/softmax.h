@@ -1,0 +1,15 @@
+#pragma once
+
+#include "core/tensor.h"
+
+namespace tessera::ops {
+
+Tensor softmax(const Tensor& x);      // over the last dimension
+Tensor log_softmax(const Tensor& x);  // over the last dimension
+
+// Mean cross-entropy of logits (..., V) against targets i32 (...), fused with log-softmax; rows
+// whose target equals ignore_index count neither in the sum nor in the mean. Targets outside
+// [0, V) (other than ignore_index) are an error naming the target and V. All rows ignored -> 0.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
+
+}  // namespace tessera::ops

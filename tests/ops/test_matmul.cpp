@@ -1,0 +1,75 @@
+// matmul and linear: values against hand-computed products, gradients by central differences.
+#include <gtest/gtest.h>
+
+#include "gradcheck.h"
+#include "ops/ops.h"
+
+using namespace tessera;
+using tessera::testing::gradcheck;
+
+TEST(Matmul, value_matches_hand_computed_product) {
+  Tensor a = from_vector<float>({1, 2, 3, 4, 5, 6}, {2, 3});
+  Tensor b = from_vector<float>({7, 8, 9, 10, 11, 12}, {3, 2});
+  std::vector<float> c = ops::matmul(a, b).to_vector<float>();
+  // [1 2 3; 4 5 6] @ [7 8; 9 10; 11 12] = [58 64; 139 154]
+  EXPECT_EQ(c, (std::vector<float>{58, 64, 139, 154}));
+  // a^T (3, 2) @ a (2, 3) with trans_a, and a @ a^T with trans_b
+  EXPECT_EQ(ops::matmul(a, a, false, true).to_vector<float>(), (std::vector<float>{14, 32, 32, 77}));
+  EXPECT_EQ(ops::matmul(a, a, true, false).to_vector<float>(),
+            (std::vector<float>{17, 22, 27, 22, 29, 36, 27, 36, 45}));
+}
+
+TEST(Matmul, batched_value_uses_each_batch) {
+  Tensor a = from_vector<float>({1, 0, 0, 1, 2, 0, 0, 2}, {2, 2, 2});  // I, 2I
+  Tensor b = from_vector<float>({1, 2, 3, 4, 5, 6, 7, 8}, {2, 2, 2});
+  EXPECT_EQ(ops::matmul(a, b).to_vector<float>(), (std::vector<float>{1, 2, 3, 4, 10, 12, 14, 16}));
+}
+
+TEST(Matmul, shape_error_names_both_shapes) {
+  Tensor a = zeros({2, 3}), b = zeros({4, 5});
+  try {
+    ops::matmul(a, b);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("(2, 3)"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("(4, 5)"), std::string::npos) << msg;
+  }
+}
+
+class MatmulGrad : public ::testing::TestWithParam<std::tuple<bool, bool>> {};
+
+TEST_P(MatmulGrad, gradcheck_batched) {
+  auto [ta, tb] = GetParam();
+  Generator g(1);
+  Tensor a = randn(ta ? Shape{2, 4, 3} : Shape{2, 3, 4}, g);
+  Tensor b = randn(tb ? Shape{2, 5, 4} : Shape{2, 4, 5}, g);
+  EXPECT_TRUE(gradcheck([=](const std::vector<Tensor>& x) { return ops::matmul(x[0], x[1], ta, tb); },
+                        {a, b}));
+}
+
+TEST_P(MatmulGrad, gradcheck_shared_rhs) {
+  auto [ta, tb] = GetParam();
+  Generator g(2);
+  Tensor a = randn(ta ? Shape{3, 4, 2} : Shape{3, 2, 4}, g);
+  Tensor b = randn(tb ? Shape{5, 4} : Shape{4, 5}, g);
+  EXPECT_TRUE(gradcheck([=](const std::vector<Tensor>& x) { return ops::matmul(x[0], x[1], ta, tb); },
+                        {a, b}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Transposes, MatmulGrad,
+                         ::testing::Combine(::testing::Bool(), ::testing::Bool()));
+
+TEST(Linear, gradcheck_with_bias) {
+  Generator g(3);
+  Tensor x = randn({2, 3, 4}, g), w = randn({5, 4}, g), b = randn({5}, g);
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& in) { return ops::linear(in[0], in[1], in[2]); }, {x, w, b}));
+}
+
+TEST(Linear, value_matches_x_wT_plus_b) {
+  Tensor x = from_vector<float>({1, 2}, {1, 2});
+  Tensor w = from_vector<float>({1, 0, 0, 1, 1, 1}, {3, 2});
+  Tensor b = from_vector<float>({10, 20, 30}, {3});
+  EXPECT_EQ(ops::linear(x, w, b).to_vector<float>(), (std::vector<float>{11, 22, 33}));
+}
