@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything tessera needs on Debian 12. Idempotent: prints nothing and exits 0 when all
+# packages are already present.
+set -euo pipefail
+
+PACKAGES=(
+  cmake g++ ninja-build pkg-config
+  libyaml-cpp-dev libhdf5-dev libcxxopts-dev libgtest-dev
+  libopenblas-dev libopenmpi-dev openmpi-bin
+  python3-numpy python3-h5py python3-matplotlib
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "setup: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

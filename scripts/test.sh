@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# setup + configure + build + every test. Usage: scripts/test.sh [extra cmake args]
+#   BUILD_DIR (default build) picks the build directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+# nvcc lives outside the default PATH on CUDA installs; with it found, the CUDA backend is compiled
+# (and its tests skip when no GPU is present).
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
+
+BUILD_DIR="${BUILD_DIR:-build}"
+JOBS="$(nproc)"
+GEN=()
+if command -v ninja >/dev/null; then GEN=(-G Ninja); fi
+if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then GEN=(); fi  # keep the generator it was made with
+
+cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release "$@"
+cmake --build "$BUILD_DIR" -j"$JOBS"
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$JOBS"
