@@ -212,6 +212,15 @@ Tensor from_vector(const std::vector<T>& values, const Shape& shape, Options opt
   t.copy_(host);
   return t;
 }
+template <typename T>
+Tensor from_vector(const std::vector<T>& values, const Shape& shape) {
+  return from_vector(values, shape, Options(dtype_of<T>()));
+}
+
+template Tensor from_vector<float>(const std::vector<float>&, const Shape&);
+template Tensor from_vector<double>(const std::vector<double>&, const Shape&);
+template Tensor from_vector<int32_t>(const std::vector<int32_t>&, const Shape&);
+template Tensor from_vector<uint8_t>(const std::vector<uint8_t>&, const Shape&);
 template Tensor from_vector<float>(const std::vector<float>&, const Shape&, Options);
 template Tensor from_vector<double>(const std::vector<double>&, const Shape&, Options);
 template Tensor from_vector<int32_t>(const std::vector<int32_t>&, const Shape&, Options);

@@ -131,8 +131,11 @@ Tensor rand(const Shape& shape, Generator& gen, Options opt = {});   // U[0, 1)
 Tensor randn(const Shape& shape, Generator& gen, Options opt = {});  // N(0, 1)
 Tensor rand(const Shape& shape, Options opt = {});                    // default_generator()
 Tensor randn(const Shape& shape, Options opt = {});
+// A host tensor of T's dtype holding values; with opt, converted to opt's dtype and device.
 template <typename T>
-Tensor from_vector(const std::vector<T>& values, const Shape& shape, Options opt = {});
+Tensor from_vector(const std::vector<T>& values, const Shape& shape);
+template <typename T>
+Tensor from_vector(const std::vector<T>& values, const Shape& shape, Options opt);
 
 template <typename T>
 constexpr DType dtype_of();

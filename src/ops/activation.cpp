@@ -1,1 +1,47 @@
-// Pending.
+// gelu (tanh form), silu and swiglu; their derivatives are in src/backend/cpu/activation.cpp.
+// Backward needs only the inputs, so that is what the closures keep (not the outputs).
+#include "ops/activation.h"
+
+#include "ops/util.h"
+
+namespace tessera::ops {
+
+Tensor gelu(const Tensor& x) {
+  Tensor X = detail::dense(x);
+  Tensor y = Tensor::empty(x.shape(), x.options());
+  TESSERA_KERNEL(x, gelu_forward)(y, X);
+  return record("gelu", y, {x}, [X](const Tensor& dy, GradSink& g) {
+    Tensor dx = Tensor::empty(X.shape(), X.options());
+    TESSERA_KERNEL(dy, gelu_backward)(dx, dy, X);
+    g.add(0, dx);
+  });
+}
+
+Tensor silu(const Tensor& x) {
+  Tensor X = detail::dense(x);
+  Tensor y = Tensor::empty(x.shape(), x.options());
+  TESSERA_KERNEL(x, silu_forward)(y, X);
+  return record("silu", y, {x}, [X](const Tensor& dy, GradSink& g) {
+    Tensor dx = Tensor::empty(X.shape(), X.options());
+    TESSERA_KERNEL(dy, silu_backward)(dx, dy, X);
+    g.add(0, dx);
+  });
+}
+
+Tensor swiglu(const Tensor& gate, const Tensor& up) {
+  detail::check_compatible("swiglu", {&gate, &up});
+  TESSERA_CHECK(gate.shape() == up.shape(), "swiglu: gate ", shape_str(gate.shape()), " and up ",
+                shape_str(up.shape()), " must have the same shape");
+  Tensor G = detail::dense(gate), U = detail::dense(up);
+  Tensor y = Tensor::empty(gate.shape(), gate.options());
+  TESSERA_KERNEL(gate, swiglu_forward)(y, G, U);
+  return record("swiglu", y, {gate, up}, [G, U](const Tensor& dy, GradSink& g) {
+    Tensor dgate = Tensor::empty(G.shape(), G.options());
+    Tensor dup = Tensor::empty(U.shape(), U.options());
+    TESSERA_KERNEL(dy, swiglu_backward)(dgate, dup, dy, G, U);
+    g.add(0, dgate);
+    g.add(1, dup);
+  });
+}
+
+}  // namespace tessera::ops

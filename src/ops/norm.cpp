@@ -1,1 +1,71 @@
-// Pending.
+// layernorm and rmsnorm over the last dimension. x (..., C) is handed to the kernels as is: they
+// treat every leading dimension as rows. The formulas, forward and backward, are in
+// src/backend/cpu/norm.cpp; mean and rstd are saved so backward does not recompute the statistics.
+#include "ops/norm.h"
+
+#include <string>
+
+#include "ops/util.h"
+
+namespace tessera::ops {
+namespace {
+
+// x (..., C) with C > 0: the kernels divide by C and take rows = numel / C.
+void check_input(const char* op, const Tensor& x) {
+  TESSERA_CHECK(x.dim() >= 1 && x.size(-1) > 0, op,
+                ": x must have a non-empty last dimension, got ", shape_str(x.shape()));
+}
+
+// A per-channel parameter must be (C), C the last dimension of x.
+void check_param(const char* op, const char* name, const Tensor& x, const Tensor& p) {
+  const std::string want = shape_str({x.size(-1)});
+  TESSERA_CHECK(p.defined(), op, ": ", name, " is undefined (expected ", want, " for x ",
+                shape_str(x.shape()), ")");
+  TESSERA_CHECK(p.dim() == 1 && p.size(0) == x.size(-1), op, ": ", name, " ",
+                shape_str(p.shape()), " does not match x ", shape_str(x.shape()), " (", name,
+                " must be ", want, ", the last dimension of x)");
+}
+
+}  // namespace
+
+Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  check_input("layernorm", x);
+  check_param("layernorm", "weight", x, weight);
+  check_param("layernorm", "bias", x, bias);
+  detail::check_compatible("layernorm", {&x, &weight, &bias});
+  const int64_t N = x.numel() / x.size(-1);
+  Tensor X = detail::dense(x), W = detail::dense(weight);
+  Tensor y = Tensor::empty(x.shape(), x.options());
+  Tensor mean = Tensor::empty({N}, x.options()), rstd = Tensor::empty({N}, x.options());
+  TESSERA_KERNEL(x, layernorm_forward)(y, mean, rstd, X, W, detail::dense(bias), eps);
+  return record("layernorm", y, {x, weight, bias},
+                [X, W, mean, rstd](const Tensor& dy, GradSink& g) {
+                  Tensor dx = Tensor::empty(X.shape(), X.options());
+                  Tensor dw = Tensor::empty(W.shape(), W.options());
+                  Tensor db = Tensor::empty(W.shape(), W.options());
+                  TESSERA_KERNEL(dy, layernorm_backward)(dx, dw, db, dy, X, W, mean, rstd);
+                  g.add(0, dx);
+                  g.add(1, dw);
+                  g.add(2, db);
+                });
+}
+
+Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps) {
+  check_input("rmsnorm", x);
+  check_param("rmsnorm", "weight", x, weight);
+  detail::check_compatible("rmsnorm", {&x, &weight});
+  const int64_t N = x.numel() / x.size(-1);
+  Tensor X = detail::dense(x), W = detail::dense(weight);
+  Tensor y = Tensor::empty(x.shape(), x.options());
+  Tensor rstd = Tensor::empty({N}, x.options());
+  TESSERA_KERNEL(x, rmsnorm_forward)(y, rstd, X, W, eps);
+  return record("rmsnorm", y, {x, weight}, [X, W, rstd](const Tensor& dy, GradSink& g) {
+    Tensor dx = Tensor::empty(X.shape(), X.options());
+    Tensor dw = Tensor::empty(W.shape(), W.options());
+    TESSERA_KERNEL(dy, rmsnorm_backward)(dx, dw, dy, X, W, rstd);
+    g.add(0, dx);
+    g.add(1, dw);
+  });
+}
+
+}  // namespace tessera::ops

@@ -1,1 +1,95 @@
-// Pending.
+// softmax, log_softmax and cross_entropy over the last dimension. Gradients:
+//   softmax:       dx = y * (dy - sum(dy * y))
+//   log_softmax:   dx = dy - exp(y) * sum(dy)
+//   cross_entropy: dlogits[n] = dy / n_valid * (softmax(logits[n]) - onehot(t[n])),
+//                  0 on ignored rows
+// The two softmaxes save their output, which is all their backward needs. cross_entropy saves the
+// logits and one lse per row, never the (N, V) probabilities: with V = 50257 those would be the
+// largest activation of a GPT.
+#include "ops/softmax.h"
+
+#include <memory>
+#include <vector>
+
+#include "ops/util.h"
+
+namespace tessera::ops {
+
+Tensor softmax(const Tensor& x) {
+  Tensor y = Tensor::empty(x.shape(), x.options());
+  TESSERA_KERNEL(x, softmax_forward)(y, detail::dense(x));
+  Tensor Y = y.detach();  // an alias without history: capturing y itself would make a cycle
+  return record("softmax", y, {x}, [Y](const Tensor& dy, GradSink& g) {
+    Tensor dx = Tensor::empty(Y.shape(), Y.options());
+    TESSERA_KERNEL(dy, softmax_backward)(dx, dy, Y);
+    g.add(0, dx);
+  });
+}
+
+Tensor log_softmax(const Tensor& x) {
+  Tensor y = Tensor::empty(x.shape(), x.options());
+  TESSERA_KERNEL(x, log_softmax_forward)(y, detail::dense(x));
+  Tensor Y = y.detach();
+  return record("log_softmax", y, {x}, [Y](const Tensor& dy, GradSink& g) {
+    Tensor dx = Tensor::empty(Y.shape(), Y.options());
+    TESSERA_KERNEL(dy, log_softmax_backward)(dx, dy, Y);
+    g.add(0, dx);
+  });
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
+  TESSERA_CHECK(logits.dim() >= 1 && is_floating(logits.dtype()),
+                "cross_entropy: logits must be a floating tensor (..., V), got ", logits.str());
+  TESSERA_CHECK(targets.dtype() == DType::I32, "cross_entropy: targets must be i32, got ",
+                targets.str());
+  const Shape lead(logits.shape().begin(), logits.shape().end() - 1);
+  TESSERA_CHECK(targets.shape() == lead, "cross_entropy: targets ", shape_str(targets.shape()),
+                " do not match logits ", shape_str(logits.shape()), " (expected targets ",
+                shape_str(lead), ")");
+  check_same_device("cross_entropy", {&logits, &targets});
+  const int64_t N = targets.numel(), V = logits.size(-1);
+  TESSERA_CHECK(V > 0, "cross_entropy: logits ", shape_str(logits.shape()), " have no classes");
+
+  // Validated on the host so a bad target is a clear error here rather than an out-of-bounds read
+  // in a device kernel. The mask of valid rows is kept for the backward.
+  std::vector<int32_t> host = targets.to_vector<int32_t>();
+  auto valid = std::make_shared<std::vector<bool>>(size_t(N));
+  int64_t n_valid = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    const int32_t t = host[size_t(n)];
+    if (t == ignore_index) continue;
+    TESSERA_CHECK(t >= 0 && t < V, "cross_entropy: target ", t, " at position ", n,
+                  " (of targets ", shape_str(targets.shape()), ", flattened) is outside [0, ", V,
+                  ") and is not ignore_index ", ignore_index);
+    (*valid)[size_t(n)] = true;
+    ++n_valid;
+  }
+
+  Tensor L = detail::dense(logits).view({N, V});
+  Tensor T = detail::dense(targets).view({N});
+  Tensor losses = Tensor::empty({N}, logits.options());
+  Tensor lse = Tensor::empty({N}, logits.options());
+  Tensor loss = Tensor::empty({}, logits.options());
+  // The mean over valid rows only; with none, every loss is 0 and so is the result.
+  const double inv = n_valid ? 1.0 / double(n_valid) : 0.0;
+  TESSERA_KERNEL(L, cross_entropy_forward)(losses, lse, L, T, ignore_index);
+  TESSERA_KERNEL(L, sum_dim)(loss, losses, 1, N, 1);
+  TESSERA_KERNEL(L, axpby)(loss, inv, loss, 0.0, Tensor());
+
+  Shape logits_shape = logits.shape();
+  return record("cross_entropy", loss, {logits},
+                [L, T, lse, valid, inv, ignore_index, logits_shape](const Tensor& dy, GradSink& g) {
+                  // The upstream gradient is one number; spreading it over the rows on the host
+                  // costs one transfer of N values.
+                  const double d = dy.item() * inv;
+                  std::vector<double> per_row(valid->size());
+                  for (size_t n = 0; n < per_row.size(); ++n) per_row[n] = (*valid)[n] ? d : 0.0;
+                  Tensor dlosses = from_vector<double>(per_row, {L.size(0)}, L.options());
+                  Tensor dlogits = Tensor::empty(L.shape(), L.options());
+                  TESSERA_KERNEL(L, cross_entropy_backward)(dlogits, dlosses, L, lse, T,
+                                                            ignore_index);
+                  g.add(0, dlogits.view(logits_shape));
+                });
+}
+
+}  // namespace tessera::ops

@@ -1,6 +1,7 @@
 // CPU reference kernels: the entries of the kernel table (src/backend/kernels.h) for the CPU.
-// Floating kernels run in f32 or f64 (f64 so gradient checks can run them in double precision);
-// bf16 tensors are converted by the op before they reach a kernel. Loops over rows use OpenMP;
+// Floating kernels run in f32 or f64 (f64 so gradient checks can run them in double precision).
+// bf16 is a storage type here: a bf16 tensor reaching a CPU compute kernel is an error that says so
+// (convert with .to(DType::F32)); bf16 compute is the CUDA backend's. Loops over rows use OpenMP;
 // gemm is OpenBLAS sgemm/dgemm. One file per op family, named like the op file in src/ops/.
 #pragma once
 

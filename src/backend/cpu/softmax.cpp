@@ -1,12 +1,194 @@
-// Pending: written with its op in src/ops/softmax.cpp.
+// CPU softmax, log-softmax and cross-entropy over the last dimension.
+// x, y, dx, dy (N, C); logits, dlogits (N, V); targets i32 (N); losses, dlosses, lse (N)
+//
+// Rows are independent, so OpenMP splits rows across threads and each row is reduced serially by
+// one thread: results do not depend on the thread count. Every exp is taken of x - max(x) <= 0 (or
+// of x - lse <= 0), so it cannot overflow however large the logits; row sums accumulate in double
+// because this backend is the reference the CUDA kernels are tested against.
+#include <algorithm>
+#include <cmath>
+#include <initializer_list>
+#include <limits>
+
 #include "backend/cpu/cpu.h"
+
 namespace tessera::cpu {
-void softmax_forward(const Tensor& y, const Tensor& x) { TESSERA_FAIL("pending"); }
-void softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y) { TESSERA_FAIL("pending"); }
-void log_softmax_forward(const Tensor& y, const Tensor& x) { TESSERA_FAIL("pending"); }
-void log_softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y) { TESSERA_FAIL("pending"); }
-void cross_entropy_forward(const Tensor& losses, const Tensor& lse, const Tensor& logits,
-                           const Tensor& targets, int64_t ignore_index) { TESSERA_FAIL("pending"); }
-void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
-                            const Tensor& lse, const Tensor& targets, int64_t ignore_index) { TESSERA_FAIL("pending"); }
+namespace {
+
+// Below this many elements the loop is cheaper than starting an OpenMP team, which takes
+// microseconds, and milliseconds when OpenMP's thread count exceeds the cores actually available.
+constexpr int64_t kParallelWork = 1 << 15;
+
+// Throws unless every tensor has a's shape and dtype (the kernels read them with one element type).
+void check_like(const char* kernel, const Tensor& a, std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    TESSERA_CHECK(t->shape() == a.shape() && t->dtype() == a.dtype(), "cpu kernel ", kernel,
+                  ": ", t->str(), " does not match ", a.str());
 }
+
+// log sum_c exp(x[c]) = m + log sum_c exp(x[c] - m), m = max_c x[c].
+template <typename T>
+double row_lse(const T* x, int64_t C) {
+  double m = -std::numeric_limits<double>::infinity();
+  for (int64_t c = 0; c < C; ++c) m = std::max(m, double(x[c]));
+  // An all -inf row would give -inf - -inf = NaN below; its lse is -inf (sum of zeros).
+  if (std::isinf(m) && m < 0) return m;
+  double s = 0;
+  for (int64_t c = 0; c < C; ++c) s += std::exp(double(x[c]) - m);
+  return m + std::log(s);
+}
+
+}  // namespace
+
+void softmax_forward(const Tensor& y, const Tensor& x) {
+  check_like("softmax_forward", x, {&y});
+  if (x.numel() == 0) return;
+  const int64_t N = rows_of(x), C = cols_of(x);
+  dispatch_float("softmax_forward", x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    T* yp = static_cast<T*>(y.data_ptr());
+    // y = exp(x - lse) rather than exp(x - m) / sum: one rounding per element, not two.
+#pragma omp parallel for if (N * C > kParallelWork)
+    for (int64_t n = 0; n < N; ++n) {
+      const T* xr = xp + n * C;
+      const double lse = row_lse(xr, C);
+      for (int64_t c = 0; c < C; ++c) yp[n * C + c] = T(std::exp(double(xr[c]) - lse));
+    }
+  });
+}
+
+// dx = y * (dy - sum_c dy[c] y[c]): the softmax Jacobian diag(y) - y y^T applied to dy.
+void softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y) {
+  check_like("softmax_backward", y, {&dx, &dy});
+  if (y.numel() == 0) return;
+  const int64_t N = rows_of(y), C = cols_of(y);
+  dispatch_float("softmax_backward", y.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* yp = static_cast<const T*>(y.data_ptr());
+    const T* gp = static_cast<const T*>(dy.data_ptr());
+    T* dp = static_cast<T*>(dx.data_ptr());
+#pragma omp parallel for if (N * C > kParallelWork)
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t r = n * C;
+      double dot = 0;
+      for (int64_t c = 0; c < C; ++c) dot += double(gp[r + c]) * double(yp[r + c]);
+      for (int64_t c = 0; c < C; ++c) dp[r + c] = T(double(yp[r + c]) * (double(gp[r + c]) - dot));
+    }
+  });
+}
+
+void log_softmax_forward(const Tensor& y, const Tensor& x) {
+  check_like("log_softmax_forward", x, {&y});
+  if (x.numel() == 0) return;
+  const int64_t N = rows_of(x), C = cols_of(x);
+  dispatch_float("log_softmax_forward", x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    T* yp = static_cast<T*>(y.data_ptr());
+#pragma omp parallel for if (N * C > kParallelWork)
+    for (int64_t n = 0; n < N; ++n) {
+      const T* xr = xp + n * C;
+      const double lse = row_lse(xr, C);
+      for (int64_t c = 0; c < C; ++c) yp[n * C + c] = T(double(xr[c]) - lse);
+    }
+  });
+}
+
+// dx = dy - softmax(x) * sum_c dy[c], with softmax(x) = exp(y) recovered from the saved output.
+void log_softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y) {
+  check_like("log_softmax_backward", y, {&dx, &dy});
+  if (y.numel() == 0) return;
+  const int64_t N = rows_of(y), C = cols_of(y);
+  dispatch_float("log_softmax_backward", y.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* yp = static_cast<const T*>(y.data_ptr());
+    const T* gp = static_cast<const T*>(dy.data_ptr());
+    T* dp = static_cast<T*>(dx.data_ptr());
+#pragma omp parallel for if (N * C > kParallelWork)
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t r = n * C;
+      double s = 0;
+      for (int64_t c = 0; c < C; ++c) s += double(gp[r + c]);
+      for (int64_t c = 0; c < C; ++c)
+        dp[r + c] = T(double(gp[r + c]) - std::exp(double(yp[r + c])) * s);
+    }
+  });
+}
+
+namespace {
+
+// Shapes and dtypes shared by the two cross-entropy kernels, and targets in range: the op validates
+// targets with a message for the user; this check keeps the kernel itself from reading out of
+// bounds when called directly. It runs before the parallel loop because an exception must not
+// escape an OpenMP region.
+void check_cross_entropy(const char* kernel, const Tensor& logits, const Tensor& lse,
+                         const Tensor& targets, int64_t ignore_index) {
+  TESSERA_CHECK(logits.dim() == 2, "cpu kernel ", kernel, ": logits must be (N, V), got ",
+                logits.str());
+  const int64_t N = logits.size(0), V = logits.size(1);
+  TESSERA_CHECK(lse.dtype() == logits.dtype() && lse.numel() == N, "cpu kernel ", kernel, ": lse ",
+                lse.str(), " does not match logits ", logits.str());
+  TESSERA_CHECK(targets.dtype() == DType::I32 && targets.numel() == N, "cpu kernel ", kernel,
+                ": targets ", targets.str(), " must be i32 with one entry per row of ",
+                logits.str());
+  const int32_t* t = static_cast<const int32_t*>(targets.data_ptr());
+  for (int64_t n = 0; n < N; ++n)
+    TESSERA_CHECK(t[n] == ignore_index || (t[n] >= 0 && t[n] < V), "cpu kernel ", kernel,
+                  ": target ", t[n], " at row ", n, " is outside [0, ", V, ")");
+}
+
+}  // namespace
+
+void cross_entropy_forward(const Tensor& losses, const Tensor& lse, const Tensor& logits,
+                           const Tensor& targets, int64_t ignore_index) {
+  check_cross_entropy("cross_entropy_forward", logits, lse, targets, ignore_index);
+  check_like("cross_entropy_forward", lse, {&losses});
+  const int64_t N = logits.size(0), V = logits.size(1);
+  dispatch_float("cross_entropy_forward", logits.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* xp = static_cast<const T*>(logits.data_ptr());
+    const int32_t* tp = static_cast<const int32_t*>(targets.data_ptr());
+    T* lp = static_cast<T*>(losses.data_ptr());
+    T* sp = static_cast<T*>(lse.data_ptr());
+    // -log softmax(x)[t] = lse - x[t]: the probabilities themselves are never formed.
+#pragma omp parallel for if (N * V > kParallelWork)
+    for (int64_t n = 0; n < N; ++n) {
+      const double l = row_lse(xp + n * V, V);
+      sp[n] = T(l);
+      lp[n] = tp[n] == ignore_index ? T(0) : T(l - double(xp[n * V + tp[n]]));
+    }
+  });
+}
+
+// dlogits = dlosses[n] * (softmax(x) - onehot(t)), softmax recomputed as exp(x - lse) from the
+// saved lse so the forward never has to store an (N, V) probability matrix.
+void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
+                            const Tensor& lse, const Tensor& targets, int64_t ignore_index) {
+  check_cross_entropy("cross_entropy_backward", logits, lse, targets, ignore_index);
+  check_like("cross_entropy_backward", logits, {&dlogits});
+  check_like("cross_entropy_backward", lse, {&dlosses});
+  const int64_t N = logits.size(0), V = logits.size(1);
+  dispatch_float("cross_entropy_backward", logits.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* xp = static_cast<const T*>(logits.data_ptr());
+    const T* sp = static_cast<const T*>(lse.data_ptr());
+    const T* gp = static_cast<const T*>(dlosses.data_ptr());
+    const int32_t* tp = static_cast<const int32_t*>(targets.data_ptr());
+    T* dp = static_cast<T*>(dlogits.data_ptr());
+#pragma omp parallel for if (N * V > kParallelWork)
+    for (int64_t n = 0; n < N; ++n) {
+      T* dr = dp + n * V;
+      if (tp[n] == ignore_index) {
+        for (int64_t v = 0; v < V; ++v) dr[v] = T(0);
+        continue;
+      }
+      const T* xr = xp + n * V;
+      const double g = double(gp[n]), l = double(sp[n]);
+      for (int64_t v = 0; v < V; ++v) dr[v] = T(g * std::exp(double(xr[v]) - l));
+      dr[tp[n]] = T(g * (std::exp(double(xr[tp[n]]) - l) - 1.0));
+    }
+  });
+}
+
+}  // namespace tessera::cpu

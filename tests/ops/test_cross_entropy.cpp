@@ -1,0 +1,141 @@
+// cross_entropy: values against hand-computed losses, stability at +-1000, ignore_index, gradients
+// by central differences, and the errors for bad targets and shapes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+
+#include "gradcheck.h"
+#include "ops/ops.h"
+
+using namespace tessera;
+using tessera::testing::gradcheck;
+
+namespace {
+
+Tensor targets_of(const std::vector<int32_t>& t, const Shape& shape) {
+  return from_vector<int32_t>(t, shape, DType::I32);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an error";
+  return "";
+}
+
+}  // namespace
+
+// f32 results of order 1 after a few roundings (the kernel works in double): 1e-6 is a few ulps.
+constexpr double kF32Tol = 1e-6;
+
+TEST(CrossEntropy, uniform_row_costs_log_V) {
+  // Equal logits give probability 1/V to every class, whatever the target.
+  Tensor logits = full({2, 5}, 3.0);
+  Tensor loss = ops::cross_entropy(logits, targets_of({0, 4}, {2}));
+  EXPECT_EQ(loss.shape(), Shape{});
+  EXPECT_NEAR(loss.item(), std::log(5.0), kF32Tol);
+  // Large enough (64 x 1000) that the kernel splits rows across threads.
+  std::vector<int32_t> t(64);
+  for (size_t i = 0; i < t.size(); ++i) t[i] = int32_t(i * 15);
+  loss = ops::cross_entropy(zeros({64, 1000}), targets_of(t, {64}));
+  EXPECT_NEAR(loss.item(), std::log(1000.0), kF32Tol * 10);  // lse ~ 7 rounds to f32 once
+}
+
+TEST(CrossEntropy, value_is_mean_of_minus_log_probability) {
+  // Row 0: logits [0, ln 2, ln 3] -> p = [1, 2, 3] / 6, target 2: -log(1/2).
+  // Row 1: same logits, target 0: -log(1/6). Mean: (ln 2 + ln 6) / 2.
+  const float l2 = float(std::log(2.0)), l3 = float(std::log(3.0));
+  Tensor logits = from_vector<float>({0, l2, l3, 0, l2, l3}, {2, 3});
+  Tensor loss = ops::cross_entropy(logits, targets_of({2, 0}, {2}));
+  EXPECT_NEAR(loss.item(), (std::log(2.0) + std::log(6.0)) / 2, kF32Tol);
+}
+
+TEST(CrossEntropy, leading_dimensions_are_flattened) {
+  Generator g(1);
+  Tensor logits = randn({2, 3, 4}, g, DType::F64);
+  Tensor t = targets_of({0, 1, 2, 3, 0, 1}, {2, 3});
+  Tensor flat = ops::cross_entropy(logits.reshape({6, 4}), t.reshape({6}));
+  EXPECT_DOUBLE_EQ(ops::cross_entropy(logits, t).item(), flat.item());
+}
+
+TEST(CrossEntropy, large_logits_stay_finite) {
+  // Row 0: the target holds all the mass, loss log(1 + e^-2000) = 0.
+  // Row 1: the target is 2000 below the other logit, loss 2000 (+ log(1 + e^-2000)).
+  Tensor logits = from_vector<float>({1000, -1000, 1000, -1000}, {2, 2});
+  Tensor loss = ops::cross_entropy(logits, targets_of({0, 1}, {2}));
+  EXPECT_TRUE(std::isfinite(loss.item()));
+  EXPECT_NEAR(loss.item(), 1000.0, kF32Tol * 1000);  // relative: the loss is ~1000
+  logits.requires_grad_();
+  ops::cross_entropy(logits, targets_of({0, 1}, {2})).backward();
+  // d/dlogits = (softmax - onehot) / 2: row 0 [0, 0], row 1 [0.5, -0.5].
+  EXPECT_EQ(logits.grad().to_vector<float>(), (std::vector<float>{0, 0, 0.5f, -0.5f}));
+}
+
+TEST(CrossEntropy, ignored_rows_are_excluded_from_the_mean) {
+  Generator g(2);
+  Tensor logits = randn({4, 6}, g, DType::F64);
+  Tensor loss = ops::cross_entropy(logits, targets_of({1, -100, 5, -100}, {4}));
+  // The same loss from the two valid rows (0 and 2) alone.
+  std::vector<double> all = logits.to_vector<double>();
+  std::vector<double> kept(all.begin(), all.begin() + 6);
+  kept.insert(kept.end(), all.begin() + 12, all.begin() + 18);
+  Tensor valid = from_vector<double>(kept, {2, 6}, DType::F64);
+  Tensor expected = ops::cross_entropy(valid, targets_of({1, 5}, {2}));
+  EXPECT_NEAR(loss.item(), expected.item(), 1e-14);  // identical sums of two f64 terms
+}
+
+TEST(CrossEntropy, ignored_rows_get_exactly_zero_gradient) {
+  Generator g(3);
+  Tensor logits = randn({3, 4}, g).requires_grad_();
+  ops::cross_entropy(logits, targets_of({2, 7, 0}, {3}), /*ignore_index=*/7).backward();
+  std::vector<float> grad = logits.grad().to_vector<float>();
+  for (int v = 0; v < 4; ++v) EXPECT_EQ(grad[size_t(4 + v)], 0.0f) << "class " << v;
+  // A valid row's gradient is (p - onehot) / 2 and sums to 0 over the classes.
+  double row0 = 0;
+  for (int v = 0; v < 4; ++v) row0 += grad[size_t(v)];
+  EXPECT_NEAR(row0, 0.0, kF32Tol);
+  EXPECT_LT(grad[2], 0.0f);  // the target's probability is below 1
+}
+
+TEST(CrossEntropy, all_rows_ignored_gives_zero_loss_and_zero_gradient) {
+  Generator g(4);
+  Tensor logits = randn({2, 3}, g).requires_grad_();
+  Tensor loss = ops::cross_entropy(logits, targets_of({-100, -100}, {2}));
+  EXPECT_EQ(loss.item(), 0.0);
+  loss.backward();
+  EXPECT_EQ(logits.grad().to_vector<float>(), std::vector<float>(6, 0.0f));
+}
+
+TEST(CrossEntropy, gradcheck_with_an_ignored_row) {
+  Generator g(5);
+  Tensor logits = randn({2, 3, 5}, g);
+  Tensor t = targets_of({4, 0, -100, 2, 1, 3}, {2, 3});
+  EXPECT_TRUE(gradcheck(
+      [t](const std::vector<Tensor>& in) { return ops::cross_entropy(in[0], t); }, {logits}));
+}
+
+TEST(CrossEntropy, target_out_of_range_error_names_target_position_and_V) {
+  Tensor logits = zeros({3, 5});
+  std::string msg = error_of([&] { ops::cross_entropy(logits, targets_of({0, 1, 9}, {3})); });
+  EXPECT_NE(msg.find("target 9"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("position 2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[0, 5)"), std::string::npos) << msg;
+  msg = error_of([&] { ops::cross_entropy(logits, targets_of({-1, 0, 0}, {3})); });
+  EXPECT_NE(msg.find("target -1"), std::string::npos) << msg;
+}
+
+TEST(CrossEntropy, shape_mismatch_error_names_both_shapes) {
+  Tensor logits = zeros({2, 3, 5});
+  std::string msg = error_of([&] { ops::cross_entropy(logits, targets_of({0, 1, 2}, {3})); });
+  EXPECT_NE(msg.find("(2, 3, 5)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(3,)"), std::string::npos) << msg;
+}
+
+TEST(CrossEntropy, float_targets_are_an_error) {
+  std::string msg = error_of([] { ops::cross_entropy(zeros({2, 3}), zeros({2})); });
+  EXPECT_NE(msg.find("i32"), std::string::npos) << msg;
+}

@@ -1,0 +1,93 @@
+// embedding: lookups by hand, the scatter-add gradient (repeated ids sum), gradients by central
+// differences, and the errors for bad ids.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "gradcheck.h"
+#include "ops/ops.h"
+
+using namespace tessera;
+using tessera::testing::gradcheck;
+
+namespace {
+
+Tensor ids_of(const std::vector<int32_t>& ids, const Shape& shape) {
+  return from_vector<int32_t>(ids, shape, DType::I32);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an error";
+  return "";
+}
+
+}  // namespace
+
+TEST(Embedding, value_copies_table_rows_and_appends_channels) {
+  Tensor table = from_vector<float>({0, 1, 10, 11, 20, 21}, {3, 2});
+  Tensor out = ops::embedding(table, ids_of({2, 0, 2, 1}, {2, 2}));
+  EXPECT_EQ(out.shape(), (Shape{2, 2, 2}));
+  EXPECT_EQ(out.to_vector<float>(), (std::vector<float>{20, 21, 0, 1, 20, 21, 10, 11}));
+}
+
+TEST(Embedding, backward_sums_repeated_ids_and_zeros_unused_rows) {
+  Tensor table = zeros({4, 2}).requires_grad_();
+  Tensor out = ops::embedding(table, ids_of({1, 3, 1}, {3}));
+  Tensor dout = from_vector<float>({1, 2, 30, 40, 500, 600}, {3, 2});
+  backward(out, dout);
+  // Row 1 receives positions 0 and 2; rows 0 and 2 are never looked up. Sums of small integers
+  // are exact in f32.
+  EXPECT_EQ(table.grad().to_vector<float>(), (std::vector<float>{0, 0, 501, 602, 0, 0, 30, 40}));
+}
+
+TEST(Embedding, backward_equals_in_order_serial_sum_bit_for_bit) {
+  // Many repeats of few ids over several channel blocks: a racy scatter-add would lose updates, and
+  // one that sums in thread order would differ from the serial row-order sum in the last bits.
+  Generator g(1);
+  const int64_t N = 512, V = 3, C = 200;
+  std::vector<int32_t> ids(N);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i % V);
+  Tensor dout = randn({N, C}, g);
+  Tensor table = zeros({V, C}).requires_grad_();
+  backward(ops::embedding(table, ids_of(ids, {N})), dout);
+
+  std::vector<float> d = dout.to_vector<float>(), expected(size_t(V * C), 0.0f);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      expected[size_t(ids[size_t(n)] * C + c)] += d[size_t(n * C + c)];
+  EXPECT_EQ(table.grad().to_vector<float>(), expected);
+}
+
+TEST(Embedding, gradcheck_with_repeated_id) {
+  Generator g(2);
+  Tensor table = randn({5, 3}, g);
+  Tensor ids = ids_of({4, 0, 4, 2, 4, 1}, {2, 3});
+  EXPECT_TRUE(gradcheck(
+      [ids](const std::vector<Tensor>& in) { return ops::embedding(in[0], ids); }, {table}));
+}
+
+TEST(Embedding, id_out_of_range_error_names_id_position_and_V) {
+  Tensor table = zeros({4, 2});
+  std::string msg = error_of([&] { ops::embedding(table, ids_of({0, 3, 4}, {3})); });
+  EXPECT_NE(msg.find("id 4"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("position 2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[0, 4)"), std::string::npos) << msg;
+  msg = error_of([&] { ops::embedding(table, ids_of({-1}, {1})); });
+  EXPECT_NE(msg.find("id -1"), std::string::npos) << msg;
+}
+
+TEST(Embedding, non_integer_ids_are_an_error) {
+  std::string msg = error_of([] { ops::embedding(zeros({4, 2}), zeros({3})); });
+  EXPECT_NE(msg.find("i32"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("f32"), std::string::npos) << msg;
+}
+
+TEST(Embedding, table_that_is_not_2d_error_names_its_shape) {
+  std::string msg = error_of([] { ops::embedding(zeros({4, 2, 2}), ids_of({0}, {1})); });
+  EXPECT_NE(msg.find("(4, 2, 2)"), std::string::npos) << msg;
+}
