@@ -57,7 +57,7 @@ TEST_P(MatmulGrad, gradcheck_shared_rhs) {
                         {a, b}));
 }
 
-INSTANTIATE_TEST_SUITE_P(Transposes, MatmulGrad,
+INSTANTIATE_TEST_SUITE_P(Matmul, MatmulGrad,
                          ::testing::Combine(::testing::Bool(), ::testing::Bool()));
 
 TEST(Linear, gradcheck_with_bias) {

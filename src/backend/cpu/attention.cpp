@@ -1,9 +1,186 @@
-// Pending: written with its op in src/ops/attention.cpp.
+// CPU causal softmax attention, materialised: the reference every fused (flash-style) attention
+// kernel is tested against.
+//
+// q, out, dq, dout (B, H, T, D); k, v, dk, dv (B, Hkv, T, D); probs (B, H, T, T).
+//
+// Grouped-query attention (GQA; Ainslie et al. 2023, arXiv:2305.13245): the H query heads form Hkv
+// groups of G = H / Hkv consecutive heads, and group g shares kv head g, so query head h reads kv
+// head h / G. Hkv == H is ordinary multi-head attention, Hkv == 1 multi-query attention.
+//
+// Forward, causal (query i attends to keys 0..i, itself included):
+//   S = scale * q k^T,  P = softmax_j(S) over j <= i with P[i, j] = 0 for j > i,  out = P v.
+// Backward, per query head, from the saved P (softmax Jacobian applied row by row):
+//   dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dP * P)),  dQ = scale * dS K,
+//   dK = scale * dS^T Q;
+// a kv head's dK and dV are the sums of these over the G query heads of its group.
+//
+// Plain loops with double accumulators for every dot product, softmax max and sum, rowsum and
+// group sum: this file is the ground truth, so it buys exactness rather than speed (no gemm, whose
+// f32 accumulation order would differ between BLAS builds). Forward splits the work over (b, h);
+// backward over (b, kv head), so one thread owns a kv head's dK and dV (which gather from every
+// query head of the group) together with those query heads' dQ, and no two threads write one row.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
 #include "backend/cpu/cpu.h"
+
 namespace tessera::cpu {
+namespace {
+
+struct Dims {
+  int64_t B, H, Hkv, T, D;
+};
+
+Dims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v) {
+  TESSERA_CHECK(
+      q.dim() == 4 && k.dim() == 4 && k.shape() == v.shape() && q.size(0) == k.size(0) &&
+          k.size(1) > 0 && q.size(1) % k.size(1) == 0 && q.size(2) == k.size(2) &&
+          q.size(3) == k.size(3),
+      kernel, ": expected q (B, H, T, D) and k, v (B, Hkv, T, D) with H a multiple of Hkv, got q ",
+      shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
+  TESSERA_CHECK(k.dtype() == q.dtype() && v.dtype() == q.dtype(), kernel, ": dtypes differ: q ",
+                dtype_name(q.dtype()), ", k ", dtype_name(k.dtype()), ", v ",
+                dtype_name(v.dtype()));
+  return {q.size(0), q.size(1), k.size(1), q.size(2), q.size(3)};
+}
+
+void check_like(const char* kernel, const char* name, const Tensor& t, const Shape& shape,
+                DType dtype) {
+  TESSERA_CHECK(t.shape() == shape && t.dtype() == dtype, kernel, ": ", name, " must be ",
+                dtype_name(dtype), " ", shape_str(shape), ", got ", t.str());
+}
+
+}  // namespace
+
 void attention_forward(const Tensor& out, const Tensor& probs, const Tensor& q, const Tensor& k,
-                       const Tensor& v, double scale) { TESSERA_FAIL("pending"); }
+                       const Tensor& v, double scale) {
+  const Dims d = check_qkv("attention_forward", q, k, v);
+  const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
+  check_like("attention_forward", "out", out, q.shape(), q.dtype());
+  check_like("attention_forward", "probs", probs, {B, H, T, T}, q.dtype());
+  const int64_t G = H / Hkv;
+
+  dispatch_float("attention_forward", q.dtype(), [&](auto z) {
+    using F = decltype(z);
+    const F* qp = static_cast<const F*>(q.data_ptr());
+    const F* kp = static_cast<const F*>(k.data_ptr());
+    const F* vp = static_cast<const F*>(v.data_ptr());
+    F* op = static_cast<F*>(out.data_ptr());
+    F* pp = static_cast<F*>(probs.data_ptr());
+#pragma omp parallel if (B * H * T * T * D > 65536)
+    {
+      std::vector<double> p(size_t(T), 0.0), acc(size_t(D), 0.0);
+#pragma omp for
+      for (int64_t bh = 0; bh < B * H; ++bh) {
+        const int64_t kvh = (bh / H) * Hkv + (bh % H) / G;
+        const F* qh = qp + bh * T * D;
+        const F* kh = kp + kvh * T * D;
+        const F* vh = vp + kvh * T * D;
+        F* oh = op + bh * T * D;
+        F* ph = pp + bh * T * T;
+        for (int64_t i = 0; i < T; ++i) {
+          // Subtracting the row max keeps every exp() <= 1 (stable softmax); row i always has key
+          // i itself, so the max is finite for finite inputs.
+          double m = -std::numeric_limits<double>::infinity();
+          for (int64_t j = 0; j <= i; ++j) {
+            double dot = 0;
+            for (int64_t e = 0; e < D; ++e) dot += double(qh[i * D + e]) * double(kh[j * D + e]);
+            p[size_t(j)] = scale * dot;
+            m = std::max(m, p[size_t(j)]);
+          }
+          double sum = 0;
+          for (int64_t j = 0; j <= i; ++j) {
+            p[size_t(j)] = std::exp(p[size_t(j)] - m);
+            sum += p[size_t(j)];
+          }
+          std::fill(acc.begin(), acc.end(), 0.0);
+          for (int64_t j = 0; j <= i; ++j) {
+            const double pij = p[size_t(j)] / sum;
+            ph[i * T + j] = F(pij);
+            for (int64_t e = 0; e < D; ++e) acc[size_t(e)] += pij * double(vh[j * D + e]);
+          }
+          for (int64_t j = i + 1; j < T; ++j) ph[i * T + j] = F(0);  // masked: exactly zero
+          for (int64_t e = 0; e < D; ++e) oh[i * D + e] = F(acc[size_t(e)]);
+        }
+      }
+    }
+  });
+}
+
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
-                        double scale) { TESSERA_FAIL("pending"); }
+                        double scale) {
+  const Dims d = check_qkv("attention_backward", q, k, v);
+  const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
+  check_like("attention_backward", "dq", dq, q.shape(), q.dtype());
+  check_like("attention_backward", "dk", dk, k.shape(), q.dtype());
+  check_like("attention_backward", "dv", dv, v.shape(), q.dtype());
+  check_like("attention_backward", "dout", dout, q.shape(), q.dtype());
+  check_like("attention_backward", "probs", probs, {B, H, T, T}, q.dtype());
+  const int64_t G = H / Hkv;
+
+  dispatch_float("attention_backward", q.dtype(), [&](auto z) {
+    using F = decltype(z);
+    const F* qp = static_cast<const F*>(q.data_ptr());
+    const F* kp = static_cast<const F*>(k.data_ptr());
+    const F* vp = static_cast<const F*>(v.data_ptr());
+    const F* pp = static_cast<const F*>(probs.data_ptr());
+    const F* dop = static_cast<const F*>(dout.data_ptr());
+    F* dqp = static_cast<F*>(dq.data_ptr());
+    F* dkp = static_cast<F*>(dk.data_ptr());
+    F* dvp = static_cast<F*>(dv.data_ptr());
+#pragma omp parallel if (B * H * T * T * D > 65536)
+    {
+      std::vector<double> dk_acc(size_t(T * D), 0.0), dv_acc(size_t(T * D), 0.0),
+          dp(size_t(T), 0.0), dq_acc(size_t(D), 0.0);
+#pragma omp for
+      for (int64_t bk = 0; bk < B * Hkv; ++bk) {
+        const int64_t b = bk / Hkv, g = bk % Hkv;
+        const F* kh = kp + bk * T * D;
+        const F* vh = vp + bk * T * D;
+        std::fill(dk_acc.begin(), dk_acc.end(), 0.0);
+        std::fill(dv_acc.begin(), dv_acc.end(), 0.0);
+        for (int64_t h = g * G; h < (g + 1) * G; ++h) {
+          const int64_t bh = b * H + h;
+          const F* qh = qp + bh * T * D;
+          const F* doh = dop + bh * T * D;
+          const F* ph = pp + bh * T * T;
+          F* dqh = dqp + bh * T * D;
+          for (int64_t i = 0; i < T; ++i) {
+            const F* qi = qh + i * D;
+            const F* doi = doh + i * D;
+            // dP[i, j] = dO_i . v_j; masked entries (j > i) have P = 0, hence dS = 0: skipped.
+            double rowdot = 0;  // sum_j dP[i, j] P[i, j], the softmax Jacobian's shared term
+            for (int64_t j = 0; j <= i; ++j) {
+              double dot = 0;
+              for (int64_t e = 0; e < D; ++e) dot += double(doi[e]) * double(vh[j * D + e]);
+              dp[size_t(j)] = dot;
+              rowdot += dot * double(ph[i * T + j]);
+            }
+            std::fill(dq_acc.begin(), dq_acc.end(), 0.0);
+            for (int64_t j = 0; j <= i; ++j) {
+              const double pij = double(ph[i * T + j]);
+              const double ds = pij * (dp[size_t(j)] - rowdot);
+              for (int64_t e = 0; e < D; ++e) {
+                dq_acc[size_t(e)] += ds * double(kh[j * D + e]);
+                dk_acc[size_t(j * D + e)] += ds * double(qi[e]);
+                dv_acc[size_t(j * D + e)] += pij * double(doi[e]);
+              }
+            }
+            for (int64_t e = 0; e < D; ++e) dqh[i * D + e] = F(scale * dq_acc[size_t(e)]);
+          }
+        }
+        F* dkh = dkp + bk * T * D;
+        F* dvh = dvp + bk * T * D;
+        for (int64_t n = 0; n < T * D; ++n) {
+          dkh[n] = F(scale * dk_acc[size_t(n)]);
+          dvh[n] = F(dv_acc[size_t(n)]);
+        }
+      }
+    }
+  });
 }
+
+}  // namespace tessera::cpu
