@@ -171,7 +171,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   Tensor out = Tensor::empty(s, x0.options());
   int64_t start = 0;
   for (const Tensor& x : xs) {
-    make_view(out, out.shape(), out.strides(), 0).narrow(d, start, x.size(d)).copy_(x.detach());
+    out.narrow(d, start, x.size(d)).copy_(x);  // out has no history: a plain view
     start += x.size(d);
   }
   return record("concat", out, xs, [sizes, d](const Tensor& dy, GradSink& g) {

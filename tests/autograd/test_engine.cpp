@@ -2,19 +2,13 @@
 #include <gtest/gtest.h>
 
 #include "ops/ops.h"
+#include "test_util.h"
 
 using namespace tessera;
+using tessera::testing::error_of;
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // y = x, counting how often its backward runs.
 Tensor counting_identity(const Tensor& x, int* calls) {

@@ -6,19 +6,10 @@
 
 #include "backend/cuda.h"
 #include "core/tensor.h"
+#include "test_util.h"
 
 using namespace tessera;
-
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-}  // namespace
+using tessera::testing::error_of;
 
 TEST(Tensor, creation_fills_values) {
   EXPECT_EQ(zeros({2, 2}).to_vector<float>(), (std::vector<float>{0, 0, 0, 0}));

@@ -7,8 +7,10 @@
 
 #include "gradcheck.h"
 #include "ops/ops.h"
+#include "test_util.h"
 
 using namespace tessera;
+using tessera::testing::error_of;
 using tessera::testing::gradcheck;
 
 namespace {
@@ -17,15 +19,6 @@ Tensor targets_of(const std::vector<int32_t>& t, const Shape& shape) {
   return from_vector<int32_t>(t, shape, DType::I32);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an error";
-  return "";
-}
 
 }  // namespace
 

@@ -6,8 +6,10 @@
 
 #include "gradcheck.h"
 #include "ops/ops.h"
+#include "test_util.h"
 
 using namespace tessera;
+using tessera::testing::error_of;
 using tessera::testing::gradcheck;
 
 namespace {
@@ -16,15 +18,6 @@ Tensor ids_of(const std::vector<int32_t>& ids, const Shape& shape) {
   return from_vector<int32_t>(ids, shape, DType::I32);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an error";
-  return "";
-}
 
 }  // namespace
 

@@ -7,25 +7,11 @@
 
 #include "gradcheck.h"
 #include "ops/ops.h"
+#include "test_util.h"
 
 using namespace tessera;
+using tessera::testing::error_of;
 using tessera::testing::gradcheck;
-
-namespace {
-
-// Runs f, expects a tessera::Error, and returns its message ("" when none was thrown).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an error";
-  return "";
-}
-
-}  // namespace
 
 // f32 outputs are computed in double and rounded once, so they are within half an ulp of the exact
 // value; the largest |y| below is 5 (ulp 4.8e-7), and 1e-6 is about two ulps there.

@@ -38,25 +38,36 @@ double row_lse(const T* x, int64_t C) {
   return m + std::log(s);
 }
 
-}  // namespace
-
-void softmax_forward(const Tensor& y, const Tensor& x) {
-  check_like("softmax_forward", x, {&y});
+// y[n, c] = out(x[n, c] - lse[n]) for every row: the shared body of both forwards.
+template <typename Out>
+void lse_rows(const char* kernel, const Tensor& y, const Tensor& x, Out out) {
+  check_like(kernel, x, {&y});
   if (x.numel() == 0) return;
   const int64_t N = rows_of(x), C = cols_of(x);
-  dispatch_float("softmax_forward", x.dtype(), [&](auto z) {
+  dispatch_float(kernel, x.dtype(), [&](auto z) {
     using T = decltype(z);
     const T* xp = static_cast<const T*>(x.data_ptr());
     T* yp = static_cast<T*>(y.data_ptr());
-    // y = exp(x - lse) rather than exp(x - m) / sum: one rounding per element, not two.
 #pragma omp parallel for if (N * C > kParallelWork)
     for (int64_t n = 0; n < N; ++n) {
       const T* xr = xp + n * C;
       const double lse = row_lse(xr, C);
-      for (int64_t c = 0; c < C; ++c) yp[n * C + c] = T(std::exp(double(xr[c]) - lse));
+      for (int64_t c = 0; c < C; ++c) yp[n * C + c] = T(out(double(xr[c]) - lse));
     }
   });
 }
+
+}  // namespace
+
+// y = exp(x - lse) rather than exp(x - m) / sum: one rounding per element, not two.
+void softmax_forward(const Tensor& y, const Tensor& x) {
+  lse_rows("softmax_forward", y, x, [](double v) { return std::exp(v); });
+}
+
+void log_softmax_forward(const Tensor& y, const Tensor& x) {
+  lse_rows("log_softmax_forward", y, x, [](double v) { return v; });
+}
+
 
 // dx = y * (dy - sum_c dy[c] y[c]): the softmax Jacobian diag(y) - y y^T applied to dy.
 void softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y) {
@@ -74,23 +85,6 @@ void softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y) {
       double dot = 0;
       for (int64_t c = 0; c < C; ++c) dot += double(gp[r + c]) * double(yp[r + c]);
       for (int64_t c = 0; c < C; ++c) dp[r + c] = T(double(yp[r + c]) * (double(gp[r + c]) - dot));
-    }
-  });
-}
-
-void log_softmax_forward(const Tensor& y, const Tensor& x) {
-  check_like("log_softmax_forward", x, {&y});
-  if (x.numel() == 0) return;
-  const int64_t N = rows_of(x), C = cols_of(x);
-  dispatch_float("log_softmax_forward", x.dtype(), [&](auto z) {
-    using T = decltype(z);
-    const T* xp = static_cast<const T*>(x.data_ptr());
-    T* yp = static_cast<T*>(y.data_ptr());
-#pragma omp parallel for if (N * C > kParallelWork)
-    for (int64_t n = 0; n < N; ++n) {
-      const T* xr = xp + n * C;
-      const double lse = row_lse(xr, C);
-      for (int64_t c = 0; c < C; ++c) yp[n * C + c] = T(double(xr[c]) - lse);
     }
   });
 }
