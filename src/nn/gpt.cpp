@@ -1,0 +1,236 @@
+// GPT forward pass, composed from differentiable ops: every gradient comes from the ops' own
+// backward closures, so there is no model-level backward to keep in sync.
+#include "nn/gpt.h"
+
+#include <cmath>
+
+#include "autograd/autograd.h"
+#include "ops/ops.h"
+
+namespace tessera::nn {
+
+int64_t GPTConfig::hidden() const {
+  if (mlp_hidden > 0) return mlp_hidden;
+  if (mlp == MlpKind::GELU) return 4 * n_embd;
+  const int64_t h = 8 * n_embd / 3;  // Llama: 2/3 of 4 C, rounded up to a multiple of 64
+  return (h + 63) / 64 * 64;
+}
+
+void GPTConfig::validate() const {
+  TESSERA_CHECK(n_layer > 0 && n_head > 0 && n_embd > 0 && block_size > 0 && vocab_size > 0,
+                "model: n_layer, n_head, n_embd, block_size and vocab_size must be positive");
+  TESSERA_CHECK(n_embd % n_head == 0, "model: n_embd ", n_embd, " is not a multiple of n_head ",
+                n_head);
+  TESSERA_CHECK(kv_heads() > 0 && n_head % kv_heads() == 0, "model: n_head ", n_head,
+                " is not a multiple of n_kv_head ", kv_heads());
+  TESSERA_CHECK(position != PositionKind::RoPE || head_dim() % 2 == 0,
+                "model: rope needs an even head dimension, got n_embd / n_head = ", head_dim());
+  TESSERA_CHECK(dropout >= 0 && dropout < 1, "model: dropout ", dropout, " is outside [0, 1)");
+}
+
+GPT::GPT(const GPTConfig& cfg, Generator& gen, DType dtype) : cfg_(cfg), dtype_(dtype) {
+  cfg_.validate();
+  NoGradGuard no_grad;
+  const int64_t C = cfg_.n_embd, L = cfg_.n_layer, hd = cfg_.head_dim();
+  const int64_t Hq = cfg_.n_head * hd, Hkv = cfg_.kv_heads() * hd, F = cfg_.hidden();
+  const double std = 0.02, resid_std = 0.02 / std::sqrt(2.0 * double(L));
+  auto normal = [&](Shape s, double sd) { return ops::scale(randn(s, gen, dtype_), sd); };
+  auto zero = [&](Shape s) { return zeros(s, dtype_); };
+  auto one = [&](Shape s) { return ones(s, dtype_); };
+  const bool g2 = cfg_.gpt2_names(), ln = cfg_.norm == NormKind::LayerNorm;
+  const std::string root = g2 ? "transformer." : "model.";
+
+  add_param(root + (g2 ? "wte.weight" : "embed_tokens.weight"), normal({cfg_.vocab_size, C}, std));
+  if (cfg_.position == PositionKind::Learned)
+    add_param(root + (g2 ? "wpe.weight" : "embed_positions.weight"),
+              normal({cfg_.block_size, C}, std));
+  auto norm_params = [&](const std::string& name) {
+    add_param(name + ".weight", one({C}));
+    if (ln && cfg_.bias) add_param(name + ".bias", zero({C}));
+  };
+  auto linear = [&](const std::string& name, int64_t out, int64_t in, double sd) {
+    add_param(name + ".weight", normal({out, in}, sd));
+    if (cfg_.bias) add_param(name + ".bias", zero({out}));
+  };
+  for (int64_t i = 0; i < L; ++i) {
+    const std::string p = root + (g2 ? "h." : "layers.") + std::to_string(i) + ".";
+    if (g2) {
+      norm_params(p + "ln_1");
+      linear(p + "attn.c_attn", Hq + 2 * Hkv, C, std);
+      linear(p + "attn.c_proj", C, Hq, resid_std);
+      norm_params(p + "ln_2");
+      linear(p + "mlp.c_fc", F, C, std);
+      linear(p + "mlp.c_proj", C, F, resid_std);
+    } else {
+      norm_params(p + "input_layernorm");
+      linear(p + "self_attn.q_proj", Hq, C, std);
+      linear(p + "self_attn.k_proj", Hkv, C, std);
+      linear(p + "self_attn.v_proj", Hkv, C, std);
+      linear(p + "self_attn.o_proj", C, Hq, resid_std);
+      norm_params(p + "post_attention_layernorm");
+      if (cfg_.mlp == MlpKind::SwiGLU) linear(p + "mlp.gate_proj", F, C, std);
+      linear(p + "mlp.up_proj", F, C, std);
+      linear(p + "mlp.down_proj", C, F, resid_std);
+    }
+  }
+  norm_params(root + (g2 ? "ln_f" : "norm"));
+  if (!cfg_.tie_embeddings) add_param("lm_head.weight", normal({cfg_.vocab_size, C}, std));
+  for (auto& [name, t] : params_) t.requires_grad_();
+  bind();
+}
+
+Tensor& GPT::add_param(const std::string& name, Tensor t) {
+  t.set_name(name);
+  params_.emplace_back(name, std::move(t));
+  return params_.back().second;
+}
+
+Tensor GPT::parameter(const std::string& name) const {
+  for (const auto& [n, t] : params_)
+    if (n == name) return t;
+  TESSERA_FAIL("model has no parameter '", name, "'");
+}
+
+int64_t GPT::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& [name, t] : params_) n += t.numel();
+  return n;
+}
+
+void GPT::replace_parameters(const std::vector<Tensor>& tensors) {
+  TESSERA_CHECK(tensors.size() == params_.size(), "replace_parameters: ", tensors.size(),
+                " tensors for ", params_.size(), " parameters");
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    TESSERA_CHECK(tensors[i].shape() == params_[i].second.shape(), "replace_parameters: ",
+                  params_[i].first, " has shape ", shape_str(params_[i].second.shape()),
+                  ", got ", shape_str(tensors[i].shape()));
+    params_[i].second = tensors[i];
+  }
+  bind();
+}
+
+void GPT::zero_grad() {
+  for (auto& [name, t] : params_) t.zero_grad();
+}
+
+void GPT::bind() {
+  auto opt = [&](const std::string& name) {
+    for (const auto& [n, t] : params_)
+      if (n == name) return t;
+    return Tensor();
+  };
+  const bool g2 = cfg_.gpt2_names();
+  const std::string root = g2 ? "transformer." : "model.";
+  wte_ = opt(root + (g2 ? "wte.weight" : "embed_tokens.weight"));
+  wpe_ = opt(root + (g2 ? "wpe.weight" : "embed_positions.weight"));
+  lnf_w_ = opt(root + (g2 ? "ln_f.weight" : "norm.weight"));
+  lnf_b_ = opt(root + (g2 ? "ln_f.bias" : "norm.bias"));
+  head_ = cfg_.tie_embeddings ? wte_ : opt("lm_head.weight");
+  blocks_.assign(size_t(cfg_.n_layer), Block{});
+  for (int64_t i = 0; i < cfg_.n_layer; ++i) {
+    Block& b = blocks_[size_t(i)];
+    const std::string p = root + (g2 ? "h." : "layers.") + std::to_string(i) + ".";
+    if (g2) {
+      b.ln1_w = opt(p + "ln_1.weight"), b.ln1_b = opt(p + "ln_1.bias");
+      b.qkv_w = opt(p + "attn.c_attn.weight"), b.qkv_b = opt(p + "attn.c_attn.bias");
+      b.o_w = opt(p + "attn.c_proj.weight"), b.o_b = opt(p + "attn.c_proj.bias");
+      b.ln2_w = opt(p + "ln_2.weight"), b.ln2_b = opt(p + "ln_2.bias");
+      b.fc_w = opt(p + "mlp.c_fc.weight"), b.fc_b = opt(p + "mlp.c_fc.bias");
+      b.down_w = opt(p + "mlp.c_proj.weight"), b.down_b = opt(p + "mlp.c_proj.bias");
+    } else {
+      b.ln1_w = opt(p + "input_layernorm.weight"), b.ln1_b = opt(p + "input_layernorm.bias");
+      b.q_w = opt(p + "self_attn.q_proj.weight"), b.q_b = opt(p + "self_attn.q_proj.bias");
+      b.k_w = opt(p + "self_attn.k_proj.weight"), b.k_b = opt(p + "self_attn.k_proj.bias");
+      b.v_w = opt(p + "self_attn.v_proj.weight"), b.v_b = opt(p + "self_attn.v_proj.bias");
+      b.o_w = opt(p + "self_attn.o_proj.weight"), b.o_b = opt(p + "self_attn.o_proj.bias");
+      b.ln2_w = opt(p + "post_attention_layernorm.weight");
+      b.ln2_b = opt(p + "post_attention_layernorm.bias");
+      b.gate_w = opt(p + "mlp.gate_proj.weight"), b.gate_b = opt(p + "mlp.gate_proj.bias");
+      b.fc_w = opt(p + "mlp.up_proj.weight"), b.fc_b = opt(p + "mlp.up_proj.bias");
+      b.down_w = opt(p + "mlp.down_proj.weight"), b.down_b = opt(p + "mlp.down_proj.bias");
+    }
+  }
+}
+
+Tensor GPT::norm(const Tensor& x, const Tensor& w, const Tensor& b) const {
+  if (cfg_.norm == NormKind::RMSNorm) return ops::rmsnorm(x, w, cfg_.norm_eps);
+  // A LayerNorm without a learned bias (bias: false) subtracts the mean all the same.
+  return ops::layernorm(x, w, b.defined() ? b : zeros({cfg_.n_embd}, w.options()), cfg_.norm_eps);
+}
+
+// x (B, T, C) -> (B, T, C)
+Tensor GPT::attention(const Block& blk, const Tensor& x, bool training) const {
+  const int64_t B = x.size(0), T = x.size(1), H = cfg_.n_head, Hkv = cfg_.kv_heads();
+  const int64_t hd = cfg_.head_dim();
+  Tensor q, k, v;
+  if (blk.qkv_w.defined()) {
+    Tensor qkv = ops::linear(x, blk.qkv_w, blk.qkv_b);  // (B, T, (H + 2 Hkv) hd)
+    q = qkv.narrow(2, 0, H * hd);
+    k = qkv.narrow(2, H * hd, Hkv * hd);
+    v = qkv.narrow(2, (H + Hkv) * hd, Hkv * hd);
+  } else {
+    q = ops::linear(x, blk.q_w, blk.q_b);
+    k = ops::linear(x, blk.k_w, blk.k_b);
+    v = ops::linear(x, blk.v_w, blk.v_b);
+  }
+  auto heads = [&](const Tensor& t, int64_t n) {  // (B, T, n hd) -> (B, n, T, hd)
+    return t.reshape({B, T, n, hd}).permute({0, 2, 1, 3}).contiguous();
+  };
+  q = heads(q, H);
+  k = heads(k, Hkv);
+  v = heads(v, Hkv);
+  if (cfg_.position == PositionKind::RoPE) {
+    q = ops::rope(q, cfg_.rope_theta);
+    k = ops::rope(k, cfg_.rope_theta);
+  }
+  Tensor y = ops::attention(q, k, v);                         // (B, H, T, hd)
+  y = y.permute({0, 2, 1, 3}).reshape({B, T, H * hd});        // (B, T, C)
+  y = ops::linear(y, blk.o_w, blk.o_b);
+  return ops::dropout(y, cfg_.dropout, training);
+}
+
+Tensor GPT::mlp(const Block& blk, const Tensor& x, bool training) const {
+  Tensor h = cfg_.mlp == MlpKind::SwiGLU
+                 ? ops::swiglu(ops::linear(x, blk.gate_w, blk.gate_b), ops::linear(x, blk.fc_w, blk.fc_b))
+                 : ops::gelu(ops::linear(x, blk.fc_w, blk.fc_b));
+  return ops::dropout(ops::linear(h, blk.down_w, blk.down_b), cfg_.dropout, training);
+}
+
+// Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.)).
+Tensor GPT::block(const Block& blk, const Tensor& x, bool training) const {
+  Tensor h = ops::add(x, attention(blk, norm(x, blk.ln1_w, blk.ln1_b), training));
+  return ops::add(h, mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), training));
+}
+
+Tensor GPT::forward(const Tensor& inputs, bool training) const {
+  TESSERA_CHECK(inputs.dim() == 2 && inputs.dtype() == DType::I32,
+                "GPT::forward: inputs must be (B, T) i32, got ", inputs.str());
+  const int64_t B = inputs.size(0), T = inputs.size(1);
+  TESSERA_CHECK(cfg_.position != PositionKind::Learned || T <= cfg_.block_size,
+                "GPT::forward: sequence length ", T, " exceeds block_size ", cfg_.block_size,
+                " of the learned position embedding");
+  Tensor x = ops::embedding(wte_, inputs);  // (B, T, C)
+  if (wpe_.defined()) {
+    std::vector<int32_t> pos(size_t(B * T));
+    for (int64_t i = 0; i < B * T; ++i) pos[size_t(i)] = int32_t(i % T);
+    x = ops::add(x, ops::embedding(wpe_, from_vector<int32_t>(pos, {B, T}, {DType::I32, inputs.device()})));
+  }
+  x = ops::dropout(x, cfg_.dropout, training);
+  for (const Block& blk : blocks_) {
+    if (cfg_.recompute && training && grad_enabled()) {
+      x = recompute([this, blk, training](const std::vector<Tensor>& in) {
+        return block(blk, in[0], training);
+      }, {x});
+    } else {
+      x = block(blk, x, training);
+    }
+  }
+  x = norm(x, lnf_w_, lnf_b_);
+  return ops::linear(x, head_);  // (B, T, V)
+}
+
+Tensor GPT::loss(const Tensor& inputs, const Tensor& targets, bool training) const {
+  return ops::cross_entropy(forward(inputs, training), targets);
+}
+
+}  // namespace tessera::nn

@@ -1,0 +1,101 @@
+// The GPT model: one config covering GPT-2 style (LayerNorm, GELU, learned positions, tied
+// embeddings, fused qkv) and Llama style (RMSNorm, SwiGLU, RoPE, grouped-query attention via
+// n_kv_head, untied head, no biases).
+//
+//   GPTConfig cfg;  cfg.n_layer = 4; cfg.n_embd = 128; cfg.vocab_size = 257;
+//   Generator g(1337);
+//   GPT model(cfg, g);                               // GPT-2 initialisation
+//   Tensor loss = model.loss(inputs, targets);       // inputs, targets (B, T) i32
+//   loss.backward();                                 // gradients on model.parameters()
+//
+// Shapes: B batch, T time, C = n_embd, H heads of hd = C / H, Hkv key/value heads, V vocabulary.
+// Parameter names are Hugging Face's for the architecture (transformer.h.0.attn.c_attn.weight for
+// GPT-2 style, model.layers.0.self_attn.q_proj.weight for Llama style), matrices stored
+// [out, in] like a PyTorch Linear, so a converter is a rename plus GPT-2's Conv1D transpose.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace tessera::nn {
+
+enum class NormKind { LayerNorm, RMSNorm };
+enum class MlpKind { GELU, SwiGLU };
+enum class PositionKind { Learned, RoPE, None };
+
+struct GPTConfig {
+  int64_t n_layer = 4;
+  int64_t n_head = 4;
+  int64_t n_kv_head = 0;  // 0 = n_head
+  int64_t n_embd = 128;
+  int64_t block_size = 64;  // context length (learned positions cover exactly this)
+  int64_t vocab_size = 257;
+  NormKind norm = NormKind::LayerNorm;
+  MlpKind mlp = MlpKind::GELU;
+  PositionKind position = PositionKind::Learned;
+  double rope_theta = 10000.0;
+  bool tie_embeddings = true;
+  bool bias = true;
+  double dropout = 0.0;
+  double norm_eps = 1e-5;
+  int64_t mlp_hidden = 0;  // 0: 4 C for GELU, round_up(8 C / 3, 64) for SwiGLU (Llama's rule)
+  bool recompute = false;  // activation checkpointing per block
+
+  int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
+  int64_t head_dim() const { return n_embd / n_head; }
+  int64_t hidden() const;
+  bool gpt2_names() const { return norm == NormKind::LayerNorm && mlp == MlpKind::GELU; }
+  void validate() const;  // errors name the offending field
+};
+
+using NamedTensor = std::pair<std::string, Tensor>;
+
+class GPT {
+ public:
+  // Parameters are created with GPT-2's initialisation: N(0, 0.02) for matrices and embeddings,
+  // N(0, 0.02 / sqrt(2 n_layer)) for the projections that write into the residual stream, zeros
+  // for biases, ones for norm weights (Radford et al. 2019; nanoGPT/llm.c follow the same).
+  GPT(const GPTConfig& cfg, Generator& gen, DType dtype = DType::F32);
+
+  // inputs (B, T) i32 with T <= block_size -> logits (B, T, V).
+  Tensor forward(const Tensor& inputs, bool training = true) const;
+  // Mean cross-entropy of forward(inputs) against targets (B, T) i32 (ignore index -100).
+  Tensor loss(const Tensor& inputs, const Tensor& targets, bool training = true) const;
+
+  const GPTConfig& config() const { return cfg_; }
+  const std::vector<NamedTensor>& parameters() const { return params_; }
+  Tensor parameter(const std::string& name) const;  // error naming it when absent
+  int64_t num_parameters() const;
+  // Swaps in new tensors for every parameter (same names, shapes in order): gradient checks and
+  // weight loading use it.
+  void replace_parameters(const std::vector<Tensor>& tensors);
+  void zero_grad();
+
+ private:
+  struct Block {
+    Tensor ln1_w, ln1_b, ln2_w, ln2_b;
+    Tensor qkv_w, qkv_b;               // GPT-2 names: fused (Hq + 2 Hkv) hd x C
+    Tensor q_w, k_w, v_w, q_b, k_b, v_b;  // Llama names: separate projections
+    Tensor o_w, o_b;
+    Tensor fc_w, fc_b, gate_w, up_w, up_b, gate_b, down_w, down_b;
+  };
+
+  Tensor& add_param(const std::string& name, Tensor t);
+  void bind();  // points the named fields at params_
+  Tensor norm(const Tensor& x, const Tensor& w, const Tensor& b) const;
+  Tensor attention(const Block& blk, const Tensor& x, bool training) const;
+  Tensor mlp(const Block& blk, const Tensor& x, bool training) const;
+  Tensor block(const Block& blk, const Tensor& x, bool training) const;
+
+  GPTConfig cfg_;
+  DType dtype_;
+  std::vector<NamedTensor> params_;
+  Tensor wte_, wpe_, lnf_w_, lnf_b_, head_;
+  std::vector<Block> blocks_;
+};
+
+}  // namespace tessera::nn

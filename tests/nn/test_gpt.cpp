@@ -1,0 +1,172 @@
+// The GPT model: parameter layout, initial loss, whole-model gradient checks in both styles,
+// activation recompute, and that it learns.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "gradcheck.h"
+#include "nn/gpt.h"
+#include "ops/ops.h"
+#include "test_util.h"
+
+using namespace tessera;
+using tessera::testing::error_of;
+using tessera::testing::gradcheck;
+using nn::GPT;
+using nn::GPTConfig;
+
+namespace {
+
+GPTConfig tiny_gpt2() {
+  GPTConfig c;
+  c.n_layer = 2, c.n_head = 2, c.n_embd = 8, c.block_size = 4, c.vocab_size = 11;
+  return c;
+}
+
+GPTConfig tiny_llama() {
+  GPTConfig c = tiny_gpt2();
+  c.norm = nn::NormKind::RMSNorm, c.mlp = nn::MlpKind::SwiGLU, c.position = nn::PositionKind::RoPE;
+  c.n_kv_head = 1, c.tie_embeddings = false, c.bias = false, c.mlp_hidden = 12;
+  return c;
+}
+
+Tensor ids(const std::vector<int32_t>& v, Shape s) { return from_vector<int32_t>(v, s); }
+
+// Loss of the model with its parameters swapped for `params`: what gradcheck differentiates.
+::testing::AssertionResult model_gradcheck(const GPTConfig& cfg) {
+  Generator g(7);
+  GPT model(cfg, g, DType::F64);
+  Tensor x = ids({1, 5, 9, 2, 0, 10, 3, 3}, {2, 4}), y = ids({5, 9, 2, 7, 10, 3, 3, 4}, {2, 4});
+  std::vector<Tensor> params;
+  for (const auto& [name, t] : model.parameters()) params.push_back(t);
+  return gradcheck(
+      [&](const std::vector<Tensor>& p) {
+        model.replace_parameters(p);
+        return model.loss(x, y);
+      },
+      params);
+}
+
+}  // namespace
+
+TEST(GPT, gpt2_style_parameter_names_and_shapes) {
+  Generator g(1);
+  GPT m(tiny_gpt2(), g);
+  EXPECT_EQ(m.parameter("transformer.wte.weight").shape(), (Shape{11, 8}));
+  EXPECT_EQ(m.parameter("transformer.wpe.weight").shape(), (Shape{4, 8}));
+  EXPECT_EQ(m.parameter("transformer.h.1.attn.c_attn.weight").shape(), (Shape{24, 8}));  // [out, in]
+  EXPECT_EQ(m.parameter("transformer.h.0.mlp.c_fc.weight").shape(), (Shape{32, 8}));
+  EXPECT_EQ(m.parameter("transformer.h.0.mlp.c_proj.bias").shape(), (Shape{8}));
+  EXPECT_EQ(m.parameter("transformer.ln_f.bias").shape(), (Shape{8}));
+  EXPECT_FALSE(error_of([&] { m.parameter("lm_head.weight"); }).empty());  // tied to wte
+}
+
+TEST(GPT, llama_style_parameter_names_and_shapes) {
+  Generator g(1);
+  GPT m(tiny_llama(), g);
+  EXPECT_EQ(m.parameter("model.layers.0.self_attn.q_proj.weight").shape(), (Shape{8, 8}));
+  EXPECT_EQ(m.parameter("model.layers.0.self_attn.k_proj.weight").shape(), (Shape{4, 8}));  // 1 kv head
+  EXPECT_EQ(m.parameter("model.layers.1.mlp.gate_proj.weight").shape(), (Shape{12, 8}));
+  EXPECT_EQ(m.parameter("model.norm.weight").shape(), (Shape{8}));
+  EXPECT_EQ(m.parameter("lm_head.weight").shape(), (Shape{11, 8}));
+  EXPECT_FALSE(error_of([&] { m.parameter("model.layers.0.self_attn.q_proj.bias"); }).empty());
+}
+
+TEST(GPT, gpt2_124m_has_the_published_parameter_count) {
+  // GPT-2 small: 124,439,808 parameters counting the tied embedding once (Radford et al. 2019;
+  // the figure Hugging Face reports for "gpt2").
+  GPTConfig c;
+  c.n_layer = 12, c.n_head = 12, c.n_embd = 768, c.block_size = 1024, c.vocab_size = 50257;
+  Generator g(1);
+  GPT m(c, g);
+  EXPECT_EQ(m.num_parameters(), 124439808);
+}
+
+TEST(GPT, residual_projections_use_the_scaled_init) {
+  GPTConfig c = tiny_gpt2();
+  c.n_embd = 64, c.n_head = 4, c.n_layer = 8;
+  Generator g(2);
+  GPT m(c, g);
+  auto stddev = [](const Tensor& t) {
+    std::vector<float> v = t.to_vector<float>();
+    double s = 0;
+    for (float x : v) s += double(x) * x;
+    return std::sqrt(s / double(v.size()));
+  };
+  // 4096 samples: the sample std is within ~5% of the true one with overwhelming probability.
+  EXPECT_NEAR(stddev(m.parameter("transformer.h.0.attn.c_attn.weight")), 0.02, 0.001);
+  EXPECT_NEAR(stddev(m.parameter("transformer.h.0.attn.c_proj.weight")), 0.02 / std::sqrt(16.0), 0.0003);
+}
+
+TEST(GPT, initial_loss_is_close_to_log_vocab) {
+  // With N(0, 0.02) weights the logits are nearly uniform: loss ~ ln V = ln 257 = 5.549.
+  GPTConfig c = tiny_gpt2();
+  c.vocab_size = 257, c.n_embd = 32, c.block_size = 16;
+  Generator g(3);
+  GPT m(c, g);
+  // Targets differ from the inputs: with tied embeddings an input token's own logit is raised at
+  // init (its embedding is in the residual stream), which would pull the loss below ln V.
+  std::vector<int32_t> v(32), t(32);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = int32_t((i * 37) % 257), t[i] = int32_t((i * 91 + 5) % 257);
+  double loss = m.loss(ids(v, {2, 16}), ids(t, {2, 16})).item();
+  EXPECT_NEAR(loss, std::log(257.0), 0.1);
+}
+
+TEST(GPT, gradcheck_whole_model_gpt2_style) { EXPECT_TRUE(model_gradcheck(tiny_gpt2())); }
+
+TEST(GPT, gradcheck_whole_model_llama_style) { EXPECT_TRUE(model_gradcheck(tiny_llama())); }
+
+TEST(GPT, recompute_matches_plain_forward_and_gradients) {
+  for (GPTConfig c : {tiny_gpt2(), tiny_llama()}) {
+    c.dropout = 0.1;
+    auto run = [&](bool recompute) {
+      c.recompute = recompute;
+      Generator g(4);
+      GPT m(c, g);
+      manual_seed(9);
+      Tensor loss = m.loss(ids({1, 2, 3, 4}, {1, 4}), ids({2, 3, 4, 5}, {1, 4}));
+      loss.backward();
+      std::vector<std::vector<float>> out{{float(loss.item())}};
+      for (const auto& [name, t] : m.parameters()) out.push_back(t.grad().to_vector<float>());
+      return out;
+    };
+    EXPECT_EQ(run(false), run(true));
+  }
+}
+
+TEST(GPT, learns_a_repeated_sequence_with_sgd) {
+  GPTConfig c = tiny_llama();
+  c.n_embd = 16, c.vocab_size = 11;
+  Generator g(5);
+  GPT m(c, g);
+  Tensor x = ids({1, 2, 3, 4, 5, 6, 7, 8}, {2, 4}), y = ids({2, 3, 4, 5, 6, 7, 8, 9}, {2, 4});
+  double first = 0, last = 0;
+  for (int step = 0; step < 150; ++step) {
+    Tensor loss = m.loss(x, y);
+    loss.backward();
+    (step == 0 ? first : last) = loss.item();
+    NoGradGuard ng;
+    for (const auto& [name, p] : m.parameters()) {
+      Tensor upd = ops::add(p, ops::scale(p.grad(), -0.5));
+      Tensor(p).copy_(upd);
+    }
+    m.zero_grad();
+  }
+  EXPECT_LT(last, 0.1 * first) << "first " << first << ", last " << last;
+}
+
+TEST(GPT, sequence_longer_than_block_size_names_both) {
+  Generator g(6);
+  GPT m(tiny_gpt2(), g);
+  std::string msg = error_of([&] { m.forward(ids(std::vector<int32_t>(5, 1), {1, 5})); });
+  EXPECT_NE(msg.find("5"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("block_size 4"), std::string::npos) << msg;
+}
+
+TEST(GPT, invalid_config_names_the_field) {
+  GPTConfig c = tiny_gpt2();
+  c.n_head = 3;
+  Generator g(6);
+  std::string msg = error_of([&] { GPT m(c, g); });
+  EXPECT_NE(msg.find("n_head"), std::string::npos) << msg;
+}
