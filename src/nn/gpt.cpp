@@ -2,6 +2,7 @@
 // backward closures, so there is no model-level backward to keep in sync.
 #include "nn/gpt.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/autograd.h"
@@ -158,11 +159,10 @@ Tensor GPT::norm(const Tensor& x, const Tensor& w, const Tensor& b) const {
   return ops::layernorm(x, w, b.defined() ? b : zeros({cfg_.n_embd}, w.options()), cfg_.norm_eps);
 }
 
-// x (B, T, C) -> (B, T, C)
-Tensor GPT::attention(const Block& blk, const Tensor& x, bool training) const {
+void GPT::project_qkv(const Block& blk, const Tensor& x, int64_t pos0, Tensor& q, Tensor& k,
+                      Tensor& v) const {
   const int64_t B = x.size(0), T = x.size(1), H = cfg_.n_head, Hkv = cfg_.kv_heads();
   const int64_t hd = cfg_.head_dim();
-  Tensor q, k, v;
   if (blk.qkv_w.defined()) {
     Tensor qkv = ops::linear(x, blk.qkv_w, blk.qkv_b);  // (B, T, (H + 2 Hkv) hd)
     q = qkv.narrow(2, 0, H * hd);
@@ -180,13 +180,22 @@ Tensor GPT::attention(const Block& blk, const Tensor& x, bool training) const {
   k = heads(k, Hkv);
   v = heads(v, Hkv);
   if (cfg_.position == PositionKind::RoPE) {
-    q = ops::rope(q, cfg_.rope_theta);
-    k = ops::rope(k, cfg_.rope_theta);
+    q = ops::rope(q, cfg_.rope_theta, pos0);
+    k = ops::rope(k, cfg_.rope_theta, pos0);
   }
-  Tensor y = ops::attention(q, k, v);                         // (B, H, T, hd)
-  y = y.permute({0, 2, 1, 3}).reshape({B, T, H * hd});        // (B, T, C)
-  y = ops::linear(y, blk.o_w, blk.o_b);
-  return ops::dropout(y, cfg_.dropout, training);
+}
+
+Tensor GPT::merge_heads(const Block& blk, const Tensor& y, bool training) const {
+  const int64_t B = y.size(0), T = y.size(2);
+  Tensor m = y.permute({0, 2, 1, 3}).reshape({B, T, y.size(1) * y.size(3)});  // (B, T, C)
+  return ops::dropout(ops::linear(m, blk.o_w, blk.o_b), cfg_.dropout, training);
+}
+
+// x (B, T, C) -> (B, T, C)
+Tensor GPT::attention(const Block& blk, const Tensor& x, bool training) const {
+  Tensor q, k, v;
+  project_qkv(blk, x, 0, q, k, v);
+  return merge_heads(blk, ops::attention(q, k, v), training);
 }
 
 Tensor GPT::mlp(const Block& blk, const Tensor& x, bool training) const {
@@ -202,20 +211,26 @@ Tensor GPT::block(const Block& blk, const Tensor& x, bool training) const {
   return ops::add(h, mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), training));
 }
 
-Tensor GPT::forward(const Tensor& inputs, bool training) const {
+// inputs (B, T) i32 at positions pos0 + t -> (B, T, C)
+Tensor GPT::embed(const Tensor& inputs, int64_t pos0, bool training) const {
   TESSERA_CHECK(inputs.dim() == 2 && inputs.dtype() == DType::I32,
-                "GPT::forward: inputs must be (B, T) i32, got ", inputs.str());
+                "GPT: inputs must be (B, T) i32, got ", inputs.str());
   const int64_t B = inputs.size(0), T = inputs.size(1);
-  TESSERA_CHECK(cfg_.position != PositionKind::Learned || T <= cfg_.block_size,
-                "GPT::forward: sequence length ", T, " exceeds block_size ", cfg_.block_size,
+  TESSERA_CHECK(cfg_.position != PositionKind::Learned || pos0 + T <= cfg_.block_size,
+                "GPT: sequence length ", pos0 + T, " exceeds block_size ", cfg_.block_size,
                 " of the learned position embedding");
-  Tensor x = ops::embedding(wte_, inputs);  // (B, T, C)
+  Tensor x = ops::embedding(wte_, inputs);
   if (wpe_.defined()) {
     std::vector<int32_t> pos(size_t(B * T));
-    for (int64_t i = 0; i < B * T; ++i) pos[size_t(i)] = int32_t(i % T);
-    x = ops::add(x, ops::embedding(wpe_, from_vector<int32_t>(pos, {B, T}, {DType::I32, inputs.device()})));
+    for (int64_t i = 0; i < B * T; ++i) pos[size_t(i)] = int32_t(pos0 + i % T);
+    Tensor pos_ids = from_vector<int32_t>(pos, {B, T}, {DType::I32, inputs.device()});
+    x = ops::add(x, ops::embedding(wpe_, pos_ids));
   }
-  x = ops::dropout(x, cfg_.dropout, training);
+  return ops::dropout(x, cfg_.dropout, training);
+}
+
+Tensor GPT::forward(const Tensor& inputs, bool training) const {
+  Tensor x = embed(inputs, 0, training);  // (B, T, C)
   for (const Block& blk : blocks_) {
     if (cfg_.recompute && training && grad_enabled()) {
       x = recompute([this, blk, training](const std::vector<Tensor>& in) {
@@ -227,6 +242,71 @@ Tensor GPT::forward(const Tensor& inputs, bool training) const {
   }
   x = norm(x, lnf_w_, lnf_b_);
   return ops::linear(x, head_);  // (B, T, V)
+}
+
+KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
+  KVCache c;
+  c.capacity = capacity;
+  for (int64_t l = 0; l < cfg_.n_layer; ++l) {
+    c.k.push_back(zeros({batch, cfg_.kv_heads(), capacity, cfg_.head_dim()}, wte_.options()));
+    c.v.push_back(zeros({batch, cfg_.kv_heads(), capacity, cfg_.head_dim()}, wte_.options()));
+  }
+  return c;
+}
+
+namespace {
+
+// Causal attention of new queries q (B, H, Tn, hd) at positions [L - Tn, L) over cached keys and
+// values k, v (B, Hkv, capacity, hd) of which [0, L) are filled. Inference only, on the host.
+Tensor cached_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t L) {
+  const int64_t B = q.size(0), H = q.size(1), Tn = q.size(2), hd = q.size(3);
+  const int64_t Hkv = k.size(1), cap = k.size(2), group = H / Hkv;
+  std::vector<double> Q = q.to(DType::F64).to_vector<double>();
+  std::vector<double> K = k.to(DType::F64).to_vector<double>();
+  std::vector<double> V = v.to(DType::F64).to_vector<double>();
+  std::vector<double> out(static_cast<size_t>(B * H * Tn * hd), 0.0), s(static_cast<size_t>(L));
+  const double scale = 1.0 / std::sqrt(double(hd));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < Tn; ++i) {
+        const int64_t pos = L - Tn + i;  // attends to keys 0..pos
+        const double* qi = &Q[size_t(((b * H + h) * Tn + i) * hd)];
+        const int64_t kvh = (b * Hkv + h / group) * cap;
+        double m = -1e300, z = 0;
+        for (int64_t j = 0; j <= pos; ++j) {
+          double dot = 0;
+          for (int64_t d = 0; d < hd; ++d) dot += qi[d] * K[size_t((kvh + j) * hd + d)];
+          s[size_t(j)] = dot * scale;
+          m = std::max(m, s[size_t(j)]);
+        }
+        for (int64_t j = 0; j <= pos; ++j) z += (s[size_t(j)] = std::exp(s[size_t(j)] - m));
+        double* oi = &out[size_t(((b * H + h) * Tn + i) * hd)];
+        for (int64_t j = 0; j <= pos; ++j)
+          for (int64_t d = 0; d < hd; ++d) oi[d] += s[size_t(j)] / z * V[size_t((kvh + j) * hd + d)];
+      }
+  return from_vector<double>(out, {B, H, Tn, hd}).to(q.dtype());
+}
+
+}  // namespace
+
+Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache) const {
+  NoGradGuard no_grad;
+  const int64_t Tn = inputs.size(1), L0 = cache.length;
+  TESSERA_CHECK(L0 + Tn <= cache.capacity, "GPT::forward_cached: ", L0 + Tn,
+                " positions exceed the cache capacity ", cache.capacity);
+  Tensor x = embed(inputs, L0, false);
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    const Block& blk = blocks_[l];
+    Tensor q, k, v;
+    project_qkv(blk, norm(x, blk.ln1_w, blk.ln1_b), L0, q, k, v);
+    cache.k[l].narrow(2, L0, Tn).copy_(k);
+    cache.v[l].narrow(2, L0, Tn).copy_(v);
+    Tensor y = cached_attention(q, cache.k[l], cache.v[l], L0 + Tn);
+    Tensor h = ops::add(x, merge_heads(blk, y, false));
+    x = ops::add(h, mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), false));
+  }
+  cache.length = L0 + Tn;
+  return ops::linear(norm(x, lnf_w_, lnf_b_), head_);
 }
 
 Tensor GPT::loss(const Tensor& inputs, const Tensor& targets, bool training) const {

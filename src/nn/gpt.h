@@ -54,6 +54,14 @@ struct GPTConfig {
 
 using NamedTensor = std::pair<std::string, Tensor>;
 
+// Keys and values of every layer for incremental decoding: k[l], v[l] are (B, Hkv, capacity, hd);
+// positions [0, length) are filled.
+struct KVCache {
+  std::vector<Tensor> k, v;
+  int64_t length = 0;
+  int64_t capacity = 0;
+};
+
 class GPT {
  public:
   // Parameters are created with GPT-2's initialisation: N(0, 0.02) for matrices and embeddings,
@@ -65,6 +73,11 @@ class GPT {
   Tensor forward(const Tensor& inputs, bool training = true) const;
   // Mean cross-entropy of forward(inputs) against targets (B, T) i32 (ignore index -100).
   Tensor loss(const Tensor& inputs, const Tensor& targets, bool training = true) const;
+
+  // Inference with a KV cache (no autograd): inputs (B, Tn) continue the sequence held in cache;
+  // returns logits (B, Tn, V) equal to the last Tn rows of forward() over the whole sequence.
+  KVCache make_cache(int64_t batch, int64_t capacity) const;
+  Tensor forward_cached(const Tensor& inputs, KVCache& cache) const;
 
   const GPTConfig& config() const { return cfg_; }
   const std::vector<NamedTensor>& parameters() const { return params_; }
@@ -87,7 +100,13 @@ class GPT {
   Tensor& add_param(const std::string& name, Tensor t);
   void bind();  // points the named fields at params_
   Tensor norm(const Tensor& x, const Tensor& w, const Tensor& b) const;
+  // x (B, T, C) -> q (B, H, T, hd), k and v (B, Hkv, T, hd), rotated for positions pos0 + t.
+  void project_qkv(const Block& blk, const Tensor& x, int64_t pos0, Tensor& q, Tensor& k,
+                   Tensor& v) const;
+  // y (B, H, T, hd) -> (B, T, C) through the output projection.
+  Tensor merge_heads(const Block& blk, const Tensor& y, bool training) const;
   Tensor attention(const Block& blk, const Tensor& x, bool training) const;
+  Tensor embed(const Tensor& inputs, int64_t pos0, bool training) const;
   Tensor mlp(const Block& blk, const Tensor& x, bool training) const;
   Tensor block(const Block& blk, const Tensor& x, bool training) const;
 

@@ -1,0 +1,33 @@
+// Sampling from a GPT with a KV cache.
+//
+//   Generator g(42);
+//   std::vector<int32_t> out = generate(model, prompt_ids, {.max_new_tokens = 200,
+//                                                           .temperature = 0.8, .top_k = 40}, g);
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/rng.h"
+#include "nn/gpt.h"
+
+namespace tessera::nn {
+
+struct SampleOptions {
+  int64_t max_new_tokens = 256;
+  double temperature = 1.0;  // 0: greedy (argmax)
+  int64_t top_k = 0;         // 0: the whole vocabulary
+  int64_t stop_token = -1;   // stop after emitting it (e.g. end-of-text); -1: never
+};
+
+// Draws one id from logits / temperature restricted to the top_k largest, using one counter of gen.
+int32_t sample_token(const std::vector<double>& logits, double temperature, int64_t top_k,
+                     Generator& gen);
+
+// The prompt followed by up to max_new_tokens sampled ids. The prompt is fed once, then one token
+// per step through the cache; generation stops early at the context limit of a learned position
+// embedding (block_size).
+std::vector<int32_t> generate(const GPT& model, const std::vector<int32_t>& prompt,
+                              const SampleOptions& opt, Generator& gen);
+
+}  // namespace tessera::nn
