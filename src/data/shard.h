@@ -21,9 +21,10 @@ constexpr int64_t kShardHeaderInts = 256;
 
 enum class ShardFormat { Header, RawU16 };
 
-// Writes tokens to path (through a temporary file renamed into place, so a crash never leaves a
-// half-written shard under the final name). uint16 when vocab_size <= 65536, else uint32. Every
-// token must be < vocab_size (error names the token, its position and the path).
+// Writes tokens to path (through path + ".tmp", fsynced and renamed into place, so a crash never
+// leaves a half-written shard under the final name), creating missing parent directories. uint16
+// when vocab_size <= 65536, else uint32. Every token must be < vocab_size (error names the token,
+// its position and the path); at most 2^31 - 1 tokens, the header's int32 count.
 void write_shard(const std::string& path, const std::vector<uint32_t>& tokens, int64_t vocab_size);
 
 // A read-only memory-mapped shard. Opening checks the magic, version, that the file size equals
@@ -39,6 +40,7 @@ class Shard {
   Shard& operator=(const Shard&) = delete;
 
   int64_t size() const { return count_; }  // number of tokens
+  int token_bytes() const { return token_bytes_; }  // 2 (uint16) or 4 (uint32)
   uint32_t operator[](int64_t i) const {
     return token_bytes_ == 2 ? reinterpret_cast<const uint16_t*>(tokens_)[i]
                              : reinterpret_cast<const uint32_t*>(tokens_)[i];

@@ -1,0 +1,179 @@
+// DataLoader: windows of T + 1 tokens from memory-mapped shards, in a (seed, epoch) permutation.
+//
+// B = batch size per rank, T = sequence length, W = world size, N = windows per epoch.
+//
+// Invariants:
+//  - Window w of the concatenated window list lives in shard s with first_window_[s] <= w <
+//    first_window_[s + 1] and starts at token (w - first_window_[s]) * T of that shard.
+//  - Global batch p of an epoch is windows order[p * W * B, (p + 1) * W * B); this rank reads the
+//    slice [rank * B, (rank + 1) * B) of it. The order is recomputed, never stored in the state.
+//  - 0 <= position_ < batches_per_epoch() between calls: next() rolls over to the next epoch as soon
+//    as the last full global batch of an epoch has been served.
+#include "data/loader.h"
+
+#include <glob.h>
+
+#include <algorithm>
+#include <numeric>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace tessera::data {
+namespace {
+
+// Philox stream of the data order, so it never shares counters with other users of the same seed
+// (initialisation, dropout): "DATA" in the high word, the epoch in the low one.
+uint64_t order_stream(int64_t epoch) {
+  return (uint64_t(0x44415441u) << 32) | (uint64_t(epoch) & 0xffffffffu);
+}
+
+// Fisher-Yates driven by Philox counters: the swap partner of position i is drawn from counter i,
+// so the permutation depends on (seed, epoch, N) only, not on the standard library. j = r mod (i+1)
+// with a 64-bit r is biased by at most (i + 1) / 2^64, far below anything a training run can see.
+void shuffle_windows(std::vector<int64_t>& order, uint64_t seed, int64_t epoch) {
+  const uint64_t stream = order_stream(epoch);
+  for (int64_t i = int64_t(order.size()) - 1; i > 0; --i) {
+    Philox4 r = philox4x32_10(uint64_t(i), seed, stream);
+    uint64_t bits = (uint64_t(r.v[0]) << 32) | r.v[1];
+    int64_t j = int64_t(bits % uint64_t(i + 1));
+    std::swap(order[size_t(i)], order[size_t(j)]);
+  }
+}
+
+}  // namespace
+
+DataLoader::DataLoader(LoaderOptions options) : options_(std::move(options)) {
+  const LoaderOptions& o = options_;
+  TESSERA_CHECK(!o.files.empty(), "DataLoader: no files given (an empty list of shards)");
+  TESSERA_CHECK(o.batch_size > 0, "DataLoader: batch_size must be positive, got ", o.batch_size);
+  TESSERA_CHECK(o.seq_len > 0, "DataLoader: seq_len must be positive, got ", o.seq_len);
+  // Batches hold ids as i32 (the embedding's index type).
+  TESSERA_CHECK(o.vocab_size > 0 && o.vocab_size <= (int64_t(1) << 31),
+                "DataLoader: vocab_size must be in [1, 2^31], got ", o.vocab_size);
+  TESSERA_CHECK(o.world >= 1 && o.rank >= 0 && o.rank < o.world, "DataLoader: rank ", o.rank,
+                " is not in [0, world = ", o.world, ")");
+
+  const int64_t T = o.seq_len;
+  shards_.reserve(o.files.size());
+  first_window_.assign(1, 0);
+  for (const std::string& file : o.files) {
+    shards_.emplace_back(file, o.vocab_size, o.format);
+    const int64_t n = shards_.back().size();
+    // Windows start at k * T and need T + 1 tokens: k * T + T + 1 <= n.
+    const int64_t windows = n > T ? (n - 1) / T : 0;
+    first_window_.push_back(first_window_.back() + windows);
+  }
+  total_windows_ = first_window_.back();
+
+  if (total_windows_ == 0) {
+    std::ostringstream sizes;
+    int64_t total_tokens = 0;
+    for (size_t s = 0; s < shards_.size(); ++s) {
+      total_tokens += shards_[s].size();
+      if (s < 8) sizes << (s ? ", " : "") << shards_[s].path() << ": " << shards_[s].size();
+    }
+    if (shards_.size() > 8) sizes << ", ... (" << shards_.size() << " files)";
+    TESSERA_FAIL("DataLoader: no shard holds a window of seq_len + 1 = ", T + 1, " tokens (",
+                 total_tokens, " tokens in total; per file: ", sizes.str(),
+                 "); windows never cross shard boundaries");
+  }
+  const int64_t global = int64_t(o.world) * o.batch_size;
+  TESSERA_CHECK(total_windows_ >= global, "DataLoader: the shards hold ", total_windows_,
+                " windows of ", T + 1, " tokens, fewer than one global batch of world x batch_size = ",
+                o.world, " x ", o.batch_size, " = ", global);
+  seed_ = o.seed;
+}
+
+int64_t DataLoader::batches_per_epoch() const {
+  return total_windows_ / (int64_t(options_.world) * options_.batch_size);
+}
+
+void DataLoader::ensure_order() {
+  if (!options_.shuffle) return;  // identity: window w is order position w, nothing to store
+  if (order_epoch_ == epoch_ && order_seed_ == seed_) return;
+  order_.resize(size_t(total_windows_));
+  std::iota(order_.begin(), order_.end(), int64_t(0));
+  shuffle_windows(order_, seed_, epoch_);
+  order_seed_ = seed_;
+  order_epoch_ = epoch_;
+}
+
+const Shard& DataLoader::locate(int64_t window, int64_t* start) const {
+  // The last shard whose first window is <= window; shards without windows are skipped because
+  // their first_window_ equals the next shard's.
+  auto it = std::upper_bound(first_window_.begin(), first_window_.end(), window);
+  const size_t s = size_t(it - first_window_.begin()) - 1;
+  *start = (window - first_window_[s]) * options_.seq_len;
+  return shards_[s];
+}
+
+Batch DataLoader::next() {
+  ensure_order();
+  const int64_t B = options_.batch_size, T = options_.seq_len;
+  Tensor inputs = Tensor::empty({B, T}, DType::I32);
+  Tensor targets = Tensor::empty({B, T}, DType::I32);
+  int32_t* in = inputs.data<int32_t>();
+  int32_t* tg = targets.data<int32_t>();
+
+  const int64_t first = (position_ * options_.world + options_.rank) * B;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t slot = first + b;
+    const int64_t window = options_.shuffle ? order_[size_t(slot)] : slot;
+    int64_t start = 0;
+    const Shard& shard = locate(window, &start);
+    int32_t prev = int32_t(shard[start]);
+    for (int64_t t = 0; t < T; ++t) {
+      const int32_t cur = int32_t(shard[start + t + 1]);
+      in[b * T + t] = prev;
+      tg[b * T + t] = cur;
+      prev = cur;
+    }
+  }
+
+  if (++position_ == batches_per_epoch()) {
+    ++epoch_;
+    position_ = 0;
+  }
+  return {inputs, targets};
+}
+
+void DataLoader::set_state(const LoaderState& state) {
+  const int64_t per_epoch = batches_per_epoch();
+  TESSERA_CHECK(state.epoch >= 0, "DataLoader::set_state: negative epoch ", state.epoch);
+  // position == per_epoch is accepted: it is the state "after the last batch" of that epoch.
+  TESSERA_CHECK(state.position >= 0 && state.position <= per_epoch, "DataLoader::set_state: position ",
+                state.position, " is outside the ", per_epoch,
+                " global batches of an epoch (were the shards, batch_size, seq_len or world size "
+                "changed since the state was saved?)");
+  seed_ = state.seed;
+  epoch_ = state.epoch;
+  position_ = state.position;
+  if (position_ == per_epoch) {
+    ++epoch_;
+    position_ = 0;
+  }
+}
+
+std::vector<std::string> expand_glob(const std::string& pattern) {
+  glob_t g{};
+  // GLOB_MARK appends '/' to directories so they can be left out: a directory is never a shard.
+  const int rc = ::glob(pattern.c_str(), GLOB_MARK, nullptr, &g);
+  std::vector<std::string> files;
+  if (rc == 0) {
+    for (size_t i = 0; i < g.gl_pathc; ++i) {
+      std::string path = g.gl_pathv[i];
+      if (!path.empty() && path.back() != '/') files.push_back(std::move(path));
+    }
+  }
+  globfree(&g);
+  TESSERA_CHECK(rc == 0 || rc == GLOB_NOMATCH, "expand_glob: reading the directories of '", pattern,
+                "' failed (glob error ", rc, ")");
+  TESSERA_CHECK(!files.empty(), "expand_glob: no files match '", pattern, "'");
+  // glob sorts by the locale's collation; bytewise order is the same on every machine.
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+}  // namespace tessera::data

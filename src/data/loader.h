@@ -1,0 +1,91 @@
+// A deterministic, resumable loader of (inputs, targets) batches from token shards.
+//
+//   DataLoader loader({.files = expand_glob("data/kjv/train_*.bin"), .batch_size = 12,
+//                      .seq_len = 64, .vocab_size = 257, .seed = 1337});
+//   Batch b = loader.next();              // b.inputs, b.targets: (B, T) i32 on the CPU
+//   LoaderState s = loader.state();       // saved in checkpoints under /data
+//   loader.set_state(s);                  // the next batch is the one that followed s, bit for bit
+//
+// B = batch size (per rank), T = sequence length, W = world size (data-parallel ranks).
+//
+// Windows: each shard is cut into windows of T + 1 tokens starting at 0, T, 2T, ...; consecutive
+// windows share one token, so every token but a shard's first is a target exactly once (a tail of
+// fewer than T + 1 tokens is not used). Windows never cross shards: documents in different shards
+// are unrelated. inputs = window[0, T), targets = window[1, T + 1).
+//
+// Order: an epoch visits all windows of all shards once, in a permutation that is a pure function
+// of (seed, epoch) (identity when shuffle is off). A global batch is W * B consecutive windows of
+// that order; rank r takes windows [r * B, (r + 1) * B) of it, so the ranks' batches are disjoint
+// and their union, in rank order, is the global batch. When fewer than W * B windows are left the
+// epoch ends (the remainder is dropped) and the next epoch starts with a new permutation.
+//
+// State: (seed, epoch, position) with position the index of the next global batch in the epoch; it
+// holds no reference to files, so a checkpoint stays valid as long as the shards, B, T and W are the
+// same.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "data/shard.h"
+
+namespace tessera::data {
+
+struct LoaderOptions {
+  std::vector<std::string> files;  // shards, read in this order (see expand_glob)
+  int64_t batch_size = 0;          // B, per rank
+  int64_t seq_len = 0;             // T
+  int64_t vocab_size = 0;          // every id must be below it (checked when the shards open)
+  uint64_t seed = 0;
+  bool shuffle = true;
+  int rank = 0, world = 1;
+  ShardFormat format = ShardFormat::Header;
+};
+
+struct LoaderState {
+  uint64_t seed = 0;
+  int64_t epoch = 0;
+  int64_t position = 0;  // next global batch index within the epoch
+  bool operator==(const LoaderState&) const = default;
+};
+
+struct Batch {
+  Tensor inputs;   // (B, T) i32, CPU
+  Tensor targets;  // (B, T) i32, CPU: inputs shifted left by one token
+};
+
+class DataLoader {
+ public:
+  explicit DataLoader(LoaderOptions options);
+
+  Batch next();
+  LoaderState state() const { return {seed_, epoch_, position_}; }
+  void set_state(const LoaderState& state);
+
+  int64_t windows_per_epoch() const { return total_windows_; }  // over all ranks
+  int64_t batches_per_epoch() const;                            // global batches (W * B windows)
+  const LoaderOptions& options() const { return options_; }
+
+ private:
+  void ensure_order();  // (re)computes order_ for (seed_, epoch_) when they changed
+  const Shard& locate(int64_t window, int64_t* start) const;  // shard of a window, its first token
+
+  LoaderOptions options_;
+  std::vector<Shard> shards_;
+  std::vector<int64_t> first_window_;  // first_window_[s] = windows in shards [0, s); size S + 1
+  int64_t total_windows_ = 0;
+
+  uint64_t seed_ = 0;
+  int64_t epoch_ = 0, position_ = 0;
+  std::vector<int64_t> order_;  // the permutation of [0, total_windows_) for (order_seed_, order_epoch_)
+  uint64_t order_seed_ = 0;
+  int64_t order_epoch_ = -1;    // -1: not computed yet
+};
+
+// The files matching a shell glob ("data/kjv/train_*.bin"), sorted bytewise so every rank and every
+// run sees the same order. An error naming the pattern when nothing matches.
+std::vector<std::string> expand_glob(const std::string& pattern);
+
+}  // namespace tessera::data

@@ -1,0 +1,346 @@
+// DataLoader: windows, shift-by-one targets, deterministic epochs, exact resume, rank striding.
+//
+// Shards here hold distinct ids (shard f holds f * 1000 + i at position i), so the first token of a
+// row names the window it came from.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "data/loader.h"
+#include "test_util.h"
+
+using namespace tessera;
+using namespace tessera::data;
+using tessera::testing::error_of;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int64_t kVocab = 100000;
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path = fs::temp_directory_path() /
+           ("tessera_loader_" + std::to_string(::getpid()) + "_" + info->name());
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+// Writes shards of the given lengths; shard f holds f * 1000 + i. Returns their paths.
+std::vector<std::string> make_shards(const TempDir& dir, const std::vector<int64_t>& lengths) {
+  std::vector<std::string> files;
+  for (size_t f = 0; f < lengths.size(); ++f) {
+    std::vector<uint32_t> tokens;
+    for (int64_t i = 0; i < lengths[f]; ++i) tokens.push_back(uint32_t(f * 1000 + size_t(i)));
+    files.push_back(dir.file("shard_" + std::to_string(f) + ".bin"));
+    write_shard(files.back(), tokens, kVocab);
+  }
+  return files;
+}
+
+LoaderOptions options(std::vector<std::string> files, int64_t B, int64_t T, bool shuffle = true,
+                      uint64_t seed = 1234) {
+  LoaderOptions o;
+  o.files = std::move(files);
+  o.batch_size = B;
+  o.seq_len = T;
+  o.vocab_size = kVocab;
+  o.seed = seed;
+  o.shuffle = shuffle;
+  return o;
+}
+
+struct Rows {
+  std::vector<std::vector<int32_t>> inputs, targets;
+  bool operator==(const Rows&) const = default;
+};
+
+// The rows of the next n batches, in order.
+Rows take(DataLoader& loader, int64_t n) {
+  Rows r;
+  for (int64_t i = 0; i < n; ++i) {
+    Batch b = loader.next();
+    const int64_t B = b.inputs.size(0), T = b.inputs.size(1);
+    std::vector<int32_t> in = b.inputs.to_vector<int32_t>(), tg = b.targets.to_vector<int32_t>();
+    for (int64_t row = 0; row < B; ++row) {
+      r.inputs.emplace_back(in.begin() + row * T, in.begin() + (row + 1) * T);
+      r.targets.emplace_back(tg.begin() + row * T, tg.begin() + (row + 1) * T);
+    }
+  }
+  return r;
+}
+
+// The first token of each row: the identity of its window.
+std::vector<int32_t> window_ids(const Rows& r) {
+  std::vector<int32_t> ids;
+  for (const auto& row : r.inputs) ids.push_back(row[0]);
+  return ids;
+}
+
+}  // namespace
+
+TEST(Loader, targets_are_inputs_shifted_by_one_and_match_the_shard) {
+  TempDir dir;
+  DataLoader plain(options(make_shards(dir, {21}), 2, 4, /*shuffle=*/false));
+  Batch b = plain.next();
+  EXPECT_EQ(b.inputs.shape(), (Shape{2, 4}));
+  EXPECT_EQ(b.targets.shape(), (Shape{2, 4}));
+  EXPECT_EQ(b.inputs.dtype(), DType::I32);
+  EXPECT_TRUE(b.inputs.device().is_cpu());
+  EXPECT_EQ(b.inputs.to_vector<int32_t>(), (std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7}));
+  EXPECT_EQ(b.targets.to_vector<int32_t>(), (std::vector<int32_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+
+  // Shuffled: every row is still a contiguous run of the shard starting at a multiple of T.
+  DataLoader loader(options(make_shards(dir, {41, 25}), 3, 4));
+  Rows r = take(loader, 10);
+  for (size_t i = 0; i < r.inputs.size(); ++i) {
+    const int32_t start = r.inputs[i][0];
+    EXPECT_EQ(start % 1000 % 4, 0) << "window starts at a multiple of T";
+    for (int32_t t = 0; t < 4; ++t) {
+      EXPECT_EQ(r.inputs[i][size_t(t)], start + t);
+      EXPECT_EQ(r.targets[i][size_t(t)], start + t + 1);
+    }
+  }
+}
+
+TEST(Loader, unshuffled_order_is_sequential_and_never_crosses_shards) {
+  TempDir dir;
+  // T = 4: 23 tokens -> windows at 0..16 (5; tokens 21, 22 unused), 17 tokens -> 4 windows ending
+  // exactly at the last token, 3 tokens -> none.
+  DataLoader loader(options(make_shards(dir, {23, 17, 3}), 1, 4, /*shuffle=*/false));
+  EXPECT_EQ(loader.windows_per_epoch(), 9);
+  EXPECT_EQ(loader.batches_per_epoch(), 9);
+  Rows r = take(loader, 11);
+  EXPECT_EQ(window_ids(r),
+            (std::vector<int32_t>{0, 4, 8, 12, 16, 1000, 1004, 1008, 1012, 0, 4}));
+  EXPECT_EQ(r.targets[8], (std::vector<int32_t>{1013, 1014, 1015, 1016}));  // last token of shard 1
+  EXPECT_EQ(loader.state().epoch, 1);
+}
+
+TEST(Loader, every_window_appears_exactly_once_per_epoch) {
+  TempDir dir;
+  const std::vector<std::string> files = make_shards(dir, {41, 25});  // T = 4: 10 + 6 windows
+  std::set<int32_t> all;
+  for (int32_t s = 0; s < 40; s += 4) all.insert(s);
+  for (int32_t s = 1000; s < 1024; s += 4) all.insert(s);
+
+  DataLoader loader(options(files, 4, 4));  // 16 windows = 4 batches exactly
+  ASSERT_EQ(loader.windows_per_epoch(), 16);
+  ASSERT_EQ(loader.batches_per_epoch(), 4);
+  for (int epoch = 0; epoch < 3; ++epoch) {
+    std::vector<int32_t> ids = window_ids(take(loader, 4));
+    EXPECT_EQ(std::set<int32_t>(ids.begin(), ids.end()), all) << "epoch " << epoch;
+    EXPECT_EQ(ids.size(), all.size());
+  }
+
+  // B = 3: 5 batches use 15 distinct windows, the 16th is dropped at the epoch's end.
+  DataLoader ragged(options(files, 3, 4));
+  ASSERT_EQ(ragged.batches_per_epoch(), 5);
+  std::vector<int32_t> ids = window_ids(take(ragged, 5));
+  std::set<int32_t> distinct(ids.begin(), ids.end());
+  EXPECT_EQ(distinct.size(), 15u);
+  EXPECT_TRUE(std::includes(all.begin(), all.end(), distinct.begin(), distinct.end()));
+  EXPECT_EQ(ragged.state(), (LoaderState{1234, 1, 0}));
+}
+
+TEST(Loader, order_is_a_function_of_seed_and_epoch) {
+  TempDir dir;
+  const std::vector<std::string> files = make_shards(dir, {41, 25});
+  DataLoader a(options(files, 4, 4, true, 7)), b(options(files, 4, 4, true, 7));
+  const Rows ra = take(a, 8);  // two epochs of 16 windows
+  EXPECT_EQ(take(b, 8), ra);
+  const std::vector<int32_t> ids = window_ids(ra);
+  const std::vector<int32_t> epoch0(ids.begin(), ids.begin() + 16), epoch1(ids.begin() + 16, ids.end());
+
+  DataLoader other_seed(options(files, 4, 4, true, 8));
+  EXPECT_NE(window_ids(take(other_seed, 4)), epoch0);
+
+  // Epoch 1 is reached directly from (seed, epoch), without replaying epoch 0.
+  DataLoader jump(options(files, 4, 4, true, 999));
+  jump.set_state({7, 1, 0});
+  EXPECT_EQ(window_ids(take(jump, 4)), epoch1);
+}
+
+TEST(Loader, different_epochs_give_different_orders) {
+  TempDir dir;
+  DataLoader loader(options(make_shards(dir, {41, 25}), 4, 4));
+  const std::vector<int32_t> e0 = window_ids(take(loader, 4));
+  const std::vector<int32_t> e1 = window_ids(take(loader, 4));
+  const std::vector<int32_t> e2 = window_ids(take(loader, 4));
+  EXPECT_NE(e0, e1);
+  EXPECT_NE(e1, e2);
+  EXPECT_NE(e0, e2);
+  std::vector<int32_t> sorted = e0;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_NE(e0, sorted) << "a shuffled epoch should not come out in file order";
+}
+
+TEST(Loader, restoring_state_mid_epoch_replays_the_batch_sequence_exactly) {
+  TempDir dir;
+  const std::vector<std::string> files = make_shards(dir, {41, 25});
+  DataLoader a(options(files, 3, 4));  // 5 batches per epoch
+  take(a, 2);
+  const LoaderState s = a.state();
+  EXPECT_EQ(s, (LoaderState{1234, 0, 2}));
+  const Rows expected = take(a, 9);  // runs through the end of epoch 0 and into epoch 2
+
+  DataLoader b(options(files, 3, 4, true, /*seed=*/5));  // the state's seed wins
+  take(b, 3);                                            // and whatever b did before is forgotten
+  b.set_state(s);
+  EXPECT_EQ(b.state(), s);
+  EXPECT_EQ(take(b, 9), expected);
+  EXPECT_EQ(b.state(), a.state());
+}
+
+TEST(Loader, restoring_state_at_an_epoch_boundary_replays_exactly) {
+  TempDir dir;
+  const std::vector<std::string> files = make_shards(dir, {41, 25});
+  DataLoader a(options(files, 3, 4));
+  take(a, 5);  // exactly one epoch
+  const LoaderState s = a.state();
+  EXPECT_EQ(s, (LoaderState{1234, 1, 0}));
+  const Rows expected = take(a, 7);
+
+  DataLoader b(options(files, 3, 4));
+  b.set_state(s);
+  EXPECT_EQ(take(b, 7), expected);
+
+  // "After the last batch of epoch 0" is the same point.
+  DataLoader c(options(files, 3, 4));
+  c.set_state({1234, 0, 5});
+  EXPECT_EQ(c.state(), s);
+  EXPECT_EQ(take(c, 7), expected);
+}
+
+TEST(Loader, ranks_split_each_global_batch_in_order_and_disjointly) {
+  TempDir dir;
+  const std::vector<std::string> files = make_shards(dir, {41, 25, 33});  // 10 + 6 + 8 windows
+  const int world = 3;
+  const int64_t B = 2;
+  DataLoader global(options(files, world * B, 4));
+  ASSERT_EQ(global.batches_per_epoch(), 4);
+
+  std::vector<DataLoader> ranks;
+  for (int r = 0; r < world; ++r) {
+    LoaderOptions o = options(files, B, 4);
+    o.rank = r;
+    o.world = world;
+    ranks.emplace_back(o);
+    EXPECT_EQ(ranks.back().batches_per_epoch(), 4);
+  }
+  for (int step = 0; step < 10; ++step) {  // two and a half epochs
+    Rows want = take(global, 1), got;
+    std::set<int32_t> seen;
+    for (int r = 0; r < world; ++r) {
+      Rows part = take(ranks[size_t(r)], 1);
+      for (int32_t id : window_ids(part))
+        EXPECT_TRUE(seen.insert(id).second) << "window " << id << " on two ranks, step " << step;
+      got.inputs.insert(got.inputs.end(), part.inputs.begin(), part.inputs.end());
+      got.targets.insert(got.targets.end(), part.targets.begin(), part.targets.end());
+    }
+    EXPECT_EQ(got, want) << "step " << step;
+    for (const DataLoader& r : ranks) EXPECT_EQ(r.state(), global.state());
+  }
+}
+
+TEST(Loader, reads_raw_uint16_shards) {
+  TempDir dir;
+  std::vector<uint16_t> raw(13);
+  for (size_t i = 0; i < raw.size(); ++i) raw[i] = uint16_t(100 + i);
+  const std::string path = dir.file("train.bin");
+  {
+    std::ofstream f(path, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(raw.data()), std::streamsize(raw.size() * 2));
+  }
+  LoaderOptions o = options({path}, 1, 4, false);
+  o.format = ShardFormat::RawU16;
+  o.vocab_size = 200;
+  DataLoader loader(o);
+  EXPECT_EQ(loader.windows_per_epoch(), 3);
+  Rows r = take(loader, 3);
+  EXPECT_EQ(window_ids(r), (std::vector<int32_t>{100, 104, 108}));
+  EXPECT_EQ(r.targets[2], (std::vector<int32_t>{109, 110, 111, 112}));
+}
+
+TEST(Loader, bad_options_are_clear_errors) {
+  TempDir dir;
+  const std::vector<std::string> files = make_shards(dir, {41});
+  std::string msg = error_of([&] { DataLoader l(options({}, 2, 4)); });
+  EXPECT_NE(msg.find("no files"), std::string::npos) << msg;
+  msg = error_of([&] { DataLoader l(options(files, 0, 4)); });
+  EXPECT_NE(msg.find("batch_size must be positive, got 0"), std::string::npos) << msg;
+  msg = error_of([&] { DataLoader l(options(files, 2, -1)); });
+  EXPECT_NE(msg.find("seq_len must be positive, got -1"), std::string::npos) << msg;
+  msg = error_of([&] {
+    LoaderOptions o = options(files, 2, 4);
+    o.rank = 2;
+    o.world = 2;
+    DataLoader l(o);
+  });
+  EXPECT_NE(msg.find("rank 2"), std::string::npos) << msg;
+
+  // A bad shard fails the loader with the shard's own error (here: an id beyond the vocabulary).
+  msg = error_of([&] {
+    LoaderOptions o = options(files, 2, 4);
+    o.vocab_size = 30;
+    DataLoader l(o);
+  });
+  EXPECT_NE(msg.find(files[0]), std::string::npos) << msg;
+  EXPECT_NE(msg.find("token id 30"), std::string::npos) << msg;
+}
+
+TEST(Loader, shards_too_short_for_one_window_name_their_sizes) {
+  TempDir dir;
+  const std::vector<std::string> files = make_shards(dir, {4, 3});
+  std::string msg = error_of([&] { DataLoader l(options(files, 1, 4)); });
+  EXPECT_NE(msg.find("seq_len + 1 = 5"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("7 tokens in total"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(files[0] + ": 4"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(files[1] + ": 3"), std::string::npos) << msg;
+
+  // Windows exist but not enough for one global batch: no epoch could ever yield a batch.
+  msg = error_of([&] {
+    LoaderOptions o = options(make_shards(dir, {41}), 3, 4);  // 10 windows < 4 x 3
+    o.world = 4;
+    DataLoader l(o);
+  });
+  EXPECT_NE(msg.find("10 windows"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("4 x 3 = 12"), std::string::npos) << msg;
+}
+
+TEST(Loader, set_state_rejects_positions_outside_the_epoch) {
+  TempDir dir;
+  DataLoader loader(options(make_shards(dir, {41}), 2, 4));  // 5 batches per epoch
+  std::string msg = error_of([&] { loader.set_state({1, 0, 6}); });
+  EXPECT_NE(msg.find("position 6"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("5 global batches"), std::string::npos) << msg;
+  msg = error_of([&] { loader.set_state({1, -1, 0}); });
+  EXPECT_NE(msg.find("negative epoch -1"), std::string::npos) << msg;
+}
+
+TEST(Loader, expand_glob_sorts_matches_and_names_an_empty_pattern) {
+  TempDir dir;
+  make_shards(dir, {2, 2, 2});
+  fs::create_directories(dir.path / "shard_dir.bin");  // directories are not shards
+  const std::vector<std::string> got = expand_glob(dir.file("shard_*.bin"));
+  EXPECT_EQ(got, (std::vector<std::string>{dir.file("shard_0.bin"), dir.file("shard_1.bin"),
+                                           dir.file("shard_2.bin")}));
+  const std::string pattern = dir.file("val_*.bin");
+  std::string msg = error_of([&] { expand_glob(pattern); });
+  EXPECT_NE(msg.find(pattern), std::string::npos) << msg;
+}

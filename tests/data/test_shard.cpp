@@ -1,0 +1,267 @@
+// Token shards: round trips in every format, and a clear error for every kind of corrupt file.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "data/shard.h"
+#include "test_util.h"
+
+using namespace tessera;
+using namespace tessera::data;
+using tessera::testing::error_of;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A fresh directory under the system temp dir, removed with everything in it at scope exit.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path = fs::temp_directory_path() /
+           ("tessera_shard_" + std::to_string(::getpid()) + "_" + info->name());
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+std::vector<char> read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<char>(std::istreambuf_iterator<char>(f), {});
+}
+
+void write_bytes(const std::string& path, const std::vector<char>& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+int32_t header_int(const std::vector<char>& bytes, int i) {
+  int32_t v;
+  std::memcpy(&v, bytes.data() + 4 * i, 4);
+  return v;
+}
+
+void set_header_int(std::vector<char>& bytes, int i, int32_t v) { std::memcpy(bytes.data() + 4 * i, &v, 4); }
+
+std::vector<uint32_t> read_all(const Shard& s) {
+  std::vector<uint32_t> out;
+  for (int64_t i = 0; i < s.size(); ++i) out.push_back(s[i]);
+  return out;
+}
+
+}  // namespace
+
+TEST(Shard, round_trip_uint16_with_llmc_header) {
+  TempDir dir;
+  const std::string path = dir.file("a.bin");
+  const std::vector<uint32_t> tokens = {0, 1, 256, 7, 255, 42, 0};
+  write_shard(path, tokens, 257);
+
+  const std::vector<char> bytes = read_bytes(path);
+  ASSERT_EQ(bytes.size(), 1024 + 2 * tokens.size());
+  EXPECT_EQ(header_int(bytes, 0), 20240520);
+  EXPECT_EQ(header_int(bytes, 1), 1);
+  EXPECT_EQ(header_int(bytes, 2), int32_t(tokens.size()));
+  EXPECT_EQ(header_int(bytes, 3), 0);  // the rest of the header is zero
+  uint16_t third;
+  std::memcpy(&third, bytes.data() + 1024 + 2 * 2, 2);
+  EXPECT_EQ(third, 256);
+
+  Shard s(path, 257);
+  EXPECT_EQ(s.size(), int64_t(tokens.size()));
+  EXPECT_EQ(s.token_bytes(), 2);
+  EXPECT_EQ(s.path(), path);
+  EXPECT_EQ(read_all(s), tokens);
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+}
+
+TEST(Shard, vocabulary_of_65536_still_fits_uint16) {
+  TempDir dir;
+  const std::string path = dir.file("edge.bin");
+  write_shard(path, {65535, 0, 65535}, 65536);
+  EXPECT_EQ(fs::file_size(path), 1024u + 2 * 3);
+  Shard s(path, 65536);
+  EXPECT_EQ(read_all(s), (std::vector<uint32_t>{65535, 0, 65535}));
+}
+
+TEST(Shard, round_trip_uint32_for_large_vocabularies) {
+  TempDir dir;
+  const std::string path = dir.file("llama.bin");
+  const std::vector<uint32_t> tokens = {128255, 65536, 0, 70000, 99999};
+  write_shard(path, tokens, 128256);
+
+  const std::vector<char> bytes = read_bytes(path);
+  ASSERT_EQ(bytes.size(), 1024 + 4 * tokens.size());
+  EXPECT_EQ(header_int(bytes, 0), 20240801);
+  EXPECT_EQ(header_int(bytes, 1), 7);
+  EXPECT_EQ(header_int(bytes, 2), int32_t(tokens.size()));
+
+  Shard s(path, 128256);
+  EXPECT_EQ(s.token_bytes(), 4);
+  EXPECT_EQ(read_all(s), tokens);
+}
+
+TEST(Shard, reads_raw_headerless_uint16) {
+  TempDir dir;
+  const std::string path = dir.file("train.bin");
+  const std::vector<uint16_t> raw = {5, 50256, 3, 0, 1000};
+  std::vector<char> bytes(raw.size() * 2);
+  std::memcpy(bytes.data(), raw.data(), bytes.size());
+  write_bytes(path, bytes);
+
+  Shard s(path, 50257, ShardFormat::RawU16);
+  EXPECT_EQ(s.size(), 5);
+  EXPECT_EQ(read_all(s), (std::vector<uint32_t>{5, 50256, 3, 0, 1000}));
+
+  write_bytes(path, {});
+  EXPECT_EQ(Shard(path, 50257, ShardFormat::RawU16).size(), 0);  // an empty file is an empty shard
+}
+
+TEST(Shard, raw_uint16_of_odd_size_is_an_error) {
+  TempDir dir;
+  const std::string path = dir.file("odd.bin");
+  write_bytes(path, {1, 0, 2, 0, 3});
+  std::string msg = error_of([&] { Shard s(path, 100, ShardFormat::RawU16); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("odd size of 5 bytes"), std::string::npos) << msg;
+}
+
+TEST(Shard, empty_shard_round_trips) {
+  TempDir dir;
+  const std::string path = dir.file("empty.bin");
+  write_shard(path, {}, 257);
+  EXPECT_EQ(fs::file_size(path), 1024u);
+  EXPECT_EQ(Shard(path, 257).size(), 0);
+}
+
+TEST(Shard, write_creates_parent_directories_and_replaces_atomically) {
+  TempDir dir;
+  const std::string path = dir.file("nested/deeper/s.bin");
+  write_shard(path, {1, 2, 3}, 10);
+  write_shard(path, {4, 5}, 10);  // overwrites the complete old shard by rename
+  Shard s(path, 10);
+  EXPECT_EQ(read_all(s), (std::vector<uint32_t>{4, 5}));
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+}
+
+TEST(Shard, write_rejects_an_id_outside_the_vocabulary_and_leaves_no_file) {
+  TempDir dir;
+  const std::string path = dir.file("bad.bin");
+  std::string msg = error_of([&] { write_shard(path, {1, 2, 257, 3}, 257); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("token id 257"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("position 2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("vocabulary size 257"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(path));
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+}
+
+TEST(Shard, wrong_magic_names_the_path_and_both_magics) {
+  TempDir dir;
+  const std::string path = dir.file("magic.bin");
+  write_shard(path, {1, 2, 3}, 257);
+  std::vector<char> bytes = read_bytes(path);
+  set_header_int(bytes, 0, 12345);
+  write_bytes(path, bytes);
+  std::string msg = error_of([&] { Shard s(path, 257); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("wrong magic 12345"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("20240520"), std::string::npos) << msg;
+}
+
+TEST(Shard, unknown_version_is_an_error) {
+  TempDir dir;
+  const std::string path = dir.file("version.bin");
+  write_shard(path, {1, 2, 3}, 257);
+  std::vector<char> bytes = read_bytes(path);
+  set_header_int(bytes, 1, 3);
+  write_bytes(path, bytes);
+  std::string msg = error_of([&] { Shard s(path, 257); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("unknown version 3"), std::string::npos) << msg;
+}
+
+TEST(Shard, file_shorter_than_the_header_is_an_error) {
+  TempDir dir;
+  const std::string path = dir.file("short.bin");
+  write_bytes(path, std::vector<char>(100, 0));
+  std::string msg = error_of([&] { Shard s(path, 257); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("100 bytes"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("1024-byte header"), std::string::npos) << msg;
+}
+
+TEST(Shard, truncated_file_names_both_sizes) {
+  TempDir dir;
+  const std::string path = dir.file("cut.bin");
+  write_shard(path, {1, 2, 3, 4, 5}, 257);  // 1024 + 10 bytes
+  fs::resize_file(path, 1024 + 7);
+  std::string msg = error_of([&] { Shard s(path, 257); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("truncated or oversized"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("1031 bytes"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("5 tokens"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("1034 bytes"), std::string::npos) << msg;
+}
+
+TEST(Shard, oversized_file_names_both_sizes) {
+  TempDir dir;
+  const std::string path = dir.file("long.bin");
+  write_shard(path, {1, 2, 3}, 100000);  // uint32: 1024 + 12 bytes
+  std::vector<char> bytes = read_bytes(path);
+  bytes.insert(bytes.end(), {0, 0, 0, 0});
+  write_bytes(path, bytes);
+  std::string msg = error_of([&] { Shard s(path, 100000); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("truncated or oversized"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("1040 bytes"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("1036 bytes"), std::string::npos) << msg;
+}
+
+TEST(Shard, token_outside_the_vocabulary_names_id_position_vocab_and_path) {
+  TempDir dir;
+  const std::string path = dir.file("ids.bin");
+  write_shard(path, {10, 20, 499, 500, 30}, 1000);
+  EXPECT_EQ(Shard(path, 1000).size(), 5);
+  std::string msg = error_of([&] { Shard s(path, 500); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("token id 500"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("position 3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("vocabulary size 500"), std::string::npos) << msg;
+}
+
+TEST(Shard, missing_file_is_an_error_naming_it) {
+  TempDir dir;
+  const std::string path = dir.file("nope.bin");
+  std::string msg = error_of([&] { Shard s(path, 257); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+}
+
+TEST(Shard, moves_transfer_the_mapping) {
+  TempDir dir;
+  write_shard(dir.file("a.bin"), {1, 2, 3}, 10);
+  write_shard(dir.file("b.bin"), {7, 8}, 10);
+  Shard a(dir.file("a.bin"), 10);
+  Shard moved(std::move(a));
+  EXPECT_EQ(read_all(moved), (std::vector<uint32_t>{1, 2, 3}));
+  EXPECT_EQ(a.size(), 0);  // NOLINT: a moved-from shard is empty, and its destructor unmaps nothing
+
+  Shard b(dir.file("b.bin"), 10);
+  b = std::move(moved);  // b's old mapping is released, moved's taken over
+  EXPECT_EQ(read_all(b), (std::vector<uint32_t>{1, 2, 3}));
+  EXPECT_EQ(b.path(), dir.file("a.bin"));
+
+  std::vector<Shard> shards;  // growth moves shards; their contents must survive
+  for (int i = 0; i < 5; ++i) shards.emplace_back(dir.file("b.bin"), 10);
+  for (const Shard& s : shards) EXPECT_EQ(read_all(s), (std::vector<uint32_t>{7, 8}));
+}
