@@ -1,0 +1,25 @@
+// Gradient norm clipping over all parameters at once (global L2 norm, as torch.nn.utils.
+// clip_grad_norm_ and llm.c do).
+//
+//   double norm = clip_grad_norm(params, 1.0);   // rescales the grads when norm > 1.0
+//   if (!std::isfinite(norm)) { /* a spike: skip the update, roll back, ... */ }
+//   metrics.grad_norm = norm;                    // the norm before clipping
+//
+// norm = sqrt(sum over parameters with a defined gradient, sum over elements of g^2), accumulated
+// in double whatever the gradient's dtype (an f32 sum of squares over 10^8 elements loses digits,
+// and squares of large f32 values overflow f32). When max_norm > 0 and norm > max_norm every
+// gradient is multiplied by max_norm / (norm + 1e-6) (PyTorch's coefficient; the 1e-6 keeps the
+// result just under max_norm). A NaN or infinite norm is returned without touching the gradients,
+// so the caller sees the spike and decides.
+#pragma once
+
+#include <vector>
+
+#include "optim/param.h"
+
+namespace tessera {
+
+double grad_norm(const std::vector<NamedParam>& params);
+double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm);
+
+}  // namespace tessera

@@ -1,0 +1,49 @@
+// LR schedules after llm.c (train_gpt2.cu, get_learning_rate): warmup uses (step + 1) so the first
+// update is not taken at lr 0, and decay runs over [warmup, max_steps), reaching min_lr at
+// max_steps. Computed in double (llm.c uses float): it runs once per step, so precision is free.
+#include "optim/schedule.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "core/error.h"
+
+namespace tessera {
+namespace {
+
+enum class Kind { Cosine, Linear, Constant };
+
+Kind kind_of(const std::string& name) {
+  if (name == "cosine") return Kind::Cosine;
+  if (name == "linear") return Kind::Linear;
+  if (name == "constant") return Kind::Constant;
+  TESSERA_FAIL("schedule: unknown name '", name, "' (expected cosine, linear or constant)");
+}
+
+}  // namespace
+
+void validate(const ScheduleOptions& s) {
+  const Kind k = kind_of(s.name);
+  TESSERA_CHECK(s.lr >= 0, "schedule: lr must be >= 0, got ", s.lr);
+  TESSERA_CHECK(s.min_lr >= 0, "schedule: min_lr must be >= 0, got ", s.min_lr);
+  TESSERA_CHECK(s.warmup_steps >= 0, "schedule: warmup_steps must be >= 0, got ", s.warmup_steps);
+  TESSERA_CHECK(s.max_steps >= 0, "schedule: max_steps must be >= 0, got ", s.max_steps);
+  TESSERA_CHECK(k == Kind::Constant || s.min_lr <= s.lr, "schedule ", s.name, ": min_lr (",
+                s.min_lr, ") must not exceed lr (", s.lr, ")");
+}
+
+double lr_at(const ScheduleOptions& s, int64_t step) {
+  validate(s);
+  TESSERA_CHECK(step >= 0, "schedule: step must be >= 0, got ", step);
+  const Kind k = kind_of(s.name);
+  if (step < s.warmup_steps) return s.lr * double(step + 1) / double(s.warmup_steps);
+  if (k == Kind::Constant) return s.lr;
+  if (step >= s.max_steps) return s.min_lr;
+  // Here warmup_steps <= step < max_steps, so the denominator is positive and progress in [0, 1).
+  const double progress = double(step - s.warmup_steps) / double(s.max_steps - s.warmup_steps);
+  const double coeff =
+      k == Kind::Cosine ? 0.5 * (1.0 + std::cos(std::numbers::pi * progress)) : 1.0 - progress;
+  return s.min_lr + coeff * (s.lr - s.min_lr);
+}
+
+}  // namespace tessera
