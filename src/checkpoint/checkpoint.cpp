@@ -1,0 +1,394 @@
+#include "checkpoint/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+namespace tessera {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kFormat = "tessera-checkpoint";
+constexpr int64_t kFormatVersion = 1;
+constexpr const char* kGroups[] = {"/model", "/optimizer", "/trainer", "/rng", "/data"};
+
+H5Elem elem_of(DType t) {
+  switch (t) {
+    case DType::F32: return H5Elem::F32;
+    case DType::F64: return H5Elem::F64;
+    case DType::I32: return H5Elem::I32;
+    case DType::U8: return H5Elem::U8;
+    case DType::BF16: return H5Elem::U16;  // the raw bits; marked by the dtype attribute
+  }
+  return H5Elem::Other;
+}
+
+}  // namespace
+
+// ---- tensors ----
+
+void write_tensor(H5File& f, const std::string& path, const Tensor& t) {
+  TESSERA_CHECK(t.defined(), "cannot write an undefined tensor to ", path, " in ", f.path());
+  // HDF5 writes from a packed host buffer; anything else goes through one contiguous host copy.
+  Tensor host = t;
+  if (!t.device().is_cpu() || !t.is_contiguous()) {
+    host = Tensor::empty(t.shape(), t.dtype());
+    host.copy_(t);
+  }
+  f.write_dataset(path, elem_of(t.dtype()), t.shape(), t.numel() ? host.data_ptr() : nullptr);
+  if (t.dtype() == DType::BF16) f.set_attr_string(path, "dtype", "bf16");
+}
+
+std::pair<DType, Shape> tensor_info(H5File& f, const std::string& path) {
+  H5DatasetInfo info = f.dataset_info(path);
+  bool marked_bf16 = f.has_attr(path, "dtype") &&
+                     f.attr_kind(path, "dtype") == H5AttrKind::String &&
+                     f.attr_string(path, "dtype") == "bf16";
+  TESSERA_CHECK(!marked_bf16 || info.elem == H5Elem::U16, "dataset ", path, " in ", f.path(),
+                " is marked dtype = \"bf16\" but stores ", info.type_desc, ", not u16 bits");
+  switch (info.elem) {
+    case H5Elem::F32: return {DType::F32, info.shape};
+    case H5Elem::F64: return {DType::F64, info.shape};
+    case H5Elem::I32: return {DType::I32, info.shape};
+    case H5Elem::U8: return {DType::U8, info.shape};
+    case H5Elem::U16:
+      if (marked_bf16) return {DType::BF16, info.shape};
+      break;
+    default: break;
+  }
+  TESSERA_FAIL("dataset ", path, " in ", f.path(), " stores ", info.type_desc,
+               marked_bf16 ? "" : (info.elem == H5Elem::U16 ? " without dtype = \"bf16\"" : ""),
+               "; tensors are f32, f64, i32, u8, or bf16 stored as u16 with dtype = \"bf16\"");
+}
+
+Tensor read_tensor(H5File& f, const std::string& path) {
+  auto [dtype, shape] = tensor_info(f, path);
+  Tensor t = Tensor::empty(shape, dtype);
+  f.read_dataset(path, elem_of(dtype), t.numel() ? t.data_ptr() : nullptr);
+  return t;
+}
+
+void read_tensor_into(H5File& f, const std::string& path, Tensor& dst) {
+  TESSERA_CHECK(dst.defined(), "cannot read ", path, " from ", f.path(),
+                " into an undefined tensor");
+  auto [dtype, shape] = tensor_info(f, path);
+  TESSERA_CHECK(shape == dst.shape() && dtype == dst.dtype(), "cannot read ", path, " from ",
+                f.path(), ": file has ", shape_str(shape), " ", dtype_name(dtype),
+                ", destination has ", shape_str(dst.shape()), " ", dtype_name(dst.dtype()));
+  if (dst.device().is_cpu() && dst.is_contiguous()) {
+    f.read_dataset(path, elem_of(dtype), dst.numel() ? dst.data_ptr() : nullptr);
+  } else {
+    dst.copy_(read_tensor(f, path));
+  }
+}
+
+// ---- durable file operations ----
+
+namespace {
+
+std::string errno_text() { return std::strerror(errno); }
+
+std::string parent_dir(const std::string& path) {
+  fs::path parent = fs::path(path).parent_path();
+  return parent.empty() ? "." : parent.string();
+}
+
+// Data written through HDF5 (or write()) sits in the page cache until the kernel decides to write
+// it; a power loss after rename() could then leave a renamed but empty file.
+void fsync_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  TESSERA_CHECK(fd >= 0, "cannot open ", path, " to fsync it: ", errno_text());
+  int rc = ::fsync(fd);
+  std::string why = rc ? errno_text() : "";
+  ::close(fd);
+  TESSERA_CHECK(rc == 0, "cannot fsync ", path, ": ", why);
+}
+
+// The rename itself is an update of the directory, durable only once the directory is synced.
+void fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  TESSERA_CHECK(fd >= 0, "cannot open directory ", dir, " to fsync it: ", errno_text());
+  int rc = ::fsync(fd);
+  // Some filesystems cannot sync a directory (EINVAL); the rename is then as durable as they allow.
+  std::string why = (rc && errno != EINVAL) ? errno_text() : "";
+  ::close(fd);
+  TESSERA_CHECK(why.empty(), "cannot fsync directory ", dir, ": ", why);
+}
+
+void rename_over(const std::string& from, const std::string& to) {
+  TESSERA_CHECK(::rename(from.c_str(), to.c_str()) == 0, "cannot rename ", from, " to ", to, ": ",
+                errno_text());
+}
+
+void write_all(const std::string& path, const std::string& content) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  TESSERA_CHECK(fd >= 0, "cannot create ", path, ": ", errno_text());
+  size_t done = 0;
+  std::string why;
+  while (done < content.size() && why.empty()) {
+    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0 && errno != EINTR) why = errno_text();
+    if (n > 0) done += size_t(n);
+  }
+  if (why.empty() && ::fsync(fd) != 0) why = errno_text();
+  if (::close(fd) != 0 && why.empty()) why = errno_text();
+  TESSERA_CHECK(why.empty(), "cannot write ", path, ": ", why);
+}
+
+// ---- checkpoint layout ----
+
+// Names become HDF5 paths below a group; reject what HDF5 would reinterpret or refuse, before any
+// file is touched.
+bool valid_name(const std::string& name, bool allow_slash) {
+  size_t start = 0;
+  while (true) {
+    size_t end = name.find('/', start);
+    std::string part = name.substr(start, end == std::string::npos ? end : end - start);
+    if (part.empty() || part == "." || part == "..") return false;
+    if (end == std::string::npos) return true;
+    if (!allow_slash) return false;
+    start = end + 1;
+  }
+}
+
+void check_name(const std::string& what, const std::string& name, bool allow_slash,
+                const std::string& path) {
+  TESSERA_CHECK(valid_name(name, allow_slash), "cannot save checkpoint ", path, ": bad ", what,
+                " name '", name, "'",
+                allow_slash ? " (empty, '.' or '..' component)" : " (empty, '.', '..' or has '/')");
+}
+
+void check_tensors(const std::string& what,
+                   const std::vector<std::pair<std::string, Tensor>>& tensors,
+                   const std::string& path) {
+  std::set<std::string> seen;
+  for (const auto& [name, t] : tensors) {
+    check_name(what, name, true, path);
+    TESSERA_CHECK(seen.insert(name).second, "cannot save checkpoint ", path, ": ", what, " '", name,
+                  "' appears twice");
+    TESSERA_CHECK(t.defined(), "cannot save checkpoint ", path, ": ", what, " '", name,
+                  "' is an undefined tensor");
+  }
+}
+
+void check_data(const CheckpointData& ck, const std::string& path) {
+  check_tensors("model parameter", ck.model, path);
+  check_tensors("optimizer state", ck.optimizer, path);
+  check_tensors("trainer tensor", ck.trainer_tensors, path);
+  for (const auto& [name, v] : ck.trainer_ints) {
+    check_name("trainer value", name, false, path);
+    TESSERA_CHECK(!ck.trainer_floats.count(name), "cannot save checkpoint ", path,
+                  ": trainer value '", name, "' is both an int and a float");
+  }
+  for (const auto& [name, v] : ck.trainer_floats) check_name("trainer value", name, false, path);
+  for (const auto& [name, v] : ck.rng) check_name("rng", name, false, path);
+  for (const auto& [name, v] : ck.data) check_name("data value", name, false, path);
+}
+
+void write_checkpoint(H5File& f, const CheckpointData& ck) {
+  f.set_attr_string("/", "format", kFormat);
+  f.set_attr_int("/", "format_version", kFormatVersion);
+  f.set_attr_string("/", "config", ck.config_yaml);
+  for (const char* g : kGroups) f.create_group(g);  // present even when empty: load checks them
+  for (const auto& [name, t] : ck.model) write_tensor(f, "/model/" + name, t);
+  for (const auto& [key, t] : ck.optimizer) write_tensor(f, "/optimizer/" + key, t);
+  for (const auto& [name, v] : ck.trainer_ints) f.set_attr_int("/trainer", name, v);
+  for (const auto& [name, v] : ck.trainer_floats) f.set_attr_float("/trainer", name, v);
+  for (const auto& [name, t] : ck.trainer_tensors) write_tensor(f, "/trainer/" + name, t);
+  for (const auto& [name, s] : ck.rng) {
+    std::string g = "/rng/" + name;
+    f.create_group(g);
+    f.set_attr_uint(g, "seed", s.seed);
+    f.set_attr_uint(g, "offset", s.offset);
+  }
+  for (const auto& [name, v] : ck.data) f.set_attr_int("/data", name, v);
+}
+
+// Every dataset below group, as (path relative to group, tensor), in the order written.
+std::vector<std::pair<std::string, Tensor>> read_tensors(H5File& f, const std::string& group) {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const H5Entry& e : f.walk(group))
+    if (!e.is_group) out.emplace_back(e.path, read_tensor(f, group + "/" + e.path));
+  return out;
+}
+
+void check_layout(H5File& f) {
+  if (f.has_attr("/", "format")) {
+    TESSERA_CHECK(f.attr_kind("/", "format") == H5AttrKind::String &&
+                      f.attr_string("/", "format") == kFormat,
+                  f.path(), " is not a tessera checkpoint (root attribute format is not '", kFormat,
+                  "')");
+  }
+  if (f.has_attr("/", "format_version")) {
+    int64_t v = f.attr_int("/", "format_version");
+    TESSERA_CHECK(v <= kFormatVersion, "checkpoint ", f.path(), " has format_version ", v,
+                  "; this build reads up to ", kFormatVersion);
+  }
+  for (const char* g : kGroups)
+    TESSERA_CHECK(f.is_group(g), "checkpoint ", f.path(), " has no group ", g,
+                  " (incomplete, or not a tessera checkpoint)");
+}
+
+std::string list_problems(const std::vector<std::string>& problems) {
+  constexpr size_t kShown = 8;  // the error stays one readable line for a wrong architecture
+  std::string s;
+  for (size_t i = 0; i < problems.size() && i < kShown; ++i) s += (i ? "; " : "") + problems[i];
+  if (problems.size() > kShown) s += "; and " + std::to_string(problems.size() - kShown) + " more";
+  return s;
+}
+
+}  // namespace
+
+// ---- checkpoints ----
+
+void save_checkpoint(const std::string& path, const CheckpointData& ck) {
+  check_data(ck, path);
+  TESSERA_CHECK(fs::is_directory(parent_dir(path)), "cannot save checkpoint ", path, ": directory ",
+                parent_dir(path), " does not exist");
+  const std::string tmp = path + ".tmp";
+  try {
+    H5File f = H5File::create(tmp);
+    write_checkpoint(f, ck);
+    f.close();
+    fsync_file(tmp);
+    rename_over(tmp, path);
+  } catch (...) {
+    // f is closed by now (it was destroyed leaving the try block); the previous <path> was never
+    // touched, so removing the partial tmp loses nothing.
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+  fsync_dir(parent_dir(path));
+}
+
+CheckpointData load_checkpoint(const std::string& path) {
+  H5File f = H5File::open(path);
+  check_layout(f);
+  CheckpointData ck;
+  TESSERA_CHECK(f.has_attr("/", "config"), "checkpoint ", path,
+                " has no root attribute config (the resolved YAML)");
+  ck.config_yaml = f.attr_string("/", "config");
+  ck.model = read_tensors(f, "/model");
+  ck.optimizer = read_tensors(f, "/optimizer");
+  ck.trainer_tensors = read_tensors(f, "/trainer");
+  for (const std::string& name : f.attr_names("/trainer")) {
+    H5AttrKind kind = f.attr_kind("/trainer", name);
+    TESSERA_CHECK(kind == H5AttrKind::Int || kind == H5AttrKind::Float, "checkpoint ", path,
+                  ": /trainer attribute '", name, "' is not a number");
+    if (kind == H5AttrKind::Int) ck.trainer_ints[name] = f.attr_int("/trainer", name);
+    else ck.trainer_floats[name] = f.attr_float("/trainer", name);
+  }
+  for (const H5Entry& e : f.walk("/rng")) {
+    TESSERA_CHECK(e.is_group && e.path.find('/') == std::string::npos, "checkpoint ", path,
+                  ": unexpected object /rng/", e.path, " (expected one group per generator)");
+    std::string g = "/rng/" + e.path;
+    ck.rng[e.path] = RngState{f.attr_uint(g, "seed"), f.attr_uint(g, "offset")};
+  }
+  for (const std::string& name : f.attr_names("/data")) ck.data[name] = f.attr_int("/data", name);
+  f.close();
+  return ck;
+}
+
+void load_model_into(const std::string& path,
+                     const std::vector<std::pair<std::string, Tensor>>& params) {
+  H5File f = H5File::open(path);
+  TESSERA_CHECK(f.is_group("/model"), "checkpoint ", path, " has no group /model");
+  std::set<std::string> in_file;
+  for (const H5Entry& e : f.walk("/model"))
+    if (!e.is_group) in_file.insert(e.path);
+
+  // Check everything first: a half-loaded model is worse than an error.
+  std::vector<std::string> problems;
+  std::set<std::string> in_model;
+  for (const auto& [name, t] : params) {
+    TESSERA_CHECK(t.defined(), "load_model_into ", path, ": parameter '", name,
+                  "' is an undefined tensor");
+    TESSERA_CHECK(in_model.insert(name).second, "load_model_into ", path, ": parameter '", name,
+                  "' appears twice in the model");
+    if (!in_file.count(name)) {
+      problems.push_back("missing parameter '" + name + "' (model has " + shape_str(t.shape()) +
+                         ")");
+      continue;
+    }
+    Shape stored = tensor_info(f, "/model/" + name).second;
+    if (stored != t.shape())
+      problems.push_back("parameter '" + name + "': file has " + shape_str(stored) +
+                         ", model has " + shape_str(t.shape()));
+  }
+  for (const std::string& name : in_file)
+    if (!in_model.count(name))
+      problems.push_back("unexpected parameter '" + name + "' (file has " +
+                         shape_str(tensor_info(f, "/model/" + name).second) +
+                         ", not in the model)");
+  TESSERA_CHECK(problems.empty(), "cannot load model from ", path, ": ", list_problems(problems));
+
+  for (const auto& [name, t] : params) {
+    Tensor dst = t;  // a handle on the same storage: writing through it fills the model
+    std::string obj = "/model/" + name;
+    if (tensor_info(f, obj).first == dst.dtype()) read_tensor_into(f, obj, dst);
+    else dst.copy_(read_tensor(f, obj));  // copy_ converts dtype
+  }
+  f.close();
+}
+
+// ---- the `latest` pointer ----
+
+void write_latest(const std::string& dir, const std::string& filename) {
+  TESSERA_CHECK(!filename.empty() && filename.find('\n') == std::string::npos &&
+                    filename.find('\r') == std::string::npos,
+                "write_latest: bad checkpoint file name '", filename, "' for ", dir);
+  TESSERA_CHECK(fs::is_directory(dir), "write_latest: ", dir, " is not a directory");
+  const std::string path = (fs::path(dir) / "latest").string();
+  const std::string tmp = path + ".tmp";
+  try {
+    write_all(tmp, filename + "\n");
+    rename_over(tmp, path);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+  fsync_dir(dir);
+}
+
+namespace {
+
+std::string follow_latest(const fs::path& latest) {
+  std::ifstream in(latest);
+  TESSERA_CHECK(in, "cannot read ", latest.string());
+  std::string name;
+  std::getline(in, name);
+  while (!name.empty() && (name.back() == '\r' || name.back() == ' ' || name.back() == '\t'))
+    name.pop_back();
+  TESSERA_CHECK(!name.empty(), latest.string(), " is empty (it should name a checkpoint file)");
+  fs::path target = fs::path(name).is_absolute() ? fs::path(name) : latest.parent_path() / name;
+  TESSERA_CHECK(fs::is_regular_file(target), latest.string(), " names ", target.string(),
+                ", which does not exist");
+  return target.string();
+}
+
+}  // namespace
+
+std::string resolve_checkpoint(const std::string& path_or_dir) {
+  fs::path p(path_or_dir);
+  std::error_code ec;
+  fs::file_status st = fs::status(p, ec);
+  if (fs::is_directory(st)) {
+    fs::path latest = p / "latest";
+    TESSERA_CHECK(fs::is_regular_file(latest), "no checkpoint to resume in ", path_or_dir, ": ",
+                  latest.string(), " does not exist");
+    return follow_latest(latest);
+  }
+  TESSERA_CHECK(fs::exists(st), "checkpoint ", path_or_dir, " does not exist");
+  if (p.filename() == "latest") return follow_latest(p);
+  return path_or_dir;
+}
+
+}  // namespace tessera

@@ -1,0 +1,95 @@
+// Checkpoints: one HDF5 file per checkpoint, committed atomically, and a `latest` file naming the
+// newest complete one.
+//
+//   CheckpointData ck;
+//   ck.model = model.parameters();                       // (name, tensor) pairs, any device
+//   ck.trainer_ints["step"] = 500;  ck.rng["dropout"] = gen.state();  ck.config_yaml = yaml;
+//   save_checkpoint(dir + "/step_00000500.h5", ck);      // tmp, fsync, rename, fsync dir
+//   write_latest(dir, "step_00000500.h5");
+//   load_model_into(resolve_checkpoint(dir), model.parameters());  // weights only, in place
+//   CheckpointData back = load_checkpoint(resolve_checkpoint(dir)); // everything, host tensors
+//
+// File layout (DESIGN.md, Formats):
+//   /                      attrs: config (resolved YAML), format = "tessera-checkpoint",
+//                                 format_version = 1
+//   /model/<param name>    one dataset per parameter, Hugging Face names; dots do not make groups
+//                          ("transformer.h.0.ln_1.weight" is one dataset), '/' does
+//   /optimizer/<key>       key "<param name>/m" -> dataset /optimizer/<param name>/m (v, master)
+//   /trainer               attrs: int64 (step, tokens_seen, micro_step ...) and f64 (lr position,
+//                          spike-detector statistics ...); datasets: trainer_tensors (loss window)
+//   /rng/<name>            attrs: seed, offset (uint64)
+//   /data                  attrs: int64 (epoch, position, seed)
+// Tensors keep their dtype: f32 -> IEEE F32LE, f64 -> F64LE, i32 -> I32LE, u8 -> U8; bf16 is stored
+// as U16LE bits with the dataset attribute dtype = "bf16" (HDF5 has no bfloat16), which numpy/h5py
+// users can view as uint16 and shift into float32. 0-d tensors use a scalar dataspace.
+//
+// Crash safety (REFERENCES.md, "Loss spikes and checkpoints"): HDF5 never fsyncs and a crashed
+// writer can leave an unreadable file, so a checkpoint is written to "<path>.tmp", closed, fsynced,
+// renamed over <path>, and the directory fsynced. An error while writing removes the tmp and leaves
+// any existing <path> untouched.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "checkpoint/h5.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace tessera {
+
+// ---- tensors in an open file ----
+
+// Writes t (any device, any strides; copied to the host as a contiguous array) at path, creating
+// missing groups. Writing over an existing object is an error.
+void write_tensor(H5File& f, const std::string& path, const Tensor& t);
+// A new contiguous CPU tensor of the stored dtype and shape.
+Tensor read_tensor(H5File& f, const std::string& path);
+// Reads into dst (any device, any strides) in place; the stored shape and dtype must equal dst's,
+// else an error naming the path, the file and both shapes / dtypes.
+void read_tensor_into(H5File& f, const std::string& path, Tensor& dst);
+// The dtype and shape stored at path, without reading the data.
+std::pair<DType, Shape> tensor_info(H5File& f, const std::string& path);
+
+// ---- checkpoints ----
+
+// Everything a run needs to resume, filled by the training loop. Tensors may live on any device
+// when saving; load_checkpoint returns CPU tensors. Names and keys may contain '/' (a group level)
+// but no empty components.
+struct CheckpointData {
+  std::vector<std::pair<std::string, Tensor>> model;            // /model/<name>
+  std::vector<std::pair<std::string, Tensor>> optimizer;        // /optimizer/<key>, key "<name>/m"
+  std::map<std::string, int64_t> trainer_ints;                  // /trainer attrs
+  std::map<std::string, double> trainer_floats;                 // /trainer attrs
+  std::vector<std::pair<std::string, Tensor>> trainer_tensors;  // /trainer/<name> (loss window)
+  std::map<std::string, RngState> rng;                          // /rng/<name>: seed, offset
+  std::map<std::string, int64_t> data;                          // /data attrs: epoch, position..
+  std::string config_yaml;                                      // root attribute "config"
+};
+
+// Atomic: see the file comment. The directory of path must exist.
+void save_checkpoint(const std::string& path, const CheckpointData& ck);
+// Reads everything back (vectors in the order they were saved). Every group of the layout must be
+// present; a missing one is an error naming it and the file.
+CheckpointData load_checkpoint(const std::string& path);
+// Copies /model into params in place (the tensors keep their storage, device and dtype; values are
+// converted to the parameter's dtype if the file's differs, as PyTorch's load_state_dict does).
+// Every name and shape is checked before anything is written, so on a missing or extra parameter
+// or a shape mismatch the model is left untouched and the error names each offender, the file and
+// both shapes.
+void load_model_into(const std::string& path,
+                     const std::vector<std::pair<std::string, Tensor>>& params);
+
+// ---- the `latest` pointer ----
+
+// Atomically (tmp, fsync, rename, fsync dir) writes <dir>/latest holding one line: filename, a
+// path relative to dir (normally just the checkpoint's file name).
+void write_latest(const std::string& dir, const std::string& filename);
+// A checkpoint file -> itself; a directory -> the file named by its `latest`; a path to a `latest`
+// file -> the file it names. Errors name what is missing.
+std::string resolve_checkpoint(const std::string& path_or_dir);
+
+}  // namespace tessera

@@ -1,0 +1,598 @@
+// Checkpoints: HDF5 tensor I/O (every dtype, bit for bit), the checkpoint layout, in-place model
+// loading with its name/shape checks, errors on corrupt files, the atomic commit and `latest`.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "backend/cuda.h"
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/h5.h"
+#include "core/tensor.h"
+#include "test_util.h"
+
+using namespace tessera;
+using tessera::testing::error_of;
+namespace fs = std::filesystem;
+
+namespace {
+
+// The raw bytes of t's elements in logical order: "bit-exact" comparisons use these, so NaN
+// payloads and -0.0 count.
+std::vector<uint8_t> bytes_of(const Tensor& t) {
+  Tensor host = Tensor::empty(t.shape(), t.dtype());
+  host.copy_(t);
+  const auto* p = static_cast<const uint8_t*>(host.numel() ? host.data_ptr() : nullptr);
+  return p ? std::vector<uint8_t>(p, p + host.nbytes()) : std::vector<uint8_t>{};
+}
+
+void expect_same_tensor(const Tensor& a, const Tensor& b, const std::string& what) {
+  ASSERT_TRUE(a.defined() && b.defined()) << what;
+  EXPECT_EQ(a.dtype(), b.dtype()) << what;
+  EXPECT_EQ(a.shape(), b.shape()) << what;
+  EXPECT_EQ(bytes_of(a), bytes_of(b)) << what;
+}
+
+// Errors must name what went wrong: each part has to appear in the message.
+void expect_mentions(const std::string& msg, const std::vector<std::string>& parts) {
+  for (const std::string& part : parts)
+    EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
+}
+
+uint64_t bits_of(double x) {
+  uint64_t u;
+  std::memcpy(&u, &x, 8);
+  return u;
+}
+
+Tensor bf16_from_bits(const std::vector<uint16_t>& bits, const Shape& shape) {
+  Tensor t = Tensor::empty(shape, DType::BF16);
+  std::memcpy(t.data_ptr(), bits.data(), bits.size() * 2);
+  return t;
+}
+
+std::vector<uint8_t> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+
+std::string long_yaml() {
+  std::ostringstream os;
+  os << "# résumé of the run: 日本語 comments survive\nmodel:\n  n_layer: 12\n";
+  for (int i = 0; i < 300; ++i) os << "  key_" << i << ": value number " << i << "\n";
+  return os.str();  // ~9 KB, the size of a real resolved config
+}
+
+// A small but complete training state: dotted HF names, bf16 and f32 parameters, AdamW m/v/master,
+// every trainer/rng/data field kind, a multi-KB config.
+CheckpointData sample_checkpoint() {
+  Generator g(7);
+  CheckpointData ck;
+  ck.model.emplace_back("transformer.wte.weight", randn({11, 4}, g));
+  ck.model.emplace_back("transformer.h.0.ln_1.weight", randn({4}, g));
+  ck.model.emplace_back("transformer.h.0.attn.c_attn.weight",
+                        bf16_from_bits({0x3f80, 0x8000, 0x7fc1, 0xff80, 0x0001, 0x4049, 0xc2f7,
+                                        0x7f7f, 0x0000, 0x3e4c, 0xbf00, 0x1234},
+                                       {3, 4}));
+  ck.model.emplace_back("lm_head.bias", randn({11}, g));  // out of alphabetical order on purpose
+  for (const auto& [name, p] : ck.model) {
+    ck.optimizer.emplace_back(name + "/m", randn(p.shape(), g));
+    ck.optimizer.emplace_back(name + "/v", rand(p.shape(), g));
+    if (p.dtype() == DType::BF16) ck.optimizer.emplace_back(name + "/master", randn(p.shape(), g));
+  }
+  ck.trainer_ints = {{"step", 500}, {"tokens_seen", int64_t(1) << 40}, {"micro_step", 3},
+                     {"skipped", -7}, {"big", std::numeric_limits<int64_t>::max()}};
+  ck.trainer_floats = {{"lr", 3e-4}, {"neg_zero", -0.0}, {"denormal", 4.9e-324},
+                       {"nan", std::nan("0x5")}, {"inf", -INFINITY}};
+  ck.trainer_tensors.emplace_back("loss_window", randn({128}, g, DType::F64));
+  ck.rng["dropout"] = RngState{1234, (uint64_t(1) << 63) + 5};
+  ck.rng["data"] = RngState{std::numeric_limits<uint64_t>::max(), 0};
+  ck.data = {{"epoch", 2}, {"position", 123456789}, {"seed", 42}};
+  ck.config_yaml = long_yaml();
+  return ck;
+}
+
+void expect_same_checkpoint(const CheckpointData& a, const CheckpointData& b) {
+  auto same_list = [](const auto& x, const auto& y, const std::string& what) {
+    ASSERT_EQ(x.size(), y.size()) << what;
+    for (size_t i = 0; i < x.size(); ++i) {
+      EXPECT_EQ(x[i].first, y[i].first) << what << " #" << i;  // same names, same order
+      expect_same_tensor(x[i].second, y[i].second, what + " " + x[i].first);
+    }
+  };
+  same_list(a.model, b.model, "model");
+  same_list(a.optimizer, b.optimizer, "optimizer");
+  same_list(a.trainer_tensors, b.trainer_tensors, "trainer tensors");
+  EXPECT_EQ(a.trainer_ints, b.trainer_ints);
+  ASSERT_EQ(a.trainer_floats.size(), b.trainer_floats.size());
+  for (const auto& [name, v] : a.trainer_floats) {
+    ASSERT_TRUE(b.trainer_floats.count(name)) << name;
+    EXPECT_EQ(bits_of(v), bits_of(b.trainer_floats.at(name))) << name;
+  }
+  EXPECT_EQ(a.rng, b.rng);
+  EXPECT_EQ(a.data, b.data);
+  EXPECT_EQ(a.config_yaml, b.config_yaml);
+}
+
+// One fresh directory per test, removed afterwards.
+class Checkpoint : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("tessera_ckpt_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  fs::path dir_;
+};
+
+}  // namespace
+
+// ---- tensors ----
+
+TEST_F(Checkpoint, tensor_round_trip_keeps_dtype_shape_and_bits) {
+  float nan_payload;
+  uint32_t nan_bits = 0x7fa00001u;  // a signalling NaN with a payload: must not be canonicalised
+  std::memcpy(&nan_payload, &nan_bits, 4);
+  std::vector<std::pair<std::string, Tensor>> tensors = {
+      {"/f32", from_vector<float>({1.5f, -0.0f, nan_payload, INFINITY, 1e-45f, -3.25f}, {2, 3})},
+      {"/f64", from_vector<double>({0.1, -0.0, 4.9e-324, -1e308}, {2, 2})},
+      {"/i32", from_vector<int32_t>({std::numeric_limits<int32_t>::min(), -1, 0,
+                                     std::numeric_limits<int32_t>::max()},
+                                    {4})},
+      {"/u8", from_vector<uint8_t>({0, 1, 127, 128, 254, 255}, {1, 2, 3})},
+      {"/bf16", bf16_from_bits({0x3f80, 0x8000, 0x7fc1, 0xff80, 0x0001, 0xffff}, {3, 2})},
+      {"/scalar", full({}, 7.5)},
+      {"/scalar_bf16", bf16_from_bits({0xc0a0}, {})},
+      {"/empty", Tensor::empty({0, 3})},
+      {"/rank4", arange(0, 24, 1, DType::I32).view({1, 2, 3, 4})},
+  };
+  {
+    H5File f = H5File::create(path("t.h5"));
+    for (const auto& [name, t] : tensors) write_tensor(f, name, t);
+    f.close();
+  }
+  H5File f = H5File::open(path("t.h5"));
+  for (const auto& [name, t] : tensors) expect_same_tensor(read_tensor(f, name), t, name);
+  EXPECT_EQ(read_tensor(f, "/scalar").dim(), 0);
+  EXPECT_EQ(read_tensor(f, "/scalar").item(), 7.5);
+}
+
+TEST_F(Checkpoint, dtypes_are_stored_as_native_hdf5_types_and_bf16_as_marked_uint16) {
+  {
+    H5File f = H5File::create(path("t.h5"));
+    write_tensor(f, "/a", zeros({2}, DType::F32));
+    write_tensor(f, "/b", zeros({2}, DType::F64));
+    write_tensor(f, "/c", zeros({2}, DType::I32));
+    write_tensor(f, "/d", zeros({2}, DType::U8));
+    write_tensor(f, "/e", bf16_from_bits({0x3f80, 0x4000}, {2}));
+    write_tensor(f, "/s", full({}, 1.0));
+    f.close();
+  }
+  H5File f = H5File::open(path("t.h5"));
+  EXPECT_EQ(f.dataset_info("/a").elem, H5Elem::F32);
+  EXPECT_EQ(f.dataset_info("/b").elem, H5Elem::F64);
+  EXPECT_EQ(f.dataset_info("/c").elem, H5Elem::I32);
+  EXPECT_EQ(f.dataset_info("/d").elem, H5Elem::U8);
+  EXPECT_EQ(f.dataset_info("/e").elem, H5Elem::U16);
+  EXPECT_EQ(f.attr_string("/e", "dtype"), "bf16");
+  EXPECT_FALSE(f.has_attr("/a", "dtype"));  // only bf16 needs the marker
+  EXPECT_EQ(f.dataset_info("/s").shape, Shape{});
+  std::vector<uint16_t> bits(2);
+  f.read_dataset("/e", H5Elem::U16, bits.data());
+  EXPECT_EQ(bits, (std::vector<uint16_t>{0x3f80, 0x4000}));  // exactly the bf16 bits
+}
+
+TEST_F(Checkpoint, unmarked_uint16_dataset_is_not_a_tensor) {
+  {
+    H5File f = H5File::create(path("t.h5"));
+    std::vector<uint16_t> v = {1, 2};
+    f.write_dataset("/raw", H5Elem::U16, {2}, v.data());
+    f.close();
+  }
+  H5File f = H5File::open(path("t.h5"));
+  std::string msg = error_of([&] { read_tensor(f, "/raw"); });
+  EXPECT_NE(msg.find("/raw"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("u16"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(path("t.h5")), std::string::npos) << msg;
+}
+
+TEST_F(Checkpoint, dotted_names_are_one_dataset_and_slashes_make_groups) {
+  const std::string name = "transformer.h.0.attn.c_attn.weight";
+  {
+    H5File f = H5File::create(path("t.h5"));
+    write_tensor(f, "/model/" + name, zeros({6, 2}));
+    write_tensor(f, "/optimizer/" + name + "/m", zeros({6, 2}));
+    f.close();
+  }
+  H5File f = H5File::open(path("t.h5"));
+  std::vector<H5Entry> all = f.walk("/");
+  std::vector<std::pair<std::string, bool>> got;
+  for (const H5Entry& e : all) got.emplace_back(e.path, e.is_group);
+  std::vector<std::pair<std::string, bool>> want = {
+      {"model", true},
+      {"model/" + name, false},
+      {"optimizer", true},
+      {"optimizer/" + name, true},
+      {"optimizer/" + name + "/m", false},
+  };
+  EXPECT_EQ(got, want);
+  EXPECT_TRUE(f.is_dataset("/model/" + name));
+  EXPECT_FALSE(f.exists("/model/transformer"));  // no group per dot
+  EXPECT_FALSE(f.exists("/model/" + name + "/m"));  // below a dataset: not there, not an error
+}
+
+TEST_F(Checkpoint, paths_hdf5_would_silently_rewrite_are_rejected) {
+  H5File f = H5File::create(path("t.h5"));
+  for (std::string bad : {"/model//w", "/model/./w", "/model/../w", "model/w", "/model/w/"}) {
+    std::string msg = error_of([&] { write_tensor(f, bad, zeros({1})); });
+    EXPECT_NE(msg.find(bad), std::string::npos) << msg;
+  }
+  write_tensor(f, "/w", zeros({1}));
+  std::string msg = error_of([&] { write_tensor(f, "/w", zeros({1})); });
+  EXPECT_NE(msg.find("already exists"), std::string::npos) << msg;
+  msg = error_of([&] { write_tensor(f, "/undefined", Tensor()); });
+  EXPECT_NE(msg.find("/undefined"), std::string::npos) << msg;
+}
+
+TEST_F(Checkpoint, strided_tensor_is_written_as_its_logical_values) {
+  Tensor base = arange(0, 6).view({2, 3});
+  Tensor t = base.transpose(0, 1);  // (3, 2), not contiguous
+  {
+    H5File f = H5File::create(path("t.h5"));
+    write_tensor(f, "/t", t);
+    f.close();
+  }
+  H5File f = H5File::open(path("t.h5"));
+  EXPECT_EQ(read_tensor(f, "/t").to_vector<float>(), (std::vector<float>{0, 3, 1, 4, 2, 5}));
+  // ... and read back into a strided destination.
+  Tensor dst_base = zeros({2, 3});
+  Tensor dst = dst_base.transpose(0, 1);
+  read_tensor_into(f, "/t", dst);
+  EXPECT_EQ(dst_base.to_vector<float>(), base.to_vector<float>());
+}
+
+TEST_F(Checkpoint, read_tensor_into_fills_in_place_and_checks_shape_and_dtype) {
+  const std::string file = path("t.h5");
+  {
+    H5File f = H5File::create(file);
+    write_tensor(f, "/model/w.weight", arange(0, 6).view({2, 3}));
+    f.close();
+  }
+  H5File f = H5File::open(file);
+  Tensor dst = zeros({2, 3});
+  void* before = dst.data_ptr();
+  read_tensor_into(f, "/model/w.weight", dst);
+  EXPECT_EQ(dst.data_ptr(), before);
+  EXPECT_EQ(dst.to_vector<float>(), (std::vector<float>{0, 1, 2, 3, 4, 5}));
+
+  Tensor wrong_shape = zeros({3, 2});
+  std::string msg = error_of([&] { read_tensor_into(f, "/model/w.weight", wrong_shape); });
+  expect_mentions(msg, {"/model/w.weight", file, "(2, 3)", "(3, 2)"});
+  Tensor wrong_dtype = zeros({2, 3}, DType::F64);
+  msg = error_of([&] { read_tensor_into(f, "/model/w.weight", wrong_dtype); });
+  expect_mentions(msg, {"/model/w.weight", file, "f32", "f64"});
+  EXPECT_EQ(wrong_shape.to_vector<float>(), std::vector<float>(6, 0.0f));  // untouched
+  msg = error_of([&] { read_tensor_into(f, "/model/missing", dst); });
+  EXPECT_NE(msg.find("/model/missing"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(file), std::string::npos) << msg;
+}
+
+TEST_F(Checkpoint, tensors_on_cuda_round_trip) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  Tensor host = bf16_from_bits({0x3f80, 0x8000, 0x7fc1, 0x0001}, {2, 2});
+  Tensor dev = host.to(Device::cuda());
+  {
+    H5File f = H5File::create(path("t.h5"));
+    write_tensor(f, "/w", dev);
+    write_tensor(f, "/wt", dev.transpose(0, 1));
+    f.close();
+  }
+  H5File f = H5File::open(path("t.h5"));
+  expect_same_tensor(read_tensor(f, "/w"), host, "/w");
+  Tensor back = zeros({2, 2}, {DType::BF16, Device::cuda()});
+  read_tensor_into(f, "/w", back);
+  EXPECT_TRUE(back.device().is_cuda());
+  expect_same_tensor(back, host, "into cuda");
+  expect_same_tensor(read_tensor(f, "/wt"), host.transpose(0, 1), "/wt");
+}
+
+// ---- attributes ----
+
+TEST_F(Checkpoint, scalars_and_strings_round_trip_as_attributes) {
+  const std::string yaml = long_yaml();
+  {
+    H5File f = H5File::create(path("a.h5"));
+    f.create_group("/trainer");
+    f.set_attr_int("/trainer", "min", std::numeric_limits<int64_t>::min());
+    f.set_attr_int("/trainer", "max", std::numeric_limits<int64_t>::max());
+    f.set_attr_uint("/trainer", "umax", std::numeric_limits<uint64_t>::max());
+    f.set_attr_float("/trainer", "neg_zero", -0.0);
+    f.set_attr_float("/trainer", "tiny", 4.9e-324);
+    f.set_attr_string("/", "config", "to be replaced");
+    f.set_attr_string("/", "config", yaml);
+    f.set_attr_string("/", "empty", "");
+    f.set_attr_string("/", "huge", std::string(200000, 'x'));  // past 64 KB object headers
+    f.close();
+  }
+  H5File f = H5File::open(path("a.h5"));
+  EXPECT_EQ(f.attr_int("/trainer", "min"), std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(f.attr_int("/trainer", "max"), std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(f.attr_uint("/trainer", "umax"), std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(bits_of(f.attr_float("/trainer", "neg_zero")), bits_of(-0.0));
+  EXPECT_EQ(bits_of(f.attr_float("/trainer", "tiny")), bits_of(4.9e-324));
+  EXPECT_EQ(f.attr_string("/", "config"), yaml);
+  EXPECT_GT(yaml.size(), 5000u);
+  EXPECT_EQ(f.attr_string("/", "empty"), "");
+  EXPECT_EQ(f.attr_string("/", "huge"), std::string(200000, 'x'));
+  EXPECT_EQ(f.attr_kind("/trainer", "max"), H5AttrKind::Int);
+  EXPECT_EQ(f.attr_kind("/trainer", "tiny"), H5AttrKind::Float);
+  EXPECT_EQ(f.attr_kind("/", "config"), H5AttrKind::String);
+  EXPECT_EQ(f.attr_names("/trainer"),
+            (std::vector<std::string>{"max", "min", "neg_zero", "tiny", "umax"}));
+
+  // Reading the wrong kind, or a value that does not fit, is an error naming the attribute.
+  std::string msg = error_of([&] { f.attr_float("/trainer", "max"); });
+  EXPECT_NE(msg.find("max"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("/trainer"), std::string::npos) << msg;
+  msg = error_of([&] { f.attr_int("/trainer", "umax"); });
+  EXPECT_NE(msg.find("umax"), std::string::npos) << msg;
+  msg = error_of([&] { f.attr_uint("/trainer", "min"); });
+  EXPECT_NE(msg.find("negative"), std::string::npos) << msg;
+  msg = error_of([&] { f.attr_int("/trainer", "nope"); });
+  EXPECT_NE(msg.find("nope"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(path("a.h5")), std::string::npos) << msg;
+}
+
+// ---- checkpoints ----
+
+TEST_F(Checkpoint, checkpoint_round_trip_is_bit_exact) {
+  CheckpointData ck = sample_checkpoint();
+  save_checkpoint(path("step_00000500.h5"), ck);
+  CheckpointData back = load_checkpoint(path("step_00000500.h5"));
+  expect_same_checkpoint(ck, back);
+  for (const auto& [name, t] : back.model) EXPECT_TRUE(t.device().is_cpu()) << name;
+}
+
+TEST_F(Checkpoint, empty_checkpoint_round_trips) {
+  save_checkpoint(path("empty.h5"), CheckpointData{});
+  expect_same_checkpoint(load_checkpoint(path("empty.h5")), CheckpointData{});
+}
+
+TEST_F(Checkpoint, layout_has_the_documented_groups) {
+  save_checkpoint(path("c.h5"), sample_checkpoint());
+  H5File f = H5File::open(path("c.h5"));
+  std::vector<std::string> top;
+  for (const H5Entry& e : f.walk("/"))
+    if (e.path.find('/') == std::string::npos) top.push_back(e.path + (e.is_group ? "/" : ""));
+  EXPECT_EQ(top, (std::vector<std::string>{"model/", "optimizer/", "trainer/", "rng/", "data/"}));
+  EXPECT_TRUE(f.is_dataset("/model/transformer.h.0.attn.c_attn.weight"));
+  EXPECT_TRUE(f.is_group("/optimizer/transformer.h.0.attn.c_attn.weight"));
+  for (std::string s : {"m", "v", "master"})
+    EXPECT_TRUE(f.is_dataset("/optimizer/transformer.h.0.attn.c_attn.weight/" + s)) << s;
+  EXPECT_TRUE(f.is_dataset("/trainer/loss_window"));
+  EXPECT_EQ(f.attr_int("/trainer", "step"), 500);
+  EXPECT_EQ(f.attr_uint("/rng/dropout", "seed"), 1234u);
+  EXPECT_EQ(f.attr_int("/data", "position"), 123456789);
+  EXPECT_EQ(f.attr_string("/", "config"), long_yaml());
+  EXPECT_EQ(f.attr_string("/", "format"), "tessera-checkpoint");
+  EXPECT_EQ(f.attr_int("/", "format_version"), 1);
+}
+
+TEST_F(Checkpoint, the_same_state_saves_to_the_same_bytes) {
+  CheckpointData ck = sample_checkpoint();
+  save_checkpoint(path("a.h5"), ck);
+  save_checkpoint(path("b.h5"), ck);
+  EXPECT_EQ(file_bytes(path("a.h5")), file_bytes(path("b.h5")));  // no timestamps in the file
+}
+
+TEST_F(Checkpoint, load_model_into_fills_parameters_in_place) {
+  CheckpointData ck = sample_checkpoint();
+  save_checkpoint(path("c.h5"), ck);
+  std::vector<std::pair<std::string, Tensor>> params;
+  std::vector<void*> where;
+  for (const auto& [name, t] : ck.model) {  // a different order than saved is fine
+    params.insert(params.begin(), {name, zeros(t.shape(), t.dtype())});
+    where.insert(where.begin(), params.front().second.data_ptr());
+  }
+  load_model_into(path("c.h5"), params);
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& [name, t] = params[i];
+    EXPECT_EQ(t.data_ptr(), where[i]) << name;  // same storage: the model sees the weights
+    for (const auto& [saved_name, saved] : ck.model)
+      if (saved_name == name) expect_same_tensor(t, saved, name);
+  }
+}
+
+TEST_F(Checkpoint, load_model_into_converts_to_the_parameter_dtype) {
+  CheckpointData ck;
+  ck.model.emplace_back("w", from_vector<float>({1.0f, 2.5f, -3.0f}, {3}));
+  save_checkpoint(path("c.h5"), ck);
+  std::vector<std::pair<std::string, Tensor>> params = {{"w", zeros({3}, DType::BF16)}};
+  load_model_into(path("c.h5"), params);
+  EXPECT_EQ(params[0].second.dtype(), DType::BF16);
+  EXPECT_EQ(params[0].second.to(DType::F32).to_vector<float>(),
+            (std::vector<float>{1.0f, 2.5f, -3.0f}));
+}
+
+TEST_F(Checkpoint, load_model_into_names_each_mismatch_and_leaves_the_model_untouched) {
+  const std::string file = path("c.h5");
+  CheckpointData ck;
+  ck.model.emplace_back("transformer.wte.weight", ones({5, 4}));
+  ck.model.emplace_back("transformer.h.0.mlp.c_fc.weight", ones({16, 4}));
+  save_checkpoint(file, ck);
+  auto model = [] {
+    return std::vector<std::pair<std::string, Tensor>>{
+        {"transformer.wte.weight", zeros({5, 4})},
+        {"transformer.h.0.mlp.c_fc.weight", zeros({16, 4})}};
+  };
+  auto expect_untouched = [](const std::vector<std::pair<std::string, Tensor>>& params) {
+    for (const auto& [name, t] : params)
+      EXPECT_EQ(t.to_vector<float>(), std::vector<float>(size_t(t.numel()), 0.0f)) << name;
+  };
+
+  auto wrong_shape = model();
+  wrong_shape[1].second = zeros({4, 16});
+  std::string msg = error_of([&] { load_model_into(file, wrong_shape); });
+  expect_mentions(msg, {"transformer.h.0.mlp.c_fc.weight", file, "(16, 4)", "(4, 16)"});
+  expect_untouched(wrong_shape);  // wte was fine, but nothing is loaded before all is checked
+
+  auto missing = model();
+  missing.emplace_back("lm_head.weight", zeros({5, 4}));
+  msg = error_of([&] { load_model_into(file, missing); });
+  expect_mentions(msg, {"missing parameter 'lm_head.weight'", file, "(5, 4)"});
+  expect_untouched(missing);
+
+  auto extra = model();
+  extra.pop_back();
+  msg = error_of([&] { load_model_into(file, extra); });
+  expect_mentions(msg, {"unexpected parameter 'transformer.h.0.mlp.c_fc.weight'", file, "(16, 4)"});
+  expect_untouched(extra);
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+}
+
+// ---- corrupt input ----
+
+TEST_F(Checkpoint, truncated_checkpoint_error_names_the_file) {
+  const std::string file = path("step_00000500.h5");
+  save_checkpoint(file, sample_checkpoint());
+  fs::resize_file(file, fs::file_size(file) / 2);
+  ::testing::internal::CaptureStderr();
+  std::string msg = error_of([&] { load_checkpoint(file); });
+  std::string msg2 = error_of([&] { load_model_into(file, {}); });
+  std::string printed = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(msg.find(file), std::string::npos) << msg;
+  EXPECT_NE(msg2.find(file), std::string::npos) << msg2;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  EXPECT_EQ(printed, "") << "HDF5 printed its own error stack";
+}
+
+TEST_F(Checkpoint, non_hdf5_file_error_names_the_file) {
+  const std::string file = path("garbage.h5");
+  {
+    std::ofstream out(file, std::ios::binary);
+    for (int i = 0; i < 1000; ++i) out << "not an HDF5 file ";
+  }
+  ::testing::internal::CaptureStderr();
+  std::string msg = error_of([&] { load_checkpoint(file); });
+  std::string printed = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(msg.find(file), std::string::npos) << msg;
+  EXPECT_NE(msg.find("signature"), std::string::npos) << msg;  // HDF5's own reason, kept
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  EXPECT_EQ(printed, "");
+
+  msg = error_of([&] { load_checkpoint(path("absent.h5")); });
+  EXPECT_NE(msg.find(path("absent.h5")), std::string::npos) << msg;
+  EXPECT_NE(msg.find("no such file"), std::string::npos) << msg;
+  msg = error_of([&] { load_checkpoint(dir_.string()); });
+  EXPECT_NE(msg.find("directory"), std::string::npos) << msg;
+}
+
+TEST_F(Checkpoint, missing_group_error_names_the_group_and_the_file) {
+  const std::string file = path("partial.h5");
+  {
+    H5File f = H5File::create(file);
+    f.create_group("/model");
+    f.set_attr_string("/", "config", "");
+    f.close();
+  }
+  std::string msg = error_of([&] { load_checkpoint(file); });
+  EXPECT_NE(msg.find("/optimizer"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(file), std::string::npos) << msg;
+  load_model_into(file, {});  // weights-only loading needs /model alone
+
+  const std::string no_model = path("no_model.h5");
+  H5File::create(no_model).close();
+  msg = error_of([&] { load_model_into(no_model, {}); });
+  EXPECT_NE(msg.find("/model"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(no_model), std::string::npos) << msg;
+}
+
+// ---- atomic commit ----
+
+TEST_F(Checkpoint, failed_save_keeps_the_previous_checkpoint_and_leaves_no_tmp) {
+  const std::string file = path("step_00000500.h5");
+  CheckpointData good = sample_checkpoint();
+  save_checkpoint(file, good);
+  const std::vector<uint8_t> before = file_bytes(file);
+
+  // Caught before any file is touched.
+  CheckpointData undefined_tensor = sample_checkpoint();
+  undefined_tensor.model.emplace_back("transformer.h.1.ln_1.weight", Tensor());
+  std::string msg = error_of([&] { save_checkpoint(file, undefined_tensor); });
+  EXPECT_NE(msg.find("transformer.h.1.ln_1.weight"), std::string::npos) << msg;
+  EXPECT_EQ(file_bytes(file), before);
+  EXPECT_FALSE(fs::exists(file + ".tmp"));
+
+  // Fails inside HDF5 halfway through writing the tmp ("w" is a dataset, "w/m" needs it a group).
+  CheckpointData conflict = sample_checkpoint();
+  conflict.optimizer.emplace_back("w", zeros({1}));
+  conflict.optimizer.emplace_back("w/m", zeros({1}));
+  msg = error_of([&] { save_checkpoint(file, conflict); });
+  EXPECT_NE(msg.find("/optimizer/w"), std::string::npos) << msg;
+  EXPECT_EQ(file_bytes(file), before);
+  EXPECT_FALSE(fs::exists(file + ".tmp"));
+  expect_same_checkpoint(load_checkpoint(file), good);
+
+  // The directory listing holds exactly the good checkpoint.
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir_)) names.push_back(e.path().filename().string());
+  EXPECT_EQ(names, std::vector<std::string>{"step_00000500.h5"});
+}
+
+TEST_F(Checkpoint, save_replaces_a_stale_tmp_left_by_a_crash) {
+  const std::string file = path("c.h5");
+  { std::ofstream(file + ".tmp") << "half a checkpoint from a crashed run"; }
+  save_checkpoint(file, sample_checkpoint());
+  EXPECT_FALSE(fs::exists(file + ".tmp"));
+  expect_same_checkpoint(load_checkpoint(file), sample_checkpoint());
+}
+
+TEST_F(Checkpoint, save_into_a_missing_directory_names_the_path) {
+  const std::string file = path("no/such/dir/c.h5");
+  std::string msg = error_of([&] { save_checkpoint(file, sample_checkpoint()); });
+  EXPECT_NE(msg.find(file), std::string::npos) << msg;
+}
+
+// ---- latest ----
+
+TEST_F(Checkpoint, latest_is_written_and_resolved) {
+  save_checkpoint(path("step_00000500.h5"), sample_checkpoint());
+  write_latest(dir_.string(), "step_00000500.h5");
+  EXPECT_EQ(file_bytes(path("latest")),
+            (std::vector<uint8_t>{'s', 't', 'e', 'p', '_', '0', '0', '0', '0', '0', '5', '0', '0',
+                                  '.', 'h', '5', '\n'}));
+  EXPECT_FALSE(fs::exists(path("latest.tmp")));
+  EXPECT_EQ(resolve_checkpoint(dir_.string()), path("step_00000500.h5"));
+  EXPECT_EQ(resolve_checkpoint(path("latest")), path("step_00000500.h5"));
+  EXPECT_EQ(resolve_checkpoint(path("step_00000500.h5")), path("step_00000500.h5"));
+
+  save_checkpoint(path("step_00001000.h5"), sample_checkpoint());
+  write_latest(dir_.string(), "step_00001000.h5");
+  EXPECT_EQ(resolve_checkpoint(dir_.string()), path("step_00001000.h5"));
+  expect_same_checkpoint(load_checkpoint(resolve_checkpoint(dir_.string())), sample_checkpoint());
+}
+
+TEST_F(Checkpoint, resolve_errors_name_what_is_missing) {
+  std::string msg = error_of([&] { resolve_checkpoint(dir_.string()); });
+  EXPECT_NE(msg.find(path("latest")), std::string::npos) << msg;
+
+  write_latest(dir_.string(), "step_00000500.h5");  // names a file that is not there
+  msg = error_of([&] { resolve_checkpoint(dir_.string()); });
+  EXPECT_NE(msg.find(path("step_00000500.h5")), std::string::npos) << msg;
+
+  msg = error_of([&] { resolve_checkpoint(path("nothing.h5")); });
+  EXPECT_NE(msg.find(path("nothing.h5")), std::string::npos) << msg;
+
+  msg = error_of([&] { write_latest(dir_.string(), "two\nlines"); });
+  EXPECT_NE(msg.find("two"), std::string::npos) << msg;
+}
