@@ -1,0 +1,42 @@
+// The command line every binary shares: one call parses it and returns a validated Config, plus
+// the cxxopts result for the flags the binary added itself.
+//
+//   cxxopts::Options options("train", "Train a GPT-style model");
+//   options.add_options()("dry-run", "build everything, train nothing");   // binary's own flags
+//   CommandLine cl = parse_command_line(argc, argv, options);
+//   if (cl.help) { std::cout << options.help(); return 0; }
+//   run(cl.config, cl.args.count("dry-run") > 0);
+//
+// Flags added here (a binary must not add them too):
+//   --config FILE        the YAML config (required unless config_required is false)
+//   --set KEY=VALUE      any key, repeatable: --set model.n_layer=6 --set optim.lr=3e-4
+//   --resume, --init, --max-steps, --device, --run-name, --lr, --batch-size
+//                        shorthands for checkpoint.resume, checkpoint.init, train.max_steps,
+//                        train.device, train.run_name, optim.lr, train.batch_size
+//   -h, --help
+// Overrides apply after the file in command-line order, so the last word on a key wins. Unknown
+// flags, stray arguments and bad values are tessera::Errors.
+#pragma once
+
+#include <cxxopts.hpp>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+
+namespace tessera {
+
+struct CommandLine {
+  Config config;                       // validated; defaults + overrides when no --config
+  cxxopts::ParseResult args;           // everything parsed, the binary's own flags included
+  std::string config_path;             // "" when --config was not given
+  std::vector<std::string> overrides;  // "key=value", in order, shorthands spelt out; to re-apply
+                                       // on a config read from elsewhere (a checkpoint)
+  bool help = false;                   // --help: nothing else was parsed or checked
+};
+
+// Adds the flags above to `options` (once per Options), parses argv and loads the config.
+CommandLine parse_command_line(int argc, const char* const* argv, cxxopts::Options& options,
+                               bool config_required = true);
+
+}  // namespace tessera

@@ -1,0 +1,158 @@
+// Configuration: one plain struct per YAML section, with defaults, loaded from a file, overridden
+// by `section.key=value` strings, validated once. No globals: the Config value is passed down.
+//
+//   Config cfg = load_config("configs/tiny.yaml", {"train.max_steps=100", "optim.lr=3e-4"});
+//   cfg.model.n_layer;                  // 4, typed; every key of the file was known and well typed
+//   int64_t T = cfg.sequence_length();  // train.seq_len, or model.block_size when it is 0
+//   std::string text = to_yaml(cfg);    // every key, stable order; parse_config(text, ...) == cfg
+//
+// Errors (tessera::Error) name the file or override, the full key path and, for a bad value, the
+// type expected and the text found:
+//   configs/x.yaml: unknown key 'model.n_layers' (did you mean 'model.n_layer'?) (line 3)
+//   configs/x.yaml: model.n_layer: expected an integer, got 'four' (line 3)
+//   override 'optim.lr=fast': optim.lr: expected a number, got 'fast'
+//   configs/x.yaml: invalid config: model.n_embd (100) must be divisible by model.n_head (3)
+//
+// A value of 0 (or "") keeps its documented meaning in the struct and in to_yaml ("0 = n_head"),
+// so a stored config replays with the same rules; the accessors below resolve it.
+// The command line (--config, --set, --resume, ...) is in config/cli.h.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/error.h"  // what every function here throws
+
+namespace tessera {
+
+struct ModelConfig {
+  int64_t n_layer = 4;
+  int64_t n_head = 4;
+  int64_t n_kv_head = 0;  // key/value heads for grouped-query attention; 0 = n_head (plain MHA)
+  int64_t n_embd = 128;
+  int64_t block_size = 64;  // context length
+  int64_t vocab_size = 257;
+  std::string norm = "layernorm";    // layernorm | rmsnorm
+  std::string mlp = "gelu";          // gelu | swiglu
+  int64_t mlp_hidden = 0;            // 0 = 4 n_embd for gelu, round_up(8 n_embd / 3, 64) for swiglu
+  std::string position = "learned";  // learned | rope | none
+  double rope_theta = 10000.0;
+  std::string attention = "softmax";
+  bool tie_embeddings = true;  // lm head shares the token embedding matrix
+  bool bias = true;            // biases in the linear layers and norms
+  double dropout = 0.0;
+  double norm_eps = 1e-5;
+
+  int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
+  int64_t head_dim() const { return n_embd / n_head; }
+  int64_t hidden() const;  // mlp_hidden with its 0 resolved
+
+  bool operator==(const ModelConfig&) const = default;
+};
+
+struct DataConfig {
+  std::string tokenizer = "byte";                      // byte | gpt2
+  std::string tokenizer_dir = "data/tokenizers/gpt2";  // encoder.json + vocab.bpe (gpt2 only)
+  std::string train = "data/kjv/byte/train_*.bin";     // shard glob
+  std::string val = "data/kjv/byte/val_*.bin";
+
+  bool operator==(const DataConfig&) const = default;
+};
+
+struct TrainConfig {
+  int64_t batch_size = 12;       // micro-batch B: sequences per forward/backward on one process
+  int64_t seq_len = 0;           // T; 0 = model.block_size
+  int64_t total_batch_size = 0;  // tokens per optimizer step; 0 = B * T * world size
+  int64_t max_steps = 2000;      // optimizer steps
+  int64_t seed = 1337;
+  std::string device = "cpu";  // cpu | cuda
+  std::string run_name;        // "" = the config file's stem (load_config fills it in)
+  bool recompute = false;      // activation checkpointing per block
+
+  bool operator==(const TrainConfig&) const = default;
+};
+
+struct OptimConfig {
+  std::string name = "adamw";
+  double lr = 1e-3;      // peak learning rate, reached at the end of warmup
+  double min_lr = 1e-4;  // where the cosine/linear decay ends at max_steps
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;  // max global gradient norm; 0 = no clipping
+  int64_t warmup_steps = 100;
+  std::string schedule = "cosine";  // cosine | linear | constant
+
+  bool operator==(const OptimConfig&) const = default;
+};
+
+struct EvalConfig {
+  int64_t interval = 250;  // optimizer steps between validation runs; 0 = never during training
+  int64_t steps = 20;      // validation batches per run
+
+  bool operator==(const EvalConfig&) const = default;
+};
+
+struct CheckpointConfig {
+  std::string dir = "checkpoints";  // a run writes to <dir>/<train.run_name>/
+  int64_t interval = 500;           // steps between saves; 0 = only at the end
+  int64_t keep = 3;                 // newest checkpoints kept on disk
+  std::string resume;  // "" = start fresh, "auto" = newest in the run dir if any, else a path
+  std::string init;    // a checkpoint to take weights from (not optimizer or data state)
+
+  bool operator==(const CheckpointConfig&) const = default;
+};
+
+struct LogConfig {
+  int64_t interval = 10;  // steps between log lines
+  bool metrics = true;    // write <run dir>/metrics.jsonl
+
+  bool operator==(const LogConfig&) const = default;
+};
+
+struct Config {
+  ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  OptimConfig optim;
+  EvalConfig eval;
+  CheckpointConfig checkpoint;
+  LogConfig log;
+
+  // Throws one Error listing every problem config_problems() finds.
+  void validate() const;
+
+  int64_t sequence_length() const { return train.seq_len > 0 ? train.seq_len : model.block_size; }
+  // Tokens per optimizer step and the micro-batches each process accumulates to reach it;
+  // grad_accum_steps throws (naming the keys) unless total_batch_size is a multiple of B*T*world.
+  int64_t tokens_per_step(int64_t world_size = 1) const;
+  int64_t grad_accum_steps(int64_t world_size = 1) const;
+
+  bool operator==(const Config&) const = default;
+};
+
+// Every rule the config breaks (bad enumeration, non-positive size, n_embd not divisible by
+// n_head, ...), one sentence each naming its keys and values; empty when the config is valid.
+std::vector<std::string> config_problems(const Config& cfg);
+
+// Reads a YAML file, applies the overrides in order, fills train.run_name from the file's stem
+// when it is empty, and validates.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The same from YAML text (e.g. the resolved config stored in a checkpoint); `source` names it in
+// errors. train.run_name is left as the text has it.
+Config parse_config(const std::string& yaml_text, const std::string& source,
+                    const std::vector<std::string>& overrides = {});
+
+// Applies one `section.key=value` override (no validation of the whole config: call validate()).
+void apply_override(Config& cfg, const std::string& assignment);
+
+// Every key, in struct order, as YAML that parse_config reads back into an equal Config.
+std::string to_yaml(const Config& cfg);
+
+// All key paths ("model.n_layer", ...), in to_yaml's order.
+std::vector<std::string> config_keys();
+
+}  // namespace tessera

@@ -1,0 +1,113 @@
+// The config schema as code: for_each_field(cfg, f) calls f(section, key, field) for every key in
+// struct order. Reading YAML, applying overrides, writing YAML and listing keys all walk this one
+// list, so a new key is added in exactly two places: its struct and its line below.
+//
+//   for_each_field(cfg, [](const char* section, const char* key, auto& value) { ... });
+//   // value is int64_t&, double&, bool& or std::string& (const when cfg is const)
+#pragma once
+
+#include <concepts>
+#include <type_traits>
+
+#include "config/config.h"
+
+namespace tessera::config_schema {
+
+template <typename S, typename T>
+concept Section = std::same_as<std::remove_const_t<S>, T>;
+
+template <Section<ModelConfig> S, typename F>
+void visit_section(S& s, F&& f) {
+  f("n_layer", s.n_layer);
+  f("n_head", s.n_head);
+  f("n_kv_head", s.n_kv_head);
+  f("n_embd", s.n_embd);
+  f("block_size", s.block_size);
+  f("vocab_size", s.vocab_size);
+  f("norm", s.norm);
+  f("mlp", s.mlp);
+  f("mlp_hidden", s.mlp_hidden);
+  f("position", s.position);
+  f("rope_theta", s.rope_theta);
+  f("attention", s.attention);
+  f("tie_embeddings", s.tie_embeddings);
+  f("bias", s.bias);
+  f("dropout", s.dropout);
+  f("norm_eps", s.norm_eps);
+}
+
+template <Section<DataConfig> S, typename F>
+void visit_section(S& s, F&& f) {
+  f("tokenizer", s.tokenizer);
+  f("tokenizer_dir", s.tokenizer_dir);
+  f("train", s.train);
+  f("val", s.val);
+}
+
+template <Section<TrainConfig> S, typename F>
+void visit_section(S& s, F&& f) {
+  f("batch_size", s.batch_size);
+  f("seq_len", s.seq_len);
+  f("total_batch_size", s.total_batch_size);
+  f("max_steps", s.max_steps);
+  f("seed", s.seed);
+  f("device", s.device);
+  f("run_name", s.run_name);
+  f("recompute", s.recompute);
+}
+
+template <Section<OptimConfig> S, typename F>
+void visit_section(S& s, F&& f) {
+  f("name", s.name);
+  f("lr", s.lr);
+  f("min_lr", s.min_lr);
+  f("weight_decay", s.weight_decay);
+  f("beta1", s.beta1);
+  f("beta2", s.beta2);
+  f("eps", s.eps);
+  f("grad_clip", s.grad_clip);
+  f("warmup_steps", s.warmup_steps);
+  f("schedule", s.schedule);
+}
+
+template <Section<EvalConfig> S, typename F>
+void visit_section(S& s, F&& f) {
+  f("interval", s.interval);
+  f("steps", s.steps);
+}
+
+template <Section<CheckpointConfig> S, typename F>
+void visit_section(S& s, F&& f) {
+  f("dir", s.dir);
+  f("interval", s.interval);
+  f("keep", s.keep);
+  f("resume", s.resume);
+  f("init", s.init);
+}
+
+template <Section<LogConfig> S, typename F>
+void visit_section(S& s, F&& f) {
+  f("interval", s.interval);
+  f("metrics", s.metrics);
+}
+
+// f(section name, section struct&) for each section, in Config's order.
+template <Section<Config> C, typename F>
+void for_each_section(C& cfg, F&& f) {
+  f("model", cfg.model);
+  f("data", cfg.data);
+  f("train", cfg.train);
+  f("optim", cfg.optim);
+  f("eval", cfg.eval);
+  f("checkpoint", cfg.checkpoint);
+  f("log", cfg.log);
+}
+
+template <Section<Config> C, typename F>
+void for_each_field(C& cfg, F&& f) {
+  for_each_section(cfg, [&](const char* section, auto& s) {
+    visit_section(s, [&](const char* key, auto& value) { f(section, key, value); });
+  });
+}
+
+}  // namespace tessera::config_schema

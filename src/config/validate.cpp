@@ -1,0 +1,195 @@
+// The rules a config must satisfy before anything is built from it, and the values derived from
+// its keys. Every broken rule is collected (not just the first) so one run shows everything to
+// fix, and each sentence names its keys by their full path and shows the values found.
+#include <algorithm>
+#include <initializer_list>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "core/error.h"
+
+namespace tessera {
+
+namespace {
+
+// Appends a sentence made of the streamed arguments.
+class Problems {
+ public:
+  template <typename... Args>
+  void add(const Args&... args) {
+    std::ostringstream os;
+    (os << ... << args);
+    list_.push_back(os.str());
+  }
+
+  template <typename T>
+  void positive(const char* key, T value) {
+    if (!(value > 0)) add(key, " must be positive, got ", value);
+  }
+  template <typename T>
+  void non_negative(const char* key, T value) {
+    if (!(value >= 0)) add(key, " must be >= 0, got ", value);
+  }
+  void one_of(const char* key, const std::string& value,
+              std::initializer_list<const char*> allowed) {
+    if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return;
+    std::string names;
+    for (const char* a : allowed) names += std::string(names.empty() ? "" : ", ") + a;
+    add(key, " must be one of ", names, "; got '", value, "'");
+  }
+  void non_empty(const char* key, const std::string& value) {
+    if (value.empty()) add(key, " must not be empty");
+  }
+
+  std::vector<std::string> take() { return std::move(list_); }
+
+ private:
+  std::vector<std::string> list_;
+};
+
+// Smallest vocabulary each tokenizer needs: its largest token id + 1.
+int64_t tokenizer_vocab(const std::string& tokenizer) {
+  if (tokenizer == "gpt2") return 50257;  // 50000 merges + 256 bytes + <|endoftext|>
+  return 256;                             // byte: one token per byte value
+}
+
+void check_model(const ModelConfig& m, Problems& p) {
+  p.positive("model.n_layer", m.n_layer);
+  p.positive("model.n_head", m.n_head);
+  p.non_negative("model.n_kv_head", m.n_kv_head);
+  p.positive("model.n_embd", m.n_embd);
+  p.positive("model.block_size", m.block_size);
+  p.positive("model.vocab_size", m.vocab_size);
+  p.one_of("model.norm", m.norm, {"layernorm", "rmsnorm"});
+  p.one_of("model.mlp", m.mlp, {"gelu", "swiglu"});
+  p.non_negative("model.mlp_hidden", m.mlp_hidden);
+  p.one_of("model.position", m.position, {"learned", "rope", "none"});
+  p.positive("model.rope_theta", m.rope_theta);
+  p.one_of("model.attention", m.attention, {"softmax"});
+  if (!(m.dropout >= 0 && m.dropout < 1)) p.add("model.dropout must be in [0, 1), got ", m.dropout);
+  p.positive("model.norm_eps", m.norm_eps);
+
+  if (m.n_head <= 0 || m.n_embd <= 0) return;  // the divisibility rules below need both
+  if (m.n_embd % m.n_head != 0) {
+    p.add("model.n_embd (", m.n_embd, ") must be divisible by model.n_head (", m.n_head, ")");
+    return;
+  }
+  if (m.n_kv_head > 0 && m.n_head % m.n_kv_head != 0) {
+    // Grouped-query attention shares each key/value head among n_head / n_kv_head query heads.
+    p.add("model.n_head (", m.n_head, ") must be divisible by model.n_kv_head (", m.n_kv_head, ")");
+  }
+  if (m.position == "rope" && m.head_dim() % 2 != 0) {
+    // RoPE rotates pairs of channels (x_i, x_{i + d/2}) of each head.
+    p.add("model.position 'rope' needs an even head dimension, got model.n_embd / model.n_head = ",
+          m.n_embd, " / ", m.n_head, " = ", m.head_dim());
+  }
+}
+
+void check_data(const Config& c, Problems& p) {
+  const DataConfig& d = c.data;
+  p.one_of("data.tokenizer", d.tokenizer, {"byte", "gpt2"});
+  if (d.tokenizer == "gpt2") p.non_empty("data.tokenizer_dir", d.tokenizer_dir);
+  p.non_empty("data.train", d.train);
+  p.non_empty("data.val", d.val);
+  const int64_t need = tokenizer_vocab(d.tokenizer);
+  if (c.model.vocab_size > 0 && c.model.vocab_size < need) {
+    p.add("model.vocab_size (", c.model.vocab_size, ") is smaller than the ", d.tokenizer,
+          " tokenizer's ", need, " tokens (data.tokenizer)");
+  }
+}
+
+void check_train(const Config& c, Problems& p) {
+  const TrainConfig& t = c.train;
+  p.positive("train.batch_size", t.batch_size);
+  p.non_negative("train.seq_len", t.seq_len);
+  if (t.seq_len > 0 && c.model.block_size > 0 && t.seq_len > c.model.block_size) {
+    p.add("train.seq_len (", t.seq_len, ") must not exceed model.block_size (", c.model.block_size,
+          ")");
+  }
+  p.non_negative("train.total_batch_size", t.total_batch_size);
+  const int64_t micro = t.batch_size * c.sequence_length();
+  if (t.total_batch_size > 0 && micro > 0 && t.total_batch_size % micro != 0) {
+    // With one process; grad_accum_steps() checks again with the real world size.
+    p.add("train.total_batch_size (", t.total_batch_size,
+          ") must be a multiple of train.batch_size * sequence length (", t.batch_size, " * ",
+          c.sequence_length(), " = ", micro, ")");
+  }
+  p.positive("train.max_steps", t.max_steps);
+  p.non_negative("train.seed", t.seed);
+  p.one_of("train.device", t.device, {"cpu", "cuda"});
+  // The run name is a directory under checkpoint.dir; it must stay inside it.
+  if (t.run_name.find_first_of("/\\") != std::string::npos || t.run_name == "." ||
+      t.run_name == "..") {
+    p.add("train.run_name '", t.run_name, "' must be a plain directory name (no '/', '.' or '..')");
+  }
+}
+
+void check_optim(const OptimConfig& o, Problems& p) {
+  p.one_of("optim.name", o.name, {"adamw"});
+  p.positive("optim.lr", o.lr);
+  p.non_negative("optim.min_lr", o.min_lr);
+  if (o.min_lr > o.lr) p.add("optim.min_lr (", o.min_lr, ") must not exceed optim.lr (", o.lr, ")");
+  p.non_negative("optim.weight_decay", o.weight_decay);
+  if (!(o.beta1 >= 0 && o.beta1 < 1)) p.add("optim.beta1 must be in [0, 1), got ", o.beta1);
+  if (!(o.beta2 >= 0 && o.beta2 < 1)) p.add("optim.beta2 must be in [0, 1), got ", o.beta2);
+  p.positive("optim.eps", o.eps);
+  p.non_negative("optim.grad_clip", o.grad_clip);
+  p.non_negative("optim.warmup_steps", o.warmup_steps);
+  p.one_of("optim.schedule", o.schedule, {"cosine", "linear", "constant"});
+}
+
+}  // namespace
+
+int64_t ModelConfig::hidden() const {
+  if (mlp_hidden > 0) return mlp_hidden;
+  if (mlp != "swiglu") return 4 * n_embd;
+  // Llama: two thirds of 4 C (SwiGLU has three matrices, not two), rounded up to a multiple of 64.
+  return (8 * n_embd / 3 + 63) / 64 * 64;
+}
+
+std::vector<std::string> config_problems(const Config& c) {
+  Problems p;
+  check_model(c.model, p);
+  check_data(c, p);
+  check_train(c, p);
+  check_optim(c.optim, p);
+  p.non_negative("eval.interval", c.eval.interval);
+  p.positive("eval.steps", c.eval.steps);
+  p.non_empty("checkpoint.dir", c.checkpoint.dir);
+  p.non_negative("checkpoint.interval", c.checkpoint.interval);
+  p.positive("checkpoint.keep", c.checkpoint.keep);
+  p.positive("log.interval", c.log.interval);
+  return p.take();
+}
+
+void Config::validate() const {
+  const auto problems = config_problems(*this);
+  if (problems.empty()) return;
+  std::string text = "invalid config:";
+  if (problems.size() == 1) {
+    text += " " + problems[0];
+  } else {
+    for (const auto& s : problems) text += "\n  - " + s;
+  }
+  TESSERA_FAIL(text);
+}
+
+int64_t Config::tokens_per_step(int64_t world_size) const {
+  TESSERA_CHECK(world_size > 0, "tokens_per_step: world size must be positive, got ", world_size);
+  return train.total_batch_size > 0 ? train.total_batch_size
+                                    : train.batch_size * sequence_length() * world_size;
+}
+
+int64_t Config::grad_accum_steps(int64_t world_size) const {
+  const int64_t total = tokens_per_step(world_size);
+  const int64_t per_pass = train.batch_size * sequence_length() * world_size;
+  TESSERA_CHECK(per_pass > 0 && total % per_pass == 0, "train.total_batch_size (", total,
+                ") must be a multiple of train.batch_size * sequence length * world size (",
+                train.batch_size, " * ", sequence_length(), " * ", world_size, " = ", per_pass,
+                ")");
+  return total / per_pass;
+}
+
+}  // namespace tessera
