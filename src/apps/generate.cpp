@@ -1,0 +1,64 @@
+// build/generate --checkpoint checkpoints/tiny [--prompt "In the beginning"] [--max-new-tokens 200]
+//                [--temperature 0.8] [--top-k 40] [--seed 42]
+// Loads the model described by the config stored in the checkpoint, then samples with a KV cache.
+#include <cxxopts.hpp>
+#include <iostream>
+
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/h5.h"
+#include "config/config.h"
+#include "data/tokenizer.h"
+#include "nn/generate.h"
+#include "train/trainer.h"
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  try {
+    cxxopts::Options options("generate", "Sample text from a trained checkpoint");
+    options.add_options()
+        ("checkpoint", "checkpoint file, run directory or .../latest", cxxopts::value<std::string>())
+        ("prompt", "text to continue", cxxopts::value<std::string>()->default_value("\n"))
+        ("max-new-tokens", "tokens to sample", cxxopts::value<int64_t>()->default_value("200"))
+        ("temperature", "0 = greedy", cxxopts::value<double>()->default_value("0.8"))
+        ("top-k", "sample among the k most likely (0 = all)", cxxopts::value<int64_t>()->default_value("40"))
+        ("seed", "sampling seed", cxxopts::value<uint64_t>()->default_value("42"))
+        ("tokenizer-dir", "override the tokenizer directory", cxxopts::value<std::string>())
+        ("h,help", "show this help");
+    auto args = options.parse(argc, argv);
+    if (args.count("help")) {
+      std::cout << options.help() << "\n";
+      return 0;
+    }
+    TESSERA_CHECK(args.count("checkpoint"), "--checkpoint is required");
+    TESSERA_CHECK(args.unmatched().empty(), "unexpected argument '", args.unmatched()[0], "'");
+    const std::string path = resolve_checkpoint(args["checkpoint"].as<std::string>());
+    std::string yaml;
+    {
+      H5File f = H5File::open(path);
+      yaml = f.attr_string("/", "config");
+    }
+    Config cfg = parse_config(yaml, path + " (stored config)");
+    Generator init(0);
+    nn::GPT model(train::model_config(cfg.model, cfg.train), init);
+    load_model_into(path, model.parameters());
+
+    const std::string dir = args.count("tokenizer-dir") ? args["tokenizer-dir"].as<std::string>()
+                                                        : cfg.data.tokenizer_dir;
+    auto tok = data::make_tokenizer(cfg.data.tokenizer, dir);
+    std::vector<uint32_t> ids = tok->encode(args["prompt"].as<std::string>());
+    std::vector<int32_t> prompt(ids.begin(), ids.end());
+    Generator gen(args["seed"].as<uint64_t>());
+    nn::SampleOptions opt{.max_new_tokens = args["max-new-tokens"].as<int64_t>(),
+                          .temperature = args["temperature"].as<double>(),
+                          .top_k = args["top-k"].as<int64_t>(),
+                          .stop_token = int64_t(tok->eot_id())};
+    std::vector<int32_t> out = nn::generate(model, prompt, opt, gen);
+    std::vector<uint32_t> text(out.begin(), out.end());
+    if (!text.empty() && text.back() == tok->eot_id()) text.pop_back();
+    std::cout << tok->decode(text) << std::endl;
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "generate: " << e.what() << std::endl;
+    return 1;
+  }
+}

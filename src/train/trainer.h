@@ -1,0 +1,35 @@
+// The training loop: config -> model + optimizer + loaders -> (forward -> loss -> backward ->
+// clip -> update) -> log lines, metrics.jsonl, validation, checkpoints.
+//
+//   Config cfg = load_config("configs/tiny.yaml");
+//   TrainResult r = run_training(cfg, std::cout);   // checkpoints/<run_name>/step_*.h5, latest
+//
+// One optimizer step = grad_accum_steps micro-batches of (B, T); each micro-batch's loss is scaled
+// by 1 / grad_accum_steps so the accumulated gradient is the mean over the global batch.
+#pragma once
+
+#include <ostream>
+#include <string>
+
+#include "config/config.h"
+#include "nn/gpt.h"
+
+namespace tessera::train {
+
+// The model section of a config as the nn layer's struct (strings become enums).
+nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t);
+
+struct TrainResult {
+  int64_t steps = 0;             // optimizer steps completed in total (resumed ones included)
+  double last_train_loss = 0;    // mean over the last step's micro-batches
+  double last_val_loss = -1;     // -1 when never evaluated
+  std::string last_checkpoint;   // "" when none was written
+};
+
+TrainResult run_training(const Config& cfg, std::ostream& log);
+
+// Mean loss over `batches` batches of the loader built from `pattern` (in order, from the start).
+double evaluate(const nn::GPT& model, const Config& cfg, const std::string& pattern,
+                int64_t batches);
+
+}  // namespace tessera::train
