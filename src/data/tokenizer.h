@@ -1,0 +1,51 @@
+// Tokenizers: text <-> token ids.
+//
+//   auto tok = make_tokenizer("gpt2", "data/tokenizers/gpt2");   // or make_tokenizer("byte")
+//   std::vector<uint32_t> ids = tok->encode("Hello world");      // {15496, 995}
+//   std::string text = tok->decode(ids);                         // "Hello world"
+//   write_shard(path, ids, tok->vocab_size());
+//
+// Both tokenizers are byte-level: every byte string encodes, and decode(encode(s)) == s for every s
+// (valid UTF-8 or not). Neither parses "<|endoftext|>" out of text: the end-of-text id is placed by
+// the caller (the tokenize binary puts one between documents); decode writes it as "<|endoftext|>".
+//
+//   byte: ids 0..255 are the bytes themselves, 256 is end-of-text; vocabulary 257.
+//   gpt2: GPT-2's byte-level BPE (Radford et al. 2019) from its encoder.json (token -> id) and
+//         vocab.bpe (merges in rank order); 50257 ids, end-of-text 50256.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tessera::data {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  virtual std::vector<uint32_t> encode(std::string_view text) const = 0;
+  // The bytes of the tokens, concatenated; a multi-byte character split across a sequence's end
+  // comes back as its partial bytes. An id >= vocab_size() is an error naming it.
+  virtual std::string decode(const std::vector<uint32_t>& ids) const = 0;
+  virtual int64_t vocab_size() const = 0;  // largest id + 1
+  virtual uint32_t eot_id() const = 0;     // end-of-text
+  virtual std::string name() const = 0;    // "byte" | "gpt2"
+};
+
+// name: "byte" (dir unused) or "gpt2" (reads <dir>/encoder.json and <dir>/vocab.bpe; an empty dir
+// means data/tokenizers/gpt2). Errors name the tokenizer, or the file and line that is wrong.
+std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name, const std::string& dir = "");
+
+std::unique_ptr<Tokenizer> make_byte_tokenizer();
+std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string& encoder_json_path,
+                                               const std::string& vocab_bpe_path);
+
+// GPT-2's pre-tokenisation: splits text into the pieces BPE runs on, as the regex
+//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+// does (first alternative that matches wins). The pieces are views into text and concatenate to it.
+// Exposed for tests; see bpe.cpp for how letters, numbers and spaces are classified.
+std::vector<std::string_view> gpt2_pretokenize(std::string_view text);
+
+}  // namespace tessera::data
