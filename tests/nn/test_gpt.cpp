@@ -206,13 +206,34 @@ TEST(Sampling, greedy_top_k_and_temperature) {
   EXPECT_EQ(nn::sample_token(logits, 1.0, 0, h1), nn::sample_token(logits, 1.0, 0, h2));
 }
 
-TEST(Sampling, generate_extends_the_prompt_and_respects_the_context) {
+TEST(Sampling, generate_slides_past_the_learned_context) {
   Generator g(9);
-  GPT m(tiny_gpt2(), g);  // block_size 4
+  GPT m(tiny_gpt2(), g);  // block_size 4: the window slides three times over 12 tokens
   Generator s(1);
   std::vector<int32_t> out = nn::generate(m, {1, 2}, {.max_new_tokens = 10}, s);
-  EXPECT_EQ(out.size(), 4u);  // stopped at the learned-position context of 4
+  ASSERT_EQ(out.size(), 12u);
   EXPECT_EQ(out[0], 1);
   EXPECT_EQ(out[1], 2);
   for (int32_t t : out) EXPECT_LT(t, 11);
+}
+
+TEST(Sampling, greedy_generation_equals_argmax_of_the_full_forward) {
+  // Greedy decoding through the cache must pick, at every step, the argmax of a plain forward over
+  // the same context (the last block_size tokens after the window slides).
+  GPTConfig c = tiny_gpt2();
+  c.block_size = 6;
+  Generator g(10);
+  GPT m(c, g, DType::F64);
+  Generator s(1);
+  std::vector<int32_t> out = nn::generate(m, {4, 7, 1}, {.max_new_tokens = 5, .temperature = 0}, s);
+  ASSERT_EQ(out.size(), 8u);
+  size_t begin = 0;  // the cache holds out[begin, n) when token n is sampled
+  for (size_t n = 3; n < out.size(); ++n) {
+    std::vector<int32_t> ctx(out.begin() + int64_t(begin), out.begin() + int64_t(n));
+    Tensor logits = m.forward(ids(ctx, {1, int64_t(ctx.size())}), false);
+    std::vector<double> last = logits.narrow(1, int64_t(ctx.size()) - 1, 1).to_vector<double>();
+    int32_t argmax = int32_t(std::max_element(last.begin(), last.end()) - last.begin());
+    EXPECT_EQ(out[n], argmax) << "token " << n;
+    if (n - begin == 6) begin = n + 1 - 3;  // full: refilled with the newest half (3 tokens)
+  }
 }
