@@ -69,6 +69,8 @@ struct TrainConfig {
   std::string device = "cpu";  // cpu | cuda
   std::string run_name;        // "" = the config file's stem (load_config fills it in)
   bool recompute = false;      // activation checkpointing per block
+  int64_t stop_after = 0;      // end this process after this step (a later --resume continues);
+                               // 0 = max_steps. The LR schedule still spans max_steps.
 
   bool operator==(const TrainConfig&) const = default;
 };
@@ -84,6 +86,8 @@ struct OptimConfig {
   double grad_clip = 1.0;  // max global gradient norm; 0 = no clipping
   int64_t warmup_steps = 100;
   std::string schedule = "cosine";  // cosine | linear | constant
+  double clip_value = 0;   // lomo/adalomo: clamp each gradient element to +-clip_value; 0 = off
+  double loss_scale = 1;   // lomo/adalomo: gradients are divided by it before the update
 
   bool operator==(const OptimConfig&) const = default;
 };
@@ -98,11 +102,36 @@ struct EvalConfig {
 struct CheckpointConfig {
   std::string dir = "checkpoints";  // a run writes to <dir>/<train.run_name>/
   int64_t interval = 500;           // steps between saves; 0 = only at the end
-  int64_t keep = 3;                 // newest checkpoints kept on disk
+  int64_t keep = 3;                 // newest checkpoints kept on disk (>= 2)
+  int64_t milestone_interval = 0;   // checkpoints at multiples of it are never pruned; 0 = none
   std::string resume;  // "" = start fresh, "auto" = newest in the run dir if any, else a path
   std::string init;    // a checkpoint to take weights from (not optimizer or data state)
 
   bool operator==(const CheckpointConfig&) const = default;
+};
+
+// Loss-spike detection and automatic rollback (train/spike.h). A step is a spike when its loss or
+// gradient norm is NaN/Inf, or (once `window` clean steps are seen) lies more than `threshold`
+// standard deviations above the mean of the last `window` clean steps.
+struct SpikeConfig {
+  bool enabled = true;
+  int64_t window = 128;       // clean steps the z-scores are computed against
+  double threshold = 7.0;     // z-score above which a loss or gradient norm is a spike
+  int64_t rollback_steps = 0;  // roll back to the newest checkpoint at least this many steps
+                               // before the spike (PaLM went back ~100); 0 = newest before it
+  int64_t skip_batches = 0;    // batches skipped from the spike's position; 0 = auto:
+                               // max(1, max_steps / 1000) optimizer steps' worth
+  int64_t max_rollbacks = 5;   // stop with an error after this many spikes
+  double lr_factor = 1.0;      // LR multiplier after a rollback ...
+  int64_t lr_factor_steps = 0;  // ... for this many steps
+  // Fault injection (tests, drills): the batches a clean run reads at these (1-based) steps are
+  // poisoned wherever they come up: "corrupt" replaces their tokens with random ids, "scale"
+  // multiplies their loss by inject_scale, "nan" makes their loss NaN.
+  std::string inject_steps;    // comma-separated, e.g. "300,700"; "" = none
+  std::string inject_kind = "corrupt";  // corrupt | scale | nan
+  double inject_scale = 1000.0;
+
+  bool operator==(const SpikeConfig&) const = default;
 };
 
 struct LogConfig {
@@ -119,6 +148,7 @@ struct Config {
   OptimConfig optim;
   EvalConfig eval;
   CheckpointConfig checkpoint;
+  SpikeConfig spike;
   LogConfig log;
 
   // Throws one Error listing every problem config_problems() finds.
@@ -151,6 +181,10 @@ void apply_override(Config& cfg, const std::string& assignment);
 
 // Every key, in struct order, as YAML that parse_config reads back into an equal Config.
 std::string to_yaml(const Config& cfg);
+
+// "300, 700" -> {300, 700}: the step lists of spike.inject_steps. A bad item is an error, or, when
+// problem is given, a sentence stored there (and an empty result).
+std::vector<int64_t> parse_step_list(const std::string& text, std::string* problem = nullptr);
 
 // All key paths ("model.n_layer", ...), in to_yaml's order.
 std::vector<std::string> config_keys();

@@ -54,6 +54,7 @@ void visit_section(S& s, F&& f) {
   f("device", s.device);
   f("run_name", s.run_name);
   f("recompute", s.recompute);
+  f("stop_after", s.stop_after);
 }
 
 template <Section<OptimConfig> S, typename F>
@@ -68,6 +69,8 @@ void visit_section(S& s, F&& f) {
   f("grad_clip", s.grad_clip);
   f("warmup_steps", s.warmup_steps);
   f("schedule", s.schedule);
+  f("clip_value", s.clip_value);
+  f("loss_scale", s.loss_scale);
 }
 
 template <Section<EvalConfig> S, typename F>
@@ -81,8 +84,24 @@ void visit_section(S& s, F&& f) {
   f("dir", s.dir);
   f("interval", s.interval);
   f("keep", s.keep);
+  f("milestone_interval", s.milestone_interval);
   f("resume", s.resume);
   f("init", s.init);
+}
+
+template <Section<SpikeConfig> S, typename F>
+void visit_section(S& s, F&& f) {
+  f("enabled", s.enabled);
+  f("window", s.window);
+  f("threshold", s.threshold);
+  f("rollback_steps", s.rollback_steps);
+  f("skip_batches", s.skip_batches);
+  f("max_rollbacks", s.max_rollbacks);
+  f("lr_factor", s.lr_factor);
+  f("lr_factor_steps", s.lr_factor_steps);
+  f("inject_steps", s.inject_steps);
+  f("inject_kind", s.inject_kind);
+  f("inject_scale", s.inject_scale);
 }
 
 template <Section<LogConfig> S, typename F>
@@ -100,6 +119,7 @@ void for_each_section(C& cfg, F&& f) {
   f("optim", cfg.optim);
   f("eval", cfg.eval);
   f("checkpoint", cfg.checkpoint);
+  f("spike", cfg.spike);
   f("log", cfg.log);
 }
 

@@ -119,6 +119,7 @@ void check_train(const Config& c, Problems& p) {
   p.positive("train.max_steps", t.max_steps);
   p.non_negative("train.seed", t.seed);
   p.one_of("train.device", t.device, {"cpu", "cuda"});
+  p.non_negative("train.stop_after", t.stop_after);
   // The run name is a directory under checkpoint.dir; it must stay inside it.
   if (t.run_name.find_first_of("/\\") != std::string::npos || t.run_name == "." ||
       t.run_name == "..") {
@@ -126,8 +127,18 @@ void check_train(const Config& c, Problems& p) {
   }
 }
 
-void check_optim(const OptimConfig& o, Problems& p) {
-  p.one_of("optim.name", o.name, {"adamw"});
+void check_optim(const Config& c, Problems& p) {
+  const OptimConfig& o = c.optim;
+  p.one_of("optim.name", o.name, {"adamw", "lomo", "adalomo"});
+  p.non_negative("optim.clip_value", o.clip_value);
+  p.positive("optim.loss_scale", o.loss_scale);
+  const int64_t micro = c.train.batch_size * c.sequence_length();
+  if (o.name != "adamw" && c.train.total_batch_size > 0 && c.train.total_batch_size != micro) {
+    // LOMO updates each parameter the moment its gradient is ready: there is no gradient to
+    // accumulate into (Lv et al. 2023).
+    p.add("optim.name '", o.name, "' updates during backward and cannot accumulate gradients: set ",
+          "train.total_batch_size to 0 or to train.batch_size * sequence length (", micro, ")");
+  }
   p.positive("optim.lr", o.lr);
   p.non_negative("optim.min_lr", o.min_lr);
   if (o.min_lr > o.lr) p.add("optim.min_lr (", o.min_lr, ") must not exceed optim.lr (", o.lr, ")");
@@ -140,7 +151,51 @@ void check_optim(const OptimConfig& o, Problems& p) {
   p.one_of("optim.schedule", o.schedule, {"cosine", "linear", "constant"});
 }
 
+void check_spike(const SpikeConfig& s, Problems& p) {
+  p.positive("spike.window", s.window);
+  p.positive("spike.threshold", s.threshold);
+  p.non_negative("spike.rollback_steps", s.rollback_steps);
+  p.non_negative("spike.skip_batches", s.skip_batches);
+  p.non_negative("spike.max_rollbacks", s.max_rollbacks);
+  p.positive("spike.lr_factor", s.lr_factor);
+  p.non_negative("spike.lr_factor_steps", s.lr_factor_steps);
+  p.one_of("spike.inject_kind", s.inject_kind, {"corrupt", "scale", "nan"});
+  std::string problem;
+  parse_step_list(s.inject_steps, &problem);
+  if (!problem.empty()) p.add("spike.inject_steps: ", problem);
+}
+
 }  // namespace
+
+std::vector<int64_t> parse_step_list(const std::string& text, std::string* problem) {
+  std::vector<int64_t> steps;
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t j = text.find(',', i);
+    if (j == std::string::npos) j = text.size();
+    std::string item = text.substr(i, j - i);
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    size_t used = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || item.empty() || v < 1) {
+      const std::string why = "'" + item + "' is not a step number >= 1 in '" + text + "'";
+      if (problem) {
+        *problem = why;
+        return {};
+      }
+      TESSERA_FAIL(why);
+    }
+    steps.push_back(v);
+    i = j + 1;
+  }
+  return steps;
+}
 
 int64_t ModelConfig::hidden() const {
   if (mlp_hidden > 0) return mlp_hidden;
@@ -154,12 +209,15 @@ std::vector<std::string> config_problems(const Config& c) {
   check_model(c.model, p);
   check_data(c, p);
   check_train(c, p);
-  check_optim(c.optim, p);
+  check_optim(c, p);
   p.non_negative("eval.interval", c.eval.interval);
   p.positive("eval.steps", c.eval.steps);
   p.non_empty("checkpoint.dir", c.checkpoint.dir);
   p.non_negative("checkpoint.interval", c.checkpoint.interval);
-  p.positive("checkpoint.keep", c.checkpoint.keep);
+  // Two at least: one of them may be the file being replaced when a crash hits.
+  if (c.checkpoint.keep < 2) p.add("checkpoint.keep must be >= 2, got ", c.checkpoint.keep);
+  p.non_negative("checkpoint.milestone_interval", c.checkpoint.milestone_interval);
+  check_spike(c.spike, p);
   p.positive("log.interval", c.log.interval);
   return p.take();
 }

@@ -139,6 +139,14 @@ Batch DataLoader::next() {
   return {inputs, targets};
 }
 
+int64_t DataLoader::batch_index() const { return epoch_ * batches_per_epoch() + position_; }
+
+void DataLoader::seek(int64_t index) {
+  TESSERA_CHECK(index >= 0, "DataLoader::seek: negative batch index ", index);
+  const int64_t per_epoch = batches_per_epoch();
+  set_state({seed_, index / per_epoch, index % per_epoch});
+}
+
 void DataLoader::set_state(const LoaderState& state) {
   const int64_t per_epoch = batches_per_epoch();
   TESSERA_CHECK(state.epoch >= 0, "DataLoader::set_state: negative epoch ", state.epoch);

@@ -64,6 +64,11 @@ class DataLoader {
   LoaderState state() const { return {seed_, epoch_, position_}; }
   void set_state(const LoaderState& state);
 
+  // The global batch next() serves, counted across epochs: epoch * batches_per_epoch() + position.
+  // Loss-spike rollback names data ranges by it; seek(i) makes batch i the next one.
+  int64_t batch_index() const;
+  void seek(int64_t index);
+
   int64_t windows_per_epoch() const { return total_windows_; }  // over all ranks
   int64_t batches_per_epoch() const;                            // global batches (W * B windows)
   const LoaderOptions& options() const { return options_; }

@@ -113,14 +113,18 @@ double grad_norm(const std::vector<NamedParam>& params) {
 
 double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm) {
   const double norm = grad_norm(params);
-  if (!(max_norm > 0) || !std::isfinite(norm) || norm <= max_norm) return norm;
+  clip_grads(params, norm, max_norm);
+  return norm;
+}
+
+void clip_grads(const std::vector<NamedParam>& params, double norm, double max_norm) {
+  if (!(max_norm > 0) || !std::isfinite(norm) || norm <= max_norm) return;
   const double coeff = max_norm / (norm + 1e-6);
   NoGradGuard no_grad;
   for (const auto& np : params) {
     const Tensor& g = np.param.grad();
     if (g.defined()) scale_grad(np.name, g, coeff);
   }
-  return norm;
 }
 
 }  // namespace tessera

@@ -21,5 +21,8 @@ namespace tessera {
 
 double grad_norm(const std::vector<NamedParam>& params);
 double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm);
+// The second half of clip_grad_norm, for a caller that inspected the norm first (the spike
+// detector): rescales the gradients as clip_grad_norm would for this norm.
+void clip_grads(const std::vector<NamedParam>& params, double norm, double max_norm);
 
 }  // namespace tessera

@@ -1,3 +1,21 @@
+// The training loop. One optimizer step:
+//   micro-batches (skipping rolled-back data ranges, poisoning injected ones) -> forward, backward
+//   -> gradient norm -> spike check -> (spike: no update, roll back) | (clip, update, log, eval,
+//   checkpoint).
+//
+// State and where it lives (everything a checkpoint holds, so a resumed run repeats the
+// uninterrupted one bit for bit):
+//   model, optimizer moments, step, tokens_seen, optimizer step count  /model, /optimizer, /trainer
+//   default RNG (dropout)                                               /rng/default
+//   data cursor (seed, epoch, position)                                 /data
+//   LR schedule position, spike windows                                 /trainer
+//   RunHistory: rollbacks, lr-factor end, skipped data                  /trainer attrs
+// A rollback restores everything but RunHistory, which records the rollbacks themselves and is
+// saved again with the checkpoint rolled back to. The LR schedule position comes back with the
+// checkpoint and skipped data does not advance it: after a rollback each step runs at the LR the
+// schedule gives that step, so the run is the clean run on the data minus the skipped batches
+// (going on from the spike's LR instead left a 120-step test run 17% above the clean run's loss,
+// because every replayed step ran further down the cosine).
 #include "train/trainer.h"
 
 #include <chrono>
@@ -6,15 +24,20 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <set>
 #include <sstream>
 
 #include "autograd/autograd.h"
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/retention.h"
+#include "core/rng.h"
 #include "data/loader.h"
 #include "ops/ops.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/schedule.h"
+#include "train/spike.h"
 
 namespace tessera::train {
 namespace fs = std::filesystem;
@@ -39,9 +62,14 @@ nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t) {
 
 namespace {
 
-data::LoaderOptions loader_options(const Config& cfg, const std::string& pattern, bool shuffle) {
+data::LoaderOptions loader_options(const Config& cfg, const char* key, const std::string& pattern,
+                                   bool shuffle) {
   data::LoaderOptions o;
-  o.files = data::expand_glob(pattern);
+  try {
+    o.files = data::expand_glob(pattern);
+  } catch (const Error&) {
+    TESSERA_FAIL(key, ": no files match '", pattern, "' (run scripts/prepare_data.sh?)");
+  }
   o.batch_size = cfg.train.batch_size;
   o.seq_len = cfg.sequence_length();
   o.vocab_size = cfg.model.vocab_size;
@@ -57,6 +85,15 @@ std::string json_number(double v) {
   return buf;
 }
 
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
 std::string duration(double seconds) {
   char buf[32];
   const int64_t s = int64_t(seconds);
@@ -64,16 +101,397 @@ std::string duration(double seconds) {
   return buf;
 }
 
-// Deletes all but the newest `keep` step_*.h5 of the run, never the one `latest` names.
-void prune(const fs::path& dir, int64_t keep, const std::string& latest) {
-  std::vector<fs::path> files;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind("step_", 0) == 0 && e.path().extension() == ".h5") files.push_back(e.path());
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+int64_t get_int(const CheckpointData& ck, const std::string& path, const std::string& key,
+                std::optional<int64_t> fallback = std::nullopt) {
+  auto it = ck.trainer_ints.find(key);
+  if (it != ck.trainer_ints.end()) return it->second;
+  TESSERA_CHECK(fallback.has_value(), "checkpoint ", path, ": /trainer has no attribute '", key,
+                "'");
+  return *fallback;
+}
+
+std::deque<double> window_of(const CheckpointData& ck, const std::string& name) {
+  for (const auto& [key, t] : ck.trainer_tensors)
+    if (key == name) {
+      std::vector<double> v = t.to(DType::F64).to_vector<double>();
+      return {v.begin(), v.end()};
+    }
+  return {};
+}
+
+// Resets the default generator (dropout) to the run's seed; returns the seed for the init one.
+uint64_t seed_default_generator(int64_t seed) {
+  manual_seed(uint64_t(seed));
+  return uint64_t(seed);
+}
+
+// What a run has been through: saved with every checkpoint, and kept (not restored) by a rollback.
+struct RunHistory {
+  int64_t rollbacks = 0;        // spikes handled so far
+  int64_t lr_factor_until = 0;  // schedule steps below it run at lr * spike.lr_factor
+  std::vector<std::pair<int64_t, int64_t>> skips;  // [begin, end) global batch indices never read
+};
+
+class Trainer {
+ public:
+  Trainer(const Config& cfg, std::ostream& log);
+  TrainResult run();
+
+ private:
+  // One step's forward/backward over its micro-batches; returns the mean loss. first_batch is the
+  // global index of the step's first micro-batch.
+  double forward_backward(int64_t* first_batch);
+  data::Batch next_batch(int64_t* index);
+  void spike(int64_t first_batch, const std::string& reason);
+  std::string save(int64_t done);
+  void restore(const std::string& path, const CheckpointData& ck, bool with_history);
+  void emit(const std::string& json);
+  void log_step(int64_t done, double loss, double lr, double norm, double dt);
+
+  const Config& cfg_;
+  std::ostream& log_;
+  fs::path run_dir_;
+  Generator init_gen_;
+  nn::GPT model_;
+  std::vector<NamedParam> params_;
+  AdamW opt_;
+  ScheduleOptions sched_;
+  data::DataLoader loader_;
+  SpikeDetector detector_;
+  int64_t accum_, B_, T_;
+  std::set<int64_t> poisoned_;  // global batch indices that fault injection corrupts
+  std::ofstream metrics_;
+
+  int64_t step_ = 0, tokens_seen_ = 0;
+  int64_t schedule_step_ = 0;  // LR schedule position: applied updates (skipped data is not counted)
+  RunHistory history_;
+  TrainResult result_;
+  std::chrono::steady_clock::time_point start_;
+  int64_t first_step_ = 0;
+};
+
+Trainer::Trainer(const Config& cfg, std::ostream& log)
+    : cfg_(cfg),
+      log_(log),
+      run_dir_(fs::path(cfg.checkpoint.dir) / cfg.train.run_name),
+      init_gen_(seed_default_generator(cfg.train.seed)),
+      model_(model_config(cfg.model, cfg.train), init_gen_),
+      params_(named_params(model_.parameters())),
+      opt_(params_, {.lr = cfg.optim.lr, .beta1 = cfg.optim.beta1, .beta2 = cfg.optim.beta2,
+                     .eps = cfg.optim.eps, .weight_decay = cfg.optim.weight_decay}),
+      sched_{.name = cfg.optim.schedule, .lr = cfg.optim.lr, .min_lr = cfg.optim.min_lr,
+             .warmup_steps = cfg.optim.warmup_steps, .max_steps = cfg.train.max_steps},
+      loader_(loader_options(cfg, "data.train", cfg.data.train, true)),
+      detector_({.window = cfg.spike.window, .threshold = cfg.spike.threshold}),
+      accum_(cfg.grad_accum_steps()),
+      B_(cfg.train.batch_size),
+      T_(cfg.sequence_length()) {
+  TESSERA_CHECK(cfg.optim.name == "adamw", "optim.name '", cfg.optim.name,
+                "' is not wired into the training loop yet");
+  // The batches a clean run reads at (1-based) step n: [(n - 1) * accum, n * accum).
+  for (int64_t n : parse_step_list(cfg.spike.inject_steps))
+    for (int64_t i = 0; i < accum_; ++i) poisoned_.insert((n - 1) * accum_ + i);
+
+  fs::create_directories(run_dir_);
+  for (const std::string& p : remove_interrupted_writes(run_dir_.string()))
+    log_ << "warning: removed " << p << " (a checkpoint write that did not finish)\n";
+
+  if (!cfg.checkpoint.init.empty()) {
+    const std::string path = resolve_checkpoint(cfg.checkpoint.init);
+    load_model_into(path, model_.parameters());
+    log_ << "init: weights from " << path << "\n";
   }
-  std::sort(files.begin(), files.end());
-  for (size_t i = 0; i + size_t(keep) < files.size(); ++i)
-    if (files[i].filename() != latest) fs::remove(files[i]);
+  const std::string& resume = cfg.checkpoint.resume;
+  if (resume == "auto") {
+    if (std::optional<Resumable> r = load_resumable(run_dir_.string(), log_))
+      restore(r->path, r->data, true);
+  } else if (!resume.empty()) {
+    const std::string path = resolve_checkpoint(resume);
+    restore(path, load_checkpoint(path), true);
+  }
+
+  if (cfg.log.metrics) {
+    metrics_.open(run_dir_ / "metrics.jsonl", std::ios::app);
+    TESSERA_CHECK(metrics_.good(), "cannot write ", (run_dir_ / "metrics.jsonl").string());
+  }
+  log_ << "model: " << model_.num_parameters() << " parameters; " << accum_
+       << " micro-batch(es) of " << B_ << " x " << T_ << " per step; run dir " << run_dir_.string()
+       << "\n";
+}
+
+void Trainer::restore(const std::string& path, const CheckpointData& ck, bool with_history) {
+  load_model_into(path, model_.parameters());
+  std::map<std::string, Tensor> saved(ck.optimizer.begin(), ck.optimizer.end());
+  std::vector<StateEntry> state;
+  for (const NamedParam& p : params_) {
+    auto m = saved.find(p.name + "/m"), v = saved.find(p.name + "/v");
+    TESSERA_CHECK(m != saved.end() && v != saved.end(), "checkpoint ", path,
+                  ": no optimizer state for ", p.name);
+    state.push_back({p.name, m->second, v->second, Tensor()});
+  }
+  opt_.load_state(state);
+  opt_.set_step_count(get_int(ck, path, "optimizer_step"));
+  step_ = get_int(ck, path, "step");
+  tokens_seen_ = get_int(ck, path, "tokens_seen");
+  schedule_step_ = get_int(ck, path, "schedule_step", step_);
+  TESSERA_CHECK(get_int(ck, path, "micro_step", 0) == 0, "checkpoint ", path,
+                " was taken inside gradient accumulation, which tessera never does");
+  auto rng = ck.rng.find("default");
+  TESSERA_CHECK(rng != ck.rng.end(), "checkpoint ", path, ": no /rng/default");
+  default_generator().set_state(rng->second);
+  auto d = [&](const char* key) {
+    auto it = ck.data.find(key);
+    TESSERA_CHECK(it != ck.data.end(), "checkpoint ", path, ": /data has no attribute '", key, "'");
+    return it->second;
+  };
+  loader_.set_state({uint64_t(d("seed")), d("epoch"), d("position")});
+  detector_.set_windows(window_of(ck, "spike/loss_window"), window_of(ck, "spike/norm_window"));
+  if (with_history) {
+    history_ = RunHistory{};
+    history_.rollbacks = get_int(ck, path, "rollbacks", 0);
+    history_.lr_factor_until = get_int(ck, path, "lr_factor_until", 0);
+    const int64_t n = get_int(ck, path, "skip_ranges", 0);
+    for (int64_t i = 0; i < n; ++i) {
+      const std::string k = "skip_" + std::to_string(i);
+      history_.skips.emplace_back(get_int(ck, path, k + "_begin"), get_int(ck, path, k + "_end"));
+    }
+    log_ << "resume: " << path << " at step " << step_ << "\n";
+  }
+}
+
+std::string Trainer::save(int64_t done) {
+  CheckpointData ck;
+  ck.model = model_.parameters();
+  for (const StateEntry& e : opt_.state()) {
+    ck.optimizer.emplace_back(e.name + "/m", e.m);
+    ck.optimizer.emplace_back(e.name + "/v", e.v);
+  }
+  ck.trainer_ints = {{"step", done},
+                     {"tokens_seen", tokens_seen_},
+                     {"optimizer_step", opt_.step_count()},
+                     {"micro_step", 0},  // checkpoints fall between optimizer steps
+                     {"schedule_step", schedule_step_},
+                     {"rollbacks", history_.rollbacks},
+                     {"lr_factor_until", history_.lr_factor_until},
+                     {"skip_ranges", int64_t(history_.skips.size())}};
+  for (size_t i = 0; i < history_.skips.size(); ++i) {
+    const std::string k = "skip_" + std::to_string(i);
+    ck.trainer_ints[k + "_begin"] = history_.skips[i].first;
+    ck.trainer_ints[k + "_end"] = history_.skips[i].second;
+  }
+  if (!detector_.losses().empty()) {
+    auto tensor = [](const std::deque<double>& w) {
+      return from_vector(std::vector<double>(w.begin(), w.end()), {int64_t(w.size())});
+    };
+    ck.trainer_tensors.emplace_back("spike/loss_window", tensor(detector_.losses()));
+    ck.trainer_tensors.emplace_back("spike/norm_window", tensor(detector_.norms()));
+  }
+  ck.rng["default"] = default_generator().state();
+  const data::LoaderState ls = loader_.state();
+  ck.data = {{"seed", int64_t(ls.seed)}, {"epoch", ls.epoch}, {"position", ls.position}};
+  ck.config_yaml = to_yaml(cfg_);
+  const std::string name = checkpoint_name(done);
+  save_checkpoint((run_dir_ / name).string(), ck);
+  write_latest(run_dir_.string(), name);
+  prune_checkpoints(run_dir_.string(),
+                    {.keep = cfg_.checkpoint.keep,
+                     .milestone_interval = cfg_.checkpoint.milestone_interval},
+                    name);
+  log_ << "checkpoint: " << (run_dir_ / name).string() << "\n";
+  return (run_dir_ / name).string();
+}
+
+void Trainer::emit(const std::string& json) {
+  if (metrics_.is_open()) metrics_ << json << "\n" << std::flush;
+}
+
+data::Batch Trainer::next_batch(int64_t* index) {
+  // Jump over rolled-back ranges (they may touch or nest, so repeat until clear).
+  for (bool moved = true; moved;) {
+    moved = false;
+    const int64_t i = loader_.batch_index();
+    for (const auto& [begin, end] : history_.skips)
+      if (i >= begin && i < end) {
+        loader_.seek(end);
+        moved = true;
+      }
+  }
+  *index = loader_.batch_index();
+  data::Batch b = loader_.next();
+  if (poisoned_.count(*index) && cfg_.spike.inject_kind == "corrupt") {
+    // Uniform random ids, a pure function of (seed, batch index): the same corrupt batch
+    // whenever this position is read.
+    int32_t* in = b.inputs.data<int32_t>();
+    int32_t* tg = b.targets.data<int32_t>();
+    const uint64_t stream = (uint64_t(0x494e4a31u) << 32) | uint64_t(*index);  // "INJ1"
+    for (int64_t k = 0; k < b.inputs.numel(); ++k) {
+      Philox4 r = philox4x32_10(uint64_t(k), uint64_t(cfg_.train.seed), stream);
+      in[k] = int32_t(r.v[0] % uint32_t(cfg_.model.vocab_size));
+      tg[k] = int32_t(r.v[1] % uint32_t(cfg_.model.vocab_size));
+    }
+  }
+  return b;
+}
+
+double Trainer::forward_backward(int64_t* first_batch) {
+  double loss_sum = 0;
+  for (int64_t micro = 0; micro < accum_; ++micro) {
+    int64_t index = 0;
+    data::Batch b = next_batch(&index);
+    if (micro == 0) *first_batch = index;
+    Tensor loss = model_.loss(b.inputs, b.targets, true);
+    if (poisoned_.count(index) && cfg_.spike.inject_kind != "corrupt") {
+      const double s = cfg_.spike.inject_kind == "nan" ? std::nan("") : cfg_.spike.inject_scale;
+      loss = ops::scale(loss, s);
+    }
+    loss_sum += loss.item();
+    backward(accum_ == 1 ? loss : ops::scale(loss, 1.0 / double(accum_)));
+  }
+  return loss_sum / double(accum_);
+}
+
+void Trainer::spike(int64_t first_batch, const std::string& reason) {
+  const int64_t at = step_ + 1;  // the step that spiked, as the log counts steps
+  ++history_.rollbacks;
+  const SpikeConfig& sc = cfg_.spike;
+  char line[512];
+  std::snprintf(line, sizeof line, "spike at step %ld: %s", long(at), reason.c_str());
+  log_ << line << std::endl;
+  if (history_.rollbacks > sc.max_rollbacks) {
+    emit("{\"step\": " + std::to_string(at) + ", \"event\": \"stop\", \"reason\": " +
+         json_string(reason) + ", \"rollbacks\": " + std::to_string(history_.rollbacks - 1) + "}");
+    TESSERA_FAIL("spike at step ", at, " (", reason, ") after ", sc.max_rollbacks,
+                 " rollbacks (spike.max_rollbacks): stopping. The checkpoints in ",
+                 run_dir_.string(),
+                 " are intact; lower optim.lr or raise spike.max_rollbacks, then --resume auto");
+  }
+  // Skip from the spike's first batch on: skip_batches batches, or by default a thousandth of
+  // the run in optimizer steps (PaLM skipped 200-500 batches of a ~250k-step run), at least one
+  // step's worth.
+  const int64_t skip = sc.skip_batches > 0
+                           ? sc.skip_batches
+                           : std::max<int64_t>(1, cfg_.train.max_steps / 1000) * accum_;
+  history_.skips.emplace_back(first_batch, first_batch + skip);
+
+  // The newest checkpoint at least rollback_steps before the spike that loads completely.
+  std::optional<Resumable> target;
+  std::vector<CheckpointFile> files = list_checkpoints(run_dir_.string());
+  for (auto it = files.rbegin(); it != files.rend() && !target; ++it) {
+    if (it->step > step_ - sc.rollback_steps) continue;
+    try {
+      target = Resumable{it->path, load_checkpoint(it->path)};
+    } catch (const Error& e) {
+      log_ << "warning: cannot roll back to " << it->path << ": " << e.what() << "\n";
+    }
+  }
+  std::string to = "none";
+  if (target) {
+    // Checkpoints after the target belong to the abandoned trajectory: resuming from one would
+    // replay into the spike.
+    for (const CheckpointFile& f : files)
+      if (f.step > get_int(target->data, target->path, "step")) {
+        fs::remove(f.path);
+        log_ << "rollback: removed " << f.path << " (after the rollback point)\n";
+      }
+    restore(target->path, target->data, false);
+    to = std::to_string(step_);
+  }
+  if (sc.lr_factor != 1.0 && sc.lr_factor_steps > 0)
+    history_.lr_factor_until = schedule_step_ + sc.lr_factor_steps;
+  std::snprintf(line, sizeof line,
+                "rollback %ld/%ld: %s; skipping batches [%ld, %ld) of the data",
+                long(history_.rollbacks), long(sc.max_rollbacks),
+                target ? ("back to step " + to + " (" + target->path + ")").c_str()
+                       : "no checkpoint before the spike, update skipped",
+                long(first_batch), long(first_batch + skip));
+  log_ << line;
+  if (history_.lr_factor_until > schedule_step_)
+    log_ << "; lr x" << sc.lr_factor << " for " << sc.lr_factor_steps << " steps";
+  log_ << std::endl;
+  emit("{\"step\": " + std::to_string(at) + ", \"event\": \"rollback\", \"reason\": " +
+       json_string(reason) + ", \"to_step\": " + (target ? to : "null") +
+       ", \"skip_begin\": " + std::to_string(first_batch) +
+       ", \"skip_end\": " + std::to_string(first_batch + skip) +
+       ", \"rollbacks\": " + std::to_string(history_.rollbacks) + "}");
+  // Record the rollback in the checkpoint it returned to, so a crash now resumes past the skipped
+  // data instead of into the spike again.
+  if (target) save(step_);
+}
+
+void Trainer::log_step(int64_t done, double loss, double lr, double norm, double dt) {
+  const double elapsed = seconds_since(start_);
+  const double eta = elapsed / double(std::max<int64_t>(done - first_step_, 1)) *
+                     double(cfg_.train.max_steps - done);
+  const double tok_s = double(B_ * T_ * accum_) / dt;
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "step %5ld/%ld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | eta %s",
+                long(done), long(cfg_.train.max_steps), loss, lr, norm, tok_s,
+                duration(eta).c_str());
+  log_ << line << std::endl;
+  emit("{\"step\": " + std::to_string(done) + ", \"loss\": " + json_number(loss) +
+       ", \"lr\": " + json_number(lr) + ", \"grad_norm\": " + json_number(norm) +
+       ", \"tokens_per_s\": " + json_number(tok_s) + ", \"tokens\": " +
+       std::to_string(tokens_seen_) + "}");
+}
+
+TrainResult Trainer::run() {
+  result_.steps = step_;
+  start_ = std::chrono::steady_clock::now();
+  first_step_ = step_;
+  const int64_t stop = cfg_.train.stop_after > 0
+                           ? std::min(cfg_.train.stop_after, cfg_.train.max_steps)
+                           : cfg_.train.max_steps;
+  while (step_ < stop) {
+    const auto t0 = std::chrono::steady_clock::now();
+    int64_t first_batch = 0;
+    const double loss = forward_backward(&first_batch);
+    const double norm = grad_norm(params_);
+    if (cfg_.spike.enabled) {
+      const SpikeVerdict v = detector_.check(loss, norm);
+      if (v.spike) {
+        opt_.zero_grad();  // the update is not applied
+        spike(first_batch, v.reason);
+        continue;
+      }
+      detector_.accept(loss, norm);
+    } else {
+      TESSERA_CHECK(std::isfinite(loss), "step ", step_ + 1, ": loss is ", loss,
+                    " (diverged); lower optim.lr, or enable spike: to roll back automatically");
+    }
+    clip_grads(params_, norm, cfg_.optim.grad_clip);
+    double lr = lr_at(sched_, schedule_step_);
+    if (schedule_step_ < history_.lr_factor_until) lr *= cfg_.spike.lr_factor;
+    opt_.step(lr);
+    opt_.zero_grad();
+    ++schedule_step_;
+    tokens_seen_ += B_ * T_ * accum_;
+    const int64_t done = ++step_;
+    result_.steps = done;
+    result_.last_train_loss = loss;
+
+    if (done % cfg_.log.interval == 0 || done == stop || done == first_step_ + 1)
+      log_step(done, loss, lr, norm, seconds_since(t0));
+    const bool last = done == cfg_.train.max_steps;
+    if (cfg_.eval.interval > 0 && (done % cfg_.eval.interval == 0 || last)) {
+      const double val = evaluate(model_, cfg_, cfg_.data.val, cfg_.eval.steps);
+      result_.last_val_loss = val;
+      char line[128];
+      std::snprintf(line, sizeof line, "step %5ld | val loss %.4f | val ppl %.2f", long(done), val,
+                    std::exp(val));
+      log_ << line << std::endl;
+      emit("{\"step\": " + std::to_string(done) + ", \"val_loss\": " + json_number(val) +
+           ", \"val_ppl\": " + json_number(std::exp(val)) + "}");
+    }
+    if ((cfg_.checkpoint.interval > 0 && done % cfg_.checkpoint.interval == 0) || done == stop)
+      result_.last_checkpoint = save(done);
+  }
+  result_.rollbacks = history_.rollbacks;
+  return result_;
 }
 
 }  // namespace
@@ -81,7 +499,7 @@ void prune(const fs::path& dir, int64_t keep, const std::string& latest) {
 double evaluate(const nn::GPT& model, const Config& cfg, const std::string& pattern,
                 int64_t batches) {
   NoGradGuard no_grad;
-  data::DataLoader loader(loader_options(cfg, pattern, false));
+  data::DataLoader loader(loader_options(cfg, "data.val", pattern, false));
   const int64_t n = std::min(batches, loader.batches_per_epoch());
   double sum = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -95,142 +513,8 @@ TrainResult run_training(const Config& cfg, std::ostream& log) {
   cfg.validate();
   TESSERA_CHECK(cfg.train.device == "cpu", "train.device: '", cfg.train.device,
                 "' is not available yet: training runs on the CPU backend (train.device: cpu)");
-  const fs::path run_dir = fs::path(cfg.checkpoint.dir) / cfg.train.run_name;
-  fs::create_directories(run_dir);
-
-  manual_seed(uint64_t(cfg.train.seed));
-  Generator init_gen(uint64_t(cfg.train.seed));
-  nn::GPT model(model_config(cfg.model, cfg.train), init_gen);
-  std::vector<NamedParam> params = named_params(model.parameters());
-  AdamW opt(params, {.lr = cfg.optim.lr, .beta1 = cfg.optim.beta1, .beta2 = cfg.optim.beta2,
-                     .eps = cfg.optim.eps, .weight_decay = cfg.optim.weight_decay});
-  const ScheduleOptions sched{.name = cfg.optim.schedule, .lr = cfg.optim.lr,
-                              .min_lr = cfg.optim.min_lr, .warmup_steps = cfg.optim.warmup_steps,
-                              .max_steps = cfg.train.max_steps};
-  data::DataLoader loader(loader_options(cfg, cfg.data.train, true));
-  const int64_t accum = cfg.grad_accum_steps();
-  const int64_t B = cfg.train.batch_size, T = cfg.sequence_length();
-
-  int64_t step = 0, tokens_seen = 0;
-  if (!cfg.checkpoint.init.empty()) {
-    const std::string path = resolve_checkpoint(cfg.checkpoint.init);
-    load_model_into(path, model.parameters());
-    log << "init: weights from " << path << "\n";
-  }
-  std::string resume = cfg.checkpoint.resume;
-  if (resume == "auto") resume = fs::exists(run_dir / "latest") ? run_dir.string() : "";
-  if (!resume.empty()) {
-    const std::string path = resolve_checkpoint(resume);
-    CheckpointData ck = load_checkpoint(path);
-    load_model_into(path, model.parameters());
-    std::map<std::string, Tensor> saved(ck.optimizer.begin(), ck.optimizer.end());
-    std::vector<StateEntry> state;
-    for (const NamedParam& p : params) {
-      auto m = saved.find(p.name + "/m"), v = saved.find(p.name + "/v");
-      TESSERA_CHECK(m != saved.end() && v != saved.end(), path, ": no optimizer state for ",
-                    p.name);
-      state.push_back({p.name, m->second, v->second, Tensor()});
-    }
-    opt.load_state(state);
-    step = ck.trainer_ints.at("step");
-    tokens_seen = ck.trainer_ints.at("tokens_seen");
-    opt.set_step_count(ck.trainer_ints.at("optimizer_step"));
-    default_generator().set_state(ck.rng.at("default"));
-    loader.set_state({uint64_t(ck.data.at("seed")), ck.data.at("epoch"), ck.data.at("position")});
-    log << "resume: " << path << " at step " << step << "\n";
-  }
-
-  log << "model: " << model.num_parameters() << " parameters; " << accum
-      << " micro-batch(es) of " << B << " x " << T << " per step; run dir " << run_dir.string()
-      << "\n";
-  std::ofstream metrics;
-  if (cfg.log.metrics) {
-    metrics.open(run_dir / "metrics.jsonl", std::ios::app);
-    TESSERA_CHECK(metrics.good(), "cannot write ", (run_dir / "metrics.jsonl").string());
-  }
-  auto emit = [&](const std::string& json) {
-    if (metrics.is_open()) metrics << json << "\n" << std::flush;
-  };
-
-  auto save = [&](int64_t done) {
-    CheckpointData ck;
-    ck.model = model.parameters();
-    for (const StateEntry& e : opt.state()) {
-      ck.optimizer.emplace_back(e.name + "/m", e.m);
-      ck.optimizer.emplace_back(e.name + "/v", e.v);
-    }
-    ck.trainer_ints = {{"step", done}, {"tokens_seen", tokens_seen},
-                       {"optimizer_step", opt.step_count()}};
-    ck.rng["default"] = default_generator().state();
-    const data::LoaderState ls = loader.state();
-    ck.data = {{"seed", int64_t(ls.seed)}, {"epoch", ls.epoch}, {"position", ls.position}};
-    ck.config_yaml = to_yaml(cfg);
-    char name[32];
-    std::snprintf(name, sizeof name, "step_%08ld.h5", long(done));
-    save_checkpoint((run_dir / name).string(), ck);
-    write_latest(run_dir.string(), name);
-    prune(run_dir, std::max<int64_t>(cfg.checkpoint.keep, 1), name);
-    log << "checkpoint: " << (run_dir / name).string() << "\n";
-    return (run_dir / name).string();
-  };
-
-  TrainResult result;
-  result.steps = step;
-  const auto start = std::chrono::steady_clock::now();
-  const int64_t first_step = step;
-  for (; step < cfg.train.max_steps; ++step) {
-    const auto t0 = std::chrono::steady_clock::now();
-    double loss_sum = 0;
-    for (int64_t micro = 0; micro < accum; ++micro) {
-      data::Batch b = loader.next();
-      Tensor loss = model.loss(b.inputs, b.targets, true);
-      loss_sum += loss.item();
-      backward(accum == 1 ? loss : ops::scale(loss, 1.0 / double(accum)));
-    }
-    const double norm = clip_grad_norm(params, cfg.optim.grad_clip);
-    const double lr = lr_at(sched, step);
-    opt.step(lr);
-    opt.zero_grad();
-    tokens_seen += B * T * accum;
-    const double loss = loss_sum / double(accum);
-    TESSERA_CHECK(std::isfinite(loss), "step ", step, ": loss is ", loss,
-                  " (diverged); lower optim.lr or resume from an earlier checkpoint");
-    const int64_t done = step + 1;
-    result.steps = done;
-    result.last_train_loss = loss;
-
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (done % std::max<int64_t>(cfg.log.interval, 1) == 0 || done == cfg.train.max_steps ||
-        step == first_step) {
-      const double elapsed =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      const double eta = elapsed / double(done - first_step) * double(cfg.train.max_steps - done);
-      char line[256];
-      std::snprintf(line, sizeof line,
-                    "step %5ld/%ld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | eta %s",
-                    long(done), long(cfg.train.max_steps), loss, lr, norm,
-                    double(B * T * accum) / dt, duration(eta).c_str());
-      log << line << std::endl;
-      emit("{\"step\": " + std::to_string(done) + ", \"loss\": " + json_number(loss) +
-           ", \"lr\": " + json_number(lr) + ", \"grad_norm\": " + json_number(norm) +
-           ", \"tokens_per_s\": " + json_number(double(B * T * accum) / dt) +
-           ", \"tokens\": " + std::to_string(tokens_seen) + "}");
-    }
-    const bool last = done == cfg.train.max_steps;
-    if (cfg.eval.interval > 0 && (done % cfg.eval.interval == 0 || last)) {
-      const double val = evaluate(model, cfg, cfg.data.val, cfg.eval.steps);
-      result.last_val_loss = val;
-      char line[128];
-      std::snprintf(line, sizeof line, "step %5ld | val loss %.4f | val ppl %.2f", long(done), val,
-                    std::exp(val));
-      log << line << std::endl;
-      emit("{\"step\": " + std::to_string(done) + ", \"val_loss\": " + json_number(val) +
-           ", \"val_ppl\": " + json_number(std::exp(val)) + "}");
-    }
-    if ((cfg.checkpoint.interval > 0 && done % cfg.checkpoint.interval == 0) || last)
-      result.last_checkpoint = save(done);
-  }
-  return result;
+  Trainer trainer(cfg, log);
+  return trainer.run();
 }
 
 }  // namespace tessera::train

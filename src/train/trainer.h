@@ -4,6 +4,10 @@
 //   Config cfg = load_config("configs/tiny.yaml");
 //   TrainResult r = run_training(cfg, std::cout);   // checkpoints/<run_name>/step_*.h5, latest
 //
+// Loss spikes (config section spike:) are detected before the update is applied and rolled back
+// to the newest earlier checkpoint, skipping the data that caused them; see trainer.cpp and
+// README.md, "Checkpoints, resume and loss spikes".
+//
 // One optimizer step = grad_accum_steps micro-batches of (B, T); each micro-batch's loss is scaled
 // by 1 / grad_accum_steps so the accumulated gradient is the mean over the global batch.
 #pragma once
@@ -24,6 +28,7 @@ struct TrainResult {
   double last_train_loss = 0;    // mean over the last step's micro-batches
   double last_val_loss = -1;     // -1 when never evaluated
   std::string last_checkpoint;   // "" when none was written
+  int64_t rollbacks = 0;         // loss spikes handled (rollbacks or skipped updates)
 };
 
 TrainResult run_training(const Config& cfg, std::ostream& log);

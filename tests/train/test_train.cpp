@@ -9,47 +9,12 @@
 #include "data/loader.h"
 #include "data/shard.h"
 #include "test_util.h"
+#include "train/train_fixture.h"
 #include "train/trainer.h"
 
 using namespace tessera;
 namespace fs = std::filesystem;
-
-namespace {
-
-struct TempRun {
-  fs::path dir;
-  TempRun() {
-    dir = fs::temp_directory_path() /
-          ("tessera_train_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-           "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    // A byte-level corpus with structure to learn: a short verse repeated with variations.
-    std::vector<uint32_t> train, val;
-    const std::string verse = "in the beginning was the word, and the word was with the light. ";
-    for (int r = 0; r < 40; ++r)
-      for (char c : verse) train.push_back(uint8_t(c == ' ' && r % 3 == 0 ? '_' : c));
-    for (char c : verse + verse + verse) val.push_back(uint8_t(c));
-    data::write_shard((dir / "train_000.bin").string(), train, 257);
-    data::write_shard((dir / "val_000.bin").string(), val, 257);
-  }
-  ~TempRun() { fs::remove_all(dir); }
-
-  Config config(int64_t steps) const {
-    Config c;
-    c.model.n_layer = 2, c.model.n_head = 2, c.model.n_embd = 32, c.model.block_size = 16;
-    c.data.train = (dir / "train_*.bin").string();
-    c.data.val = (dir / "val_*.bin").string();
-    c.train.batch_size = 8, c.train.max_steps = steps, c.train.run_name = "run";
-    c.optim.lr = 3e-3, c.optim.min_lr = 3e-4, c.optim.warmup_steps = 5;
-    c.eval.interval = steps, c.eval.steps = 2;
-    c.checkpoint.dir = (dir / "ckpt").string(), c.checkpoint.interval = 0;
-    c.log.interval = 1000;
-    return c;
-  }
-};
-
-}  // namespace
+using tessera::testing::TempRun;
 
 TEST(Training, loss_falls_and_checkpoint_reproduces_logits) {
   TempRun run;

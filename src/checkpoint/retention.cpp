@@ -1,0 +1,106 @@
+#include "checkpoint/retention.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+
+#include "core/error.h"
+
+namespace tessera {
+namespace fs = std::filesystem;
+
+std::string checkpoint_name(int64_t step) {
+  char name[40];
+  std::snprintf(name, sizeof name, "step_%08lld.h5", static_cast<long long>(step));
+  return name;
+}
+
+namespace {
+
+// step_<digits>.h5 -> digits as a number; -1 for any other name.
+int64_t step_of(const std::string& name) {
+  const std::string prefix = "step_", suffix = ".h5";
+  if (name.size() <= prefix.size() + suffix.size() || name.rfind(prefix, 0) != 0 ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return -1;
+  const std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  if (digits.size() > 18 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return -1;
+  return std::stoll(digits);
+}
+
+}  // namespace
+
+std::vector<CheckpointFile> list_checkpoints(const std::string& dir) {
+  std::vector<CheckpointFile> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const int64_t step = step_of(e.path().filename().string());
+    if (step >= 0 && e.is_regular_file()) out.push_back({step, e.path().string()});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const CheckpointFile& a, const CheckpointFile& b) { return a.step < b.step; });
+  return out;
+}
+
+std::vector<std::string> prune_checkpoints(const std::string& dir, const RetentionPolicy& policy,
+                                           const std::string& protect) {
+  TESSERA_CHECK(policy.keep >= 1, "prune_checkpoints: keep must be >= 1, got ", policy.keep);
+  std::vector<CheckpointFile> regular;
+  for (const CheckpointFile& c : list_checkpoints(dir)) {
+    const bool milestone = policy.milestone_interval > 0 && c.step % policy.milestone_interval == 0;
+    if (!milestone) regular.push_back(c);
+  }
+  std::vector<std::string> deleted;
+  for (size_t i = 0; i + size_t(policy.keep) < regular.size(); ++i) {
+    if (fs::path(regular[i].path).filename() == protect) continue;
+    fs::remove(regular[i].path);
+    deleted.push_back(regular[i].path);
+  }
+  return deleted;
+}
+
+std::vector<std::string> remove_interrupted_writes(const std::string& dir) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return removed;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() == ".tmp" && e.is_regular_file()) removed.push_back(e.path().string());
+  }
+  std::sort(removed.begin(), removed.end());
+  for (const std::string& p : removed) fs::remove(p);
+  return removed;
+}
+
+std::optional<Resumable> load_resumable(const std::string& dir, std::ostream& warn) {
+  std::vector<std::string> candidates;  // in the order they are tried
+  std::error_code ec;
+  const fs::path latest = fs::path(dir) / "latest";
+  if (fs::exists(latest, ec)) {
+    try {
+      candidates.push_back(resolve_checkpoint(latest.string()));
+    } catch (const Error& e) {
+      warn << "warning: " << e.what() << "; looking for the newest complete checkpoint\n";
+    }
+  }
+  std::vector<CheckpointFile> files = list_checkpoints(dir);
+  for (auto it = files.rbegin(); it != files.rend(); ++it)
+    if (candidates.empty() || !fs::equivalent(it->path, candidates.front(), ec))
+      candidates.push_back(it->path);
+  if (candidates.empty()) return std::nullopt;
+
+  std::string tried;
+  for (const std::string& path : candidates) {
+    try {
+      Resumable r{path, load_checkpoint(path)};
+      return r;
+    } catch (const Error& e) {
+      warn << "warning: skipping checkpoint " << path << ": " << e.what() << "\n";
+      tried += "\n  " + path + ": " + e.what();
+    }
+  }
+  TESSERA_FAIL("no checkpoint in ", dir, " can be resumed from:", tried);
+}
+
+}  // namespace tessera

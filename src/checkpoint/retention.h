@@ -1,0 +1,58 @@
+// A run directory's checkpoints: naming, listing, pruning, and finding the one to resume from.
+//
+//   save_checkpoint(dir + "/" + checkpoint_name(500), ck);  write_latest(dir, checkpoint_name(500));
+//   prune_checkpoints(dir, {.keep = 3, .milestone_interval = 10000}, checkpoint_name(500));
+//   std::optional<Resumable> r = load_resumable(dir, std::cerr);  // for --resume auto
+//
+// Retention: the newest `keep` step_*.h5 stay; files whose step is a multiple of
+// milestone_interval are milestones, never pruned and not counted in `keep`; the file `latest`
+// names is never pruned.
+//
+// Resume: `latest` is the commit point, so the checkpoint it names is the one to resume from. When
+// it is missing, unreadable, truncated or corrupt, the newest step_*.h5 that loads completely is
+// taken instead, with a warning for every file passed over. Leftover *.tmp files are writes a crash
+// interrupted (save_checkpoint renames only complete files); they are never resumed from.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "checkpoint/checkpoint.h"
+
+namespace tessera {
+
+// "step_00000500.h5"
+std::string checkpoint_name(int64_t step);
+
+struct CheckpointFile {
+  int64_t step = 0;
+  std::string path;
+};
+// The step_<digits>.h5 files of dir, by ascending step (none when dir does not exist).
+std::vector<CheckpointFile> list_checkpoints(const std::string& dir);
+
+struct RetentionPolicy {
+  int64_t keep = 3;
+  int64_t milestone_interval = 0;  // 0 = no milestones
+};
+// Deletes what the policy does not keep, never the file named `protect` (a file name in dir).
+// Returns the paths deleted.
+std::vector<std::string> prune_checkpoints(const std::string& dir, const RetentionPolicy& policy,
+                                           const std::string& protect);
+
+// Deletes *.tmp files in dir (interrupted writes); returns their paths.
+std::vector<std::string> remove_interrupted_writes(const std::string& dir);
+
+struct Resumable {
+  std::string path;
+  CheckpointData data;
+};
+// The checkpoint --resume auto continues from (see the file comment), fully loaded; nullopt when
+// dir holds no checkpoint at all. Throws, naming every file tried, when checkpoints exist but none
+// loads. `warn` receives one line per file passed over.
+std::optional<Resumable> load_resumable(const std::string& dir, std::ostream& warn);
+
+}  // namespace tessera

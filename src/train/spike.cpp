@@ -1,0 +1,78 @@
+#include "train/spike.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "core/error.h"
+
+namespace tessera::train {
+
+WindowStats window_stats(const std::deque<double>& values) {
+  WindowStats s;
+  if (values.empty()) return s;
+  for (double v : values) s.mean += v;
+  s.mean /= double(values.size());
+  double ss = 0;
+  for (double v : values) ss += (v - s.mean) * (v - s.mean);
+  s.std = std::sqrt(ss / double(values.size()));
+  return s;
+}
+
+SpikeDetector::SpikeDetector(SpikeOptions options) : options_(options) {
+  TESSERA_CHECK(options_.window > 0, "spike.window must be positive, got ", options_.window);
+}
+
+namespace {
+
+// The reason `value` is a spike against `window`, or "" when it is not.
+std::string score(const char* what, double value, const std::deque<double>& window,
+                  bool active, double threshold) {
+  char buf[200];
+  if (!std::isfinite(value)) {
+    std::snprintf(buf, sizeof buf, "%s is %g", what, value);
+    return buf;
+  }
+  if (!active) return "";
+  const WindowStats s = window_stats(window);
+  // A window of identical values has std 0: any increase would score infinity. Relative noise of
+  // 1e-9 of the mean is far below what any real loss curve shows, so it stands in as the floor.
+  const double std = std::max(s.std, 1e-9 * std::fabs(s.mean) + 1e-300);
+  const double z = (value - s.mean) / std;
+  if (!(z > threshold)) return "";
+  std::snprintf(buf, sizeof buf, "%s %.4g is %.1f sigma above the mean %.4g of the last %zu steps",
+                what, value, z, s.mean, window.size());
+  return buf;
+}
+
+}  // namespace
+
+SpikeVerdict SpikeDetector::check(double loss, double grad_norm) const {
+  SpikeVerdict v;
+  const std::string a = score("loss", loss, loss_, active(), options_.threshold);
+  const std::string b = score("gradient norm", grad_norm, norm_, active(), options_.threshold);
+  v.reason = a.empty() ? b : b.empty() ? a : a + "; " + b;
+  v.spike = !v.reason.empty();
+  return v;
+}
+
+void SpikeDetector::accept(double loss, double grad_norm) {
+  loss_.push_back(loss);
+  norm_.push_back(grad_norm);
+  if (int64_t(loss_.size()) > options_.window) {
+    loss_.pop_front();
+    norm_.pop_front();
+  }
+}
+
+void SpikeDetector::set_windows(std::deque<double> losses, std::deque<double> norms) {
+  TESSERA_CHECK(losses.size() == norms.size(), "spike detector state: a loss window of ",
+                losses.size(), " values but a gradient-norm window of ", norms.size());
+  loss_ = std::move(losses);
+  norm_ = std::move(norms);
+  while (int64_t(loss_.size()) > options_.window) {  // spike.window was lowered: keep the newest
+    loss_.pop_front();
+    norm_.pop_front();
+  }
+}
+
+}  // namespace tessera::train
