@@ -123,6 +123,19 @@ std::deque<double> window_of(const CheckpointData& ck, const std::string& name) 
   return {};
 }
 
+// A process killed mid-line leaves a line without its newline; the next run's first line would be
+// glued onto it. Cut it off (every complete line is kept).
+void drop_partial_line(const fs::path& file) {
+  std::error_code ec;
+  const auto size = fs::file_size(file, ec);
+  if (ec || size == 0) return;
+  std::ifstream in(file, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.back() == '\n') return;
+  const size_t keep = text.find_last_of('\n');
+  fs::resize_file(file, keep == std::string::npos ? 0 : keep + 1);
+}
+
 // Resets the default generator (dropout) to the run's seed; returns the seed for the init one.
 uint64_t seed_default_generator(int64_t seed) {
   manual_seed(uint64_t(seed));
@@ -215,6 +228,7 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   }
 
   if (cfg.log.metrics) {
+    drop_partial_line(run_dir_ / "metrics.jsonl");
     metrics_.open(run_dir_ / "metrics.jsonl", std::ios::app);
     TESSERA_CHECK(metrics_.good(), "cannot write ", (run_dir_ / "metrics.jsonl").string());
   }

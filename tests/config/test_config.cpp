@@ -336,13 +336,15 @@ TEST(ConfigValidation, each_rule_names_its_key) {
       {"train.total_batch_size=1000", "train.total_batch_size (1000) must be a multiple of"},
       {"train.device=tpu", "train.device must be one of cpu, cuda; got 'tpu'"},
       {"train.run_name=a/b", "train.run_name 'a/b' must be a plain directory name"},
-      {"optim.name=sgd", "optim.name must be one of adamw"},
       {"optim.min_lr=0.01", "optim.min_lr (0.01) must not exceed optim.lr (0.001)"},
       {"optim.beta2=1", "optim.beta2 must be in [0, 1)"},
       {"optim.schedule=step", "optim.schedule must be one of cosine, linear, constant"},
       {"optim.warmup_steps=-5", "optim.warmup_steps must be >= 0, got -5"},
       {"eval.steps=0", "eval.steps must be positive"},
-      {"checkpoint.keep=0", "checkpoint.keep must be positive"},
+      {"checkpoint.keep=1", "checkpoint.keep must be >= 2"},
+      {"spike.inject_steps=3,x", "spike.inject_steps: 'x' is not a step number"},
+      {"spike.inject_kind=melt", "spike.inject_kind must be one of corrupt, scale, nan"},
+      {"optim.name=sgd", "optim.name must be one of adamw, lomo, adalomo"},
       {"log.interval=0", "log.interval must be positive"},
   };
   for (const auto& c : cases) {
@@ -351,6 +353,16 @@ TEST(ConfigValidation, each_rule_names_its_key) {
     apply_override(cfg, c.override);
     EXPECT_CONTAINS(error_of([&] { cfg.validate(); }), c.expected);
   }
+}
+
+TEST(ConfigValidation, fused_optimizers_reject_gradient_accumulation) {
+  Config cfg;
+  apply_override(cfg, "optim.name=lomo");
+  apply_override(cfg, "train.total_batch_size=1536");  // two micro-batches of 12 x 64
+  EXPECT_CONTAINS(error_of([&] { cfg.validate(); }),
+                  "optim.name 'lomo' updates during backward and cannot accumulate gradients");
+  apply_override(cfg, "train.total_batch_size=768");  // exactly one micro-batch: fine
+  EXPECT_NO_THROW(cfg.validate());
 }
 
 TEST(ConfigValidation, rope_needs_an_even_head_dimension) {

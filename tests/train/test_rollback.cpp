@@ -34,7 +34,8 @@ Config resume_config(const TempRun& run) {
   c.eval.interval = 10;
   c.log.interval = 1;
   c.spike.window = 6;
-  c.spike.inject_steps = "14,24";
+  c.spike.inject_steps = "14,17";  // the second comes up 1 step after the resume: the window
+                                     // must come back full for it to be caught
   c.spike.inject_kind = "scale";
   return c;
 }

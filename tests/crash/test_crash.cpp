@@ -1,0 +1,142 @@
+// Crash safety: build/train is killed with SIGKILL at random moments (checkpoint writes included:
+// this run writes one after every step) and restarted with --resume auto each time. After every
+// kill the run directory must hold a checkpoint that loads completely, and the run that finally
+// completes must end with exactly the parameters of a run that was never interrupted.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/retention.h"
+#include "config/config.h"
+#include "train/train_fixture.h"
+
+using namespace tessera;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kTrain = std::string(TESSERA_BIN_DIR) + "/train";
+
+// Starts `train --config cfg --resume auto`, output appended to log; returns the pid.
+pid_t launch(const fs::path& cfg, const fs::path& log) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    FILE* out = std::fopen(log.c_str(), "a");
+    if (out) {
+      dup2(fileno(out), 1);
+      dup2(fileno(out), 2);
+    }
+    execl(kTrain.c_str(), kTrain.c_str(), "--config", cfg.c_str(), "--resume", "auto",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+// Waits for pid; its exit status, or -signal when a signal ended it.
+int wait_for(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+bool has_tmp(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return false;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().extension() == ".tmp") return true;
+  return false;
+}
+
+}  // namespace
+
+TEST(Crash, twenty_sigkills_never_leave_the_run_without_a_resumable_checkpoint) {
+  ASSERT_TRUE(fs::exists(kTrain)) << kTrain << " is not built";
+  tessera::testing::TempRun run;
+  Config c = run.config(300);
+  c.model.dropout = 0.1;                  // the RNG must come back too
+  c.checkpoint.interval = 1, c.checkpoint.keep = 2;
+  c.eval.interval = 0;
+  c.log.interval = 1;
+  c.train.run_name = "crashy";
+  const fs::path cfg = run.dir / "crashy.yaml";
+  std::ofstream(cfg) << to_yaml(c);
+  const fs::path run_dir = run.dir / "ckpt" / "crashy";
+  const fs::path log = run.dir / "crashy.log";
+
+  // How long an uninterrupted run takes here, to spread the kills over it.
+  Config ref = c;
+  ref.train.run_name = "reference";
+  const fs::path ref_cfg = run.dir / "reference.yaml";
+  std::ofstream(ref_cfg) << to_yaml(ref);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(wait_for(launch(ref_cfg, run.dir / "reference.log")), 0);
+  const double full_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+
+  const unsigned seed = ::testing::UnitTest::GetInstance()->random_seed();
+  std::mt19937 gen(seed);
+  // Each restart lives 1%..8% of a full run (startup included), so 20 kills land at every kind of
+  // moment (loading, training, writing a checkpoint) and still leave work for the last run.
+  std::uniform_real_distribution<double> delay(0.01 * full_ms, 0.08 * full_ms);
+  int kills = 0, during_write = 0, finished_early = 0;
+  bool had_checkpoint = false;
+  while (kills < 20) {
+    pid_t pid = launch(cfg, log);
+    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(delay(gen)));
+    kill(pid, SIGKILL);
+    const int status = wait_for(pid);
+    if (status == 0) {  // finished before the kill: start over so every kill hits a live run
+      ++finished_early;
+      fs::remove_all(run_dir);
+      had_checkpoint = false;
+      ASSERT_LT(finished_early, 5) << "the run keeps finishing before the kill";
+      continue;
+    }
+    ASSERT_EQ(status, -SIGKILL) << "train failed on its own; see " << log;
+    ++kills;
+    if (has_tmp(run_dir)) ++during_write;
+    std::ostringstream warn;
+    std::optional<Resumable> r;
+    ASSERT_NO_THROW(r = load_resumable(run_dir.string(), warn)) << "after kill " << kills;
+    if (had_checkpoint) {
+      ASSERT_TRUE(r.has_value()) << "kill " << kills << " lost every checkpoint";
+    }
+    had_checkpoint = had_checkpoint || r.has_value();
+  }
+  std::ostringstream resumed;
+  resumed << std::ifstream(log).rdbuf();
+  const std::string text = resumed.str();
+  int resumes = 0;
+  for (size_t i = text.find("\nresume: "); i != std::string::npos;
+       i = text.find("\nresume: ", i + 1))
+    ++resumes;
+  std::printf("[ crash ] %d kills (seed %u, full run %.0f ms): %d while a write was in flight, "
+              "%d restarts resumed from a checkpoint\n",
+              kills, seed, full_ms, during_write, resumes);
+
+  ASSERT_EQ(wait_for(launch(cfg, log)), 0) << "the final resume failed; see " << log;
+  const CheckpointData a = load_checkpoint(resolve_checkpoint(run_dir.string()));
+  const CheckpointData b = load_checkpoint(resolve_checkpoint((run.dir / "ckpt" / "reference").string()));
+  EXPECT_EQ(a.trainer_ints.at("step"), 300);
+  ASSERT_EQ(a.model.size(), b.model.size());
+  for (size_t i = 0; i < a.model.size(); ++i) {
+    const Tensor &x = a.model[i].second, &y = b.model[i].second;
+    ASSERT_EQ(x.nbytes(), y.nbytes());
+    EXPECT_EQ(std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()), 0)
+        << a.model[i].first << " differs from the uninterrupted run";
+  }
+  // Steps redone after a crash log again; the last line for each step matches the reference.
+  EXPECT_EQ(tessera::testing::metric(run_dir / "metrics.jsonl", "loss"),
+            tessera::testing::metric(run.dir / "ckpt" / "reference" / "metrics.jsonl", "loss"));
+}
