@@ -26,13 +26,13 @@ namespace {
 
 // The reason `value` is a spike against `window`, or "" when it is not.
 std::string score(const char* what, double value, const std::deque<double>& window,
-                  bool active, double threshold) {
+                  int64_t size, double threshold) {
   char buf[200];
   if (!std::isfinite(value)) {
     std::snprintf(buf, sizeof buf, "%s is %g", what, value);
     return buf;
   }
-  if (!active) return "";
+  if (int64_t(window.size()) < size) return "";  // inactive until the window is full
   const WindowStats s = window_stats(window);
   // A window of identical values has std 0: any increase would score infinity. Relative noise of
   // 1e-9 of the mean is far below what any real loss curve shows, so it stands in as the floor.
@@ -46,33 +46,31 @@ std::string score(const char* what, double value, const std::deque<double>& wind
 
 }  // namespace
 
-SpikeVerdict SpikeDetector::check(double loss, double grad_norm) const {
+SpikeVerdict SpikeDetector::check(double loss, std::optional<double> grad_norm) const {
   SpikeVerdict v;
-  const std::string a = score("loss", loss, loss_, active(), options_.threshold);
-  const std::string b = score("gradient norm", grad_norm, norm_, active(), options_.threshold);
+  const std::string a = score("loss", loss, loss_, options_.window, options_.threshold);
+  const std::string b =
+      grad_norm ? score("gradient norm", *grad_norm, norm_, options_.window, options_.threshold)
+                : "";
   v.reason = a.empty() ? b : b.empty() ? a : a + "; " + b;
   v.spike = !v.reason.empty();
   return v;
 }
 
-void SpikeDetector::accept(double loss, double grad_norm) {
+void SpikeDetector::accept(double loss, std::optional<double> grad_norm) {
   loss_.push_back(loss);
-  norm_.push_back(grad_norm);
-  if (int64_t(loss_.size()) > options_.window) {
-    loss_.pop_front();
-    norm_.pop_front();
-  }
+  if (int64_t(loss_.size()) > options_.window) loss_.pop_front();
+  if (!grad_norm) return;
+  norm_.push_back(*grad_norm);
+  if (int64_t(norm_.size()) > options_.window) norm_.pop_front();
 }
 
 void SpikeDetector::set_windows(std::deque<double> losses, std::deque<double> norms) {
-  TESSERA_CHECK(losses.size() == norms.size(), "spike detector state: a loss window of ",
-                losses.size(), " values but a gradient-norm window of ", norms.size());
   loss_ = std::move(losses);
   norm_ = std::move(norms);
-  while (int64_t(loss_.size()) > options_.window) {  // spike.window was lowered: keep the newest
-    loss_.pop_front();
-    norm_.pop_front();
-  }
+  // spike.window was lowered since they were saved: keep the newest values.
+  while (int64_t(loss_.size()) > options_.window) loss_.pop_front();
+  while (int64_t(norm_.size()) > options_.window) norm_.pop_front();
 }
 
 }  // namespace tessera::train

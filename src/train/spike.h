@@ -3,13 +3,15 @@
 //
 //   SpikeDetector det({.window = 128, .threshold = 7});
 //   SpikeVerdict v = det.check(loss, grad_norm);   // before the update is applied
+//   det.check(loss, std::nullopt);                  // no norm known yet (LOMO's single pass)
 //   if (v.spike) { /* skip the update, roll back: train/trainer.cpp */ } else det.accept(loss, grad_norm);
 //
 // Rules (REFERENCES.md, "Loss spikes and checkpoints"; llm.c scores the loss the same way):
 //  - a NaN or infinite loss or gradient norm is always a spike;
-//  - otherwise, once the window holds `window` values, a value more than `threshold` standard
+//  - otherwise, once its window holds `window` values, a value more than `threshold` standard
 //    deviations ABOVE the window's mean is a spike (one-sided: a sudden drop is good news). Loss and
-//    gradient norm are scored separately, each against its own window;
+//    gradient norm are scored separately, each against its own window (a step whose norm is not
+//    known adds nothing to the norm window);
 //  - the scored value is not in the window it is scored against, and only accepted (clean) steps
 //    enter the windows, so a run of outliers cannot drag the baseline up to meet them.
 // Mean and standard deviation (population) are recomputed from the window in chronological order
@@ -18,6 +20,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 
 namespace tessera::train {
@@ -42,15 +45,14 @@ class SpikeDetector {
  public:
   explicit SpikeDetector(SpikeOptions options = {});
 
-  SpikeVerdict check(double loss, double grad_norm) const;
-  void accept(double loss, double grad_norm);  // a clean step: both values enter their windows
+  SpikeVerdict check(double loss, std::optional<double> grad_norm) const;
+  void accept(double loss, std::optional<double> grad_norm);  // a clean step enters the windows
 
-  bool active() const { return int64_t(loss_.size()) == options_.window; }
+  bool active() const { return int64_t(loss_.size()) == options_.window; }  // the loss window
   // The windows, oldest first (checkpointed and restored as they are).
   const std::deque<double>& losses() const { return loss_; }
   const std::deque<double>& norms() const { return norm_; }
-  // Restores saved windows (only the newest `window` values when they are longer); an error when
-  // the two disagree in length.
+  // Restores saved windows (only the newest `window` values when they are longer).
   void set_windows(std::deque<double> losses, std::deque<double> norms);
 
  private:

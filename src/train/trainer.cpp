@@ -297,13 +297,12 @@ std::string Trainer::save(int64_t done) {
     ck.trainer_ints[k + "_begin"] = history_.skips[i].first;
     ck.trainer_ints[k + "_end"] = history_.skips[i].second;
   }
-  if (!detector_.losses().empty()) {
-    auto tensor = [](const std::deque<double>& w) {
-      return from_vector(std::vector<double>(w.begin(), w.end()), {int64_t(w.size())});
-    };
-    ck.trainer_tensors.emplace_back("spike/loss_window", tensor(detector_.losses()));
-    ck.trainer_tensors.emplace_back("spike/norm_window", tensor(detector_.norms()));
-  }
+  // An empty window is left out (its absence reads back as empty).
+  for (const auto& [name, w] : {std::pair{"spike/loss_window", &detector_.losses()},
+                                std::pair{"spike/norm_window", &detector_.norms()}})
+    if (!w->empty())
+      ck.trainer_tensors.emplace_back(
+          name, from_vector(std::vector<double>(w->begin(), w->end()), {int64_t(w->size())}));
   ck.rng["default"] = default_generator().state();
   const data::LoaderState ls = loader_.state();
   ck.data = {{"seed", int64_t(ls.seed)}, {"epoch", ls.epoch}, {"position", ls.position}};

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <limits>
 
-#include "core/error.h"
 #include "train/spike.h"
 
 using namespace tessera::train;
@@ -79,5 +78,13 @@ TEST(Spike, saved_windows_restore_and_longer_ones_keep_the_newest) {
   d.set_windows({1, 2, 3}, {4, 5, 6});
   EXPECT_EQ(d.losses(), (std::deque<double>{2, 3}));
   EXPECT_EQ(d.norms(), (std::deque<double>{5, 6}));
-  EXPECT_THROW(d.set_windows({1, 2}, {1}), tessera::Error);
+}
+
+TEST(Spike, an_unknown_norm_is_not_scored_and_not_recorded) {
+  SpikeDetector d = full_detector();
+  EXPECT_FALSE(d.check(2.0, std::nullopt).spike);
+  EXPECT_TRUE(d.check(100.0, std::nullopt).spike);
+  d.accept(2.0, std::nullopt);
+  EXPECT_EQ(d.losses().size(), 4u);
+  EXPECT_EQ(d.norms(), (std::deque<double>{10.0, 30.0, 10.0, 30.0}));
 }
