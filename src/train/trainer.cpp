@@ -36,6 +36,7 @@
 #include "ops/ops.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
+#include "optim/lomo.h"
 #include "optim/schedule.h"
 #include "train/spike.h"
 
@@ -158,6 +159,12 @@ class Trainer {
   // One step's forward/backward over its micro-batches; returns the mean loss. first_batch is the
   // global index of the step's first micro-batch.
   double forward_backward(int64_t* first_batch);
+  // The model's loss on one micro-batch, poisoned when fault injection says so.
+  Tensor micro_loss(int64_t* index);
+  // Spike check of a finished forward (and backward, when norm is known): true when clean (the
+  // values join the windows), false when it was a spike.
+  bool clean(double loss, std::optional<double> norm, SpikeVerdict* verdict);
+  double lr_now() const;
   data::Batch next_batch(int64_t* index);
   void spike(int64_t first_batch, const std::string& reason);
   std::string save(int64_t done);
@@ -171,7 +178,8 @@ class Trainer {
   Generator init_gen_;
   nn::GPT model_;
   std::vector<NamedParam> params_;
-  AdamW opt_;
+  std::unique_ptr<AdamW> adamw_;           // optim.name adamw
+  std::unique_ptr<FusedOptimizer> fused_;  // lomo | adalomo: the update runs inside backward
   ScheduleOptions sched_;
   data::DataLoader loader_;
   SpikeDetector detector_;
@@ -194,8 +202,6 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       init_gen_(seed_default_generator(cfg.train.seed)),
       model_(model_config(cfg.model, cfg.train), init_gen_),
       params_(named_params(model_.parameters())),
-      opt_(params_, {.lr = cfg.optim.lr, .beta1 = cfg.optim.beta1, .beta2 = cfg.optim.beta2,
-                     .eps = cfg.optim.eps, .weight_decay = cfg.optim.weight_decay}),
       sched_{.name = cfg.optim.schedule, .lr = cfg.optim.lr, .min_lr = cfg.optim.min_lr,
              .warmup_steps = cfg.optim.warmup_steps, .max_steps = cfg.train.max_steps},
       loader_(loader_options(cfg, "data.train", cfg.data.train, true)),
@@ -203,8 +209,19 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       accum_(cfg.grad_accum_steps()),
       B_(cfg.train.batch_size),
       T_(cfg.sequence_length()) {
-  TESSERA_CHECK(cfg.optim.name == "adamw", "optim.name '", cfg.optim.name,
-                "' is not wired into the training loop yet");
+  if (cfg.optim.name == "adamw") {
+    adamw_ = std::make_unique<AdamW>(
+        params_, AdamWOptions{.lr = cfg.optim.lr, .beta1 = cfg.optim.beta1,
+                              .beta2 = cfg.optim.beta2, .eps = cfg.optim.eps,
+                              .weight_decay = cfg.optim.weight_decay});
+  } else {
+    TESSERA_CHECK(accum_ == 1, "optim.name '", cfg.optim.name,
+                  "' cannot accumulate gradients (train.total_batch_size)");
+    fused_ = std::make_unique<FusedOptimizer>(
+        params_, LomoOptions{.name = cfg.optim.name, .weight_decay = cfg.optim.weight_decay,
+                             .clip_value = cfg.optim.clip_value,
+                             .loss_scale = cfg.optim.loss_scale, .max_norm = cfg.optim.grad_clip});
+  }
   // The batches a clean run reads at (1-based) step n: [(n - 1) * accum, n * accum).
   for (int64_t n : parse_step_list(cfg.spike.inject_steps))
     for (int64_t i = 0; i < accum_; ++i) poisoned_.insert((n - 1) * accum_ + i);
@@ -239,16 +256,27 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
 
 void Trainer::restore(const std::string& path, const CheckpointData& ck, bool with_history) {
   load_model_into(path, model_.parameters());
-  std::map<std::string, Tensor> saved(ck.optimizer.begin(), ck.optimizer.end());
-  std::vector<StateEntry> state;
-  for (const NamedParam& p : params_) {
-    auto m = saved.find(p.name + "/m"), v = saved.find(p.name + "/v");
-    TESSERA_CHECK(m != saved.end() && v != saved.end(), "checkpoint ", path,
-                  ": no optimizer state for ", p.name);
-    state.push_back({p.name, m->second, v->second, Tensor()});
+  if (adamw_) {
+    std::map<std::string, Tensor> saved(ck.optimizer.begin(), ck.optimizer.end());
+    std::vector<StateEntry> state;
+    for (const NamedParam& p : params_) {
+      auto m = saved.find(p.name + "/m"), v = saved.find(p.name + "/v");
+      TESSERA_CHECK(m != saved.end() && v != saved.end(), "checkpoint ", path,
+                    ": no AdamW state for ", p.name, " (resume with the optimizer it was saved "
+                    "with; --init takes the weights alone)");
+      state.push_back({p.name, m->second, v->second, Tensor()});
+    }
+    adamw_->load_state(state);
+    adamw_->set_step_count(get_int(ck, path, "optimizer_step"));
+  } else {
+    try {
+      fused_->load_state(ck.optimizer);
+    } catch (const Error& e) {
+      TESSERA_FAIL("checkpoint ", path, ": ", e.what(), " (resume with the optimizer it was saved ",
+                   "with; --init takes the weights alone)");
+    }
+    fused_->set_step_count(get_int(ck, path, "optimizer_step"));
   }
-  opt_.load_state(state);
-  opt_.set_step_count(get_int(ck, path, "optimizer_step"));
   step_ = get_int(ck, path, "step");
   tokens_seen_ = get_int(ck, path, "tokens_seen");
   schedule_step_ = get_int(ck, path, "schedule_step", step_);
@@ -280,13 +308,17 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
 std::string Trainer::save(int64_t done) {
   CheckpointData ck;
   ck.model = model_.parameters();
-  for (const StateEntry& e : opt_.state()) {
-    ck.optimizer.emplace_back(e.name + "/m", e.m);
-    ck.optimizer.emplace_back(e.name + "/v", e.v);
+  if (adamw_) {
+    for (const StateEntry& e : adamw_->state()) {
+      ck.optimizer.emplace_back(e.name + "/m", e.m);
+      ck.optimizer.emplace_back(e.name + "/v", e.v);
+    }
+  } else {
+    ck.optimizer = fused_->state();
   }
   ck.trainer_ints = {{"step", done},
                      {"tokens_seen", tokens_seen_},
-                     {"optimizer_step", opt_.step_count()},
+                     {"optimizer_step", adamw_ ? adamw_->step_count() : fused_->step_count()},
                      {"micro_step", 0},  // checkpoints fall between optimizer steps
                      {"schedule_step", schedule_step_},
                      {"rollbacks", history_.rollbacks},
@@ -350,17 +382,22 @@ data::Batch Trainer::next_batch(int64_t* index) {
   return b;
 }
 
+Tensor Trainer::micro_loss(int64_t* index) {
+  data::Batch b = next_batch(index);
+  Tensor loss = model_.loss(b.inputs, b.targets, true);
+  if (poisoned_.count(*index) && cfg_.spike.inject_kind != "corrupt") {
+    const double s = cfg_.spike.inject_kind == "nan" ? std::nan("") : cfg_.spike.inject_scale;
+    loss = ops::scale(loss, s);
+  }
+  return loss;
+}
+
 double Trainer::forward_backward(int64_t* first_batch) {
   double loss_sum = 0;
   for (int64_t micro = 0; micro < accum_; ++micro) {
     int64_t index = 0;
-    data::Batch b = next_batch(&index);
+    Tensor loss = micro_loss(&index);
     if (micro == 0) *first_batch = index;
-    Tensor loss = model_.loss(b.inputs, b.targets, true);
-    if (poisoned_.count(index) && cfg_.spike.inject_kind != "corrupt") {
-      const double s = cfg_.spike.inject_kind == "nan" ? std::nan("") : cfg_.spike.inject_scale;
-      loss = ops::scale(loss, s);
-    }
     loss_sum += loss.item();
     backward(accum_ == 1 ? loss : ops::scale(loss, 1.0 / double(accum_)));
   }
@@ -435,6 +472,24 @@ void Trainer::spike(int64_t first_batch, const std::string& reason) {
   if (target) save(step_);
 }
 
+bool Trainer::clean(double loss, std::optional<double> norm, SpikeVerdict* verdict) {
+  if (!cfg_.spike.enabled) {
+    TESSERA_CHECK(std::isfinite(loss), "step ", step_ + 1, ": loss is ", loss,
+                  " (diverged); lower optim.lr, or enable spike: to roll back automatically");
+    return true;
+  }
+  *verdict = detector_.check(loss, norm);
+  if (verdict->spike) return false;
+  detector_.accept(loss, norm);
+  return true;
+}
+
+double Trainer::lr_now() const {
+  double lr = lr_at(sched_, schedule_step_);
+  if (schedule_step_ < history_.lr_factor_until) lr *= cfg_.spike.lr_factor;
+  return lr;
+}
+
 void Trainer::log_step(int64_t done, double loss, double lr, double norm, double dt) {
   const double elapsed = seconds_since(start_);
   const double eta = elapsed / double(std::max<int64_t>(done - first_step_, 1)) *
@@ -462,25 +517,36 @@ TrainResult Trainer::run() {
   while (step_ < stop) {
     const auto t0 = std::chrono::steady_clock::now();
     int64_t first_batch = 0;
-    const double loss = forward_backward(&first_batch);
-    const double norm = grad_norm(params_);
-    if (cfg_.spike.enabled) {
-      const SpikeVerdict v = detector_.check(loss, norm);
-      if (v.spike) {
-        opt_.zero_grad();  // the update is not applied
-        spike(first_batch, v.reason);
+    double loss = 0, norm = 0, lr = 0;
+    SpikeVerdict verdict;
+    if (adamw_) {
+      loss = forward_backward(&first_batch);
+      norm = grad_norm(params_);
+      if (!clean(loss, norm, &verdict)) {
+        adamw_->zero_grad();  // the update is not applied
+        spike(first_batch, verdict.reason);
         continue;
       }
-      detector_.accept(loss, norm);
+      clip_grads(params_, norm, cfg_.optim.grad_clip);
+      lr = lr_now();
+      adamw_->step(lr);
+      adamw_->zero_grad();
     } else {
-      TESSERA_CHECK(std::isfinite(loss), "step ", step_ + 1, ": loss is ", loss,
-                    " (diverged); lower optim.lr, or enable spike: to roll back automatically");
+      // LOMO/AdaLomo update inside backward, so the spike check must come first: on the loss
+      // alone, or on loss and norm when norm clipping runs a first, update-free pass anyway.
+      // Without it a gradient-norm spike goes unseen, and a NaN gradient shows up as the next
+      // step's NaN loss (rolled back like any other).
+      Tensor l = micro_loss(&first_batch);
+      loss = l.item();
+      std::optional<double> known;
+      if (cfg_.optim.grad_clip > 0) known = fused_->grad_norm(l);
+      if (!clean(loss, known, &verdict)) {
+        spike(first_batch, verdict.reason);
+        continue;
+      }
+      lr = lr_now();
+      norm = known ? fused_->apply(l, lr, fused_->clip_coef(*known)) : fused_->apply(l, lr);
     }
-    clip_grads(params_, norm, cfg_.optim.grad_clip);
-    double lr = lr_at(sched_, schedule_step_);
-    if (schedule_step_ < history_.lr_factor_until) lr *= cfg_.spike.lr_factor;
-    opt_.step(lr);
-    opt_.zero_grad();
     ++schedule_step_;
     tokens_seen_ += B_ * T_ * accum_;
     const int64_t done = ++step_;
