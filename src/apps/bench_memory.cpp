@@ -1,0 +1,201 @@
+// build/bench_memory: peak CPU memory and time of one training step on the same GPT with AdamW,
+// LOMO and AdaLomo (optim/lomo.h), the last two also with norm clipping (two backward passes).
+//
+//   build/bench_memory                                     # 8 x 512, GPT-2 vocabulary, B 1, T 64
+//   build/bench_memory --n-layer 4 --n-embd 256 --batch 8 --recompute=false
+//
+// A step is what a fine-tuning loop runs: forward, backward, then for AdamW clip_grad_norm(1.0),
+// step() and zero_grad() (gradients dropped right after the update, AdamW's best case); for
+// LOMO/AdaLomo backward_step(), which updates inside backward. Each optimizer gets a fresh model
+// (same seed, same batch of random tokens), one warmup step, then one step between
+// reset_peak_memory() and memory_stats(): "peak" is the most bytes the tessera CPU allocator held
+// at once during that step, counted from before the model was built, so it includes parameters,
+// optimizer state, gradients, activations and every temporary tensor (not std::vector scratch,
+// BLAS workspace or the process itself). Then --steps steps are timed.
+#include <chrono>
+#include <cstdio>
+#include <cxxopts.hpp>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "autograd/autograd.h"
+#include "core/error.h"
+#include "core/tensor.h"
+#include "nn/gpt.h"
+#include "optim/adamw.h"
+#include "optim/clip.h"
+#include "optim/lomo.h"
+
+using namespace tessera;
+
+namespace {
+
+struct Row {
+  std::string name;
+  int64_t peak = 0, params = 0, grads = 0, state = 0;
+  double ms = 0;
+};
+
+int64_t bytes_of(const std::vector<NamedParam>& ps) {
+  int64_t b = 0;
+  for (const auto& np : ps) b += int64_t(np.param.nbytes());
+  return b;
+}
+
+int64_t grad_bytes(const std::vector<NamedParam>& ps) {
+  int64_t b = 0;
+  for (const auto& np : ps)
+    if (np.param.grad().defined()) b += int64_t(np.param.grad().nbytes());
+  return b;
+}
+
+// One optimizer's run: `setup` builds the optimizer over the model's parameters and returns the
+// step function (which records the gradient peak into row.grads) and fills row.state.
+using StepFn = std::function<void()>;
+Row measure(const std::string& name, const nn::GPTConfig& cfg, int steps,
+            const std::function<StepFn(const nn::GPT&, std::vector<NamedParam>&, Row&)>& setup) {
+  Row row;
+  row.name = name;
+  const int64_t base = memory_stats(Device::cpu()).current_bytes;
+  {
+    Generator gen(1337);
+    nn::GPT model(cfg, gen);
+    std::vector<NamedParam> params = named_params(model.parameters());
+    row.params = bytes_of(params);
+    StepFn step = setup(model, params, row);
+    step();  // warmup: the measured and timed steps start from a warm heap
+    reset_peak_memory(Device::cpu());
+    step();
+    row.peak = memory_stats(Device::cpu()).peak_bytes - base;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int s = 0; s < steps; ++s) step();
+    const auto t1 = std::chrono::steady_clock::now();
+    row.ms = std::chrono::duration<double, std::milli>(t1 - t0).count() / steps;
+  }
+  return row;
+}
+
+std::string mib(int64_t b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", double(b) / (1024.0 * 1024.0));
+  return buf;
+}
+
+int run(int argc, char** argv) {
+  cxxopts::Options options("bench_memory",
+                           "Peak memory and time of a training step: AdamW vs LOMO vs AdaLomo");
+  // clang-format off
+  options.add_options()
+      ("n-layer", "transformer blocks", cxxopts::value<int64_t>()->default_value("8"), "N")
+      ("n-embd", "channels", cxxopts::value<int64_t>()->default_value("512"), "C")
+      ("n-head", "attention heads", cxxopts::value<int64_t>()->default_value("8"), "H")
+      ("vocab", "vocabulary size", cxxopts::value<int64_t>()->default_value("50257"), "V")
+      ("seq", "sequence length T (also the block size)",
+       cxxopts::value<int64_t>()->default_value("64"), "T")
+      ("batch", "sequences per step B", cxxopts::value<int64_t>()->default_value("1"), "B")
+      ("recompute", "activation checkpointing per block",
+       cxxopts::value<bool>()->default_value("true"), "BOOL")
+      ("untied", "separate output head instead of tied embeddings")
+      ("steps", "timed steps per optimizer", cxxopts::value<int>()->default_value("3"), "N")
+      ("h,help", "print this help");
+  // clang-format on
+  cxxopts::ParseResult args;
+  try {
+    args = options.parse(argc, argv);
+  } catch (const cxxopts::exceptions::exception& e) {
+    TESSERA_FAIL("command line: ", e.what());
+  }
+  if (args.count("help")) {
+    std::cout << options.help();
+    return 0;
+  }
+  TESSERA_CHECK(args.unmatched().empty(), "command line: unexpected argument '",
+                args.unmatched().empty() ? "" : args.unmatched().front(), "'");
+
+  nn::GPTConfig cfg;
+  cfg.n_layer = args["n-layer"].as<int64_t>();
+  cfg.n_embd = args["n-embd"].as<int64_t>();
+  cfg.n_head = args["n-head"].as<int64_t>();
+  cfg.vocab_size = args["vocab"].as<int64_t>();
+  cfg.block_size = args["seq"].as<int64_t>();
+  cfg.recompute = args["recompute"].as<bool>();
+  cfg.tie_embeddings = !args.count("untied");
+  cfg.validate();
+  const int64_t B = args["batch"].as<int64_t>(), T = cfg.block_size;
+  const int steps = args["steps"].as<int>();
+  TESSERA_CHECK(B > 0 && steps > 0, "command line: --batch and --steps must be positive");
+
+  // Random tokens: memory and time do not depend on what the model reads.
+  Generator data_gen(7);
+  std::vector<float> u = rand({2 * B * T}, data_gen).to_vector<float>();
+  std::vector<int32_t> xs(size_t(B * T)), ys(size_t(B * T));
+  for (size_t i = 0; i < xs.size(); ++i) {
+    xs[i] = std::min(int32_t(u[i] * float(cfg.vocab_size)), int32_t(cfg.vocab_size - 1));
+    ys[i] =
+        std::min(int32_t(u[xs.size() + i] * float(cfg.vocab_size)), int32_t(cfg.vocab_size - 1));
+  }
+  const Tensor x = from_vector(xs, {B, T}), y = from_vector(ys, {B, T});
+  const double lr = 1e-5;  // small: the weights barely move between the measured steps
+
+  std::vector<Row> rows;
+  rows.push_back(measure("adamw", cfg, steps, [&](const nn::GPT& m, auto& params, Row& r) {
+    auto opt = std::make_shared<AdamW>(params, AdamWOptions{.lr = lr, .weight_decay = 0.1});
+    for (const StateEntry& e : opt->state()) {
+      r.state += int64_t(e.m.nbytes() + e.v.nbytes());
+      if (e.master.data_ptr() != m.parameter(e.name).data_ptr())
+        r.state += int64_t(e.master.nbytes());
+    }
+    return StepFn([&m, &params, &r, &x, &y, opt, lr] {
+      Tensor loss = m.loss(x, y);
+      backward(loss);
+      r.grads = std::max(r.grads, grad_bytes(params));  // every gradient is alive here
+      clip_grad_norm(params, 1.0);
+      opt->step(lr);
+      opt->zero_grad();
+    });
+  }));
+  for (const char* name : {"lomo", "adalomo"}) {
+    for (const double max_norm : {0.0, 1.0}) {
+      const std::string label = std::string(name) + (max_norm > 0 ? " +clip (2 passes)" : "");
+      rows.push_back(measure(label, cfg, steps, [&](const nn::GPT& m, auto& params, Row& r) {
+        auto opt = std::make_shared<FusedOptimizer>(
+            params, LomoOptions{.name = name, .weight_decay = 0.1, .max_norm = max_norm});
+        for (const auto& [key, t] : opt->state()) r.state += int64_t(t.nbytes());
+        return StepFn([&m, &r, &x, &y, opt, lr] {
+          opt->backward_step(m.loss(x, y), lr);
+          r.grads = std::max(r.grads, opt->peak_grad_bytes());
+        });
+      }));
+    }
+  }
+
+  const int64_t n_params = rows[0].params / 4;  // f32
+  std::cout << "GPT " << cfg.n_layer << " layers x " << cfg.n_embd << " channels, " << cfg.n_head
+            << " heads, vocab " << cfg.vocab_size << ", "
+            << (cfg.tie_embeddings ? "tied" : "untied") << " embeddings, " << n_params
+            << " parameters (f32); batch " << B << " x " << T << " tokens; recompute "
+            << (cfg.recompute ? "on" : "off") << "\n"
+            << "peak: tessera CPU allocator high-water mark during one step (parameters, optimizer "
+               "state, gradients, activations, temporaries)\n"
+            << "grads: most gradient bytes alive at once; state: optimizer state bytes\n\n";
+  std::printf("%-24s %12s %12s %12s %12s %10s %12s\n", "optimizer", "peak MiB", "params MiB",
+              "grads MiB", "state MiB", "ms/step", "peak/AdamW");
+  for (const Row& r : rows)
+    std::printf("%-24s %12s %12s %12s %12s %10.0f %12.3f\n", r.name.c_str(), mib(r.peak).c_str(),
+                mib(r.params).c_str(), mib(r.grads).c_str(), mib(r.state).c_str(), r.ms,
+                double(r.peak) / double(rows[0].peak));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "bench_memory: " << e.what() << std::endl;
+    return 1;
+  }
+}
