@@ -3,9 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
+#include "core/tensor.h"
 
 namespace tessera::testing {
 
@@ -20,6 +23,19 @@ std::string error_of(F&& f) {
   }
   ADD_FAILURE() << "expected a tessera::Error";
   return "";
+}
+
+// A tensor's values as doubles, whatever its floating dtype.
+inline std::vector<double> values(const Tensor& t) {
+  return t.to(DType::F64).to_vector<double>();
+}
+
+// The raw bytes of a tensor: "bit-identical" compares these.
+inline std::vector<unsigned char> bytes(const Tensor& t) {
+  Tensor c = t.contiguous();
+  std::vector<unsigned char> out(c.nbytes());
+  std::memcpy(out.data(), c.data_ptr(), out.size());
+  return out;
 }
 
 }  // namespace tessera::testing

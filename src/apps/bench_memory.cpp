@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "autograd/autograd.h"
+#include "config/cli.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "nn/gpt.h"
@@ -101,18 +102,12 @@ int run(int argc, char** argv) {
       ("steps", "timed steps per optimizer", cxxopts::value<int>()->default_value("3"), "N")
       ("h,help", "print this help");
   // clang-format on
-  cxxopts::ParseResult args;
-  try {
-    args = options.parse(argc, argv);
-  } catch (const cxxopts::exceptions::exception& e) {
-    TESSERA_FAIL("command line: ", e.what());
-  }
-  if (args.count("help")) {
+  bool help = false;
+  cxxopts::ParseResult args = parse_flags(options, argc, argv, &help);
+  if (help) {
     std::cout << options.help();
     return 0;
   }
-  TESSERA_CHECK(args.unmatched().empty(), "command line: unexpected argument '",
-                args.unmatched().empty() ? "" : args.unmatched().front(), "'");
 
   nn::GPTConfig cfg;
   cfg.n_layer = args["n-layer"].as<int64_t>();

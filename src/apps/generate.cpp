@@ -6,6 +6,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/h5.h"
+#include "config/cli.h"
 #include "config/config.h"
 #include "data/tokenizer.h"
 #include "nn/generate.h"
@@ -24,13 +25,13 @@ int main(int argc, char** argv) {
         ("seed", "sampling seed", cxxopts::value<uint64_t>()->default_value("42"))
         ("tokenizer-dir", "override the tokenizer directory", cxxopts::value<std::string>())
         ("h,help", "show this help");
-    auto args = options.parse(argc, argv);
-    if (args.count("help")) {
+    bool help = false;
+    cxxopts::ParseResult args = parse_flags(options, argc, argv, &help);
+    if (help) {
       std::cout << options.help() << "\n";
       return 0;
     }
-    TESSERA_CHECK(args.count("checkpoint"), "--checkpoint is required");
-    TESSERA_CHECK(args.unmatched().empty(), "unexpected argument '", args.unmatched()[0], "'");
+    TESSERA_CHECK(args.count("checkpoint"), "command line: --checkpoint is required");
     const std::string path = resolve_checkpoint(args["checkpoint"].as<std::string>());
     std::string yaml;
     {

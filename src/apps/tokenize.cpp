@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "config/cli.h"
 #include "core/error.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
@@ -98,18 +99,12 @@ int run(int argc, char** argv) {
       ("h,help", "print this help");
   // clang-format on
 
-  cxxopts::ParseResult args;
-  try {
-    args = options.parse(argc, argv);
-  } catch (const cxxopts::exceptions::exception& e) {
-    TESSERA_FAIL("command line: ", e.what());
-  }
-  if (args.count("help")) {
+  bool help = false;
+  cxxopts::ParseResult args = parse_flags(options, argc, argv, &help);
+  if (help) {
     std::cout << options.help();
     return 0;
   }
-  TESSERA_CHECK(args.unmatched().empty(), "command line: unexpected argument '",
-                args.unmatched().empty() ? "" : args.unmatched().front(), "'");
   TESSERA_CHECK(args.count("tokenizer"), "command line: --tokenizer byte|gpt2 is required");
   TESSERA_CHECK(args.count("output"), "command line: --output PREFIX is required");
   std::vector<std::string> inputs;

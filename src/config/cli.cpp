@@ -50,22 +50,31 @@ void add_config_options(cxxopts::Options& options) {
 
 }  // namespace
 
+cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, const char* const* argv,
+                                 bool* help) {
+  cxxopts::ParseResult args;
+  try {
+    args = options.parse(argc, argv);
+  } catch (const cxxopts::exceptions::exception& e) {
+    TESSERA_FAIL("command line: ", e.what());
+  }
+  *help = args.count("help") > 0;
+  if (!*help && !args.unmatched().empty()) {
+    TESSERA_FAIL("command line: unexpected argument '", args.unmatched().front(), "'");
+  }
+  return args;
+}
+
 CommandLine parse_command_line(int argc, const char* const* argv, cxxopts::Options& options,
                                bool config_required) {
   CommandLine cl;
   try {
     add_config_options(options);
-    cl.args = options.parse(argc, argv);
   } catch (const cxxopts::exceptions::exception& e) {
     TESSERA_FAIL("command line: ", e.what());
   }
-  if (cl.args.count("help")) {
-    cl.help = true;
-    return cl;
-  }
-  if (!cl.args.unmatched().empty()) {
-    TESSERA_FAIL("command line: unexpected argument '", cl.args.unmatched().front(), "'");
-  }
+  cl.args = parse_flags(options, argc, argv, &cl.help);
+  if (cl.help) return cl;
 
   for (const auto& kv : cl.args.arguments()) {
     if (kv.key() == "config") {

@@ -35,6 +35,11 @@ struct CommandLine {
   bool help = false;                   // --help: nothing else was parsed or checked
 };
 
+// Parses argv against `options` alone (binaries without a config): a cxxopts error or a stray
+// argument is a tessera::Error "command line: ..."; *help is set when -h/--help was given.
+cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, const char* const* argv,
+                                 bool* help);
+
 // Adds the flags above to `options` (once per Options), parses argv and loads the config.
 CommandLine parse_command_line(int argc, const char* const* argv, cxxopts::Options& options,
                                bool config_required = true);

@@ -32,15 +32,8 @@ void set_grad(const Tensor& p, const std::vector<double>& g) {
   p.impl().autograd->grad = from_vector(g, p.shape(), p.dtype());
 }
 
-std::vector<double> values(const Tensor& t) { return t.to(DType::F64).to_vector<double>(); }
-
-// The raw bytes of a tensor: "bit-identical" compares these.
-std::vector<unsigned char> bytes(const Tensor& t) {
-  Tensor c = t.contiguous();
-  std::vector<unsigned char> out(c.nbytes());
-  std::memcpy(out.data(), c.data_ptr(), out.size());
-  return out;
-}
+using tessera::testing::bytes;
+using tessera::testing::values;
 
 TEST(AdamW, one_step_matches_hand_computed_formula_and_decays_only_the_matrix) {
   Tensor w = param({1.0, -2.0, 0.5, 3.0}, {2, 2});

@@ -28,14 +28,8 @@ using nn::GPT;
 using nn::GPTConfig;
 using testing::error_of;
 
-std::vector<double> values(const Tensor& t) { return t.to(DType::F64).to_vector<double>(); }
-
-std::vector<unsigned char> bytes(const Tensor& t) {
-  Tensor c = t.contiguous();
-  std::vector<unsigned char> out(c.nbytes());
-  std::memcpy(out.data(), c.data_ptr(), out.size());
-  return out;
-}
+using tessera::testing::bytes;
+using tessera::testing::values;
 
 // 2 layers, 32 channels, tied embeddings: every kind of GPT-2 parameter, and one (wte) that gets
 // two contributions per backward.
