@@ -291,7 +291,8 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
     return it->second;
   };
   loader_.set_state({uint64_t(d("seed")), d("epoch"), d("position")});
-  detector_.set_windows(window_of(ck, "spike/loss_window"), window_of(ck, "spike/norm_window"));
+  detector_.set_windows(window_of(ck, "spike/loss_window"),
+                        window_of(ck, "spike/log_norm_window"));
   if (with_history) {
     history_ = RunHistory{};
     history_.rollbacks = get_int(ck, path, "rollbacks", 0);
@@ -331,7 +332,7 @@ std::string Trainer::save(int64_t done) {
   }
   // An empty window is left out (its absence reads back as empty).
   for (const auto& [name, w] : {std::pair{"spike/loss_window", &detector_.losses()},
-                                std::pair{"spike/norm_window", &detector_.norms()}})
+                                std::pair{"spike/log_norm_window", &detector_.log_norms()}})
     if (!w->empty())
       ck.trainer_tensors.emplace_back(
           name, from_vector(std::vector<double>(w->begin(), w->end()), {int64_t(w->size())}));

@@ -11,11 +11,11 @@ using namespace tessera::train;
 
 namespace {
 
-// A full window of 4 alternating 1, 3: mean 2, population std 1, so a value's z-score is
-// value - 2 for the loss; the gradient norms are 10 x that (mean 20, std 10).
+// A full window of 4 alternating 1, 3: mean 2, population std 1, so a loss's z-score is
+// loss - 2; the gradient norms are e^1, e^3, scored in log space: a norm's z-score is log(norm) - 2.
 SpikeDetector full_detector(double threshold = 7) {
   SpikeDetector d({.window = 4, .threshold = threshold});
-  for (int i = 0; i < 4; ++i) d.accept(i % 2 ? 3.0 : 1.0, i % 2 ? 30.0 : 10.0);
+  for (int i = 0; i < 4; ++i) d.accept(i % 2 ? 3.0 : 1.0, std::exp(i % 2 ? 3.0 : 1.0));
   return d;
 }
 
@@ -30,18 +30,23 @@ TEST(Spike, window_stats_are_mean_and_population_std) {
 TEST(Spike, z_score_threshold_on_loss_and_on_gradient_norm) {
   SpikeDetector d = full_detector();
   ASSERT_TRUE(d.active());
-  EXPECT_FALSE(d.check(2.0 + 6.9, 20.0).spike);
-  EXPECT_TRUE(d.check(2.0 + 7.1, 20.0).spike);
-  EXPECT_FALSE(d.check(2.0, 20.0 + 69.0).spike);
-  SpikeVerdict v = d.check(2.0, 20.0 + 71.0);
+  const double typical = std::exp(2.0);
+  EXPECT_FALSE(d.check(2.0 + 6.9, typical).spike);
+  EXPECT_TRUE(d.check(2.0 + 7.1, typical).spike);
+  EXPECT_FALSE(d.check(2.0, std::exp(2.0 + 6.9)).spike);
+  SpikeVerdict v = d.check(2.0, std::exp(2.0 + 7.1));
   EXPECT_TRUE(v.spike);
   EXPECT_NE(v.reason.find("gradient norm"), std::string::npos) << v.reason;
   EXPECT_NE(v.reason.find("7.1 sigma"), std::string::npos) << v.reason;
+  EXPECT_NE(v.reason.find("log scale"), std::string::npos) << v.reason;
+  // On the raw scale (mean 11.4, std 8.5) a norm of 80 would be 8 sigma; in log space it is 2.4.
+  EXPECT_FALSE(d.check(2.0, 80.0).spike);
 }
 
 TEST(Spike, one_sided_a_sudden_drop_is_not_a_spike) {
   SpikeDetector d = full_detector();
-  EXPECT_FALSE(d.check(2.0 - 50.0, 20.0 - 500.0).spike);
+  EXPECT_FALSE(d.check(2.0 - 50.0, 1e-6).spike);
+  EXPECT_FALSE(d.check(2.0, 0.0).spike);  // a zero norm stays finite in log space
 }
 
 TEST(Spike, inactive_until_the_window_is_full_except_for_nan_and_inf) {
@@ -61,9 +66,11 @@ TEST(Spike, check_leaves_the_windows_alone_and_accept_rolls_them) {
   EXPECT_EQ(d.losses(), before);
   // A rejected outlier stays an outlier: the baseline it is scored against did not move.
   EXPECT_TRUE(d.check(100.0, 20.0).spike);
-  d.accept(5.0, 50.0);
+  d.accept(5.0, std::exp(5.0));
   EXPECT_EQ(d.losses(), (std::deque<double>{3.0, 1.0, 3.0, 5.0}));
-  EXPECT_EQ(d.norms(), (std::deque<double>{30.0, 10.0, 30.0, 50.0}));
+  EXPECT_EQ(d.log_norms().size(), 4u);
+  EXPECT_DOUBLE_EQ(d.log_norms().front(), 3.0);
+  EXPECT_DOUBLE_EQ(d.log_norms().back(), 5.0);
 }
 
 TEST(Spike, constant_window_does_not_divide_by_zero) {
@@ -77,7 +84,7 @@ TEST(Spike, saved_windows_restore_and_longer_ones_keep_the_newest) {
   SpikeDetector d({.window = 2, .threshold = 7});
   d.set_windows({1, 2, 3}, {4, 5, 6});
   EXPECT_EQ(d.losses(), (std::deque<double>{2, 3}));
-  EXPECT_EQ(d.norms(), (std::deque<double>{5, 6}));
+  EXPECT_EQ(d.log_norms(), (std::deque<double>{5, 6}));
 }
 
 TEST(Spike, an_unknown_norm_is_not_scored_and_not_recorded) {
@@ -86,5 +93,5 @@ TEST(Spike, an_unknown_norm_is_not_scored_and_not_recorded) {
   EXPECT_TRUE(d.check(100.0, std::nullopt).spike);
   d.accept(2.0, std::nullopt);
   EXPECT_EQ(d.losses().size(), 4u);
-  EXPECT_EQ(d.norms(), (std::deque<double>{10.0, 30.0, 10.0, 30.0}));
+  EXPECT_EQ(d.log_norms().size(), 4u);
 }
