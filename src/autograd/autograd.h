@@ -37,11 +37,22 @@ class GradSink {
   explicit GradSink(Node& node) : node_(node) {}
   bool needs(size_t input) const;               // does input `input` want a gradient?
   void add(size_t input, const Tensor& grad);   // checks the shape against the input's
+  // For a gradient cheaper to add than to build (embedding's scatter-add): `accumulate(acc)` adds
+  // this op's contribution into acc, a dense gradient of the input's shape and of dtype `dtype`
+  // (the leaf's own accumulated gradient when it has that dtype, else fresh zeros). Saves a
+  // full-size temporary per contribution.
+  void add_into(size_t input, DType dtype, std::function<void(Tensor& acc)> accumulate);
 
  private:
   friend class Engine;
+  struct Accumulation {
+    size_t input;
+    DType dtype;
+    std::function<void(Tensor&)> fn;
+  };
   Node& node_;
   std::vector<std::pair<size_t, Tensor>> grads_;
+  std::vector<Accumulation> accumulations_;
 };
 
 using BackwardFn = std::function<void(const Tensor& grad_out, GradSink& sink)>;

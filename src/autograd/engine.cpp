@@ -151,6 +151,13 @@ void GradSink::add(size_t input, const Tensor& grad) {
   grads_.emplace_back(input, grad);
 }
 
+void GradSink::add_into(size_t input, DType dtype, std::function<void(Tensor& acc)> accumulate) {
+  TESSERA_CHECK(input < node_.inputs.size(), "backward of ", node_.op, ": gradient for input ",
+                input, " but the op has ", node_.inputs.size(), " inputs");
+  if (!node_.inputs[input]) return;
+  accumulations_.push_back({input, dtype, std::move(accumulate)});
+}
+
 // ---- backward ----
 
 class Engine {
@@ -197,6 +204,7 @@ class Engine {
         g = Tensor();
         if (!retain_) node->backward = nullptr;
         for (auto& [idx, gi] : sink.grads_) deliver(node->inputs[idx].get(), gi);
+        for (auto& a : sink.accumulations_) deliver_into(node->inputs[a.input].get(), a);
       }
       for (const auto& in : node->inputs) {
         if (!in) continue;
@@ -247,14 +255,40 @@ class Engine {
       }
       return;
     }
-    // A leaf's gradient is its own storage, in the leaf's dtype, and accumulates in place.
+    // A leaf's gradient is its own storage, in the leaf's dtype, and accumulates in place. A first
+    // contribution that nothing else references is adopted rather than copied (one gradient-sized
+    // buffer instead of two at that moment: LOMO's peak is made of such moments).
     if (!m->grad.defined()) {
-      m->grad = Tensor::empty(m->shape, {m->dtype, m->device});
-      m->grad.copy_(g);
+      if (owned_alone(g) && g.dtype() == m->dtype && g.device() == m->device) {
+        m->grad = g;
+      } else {
+        m->grad = Tensor::empty(m->shape, {m->dtype, m->device});
+        m->grad.copy_(g);
+      }
     } else {
       Tensor gg = g.dtype() == m->grad.dtype() ? dense(g) : g.detach().to(m->grad.dtype());
       TESSERA_KERNEL(m->grad, axpby)(m->grad, 1.0, m->grad, 1.0, gg);
     }
+  }
+
+  // A contribution that adds itself into the gradient (GradSink::add_into).
+  void deliver_into(AutogradMeta* m, const GradSink::Accumulation& a) {
+    if (!m->grad_fn && !captured_ && a.dtype == m->dtype) {
+      touched_.insert(m);
+      if (!m->grad.defined()) m->grad = zeros(m->shape, {m->dtype, m->device});
+      a.fn(m->grad);
+      return;
+    }
+    Tensor g = zeros(m->shape, {a.dtype, m->device});
+    a.fn(g);
+    deliver(m, g);
+  }
+
+  // A dense, contiguous tensor whose storage no other tensor, view or handle shares, and that takes
+  // no part in autograd: safe to keep as a leaf's gradient.
+  static bool owned_alone(const Tensor& g) {
+    return g.impl_ptr().use_count() == 1 && g.storage().use_count() == 1 && g.is_contiguous() &&
+           g.offset() == 0 && g.storage()->nbytes() == g.nbytes() && !g.impl().autograd;
   }
 
   void finish_leaf(AutogradMeta* m) {

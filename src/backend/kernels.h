@@ -52,7 +52,8 @@ struct Kernels {
 
   // ---- embedding ---- table (V, C), ids i32 (N), out/dout (N, C)
   void (*embedding_forward)(const Tensor& out, const Tensor& table, const Tensor& ids);
-  // dtable = 0, then dtable[ids[n]] += dout[n] for every n (a scatter-add: repeated ids sum).
+  // dtable[ids[n]] += dout[n] for every n, into what dtable already holds (a scatter-add:
+  // repeated ids sum; autograd passes the gradient accumulated so far, or zeros).
   void (*embedding_backward)(const Tensor& dtable, const Tensor& dout, const Tensor& ids);
 
   // ---- normalisation over the last dim ---- x, y, dx, dy (N, C); w, b, dw, db (C); mean, rstd (N)

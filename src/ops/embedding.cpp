@@ -1,5 +1,5 @@
-// embedding: out[s, :] = table[ids[s], :]. Gradient: dtable[v] = sum of dout[s] over every s with
-// ids[s] == v (a scatter-add; a token seen twice in the batch gets both contributions). The ids are
+// embedding: out[s, :] = table[ids[s], :]. Gradient: dtable[v] += dout[s] for every s with
+// ids[s] == v (a scatter-add into the table's gradient; a token seen twice gets both). The ids are
 // the only thing saved: the backward does not need the table's values.
 #include "ops/embedding.h"
 
@@ -32,11 +32,13 @@ Tensor embedding(const Tensor& table, const Tensor& ids) {
   Tensor I = detail::dense(ids).view({N});
   TESSERA_KERNEL(table, embedding_forward)(out.view({N, C}), detail::dense(table), I);
 
-  Shape table_shape = table.shape();
-  return record("embedding", out, {table}, [I, table_shape, N, C](const Tensor& dy, GradSink& g) {
-    Tensor dtable = Tensor::empty(table_shape, dy.options());
-    TESSERA_KERNEL(dy, embedding_backward)(dtable, dy.view({N, C}), I);
-    g.add(0, dtable);
+  return record("embedding", out, {table}, [I, N, C](const Tensor& dy, GradSink& g) {
+    // Scatter-added straight into the table's gradient: no (V, C) temporary. For a tied
+    // embedding that gradient already holds the output head's contribution.
+    Tensor rows = dy.view({N, C});
+    g.add_into(0, dy.dtype(), [I, rows](Tensor& dtable) {
+      TESSERA_KERNEL(rows, embedding_backward)(dtable, rows, I);
+    });
   });
 }
 

@@ -62,7 +62,6 @@ void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& 
 #pragma omp parallel for if ((V + N) * C > kParallelWork)
     for (int64_t b = 0; b < n_blocks; ++b) {
       const int64_t c0 = b * kBlock, c1 = std::min(C, c0 + kBlock);
-      for (int64_t v = 0; v < V; ++v) std::fill(dp + v * C + c0, dp + v * C + c1, T(0));
       for (int64_t n = 0; n < N; ++n) {
         T* dr = dp + int64_t(ip[n]) * C;
         const T* gr = gp + n * C;
