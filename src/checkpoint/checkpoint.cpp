@@ -7,6 +7,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <set>
 
 namespace tessera {
@@ -296,15 +298,13 @@ CheckpointData load_checkpoint(const std::string& path) {
   return ck;
 }
 
-void load_model_into(const std::string& path,
-                     const std::vector<std::pair<std::string, Tensor>>& params) {
-  H5File f = H5File::open(path);
-  TESSERA_CHECK(f.is_group("/model"), "checkpoint ", path, " has no group /model");
-  std::set<std::string> in_file;
-  for (const H5Entry& e : f.walk("/model"))
-    if (!e.is_group) in_file.insert(e.path);
+namespace {
 
-  // Check everything first: a half-loaded model is worse than an error.
+// Checks every name and shape of `stored` against params (all problems in one error naming
+// `path`), then fills each parameter with read(name, dst): nothing is written unless all fit.
+void fill_model(const std::string& path, const std::map<std::string, Shape>& stored,
+                const std::vector<std::pair<std::string, Tensor>>& params,
+                const std::function<void(const std::string&, Tensor&)>& read) {
   std::vector<std::string> problems;
   std::set<std::string> in_model;
   for (const auto& [name, t] : params) {
@@ -312,30 +312,53 @@ void load_model_into(const std::string& path,
                   "' is an undefined tensor");
     TESSERA_CHECK(in_model.insert(name).second, "load_model_into ", path, ": parameter '", name,
                   "' appears twice in the model");
-    if (!in_file.count(name)) {
+    auto it = stored.find(name);
+    if (it == stored.end()) {
       problems.push_back("missing parameter '" + name + "' (model has " + shape_str(t.shape()) +
                          ")");
-      continue;
-    }
-    Shape stored = tensor_info(f, "/model/" + name).second;
-    if (stored != t.shape())
-      problems.push_back("parameter '" + name + "': file has " + shape_str(stored) +
+    } else if (it->second != t.shape()) {
+      problems.push_back("parameter '" + name + "': file has " + shape_str(it->second) +
                          ", model has " + shape_str(t.shape()));
+    }
   }
-  for (const std::string& name : in_file)
+  for (const auto& [name, shape] : stored)
     if (!in_model.count(name))
-      problems.push_back("unexpected parameter '" + name + "' (file has " +
-                         shape_str(tensor_info(f, "/model/" + name).second) +
+      problems.push_back("unexpected parameter '" + name + "' (file has " + shape_str(shape) +
                          ", not in the model)");
   TESSERA_CHECK(problems.empty(), "cannot load model from ", path, ": ", list_problems(problems));
-
   for (const auto& [name, t] : params) {
     Tensor dst = t;  // a handle on the same storage: writing through it fills the model
-    std::string obj = "/model/" + name;
+    read(name, dst);
+  }
+}
+
+}  // namespace
+
+void load_model_into(const std::string& path,
+                     const std::vector<std::pair<std::string, Tensor>>& params) {
+  H5File f = H5File::open(path);
+  TESSERA_CHECK(f.is_group("/model"), "checkpoint ", path, " has no group /model");
+  std::map<std::string, Shape> stored;
+  for (const H5Entry& e : f.walk("/model"))
+    if (!e.is_group) stored[e.path] = tensor_info(f, "/model/" + e.path).second;
+  fill_model(path, stored, params, [&](const std::string& name, Tensor& dst) {
+    const std::string obj = "/model/" + name;
     if (tensor_info(f, obj).first == dst.dtype()) read_tensor_into(f, obj, dst);
     else dst.copy_(read_tensor(f, obj));  // copy_ converts dtype
-  }
+  });
   f.close();
+}
+
+void load_model_into(const CheckpointData& ck, const std::string& path,
+                     const std::vector<std::pair<std::string, Tensor>>& params) {
+  std::map<std::string, const Tensor*> by_name;
+  std::map<std::string, Shape> stored;
+  for (const auto& [name, t] : ck.model) {
+    by_name[name] = &t;
+    stored[name] = t.shape();
+  }
+  fill_model(path, stored, params,
+             [&](const std::string& name, Tensor& dst) { dst.copy_(*by_name.at(name)); });
 }
 
 // ---- the `latest` pointer ----

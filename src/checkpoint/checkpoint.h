@@ -82,6 +82,10 @@ CheckpointData load_checkpoint(const std::string& path);
 // both shapes.
 void load_model_into(const std::string& path,
                      const std::vector<std::pair<std::string, Tensor>>& params);
+// The same from a checkpoint already read by load_checkpoint (path names it in errors), without
+// reading the file again.
+void load_model_into(const CheckpointData& ck, const std::string& path,
+                     const std::vector<std::pair<std::string, Tensor>>& params);
 
 // ---- the `latest` pointer ----
 

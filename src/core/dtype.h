@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 namespace tessera {
 
@@ -58,6 +59,18 @@ struct bf16 {
   }
 };
 static_assert(sizeof(bf16) == 2);
+
+// x as S, for any pair of float, double and bf16 (bf16 converts through float only).
+template <typename S, typename T>
+inline S convert(T x) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    return S(float(x));
+  } else if constexpr (std::is_same_v<S, bf16>) {
+    return bf16(float(x));
+  } else {
+    return S(x);
+  }
+}
 
 enum class DeviceType : uint8_t { CPU, CUDA };
 

@@ -18,24 +18,6 @@
 namespace tessera {
 namespace {
 
-template <typename T>
-inline double load(T x) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    return double(float(x));
-  } else {
-    return double(x);
-  }
-}
-
-template <typename T>
-inline T store(double x) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    return bf16(float(x));
-  } else {
-    return T(x);
-  }
-}
-
 // Calls f(T{}) with T the element type of a CPU gradient.
 template <typename F>
 void visit_grad(const std::string& name, const Tensor& g, F&& f) {
@@ -64,7 +46,7 @@ double sum_squares(const std::string& name, const Tensor& grad) {
       for (int64_t b = 0; b < blocks; ++b) {
         double acc = 0.0;
         for (int64_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) {
-          acc += load(p[i]) * load(p[i]);
+          acc += convert<double>(p[i]) * convert<double>(p[i]);
         }
         partial[size_t(b)] = acc;
       }
@@ -91,7 +73,7 @@ void scale_grad(const std::string& name, const Tensor& grad, double s) {
       using T = decltype(z);
       T* p = static_cast<T*>(g.data_ptr());
 #pragma omp parallel for if (n > 65536)
-      for (int64_t i = 0; i < n; ++i) p[i] = store<T>(load(p[i]) * s);
+      for (int64_t i = 0; i < n; ++i) p[i] = convert<T>(convert<double>(p[i]) * s);
     });
   } else {
     TESSERA_KERNEL(g, axpby)(g, s, g, 0.0, Tensor());

@@ -24,15 +24,6 @@ namespace {
 
 enum class Pass { Idle, Norm, Update };
 
-template <typename S, typename G>
-inline S load(G x) {
-  if constexpr (std::is_same_v<G, bf16>) {
-    return S(float(x));
-  } else {
-    return S(x);
-  }
-}
-
 // sum_{i < n} term(i), in double, over fixed blocks added in order.
 template <typename F>
 double blocked_sum(int64_t n, F&& term) {
@@ -57,7 +48,7 @@ struct Prep {
   bool clamp;
   template <typename G>
   S operator()(G g) const {
-    S x = load<S>(g) / loss_scale;
+    S x = convert<S>(g) / loss_scale;
     if (clamp) x = std::min(std::max(x, -clip_value), clip_value);
     return x * coef;
   }
@@ -286,7 +277,7 @@ template <typename S, typename G>
 void FusedOptimizer::Core::take(Slot& s, const Tensor& p, const Tensor& g) {
   const G* gd = g.data<G>();
   s.sum_squares = blocked_sum(p.numel(), [&](int64_t k) {
-    const double x = load<double>(gd[k]) / opt.loss_scale;  // = g exactly when loss_scale = 1
+    const double x = convert<double>(gd[k]) / opt.loss_scale;  // = g exactly when loss_scale = 1
     return x * x;
   });
   if (pass == Pass::Norm) return;

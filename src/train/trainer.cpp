@@ -127,13 +127,13 @@ std::deque<double> window_of(const CheckpointData& ck, const std::string& name) 
 // A process killed mid-line leaves a line without its newline; the next run's first line would be
 // glued onto it. Cut it off (every complete line is kept).
 void drop_partial_line(const fs::path& file) {
-  std::error_code ec;
-  const auto size = fs::file_size(file, ec);
-  if (ec || size == 0) return;
   std::ifstream in(file, std::ios::binary);
+  if (!in || !in.seekg(-1, std::ios::end)) return;  // missing or empty
+  if (in.get() == '\n') return;                     // the usual case: one byte read
+  in.seekg(0);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (text.back() == '\n') return;
   const size_t keep = text.find_last_of('\n');
+  in.close();
   fs::resize_file(file, keep == std::string::npos ? 0 : keep + 1);
 }
 
@@ -146,7 +146,7 @@ uint64_t seed_default_generator(int64_t seed) {
 // What a run has been through: saved with every checkpoint, and kept (not restored) by a rollback.
 struct RunHistory {
   int64_t rollbacks = 0;        // spikes handled so far
-  int64_t lr_factor_until = 0;  // schedule steps below it run at lr * spike.lr_factor
+  int64_t lr_factor_until = 0;  // steps below it run at lr * spike.lr_factor
   std::vector<std::pair<int64_t, int64_t>> skips;  // [begin, end) global batch indices never read
 };
 
@@ -188,7 +188,6 @@ class Trainer {
   std::ofstream metrics_;
 
   int64_t step_ = 0, tokens_seen_ = 0;
-  int64_t schedule_step_ = 0;  // LR schedule position: applied updates (skipped data is not counted)
   RunHistory history_;
   TrainResult result_;
   std::chrono::steady_clock::time_point start_;
@@ -255,7 +254,7 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
 }
 
 void Trainer::restore(const std::string& path, const CheckpointData& ck, bool with_history) {
-  load_model_into(path, model_.parameters());
+  load_model_into(ck, path, model_.parameters());
   if (adamw_) {
     std::map<std::string, Tensor> saved(ck.optimizer.begin(), ck.optimizer.end());
     std::vector<StateEntry> state;
@@ -279,7 +278,6 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
   }
   step_ = get_int(ck, path, "step");
   tokens_seen_ = get_int(ck, path, "tokens_seen");
-  schedule_step_ = get_int(ck, path, "schedule_step", step_);
   TESSERA_CHECK(get_int(ck, path, "micro_step", 0) == 0, "checkpoint ", path,
                 " was taken inside gradient accumulation, which tessera never does");
   auto rng = ck.rng.find("default");
@@ -321,7 +319,7 @@ std::string Trainer::save(int64_t done) {
                      {"tokens_seen", tokens_seen_},
                      {"optimizer_step", adamw_ ? adamw_->step_count() : fused_->step_count()},
                      {"micro_step", 0},  // checkpoints fall between optimizer steps
-                     {"schedule_step", schedule_step_},
+                     {"schedule_step", step_},  // the LR schedule position is the step
                      {"rollbacks", history_.rollbacks},
                      {"lr_factor_until", history_.lr_factor_until},
                      {"skip_ranges", int64_t(history_.skips.size())}};
@@ -452,7 +450,7 @@ void Trainer::spike(int64_t first_batch, const std::string& reason) {
     to = std::to_string(step_);
   }
   if (sc.lr_factor != 1.0 && sc.lr_factor_steps > 0)
-    history_.lr_factor_until = schedule_step_ + sc.lr_factor_steps;
+    history_.lr_factor_until = step_ + sc.lr_factor_steps;
   std::snprintf(line, sizeof line,
                 "rollback %ld/%ld: %s; skipping batches [%ld, %ld) of the data",
                 long(history_.rollbacks), long(sc.max_rollbacks),
@@ -460,7 +458,7 @@ void Trainer::spike(int64_t first_batch, const std::string& reason) {
                        : "no checkpoint before the spike, update skipped",
                 long(first_batch), long(first_batch + skip));
   log_ << line;
-  if (history_.lr_factor_until > schedule_step_)
+  if (history_.lr_factor_until > step_)
     log_ << "; lr x" << sc.lr_factor << " for " << sc.lr_factor_steps << " steps";
   log_ << std::endl;
   emit("{\"step\": " + std::to_string(at) + ", \"event\": \"rollback\", \"reason\": " +
@@ -486,8 +484,8 @@ bool Trainer::clean(double loss, std::optional<double> norm, SpikeVerdict* verdi
 }
 
 double Trainer::lr_now() const {
-  double lr = lr_at(sched_, schedule_step_);
-  if (schedule_step_ < history_.lr_factor_until) lr *= cfg_.spike.lr_factor;
+  double lr = lr_at(sched_, step_);
+  if (step_ < history_.lr_factor_until) lr *= cfg_.spike.lr_factor;
   return lr;
 }
 
@@ -548,8 +546,7 @@ TrainResult Trainer::run() {
       lr = lr_now();
       norm = known ? fused_->apply(l, lr, fused_->clip_coef(*known)) : fused_->apply(l, lr);
     }
-    ++schedule_step_;
-    tokens_seen_ += B_ * T_ * accum_;
+      tokens_seen_ += B_ * T_ * accum_;
     const int64_t done = ++step_;
     result_.steps = done;
     result_.last_train_loss = loss;

@@ -16,15 +16,6 @@ namespace {
 
 class Retention : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir = fs::temp_directory_path() /
-          ("tessera_retention_" + std::string(::testing::UnitTest::GetInstance()
-                                                  ->current_test_info()->name()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  void TearDown() override { fs::remove_all(dir); }
-
   std::string save(int64_t step) {
     CheckpointData ck;
     ck.model = {{"w", from_vector<float>({float(step)}, {1})}};
@@ -42,7 +33,8 @@ class Retention : public ::testing::Test {
     return s;
   }
 
-  fs::path dir;
+  tessera::testing::TempDir tmp{"tessera_retention"};
+  fs::path dir = tmp.path;
 };
 
 }  // namespace

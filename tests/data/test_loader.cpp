@@ -25,21 +25,7 @@ namespace {
 
 constexpr int64_t kVocab = 100000;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path = fs::temp_directory_path() /
-           ("tessera_loader_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using tessera::testing::TempDir;
 
 // Writes shards of the given lengths; shard f holds f * 1000 + i. Returns their paths.
 std::vector<std::string> make_shards(const TempDir& dir, const std::vector<int64_t>& lengths) {

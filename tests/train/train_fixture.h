@@ -12,17 +12,14 @@
 
 #include "config/config.h"
 #include "data/shard.h"
+#include "test_util.h"
 
 namespace tessera::testing {
 
 struct TempRun {
-  std::filesystem::path dir;
+  TempDir tmp{"tessera_train"};
+  const std::filesystem::path dir = tmp.path;
   TempRun() {
-    dir = std::filesystem::temp_directory_path() /
-          ("tessera_train_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-           "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
     // A byte-level corpus with structure to learn: a short verse repeated with variations.
     std::vector<uint32_t> train, val;
     const std::string verse = "in the beginning was the word, and the word was with the light. ";
@@ -32,7 +29,6 @@ struct TempRun {
     data::write_shard((dir / "train_000.bin").string(), train, 257);
     data::write_shard((dir / "val_000.bin").string(), val, 257);
   }
-  ~TempRun() { std::filesystem::remove_all(dir); }
 
   Config config(int64_t steps) const {
     Config c;
