@@ -14,3 +14,12 @@
 
 // After every launch: a bad configuration shows up here, not at the next unrelated call.
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+namespace tessera {
+struct Kernels;
+namespace cuda {
+// Each fills the kernel-table entries of one kernels/*.cu file (called once, from memory.cu).
+void add_attention_kernels(Kernels& k);  // attention.cu
+void add_nf4_kernels(Kernels& k);        // nf4.cu
+}  // namespace cuda
+}  // namespace tessera

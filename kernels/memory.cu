@@ -174,13 +174,16 @@ void synchronize(int device) {
   CUDA_CHECK(cudaDeviceSynchronize());
 }
 
-// Compute kernels arrive with the CUDA backend; until then their entries are null and
-// TESSERA_KERNEL names the missing one.
+// Entries a file does not fill stay null and TESSERA_KERNEL names the missing one. Each kernels/*.cu
+// file fills its own entries through an add_*_kernels function (common.cuh): an explicit call, since
+// a static-initialiser registry would be dropped with its object file from the static library.
 const Kernels& kernels() {
   static const Kernels table = [] {
     Kernels k{};
     k.copy = copy;
     k.fill = fill;
+    add_attention_kernels(k);
+    add_nf4_kernels(k);
     return k;
   }();
   return table;
