@@ -104,6 +104,48 @@ struct Kernels {
   void (*attention_backward)(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                              const Tensor& dout, const Tensor& q, const Tensor& k,
                              const Tensor& v, const Tensor& probs, double scale);
+
+  // ---- NF4 (QLoRA, peft/nf4.h) ---- an (R, K) weight W stored as codes u8 (ceil(R K / 2)): element
+  // e = r K + k is code byte e / 2, low nibble for even e; absmax f32 (ceil(R K / 64)): element e's
+  // value is kNF4[code] * absmax[e / 64].
+  // out (R, K) f32/f64/bf16 = W.
+  void (*nf4_dequantize)(const Tensor& out, const Tensor& codes, const Tensor& absmax);
+  // trans_w: c (N, R) = a (N, K) @ W^T (a Linear's forward); else c (N, K) = a (N, R) @ W (its
+  // input gradient). W is dequantised a tile of rows at a time, never whole.
+  void (*nf4_matmul)(const Tensor& c, const Tensor& a, const Tensor& codes, const Tensor& absmax,
+                     int64_t rows, int64_t cols, bool trans_w);
+  // Double quantisation: absmax (n) f32 = int8(qabsmax[i]) / 127 * scales[i / 256] + mean.
+  void (*nf4_absmax_dequantize)(const Tensor& absmax, const Tensor& qabsmax, const Tensor& scales,
+                                double mean);
+
+  // ---- fused attention ---- q, out, dq, dout (B, H, T, D); k, v, dk, dv (B, Hkv, T, D) with H a
+  // multiple of Hkv (query head h reads kv head h / (H / Hkv)); per-row statistics lse, log_rem
+  // (B, H, T) are f32, or f64 when q is f64. Neither family materialises a (T, T) matrix, so the
+  // CUDA kernels run at 16k tokens; the CPU twins are plain double-accumulating loops.
+  //
+  // Causal softmax attention, flash-style (FlashAttention-2, Dao 2023): query i attends keys j <= i,
+  // and with window > 0 only keys i - window < j <= i (a sliding window of `window` keys, itself
+  // included). lse[i] = log sum_j exp(scale q_i . k_j) over those keys is saved; the backward
+  // recomputes P = exp(scale q k^T - lse) from it and uses out for rowsum(dout * out).
+  void (*flash_attention_forward)(const Tensor& out, const Tensor& lse, const Tensor& q,
+                                  const Tensor& k, const Tensor& v, double scale, int64_t window);
+  void (*flash_attention_backward)(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                   const Tensor& dout, const Tensor& q, const Tensor& k,
+                                   const Tensor& v, const Tensor& out, const Tensor& lse,
+                                   double scale, int64_t window);
+  // Stick-breaking attention (Tan et al. 2024, arXiv:2410.17980): query j attends keys i < j
+  // (i <= j when attend_current) with z[i, j] = scale q_j . k_i, beta = sigmoid(z),
+  // A[i, j] = beta[i, j] prod_{i<k<j} (1 - beta[k, j]); out_j = sum_i A[i, j] v_i, plus
+  // rem_j v_j when add_remainder (rem_j = prod_i (1 - beta[i, j]), the stick left over).
+  // log_rem (B, H, T) = log rem_j is saved for the backward; rem (B, H, T) in q's dtype is written
+  // only when defined (the op's optional output).
+  void (*stick_breaking_forward)(const Tensor& out, const Tensor& log_rem, const Tensor& rem,
+                                 const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                                 bool attend_current, bool add_remainder);
+  void (*stick_breaking_backward)(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                  const Tensor& dout, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, const Tensor& log_rem, double scale,
+                                  bool attend_current, bool add_remainder);
 };
 
 namespace cpu {

@@ -191,6 +191,7 @@ void check_data(const CheckpointData& ck, const std::string& path) {
   for (const auto& [name, v] : ck.trainer_floats) check_name("trainer value", name, false, path);
   for (const auto& [name, v] : ck.rng) check_name("rng", name, false, path);
   for (const auto& [name, v] : ck.data) check_name("data value", name, false, path);
+  for (const auto& [name, v] : ck.adapter) check_name("adapter value", name, false, path);
 }
 
 void write_checkpoint(H5File& f, const CheckpointData& ck) {
@@ -210,6 +211,8 @@ void write_checkpoint(H5File& f, const CheckpointData& ck) {
     f.set_attr_uint(g, "offset", s.offset);
   }
   for (const auto& [name, v] : ck.data) f.set_attr_int("/data", name, v);
+  if (!ck.adapter.empty()) f.create_group("/adapter");
+  for (const auto& [name, v] : ck.adapter) f.set_attr_string("/adapter", name, v);
 }
 
 // Every dataset below group, as (path relative to group, tensor), in the order written.
@@ -294,6 +297,9 @@ CheckpointData load_checkpoint(const std::string& path) {
     ck.rng[e.path] = RngState{f.attr_uint(g, "seed"), f.attr_uint(g, "offset")};
   }
   for (const std::string& name : f.attr_names("/data")) ck.data[name] = f.attr_int("/data", name);
+  if (f.is_group("/adapter"))
+    for (const std::string& name : f.attr_names("/adapter"))
+      ck.adapter[name] = f.attr_string("/adapter", name);
   f.close();
   return ck;
 }

@@ -19,6 +19,8 @@
 //                          spike-detector statistics ...); datasets: trainer_tensors (loss window)
 //   /rng/<name>            attrs: seed, offset (uint64)
 //   /data                  attrs: int64 (epoch, position, seed)
+//   /adapter               LoRA checkpoints only: string attrs describing the adapters and the
+//                          base they belong to (peft/adapter.h)
 // Tensors keep their dtype: f32 -> IEEE F32LE, f64 -> F64LE, i32 -> I32LE, u8 -> U8; bf16 is stored
 // as U16LE bits with the dataset attribute dtype = "bf16" (HDF5 has no bfloat16), which numpy/h5py
 // users can view as uint16 and shift into float32. 0-d tensors use a scalar dataspace.
@@ -68,6 +70,9 @@ struct CheckpointData {
   std::map<std::string, RngState> rng;                          // /rng/<name>: seed, offset
   std::map<std::string, int64_t> data;                          // /data attrs: epoch, position..
   std::string config_yaml;                                      // root attribute "config"
+  // LoRA checkpoints only (/model then holds the adapters): /adapter string attributes (rank,
+  // alpha, targets, base_checkpoint, base_fingerprint ...); empty = a full checkpoint, no group.
+  std::map<std::string, std::string> adapter;
 };
 
 // Atomic: see the file comment. The directory of path must exist.

@@ -26,6 +26,11 @@ constexpr Shorthand kShorthands[] = {
     {"run-name", "train.run_name", "NAME", "run directory under checkpoint.dir"},
     {"lr", "optim.lr", "LR", "peak learning rate"},
     {"batch-size", "train.batch_size", "B", "micro-batch size (sequences per pass)"},
+    {"lora.rank", "lora.rank", "R", "LoRA rank; > 0 freezes the --init model and trains adapters"},
+    {"lora.alpha", "lora.alpha", "A", "LoRA scale numerator (update x alpha / rank)"},
+    {"lora.dropout", "lora.dropout", "P", "dropout on the LoRA adapters' input"},
+    {"lora.targets", "lora.targets", "LIST", "projections to adapt: q,k,v,o,gate,up,down,head,all"},
+    {"quantize", "lora.quantize", "KIND", "frozen base in 4-bit: nf4 or nf4-dq (QLoRA)"},
 };
 
 const Shorthand* find_shorthand(std::string_view flag) {

@@ -13,6 +13,8 @@
 //   --resume, --init, --max-steps, --device, --run-name, --lr, --batch-size
 //                        shorthands for checkpoint.resume, checkpoint.init, train.max_steps,
 //                        train.device, train.run_name, optim.lr, train.batch_size
+//   --lora.rank, --lora.alpha, --lora.dropout, --lora.targets, --quantize
+//                        the lora section: lora.rank ... lora.targets, lora.quantize
 //   -h, --help
 // Overrides apply after the file in command-line order, so the last word on a key wins. Unknown
 // flags, stray arguments and bad values are tessera::Errors.

@@ -134,6 +134,19 @@ struct SpikeConfig {
   bool operator==(const SpikeConfig&) const = default;
 };
 
+// LoRA / QLoRA fine-tuning (peft/lora.h): the model from checkpoint.init is frozen and low-rank
+// adapters on the projections in `targets` train. rank 0 = off (every weight trains).
+struct LoraConfig {
+  int64_t rank = 0;
+  double alpha = 16;           // the update is scaled by alpha / rank (rslora: alpha / sqrt(rank))
+  double dropout = 0.05;       // on the adapter's input
+  std::string targets = "q,v";  // comma-separated: q, k, v, o, gate, up, down, head, or all
+  bool rslora = false;
+  std::string quantize = "none";  // none | nf4 | nf4-dq: the frozen block Linears in 4-bit (QLoRA)
+
+  bool operator==(const LoraConfig&) const = default;
+};
+
 struct LogConfig {
   int64_t interval = 10;  // steps between log lines
   bool metrics = true;    // write <run dir>/metrics.jsonl
@@ -149,6 +162,7 @@ struct Config {
   EvalConfig eval;
   CheckpointConfig checkpoint;
   SpikeConfig spike;
+  LoraConfig lora;
   LogConfig log;
 
   // Throws one Error listing every problem config_problems() finds.

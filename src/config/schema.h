@@ -104,6 +104,16 @@ void visit_section(S& s, F&& f) {
   f("inject_scale", s.inject_scale);
 }
 
+template <Section<LoraConfig> S, typename F>
+void visit_section(S& s, F&& f) {
+  f("rank", s.rank);
+  f("alpha", s.alpha);
+  f("dropout", s.dropout);
+  f("targets", s.targets);
+  f("rslora", s.rslora);
+  f("quantize", s.quantize);
+}
+
 template <Section<LogConfig> S, typename F>
 void visit_section(S& s, F&& f) {
   f("interval", s.interval);
@@ -120,6 +130,7 @@ void for_each_section(C& cfg, F&& f) {
   f("eval", cfg.eval);
   f("checkpoint", cfg.checkpoint);
   f("spike", cfg.spike);
+  f("lora", cfg.lora);
   f("log", cfg.log);
 }
 

@@ -204,6 +204,46 @@ int64_t ModelConfig::hidden() const {
   return (8 * n_embd / 3 + 63) / 64 * 64;
 }
 
+void check_lora(const Config& c, Problems& p) {
+  const LoraConfig& l = c.lora;
+  p.non_negative("lora.rank", l.rank);
+  p.one_of("lora.quantize", l.quantize, {"none", "nf4", "nf4-dq"});
+  if (l.rank == 0) {
+    if (l.quantize != "none")
+      p.add("lora.quantize '", l.quantize, "' needs lora.rank > 0: a quantised base is frozen, so "
+            "only adapters could train (QLoRA)");
+    return;
+  }
+  p.positive("lora.alpha", l.alpha);
+  if (!(l.dropout >= 0 && l.dropout < 1)) p.add("lora.dropout must be in [0, 1), got ", l.dropout);
+  std::string item;
+  bool any = false;
+  for (size_t i = 0; i <= l.targets.size(); ++i) {
+    if (i < l.targets.size() && l.targets[i] != ',') {
+      if (l.targets[i] != ' ') item += l.targets[i];
+      continue;
+    }
+    static const std::vector<std::string> valid = {"q",  "k",    "v",    "o",  "gate",
+                                                   "up", "down", "head", "all"};
+    if (std::find(valid.begin(), valid.end(), item) == valid.end())
+      p.add("lora.targets: unknown projection '", item, "' in '", l.targets,
+            "' (valid: q, k, v, o, gate, up, down, head, all)");
+    if (item == "gate" && c.model.mlp != "swiglu")
+      p.add("lora.targets: 'gate' needs model.mlp swiglu (a GELU MLP has no gate)");
+    if (item == "head" && c.model.tie_embeddings)
+      p.add("lora.targets: 'head' needs model.tie_embeddings false (the tied matrix is also the "
+            "token embedding)");
+    any = true;
+    item.clear();
+  }
+  if (!any) p.non_empty("lora.targets", l.targets);
+  if (c.optim.name != "adamw")
+    p.add("lora.rank > 0 trains adapters with optim.name adamw; got '", c.optim.name,
+          "' (LOMO and AdaLomo are for full-parameter training)");
+  if (c.checkpoint.init.empty())
+    p.add("lora.rank > 0 needs checkpoint.init (--init): the base checkpoint the adapters adapt");
+}
+
 std::vector<std::string> config_problems(const Config& c) {
   Problems p;
   check_model(c.model, p);
@@ -218,6 +258,7 @@ std::vector<std::string> config_problems(const Config& c) {
   if (c.checkpoint.keep < 2) p.add("checkpoint.keep must be >= 2, got ", c.checkpoint.keep);
   p.non_negative("checkpoint.milestone_interval", c.checkpoint.milestone_interval);
   check_spike(c.spike, p);
+  check_lora(c, p);
   p.positive("log.interval", c.log.interval);
   return p.take();
 }

@@ -10,6 +10,20 @@
 
 namespace tessera::nn {
 
+const char* proj_name(Proj p) {
+  switch (p) {
+    case Proj::Q: return "q";
+    case Proj::K: return "k";
+    case Proj::V: return "v";
+    case Proj::O: return "o";
+    case Proj::Gate: return "gate";
+    case Proj::Up: return "up";
+    case Proj::Down: return "down";
+    case Proj::Head: return "head";
+  }
+  return "?";
+}
+
 int64_t GPTConfig::hidden() const {
   if (mlp_hidden > 0) return mlp_hidden;
   if (mlp == MlpKind::GELU) return 4 * n_embd;
@@ -114,6 +128,64 @@ void GPT::zero_grad() {
   for (auto& [name, t] : params_) t.zero_grad();
 }
 
+std::vector<NamedTensor> GPT::release_parameters(const std::vector<std::string>& names) {
+  for (const std::string& n : names)
+    TESSERA_CHECK(std::any_of(params_.begin(), params_.end(),
+                              [&](const NamedTensor& p) { return p.first == n; }),
+                  "release_parameters: the model has no parameter '", n, "'");
+  std::vector<NamedTensor> out, kept;
+  for (auto& p : params_)
+    (std::find(names.begin(), names.end(), p.first) != names.end() ? out : kept).push_back(p);
+  params_ = std::move(kept);
+  bind();
+  return out;
+}
+
+std::vector<std::string> GPT::block_linear_weights() const {
+  const bool g2 = cfg_.gpt2_names();
+  std::vector<std::string> out;
+  for (const Block& b : blocks_) {
+    const std::vector<const char*> mods =
+        g2 ? std::vector<const char*>{"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}
+           : std::vector<const char*>{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                      "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+                                      "mlp.down_proj"};
+    for (const char* m : mods)
+      if (g2 || cfg_.mlp == MlpKind::SwiGLU || std::string(m) != "mlp.gate_proj")
+        out.push_back(b.prefix + m + ".weight");
+  }
+  return out;
+}
+
+std::string GPT::module_name(Proj p, int64_t layer) const {
+  if (p == Proj::Head) return "lm_head";
+  TESSERA_CHECK(layer >= 0 && layer < cfg_.n_layer, "module_name: layer ", layer, " of ",
+                cfg_.n_layer);
+  const std::string& pre = blocks_[size_t(layer)].prefix;
+  if (cfg_.gpt2_names()) {
+    switch (p) {
+      case Proj::Q: return pre + "attn.c_attn.q";
+      case Proj::K: return pre + "attn.c_attn.k";
+      case Proj::V: return pre + "attn.c_attn.v";
+      case Proj::O: return pre + "attn.c_proj";
+      case Proj::Up: return pre + "mlp.c_fc";
+      case Proj::Down: return pre + "mlp.c_proj";
+      default: TESSERA_FAIL("a GELU MLP has no gate projection");
+    }
+  }
+  switch (p) {
+    case Proj::Q: return pre + "self_attn.q_proj";
+    case Proj::K: return pre + "self_attn.k_proj";
+    case Proj::V: return pre + "self_attn.v_proj";
+    case Proj::O: return pre + "self_attn.o_proj";
+    case Proj::Gate:
+      TESSERA_CHECK(cfg_.mlp == MlpKind::SwiGLU, "a GELU MLP has no gate projection");
+      return pre + "mlp.gate_proj";
+    case Proj::Up: return pre + "mlp.up_proj";
+    default: return pre + "mlp.down_proj";
+  }
+}
+
 void GPT::bind() {
   auto opt = [&](const std::string& name) {
     for (const auto& [n, t] : params_)
@@ -131,6 +203,7 @@ void GPT::bind() {
   for (int64_t i = 0; i < cfg_.n_layer; ++i) {
     Block& b = blocks_[size_t(i)];
     const std::string p = root + (g2 ? "h." : "layers.") + std::to_string(i) + ".";
+    b.index = i, b.prefix = p;
     if (g2) {
       b.ln1_w = opt(p + "ln_1.weight"), b.ln1_b = opt(p + "ln_1.bias");
       b.qkv_w = opt(p + "attn.c_attn.weight"), b.qkv_b = opt(p + "attn.c_attn.bias");
@@ -159,20 +232,35 @@ Tensor GPT::norm(const Tensor& x, const Tensor& w, const Tensor& b) const {
   return ops::layernorm(x, w, b.defined() ? b : zeros({cfg_.n_embd}, w.options()), cfg_.norm_eps);
 }
 
-void GPT::project_qkv(const Block& blk, const Tensor& x, int64_t pos0, Tensor& q, Tensor& k,
-                      Tensor& v) const {
+Tensor GPT::linear(const std::string& module, const Tensor& x, const Tensor& w,
+                   const Tensor& b) const {
+  if (hook_) return hook_->base(module + ".weight", x, w, b);
+  TESSERA_CHECK(w.defined(), "GPT: ", module, ".weight was released and no hook computes it");
+  return ops::linear(x, w, b);
+}
+
+Tensor GPT::adapt(Proj p, int64_t layer, const Tensor& x, const Tensor& y, bool training) const {
+  return hook_ ? hook_->adapt(p, layer, x, y, training) : y;
+}
+
+void GPT::project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool training, Tensor& q,
+                      Tensor& k, Tensor& v) const {
   const int64_t B = x.size(0), T = x.size(1), H = cfg_.n_head, Hkv = cfg_.kv_heads();
-  const int64_t hd = cfg_.head_dim();
-  if (blk.qkv_w.defined()) {
-    Tensor qkv = ops::linear(x, blk.qkv_w, blk.qkv_b);  // (B, T, (H + 2 Hkv) hd)
+  const int64_t hd = cfg_.head_dim(), l = blk.index;
+  const std::string& p = blk.prefix;
+  if (cfg_.gpt2_names()) {
+    Tensor qkv = linear(p + "attn.c_attn", x, blk.qkv_w, blk.qkv_b);  // (B, T, (H + 2 Hkv) hd)
     q = qkv.narrow(2, 0, H * hd);
     k = qkv.narrow(2, H * hd, Hkv * hd);
     v = qkv.narrow(2, (H + Hkv) * hd, Hkv * hd);
   } else {
-    q = ops::linear(x, blk.q_w, blk.q_b);
-    k = ops::linear(x, blk.k_w, blk.k_b);
-    v = ops::linear(x, blk.v_w, blk.v_b);
+    q = linear(p + "self_attn.q_proj", x, blk.q_w, blk.q_b);
+    k = linear(p + "self_attn.k_proj", x, blk.k_w, blk.k_b);
+    v = linear(p + "self_attn.v_proj", x, blk.v_w, blk.v_b);
   }
+  q = adapt(Proj::Q, l, x, q, training);
+  k = adapt(Proj::K, l, x, k, training);
+  v = adapt(Proj::V, l, x, v, training);
   auto heads = [&](const Tensor& t, int64_t n) {  // (B, T, n hd) -> (B, n, T, hd)
     return t.reshape({B, T, n, hd}).permute({0, 2, 1, 3}).contiguous();
   };
@@ -188,21 +276,42 @@ void GPT::project_qkv(const Block& blk, const Tensor& x, int64_t pos0, Tensor& q
 Tensor GPT::merge_heads(const Block& blk, const Tensor& y, bool training) const {
   const int64_t B = y.size(0), T = y.size(2);
   Tensor m = y.permute({0, 2, 1, 3}).reshape({B, T, y.size(1) * y.size(3)});  // (B, T, C)
-  return ops::dropout(ops::linear(m, blk.o_w, blk.o_b), cfg_.dropout, training);
+  Tensor o = linear(blk.prefix + (cfg_.gpt2_names() ? "attn.c_proj" : "self_attn.o_proj"), m,
+                    blk.o_w, blk.o_b);
+  return ops::dropout(adapt(Proj::O, blk.index, m, o, training), cfg_.dropout, training);
 }
 
 // x (B, T, C) -> (B, T, C)
 Tensor GPT::attention(const Block& blk, const Tensor& x, bool training) const {
   Tensor q, k, v;
-  project_qkv(blk, x, 0, q, k, v);
+  project_qkv(blk, x, 0, training, q, k, v);
   return merge_heads(blk, ops::attention(q, k, v), training);
 }
 
 Tensor GPT::mlp(const Block& blk, const Tensor& x, bool training) const {
-  Tensor h = cfg_.mlp == MlpKind::SwiGLU
-                 ? ops::swiglu(ops::linear(x, blk.gate_w, blk.gate_b), ops::linear(x, blk.fc_w, blk.fc_b))
-                 : ops::gelu(ops::linear(x, blk.fc_w, blk.fc_b));
-  return ops::dropout(ops::linear(h, blk.down_w, blk.down_b), cfg_.dropout, training);
+  const bool g2 = cfg_.gpt2_names();
+  const std::string& p = blk.prefix;
+  const int64_t l = blk.index;
+  Tensor up = adapt(Proj::Up, l, x,
+                    linear(p + (g2 ? "mlp.c_fc" : "mlp.up_proj"), x, blk.fc_w, blk.fc_b), training);
+  Tensor h;
+  if (cfg_.mlp == MlpKind::SwiGLU) {
+    Tensor gate = linear(p + "mlp.gate_proj", x, blk.gate_w, blk.gate_b);
+    h = ops::swiglu(adapt(Proj::Gate, l, x, gate, training), up);
+  } else {
+    h = ops::gelu(up);
+  }
+  Tensor down = linear(p + (g2 ? "mlp.c_proj" : "mlp.down_proj"), h, blk.down_w, blk.down_b);
+  return ops::dropout(adapt(Proj::Down, l, h, down, training), cfg_.dropout, training);
+}
+
+// (B, T, C) -> logits (B, T, V); a tied head is the token embedding's Linear.
+Tensor GPT::head(const Tensor& x, bool training) const {
+  const bool g2 = cfg_.gpt2_names();
+  const std::string module = !cfg_.tie_embeddings ? "lm_head"
+                             : g2                 ? "transformer.wte"
+                                                  : "model.embed_tokens";
+  return adapt(Proj::Head, -1, x, linear(module, x, head_, Tensor()), training);
 }
 
 // Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.)).
@@ -240,8 +349,7 @@ Tensor GPT::forward(const Tensor& inputs, bool training) const {
       x = block(blk, x, training);
     }
   }
-  x = norm(x, lnf_w_, lnf_b_);
-  return ops::linear(x, head_);  // (B, T, V)
+  return head(norm(x, lnf_w_, lnf_b_), training);  // (B, T, V)
 }
 
 KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
@@ -298,7 +406,7 @@ Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache) const {
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const Block& blk = blocks_[l];
     Tensor q, k, v;
-    project_qkv(blk, norm(x, blk.ln1_w, blk.ln1_b), L0, q, k, v);
+    project_qkv(blk, norm(x, blk.ln1_w, blk.ln1_b), L0, false, q, k, v);
     cache.k[l].narrow(2, L0, Tn).copy_(k);
     cache.v[l].narrow(2, L0, Tn).copy_(v);
     Tensor y = cached_attention(q, cache.k[l], cache.v[l], L0 + Tn);
@@ -306,7 +414,7 @@ Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache) const {
     x = ops::add(h, mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), false));
   }
   cache.length = L0 + Tn;
-  return ops::linear(norm(x, lnf_w_, lnf_b_), head_);
+  return head(norm(x, lnf_w_, lnf_b_), false);
 }
 
 Tensor GPT::loss(const Tensor& inputs, const Tensor& targets, bool training) const {

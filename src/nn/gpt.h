@@ -54,6 +54,26 @@ struct GPTConfig {
 
 using NamedTensor = std::pair<std::string, Tensor>;
 
+// The projections of the model that a LinearHook sees: attention query/key/value/output, MLP
+// gate/up/down, and the output head.
+enum class Proj { Q, K, V, O, Gate, Up, Down, Head };
+const char* proj_name(Proj p);  // "q", "k", "v", "o", "gate", "up", "down", "head"
+
+// Takes over the model's linear layers (installed with GPT::set_hook; peft/lora.h is the one user):
+// LoRA adds a low-rank update to chosen projections, QLoRA replaces frozen weights by NF4 codes.
+class LinearHook {
+ public:
+  virtual ~LinearHook() = default;
+  // y = x W^T + b for the Linear whose weight parameter is called `weight`; w is undefined when
+  // the model no longer holds it (GPT::release_parameters handed it to the hook).
+  virtual Tensor base(const std::string& weight, const Tensor& x, const Tensor& w,
+                      const Tensor& b) const = 0;
+  // Projection p of layer `layer` (-1 for the head) computed y from x: returns y plus any update.
+  // For GPT-2's fused c_attn, q, k and v are its three column slices, each adapted on its own.
+  virtual Tensor adapt(Proj p, int64_t layer, const Tensor& x, const Tensor& y,
+                       bool training) const = 0;
+};
+
 // Keys and values of every layer for incremental decoding: k[l], v[l] are (B, Hkv, capacity, hd);
 // positions [0, length) are filled.
 struct KVCache {
@@ -88,8 +108,23 @@ class GPT {
   void replace_parameters(const std::vector<Tensor>& tensors);
   void zero_grad();
 
+  // ---- fine-tuning (peft/lora.h) ----
+  // Every forward routes its linear layers through hook (null: none). The hook must outlive its use.
+  void set_hook(const LinearHook* hook) { hook_ = hook; }
+  const LinearHook* hook() const { return hook_; }
+  // Removes these parameters from the model and returns them (a hook then computes their Linears,
+  // e.g. from quantised copies); an unknown name is an error and nothing is removed.
+  std::vector<NamedTensor> release_parameters(const std::vector<std::string>& names);
+  // The weight parameter names of every Linear inside the blocks (attention and MLP), in order.
+  std::vector<std::string> block_linear_weights() const;
+  // The module a projection's adapter is named after: "model.layers.0.self_attn.q_proj",
+  // GPT-2's "transformer.h.0.attn.c_attn.q" (a slice of the fused c_attn), "lm_head".
+  std::string module_name(Proj p, int64_t layer) const;
+
  private:
   struct Block {
+    int64_t index = 0;
+    std::string prefix;  // "transformer.h.0." / "model.layers.0."
     Tensor ln1_w, ln1_b, ln2_w, ln2_b;
     Tensor qkv_w, qkv_b;               // GPT-2 names: fused (Hq + 2 Hkv) hd x C
     Tensor q_w, k_w, v_w, q_b, k_b, v_b;  // Llama names: separate projections
@@ -101,8 +136,12 @@ class GPT {
   void bind();  // points the named fields at params_
   Tensor norm(const Tensor& x, const Tensor& w, const Tensor& b) const;
   // x (B, T, C) -> q (B, H, T, hd), k and v (B, Hkv, T, hd), rotated for positions pos0 + t.
-  void project_qkv(const Block& blk, const Tensor& x, int64_t pos0, Tensor& q, Tensor& k,
-                   Tensor& v) const;
+  void project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool training, Tensor& q,
+                   Tensor& k, Tensor& v) const;
+  // A Linear (through the hook when one is installed): module "attn.c_attn" of blk, or a full name.
+  Tensor linear(const std::string& module, const Tensor& x, const Tensor& w, const Tensor& b) const;
+  Tensor adapt(Proj p, int64_t layer, const Tensor& x, const Tensor& y, bool training) const;
+  Tensor head(const Tensor& x, bool training) const;
   // y (B, H, T, hd) -> (B, T, C) through the output projection.
   Tensor merge_heads(const Block& blk, const Tensor& y, bool training) const;
   Tensor attention(const Block& blk, const Tensor& x, bool training) const;
@@ -115,6 +154,7 @@ class GPT {
   std::vector<NamedTensor> params_;
   Tensor wte_, wpe_, lnf_w_, lnf_b_, head_;
   std::vector<Block> blocks_;
+  const LinearHook* hook_ = nullptr;
 };
 
 }  // namespace tessera::nn

@@ -1,6 +1,7 @@
-// attention: causal softmax attention with grouped-query heads (GQA; Ainslie et al. 2023),
-// materialised. The forward keeps P = softmax(scale * q k^T) (B, H, T, T) so the backward needs no
-// recomputation; the formulas live beside the kernels in src/backend/*/attention.*.
+// attention: causal softmax attention with grouped-query heads (GQA; Ainslie et al. 2023), either
+// materialised (attention: the forward keeps P = softmax(scale * q k^T), (B, H, T, T), so the
+// backward needs no recomputation) or flash-style (flash_attention: keeps only lse (B, H, T) and
+// recomputes P in the backward). The formulas live beside the kernels in src/backend/cpu/attention.cpp.
 #include "ops/attention.h"
 
 #include <cmath>
@@ -9,16 +10,28 @@
 
 namespace tessera::ops {
 
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale) {
-  detail::check_compatible("attention", {&q, &k, &v});
+namespace detail {
+
+void check_attention_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
+  check_compatible(op, {&q, &k, &v});
   TESSERA_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && k.shape() == v.shape() &&
                     q.size(0) == k.size(0) && k.size(1) > 0 && q.size(1) % k.size(1) == 0 &&
                     q.size(2) == k.size(2) && q.size(3) == k.size(3),
-                "attention: expected q (B, H, T, D) and k, v (B, Hkv, T, D) with H a multiple of "
-                "Hkv, got q ",
+                op,
+                ": expected q (B, H, T, D) and k, v (B, Hkv, T, D) with H a multiple of Hkv, got q ",
                 shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
+}
+
+double attention_scale(double scale, int64_t D) {
+  return scale > 0 ? scale : 1.0 / std::sqrt(double(D));
+}
+
+}  // namespace detail
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale) {
+  detail::check_attention_inputs("attention", q, k, v);
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
-  if (scale <= 0) scale = 1.0 / std::sqrt(double(D));  // Vaswani et al. 2017: keeps var(S) ~ 1
+  scale = detail::attention_scale(scale, D);
 
   Tensor Q = detail::dense(q), K = detail::dense(k), V = detail::dense(v);
   Tensor out = Tensor::empty(q.shape(), q.options());
@@ -31,6 +44,35 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale
                   Tensor dk = Tensor::empty(K.shape(), K.options());
                   Tensor dv = Tensor::empty(V.shape(), V.options());
                   TESSERA_KERNEL(dout, attention_backward)(dq, dk, dv, dout, Q, K, V, probs, scale);
+                  g.add(0, dq);
+                  g.add(1, dk);
+                  g.add(2, dv);
+                });
+}
+
+Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                       int64_t window) {
+  detail::check_attention_inputs("flash_attention", q, k, v);
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+  scale = detail::attention_scale(scale, D);
+
+  Tensor Q = detail::dense(q), K = detail::dense(k), V = detail::dense(v);
+  Tensor out = Tensor::empty(q.shape(), q.options());
+  // Row statistics stay f32 for bf16 and f32 inputs (f64 for f64): lse feeds an exp.
+  Tensor lse = Tensor::empty({B, H, T}, {q.dtype() == DType::F64 ? DType::F64 : DType::F32,
+                                         q.device()});
+  TESSERA_KERNEL(q, flash_attention_forward)(out, lse, Q, K, V, scale, window);
+
+  // A detached alias of out: the closure must not hold the output's own handle (a cycle through
+  // its autograd node).
+  Tensor O = out.detach();
+  return record("flash_attention", out, {q, k, v},
+                [Q, K, V, O, lse, scale, window](const Tensor& dout, GradSink& g) {
+                  Tensor dq = Tensor::empty(Q.shape(), Q.options());
+                  Tensor dk = Tensor::empty(K.shape(), K.options());
+                  Tensor dv = Tensor::empty(V.shape(), V.options());
+                  TESSERA_KERNEL(dout, flash_attention_backward)(dq, dk, dv, dout, Q, K, V, O,
+                                                                 lse, scale, window);
                   g.add(0, dq);
                   g.add(1, dk);
                   g.add(2, dv);

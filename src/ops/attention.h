@@ -1,5 +1,7 @@
 #pragma once
 
+#include <cstdint>
+
 #include "core/tensor.h"
 
 namespace tessera::ops {
@@ -8,5 +10,21 @@ namespace tessera::ops {
 // q (B, H, T, D), k and v (B, Hkv, T, D) with H a multiple of Hkv (grouped-query attention: query
 // head h reads kv head h / (H / Hkv)). Returns (B, H, T, D). scale <= 0 means 1 / sqrt(D).
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale = 0.0);
+
+// The same attention computed flash-style (FlashAttention-2, Dao 2023, arXiv:2307.08691): the
+// (T, T) probabilities are never stored; the forward saves lse (B, H, T) and the backward
+// recomputes P from it, so memory is O(T) per head and the CUDA kernel runs at 16k tokens.
+// window > 0 makes it sliding-window attention: query i attends keys i - window < j <= i (Longformer,
+// Beltagy et al. 2020; Mistral 7B). window <= 0 is plain causal attention, equal to attention().
+Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale = 0.0,
+                       int64_t window = 0);
+
+namespace detail {
+// Throws unless q is (B, H, T, D) and k, v are (B, Hkv, T, D) with H a multiple of Hkv, naming
+// the op and all three shapes; also checks that dtypes and devices agree.
+void check_attention_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor& v);
+// scale <= 0 -> 1 / sqrt(D) (Vaswani et al. 2017: keeps the variance of q . k near 1).
+double attention_scale(double scale, int64_t D);
+}  // namespace detail
 
 }  // namespace tessera::ops

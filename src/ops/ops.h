@@ -21,3 +21,5 @@
 #include "ops/rope.h"
 #include "ops/shape.h"
 #include "ops/softmax.h"
+#include "ops/sparse_attention.h"
+#include "ops/stick_breaking.h"

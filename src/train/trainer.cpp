@@ -38,6 +38,7 @@
 #include "optim/clip.h"
 #include "optim/lomo.h"
 #include "optim/schedule.h"
+#include "peft/adapter.h"
 #include "train/spike.h"
 
 namespace tessera::train {
@@ -59,6 +60,11 @@ nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t) {
   g.dropout = m.dropout, g.norm_eps = m.norm_eps, g.mlp_hidden = m.mlp_hidden;
   g.recompute = t.recompute;
   return g;
+}
+
+peft::LoraOptions lora_options(const LoraConfig& l) {
+  return {.rank = l.rank, .alpha = l.alpha, .dropout = l.dropout,
+          .targets = peft::parse_targets(l.targets), .rslora = l.rslora, .quantize = l.quantize};
 }
 
 namespace {
@@ -171,6 +177,8 @@ class Trainer {
   void restore(const std::string& path, const CheckpointData& ck, bool with_history);
   void emit(const std::string& json);
   void log_step(int64_t done, double loss, double lr, double norm, double dt);
+  void load_init();
+  void report_memory();
 
   const Config& cfg_;
   std::ostream& log_;
@@ -178,6 +186,8 @@ class Trainer {
   Generator init_gen_;
   nn::GPT model_;
   std::vector<NamedParam> params_;
+  std::unique_ptr<peft::Lora> lora_;       // lora.rank > 0: params_ are its adapters
+  std::string base_path_, base_fingerprint_;  // the checkpoint.init the adapters belong to
   std::unique_ptr<AdamW> adamw_;           // optim.name adamw
   std::unique_ptr<FusedOptimizer> fused_;  // lomo | adalomo: the update runs inside backward
   ScheduleOptions sched_;
@@ -208,6 +218,11 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       accum_(cfg.grad_accum_steps()),
       B_(cfg.train.batch_size),
       T_(cfg.sequence_length()) {
+  if (!cfg.checkpoint.init.empty()) load_init();
+  if (cfg.lora.rank > 0) {
+    lora_ = std::make_unique<peft::Lora>(model_, lora_options(cfg.lora), init_gen_);
+    params_ = named_params(lora_->parameters());
+  }
   if (cfg.optim.name == "adamw") {
     adamw_ = std::make_unique<AdamW>(
         params_, AdamWOptions{.lr = cfg.optim.lr, .beta1 = cfg.optim.beta1,
@@ -229,11 +244,6 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   for (const std::string& p : remove_interrupted_writes(run_dir_.string()))
     log_ << "warning: removed " << p << " (a checkpoint write that did not finish)\n";
 
-  if (!cfg.checkpoint.init.empty()) {
-    const std::string path = resolve_checkpoint(cfg.checkpoint.init);
-    load_model_into(path, model_.parameters());
-    log_ << "init: weights from " << path << "\n";
-  }
   const std::string& resume = cfg.checkpoint.resume;
   if (resume == "auto") {
     if (std::optional<Resumable> r = load_resumable(run_dir_.string(), log_))
@@ -248,13 +258,64 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
     metrics_.open(run_dir_ / "metrics.jsonl", std::ios::app);
     TESSERA_CHECK(metrics_.good(), "cannot write ", (run_dir_ / "metrics.jsonl").string());
   }
-  log_ << "model: " << model_.num_parameters() << " parameters; " << accum_
+  if (lora_)
+    log_ << "lora: " << lora_->adapter_parameters() << " trainable adapter parameters beside "
+         << lora_->base_parameters() << " frozen\n";
+  log_ << "model: " << (lora_ ? lora_->base_parameters() : model_.num_parameters())
+       << " parameters; " << accum_
        << " micro-batch(es) of " << B_ << " x " << T_ << " per step; run dir " << run_dir_.string()
        << "\n";
+  report_memory();
+}
+
+void Trainer::load_init() {
+  const std::string path = resolve_checkpoint(cfg_.checkpoint.init);
+  CheckpointData ck = load_checkpoint(path);
+  TESSERA_CHECK(ck.adapter.empty(), "checkpoint.init: ", path, " holds LoRA adapters, not a model; "
+                "merge them into their base first (build/merge --adapter ", path, ")");
+  load_model_into(ck, path, model_.parameters());
+  log_ << "init: weights from " << path << "\n";
+  base_path_ = path;
+  // Computed before any quantisation: the identity of the checkpoint's weights.
+  if (cfg_.lora.rank > 0) base_fingerprint_ = peft::fingerprint(model_.parameters());
+}
+
+// What the run holds: weights (the frozen base at its stored size, NF4 when quantised), trainable
+// adapters, optimizer state. Activations come and go within a step: the peak is reported at the end.
+void Trainer::report_memory() {
+  auto mib = [](int64_t b) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f MiB", double(b) / (1 << 20));
+    return std::string(buf);
+  };
+  int64_t weights = 0, state = 0;
+  for (const auto& [n, t] : model_.parameters()) weights += int64_t(t.nbytes());
+  if (lora_) weights = lora_->base_bytes();
+  if (adamw_)
+    for (const StateEntry& e : adamw_->state())
+      state += int64_t(e.m.nbytes() + e.v.nbytes());
+  else
+    for (const auto& [n, t] : fused_->state()) state += int64_t(t.nbytes());
+  log_ << "memory: weights " << mib(weights);
+  if (lora_)
+    log_ << " (frozen" << (lora_->quantized() ? ", " + cfg_.lora.quantize : std::string()) << ")"
+         << " | adapters " << mib(lora_->adapter_bytes()) << " (rank " << cfg_.lora.rank << ", "
+         << cfg_.lora.targets << ")";
+  log_ << " | optimizer state " << mib(state) << "\n";
 }
 
 void Trainer::restore(const std::string& path, const CheckpointData& ck, bool with_history) {
-  load_model_into(ck, path, model_.parameters());
+  if (lora_) {
+    TESSERA_CHECK(!ck.adapter.empty(), "checkpoint ", path, " is a full checkpoint, but this run "
+                  "trains LoRA adapters (lora.rank > 0): resume it without lora, or pass it as "
+                  "--init");
+    peft::check_base(ck.adapter, path, base_path_, base_fingerprint_);
+    load_model_into(ck, path, lora_->parameters());
+  } else {
+    TESSERA_CHECK(ck.adapter.empty(), "checkpoint ", path, " holds LoRA adapters: resume it with "
+                  "its config's lora section (lora.rank > 0)");
+    load_model_into(ck, path, model_.parameters());
+  }
   if (adamw_) {
     std::map<std::string, Tensor> saved(ck.optimizer.begin(), ck.optimizer.end());
     std::vector<StateEntry> state;
@@ -306,7 +367,12 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
 
 std::string Trainer::save(int64_t done) {
   CheckpointData ck;
-  ck.model = model_.parameters();
+  if (lora_) {
+    ck.model = lora_->parameters();  // the adapters alone: the base stays where it came from
+    ck.adapter = peft::adapter_attrs(*lora_, base_path_, base_fingerprint_);
+  } else {
+    ck.model = model_.parameters();
+  }
   if (adamw_) {
     for (const StateEntry& e : adamw_->state()) {
       ck.optimizer.emplace_back(e.name + "/m", e.m);
@@ -507,6 +573,9 @@ void Trainer::log_step(int64_t done, double loss, double lr, double norm, double
 }
 
 TrainResult Trainer::run() {
+  const Device dev = model_.parameters().front().second.device();
+  const int64_t held = memory_stats(dev).current_bytes;
+  reset_peak_memory(dev);
   result_.steps = step_;
   start_ = std::chrono::steady_clock::now();
   first_step_ = step_;
@@ -546,7 +615,7 @@ TrainResult Trainer::run() {
       lr = lr_now();
       norm = known ? fused_->apply(l, lr, fused_->clip_coef(*known)) : fused_->apply(l, lr);
     }
-      tokens_seen_ += B_ * T_ * accum_;
+    tokens_seen_ += B_ * T_ * accum_;
     const int64_t done = ++step_;
     result_.steps = done;
     result_.last_train_loss = loss;
@@ -568,6 +637,13 @@ TrainResult Trainer::run() {
       result_.last_checkpoint = save(done);
   }
   result_.rollbacks = history_.rollbacks;
+  const int64_t peak = memory_stats(dev).peak_bytes;
+  char line[160];
+  std::snprintf(line, sizeof line,
+                "memory: peak %.2f MiB allocated = %.2f MiB held between steps + %.2f MiB of "
+                "activations, gradients and temporaries",
+                double(peak) / (1 << 20), double(held) / (1 << 20), double(peak - held) / (1 << 20));
+  log_ << line << std::endl;
   return result_;
 }
 

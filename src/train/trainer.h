@@ -17,11 +17,14 @@
 
 #include "config/config.h"
 #include "nn/gpt.h"
+#include "peft/lora.h"
 
 namespace tessera::train {
 
 // The model section of a config as the nn layer's struct (strings become enums).
 nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t);
+// The lora section as peft's options (targets parsed).
+peft::LoraOptions lora_options(const LoraConfig& l);
 
 struct TrainResult {
   int64_t steps = 0;             // optimizer steps completed in total (resumed ones included)

@@ -14,6 +14,13 @@
 //   dK = scale * dS^T Q;
 // a kv head's dK and dV are the sums of these over the G query heads of its group.
 //
+// The flash_attention_* entries compute the same attention the way FlashAttention-2 (Dao 2023,
+// arXiv:2307.08691) does on the GPU, so the CUDA kernels have a reference for its saved state: the
+// forward saves lse[i] = m_i + log sum_j exp(S[i, j] - m_i) instead of P, the backward rebuilds
+// P[i, j] = exp(S[i, j] - lse[i]) and replaces rowsum(dP * P) by the equal rowsum(dO * O) (since
+// sum_j P[i, j] dO_i . v_j = dO_i . out_i). They add an optional sliding window: query i attends
+// keys i - window < j <= i when window > 0.
+//
 // Plain loops with double accumulators for every dot product, softmax max and sum, rowsum and
 // group sum: this file is the ground truth, so it buys exactness rather than speed (no gemm, whose
 // f32 accumulation order would differ between BLAS builds). Forward splits the work over (b, h);
@@ -170,6 +177,138 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
               }
             }
             for (int64_t e = 0; e < D; ++e) dqh[i * D + e] = F(scale * dq_acc[size_t(e)]);
+          }
+        }
+        F* dkh = dkp + bk * T * D;
+        F* dvh = dvp + bk * T * D;
+        for (int64_t n = 0; n < T * D; ++n) {
+          dkh[n] = F(scale * dk_acc[size_t(n)]);
+          dvh[n] = F(dv_acc[size_t(n)]);
+        }
+      }
+    }
+  });
+}
+
+namespace {
+// First key query i attends: 0, or i - window + 1 with a sliding window.
+int64_t first_key(int64_t i, int64_t window) {
+  return window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
+}
+
+DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
+}  // namespace
+
+void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
+                             const Tensor& k, const Tensor& v, double scale, int64_t window) {
+  const Dims d = check_qkv("flash_attention_forward", q, k, v);
+  const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
+  check_like("flash_attention_forward", "out", out, q.shape(), q.dtype());
+  check_like("flash_attention_forward", "lse", lse, {B, H, T}, stat_dtype(q.dtype()));
+  const int64_t G = H / Hkv;
+
+  dispatch_float("flash_attention_forward", q.dtype(), [&](auto z) {
+    using F = decltype(z);
+    const F* qp = static_cast<const F*>(q.data_ptr());
+    const F* kp = static_cast<const F*>(k.data_ptr());
+    const F* vp = static_cast<const F*>(v.data_ptr());
+    F* op = static_cast<F*>(out.data_ptr());
+    F* lp = static_cast<F*>(lse.data_ptr());  // stat dtype == F for f32 and f64
+#pragma omp parallel if (B * H * T * T * D > 65536)
+    {
+      std::vector<double> s(size_t(T), 0.0), acc(size_t(D), 0.0);
+#pragma omp for
+      for (int64_t bh = 0; bh < B * H; ++bh) {
+        const int64_t kvh = (bh / H) * Hkv + (bh % H) / G;
+        const F* qh = qp + bh * T * D;
+        const F* kh = kp + kvh * T * D;
+        const F* vh = vp + kvh * T * D;
+        for (int64_t i = 0; i < T; ++i) {
+          const int64_t j0 = first_key(i, window);
+          double m = -std::numeric_limits<double>::infinity();
+          for (int64_t j = j0; j <= i; ++j) {
+            double dot = 0;
+            for (int64_t e = 0; e < D; ++e) dot += double(qh[i * D + e]) * double(kh[j * D + e]);
+            s[size_t(j)] = scale * dot;
+            m = std::max(m, s[size_t(j)]);
+          }
+          double sum = 0;
+          std::fill(acc.begin(), acc.end(), 0.0);
+          for (int64_t j = j0; j <= i; ++j) {
+            const double p = std::exp(s[size_t(j)] - m);
+            sum += p;
+            for (int64_t e = 0; e < D; ++e) acc[size_t(e)] += p * double(vh[j * D + e]);
+          }
+          for (int64_t e = 0; e < D; ++e) op[(bh * T + i) * D + e] = F(acc[size_t(e)] / sum);
+          lp[bh * T + i] = F(m + std::log(sum));
+        }
+      }
+    }
+  });
+}
+
+void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                              const Tensor& dout, const Tensor& q, const Tensor& k,
+                              const Tensor& v, const Tensor& out, const Tensor& lse, double scale,
+                              int64_t window) {
+  const Dims d = check_qkv("flash_attention_backward", q, k, v);
+  const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
+  check_like("flash_attention_backward", "dq", dq, q.shape(), q.dtype());
+  check_like("flash_attention_backward", "dk", dk, k.shape(), q.dtype());
+  check_like("flash_attention_backward", "dv", dv, v.shape(), q.dtype());
+  check_like("flash_attention_backward", "dout", dout, q.shape(), q.dtype());
+  check_like("flash_attention_backward", "out", out, q.shape(), q.dtype());
+  check_like("flash_attention_backward", "lse", lse, {B, H, T}, stat_dtype(q.dtype()));
+  const int64_t G = H / Hkv;
+
+  dispatch_float("flash_attention_backward", q.dtype(), [&](auto z) {
+    using F = decltype(z);
+    const F* qp = static_cast<const F*>(q.data_ptr());
+    const F* kp = static_cast<const F*>(k.data_ptr());
+    const F* vp = static_cast<const F*>(v.data_ptr());
+    const F* outp = static_cast<const F*>(out.data_ptr());
+    const F* lp = static_cast<const F*>(lse.data_ptr());
+    const F* dop = static_cast<const F*>(dout.data_ptr());
+    F* dqp = static_cast<F*>(dq.data_ptr());
+    F* dkp = static_cast<F*>(dk.data_ptr());
+    F* dvp = static_cast<F*>(dv.data_ptr());
+    // Split over (b, kv head) like attention_backward: one thread owns a kv head's dK and dV.
+#pragma omp parallel if (B * H * T * T * D > 65536)
+    {
+      std::vector<double> dk_acc(size_t(T * D), 0.0), dv_acc(size_t(T * D), 0.0),
+          dq_acc(size_t(D), 0.0);
+#pragma omp for
+      for (int64_t bk = 0; bk < B * Hkv; ++bk) {
+        const int64_t b = bk / Hkv, g = bk % Hkv;
+        const F* kh = kp + bk * T * D;
+        const F* vh = vp + bk * T * D;
+        std::fill(dk_acc.begin(), dk_acc.end(), 0.0);
+        std::fill(dv_acc.begin(), dv_acc.end(), 0.0);
+        for (int64_t h = g * G; h < (g + 1) * G; ++h) {
+          const int64_t bh = b * H + h;
+          for (int64_t i = 0; i < T; ++i) {
+            const F* qi = qp + (bh * T + i) * D;
+            const F* doi = dop + (bh * T + i) * D;
+            const F* oi = outp + (bh * T + i) * D;
+            const double l = double(lp[bh * T + i]);
+            double rowdot = 0;  // rowsum(dO * O) = rowsum(dP * P)
+            for (int64_t e = 0; e < D; ++e) rowdot += double(doi[e]) * double(oi[e]);
+            std::fill(dq_acc.begin(), dq_acc.end(), 0.0);
+            for (int64_t j = first_key(i, window); j <= i; ++j) {
+              double s = 0, dp = 0;
+              for (int64_t e = 0; e < D; ++e) {
+                s += double(qi[e]) * double(kh[j * D + e]);
+                dp += double(doi[e]) * double(vh[j * D + e]);
+              }
+              const double p = std::exp(scale * s - l);
+              const double ds = p * (dp - rowdot);
+              for (int64_t e = 0; e < D; ++e) {
+                dq_acc[size_t(e)] += ds * double(kh[j * D + e]);
+                dk_acc[size_t(j * D + e)] += ds * double(qi[e]);
+                dv_acc[size_t(j * D + e)] += p * double(doi[e]);
+              }
+            }
+            for (int64_t e = 0; e < D; ++e) dqp[(bh * T + i) * D + e] = F(scale * dq_acc[size_t(e)]);
           }
         }
         F* dkh = dkp + bk * T * D;

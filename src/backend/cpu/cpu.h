@@ -78,5 +78,26 @@ void attention_forward(const Tensor& out, const Tensor& probs, const Tensor& q, 
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
                         double scale);
+// nf4.cpp
+void nf4_dequantize(const Tensor& out, const Tensor& codes, const Tensor& absmax);
+void nf4_matmul(const Tensor& c, const Tensor& a, const Tensor& codes, const Tensor& absmax,
+                int64_t rows, int64_t cols, bool trans_w);
+void nf4_absmax_dequantize(const Tensor& absmax, const Tensor& qabsmax, const Tensor& scales,
+                           double mean);
+// attention.cpp (flash-style entries, same math as the materialised ones above)
+void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
+                             const Tensor& k, const Tensor& v, double scale, int64_t window);
+void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                              const Tensor& dout, const Tensor& q, const Tensor& k,
+                              const Tensor& v, const Tensor& out, const Tensor& lse, double scale,
+                              int64_t window);
+// stick_breaking.cpp
+void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tensor& rem,
+                            const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                            bool attend_current, bool add_remainder);
+void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                             const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                             const Tensor& log_rem, double scale, bool attend_current,
+                             bool add_remainder);
 
 }  // namespace tessera::cpu

@@ -39,6 +39,13 @@ const Kernels& kernels() {
       .rope = rope,
       .attention_forward = attention_forward,
       .attention_backward = attention_backward,
+      .nf4_dequantize = nf4_dequantize,
+      .nf4_matmul = nf4_matmul,
+      .nf4_absmax_dequantize = nf4_absmax_dequantize,
+      .flash_attention_forward = flash_attention_forward,
+      .flash_attention_backward = flash_attention_backward,
+      .stick_breaking_forward = stick_breaking_forward,
+      .stick_breaking_backward = stick_breaking_backward,
   };
   return table;
 }

@@ -1,0 +1,114 @@
+// CPU NF4 kernels: dequantisation, and the matmul that dequantises a tile of weight rows at a time
+// into a small buffer and multiplies it with OpenBLAS, so the whole f32 weight never exists.
+#include <algorithm>
+
+#include "backend/cpu/cpu.h"
+#include "backend/nf4_codebook.h"
+#include "core/dtype.h"
+
+namespace tessera::cpu {
+namespace {
+
+constexpr int64_t kTileRows = 64;  // weight rows dequantised per gemm
+
+void check_nf4(const char* kernel, const Tensor& codes, const Tensor& absmax, int64_t numel) {
+  TESSERA_CHECK(codes.dtype() == DType::U8 && codes.is_contiguous() &&
+                    codes.numel() == (numel + 1) / 2,
+                kernel, ": codes must be contiguous u8 of ", (numel + 1) / 2, " bytes for ", numel,
+                " weights, got ", codes.str());
+  TESSERA_CHECK(absmax.dtype() == DType::F32 && absmax.is_contiguous() &&
+                    absmax.numel() == (numel + kNF4Block - 1) / kNF4Block,
+                kernel, ": absmax must be contiguous f32 of ", (numel + kNF4Block - 1) / kNF4Block,
+                " blocks, got ", absmax.str());
+}
+
+// Elements [begin, end) of the flattened weight, dequantised into out[0 .. end - begin).
+template <typename T>
+void dequantize_range(T* out, const uint8_t* codes, const float* absmax, int64_t begin,
+                      int64_t end) {
+  for (int64_t e = begin; e < end; ++e) {
+    const uint8_t byte = codes[e / 2];
+    const int code = (e % 2 == 0) ? (byte & 0x0F) : (byte >> 4);
+    out[e - begin] = T(kNF4[code] * absmax[e / kNF4Block]);
+  }
+}
+
+}  // namespace
+
+void nf4_dequantize(const Tensor& out, const Tensor& codes, const Tensor& absmax) {
+  TESSERA_CHECK(out.is_contiguous(), "nf4_dequantize: out ", out.str(), " is not contiguous");
+  check_nf4("nf4_dequantize", codes, absmax, out.numel());
+  const auto* cp = codes.data<uint8_t>();
+  const auto* ap = absmax.data<float>();
+  const int64_t n = out.numel();
+  if (out.dtype() == DType::BF16) {
+    auto* op = static_cast<uint16_t*>(out.data_ptr());
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < (n + kNF4Block - 1) / kNF4Block; ++b) {
+      float tmp[kNF4Block];
+      const int64_t e0 = b * kNF4Block, e1 = std::min(n, e0 + kNF4Block);
+      dequantize_range(tmp, cp, ap, e0, e1);
+      for (int64_t e = e0; e < e1; ++e) op[e] = bf16(tmp[e - e0]).bits;
+    }
+    return;
+  }
+  dispatch_float("nf4_dequantize", out.dtype(), [&](auto z) {
+    using T = decltype(z);
+    T* op = static_cast<T*>(out.data_ptr());
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < (n + kNF4Block - 1) / kNF4Block; ++b) {
+      const int64_t e0 = b * kNF4Block;
+      dequantize_range(op + e0, cp, ap, e0, std::min(n, e0 + kNF4Block));
+    }
+  });
+}
+
+void nf4_matmul(const Tensor& c, const Tensor& a, const Tensor& codes, const Tensor& absmax,
+                int64_t rows, int64_t cols, bool trans_w) {
+  check_nf4("nf4_matmul", codes, absmax, rows * cols);
+  const int64_t in = trans_w ? cols : rows, out = trans_w ? rows : cols;
+  TESSERA_CHECK(a.dim() == 2 && c.dim() == 2 && a.size(1) == in && c.size(1) == out &&
+                    a.size(0) == c.size(0) && a.is_contiguous() && c.is_contiguous() &&
+                    a.dtype() == c.dtype(),
+                "nf4_matmul: expected contiguous a (N, ", in, ") and c (N, ", out,
+                ") of one dtype for a (", rows, ", ", cols, ") weight", trans_w ? "^T" : "",
+                ", got a ", a.str(), " and c ", c.str());
+  const int64_t N = a.size(0);
+  const auto* cp = codes.data<uint8_t>();
+  const auto* ap = absmax.data<float>();
+  dispatch_float("nf4_matmul", c.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const Tensor tile = Tensor::empty({std::min(rows, kTileRows), cols}, c.options());
+    for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
+      const int64_t rt = std::min(kTileRows, rows - r0);
+      dequantize_range(tile.data<T>(), cp, ap, r0 * cols, (r0 + rt) * cols);
+      const Tensor w = tile.narrow(0, 0, rt);  // W[r0 : r0 + rt, :]
+      if (trans_w) {  // c[:, r0 : r0 + rt] = a @ tile^T: a column block of c, written through a temp
+        Tensor part = Tensor::empty({N, rt}, c.options());
+        gemm(part, a, w, false, true, 1.0, 0.0);
+        copy(c.narrow(1, r0, rt), part);
+      } else {  // c += a[:, r0 : r0 + rt] @ tile
+        Tensor a_part = Tensor::empty({N, rt}, a.options());
+        copy(a_part, a.narrow(1, r0, rt));
+        gemm(c, a_part, w, false, false, 1.0, r0 == 0 ? 0.0 : 1.0);
+      }
+    }
+  });
+}
+
+void nf4_absmax_dequantize(const Tensor& absmax, const Tensor& qabsmax, const Tensor& scales,
+                           double mean) {
+  const int64_t n = absmax.numel();
+  TESSERA_CHECK(absmax.dtype() == DType::F32 && qabsmax.dtype() == DType::U8 &&
+                    scales.dtype() == DType::F32 && qabsmax.numel() == n &&
+                    scales.numel() == (n + kNF4AbsmaxBlock - 1) / kNF4AbsmaxBlock,
+                "nf4_absmax_dequantize: expected absmax f32 (n), qabsmax u8 (n), scales f32 "
+                "(ceil(n / 256)); got ", absmax.str(), ", ", qabsmax.str(), ", ", scales.str());
+  float* out = absmax.data<float>();
+  const auto* q = qabsmax.data<uint8_t>();
+  const float* s = scales.data<float>();
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = float(int8_t(q[i])) / 127.0f * s[i / kNF4AbsmaxBlock] + float(mean);
+}
+
+}  // namespace tessera::cpu

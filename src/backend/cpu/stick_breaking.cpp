@@ -1,0 +1,208 @@
+// CPU stick-breaking attention (Tan et al. 2024, "Stick-breaking Attention", arXiv:2410.17980): the
+// reference for the fused CUDA kernels in kernels/stick_breaking.cu.
+//
+// q, out, dq, dout (B, H, T, D); k, v, dk, dv (B, Hkv, T, D); log_rem, rem (B, H, T).
+// Grouped-query heads as in attention.cpp: query head h reads kv head h / (H / Hkv).
+//
+// Query j attends the keys S_j = {i < j} ({i <= j} with attend_current). Writing, for i in S_j,
+//   z[i] = scale q_j . k_i,  beta[i] = sigmoid(z[i]),  sp[i] = softplus(z[i]) = -log(1 - beta[i]),
+// a stick of length 1 is broken from the nearest key backwards: key i takes the fraction beta[i] of
+// what the keys after it left over, so
+//   log A[i] = log beta[i] + sum_{k in S_j, k > i} log(1 - beta[k])
+//            = logsigmoid(z[i]) - sum_{k in S_j, k > i} sp[k],
+//   out_j = sum_{i in S_j} A[i] v_i  (+ rem_j v_j with add_remainder, the paper's remainder term),
+//   log rem_j = -sum_{i in S_j} sp[i],   and sum_i A[i] + rem_j = 1 exactly (the stick is conserved).
+// The sums run from the diagonal backwards and every term is <= 0, so a long context cannot
+// underflow an intermediate: only an A[i] that truly is below the smallest double rounds to 0.
+// There is no normalisation and no running max (A <= 1).
+//
+// Backward, per query row j, with a[i] = dout_j . v_i, g[i] = A[i] a[i] and rbar = dout_j . v_j when
+// add_remainder (the gradient reaching rem_j), else 0. From the log form,
+//   d log A[i] / dz[k] = 1 - beta[k] (k == i),  -beta[k] (k > i),  0 (k < i);
+//   d log rem_j / dz[k] = -beta[k];
+// so dL/dz[k] = sum_i g[i] d log A[i]/dz[k] + rbar rem_j d log rem_j/dz[k]
+//             = g[k] - beta[k] (sum_{i <= k} g[i] + rbar rem_j),
+// and dq_j = scale sum_k dz[k] k_k,  dk_k += scale dz[k] q_j,  dv_i += A[i] dout_j,
+// dv_j += rem_j dout_j (add_remainder).
+//
+// Everything is computed in double from q, k and v; log_rem is checked but not read (the CUDA
+// backward starts from it; here recomputing is both simpler and exact). Forward splits over
+// (b, h); backward over (b, kv head) so one thread owns a kv head's dk and dv.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backend/cpu/cpu.h"
+
+namespace tessera::cpu {
+namespace {
+
+struct Dims {
+  int64_t B, H, Hkv, T, D;
+};
+
+Dims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v) {
+  TESSERA_CHECK(
+      q.dim() == 4 && k.dim() == 4 && k.shape() == v.shape() && q.size(0) == k.size(0) &&
+          k.size(1) > 0 && q.size(1) % k.size(1) == 0 && q.size(2) == k.size(2) &&
+          q.size(3) == k.size(3),
+      kernel, ": expected q (B, H, T, D) and k, v (B, Hkv, T, D) with H a multiple of Hkv, got q ",
+      shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
+  TESSERA_CHECK(k.dtype() == q.dtype() && v.dtype() == q.dtype(), kernel, ": dtypes differ: q ",
+                dtype_name(q.dtype()), ", k ", dtype_name(k.dtype()), ", v ",
+                dtype_name(v.dtype()));
+  return {q.size(0), q.size(1), k.size(1), q.size(2), q.size(3)};
+}
+
+void check_like(const char* kernel, const char* name, const Tensor& t, const Shape& shape,
+                DType dtype) {
+  TESSERA_CHECK(t.shape() == shape && t.dtype() == dtype, kernel, ": ", name, " must be ",
+                dtype_name(dtype), " ", shape_str(shape), ", got ", t.str());
+}
+
+DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
+
+// softplus(x) = log(1 + e^x) without overflow; logsigmoid(x) = -softplus(-x) (exact for large |x|,
+// where x - softplus(x) would cancel).
+double softplus(double x) { return std::max(x, 0.0) + std::log1p(std::exp(-std::abs(x))); }
+double log_sigmoid(double x) { return -softplus(-x); }
+
+// One query row: z, log A and A over its n attended keys (n = j or j + 1), and log rem.
+template <typename F>
+double stick_row(const F* qj, const F* kh, int64_t n, int64_t D, double scale,
+                 std::vector<double>& z, std::vector<double>& a) {
+  for (int64_t i = 0; i < n; ++i) {
+    double dot = 0;
+    for (int64_t e = 0; e < D; ++e) dot += double(qj[e]) * double(kh[i * D + e]);
+    z[size_t(i)] = scale * dot;
+  }
+  double tail = 0;  // sum of sp[k] over the attended k > i: -log of the stick left for key i
+  for (int64_t i = n - 1; i >= 0; --i) {
+    a[size_t(i)] = std::exp(log_sigmoid(z[size_t(i)]) - tail);
+    tail += softplus(z[size_t(i)]);
+  }
+  return -tail;
+}
+
+}  // namespace
+
+void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tensor& rem,
+                            const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                            bool attend_current, bool add_remainder) {
+  const Dims d = check_qkv("stick_breaking_forward", q, k, v);
+  const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
+  check_like("stick_breaking_forward", "out", out, q.shape(), q.dtype());
+  check_like("stick_breaking_forward", "log_rem", log_rem, {B, H, T}, stat_dtype(q.dtype()));
+  if (rem.defined()) check_like("stick_breaking_forward", "rem", rem, {B, H, T}, q.dtype());
+  const int64_t G = H / Hkv;
+
+  dispatch_float("stick_breaking_forward", q.dtype(), [&](auto zero) {
+    using F = decltype(zero);
+    const F* qp = static_cast<const F*>(q.data_ptr());
+    const F* kp = static_cast<const F*>(k.data_ptr());
+    const F* vp = static_cast<const F*>(v.data_ptr());
+    F* op = static_cast<F*>(out.data_ptr());
+    F* lrp = static_cast<F*>(log_rem.data_ptr());  // stat dtype == F for f32 and f64
+    F* rp = rem.defined() ? static_cast<F*>(rem.data_ptr()) : nullptr;
+#pragma omp parallel if (B * H * T * T * D > 65536)
+    {
+      std::vector<double> z(size_t(T), 0.0), a(size_t(T), 0.0), acc(size_t(D), 0.0);
+#pragma omp for
+      for (int64_t bh = 0; bh < B * H; ++bh) {
+        const int64_t kvh = (bh / H) * Hkv + (bh % H) / G;
+        const F* kh = kp + kvh * T * D;
+        const F* vh = vp + kvh * T * D;
+        for (int64_t j = 0; j < T; ++j) {
+          const int64_t n = attend_current ? j + 1 : j;
+          const double lr = stick_row(qp + (bh * T + j) * D, kh, n, D, scale, z, a);
+          std::fill(acc.begin(), acc.end(), 0.0);
+          for (int64_t i = 0; i < n; ++i)
+            for (int64_t e = 0; e < D; ++e) acc[size_t(e)] += a[size_t(i)] * double(vh[i * D + e]);
+          if (add_remainder)
+            for (int64_t e = 0; e < D; ++e) acc[size_t(e)] += std::exp(lr) * double(vh[j * D + e]);
+          for (int64_t e = 0; e < D; ++e) op[(bh * T + j) * D + e] = F(acc[size_t(e)]);
+          lrp[bh * T + j] = F(lr);
+          if (rp) rp[bh * T + j] = F(std::exp(lr));
+        }
+      }
+    }
+  });
+}
+
+void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                             const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                             const Tensor& log_rem, double scale, bool attend_current,
+                             bool add_remainder) {
+  const Dims d = check_qkv("stick_breaking_backward", q, k, v);
+  const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
+  check_like("stick_breaking_backward", "dq", dq, q.shape(), q.dtype());
+  check_like("stick_breaking_backward", "dk", dk, k.shape(), q.dtype());
+  check_like("stick_breaking_backward", "dv", dv, v.shape(), q.dtype());
+  check_like("stick_breaking_backward", "dout", dout, q.shape(), q.dtype());
+  check_like("stick_breaking_backward", "log_rem", log_rem, {B, H, T}, stat_dtype(q.dtype()));
+  const int64_t G = H / Hkv;
+
+  dispatch_float("stick_breaking_backward", q.dtype(), [&](auto zero) {
+    using F = decltype(zero);
+    const F* qp = static_cast<const F*>(q.data_ptr());
+    const F* kp = static_cast<const F*>(k.data_ptr());
+    const F* vp = static_cast<const F*>(v.data_ptr());
+    const F* dop = static_cast<const F*>(dout.data_ptr());
+    F* dqp = static_cast<F*>(dq.data_ptr());
+    F* dkp = static_cast<F*>(dk.data_ptr());
+    F* dvp = static_cast<F*>(dv.data_ptr());
+#pragma omp parallel if (B * H * T * T * D > 65536)
+    {
+      std::vector<double> dk_acc(size_t(T * D), 0.0), dv_acc(size_t(T * D), 0.0),
+          dq_acc(size_t(D), 0.0), z(size_t(T), 0.0), a(size_t(T), 0.0);
+#pragma omp for
+      for (int64_t bk = 0; bk < B * Hkv; ++bk) {
+        const int64_t b = bk / Hkv, g = bk % Hkv;
+        const F* kh = kp + bk * T * D;
+        const F* vh = vp + bk * T * D;
+        std::fill(dk_acc.begin(), dk_acc.end(), 0.0);
+        std::fill(dv_acc.begin(), dv_acc.end(), 0.0);
+        for (int64_t h = g * G; h < (g + 1) * G; ++h) {
+          const int64_t bh = b * H + h;
+          for (int64_t j = 0; j < T; ++j) {
+            const F* qj = qp + (bh * T + j) * D;
+            const F* doj = dop + (bh * T + j) * D;
+            const int64_t n = attend_current ? j + 1 : j;
+            const double rem = std::exp(stick_row(qj, kh, n, D, scale, z, a));
+            double rbar = 0;
+            if (add_remainder) {
+              for (int64_t e = 0; e < D; ++e) rbar += double(doj[e]) * double(vh[j * D + e]);
+              for (int64_t e = 0; e < D; ++e) dv_acc[size_t(j * D + e)] += rem * double(doj[e]);
+            }
+            std::fill(dq_acc.begin(), dq_acc.end(), 0.0);
+            double prefix = rbar * rem;  // rbar rem_j + sum_{i <= k} g[i], built as k rises
+            for (int64_t i = 0; i < n; ++i) {
+              const double A = a[size_t(i)];
+              double dA = 0;
+              for (int64_t e = 0; e < D; ++e) dA += double(doj[e]) * double(vh[i * D + e]);
+              const double gi = A * dA;
+              prefix += gi;
+              const double beta = std::exp(log_sigmoid(z[size_t(i)]));
+              const double dz = gi - beta * prefix;
+              for (int64_t e = 0; e < D; ++e) {
+                dq_acc[size_t(e)] += dz * double(kh[i * D + e]);
+                dk_acc[size_t(i * D + e)] += dz * double(qj[e]);
+                dv_acc[size_t(i * D + e)] += A * double(doj[e]);
+              }
+            }
+            for (int64_t e = 0; e < D; ++e)
+              dqp[(bh * T + j) * D + e] = F(scale * dq_acc[size_t(e)]);
+          }
+        }
+        F* dkh = dkp + bk * T * D;
+        F* dvh = dvp + bk * T * D;
+        for (int64_t n = 0; n < T * D; ++n) {
+          dkh[n] = F(scale * dk_acc[size_t(n)]);
+          dvh[n] = F(dv_acc[size_t(n)]);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace tessera::cpu

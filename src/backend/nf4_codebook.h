@@ -1,0 +1,32 @@
+// The 16 NormalFloat-4 levels of QLoRA (Dettmers et al. 2023, "QLoRA: Efficient Finetuning of
+// Quantized LLMs", appendix E; the values bitsandbytes ships): quantiles of N(0, 1) normalised to
+// [-1, 1], with an exact zero. Code i (0..15) means kNF4[i] * absmax of the weight's block of 64.
+// Plain constants with no CUDA in sight, so the CPU kernels, the CUDA kernels and the quantiser
+// (peft/nf4.cpp) read one table.
+#pragma once
+
+namespace tessera {
+
+inline constexpr float kNF4[16] = {
+    -1.0f,
+    -0.6961928009986877f,
+    -0.5250730514526367f,
+    -0.39491748809814453f,
+    -0.28444138169288635f,
+    -0.18477343022823334f,
+    -0.09105003625154495f,
+    0.0f,
+    0.07958029955625534f,
+    0.16093020141124725f,
+    0.24611230194568634f,
+    0.33791524171829224f,
+    0.44070982933044434f,
+    0.5626170039176941f,
+    0.7229568362236023f,
+    1.0f,
+};
+
+inline constexpr int kNF4Block = 64;         // weights per absmax (QLoRA's block size)
+inline constexpr int kNF4AbsmaxBlock = 256;  // absmax constants per second-level scale
+
+}  // namespace tessera
