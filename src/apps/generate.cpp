@@ -1,16 +1,14 @@
 // build/generate --checkpoint checkpoints/tiny [--prompt "In the beginning"] [--max-new-tokens 200]
-//                [--temperature 0.8] [--top-k 40] [--seed 42]
-// Loads the model described by the config stored in the checkpoint, then samples with a KV cache.
+//                [--temperature 0.8] [--top-k 40] [--seed 42] [--base BASE]
+// Loads the model described by the config stored in the checkpoint (a LoRA checkpoint brings its
+// base: the one it recorded, or --base), then samples with a KV cache.
 #include <cxxopts.hpp>
 #include <iostream>
 
-#include "checkpoint/checkpoint.h"
-#include "checkpoint/h5.h"
 #include "config/cli.h"
-#include "config/config.h"
 #include "data/tokenizer.h"
 #include "nn/generate.h"
-#include "train/trainer.h"
+#include "train/load.h"
 
 int main(int argc, char** argv) {
   using namespace tessera;
@@ -18,6 +16,7 @@ int main(int argc, char** argv) {
     cxxopts::Options options("generate", "Sample text from a trained checkpoint");
     options.add_options()
         ("checkpoint", "checkpoint file, run directory or .../latest", cxxopts::value<std::string>())
+        ("base", "LoRA checkpoints: the base (default: the one recorded)", cxxopts::value<std::string>()->default_value(""))
         ("prompt", "text to continue", cxxopts::value<std::string>()->default_value("\n"))
         ("max-new-tokens", "tokens to sample", cxxopts::value<int64_t>()->default_value("200"))
         ("temperature", "0 = greedy", cxxopts::value<double>()->default_value("0.8"))
@@ -32,16 +31,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     TESSERA_CHECK(args.count("checkpoint"), "command line: --checkpoint is required");
-    const std::string path = resolve_checkpoint(args["checkpoint"].as<std::string>());
-    std::string yaml;
-    {
-      H5File f = H5File::open(path);
-      yaml = f.attr_string("/", "config");
-    }
-    Config cfg = parse_config(yaml, path + " (stored config)");
-    Generator init(0);
-    nn::GPT model(train::model_config(cfg.model, cfg.train), init);
-    load_model_into(path, model.parameters());
+    train::LoadedModel m =
+        train::load_model(args["checkpoint"].as<std::string>(), args["base"].as<std::string>());
+    const Config& cfg = m.config;
 
     const std::string dir = args.count("tokenizer-dir") ? args["tokenizer-dir"].as<std::string>()
                                                         : cfg.data.tokenizer_dir;
@@ -53,7 +45,7 @@ int main(int argc, char** argv) {
                           .temperature = args["temperature"].as<double>(),
                           .top_k = args["top-k"].as<int64_t>(),
                           .stop_token = int64_t(tok->eot_id())};
-    std::vector<int32_t> out = nn::generate(model, prompt, opt, gen);
+    std::vector<int32_t> out = nn::generate(*m.model, prompt, opt, gen);
     std::vector<uint32_t> text(out.begin(), out.end());
     if (!text.empty() && text.back() == tok->eot_id()) text.pop_back();
     std::cout << tok->decode(text) << std::endl;

@@ -1,0 +1,66 @@
+// build/merge --adapter checkpoints/finetune-lora --output checkpoints/merged [--base BASE]
+// Folds LoRA adapters into their base: W + (alpha / r) B A for every adapted weight, with NF4
+// weights (QLoRA) dequantised first, never added into codes. Writes a full checkpoint (weights
+// only, config with lora off) as <output>/step_<N>.h5 plus <output>/latest, usable by --init,
+// generate and eval like any other.
+#include <cstdio>
+#include <cxxopts.hpp>
+#include <filesystem>
+#include <iostream>
+
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/retention.h"
+#include "config/cli.h"
+#include "train/load.h"
+#include "train/trainer.h"
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  try {
+    cxxopts::Options options("merge", "Fold LoRA adapters into their base checkpoint");
+    options.add_options()
+        ("adapter", "LoRA checkpoint file, run directory or .../latest", cxxopts::value<std::string>())
+        ("base", "the base (default: the one the adapters recorded)", cxxopts::value<std::string>()->default_value(""))
+        ("output", "directory for the merged checkpoint", cxxopts::value<std::string>())
+        ("h,help", "show this help");
+    bool help = false;
+    cxxopts::ParseResult args = parse_flags(options, argc, argv, &help);
+    if (help) {
+      std::cout << options.help() << "\n";
+      return 0;
+    }
+    TESSERA_CHECK(args.count("adapter") && args.count("output"),
+                  "command line: --adapter and --output are required");
+    train::LoadedModel m =
+        train::load_model(args["adapter"].as<std::string>(), args["base"].as<std::string>());
+    TESSERA_CHECK(m.lora, m.path, " holds no LoRA adapters (nothing to merge)");
+
+    Config cfg = m.config;
+    cfg.lora = LoraConfig{};  // the merged model is a plain one
+    cfg.checkpoint.init.clear();
+    cfg.checkpoint.resume.clear();
+    Generator init(0);
+    nn::GPT merged(train::model_config(cfg.model, cfg.train), init);
+    m.lora->merge_into(merged);
+
+    const std::string dir = args["output"].as<std::string>();
+    std::filesystem::create_directories(dir);
+    const std::string name = checkpoint_name(m.step);
+    TESSERA_CHECK(!std::filesystem::exists(std::filesystem::path(dir) / name), "merge: ",
+                  (std::filesystem::path(dir) / name).string(),
+                  " exists; choose another --output (nothing was written)");
+    CheckpointData ck;
+    ck.model = merged.parameters();
+    ck.trainer_ints = {{"step", m.step}};
+    ck.config_yaml = to_yaml(cfg);
+    save_checkpoint((std::filesystem::path(dir) / name).string(), ck);
+    write_latest(dir, name);
+    std::printf("merged %s (rank %ld, %s) into %s -> %s\n", m.path.c_str(), long(m.config.lora.rank),
+                m.config.lora.targets.c_str(), m.base_path.c_str(),
+                (std::filesystem::path(dir) / name).string().c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "merge: " << e.what() << std::endl;
+    return 1;
+  }
+}

@@ -1,0 +1,35 @@
+#include "train/load.h"
+
+#include "checkpoint/checkpoint.h"
+#include "peft/adapter.h"
+#include "train/trainer.h"
+
+namespace tessera::train {
+
+LoadedModel load_model(const std::string& checkpoint, const std::string& base) {
+  LoadedModel m;
+  m.path = resolve_checkpoint(checkpoint);
+  const CheckpointData ck = load_checkpoint(m.path);
+  m.config = parse_config(ck.config_yaml, m.path + " (stored config)");
+  auto step = ck.trainer_ints.find("step");
+  m.step = step != ck.trainer_ints.end() ? step->second : 0;
+  Generator init(0);  // every weight is overwritten below
+  m.model = std::make_unique<nn::GPT>(model_config(m.config.model, m.config.train), init);
+  if (ck.adapter.empty()) {
+    TESSERA_CHECK(base.empty(), m.path, " is a full checkpoint: a base (", base,
+                  ") is only for LoRA checkpoints");
+    load_model_into(ck, m.path, m.model->parameters());
+    return m;
+  }
+  auto recorded = ck.adapter.find("base_checkpoint");
+  TESSERA_CHECK(!base.empty() || recorded != ck.adapter.end(), "LoRA checkpoint ", m.path,
+                " names no base checkpoint: pass one");
+  m.base_path = resolve_checkpoint(base.empty() ? recorded->second : base);
+  load_model_into(m.base_path, m.model->parameters());
+  peft::check_base(ck.adapter, m.path, m.base_path, peft::fingerprint(m.model->parameters()));
+  m.lora = std::make_unique<peft::Lora>(*m.model, lora_options(m.config.lora), init);
+  load_model_into(ck, m.path, m.lora->parameters());
+  return m;
+}
+
+}  // namespace tessera::train

@@ -1,0 +1,32 @@
+// A model for inference from a checkpoint: a full one, or a LoRA one together with its base.
+//
+//   LoadedModel m = load_model("checkpoints/finetune-lora");   // adapters + the base they name
+//   m.model->forward(ids, false);                              // base + adapters (hook installed)
+//   LoadedModel b = load_model("checkpoints/finetune-lora", "/elsewhere/base.h5");  // moved base
+//
+// A LoRA checkpoint records the base it was trained on (peft/adapter.h); the base given, or else the
+// one recorded, must have the recorded fingerprint, or loading fails naming both. The model is built
+// from the config stored in the checkpoint, quantised the same way as in training (lora.quantize).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "config/config.h"
+#include "nn/gpt.h"
+#include "peft/lora.h"
+
+namespace tessera::train {
+
+struct LoadedModel {
+  Config config;                     // as stored in the checkpoint
+  std::string path;                  // the checkpoint file read
+  std::string base_path;             // LoRA: the base checkpoint file read; "" otherwise
+  int64_t step = 0;                  // /trainer step of the checkpoint
+  std::unique_ptr<nn::GPT> model;
+  std::unique_ptr<peft::Lora> lora;  // LoRA: the adapters, installed as model's hook
+};
+
+LoadedModel load_model(const std::string& checkpoint, const std::string& base = "");
+
+}  // namespace tessera::train
