@@ -5,6 +5,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -57,6 +59,15 @@ struct TempDir {
 // A tensor's values as doubles, whatever its floating dtype.
 inline std::vector<double> values(const Tensor& t) {
   return t.to(DType::F64).to_vector<double>();
+}
+
+// The largest |a - b| over elements of two tensors of one shape, compared in double.
+inline double max_abs_diff(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.shape(), b.shape());
+  const std::vector<double> x = values(a), y = values(b);
+  double m = 0;
+  for (size_t i = 0; i < x.size() && i < y.size(); ++i) m = std::max(m, std::fabs(x[i] - y[i]));
+  return m;
 }
 
 // The raw bytes of a tensor: "bit-identical" compares these.

@@ -100,9 +100,9 @@ Lora::Lora(nn::GPT& model, const LoraOptions& opt, Generator& gen)
     A.requires_grad_(), B.requires_grad_();
     A.set_name(module + ".lora_A.weight");
     B.set_name(module + ".lora_B.weight");
+    adapters_[key(p, layer)] = Adapter{params_.size(), params_.size() + 1};
     params_.emplace_back(A.name(), A);
     params_.emplace_back(B.name(), B);
-    adapters_[key(p, layer)] = Adapter{A, B};
   };
   for (int64_t l = 0; l < cfg.n_layer; ++l)
     for (nn::Proj p : opt_.targets) {
@@ -120,6 +120,16 @@ Lora::Lora(nn::GPT& model, const LoraOptions& opt, Generator& gen)
   if (std::find(opt_.targets.begin(), opt_.targets.end(), nn::Proj::Head) != opt_.targets.end())
     add(nn::Proj::Head, -1, C, cfg.vocab_size);
   model.set_hook(this);
+}
+
+void Lora::replace_parameters(const std::vector<Tensor>& tensors) {
+  TESSERA_CHECK(tensors.size() == params_.size(), "Lora::replace_parameters: ", tensors.size(),
+                " tensors for ", params_.size(), " adapter parameters");
+  for (size_t i = 0; i < tensors.size(); ++i)
+    TESSERA_CHECK(tensors[i].shape() == params_[i].second.shape(), "Lora::replace_parameters: ",
+                  params_[i].first, " has shape ", shape_str(params_[i].second.shape()), ", got ",
+                  shape_str(tensors[i].shape()));
+  for (size_t i = 0; i < tensors.size(); ++i) params_[i].second = tensors[i];
 }
 
 Lora::~Lora() {
@@ -157,7 +167,9 @@ Tensor Lora::adapt(nn::Proj p, int64_t layer, const Tensor& x, const Tensor& y,
   auto it = adapters_.find(key(p, layer));
   if (it == adapters_.end()) return y;
   const Tensor xd = opt_.dropout > 0 ? ops::dropout(x, opt_.dropout, training) : x;
-  const Tensor delta = ops::linear(ops::linear(xd, it->second.A), it->second.B);
+  const Tensor& A = params_[it->second.a].second;
+  const Tensor& B = params_[it->second.b].second;
+  const Tensor delta = ops::linear(ops::linear(xd, A), B);
   return ops::add(y, ops::scale(delta, scaling_));
 }
 
@@ -173,7 +185,9 @@ void Lora::merge_into(nn::GPT& dst) const {
   for (int64_t l = -1; l < cfg.n_layer; ++l)
     for (nn::Proj p : opt_.targets) {
       if ((l < 0) != (p == nn::Proj::Head)) continue;
-      const Adapter& a = adapters_.at(key(p, l));
+      const Adapter& ad = adapters_.at(key(p, l));
+      const Tensor& A = params_[ad.a].second;
+      const Tensor& B = params_[ad.b].second;
       std::string module = model_.module_name(p, l);
       int64_t row0 = 0;  // GPT-2's q, k, v are row blocks of the fused c_attn weight
       if (cfg.gpt2_names() && (p == nn::Proj::Q || p == nn::Proj::K || p == nn::Proj::V)) {
@@ -181,8 +195,8 @@ void Lora::merge_into(nn::GPT& dst) const {
         row0 = p == nn::Proj::Q ? 0 : p == nn::Proj::K ? Hq : Hq + Hkv;
       }
       Tensor& w = merged.at(module + ".weight");
-      Tensor rows = w.narrow(0, row0, a.B.size(0));
-      Tensor delta = ops::scale(ops::matmul(a.B, a.A), scaling_);
+      Tensor rows = w.narrow(0, row0, B.size(0));
+      Tensor delta = ops::scale(ops::matmul(B, A), scaling_);
       rows.copy_(ops::add(rows, delta.to(rows.dtype())));
     }
   for (const auto& [name, t] : dst.parameters()) {

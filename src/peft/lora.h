@@ -54,6 +54,8 @@ class Lora : public nn::LinearHook {
   const LoraOptions& options() const { return opt_; }
   // The adapters, (A, B) per adapted module in model order: the only trainable tensors.
   const std::vector<nn::NamedTensor>& parameters() const { return params_; }
+  // Swaps in new adapter tensors (same order and shapes as parameters()): gradient checks use it.
+  void replace_parameters(const std::vector<Tensor>& tensors);
   // Bytes of the frozen base as held now (quantised weights at their packed size) and of adapters.
   int64_t base_bytes() const;
   int64_t adapter_bytes() const;
@@ -73,7 +75,7 @@ class Lora : public nn::LinearHook {
 
  private:
   struct Adapter {
-    Tensor A, B;
+    size_t a, b;  // indices of A and B in params_
   };
   static std::string key(nn::Proj p, int64_t layer);
 
