@@ -1,0 +1,138 @@
+// LoRA and QLoRA inside the training loop: the run trains adapters on a frozen --init base, writes
+// adapter-only checkpoints tied to that base, resumes bit for bit, and its checkpoints load for
+// inference (train/load.h) and merge into a model that computes the same logits.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "checkpoint/checkpoint.h"
+#include "test_util.h"
+#include "train/load.h"
+#include "train/train_fixture.h"
+#include "train/trainer.h"
+
+using namespace tessera;
+using tessera::testing::bytes;
+using tessera::testing::error_of;
+using tessera::testing::TempRun;
+
+namespace {
+
+// A base trained for 30 steps, then a LoRA config on top of it.
+struct LoraRun : TempRun {
+  std::string base;
+  LoraRun() {
+    Config c = config(30);
+    c.train.run_name = "base";
+    std::ostringstream log;
+    base = train::run_training(c, log).last_checkpoint;
+  }
+  Config lora(const std::string& name, int64_t steps, const std::string& quantize = "none") const {
+    Config c = config(steps);
+    c.train.run_name = name;
+    c.checkpoint.init = base;
+    c.lora.rank = 4, c.lora.alpha = 8, c.lora.dropout = 0.1, c.lora.targets = "all";
+    c.lora.quantize = quantize;
+    c.optim.lr = 1e-2, c.optim.min_lr = 1e-3;
+    return c;
+  }
+};
+
+}  // namespace
+
+TEST(LoraTraining, adapters_train_alone_and_the_checkpoint_holds_only_them) {
+  LoraRun run;
+  const std::vector<unsigned char> base_file_before = [&] {
+    std::ifstream in(run.base, std::ios::binary);
+    return std::vector<unsigned char>(std::istreambuf_iterator<char>(in), {});
+  }();
+  for (const char* quantize : {"none", "nf4-dq"}) {
+    SCOPED_TRACE(quantize);
+    std::ostringstream log;
+    Config c = run.lora(std::string("lora_") + quantize, 20, quantize);
+    train::TrainResult r = train::run_training(c, log);
+    EXPECT_NE(log.str().find("memory: weights"), std::string::npos) << log.str();
+    EXPECT_NE(log.str().find("memory: peak"), std::string::npos);
+    const CheckpointData ck = load_checkpoint(r.last_checkpoint);
+    ASSERT_FALSE(ck.model.empty());
+    for (const auto& [name, t] : ck.model) EXPECT_NE(name.find(".lora_"), std::string::npos) << name;
+    EXPECT_EQ(ck.adapter.at("quantize"), quantize);
+    EXPECT_EQ(ck.adapter.at("targets"), "q,k,v,o,up,down");
+    EXPECT_EQ(ck.adapter.at("base_checkpoint"), run.base);
+
+    // The adapted model (base + adapters, loaded as generate/eval load it) beats the base on the
+    // training data, and the merged model computes the same logits.
+    train::LoadedModel m = train::load_model(r.last_checkpoint);
+    train::LoadedModel b = train::load_model(run.base);
+    ASSERT_TRUE(m.lora);
+    const double adapted = train::evaluate(*m.model, c, c.data.train, 4);
+    const double plain = train::evaluate(*b.model, c, c.data.train, 4);
+    EXPECT_LT(adapted, plain);
+    Generator g(0);
+    nn::GPT merged(train::model_config(c.model, c.train), g);
+    m.lora->merge_into(merged);
+    std::vector<int32_t> ids = {1, 5, 9, 100, 32, 101, 116, 104};
+    Tensor x = from_vector(ids, {1, 8});
+    // f32 logits through two layers in a different association order: a few ulps each.
+    EXPECT_LT(tessera::testing::max_abs_diff(m.model->forward(x, false), merged.forward(x, false)), 1e-4);
+  }
+  std::ifstream in(run.base, std::ios::binary);
+  EXPECT_EQ(std::vector<unsigned char>(std::istreambuf_iterator<char>(in), {}), base_file_before);
+}
+
+TEST(LoraTraining, interrupted_qlora_run_resumes_bit_exactly) {
+  LoraRun run;
+  std::ostringstream log;
+  Config full = run.lora("full", 16, "nf4-dq");
+  full.checkpoint.interval = 4;
+  train::TrainResult a = train::run_training(full, log);
+  Config split = full;
+  split.train.run_name = "split";
+  split.train.stop_after = 8;
+  train::run_training(split, log);
+  split.train.stop_after = 0;
+  split.checkpoint.resume = "auto";
+  train::TrainResult b = train::run_training(split, log);
+  EXPECT_EQ(a.last_train_loss, b.last_train_loss);
+  EXPECT_EQ(a.last_val_loss, b.last_val_loss);
+  const CheckpointData x = load_checkpoint(a.last_checkpoint), y = load_checkpoint(b.last_checkpoint);
+  ASSERT_EQ(x.model.size(), y.model.size());
+  for (size_t i = 0; i < x.model.size(); ++i)
+    EXPECT_EQ(bytes(x.model[i].second), bytes(y.model[i].second)) << x.model[i].first;
+  ASSERT_EQ(x.optimizer.size(), y.optimizer.size());
+  for (size_t i = 0; i < x.optimizer.size(); ++i)
+    EXPECT_EQ(bytes(x.optimizer[i].second), bytes(y.optimizer[i].second)) << x.optimizer[i].first;
+}
+
+TEST(LoraTraining, mismatched_base_and_mixed_checkpoints_are_refused) {
+  LoraRun run;
+  std::ostringstream log;
+  train::TrainResult r = train::run_training(run.lora("a", 4), log);
+  // Another base: the same config trained for fewer steps.
+  Config other = run.config(10);
+  other.train.run_name = "other";
+  const std::string other_base = train::run_training(other, log).last_checkpoint;
+
+  std::string msg = error_of([&] { train::load_model(r.last_checkpoint, other_base); });
+  EXPECT_NE(msg.find(other_base), std::string::npos) << msg;
+  EXPECT_NE(msg.find("fingerprint"), std::string::npos) << msg;
+
+  Config resume = run.lora("a", 8);
+  resume.checkpoint.init = other_base;
+  resume.checkpoint.resume = "auto";
+  msg = error_of([&] { train::run_training(resume, log); });
+  EXPECT_NE(msg.find("fingerprint"), std::string::npos) << msg;
+
+  Config init_from_adapter = run.lora("b", 4);
+  init_from_adapter.checkpoint.init = r.last_checkpoint;
+  msg = error_of([&] { train::run_training(init_from_adapter, log); });
+  EXPECT_NE(msg.find("holds LoRA adapters"), std::string::npos) << msg;
+
+  Config full_resume = run.config(40);
+  full_resume.train.run_name = "a";
+  full_resume.checkpoint.resume = r.last_checkpoint;
+  msg = error_of([&] { train::run_training(full_resume, log); });
+  EXPECT_NE(msg.find("holds LoRA adapters"), std::string::npos) << msg;
+}
