@@ -18,6 +18,16 @@
 namespace tessera {
 struct Kernels;
 namespace cuda {
+
+struct DeviceGuard {  // makes `device` current for a scope
+  int prev = 0;
+  explicit DeviceGuard(int device) {
+    CUDA_CHECK(cudaGetDevice(&prev));
+    if (prev != device) CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~DeviceGuard() { cudaSetDevice(prev); }
+};
+
 // Each fills the kernel-table entries of one kernels/*.cu file (called once, from memory.cu).
 void add_attention_kernels(Kernels& k);  // attention.cu
 void add_nf4_kernels(Kernels& k);        // nf4.cu

@@ -9,15 +9,6 @@
 namespace tessera::cuda {
 namespace {
 
-struct DeviceGuard {  // makes `device` current for a scope
-  int prev = 0;
-  explicit DeviceGuard(int device) {
-    CUDA_CHECK(cudaGetDevice(&prev));
-    if (prev != device) CUDA_CHECK(cudaSetDevice(device));
-  }
-  ~DeviceGuard() { cudaSetDevice(prev); }
-};
-
 constexpr int kMaxRank = 8;
 struct Geometry {
   int rank;
