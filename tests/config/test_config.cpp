@@ -365,6 +365,33 @@ TEST(ConfigValidation, fused_optimizers_reject_gradient_accumulation) {
   EXPECT_NO_THROW(cfg.validate());
 }
 
+TEST(ConfigValidation, lora_rules_name_their_keys) {
+  struct Case {
+    std::vector<std::string> overrides;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {{"lora.quantize=nf4"}, "lora.quantize 'nf4' needs lora.rank > 0"},
+      {{"lora.rank=8"}, "lora.rank > 0 needs checkpoint.init"},
+      {{"lora.rank=8", "checkpoint.init=x", "lora.targets=q,qq"}, "unknown projection 'qq'"},
+      {{"lora.rank=8", "checkpoint.init=x", "lora.targets=gate"}, "'gate' needs model.mlp swiglu"},
+      {{"lora.rank=8", "checkpoint.init=x", "lora.targets=head"}, "'head' needs model.tie_embeddings"},
+      {{"lora.rank=8", "checkpoint.init=x", "optim.name=lomo"}, "with optim.name adamw"},
+      {{"lora.rank=8", "checkpoint.init=x", "lora.dropout=1"}, "lora.dropout must be in [0, 1)"},
+      {{"lora.rank=8", "checkpoint.init=x", "lora.quantize=int4"}, "lora.quantize must be one of"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.expected);
+    Config cfg;
+    for (const auto& o : c.overrides) apply_override(cfg, o);
+    EXPECT_CONTAINS(error_of([&] { cfg.validate(); }), c.expected);
+  }
+  Config ok;
+  for (const char* o : {"lora.rank=8", "checkpoint.init=x", "lora.targets=q, v,o", "lora.quantize=nf4-dq"})
+    apply_override(ok, o);
+  EXPECT_NO_THROW(ok.validate());
+}
+
 TEST(ConfigValidation, rope_needs_an_even_head_dimension) {
   Config c;
   c.model.position = "rope";
@@ -515,6 +542,20 @@ TEST_F(ConfigFiles, command_line_applies_repeated_set_and_shorthands_in_order) {
                                              "checkpoint.resume=auto", "checkpoint.init=ckpt/base",
                                              "train.run_name=exp1",    "train.max_steps=60"};
   EXPECT_EQ(cl.overrides, expected);
+}
+
+TEST_F(ConfigFiles, command_line_lora_flags_fill_the_lora_section) {
+  const std::string path = write("ft.yaml", "checkpoint:\n  init: ckpt/base\n");
+  const CommandLine cl = parse({"--config", path, "--lora.rank", "16", "--lora.alpha=32",
+                                "--lora.dropout", "0.1", "--lora.targets", "q,k,v,o",
+                                "--quantize", "nf4-dq"});
+  EXPECT_EQ(cl.config.lora.rank, 16);
+  EXPECT_EQ(cl.config.lora.alpha, 32);
+  EXPECT_EQ(cl.config.lora.dropout, 0.1);
+  EXPECT_EQ(cl.config.lora.targets, "q,k,v,o");  // a comma inside a value stays in it
+  EXPECT_EQ(cl.config.lora.quantize, "nf4-dq");
+  EXPECT_CONTAINS(error_of([&] { parse({"--config", path, "--lora.rank", "x"}); }),
+                  "lora.rank: expected an integer, got 'x'");
 }
 
 TEST_F(ConfigFiles, command_line_run_name_defaults_to_the_config_stem) {
