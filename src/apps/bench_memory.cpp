@@ -1,8 +1,10 @@
 // build/bench_memory: peak CPU memory and time of one training step on the same GPT with AdamW,
-// LOMO and AdaLomo (optim/lomo.h), the last two also with norm clipping (two backward passes).
+// LOMO and AdaLomo (optim/lomo.h), the last two also with norm clipping (two backward passes), and
+// with LoRA and QLoRA (peft/lora.h: AdamW on rank-r adapters of every block Linear over a frozen
+// base, in f32 or in NF4 with and without double quantisation).
 //
 //   build/bench_memory                                     # 8 x 512, GPT-2 vocabulary, B 1, T 64
-//   build/bench_memory --n-layer 4 --n-embd 256 --batch 8 --recompute=false
+//   build/bench_memory --n-layer 4 --n-embd 256 --batch 8 --recompute=false --lora-rank 64
 //
 // A step is what a fine-tuning loop runs: forward, backward, then for AdamW clip_grad_norm(1.0),
 // step() and zero_grad() (gradients dropped right after the update, AdamW's best case); for
@@ -28,6 +30,7 @@
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/lomo.h"
+#include "peft/lora.h"
 
 using namespace tessera;
 
@@ -56,7 +59,7 @@ int64_t grad_bytes(const std::vector<NamedParam>& ps) {
 // step function (which records the gradient peak into row.grads) and fills row.state.
 using StepFn = std::function<void()>;
 Row measure(const std::string& name, const nn::GPTConfig& cfg, int steps,
-            const std::function<StepFn(const nn::GPT&, std::vector<NamedParam>&, Row&)>& setup) {
+            const std::function<StepFn(nn::GPT&, std::vector<NamedParam>&, Row&)>& setup) {
   Row row;
   row.name = name;
   const int64_t base = memory_stats(Device::cpu()).current_bytes;
@@ -100,6 +103,7 @@ int run(int argc, char** argv) {
        cxxopts::value<bool>()->default_value("true"), "BOOL")
       ("untied", "separate output head instead of tied embeddings")
       ("steps", "timed steps per optimizer", cxxopts::value<int>()->default_value("3"), "N")
+      ("lora-rank", "rank of the LoRA / QLoRA adapters", cxxopts::value<int64_t>()->default_value("16"), "R")
       ("h,help", "print this help");
   // clang-format on
   bool help = false;
@@ -166,6 +170,30 @@ int run(int argc, char** argv) {
     }
   }
 
+  const int64_t rank = args["lora-rank"].as<int64_t>();
+  for (const char* quantize : {"none", "nf4", "nf4-dq"}) {
+    const std::string label = std::string(quantize) == "none" ? "lora r" + std::to_string(rank)
+                                                              : std::string("qlora ") + quantize;
+    rows.push_back(measure(label, cfg, steps, [&](nn::GPT& m, auto& params, Row& r) {
+      Generator g(2);
+      auto lora = std::make_shared<peft::Lora>(
+          m, peft::LoraOptions{.rank = rank, .targets = peft::parse_targets("all"),
+                               .quantize = quantize}, g);
+      params.clear();  // the model's own list: it would keep the released f32 weights alive
+      auto adapters = std::make_shared<std::vector<NamedParam>>(named_params(lora->parameters()));
+      auto opt = std::make_shared<AdamW>(*adapters, AdamWOptions{.lr = lr, .weight_decay = 0});
+      r.params = lora->base_bytes() + lora->adapter_bytes();
+      for (const StateEntry& e : opt->state()) r.state += int64_t(e.m.nbytes() + e.v.nbytes());
+      return StepFn([&m, &r, &x, &y, lora, adapters, opt, lr] {
+        backward(m.loss(x, y));
+        r.grads = std::max(r.grads, grad_bytes(*adapters));
+        clip_grad_norm(*adapters, 1.0);
+        opt->step(lr);
+        opt->zero_grad();
+      });
+    }));
+  }
+
   const int64_t n_params = rows[0].params / 4;  // f32
   std::cout << "GPT " << cfg.n_layer << " layers x " << cfg.n_embd << " channels, " << cfg.n_head
             << " heads, vocab " << cfg.vocab_size << ", "
@@ -175,12 +203,16 @@ int run(int argc, char** argv) {
             << "peak: tessera CPU allocator high-water mark during one step (parameters, optimizer "
                "state, gradients, activations, temporaries)\n"
             << "grads: most gradient bytes alive at once; state: optimizer state bytes\n\n";
-  std::printf("%-24s %12s %12s %12s %12s %10s %12s\n", "optimizer", "peak MiB", "params MiB",
+  std::printf("%-24s %12s %12s %12s %12s %10s %12s\n", "method", "peak MiB", "params MiB",
               "grads MiB", "state MiB", "ms/step", "peak/AdamW");
   for (const Row& r : rows)
     std::printf("%-24s %12s %12s %12s %12s %10.0f %12.3f\n", r.name.c_str(), mib(r.peak).c_str(),
                 mib(r.params).c_str(), mib(r.grads).c_str(), mib(r.state).c_str(), r.ms,
                 double(r.peak) / double(rows[0].peak));
+  const Row& lora = rows[rows.size() - 3];
+  for (size_t i = rows.size() - 2; i < rows.size(); ++i)
+    std::printf("%s step time / %s step time: %.2fx\n", rows[i].name.c_str(), lora.name.c_str(),
+                rows[i].ms / lora.ms);
   return 0;
 }
 

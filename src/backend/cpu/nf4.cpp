@@ -22,14 +22,23 @@ void check_nf4(const char* kernel, const Tensor& codes, const Tensor& absmax, in
                 " blocks, got ", absmax.str());
 }
 
-// Elements [begin, end) of the flattened weight, dequantised into out[0 .. end - begin).
+// Elements [begin, end) of the flattened weight, dequantised into out[0 .. end - begin): one block
+// (one absmax) at a time, two codes per byte read.
 template <typename T>
 void dequantize_range(T* out, const uint8_t* codes, const float* absmax, int64_t begin,
                       int64_t end) {
-  for (int64_t e = begin; e < end; ++e) {
-    const uint8_t byte = codes[e / 2];
-    const int code = (e % 2 == 0) ? (byte & 0x0F) : (byte >> 4);
-    out[e - begin] = T(kNF4[code] * absmax[e / kNF4Block]);
+  for (int64_t b0 = begin; b0 < end;) {
+    const int64_t b1 = std::min(end, (b0 / kNF4Block + 1) * kNF4Block);
+    const float a = absmax[b0 / kNF4Block];
+    int64_t e = b0;
+    if (e % 2 == 1) out[e - begin] = T(kNF4[codes[e / 2] >> 4] * a), ++e;
+    for (; e + 1 < b1; e += 2) {
+      const uint8_t byte = codes[e / 2];
+      out[e - begin] = T(kNF4[byte & 0x0F] * a);
+      out[e + 1 - begin] = T(kNF4[byte >> 4] * a);
+    }
+    if (e < b1) out[e - begin] = T(kNF4[codes[e / 2] & 0x0F] * a);
+    b0 = b1;
   }
 }
 
@@ -76,22 +85,34 @@ void nf4_matmul(const Tensor& c, const Tensor& a, const Tensor& codes, const Ten
   const int64_t N = a.size(0);
   const auto* cp = codes.data<uint8_t>();
   const auto* ap = absmax.data<float>();
+  const int64_t tiles = (rows + kTileRows - 1) / kTileRows;
   dispatch_float("nf4_matmul", c.dtype(), [&](auto z) {
     using T = decltype(z);
-    const Tensor tile = Tensor::empty({std::min(rows, kTileRows), cols}, c.options());
-    for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
-      const int64_t rt = std::min(kTileRows, rows - r0);
-      dequantize_range(tile.data<T>(), cp, ap, r0 * cols, (r0 + rt) * cols);
-      const Tensor w = tile.narrow(0, 0, rt);  // W[r0 : r0 + rt, :]
-      if (trans_w) {  // c[:, r0 : r0 + rt] = a @ tile^T: a column block of c, written through a temp
-        Tensor part = Tensor::empty({N, rt}, c.options());
-        gemm(part, a, w, false, true, 1.0, 0.0);
-        copy(c.narrow(1, r0, rt), part);
-      } else {  // c += a[:, r0 : r0 + rt] @ tile
-        Tensor a_part = Tensor::empty({N, rt}, a.options());
-        copy(a_part, a.narrow(1, r0, rt));
-        gemm(c, a_part, w, false, false, 1.0, r0 == 0 ? 0.0 : 1.0);
+    if (trans_w) {
+      // c[:, tile] = a @ tile^T: the tiles write disjoint column blocks of c, so threads take
+      // tiles independently (each with its own buffer; gemm itself runs on the calling thread).
+#pragma omp parallel
+      {
+        const Tensor tile = Tensor::empty({std::min(rows, kTileRows), cols}, c.options());
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < tiles; ++i) {
+          const int64_t r0 = i * kTileRows, rt = std::min(kTileRows, rows - r0);
+          dequantize_range(tile.data<T>(), cp, ap, r0 * cols, (r0 + rt) * cols);
+          Tensor part = Tensor::empty({N, rt}, c.options());
+          gemm(part, a, tile.narrow(0, 0, rt), false, true, 1.0, 0.0);
+          copy(c.narrow(1, r0, rt), part);
+        }
       }
+      return;
+    }
+    // c = sum over tiles of a[:, tile] @ tile: one accumulator, tiles in order (deterministic).
+    const Tensor tile = Tensor::empty({std::min(rows, kTileRows), cols}, c.options());
+    for (int64_t i = 0; i < tiles; ++i) {
+      const int64_t r0 = i * kTileRows, rt = std::min(kTileRows, rows - r0);
+      dequantize_range(tile.data<T>(), cp, ap, r0 * cols, (r0 + rt) * cols);
+      Tensor a_part = Tensor::empty({N, rt}, a.options());
+      copy(a_part, a.narrow(1, r0, rt));
+      gemm(c, a_part, tile.narrow(0, 0, rt), false, false, 1.0, r0 == 0 ? 0.0 : 1.0);
     }
   });
 }
