@@ -29,6 +29,9 @@ struct DeviceGuard {  // makes `device` current for a scope
 };
 
 // Each fills the kernel-table entries of one kernels/*.cu file (called once, from memory.cu).
+void add_core_kernels(Kernels& k);       // core.cu: elementwise, norms, activations, softmax...
+void add_blas_kernels(Kernels& k);       // blas.cu: gemm through cuBLASLt
+void add_optim_kernels(Kernels& k);      // optim.cu: fused AdamW, gradient norms
 void add_attention_kernels(Kernels& k);  // attention.cu
 void add_nf4_kernels(Kernels& k);        // nf4.cu
 }  // namespace cuda

@@ -173,6 +173,9 @@ const Kernels& kernels() {
     Kernels k{};
     k.copy = copy;
     k.fill = fill;
+    add_core_kernels(k);
+    add_blas_kernels(k);
+    add_optim_kernels(k);
     add_attention_kernels(k);
     add_nf4_kernels(k);
     return k;
