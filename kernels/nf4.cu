@@ -112,18 +112,8 @@ nf4_matmul_kernel(T* c, const T* a, const uint8_t* codes, const float* absmax, i
     }
 }
 
-void check_nf4(const char* kernel, const Tensor& codes, const Tensor& absmax, int64_t numel) {
-  TESSERA_CHECK(codes.dtype() == DType::U8 && codes.is_contiguous() &&
-                    codes.numel() == (numel + 1) / 2 && absmax.dtype() == DType::F32 &&
-                    absmax.is_contiguous() &&
-                    absmax.numel() == (numel + kNF4Block - 1) / kNF4Block,
-                kernel, ": codes u8 (", (numel + 1) / 2, ") and absmax f32 (",
-                (numel + kNF4Block - 1) / kNF4Block, ") expected, got ", codes.str(), " and ",
-                absmax.str());
-}
-
 void nf4_dequantize(const Tensor& out, const Tensor& codes, const Tensor& absmax) {
-  check_nf4("nf4_dequantize", codes, absmax, out.numel());
+  check_nf4_layout("nf4_dequantize", codes, absmax, out.numel());
   TESSERA_CHECK(out.is_contiguous(), "nf4_dequantize: out ", out.str(), " is not contiguous");
   DeviceGuard guard(out.device().index);
   upload_codebook();
@@ -145,7 +135,7 @@ void nf4_dequantize(const Tensor& out, const Tensor& codes, const Tensor& absmax
 
 void nf4_matmul(const Tensor& c, const Tensor& a, const Tensor& codes, const Tensor& absmax,
                 int64_t rows, int64_t cols, bool trans_w) {
-  check_nf4("nf4_matmul", codes, absmax, rows * cols);
+  check_nf4_layout("nf4_matmul", codes, absmax, rows * cols);
   const int64_t Tr = trans_w ? cols : rows, J = trans_w ? rows : cols;
   TESSERA_CHECK(a.dim() == 2 && c.dim() == 2 && a.size(1) == Tr && c.size(1) == J &&
                     a.size(0) == c.size(0) && a.is_contiguous() && c.is_contiguous() &&

@@ -17,21 +17,14 @@ int main(int argc, char** argv) {
   try {
     cxxopts::Options options("eval", "Validation loss of a checkpoint");
     options.add_options()
-        ("checkpoint", "checkpoint file, run directory or .../latest", cxxopts::value<std::string>())
-        ("base", "LoRA checkpoints: the base (default: the one recorded)", cxxopts::value<std::string>()->default_value(""))
         ("data", "token shards (glob); default: the checkpoint config's data.val", cxxopts::value<std::string>())
         ("batches", "batches to average (fewer if the data runs out)", cxxopts::value<int64_t>()->default_value("20"))
         ("batch-size", "sequences per batch; default: the config's train.batch_size", cxxopts::value<int64_t>())
         ("h,help", "show this help");
-    bool help = false;
-    cxxopts::ParseResult args = parse_flags(options, argc, argv, &help);
-    if (help) {
-      std::cout << options.help() << "\n";
-      return 0;
-    }
-    TESSERA_CHECK(args.count("checkpoint"), "command line: --checkpoint is required");
-    train::LoadedModel m =
-        train::load_model(args["checkpoint"].as<std::string>(), args["base"].as<std::string>());
+    train::add_model_options(options);
+    cxxopts::ParseResult args;
+    if (!parse_flags_or_help(options, argc, argv, args)) return 0;
+    train::LoadedModel m = train::load_model(args);
     Config cfg = m.config;
     if (args.count("batch-size")) cfg.train.batch_size = args["batch-size"].as<int64_t>();
     const std::string data = args.count("data") ? args["data"].as<std::string>() : cfg.data.val;

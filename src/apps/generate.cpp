@@ -15,8 +15,6 @@ int main(int argc, char** argv) {
   try {
     cxxopts::Options options("generate", "Sample text from a trained checkpoint");
     options.add_options()
-        ("checkpoint", "checkpoint file, run directory or .../latest", cxxopts::value<std::string>())
-        ("base", "LoRA checkpoints: the base (default: the one recorded)", cxxopts::value<std::string>()->default_value(""))
         ("prompt", "text to continue", cxxopts::value<std::string>()->default_value("\n"))
         ("max-new-tokens", "tokens to sample", cxxopts::value<int64_t>()->default_value("200"))
         ("temperature", "0 = greedy", cxxopts::value<double>()->default_value("0.8"))
@@ -24,15 +22,10 @@ int main(int argc, char** argv) {
         ("seed", "sampling seed", cxxopts::value<uint64_t>()->default_value("42"))
         ("tokenizer-dir", "override the tokenizer directory", cxxopts::value<std::string>())
         ("h,help", "show this help");
-    bool help = false;
-    cxxopts::ParseResult args = parse_flags(options, argc, argv, &help);
-    if (help) {
-      std::cout << options.help() << "\n";
-      return 0;
-    }
-    TESSERA_CHECK(args.count("checkpoint"), "command line: --checkpoint is required");
-    train::LoadedModel m =
-        train::load_model(args["checkpoint"].as<std::string>(), args["base"].as<std::string>());
+    train::add_model_options(options);
+    cxxopts::ParseResult args;
+    if (!parse_flags_or_help(options, argc, argv, args)) return 0;
+    train::LoadedModel m = train::load_model(args);
     const Config& cfg = m.config;
 
     const std::string dir = args.count("tokenizer-dir") ? args["tokenizer-dir"].as<std::string>()

@@ -19,20 +19,13 @@ int main(int argc, char** argv) {
   try {
     cxxopts::Options options("merge", "Fold LoRA adapters into their base checkpoint");
     options.add_options()
-        ("adapter", "LoRA checkpoint file, run directory or .../latest", cxxopts::value<std::string>())
-        ("base", "the base (default: the one the adapters recorded)", cxxopts::value<std::string>()->default_value(""))
         ("output", "directory for the merged checkpoint", cxxopts::value<std::string>())
         ("h,help", "show this help");
-    bool help = false;
-    cxxopts::ParseResult args = parse_flags(options, argc, argv, &help);
-    if (help) {
-      std::cout << options.help() << "\n";
-      return 0;
-    }
-    TESSERA_CHECK(args.count("adapter") && args.count("output"),
-                  "command line: --adapter and --output are required");
-    train::LoadedModel m =
-        train::load_model(args["adapter"].as<std::string>(), args["base"].as<std::string>());
+    train::add_model_options(options, "adapter");
+    cxxopts::ParseResult args;
+    if (!parse_flags_or_help(options, argc, argv, args)) return 0;
+    TESSERA_CHECK(args.count("output"), "command line: --output is required");
+    train::LoadedModel m = train::load_model(args, "adapter");
     TESSERA_CHECK(m.lora, m.path, " holds no LoRA adapters (nothing to merge)");
 
     Config cfg = m.config;

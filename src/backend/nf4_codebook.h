@@ -1,9 +1,11 @@
 // The 16 NormalFloat-4 levels of QLoRA (Dettmers et al. 2023, "QLoRA: Efficient Finetuning of
 // Quantized LLMs", appendix E; the values bitsandbytes ships): quantiles of N(0, 1) normalised to
 // [-1, 1], with an exact zero. Code i (0..15) means kNF4[i] * absmax of the weight's block of 64.
-// Plain constants with no CUDA in sight, so the CPU kernels, the CUDA kernels and the quantiser
-// (peft/nf4.cpp) read one table.
+// Plain C++ with no CUDA in sight, so the CPU kernels, the CUDA kernels and the quantiser
+// (peft/nf4.cpp) read one table and check one layout.
 #pragma once
+
+#include "core/tensor.h"
 
 namespace tessera {
 
@@ -28,5 +30,18 @@ inline constexpr float kNF4[16] = {
 
 inline constexpr int kNF4Block = 64;         // weights per absmax (QLoRA's block size)
 inline constexpr int kNF4AbsmaxBlock = 256;  // absmax constants per second-level scale
+
+// Throws unless codes (u8) and absmax (f32) are contiguous and sized for a weight of numel elements
+// (the layout of backend/kernels.h); the error names the kernel and both tensors.
+inline void check_nf4_layout(const char* kernel, const Tensor& codes, const Tensor& absmax,
+                             int64_t numel) {
+  TESSERA_CHECK(codes.dtype() == DType::U8 && codes.is_contiguous() &&
+                    codes.numel() == (numel + 1) / 2 && absmax.dtype() == DType::F32 &&
+                    absmax.is_contiguous() &&
+                    absmax.numel() == (numel + kNF4Block - 1) / kNF4Block,
+                kernel, ": expected codes u8 (", (numel + 1) / 2, ") and absmax f32 (",
+                (numel + kNF4Block - 1) / kNF4Block, ") for ", numel, " weights, got ",
+                codes.str(), " and ", absmax.str());
+}
 
 }  // namespace tessera

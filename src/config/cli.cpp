@@ -3,6 +3,7 @@
 // the same message, as one written in a YAML file.
 #include "config/cli.h"
 
+#include <iostream>
 #include <string_view>
 
 #include "core/error.h"
@@ -68,6 +69,14 @@ cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, const char
     TESSERA_FAIL("command line: unexpected argument '", args.unmatched().front(), "'");
   }
   return args;
+}
+
+bool parse_flags_or_help(cxxopts::Options& options, int argc, const char* const* argv,
+                         cxxopts::ParseResult& args) {
+  bool help = false;
+  args = parse_flags(options, argc, argv, &help);
+  if (help) std::cout << options.help() << "\n";
+  return !help;
 }
 
 CommandLine parse_command_line(int argc, const char* const* argv, cxxopts::Options& options,

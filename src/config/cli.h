@@ -42,6 +42,10 @@ struct CommandLine {
 cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, const char* const* argv,
                                  bool* help);
 
+// parse_flags for a binary's main: on -h/--help prints the help and returns false (exit 0 then).
+bool parse_flags_or_help(cxxopts::Options& options, int argc, const char* const* argv,
+                         cxxopts::ParseResult& args);
+
 // Adds the flags above to `options` (once per Options), parses argv and loads the config.
 CommandLine parse_command_line(int argc, const char* const* argv, cxxopts::Options& options,
                                bool config_required = true);

@@ -32,4 +32,16 @@ LoadedModel load_model(const std::string& checkpoint, const std::string& base) {
   return m;
 }
 
+void add_model_options(cxxopts::Options& options, const std::string& flag) {
+  options.add_options()(flag, "checkpoint file, run directory or .../latest",
+                        cxxopts::value<std::string>())(
+      "base", "LoRA checkpoints: the base (default: the one the adapters recorded)",
+      cxxopts::value<std::string>()->default_value(""));
+}
+
+LoadedModel load_model(const cxxopts::ParseResult& args, const std::string& flag) {
+  TESSERA_CHECK(args.count(flag), "command line: --", flag, " is required");
+  return load_model(args[flag].as<std::string>(), args["base"].as<std::string>());
+}
+
 }  // namespace tessera::train

@@ -9,6 +9,7 @@
 // from the config stored in the checkpoint, quantised the same way as in training (lora.quantize).
 #pragma once
 
+#include <cxxopts.hpp>
 #include <memory>
 #include <string>
 
@@ -28,5 +29,10 @@ struct LoadedModel {
 };
 
 LoadedModel load_model(const std::string& checkpoint, const std::string& base = "");
+
+// The flags of the binaries that load a model (eval, generate, merge): --<flag> (required) names
+// the checkpoint, --base the base of a LoRA one; load_model(args, flag) reads them.
+void add_model_options(cxxopts::Options& options, const std::string& flag = "checkpoint");
+LoadedModel load_model(const cxxopts::ParseResult& args, const std::string& flag = "checkpoint");
 
 }  // namespace tessera::train

@@ -11,17 +11,6 @@ namespace {
 
 constexpr int64_t kTileRows = 64;  // weight rows dequantised per gemm
 
-void check_nf4(const char* kernel, const Tensor& codes, const Tensor& absmax, int64_t numel) {
-  TESSERA_CHECK(codes.dtype() == DType::U8 && codes.is_contiguous() &&
-                    codes.numel() == (numel + 1) / 2,
-                kernel, ": codes must be contiguous u8 of ", (numel + 1) / 2, " bytes for ", numel,
-                " weights, got ", codes.str());
-  TESSERA_CHECK(absmax.dtype() == DType::F32 && absmax.is_contiguous() &&
-                    absmax.numel() == (numel + kNF4Block - 1) / kNF4Block,
-                kernel, ": absmax must be contiguous f32 of ", (numel + kNF4Block - 1) / kNF4Block,
-                " blocks, got ", absmax.str());
-}
-
 // Elements [begin, end) of the flattened weight, dequantised into out[0 .. end - begin): one block
 // (one absmax) at a time, two codes per byte read.
 template <typename T>
@@ -46,7 +35,7 @@ void dequantize_range(T* out, const uint8_t* codes, const float* absmax, int64_t
 
 void nf4_dequantize(const Tensor& out, const Tensor& codes, const Tensor& absmax) {
   TESSERA_CHECK(out.is_contiguous(), "nf4_dequantize: out ", out.str(), " is not contiguous");
-  check_nf4("nf4_dequantize", codes, absmax, out.numel());
+  check_nf4_layout("nf4_dequantize", codes, absmax, out.numel());
   const auto* cp = codes.data<uint8_t>();
   const auto* ap = absmax.data<float>();
   const int64_t n = out.numel();
@@ -74,7 +63,7 @@ void nf4_dequantize(const Tensor& out, const Tensor& codes, const Tensor& absmax
 
 void nf4_matmul(const Tensor& c, const Tensor& a, const Tensor& codes, const Tensor& absmax,
                 int64_t rows, int64_t cols, bool trans_w) {
-  check_nf4("nf4_matmul", codes, absmax, rows * cols);
+  check_nf4_layout("nf4_matmul", codes, absmax, rows * cols);
   const int64_t in = trans_w ? cols : rows, out = trans_w ? rows : cols;
   TESSERA_CHECK(a.dim() == 2 && c.dim() == 2 && a.size(1) == in && c.size(1) == out &&
                     a.size(0) == c.size(0) && a.is_contiguous() && c.is_contiguous() &&
