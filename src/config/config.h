@@ -38,7 +38,9 @@ struct ModelConfig {
   int64_t mlp_hidden = 0;            // 0 = 4 n_embd for gelu, round_up(8 n_embd / 3, 64) for swiglu
   std::string position = "learned";  // learned | rope | none
   double rope_theta = 10000.0;
-  std::string attention = "softmax";
+  std::string attention = "softmax";  // softmax | stick_breaking (Tan et al. 2024)
+  bool attend_current = false;        // stick_breaking: a token may attend to itself
+  std::string sb_remainder = "none";  // stick_breaking: none | current (leftover stick -> own value)
   bool tie_embeddings = true;  // lm head shares the token embedding matrix
   bool bias = true;            // biases in the linear layers and norms
   double dropout = 0.0;
@@ -71,6 +73,8 @@ struct TrainConfig {
   bool recompute = false;      // activation checkpointing per block
   int64_t stop_after = 0;      // end this process after this step (a later --resume continues);
                                // 0 = max_steps. The LR schedule still spans max_steps.
+  bool s2_attn = false;        // LongLoRA's shifted sparse attention while training (groups of a
+                               // quarter of the sequence); full attention for evaluation
 
   bool operator==(const TrainConfig&) const = default;
 };

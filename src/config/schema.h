@@ -30,6 +30,8 @@ void visit_section(S& s, F&& f) {
   f("position", s.position);
   f("rope_theta", s.rope_theta);
   f("attention", s.attention);
+  f("attend_current", s.attend_current);
+  f("sb_remainder", s.sb_remainder);
   f("tie_embeddings", s.tie_embeddings);
   f("bias", s.bias);
   f("dropout", s.dropout);
@@ -55,6 +57,7 @@ void visit_section(S& s, F&& f) {
   f("run_name", s.run_name);
   f("recompute", s.recompute);
   f("stop_after", s.stop_after);
+  f("s2_attn", s.s2_attn);
 }
 
 template <Section<OptimConfig> S, typename F>

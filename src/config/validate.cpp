@@ -67,7 +67,11 @@ void check_model(const ModelConfig& m, Problems& p) {
   p.non_negative("model.mlp_hidden", m.mlp_hidden);
   p.one_of("model.position", m.position, {"learned", "rope", "none"});
   p.positive("model.rope_theta", m.rope_theta);
-  p.one_of("model.attention", m.attention, {"softmax"});
+  p.one_of("model.attention", m.attention, {"softmax", "stick_breaking"});
+  p.one_of("model.sb_remainder", m.sb_remainder, {"none", "current"});
+  if (m.attention != "stick_breaking" && (m.attend_current || m.sb_remainder != "none"))
+    p.add("model.attend_current and model.sb_remainder apply to model.attention stick_breaking only "
+          "(got attention '", m.attention, "')");
   if (!(m.dropout >= 0 && m.dropout < 1)) p.add("model.dropout must be in [0, 1), got ", m.dropout);
   p.positive("model.norm_eps", m.norm_eps);
 
@@ -120,6 +124,15 @@ void check_train(const Config& c, Problems& p) {
   p.non_negative("train.seed", t.seed);
   p.one_of("train.device", t.device, {"cpu", "cuda"});
   p.non_negative("train.stop_after", t.stop_after);
+  if (t.s2_attn) {
+    // S^2-Attn: groups of T / 4 tokens, half the heads shifted by half a group (LongLoRA).
+    if (c.sequence_length() % 8 != 0)
+      p.add("train.s2_attn needs a sequence length divisible by 8 (groups of T / 4, shifted by "
+            "half a group), got ", c.sequence_length());
+    if (c.model.n_head % 2 != 0 || c.model.kv_heads() % 2 != 0)
+      p.add("train.s2_attn shifts half of the heads: model.n_head (", c.model.n_head,
+            ") and the key/value heads (", c.model.kv_heads(), ") must be even");
+  }
   // The run name is a directory under checkpoint.dir; it must stay inside it.
   if (t.run_name.find_first_of("/\\") != std::string::npos || t.run_name == "." ||
       t.run_name == "..") {

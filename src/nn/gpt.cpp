@@ -281,11 +281,26 @@ Tensor GPT::merge_heads(const Block& blk, const Tensor& y, bool training) const 
   return ops::dropout(adapt(Proj::O, blk.index, m, o, training), cfg_.dropout, training);
 }
 
+// q (B, H, T, hd), k and v (B, Hkv, T, hd) -> (B, H, T, hd) with the configured attention.
+Tensor GPT::attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training) const {
+  ops::AttentionFn inner = [this](const Tensor& q, const Tensor& k, const Tensor& v) {
+    if (cfg_.attention == AttentionKind::Softmax) return ops::attention(q, k, v);
+    ops::StickBreakingOptions o;
+    o.attend_current = cfg_.attend_current;
+    o.remainder = cfg_.sb_remainder ? ops::StickBreakingRemainder::Current
+                                    : ops::StickBreakingRemainder::None;
+    return ops::stick_breaking_attention(q, k, v, o);
+  };
+  // S^2-Attn is a training-time approximation (LongLoRA); evaluation and generation attend fully.
+  if (cfg_.s2_attn && training) return ops::shifted_sparse_attention(q, k, v, q.size(2) / 4, inner);
+  return inner(q, k, v);
+}
+
 // x (B, T, C) -> (B, T, C)
 Tensor GPT::attention(const Block& blk, const Tensor& x, bool training) const {
   Tensor q, k, v;
   project_qkv(blk, x, 0, training, q, k, v);
-  return merge_heads(blk, ops::attention(q, k, v), training);
+  return merge_heads(blk, attend(q, k, v, training), training);
 }
 
 Tensor GPT::mlp(const Block& blk, const Tensor& x, bool training) const {
@@ -364,9 +379,14 @@ KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
 
 namespace {
 
+double softplus(double z) { return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z)); }
+
 // Causal attention of new queries q (B, H, Tn, hd) at positions [L - Tn, L) over cached keys and
-// values k, v (B, Hkv, capacity, hd) of which [0, L) are filled. Inference only, on the host.
-Tensor cached_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t L) {
+// values k, v (B, Hkv, capacity, hd) of which [0, L) are filled, softmax or stick-breaking as cfg
+// says (the same math as ops::attention / ops::stick_breaking_attention). Inference only, on the
+// host, in double.
+Tensor cached_attention(const GPTConfig& cfg, const Tensor& q, const Tensor& k, const Tensor& v,
+                        int64_t L) {
   const int64_t B = q.size(0), H = q.size(1), Tn = q.size(2), hd = q.size(3);
   const int64_t Hkv = k.size(1), cap = k.size(2), group = H / Hkv;
   std::vector<double> Q = q.to(DType::F64).to_vector<double>();
@@ -380,15 +400,32 @@ Tensor cached_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64
         const int64_t pos = L - Tn + i;  // attends to keys 0..pos
         const double* qi = &Q[size_t(((b * H + h) * Tn + i) * hd)];
         const int64_t kvh = (b * Hkv + h / group) * cap;
-        double m = -1e300, z = 0;
-        for (int64_t j = 0; j <= pos; ++j) {
+        double* oi = &out[size_t(((b * H + h) * Tn + i) * hd)];
+        auto dot_k = [&](int64_t j) {
           double dot = 0;
           for (int64_t d = 0; d < hd; ++d) dot += qi[d] * K[size_t((kvh + j) * hd + d)];
-          s[size_t(j)] = dot * scale;
+          return dot * scale;
+        };
+        if (cfg.attention == AttentionKind::StickBreaking) {
+          // Keys from the nearest back: A_j = beta_j * prod of (1 - beta) of the keys after j,
+          // accumulated as a log (Tan et al. 2024).
+          double log_rest = 0;  // sum of log(1 - beta) over the keys already visited
+          for (int64_t j = cfg.attend_current ? pos : pos - 1; j >= 0; --j) {
+            const double z = dot_k(j);
+            const double a = std::exp(log_rest + z - softplus(z));
+            for (int64_t d = 0; d < hd; ++d) oi[d] += a * V[size_t((kvh + j) * hd + d)];
+            log_rest -= softplus(z);
+          }
+          if (cfg.sb_remainder)
+            for (int64_t d = 0; d < hd; ++d) oi[d] += std::exp(log_rest) * V[size_t((kvh + pos) * hd + d)];
+          continue;
+        }
+        double m = -1e300, z = 0;
+        for (int64_t j = 0; j <= pos; ++j) {
+          s[size_t(j)] = dot_k(j);
           m = std::max(m, s[size_t(j)]);
         }
         for (int64_t j = 0; j <= pos; ++j) z += (s[size_t(j)] = std::exp(s[size_t(j)] - m));
-        double* oi = &out[size_t(((b * H + h) * Tn + i) * hd)];
         for (int64_t j = 0; j <= pos; ++j)
           for (int64_t d = 0; d < hd; ++d) oi[d] += s[size_t(j)] / z * V[size_t((kvh + j) * hd + d)];
       }
@@ -409,7 +446,7 @@ Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache) const {
     project_qkv(blk, norm(x, blk.ln1_w, blk.ln1_b), L0, false, q, k, v);
     cache.k[l].narrow(2, L0, Tn).copy_(k);
     cache.v[l].narrow(2, L0, Tn).copy_(v);
-    Tensor y = cached_attention(q, cache.k[l], cache.v[l], L0 + Tn);
+    Tensor y = cached_attention(cfg_, q, cache.k[l], cache.v[l], L0 + Tn);
     Tensor h = ops::add(x, merge_heads(blk, y, false));
     x = ops::add(h, mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), false));
   }

@@ -26,6 +26,7 @@ namespace tessera::nn {
 enum class NormKind { LayerNorm, RMSNorm };
 enum class MlpKind { GELU, SwiGLU };
 enum class PositionKind { Learned, RoPE, None };
+enum class AttentionKind { Softmax, StickBreaking };
 
 struct GPTConfig {
   int64_t n_layer = 4;
@@ -44,6 +45,10 @@ struct GPTConfig {
   double norm_eps = 1e-5;
   int64_t mlp_hidden = 0;  // 0: 4 C for GELU, round_up(8 C / 3, 64) for SwiGLU (Llama's rule)
   bool recompute = false;  // activation checkpointing per block
+  AttentionKind attention = AttentionKind::Softmax;
+  bool attend_current = false;  // stick-breaking: keys i <= j instead of i < j
+  bool sb_remainder = false;    // stick-breaking: out_j += rem_j v_j (the paper's correction)
+  bool s2_attn = false;         // training forwards use S^2-Attn (LongLoRA), groups of T / 4
 
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
   int64_t head_dim() const { return n_embd / n_head; }
@@ -144,6 +149,7 @@ class GPT {
   Tensor head(const Tensor& x, bool training) const;
   // y (B, H, T, hd) -> (B, T, C) through the output projection.
   Tensor merge_heads(const Block& blk, const Tensor& y, bool training) const;
+  Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training) const;
   Tensor attention(const Block& blk, const Tensor& x, bool training) const;
   Tensor embed(const Tensor& inputs, int64_t pos0, bool training) const;
   Tensor mlp(const Block& blk, const Tensor& x, bool training) const;

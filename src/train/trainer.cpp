@@ -59,6 +59,10 @@ nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t) {
   g.rope_theta = m.rope_theta, g.tie_embeddings = m.tie_embeddings, g.bias = m.bias;
   g.dropout = m.dropout, g.norm_eps = m.norm_eps, g.mlp_hidden = m.mlp_hidden;
   g.recompute = t.recompute;
+  g.attention = m.attention == "stick_breaking" ? nn::AttentionKind::StickBreaking
+                                                : nn::AttentionKind::Softmax;
+  g.attend_current = m.attend_current, g.sb_remainder = m.sb_remainder == "current";
+  g.s2_attn = t.s2_attn;
   return g;
 }
 

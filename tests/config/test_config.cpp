@@ -325,7 +325,11 @@ TEST(ConfigValidation, each_rule_names_its_key) {
       {"model.norm=batchnorm", "model.norm must be one of layernorm, rmsnorm; got 'batchnorm'"},
       {"model.mlp=relu", "model.mlp must be one of gelu, swiglu"},
       {"model.position=alibi", "model.position must be one of learned, rope, none"},
-      {"model.attention=linear", "model.attention must be one of softmax"},
+      {"model.attention=linear", "model.attention must be one of softmax, stick_breaking"},
+      {"model.sb_remainder=first", "model.sb_remainder must be one of none, current"},
+      {"model.attend_current=true", "apply to model.attention stick_breaking only"},
+      {"train.s2_attn=true;model.block_size=60", "train.s2_attn needs a sequence length divisible by 8"},
+      {"train.s2_attn=true;model.n_head=3;model.n_embd=96", "model.n_head (3) and the key/value heads (3) must be even"},
       {"model.dropout=1", "model.dropout must be in [0, 1), got 1"},
       {"model.norm_eps=0", "model.norm_eps must be positive"},
       {"data.tokenizer=sentencepiece", "data.tokenizer must be one of byte, gpt2"},
@@ -350,7 +354,8 @@ TEST(ConfigValidation, each_rule_names_its_key) {
   for (const auto& c : cases) {
     SCOPED_TRACE(c.override);
     Config cfg;
-    apply_override(cfg, c.override);
+    std::stringstream overrides(c.override);  // ';' separates several
+    for (std::string o; std::getline(overrides, o, ';');) apply_override(cfg, o);
     EXPECT_CONTAINS(error_of([&] { cfg.validate(); }), c.expected);
   }
 }

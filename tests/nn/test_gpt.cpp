@@ -117,6 +117,41 @@ TEST(GPT, gradcheck_whole_model_gpt2_style) { EXPECT_TRUE(model_gradcheck(tiny_g
 
 TEST(GPT, gradcheck_whole_model_llama_style) { EXPECT_TRUE(model_gradcheck(tiny_llama())); }
 
+// Stick-breaking attention without position encoding (the sb-small configuration), in its variants.
+std::vector<GPTConfig> stick_breaking_variants() {
+  std::vector<GPTConfig> out;
+  for (int v = 0; v < 3; ++v) {
+    GPTConfig c = tiny_gpt2();
+    c.attention = nn::AttentionKind::StickBreaking, c.position = nn::PositionKind::None;
+    c.attend_current = v == 1, c.sb_remainder = v == 2;
+    out.push_back(c);
+  }
+  return out;
+}
+
+TEST(GPT, gradcheck_whole_model_stick_breaking) {
+  for (const GPTConfig& c : stick_breaking_variants()) EXPECT_TRUE(model_gradcheck(c));
+}
+
+TEST(GPT, s2_attn_changes_training_forwards_only) {
+  GPTConfig c = tiny_llama();
+  c.block_size = 8, c.n_head = 2, c.n_kv_head = 2;
+  Generator g(4);
+  GPT full(c, g);
+  c.s2_attn = true;
+  Generator g2(4);
+  GPT s2(c, g2);
+  Tensor x = ids({1, 2, 3, 4, 5, 6, 7, 8, 2, 4, 6, 8, 1, 3, 5, 7}, {2, 8});
+  // Evaluation attends fully: the same logits bit for bit.
+  EXPECT_EQ(s2.forward(x, false).to_vector<float>(), full.forward(x, false).to_vector<float>());
+  // Training attends within groups of T / 4 = 2 tokens: a different function.
+  const std::vector<float> a = s2.forward(x, true).to_vector<float>();
+  const std::vector<float> b = full.forward(x, true).to_vector<float>();
+  double diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff = std::max(diff, double(std::fabs(a[i] - b[i])));
+  EXPECT_GT(diff, 1e-4);
+}
+
 TEST(GPT, recompute_matches_plain_forward_and_gradients) {
   for (GPTConfig c : {tiny_gpt2(), tiny_llama()}) {
     c.dropout = 0.1;
@@ -173,7 +208,10 @@ TEST(GPT, invalid_config_names_the_field) {
 }
 
 TEST(GPT, cached_decoding_matches_the_full_forward) {
-  for (GPTConfig c : {tiny_gpt2(), tiny_llama()}) {
+  std::vector<GPTConfig> configs = stick_breaking_variants();
+  configs.push_back(tiny_gpt2());
+  configs.push_back(tiny_llama());
+  for (GPTConfig c : configs) {
     Generator g(8);
     GPT m(c, g, DType::F64);
     std::vector<int32_t> seq{3, 1, 4, 1};
