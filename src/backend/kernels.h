@@ -120,12 +120,12 @@ struct Kernels {
 
   // ---- fused attention ---- q, out, dq, dout (B, H, T, D); k, v, dk, dv (B, Hkv, T, D) with H a
   // multiple of Hkv (query head h reads kv head h / (H / Hkv)); per-row statistics lse, log_rem
-  // (B, H, T) are f32, or f64 when q is f64. Neither family materialises a (T, T) matrix, so the
-  // CUDA kernels run at 16k tokens; the CPU twins are plain double-accumulating loops.
+  // (B, H, T) are f32, or f64 when q is f64. Neither family materialises a (T, T) matrix (the
+  // CUDA kernels tile it through shared memory); the CPU twins are plain double-accumulating loops.
   //
-  // Causal softmax attention, flash-style (FlashAttention-2, Dao 2023): query i attends keys j <= i,
-  // and with window > 0 only keys i - window < j <= i (a sliding window of `window` keys, itself
-  // included). lse[i] = log sum_j exp(scale q_i . k_j) over those keys is saved; the backward
+  // Causal softmax attention, flash-style (FlashAttention-2, Dao 2023): query i attends keys
+  // j <= i, and with window > 0 only keys i - window < j <= i (a sliding window of `window` keys,
+  // itself included). lse[i] = log sum_j exp(scale q_i . k_j) over those keys is saved; the backward
   // recomputes P = exp(scale q k^T - lse) from it and uses out for rowsum(dout * out).
   void (*flash_attention_forward)(const Tensor& out, const Tensor& lse, const Tensor& q,
                                   const Tensor& k, const Tensor& v, double scale, int64_t window);
@@ -138,14 +138,15 @@ struct Kernels {
   // A[i, j] = beta[i, j] prod_{i<k<j} (1 - beta[k, j]); out_j = sum_i A[i, j] v_i, plus
   // rem_j v_j when add_remainder (rem_j = prod_i (1 - beta[i, j]), the stick left over).
   // log_rem (B, H, T) = log rem_j is saved for the backward; rem (B, H, T) in q's dtype is written
-  // only when defined (the op's optional output).
+  // only when defined (the op's optional output). The backward also takes the forward's out:
+  // rowsum(dout * out) is the total that its cumulative sums over keys start from.
   void (*stick_breaking_forward)(const Tensor& out, const Tensor& log_rem, const Tensor& rem,
                                  const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                                  bool attend_current, bool add_remainder);
   void (*stick_breaking_backward)(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                                   const Tensor& dout, const Tensor& q, const Tensor& k,
-                                  const Tensor& v, const Tensor& log_rem, double scale,
-                                  bool attend_current, bool add_remainder);
+                                  const Tensor& v, const Tensor& out, const Tensor& log_rem,
+                                  double scale, bool attend_current, bool add_remainder);
 };
 
 namespace cpu {

@@ -1,7 +1,8 @@
 // attention: causal softmax attention with grouped-query heads (GQA; Ainslie et al. 2023), either
 // materialised (attention: the forward keeps P = softmax(scale * q k^T), (B, H, T, T), so the
 // backward needs no recomputation) or flash-style (flash_attention: keeps only lse (B, H, T) and
-// recomputes P in the backward). The formulas live beside the kernels in src/backend/cpu/attention.cpp.
+// recomputes P in the backward). The formulas live beside the kernels in
+// src/backend/cpu/attention.cpp.
 #include "ops/attention.h"
 
 #include <cmath>
@@ -14,12 +15,12 @@ namespace detail {
 
 void check_attention_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
   check_compatible(op, {&q, &k, &v});
-  TESSERA_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && k.shape() == v.shape() &&
-                    q.size(0) == k.size(0) && k.size(1) > 0 && q.size(1) % k.size(1) == 0 &&
-                    q.size(2) == k.size(2) && q.size(3) == k.size(3),
-                op,
-                ": expected q (B, H, T, D) and k, v (B, Hkv, T, D) with H a multiple of Hkv, got q ",
-                shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
+  TESSERA_CHECK(
+      q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && k.shape() == v.shape() &&
+          q.size(0) == k.size(0) && k.size(1) > 0 && q.size(1) % k.size(1) == 0 &&
+          q.size(2) == k.size(2) && q.size(3) == k.size(3),
+      op, ": expected q (B, H, T, D) and k, v (B, Hkv, T, D) with H a multiple of Hkv, got q ",
+      shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
 }
 
 double attention_scale(double scale, int64_t D) {
@@ -59,8 +60,8 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, double
   Tensor Q = detail::dense(q), K = detail::dense(k), V = detail::dense(v);
   Tensor out = Tensor::empty(q.shape(), q.options());
   // Row statistics stay f32 for bf16 and f32 inputs (f64 for f64): lse feeds an exp.
-  Tensor lse = Tensor::empty({B, H, T}, {q.dtype() == DType::F64 ? DType::F64 : DType::F32,
-                                         q.device()});
+  Tensor lse =
+      Tensor::empty({B, H, T}, {q.dtype() == DType::F64 ? DType::F64 : DType::F32, q.device()});
   TESSERA_KERNEL(q, flash_attention_forward)(out, lse, Q, K, V, scale, window);
 
   // A detached alias of out: the closure must not hold the output's own handle (a cycle through
@@ -71,8 +72,8 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, double
                   Tensor dq = Tensor::empty(Q.shape(), Q.options());
                   Tensor dk = Tensor::empty(K.shape(), K.options());
                   Tensor dv = Tensor::empty(V.shape(), V.options());
-                  TESSERA_KERNEL(dout, flash_attention_backward)(dq, dk, dv, dout, Q, K, V, O,
-                                                                 lse, scale, window);
+                  TESSERA_KERNEL(dout, flash_attention_backward)(dq, dk, dv, dout, Q, K, V, O, lse,
+                                                                 scale, window);
                   g.add(0, dq);
                   g.add(1, dk);
                   g.add(2, dv);

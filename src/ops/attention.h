@@ -14,8 +14,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale
 // The same attention computed flash-style (FlashAttention-2, Dao 2023, arXiv:2307.08691): the
 // (T, T) probabilities are never stored; the forward saves lse (B, H, T) and the backward
 // recomputes P from it, so memory is O(T) per head and the CUDA kernel runs at 16k tokens.
-// window > 0 makes it sliding-window attention: query i attends keys i - window < j <= i (Longformer,
-// Beltagy et al. 2020; Mistral 7B). window <= 0 is plain causal attention, equal to attention().
+// window > 0 makes it sliding-window attention: query i attends keys i - window < j <= i
+// (Longformer, Beltagy et al. 2020; Mistral 7B). window <= 0 is plain causal attention, equal to
+// attention().
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale = 0.0,
                        int64_t window = 0);
 

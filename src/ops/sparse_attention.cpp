@@ -8,20 +8,6 @@
 namespace tessera::ops {
 namespace {
 
-// torch.roll(x, shift, dim=2) for x (B, H, T, D): out[:, :, t] = x[:, :, (t - shift) mod T].
-Tensor roll_time(const Tensor& x, int64_t shift) {
-  const int64_t T = x.size(2);
-  const int64_t r = ((shift % T) + T) % T;
-  if (r == 0) return x;
-  return concat({x.narrow(2, T - r, r), x.narrow(2, 0, T - r)}, 2);
-}
-
-// Heads [0, n/2) as they are, heads [n/2, n) rolled by `shift` along T.
-Tensor roll_second_half(const Tensor& x, int64_t shift) {
-  const int64_t n = x.size(1);
-  return concat({x.narrow(1, 0, n / 2), roll_time(x.narrow(1, n / 2, n - n / 2), shift)}, 1);
-}
-
 // (B, H, T, D) -> (B * T / G, H, G, D): each group of G tokens becomes a batch entry.
 Tensor to_groups(const Tensor& x, int64_t G) {
   const int64_t B = x.size(0), H = x.size(1), T = x.size(2), D = x.size(3);
@@ -43,22 +29,48 @@ Tensor shifted_sparse_attention(const Tensor& q, const Tensor& k, const Tensor& 
   TESSERA_CHECK(group > 0 && T % group == 0, "shifted_sparse_attention: T = ", T,
                 " must be a positive multiple of group = ", group, " (q ", shape_str(q.shape()),
                 ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()), ")");
-  TESSERA_CHECK(!shift || (H % 2 == 0 && Hkv % 2 == 0), "shifted_sparse_attention: shifting half "
+  TESSERA_CHECK(!shift || (H % 2 == 0 && Hkv % 2 == 0),
+                "shifted_sparse_attention: shifting half "
                 "of the heads needs an even number of query and kv heads, got q ",
                 shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
   const AttentionFn attend = inner ? inner : [](const Tensor& a, const Tensor& b, const Tensor& c) {
     return attention(a, b, c);
   };
-  // LongLoRA, Algorithm 1: roll half the heads by -G/2, attend in groups, roll them back.
-  const int64_t s = shift ? group / 2 : 0;
-  auto roll = [s](const Tensor& x, int64_t by) { return s ? roll_second_half(x, by) : x; };
-  Tensor y = attend(to_groups(roll(q, -s), group), to_groups(roll(k, -s), group),
-                    to_groups(roll(v, -s), group));
-  TESSERA_CHECK(y.dim() == 4 && y.size(0) == B * (T / group) && y.size(1) == H &&
-                    y.size(2) == group,
-                "shifted_sparse_attention: the inner attention returned ", shape_str(y.shape()),
-                " for grouped queries ", shape_str({B * (T / group), H, group, q.size(3)}));
-  return roll(from_groups(y, B, T), s);
+  // Attention inside groups of G tokens of (B, n, T, D) views; T a multiple of G.
+  auto grouped = [&](const Tensor& q, const Tensor& k, const Tensor& v, int64_t G) {
+    const int64_t b = q.size(0), t = q.size(2);
+    Tensor y = attend(to_groups(q, G), to_groups(k, G), to_groups(v, G));
+    TESSERA_CHECK(y.dim() == 4 && y.size(0) == b * (t / G) && y.size(1) == q.size(1) &&
+                      y.size(2) == G,
+                  "shifted_sparse_attention: the inner attention returned ",
+                  shape_str(y.shape()), " for grouped queries ",
+                  shape_str({b * (t / G), q.size(1), G, q.size(3)}));
+    return from_groups(y, b, t);
+  };
+  if (!shift) return grouped(q, k, v, group);
+  // Heads [0, H/2) attend in groups [0, G), [G, 2G), ...; heads [H/2, H) (and kv heads
+  // [Hkv/2, Hkv)) in groups shifted by s = G/2: [0, s), [s, s + G), ..., [T - s, T). LongLoRA's
+  // Algorithm 1 rolls those heads by -s instead, which joins [T - s, T) and [0, s) into one group
+  // and lets tokens 0 .. s-1 attend to the end of the sequence; keeping the two halves apart is
+  // the same grouping without that leak, so the training loss never sees a later token.
+  const int64_t s = group / 2;
+  auto half = [](const Tensor& x, bool second) {
+    const int64_t n = x.size(1);
+    return second ? x.narrow(1, n / 2, n - n / 2) : x.narrow(1, 0, n / 2);
+  };
+  auto span = [](const Tensor& x, int64_t t0, int64_t len) { return x.narrow(2, t0, len); };
+  const Tensor q2 = half(q, true), k2 = half(k, true), v2 = half(v, true);
+  // The two edge half-groups side by side in the batch: (2B, n, s, D), one call.
+  auto edges = [&](const Tensor& x) { return concat({span(x, 0, s), span(x, T - s, s)}, 0); };
+  const Tensor e = grouped(edges(q2), edges(k2), edges(v2), s);
+  std::vector<Tensor> parts{e.narrow(0, 0, B)};
+  if (T > group)
+    parts.push_back(grouped(span(q2, s, T - group), span(k2, s, T - group),
+                            span(v2, s, T - group), group));
+  parts.push_back(e.narrow(0, B, B));
+  return concat({grouped(half(q, false), half(k, false), half(v, false), group),
+                 concat(parts, 2)},
+                1);
 }
 
 }  // namespace tessera::ops

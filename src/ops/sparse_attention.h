@@ -25,14 +25,13 @@ using AttentionFn = std::function<Tensor(const Tensor& q, const Tensor& k, const
 // the kv heads). Returns (B, H, T, D). `inner` (default: attention()) runs on the groups folded
 // into the batch, (B * T / group, H, group, D).
 //
-// It does what LongLoRA's published pseudocode does: heads [H/2, H) (and kv heads [Hkv/2, Hkv))
-// are rolled by -group/2 along T, every head is split into groups and attended causally inside
-// each, and the shifted heads are rolled back by +group/2. The consequence of rolling before the
-// causal mask: in the shifted heads the last group holds the last group/2 positions followed by
-// the first group/2, so tokens 0 .. group/2 - 1 attend to tokens T - group/2 .. T - 1 -- the end
-// of the sequence leaks into its start. That is harmless for LongLoRA's fine-tuning (the loss at
-// those few positions sees a little of the future) but it is not causal: use full attention for
-// evaluation and generation. shift = false gives plain block-diagonal (grouped) attention.
+// Heads [0, H/2) attend causally within groups [0, G), [G, 2G), ...; heads [H/2, H) (and kv heads
+// [Hkv/2, Hkv)) within groups shifted by G/2: [0, G/2), [G/2, 3G/2), ..., [T - G/2, T). LongLoRA's
+// pseudocode (Algorithm 1) gets the shift by rolling those heads by -G/2, which puts the last G/2
+// tokens and the first G/2 in one group, so tokens 0 .. G/2 - 1 attend to the end of the sequence
+// -- a leak of the future into the training loss. Here the two halves stay separate groups: the
+// same grouping, causal. Use full attention for evaluation and generation (it is a training-time
+// approximation). shift = false gives plain block-diagonal (grouped) attention.
 Tensor shifted_sparse_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t group,
                                 const AttentionFn& inner = {}, bool shift = true);
 

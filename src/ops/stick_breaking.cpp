@@ -1,6 +1,7 @@
-// stick_breaking_attention: forward and backward through the fused kernels of the table. The
-// forward saves only log_rem (B, H, T) = sum_i log(1 - beta[i, j]); the backward recomputes the
-// weights from it (the formulas are derived in src/backend/cpu/stick_breaking.cpp).
+// stick_breaking_attention: forward and backward through the fused kernels of the table. Besides
+// q, k, v the forward saves its output and log_rem (B, H, T) = sum_i log(1 - beta[i, j]), O(T) per
+// head; the backward recomputes the weights (the formulas are derived in
+// src/backend/cpu/stick_breaking.cpp).
 #include "ops/stick_breaking.h"
 
 #include "ops/attention.h"
@@ -20,21 +21,24 @@ Tensor stick_breaking_attention(const Tensor& q, const Tensor& k, const Tensor& 
   Tensor out = Tensor::empty(q.shape(), q.options());
   // log rem_j reaches -T * softplus(z) at long contexts: kept in f32 (f64 for f64 inputs), never
   // as rem itself, which underflows.
-  Tensor log_rem = Tensor::empty({B, H, T}, {q.dtype() == DType::F64 ? DType::F64 : DType::F32,
-                                             q.device()});
+  Tensor log_rem =
+      Tensor::empty({B, H, T}, {q.dtype() == DType::F64 ? DType::F64 : DType::F32, q.device()});
   Tensor rem_out;
   if (rem) rem_out = Tensor::empty({B, H, T}, q.options());
   TESSERA_KERNEL(q, stick_breaking_forward)(out, log_rem, rem_out, Q, K, V, scale, current,
                                             add_rem);
   if (rem) *rem = rem_out;
 
+  // A detached alias of out: the closure must not hold the output's own handle (a cycle through
+  // its autograd node).
+  Tensor O = out.detach();
   return record("stick_breaking_attention", out, {q, k, v},
-                [Q, K, V, log_rem, scale, current, add_rem](const Tensor& dout, GradSink& g) {
+                [Q, K, V, O, log_rem, scale, current, add_rem](const Tensor& dout, GradSink& g) {
                   Tensor dq = Tensor::empty(Q.shape(), Q.options());
                   Tensor dk = Tensor::empty(K.shape(), K.options());
                   Tensor dv = Tensor::empty(V.shape(), V.options());
-                  TESSERA_KERNEL(dout, stick_breaking_backward)(dq, dk, dv, dout, Q, K, V, log_rem,
-                                                                scale, current, add_rem);
+                  TESSERA_KERNEL(dout, stick_breaking_backward)(dq, dk, dv, dout, Q, K, V, O,
+                                                                log_rem, scale, current, add_rem);
                   g.add(0, dq);
                   g.add(1, dk);
                   g.add(2, dv);

@@ -8,7 +8,8 @@ namespace tessera::ops {
 //
 //   StickBreakingOptions opt;                   // keys i < j, no remainder term, scale 1 / sqrt(D)
 //   Tensor rem;
-//   Tensor y = ops::stick_breaking_attention(q, k, v, opt, &rem);   // y (B, H, T, D), rem (B, H, T)
+//   Tensor y = ops::stick_breaking_attention(q, k, v, opt, &rem);  // y (B, H, T, D)
+//                                                                   // rem (B, H, T)
 //
 // Query j gives key i the weight A[i, j] = beta[i, j] prod_{i<k<j} (1 - beta[k, j]) with
 // beta = sigmoid(scale q_j . k_i): the nearest key takes its share of a unit stick first and each

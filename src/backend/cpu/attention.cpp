@@ -308,7 +308,8 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
                 dv_acc[size_t(j * D + e)] += p * double(doi[e]);
               }
             }
-            for (int64_t e = 0; e < D; ++e) dqp[(bh * T + i) * D + e] = F(scale * dq_acc[size_t(e)]);
+            for (int64_t e = 0; e < D; ++e)
+              dqp[(bh * T + i) * D + e] = F(scale * dq_acc[size_t(e)]);
           }
         }
         F* dkh = dkp + bk * T * D;

@@ -97,7 +97,7 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
                             bool attend_current, bool add_remainder);
 void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                              const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                             const Tensor& log_rem, double scale, bool attend_current,
-                             bool add_remainder);
+                             const Tensor& out, const Tensor& log_rem, double scale,
+                             bool attend_current, bool add_remainder);
 
 }  // namespace tessera::cpu

@@ -11,13 +11,14 @@
 //   log A[i] = log beta[i] + sum_{k in S_j, k > i} log(1 - beta[k])
 //            = logsigmoid(z[i]) - sum_{k in S_j, k > i} sp[k],
 //   out_j = sum_{i in S_j} A[i] v_i  (+ rem_j v_j with add_remainder, the paper's remainder term),
-//   log rem_j = -sum_{i in S_j} sp[i],   and sum_i A[i] + rem_j = 1 exactly (the stick is conserved).
+//   log rem_j = -sum_{i in S_j} sp[i],   and sum_i A[i] + rem_j = 1 exactly (the stick is
+//   conserved).
 // The sums run from the diagonal backwards and every term is <= 0, so a long context cannot
 // underflow an intermediate: only an A[i] that truly is below the smallest double rounds to 0.
 // There is no normalisation and no running max (A <= 1).
 //
-// Backward, per query row j, with a[i] = dout_j . v_i, g[i] = A[i] a[i] and rbar = dout_j . v_j when
-// add_remainder (the gradient reaching rem_j), else 0. From the log form,
+// Backward, per query row j, with a[i] = dout_j . v_i, g[i] = A[i] a[i] and rbar = dout_j . v_j
+// when add_remainder (the gradient reaching rem_j), else 0. From the log form,
 //   d log A[i] / dz[k] = 1 - beta[k] (k == i),  -beta[k] (k > i),  0 (k < i);
 //   d log rem_j / dz[k] = -beta[k];
 // so dL/dz[k] = sum_i g[i] d log A[i]/dz[k] + rbar rem_j d log rem_j/dz[k]
@@ -25,9 +26,12 @@
 // and dq_j = scale sum_k dz[k] k_k,  dk_k += scale dz[k] q_j,  dv_i += A[i] dout_j,
 // dv_j += rem_j dout_j (add_remainder).
 //
-// Everything is computed in double from q, k and v; log_rem is checked but not read (the CUDA
-// backward starts from it; here recomputing is both simpler and exact). Forward splits over
-// (b, h); backward over (b, kv head) so one thread owns a kv head's dk and dv.
+// The running sum above starts at rbar rem_j and ends at rbar rem_j + sum_i g[i] = dout_j . out_j
+// (because sum_i A[i] v_i = out_j - rem_j v_j when add_remainder): the CUDA backward walks the keys
+// from the diagonal down, so it starts from that total (computed from the saved out) and
+// subtracts. Here everything is computed in double from q, k and v, walking up from key 0; out
+// and log_rem are checked but not read. Forward splits over (b, h); backward over (b, kv head) so
+// one thread owns a kv head's dk and dv.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -62,24 +66,20 @@ void check_like(const char* kernel, const char* name, const Tensor& t, const Sha
 
 DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 
-// softplus(x) = log(1 + e^x) without overflow; logsigmoid(x) = -softplus(-x) (exact for large |x|,
-// where x - softplus(x) would cancel).
-double softplus(double x) { return std::max(x, 0.0) + std::log1p(std::exp(-std::abs(x))); }
-double log_sigmoid(double x) { return -softplus(-x); }
-
-// One query row: z, log A and A over its n attended keys (n = j or j + 1), and log rem.
+// One query row over its n attended keys (n = j, or j + 1 with attend_current): fills a[i] = A[i]
+// and beta[i], returns log rem. With e = exp(-|z|): softplus(z) = max(z, 0) + log1p(e) and
+// logsigmoid(z) = min(z, 0) - log1p(e), neither of which overflows or cancels for large |z|.
 template <typename F>
 double stick_row(const F* qj, const F* kh, int64_t n, int64_t D, double scale,
-                 std::vector<double>& z, std::vector<double>& a) {
-  for (int64_t i = 0; i < n; ++i) {
+                 std::vector<double>& a, std::vector<double>& beta) {
+  double tail = 0;  // sum of softplus(z[k]) over the attended k > i: -log of the stick left for i
+  for (int64_t i = n - 1; i >= 0; --i) {
     double dot = 0;
     for (int64_t e = 0; e < D; ++e) dot += double(qj[e]) * double(kh[i * D + e]);
-    z[size_t(i)] = scale * dot;
-  }
-  double tail = 0;  // sum of sp[k] over the attended k > i: -log of the stick left for key i
-  for (int64_t i = n - 1; i >= 0; --i) {
-    a[size_t(i)] = std::exp(log_sigmoid(z[size_t(i)]) - tail);
-    tail += softplus(z[size_t(i)]);
+    const double z = scale * dot, ez = std::exp(-std::abs(z)), l = std::log1p(ez);
+    a[size_t(i)] = std::exp(std::min(z, 0.0) - l - tail);
+    beta[size_t(i)] = z >= 0 ? 1 / (1 + ez) : ez / (1 + ez);
+    tail += std::max(z, 0.0) + l;
   }
   return -tail;
 }
@@ -106,7 +106,7 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
     F* rp = rem.defined() ? static_cast<F*>(rem.data_ptr()) : nullptr;
 #pragma omp parallel if (B * H * T * T * D > 65536)
     {
-      std::vector<double> z(size_t(T), 0.0), a(size_t(T), 0.0), acc(size_t(D), 0.0);
+      std::vector<double> a(size_t(T), 0.0), beta(size_t(T), 0.0), acc(size_t(D), 0.0);
 #pragma omp for
       for (int64_t bh = 0; bh < B * H; ++bh) {
         const int64_t kvh = (bh / H) * Hkv + (bh % H) / G;
@@ -114,7 +114,7 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
         const F* vh = vp + kvh * T * D;
         for (int64_t j = 0; j < T; ++j) {
           const int64_t n = attend_current ? j + 1 : j;
-          const double lr = stick_row(qp + (bh * T + j) * D, kh, n, D, scale, z, a);
+          const double lr = stick_row(qp + (bh * T + j) * D, kh, n, D, scale, a, beta);
           std::fill(acc.begin(), acc.end(), 0.0);
           for (int64_t i = 0; i < n; ++i)
             for (int64_t e = 0; e < D; ++e) acc[size_t(e)] += a[size_t(i)] * double(vh[i * D + e]);
@@ -131,14 +131,15 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
 
 void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                              const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                             const Tensor& log_rem, double scale, bool attend_current,
-                             bool add_remainder) {
+                             const Tensor& out, const Tensor& log_rem, double scale,
+                             bool attend_current, bool add_remainder) {
   const Dims d = check_qkv("stick_breaking_backward", q, k, v);
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
   check_like("stick_breaking_backward", "dq", dq, q.shape(), q.dtype());
   check_like("stick_breaking_backward", "dk", dk, k.shape(), q.dtype());
   check_like("stick_breaking_backward", "dv", dv, v.shape(), q.dtype());
   check_like("stick_breaking_backward", "dout", dout, q.shape(), q.dtype());
+  check_like("stick_breaking_backward", "out", out, q.shape(), q.dtype());
   check_like("stick_breaking_backward", "log_rem", log_rem, {B, H, T}, stat_dtype(q.dtype()));
   const int64_t G = H / Hkv;
 
@@ -154,7 +155,7 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
 #pragma omp parallel if (B * H * T * T * D > 65536)
     {
       std::vector<double> dk_acc(size_t(T * D), 0.0), dv_acc(size_t(T * D), 0.0),
-          dq_acc(size_t(D), 0.0), z(size_t(T), 0.0), a(size_t(T), 0.0);
+          dq_acc(size_t(D), 0.0), a(size_t(T), 0.0), beta(size_t(T), 0.0);
 #pragma omp for
       for (int64_t bk = 0; bk < B * Hkv; ++bk) {
         const int64_t b = bk / Hkv, g = bk % Hkv;
@@ -168,7 +169,7 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
             const F* qj = qp + (bh * T + j) * D;
             const F* doj = dop + (bh * T + j) * D;
             const int64_t n = attend_current ? j + 1 : j;
-            const double rem = std::exp(stick_row(qj, kh, n, D, scale, z, a));
+            const double rem = std::exp(stick_row(qj, kh, n, D, scale, a, beta));
             double rbar = 0;
             if (add_remainder) {
               for (int64_t e = 0; e < D; ++e) rbar += double(doj[e]) * double(vh[j * D + e]);
@@ -182,8 +183,7 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
               for (int64_t e = 0; e < D; ++e) dA += double(doj[e]) * double(vh[i * D + e]);
               const double gi = A * dA;
               prefix += gi;
-              const double beta = std::exp(log_sigmoid(z[size_t(i)]));
-              const double dz = gi - beta * prefix;
+              const double dz = gi - beta[size_t(i)] * prefix;
               for (int64_t e = 0; e < D; ++e) {
                 dq_acc[size_t(e)] += dz * double(kh[i * D + e]);
                 dk_acc[size_t(i * D + e)] += dz * double(qj[e]);

@@ -1,0 +1,313 @@
+// Shared by the fused attention kernels (flash_attention.cu, stick_breaking.cu): host-side checks,
+// bf16 helpers, tile loads into shared memory, warp reductions and scans, and the tensor-core tile
+// layout. Shapes as in src/backend/kernels.h:
+//   q, out, dq, dout (B, H, T, D); k, v, dk, dv (B, Hkv, T, D); per-row statistics (B, H, T) f32.
+//
+// Two paths per kernel family:
+//  - bf16, D in {64, 128}: tiles of 64 queries x 64 keys in shared memory, 4 warps per block,
+//    warp w owning 16 rows of a tile; the matrix products run on tensor cores through nvcuda::wmma
+//    (bf16 16x16x16 fragments, fp32 accumulation; needs sm_80 or newer); softmax / stick-breaking
+//    arithmetic in fp32.
+//  - f32, any D <= 128: plain warp-per-row kernels (lane = key or lane = query), no tensor cores; a
+//    correctness path for f32 tensors and a second implementation for the parity tests.
+// Backward passes are deterministic: each output row is written by exactly one warp, and dk/dv come
+// from a pass over key blocks (no float atomics).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <mma.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "backend/kernels.h"
+#include "common.cuh"
+
+namespace tessera::cuda::attn {
+
+using bf16_t = __nv_bfloat16;
+
+constexpr int kTile = 64;  // queries and keys per tile on the tensor-core path
+constexpr int kWarps = 4;  // warps per block on the tensor-core path; warp w owns rows 16w..16w+15
+constexpr int kThreads = kWarps * 32;
+constexpr int kPlainMaxD = 128;
+constexpr unsigned kFull = 0xffffffffu;
+
+// ---- host side --------------------------------------------------------------------------------
+
+struct Dims {
+  int64_t B, H, Hkv, T, D;
+};
+
+// DeviceGuard: common.cuh.
+
+inline Dims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v) {
+  TESSERA_CHECK(
+      q.dim() == 4 && k.dim() == 4 && k.shape() == v.shape() && q.size(0) == k.size(0) &&
+          k.size(1) > 0 && q.size(1) % k.size(1) == 0 && q.size(2) == k.size(2) &&
+          q.size(3) == k.size(3),
+      "cuda ", kernel,
+      ": expected q (B, H, T, D) and k, v (B, Hkv, T, D) with H a multiple of Hkv, got q ",
+      shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
+  TESSERA_CHECK(k.dtype() == q.dtype() && v.dtype() == q.dtype(), "cuda ", kernel,
+                ": dtypes differ: q ", dtype_name(q.dtype()), ", k ", dtype_name(k.dtype()), ", v ",
+                dtype_name(v.dtype()));
+  const int64_t D = q.size(3);
+  if (q.dtype() == DType::BF16) {
+    TESSERA_CHECK(D == 64 || D == 128, "cuda ", kernel, ": bf16 head dim must be 64 or 128, got q ",
+                  shape_str(q.shape()));
+  } else {
+    TESSERA_CHECK(q.dtype() == DType::F32, "cuda ", kernel, ": dtype ", dtype_name(q.dtype()),
+                  " is not supported (bf16 or f32), q ", shape_str(q.shape()));
+    TESSERA_CHECK(D >= 1 && D <= kPlainMaxD, "cuda ", kernel, ": f32 head dim must be 1..",
+                  kPlainMaxD, ", got q ", shape_str(q.shape()));
+  }
+  TESSERA_CHECK(q.size(1) * q.size(0) <= 65535, "cuda ", kernel,
+                ": B * H = ", q.size(0) * q.size(1), " exceeds the grid limit 65535, q ",
+                shape_str(q.shape()));
+  for (const Tensor* t : {&q, &k, &v})
+    TESSERA_CHECK(t->is_contiguous() && t->device().is_cuda(), "cuda ", kernel,
+                  ": inputs must be contiguous CUDA tensors, got ", t->str());
+  return {q.size(0), q.size(1), k.size(1), q.size(2), D};
+}
+
+inline void check_like(const char* kernel, const char* name, const Tensor& t, const Shape& shape,
+                       DType dtype, const Tensor& q) {
+  TESSERA_CHECK(t.defined() && t.shape() == shape && t.dtype() == dtype && t.is_contiguous() &&
+                    t.device() == q.device(),
+                "cuda ", kernel, ": ", name, " must be a contiguous ", dtype_name(dtype), " ",
+                shape_str(shape), " on ", q.device().str(), ", got ",
+                t.defined() ? t.str() : std::string("an undefined tensor"));
+}
+
+// The tensor-core path reads and writes rows of 8 bf16 (16 bytes) at a time.
+inline bool aligned16(const Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+}
+// An input as is when 16-byte aligned, else an aligned copy (a view at an odd offset).
+inline Tensor aligned_input(const Tensor& t) {
+  if (t.dtype() != DType::BF16 || aligned16(t)) return t;
+  Tensor c = Tensor::empty(t.shape(), t.options());
+  c.copy_(t);
+  return c;
+}
+inline void check_aligned_output(const char* kernel, const char* name, const Tensor& t) {
+  TESSERA_CHECK(t.dtype() != DType::BF16 || aligned16(t), "cuda ", kernel, ": output ", name, " ",
+                t.str(), " is not 16-byte aligned");
+}
+
+template <typename Kernel>
+void allow_smem(Kernel kernel, size_t bytes) {
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
+// ---- device side ------------------------------------------------------------------------------
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(bf16_t x) { return __bfloat162float(x); }
+template <typename T>
+__device__ __forceinline__ T from_f32(float x);
+template <>
+__device__ __forceinline__ float from_f32<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ bf16_t from_f32<bf16_t>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(kFull, x, o);
+  return x;
+}
+__device__ __forceinline__ float warp_max(float x) {
+  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(kFull, x, o));
+  return x;
+}
+// Inclusive scans over the 32 lanes: prefix (lanes <= l) and suffix (lanes >= l).
+__device__ __forceinline__ float warp_prefix_sum(float x, int lane) {
+  for (int o = 1; o < 32; o <<= 1) {
+    const float y = __shfl_up_sync(kFull, x, o);
+    if (lane >= o) x += y;
+  }
+  return x;
+}
+__device__ __forceinline__ float warp_suffix_sum(float x, int lane) {
+  for (int o = 1; o < 32; o <<= 1) {
+    const float y = __shfl_down_sync(kFull, x, o);
+    if (lane + o < 32) x += y;
+  }
+  return x;
+}
+
+// Stick-breaking terms of one score z (Tan et al. 2024), overflow-free for any z: with
+// e = exp(-|z|), softplus(z) = -log(1 - sigmoid(z)) = max(z, 0) + log(1 + e) and
+// log sigmoid(z) = min(z, 0) - log(1 + e). The fast variant (bf16 path) uses the hardware
+// exp2/log2 approximations (~1e-7 absolute on log(1 + e), far below bf16's resolution); the
+// precise one (f32 path) the libm-accurate expf / log1pf.
+struct Stick {
+  float softplus, log_sigmoid, sigmoid;
+};
+template <bool kFast>
+__device__ __forceinline__ Stick stick_terms(float z) {
+  const float e = kFast ? __expf(-fabsf(z)) : expf(-fabsf(z));
+  const float l = kFast ? __logf(1.0f + e) : log1pf(e);
+  Stick s;
+  s.softplus = fmaxf(z, 0.0f) + l;
+  s.log_sigmoid = fminf(z, 0.0f) - l;
+  s.sigmoid = (z >= 0.0f ? 1.0f : e) / (1.0f + e);
+  return s;
+}
+
+// out[r] = sum_e a[r, e] * b[r, e] over rows of D (one warp per row): rowsum(dout * out) for the
+// backward passes (FlashAttention-2's D; stick-breaking's total of g plus the remainder term).
+template <typename T>
+__global__ void rowdot_kernel(float* out, const T* a, const T* b, int64_t rows, int D) {
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  float s = 0;
+  for (int e = lane; e < D; e += 32) s += to_f32(a[row * D + e]) * to_f32(b[row * D + e]);
+  s = warp_sum(s);
+  if (lane == 0) out[row] = s;
+}
+
+template <typename T>
+inline void rowdot(const Tensor& out, const Tensor& a, const Tensor& b) {
+  const int64_t rows = out.numel();
+  const int D = int(a.size(-1));
+  const int warps = 8;
+  rowdot_kernel<T><<<unsigned((rows + warps - 1) / warps), warps * 32>>>(
+      static_cast<float*>(out.data_ptr()), static_cast<const T*>(a.data_ptr()),
+      static_cast<const T*>(b.data_ptr()), rows, D);
+  CUDA_CHECK_LAUNCH();
+}
+
+// ---- tensor-core tiles ------------------------------------------------------------------------
+// Shared-memory row strides are padded (bf16 rows by 8, f32 rows by 4 elements) so the 16 rows a
+// wmma fragment touches fall in different banks; every fragment then starts on a 32-byte boundary
+// as wmma requires (16 * stride * element size and 16 * element size are multiples of 32).
+template <int D>
+struct TileLayout {
+  static constexpr int ld_in = D + 8;     // bf16 q / k / v / dout tiles, 64 x D
+  static constexpr int ld_s = kTile + 4;  // f32 score tiles, 64 x 64
+  static constexpr int ld_p = kTile + 8;  // bf16 probability / gradient tiles, 64 x 64
+  static constexpr int ld_acc = D + 4;    // f32 staging of accumulators, 64 x D
+  static constexpr size_t in_bytes = size_t(kTile) * ld_in * 2;
+  static constexpr size_t s_bytes = size_t(kTile) * ld_s * 4;
+  static constexpr size_t p_bytes = size_t(kTile) * ld_p * 2;
+  static constexpr size_t acc_bytes = size_t(kTile) * ld_acc * 4;
+  static_assert(in_bytes % 128 == 0 && s_bytes % 128 == 0 && p_bytes % 128 == 0 &&
+                    acc_bytes % 128 == 0,
+                "regions must keep 128-byte alignment");
+};
+
+// Rows [row0, row0 + 64) of a (rows_total, D) bf16 matrix into a padded shared tile; rows past
+// rows_total read as zeros (their scores are masked, and zero rows add nothing to products).
+template <int D>
+__device__ __forceinline__ void load_tile(bf16_t* dst, const bf16_t* src, int64_t row0,
+                                          int64_t rows_total) {
+  constexpr int kVec = 8;  // bf16 per 16-byte load
+  constexpr int kPerRow = D / kVec;
+  for (int idx = threadIdx.x; idx < kTile * kPerRow; idx += blockDim.x) {
+    const int r = idx / kPerRow, c = (idx % kPerRow) * kVec;
+    uint4 val = make_uint4(0, 0, 0, 0);
+    if (row0 + r < rows_total) val = *reinterpret_cast<const uint4*>(src + (row0 + r) * D + c);
+    *reinterpret_cast<uint4*>(dst + r * TileLayout<D>::ld_in + c) = val;
+  }
+}
+
+namespace wmma = nvcuda::wmma;
+using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16_t, wmma::row_major>;
+using FragAT = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16_t, wmma::col_major>;
+using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16_t, wmma::row_major>;
+using FragBT = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16_t, wmma::col_major>;
+using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+// s (16 x 64, f32, stride ld_s) = a (16 x D rows of a bf16 tile) @ b^T, b a 64 x D bf16 tile:
+// scores of one warp's 16 rows against the 64 rows of b.
+template <int D>
+__device__ __forceinline__ void warp_abt(float* s, const bf16_t* a, const bf16_t* b) {
+  constexpr int ld = TileLayout<D>::ld_in;
+#pragma unroll
+  for (int n = 0; n < kTile / 16; ++n) {
+    FragC c;
+    wmma::fill_fragment(c, 0.0f);
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      FragA fa;
+      FragBT fb;
+      wmma::load_matrix_sync(fa, a + kk * 16, ld);
+      wmma::load_matrix_sync(fb, b + n * 16 * ld + kk * 16, ld);
+      wmma::mma_sync(c, fa, fb, c);
+    }
+    wmma::store_matrix_sync(s + n * 16, c, TileLayout<D>::ld_s, wmma::mem_row_major);
+  }
+}
+
+// acc[ct] (16 x D as D/16 fragments) += p (16 x 64 bf16, stride ld_p) @ m (64 x D bf16 tile).
+// With transposed_p, p is read as the transpose of a 64 x 16 column block of a [64][ld_p] tile
+// (p points at its first column).
+template <int D, bool transposed_p>
+__device__ __forceinline__ void warp_pm(FragC (&acc)[D / 16], const bf16_t* p, const bf16_t* m) {
+  constexpr int ld = TileLayout<D>::ld_in, ldp = TileLayout<D>::ld_p;
+#pragma unroll
+  for (int ks = 0; ks < kTile / 16; ++ks) {
+    if constexpr (transposed_p) {
+      FragAT fa;
+      wmma::load_matrix_sync(fa, p + ks * 16 * ldp, ldp);
+#pragma unroll
+      for (int ct = 0; ct < D / 16; ++ct) {
+        FragB fb;
+        wmma::load_matrix_sync(fb, m + ks * 16 * ld + ct * 16, ld);
+        wmma::mma_sync(acc[ct], fa, fb, acc[ct]);
+      }
+    } else {
+      FragA fa;
+      wmma::load_matrix_sync(fa, p + ks * 16, ldp);
+#pragma unroll
+      for (int ct = 0; ct < D / 16; ++ct) {
+        FragB fb;
+        wmma::load_matrix_sync(fb, m + ks * 16 * ld + ct * 16, ld);
+        wmma::mma_sync(acc[ct], fa, fb, acc[ct]);
+      }
+    }
+  }
+}
+
+// One warp's 16 x D accumulator out to rows [row0, row0 + 16) of a (rows_total, D) matrix, times
+// `mul`, through a 16 x ld_acc f32 staging area (the warp's own).
+template <int D, typename T>
+__device__ __forceinline__ void warp_store_acc(T* dst, int64_t row0, int64_t rows_total,
+                                               FragC (&acc)[D / 16], float* stage, float mul) {
+  constexpr int ld = TileLayout<D>::ld_acc;
+#pragma unroll
+  for (int ct = 0; ct < D / 16; ++ct)
+    wmma::store_matrix_sync(stage + ct * 16, acc[ct], ld, wmma::mem_row_major);
+  __syncwarp();
+  const int lane = threadIdx.x % 32;
+  for (int idx = lane; idx < 16 * D; idx += 32) {
+    const int r = idx / D, c = idx % D;
+    if (row0 + r < rows_total) dst[(row0 + r) * D + c] = from_f32<T>(mul * stage[r * ld + c]);
+  }
+  __syncwarp();
+}
+
+}  // namespace tessera::cuda::attn
+
+namespace tessera::cuda {
+// flash_attention.cu
+void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                             const Tensor& v, double scale, int64_t window);
+void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                              const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                              const Tensor& out, const Tensor& lse, double scale, int64_t window);
+// stick_breaking.cu
+void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tensor& rem,
+                            const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                            bool attend_current, bool add_remainder);
+void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                             const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                             const Tensor& out, const Tensor& log_rem, double scale,
+                             bool attend_current, bool add_remainder);
+}  // namespace tessera::cuda

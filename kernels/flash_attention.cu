@@ -1,0 +1,562 @@
+// Causal softmax attention without the (T, T) matrix: FlashAttention-2 (Dao 2023,
+// arXiv:2307.08691), forward and backward, with grouped-query heads and an optional sliding
+// window. The CPU twin (src/backend/cpu/attention.cpp, flash_attention_*) is the reference.
+//
+// q, out, dq, dout (B, H, T, D) bf16 or f32; k, v, dk, dv (B, Hkv, T, D); lse (B, H, T) f32.
+// Query i attends key j when j <= i and (window <= 0 or i - j < window).
+//
+// Forward, per query tile, over the key tiles it can see (fully masked tiles are never visited):
+//   S = scale Q K^T;  m' = max(m, rowmax S);  P = exp(S - m');  l = exp(m - m') l + rowsum P;
+//   O = exp(m - m') O + P V;  at the end O /= l and lse = m + log l is saved.
+// Backward, from the saved lse (P = exp(S - lse)) and D = rowsum(dO * O):
+//   dV = P^T dO,  dP = dO V^T,  dS = P * (dP - D),  dQ = scale dS K,  dK = scale dS^T Q.
+// Deterministic: dK and dV by a key-tile-major pass (a block owns one kv head's key tile and loops
+// over every query tile and every query head of its group), dQ by a query-tile-major pass; S and P
+// are recomputed in each (7 tile products per (query, key) tile pair instead of FA2's 5, no float
+// atomics).
+#include "attention.cuh"
+
+namespace tessera::cuda {
+namespace {
+
+using namespace attn;
+
+struct FlashParams {
+  int64_t T;
+  int H, Hkv;
+  float scale;
+  int64_t window;  // <= 0: no window
+};
+
+__device__ __forceinline__ bool visible(int64_t i, int64_t j, const FlashParams& p) {
+  return j <= i && i < p.T && (p.window <= 0 || i - j < p.window);
+}
+
+__device__ __forceinline__ int64_t kv_head_of(int bh, int H, int Hkv) {
+  return int64_t(bh / H) * Hkv + (bh % H) / (H / Hkv);
+}
+
+// Key tiles [first, last] that query tile [q0, q0 + 64) can see.
+__device__ __forceinline__ int64_t first_key_tile(int64_t q0, const FlashParams& p) {
+  return p.window > 0 ? (q0 - p.window + 1 > 0 ? q0 - p.window + 1 : 0) / kTile : 0;
+}
+__device__ __forceinline__ int64_t last_key_tile(int64_t q0, const FlashParams& p) {
+  return (q0 + kTile - 1 < p.T - 1 ? q0 + kTile - 1 : p.T - 1) / kTile;
+}
+
+// ---- bf16, tensor cores ---------------------------------------------------------------------
+
+template <int D>
+struct FwdSmem {
+  using L = TileLayout<D>;
+  static constexpr size_t q = 0, k = L::in_bytes, v = 2 * L::in_bytes, s = 3 * L::in_bytes,
+                          p = s + L::s_bytes, o = p + L::p_bytes, stats = o + L::acc_bytes,
+                          bytes = stats + 3 * kTile * sizeof(float);
+};
+
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+    flash_forward_tc(bf16_t* out, float* lse, const bf16_t* q, const bf16_t* k, const bf16_t* v,
+                     FlashParams p) {
+  using L = TileLayout<D>;
+  using M = FwdSmem<D>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16_t* Qs = reinterpret_cast<bf16_t*>(smem + M::q);
+  bf16_t* Ks = reinterpret_cast<bf16_t*>(smem + M::k);
+  bf16_t* Vs = reinterpret_cast<bf16_t*>(smem + M::v);
+  float* Ss = reinterpret_cast<float*>(smem + M::s);
+  bf16_t* Ps = reinterpret_cast<bf16_t*>(smem + M::p);
+  float* Os = reinterpret_cast<float*>(smem + M::o);
+  float* m_s = reinterpret_cast<float*>(smem + M::stats);  // running max per row
+  float* l_s = m_s + kTile;                                // running sum per row
+  float* a_s = l_s + kTile;                                // this tile's rescale factor
+
+  const int64_t qt = gridDim.x - 1 - blockIdx.x;  // the longest rows start first
+  const int bh = blockIdx.y;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t q0 = qt * kTile, T = p.T;
+  const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
+  const bf16_t* kh = k + kvh * T * D;
+  const bf16_t* vh = v + kvh * T * D;
+
+  load_tile<D>(Qs, q + int64_t(bh) * T * D, q0, T);
+  for (int idx = threadIdx.x; idx < kTile * L::ld_acc; idx += blockDim.x) Os[idx] = 0.0f;
+  if (threadIdx.x < kTile) {
+    m_s[threadIdx.x] = -INFINITY;
+    l_s[threadIdx.x] = 0.0f;
+  }
+  float* Sw = Ss + warp * 16 * L::ld_s;
+  float* Ow = Os + warp * 16 * L::ld_acc;
+
+  for (int64_t kt = first_key_tile(q0, p); kt <= last_key_tile(q0, p); ++kt) {
+    const int64_t k0 = kt * kTile;
+    __syncthreads();  // the previous tile's K, V are no longer read
+    load_tile<D>(Ks, kh, k0, T);
+    load_tile<D>(Vs, vh, k0, T);
+    __syncthreads();
+    warp_abt<D>(Sw, Qs + warp * 16 * L::ld_in, Ks);
+    __syncwarp();
+    // Online softmax over this tile, row by row; lane holds columns 2 lane and 2 lane + 1.
+    for (int r = 0; r < 16; ++r) {
+      const int row = warp * 16 + r;
+      const int64_t i = q0 + row;
+      const int c = 2 * lane;
+      const float2 sv = *reinterpret_cast<const float2*>(Sw + r * L::ld_s + c);
+      const bool v0 = visible(i, k0 + c, p), v1 = visible(i, k0 + c + 1, p);
+      const float s0 = v0 ? sv.x * p.scale : -INFINITY, s1 = v1 ? sv.y * p.scale : -INFINITY;
+      const float m_old = m_s[row];
+      const float m_new = fmaxf(m_old, warp_max(fmaxf(s0, s1)));
+      float p0 = 0.0f, p1 = 0.0f, alpha = 1.0f;
+      if (m_new != -INFINITY) {  // else nothing visible yet in this row: keep O = 0, l = 0
+        p0 = v0 ? __expf(s0 - m_new) : 0.0f;
+        p1 = v1 ? __expf(s1 - m_new) : 0.0f;
+        alpha = __expf(m_old - m_new);  // 0 when m_old = -inf
+      }
+      const float sum = warp_sum(p0 + p1);
+      *reinterpret_cast<__nv_bfloat162*>(Ps + row * L::ld_p + c) = __floats2bfloat162_rn(p0, p1);
+      __syncwarp();  // every lane has read m_s[row]
+      if (lane == 0) {
+        m_s[row] = m_new;
+        l_s[row] = alpha * l_s[row] + sum;
+        a_s[row] = alpha;
+      }
+    }
+    __syncwarp();
+    for (int idx = lane; idx < 16 * D; idx += 32) {
+      const int r = idx / D, c = idx % D;
+      Ow[r * L::ld_acc + c] *= a_s[warp * 16 + r];
+    }
+    __syncwarp();
+    // O (16 x D of this warp, staged in shared memory so it can be rescaled) += P V.
+#pragma unroll
+    for (int ct = 0; ct < D / 16; ++ct) {
+      FragC acc;
+      wmma::load_matrix_sync(acc, Ow + ct * 16, L::ld_acc, wmma::mem_row_major);
+#pragma unroll
+      for (int ks = 0; ks < kTile / 16; ++ks) {
+        FragA fa;
+        FragB fb;
+        wmma::load_matrix_sync(fa, Ps + warp * 16 * L::ld_p + ks * 16, L::ld_p);
+        wmma::load_matrix_sync(fb, Vs + ks * 16 * L::ld_in + ct * 16, L::ld_in);
+        wmma::mma_sync(acc, fa, fb, acc);
+      }
+      wmma::store_matrix_sync(Ow + ct * 16, acc, L::ld_acc, wmma::mem_row_major);
+    }
+    __syncwarp();
+  }
+  __syncwarp();
+  for (int idx = lane; idx < 16 * D; idx += 32) {
+    const int r = idx / D, c = idx % D;
+    const int64_t i = q0 + warp * 16 + r;
+    if (i < T)
+      out[(int64_t(bh) * T + i) * D + c] =
+          from_f32<bf16_t>(Ow[r * L::ld_acc + c] / l_s[warp * 16 + r]);
+  }
+  if (lane < 16) {
+    const int64_t i = q0 + warp * 16 + lane;
+    if (i < T) lse[int64_t(bh) * T + i] = m_s[warp * 16 + lane] + logf(l_s[warp * 16 + lane]);
+  }
+}
+
+template <int D>
+struct BwdSmem {
+  using L = TileLayout<D>;
+  // a, b: the tiles that stay (K, V for dk/dv; Q, dO for dq); c, d: the tiles that stream.
+  static constexpr size_t a = 0, b = L::in_bytes, c = 2 * L::in_bytes, d = 3 * L::in_bytes,
+                          s = 4 * L::in_bytes, dp = s + L::s_bytes, pt = dp + L::s_bytes,
+                          ds = pt + L::p_bytes, stats = ds + L::p_bytes,
+                          bytes = stats + 2 * kTile * sizeof(float);
+  // The accumulators are staged over the two score tiles at the end.
+  static_assert(2 * L::s_bytes >= L::acc_bytes, "staging area too small");
+};
+
+// dK, dV for one key tile of kv head (b, g): loops over the G query heads of the group and the
+// query tiles that can see the key tile. Warp w owns keys 16w..16w+15 (rows of S^T).
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+    flash_backward_dkdv_tc(bf16_t* dk, bf16_t* dv, const bf16_t* q, const bf16_t* k,
+                           const bf16_t* v, const bf16_t* dout, const float* lse, const float* drow,
+                           FlashParams p) {
+  using L = TileLayout<D>;
+  using M = BwdSmem<D>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16_t* Ks = reinterpret_cast<bf16_t*>(smem + M::a);
+  bf16_t* Vs = reinterpret_cast<bf16_t*>(smem + M::b);
+  bf16_t* Qs = reinterpret_cast<bf16_t*>(smem + M::c);
+  bf16_t* dOs = reinterpret_cast<bf16_t*>(smem + M::d);
+  float* St = reinterpret_cast<float*>(smem + M::s);    // S^T  [key][query]
+  float* dPt = reinterpret_cast<float*>(smem + M::dp);  // dP^T [key][query]
+  bf16_t* Pt = reinterpret_cast<bf16_t*>(smem + M::pt);
+  bf16_t* dSt = reinterpret_cast<bf16_t*>(smem + M::ds);
+  float* lse_s = reinterpret_cast<float*>(smem + M::stats);
+  float* d_s = lse_s + kTile;
+
+  const int64_t kt = blockIdx.x;  // key tile 0 has the most queries: launched first
+  const int bkv = blockIdx.y;
+  const int b = bkv / p.Hkv, g = bkv % p.Hkv, G = p.H / p.Hkv;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t k0 = kt * kTile, T = p.T;
+  load_tile<D>(Ks, k + int64_t(bkv) * T * D, k0, T);
+  load_tile<D>(Vs, v + int64_t(bkv) * T * D, k0, T);
+
+  FragC dk_acc[D / 16], dv_acc[D / 16];
+#pragma unroll
+  for (int ct = 0; ct < D / 16; ++ct) {
+    wmma::fill_fragment(dk_acc[ct], 0.0f);
+    wmma::fill_fragment(dv_acc[ct], 0.0f);
+  }
+  float* Sw = St + warp * 16 * L::ld_s;
+  float* dPw = dPt + warp * 16 * L::ld_s;
+  const int64_t last_q =
+      p.window > 0 ? (k0 + kTile - 1 + p.window - 1 < T - 1 ? k0 + kTile - 1 + p.window - 1 : T - 1)
+                   : T - 1;
+  for (int h = g * G; h < (g + 1) * G; ++h) {
+    const int64_t bh = int64_t(b) * p.H + h;
+    for (int64_t qt = kt; qt <= last_q / kTile; ++qt) {
+      const int64_t q0 = qt * kTile;
+      __syncthreads();  // the previous query tile is no longer read
+      load_tile<D>(Qs, q + bh * T * D, q0, T);
+      load_tile<D>(dOs, dout + bh * T * D, q0, T);
+      if (threadIdx.x < kTile) {
+        const int64_t i = q0 + threadIdx.x;
+        lse_s[threadIdx.x] = i < T ? lse[bh * T + i] : INFINITY;
+        d_s[threadIdx.x] = i < T ? drow[bh * T + i] : 0.0f;
+      }
+      __syncthreads();
+      warp_abt<D>(Sw, Ks + warp * 16 * L::ld_in, Qs);    // S^T = K Q^T
+      warp_abt<D>(dPw, Vs + warp * 16 * L::ld_in, dOs);  // dP^T = V dO^T
+      __syncwarp();
+      for (int r = 0; r < 16; ++r) {
+        const int row = warp * 16 + r;
+        const int64_t j = k0 + row;
+        const int c = 2 * lane;
+        const float2 sv = *reinterpret_cast<const float2*>(Sw + r * L::ld_s + c);
+        const float2 dpv = *reinterpret_cast<const float2*>(dPw + r * L::ld_s + c);
+        const float p0 = visible(q0 + c, j, p) ? __expf(sv.x * p.scale - lse_s[c]) : 0.0f;
+        const float p1 = visible(q0 + c + 1, j, p) ? __expf(sv.y * p.scale - lse_s[c + 1]) : 0.0f;
+        *reinterpret_cast<__nv_bfloat162*>(Pt + row * L::ld_p + c) = __floats2bfloat162_rn(p0, p1);
+        *reinterpret_cast<__nv_bfloat162*>(dSt + row * L::ld_p + c) =
+            __floats2bfloat162_rn(p0 * (dpv.x - d_s[c]), p1 * (dpv.y - d_s[c + 1]));
+      }
+      __syncwarp();
+      warp_pm<D, false>(dv_acc, Pt + warp * 16 * L::ld_p, dOs);  // dV += P^T dO
+      warp_pm<D, false>(dk_acc, dSt + warp * 16 * L::ld_p, Qs);  // dK += dS^T Q
+    }
+  }
+  __syncthreads();  // the score tiles become the staging area
+  float* stage = reinterpret_cast<float*>(smem + M::s) + warp * 16 * L::ld_acc;
+  warp_store_acc<D>(dv + int64_t(bkv) * T * D, k0 + warp * 16, T, dv_acc, stage, 1.0f);
+  warp_store_acc<D>(dk + int64_t(bkv) * T * D, k0 + warp * 16, T, dk_acc, stage, p.scale);
+}
+
+// dQ for one query tile: loops over the key tiles it can see. Warp w owns queries 16w..16w+15.
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+    flash_backward_dq_tc(bf16_t* dq, const bf16_t* q, const bf16_t* k, const bf16_t* v,
+                         const bf16_t* dout, const float* lse, const float* drow, FlashParams p) {
+  using L = TileLayout<D>;
+  using M = BwdSmem<D>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16_t* Qs = reinterpret_cast<bf16_t*>(smem + M::a);
+  bf16_t* dOs = reinterpret_cast<bf16_t*>(smem + M::b);
+  bf16_t* Ks = reinterpret_cast<bf16_t*>(smem + M::c);
+  bf16_t* Vs = reinterpret_cast<bf16_t*>(smem + M::d);
+  float* Ss = reinterpret_cast<float*>(smem + M::s);
+  float* dPs = reinterpret_cast<float*>(smem + M::dp);
+  bf16_t* dSs = reinterpret_cast<bf16_t*>(smem + M::ds);
+  float* lse_s = reinterpret_cast<float*>(smem + M::stats);
+  float* d_s = lse_s + kTile;
+
+  const int64_t qt = gridDim.x - 1 - blockIdx.x;
+  const int bh = blockIdx.y;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t q0 = qt * kTile, T = p.T;
+  const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
+  load_tile<D>(Qs, q + int64_t(bh) * T * D, q0, T);
+  load_tile<D>(dOs, dout + int64_t(bh) * T * D, q0, T);
+  if (threadIdx.x < kTile) {
+    const int64_t i = q0 + threadIdx.x;
+    lse_s[threadIdx.x] = i < T ? lse[int64_t(bh) * T + i] : INFINITY;
+    d_s[threadIdx.x] = i < T ? drow[int64_t(bh) * T + i] : 0.0f;
+  }
+  FragC dq_acc[D / 16];
+#pragma unroll
+  for (int ct = 0; ct < D / 16; ++ct) wmma::fill_fragment(dq_acc[ct], 0.0f);
+  float* Sw = Ss + warp * 16 * L::ld_s;
+  float* dPw = dPs + warp * 16 * L::ld_s;
+
+  for (int64_t kt = first_key_tile(q0, p); kt <= last_key_tile(q0, p); ++kt) {
+    const int64_t k0 = kt * kTile;
+    __syncthreads();
+    load_tile<D>(Ks, k + kvh * T * D, k0, T);
+    load_tile<D>(Vs, v + kvh * T * D, k0, T);
+    __syncthreads();
+    warp_abt<D>(Sw, Qs + warp * 16 * L::ld_in, Ks);    // S = Q K^T
+    warp_abt<D>(dPw, dOs + warp * 16 * L::ld_in, Vs);  // dP = dO V^T
+    __syncwarp();
+    for (int r = 0; r < 16; ++r) {
+      const int row = warp * 16 + r;
+      const int64_t i = q0 + row;
+      const int c = 2 * lane;
+      const float2 sv = *reinterpret_cast<const float2*>(Sw + r * L::ld_s + c);
+      const float2 dpv = *reinterpret_cast<const float2*>(dPw + r * L::ld_s + c);
+      const float p0 = visible(i, k0 + c, p) ? __expf(sv.x * p.scale - lse_s[row]) : 0.0f;
+      const float p1 = visible(i, k0 + c + 1, p) ? __expf(sv.y * p.scale - lse_s[row]) : 0.0f;
+      *reinterpret_cast<__nv_bfloat162*>(dSs + row * L::ld_p + c) =
+          __floats2bfloat162_rn(p0 * (dpv.x - d_s[row]), p1 * (dpv.y - d_s[row]));
+    }
+    __syncwarp();
+    warp_pm<D, false>(dq_acc, dSs + warp * 16 * L::ld_p, Ks);  // dQ += dS K
+  }
+  __syncthreads();
+  float* stage = reinterpret_cast<float*>(smem + M::s) + warp * 16 * L::ld_acc;
+  warp_store_acc<D>(dq + int64_t(bh) * T * D, q0 + warp * 16, T, dq_acc, stage, p.scale);
+}
+
+// ---- f32, plain -------------------------------------------------------------------------------
+// One warp per query row; lane l takes key c0 + l of each chunk of 32 keys, and the output row's
+// dimensions e = l, l + 32, ... (D <= 128: 4 per lane). Exact expf/logf: this path is compared
+// with the CPU reference at f32 precision.
+
+constexpr int kPlainWarps = 4;
+constexpr int kPerLane = kPlainMaxD / 32;
+
+__global__ void __launch_bounds__(kPlainWarps * 32)
+    flash_forward_plain(float* out, float* lse, const float* q, const float* k, const float* v,
+                        FlashParams p, int D) {
+  extern __shared__ float plain_smem[];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t i = int64_t(blockIdx.x) * kPlainWarps + warp, T = p.T;
+  const int bh = blockIdx.y;
+  if (i >= T) return;  // whole warps only; no block-wide barrier below
+  const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
+  const float* kh = k + kvh * T * D;
+  const float* vh = v + kvh * T * D;
+  float* qs = plain_smem + warp * D;
+  for (int e = lane; e < D; e += 32) qs[e] = q[(int64_t(bh) * T + i) * D + e];
+  __syncwarp();
+  float o[kPerLane] = {};
+  float m = -INFINITY, l = 0.0f;
+  const int64_t first = p.window > 0 && i - p.window + 1 > 0 ? i - p.window + 1 : 0;
+  for (int64_t c0 = first; c0 <= i; c0 += 32) {
+    const int64_t j = c0 + lane;
+    float s = -INFINITY;
+    if (j <= i) {
+      float dot = 0.0f;
+      for (int e = 0; e < D; ++e) dot += qs[e] * kh[j * D + e];
+      s = dot * p.scale;
+    }
+    const float m_new = fmaxf(m, warp_max(s));  // finite: key c0 <= i is visible
+    const float alpha = expf(m - m_new);
+    const float pj = j <= i ? expf(s - m_new) : 0.0f;
+    l = alpha * l + warp_sum(pj);
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t) o[t] *= alpha;
+    const int n = int(i - c0 + 1 < 32 ? i - c0 + 1 : 32);
+    for (int src = 0; src < n; ++src) {
+      const float pv = __shfl_sync(kFull, pj, src);
+      const float* vr = vh + (c0 + src) * D;
+#pragma unroll
+      for (int t = 0; t < kPerLane; ++t)
+        if (lane + 32 * t < D) o[t] += pv * vr[lane + 32 * t];
+    }
+    m = m_new;
+  }
+#pragma unroll
+  for (int t = 0; t < kPerLane; ++t)
+    if (lane + 32 * t < D) out[(int64_t(bh) * T + i) * D + lane + 32 * t] = o[t] / l;
+  if (lane == 0) lse[int64_t(bh) * T + i] = m + logf(l);
+}
+
+__global__ void __launch_bounds__(kPlainWarps * 32)
+    flash_backward_dq_plain(float* dq, const float* q, const float* k, const float* v,
+                            const float* dout, const float* lse, const float* drow, FlashParams p,
+                            int D) {
+  extern __shared__ float plain_smem[];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t i = int64_t(blockIdx.x) * kPlainWarps + warp, T = p.T;
+  const int bh = blockIdx.y;
+  if (i >= T) return;
+  const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
+  const float* kh = k + kvh * T * D;
+  const float* vh = v + kvh * T * D;
+  float* qs = plain_smem + warp * 2 * D;
+  float* dos = qs + D;
+  for (int e = lane; e < D; e += 32) {
+    qs[e] = q[(int64_t(bh) * T + i) * D + e];
+    dos[e] = dout[(int64_t(bh) * T + i) * D + e];
+  }
+  __syncwarp();
+  const float li = lse[int64_t(bh) * T + i], di = drow[int64_t(bh) * T + i];
+  float acc[kPerLane] = {};
+  const int64_t first = p.window > 0 && i - p.window + 1 > 0 ? i - p.window + 1 : 0;
+  for (int64_t c0 = first; c0 <= i; c0 += 32) {
+    const int64_t j = c0 + lane;
+    float ds = 0.0f;
+    if (j <= i) {
+      float s = 0.0f, dp = 0.0f;
+      for (int e = 0; e < D; ++e) {
+        s += qs[e] * kh[j * D + e];
+        dp += dos[e] * vh[j * D + e];
+      }
+      ds = expf(s * p.scale - li) * (dp - di);
+    }
+    const int n = int(i - c0 + 1 < 32 ? i - c0 + 1 : 32);
+    for (int src = 0; src < n; ++src) {
+      const float dsv = __shfl_sync(kFull, ds, src);
+      const float* kr = kh + (c0 + src) * D;
+#pragma unroll
+      for (int t = 0; t < kPerLane; ++t)
+        if (lane + 32 * t < D) acc[t] += dsv * kr[lane + 32 * t];
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kPerLane; ++t)
+    if (lane + 32 * t < D) dq[(int64_t(bh) * T + i) * D + lane + 32 * t] = p.scale * acc[t];
+}
+
+// One warp per block of 32 keys of one kv head (lane = key); queries visited one at a time, the
+// same for every lane; each lane accumulates its key's dK and dV rows in shared memory.
+__global__ void __launch_bounds__(32)
+    flash_backward_dkdv_plain(float* dk, float* dv, const float* q, const float* k, const float* v,
+                              const float* dout, const float* lse, const float* drow, FlashParams p,
+                              int D) {
+  extern __shared__ float plain_smem[];
+  const int lane = threadIdx.x;
+  const int bkv = blockIdx.y;
+  const int b = bkv / p.Hkv, g = bkv % p.Hkv, G = p.H / p.Hkv;
+  const int64_t T = p.T, j0 = int64_t(blockIdx.x) * 32, j = j0 + lane;
+  const int ld = D + 1;  // odd stride: lanes hit different banks
+  float* dks = plain_smem;
+  float* dvs = plain_smem + 32 * ld;
+  for (int e = 0; e < D; ++e) dks[lane * ld + e] = dvs[lane * ld + e] = 0.0f;
+  const float* kj = k + (int64_t(bkv) * T + j) * D;
+  const float* vj = v + (int64_t(bkv) * T + j) * D;
+  const int64_t last_q =
+      p.window > 0 && j0 + 31 + p.window - 1 < T - 1 ? j0 + 31 + p.window - 1 : T - 1;
+  for (int h = g * G; h < (g + 1) * G; ++h) {
+    const int64_t bh = int64_t(b) * p.H + h;
+    for (int64_t i = j0; i <= last_q; ++i) {
+      if (j >= T || !visible(i, j, p)) continue;
+      const float* qi = q + (bh * T + i) * D;
+      const float* doi = dout + (bh * T + i) * D;
+      float s = 0.0f, dp = 0.0f;
+      for (int e = 0; e < D; ++e) {
+        s += qi[e] * kj[e];
+        dp += doi[e] * vj[e];
+      }
+      const float pij = expf(s * p.scale - lse[bh * T + i]);
+      const float ds = pij * (dp - drow[bh * T + i]);
+      for (int e = 0; e < D; ++e) {
+        dks[lane * ld + e] += ds * qi[e];
+        dvs[lane * ld + e] += pij * doi[e];
+      }
+    }
+  }
+  if (j < T)
+    for (int e = 0; e < D; ++e) {
+      dk[(int64_t(bkv) * T + j) * D + e] = p.scale * dks[lane * ld + e];
+      dv[(int64_t(bkv) * T + j) * D + e] = dvs[lane * ld + e];
+    }
+}
+
+FlashParams params_of(const Dims& d, double scale, int64_t window) {
+  return {d.T, int(d.H), int(d.Hkv), float(scale), window};
+}
+
+}  // namespace
+
+void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                             const Tensor& v, double scale, int64_t window) {
+  const char* name = "flash_attention_forward";
+  const Dims d = check_qkv(name, q, k, v);
+  check_like(name, "out", out, q.shape(), q.dtype(), q);
+  check_like(name, "lse", lse, {d.B, d.H, d.T}, DType::F32, q);
+  if (d.T == 0 || d.B == 0 || d.H == 0) return;
+  DeviceGuard guard(q.device().index);
+  const FlashParams p = params_of(d, scale, window);
+  float* lp = static_cast<float*>(lse.data_ptr());
+  if (q.dtype() == DType::BF16) {
+    check_aligned_output(name, "out", out);
+    Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
+    const dim3 grid(unsigned((d.T + kTile - 1) / kTile), unsigned(d.B * d.H));
+    auto launch = [&](auto kernel, size_t bytes) {
+      allow_smem(kernel, bytes);
+      kernel<<<grid, kThreads, bytes>>>(
+          static_cast<bf16_t*>(out.data_ptr()), lp, static_cast<const bf16_t*>(Q.data_ptr()),
+          static_cast<const bf16_t*>(K.data_ptr()), static_cast<const bf16_t*>(V.data_ptr()), p);
+      CUDA_CHECK_LAUNCH();
+    };
+    if (d.D == 64)
+      launch(flash_forward_tc<64>, FwdSmem<64>::bytes);
+    else
+      launch(flash_forward_tc<128>, FwdSmem<128>::bytes);
+  } else {
+    const dim3 grid(unsigned((d.T + kPlainWarps - 1) / kPlainWarps), unsigned(d.B * d.H));
+    flash_forward_plain<<<grid, kPlainWarps * 32, kPlainWarps * d.D * sizeof(float)>>>(
+        static_cast<float*>(out.data_ptr()), lp, static_cast<const float*>(q.data_ptr()),
+        static_cast<const float*>(k.data_ptr()), static_cast<const float*>(v.data_ptr()), p,
+        int(d.D));
+    CUDA_CHECK_LAUNCH();
+  }
+}
+
+void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                              const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                              const Tensor& out, const Tensor& lse, double scale, int64_t window) {
+  const char* name = "flash_attention_backward";
+  const Dims d = check_qkv(name, q, k, v);
+  check_like(name, "dq", dq, q.shape(), q.dtype(), q);
+  check_like(name, "dk", dk, k.shape(), q.dtype(), q);
+  check_like(name, "dv", dv, v.shape(), q.dtype(), q);
+  check_like(name, "dout", dout, q.shape(), q.dtype(), q);
+  check_like(name, "out", out, q.shape(), q.dtype(), q);
+  check_like(name, "lse", lse, {d.B, d.H, d.T}, DType::F32, q);
+  if (d.T == 0 || d.B == 0 || d.H == 0) return;
+  DeviceGuard guard(q.device().index);
+  const FlashParams p = params_of(d, scale, window);
+  Tensor drow = Tensor::empty({d.B, d.H, d.T}, {DType::F32, q.device()});  // rowsum(dO * O)
+  const float* lp = static_cast<const float*>(lse.data_ptr());
+  const float* dr = static_cast<const float*>(drow.data_ptr());
+  if (q.dtype() == DType::BF16) {
+    check_aligned_output(name, "dq", dq);
+    check_aligned_output(name, "dk", dk);
+    check_aligned_output(name, "dv", dv);
+    rowdot<bf16_t>(drow, dout, out);
+    Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v),
+           dO = aligned_input(dout);
+    auto ptr = [](const Tensor& t) { return static_cast<const bf16_t*>(t.data_ptr()); };
+    auto mut = [](const Tensor& t) { return static_cast<bf16_t*>(t.data_ptr()); };
+    const unsigned tiles = unsigned((d.T + kTile - 1) / kTile);
+    auto run = [&](auto dkdv_kernel, auto dq_kernel, size_t bytes) {
+      allow_smem(dkdv_kernel, bytes);
+      dkdv_kernel<<<dim3(tiles, unsigned(d.B * d.Hkv)), kThreads, bytes>>>(
+          mut(dk), mut(dv), ptr(Q), ptr(K), ptr(V), ptr(dO), lp, dr, p);
+      CUDA_CHECK_LAUNCH();
+      allow_smem(dq_kernel, bytes);
+      dq_kernel<<<dim3(tiles, unsigned(d.B * d.H)), kThreads, bytes>>>(mut(dq), ptr(Q), ptr(K),
+                                                                       ptr(V), ptr(dO), lp, dr, p);
+      CUDA_CHECK_LAUNCH();
+    };
+    if (d.D == 64)
+      run(flash_backward_dkdv_tc<64>, flash_backward_dq_tc<64>, BwdSmem<64>::bytes);
+    else
+      run(flash_backward_dkdv_tc<128>, flash_backward_dq_tc<128>, BwdSmem<128>::bytes);
+  } else {
+    rowdot<float>(drow, dout, out);
+    auto ptr = [](const Tensor& t) { return static_cast<const float*>(t.data_ptr()); };
+    auto mut = [](const Tensor& t) { return static_cast<float*>(t.data_ptr()); };
+    const int D = int(d.D);
+    flash_backward_dkdv_plain<<<dim3(unsigned((d.T + 31) / 32), unsigned(d.B * d.Hkv)), 32,
+                                2 * 32 * (D + 1) * sizeof(float)>>>(
+        mut(dk), mut(dv), ptr(q), ptr(k), ptr(v), ptr(dout), lp, dr, p, D);
+    CUDA_CHECK_LAUNCH();
+    flash_backward_dq_plain<<<dim3(unsigned((d.T + kPlainWarps - 1) / kPlainWarps),
+                                   unsigned(d.B * d.H)),
+                              kPlainWarps * 32, kPlainWarps * 2 * D * sizeof(float)>>>(
+        mut(dq), ptr(q), ptr(k), ptr(v), ptr(dout), lp, dr, p, D);
+    CUDA_CHECK_LAUNCH();
+  }
+}
+
+}  // namespace tessera::cuda

@@ -1,0 +1,155 @@
+// build/bench_attention: time of the fused CUDA attention kernels (kernels/flash_attention.cu,
+// kernels/stick_breaking.cu), forward and forward + backward, bf16, causal.
+//
+//   build/bench_attention                                   # T = 1k..16k, D = 64 and 128
+//   build/bench_attention --seqlens 4096 --dims 128 --iters 20
+//
+// Shapes follow the FlashAttention-2 paper's benchmark (Dao 2023, section 4.1): B x T = 16k tokens
+// and H x D = 2048 channels, so B = 16k / T and H = 2048 / D. FLOPs are counted the same way for
+// both kernels: forward 4 T^2 D H B, halved for causal; backward 2.5x the forward (so forward +
+// backward is 3.5x). Stick-breaking does more arithmetic than that per score (softplus, a scan);
+// counting it as softmax attention makes the TFLOP/s of the two directly comparable as speed.
+//
+// The kernels are called through the kernel table on preallocated outputs; what a call allocates
+// itself (rowsum(dout * out), stick-breaking's checkpoints) is included, as in training. Each
+// timing is the mean over --iters calls after --warmup calls, with the device synchronised around
+// the timed loop. Prints markdown table rows; scripts/bench_attention.sh adds the header and
+// PyTorch's scaled_dot_product_attention for comparison.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cxxopts.hpp>
+#include <functional>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backend/cuda.h"
+#include "backend/kernels.h"
+#include "core/error.h"
+#include "core/tensor.h"
+
+using namespace tessera;
+
+namespace {
+
+std::vector<int64_t> parse_list(const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    TESSERA_CHECK(!item.empty(), "bench_attention: empty item in list '", s, "'");
+    out.push_back(std::stoll(item));
+  }
+  return out;
+}
+
+double time_ms(const std::function<void()>& fn, int warmup, int iters) {
+  for (int i = 0; i < warmup; ++i) fn();
+  cuda::synchronize(0);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < iters; ++i) fn();
+  cuda::synchronize(0);
+  const auto t1 = std::chrono::steady_clock::now();
+  return std::chrono::duration<double, std::milli>(t1 - t0).count() / iters;
+}
+
+Tensor random_bf16(const Shape& shape, Generator& g) {
+  return randn(shape, g).to(DType::BF16).to(Device::cuda());
+}
+
+int run(int argc, char** argv) {
+  cxxopts::Options options("bench_attention",
+                           "Time the fused CUDA attention kernels (flash softmax, stick-breaking)");
+  // clang-format off
+  options.add_options()
+      ("seqlens", "sequence lengths T", cxxopts::value<std::string>()->default_value(
+          "1024,2048,4096,8192,16384"), "LIST")
+      ("dims", "head dims D", cxxopts::value<std::string>()->default_value("64,128"), "LIST")
+      ("tokens", "B x T", cxxopts::value<int64_t>()->default_value("16384"), "N")
+      ("hidden", "H x D", cxxopts::value<int64_t>()->default_value("2048"), "N")
+      ("iters", "timed calls per measurement", cxxopts::value<int>()->default_value("10"), "N")
+      ("warmup", "untimed calls first", cxxopts::value<int>()->default_value("3"), "N")
+      ("no-header", "print table rows only")
+      ("h,help", "print this help");
+  // clang-format on
+  cxxopts::ParseResult args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << options.help();
+    return 0;
+  }
+  TESSERA_CHECK(args.unmatched().empty(), "bench_attention: unexpected argument '",
+                args.unmatched().front(), "'");
+  if (!cuda::available()) {
+    std::cerr << "bench_attention: no CUDA device (the fused attention kernels are CUDA only)\n";
+    return 1;
+  }
+  const int iters = args["iters"].as<int>(), warmup = args["warmup"].as<int>();
+  const int64_t tokens = args["tokens"].as<int64_t>(), hidden = args["hidden"].as<int64_t>();
+  TESSERA_CHECK(iters > 0 && warmup >= 0, "bench_attention: --iters must be positive");
+
+  if (!args.count("no-header")) {
+    std::printf("| impl | T | D | B x H | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s |\n");
+    std::printf("|---|---|---|---|---|---|---|---|\n");
+  }
+  const Kernels& kern = kernels_for(Device::cuda());
+  for (int64_t D : parse_list(args["dims"].as<std::string>())) {
+    for (int64_t T : parse_list(args["seqlens"].as<std::string>())) {
+      const int64_t B = std::max<int64_t>(1, tokens / T), H = std::max<int64_t>(1, hidden / D);
+      Generator g(1);
+      const Shape shape{B, H, T, D}, rows{B, H, T};
+      Tensor q = random_bf16(shape, g), k = random_bf16(shape, g), v = random_bf16(shape, g),
+             dout = random_bf16(shape, g);
+      Tensor out = Tensor::empty(shape, {DType::BF16, Device::cuda()});
+      Tensor stat = Tensor::empty(rows, {DType::F32, Device::cuda()});
+      Tensor dq = Tensor::empty(shape, {DType::BF16, Device::cuda()});
+      Tensor dk = Tensor::empty(shape, {DType::BF16, Device::cuda()});
+      Tensor dv = Tensor::empty(shape, {DType::BF16, Device::cuda()});
+      const double scale = 1.0 / std::sqrt(double(D));
+      const double fwd_flops = 4.0 * double(T) * double(T) * double(D) * double(H) * double(B) / 2;
+
+      struct Impl {
+        const char* name;
+        std::function<void()> fwd, bwd;
+      };
+      const Impl impls[] = {
+          {"tessera flash (softmax)",
+           [&] { kern.flash_attention_forward(out, stat, q, k, v, scale, 0); },
+           [&] { kern.flash_attention_backward(dq, dk, dv, dout, q, k, v, out, stat, scale, 0); }},
+          {"tessera stick-breaking",
+           [&] { kern.stick_breaking_forward(out, stat, Tensor(), q, k, v, scale, false, false); },
+           [&] {
+             kern.stick_breaking_backward(dq, dk, dv, dout, q, k, v, out, stat, scale, false,
+                                          false);
+           }},
+      };
+      for (const Impl& impl : impls) {
+        const double fwd = time_ms(impl.fwd, warmup, iters);
+        const double both = time_ms(
+            [&] {
+              impl.fwd();
+              impl.bwd();
+            },
+            warmup, iters);
+        std::printf("| %s | %lld | %lld | %lld x %lld | %.3f | %.1f | %.3f | %.1f |\n", impl.name,
+                    (long long)T, (long long)D, (long long)B, (long long)H, fwd,
+                    fwd_flops / (fwd * 1e9), both, 3.5 * fwd_flops / (both * 1e9));
+        std::fflush(stdout);
+      }
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "bench_attention: " << e.what() << "\n";
+    return 1;
+  }
+}

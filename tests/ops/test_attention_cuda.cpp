@@ -1,0 +1,259 @@
+// CUDA fused attention (kernels/flash_attention.cu, kernels/stick_breaking.cu) against the CPU
+// reference kernels of the same table entries. Every test skips without a CUDA device.
+//
+// Inputs are drawn in f32 and rounded to bf16 once; the CPU reference runs in f64 on exactly those
+// rounded values, so the comparison measures only the GPU's own arithmetic. Errors are measured
+// as max |gpu - ref| / max |ref| over a tensor (a norm-wise bound: single elements near zero would
+// make elementwise relative errors meaningless).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "backend/cuda.h"
+#include "backend/kernels.h"
+#include "ops/ops.h"
+#include "test_util.h"
+
+using namespace tessera;
+using tessera::testing::values;
+
+namespace {
+
+#define SKIP_WITHOUT_CUDA() \
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device"
+
+// bf16 tolerances. The GPU rounds P (or A) to bf16 before the P V product (relative 2^-9 per
+// weight, with random signs across keys) and rounds outputs to bf16 (2^-9 relative); accumulation
+// is fp32. That puts forward errors near 4e-3 of the output's scale: 2e-2 is a 5x margin, while a
+// wrong mask, tile or head mapping is off by O(1). Gradients also round dS (or dz) to bf16 and
+// subtract rowsum(dout * out) computed from the bf16 output, a cancellation that can cost a few
+// more bits: 4e-2.
+constexpr double kBf16Fwd = 2e-2;
+constexpr double kBf16Bwd = 4e-2;
+// f32 path: fp32 sums over at most a few hundred keys and D terms against f64, plus libm
+// exp/log (1-2 ulp): ~1e-6 of scale; 1e-4 leaves room for unlucky cancellations.
+constexpr double kF32 = 1e-4;
+
+struct Shape4 {
+  int64_t B, H, Hkv, T, D;
+};
+
+double rel_err(const Tensor& gpu, const Tensor& ref) {
+  std::vector<double> g = values(gpu.to(Device::cpu())), r = values(ref);
+  EXPECT_EQ(g.size(), r.size());
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < g.size() && i < r.size(); ++i) {
+    if (!std::isfinite(g[i])) return INFINITY;
+    err = std::max(err, std::abs(g[i] - r[i]));
+    scale = std::max(scale, std::abs(r[i]));
+  }
+  return err / std::max(scale, 1e-30);
+}
+
+// A random tensor in `dtype` (bf16 or f32) on the CPU, its values as f64 for the reference, and
+// the same values on the GPU.
+struct Input {
+  Tensor ref, gpu;
+};
+Input make_input(const Shape& shape, Generator& g, DType dtype, double mul = 1.0,
+                 double add = 0.0) {
+  Tensor x = ops::add(ops::scale(randn(shape, g), mul), full(shape, add)).to(dtype);
+  return {x.to(DType::F64), x.to(Device::cuda())};
+}
+
+Tensor gpu_empty(const Shape& s, DType t) { return Tensor::empty(s, {t, Device::cuda()}); }
+
+struct Qkv {
+  Input q, k, v, dout;
+};
+Qkv make_qkv(Shape4 s, DType dtype, uint64_t seed) {
+  Generator g(seed);
+  return {make_input({s.B, s.H, s.T, s.D}, g, dtype), make_input({s.B, s.Hkv, s.T, s.D}, g, dtype),
+          make_input({s.B, s.Hkv, s.T, s.D}, g, dtype), make_input({s.B, s.H, s.T, s.D}, g, dtype)};
+}
+
+void check_flash(Shape4 s, DType dtype, int64_t window, uint64_t seed) {
+  const std::string what = std::string(dtype_name(dtype)) + " T " + std::to_string(s.T) + " D " +
+                           std::to_string(s.D) + " window " + std::to_string(window);
+  const double scale = 1.0 / std::sqrt(double(s.D));
+  Qkv in = make_qkv(s, dtype, seed);
+  const Shape qs{s.B, s.H, s.T, s.D}, ks{s.B, s.Hkv, s.T, s.D}, rows{s.B, s.H, s.T};
+
+  Tensor out = Tensor::empty(qs, DType::F64), lse = Tensor::empty(rows, DType::F64);
+  TESSERA_KERNEL(out, flash_attention_forward)(out, lse, in.q.ref, in.k.ref, in.v.ref, scale,
+                                               window);
+  Tensor dq = Tensor::empty(qs, DType::F64), dk = Tensor::empty(ks, DType::F64),
+         dv = Tensor::empty(ks, DType::F64);
+  TESSERA_KERNEL(out, flash_attention_backward)(dq, dk, dv, in.dout.ref, in.q.ref, in.k.ref,
+                                                in.v.ref, out, lse, scale, window);
+
+  Tensor gout = gpu_empty(qs, dtype), glse = gpu_empty(rows, DType::F32);
+  TESSERA_KERNEL(gout, flash_attention_forward)(gout, glse, in.q.gpu, in.k.gpu, in.v.gpu, scale,
+                                                window);
+  Tensor gdq = gpu_empty(qs, dtype), gdk = gpu_empty(ks, dtype), gdv = gpu_empty(ks, dtype);
+  TESSERA_KERNEL(gout, flash_attention_backward)(gdq, gdk, gdv, in.dout.gpu, in.q.gpu, in.k.gpu,
+                                                 in.v.gpu, gout, glse, scale, window);
+  const bool bf = dtype == DType::BF16;
+  EXPECT_LT(rel_err(gout, out), bf ? kBf16Fwd : kF32) << "out, " << what;
+  // lse is f32 on both paths (from fp32 scores of bf16 inputs): 1e-5 relative to its scale.
+  EXPECT_LT(rel_err(glse, lse), 1e-5) << "lse, " << what;
+  EXPECT_LT(rel_err(gdq, dq), bf ? kBf16Bwd : kF32) << "dq, " << what;
+  EXPECT_LT(rel_err(gdk, dk), bf ? kBf16Bwd : kF32) << "dk, " << what;
+  EXPECT_LT(rel_err(gdv, dv), bf ? kBf16Bwd : kF32) << "dv, " << what;
+}
+
+void check_stick_breaking(Shape4 s, DType dtype, bool current, bool remainder, uint64_t seed) {
+  const std::string what = std::string(dtype_name(dtype)) + " T " + std::to_string(s.T) + " D " +
+                           std::to_string(s.D) + (current ? " attend_current" : "") +
+                           (remainder ? " remainder" : "");
+  const double scale = 1.0 / std::sqrt(double(s.D));
+  Qkv in = make_qkv(s, dtype, seed);
+  const Shape qs{s.B, s.H, s.T, s.D}, ks{s.B, s.Hkv, s.T, s.D}, rows{s.B, s.H, s.T};
+
+  Tensor out = Tensor::empty(qs, DType::F64), lr = Tensor::empty(rows, DType::F64),
+         rem = Tensor::empty(rows, DType::F64);
+  TESSERA_KERNEL(out, stick_breaking_forward)(out, lr, rem, in.q.ref, in.k.ref, in.v.ref, scale,
+                                              current, remainder);
+  Tensor dq = Tensor::empty(qs, DType::F64), dk = Tensor::empty(ks, DType::F64),
+         dv = Tensor::empty(ks, DType::F64);
+  TESSERA_KERNEL(out, stick_breaking_backward)(dq, dk, dv, in.dout.ref, in.q.ref, in.k.ref,
+                                               in.v.ref, out, lr, scale, current, remainder);
+
+  Tensor gout = gpu_empty(qs, dtype), glr = gpu_empty(rows, DType::F32),
+         grem = gpu_empty(rows, dtype);
+  TESSERA_KERNEL(gout, stick_breaking_forward)(gout, glr, grem, in.q.gpu, in.k.gpu, in.v.gpu, scale,
+                                               current, remainder);
+  Tensor gdq = gpu_empty(qs, dtype), gdk = gpu_empty(ks, dtype), gdv = gpu_empty(ks, dtype);
+  TESSERA_KERNEL(gout, stick_breaking_backward)(gdq, gdk, gdv, in.dout.gpu, in.q.gpu, in.k.gpu,
+                                                in.v.gpu, gout, glr, scale, current, remainder);
+  const bool bf = dtype == DType::BF16;
+  EXPECT_LT(rel_err(gout, out), bf ? kBf16Fwd : kF32) << "out, " << what;
+  // log rem is a sum of T f32 softplus terms on the GPU (fast exp/log on the bf16 path, ~1e-7
+  // absolute each): 1e-4 relative to the largest |log rem|.
+  EXPECT_LT(rel_err(glr, lr), 1e-4) << "log_rem, " << what;
+  EXPECT_LT(rel_err(grem, rem), bf ? kBf16Fwd : kF32) << "rem, " << what;
+  EXPECT_LT(rel_err(gdq, dq), bf ? kBf16Bwd : kF32) << "dq, " << what;
+  EXPECT_LT(rel_err(gdk, dk), bf ? kBf16Bwd : kF32) << "dk, " << what;
+  EXPECT_LT(rel_err(gdv, dv), bf ? kBf16Bwd : kF32) << "dv, " << what;
+}
+
+}  // namespace
+
+// T values that are not multiples of the 64-row tiles (nor of the plain path's 32-key blocks)
+// exercise the masked edges; H != Hkv the grouped-query mapping.
+TEST(AttentionCuda, flash_bf16_matches_cpu_reference) {
+  SKIP_WITHOUT_CUDA();
+  check_flash({2, 4, 2, 200, 64}, DType::BF16, 0, 71);
+  check_flash({1, 2, 1, 130, 128}, DType::BF16, 0, 72);
+  check_flash({1, 2, 2, 64, 64}, DType::BF16, 0, 73);  // exactly one tile
+}
+
+TEST(AttentionCuda, flash_bf16_sliding_window_matches_cpu_reference) {
+  SKIP_WITHOUT_CUDA();
+  check_flash({1, 4, 4, 257, 64}, DType::BF16, 50, 74);    // window inside a tile
+  check_flash({1, 2, 1, 300, 128}, DType::BF16, 130, 75);  // window spanning tiles
+}
+
+TEST(AttentionCuda, flash_f32_matches_cpu_reference) {
+  SKIP_WITHOUT_CUDA();
+  check_flash({1, 4, 2, 100, 48}, DType::F32, 0, 76);
+  check_flash({2, 2, 1, 77, 64}, DType::F32, 33, 77);
+}
+
+TEST(AttentionCuda, stick_breaking_bf16_matches_cpu_reference) {
+  SKIP_WITHOUT_CUDA();
+  check_stick_breaking({2, 4, 2, 200, 64}, DType::BF16, false, false, 81);
+  check_stick_breaking({1, 2, 1, 130, 128}, DType::BF16, true, true, 82);
+  check_stick_breaking({1, 2, 2, 129, 64}, DType::BF16, false, true, 83);
+  check_stick_breaking({1, 2, 2, 65, 128}, DType::BF16, true, false, 84);
+}
+
+TEST(AttentionCuda, stick_breaking_f32_matches_cpu_reference) {
+  SKIP_WITHOUT_CUDA();
+  check_stick_breaking({1, 4, 2, 100, 40}, DType::F32, false, false, 85);
+  check_stick_breaking({1, 2, 1, 70, 64}, DType::F32, true, true, 86);
+}
+
+TEST(AttentionCuda, backward_passes_are_deterministic) {
+  // No float atomics: two runs of each backward give the same bits.
+  SKIP_WITHOUT_CUDA();
+  const Shape4 s{1, 4, 2, 300, 64};
+  Qkv in = make_qkv(s, DType::BF16, 91);
+  const Shape qs{s.B, s.H, s.T, s.D}, ks{s.B, s.Hkv, s.T, s.D}, rows{s.B, s.H, s.T};
+  Tensor out = gpu_empty(qs, DType::BF16), stat = gpu_empty(rows, DType::F32);
+  for (bool flash : {true, false}) {
+    if (flash) {
+      TESSERA_KERNEL(out, flash_attention_forward)(out, stat, in.q.gpu, in.k.gpu, in.v.gpu, 0.125,
+                                                   0);
+    } else {
+      TESSERA_KERNEL(out, stick_breaking_forward)(out, stat, Tensor(), in.q.gpu, in.k.gpu, in.v.gpu,
+                                                  0.125, false, true);
+    }
+    std::vector<std::vector<unsigned char>> first;
+    for (int run = 0; run < 2; ++run) {
+      Tensor dq = gpu_empty(qs, DType::BF16), dk = gpu_empty(ks, DType::BF16),
+             dv = gpu_empty(ks, DType::BF16);
+      if (flash) {
+        TESSERA_KERNEL(out, flash_attention_backward)(dq, dk, dv, in.dout.gpu, in.q.gpu, in.k.gpu,
+                                                      in.v.gpu, out, stat, 0.125, 0);
+      } else {
+        TESSERA_KERNEL(out, stick_breaking_backward)(dq, dk, dv, in.dout.gpu, in.q.gpu, in.k.gpu,
+                                                     in.v.gpu, out, stat, 0.125, false, true);
+      }
+      std::vector<std::vector<unsigned char>> now;
+      for (const Tensor* t : {&dq, &dk, &dv})
+        now.push_back(tessera::testing::bytes(t->to(Device::cpu())));
+      if (run == 0) {
+        first = now;
+      } else {
+        for (size_t n = 0; n < now.size(); ++n)
+          EXPECT_TRUE(now[n] == first[n]) << (flash ? "flash" : "stick-breaking") << " grad " << n;
+      }
+    }
+  }
+}
+
+TEST(AttentionCuda, stick_breaking_long_context_sticks_sum_to_one) {
+  // As the CPU long-context test, at T = 4096 on the tensor-core path: z about +8, so rem_j is
+  // exp(-8 j) (zero in f32 for j > 12) while log rem stays an ordinary number, and with v = 1 the
+  // output is sum_i A[i, j]; sum_i A + rem = 1 holds to bf16's rounding of out (2^-8 = 4e-3 near
+  // 1).
+  SKIP_WITHOUT_CUDA();
+  const int64_t T = 4096, D = 64;
+  Generator g(92);
+  Tensor q = ops::add(ops::scale(randn({1, 1, T, D}, g), 0.3), full({1, 1, T, D}, 1.0))
+                 .to(DType::BF16)
+                 .to(Device::cuda());
+  Tensor k = ops::add(ops::scale(randn({1, 1, T, D}, g), 0.3), full({1, 1, T, D}, 1.0))
+                 .to(DType::BF16)
+                 .to(Device::cuda());
+  Tensor v = ones({1, 1, T, D}).to(DType::BF16).to(Device::cuda());
+  Tensor out = gpu_empty({1, 1, T, D}, DType::BF16), lr = gpu_empty({1, 1, T}, DType::F32),
+         rem = gpu_empty({1, 1, T}, DType::BF16);
+  TESSERA_KERNEL(out, stick_breaking_forward)(out, lr, rem, q, k, v, 1.0 / 8.0, false, false);
+  std::vector<double> o = values(out.to(Device::cpu())), l = values(lr.to(Device::cpu())),
+                      r = values(rem.to(Device::cpu()));
+  for (int64_t j = 1; j < T; ++j) {
+    ASSERT_TRUE(std::isfinite(l[size_t(j)]) && l[size_t(j)] < 0) << "log rem at " << j;
+    for (int64_t e = 0; e < D; e += 17) ASSERT_TRUE(std::isfinite(o[size_t(j * D + e)])) << j;
+    EXPECT_NEAR(o[size_t(j * D)] + r[size_t(j)], 1.0, 1e-2) << "row " << j;
+  }
+  EXPECT_LT(l[size_t(T - 1)], -1000.0);  // far below what an f32 product of sticks can hold
+}
+
+TEST(AttentionCuda, op_runs_on_cuda_tensors) {
+  // The ops route CUDA tensors to these kernels and allocate their statistics on the device
+  // (forward only, under NoGradGuard: this checks the routing, the kernels are checked above).
+  SKIP_WITHOUT_CUDA();
+  Qkv in = make_qkv({1, 2, 1, 96, 64}, DType::BF16, 93);
+  NoGradGuard ng;
+  Tensor a = ops::flash_attention(in.q.gpu, in.k.gpu, in.v.gpu);
+  EXPECT_LT(rel_err(a, ops::attention(in.q.ref, in.k.ref, in.v.ref)), kBf16Fwd);
+  Tensor rem;
+  Tensor b = ops::stick_breaking_attention(in.q.gpu, in.k.gpu, in.v.gpu, {}, &rem);
+  EXPECT_LT(rel_err(b, ops::stick_breaking_attention(in.q.ref, in.k.ref, in.v.ref)), kBf16Fwd);
+  EXPECT_EQ(rem.device(), Device::cuda());
+}

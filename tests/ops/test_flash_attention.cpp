@@ -1,0 +1,166 @@
+// flash_attention: equal to the materialised attention() in values and gradients, the saved
+// log-sum-exp, the sliding window against a direct reference, gradients in f64, and shape errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "backend/kernels.h"
+#include "gradcheck.h"
+#include "ops/ops.h"
+#include "test_util.h"
+
+using namespace tessera;
+using tessera::testing::error_of;
+using tessera::testing::gradcheck;
+using tessera::testing::values;
+
+namespace {
+
+// Causal softmax attention where query i sees keys j with i - window < j <= i (all j <= i when
+// window <= 0), written as a mask over the whole row; also returns lse[b, h, i].
+std::vector<double> naive_window_attention(const std::vector<double>& q,
+                                           const std::vector<double>& k,
+                                           const std::vector<double>& v, int64_t B, int64_t H,
+                                           int64_t Hkv, int64_t T, int64_t D, double scale,
+                                           int64_t window, std::vector<double>* lse) {
+  const int64_t G = H / Hkv;
+  std::vector<double> out(size_t(B * H * T * D), 0.0);
+  lse->assign(size_t(B * H * T), 0.0);
+  auto at = [&](int64_t b, int64_t h, int64_t heads, int64_t t, int64_t e) {
+    return size_t(((b * heads + h) * T + t) * D + e);
+  };
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < T; ++i) {
+        std::vector<double> s(size_t(T), -std::numeric_limits<double>::infinity());
+        for (int64_t j = 0; j < T; ++j) {
+          if (j > i || (window > 0 && j <= i - window)) continue;
+          double dot = 0;
+          for (int64_t e = 0; e < D; ++e) dot += q[at(b, h, H, i, e)] * k[at(b, h / G, Hkv, j, e)];
+          s[size_t(j)] = scale * dot;
+        }
+        double z = 0;  // no max subtraction: these scores are O(1)
+        for (int64_t j = 0; j < T; ++j) z += std::exp(s[size_t(j)]);
+        (*lse)[size_t((b * H + h) * T + i)] = std::log(z);
+        for (int64_t j = 0; j < T; ++j)
+          for (int64_t e = 0; e < D; ++e)
+            out[at(b, h, H, i, e)] += std::exp(s[size_t(j)]) / z * v[at(b, h / G, Hkv, j, e)];
+      }
+  return out;
+}
+
+void expect_near(const std::vector<double>& a, const std::vector<double>& b, double tol,
+                 const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], tol) << what << " element " << i;
+}
+
+}  // namespace
+
+TEST(FlashAttention, values_and_gradients_equal_materialised_attention) {
+  const int64_t B = 2, H = 4, Hkv = 2, T = 7, D = 3;
+  Generator g(51);
+  Tensor q = randn({B, H, T, D}, g, DType::F64), k = randn({B, Hkv, T, D}, g, DType::F64),
+         v = randn({B, Hkv, T, D}, g, DType::F64), u = randn({B, H, T, D}, g, DType::F64);
+  for (Tensor* t : {&q, &k, &v}) t->requires_grad_();
+  Tensor flash = ops::flash_attention(q, k, v), full = ops::attention(q, k, v);
+  // Same sums in double in a different order (lse form vs normalised P): 1e-13 allows ~1e3 ulps.
+  expect_near(flash.to_vector<double>(), full.to_vector<double>(), 1e-13, "out");
+  backward(flash, u);
+  std::vector<double> dq = q.grad().to_vector<double>(), dk = k.grad().to_vector<double>(),
+                      dv = v.grad().to_vector<double>();
+  for (Tensor* t : {&q, &k, &v}) t->zero_grad();
+  backward(full, u);
+  // The backward differs more: rowsum(dO * O) instead of rowsum(dP * P), P rebuilt from lse.
+  expect_near(dq, q.grad().to_vector<double>(), 1e-12, "dq");
+  expect_near(dk, k.grad().to_vector<double>(), 1e-12, "dk");
+  expect_near(dv, v.grad().to_vector<double>(), 1e-12, "dv");
+}
+
+TEST(FlashAttention, f32_equals_materialised_attention) {
+  Generator g(52);
+  Tensor q = randn({1, 2, 9, 4}, g), k = randn({1, 1, 9, 4}, g), v = randn({1, 1, 9, 4}, g);
+  // Both accumulate in double and round once to f32: at most a 1-ulp difference (|out| < 3).
+  expect_near(values(ops::flash_attention(q, k, v, 0.4)), values(ops::attention(q, k, v, 0.4)),
+              5e-7, "f32");
+}
+
+TEST(FlashAttention, saved_lse_and_windowed_output_match_direct_reference) {
+  const int64_t B = 1, H = 2, Hkv = 1, T = 9, D = 3;
+  Generator g(53);
+  Tensor q = randn({B, H, T, D}, g, DType::F64), k = randn({B, Hkv, T, D}, g, DType::F64),
+         v = randn({B, Hkv, T, D}, g, DType::F64);
+  for (int64_t window : {0, 1, 3, 9, 20}) {
+    Tensor out = Tensor::empty({B, H, T, D}, DType::F64),
+           lse = Tensor::empty({B, H, T}, DType::F64);
+    TESSERA_KERNEL(q, flash_attention_forward)(out, lse, q, k, v, 0.6, window);
+    std::vector<double> want_lse;
+    std::vector<double> want =
+        naive_window_attention(q.to_vector<double>(), k.to_vector<double>(), v.to_vector<double>(),
+                               B, H, Hkv, T, D, 0.6, window, &want_lse);
+    const std::string what = "window " + std::to_string(window);
+    // f64, O(1) scores, at most 9 terms: 1e-12 is ~1e4 ulps; a key in or out of the window
+    // moves the output by O(0.1).
+    expect_near(out.to_vector<double>(), want, 1e-12, what);
+    expect_near(lse.to_vector<double>(), want_lse, 1e-12, what + " lse");
+  }
+}
+
+TEST(FlashAttention, window_of_one_returns_each_tokens_own_value_exactly) {
+  Generator g(54);
+  Tensor q = ops::scale(randn({1, 2, 5, 4}, g), 10.0), k = randn({1, 2, 5, 4}, g),
+         v = randn({1, 2, 5, 4}, g);
+  // One key: p = exp(s - lse) = exp(0) = 1 exactly, whatever the score.
+  EXPECT_EQ(ops::flash_attention(q, k, v, 0.0, 1).to_vector<float>(), v.to_vector<float>());
+}
+
+TEST(FlashAttention, gradcheck_q_k_v_grouped_query) {
+  Generator g(55);
+  Tensor q = randn({2, 4, 5, 3}, g, DType::F64), k = randn({2, 2, 5, 3}, g, DType::F64),
+         v = randn({2, 2, 5, 3}, g, DType::F64);
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& in) { return ops::flash_attention(in[0], in[1], in[2]); },
+      {q, k, v}));
+}
+
+TEST(FlashAttention, gradcheck_q_k_v_sliding_window_explicit_scale) {
+  Generator g(56);
+  Tensor q = randn({1, 3, 7, 2}, g, DType::F64), k = randn({1, 1, 7, 2}, g, DType::F64),
+         v = randn({1, 1, 7, 2}, g, DType::F64);
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& in) {
+        return ops::flash_attention(in[0], in[1], in[2], 0.8, 3);
+      },
+      {q, k, v}));
+}
+
+TEST(FlashAttention, gradients_equal_materialised_when_split_across_threads) {
+  // B H T^2 D > 65536: the OpenMP loops run (forward over (b, h), backward over (b, kv head)).
+  const int64_t B = 2, H = 6, Hkv = 2, T = 24, D = 16;
+  Generator g(57);
+  Tensor q = randn({B, H, T, D}, g, DType::F64), k = randn({B, Hkv, T, D}, g, DType::F64),
+         v = randn({B, Hkv, T, D}, g, DType::F64), u = randn({B, H, T, D}, g, DType::F64);
+  for (Tensor* t : {&q, &k, &v}) t->requires_grad_();
+  backward(ops::flash_attention(q, k, v), u);
+  std::vector<double> dk = k.grad().to_vector<double>(), dv = v.grad().to_vector<double>();
+  for (Tensor* t : {&q, &k, &v}) t->zero_grad();
+  backward(ops::attention(q, k, v), u);
+  // As in the first test, with up to 24 * 3 terms per sum: 1e-11.
+  expect_near(dk, k.grad().to_vector<double>(), 1e-11, "dk");
+  expect_near(dv, v.grad().to_vector<double>(), 1e-11, "dv");
+}
+
+TEST(FlashAttention, shape_mismatch_errors_name_all_shapes) {
+  const Shape bad[][3] = {
+      {{1, 3, 4, 2}, {1, 2, 4, 2}, {1, 2, 4, 2}},
+      {{1, 2, 4, 2}, {1, 2, 5, 2}, {1, 2, 5, 2}},
+      {{1, 2, 4, 2}, {1, 2, 4, 2}, {1, 1, 4, 2}},
+  };
+  for (const auto& c : bad) {
+    std::string msg =
+        error_of([&] { ops::flash_attention(zeros(c[0]), zeros(c[1]), zeros(c[2])); });
+    EXPECT_NE(msg.find("flash_attention"), std::string::npos) << msg;
+    for (const Shape& s : c) EXPECT_NE(msg.find(shape_str(s)), std::string::npos) << msg;
+  }
+}
