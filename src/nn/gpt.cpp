@@ -284,7 +284,11 @@ Tensor GPT::merge_heads(const Block& blk, const Tensor& y, bool training) const 
 // q (B, H, T, hd), k and v (B, Hkv, T, hd) -> (B, H, T, hd) with the configured attention.
 Tensor GPT::attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training) const {
   ops::AttentionFn inner = [this](const Tensor& q, const Tensor& k, const Tensor& v) {
-    if (cfg_.attention == AttentionKind::Softmax) return ops::attention(q, k, v);
+    if (cfg_.attention == AttentionKind::Softmax) {
+      // On the GPU the fused flash kernel; on the CPU the materialised reference, which is faster
+      // there than the flash reference's double loops.
+      return q.device().is_cpu() ? ops::attention(q, k, v) : ops::flash_attention(q, k, v);
+    }
     ops::StickBreakingOptions o;
     o.attend_current = cfg_.attend_current;
     o.remainder = cfg_.sb_remainder ? ops::StickBreakingRemainder::Current
