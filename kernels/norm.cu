@@ -1,0 +1,270 @@
+// CUDA LayerNorm and RMSNorm over the last dimension: the twins of src/backend/cpu/norm.cpp
+// (formulas there).
+//
+// x, y, dx, dy (N, C); w, b, dw, db (C); mean, rstd (N), f32 or x's dtype (core.cuh's StatPtr)
+//
+// One block per row for the forward and for dx, statistics in f32: the mean first, then the
+// biased variance as the mean of squared deviations (two passes, as the CPU: no E[x^2] - mean^2
+// cancellation), rstd = 1 / sqrt(var + eps). The forward normalises with the f32 statistics it has
+// just computed and saves them; the backward reads the saved ones.
+//
+// dw and db are sums over rows, done in two deterministic stages: blocks of 32 columns x a chunk of
+// rows write f32 partial sums, then one thread per column adds the chunks' partials in order.
+#include <algorithm>
+#include <cstdint>
+
+#include "backend/kernels.h"
+#include "common.cuh"
+#include "core.cuh"
+
+namespace tessera::cuda {
+namespace {
+
+using core::block_sum;
+using core::check_args;
+using core::dispatch;
+using core::kThreads;
+using core::ld;
+using core::st;
+using core::StatPtr;
+
+// ---- forward ----------------------------------------------------------------------------------
+
+// kLayerNorm: y = (x - mean) * rstd * w + b; else (RMSNorm) y = x * rstd * w with
+// rstd = 1 / sqrt(mean(x^2) + eps).
+template <typename T, bool kLayerNorm>
+__global__ void __launch_bounds__(kThreads)
+norm_forward_kernel(T* y, StatPtr mean, StatPtr rstd, const T* x, const T* w, const T* b,
+                    int64_t C, float eps) {
+  __shared__ float scratch[32];
+  const int64_t n = blockIdx.x;
+  const T* xr = x + n * C;
+  T* yr = y + n * C;
+  float m = 0.0f;
+  if constexpr (kLayerNorm) {
+    float s = 0.0f;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += ld(xr, c);
+    m = block_sum(s, scratch) / float(C);
+  }
+  float ss = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float d = ld(xr, c) - m;
+    ss += d * d;
+  }
+  const float r = 1.0f / sqrtf(block_sum(ss, scratch) / float(C) + eps);
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    if constexpr (kLayerNorm) {
+      st(yr, c, (ld(xr, c) - m) * r * ld(w, c) + ld(b, c));
+    } else {
+      st(yr, c, ld(xr, c) * r * ld(w, c));
+    }
+  }
+  if (threadIdx.x == 0) {
+    if constexpr (kLayerNorm) mean.store(n, m);
+    rstd.store(n, r);
+  }
+}
+
+// ---- backward: dx -----------------------------------------------------------------------------
+
+// With xhat = (x - mean) * rstd (mean = 0 for RMSNorm) and g = dy * w:
+//   layernorm: dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+//   rmsnorm:   dx = rstd * (g - xhat * mean(g * xhat))
+template <typename T, bool kLayerNorm>
+__global__ void __launch_bounds__(kThreads)
+norm_backward_dx_kernel(T* dx, const T* dy, const T* x, const T* w, StatPtr mean, StatPtr rstd,
+                        int64_t C) {
+  __shared__ float scratch[32];
+  const int64_t n = blockIdx.x;
+  const T* xr = x + n * C;
+  const T* gr = dy + n * C;
+  const float m = kLayerNorm ? mean.load(n) : 0.0f, r = rstd.load(n);
+  float sum_g = 0.0f, sum_gx = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float g = ld(gr, c) * ld(w, c);
+    sum_g += g;
+    sum_gx += g * (ld(xr, c) - m) * r;
+  }
+  const float mean_g = kLayerNorm ? block_sum(sum_g, scratch) / float(C) : 0.0f;
+  const float mean_gx = block_sum(sum_gx, scratch) / float(C);
+  T* dxr = dx + n * C;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float xhat = (ld(xr, c) - m) * r;
+    const float g = ld(gr, c) * ld(w, c);
+    st(dxr, c, r * (g - mean_g - xhat * mean_gx));
+  }
+}
+
+// ---- backward: dw, db -------------------------------------------------------------------------
+
+constexpr int kColTile = 32;                   // columns per block (one warp wide)
+constexpr int kRowThreads = kThreads / kColTile;  // threads down the rows
+
+// Rows per chunk: at least 256, more when N needs more than the grid's 65535 chunks. A function
+// of N alone, so the partition (and the order of the sums) does not depend on the device.
+int64_t rows_per_chunk(int64_t N) { return std::max<int64_t>(256, (N + 65534) / 65535); }
+
+// Block (x, y) sums dy * xhat (into pw) and dy (into pb, layernorm only) over rows
+// [y * chunk, (y + 1) * chunk) for columns [x * 32, x * 32 + 32): thread (tx, ty) takes every
+// kRowThreads-th row from ty, then thread row 0 adds the kRowThreads partials in order.
+template <typename T, bool kLayerNorm>
+__global__ void __launch_bounds__(kThreads)
+norm_weight_grad_partial_kernel(float* pw, float* pb, const T* dy, const T* x, StatPtr mean,
+                                StatPtr rstd, int64_t N, int64_t C, int64_t chunk) {
+  __shared__ float sw[kRowThreads][kColTile], sb[kRowThreads][kColTile];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t c = int64_t(blockIdx.x) * kColTile + tx;
+  const int64_t n0 = int64_t(blockIdx.y) * chunk, n1 = std::min(N, n0 + chunk);
+  float aw = 0.0f, ab = 0.0f;
+  if (c < C) {
+    for (int64_t n = n0 + ty; n < n1; n += kRowThreads) {
+      const float g = ld(dy, n * C + c);
+      const float m = kLayerNorm ? mean.load(n) : 0.0f;
+      aw += g * (ld(x, n * C + c) - m) * rstd.load(n);
+      ab += g;
+    }
+  }
+  sw[ty][tx] = aw;
+  sb[ty][tx] = ab;
+  __syncthreads();
+  if (ty == 0 && c < C) {
+    float tw = 0.0f, tb = 0.0f;
+    for (int r = 0; r < kRowThreads; ++r) tw += sw[r][tx], tb += sb[r][tx];
+    pw[int64_t(blockIdx.y) * C + c] = tw;
+    if (kLayerNorm) pb[int64_t(blockIdx.y) * C + c] = tb;
+  }
+}
+
+// dw[c] = sum over chunks of pw[chunk, c], in chunk order (db likewise when db is given).
+template <typename T>
+__global__ void norm_weight_grad_final_kernel(T* dw, T* db, const float* pw, const float* pb,
+                                              int64_t chunks, int64_t C) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float tw = 0.0f, tb = 0.0f;
+  for (int64_t k = 0; k < chunks; ++k) {
+    tw += pw[k * C + c];
+    if (db) tb += pb[k * C + c];
+  }
+  st(dw, c, tw);
+  if (db) st(db, c, tb);
+}
+
+// dw (and db when defined) for N rows of C columns.
+template <typename T, bool kLayerNorm>
+void weight_grads(const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
+                  StatPtr mean, StatPtr rstd, int64_t N, int64_t C) {
+  const int64_t chunk = rows_per_chunk(N), chunks = (N + chunk - 1) / chunk;
+  Tensor partial = Tensor::empty({(kLayerNorm ? 2 : 1) * chunks * C}, {DType::F32, x.device()});
+  float* pw = static_cast<float*>(partial.data_ptr());
+  float* pb = kLayerNorm ? pw + chunks * C : nullptr;
+  const dim3 grid(unsigned((C + kColTile - 1) / kColTile), unsigned(chunks));
+  norm_weight_grad_partial_kernel<T, kLayerNorm><<<grid, dim3(kColTile, kRowThreads)>>>(
+      pw, pb, static_cast<const T*>(dy.data_ptr()), static_cast<const T*>(x.data_ptr()), mean,
+      rstd, N, C, chunk);
+  CUDA_CHECK_LAUNCH();
+  norm_weight_grad_final_kernel<T><<<unsigned((C + kThreads - 1) / kThreads), kThreads>>>(
+      static_cast<T*>(dw.data_ptr()), kLayerNorm ? static_cast<T*>(db.data_ptr()) : nullptr, pw,
+      pb, chunks, C);
+  CUDA_CHECK_LAUNCH();
+}
+
+// ---- entries ----------------------------------------------------------------------------------
+
+void check_rows(const char* kernel, const Tensor& x, const Tensor& y, const Tensor& w) {
+  const int64_t C = core::cols_of(x);
+  TESSERA_CHECK(y.numel() == x.numel() && w.numel() == C, "cuda kernel ", kernel, ": x ",
+                shape_str(x.shape()), ", out ", shape_str(y.shape()), ", weight ",
+                shape_str(w.shape()), " (expected x (N, C), weight (C))");
+}
+
+void layernorm_forward(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
+                       const Tensor& w, const Tensor& b, double eps) {
+  check_rows("layernorm_forward", x, y, w);
+  check_rows("layernorm_forward", x, y, b);
+  check_args("layernorm_forward", x.dtype(), {{"x", x}, {"y", y}, {"weight", w}, {"bias", b}});
+  const int64_t N = core::rows_of(x), C = core::cols_of(x);
+  const StatPtr m = core::stat_arg("layernorm_forward", "mean", mean, x, N);
+  const StatPtr r = core::stat_arg("layernorm_forward", "rstd", rstd, x, N);
+  if (x.numel() == 0) return;
+  DeviceGuard guard(x.device().index);
+  dispatch("layernorm_forward", x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    norm_forward_kernel<T, true><<<core::row_grid("layernorm_forward", N), kThreads>>>(
+        static_cast<T*>(y.data_ptr()), m, r, static_cast<const T*>(x.data_ptr()),
+        static_cast<const T*>(w.data_ptr()), static_cast<const T*>(b.data_ptr()), C, float(eps));
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
+void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
+                        const Tensor& x, const Tensor& w, const Tensor& mean,
+                        const Tensor& rstd) {
+  check_rows("layernorm_backward", x, dy, w);
+  check_rows("layernorm_backward", x, dx, dw);
+  check_rows("layernorm_backward", x, dx, db);
+  check_args("layernorm_backward", x.dtype(),
+             {{"x", x}, {"dx", dx}, {"dy", dy}, {"weight", w}, {"dweight", dw}, {"dbias", db}});
+  const int64_t N = core::rows_of(x), C = core::cols_of(x);
+  const StatPtr m = core::stat_arg("layernorm_backward", "mean", mean, x, N);
+  const StatPtr r = core::stat_arg("layernorm_backward", "rstd", rstd, x, N);
+  if (x.numel() == 0) return;
+  DeviceGuard guard(x.device().index);
+  dispatch("layernorm_backward", x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    norm_backward_dx_kernel<T, true><<<core::row_grid("layernorm_backward", N), kThreads>>>(
+        static_cast<T*>(dx.data_ptr()), static_cast<const T*>(dy.data_ptr()),
+        static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), m, r, C);
+    CUDA_CHECK_LAUNCH();
+    weight_grads<T, true>(dw, db, dy, x, m, r, N, C);
+  });
+}
+
+void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w,
+                     double eps) {
+  check_rows("rmsnorm_forward", x, y, w);
+  check_args("rmsnorm_forward", x.dtype(), {{"x", x}, {"y", y}, {"weight", w}});
+  const int64_t N = core::rows_of(x), C = core::cols_of(x);
+  const StatPtr r = core::stat_arg("rmsnorm_forward", "rstd", rstd, x, N);
+  if (x.numel() == 0) return;
+  DeviceGuard guard(x.device().index);
+  dispatch("rmsnorm_forward", x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    norm_forward_kernel<T, false><<<core::row_grid("rmsnorm_forward", N), kThreads>>>(
+        static_cast<T*>(y.data_ptr()), StatPtr{}, r, static_cast<const T*>(x.data_ptr()),
+        static_cast<const T*>(w.data_ptr()), nullptr, C, float(eps));
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
+void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,
+                      const Tensor& w, const Tensor& rstd) {
+  check_rows("rmsnorm_backward", x, dy, w);
+  check_rows("rmsnorm_backward", x, dx, dw);
+  check_args("rmsnorm_backward", x.dtype(),
+             {{"x", x}, {"dx", dx}, {"dy", dy}, {"weight", w}, {"dweight", dw}});
+  const int64_t N = core::rows_of(x), C = core::cols_of(x);
+  const StatPtr r = core::stat_arg("rmsnorm_backward", "rstd", rstd, x, N);
+  if (x.numel() == 0) return;
+  DeviceGuard guard(x.device().index);
+  dispatch("rmsnorm_backward", x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    norm_backward_dx_kernel<T, false><<<core::row_grid("rmsnorm_backward", N), kThreads>>>(
+        static_cast<T*>(dx.data_ptr()), static_cast<const T*>(dy.data_ptr()),
+        static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), StatPtr{}, r,
+        C);
+    CUDA_CHECK_LAUNCH();
+    weight_grads<T, false>(dw, Tensor(), dy, x, StatPtr{}, r, N, C);
+  });
+}
+
+}  // namespace
+
+void add_norm_kernels(Kernels& k) {
+  k.layernorm_forward = layernorm_forward;
+  k.layernorm_backward = layernorm_backward;
+  k.rmsnorm_forward = rmsnorm_forward;
+  k.rmsnorm_backward = rmsnorm_backward;
+}
+
+}  // namespace tessera::cuda

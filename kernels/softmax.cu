@@ -1,0 +1,224 @@
+// CUDA softmax, log-softmax and cross-entropy over the last dimension: the twins of
+// src/backend/cpu/softmax.cpp (formulas there).
+//
+// x, y, dx, dy (N, C); logits, dlogits (N, V); targets i32 (N);
+// losses, dlosses, lse (N): f32 or the logits' dtype (core.cuh's StatPtr), all three one dtype
+//
+// One block per row, f32 throughout: lse = m + log sum_c exp(x[c] - m) with m the row max, so no
+// exp overflows; an all -inf row has lse = -inf as on the CPU. softmax is exp(x - lse) (one
+// rounding per element), log-softmax x - lse. The cross-entropy backward needs no reduction (lse
+// is saved), so it is elementwise over (N, V).
+//
+// The op validates targets on the host (ops/softmax.cpp); a target outside [0, V) that is not
+// ignore_index only gets a NaN loss here, never an out-of-bounds read.
+#include <cstdint>
+
+#include "backend/kernels.h"
+#include "common.cuh"
+#include "core.cuh"
+
+namespace tessera::cuda {
+namespace {
+
+using core::block_max;
+using core::block_sum;
+using core::check_args;
+using core::dispatch;
+using core::global_index;
+using core::grid_for;
+using core::grid_stride;
+using core::kThreads;
+using core::ld;
+using core::st;
+using core::StatPtr;
+
+// log sum_c exp(x[c]) of one row, returned to every thread of the block.
+template <typename T>
+__device__ float row_lse(const T* x, int64_t C, float* scratch) {
+  float m = -INFINITY;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) m = fmaxf(m, ld(x, c));
+  m = block_max(m, scratch);
+  float s = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += expf(ld(x, c) - m);
+  s = block_sum(s, scratch);
+  return (isinf(m) && m < 0.0f) ? m : m + logf(s);  // an all -inf row: -inf, not NaN
+}
+
+template <typename T, bool kLog>
+__global__ void __launch_bounds__(kThreads)
+softmax_forward_kernel(T* y, const T* x, int64_t C) {
+  __shared__ float scratch[32];
+  const T* xr = x + int64_t(blockIdx.x) * C;
+  T* yr = y + int64_t(blockIdx.x) * C;
+  const float lse = row_lse(xr, C, scratch);
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
+    st(yr, c, kLog ? ld(xr, c) - lse : expf(ld(xr, c) - lse));
+}
+
+// softmax: dx = y * (dy - sum_c dy[c] y[c]);  log-softmax: dx = dy - exp(y) * sum_c dy[c].
+template <typename T, bool kLog>
+__global__ void __launch_bounds__(kThreads)
+softmax_backward_kernel(T* dx, const T* dy, const T* y, int64_t C) {
+  __shared__ float scratch[32];
+  const int64_t r = int64_t(blockIdx.x) * C;
+  float s = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
+    s += kLog ? ld(dy, r + c) : ld(dy, r + c) * ld(y, r + c);
+  s = block_sum(s, scratch);
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float g = ld(dy, r + c), v = ld(y, r + c);
+    st(dx, r + c, kLog ? g - expf(v) * s : v * (g - s));
+  }
+}
+
+// losses[n] = lse[n] - logits[n, t], 0 where t == ignore_index.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+cross_entropy_forward_kernel(StatPtr losses, StatPtr lse, const T* logits, const int32_t* targets,
+                             int64_t V, int64_t ignore_index) {
+  __shared__ float scratch[32];
+  const int64_t n = blockIdx.x;
+  const T* xr = logits + n * V;
+  const float l = row_lse(xr, V, scratch);
+  if (threadIdx.x != 0) return;
+  const int64_t t = targets[n];
+  lse.store(n, l);
+  if (t == ignore_index) {
+    losses.store(n, 0.0f);
+  } else {
+    losses.store(n, (t >= 0 && t < V) ? l - ld(xr, t) : NAN);
+  }
+}
+
+// dlogits[n, v] = dlosses[n] * (exp(logits[n, v] - lse[n]) - [v == t]); 0 on ignored rows.
+template <typename T>
+__global__ void cross_entropy_backward_kernel(T* dlogits, StatPtr dlosses, const T* logits,
+                                              StatPtr lse, const int32_t* targets, int64_t N,
+                                              int64_t V, int64_t ignore_index) {
+  for (int64_t i = global_index(); i < N * V; i += grid_stride()) {
+    const int64_t n = i / V, v = i % V, t = targets[n];
+    if (t == ignore_index) {
+      st(dlogits, i, 0.0f);
+      continue;
+    }
+    const float g = dlosses.load(n), e = expf(ld(logits, i) - lse.load(n));
+    st(dlogits, i, v == t ? g * (e - 1.0f) : g * e);
+  }
+}
+
+// ---- entries ----------------------------------------------------------------------------------
+
+template <bool kLog>
+void softmax_forward_rows(const char* kernel, const Tensor& y, const Tensor& x) {
+  TESSERA_CHECK(y.shape() == x.shape(), "cuda kernel ", kernel, ": ", y.str(),
+                " does not match ", x.str());
+  check_args(kernel, x.dtype(), {{"x", x}, {"y", y}});
+  if (x.numel() == 0) return;
+  const int64_t N = core::rows_of(x), C = core::cols_of(x);
+  DeviceGuard guard(x.device().index);
+  dispatch(kernel, x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    softmax_forward_kernel<T, kLog><<<core::row_grid(kernel, N), kThreads>>>(
+        static_cast<T*>(y.data_ptr()), static_cast<const T*>(x.data_ptr()), C);
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
+template <bool kLog>
+void softmax_backward_rows(const char* kernel, const Tensor& dx, const Tensor& dy,
+                           const Tensor& y) {
+  TESSERA_CHECK(dx.shape() == y.shape() && dy.shape() == y.shape(), "cuda kernel ", kernel,
+                ": dx ", dx.str(), ", dy ", dy.str(), " and y ", y.str(), " differ");
+  check_args(kernel, y.dtype(), {{"y", y}, {"dx", dx}, {"dy", dy}});
+  if (y.numel() == 0) return;
+  const int64_t N = core::rows_of(y), C = core::cols_of(y);
+  DeviceGuard guard(y.device().index);
+  dispatch(kernel, y.dtype(), [&](auto z) {
+    using T = decltype(z);
+    softmax_backward_kernel<T, kLog><<<core::row_grid(kernel, N), kThreads>>>(
+        static_cast<T*>(dx.data_ptr()), static_cast<const T*>(dy.data_ptr()),
+        static_cast<const T*>(y.data_ptr()), C);
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
+void softmax_forward(const Tensor& y, const Tensor& x) {
+  softmax_forward_rows<false>("softmax_forward", y, x);
+}
+void log_softmax_forward(const Tensor& y, const Tensor& x) {
+  softmax_forward_rows<true>("log_softmax_forward", y, x);
+}
+void softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y) {
+  softmax_backward_rows<false>("softmax_backward", dx, dy, y);
+}
+void log_softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y) {
+  softmax_backward_rows<true>("log_softmax_backward", dx, dy, y);
+}
+
+// Shapes and dtypes shared by the two cross-entropy kernels; the per-row tensors (lse, losses or
+// dlosses) must share one dtype, as on the CPU.
+void check_cross_entropy(const char* kernel, const Tensor& logits, const Tensor& targets,
+                         const Tensor& lse, const Tensor& per_row) {
+  TESSERA_CHECK(logits.dim() == 2, "cuda kernel ", kernel, ": logits must be (N, V), got ",
+                logits.str());
+  const int64_t N = logits.size(0);
+  TESSERA_CHECK(targets.dtype() == DType::I32 && targets.numel() == N &&
+                    targets.is_contiguous() && targets.device() == logits.device(),
+                "cuda kernel ", kernel, ": targets ", targets.str(),
+                " must be contiguous i32 with one entry per row of ", logits.str());
+  TESSERA_CHECK(lse.dtype() == per_row.dtype(), "cuda kernel ", kernel, ": lse ", lse.str(),
+                " and ", per_row.str(), " differ in dtype");
+}
+
+void cross_entropy_forward(const Tensor& losses, const Tensor& lse, const Tensor& logits,
+                           const Tensor& targets, int64_t ignore_index) {
+  const char* kernel = "cross_entropy_forward";
+  check_cross_entropy(kernel, logits, targets, lse, losses);
+  check_args(kernel, logits.dtype(), {{"logits", logits}});
+  const int64_t N = logits.size(0), V = logits.size(1);
+  const StatPtr ls = core::stat_arg(kernel, "losses", losses, logits, N);
+  const StatPtr lp = core::stat_arg(kernel, "lse", lse, logits, N);
+  if (N == 0) return;
+  DeviceGuard guard(logits.device().index);
+  dispatch(kernel, logits.dtype(), [&](auto z) {
+    using T = decltype(z);
+    cross_entropy_forward_kernel<T><<<core::row_grid(kernel, N), kThreads>>>(
+        ls, lp, static_cast<const T*>(logits.data_ptr()),
+        static_cast<const int32_t*>(targets.data_ptr()), V, ignore_index);
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
+void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
+                            const Tensor& lse, const Tensor& targets, int64_t ignore_index) {
+  const char* kernel = "cross_entropy_backward";
+  check_cross_entropy(kernel, logits, targets, lse, dlosses);
+  TESSERA_CHECK(dlogits.shape() == logits.shape(), "cuda kernel ", kernel, ": dlogits ",
+                dlogits.str(), " does not match logits ", logits.str());
+  check_args(kernel, logits.dtype(), {{"logits", logits}, {"dlogits", dlogits}});
+  const int64_t N = logits.size(0), V = logits.size(1);
+  const StatPtr g = core::stat_arg(kernel, "dlosses", dlosses, logits, N);
+  const StatPtr lp = core::stat_arg(kernel, "lse", lse, logits, N);
+  if (N * V == 0) return;
+  DeviceGuard guard(logits.device().index);
+  dispatch(kernel, logits.dtype(), [&](auto z) {
+    using T = decltype(z);
+    cross_entropy_backward_kernel<T><<<grid_for(N * V), kThreads>>>(
+        static_cast<T*>(dlogits.data_ptr()), g, static_cast<const T*>(logits.data_ptr()), lp,
+        static_cast<const int32_t*>(targets.data_ptr()), N, V, ignore_index);
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace
+
+void add_softmax_kernels(Kernels& k) {
+  k.softmax_forward = softmax_forward;
+  k.softmax_backward = softmax_backward;
+  k.log_softmax_forward = log_softmax_forward;
+  k.log_softmax_backward = log_softmax_backward;
+  k.cross_entropy_forward = cross_entropy_forward;
+  k.cross_entropy_backward = cross_entropy_backward;
+}
+
+}  // namespace tessera::cuda

@@ -1,0 +1,457 @@
+// GPU parity of the core CUDA kernels (kernels/core.cu and the files it registers, core.cuh)
+// against the CPU reference kernels of the same table entries. Every test skips without a CUDA
+// device; `ctest -L gpu` runs exactly these.
+//
+// Each test draws inputs on the CPU and rounds them to the dtype under test, runs the CUDA kernel
+// on those values (stored in that dtype) and the CPU kernel in f32 on the very same values, and
+// compares the CUDA result, converted to f32, with the CPU's:
+//  - bit for bit where the CUDA kernel rounds exactly where the CPU does (binary, axpby, copies,
+//    the embedding scatter-add, dropout and the Philox draws); for bf16 the reference is then the
+//    CPU's f32 result rounded once to bf16, which is what the CUDA kernel stores;
+//  - otherwise norm-wise, max |gpu - cpu| / max |cpu| over a tensor (single elements near zero
+//    would make elementwise relative errors meaningless), against kF32 or kBf16 below.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "backend/cuda.h"
+#include "backend/kernels.h"
+#include "core/rng.h"
+#include "test_util.h"
+
+namespace tessera {
+namespace {
+
+using testing::bytes;
+using testing::error_of;
+using testing::values;
+
+// f32: the CUDA kernels accumulate in f32 (the CPU in double) over at most ~10^3 terms, in another
+// order, and use CUDA's expf / tanhf / logf (within 2 ulp of glibc's). That is ~1e-6 of a tensor's
+// scale; 2e-5 leaves a margin for unlucky cancellations, while a wrong index, mask or formula is
+// off by O(1).
+constexpr double kF32 = 2e-5;
+// bf16: the same f32 arithmetic, then one rounding of each output to 8 significant bits (at most
+// 2^-9 of the element, so of the tensor's scale): 2^-8 is twice that bound.
+constexpr double kBf16 = 1.0 / 256;
+
+const Device kGpu = Device::cuda(0);
+
+// Random values as an f32 CPU tensor, rounded to dtype: both backends compute on exactly these.
+Tensor random(const Shape& shape, DType dtype, Generator& g, double mul = 1.0, double add = 0.0) {
+  Tensor t = randn(shape, g);
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = float(double(p[i]) * mul + add);
+  return t.to(dtype).to(DType::F32);
+}
+
+Tensor to_gpu(const Tensor& t, DType dtype) { return t.to(dtype).to(kGpu); }
+Tensor gpu_empty(const Shape& s, DType dtype) { return Tensor::empty(s, {dtype, kGpu}); }
+Tensor cpu_empty(const Shape& s) { return Tensor::empty(s, DType::F32); }
+
+double rel_err(const Tensor& gpu, const Tensor& ref) {
+  const std::vector<double> g = values(gpu.to(Device::cpu())), r = values(ref);
+  EXPECT_EQ(g.size(), r.size());
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < g.size() && i < r.size(); ++i) {
+    if (std::isfinite(r[i]) && !std::isfinite(g[i])) return INFINITY;
+    err = std::max(err, std::abs(g[i] - r[i]));
+    scale = std::max(scale, std::abs(r[i]));
+  }
+  return err / std::max(scale, 1e-30);
+}
+
+class CoreKernelsCuda : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override {
+    if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  }
+  DType dt() const { return GetParam(); }
+
+  void expect_close(const Tensor& gpu, const Tensor& cpu, const std::string& what) const {
+    EXPECT_LE(rel_err(gpu, cpu), dt() == DType::F32 ? kF32 : kBf16)
+        << what << " (" << dtype_name(dt()) << ")";
+  }
+  void expect_bits(const Tensor& gpu, const Tensor& cpu, const std::string& what) const {
+    EXPECT_EQ(gpu.dtype(), dt()) << what;
+    EXPECT_TRUE(bytes(gpu.to(Device::cpu())) == bytes(cpu.to(dt())))
+        << what << " (" << dtype_name(dt()) << ") differs from the CPU; max |diff| "
+        << testing::max_abs_diff(gpu.to(Device::cpu()).to(DType::F32), cpu.to(dt()).to(DType::F32));
+  }
+};
+
+std::string param_name(const ::testing::TestParamInfo<DType>& info) {
+  return dtype_name(info.param);
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CoreKernelsCuda, ::testing::Values(DType::F32, DType::BF16),
+                         param_name);
+
+const Kernels& cpu_k() { return cpu::kernels(); }
+
+// ---- random draws and arange ------------------------------------------------------------------
+
+TEST_P(CoreKernelsCuda, random_draws_and_arange_match_the_cpu_bit_for_bit) {
+  const Shape s{3, 1000};
+  const uint64_t seed = 1234, offset = 777;
+  Tensor gu = gpu_empty(s, dt()), gn = gpu_empty(s, dt()), ga = gpu_empty({2999}, dt());
+  Tensor cu = cpu_empty(s), cn = cpu_empty(s), ca = cpu_empty({2999});
+  TESSERA_KERNEL(gu, uniform)(gu, seed, offset);
+  cpu_k().uniform(cu, seed, offset);
+  TESSERA_KERNEL(gn, normal)(gn, seed, offset);
+  cpu_k().normal(cn, seed, offset);
+  TESSERA_KERNEL(ga, arange)(ga, -3.5, 0.1);
+  cpu_k().arange(ca, -3.5, 0.1);
+  expect_bits(gu, cu, "uniform");
+  // Box-Muller in double: CUDA's log / cos may differ from glibc's by an ulp of a double, which
+  // moves the f32 result only when it lies within ~2^-29 of a rounding boundary (odds of about
+  // 10^-5 for these 3000 draws).
+  expect_bits(gn, cn, "normal");
+  expect_bits(ga, ca, "arange");
+}
+
+TEST(CoreKernelsCudaMemory, arange_and_uniform_take_every_dtype) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  for (DType t : {DType::F64, DType::I32, DType::U8}) {
+    // f64 step 0.1: start + i * step fused into one fma would round differently from the CPU.
+    const double step = t == DType::F64 ? 0.1 : 0.75;
+    Tensor g = Tensor::empty({300}, {t, kGpu}), c = Tensor::empty({300}, t);
+    TESSERA_KERNEL(g, arange)(g, 2.0, step);
+    cpu::kernels().arange(c, 2.0, step);
+    EXPECT_EQ(bytes(g.to(Device::cpu())), bytes(c)) << "arange " << dtype_name(t);
+  }
+  Tensor g = Tensor::empty({5000}, {DType::F64, kGpu}), c = Tensor::empty({5000}, DType::F64);
+  TESSERA_KERNEL(g, uniform)(g, 9, 1ull << 40);  // an offset past 32 bits of counter
+  cpu::kernels().uniform(c, 9, 1ull << 40);
+  EXPECT_EQ(bytes(g.to(Device::cpu())), bytes(c)) << "uniform f64";
+}
+
+TEST(CoreKernelsCudaMemory, f64_compute_is_refused_with_the_kernel_and_dtype) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  Tensor x = Tensor::empty({4, 8}, {DType::F64, kGpu});
+  Tensor y = Tensor::empty({4, 8}, {DType::F64, kGpu});
+  const std::string msg = error_of([&] { TESSERA_KERNEL(x, gelu_forward)(y, x); });
+  EXPECT_NE(msg.find("gelu_forward"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("f64"), std::string::npos) << msg;
+}
+
+// ---- elementwise ------------------------------------------------------------------------------
+
+TEST_P(CoreKernelsCuda, binary_and_axpby_round_like_the_cpu) {
+  Generator g(1);
+  const Shape s{7, 130};
+  Tensor a = random(s, dt(), g), b = random(s, dt(), g), row = random({130}, dt(), g);
+  Tensor ga = to_gpu(a, dt()), gb = to_gpu(b, dt()), grow = to_gpu(row, dt());
+  for (BinaryOp op : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul}) {
+    for (bool broadcast : {false, true}) {
+      const std::string what = "binary op " + std::to_string(int(op)) + (broadcast ? " row" : "");
+      Tensor go = gpu_empty(s, dt()), co = cpu_empty(s);
+      TESSERA_KERNEL(ga, binary)(op, go, ga, broadcast ? grow : gb);
+      cpu_k().binary(op, co, a, broadcast ? row : b);
+      expect_bits(go, co, what);
+    }
+  }
+  Tensor go = gpu_empty(s, dt()), co = cpu_empty(s);
+  TESSERA_KERNEL(ga, axpby)(go, 0.7, ga, -1.3, gb);
+  cpu_k().axpby(co, 0.7, a, -1.3, b);
+  expect_bits(go, co, "axpby");
+  TESSERA_KERNEL(ga, axpby)(go, 0.3, ga, 0.0, Tensor());
+  cpu_k().axpby(co, 0.3, a, 0.0, Tensor());
+  expect_bits(go, co, "axpby without y");
+  // out aliasing y, as gradient accumulation calls it.
+  Tensor gy = gb.clone(), cy = b.clone();
+  TESSERA_KERNEL(ga, axpby)(gy, 1.0, ga, 1.0, gy);
+  cpu_k().axpby(cy, 1.0, a, 1.0, cy);
+  expect_bits(gy, cy, "axpby in place");
+}
+
+TEST_P(CoreKernelsCuda, sum_dim_and_expand_dim_match_the_cpu) {
+  Generator g(2);
+  struct Case {
+    int64_t outer, n, inner;
+  };
+  // inner 1 (row sums), odd inner below and above the 32-column tile, a long n.
+  for (Case c : {Case{5, 300, 1}, Case{3, 41, 7}, Case{4, 5, 70}, Case{1, 1000, 33}}) {
+    const std::string what = shape_str({c.outer, c.n, c.inner});
+    Tensor x = random({c.outer, c.n, c.inner}, dt(), g);
+    Tensor go = gpu_empty({c.outer, c.inner}, dt()), co = cpu_empty({c.outer, c.inner});
+    TESSERA_KERNEL(go, sum_dim)(go, to_gpu(x, dt()), c.outer, c.n, c.inner);
+    cpu_k().sum_dim(co, x, c.outer, c.n, c.inner);
+    expect_close(go, co, "sum_dim " + what);
+
+    Tensor small = random({c.outer, c.inner}, dt(), g);
+    Tensor ge = gpu_empty({c.outer, c.n, c.inner}, dt()), ce = cpu_empty({c.outer, c.n, c.inner});
+    TESSERA_KERNEL(ge, expand_dim)(ge, to_gpu(small, dt()), c.outer, c.n, c.inner);
+    cpu_k().expand_dim(ce, small, c.outer, c.n, c.inner);
+    expect_bits(ge, ce, "expand_dim " + what);
+  }
+}
+
+TEST_P(CoreKernelsCuda, activations_and_their_gradients_match_the_cpu) {
+  Generator g(3);
+  const Shape s{9, 517};
+  // Scaled by 4 so the tails (saturated tanh, sigmoid's two branches) are exercised.
+  Tensor x = random(s, dt(), g, 4.0), up = random(s, dt(), g), dy = random(s, dt(), g);
+  Tensor gx = to_gpu(x, dt()), gup = to_gpu(up, dt()), gdy = to_gpu(dy, dt());
+  Tensor go = gpu_empty(s, dt()), co = cpu_empty(s), go2 = gpu_empty(s, dt()), co2 = cpu_empty(s);
+
+  TESSERA_KERNEL(gx, gelu_forward)(go, gx);
+  cpu_k().gelu_forward(co, x);
+  expect_close(go, co, "gelu_forward");
+  TESSERA_KERNEL(gx, gelu_backward)(go, gdy, gx);
+  cpu_k().gelu_backward(co, dy, x);
+  expect_close(go, co, "gelu_backward");
+  TESSERA_KERNEL(gx, silu_forward)(go, gx);
+  cpu_k().silu_forward(co, x);
+  expect_close(go, co, "silu_forward");
+  TESSERA_KERNEL(gx, silu_backward)(go, gdy, gx);
+  cpu_k().silu_backward(co, dy, x);
+  expect_close(go, co, "silu_backward");
+  TESSERA_KERNEL(gx, swiglu_forward)(go, gx, gup);
+  cpu_k().swiglu_forward(co, x, up);
+  expect_close(go, co, "swiglu_forward");
+  TESSERA_KERNEL(gx, swiglu_backward)(go, go2, gdy, gx, gup);
+  cpu_k().swiglu_backward(co, co2, dy, x, up);
+  expect_close(go, co, "swiglu_backward dgate");
+  expect_close(go2, co2, "swiglu_backward dup");
+}
+
+TEST_P(CoreKernelsCuda, dropout_draws_the_cpu_mask_bit_for_bit) {
+  Generator g(4);
+  const Shape s{13, 301};
+  Tensor x = random(s, dt(), g);
+  Tensor gx = to_gpu(x, dt());
+  for (double p : {0.0, 0.1, 0.5}) {
+    Tensor go = gpu_empty(s, dt()), co = cpu_empty(s);
+    TESSERA_KERNEL(gx, dropout)(go, gx, p, 42, 1000);
+    cpu_k().dropout(co, x, p, 42, 1000);
+    expect_bits(go, co, "dropout p " + std::to_string(p));
+  }
+}
+
+// ---- embedding --------------------------------------------------------------------------------
+
+// Ids with many repeats (the scatter-add's hard case) and one unused row.
+Tensor repeated_ids(int64_t N, int32_t V) {
+  std::vector<int32_t> ids(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) ids[size_t(n)] = int32_t((n * 7 + n / 5) % (V - 1));
+  return from_vector(ids, {N});
+}
+
+TEST_P(CoreKernelsCuda, embedding_forward_and_backward_match_the_cpu_bit_for_bit) {
+  Generator g(5);
+  const int32_t V = 50;
+  const int64_t N = 333, C = 300;  // C beyond one 256-thread block of columns
+  Tensor table = random({V, C}, dt(), g), dout = random({N, C}, dt(), g);
+  Tensor acc = random({V, C}, dt(), g);  // what dtable already holds
+  Tensor ids = repeated_ids(N, V), gids = ids.to(kGpu);
+
+  Tensor go = gpu_empty({N, C}, dt()), co = cpu_empty({N, C});
+  TESSERA_KERNEL(go, embedding_forward)(go, to_gpu(table, dt()), gids);
+  cpu_k().embedding_forward(co, table, ids);
+  expect_bits(go, co, "embedding_forward");
+
+  // Both add each id's rows in position order, starting from acc, in f32.
+  Tensor gd = to_gpu(acc, dt()), cd = acc.clone();
+  TESSERA_KERNEL(gd, embedding_backward)(gd, to_gpu(dout, dt()), gids);
+  cpu_k().embedding_backward(cd, dout, ids);
+  expect_bits(gd, cd, "embedding_backward");
+}
+
+TEST_P(CoreKernelsCuda, embedding_backward_is_deterministic) {
+  Generator g(6);
+  const int32_t V = 17;
+  const int64_t N = 4096, C = 96;  // ~240 positions per id
+  Tensor dout = to_gpu(random({N, C}, dt(), g), dt()), ids = repeated_ids(N, V).to(kGpu);
+  Tensor first = gpu_empty({V, C}, dt()), second = gpu_empty({V, C}, dt());
+  first.fill_(0.0);
+  second.fill_(0.0);
+  TESSERA_KERNEL(first, embedding_backward)(first, dout, ids);
+  TESSERA_KERNEL(second, embedding_backward)(second, dout, ids);
+  EXPECT_EQ(bytes(first.to(Device::cpu())), bytes(second.to(Device::cpu())));
+}
+
+// ---- normalisation ----------------------------------------------------------------------------
+
+// N = 600 rows: three 256-row chunks for the dw / db sums. C = 300: beyond one block of threads.
+// x has mean 3: the two-pass variance must not cancel.
+TEST_P(CoreKernelsCuda, layernorm_forward_and_backward_match_the_cpu) {
+  Generator g(7);
+  const int64_t N = 600, C = 300;
+  Tensor x = random({N, C}, dt(), g, 1.0, 3.0), w = random({C}, dt(), g, 0.5, 1.0),
+         b = random({C}, dt(), g), dy = random({N, C}, dt(), g);
+  Tensor gx = to_gpu(x, dt()), gw = to_gpu(w, dt());
+  Tensor gy = gpu_empty({N, C}, dt()), gm = gpu_empty({N}, dt()), gr = gpu_empty({N}, dt());
+  Tensor cy = cpu_empty({N, C}), cm = cpu_empty({N}), cr = cpu_empty({N});
+  TESSERA_KERNEL(gx, layernorm_forward)(gy, gm, gr, gx, gw, to_gpu(b, dt()), 1e-5);
+  cpu_k().layernorm_forward(cy, cm, cr, x, w, b, 1e-5);
+  expect_close(gy, cy, "layernorm y");
+  expect_close(gm, cm, "layernorm mean");
+  expect_close(gr, cr, "layernorm rstd");
+  if (dt() == DType::BF16) {  // statistics saved in f32 for bf16 activations
+    Tensor gm32 = gpu_empty({N}, DType::F32), gr32 = gpu_empty({N}, DType::F32);
+    TESSERA_KERNEL(gx, layernorm_forward)(gy, gm32, gr32, gx, gw, to_gpu(b, dt()), 1e-5);
+    EXPECT_LE(rel_err(gm32, cm), kF32) << "f32 mean";
+    EXPECT_LE(rel_err(gr32, cr), kF32) << "f32 rstd";
+  }
+
+  // The backward reads the CPU's statistics, rounded to the dtype on both sides.
+  const Tensor m = cm.to(dt()).to(DType::F32), r = cr.to(dt()).to(DType::F32);
+  Tensor gdx = gpu_empty({N, C}, dt()), gdw = gpu_empty({C}, dt()), gdb = gpu_empty({C}, dt());
+  Tensor cdx = cpu_empty({N, C}), cdw = cpu_empty({C}), cdb = cpu_empty({C});
+  TESSERA_KERNEL(gx, layernorm_backward)(gdx, gdw, gdb, to_gpu(dy, dt()), gx, gw, to_gpu(m, dt()),
+                                         to_gpu(r, dt()));
+  cpu_k().layernorm_backward(cdx, cdw, cdb, dy, x, w, m, r);
+  expect_close(gdx, cdx, "layernorm dx");
+  expect_close(gdw, cdw, "layernorm dw");
+  expect_close(gdb, cdb, "layernorm db");
+}
+
+TEST_P(CoreKernelsCuda, rmsnorm_forward_and_backward_match_the_cpu) {
+  Generator g(8);
+  const int64_t N = 600, C = 300;
+  Tensor x = random({N, C}, dt(), g, 2.0), w = random({C}, dt(), g, 0.5, 1.0),
+         dy = random({N, C}, dt(), g);
+  Tensor gx = to_gpu(x, dt()), gw = to_gpu(w, dt());
+  Tensor gy = gpu_empty({N, C}, dt()), gr = gpu_empty({N}, dt());
+  Tensor cy = cpu_empty({N, C}), cr = cpu_empty({N});
+  TESSERA_KERNEL(gx, rmsnorm_forward)(gy, gr, gx, gw, 1e-6);
+  cpu_k().rmsnorm_forward(cy, cr, x, w, 1e-6);
+  expect_close(gy, cy, "rmsnorm y");
+  expect_close(gr, cr, "rmsnorm rstd");
+
+  const Tensor r = cr.to(dt()).to(DType::F32);
+  Tensor gdx = gpu_empty({N, C}, dt()), gdw = gpu_empty({C}, dt());
+  Tensor cdx = cpu_empty({N, C}), cdw = cpu_empty({C});
+  TESSERA_KERNEL(gx, rmsnorm_backward)(gdx, gdw, to_gpu(dy, dt()), gx, gw, to_gpu(r, dt()));
+  cpu_k().rmsnorm_backward(cdx, cdw, dy, x, w, r);
+  expect_close(gdx, cdx, "rmsnorm dx");
+  expect_close(gdw, cdw, "rmsnorm dw");
+}
+
+// ---- softmax family ---------------------------------------------------------------------------
+
+TEST_P(CoreKernelsCuda, softmax_and_log_softmax_match_the_cpu) {
+  Generator g(9);
+  const Shape s{3, 11, 300};
+  Tensor x = random(s, dt(), g, 4.0), dy = random(s, dt(), g);
+  Tensor gx = to_gpu(x, dt()), gdy = to_gpu(dy, dt());
+  for (bool log : {false, true}) {
+    const std::string name = log ? "log_softmax" : "softmax";
+    Tensor gy = gpu_empty(s, dt()), cy = cpu_empty(s);
+    if (log) {
+      TESSERA_KERNEL(gx, log_softmax_forward)(gy, gx);
+      cpu_k().log_softmax_forward(cy, x);
+    } else {
+      TESSERA_KERNEL(gx, softmax_forward)(gy, gx);
+      cpu_k().softmax_forward(cy, x);
+    }
+    expect_close(gy, cy, name + " forward");
+
+    const Tensor y = cy.to(dt()).to(DType::F32);  // the same saved output on both sides
+    Tensor gdx = gpu_empty(s, dt()), cdx = cpu_empty(s);
+    if (log) {
+      TESSERA_KERNEL(gx, log_softmax_backward)(gdx, gdy, to_gpu(y, dt()));
+      cpu_k().log_softmax_backward(cdx, dy, y);
+    } else {
+      TESSERA_KERNEL(gx, softmax_backward)(gdx, gdy, to_gpu(y, dt()));
+      cpu_k().softmax_backward(cdx, dy, y);
+    }
+    expect_close(gdx, cdx, name + " backward");
+  }
+}
+
+TEST_P(CoreKernelsCuda, cross_entropy_matches_the_cpu) {
+  Generator g(10);
+  const int64_t N = 37, V = 1000, ignore = -100;
+  Tensor logits = random({N, V}, dt(), g, 3.0), dl = random({N}, dt(), g);
+  std::vector<int32_t> t(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) t[size_t(n)] = n % 6 == 5 ? int32_t(ignore) : int32_t(n * 97 % V);
+  Tensor targets = from_vector(t, {N}), gt = targets.to(kGpu), gl = to_gpu(logits, dt());
+
+  Tensor gloss = gpu_empty({N}, dt()), glse = gpu_empty({N}, dt());
+  Tensor closs = cpu_empty({N}), clse = cpu_empty({N});
+  TESSERA_KERNEL(gl, cross_entropy_forward)(gloss, glse, gl, gt, ignore);
+  cpu_k().cross_entropy_forward(closs, clse, logits, targets, ignore);
+  expect_close(gloss, closs, "losses");
+  expect_close(glse, clse, "lse");
+  for (int64_t n = 5; n < N; n += 6)  // ignored rows: exactly 0
+    EXPECT_EQ(values(gloss.to(Device::cpu()))[size_t(n)], 0.0) << "row " << n;
+
+  const Tensor lse = clse.to(dt()).to(DType::F32);
+  Tensor gd = gpu_empty({N, V}, dt()), cd = cpu_empty({N, V});
+  TESSERA_KERNEL(gl, cross_entropy_backward)(gd, to_gpu(dl, dt()), gl, to_gpu(lse, dt()), gt,
+                                             ignore);
+  cpu_k().cross_entropy_backward(cd, dl, logits, lse, targets, ignore);
+  expect_close(gd, cd, "dlogits");
+
+  if (dt() == DType::BF16) {  // per-row tensors in f32 for bf16 logits
+    Tensor gloss32 = gpu_empty({N}, DType::F32), glse32 = gpu_empty({N}, DType::F32);
+    TESSERA_KERNEL(gl, cross_entropy_forward)(gloss32, glse32, gl, gt, ignore);
+    EXPECT_LE(rel_err(gloss32, closs), kF32) << "f32 losses";
+    EXPECT_LE(rel_err(glse32, clse), kF32) << "f32 lse";
+    TESSERA_KERNEL(gl, cross_entropy_backward)(gd, to_gpu(dl, DType::F32), gl, glse32, gt, ignore);
+    cpu_k().cross_entropy_backward(cd, dl, logits, clse, targets, ignore);
+    expect_close(gd, cd, "dlogits from f32 lse");
+  }
+}
+
+// ---- rope and attention -----------------------------------------------------------------------
+
+TEST_P(CoreKernelsCuda, rope_and_its_inverse_match_the_cpu) {
+  Generator g(11);
+  const Shape s{2, 3, 17, 64};
+  Tensor x = random(s, dt(), g);
+  Tensor gx = to_gpu(x, dt());
+  for (bool inverse : {false, true}) {
+    Tensor gy = gpu_empty(s, dt()), cy = cpu_empty(s);
+    // pos_offset 5000: high positions, where an f32 angle would be visibly wrong.
+    TESSERA_KERNEL(gx, rope)(gy, gx, 10000.0, 5000, inverse);
+    cpu_k().rope(cy, x, 10000.0, 5000, inverse);
+    expect_close(gy, cy, inverse ? "rope inverse" : "rope");
+  }
+  Tensor gin = gx.clone(), cy = cpu_empty(s);  // y aliasing x
+  TESSERA_KERNEL(gin, rope)(gin, gin, 500000.0, 3, false);
+  cpu_k().rope(cy, x, 500000.0, 3, false);
+  expect_close(gin, cy, "rope in place");
+}
+
+TEST_P(CoreKernelsCuda, attention_forward_and_backward_match_the_cpu) {
+  struct Case {
+    int64_t B, H, Hkv, T, D;
+  };
+  Generator g(12);
+  // Grouped-query heads with an odd D; then T beyond one 256-thread block, multi-head.
+  for (Case c : {Case{2, 4, 2, 37, 24}, Case{1, 2, 2, 300, 64}, Case{1, 3, 1, 20, 8}}) {
+    // q (B, H, T, D), k (B, Hkv, T, D)
+    const std::string what = shape_str({c.B, c.H, c.T, c.D}) + " kv heads " + std::to_string(c.Hkv);
+    const Shape qs{c.B, c.H, c.T, c.D}, ks{c.B, c.Hkv, c.T, c.D}, ps{c.B, c.H, c.T, c.T};
+    const double scale = 1.0 / std::sqrt(double(c.D));
+    Tensor q = random(qs, dt(), g), k = random(ks, dt(), g), v = random(ks, dt(), g),
+           dout = random(qs, dt(), g);
+    Tensor gq = to_gpu(q, dt()), gk = to_gpu(k, dt()), gv = to_gpu(v, dt());
+
+    Tensor go = gpu_empty(qs, dt()), gp = gpu_empty(ps, dt()), co = cpu_empty(qs),
+           cp = cpu_empty(ps);
+    TESSERA_KERNEL(gq, attention_forward)(go, gp, gq, gk, gv, scale);
+    cpu_k().attention_forward(co, cp, q, k, v, scale);
+    expect_close(go, co, "attention out " + what);
+    expect_close(gp, cp, "attention probs " + what);
+
+    const Tensor p = cp.to(dt()).to(DType::F32);  // the same saved probabilities on both sides
+    Tensor gdq = gpu_empty(qs, dt()), gdk = gpu_empty(ks, dt()), gdv = gpu_empty(ks, dt());
+    Tensor cdq = cpu_empty(qs), cdk = cpu_empty(ks), cdv = cpu_empty(ks);
+    TESSERA_KERNEL(gq, attention_backward)(gdq, gdk, gdv, to_gpu(dout, dt()), gq, gk, gv,
+                                           to_gpu(p, dt()), scale);
+    cpu_k().attention_backward(cdq, cdk, cdv, dout, q, k, v, p, scale);
+    expect_close(gdq, cdq, "attention dq " + what);
+    expect_close(gdk, cdk, "attention dk " + what);
+    expect_close(gdv, cdv, "attention dv " + what);
+  }
+}
+
+}  // namespace
+}  // namespace tessera
