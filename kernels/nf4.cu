@@ -135,16 +135,10 @@ void nf4_dequantize(const Tensor& out, const Tensor& codes, const Tensor& absmax
 
 void nf4_matmul(const Tensor& c, const Tensor& a, const Tensor& codes, const Tensor& absmax,
                 int64_t rows, int64_t cols, bool trans_w) {
-  check_nf4_layout("nf4_matmul", codes, absmax, rows * cols);
+  const int64_t N = check_nf4_matmul(c, a, codes, absmax, rows, cols, trans_w);
   const int64_t Tr = trans_w ? cols : rows, J = trans_w ? rows : cols;
-  TESSERA_CHECK(a.dim() == 2 && c.dim() == 2 && a.size(1) == Tr && c.size(1) == J &&
-                    a.size(0) == c.size(0) && a.is_contiguous() && c.is_contiguous() &&
-                    a.dtype() == c.dtype(),
-                "nf4_matmul: expected contiguous a (N, ", Tr, ") and c (N, ", J,
-                ") of one dtype, got a ", a.str(), " and c ", c.str());
   DeviceGuard guard(c.device().index);
   upload_codebook();
-  const int64_t N = a.size(0);
   if (N == 0 || J == 0) return;
   const dim3 grid(unsigned((J + kTile - 1) / kTile), unsigned((N + kTile - 1) / kTile));
   const auto* cp = static_cast<const uint8_t*>(codes.data_ptr());

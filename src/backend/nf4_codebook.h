@@ -44,4 +44,19 @@ inline void check_nf4_layout(const char* kernel, const Tensor& codes, const Tens
                 codes.str(), " and ", absmax.str());
 }
 
+// The arguments of the nf4_matmul entry (backend/kernels.h) for a (rows, cols) weight: the layout
+// above, and contiguous a (N, in) and c (N, out) of one dtype. Returns N.
+inline int64_t check_nf4_matmul(const Tensor& c, const Tensor& a, const Tensor& codes,
+                                const Tensor& absmax, int64_t rows, int64_t cols, bool trans_w) {
+  check_nf4_layout("nf4_matmul", codes, absmax, rows * cols);
+  const int64_t in = trans_w ? cols : rows, out = trans_w ? rows : cols;
+  TESSERA_CHECK(a.dim() == 2 && c.dim() == 2 && a.size(1) == in && c.size(1) == out &&
+                    a.size(0) == c.size(0) && a.is_contiguous() && c.is_contiguous() &&
+                    a.dtype() == c.dtype(),
+                "nf4_matmul: expected contiguous a (N, ", in, ") and c (N, ", out,
+                ") of one dtype for a (", rows, ", ", cols, ") weight", trans_w ? "^T" : "",
+                ", got a ", a.str(), " and c ", c.str());
+  return a.size(0);
+}
+
 }  // namespace tessera

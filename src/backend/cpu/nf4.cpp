@@ -63,15 +63,7 @@ void nf4_dequantize(const Tensor& out, const Tensor& codes, const Tensor& absmax
 
 void nf4_matmul(const Tensor& c, const Tensor& a, const Tensor& codes, const Tensor& absmax,
                 int64_t rows, int64_t cols, bool trans_w) {
-  check_nf4_layout("nf4_matmul", codes, absmax, rows * cols);
-  const int64_t in = trans_w ? cols : rows, out = trans_w ? rows : cols;
-  TESSERA_CHECK(a.dim() == 2 && c.dim() == 2 && a.size(1) == in && c.size(1) == out &&
-                    a.size(0) == c.size(0) && a.is_contiguous() && c.is_contiguous() &&
-                    a.dtype() == c.dtype(),
-                "nf4_matmul: expected contiguous a (N, ", in, ") and c (N, ", out,
-                ") of one dtype for a (", rows, ", ", cols, ") weight", trans_w ? "^T" : "",
-                ", got a ", a.str(), " and c ", c.str());
-  const int64_t N = a.size(0);
+  const int64_t N = check_nf4_matmul(c, a, codes, absmax, rows, cols, trans_w);
   const auto* cp = codes.data<uint8_t>();
   const auto* ap = absmax.data<float>();
   const int64_t tiles = (rows + kTileRows - 1) / kTileRows;
