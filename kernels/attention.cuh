@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "backend/attention_shapes.h"
 #include "backend/kernels.h"
 #include "common.cuh"
 
@@ -35,24 +36,13 @@ constexpr unsigned kFull = 0xffffffffu;
 
 // ---- host side --------------------------------------------------------------------------------
 
-struct Dims {
-  int64_t B, H, Hkv, T, D;
-};
+using Dims = AttentionDims;
 
 // DeviceGuard: common.cuh.
 
 inline Dims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v) {
-  TESSERA_CHECK(
-      q.dim() == 4 && k.dim() == 4 && k.shape() == v.shape() && q.size(0) == k.size(0) &&
-          k.size(1) > 0 && q.size(1) % k.size(1) == 0 && q.size(2) == k.size(2) &&
-          q.size(3) == k.size(3),
-      "cuda ", kernel,
-      ": expected q (B, H, T, D) and k, v (B, Hkv, T, D) with H a multiple of Hkv, got q ",
-      shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
-  TESSERA_CHECK(k.dtype() == q.dtype() && v.dtype() == q.dtype(), "cuda ", kernel,
-                ": dtypes differ: q ", dtype_name(q.dtype()), ", k ", dtype_name(k.dtype()), ", v ",
-                dtype_name(v.dtype()));
-  const int64_t D = q.size(3);
+  const Dims d = check_attention_qkv((std::string("cuda ") + kernel).c_str(), q, k, v);
+  const int64_t D = d.D;
   if (q.dtype() == DType::BF16) {
     TESSERA_CHECK(D == 64 || D == 128, "cuda ", kernel, ": bf16 head dim must be 64 or 128, got q ",
                   shape_str(q.shape()));
@@ -68,7 +58,7 @@ inline Dims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, cons
   for (const Tensor* t : {&q, &k, &v})
     TESSERA_CHECK(t->is_contiguous() && t->device().is_cuda(), "cuda ", kernel,
                   ": inputs must be contiguous CUDA tensors, got ", t->str());
-  return {q.size(0), q.size(1), k.size(1), q.size(2), D};
+  return d;
 }
 
 inline void check_like(const char* kernel, const char* name, const Tensor& t, const Shape& shape,

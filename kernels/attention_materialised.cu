@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "backend/attention_shapes.h"
 #include "backend/kernels.h"
 #include "common.cuh"
 #include "core.cuh"
@@ -39,8 +40,7 @@ using core::warp_reduce;
 // the kernels' static 32-float reduction scratch.
 constexpr int64_t kMaxSharedFloats = (48 * 1024 - 256) / 4;
 
-struct Dims {
-  int64_t B, H, Hkv, T, D;
+struct Dims : AttentionDims {
   // kv row j of query row bh's group, as an element offset of k or v.
   __device__ int64_t kv_row(int64_t bh, int64_t j) const {
     return (((bh / H) * Hkv + (bh % H) / (H / Hkv)) * T + j) * D;
@@ -150,15 +150,8 @@ __global__ void attention_backward_kv_kernel(T* dk, T* dv, const float* ds, cons
 // ---- entries ----------------------------------------------------------------------------------
 
 Dims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v) {
-  TESSERA_CHECK(
-      q.dim() == 4 && k.dim() == 4 && k.shape() == v.shape() && q.size(0) == k.size(0) &&
-          k.size(1) > 0 && q.size(1) % k.size(1) == 0 && q.size(2) == k.size(2) &&
-          q.size(3) == k.size(3),
-      "cuda kernel ", kernel,
-      ": expected q (B, H, T, D) and k, v (B, Hkv, T, D) with H a multiple of Hkv, got q ",
-      shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
+  const Dims d{check_attention_qkv((std::string("cuda kernel ") + kernel).c_str(), q, k, v)};
   core::check_args(kernel, q.dtype(), {{"q", q}, {"k", k}, {"v", v}});
-  const Dims d{q.size(0), q.size(1), k.size(1), q.size(2), q.size(3)};
   TESSERA_CHECK(d.T + d.D <= kMaxSharedFloats, "cuda kernel ", kernel, ": T + D = ", d.T + d.D,
                 " exceeds ", kMaxSharedFloats,
                 " (a row of scores in shared memory); use flash attention, q ",

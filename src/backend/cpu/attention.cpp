@@ -31,27 +31,14 @@
 #include <limits>
 #include <vector>
 
+#include "backend/attention_shapes.h"
 #include "backend/cpu/cpu.h"
 
 namespace tessera::cpu {
 namespace {
 
-struct Dims {
-  int64_t B, H, Hkv, T, D;
-};
-
-Dims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v) {
-  TESSERA_CHECK(
-      q.dim() == 4 && k.dim() == 4 && k.shape() == v.shape() && q.size(0) == k.size(0) &&
-          k.size(1) > 0 && q.size(1) % k.size(1) == 0 && q.size(2) == k.size(2) &&
-          q.size(3) == k.size(3),
-      kernel, ": expected q (B, H, T, D) and k, v (B, Hkv, T, D) with H a multiple of Hkv, got q ",
-      shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
-  TESSERA_CHECK(k.dtype() == q.dtype() && v.dtype() == q.dtype(), kernel, ": dtypes differ: q ",
-                dtype_name(q.dtype()), ", k ", dtype_name(k.dtype()), ", v ",
-                dtype_name(v.dtype()));
-  return {q.size(0), q.size(1), k.size(1), q.size(2), q.size(3)};
-}
+using Dims = AttentionDims;
+constexpr auto check_qkv = check_attention_qkv;
 
 void check_like(const char* kernel, const char* name, const Tensor& t, const Shape& shape,
                 DType dtype) {
