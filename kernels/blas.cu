@@ -1,9 +1,336 @@
-// Kernel-table entries of kernels/blas.cu (see common.cuh).
+// gemm through cuBLASLt: c (Bc, M, N) = alpha * op(a) @ op(b) + beta * c, row-major, batched, a
+// batch of 1 broadcast; the contract is src/backend/kernels.h's and the CPU twin's
+// (src/backend/cpu/matmul.cpp).
+//
+// Row-major onto column-major: a row-major (R, C) matrix read column-major is its transpose (C, R)
+// with leading dimension C. So cuBLASLt computes C^T = op(b)^T op(a)^T: its operand "A" is our b,
+// its "B" is our a, and its (N, M) column-major output is our (M, N) row-major c. Our trans flags
+// carry over unchanged: b stored (K, N) reads column-major as (N, K) = op(b)^T, no transpose
+// needed.
+//
+// Precision (the mixed-precision policy's matmuls):
+//   bf16 operands and output, f32 accumulation: CUBLAS_COMPUTE_32F, f32 alpha and beta;
+//   f32: CUBLAS_COMPUTE_32F, true f32 products. TESSERA_TF32=1 in the environment opts into TF32
+//        tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32: 10-bit mantissa products, ~1e-3 relative);
+//   f64: CUBLAS_COMPUTE_64F (the CPU backend's gradient-check dtype; slow on GPUs, for tests).
+//
+// Batches. When b is shared (batch 1) and a is not transposed -- every Linear, x (B, T, C) @ W^T --
+// a's batches are consecutive rows, so the batch folds into M and one plain gemm runs. Otherwise a
+// strided-batched gemm, a broadcast operand given batch stride 0; should the heuristic offer no
+// algorithm for that, the batches run one by one.
+//
+// One cuBLASLt handle and one workspace per device, created on first use. The plan for each
+// distinct problem (descriptors plus the heuristic's algorithm) is cached, so a training step makes
+// no heuristic queries after its first. The heuristic is told the operands' real alignment (views
+// at an offset are not 256-byte aligned, which the heuristic otherwise assumes).
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <unordered_map>
+
+#include "backend/cuda.h"
 #include "backend/kernels.h"
+#include "blas.cuh"
 #include "common.cuh"
 
 namespace tessera::cuda {
+namespace {
 
-void add_blas_kernels(Kernels&) {}
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;  // cuBLAS's recommendation for Hopper
+constexpr int kMaxDevices = 64;
+
+struct DeviceBlas {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+};
+
+DeviceBlas& device_blas(int device) {
+  static std::mutex mu;
+  static DeviceBlas* per_device = new DeviceBlas[kMaxDevices];  // never destroyed: see allocator.cu
+  TESSERA_CHECK(device >= 0 && device < kMaxDevices, "gemm: device index ", device);
+  std::lock_guard<std::mutex> lock(mu);
+  DeviceBlas& d = per_device[device];
+  if (!d.handle) {
+    CUBLAS_CHECK(cublasLtCreate(&d.handle));
+    d.workspace = device_malloc(kWorkspaceBytes, device);
+  }
+  return d;
+}
+
+bool tf32_allowed() {
+  static const bool on = [] {
+    const char* e = std::getenv("TESSERA_TF32");
+    return e && std::strcmp(e, "1") == 0;
+  }();
+  return on;
+}
+
+// The largest power of two (<= 256) dividing the address and, for a batched operand, the byte
+// stride between batches: what every batch's start is aligned to.
+uint32_t alignment(const void* p, int64_t stride_bytes) {
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p) | uintptr_t(stride_bytes);
+  uint32_t a = 256;
+  while (a > 1 && (u % a) != 0) a /= 2;
+  return a;
+}
+
+// One problem as cuBLASLt sees it, in our row-major terms.
+struct Key {
+  int device;
+  DType dtype;
+  bool trans_a, trans_b, tf32;
+  int64_t M, N, K;
+  int32_t batch;
+  int64_t stride_a, stride_b, stride_c;  // in elements; 0 = broadcast (or batch 1)
+  uint32_t align_a, align_b, align_c;
+  bool operator==(const Key&) const = default;
+};
+
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    size_t h = 0;
+    auto mix = [&h](uint64_t v) {
+      h ^= std::hash<uint64_t>{}(v) + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    };
+    mix(uint64_t(k.device)), mix(uint64_t(k.dtype)), mix(k.trans_a), mix(k.trans_b), mix(k.tf32);
+    mix(uint64_t(k.M)), mix(uint64_t(k.N)), mix(uint64_t(k.K)), mix(uint64_t(k.batch));
+    mix(uint64_t(k.stride_a)), mix(uint64_t(k.stride_b)), mix(uint64_t(k.stride_c));
+    mix(k.align_a), mix(k.align_b), mix(k.align_c);
+    return h;
+  }
+};
+
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t lt_a = nullptr, lt_b = nullptr, lt_c = nullptr;  // cuBLASLt's A, B, C=D
+  cublasLtMatmulAlgo_t algo{};
+  bool found = false;  // false: the heuristic offered nothing for this problem (see status)
+  cublasStatus_t status = CUBLAS_STATUS_SUCCESS;  // the heuristic query's
+  bool f64 = false;                               // alpha and beta are doubles (else floats)
+};
+
+cudaDataType_t data_type(DType t) {
+  switch (t) {
+    case DType::BF16:
+      return CUDA_R_16BF;
+    case DType::F32:
+      return CUDA_R_32F;
+    case DType::F64:
+      return CUDA_R_64F;
+    default:
+      TESSERA_FAIL("gemm: dtype ", dtype_name(t), " is not supported on CUDA");
+  }
+}
+
+cublasLtMatrixLayout_t layout(cudaDataType_t type, int64_t rows, int64_t cols, int32_t batch,
+                              int64_t stride) {
+  cublasLtMatrixLayout_t l = nullptr;
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&l, type, uint64_t(rows), uint64_t(cols), rows));
+  if (batch > 1) {
+    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch,
+                                                  sizeof batch));
+    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                  &stride, sizeof stride));
+  }
+  return l;
+}
+
+Plan make_plan(const Key& k, cublasLtHandle_t handle) {
+  Plan p;
+  const cudaDataType_t type = data_type(k.dtype);
+  p.f64 = k.dtype == DType::F64;
+  const cublasComputeType_t compute = p.f64 ? CUBLAS_COMPUTE_64F
+                                      : (k.dtype == DType::F32 && k.tf32)
+                                          ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                          : CUBLAS_COMPUTE_32F;
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, compute, p.f64 ? CUDA_R_64F : CUDA_R_32F));
+  const cublasOperation_t op_a = k.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLASLt's A is our b
+  const cublasOperation_t op_b = k.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLASLt's B is our a
+  CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
+  CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
+  // Stored shapes, column-major: b is (N, K) or, when trans_b, (K, N); a is (K, M) or (M, K).
+  p.lt_a = k.trans_b ? layout(type, k.K, k.N, k.batch, k.stride_b)
+                     : layout(type, k.N, k.K, k.batch, k.stride_b);
+  p.lt_b = k.trans_a ? layout(type, k.M, k.K, k.batch, k.stride_a)
+                     : layout(type, k.K, k.M, k.batch, k.stride_a);
+  p.lt_c = layout(type, k.N, k.M, k.batch, k.stride_c);
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t ws = kWorkspaceBytes;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                    &ws, sizeof ws));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &k.align_b, sizeof k.align_b));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &k.align_a, sizeof k.align_a));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &k.align_c, sizeof k.align_c));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &k.align_c, sizeof k.align_c));
+  cublasLtMatmulHeuristicResult_t result{};
+  int returned = 0;
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.lt_a, p.lt_b, p.lt_c,
+                                                           p.lt_c, pref, 1, &result, &returned);
+  cublasLtMatmulPreferenceDestroy(pref);
+  // Not an error yet: a batched problem falls back to one gemm per batch, and only a problem that
+  // no algorithm takes even then is reported (with this status).
+  p.status = st == CUBLAS_STATUS_SUCCESS && returned == 0 ? CUBLAS_STATUS_NOT_SUPPORTED : st;
+  if (st == CUBLAS_STATUS_SUCCESS && returned > 0) {
+    p.algo = result.algo;
+    p.found = true;
+  }
+  return p;
+}
+
+// The cached plan of a problem (made on first sight; plans live as long as the process).
+const Plan& plan_for(const Key& k, cublasLtHandle_t handle) {
+  static std::mutex mu;
+  static auto* plans = new std::unordered_map<Key, Plan, KeyHash>();
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = plans->find(k);
+  if (it == plans->end()) it = plans->emplace(k, make_plan(k, handle)).first;
+  return it->second;  // node-based map: the reference survives later insertions
+}
+
+// c = beta * c (c = 0 when beta == 0, NaNs included): the whole gemm when K == 0.
+template <typename T>
+__global__ void scale_kernel(T* c, int64_t n, double beta) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) c[i] = beta == 0 ? T(0) : T(beta * double(c[i]));
+}
+__global__ void scale_bf16_kernel(uint16_t* c, int64_t n, float beta) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  if (beta == 0.0f) {
+    c[i] = 0;
+    return;
+  }
+  const float v = __uint_as_float(uint32_t(c[i]) << 16) * beta;
+  const uint32_t u = __float_as_uint(v);
+  c[i] = ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu))
+             ? uint16_t((u >> 16) | 0x0040u)
+             : uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+void scale_c(const Tensor& c, double beta) {
+  const int64_t n = c.numel();
+  const unsigned blocks = unsigned((n + 255) / 256);
+  switch (c.dtype()) {
+    case DType::F32:
+      scale_kernel<<<blocks, 256>>>(static_cast<float*>(c.data_ptr()), n, beta);
+      break;
+    case DType::F64:
+      scale_kernel<<<blocks, 256>>>(static_cast<double*>(c.data_ptr()), n, beta);
+      break;
+    default:
+      scale_bf16_kernel<<<blocks, 256>>>(static_cast<uint16_t*>(c.data_ptr()), n, float(beta));
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+struct Mat {
+  int64_t batch, rows, cols;
+};
+
+Mat as_batched(const Tensor& t, const char* name) {
+  TESSERA_CHECK(t.dim() == 2 || t.dim() == 3, "cuda gemm: ", name, " must be 2-D or 3-D, got ",
+                shape_str(t.shape()));
+  TESSERA_CHECK(t.is_contiguous(), "cuda gemm: ", name, " ", shape_str(t.shape()),
+                " is not contiguous");
+  if (t.dim() == 2) return {1, t.size(0), t.size(1)};
+  return {t.size(0), t.size(1), t.size(2)};
+}
+
+void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
+          double alpha, double beta) {
+  const Mat mc = as_batched(c, "c"), ma = as_batched(a, "a"), mb = as_batched(b, "b");
+  const int64_t M = mc.rows, N = mc.cols;
+  const int64_t K = trans_a ? ma.rows : ma.cols;
+  const int64_t am = trans_a ? ma.cols : ma.rows;
+  const int64_t bk = trans_b ? mb.cols : mb.rows, bn = trans_b ? mb.rows : mb.cols;
+  TESSERA_CHECK(am == M && bk == K && bn == N, "cuda gemm: shapes do not agree: c ",
+                shape_str(c.shape()), " = a ", shape_str(a.shape()), (trans_a ? "^T" : ""), " @ b ",
+                shape_str(b.shape()), (trans_b ? "^T" : ""));
+  TESSERA_CHECK((ma.batch == 1 || ma.batch == mc.batch) && (mb.batch == 1 || mb.batch == mc.batch),
+                "cuda gemm: batch sizes do not agree: c ", shape_str(c.shape()), ", a ",
+                shape_str(a.shape()), ", b ", shape_str(b.shape()));
+  TESSERA_CHECK(a.dtype() == c.dtype() && b.dtype() == c.dtype(), "cuda gemm: dtypes differ: c ",
+                dtype_name(c.dtype()), ", a ", dtype_name(a.dtype()), ", b ",
+                dtype_name(b.dtype()));
+  check_same_device("cuda gemm", {&c, &a, &b});
+  TESSERA_CHECK(c.device().is_cuda(), "cuda gemm: c must be a CUDA tensor, got ", c.str());
+  if (M == 0 || N == 0 || mc.batch == 0) return;
+  const int device = c.device().index;
+  DeviceGuard guard(device);
+  if (K == 0) {  // no products: c = beta * c, which cuBLASLt would not do for us
+    scale_c(c, beta);
+    return;
+  }
+
+  Key k{};
+  k.device = device, k.dtype = c.dtype(), k.trans_a = trans_a, k.trans_b = trans_b;
+  k.tf32 = c.dtype() == DType::F32 && tf32_allowed();
+  k.M = M, k.N = N, k.K = K;
+  int64_t batch = mc.batch;
+  int64_t sa = ma.batch == 1 ? 0 : ma.rows * ma.cols, sb = mb.batch == 1 ? 0 : mb.rows * mb.cols;
+  int64_t sc = M * N;
+  if (batch > 1 && mb.batch == 1 && ma.batch == batch && !trans_a) {
+    k.M = M * batch;  // a (batch, M, K) is one (batch M, K) matrix; c likewise (batch M, N)
+    batch = 1, sa = sb = sc = 0;
+  }
+  if (batch == 1) sa = sb = sc = 0;
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  TESSERA_CHECK(k.M <= kMax && N <= kMax && K <= kMax && batch <= kMax,
+                "cuda gemm: dimensions beyond 2^31 - 1: c ", shape_str(c.shape()), " = a ",
+                shape_str(a.shape()), " @ b ", shape_str(b.shape()));
+  k.batch = int32_t(batch);
+  k.stride_a = sa, k.stride_b = sb, k.stride_c = sc;
+  const int64_t es = int64_t(dtype_size(c.dtype()));
+  k.align_a = alignment(a.data_ptr(), sa * es);
+  k.align_b = alignment(b.data_ptr(), sb * es);
+  k.align_c = alignment(c.data_ptr(), sc * es);
+
+  DeviceBlas& blas = device_blas(device);
+  const float alpha_f = float(alpha), beta_f = float(beta);
+  auto run = [&](const Plan& p, const void* pa, const void* pb, void* pc) {
+    const void* al = p.f64 ? static_cast<const void*>(&alpha) : &alpha_f;
+    const void* be = p.f64 ? static_cast<const void*>(&beta) : &beta_f;
+    CUBLAS_CHECK(cublasLtMatmul(blas.handle, p.desc, al, pb, p.lt_a, pa, p.lt_b, be, pc, p.lt_c, pc,
+                                p.lt_c, &p.algo, blas.workspace, kWorkspaceBytes, 0));
+  };
+  auto need = [&](const Plan& p) {
+    TESSERA_CHECK(p.found, "cuda gemm: cuBLASLt has no algorithm for c ", shape_str(c.shape()),
+                  " = a ", shape_str(a.shape()), (trans_a ? "^T" : ""), " @ b ",
+                  shape_str(b.shape()), (trans_b ? "^T" : ""), " in ", dtype_name(c.dtype()),
+                  " (alignments ", k.align_a, "/", k.align_b, "/", k.align_c, " bytes; ",
+                  cublasLtGetStatusName(p.status), ")");
+  };
+  const Plan& plan = plan_for(k, blas.handle);
+  if (plan.found || batch == 1) {
+    need(plan);
+    run(plan, a.data_ptr(), b.data_ptr(), c.data_ptr());
+    return;
+  }
+  // No batched algorithm for this layout (a broadcast stride, say): one gemm per batch.
+  Key one = k;
+  one.batch = 1, one.stride_a = one.stride_b = one.stride_c = 0;
+  const Plan& single = plan_for(one, blas.handle);
+  need(single);
+  const char* pa = static_cast<const char*>(a.data_ptr());
+  const char* pb = static_cast<const char*>(b.data_ptr());
+  char* pc = static_cast<char*>(c.data_ptr());
+  for (int64_t i = 0; i < batch; ++i)
+    run(single, pa + i * sa * es, pb + i * sb * es, pc + i * sc * es);
+}
+
+}  // namespace
+
+void add_blas_kernels(Kernels& k) { k.gemm = gemm; }
 
 }  // namespace tessera::cuda

@@ -4,6 +4,7 @@
 
 #include "backend/cuda.h"
 #include "backend/kernels.h"
+#include "allocator.cuh"
 #include "common.cuh"
 
 namespace tessera::cuda {
@@ -130,20 +131,15 @@ int device_count() {
   return n;
 }
 
+// Through the caching allocator (allocator.cu): a freed block is kept and handed out again.
 void* device_malloc(size_t nbytes, int device) {
-  TESSERA_CHECK(device_count() > device, "CUDA device ", device, " requested but ",
-                device_count(), " device(s) found");
-  DeviceGuard guard(device);
-  void* p = nullptr;
-  if (nbytes) CUDA_CHECK(cudaMalloc(&p, nbytes));
-  return p;
+  static const int count = device_count();  // asked once: it cannot change within a process
+  TESSERA_CHECK(device >= 0 && device < count, "CUDA device ", device, " requested but ", count,
+                " device(s) found");
+  return alloc::allocate(nbytes, device);
 }
 
-void device_free(void* ptr, int device) {
-  if (!ptr) return;
-  DeviceGuard guard(device);
-  cudaFree(ptr);  // never throws from a destructor path
-}
+void device_free(void* ptr, int device) { alloc::release(ptr, device); }  // never throws
 
 void copy_to_device(void* dst, const void* src, size_t nbytes, int device) {
   DeviceGuard guard(device);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace tessera {
 struct Kernels;
@@ -20,6 +21,24 @@ void copy_to_device(void* dst, const void* src, size_t nbytes, int device);
 void copy_to_host(void* dst, const void* src, size_t nbytes, int device);
 void copy_device_to_device(void* dst, const void* src, size_t nbytes, int device);
 void synchronize(int device);
+
+// device_malloc/device_free go through a caching allocator (kernels/allocator.cu): freed blocks are
+// kept per device, binned by size class, and handed out again, so a training loop whose shapes
+// repeat calls cudaMalloc only in its first steps. Tensor-level counters (the bytes tensors asked
+// for: current and peak allocated) are core/storage.h's memory_stats; these are the allocator's.
+// TESSERA_CUDA_CACHE=0 in the environment turns the cache off (every free is a cudaFree), e.g. for
+// compute-sanitizer runs.
+struct DeviceMemoryStats {
+  int64_t reserved_bytes = 0;       // held from the driver: blocks in use + cached blocks
+  int64_t peak_reserved_bytes = 0;
+  int64_t in_use_bytes = 0;         // blocks handed out, counted at their size class
+  int64_t cached_bytes = 0;         // free blocks kept for reuse
+  int64_t cuda_malloc_calls = 0;    // real cudaMalloc calls since the start of the process
+  int64_t cuda_free_calls = 0;      // real cudaFree calls
+  int64_t cache_hits = 0;           // allocations served from the cache
+};
+DeviceMemoryStats device_memory_stats(int device);  // zeros in a build without CUDA
+void empty_cache(int device);  // returns every cached block of the device to the driver
 
 // The CUDA kernel table (src/backend/kernels.h). Entries the CUDA backend does not provide yet are
 // null; calling one raises an error that names the kernel.

@@ -20,6 +20,8 @@ void copy_to_device(void*, const void*, size_t, int) { no_cuda(); }
 void copy_to_host(void*, const void*, size_t, int) { no_cuda(); }
 void copy_device_to_device(void*, const void*, size_t, int) { no_cuda(); }
 void synchronize(int) { no_cuda(); }
+DeviceMemoryStats device_memory_stats(int) { return {}; }
+void empty_cache(int) {}
 const Kernels& kernels() { no_cuda(); }
 
 }  // namespace tessera::cuda

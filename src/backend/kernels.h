@@ -105,6 +105,25 @@ struct Kernels {
                              const Tensor& dout, const Tensor& q, const Tensor& k,
                              const Tensor& v, const Tensor& probs, double scale);
 
+  // ---- optimizer ----
+  // One fused AdamW step (optim/adamw.h: PyTorch's AdamW, decay first) over every element of
+  // param; all tensors contiguous with param's shape:
+  //   master, m, v: the state, f32 (f64 for an f64 param), updated in place;
+  //   grad: in param's dtype;
+  //   param: receives the new master rounded to its dtype (bf16), unless it is master itself (the
+  //          same storage: f32 and f64 parameters), when nothing more is written.
+  // bias_correction1 = 1 - beta1^t, bias_correction2 = 1 - beta2^t; weight_decay is 0 for a
+  // parameter that is not decayed. The scalar coefficients are formed in double; the element
+  // arithmetic runs in the state's type, one rounding per operation (no fused multiply-add), so the
+  // CUDA step gives the CPU's bits.
+  void (*adamw_step)(const Tensor& param, const Tensor& master, const Tensor& m, const Tensor& v,
+                     const Tensor& grad, double lr, double beta1, double beta2, double eps,
+                     double weight_decay, double bias_correction1, double bias_correction2);
+  // out (one element, f32 or f64, may be a view into a larger buffer) = sum of x^2 over every
+  // element of x (contiguous, f32, f64 or bf16), accumulated in double in an order fixed by numel
+  // alone: the same bits on every run. Global gradient norms (optim/clip.h) add these up.
+  void (*sum_squares)(const Tensor& out, const Tensor& x);
+
   // ---- NF4 (QLoRA, peft/nf4.h) ---- an (R, K) weight W stored as codes u8 (ceil(R K / 2)): element
   // e = r K + k is code byte e / 2, low nibble for even e; absmax f32 (ceil(R K / 64)): element e's
   // value is kNF4[code] * absmax[e / 64].

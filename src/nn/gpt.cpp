@@ -285,9 +285,11 @@ Tensor GPT::merge_heads(const Block& blk, const Tensor& y, bool training) const 
 Tensor GPT::attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training) const {
   ops::AttentionFn inner = [this](const Tensor& q, const Tensor& k, const Tensor& v) {
     if (cfg_.attention == AttentionKind::Softmax) {
-      // On the GPU the fused flash kernel; on the CPU the materialised reference, which is faster
-      // there than the flash reference's double loops.
-      return q.device().is_cpu() ? ops::attention(q, k, v) : ops::flash_attention(q, k, v);
+      // On the GPU the fused flash kernel (its tensor-core path takes head dims 64 and 128; other
+      // sizes use the materialised CUDA kernel); on the CPU the materialised reference, which is
+      // faster there than the flash reference's double loops.
+      const bool flash = !q.device().is_cpu() && (q.size(3) == 64 || q.size(3) == 128);
+      return flash ? ops::flash_attention(q, k, v) : ops::attention(q, k, v);
     }
     ops::StickBreakingOptions o;
     o.attend_current = cfg_.attend_current;

@@ -26,6 +26,12 @@ void check_param(const char* op, const char* name, const Tensor& x, const Tensor
                 " must be ", want, ", the last dimension of x)");
 }
 
+// Saved row statistics are f32 when x is bf16 (the mixed-precision policy: 8 bits of mantissa would
+// cost the backward its accuracy); otherwise x's dtype, as the CPU reference keeps them.
+Options stat_options(const Tensor& x) {
+  return x.dtype() == DType::BF16 ? Options(DType::F32, x.device()) : x.options();
+}
+
 }  // namespace
 
 Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
@@ -36,7 +42,7 @@ Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, doub
   const int64_t N = x.numel() / x.size(-1);
   Tensor X = detail::dense(x), W = detail::dense(weight);
   Tensor y = Tensor::empty(x.shape(), x.options());
-  Tensor mean = Tensor::empty({N}, x.options()), rstd = Tensor::empty({N}, x.options());
+  Tensor mean = Tensor::empty({N}, stat_options(x)), rstd = Tensor::empty({N}, stat_options(x));
   TESSERA_KERNEL(x, layernorm_forward)(y, mean, rstd, X, W, detail::dense(bias), eps);
   return record("layernorm", y, {x, weight, bias},
                 [X, W, mean, rstd](const Tensor& dy, GradSink& g) {
@@ -57,7 +63,7 @@ Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps) {
   const int64_t N = x.numel() / x.size(-1);
   Tensor X = detail::dense(x), W = detail::dense(weight);
   Tensor y = Tensor::empty(x.shape(), x.options());
-  Tensor rstd = Tensor::empty({N}, x.options());
+  Tensor rstd = Tensor::empty({N}, stat_options(x));
   TESSERA_KERNEL(x, rmsnorm_forward)(y, rstd, X, W, eps);
   return record("rmsnorm", y, {x, weight}, [X, W, rstd](const Tensor& dy, GradSink& g) {
     Tensor dx = Tensor::empty(X.shape(), X.options());

@@ -67,9 +67,13 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 
   Tensor L = detail::dense(logits).view({N, V});
   Tensor T = detail::dense(targets).view({N});
-  Tensor losses = Tensor::empty({N}, logits.options());
-  Tensor lse = Tensor::empty({N}, logits.options());
-  Tensor loss = Tensor::empty({}, logits.options());
+  // bf16 logits: per-row losses, lse and the mean loss are f32 (the mixed-precision policy: the
+  // loss is reported and differentiated in f32); otherwise the logits' dtype.
+  const Options stat = logits.dtype() == DType::BF16 ? Options(DType::F32, logits.device())
+                                                      : logits.options();
+  Tensor losses = Tensor::empty({N}, stat);
+  Tensor lse = Tensor::empty({N}, stat);
+  Tensor loss = Tensor::empty({}, stat);
   // The mean over valid rows only; with none, every loss is 0 and so is the result.
   const double inv = n_valid ? 1.0 / double(n_valid) : 0.0;
   TESSERA_KERNEL(L, cross_entropy_forward)(losses, lse, L, T, ignore_index);
@@ -78,13 +82,14 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 
   Shape logits_shape = logits.shape();
   return record("cross_entropy", loss, {logits},
-                [L, T, lse, valid, inv, ignore_index, logits_shape](const Tensor& dy, GradSink& g) {
+                [L, T, lse, valid, inv, ignore_index, logits_shape, stat](const Tensor& dy,
+                                                                          GradSink& g) {
                   // The upstream gradient is one number; spreading it over the rows on the host
                   // costs one transfer of N values.
                   const double d = dy.item() * inv;
                   std::vector<double> per_row(valid->size());
                   for (size_t n = 0; n < per_row.size(); ++n) per_row[n] = (*valid)[n] ? d : 0.0;
-                  Tensor dlosses = from_vector<double>(per_row, {L.size(0)}, L.options());
+                  Tensor dlosses = from_vector<double>(per_row, {L.size(0)}, stat);
                   Tensor dlogits = Tensor::empty(L.shape(), L.options());
                   TESSERA_KERNEL(L, cross_entropy_backward)(dlogits, dlosses, L, lse, T,
                                                             ignore_index);

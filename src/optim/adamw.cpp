@@ -1,57 +1,16 @@
-// AdamW update: one fused loop per parameter over contiguous host memory (n = numel).
-//   w (n) master weights, m (n), v (n): state type S (float, or double for f64 parameters)
-//   g (n): the gradient, in the parameter's dtype G (S, or bf16 for bf16 parameters)
-//   out (n): the bf16 parameter that receives round(w), or null when w is the parameter
-// The per-element arithmetic follows PyTorch's single-tensor AdamW (torch/optim/adamw.py), so a
-// golden comparison against PyTorch differs only by rounding:
-//   p *= 1 - lr wd;  denom = sqrt(v) / sqrt(1 - b2^t) + eps;  p -= (lr / (1 - b1^t)) * (m / denom)
-// which is the header's formula rearranged. The scalar coefficients are computed once in double.
-// PyTorch updates m with lerp(m, g, 1 - b1); we use b1 m + (1 - b1) g, equal up to rounding.
-// Elements are independent, so the OpenMP split does not change any result.
+// AdamW: the bookkeeping (state, checks, checkpoints). The update itself is the kernel table's
+// adamw_step (src/backend/kernels.h), one fused pass per parameter on the parameter's device: the
+// CPU twin in src/backend/cpu/optim.cpp follows PyTorch's single-tensor AdamW step for step, and
+// the CUDA one (kernels/optim.cu) reproduces the CPU's bits.
 #include "optim/adamw.h"
 
 #include <cmath>
-#include <type_traits>
 
 #include "autograd/autograd.h"
+#include "backend/kernels.h"
 
 namespace tessera {
 namespace {
-
-struct Coefs {
-  double decay;      // 1 - lr * wd, or 1 for a parameter without decay
-  double b1, b2, eps;
-  double step_size;  // lr / (1 - b1^t)
-  double bc2_sqrt;   // sqrt(1 - b2^t)
-};
-
-template <typename S, typename G>
-inline S load(const G& g) {
-  if constexpr (std::is_same_v<G, bf16>) {
-    return S(float(g));
-  } else {
-    return S(g);
-  }
-}
-
-template <typename S, typename G>
-void adamw_update(S* w, S* m, S* v, const G* g, bf16* out, int64_t n, const Coefs& c) {
-  const S decay = S(c.decay), b1 = S(c.b1), b2 = S(c.b2), eps = S(c.eps);
-  const S one_minus_b1 = S(1.0 - c.b1), one_minus_b2 = S(1.0 - c.b2);
-  const S step_size = S(c.step_size), bc2_sqrt = S(c.bc2_sqrt);
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    const S gi = load<S>(g[i]);
-    const S mi = b1 * m[i] + one_minus_b1 * gi;
-    const S vi = b2 * v[i] + one_minus_b2 * gi * gi;
-    S p = w[i] * decay;
-    p -= step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
-    m[i] = mi;
-    v[i] = vi;
-    w[i] = p;
-    if (out) out[i] = bf16(float(p));
-  }
-}
 
 // f64 parameters keep f64 state (so tests can compare against double arithmetic); all others f32.
 DType state_dtype(DType param) { return param == DType::F64 ? DType::F64 : DType::F32; }
@@ -108,8 +67,6 @@ void AdamW::step(double lr) {
     const auto& [name, p] = params_[i];
     const Tensor& g = p.grad();
     if (!g.defined()) continue;
-    TESSERA_CHECK(p.device().is_cpu(), "AdamW on ", p.device().str(),
-                  " arrives with the CUDA backend (parameter '", name, "')");
     TESSERA_CHECK(g.shape() == p.shape() && g.dtype() == p.dtype() && g.device() == p.device(),
                   "AdamW: gradient of '", name, "' is ", g.str(), " but the parameter is ",
                   p.str());
@@ -123,30 +80,9 @@ void AdamW::step(double lr) {
     const Tensor& grad = p.grad();
     if (!grad.defined() || p.numel() == 0) continue;
     const Slot& s = slots_[i];
-    const Coefs c{s.decay ? 1.0 - lr * opt_.weight_decay : 1.0,
-                  opt_.beta1,
-                  opt_.beta2,
-                  opt_.eps,
-                  lr / bc1,
-                  std::sqrt(bc2)};
-    const Tensor g = grad.is_contiguous() ? grad : grad.detach().contiguous();
-    const int64_t n = p.numel();
-    switch (p.dtype()) {
-      case DType::F32:
-        adamw_update(s.master.data<float>(), s.m.data<float>(), s.v.data<float>(), g.data<float>(),
-                     nullptr, n, c);
-        break;
-      case DType::F64:
-        adamw_update(s.master.data<double>(), s.m.data<double>(), s.v.data<double>(),
-                     g.data<double>(), nullptr, n, c);
-        break;
-      case DType::BF16:
-        adamw_update(s.master.data<float>(), s.m.data<float>(), s.v.data<float>(), g.data<bf16>(),
-                     p.data<bf16>(), n, c);
-        break;
-      default:
-        TESSERA_FAIL("AdamW: parameter '", params_[i].name, "' has dtype ", dtype_name(p.dtype()));
-    }
+    const Tensor g = grad.is_contiguous() ? grad.detach() : grad.detach().contiguous();
+    TESSERA_KERNEL(p, adamw_step)(p.detach(), s.master, s.m, s.v, g, lr, opt_.beta1, opt_.beta2,
+                                  opt_.eps, s.decay ? opt_.weight_decay : 0.0, bc1, bc2);
   }
 }
 

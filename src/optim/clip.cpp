@@ -1,9 +1,9 @@
-// Global gradient norm and clipping. On the CPU the sum of squares and the scaling are plain loops
-// over the gradient (f32, f64 or bf16) with the arithmetic in double. On another device both are
-// composed from the kernel table: g * g and a sum in f32, the device's compute type, with only the
-// per-tensor total coming back to the host (totals are summed in double), and axpby for the
-// scaling. Leaf gradients are their parameter's own storage (autograd/engine.cpp), so scaling them
-// in place touches nothing else.
+// Global gradient norm and clipping. Each gradient's sum of squares is the kernel table's
+// sum_squares (double accumulation in a fixed order on every device: src/backend/cpu/optim.cpp,
+// kernels/optim.cu), written into one buffer per device, so a GPU run reads all its per-parameter
+// sums back in one transfer; the host adds them in parameter order, in double. Scaling is a plain
+// loop on the CPU (arithmetic in double) and axpby elsewhere. Leaf gradients are their parameter's
+// own storage (autograd/engine.cpp), so scaling them in place touches nothing else.
 #include "optim/clip.h"
 
 #include <algorithm>
@@ -29,40 +29,6 @@ void visit_grad(const std::string& name, const Tensor& g, F&& f) {
   }
 }
 
-double sum_squares(const std::string& name, const Tensor& grad) {
-  const int64_t n = grad.numel();
-  if (n == 0) return 0.0;
-  const Tensor g = grad.is_contiguous() ? grad.detach() : grad.detach().contiguous();
-  if (g.device().is_cpu()) {
-    // Fixed blocks summed in order: the same bits for any thread count, so a resumed run (maybe
-    // with another OMP_NUM_THREADS) clips exactly as the uninterrupted one did.
-    constexpr int64_t kBlock = 65536;
-    const int64_t blocks = (n + kBlock - 1) / kBlock;
-    std::vector<double> partial(size_t(blocks), 0.0);
-    visit_grad(name, g, [&](auto z) {
-      using T = decltype(z);
-      const T* p = static_cast<const T*>(g.data_ptr());
-#pragma omp parallel for if (blocks > 1)
-      for (int64_t b = 0; b < blocks; ++b) {
-        double acc = 0.0;
-        for (int64_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) {
-          acc += convert<double>(p[i]) * convert<double>(p[i]);
-        }
-        partial[size_t(b)] = acc;
-      }
-    });
-    double acc = 0.0;
-    for (double x : partial) acc += x;
-    return acc;
-  }
-  const Tensor g32 = g.dtype() == DType::F32 ? g : g.to(DType::F32);
-  Tensor sq = Tensor::empty(g32.shape(), g32.options());
-  TESSERA_KERNEL(g32, binary)(BinaryOp::Mul, sq, g32, g32);
-  Tensor total = Tensor::empty({1}, g32.options());
-  TESSERA_KERNEL(g32, sum_dim)(total, sq, 1, n, 1);
-  return total.item();
-}
-
 // grad *= s in place.
 void scale_grad(const std::string& name, const Tensor& grad, double s) {
   const int64_t n = grad.numel();
@@ -85,11 +51,36 @@ void scale_grad(const std::string& name, const Tensor& grad, double s) {
 
 double grad_norm(const std::vector<NamedParam>& params) {
   NoGradGuard no_grad;
-  double total = 0.0;
+  struct Item {
+    Tensor grad;
+    double sum = 0.0;
+  };
+  std::vector<Item> items;
   for (const auto& [name, p] : params) {
     const Tensor& g = p.grad();
-    if (g.defined()) total += sum_squares(name, g);
+    if (!g.defined() || g.numel() == 0) continue;
+    visit_grad(name, g, [](auto) {});  // f32, f64 or bf16, or an error naming the parameter
+    items.push_back({g.is_contiguous() ? g.detach() : g.detach().contiguous()});
   }
+  // One buffer of sums per device, read back once.
+  std::vector<bool> done(items.size(), false);
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (done[i]) continue;
+    const Device dev = items[i].grad.device();
+    std::vector<size_t> here;
+    for (size_t j = i; j < items.size(); ++j)
+      if (!done[j] && items[j].grad.device() == dev) here.push_back(j);
+    Tensor sums = Tensor::empty({int64_t(here.size())}, {DType::F64, dev});
+    for (size_t k = 0; k < here.size(); ++k)
+      TESSERA_KERNEL(sums, sum_squares)(sums.narrow(0, int64_t(k), 1), items[here[k]].grad);
+    const std::vector<double> host = sums.to_vector<double>();
+    for (size_t k = 0; k < here.size(); ++k) {
+      items[here[k]].sum = host[k];
+      done[here[k]] = true;
+    }
+  }
+  double total = 0.0;
+  for (const Item& it : items) total += it.sum;  // parameter order, whatever the devices
   return std::sqrt(total);
 }
 

@@ -39,6 +39,7 @@
 #include "optim/lomo.h"
 #include "optim/schedule.h"
 #include "peft/adapter.h"
+#include "train/device.h"
 #include "train/spike.h"
 
 namespace tessera::train {
@@ -222,6 +223,11 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       accum_(cfg.grad_accum_steps()),
       B_(cfg.train.batch_size),
       T_(cfg.sequence_length()) {
+  // Built on the CPU in f32 above (the same initial weights on every device), then placed.
+  if (const Placement where = placement(cfg); where.device.is_cuda()) {
+    place_model(model_, where.device, where.dtype);
+    params_ = named_params(model_.parameters());
+  }
   if (!cfg.checkpoint.init.empty()) load_init();
   if (cfg.lora.rank > 0) {
     lora_ = std::make_unique<peft::Lora>(model_, lora_options(cfg.lora), init_gen_);
@@ -328,7 +334,14 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
       TESSERA_CHECK(m != saved.end() && v != saved.end(), "checkpoint ", path,
                     ": no AdamW state for ", p.name, " (resume with the optimizer it was saved "
                     "with; --init takes the weights alone)");
-      state.push_back({p.name, m->second, v->second, Tensor()});
+      // A bf16 parameter's f32 master is saved beside m and v; without one (an older file), the
+      // master restarts from the weights just loaded rather than keep this run's initial ones.
+      auto master = saved.find(p.name + "/master");
+      const bool own_master = p.param.dtype() != DType::F32 && p.param.dtype() != DType::F64;
+      state.push_back({p.name, m->second, v->second,
+                       master != saved.end() ? master->second
+                       : own_master          ? p.param.detach()
+                                             : Tensor()});
     }
     adamw_->load_state(state);
     adamw_->set_step_count(get_int(ck, path, "optimizer_step"));
@@ -378,9 +391,15 @@ std::string Trainer::save(int64_t done) {
     ck.model = model_.parameters();
   }
   if (adamw_) {
-    for (const StateEntry& e : adamw_->state()) {
+    const std::vector<StateEntry> state = adamw_->state();  // in parameter order
+    for (size_t i = 0; i < state.size(); ++i) {
+      const StateEntry& e = state[i];
       ck.optimizer.emplace_back(e.name + "/m", e.m);
       ck.optimizer.emplace_back(e.name + "/v", e.v);
+      // An f32 master that is not the parameter itself (bf16 weights on CUDA): resume needs its
+      // low bits. CPU runs (f32 parameters) store no master: the weights are the master.
+      if (e.master.data_ptr() != params_[i].param.data_ptr())
+        ck.optimizer.emplace_back(e.name + "/master", e.master);
     }
   } else {
     ck.optimizer = fused_->state();
@@ -453,7 +472,8 @@ data::Batch Trainer::next_batch(int64_t* index) {
 
 Tensor Trainer::micro_loss(int64_t* index) {
   data::Batch b = next_batch(index);
-  Tensor loss = model_.loss(b.inputs, b.targets, true);
+  const Device dev = model_device(model_);  // batches come from the loader on the host
+  Tensor loss = model_.loss(b.inputs.to(dev), b.targets.to(dev), true);
   if (poisoned_.count(*index) && cfg_.spike.inject_kind != "corrupt") {
     const double s = cfg_.spike.inject_kind == "nan" ? std::nan("") : cfg_.spike.inject_scale;
     loss = ops::scale(loss, s);
@@ -648,6 +668,7 @@ TrainResult Trainer::run() {
                 "activations, gradients and temporaries",
                 double(peak) / (1 << 20), double(held) / (1 << 20), double(peak - held) / (1 << 20));
   log_ << line << std::endl;
+  if (dev.is_cuda()) log_ << "memory: " << device_memory_summary(dev) << std::endl;
   return result_;
 }
 
@@ -658,18 +679,18 @@ double evaluate(const nn::GPT& model, const Config& cfg, const std::string& patt
   NoGradGuard no_grad;
   data::DataLoader loader(loader_options(cfg, "data.val", pattern, false));
   const int64_t n = std::min(batches, loader.batches_per_epoch());
+  const Device dev = model_device(model);
   double sum = 0;
   for (int64_t i = 0; i < n; ++i) {
     data::Batch b = loader.next();
-    sum += model.loss(b.inputs, b.targets, false).item();
+    sum += model.loss(b.inputs.to(dev), b.targets.to(dev), false).item();
   }
   return sum / double(n);
 }
 
 TrainResult run_training(const Config& cfg, std::ostream& log) {
   cfg.validate();
-  TESSERA_CHECK(cfg.train.device == "cpu", "train.device: '", cfg.train.device,
-                "' is not available yet: training runs on the CPU backend (train.device: cpu)");
+  (void)placement(cfg);  // a CUDA run without CUDA (or with a CPU-only part) fails here, clearly
   Trainer trainer(cfg, log);
   return trainer.run();
 }

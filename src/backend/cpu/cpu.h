@@ -78,6 +78,11 @@ void attention_forward(const Tensor& out, const Tensor& probs, const Tensor& q, 
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
                         double scale);
+// optim.cpp
+void adamw_step(const Tensor& param, const Tensor& master, const Tensor& m, const Tensor& v,
+                const Tensor& grad, double lr, double beta1, double beta2, double eps,
+                double weight_decay, double bias_correction1, double bias_correction2);
+void sum_squares(const Tensor& out, const Tensor& x);
 // nf4.cpp
 void nf4_dequantize(const Tensor& out, const Tensor& codes, const Tensor& absmax);
 void nf4_matmul(const Tensor& c, const Tensor& a, const Tensor& codes, const Tensor& absmax,

@@ -39,6 +39,8 @@ const Kernels& kernels() {
       .rope = rope,
       .attention_forward = attention_forward,
       .attention_backward = attention_backward,
+      .adamw_step = adamw_step,
+      .sum_squares = sum_squares,
       .nf4_dequantize = nf4_dequantize,
       .nf4_matmul = nf4_matmul,
       .nf4_absmax_dequantize = nf4_absmax_dequantize,

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# GPT-2 124M training step on the GPU: tessera (build/bench_gpu) beside its PyTorch twin
+# (scripts/bench_gpu.py: torch.compile, F.scaled_dot_product_attention, bf16 autocast, fused AdamW),
+# then the fused kernels (layernorm, GELU, cross-entropy, AdamW) against PyTorch's, as one table.
+# A benchmark, not a test: it asserts nothing; it prints what it measured and on what.
+#
+#   scripts/bench_gpu.sh [batch size]        # default 8 sequences of 1024 tokens per step
+#   BENCH_STEPS=20 BENCH_WARMUP=5 RESULTS=bench-results scripts/bench_gpu.sh 16
+#
+# Builds first: with the Debian packages installed, an ordinary CMake build (build-bench/);
+# without them (the lent GPU machine), through scripts/build_offline.sh from third_party/debs/.
+# Results (JSON and logs) go to RESULTS, or to $OUT where that is set (the device machine's
+# output folder).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+B="${1:-${BATCH:-8}}"
+STEPS_N="${BENCH_STEPS:-20}"
+WARMUP_N="${BENCH_WARMUP:-5}"
+RESULTS="${RESULTS:-${OUT:-bench-results}}"
+mkdir -p "$RESULTS"
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
+
+# ---- build -------------------------------------------------------------------------------------
+if dpkg-query -W -f='${Status}' libyaml-cpp-dev 2>/dev/null | grep -q "install ok installed"; then
+  BUILD_DIR="${BUILD_DIR:-build-bench}"
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" >"$RESULTS/build.log" 2>&1 &&
+    cmake --build "$BUILD_DIR" -j"$(nproc)" --target bench_gpu >>"$RESULTS/build.log" 2>&1
+else
+  BUILD_DIR="${BUILD_DIR:-build-offline}"
+  STEPS=build TARGETS=bench_gpu BUILD_DIR="$BUILD_DIR" scripts/build_offline.sh >"$RESULTS/build.log" 2>&1
+  export LD_LIBRARY_PATH="${PREFIX:-$PWD/.deps/offline}/runtime-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+if [ ! -x "$BUILD_DIR/bench_gpu" ]; then
+  echo "bench_gpu.sh: the build failed; the end of $RESULTS/build.log:" >&2
+  tail -30 "$RESULTS/build.log" >&2
+  exit 1
+fi
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader 2>/dev/null |
+  sed 's/^/gpu: /' | tee "$RESULTS/gpu.txt"
+
+# ---- run both ----------------------------------------------------------------------------------
+rm -f "$RESULTS/tessera.json" "$RESULTS/pytorch.json"
+"$BUILD_DIR/bench_gpu" --config configs/gpt2-124m.yaml --batch-size "$B" \
+  --set train.seq_len=1024 --set train.total_batch_size=0 \
+  --steps "$STEPS_N" --warmup "$WARMUP_N" --json "$RESULTS/tessera.json" 2>&1 | tee "$RESULTS/tessera.log"
+PYTHONUNBUFFERED=1 python3 scripts/bench_gpu.py --batch-size "$B" --seq 1024 --steps "$STEPS_N" \
+  --warmup "$WARMUP_N" --json "$RESULTS/pytorch.json" 2>&1 | tee "$RESULTS/pytorch.log"
+
+# ---- the table ---------------------------------------------------------------------------------
+python3 - "$RESULTS" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+def load(name):
+    try:
+        with open(os.path.join(d, name)) as f:
+            return json.load(f)
+    except Exception:
+        return {}
+t, p = load("tessera.json"), load("pytorch.json")
+def fmt(v, nd=2):
+    return "n/a" if v is None else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{nd}f}")
+def ratio(a, b):
+    return "n/a" if a is None or b in (None, 0) else f"{a / b:.2f}x"
+print()
+print(f"GPT-2 124M training step, batch {t.get('batch', p.get('batch'))} x {t.get('seq', p.get('seq'))} tokens, "
+      f"on {p.get('device', 'the GPU')}; pytorch = {p.get('impl', 'n/a')}")
+print("FLOPs/token = 6N + 12 L H Q T (N without the position embedding, attention not halved); "
+      "MFU against 989 TFLOP/s (H100 SXM dense bf16)")
+rows = [("ms / step", "ms_per_step", 2), ("tokens / s", "tokens_per_s", 0), ("MFU %", "mfu", 1),
+        ("peak allocated MiB", "peak_alloc_mib", 0), ("peak reserved MiB", "peak_reserved_mib", 0),
+        ("loss, first step", "loss_first", 4), ("loss, last step", "loss_last", 4)]
+print(f"{'':22s} {'tessera':>12s} {'pytorch':>12s} {'tessera/pytorch':>16s}")
+for label, key, nd in rows:
+    a, b = t.get(key), p.get(key)
+    if key == "mfu":
+        a, b = (None if a is None else 100 * a), (None if b is None else 100 * b)
+    print(f"{label:22s} {fmt(a, nd):>12s} {fmt(b, nd):>12s} {ratio(a, b):>16s}")
+tk, pk = t.get("kernels", {}), p.get("kernels", {})
+if tk or pk:
+    print()
+    print(f"{'fused kernel (ms)':22s} {'tessera':>12s} {'pytorch':>12s} {'tessera/pytorch':>16s} {'tessera GB/s':>13s}")
+    for name in sorted(set(tk) | set(pk)):
+        a, b = tk.get(name, {}).get("ms"), pk.get(name, {}).get("ms")
+        gbs = None if a in (None, 0) else tk[name]["bytes"] / (a * 1e6)
+        print(f"{name:22s} {fmt(a, 3):>12s} {fmt(b, 3):>12s} {ratio(a, b):>16s} {fmt(gbs, 0):>13s}")
+    print("(pytorch backward = (forward + backward) - forward; its cross-entropy casts bf16 logits "
+          "to f32 as autocast does; AdamW: one flat tensor of the model's size, 28 bytes/element)")
+PY

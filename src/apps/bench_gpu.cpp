@@ -1,0 +1,278 @@
+// build/bench_gpu --config configs/gpt2-124m.yaml --batch-size 8 [--steps 20] [--warmup 5]
+//                 [--json FILE] [--no-kernels]
+//
+// A benchmark, not a test (DESIGN.md rule 7): the time of one training step of the configured model
+// on cuda:0 under the mixed-precision policy (train/device.h: bf16 weights and activations, f32
+// master weights and optimizer state), and the times of the fused kernels that step uses.
+// scripts/bench_gpu.sh runs it beside its PyTorch twin (scripts/bench_gpu.py) and prints both.
+//
+// One step = forward + loss, backward, global gradient norm and clipping (max norm 1), AdamW
+// (lr 6e-4, betas 0.9/0.95, weight decay 0.1 on matrices), zero_grad, and the loss read back to the
+// host (one synchronisation, as the training loop does). The batch is a fixed random (B, T) batch
+// already on the GPU: data loading is not timed. Timed steps follow warm-up steps; each step is
+// bracketed by device synchronisation and the median is reported.
+//
+// FLOPs per token: 6 N + 12 L H Q T (PaLM, Chowdhery et al. 2022, appendix B; llm.c's and nanoGPT's
+// estimate_mfu): N counts every parameter but the position embedding (the tied token embedding
+// counts: it is also the output head's matmul), L layers, H heads of dimension Q, T the sequence
+// length; the attention term is NOT halved for causal masking. MFU divides the achieved FLOP rate
+// by the H100 SXM's dense bf16 peak, 989 TFLOP/s (NVIDIA's datasheet; ~800 is reached on a large
+// matmul).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "autograd/autograd.h"
+#include "backend/cuda.h"
+#include "backend/kernels.h"
+#include "config/cli.h"
+#include "core/rng.h"
+#include "nn/gpt.h"
+#include "optim/adamw.h"
+#include "optim/clip.h"
+#include "train/device.h"
+#include "train/trainer.h"
+
+namespace {
+
+using namespace tessera;
+using Clock = std::chrono::steady_clock;
+
+constexpr double kPeakFlops = 989e12;  // H100 SXM dense bf16
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Mean time of one call of f over reps calls, after warm-up calls; the device is synchronised
+// before the clock starts and after the last call.
+double time_ms(const std::function<void()>& f, int warmup, int reps) {
+  for (int i = 0; i < warmup; ++i) f();
+  cuda::synchronize(0);
+  const auto t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) f();
+  cuda::synchronize(0);
+  return ms_since(t0) / reps;
+}
+
+std::string json_num(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+struct KernelRow {
+  std::string name, shape;
+  double ms = NAN;
+  double bytes = 0;  // the fewest bytes the kernel must move (each input read, output written once)
+  std::string note;
+};
+
+KernelRow row(std::string name, std::string shape, double bytes) {
+  KernelRow r;
+  r.name = std::move(name), r.shape = std::move(shape), r.bytes = bytes;
+  return r;
+}
+
+// The fused kernels of a GPT-2 step at its shapes: rows = B T, C channels, V vocabulary, hidden 4C.
+std::vector<KernelRow> bench_kernels(int64_t rows, int64_t C, int64_t V, int64_t params) {
+  const Device dev = Device::cuda(0);
+  const Options bf{DType::BF16, dev}, f32{DType::F32, dev};
+  Generator g(7);
+  std::vector<KernelRow> out;
+  auto run = [&](KernelRow r, const std::function<void()>& f) {
+    try {
+      r.ms = time_ms(f, 3, 20);
+    } catch (const std::exception& e) {
+      r.note = e.what();
+    }
+    out.push_back(r);
+  };
+  const auto shape = [](int64_t a, int64_t b) {
+    return "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+  };
+  {
+    Tensor x = randn({rows, C}, g).to(DType::BF16).to(dev), w = ones({C}, bf), b = zeros({C}, bf);
+    Tensor y = Tensor::empty({rows, C}, bf), dy = randn({rows, C}, g).to(DType::BF16).to(dev);
+    Tensor mean = Tensor::empty({rows}, f32), rstd = Tensor::empty({rows}, f32);
+    Tensor dx = Tensor::empty({rows, C}, bf), dw = Tensor::empty({C}, bf),
+           db = Tensor::empty({C}, bf);
+    run(row("layernorm_fwd", shape(rows, C), 4.0 * rows * C), [&] {
+      TESSERA_KERNEL(x, layernorm_forward)(y, mean, rstd, x, w, b, 1e-5);
+    });
+    run(row("layernorm_bwd", shape(rows, C), 6.0 * rows * C), [&] {
+      TESSERA_KERNEL(x, layernorm_backward)(dx, dw, db, dy, x, w, mean, rstd);
+    });
+  }
+  {
+    Tensor x = randn({rows, 4 * C}, g).to(DType::BF16).to(dev);
+    Tensor y = Tensor::empty({rows, 4 * C}, bf), dx = Tensor::empty({rows, 4 * C}, bf);
+    run(row("gelu_fwd", shape(rows, 4 * C), 4.0 * rows * 4 * C), [&] {
+      TESSERA_KERNEL(x, gelu_forward)(y, x);
+    });
+    run(row("gelu_bwd", shape(rows, 4 * C), 6.0 * rows * 4 * C), [&] {
+      TESSERA_KERNEL(x, gelu_backward)(dx, y, x);
+    });
+  }
+  {
+    Tensor logits = randn({rows, V}, g).to(DType::BF16).to(dev);
+    std::vector<int32_t> t(static_cast<size_t>(rows));
+    for (size_t i = 0; i < t.size(); ++i) t[i] = int32_t((i * 7919) % size_t(V));
+    Tensor targets = from_vector<int32_t>(t, {rows}, {DType::I32, dev});
+    Tensor losses = Tensor::empty({rows}, f32), lse = Tensor::empty({rows}, f32);
+    Tensor dlosses = full({rows}, 1.0 / double(rows), f32), dlogits = Tensor::empty({rows, V}, bf);
+    run(row("cross_entropy_fwd", shape(rows, V), 2.0 * rows * V), [&] {
+      TESSERA_KERNEL(logits, cross_entropy_forward)(losses, lse, logits, targets, -100);
+    });
+    run(row("cross_entropy_bwd", shape(rows, V), 4.0 * rows * V), [&] {
+      TESSERA_KERNEL(logits, cross_entropy_backward)(dlogits, dlosses, logits, lse, targets, -100);
+    });
+  }
+  {
+    // One flat tensor holding as many elements as the model: bf16 weights and gradient, f32
+    // master, m and v -- 28 bytes per element (the training step runs one launch per parameter).
+    Tensor p = randn({params}, g).to(DType::BF16).to(dev);
+    Tensor master = p.to(DType::F32), m = zeros({params}, f32), v = zeros({params}, f32);
+    Tensor grad = randn({params}, g).to(DType::BF16).to(dev);
+    run(row("adamw_step", "(" + std::to_string(params) + ")", 28.0 * double(params)), [&] {
+      TESSERA_KERNEL(p, adamw_step)(p, master, m, v, grad, 6e-4, 0.9, 0.95, 1e-8, 0.1, 0.5, 0.5);
+    });
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    cxxopts::Options options("bench_gpu", "Time a training step and the fused kernels on cuda:0");
+    options.add_options()("steps", "timed steps", cxxopts::value<int>()->default_value("20"))(
+        "warmup", "untimed steps first", cxxopts::value<int>()->default_value("5"))(
+        "json", "write the results here as one JSON object", cxxopts::value<std::string>())(
+        "no-kernels", "skip the per-kernel timings");
+    CommandLine cl = parse_command_line(argc, argv, options, /*config_required=*/false);
+    if (cl.help) {
+      std::cout << options.help() << "\n";
+      return 0;
+    }
+    TESSERA_CHECK(cuda::available(), "no CUDA device (or tessera was built without CUDA)");
+    const Config& cfg = cl.config;
+    const int steps = cl.args["steps"].as<int>(), warmup = cl.args["warmup"].as<int>();
+    const Device dev = Device::cuda(0);
+    const nn::GPTConfig mc = train::model_config(cfg.model, cfg.train);
+    const int64_t B = cfg.train.batch_size, T = cfg.sequence_length();
+
+    Generator init(uint64_t(cfg.train.seed));
+    nn::GPT model(mc, init);
+    train::place_model(model, dev, DType::BF16);
+    int64_t n_flop_params = 0;
+    for (const auto& [name, t] : model.parameters())
+      if (name.find("wpe") == std::string::npos &&
+          name.find("embed_positions") == std::string::npos)
+        n_flop_params += t.numel();
+    const double flops_per_token =
+        6.0 * double(n_flop_params) + 12.0 * double(mc.n_layer * mc.n_head * mc.head_dim() * T);
+    AdamW opt(named_params(model.parameters()),
+              {.lr = 6e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1});
+
+    Generator data(1234);
+    const std::vector<float> u = rand({2 * B * T}, data).to_vector<float>();
+    std::vector<int32_t> ids(u.size());
+    for (size_t i = 0; i < u.size(); ++i)
+      ids[i] = std::min(int32_t(mc.vocab_size - 1), int32_t(double(u[i]) * double(mc.vocab_size)));
+    const Tensor all = from_vector<int32_t>(ids, {2, B, T}, {DType::I32, dev});
+    const Tensor x = all.narrow(0, 0, 1).view({B, T}).contiguous();
+    const Tensor y = all.narrow(0, 1, 1).view({B, T}).contiguous();
+
+    std::cout << "bench_gpu: " << model.num_parameters() << " parameters (" << n_flop_params
+              << " in the FLOP count), L " << mc.n_layer << ", H " << mc.n_head << ", Q "
+              << mc.head_dim() << ", T " << T << ", B " << B << ", attention "
+              << cfg.model.attention << (cfg.train.recompute ? ", recompute" : "") << "\n";
+    auto step = [&] {
+      Tensor loss = model.loss(x, y, true);
+      loss.backward();
+      clip_grad_norm(opt.params(), 1.0);
+      opt.step(6e-4);
+      opt.zero_grad();
+      return loss.item();  // synchronises
+    };
+    const auto c0 = Clock::now();
+    double first_loss = NAN, last_loss = NAN;
+    for (int i = 0; i < warmup; ++i) {
+      const double l = step();
+      if (i == 0) first_loss = l;
+    }
+    std::cout << "bench_gpu: " << warmup << " warm-up steps in " << json_num(ms_since(c0) / 1000)
+              << " s\n";
+    reset_peak_memory(dev);
+    std::vector<double> times;
+    for (int i = 0; i < steps; ++i) {
+      cuda::synchronize(0);
+      const auto t0 = Clock::now();
+      last_loss = step();
+      cuda::synchronize(0);
+      times.push_back(ms_since(t0));
+    }
+    const double ms = median(times);
+    const double tok_s = double(B * T) / (ms / 1000.0);
+    const double mfu = flops_per_token * tok_s / kPeakFlops;
+    const MemoryStats mem = memory_stats(dev);
+    const cuda::DeviceMemoryStats pool = cuda::device_memory_stats(0);
+    const double mib = double(1 << 20);
+    std::printf(
+        "bench_gpu: %.2f ms/step (median of %d), %.0f tokens/s, MFU %.1f%% "
+        "(%.4g FLOP/token, 989 TFLOP/s peak); peak %.0f MiB allocated, %.0f MiB reserved; "
+        "loss %.4f -> %.4f\n",
+        ms, steps, tok_s, 100 * mfu, flops_per_token, double(mem.peak_bytes) / mib,
+        double(pool.peak_reserved_bytes) / mib, first_loss, last_loss);
+
+    std::vector<KernelRow> kernels;
+    if (!cl.args.count("no-kernels")) {
+      kernels = bench_kernels(B * T, mc.n_embd, mc.vocab_size, model.num_parameters());
+      for (const KernelRow& k : kernels) {
+        if (std::isfinite(k.ms))
+          std::printf("  %-18s %-18s %8.3f ms  %7.0f GB/s\n", k.name.c_str(), k.shape.c_str(), k.ms,
+                      k.bytes / (k.ms * 1e6));
+        else
+          std::printf("  %-18s %-18s n/a (%s)\n", k.name.c_str(), k.shape.c_str(), k.note.c_str());
+      }
+    }
+
+    if (cl.args.count("json")) {
+      std::ostringstream js;
+      js << "{\"impl\": \"tessera\", \"batch\": " << B << ", \"seq\": " << T
+         << ", \"params\": " << model.num_parameters() << ", \"flop_params\": " << n_flop_params
+         << ", \"flops_per_token\": " << json_num(flops_per_token)
+         << ", \"ms_per_step\": " << json_num(ms) << ", \"tokens_per_s\": " << json_num(tok_s)
+         << ", \"mfu\": " << json_num(mfu)
+         << ", \"peak_alloc_mib\": " << json_num(double(mem.peak_bytes) / mib)
+         << ", \"peak_reserved_mib\": " << json_num(double(pool.peak_reserved_bytes) / mib)
+         << ", \"loss_first\": " << json_num(first_loss)
+         << ", \"loss_last\": " << json_num(last_loss) << ", \"kernels\": {";
+      for (size_t i = 0; i < kernels.size(); ++i)
+        js << (i ? ", " : "") << "\"" << kernels[i].name
+           << "\": {\"ms\": " << json_num(kernels[i].ms)
+           << ", \"bytes\": " << json_num(kernels[i].bytes) << "}";
+      js << "}}";
+      std::ofstream(cl.args["json"].as<std::string>()) << js.str() << "\n";
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "bench_gpu: " << e.what() << std::endl;
+    return 1;
+  }
+}

@@ -1,0 +1,69 @@
+#include "train/device.h"
+
+#include <cstdio>
+
+#include "autograd/autograd.h"
+#include "backend/cuda.h"
+#include "core/storage.h"
+
+namespace tessera::train {
+
+Placement placement(const Config& cfg) {
+  if (cfg.train.device != "cuda") return {Device::cpu(), DType::F32};
+  // What the config asks for first (the same answer on every machine), then the machine.
+  TESSERA_CHECK(cfg.optim.name == "adamw", "train.device: 'cuda' trains with optim.name adamw; '",
+                cfg.optim.name, "' (updates inside backward) runs on the CPU only for now");
+  TESSERA_CHECK(cfg.lora.rank == 0, "train.device: 'cuda' trains full models; lora.rank ",
+                cfg.lora.rank, " (LoRA/QLoRA adapters) runs on the CPU only for now");
+  TESSERA_CHECK(TESSERA_HAVE_CUDA,
+                "train.device: 'cuda', but tessera was built without CUDA "
+                "support (reconfigure with nvcc on the PATH, -DTESSERA_CUDA=ON), or set "
+                "train.device: cpu");
+  TESSERA_CHECK(cuda::available(),
+                "train.device: 'cuda', but no CUDA device is visible to this "
+                "process (cudaGetDeviceCount found none); set train.device: cpu");
+  return {Device::cuda(0), DType::BF16};
+}
+
+void place_model(nn::GPT& model, Device device, DType dtype) {
+  bool there = true;
+  for (const auto& [name, t] : model.parameters())
+    there = there && t.device() == device && t.dtype() == dtype;
+  if (there) return;
+  NoGradGuard no_grad;
+  std::vector<Tensor> moved;
+  moved.reserve(model.parameters().size());
+  for (const auto& [name, t] : model.parameters()) {
+    // Convert on the host first: half the bytes cross the bus for bf16.
+    Tensor d = t.detach().to(dtype).to(device);
+    if (d.impl_ptr() == t.impl_ptr() || d.storage() == t.storage()) d = d.clone();
+    d.requires_grad_();
+    d.set_name(name);
+    moved.push_back(std::move(d));
+  }
+  model.replace_parameters(moved);
+}
+
+Device model_device(const nn::GPT& model) {
+  return model.parameters().empty() ? Device::cpu() : model.parameters().front().second.device();
+}
+
+std::string device_memory_summary(Device d) {
+  const MemoryStats m = memory_stats(d);
+  auto mib = [](int64_t b) { return double(b) / double(1 << 20); };
+  char buf[256];
+  if (!d.is_cuda()) {
+    std::snprintf(buf, sizeof buf, "%.1f MiB allocated now, %.1f MiB peak", mib(m.current_bytes),
+                  mib(m.peak_bytes));
+    return buf;
+  }
+  const cuda::DeviceMemoryStats c = cuda::device_memory_stats(d.index);
+  std::snprintf(buf, sizeof buf,
+                "%.1f MiB allocated now, %.1f MiB peak; %.1f MiB reserved (peak %.1f MiB, %.1f MiB "
+                "cached), %ld cudaMalloc calls",
+                mib(m.current_bytes), mib(m.peak_bytes), mib(c.reserved_bytes),
+                mib(c.peak_reserved_bytes), mib(c.cached_bytes), long(c.cuda_malloc_calls));
+  return buf;
+}
+
+}  // namespace tessera::train

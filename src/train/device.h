@@ -1,0 +1,50 @@
+// Where a training run computes, and in what precision: train.device and the mixed-precision
+// policy of a CUDA run.
+//
+//   Placement where = placement(cfg);               // errors early: no CUDA build, no device, ...
+//   nn::GPT model(model_config(...), gen);          // built on the CPU in f32 (same init
+//   everywhere) place_model(model, where.device, where.dtype);  // cuda: bf16 working weights on
+//   cuda:0
+//
+// Mixed precision on CUDA (what the kernels and ops do with a bf16 model):
+//   parameters and their gradients  bf16 (the working copy the forward reads)
+//   AdamW master weights, m and v    f32 (optim/adamw.h; the bf16 weights are the rounded master)
+//   activations                      bf16; matmuls accumulate in f32 (cuBLASLt COMPUTE_32F)
+//   norm statistics (mean, rstd)     f32 (ops/norm.cpp), computed in f32 inside the kernels
+//   softmax, attention statistics    f32 arithmetic inside the kernels; lse saved in f32
+//   cross-entropy: lse, losses, loss f32 (ops/softmax.cpp): the loss is reported in f32
+//   gradient norm                    accumulated in double (optim/clip.h)
+// On the CPU everything stays f32 (the reference backend computes in f32/f64 only).
+#pragma once
+
+#include <string>
+
+#include "config/config.h"
+#include "core/tensor.h"
+#include "nn/gpt.h"
+
+namespace tessera::train {
+
+struct Placement {
+  Device device = Device::cpu();
+  DType dtype = DType::F32;  // the parameters' and activations' dtype
+};
+
+// train.device cpu -> (cpu, f32); cuda -> (cuda:0, bf16). Throws a clear error when CUDA is asked
+// for but this build has no CUDA backend or no device is visible, or when the config uses a part
+// that runs on the CPU only (LOMO/AdaLomo, LoRA/QLoRA).
+Placement placement(const Config& cfg);
+
+// Moves every parameter of the model to device as dtype: fresh leaves with the same names that
+// require gradients (nothing happens when they are there already).
+void place_model(nn::GPT& model, Device device, DType dtype);
+
+// The device of the model's parameters (the CPU for a model without any).
+Device model_device(const nn::GPT& model);
+
+// "12.3 MiB allocated now, 45.6 MiB peak; 64.0 MiB reserved (peak 80.0 MiB), 12 cudaMalloc calls"
+// for a CUDA device: the tensor counters (core/storage.h) and the caching allocator's
+// (backend/cuda.h).
+std::string device_memory_summary(Device d);
+
+}  // namespace tessera::train

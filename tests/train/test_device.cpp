@@ -1,0 +1,82 @@
+// train.device on a machine without a usable GPU (what CI has): a CUDA run fails at once with an
+// error that says why, parts that run on the CPU only are refused by name, and place_model moves a
+// model's parameters (names, gradients and all) -- exercised here as a move to f64 on the CPU.
+#include <gtest/gtest.h>
+
+#include <sstream>
+#include <string>
+
+#include "backend/cuda.h"
+#include "nn/gpt.h"
+#include "test_util.h"
+#include "train/device.h"
+#include "train/train_fixture.h"
+#include "train/trainer.h"
+
+namespace tessera {
+namespace {
+
+using testing::error_of;
+
+TEST(Device, cuda_run_without_a_usable_gpu_fails_with_the_reason) {
+  if (cuda::available()) GTEST_SKIP() << "a CUDA device is present";
+  testing::TempRun run;
+  Config c = run.config(5);
+  c.train.device = "cuda";
+  std::ostringstream log;
+  const std::string msg = error_of([&] { train::run_training(c, log); });
+  EXPECT_NE(msg.find("train.device: 'cuda'"), std::string::npos) << msg;
+  EXPECT_TRUE(msg.find("built without CUDA") != std::string::npos ||
+              msg.find("no CUDA device") != std::string::npos)
+      << msg;
+  EXPECT_FALSE(std::filesystem::exists(run.dir / "ckpt" / "run" / "metrics.jsonl"))
+      << "nothing was started";
+}
+
+TEST(Device, cpu_only_parts_are_refused_on_cuda_by_name) {
+  Config c;
+  c.train.device = "cuda";
+  c.optim.name = "lomo";
+  std::string msg = error_of([&] { train::placement(c); });
+  EXPECT_NE(msg.find("optim.name"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("lomo"), std::string::npos) << msg;
+  c.optim.name = "adamw";
+  c.lora.rank = 8;
+  msg = error_of([&] { train::placement(c); });
+  EXPECT_NE(msg.find("lora.rank 8"), std::string::npos) << msg;
+  c.train.device = "cpu";  // the CPU takes both
+  EXPECT_EQ(train::placement(c).device, Device::cpu());
+  EXPECT_EQ(train::placement(c).dtype, DType::F32);
+}
+
+TEST(Device, place_model_moves_every_parameter_keeping_names_and_gradients) {
+  nn::GPTConfig cfg;
+  cfg.n_layer = 1, cfg.n_head = 2, cfg.n_embd = 16, cfg.block_size = 8, cfg.vocab_size = 11;
+  Generator g1(3), g2(3);
+  nn::GPT ref(cfg, g1), moved(cfg, g2);
+  train::place_model(moved, Device::cpu(), DType::F64);
+  ASSERT_EQ(moved.parameters().size(), ref.parameters().size());
+  for (size_t i = 0; i < ref.parameters().size(); ++i) {
+    const auto& [name, t] = moved.parameters()[i];
+    EXPECT_EQ(name, ref.parameters()[i].first);
+    EXPECT_EQ(t.name(), name);
+    EXPECT_EQ(t.dtype(), DType::F64) << name;
+    EXPECT_TRUE(t.requires_grad() && t.is_leaf()) << name;
+    EXPECT_NE(t.data_ptr(), ref.parameters()[i].second.data_ptr()) << name;
+  }
+  EXPECT_EQ(train::model_device(moved), Device::cpu());
+  const Tensor in = from_vector<int32_t>({1, 2, 3, 4, 5, 6, 7, 8}, {1, 8});
+  const Tensor tg = from_vector<int32_t>({2, 3, 4, 5, 6, 7, 8, 9}, {1, 8});
+  Tensor a = ref.loss(in, tg), b = moved.loss(in, tg);
+  b.backward();
+  EXPECT_NEAR(b.item(), a.item(), 1e-5 * a.item());  // the same weights, computed in f64
+  for (const auto& [name, t] : moved.parameters())
+    EXPECT_TRUE(t.grad().defined() && t.grad().dtype() == DType::F64) << name;
+  // Placing where the parameters already are changes nothing.
+  const void* before = moved.parameters().front().second.data_ptr();
+  train::place_model(moved, Device::cpu(), DType::F64);
+  EXPECT_EQ(moved.parameters().front().second.data_ptr(), before);
+}
+
+}  // namespace
+}  // namespace tessera
