@@ -28,4 +28,21 @@ inline AttentionDims check_attention_qkv(const char* kernel, const Tensor& q, co
   return {q.size(0), q.size(1), k.size(1), q.size(2), q.size(3)};
 }
 
+// Throws unless t has this shape and dtype (an output or saved tensor of an attention kernel).
+inline void check_attention_like(const char* kernel, const char* name, const Tensor& t,
+                                 const Shape& shape, DType dtype) {
+  TESSERA_CHECK(t.shape() == shape && t.dtype() == dtype, kernel, ": ", name, " must be ",
+                dtype_name(dtype), " ", shape_str(shape), ", got ", t.str());
+}
+
+// The gradients of a backward: dq and dout shaped like q, dk like k, dv like v, all in q's dtype.
+inline void check_attention_grads(const char* kernel, const Tensor& dq, const Tensor& dk,
+                                  const Tensor& dv, const Tensor& dout, const Tensor& q,
+                                  const Tensor& k, const Tensor& v) {
+  check_attention_like(kernel, "dq", dq, q.shape(), q.dtype());
+  check_attention_like(kernel, "dk", dk, k.shape(), q.dtype());
+  check_attention_like(kernel, "dv", dv, v.shape(), q.dtype());
+  check_attention_like(kernel, "dout", dout, q.shape(), q.dtype());
+}
+
 }  // namespace tessera

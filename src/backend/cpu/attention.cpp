@@ -40,11 +40,7 @@ namespace {
 using Dims = AttentionDims;
 constexpr auto check_qkv = check_attention_qkv;
 
-void check_like(const char* kernel, const char* name, const Tensor& t, const Shape& shape,
-                DType dtype) {
-  TESSERA_CHECK(t.shape() == shape && t.dtype() == dtype, kernel, ": ", name, " must be ",
-                dtype_name(dtype), " ", shape_str(shape), ", got ", t.str());
-}
+constexpr auto check_like = check_attention_like;
 
 }  // namespace
 
@@ -108,10 +104,7 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                         double scale) {
   const Dims d = check_qkv("attention_backward", q, k, v);
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
-  check_like("attention_backward", "dq", dq, q.shape(), q.dtype());
-  check_like("attention_backward", "dk", dk, k.shape(), q.dtype());
-  check_like("attention_backward", "dv", dv, v.shape(), q.dtype());
-  check_like("attention_backward", "dout", dout, q.shape(), q.dtype());
+  check_attention_grads("attention_backward", dq, dk, dv, dout, q, k, v);
   check_like("attention_backward", "probs", probs, {B, H, T, T}, q.dtype());
   const int64_t G = H / Hkv;
 
@@ -240,10 +233,7 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
                               int64_t window) {
   const Dims d = check_qkv("flash_attention_backward", q, k, v);
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
-  check_like("flash_attention_backward", "dq", dq, q.shape(), q.dtype());
-  check_like("flash_attention_backward", "dk", dk, k.shape(), q.dtype());
-  check_like("flash_attention_backward", "dv", dv, v.shape(), q.dtype());
-  check_like("flash_attention_backward", "dout", dout, q.shape(), q.dtype());
+  check_attention_grads("flash_attention_backward", dq, dk, dv, dout, q, k, v);
   check_like("flash_attention_backward", "out", out, q.shape(), q.dtype());
   check_like("flash_attention_backward", "lse", lse, {B, H, T}, stat_dtype(q.dtype()));
   const int64_t G = H / Hkv;

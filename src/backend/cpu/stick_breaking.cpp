@@ -45,11 +45,7 @@ namespace {
 using Dims = AttentionDims;
 constexpr auto check_qkv = check_attention_qkv;
 
-void check_like(const char* kernel, const char* name, const Tensor& t, const Shape& shape,
-                DType dtype) {
-  TESSERA_CHECK(t.shape() == shape && t.dtype() == dtype, kernel, ": ", name, " must be ",
-                dtype_name(dtype), " ", shape_str(shape), ", got ", t.str());
-}
+constexpr auto check_like = check_attention_like;
 
 DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 
@@ -122,10 +118,7 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
                              bool attend_current, bool add_remainder) {
   const Dims d = check_qkv("stick_breaking_backward", q, k, v);
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
-  check_like("stick_breaking_backward", "dq", dq, q.shape(), q.dtype());
-  check_like("stick_breaking_backward", "dk", dk, k.shape(), q.dtype());
-  check_like("stick_breaking_backward", "dv", dv, v.shape(), q.dtype());
-  check_like("stick_breaking_backward", "dout", dout, q.shape(), q.dtype());
+  check_attention_grads("stick_breaking_backward", dq, dk, dv, dout, q, k, v);
   check_like("stick_breaking_backward", "out", out, q.shape(), q.dtype());
   check_like("stick_breaking_backward", "log_rem", log_rem, {B, H, T}, stat_dtype(q.dtype()));
   const int64_t G = H / Hkv;
