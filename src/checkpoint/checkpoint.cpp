@@ -273,16 +273,20 @@ void save_checkpoint(const std::string& path, const CheckpointData& ck) {
   fsync_dir(parent_dir(path));
 }
 
-CheckpointData load_checkpoint(const std::string& path) {
+namespace {
+
+CheckpointData read_checkpoint(const std::string& path, bool tensors) {
   H5File f = H5File::open(path);
   check_layout(f);
   CheckpointData ck;
   TESSERA_CHECK(f.has_attr("/", "config"), "checkpoint ", path,
                 " has no root attribute config (the resolved YAML)");
   ck.config_yaml = f.attr_string("/", "config");
-  ck.model = read_tensors(f, "/model");
-  ck.optimizer = read_tensors(f, "/optimizer");
-  ck.trainer_tensors = read_tensors(f, "/trainer");
+  if (tensors) {
+    ck.model = read_tensors(f, "/model");
+    ck.optimizer = read_tensors(f, "/optimizer");
+    ck.trainer_tensors = read_tensors(f, "/trainer");
+  }
   for (const std::string& name : f.attr_names("/trainer")) {
     H5AttrKind kind = f.attr_kind("/trainer", name);
     TESSERA_CHECK(kind == H5AttrKind::Int || kind == H5AttrKind::Float, "checkpoint ", path,
@@ -302,6 +306,14 @@ CheckpointData load_checkpoint(const std::string& path) {
       ck.adapter[name] = f.attr_string("/adapter", name);
   f.close();
   return ck;
+}
+
+}  // namespace
+
+CheckpointData load_checkpoint(const std::string& path) { return read_checkpoint(path, true); }
+
+CheckpointData load_checkpoint_attributes(const std::string& path) {
+  return read_checkpoint(path, false);
 }
 
 namespace {

@@ -80,6 +80,9 @@ void save_checkpoint(const std::string& path, const CheckpointData& ck);
 // Reads everything back (vectors in the order they were saved). Every group of the layout must be
 // present; a missing one is an error naming it and the file.
 CheckpointData load_checkpoint(const std::string& path);
+// The same without any tensor (model, optimizer and trainer tensors stay empty): the config,
+// attributes and adapter description, for a caller that reads the weights with load_model_into.
+CheckpointData load_checkpoint_attributes(const std::string& path);
 // Copies /model into params in place (the tensors keep their storage, device and dtype; values are
 // converted to the parameter's dtype if the file's differs, as PyTorch's load_state_dict does).
 // Every name and shape is checked before anything is written, so on a missing or extra parameter

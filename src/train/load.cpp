@@ -9,7 +9,9 @@ namespace tessera::train {
 LoadedModel load_model(const std::string& checkpoint, const std::string& base) {
   LoadedModel m;
   m.path = resolve_checkpoint(checkpoint);
-  const CheckpointData ck = load_checkpoint(m.path);
+  // Attributes first: the weights go straight into the model (load_model_into reads /model only,
+  // not the optimizer state a training checkpoint also holds).
+  const CheckpointData ck = load_checkpoint_attributes(m.path);
   m.config = parse_config(ck.config_yaml, m.path + " (stored config)");
   auto step = ck.trainer_ints.find("step");
   m.step = step != ck.trainer_ints.end() ? step->second : 0;
@@ -18,7 +20,7 @@ LoadedModel load_model(const std::string& checkpoint, const std::string& base) {
   if (ck.adapter.empty()) {
     TESSERA_CHECK(base.empty(), m.path, " is a full checkpoint: a base (", base,
                   ") is only for LoRA checkpoints");
-    load_model_into(ck, m.path, m.model->parameters());
+    load_model_into(m.path, m.model->parameters());
     return m;
   }
   auto recorded = ck.adapter.find("base_checkpoint");
@@ -28,7 +30,7 @@ LoadedModel load_model(const std::string& checkpoint, const std::string& base) {
   load_model_into(m.base_path, m.model->parameters());
   peft::check_base(ck.adapter, m.path, m.base_path, peft::fingerprint(m.model->parameters()));
   m.lora = std::make_unique<peft::Lora>(*m.model, lora_options(m.config.lora), init);
-  load_model_into(ck, m.path, m.lora->parameters());
+  load_model_into(m.path, m.lora->parameters());
   return m;
 }
 

@@ -280,10 +280,10 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
 
 void Trainer::load_init() {
   const std::string path = resolve_checkpoint(cfg_.checkpoint.init);
-  CheckpointData ck = load_checkpoint(path);
-  TESSERA_CHECK(ck.adapter.empty(), "checkpoint.init: ", path, " holds LoRA adapters, not a model; "
-                "merge them into their base first (build/merge --adapter ", path, ")");
-  load_model_into(ck, path, model_.parameters());
+  TESSERA_CHECK(load_checkpoint_attributes(path).adapter.empty(), "checkpoint.init: ", path,
+                " holds LoRA adapters, not a model; merge them into their base first "
+                "(build/merge --adapter ", path, ")");
+  load_model_into(path, model_.parameters());  // /model alone: the optimizer state is not needed
   log_ << "init: weights from " << path << "\n";
   base_path_ = path;
   // Computed before any quantisation: the identity of the checkpoint's weights.
@@ -299,8 +299,10 @@ void Trainer::report_memory() {
     return std::string(buf);
   };
   int64_t weights = 0, state = 0;
-  for (const auto& [n, t] : model_.parameters()) weights += int64_t(t.nbytes());
-  if (lora_) weights = lora_->base_bytes();
+  if (lora_)
+    weights = lora_->base_bytes();  // quantised weights at their packed size
+  else
+    for (const auto& [n, t] : model_.parameters()) weights += int64_t(t.nbytes());
   if (adamw_)
     for (const StateEntry& e : adamw_->state())
       state += int64_t(e.m.nbytes() + e.v.nbytes());
