@@ -1,27 +1,42 @@
 // build/train --config configs/tiny.yaml [--set key=value ...] [--resume auto] [--init PATH]
+// mpirun -np 8 build/train --config configs/gpt2-124m.yaml     (srun too: src/distributed/)
+#include <unistd.h>
+
 #include <iostream>
 
 #include "config/cli.h"
+#include "distributed/communicator.h"
 #include "train/trainer.h"
 
 int main(int argc, char** argv) {
   using namespace tessera;
+  int rank = 0, world = 1;
   try {
+    const dist::LaunchInfo launch = dist::detect_launch();
+    rank = launch.rank, world = launch.world;
     cxxopts::Options options("train", "Train a GPT-style model from a YAML config");
     CommandLine cl = parse_command_line(argc, argv, options);
     if (cl.help) {
-      std::cout << options.help() << "\n";
+      if (rank == 0) std::cout << options.help() << "\n";
       return 0;
     }
-    std::cout << "# resolved config\n" << to_yaml(cl.config) << std::endl;
+    if (rank == 0) std::cout << "# resolved config\n" << to_yaml(cl.config) << std::endl;
     train::TrainResult r = train::run_training(cl.config, std::cout);
+    if (rank != 0) return 0;
     std::cout << "done: " << r.steps << " steps, train loss " << r.last_train_loss;
     if (r.last_val_loss >= 0) std::cout << ", val loss " << r.last_val_loss;
     if (!r.last_checkpoint.empty()) std::cout << ", checkpoint " << r.last_checkpoint;
     std::cout << std::endl;
     return 0;
   } catch (const std::exception& e) {
-    std::cerr << "train: " << e.what() << std::endl;
-    return 1;
+    if (world == 1) {
+      std::cerr << "train: " << e.what() << std::endl;
+      return 1;
+    }
+    std::cerr << "train (rank " << rank << " of " << world << "): " << e.what() << std::endl;
+    // Leave without the exit handlers (an MPI_Finalize would wait for ranks that may be stuck in a
+    // collective): the launcher sees the failure and stops the other ranks.
+    std::cout.flush();
+    _exit(1);
   }
 }

@@ -120,6 +120,11 @@ void backward(const Tensor& root, const Tensor& grad = {}, BackwardOptions opt =
 using GradHook = std::function<void(Tensor& param)>;
 void register_grad_hook(const Tensor& param, GradHook hook);
 
+// Makes grad (the leaf's shape, a floating dtype, the leaf's device; typically a view into a flat
+// buffer) the leaf's gradient storage: later contributions accumulate into it in place, in its
+// dtype (a bf16 parameter may accumulate into f32). Tensor::zero_grad() detaches it again.
+void attach_grad(const Tensor& param, const Tensor& grad);
+
 // Activation checkpointing: y = fn(inputs) is computed without keeping fn's intermediate
 // activations; backward runs fn again (with the RNG replayed, so dropout masks match) and
 // backpropagates through the recomputed graph. Parameters that fn uses without receiving them in

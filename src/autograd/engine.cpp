@@ -105,6 +105,15 @@ void register_grad_hook(const Tensor& param, GradHook hook) {
   ensure_meta(param).hooks.push_back(std::move(hook));
 }
 
+void attach_grad(const Tensor& param, const Tensor& grad) {
+  TESSERA_CHECK(param.requires_grad() && param.is_leaf(),
+                "attach_grad: ", param.str(), " is not a leaf that requires a gradient");
+  TESSERA_CHECK(grad.shape() == param.shape() && grad.device() == param.device() &&
+                    is_floating(grad.dtype()),
+                "attach_grad: gradient ", grad.str(), " does not fit parameter ", param.str());
+  ensure_meta(param).grad = grad;
+}
+
 // ---- record ----
 
 Tensor record(const char* op, const Tensor& out, const std::vector<Tensor>& inputs,
@@ -273,7 +282,8 @@ class Engine {
 
   // A contribution that adds itself into the gradient (GradSink::add_into).
   void deliver_into(AutogradMeta* m, const GradSink::Accumulation& a) {
-    if (!m->grad_fn && !captured_ && a.dtype == m->dtype) {
+    const DType held = m->grad.defined() ? m->grad.dtype() : m->dtype;
+    if (!m->grad_fn && !captured_ && a.dtype == held) {
       touched_.insert(m);
       if (!m->grad.defined()) m->grad = zeros(m->shape, {m->dtype, m->device});
       a.fn(m->grad);

@@ -182,6 +182,11 @@ void check_tensors(const std::string& what,
 void check_data(const CheckpointData& ck, const std::string& path) {
   check_tensors("model parameter", ck.model, path);
   check_tensors("optimizer state", ck.optimizer, path);
+  for (const auto& [key, get] : ck.optimizer_sources) {
+    check_name("optimizer state", key, true, path);
+    TESSERA_CHECK(get, "cannot save checkpoint ", path, ": optimizer state '", key,
+                  "' has no source");
+  }
   check_tensors("trainer tensor", ck.trainer_tensors, path);
   for (const auto& [name, v] : ck.trainer_ints) {
     check_name("trainer value", name, false, path);
@@ -201,6 +206,7 @@ void write_checkpoint(H5File& f, const CheckpointData& ck) {
   for (const char* g : kGroups) f.create_group(g);  // present even when empty: load checks them
   for (const auto& [name, t] : ck.model) write_tensor(f, "/model/" + name, t);
   for (const auto& [key, t] : ck.optimizer) write_tensor(f, "/optimizer/" + key, t);
+  for (const auto& [key, get] : ck.optimizer_sources) write_tensor(f, "/optimizer/" + key, get());
   for (const auto& [name, v] : ck.trainer_ints) f.set_attr_int("/trainer", name, v);
   for (const auto& [name, v] : ck.trainer_floats) f.set_attr_float("/trainer", name, v);
   for (const auto& [name, t] : ck.trainer_tensors) write_tensor(f, "/trainer/" + name, t);

@@ -32,6 +32,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -64,6 +65,10 @@ std::pair<DType, Shape> tensor_info(H5File& f, const std::string& path);
 struct CheckpointData {
   std::vector<std::pair<std::string, Tensor>> model;            // /model/<name>
   std::vector<std::pair<std::string, Tensor>> optimizer;        // /optimizer/<key>, key "<name>/m"
+  // More optimizer state, produced one tensor at a time while the file is written (a ZeRO shard
+  // gathered per parameter, released once written): /optimizer/<key>, after `optimizer`. Loading
+  // returns them in `optimizer`.
+  std::vector<std::pair<std::string, std::function<Tensor()>>> optimizer_sources;
   std::map<std::string, int64_t> trainer_ints;                  // /trainer attrs
   std::map<std::string, double> trainer_floats;                 // /trainer attrs
   std::vector<std::pair<std::string, Tensor>> trainer_tensors;  // /trainer/<name> (loss window)

@@ -134,6 +134,8 @@ struct SpikeConfig {
   std::string inject_steps;    // comma-separated, e.g. "300,700"; "" = none
   std::string inject_kind = "corrupt";  // corrupt | scale | nan
   double inject_scale = 1000.0;
+  int64_t inject_rank = -1;  // -1: every micro-batch of an injected step; r: only the one rank r
+                             // reads first (the same windows on any world size)
 
   bool operator==(const SpikeConfig&) const = default;
 };
@@ -158,6 +160,18 @@ struct LogConfig {
   bool operator==(const LogConfig&) const = default;
 };
 
+// Data parallelism over the ranks a launcher started (mpirun, srun, or RANK/WORLD_SIZE); a
+// single process ignores everything here but the checks.
+struct DistConfig {
+  std::string backend = "auto";  // auto | single | mpi | nccl (auto: mpi on the CPU, nccl on CUDA)
+  std::string init;              // nccl without MPI: file:///shared/dir for the unique id
+  double timeout = 300;          // seconds a collective may make no progress before it is an error
+  double bucket_mb = 25;         // gradient bucket size (the first bucket is 1 MiB)
+  int64_t zero = 0;              // 1: ZeRO-1, AdamW state sharded over ranks
+
+  bool operator==(const DistConfig&) const = default;
+};
+
 struct Config {
   ModelConfig model;
   DataConfig data;
@@ -168,6 +182,7 @@ struct Config {
   SpikeConfig spike;
   LoraConfig lora;
   LogConfig log;
+  DistConfig dist;
 
   // Throws one Error listing every problem config_problems() finds.
   void validate() const;

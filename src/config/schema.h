@@ -105,6 +105,7 @@ void visit_section(S& s, F&& f) {
   f("inject_steps", s.inject_steps);
   f("inject_kind", s.inject_kind);
   f("inject_scale", s.inject_scale);
+  f("inject_rank", s.inject_rank);
 }
 
 template <Section<LoraConfig> S, typename F>
@@ -123,6 +124,15 @@ void visit_section(S& s, F&& f) {
   f("metrics", s.metrics);
 }
 
+template <Section<DistConfig> S, typename F>
+void visit_section(S& s, F&& f) {
+  f("backend", s.backend);
+  f("init", s.init);
+  f("timeout", s.timeout);
+  f("bucket_mb", s.bucket_mb);
+  f("zero", s.zero);
+}
+
 // f(section name, section struct&) for each section, in Config's order.
 template <Section<Config> C, typename F>
 void for_each_section(C& cfg, F&& f) {
@@ -135,6 +145,7 @@ void for_each_section(C& cfg, F&& f) {
   f("spike", cfg.spike);
   f("lora", cfg.lora);
   f("log", cfg.log);
+  f("dist", cfg.dist);
 }
 
 template <Section<Config> C, typename F>

@@ -173,6 +173,7 @@ void check_spike(const SpikeConfig& s, Problems& p) {
   p.positive("spike.lr_factor", s.lr_factor);
   p.non_negative("spike.lr_factor_steps", s.lr_factor_steps);
   p.one_of("spike.inject_kind", s.inject_kind, {"corrupt", "scale", "nan"});
+  if (s.inject_rank < -1) p.add("spike.inject_rank must be -1 (every micro-batch) or a rank, got ", s.inject_rank);
   std::string problem;
   parse_step_list(s.inject_steps, &problem);
   if (!problem.empty()) p.add("spike.inject_steps: ", problem);
@@ -257,6 +258,18 @@ void check_lora(const Config& c, Problems& p) {
     p.add("lora.rank > 0 needs checkpoint.init (--init): the base checkpoint the adapters adapt");
 }
 
+void check_dist(const Config& c, Problems& p) {
+  const DistConfig& d = c.dist;
+  p.one_of("dist.backend", d.backend, {"auto", "single", "mpi", "nccl"});
+  if (!d.init.empty() && d.init.rfind("file://", 0) != 0)
+    p.add("dist.init must be file:///path/to/a/shared/dir, got '", d.init, "'");
+  p.positive("dist.timeout", d.timeout);
+  p.positive("dist.bucket_mb", d.bucket_mb);
+  if (d.zero != 0 && d.zero != 1) p.add("dist.zero must be 0 or 1, got ", d.zero);
+  if (d.zero == 1 && c.optim.name != "adamw")
+    p.add("dist.zero 1 shards AdamW's state; optim.name '", c.optim.name, "' has none to shard");
+}
+
 std::vector<std::string> config_problems(const Config& c) {
   Problems p;
   check_model(c.model, p);
@@ -273,6 +286,7 @@ std::vector<std::string> config_problems(const Config& c) {
   check_spike(c.spike, p);
   check_lora(c, p);
   p.positive("log.interval", c.log.interval);
+  check_dist(c, p);
   return p.take();
 }
 

@@ -5,10 +5,10 @@
 // Invariants:
 //  - Window w of the concatenated window list lives in shard s with first_window_[s] <= w <
 //    first_window_[s + 1] and starts at token (w - first_window_[s]) * T of that shard.
-//  - Global batch p of an epoch is windows order[p * W * B, (p + 1) * W * B); this rank reads the
-//    slice [rank * B, (rank + 1) * B) of it. The order is recomputed, never stored in the state.
-//  - 0 <= position_ < batches_per_epoch() between calls: next() rolls over to the next epoch as soon
-//    as the last full global batch of an epoch has been served.
+//  - next() at position p reads windows order[p, p + W * B); this rank reads the slice
+//    [p + rank * B, p + (rank + 1) * B) of it. The order is recomputed, never stored in the state.
+//  - 0 <= position_ < used_windows() between calls: next() rolls over to the next epoch as soon as
+//    the epoch's windows are used up, or too few are left for one more call.
 #include "data/loader.h"
 
 #include <glob.h>
@@ -83,11 +83,22 @@ DataLoader::DataLoader(LoaderOptions options) : options_(std::move(options)) {
   TESSERA_CHECK(total_windows_ >= global, "DataLoader: the shards hold ", total_windows_,
                 " windows of ", T + 1, " tokens, fewer than one global batch of world x batch_size = ",
                 o.world, " x ", o.batch_size, " = ", global);
+  if (options_.step_windows == 0) options_.step_windows = global;
+  TESSERA_CHECK(options_.step_windows % global == 0, "DataLoader: step_windows ",
+                options_.step_windows, " is not a multiple of world x batch_size = ", o.world, " x ",
+                o.batch_size, " = ", global);
+  TESSERA_CHECK(total_windows_ >= options_.step_windows, "DataLoader: the shards hold ",
+                total_windows_, " windows of ", T + 1, " tokens, fewer than one optimizer step of ",
+                options_.step_windows, " windows");
   seed_ = o.seed;
 }
 
+int64_t DataLoader::used_windows() const {
+  return total_windows_ / options_.step_windows * options_.step_windows;
+}
+
 int64_t DataLoader::batches_per_epoch() const {
-  return total_windows_ / (int64_t(options_.world) * options_.batch_size);
+  return used_windows() / (int64_t(options_.world) * options_.batch_size);
 }
 
 void DataLoader::ensure_order() {
@@ -117,7 +128,8 @@ Batch DataLoader::next() {
   int32_t* in = inputs.data<int32_t>();
   int32_t* tg = targets.data<int32_t>();
 
-  const int64_t first = (position_ * options_.world + options_.rank) * B;
+  const int64_t per_call = int64_t(options_.world) * B;
+  const int64_t first = position_ + options_.rank * B;
   for (int64_t b = 0; b < B; ++b) {
     const int64_t slot = first + b;
     const int64_t window = options_.shuffle ? order_[size_t(slot)] : slot;
@@ -132,36 +144,38 @@ Batch DataLoader::next() {
     }
   }
 
-  if (++position_ == batches_per_epoch()) {
-    ++epoch_;
-    position_ = 0;
-  }
+  position_ += per_call;
+  roll_over();
   return {inputs, targets};
 }
 
-int64_t DataLoader::batch_index() const { return epoch_ * batches_per_epoch() + position_; }
-
-void DataLoader::seek(int64_t index) {
-  TESSERA_CHECK(index >= 0, "DataLoader::seek: negative batch index ", index);
-  const int64_t per_epoch = batches_per_epoch();
-  set_state({seed_, index / per_epoch, index % per_epoch});
-}
-
-void DataLoader::set_state(const LoaderState& state) {
-  const int64_t per_epoch = batches_per_epoch();
-  TESSERA_CHECK(state.epoch >= 0, "DataLoader::set_state: negative epoch ", state.epoch);
-  // position == per_epoch is accepted: it is the state "after the last batch" of that epoch.
-  TESSERA_CHECK(state.position >= 0 && state.position <= per_epoch, "DataLoader::set_state: position ",
-                state.position, " is outside the ", per_epoch,
-                " global batches of an epoch (were the shards, batch_size, seq_len or world size "
-                "changed since the state was saved?)");
-  seed_ = state.seed;
-  epoch_ = state.epoch;
-  position_ = state.position;
-  if (position_ == per_epoch) {
+void DataLoader::roll_over() {
+  if (position_ + int64_t(options_.world) * options_.batch_size > used_windows()) {
     ++epoch_;
     position_ = 0;
   }
+}
+
+int64_t DataLoader::window_index() const { return epoch_ * used_windows() + position_; }
+
+void DataLoader::seek(int64_t window) {
+  TESSERA_CHECK(window >= 0, "DataLoader::seek: negative window index ", window);
+  const int64_t per_epoch = used_windows();
+  set_state({seed_, window / per_epoch, window % per_epoch});
+}
+
+void DataLoader::set_state(const LoaderState& state) {
+  const int64_t per_epoch = used_windows();
+  TESSERA_CHECK(state.epoch >= 0, "DataLoader::set_state: negative epoch ", state.epoch);
+  // position == per_epoch is accepted: it is the state "after the last window" of that epoch.
+  TESSERA_CHECK(state.position >= 0 && state.position <= per_epoch, "DataLoader::set_state: position ",
+                state.position, " is outside the ", per_epoch,
+                " windows an epoch uses (were the shards, seq_len or the tokens per step changed "
+                "since the state was saved?)");
+  seed_ = state.seed;
+  epoch_ = state.epoch;
+  position_ = state.position;
+  roll_over();
 }
 
 std::vector<std::string> expand_glob(const std::string& pattern) {

@@ -14,14 +14,19 @@
 // are unrelated. inputs = window[0, T), targets = window[1, T + 1).
 //
 // Order: an epoch visits all windows of all shards once, in a permutation that is a pure function
-// of (seed, epoch) (identity when shuffle is off). A global batch is W * B consecutive windows of
-// that order; rank r takes windows [r * B, (r + 1) * B) of it, so the ranks' batches are disjoint
-// and their union, in rank order, is the global batch. When fewer than W * B windows are left the
-// epoch ends (the remainder is dropped) and the next epoch starts with a new permutation.
+// of (seed, epoch) (identity when shuffle is off). One call of next() on every rank reads W * B
+// consecutive windows of that order; rank r takes windows [r * B, (r + 1) * B) of them, so the
+// ranks' batches are disjoint and their union, in rank order, is the global micro-batch.
 //
-// State: (seed, epoch, position) with position the index of the next global batch in the epoch; it
-// holds no reference to files, so a checkpoint stays valid as long as the shards, B, T and W are the
-// same.
+// Positions count windows, not batches, so they mean the same thing at any world size: a run that
+// reads S windows per optimizer step (step_windows = W * B * accumulation) reads the same windows
+// in the same steps on 1, 2 or 4 ranks. An epoch uses the largest multiple of S windows it holds
+// (the remainder is dropped), and ends early when fewer than W * B windows are left before that
+// (after a seek past skipped data); the next epoch starts with a new permutation.
+//
+// State: (seed, epoch, position) with position the index of the next window in the epoch's order;
+// it holds no reference to files, so a checkpoint stays valid as long as the shards, T and the
+// windows per step are the same.
 #pragma once
 
 #include <cstdint>
@@ -41,13 +46,14 @@ struct LoaderOptions {
   uint64_t seed = 0;
   bool shuffle = true;
   int rank = 0, world = 1;
+  int64_t step_windows = 0;  // S: windows per optimizer step over all ranks; 0 = world * batch_size
   ShardFormat format = ShardFormat::Header;
 };
 
 struct LoaderState {
   uint64_t seed = 0;
   int64_t epoch = 0;
-  int64_t position = 0;  // next global batch index within the epoch
+  int64_t position = 0;  // next window within the epoch's order
   bool operator==(const LoaderState&) const = default;
 };
 
@@ -64,16 +70,18 @@ class DataLoader {
   LoaderState state() const { return {seed_, epoch_, position_}; }
   void set_state(const LoaderState& state);
 
-  // The global batch next() serves, counted across epochs: epoch * batches_per_epoch() + position.
-  // Loss-spike rollback names data ranges by it; seek(i) makes batch i the next one.
-  int64_t batch_index() const;
-  void seek(int64_t index);
+  // The first window next() reads (on rank 0), counted across epochs: epoch * used_windows() +
+  // position. Loss-spike rollback names data ranges by it; seek(i) makes window i the next one.
+  int64_t window_index() const;
+  void seek(int64_t window);
 
   int64_t windows_per_epoch() const { return total_windows_; }  // over all ranks
-  int64_t batches_per_epoch() const;                            // global batches (W * B windows)
+  int64_t used_windows() const;  // per epoch: the largest multiple of step_windows <= the total
+  int64_t batches_per_epoch() const;  // next() calls per epoch without seeks (W * B windows each)
   const LoaderOptions& options() const { return options_; }
 
  private:
+  void roll_over();     // starts the next epoch when fewer than W * B used windows are left
   void ensure_order();  // (re)computes order_ for (seed_, epoch_) when they changed
   const Shard& locate(int64_t window, int64_t* start) const;  // shard of a window, its first token
 

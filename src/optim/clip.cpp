@@ -49,39 +49,56 @@ void scale_grad(const std::string& name, const Tensor& grad, double s) {
 
 }  // namespace
 
-double grad_norm(const std::vector<NamedParam>& params) {
+double sum_of_squares(const std::vector<Tensor>& pieces) {
   NoGradGuard no_grad;
-  struct Item {
-    Tensor grad;
-    double sum = 0.0;
-  };
-  std::vector<Item> items;
-  for (const auto& [name, p] : params) {
-    const Tensor& g = p.grad();
+  std::vector<Tensor> items;
+  for (const Tensor& g : pieces) {
     if (!g.defined() || g.numel() == 0) continue;
-    visit_grad(name, g, [](auto) {});  // f32, f64 or bf16, or an error naming the parameter
-    items.push_back({g.is_contiguous() ? g.detach() : g.detach().contiguous()});
+    visit_grad("sum_of_squares", g, [](auto) {});  // f32, f64 or bf16, or an error
+    items.push_back(g.is_contiguous() ? g.detach() : g.detach().contiguous());
   }
   // One buffer of sums per device, read back once.
+  std::vector<double> sums(items.size(), 0.0);
   std::vector<bool> done(items.size(), false);
   for (size_t i = 0; i < items.size(); ++i) {
     if (done[i]) continue;
-    const Device dev = items[i].grad.device();
+    const Device dev = items[i].device();
     std::vector<size_t> here;
     for (size_t j = i; j < items.size(); ++j)
-      if (!done[j] && items[j].grad.device() == dev) here.push_back(j);
-    Tensor sums = Tensor::empty({int64_t(here.size())}, {DType::F64, dev});
+      if (!done[j] && items[j].device() == dev) here.push_back(j);
+    Tensor out = Tensor::empty({int64_t(here.size())}, {DType::F64, dev});
     for (size_t k = 0; k < here.size(); ++k)
-      TESSERA_KERNEL(sums, sum_squares)(sums.narrow(0, int64_t(k), 1), items[here[k]].grad);
-    const std::vector<double> host = sums.to_vector<double>();
+      TESSERA_KERNEL(out, sum_squares)(out.narrow(0, int64_t(k), 1), items[here[k]]);
+    const std::vector<double> host = out.to_vector<double>();
     for (size_t k = 0; k < here.size(); ++k) {
-      items[here[k]].sum = host[k];
+      sums[here[k]] = host[k];
       done[here[k]] = true;
     }
   }
   double total = 0.0;
-  for (const Item& it : items) total += it.sum;  // parameter order, whatever the devices
-  return std::sqrt(total);
+  for (double x : sums) total += x;  // in the order given, whatever the devices
+  return total;
+}
+
+double grad_norm(const std::vector<NamedParam>& params) {
+  std::vector<Tensor> grads;
+  for (const auto& [name, p] : params) {
+    const Tensor& g = p.grad();
+    if (!g.defined() || g.numel() == 0) continue;
+    visit_grad(name, g, [](auto) {});  // an error naming the parameter for a wrong dtype
+    grads.push_back(g);
+  }
+  return std::sqrt(sum_of_squares(grads));
+}
+
+double clip_coefficient(double norm, double max_norm) {
+  if (!(max_norm > 0) || !std::isfinite(norm) || norm <= max_norm) return 1.0;
+  return max_norm / (norm + 1e-6);
+}
+
+void scale_in_place(const Tensor& t, double s) {
+  NoGradGuard no_grad;
+  scale_grad("scale_in_place", t, s);
 }
 
 double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm) {
@@ -91,8 +108,8 @@ double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm) {
 }
 
 void clip_grads(const std::vector<NamedParam>& params, double norm, double max_norm) {
-  if (!(max_norm > 0) || !std::isfinite(norm) || norm <= max_norm) return;
-  const double coeff = max_norm / (norm + 1e-6);
+  const double coeff = clip_coefficient(norm, max_norm);
+  if (coeff == 1.0) return;
   NoGradGuard no_grad;
   for (const auto& np : params) {
     const Tensor& g = np.param.grad();

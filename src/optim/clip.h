@@ -25,4 +25,12 @@ double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm);
 // detector): rescales the gradients as clip_grad_norm would for this norm.
 void clip_grads(const std::vector<NamedParam>& params, double norm, double max_norm);
 
+// The pieces behind them, for flat gradient buffers and their shards (optim/flat_adamw.h):
+// the sum over every tensor of its sum of squares, each in double, added in the order given;
+double sum_of_squares(const std::vector<Tensor>& pieces);
+// max_norm / (norm + 1e-6) when clipping is due, else 1;
+double clip_coefficient(double norm, double max_norm);
+// t *= s in place (f32, f64 or bf16; arithmetic in double on the CPU).
+void scale_in_place(const Tensor& t, double s);
+
 }  // namespace tessera

@@ -8,7 +8,7 @@
 
 namespace tessera::train {
 
-Placement placement(const Config& cfg) {
+Placement placement(const Config& cfg, int local_rank) {
   if (cfg.train.device != "cuda") return {Device::cpu(), DType::F32};
   // What the config asks for first (the same answer on every machine), then the machine.
   TESSERA_CHECK(cfg.optim.name == "adamw", "train.device: 'cuda' trains with optim.name adamw; '",
@@ -22,7 +22,12 @@ Placement placement(const Config& cfg) {
   TESSERA_CHECK(cuda::available(),
                 "train.device: 'cuda', but no CUDA device is visible to this "
                 "process (cudaGetDeviceCount found none); set train.device: cpu");
-  return {Device::cuda(0), DType::BF16};
+  // One GPU per process: the launcher's local rank picks it (mpirun, srun and torchrun-style
+  // launchers all number the processes of a node from 0).
+  TESSERA_CHECK(local_rank < cuda::device_count(), "train.device: 'cuda' for local rank ",
+                local_rank, ", but this node shows ", cuda::device_count(),
+                " CUDA device(s); start at most that many processes per node");
+  return {Device::cuda(local_rank), DType::BF16};
 }
 
 void place_model(nn::GPT& model, Device device, DType dtype) {

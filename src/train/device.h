@@ -30,10 +30,10 @@ struct Placement {
   DType dtype = DType::F32;  // the parameters' and activations' dtype
 };
 
-// train.device cpu -> (cpu, f32); cuda -> (cuda:0, bf16). Throws a clear error when CUDA is asked
+// train.device cpu -> (cpu, f32); cuda -> (cuda:<local_rank>, bf16). Throws a clear error when CUDA is asked
 // for but this build has no CUDA backend or no device is visible, or when the config uses a part
 // that runs on the CPU only (LOMO/AdaLomo, LoRA/QLoRA).
-Placement placement(const Config& cfg);
+Placement placement(const Config& cfg, int local_rank = 0);
 
 // Moves every parameter of the model to device as dtype: fresh leaves with the same names that
 // require gradients (nothing happens when they are there already).

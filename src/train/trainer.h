@@ -8,8 +8,9 @@
 // to the newest earlier checkpoint, skipping the data that caused them; see trainer.cpp and
 // README.md, "Checkpoints, resume and loss spikes".
 //
-// One optimizer step = grad_accum_steps micro-batches of (B, T); each micro-batch's loss is scaled
-// by 1 / grad_accum_steps so the accumulated gradient is the mean over the global batch.
+// One optimizer step = grad_accum_steps micro-batches of (B, T) on each of the world's ranks (a
+// launcher's processes: mpirun, srun); each micro-batch's loss is scaled by 1 / grad_accum_steps
+// and the ranks' gradients are averaged, so the gradient is the mean over the global batch.
 #pragma once
 
 #include <ostream>
@@ -18,6 +19,10 @@
 #include "config/config.h"
 #include "nn/gpt.h"
 #include "peft/lora.h"
+
+namespace tessera::dist {
+class Communicator;
+}
 
 namespace tessera::train {
 
@@ -37,7 +42,9 @@ struct TrainResult {
 TrainResult run_training(const Config& cfg, std::ostream& log);
 
 // Mean loss over `batches` batches of the loader built from `pattern` (in order, from the start).
+// With a communicator, batch i is evaluated by rank i mod world and the sum is reduced: every rank
+// returns the same mean, whatever the world size.
 double evaluate(const nn::GPT& model, const Config& cfg, const std::string& pattern,
-                int64_t batches);
+                int64_t batches, dist::Communicator* comm = nullptr);
 
 }  // namespace tessera::train

@@ -182,7 +182,7 @@ TEST(Loader, restoring_state_mid_epoch_replays_the_batch_sequence_exactly) {
   DataLoader a(options(files, 3, 4));  // 5 batches per epoch
   take(a, 2);
   const LoaderState s = a.state();
-  EXPECT_EQ(s, (LoaderState{1234, 0, 2}));
+  EXPECT_EQ(s, (LoaderState{1234, 0, 6}));  // 2 batches of B = 3 windows
   const Rows expected = take(a, 9);  // runs through the end of epoch 0 and into epoch 2
 
   DataLoader b(options(files, 3, 4, true, /*seed=*/5));  // the state's seed wins
@@ -208,7 +208,7 @@ TEST(Loader, restoring_state_at_an_epoch_boundary_replays_exactly) {
 
   // "After the last batch of epoch 0" is the same point.
   DataLoader c(options(files, 3, 4));
-  c.set_state({1234, 0, 5});
+  c.set_state({1234, 0, 15});
   EXPECT_EQ(c.state(), s);
   EXPECT_EQ(take(c, 7), expected);
 }
@@ -311,10 +311,10 @@ TEST(Loader, shards_too_short_for_one_window_name_their_sizes) {
 
 TEST(Loader, set_state_rejects_positions_outside_the_epoch) {
   TempDir dir;
-  DataLoader loader(options(make_shards(dir, {41}), 2, 4));  // 5 batches per epoch
-  std::string msg = error_of([&] { loader.set_state({1, 0, 6}); });
-  EXPECT_NE(msg.find("position 6"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("5 global batches"), std::string::npos) << msg;
+  DataLoader loader(options(make_shards(dir, {41}), 2, 4));  // 10 windows per epoch
+  std::string msg = error_of([&] { loader.set_state({1, 0, 11}); });
+  EXPECT_NE(msg.find("position 11"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("10 windows"), std::string::npos) << msg;
   msg = error_of([&] { loader.set_state({1, -1, 0}); });
   EXPECT_NE(msg.find("negative epoch -1"), std::string::npos) << msg;
 }
@@ -329,4 +329,55 @@ TEST(Loader, expand_glob_sorts_matches_and_names_an_empty_pattern) {
   const std::string pattern = dir.file("val_*.bin");
   std::string msg = error_of([&] { expand_glob(pattern); });
   EXPECT_NE(msg.find(pattern), std::string::npos) << msg;
+}
+
+// A run reads the same windows in the same optimizer steps whatever its world size, as long as the
+// windows per step are the same: 1 rank x 4 micro-batches of 2, 2 ranks x 2 of 2, 4 ranks x 1 of 2.
+TEST(Loader, steps_read_the_same_windows_at_any_world_size) {
+  TempDir dir;
+  const std::vector<std::string> files = make_shards(dir, {41, 25, 33});  // 24 windows, S = 8
+  const int64_t B = 2, S = 8;
+  auto step_windows = [&](int world, int steps) {
+    std::vector<DataLoader> ranks;
+    for (int r = 0; r < world; ++r) {
+      LoaderOptions o = options(files, B, 4);
+      o.rank = r, o.world = world, o.step_windows = S;
+      ranks.emplace_back(o);
+    }
+    std::vector<std::set<int32_t>> out;
+    for (int s = 0; s < steps; ++s) {
+      std::set<int32_t> ids;
+      for (int64_t m = 0; m < S / (world * B); ++m)
+        for (DataLoader& l : ranks)
+          for (int32_t id : window_ids(take(l, 1))) ids.insert(id);
+      EXPECT_EQ(ids.size(), size_t(S));
+      out.push_back(ids);
+    }
+    EXPECT_EQ(ranks[0].window_index(), steps * S);
+    return out;
+  };
+  const auto one = step_windows(1, 7);  // 3 steps per epoch: into the third epoch
+  EXPECT_EQ(step_windows(2, 7), one);
+  EXPECT_EQ(step_windows(4, 7), one);
+}
+
+TEST(Loader, an_epoch_uses_whole_steps_and_seek_counts_windows) {
+  TempDir dir;
+  const std::vector<std::string> files = make_shards(dir, {41, 25});  // 16 windows
+  LoaderOptions o = options(files, 2, 4);
+  o.step_windows = 6;  // 2 steps of 6 per epoch: 4 windows dropped
+  DataLoader l(o);
+  EXPECT_EQ(l.used_windows(), 12);
+  take(l, 6);
+  EXPECT_EQ(l.state(), (LoaderState{1234, 1, 0}));
+  l.seek(12 + 5);  // window 5 of epoch 1
+  EXPECT_EQ(l.state(), (LoaderState{1234, 1, 5}));
+  take(l, 3);  // 5 -> 11: one window left, fewer than B: the epoch ends
+  EXPECT_EQ(l.state(), (LoaderState{1234, 2, 0}));
+  std::string msg = error_of([&] {
+    LoaderOptions bad = o;
+    bad.step_windows = 5;
+    DataLoader x(bad);
+  });
+  EXPECT_NE(msg.find("step_windows 5 is not a multiple"), std::string::npos) << msg;
 }

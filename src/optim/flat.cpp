@@ -1,0 +1,101 @@
+// FlatParams: the layout (reverse order of use, buckets, padding) and the re-pointing of each
+// parameter into the value buffer. See flat.h.
+#include "optim/flat.h"
+
+#include <algorithm>
+#include <unordered_set>
+
+#include "autograd/autograd.h"
+
+namespace tessera {
+namespace {
+
+DType grad_dtype(DType param) { return param == DType::F64 ? DType::F64 : DType::F32; }
+
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+}  // namespace
+
+FlatParams::FlatParams(std::vector<NamedParam> params, FlatOptions options)
+    : params_(std::move(params)) {
+  TESSERA_CHECK(!params_.empty(), "FlatParams: no parameters");
+  TESSERA_CHECK(options.pad >= 1, "FlatParams: pad must be >= 1, got ", options.pad);
+  TESSERA_CHECK(options.bucket_bytes > 0 && options.first_bucket_bytes > 0,
+                "FlatParams: bucket sizes must be positive (dist.bucket_mb)");
+  const Tensor& first = params_.front().param;
+  const DType dtype = first.dtype();
+  const Device device = first.device();
+  TESSERA_CHECK(dtype == DType::F32 || dtype == DType::BF16 || dtype == DType::F64,
+                "FlatParams: parameter '", params_.front().name, "' is ", dtype_name(dtype),
+                " (expected f32, bf16 or f64)");
+  const int64_t gsize = int64_t(dtype_size(grad_dtype(dtype)));
+
+  // Buffer order: the model's order reversed. Buckets close at parameter boundaries once they
+  // reach their size.
+  std::unordered_set<const TensorImpl*> seen;
+  int64_t offset = 0, bucket_start = 0;
+  for (size_t k = params_.size(); k-- > 0;) {
+    const auto& [name, p] = params_[k];
+    TESSERA_CHECK(p.defined() && p.requires_grad() && p.is_leaf(), "FlatParams: '", name,
+                  "' is not a leaf that requires a gradient");
+    TESSERA_CHECK(p.dtype() == dtype && p.device() == device, "FlatParams: parameter '", name,
+                  "' is ", p.str(), " but '", params_.front().name, "' is ", first.str(),
+                  "; every parameter must share one dtype and device");
+    TESSERA_CHECK(seen.insert(&p.impl()).second, "FlatParams: parameter '", name,
+                  "' is listed twice");
+    if (buckets_.empty()) buckets_.push_back({});
+    const int64_t limit = buckets_.size() == 1 ? options.first_bucket_bytes : options.bucket_bytes;
+    if (!buckets_.back().slots.empty() && (offset - bucket_start) * gsize >= limit) {
+      buckets_.back().range = {bucket_start, round_up(offset, options.pad)};
+      offset = bucket_start = buckets_.back().range.end;
+      buckets_.push_back({});
+    }
+    Slot s{name, p, offset, p.numel(), p.dim() >= 2, buckets_.size() - 1};
+    buckets_.back().slots.push_back(slots_.size());
+    slots_.push_back(std::move(s));
+    offset += p.numel();
+  }
+  buckets_.back().range = {bucket_start, round_up(offset, options.pad)};
+  const int64_t total = buckets_.back().range.end;
+
+  NoGradGuard no_grad;
+  values_ = zeros({total}, {dtype, device});
+  grads_ = zeros({total}, {grad_dtype(dtype), device});
+  for (const Slot& s : slots_) {
+    Tensor dst = make_view(values_, {s.numel}, {1}, values_.offset() + s.offset);
+    dst.copy_(s.param.detach().reshape({s.numel}));
+    TensorImpl& impl = s.param.impl();
+    impl.storage = values_.storage();
+    impl.offset = values_.offset() + s.offset;
+    impl.strides = contiguous_strides(impl.shape);
+  }
+  zero_grad();
+}
+
+void FlatParams::zero_grad() {
+  grads_.fill_(0.0);
+  for (const Slot& s : slots_) {
+    const Shape& shape = s.param.shape();
+    attach_grad(s.param, make_view(grads_, shape, contiguous_strides(shape), grads_.offset() + s.offset));
+  }
+}
+
+Tensor FlatParams::decay_ranges(FlatRange r) const {
+  TESSERA_CHECK(r.size() < (int64_t(1) << 31), "FlatParams: a flat range of ", r.size(),
+                " elements is too long for the adamw_step_flat kernel's i32 offsets; use more "
+                "ranks with dist.zero: 1, or a smaller model");
+  std::vector<int32_t> out;
+  for (const Slot& s : slots_) {
+    if (!s.decay) continue;
+    const int64_t b = std::max(r.begin, s.offset), e = std::min(r.end, s.offset + s.numel);
+    if (b >= e) continue;
+    const auto lo = int32_t(b - r.begin), hi = int32_t(e - r.begin);
+    if (!out.empty() && out.back() == lo)
+      out.back() = hi;  // adjacent decayed parameters: one range
+    else
+      out.insert(out.end(), {lo, hi});
+  }
+  return from_vector(out, {int64_t(out.size())}, {DType::I32, device()});
+}
+
+}  // namespace tessera

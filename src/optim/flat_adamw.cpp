@@ -1,0 +1,214 @@
+// FlatAdamW: see flat_adamw.h.
+#include "optim/flat_adamw.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "autograd/autograd.h"
+#include "backend/kernels.h"
+#include "distributed/grad_sync.h"
+#include "optim/clip.h"
+
+namespace tessera {
+
+FlatAdamW::FlatAdamW(FlatParams& flat, dist::Communicator& comm, FlatAdamWOptions options)
+    : flat_(flat), comm_(comm), opt_(options), sharded_(options.zero && comm.world() > 1) {
+  const AdamWOptions& a = opt_.adam;
+  TESSERA_CHECK(a.lr >= 0 && a.beta1 >= 0 && a.beta1 < 1 && a.beta2 >= 0 && a.beta2 < 1 &&
+                    a.eps > 0 && a.weight_decay >= 0,
+                "AdamW: lr ", a.lr, ", beta1 ", a.beta1, ", beta2 ", a.beta2, ", eps ", a.eps,
+                ", weight_decay ", a.weight_decay,
+                ": need lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0");
+  if (comm.world() > 1) sync_ = std::make_unique<dist::GradSync>(flat, comm, sharded_);
+  for (int r = 0; r < comm.world(); ++r) {
+    owned_.push_back(dist::GradSync::owned(flat, comm.world(), r, sharded_));
+    std::vector<int64_t> local;
+    int64_t at = 0;
+    for (const FlatRange& f : owned_.back()) {
+      local.push_back(at);
+      at += f.size();
+    }
+    local_.push_back(std::move(local));
+  }
+  int64_t n = 0;
+  for (const FlatRange& f : owned()) {
+    decay_.push_back(flat.decay_ranges(f));
+    n += f.size();
+  }
+  const DType param = flat.values().dtype();
+  const Options so{param == DType::F64 ? DType::F64 : DType::F32, flat.device()};
+  NoGradGuard no_grad;
+  m_ = zeros({n}, so);
+  v_ = zeros({n}, so);
+  own_master_ = param != so.dtype;
+  if (own_master_) {
+    master_ = Tensor::empty({n}, so);
+    for (size_t i = 0; i < owned().size(); ++i)
+      view(master_, local_[size_t(comm.rank())][i], owned()[i].size())
+          .copy_(view(flat.values(), owned()[i].begin, owned()[i].size()));
+  }
+}
+
+FlatAdamW::~FlatAdamW() = default;
+
+Tensor FlatAdamW::view(const Tensor& t, int64_t begin, int64_t size) const {
+  return make_view(t, {size}, {1}, t.offset() + begin);
+}
+
+void FlatAdamW::backward(const Tensor& loss, bool last) {
+  if (sync_ && last) sync_->arm();
+  tessera::backward(loss);
+}
+
+std::optional<double> FlatAdamW::grad_norm() {
+  if (norm_) return norm_;
+  if (sync_) sync_->finish();
+  std::vector<Tensor> pieces;
+  for (const FlatRange& f : owned()) pieces.push_back(view(flat_.grads(), f.begin, f.size()));
+  double sum = sum_of_squares(pieces);
+  if (sharded_) sum = comm_.all_reduce_host({sum}, dist::ReduceOp::Sum)[0];
+  norm_ = std::sqrt(sum);
+  return norm_;
+}
+
+double FlatAdamW::step(double lr) {
+  const double norm = *grad_norm();
+  NoGradGuard no_grad;
+  const double coef = clip_coefficient(norm, opt_.max_norm);
+  const std::vector<FlatRange>& mine = owned();
+  const std::vector<int64_t>& local = local_[size_t(comm_.rank())];
+  if (coef != 1.0)
+    for (const FlatRange& f : mine) scale_in_place(view(flat_.grads(), f.begin, f.size()), coef);
+  t_ += 1;
+  const AdamWOptions& a = opt_.adam;
+  // Bias corrections in double: at t = 1 they are 1 - b (0.1, 0.05) and must not lose digits.
+  const double bc1 = 1.0 - std::pow(a.beta1, double(t_));
+  const double bc2 = 1.0 - std::pow(a.beta2, double(t_));
+  for (size_t i = 0; i < mine.size(); ++i) {
+    const FlatRange& f = mine[i];
+    const Tensor p = view(flat_.values(), f.begin, f.size());
+    const Tensor master = own_master_ ? view(master_, local[i], f.size()) : p;
+    TESSERA_KERNEL(p, adamw_step_flat)(p, master, view(m_, local[i], f.size()),
+                                       view(v_, local[i], f.size()),
+                                       view(flat_.grads(), f.begin, f.size()), decay_[i], lr,
+                                       a.beta1, a.beta2, a.eps, a.weight_decay, bc1, bc2);
+  }
+  if (sharded_)
+    for (const FlatParams::Bucket& b : flat_.buckets())
+      comm_.all_gather(view(flat_.values(), b.range.begin, b.range.size()));
+  zero_grad();
+  return norm;
+}
+
+void FlatAdamW::zero_grad() {
+  if (sync_ && !norm_) sync_->finish();  // collectives in flight must end before the buffer is reused
+  flat_.zero_grad();
+  norm_.reset();
+}
+
+void FlatAdamW::set_step_count(int64_t t) {
+  TESSERA_CHECK(t >= 0, "AdamW: step count must be >= 0, got ", t);
+  t_ = t;
+}
+
+std::vector<FlatAdamW::Piece> FlatAdamW::pieces_of(const FlatParams::Slot& s) const {
+  // Without sharding every rank owns everything (compact offsets are flat offsets).
+  if (!sharded_) return {{comm_.rank(), s.offset, s.numel, s.offset}};
+  std::vector<Piece> out;
+  for (int r = 0; r < int(owned_.size()); ++r)
+    for (size_t i = 0; i < owned_[size_t(r)].size(); ++i) {
+      const FlatRange& f = owned_[size_t(r)][i];
+      const int64_t b = std::max(f.begin, s.offset), e = std::min(f.end, s.offset + s.numel);
+      if (b < e) out.push_back({r, b, e - b, local_[size_t(r)][i] + (b - f.begin)});
+    }
+  return out;
+}
+
+Tensor FlatAdamW::gather(const Tensor& local, const FlatParams::Slot& s) {
+  const Shape& shape = s.param.shape();
+  if (!sharded_) return make_view(local, shape, contiguous_strides(shape), local.offset() + s.offset);
+  NoGradGuard no_grad;
+  Tensor out = Tensor::empty({s.numel}, local.options());
+  for (const Piece& p : pieces_of(s)) {
+    Tensor dst = view(out, p.flat_begin - s.offset, p.size);
+    if (p.rank == comm_.rank()) dst.copy_(view(local, p.local, p.size));
+    comm_.broadcast(dst, p.rank);
+  }
+  return out.view(shape);
+}
+
+std::vector<StateTensor> FlatAdamW::state() {
+  std::vector<StateTensor> out;
+  std::map<std::string, const FlatParams::Slot*> by_name;
+  for (const FlatParams::Slot& s : flat_.slots()) by_name[s.name] = &s;
+  for (const NamedParam& p : flat_.params()) {  // the model's order, as checkpoints list them
+    const FlatParams::Slot* s = by_name.at(p.name);
+    out.push_back({p.name + "/m", [this, s] { return gather(m_, *s); }});
+    out.push_back({p.name + "/v", [this, s] { return gather(v_, *s); }});
+    // A bf16 parameter's f32 master: resume needs its low bits. f32 parameters are their master.
+    if (own_master_) out.push_back({p.name + "/master", [this, s] { return gather(master_, *s); }});
+  }
+  return out;
+}
+
+void FlatAdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& entries,
+                           const std::string& path) {
+  std::map<std::string, const Tensor*> saved;
+  for (const auto& [key, t] : entries) saved[key] = &t;
+  auto find = [&](const FlatParams::Slot& s, const char* what, bool required) -> const Tensor* {
+    auto it = saved.find(s.name + "/" + what);
+    if (it == saved.end()) {
+      TESSERA_CHECK(!required, "checkpoint ", path, ": no AdamW state for ", s.name,
+                    " (resume with the optimizer it was saved with; --init takes the weights "
+                    "alone)");
+      return nullptr;
+    }
+    const Tensor& t = *it->second;
+    TESSERA_CHECK(t.shape() == s.param.shape() && is_floating(t.dtype()), "checkpoint ", path,
+                  ": optimizer state ", s.name, "/", what, " is ", t.str(), " but the parameter is ",
+                  s.param.str());
+    return &t;
+  };
+  for (const FlatParams::Slot& s : flat_.slots()) find(s, "m", true), find(s, "v", true);
+  for (const auto& [key, t] : entries) {
+    bool known = false;
+    for (const FlatParams::Slot& s : flat_.slots())
+      for (const char* what : {"/m", "/v", "/master"}) known = known || key == s.name + what;
+    TESSERA_CHECK(known, "checkpoint ", path, ": optimizer state '", key,
+                  "' belongs to no parameter of this model");
+  }
+
+  NoGradGuard no_grad;
+  for (const FlatParams::Slot& s : flat_.slots()) {
+    const Tensor* m = find(s, "m", true);
+    const Tensor* v = find(s, "v", true);
+    const Tensor* master = find(s, "master", false);
+    for (const Piece& p : pieces_of(s)) {
+      if (p.rank != comm_.rank()) continue;
+      const int64_t from = p.flat_begin - s.offset;
+      auto part = [&](const Tensor& t) {
+        return make_view(t, {p.size}, {1}, t.offset() + from).contiguous();
+      };
+      view(m_, p.local, p.size).copy_(part(m->contiguous()));
+      view(v_, p.local, p.size).copy_(part(v->contiguous()));
+      if (!own_master_) continue;
+      // Without a saved master (an older file) it restarts from the weights just loaded.
+      Tensor dst = view(master_, p.local, p.size);
+      if (master) {
+        dst.copy_(part(master->contiguous()));
+        view(flat_.values(), p.flat_begin, p.size).copy_(dst);  // the rounded master
+      } else {
+        dst.copy_(view(flat_.values(), p.flat_begin, p.size));
+      }
+    }
+  }
+}
+
+int64_t FlatAdamW::state_bytes() const {
+  return int64_t(m_.nbytes() + v_.nbytes() + (own_master_ ? master_.nbytes() : 0));
+}
+
+double FlatAdamW::exposed_comm_seconds() const { return sync_ ? sync_->exposed_seconds() : 0.0; }
+
+}  // namespace tessera

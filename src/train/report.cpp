@@ -1,0 +1,91 @@
+// Report: see report.h.
+#include "train/report.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "core/error.h"
+
+namespace tessera::train {
+namespace fs = std::filesystem;
+namespace {
+
+std::string duration(double seconds) {
+  char buf[32];
+  const int64_t s = int64_t(seconds);
+  std::snprintf(buf, sizeof buf, "%ldm%02lds", long(s / 60), long(s % 60));
+  return buf;
+}
+
+// A process killed mid-line leaves a line without its newline; the next run's first line would be
+// glued onto it. Cut it off (every complete line is kept).
+void drop_partial_line(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in || !in.seekg(-1, std::ios::end)) return;  // missing or empty
+  if (in.get() == '\n') return;                     // the usual case: one byte read
+  in.seekg(0);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t keep = text.find_last_of('\n');
+  in.close();
+  fs::resize_file(file, keep == std::string::npos ? 0 : keep + 1);
+}
+
+}  // namespace
+
+std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+Report::Report(std::ostream& log, const fs::path& metrics, bool metrics_on, bool active)
+    : log_(log), active_(active) {
+  if (!active_ || !metrics_on) return;
+  drop_partial_line(metrics);
+  metrics_.open(metrics, std::ios::app);
+  TESSERA_CHECK(metrics_.good(), "cannot write ", metrics.string());
+}
+
+std::ostream& Report::log() { return active_ ? log_ : null_; }
+
+void Report::line(const std::string& text) {
+  if (active_) log_ << text << std::endl;
+}
+
+void Report::emit(const std::string& json) {
+  if (metrics_.is_open()) metrics_ << json << "\n" << std::flush;
+}
+
+void Report::step(const StepReport& r) {
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "step %5ld/%ld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | eta %s",
+                long(r.step), long(r.max_steps), r.loss, r.lr, r.grad_norm, r.tokens_per_s,
+                duration(r.eta_seconds).c_str());
+  this->line(line);
+  emit("{\"step\": " + std::to_string(r.step) + ", \"loss\": " + json_number(r.loss) +
+       ", \"lr\": " + json_number(r.lr) + ", \"grad_norm\": " + json_number(r.grad_norm) +
+       ", \"tokens_per_s\": " + json_number(r.tokens_per_s) + ", \"tokens\": " +
+       std::to_string(r.tokens) + "}");
+}
+
+void Report::eval(int64_t step, double val) {
+  char line[128];
+  std::snprintf(line, sizeof line, "step %5ld | val loss %.4f | val ppl %.2f", long(step), val,
+                std::exp(val));
+  this->line(line);
+  emit("{\"step\": " + std::to_string(step) + ", \"val_loss\": " + json_number(val) +
+       ", \"val_ppl\": " + json_number(std::exp(val)) + "}");
+}
+
+}  // namespace tessera::train

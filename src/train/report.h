@@ -1,0 +1,50 @@
+// What a training run tells its user: console lines and <run dir>/metrics.jsonl. Only rank 0
+// reports (a Report built with active = false swallows everything), so N ranks print one log.
+//
+//   Report out(std::cout, run_dir / "metrics.jsonl", cfg.log.metrics, comm.rank() == 0);
+//   out.line("resume: ...");
+//   out.step({.step = 10, .loss = 2.1, ...});    // console line + JSON object
+//
+// metrics.jsonl: one object per line (README, "Metrics"); steps replayed after a resume or a
+// rollback appear again and the last line for a step is the one that counts. A line cut short by a
+// killed process is removed when the file is opened again.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <ostream>
+#include <string>
+
+namespace tessera::train {
+
+std::string json_number(double v);        // "null" for NaN and infinities (JSON has neither)
+std::string json_string(const std::string& s);
+
+struct StepReport {
+  int64_t step = 0, max_steps = 0;
+  double loss = 0, lr = 0, grad_norm = 0;
+  double tokens_per_s = 0;  // over all ranks
+  int64_t tokens = 0;       // seen so far, over all ranks
+  double eta_seconds = 0;
+};
+
+class Report {
+ public:
+  Report(std::ostream& log, const std::filesystem::path& metrics, bool metrics_on, bool active);
+
+  bool active() const { return active_; }
+  std::ostream& log();  // a sink that discards on ranks other than 0
+  void line(const std::string& text);
+  void emit(const std::string& json);  // one metrics.jsonl object
+  void step(const StepReport& r);
+  void eval(int64_t step, double val_loss);
+
+ private:
+  std::ostream& log_;
+  std::ofstream metrics_;
+  bool active_;
+  std::ofstream null_;  // never opened: writes to it are dropped
+};
+
+}  // namespace tessera::train
