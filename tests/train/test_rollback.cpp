@@ -117,12 +117,12 @@ TEST(Rollback, injected_spikes_are_detected_rolled_back_and_skipped_for_every_ki
       const std::vector<std::string> events =
           metric_lines(run.dir / "ckpt" / c.train.run_name / "metrics.jsonl", "\"rollback\"");
       ASSERT_EQ(events.size(), 2u) << klog.str();
-      // Step 65's batch (index 64) is skipped, back to the step-60 checkpoint; the skip moves
-      // the data one batch earlier, so the batch of clean step 90 (index 89) comes up at step 89
-      // and goes back to step 80.
-      EXPECT_NE(events[0].find("\"to_step\": 60, \"skip_begin\": 64, \"skip_end\": 65"),
+      // Positions count windows (B = 8 per step). Step 65's windows [512, 520) are skipped,
+      // back to the step-60 checkpoint; the skip moves the data one step earlier, so the windows
+      // of clean step 90 ([712, 720)) come up at step 89 and go back to step 80.
+      EXPECT_NE(events[0].find("\"to_step\": 60, \"skip_begin\": 512, \"skip_end\": 520"),
                 std::string::npos) << events[0];
-      EXPECT_NE(events[1].find("\"to_step\": 80, \"skip_begin\": 89, \"skip_end\": 90"),
+      EXPECT_NE(events[1].find("\"to_step\": 80, \"skip_begin\": 712, \"skip_end\": 720"),
                 std::string::npos) << events[1];
       // Without the poisoned batches (and the clean one skipped after each) the run ends where
       // the clean one does: within a few percent (0.2% when measured; the skipped batches are 2
