@@ -209,6 +209,6 @@ int64_t FlatAdamW::state_bytes() const {
   return int64_t(m_.nbytes() + v_.nbytes() + (own_master_ ? master_.nbytes() : 0));
 }
 
-double FlatAdamW::exposed_comm_seconds() const { return sync_ ? sync_->exposed_seconds() : 0.0; }
+double FlatAdamW::comm_wait_seconds() const { return sync_ ? sync_->exposed_seconds() : 0.0; }
 
 }  // namespace tessera

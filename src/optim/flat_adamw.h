@@ -64,7 +64,7 @@ class FlatAdamW : public Optimizer {
   int64_t state_bytes() const override;
 
   const std::vector<FlatRange>& owned() const { return owned_[size_t(comm_.rank())]; }
-  double exposed_comm_seconds() const;  // waiting on gradient sync that backward did not hide
+  double comm_wait_seconds() const override;
 
  private:
   struct Piece {  // a part of one parameter that some rank owns

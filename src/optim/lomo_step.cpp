@@ -1,6 +1,8 @@
 // LomoStep: see lomo_step.h.
 #include "optim/lomo_step.h"
 
+#include <chrono>
+
 #include "autograd/autograd.h"
 
 namespace tessera {
@@ -8,9 +10,12 @@ namespace tessera {
 LomoStep::LomoStep(std::vector<NamedParam> params, LomoOptions options, dist::Communicator& comm) {
   if (comm.world() > 1)
     for (const NamedParam& p : params)
-      register_grad_hook(p.param, [&comm](Tensor& param) {
+      register_grad_hook(p.param, [&comm, seconds = comm_seconds_](Tensor& param) {
         const Tensor& g = param.grad();
-        if (g.defined()) comm.all_reduce(g, dist::ReduceOp::Average);
+        if (!g.defined()) return;
+        const auto t0 = std::chrono::steady_clock::now();
+        comm.all_reduce(g, dist::ReduceOp::Average);  // nothing overlaps it: all of it is waiting
+        *seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       });
   fused_ = std::make_unique<FusedOptimizer>(std::move(params), options);
 }

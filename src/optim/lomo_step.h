@@ -37,6 +37,7 @@ class LomoStep : public Optimizer {
   void load_state(const std::vector<std::pair<std::string, Tensor>>& entries,
                   const std::string& path) override;
   int64_t state_bytes() const override;
+  double comm_wait_seconds() const override { return *comm_seconds_; }
 
   FusedOptimizer& fused() { return *fused_; }
 
@@ -44,6 +45,7 @@ class LomoStep : public Optimizer {
   std::unique_ptr<FusedOptimizer> fused_;
   Tensor loss_;
   std::optional<double> norm_;
+  std::shared_ptr<double> comm_seconds_ = std::make_shared<double>(0.0);  // the hooks add to it
 };
 
 }  // namespace tessera

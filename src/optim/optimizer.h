@@ -59,6 +59,9 @@ class Optimizer {
   virtual void load_state(const std::vector<std::pair<std::string, Tensor>>& entries,
                           const std::string& path) = 0;
   virtual int64_t state_bytes() const = 0;  // what this rank holds (ZeRO: about 1/world)
+
+  // Seconds spent waiting for gradient communication that backward did not hide (0 on one rank).
+  virtual double comm_wait_seconds() const { return 0.0; }
 };
 
 }  // namespace tessera

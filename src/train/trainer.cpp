@@ -573,16 +573,14 @@ TrainResult Trainer::run() {
                 double(peak) / (1 << 20), double(held) / (1 << 20), double(peak - held) / (1 << 20));
   out_->line(line);
   if (dev.is_cuda()) out_->line("memory: " + device_memory_summary(dev));
-  if (world_ > 1)
-    if (const auto* adamw = dynamic_cast<const FlatAdamW*>(opt_.get())) {
-      std::snprintf(line, sizeof line,
-                    "dist: %d ranks (%s), %s of gradients reduced per step, %.3f s waiting on "
-                    "communication backward did not hide over %ld steps",
-                    world_, comm_->backend().c_str(),
-                    mib(flat_->numel() * int64_t(dtype_size(flat_->grads().dtype()))).c_str(),
-                    adamw->exposed_comm_seconds(), long(step_ - first_step_));
-      out_->line(line);
-    }
+  if (world_ > 1) {
+    std::snprintf(line, sizeof line,
+                  "dist: %d ranks (%s), %.3f s waiting on gradient communication that backward "
+                  "did not hide, over %ld steps",
+                  world_, comm_->backend().c_str(), opt_->comm_wait_seconds(),
+                  long(step_ - first_step_));
+    out_->line(line);
+  }
   return result_;
 }
 

@@ -1,0 +1,200 @@
+// Flat parameter and gradient buffers (optim/flat.h) and AdamW over them (optim/flat_adamw.h) on
+// one process: the layout, gradients accumulating into the buffer in place (in f32 for bf16
+// parameters), and the update bit for bit equal to the per-tensor AdamW.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "autograd/autograd.h"
+#include "core/tensor.h"
+#include "distributed/communicator.h"
+#include "ops/ops.h"
+#include "optim/adamw.h"
+#include "optim/flat.h"
+#include "optim/flat_adamw.h"
+#include "test_util.h"
+
+namespace tessera {
+namespace {
+
+using testing::bytes;
+using testing::values;
+
+Tensor leaf(const Shape& shape, Generator& g, DType t = DType::F32) {
+  Tensor p = randn(shape, g).to(t);
+  p.requires_grad_();
+  return p;
+}
+
+std::unique_ptr<dist::Communicator> single() {
+  return dist::make_communicator({.backend = "single"}, dist::LaunchInfo{});
+}
+
+// The model's order: an embedding (used first), a bias, a matrix, a norm gain (used last).
+std::vector<NamedParam> model_params(Generator& g, DType t = DType::F32) {
+  return {{"wte", leaf({10, 6}, g, t)},
+          {"b", leaf({6}, g, t)},
+          {"w", leaf({6, 5}, g, t)},
+          {"ln", leaf({5}, g, t)}};
+}
+
+// A loss touching every parameter: sum((onehot(x) @ wte + b) @ w * ln).
+Tensor loss_of(const std::vector<NamedParam>& p, const Tensor& x) {
+  Tensor h = ops::add(ops::matmul(x, p[0].param), p[1].param);
+  return ops::sum(ops::mul(ops::matmul(h, p[2].param), p[3].param));
+}
+
+TEST(Flat, layout_is_reverse_order_of_use_in_padded_buckets_and_keeps_the_values) {
+  Generator g(1);
+  std::vector<NamedParam> params = model_params(g);
+  std::vector<std::vector<double>> before;
+  for (const auto& p : params) before.push_back(values(p.param));
+  // Buckets of >= 100 bytes (25 f32 gradients), the first of >= 20 bytes, padded to 4 elements.
+  FlatParams flat(params, {.bucket_bytes = 100, .first_bucket_bytes = 20, .pad = 4});
+  ASSERT_EQ(flat.slots().size(), 4u);
+  EXPECT_EQ(flat.slots()[0].name, "ln");  // used last in the forward: first in the buffer
+  EXPECT_EQ(flat.slots()[3].name, "wte");
+  // ln (5) closes the small first bucket, padded to 8; w (30) the next one (8 + 30, padded to 40);
+  // b and wte (6 + 60) share the last one (40 + 66 -> 108).
+  ASSERT_EQ(flat.buckets().size(), 3u);
+  EXPECT_EQ(flat.buckets()[0].range.end, 8);
+  EXPECT_EQ(flat.buckets()[1].range.end, 40);
+  EXPECT_EQ(flat.buckets()[2].range.end, 108);
+  EXPECT_EQ(flat.numel(), 108);
+  EXPECT_EQ(flat.slots()[1].offset, 8);
+  EXPECT_EQ(flat.slots()[2].offset, 40);
+  EXPECT_EQ(flat.slots()[3].offset, 46);
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_EQ(values(params[i].param), before[i]) << params[i].name;  // moved, not changed
+    EXPECT_EQ(params[i].param.storage(), flat.values().storage()) << params[i].name;
+  }
+  // Decay ranges: the matrices (w at 8..38, wte at 46..106), relative to the range asked for.
+  EXPECT_EQ(flat.decay_ranges({0, 108}).to_vector<int32_t>(), (std::vector<int32_t>{8, 38, 46, 106}));
+  EXPECT_EQ(flat.decay_ranges({30, 50}).to_vector<int32_t>(), (std::vector<int32_t>{0, 8, 16, 20}));
+}
+
+TEST(Flat, gradients_accumulate_into_the_buffer_in_place_and_zero_grad_keeps_the_views) {
+  Generator g(2);
+  std::vector<NamedParam> params = model_params(g);
+  std::vector<NamedParam> twin;  // the same values, ordinary per-tensor gradients
+  for (const auto& p : params) {
+    Tensor c = p.param.detach().clone();
+    c.requires_grad_();
+    twin.push_back({p.name, c});
+  }
+  FlatParams flat(params, {.pad = 3});
+  const Tensor x = randn({3, 10}, g);
+  for (int k = 0; k < 3; ++k) {  // three micro-batches accumulate
+    backward(loss_of(params, x));
+    backward(loss_of(twin, x));
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_EQ(params[i].param.grad().storage(), flat.grads().storage()) << params[i].name;
+    EXPECT_EQ(bytes(params[i].param.grad()), bytes(twin[i].param.grad())) << params[i].name;
+  }
+  const void* where = flat.grads().data_ptr();
+  flat.zero_grad();
+  EXPECT_EQ(flat.grads().data_ptr(), where);
+  for (double v : values(flat.grads())) EXPECT_EQ(v, 0.0);
+  backward(loss_of(params, x));
+  EXPECT_EQ(params[2].param.grad().storage(), flat.grads().storage());
+}
+
+// Every micro-batch's bf16 gradient is added into an f32 buffer: 32 additions of 1 + 2^-7 (exact in
+// bf16) sum to 32 + 2^-2 exactly in f32, where bf16 accumulation would stall at 32 (its ulp there
+// is 2^-2, so each further 2^-7 rounds away).
+TEST(Flat, bf16_parameters_accumulate_their_gradients_in_f32) {
+  Tensor p = zeros({4}, DType::BF16);
+  p.requires_grad_();
+  FlatParams flat({{"p", p}});
+  EXPECT_EQ(flat.grads().dtype(), DType::F32);
+  for (int k = 0; k < 32; ++k) {
+    Tensor y = record("contribute", zeros({1}), {p}, [](const Tensor&, GradSink& sink) {
+      sink.add(0, full({4}, 1.0 + 1.0 / 128, DType::BF16));
+    });
+    backward(y, ones({1}));
+  }
+  for (double v : values(flat.grads())) EXPECT_EQ(v, 32.0 + 0.25);
+}
+
+TEST(FlatAdamW, one_process_updates_bit_for_bit_like_per_tensor_adamw) {
+  Generator g(3);
+  std::vector<NamedParam> params = model_params(g), twin;
+  for (const auto& p : params) {
+    Tensor c = p.param.detach().clone();
+    c.requires_grad_();
+    twin.push_back({p.name, c});
+  }
+  auto comm = single();
+  FlatParams flat(params, {.pad = 1});
+  const AdamWOptions a{.lr = 0.01, .weight_decay = 0.1};
+  FlatAdamW opt(flat, *comm, {.adam = a, .max_norm = 0});
+  AdamW ref(twin, a);
+  for (int step = 0; step < 5; ++step) {
+    const Tensor x = randn({3, 10}, g);
+    opt.backward(loss_of(params, x), true);
+    backward(loss_of(twin, x));
+    opt.step(0.01);
+    ref.step(0.01);
+    ref.zero_grad();
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_EQ(bytes(params[i].param), bytes(twin[i].param)) << params[i].name;
+  }
+  EXPECT_EQ(opt.step_count(), 5);
+  // The checkpoint view of the state is the per-tensor optimizer's, entry by entry.
+  const std::vector<StateTensor> state = opt.state();
+  ASSERT_EQ(state.size(), 8u);  // m and v per parameter; f32 parameters are their own master
+  EXPECT_EQ(state[0].key, "wte/m");
+  EXPECT_EQ(bytes(state[0].get()), bytes(ref.m("wte")));
+  EXPECT_EQ(bytes(state[7].get()), bytes(ref.v("ln")));
+}
+
+TEST(FlatAdamW, state_round_trip_continues_bit_exactly_and_bad_state_is_named) {
+  Generator g(4);
+  std::vector<NamedParam> a_params = model_params(g);
+  Generator g2(4);
+  std::vector<NamedParam> b_params = model_params(g2);
+  auto comm = single();
+  FlatParams fa(a_params), fb(b_params);
+  FlatAdamW a(fa, *comm, {.max_norm = 1.0}), b(fb, *comm, {.max_norm = 1.0});
+  Generator data(5);
+  std::vector<Tensor> xs;
+  for (int i = 0; i < 6; ++i) xs.push_back(randn({3, 10}, data));
+  for (int i = 0; i < 3; ++i) {
+    a.backward(loss_of(a_params, xs[size_t(i)]), true);
+    a.step(0.01);
+  }
+  // b takes a's weights and state, then both go on.
+  std::vector<std::pair<std::string, Tensor>> entries;
+  for (const StateTensor& s : a.state()) entries.emplace_back(s.key, s.get().clone());
+  for (size_t i = 0; i < a_params.size(); ++i) b_params[i].param.detach().copy_(a_params[i].param);
+  b.load_state(entries, "ck.h5");
+  b.set_step_count(a.step_count());
+  for (int i = 3; i < 6; ++i) {
+    a.backward(loss_of(a_params, xs[size_t(i)]), true);
+    b.backward(loss_of(b_params, xs[size_t(i)]), true);
+    EXPECT_EQ(*a.grad_norm(), *b.grad_norm());
+    a.step(0.01);
+    b.step(0.01);
+  }
+  for (size_t i = 0; i < a_params.size(); ++i)
+    EXPECT_EQ(bytes(a_params[i].param), bytes(b_params[i].param)) << a_params[i].name;
+
+  auto missing = entries;
+  missing.erase(missing.begin() + 1);  // wte/v
+  std::string msg = testing::error_of([&] { b.load_state(missing, "ck.h5"); });
+  EXPECT_NE(msg.find("ck.h5: no AdamW state for wte"), std::string::npos) << msg;
+  auto wrong = entries;
+  wrong[2].second = zeros({3});  // b/m
+  msg = testing::error_of([&] { b.load_state(wrong, "ck.h5"); });
+  EXPECT_NE(msg.find("optimizer state b/m"), std::string::npos) << msg;
+  auto extra = entries;
+  extra.emplace_back("nope/m", zeros({1}));
+  msg = testing::error_of([&] { b.load_state(extra, "ck.h5"); });
+  EXPECT_NE(msg.find("'nope/m' belongs to no parameter"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace tessera
