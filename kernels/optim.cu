@@ -7,6 +7,11 @@
 // f64) in the CPU twin's order: nvcc would otherwise contract a * b + c into one fma and round once
 // where the CPU rounds twice. Same operations, same roundings: the same bits as the CPU.
 //
+// adamw_step_flat: the same element update (adamw_element, shared with adamw_step's kernel) over a
+// whole flat buffer in one grid-stride launch. Each element learns whether it is decayed by a
+// binary search over the 2K range boundaries (K is a few hundred: ~10 cached loads, small beside
+// the 28 bytes of state traffic), and picks between the two decay factors the CPU twin forms.
+//
 // sum_squares: a fixed grid (a function of n alone, never of the device) of grid-stride threads
 // accumulating x^2 in double, a tree reduction per block, then one block adding the block sums in a
 // fixed tree: deterministic, no atomics. Not the CPU's order, so it agrees with the CPU to double
@@ -54,29 +59,74 @@ struct AdamCoefs {
   S decay, b1, b2, one_minus_b1, one_minus_b2, eps, step_size, bc2_sqrt;
 };
 
-// G: the gradient's element type (S, or uint16_t bf16 bits). out: the parameter when it is not w
-// itself (bf16 bits, or S for an f32/f64 parameter kept apart from its master), else null.
+// Element i of the AdamW step, decay being c.decay or the undecayed factor. G: the gradient's
+// element type (S, or uint16_t bf16 bits). out: the parameter when it is not w itself (bf16 bits,
+// or S for an f32/f64 parameter kept apart from its master), else null.
+template <typename S, typename G, typename P>
+__device__ __forceinline__ void adamw_element(S* __restrict__ w, S* __restrict__ m,
+                                              S* __restrict__ v, const G* __restrict__ g, P* out,
+                                              int64_t i, S decay, const AdamCoefs<S>& c) {
+  const S gi = load_grad(g, i);
+  const S mi = add(mul(c.b1, m[i]), mul(c.one_minus_b1, gi));
+  const S vi = add(mul(c.b2, v[i]), mul(mul(c.one_minus_b2, gi), gi));
+  S p = mul(w[i], decay);
+  p = sub(p, mul(c.step_size, div(mi, add(div(sqrt_rn(vi), c.bc2_sqrt), c.eps))));
+  m[i] = mi;
+  v[i] = vi;
+  w[i] = p;
+  if (out) {
+    if constexpr (std::is_same_v<P, uint16_t>) {
+      out[i] = to_bf16(float(p));
+    } else {
+      out[i] = p;
+    }
+  }
+}
+
 template <typename S, typename G, typename P>
 __global__ void adamw_kernel(S* __restrict__ w, S* __restrict__ m, S* __restrict__ v,
                              const G* __restrict__ g, P* out, int64_t n, AdamCoefs<S> c) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const S gi = load_grad(g, i);
-    const S mi = add(mul(c.b1, m[i]), mul(c.one_minus_b1, gi));
-    const S vi = add(mul(c.b2, v[i]), mul(mul(c.one_minus_b2, gi), gi));
-    S p = mul(w[i], c.decay);
-    p = sub(p, mul(c.step_size, div(mi, add(div(sqrt_rn(vi), c.bc2_sqrt), c.eps))));
-    m[i] = mi;
-    v[i] = vi;
-    w[i] = p;
-    if (out) {
-      if constexpr (std::is_same_v<P, uint16_t>) {
-        out[i] = to_bf16(float(p));
-      } else {
-        out[i] = p;
-      }
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    adamw_element(w, m, v, g, out, i, c.decay, c);
+}
+
+// Is i inside one of the ranges? The boundaries begin_0 <= end_0 <= begin_1 <= ... never decrease,
+// so i is inside exactly when an odd number of them are <= i (empty and adjacent ranges included).
+// Any bounds at all keep the search inside the array: bad ranges give wrong answers, not faults.
+__device__ __forceinline__ bool in_decay_range(const int32_t* __restrict__ bounds,
+                                               int64_t nbounds, int64_t i) {
+  int64_t lo = 0, hi = nbounds;  // upper bound: the first boundary > i
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (int64_t(bounds[mid]) <= i) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
     }
   }
+  return (lo & 1) != 0;
+}
+
+// g: the gradient in the state type (bf16 parameters accumulate theirs in f32).
+template <typename S, typename P>
+__global__ void adamw_flat_kernel(S* __restrict__ w, S* __restrict__ m, S* __restrict__ v,
+                                  const S* __restrict__ g, P* out,
+                                  const int32_t* __restrict__ bounds, int64_t nbounds, int64_t n,
+                                  AdamCoefs<S> c, S no_decay) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    adamw_element(w, m, v, g, out, i, in_decay_range(bounds, nbounds, i) ? c.decay : no_decay, c);
+}
+
+// The coefficients formed in double exactly as the CPU twin forms them, then rounded to S.
+template <typename S>
+AdamCoefs<S> adam_coefs(double lr, double beta1, double beta2, double eps, double weight_decay,
+                        double bias_correction1, double bias_correction2) {
+  return AdamCoefs<S>{S(1.0 - lr * weight_decay), S(beta1),
+                      S(beta2),                   S(1.0 - beta1),
+                      S(1.0 - beta2),             S(eps),
+                      S(lr / bias_correction1),   S(std::sqrt(bias_correction2))};
 }
 
 unsigned grid_for(int64_t n, int threads) {
@@ -110,15 +160,11 @@ void adamw_step(const Tensor& param, const Tensor& master, const Tensor& m, cons
   if (n == 0) return;
   DeviceGuard guard(param.device().index);
   const bool aliased = master.data_ptr() == param.data_ptr();
-  // The same double arithmetic as the CPU twin, then rounded to the state type.
-  const double decay = 1.0 - lr * weight_decay, step_size = lr / bias_correction1;
-  const double bc2_sqrt = std::sqrt(bias_correction2);
   constexpr int threads = 256;
   const unsigned blocks = grid_for(n, threads);
   auto coefs = [&](auto z) {
-    using S = decltype(z);
-    return AdamCoefs<S>{S(decay),       S(beta1), S(beta2),     S(1.0 - beta1),
-                        S(1.0 - beta2), S(eps),   S(step_size), S(bc2_sqrt)};
+    return adam_coefs<decltype(z)>(lr, beta1, beta2, eps, weight_decay, bias_correction1,
+                                   bias_correction2);
   };
   if (pt == DType::F64) {
     adamw_kernel<double, double, double><<<blocks, threads>>>(
@@ -136,6 +182,78 @@ void adamw_step(const Tensor& param, const Tensor& master, const Tensor& m, cons
         static_cast<float*>(master.data_ptr()), static_cast<float*>(m.data_ptr()),
         static_cast<float*>(v.data_ptr()), static_cast<const uint16_t*>(grad.data_ptr()),
         static_cast<uint16_t*>(param.data_ptr()), n, coefs(float{}));
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+void adamw_step_flat(const Tensor& param, const Tensor& master, const Tensor& m, const Tensor& v,
+                     const Tensor& grad, const Tensor& decay_ranges, double lr, double beta1,
+                     double beta2, double eps, double weight_decay, double bias_correction1,
+                     double bias_correction2) {
+  auto describe = [](const Tensor& t) {
+    return t.defined() ? t.str() : std::string("an undefined tensor");
+  };
+  TESSERA_CHECK(master.defined() && master.device().is_cuda() && master.dim() == 1 &&
+                    master.is_contiguous() &&
+                    (master.dtype() == DType::F32 || master.dtype() == DType::F64),
+                "cuda kernel adamw_step_flat: master must be a 1-D contiguous f32 or f64 CUDA "
+                "tensor, got ",
+                describe(master));
+  const DType st = master.dtype();
+  const int64_t n = master.numel();
+  auto check_flat = [&](const char* name, const Tensor& t, DType want) {
+    TESSERA_CHECK(t.defined() && t.device() == master.device() && t.dim() == 1 &&
+                      t.is_contiguous() && t.dtype() == want && t.numel() == n,
+                  "cuda kernel adamw_step_flat: ", name, " must be a 1-D contiguous ",
+                  dtype_name(want), " tensor of ", n, " elements on ", master.device().str(),
+                  " (master ", master.str(), "), got ", describe(t));
+  };
+  check_flat("m", m, st);
+  check_flat("v", v, st);
+  check_flat("grad", grad, st);
+  TESSERA_CHECK(param.defined() && (param.dtype() == st || param.dtype() == DType::BF16),
+                "cuda kernel adamw_step_flat: param must be ", dtype_name(st),
+                " (master itself) or bf16, got ", describe(param), " for master ", master.str());
+  check_flat("param", param, param.dtype());
+  const bool bf16_param = param.dtype() == DType::BF16;
+  TESSERA_CHECK(bf16_param || param.data_ptr() == master.data_ptr(),
+                "cuda kernel adamw_step_flat: an ", dtype_name(st),
+                " param must be its own master (the same storage), got param ", param.str(),
+                " and master ", master.str());
+  TESSERA_CHECK(!bf16_param || st == DType::F32,
+                "cuda kernel adamw_step_flat: a bf16 param needs an f32 master, got ",
+                master.str());
+  // Shape, dtype and device only: the values stay on the device (kernels.h).
+  TESSERA_CHECK(decay_ranges.defined() && decay_ranges.device() == master.device() &&
+                    decay_ranges.dim() == 1 && decay_ranges.is_contiguous() &&
+                    decay_ranges.dtype() == DType::I32 && decay_ranges.numel() % 2 == 0,
+                "cuda kernel adamw_step_flat: decay_ranges must be a 1-D contiguous i32 tensor of "
+                "2K elements ({begin, end} pairs) on ",
+                master.device().str(), ", got ", describe(decay_ranges));
+  if (n == 0) return;
+  DeviceGuard guard(master.device().index);
+  constexpr int threads = 256;
+  const unsigned blocks = grid_for(n, threads);
+  const auto* bounds = static_cast<const int32_t*>(decay_ranges.data_ptr());
+  const int64_t nbounds = decay_ranges.numel();
+  auto launch = [&](auto z, auto* out) {
+    using S = decltype(z);
+    const AdamCoefs<S> c = adam_coefs<S>(lr, beta1, beta2, eps, weight_decay, bias_correction1,
+                                         bias_correction2);
+    // What adamw_step forms for weight_decay 0, so undecayed elements get its bits too.
+    const S no_decay =
+        adam_coefs<S>(lr, beta1, beta2, eps, 0.0, bias_correction1, bias_correction2).decay;
+    adamw_flat_kernel<<<blocks, threads>>>(
+        static_cast<S*>(master.data_ptr()), static_cast<S*>(m.data_ptr()),
+        static_cast<S*>(v.data_ptr()), static_cast<const S*>(grad.data_ptr()), out, bounds,
+        nbounds, n, c, no_decay);
+  };
+  if (st == DType::F64) {
+    launch(double{}, static_cast<double*>(nullptr));
+  } else if (bf16_param) {
+    launch(float{}, static_cast<uint16_t*>(param.data_ptr()));
+  } else {
+    launch(float{}, static_cast<float*>(nullptr));
   }
   CUDA_CHECK_LAUNCH();
 }
@@ -229,6 +347,7 @@ void sum_squares(const Tensor& out, const Tensor& x) {
 
 void add_optim_kernels(Kernels& k) {
   k.adamw_step = adamw_step;
+  k.adamw_step_flat = adamw_step_flat;
   k.sum_squares = sum_squares;
 }
 

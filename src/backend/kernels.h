@@ -119,6 +119,24 @@ struct Kernels {
   void (*adamw_step)(const Tensor& param, const Tensor& master, const Tensor& m, const Tensor& v,
                      const Tensor& grad, double lr, double beta1, double beta2, double eps,
                      double weight_decay, double bias_correction1, double bias_correction2);
+  // AdamW over a flat range (a whole flat buffer of parameters, or a ZeRO shard of it): adamw_step's
+  // element update on 1-D contiguous tensors of one length n:
+  //   master, m, v: the state, f32 (or f64), updated in place;
+  //   grad: in master's dtype (gradients of bf16 parameters are accumulated in f32);
+  //   param: master itself (the same storage) when of master's dtype, or bf16: receives the rounded
+  //          new master;
+  //   decay_ranges: i32 (2K) on the same device, {begin_0, end_0, begin_1, end_1, ...}: K sorted,
+  //          disjoint [begin, end) offsets into these tensors, 0 <= begin_0 <= end_0 <= begin_1 ...
+  //          <= n, whose elements get weight_decay; every other element gets none. i32 because
+  //          tessera has no i64 dtype: decayed elements lie below 2^31 (any n works otherwise).
+  // The bits are those of adamw_step on each sub-range with its weight decay (for bf16, fed the f32
+  // values of its bf16 gradient). One launch on CUDA. The CPU entry checks the ranges' values; the
+  // CUDA one checks only their dtype, shape and device, since reading them back would synchronise
+  // every step: there, unsorted ranges decay an unspecified set but touch no other memory.
+  void (*adamw_step_flat)(const Tensor& param, const Tensor& master, const Tensor& m,
+                          const Tensor& v, const Tensor& grad, const Tensor& decay_ranges,
+                          double lr, double beta1, double beta2, double eps, double weight_decay,
+                          double bias_correction1, double bias_correction2);
   // out (one element, f32 or f64, may be a view into a larger buffer) = sum of x^2 over every
   // element of x (contiguous, f32, f64 or bf16), accumulated in double in an order fixed by numel
   // alone: the same bits on every run. Global gradient norms (optim/clip.h) add these up.

@@ -1,9 +1,10 @@
 // GPU parity of the optimizer kernels (kernels/optim.cu) and of AdamW and gradient clipping on CUDA
 // tensors, against the CPU. Every test skips without a CUDA device.
 //
-// adamw_step is compared bit for bit: the CUDA kernel performs the CPU twin's operations in the
-// same order with one IEEE rounding each (explicit __f*_rn intrinsics, no fused multiply-add), and
-// both round the bf16 working copy to nearest even, so any difference is a bug, not rounding.
+// adamw_step and adamw_step_flat are compared bit for bit: the CUDA kernels perform the CPU twin's
+// operations in the same order with one IEEE rounding each (explicit __f*_rn intrinsics, no fused
+// multiply-add), and both round the bf16 working copy to nearest even, so any difference is a bug,
+// not rounding.
 // sum_squares accumulates in double in another order than the CPU: n positive terms summed in any
 // order are within (n - 1) 2^-53 of each other, relatively, which is the tolerance used.
 #include <gtest/gtest.h>
@@ -76,6 +77,51 @@ TEST(OptimCuda, adamw_step_matches_the_cpu_bit_for_bit) {
       // if the CPU also wrote nothing).
       EXPECT_NE(bytes(p_c), bytes(init)) << dtype_name(pt);
     }
+  }
+}
+
+TEST(OptimCuda, adamw_step_flat_matches_the_cpu_bit_for_bit) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  Generator gen(25);
+  // 200 ragged parameters, two in three decayed: ~130 ranges for the binary search, adjacent ones
+  // (decayed neighbours) and an empty one (parameter 0 has no elements).
+  std::vector<int32_t> bounds;
+  int64_t n = 0;
+  for (int64_t k = 0; k < 200; ++k) {
+    const int64_t len = (k * 7919) % 5000;
+    if (k % 3 != 1) {
+      bounds.push_back(int32_t(n));
+      bounds.push_back(int32_t(n + len));
+    }
+    n += len;
+  }
+  const Tensor ranges_c = from_vector(bounds, {int64_t(bounds.size())});
+  const Tensor ranges_g = ranges_c.to(kGpu);
+  const double b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
+  for (DType pt : {DType::F32, DType::BF16, DType::F64}) {
+    const DType st = pt == DType::F64 ? DType::F64 : DType::F32;
+    const Tensor init = randn({n}, gen).to(pt);
+    // An f32/f64 parameter is its own master; a bf16 one has an f32 master and f32 gradients.
+    Tensor p_c = init.clone();
+    Tensor w_c = pt == DType::BF16 ? init.to(st) : p_c;
+    Tensor m_c = zeros({n}, st), v_c = zeros({n}, st);
+    Tensor p_g = p_c.to(kGpu);
+    Tensor w_g = pt == DType::BF16 ? w_c.to(kGpu) : p_g;
+    Tensor m_g = m_c.to(kGpu), v_g = v_c.to(kGpu);
+    for (int t = 1; t <= 3; ++t) {
+      const Tensor g = ops::scale(randn({n}, gen), std::pow(10.0, -t)).to(st);
+      const double lr = 1e-2 * t, bc1 = 1.0 - std::pow(b1, t), bc2 = 1.0 - std::pow(b2, t);
+      cpu::kernels().adamw_step_flat(p_c, w_c, m_c, v_c, g, ranges_c, lr, b1, b2, eps, wd, bc1,
+                                     bc2);
+      TESSERA_KERNEL(p_g, adamw_step_flat)
+      (p_g, w_g, m_g, v_g, g.to(kGpu), ranges_g, lr, b1, b2, eps, wd, bc1, bc2);
+      const std::string what = std::string(dtype_name(pt)) + " step " + std::to_string(t);
+      EXPECT_EQ(bytes(on_cpu(m_g)), bytes(m_c)) << what << ": m";
+      EXPECT_EQ(bytes(on_cpu(v_g)), bytes(v_c)) << what << ": v";
+      EXPECT_EQ(bytes(on_cpu(w_g)), bytes(w_c)) << what << ": master";
+      EXPECT_EQ(bytes(on_cpu(p_g)), bytes(p_c)) << what << ": param";
+    }
+    EXPECT_NE(bytes(p_c), bytes(init)) << dtype_name(pt);
   }
 }
 

@@ -82,6 +82,10 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
 void adamw_step(const Tensor& param, const Tensor& master, const Tensor& m, const Tensor& v,
                 const Tensor& grad, double lr, double beta1, double beta2, double eps,
                 double weight_decay, double bias_correction1, double bias_correction2);
+void adamw_step_flat(const Tensor& param, const Tensor& master, const Tensor& m, const Tensor& v,
+                     const Tensor& grad, const Tensor& decay_ranges, double lr, double beta1,
+                     double beta2, double eps, double weight_decay, double bias_correction1,
+                     double bias_correction2);
 void sum_squares(const Tensor& out, const Tensor& x);
 // nf4.cpp
 void nf4_dequantize(const Tensor& out, const Tensor& codes, const Tensor& absmax);

@@ -10,6 +10,10 @@
 // independent, so the OpenMP split changes no result; the CUDA twin (kernels/optim.cu) performs the
 // same operations in the same order with one rounding each and gives the same bits.
 //
+// adamw_step_flat: the buffer cut at the decay ranges' boundaries into runs that are decayed or not,
+// each run given to the same adamw_update as adamw_step with the coefficients adamw_step would form
+// for it, so the bits are adamw_step's by construction.
+//
 // sum_squares: fixed blocks of 65536 elements, each summed in order in double, then the block sums
 // in order: the same bits for any thread count, so a resumed run (perhaps with another
 // OMP_NUM_THREADS) clips exactly as the uninterrupted one did.
@@ -29,6 +33,13 @@ struct Coefs {
   double step_size;  // lr / (1 - b1^t)
   double bc2_sqrt;   // sqrt(1 - b2^t)
 };
+
+Coefs coefs_for(double lr, double beta1, double beta2, double eps, double weight_decay,
+                double bias_correction1, double bias_correction2) {
+  return {1.0 - lr * weight_decay, beta1,
+          beta2,                   eps,
+          lr / bias_correction1,   std::sqrt(bias_correction2)};
+}
 
 template <typename S, typename G>
 inline S load(const G& g) {
@@ -89,8 +100,8 @@ void adamw_step(const Tensor& param, const Tensor& master, const Tensor& m, cons
                 " and master ", master.str());
   const int64_t n = param.numel();
   if (n == 0) return;
-  const Coefs c{1.0 - lr * weight_decay,    beta1, beta2, eps, lr / bias_correction1,
-                std::sqrt(bias_correction2)};
+  const Coefs c =
+      coefs_for(lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2);
   switch (pt) {
     case DType::F32:
       adamw_update(master.data<float>(), m.data<float>(), v.data<float>(), grad.data<float>(),
@@ -104,6 +115,85 @@ void adamw_step(const Tensor& param, const Tensor& master, const Tensor& m, cons
       adamw_update(master.data<float>(), m.data<float>(), v.data<float>(), grad.data<bf16>(),
                    param.data<bf16>(), n, c);
   }
+}
+
+void adamw_step_flat(const Tensor& param, const Tensor& master, const Tensor& m, const Tensor& v,
+                     const Tensor& grad, const Tensor& decay_ranges, double lr, double beta1,
+                     double beta2, double eps, double weight_decay, double bias_correction1,
+                     double bias_correction2) {
+  auto describe = [](const Tensor& t) {
+    return t.defined() ? t.str() : std::string("an undefined tensor");
+  };
+  TESSERA_CHECK(master.defined() && master.device().is_cpu() && master.dim() == 1 &&
+                    master.is_contiguous() &&
+                    (master.dtype() == DType::F32 || master.dtype() == DType::F64),
+                "cpu kernel adamw_step_flat: master must be a 1-D contiguous f32 or f64 CPU "
+                "tensor, got ",
+                describe(master));
+  const DType st = master.dtype();
+  const int64_t n = master.numel();
+  auto check_flat = [&](const char* name, const Tensor& t, DType want) {
+    TESSERA_CHECK(t.defined() && t.device().is_cpu() && t.dim() == 1 && t.is_contiguous() &&
+                      t.dtype() == want && t.numel() == n,
+                  "cpu kernel adamw_step_flat: ", name, " must be a 1-D contiguous ",
+                  dtype_name(want), " CPU tensor of ", n, " elements (master ", master.str(),
+                  "), got ", describe(t));
+  };
+  check_flat("m", m, st);
+  check_flat("v", v, st);
+  check_flat("grad", grad, st);
+  TESSERA_CHECK(param.defined() && (param.dtype() == st || param.dtype() == DType::BF16),
+                "cpu kernel adamw_step_flat: param must be ", dtype_name(st),
+                " (master itself) or bf16, got ", describe(param), " for master ", master.str());
+  check_flat("param", param, param.dtype());
+  const bool bf16_param = param.dtype() == DType::BF16;
+  TESSERA_CHECK(bf16_param || param.data_ptr() == master.data_ptr(),
+                "cpu kernel adamw_step_flat: an ", dtype_name(st),
+                " param must be its own master (the same storage), got param ", param.str(),
+                " and master ", master.str());
+  TESSERA_CHECK(!bf16_param || st == DType::F32,
+                "cpu kernel adamw_step_flat: a bf16 param needs an f32 master, got ", master.str());
+  TESSERA_CHECK(decay_ranges.defined() && decay_ranges.device().is_cpu() &&
+                    decay_ranges.dim() == 1 && decay_ranges.is_contiguous() &&
+                    decay_ranges.dtype() == DType::I32 && decay_ranges.numel() % 2 == 0,
+                "cpu kernel adamw_step_flat: decay_ranges must be a 1-D contiguous i32 CPU "
+                "tensor of 2K elements ({begin, end} pairs), got ",
+                describe(decay_ranges));
+  const int32_t* bounds = decay_ranges.data<int32_t>();
+  const int64_t nbounds = decay_ranges.numel();
+  for (int64_t k = 0; k < nbounds / 2; ++k) {
+    const int64_t begin = bounds[2 * k], end = bounds[2 * k + 1];
+    TESSERA_CHECK(begin <= end, "cpu kernel adamw_step_flat: decay range ", k, " = [", begin, ", ",
+                  end, ") ends before it begins");
+    TESSERA_CHECK(begin >= 0 && end <= n, "cpu kernel adamw_step_flat: decay range ", k, " = [",
+                  begin, ", ", end, ") is out of bounds for tensors of ", n, " elements");
+    TESSERA_CHECK(k == 0 || begin >= bounds[2 * k - 1], "cpu kernel adamw_step_flat: decay range ",
+                  k, " = [", begin, ", ", end, ") begins before range ", k - 1, " = [",
+                  bounds[2 * k - 2], ", ", bounds[2 * k - 1],
+                  ") ends: ranges must be sorted and disjoint");
+  }
+  if (n == 0) return;
+  const Coefs decayed =
+      coefs_for(lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2);
+  const Coefs plain = coefs_for(lr, beta1, beta2, eps, 0.0, bias_correction1, bias_correction2);
+  auto run = [&](int64_t begin, int64_t end, const Coefs& c) {
+    if (begin == end) return;
+    if (st == DType::F64) {
+      adamw_update(master.data<double>() + begin, m.data<double>() + begin,
+                   v.data<double>() + begin, grad.data<double>() + begin, nullptr, end - begin, c);
+    } else {
+      adamw_update(master.data<float>() + begin, m.data<float>() + begin, v.data<float>() + begin,
+                   grad.data<float>() + begin, bf16_param ? param.data<bf16>() + begin : nullptr,
+                   end - begin, c);
+    }
+  };
+  int64_t done = 0;  // [0, done) is updated
+  for (int64_t k = 0; k < nbounds / 2; ++k) {
+    run(done, bounds[2 * k], plain);
+    run(bounds[2 * k], bounds[2 * k + 1], decayed);
+    done = bounds[2 * k + 1];
+  }
+  run(done, n, plain);
 }
 
 void sum_squares(const Tensor& out, const Tensor& x) {

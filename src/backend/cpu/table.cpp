@@ -40,6 +40,7 @@ const Kernels& kernels() {
       .attention_forward = attention_forward,
       .attention_backward = attention_backward,
       .adamw_step = adamw_step,
+      .adamw_step_flat = adamw_step_flat,
       .sum_squares = sum_squares,
       .nf4_dequantize = nf4_dequantize,
       .nf4_matmul = nf4_matmul,
