@@ -128,6 +128,30 @@ std::unique_ptr<dist::Communicator> communicator(const Config& cfg) {
                                  launch);
 }
 
+// A run that leaves train.total_batch_size at 0 (B x T x world) and resumes keeps the
+// checkpoint's tokens per step, so it continues the same data order on any world size: trained on
+// 2 ranks, resumed on 1 with 2 micro-batches per step. An explicit total_batch_size is kept as
+// given (and checked against the checkpoint's when it loads).
+Config resolve_tokens_per_step(Config cfg, int world, std::ostream& log) {
+  if (cfg.train.total_batch_size != 0 || cfg.checkpoint.resume.empty()) return cfg;
+  try {
+    const std::string path = resolve_checkpoint(
+        cfg.checkpoint.resume == "auto"
+            ? (fs::path(cfg.checkpoint.dir) / cfg.train.run_name).string()
+            : cfg.checkpoint.resume);
+    const CheckpointData ck = load_checkpoint_attributes(path);
+    auto it = ck.trainer_ints.find("tokens_per_step");
+    if (it == ck.trainer_ints.end() || it->second == cfg.tokens_per_step(world)) return cfg;
+    cfg.train.total_batch_size = it->second;
+    if (world == 1 || dist::detect_launch().rank == 0)
+      log << "resume: keeping the checkpoint's " << it->second
+          << " tokens per step (train.total_batch_size)\n";
+  } catch (const Error&) {
+    // No checkpoint yet, or a damaged one: resuming reports it (or passes over it) below.
+  }
+  return cfg;
+}
+
 class Trainer {
  public:
   Trainer(const Config& cfg, std::ostream& log);
@@ -150,8 +174,8 @@ class Trainer {
   void build_optimizer();
   void report_memory();
 
-  const Config& cfg_;
   std::unique_ptr<dist::Communicator> comm_;
+  const Config cfg_;  // the run's config, total_batch_size resolved (resolve_tokens_per_step)
   const int rank_, world_;
   fs::path run_dir_;
   Generator init_gen_;
@@ -177,56 +201,56 @@ class Trainer {
 };
 
 Trainer::Trainer(const Config& cfg, std::ostream& log)
-    : cfg_(cfg),
-      comm_(communicator(cfg)),
+    : comm_(communicator(cfg)),
+      cfg_(resolve_tokens_per_step(cfg, comm_->world(), log)),
       rank_(comm_->rank()),
       world_(comm_->world()),
-      run_dir_(fs::path(cfg.checkpoint.dir) / cfg.train.run_name),
-      init_gen_(seed_default_generator(cfg.train.seed, rank_)),
-      model_(model_config(cfg.model, cfg.train), init_gen_),
+      run_dir_(fs::path(cfg_.checkpoint.dir) / cfg_.train.run_name),
+      init_gen_(seed_default_generator(cfg_.train.seed, rank_)),
+      model_(model_config(cfg_.model, cfg_.train), init_gen_),
       params_(named_params(model_.parameters())),
-      sched_{.name = cfg.optim.schedule, .lr = cfg.optim.lr, .min_lr = cfg.optim.min_lr,
-             .warmup_steps = cfg.optim.warmup_steps, .max_steps = cfg.train.max_steps},
-      accum_(cfg.grad_accum_steps(world_)),  // names the numbers when they do not divide
-      B_(cfg.train.batch_size),
-      T_(cfg.sequence_length()),
+      sched_{.name = cfg_.optim.schedule, .lr = cfg_.optim.lr, .min_lr = cfg_.optim.min_lr,
+             .warmup_steps = cfg_.optim.warmup_steps, .max_steps = cfg_.train.max_steps},
+      accum_(cfg_.grad_accum_steps(world_)),  // names the numbers when they do not divide
+      B_(cfg_.train.batch_size),
+      T_(cfg_.sequence_length()),
       step_windows_(accum_ * world_ * B_),
       loader_([&] {
-        data::LoaderOptions o = loader_options(cfg, "data.train", cfg.data.train, true);
+        data::LoaderOptions o = loader_options(cfg_, "data.train", cfg_.data.train, true);
         o.rank = rank_, o.world = world_, o.step_windows = step_windows_;
         return o;
       }()),
-      detector_({.window = cfg.spike.window, .threshold = cfg.spike.threshold}) {
-  dropout_seed_ = uint64_t(cfg.train.seed);
+      detector_({.window = cfg_.spike.window, .threshold = cfg_.spike.threshold}) {
+  dropout_seed_ = uint64_t(cfg_.train.seed);
   if (rank_ == 0) {
     fs::create_directories(run_dir_);
     for (const std::string& p : remove_interrupted_writes(run_dir_.string()))
       log << "warning: removed " << p << " (a checkpoint write that did not finish)\n";
   }
   comm_->barrier();  // the run dir exists and holds no half-written file
-  out_ = std::make_unique<Report>(log, run_dir_ / "metrics.jsonl", cfg.log.metrics, rank_ == 0);
+  out_ = std::make_unique<Report>(log, run_dir_ / "metrics.jsonl", cfg_.log.metrics, rank_ == 0);
   // Built on the CPU in f32 above (the same initial weights on every device and rank), then placed.
-  if (const Placement where = placement(cfg, comm_->local_rank()); where.device.is_cuda()) {
+  if (const Placement where = placement(cfg_, comm_->local_rank()); where.device.is_cuda()) {
     place_model(model_, where.device, where.dtype);
     params_ = named_params(model_.parameters());
   }
-  if (!cfg.checkpoint.init.empty()) load_init();
-  if (cfg.lora.rank > 0) {
-    lora_ = std::make_unique<peft::Lora>(model_, lora_options(cfg.lora), init_gen_);
+  if (!cfg_.checkpoint.init.empty()) load_init();
+  if (cfg_.lora.rank > 0) {
+    lora_ = std::make_unique<peft::Lora>(model_, lora_options(cfg_.lora), init_gen_);
     params_ = named_params(lora_->parameters());
   }
   build_optimizer();
   // The micro-batches a clean run reads at (1-based) step n start at windows (n - 1) S + k B;
   // spike.inject_rank r poisons only the one rank r reads first in the step.
-  TESSERA_CHECK(cfg.spike.inject_rank < step_windows_ / B_, "spike.inject_rank ",
-                cfg.spike.inject_rank, " names no micro-batch: a step has ", step_windows_ / B_,
+  TESSERA_CHECK(cfg_.spike.inject_rank < step_windows_ / B_, "spike.inject_rank ",
+                cfg_.spike.inject_rank, " names no micro-batch: a step has ", step_windows_ / B_,
                 " (", world_, " rank(s) x ", accum_, " micro-batch(es))");
-  for (int64_t n : parse_step_list(cfg.spike.inject_steps))
+  for (int64_t n : parse_step_list(cfg_.spike.inject_steps))
     for (int64_t k = 0; k < step_windows_ / B_; ++k)
-      if (cfg.spike.inject_rank < 0 || k == cfg.spike.inject_rank)
+      if (cfg_.spike.inject_rank < 0 || k == cfg_.spike.inject_rank)
         poisoned_.insert((n - 1) * step_windows_ + k * B_);
 
-  const std::string& resume = cfg.checkpoint.resume;
+  const std::string& resume = cfg_.checkpoint.resume;
   if (resume == "auto") {
     if (std::optional<Resumable> r = load_resumable(run_dir_.string(), out_->log()))
       restore(r->path, r->data, true);

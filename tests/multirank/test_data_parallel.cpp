@@ -280,3 +280,48 @@ TEST_F(DataParallel, dropout_streams_resume_exactly_on_two_ranks) {
         << a.model[i].first;
   EXPECT_EQ(whole.series("loss"), split.series("loss"));
 }
+
+// A config that leaves train.total_batch_size at 0 means B x T x world tokens per step; resumed
+// on another world size it keeps the checkpoint's figure (here: 1 process, 2 micro-batches).
+TEST_F(DataParallel, a_run_without_a_fixed_total_batch_resumes_with_one_process) {
+  Config c = config(12);
+  c.train.total_batch_size = 0;
+  c.train.batch_size = 4;  // 2 ranks x 4 x 16 = 128 tokens per step
+  c.checkpoint.interval = 6;
+  const RunDir two = train(2, c, "two");
+  const RunDir one = train(1, c, "one_from_two",
+                           {"--resume", (two.dir / checkpoint_name(6)).string()});
+  const std::string log = read(run_.dir / "one_from_two.log");
+  EXPECT_NE(log.find("keeping the checkpoint's 128 tokens per step"), std::string::npos) << log;
+  EXPECT_NE(log.find("2 micro-batch(es) of 4 x 16 per step on each of 1 rank(s)"),
+            std::string::npos) << log;
+  expect_same_losses(two, one, 7, 12);
+  EXPECT_LT(max_param_diff(two.last(), one.last()), kParamTol);
+}
+
+// LOMO and AdaLomo cannot accumulate, so the global batch is split across ranks only: 2 ranks of
+// 2 sequences against one process of 4. Each gradient is averaged inside its hook before the
+// fused update (and, with norm clipping, in the first pass too). LOMO is plain SGD, so its
+// parameters are compared to the AdamW tolerance; AdaLomo divides by a factored second moment
+// with a 1e-30 floor, which turns f32 noise on near-zero gradients into full-size steps
+// (measured: 9e-4 on a few elements), so for it the losses and norms are compared.
+TEST_F(DataParallel, lomo_and_adalomo_on_two_ranks_train_like_one_process) {
+  for (const char* name : {"lomo", "adalomo"}) {
+    SCOPED_TRACE(name);
+    Config c = config(20);
+    c.optim.name = name;
+    c.optim.lr = std::string(name) == "lomo" ? 0.3 : 0.1;  // as tests/train/test_fused.cpp
+    c.optim.min_lr = c.optim.lr / 10;
+    c.optim.weight_decay = 0;
+    c.train.total_batch_size = 0;
+    c.train.batch_size = 4;
+    const RunDir one = train(1, c, std::string(name) + "1");
+    c.train.batch_size = 2;
+    const RunDir two = train(2, c, std::string(name) + "2");
+    expect_same_losses(one, two, 1, 20);
+    const double d = max_param_diff(one.last(), two.last());
+    std::printf("%s: max parameter difference 2 ranks vs 1: %.3g\n", name, d);
+    if (std::string(name) == "lomo") EXPECT_LT(d, kParamTol);
+    EXPECT_LT(one.losses().at(20), one.losses().at(1) - 0.3);
+  }
+}
