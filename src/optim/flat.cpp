@@ -80,6 +80,16 @@ void FlatParams::zero_grad() {
   }
 }
 
+void FlatParams::check_attached() const {
+  for (const Slot& s : slots_) {
+    const Tensor& g = s.param.grad();
+    TESSERA_CHECK(g.defined() && g.storage() == grads_.storage() &&
+                      g.offset() == grads_.offset() + s.offset,
+                  "FlatParams: the gradient of '", s.name, "' is not in the flat buffer any more "
+                  "(Tensor::zero_grad() on it? use the optimizer's zero_grad())");
+  }
+}
+
 Tensor FlatParams::decay_ranges(FlatRange r) const {
   TESSERA_CHECK(r.size() < (int64_t(1) << 31), "FlatParams: a flat range of ", r.size(),
                 " elements is too long for the adamw_step_flat kernel's i32 offsets; use more "

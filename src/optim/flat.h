@@ -75,6 +75,9 @@ class FlatParams {
 
   // Zeroes the gradient buffer in place and (re)attaches every parameter's gradient view.
   void zero_grad();
+  // Throws, naming the parameter, when a gradient no longer lives in the buffer (a
+  // Tensor::zero_grad() on the parameter dropped its view: its next gradient went elsewhere).
+  void check_attached() const;
   // The decayed sub-ranges of r as an i32 (2K) tensor of sorted [begin, end) offsets relative to
   // r.begin, on the buffers' device: the decay_ranges argument of the adamw_step_flat kernel.
   Tensor decay_ranges(FlatRange r) const;

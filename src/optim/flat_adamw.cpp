@@ -64,6 +64,7 @@ void FlatAdamW::backward(const Tensor& loss, bool last) {
 std::optional<double> FlatAdamW::grad_norm() {
   if (norm_) return norm_;
   if (sync_) sync_->finish();
+  flat_.check_attached();
   std::vector<Tensor> pieces;
   for (const FlatRange& f : owned()) pieces.push_back(view(flat_.grads(), f.begin, f.size()));
   double sum = sum_of_squares(pieces);

@@ -99,6 +99,12 @@ TEST(Flat, gradients_accumulate_into_the_buffer_in_place_and_zero_grad_keeps_the
   for (double v : values(flat.grads())) EXPECT_EQ(v, 0.0);
   backward(loss_of(params, x));
   EXPECT_EQ(params[2].param.grad().storage(), flat.grads().storage());
+  flat.check_attached();
+  // A gradient dropped behind the buffer's back is an error, not a silently lost update.
+  params[1].param.zero_grad();
+  backward(loss_of(params, x));
+  const std::string msg = testing::error_of([&] { flat.check_attached(); });
+  EXPECT_NE(msg.find("gradient of 'b' is not in the flat buffer"), std::string::npos) << msg;
 }
 
 // Every micro-batch's bf16 gradient is added into an f32 buffer: 32 additions of 1 + 2^-7 (exact in
