@@ -22,6 +22,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "backend/adamw_flat_args.h"
 #include "backend/cpu/cpu.h"
 
 namespace tessera::cpu {
@@ -121,44 +122,11 @@ void adamw_step_flat(const Tensor& param, const Tensor& master, const Tensor& m,
                      const Tensor& grad, const Tensor& decay_ranges, double lr, double beta1,
                      double beta2, double eps, double weight_decay, double bias_correction1,
                      double bias_correction2) {
-  auto describe = [](const Tensor& t) {
-    return t.defined() ? t.str() : std::string("an undefined tensor");
-  };
-  TESSERA_CHECK(master.defined() && master.device().is_cpu() && master.dim() == 1 &&
-                    master.is_contiguous() &&
-                    (master.dtype() == DType::F32 || master.dtype() == DType::F64),
-                "cpu kernel adamw_step_flat: master must be a 1-D contiguous f32 or f64 CPU "
-                "tensor, got ",
-                describe(master));
-  const DType st = master.dtype();
-  const int64_t n = master.numel();
-  auto check_flat = [&](const char* name, const Tensor& t, DType want) {
-    TESSERA_CHECK(t.defined() && t.device().is_cpu() && t.dim() == 1 && t.is_contiguous() &&
-                      t.dtype() == want && t.numel() == n,
-                  "cpu kernel adamw_step_flat: ", name, " must be a 1-D contiguous ",
-                  dtype_name(want), " CPU tensor of ", n, " elements (master ", master.str(),
-                  "), got ", describe(t));
-  };
-  check_flat("m", m, st);
-  check_flat("v", v, st);
-  check_flat("grad", grad, st);
-  TESSERA_CHECK(param.defined() && (param.dtype() == st || param.dtype() == DType::BF16),
-                "cpu kernel adamw_step_flat: param must be ", dtype_name(st),
-                " (master itself) or bf16, got ", describe(param), " for master ", master.str());
-  check_flat("param", param, param.dtype());
-  const bool bf16_param = param.dtype() == DType::BF16;
-  TESSERA_CHECK(bf16_param || param.data_ptr() == master.data_ptr(),
-                "cpu kernel adamw_step_flat: an ", dtype_name(st),
-                " param must be its own master (the same storage), got param ", param.str(),
-                " and master ", master.str());
-  TESSERA_CHECK(!bf16_param || st == DType::F32,
-                "cpu kernel adamw_step_flat: a bf16 param needs an f32 master, got ", master.str());
-  TESSERA_CHECK(decay_ranges.defined() && decay_ranges.device().is_cpu() &&
-                    decay_ranges.dim() == 1 && decay_ranges.is_contiguous() &&
-                    decay_ranges.dtype() == DType::I32 && decay_ranges.numel() % 2 == 0,
-                "cpu kernel adamw_step_flat: decay_ranges must be a 1-D contiguous i32 CPU "
-                "tensor of 2K elements ({begin, end} pairs), got ",
-                describe(decay_ranges));
+  const AdamwFlatArgs args = check_adamw_flat_args("cpu kernel adamw_step_flat", false, param,
+                                                    master, m, v, grad, decay_ranges);
+  const DType st = args.state;
+  const int64_t n = args.n;
+  const bool bf16_param = args.bf16_param;
   const int32_t* bounds = decay_ranges.data<int32_t>();
   const int64_t nbounds = decay_ranges.numel();
   for (int64_t k = 0; k < nbounds / 2; ++k) {
