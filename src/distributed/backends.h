@@ -1,0 +1,49 @@
+// Internal to src/distributed and kernels/nccl_comm.cu: the backend factories make_communicator
+// dispatches to, and what the backends share. Plain C++: no MPI, NCCL or CUDA headers, so the NCCL
+// side (compiled by nvcc) and the MPI side meet only here.
+//
+// Each factory has a real implementation and a stub that throws, and CMake links exactly one:
+//   make_mpi_communicator   src/distributed/mpi.cpp       | src/distributed/mpi_stub.cpp
+//   make_nccl_communicator  kernels/nccl_comm.cu          | src/distributed/nccl_stub.cpp
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "distributed/communicator.h"
+
+namespace tessera::dist {
+
+std::unique_ptr<Communicator> make_single_communicator(const CommOptions& options,
+                                                       const LaunchInfo& launch);
+std::unique_ptr<Communicator> make_mpi_communicator(const CommOptions& options,
+                                                    const LaunchInfo& launch);
+// bootstrap: an MPI communicator over the same ranks that carries rank 0's ncclUniqueId, or null
+// when options.init names a file (or world == 1). Only used during construction.
+std::unique_ptr<Communicator> make_nccl_communicator(const CommOptions& options,
+                                                     const LaunchInfo& launch,
+                                                     Communicator* bootstrap);
+
+// Checks shared by the backends; `what` names the collective in the message ("all_reduce").
+// reduces: the dtype must be f32, f64, bf16 or i32 (u8 is allowed for broadcast / all_gather).
+void check_collective_tensor(const Tensor& t, const char* what, bool reduces);
+
+// "all_reduce (sum) of 7 f32 elements on rank 1 of 2": the subject of every error message.
+std::string describe_collective(const char* what, ReduceOp op, bool reduces, const Tensor& t,
+                                int rank, int world);
+
+// Rank 0's bytes (an ncclUniqueId) on every rank. With options.init = "file:///dir", rank 0 writes
+// dir/<name> atomically (temporary file + rename) and the others poll for it until
+// options.timeout_s; otherwise the bytes travel as a u8 broadcast through `bootstrap`. The file
+// holds the world size, so a stale file from a run of another size is refused; a stale file of
+// the same size is not detectable, hence remove_shared_bytes once every rank has used them.
+std::vector<uint8_t> share_from_rank0(const std::vector<uint8_t>& bytes, const std::string& name,
+                                      const CommOptions& options, const LaunchInfo& launch,
+                                      Communicator* bootstrap);
+void remove_shared_bytes(const std::string& name, const CommOptions& options);  // never throws
+// The directory of "file:///dir" ("" for an empty init); anything else is an Error.
+std::string init_directory(const std::string& init);
+
+}  // namespace tessera::dist

@@ -1,0 +1,182 @@
+// What every backend shares: the launch environment, shard ranges, the blocking conveniences, the
+// argument checks and make_communicator's choice of backend.
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <optional>
+#include <sstream>
+#include <string_view>
+#include <thread>
+
+#include "distributed/backends.h"
+
+namespace tessera::dist {
+
+const char* reduce_op_name(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum: return "sum";
+    case ReduceOp::Average: return "average";
+    case ReduceOp::Max: return "max";
+  }
+  return "?";
+}
+
+Range shard_range(int64_t n, int world, int rank) {
+  TESSERA_CHECK(n >= 0, "shard_range: negative size ", n);
+  TESSERA_CHECK(world >= 1 && rank >= 0 && rank < world, "shard_range: rank ", rank, " of world ",
+                world);
+  const int64_t c = (n + world - 1) / world;
+  const int64_t begin = std::min(n, int64_t(rank) * c);
+  return {begin, std::min(n, begin + c)};
+}
+
+// ---- detect_launch -----------------------------------------------------------------------------
+
+namespace {
+
+struct LaunchVars {
+  const char* launcher;
+  const char* rank;
+  const char* size;
+  const char* local_rank;
+};
+// Priority order: mpirun inside a Slurm allocation sets both groups, and mpirun's are the ones
+// describing this process.
+constexpr LaunchVars kLaunchVars[] = {
+    {"mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"},
+    {"srun", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"},
+    {"env", "RANK", "WORLD_SIZE", "LOCAL_RANK"},
+};
+
+std::optional<int> env_int(const char* var) {
+  const char* s = std::getenv(var);
+  if (!s) return std::nullopt;
+  const std::string_view v(s);
+  int x = 0;
+  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+  TESSERA_CHECK(!v.empty() && ec == std::errc() && end == v.data() + v.size(), "detect_launch: ",
+                var, "='", v, "' is not an integer");
+  return x;
+}
+
+}  // namespace
+
+std::string launch_variables(const std::string& launcher) {
+  for (const LaunchVars& g : kLaunchVars)
+    if (launcher == g.launcher) return std::string(g.rank) + "/" + g.size;
+  return "no launch variables";
+}
+
+LaunchInfo detect_launch() {
+  for (const LaunchVars& g : kLaunchVars) {
+    const std::optional<int> rank = env_int(g.rank), size = env_int(g.size),
+                             local = env_int(g.local_rank);
+    if (!rank && !size && !local) continue;
+    TESSERA_CHECK(rank && size, "detect_launch: ", g.launcher, " launch (", g.rank, ", ", g.size,
+                  ", ", g.local_rank, ") with ", rank ? g.size : g.rank, " unset");
+    TESSERA_CHECK(*size >= 1, "detect_launch: ", g.size, "=", *size, " must be at least 1");
+    TESSERA_CHECK(*rank >= 0 && *rank < *size, "detect_launch: ", g.rank, "=", *rank,
+                  " is not a rank of ", g.size, "=", *size);
+    const int lr = local.value_or(*rank);
+    TESSERA_CHECK(lr >= 0 && lr < *size, "detect_launch: ", g.local_rank, "=", lr,
+                  " is not a rank of ", g.size, "=", *size);
+    return {*rank, *size, lr, g.launcher};
+  }
+  return {};
+}
+
+// ---- shared by the backends --------------------------------------------------------------------
+
+void check_collective_tensor(const Tensor& t, const char* what, bool reduces) {
+  TESSERA_CHECK(t.defined(), what, ": undefined tensor");
+  // In place: a contiguous copy would be reduced and then dropped, so strided views are refused.
+  TESSERA_CHECK(t.is_contiguous(), what, ": ", t.str(),
+                " is not contiguous (collectives work in place on a flat buffer)");
+  const DType d = t.dtype();
+  const bool ok = d == DType::F32 || d == DType::F64 || d == DType::BF16 || d == DType::I32 ||
+                  (!reduces && d == DType::U8);
+  TESSERA_CHECK(ok, what, ": dtype ", dtype_name(d), " is not supported (f32, f64, bf16, i32",
+                reduces ? ")" : ", u8)");
+}
+
+std::string describe_collective(const char* what, ReduceOp op, bool reduces, const Tensor& t,
+                                int rank, int world) {
+  std::ostringstream os;
+  os << what;
+  if (reduces) os << " (" << reduce_op_name(op) << ")";
+  os << " of " << t.numel() << " " << dtype_name(t.dtype()) << " elements on rank " << rank
+     << " of " << world;
+  return os.str();
+}
+
+// ---- the blocking conveniences -----------------------------------------------------------------
+
+void Communicator::all_reduce(const Tensor& t, ReduceOp op) { all_reduce_async(t, op)->wait(); }
+void Communicator::reduce_scatter(const Tensor& t, ReduceOp op) {
+  reduce_scatter_async(t, op)->wait();
+}
+void Communicator::all_gather(const Tensor& t) { all_gather_async(t)->wait(); }
+void Communicator::broadcast(const Tensor& t, int root) { broadcast_async(t, root)->wait(); }
+
+std::vector<double> Communicator::all_reduce_host(std::vector<double> v, ReduceOp op) {
+  if (v.empty()) return v;
+  const Tensor t = from_vector<double>(v, {int64_t(v.size())}, Options(DType::F64, device()));
+  WorkHandle w = all_reduce_async(t, op);
+  w->wait();
+  // The host reads the values, so it must see the collective finish or fail: NCCL's wait() only
+  // orders the compute stream, and a copy behind an aborted collective would return garbage.
+  while (!w->test()) std::this_thread::sleep_for(std::chrono::microseconds(20));
+  return t.to(Device::cpu()).to_vector<double>();
+}
+
+// ---- make_communicator -------------------------------------------------------------------------
+
+std::unique_ptr<Communicator> make_communicator(const CommOptions& options,
+                                                const LaunchInfo& launch) {
+  TESSERA_CHECK(std::isfinite(options.timeout_s) && options.timeout_s > 0,
+                "make_communicator: timeout_s must be positive (got ", options.timeout_s, ")");
+  TESSERA_CHECK(launch.world >= 1 && launch.rank >= 0 && launch.rank < launch.world,
+                "make_communicator: rank ", launch.rank, " of world ", launch.world);
+  init_directory(options.init);  // validates the form early, whichever backend runs
+  std::string backend = options.backend;
+  if (backend == "auto")
+    backend = launch.world == 1 ? "single" : options.device.is_cuda() ? "nccl" : "mpi";
+
+  if (backend == "single") {
+    TESSERA_CHECK(launch.world == 1, "backend 'single' runs one process, but the ",
+                  launch.launcher, " launch (", launch_variables(launch.launcher), ") has ",
+                  launch.world, " ranks: use backend auto, mpi or nccl, or launch one process");
+    return make_single_communicator(options, launch);
+  }
+  if (backend == "mpi") {
+    TESSERA_CHECK(options.device.is_cpu(), "backend 'mpi' reduces CPU tensors, but the device is ",
+                  options.device.str(), ": use backend nccl for CUDA tensors");
+    return make_mpi_communicator(options, launch);
+  }
+  if (backend == "nccl") {
+#if !TESSERA_HAVE_NCCL
+    return make_nccl_communicator(options, launch, nullptr);  // the stub: says how to get NCCL
+#else
+    TESSERA_CHECK(options.device.is_cuda(), "backend 'nccl' reduces CUDA tensors, but the device ",
+                  "is ", options.device.str(), ": use backend mpi for CPU tensors");
+    std::unique_ptr<Communicator> bootstrap;
+    if (launch.world > 1 && options.init.empty()) {
+      TESSERA_CHECK(launch.launcher == "mpirun" && TESSERA_HAVE_MPI, "backend 'nccl' with ",
+                    launch.world, " ranks (", launch.launcher, " launch) needs to share an "
+                    "ncclUniqueId: set init to file:///a/directory/all/ranks/see, or launch with "
+                    "mpirun in a build with MPI (TESSERA_MPI)");
+      CommOptions mpi_options = options;
+      mpi_options.backend = "mpi";
+      mpi_options.device = Device::cpu();
+      bootstrap = make_mpi_communicator(mpi_options, launch);
+    }
+    return make_nccl_communicator(options, launch, bootstrap.get());
+#endif
+  }
+  TESSERA_FAIL("make_communicator: unknown backend '", options.backend,
+               "' (auto, single, mpi or nccl)");
+}
+
+}  // namespace tessera::dist

@@ -1,0 +1,423 @@
+// MPI backend: CPU tensors, non-blocking MPI-3 collectives that Work::wait() polls with MPI_Test
+// until done or timeout_s. Compiled only when CMake found MPI (else mpi_stub.cpp).
+//
+// Choices:
+//  - Our own communicator (MPI_Comm_idup of MPI_COMM_WORLD, with MPI_ERRORS_RETURN): the
+//    application's MPI traffic cannot match ours, and errors come back as codes that MPI_CHECK
+//    turns into tessera::Error with file:line instead of killing the job. idup, not dup, so that a
+//    rank that never starts cannot hang construction past timeout_s.
+//  - reduce_scatter is MPI_Ireduce_scatter with per-rank recvcounts from shard_range: each rank
+//    receives only its shard (about half the traffic of an all_reduce), and the counts form takes
+//    the uneven and empty last shards that MPI_Ireduce_scatter_block cannot. With MPI_IN_PLACE the
+//    result lands at the start of the buffer, so completion moves it to the shard's offset.
+//  - Average: MPI has no mean; the sum is divided by world once, when the request completes.
+//  - bf16: MPI has no bf16; it travels as MPI_UINT16_T and is combined by user-defined ops that add
+//    (or compare) in f32 and round to bf16 at every step of MPI's reduction tree.
+//  - Non-blocking collectives keep their count/displacement arrays until completion (the standard
+//    forbids freeing them earlier), so the arrays live in the MpiWork.
+//  - MPI_THREAD_SERIALIZED, and one mutex around this backend's MPI calls: handles may be waited
+//    from any thread.
+#include <mpi.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "distributed/backends.h"
+
+namespace tessera::dist {
+
+namespace {
+
+[[noreturn]] void mpi_fail(int rc, const char* call, const char* file, int line,
+                           const std::string& context) {
+  char text[MPI_MAX_ERROR_STRING] = {};
+  int len = 0;
+  if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) len = std::snprintf(text, 32, "code %d", rc);
+  detail::fail(file, line, "MPI error in ", context, ": ", std::string(text, size_t(len)), " (",
+               call, ")");
+}
+
+#define MPI_CHECK(call, context)                                             \
+  do {                                                                       \
+    const int rc_ = (call);                                                  \
+    if (rc_ != MPI_SUCCESS) mpi_fail(rc_, #call, __FILE__, __LINE__, context); \
+  } while (0)
+
+// ---- process-wide MPI state ---------------------------------------------------------------
+
+// Set when a collective never completed: MPI_Finalize would wait for it (and for the dead rank)
+// forever, so exit skips it and mpirun reports the job as failed, which it is.
+std::atomic<bool> g_unfinished{false};
+
+void finalize_at_exit() {
+  int finalized = 1;
+  MPI_Finalized(&finalized);
+  if (finalized) return;
+  if (g_unfinished) {
+    std::fprintf(stderr, "tessera: an MPI collective never completed; exiting without "
+                         "MPI_Finalize, which would wait for it\n");
+    return;
+  }
+  MPI_Finalize();
+}
+
+// MPI_Init_thread once, unless the application initialised MPI itself (then it finalises too).
+void ensure_mpi_initialized() {
+  static std::mutex mu;
+  std::lock_guard lock(mu);
+  int initialized = 0, finalized = 0;
+  MPI_CHECK(MPI_Initialized(&initialized), "initialisation");
+  if (initialized) return;
+  MPI_CHECK(MPI_Finalized(&finalized), "initialisation");
+  TESSERA_CHECK(!finalized, "MPI was already finalised: no communicator can be made after exit");
+  int provided = 0;
+  MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread");
+  std::atexit(finalize_at_exit);
+}
+
+bool mpi_finalized() {
+  int finalized = 1;
+  MPI_Finalized(&finalized);
+  return finalized != 0;
+}
+
+// ---- bf16 reductions ---------------------------------------------------------------------------
+
+void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
+  const bf16* a = static_cast<const bf16*>(in);
+  bf16* b = static_cast<bf16*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = bf16(float(a[i]) + float(b[i]));
+}
+
+void bf16_max(void* in, void* inout, int* len, MPI_Datatype*) {
+  const bf16* a = static_cast<const bf16*>(in);
+  bf16* b = static_cast<bf16*>(inout);
+  for (int i = 0; i < *len; ++i) {
+    const float x = float(a[i]), y = float(b[i]);
+    if (x > y || std::isnan(x)) b[i] = a[i];  // a NaN anywhere stays NaN
+  }
+}
+
+MPI_Datatype mpi_type(DType d) {
+  switch (d) {
+    case DType::F32: return MPI_FLOAT;
+    case DType::F64: return MPI_DOUBLE;
+    case DType::BF16: return MPI_UINT16_T;
+    case DType::I32: return MPI_INT32_T;
+    case DType::U8: return MPI_UINT8_T;
+  }
+  TESSERA_FAIL("no MPI type for ", dtype_name(d));
+}
+
+// x /= world over n elements: the Average after MPI's sum (i32 truncates towards zero).
+void divide(void* data, int64_t n, DType d, int world) {
+  switch (d) {
+    case DType::F32: {
+      float* x = static_cast<float*>(data);
+      for (int64_t i = 0; i < n; ++i) x[i] /= float(world);
+      return;
+    }
+    case DType::F64: {
+      double* x = static_cast<double*>(data);
+      for (int64_t i = 0; i < n; ++i) x[i] /= double(world);
+      return;
+    }
+    case DType::BF16: {
+      bf16* x = static_cast<bf16*>(data);
+      for (int64_t i = 0; i < n; ++i) x[i] = bf16(float(x[i]) / float(world));
+      return;
+    }
+    case DType::I32: {
+      int32_t* x = static_cast<int32_t*>(data);
+      for (int64_t i = 0; i < n; ++i) x[i] /= world;
+      return;
+    }
+    case DType::U8: break;
+  }
+  TESSERA_FAIL("average of ", dtype_name(d));
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// ---- the communicator's state, shared with its handles ---------------------------------------
+
+// A handle may outlive its communicator, and a handle dropped before completion leaves a request
+// that must still be driven to completion: both live here.
+struct MpiState {
+  MPI_Comm comm = MPI_COMM_NULL;
+  MPI_Op bf16_sum = MPI_OP_NULL, bf16_max = MPI_OP_NULL;
+  int rank = 0, world = 1;
+  double timeout_s = 300;
+  std::mutex mu;  // serialises MPI calls (MPI_THREAD_SERIALIZED) and guards `orphans`
+
+  struct Orphan {
+    MPI_Request request;
+    Tensor buffer;  // MPI may still write into it
+    std::string what;
+  };
+  std::vector<Orphan> orphans;
+
+  // Drives dropped requests; called with mu held. A failed orphan cannot be reported to anyone
+  // waiting, so it goes to stderr.
+  void reap_locked() {
+    for (size_t i = 0; i < orphans.size();) {
+      int flag = 0;
+      const int rc = MPI_Test(&orphans[i].request, &flag, MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS)
+        std::fprintf(stderr, "tessera: MPI %s failed (code %d)\n", orphans[i].what.c_str(), rc);
+      if (flag || rc != MPI_SUCCESS) {
+        orphans.erase(orphans.begin() + std::ptrdiff_t(i));
+      } else {
+        ++i;
+      }
+    }
+  }
+
+  ~MpiState() {
+    if (mpi_finalized()) return;
+    std::lock_guard lock(mu);
+    // Unwaited handles dropped just before the communicator: give the other ranks a moment (not
+    // the full timeout: this usually runs while a failing job unwinds).
+    const auto start = std::chrono::steady_clock::now();
+    for (reap_locked(); !orphans.empty() && seconds_since(start) < std::min(timeout_s, 10.0);
+         reap_locked())
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (!orphans.empty()) {
+      std::fprintf(stderr, "tessera: MPI %s never completed; leaking its communicator\n",
+                   orphans.front().what.c_str());
+      g_unfinished = true;
+      return;
+    }
+    if (bf16_sum != MPI_OP_NULL) MPI_Op_free(&bf16_sum);
+    if (bf16_max != MPI_OP_NULL) MPI_Op_free(&bf16_max);
+    if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
+  }
+};
+
+class MpiWork final : public Work {
+ public:
+  MpiWork(std::shared_ptr<MpiState> state, Tensor buffer, std::string what)
+      : state_(std::move(state)), buffer_(std::move(buffer)), what_(std::move(what)) {}
+
+  MPI_Request* request() { return &request_; }
+  void mark_failed() { done_ = true; }  // the collective never started: nothing to drive
+  const std::string& what() const { return what_; }
+  std::function<void()> finish;  // once, on completion: the mean's division, moving the shard
+  std::vector<int> counts, displs;
+
+  bool test() override {
+    if (done_) return true;
+    int flag = 0, rc = MPI_SUCCESS;
+    {
+      std::lock_guard lock(state_->mu);
+      rc = MPI_Test(&request_, &flag, MPI_STATUS_IGNORE);
+    }
+    if (rc != MPI_SUCCESS) {
+      done_ = true;  // a failed request is complete: nothing left to drive
+      mpi_fail(rc, "MPI_Test", __FILE__, __LINE__, what_);
+    }
+    if (!flag) return false;
+    done_ = true;
+    if (finish) finish();
+    return true;
+  }
+
+  void wait() override {
+    const auto start = std::chrono::steady_clock::now();
+    // Open MPI progresses non-blocking collectives only inside MPI calls: poll hot at first (a
+    // small all_reduce completes in microseconds), then back off so a long wait does not burn a
+    // core that OpenMP threads could use.
+    for (int polls = 0; !test(); ++polls) {
+      TESSERA_CHECK(seconds_since(start) < state_->timeout_s, "MPI ", what_,
+                    " did not complete within timeout_s = ", state_->timeout_s,
+                    " s: another rank has not joined it (dead, stuck, or issuing collectives in a "
+                    "different order). The request stays in flight: wait() again to keep "
+                    "waiting, or end the job (MPI_Abort)");
+      if (polls > 64)
+        std::this_thread::sleep_for(std::chrono::microseconds(polls < 2000 ? 20 : 500));
+    }
+  }
+
+  ~MpiWork() override {
+    if (done_ || mpi_finalized()) return;
+    std::lock_guard lock(state_->mu);
+    state_->orphans.push_back({request_, std::move(buffer_), what_});
+  }
+
+ private:
+  std::shared_ptr<MpiState> state_;
+  Tensor buffer_;  // keeps the storage MPI reads and writes alive
+  std::string what_;
+  MPI_Request request_ = MPI_REQUEST_NULL;
+  bool done_ = false;
+};
+
+// ---- the communicator --------------------------------------------------------------------------
+
+class MpiCommunicator final : public Communicator {
+ public:
+  MpiCommunicator(const CommOptions& options, const LaunchInfo& launch)
+      : s_(std::make_shared<MpiState>()), local_rank_(launch.local_rank) {
+    ensure_mpi_initialized();
+    s_->timeout_s = options.timeout_s;
+    MPI_Comm comm = MPI_COMM_NULL;
+    MPI_Request request = MPI_REQUEST_NULL;
+    MPI_CHECK(MPI_Comm_idup(MPI_COMM_WORLD, &comm, &request), "communicator init");
+    const auto start = std::chrono::steady_clock::now();
+    for (int flag = 0; !flag;) {
+      MPI_CHECK(MPI_Test(&request, &flag, MPI_STATUS_IGNORE), "communicator init");
+      if (flag) break;
+      if (seconds_since(start) >= options.timeout_s) {
+        g_unfinished = true;  // the pending idup would stall MPI_Finalize
+        TESSERA_FAIL("MPI communicator init (MPI_Comm_idup) on rank ", launch.rank, " of ",
+                     launch.world, " did not complete within timeout_s = ", options.timeout_s,
+                     " s: not every rank is creating a communicator");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    s_->comm = comm;
+    MPI_CHECK(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN), "communicator init");
+    MPI_CHECK(MPI_Comm_rank(comm, &s_->rank), "communicator init");
+    MPI_CHECK(MPI_Comm_size(comm, &s_->world), "communicator init");
+    MPI_CHECK(MPI_Op_create(bf16_sum, 1, &s_->bf16_sum), "communicator init");
+    MPI_CHECK(MPI_Op_create(bf16_max, 1, &s_->bf16_max), "communicator init");
+    TESSERA_CHECK(s_->rank == launch.rank && s_->world == launch.world, "MPI says rank ",
+                  s_->rank, " of ", s_->world, ", but the ", launch.launcher, " launch (",
+                  launch_variables(launch.launcher), ") says rank ", launch.rank, " of ",
+                  launch.world, ": was the job started by another launcher than its variables "
+                  "say?");
+  }
+
+  int rank() const override { return s_->rank; }
+  int world() const override { return s_->world; }
+  int local_rank() const override { return local_rank_; }
+  std::string backend() const override { return "mpi"; }
+  Device device() const override { return Device::cpu(); }
+
+  WorkHandle all_reduce_async(const Tensor& t, ReduceOp op) override {
+    auto w = begin("all_reduce", op, true, t);
+    issue(w, [&](MPI_Request* r) {
+      return MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), int(t.numel()), mpi_type(t.dtype()),
+                            mpi_op(op, t.dtype()), s_->comm, r);
+    });
+    if (op == ReduceOp::Average)
+      w->finish = [t, world = s_->world] { divide(t.data_ptr(), t.numel(), t.dtype(), world); };
+    return w;
+  }
+
+  WorkHandle reduce_scatter_async(const Tensor& t, ReduceOp op) override {
+    auto w = begin("reduce_scatter", op, true, t);
+    shard_layout(*w, t.numel());
+    issue(w, [&](MPI_Request* r) {
+      return MPI_Ireduce_scatter(MPI_IN_PLACE, t.data_ptr(), w->counts.data(),
+                                 mpi_type(t.dtype()), mpi_op(op, t.dtype()), s_->comm, r);
+    });
+    const Range mine = shard_range(t.numel(), s_->world, s_->rank);
+    w->finish = [t, mine, op, world = s_->world] {
+      const size_t es = dtype_size(t.dtype());
+      char* base = static_cast<char*>(t.data_ptr());
+      if (mine.size() > 0)
+        std::memmove(base + mine.begin * int64_t(es), base, size_t(mine.size()) * es);
+      if (op == ReduceOp::Average)
+        divide(base + mine.begin * int64_t(es), mine.size(), t.dtype(), world);
+    };
+    return w;
+  }
+
+  WorkHandle all_gather_async(const Tensor& t) override {
+    auto w = begin("all_gather", ReduceOp::Sum, false, t);
+    shard_layout(*w, t.numel());
+    issue(w, [&](MPI_Request* r) {
+      return MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, t.data_ptr(), w->counts.data(),
+                             w->displs.data(), mpi_type(t.dtype()), s_->comm, r);
+    });
+    return w;
+  }
+
+  WorkHandle broadcast_async(const Tensor& t, int root) override {
+    auto w = begin("broadcast", ReduceOp::Sum, false, t);
+    TESSERA_CHECK(root >= 0 && root < s_->world, "broadcast: root ", root, " is not a rank of ",
+                  s_->world);
+    issue(w, [&](MPI_Request* r) {
+      return MPI_Ibcast(t.data_ptr(), int(t.numel()), mpi_type(t.dtype()), root, s_->comm, r);
+    });
+    return w;
+  }
+
+  void barrier() override {
+    auto w = std::make_unique<MpiWork>(
+        s_, Tensor(),
+        "barrier on rank " + std::to_string(s_->rank) + " of " + std::to_string(s_->world));
+    {
+      std::lock_guard lock(s_->mu);
+      s_->reap_locked();
+    }
+    issue(w, [&](MPI_Request* r) { return MPI_Ibarrier(s_->comm, r); });
+    w->wait();
+  }
+
+ private:
+  std::unique_ptr<MpiWork> begin(const char* what, ReduceOp op, bool reduces, const Tensor& t) {
+    check_collective_tensor(t, what, reduces);
+    TESSERA_CHECK(t.device().is_cpu(), what, ": ", t.str(), " is not on the CPU; the mpi backend "
+                  "reduces CPU tensors (nccl reduces CUDA tensors)");
+    // MPI counts and displacements are int.
+    TESSERA_CHECK(t.numel() <= INT_MAX, what, ": ", t.numel(), " elements exceed MPI's int "
+                  "counts; split the buffer");
+    {
+      std::lock_guard lock(s_->mu);
+      s_->reap_locked();
+    }
+    return std::make_unique<MpiWork>(
+        s_, t, describe_collective(what, op, reduces, t, s_->rank, s_->world));
+  }
+
+  template <typename Start>
+  void issue(const std::unique_ptr<MpiWork>& w, Start start) {
+    std::lock_guard lock(s_->mu);
+    const int rc = start(w->request());
+    if (rc != MPI_SUCCESS) {
+      w->mark_failed();
+      mpi_fail(rc, "starting the collective", __FILE__, __LINE__, w->what());
+    }
+  }
+
+  // Per-rank counts and displacements of shard_range: the v-forms' layout of the flat buffer.
+  void shard_layout(MpiWork& w, int64_t n) const {
+    w.counts.resize(size_t(s_->world));
+    w.displs.resize(size_t(s_->world));
+    for (int r = 0; r < s_->world; ++r) {
+      const Range range = shard_range(n, s_->world, r);
+      w.counts[size_t(r)] = int(range.size());
+      w.displs[size_t(r)] = int(range.begin);
+    }
+  }
+
+  MPI_Op mpi_op(ReduceOp op, DType d) const {
+    if (op == ReduceOp::Max) return d == DType::BF16 ? s_->bf16_max : MPI_MAX;
+    return d == DType::BF16 ? s_->bf16_sum : MPI_SUM;  // Average: sum, divided on completion
+  }
+
+  std::shared_ptr<MpiState> s_;
+  int local_rank_;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_mpi_communicator(const CommOptions& options,
+                                                    const LaunchInfo& launch) {
+  return std::make_unique<MpiCommunicator>(options, launch);
+}
+
+}  // namespace tessera::dist

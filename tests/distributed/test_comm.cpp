@@ -1,0 +1,539 @@
+// The communicator, run as 1, 2 and 4 ranks of one mpirun (tests/CMakeLists.txt: comm.np1/2/4).
+// Every rank runs every test and asserts; rank 0 prints gtest's report, the others print only their
+// failures, and the exit code is nonzero when any rank failed. Collective tests use the MPI
+// backend in a build with MPI (even as one rank), else the single-process one.
+//
+// Values are exact: every input is a small integer, so every partial sum of up to 4 ranks is an
+// integer of magnitude at most 32, exactly representable in bf16 (8 significant bits), f32, f64 and i32, and the
+// order MPI adds in cannot matter. Average divides that exact sum once; the expected value is
+// computed the same way, in the dtype under test, so results are compared with ==.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "distributed/backends.h"
+#include "distributed/communicator.h"
+#include "test_util.h"
+
+namespace tessera::dist {
+namespace {
+
+using testing::error_of;
+using testing::TempDir;
+using testing::values;
+
+Communicator* g_comm = nullptr;  // set by main for the whole run
+Communicator& comm() { return *g_comm; }
+std::string main_backend() { return TESSERA_HAVE_MPI ? "mpi" : "single"; }
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+// Rank r's input at element i: an integer in [-5, 8].
+double input(int rank, int64_t i) { return double((i * 7 + rank * 3) % 11) - 5 + rank; }
+
+// A flat tensor of n elements of dtype with f(i) (u8: f must be in [0, 255]).
+template <typename F>
+Tensor filled(DType dtype, int64_t n, F f) {
+  std::vector<double> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = f(i);
+  return from_vector<double>(v, {n}).to(dtype);
+}
+
+// The reduction over ranks of input(., i), computed as the backend does: an exact sum (or max),
+// then one division by world in the dtype (i32 truncates).
+double reduced(ReduceOp op, DType dtype, int64_t i) {
+  const int world = comm().world();
+  double sum = 0, max = input(0, i);
+  for (int r = 0; r < world; ++r) {
+    sum += input(r, i);
+    max = std::max(max, input(r, i));
+  }
+  if (op == ReduceOp::Sum) return sum;
+  if (op == ReduceOp::Max) return max;
+  switch (dtype) {
+    case DType::F32: return double(float(sum) / float(world));
+    case DType::BF16: return double(float(bf16(float(sum) / float(world))));
+    case DType::I32: return double(int32_t(sum) / world);
+    default: return sum / world;
+  }
+}
+
+// Compares t[begin, end) with want(i); reports only the first mismatch (sizes reach 10^6).
+template <typename F>
+void expect_elements(const Tensor& t, int64_t begin, int64_t end, F want, const std::string& what) {
+  const std::vector<double> got = values(t);
+  for (int64_t i = begin; i < end; ++i) {
+    if (got[size_t(i)] != want(i)) {
+      ADD_FAILURE() << what << " on rank " << comm().rank() << " of " << comm().world()
+                    << ": element " << i << " is " << got[size_t(i)] << ", expected " << want(i);
+      return;
+    }
+  }
+}
+
+std::string name(DType d, int64_t n, ReduceOp op) {
+  return std::string(dtype_name(d)) + " n=" + std::to_string(n) + " " + reduce_op_name(op);
+}
+
+const std::vector<DType> kReduceTypes = {DType::F32, DType::F64, DType::BF16, DType::I32};
+const std::vector<ReduceOp> kOps = {ReduceOp::Sum, ReduceOp::Average, ReduceOp::Max};
+// 0 and 1: empty and partly empty shards; 7 and 1003: not divisible by 2 or 4 (1000003, large
+// and odd, runs for f32 and bf16 only, to keep the 4-rank run short).
+const std::vector<int64_t> kSizes = {0, 1, 7, 1003};
+
+// ---- collectives ---------------------------------------------------------------------------
+
+TEST(Collectives, all_reduce_is_exact_for_every_dtype_op_and_size) {
+  for (DType d : kReduceTypes)
+    for (int64_t n : kSizes)
+      for (ReduceOp op : kOps) {
+        Tensor t = filled(d, n, [](int64_t i) { return input(comm().rank(), i); });
+        comm().all_reduce(t, op);
+        expect_elements(t, 0, n, [&](int64_t i) { return reduced(op, d, i); },
+                        "all_reduce " + name(d, n, op));
+      }
+  for (DType d : {DType::F32, DType::BF16})
+    for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Average}) {
+      const int64_t n = 1000003;
+      Tensor t = filled(d, n, [](int64_t i) { return input(comm().rank(), i); }).view({1000003, 1});
+      comm().all_reduce(t, op);  // any shape: treated as flat
+      expect_elements(t, 0, n, [&](int64_t i) { return reduced(op, d, i); },
+                      "all_reduce " + name(d, n, op));
+    }
+}
+
+TEST(Collectives, reduce_scatter_leaves_each_rank_the_reduction_of_its_shard) {
+  std::vector<std::pair<DType, int64_t>> cases;
+  for (DType d : kReduceTypes)
+    for (int64_t n : kSizes) cases.emplace_back(d, n);
+  cases.emplace_back(DType::F32, 1000003);
+  cases.emplace_back(DType::BF16, 1000003);
+  for (auto [d, n] : cases)
+    for (ReduceOp op : kOps) {
+      Tensor t = filled(d, n, [](int64_t i) { return input(comm().rank(), i); });
+      comm().reduce_scatter(t, op);
+      const Range mine = shard_range(n, comm().world(), comm().rank());
+      expect_elements(t, mine.begin, mine.end, [&](int64_t i) { return reduced(op, d, i); },
+                      "reduce_scatter " + name(d, n, op));
+    }
+}
+
+TEST(Collectives, all_gather_assembles_every_ranks_shard) {
+  const int world = comm().world();
+  for (DType d : {DType::F32, DType::F64, DType::BF16, DType::I32, DType::U8})
+    for (int64_t n : {int64_t(0), int64_t(1), int64_t(7), int64_t(1003), int64_t(1000003)}) {
+      if (n == 1000003 && d != DType::F32) continue;
+      const int64_t c = (n + world - 1) / std::max<int64_t>(world, 1);
+      auto owner_value = [&](int64_t i) { return double(((i / c) * 5 + i) % 100); };
+      const Range mine = shard_range(n, world, comm().rank());
+      // Elements outside the shard hold junk that must be overwritten.
+      Tensor t = filled(d, n, [&](int64_t i) {
+        return i >= mine.begin && i < mine.end ? owner_value(i) : 200.0;
+      });
+      comm().all_gather(t);
+      expect_elements(t, 0, n, owner_value, "all_gather " + std::string(dtype_name(d)) +
+                                                 " n=" + std::to_string(n));
+    }
+}
+
+TEST(Collectives, broadcast_from_the_last_rank_overwrites_every_rank) {
+  const int root = comm().world() - 1;  // not rank 0 whenever world > 1
+  for (DType d : {DType::F32, DType::F64, DType::BF16, DType::I32, DType::U8})
+    for (int64_t n : kSizes) {
+      auto of = [](int rank) { return [rank](int64_t i) { return double((i + rank * 13) % 97); }; };
+      Tensor t = filled(d, n, of(comm().rank()));
+      comm().broadcast(t, root);
+      expect_elements(t, 0, n, of(root), "broadcast " + std::string(dtype_name(d)) +
+                                             " n=" + std::to_string(n));
+    }
+}
+
+TEST(Collectives, barrier_and_host_reductions_agree_on_every_rank) {
+  comm().barrier();
+  const int world = comm().world(), rank = comm().rank();
+  const double ranks_sum = world * (world - 1) / 2.0;
+  EXPECT_EQ(comm().all_reduce_host({double(rank), 1.0, 0.25}, ReduceOp::Sum),
+            (std::vector<double>{ranks_sum, double(world), 0.25 * world}));
+  EXPECT_EQ(comm().all_reduce_host({double(rank), 3.0}, ReduceOp::Average),
+            (std::vector<double>{ranks_sum / world, 3.0}));
+  EXPECT_EQ(comm().all_reduce_host({double(rank), -double(rank)}, ReduceOp::Max),
+            (std::vector<double>{double(world - 1), 0.0}));
+  EXPECT_TRUE(comm().all_reduce_host({}, ReduceOp::Sum).empty());
+  comm().barrier();
+}
+
+TEST(Collectives, overlapped_handles_complete_when_waited_in_reverse_order) {
+  const int64_t n = 1003;
+  Tensor a = filled(DType::F32, n, [](int64_t i) { return input(comm().rank(), i); });
+  Tensor b = filled(DType::BF16, n, [](int64_t i) { return input(comm().rank(), i); });
+  Tensor c = filled(DType::I32, n, [](int64_t i) { return double(comm().rank() * 1000 + i); });
+  WorkHandle wa = comm().all_reduce_async(a, ReduceOp::Average);
+  WorkHandle wb = comm().reduce_scatter_async(b, ReduceOp::Sum);
+  WorkHandle wc = comm().broadcast_async(c, 0);
+  wc->wait();
+  wb->wait();
+  while (!wa->test()) std::this_thread::yield();
+  EXPECT_TRUE(wa->test());  // stays complete
+  wa->wait();               // and waiting again is harmless
+  expect_elements(a, 0, n, [](int64_t i) { return reduced(ReduceOp::Average, DType::F32, i); },
+                  "a");
+  const Range mine = shard_range(n, comm().world(), comm().rank());
+  expect_elements(b, mine.begin, mine.end,
+                  [](int64_t i) { return reduced(ReduceOp::Sum, DType::BF16, i); }, "b");
+  expect_elements(c, 0, n, [](int64_t i) { return double(i); }, "c");
+}
+
+TEST(Collectives, a_dropped_handle_keeps_its_buffer_and_later_collectives_still_work) {
+  {
+    Tensor dropped = filled(DType::F32, 1003, [](int64_t i) { return input(comm().rank(), i); });
+    WorkHandle w = comm().all_reduce_async(dropped, ReduceOp::Sum);
+  }  // handle and tensor gone before completion: the backend keeps the buffer
+  Tensor t = filled(DType::F64, 7, [](int64_t i) { return input(comm().rank(), i); });
+  comm().all_reduce(t, ReduceOp::Sum);
+  comm().barrier();
+  expect_elements(t, 0, 7, [](int64_t i) { return reduced(ReduceOp::Sum, DType::F64, i); }, "t");
+}
+
+TEST(Collectives, bad_arguments_are_errors_naming_the_collective) {
+  Tensor strided = zeros({2, 3}).transpose(0, 1);
+  EXPECT_TRUE(contains(error_of([&] { comm().all_reduce(strided, ReduceOp::Sum); }),
+                       "not contiguous"));
+  const std::string u8 = error_of([&] { comm().all_reduce(zeros({3}, DType::U8), ReduceOp::Sum); });
+  EXPECT_TRUE(contains(u8, "all_reduce") && contains(u8, "u8")) << u8;
+  const std::string root = error_of([&] { comm().broadcast(zeros({3}), comm().world()); });
+  EXPECT_TRUE(contains(root, "root")) << root;
+}
+
+// A rank that does not join: rank 0's wait() throws after timeout_s (2 s) naming the collective,
+// its size and the timeout. The late ranks join after 3 s, so the request that stayed in flight
+// completes when rank 0 waits again, and the run goes on (and ends) normally. A rank that never
+// joins at all means the job must end: MPI_Abort, or exit, which then skips MPI_Finalize.
+TEST(Collectives, wait_throws_within_the_timeout_when_a_rank_does_not_join) {
+  if (comm().world() < 2) GTEST_SKIP() << "needs 2 ranks";
+  CommOptions options;
+  options.backend = main_backend();
+  options.timeout_s = 2;
+  auto c = make_communicator(options);
+  Tensor t = filled(DType::F32, 5, [](int64_t i) { return input(comm().rank(), i); });
+  c->barrier();
+  if (c->rank() == 0) {
+    WorkHandle w = c->all_reduce_async(t, ReduceOp::Sum);
+    EXPECT_FALSE(w->test());
+    const auto start = std::chrono::steady_clock::now();
+    const std::string message = error_of([&] { w->wait(); });
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_GE(took, 2.0);
+    EXPECT_LT(took, 2.9);  // before the late ranks arrive at 3 s
+    EXPECT_TRUE(contains(message, "all_reduce (sum) of 5 f32 elements on rank 0") &&
+                contains(message, "timeout_s = 2 s"))
+        << message;
+    bool done = false;
+    for (int tries = 0; tries < 3 && !done; ++tries) {
+      try {
+        w->wait();
+        done = true;
+      } catch (const Error&) {
+      }
+    }
+    EXPECT_TRUE(done) << "the late ranks never completed the all_reduce";
+  } else {
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    c->all_reduce(t, ReduceOp::Sum);
+  }
+  expect_elements(t, 0, 5, [](int64_t i) { return reduced(ReduceOp::Sum, DType::F32, i); }, "t");
+  c->barrier();
+}
+
+// ---- NCCL's bootstrap, without NCCL ---------------------------------------------------------
+
+std::vector<uint8_t> pattern(size_t n) {
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = uint8_t(i * 37 + 11);
+  return v;
+}
+
+TEST(Bootstrap, a_file_hands_rank0s_bytes_to_every_rank) {
+  // One directory for all ranks: rank 0's pid names it.
+  Tensor pid = filled(DType::I32, 1, [](int64_t) { return double(::getpid()); });
+  comm().broadcast(pid, 0);
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("tessera_comm_" + std::to_string(int(pid.item())));
+  if (comm().rank() == 0) std::filesystem::create_directories(dir);
+  comm().barrier();
+  CommOptions options;
+  options.init = "file://" + dir.string();
+  options.timeout_s = 30;
+  const LaunchInfo launch{comm().rank(), comm().world(), 0, "mpirun"};
+  const std::vector<uint8_t> mine = comm().rank() == 0 ? pattern(128) : std::vector<uint8_t>(128);
+  EXPECT_EQ(share_from_rank0(mine, "test_id", options, launch, nullptr), pattern(128));
+  comm().barrier();  // everyone has read it
+  if (comm().rank() == 0) {
+    remove_shared_bytes("test_id", options);
+    EXPECT_FALSE(std::filesystem::exists(dir / "test_id"));
+    std::filesystem::remove_all(dir);
+  }
+}
+
+TEST(Bootstrap, mpi_hands_rank0s_bytes_to_every_rank) {
+  const LaunchInfo launch{comm().rank(), comm().world(), 0, "mpirun"};
+  const std::vector<uint8_t> mine = comm().rank() == 0 ? pattern(128) : std::vector<uint8_t>(128);
+  EXPECT_EQ(share_from_rank0(mine, "unused", CommOptions{}, launch, &comm()), pattern(128));
+}
+
+// Process-local from here on: each rank runs these alone.
+TEST(Bootstrap, a_stale_file_of_another_world_or_a_missing_file_is_an_error) {
+  TempDir dir("tessera_bootstrap");
+  CommOptions options;
+  options.init = "file://" + dir.path.string();
+  options.timeout_s = 0.2;
+  dir.write("id", "tessera-shared v1 world=7 0102\n");
+  const std::string stale = error_of([&] {
+    share_from_rank0(std::vector<uint8_t>(2), "id", options, {1, 2, 0, "env"}, nullptr);
+  });
+  EXPECT_TRUE(contains(stale, "world=7") && contains(stale, "stale")) << stale;
+  const std::string missing = error_of([&] {
+    share_from_rank0(std::vector<uint8_t>(2), "absent", options, {1, 2, 0, "env"}, nullptr);
+  });
+  EXPECT_TRUE(contains(missing, "absent") && contains(missing, "0.2 s")) << missing;
+  EXPECT_TRUE(contains(error_of([] { init_directory("tcp://host:1234"); }), "file:///"));
+}
+
+// ---- shard_range ----------------------------------------------------------------------------
+
+TEST(ShardRange, shards_tile_the_buffer_in_rank_order_with_empty_tails) {
+  EXPECT_EQ(shard_range(10, 4, 0).end, 3);
+  EXPECT_EQ(shard_range(10, 4, 3).begin, 9);
+  EXPECT_EQ(shard_range(10, 4, 3).end, 10);
+  EXPECT_EQ(shard_range(5, 4, 3).size(), 0);  // c = 2: [0,2) [2,4) [4,5) [5,5)
+  EXPECT_EQ(shard_range(1, 4, 2).begin, 1);   // past the end: empty at n
+  EXPECT_EQ(shard_range(1, 4, 2).size(), 0);
+  EXPECT_EQ(shard_range(0, 4, 0).size(), 0);
+  EXPECT_EQ(shard_range(7, 1, 0).size(), 7);
+  for (int world = 1; world <= 9; ++world)
+    for (int64_t n = 0; n <= 40; ++n) {
+      int64_t next = 0;
+      const int64_t c = (n + world - 1) / world;
+      for (int r = 0; r < world; ++r) {
+        const Range s = shard_range(n, world, r);
+        ASSERT_EQ(s.begin, std::min(next, n)) << n << " over " << world << ", rank " << r;
+        ASSERT_TRUE(s.size() == c || (s.size() < c && s.end == n));
+        next = s.end;
+      }
+      ASSERT_EQ(next, n);
+    }
+  EXPECT_TRUE(contains(error_of([] { shard_range(5, 2, 2); }), "rank 2 of world 2"));
+  EXPECT_TRUE(contains(error_of([] { shard_range(5, 0, 0); }), "world 0"));
+  EXPECT_TRUE(contains(error_of([] { shard_range(-1, 2, 0); }), "negative"));
+}
+
+// ---- detect_launch --------------------------------------------------------------------------
+
+// Clears every launch variable for a test (mpirun set its own in this process) and restores them.
+class LaunchEnv {
+ public:
+  LaunchEnv() {
+    for (const char* v : kVars) {
+      if (const char* s = std::getenv(v)) saved_[v] = s;
+      ::unsetenv(v);
+    }
+  }
+  ~LaunchEnv() {
+    for (const char* v : kVars) ::unsetenv(v);
+    for (const auto& [k, v] : saved_) ::setenv(k.c_str(), v.c_str(), 1);
+  }
+  void set(const char* var, const char* value) { ::setenv(var, value, 1); }
+
+ private:
+  static constexpr const char* kVars[] = {
+      "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+      "SLURM_PROCID",         "SLURM_NTASKS",         "SLURM_LOCALID",
+      "RANK",                 "WORLD_SIZE",           "LOCAL_RANK"};
+  std::map<std::string, std::string> saved_;
+};
+
+void expect_launch(const LaunchInfo& got, int rank, int world, int local, const std::string& who) {
+  EXPECT_EQ(got.rank, rank);
+  EXPECT_EQ(got.world, world);
+  EXPECT_EQ(got.local_rank, local);
+  EXPECT_EQ(got.launcher, who);
+}
+
+TEST(DetectLaunch, each_launchers_variables_are_read_in_priority_order) {
+  LaunchEnv env;
+  expect_launch(detect_launch(), 0, 1, 0, "none");
+  env.set("RANK", "3");
+  env.set("WORLD_SIZE", "8");
+  env.set("LOCAL_RANK", "1");
+  expect_launch(detect_launch(), 3, 8, 1, "env");
+  env.set("SLURM_PROCID", "5");
+  env.set("SLURM_NTASKS", "6");
+  env.set("SLURM_LOCALID", "2");
+  expect_launch(detect_launch(), 5, 6, 2, "srun");  // srun before torchrun-style variables
+  env.set("OMPI_COMM_WORLD_RANK", "1");
+  env.set("OMPI_COMM_WORLD_SIZE", "2");
+  env.set("OMPI_COMM_WORLD_LOCAL_RANK", "0");
+  expect_launch(detect_launch(), 1, 2, 0, "mpirun");  // mpirun inside a Slurm allocation
+}
+
+TEST(DetectLaunch, a_missing_local_rank_defaults_to_the_rank) {
+  LaunchEnv env;
+  env.set("RANK", "2");
+  env.set("WORLD_SIZE", "4");
+  expect_launch(detect_launch(), 2, 4, 2, "env");
+}
+
+TEST(DetectLaunch, malformed_or_inconsistent_values_are_errors_naming_the_variable) {
+  struct Case {
+    std::vector<std::pair<const char*, const char*>> vars;
+    std::vector<std::string> expect;  // parts of the message
+  };
+  const std::vector<Case> cases = {
+      {{{"OMPI_COMM_WORLD_RANK", "abc"}, {"OMPI_COMM_WORLD_SIZE", "2"}},
+       {"OMPI_COMM_WORLD_RANK", "'abc'", "not an integer"}},
+      {{{"SLURM_PROCID", "1x"}, {"SLURM_NTASKS", "2"}}, {"SLURM_PROCID", "'1x'"}},
+      {{{"RANK", ""}, {"WORLD_SIZE", "2"}}, {"RANK", "not an integer"}},
+      {{{"RANK", "0"}, {"WORLD_SIZE", " 2"}}, {"WORLD_SIZE", "' 2'"}},
+      {{{"RANK", "2"}, {"WORLD_SIZE", "2"}}, {"RANK=2", "WORLD_SIZE=2"}},
+      {{{"RANK", "-1"}, {"WORLD_SIZE", "2"}}, {"RANK=-1"}},
+      {{{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "0"}}, {"SLURM_NTASKS=0", "at least 1"}},
+      {{{"OMPI_COMM_WORLD_RANK", "0"}}, {"OMPI_COMM_WORLD_SIZE", "unset"}},
+      {{{"LOCAL_RANK", "0"}}, {"RANK", "unset"}},
+      {{{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "2"}}, {"LOCAL_RANK=2"}},
+      {{{"RANK", "0"}, {"WORLD_SIZE", "99999999999"}}, {"WORLD_SIZE", "not an integer"}},
+  };
+  for (const Case& c : cases) {
+    LaunchEnv env;
+    for (const auto& [k, v] : c.vars) env.set(k, v);
+    const std::string message = error_of([] { detect_launch(); });
+    for (const std::string& part : c.expect)
+      EXPECT_TRUE(contains(message, part)) << "'" << part << "' not in: " << message;
+  }
+}
+
+// ---- make_communicator ----------------------------------------------------------------------
+
+TEST(MakeCommunicator, single_with_two_ranks_is_an_error_naming_the_launch_variables) {
+  CommOptions options;
+  options.backend = "single";
+  const std::string message = error_of([&] { make_communicator(options, {1, 2, 1, "mpirun"}); });
+  EXPECT_TRUE(contains(message, "single") && contains(message, "OMPI_COMM_WORLD_SIZE") &&
+              contains(message, "2 ranks"))
+      << message;
+  EXPECT_TRUE(contains(error_of([&] { make_communicator(options, {0, 2, 0, "srun"}); }),
+                       "SLURM_NTASKS"));
+}
+
+TEST(MakeCommunicator, bad_options_are_errors) {
+  CommOptions options;
+  options.backend = "gloo";
+  EXPECT_TRUE(
+      contains(error_of([&] { make_communicator(options, {}); }), "unknown backend 'gloo'"));
+  options.backend = "auto";
+  options.timeout_s = 0;
+  EXPECT_TRUE(contains(error_of([&] { make_communicator(options, {}); }), "timeout_s"));
+  options.timeout_s = 10;
+  options.init = "/shared/dir";
+  EXPECT_TRUE(contains(error_of([&] { make_communicator(options, {}); }), "file:///"));
+  options.init = "";
+  options.backend = "mpi";
+  options.device = Device::cuda();
+  EXPECT_TRUE(contains(error_of([&] { make_communicator(options, {}); }), "use backend nccl"));
+}
+
+TEST(MakeCommunicator, a_backend_missing_from_the_build_names_its_cmake_option) {
+  CommOptions options;
+  options.backend = "nccl";
+  options.device = Device::cuda();
+  if (!TESSERA_HAVE_NCCL) {
+    EXPECT_TRUE(contains(error_of([&] { make_communicator(options, {}); }), "TESSERA_NCCL"));
+  } else {
+    // Built with NCCL: without MPI or an init file, 2 srun ranks cannot share the unique id.
+    const std::string message =
+        error_of([&] { make_communicator(options, {0, 2, 0, "srun"}); });
+    EXPECT_TRUE(contains(message, "file:///")) << message;
+  }
+  if (!TESSERA_HAVE_MPI) {
+    options.backend = "mpi";
+    options.device = Device::cpu();
+    EXPECT_TRUE(contains(error_of([&] { make_communicator(options, {}); }), "TESSERA_MPI"));
+  }
+}
+
+TEST(MakeCommunicator, auto_with_one_rank_is_single_and_every_op_is_the_identity) {
+  auto c = make_communicator(CommOptions{}, LaunchInfo{0, 1, 0, "none"});
+  EXPECT_EQ(c->backend(), "single");
+  EXPECT_EQ(c->world(), 1);
+  Tensor t = filled(DType::BF16, 7, [](int64_t i) { return double(i) - 3.5; });
+  const std::vector<double> before = values(t);
+  for (ReduceOp op : kOps) {
+    WorkHandle w = c->all_reduce_async(t, op);
+    EXPECT_TRUE(w->test());
+    w->wait();
+    c->reduce_scatter(t, op);
+  }
+  c->all_gather(t);
+  c->broadcast(t, 0);
+  c->barrier();
+  EXPECT_EQ(values(t), before);
+  EXPECT_EQ(c->all_reduce_host({1.5, -2}, ReduceOp::Average), (std::vector<double>{1.5, -2}));
+  EXPECT_TRUE(contains(error_of([&] { c->broadcast(t, 1); }), "root 1"));
+}
+
+// Prints a non-zero rank's failures (its gtest report is silenced) with the rank in front.
+class RankFailurePrinter : public ::testing::EmptyTestEventListener {
+ public:
+  explicit RankFailurePrinter(int rank) : rank_(rank) {}
+  // The name is kept here: gtest holds its lock while reporting a result, so asking it for the
+  // current test from OnTestPartResult would deadlock.
+  void OnTestStart(const ::testing::TestInfo& info) override {
+    test_ = std::string(info.test_suite_name()) + "." + info.name();
+  }
+  void OnTestPartResult(const ::testing::TestPartResult& r) override {
+    if (!r.failed()) return;
+    std::fprintf(stderr, "[rank %d] %s failed at %s:%d\n%s\n", rank_, test_.c_str(),
+                 r.file_name() ? r.file_name() : "?", r.line_number(), r.message());
+  }
+
+ private:
+  int rank_;
+  std::string test_;
+};
+
+}  // namespace
+}  // namespace tessera::dist
+
+int main(int argc, char** argv) {
+  using namespace tessera::dist;
+  ::testing::InitGoogleTest(&argc, argv);
+  CommOptions options;
+  options.backend = main_backend();
+  // Short enough that a rank stuck in a mismatched collective fails its test well inside ctest's
+  // 120 s, long enough for a 10^6-element bf16 reduction on an oversubscribed machine.
+  options.timeout_s = 30;
+  std::unique_ptr<Communicator> comm = make_communicator(options);
+  g_comm = comm.get();
+  auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+  if (comm->rank() != 0) {
+    delete listeners.Release(listeners.default_result_printer());
+    listeners.Append(new RankFailurePrinter(comm->rank()));
+  }
+  const bool failed = RUN_ALL_TESTS() != 0;
+  const double failed_ranks = comm->all_reduce_host({failed ? 1.0 : 0.0}, ReduceOp::Sum)[0];
+  if (comm->rank() == 0 && failed_ranks > 0)
+    std::fprintf(stderr, "[comm] %g of %d ranks failed\n", failed_ranks, comm->world());
+  g_comm = nullptr;
+  comm.reset();
+  return failed_ranks > 0 ? 1 : 0;
+}
