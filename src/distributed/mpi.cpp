@@ -235,17 +235,22 @@ class MpiWork final : public Work {
 
   void wait() override {
     const auto start = std::chrono::steady_clock::now();
-    // Open MPI progresses non-blocking collectives only inside MPI calls: poll hot at first (a
-    // small all_reduce completes in microseconds), then back off so a long wait does not burn a
-    // core that OpenMP threads could use.
-    for (int polls = 0; !test(); ++polls) {
-      TESSERA_CHECK(seconds_since(start) < state_->timeout_s, "MPI ", what_,
+    // Open MPI progresses non-blocking collectives only inside MPI calls, one step of the
+    // algorithm per call, so polling must be hot: a 3 MiB all-reduce takes hundreds of steps, and
+    // sleeping even 20 us between them made it 7x slower than MPI_Wait (scripts/bench_dp.sh).
+    // Spin (yielding, so oversubscribed ranks share the cores) as MPI_Wait does; after a second a
+    // peer is late, latency no longer matters, and a 1 ms sleep stops burning the core.
+    while (!test()) {
+      const double waited = seconds_since(start);
+      TESSERA_CHECK(waited < state_->timeout_s, "MPI ", what_,
                     " did not complete within timeout_s = ", state_->timeout_s,
                     " s: another rank has not joined it (dead, stuck, or issuing collectives in a "
                     "different order). The request stays in flight: wait() again to keep "
                     "waiting, or end the job (MPI_Abort)");
-      if (polls > 64)
-        std::this_thread::sleep_for(std::chrono::microseconds(polls < 2000 ? 20 : 500));
+      if (waited < 1.0)
+        std::this_thread::yield();
+      else
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
 

@@ -23,11 +23,15 @@ Placement placement(const Config& cfg, int local_rank) {
                 "train.device: 'cuda', but no CUDA device is visible to this "
                 "process (cudaGetDeviceCount found none); set train.device: cpu");
   // One GPU per process: the launcher's local rank picks it (mpirun, srun and torchrun-style
-  // launchers all number the processes of a node from 0).
-  TESSERA_CHECK(local_rank < cuda::device_count(), "train.device: 'cuda' for local rank ",
-                local_rank, ", but this node shows ", cuda::device_count(),
-                " CUDA device(s); start at most that many processes per node");
-  return {Device::cuda(local_rank), DType::BF16};
+  // launchers all number the processes of a node from 0), unless the launcher gave each process
+  // a GPU of its own (CUDA_VISIBLE_DEVICES, srun --gpus-per-task): then it is cuda:0. The NCCL
+  // communicator (kernels/nccl_comm.cu) applies the same rule.
+  const int count = cuda::device_count();
+  const int index = count == 1 ? 0 : local_rank;
+  TESSERA_CHECK(index < count, "train.device: 'cuda' for local rank ", local_rank,
+                ", but this process sees ", count,
+                " CUDA devices; start at most that many processes per node");
+  return {Device::cuda(index), DType::BF16};
 }
 
 void place_model(nn::GPT& model, Device device, DType dtype) {
