@@ -11,12 +11,20 @@
 #   grad MiB     gradient bytes each rank hands to the all-reduce per step (f32: 4 x parameters)
 #   busbw GB/s   build/bench_comm's all_reduce bus bandwidth at exactly that size, same ranks
 #   state MiB    AdamW moments held per rank (1/W of them with ZeRO-1)
+#   PyTorch ms   the comparison run: scripts/bench_dp_torch.py, the same model, optimizer, batch
+#                shapes and timed steps in plain PyTorch on the CPU (f32), N ranks in
+#                DistributedDataParallel over gloo (one rank: the plain model), the same threads
+#                per rank; its median step time (rank 0). Rows without ZeRO only.
+#   tessera / PyTorch   tessera's median step time / PyTorch's (< 1: tessera is faster)
+# The PyTorch runs need TORCH_PYTHON (default /usr/bin/python3, Debian's: apt-get install
+# python3-torch) to import torch; without it the table says the comparison was skipped.
 # Eval is off and the only checkpoint is the last step's, into a temporary directory.
 #
-# Usage: scripts/bench_dp.sh            (about 3 minutes on 2 cores)
+# Usage: scripts/bench_dp.sh            (about 4 minutes on 2 cores, 3 without PyTorch)
 #   BUILD_DIR (default build), STEPS (default 60), WARMUP (default 10), ROUNDS (default 2: every
 #   run repeated, the fastest kept), ZERO (1: also the ZeRO-1 runs; 0: skip them), MPIRUN
-#   (default mpirun), KEEP (a directory to keep the logs and metrics in).
+#   (default mpirun), TORCH (1: the PyTorch comparison when torch imports; 0: skip it),
+#   TORCH_PYTHON (default /usr/bin/python3), KEEP (a directory to keep the logs and metrics in).
 #
 # A benchmark, not a test. On a machine with fewer cores than ranks (4 ranks on 2 cores) the ranks
 # are oversubscribed: they take turns on the cores, so those rows time the scheduler as much as
@@ -30,6 +38,8 @@ WARMUP="${WARMUP:-10}"
 ZERO="${ZERO:-1}"
 ROUNDS="${ROUNDS:-2}"
 MPIRUN="${MPIRUN:-mpirun}"
+TORCH="${TORCH:-1}"
+TORCH_PYTHON="${TORCH_PYTHON:-/usr/bin/python3}"
 TOTAL=768  # tokens per step: 12 sequences of 64 bytes, tiny.yaml's batch
 
 # Build: configure only when the build directory does not exist yet (an existing one keeps its
@@ -81,6 +91,22 @@ run() {
        "$((SECONDS - t0)) s" >&2
 }
 
+# torch_run NAME RANKS THREADS: one run of the PyTorch twin; leaves its JSON line in
+# $WORK/NAME.json. The same steps as run(): WARMUP untimed, then STEPS - WARMUP timed.
+torch_run() {
+  local name=$1 np=$2 threads=$3
+  local t0=$SECONDS
+  if ! OMP_NUM_THREADS="$threads" "$TORCH_PYTHON" scripts/bench_dp_torch.py --ranks "$np" \
+       --threads "$threads" --warmup "$WARMUP" --steps "$((STEPS - WARMUP))" \
+       >"$WORK/$name.json" 2>"$WORK/$name.log"; then
+    echo "bench_dp: PyTorch run $name failed:" >&2
+    tail -20 "$WORK/$name.log" >&2
+    exit 1
+  fi
+  echo "  $name: PyTorch, $np rank(s) x batch $((TOTAL / 64 / np)) x $threads thread(s)," \
+       "$((SECONDS - t0)) s" >&2
+}
+
 # busbw NP BYTES: bench_comm's bus bandwidth (GB/s) of one all_reduce size on NP ranks.
 busbw() {
   local np=$1 bytes=$2
@@ -97,12 +123,23 @@ ROWS=()
 for np in 1 2 4; do ROWS+=("r${np}z0 $np 0 1"); done
 ROWS+=("r1t 1 0 $(nproc)")
 if [ "$ZERO" = 1 ]; then for np in 2 4; do ROWS+=("r${np}z1 $np 1 1"); done; fi
+# The PyTorch twin of every row without ZeRO, when torch imports (TORCH_NOTE says why not).
+TORCH_NOTE=""
+if [ "$TORCH" != 1 ]; then
+  TORCH_NOTE="PyTorch comparison skipped: TORCH=$TORCH."
+elif ! torch_err="$("$TORCH_PYTHON" -c 'import torch' 2>&1)"; then
+  TORCH_NOTE="PyTorch comparison skipped: '$TORCH_PYTHON -c \"import torch\"' failed"
+  TORCH_NOTE+=" ($(printf '%s\n' "$torch_err" | tail -1)); Debian: apt-get install python3-torch."
+fi
 # Rounds: every configuration once per round, in turn, so a burst of other work on the cores
 # slows one run of each rather than every run of one; the table keeps each row's fastest run.
 for ((round = 1; round <= ROUNDS; ++round)); do
   for row in "${ROWS[@]}"; do
     read -r name np zero threads <<<"$row"
     run "${name}_$round" "$np" "$zero" "$threads"
+    if [ -z "$TORCH_NOTE" ] && [ "$zero" = 0 ]; then
+      torch_run "pt${np}x${threads}_$round" "$np" "$threads"
+    fi
   done
 done
 
@@ -129,15 +166,28 @@ echo "configs/tiny.yaml, $params parameters, $TOTAL tokens per step; $STEPS step
 echo "$WARMUP untimed; each row the fastest of $ROUNDS run(s) by median step time, busbw the best"
 echo "of $ROUNDS; $(nproc) CPU cores ($cpu), $mpi; load average before: $LOAD0, after:"
 echo "$(cut -d' ' -f1-3 /proc/loadavg) (other work on the cores slows every row)"
-printf '| %5s | %7s | %4s | %5s | %11s | %12s | %10s | %8s | %10s | %9s |\n' ranks threads zero \
-  batch "step ms med" "step ms mean" "exposed ms" "grad MiB" "busbw GB/s" "state MiB"
-printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ------: --------: -----: ------: ------------: \
-  -------------: -----------: ---------: -----------: ----------:
+if [ -z "$TORCH_NOTE" ]; then
+  torch_version="$(/usr/bin/env python3 -c 'import json, sys; print(json.load(sys.stdin)["torch"])' \
+                   <"$WORK/pt1x1_1.json")"
+  deb="$(dpkg-query -W -f='${Version}' python3-torch 2>/dev/null || true)"
+  echo "PyTorch: $TORCH_PYTHON, torch $torch_version${deb:+ (Debian python3-torch $deb)},"
+  echo "scripts/bench_dp_torch.py (same model, AdamW, clipping, shapes and timed steps; f32;"
+  echo "DistributedDataParallel over gloo on 2 and 4 ranks, the plain model on one; one OpenBLAS"
+  echo "thread), the fastest of $ROUNDS run(s) by median step time"
+else
+  echo "$TORCH_NOTE"
+fi
+printf '| %5s | %7s | %4s | %5s | %11s | %12s | %10s | %8s | %10s | %9s | %19s | %17s |\n' \
+  ranks threads zero batch "step ms med" "step ms mean" "exposed ms" "grad MiB" "busbw GB/s" \
+  "state MiB" "PyTorch ms per step" "tessera / PyTorch"
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ------: --------: -----: ------: ------------: \
+  -------------: -----------: ---------: -----------: ----------: --------------------: \
+  ------------------:
 for row in "${ROWS[@]}"; do
   read -r name np zero threads <<<"$row"
   /usr/bin/env python3 - "$WORK" "$name" "$ROUNDS" "$np" "$threads" "$zero" "$WARMUP" "$TOTAL" \
     "$grad_bytes" "${BUS[$np]}" <<'EOF'
-import json, re, statistics, sys
+import json, os, re, statistics, sys
 work, name, rounds, np, threads, zero, warmup, total, grad_bytes, bus = sys.argv[1:]
 
 def summary(run):
@@ -152,14 +202,26 @@ def summary(run):
 
 med, mean, exposed, state = min(summary(f"{name}_{r}") for r in range(1, int(rounds) + 1))
 batch = int(total) // 64 // int(np)
+# The PyTorch twin (same ranks and threads, no ZeRO), its fastest run by median.
+twins = [f"{work}/pt{np}x{threads}_{r}.json" for r in range(1, int(rounds) + 1)]
+if zero == "0" and all(os.path.exists(t) for t in twins):
+    pt = min(json.loads(open(t).read().strip().splitlines()[-1])["median_ms"] for t in twins)
+    pt_ms, ratio = f"{pt:.1f}", f"{med / pt:.2f}"
+else:
+    pt_ms = ratio = "-"
 print(f"| {np:>5} | {threads:>7} | {zero:>4} | {batch:>5} | {med:11.1f} | {mean:12.1f} | "
-      f"{exposed:10.1f} | {int(grad_bytes) / 2**20:8.2f} | {bus:>10} | {state:>9} |")
+      f"{exposed:10.1f} | {int(grad_bytes) / 2**20:8.2f} | {bus:>10} | {state:>9} | "
+      f"{pt_ms:>19} | {ratio:>17} |")
 EOF
 done
 echo
 echo "exposed ms: the dist: line's total wait / steps (warm-up included); busbw: bench_comm,"
 echo "all_reduce average f32 of $grad_bytes bytes, busbw = algbw x 2(W-1)/W (NCCL-tests)."
 echo "More ranks than cores ($(nproc)): oversubscribed, the ranks take turns on the cores."
+if [ -z "$TORCH_NOTE" ]; then
+  echo "PyTorch ms per step: the median of the same timed steps (rank 0); tessera / PyTorch: the"
+  echo "two medians' ratio, < 1 when tessera is faster. '-': no PyTorch twin (ZeRO-1 rows)."
+fi
 if [ -n "${KEEP:-}" ]; then
   mkdir -p "$KEEP" && cp -r "$WORK"/. "$KEEP"/ && echo "logs kept in $KEEP"
 fi
