@@ -28,7 +28,9 @@ Tensor leaf(const Shape& shape, Generator& g, DType t = DType::F32) {
 }
 
 std::unique_ptr<dist::Communicator> single() {
-  return dist::make_communicator({.backend = "single"}, dist::LaunchInfo{});
+  dist::CommOptions o;
+  o.backend = "single";
+  return dist::make_communicator(o, dist::LaunchInfo{});
 }
 
 // The model's order: an embedding (used first), a bias, a matrix, a norm gain (used last).
@@ -164,7 +166,8 @@ TEST(FlatAdamW, state_round_trip_continues_bit_exactly_and_bad_state_is_named) {
   std::vector<NamedParam> b_params = model_params(g2);
   auto comm = single();
   FlatParams fa(a_params), fb(b_params);
-  FlatAdamW a(fa, *comm, {.max_norm = 1.0}), b(fb, *comm, {.max_norm = 1.0});
+  const FlatAdamWOptions clipped{.adam = {}, .max_norm = 1.0, .zero = false};
+  FlatAdamW a(fa, *comm, clipped), b(fb, *comm, clipped);
   Generator data(5);
   std::vector<Tensor> xs;
   for (int i = 0; i < 6; ++i) xs.push_back(randn({3, 10}, data));
