@@ -3,11 +3,11 @@
 
     /usr/bin/python3 scripts/bench_dp_torch.py --ranks 2 [--threads 1] [--steps 60] [--warmup 10]
 
-The model is configs/tiny.yaml written here in plain PyTorch (nothing imported from tessera, nor
-from scripts/bench_gpu.py, whose attention needs F.scaled_dot_product_attention, PyTorch 2.0+;
-Debian 12 ships 1.13): byte-level vocabulary 257, 4 layers, 128 channels, 4 heads, context 64,
-learned positions, LayerNorm, tanh-GELU MLP of 4 x 128, fused qkv, materialised causal attention
-(as tessera's CPU path), tied embedding and head, biases, no dropout; f32. AdamW lr 1e-3, betas
+The model is configs/tiny.yaml in plain PyTorch (scripts/torch_gpt.py, shared with
+scripts/bench_gpu.py; nothing from tessera): byte-level vocabulary 257, 4 layers, 128 channels,
+4 heads, context 64, learned positions, LayerNorm, tanh-GELU MLP of 4 x 128, fused qkv,
+materialised causal attention on Debian's PyTorch 1.13 (as tessera's CPU path), tied embedding and
+head, biases, no dropout; f32. AdamW lr 1e-3, betas
 0.9/0.95, eps 1e-8, weight decay 0.1 on 2-D tensors only, clip_grad_norm_(1.0), constant lr.
 
 Data parallelism as PyTorch users run it on CPUs: --ranks N processes (torch.multiprocessing,
@@ -26,7 +26,6 @@ ms per step over the --steps steps after --warmup untimed ones. scripts/bench_dp
 """
 import argparse
 import json
-import math
 import os
 import socket
 import statistics
@@ -44,58 +43,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
-import torch.nn.functional as F
+
+from torch_gpt import GPT
 
 V, L, C, H, T = 257, 4, 128, 4, 64   # configs/tiny.yaml
 GLOBAL_BATCH = 12                    # sequences per step: 768 tokens
 SEED = 1337
-
-
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(C, eps=1e-5)
-        self.c_attn = nn.Linear(C, 3 * C)
-        self.c_proj = nn.Linear(C, C)
-        self.ln_2 = nn.LayerNorm(C, eps=1e-5)
-        self.c_fc = nn.Linear(C, 4 * C)
-        self.mlp_proj = nn.Linear(4 * C, C)
-        # A plain attribute, not a buffer: DDP would broadcast buffers every step (and gloo
-        # cannot broadcast bool tensors in 1.13).
-        self.mask = torch.ones(T, T, dtype=torch.bool).tril()
-
-    def forward(self, x):
-        B, t, _ = x.shape
-        q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
-        q, k, v = (z.view(B, t, H, C // H).transpose(1, 2) for z in (q, k, v))
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(C // H))
-        att = att.masked_fill(~self.mask[:t, :t], float("-inf")).softmax(dim=-1)
-        y = (att @ v).transpose(1, 2).reshape(B, t, C)
-        x = x + self.c_proj(y)
-        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
-
-
-class GPT(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.wte = nn.Embedding(V, C)
-        self.wpe = nn.Embedding(T, C)
-        self.h = nn.ModuleList(Block() for _ in range(L))
-        self.ln_f = nn.LayerNorm(C, eps=1e-5)
-        for name, p in self.named_parameters():  # GPT-2 init (the values do not affect speed)
-            if p.dim() >= 2:
-                std = 0.02 / math.sqrt(2 * L) if name.endswith(("c_proj.weight", "mlp_proj.weight")) else 0.02
-                nn.init.normal_(p, 0.0, std)
-            elif name.endswith("bias"):
-                nn.init.zeros_(p)
-
-    def forward(self, idx, targets):
-        t = idx.shape[1]
-        x = self.wte(idx) + self.wpe(torch.arange(t, device=idx.device))
-        for blk in self.h:
-            x = blk(x)
-        logits = F.linear(self.ln_f(x), self.wte.weight)  # tied head
-        return F.cross_entropy(logits.view(-1, V), targets.reshape(-1))
 
 
 def free_port():
@@ -113,7 +66,7 @@ def worker(rank, args, port):
         os.environ["MASTER_PORT"] = str(port)
         dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(SEED)  # the same initial model on every rank (DDP also broadcasts rank 0's)
-    model = GPT()
+    model = GPT(L, C, H, V, T)
     params = sum(p.numel() for p in model.parameters())
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]

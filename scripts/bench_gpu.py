@@ -3,7 +3,7 @@
 
     python3 scripts/bench_gpu.py --batch-size 8 [--seq 1024] [--steps 20] [--warmup 5] [--json F]
 
-The model is GPT-2 small written here in plain PyTorch (nothing imported from tessera): 12 layers,
+The model is GPT-2 small in plain PyTorch (scripts/torch_gpt.py; nothing from tessera): 12 layers,
 768 channels, 12 heads, learned positions, LayerNorm, tanh-GELU MLP, fused qkv, tied embedding and
 head, vocabulary 50257, biases; attention through F.scaled_dot_product_attention(is_causal=True)
 (flash kernels on an H100). Mixed precision as PyTorch users run it: f32 parameters under
@@ -16,59 +16,16 @@ position embedding, attention not halved; peak 989 TFLOP/s).
 """
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from torch_gpt import GPT
+
 PEAK_FLOPS = 989e12  # H100 SXM dense bf16
-
-
-class Block(nn.Module):
-    def __init__(self, C, H):
-        super().__init__()
-        self.H = H
-        self.ln_1 = nn.LayerNorm(C, eps=1e-5)
-        self.c_attn = nn.Linear(C, 3 * C)
-        self.c_proj = nn.Linear(C, C)
-        self.ln_2 = nn.LayerNorm(C, eps=1e-5)
-        self.c_fc = nn.Linear(C, 4 * C)
-        self.mlp_proj = nn.Linear(4 * C, C)
-
-    def forward(self, x):
-        B, T, C = x.shape
-        q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.H, C // self.H).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.c_proj(y.transpose(1, 2).reshape(B, T, C))
-        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
-
-
-class GPT(nn.Module):
-    def __init__(self, L=12, C=768, H=12, V=50257, T=1024):
-        super().__init__()
-        self.wte = nn.Embedding(V, C)
-        self.wpe = nn.Embedding(T, C)
-        self.h = nn.ModuleList(Block(C, H) for _ in range(L))
-        self.ln_f = nn.LayerNorm(C, eps=1e-5)
-        for name, p in self.named_parameters():  # GPT-2 init (the values do not affect speed)
-            if p.dim() >= 2:
-                std = 0.02 / math.sqrt(2 * L) if name.endswith(("c_proj.weight", "mlp_proj.weight")) else 0.02
-                nn.init.normal_(p, 0.0, std)
-            elif name.endswith("bias"):
-                nn.init.zeros_(p)
-
-    def forward(self, idx, targets):
-        T = idx.shape[1]
-        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
-        for blk in self.h:
-            x = blk(x)
-        logits = F.linear(self.ln_f(x), self.wte.weight)  # tied head
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
 def sync():
