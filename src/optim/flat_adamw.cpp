@@ -171,33 +171,46 @@ void FlatAdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& en
                   s.param.str());
     return &t;
   };
-  for (const FlatParams::Slot& s : flat_.slots()) find(s, "m", true), find(s, "v", true);
-  for (const auto& [key, t] : entries) {
-    bool known = false;
-    for (const FlatParams::Slot& s : flat_.slots())
-      for (const char* what : {"/m", "/v", "/master"}) known = known || key == s.name + what;
-    TESSERA_CHECK(known, "checkpoint ", path, ": optimizer state '", key,
-                  "' belongs to no parameter of this model");
+  // Everything is checked before anything is copied: each slot's entries, then leftovers.
+  struct Found {
+    const Tensor *m, *v, *master;
+  };
+  std::vector<Found> found;
+  size_t used = 0;
+  for (const FlatParams::Slot& s : flat_.slots()) {
+    found.push_back({find(s, "m", true), find(s, "v", true), find(s, "master", false)});
+    used += found.back().master ? 3 : 2;
+  }
+  if (used != saved.size()) {
+    for (const auto& [key, t] : saved) {
+      const size_t cut = key.rfind('/');
+      const std::string what = cut == std::string::npos ? "" : key.substr(cut + 1);
+      const bool known = (what == "m" || what == "v" || what == "master") &&
+                         std::any_of(flat_.slots().begin(), flat_.slots().end(),
+                                     [&](const FlatParams::Slot& s) {
+                                       return s.name == key.substr(0, cut);
+                                     });
+      TESSERA_CHECK(known, "checkpoint ", path, ": optimizer state '", key,
+                    "' belongs to no parameter of this model");
+    }
   }
 
   NoGradGuard no_grad;
-  for (const FlatParams::Slot& s : flat_.slots()) {
-    const Tensor* m = find(s, "m", true);
-    const Tensor* v = find(s, "v", true);
-    const Tensor* master = find(s, "master", false);
+  for (size_t i = 0; i < flat_.slots().size(); ++i) {
+    const FlatParams::Slot& s = flat_.slots()[i];
+    const Tensor m = found[i].m->contiguous(), v = found[i].v->contiguous();
+    const Tensor master = found[i].master ? found[i].master->contiguous() : Tensor();
     for (const Piece& p : pieces_of(s)) {
       if (p.rank != comm_.rank()) continue;
       const int64_t from = p.flat_begin - s.offset;
-      auto part = [&](const Tensor& t) {
-        return make_view(t, {p.size}, {1}, t.offset() + from).contiguous();
-      };
-      view(m_, p.local, p.size).copy_(part(m->contiguous()));
-      view(v_, p.local, p.size).copy_(part(v->contiguous()));
+      auto part = [&](const Tensor& t) { return make_view(t, {p.size}, {1}, t.offset() + from); };
+      view(m_, p.local, p.size).copy_(part(m));
+      view(v_, p.local, p.size).copy_(part(v));
       if (!own_master_) continue;
       // Without a saved master (an older file) it restarts from the weights just loaded.
       Tensor dst = view(master_, p.local, p.size);
-      if (master) {
-        dst.copy_(part(master->contiguous()));
+      if (master.defined()) {
+        dst.copy_(part(master));
         view(flat_.values(), p.flat_begin, p.size).copy_(dst);  // the rounded master
       } else {
         dst.copy_(view(flat_.values(), p.flat_begin, p.size));
