@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# The whole GPU check in one command, sized so that two runs fit in one 15-minute lease of the lent
+# H200 (docs/gpu-notes.md records each run). Stages, each under its own time limit, each adding
+# rows to one summary table that is printed last:
+#
+#   build      offline build from the carried .debs (scripts/build_offline.sh), only the targets
+#              the later stages run, ninja with every core
+#   test       ctest -L gpu (tests/cuda: every CUDA kernel family against the CPU reference)
+#   parity     50 steps of configs/tiny.yaml on the GPU and on the CPU, losses compared step by step
+#   tiny       300 steps of tiny with head dimension 64 on the GPU: the loss must fall
+#   bench      GPT-2 124M step beside its PyTorch twin (scripts/bench_gpu.sh)
+#   attention  fused attention beside PyTorch's SDPA (scripts/bench_attention.sh), a short sweep
+#   memory     (see the section marked "memory" below)
+#
+# On the device machine (from the repository root, with the .debs and the KJV bytes carried):
+#   run(command="scripts/gpu_check.sh", carry=["third_party/debs", "data/kjv/byte"], timeout_s=540)
+#   STAGES="test parity" scripts/gpu_check.sh    # a second run that reuses the build
+# Here, where there is no GPU, `STAGES=build CUDA_ARCH=90 scripts/gpu_check.sh` checks the build
+# stage (needs third_party/debs from scripts/collect_debs.sh).
+#
+# Output: $OUT (the device machine's output folder; ./gpu-check-out elsewhere) gets at most 8 files
+# (the device tool brings back no more): summary.md, and one log per stage group.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+
+OUT="${OUT:-$ROOT/gpu-check-out}"
+mkdir -p "$OUT"
+STAGES="${STAGES:-build test parity tiny bench attention memory}"
+BUILD_DIR="${BUILD_DIR:-build-offline}"
+JOBS="${JOBS:-$(nproc)}"
+SUMMARY="$OUT/summary.md"
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
+export LD_LIBRARY_PATH="${PREFIX:-$ROOT/.deps/offline}/runtime-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The python that has torch: the device machine's python3; Debian's here.
+PYTHON="${PYTHON:-python3}"
+# GPU_DEVICE=cpu dry-runs the training stages here, without a GPU (the logic, not the numbers).
+GPU_DEVICE="${GPU_DEVICE:-cuda}"
+
+want() { [[ " $STAGES " == *" $1 "* ]]; }
+row() { echo "| $1 | $2 | $3 |" >>"$SUMMARY"; }  # stage | result | detail
+elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
+
+{
+  echo "# gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo
+  echo "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo none)"
+  echo
+  echo "| stage | result | detail |"
+  echo "|---|---|---|"
+} >"$SUMMARY"
+
+# ---- build -------------------------------------------------------------------------------------
+TARGETS="train eval test_cuda bench_gpu bench_attention bench_memory"
+if want build; then
+  t0=$(date +%s)
+  if STEPS=build TARGETS="$TARGETS" BUILD_DIR="$BUILD_DIR" JOBS="$JOBS" \
+      timeout 400 scripts/build_offline.sh >"$OUT/build.log" 2>&1; then
+    row build ok "$TARGETS in $(elapsed "$t0")"
+  else
+    row build FAILED "see build.log; its last error: $(grep -m1 -E 'error|Error' "$OUT/build.log" | cut -c1-160)"
+    tail -40 "$OUT/build.log"
+    cat "$SUMMARY"
+    exit 1
+  fi
+fi
+B="$BUILD_DIR"
+
+# ---- test: every GPU test ----------------------------------------------------------------------
+if want test; then
+  t0=$(date +%s)
+  timeout 300 ctest --test-dir "$B" -L gpu --timeout 120 -j4 --output-on-failure >"$OUT/ctest.log" 2>&1
+  pass=$(grep -cE 'Test +#[0-9]+: .* Passed' "$OUT/ctest.log")
+  fail=$(grep -cE 'Test +#[0-9]+: .* (Failed|Exception|Timeout|SEGFAULT|Child aborted)' "$OUT/ctest.log")
+  skip=$(grep -cE 'Test +#[0-9]+: .* Skipped|Not Run' "$OUT/ctest.log")
+  row test "$pass passed, $fail failed, $skip skipped" "ctest -L gpu in $(elapsed "$t0")"
+  grep -E 'Test +#[0-9]+: .* (Failed|Exception|Timeout|SEGFAULT|Child aborted)' "$OUT/ctest.log" |
+    sed -E 's/.*Test +#[0-9]+: ([^ ]+).*/\1/' | head -40 | while read -r name; do row "  failed" "$name" ""; done
+fi
+
+# ---- training: GPU against CPU, then a longer GPU run ------------------------------------------
+RUNS="$ROOT/checkpoints/gpu-check"
+losses() {  # metrics.jsonl -> "step loss" lines
+  "$PYTHON" - "$1" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if "loss" in r:
+        print(r["step"], r["loss"])
+PY
+}
+train_run() {  # name device steps extra-args... ; logs go to train.log
+  local name=$1 dev=$2 steps=$3
+  shift 3
+  rm -rf "$RUNS/$name"
+  echo "== $name: train on $dev for $steps steps $*" >>"$OUT/train.log"
+  local threads=$JOBS
+  [ "$dev" = cpu ] && threads=$(( JOBS > 2 ? JOBS / 2 : 1 ))  # the CPU twin runs beside a GPU run
+  OMP_NUM_THREADS=$threads timeout 240 "$B/train" --config configs/tiny.yaml --device "$dev" --max-steps "$steps" \
+    --run-name "$name" --set checkpoint.dir="$RUNS" --set log.interval=1 --set eval.interval=0 \
+    --set checkpoint.interval=0 "$@" >>"$OUT/train.log" 2>&1
+}
+if want parity; then
+  t0=$(date +%s)
+  # Both at once: the CPU run uses the host's cores while the GPU run waits on the device.
+  train_run parity-cpu cpu 50 & cpu_pid=$!
+  train_run parity-gpu "$GPU_DEVICE" 50; gpu_rc=$?
+  wait $cpu_pid; cpu_rc=$?
+  if [ $gpu_rc -ne 0 ] || [ $cpu_rc -ne 0 ]; then
+    row parity FAILED "exit codes gpu $gpu_rc, cpu $cpu_rc (train.log)"
+  else
+    # The GPU computes in bf16 (train/device.h): operands carry 8 bits of mantissa, so each step's
+    # loss may move by ~1e-2 relative; the curves must agree to that, not to f32 rounding.
+    verdict=$(paste <(losses "$RUNS/parity-cpu/metrics.jsonl") <(losses "$RUNS/parity-gpu/metrics.jsonl") |
+      "$PYTHON" -c '
+import sys
+d = [(float(a[1]), float(a[3])) for a in (l.split() for l in sys.stdin) if len(a) == 4]
+if not d: print("FAILED no losses"); sys.exit()
+diff = [abs(c - g) for c, g in d]
+rel = max(x / max(abs(c), 1e-9) for x, (c, _) in zip(diff, d))
+ok = rel < 0.03 and d[-1][1] < d[0][1]
+print(("ok" if ok else "FAILED"), f"{len(d)} steps: max |cpu-gpu| {max(diff):.4f} ({rel:.2%} rel),",
+      f"mean {sum(diff)/len(diff):.4f}; loss {d[0][0]:.4f}->{d[-1][0]:.4f} cpu, {d[0][1]:.4f}->{d[-1][1]:.4f} gpu")')
+    row parity "${verdict%% *}" "${verdict#* } in $(elapsed "$t0")"
+  fi
+fi
+if want tiny; then
+  t0=$(date +%s)
+  # Head dimension 64 (n_embd 256 / 4 heads), so the fused flash path is the one that runs.
+  if train_run tiny-hd64 "$GPU_DEVICE" 300 --set model.n_embd=256; then
+    verdict=$(losses "$RUNS/tiny-hd64/metrics.jsonl" | "$PYTHON" -c '
+import sys
+l = [float(x.split()[1]) for x in sys.stdin]
+first, last = sum(l[:10]) / 10, sum(l[-10:]) / 10
+print(("ok" if last < first - 1.0 else "FAILED"), f"{len(l)} steps: mean loss of the first 10 {first:.3f}, of the last 10 {last:.3f}")')
+    tps=$(grep -oE '[0-9.]+ tok/s' "$OUT/train.log" | tail -1)
+    row tiny "${verdict%% *}" "${verdict#* }; ${tps:-?}; $(elapsed "$t0")"
+  else
+    row tiny FAILED "train exited non-zero (train.log)"
+  fi
+fi
+
+# ---- benchmarks --------------------------------------------------------------------------------
+if want bench; then
+  t0=$(date +%s)
+  BUILD_DIR="$B" RESULTS=/tmp/gpu-check-bench BENCH_STEPS=20 BENCH_WARMUP=5 \
+    timeout 300 scripts/bench_gpu.sh 8 >"$OUT/bench.log" 2>&1; rc=$?
+  # torch.compile needs Python.h for Triton's launcher; without it PyTorch falls back to eager.
+  compiled=yes
+  grep -qiE 'Python.h|falling back to eager|suppress_errors|BackendCompilerFailed' "$OUT/bench.log" && compiled="NO (eager fallback: see bench.log)"
+  row bench "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc")" "GPT-2 124M B=8 T=1024 in $(elapsed "$t0"); torch.compile compiled: $compiled; table in bench.log"
+fi
+if want attention; then
+  t0=$(date +%s)
+  BUILD_DIR="$B" PYTHON="$PYTHON" timeout 200 scripts/bench_attention.sh --seqlens 1024,4096,16384 \
+    >"$OUT/attention.log" 2>&1; rc=$?
+  row attention "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc")" "table in attention.log, $(elapsed "$t0")"
+fi
+
+# ---- memory ------------------------------------------------------------------------------------
+# >>> memory section (bench_memory --device cuda: LoRA/QLoRA/LOMO on the GPU, issue 17) >>>>>>>>>>>
+# The peak of each training mode on cuda:0 (src/apps/bench_memory.cpp): tensor bytes and the
+# caching allocator's reserved bytes per row (AdamW, LOMO, AdaLomo with and without two-pass norm
+# clipping, LoRA, QLoRA nf4 / nf4-dq), on the benchmark's default GPT (8 x 512, GPT-2 vocabulary)
+# at batch 8, with its ratios to AdamW. Then the gpu-labelled LoRA/QLoRA/LOMO tests are named on
+# their own row, so the summary says whether those modes ran on the GPU.
+if want memory; then
+  t0=$(date +%s)
+  if [ "$GPU_DEVICE" = cuda ]; then
+    timeout 240 "$B/bench_memory" --device cuda --batch 8 --seq 256 --steps 3 >"$OUT/memory.log" 2>&1; rc=$?
+  else
+    timeout 240 "$B/bench_memory" --n-layer 2 --n-embd 128 --vocab 257 --steps 1 >"$OUT/memory.log" 2>&1; rc=$?
+  fi
+  ratios=$(awk '/^(lomo|adalomo|lora|qlora)/ {print $1 ($2 ~ /^(nf4|nf4-dq|\+clip)$/ ? " " $2 : "") "=" $(NF)}' "$OUT/memory.log" | paste -sd, -)
+  row memory "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc")" \
+    "bench_memory --device $GPU_DEVICE in $(elapsed "$t0"); last column per row (reserved/AdamW on cuda): ${ratios:-?}; table in memory.log"
+  if [ -f "$OUT/ctest.log" ]; then
+    peft=$(grep -cE 'Test +#[0-9]+: cuda\.(PeftCuda|Modes/PeftCuda|LomoCuda|Optimizers/FusedCuda).* Passed' "$OUT/ctest.log")
+    peft_bad=$(grep -cE 'Test +#[0-9]+: cuda\.(PeftCuda|Modes/PeftCuda|LomoCuda|Optimizers/FusedCuda).* (Failed|Exception|Timeout|SEGFAULT)' "$OUT/ctest.log")
+    row "  peft/lomo tests" "$peft passed, $peft_bad failed" "tests/cuda/test_peft_cuda.cpp, test_lomo_cuda.cpp (from ctest.log)"
+  fi
+fi
+# <<< memory section <<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<
+
+echo
+cat "$SUMMARY"
+for f in bench.log attention.log; do
+  [ -f "$OUT/$f" ] && { echo; echo "## $f (table)"; grep -E '^\|' "$OUT/$f" | tail -30; }
+done
+exit 0
