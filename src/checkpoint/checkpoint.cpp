@@ -3,13 +3,18 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <bit>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <set>
+
+#include "checkpoint/digest.h"
+#include "checkpoint/sidecar.h"
 
 namespace tessera {
 namespace fs = std::filesystem;
@@ -31,6 +36,36 @@ H5Elem elem_of(DType t) {
   return H5Elem::Other;
 }
 
+// Every dataset write_tensor writes carries the CRC-32C of its stored bytes in this attribute, and
+// every read checks it. A digest attribute rather than HDF5's Fletcher-32 filter: the filter needs
+// chunked storage and cannot apply to scalar datasets, so it would leave 0-d tensors unguarded and
+// change every dataset's layout; an attribute guards all datasets alike, and h5py users can ignore
+// it. CRC-32C detects every error burst up to 32 bits and any odd number of flipped bits, and runs
+// at gigabytes per second in software, so checking costs little next to reading the file.
+constexpr const char* kCrcAttr = "crc32c";
+
+// The file stores tensors little-endian and the CRC is of the stored bytes; the host's bytes are
+// the same only on a little-endian host (every platform tessera builds for).
+static_assert(std::endian::native == std::endian::little, "tensor checksums assume little-endian");
+
+uint32_t crc_of(const Tensor& host_contiguous) {
+  return host_contiguous.numel() ? crc32c(host_contiguous.data_ptr(), host_contiguous.nbytes()) : 0;
+}
+
+// Checks a tensor just read from path against the checksum stored beside it. Datasets without one
+// (written before checksums, or by another tool) are not checked.
+void check_crc(H5File& f, const std::string& path, const Tensor& host_contiguous) {
+  if (!f.has_attr(path, kCrcAttr)) return;
+  const uint64_t stored = f.attr_uint(path, kCrcAttr);
+  const uint32_t computed = crc_of(host_contiguous);
+  if (stored == computed) return;
+  char detail[80];
+  std::snprintf(detail, sizeof detail, "CRC-32C %08x, recorded %08llx", unsigned(computed),
+                static_cast<unsigned long long>(stored));
+  TESSERA_FAIL("checkpoint ", f.path(), ": tensor ", path, " does not match its checksum (",
+               detail, "): the file is corrupt");
+}
+
 }  // namespace
 
 // ---- tensors ----
@@ -45,6 +80,7 @@ void write_tensor(H5File& f, const std::string& path, const Tensor& t) {
   }
   f.write_dataset(path, elem_of(t.dtype()), t.shape(), t.numel() ? host.data_ptr() : nullptr);
   if (t.dtype() == DType::BF16) f.set_attr_string(path, "dtype", "bf16");
+  f.set_attr_uint(path, kCrcAttr, crc_of(host));
 }
 
 std::pair<DType, Shape> tensor_info(H5File& f, const std::string& path) {
@@ -73,6 +109,7 @@ Tensor read_tensor(H5File& f, const std::string& path) {
   auto [dtype, shape] = tensor_info(f, path);
   Tensor t = Tensor::empty(shape, dtype);
   f.read_dataset(path, elem_of(dtype), t.numel() ? t.data_ptr() : nullptr);
+  check_crc(f, path, t);
   return t;
 }
 
@@ -85,6 +122,7 @@ void read_tensor_into(H5File& f, const std::string& path, Tensor& dst) {
                 ", destination has ", shape_str(dst.shape()), " ", dtype_name(dst.dtype()));
   if (dst.device().is_cpu() && dst.is_contiguous()) {
     f.read_dataset(path, elem_of(dtype), dst.numel() ? dst.data_ptr() : nullptr);
+    check_crc(f, path, dst);
   } else {
     dst.copy_(read_tensor(f, path));
   }
@@ -258,31 +296,55 @@ std::string list_problems(const std::vector<std::string>& problems) {
 
 // ---- checkpoints ----
 
+// The digest file is committed before the checkpoint, each rename made durable before the next:
+//   tmp written, fsynced -> digest of tmp -> <path>.sha256.tmp written, fsynced -> renamed to
+//   <path>.sha256, dir fsynced -> tmp renamed to <path>, dir fsynced.
+// So a checkpoint name never appears without the digest of its bytes. A crash between the two
+// renames leaves the new digest file beside either nothing (no checkpoint of that name: nothing
+// lists it, and the next save of that name replaces it) or the previous file of the same name (a
+// rollback re-saves a step): that file then fails verification and is refused, never loaded.
 void save_checkpoint(const std::string& path, const CheckpointData& ck) {
   check_data(ck, path);
-  TESSERA_CHECK(fs::is_directory(parent_dir(path)), "cannot save checkpoint ", path, ": directory ",
-                parent_dir(path), " does not exist");
-  const std::string tmp = path + ".tmp";
+  const std::string dir = parent_dir(path);
+  TESSERA_CHECK(fs::is_directory(dir), "cannot save checkpoint ", path, ": directory ", dir,
+                " does not exist");
+  const std::string tmp = path + ".tmp", sidecar = digest_path(path);
+  const std::string sidecar_tmp = sidecar + ".tmp";
+  bool sidecar_committed = false;
   try {
     H5File f = H5File::create(tmp);
     write_checkpoint(f, ck);
     f.close();
     fsync_file(tmp);
+    write_all(sidecar_tmp, digest_file_text(tmp, fs::path(path).filename().string()));
+    rename_over(sidecar_tmp, sidecar);
+    sidecar_committed = true;
+    fsync_dir(dir);
     rename_over(tmp, path);
   } catch (...) {
     // f is closed by now (it was destroyed leaving the try block); the previous <path> was never
-    // touched, so removing the partial tmp loses nothing.
+    // touched, so removing the partial tmp loses nothing. A digest file committed for the tmp
+    // would only make a previous <path> fail verification: it goes too.
     std::error_code ec;
     fs::remove(tmp, ec);
+    fs::remove(sidecar_tmp, ec);
+    if (sidecar_committed) fs::remove(sidecar, ec);
     throw;
   }
-  fsync_dir(parent_dir(path));
+  fsync_dir(dir);
 }
 
 namespace {
 
+// Every checkpoint is opened for reading here: its bytes are checked against its digest file first,
+// so a damaged file is refused before the HDF5 library parses any of it.
+H5File open_checkpoint(const std::string& path) {
+  verify_checkpoint_file(path);
+  return H5File::open(path);
+}
+
 CheckpointData read_checkpoint(const std::string& path, bool tensors) {
-  H5File f = H5File::open(path);
+  H5File f = open_checkpoint(path);
   check_layout(f);
   CheckpointData ck;
   TESSERA_CHECK(f.has_attr("/", "config"), "checkpoint ", path,
@@ -360,7 +422,7 @@ void fill_model(const std::string& path, const std::map<std::string, Shape>& sto
 
 void load_model_into(const std::string& path,
                      const std::vector<std::pair<std::string, Tensor>>& params) {
-  H5File f = H5File::open(path);
+  H5File f = open_checkpoint(path);
   TESSERA_CHECK(f.is_group("/model"), "checkpoint ", path, " has no group /model");
   std::map<std::string, Shape> stored;
   for (const H5Entry& e : f.walk("/model"))

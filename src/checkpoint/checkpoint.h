@@ -29,6 +29,16 @@
 // writer can leave an unreadable file, so a checkpoint is written to "<path>.tmp", closed, fsynced,
 // renamed over <path>, and the directory fsynced. An error while writing removes the tmp and leaves
 // any existing <path> untouched.
+//
+// Integrity: every checkpoint has a digest file "<path>.sha256" (SHA-256 and size, in sha256sum's
+// format; sidecar.h), committed in the same atomic save just before the checkpoint itself. Every
+// loader here (load_checkpoint, load_checkpoint_attributes, load_model_into) checks the file
+// against it before HDF5 opens it, so damaged metadata never reaches the HDF5 library, and a
+// mismatch is an error naming the file. Each dataset also carries the CRC-32C of its bytes
+// (attribute "crc32c"), checked on every read (read_tensor, read_tensor_into): a mismatch names
+// the file and the tensor. Files written before digests existed have neither: they load, with one
+// warning on stderr that they cannot be verified. A digest file that is present but malformed or
+// names another file is an error.
 #pragma once
 
 #include <cstdint>
@@ -47,9 +57,11 @@ namespace tessera {
 // ---- tensors in an open file ----
 
 // Writes t (any device, any strides; copied to the host as a contiguous array) at path, creating
-// missing groups. Writing over an existing object is an error.
+// missing groups, with its CRC-32C in the dataset attribute "crc32c". Writing over an existing
+// object is an error.
 void write_tensor(H5File& f, const std::string& path, const Tensor& t);
-// A new contiguous CPU tensor of the stored dtype and shape.
+// A new contiguous CPU tensor of the stored dtype and shape. Both reads check the stored CRC-32C
+// (when the dataset has one): a mismatch is an error naming the tensor and the file.
 Tensor read_tensor(H5File& f, const std::string& path);
 // Reads into dst (any device, any strides) in place; the stored shape and dtype must equal dst's,
 // else an error naming the path, the file and both shapes / dtypes.
@@ -83,7 +95,8 @@ struct CheckpointData {
 // Atomic: see the file comment. The directory of path must exist.
 void save_checkpoint(const std::string& path, const CheckpointData& ck);
 // Reads everything back (vectors in the order they were saved). Every group of the layout must be
-// present; a missing one is an error naming it and the file.
+// present; a missing one is an error naming it and the file. The file is verified first (see
+// Integrity above).
 CheckpointData load_checkpoint(const std::string& path);
 // The same without any tensor (model, optimizer and trainer tensors stay empty): the config,
 // attributes and adapter description, for a caller that reads the weights with load_model_into.
@@ -92,7 +105,8 @@ CheckpointData load_checkpoint_attributes(const std::string& path);
 // converted to the parameter's dtype if the file's differs, as PyTorch's load_state_dict does).
 // Every name and shape is checked before anything is written, so on a missing or extra parameter
 // or a shape mismatch the model is left untouched and the error names each offender, the file and
-// both shapes.
+// both shapes. The file is verified first; only in a file without a digest file can a tensor fail
+// its checksum after others were copied (the error names it; the model is then partly loaded).
 void load_model_into(const std::string& path,
                      const std::vector<std::pair<std::string, Tensor>>& params);
 // The same from a checkpoint already read by load_checkpoint (path names it in errors), without

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <set>
 
+#include "checkpoint/sidecar.h"
 #include "core/error.h"
 
 namespace tessera {
@@ -44,6 +45,11 @@ std::vector<CheckpointFile> list_checkpoints(const std::string& dir) {
   return out;
 }
 
+void remove_checkpoint(const std::string& path) {
+  fs::remove(path);
+  fs::remove(digest_path(path));
+}
+
 std::vector<std::string> prune_checkpoints(const std::string& dir, const RetentionPolicy& policy,
                                            const std::string& protect) {
   TESSERA_CHECK(policy.keep >= 1, "prune_checkpoints: keep must be >= 1, got ", policy.keep);
@@ -55,7 +61,7 @@ std::vector<std::string> prune_checkpoints(const std::string& dir, const Retenti
   std::vector<std::string> deleted;
   for (size_t i = 0; i + size_t(policy.keep) < regular.size(); ++i) {
     if (fs::path(regular[i].path).filename() == protect) continue;
-    fs::remove(regular[i].path);
+    remove_checkpoint(regular[i].path);
     deleted.push_back(regular[i].path);
   }
   return deleted;

@@ -9,8 +9,9 @@
 // names is never pruned.
 //
 // Resume: `latest` is the commit point, so the checkpoint it names is the one to resume from. When
-// it is missing, unreadable, truncated or corrupt, the newest step_*.h5 that loads completely is
-// taken instead, with a warning for every file passed over. Leftover *.tmp files are writes a crash
+// it is missing, unreadable, truncated or corrupt (its digest file disagrees: checkpoint.h), the
+// newest step_*.h5 that loads completely is taken instead, with a warning for every file passed
+// over. Leftover *.tmp files are writes a crash
 // interrupted (save_checkpoint renames only complete files); they are never resumed from.
 #pragma once
 
@@ -38,12 +39,16 @@ struct RetentionPolicy {
   int64_t keep = 3;
   int64_t milestone_interval = 0;  // 0 = no milestones
 };
-// Deletes what the policy does not keep, never the file named `protect` (a file name in dir).
-// Returns the paths deleted.
+// Deletes a checkpoint and then its digest file (a crash in between leaves only a digest file,
+// which names no checkpoint and is replaced when that step is saved again). Either may be absent.
+void remove_checkpoint(const std::string& path);
+
+// Deletes what the policy does not keep (each with its digest file), never the file named
+// `protect` (a file name in dir). Returns the checkpoint paths deleted.
 std::vector<std::string> prune_checkpoints(const std::string& dir, const RetentionPolicy& policy,
                                            const std::string& protect);
 
-// Deletes *.tmp files in dir (interrupted writes); returns their paths.
+// Deletes *.tmp files in dir (interrupted writes, digest files' included); returns their paths.
 std::vector<std::string> remove_interrupted_writes(const std::string& dir);
 
 struct Resumable {

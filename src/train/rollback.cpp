@@ -1,8 +1,6 @@
 // Rollback target and cleanup: see rollback.h.
 #include "train/rollback.h"
 
-#include <filesystem>
-
 namespace tessera::train {
 
 std::optional<RollbackTarget> rollback_target(const std::string& run_dir, int64_t step,
@@ -22,7 +20,7 @@ std::optional<RollbackTarget> rollback_target(const std::string& run_dir, int64_
 void remove_checkpoints_after(const std::string& run_dir, int64_t step, std::ostream& log) {
   for (const CheckpointFile& f : list_checkpoints(run_dir))
     if (f.step > step) {
-      std::filesystem::remove(f.path);
+      remove_checkpoint(f.path);  // with its digest file
       log << "rollback: removed " << f.path << " (after the rollback point)\n";
     }
 }

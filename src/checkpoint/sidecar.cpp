@@ -1,0 +1,147 @@
+// The digest file beside a checkpoint: see sidecar.h.
+#include "checkpoint/sidecar.h"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <set>
+
+#include "checkpoint/digest.h"
+#include "core/error.h"
+
+namespace tessera {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr size_t kMaxDigestFileBytes = 4096;  // two short lines; anything longer is not ours
+constexpr const char* kSizeTag = "# bytes ";
+
+struct DigestFile {
+  std::string hex;                // 64 lowercase hex digits
+  std::string name;               // the file it is the digest of
+  std::optional<uint64_t> bytes;  // the "# bytes N" line, when present
+};
+
+bool all_digits(const std::string& s) {
+  return !s.empty() && s.size() <= 19 &&
+         std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
+}
+
+// Parses the text; on malformed text returns nullopt with the reason in *why.
+std::optional<DigestFile> parse_digest_file(const std::string& text, std::string* why) {
+  if (text.size() > kMaxDigestFileBytes)
+    return *why = "larger than " + std::to_string(kMaxDigestFileBytes) + " bytes", std::nullopt;
+  DigestFile d;
+  bool have_digest = false;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    start = end + 1;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    if (line[0] == '#') {
+      if (line.rfind(kSizeTag, 0) == 0) {
+        const std::string n = line.substr(std::string(kSizeTag).size());
+        if (!all_digits(n)) return *why = "bad size line '" + line + "'", std::nullopt;
+        d.bytes = std::stoull(n);
+      }
+      continue;  // other comments are allowed, as sha256sum -c allows them
+    }
+    if (have_digest) return *why = "more than one digest line", std::nullopt;
+    // sha256sum's format: 64 hex digits, a space, ' ' (text mode) or '*' (binary mode), the name.
+    const bool hex_ok =
+        line.size() > 66 && std::all_of(line.begin(), line.begin() + 64,
+                                        [](unsigned char c) { return std::isxdigit(c); });
+    if (!hex_ok || line[64] != ' ' || (line[65] != ' ' && line[65] != '*'))
+      return *why = "expected '<64 hex digits>  <file name>', found '" + line.substr(0, 100) + "'",
+             std::nullopt;
+    d.hex = line.substr(0, 64);
+    std::transform(d.hex.begin(), d.hex.end(), d.hex.begin(),
+                   [](unsigned char c) { return char(std::tolower(c)); });
+    d.name = line.substr(66);
+    have_digest = true;
+  }
+  if (!have_digest) return *why = "no digest line", std::nullopt;
+  return d;
+}
+
+// Reads at most kMaxDigestFileBytes + 1 bytes (a longer file is malformed, not read whole).
+std::string read_small_file(const std::string& path, const std::string& checkpoint) {
+  std::ifstream in(path, std::ios::binary);
+  TESSERA_CHECK(in, "checkpoint ", checkpoint, ": cannot read its digest file ", path);
+  std::string text(kMaxDigestFileBytes + 1, '\0');
+  in.read(text.data(), std::streamsize(text.size()));
+  text.resize(size_t(in.gcount()));
+  TESSERA_CHECK(!in.bad(), "checkpoint ", checkpoint, ": cannot read its digest file ", path);
+  return text;
+}
+
+// One "cannot be verified" warning per file and process: a checkpoint is often opened twice in a
+// row (its attributes, then its weights), and one warning says it all.
+void warn_unverified_once(const std::string& path, const std::string& sidecar) {
+  static std::mutex mutex;
+  static std::set<std::string> warned;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!warned.insert(path).second) return;
+  std::cerr << "warning: checkpoint " << path << " has no digest file " << sidecar
+            << " (written before tessera recorded checkpoint digests?): it cannot be verified "
+               "against corruption; loading it unchecked"
+            << std::endl;
+}
+
+}  // namespace
+
+std::string digest_path(const std::string& checkpoint) { return checkpoint + ".sha256"; }
+
+std::string digest_file_text(const std::string& file, const std::string& name) {
+  TESSERA_CHECK(!name.empty() && name.find_first_of("\n\r\\") == std::string::npos,
+                "cannot write a digest for ", file, ": bad file name '", name, "'");
+  uint64_t bytes = 0;
+  const std::string hex = sha256_file(file, &bytes);
+  return hex + "  " + name + "\n" + kSizeTag + std::to_string(bytes) + "\n";
+}
+
+FileCheck verify_checkpoint_file(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  TESSERA_CHECK(fs::exists(st), "cannot open checkpoint ", path, ": no such file");
+  TESSERA_CHECK(!fs::is_directory(st), "cannot open checkpoint ", path, ": is a directory");
+  // The digest file sits beside the real file: a link to a checkpoint is checked like it.
+  fs::path real = fs::canonical(path, ec);
+  if (ec) real = fs::path(path);
+  const std::string sidecar = digest_path(real.string());
+  if (!fs::exists(fs::symlink_status(sidecar, ec))) {
+    warn_unverified_once(path, sidecar);
+    return FileCheck::NoDigest;
+  }
+
+  std::string why;
+  const std::optional<DigestFile> d = parse_digest_file(read_small_file(sidecar, path), &why);
+  TESSERA_CHECK(d, "checkpoint ", path, ": its digest file ", sidecar, " is malformed (", why,
+                "); remove it to load the checkpoint unverified");
+  const std::string name = real.filename().string();
+  TESSERA_CHECK(d->name == name, "checkpoint ", path, ": its digest file ", sidecar, " is for '",
+                d->name, "', not '", name,
+                "' (copied or renamed without its checkpoint?); rewrite it with `sha256sum ", name,
+                " > ", fs::path(sidecar).filename().string(), "` once you trust the checkpoint");
+  const uint64_t size = fs::file_size(real, ec);
+  TESSERA_CHECK(!ec, "cannot read the size of checkpoint ", path, ": ", ec.message());
+  TESSERA_CHECK(!d->bytes || *d->bytes == size, "checkpoint ", path, " is ", size,
+                " bytes, but its digest file ", sidecar, " records ", *d->bytes,
+                ": the file was truncated or appended to");
+  uint64_t hashed = 0;
+  const std::string hex = sha256_file(real.string(), &hashed);
+  TESSERA_CHECK(hex == d->hex && (!d->bytes || hashed == *d->bytes), "checkpoint ", path,
+                " does not match its digest file ", sidecar, " (SHA-256 ", hex, ", recorded ",
+                d->hex, "): the file is corrupt, or a crash interrupted a save that replaced it");
+  return FileCheck::Verified;
+}
+
+}  // namespace tessera

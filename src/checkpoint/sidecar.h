@@ -1,0 +1,39 @@
+// The digest file beside every checkpoint: "<checkpoint>.sha256", checked before HDF5 reads a byte
+// of the checkpoint, so a corrupt file (metadata included) is refused with an error naming it
+// instead of reaching the HDF5 library, which can crash on damaged metadata.
+//
+//   step_00000500.h5.sha256:
+//     9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08  step_00000500.h5
+//     # bytes 10485760
+//
+// The first line is exactly what `sha256sum step_00000500.h5` prints, so `sha256sum -c
+// step_00000500.h5.sha256` checks a checkpoint by hand (it skips '#' lines). The size line is
+// optional: a digest file written by sha256sum itself is accepted.
+//
+//   std::string text = digest_file_text(tmp, "step_00000500.h5");  // hash a file, name it
+//   verify_checkpoint_file("run/step_00000500.h5");                // throws on any mismatch
+#pragma once
+
+#include <string>
+
+namespace tessera {
+
+// checkpoint + ".sha256"
+std::string digest_path(const std::string& checkpoint);
+
+// The digest file's text for the bytes of `file` as they are now (read in full), naming the file
+// `name` (the checkpoint's final name: the bytes hashed may still sit under a temporary one).
+std::string digest_file_text(const std::string& file, const std::string& name);
+
+enum class FileCheck {
+  Verified,  // size and SHA-256 match the digest file
+  NoDigest,  // no digest file: written before checkpoints had one; nothing could be checked
+};
+
+// Checks a checkpoint file against its digest file, looked up beside the file it resolves to
+// (symbolic links followed). Throws an error naming the file when the digest file is malformed or
+// names another file, when the size differs, or when the SHA-256 differs. Without a digest file,
+// prints one warning per file and process to stderr ("cannot be verified") and returns NoDigest.
+FileCheck verify_checkpoint_file(const std::string& path);
+
+}  // namespace tessera

@@ -1,0 +1,264 @@
+// Checkpoint integrity: the digest file written with every checkpoint, its check before HDF5 reads
+// the file (every loader), files written before digests existed, per-tensor checksums, and what
+// resume and retention do with digest files.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/digest.h"
+#include "checkpoint/retention.h"
+#include "checkpoint/sidecar.h"
+#include "core/tensor.h"
+#include "test_util.h"
+#include "train/rollback.h"
+
+using namespace tessera;
+using tessera::testing::error_of;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+}
+
+void expect_mentions(const std::string& msg, const std::vector<std::string>& parts) {
+  for (const std::string& part : parts)
+    EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
+}
+
+CheckpointData small_checkpoint(int64_t step = 500) {
+  Generator g(11);
+  CheckpointData ck;
+  ck.model.emplace_back("transformer.wte.weight", randn({13, 8}, g));
+  ck.model.emplace_back("transformer.ln_f.weight", randn({8}, g));
+  ck.optimizer.emplace_back("transformer.wte.weight/m", randn({13, 8}, g));
+  ck.trainer_ints["step"] = step;
+  ck.trainer_tensors.emplace_back("scale", full({}, 0.5));  // a 0-d dataset is guarded too
+  ck.rng["default"] = {1, 2};
+  ck.data["epoch"] = 0;
+  ck.config_yaml = "model:\n  n_layer: 1\n";
+  return ck;
+}
+
+// Parameters shaped like small_checkpoint's model, zeroed.
+std::vector<std::pair<std::string, Tensor>> model_like(const CheckpointData& ck) {
+  std::vector<std::pair<std::string, Tensor>> params;
+  for (const auto& [name, t] : ck.model) params.emplace_back(name, zeros(t.shape(), t.dtype()));
+  return params;
+}
+
+void flip_byte(const std::string& path, uint64_t offset) {
+  std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+  f.seekg(std::streamoff(offset));
+  char c = 0;
+  f.get(c);
+  f.seekp(std::streamoff(offset));
+  f.put(char(c ^ 0x10));
+}
+
+// Rewrites the digest file for the file's current bytes, as if the damage had happened before the
+// digest was taken: only the per-tensor checksums can then see it.
+void refresh_digest(const std::string& path) {
+  write_text(digest_path(path), digest_file_text(path, fs::path(path).filename().string()));
+}
+
+class Integrity : public ::testing::Test {
+ protected:
+  tessera::testing::TempDir tmp{"tessera_integrity"};
+  std::string path(const std::string& name) const { return tmp.file(name); }
+};
+
+}  // namespace
+
+TEST_F(Integrity, save_writes_a_digest_file_in_sha256sum_format) {
+  const std::string file = path("step_00000500.h5");
+  save_checkpoint(file, small_checkpoint());
+  ASSERT_TRUE(fs::exists(digest_path(file)));
+  EXPECT_EQ(digest_path(file), file + ".sha256");
+  EXPECT_EQ(read_text(digest_path(file)), sha256_file(file) + "  step_00000500.h5\n# bytes " +
+                                              std::to_string(fs::file_size(file)) + "\n");
+  EXPECT_EQ(verify_checkpoint_file(file), FileCheck::Verified);
+  for (const auto& e : fs::directory_iterator(tmp.path))
+    EXPECT_NE(e.path().extension(), ".tmp") << e.path();
+  // The round trip still holds every bit.
+  const CheckpointData back = load_checkpoint(file);
+  ASSERT_EQ(back.model.size(), 2u);
+  EXPECT_EQ(tessera::testing::bytes(back.model[0].second),
+            tessera::testing::bytes(small_checkpoint().model[0].second));
+
+  // Users can check a checkpoint by hand: sha256sum -c reads the file as it is.
+  if (std::system("command -v sha256sum > /dev/null 2>&1") != 0) return;
+  const std::string cmd = "cd '" + tmp.path.string() +
+                          "' && sha256sum --quiet -c step_00000500.h5.sha256 > /dev/null 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+}
+
+TEST_F(Integrity, a_file_without_digest_loads_with_one_warning) {
+  const std::string file = path("old.h5");
+  const CheckpointData ck = small_checkpoint();
+  save_checkpoint(file, ck);
+  fs::remove(digest_path(file));  // as written before digest files existed
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(verify_checkpoint_file(file), FileCheck::NoDigest);
+  load_checkpoint_attributes(file);
+  auto params = model_like(ck);
+  load_model_into(file, params);
+  const CheckpointData back = load_checkpoint(file);
+  const std::string printed = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(std::count(printed.begin(), printed.end(), '\n'), 1) << printed;
+  expect_mentions(printed, {"warning", file, "cannot be verified"});
+  EXPECT_EQ(back.trainer_ints.at("step"), 500);
+  EXPECT_EQ(tessera::testing::bytes(params[0].second),
+            tessera::testing::bytes(ck.model[0].second));
+}
+
+TEST_F(Integrity, every_loader_refuses_a_changed_byte_naming_the_file) {
+  const std::string file = path("step_00000500.h5");
+  const CheckpointData ck = small_checkpoint();
+  save_checkpoint(file, ck);
+  const uint64_t size = fs::file_size(file);
+  const std::string good = read_text(file);
+  // The superblock, the object headers, the data, the last byte.
+  for (uint64_t at : {uint64_t(9), uint64_t(600), size / 2, size - 1}) {
+    flip_byte(file, at);
+    ::testing::internal::CaptureStderr();
+    auto params = model_like(ck);
+    const std::string a = error_of([&] { load_checkpoint(file); });
+    const std::string b = error_of([&] { load_checkpoint_attributes(file); });
+    const std::string c = error_of([&] { load_model_into(file, params); });
+    const std::string printed = ::testing::internal::GetCapturedStderr();
+    for (const std::string& msg : {a, b, c}) {
+      expect_mentions(msg, {file, digest_path(file), "does not match"});
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    }
+    EXPECT_EQ(printed, "") << "HDF5 reached the file: " << printed;
+    EXPECT_EQ(params[0].second.to_vector<float>(), std::vector<float>(13 * 8, 0.0f));
+    write_text(file, good);
+  }
+  // Truncated or grown: refused by the recorded size before any hashing.
+  fs::resize_file(file, size - 1);
+  expect_mentions(error_of([&] { load_checkpoint(file); }), {file, "truncated or appended"});
+  write_text(file, good + "trailing garbage");
+  expect_mentions(error_of([&] { load_checkpoint(file); }), {file, "truncated or appended"});
+  write_text(file, good);
+  EXPECT_NO_THROW(load_checkpoint(file));
+}
+
+TEST_F(Integrity, a_bad_digest_file_is_an_error_naming_both_files) {
+  const std::string file = path("step_00000500.h5"), sidecar = digest_path(file);
+  save_checkpoint(file, small_checkpoint());
+  const std::string good = read_text(sidecar);
+  const std::string hex = good.substr(0, 64);
+  auto refused = [&](const std::string& text, const std::string& why) {
+    write_text(sidecar, text);
+    const std::string msg = error_of([&] { load_checkpoint(file); });
+    expect_mentions(msg, {file, sidecar, why});
+  };
+  refused("", "malformed");
+  refused("not a digest\n", "malformed");
+  refused(std::string(5000, 'a'), "larger than 4096 bytes");
+  refused(good + good, "more than one digest line");
+  refused(hex + "  step_00000500.h5\n# bytes 12x\n", "bad size line");
+  refused(hex + "  step_00000400.h5\n", "is for 'step_00000400.h5'");
+  std::string wrong = good;
+  wrong[0] = wrong[0] == '0' ? '1' : '0';
+  refused(wrong, "does not match");
+
+  // What sha256sum itself writes is accepted: no size line, '*' for binary mode, upper case.
+  write_text(sidecar, hex + "  step_00000500.h5\n");
+  EXPECT_EQ(verify_checkpoint_file(file), FileCheck::Verified);
+  std::string upper = hex;
+  std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+  write_text(sidecar, "# made by hand\n" + upper + " *step_00000500.h5\r\n");
+  EXPECT_EQ(verify_checkpoint_file(file), FileCheck::Verified);
+}
+
+TEST_F(Integrity, a_link_is_checked_against_the_digest_beside_the_real_file) {
+  const std::string file = path("step_00000500.h5"), link = path("best.h5");
+  save_checkpoint(file, small_checkpoint());
+  fs::create_symlink(file, link);
+  EXPECT_EQ(verify_checkpoint_file(link), FileCheck::Verified);
+  flip_byte(file, fs::file_size(file) / 2);
+  expect_mentions(error_of([&] { load_checkpoint(link); }), {link, "does not match"});
+}
+
+TEST_F(Integrity, tensor_checksum_names_the_tensor) {
+  const std::string file = path("step_00000500.h5");
+  const CheckpointData ck = small_checkpoint();
+  save_checkpoint(file, ck);
+  {
+    H5File f = H5File::open(file);
+    for (const char* obj : {"/model/transformer.wte.weight", "/trainer/scale"})
+      EXPECT_TRUE(f.has_attr(obj, "crc32c")) << obj;
+  }
+  // Find the tensor's stored bytes in the file and change one in the middle.
+  const std::string text = read_text(file);
+  const std::vector<unsigned char> bits = tessera::testing::bytes(ck.model[0].second);
+  const std::string raw(bits.begin(), bits.end());  // chars, to compare with the file's
+  const auto at = std::search(text.begin(), text.end(), raw.begin(), raw.end());
+  ASSERT_NE(at, text.end()) << "tensor bytes not found in the file";
+  flip_byte(file, uint64_t(at - text.begin()) + raw.size() / 2);
+  refresh_digest(file);
+  EXPECT_EQ(verify_checkpoint_file(file), FileCheck::Verified);  // the file check cannot see it
+
+  const std::string tensor = "/model/transformer.wte.weight";
+  expect_mentions(error_of([&] { load_checkpoint(file); }), {file, tensor, "checksum"});
+  auto params = model_like(ck);
+  expect_mentions(error_of([&] { load_model_into(file, params); }), {file, tensor, "checksum"});
+  H5File f = H5File::open(file);
+  expect_mentions(error_of([&] { read_tensor(f, tensor); }), {file, tensor, "checksum"});
+  Tensor dst = zeros({13, 8});
+  expect_mentions(error_of([&] { read_tensor_into(f, tensor, dst); }), {file, tensor});
+  Tensor strided = zeros({8, 13}).transpose(0, 1);  // through the copy path
+  expect_mentions(error_of([&] { read_tensor_into(f, tensor, strided); }), {file, tensor});
+  EXPECT_NO_THROW(read_tensor(f, "/model/transformer.ln_f.weight"));  // the others are fine
+}
+
+// A crash between committing the digest file and renaming the checkpoint over an older file of the
+// same name leaves the old bytes beside the new digest: refused, and --resume auto moves past it.
+TEST_F(Integrity, an_interrupted_replacement_is_detected_and_resume_passes_over_it) {
+  const std::string dir = tmp.path.string();
+  save_checkpoint(path(checkpoint_name(10)), small_checkpoint(10));
+  save_checkpoint(path(checkpoint_name(20)), small_checkpoint(20));
+  write_latest(dir, checkpoint_name(20));
+  fs::create_directories(path("elsewhere"));
+  const std::string other = path("elsewhere/" + checkpoint_name(20));
+  CheckpointData replacement = small_checkpoint(20);
+  replacement.trainer_ints["rollbacks"] = 1;
+  save_checkpoint(other, replacement);
+  fs::copy_file(digest_path(other), digest_path(path(checkpoint_name(20))),
+                fs::copy_options::overwrite_existing);
+
+  expect_mentions(error_of([&] { load_checkpoint(path(checkpoint_name(20))); }),
+                  {path(checkpoint_name(20)), "does not match"});
+  std::ostringstream warn;
+  std::optional<Resumable> r = load_resumable(dir, warn);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->data.trainer_ints.at("step"), 10);
+  expect_mentions(warn.str(), {"skipping checkpoint " + path(checkpoint_name(20)), "digest"});
+}
+
+TEST_F(Integrity, retention_and_rollback_remove_digest_files_with_their_checkpoints) {
+  const std::string dir = tmp.path.string();
+  for (int64_t s = 1; s <= 5; ++s) save_checkpoint(path(checkpoint_name(s)), small_checkpoint(s));
+  write_latest(dir, checkpoint_name(5));
+  prune_checkpoints(dir, {.keep = 3}, checkpoint_name(5));
+  std::ostringstream log;
+  train::remove_checkpoints_after(dir, 3, log);
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(tmp.path)) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"latest", "step_00000003.h5",
+                                             "step_00000003.h5.sha256"}));
+}
