@@ -2,12 +2,18 @@
 """Draws train/val loss (and the learning rate) from a tessera run's metrics.jsonl to a PNG.
 
 usage: scripts/plot.py checkpoints/tiny/metrics.jsonl [-o loss.png]
+       scripts/plot.py --contexts lengthgen.csv [-o lengthgen.png] [--trained 128]
+
+--contexts draws loss against context length from a CSV with columns model,context,loss (what
+scripts/lengthgen.sh writes), one line per model, the context axis in powers of two; --trained
+marks the length the models trained at.
 
 metrics.jsonl holds one JSON object per line; lines with "loss" are training steps, lines with
 "val_loss" are evaluations, lines with "event" (e.g. a rollback) are marked as vertical lines.
 Runs with Debian's python3-matplotlib (/usr/bin/python3).
 """
 import argparse
+import csv
 import json
 import sys
 
@@ -19,9 +25,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("metrics", help="path to metrics.jsonl")
+    ap.add_argument("metrics", help="path to metrics.jsonl (or, with --contexts, the CSV)")
     ap.add_argument("-o", "--output", default=None, help="PNG to write (default: next to metrics)")
+    ap.add_argument("--contexts", action="store_true",
+                    help="the input is a model,context,loss CSV: plot loss vs context length")
+    ap.add_argument("--trained", type=int, default=0, help="--contexts: the trained length")
     args = ap.parse_args()
+    if args.contexts:
+        plot_contexts(args)
+        return
 
     train, val, lr, events = [], [], [], []
     try:
@@ -66,6 +78,39 @@ def main():
         ax2.plot(*zip(*lr), color="gray", lw=0.6, alpha=0.6, label="lr")
         ax2.set_ylabel("learning rate")
     ax.legend(loc="upper right")
+    out = args.output or args.metrics.rsplit(".", 1)[0] + ".png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print(out)
+
+
+def plot_contexts(args):
+    series = {}  # model -> [(context, loss)], in file order
+    try:
+        with open(args.metrics, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        sys.exit(f"{args.metrics}: {e.strerror}")
+    for n, row in enumerate(rows, 2):
+        try:
+            series.setdefault(row["model"], []).append((int(row["context"]), float(row["loss"])))
+        except (KeyError, TypeError, ValueError):
+            sys.exit(f"{args.metrics}:{n}: expected columns model,context,loss, got {row}")
+    if not series:
+        sys.exit(f"{args.metrics}: no rows")
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for model, points in series.items():
+        points.sort()
+        ax.plot(*zip(*points), "o-", ms=3, lw=1.2, label=model)
+    if args.trained:
+        ax.axvline(args.trained, color="gray", lw=0.8, ls="--")
+        ax.text(args.trained, ax.get_ylim()[1], " trained", color="gray", fontsize=8, va="top")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("validation loss (nats per token)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     out = args.output or args.metrics.rsplit(".", 1)[0] + ".png"
     fig.tight_layout()
     fig.savefig(out, dpi=120)

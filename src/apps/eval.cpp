@@ -1,20 +1,104 @@
 // build/eval --checkpoint checkpoints/tiny [--data 'data/kjv/byte/val_*.bin'] [--batches 20]
 //            [--batch-size B] [--base BASE] [--contexts 128,256,512,1024]
+//            [--rope-scaling yarn --rope-factor 8|auto] [--set model.rope_scaling.KEY=V]
+//            [--per-position losses.csv|.json]
 // Mean cross-entropy (nats per token) and perplexity of a checkpoint on a token set: by default the
 // validation split its config names, read in order from the start, as training's validation does.
 // A LoRA checkpoint is evaluated on top of its base (the one it recorded, or --base).
 // --contexts evaluates windows of each length, also past the length the model trained on (RoPE and
 // stick-breaking models can run them; learned positions stop at block_size): the batch shrinks so
 // every context reads about the same number of tokens, the first batches x B x T of the data.
+// --rope-scaling / --rope-factor / --set model.rope_scaling.* scale a RoPE model's rotary
+// frequencies for this evaluation only (nn/rope_scaling.h); the checkpoint is not changed.
+// original_max_position 0 means the stored model.block_size, the length the model trained at.
+// --rope-factor auto uses, at each context T, factor = max(1, T / original_max_position).
+// --per-position writes the mean loss at each position of the window (one series per context).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cxxopts.hpp>
+#include <fstream>
 #include <iostream>
+#include <utility>
+#include <vector>
 
+#include "autograd/autograd.h"
 #include "config/cli.h"
+#include "data/loader.h"
+#include "ops/ops.h"
+#include "train/device.h"
 #include "train/load.h"
 #include "train/trainer.h"
+
+namespace {
+
+using namespace tessera;
+
+// The mean loss at each position t of the window, over the same batches train::evaluate reads
+// (the loader in order from the start, unshuffled); their mean is the overall mean loss.
+std::vector<double> position_losses(const nn::GPT& model, const Config& cfg,
+                                    const std::string& pattern, int64_t batches) {
+  NoGradGuard no_grad;
+  data::LoaderOptions o;
+  o.files = data::expand_glob(pattern);
+  o.batch_size = cfg.train.batch_size, o.seq_len = cfg.sequence_length();
+  o.vocab_size = cfg.model.vocab_size, o.seed = uint64_t(cfg.train.seed), o.shuffle = false;
+  data::DataLoader loader(o);
+  const int64_t n = std::min(batches, loader.batches_per_epoch());
+  TESSERA_CHECK(n > 0, pattern, ": too few tokens for one batch of ", o.batch_size, " x ",
+                o.seq_len);
+  const Device dev = train::model_device(model);
+  const int64_t T = o.seq_len;
+  std::vector<double> sum(size_t(T), 0.0);
+  int64_t rows = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    data::Batch b = loader.next();
+    const Tensor logp = ops::log_softmax(model.forward(b.inputs.to(dev), false));  // (B, T, V)
+    const std::vector<double> lp = logp.to(Device::cpu()).to(DType::F64).to_vector<double>();
+    const std::vector<int32_t> tg = b.targets.to_vector<int32_t>();
+    const int64_t B = b.targets.size(0), V = logp.size(2);
+    for (int64_t r = 0; r < B; ++r)
+      for (int64_t t = 0; t < T; ++t)
+        sum[size_t(t)] -= lp[size_t((r * T + t) * V + tg[size_t(r * T + t)])];
+    rows += B;
+  }
+  for (double& s : sum) s /= double(rows);
+  return sum;
+}
+
+void write_positions(const std::string& path,
+                     const std::vector<std::pair<int64_t, std::vector<double>>>& series) {
+  const bool json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
+  const bool csv = path.size() >= 4 && path.compare(path.size() - 4, 4, ".csv") == 0;
+  TESSERA_CHECK(json || csv, "command line: --per-position ", path,
+                ": the file name must end in .csv or .json (it picks the format)");
+  std::ofstream out(path);
+  TESSERA_CHECK(out, "--per-position: cannot write ", path);
+  char buf[64];
+  if (csv) {
+    out << "context,position,loss\n";
+    for (const auto& [T, losses] : series)
+      for (size_t t = 0; t < losses.size(); ++t) {
+        std::snprintf(buf, sizeof buf, "%ld,%zu,%.6f\n", long(T), t, losses[t]);
+        out << buf;
+      }
+  } else {
+    out << "{\"loss_by_position\": {";
+    for (size_t k = 0; k < series.size(); ++k) {
+      out << (k ? ", " : "") << "\"" << series[k].first << "\": [";
+      for (size_t t = 0; t < series[k].second.size(); ++t) {
+        std::snprintf(buf, sizeof buf, "%s%.6f", t ? ", " : "", series[k].second[t]);
+        out << buf;
+      }
+      out << "]";
+    }
+    out << "}}\n";
+  }
+  out.close();
+  TESSERA_CHECK(out, "--per-position: error writing ", path);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace tessera;
@@ -25,6 +109,10 @@ int main(int argc, char** argv) {
         ("batches", "batches to average (fewer if the data runs out)", cxxopts::value<int64_t>()->default_value("20"))
         ("batch-size", "sequences per batch; default: the config's train.batch_size", cxxopts::value<int64_t>())
         ("contexts", "comma-separated context lengths to evaluate, e.g. 128,256,512", cxxopts::value<std::string>())
+        ("rope-scaling", "scale RoPE for this evaluation: none, linear, dynamic, yarn or llama3", cxxopts::value<std::string>())
+        ("rope-factor", "the scaling factor, or auto (context / trained length at each context)", cxxopts::value<std::string>())
+        ("set", "model.rope_scaling.KEY=VALUE (repeatable): the other scaling keys", cxxopts::value<std::vector<std::string>>())
+        ("per-position", "write the mean loss at each position of the window to FILE (.csv or .json)", cxxopts::value<std::string>())
         ("h,help", "show this help");
     train::add_model_options(options);
     cxxopts::ParseResult args;
@@ -35,13 +123,73 @@ int main(int argc, char** argv) {
     const std::string data = args.count("data") ? args["data"].as<std::string>() : cfg.data.val;
     const int64_t batches = args["batches"].as<int64_t>();
     TESSERA_CHECK(batches > 0, "command line: --batches must be positive, got ", batches);
+
+    // RoPE scaling: overrides of model.rope_scaling only; the weights stay as trained.
+    std::vector<std::string> sets;
+    if (args.count("set")) sets = args["set"].as<std::vector<std::string>>();
+    if (args.count("rope-scaling"))
+      sets.push_back("model.rope_scaling.type=" + args["rope-scaling"].as<std::string>());
+    const std::string factor_text =
+        args.count("rope-factor") ? args["rope-factor"].as<std::string>() : "";
+    const bool auto_factor = factor_text == "auto";
+    if (!factor_text.empty() && !auto_factor)
+      sets.push_back("model.rope_scaling.factor=" + factor_text);
+    for (const std::string& s : sets) {
+      TESSERA_CHECK(s.rfind("model.rope_scaling.", 0) == 0, "command line: --set '", s,
+                    "': eval changes only model.rope_scaling.* (the rest of a trained model is "
+                    "fixed by its checkpoint)");
+      apply_override(cfg, s);
+    }
+    RopeScalingConfig& rs = cfg.model.rope_scaling;
+    const bool scaled = !sets.empty() || auto_factor;
+    if (scaled) {
+      TESSERA_CHECK(cfg.model.position == "rope", "eval: RoPE scaling (--rope-scaling, "
+                    "--rope-factor, --set model.rope_scaling.*) needs a model with rotary "
+                    "positions, but ", m.path, " has model.position '", cfg.model.position,
+                    "': there are no rotary frequencies to scale");
+      TESSERA_CHECK(!auto_factor || rs.type != "none", "command line: --rope-factor auto needs "
+                    "a scaling type (--rope-scaling linear|dynamic|yarn|llama3)");
+      // L0 = the length the model trained at, fixed now (the evaluation windows may be longer).
+      if (rs.original_max_position == 0) rs.original_max_position = m.config.model.block_size;
+      cfg.validate();
+    }
+    auto apply_scaling = [&](int64_t T) {
+      if (!scaled) return;
+      if (auto_factor)
+        rs.factor = std::max(1.0, double(T) / double(rs.original_max_position));
+      m.model->set_rope_scaling(train::model_config(cfg.model, cfg.train).rope_scaling);
+    };
+    char scaling_note[160] = "";
+    if (scaled)
+      std::snprintf(scaling_note, sizeof scaling_note, " | rope_scaling %s, factor %s, L0 %ld",
+                    rs.type.c_str(),
+                    auto_factor ? "auto" : std::to_string(rs.factor).c_str(),
+                    long(rs.original_max_position));
+
+    const std::string per_position =
+        args.count("per-position") ? args["per-position"].as<std::string>() : "";
+    if (!per_position.empty()) write_positions(per_position, {});  // a bad name fails before work
+    std::vector<std::pair<int64_t, std::vector<double>>> series;
+    // One evaluation at context T (batch already set in at): the mean, and the per-position curve
+    // when asked for (the same batches; its mean is the same loss up to summation order).
+    auto loss_at = [&](const Config& at) {
+      apply_scaling(at.sequence_length());
+      if (per_position.empty()) return train::evaluate(*m.model, at, data, batches);
+      std::vector<double> p = position_losses(*m.model, at, data, batches);
+      double mean = 0;
+      for (double v : p) mean += v;
+      mean /= double(p.size());
+      series.emplace_back(at.sequence_length(), std::move(p));
+      return mean;
+    };
+
     if (args.count("contexts")) {
       const std::vector<int64_t> contexts = parse_step_list(args["contexts"].as<std::string>());
       TESSERA_CHECK(!contexts.empty(), "command line: --contexts names no length");
       const int64_t tokens = cfg.train.batch_size * cfg.sequence_length();  // per batch
-      std::printf("%s%s%s on %s (%ld batches of ~%ld tokens; trained at %ld)\n", m.path.c_str(),
+      std::printf("%s%s%s on %s (%ld batches of ~%ld tokens; trained at %ld%s)\n", m.path.c_str(),
                   m.lora ? " on base " : "", m.base_path.c_str(), data.c_str(), long(batches),
-                  long(tokens), long(cfg.sequence_length()));
+                  long(tokens), long(cfg.sequence_length()), scaling_note);
       std::printf("%10s %10s %10s\n", "context", "loss", "ppl");
       for (int64_t T : contexts) {
         TESSERA_CHECK(T > 0, "command line: --contexts: a length must be positive, got ", T);
@@ -54,15 +202,18 @@ int main(int argc, char** argv) {
         at.model.block_size = std::max(T, cfg.model.block_size);  // the loader's limit only
         at.train.seq_len = T;
         at.train.batch_size = std::max<int64_t>(1, tokens / T);
-        const double loss = train::evaluate(*m.model, at, data, batches);
+        const double loss = loss_at(at);
         std::printf("%10ld %10.4f %10.2f\n", long(T), loss, std::exp(loss));
+        std::fflush(stdout);
       }
-      return 0;
+    } else {
+      const double loss = loss_at(cfg);
+      std::printf("%s%s%s: loss %.4f | ppl %.2f (%s, batches of %ld x %ld%s)\n", m.path.c_str(),
+                  m.lora ? " on base " : "", m.base_path.c_str(), loss, std::exp(loss),
+                  data.c_str(), long(cfg.train.batch_size), long(cfg.sequence_length()),
+                  scaling_note);
     }
-    const double loss = train::evaluate(*m.model, cfg, data, batches);
-    std::printf("%s%s%s: loss %.4f | ppl %.2f (%s, batches of %ld x %ld)\n", m.path.c_str(),
-                m.lora ? " on base " : "", m.base_path.c_str(), loss, std::exp(loss), data.c_str(),
-                long(cfg.train.batch_size), long(cfg.sequence_length()));
+    if (!per_position.empty()) write_positions(per_position, series);
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "eval: " << e.what() << std::endl;

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -94,9 +95,11 @@ struct Kernels {
                                  const Tensor& lse, const Tensor& targets, int64_t ignore_index);
 
   // ---- position and attention ---- (B, H, T, D) layouts
-  // Rotary embedding, half-split pairs (x_i, x_{i + D/2}), angle (pos_offset + t) * theta^(-2i/D).
-  // inverse rotates by -angle, which is the backward (the rotation is orthogonal).
-  void (*rope)(const Tensor& y, const Tensor& x, double theta, int64_t pos_offset, bool inverse);
+  // Rotary embedding, half-split pairs (x_i, x_{i + D/2}), angle (pos_offset + t) * inv_freq[i]
+  // (inv_freq: D/2 host values, ops/rope.h), cos and sin multiplied by scale. inverse rotates by
+  // -angle (same scale), which is the backward (scale times an orthogonal rotation).
+  void (*rope)(const Tensor& y, const Tensor& x, const std::vector<double>& inv_freq, double scale,
+               int64_t pos_offset, bool inverse);
   // Causal softmax attention, materialised: q, out (B, H, T, D); k, v (B, Hkv, T, D) with H a
   // multiple of Hkv (query head h reads kv head h / (H / Hkv)); probs (B, H, T, T) is saved.
   void (*attention_forward)(const Tensor& out, const Tensor& probs, const Tensor& q,

@@ -222,19 +222,34 @@ std::string key_text(const YAML::Node& key, const std::string& source, const std
   return key.Scalar();
 }
 
+// True when some key of section starts with "<group>.": a nested mapping such as
+// model.rope_scaling, whose keys the schema lists as "rope_scaling.type", ...
+bool is_group(std::string_view section, const std::string& group) {
+  for (const auto& k : keys_of(section))
+    if (k.size() > group.size() && k.compare(0, group.size(), group) == 0 && k[group.size()] == '.')
+      return true;
+  return false;
+}
+
+// The keys of body, a mapping under section (group: the nested mapping's name, "" at the top).
 void read_section(Config& cfg, const std::string& section, const YAML::Node& body,
-                  const std::string& source) {
+                  const std::string& source, const std::string& group = "") {
+  const std::string where = group.empty() ? section : section + "." + group;
   if (body.IsNull()) return;  // "model:" with nothing under it keeps the defaults
   if (!body.IsMap()) {
-    TESSERA_FAIL(source, ": ", section, ": expected a mapping of keys, got ", kind_of(body),
+    TESSERA_FAIL(source, ": ", where, ": expected a mapping of keys, got ", kind_of(body),
                  body.IsScalar() ? " '" + body.Scalar() + "'" : "", at(body));
   }
   std::set<std::string> seen;
   for (auto it = body.begin(); it != body.end(); ++it) {
-    const std::string key = key_text(it->first, source, section);
+    const std::string key = (group.empty() ? "" : group + ".") + key_text(it->first, source, where);
     const std::string path = section + "." + key;
     // yaml-cpp keeps both entries of a repeated key; which one wins would be an accident.
     TESSERA_CHECK(seen.insert(key).second, source, ": duplicate key '", path, "'", at(it->first));
+    if (group.empty() && is_group(section, key)) {
+      read_section(cfg, section, it->second, source, key);
+      continue;
+    }
     const bool known = with_field(cfg, section, key, [&](auto& field) {
       // The key's line: yaml-cpp marks an empty value at the line after it.
       assign_from_yaml(field, it->second, source, path, at(it->first));

@@ -26,6 +26,22 @@
 
 namespace tessera {
 
+// model.rope_scaling: RoPE scaling at any length (nn/rope_scaling.h has the formulas), written as a
+// nested mapping under model: (`rope_scaling: {type: yarn, factor: 8}`) or as dotted keys
+// (--set model.rope_scaling.type=yarn; to_yaml writes `rope_scaling.type: yarn`).
+struct RopeScalingConfig {
+  std::string type = "none";          // none | linear | dynamic | yarn | llama3
+  double factor = 1.0;                // s >= 1: the new length over the trained one
+  int64_t original_max_position = 0;  // L0; 0 = model.block_size of the model being run
+  double beta_fast = 32;              // yarn
+  double beta_slow = 1;               // yarn
+  double attention_factor = 0;        // yarn: cos/sin multiplier; 0 = 0.1 ln factor + 1
+  double low_freq_factor = 1;         // llama3
+  double high_freq_factor = 4;        // llama3
+
+  bool operator==(const RopeScalingConfig&) const = default;
+};
+
 struct ModelConfig {
   int64_t n_layer = 4;
   int64_t n_head = 4;
@@ -38,6 +54,7 @@ struct ModelConfig {
   int64_t mlp_hidden = 0;            // 0 = 4 n_embd for gelu, round_up(8 n_embd / 3, 64) for swiglu
   std::string position = "learned";  // learned | rope | none
   double rope_theta = 10000.0;
+  RopeScalingConfig rope_scaling;
   std::string attention = "softmax";  // softmax | stick_breaking (Tan et al. 2024)
   bool attend_current = false;        // stick_breaking: a token may attend to itself
   std::string sb_remainder = "none";  // stick_breaking: none | current (leftover stick -> own value)
@@ -149,6 +166,8 @@ struct LoraConfig {
   std::string targets = "q,v";  // comma-separated: q, k, v, o, gate, up, down, head, or all
   bool rslora = false;
   std::string quantize = "none";  // none | nf4 | nf4-dq: the frozen block Linears in 4-bit (QLoRA)
+  std::string trainable;          // full tensors that train beside the adapters: "embed,norm"
+                                  // (LongLoRA's context extension); "" = none
 
   bool operator==(const LoraConfig&) const = default;
 };

@@ -29,6 +29,15 @@ void visit_section(S& s, F&& f) {
   f("mlp_hidden", s.mlp_hidden);
   f("position", s.position);
   f("rope_theta", s.rope_theta);
+  // A nested section: its keys are "rope_scaling.<key>" (config.cpp reads the nested mapping).
+  f("rope_scaling.type", s.rope_scaling.type);
+  f("rope_scaling.factor", s.rope_scaling.factor);
+  f("rope_scaling.original_max_position", s.rope_scaling.original_max_position);
+  f("rope_scaling.beta_fast", s.rope_scaling.beta_fast);
+  f("rope_scaling.beta_slow", s.rope_scaling.beta_slow);
+  f("rope_scaling.attention_factor", s.rope_scaling.attention_factor);
+  f("rope_scaling.low_freq_factor", s.rope_scaling.low_freq_factor);
+  f("rope_scaling.high_freq_factor", s.rope_scaling.high_freq_factor);
   f("attention", s.attention);
   f("attend_current", s.attend_current);
   f("sb_remainder", s.sb_remainder);
@@ -116,6 +125,7 @@ void visit_section(S& s, F&& f) {
   f("targets", s.targets);
   f("rslora", s.rslora);
   f("quantize", s.quantize);
+  f("trainable", s.trainable);
 }
 
 template <Section<LogConfig> S, typename F>

@@ -55,6 +55,31 @@ int64_t tokenizer_vocab(const std::string& tokenizer) {
   return 256;                             // byte: one token per byte value
 }
 
+// model.rope_scaling (nn/rope_scaling.h has the formulas these settings feed).
+void check_rope_scaling(const ModelConfig& m, Problems& p) {
+  const RopeScalingConfig& r = m.rope_scaling;
+  p.one_of("model.rope_scaling.type", r.type, {"none", "linear", "dynamic", "yarn", "llama3"});
+  if (r.type == "none") return;
+  if (m.position != "rope")
+    p.add("model.rope_scaling.type '", r.type, "' scales rotary embeddings, but model.position is '",
+          m.position, "' (not rope)");
+  if (!(r.factor >= 1))
+    p.add("model.rope_scaling.factor must be >= 1 (the new length over the trained one), got ",
+          r.factor);
+  p.non_negative("model.rope_scaling.original_max_position", r.original_max_position);
+  if (r.type == "yarn") {
+    if (!(r.beta_slow > 0 && r.beta_fast > r.beta_slow))
+      p.add("model.rope_scaling.beta_fast (", r.beta_fast, ") must exceed model.rope_scaling."
+            "beta_slow (", r.beta_slow, ") > 0");
+    p.non_negative("model.rope_scaling.attention_factor", r.attention_factor);
+  }
+  if (r.type == "llama3" && !(r.low_freq_factor > 0 && r.high_freq_factor > r.low_freq_factor))
+    p.add("model.rope_scaling.high_freq_factor (", r.high_freq_factor, ") must exceed "
+          "model.rope_scaling.low_freq_factor (", r.low_freq_factor, ") > 0");
+  if (r.type == "dynamic" && m.n_head > 0 && m.head_dim() <= 2)
+    p.add("model.rope_scaling.type dynamic needs a head dimension > 2, got ", m.head_dim());
+}
+
 void check_model(const ModelConfig& m, Problems& p) {
   p.positive("model.n_layer", m.n_layer);
   p.positive("model.n_head", m.n_head);
@@ -67,6 +92,7 @@ void check_model(const ModelConfig& m, Problems& p) {
   p.non_negative("model.mlp_hidden", m.mlp_hidden);
   p.one_of("model.position", m.position, {"learned", "rope", "none"});
   p.positive("model.rope_theta", m.rope_theta);
+  check_rope_scaling(m, p);
   p.one_of("model.attention", m.attention, {"softmax", "stick_breaking"});
   p.one_of("model.sb_remainder", m.sb_remainder, {"none", "current"});
   if (m.attention != "stick_breaking" && (m.attend_current || m.sb_remainder != "none"))
@@ -218,10 +244,29 @@ int64_t ModelConfig::hidden() const {
   return (8 * n_embd / 3 + 63) / 64 * 64;
 }
 
+// lora.trainable: comma-separated embed | norm, full tensors trained beside the adapters.
+void check_lora_trainable(const LoraConfig& l, Problems& p) {
+  std::string item;
+  for (size_t i = 0; i <= l.trainable.size(); ++i) {
+    if (i < l.trainable.size() && l.trainable[i] != ',') {
+      if (l.trainable[i] != ' ') item += l.trainable[i];
+      continue;
+    }
+    if (!item.empty() && item != "embed" && item != "norm")
+      p.add("lora.trainable: unknown kind '", item, "' in '", l.trainable,
+            "' (valid: embed, norm)");
+    item.clear();
+  }
+  if (l.rank == 0 && !l.trainable.empty())
+    p.add("lora.trainable '", l.trainable, "' needs lora.rank > 0 (without LoRA every tensor "
+          "trains already)");
+}
+
 void check_lora(const Config& c, Problems& p) {
   const LoraConfig& l = c.lora;
   p.non_negative("lora.rank", l.rank);
   p.one_of("lora.quantize", l.quantize, {"none", "nf4", "nf4-dq"});
+  check_lora_trainable(l, p);
   if (l.rank == 0) {
     if (l.quantize != "none")
       p.add("lora.quantize '", l.quantize, "' needs lora.rank > 0: a quantised base is frozen, so "

@@ -268,8 +268,9 @@ void GPT::project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool trai
   k = heads(k, Hkv);
   v = heads(v, Hkv);
   if (cfg_.position == PositionKind::RoPE) {
-    q = ops::rope(q, cfg_.rope_theta, pos0);
-    k = ops::rope(k, cfg_.rope_theta, pos0);
+    const ops::RopeFreqs freqs = rope_freqs_for(cfg_, pos0 + T);  // model.rope_scaling applied
+    q = ops::rope(q, freqs, pos0);
+    k = ops::rope(k, freqs, pos0);
   }
 }
 

@@ -20,6 +20,7 @@
 
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "nn/rope_scaling.h"
 
 namespace tessera::nn {
 
@@ -39,6 +40,7 @@ struct GPTConfig {
   MlpKind mlp = MlpKind::GELU;
   PositionKind position = PositionKind::Learned;
   double rope_theta = 10000.0;
+  RopeScaling rope_scaling;  // type none = plain RoPE (nn/rope_scaling.h)
   bool tie_embeddings = true;
   bool bias = true;
   double dropout = 0.0;
@@ -105,6 +107,9 @@ class GPT {
   Tensor forward_cached(const Tensor& inputs, KVCache& cache) const;
 
   const GPTConfig& config() const { return cfg_; }
+  // Changes the RoPE scaling of a built model (eval scales a trained one without touching its
+  // weights or checkpoint); the next forward uses it.
+  void set_rope_scaling(const RopeScaling& s) { cfg_.rope_scaling = s; }
   const std::vector<NamedTensor>& parameters() const { return params_; }
   Tensor parameter(const std::string& name) const;  // error naming it when absent
   int64_t num_parameters() const;

@@ -119,6 +119,7 @@ Lora::Lora(nn::GPT& model, const LoraOptions& opt, Generator& gen)
     }
   if (std::find(opt_.targets.begin(), opt_.targets.end(), nn::Proj::Head) != opt_.targets.end())
     add(nn::Proj::Head, -1, C, cfg.vocab_size);
+  add_trainable();
   model.set_hook(this);
 }
 

@@ -33,9 +33,19 @@ struct LoraOptions {
   std::vector<nn::Proj> targets{nn::Proj::Q, nn::Proj::V};  // gate is skipped in a GELU MLP
   bool rslora = false;
   std::string quantize = "none";  // none | nf4 | nf4-dq: the frozen Linear weights of the blocks
+  // Kinds of full model tensors that train beside the adapters ("embed": token and position
+  // embeddings, "norm": every norm's weight and bias), as LongLoRA does to extend a context (Chen et
+  // al. 2023, "LongLoRA", section 3.3: trainable embedding and normalization layers).
+  std::vector<std::string> trainable;
 
   double scaling() const;
 };
+
+// "embed,norm" -> {"embed", "norm"}; "" -> {}. Errors name the unknown item.
+std::vector<std::string> parse_trainable(const std::string& text);
+// The kind of a model parameter by its Hugging Face name: "embed" (transformer.wte/wpe,
+// model.embed_tokens), "norm" (ln_1, ln_2, ln_f, *_layernorm, model.norm), or "".
+std::string parameter_kind(const std::string& name);
 
 // "q,v" -> {Q, V}; "all" = every projection the architecture has but the head. Errors name the
 // unknown item and list the valid ones.
@@ -52,7 +62,9 @@ class Lora : public nn::LinearHook {
   Lora& operator=(const Lora&) = delete;
 
   const LoraOptions& options() const { return opt_; }
-  // The adapters, (A, B) per adapted module in model order: the only trainable tensors.
+  // The trainable tensors: the adapters, (A, B) per adapted module in model order, then the model's
+  // own tensors of the options' trainable kinds (shared with the model, under its names), so an
+  // adapter checkpoint holds them and merge_into writes them into the merged model.
   const std::vector<nn::NamedTensor>& parameters() const { return params_; }
   // Swaps in new adapter tensors (same order and shapes as parameters()): gradient checks use it.
   void replace_parameters(const std::vector<Tensor>& tensors);
@@ -78,6 +90,7 @@ class Lora : public nn::LinearHook {
     size_t a, b;  // indices of A and B in params_
   };
   static std::string key(nn::Proj p, int64_t layer);
+  void add_trainable();  // the model tensors of opt_.trainable, unfrozen, appended to params_
 
   nn::GPT& model_;
   LoraOptions opt_;

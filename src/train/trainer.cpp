@@ -66,6 +66,12 @@ nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t) {
                : m.position == "none" ? nn::PositionKind::None
                                       : nn::PositionKind::Learned;
   g.rope_theta = m.rope_theta, g.tie_embeddings = m.tie_embeddings, g.bias = m.bias;
+  const RopeScalingConfig& rs = m.rope_scaling;
+  g.rope_scaling = {.type = nn::parse_rope_scaling_type(rs.type, "model.rope_scaling.type"),
+                    .factor = rs.factor, .original_max_position = rs.original_max_position,
+                    .beta_fast = rs.beta_fast, .beta_slow = rs.beta_slow,
+                    .attention_factor = rs.attention_factor, .low_freq_factor = rs.low_freq_factor,
+                    .high_freq_factor = rs.high_freq_factor};
   g.dropout = m.dropout, g.norm_eps = m.norm_eps, g.mlp_hidden = m.mlp_hidden;
   g.recompute = t.recompute;
   g.attention = m.attention == "stick_breaking" ? nn::AttentionKind::StickBreaking
@@ -77,7 +83,8 @@ nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t) {
 
 peft::LoraOptions lora_options(const LoraConfig& l) {
   return {.rank = l.rank, .alpha = l.alpha, .dropout = l.dropout,
-          .targets = peft::parse_targets(l.targets), .rslora = l.rslora, .quantize = l.quantize};
+          .targets = peft::parse_targets(l.targets), .rslora = l.rslora, .quantize = l.quantize,
+          .trainable = peft::parse_trainable(l.trainable)};
 }
 
 namespace {

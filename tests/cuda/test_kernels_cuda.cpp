@@ -20,6 +20,8 @@
 #include "backend/cuda.h"
 #include "backend/kernels.h"
 #include "core/rng.h"
+#include "nn/rope_scaling.h"
+#include "ops/rope.h"
 #include "test_util.h"
 
 namespace tessera {
@@ -406,16 +408,25 @@ TEST_P(CoreKernelsCuda, rope_and_its_inverse_match_the_cpu) {
   const Shape s{2, 3, 17, 64};
   Tensor x = random(s, dt(), g);
   Tensor gx = to_gpu(x, dt());
+  const std::vector<double> plain = ops::rope_freqs(64, 10000.0).inv_freq;
+  // A scaled table (YaRN, factor 8: some pairs divided, cos and sin times 1.208) as a second case.
+  nn::RopeScaling yarn;
+  yarn.type = nn::RopeScalingType::Yarn, yarn.factor = 8;
+  const ops::RopeFreqs scaled = nn::rope_scaled_freqs(yarn, 64, 10000.0, 128, 1024);
   for (bool inverse : {false, true}) {
     Tensor gy = gpu_empty(s, dt()), cy = cpu_empty(s);
     // pos_offset 5000: high positions, where an f32 angle would be visibly wrong.
-    TESSERA_KERNEL(gx, rope)(gy, gx, 10000.0, 5000, inverse);
-    cpu_k().rope(cy, x, 10000.0, 5000, inverse);
+    TESSERA_KERNEL(gx, rope)(gy, gx, plain, 1.0, 5000, inverse);
+    cpu_k().rope(cy, x, plain, 1.0, 5000, inverse);
     expect_close(gy, cy, inverse ? "rope inverse" : "rope");
+    TESSERA_KERNEL(gx, rope)(gy, gx, scaled.inv_freq, scaled.scale, 700, inverse);
+    cpu_k().rope(cy, x, scaled.inv_freq, scaled.scale, 700, inverse);
+    expect_close(gy, cy, inverse ? "scaled rope inverse" : "scaled rope");
   }
   Tensor gin = gx.clone(), cy = cpu_empty(s);  // y aliasing x
-  TESSERA_KERNEL(gin, rope)(gin, gin, 500000.0, 3, false);
-  cpu_k().rope(cy, x, 500000.0, 3, false);
+  const std::vector<double> wide = ops::rope_freqs(64, 500000.0).inv_freq;
+  TESSERA_KERNEL(gin, rope)(gin, gin, wide, 1.0, 3, false);
+  cpu_k().rope(cy, x, wide, 1.0, 3, false);
   expect_close(gin, cy, "rope in place");
 }
 

@@ -71,7 +71,8 @@ void cross_entropy_forward(const Tensor& losses, const Tensor& lse, const Tensor
 void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
                             const Tensor& lse, const Tensor& targets, int64_t ignore_index);
 // rope.cpp
-void rope(const Tensor& y, const Tensor& x, double theta, int64_t pos_offset, bool inverse);
+void rope(const Tensor& y, const Tensor& x, const std::vector<double>& inv_freq, double scale,
+          int64_t pos_offset, bool inverse);
 // attention.cpp
 void attention_forward(const Tensor& out, const Tensor& probs, const Tensor& q, const Tensor& k,
                        const Tensor& v, double scale);

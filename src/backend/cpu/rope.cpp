@@ -5,11 +5,12 @@
 //
 // Half-split layout, as in GPT-NeoX and Hugging Face Llama: dimension i < D/2 is paired with
 // i + D/2 (not with its neighbour 2i + 1 as in the paper's interleaved form). Pair i turns by
-//   angle = (pos_offset + t) * theta^(-2i/D)
-//   (a, b) -> (a cos - b sin, a sin + b cos).
-// The rotation is orthogonal, so its transpose (rotation by -angle, inverse = true) is both its
-// inverse and its backward. Angles, cos and sin are computed in double whatever the dtype: an f32
-// angle near position 1e4 is only good to about 5e-4 rad, a visible error at the highest frequency.
+//   angle = (pos_offset + t) * inv_freq[i]      (unscaled: inv_freq[i] = theta^(-2i/D))
+//   (a, b) -> m (a cos - b sin, a sin + b cos)  (m = scale: 1, or YaRN's attention factor)
+// The rotation is orthogonal, so m times its transpose (rotation by -angle, inverse = true) is the
+// backward. With m = 1 the multiplications by m are exact: unscaled results are unchanged.
+// Angles, cos and sin are computed in double whatever the dtype: an f32 angle near position 1e4 is
+// only good to about 5e-4 rad, a visible error at the highest frequency.
 // y may alias x: each pair is read in full before it is written.
 #include <cmath>
 #include <vector>
@@ -18,20 +19,18 @@
 
 namespace tessera::cpu {
 
-void rope(const Tensor& y, const Tensor& x, double theta, int64_t pos_offset, bool inverse) {
+void rope(const Tensor& y, const Tensor& x, const std::vector<double>& freq, double scale,
+          int64_t pos_offset, bool inverse) {
   TESSERA_CHECK(x.dim() == 4 && y.shape() == x.shape() && x.size(3) % 2 == 0,
                 "rope: x must be (B, H, T, D) with D even and y the same shape, got x ",
                 shape_str(x.shape()), ", y ", shape_str(y.shape()));
   TESSERA_CHECK(y.dtype() == x.dtype(), "rope: dtypes differ: y ", dtype_name(y.dtype()), ", x ",
                 dtype_name(x.dtype()));
   const int64_t T = x.size(2), D = x.size(3), half = D / 2;
+  TESSERA_CHECK(int64_t(freq.size()) == half, "rope: ", freq.size(),
+                " inverse frequencies for head dimension ", D, ", x ", shape_str(x.shape()));
   if (x.numel() == 0) return;
   const int64_t rows = x.numel() / D;
-
-  // freq_i = theta^(-2i/D), shared by every row.
-  std::vector<double> freq(size_t(half), 0.0);
-  for (int64_t i = 0; i < half; ++i)
-    freq[size_t(i)] = std::pow(theta, -2.0 * double(i) / double(D));
   const double sign = inverse ? -1.0 : 1.0;
 
   dispatch_float("rope", x.dtype(), [&](auto z) {
@@ -47,7 +46,7 @@ void rope(const Tensor& y, const Tensor& x, double theta, int64_t pos_offset, bo
       F* yr = yp + r * D;
       for (int64_t i = 0; i < half; ++i) {
         const double angle = pos * freq[size_t(i)];
-        const double c = std::cos(angle), s = sign * std::sin(angle);
+        const double c = scale * std::cos(angle), s = scale * (sign * std::sin(angle));
         const double a = double(xr[i]), b = double(xr[i + half]);
         yr[i] = F(a * c - b * s);
         yr[i + half] = F(a * s + b * c);

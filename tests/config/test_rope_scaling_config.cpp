@@ -1,0 +1,103 @@
+// model.rope_scaling, a nested mapping in YAML and dotted keys for --set; lora.trainable; and the
+// shipped context-extension config.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "config/config.h"
+#include "test_util.h"
+
+namespace tessera {
+namespace {
+
+using testing::error_of;
+
+bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+const char* kRope = R"(
+model:
+  position: rope
+  block_size: 128
+  rope_scaling:
+    type: yarn
+    factor: 8
+    beta_fast: 16
+)";
+
+TEST(RopeScalingConfig, nested_mapping_reads_into_model_rope_scaling) {
+  const Config c = parse_config(kRope, "rope.yaml");
+  EXPECT_EQ(c.model.rope_scaling.type, "yarn");
+  EXPECT_EQ(c.model.rope_scaling.factor, 8.0);
+  EXPECT_EQ(c.model.rope_scaling.beta_fast, 16.0);
+  EXPECT_EQ(c.model.rope_scaling.beta_slow, 1.0);  // untouched keys keep their defaults
+  EXPECT_EQ(c.model.rope_scaling.original_max_position, 0);
+}
+
+TEST(RopeScalingConfig, set_reaches_the_nested_keys) {
+  const Config c = parse_config(kRope, "rope.yaml",
+                                {"model.rope_scaling.type=llama3", "model.rope_scaling.factor=4",
+                                 "model.rope_scaling.original_max_position=64"});
+  EXPECT_EQ(c.model.rope_scaling.type, "llama3");
+  EXPECT_EQ(c.model.rope_scaling.factor, 4.0);
+  EXPECT_EQ(c.model.rope_scaling.original_max_position, 64);
+}
+
+TEST(RopeScalingConfig, to_yaml_reads_back_equal) {
+  const Config c = parse_config(kRope, "rope.yaml", {"lora.rank=4", "checkpoint.init=base",
+                                                     "lora.trainable=embed,norm"});
+  const std::string text = to_yaml(c);
+  EXPECT_TRUE(has(text, "  rope_scaling.type: yarn\n")) << text;
+  EXPECT_EQ(parse_config(text, "round trip"), c);
+}
+
+TEST(RopeScalingConfig, mistakes_are_named_by_their_full_path) {
+  EXPECT_TRUE(has(error_of([] { parse_config("model:\n  rope_scaling:\n    typ: yarn\n", "x"); }),
+                  "unknown key 'model.rope_scaling.typ' (did you mean 'model.rope_scaling.type'?)"));
+  EXPECT_TRUE(has(error_of([] { parse_config("model:\n  rope_scaling: yarn\n", "x"); }),
+                  "model.rope_scaling: expected a mapping of keys, got a scalar 'yarn'"));
+  EXPECT_TRUE(has(error_of([] { parse_config(kRope, "x", {"model.rope_scaling.type=ntk"}); }),
+                  "model.rope_scaling.type must be one of none, linear, dynamic, yarn, llama3"));
+  EXPECT_TRUE(has(error_of([] { parse_config(kRope, "x", {"model.rope_scaling.factor=0.5"}); }),
+                  "model.rope_scaling.factor must be >= 1"));
+  // Scaling needs rotary positions: stick-breaking and learned-position models have none.
+  EXPECT_TRUE(has(error_of([] { parse_config(kRope, "x", {"model.position=none"}); }),
+                  "model.rope_scaling.type 'yarn' scales rotary embeddings, but model.position is "
+                  "'none'"));
+}
+
+TEST(LoraTrainableConfig, kinds_are_checked_and_need_lora) {
+  EXPECT_TRUE(has(error_of([] { parse_config("", "x", {"lora.trainable=norm"}); }),
+                  "lora.trainable 'norm' needs lora.rank > 0"));
+  EXPECT_TRUE(has(error_of([] {
+                    parse_config("", "x", {"lora.rank=4", "checkpoint.init=base",
+                                           "lora.trainable=embed,bias"});
+                  }),
+                  "lora.trainable: unknown kind 'bias'"));
+  EXPECT_NO_THROW(parse_config("", "x", {"lora.rank=4", "checkpoint.init=base",
+                                         "lora.trainable=embed, norm"}));
+}
+
+TEST(ShippedConfigs, extend_context_is_rope_small_at_four_times_the_length_by_longlora) {
+  const auto root = std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
+  const Config base = load_config((root / "configs/rope-small.yaml").string());
+  const Config c = load_config((root / "configs/extend-context.yaml").string());
+  EXPECT_EQ(c.model.block_size, 4 * base.model.block_size);
+  EXPECT_EQ(c.model.rope_scaling.type, "linear");
+  EXPECT_EQ(c.model.rope_scaling.factor, 4.0);
+  EXPECT_EQ(c.model.rope_scaling.original_max_position, base.model.block_size);
+  EXPECT_TRUE(c.train.s2_attn);
+  EXPECT_GT(c.lora.rank, 0);
+  EXPECT_EQ(c.lora.targets, "q,k,v,o");
+  EXPECT_EQ(c.lora.trainable, "embed,norm");
+  // The architecture is the base's: only the length and its scaling differ.
+  ModelConfig m = c.model;
+  m.block_size = base.model.block_size;
+  m.rope_scaling = base.model.rope_scaling;
+  EXPECT_EQ(m, base.model);
+}
+
+}  // namespace
+}  // namespace tessera

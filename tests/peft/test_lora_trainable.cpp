@@ -1,0 +1,103 @@
+// lora.trainable (LongLoRA's trainable embeddings and norms): those full tensors get gradients and
+// updates beside the adapters while the other base weights stay frozen, and merging carries them
+// into the merged model.
+#include <gtest/gtest.h>
+
+#include "autograd/autograd.h"
+#include "nn/gpt.h"
+#include "ops/ops.h"
+#include "optim/adamw.h"
+#include "peft/lora.h"
+#include "test_util.h"
+
+namespace tessera::peft {
+namespace {
+
+using testing::bytes;
+using testing::max_abs_diff;
+
+nn::GPTConfig gpt2_style() {
+  nn::GPTConfig c;
+  c.n_layer = 2, c.n_head = 2, c.n_embd = 16, c.block_size = 8, c.vocab_size = 13;
+  c.position = nn::PositionKind::RoPE;
+  return c;
+}
+
+nn::GPTConfig llama_style() {
+  nn::GPTConfig c = gpt2_style();
+  c.norm = nn::NormKind::RMSNorm, c.mlp = nn::MlpKind::SwiGLU, c.bias = false;
+  c.tie_embeddings = false, c.mlp_hidden = 32;
+  return c;
+}
+
+TEST(LoraTrainable, parameter_kinds_follow_the_names_of_both_layouts) {
+  EXPECT_EQ(parameter_kind("transformer.wte.weight"), "embed");
+  EXPECT_EQ(parameter_kind("transformer.wpe.weight"), "embed");
+  EXPECT_EQ(parameter_kind("model.embed_tokens.weight"), "embed");
+  EXPECT_EQ(parameter_kind("transformer.h.1.ln_2.bias"), "norm");
+  EXPECT_EQ(parameter_kind("transformer.ln_f.weight"), "norm");
+  EXPECT_EQ(parameter_kind("model.layers.0.input_layernorm.weight"), "norm");
+  EXPECT_EQ(parameter_kind("model.layers.0.post_attention_layernorm.weight"), "norm");
+  EXPECT_EQ(parameter_kind("model.norm.weight"), "norm");
+  EXPECT_EQ(parameter_kind("transformer.h.0.attn.c_attn.weight"), "");
+  EXPECT_EQ(parameter_kind("model.layers.0.mlp.down_proj.weight"), "");
+  EXPECT_EQ(parameter_kind("lm_head.weight"), "");
+  EXPECT_EQ(parse_trainable(" norm,embed ,norm"), (std::vector<std::string>{"norm", "embed"}));
+  EXPECT_NE(testing::error_of([] { parse_trainable("embed,head"); }).find("unknown kind 'head'"),
+            std::string::npos);
+}
+
+TEST(LoraTrainable, embeddings_and_norms_train_and_survive_merge) {
+  for (const nn::GPTConfig& cfg : {gpt2_style(), llama_style()}) {
+    SCOPED_TRACE(cfg.gpt2_names() ? "gpt2 names" : "llama names");
+    Generator g(1);
+    nn::GPT model(cfg, g);
+    std::vector<std::vector<unsigned char>> before;
+    for (const auto& [n, t] : model.parameters()) before.push_back(bytes(t));
+    Generator ag(2);
+    Lora lora(model, {.rank = 2, .targets = parse_targets("q,k,v,o"),
+                      .trainable = parse_trainable("embed,norm")}, ag);
+    // Every embedding and norm tensor is among the trainable ones, under the model's name.
+    size_t full = 0;
+    for (const auto& [n, t] : model.parameters()) {
+      const bool listed = std::any_of(lora.parameters().begin(), lora.parameters().end(),
+                                      [&](const nn::NamedTensor& p) { return p.first == n; });
+      EXPECT_EQ(listed, !parameter_kind(n).empty()) << n;
+      full += listed;
+    }
+    // embed: wte (+ nothing else with RoPE); norm: 2 per block and the final one (+ biases).
+    EXPECT_EQ(full, cfg.gpt2_names() ? 1u + 2 * (2 * 2 + 1) : 1u + 2 * 2 + 1);
+
+    AdamW opt(named_params(lora.parameters()), {.lr = 1e-2, .weight_decay = 0});
+    const Tensor ids = from_vector<int32_t>({1, 5, 2, 9, 0, 3, 7, 4}, {1, 8});
+    const Tensor targets = from_vector<int32_t>({5, 2, 9, 0, 3, 7, 4, 12}, {1, 8});
+    for (int step = 0; step < 3; ++step) {
+      model.loss(ids, targets).backward();
+      for (const auto& [n, t] : model.parameters())
+        EXPECT_EQ(t.grad().defined(), !parameter_kind(n).empty()) << n << " step " << step;
+      opt.step();
+      opt.zero_grad();
+    }
+    size_t i = 0;
+    for (const auto& [n, t] : model.parameters()) {
+      // Trained tensors moved (AdamW's first steps move each element by ~lr); the rest are frozen.
+      if (parameter_kind(n).empty())
+        EXPECT_EQ(bytes(t), before[i]) << n;
+      else
+        EXPECT_NE(bytes(t), before[i]) << n;
+      ++i;
+    }
+
+    Generator g2(9);
+    nn::GPT merged(cfg, g2);
+    lora.merge_into(merged);
+    for (const auto& [n, t] : merged.parameters())
+      if (!parameter_kind(n).empty()) EXPECT_EQ(bytes(t), bytes(model.parameter(n))) << n;
+    // The merged model computes what base + adapters + trained tensors compute: f32 logits of
+    // size ~1 through two layers, (W + s B A) x vs W x + s B (A x): a few ulps per op.
+    EXPECT_LT(max_abs_diff(model.forward(ids, false), merged.forward(ids, false)), 1e-4);
+  }
+}
+
+}  // namespace
+}  // namespace tessera::peft
