@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "autograd/autograd.h"
+#include "nn/hf_names.h"
+#include "ops/causal_attention.h"
 #include "ops/ops.h"
 
 namespace tessera::nn {
@@ -41,55 +44,35 @@ void GPTConfig::validate() const {
   TESSERA_CHECK(position != PositionKind::RoPE || head_dim() % 2 == 0,
                 "model: rope needs an even head dimension, got n_embd / n_head = ", head_dim());
   TESSERA_CHECK(dropout >= 0 && dropout < 1, "model: dropout ", dropout, " is outside [0, 1)");
+  // Device limits are checked where the device is known (config validation, causal_attention);
+  // here only what no device runs.
+  const std::string why =
+      ops::attention_support(attention_spec(), Device::cpu(), DType::F32, head_dim());
+  TESSERA_CHECK(why.empty(), "model: attention ", ops::attention_kind_name(attention), ": ", why);
+}
+
+ops::AttentionSpec GPTConfig::attention_spec() const {
+  ops::AttentionSpec s;
+  s.kind = attention;
+  s.attend_current = attend_current;
+  s.sb_remainder = sb_remainder;
+  s.s2_attn = s2_attn;
+  return s;
 }
 
 GPT::GPT(const GPTConfig& cfg, Generator& gen, DType dtype) : cfg_(cfg), dtype_(dtype) {
   cfg_.validate();
   NoGradGuard no_grad;
-  const int64_t C = cfg_.n_embd, L = cfg_.n_layer, hd = cfg_.head_dim();
-  const int64_t Hq = cfg_.n_head * hd, Hkv = cfg_.kv_heads() * hd, F = cfg_.hidden();
-  const double std = 0.02, resid_std = 0.02 / std::sqrt(2.0 * double(L));
+  const double std = 0.02, resid_std = 0.02 / std::sqrt(2.0 * double(cfg_.n_layer));
   auto normal = [&](Shape s, double sd) { return ops::scale(randn(s, gen, dtype_), sd); };
-  auto zero = [&](Shape s) { return zeros(s, dtype_); };
-  auto one = [&](Shape s) { return ones(s, dtype_); };
-  const bool g2 = cfg_.gpt2_names(), ln = cfg_.norm == NormKind::LayerNorm;
-  const std::string root = g2 ? "transformer." : "model.";
-
-  add_param(root + (g2 ? "wte.weight" : "embed_tokens.weight"), normal({cfg_.vocab_size, C}, std));
-  if (cfg_.position == PositionKind::Learned)
-    add_param(root + (g2 ? "wpe.weight" : "embed_positions.weight"),
-              normal({cfg_.block_size, C}, std));
-  auto norm_params = [&](const std::string& name) {
-    add_param(name + ".weight", one({C}));
-    if (ln && cfg_.bias) add_param(name + ".bias", zero({C}));
-  };
-  auto linear = [&](const std::string& name, int64_t out, int64_t in, double sd) {
-    add_param(name + ".weight", normal({out, in}, sd));
-    if (cfg_.bias) add_param(name + ".bias", zero({out}));
-  };
-  for (int64_t i = 0; i < L; ++i) {
-    const std::string p = root + (g2 ? "h." : "layers.") + std::to_string(i) + ".";
-    if (g2) {
-      norm_params(p + "ln_1");
-      linear(p + "attn.c_attn", Hq + 2 * Hkv, C, std);
-      linear(p + "attn.c_proj", C, Hq, resid_std);
-      norm_params(p + "ln_2");
-      linear(p + "mlp.c_fc", F, C, std);
-      linear(p + "mlp.c_proj", C, F, resid_std);
-    } else {
-      norm_params(p + "input_layernorm");
-      linear(p + "self_attn.q_proj", Hq, C, std);
-      linear(p + "self_attn.k_proj", Hkv, C, std);
-      linear(p + "self_attn.v_proj", Hkv, C, std);
-      linear(p + "self_attn.o_proj", C, Hq, resid_std);
-      norm_params(p + "post_attention_layernorm");
-      if (cfg_.mlp == MlpKind::SwiGLU) linear(p + "mlp.gate_proj", F, C, std);
-      linear(p + "mlp.up_proj", F, C, std);
-      linear(p + "mlp.down_proj", C, F, resid_std);
+  for (const ParamSpec& s : param_specs(cfg_)) {
+    switch (s.init) {
+      case Init::Normal: add_param(s.name, normal(s.shape, std)); break;
+      case Init::Residual: add_param(s.name, normal(s.shape, resid_std)); break;
+      case Init::Zeros: add_param(s.name, zeros(s.shape, dtype_)); break;
+      case Init::Ones: add_param(s.name, ones(s.shape, dtype_)); break;
     }
   }
-  norm_params(root + (g2 ? "ln_f" : "norm"));
-  if (!cfg_.tie_embeddings) add_param("lm_head.weight", normal({cfg_.vocab_size, C}, std));
   for (auto& [name, t] : params_) t.requires_grad_();
   bind();
 }
@@ -142,88 +125,72 @@ std::vector<NamedTensor> GPT::release_parameters(const std::vector<std::string>&
 }
 
 std::vector<std::string> GPT::block_linear_weights() const {
-  const bool g2 = cfg_.gpt2_names();
   std::vector<std::string> out;
-  for (const Block& b : blocks_) {
-    const std::vector<const char*> mods =
-        g2 ? std::vector<const char*>{"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}
-           : std::vector<const char*>{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                      "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
-                                      "mlp.down_proj"};
-    for (const char* m : mods)
-      if (g2 || cfg_.mlp == MlpKind::SwiGLU || std::string(m) != "mlp.gate_proj")
-        out.push_back(b.prefix + m + ".weight");
-  }
+  for (const ParamSpec& s : param_specs(cfg_))
+    if (is_block_linear(s.part) && !s.bias) out.push_back(s.name);
   return out;
 }
 
+namespace {
+
+Part part_of(Proj p) {
+  switch (p) {
+    case Proj::Q: return Part::Q;
+    case Proj::K: return Part::K;
+    case Proj::V: return Part::V;
+    case Proj::O: return Part::O;
+    case Proj::Gate: return Part::Gate;
+    case Proj::Up: return Part::Up;
+    case Proj::Down: return Part::Down;
+    case Proj::Head: return Part::Head;
+  }
+  return Part::Head;
+}
+
+}  // namespace
+
 std::string GPT::module_name(Proj p, int64_t layer) const {
-  if (p == Proj::Head) return "lm_head";
+  if (p == Proj::Head) return hf_module(cfg_, Part::Head);
   TESSERA_CHECK(layer >= 0 && layer < cfg_.n_layer, "module_name: layer ", layer, " of ",
                 cfg_.n_layer);
-  const std::string& pre = blocks_[size_t(layer)].prefix;
-  if (cfg_.gpt2_names()) {
-    switch (p) {
-      case Proj::Q: return pre + "attn.c_attn.q";
-      case Proj::K: return pre + "attn.c_attn.k";
-      case Proj::V: return pre + "attn.c_attn.v";
-      case Proj::O: return pre + "attn.c_proj";
-      case Proj::Up: return pre + "mlp.c_fc";
-      case Proj::Down: return pre + "mlp.c_proj";
-      default: TESSERA_FAIL("a GELU MLP has no gate projection");
-    }
-  }
-  switch (p) {
-    case Proj::Q: return pre + "self_attn.q_proj";
-    case Proj::K: return pre + "self_attn.k_proj";
-    case Proj::V: return pre + "self_attn.v_proj";
-    case Proj::O: return pre + "self_attn.o_proj";
-    case Proj::Gate:
-      TESSERA_CHECK(cfg_.mlp == MlpKind::SwiGLU, "a GELU MLP has no gate projection");
-      return pre + "mlp.gate_proj";
-    case Proj::Up: return pre + "mlp.up_proj";
-    default: return pre + "mlp.down_proj";
-  }
+  TESSERA_CHECK(p != Proj::Gate || cfg_.mlp == MlpKind::SwiGLU,
+                "a GELU MLP has no gate projection");
+  // GPT-2's q, k and v are slices of the fused c_attn, each adapted on its own: "c_attn.q".
+  const bool fused = cfg_.gpt2_names() && (p == Proj::Q || p == Proj::K || p == Proj::V);
+  if (fused) return hf_module(cfg_, Part::QKV, layer) + "." + proj_name(p);
+  return hf_module(cfg_, part_of(p), layer);
 }
 
 void GPT::bind() {
-  auto opt = [&](const std::string& name) {
-    for (const auto& [n, t] : params_)
-      if (n == name) return t;
-    return Tensor();
-  };
-  const bool g2 = cfg_.gpt2_names();
-  const std::string root = g2 ? "transformer." : "model.";
-  wte_ = opt(root + (g2 ? "wte.weight" : "embed_tokens.weight"));
-  wpe_ = opt(root + (g2 ? "wpe.weight" : "embed_positions.weight"));
-  lnf_w_ = opt(root + (g2 ? "ln_f.weight" : "norm.weight"));
-  lnf_b_ = opt(root + (g2 ? "ln_f.bias" : "norm.bias"));
-  head_ = cfg_.tie_embeddings ? wte_ : opt("lm_head.weight");
+  wte_ = wpe_ = lnf_w_ = lnf_b_ = head_ = Tensor();
   blocks_.assign(size_t(cfg_.n_layer), Block{});
-  for (int64_t i = 0; i < cfg_.n_layer; ++i) {
-    Block& b = blocks_[size_t(i)];
-    const std::string p = root + (g2 ? "h." : "layers.") + std::to_string(i) + ".";
-    b.index = i, b.prefix = p;
-    if (g2) {
-      b.ln1_w = opt(p + "ln_1.weight"), b.ln1_b = opt(p + "ln_1.bias");
-      b.qkv_w = opt(p + "attn.c_attn.weight"), b.qkv_b = opt(p + "attn.c_attn.bias");
-      b.o_w = opt(p + "attn.c_proj.weight"), b.o_b = opt(p + "attn.c_proj.bias");
-      b.ln2_w = opt(p + "ln_2.weight"), b.ln2_b = opt(p + "ln_2.bias");
-      b.fc_w = opt(p + "mlp.c_fc.weight"), b.fc_b = opt(p + "mlp.c_fc.bias");
-      b.down_w = opt(p + "mlp.c_proj.weight"), b.down_b = opt(p + "mlp.c_proj.bias");
-    } else {
-      b.ln1_w = opt(p + "input_layernorm.weight"), b.ln1_b = opt(p + "input_layernorm.bias");
-      b.q_w = opt(p + "self_attn.q_proj.weight"), b.q_b = opt(p + "self_attn.q_proj.bias");
-      b.k_w = opt(p + "self_attn.k_proj.weight"), b.k_b = opt(p + "self_attn.k_proj.bias");
-      b.v_w = opt(p + "self_attn.v_proj.weight"), b.v_b = opt(p + "self_attn.v_proj.bias");
-      b.o_w = opt(p + "self_attn.o_proj.weight"), b.o_b = opt(p + "self_attn.o_proj.bias");
-      b.ln2_w = opt(p + "post_attention_layernorm.weight");
-      b.ln2_b = opt(p + "post_attention_layernorm.bias");
-      b.gate_w = opt(p + "mlp.gate_proj.weight"), b.gate_b = opt(p + "mlp.gate_proj.bias");
-      b.fc_w = opt(p + "mlp.up_proj.weight"), b.fc_b = opt(p + "mlp.up_proj.bias");
-      b.down_w = opt(p + "mlp.down_proj.weight"), b.down_b = opt(p + "mlp.down_proj.bias");
+  for (int64_t i = 0; i < cfg_.n_layer; ++i) blocks_[size_t(i)].index = i;
+  std::map<std::string, Tensor> held(params_.begin(), params_.end());
+  for (const ParamSpec& s : param_specs(cfg_)) {
+    auto it = held.find(s.name);
+    if (it == held.end()) continue;  // released to a hook
+    Block* b = s.layer >= 0 ? &blocks_[size_t(s.layer)] : nullptr;
+    auto pick = [&](Tensor& w, Tensor& bias) { return s.bias ? &bias : &w; };
+    Tensor* field = nullptr;
+    switch (s.part) {
+      case Part::Embed: field = &wte_; break;
+      case Part::Pos: field = &wpe_; break;
+      case Part::NormF: field = pick(lnf_w_, lnf_b_); break;
+      case Part::Head: field = &head_; break;
+      case Part::Norm1: field = pick(b->ln1_w, b->ln1_b); break;
+      case Part::QKV: field = pick(b->qkv_w, b->qkv_b); break;
+      case Part::Q: field = pick(b->q_w, b->q_b); break;
+      case Part::K: field = pick(b->k_w, b->k_b); break;
+      case Part::V: field = pick(b->v_w, b->v_b); break;
+      case Part::O: field = pick(b->o_w, b->o_b); break;
+      case Part::Norm2: field = pick(b->ln2_w, b->ln2_b); break;
+      case Part::Gate: field = pick(b->gate_w, b->gate_b); break;
+      case Part::Up: field = pick(b->fc_w, b->fc_b); break;
+      case Part::Down: field = pick(b->down_w, b->down_b); break;
     }
+    *field = it->second;
   }
+  if (cfg_.tie_embeddings) head_ = wte_;
 }
 
 Tensor GPT::norm(const Tensor& x, const Tensor& w, const Tensor& b) const {
@@ -247,16 +214,15 @@ void GPT::project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool trai
                       Tensor& k, Tensor& v) const {
   const int64_t B = x.size(0), T = x.size(1), H = cfg_.n_head, Hkv = cfg_.kv_heads();
   const int64_t hd = cfg_.head_dim(), l = blk.index;
-  const std::string& p = blk.prefix;
   if (cfg_.gpt2_names()) {
-    Tensor qkv = linear(p + "attn.c_attn", x, blk.qkv_w, blk.qkv_b);  // (B, T, (H + 2 Hkv) hd)
+    Tensor qkv = linear(hf_module(cfg_, Part::QKV, l), x, blk.qkv_w, blk.qkv_b);  // (B, T, (H + 2 Hkv) hd)
     q = qkv.narrow(2, 0, H * hd);
     k = qkv.narrow(2, H * hd, Hkv * hd);
     v = qkv.narrow(2, (H + Hkv) * hd, Hkv * hd);
   } else {
-    q = linear(p + "self_attn.q_proj", x, blk.q_w, blk.q_b);
-    k = linear(p + "self_attn.k_proj", x, blk.k_w, blk.k_b);
-    v = linear(p + "self_attn.v_proj", x, blk.v_w, blk.v_b);
+    q = linear(hf_module(cfg_, Part::Q, l), x, blk.q_w, blk.q_b);
+    k = linear(hf_module(cfg_, Part::K, l), x, blk.k_w, blk.k_b);
+    v = linear(hf_module(cfg_, Part::V, l), x, blk.v_w, blk.v_b);
   }
   q = adapt(Proj::Q, l, x, q, training);
   k = adapt(Proj::K, l, x, k, training);
@@ -277,30 +243,13 @@ void GPT::project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool trai
 Tensor GPT::merge_heads(const Block& blk, const Tensor& y, bool training) const {
   const int64_t B = y.size(0), T = y.size(2);
   Tensor m = y.permute({0, 2, 1, 3}).reshape({B, T, y.size(1) * y.size(3)});  // (B, T, C)
-  Tensor o = linear(blk.prefix + (cfg_.gpt2_names() ? "attn.c_proj" : "self_attn.o_proj"), m,
-                    blk.o_w, blk.o_b);
+  Tensor o = linear(hf_module(cfg_, Part::O, blk.index), m, blk.o_w, blk.o_b);
   return ops::dropout(adapt(Proj::O, blk.index, m, o, training), cfg_.dropout, training);
 }
 
-// q (B, H, T, hd), k and v (B, Hkv, T, hd) -> (B, H, T, hd) with the configured attention.
+// The configured attention; ops::causal_attention picks the kernel.
 Tensor GPT::attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training) const {
-  ops::AttentionFn inner = [this](const Tensor& q, const Tensor& k, const Tensor& v) {
-    if (cfg_.attention == AttentionKind::Softmax) {
-      // On the GPU the fused flash kernel (its tensor-core path takes head dims 64 and 128; other
-      // sizes use the materialised CUDA kernel); on the CPU the materialised reference, which is
-      // faster there than the flash reference's double loops.
-      const bool flash = !q.device().is_cpu() && (q.size(3) == 64 || q.size(3) == 128);
-      return flash ? ops::flash_attention(q, k, v) : ops::attention(q, k, v);
-    }
-    ops::StickBreakingOptions o;
-    o.attend_current = cfg_.attend_current;
-    o.remainder = cfg_.sb_remainder ? ops::StickBreakingRemainder::Current
-                                    : ops::StickBreakingRemainder::None;
-    return ops::stick_breaking_attention(q, k, v, o);
-  };
-  // S^2-Attn is a training-time approximation (LongLoRA); evaluation and generation attend fully.
-  if (cfg_.s2_attn && training) return ops::shifted_sparse_attention(q, k, v, q.size(2) / 4, inner);
-  return inner(q, k, v);
+  return ops::causal_attention(q, k, v, cfg_.attention_spec(), training);
 }
 
 // x (B, T, C) -> (B, T, C)
@@ -311,28 +260,24 @@ Tensor GPT::attention(const Block& blk, const Tensor& x, bool training) const {
 }
 
 Tensor GPT::mlp(const Block& blk, const Tensor& x, bool training) const {
-  const bool g2 = cfg_.gpt2_names();
-  const std::string& p = blk.prefix;
   const int64_t l = blk.index;
-  Tensor up = adapt(Proj::Up, l, x,
-                    linear(p + (g2 ? "mlp.c_fc" : "mlp.up_proj"), x, blk.fc_w, blk.fc_b), training);
+  Tensor up = adapt(Proj::Up, l, x, linear(hf_module(cfg_, Part::Up, l), x, blk.fc_w, blk.fc_b),
+                    training);
   Tensor h;
   if (cfg_.mlp == MlpKind::SwiGLU) {
-    Tensor gate = linear(p + "mlp.gate_proj", x, blk.gate_w, blk.gate_b);
+    Tensor gate = linear(hf_module(cfg_, Part::Gate, l), x, blk.gate_w, blk.gate_b);
     h = ops::swiglu(adapt(Proj::Gate, l, x, gate, training), up);
   } else {
     h = ops::gelu(up);
   }
-  Tensor down = linear(p + (g2 ? "mlp.c_proj" : "mlp.down_proj"), h, blk.down_w, blk.down_b);
+  Tensor down = linear(hf_module(cfg_, Part::Down, l), h, blk.down_w, blk.down_b);
   return ops::dropout(adapt(Proj::Down, l, h, down, training), cfg_.dropout, training);
 }
 
 // (B, T, C) -> logits (B, T, V); a tied head is the token embedding's Linear.
 Tensor GPT::head(const Tensor& x, bool training) const {
-  const bool g2 = cfg_.gpt2_names();
-  const std::string module = !cfg_.tie_embeddings ? "lm_head"
-                             : g2                 ? "transformer.wte"
-                                                  : "model.embed_tokens";
+  // A tied head is the token embedding's Linear, named after it.
+  const std::string module = hf_module(cfg_, cfg_.tie_embeddings ? Part::Embed : Part::Head);
   return adapt(Proj::Head, -1, x, linear(module, x, head_, Tensor()), training);
 }
 
@@ -384,63 +329,6 @@ KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
   return c;
 }
 
-namespace {
-
-double softplus(double z) { return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z)); }
-
-// Causal attention of new queries q (B, H, Tn, hd) at positions [L - Tn, L) over cached keys and
-// values k, v (B, Hkv, capacity, hd) of which [0, L) are filled, softmax or stick-breaking as cfg
-// says (the same math as ops::attention / ops::stick_breaking_attention). Inference only, on the
-// host, in double.
-Tensor cached_attention(const GPTConfig& cfg, const Tensor& q, const Tensor& k, const Tensor& v,
-                        int64_t L) {
-  const int64_t B = q.size(0), H = q.size(1), Tn = q.size(2), hd = q.size(3);
-  const int64_t Hkv = k.size(1), cap = k.size(2), group = H / Hkv;
-  std::vector<double> Q = q.to(DType::F64).to_vector<double>();
-  std::vector<double> K = k.to(DType::F64).to_vector<double>();
-  std::vector<double> V = v.to(DType::F64).to_vector<double>();
-  std::vector<double> out(static_cast<size_t>(B * H * Tn * hd), 0.0), s(static_cast<size_t>(L));
-  const double scale = 1.0 / std::sqrt(double(hd));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t i = 0; i < Tn; ++i) {
-        const int64_t pos = L - Tn + i;  // attends to keys 0..pos
-        const double* qi = &Q[size_t(((b * H + h) * Tn + i) * hd)];
-        const int64_t kvh = (b * Hkv + h / group) * cap;
-        double* oi = &out[size_t(((b * H + h) * Tn + i) * hd)];
-        auto dot_k = [&](int64_t j) {
-          double dot = 0;
-          for (int64_t d = 0; d < hd; ++d) dot += qi[d] * K[size_t((kvh + j) * hd + d)];
-          return dot * scale;
-        };
-        if (cfg.attention == AttentionKind::StickBreaking) {
-          // Keys from the nearest back: A_j = beta_j * prod of (1 - beta) of the keys after j,
-          // accumulated as a log (Tan et al. 2024).
-          double log_rest = 0;  // sum of log(1 - beta) over the keys already visited
-          for (int64_t j = cfg.attend_current ? pos : pos - 1; j >= 0; --j) {
-            const double z = dot_k(j);
-            const double a = std::exp(log_rest + z - softplus(z));
-            for (int64_t d = 0; d < hd; ++d) oi[d] += a * V[size_t((kvh + j) * hd + d)];
-            log_rest -= softplus(z);
-          }
-          if (cfg.sb_remainder)
-            for (int64_t d = 0; d < hd; ++d) oi[d] += std::exp(log_rest) * V[size_t((kvh + pos) * hd + d)];
-          continue;
-        }
-        double m = -1e300, z = 0;
-        for (int64_t j = 0; j <= pos; ++j) {
-          s[size_t(j)] = dot_k(j);
-          m = std::max(m, s[size_t(j)]);
-        }
-        for (int64_t j = 0; j <= pos; ++j) z += (s[size_t(j)] = std::exp(s[size_t(j)] - m));
-        for (int64_t j = 0; j <= pos; ++j)
-          for (int64_t d = 0; d < hd; ++d) oi[d] += s[size_t(j)] / z * V[size_t((kvh + j) * hd + d)];
-      }
-  return from_vector<double>(out, {B, H, Tn, hd}).to(q.dtype());
-}
-
-}  // namespace
-
 Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache) const {
   NoGradGuard no_grad;
   const int64_t Tn = inputs.size(1), L0 = cache.length;
@@ -453,7 +341,9 @@ Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache) const {
     project_qkv(blk, norm(x, blk.ln1_w, blk.ln1_b), L0, false, q, k, v);
     cache.k[l].narrow(2, L0, Tn).copy_(k);
     cache.v[l].narrow(2, L0, Tn).copy_(v);
-    Tensor y = cached_attention(cfg_, q, cache.k[l], cache.v[l], L0 + Tn);
+    // The new queries sit at positions [L0, L0 + Tn) of the filled keys [0, L0 + Tn): the same
+    // kernels as forward(), with a query offset, on the cache's device.
+    Tensor y = attend(q, cache.k[l].narrow(2, 0, L0 + Tn), cache.v[l].narrow(2, 0, L0 + Tn), false);
     Tensor h = ops::add(x, merge_heads(blk, y, false));
     x = ops::add(h, mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), false));
   }

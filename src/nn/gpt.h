@@ -11,7 +11,8 @@
 // Shapes: B batch, T time, C = n_embd, H heads of hd = C / H, Hkv key/value heads, V vocabulary.
 // Parameter names are Hugging Face's for the architecture (transformer.h.0.attn.c_attn.weight for
 // GPT-2 style, model.layers.0.self_attn.q_proj.weight for Llama style), matrices stored
-// [out, in] like a PyTorch Linear, so a converter is a rename plus GPT-2's Conv1D transpose.
+// [out, in] like a PyTorch Linear, so a converter is a rename plus GPT-2's Conv1D transpose. The
+// names come from one table per architecture, nn/hf_names.h.
 #pragma once
 
 #include <string>
@@ -20,6 +21,7 @@
 
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "ops/attention_spec.h"
 #include "nn/rope_scaling.h"
 
 namespace tessera::nn {
@@ -27,7 +29,7 @@ namespace tessera::nn {
 enum class NormKind { LayerNorm, RMSNorm };
 enum class MlpKind { GELU, SwiGLU };
 enum class PositionKind { Learned, RoPE, None };
-enum class AttentionKind { Softmax, StickBreaking };
+using AttentionKind = ops::AttentionKind;  // the kinds and their names: ops/attention_spec.h
 
 struct GPTConfig {
   int64_t n_layer = 4;
@@ -55,6 +57,7 @@ struct GPTConfig {
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
   int64_t head_dim() const { return n_embd / n_head; }
   int64_t hidden() const;
+  ops::AttentionSpec attention_spec() const;  // what ops::causal_attention computes
   bool gpt2_names() const { return norm == NormKind::LayerNorm && mlp == MlpKind::GELU; }
   void validate() const;  // errors name the offending field
 };
@@ -134,7 +137,6 @@ class GPT {
  private:
   struct Block {
     int64_t index = 0;
-    std::string prefix;  // "transformer.h.0." / "model.layers.0."
     Tensor ln1_w, ln1_b, ln2_w, ln2_b;
     Tensor qkv_w, qkv_b;               // GPT-2 names: fused (Hq + 2 Hkv) hd x C
     Tensor q_w, k_w, v_w, q_b, k_b, v_b;  // Llama names: separate projections
@@ -154,6 +156,7 @@ class GPT {
   Tensor head(const Tensor& x, bool training) const;
   // y (B, H, T, hd) -> (B, T, C) through the output projection.
   Tensor merge_heads(const Block& blk, const Tensor& y, bool training) const;
+  // q (B, H, Tq, hd), k and v (B, Hkv, Tk, hd), Tq <= Tk -> (B, H, Tq, hd): causal_attention.
   Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training) const;
   Tensor attention(const Block& blk, const Tensor& x, bool training) const;
   Tensor embed(const Tensor& inputs, int64_t pos0, bool training) const;

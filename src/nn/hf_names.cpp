@@ -1,0 +1,100 @@
+// The two name tables and the parameter list derived from them (hf_names.h).
+#include "nn/hf_names.h"
+
+#include "core/error.h"
+
+namespace tessera::nn {
+
+namespace {
+
+constexpr const char* kPartNames[14] = {"embed", "pos",   "norm_f", "head", "norm1",
+                                        "qkv",   "q",     "k",      "v",    "o",
+                                        "norm2", "gate",  "up",     "down"};
+
+// transformers' modeling_gpt2.py: GPT2LMHeadModel(transformer = GPT2Model(wte, wpe, h[i] =
+// GPT2Block(ln_1, attn = GPT2Attention(c_attn, c_proj), ln_2, mlp = GPT2MLP(c_fc, c_proj)), ln_f),
+// lm_head); every block matrix is a Conv1D, weight [in, out].
+const HFArch kGpt2 = {
+    "gpt2", "GPT2LMHeadModel", "transformer.h.", true,
+    {"transformer.wte", "transformer.wpe", "transformer.ln_f", "lm_head", "ln_1", "attn.c_attn",
+     "", "", "", "attn.c_proj", "ln_2", "", "mlp.c_fc", "mlp.c_proj"}};
+
+// transformers' modeling_llama.py: LlamaForCausalLM(model = LlamaModel(embed_tokens, layers[i] =
+// LlamaDecoderLayer(input_layernorm, self_attn(q_proj, k_proj, v_proj, o_proj),
+// post_attention_layernorm, mlp(gate_proj, up_proj, down_proj)), norm), lm_head); nn.Linear
+// weights [out, in]. Llama has no learned positions: "model.embed_positions" is tessera's name
+// for them in Llama-named models (which then have no HF counterpart).
+const HFArch kLlama = {
+    "llama", "LlamaForCausalLM", "model.layers.", false,
+    {"model.embed_tokens", "model.embed_positions", "model.norm", "lm_head", "input_layernorm", "",
+     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+     "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}};
+
+bool in_block(Part p) { return p >= Part::Norm1; }
+
+}  // namespace
+
+const HFArch& hf_gpt2() { return kGpt2; }
+const HFArch& hf_llama() { return kLlama; }
+const HFArch& hf_arch(const GPTConfig& cfg) { return cfg.gpt2_names() ? kGpt2 : kLlama; }
+
+bool is_block_linear(Part p) {
+  return p == Part::QKV || p == Part::Q || p == Part::K || p == Part::V || p == Part::O ||
+         p == Part::Gate || p == Part::Up || p == Part::Down;
+}
+
+std::string hf_block_prefix(const GPTConfig& cfg, int64_t layer) {
+  return hf_arch(cfg).block_prefix + std::to_string(layer) + ".";
+}
+
+std::string hf_module(const GPTConfig& cfg, Part part, int64_t layer) {
+  const HFArch& a = hf_arch(cfg);
+  const std::string m = a.module[int(part)];
+  TESSERA_CHECK(!m.empty(), "the ", a.model_type, " name table has no '", kPartNames[int(part)],
+                "' module");
+  return in_block(part) ? hf_block_prefix(cfg, layer) + m : m;
+}
+
+std::vector<ParamSpec> param_specs(const GPTConfig& cfg) {
+  const int64_t C = cfg.n_embd, hd = cfg.head_dim(), F = cfg.hidden();
+  const int64_t Hq = cfg.n_head * hd, Hkv = cfg.kv_heads() * hd;
+  const HFArch& a = hf_arch(cfg);
+  const bool ln = cfg.norm == NormKind::LayerNorm;
+  std::vector<ParamSpec> out;
+  auto param = [&](Part p, int64_t layer, bool bias, Shape shape, Init init) {
+    const bool matrix = shape.size() == 2 && is_block_linear(p);
+    out.push_back({hf_module(cfg, p, layer) + (bias ? ".bias" : ".weight"), p, layer, bias,
+                   std::move(shape), init, a.conv1d && matrix && !bias});
+  };
+  auto norm = [&](Part p, int64_t layer) {
+    param(p, layer, false, {C}, Init::Ones);
+    if (ln && cfg.bias) param(p, layer, true, {C}, Init::Zeros);
+  };
+  auto linear = [&](Part p, int64_t layer, int64_t n_out, int64_t n_in, Init init) {
+    param(p, layer, false, {n_out, n_in}, init);
+    if (cfg.bias) param(p, layer, true, {n_out}, Init::Zeros);
+  };
+  param(Part::Embed, -1, false, {cfg.vocab_size, C}, Init::Normal);
+  if (cfg.position == PositionKind::Learned)
+    param(Part::Pos, -1, false, {cfg.block_size, C}, Init::Normal);
+  for (int64_t i = 0; i < cfg.n_layer; ++i) {
+    norm(Part::Norm1, i);
+    if (cfg.gpt2_names()) {
+      linear(Part::QKV, i, Hq + 2 * Hkv, C, Init::Normal);
+    } else {
+      linear(Part::Q, i, Hq, C, Init::Normal);
+      linear(Part::K, i, Hkv, C, Init::Normal);
+      linear(Part::V, i, Hkv, C, Init::Normal);
+    }
+    linear(Part::O, i, C, Hq, Init::Residual);
+    norm(Part::Norm2, i);
+    if (cfg.mlp == MlpKind::SwiGLU) linear(Part::Gate, i, F, C, Init::Normal);
+    linear(Part::Up, i, F, C, Init::Normal);
+    linear(Part::Down, i, C, F, Init::Residual);
+  }
+  norm(Part::NormF, -1);
+  if (!cfg.tie_embeddings) param(Part::Head, -1, false, {cfg.vocab_size, C}, Init::Normal);
+  return out;
+}
+
+}  // namespace tessera::nn

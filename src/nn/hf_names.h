@@ -1,0 +1,74 @@
+// Hugging Face parameter names: one table per architecture (GPT-2 style, Llama style). The model
+// names its parameters and Linear modules from it, and the exporter and importer map tensors with
+// it, so a name is spelt in exactly one place.
+//
+//   for (const ParamSpec& s : param_specs(cfg))      // every parameter, in creation order
+//     s.name;            // "transformer.h.0.attn.c_attn.weight"
+//     s.shape;           // tessera's layout: matrices [out, in], like a PyTorch Linear
+//     s.hf_transposed;   // HF stores it [in, out] (GPT-2's Conv1D): transpose on export/import
+//   hf_module(cfg, Part::O, 0);                       // "model.layers.0.self_attn.o_proj"
+//
+// The table follows GPTConfig::gpt2_names(): LayerNorm + GELU models take GPT-2's names
+// (transformers' GPT2LMHeadModel), every other model Llama's (LlamaForCausalLM). Names are those
+// of the PyTorch state dict, root included ("transformer.", "model."), as save_pretrained writes.
+// GPT-2's fused c_attn holds q, k and v one after the other along its output dimension, the order
+// in which HF's GPT2Attention splits it, so it needs no reordering, only the Conv1D transpose.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "nn/gpt.h"
+
+namespace tessera::nn {
+
+// What a parameter (or Linear module) is, whatever the architecture calls it.
+enum class Part {
+  Embed, Pos, NormF, Head,                   // outside the blocks
+  Norm1, QKV, Q, K, V, O, Norm2, Gate, Up, Down  // inside block i
+};
+
+// One architecture's names. Module names of the parts outside the blocks are full; those inside a
+// block follow block_prefix + i + ".". "" = the architecture has no such module.
+struct HFArch {
+  const char* model_type;      // config.json "model_type": "gpt2" | "llama"
+  const char* architecture;    // config.json "architectures": "GPT2LMHeadModel" | ...
+  const char* block_prefix;    // "transformer.h." | "model.layers."
+  bool conv1d;                 // block matrices stored [in, out] by HF (GPT-2's Conv1D)
+  const char* module[14];      // indexed by Part
+};
+
+const HFArch& hf_gpt2();
+const HFArch& hf_llama();
+const HFArch& hf_arch(const GPTConfig& cfg);  // gpt2_names() ? hf_gpt2() : hf_llama()
+
+// The full module name of a part: "transformer.wte", "transformer.h.3.attn.c_attn", "lm_head".
+// layer is ignored outside the blocks. An error names the part when the architecture lacks it.
+std::string hf_module(const GPTConfig& cfg, Part part, int64_t layer = -1);
+// "transformer.h.3." / "model.layers.3."
+std::string hf_block_prefix(const GPTConfig& cfg, int64_t layer);
+
+// How a parameter starts (GPT-2's initialisation; gpt.h): N(0, 0.02), N(0, 0.02 / sqrt(2 L)) for
+// the projections that write into the residual stream, zeros (biases), ones (norm weights).
+enum class Init { Normal, Residual, Zeros, Ones };
+
+struct ParamSpec {
+  std::string name;     // full HF name: module + ".weight" / ".bias"
+  Part part;
+  int64_t layer;        // -1 outside the blocks
+  bool bias;            // the module's bias (else its weight)
+  Shape shape;          // tessera's layout
+  Init init;
+  bool hf_transposed;   // HF stores this matrix [in, out]
+};
+
+// Every parameter of a model with this config, in the order the model creates them (which fixes
+// the order random initial values are drawn in). A tied head has no entry of its own.
+std::vector<ParamSpec> param_specs(const GPTConfig& cfg);
+
+// Whether a part is one of the Linear layers inside a block (attention and MLP projections).
+bool is_block_linear(Part part);
+
+}  // namespace tessera::nn
