@@ -9,7 +9,9 @@
 //    (bf16 16x16x16 fragments, fp32 accumulation; needs sm_80 or newer); softmax / stick-breaking
 //    arithmetic in fp32.
 //  - f32, any D <= 128: plain warp-per-row kernels (lane = key or lane = query), no tensor cores; a
-//    correctness path for f32 tensors and a second implementation for the parity tests.
+//    correctness path for f32 tensors and a second implementation for the parity tests. The plain
+//    forwards also run bf16 with a query offset (Tq < Tk queries at positions Tk - Tq + i: the
+//    new tokens of KV-cached decoding, a handful of rows for which 64-row tiles would idle).
 // Backward passes are deterministic: each output row is written by exactly one warp, and dk/dv come
 // from a pass over key blocks (no float atomics).
 #pragma once
@@ -40,10 +42,18 @@ using Dims = AttentionDims;
 
 // DeviceGuard: common.cuh.
 
-inline Dims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v) {
-  const Dims d = check_attention_qkv((std::string("cuda ") + kernel).c_str(), q, k, v);
+// allow_offset: the forward takes Tq < Tk queries (KV-cached decoding), which it runs on the plain
+// warp-per-row path in bf16 as in f32 (any D <= 128).
+inline Dims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
+                      bool allow_offset = false) {
+  const Dims d =
+      check_attention_qkv((std::string("cuda ") + kernel).c_str(), q, k, v, allow_offset);
   const int64_t D = d.D;
-  if (q.dtype() == DType::BF16) {
+  if (q.dtype() == DType::BF16 && d.offset() > 0) {
+    TESSERA_CHECK(D >= 1 && D <= kPlainMaxD, "cuda ", kernel,
+                  ": head dim with a query offset must be 1..", kPlainMaxD, ", got q ",
+                  shape_str(q.shape()));
+  } else if (q.dtype() == DType::BF16) {
     TESSERA_CHECK(D == 64 || D == 128, "cuda ", kernel, ": bf16 head dim must be 64 or 128, got q ",
                   shape_str(q.shape()));
   } else {

@@ -3,7 +3,9 @@
 // window. The CPU twin (src/backend/cpu/attention.cpp, flash_attention_*) is the reference.
 //
 // q, out, dq, dout (B, H, T, D) bf16 or f32; k, v, dk, dv (B, Hkv, T, D); lse (B, H, T) f32.
-// Query i attends key j when j <= i and (window <= 0 or i - j < window).
+// Query i attends key j when j <= i and (window <= 0 or i - j < window). The forward also takes
+// q (B, H, Tq, D) over Tk > Tq keys (KV-cached decoding): query i then sits at position
+// Tk - Tq + i, on the plain path (flash_forward_plain) for bf16 and f32 alike.
 //
 // Forward, per query tile, over the key tiles it can see (fully masked tiles are never visited):
 //   S = scale Q K^T;  m' = max(m, rowmax S);  P = exp(S - m');  l = exp(m - m') l + rowsum P;
@@ -22,10 +24,11 @@ namespace {
 using namespace attn;
 
 struct FlashParams {
-  int64_t T;
+  int64_t T;  // queries; every kernel but the plain forward needs T == Tk
   int H, Hkv;
   float scale;
   int64_t window;  // <= 0: no window
+  int64_t Tk;      // keys; query i sits at position Tk - T + i
 };
 
 __device__ __forceinline__ bool visible(int64_t i, int64_t j, const FlashParams& p) {
@@ -316,55 +319,59 @@ __global__ void __launch_bounds__(kThreads)
 // ---- f32, plain -------------------------------------------------------------------------------
 // One warp per query row; lane l takes key c0 + l of each chunk of 32 keys, and the output row's
 // dimensions e = l, l + 32, ... (D <= 128: 4 per lane). Exact expf/logf: this path is compared
-// with the CPU reference at f32 precision.
+// with the CPU reference at f32 precision. The forward takes a query offset (p.Tk > p.T: query i
+// at position Tk - T + i) and also runs on bf16 tensors, loading into f32: KV-cached decoding.
 
 constexpr int kPlainWarps = 4;
 constexpr int kPerLane = kPlainMaxD / 32;
 
+template <typename E>
 __global__ void __launch_bounds__(kPlainWarps * 32)
-    flash_forward_plain(float* out, float* lse, const float* q, const float* k, const float* v,
-                        FlashParams p, int D) {
+    flash_forward_plain(E* out, float* lse, const E* q, const E* k, const E* v, FlashParams p,
+                        int D) {
   extern __shared__ float plain_smem[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t i = int64_t(blockIdx.x) * kPlainWarps + warp, T = p.T;
+  const int64_t i = int64_t(blockIdx.x) * kPlainWarps + warp, T = p.T, Tk = p.Tk;
+  const int64_t pos = Tk - T + i;  // the query's position among the keys
   const int bh = blockIdx.y;
   if (i >= T) return;  // whole warps only; no block-wide barrier below
   const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
-  const float* kh = k + kvh * T * D;
-  const float* vh = v + kvh * T * D;
+  const E* kh = k + kvh * Tk * D;
+  const E* vh = v + kvh * Tk * D;
   float* qs = plain_smem + warp * D;
-  for (int e = lane; e < D; e += 32) qs[e] = q[(int64_t(bh) * T + i) * D + e];
+  for (int e = lane; e < D; e += 32) qs[e] = to_f32(q[(int64_t(bh) * T + i) * D + e]);
   __syncwarp();
   float o[kPerLane] = {};
   float m = -INFINITY, l = 0.0f;
-  const int64_t first = p.window > 0 && i - p.window + 1 > 0 ? i - p.window + 1 : 0;
-  for (int64_t c0 = first; c0 <= i; c0 += 32) {
+  const int64_t first = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
+  for (int64_t c0 = first; c0 <= pos; c0 += 32) {
     const int64_t j = c0 + lane;
     float s = -INFINITY;
-    if (j <= i) {
+    if (j <= pos) {
       float dot = 0.0f;
-      for (int e = 0; e < D; ++e) dot += qs[e] * kh[j * D + e];
+      for (int e = 0; e < D; ++e) dot += qs[e] * to_f32(kh[j * D + e]);
       s = dot * p.scale;
     }
-    const float m_new = fmaxf(m, warp_max(s));  // finite: key c0 <= i is visible
+    const float m_new = fmaxf(m, warp_max(s));  // finite: key c0 <= pos is visible
     const float alpha = expf(m - m_new);
-    const float pj = j <= i ? expf(s - m_new) : 0.0f;
+    const float pj = j <= pos ? expf(s - m_new) : 0.0f;
     l = alpha * l + warp_sum(pj);
 #pragma unroll
     for (int t = 0; t < kPerLane; ++t) o[t] *= alpha;
-    const int n = int(i - c0 + 1 < 32 ? i - c0 + 1 : 32);
+    const int n = int(pos - c0 + 1 < 32 ? pos - c0 + 1 : 32);
     for (int src = 0; src < n; ++src) {
       const float pv = __shfl_sync(kFull, pj, src);
-      const float* vr = vh + (c0 + src) * D;
+      const E* vr = vh + (c0 + src) * D;
 #pragma unroll
       for (int t = 0; t < kPerLane; ++t)
-        if (lane + 32 * t < D) o[t] += pv * vr[lane + 32 * t];
+        if (lane + 32 * t < D) o[t] += pv * to_f32(vr[lane + 32 * t]);
     }
     m = m_new;
   }
 #pragma unroll
   for (int t = 0; t < kPerLane; ++t)
-    if (lane + 32 * t < D) out[(int64_t(bh) * T + i) * D + lane + 32 * t] = o[t] / l;
+    if (lane + 32 * t < D)
+      out[(int64_t(bh) * T + i) * D + lane + 32 * t] = from_f32<E>(o[t] / l);
   if (lane == 0) lse[int64_t(bh) * T + i] = m + logf(l);
 }
 
@@ -461,7 +468,7 @@ __global__ void __launch_bounds__(32)
 }
 
 FlashParams params_of(const Dims& d, double scale, int64_t window) {
-  return {d.T, int(d.H), int(d.Hkv), float(scale), window};
+  return {d.T, int(d.H), int(d.Hkv), float(scale), window, d.Tk};
 }
 
 }  // namespace
@@ -469,14 +476,14 @@ FlashParams params_of(const Dims& d, double scale, int64_t window) {
 void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                              const Tensor& v, double scale, int64_t window) {
   const char* name = "flash_attention_forward";
-  const Dims d = check_qkv(name, q, k, v);
+  const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/true);
   check_like(name, "out", out, q.shape(), q.dtype(), q);
   check_like(name, "lse", lse, {d.B, d.H, d.T}, DType::F32, q);
   if (d.T == 0 || d.B == 0 || d.H == 0) return;
   DeviceGuard guard(q.device().index);
   const FlashParams p = params_of(d, scale, window);
   float* lp = static_cast<float*>(lse.data_ptr());
-  if (q.dtype() == DType::BF16) {
+  if (q.dtype() == DType::BF16 && d.offset() == 0) {
     check_aligned_output(name, "out", out);
     Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
     const dim3 grid(unsigned((d.T + kTile - 1) / kTile), unsigned(d.B * d.H));
@@ -493,11 +500,17 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
       launch(flash_forward_tc<128>, FwdSmem<128>::bytes);
   } else {
     const dim3 grid(unsigned((d.T + kPlainWarps - 1) / kPlainWarps), unsigned(d.B * d.H));
-    flash_forward_plain<<<grid, kPlainWarps * 32, kPlainWarps * d.D * sizeof(float)>>>(
-        static_cast<float*>(out.data_ptr()), lp, static_cast<const float*>(q.data_ptr()),
-        static_cast<const float*>(k.data_ptr()), static_cast<const float*>(v.data_ptr()), p,
-        int(d.D));
-    CUDA_CHECK_LAUNCH();
+    auto launch = [&](auto zero) {
+      using E = decltype(zero);
+      flash_forward_plain<E><<<grid, kPlainWarps * 32, kPlainWarps * d.D * sizeof(float)>>>(
+          static_cast<E*>(out.data_ptr()), lp, static_cast<const E*>(q.data_ptr()),
+          static_cast<const E*>(k.data_ptr()), static_cast<const E*>(v.data_ptr()), p, int(d.D));
+      CUDA_CHECK_LAUNCH();
+    };
+    if (q.dtype() == DType::BF16)
+      launch(bf16_t{});
+    else
+      launch(0.0f);
   }
 }
 

@@ -6,7 +6,9 @@
 //   out_j = sum_i A[i] v_i (+ rem_j v_j),  log rem_j = -(sum of sp over every attended key).
 //
 // q, out, dq, dout (B, H, T, D) bf16 or f32; k, v, dk, dv (B, Hkv, T, D); log_rem (B, H, T) f32;
-// rem (B, H, T) in q's dtype, optional.
+// rem (B, H, T) in q's dtype, optional. The forward also takes q (B, H, Tq, D) over Tk > Tq keys
+// (KV-cached decoding): query j then sits at position Tk - Tq + j, on the plain path
+// (sb_forward_plain) for bf16 and f32 alike.
 //
 // Forward: a block per query tile; key tiles visited from the diagonal back to position 0, each
 // row carrying tail across tiles, so every term of every sum is <= 0 and nothing underflows but
@@ -32,10 +34,11 @@ namespace {
 using namespace attn;
 
 struct SBParams {
-  int64_t T;
+  int64_t T;  // queries; every kernel but the plain forward needs T == Tk
   int H, Hkv;
   float scale;
   bool attend_current, add_remainder;
+  int64_t Tk;  // keys; query j sits at position Tk - T + j
 };
 
 // Does query i attend key j?
@@ -391,29 +394,33 @@ __device__ __forceinline__ void stick_block_lane(float z, float da, bool vis, fl
   }
 }
 
+// The plain forward also takes a query offset (p.Tk > p.T: query i at position Tk - T + i) and
+// bf16 tensors, loaded into f32: KV-cached decoding.
+template <typename E>
 __global__ void __launch_bounds__(kPlainWarps * 32)
-    sb_forward_plain(float* out, float* log_rem, float* rem, const float* q, const float* k,
-                     const float* v, SBParams p, int D) {
+    sb_forward_plain(E* out, float* log_rem, E* rem, const E* q, const E* k, const E* v,
+                     SBParams p, int D) {
   extern __shared__ float plain_smem[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t i = int64_t(blockIdx.x) * kPlainWarps + warp, T = p.T;
+  const int64_t i = int64_t(blockIdx.x) * kPlainWarps + warp, T = p.T, Tk = p.Tk;
+  const int64_t pos = Tk - T + i;  // the query's position among the keys
   const int bh = blockIdx.y;
   if (i >= T) return;  // whole warps only; no block-wide barrier below
   const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
-  const float* kh = k + kvh * T * D;
-  const float* vh = v + kvh * T * D;
+  const E* kh = k + kvh * Tk * D;
+  const E* vh = v + kvh * Tk * D;
   float* qs = plain_smem + warp * D;
-  for (int e = lane; e < D; e += 32) qs[e] = q[(int64_t(bh) * T + i) * D + e];
+  for (int e = lane; e < D; e += 32) qs[e] = to_f32(q[(int64_t(bh) * T + i) * D + e]);
   __syncwarp();
   float o[kPerLane] = {};
   float tail = 0.0f;
-  const int64_t last = p.attend_current ? i : i - 1;
+  const int64_t last = p.attend_current ? pos : pos - 1;
   for (int64_t kb = last >= 0 ? last / 32 : -1; kb >= 0; --kb) {
     const int64_t j = kb * 32 + lane;
     const bool vis = j <= last;
     float z = 0.0f;
     if (vis) {
-      for (int e = 0; e < D; ++e) z += qs[e] * kh[j * D + e];
+      for (int e = 0; e < D; ++e) z += qs[e] * to_f32(kh[j * D + e]);
       z *= p.scale;
     }
     float a, unused_dz, add, unused_g;
@@ -422,10 +429,10 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
     const int n = int(last - kb * 32 + 1 < 32 ? last - kb * 32 + 1 : 32);
     for (int src = 0; src < n; ++src) {
       const float av = __shfl_sync(kFull, a, src);
-      const float* vr = vh + (kb * 32 + src) * D;
+      const E* vr = vh + (kb * 32 + src) * D;
 #pragma unroll
       for (int t = 0; t < kPerLane; ++t)
-        if (lane + 32 * t < D) o[t] += av * vr[lane + 32 * t];
+        if (lane + 32 * t < D) o[t] += av * to_f32(vr[lane + 32 * t]);
     }
   }
   const float r = expf(-tail);
@@ -433,12 +440,12 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   for (int t = 0; t < kPerLane; ++t) {
     const int e = lane + 32 * t;
     if (e >= D) continue;
-    if (p.add_remainder) o[t] += r * vh[i * D + e];
-    out[(int64_t(bh) * T + i) * D + e] = o[t];
+    if (p.add_remainder) o[t] += r * to_f32(vh[pos * D + e]);
+    out[(int64_t(bh) * T + i) * D + e] = from_f32<E>(o[t]);
   }
   if (lane == 0) {
     log_rem[int64_t(bh) * T + i] = -tail;
-    if (rem) rem[int64_t(bh) * T + i] = r;
+    if (rem) rem[int64_t(bh) * T + i] = from_f32<E>(r);
   }
 }
 
@@ -549,7 +556,7 @@ __global__ void __launch_bounds__(32)
 }
 
 SBParams params_of(const Dims& d, double scale, bool attend_current, bool add_remainder) {
-  return {d.T, int(d.H), int(d.Hkv), float(scale), attend_current, add_remainder};
+  return {d.T, int(d.H), int(d.Hkv), float(scale), attend_current, add_remainder, d.Tk};
 }
 
 }  // namespace
@@ -558,7 +565,7 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
                             const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                             bool attend_current, bool add_remainder) {
   const char* name = "stick_breaking_forward";
-  const Dims d = check_qkv(name, q, k, v);
+  const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/true);
   check_like(name, "out", out, q.shape(), q.dtype(), q);
   check_like(name, "log_rem", log_rem, {d.B, d.H, d.T}, DType::F32, q);
   if (rem.defined()) check_like(name, "rem", rem, {d.B, d.H, d.T}, q.dtype(), q);
@@ -566,7 +573,7 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
   DeviceGuard guard(q.device().index);
   const SBParams p = params_of(d, scale, attend_current, add_remainder);
   float* lr = static_cast<float*>(log_rem.data_ptr());
-  if (q.dtype() == DType::BF16) {
+  if (q.dtype() == DType::BF16 && d.offset() == 0) {
     check_aligned_output(name, "out", out);
     Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
     bf16_t* rp = rem.defined() ? static_cast<bf16_t*>(rem.data_ptr()) : nullptr;
@@ -583,13 +590,19 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
     else
       launch(sb_forward_tc<128>, FwdSmem<128>::bytes);
   } else {
-    float* rp = rem.defined() ? static_cast<float*>(rem.data_ptr()) : nullptr;
     const dim3 grid(unsigned((d.T + kPlainWarps - 1) / kPlainWarps), unsigned(d.B * d.H));
-    sb_forward_plain<<<grid, kPlainWarps * 32, kPlainWarps * d.D * sizeof(float)>>>(
-        static_cast<float*>(out.data_ptr()), lr, rp, static_cast<const float*>(q.data_ptr()),
-        static_cast<const float*>(k.data_ptr()), static_cast<const float*>(v.data_ptr()), p,
-        int(d.D));
-    CUDA_CHECK_LAUNCH();
+    auto launch = [&](auto zero) {
+      using E = decltype(zero);
+      E* rp = rem.defined() ? static_cast<E*>(rem.data_ptr()) : nullptr;
+      sb_forward_plain<E><<<grid, kPlainWarps * 32, kPlainWarps * d.D * sizeof(float)>>>(
+          static_cast<E*>(out.data_ptr()), lr, rp, static_cast<const E*>(q.data_ptr()),
+          static_cast<const E*>(k.data_ptr()), static_cast<const E*>(v.data_ptr()), p, int(d.D));
+      CUDA_CHECK_LAUNCH();
+    };
+    if (q.dtype() == DType::BF16)
+      launch(bf16_t{});
+    else
+      launch(0.0f);
   }
 }
 

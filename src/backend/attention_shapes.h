@@ -1,5 +1,7 @@
 // The shape contract of every attention kernel in the table (backend/kernels.h): q (B, H, T, D),
-// k and v (B, Hkv, T, D) with H a multiple of Hkv, one dtype. Plain C++, shared by the CPU kernels
+// k and v (B, Hkv, T, D) with H a multiple of Hkv, one dtype. The forward kernels that take a
+// query offset (flash_attention_forward, stick_breaking_forward) also accept q (B, H, Tq, D) with
+// Tq <= Tk, the keys' length: query i then sits at position Tk - Tq + i. Plain C++, shared by the CPU kernels
 // and the CUDA ones (which add their own device, dtype and size limits after it).
 #pragma once
 
@@ -10,22 +12,28 @@
 namespace tessera {
 
 struct AttentionDims {
-  int64_t B, H, Hkv, T, D;
+  int64_t B, H, Hkv, T, D;  // T: queries
+  int64_t Tk = 0;           // keys and values; == T unless the kernel takes a query offset
+  int64_t offset() const { return Tk - T; }  // position of query 0
 };
 
 // Throws, naming the kernel and the three shapes (or dtypes), unless q, k and v keep the contract.
+// allow_offset: the kernel takes Tq <= Tk.
 inline AttentionDims check_attention_qkv(const char* kernel, const Tensor& q, const Tensor& k,
-                                         const Tensor& v) {
+                                         const Tensor& v, bool allow_offset = false) {
   TESSERA_CHECK(
       q.dim() == 4 && k.dim() == 4 && k.shape() == v.shape() && q.size(0) == k.size(0) &&
-          k.size(1) > 0 && q.size(1) % k.size(1) == 0 && q.size(2) == k.size(2) &&
+          k.size(1) > 0 && q.size(1) % k.size(1) == 0 &&
+          (allow_offset ? q.size(2) <= k.size(2) : q.size(2) == k.size(2)) &&
           q.size(3) == k.size(3),
-      kernel, ": expected q (B, H, T, D) and k, v (B, Hkv, T, D) with H a multiple of Hkv, got q ",
-      shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
+      kernel, ": expected q (B, H, ", allow_offset ? "Tq" : "T",
+      ", D) and k, v (B, Hkv, T, D) with H a multiple of Hkv", allow_offset ? " and Tq <= T" : "",
+      ", got q ", shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ",
+      shape_str(v.shape()));
   TESSERA_CHECK(k.dtype() == q.dtype() && v.dtype() == q.dtype(), kernel, ": dtypes differ: q ",
                 dtype_name(q.dtype()), ", k ", dtype_name(k.dtype()), ", v ",
                 dtype_name(v.dtype()));
-  return {q.size(0), q.size(1), k.size(1), q.size(2), q.size(3)};
+  return {q.size(0), q.size(1), k.size(1), q.size(2), q.size(3), k.size(2)};
 }
 
 // Throws unless t has this shape and dtype (an output or saved tensor of an attention kernel).

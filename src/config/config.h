@@ -55,7 +55,7 @@ struct ModelConfig {
   std::string position = "learned";  // learned | rope | none
   double rope_theta = 10000.0;
   RopeScalingConfig rope_scaling;
-  std::string attention = "softmax";  // softmax | stick_breaking (Tan et al. 2024)
+  std::string attention = "softmax";  // a name of ops/attention_spec.h's kAttentionKinds
   bool attend_current = false;        // stick_breaking: a token may attend to itself
   std::string sb_remainder = "none";  // stick_breaking: none | current (leftover stick -> own value)
   bool tie_embeddings = true;  // lm head shares the token embedding matrix

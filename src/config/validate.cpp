@@ -3,12 +3,14 @@
 // fix, and each sentence names its keys by their full path and shows the values found.
 #include <algorithm>
 #include <initializer_list>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "config/config.h"
 #include "core/error.h"
+#include "ops/attention_spec.h"
 
 namespace tessera {
 
@@ -93,7 +95,9 @@ void check_model(const ModelConfig& m, Problems& p) {
   p.one_of("model.position", m.position, {"learned", "rope", "none"});
   p.positive("model.rope_theta", m.rope_theta);
   check_rope_scaling(m, p);
-  p.one_of("model.attention", m.attention, {"softmax", "stick_breaking"});
+  if (!ops::find_attention_kind(m.attention))  // the kinds: ops/attention_spec.h
+    p.add("model.attention must be one of ", ops::attention_kind_names(), "; got '", m.attention,
+          "'");
   p.one_of("model.sb_remainder", m.sb_remainder, {"none", "current"});
   if (m.attention != "stick_breaking" && (m.attend_current || m.sb_remainder != "none"))
     p.add("model.attend_current and model.sb_remainder apply to model.attention stick_breaking only "
@@ -130,6 +134,30 @@ void check_data(const Config& c, Problems& p) {
   }
 }
 
+// The attention kernels' limits on train.device, in its precision (train/device.h: bf16 on CUDA,
+// f32 on the CPU), so that a config no kernel runs fails here with the reason rather than at the
+// first forward.
+void check_attention_on_device(const Config& c, Problems& p) {
+  const ModelConfig& m = c.model;
+  const std::optional<ops::AttentionKind> kind = ops::find_attention_kind(m.attention);
+  const bool cuda = c.train.device == "cuda";
+  if (!kind || (!cuda && c.train.device != "cpu") || m.n_head <= 0 || m.n_embd <= 0 ||
+      m.n_embd % m.n_head != 0)
+    return;  // reported by check_model / check_train
+  ops::AttentionSpec s;
+  s.kind = *kind;
+  s.attend_current = m.attend_current;
+  s.sb_remainder = m.sb_remainder == "current";
+  s.s2_attn = c.train.s2_attn;
+  if (s.kind != ops::AttentionKind::StickBreaking && (s.attend_current || s.sb_remainder))
+    return;  // reported by check_model
+  const std::string why = ops::attention_support(s, cuda ? Device::cuda(0) : Device::cpu(),
+                                                 cuda ? DType::BF16 : DType::F32, m.head_dim());
+  if (!why.empty())
+    p.add("model.attention '", m.attention, "' cannot run on train.device ", c.train.device, ": ",
+          why, " (model.n_embd / model.n_head = ", m.n_embd, " / ", m.n_head, ")");
+}
+
 void check_train(const Config& c, Problems& p) {
   const TrainConfig& t = c.train;
   p.positive("train.batch_size", t.batch_size);
@@ -150,6 +178,7 @@ void check_train(const Config& c, Problems& p) {
   p.non_negative("train.seed", t.seed);
   p.one_of("train.device", t.device, {"cpu", "cuda"});
   p.non_negative("train.stop_after", t.stop_after);
+  check_attention_on_device(c, p);
   if (t.s2_attn) {
     // S^2-Attn: groups of T / 4 tokens, half the heads shifted by half a group (LongLoRA).
     if (c.sequence_length() % 8 != 0)

@@ -46,6 +46,15 @@ void reset_peak_memory(Device d) {
   c.stats.peak_bytes = c.stats.current_bytes;
 }
 
+namespace {
+std::atomic<int64_t> h2d_bytes{0}, d2h_bytes{0}, readout_bytes{0};
+}  // namespace
+
+TransferStats transfer_stats() { return {h2d_bytes.load(), d2h_bytes.load(), readout_bytes.load()}; }
+void count_host_to_device(int64_t bytes) { h2d_bytes += bytes; }
+void count_device_to_host(int64_t bytes) { d2h_bytes += bytes; }
+void count_host_readout(int64_t bytes) { readout_bytes += bytes; }
+
 // glibc serves blocks above M_MMAP_THRESHOLD (128 KiB to 32 MiB, adaptive) with a fresh mmap and
 // returns them with munmap, so every activation of a training step would cost page faults on
 // first touch. Keeping them in the heap lets the next step reuse the same pages (configs/tiny.yaml's

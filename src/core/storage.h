@@ -20,6 +20,19 @@ struct MemoryStats {
 MemoryStats memory_stats(Device d);
 void reset_peak_memory(Device d);  // peak := current
 
+// Bytes copied between host and device memory (Tensor::copy_, through which every transfer goes)
+// and bytes read out of tensors into host vectors (Tensor::to_vector), since the process started.
+// Tests take the difference around a code path to show it moves nothing to the host.
+struct TransferStats {
+  int64_t host_to_device_bytes = 0;
+  int64_t device_to_host_bytes = 0;
+  int64_t host_readout_bytes = 0;  // to_vector on any device: a tensor leaving tensor land
+};
+TransferStats transfer_stats();
+void count_host_to_device(int64_t bytes);
+void count_device_to_host(int64_t bytes);
+void count_host_readout(int64_t bytes);
+
 class Storage {
  public:
   Storage(size_t nbytes, Device device);

@@ -105,6 +105,7 @@ void Tensor::copy_(const Tensor& src) {
     cpu::kernels().copy(host, src);
     Tensor dev = is_contiguous() ? *this : Tensor::empty(shape(), options());
     cuda::copy_to_device(dev.data_ptr(), host.data_ptr(), host.nbytes(), dd.index);
+    count_host_to_device(int64_t(host.nbytes()));
     if (!is_contiguous()) TESSERA_KERNEL(*this, copy)(*this, dev);
     return;
   }
@@ -116,6 +117,7 @@ void Tensor::copy_(const Tensor& src) {
     }
     Tensor host = Tensor::empty(shape(), src.dtype());
     cuda::copy_to_host(host.data_ptr(), dev.data_ptr(), dev.nbytes(), sd.index);
+    count_device_to_host(int64_t(dev.nbytes()));
     cpu::kernels().copy(*this, host);
     return;
   }
@@ -156,6 +158,7 @@ std::vector<T> Tensor::to_vector() const {
                 dtype_name(dtype()), " tensor");
   Tensor host = Tensor::empty(shape(), dtype());
   host.copy_(*this);
+  count_host_readout(int64_t(host.nbytes()));
   const T* p = host.data<T>();
   return std::vector<T>(p, p + numel());
 }

@@ -13,14 +13,27 @@ namespace tessera::ops {
 
 namespace detail {
 
-void check_attention_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
+void check_attention_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
+                            bool allow_offset) {
   check_compatible(op, {&q, &k, &v});
   TESSERA_CHECK(
       q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && k.shape() == v.shape() &&
           q.size(0) == k.size(0) && k.size(1) > 0 && q.size(1) % k.size(1) == 0 &&
-          q.size(2) == k.size(2) && q.size(3) == k.size(3),
-      op, ": expected q (B, H, T, D) and k, v (B, Hkv, T, D) with H a multiple of Hkv, got q ",
-      shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
+          (allow_offset ? q.size(2) <= k.size(2) : q.size(2) == k.size(2)) &&
+          q.size(3) == k.size(3),
+      op, ": expected q (B, H, ", allow_offset ? "Tq" : "T",
+      ", D) and k, v (B, Hkv, T, D) with H a multiple of Hkv", allow_offset ? " and Tq <= T" : "",
+      ", got q ", shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ",
+      shape_str(v.shape()));
+}
+
+void check_offset_inference_only(const char* op, const Tensor& q, const Tensor& k,
+                                 const Tensor& v) {
+  if (q.size(2) == k.size(2) || !grad_enabled()) return;
+  TESSERA_CHECK(!q.requires_grad() && !k.requires_grad() && !v.requires_grad(), op,
+                ": queries offset into longer keys (q ", shape_str(q.shape()), ", k ",
+                shape_str(k.shape()),
+                ") are for inference only and have no backward; run under NoGradGuard");
 }
 
 double attention_scale(double scale, int64_t D) {
@@ -53,8 +66,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale
 
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                        int64_t window) {
-  detail::check_attention_inputs("flash_attention", q, k, v);
-  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+  detail::check_attention_inputs("flash_attention", q, k, v, /*allow_offset=*/true);
+  detail::check_offset_inference_only("flash_attention", q, k, v);
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);  // T: queries
   scale = detail::attention_scale(scale, D);
 
   Tensor Q = detail::dense(q), K = detail::dense(k), V = detail::dense(v);

@@ -11,8 +11,9 @@ namespace tessera::ops {
 
 Tensor stick_breaking_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                 const StickBreakingOptions& opt, Tensor* rem) {
-  detail::check_attention_inputs("stick_breaking_attention", q, k, v);
-  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+  detail::check_attention_inputs("stick_breaking_attention", q, k, v, /*allow_offset=*/true);
+  detail::check_offset_inference_only("stick_breaking_attention", q, k, v);
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);  // T: queries
   const double scale = detail::attention_scale(opt.scale, D);
   const bool current = opt.attend_current;
   const bool add_rem = opt.remainder == StickBreakingRemainder::Current;

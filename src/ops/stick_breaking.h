@@ -30,7 +30,8 @@ struct StickBreakingOptions {
 // q (B, H, T, D), k and v (B, Hkv, T, D) with H a multiple of Hkv (query head h reads kv head
 // h / (H / Hkv)). Returns (B, H, T, D). When rem is given it receives rem (B, H, T) in q's dtype;
 // rem is an inspection output without a gradient (the remainder term's own gradient flows through
-// the returned tensor).
+// the returned tensor). q may be (B, H, Tq, D) with Tq < T: queries at positions T - Tq + i
+// (KV-cached decoding; inference only, no backward), and out and rem then have Tq rows.
 Tensor stick_breaking_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                 const StickBreakingOptions& opt = {}, Tensor* rem = nullptr);
 

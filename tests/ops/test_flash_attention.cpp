@@ -154,7 +154,7 @@ TEST(FlashAttention, gradients_equal_materialised_when_split_across_threads) {
 TEST(FlashAttention, shape_mismatch_errors_name_all_shapes) {
   const Shape bad[][3] = {
       {{1, 3, 4, 2}, {1, 2, 4, 2}, {1, 2, 4, 2}},
-      {{1, 2, 4, 2}, {1, 2, 5, 2}, {1, 2, 5, 2}},
+      {{1, 2, 5, 2}, {1, 2, 4, 2}, {1, 2, 4, 2}},  // more queries than keys (fewer: decoding)
       {{1, 2, 4, 2}, {1, 2, 4, 2}, {1, 1, 4, 2}},
   };
   for (const auto& c : bad) {

@@ -283,7 +283,7 @@ TEST(StickBreaking, shape_mismatch_errors_name_all_shapes) {
   };
   const Case cases[] = {
       {{1, 3, 4, 2}, {1, 2, 4, 2}, {1, 2, 4, 2}, "H not a multiple of Hkv"},
-      {{1, 2, 4, 2}, {1, 2, 5, 2}, {1, 2, 5, 2}, "T differs"},
+      {{1, 2, 5, 2}, {1, 2, 4, 2}, {1, 2, 4, 2}, "more queries than keys"},  // fewer: decoding
       {{1, 2, 4, 2}, {1, 2, 4, 3}, {1, 2, 4, 3}, "D differs"},
       {{2, 2, 4, 2}, {1, 2, 4, 2}, {1, 2, 4, 2}, "B differs"},
       {{1, 2, 4, 2}, {1, 2, 4, 2}, {1, 1, 4, 2}, "k and v differ"},

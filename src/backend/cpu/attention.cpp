@@ -19,7 +19,8 @@
 // forward saves lse[i] = m_i + log sum_j exp(S[i, j] - m_i) instead of P, the backward rebuilds
 // P[i, j] = exp(S[i, j] - lse[i]) and replaces rowsum(dP * P) by the equal rowsum(dO * O) (since
 // sum_j P[i, j] dO_i . v_j = dO_i . out_i). They add an optional sliding window: query i attends
-// keys i - window < j <= i when window > 0.
+// keys i - window < j <= i when window > 0. flash_attention_forward also takes Tq < Tk queries
+// (KV-cached decoding): query i sits at position Tk - Tq + i and attends keys up to it.
 //
 // Plain loops with double accumulators for every dot product, softmax max and sum, rowsum and
 // group sum: this file is the ground truth, so it buys exactness rather than speed (no gemm, whose
@@ -38,7 +39,10 @@ namespace tessera::cpu {
 namespace {
 
 using Dims = AttentionDims;
-constexpr auto check_qkv = check_attention_qkv;
+AttentionDims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
+                        bool allow_offset = false) {
+  return check_attention_qkv(kernel, q, k, v, allow_offset);
+}
 
 constexpr auto check_like = check_attention_like;
 
@@ -181,8 +185,9 @@ DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 
 void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
                              const Tensor& k, const Tensor& v, double scale, int64_t window) {
-  const Dims d = check_qkv("flash_attention_forward", q, k, v);
-  const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
+  const Dims d = check_qkv("flash_attention_forward", q, k, v, /*allow_offset=*/true);
+  // T queries at positions off + i over Tk keys (off = 0: self-attention).
+  const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D, Tk = d.Tk, off = d.offset();
   check_like("flash_attention_forward", "out", out, q.shape(), q.dtype());
   check_like("flash_attention_forward", "lse", lse, {B, H, T}, stat_dtype(q.dtype()));
   const int64_t G = H / Hkv;
@@ -196,17 +201,17 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
     F* lp = static_cast<F*>(lse.data_ptr());  // stat dtype == F for f32 and f64
 #pragma omp parallel if (B * H * T * T * D > 65536)
     {
-      std::vector<double> s(size_t(T), 0.0), acc(size_t(D), 0.0);
+      std::vector<double> s(size_t(Tk), 0.0), acc(size_t(D), 0.0);
 #pragma omp for
       for (int64_t bh = 0; bh < B * H; ++bh) {
         const int64_t kvh = (bh / H) * Hkv + (bh % H) / G;
         const F* qh = qp + bh * T * D;
-        const F* kh = kp + kvh * T * D;
-        const F* vh = vp + kvh * T * D;
+        const F* kh = kp + kvh * Tk * D;
+        const F* vh = vp + kvh * Tk * D;
         for (int64_t i = 0; i < T; ++i) {
-          const int64_t j0 = first_key(i, window);
+          const int64_t pos = off + i, j0 = first_key(pos, window);
           double m = -std::numeric_limits<double>::infinity();
-          for (int64_t j = j0; j <= i; ++j) {
+          for (int64_t j = j0; j <= pos; ++j) {
             double dot = 0;
             for (int64_t e = 0; e < D; ++e) dot += double(qh[i * D + e]) * double(kh[j * D + e]);
             s[size_t(j)] = scale * dot;
@@ -214,7 +219,7 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
           }
           double sum = 0;
           std::fill(acc.begin(), acc.end(), 0.0);
-          for (int64_t j = j0; j <= i; ++j) {
+          for (int64_t j = j0; j <= pos; ++j) {
             const double p = std::exp(s[size_t(j)] - m);
             sum += p;
             for (int64_t e = 0; e < D; ++e) acc[size_t(e)] += p * double(vh[j * D + e]);

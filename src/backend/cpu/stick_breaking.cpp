@@ -30,7 +30,8 @@
 // (because sum_i A[i] v_i = out_j - rem_j v_j when add_remainder): the CUDA backward walks the keys
 // from the diagonal down, so it starts from that total (computed from the saved out) and
 // subtracts. Here everything is computed in double from q, k and v, walking up from key 0; out
-// and log_rem are checked but not read. Forward splits over (b, h); backward over (b, kv head) so
+// and log_rem are checked but not read. The forward also takes Tq < Tk queries (KV-cached
+// decoding): query j sits at position Tk - Tq + j, and its own value is v at that position. Forward splits over (b, h); backward over (b, kv head) so
 // one thread owns a kv head's dk and dv.
 #include <algorithm>
 #include <cmath>
@@ -43,7 +44,10 @@ namespace tessera::cpu {
 namespace {
 
 using Dims = AttentionDims;
-constexpr auto check_qkv = check_attention_qkv;
+AttentionDims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
+                        bool allow_offset = false) {
+  return check_attention_qkv(kernel, q, k, v, allow_offset);
+}
 
 constexpr auto check_like = check_attention_like;
 
@@ -72,8 +76,9 @@ double stick_row(const F* qj, const F* kh, int64_t n, int64_t D, double scale,
 void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tensor& rem,
                             const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                             bool attend_current, bool add_remainder) {
-  const Dims d = check_qkv("stick_breaking_forward", q, k, v);
-  const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
+  const Dims d = check_qkv("stick_breaking_forward", q, k, v, /*allow_offset=*/true);
+  // T queries at positions off + j over Tk keys (off = 0: self-attention).
+  const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D, Tk = d.Tk, off = d.offset();
   check_like("stick_breaking_forward", "out", out, q.shape(), q.dtype());
   check_like("stick_breaking_forward", "log_rem", log_rem, {B, H, T}, stat_dtype(q.dtype()));
   if (rem.defined()) check_like("stick_breaking_forward", "rem", rem, {B, H, T}, q.dtype());
@@ -89,20 +94,22 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
     F* rp = rem.defined() ? static_cast<F*>(rem.data_ptr()) : nullptr;
 #pragma omp parallel if (B * H * T * T * D > 65536)
     {
-      std::vector<double> a(size_t(T), 0.0), beta(size_t(T), 0.0), acc(size_t(D), 0.0);
+      std::vector<double> a(size_t(Tk), 0.0), beta(size_t(Tk), 0.0), acc(size_t(D), 0.0);
 #pragma omp for
       for (int64_t bh = 0; bh < B * H; ++bh) {
         const int64_t kvh = (bh / H) * Hkv + (bh % H) / G;
-        const F* kh = kp + kvh * T * D;
-        const F* vh = vp + kvh * T * D;
+        const F* kh = kp + kvh * Tk * D;
+        const F* vh = vp + kvh * Tk * D;
         for (int64_t j = 0; j < T; ++j) {
-          const int64_t n = attend_current ? j + 1 : j;
+          const int64_t pos = off + j;  // the query's position among the keys
+          const int64_t n = attend_current ? pos + 1 : pos;
           const double lr = stick_row(qp + (bh * T + j) * D, kh, n, D, scale, a, beta);
           std::fill(acc.begin(), acc.end(), 0.0);
           for (int64_t i = 0; i < n; ++i)
             for (int64_t e = 0; e < D; ++e) acc[size_t(e)] += a[size_t(i)] * double(vh[i * D + e]);
           if (add_remainder)
-            for (int64_t e = 0; e < D; ++e) acc[size_t(e)] += std::exp(lr) * double(vh[j * D + e]);
+            for (int64_t e = 0; e < D; ++e)
+              acc[size_t(e)] += std::exp(lr) * double(vh[pos * D + e]);
           for (int64_t e = 0; e < D; ++e) op[(bh * T + j) * D + e] = F(acc[size_t(e)]);
           lrp[bh * T + j] = F(lr);
           if (rp) rp[bh * T + j] = F(std::exp(lr));

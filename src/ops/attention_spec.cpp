@@ -1,0 +1,72 @@
+// The attention kinds' names and what each kernel family can run (ops/attention_spec.h). The
+// limits below mirror the kernels' own checks (kernels/attention.cuh, attention_materialised.cu),
+// stated here once so a config is rejected before any tensor exists.
+#include "ops/attention_spec.h"
+
+#include <sstream>
+
+#include "core/error.h"
+
+namespace tessera::ops {
+
+const char* attention_kind_name(AttentionKind kind) {
+  for (const AttentionKindName& k : kAttentionKinds)
+    if (k.kind == kind) return k.name;
+  return "?";
+}
+
+std::optional<AttentionKind> find_attention_kind(const std::string& name) {
+  for (const AttentionKindName& k : kAttentionKinds)
+    if (name == k.name) return k.kind;
+  return std::nullopt;
+}
+
+std::string attention_kind_names() {
+  std::string out;
+  for (const AttentionKindName& k : kAttentionKinds)
+    out += (out.empty() ? "" : ", ") + std::string(k.name);
+  return out;
+}
+
+AttentionKind parse_attention_kind(const std::string& name, const char* key) {
+  const std::optional<AttentionKind> kind = find_attention_kind(name);
+  TESSERA_CHECK(kind.has_value(), key, " must be one of ", attention_kind_names(), "; got '", name,
+                "'");
+  return *kind;
+}
+
+std::string attention_support(const AttentionSpec& spec, Device device, DType dtype,
+                              int64_t head_dim) {
+  std::ostringstream why;
+  if (spec.kind != AttentionKind::Softmax && spec.window > 0) {
+    why << "a sliding window (" << spec.window << ") applies to softmax attention only, not "
+        << attention_kind_name(spec.kind);
+    return why.str();
+  }
+  if (spec.kind != AttentionKind::StickBreaking && (spec.attend_current || spec.sb_remainder))
+    return "attend_current and sb_remainder apply to stick_breaking attention only";
+  if (head_dim <= 0) return "the head dimension must be positive";
+  if (device.is_cpu()) return "";  // the CPU reference kernels take any head dimension
+  if (dtype != DType::BF16 && dtype != DType::F32) {
+    why << "CUDA attention kernels take bf16 or f32, not " << dtype_name(dtype);
+    return why.str();
+  }
+  // The fused kernels: bf16 runs on tensor-core tiles sized for head dims 64 and 128; f32 runs one
+  // warp per row with up to 4 values per lane (head dim <= 128).
+  const bool fused_ok =
+      dtype == DType::BF16 ? (head_dim == 64 || head_dim == 128) : head_dim <= 128;
+  const char* limit = dtype == DType::BF16 ? "head dim 64 or 128 in bf16" : "head dim <= 128 in f32";
+  if (spec.kind == AttentionKind::StickBreaking && !fused_ok) {
+    why << "CUDA stick-breaking attention needs " << limit << ", got head dim " << head_dim;
+    return why.str();
+  }
+  if (spec.kind == AttentionKind::Softmax && spec.window > 0 && !fused_ok) {
+    why << "CUDA sliding-window attention (flash kernel) needs " << limit << ", got head dim "
+        << head_dim;
+    return why.str();
+  }
+  // Softmax without a window falls back to the materialised CUDA kernel for other head dims.
+  return "";
+}
+
+}  // namespace tessera::ops

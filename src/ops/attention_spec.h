@@ -1,0 +1,56 @@
+// What a causal attention computes, independent of where it runs: the one description that config
+// parsing, validation, YAML writing, the model and ops::causal_attention (ops/causal_attention.h)
+// share.
+//
+//   AttentionSpec s;
+//   s.kind = parse_attention_kind("stick_breaking");      // the names of kAttentionKinds
+//   s.attend_current = true;
+//   std::string why = attention_support(s, Device::cuda(0), DType::BF16, 32);  // "" when it runs
+//
+// A new attention variant adds its kind (and options) here and its kernel choice in
+// ops/causal_attention.cpp; nothing else names the kinds.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "core/dtype.h"
+
+namespace tessera::ops {
+
+enum class AttentionKind { Softmax, StickBreaking };
+
+// Every kind with its config name (model.attention), in the order messages list them.
+struct AttentionKindName {
+  AttentionKind kind;
+  const char* name;
+};
+inline constexpr AttentionKindName kAttentionKinds[] = {
+    {AttentionKind::Softmax, "softmax"},
+    {AttentionKind::StickBreaking, "stick_breaking"},  // Tan et al. 2024, arXiv:2410.17980
+};
+
+const char* attention_kind_name(AttentionKind kind);
+std::optional<AttentionKind> find_attention_kind(const std::string& name);  // nullopt if unknown
+// The kind called name; an unknown name throws, naming `key` and the allowed names.
+AttentionKind parse_attention_kind(const std::string& name, const char* key = "model.attention");
+std::string attention_kind_names();  // "softmax, stick_breaking": for error messages
+
+struct AttentionSpec {
+  AttentionKind kind = AttentionKind::Softmax;
+  bool attend_current = false;  // stick-breaking: query j attends keys i <= j instead of i < j
+  bool sb_remainder = false;    // stick-breaking: out_j += rem_j v_j (the paper's correction)
+  int64_t window = 0;           // softmax: > 0 attends only the last `window` keys (itself included)
+  bool s2_attn = false;  // training forwards use S^2-Attn (LongLoRA), groups of T / 4; inference
+                         // attends fully
+  double scale = 0.0;    // <= 0: 1 / sqrt(head_dim)
+};
+
+// Why this attention cannot run with these tensors, or "" when it can: the kernels' own limits
+// (the CUDA tensor-core kernels take bf16 head dims 64 and 128 only; stick-breaking has no sliding
+// window). Config validation asks it before a model is built; causal_attention asks it again.
+std::string attention_support(const AttentionSpec& spec, Device device, DType dtype,
+                              int64_t head_dim);
+
+}  // namespace tessera::ops

@@ -1,0 +1,43 @@
+// causal_attention: the kernel choice for every attention kind (ops/causal_attention.h). A new
+// attention variant adds its kind to ops/attention_spec.h and its branch here.
+#include "ops/causal_attention.h"
+
+#include "ops/attention.h"
+#include "ops/sparse_attention.h"
+#include "ops/stick_breaking.h"
+
+namespace tessera::ops {
+
+Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                        const AttentionSpec& spec, bool training) {
+  detail::check_attention_inputs("causal_attention", q, k, v, /*allow_offset=*/true);
+  const std::string why = attention_support(spec, q.device(), q.dtype(), q.size(3));
+  TESSERA_CHECK(why.empty(), "causal_attention: ", why, " (q ", q.str(), ")");
+  const bool offset = q.size(2) != k.size(2);
+
+  const AttentionFn full = [&spec](const Tensor& q, const Tensor& k, const Tensor& v) {
+    const bool decoding = q.size(2) != k.size(2);
+    if (spec.kind == AttentionKind::StickBreaking) {
+      StickBreakingOptions o;
+      o.attend_current = spec.attend_current;
+      o.remainder = spec.sb_remainder ? StickBreakingRemainder::Current : StickBreakingRemainder::None;
+      o.scale = spec.scale;
+      return stick_breaking_attention(q, k, v, o);
+    }
+    // On the GPU the fused flash kernel for head dims 64 and 128 (its tensor-core tiles), else the
+    // materialised CUDA kernel; on the CPU the materialised reference, faster there than the flash
+    // reference's double loops. A window or a query offset needs the flash kernels, which take
+    // both on every device (the offset through their one-warp-per-query-row path).
+    const int64_t D = q.size(3);
+    const bool flash =
+        decoding || spec.window > 0 || (!q.device().is_cpu() && (D == 64 || D == 128));
+    return flash ? flash_attention(q, k, v, spec.scale, spec.window)
+                 : attention(q, k, v, spec.scale);
+  };
+  // S^2-Attn is a training-time approximation (LongLoRA); evaluation and decoding attend fully.
+  if (spec.s2_attn && training && !offset)
+    return shifted_sparse_attention(q, k, v, q.size(2) / 4, full);
+  return full(q, k, v);
+}
+
+}  // namespace tessera::ops

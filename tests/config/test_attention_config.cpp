@@ -1,0 +1,47 @@
+// Attention choices are validated with the rest of the config, on the device the run will use:
+// a combination no kernel runs fails at validation with the kernel's reason, not at the first
+// forward (ops/attention_spec.h's attention_support).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "config/config.h"
+#include "test_util.h"
+
+using namespace tessera;
+using tessera::testing::error_of;
+namespace fs = std::filesystem;
+
+namespace {
+fs::path configs_dir() {
+  return fs::path(__FILE__).parent_path().parent_path().parent_path() / "configs";
+}
+}  // namespace
+
+TEST(AttentionConfig, sb_small_on_cuda_is_rejected_at_validation_with_the_reason) {
+  const std::string path = (configs_dir() / "sb-small.yaml").string();
+  EXPECT_NO_THROW(load_config(path));  // the CPU run it was written for
+  const std::string e = error_of([&] { load_config(path, {"train.device=cuda"}); });
+  EXPECT_NE(e.find("model.attention 'stick_breaking' cannot run on train.device cuda: CUDA "
+                   "stick-breaking attention needs head dim 64 or 128 in bf16, got head dim 32 "
+                   "(model.n_embd / model.n_head = 128 / 4)"),
+            std::string::npos)
+      << e;
+  // Head dim 64 runs there.
+  EXPECT_NO_THROW(load_config(path, {"train.device=cuda", "model.n_head=2"}));
+}
+
+TEST(AttentionConfig, softmax_on_cuda_takes_any_head_dim) {
+  // Other head dims than 64 and 128 run on the materialised CUDA kernel.
+  EXPECT_NO_THROW(load_config((configs_dir() / "rope-small.yaml").string(), {"train.device=cuda"}));
+}
+
+TEST(AttentionConfig, unknown_kind_lists_the_kinds_of_the_one_list) {
+  const std::string e = error_of([&] {
+    load_config((configs_dir() / "sb-small.yaml").string(), {"model.attention=linear"});
+  });
+  EXPECT_NE(e.find("model.attention must be one of softmax, stick_breaking; got 'linear'"),
+            std::string::npos)
+      << e;
+}

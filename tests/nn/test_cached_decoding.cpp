@@ -1,0 +1,169 @@
+// KV-cached decoding (GPT::forward_cached) runs the same attention kernels as the full forward,
+// with a query offset, on the cache's device: for every attention variant the logits of a prefill
+// followed by one token at a time equal the full forward's, and a decoding step reads nothing out
+// of tensor storage into host memory (core/storage.h's transfer counters).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "autograd/autograd.h"
+#include "core/storage.h"
+#include "nn/gpt.h"
+#include "ops/ops.h"
+#include "test_util.h"
+
+using namespace tessera;
+using nn::GPT;
+using nn::GPTConfig;
+
+namespace {
+
+struct Variant {
+  std::string name;
+  GPTConfig cfg;
+};
+
+GPTConfig base() {
+  GPTConfig c;
+  c.n_layer = 2, c.n_head = 4, c.n_embd = 32, c.block_size = 16, c.vocab_size = 23;
+  return c;
+}
+
+std::vector<Variant> variants() {
+  std::vector<Variant> out;
+  out.push_back({"softmax_gpt2", base()});
+  GPTConfig llama = base();  // RoPE, RMSNorm, SwiGLU, grouped-query attention (2 kv heads)
+  llama.norm = nn::NormKind::RMSNorm, llama.mlp = nn::MlpKind::SwiGLU;
+  llama.position = nn::PositionKind::RoPE, llama.n_kv_head = 2;
+  llama.tie_embeddings = false, llama.bias = false;
+  out.push_back({"softmax_rope_gqa", llama});
+  for (bool current : {false, true})
+    for (bool rem : {false, true}) {
+      GPTConfig c = base();
+      c.position = nn::PositionKind::None;
+      c.attention = nn::AttentionKind::StickBreaking;
+      c.attend_current = current, c.sb_remainder = rem;
+      out.push_back({std::string("stick_breaking") + (current ? "_current" : "") +
+                         (rem ? "_remainder" : ""),
+                     c});
+    }
+  GPTConfig sb_gqa = out.back().cfg;  // stick-breaking with 1 kv head (multi-query)
+  sb_gqa.n_kv_head = 1;
+  out.push_back({"stick_breaking_mqa", sb_gqa});
+  GPTConfig s2 = llama;  // S^2-Attn acts on training forwards only: decoding attends fully
+  s2.s2_attn = true;
+  out.push_back({"softmax_s2_attn", s2});
+  return out;
+}
+
+// The model with weights of std 0.3 instead of the 0.02 init, so attention is peaked and the
+// logits are O(1): a wrong mask or offset then moves them by far more than the tolerance.
+GPT sharp_model(const GPTConfig& cfg, uint64_t seed) {
+  Generator g(seed);
+  GPT m(cfg, g);
+  std::vector<Tensor> p;
+  for (const auto& [name, t] : m.parameters()) p.push_back(ops::scale(randn(t.shape(), g), 0.3));
+  m.replace_parameters(p);
+  return m;
+}
+
+Tensor tokens(int64_t B, int64_t T, int64_t V, uint64_t seed) {
+  std::vector<int32_t> ids(size_t(B * T));
+  uint64_t x = seed;
+  for (int32_t& id : ids) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;  // an LCG: fixed, portable ids
+    id = int32_t((x >> 33) % uint64_t(V));
+  }
+  return from_vector<int32_t>(ids, {B, T});
+}
+
+double max_abs(const Tensor& t) {
+  double m = 0;
+  for (double v : tessera::testing::values(t)) m = std::max(m, std::abs(v));
+  return m;
+}
+
+// Tolerance for f32 on the CPU: both paths accumulate attention in double, but the full forward's
+// Linears are one (B T, C) GEMM while decoding runs (B, C) ones, whose f32 sums go in other orders:
+// a few ulps (~1e-7 relative) per op, ~1e-6 of the O(1) logits through two blocks (measured:
+// at most 7.3e-7 over the variants). 1e-5 leaves an order of margin and is far below what a wrong
+// mask or position does (the sensitivity check in the test: a changed earlier token moves the
+// logits by more than 1e-3).
+constexpr double kTol = 1e-5;
+
+}  // namespace
+
+TEST(CachedDecoding, prefill_then_single_tokens_equals_the_full_forward_for_every_variant) {
+  const int64_t B = 2, T = 11, prefill = 4;
+  for (const Variant& v : variants()) {
+    SCOPED_TRACE(v.name);
+    NoGradGuard no_grad;
+    GPT m = sharp_model(v.cfg, 5);
+    const Tensor x = tokens(B, T, v.cfg.vocab_size, 9);
+    const Tensor full = m.forward(x, false);  // (B, T, V)
+    ASSERT_GT(max_abs(full), 0.5) << "logits too small for the tolerance to mean anything";
+
+    nn::KVCache cache = m.make_cache(B, v.cfg.block_size);
+    std::vector<Tensor> steps{m.forward_cached(x.narrow(1, 0, prefill), cache)};
+    for (int64_t t = prefill; t < T; ++t) steps.push_back(m.forward_cached(x.narrow(1, t, 1), cache));
+    EXPECT_EQ(cache.length, T);
+    const Tensor got = ops::concat(steps, 1);
+    ASSERT_EQ(got.shape(), full.shape());
+    EXPECT_LT(max_abs(ops::sub(got, full)), kTol);
+
+    // The tolerance discriminates: changing the previous token changes the last position's
+    // logits by far more.
+    std::vector<int32_t> ids = x.to_vector<int32_t>();
+    ids[size_t(T - 2)] = (ids[size_t(T - 2)] + 1) % int32_t(v.cfg.vocab_size);
+    const Tensor x2 = from_vector<int32_t>(ids, {B, T});
+    const Tensor moved = ops::sub(m.forward(x2, false).narrow(1, T - 1, 1), full.narrow(1, T - 1, 1));
+    EXPECT_GT(max_abs(moved), 100 * kTol);
+  }
+}
+
+// The bytes a decoding step may read out: the token (and, with learned positions, position) ids
+// that ops::embedding validates on the host, 4 bytes each. One layer of the cache is
+// 2 * B * Hkv * capacity * hd * 4 bytes, >= 1024 here.
+int64_t id_bytes(const GPTConfig& c, int64_t B, int64_t Tn) {
+  return (c.position == nn::PositionKind::Learned ? 2 : 1) * B * Tn * int64_t(sizeof(int32_t));
+}
+
+TEST(CachedDecoding, a_decoding_step_reads_only_the_token_ids_out_to_host_memory) {
+  // The replaced implementation converted the whole cache to host doubles (to_vector) every
+  // token; the counters would see its bytes.
+  for (const Variant& v : variants()) {
+    SCOPED_TRACE(v.name);
+    NoGradGuard no_grad;
+    GPT m = sharp_model(v.cfg, 6);
+    const Tensor x = tokens(1, 6, v.cfg.vocab_size, 3);
+    nn::KVCache cache = m.make_cache(1, v.cfg.block_size);
+    m.forward_cached(x.narrow(1, 0, 5), cache);
+    const Tensor next = x.narrow(1, 5, 1).contiguous();
+    const TransferStats before = transfer_stats();
+    const Tensor logits = m.forward_cached(next, cache);
+    const TransferStats after = transfer_stats();
+    EXPECT_EQ(after.host_readout_bytes - before.host_readout_bytes, id_bytes(v.cfg, 1, 1));
+    EXPECT_EQ(after.device_to_host_bytes, before.device_to_host_bytes);  // a CPU run: none
+    EXPECT_EQ(logits.shape(), (Shape{1, 1, v.cfg.vocab_size}));
+  }
+}
+
+TEST(CachedDecoding, the_transfer_counter_sees_a_readout) {
+  // The counter the test above relies on does count: reading one cache layer out counts its bytes.
+  GPT m = sharp_model(base(), 7);
+  nn::KVCache cache = m.make_cache(1, 8);
+  const TransferStats before = transfer_stats();
+  (void)cache.k[0].to_vector<float>();
+  EXPECT_EQ(transfer_stats().host_readout_bytes - before.host_readout_bytes,
+            int64_t(cache.k[0].numel() * sizeof(float)));
+}
+
+TEST(CachedDecoding, overflowing_the_cache_names_both_lengths) {
+  GPT m = sharp_model(base(), 8);
+  nn::KVCache cache = m.make_cache(1, 4);
+  const std::string e = tessera::testing::error_of([&] { m.forward_cached(tokens(1, 5, 23, 1), cache); });
+  EXPECT_NE(e.find("5 positions exceed the cache capacity 4"), std::string::npos) << e;
+}
