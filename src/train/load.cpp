@@ -2,6 +2,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "peft/adapter.h"
+#include "train/hf_dir.h"
 #include "train/trainer.h"
 
 namespace tessera::train {
@@ -26,12 +27,32 @@ LoadedModel load_model(const std::string& checkpoint, const std::string& base) {
   auto recorded = ck.adapter.find("base_checkpoint");
   TESSERA_CHECK(!base.empty() || recorded != ck.adapter.end(), "LoRA checkpoint ", m.path,
                 " names no base checkpoint: pass one");
-  m.base_path = resolve_checkpoint(base.empty() ? recorded->second : base);
-  load_model_into(m.base_path, m.model->parameters());
+  const std::string base_source = base.empty() ? recorded->second : base;
+  if (is_hf_source(base_source)) {
+    m.base_path = base_source;
+    load_hf_into(base_source, m.config.model, m.model->parameters());
+  } else {
+    m.base_path = resolve_checkpoint(base_source);
+    load_model_into(m.base_path, m.model->parameters());
+  }
   peft::check_base(ck.adapter, m.path, m.base_path, peft::fingerprint(m.model->parameters()));
   m.lora = std::make_unique<peft::Lora>(*m.model, lora_options(m.config.lora), init);
   load_model_into(m.path, m.lora->parameters());
   return m;
+}
+
+bool is_hf_source(const std::string& path) { return path.rfind("hf:", 0) == 0; }
+
+void load_hf_into(const std::string& source, const ModelConfig& model,
+                  const std::vector<std::pair<std::string, Tensor>>& params) {
+  TESSERA_CHECK(is_hf_source(source), source, " does not start with hf:");
+  HFModel hf = import_hf(source.substr(3));
+  const std::string diff = model_difference(hf.config.model, model);
+  TESSERA_CHECK(diff.empty(), source, ": config.json describes another model than the config's (",
+                diff, ", config.json first)");
+  CheckpointData ck;
+  ck.model = std::move(hf.params);
+  load_model_into(ck, source, params);
 }
 
 void add_model_options(cxxopts::Options& options, const std::string& flag) {

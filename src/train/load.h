@@ -30,6 +30,15 @@ struct LoadedModel {
 
 LoadedModel load_model(const std::string& checkpoint, const std::string& base = "");
 
+// checkpoint.init "hf:DIR" (and a LoRA checkpoint's recorded base of that form): a Hugging Face
+// directory (train/hf_dir.h) instead of a tessera checkpoint.
+bool is_hf_source(const std::string& path);  // starts with "hf:"
+// Copies the weights of the HF directory named by source ("hf:DIR") into params in place, as
+// load_model_into does for a checkpoint. Its config.json must describe the model of `model`, else
+// an error names the first differing key; dropout may differ.
+void load_hf_into(const std::string& source, const ModelConfig& model,
+                  const std::vector<std::pair<std::string, Tensor>>& params);
+
 // The flags of the binaries that load a model (eval, generate, merge): --<flag> (required) names
 // the checkpoint, --base the base of a LoRA one; load_model(args, flag) reads them.
 void add_model_options(cxxopts::Options& options, const std::string& flag = "checkpoint");

@@ -1,0 +1,79 @@
+// build/export --checkpoint CKPT --output DIR [--base BASE] [--reference-logits FILE]
+// Writes a Hugging Face model directory (config.json, model.safetensors, generation_config.json,
+// and the GPT-2 tokenizer's vocab.json + merges.txt when the model uses it) that transformers'
+// from_pretrained loads; train/hf_dir.h says what maps to what and what is refused. A LoRA
+// checkpoint exports with its adapters merged into the base (as build/merge would).
+// --reference-logits FILE also writes, outside DIR, a safetensors file holding fixed input tokens
+// ("tokens", (2, T) i32) and tessera's logits for them ("logits", (2, T, V) f32), which
+// scripts/hf_logits.py compares against an independent PyTorch model loaded from DIR.
+#include <algorithm>
+#include <cstdio>
+#include <cxxopts.hpp>
+#include <iostream>
+
+#include "autograd/autograd.h"
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/safetensors.h"
+#include "config/cli.h"
+#include "nn/hf_names.h"
+#include "train/hf_dir.h"
+#include "train/load.h"
+#include "train/trainer.h"
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  try {
+    cxxopts::Options options("export", "Write a checkpoint as a Hugging Face model directory");
+    options.add_options()
+        ("output", "the directory to write (must not exist, or be empty)",
+         cxxopts::value<std::string>())
+        ("reference-logits", "also write tessera's logits for fixed tokens to this file",
+         cxxopts::value<std::string>()->default_value(""))
+        ("h,help", "show this help");
+    train::add_model_options(options);
+    cxxopts::ParseResult args;
+    if (!parse_flags_or_help(options, argc, argv, args)) return 0;
+    TESSERA_CHECK(args.count("output"), "command line: --output is required");
+    const std::string dir = args["output"].as<std::string>();
+    train::LoadedModel m = train::load_model(args);
+
+    Config cfg = m.config;
+    // Refused architectures fail here, before the weights are touched or anything written.
+    const std::string why = train::hf_unsupported(cfg);
+    TESSERA_CHECK(why.empty(), "this model has no Hugging Face counterpart: ", why,
+                  " (nothing was written)");
+    const nn::GPT* model = m.model.get();
+    std::unique_ptr<nn::GPT> merged;
+    if (m.lora) {
+      cfg.lora = LoraConfig{};
+      Generator init(0);
+      merged = std::make_unique<nn::GPT>(train::model_config(cfg.model, cfg.train), init);
+      m.lora->merge_into(*merged);
+      model = merged.get();
+    }
+    // A full checkpoint's tensors as stored (a bf16 one stays bf16, byte for byte); load_model's
+    // copies are f32. A merged LoRA model is what merge_into computed.
+    const auto params = m.lora ? model->parameters() : load_checkpoint(m.path).model;
+    train::export_hf(cfg, params, dir);
+    std::printf("exported %s (%s, %ld parameters) -> %s\n", m.path.c_str(),
+                nn::hf_arch(model->config()).architecture, long(model->num_parameters()),
+                dir.c_str());
+    for (const std::string& n : train::hf_export_notes(cfg)) std::printf("note: %s\n", n.c_str());
+
+    const std::string ref = args["reference-logits"].as<std::string>();
+    if (!ref.empty()) {
+      NoGradGuard no_grad;
+      const int64_t T = std::min<int64_t>(cfg.model.block_size, 16), V = cfg.model.vocab_size;
+      std::vector<int32_t> ids(size_t(2 * T));
+      for (int64_t i = 0; i < 2 * T; ++i) ids[size_t(i)] = int32_t((i * 7919 + 13) % V);
+      Tensor tokens = from_vector<int32_t>(ids, {2, T});
+      Tensor logits = model->forward(tokens, false).to(DType::F32);
+      write_safetensors(ref, {{"tokens", tokens}, {"logits", logits}});
+      std::printf("reference logits for (2, %ld) tokens -> %s\n", long(T), ref.c_str());
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "export: " << e.what() << std::endl;
+    return 1;
+  }
+}

@@ -1,0 +1,67 @@
+// build/import DIR --output CKPT_DIR
+// Reads a Hugging Face model directory (config.json + model.safetensors, GPT-2 or Llama; see
+// train/hf_dir.h) and writes a tessera checkpoint, <CKPT_DIR>/step_00000000.h5 plus latest, with
+// the model's weights and a config built from config.json (other sections at their defaults).
+// GPT-2 tokenizer files (vocab.json, merges.txt) are copied to <CKPT_DIR>/tokenizer under
+// tessera's names (encoder.json, vocab.bpe) and data.tokenizer_dir points there. The result works
+// with eval, generate and --init like any checkpoint; `train --init hf:DIR` reads DIR directly.
+#include <cstdio>
+#include <cxxopts.hpp>
+#include <filesystem>
+#include <iostream>
+
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/retention.h"
+#include "config/cli.h"
+#include "train/hf_dir.h"
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  namespace fs = std::filesystem;
+  try {
+    cxxopts::Options options("import", "Read a Hugging Face model directory into a checkpoint");
+    options.add_options()
+        ("dir", "the Hugging Face directory", cxxopts::value<std::string>())
+        ("output", "directory for the checkpoint", cxxopts::value<std::string>())
+        ("h,help", "show this help");
+    options.parse_positional({"dir"});
+    options.positional_help("DIR");
+    cxxopts::ParseResult args;
+    if (!parse_flags_or_help(options, argc, argv, args)) return 0;
+    TESSERA_CHECK(args.count("dir"), "command line: the Hugging Face directory is required");
+    TESSERA_CHECK(args.count("output"), "command line: --output is required");
+    const std::string src = args["dir"].as<std::string>();
+    const fs::path out(args["output"].as<std::string>());
+
+    train::HFModel hf = train::import_hf(src);
+    Config& cfg = hf.config;
+    const fs::path file = out / checkpoint_name(0);
+    TESSERA_CHECK(!fs::exists(file), "import: ", file.string(),
+                  " exists; choose another --output (nothing was written)");
+    fs::create_directories(out);
+    if (hf.gpt2_tokenizer_files) {
+      const fs::path tok = out / "tokenizer";
+      fs::create_directories(tok);
+      fs::copy_file(fs::path(src) / "vocab.json", tok / "encoder.json",
+                    fs::copy_options::overwrite_existing);
+      fs::copy_file(fs::path(src) / "merges.txt", tok / "vocab.bpe",
+                    fs::copy_options::overwrite_existing);
+      cfg.data.tokenizer_dir = tok.string();
+    }
+    cfg.validate();
+    CheckpointData ck;
+    ck.model = hf.params;
+    ck.trainer_ints = {{"step", 0}};
+    ck.config_yaml = to_yaml(cfg);
+    save_checkpoint(file.string(), ck);
+    write_latest(out.string(), checkpoint_name(0));
+    std::printf("imported %s (%s, %zu tensors) -> %s\n", src.c_str(),
+                cfg.model.norm == "rmsnorm" ? "LlamaForCausalLM" : "GPT2LMHeadModel", hf.params.size(),
+                file.string().c_str());
+    for (const std::string& n : hf.notes) std::printf("note: %s\n", n.c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "import: " << e.what() << std::endl;
+    return 1;
+  }
+}

@@ -1,0 +1,58 @@
+// A small strict JSON reader and the string escaping a writer needs: enough for safetensors headers
+// and Hugging Face's config.json (RFC 8259; no comments, no trailing commas, no NaN).
+//
+//   Json j = parse_json(text, "model.safetensors header");   // errors name `what` and the offset
+//   j.at("dtype").str();  j.at("shape").items();  j.get("__metadata__");  // null when absent
+//   "\"" + json_escape(name) + "\""                          // a string for a JSON text
+//
+// Objects keep their keys in file order and may not repeat one (an error naming it). Numbers keep
+// their text: as_int() accepts only integers that fit int64 exactly, as_double() any number.
+// Nesting deeper than 64 levels is an error, so hostile input cannot exhaust the stack.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace tessera {
+
+class Json {
+ public:
+  enum class Kind { Null, Bool, Number, String, Array, Object };
+
+  Kind kind() const { return kind_; }
+  bool is(Kind k) const { return kind_ == k; }
+  const char* kind_name() const;  // "null", "a boolean", "a number", ...
+
+  // Accessors: a wrong kind is an error naming `key_for_errors` (the caller's path to the value).
+  bool boolean(const std::string& key_for_errors = "value") const;
+  int64_t as_int(const std::string& key_for_errors = "value") const;
+  double as_double(const std::string& key_for_errors = "value") const;
+  const std::string& str(const std::string& key_for_errors = "value") const;
+  const std::vector<Json>& items(const std::string& key_for_errors = "value") const;  // array
+  const std::vector<std::pair<std::string, Json>>& members(
+      const std::string& key_for_errors = "value") const;  // object, in file order
+
+  // Object lookups: get() is null when absent (or when this is not an object); at() is an error
+  // naming the key.
+  const Json* get(const std::string& key) const;
+  const Json& at(const std::string& key) const;
+
+ private:
+  friend class JsonParser;
+  Kind kind_ = Kind::Null;
+  bool bool_ = false;
+  std::string text_;  // a string's value, or a number's text
+  std::vector<Json> items_;
+  std::vector<std::pair<std::string, Json>> members_;
+};
+
+// Parses one JSON value filling all of text (whitespace around it allowed). `what` names the
+// source in errors: "<what>: JSON error at byte <n>: <reason>".
+Json parse_json(const std::string& text, const std::string& what);
+
+// s with '"', '\\' and control characters escaped (\n, \t, \u00XX ...); UTF-8 passes through.
+std::string json_escape(const std::string& s);
+
+}  // namespace tessera

@@ -1,0 +1,476 @@
+// Hugging Face directories: export and import (hf_dir.h). Field names and defaults are those of
+// transformers' GPT2Config and LlamaConfig (configuration_gpt2.py, configuration_llama.py).
+#include "train/hf_dir.h"
+
+#include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include "checkpoint/json.h"
+#include "checkpoint/safetensors.h"
+#include "config/schema.h"
+#include "nn/hf_names.h"
+#include "train/trainer.h"
+
+namespace fs = std::filesystem;
+
+namespace tessera::train {
+
+namespace {
+
+// ---- writing JSON: an ordered object of already-encoded values ----
+
+std::string num(double v) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest text that reads back exactly
+  std::string s(buf, r.ptr);
+  // JSON has no bare "inf"/"nan"; configs never hold them (validated), but stay well-formed.
+  if (s.find_first_of("in") != std::string::npos) return "null";
+  return s;
+}
+std::string num(int64_t v) { return std::to_string(v); }
+std::string boolean(bool v) { return v ? "true" : "false"; }
+std::string str(const std::string& s) { return "\"" + json_escape(s) + "\""; }
+
+struct JsonObject {
+  std::vector<std::pair<std::string, std::string>> fields;
+  JsonObject& set(const std::string& k, const std::string& encoded) {
+    fields.emplace_back(k, encoded);
+    return *this;
+  }
+  std::string text(int indent = 2) const {
+    const std::string pad(size_t(indent), ' '), close(size_t(indent - 2), ' ');
+    std::string out = "{\n";
+    for (size_t i = 0; i < fields.size(); ++i)
+      out += pad + str(fields[i].first) + ": " + fields[i].second +
+             (i + 1 < fields.size() ? ",\n" : "\n");
+    return out + close + "}";
+  }
+};
+
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  TESSERA_CHECK(f, p.string(), ": cannot open");
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+void write_text(const fs::path& p, const std::string& text) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f << text;
+  f.flush();
+  TESSERA_CHECK(f, p.string(), ": write failed");
+}
+
+const char* torch_dtype(DType t) { return t == DType::BF16 ? "bfloat16" : "float32"; }
+
+// The end-of-text id of the tokenizer the model was trained with (tokenizer.h), when it fits.
+int64_t eot_id(const Config& cfg) {
+  const int64_t id = cfg.data.tokenizer == "gpt2" ? 50256 : 256;
+  return id < cfg.model.vocab_size ? id : -1;
+}
+
+// HF's rope_scaling dict for the model's (transformers' modeling_rope_utils: "rope_type" and the
+// fields each type reads); "null" for plain RoPE.
+std::string rope_scaling_json(const ModelConfig& m) {
+  const RopeScalingConfig& r = m.rope_scaling;
+  if (m.position != "rope" || r.type == "none") return "null";
+  const int64_t L0 = r.original_max_position > 0 ? r.original_max_position : m.block_size;
+  JsonObject o;
+  o.set("rope_type", str(r.type)).set("factor", num(r.factor));
+  if (r.type == "yarn") {
+    o.set("original_max_position_embeddings", num(L0));
+    o.set("beta_fast", num(r.beta_fast)).set("beta_slow", num(r.beta_slow));
+    if (r.attention_factor > 0) o.set("attention_factor", num(r.attention_factor));
+  } else if (r.type == "llama3") {
+    o.set("original_max_position_embeddings", num(L0));
+    o.set("low_freq_factor", num(r.low_freq_factor)).set("high_freq_factor", num(r.high_freq_factor));
+  }
+  return o.text(4);
+}
+
+std::string config_json(const Config& cfg, DType dtype) {
+  const ModelConfig& m = cfg.model;
+  const nn::HFArch& arch = nn::hf_arch(model_config(m, cfg.train));
+  JsonObject o;
+  o.set("architectures", "[" + str(arch.architecture) + "]").set("model_type", str(arch.model_type));
+  o.set("vocab_size", num(m.vocab_size));
+  if (std::string(arch.model_type) == "gpt2") {
+    o.set("n_positions", num(m.block_size)).set("n_ctx", num(m.block_size));
+    o.set("n_embd", num(m.n_embd)).set("n_layer", num(m.n_layer)).set("n_head", num(m.n_head));
+    o.set("n_inner", num(m.hidden()));
+    // tessera's GELU is the tanh form (backend/cpu/activation.cpp), HF's "gelu_new".
+    o.set("activation_function", str("gelu_new"));
+    o.set("layer_norm_epsilon", num(m.norm_eps));
+    // tessera drops out after the embeddings and after each residual branch's projection: GPT-2's
+    // embd_pdrop and resid_pdrop; it has no dropout on attention probabilities.
+    o.set("resid_pdrop", num(m.dropout)).set("embd_pdrop", num(m.dropout));
+    o.set("attn_pdrop", num(0.0));
+    o.set("scale_attn_weights", boolean(true)).set("scale_attn_by_inverse_layer_idx", boolean(false));
+    o.set("reorder_and_upcast_attn", boolean(false));
+  } else {
+    o.set("hidden_size", num(m.n_embd)).set("intermediate_size", num(m.hidden()));
+    o.set("num_hidden_layers", num(m.n_layer)).set("num_attention_heads", num(m.n_head));
+    o.set("num_key_value_heads", num(m.kv_heads())).set("head_dim", num(m.head_dim()));
+    o.set("hidden_act", str("silu")).set("rms_norm_eps", num(m.norm_eps));
+    o.set("rope_theta", num(m.rope_theta)).set("rope_scaling", rope_scaling_json(m));
+    o.set("max_position_embeddings", num(m.block_size));
+    o.set("attention_bias", boolean(m.bias)).set("mlp_bias", boolean(m.bias));
+    o.set("attention_dropout", num(0.0)).set("pretraining_tp", num(int64_t(1)));
+  }
+  o.set("tie_word_embeddings", boolean(m.tie_embeddings));
+  o.set("initializer_range", num(0.02)).set("use_cache", boolean(true));
+  if (const int64_t eot = eot_id(cfg); eot >= 0)
+    o.set("bos_token_id", num(eot)).set("eos_token_id", num(eot));
+  o.set("torch_dtype", str(torch_dtype(dtype)));
+  o.set("tessera_tokenizer", str(cfg.data.tokenizer));
+  std::string notes = "[";
+  for (const std::string& n : hf_export_notes(cfg)) notes += (notes.size() > 1 ? ", " : "") + str(n);
+  o.set("tessera_notes", notes + "]");
+  return o.text() + "\n";
+}
+
+}  // namespace
+
+std::string hf_unsupported(const Config& cfg) {
+  const ModelConfig& m = cfg.model;
+  const nn::GPTConfig g = model_config(m, cfg.train);
+  std::vector<std::string> why;
+  if (m.attention != "softmax")
+    why.push_back("model.attention is " + m.attention +
+                  ": transformers' GPT-2 and Llama attend with softmax only");
+  if (m.position == "none")
+    why.push_back("model.position is none: HF GPT-2 has learned positions and Llama RoPE; "
+                  "neither runs without position information");
+  if (g.gpt2_names()) {
+    if (m.position == "rope")
+      why.push_back("model.position is rope in a GPT-2-style model (layernorm + gelu): "
+                    "GPT2LMHeadModel has learned positions only");
+    if (!m.bias)
+      why.push_back("model.bias is false in a GPT-2-style model: GPT2LMHeadModel has a bias in "
+                    "every Conv1D and LayerNorm");
+    if (m.kv_heads() != m.n_head)
+      why.push_back("model.n_kv_head " + std::to_string(m.n_kv_head) +
+                    " (grouped-query attention) in a GPT-2-style model: GPT2Attention has one key "
+                    "and value head per query head");
+  } else {
+    if (m.norm != "rmsnorm")
+      why.push_back("model.norm is " + m.norm + " in a Llama-style model (the names follow " +
+                    "mlp: " + m.mlp + "): LlamaForCausalLM normalises with RMSNorm");
+    if (m.mlp != "swiglu")
+      why.push_back("model.mlp is " + m.mlp + " in a Llama-style model (norm: " + m.norm +
+                    "): LlamaForCausalLM's MLP is SwiGLU");
+    if (m.position == "learned")
+      why.push_back("model.position is learned in a Llama-style model: LlamaForCausalLM has "
+                    "RoPE and no position embedding table");
+  }
+  std::string out;
+  for (const std::string& w : why) out += (out.empty() ? "" : "; ") + w;
+  return out;
+}
+
+std::vector<std::string> hf_export_notes(const Config& cfg) {
+  std::vector<std::string> notes;
+  const bool gpt2 = model_config(cfg.model, cfg.train).gpt2_names();
+  if (cfg.train.s2_attn)
+    notes.push_back("trained with S^2-Attn (LongLoRA shifted sparse attention), a training-time "
+                    "approximation: inference attends to every earlier token, as HF does");
+  if (!gpt2 && cfg.model.dropout > 0)
+    notes.push_back("trained with dropout " + num(cfg.model.dropout) +
+                    " after the embeddings and each residual branch, which LlamaForCausalLM "
+                    "lacks; inference is unaffected");
+  if (cfg.data.tokenizer == "byte")
+    notes.push_back("tokenizer: tessera's byte-level tokenizer (ids 0..255 are the bytes of the "
+                    "UTF-8 text, 256 is end of text) has no Hugging Face tokenizer file");
+  return notes;
+}
+
+void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tensor>>& params,
+               const std::string& dir) {
+  const std::string why = hf_unsupported(cfg);
+  TESSERA_CHECK(why.empty(), "export: this model has no Hugging Face counterpart: ", why,
+                " (nothing was written)");
+  const fs::path out(dir);
+  TESSERA_CHECK(!fs::exists(out) || (fs::is_directory(out) && fs::is_empty(out)), "export: ",
+                dir, " exists and is not an empty directory (nothing was written)");
+  std::map<std::string, Tensor> by_name(params.begin(), params.end());
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  std::set<std::string> used;
+  for (const nn::ParamSpec& s : nn::param_specs(model_config(cfg.model, cfg.train))) {
+    auto it = by_name.find(s.name);
+    TESSERA_CHECK(it != by_name.end(), "export: the model has no parameter '", s.name, "'");
+    const Tensor& t = it->second;
+    TESSERA_CHECK(t.shape() == s.shape, "export: ", s.name, " has shape ", shape_str(t.shape()),
+                  ", the config says ", shape_str(s.shape));
+    tensors.emplace_back(s.name, s.hf_transposed ? t.detach().transpose(0, 1).contiguous() : t);
+    used.insert(s.name);
+  }
+  for (const auto& [name, t] : params)
+    TESSERA_CHECK(used.count(name), "export: parameter '", name, "' has no Hugging Face name");
+  const fs::path tok(cfg.data.tokenizer_dir);
+  if (cfg.data.tokenizer == "gpt2")
+    for (const char* f : {"encoder.json", "vocab.bpe"})
+      TESSERA_CHECK(fs::exists(tok / f), "export: data.tokenizer is gpt2 but ", (tok / f).string(),
+                    " is missing (set data.tokenizer_dir)");
+
+  const fs::path tmp = out.string() + ".export-tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    write_text(tmp / "config.json", config_json(cfg, tensors.front().second.dtype()));
+    JsonObject gen;
+    gen.set("_from_model_config", boolean(true));
+    if (const int64_t eot = eot_id(cfg); eot >= 0)
+      gen.set("bos_token_id", num(eot)).set("eos_token_id", num(eot));
+    write_text(tmp / "generation_config.json", gen.text() + "\n");
+    write_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
+    if (cfg.data.tokenizer == "gpt2") {
+      // The same two files under HF's names: encoder.json is vocab.json, vocab.bpe merges.txt.
+      fs::copy_file(tok / "encoder.json", tmp / "vocab.json");
+      fs::copy_file(tok / "vocab.bpe", tmp / "merges.txt");
+    }
+    if (fs::exists(out)) fs::remove(out);  // empty, checked above
+    fs::rename(tmp, out);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+}
+
+namespace {
+
+// config.json keys that do not change what the model computes: read past. Everything else must be
+// understood or is an error.
+const std::set<std::string> kIgnored = {
+    "transformers_version", "_name_or_path", "initializer_range", "use_cache", "bos_token_id",
+    "eos_token_id", "pad_token_id", "torch_dtype", "dtype", "tessera_notes", "architectures",
+    "model_type", "tokenizer_class", "output_past", "task_specific_params", "summary_type",
+    "summary_use_proj", "summary_activation", "summary_proj_to_labels", "summary_first_dropout",
+    "reorder_and_upcast_attn", "pretraining_tp", "attention_dropout", "attn_pdrop",
+    "embd_pdrop", "tessera_tokenizer"};
+
+struct ConfigReader {
+  const Json& root;
+  std::string file;
+  std::set<std::string> read;
+
+  const Json* get(const std::string& key) {
+    read.insert(key);
+    const Json* v = root.get(key);
+    return v && !v->is(Json::Kind::Null) ? v : nullptr;
+  }
+  std::string where(const std::string& key) const { return file + ": " + key; }
+  int64_t integer(const std::string& key, std::optional<int64_t> dflt = std::nullopt) {
+    const Json* v = get(key);
+    TESSERA_CHECK(v || dflt, file, ": missing key \"", key, "\"");
+    return v ? v->as_int(where(key)) : *dflt;
+  }
+  double number(const std::string& key, double dflt) {
+    const Json* v = get(key);
+    return v ? v->as_double(where(key)) : dflt;
+  }
+  bool flag(const std::string& key, bool dflt) {
+    const Json* v = get(key);
+    return v ? v->boolean(where(key)) : dflt;
+  }
+  std::string text(const std::string& key, const std::string& dflt) {
+    const Json* v = get(key);
+    return v ? v->str(where(key)) : dflt;
+  }
+  void require(bool ok, const std::string& key, const std::string& why) const {
+    TESSERA_CHECK(ok, file, ": ", key, ": ", why);
+  }
+  void check_all_read() const {
+    for (const auto& [k, v] : root.members())
+      TESSERA_CHECK(read.count(k) || kIgnored.count(k), file, ": unsupported key \"", k,
+                    "\" (tessera does not know what it changes)");
+  }
+};
+
+void read_rope_scaling(ConfigReader& c, const Json& rs, ModelConfig& m) {
+  const std::string key = "rope_scaling";
+  RopeScalingConfig& r = m.rope_scaling;
+  std::set<std::string> known = {"rope_type", "type", "factor", "rope_theta"};
+  const Json* type = rs.get("rope_type") ? rs.get("rope_type") : rs.get("type");
+  c.require(type != nullptr, key, "has no rope_type");
+  r.type = type->str(c.where(key + ".rope_type"));
+  if (r.type == "default") r.type = "none";
+  c.require(r.type == "none" || r.type == "linear" || r.type == "dynamic" || r.type == "yarn" ||
+                r.type == "llama3",
+            key + ".rope_type", "'" + r.type + "' is not one tessera implements (linear, "
+            "dynamic, yarn, llama3)");
+  if (const Json* t = rs.get("rope_theta")) m.rope_theta = t->as_double(c.where(key + ".rope_theta"));
+  if (const Json* f = rs.get("factor")) r.factor = f->as_double(c.where(key + ".factor"));
+  auto opt = [&](const char* k, auto& field) {
+    known.insert(k);
+    if (const Json* v = rs.get(k); v && !v->is(Json::Kind::Null)) {
+      if constexpr (std::is_same_v<std::remove_reference_t<decltype(field)>, int64_t>)
+        field = v->as_int(c.where(key + "." + k));
+      else
+        field = v->as_double(c.where(key + "." + k));
+    }
+  };
+  opt("original_max_position_embeddings", r.original_max_position);
+  opt("beta_fast", r.beta_fast);
+  opt("beta_slow", r.beta_slow);
+  opt("attention_factor", r.attention_factor);
+  opt("low_freq_factor", r.low_freq_factor);
+  opt("high_freq_factor", r.high_freq_factor);
+  for (const auto& [k, v] : rs.members())
+    c.require(known.count(k) > 0, key + "." + k, "unsupported rope scaling field");
+}
+
+Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
+  const Json root = parse_json(read_text(path), path.string());
+  TESSERA_CHECK(root.is(Json::Kind::Object), path.string(), ": not a JSON object");
+  ConfigReader c{root, path.string(), {}};
+  Config cfg;
+  ModelConfig& m = cfg.model;
+  const std::string type = c.text("model_type", "");
+  c.require(type == "gpt2" || type == "llama", "model_type",
+            "'" + type + "' is not gpt2 or llama, the architectures tessera maps");
+  if (const Json* a = c.get("architectures")) {
+    const std::string want = type == "gpt2" ? "GPT2LMHeadModel" : "LlamaForCausalLM";
+    const std::vector<Json>& list = a->items(c.where("architectures"));
+    c.require(list.size() == 1 && list[0].is(Json::Kind::String) && list[0].str() == want,
+              "architectures", "expected [\"" + want + "\"]");
+  }
+  if (type == "gpt2") {
+    m.norm = "layernorm", m.mlp = "gelu", m.position = "learned", m.bias = true;
+    m.n_layer = c.integer("n_layer"), m.n_head = c.integer("n_head"), m.n_embd = c.integer("n_embd");
+    m.vocab_size = c.integer("vocab_size");
+    m.block_size = c.integer("n_positions");
+    if (c.get("n_ctx"))
+      c.require(c.integer("n_ctx") == m.block_size, "n_ctx", "differs from n_positions");
+    m.mlp_hidden = c.integer("n_inner", 0);  // null = 4 n_embd, tessera's 0 too
+    const std::string act = c.text("activation_function", "gelu_new");
+    // Both names are 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), tessera's GELU.
+    c.require(act == "gelu_new" || act == "gelu_pytorch_tanh", "activation_function",
+              "'" + act + "': tessera's GELU is the tanh form (gelu_new)");
+    m.norm_eps = c.number("layer_norm_epsilon", 1e-5);
+    m.tie_embeddings = c.flag("tie_word_embeddings", true);
+    m.dropout = c.number("resid_pdrop", 0.1);
+    c.require(c.flag("scale_attn_weights", true), "scale_attn_weights",
+              "false: tessera always scales attention scores by 1/sqrt(head_dim)");
+    c.require(!c.flag("scale_attn_by_inverse_layer_idx", false), "scale_attn_by_inverse_layer_idx",
+              "true: tessera has no per-layer attention scaling");
+    c.require(!c.flag("add_cross_attention", false), "add_cross_attention",
+              "true: tessera's GPT has no cross-attention");
+  } else {
+    m.norm = "rmsnorm", m.mlp = "swiglu", m.position = "rope";
+    m.n_embd = c.integer("hidden_size"), m.n_layer = c.integer("num_hidden_layers");
+    m.n_head = c.integer("num_attention_heads");
+    m.n_kv_head = c.integer("num_key_value_heads", m.n_head);
+    m.mlp_hidden = c.integer("intermediate_size");
+    m.vocab_size = c.integer("vocab_size");
+    c.require(m.n_head > 0 && m.n_embd % m.n_head == 0, "num_attention_heads",
+              "does not divide hidden_size");
+    if (c.get("head_dim"))
+      c.require(c.integer("head_dim") == m.n_embd / m.n_head, "head_dim",
+                "differs from hidden_size / num_attention_heads, which tessera requires");
+    const std::string act = c.text("hidden_act", "silu");
+    c.require(act == "silu", "hidden_act", "'" + act + "': tessera's Llama MLP is SwiGLU (silu)");
+    m.norm_eps = c.number("rms_norm_eps", 1e-6);
+    m.rope_theta = c.number("rope_theta", 10000.0);
+    m.block_size = c.integer("max_position_embeddings", 2048);
+    m.tie_embeddings = c.flag("tie_word_embeddings", false);
+    const bool ab = c.flag("attention_bias", false), mb = c.flag("mlp_bias", false);
+    c.require(ab == mb, "attention_bias", "differs from mlp_bias; tessera has one bias switch");
+    m.bias = ab;
+    m.dropout = 0.0;
+    // transformers 5 writes rope_theta and the scaling together as rope_parameters.
+    for (const char* k : {"rope_scaling", "rope_parameters"})
+      if (const Json* rs = c.get(k)) read_rope_scaling(c, *rs, m);
+  }
+  c.check_all_read();
+  // tessera's own exports name their tokenizer; otherwise GPT-2's files decide.
+  const std::string tok = c.text("tessera_tokenizer", "");
+  c.require(tok.empty() || tok == "byte" || tok == "gpt2", "tessera_tokenizer",
+            "'" + tok + "' is not byte or gpt2");
+  const fs::path dir = path.parent_path();
+  const bool files = fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt");
+  cfg.data.tokenizer = !tok.empty() ? tok : files ? "gpt2" : "byte";
+  if (const Json* a = root.get("attn_pdrop"); a && a->is(Json::Kind::Number) && a->as_double() > 0)
+    notes.push_back("attn_pdrop " + num(a->as_double()) +
+                    " ignored: tessera has no dropout on attention probabilities");
+  return cfg;
+}
+
+}  // namespace
+
+HFModel import_hf(const std::string& dir) {
+  const fs::path d(dir);
+  TESSERA_CHECK(fs::is_directory(d), "import: ", dir, " is not a directory");
+  HFModel out;
+  out.config = read_config_json(d / "config.json", out.notes);
+  out.gpt2_tokenizer_files = fs::exists(d / "vocab.json") && fs::exists(d / "merges.txt");
+  out.config.train.run_name = d.filename().string();
+  const nn::GPTConfig g = model_config(out.config.model, out.config.train);
+  g.validate();  // errors name the field
+
+  const std::string file = (d / "model.safetensors").string();
+  TESSERA_CHECK(fs::exists(file), "import: ", file,
+                " is missing (sharded checkpoints, model-0000x-of-0000y.safetensors, are not "
+                "read; merge them first)");
+  SafetensorsFile st = read_safetensors(file);
+  std::map<std::string, Tensor> by_name(st.tensors.begin(), st.tensors.end());
+  std::set<std::string> used;
+  const std::string root = g.gpt2_names() ? "transformer." : "model.";
+  for (const nn::ParamSpec& s : nn::param_specs(g)) {
+    std::string name = s.name;
+    // HF's base-model files (e.g. the published gpt2) omit the root prefix.
+    if (!by_name.count(name) && name.rfind(root, 0) == 0) name = name.substr(root.size());
+    auto it = by_name.find(name);
+    TESSERA_CHECK(it != by_name.end(), file, ": missing tensor '", s.name,
+                  "', which config.json's model has");
+    const Shape want = s.hf_transposed ? Shape{s.shape[1], s.shape[0]} : s.shape;
+    const Tensor& t = it->second;
+    TESSERA_CHECK(t.shape() == want, file, ": tensor '", name, "' has shape ",
+                  shape_str(t.shape()), ", config.json's model needs ", shape_str(want),
+                  s.hf_transposed ? " (Conv1D: [in, out])" : "");
+    TESSERA_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16, file, ": tensor '", name,
+                  "' is ", st.stored_dtype[name], "; parameters must be F32, BF16 or F16");
+    out.params.emplace_back(s.name, s.hf_transposed ? t.transpose(0, 1).contiguous() : t);
+    used.insert(name);
+  }
+  for (const auto& [name, t] : st.tensors) {
+    if (used.count(name)) continue;
+    if (name == "lm_head.weight" && g.tie_embeddings) {
+      out.notes.push_back("lm_head.weight ignored: tie_word_embeddings is true");
+      continue;
+    }
+    const bool mask = name.size() > 9 && (name.ends_with(".attn.bias") ||
+                                          name.ends_with(".attn.masked_bias"));
+    if (mask && g.gpt2_names()) continue;  // GPT-2's causal-mask buffers, not parameters
+    TESSERA_FAIL(file, ": tensor '", name, "' is not a parameter of config.json's model");
+  }
+  return out;
+}
+
+std::string model_difference(const ModelConfig& a, const ModelConfig& b) {
+  auto fields = [](ModelConfig m) {
+    m.n_kv_head = m.kv_heads();
+    m.mlp_hidden = m.hidden();
+    if (m.rope_scaling.original_max_position == 0) m.rope_scaling.original_max_position = m.block_size;
+    std::vector<std::pair<std::string, std::string>> out;
+    config_schema::visit_section(m, [&](const char* key, const auto& v) {
+      std::ostringstream os;
+      os << std::boolalpha << v;
+      out.emplace_back(key, os.str());
+    });
+    return out;
+  };
+  const auto fa = fields(a), fb = fields(b);
+  for (size_t i = 0; i < fa.size(); ++i)
+    if (fa[i].first != "dropout" && fa[i].second != fb[i].second)
+      return "model." + fa[i].first + ": " + fa[i].second + " vs " + fb[i].second;
+  return "";
+}
+
+}  // namespace tessera::train
