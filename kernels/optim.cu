@@ -1,5 +1,5 @@
-// Optimizer kernels for the kernel table: the fused AdamW step and the sum of squares behind global
-// gradient norms. Contracts: src/backend/kernels.h; CPU twins: src/backend/cpu/optim.cpp.
+// Optimizer kernels for the kernel table: the fused AdamW step, the sum of squares behind global
+// gradient norms, and the LOMO / AdaLomo updates that run inside backward (section at the end). Contracts: src/backend/kernels.h; CPU twins: src/backend/cpu/optim.cpp.
 //
 // adamw_step: one pass over n elements reading g, m, v, w and writing m, v, w (and the bf16 working
 // copy): 28 bytes per bf16 parameter, so it runs at memory bandwidth. Every operation is an
@@ -310,12 +310,391 @@ void sum_squares(const Tensor& out, const Tensor& x) {
   CUDA_CHECK_LAUNCH();
 }
 
+
+// ---- LOMO and AdaLomo (optim/lomo.h) ----
+//
+// One parameter per call, inside its gradient hook, with nothing read back to the host: every sum
+// (the gradient's squares for the global norm, RMS(master), RMS(U), the row and column means of
+// u = G^2 + 1e-30) goes into f64 scratch on the device through the fixed-shape reductions above,
+// and the step's scalars (eta = lr max(1e-3, RMS(p)), the update-clipping divisor, the decay) are
+// formed by each thread of the final kernel from those device sums. The element arithmetic is the
+// CPU twin's (src/backend/cpu/optim.cpp), operation by operation, with explicit rounding; the
+// column sums of u are added in the CPU's order (per block of 256 rows, then the blocks in order),
+// so they agree bit for bit; the other sums are trees, so they agree to double rounding and, once
+// rounded to f32, almost always exactly.
+
+constexpr int64_t kAdaRows = 256;  // rows per block of the column sums (the CPU twin's kRows)
+
+// G = clamp(g / loss_scale, -clip_value, clip_value) * coef in S; the comparisons mirror
+// std::max / std::min (a NaN passes through as on the CPU).
+template <typename S>
+struct LomoPrep {
+  S loss_scale, clip_value, coef;
+  bool clamp;
+  __device__ __forceinline__ S operator()(S x) const {
+    x = div(x, loss_scale);
+    if (clamp) {
+      x = x < -clip_value ? -clip_value : x;
+      x = clip_value < x ? clip_value : x;
+    }
+    return mul(x, coef);
+  }
+};
+
+template <typename S>
+__device__ __forceinline__ void store_update(S* w, uint16_t* out, int64_t i, S p) {
+  w[i] = p;
+  if (out) out[i] = to_bf16(float(p));
+}
+
+// sum_{i < n} f(i) in double into *out: a fixed grid of grid-stride threads, a tree per block,
+// then sum_squares_finish_kernel's fixed tree over the block sums. Deterministic.
+template <typename F>
+__global__ void __launch_bounds__(kSumThreads) sum_partial_kernel(double* partial, int64_t n, F f) {
+  __shared__ double sh[kSumThreads];
+  double acc = 0.0;
+  const int64_t stride = int64_t(gridDim.x) * kSumThreads;
+  for (int64_t i = int64_t(blockIdx.x) * kSumThreads + threadIdx.x; i < n; i += stride)
+    acc += f(i);
+  const double total = block_sum<kSumThreads>(sh, acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = total;
+}
+
+template <typename F>
+void device_sum(double* out, int64_t n, const F& f, Device dev) {
+  const int blocks = int(std::max<int64_t>(
+      1, std::min<int64_t>((n + kSumThreads * 8 - 1) / (kSumThreads * 8), kMaxSumBlocks)));
+  Tensor partial = Tensor::empty({blocks}, {DType::F64, dev});
+  auto* pp = static_cast<double*>(partial.data_ptr());
+  sum_partial_kernel<<<blocks, kSumThreads>>>(pp, n, f);
+  CUDA_CHECK_LAUNCH();
+  sum_squares_finish_kernel<<<1, kMaxSumBlocks>>>(out, pp, blocks);
+  CUDA_CHECK_LAUNCH();
+}
+
+// The summands.
+template <typename G>
+struct ScaledSquare {  // (g / loss_scale)^2, the norm's: exactly g^2 when loss_scale is 1
+  const G* g;
+  double loss_scale;
+  __device__ double operator()(int64_t i) const {
+    const double x = __ddiv_rn(as_double(g[i]), loss_scale);
+    return __dmul_rn(x, x);
+  }
+};
+template <typename S>
+struct Square {  // w^2, for RMS(p)
+  const S* w;
+  __device__ double operator()(int64_t i) const { return __dmul_rn(double(w[i]), double(w[i])); }
+};
+template <typename S>
+struct Plain {  // the running row means, for mean(R)
+  const S* r;
+  __device__ double operator()(int64_t i) const { return double(r[i]); }
+};
+template <typename S, typename G>
+struct VectorUpdateSquare {  // U = G / sqrt(v)
+  const G* g;
+  const S* v;
+  LomoPrep<S> prep;
+  __device__ double operator()(int64_t i) const {
+    const double u = double(div(prep(load_grad(g, i)), sqrt_rn(v[i])));
+    return __dmul_rn(u, u);
+  }
+};
+template <typename S, typename G>
+struct MatrixUpdateSquare {  // U = G * rf[row] * cf[col]
+  const G* g;
+  const S *rf, *cf;
+  int64_t cols;
+  LomoPrep<S> prep;
+  __device__ double operator()(int64_t i) const {
+    const double u = double(mul(mul(prep(load_grad(g, i)), rf[i / cols]), cf[i % cols]));
+    return __dmul_rn(u, u);
+  }
+};
+
+template <typename S, typename G>
+__global__ void lomo_sgd_kernel(S* __restrict__ w, const G* __restrict__ g, uint16_t* out,
+                                int64_t n, LomoPrep<S> prep, S lr, S decay) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    store_update(w, out, i, sub(mul(w[i], decay), mul(lr, prep(load_grad(g, i)))));
+}
+
+// row_acc[i] = sum_j double(G[i,j]^2 + 1e-30): one block per row.
+template <typename S, typename G>
+__global__ void __launch_bounds__(kSumThreads)
+    ada_row_kernel(double* row_acc, const G* g, int64_t cols, LomoPrep<S> prep) {
+  __shared__ double sh[kSumThreads];
+  const int64_t r = blockIdx.x;
+  double acc = 0.0;
+  for (int64_t j = threadIdx.x; j < cols; j += kSumThreads) {
+    const S x = prep(load_grad(g, r * cols + j));
+    acc += double(add(mul(x, x), S(1e-30)));
+  }
+  const double total = block_sum<kSumThreads>(sh, acc);
+  if (threadIdx.x == 0) row_acc[r] = total;
+}
+
+// col_part[b, j] = sum over the rows of block b, in order, of double(G^2 + 1e-30).
+template <typename S, typename G>
+__global__ void ada_col_part_kernel(double* col_part, const G* g, int64_t rows, int64_t cols,
+                                    LomoPrep<S> prep) {
+  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, b = blockIdx.y;
+  if (j >= cols) return;
+  double acc = 0.0;
+  const int64_t end = rows < (b + 1) * kAdaRows ? rows : (b + 1) * kAdaRows;
+  for (int64_t i = b * kAdaRows; i < end; ++i) {
+    const S x = prep(load_grad(g, i * cols + j));
+    acc = __dadd_rn(acc, double(add(mul(x, x), S(1e-30))));
+  }
+  col_part[b * cols + j] = acc;
+}
+
+// R = b2 R + (1 - b2) S(row_acc / cols); C likewise with the column sums (blocks added in order).
+template <typename S>
+__global__ void ada_rc_kernel(S* R, S* C, const double* row_acc, const double* col_part,
+                              int64_t rows, int64_t cols, int64_t blocks, S b2, S one_minus_b2) {
+  const int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (k < rows) {
+    R[k] = add(mul(b2, R[k]), mul(one_minus_b2, S(__ddiv_rn(row_acc[k], double(cols)))));
+  } else if (k < rows + cols) {
+    const int64_t j = k - rows;
+    double acc = 0.0;
+    for (int64_t b = 0; b < blocks; ++b) acc = __dadd_rn(acc, col_part[b * cols + j]);
+    C[j] = add(mul(b2, C[j]), mul(one_minus_b2, S(__ddiv_rn(acc, double(rows)))));
+  }
+}
+
+// rf[i] = 1 / sqrt(R[i] / mean(R)), cf[j] = 1 / sqrt(C[j]); sum_r is on the device.
+template <typename S>
+__global__ void ada_factor_kernel(S* rf, S* cf, const S* R, const S* C, const double* sum_r,
+                                  int64_t rows, int64_t cols) {
+  const int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const S mean_r = S(__ddiv_rn(*sum_r, double(rows)));
+  if (k < rows) {
+    rf[k] = div(S(1), sqrt_rn(div(R[k], mean_r)));
+  } else if (k < rows + cols) {
+    cf[k - rows] = div(S(1), sqrt_rn(C[k - rows]));
+  }
+}
+
+// v = b2 v + (1 - b2) (G^2 + 1e-30).
+template <typename S, typename G>
+__global__ void ada_v_kernel(S* v, const G* g, int64_t n, LomoPrep<S> prep, S b2,
+                             S one_minus_b2) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const S x = prep(load_grad(g, i));
+    v[i] = add(mul(b2, v[i]), mul(one_minus_b2, add(mul(x, x), S(1e-30))));
+  }
+}
+
+// The step's scalars from the device sums, as the CPU's ada_scalars forms them in double:
+// sums[0] = sum p^2 (before the update), sums[1] = sum U^2.
+struct AdaStep {
+  double div, eta, decay;
+};
+__device__ __forceinline__ AdaStep ada_step(const double* sums, int64_t n, double lr, double wd) {
+  const double rms_p = __dsqrt_rn(__ddiv_rn(sums[0], double(n)));
+  const double eta = __dmul_rn(lr, 1e-3 < rms_p ? rms_p : 1e-3);  // std::max(1e-3, rms_p)
+  const double rms_u = __ddiv_rn(__dsqrt_rn(__ddiv_rn(sums[1], double(n))), 1.0);
+  return {1.0 < rms_u ? rms_u : 1.0, eta, __dsub_rn(1.0, __dmul_rn(eta, wd))};
+}
+
+// p = p * decay - eta * (U / div); U from the factors (matrix) or from v (vector).
+template <typename S, typename G, bool Matrix>
+__global__ void ada_update_kernel(S* __restrict__ w, const G* __restrict__ g, uint16_t* out,
+                                  int64_t n, int64_t cols, const S* rf, const S* cf, const S* v,
+                                  const double* sums, LomoPrep<S> prep, double lr, double wd) {
+  const AdaStep a = ada_step(sums, n, lr, wd);
+  const S dv = S(a.div), eta = S(a.eta), decay = S(a.decay);
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const S x = prep(load_grad(g, i));
+    const S u = Matrix ? mul(mul(x, rf[i / cols]), cf[i % cols]) : div(x, sqrt_rn(v[i]));
+    store_update(w, out, i, sub(mul(w[i], decay), mul(eta, div(u, dv))));
+  }
+}
+
+void check_lomo_args(const char* kernel, const Tensor& param, const Tensor& master,
+                     const Tensor& grad) {
+  const DType pt = param.dtype();
+  TESSERA_CHECK(param.device().is_cuda() && param.is_contiguous() &&
+                    (pt == DType::F32 || pt == DType::F64 || pt == DType::BF16),
+                "cuda kernel ", kernel, ": param must be a contiguous f32, f64 or bf16 CUDA "
+                "tensor, got ", param.str());
+  const DType st = pt == DType::F64 ? DType::F64 : DType::F32;
+  auto check = [&](const char* name, const Tensor& t, DType want) {
+    TESSERA_CHECK(t.defined() && t.device() == param.device() && t.is_contiguous() &&
+                      t.dtype() == want && t.numel() == param.numel(),
+                  "cuda kernel ", kernel, ": ", name, " must be a contiguous ", dtype_name(want),
+                  " tensor of ", param.numel(), " elements on ", param.device().str(),
+                  " (param ", param.str(), "), got ",
+                  t.defined() ? t.str() : std::string("an undefined tensor"));
+  };
+  check("master", master, st);
+  check("grad", grad, pt);
+  TESSERA_CHECK(pt == DType::BF16 ? master.data_ptr() != param.data_ptr()
+                                  : master.data_ptr() == param.data_ptr(),
+                "cuda kernel ", kernel, ": a bf16 param needs its own f32 master; an f32 or f64 ",
+                "param is its own master (param ", param.str(), ", master ", master.str(), ")");
+}
+
+// Calls f(S{}, grad pointer, bf16 out or null) for the param's dtype.
+template <typename F>
+void dispatch_lomo(const Tensor& param, const Tensor& grad, F&& f) {
+  switch (param.dtype()) {
+    case DType::F64:
+      f(double{}, static_cast<const double*>(grad.data_ptr()), static_cast<uint16_t*>(nullptr));
+      break;
+    case DType::F32:
+      f(float{}, static_cast<const float*>(grad.data_ptr()), static_cast<uint16_t*>(nullptr));
+      break;
+    default:
+      f(float{}, static_cast<const uint16_t*>(grad.data_ptr()),
+        static_cast<uint16_t*>(param.data_ptr()));
+  }
+}
+
+template <typename S>
+LomoPrep<S> lomo_prep(const LomoGrad& g) {
+  return {S(g.loss_scale), S(g.clip_value), S(g.clip_coef), g.clip_value > 0};
+}
+
+void lomo_grad_sum_squares(const Tensor& out, const Tensor& grad, double loss_scale) {
+  TESSERA_CHECK(out.defined() && out.numel() == 1 && out.device().is_cuda() &&
+                    out.dtype() == DType::F64,
+                "cuda kernel lomo_grad_sum_squares: out must be one f64 CUDA element, got ",
+                out.defined() ? out.str() : std::string("an undefined tensor"));
+  TESSERA_CHECK(grad.defined() && grad.device() == out.device() && grad.is_contiguous() &&
+                    (grad.dtype() == DType::F32 || grad.dtype() == DType::F64 ||
+                     grad.dtype() == DType::BF16),
+                "cuda kernel lomo_grad_sum_squares: grad must be a contiguous f32, f64 or bf16 "
+                "tensor on ", out.device().str(), ", got ",
+                grad.defined() ? grad.str() : std::string("an undefined tensor"));
+  DeviceGuard guard(out.device().index);
+  auto* o = static_cast<double*>(out.data_ptr());
+  const int64_t n = grad.numel();
+  switch (grad.dtype()) {
+    case DType::F32:
+      device_sum(o, n, ScaledSquare<float>{static_cast<const float*>(grad.data_ptr()), loss_scale},
+                 out.device());
+      break;
+    case DType::F64:
+      device_sum(o, n,
+                 ScaledSquare<double>{static_cast<const double*>(grad.data_ptr()), loss_scale},
+                 out.device());
+      break;
+    default:
+      device_sum(o, n,
+                 ScaledSquare<uint16_t>{static_cast<const uint16_t*>(grad.data_ptr()), loss_scale},
+                 out.device());
+  }
+}
+
+void lomo_step(const Tensor& param, const Tensor& master, const Tensor& grad, const LomoGrad& g,
+               double lr, double decay) {
+  check_lomo_args("lomo_step", param, master, grad);
+  const int64_t n = param.numel();
+  if (n == 0) return;
+  DeviceGuard guard(param.device().index);
+  constexpr int threads = 256;
+  dispatch_lomo(param, grad, [&](auto z, const auto* gp, uint16_t* out) {
+    using S = decltype(z);
+    lomo_sgd_kernel<<<grid_for(n, threads), threads>>>(static_cast<S*>(master.data_ptr()), gp,
+                                                        out, n, lomo_prep<S>(g), S(lr), S(decay));
+  });
+  CUDA_CHECK_LAUNCH();
+}
+
+void adalomo_step(const Tensor& param, const Tensor& master, const Tensor& grad,
+                  const Tensor& row, const Tensor& col, const Tensor& v, const LomoGrad& g,
+                  double beta2, double lr, double weight_decay) {
+  check_lomo_args("adalomo_step", param, master, grad);
+  const int64_t n = param.numel();
+  const bool matrix = !v.defined();
+  const DType st = master.dtype();
+  const Device dev = param.device();
+  auto check_state = [&](const char* name, const Tensor& t, int64_t len) {
+    TESSERA_CHECK(t.defined() && t.device() == dev && t.is_contiguous() && t.dtype() == st &&
+                      t.numel() == len,
+                  "cuda kernel adalomo_step: ", name, " must be a contiguous ", dtype_name(st),
+                  " tensor of ", len, " elements on ", dev.str(), " (param ", param.str(),
+                  "), got ", t.defined() ? t.str() : std::string("an undefined tensor"));
+  };
+  int64_t rows = 0, cols = 0;
+  if (matrix) {
+    TESSERA_CHECK(row.defined() && col.defined(),
+                  "cuda kernel adalomo_step: give row and col (a matrix) or v (a vector)");
+    rows = row.numel(), cols = col.numel();
+    TESSERA_CHECK(rows * cols == n, "cuda kernel adalomo_step: row (", rows, ") x col (", cols,
+                  ") does not factor param ", param.str());
+    check_state("row", row, rows);
+    check_state("col", col, cols);
+  } else {
+    check_state("v", v, n);
+  }
+  if (n == 0) return;
+  DeviceGuard guard(dev.index);
+  constexpr int threads = 256;
+  Tensor sums = Tensor::empty({3}, {DType::F64, dev});  // sum p^2, sum U^2, sum R
+  auto* sp = static_cast<double*>(sums.data_ptr());
+  dispatch_lomo(param, grad, [&](auto z, const auto* gp, uint16_t* out) {
+    using S = decltype(z);
+    using G = std::remove_const_t<std::remove_pointer_t<decltype(gp)>>;
+    S* w = static_cast<S*>(master.data_ptr());
+    const LomoPrep<S> prep = lomo_prep<S>(g);
+    const S b2 = S(beta2), one_minus_b2 = S(1.0 - beta2);
+    device_sum(sp, n, Square<S>{w}, dev);  // RMS(p) before the update
+    if (!matrix) {
+      S* vp = static_cast<S*>(v.data_ptr());
+      ada_v_kernel<<<grid_for(n, threads), threads>>>(vp, gp, n, prep, b2, one_minus_b2);
+      CUDA_CHECK_LAUNCH();
+      device_sum(sp + 1, n, VectorUpdateSquare<S, G>{gp, vp, prep}, dev);
+      ada_update_kernel<S, G, false><<<grid_for(n, threads), threads>>>(
+          w, gp, out, n, 1, nullptr, nullptr, vp, sp, prep, lr, weight_decay);
+      CUDA_CHECK_LAUNCH();
+      return;
+    }
+    S* R = static_cast<S*>(row.data_ptr());
+    S* C = static_cast<S*>(col.data_ptr());
+    const int64_t blocks = (rows + kAdaRows - 1) / kAdaRows;
+    Tensor row_acc = Tensor::empty({rows}, {DType::F64, dev});
+    Tensor col_part = Tensor::empty({blocks * cols}, {DType::F64, dev});
+    Tensor factors = Tensor::empty({rows + cols}, {st, dev});
+    auto* ra = static_cast<double*>(row_acc.data_ptr());
+    auto* cp = static_cast<double*>(col_part.data_ptr());
+    S* rf = static_cast<S*>(factors.data_ptr());
+    S* cf = rf + rows;
+    ada_row_kernel<<<unsigned(rows), kSumThreads>>>(ra, gp, cols, prep);
+    CUDA_CHECK_LAUNCH();
+    ada_col_part_kernel<<<dim3(unsigned((cols + threads - 1) / threads), unsigned(blocks)),
+                          threads>>>(cp, gp, rows, cols, prep);
+    CUDA_CHECK_LAUNCH();
+    const unsigned rc_blocks = unsigned((rows + cols + threads - 1) / threads);
+    ada_rc_kernel<<<rc_blocks, threads>>>(R, C, ra, cp, rows, cols, blocks, b2, one_minus_b2);
+    CUDA_CHECK_LAUNCH();
+    device_sum(sp + 2, rows, Plain<S>{R}, dev);
+    ada_factor_kernel<<<rc_blocks, threads>>>(rf, cf, R, C, sp + 2, rows, cols);
+    CUDA_CHECK_LAUNCH();
+    device_sum(sp + 1, n, MatrixUpdateSquare<S, G>{gp, rf, cf, cols, prep}, dev);
+    ada_update_kernel<S, G, true><<<grid_for(n, threads), threads>>>(
+        w, gp, out, n, cols, rf, cf, nullptr, sp, prep, lr, weight_decay);
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
 }  // namespace
 
 void add_optim_kernels(Kernels& k) {
   k.adamw_step = adamw_step;
   k.adamw_step_flat = adamw_step_flat;
   k.sum_squares = sum_squares;
+  k.lomo_grad_sum_squares = lomo_grad_sum_squares;
+  k.lomo_step = lomo_step;
+  k.adalomo_step = adalomo_step;
 }
 
 }  // namespace tessera::cuda

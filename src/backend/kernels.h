@@ -23,6 +23,14 @@ namespace tessera {
 
 enum class BinaryOp { Add, Sub, Mul };
 
+// How a LOMO / AdaLomo update reads a gradient g: G = clamp(g / loss_scale, +-clip_value) *
+// clip_coef (optim/lomo.h).
+struct LomoGrad {
+  double loss_scale = 1.0;
+  double clip_value = 0.0;  // 0: no clamp
+  double clip_coef = 1.0;   // the global-norm clipping coefficient of this pass
+};
+
 struct Kernels {
   // ---- memory ----
   // dst and src have the same shape, any strides and any dtypes (converted; bf16 rounds to nearest
@@ -144,6 +152,29 @@ struct Kernels {
   // element of x (contiguous, f32, f64 or bf16), accumulated in double in an order fixed by numel
   // alone: the same bits on every run. Global gradient norms (optim/clip.h) add these up.
   void (*sum_squares)(const Tensor& out, const Tensor& x);
+
+  // ---- LOMO / AdaLomo (optim/lomo.h): one parameter's update inside its gradient hook ----
+  // param (n): f32, f64 or bf16, contiguous. master (n): the weights the update runs on, in the
+  // state type S (f32; f64 for an f64 param): param itself (the same storage), or the f32 master of
+  // a bf16 param, which then receives round(master). grad (n): param's dtype. Every update reads
+  //   G = clamp(grad / loss_scale, -clip_value, clip_value) * clip_coef   (no clamp when clip_value 0)
+  // with each operation rounded in S (no fused multiply-add), so the CUDA element arithmetic is the
+  // CPU's; sums are double, in an order fixed by the shape alone.
+  // out (one f64 element, may be a view into a larger buffer on grad's device) = sum over i of
+  // (grad[i] / loss_scale)^2: one parameter's share of the global norm, left on the device.
+  void (*lomo_grad_sum_squares)(const Tensor& out, const Tensor& grad, double loss_scale);
+  // LOMO (SGD, decoupled decay): master = master * decay - lr * G; decay = 1 - lr wd, formed by the
+  // caller.
+  void (*lomo_step)(const Tensor& param, const Tensor& master, const Tensor& grad,
+                    const LomoGrad& g, double lr, double decay);
+  // AdaLomo (formulas in optim/lomo.h): a matrix (rows, cols) when v is undefined, with its
+  // factored second moment row (rows) and col (cols), rows * cols = n; a vector otherwise, with
+  // v (n); state in S, updated in place. beta2 = 1 - t^-0.8; weight_decay 0 for no decay. RMS(p),
+  // RMS(U) and the step size are formed where the data is (on CUDA: device scalars; nothing is
+  // read back).
+  void (*adalomo_step)(const Tensor& param, const Tensor& master, const Tensor& grad,
+                       const Tensor& row, const Tensor& col, const Tensor& v, const LomoGrad& g,
+                       double beta2, double lr, double weight_decay);
 
   // ---- NF4 (QLoRA, peft/nf4.h) ---- an (R, K) weight W stored as codes u8 (ceil(R K / 2)): element
   // e = r K + k is code byte e / 2, low nibble for even e; absmax f32 (ceil(R K / 64)): element e's

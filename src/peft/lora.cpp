@@ -89,7 +89,9 @@ Lora::Lora(nn::GPT& model, const LoraOptions& opt, Generator& gen)
 
   const int64_t C = cfg.n_embd, Hq = cfg.n_head * cfg.head_dim();
   const int64_t Hkv = cfg.kv_heads() * cfg.head_dim(), F = cfg.hidden();
-  const Options o = model.parameters().front().second.options();
+  // f32 adapters on a bf16 model (lora.h); f32 and f64 models get their own dtype.
+  const Options model_o = model.parameters().front().second.options();
+  const Options o{model_o.dtype == DType::BF16 ? DType::F32 : model_o.dtype, model_o.device};
   auto add = [&](nn::Proj p, int64_t layer, int64_t in, int64_t out) {
     const std::string module = model.module_name(p, layer);
     const double bound = 1.0 / std::sqrt(double(in));  // kaiming_uniform_(a = sqrt 5)
@@ -133,6 +135,31 @@ void Lora::replace_parameters(const std::vector<Tensor>& tensors) {
   for (size_t i = 0; i < tensors.size(); ++i) params_[i].second = tensors[i];
 }
 
+void Lora::place(Device device) {
+  NoGradGuard no_grad;
+  for (auto& [name, q] : nf4_) q = q.to(device);
+  std::map<std::string, Tensor> model_params(model_.parameters().begin(),
+                                             model_.parameters().end());
+  for (auto& [name, t] : params_) {
+    // A model tensor trained beside the adapters (lora.trainable) is the model's own: take the one
+    // place_model put there, in the model's dtype.
+    if (auto it = model_params.find(name); it != model_params.end()) {
+      t = it->second;
+      continue;
+    }
+    if (t.device() == device) continue;
+    Tensor d = t.detach().to(device);
+    d.requires_grad_();
+    d.set_name(name);
+    t = d;
+  }
+}
+
+const NF4Tensor* Lora::nf4(const std::string& weight) const {
+  auto it = nf4_.find(weight);
+  return it == nf4_.end() ? nullptr : &it->second;
+}
+
 Lora::~Lora() {
   if (model_.hook() == this) model_.set_hook(nullptr);
 }
@@ -168,8 +195,10 @@ Tensor Lora::adapt(nn::Proj p, int64_t layer, const Tensor& x, const Tensor& y,
   auto it = adapters_.find(key(p, layer));
   if (it == adapters_.end()) return y;
   const Tensor xd = opt_.dropout > 0 ? ops::dropout(x, opt_.dropout, training) : x;
-  const Tensor& A = params_[it->second.a].second;
-  const Tensor& B = params_[it->second.b].second;
+  // f32 adapters on bf16 activations compute in bf16 (lora.h); on the CPU the dtypes agree and
+  // to() returns the adapter itself.
+  const Tensor A = params_[it->second.a].second.to(xd.dtype());
+  const Tensor B = params_[it->second.b].second.to(xd.dtype());
   const Tensor delta = ops::linear(ops::linear(xd, A), B);
   return ops::add(y, ops::scale(delta, scaling_));
 }

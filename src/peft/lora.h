@@ -10,6 +10,14 @@
 //   model.loss(x, y).backward();                       // no gradient exists for the base
 //   lora.merge_into(plain_model);                      // W + s B A, dequantised where quantised
 //
+// On CUDA (train.device cuda) the Lora is built on the host model in f32, so the NF4 codes come
+// from the f32 weights exactly as on the CPU, then train::place_model puts the frozen base on the
+// device in bf16 and place() moves the codes and the adapters there. The adapters stay f32 (so do
+// their AdamW m and v): they are tiny (rank x (in + out) per projection), an f32 adapter needs no
+// separate master copy, and small updates to it are not lost to bf16 rounding. The adapter branch
+// computes in the activations' dtype: A and B are cast to bf16 for its two matmuls (a cast the
+// gradient flows back through, arriving in f32), like PyTorch autocast around f32 LoRA weights.
+//
 // Adapter names follow the module they adapt, PEFT-style: "<module>.lora_A.weight" (r, in) and
 // "<module>.lora_B.weight" (out, r), module as nn::GPT::module_name gives it
 // ("model.layers.0.self_attn.q_proj", "transformer.h.0.attn.c_attn.q", "lm_head").
@@ -55,7 +63,8 @@ std::string targets_string(const std::vector<nn::Proj>& targets);  // "q,v"
 class Lora : public nn::LinearHook {
  public:
   // Freezes every parameter of model, quantises its block Linears when asked, creates the adapters
-  // (A from gen) on the model's device and dtype, and installs itself as the model's hook.
+  // (A from gen) on the model's device, in its dtype (f32 for a bf16 model: the policy above), and
+  // installs itself as the model's hook.
   Lora(nn::GPT& model, const LoraOptions& opt, Generator& gen);
   ~Lora() override;  // uninstalls itself
   Lora(const Lora&) = delete;
@@ -68,6 +77,12 @@ class Lora : public nn::LinearHook {
   const std::vector<nn::NamedTensor>& parameters() const { return params_; }
   // Swaps in new adapter tensors (same order and shapes as parameters()): gradient checks use it.
   void replace_parameters(const std::vector<Tensor>& tensors);
+  // Moves the NF4 codes and the adapters to device (dtypes kept: f32 adapters stay f32), after
+  // train::place_model moved the base. The adapters become fresh leaves with the same names: build
+  // the optimizer afterwards. Nothing happens for what is there already.
+  void place(Device device);
+  // The NF4 form of a quantised weight (by its parameter name), or null.
+  const NF4Tensor* nf4(const std::string& weight) const;
   // Bytes of the frozen base as held now (quantised weights at their packed size) and of adapters.
   int64_t base_bytes() const;
   int64_t adapter_bytes() const;

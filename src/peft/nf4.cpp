@@ -39,6 +39,16 @@ Tensor NF4Tensor::block_absmax() const {
   return out;
 }
 
+NF4Tensor NF4Tensor::to(Device device) const {
+  NF4Tensor q = *this;
+  if (device == this->device()) return q;
+  q.codes = codes.detach().to(device);
+  if (absmax.defined()) q.absmax = absmax.detach().to(device);
+  if (qabsmax.defined()) q.qabsmax = qabsmax.detach().to(device);
+  if (absmax_scale.defined()) q.absmax_scale = absmax_scale.detach().to(device);
+  return q;
+}
+
 NF4Tensor nf4_quantize(const Tensor& w, bool double_quant) {
   TESSERA_CHECK(w.dim() == 2, "nf4_quantize: the weight must be 2-D (out, in), got ",
                 shape_str(w.shape()));

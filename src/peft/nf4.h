@@ -41,6 +41,9 @@ struct NF4Tensor {
   Device device() const { return codes.device(); }
   // The f32 block constants: absmax itself, or a fresh tensor dequantised from the int8 codes.
   Tensor block_absmax() const;
+  // The same codes and constants on device (this one when already there): a QLoRA base goes to
+  // the GPU as codes, never as a dequantised weight.
+  NF4Tensor to(Device device) const;
 };
 
 // w: a 2-D floating tensor (any device; quantised on the host, stored on w's device).

@@ -10,11 +10,13 @@ namespace tessera::train {
 
 Placement placement(const Config& cfg, int local_rank) {
   if (cfg.train.device != "cuda") return {Device::cpu(), DType::F32};
-  // What the config asks for first (the same answer on every machine), then the machine.
-  TESSERA_CHECK(cfg.optim.name == "adamw", "train.device: 'cuda' trains with optim.name adamw; '",
-                cfg.optim.name, "' (updates inside backward) runs on the CPU only for now");
-  TESSERA_CHECK(cfg.lora.rank == 0, "train.device: 'cuda' trains full models; lora.rank ",
-                cfg.lora.rank, " (LoRA/QLoRA adapters) runs on the CPU only for now");
+  // Every training mode runs on CUDA (AdamW, LOMO, AdaLomo, LoRA, QLoRA nf4 / nf4-dq). What the
+  // config asks for is checked first (the same answer on every machine), then the machine.
+  TESSERA_CHECK(cfg.lora.rank == 0 || cfg.lora.trainable.empty(),
+                "train.device: 'cuda' with lora.trainable '", cfg.lora.trainable,
+                "' is not supported yet: the adapters are f32 on the GPU while the model's own "
+                "tensors are bf16, and one AdamW over flat buffers needs one dtype; train them on "
+                "the CPU, or drop lora.trainable");
   TESSERA_CHECK(TESSERA_HAVE_CUDA,
                 "train.device: 'cuda', but tessera was built without CUDA "
                 "support (reconfigure with nvcc on the PATH, -DTESSERA_CUDA=ON), or set "
@@ -46,7 +48,7 @@ void place_model(nn::GPT& model, Device device, DType dtype) {
     // Convert on the host first: half the bytes cross the bus for bf16.
     Tensor d = t.detach().to(dtype).to(device);
     if (d.impl_ptr() == t.impl_ptr() || d.storage() == t.storage()) d = d.clone();
-    d.requires_grad_();
+    if (t.requires_grad()) d.requires_grad_();  // a LoRA base stays frozen
     d.set_name(name);
     moved.push_back(std::move(d));
   }

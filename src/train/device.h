@@ -9,6 +9,11 @@
 // Mixed precision on CUDA (what the kernels and ops do with a bf16 model):
 //   parameters and their gradients  bf16 (the working copy the forward reads)
 //   AdamW master weights, m and v    f32 (optim/adamw.h; the bf16 weights are the rounded master)
+//   LOMO / AdaLomo                   f32 masters of the bf16 weights; AdaLomo's R, C, v f32
+//                                    (optim/lomo.h; the updates run through kernel entries)
+//   LoRA / QLoRA                     frozen base bf16, or NF4 codes (u8) + f32 block constants;
+//                                    adapters and their m, v f32, cast to bf16 for their matmuls
+//                                    (peft/lora.h says why)
 //   activations                      bf16; matmuls accumulate in f32 (cuBLASLt COMPUTE_32F)
 //   norm statistics (mean, rstd)     f32 (ops/norm.cpp), computed in f32 inside the kernels
 //   softmax, attention statistics    f32 arithmetic inside the kernels; lse saved in f32
@@ -31,12 +36,13 @@ struct Placement {
 };
 
 // train.device cpu -> (cpu, f32); cuda -> (cuda:<local_rank>, bf16). Throws a clear error when CUDA is asked
-// for but this build has no CUDA backend or no device is visible, or when the config uses a part
-// that runs on the CPU only (LOMO/AdaLomo, LoRA/QLoRA).
+// for but this build has no CUDA backend or no device is visible. Every training mode (AdamW,
+// LOMO/AdaLomo, LoRA/QLoRA) runs on CUDA.
 Placement placement(const Config& cfg, int local_rank = 0);
 
 // Moves every parameter of the model to device as dtype: fresh leaves with the same names that
-// require gradients (nothing happens when they are there already).
+// require gradients when the originals did (a LoRA base stays frozen); nothing happens when they
+// are there already.
 void place_model(nn::GPT& model, Device device, DType dtype);
 
 // The device of the model's parameters (the CPU for a model without any).

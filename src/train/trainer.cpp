@@ -235,16 +235,17 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   }
   comm_->barrier();  // the run dir exists and holds no half-written file
   out_ = std::make_unique<Report>(log, run_dir_ / "metrics.jsonl", cfg_.log.metrics, rank_ == 0);
-  // Built on the CPU in f32 above (the same initial weights on every device and rank), then placed.
+  // Built on the CPU in f32 above (the same initial weights on every device and rank), with the
+  // --init weights and the adapters: NF4 codes come from the f32 weights and the base's fingerprint
+  // is the f32 checkpoint's, whatever the device. Then placed (peft/lora.h: f32 adapters).
+  if (!cfg_.checkpoint.init.empty()) load_init();
+  if (cfg_.lora.rank > 0)
+    lora_ = std::make_unique<peft::Lora>(model_, lora_options(cfg_.lora), init_gen_);
   if (const Placement where = placement(cfg_, comm_->local_rank()); where.device.is_cuda()) {
     place_model(model_, where.device, where.dtype);
-    params_ = named_params(model_.parameters());
+    if (lora_) lora_->place(where.device);
   }
-  if (!cfg_.checkpoint.init.empty()) load_init();
-  if (cfg_.lora.rank > 0) {
-    lora_ = std::make_unique<peft::Lora>(model_, lora_options(cfg_.lora), init_gen_);
-    params_ = named_params(lora_->parameters());
-  }
+  params_ = named_params(lora_ ? lora_->parameters() : model_.parameters());
   build_optimizer();
   // The micro-batches a clean run reads at (1-based) step n start at windows (n - 1) S + k B;
   // spike.inject_rank r poisons only the one rank r reads first in the step.

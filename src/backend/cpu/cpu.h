@@ -88,6 +88,12 @@ void adamw_step_flat(const Tensor& param, const Tensor& master, const Tensor& m,
                      double beta2, double eps, double weight_decay, double bias_correction1,
                      double bias_correction2);
 void sum_squares(const Tensor& out, const Tensor& x);
+void lomo_grad_sum_squares(const Tensor& out, const Tensor& grad, double loss_scale);
+void lomo_step(const Tensor& param, const Tensor& master, const Tensor& grad, const LomoGrad& g,
+               double lr, double decay);
+void adalomo_step(const Tensor& param, const Tensor& master, const Tensor& grad, const Tensor& row,
+                  const Tensor& col, const Tensor& v, const LomoGrad& g, double beta2, double lr,
+                  double weight_decay);
 // nf4.cpp
 void nf4_dequantize(const Tensor& out, const Tensor& codes, const Tensor& absmax);
 void nf4_matmul(const Tensor& c, const Tensor& a, const Tensor& codes, const Tensor& absmax,
