@@ -38,12 +38,13 @@ export ASAN_OPTIONS="abort_on_error=1:detect_leaks=0:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:${UBSAN_OPTIONS:-}"
 rm -rf "$BUILD_DIR/fuzz-failures"
 start=$(date +%s)
+# The driver's summary lines (one per 100 mutations, then the total) as they come; all else to the log.
 set +e
 TESSERA_FUZZ_MUTATIONS="$N" TESSERA_FUZZ_SEED="$SEED" TESSERA_FUZZ_KEEP="$BUILD_DIR/fuzz-failures" \
-  "$BUILD_DIR/tests/test_fuzz" --gtest_brief=1 >"$BUILD_DIR/fuzz.log" 2>&1
-rc=$?
+  "$BUILD_DIR/tests/test_fuzz" --gtest_brief=1 2>&1 | tee "$BUILD_DIR/fuzz.log" |
+  grep --line-buffered '^\[ fuzz \]'
+rc=${PIPESTATUS[0]}
 set -e
-grep -h '^\[ fuzz \]' "$BUILD_DIR/fuzz.log" || true
 echo "fuzz_checkpoints: $(( $(date +%s) - start )) s; log $BUILD_DIR/fuzz.log"
 if [ "$rc" -ne 0 ]; then
   grep -h -A12 'Failure' "$BUILD_DIR/fuzz.log" | head -60

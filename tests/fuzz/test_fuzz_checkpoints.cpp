@@ -269,7 +269,17 @@ TEST_F(FuzzCheckpoints, no_mutation_crashes_or_loads_silently) {
 
   int64_t loads = 0, refused = 0, crashes = 0, hangs = 0, silent = 0, unclear = 0, unchanged = 0;
   std::vector<std::string> failures;
+  auto summary = [&](int64_t done) {
+    std::printf("[ fuzz ] %lld%s mutations (seed %llu), %lld loads: %lld refused with a clear "
+                "error, %lld crashes, %lld hangs, %lld silent loads, %lld unclear refusals, %lld "
+                "mutations left the bytes unchanged\n",
+                (long long)done, done < n ? (" of " + std::to_string(n)).c_str() : "",
+                (unsigned long long)seed, (long long)loads, (long long)refused, (long long)crashes,
+                (long long)hangs, (long long)silent, (long long)unclear, (long long)unchanged);
+    std::fflush(stdout);
+  };
   for (int64_t i = 0; i < n; ++i) {
+    if (i > 0 && i % 100 == 0) summary(i);  // long runs report as they go
     std::string what;
     const std::string bytes = mutate(original, seed, i, &what);
     const bool same = bytes == original;
@@ -295,12 +305,7 @@ TEST_F(FuzzCheckpoints, no_mutation_crashes_or_loads_silently) {
       }
     }
   }
-  std::printf("[ fuzz ] %lld mutations (seed %llu), %lld loads: %lld refused with a clear error, "
-              "%lld crashes, %lld hangs, %lld silent loads, %lld unclear refusals, %lld mutations "
-              "left the bytes unchanged\n",
-              (long long)n, (unsigned long long)seed, (long long)loads, (long long)refused,
-              (long long)crashes, (long long)hangs, (long long)silent, (long long)unclear,
-              (long long)unchanged);
+  summary(n);
   for (size_t k = 0; k < failures.size() && k < 5; ++k) ADD_FAILURE() << failures[k];
   EXPECT_EQ(crashes, 0);
   EXPECT_EQ(hangs, 0);
