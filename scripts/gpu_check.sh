@@ -173,7 +173,7 @@ if want memory; then
   else
     timeout 240 "$B/bench_memory" --n-layer 2 --n-embd 128 --vocab 257 --steps 1 >"$OUT/memory.log" 2>&1; rc=$?
   fi
-  ratios=$(awk '/^(lomo|adalomo|lora|qlora)/ {print $1 ($2 ~ /^(nf4|nf4-dq|\+clip)$/ ? " " $2 : "") "=" $(NF)}' "$OUT/memory.log" | paste -sd, -)
+  ratios=$(awk '/^(lomo|adalomo|lora|qlora)/ && $NF ~ /^[0-9.]+$/ {print $1 ($2 ~ /^(nf4|nf4-dq|\+clip)$/ ? " " $2 : "") "=" $(NF)}' "$OUT/memory.log" | paste -sd, -)
   row memory "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc")" \
     "bench_memory --device $GPU_DEVICE in $(elapsed "$t0"); last column per row (reserved/AdamW on cuda): ${ratios:-?}; table in memory.log"
   if [ -f "$OUT/ctest.log" ]; then

@@ -61,6 +61,14 @@
 // AdaLomo's R, C, v are f32 (f64 for f64 parameters). Sums (norms, means, RMS) accumulate in
 // double over fixed blocks, so no result depends on the thread count.
 //
+// Devices. The parameters share one device, CPU or CUDA (train.device cuda: bf16 weights with f32
+// masters). The updates go through the kernel table (lomo_grad_sum_squares, lomo_step,
+// adalomo_step in backend/kernels.h), so the hooks hold no element loop: on CUDA a hook only
+// launches kernels, every sum stays on the device (each gradient's squares in its slot of an f64
+// buffer; RMS(p), RMS(U) and the step size inside adalomo_step), and the norm is read back once
+// per pass, not once per parameter. A gradient is freed in its hook on either device (on CUDA its
+// block returns to the caching allocator, reusable by the next op on the same stream).
+//
 // Checkpoints: state() lists "<name>/row", "<name>/col" (AdaLomo, matrices), "<name>/v" (AdaLomo,
 // vectors) and "<name>/master" (bf16 parameters), aliases of the live tensors, in the form
 // CheckpointData::optimizer takes; step_count() is t. load_state() and set_step_count() put them
@@ -88,8 +96,8 @@ struct LomoOptions {
 
 class FusedOptimizer {
  public:
-  // Names unique and non-empty; parameters distinct CPU leaves that require a gradient, contiguous,
-  // f32, f64 or bf16. Registers one hook per parameter and allocates the state.
+  // Names unique and non-empty; parameters distinct leaves on one device that require a gradient,
+  // contiguous, f32, f64 or bf16. Registers one hook per parameter and allocates the state there.
   FusedOptimizer(std::vector<NamedParam> params, LomoOptions opt = {});
   FusedOptimizer(const FusedOptimizer&) = delete;
   FusedOptimizer& operator=(const FusedOptimizer&) = delete;
