@@ -1,0 +1,287 @@
+// Hugging Face export and import: build/export -> build/import gives back every tensor byte for
+// byte; architectures HF cannot compute are refused by name with nothing written; config.json
+// values tessera cannot reproduce are errors naming the key or tensor; `--init hf:DIR` loads the
+// same weights; and, where /usr/bin/python3 has numpy, h5py and torch, the independent reader
+// (scripts/check_export.py) and the HF-structured PyTorch models (scripts/hf_logits.py) agree with
+// tessera.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/retention.h"
+#include "checkpoint/safetensors.h"
+#include "nn/gpt.h"
+#include "test_util.h"
+#include "train/hf_dir.h"
+#include "train/load.h"
+#include "train/trainer.h"
+
+using namespace tessera;
+using tessera::testing::error_of;
+using tessera::testing::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+Config gpt2_config() {
+  Config c;
+  c.model.n_layer = 2, c.model.n_head = 2, c.model.n_embd = 16, c.model.block_size = 8;
+  c.model.vocab_size = 259;  // byte tokenizer: 257 at least
+  return c;
+}
+
+Config llama_config() {
+  Config c = gpt2_config();
+  ModelConfig& m = c.model;
+  m.norm = "rmsnorm", m.mlp = "swiglu", m.position = "rope", m.n_kv_head = 1;
+  m.tie_embeddings = false, m.bias = false, m.mlp_hidden = 24, m.rope_theta = 500000;
+  return c;
+}
+
+// A checkpoint of random weights (norm weights and biases too, so that no tensor is trivially
+// equal to its initial value) in dtype; returns the run directory.
+fs::path save_random(const Config& cfg, const fs::path& dir, DType dtype = DType::F32) {
+  Generator g(11);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  CheckpointData ck;
+  for (const auto& [name, t] : model.parameters())
+    ck.model.emplace_back(name, randn(t.shape(), g).to(dtype));
+  ck.trainer_ints = {{"step", 1}};
+  ck.config_yaml = to_yaml(cfg);
+  fs::create_directories(dir);
+  save_checkpoint((dir / checkpoint_name(1)).string(), ck);
+  write_latest(dir.string(), checkpoint_name(1));
+  return dir;
+}
+
+// Runs a command; returns its exit status, its output (stdout and stderr) in *out.
+int run(const std::string& cmd, std::string* out) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return -1;
+  char buf[4096];
+  out->clear();
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out->append(buf, n);
+  const int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+const std::string kBin = TESSERA_BIN_DIR;
+
+std::string read_file(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+void replace_in(const fs::path& p, const std::string& from, const std::string& to) {
+  std::string s = read_file(p);
+  const size_t at = s.find(from);
+  ASSERT_NE(at, std::string::npos) << from;
+  s.replace(at, from.size(), to);
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << s;
+}
+
+bool has(const std::string& msg, const std::string& part) {
+  return msg.find(part) != std::string::npos;
+}
+
+void expect_round_trip_byte_exact(const Config& cfg, DType dtype) {
+  TempDir tmp;
+  const fs::path ck = save_random(cfg, tmp.path / "ck", dtype);
+  std::string out;
+  ASSERT_EQ(run(kBin + "/export --checkpoint " + ck.string() + " --output " +
+                    (tmp.path / "hf").string(), &out), 0) << out;
+  ASSERT_EQ(run(kBin + "/import " + (tmp.path / "hf").string() + " --output " +
+                    (tmp.path / "back").string(), &out), 0) << out;
+  const CheckpointData a = load_checkpoint(resolve_checkpoint(ck.string()));
+  const CheckpointData b = load_checkpoint(resolve_checkpoint((tmp.path / "back").string()));
+  ASSERT_EQ(a.model.size(), b.model.size());
+  for (size_t i = 0; i < a.model.size(); ++i) {
+    EXPECT_EQ(a.model[i].first, b.model[i].first);  // the model's order
+    EXPECT_EQ(a.model[i].second.dtype(), b.model[i].second.dtype()) << a.model[i].first;
+    EXPECT_EQ(tessera::testing::bytes(a.model[i].second), tessera::testing::bytes(b.model[i].second))
+        << a.model[i].first;
+  }
+  const Config back = parse_config(b.config_yaml, "imported");
+  EXPECT_EQ(train::model_difference(back.model, cfg.model), "");
+  // The imported checkpoint loads as eval and generate load one.
+  EXPECT_NO_THROW(train::load_model((tmp.path / "back").string()));
+}
+
+}  // namespace
+
+TEST(HFExport, gpt2_style_round_trip_is_byte_exact) {
+  expect_round_trip_byte_exact(gpt2_config(), DType::F32);
+}
+
+TEST(HFExport, llama_style_round_trip_is_byte_exact) {
+  expect_round_trip_byte_exact(llama_config(), DType::F32);
+}
+
+TEST(HFExport, biased_tied_llama_in_bf16_round_trip_is_byte_exact) {
+  Config c = llama_config();
+  c.model.bias = true, c.model.tie_embeddings = true;
+  expect_round_trip_byte_exact(c, DType::BF16);
+}
+
+TEST(HFExport, conv1d_weights_are_transposed_and_a_tied_head_is_not_written) {
+  TempDir tmp;
+  Config cfg = gpt2_config();
+  Generator g(2);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  train::export_hf(cfg, model.parameters(), (tmp.path / "hf").string());
+  SafetensorsFile f = read_safetensors((tmp.path / "hf" / "model.safetensors").string());
+  std::map<std::string, Tensor> st(f.tensors.begin(), f.tensors.end());
+  EXPECT_EQ(st.count("lm_head.weight"), 0u);
+  const Tensor w = model.parameter("transformer.h.1.attn.c_attn.weight");  // [3 C, C]
+  const Tensor hw = st.at("transformer.h.1.attn.c_attn.weight");           // Conv1D [C, 3 C]
+  ASSERT_EQ(hw.shape(), (Shape{16, 48}));
+  // HF splits c_attn's output into q, k, v along its columns: column j of HF is row j here.
+  EXPECT_EQ(hw.to_vector<float>()[size_t(3 * 48 + 20)], w.to_vector<float>()[size_t(20 * 16 + 3)]);
+  EXPECT_EQ(st.at("transformer.wte.weight").shape(), (Shape{259, 16}));  // an Embedding: as is
+  const std::string config = read_file(tmp.path / "hf" / "config.json");
+  EXPECT_TRUE(has(config, "\"activation_function\": \"gelu_new\"")) << config;
+  EXPECT_TRUE(has(config, "\"tie_word_embeddings\": true")) << config;
+}
+
+TEST(HFExport, architectures_without_an_hf_counterpart_are_refused_by_name) {
+  TempDir tmp;
+  struct Case {
+    std::function<void(Config&)> change;
+    std::string key;
+  };
+  const std::vector<Case> cases = {
+      {[](Config& c) { c.model.attention = "stick_breaking", c.model.position = "none"; },
+       "model.attention is stick_breaking"},
+      {[](Config& c) { c.model.position = "none"; }, "model.position is none"},
+      {[](Config& c) { c.model.bias = false; }, "model.bias is false"},
+      {[](Config& c) { c.model.position = "rope"; }, "GPT2LMHeadModel has learned positions only"},
+      {[](Config& c) { c.model.n_kv_head = 1; }, "model.n_kv_head"},
+      {[](Config& c) { c.model.mlp = "swiglu"; }, "model.norm is layernorm"},
+      {[](Config& c) { c.model.norm = "rmsnorm"; }, "model.mlp is gelu"},
+  };
+  for (const Case& k : cases) {
+    Config cfg = gpt2_config();
+    k.change(cfg);
+    const fs::path out = tmp.path / "hf";
+    Generator g(1);
+    nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+    const std::string m = error_of([&] { train::export_hf(cfg, model.parameters(), out.string()); });
+    EXPECT_TRUE(has(m, k.key) && has(m, "nothing was written")) << m;
+    EXPECT_FALSE(fs::exists(out)) << k.key;
+  }
+  // Through the binary: a non-zero exit and no directory.
+  Config sb = gpt2_config();
+  sb.model.attention = "stick_breaking", sb.model.position = "none";
+  const fs::path ck = save_random(sb, tmp.path / "sb");
+  std::string out;
+  EXPECT_NE(run(kBin + "/export --checkpoint " + ck.string() + " --output " +
+                    (tmp.path / "sb-hf").string(), &out), 0);
+  EXPECT_TRUE(has(out, "stick_breaking")) << out;
+  EXPECT_FALSE(fs::exists(tmp.path / "sb-hf"));
+}
+
+TEST(HFExport, s2_attn_and_the_gpt2_tokenizer_export_with_their_notes_and_files) {
+  TempDir tmp;
+  Config cfg = gpt2_config();
+  cfg.train.s2_attn = true;
+  cfg.data.tokenizer = "gpt2";
+  cfg.model.vocab_size = 50257;
+  tmp.write("encoder.json", "{\"a\": 0}");  // stand-ins: export copies them byte for byte
+  tmp.write("vocab.bpe", "#v\n");
+  cfg.data.tokenizer_dir = tmp.path.string();
+  Generator g(1);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  train::export_hf(cfg, model.parameters(), (tmp.path / "hf").string());
+  const std::string config = read_file(tmp.path / "hf" / "config.json");
+  EXPECT_TRUE(has(config, "S^2-Attn")) << config;
+  EXPECT_TRUE(has(config, "\"eos_token_id\": 50256")) << config;
+  EXPECT_EQ(read_file(tmp.path / "hf" / "vocab.json"), "{\"a\": 0}");
+  EXPECT_EQ(read_file(tmp.path / "hf" / "merges.txt"), "#v\n");
+  const train::HFModel back = train::import_hf((tmp.path / "hf").string());
+  EXPECT_EQ(back.config.data.tokenizer, "gpt2");
+  EXPECT_TRUE(back.gpt2_tokenizer_files);
+}
+
+TEST(HFImport, values_tessera_cannot_reproduce_are_errors_naming_the_key_or_tensor) {
+  TempDir tmp;
+  auto fresh = [&](const Config& cfg) {
+    const fs::path dir = tmp.path / ("hf" + std::to_string(std::rand()));
+    Generator g(1);
+    nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+    train::export_hf(cfg, model.parameters(), dir.string());
+    return dir;
+  };
+  auto err = [](const fs::path& d) { return error_of([&] { train::import_hf(d.string()); }); };
+  fs::path d = fresh(gpt2_config());
+  replace_in(d / "config.json", "\"gelu_new\"", "\"relu\"");
+  EXPECT_TRUE(has(err(d), "activation_function")) << err(d);
+  d = fresh(gpt2_config());
+  replace_in(d / "config.json", "\"n_ctx\"", "\"mystery_key\": 1, \"n_ctx\"");
+  EXPECT_TRUE(has(err(d), "unsupported key \"mystery_key\"")) << err(d);
+  d = fresh(gpt2_config());
+  replace_in(d / "config.json", "\"n_inner\": 64", "\"n_inner\": 32");
+  std::string m = err(d);
+  EXPECT_TRUE(has(m, "transformer.h.0.mlp.c_fc.weight") && has(m, "(16, 64)")) << m;
+  d = fresh(llama_config());
+  replace_in(d / "config.json", "\"rope_scaling\": null",
+             "\"rope_scaling\": {\"rope_type\": \"longrope\", \"factor\": 4}");
+  EXPECT_TRUE(has(err(d), "rope_scaling.rope_type") && has(err(d), "longrope")) << err(d);
+  d = fresh(llama_config());
+  replace_in(d / "config.json", "\"model_type\": \"llama\"", "\"model_type\": \"mistral\"");
+  EXPECT_TRUE(has(err(d), "model_type")) << err(d);
+  d = fresh(llama_config());
+  SafetensorsFile f = read_safetensors((d / "model.safetensors").string());
+  f.tensors.erase(f.tensors.begin() + 3);
+  const std::string lost = read_safetensors((d / "model.safetensors").string()).tensors[3].first;
+  write_safetensors((d / "model.safetensors").string(), f.tensors);
+  EXPECT_TRUE(has(err(d), "missing tensor '" + lost + "'")) << err(d);
+}
+
+TEST(HFImport, init_from_an_hf_directory_loads_the_same_weights) {
+  TempDir tmp;
+  const Config cfg = llama_config();
+  Generator g(5), h(6);
+  nn::GPT a(train::model_config(cfg.model, cfg.train), g);
+  nn::GPT b(train::model_config(cfg.model, cfg.train), h);
+  train::export_hf(cfg, a.parameters(), (tmp.path / "hf").string());
+  train::load_hf_into("hf:" + (tmp.path / "hf").string(), cfg.model, b.parameters());
+  for (size_t i = 0; i < a.parameters().size(); ++i)
+    EXPECT_EQ(tessera::testing::bytes(a.parameters()[i].second),
+              tessera::testing::bytes(b.parameters()[i].second)) << a.parameters()[i].first;
+  ModelConfig other = cfg.model;
+  other.n_layer = 3;
+  Generator k(7);
+  nn::GPT c(train::model_config(other, cfg.train), k);
+  const std::string m = error_of(
+      [&] { train::load_hf_into("hf:" + (tmp.path / "hf").string(), other, c.parameters()); });
+  EXPECT_TRUE(has(m, "model.n_layer: 2 vs 3")) << m;
+}
+
+// scripts/check_export.py and scripts/hf_logits.py against tessera, for both architectures.
+TEST(HFExport, independent_reader_and_hf_structured_pytorch_agree) {
+  std::string out;
+  if (run("/usr/bin/python3 -c 'import numpy, h5py, torch'", &out) != 0)
+    GTEST_SKIP() << "/usr/bin/python3 lacks numpy, h5py or torch: " << out;
+  TempDir tmp;
+  const std::string scripts = std::string(TESSERA_SOURCE_DIR) + "/scripts/";
+  for (const Config& cfg : {gpt2_config(), llama_config()}) {
+    const std::string name = cfg.model.norm;
+    const fs::path ck = save_random(cfg, tmp.path / ("ck-" + name));
+    const std::string hf = (tmp.path / ("hf-" + name)).string();
+    const std::string ref = (tmp.path / ("ref-" + name + ".safetensors")).string();
+    ASSERT_EQ(run(kBin + "/export --checkpoint " + ck.string() + " --output " + hf +
+                      " --reference-logits " + ref, &out), 0) << out;
+    EXPECT_EQ(run("/usr/bin/python3 " + scripts + "check_export.py " + hf + " " + ck.string(),
+                  &out), 0) << out;
+    // Default tolerance 1e-4 of the largest logit: the PyTorch side computes in float64, so the
+    // difference is tessera's f32 rounding through two layers (measured 2e-7 to 4e-6 of it).
+    EXPECT_EQ(run("/usr/bin/python3 " + scripts + "hf_logits.py " + hf + " " + ref, &out), 0)
+        << out;
+    std::printf("%s", out.c_str());
+  }
+}
