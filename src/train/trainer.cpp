@@ -45,6 +45,7 @@
 #include "optim/schedule.h"
 #include "peft/adapter.h"
 #include "train/device.h"
+#include "train/load.h"
 #include "train/report.h"
 #include "train/rollback.h"
 #include "train/run_state.h"
@@ -303,11 +304,16 @@ void Trainer::build_optimizer() {
 }
 
 void Trainer::load_init() {
-  const std::string path = resolve_checkpoint(cfg_.checkpoint.init);
-  TESSERA_CHECK(load_checkpoint_attributes(path).adapter.empty(), "checkpoint.init: ", path,
-                " holds LoRA adapters, not a model; merge them into their base first "
-                "(build/merge --adapter ", path, ")");
-  load_model_into(path, model_.parameters());  // /model alone: the optimizer state is not needed
+  std::string path = cfg_.checkpoint.init;
+  if (is_hf_source(path)) {  // a Hugging Face directory (build/export's output, or transformers')
+    load_hf_into(path, cfg_.model, model_.parameters());
+  } else {
+    path = resolve_checkpoint(path);
+    TESSERA_CHECK(load_checkpoint_attributes(path).adapter.empty(), "checkpoint.init: ", path,
+                  " holds LoRA adapters, not a model; merge them into their base first "
+                  "(build/merge --adapter ", path, ")");
+    load_model_into(path, model_.parameters());  // /model alone: the optimizer state is not needed
+  }
   out_->log() << "init: weights from " << path << "\n";
   base_path_ = path;
   // Computed before any quantisation: the identity of the checkpoint's weights.
