@@ -242,6 +242,29 @@ TEST(HFImport, values_tessera_cannot_reproduce_are_errors_naming_the_key_or_tens
   EXPECT_TRUE(has(err(d), "missing tensor '" + lost + "'")) << err(d);
 }
 
+TEST(HFImport, reads_base_model_names_and_mask_buffers) {
+  // As in the published gpt2 files: names without "transformer.", causal-mask buffers
+  // "h.N.attn.bias" (F16 widening is tests/checkpoint/test_safetensors.cpp's).
+  TempDir tmp;
+  const Config cfg = gpt2_config();
+  Generator g(4);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  const fs::path d = tmp.path / "hf";
+  train::export_hf(cfg, model.parameters(), d.string());
+  SafetensorsFile f = read_safetensors((d / "model.safetensors").string());
+  std::vector<std::pair<std::string, Tensor>> renamed;
+  for (auto& [name, t] : f.tensors) renamed.emplace_back(name.substr(name.find('.') + 1), t);
+  renamed.emplace_back("h.0.attn.bias", ones({1, 1, 8, 8}));
+  write_safetensors((d / "model.safetensors").string(), renamed);
+  const train::HFModel back = train::import_hf(d.string());
+  ASSERT_EQ(back.params.size(), model.parameters().size());
+  for (size_t i = 0; i < back.params.size(); ++i) {
+    EXPECT_EQ(back.params[i].first, model.parameters()[i].first);
+    EXPECT_EQ(tessera::testing::bytes(back.params[i].second),
+              tessera::testing::bytes(model.parameters()[i].second));
+  }
+}
+
 TEST(HFImport, init_from_an_hf_directory_loads_the_same_weights) {
   TempDir tmp;
   const Config cfg = llama_config();
