@@ -99,7 +99,8 @@ void check_model(const ModelConfig& m, Problems& p) {
     p.add("model.attention must be one of ", ops::attention_kind_names(), "; got '", m.attention,
           "'");
   p.one_of("model.sb_remainder", m.sb_remainder, {"none", "current"});
-  if (m.attention != "stick_breaking" && (m.attend_current || m.sb_remainder != "none"))
+  if (ops::find_attention_kind(m.attention) != ops::AttentionKind::StickBreaking &&
+      (m.attend_current || m.sb_remainder != "none"))
     p.add("model.attend_current and model.sb_remainder apply to model.attention stick_breaking only "
           "(got attention '", m.attention, "')");
   if (!(m.dropout >= 0 && m.dropout < 1)) p.add("model.dropout must be in [0, 1), got ", m.dropout);
