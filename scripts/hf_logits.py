@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Logits of an exported Hugging Face directory from PyTorch modules laid out like transformers'
 GPT2LMHeadModel (Conv1D weights [in, out], fused c_attn split into q, k, v, gelu_new, LayerNorm)
-and LlamaForCausalLM (RMSNorm, rotate_half RoPE, grouped-query attention by repeat_kv, SwiGLU MLP),
+and LlamaForCausalLM (RMSNorm, rotate_half RoPE with HF's rope_scaling types, grouped-query
+attention by repeat_kv, SwiGLU MLP),
 written from those models' published structure without importing transformers (Debian's
 python3-torch 1.13 has none). The state dict is loaded strictly, so every name and shape the
 export wrote must be the one HF's module expects. Compares with the logits `build/export
@@ -162,6 +163,44 @@ class LlamaDecoderLayer(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin)
         return x + self.mlp(self.post_attention_layernorm(x))
 
+def rope_inv_freq(c, d, seq_len):
+    """Inverse frequencies and cos/sin multiplier as transformers' modeling_rope_utils computes them
+    for rope_scaling types default, linear, dynamic, yarn and llama3."""
+    base, rs = c.get("rope_theta", 10000.0), c.get("rope_scaling") or {}
+    kind, s = rs.get("rope_type", rs.get("type", "default")), rs.get("factor", 1.0)
+    L = c["max_position_embeddings"]
+    i2 = torch.arange(0, d, 2, dtype=torch.float64)
+    inv = 1.0 / base ** (i2 / d)
+    if kind == "default":
+        return inv, 1.0
+    if kind == "linear":
+        return inv / s, 1.0
+    if kind == "dynamic":
+        if seq_len > L:
+            base = base * ((s * seq_len / L) - (s - 1)) ** (d / (d - 2))
+        return 1.0 / base ** (i2 / d), 1.0
+    if kind == "yarn":
+        L0 = rs.get("original_max_position_embeddings") or L
+        corr = lambda rot: d * math.log(L0 / (rot * 2 * math.pi)) / (2 * math.log(base))
+        low = max(math.floor(corr(rs.get("beta_fast") or 32)), 0)
+        high = min(math.ceil(corr(rs.get("beta_slow") or 1)), d - 1)
+        if low == high:
+            high += 0.001
+        ramp = ((torch.arange(d // 2, dtype=torch.float64) - low) / (high - low)).clamp(0, 1)
+        extrapolation = 1 - ramp
+        inv = (inv / s) * (1 - extrapolation) + inv * extrapolation
+        mult = rs.get("attention_factor") or (0.1 * math.log(s) + 1.0 if s > 1 else 1.0)
+        return inv, mult
+    if kind == "llama3":
+        L0, lo, hi = rs["original_max_position_embeddings"], rs["low_freq_factor"], rs["high_freq_factor"]
+        wavelen = 2 * math.pi / inv
+        scaled = torch.where(wavelen > L0 / lo, inv / s, inv)
+        t = (L0 / wavelen - lo) / (hi - lo)
+        smoothed = (1 - t) * scaled / s + t * scaled
+        medium = (wavelen >= L0 / hi) & (wavelen <= L0 / lo)
+        return torch.where(medium, smoothed, scaled), 1.0
+    raise SystemExit(f"hf_logits: rope_type {kind} is not modelled here")
+
 class LlamaModel(nn.Module):
     def __init__(self, c):
         super().__init__()
@@ -172,12 +211,11 @@ class LlamaModel(nn.Module):
     def forward(self, ids):
         c = self.c
         d = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
-        theta = c.get("rope_theta", 10000.0)
-        inv_freq = 1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+        inv_freq, mult = rope_inv_freq(c, d, ids.size(1))
         freqs = torch.arange(ids.size(1), dtype=torch.float64)[:, None] * inv_freq[None]
         emb = torch.cat((freqs, freqs), dim=-1)
         x = self.embed_tokens(ids)
-        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        cos, sin = (emb.cos() * mult).to(x.dtype), (emb.sin() * mult).to(x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin)
         return self.norm(x)
@@ -194,8 +232,6 @@ def main(argv):
     out_dir, ref_path = argv[0], argv[1]
     tol = float(argv[argv.index("--tol") + 1]) if "--tol" in argv else 1e-4
     c = json.load(open(os.path.join(out_dir, "config.json")))
-    if c.get("rope_scaling"):
-        print("hf_logits: rope_scaling is not modelled here"); return 1
     model = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM}[c["model_type"]](c).double()
     state = {k: v.double() for k, v in read_safetensors(os.path.join(out_dir, "model.safetensors")).items()}
     if c.get("tie_word_embeddings", c["model_type"] == "gpt2"):

@@ -75,20 +75,28 @@ int64_t eot_id(const Config& cfg) {
   return id < cfg.model.vocab_size ? id : -1;
 }
 
-// HF's rope_scaling dict for the model's (transformers' modeling_rope_utils: "rope_type" and the
-// fields each type reads); "null" for plain RoPE.
+// The length RoPE scaling counts from (L0): rope_scaling.original_max_position, 0 = block_size.
+int64_t rope_l0(const ModelConfig& m) {
+  return m.rope_scaling.original_max_position > 0 ? m.rope_scaling.original_max_position
+                                                  : m.block_size;
+}
+
+// HF's rope_scaling dict (transformers' modeling_rope_utils: "rope_type" and the fields each type
+// reads); "null" for plain RoPE. HF's dynamic and yarn take L0 from max_position_embeddings (newer
+// versions derive yarn's factor from max_position_embeddings / original_max_position_embeddings
+// when the dict has the latter), so config_json writes max_position_embeddings = L0 and yarn's
+// dict leaves original_max_position_embeddings out: every version then computes tessera's table.
+// llama3 reads original_max_position_embeddings from the dict.
 std::string rope_scaling_json(const ModelConfig& m) {
   const RopeScalingConfig& r = m.rope_scaling;
   if (m.position != "rope" || r.type == "none") return "null";
-  const int64_t L0 = r.original_max_position > 0 ? r.original_max_position : m.block_size;
   JsonObject o;
   o.set("rope_type", str(r.type)).set("factor", num(r.factor));
   if (r.type == "yarn") {
-    o.set("original_max_position_embeddings", num(L0));
     o.set("beta_fast", num(r.beta_fast)).set("beta_slow", num(r.beta_slow));
     if (r.attention_factor > 0) o.set("attention_factor", num(r.attention_factor));
   } else if (r.type == "llama3") {
-    o.set("original_max_position_embeddings", num(L0));
+    o.set("original_max_position_embeddings", num(rope_l0(m)));
     o.set("low_freq_factor", num(r.low_freq_factor)).set("high_freq_factor", num(r.high_freq_factor));
   }
   return o.text(4);
@@ -119,7 +127,8 @@ std::string config_json(const Config& cfg, DType dtype) {
     o.set("num_key_value_heads", num(m.kv_heads())).set("head_dim", num(m.head_dim()));
     o.set("hidden_act", str("silu")).set("rms_norm_eps", num(m.norm_eps));
     o.set("rope_theta", num(m.rope_theta)).set("rope_scaling", rope_scaling_json(m));
-    o.set("max_position_embeddings", num(m.block_size));
+    // = block_size unless rope scaling names another L0 (rope_scaling_json says why).
+    o.set("max_position_embeddings", num(m.rope_scaling.type == "none" ? m.block_size : rope_l0(m)));
     o.set("attention_bias", boolean(m.bias)).set("mlp_bias", boolean(m.bias));
     o.set("attention_dropout", num(0.0)).set("pretraining_tp", num(int64_t(1)));
   }
@@ -317,6 +326,19 @@ void read_rope_scaling(ConfigReader& c, const Json& rs, ModelConfig& m) {
     }
   };
   opt("original_max_position_embeddings", r.original_max_position);
+  if (r.original_max_position > 0 && r.type != "llama3") {
+    // HF's dynamic uses max_position_embeddings as L0; newer yarn derives its factor from
+    // max_position_embeddings / original_max_position_embeddings. Only files where every reading
+    // agrees are taken.
+    const double ratio = double(m.block_size) / double(r.original_max_position);
+    c.require(r.type != "dynamic" || r.original_max_position == m.block_size,
+              key + ".original_max_position_embeddings",
+              "differs from max_position_embeddings, which HF's dynamic scaling uses");
+    c.require(r.type != "yarn" || ratio == r.factor || r.original_max_position == m.block_size,
+              key + ".original_max_position_embeddings",
+              "max_position_embeddings / original_max_position_embeddings differs from factor; "
+              "transformers versions disagree on which applies");
+  }
   opt("beta_fast", r.beta_fast);
   opt("beta_slow", r.beta_slow);
   opt("attention_factor", r.attention_factor);

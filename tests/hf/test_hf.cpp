@@ -292,8 +292,12 @@ TEST(HFExport, independent_reader_and_hf_structured_pytorch_agree) {
     GTEST_SKIP() << "/usr/bin/python3 lacks numpy, h5py or torch: " << out;
   TempDir tmp;
   const std::string scripts = std::string(TESSERA_SOURCE_DIR) + "/scripts/";
-  for (const Config& cfg : {gpt2_config(), llama_config()}) {
-    const std::string name = cfg.model.norm;
+  Config yarn = llama_config(), llama3 = llama_config();
+  yarn.model.rope_scaling.type = "yarn", yarn.model.rope_scaling.factor = 4;
+  llama3.model.rope_scaling.type = "llama3", llama3.model.rope_scaling.factor = 8;
+  llama3.model.rope_scaling.original_max_position = 4;  // some wavelengths on each side of L0
+  for (const Config& cfg : {gpt2_config(), llama_config(), yarn, llama3}) {
+    const std::string name = cfg.model.norm + "-" + cfg.model.rope_scaling.type;
     const fs::path ck = save_random(cfg, tmp.path / ("ck-" + name));
     const std::string hf = (tmp.path / ("hf-" + name)).string();
     const std::string ref = (tmp.path / ("ref-" + name + ".safetensors")).string();
@@ -306,5 +310,11 @@ TEST(HFExport, independent_reader_and_hf_structured_pytorch_agree) {
     EXPECT_EQ(run("/usr/bin/python3 " + scripts + "hf_logits.py " + hf + " " + ref, &out), 0)
         << out;
     std::printf("%s", out.c_str());
+    if (cfg.model.rope_scaling.type == "yarn") {
+      // The comparison sees the scaling: another factor in config.json makes it fail.
+      replace_in(fs::path(hf) / "config.json", "\"factor\": 4", "\"factor\": 2");
+      EXPECT_EQ(run("/usr/bin/python3 " + scripts + "hf_logits.py " + hf + " " + ref, &out), 1)
+          << out;
+    }
   }
 }
