@@ -107,7 +107,7 @@ class GPT {
   // Inference with a KV cache (no autograd): inputs (B, Tn) continue the sequence held in cache;
   // returns logits (B, Tn, V) equal to the last Tn rows of forward() over the whole sequence.
   // Attention runs forward()'s kernels with a query offset over the cache's filled positions, on
-  // the cache's device (ops::causal_attention); nothing is copied to the host.
+  // the cache's device (ops::causal_attention); the cache is never copied to the host.
   KVCache make_cache(int64_t batch, int64_t capacity) const;
   Tensor forward_cached(const Tensor& inputs, KVCache& cache) const;
 
