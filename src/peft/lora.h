@@ -44,7 +44,7 @@ struct LoraOptions {
   // Kinds of full model tensors that train beside the adapters ("embed": token and position
   // embeddings, "norm": every norm's weight and bias), as LongLoRA does to extend a context (Chen et
   // al. 2023, "LongLoRA", section 3.3: trainable embedding and normalization layers).
-  std::vector<std::string> trainable;
+  std::vector<std::string> trainable{};
 
   double scaling() const;
 };
