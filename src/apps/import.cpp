@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
     train::HFModel hf = train::import_hf(src);
     Config& cfg = hf.config;
     const fs::path file = out / checkpoint_name(0);
-    TESSERA_CHECK(!fs::exists(file), "import: ", file.string(),
+    TESSERA_CHECK(!fs::exists(file), file.string(),
                   " exists; choose another --output (nothing was written)");
     fs::create_directories(out);
     if (hf.gpt2_tokenizer_files) {

@@ -202,29 +202,29 @@ std::vector<std::string> hf_export_notes(const Config& cfg) {
 void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tensor>>& params,
                const std::string& dir) {
   const std::string why = hf_unsupported(cfg);
-  TESSERA_CHECK(why.empty(), "export: this model has no Hugging Face counterpart: ", why,
+  TESSERA_CHECK(why.empty(), "this model has no Hugging Face counterpart: ", why,
                 " (nothing was written)");
   const fs::path out(dir);
-  TESSERA_CHECK(!fs::exists(out) || (fs::is_directory(out) && fs::is_empty(out)), "export: ",
-                dir, " exists and is not an empty directory (nothing was written)");
+  TESSERA_CHECK(!fs::exists(out) || (fs::is_directory(out) && fs::is_empty(out)), dir,
+                " exists and is not an empty directory (nothing was written)");
   std::map<std::string, Tensor> by_name(params.begin(), params.end());
   std::vector<std::pair<std::string, Tensor>> tensors;
   std::set<std::string> used;
   for (const nn::ParamSpec& s : nn::param_specs(model_config(cfg.model, cfg.train))) {
     auto it = by_name.find(s.name);
-    TESSERA_CHECK(it != by_name.end(), "export: the model has no parameter '", s.name, "'");
+    TESSERA_CHECK(it != by_name.end(), "the model has no parameter '", s.name, "'");
     const Tensor& t = it->second;
-    TESSERA_CHECK(t.shape() == s.shape, "export: ", s.name, " has shape ", shape_str(t.shape()),
+    TESSERA_CHECK(t.shape() == s.shape, s.name, " has shape ", shape_str(t.shape()),
                   ", the config says ", shape_str(s.shape));
     tensors.emplace_back(s.name, s.hf_transposed ? t.detach().transpose(0, 1).contiguous() : t);
     used.insert(s.name);
   }
   for (const auto& [name, t] : params)
-    TESSERA_CHECK(used.count(name), "export: parameter '", name, "' has no Hugging Face name");
+    TESSERA_CHECK(used.count(name), "parameter '", name, "' has no Hugging Face name");
   const fs::path tok(cfg.data.tokenizer_dir);
   if (cfg.data.tokenizer == "gpt2")
     for (const char* f : {"encoder.json", "vocab.bpe"})
-      TESSERA_CHECK(fs::exists(tok / f), "export: data.tokenizer is gpt2 but ", (tok / f).string(),
+      TESSERA_CHECK(fs::exists(tok / f), "data.tokenizer is gpt2 but ", (tok / f).string(),
                     " is missing (set data.tokenizer_dir)");
 
   const fs::path tmp = out.string() + ".export-tmp";
@@ -428,7 +428,7 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
 
 HFModel import_hf(const std::string& dir) {
   const fs::path d(dir);
-  TESSERA_CHECK(fs::is_directory(d), "import: ", dir, " is not a directory");
+  TESSERA_CHECK(fs::is_directory(d), "Hugging Face directory ", dir, " is not a directory");
   HFModel out;
   out.config = read_config_json(d / "config.json", out.notes);
   out.gpt2_tokenizer_files = fs::exists(d / "vocab.json") && fs::exists(d / "merges.txt");
@@ -437,7 +437,7 @@ HFModel import_hf(const std::string& dir) {
   g.validate();  // errors name the field
 
   const std::string file = (d / "model.safetensors").string();
-  TESSERA_CHECK(fs::exists(file), "import: ", file,
+  TESSERA_CHECK(fs::exists(file), file,
                 " is missing (sharded checkpoints, model-0000x-of-0000y.safetensors, are not "
                 "read; merge them first)");
   SafetensorsFile st = read_safetensors(file);
