@@ -204,7 +204,9 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
   const std::string why = hf_unsupported(cfg);
   TESSERA_CHECK(why.empty(), "this model has no Hugging Face counterpart: ", why,
                 " (nothing was written)");
-  const fs::path out(dir);
+  fs::path out = fs::path(dir).lexically_normal();
+  if (out.filename().empty()) out = out.parent_path();  // "out/hf/": the temporary is a sibling
+  TESSERA_CHECK(!out.empty(), "--output names no directory");
   TESSERA_CHECK(!fs::exists(out) || (fs::is_directory(out) && fs::is_empty(out)), dir,
                 " exists and is not an empty directory (nothing was written)");
   std::map<std::string, Tensor> by_name(params.begin(), params.end());
