@@ -23,7 +23,8 @@
 //                          base they belong to (peft/adapter.h)
 // Tensors keep their dtype: f32 -> IEEE F32LE, f64 -> F64LE, i32 -> I32LE, u8 -> U8; bf16 is stored
 // as U16LE bits with the dataset attribute dtype = "bf16" (HDF5 has no bfloat16), which numpy/h5py
-// users can view as uint16 and shift into float32. 0-d tensors use a scalar dataspace.
+// users can view as uint16 and shift into float32. 0-d tensors use a scalar dataspace. Every
+// dataset has the attribute crc32c (uint64 holding the CRC-32C of its stored bytes).
 //
 // Crash safety (REFERENCES.md, "Loss spikes and checkpoints"): HDF5 never fsyncs and a crashed
 // writer can leave an unreadable file, so a checkpoint is written to "<path>.tmp", closed, fsynced,

@@ -73,6 +73,11 @@ std::vector<std::string> remove_interrupted_writes(const std::string& dir) {
   if (!fs::is_directory(dir, ec)) return removed;
   for (const auto& e : fs::directory_iterator(dir)) {
     if (e.path().extension() == ".tmp" && e.is_regular_file()) removed.push_back(e.path().string());
+    // A step's digest file without its checkpoint: a save that stopped between its two renames.
+    const fs::path& p = e.path();  // step_XXXXXXXX.h5.sha256: its stem is the checkpoint's name
+    if (p.extension() == ".sha256" && step_of(p.stem().string()) >= 0 && e.is_regular_file() &&
+        !fs::exists(p.parent_path() / p.stem(), ec))
+      removed.push_back(p.string());
   }
   std::sort(removed.begin(), removed.end());
   for (const std::string& p : removed) fs::remove(p);

@@ -48,7 +48,8 @@ void remove_checkpoint(const std::string& path);
 std::vector<std::string> prune_checkpoints(const std::string& dir, const RetentionPolicy& policy,
                                            const std::string& protect);
 
-// Deletes *.tmp files in dir (interrupted writes, digest files' included); returns their paths.
+// Deletes what interrupted saves left in dir: *.tmp files (digest files' included) and a step's
+// digest file without its checkpoint. Returns their paths.
 std::vector<std::string> remove_interrupted_writes(const std::string& dir);
 
 struct Resumable {

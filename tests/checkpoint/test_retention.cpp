@@ -61,10 +61,16 @@ TEST_F(Retention, keeps_the_newest_k_milestones_and_the_protected_file) {
 TEST_F(Retention, interrupted_writes_are_removed) {
   save(10);
   std::ofstream(dir / "step_00000020.h5.tmp") << "half a file";
+  std::ofstream(dir / "step_00000020.h5.sha256.tmp") << "half a digest";
+  std::ofstream(dir / "step_00000030.h5.sha256") << "a digest whose checkpoint was never renamed";
+  std::ofstream(dir / "notes.sha256") << "not ours";
   std::vector<std::string> removed = remove_interrupted_writes(dir.string());
-  ASSERT_EQ(removed.size(), 1u);
-  EXPECT_FALSE(fs::exists(dir / "step_00000020.h5.tmp"));
+  EXPECT_EQ(removed, (std::vector<std::string>{(dir / "step_00000020.h5.sha256.tmp").string(),
+                                               (dir / "step_00000020.h5.tmp").string(),
+                                               (dir / "step_00000030.h5.sha256").string()}));
   EXPECT_TRUE(fs::exists(dir / "step_00000010.h5"));
+  EXPECT_TRUE(fs::exists(dir / "step_00000010.h5.sha256"));  // its checkpoint is there
+  EXPECT_TRUE(fs::exists(dir / "notes.sha256"));
 }
 
 TEST_F(Retention, resume_takes_latest_and_falls_back_past_damaged_files) {
