@@ -21,7 +21,8 @@ struct Shorthand {
 
 constexpr Shorthand kShorthands[] = {
     {"resume", "checkpoint.resume", "PATH", "resume a run: a checkpoint, or 'auto' for the newest"},
-    {"init", "checkpoint.init", "PATH", "take initial weights (only) from a checkpoint"},
+    {"init", "checkpoint.init", "PATH",
+     "take initial weights (only) from a checkpoint, or hf:DIR (a Hugging Face directory)"},
     {"max-steps", "train.max_steps", "N", "optimizer steps to train for"},
     {"device", "train.device", "DEV", "cpu or cuda"},
     {"run-name", "train.run_name", "NAME", "run directory under checkpoint.dir"},
