@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "autograd/autograd.h"
+#include "backend/kernels.h"
 #include "checkpoint/checkpoint.h"
 #include "core/tensor.h"
 #include "nn/gpt.h"
@@ -507,6 +508,28 @@ TEST(Lomo, bad_options_and_parameters_are_errors_naming_them) {
             std::string::npos);
   Tensor frozen = zeros({2});
   EXPECT_NE(error_of([&] { FusedOptimizer({{"f", frozen}}, {}); }).find("'f'"), std::string::npos);
+}
+
+// The kernel-table entries behind FusedOptimizer (backend/kernels.h) refuse what they cannot
+// update, naming the tensor: a bf16 parameter without its own master, a state of the wrong size.
+TEST(Lomo, update_kernels_name_bad_arguments) {
+  const Kernels& k = cpu::kernels();
+  Tensor p = zeros({4, 3}, DType::BF16), g = zeros({4, 3}, DType::BF16);
+  Tensor master = zeros({4, 3});
+  EXPECT_NE(error_of([&] { k.lomo_step(p, p, g, {}, 0.1, 1.0); }).find("master"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              k.adalomo_step(p, master, g, zeros({5}), zeros({3}), Tensor(), {}, 0.5, 0.1, 0.0);
+            }).find("rows x cols"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              k.lomo_grad_sum_squares(zeros({1}), g, 1.0);  // f32, not f64
+            }).find("f64"),
+            std::string::npos);
+  Tensor gw = ones({4, 3});
+  Tensor out = zeros({2}, DType::F64);
+  k.lomo_grad_sum_squares(out.narrow(0, 1, 1), gw, 2.0);  // (1 / 2)^2 over 12 elements
+  EXPECT_EQ(values(out), (std::vector<double>{0.0, 3.0}));
 }
 
 }  // namespace
