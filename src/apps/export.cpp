@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
     train::LoadedModel m = train::load_model(args);
 
     Config cfg = m.config;
-    // Refused architectures fail here, before the weights are touched or anything written.
+    // Refused architectures fail here, before anything is written.
     const std::string why = train::hf_unsupported(cfg);
     TESSERA_CHECK(why.empty(), "this model has no Hugging Face counterpart: ", why,
                   " (nothing was written)");

@@ -7,7 +7,7 @@ namespace tessera::nn {
 
 namespace {
 
-constexpr const char* kPartNames[14] = {"embed", "pos",   "norm_f", "head", "norm1",
+constexpr const char* kPartNames[kParts] = {"embed", "pos",   "norm_f", "head", "norm1",
                                         "qkv",   "q",     "k",      "v",    "o",
                                         "norm2", "gate",  "up",     "down"};
 

@@ -29,6 +29,7 @@ enum class Part {
   Embed, Pos, NormF, Head,                   // outside the blocks
   Norm1, QKV, Q, K, V, O, Norm2, Gate, Up, Down  // inside block i
 };
+constexpr int kParts = int(Part::Down) + 1;
 
 // One architecture's names. Module names of the parts outside the blocks are full; those inside a
 // block follow block_prefix + i + ".". "" = the architecture has no such module.
@@ -37,7 +38,7 @@ struct HFArch {
   const char* architecture;    // config.json "architectures": "GPT2LMHeadModel" | ...
   const char* block_prefix;    // "transformer.h." | "model.layers."
   bool conv1d;                 // block matrices stored [in, out] by HF (GPT-2's Conv1D)
-  const char* module[14];      // indexed by Part
+  const char* module[kParts];  // indexed by Part
 };
 
 const HFArch& hf_gpt2();

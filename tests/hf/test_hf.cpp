@@ -209,8 +209,9 @@ TEST(HFExport, s2_attn_and_the_gpt2_tokenizer_export_with_their_notes_and_files)
 
 TEST(HFImport, values_tessera_cannot_reproduce_are_errors_naming_the_key_or_tensor) {
   TempDir tmp;
+  int n = 0;
   auto fresh = [&](const Config& cfg) {
-    const fs::path dir = tmp.path / ("hf" + std::to_string(std::rand()));
+    const fs::path dir = tmp.path / ("hf" + std::to_string(n++));
     Generator g(1);
     nn::GPT model(train::model_config(cfg.model, cfg.train), g);
     train::export_hf(cfg, model.parameters(), dir.string());
