@@ -173,6 +173,13 @@ TEST_P(FusedCuda, one_clipped_step_of_a_tiny_gpt_follows_the_cpu) {
   for (const auto& [name, t] : cpu.parameters()) before.push_back(t.detach().clone());
   const LomoOptions o{.name = GetParam(), .weight_decay = 0.1, .max_norm = 0.5};
   FusedOptimizer oc(named_params(cpu.parameters()), o), og(named_params(gpu.parameters()), o);
+  // AdaLomo's first step (beta2_1 = 0) makes a vector's update G / |G|: a gradient element near 0
+  // could round to either sign on the two devices. From step 11 with the moments at 1 the update is
+  // a smooth function of G, which is what a tolerance can compare.
+  for (FusedOptimizer* opt : {&oc, &og}) {
+    opt->set_step_count(10);
+    for (auto& [key, t] : opt->state()) Tensor(t).fill_(1.0);  // f32 parameters: no masters
+  }
   const Tensor in = tokens(2, 32, cfg.vocab_size, data), tg = tokens(2, 32, cfg.vocab_size, data);
   const double nc = oc.backward_step(cpu.loss(in, tg), 1e-2);
   const double ng = og.backward_step(gpu.loss(in.to(kGpu), tg.to(kGpu)), 1e-2);
