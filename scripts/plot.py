@@ -105,7 +105,7 @@ def plot_contexts(args):
         ax.plot(*zip(*points), "o-", ms=3, lw=1.2, label=model)
     if args.trained:
         ax.axvline(args.trained, color="gray", lw=0.8, ls="--")
-        ax.text(args.trained, ax.get_ylim()[1], " trained", color="gray", fontsize=8, va="top")
+        ax.text(args.trained, ax.get_ylim()[0], " trained", color="gray", fontsize=8, va="bottom")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("validation loss (nats per token)")

@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
     RopeScalingConfig& rs = cfg.model.rope_scaling;
     const bool scaled = !sets.empty() || auto_factor;
     if (scaled) {
-      TESSERA_CHECK(cfg.model.position == "rope", "eval: RoPE scaling (--rope-scaling, "
+      TESSERA_CHECK(cfg.model.position == "rope", "RoPE scaling (--rope-scaling, "
                     "--rope-factor, --set model.rope_scaling.*) needs a model with rotary "
                     "positions, but ", m.path, " has model.position '", cfg.model.position,
                     "': there are no rotary frequencies to scale");
@@ -159,12 +159,11 @@ int main(int argc, char** argv) {
         rs.factor = std::max(1.0, double(T) / double(rs.original_max_position));
       m.model->set_rope_scaling(train::model_config(cfg.model, cfg.train).rope_scaling);
     };
-    char scaling_note[160] = "";
+    char scaling_note[160] = "", factor[32] = "auto";
+    if (!auto_factor) std::snprintf(factor, sizeof factor, "%g", rs.factor);
     if (scaled)
       std::snprintf(scaling_note, sizeof scaling_note, " | rope_scaling %s, factor %s, L0 %ld",
-                    rs.type.c_str(),
-                    auto_factor ? "auto" : std::to_string(rs.factor).c_str(),
-                    long(rs.original_max_position));
+                    rs.type.c_str(), factor, long(rs.original_max_position));
 
     const std::string per_position =
         args.count("per-position") ? args["per-position"].as<std::string>() : "";

@@ -39,6 +39,9 @@ struct RopeScalingConfig {
   double low_freq_factor = 1;         // llama3
   double high_freq_factor = 4;        // llama3
 
+  // Not an aggregate: GCC 12 warns (-Wmaybe-uninitialized, a false positive) about `type` in
+  // temporaries such as Config{} when this nested struct is aggregate-initialised.
+  RopeScalingConfig() {}
   bool operator==(const RopeScalingConfig&) const = default;
 };
 
