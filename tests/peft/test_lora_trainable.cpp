@@ -81,18 +81,21 @@ TEST(LoraTrainable, embeddings_and_norms_train_and_survive_merge) {
     size_t i = 0;
     for (const auto& [n, t] : model.parameters()) {
       // Trained tensors moved (AdamW's first steps move each element by ~lr); the rest are frozen.
-      if (parameter_kind(n).empty())
+      if (parameter_kind(n).empty()) {
         EXPECT_EQ(bytes(t), before[i]) << n;
-      else
+      } else {
         EXPECT_NE(bytes(t), before[i]) << n;
+      }
       ++i;
     }
 
     Generator g2(9);
     nn::GPT merged(cfg, g2);
     lora.merge_into(merged);
-    for (const auto& [n, t] : merged.parameters())
-      if (!parameter_kind(n).empty()) EXPECT_EQ(bytes(t), bytes(model.parameter(n))) << n;
+    for (const auto& [n, t] : merged.parameters()) {
+      if (parameter_kind(n).empty()) continue;
+      EXPECT_EQ(bytes(t), bytes(model.parameter(n))) << n;
+    }
     // The merged model computes what base + adapters + trained tensors compute: f32 logits of
     // size ~1 through two layers, (W + s B A) x vs W x + s B (A x): a few ulps per op.
     EXPECT_LT(max_abs_diff(model.forward(ids, false), merged.forward(ids, false)), 1e-4);
