@@ -21,13 +21,21 @@ double LoraOptions::scaling() const {
   return rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
 }
 
-std::vector<nn::Proj> parse_targets(const std::string& text) {
-  std::vector<nn::Proj> out;
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
   std::stringstream ss(text);
   std::string item;
   while (std::getline(ss, item, ',')) {
     item.erase(0, item.find_first_not_of(" \t"));
     item.erase(item.find_last_not_of(" \t") + 1);
+    out.push_back(item);
+  }
+  return out;
+}
+
+std::vector<nn::Proj> parse_targets(const std::string& text) {
+  std::vector<nn::Proj> out;
+  for (const std::string& item : split_list(text)) {
     if (item == "all") {
       for (nn::Proj p : kAll)
         if (p != nn::Proj::Head && std::find(out.begin(), out.end(), p) == out.end())

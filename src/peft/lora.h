@@ -51,6 +51,9 @@ struct LoraOptions {
 
 // "embed,norm" -> {"embed", "norm"}; "" -> {}. Errors name the unknown item.
 std::vector<std::string> parse_trainable(const std::string& text);
+// "a, b,,c" -> {"a", "b", "", "c"}: comma-separated items with surrounding blanks trimmed (empty
+// ones kept, for the caller to refuse or skip); the lists of lora.targets and lora.trainable.
+std::vector<std::string> split_list(const std::string& text);
 // The kind of a model parameter by its Hugging Face name: "embed" (transformer.wte/wpe,
 // model.embed_tokens), "norm" (ln_1, ln_2, ln_f, *_layernorm, model.norm), or "".
 std::string parameter_kind(const std::string& name);

@@ -7,7 +7,6 @@
 // checkpoint stores them, loading one writes them back into the model, and Lora::merge_into, which
 // copies every model tensor before adding B A, carries them into the merged model.
 #include <algorithm>
-#include <sstream>
 
 #include "peft/lora.h"
 
@@ -15,11 +14,7 @@ namespace tessera::peft {
 
 std::vector<std::string> parse_trainable(const std::string& text) {
   std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
+  for (const std::string& item : split_list(text)) {
     if (item.empty()) continue;
     TESSERA_CHECK(item == "embed" || item == "norm", "lora.trainable: unknown kind '", item,
                   "' in '", text, "' (valid: embed, norm)");

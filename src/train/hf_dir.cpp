@@ -150,7 +150,7 @@ std::string hf_unsupported(const Config& cfg) {
   const ModelConfig& m = cfg.model;
   const nn::GPTConfig g = model_config(m, cfg.train);
   std::vector<std::string> why;
-  if (m.attention != "softmax")
+  if (g.attention != nn::AttentionKind::Softmax)
     why.push_back("model.attention is " + m.attention +
                   ": transformers' GPT-2 and Llama attend with softmax only");
   if (m.position == "none")
