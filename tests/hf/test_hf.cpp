@@ -286,11 +286,14 @@ TEST(HFImport, init_from_an_hf_directory_loads_the_same_weights) {
   EXPECT_TRUE(has(m, "model.n_layer: 2 vs 3")) << m;
 }
 
-// scripts/check_export.py and scripts/hf_logits.py against tessera, for both architectures.
+// scripts/check_export.py and scripts/hf_logits.py against tessera, for both architectures. The
+// reader needs numpy and h5py (setup.sh installs them); the logits check also torch, where present.
 TEST(HFExport, independent_reader_and_hf_structured_pytorch_agree) {
   std::string out;
-  if (run("/usr/bin/python3 -c 'import numpy, h5py, torch'", &out) != 0)
-    GTEST_SKIP() << "/usr/bin/python3 lacks numpy, h5py or torch: " << out;
+  if (run("/usr/bin/python3 -c 'import numpy, h5py'", &out) != 0)
+    GTEST_SKIP() << "/usr/bin/python3 lacks numpy or h5py: " << out;
+  const bool torch = run("/usr/bin/python3 -c 'import torch'", &out) == 0;
+  if (!torch) std::printf("no torch for /usr/bin/python3: hf_logits.py is not run\n");
   TempDir tmp;
   const std::string scripts = std::string(TESSERA_SOURCE_DIR) + "/scripts/";
   Config yarn = llama_config(), llama3 = llama_config();
@@ -306,6 +309,7 @@ TEST(HFExport, independent_reader_and_hf_structured_pytorch_agree) {
                       " --reference-logits " + ref, &out), 0) << out;
     EXPECT_EQ(run("/usr/bin/python3 " + scripts + "check_export.py " + hf + " " + ck.string(),
                   &out), 0) << out;
+    if (!torch) continue;
     // Default tolerance 1e-4 of the largest logit: the PyTorch side computes in float64, so the
     // difference is tessera's f32 rounding through two layers (measured 2e-7 to 4e-6 of it).
     EXPECT_EQ(run("/usr/bin/python3 " + scripts + "hf_logits.py " + hf + " " + ref, &out), 0)
