@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Length generalisation on the KJV bytes: stick-breaking against RoPE with inference-time scaling
-# (none, linear, dynamic, yarn) and against RoPE extended by a short LongLoRA-style fine-tune.
+# (none, linear, dynamic, yarn) and against RoPE extended by a short LongLoRA-style fine-tune, with
+# YaRN (configs/extend-context.yaml) and with LongLoRA's linear interpolation.
 #
 #   scripts/lengthgen.sh [BUILD_DIR]          # default build/; writes docs/lengthgen.{csv,md,png}
 #   LENGTHGEN_CK=/tmp/ck LENGTHGEN_SMOKE=1 scripts/lengthgen.sh build   # the pipeline in a minute
 #
 # 1. trains configs/sb-small.yaml and configs/rope-small.yaml (1000 steps at 128 bytes each), unless
 #    checkpoints/<name>/latest exists (then reuses it);
-# 2. extends rope-small to 512 bytes with configs/extend-context.yaml (linear interpolation x4,
-#    S^2-Attn, LoRA on q,k,v,o, embeddings and norms trained), unless that run exists too;
+# 2. extends rope-small to 512 bytes with configs/extend-context.yaml (YaRN x4, S^2-Attn, LoRA on
+#    q,k,v,o, embeddings and norms trained), and again with linear interpolation x4
+#    (--set model.rope_scaling.type=linear), each unless that run exists too;
 # 3. evaluates every model at 64 .. 4096 bytes (eval --contexts, 4 batches of max(1024, context)
 #    bytes, the start of the validation split): the RoPE base with each scaling at
 #    factor = max(1, context / 128) (eval --rope-factor auto);
@@ -70,24 +72,32 @@ train rope-small configs/rope-small.yaml & p2=$!
 wait $p1 && wait $p2
 echo "phase 1 done at $(( $(date +%s) - start )) s"
 
-# Phase 2: the extension, beside the evaluations of the bases.
+# Phase 2: the two extensions side by side.
 train extend-context configs/extend-context.yaml --init "$CK/rope-small" & p1=$!
-(
-  evaluate "sb-small (stick-breaking)" "$CK/sb-small"
-  evaluate "rope-small (no scaling)" "$CK/rope-small"
-  evaluate "rope-small + linear (PI)" "$CK/rope-small" --rope-scaling linear --rope-factor auto
-  evaluate "rope-small + dynamic NTK" "$CK/rope-small" --rope-scaling dynamic --rope-factor auto
-  evaluate "rope-small + YaRN" "$CK/rope-small" --rope-scaling yarn --rope-factor auto
-) & p2=$!
+train extend-context-linear configs/extend-context.yaml --init "$CK/rope-small" \
+  --set model.rope_scaling.type=linear & p2=$!
 wait $p1 && wait $p2
 echo "phase 2 done at $(( $(date +%s) - start )) s"
 
-# Phase 3: the extended model (base + adapters + trained embeddings and norms, linear x4).
-evaluate "rope-small extended to 512 (LongLoRA recipe)" "$CK/extend-context"
+# Phase 3: every evaluation, in two streams.
+LABELS=("sb-small (stick-breaking)" "rope-small (no scaling)" "rope-small + linear (PI)"
+        "rope-small + dynamic NTK" "rope-small + YaRN" "rope-small extended to 512 (YaRN)"
+        "rope-small extended to 512 (linear as LongLoRA)")
+(
+  evaluate "${LABELS[0]}" "$CK/sb-small"
+  evaluate "${LABELS[1]}" "$CK/rope-small"
+  evaluate "${LABELS[2]}" "$CK/rope-small" --rope-scaling linear --rope-factor auto
+  evaluate "${LABELS[6]}" "$CK/extend-context-linear"
+) & p1=$!
+(
+  evaluate "${LABELS[3]}" "$CK/rope-small" --rope-scaling dynamic --rope-factor auto
+  evaluate "${LABELS[4]}" "$CK/rope-small" --rope-scaling yarn --rope-factor auto
+  evaluate "${LABELS[5]}" "$CK/extend-context"
+) & p2=$!
+wait $p1 && wait $p2
 
 echo "model,context,loss" > "$OUT/lengthgen.csv"
-for label in "sb-small (stick-breaking)" "rope-small (no scaling)" "rope-small + linear (PI)" \
-             "rope-small + dynamic NTK" "rope-small + YaRN" "rope-small extended to 512 (LongLoRA recipe)"; do
+for label in "${LABELS[@]}"; do
   cat "$LOGS/rows-${label// /_}.csv" >> "$OUT/lengthgen.csv"  # labels hold no comma
 done
 $PY scripts/plot.py --contexts "$OUT/lengthgen.csv" --trained 128 -o "$OUT/lengthgen.png"
