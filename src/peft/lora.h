@@ -30,6 +30,7 @@
 
 #include "core/rng.h"
 #include "nn/gpt.h"
+#include "nn/hf_names.h"  // nn::Part
 #include "peft/nf4.h"
 
 namespace tessera::peft {
@@ -54,9 +55,9 @@ std::vector<std::string> parse_trainable(const std::string& text);
 // "a, b,,c" -> {"a", "b", "", "c"}: comma-separated items with surrounding blanks trimmed (empty
 // ones kept, for the caller to refuse or skip); the lists of lora.targets and lora.trainable.
 std::vector<std::string> split_list(const std::string& text);
-// The kind of a model parameter by its Hugging Face name: "embed" (transformer.wte/wpe,
-// model.embed_tokens), "norm" (ln_1, ln_2, ln_f, *_layernorm, model.norm), or "".
-std::string parameter_kind(const std::string& name);
+// The lora.trainable kind of a model part (nn/hf_names.h): "embed" (token and position
+// embeddings), "norm" (the blocks' two norms and the final one), or "" (not selectable).
+std::string parameter_kind(nn::Part part);
 
 // "q,v" -> {Q, V}; "all" = every projection the architecture has but the head. Errors name the
 // unknown item and list the valid ones.

@@ -7,6 +7,7 @@
 // checkpoint stores them, loading one writes them back into the model, and Lora::merge_into, which
 // copies every model tensor before adding B A, carries them into the merged model.
 #include <algorithm>
+#include <map>
 
 #include "peft/lora.h"
 
@@ -23,23 +24,29 @@ std::vector<std::string> parse_trainable(const std::string& text) {
   return out;
 }
 
-std::string parameter_kind(const std::string& name) {
-  // The module is the name without its last component (".weight", ".bias").
-  const size_t dot = name.rfind('.');
-  const std::string module = dot == std::string::npos ? name : name.substr(0, dot);
-  const size_t last_dot = module.rfind('.');
-  const std::string leaf = last_dot == std::string::npos ? module : module.substr(last_dot + 1);
-  if (leaf == "wte" || leaf == "wpe" || leaf == "embed_tokens") return "embed";
-  const bool ln = leaf.rfind("ln_", 0) == 0;  // GPT-2: ln_1, ln_2, ln_f
-  const bool norm = leaf.size() >= 4 && leaf.compare(leaf.size() - 4, 4, "norm") == 0;
-  return ln || norm ? "norm" : "";
+std::string parameter_kind(nn::Part part) {
+  switch (part) {
+    case nn::Part::Embed:
+    case nn::Part::Pos: return "embed";
+    case nn::Part::NormF:
+    case nn::Part::Norm1:
+    case nn::Part::Norm2: return "norm";
+    default: return "";
+  }
 }
 
 void Lora::add_trainable() {
   if (opt_.trainable.empty()) return;
+  // The model names its parameters from the architecture's table, so its specs give each name's
+  // part (a tied head has no spec of its own and is the embedding's tensor).
+  std::map<std::string, nn::Part> part_of;
+  for (const nn::ParamSpec& s : nn::param_specs(model_.config())) part_of.emplace(s.name, s.part);
   size_t found = 0;
   for (const auto& [name, t] : model_.parameters()) {
-    const std::string kind = parameter_kind(name);
+    const auto it = part_of.find(name);
+    TESSERA_CHECK(it != part_of.end(), "lora.trainable: model parameter '", name,
+                  "' is not in the architecture's name table");
+    const std::string kind = parameter_kind(it->second);
     if (kind.empty() ||
         std::find(opt_.trainable.begin(), opt_.trainable.end(), kind) == opt_.trainable.end())
       continue;

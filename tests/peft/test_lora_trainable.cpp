@@ -3,6 +3,8 @@
 // into the merged model.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "autograd/autograd.h"
 #include "nn/gpt.h"
 #include "ops/ops.h"
@@ -30,21 +32,43 @@ nn::GPTConfig llama_style() {
   return c;
 }
 
-TEST(LoraTrainable, parameter_kinds_follow_the_names_of_both_layouts) {
-  EXPECT_EQ(parameter_kind("transformer.wte.weight"), "embed");
-  EXPECT_EQ(parameter_kind("transformer.wpe.weight"), "embed");
-  EXPECT_EQ(parameter_kind("model.embed_tokens.weight"), "embed");
-  EXPECT_EQ(parameter_kind("transformer.h.1.ln_2.bias"), "norm");
-  EXPECT_EQ(parameter_kind("transformer.ln_f.weight"), "norm");
-  EXPECT_EQ(parameter_kind("model.layers.0.input_layernorm.weight"), "norm");
-  EXPECT_EQ(parameter_kind("model.layers.0.post_attention_layernorm.weight"), "norm");
-  EXPECT_EQ(parameter_kind("model.norm.weight"), "norm");
-  EXPECT_EQ(parameter_kind("transformer.h.0.attn.c_attn.weight"), "");
-  EXPECT_EQ(parameter_kind("model.layers.0.mlp.down_proj.weight"), "");
-  EXPECT_EQ(parameter_kind("lm_head.weight"), "");
+TEST(LoraTrainable, parameter_kinds_follow_the_parts_of_both_layouts) {
+  // Every parameter of both name tables, by its name: the part decides, whatever the spelling.
+  const std::map<std::string, std::string> expected = {
+      {"transformer.wte.weight", "embed"},
+      {"transformer.wpe.weight", "embed"},
+      {"model.embed_tokens.weight", "embed"},
+      {"transformer.h.1.ln_2.bias", "norm"},
+      {"transformer.ln_f.weight", "norm"},
+      {"model.layers.0.input_layernorm.weight", "norm"},
+      {"model.layers.0.post_attention_layernorm.weight", "norm"},
+      {"model.norm.weight", "norm"},
+      {"transformer.h.0.attn.c_attn.weight", ""},
+      {"model.layers.0.mlp.down_proj.weight", ""},
+      {"lm_head.weight", ""},
+  };
+  nn::GPTConfig learned = gpt2_style();  // with transformer.wpe
+  learned.position = nn::PositionKind::Learned;
+  size_t seen = 0;
+  for (const nn::GPTConfig& cfg : {learned, llama_style()})
+    for (const nn::ParamSpec& s : nn::param_specs(cfg)) {
+      const auto it = expected.find(s.name);
+      if (it == expected.end()) continue;
+      EXPECT_EQ(parameter_kind(s.part), it->second) << s.name;
+      ++seen;
+    }
+  EXPECT_EQ(seen, expected.size());  // every name above exists in one of the two layouts
   EXPECT_EQ(parse_trainable(" norm,embed ,norm"), (std::vector<std::string>{"norm", "embed"}));
   EXPECT_NE(testing::error_of([] { parse_trainable("embed,head"); }).find("unknown kind 'head'"),
             std::string::npos);
+}
+
+// The lora.trainable kind of the parameter called name in a model with this config.
+std::string kind_of(const nn::GPTConfig& cfg, const std::string& name) {
+  for (const nn::ParamSpec& s : nn::param_specs(cfg))
+    if (s.name == name) return parameter_kind(s.part);
+  ADD_FAILURE() << name << " is not in the name table";
+  return "";
 }
 
 TEST(LoraTrainable, embeddings_and_norms_train_and_survive_merge) {
@@ -62,7 +86,7 @@ TEST(LoraTrainable, embeddings_and_norms_train_and_survive_merge) {
     for (const auto& [n, t] : model.parameters()) {
       const bool listed = std::any_of(lora.parameters().begin(), lora.parameters().end(),
                                       [&](const nn::NamedTensor& p) { return p.first == n; });
-      EXPECT_EQ(listed, !parameter_kind(n).empty()) << n;
+      EXPECT_EQ(listed, !kind_of(cfg, n).empty()) << n;
       full += listed;
     }
     // embed: wte (+ nothing else with RoPE); norm: 2 per block and the final one (+ biases).
@@ -74,14 +98,14 @@ TEST(LoraTrainable, embeddings_and_norms_train_and_survive_merge) {
     for (int step = 0; step < 3; ++step) {
       model.loss(ids, targets).backward();
       for (const auto& [n, t] : model.parameters())
-        EXPECT_EQ(t.grad().defined(), !parameter_kind(n).empty()) << n << " step " << step;
+        EXPECT_EQ(t.grad().defined(), !kind_of(cfg, n).empty()) << n << " step " << step;
       opt.step();
       opt.zero_grad();
     }
     size_t i = 0;
     for (const auto& [n, t] : model.parameters()) {
       // Trained tensors moved (AdamW's first steps move each element by ~lr); the rest are frozen.
-      if (parameter_kind(n).empty()) {
+      if (kind_of(cfg, n).empty()) {
         EXPECT_EQ(bytes(t), before[i]) << n;
       } else {
         EXPECT_NE(bytes(t), before[i]) << n;
@@ -93,7 +117,7 @@ TEST(LoraTrainable, embeddings_and_norms_train_and_survive_merge) {
     nn::GPT merged(cfg, g2);
     lora.merge_into(merged);
     for (const auto& [n, t] : merged.parameters()) {
-      if (parameter_kind(n).empty()) continue;
+      if (kind_of(cfg, n).empty()) continue;
       EXPECT_EQ(bytes(t), bytes(model.parameter(n))) << n;
     }
     // The merged model computes what base + adapters + trained tensors compute: f32 logits of
