@@ -33,7 +33,7 @@ using bf16_t = __nv_bfloat16;
 constexpr int kTile = 64;  // queries and keys per tile on the tensor-core path
 constexpr int kWarps = 4;  // warps per block on the tensor-core path; warp w owns rows 16w..16w+15
 constexpr int kThreads = kWarps * 32;
-constexpr int kPlainMaxD = 128;
+constexpr int kPlainMaxD = int(kCudaPlainMaxHeadDim);
 constexpr unsigned kFull = 0xffffffffu;
 
 // ---- host side --------------------------------------------------------------------------------

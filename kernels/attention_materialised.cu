@@ -36,9 +36,8 @@ using core::st;
 using core::StatPtr;
 using core::warp_reduce;
 
-// Dynamic shared memory per row, in floats: 48 KiB (the limit without an opt-in) less room for
-// the kernels' static 32-float reduction scratch.
-constexpr int64_t kMaxSharedFloats = (48 * 1024 - 256) / 4;
+// Dynamic shared memory per row, in floats (backend/attention_shapes.h).
+constexpr int64_t kMaxSharedFloats = kCudaMaterialisedMaxFloats;
 
 struct Dims : AttentionDims {
   // kv row j of query row bh's group, as an element offset of k or v.

@@ -11,6 +11,14 @@
 
 namespace tessera {
 
+// The CUDA kernels' size limits, here so that ops::attention_support (ops/attention_spec.h) states
+// them before a tensor exists and the kernels check the same numbers.
+// The warp-per-row kernels (f32, and bf16 with a query offset): up to 4 values per lane.
+inline constexpr int64_t kCudaPlainMaxHeadDim = 128;
+// The materialised softmax kernel keeps q_i and a row of T scores in dynamic shared memory:
+// 48 KiB (the limit without an opt-in) less the kernels' static 32-float reduction scratch.
+inline constexpr int64_t kCudaMaterialisedMaxFloats = (48 * 1024 - 256) / 4;  // T + D <= this
+
 struct AttentionDims {
   int64_t B, H, Hkv, T, D;  // T: queries
   int64_t Tk = 0;           // keys and values; == T unless the kernel takes a query offset

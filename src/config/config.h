@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "core/error.h"  // what every function here throws
+#include "ops/attention_spec.h"
 
 namespace tessera {
 
@@ -61,6 +62,7 @@ struct ModelConfig {
   std::string attention = "softmax";  // a name of ops/attention_spec.h's kAttentionKinds
   bool attend_current = false;        // stick_breaking: a token may attend to itself
   std::string sb_remainder = "none";  // stick_breaking: none | current (leftover stick -> own value)
+  int64_t sliding_window = 0;  // softmax: > 0 attends only the last N keys, itself included; 0 = all
   bool tie_embeddings = true;  // lm head shares the token embedding matrix
   bool bias = true;            // biases in the linear layers and norms
   double dropout = 0.0;
@@ -237,6 +239,11 @@ void apply_override(Config& cfg, const std::string& assignment);
 
 // Every key, in struct order, as YAML that parse_config reads back into an equal Config.
 std::string to_yaml(const Config& cfg);
+
+// What the model's attention computes (ops::causal_attention's spec) under these keys:
+// model.attention, attend_current, sb_remainder, sliding_window and train.s2_attn. The one mapping
+// from config keys to the spec, for validation and for the model. An unknown kind throws.
+ops::AttentionSpec attention_spec(const ModelConfig& m, const TrainConfig& t);
 
 // "300, 700" -> {300, 700}: the step lists of spike.inject_steps. A bad item is an error, or, when
 // problem is given, a sentence stored there (and an empty result).

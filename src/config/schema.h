@@ -41,6 +41,7 @@ void visit_section(S& s, F&& f) {
   f("attention", s.attention);
   f("attend_current", s.attend_current);
   f("sb_remainder", s.sb_remainder);
+  f("sliding_window", s.sliding_window);
   f("tie_embeddings", s.tie_embeddings);
   f("bias", s.bias);
   f("dropout", s.dropout);

@@ -103,6 +103,10 @@ void check_model(const ModelConfig& m, Problems& p) {
       (m.attend_current || m.sb_remainder != "none"))
     p.add("model.attend_current and model.sb_remainder apply to model.attention stick_breaking only "
           "(got attention '", m.attention, "')");
+  p.non_negative("model.sliding_window", m.sliding_window);
+  if (m.sliding_window > 0 && ops::find_attention_kind(m.attention) != ops::AttentionKind::Softmax)
+    p.add("model.sliding_window applies to model.attention softmax only (got attention '",
+          m.attention, "')");
   if (!(m.dropout >= 0 && m.dropout < 1)) p.add("model.dropout must be in [0, 1), got ", m.dropout);
   p.positive("model.norm_eps", m.norm_eps);
 
@@ -145,15 +149,13 @@ void check_attention_on_device(const Config& c, Problems& p) {
   if (!kind || (!cuda && c.train.device != "cpu") || m.n_head <= 0 || m.n_embd <= 0 ||
       m.n_embd % m.n_head != 0)
     return;  // reported by check_model / check_train
-  ops::AttentionSpec s;
-  s.kind = *kind;
-  s.attend_current = m.attend_current;
-  s.sb_remainder = m.sb_remainder == "current";
-  s.s2_attn = c.train.s2_attn;
-  if (s.kind != ops::AttentionKind::StickBreaking && (s.attend_current || s.sb_remainder))
+  if ((*kind != ops::AttentionKind::StickBreaking && (m.attend_current || m.sb_remainder != "none")) ||
+      (*kind != ops::AttentionKind::Softmax && m.sliding_window != 0) || m.sliding_window < 0)
     return;  // reported by check_model
+  const ops::AttentionSpec s = attention_spec(m, c.train);
+  const int64_t T = c.sequence_length();
   const std::string why = ops::attention_support(s, cuda ? Device::cuda(0) : Device::cpu(),
-                                                 cuda ? DType::BF16 : DType::F32, m.head_dim());
+                                                 cuda ? DType::BF16 : DType::F32, m.head_dim(), T, T);
   if (!why.empty())
     p.add("model.attention '", m.attention, "' cannot run on train.device ", c.train.device, ": ",
           why, " (model.n_embd / model.n_head = ", m.n_embd, " / ", m.n_head, ")");
@@ -272,6 +274,16 @@ int64_t ModelConfig::hidden() const {
   if (mlp != "swiglu") return 4 * n_embd;
   // Llama: two thirds of 4 C (SwiGLU has three matrices, not two), rounded up to a multiple of 64.
   return (8 * n_embd / 3 + 63) / 64 * 64;
+}
+
+ops::AttentionSpec attention_spec(const ModelConfig& m, const TrainConfig& t) {
+  ops::AttentionSpec s;
+  s.kind = ops::parse_attention_kind(m.attention, "model.attention");
+  s.attend_current = m.attend_current;
+  s.sb_remainder = m.sb_remainder == "current";
+  s.window = m.sliding_window;
+  s.s2_attn = t.s2_attn;
+  return s;
 }
 
 // lora.trainable: comma-separated embed | norm, full tensors trained beside the adapters.

@@ -46,18 +46,9 @@ void GPTConfig::validate() const {
   TESSERA_CHECK(dropout >= 0 && dropout < 1, "model: dropout ", dropout, " is outside [0, 1)");
   // Device limits are checked where the device is known (config validation, causal_attention);
   // here only what no device runs.
-  const std::string why =
-      ops::attention_support(attention_spec(), Device::cpu(), DType::F32, head_dim());
-  TESSERA_CHECK(why.empty(), "model: attention ", ops::attention_kind_name(attention), ": ", why);
-}
-
-ops::AttentionSpec GPTConfig::attention_spec() const {
-  ops::AttentionSpec s;
-  s.kind = attention;
-  s.attend_current = attend_current;
-  s.sb_remainder = sb_remainder;
-  s.s2_attn = s2_attn;
-  return s;
+  const std::string why = ops::attention_support(attention, Device::cpu(), DType::F32, head_dim());
+  TESSERA_CHECK(why.empty(), "model: attention ", ops::attention_kind_name(attention.kind), ": ",
+                why);
 }
 
 GPT::GPT(const GPTConfig& cfg, Generator& gen, DType dtype) : cfg_(cfg), dtype_(dtype) {
@@ -249,7 +240,7 @@ Tensor GPT::merge_heads(const Block& blk, const Tensor& y, bool training) const 
 
 // The configured attention; ops::causal_attention picks the kernel.
 Tensor GPT::attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training) const {
-  return ops::causal_attention(q, k, v, cfg_.attention_spec(), training);
+  return ops::causal_attention(q, k, v, cfg_.attention, training);
 }
 
 // x (B, T, C) -> (B, T, C)

@@ -49,15 +49,13 @@ struct GPTConfig {
   double norm_eps = 1e-5;
   int64_t mlp_hidden = 0;  // 0: 4 C for GELU, round_up(8 C / 3, 64) for SwiGLU (Llama's rule)
   bool recompute = false;  // activation checkpointing per block
-  AttentionKind attention = AttentionKind::Softmax;
-  bool attend_current = false;  // stick-breaking: keys i <= j instead of i < j
-  bool sb_remainder = false;    // stick-breaking: out_j += rem_j v_j (the paper's correction)
-  bool s2_attn = false;         // training forwards use S^2-Attn (LongLoRA), groups of T / 4
+  // What ops::causal_attention computes (ops/attention_spec.h): the kind, stick-breaking's options,
+  // a sliding window, S^2-Attn on training forwards.
+  ops::AttentionSpec attention;
 
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
   int64_t head_dim() const { return n_embd / n_head; }
   int64_t hidden() const;
-  ops::AttentionSpec attention_spec() const;  // what ops::causal_attention computes
   bool gpt2_names() const { return norm == NormKind::LayerNorm && mlp == MlpKind::GELU; }
   void validate() const;  // errors name the offending field
 };

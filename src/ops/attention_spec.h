@@ -7,8 +7,11 @@
 //   s.attend_current = true;
 //   std::string why = attention_support(s, Device::cuda(0), DType::BF16, 32);  // "" when it runs
 //
-// A new attention variant adds its kind (and options) here and its kernel choice in
-// ops/causal_attention.cpp; nothing else names the kinds.
+// A new attention variant adds its kind here, its limits to attention_support
+// (ops/attention_spec.cpp) and its kernel choice to ops/causal_attention.cpp; nothing else names
+// the kinds. The model holds this spec whole (nn::GPTConfig::attention). A new option adds its
+// field here and, to be set from a config, its key (config/config.h, config/schema.h) and one line
+// in attention_spec(ModelConfig, TrainConfig) (config/validate.cpp).
 #pragma once
 
 #include <cstdint>
@@ -48,9 +51,12 @@ struct AttentionSpec {
 };
 
 // Why this attention cannot run with these tensors, or "" when it can: the kernels' own limits
-// (the CUDA tensor-core kernels take bf16 head dims 64 and 128 only; stick-breaking has no sliding
-// window). Config validation asks it before a model is built; causal_attention asks it again.
+// (backend/attention_shapes.h; the CUDA tensor-core kernels take bf16 head dims 64 and 128 only;
+// stick-breaking has no sliding window). q_len and k_len are the query and key lengths where known
+// (0: not known, and the limits that depend on them are not checked); q_len < k_len is KV-cached
+// decoding. Config validation asks it with the training length before a model is built;
+// causal_attention asks it again with the tensors' own.
 std::string attention_support(const AttentionSpec& spec, Device device, DType dtype,
-                              int64_t head_dim);
+                              int64_t head_dim, int64_t q_len = 0, int64_t k_len = 0);
 
 }  // namespace tessera::ops

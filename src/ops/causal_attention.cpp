@@ -11,7 +11,8 @@ namespace tessera::ops {
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                         const AttentionSpec& spec, bool training) {
   detail::check_attention_inputs("causal_attention", q, k, v, /*allow_offset=*/true);
-  const std::string why = attention_support(spec, q.device(), q.dtype(), q.size(3));
+  const std::string why =
+      attention_support(spec, q.device(), q.dtype(), q.size(3), q.size(2), k.size(2));
   TESSERA_CHECK(why.empty(), "causal_attention: ", why, " (q ", q.str(), ")");
   const bool offset = q.size(2) != k.size(2);
 

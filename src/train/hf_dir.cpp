@@ -150,9 +150,12 @@ std::string hf_unsupported(const Config& cfg) {
   const ModelConfig& m = cfg.model;
   const nn::GPTConfig g = model_config(m, cfg.train);
   std::vector<std::string> why;
-  if (g.attention != nn::AttentionKind::Softmax)
+  if (g.attention.kind != nn::AttentionKind::Softmax)
     why.push_back("model.attention is " + m.attention +
                   ": transformers' GPT-2 and Llama attend with softmax only");
+  if (m.sliding_window > 0)
+    why.push_back("model.sliding_window is " + std::to_string(m.sliding_window) +
+                  ": transformers' GPT-2 and Llama attend to every earlier token");
   if (m.position == "none")
     why.push_back("model.position is none: HF GPT-2 has learned positions and Llama RoPE; "
                   "neither runs without position information");

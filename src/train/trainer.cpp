@@ -75,9 +75,7 @@ nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t) {
                     .high_freq_factor = rs.high_freq_factor};
   g.dropout = m.dropout, g.norm_eps = m.norm_eps, g.mlp_hidden = m.mlp_hidden;
   g.recompute = t.recompute;
-  g.attention = ops::parse_attention_kind(m.attention, "model.attention");
-  g.attend_current = m.attend_current, g.sb_remainder = m.sb_remainder == "current";
-  g.s2_attn = t.s2_attn;
+  g.attention = attention_spec(m, t);
   return g;
 }
 

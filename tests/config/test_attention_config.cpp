@@ -37,6 +37,39 @@ TEST(AttentionConfig, softmax_on_cuda_takes_any_head_dim) {
   EXPECT_NO_THROW(load_config((configs_dir() / "rope-small.yaml").string(), {"train.device=cuda"}));
 }
 
+TEST(AttentionConfig, sliding_window_is_validated_with_the_attention) {
+  const std::string rope = (configs_dir() / "rope-small.yaml").string();
+  EXPECT_EQ(load_config(rope, {"model.sliding_window=32"}).model.sliding_window, 32);
+  EXPECT_NE(error_of([&] { load_config(rope, {"model.sliding_window=-1"}); })
+                .find("model.sliding_window"),
+            std::string::npos);
+  const std::string sb = (configs_dir() / "sb-small.yaml").string();
+  std::string e = error_of([&] { load_config(sb, {"model.sliding_window=32"}); });
+  EXPECT_NE(e.find("model.sliding_window applies to model.attention softmax only (got attention "
+                   "'stick_breaking')"),
+            std::string::npos)
+      << e;
+  // On CUDA the window runs in the flash kernel only, whose bf16 tiles take head dims 64 and 128.
+  e = error_of([&] { load_config(rope, {"model.sliding_window=32", "train.device=cuda"}); });
+  EXPECT_NE(e.find("CUDA sliding-window attention (flash kernel) needs head dim 64 or 128 in bf16, "
+                   "got head dim 32"),
+            std::string::npos)
+      << e;
+  EXPECT_NO_THROW(
+      load_config(rope, {"model.sliding_window=32", "train.device=cuda", "model.n_head=2"}));
+}
+
+TEST(AttentionConfig, a_training_length_the_materialised_cuda_kernel_cannot_hold_is_rejected) {
+  // Head dim 32 on CUDA runs the materialised softmax kernel, whose row of T scores lives in
+  // shared memory; the flash kernel (head dim 64) takes any length.
+  const std::string rope = (configs_dir() / "rope-small.yaml").string();
+  const std::string e =
+      error_of([&] { load_config(rope, {"train.device=cuda", "model.block_size=16384"}); });
+  EXPECT_NE(e.find("T + head dim must be <= 12224, got T = 16384"), std::string::npos) << e;
+  EXPECT_NO_THROW(load_config(rope, {"train.device=cuda", "model.block_size=16384", "model.n_head=2"}));
+  EXPECT_NO_THROW(load_config(rope, {"model.block_size=16384"}));  // the CPU kernels: any T
+}
+
 TEST(AttentionConfig, unknown_kind_lists_the_kinds_of_the_one_list) {
   const std::string e = error_of([&] {
     load_config((configs_dir() / "sb-small.yaml").string(), {"model.attention=linear"});

@@ -53,8 +53,8 @@ std::vector<Variant> variants() {
     for (bool current : {false, true})
       for (bool rem : {false, true}) {
         nn::GPTConfig sb = base;
-        sb.position = nn::PositionKind::None, sb.attention = nn::AttentionKind::StickBreaking;
-        sb.attend_current = current, sb.sb_remainder = rem;
+        sb.position = nn::PositionKind::None, sb.attention.kind = nn::AttentionKind::StickBreaking;
+        sb.attention.attend_current = current, sb.attention.sb_remainder = rem;
         out.push_back({std::string("stick_breaking") + (current ? "_current" : "") +
                            (rem ? "_remainder" : "") + d,
                        sb, dt});

@@ -163,13 +163,16 @@ TEST(HFExport, architectures_without_an_hf_counterpart_are_refused_by_name) {
       {[](Config& c) { c.model.n_kv_head = 1; }, "model.n_kv_head"},
       {[](Config& c) { c.model.mlp = "swiglu"; }, "model.norm is layernorm"},
       {[](Config& c) { c.model.norm = "rmsnorm"; }, "model.mlp is gelu"},
+      {[](Config& c) { c.model.sliding_window = 8; }, "model.sliding_window is 8"},
   };
   for (const Case& k : cases) {
     Config cfg = gpt2_config();
     k.change(cfg);
     const fs::path out = tmp.path / "hf";
     Generator g(1);
-    nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+    const nn::GPTConfig gc = train::model_config(cfg.model, cfg.train);
+    EXPECT_EQ(gc.attention.window, cfg.model.sliding_window);  // the key reaches the model's attention spec
+    nn::GPT model(gc, g);
     const std::string m = error_of([&] { train::export_hf(cfg, model.parameters(), out.string()); });
     EXPECT_TRUE(has(m, k.key) && has(m, "nothing was written")) << m;
     EXPECT_FALSE(fs::exists(out)) << k.key;

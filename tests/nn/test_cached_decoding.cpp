@@ -44,8 +44,8 @@ std::vector<Variant> variants() {
     for (bool rem : {false, true}) {
       GPTConfig c = base();
       c.position = nn::PositionKind::None;
-      c.attention = nn::AttentionKind::StickBreaking;
-      c.attend_current = current, c.sb_remainder = rem;
+      c.attention.kind = nn::AttentionKind::StickBreaking;
+      c.attention.attend_current = current, c.attention.sb_remainder = rem;
       out.push_back({std::string("stick_breaking") + (current ? "_current" : "") +
                          (rem ? "_remainder" : ""),
                      c});
@@ -54,8 +54,11 @@ std::vector<Variant> variants() {
   sb_gqa.n_kv_head = 1;
   out.push_back({"stick_breaking_mqa", sb_gqa});
   GPTConfig s2 = llama;  // S^2-Attn acts on training forwards only: decoding attends fully
-  s2.s2_attn = true;
+  s2.attention.s2_attn = true;
   out.push_back({"softmax_s2_attn", s2});
+  GPTConfig window = llama;  // a sliding window of 3 keys: the 11-token test slides it 8 times
+  window.attention.window = 3;
+  out.push_back({"softmax_sliding_window", window});
   return out;
 }
 

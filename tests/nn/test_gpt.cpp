@@ -122,8 +122,8 @@ std::vector<GPTConfig> stick_breaking_variants() {
   std::vector<GPTConfig> out;
   for (int v = 0; v < 3; ++v) {
     GPTConfig c = tiny_gpt2();
-    c.attention = nn::AttentionKind::StickBreaking, c.position = nn::PositionKind::None;
-    c.attend_current = v == 1, c.sb_remainder = v == 2;
+    c.attention.kind = nn::AttentionKind::StickBreaking, c.position = nn::PositionKind::None;
+    c.attention.attend_current = v == 1, c.attention.sb_remainder = v == 2;
     out.push_back(c);
   }
   return out;
@@ -138,7 +138,7 @@ TEST(GPT, s2_attn_changes_training_forwards_only) {
   c.block_size = 8, c.n_head = 2, c.n_kv_head = 2;
   Generator g(4);
   GPT full(c, g);
-  c.s2_attn = true;
+  c.attention.s2_attn = true;
   Generator g2(4);
   GPT s2(c, g2);
   Tensor x = ids({1, 2, 3, 4, 5, 6, 7, 8, 2, 4, 6, 8, 1, 3, 5, 7}, {2, 8});

@@ -172,6 +172,43 @@ TEST(AttentionSpec, support_states_why_a_combination_cannot_run) {
   sm.attend_current = true;
   EXPECT_NE(attention_support(sm, Device::cpu(), DType::F32, 32).find("stick_breaking"),
             std::string::npos);
+  AttentionSpec neg;
+  neg.window = -1;
+  EXPECT_NE(attention_support(neg, Device::cpu(), DType::F32, 32).find("must be >= 0"),
+            std::string::npos);
+  EXPECT_NE(attention_support({}, Device::cpu(), DType::F32, 32, 5, 4).find("more queries (5)"),
+            std::string::npos);
+}
+
+TEST(AttentionSpec, support_states_the_length_dependent_cuda_limits) {
+  const Device gpu = Device::cuda(0);
+  // KV-cached decoding (fewer queries than keys) runs the warp-per-row kernels: head dim <= 128
+  // in either dtype, where the full-length softmax forward takes any head dim (the materialised
+  // kernel beside the flash tiles). Stick-breaking's own limit is as tight already.
+  for (const DType dt : {DType::BF16, DType::F32}) {
+    EXPECT_EQ(attention_support({}, gpu, dt, 128, 1, 100), "");
+    const std::string e = attention_support({}, gpu, dt, 192, 1, 100);
+    EXPECT_NE(e.find("CUDA KV-cached decoding (1 queries over 100 keys) runs the warp-per-row "
+                     "kernels, which need head dim <= 128, got head dim 192"),
+              std::string::npos)
+        << dtype_name(dt) << ": " << e;
+    EXPECT_EQ(attention_support({}, gpu, dt, 192, 100, 100), "");  // materialised
+    EXPECT_EQ(attention_support({}, Device::cpu(), dt, 192, 1, 100), "");
+  }
+  AttentionSpec sb;
+  sb.kind = AttentionKind::StickBreaking;
+  EXPECT_EQ(attention_support(sb, gpu, DType::BF16, 64, 1, 100), "");
+  EXPECT_EQ(attention_support({}, gpu, DType::BF16, 256, 100, 100), "");  // materialised
+  // The materialised softmax kernel keeps a row of T scores and q_i in shared memory:
+  // T + D <= (48 KiB - 256 B) / 4 = 12224 floats.
+  EXPECT_EQ(attention_support({}, gpu, DType::BF16, 32, 12192, 12192), "");
+  const std::string e = attention_support({}, gpu, DType::BF16, 32, 12193, 12193);
+  EXPECT_NE(e.find("T + head dim must be <= 12224, got T = 12193"), std::string::npos) << e;
+  EXPECT_EQ(attention_support({}, gpu, DType::BF16, 64, 16384, 16384), "");  // flash: any T
+  AttentionSpec win;
+  win.window = 256;
+  EXPECT_EQ(attention_support(win, gpu, DType::F32, 32, 16384, 16384), "");  // flash: any T
+  EXPECT_EQ(attention_support({}, Device::cpu(), DType::F32, 32, 16384, 16384), "");
 }
 
 TEST(AttentionSpec, causal_attention_rejects_what_support_rejects) {
