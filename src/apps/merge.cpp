@@ -48,8 +48,10 @@ int main(int argc, char** argv) {
     ck.config_yaml = to_yaml(cfg);
     save_checkpoint((std::filesystem::path(dir) / name).string(), ck);
     write_latest(dir, name);
-    std::printf("merged %s (rank %ld, %s) into %s -> %s\n", m.path.c_str(), long(m.config.lora.rank),
-                m.config.lora.targets.c_str(), m.base_path.c_str(),
+    const std::string& trained = m.config.lora.trainable;  // full tensors trained beside the adapters
+    std::printf("merged %s (rank %ld, %s%s%s) into %s -> %s\n", m.path.c_str(),
+                long(m.config.lora.rank), m.config.lora.targets.c_str(),
+                trained.empty() ? "" : "; trained in full: ", trained.c_str(), m.base_path.c_str(),
                 (std::filesystem::path(dir) / name).string().c_str());
     return 0;
   } catch (const std::exception& e) {
