@@ -29,6 +29,7 @@ struct FlashParams {
   float scale;
   int64_t window;  // <= 0: no window
   int64_t Tk;      // keys; query i sits at position Tk - T + i
+  int64_t kv_rows;  // positions between (b, kv head) rows of k and v: Tk, or a cache's capacity
 };
 
 __device__ __forceinline__ bool visible(int64_t i, int64_t j, const FlashParams& p) {
@@ -336,8 +337,8 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   const int bh = blockIdx.y;
   if (i >= T) return;  // whole warps only; no block-wide barrier below
   const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
-  const E* kh = k + kvh * Tk * D;
-  const E* vh = v + kvh * Tk * D;
+  const E* kh = k + kvh * p.kv_rows * D;  // a cache's filled prefix is read in place
+  const E* vh = v + kvh * p.kv_rows * D;
   float* qs = plain_smem + warp * D;
   for (int e = lane; e < D; e += 32) qs[e] = to_f32(q[(int64_t(bh) * T + i) * D + e]);
   __syncwarp();
@@ -468,7 +469,7 @@ __global__ void __launch_bounds__(32)
 }
 
 FlashParams params_of(const Dims& d, double scale, int64_t window) {
-  return {d.T, int(d.H), int(d.Hkv), float(scale), window, d.Tk};
+  return {d.T, int(d.H), int(d.Hkv), float(scale), window, d.Tk, d.kv_rows};
 }
 
 }  // namespace

@@ -39,6 +39,7 @@ struct SBParams {
   float scale;
   bool attend_current, add_remainder;
   int64_t Tk;  // keys; query j sits at position Tk - T + j
+  int64_t kv_rows;  // positions between (b, kv head) rows of k and v: Tk, or a cache's capacity
 };
 
 // Does query i attend key j?
@@ -407,8 +408,8 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   const int bh = blockIdx.y;
   if (i >= T) return;  // whole warps only; no block-wide barrier below
   const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
-  const E* kh = k + kvh * Tk * D;
-  const E* vh = v + kvh * Tk * D;
+  const E* kh = k + kvh * p.kv_rows * D;  // a cache's filled prefix is read in place
+  const E* vh = v + kvh * p.kv_rows * D;
   float* qs = plain_smem + warp * D;
   for (int e = lane; e < D; e += 32) qs[e] = to_f32(q[(int64_t(bh) * T + i) * D + e]);
   __syncwarp();
@@ -556,7 +557,8 @@ __global__ void __launch_bounds__(32)
 }
 
 SBParams params_of(const Dims& d, double scale, bool attend_current, bool add_remainder) {
-  return {d.T, int(d.H), int(d.Hkv), float(scale), attend_current, add_remainder, d.Tk};
+  return {d.T, int(d.H), int(d.Hkv), float(scale), attend_current, add_remainder, d.Tk,
+          d.kv_rows};
 }
 
 }  // namespace

@@ -333,7 +333,8 @@ Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache) const {
     cache.k[l].narrow(2, L0, Tn).copy_(k);
     cache.v[l].narrow(2, L0, Tn).copy_(v);
     // The new queries sit at positions [L0, L0 + Tn) of the filled keys [0, L0 + Tn): the same
-    // kernels as forward(), with a query offset, on the cache's device.
+    // kernels as forward(), with a query offset, on the cache's device, reading the filled prefix
+    // in place (backend/attention_shapes.h).
     Tensor y = attend(q, cache.k[l].narrow(2, 0, L0 + Tn), cache.v[l].narrow(2, 0, L0 + Tn), false);
     Tensor h = ops::add(x, merge_heads(blk, y, false));
     x = ops::add(h, mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), false));

@@ -71,7 +71,9 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, double
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);  // T: queries
   scale = detail::attention_scale(scale, D);
 
-  Tensor Q = detail::dense(q), K = detail::dense(k), V = detail::dense(v);
+  // With fewer queries than keys (decoding), a cache's filled prefix is read in place.
+  const std::pair<Tensor, Tensor> kv = detail::dense_kv(k, v, /*offset=*/T < k.size(2));
+  Tensor Q = detail::dense(q), K = kv.first, V = kv.second;
   Tensor out = Tensor::empty(q.shape(), q.options());
   // Row statistics stay f32 for bf16 and f32 inputs (f64 for f64): lse feeds an exp.
   Tensor lse =

@@ -8,8 +8,9 @@
 // q (B, H, Tq, D), k and v (B, Hkv, Tk, D) with H a multiple of Hkv and Tq <= Tk. Query i sits at
 // position Tk - Tq + i and attends the keys up to it (causal); Tq == Tk is ordinary causal
 // self-attention with a backward. Tq < Tk (the new tokens of KV-cached decoding over the cache's
-// filled positions) runs the same forward kernels with a query offset on the tensors' device; it
-// has no backward (an error if a gradient would be needed). Returns (B, H, Tq, D).
+// filled positions) runs the same forward kernels with a query offset on the tensors' device,
+// reading k and v in place when they are the filled prefix of a cache buffer (a narrow along
+// positions); it has no backward (an error if a gradient would be needed). Returns (B, H, Tq, D).
 //
 // Kernel choice:
 //   softmax         CUDA: flash for head dims 64 and 128, the materialised kernel for others;

@@ -18,7 +18,9 @@ Tensor stick_breaking_attention(const Tensor& q, const Tensor& k, const Tensor& 
   const bool current = opt.attend_current;
   const bool add_rem = opt.remainder == StickBreakingRemainder::Current;
 
-  Tensor Q = detail::dense(q), K = detail::dense(k), V = detail::dense(v);
+  // With fewer queries than keys (decoding), a cache's filled prefix is read in place.
+  const std::pair<Tensor, Tensor> kv = detail::dense_kv(k, v, /*offset=*/T < k.size(2));
+  Tensor Q = detail::dense(q), K = kv.first, V = kv.second;
   Tensor out = Tensor::empty(q.shape(), q.options());
   // log rem_j reaches -T * softplus(z) at long contexts: kept in f32 (f64 for f64 inputs), never
   // as rem itself, which underflows.

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "autograd/autograd.h"
+#include "backend/attention_shapes.h"
 #include "backend/kernels.h"
 #include "core/tensor.h"
 
@@ -11,6 +12,16 @@ namespace tessera::ops::detail {
 inline Tensor dense(const Tensor& t) {
   Tensor d = t.detach();
   return d.is_contiguous() ? d : d.contiguous();
+}
+
+// k and v as the attention kernels are handed them: the filled prefixes of two cache buffers are
+// read in place by the query-offset forwards (offset: fewer queries than keys; see
+// backend/attention_shapes.h), anything else as dense() gives it.
+inline std::pair<Tensor, Tensor> dense_kv(const Tensor& k, const Tensor& v, bool offset) {
+  const int64_t rows = kv_row_stride(k);
+  if (offset && rows > 0 && rows != k.size(2) && kv_row_stride(v) == rows)
+    return {k.detach(), v.detach()};
+  return {dense(k), dense(v)};
 }
 
 // Throws unless every defined tensor shares the first one's dtype and device (names op and both).

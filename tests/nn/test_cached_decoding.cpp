@@ -154,6 +154,32 @@ TEST(CachedDecoding, a_decoding_step_reads_only_the_token_ids_out_to_host_memory
   }
 }
 
+TEST(CachedDecoding, a_decoding_step_reads_the_cache_in_place) {
+  // The attention kernels read the cache's filled prefix where it lies; copying it out for a
+  // contiguous view would allocate 2 * B * Hkv * length * hd floats per layer per step. The
+  // step's own temporaries (one token's activations and logits) are far smaller.
+  for (const Variant& v : variants()) {
+    SCOPED_TRACE(v.name);
+    NoGradGuard no_grad;
+    GPTConfig cfg = v.cfg;
+    cfg.block_size = 256;
+    GPT m = sharp_model(cfg, 10);
+    const int64_t L = 200;
+    const Tensor x = tokens(1, L + 1, cfg.vocab_size, 4);
+    nn::KVCache cache = m.make_cache(1, cfg.block_size);
+    m.forward_cached(x.narrow(1, 0, L), cache);
+    const Tensor next = x.narrow(1, L, 1).contiguous();
+    const int64_t prefix = 2 * cache.k[0].size(1) * (L + 1) * cache.k[0].size(3) *
+                           int64_t(sizeof(float));  // one layer's k and v, as a copy would take
+    reset_peak_memory(Device::cpu());
+    const int64_t before = memory_stats(Device::cpu()).current_bytes;
+    m.forward_cached(next, cache);
+    const int64_t step_peak = memory_stats(Device::cpu()).peak_bytes - before;
+    EXPECT_LT(step_peak, prefix / 2) << "peak " << step_peak << " bytes against a layer's "
+                                     << prefix << "-byte prefix";
+  }
+}
+
 TEST(CachedDecoding, the_transfer_counter_sees_a_readout) {
   // The counter the test above relies on does count: reading one cache layer out counts its bytes.
   GPT m = sharp_model(base(), 7);

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "autograd/autograd.h"
+#include "backend/attention_shapes.h"
+#include "backend/kernels.h"
 #include "ops/ops.h"
 #include "test_util.h"
 
@@ -135,6 +137,41 @@ TEST(CausalAttention, s2_attn_applies_to_training_forwards_only) {
   EXPECT_EQ(max_diff(train, shifted_sparse_attention(x.q, x.k, x.v, 2)), 0.0);
   EXPECT_EQ(max_diff(eval, attention(x.q, x.k, x.v)), 0.0);
   EXPECT_GT(max_diff(train, eval), 1e-3);  // groups of 2 keys differ from full attention
+}
+
+TEST(CausalAttention, decoding_reads_a_caches_filled_prefix_in_place) {
+  // k and v as a KV cache holds them: the first Tk of S positions of (B, Hkv, S, D) buffers. The
+  // query-offset forwards read them where they lie (backend/attention_shapes.h's kv_row_stride),
+  // with results identical to a contiguous copy's: the same kernel over the same values.
+  NoGradGuard no_grad;
+  const int64_t B = 2, H = 4, Hkv = 2, S = 13, Tk = 9, Tq = 2, D = 8;
+  const Qkv full = random_qkv(B, H, Hkv, S, D, 21);
+  const Tensor q = full.q.narrow(2, Tk - Tq, Tq).contiguous();
+  const Tensor k = full.k.narrow(2, 0, Tk), v = full.v.narrow(2, 0, Tk);
+  ASSERT_FALSE(k.is_contiguous());
+  EXPECT_EQ(kv_row_stride(k), S);
+  EXPECT_EQ(kv_row_stride(k.contiguous()), Tk);
+  EXPECT_EQ(kv_row_stride(full.k.permute({0, 2, 1, 3})), 0);  // rows interleaved: not a prefix
+  for (const auto& [name, spec] : specs()) {
+    SCOPED_TRACE(name);
+    const Tensor in_place = causal_attention(q, k, v, spec);
+    const Tensor copied = causal_attention(q, k.contiguous(), v.contiguous(), spec);
+    EXPECT_EQ(max_diff(in_place, copied), 0.0);
+    // and they are the last rows of full attention over the Tk keys
+    const Tensor rows = causal_attention(full.q.narrow(2, 0, Tk).contiguous(), k.contiguous(),
+                                         v.contiguous(), spec)
+                            .narrow(2, Tk - Tq, Tq);
+    EXPECT_LT(max_diff(in_place, rows), 1e-12);
+  }
+  // Without an offset a kernel takes contiguous k and v only (the ops hand it a copy); a kernel
+  // called directly with another layout is refused, naming it.
+  Tensor out = Tensor::empty(q.shape(), q.options()), lse = Tensor::empty({B, H, Tq}, q.options());
+  const std::string e = error_of([&] {
+    TESSERA_KERNEL(q, flash_attention_forward)(out, lse, q, k.narrow(2, 0, Tq), v.narrow(2, 0, Tq),
+                                               0.0, 0);
+  });
+  EXPECT_NE(e.find("flash_attention_forward: k and v must be contiguous, got k"), std::string::npos)
+      << e;
 }
 
 TEST(AttentionSpec, kind_names_round_trip_and_unknown_names_list_the_allowed_ones) {

@@ -206,8 +206,8 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
       for (int64_t bh = 0; bh < B * H; ++bh) {
         const int64_t kvh = (bh / H) * Hkv + (bh % H) / G;
         const F* qh = qp + bh * T * D;
-        const F* kh = kp + kvh * Tk * D;
-        const F* vh = vp + kvh * Tk * D;
+        const F* kh = kp + kvh * d.kv_rows * D;  // rows kv_rows apart: a cache's prefix too
+        const F* vh = vp + kvh * d.kv_rows * D;
         for (int64_t i = 0; i < T; ++i) {
           const int64_t pos = off + i, j0 = first_key(pos, window);
           double m = -std::numeric_limits<double>::infinity();

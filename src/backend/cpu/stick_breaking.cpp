@@ -98,8 +98,8 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
 #pragma omp for
       for (int64_t bh = 0; bh < B * H; ++bh) {
         const int64_t kvh = (bh / H) * Hkv + (bh % H) / G;
-        const F* kh = kp + kvh * Tk * D;
-        const F* vh = vp + kvh * Tk * D;
+        const F* kh = kp + kvh * d.kv_rows * D;  // rows kv_rows apart: a cache's prefix too
+        const F* vh = vp + kvh * d.kv_rows * D;
         for (int64_t j = 0; j < T; ++j) {
           const int64_t pos = off + j;  // the query's position among the keys
           const int64_t n = attend_current ? pos + 1 : pos;
