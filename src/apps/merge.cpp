@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
     ck.config_yaml = to_yaml(cfg);
     save_checkpoint((std::filesystem::path(dir) / name).string(), ck);
     write_latest(dir, name);
-    const std::string& trained = m.config.lora.trainable;  // full tensors trained beside the adapters
+    const std::string& trained = m.config.lora.trainable;  // full tensors trained beside adapters
     std::printf("merged %s (rank %ld, %s%s%s) into %s -> %s\n", m.path.c_str(),
                 long(m.config.lora.rank), m.config.lora.targets.c_str(),
                 trained.empty() ? "" : "; trained in full: ", trained.c_str(), m.base_path.c_str(),

@@ -62,7 +62,7 @@ struct ModelConfig {
   std::string attention = "softmax";  // a name of ops/attention_spec.h's kAttentionKinds
   bool attend_current = false;        // stick_breaking: a token may attend to itself
   std::string sb_remainder = "none";  // stick_breaking: none | current (leftover stick -> own value)
-  int64_t sliding_window = 0;  // softmax: > 0 attends only the last N keys, itself included; 0 = all
+  int64_t sliding_window = 0;  // softmax: > 0 attends the last N keys only (itself included)
   bool tie_embeddings = true;  // lm head shares the token embedding matrix
   bool bias = true;            // biases in the linear layers and norms
   double dropout = 0.0;

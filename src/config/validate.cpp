@@ -149,13 +149,15 @@ void check_attention_on_device(const Config& c, Problems& p) {
   if (!kind || (!cuda && c.train.device != "cpu") || m.n_head <= 0 || m.n_embd <= 0 ||
       m.n_embd % m.n_head != 0)
     return;  // reported by check_model / check_train
-  if ((*kind != ops::AttentionKind::StickBreaking && (m.attend_current || m.sb_remainder != "none")) ||
+  const bool sb_options = m.attend_current || m.sb_remainder != "none";
+  if ((*kind != ops::AttentionKind::StickBreaking && sb_options) ||
       (*kind != ops::AttentionKind::Softmax && m.sliding_window != 0) || m.sliding_window < 0)
     return;  // reported by check_model
   const ops::AttentionSpec s = attention_spec(m, c.train);
   const int64_t T = c.sequence_length();
-  const std::string why = ops::attention_support(s, cuda ? Device::cuda(0) : Device::cpu(),
-                                                 cuda ? DType::BF16 : DType::F32, m.head_dim(), T, T);
+  const Device device = cuda ? Device::cuda(0) : Device::cpu();
+  const std::string why =
+      ops::attention_support(s, device, cuda ? DType::BF16 : DType::F32, m.head_dim(), T, T);
   if (!why.empty())
     p.add("model.attention '", m.attention, "' cannot run on train.device ", c.train.device, ": ",
           why, " (model.n_embd / model.n_head = ", m.n_embd, " / ", m.n_head, ")");
