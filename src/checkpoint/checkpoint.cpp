@@ -343,8 +343,7 @@ H5File open_checkpoint(const std::string& path) {
   return H5File::open(path);
 }
 
-CheckpointData read_checkpoint(const std::string& path, bool tensors) {
-  H5File f = open_checkpoint(path);
+CheckpointData read_checkpoint(H5File& f, const std::string& path, bool tensors) {
   check_layout(f);
   CheckpointData ck;
   TESSERA_CHECK(f.has_attr("/", "config"), "checkpoint ", path,
@@ -372,6 +371,12 @@ CheckpointData read_checkpoint(const std::string& path, bool tensors) {
   if (f.is_group("/adapter"))
     for (const std::string& name : f.attr_names("/adapter"))
       ck.adapter[name] = f.attr_string("/adapter", name);
+  return ck;
+}
+
+CheckpointData read_checkpoint(const std::string& path, bool tensors) {
+  H5File f = open_checkpoint(path);
+  CheckpointData ck = read_checkpoint(f, path, tensors);
   f.close();
   return ck;
 }
@@ -418,11 +423,9 @@ void fill_model(const std::string& path, const std::map<std::string, Shape>& sto
   }
 }
 
-}  // namespace
-
-void load_model_into(const std::string& path,
+// /model of an open checkpoint into params (load_model_into's contract).
+void read_model_into(H5File& f, const std::string& path,
                      const std::vector<std::pair<std::string, Tensor>>& params) {
-  H5File f = open_checkpoint(path);
   TESSERA_CHECK(f.is_group("/model"), "checkpoint ", path, " has no group /model");
   std::map<std::string, Shape> stored;
   for (const H5Entry& e : f.walk("/model"))
@@ -432,7 +435,22 @@ void load_model_into(const std::string& path,
     if (tensor_info(f, obj).first == dst.dtype()) read_tensor_into(f, obj, dst);
     else dst.copy_(read_tensor(f, obj));  // copy_ converts dtype
   });
+}
+
+}  // namespace
+
+void load_model_into(const std::string& path,
+                     const std::vector<std::pair<std::string, Tensor>>& params) {
+  H5File f = open_checkpoint(path);  // /model alone: no other group is read or required
+  read_model_into(f, path, params);
   f.close();
+}
+
+CheckpointReader::CheckpointReader(const std::string& path)
+    : path_(path), file_(open_checkpoint(path)), attributes_(read_checkpoint(file_, path, false)) {}
+
+void CheckpointReader::load_model_into(const std::vector<std::pair<std::string, Tensor>>& params) {
+  read_model_into(file_, path_, params);
 }
 
 void load_model_into(const CheckpointData& ck, const std::string& path,

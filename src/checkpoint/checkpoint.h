@@ -33,13 +33,13 @@
 //
 // Integrity: every checkpoint has a digest file "<path>.sha256" (SHA-256 and size, in sha256sum's
 // format; sidecar.h), committed in the same atomic save just before the checkpoint itself. Every
-// loader here (load_checkpoint, load_checkpoint_attributes, load_model_into) checks the file
-// against it before HDF5 opens it, so damaged metadata never reaches the HDF5 library, and a
-// mismatch is an error naming the file. Each dataset also carries the CRC-32C of its bytes
-// (attribute "crc32c"), checked on every read (read_tensor, read_tensor_into): a mismatch names
-// the file and the tensor. Files written before digests existed have neither: they load, with one
-// warning on stderr that they cannot be verified. A digest file that is present but malformed or
-// names another file is an error.
+// loader here (load_checkpoint, load_checkpoint_attributes, load_model_into, CheckpointReader)
+// checks the file against it before HDF5 opens it, so damaged metadata never reaches the HDF5
+// library, and a mismatch is an error naming the file. Each dataset also carries the CRC-32C of
+// its bytes (attribute "crc32c"), checked on every read (read_tensor, read_tensor_into): a
+// mismatch names the file and the tensor. Files written before digests existed have neither:
+// they load, with one warning on stderr that they cannot be verified. A digest file that is
+// present but malformed or names another file is an error.
 #pragma once
 
 #include <cstdint>
@@ -114,6 +114,28 @@ void load_model_into(const std::string& path,
 // reading the file again.
 void load_model_into(const CheckpointData& ck, const std::string& path,
                      const std::vector<std::pair<std::string, Tensor>>& params);
+
+// A checkpoint verified once and held open: its attributes at once, its weights when asked. For a
+// caller that needs both (eval, generate, train --init: the config decides the model the weights
+// go into), the file is hashed once rather than once per loader call.
+//
+//   CheckpointReader r(path);                       // verifies, opens, reads the attributes
+//   Config cfg = parse_config(r.attributes().config_yaml, path);
+//   r.load_model_into(model.parameters());          // as load_model_into(path, ...)
+class CheckpointReader {
+ public:
+  explicit CheckpointReader(const std::string& path);
+  const std::string& path() const { return path_; }
+  // As load_checkpoint_attributes: no tensors (every group of the layout must be present).
+  const CheckpointData& attributes() const { return attributes_; }
+  // As load_model_into(path, params), from the open file.
+  void load_model_into(const std::vector<std::pair<std::string, Tensor>>& params);
+
+ private:
+  std::string path_;
+  H5File file_;
+  CheckpointData attributes_;
+};
 
 // ---- the `latest` pointer ----
 

@@ -2,6 +2,7 @@
 #include "checkpoint/sidecar.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
@@ -108,6 +109,12 @@ std::string digest_file_text(const std::string& file, const std::string& name) {
   return hex + "  " + name + "\n" + kSizeTag + std::to_string(bytes) + "\n";
 }
 
+namespace {
+std::atomic<int64_t> g_hashes{0};
+}  // namespace
+
+int64_t checkpoint_hashes() { return g_hashes.load(std::memory_order_relaxed); }
+
 FileCheck verify_checkpoint_file(const std::string& path) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
@@ -138,6 +145,7 @@ FileCheck verify_checkpoint_file(const std::string& path) {
                 ": the file was truncated or appended to");
   uint64_t hashed = 0;
   const std::string hex = sha256_file(real.string(), &hashed);
+  g_hashes.fetch_add(1, std::memory_order_relaxed);
   TESSERA_CHECK(hex == d->hex && (!d->bytes || hashed == *d->bytes), "checkpoint ", path,
                 " does not match its digest file ", sidecar, " (SHA-256 ", hex, ", recorded ",
                 d->hex, "): the file is corrupt, or a crash interrupted a save that replaced it");

@@ -14,6 +14,7 @@
 //   verify_checkpoint_file("run/step_00000500.h5");                // throws on any mismatch
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace tessera {
@@ -35,5 +36,9 @@ enum class FileCheck {
 // names another file, when the size differs, or when the SHA-256 differs. Without a digest file,
 // prints one warning per file and process to stderr ("cannot be verified") and returns NoDigest.
 FileCheck verify_checkpoint_file(const std::string& path);
+
+// How many times this process has hashed a checkpoint in verify_checkpoint_file: tests take the
+// difference around a load to show that it reads the file's bytes for the digest once.
+int64_t checkpoint_hashes();
 
 }  // namespace tessera

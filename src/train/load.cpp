@@ -10,9 +10,11 @@ namespace tessera::train {
 LoadedModel load_model(const std::string& checkpoint, const std::string& base) {
   LoadedModel m;
   m.path = resolve_checkpoint(checkpoint);
-  // Attributes first: the weights go straight into the model (load_model_into reads /model only,
-  // not the optimizer state a training checkpoint also holds).
-  const CheckpointData ck = load_checkpoint_attributes(m.path);
+  // Attributes first: the weights go straight into the model (the reader's load_model_into reads
+  // /model only, not the optimizer state a training checkpoint also holds). One reader: the file
+  // is verified once.
+  CheckpointReader reader(m.path);
+  const CheckpointData& ck = reader.attributes();
   m.config = parse_config(ck.config_yaml, m.path + " (stored config)");
   auto step = ck.trainer_ints.find("step");
   m.step = step != ck.trainer_ints.end() ? step->second : 0;
@@ -21,7 +23,7 @@ LoadedModel load_model(const std::string& checkpoint, const std::string& base) {
   if (ck.adapter.empty()) {
     TESSERA_CHECK(base.empty(), m.path, " is a full checkpoint: a base (", base,
                   ") is only for LoRA checkpoints");
-    load_model_into(m.path, m.model->parameters());
+    reader.load_model_into(m.model->parameters());
     return m;
   }
   auto recorded = ck.adapter.find("base_checkpoint");
@@ -37,7 +39,7 @@ LoadedModel load_model(const std::string& checkpoint, const std::string& base) {
   }
   peft::check_base(ck.adapter, m.path, m.base_path, peft::fingerprint(m.model->parameters()));
   m.lora = std::make_unique<peft::Lora>(*m.model, lora_options(m.config.lora), init);
-  load_model_into(m.path, m.lora->parameters());
+  reader.load_model_into(m.lora->parameters());
   return m;
 }
 

@@ -307,10 +307,11 @@ void Trainer::load_init() {
     load_hf_into(path, cfg_.model, model_.parameters());
   } else {
     path = resolve_checkpoint(path);
-    TESSERA_CHECK(load_checkpoint_attributes(path).adapter.empty(), "checkpoint.init: ", path,
+    CheckpointReader reader(path);  // verified once for both reads
+    TESSERA_CHECK(reader.attributes().adapter.empty(), "checkpoint.init: ", path,
                   " holds LoRA adapters, not a model; merge them into their base first "
                   "(build/merge --adapter ", path, ")");
-    load_model_into(path, model_.parameters());  // /model alone: the optimizer state is not needed
+    reader.load_model_into(model_.parameters());  // /model alone: no optimizer state needed
   }
   out_->log() << "init: weights from " << path << "\n";
   base_path_ = path;

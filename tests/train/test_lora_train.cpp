@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/sidecar.h"
 #include "test_util.h"
 #include "train/load.h"
 #include "train/train_fixture.h"
@@ -64,8 +65,13 @@ TEST(LoraTraining, adapters_train_alone_and_the_checkpoint_holds_only_them) {
 
     // The adapted model (base + adapters, loaded as generate/eval load it) beats the base on the
     // training data, and the merged model computes the same logits.
+    // Each file is verified once per load (one CheckpointReader for its attributes and weights):
+    // the adapter checkpoint and its base, then the base alone.
+    const int64_t hashes = checkpoint_hashes();
     train::LoadedModel m = train::load_model(r.last_checkpoint);
+    EXPECT_EQ(checkpoint_hashes() - hashes, 2);
     train::LoadedModel b = train::load_model(run.base);
+    EXPECT_EQ(checkpoint_hashes() - hashes, 3);
     ASSERT_TRUE(m.lora);
     const double adapted = train::evaluate(*m.model, c, c.data.train, 4);
     const double plain = train::evaluate(*b.model, c, c.data.train, 4);
