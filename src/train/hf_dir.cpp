@@ -127,8 +127,11 @@ std::string config_json(const Config& cfg, DType dtype) {
     o.set("num_key_value_heads", num(m.kv_heads())).set("head_dim", num(m.head_dim()));
     o.set("hidden_act", str("silu")).set("rms_norm_eps", num(m.norm_eps));
     o.set("rope_theta", num(m.rope_theta)).set("rope_scaling", rope_scaling_json(m));
-    // = block_size unless rope scaling names another L0 (rope_scaling_json says why).
-    o.set("max_position_embeddings", num(m.rope_scaling.type == "none" ? m.block_size : rope_l0(m)));
+    // = block_size unless rope scaling names another L0 (rope_scaling_json says why); then the
+    // block size (a model extended past L0) travels in a key of tessera's own, for import.
+    const int64_t max_pos = m.rope_scaling.type == "none" ? m.block_size : rope_l0(m);
+    o.set("max_position_embeddings", num(max_pos));
+    if (max_pos != m.block_size) o.set("tessera_block_size", num(m.block_size));
     o.set("attention_bias", boolean(m.bias)).set("mlp_bias", boolean(m.bias));
     o.set("attention_dropout", num(0.0)).set("pretraining_tp", num(int64_t(1)));
   }
@@ -414,6 +417,16 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
     // transformers 5 writes rope_theta and the scaling together as rope_parameters.
     for (const char* k : {"rope_scaling", "rope_parameters"})
       if (const Json* rs = c.get(k)) read_rope_scaling(c, *rs, m);
+    // tessera's export of a model extended past L0: max_position_embeddings holds L0, this key
+    // the block size the model was trained at.
+    if (c.get("tessera_block_size")) {
+      const int64_t block = c.integer("tessera_block_size");
+      c.require(block > 0 && m.rope_scaling.type != "none", "tessera_block_size",
+                "needs a positive value and rope scaling");
+      if (m.rope_scaling.original_max_position == 0)
+        m.rope_scaling.original_max_position = m.block_size;
+      m.block_size = block;
+    }
   }
   c.check_all_read();
   // tessera's own exports name their tokenizer; otherwise GPT-2's files decide.

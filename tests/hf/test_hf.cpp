@@ -122,6 +122,15 @@ TEST(HFExport, llama_style_round_trip_is_byte_exact) {
   expect_round_trip_byte_exact(llama_config(), DType::F32);
 }
 
+TEST(HFExport, a_model_extended_past_its_scaling_length_round_trips_with_its_block_size) {
+  // As configs/extend-context.yaml leaves one: YaRN x4 from L0 = block_size / 4. config.json's
+  // max_position_embeddings holds L0 (what transformers' yarn reads); tessera_block_size the rest.
+  Config c = llama_config();
+  c.model.rope_scaling.type = "yarn", c.model.rope_scaling.factor = 4;
+  c.model.rope_scaling.original_max_position = c.model.block_size / 4;
+  expect_round_trip_byte_exact(c, DType::F32);
+}
+
 TEST(HFExport, biased_tied_llama_in_bf16_round_trip_is_byte_exact) {
   Config c = llama_config();
   c.model.bias = true, c.model.tie_embeddings = true;
@@ -303,8 +312,15 @@ TEST(HFExport, independent_reader_and_hf_structured_pytorch_agree) {
   yarn.model.rope_scaling.type = "yarn", yarn.model.rope_scaling.factor = 4;
   llama3.model.rope_scaling.type = "llama3", llama3.model.rope_scaling.factor = 8;
   llama3.model.rope_scaling.original_max_position = 4;  // some wavelengths on each side of L0
-  for (const Config& cfg : {gpt2_config(), llama_config(), yarn, llama3}) {
-    const std::string name = cfg.model.norm + "-" + cfg.model.rope_scaling.type;
+  // Trained past L0, as configs/extend-context.yaml leaves a model. theta 100 and L0 16 put
+  // YaRN's ramp over pairs 0..1 (L0 = 64 would put it over 0..3): a config.json naming the wrong
+  // L0 changes the logits.
+  Config extended = yarn;
+  extended.model.block_size = 64, extended.model.rope_theta = 100;
+  extended.model.rope_scaling.original_max_position = 16;
+  for (const Config& cfg : {gpt2_config(), llama_config(), yarn, llama3, extended}) {
+    const std::string name = cfg.model.norm + "-" + cfg.model.rope_scaling.type + "-" +
+                             std::to_string(cfg.model.rope_scaling.original_max_position);
     const fs::path ck = save_random(cfg, tmp.path / ("ck-" + name));
     const std::string hf = (tmp.path / ("hf-" + name)).string();
     const std::string ref = (tmp.path / ("ref-" + name + ".safetensors")).string();
