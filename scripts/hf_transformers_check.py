@@ -3,27 +3,18 @@
 from_pretrained) and compares its logits with those `build/export --reference-logits REF` wrote.
 For a machine that has transformers (tessera's CI does not; scripts/hf_logits.py is the check
 that runs there).  Usage: hf_transformers_check.py DIR REF [--tol T]   exit 77 without transformers"""
-import json, os, struct, sys
+import json, os, sys
 
 try:
-    import numpy as np
+    import numpy  # noqa: F401  (hf_logits.read_safetensors needs it)
     import torch
     import transformers
 except ImportError as e:
     print(f"SKIP: {e}")
     sys.exit(77)
 
-def read_safetensors(path):  # json + numpy: no dependence on the safetensors package
-    raw = open(path, "rb").read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
-    header.pop("__metadata__", None)
-    out = {}
-    for name, e in header.items():
-        b, end = e["data_offsets"]
-        a = np.frombuffer(raw[8 + n + b:8 + n + end], {"F32": np.float32, "I32": np.int32}[e["dtype"]])
-        out[name] = torch.from_numpy(a.reshape(e["shape"]).copy())
-    return out
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hf_logits import read_safetensors  # json + numpy: no dependence on the safetensors package
 
 def main(argv):
     out_dir, ref_path = argv[0], argv[1]

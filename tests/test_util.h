@@ -57,6 +57,15 @@ struct TempDir {
 };
 
 // A tensor's values as doubles, whatever its floating dtype.
+// (B, T) int32 ids drawn uniformly from [0, V) with g.
+inline Tensor random_tokens(int64_t B, int64_t T, int64_t V, Generator& g) {
+  const std::vector<float> u = rand({B * T}, g).to_vector<float>();
+  std::vector<int32_t> ids(u.size());
+  for (size_t i = 0; i < u.size(); ++i)
+    ids[i] = std::min(int32_t(V - 1), int32_t(double(u[i]) * double(V)));
+  return from_vector<int32_t>(ids, {B, T});
+}
+
 inline std::vector<double> values(const Tensor& t) {
   return t.to(DType::F64).to_vector<double>();
 }

@@ -38,6 +38,7 @@
 namespace tessera {
 namespace {
 
+using testing::random_tokens;
 using testing::values;
 const Device kGpu = Device::cuda(0);
 
@@ -153,14 +154,6 @@ nn::GPTConfig tiny() {
   return c;
 }
 
-Tensor tokens(int64_t B, int64_t T, int64_t V, Generator& g) {
-  const std::vector<float> u = rand({B * T}, g).to_vector<float>();
-  std::vector<int32_t> ids(u.size());
-  for (size_t i = 0; i < u.size(); ++i)
-    ids[i] = std::min(int32_t(V - 1), int32_t(double(u[i]) * double(V)));
-  return from_vector<int32_t>(ids, {B, T});
-}
-
 class FusedCuda : public ::testing::TestWithParam<const char*> {};  // lomo | adalomo
 
 TEST_P(FusedCuda, one_clipped_step_of_a_tiny_gpt_follows_the_cpu) {
@@ -180,7 +173,8 @@ TEST_P(FusedCuda, one_clipped_step_of_a_tiny_gpt_follows_the_cpu) {
     opt->set_step_count(10);
     for (auto& [key, t] : opt->state()) Tensor(t).fill_(1.0);  // f32 parameters: no masters
   }
-  const Tensor in = tokens(2, 32, cfg.vocab_size, data), tg = tokens(2, 32, cfg.vocab_size, data);
+  const Tensor in = random_tokens(2, 32, cfg.vocab_size, data);
+  const Tensor tg = random_tokens(2, 32, cfg.vocab_size, data);
   const double nc = oc.backward_step(cpu.loss(in, tg), 1e-2);
   const double ng = og.backward_step(gpu.loss(in.to(kGpu), tg.to(kGpu)), 1e-2);
   EXPECT_NEAR(ng, nc, 1e-4 * nc) << "the global norm of pass 1";
@@ -207,8 +201,8 @@ TEST(LomoCuda, no_full_set_of_gradients_is_alive_during_a_lomo_backward) {
   Generator g(13), data(14);
   nn::GPT model(cfg, g);
   train::place_model(model, kGpu, DType::F32);  // f32: no master copies, LOMO holds no state
-  const Tensor in = tokens(1, 8, cfg.vocab_size, data).to(kGpu);
-  const Tensor tg = tokens(1, 8, cfg.vocab_size, data).to(kGpu);
+  const Tensor in = random_tokens(1, 8, cfg.vocab_size, data).to(kGpu);
+  const Tensor tg = random_tokens(1, 8, cfg.vocab_size, data).to(kGpu);
   int64_t grads = 0, largest = 0;
   for (const auto& [name, t] : model.parameters())
     grads += int64_t(t.nbytes()), largest = std::max(largest, int64_t(t.nbytes()));

@@ -174,12 +174,7 @@ TEST(TrainCuda, resumed_run_repeats_the_uninterrupted_one_bit_for_bit) {
   c.checkpoint.interval = 5, c.eval.interval = 10, c.log.interval = 1;
   c.train.run_name = "full";
   const train::TrainResult a = train::run_training(c, log);
-  c.train.run_name = "split";
-  c.train.stop_after = 10;
-  train::run_training(c, log);
-  c.train.stop_after = 0;
-  c.checkpoint.resume = "auto";
-  const train::TrainResult b = train::run_training(c, log);
+  const train::TrainResult b = testing::run_split(c, 10, log);
   ASSERT_EQ(b.steps, 20);
   const CheckpointData x = load_checkpoint(a.last_checkpoint),
                        y = load_checkpoint(b.last_checkpoint);

@@ -38,6 +38,7 @@ namespace tessera {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::random_tokens;
 using testing::values;
 const Device kGpu = Device::cuda(0);
 
@@ -50,14 +51,6 @@ nn::GPTConfig tiny(bool llama) {  // head dimension 64, as the bf16 attention ke
     c.tie_embeddings = false, c.bias = false;
   }
   return c;
-}
-
-Tensor tokens(int64_t B, int64_t T, int64_t V, Generator& g) {
-  const std::vector<float> u = rand({B * T}, g).to_vector<float>();
-  std::vector<int32_t> ids(u.size());
-  for (size_t i = 0; i < u.size(); ++i)
-    ids[i] = std::min(int32_t(V - 1), int32_t(double(u[i]) * double(V)));
-  return from_vector<int32_t>(ids, {B, T});
 }
 
 struct Compare {
@@ -122,7 +115,8 @@ TEST_P(PeftCuda, one_adapter_step_on_cuda_follows_the_cpu_step) {
   EXPECT_EQ(gpu.lora->base_bytes() < cpu.lora->base_bytes(), true) << "bf16 (and NF4) base";
 
   Generator data(24);
-  const Tensor in = tokens(3, 32, cfg.vocab_size, data), tg = tokens(3, 32, cfg.vocab_size, data);
+  const Tensor in = random_tokens(3, 32, cfg.vocab_size, data);
+  const Tensor tg = random_tokens(3, 32, cfg.vocab_size, data);
   Tensor lc = cpu.model->loss(in, tg), lg = gpu.model->loss(in.to(kGpu), tg.to(kGpu));
   lc.backward();
   lg.backward();
@@ -203,12 +197,7 @@ TEST(PeftCuda, cuda_lora_run_resumes_bit_exactly_and_merges_on_the_host) {
   c.checkpoint.interval = 4, c.log.interval = 1;
   c.train.run_name = "full";
   const train::TrainResult a = train::run_training(c, log);
-  c.train.run_name = "split";
-  c.train.stop_after = 4;
-  train::run_training(c, log);
-  c.train.stop_after = 0;
-  c.checkpoint.resume = "auto";
-  const train::TrainResult b = train::run_training(c, log);
+  const train::TrainResult b = testing::run_split(c, 4, log);
   ASSERT_EQ(b.steps, 8);
   const CheckpointData x = load_checkpoint(a.last_checkpoint),
                        y = load_checkpoint(b.last_checkpoint);
@@ -232,7 +221,7 @@ TEST(PeftCuda, cuda_lora_run_resumes_bit_exactly_and_merges_on_the_host) {
   nn::GPT merged(train::model_config(m.config.model, m.config.train), g0);
   m.lora->merge_into(merged);
   Generator data(25);
-  const Tensor in = tokens(2, 16, 257, data), tg = tokens(2, 16, 257, data);
+  const Tensor in = random_tokens(2, 16, 257, data), tg = random_tokens(2, 16, 257, data);
   NoGradGuard no_grad;
   const double adapted = m.model->loss(in, tg, false).item();
   const double plain = merged.loss(in, tg, false).item();

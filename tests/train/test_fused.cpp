@@ -58,13 +58,7 @@ TEST(Fused, adalomo_run_resumes_bit_exactly) {
   full.model.dropout = 0.1;
   train::TrainResult a = train::run_training(full, log);
 
-  Config split = full;
-  split.train.run_name = "split";
-  split.train.stop_after = 10;
-  train::run_training(split, log);
-  split.train.stop_after = 0;
-  split.checkpoint.resume = "auto";
-  train::TrainResult b = train::run_training(split, log);
+  train::TrainResult b = tessera::testing::run_split(full, 10, log);
 
   EXPECT_EQ(a.last_train_loss, b.last_train_loss);
   const CheckpointData x = load_checkpoint(a.last_checkpoint), y = load_checkpoint(b.last_checkpoint);

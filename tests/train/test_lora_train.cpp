@@ -94,13 +94,7 @@ TEST(LoraTraining, interrupted_qlora_run_resumes_bit_exactly) {
   Config full = run.lora("full", 16, "nf4-dq");
   full.checkpoint.interval = 4;
   train::TrainResult a = train::run_training(full, log);
-  Config split = full;
-  split.train.run_name = "split";
-  split.train.stop_after = 8;
-  train::run_training(split, log);
-  split.train.stop_after = 0;
-  split.checkpoint.resume = "auto";
-  train::TrainResult b = train::run_training(split, log);
+  train::TrainResult b = tessera::testing::run_split(full, 8, log);
   EXPECT_EQ(a.last_train_loss, b.last_train_loss);
   EXPECT_EQ(a.last_val_loss, b.last_val_loss);
   const CheckpointData x = load_checkpoint(a.last_checkpoint), y = load_checkpoint(b.last_checkpoint);

@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "data/shard.h"
 #include "test_util.h"
+#include "train/trainer.h"
 
 namespace tessera::testing {
 
@@ -43,6 +44,17 @@ struct TempRun {
     return c;
   }
 };
+
+// The run of c stopped after `stop_after` steps and resumed (checkpoint.resume auto), under the run
+// name "split": what the same run in one piece must equal. Returns the resumed run's result.
+inline train::TrainResult run_split(Config c, int64_t stop_after, std::ostream& log) {
+  c.train.run_name = "split";
+  c.train.stop_after = stop_after;
+  train::run_training(c, log);
+  c.train.stop_after = 0;
+  c.checkpoint.resume = "auto";
+  return train::run_training(c, log);
+}
 
 // The values of `key` in the lines of a metrics.jsonl that have it, keyed by step (a later line
 // for the same step, e.g. after a rollback, overwrites). Values are kept as the text written.
