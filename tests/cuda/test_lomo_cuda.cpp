@@ -30,6 +30,7 @@
 #include "nn/gpt.h"
 #include "ops/ops.h"
 #include "optim/lomo.h"
+#include "cuda/cuda_fixture.h"
 #include "test_util.h"
 #include "train/device.h"
 #include "train/train_fixture.h"
@@ -38,9 +39,10 @@
 namespace tessera {
 namespace {
 
+using testing::kGpu;
 using testing::random_tokens;
+using testing::tiny_gpu_model;
 using testing::values;
-const Device kGpu = Device::cuda(0);
 
 // ||a - b|| / ||b|| over two tensors of the same shape (any devices and floating dtypes).
 double rel_diff(const Tensor& a, const Tensor& b) {
@@ -148,17 +150,11 @@ TEST(LomoCuda, gradient_sum_of_squares_lands_in_its_device_slot) {
   }
 }
 
-nn::GPTConfig tiny() {
-  nn::GPTConfig c;
-  c.n_layer = 2, c.n_head = 2, c.n_embd = 128, c.block_size = 32, c.vocab_size = 97;
-  return c;
-}
-
 class FusedCuda : public ::testing::TestWithParam<const char*> {};  // lomo | adalomo
 
 TEST_P(FusedCuda, one_clipped_step_of_a_tiny_gpt_follows_the_cpu) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
-  const nn::GPTConfig cfg = tiny();
+  const nn::GPTConfig cfg = tiny_gpu_model();
   Generator g1(11), g2(11), data(12);
   nn::GPT cpu(cfg, g1), gpu(cfg, g2);
   train::place_model(gpu, kGpu, DType::F32);
@@ -196,7 +192,7 @@ INSTANTIATE_TEST_SUITE_P(Optimizers, FusedCuda, ::testing::Values("lomo", "adalo
 // hook. On a model whose parameters dwarf its activations (T = 8) the allocator's peak shows it.
 TEST(LomoCuda, no_full_set_of_gradients_is_alive_during_a_lomo_backward) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
-  nn::GPTConfig cfg = tiny();
+  nn::GPTConfig cfg = tiny_gpu_model();
   cfg.n_layer = 4, cfg.n_embd = 256, cfg.block_size = 8;
   Generator g(13), data(14);
   nn::GPT model(cfg, g);
@@ -240,11 +236,7 @@ TEST_P(FusedCuda, trainer_runs_on_cuda_and_follows_the_cpu_loss_curve) {
   c.optim.lr = 3e-2, c.optim.min_lr = 3e-3;  // from scratch: LOMO's SGD and AdaLomo want ~3e-2
   c.optim.grad_clip = 1.0;
   c.log.interval = 1;
-  c.train.run_name = "cpu";
-  train::run_training(c, log);
-  c.train.device = "cuda";
-  c.train.run_name = "cuda";
-  const train::TrainResult r = train::run_training(c, log);
+  const train::TrainResult r = testing::train_cpu_then_cuda(c, log);
   EXPECT_EQ(r.steps, 20);
   const auto a = testing::metric(run.dir / "ckpt" / "cpu" / "metrics.jsonl", "loss");
   const auto b = testing::metric(run.dir / "ckpt" / "cuda" / "metrics.jsonl", "loss");

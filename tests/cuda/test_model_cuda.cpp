@@ -28,6 +28,7 @@
 #include "nn/gpt.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
+#include "cuda/cuda_fixture.h"
 #include "test_util.h"
 #include "train/device.h"
 #include "train/train_fixture.h"
@@ -37,56 +38,23 @@ namespace tessera {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::Compare;
+using testing::compare;
+using testing::kGpu;
+using testing::random_tokens;
+using testing::tiny_gpu_model;
 using testing::values;
 
-const Device kGpu = Device::cuda(0);
-
-// Head dimension 64: the bf16 flash-attention kernels take 64 or 128.
-nn::GPTConfig tiny(bool llama) {
-  nn::GPTConfig c;
-  c.n_layer = 2, c.n_head = 2, c.n_embd = 128, c.block_size = 32, c.vocab_size = 97;
-  if (llama) {
-    c.norm = nn::NormKind::RMSNorm, c.mlp = nn::MlpKind::SwiGLU;
-    c.position = nn::PositionKind::RoPE, c.n_kv_head = 1;
-    c.tie_embeddings = false, c.bias = false;
-  }
-  return c;
-}
-
-// Random token ids (B, T) in [0, V).
-Tensor tokens(int64_t B, int64_t T, int64_t V, Generator& g) {
-  const std::vector<float> u = rand({B * T}, g).to_vector<float>();  // U[0, 1)
-  std::vector<int32_t> ids(u.size());
-  for (size_t i = 0; i < u.size(); ++i)
-    ids[i] = std::min(int32_t(V - 1), int32_t(double(u[i]) * double(V)));
-  return from_vector<int32_t>(ids, {B, T});
-}
-
-struct Compare {
-  double rel = 0;     // ||gpu - cpu|| / ||cpu||
-  double cosine = 0;  // <gpu, cpu> / (||gpu|| ||cpu||)
-  double ratio = 0;   // ||gpu|| / ||cpu||
-};
-
-Compare compare(const Tensor& gpu, const Tensor& cpu) {
-  const std::vector<double> a = values(gpu.to(Device::cpu())), b = values(cpu);
-  double d2 = 0, b2 = 0, a2 = 0, ab = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    d2 += (a[i] - b[i]) * (a[i] - b[i]);
-    a2 += a[i] * a[i], b2 += b[i] * b[i], ab += a[i] * b[i];
-  }
-  return {std::sqrt(d2 / b2), ab / std::sqrt(a2 * b2), std::sqrt(a2 / b2)};
-}
 
 class ModelCuda : public ::testing::TestWithParam<bool> {};  // false: GPT-2 style, true: Llama
 
 TEST_P(ModelCuda, f32_loss_and_every_gradient_match_the_cpu) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
-  const nn::GPTConfig cfg = tiny(GetParam());
+  const nn::GPTConfig cfg = tiny_gpu_model(GetParam());
   Generator g1(5), g2(5), data(6);
   nn::GPT cpu(cfg, g1), gpu(cfg, g2);  // the same seed: the same initial weights
   train::place_model(gpu, kGpu, DType::F32);
-  const Tensor in = tokens(3, 32, cfg.vocab_size, data), tg = tokens(3, 32, cfg.vocab_size, data);
+  const Tensor in = random_tokens(3, 32, cfg.vocab_size, data), tg = random_tokens(3, 32, cfg.vocab_size, data);
   Tensor lc = cpu.loss(in, tg), lg = gpu.loss(in.to(kGpu), tg.to(kGpu));
   lc.backward();
   lg.backward();
@@ -104,11 +72,11 @@ TEST_P(ModelCuda, f32_loss_and_every_gradient_match_the_cpu) {
 
 TEST_P(ModelCuda, bf16_loss_and_every_gradient_follow_the_f32_cpu) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
-  const nn::GPTConfig cfg = tiny(GetParam());
+  const nn::GPTConfig cfg = tiny_gpu_model(GetParam());
   Generator g1(7), g2(7), data(8);
   nn::GPT cpu(cfg, g1), gpu(cfg, g2);
   train::place_model(gpu, kGpu, DType::BF16);
-  const Tensor in = tokens(3, 32, cfg.vocab_size, data), tg = tokens(3, 32, cfg.vocab_size, data);
+  const Tensor in = random_tokens(3, 32, cfg.vocab_size, data), tg = random_tokens(3, 32, cfg.vocab_size, data);
   Tensor lc = cpu.loss(in, tg), lg = gpu.loss(in.to(kGpu), tg.to(kGpu));
   lc.backward();
   lg.backward();
@@ -142,11 +110,7 @@ TEST(TrainCuda, fifty_bf16_steps_follow_the_cpu_loss_curve) {
   Config c = run.config(50);
   c.model.n_embd = 128;  // head dimension 64, as the bf16 attention kernels need
   c.log.interval = 1;
-  c.train.run_name = "cpu";
-  train::run_training(c, log);
-  c.train.device = "cuda";
-  c.train.run_name = "cuda";
-  const train::TrainResult r = train::run_training(c, log);
+  const train::TrainResult r = testing::train_cpu_then_cuda(c, log);
   EXPECT_EQ(r.steps, 50);
   EXPECT_GT(r.last_val_loss, 0.0) << "evaluation ran on the GPU";
   const std::vector<double> a = losses(run.dir / "ckpt" / "cpu" / "metrics.jsonl");
@@ -201,13 +165,13 @@ TEST(TrainCuda, resumed_run_repeats_the_uninterrupted_one_bit_for_bit) {
 
 TEST(TrainCuda, steady_state_training_steps_call_cudaMalloc_zero_times) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
-  const nn::GPTConfig cfg = tiny(false);
+  const nn::GPTConfig cfg = tiny_gpu_model(false);
   Generator g(9), data(10);
   nn::GPT model(cfg, g);
   train::place_model(model, kGpu, DType::BF16);
   AdamW opt(named_params(model.parameters()), {.lr = 1e-3});
-  const Tensor in = tokens(4, 32, cfg.vocab_size, data).to(kGpu);
-  const Tensor tg = tokens(4, 32, cfg.vocab_size, data).to(kGpu);
+  const Tensor in = random_tokens(4, 32, cfg.vocab_size, data).to(kGpu);
+  const Tensor tg = random_tokens(4, 32, cfg.vocab_size, data).to(kGpu);
   auto step = [&] {
     Tensor loss = model.loss(in, tg);
     loss.backward();

@@ -28,6 +28,7 @@
 #include "ops/ops.h"
 #include "optim/adamw.h"
 #include "peft/lora.h"
+#include "cuda/cuda_fixture.h"
 #include "test_util.h"
 #include "train/device.h"
 #include "train/load.h"
@@ -38,30 +39,12 @@ namespace tessera {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::Compare;
+using testing::compare;
+using testing::kGpu;
 using testing::random_tokens;
+using testing::tiny_gpu_model;
 using testing::values;
-const Device kGpu = Device::cuda(0);
-
-nn::GPTConfig tiny(bool llama) {  // head dimension 64, as the bf16 attention kernels need
-  nn::GPTConfig c;
-  c.n_layer = 2, c.n_head = 2, c.n_embd = 128, c.block_size = 32, c.vocab_size = 97;
-  if (llama) {
-    c.norm = nn::NormKind::RMSNorm, c.mlp = nn::MlpKind::SwiGLU;
-    c.position = nn::PositionKind::RoPE, c.n_kv_head = 1;
-    c.tie_embeddings = false, c.bias = false;
-  }
-  return c;
-}
-
-struct Compare {
-  double cosine = 0, ratio = 0;
-};
-Compare compare(const Tensor& gpu, const Tensor& cpu) {
-  const std::vector<double> a = values(gpu.to(Device::cpu())), b = values(cpu);
-  double a2 = 0, b2 = 0, ab = 0;
-  for (size_t i = 0; i < a.size(); ++i) a2 += a[i] * a[i], b2 += b[i] * b[i], ab += a[i] * b[i];
-  return {ab / std::sqrt(a2 * b2), std::sqrt(a2 / b2)};
-}
 
 // A model with adapters on every projection, B made non-zero (B = 0 would leave A without a
 // gradient), built on the host; `device` places it the way the trainer does.
@@ -98,7 +81,7 @@ class PeftCuda : public ::testing::TestWithParam<PeftCase> {};
 
 TEST_P(PeftCuda, one_adapter_step_on_cuda_follows_the_cpu_step) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
-  const nn::GPTConfig cfg = tiny(GetParam().llama);
+  const nn::GPTConfig cfg = tiny_gpu_model(GetParam().llama);
   Adapted cpu(cfg, GetParam().quantize, false), gpu(cfg, GetParam().quantize, true);
   // The policy: a frozen bf16 base without gradients, f32 adapters on the device.
   for (const auto& [name, t] : gpu.model->parameters()) {
@@ -155,7 +138,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(PeftCuda, nf4_codes_on_the_device_are_the_hosts_and_stay_codes) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
-  const nn::GPTConfig cfg = tiny(true);
+  const nn::GPTConfig cfg = tiny_gpu_model(true);
   Adapted cpu(cfg, "nf4-dq", false), gpu(cfg, "nf4-dq", true);
   Generator g(1);
   const std::vector<std::string> linears = nn::GPT(cfg, g).block_linear_weights();
