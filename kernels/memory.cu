@@ -1,6 +1,7 @@
 // CUDA device memory and the memory kernels (copy, fill) of the kernel table.
 // Shapes: copy handles any shape up to rank 8 with arbitrary strides and any dtype pair.
 #include <cstdint>
+#include <vector>
 
 #include "backend/cuda.h"
 #include "backend/kernels.h"
@@ -118,6 +119,13 @@ void fill(const Tensor& dst, double value) {
   });
 }
 
+SyncStats g_sync;  // counted on the host thread that drives the device
+struct Event {  // a profile event and the device it was created on
+  cudaEvent_t event;
+  int device;
+};
+std::vector<Event*> g_events;  // recorded and resolved: free for the next record_event
+
 }  // namespace
 
 bool available() { return device_count() > 0; }
@@ -148,6 +156,7 @@ void copy_to_device(void* dst, const void* src, size_t nbytes, int device) {
 
 void copy_to_host(void* dst, const void* src, size_t nbytes, int device) {
   DeviceGuard guard(device);
+  ++g_sync.copies_to_host;
   CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyDeviceToHost));
 }
 
@@ -158,7 +167,43 @@ void copy_device_to_device(void* dst, const void* src, size_t nbytes, int device
 
 void synchronize(int device) {
   DeviceGuard guard(device);
+  ++g_sync.synchronize_calls;
   CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+SyncStats sync_stats() { return g_sync; }
+
+// Events for the kernel profile, pooled per device (an event belongs to the device current when it
+// was created): a profiled step records two per kernel call.
+
+void* record_event(int device) {
+  DeviceGuard guard(device);
+  Event* e = nullptr;
+  for (size_t i = 0; i < g_events.size(); ++i)
+    if (g_events[i]->device == device) {
+      e = g_events[i];
+      g_events.erase(g_events.begin() + std::ptrdiff_t(i));
+      break;
+    }
+  if (!e) {
+    e = new Event{nullptr, device};
+    CUDA_CHECK(cudaEventCreate(&e->event));
+  }
+  CUDA_CHECK(cudaEventRecord(e->event, 0));  // the legacy default stream, where every kernel runs
+  return e;
+}
+
+double elapsed_ms(void* start, void* end) {
+  const Event* a = static_cast<const Event*>(start);
+  const Event* b = static_cast<const Event*>(end);
+  CUDA_CHECK(cudaEventSynchronize(b->event));
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, a->event, b->event));
+  return double(ms);
+}
+
+void release_event(void* event) {
+  if (event) g_events.push_back(static_cast<Event*>(event));
 }
 
 // Entries a file does not fill stay null and TESSERA_KERNEL names the missing one. Each kernels/*.cu

@@ -5,7 +5,11 @@
 # A benchmark, not a test: it asserts nothing; it prints what it measured and on what.
 #
 #   scripts/bench_gpu.sh [batch size]        # default 8 sequences of 1024 tokens per step
-#   BENCH_STEPS=20 BENCH_WARMUP=5 RESULTS=bench-results scripts/bench_gpu.sh 16
+#   BENCH_STEPS=20 BENCH_WARMUP=5 BENCH_PROFILE=3 RESULTS=bench-results scripts/bench_gpu.sh 16
+#
+# BENCH_PROFILE (default 3) more steps run with the kernel profile on after the timed ones
+# (src/backend/profile.h): tessera.log then ends with where their device time went, kernel by
+# kernel and shape by shape. The timed steps run without it.
 #
 # Builds first: with the Debian packages installed, an ordinary CMake build (build-bench/);
 # without them (the lent GPU machine), through scripts/build_offline.sh from third_party/debs/.
@@ -17,6 +21,7 @@ cd "$(dirname "$0")/.."
 B="${1:-${BATCH:-8}}"
 STEPS_N="${BENCH_STEPS:-20}"
 WARMUP_N="${BENCH_WARMUP:-5}"
+PROFILE_N="${BENCH_PROFILE:-3}"
 RESULTS="${RESULTS:-${OUT:-bench-results}}"
 mkdir -p "$RESULTS"
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
@@ -46,7 +51,8 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=c
 rm -f "$RESULTS/tessera.json" "$RESULTS/pytorch.json"
 "$BUILD_DIR/bench_gpu" --config configs/gpt2-124m.yaml --batch-size "$B" \
   --set train.seq_len=1024 --set train.total_batch_size=0 \
-  --steps "$STEPS_N" --warmup "$WARMUP_N" --json "$RESULTS/tessera.json" 2>&1 | tee "$RESULTS/tessera.log"
+  --steps "$STEPS_N" --warmup "$WARMUP_N" --profile "$PROFILE_N" --json "$RESULTS/tessera.json" 2>&1 |
+  tee "$RESULTS/tessera.log"
 PYTHONUNBUFFERED=1 python3 scripts/bench_gpu.py --batch-size "$B" --seq 1024 --steps "$STEPS_N" \
   --warmup "$WARMUP_N" --json "$RESULTS/pytorch.json" 2>&1 | tee "$RESULTS/pytorch.log"
 
@@ -71,6 +77,7 @@ print(f"GPT-2 124M training step, batch {t.get('batch', p.get('batch'))} x {t.ge
 print("FLOPs/token = 6N + 12 L H Q T (N without the position embedding, attention not halved); "
       "MFU against 989 TFLOP/s (H100 SXM dense bf16)")
 rows = [("ms / step", "ms_per_step", 2), ("tokens / s", "tokens_per_s", 0), ("MFU %", "mfu", 1),
+        ("host waits / step", "host_reads_per_step", 1),
         ("peak allocated MiB", "peak_alloc_mib", 0), ("peak reserved MiB", "peak_reserved_mib", 0),
         ("loss, first step", "loss_first", 4), ("loss, last step", "loss_last", 4)]
 print(f"{'':22s} {'tessera':>12s} {'pytorch':>12s} {'tessera/pytorch':>16s}")

@@ -8,7 +8,8 @@
 #   test       ctest -L gpu (tests/cuda: every CUDA kernel family against the CPU reference)
 #   parity     50 steps of configs/tiny.yaml on the GPU and on the CPU, losses compared step by step
 #   tiny       300 steps of tiny with head dimension 64 on the GPU: the loss must fall
-#   bench      GPT-2 124M step beside its PyTorch twin (scripts/bench_gpu.sh)
+#   bench      GPT-2 124M step beside its PyTorch twin (scripts/bench_gpu.sh), then tessera's
+#              kernel profile of that step (which kernels and shapes its device time goes to)
 #   attention  fused attention beside PyTorch's SDPA (scripts/bench_attention.sh), a short sweep
 #   memory     (see the section marked "memory" below)
 #
@@ -186,7 +187,12 @@ fi
 
 echo
 cat "$SUMMARY"
-for f in bench.log attention.log; do
-  [ -f "$OUT/$f" ] && { echo; echo "## $f (table)"; grep -E '^\|' "$OUT/$f" | tail -30; }
-done
+if [ -f "$OUT/bench.log" ]; then  # scripts/bench_gpu.sh ends with its side-by-side table
+  echo; echo "## bench.log (table)"; sed -n '/^GPT-2 124M training step/,$p' "$OUT/bench.log" | head -30
+fi
+[ -f "$OUT/attention.log" ] && { echo; echo "## attention.log (table)"; grep -E '^\|' "$OUT/attention.log" | tail -30; }
+if [ -f "$OUT/bench.log" ]; then  # where tessera's step time goes (src/backend/profile.h)
+  echo; echo "## bench.log (kernel profile of the GPT-2 step: the top groups, then per kernel)"
+  sed -n '/kernel profile of/,$p' "$OUT/bench.log" | sed -n '1,/^$/p;/^kernel  /,+24p;/^per kernel:/,+20p'
+fi
 exit 0

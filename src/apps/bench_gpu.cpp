@@ -1,16 +1,23 @@
 // build/bench_gpu --config configs/gpt2-124m.yaml --batch-size 8 [--steps 20] [--warmup 5]
-//                 [--json FILE] [--no-kernels]
+//                 [--json FILE] [--no-kernels] [--profile N] [--device cuda|cpu]
 //
 // A benchmark, not a test (DESIGN.md rule 7): the time of one training step of the configured model
 // on cuda:0 under the mixed-precision policy (train/device.h: bf16 weights and activations, f32
 // master weights and optimizer state), and the times of the fused kernels that step uses.
 // scripts/bench_gpu.sh runs it beside its PyTorch twin (scripts/bench_gpu.py) and prints both.
 //
-// One step = forward + loss, backward, global gradient norm and clipping (max norm 1), AdamW
-// (lr 6e-4, betas 0.9/0.95, weight decay 0.1 on matrices), zero_grad, and the loss read back to the
-// host (one synchronisation, as the training loop does). The batch is a fixed random (B, T) batch
+// One step is what `train` runs for one micro-batch of optim.name adamw on one rank: forward + loss
+// (read back to the host), backward into flat gradient buffers, the global gradient norm (read
+// back: the spike check needs it) and clipping (max norm 1), one flat AdamW launch (lr 6e-4, betas
+// 0.9/0.95, weight decay 0.1 on matrices), zero_grad. The batch is a fixed random (B, T) batch
 // already on the GPU: data loading is not timed. Timed steps follow warm-up steps; each step is
-// bracketed by device synchronisation and the median is reported.
+// bracketed by device synchronisation and the median is reported, with the number of times per
+// step the host waited to read from the device (backend/cuda.h SyncStats).
+//
+// --profile N runs N more steps with the kernel profile on (backend/profile.h) and prints where
+// their device time went, kernel by kernel (the timed steps above run without it). --device cpu
+// runs the same step on the CPU reference backend in f32 (a dry run of this program and of the
+// profile where there is no GPU; its figures say nothing about a GPU).
 //
 // FLOPs per token: 6 N + 12 L H Q T (PaLM, Chowdhery et al. 2022, appendix B; llm.c's and nanoGPT's
 // estimate_mfu): N counts every parameter but the position embedding (the tied token embedding
@@ -25,6 +32,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -32,11 +40,13 @@
 #include "autograd/autograd.h"
 #include "backend/cuda.h"
 #include "backend/kernels.h"
+#include "backend/profile.h"
 #include "config/cli.h"
 #include "core/rng.h"
+#include "distributed/communicator.h"
 #include "nn/gpt.h"
-#include "optim/adamw.h"
-#include "optim/clip.h"
+#include "optim/flat.h"
+#include "optim/flat_adamw.h"
 #include "train/device.h"
 #include "train/trainer.h"
 
@@ -163,22 +173,33 @@ int main(int argc, char** argv) {
     options.add_options()("steps", "timed steps", cxxopts::value<int>()->default_value("20"))(
         "warmup", "untimed steps first", cxxopts::value<int>()->default_value("5"))(
         "json", "write the results here as one JSON object", cxxopts::value<std::string>())(
-        "no-kernels", "skip the per-kernel timings");
+        "no-kernels", "skip the per-kernel timings")(
+        "profile", "profiled steps after the timed ones (0: none)",
+        cxxopts::value<int>()->default_value("0"));
     CommandLine cl = parse_command_line(argc, argv, options, /*config_required=*/false);
     if (cl.help) {
       std::cout << options.help() << "\n";
       return 0;
     }
-    TESSERA_CHECK(cuda::available(), "no CUDA device (or tessera was built without CUDA)");
     const Config& cfg = cl.config;
+    // cuda unless --device cpu is given (the config's train.device is not read: a benchmark of the
+    // GPU step should not run on the CPU because a config says so).
+    const bool on_gpu = !(cl.args.count("device") && cl.args["device"].as<std::string>() == "cpu");
+    TESSERA_CHECK(!on_gpu || cuda::available(), "no CUDA device (or tessera was built without CUDA)");
     const int steps = cl.args["steps"].as<int>(), warmup = cl.args["warmup"].as<int>();
-    const Device dev = Device::cuda(0);
+    const int profiled = cl.args["profile"].as<int>();
+    TESSERA_CHECK(steps > 0 && warmup >= 0 && profiled >= 0,
+                  "bench_gpu: --steps must be positive, --warmup and --profile not negative");
+    const Device dev = on_gpu ? Device::cuda(0) : Device::cpu();
+    const auto sync = [&] {
+      if (on_gpu) cuda::synchronize(0);
+    };
     const nn::GPTConfig mc = train::model_config(cfg.model, cfg.train);
     const int64_t B = cfg.train.batch_size, T = cfg.sequence_length();
 
     Generator init(uint64_t(cfg.train.seed));
     nn::GPT model(mc, init);
-    train::place_model(model, dev, DType::BF16);
+    train::place_model(model, dev, on_gpu ? DType::BF16 : DType::F32);
     int64_t n_flop_params = 0;
     for (const auto& [name, t] : model.parameters())
       if (name.find("wpe") == std::string::npos &&
@@ -186,8 +207,15 @@ int main(int argc, char** argv) {
         n_flop_params += t.numel();
     const double flops_per_token =
         6.0 * double(n_flop_params) + 12.0 * double(mc.n_layer * mc.n_head * mc.head_dim() * T);
-    AdamW opt(named_params(model.parameters()),
-              {.lr = 6e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1});
+    // The optimizer train builds for optim.name adamw on one rank (train/trainer.cpp): parameters
+    // and gradients in flat buffers, one AdamW launch, the gradient norm clipped inside.
+    std::unique_ptr<dist::Communicator> comm =
+        dist::make_communicator({.backend = "single", .init = "", .timeout_s = 300, .device = dev});
+    FlatParams flat(named_params(model.parameters()), FlatOptions{});
+    FlatAdamW opt(flat, *comm,
+                  FlatAdamWOptions{.adam = {.lr = 6e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
+                                            .weight_decay = 0.1},
+                                   .max_norm = 1.0});
 
     Generator data(1234);
     const std::vector<float> u = rand({2 * B * T}, data).to_vector<float>();
@@ -202,13 +230,14 @@ int main(int argc, char** argv) {
               << " in the FLOP count), L " << mc.n_layer << ", H " << mc.n_head << ", Q "
               << mc.head_dim() << ", T " << T << ", B " << B << ", attention "
               << cfg.model.attention << (cfg.train.recompute ? ", recompute" : "") << "\n";
-    auto step = [&] {
+    auto step = [&] {  // Trainer::train_steps' order, one micro-batch
       Tensor loss = model.loss(x, y, true);
-      loss.backward();
-      clip_grad_norm(opt.params(), 1.0);
+      const double l = loss.item();  // synchronises
+      opt.backward(loss, /*last=*/true);
+      opt.grad_norm();                // read for the spike check before the update
       opt.step(6e-4);
       opt.zero_grad();
-      return loss.item();  // synchronises
+      return l;
     };
     const auto c0 = Clock::now();
     double first_loss = NAN, last_loss = NAN;
@@ -220,14 +249,18 @@ int main(int argc, char** argv) {
               << " s\n";
     reset_peak_memory(dev);
     std::vector<double> times;
+    int64_t host_reads = 0;  // the step's own waits, not the bracketing synchronize calls
     for (int i = 0; i < steps; ++i) {
-      cuda::synchronize(0);
+      sync();
+      const int64_t reads0 = cuda::sync_stats().copies_to_host;
       const auto t0 = Clock::now();
       last_loss = step();
-      cuda::synchronize(0);
+      sync();
       times.push_back(ms_since(t0));
+      host_reads += cuda::sync_stats().copies_to_host - reads0;
     }
     const double ms = median(times);
+    const double reads_per_step = double(host_reads) / steps;
     const double tok_s = double(B * T) / (ms / 1000.0);
     const double mfu = flops_per_token * tok_s / kPeakFlops;
     const MemoryStats mem = memory_stats(dev);
@@ -236,12 +269,26 @@ int main(int argc, char** argv) {
     std::printf(
         "bench_gpu: %.2f ms/step (median of %d), %.0f tokens/s, MFU %.1f%% "
         "(%.4g FLOP/token, 989 TFLOP/s peak); peak %.0f MiB allocated, %.0f MiB reserved; "
-        "loss %.4f -> %.4f\n",
+        "loss %.4f -> %.4f; the host waited on %s device reads per step\n",
         ms, steps, tok_s, 100 * mfu, flops_per_token, double(mem.peak_bytes) / mib,
-        double(pool.peak_reserved_bytes) / mib, first_loss, last_loss);
+        double(pool.peak_reserved_bytes) / mib, first_loss, last_loss,
+        on_gpu ? json_num(reads_per_step).c_str() : "(cpu: no)");
+
+    if (profiled > 0) {
+      sync();
+      profile::start();
+      const auto p0 = Clock::now();
+      for (int i = 0; i < profiled; ++i) step();
+      sync();
+      const double wall = ms_since(p0) / profiled;
+      profile::stop();
+      std::cout << "\nbench_gpu: kernel profile of " << profiled << " more step"
+                << (profiled == 1 ? "" : "s") << " on " << dev.str() << "\n"
+                << profile::table(profile::rows(), profiled, wall, 40) << std::flush;
+    }
 
     std::vector<KernelRow> kernels;
-    if (!cl.args.count("no-kernels")) {
+    if (on_gpu && !cl.args.count("no-kernels")) {
       kernels = bench_kernels(B * T, mc.n_embd, mc.vocab_size, model.num_parameters());
       for (const KernelRow& k : kernels) {
         if (std::isfinite(k.ms))
@@ -262,7 +309,9 @@ int main(int argc, char** argv) {
          << ", \"peak_alloc_mib\": " << json_num(double(mem.peak_bytes) / mib)
          << ", \"peak_reserved_mib\": " << json_num(double(pool.peak_reserved_bytes) / mib)
          << ", \"loss_first\": " << json_num(first_loss)
-         << ", \"loss_last\": " << json_num(last_loss) << ", \"kernels\": {";
+         << ", \"loss_last\": " << json_num(last_loss)
+         << ", \"host_reads_per_step\": " << json_num(on_gpu ? reads_per_step : NAN)
+         << ", \"kernels\": {";
       for (size_t i = 0; i < kernels.size(); ++i)
         js << (i ? ", " : "") << "\"" << kernels[i].name
            << "\": {\"ms\": " << json_num(kernels[i].ms)

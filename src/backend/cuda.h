@@ -22,6 +22,22 @@ void copy_to_host(void* dst, const void* src, size_t nbytes, int device);
 void copy_device_to_device(void* dst, const void* src, size_t nbytes, int device);
 void synchronize(int device);
 
+// Device timing for the kernel profile (backend/profile.h): record_event records an event on the
+// stream every kernel runs on and returns it (from a pool; never null); elapsed_ms waits for `end`
+// and gives the device time between the two; release_event returns an event to the pool.
+void* record_event(int device);
+double elapsed_ms(void* start, void* end);
+void release_event(void* event);
+
+// How often the host has waited for a device since the process started: synchronize calls, and
+// copies to the host (each waits for every kernel queued before it). A training step that waits
+// once, to read its loss, adds 1 to copies_to_host; the kernel profile reports these per step.
+struct SyncStats {
+  int64_t synchronize_calls = 0;
+  int64_t copies_to_host = 0;
+};
+SyncStats sync_stats();  // zeros in a build without CUDA
+
 // device_malloc/device_free go through a caching allocator (kernels/allocator.cu): freed blocks are
 // kept per device, binned by size class, and handed out again, so a training loop whose shapes
 // repeat calls cudaMalloc only in its first steps. Tensor-level counters (the bytes tensors asked

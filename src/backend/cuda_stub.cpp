@@ -20,6 +20,10 @@ void copy_to_device(void*, const void*, size_t, int) { no_cuda(); }
 void copy_to_host(void*, const void*, size_t, int) { no_cuda(); }
 void copy_device_to_device(void*, const void*, size_t, int) { no_cuda(); }
 void synchronize(int) { no_cuda(); }
+void* record_event(int) { no_cuda(); }
+double elapsed_ms(void*, void*) { no_cuda(); }
+void release_event(void*) {}
+SyncStats sync_stats() { return {}; }
 DeviceMemoryStats device_memory_stats(int) { return {}; }
 void empty_cache(int) {}
 const Kernels& kernels() { no_cuda(); }

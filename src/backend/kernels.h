@@ -15,8 +15,10 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
+#include "backend/profile.h"
 #include "core/tensor.h"
 
 namespace tessera {
@@ -235,10 +237,32 @@ void check_same_device(const char* op, std::initializer_list<const Tensor*> ts);
 
 }  // namespace tessera
 
+namespace tessera::detail {
+// What TESSERA_KERNEL returns: the kernel, called with its own parameter types, and timed while the
+// kernel profile is on (backend/profile.h).
+template <class R, class... A>
+struct KernelCall {
+  R (*fn)(A...);
+  const char* name;
+  Device device;
+  R operator()(A... args) const {
+    if (!profile::on()) return fn(std::forward<A>(args)...);
+    const Tensor *first = nullptr, *second = nullptr;
+    profile::first_two(first, second, args...);
+    profile::Scope scope(name, device, first, second);
+    return fn(std::forward<A>(args)...);
+  }
+};
+template <class R, class... A>
+KernelCall<R, A...> kernel_call(R (*fn)(A...), const char* name, Device d) {
+  if (!fn) missing_kernel(name, d);
+  return {fn, name, d};
+}
+}  // namespace tessera::detail
+
 // The kernel `name` for tensor t's device; an error naming the kernel when the backend lacks it.
-#define TESSERA_KERNEL(t, name)                                                      \
-  ([&]() {                                                                           \
-    auto fn_ = ::tessera::kernels_for(t).name;                                       \
-    if (!fn_) ::tessera::missing_kernel(#name, (t).device());                        \
-    return fn_;                                                                      \
+#define TESSERA_KERNEL(t, name)                                                        \
+  ([&]() {                                                                             \
+    const ::tessera::Device d_ = (t).device();                                         \
+    return ::tessera::detail::kernel_call(::tessera::kernels_for(d_).name, #name, d_); \
   }())

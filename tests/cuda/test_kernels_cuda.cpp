@@ -19,6 +19,7 @@
 
 #include "backend/cuda.h"
 #include "backend/kernels.h"
+#include "backend/profile.h"
 #include "core/rng.h"
 #include "nn/rope_scaling.h"
 #include "ops/rope.h"
@@ -138,6 +139,28 @@ TEST(CoreKernelsCudaMemory, f64_compute_is_refused_with_the_kernel_and_dtype) {
   const std::string msg = error_of([&] { TESSERA_KERNEL(x, gelu_forward)(y, x); });
   EXPECT_NE(msg.find("gelu_forward"), std::string::npos) << msg;
   EXPECT_NE(msg.find("f64"), std::string::npos) << msg;
+}
+
+// The kernel profile (backend/profile.h) on the device: events around each call, resolved once.
+TEST(CoreKernelsCudaMemory, the_profile_times_device_kernels_and_reads_count_as_waits) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  Tensor a = Tensor::empty({512, 512}, {DType::BF16, kGpu}), c = Tensor::empty({512, 512}, {DType::BF16, kGpu});
+  TESSERA_KERNEL(a, fill)(a, 0.5);
+  profile::start();
+  for (int i = 0; i < 3; ++i) TESSERA_KERNEL(c, gemm)(c, a, a, false, false, 1.0, 0.0);
+  profile::stop();
+  const std::vector<profile::Row> rows = profile::rows();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].kernel, "gemm");
+  EXPECT_EQ(rows[0].device, "cuda:0");
+  EXPECT_EQ(rows[0].calls, 3);
+  EXPECT_EQ(rows[0].shapes, "bf16 (512, 512) <- (512, 512)");
+  // Three 512^3 gemms: more than a microsecond of device time each, less than a second in all.
+  EXPECT_GT(rows[0].ms, 3e-3);
+  EXPECT_LT(rows[0].ms, 1e3);
+  const int64_t reads = cuda::sync_stats().copies_to_host;
+  EXPECT_EQ(c.to(Device::cpu()).to_vector<bf16>().size(), size_t(512 * 512));
+  EXPECT_EQ(cuda::sync_stats().copies_to_host, reads + 1);
 }
 
 // ---- elementwise ------------------------------------------------------------------------------
