@@ -1,6 +1,7 @@
 // CUDA device memory and the memory kernels (copy, fill) of the kernel table.
 // Shapes: copy handles any shape up to rank 8 with arbitrary strides and any dtype pair.
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cuda.h"
@@ -43,18 +44,73 @@ __device__ __forceinline__ void store_d<uint16_t>(uint16_t* p, double v) {  // r
   }
 }
 
+// One element converted: the same dtype moves its bits, any other pair goes through double (a
+// bf16 result rounds to nearest even, as on the CPU).
 template <typename D, typename S>
-__global__ void copy_kernel(D* dst, const S* src, int64_t n, Geometry g) {
-  int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  int64_t rest = i, so = 0, dof = 0;
-  for (int d = g.rank - 1; d >= 0; --d) {
-    int64_t idx = rest % g.shape[d];
-    rest /= g.shape[d];
-    so += idx * g.src_strides[d];
-    dof += idx * g.dst_strides[d];
+__device__ __forceinline__ void convert(D* dst, const S* src) {
+  if constexpr (std::is_same_v<D, S>) {
+    *dst = *src;
+  } else {
+    store_d(dst, load_d(src));
   }
-  store_d(dst + dof, load_d(src + so));
+}
+
+// Every element of a rank-`rank` box (Geometry, already collapsed), one per thread; I is the index
+// type, 32-bit whenever every offset fits (far cheaper division on the GPU).
+template <typename D, typename S, typename I>
+__global__ void copy_kernel(D* dst, const S* src, I n, Geometry g) {
+  const I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x);
+  if (i >= n) return;
+  I rest = i, so = 0, dof = 0;
+  for (int d = g.rank - 1; d > 0; --d) {
+    const I size = I(g.shape[d]);
+    const I idx = rest % size;
+    rest /= size;
+    so += idx * I(g.src_strides[d]);
+    dof += idx * I(g.dst_strides[d]);
+  }
+  so += rest * I(g.src_strides[0]);
+  dof += rest * I(g.dst_strides[0]);
+  convert(dst + dof, src + so);
+}
+
+// The copy's geometry with dimensions of size 1 dropped, and each dimension merged into the one
+// outside it wherever both tensors step over the pair as over one dimension: a permute copy
+// (B, T, H, D) -> (B, H, T, D) stays rank 4, a narrow's copy becomes rank 2, a cast of two
+// contiguous tensors rank 1.
+Geometry collapse(const Tensor& dst, const Tensor& src) {
+  Geometry g{};
+  g.rank = 0;
+  for (int64_t d = 0; d < dst.dim(); ++d) {
+    const int64_t size = dst.shape()[size_t(d)];
+    if (size == 1) continue;
+    const int64_t ds = dst.strides()[size_t(d)], ss = src.strides()[size_t(d)];
+    const int r = g.rank - 1;  // the dimension outside this one, already kept
+    if (r >= 0 && g.dst_strides[r] == ds * size && g.src_strides[r] == ss * size) {
+      g.shape[r] *= size;
+      g.dst_strides[r] = ds;
+      g.src_strides[r] = ss;
+      continue;
+    }
+    TESSERA_CHECK(g.rank < kMaxRank, "cuda copy: rank ", dst.dim(), " exceeds ", kMaxRank,
+                  " after merging dimensions");
+    g.shape[g.rank] = size, g.dst_strides[g.rank] = ds, g.src_strides[g.rank] = ss;
+    ++g.rank;
+  }
+  if (g.rank == 0) {  // one element
+    g.rank = 1, g.shape[0] = 1, g.dst_strides[0] = 1, g.src_strides[0] = 1;
+  }
+  return g;
+}
+
+// The largest element offset the copy touches in either tensor (strides are never negative).
+int64_t max_offset(const Geometry& g) {
+  int64_t d_max = 0, s_max = 0;
+  for (int d = 0; d < g.rank; ++d) {
+    d_max += (g.shape[d] - 1) * g.dst_strides[d];
+    s_max += (g.shape[d] - 1) * g.src_strides[d];
+  }
+  return d_max > s_max ? d_max : s_max;
 }
 
 template <typename F>
@@ -78,22 +134,20 @@ void copy(const Tensor& dst, const Tensor& src) {
     CUDA_CHECK(cudaMemcpy(dst.data_ptr(), src.data_ptr(), dst.nbytes(), cudaMemcpyDeviceToDevice));
     return;
   }
-  TESSERA_CHECK(dst.dim() <= kMaxRank, "cuda copy: rank ", dst.dim(), " exceeds ", kMaxRank);
-  Geometry g{};
-  g.rank = int(dst.dim());
-  for (int d = 0; d < g.rank; ++d) {
-    g.shape[d] = dst.shape()[size_t(d)];
-    g.dst_strides[d] = dst.strides()[size_t(d)];
-    g.src_strides[d] = src.strides()[size_t(d)];
-  }
+  const Geometry g = collapse(dst, src);
   const int threads = 256;
   const unsigned blocks = unsigned((n + threads - 1) / threads);
+  const bool narrow_index = n < (int64_t(1) << 31) && max_offset(g) < (int64_t(1) << 31);
   visit(dst.dtype(), [&](auto dz) {
     visit(src.dtype(), [&](auto sz) {
       using D = decltype(dz);
       using S = decltype(sz);
-      copy_kernel<D, S><<<blocks, threads>>>(static_cast<D*>(dst.data_ptr()),
-                                             static_cast<const S*>(src.data_ptr()), n, g);
+      D* d = static_cast<D*>(dst.data_ptr());
+      const S* s = static_cast<const S*>(src.data_ptr());
+      if (narrow_index)
+        copy_kernel<D, S, int32_t><<<blocks, threads>>>(d, s, int32_t(n), g);
+      else
+        copy_kernel<D, S, int64_t><<<blocks, threads>>>(d, s, n, g);
       CUDA_CHECK_LAUNCH();
     });
   });

@@ -141,6 +141,48 @@ TEST(CoreKernelsCudaMemory, f64_compute_is_refused_with_the_kernel_and_dtype) {
   EXPECT_NE(msg.find("f64"), std::string::npos) << msg;
 }
 
+// Strided copies and casts (kernels/memory.cu collapses dimensions and picks 32-bit indexing):
+// permutes, narrows, size-1 dimensions and a strided destination, across dtype pairs, give the CPU
+// copy's bytes.
+TEST(CoreKernelsCudaMemory, strided_copies_and_casts_match_the_cpu_bit_for_bit) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  Generator g(11);
+  const Tensor base = random({2, 4, 3, 5}, DType::F32, g, 8.0);
+  struct View {
+    const char* name;
+    Tensor (*of)(const Tensor&);  // (2, 4, 3, 5) -> a (2, 3, 4, 5)-shaped view, or another
+  };
+  const View views[] = {
+      {"permute", [](const Tensor& t) { return t.permute({0, 2, 1, 3}); }},
+      {"narrow last", [](const Tensor& t) { return t.narrow(3, 1, 3); }},
+      {"narrow middle", [](const Tensor& t) { return t.narrow(1, 1, 2); }},
+      {"size-1 dims", [](const Tensor& t) { return t.narrow(0, 1, 1).narrow(2, 2, 1).permute({3, 1, 0, 2}); }},
+      {"permute of a narrow", [](const Tensor& t) { return t.narrow(3, 2, 3).permute({3, 2, 1, 0}); }},
+      {"contiguous", [](const Tensor& t) { return t; }},
+  };
+  const std::pair<DType, DType> pairs[] = {{DType::F32, DType::F32},  {DType::BF16, DType::BF16},
+                                           {DType::F32, DType::BF16}, {DType::BF16, DType::F32},
+                                           {DType::F32, DType::F64},  {DType::I32, DType::F32},
+                                           {DType::F64, DType::BF16}};
+  for (const auto& [from, to] : pairs) {
+    const Tensor c_src = base.to(from), g_src = c_src.to(kGpu);
+    for (const View& v : views) {
+      const std::string what = std::string(v.name) + " " + dtype_name(from) + " -> " + dtype_name(to);
+      const Tensor cv = v.of(c_src), gv = v.of(g_src);
+      Tensor c_dst = Tensor::empty(cv.shape(), to), g_dst = Tensor::empty(cv.shape(), {to, kGpu});
+      cpu::kernels().copy(c_dst, cv);
+      TESSERA_KERNEL(g_dst, copy)(g_dst, gv);
+      EXPECT_EQ(bytes(g_dst.to(Device::cpu())), bytes(c_dst)) << what;
+    }
+    // Into a strided destination: the columns around it keep their zeros.
+    Tensor c_big = zeros({2, 3, 4, 8}, to), g_big = zeros({2, 3, 4, 8}, {to, kGpu});
+    cpu::kernels().copy(c_big.narrow(3, 2, 5), c_src.permute({0, 2, 1, 3}));
+    TESSERA_KERNEL(g_big, copy)(g_big.narrow(3, 2, 5), g_src.permute({0, 2, 1, 3}));
+    EXPECT_EQ(bytes(g_big.to(Device::cpu())), bytes(c_big))
+        << "into a narrow " << dtype_name(from) << " -> " << dtype_name(to);
+  }
+}
+
 // The kernel profile (backend/profile.h) on the device: events around each call, resolved once.
 TEST(CoreKernelsCudaMemory, the_profile_times_device_kernels_and_reads_count_as_waits) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
