@@ -9,6 +9,7 @@
 // otherwise fuse a * x + b * y into one fma), so their f32 results are the CPU's bit for bit, and a
 // bf16 result is the CPU's f32 result rounded once. Activations use CUDA's tanhf / expf (within
 // 2 ulp), so they agree with the CPU to a few ulps. dropout draws the CPU's Philox mask.
+#include <algorithm>
 #include <cstdint>
 
 #include "backend/kernels.h"
@@ -97,23 +98,41 @@ void axpby(const Tensor& out, double alpha, const Tensor& x, double beta, const 
 // ---- sum_dim, expand_dim ----------------------------------------------------------------------
 
 // A block of (bx, by) threads, bx * by = kThreads, owns bx consecutive inner columns of one outer
-// index: thread (tx, ty) sums k = ty, ty + by, ... of its column, then row ty == 0 adds the by
-// partial sums in order. bx is the power of two covering inner, at most 32, so a row sum
-// (inner == 1) still puts all kThreads threads on the one column.
+// index and the rows [y chunk, (y + 1) chunk) of split y = blockIdx.y: thread (tx, ty) sums rows
+// k = ty, ty + by, ... of its column, then row ty == 0 adds the by partial sums in order. bx is the
+// power of two covering inner, at most 32, so a row sum (inner == 1) still puts all kThreads
+// threads on the one column. With one split the sum goes to out; with several, to partial
+// (splits, outer, inner) f32, and sum_splits_kernel adds the splits in order: a bias gradient
+// (1, B T, C) then runs on hundreds of blocks instead of C / 32.
 template <typename T>
-__global__ void sum_dim_kernel(T* out, const T* x, int64_t n, int64_t inner, int64_t inner_tiles) {
-  __shared__ float partial[kThreads];
+__global__ void sum_dim_kernel(T* out, float* partial, const T* x, int64_t outer, int64_t n,
+                               int64_t inner, int64_t inner_tiles, int64_t chunk) {
+  __shared__ float part[kThreads];
   const int bx = blockDim.x, by = blockDim.y, tx = threadIdx.x, ty = threadIdx.y;
   const int64_t o = blockIdx.x / inner_tiles, i = (blockIdx.x % inner_tiles) * bx + tx;
+  const int64_t k0 = int64_t(blockIdx.y) * chunk, k1 = k0 + chunk < n ? k0 + chunk : n;
   float acc = 0.0f;
   if (i < inner)
-    for (int64_t k = ty; k < n; k += by) acc += ld(x, (o * n + k) * inner + i);
-  partial[ty * bx + tx] = acc;
+    for (int64_t k = k0 + ty; k < k1; k += by) acc += ld(x, (o * n + k) * inner + i);
+  part[ty * bx + tx] = acc;
   __syncthreads();
   if (ty == 0 && i < inner) {
     float s = 0.0f;
-    for (int r = 0; r < by; ++r) s += partial[r * bx + tx];
-    st(out, o * inner + i, s);
+    for (int r = 0; r < by; ++r) s += part[r * bx + tx];
+    if (partial)
+      partial[(int64_t(blockIdx.y) * outer + o) * inner + i] = s;
+    else
+      st(out, o * inner + i, s);
+  }
+}
+
+// out[j] = sum over the splits p of partial[p, j], in order of p.
+template <typename T>
+__global__ void sum_splits_kernel(T* out, const float* partial, int64_t splits, int64_t m) {
+  for (int64_t j = global_index(); j < m; j += grid_stride()) {
+    float s = 0.0f;
+    for (int64_t p = 0; p < splits; ++p) s += partial[p * m + j];
+    st(out, j, s);
   }
 }
 
@@ -134,13 +153,29 @@ void sum_dim(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64
   const int64_t inner_tiles = (inner + bx - 1) / bx;
   TESSERA_CHECK(outer * inner_tiles <= int64_t(0x7fffffff), "cuda kernel sum_dim: (", outer, ", ",
                 n, ", ", inner, ") exceeds the grid limit");
+  // Enough splits of n for ~512 blocks, each split at least 16 rows per thread.
+  const int by = kThreads / bx;
+  const int64_t tiles = outer * inner_tiles, min_rows = 16 * int64_t(by);
+  int64_t splits = 1;
+  if (tiles < 512) splits = std::min((512 + tiles - 1) / tiles, (n + min_rows - 1) / min_rows);
+  splits = std::max<int64_t>(splits, 1);
+  const int64_t chunk = (n + splits - 1) / splits;
+  splits = n > 0 ? (n + chunk - 1) / chunk : 1;
   DeviceGuard guard(out.device().index);
+  Tensor partial;
+  if (splits > 1) partial = Tensor::empty({splits * outer * inner}, {DType::F32, out.device()});
+  float* pp = splits > 1 ? static_cast<float*>(partial.data_ptr()) : nullptr;
   dispatch("sum_dim", out.dtype(), [&](auto z) {
     using T = decltype(z);
-    sum_dim_kernel<T><<<unsigned(outer * inner_tiles), dim3(bx, kThreads / bx)>>>(
-        static_cast<T*>(out.data_ptr()), static_cast<const T*>(x.data_ptr()), n, inner,
-        inner_tiles);
+    T* o = static_cast<T*>(out.data_ptr());
+    sum_dim_kernel<T><<<dim3(unsigned(tiles), unsigned(splits)), dim3(bx, by)>>>(
+        o, pp, static_cast<const T*>(x.data_ptr()), outer, n, inner, inner_tiles,
+        n > 0 ? chunk : 1);
     CUDA_CHECK_LAUNCH();
+    if (pp) {
+      sum_splits_kernel<T><<<grid_for(outer * inner), kThreads>>>(o, pp, splits, outer * inner);
+      CUDA_CHECK_LAUNCH();
+    }
   });
 }
 

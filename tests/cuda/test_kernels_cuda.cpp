@@ -240,8 +240,10 @@ TEST_P(CoreKernelsCuda, sum_dim_and_expand_dim_match_the_cpu) {
   struct Case {
     int64_t outer, n, inner;
   };
-  // inner 1 (row sums), odd inner below and above the 32-column tile, a long n.
-  for (Case c : {Case{5, 300, 1}, Case{3, 41, 7}, Case{4, 5, 70}, Case{1, 1000, 33}}) {
+  // inner 1 (row sums), odd inner below and above the 32-column tile, a long n; the last two are
+  // summed in splits of n (a bias gradient's shape, and an n no split size divides).
+  for (Case c : {Case{5, 300, 1}, Case{3, 41, 7}, Case{4, 5, 70}, Case{1, 1000, 33},
+                 Case{1, 4096, 96}, Case{2, 3001, 40}}) {
     const std::string what = shape_str({c.outer, c.n, c.inner});
     Tensor x = random({c.outer, c.n, c.inner}, dt(), g);
     Tensor go = gpu_empty({c.outer, c.inner}, dt()), co = cpu_empty({c.outer, c.inner});
