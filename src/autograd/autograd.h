@@ -31,24 +31,37 @@ namespace tessera {
 
 struct Node;
 
+// The slice [start, start + length) of dimension dim of a gradient (GradSink::add_into).
+struct GradRegion {
+  int64_t dim = -1;  // -1: the whole tensor
+  int64_t start = 0, length = 0;
+};
+
 // Passed to a backward closure: where the gradients for the op's inputs go, by input index.
 class GradSink {
  public:
   explicit GradSink(Node& node) : node_(node) {}
   bool needs(size_t input) const;               // does input `input` want a gradient?
   void add(size_t input, const Tensor& grad);   // checks the shape against the input's
-  // For a gradient cheaper to add than to build (embedding's scatter-add): `accumulate(acc)` adds
-  // this op's contribution into acc, a dense gradient of the input's shape and of dtype `dtype`
-  // (the leaf's own accumulated gradient when it has that dtype, else fresh zeros). Saves a
-  // full-size temporary per contribution.
-  void add_into(size_t input, DType dtype, std::function<void(Tensor& acc)> accumulate);
+  // For a gradient cheaper to add than to build (embedding's scatter-add, narrow's slice):
+  // `accumulate(acc, zero)` adds this op's contribution into acc, a dense gradient of the input's
+  // shape and of dtype `dtype`: the leaf's own accumulated gradient when it has that dtype, an
+  // intermediate's pending gradient when nothing else holds it, else fresh zeros. zero: acc was
+  // zero-filled for this contribution (so assigning is adding). Saves a full-size temporary per
+  // contribution.
+  // region: the part of acc the contribution writes (dim -1: anywhere). Where the engine knows that
+  // part still holds zeros (acc was zero-filled and earlier contributions wrote only disjoint
+  // regions of the same dim, as the narrows of one tensor do), zero is true as well.
+  void add_into(size_t input, DType dtype, std::function<void(Tensor& acc, bool zero)> accumulate,
+                GradRegion region = {});
 
  private:
   friend class Engine;
   struct Accumulation {
     size_t input;
     DType dtype;
-    std::function<void(Tensor&)> fn;
+    std::function<void(Tensor&, bool)> fn;
+    GradRegion region;
   };
   Node& node_;
   std::vector<std::pair<size_t, Tensor>> grads_;

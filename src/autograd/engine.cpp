@@ -160,11 +160,12 @@ void GradSink::add(size_t input, const Tensor& grad) {
   grads_.emplace_back(input, grad);
 }
 
-void GradSink::add_into(size_t input, DType dtype, std::function<void(Tensor& acc)> accumulate) {
+void GradSink::add_into(size_t input, DType dtype,
+                        std::function<void(Tensor& acc, bool zero)> accumulate, GradRegion region) {
   TESSERA_CHECK(input < node_.inputs.size(), "backward of ", node_.op, ": gradient for input ",
                 input, " but the op has ", node_.inputs.size(), " inputs");
   if (!node_.inputs[input]) return;
-  accumulations_.push_back({input, dtype, std::move(accumulate)});
+  accumulations_.push_back({input, dtype, std::move(accumulate), region});
 }
 
 // ---- backward ----
@@ -205,6 +206,7 @@ class Engine {
       if (it != pending_.end()) {
         Tensor g = dense(it->second);
         pending_.erase(it);  // the intermediate gradient is consumed here and freed below
+        written_.erase(m);
         TESSERA_CHECK(node->backward, "backward through ", node->op,
                       " a second time: its saved tensors were released after the first backward "
                       "(pass retain_graph = true to keep them)");
@@ -249,9 +251,12 @@ class Engine {
       auto it = pending_.find(m);
       if (it == pending_.end()) {
         pending_.emplace(m, g);
+      } else if (owned_alone(it->second) && it->second.dtype() == g.dtype()) {
+        TESSERA_KERNEL(it->second, axpby)(it->second, 1.0, it->second, 1.0, dense(g));
       } else {
         it->second = add_fresh(it->second, g);
       }
+      written_.erase(m);  // no part of it is known to be zero any more
       return;
     }
     touched_.insert(m);
@@ -280,17 +285,47 @@ class Engine {
     }
   }
 
-  // A contribution that adds itself into the gradient (GradSink::add_into).
+  // A contribution that adds itself into the gradient (GradSink::add_into): in place into a leaf's
+  // gradient of its dtype, or into an intermediate's pending gradient when nothing else shares it
+  // (several narrows of one tensor then fill one buffer), else through a zero-filled temporary.
   void deliver_into(AutogradMeta* m, const GradSink::Accumulation& a) {
     const DType held = m->grad.defined() ? m->grad.dtype() : m->dtype;
     if (!m->grad_fn && !captured_ && a.dtype == held) {
       touched_.insert(m);
-      if (!m->grad.defined()) m->grad = zeros(m->shape, {m->dtype, m->device});
-      a.fn(m->grad);
+      const bool fresh = !m->grad.defined();
+      if (fresh) m->grad = zeros(m->shape, {m->dtype, m->device});
+      a.fn(m->grad, fresh);
       return;
     }
+    if (m->grad_fn) {
+      const GradRegion& r = a.region;
+      auto it = pending_.find(m);
+      if (it == pending_.end()) {
+        Tensor g = zeros(m->shape, {a.dtype, m->device});
+        a.fn(g, true);
+        pending_.emplace(m, g);
+        if (r.dim >= 0) written_[m] = {r};
+        return;
+      }
+      if (owned_alone(it->second) && it->second.dtype() == a.dtype) {
+        auto w = written_.find(m);
+        bool zero = r.dim >= 0 && w != written_.end();
+        if (zero)
+          for (const GradRegion& o : w->second)
+            zero = zero && o.dim == r.dim &&
+                   (o.start + o.length <= r.start || r.start + r.length <= o.start);
+        a.fn(it->second, zero);
+        if (w != written_.end()) {
+          if (r.dim >= 0)
+            w->second.push_back(r);
+          else
+            written_.erase(w);
+        }
+        return;
+      }
+    }
     Tensor g = zeros(m->shape, {a.dtype, m->device});
-    a.fn(g);
+    a.fn(g, true);
     deliver(m, g);
   }
 
@@ -312,6 +347,9 @@ class Engine {
   std::unordered_map<AutogradMeta*, Tensor>* captured_;
   std::unordered_map<AutogradMeta*, int64_t> deps_;
   std::unordered_map<AutogradMeta*, Tensor> pending_;
+  // For a pending gradient that add_into zero-filled: the regions written into it since (its other
+  // parts still hold zeros). Dropped once anything else is added to it.
+  std::unordered_map<AutogradMeta*, std::vector<GradRegion>> written_;
   std::unordered_set<AutogradMeta*> touched_;
 };
 

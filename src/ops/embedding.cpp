@@ -36,7 +36,7 @@ Tensor embedding(const Tensor& table, const Tensor& ids) {
     // Scatter-added straight into the table's gradient: no (V, C) temporary. For a tied
     // embedding that gradient already holds the output head's contribution.
     Tensor rows = dy.view({N, C});
-    g.add_into(0, dy.dtype(), [I, rows](Tensor& dtable) {
+    g.add_into(0, dy.dtype(), [I, rows](Tensor& dtable, bool) {
       TESSERA_KERNEL(rows, embedding_backward)(dtable, rows, I);
     });
   });

@@ -1,11 +1,13 @@
 // Views and conversions, differentiable. A view's backward maps the gradient back to the input's
-// geometry: view -> view back, narrow -> zero-padded, permute -> inverse permutation.
+// geometry: view -> view back, narrow -> into its slice of the input's gradient, permute -> inverse
+// permutation.
 #include "ops/shape.h"
 
 #include <algorithm>
 #include <numeric>
 
 #include "autograd/autograd.h"
+#include "backend/kernels.h"
 
 namespace tessera {
 namespace {
@@ -63,13 +65,20 @@ Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
   Shape s = shape();
   s[size_t(d)] = length;
   Tensor out = make_view(*this, s, strides(), offset() + start * strides()[size_t(d)]);
-  Shape in_shape = shape();
-  Options opt = options();
-  return record("narrow", out, {*this}, [in_shape, opt, d, start, length](const Tensor& dy,
-                                                                          GradSink& g) {
-    Tensor dx = zeros(in_shape, opt);
-    dx.narrow(d, start, length).copy_(dy);
-    g.add(0, dx);
+  return record("narrow", out, {*this}, [d, start, length](const Tensor& dy, GradSink& g) {
+    // Written into the input's gradient in place (GradSink::add_into): the narrows of one tensor
+    // (a fused q, k, v projection's three) fill one zeroed buffer, not one each plus their sums.
+    g.add_into(0, dy.dtype(), [dy, d, start, length](Tensor& acc, bool zero) {
+      Tensor slice = acc.narrow(d, start, length);
+      if (zero) {
+        slice.copy_(dy);
+        return;
+      }
+      Tensor sum = slice.is_contiguous() ? slice : slice.contiguous();
+      Tensor add = dy.is_contiguous() ? dy : dy.contiguous();
+      TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, add);
+      if (!slice.is_contiguous()) slice.copy_(sum);
+    }, GradRegion{d, start, length});
   });
 }
 

@@ -1,6 +1,7 @@
 // The autograd engine: ordering, accumulation, hooks, no-grad, memory, recompute, errors.
 #include <gtest/gtest.h>
 
+#include "backend/profile.h"
 #include "ops/ops.h"
 #include "test_util.h"
 
@@ -174,6 +175,54 @@ struct Block {
 };
 
 }  // namespace
+
+// A fused projection split in three (GPT's q, k, v): the narrows' backwards write their slices into
+// one zero-filled gradient of the split tensor, in place (GradSink::add_into with a GradRegion).
+// Without that, each built its own zero-padded gradient and the engine summed them: three fills
+// and two full-size sums.
+TEST(Autograd, narrows_of_one_tensor_fill_one_gradient_buffer) {
+  Tensor x = from_vector<double>(std::vector<double>(48, 1.0), {4, 12}).requires_grad_();
+  // An intermediate, like the qkv projection; mul's backward is a binary kernel, so every axpby of
+  // x's shape below would be a sum of gradients.
+  Tensor h = ops::mul(x, full({4, 12}, 2.0, DType::F64));
+  Tensor q = h.narrow(1, 0, 4), k = h.narrow(1, 4, 4), v = h.narrow(1, 8, 4);
+  Tensor loss = ops::add(ops::add(ops::sum(q), ops::sum(ops::scale(k, 2.0))),
+                         ops::sum(ops::scale(v, 3.0)));
+  profile::start();
+  loss.backward();
+  profile::stop();
+  int64_t fills = 0, sums = 0, slice_copies = 0;
+  for (const profile::Row& r : profile::rows()) {
+    if (r.kernel == "copy" && r.shapes.rfind("f64 (4, 4)", 0) == 0) slice_copies += r.calls;
+    if (r.shapes.rfind("f64 (4, 12)", 0) != 0) continue;  // the first argument has x's shape
+    if (r.kernel == "fill") fills += r.calls;
+    if (r.kernel == "axpby") sums += r.calls;
+  }
+  EXPECT_EQ(fills, 1);  // h's gradient, once
+  EXPECT_EQ(sums, 0);   // no full-size sum of per-narrow gradients
+  // Each narrow's gradient copied into its slice, which the engine knows still holds zeros (the
+  // regions are disjoint): no read-add-write of the slice.
+  EXPECT_EQ(slice_copies, 3);
+  std::vector<double> want(48);
+  for (int64_t i = 0; i < 48; ++i) want[size_t(i)] = 2.0 * double(1 + (i % 12) / 4);
+  EXPECT_EQ(grad_of(x), want);
+}
+
+// Overlapping narrows, one of them used twice: every contribution still adds.
+TEST(Autograd, overlapping_narrows_add_their_gradients) {
+  Tensor x = from_vector<double>(std::vector<double>(30, 1.0), {3, 10}).requires_grad_();
+  Tensor h = ops::scale(x, 1.0);
+  Tensor a = h.narrow(1, 0, 6), b = h.narrow(1, 4, 6);  // columns 4 and 5 in both
+  Tensor loss = ops::add(ops::add(ops::sum(a), ops::sum(ops::scale(b, 10.0))),
+                         ops::sum(ops::scale(b, 100.0)));
+  loss.backward();
+  std::vector<double> want(30);
+  for (int64_t i = 0; i < 30; ++i) {
+    const int64_t c = i % 10;
+    want[size_t(i)] = (c < 6 ? 1.0 : 0.0) + (c >= 4 ? 110.0 : 0.0);
+  }
+  EXPECT_EQ(grad_of(x), want);
+}
 
 TEST(Autograd, recompute_gives_gradients_identical_to_no_recompute) {
   Generator g(11);
