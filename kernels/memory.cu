@@ -203,9 +203,12 @@ void* device_malloc(size_t nbytes, int device) {
 
 void device_free(void* ptr, int device) { alloc::release(ptr, device); }  // never throws
 
+// Queued on the stream every kernel runs on, without waiting for the kernels before it: from
+// pageable memory, cudaMemcpyAsync returns once the bytes are staged, so src may be freed at once
+// (CUDA runtime API, "API synchronization behavior"); cudaMemcpy would first wait for the stream.
 void copy_to_device(void* dst, const void* src, size_t nbytes, int device) {
   DeviceGuard guard(device);
-  CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, 0));
 }
 
 void copy_to_host(void* dst, const void* src, size_t nbytes, int device) {

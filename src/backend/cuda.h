@@ -17,7 +17,7 @@ bool available();          // built with CUDA and at least one device present (n
 int device_count();        // 0 when the driver finds no device
 void* device_malloc(size_t nbytes, int device);
 void device_free(void* ptr, int device);
-void copy_to_device(void* dst, const void* src, size_t nbytes, int device);
+void copy_to_device(void* dst, const void* src, size_t nbytes, int device);  // does not wait
 void copy_to_host(void* dst, const void* src, size_t nbytes, int device);
 void copy_device_to_device(void* dst, const void* src, size_t nbytes, int device);
 void synchronize(int device);

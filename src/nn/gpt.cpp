@@ -288,10 +288,12 @@ Tensor GPT::embed(const Tensor& inputs, int64_t pos0, bool training) const {
                 " of the learned position embedding");
   Tensor x = ops::embedding(wte_, inputs);
   if (wpe_.defined()) {
-    std::vector<int32_t> pos(size_t(B * T));
-    for (int64_t i = 0; i < B * T; ++i) pos[size_t(i)] = int32_t(pos0 + i % T);
-    Tensor pos_ids = from_vector<int32_t>(pos, {B, T}, {DType::I32, inputs.device()});
-    x = ops::add(x, ops::embedding(wpe_, pos_ids));
+    // Rows pos0 .. pos0 + T - 1 of the position table, added to every sequence: one (T C) row
+    // broadcast over B, whose gradient is a sum over B into those rows. No position ids are built
+    // on the host and sent over (on CUDA that was a transfer and a wait per forward).
+    const int64_t C = cfg_.n_embd;
+    Tensor rows = wpe_.narrow(0, pos0, T).reshape({T * C});
+    x = ops::add(x.reshape({B, T * C}), rows).reshape({B, T, C});
   }
   return ops::dropout(x, cfg_.dropout, training);
 }

@@ -51,9 +51,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   TESSERA_CHECK(V > 0, "cross_entropy: logits ", shape_str(logits.shape()), " have no classes");
 
   // Validated on the host so a bad target is a clear error here rather than an out-of-bounds read
-  // in a device kernel. The mask of valid rows is kept for the backward.
-  std::vector<int32_t> host = targets.to_vector<int32_t>();
-  auto valid = std::make_shared<std::vector<bool>>(size_t(N));
+  // in a device kernel.
+  const std::vector<int32_t> host = targets.to_vector<int32_t>();
   int64_t n_valid = 0;
   for (int64_t n = 0; n < N; ++n) {
     const int32_t t = host[size_t(n)];
@@ -61,7 +60,6 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
     TESSERA_CHECK(t >= 0 && t < V, "cross_entropy: target ", t, " at position ", n,
                   " (of targets ", shape_str(targets.shape()), ", flattened) is outside [0, ", V,
                   ") and is not ignore_index ", ignore_index);
-    (*valid)[size_t(n)] = true;
     ++n_valid;
   }
 
@@ -80,19 +78,23 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   TESSERA_KERNEL(L, sum_dim)(loss, losses, 1, N, 1);
   TESSERA_KERNEL(L, axpby)(loss, inv, loss, 0.0, Tensor());
 
+  // Each row's share of the mean: 1 / n_valid, 0 on ignored rows; sent to the device now, while
+  // the host already holds the targets, so the backward neither reads dy back nor waits.
+  std::vector<double> share(size_t(N), 0.0);
+  for (int64_t n = 0; n < N; ++n)
+    if (host[size_t(n)] != ignore_index) share[size_t(n)] = inv;
+  Tensor weights = from_vector<double>(share, {N, 1}, stat);
+
   Shape logits_shape = logits.shape();
   return record("cross_entropy", loss, {logits},
-                [L, T, lse, valid, inv, ignore_index, logits_shape, stat](const Tensor& dy,
-                                                                          GradSink& g) {
-                  // The upstream gradient is one number; spreading it over the rows on the host
-                  // costs one transfer of N values.
-                  const double d = dy.item() * inv;
-                  std::vector<double> per_row(valid->size());
-                  for (size_t n = 0; n < per_row.size(); ++n) per_row[n] = (*valid)[n] ? d : 0.0;
-                  Tensor dlosses = from_vector<double>(per_row, {L.size(0)}, stat);
+                [L, T, lse, weights, ignore_index, logits_shape](const Tensor& dy, GradSink& g) {
+                  // dlosses[n] = weights[n] * dy: dy (one element) is the broadcast row.
+                  Tensor dlosses = Tensor::empty(weights.shape(), weights.options());
+                  Tensor d = dy.dtype() == weights.dtype() ? detail::dense(dy) : dy.to(weights.dtype());
+                  TESSERA_KERNEL(weights, binary)(BinaryOp::Mul, dlosses, weights, d.view({1}));
                   Tensor dlogits = Tensor::empty(L.shape(), L.options());
-                  TESSERA_KERNEL(L, cross_entropy_backward)(dlogits, dlosses, L, lse, T,
-                                                            ignore_index);
+                  TESSERA_KERNEL(L, cross_entropy_backward)(dlogits, dlosses.view({L.size(0)}), L,
+                                                            lse, T, ignore_index);
                   g.add(0, dlogits.view(logits_shape));
                 });
 }

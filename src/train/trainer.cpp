@@ -453,15 +453,20 @@ Tensor Trainer::micro_loss(int64_t* window) {
 }
 
 double Trainer::forward_backward(int64_t* first_window) {
-  double loss_sum = 0;
+  // Each micro-batch's loss is kept where it was computed and all are read back once, after the
+  // last backward: on CUDA, reading each at once would make the host wait for every forward.
+  Tensor losses;
   for (int64_t micro = 0; micro < accum_; ++micro) {
     int64_t window = 0;
     Tensor loss = micro_loss(&window);
     if (micro == 0) *first_window = window - rank_ * B_;
-    loss_sum += loss.item();
+    if (!losses.defined()) losses = Tensor::empty({accum_}, loss.options());
+    losses.narrow(0, micro, 1).copy_(loss.detach().view({1}));
     opt_->backward(accum_ == 1 ? loss : ops::scale(loss, 1.0 / double(accum_)),
                    micro == accum_ - 1);
   }
+  double loss_sum = 0;  // in micro-batch order, in double
+  for (double l : losses.to(DType::F64).to(Device::cpu()).to_vector<double>()) loss_sum += l;
   return loss_sum / double(accum_);
 }
 
