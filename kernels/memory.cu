@@ -4,6 +4,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "backend/copy_geometry.h"
 #include "backend/cuda.h"
 #include "backend/kernels.h"
 #include "allocator.cuh"
@@ -12,13 +13,7 @@
 namespace tessera::cuda {
 namespace {
 
-constexpr int kMaxRank = 8;
-struct Geometry {
-  int rank;
-  int64_t shape[kMaxRank];
-  int64_t dst_strides[kMaxRank];
-  int64_t src_strides[kMaxRank];
-};
+using Geometry = CopyGeometry;  // backend/copy_geometry.h
 
 template <typename T>
 __device__ __forceinline__ float to_f32(T v) { return float(v); }
@@ -74,45 +69,6 @@ __global__ void copy_kernel(D* dst, const S* src, I n, Geometry g) {
   convert(dst + dof, src + so);
 }
 
-// The copy's geometry with dimensions of size 1 dropped, and each dimension merged into the one
-// outside it wherever both tensors step over the pair as over one dimension: a permute copy
-// (B, T, H, D) -> (B, H, T, D) stays rank 4, a narrow's copy becomes rank 2, a cast of two
-// contiguous tensors rank 1.
-Geometry collapse(const Tensor& dst, const Tensor& src) {
-  Geometry g{};
-  g.rank = 0;
-  for (int64_t d = 0; d < dst.dim(); ++d) {
-    const int64_t size = dst.shape()[size_t(d)];
-    if (size == 1) continue;
-    const int64_t ds = dst.strides()[size_t(d)], ss = src.strides()[size_t(d)];
-    const int r = g.rank - 1;  // the dimension outside this one, already kept
-    if (r >= 0 && g.dst_strides[r] == ds * size && g.src_strides[r] == ss * size) {
-      g.shape[r] *= size;
-      g.dst_strides[r] = ds;
-      g.src_strides[r] = ss;
-      continue;
-    }
-    TESSERA_CHECK(g.rank < kMaxRank, "cuda copy: rank ", dst.dim(), " exceeds ", kMaxRank,
-                  " after merging dimensions");
-    g.shape[g.rank] = size, g.dst_strides[g.rank] = ds, g.src_strides[g.rank] = ss;
-    ++g.rank;
-  }
-  if (g.rank == 0) {  // one element
-    g.rank = 1, g.shape[0] = 1, g.dst_strides[0] = 1, g.src_strides[0] = 1;
-  }
-  return g;
-}
-
-// The largest element offset the copy touches in either tensor (strides are never negative).
-int64_t max_offset(const Geometry& g) {
-  int64_t d_max = 0, s_max = 0;
-  for (int d = 0; d < g.rank; ++d) {
-    d_max += (g.shape[d] - 1) * g.dst_strides[d];
-    s_max += (g.shape[d] - 1) * g.src_strides[d];
-  }
-  return d_max > s_max ? d_max : s_max;
-}
-
 template <typename F>
 void visit(DType t, F&& f) {
   switch (t) {
@@ -134,7 +90,7 @@ void copy(const Tensor& dst, const Tensor& src) {
     CUDA_CHECK(cudaMemcpy(dst.data_ptr(), src.data_ptr(), dst.nbytes(), cudaMemcpyDeviceToDevice));
     return;
   }
-  const Geometry g = collapse(dst, src);
+  const Geometry g = copy_geometry("cuda copy", dst, src);
   const int threads = 256;
   const unsigned blocks = unsigned((n + threads - 1) / threads);
   const bool narrow_index = n < (int64_t(1) << 31) && max_offset(g) < (int64_t(1) << 31);

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "backend/copy_geometry.h"
 #include "backend/cpu/cpu.h"
 #include "core/rng.h"
 
@@ -38,38 +39,41 @@ inline void store(T* p, double v) {
   }
 }
 
-// Element offset of linear index i (row-major over shape) in a tensor with the given strides.
-inline int64_t strided_offset(int64_t i, const Shape& shape, const Shape& strides) {
-  int64_t off = 0;
-  for (size_t d = shape.size(); d-- > 0;) {
-    int64_t idx = i % shape[d];
-    i /= shape[d];
-    off += idx * strides[d];
-  }
-  return off;
-}
-
 template <typename D, typename S>
 void copy_typed(const Tensor& dst, const Tensor& src) {
   D* dp = static_cast<D*>(dst.data_ptr());
   const S* sp = static_cast<const S*>(src.data_ptr());
   const int64_t n = dst.numel();
-  const bool dc = dst.is_contiguous(), sc = src.is_contiguous();
+  if (n == 0) return;
   if constexpr (std::is_same_v<D, S>) {
-    if (dc && sc) {
+    if (dst.is_contiguous() && src.is_contiguous()) {
       std::memcpy(dp, sp, size_t(n) * sizeof(D));
       return;
     }
   }
-  const Shape& shape = dst.shape();
+  // Runs of the innermost merged dimension, each at an offset found once (backend/copy_geometry.h).
+  const CopyGeometry g = copy_geometry("copy", dst, src);
+  const int r = g.rank - 1;
+  const int64_t run = g.shape[r], ds = g.dst_strides[r], ss = g.src_strides[r], runs = n / run;
 #pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    int64_t so = sc ? i : strided_offset(i, shape, src.strides());
-    int64_t dof = dc ? i : strided_offset(i, shape, dst.strides());
+  for (int64_t k = 0; k < runs; ++k) {
+    int64_t rest = k, so = 0, dof = 0;
+    for (int d = r - 1; d >= 0; --d) {
+      const int64_t idx = rest % g.shape[d];
+      rest /= g.shape[d];
+      so += idx * g.src_strides[d];
+      dof += idx * g.dst_strides[d];
+    }
+    D* to = dp + dof;
+    const S* from = sp + so;
     if constexpr (std::is_same_v<D, S>) {
-      dp[dof] = sp[so];
+      if (ds == 1 && ss == 1) {
+        std::memcpy(to, from, size_t(run) * sizeof(D));
+        continue;
+      }
+      for (int64_t i = 0; i < run; ++i) to[i * ds] = from[i * ss];
     } else {
-      store(dp + dof, load(sp + so));
+      for (int64_t i = 0; i < run; ++i) store(to + i * ds, load(from + i * ss));
     }
   }
 }
