@@ -32,11 +32,16 @@ using core::st;
 
 // ---- binary, axpby ----------------------------------------------------------------------------
 
-// row > 0: b is one row of `row` elements repeated over a's rows.
+// row > 0: b is one row of `row` elements repeated over a's rows. Its column is carried from one
+// grid-stride step to the next (one division per thread, not one 64-bit modulo per element).
 template <typename T>
 __global__ void binary_kernel(BinaryOp op, T* out, const T* a, const T* b, int64_t n, int64_t row) {
-  for (int64_t i = global_index(); i < n; i += grid_stride()) {
-    const float x = ld(a, i), y = ld(b, row ? i % row : i);
+  const int64_t stride = grid_stride();
+  int64_t i = global_index();
+  int64_t col = row ? i % row : 0;
+  const int64_t step = row ? stride % row : 0;
+  for (; i < n; i += stride) {
+    const float x = ld(a, i), y = ld(b, row ? col : i);
     float r;
     switch (op) {
       case BinaryOp::Add: r = x + y; break;
@@ -44,6 +49,8 @@ __global__ void binary_kernel(BinaryOp op, T* out, const T* a, const T* b, int64
       default: r = x * y; break;
     }
     st(out, i, r);
+    col += step;
+    if (col >= row) col -= row;
   }
 }
 

@@ -235,6 +235,19 @@ TEST_P(CoreKernelsCuda, binary_and_axpby_round_like_the_cpu) {
   expect_bits(gy, cy, "axpby in place");
 }
 
+// More elements than one grid-stride pass covers (65536 blocks of 256 threads): the broadcast
+// row's column is carried from step to step, and must still pick the right element.
+TEST(CoreKernelsCudaMemory, a_broadcast_row_past_one_grid_stride_matches_the_cpu) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  Generator g(12);
+  const Shape s{131075, 130};  // 17.04M elements > 2^24 threads
+  Tensor a = rand(s, g), row = rand({130}, g);
+  Tensor go = gpu_empty(s, DType::F32), co = cpu_empty(s);
+  TESSERA_KERNEL(go, binary)(BinaryOp::Add, go, a.to(kGpu), row.to(kGpu));
+  cpu_k().binary(BinaryOp::Add, co, a, row);
+  EXPECT_TRUE(bytes(go.to(Device::cpu())) == bytes(co));
+}
+
 TEST_P(CoreKernelsCuda, sum_dim_and_expand_dim_match_the_cpu) {
   Generator g(2);
   struct Case {
