@@ -84,18 +84,22 @@ std::vector<Row> rows() {
 
 Scope::Scope(const char* kernel, Device device, const Tensor* first, const Tensor* second)
     : device_(device) {
-  if (t_depth++ > 0) return;  // nested: the outer call's time includes this one
-  active_ = true;
+  if (t_depth > 0) {  // nested: the outer call's time includes this one
+    ++t_depth;
+    return;
+  }
   group_ = group_of(kernel, device, first, second);
-  ++g_groups[size_t(group_)].calls;
   if (device.is_cpu())
     t0_ = host_ms();
   else
-    event0_ = cuda::record_event(device.index);
+    event0_ = cuda::record_event(device.index);  // may throw: nothing is counted then
+  ++g_groups[size_t(group_)].calls;
+  ++t_depth;
+  active_ = true;
 }
 
 Scope::~Scope() {
-  --t_depth;
+  --t_depth;  // a constructor that threw never gets here, and did not count itself
   if (!active_) return;
   if (device_.is_cpu()) {
     g_groups[size_t(group_)].ms += host_ms() - t0_;
