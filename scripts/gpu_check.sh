@@ -15,6 +15,8 @@
 #
 # On the device machine (from the repository root, with the .debs and the KJV bytes carried):
 #   run(command="scripts/gpu_check.sh", carry=["third_party/debs", "data/kjv/byte"], timeout_s=540)
+#   (BUDGET_S, default 520, keeps the whole run under that timeout: stages that no longer fit are
+#   skipped with a row in the summary, to be run by a second call)
 #   STAGES="test parity" scripts/gpu_check.sh    # a second run that reuses the build
 # Here, where there is no GPU, `STAGES=build CUDA_ARCH=90 scripts/gpu_check.sh` checks the build
 # stage (needs third_party/debs from scripts/collect_debs.sh).
@@ -40,7 +42,22 @@ PYTHON="${PYTHON:-python3}"
 # GPU_DEVICE=cpu dry-runs the training stages here, without a GPU (the logic, not the numbers).
 GPU_DEVICE="${GPU_DEVICE:-cuda}"
 
-want() { [[ " $STAGES " == *" $1 "* ]]; }
+# The whole run's wall-clock budget, under the device call's timeout_s, so that the summary is always
+# written and printed: each stage's time limit is cut to what is left (less 15 s for the summary),
+# and a stage that would get under 30 s is skipped with a row saying so.
+BUDGET_S="${BUDGET_S:-520}"
+START_S=$(date +%s)
+limit() {  # limit SECONDS -> SECONDS, or what is left of the budget when that is less
+  local left=$(( BUDGET_S - ($(date +%s) - START_S) - 15 ))
+  if (( left < $1 )); then echo $(( left > 0 ? left : 1 )); else echo "$1"; fi
+}
+want() {
+  [[ " $STAGES " == *" $1 "* ]] || return 1
+  if (( $(limit 30) < 30 )); then
+    row "$1" skipped "the time budget is spent (BUDGET_S=$BUDGET_S s; rerun with STAGES=\"$1 ...\")"
+    return 1
+  fi
+}
 row() { echo "| $1 | $2 | $3 |" >>"$SUMMARY"; }  # stage | result | detail
 elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
 
@@ -58,7 +75,7 @@ TARGETS="train eval test_cuda bench_gpu bench_attention bench_memory"
 if want build; then
   t0=$(date +%s)
   if STEPS=build TARGETS="$TARGETS" BUILD_DIR="$BUILD_DIR" JOBS="$JOBS" \
-      timeout 400 scripts/build_offline.sh >"$OUT/build.log" 2>&1; then
+      timeout "$(limit 400)" scripts/build_offline.sh >"$OUT/build.log" 2>&1; then
     row build ok "$TARGETS in $(elapsed "$t0")"
   else
     row build FAILED "see build.log; its last error: $(grep -m1 -E 'error|Error' "$OUT/build.log" | cut -c1-160)"
@@ -72,7 +89,7 @@ B="$BUILD_DIR"
 # ---- test: every GPU test ----------------------------------------------------------------------
 if want test; then
   t0=$(date +%s)
-  timeout 300 ctest --test-dir "$B" -L gpu --timeout 120 -j4 --output-on-failure >"$OUT/ctest.log" 2>&1
+  timeout "$(limit 300)" ctest --test-dir "$B" -L gpu --timeout 120 -j4 --output-on-failure >"$OUT/ctest.log" 2>&1
   pass=$(grep -cE 'Test +#[0-9]+: .* Passed' "$OUT/ctest.log")
   fail=$(grep -cE 'Test +#[0-9]+: .* (Failed|Exception|Timeout|SEGFAULT|Child aborted)' "$OUT/ctest.log")
   skip=$(grep -cE 'Test +#[0-9]+: .* Skipped|Not Run' "$OUT/ctest.log")
@@ -99,7 +116,7 @@ train_run() {  # name device steps extra-args... ; logs go to train.log
   echo "== $name: train on $dev for $steps steps $*" >>"$OUT/train.log"
   local threads=$JOBS
   [ "$dev" = cpu ] && threads=$(( JOBS > 2 ? JOBS / 2 : 1 ))  # the CPU twin runs beside a GPU run
-  OMP_NUM_THREADS=$threads timeout 240 "$B/train" --config configs/tiny.yaml --device "$dev" --max-steps "$steps" \
+  OMP_NUM_THREADS=$threads timeout "$(limit 240)" "$B/train" --config configs/tiny.yaml --device "$dev" --max-steps "$steps" \
     --run-name "$name" --set checkpoint.dir="$RUNS" --set log.interval=1 --set eval.interval=0 \
     --set checkpoint.interval=0 "$@" >>"$OUT/train.log" 2>&1
 }
@@ -147,7 +164,7 @@ fi
 if want bench; then
   t0=$(date +%s)
   BUILD_DIR="$B" RESULTS=/tmp/gpu-check-bench BENCH_STEPS=20 BENCH_WARMUP=5 \
-    timeout 300 scripts/bench_gpu.sh 8 >"$OUT/bench.log" 2>&1; rc=$?
+    timeout "$(limit 300)" scripts/bench_gpu.sh 8 >"$OUT/bench.log" 2>&1; rc=$?
   # torch.compile needs Python.h for Triton's launcher; without it PyTorch falls back to eager.
   compiled=yes
   grep -qiE 'Python.h|falling back to eager|suppress_errors|BackendCompilerFailed' "$OUT/bench.log" && compiled="NO (eager fallback: see bench.log)"
@@ -155,7 +172,7 @@ if want bench; then
 fi
 if want attention; then
   t0=$(date +%s)
-  BUILD_DIR="$B" PYTHON="$PYTHON" timeout 200 scripts/bench_attention.sh --seqlens 1024,4096,16384 \
+  BUILD_DIR="$B" PYTHON="$PYTHON" timeout "$(limit 200)" scripts/bench_attention.sh --seqlens 1024,4096,16384 \
     >"$OUT/attention.log" 2>&1; rc=$?
   row attention "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc")" "table in attention.log, $(elapsed "$t0")"
 fi
@@ -170,9 +187,9 @@ fi
 if want memory; then
   t0=$(date +%s)
   if [ "$GPU_DEVICE" = cuda ]; then
-    timeout 240 "$B/bench_memory" --device cuda --batch 8 --seq 256 --steps 3 >"$OUT/memory.log" 2>&1; rc=$?
+    timeout "$(limit 240)" "$B/bench_memory" --device cuda --batch 8 --seq 256 --steps 3 >"$OUT/memory.log" 2>&1; rc=$?
   else
-    timeout 240 "$B/bench_memory" --n-layer 2 --n-embd 128 --vocab 257 --steps 1 >"$OUT/memory.log" 2>&1; rc=$?
+    timeout "$(limit 240)" "$B/bench_memory" --n-layer 2 --n-embd 128 --vocab 257 --steps 1 >"$OUT/memory.log" 2>&1; rc=$?
   fi
   ratios=$(awk '/^(lomo|adalomo|lora|qlora)/ && $NF ~ /^[0-9.]+$/ {print $1 ($2 ~ /^(nf4|nf4-dq|\+clip)$/ ? " " $2 : "") "=" $(NF)}' "$OUT/memory.log" | paste -sd, -)
   row memory "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc")" \
