@@ -51,6 +51,7 @@ limit() {  # limit SECONDS -> SECONDS, or what is left of the budget when that i
   local left=$(( BUDGET_S - ($(date +%s) - START_S) - 15 ))
   if (( left < $1 )); then echo $(( left > 0 ? left : 1 )); else echo "$1"; fi
 }
+timed_out() { [ "$1" = 124 ] && echo " (stopped by its time limit)"; }
 want() {
   [[ " $STAGES " == *" $1 "* ]] || return 1
   if (( $(limit 30) < 30 )); then
@@ -127,7 +128,7 @@ if want parity; then
   train_run parity-gpu "$GPU_DEVICE" 50; gpu_rc=$?
   wait $cpu_pid; cpu_rc=$?
   if [ $gpu_rc -ne 0 ] || [ $cpu_rc -ne 0 ]; then
-    row parity FAILED "exit codes gpu $gpu_rc, cpu $cpu_rc (train.log)"
+    row parity FAILED "exit codes gpu $gpu_rc$(timed_out $gpu_rc), cpu $cpu_rc$(timed_out $cpu_rc) (train.log)"
   else
     # The GPU computes in bf16 (train/device.h): operands carry 8 bits of mantissa, so each step's
     # loss may move by ~1e-2 relative; the curves must agree to that, not to f32 rounding.
@@ -147,7 +148,8 @@ fi
 if want tiny; then
   t0=$(date +%s)
   # Head dimension 64 (n_embd 256 / 4 heads), so the fused flash path is the one that runs.
-  if train_run tiny-hd64 "$GPU_DEVICE" 300 --set model.n_embd=256; then
+  train_run tiny-hd64 "$GPU_DEVICE" 300 --set model.n_embd=256; rc=$?
+  if [ $rc -eq 0 ]; then
     verdict=$(losses "$RUNS/tiny-hd64/metrics.jsonl" | "$PYTHON" -c '
 import sys
 l = [float(x.split()[1]) for x in sys.stdin]
@@ -156,7 +158,7 @@ print(("ok" if last < first - 1.0 else "FAILED"), f"{len(l)} steps: mean loss of
     tps=$(grep -oE '[0-9.]+ tok/s' "$OUT/train.log" | tail -1)
     row tiny "${verdict%% *}" "${verdict#* }; ${tps:-?}; $(elapsed "$t0")"
   else
-    row tiny FAILED "train exited non-zero (train.log)"
+    row tiny FAILED "train exited with $rc$(timed_out $rc) (train.log)"
   fi
 fi
 
