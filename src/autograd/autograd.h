@@ -74,6 +74,7 @@ struct AutogradMeta {
   bool requires_grad = false;
   std::shared_ptr<Node> grad_fn;  // null for a leaf
   Tensor grad;                    // leaves: the accumulated gradient
+  bool grad_zero = false;         // leaves: grad holds zeros (attach_grad), nothing added yet
   std::vector<std::function<void(Tensor&)>> hooks;  // leaves: gradient-ready hooks
   std::weak_ptr<TensorImpl> owner;                  // the tensor this meta belongs to
   Shape shape;
@@ -136,7 +137,9 @@ void register_grad_hook(const Tensor& param, GradHook hook);
 // Makes grad (the leaf's shape, a floating dtype, the leaf's device; typically a view into a flat
 // buffer) the leaf's gradient storage: later contributions accumulate into it in place, in its
 // dtype (a bf16 parameter may accumulate into f32). Tensor::zero_grad() detaches it again.
-void attach_grad(const Tensor& param, const Tensor& grad);
+// zero: grad holds zeros now, so the first contribution is copied in (converting its dtype in the
+// same pass) instead of added to it. Nothing may write to grad before that contribution.
+void attach_grad(const Tensor& param, const Tensor& grad, bool zero = false);
 
 // Activation checkpointing: y = fn(inputs) is computed without keeping fn's intermediate
 // activations; backward runs fn again (with the RNG replayed, so dropout masks match) and

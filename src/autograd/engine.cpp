@@ -88,7 +88,10 @@ const Tensor& Tensor::grad() const {
 }
 
 void Tensor::zero_grad() {
-  if (impl().autograd) impl().autograd->grad = Tensor();
+  if (impl().autograd) {
+    impl().autograd->grad = Tensor();
+    impl().autograd->grad_zero = false;
+  }
 }
 
 void Tensor::set_name(const std::string& name) { ensure_meta(*this).name = name; }
@@ -105,13 +108,15 @@ void register_grad_hook(const Tensor& param, GradHook hook) {
   ensure_meta(param).hooks.push_back(std::move(hook));
 }
 
-void attach_grad(const Tensor& param, const Tensor& grad) {
+void attach_grad(const Tensor& param, const Tensor& grad, bool zero) {
   TESSERA_CHECK(param.requires_grad() && param.is_leaf(),
                 "attach_grad: ", param.str(), " is not a leaf that requires a gradient");
   TESSERA_CHECK(grad.shape() == param.shape() && grad.device() == param.device() &&
                     is_floating(grad.dtype()),
                 "attach_grad: gradient ", grad.str(), " does not fit parameter ", param.str());
-  ensure_meta(param).grad = grad;
+  AutogradMeta& m = ensure_meta(param);
+  m.grad = grad;
+  m.grad_zero = zero;
 }
 
 // ---- record ----
@@ -279,10 +284,13 @@ class Engine {
         m->grad = Tensor::empty(m->shape, {m->dtype, m->device});
         m->grad.copy_(g);
       }
+    } else if (m->grad_zero) {  // an attached buffer still at zero: assign, converting in one pass
+      m->grad.copy_(g);
     } else {
       Tensor gg = g.dtype() == m->grad.dtype() ? dense(g) : g.detach().to(m->grad.dtype());
       TESSERA_KERNEL(m->grad, axpby)(m->grad, 1.0, m->grad, 1.0, gg);
     }
+    m->grad_zero = false;
   }
 
   // A contribution that adds itself into the gradient (GradSink::add_into): in place into a leaf's
@@ -292,9 +300,10 @@ class Engine {
     const DType held = m->grad.defined() ? m->grad.dtype() : m->dtype;
     if (!m->grad_fn && !captured_ && a.dtype == held) {
       touched_.insert(m);
-      const bool fresh = !m->grad.defined();
-      if (fresh) m->grad = zeros(m->shape, {m->dtype, m->device});
+      const bool fresh = !m->grad.defined() || m->grad_zero;
+      if (!m->grad.defined()) m->grad = zeros(m->shape, {m->dtype, m->device});
       a.fn(m->grad, fresh);
+      m->grad_zero = false;
       return;
     }
     if (m->grad_fn) {

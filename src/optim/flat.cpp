@@ -76,7 +76,8 @@ void FlatParams::zero_grad() {
   grads_.fill_(0.0);
   for (const Slot& s : slots_) {
     const Shape& shape = s.param.shape();
-    attach_grad(s.param, make_view(grads_, shape, contiguous_strides(shape), grads_.offset() + s.offset));
+    attach_grad(s.param, make_view(grads_, shape, contiguous_strides(shape), grads_.offset() + s.offset),
+                /*zero=*/true);
   }
 }
 

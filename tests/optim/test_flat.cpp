@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "autograd/autograd.h"
+#include "backend/profile.h"
 #include "core/tensor.h"
 #include "distributed/communicator.h"
 #include "ops/ops.h"
@@ -107,6 +110,48 @@ TEST(Flat, gradients_accumulate_into_the_buffer_in_place_and_zero_grad_keeps_the
   backward(loss_of(params, x));
   const std::string msg = testing::error_of([&] { flat.check_attached(); });
   EXPECT_NE(msg.find("gradient of 'b' is not in the flat buffer"), std::string::npos) << msg;
+}
+
+// After zero_grad the buffer is known to hold zeros: each parameter's first contribution of a
+// backward is copied in (on CUDA converting bf16 to f32 in the same pass), not added to zeros
+// through a converted temporary; later contributions add. The gradients are the same.
+TEST(Flat, the_first_contribution_after_zero_grad_is_copied_in) {
+  Generator g(4);
+  std::vector<NamedParam> params = model_params(g, DType::F64);
+  FlatParams flat(params, {.pad = 3});
+  const Tensor x = randn({3, 10}, g).to(DType::F64);
+  std::set<std::string> into_grads;  // the kernels' shape strings for "into a parameter's gradient"
+  for (const NamedParam& p : params) {
+    const std::string s = shape_str(p.param.shape());
+    into_grads.insert("f64 " + s + " <- " + s);
+  }
+  auto profiled_backward = [&] {
+    profile::start();
+    backward(loss_of(params, x));
+    profile::stop();
+    int64_t sums = 0, copies = 0;
+    for (const profile::Row& r : profile::rows()) {
+      if (!into_grads.count(r.shapes)) continue;
+      if (r.kernel == "axpby") sums += r.calls;
+      if (r.kernel == "copy") copies += r.calls;
+    }
+    return std::pair<int64_t, int64_t>{sums, copies};
+  };
+  // wte's gradient comes from a matmul here (no scatter-add): all four arrive as tensors.
+  const auto [sums1, copies1] = profiled_backward();
+  EXPECT_EQ(sums1, 0);
+  EXPECT_EQ(copies1, 4);
+  const std::vector<double> once = values(flat.grads());
+  const auto [sums2, copies2] = profiled_backward();  // accumulates
+  EXPECT_EQ(sums2, 4);
+  EXPECT_EQ(copies2, 0);
+  const std::vector<double> twice = values(flat.grads());
+  for (size_t i = 0; i < once.size(); ++i) EXPECT_EQ(twice[i], once[i] + once[i]) << i;
+  flat.zero_grad();
+  const auto [sums3, copies3] = profiled_backward();
+  EXPECT_EQ(sums3, 0);
+  EXPECT_EQ(copies3, 4);
+  EXPECT_EQ(values(flat.grads()), once);
 }
 
 // Every micro-batch's bf16 gradient is added into an f32 buffer: 32 additions of 1 + 2^-7 (exact in
