@@ -279,14 +279,15 @@ Tensor GPT::block(const Block& blk, const Tensor& x, bool training) const {
 }
 
 // inputs (B, T) i32 at positions pos0 + t -> (B, T, C)
-Tensor GPT::embed(const Tensor& inputs, int64_t pos0, bool training) const {
+Tensor GPT::embed(const Tensor& inputs, int64_t pos0, bool training,
+                  const Tensor& host_inputs) const {
   TESSERA_CHECK(inputs.dim() == 2 && inputs.dtype() == DType::I32,
                 "GPT: inputs must be (B, T) i32, got ", inputs.str());
   const int64_t B = inputs.size(0), T = inputs.size(1);
   TESSERA_CHECK(cfg_.position != PositionKind::Learned || pos0 + T <= cfg_.block_size,
                 "GPT: sequence length ", pos0 + T, " exceeds block_size ", cfg_.block_size,
                 " of the learned position embedding");
-  Tensor x = ops::embedding(wte_, inputs);
+  Tensor x = ops::embedding(wte_, inputs, host_inputs);
   if (wpe_.defined()) {
     // Rows pos0 .. pos0 + T - 1 of the position table, added to every sequence: one (T C) row
     // broadcast over B, whose gradient is a sum over B into those rows. No position ids are built
@@ -299,7 +300,11 @@ Tensor GPT::embed(const Tensor& inputs, int64_t pos0, bool training) const {
 }
 
 Tensor GPT::forward(const Tensor& inputs, bool training) const {
-  Tensor x = embed(inputs, 0, training);  // (B, T, C)
+  return forward_from(inputs, Tensor(), training);
+}
+
+Tensor GPT::forward_from(const Tensor& inputs, const Tensor& host_inputs, bool training) const {
+  Tensor x = embed(inputs, 0, training, host_inputs);  // (B, T, C)
   for (const Block& blk : blocks_) {
     if (cfg_.recompute && training && grad_enabled()) {
       x = recompute([this, blk, training](const std::vector<Tensor>& in) {
@@ -346,7 +351,14 @@ Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache) const {
 }
 
 Tensor GPT::loss(const Tensor& inputs, const Tensor& targets, bool training) const {
-  return ops::cross_entropy(forward(inputs, training), targets);
+  const Device dev = wte_.defined() ? wte_.device() : inputs.device();
+  if (!inputs.device().is_cpu() || dev.is_cpu())
+    return ops::cross_entropy(forward(inputs, training), targets);
+  // A host batch for a model on a device: uploaded once, its ids checked from the host copies.
+  TESSERA_CHECK(targets.device().is_cpu(), "GPT: inputs on the host but targets on ",
+                targets.device().str(), " (", targets.str(), ")");
+  return ops::cross_entropy(forward_from(inputs.to(dev), inputs, training), targets.to(dev), -100,
+                            targets);
 }
 
 }  // namespace tessera::nn

@@ -99,7 +99,9 @@ class GPT {
 
   // inputs (B, T) i32 with T <= block_size -> logits (B, T, V).
   Tensor forward(const Tensor& inputs, bool training = true) const;
-  // Mean cross-entropy of forward(inputs) against targets (B, T) i32 (ignore index -100).
+  // Mean cross-entropy of forward(inputs) against targets (B, T) i32 (ignore index -100). The batch
+  // may also be on the host for a model on a device: its ids are then checked on the host and
+  // uploaded once, so nothing is read back from the device to check them.
   Tensor loss(const Tensor& inputs, const Tensor& targets, bool training = true) const;
 
   // Inference with a KV cache (no autograd): inputs (B, Tn) continue the sequence held in cache;
@@ -159,7 +161,10 @@ class GPT {
   // q (B, H, Tq, hd), k and v (B, Hkv, Tk, hd), Tq <= Tk -> (B, H, Tq, hd): causal_attention.
   Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training) const;
   Tensor attention(const Block& blk, const Tensor& x, bool training) const;
-  Tensor embed(const Tensor& inputs, int64_t pos0, bool training) const;
+  // host_inputs: the same ids on the CPU, when the caller has them (ops::embedding).
+  Tensor embed(const Tensor& inputs, int64_t pos0, bool training,
+               const Tensor& host_inputs = {}) const;
+  Tensor forward_from(const Tensor& inputs, const Tensor& host_inputs, bool training) const;
   Tensor mlp(const Block& blk, const Tensor& x, bool training) const;
   Tensor block(const Block& blk, const Tensor& x, bool training) const;
 

@@ -9,7 +9,7 @@
 
 namespace tessera::ops {
 
-Tensor embedding(const Tensor& table, const Tensor& ids) {
+Tensor embedding(const Tensor& table, const Tensor& ids, const Tensor& host_ids) {
   TESSERA_CHECK(table.dim() == 2, "embedding: table must be (V, C), got ",
                 shape_str(table.shape()));
   TESSERA_CHECK(ids.dtype() == DType::I32, "embedding: ids must be i32, got ", ids.str());
@@ -18,7 +18,7 @@ Tensor embedding(const Tensor& table, const Tensor& ids) {
 
   // Validated on the host so a bad id is a clear error here rather than an out-of-bounds read in a
   // device kernel.
-  const std::vector<int32_t> host = ids.to_vector<int32_t>();
+  const std::vector<int32_t> host = detail::host_indices("embedding", "ids", ids, host_ids);
   for (int64_t n = 0; n < N; ++n) {
     const int32_t id = host[size_t(n)];
     TESSERA_CHECK(id >= 0 && id < V, "embedding: id ", id, " at position ", n, " (of ids ",

@@ -37,7 +37,8 @@ Tensor log_softmax(const Tensor& x) {
   });
 }
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                     const Tensor& host_targets) {
   TESSERA_CHECK(logits.dim() >= 1 && is_floating(logits.dtype()),
                 "cross_entropy: logits must be a floating tensor (..., V), got ", logits.str());
   TESSERA_CHECK(targets.dtype() == DType::I32, "cross_entropy: targets must be i32, got ",
@@ -52,7 +53,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 
   // Validated on the host so a bad target is a clear error here rather than an out-of-bounds read
   // in a device kernel.
-  const std::vector<int32_t> host = targets.to_vector<int32_t>();
+  const std::vector<int32_t> host =
+      detail::host_indices("cross_entropy", "targets", targets, host_targets);
   int64_t n_valid = 0;
   for (int64_t n = 0; n < N; ++n) {
     const int32_t t = host[size_t(n)];

@@ -10,6 +10,9 @@ Tensor log_softmax(const Tensor& x);  // over the last dimension
 // Mean cross-entropy of logits (..., V) against targets i32 (...), fused with log-softmax; rows
 // whose target equals ignore_index count neither in the sum nor in the mean. Targets outside
 // [0, V) (other than ignore_index) are an error naming the target and V. All rows ignored -> 0.
-Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
+// The targets are checked and counted on the host: from host_targets, the same targets on the CPU,
+// when the caller has them, else read back from their device (on CUDA, a wait).
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
+                     const Tensor& host_targets = {});
 
 }  // namespace tessera::ops

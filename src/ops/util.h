@@ -1,6 +1,9 @@
 // Helpers shared by the op files (not part of the public API).
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
 #include "autograd/autograd.h"
 #include "backend/attention_shapes.h"
 #include "backend/kernels.h"
@@ -22,6 +25,21 @@ inline std::pair<Tensor, Tensor> dense_kv(const Tensor& k, const Tensor& v, bool
   if (offset && rows > 0 && rows != k.size(2) && kv_row_stride(v) == rows)
     return {k.detach(), v.detach()};
   return {dense(k), dense(v)};
+}
+
+// The values of index tensor ids (i32) as the host sees them, for an op to check: from host_ids
+// when the caller passes them (the same values on the CPU: nothing is read back), else read out of
+// ids (on a device, a copy the host waits for).
+inline std::vector<int32_t> host_indices(const char* op, const char* what, const Tensor& ids,
+                                         const Tensor& host_ids) {
+  if (!host_ids.defined()) return ids.to_vector<int32_t>();
+  TESSERA_CHECK(host_ids.device().is_cpu() && host_ids.dtype() == DType::I32 &&
+                    host_ids.shape() == ids.shape(),
+                op, ": the host copy of the ", what, " must be i32 on the CPU with their shape ",
+                shape_str(ids.shape()), ", got ", host_ids.str());
+  const Tensor h = host_ids.is_contiguous() ? host_ids : host_ids.contiguous();
+  const int32_t* p = h.data<int32_t>();
+  return std::vector<int32_t>(p, p + h.numel());
 }
 
 // Throws unless every defined tensor shares the first one's dtype and device (names op and both).

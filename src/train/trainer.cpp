@@ -443,8 +443,8 @@ data::Batch Trainer::next_batch(int64_t* window) {
 
 Tensor Trainer::micro_loss(int64_t* window) {
   data::Batch b = next_batch(window);
-  const Device dev = model_device(model_);  // batches come from the loader on the host
-  Tensor loss = model_.loss(b.inputs.to(dev), b.targets.to(dev), true);
+  // Batches come from the loader on the host; the model uploads them and checks their ids there.
+  Tensor loss = model_.loss(b.inputs, b.targets, true);
   if (poisoned_.count(*window) && cfg_.spike.inject_kind != "corrupt") {
     const double s = cfg_.spike.inject_kind == "nan" ? std::nan("") : cfg_.spike.inject_scale;
     loss = ops::scale(loss, s);
@@ -632,14 +632,13 @@ double evaluate(const nn::GPT& model, const Config& cfg, const std::string& patt
   NoGradGuard no_grad;
   data::DataLoader loader(loader_options(cfg, "data.val", pattern, false));
   const int64_t n = std::min(batches, loader.batches_per_epoch());
-  const Device dev = model_device(model);
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->world() : 1;
   // Batch i is rank i mod world's: the same batches, and the same mean, at any world size.
   double sum = 0;
   for (int64_t i = 0; i < n; ++i) {
     data::Batch b = loader.next();
     if (i % world == rank)
-      sum += model.loss(b.inputs.to(dev), b.targets.to(dev), false).item();
+      sum += model.loss(b.inputs, b.targets, false).item();  // host batch: see GPT::loss
   }
   if (world > 1) sum = comm->all_reduce_host({sum}, dist::ReduceOp::Sum)[0];
   return sum / double(n);

@@ -70,6 +70,30 @@ TEST_P(ModelCuda, f32_loss_and_every_gradient_match_the_cpu) {
   }
 }
 
+// GPT::loss of a host batch on a GPU model: uploaded once and checked from the host copies, so the
+// forward and backward read nothing back; the same loss and gradients as the batch uploaded first.
+TEST_P(ModelCuda, a_host_batch_is_checked_on_the_host_and_nothing_is_read_back) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  const nn::GPTConfig cfg = tiny_gpu_model(GetParam());
+  Generator g1(5), g2(5), data(6);
+  nn::GPT a(cfg, g1), b(cfg, g2);
+  train::place_model(a, kGpu, DType::BF16);
+  train::place_model(b, kGpu, DType::BF16);
+  const Tensor in = random_tokens(3, 32, cfg.vocab_size, data), tg = random_tokens(3, 32, cfg.vocab_size, data);
+  const int64_t reads = cuda::sync_stats().copies_to_host;
+  Tensor la = a.loss(in, tg);
+  la.backward();
+  EXPECT_EQ(cuda::sync_stats().copies_to_host, reads);
+  Tensor lb = b.loss(in.to(kGpu), tg.to(kGpu));
+  lb.backward();
+  // The same computation twice; bf16's 2^-8 bounds any difference in summation order between the
+  // runs, while a wrong id or target would move the loss by O(1).
+  EXPECT_NEAR(la.item(), lb.item(), 4e-3 * lb.item());
+  for (size_t i = 0; i < a.parameters().size(); ++i)
+    EXPECT_LT(compare(a.parameters()[i].second.grad(), b.parameters()[i].second.grad()).rel, 1e-2)
+        << a.parameters()[i].first;
+}
+
 TEST_P(ModelCuda, bf16_loss_and_every_gradient_follow_the_f32_cpu) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   const nn::GPTConfig cfg = tiny_gpu_model(GetParam());

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "gradcheck.h"
+#include "core/storage.h"
 #include "ops/ops.h"
 #include "test_util.h"
 
@@ -92,6 +93,27 @@ TEST(CrossEntropy, ignored_rows_get_exactly_zero_gradient) {
   for (int v = 0; v < 4; ++v) row0 += grad[size_t(v)];
   EXPECT_NEAR(row0, 0.0, kF32Tol);
   EXPECT_LT(grad[2], 0.0f);  // the target's probability is below 1
+}
+
+// With the targets' host copy, the check and the count of valid rows read that copy (nothing read
+// back), and the loss and gradient are the same bits.
+TEST(CrossEntropy, host_targets_give_the_same_loss_and_gradient_without_reading_back) {
+  Generator g(5);
+  const Tensor x = randn({4, 5}, g);
+  const Tensor targets = targets_of({1, -100, 4, 0}, {4});
+  Tensor a = x.clone().requires_grad_(), b = x.clone().requires_grad_();
+  Tensor la = ops::cross_entropy(a, targets);
+  const TransferStats before = transfer_stats();
+  Tensor lb = ops::cross_entropy(b, targets, -100, targets.clone());
+  lb.backward();
+  EXPECT_EQ(transfer_stats().host_readout_bytes, before.host_readout_bytes);
+  la.backward();
+  EXPECT_EQ(la.item(), lb.item());
+  EXPECT_EQ(a.grad().to_vector<float>(), b.grad().to_vector<float>());
+  const std::string msg = error_of([&] {
+    ops::cross_entropy(x, targets, -100, targets_of({1, -100, 9, 0}, {4}));
+  });
+  EXPECT_NE(msg.find("target 9 at position 2"), std::string::npos) << msg;
 }
 
 TEST(CrossEntropy, all_rows_ignored_gives_zero_loss_and_zero_gradient) {

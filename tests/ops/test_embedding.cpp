@@ -5,6 +5,7 @@
 #include <string>
 
 #include "gradcheck.h"
+#include "core/storage.h"
 #include "ops/ops.h"
 #include "test_util.h"
 
@@ -72,6 +73,22 @@ TEST(Embedding, id_out_of_range_error_names_id_position_and_V) {
   EXPECT_NE(msg.find("[0, 4)"), std::string::npos) << msg;
   msg = error_of([&] { ops::embedding(table, ids_of({-1}, {1})); });
   EXPECT_NE(msg.find("id -1"), std::string::npos) << msg;
+}
+
+// With the ids' host copy (what GPT::loss passes for a host batch on a device model), the check reads
+// that copy: nothing leaves tensor land, and a bad id is still an error naming it.
+TEST(Embedding, host_ids_are_checked_without_reading_the_ids_back) {
+  Tensor table = from_vector<float>({0, 1, 10, 11, 20, 21}, {3, 2});
+  const Tensor ids = ids_of({2, 0, 2}, {3});
+  const TransferStats before = transfer_stats();
+  Tensor out = ops::embedding(table, ids, ids.clone());
+  EXPECT_EQ(transfer_stats().host_readout_bytes, before.host_readout_bytes);
+  EXPECT_EQ(out.to_vector<float>(), ops::embedding(table, ids).to_vector<float>());
+  std::string msg = error_of([&] { ops::embedding(table, ids, ids_of({2, 5, 0}, {3})); });
+  EXPECT_NE(msg.find("id 5 at position 1"), std::string::npos) << msg;
+  msg = error_of([&] { ops::embedding(table, ids, ids_of({2, 0}, {2})); });
+  EXPECT_NE(msg.find("host copy of the ids"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(2,)"), std::string::npos) << msg;
 }
 
 TEST(Embedding, non_integer_ids_are_an_error) {
