@@ -10,7 +10,7 @@
 // (read back to the host), backward into flat gradient buffers, the global gradient norm (read
 // back: the spike check needs it) and clipping (max norm 1), one flat AdamW launch (lr 6e-4, betas
 // 0.9/0.95, weight decay 0.1 on matrices), zero_grad. The batch is a fixed random (B, T) batch
-// already on the GPU: data loading is not timed. Timed steps follow warm-up steps; each step is
+// on the host, uploaded by GPT::loss as in train; reading shards is not timed. Timed steps follow warm-up steps; each step is
 // bracketed by device synchronisation and the median is reported, with the number of times per
 // step the host waited to read from the device (backend/cuda.h SyncStats).
 //
@@ -222,7 +222,9 @@ int main(int argc, char** argv) {
     std::vector<int32_t> ids(u.size());
     for (size_t i = 0; i < u.size(); ++i)
       ids[i] = std::min(int32_t(mc.vocab_size - 1), int32_t(double(u[i]) * double(mc.vocab_size)));
-    const Tensor all = from_vector<int32_t>(ids, {2, B, T}, {DType::I32, dev});
+    // On the host, as train's loader gives it: GPT::loss uploads it (2 B T i32 per step) and checks
+    // its ids from the host copies.
+    const Tensor all = from_vector<int32_t>(ids, {2, B, T}, DType::I32);
     const Tensor x = all.narrow(0, 0, 1).view({B, T}).contiguous();
     const Tensor y = all.narrow(0, 1, 1).view({B, T}).contiguous();
 
@@ -232,8 +234,8 @@ int main(int argc, char** argv) {
               << cfg.model.attention << (cfg.train.recompute ? ", recompute" : "") << "\n";
     auto step = [&] {  // Trainer::train_steps' order, one micro-batch
       Tensor loss = model.loss(x, y, true);
-      const double l = loss.item();  // synchronises
       opt.backward(loss, /*last=*/true);
+      const double l = loss.item();  // synchronises, after the backward as in train
       opt.grad_norm();                // read for the spike check before the update
       opt.step(6e-4);
       opt.zero_grad();
