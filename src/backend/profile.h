@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -75,9 +76,13 @@ const Tensor* as_tensor(const X&) {
 }
 template <class... A>
 void first_two(const Tensor*& a, const Tensor*& b, const A&... args) {
-  ((as_tensor(args) ? (a ? (b ? void() : void(b = as_tensor(args))) : void(a = as_tensor(args)))
-                    : void()),
-   ...);
+  for (const Tensor* t : {as_tensor(args)...}) {
+    if (!t) continue;
+    if (!a)
+      a = t;
+    else if (!b)
+      b = t;
+  }
 }
 
 }  // namespace tessera::profile
