@@ -2,6 +2,8 @@
 // bf16 helpers, tile loads into shared memory, warp reductions and scans, and the tensor-core tile
 // layout. Shapes as in src/backend/kernels.h:
 //   q, out, dq, dout (B, H, T, D); k, v, dk, dv (B, Hkv, T, D); per-row statistics (B, H, T) f32.
+// Layouts as in src/backend/attention_shapes.h: the flash kernels keep the strided contract (any
+// views with contiguous rows, HeadStrides), the stick-breaking kernels the dense one.
 //
 // Two paths per kernel family:
 //  - bf16, D in {64, 128}: tiles of 64 queries x 64 keys in shared memory, 4 warps per block,
@@ -43,11 +45,12 @@ using Dims = AttentionDims;
 // DeviceGuard: common.cuh.
 
 // allow_offset: the forward takes Tq < Tk queries (KV-cached decoding), which it runs on the plain
-// warp-per-row path in bf16 as in f32 (any D <= 128).
+// warp-per-row path in bf16 as in f32 (any D <= 128). strided: the kernel keeps the strided
+// contract.
 inline Dims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
-                      bool allow_offset = false) {
-  const Dims d =
-      check_attention_qkv((std::string("cuda ") + kernel).c_str(), q, k, v, allow_offset);
+                      bool allow_offset = false, bool strided = false) {
+  const Dims d = check_attention_qkv((std::string("cuda ") + kernel).c_str(), q, k, v, allow_offset,
+                                     strided);
   const int64_t D = d.D;
   if (q.dtype() == DType::BF16 && d.offset() > 0) {
     TESSERA_CHECK(D >= 1 && D <= kPlainMaxD, "cuda ", kernel,
@@ -65,12 +68,22 @@ inline Dims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, cons
   TESSERA_CHECK(q.size(1) * q.size(0) <= 65535, "cuda ", kernel,
                 ": B * H = ", q.size(0) * q.size(1), " exceeds the grid limit 65535, q ",
                 shape_str(q.shape()));
-  // k and v are contiguous, or (with a query offset, on the plain path) the filled prefixes of
-  // cache buffers: check_attention_qkv checked their layout.
+  // check_attention_qkv checked the layouts: under the dense contract k and v are contiguous or
+  // (with a query offset) the filled prefixes of cache buffers, and q must be contiguous.
   for (const Tensor* t : {&q, &k, &v})
-    TESSERA_CHECK((t != &q || t->is_contiguous()) && t->device().is_cuda(), "cuda ", kernel,
-                  ": inputs must be CUDA tensors, q contiguous, got ", t->str());
+    TESSERA_CHECK((strided || t != &q || t->is_contiguous()) && t->device().is_cuda(), "cuda ",
+                  kernel, ": inputs must be CUDA tensors", strided ? "" : ", q contiguous",
+                  ", got ", t->str());
   return d;
+}
+
+// An output or input under the strided contract: shape, dtype, contiguous rows (disjoint for an
+// output), on q's device.
+inline void check_view(const char* kernel, const char* name, const Tensor& t, const Shape& shape,
+                       DType dtype, const Tensor& q, bool output) {
+  check_attention_view((std::string("cuda ") + kernel).c_str(), name, t, shape, dtype, output);
+  TESSERA_CHECK(t.device() == q.device(), "cuda ", kernel, ": ", name, " must be on ",
+                q.device().str(), ", got ", t.str());
 }
 
 inline void check_like(const char* kernel, const char* name, const Tensor& t, const Shape& shape,
@@ -82,11 +95,16 @@ inline void check_like(const char* kernel, const char* name, const Tensor& t, co
                 t.defined() ? t.str() : std::string("an undefined tensor"));
 }
 
-// The tensor-core path reads and writes rows of 8 bf16 (16 bytes) at a time.
+// The tensor-core path reads and writes rows of 8 bf16 (16 bytes) at a time: every row must start
+// on a 16-byte boundary, so the data pointer and the batch, head and position strides of a view
+// (in elements) must be multiples of 8.
 inline bool aligned16(const Tensor& t) {
-  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  if (reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0) return false;
+  for (int i = 0; i < 3 && i < t.dim(); ++i)
+    if (t.size(i) > 1 && t.strides()[size_t(i)] % 8 != 0) return false;
+  return true;
 }
-// An input as is when 16-byte aligned, else an aligned copy (a view at an odd offset).
+// An input as is when its rows are 16-byte aligned, else an aligned contiguous copy.
 inline Tensor aligned_input(const Tensor& t) {
   if (t.dtype() != DType::BF16 || aligned16(t)) return t;
   Tensor c = Tensor::empty(t.shape(), t.options());
@@ -161,15 +179,20 @@ __device__ __forceinline__ Stick stick_terms(float z) {
   return s;
 }
 
-// out[r] = sum_e a[r, e] * b[r, e] over rows of D (one warp per row): rowsum(dout * out) for the
-// backward passes (FlashAttention-2's D; stick-breaking's total of g plus the remainder term).
+// out[r] = sum_e a[r, e] * b[r, e] over the rows r = (b H + h) T + t of two (B, H, T, D) views
+// (one warp per row): rowsum(dout * out) for the backward passes (FlashAttention-2's D;
+// stick-breaking's total of g plus the remainder term). out is a contiguous (B, H, T).
 template <typename T>
-__global__ void rowdot_kernel(float* out, const T* a, const T* b, int64_t rows, int D) {
+__global__ void rowdot_kernel(float* out, const T* a, const T* b, HeadStrides sa, HeadStrides sb,
+                              int64_t rows, int64_t H, int64_t T_len, int D) {
   const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
+  const int64_t t = row % T_len, h = (row / T_len) % H, bi = row / (T_len * H);
+  const T* ar = a + sa.row(bi, h, t);
+  const T* br = b + sb.row(bi, h, t);
   float s = 0;
-  for (int e = lane; e < D; e += 32) s += to_f32(a[row * D + e]) * to_f32(b[row * D + e]);
+  for (int e = lane; e < D; e += 32) s += to_f32(ar[e]) * to_f32(br[e]);
   s = warp_sum(s);
   if (lane == 0) out[row] = s;
 }
@@ -181,7 +204,8 @@ inline void rowdot(const Tensor& out, const Tensor& a, const Tensor& b) {
   const int warps = 8;
   rowdot_kernel<T><<<unsigned((rows + warps - 1) / warps), warps * 32>>>(
       static_cast<float*>(out.data_ptr()), static_cast<const T*>(a.data_ptr()),
-      static_cast<const T*>(b.data_ptr()), rows, D);
+      static_cast<const T*>(b.data_ptr()), head_strides(a), head_strides(b), rows, a.size(1),
+      a.size(2), D);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -204,17 +228,18 @@ struct TileLayout {
                 "regions must keep 128-byte alignment");
 };
 
-// Rows [row0, row0 + 64) of a (rows_total, D) bf16 matrix into a padded shared tile; rows past
-// rows_total read as zeros (their scores are masked, and zero rows add nothing to products).
+// Rows [row0, row0 + 64) of a (rows_total, D) bf16 matrix whose rows lie ld elements apart (D
+// when dense; a multiple of 8) into a padded shared tile; rows past rows_total read as zeros
+// (their scores are masked, and zero rows add nothing to products).
 template <int D>
 __device__ __forceinline__ void load_tile(bf16_t* dst, const bf16_t* src, int64_t row0,
-                                          int64_t rows_total) {
+                                          int64_t rows_total, int64_t ld = D) {
   constexpr int kVec = 8;  // bf16 per 16-byte load
   constexpr int kPerRow = D / kVec;
   for (int idx = threadIdx.x; idx < kTile * kPerRow; idx += blockDim.x) {
     const int r = idx / kPerRow, c = (idx % kPerRow) * kVec;
     uint4 val = make_uint4(0, 0, 0, 0);
-    if (row0 + r < rows_total) val = *reinterpret_cast<const uint4*>(src + (row0 + r) * D + c);
+    if (row0 + r < rows_total) val = *reinterpret_cast<const uint4*>(src + (row0 + r) * ld + c);
     *reinterpret_cast<uint4*>(dst + r * TileLayout<D>::ld_in + c) = val;
   }
 }
@@ -277,11 +302,13 @@ __device__ __forceinline__ void warp_pm(FragC (&acc)[D / 16], const bf16_t* p, c
   }
 }
 
-// One warp's 16 x D accumulator out to rows [row0, row0 + 16) of a (rows_total, D) matrix, times
-// `mul`, through a 16 x ld_acc f32 staging area (the warp's own).
+// One warp's 16 x D accumulator out to rows [row0, row0 + 16) of a (rows_total, D) matrix whose
+// rows lie ld elements apart (D when dense), times `mul`, through a 16 x ld_acc f32 staging area
+// (the warp's own).
 template <int D, typename T>
 __device__ __forceinline__ void warp_store_acc(T* dst, int64_t row0, int64_t rows_total,
-                                               FragC (&acc)[D / 16], float* stage, float mul) {
+                                               FragC (&acc)[D / 16], float* stage, float mul,
+                                               int64_t ld_dst = D) {
   constexpr int ld = TileLayout<D>::ld_acc;
 #pragma unroll
   for (int ct = 0; ct < D / 16; ++ct)
@@ -290,7 +317,7 @@ __device__ __forceinline__ void warp_store_acc(T* dst, int64_t row0, int64_t row
   const int lane = threadIdx.x % 32;
   for (int idx = lane; idx < 16 * D; idx += 32) {
     const int r = idx / D, c = idx % D;
-    if (row0 + r < rows_total) dst[(row0 + r) * D + c] = from_f32<T>(mul * stage[r * ld + c]);
+    if (row0 + r < rows_total) dst[(row0 + r) * ld_dst + c] = from_f32<T>(mul * stage[r * ld + c]);
   }
   __syncwarp();
 }

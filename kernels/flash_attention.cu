@@ -3,6 +3,10 @@
 // window. The CPU twin (src/backend/cpu/attention.cpp, flash_attention_*) is the reference.
 //
 // q, out, dq, dout (B, H, T, D) bf16 or f32; k, v, dk, dv (B, Hkv, T, D); lse (B, H, T) f32.
+// Every tensor but lse may be any view whose rows are contiguous (the strided contract of
+// src/backend/attention_shapes.h; FlashParams carries each one's HeadStrides): the heads of a fused
+// q, k, v projection are read where they lie and out, dq, dk, dv written in the projections'
+// (B, T, H, D) order (ops/packed_attention.h), and a KV cache's filled prefix is read in place.
 // Query i attends key j when j <= i and (window <= 0 or i - j < window). The forward also takes
 // q (B, H, Tq, D) over Tk > Tq keys (KV-cached decoding): query i then sits at position
 // Tk - Tq + i, on the plain path (flash_forward_plain) for bf16 and f32 alike.
@@ -29,15 +33,22 @@ struct FlashParams {
   float scale;
   int64_t window;  // <= 0: no window
   int64_t Tk;      // keys; query i sits at position Tk - T + i
-  int64_t kv_rows;  // positions between (b, kv head) rows of k and v: Tk, or a cache's capacity
+  // Where each tensor's rows lie (element (b, h, t, e) at s.row(b, h, t) + e); the backward's
+  // gradients take theirs from dq, dk, dv and dout.
+  HeadStrides q, k, v, o;
+  HeadStrides dq, dk, dv, dout;
 };
 
 __device__ __forceinline__ bool visible(int64_t i, int64_t j, const FlashParams& p) {
   return j <= i && i < p.T && (p.window <= 0 || i - j < p.window);
 }
 
-__device__ __forceinline__ int64_t kv_head_of(int bh, int H, int Hkv) {
-  return int64_t(bh / H) * Hkv + (bh % H) / (H / Hkv);
+// Batch, query head and kv head of grid row bh = b H + h.
+struct HeadIndex {
+  int64_t b, h, g;
+};
+__device__ __forceinline__ HeadIndex head_index(int bh, const FlashParams& p) {
+  return {bh / p.H, bh % p.H, (bh % p.H) / (p.H / p.Hkv)};
 }
 
 // Key tiles [first, last] that query tile [q0, q0 + 64) can see.
@@ -79,11 +90,11 @@ __global__ void __launch_bounds__(kThreads)
   const int bh = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t q0 = qt * kTile, T = p.T;
-  const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
-  const bf16_t* kh = k + kvh * T * D;
-  const bf16_t* vh = v + kvh * T * D;
+  const HeadIndex hi = head_index(bh, p);
+  const bf16_t* kh = k + p.k.row(hi.b, hi.g, 0);
+  const bf16_t* vh = v + p.v.row(hi.b, hi.g, 0);
 
-  load_tile<D>(Qs, q + int64_t(bh) * T * D, q0, T);
+  load_tile<D>(Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
   for (int idx = threadIdx.x; idx < kTile * L::ld_acc; idx += blockDim.x) Os[idx] = 0.0f;
   if (threadIdx.x < kTile) {
     m_s[threadIdx.x] = -INFINITY;
@@ -95,8 +106,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t kt = first_key_tile(q0, p); kt <= last_key_tile(q0, p); ++kt) {
     const int64_t k0 = kt * kTile;
     __syncthreads();  // the previous tile's K, V are no longer read
-    load_tile<D>(Ks, kh, k0, T);
-    load_tile<D>(Vs, vh, k0, T);
+    load_tile<D>(Ks, kh, k0, T, p.k.t);
+    load_tile<D>(Vs, vh, k0, T, p.v.t);
     __syncthreads();
     warp_abt<D>(Sw, Qs + warp * 16 * L::ld_in, Ks);
     __syncwarp();
@@ -153,8 +164,7 @@ __global__ void __launch_bounds__(kThreads)
     const int r = idx / D, c = idx % D;
     const int64_t i = q0 + warp * 16 + r;
     if (i < T)
-      out[(int64_t(bh) * T + i) * D + c] =
-          from_f32<bf16_t>(Ow[r * L::ld_acc + c] / l_s[warp * 16 + r]);
+      out[p.o.row(hi.b, hi.h, i) + c] = from_f32<bf16_t>(Ow[r * L::ld_acc + c] / l_s[warp * 16 + r]);
   }
   if (lane < 16) {
     const int64_t i = q0 + warp * 16 + lane;
@@ -200,8 +210,8 @@ __global__ void __launch_bounds__(kThreads)
   const int b = bkv / p.Hkv, g = bkv % p.Hkv, G = p.H / p.Hkv;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t k0 = kt * kTile, T = p.T;
-  load_tile<D>(Ks, k + int64_t(bkv) * T * D, k0, T);
-  load_tile<D>(Vs, v + int64_t(bkv) * T * D, k0, T);
+  load_tile<D>(Ks, k + p.k.row(b, g, 0), k0, T, p.k.t);
+  load_tile<D>(Vs, v + p.v.row(b, g, 0), k0, T, p.v.t);
 
   FragC dk_acc[D / 16], dv_acc[D / 16];
 #pragma unroll
@@ -219,8 +229,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t qt = kt; qt <= last_q / kTile; ++qt) {
       const int64_t q0 = qt * kTile;
       __syncthreads();  // the previous query tile is no longer read
-      load_tile<D>(Qs, q + bh * T * D, q0, T);
-      load_tile<D>(dOs, dout + bh * T * D, q0, T);
+      load_tile<D>(Qs, q + p.q.row(b, h, 0), q0, T, p.q.t);
+      load_tile<D>(dOs, dout + p.dout.row(b, h, 0), q0, T, p.dout.t);
       if (threadIdx.x < kTile) {
         const int64_t i = q0 + threadIdx.x;
         lse_s[threadIdx.x] = i < T ? lse[bh * T + i] : INFINITY;
@@ -249,8 +259,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();  // the score tiles become the staging area
   float* stage = reinterpret_cast<float*>(smem + M::s) + warp * 16 * L::ld_acc;
-  warp_store_acc<D>(dv + int64_t(bkv) * T * D, k0 + warp * 16, T, dv_acc, stage, 1.0f);
-  warp_store_acc<D>(dk + int64_t(bkv) * T * D, k0 + warp * 16, T, dk_acc, stage, p.scale);
+  warp_store_acc<D>(dv + p.dv.row(b, g, 0), k0 + warp * 16, T, dv_acc, stage, 1.0f, p.dv.t);
+  warp_store_acc<D>(dk + p.dk.row(b, g, 0), k0 + warp * 16, T, dk_acc, stage, p.scale, p.dk.t);
 }
 
 // dQ for one query tile: loops over the key tiles it can see. Warp w owns queries 16w..16w+15.
@@ -275,9 +285,9 @@ __global__ void __launch_bounds__(kThreads)
   const int bh = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t q0 = qt * kTile, T = p.T;
-  const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
-  load_tile<D>(Qs, q + int64_t(bh) * T * D, q0, T);
-  load_tile<D>(dOs, dout + int64_t(bh) * T * D, q0, T);
+  const HeadIndex hi = head_index(bh, p);
+  load_tile<D>(Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
+  load_tile<D>(dOs, dout + p.dout.row(hi.b, hi.h, 0), q0, T, p.dout.t);
   if (threadIdx.x < kTile) {
     const int64_t i = q0 + threadIdx.x;
     lse_s[threadIdx.x] = i < T ? lse[int64_t(bh) * T + i] : INFINITY;
@@ -292,8 +302,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t kt = first_key_tile(q0, p); kt <= last_key_tile(q0, p); ++kt) {
     const int64_t k0 = kt * kTile;
     __syncthreads();
-    load_tile<D>(Ks, k + kvh * T * D, k0, T);
-    load_tile<D>(Vs, v + kvh * T * D, k0, T);
+    load_tile<D>(Ks, k + p.k.row(hi.b, hi.g, 0), k0, T, p.k.t);
+    load_tile<D>(Vs, v + p.v.row(hi.b, hi.g, 0), k0, T, p.v.t);
     __syncthreads();
     warp_abt<D>(Sw, Qs + warp * 16 * L::ld_in, Ks);    // S = Q K^T
     warp_abt<D>(dPw, dOs + warp * 16 * L::ld_in, Vs);  // dP = dO V^T
@@ -314,7 +324,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
   float* stage = reinterpret_cast<float*>(smem + M::s) + warp * 16 * L::ld_acc;
-  warp_store_acc<D>(dq + int64_t(bh) * T * D, q0 + warp * 16, T, dq_acc, stage, p.scale);
+  warp_store_acc<D>(dq + p.dq.row(hi.b, hi.h, 0), q0 + warp * 16, T, dq_acc, stage, p.scale,
+                    p.dq.t);
 }
 
 // ---- f32, plain -------------------------------------------------------------------------------
@@ -336,11 +347,12 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   const int64_t pos = Tk - T + i;  // the query's position among the keys
   const int bh = blockIdx.y;
   if (i >= T) return;  // whole warps only; no block-wide barrier below
-  const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
-  const E* kh = k + kvh * p.kv_rows * D;  // a cache's filled prefix is read in place
-  const E* vh = v + kvh * p.kv_rows * D;
+  const HeadIndex hi = head_index(bh, p);
+  const E* kh = k + p.k.row(hi.b, hi.g, 0);  // key j at kh + j p.k.t: a cache's prefix too
+  const E* vh = v + p.v.row(hi.b, hi.g, 0);
+  const E* qi = q + p.q.row(hi.b, hi.h, i);
   float* qs = plain_smem + warp * D;
-  for (int e = lane; e < D; e += 32) qs[e] = to_f32(q[(int64_t(bh) * T + i) * D + e]);
+  for (int e = lane; e < D; e += 32) qs[e] = to_f32(qi[e]);
   __syncwarp();
   float o[kPerLane] = {};
   float m = -INFINITY, l = 0.0f;
@@ -350,7 +362,8 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
     float s = -INFINITY;
     if (j <= pos) {
       float dot = 0.0f;
-      for (int e = 0; e < D; ++e) dot += qs[e] * to_f32(kh[j * D + e]);
+      const E* kj = kh + j * p.k.t;
+      for (int e = 0; e < D; ++e) dot += qs[e] * to_f32(kj[e]);
       s = dot * p.scale;
     }
     const float m_new = fmaxf(m, warp_max(s));  // finite: key c0 <= pos is visible
@@ -362,17 +375,17 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
     const int n = int(pos - c0 + 1 < 32 ? pos - c0 + 1 : 32);
     for (int src = 0; src < n; ++src) {
       const float pv = __shfl_sync(kFull, pj, src);
-      const E* vr = vh + (c0 + src) * D;
+      const E* vr = vh + (c0 + src) * p.v.t;
 #pragma unroll
       for (int t = 0; t < kPerLane; ++t)
         if (lane + 32 * t < D) o[t] += pv * to_f32(vr[lane + 32 * t]);
     }
     m = m_new;
   }
+  E* oi = out + p.o.row(hi.b, hi.h, i);
 #pragma unroll
   for (int t = 0; t < kPerLane; ++t)
-    if (lane + 32 * t < D)
-      out[(int64_t(bh) * T + i) * D + lane + 32 * t] = from_f32<E>(o[t] / l);
+    if (lane + 32 * t < D) oi[lane + 32 * t] = from_f32<E>(o[t] / l);
   if (lane == 0) lse[int64_t(bh) * T + i] = m + logf(l);
 }
 
@@ -385,14 +398,16 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   const int64_t i = int64_t(blockIdx.x) * kPlainWarps + warp, T = p.T;
   const int bh = blockIdx.y;
   if (i >= T) return;
-  const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
-  const float* kh = k + kvh * T * D;
-  const float* vh = v + kvh * T * D;
+  const HeadIndex hi = head_index(bh, p);
+  const float* kh = k + p.k.row(hi.b, hi.g, 0);
+  const float* vh = v + p.v.row(hi.b, hi.g, 0);
+  const float* qi = q + p.q.row(hi.b, hi.h, i);
+  const float* doi = dout + p.dout.row(hi.b, hi.h, i);
   float* qs = plain_smem + warp * 2 * D;
   float* dos = qs + D;
   for (int e = lane; e < D; e += 32) {
-    qs[e] = q[(int64_t(bh) * T + i) * D + e];
-    dos[e] = dout[(int64_t(bh) * T + i) * D + e];
+    qs[e] = qi[e];
+    dos[e] = doi[e];
   }
   __syncwarp();
   const float li = lse[int64_t(bh) * T + i], di = drow[int64_t(bh) * T + i];
@@ -403,24 +418,27 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
     float ds = 0.0f;
     if (j <= i) {
       float s = 0.0f, dp = 0.0f;
+      const float* kj = kh + j * p.k.t;
+      const float* vj = vh + j * p.v.t;
       for (int e = 0; e < D; ++e) {
-        s += qs[e] * kh[j * D + e];
-        dp += dos[e] * vh[j * D + e];
+        s += qs[e] * kj[e];
+        dp += dos[e] * vj[e];
       }
       ds = expf(s * p.scale - li) * (dp - di);
     }
     const int n = int(i - c0 + 1 < 32 ? i - c0 + 1 : 32);
     for (int src = 0; src < n; ++src) {
       const float dsv = __shfl_sync(kFull, ds, src);
-      const float* kr = kh + (c0 + src) * D;
+      const float* kr = kh + (c0 + src) * p.k.t;
 #pragma unroll
       for (int t = 0; t < kPerLane; ++t)
         if (lane + 32 * t < D) acc[t] += dsv * kr[lane + 32 * t];
     }
   }
+  float* dqi = dq + p.dq.row(hi.b, hi.h, i);
 #pragma unroll
   for (int t = 0; t < kPerLane; ++t)
-    if (lane + 32 * t < D) dq[(int64_t(bh) * T + i) * D + lane + 32 * t] = p.scale * acc[t];
+    if (lane + 32 * t < D) dqi[lane + 32 * t] = p.scale * acc[t];
 }
 
 // One warp per block of 32 keys of one kv head (lane = key); queries visited one at a time, the
@@ -438,16 +456,18 @@ __global__ void __launch_bounds__(32)
   float* dks = plain_smem;
   float* dvs = plain_smem + 32 * ld;
   for (int e = 0; e < D; ++e) dks[lane * ld + e] = dvs[lane * ld + e] = 0.0f;
-  const float* kj = k + (int64_t(bkv) * T + j) * D;
-  const float* vj = v + (int64_t(bkv) * T + j) * D;
+  // Lanes past T point at row T - 1 (read, never used: they skip every query below).
+  const int64_t jr = j < T ? j : T - 1;
+  const float* kj = k + p.k.row(b, g, jr);
+  const float* vj = v + p.v.row(b, g, jr);
   const int64_t last_q =
       p.window > 0 && j0 + 31 + p.window - 1 < T - 1 ? j0 + 31 + p.window - 1 : T - 1;
   for (int h = g * G; h < (g + 1) * G; ++h) {
     const int64_t bh = int64_t(b) * p.H + h;
     for (int64_t i = j0; i <= last_q; ++i) {
       if (j >= T || !visible(i, j, p)) continue;
-      const float* qi = q + (bh * T + i) * D;
-      const float* doi = dout + (bh * T + i) * D;
+      const float* qi = q + p.q.row(b, h, i);
+      const float* doi = dout + p.dout.row(b, h, i);
       float s = 0.0f, dp = 0.0f;
       for (int e = 0; e < D; ++e) {
         s += qi[e] * kj[e];
@@ -461,15 +481,30 @@ __global__ void __launch_bounds__(32)
       }
     }
   }
-  if (j < T)
+  if (j < T) {
+    float* dkj = dk + p.dk.row(b, g, j);
+    float* dvj = dv + p.dv.row(b, g, j);
     for (int e = 0; e < D; ++e) {
-      dk[(int64_t(bkv) * T + j) * D + e] = p.scale * dks[lane * ld + e];
-      dv[(int64_t(bkv) * T + j) * D + e] = dvs[lane * ld + e];
+      dkj[e] = p.scale * dks[lane * ld + e];
+      dvj[e] = dvs[lane * ld + e];
     }
+  }
 }
 
-FlashParams params_of(const Dims& d, double scale, int64_t window) {
-  return {d.T, int(d.H), int(d.Hkv), float(scale), window, d.Tk, d.kv_rows};
+// The forward's parameters; the backward adds its gradients' strides (with_grads).
+FlashParams params_of(const Dims& d, double scale, int64_t window, const Tensor& out) {
+  FlashParams p{};
+  p.T = d.T, p.H = int(d.H), p.Hkv = int(d.Hkv), p.scale = float(scale), p.window = window;
+  p.Tk = d.Tk, p.q = d.q, p.k = d.k, p.v = d.v, p.o = head_strides(out);
+  return p;
+}
+FlashParams with_grads(FlashParams p, const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                       const Tensor& dout) {
+  p.dq = head_strides(dq);
+  p.dk = head_strides(dk);
+  p.dv = head_strides(dv);
+  p.dout = head_strides(dout);
+  return p;
 }
 
 }  // namespace
@@ -477,16 +512,17 @@ FlashParams params_of(const Dims& d, double scale, int64_t window) {
 void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                              const Tensor& v, double scale, int64_t window) {
   const char* name = "flash_attention_forward";
-  const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/true);
-  check_like(name, "out", out, q.shape(), q.dtype(), q);
+  const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/true, /*strided=*/true);
+  check_view(name, "out", out, q.shape(), q.dtype(), q, /*output=*/true);
   check_like(name, "lse", lse, {d.B, d.H, d.T}, DType::F32, q);
   if (d.T == 0 || d.B == 0 || d.H == 0) return;
   DeviceGuard guard(q.device().index);
-  const FlashParams p = params_of(d, scale, window);
+  FlashParams p = params_of(d, scale, window, out);
   float* lp = static_cast<float*>(lse.data_ptr());
   if (q.dtype() == DType::BF16 && d.offset() == 0) {
     check_aligned_output(name, "out", out);
     Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
+    p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);  // copies are dense
     const dim3 grid(unsigned((d.T + kTile - 1) / kTile), unsigned(d.B * d.H));
     auto launch = [&](auto kernel, size_t bytes) {
       allow_smem(kernel, bytes);
@@ -519,16 +555,16 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
                               const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                               const Tensor& out, const Tensor& lse, double scale, int64_t window) {
   const char* name = "flash_attention_backward";
-  const Dims d = check_qkv(name, q, k, v);
-  check_like(name, "dq", dq, q.shape(), q.dtype(), q);
-  check_like(name, "dk", dk, k.shape(), q.dtype(), q);
-  check_like(name, "dv", dv, v.shape(), q.dtype(), q);
-  check_like(name, "dout", dout, q.shape(), q.dtype(), q);
-  check_like(name, "out", out, q.shape(), q.dtype(), q);
+  const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/false, /*strided=*/true);
+  check_view(name, "dq", dq, q.shape(), q.dtype(), q, /*output=*/true);
+  check_view(name, "dk", dk, k.shape(), q.dtype(), q, /*output=*/true);
+  check_view(name, "dv", dv, v.shape(), q.dtype(), q, /*output=*/true);
+  check_view(name, "dout", dout, q.shape(), q.dtype(), q, /*output=*/false);
+  check_view(name, "out", out, q.shape(), q.dtype(), q, /*output=*/false);
   check_like(name, "lse", lse, {d.B, d.H, d.T}, DType::F32, q);
   if (d.T == 0 || d.B == 0 || d.H == 0) return;
   DeviceGuard guard(q.device().index);
-  const FlashParams p = params_of(d, scale, window);
+  FlashParams p = with_grads(params_of(d, scale, window, out), dq, dk, dv, dout);
   Tensor drow = Tensor::empty({d.B, d.H, d.T}, {DType::F32, q.device()});  // rowsum(dO * O)
   const float* lp = static_cast<const float*>(lse.data_ptr());
   const float* dr = static_cast<const float*>(drow.data_ptr());
@@ -539,6 +575,8 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
     rowdot<bf16_t>(drow, dout, out);
     Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v),
            dO = aligned_input(dout);
+    p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);  // copies are dense
+    p.dout = head_strides(dO);
     auto ptr = [](const Tensor& t) { return static_cast<const bf16_t*>(t.data_ptr()); };
     auto mut = [](const Tensor& t) { return static_cast<bf16_t*>(t.data_ptr()); };
     const unsigned tiles = unsigned((d.T + kTile - 1) / kTile);

@@ -1,14 +1,28 @@
 // The shape contract of every attention kernel in the table (backend/kernels.h): q (B, H, T, D),
-// k and v (B, Hkv, T, D) with H a multiple of Hkv, one dtype, k and v contiguous. The forward
-// kernels that take a query offset (flash_attention_forward, stick_breaking_forward) also accept
-// q (B, H, Tq, D) with Tq <= Tk, the keys' length: query i then sits at position Tk - Tq + i; with
-// Tq < Tk, k and v may also be the filled prefix of longer (B, Hkv, S, D) buffers (a KV cache
-// narrowed to its length), read in place. Plain C++, shared by the CPU kernels and the CUDA ones
-// (which add their own device, dtype and size limits after it).
+// k and v (B, Hkv, T, D) with H a multiple of Hkv, one dtype. The forward kernels that take a query
+// offset (flash_attention_forward, stick_breaking_forward) also accept q (B, H, Tq, D) with
+// Tq <= Tk, the keys' length: query i then sits at position Tk - Tq + i.
+//
+// Layouts, two contracts:
+//  - strided (the flash kernels on every device, the materialised kernels on the CPU): q, k, v,
+//    out and the gradients are any (B, H, T, D) views whose D values per row are contiguous
+//    (HeadStrides). Attention then reads q, k and v where a fused (B, T, (H + 2 Hkv) D) projection
+//    left them and writes out and dq, dk, dv in the (B, T, H, D) order the projections use, with
+//    no head split or merge copies (ops/packed_attention.h). A KV cache's filled prefix is such a
+//    view too.
+//  - dense (the stick-breaking kernels, the CUDA materialised ones): q, out and the gradients
+//    contiguous; k and v contiguous, or with Tq < Tk the filled prefixes of two (B, Hkv, S, D)
+//    buffers (kv_rows).
+// Plain C++, shared by the CPU kernels and the CUDA ones (which add their own device, dtype and
+// size limits after it).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <utility>
+#include <vector>
 
+#include "core/host_device.h"
 #include "core/tensor.h"
 
 namespace tessera {
@@ -21,11 +35,48 @@ inline constexpr int64_t kCudaPlainMaxHeadDim = 128;
 // 48 KiB (the limit without an opt-in) less the kernels' static 32-float reduction scratch.
 inline constexpr int64_t kCudaMaterialisedMaxFloats = (48 * 1024 - 256) / 4;  // T + D <= this
 
+// Where the rows of a (B, H, T, D) view lie: element (b, h, t, e) sits b * b + h * h + t * t + e
+// elements past its data pointer, its D values contiguous. A contiguous tensor has
+// {H T D, T D, D}; the query heads of a contiguous fused (B, T, W) projection {T W, D, W}.
+struct HeadStrides {
+  int64_t b = 0, h = 0, t = 0;
+  TESSERA_HD int64_t row(int64_t bi, int64_t hi, int64_t ti) const {
+    return bi * b + hi * h + ti * t;
+  }
+};
+
+inline HeadStrides head_strides(const Tensor& t) {
+  const Shape& s = t.strides();
+  return {s[0], s[1], s[2]};
+}
+
+// Whether t is a (B, H, T, D) view whose rows each hold their D values contiguously.
+inline bool has_unit_rows(const Tensor& t) {
+  return t.dim() == 4 && (t.size(3) <= 1 || t.strides()[3] == 1);
+}
+
+// Whether no two rows of a (B, H, T, D) view with unit rows share an element, so a kernel may
+// write them in parallel: ordered by stride, every dimension of size > 1 steps past the extent of
+// the ones inside it.
+inline bool rows_disjoint(const Tensor& t) {
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size)
+  for (int i = 0; i < 3; ++i)
+    if (t.size(i) > 1) dims.emplace_back(t.strides()[size_t(i)], t.size(i));
+  std::sort(dims.begin(), dims.end());
+  int64_t extent = t.size(3);  // elements one row spans
+  for (const auto& [stride, size] : dims) {
+    if (stride < extent) return false;
+    extent = stride * (size - 1) + extent;
+  }
+  return true;
+}
+
 struct AttentionDims {
   int64_t B, H, Hkv, T, D;  // T: queries
   int64_t Tk = 0;           // keys and values; == T unless the kernel takes a query offset
-  int64_t kv_rows = 0;      // positions from one (b, kv head) row of k and v to the next: Tk, or
-                            // a cache buffer's capacity when k and v are its filled prefix
+  int64_t kv_rows = 0;      // dense contract: positions from one (b, kv head) row of k and v to
+                            // the next: Tk, or a cache buffer's capacity for its filled prefix
+  HeadStrides q, k, v;      // where the inputs' rows lie
   int64_t offset() const { return Tk - T; }  // position of query 0
 };
 
@@ -44,9 +95,10 @@ inline int64_t kv_row_stride(const Tensor& t) {
 }
 
 // Throws, naming the kernel and the three shapes (or dtypes), unless q, k and v keep the contract.
-// allow_offset: the kernel takes Tq <= Tk.
+// allow_offset: the kernel takes Tq <= Tk. strided: the kernel keeps the strided contract.
 inline AttentionDims check_attention_qkv(const char* kernel, const Tensor& q, const Tensor& k,
-                                         const Tensor& v, bool allow_offset = false) {
+                                         const Tensor& v, bool allow_offset = false,
+                                         bool strided = false) {
   TESSERA_CHECK(
       q.dim() == 4 && k.dim() == 4 && k.shape() == v.shape() && q.size(0) == k.size(0) &&
           k.size(1) > 0 && q.size(1) % k.size(1) == 0 &&
@@ -59,30 +111,63 @@ inline AttentionDims check_attention_qkv(const char* kernel, const Tensor& q, co
   TESSERA_CHECK(k.dtype() == q.dtype() && v.dtype() == q.dtype(), kernel, ": dtypes differ: q ",
                 dtype_name(q.dtype()), ", k ", dtype_name(k.dtype()), ", v ",
                 dtype_name(v.dtype()));
+  AttentionDims d{q.size(0), q.size(1), k.size(1), q.size(2), q.size(3), k.size(2), 0,
+                  head_strides(q), head_strides(k), head_strides(v)};
+  if (strided) {
+    for (const Tensor* t : {&q, &k, &v})
+      TESSERA_CHECK(has_unit_rows(*t), kernel, ": q, k and v must hold each row's ", d.D,
+                    " values contiguously, got ", t == &q ? "q " : t == &k ? "k " : "v ", t->str(),
+                    " with strides ", shape_str(t->strides()));
+    return d;
+  }
   const bool prefix_ok = allow_offset && q.size(2) < k.size(2);
   const int64_t rows = kv_row_stride(k);
   TESSERA_CHECK(rows > 0 && kv_row_stride(v) == rows && (prefix_ok || rows == k.size(2)), kernel,
                 ": k and v must be contiguous",
                 prefix_ok ? " or the filled prefixes of two (B, Hkv, S, D) buffers of one S" : "",
                 ", got k ", k.str(), ", v ", v.str());
-  return {q.size(0), q.size(1), k.size(1), q.size(2), q.size(3), k.size(2), rows};
+  d.kv_rows = rows;
+  return d;
 }
 
-// Throws unless t has this shape and dtype (an output or saved tensor of an attention kernel).
+// Throws unless t is a contiguous tensor of this shape and dtype (a saved statistic, or an output
+// or gradient under the dense contract).
 inline void check_attention_like(const char* kernel, const char* name, const Tensor& t,
                                  const Shape& shape, DType dtype) {
-  TESSERA_CHECK(t.shape() == shape && t.dtype() == dtype, kernel, ": ", name, " must be ",
-                dtype_name(dtype), " ", shape_str(shape), ", got ", t.str());
+  TESSERA_CHECK(t.defined() && t.shape() == shape && t.dtype() == dtype && t.is_contiguous(),
+                kernel, ": ", name, " must be a contiguous ", dtype_name(dtype), " ",
+                shape_str(shape), ", got ", t.defined() ? t.str() : std::string("undefined"));
+}
+
+// Under the strided contract: t has this shape and dtype and unit rows; an output's rows are
+// disjoint as well (written in parallel).
+inline void check_attention_view(const char* kernel, const char* name, const Tensor& t,
+                                 const Shape& shape, DType dtype, bool output) {
+  TESSERA_CHECK(t.defined() && t.shape() == shape && t.dtype() == dtype && has_unit_rows(t) &&
+                    (!output || rows_disjoint(t)),
+                kernel, ": ", name, " must be a ", dtype_name(dtype), " ", shape_str(shape),
+                " view holding each row contiguously", output ? ", no two rows overlapping" : "",
+                ", got ", t.defined() ? t.str() + " with strides " + shape_str(t.strides())
+                                      : std::string("undefined"));
+}
+
+// An output or gradient of an attention kernel under either contract.
+inline void check_attention_out(const char* kernel, const char* name, const Tensor& t,
+                                const Shape& shape, DType dtype, bool strided, bool output) {
+  if (strided)
+    check_attention_view(kernel, name, t, shape, dtype, output);
+  else
+    check_attention_like(kernel, name, t, shape, dtype);
 }
 
 // The gradients of a backward: dq and dout shaped like q, dk like k, dv like v, all in q's dtype.
 inline void check_attention_grads(const char* kernel, const Tensor& dq, const Tensor& dk,
                                   const Tensor& dv, const Tensor& dout, const Tensor& q,
-                                  const Tensor& k, const Tensor& v) {
-  check_attention_like(kernel, "dq", dq, q.shape(), q.dtype());
-  check_attention_like(kernel, "dk", dk, k.shape(), q.dtype());
-  check_attention_like(kernel, "dv", dv, v.shape(), q.dtype());
-  check_attention_like(kernel, "dout", dout, q.shape(), q.dtype());
+                                  const Tensor& k, const Tensor& v, bool strided = false) {
+  check_attention_out(kernel, "dq", dq, q.shape(), q.dtype(), strided, true);
+  check_attention_out(kernel, "dk", dk, k.shape(), q.dtype(), strided, true);
+  check_attention_out(kernel, "dv", dv, v.shape(), q.dtype(), strided, true);
+  check_attention_out(kernel, "dout", dout, q.shape(), q.dtype(), strided, false);
 }
 
 }  // namespace tessera

@@ -9,6 +9,7 @@
 #include "autograd/autograd.h"
 #include "nn/hf_names.h"
 #include "ops/causal_attention.h"
+#include "ops/packed_attention.h"
 #include "ops/ops.h"
 
 namespace tessera::nn {
@@ -233,9 +234,22 @@ void GPT::project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool trai
 
 Tensor GPT::merge_heads(const Block& blk, const Tensor& y, bool training) const {
   const int64_t B = y.size(0), T = y.size(2);
-  Tensor m = y.permute({0, 2, 1, 3}).reshape({B, T, y.size(1) * y.size(3)});  // (B, T, C)
+  // (B, T, C)
+  return project_out(blk, y.permute({0, 2, 1, 3}).reshape({B, T, y.size(1) * y.size(3)}), training);
+}
+
+Tensor GPT::project_out(const Block& blk, const Tensor& m, bool training) const {
   Tensor o = linear(hf_module(cfg_, Part::O, blk.index), m, blk.o_w, blk.o_b);
   return ops::dropout(adapt(Proj::O, blk.index, m, o, training), cfg_.dropout, training);
+}
+
+bool GPT::packed_attention(const Block& blk, const Tensor& x, bool training) const {
+  if (!cfg_.gpt2_names() || cfg_.position == PositionKind::RoPE) return false;
+  if (hook_)
+    for (Proj p : {Proj::Q, Proj::K, Proj::V})
+      if (hook_->adapts(p, blk.index)) return false;
+  return ops::packed_attention_runs(cfg_.attention, x.device(), x.dtype(), cfg_.head_dim(),
+                                    training);
 }
 
 // The configured attention; ops::causal_attention picks the kernel.
@@ -245,6 +259,14 @@ Tensor GPT::attend(const Tensor& q, const Tensor& k, const Tensor& v, bool train
 
 // x (B, T, C) -> (B, T, C)
 Tensor GPT::attention(const Block& blk, const Tensor& x, bool training) const {
+  if (packed_attention(blk, x, training)) {
+    // Heads read and written where the projections keep them: no split or merge copies.
+    Tensor qkv = linear(hf_module(cfg_, Part::QKV, blk.index), x, blk.qkv_w, blk.qkv_b);
+    return project_out(blk,
+                       ops::packed_causal_attention(qkv, cfg_.n_head, cfg_.kv_heads(),
+                                                    cfg_.attention, training),
+                       training);
+  }
   Tensor q, k, v;
   project_qkv(blk, x, 0, training, q, k, v);
   return merge_heads(blk, attend(q, k, v, training), training);

@@ -80,6 +80,13 @@ class LinearHook {
   // For GPT-2's fused c_attn, q, k and v are its three column slices, each adapted on its own.
   virtual Tensor adapt(Proj p, int64_t layer, const Tensor& x, const Tensor& y,
                        bool training) const = 0;
+  // Whether adapt may change projection p of `layer`: the model runs attention straight off a fused
+  // q, k, v projection (ops/packed_attention.h) only when none of the three is adapted.
+  virtual bool adapts(Proj p, int64_t layer) const {
+    (void)p;
+    (void)layer;
+    return true;
+  }
 };
 
 // Keys and values of every layer for incremental decoding: k[l], v[l] are (B, Hkv, capacity, hd);
@@ -158,6 +165,11 @@ class GPT {
   Tensor head(const Tensor& x, bool training) const;
   // y (B, H, T, hd) -> (B, T, C) through the output projection.
   Tensor merge_heads(const Block& blk, const Tensor& y, bool training) const;
+  // m (B, T, C), the heads side by side -> the output projection (and its dropout).
+  Tensor project_out(const Block& blk, const Tensor& m, bool training) const;
+  // Whether blk's attention runs off its fused q, k, v projection (ops/packed_attention.h): GPT-2
+  // names, no RoPE, no hook adapting q, k or v, and a kernel that takes the packed layout.
+  bool packed_attention(const Block& blk, const Tensor& x, bool training) const;
   // q (B, H, Tq, hd), k and v (B, Hkv, Tk, hd), Tq <= Tk -> (B, H, Tq, hd): causal_attention.
   Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training) const;
   Tensor attention(const Block& blk, const Tensor& x, bool training) const;

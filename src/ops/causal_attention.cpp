@@ -8,6 +8,16 @@
 
 namespace tessera::ops {
 
+namespace detail {
+bool softmax_runs_flash(const AttentionSpec& spec, Device device, int64_t head_dim, bool decoding) {
+  // On the GPU the fused flash kernel for head dims 64 and 128 (its tensor-core tiles), else the
+  // materialised CUDA kernel; on the CPU the materialised reference, faster there than the flash
+  // reference's double loops. A window or a query offset needs the flash kernels, which take
+  // both on every device (the offset through their one-warp-per-query-row path).
+  return decoding || spec.window > 0 || (!device.is_cpu() && (head_dim == 64 || head_dim == 128));
+}
+}  // namespace detail
+
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                         const AttentionSpec& spec, bool training) {
   detail::check_attention_inputs("causal_attention", q, k, v, /*allow_offset=*/true);
@@ -25,13 +35,7 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
       o.scale = spec.scale;
       return stick_breaking_attention(q, k, v, o);
     }
-    // On the GPU the fused flash kernel for head dims 64 and 128 (its tensor-core tiles), else the
-    // materialised CUDA kernel; on the CPU the materialised reference, faster there than the flash
-    // reference's double loops. A window or a query offset needs the flash kernels, which take
-    // both on every device (the offset through their one-warp-per-query-row path).
-    const int64_t D = q.size(3);
-    const bool flash =
-        decoding || spec.window > 0 || (!q.device().is_cpu() && (D == 64 || D == 128));
+    const bool flash = detail::softmax_runs_flash(spec, q.device(), q.size(3), decoding);
     return flash ? flash_attention(q, k, v, spec.scale, spec.window)
                  : attention(q, k, v, spec.scale);
   };

@@ -30,4 +30,11 @@ namespace tessera::ops {
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                         const AttentionSpec& spec, bool training = false);
 
+namespace detail {
+// The softmax kernel family causal_attention picks (packed_causal_attention picks the same): flash
+// for a sliding window, a query offset (decoding) or a CUDA head dim of 64 or 128; else the
+// materialised one.
+bool softmax_runs_flash(const AttentionSpec& spec, Device device, int64_t head_dim, bool decoding);
+}  // namespace detail
+
 }  // namespace tessera::ops

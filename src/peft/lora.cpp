@@ -211,6 +211,8 @@ Tensor Lora::adapt(nn::Proj p, int64_t layer, const Tensor& x, const Tensor& y,
   return ops::add(y, ops::scale(delta, scaling_));
 }
 
+bool Lora::adapts(nn::Proj p, int64_t layer) const { return adapters_.count(key(p, layer)) > 0; }
+
 void Lora::merge_into(nn::GPT& dst) const {
   TESSERA_CHECK(!dst.hook(), "merge_into: the destination model has a hook");
   NoGradGuard no_grad;

@@ -103,6 +103,7 @@ class Lora : public nn::LinearHook {
               const Tensor& b) const override;
   Tensor adapt(nn::Proj p, int64_t layer, const Tensor& x, const Tensor& y,
                bool training) const override;
+  bool adapts(nn::Proj p, int64_t layer) const override;
 
  private:
   struct Adapter {

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "backend/profile.h"
 #include "gradcheck.h"
 #include "nn/generate.h"
 #include "nn/gpt.h"
@@ -168,6 +169,48 @@ TEST(GPT, recompute_matches_plain_forward_and_gradients) {
     };
     EXPECT_EQ(run(false), run(true));
   }
+}
+
+namespace {
+// A hook that changes nothing but says it adapts every projection: the model then splits the
+// attention heads instead of running attention off the fused projection (ops/packed_attention.h).
+class SplitHeads : public nn::LinearHook {
+ public:
+  Tensor base(const std::string&, const Tensor& x, const Tensor& w, const Tensor& b) const override {
+    return ops::linear(x, w, b);
+  }
+  Tensor adapt(nn::Proj, int64_t, const Tensor&, const Tensor& y, bool) const override { return y; }
+};
+}  // namespace
+
+TEST(GPT, attention_off_the_fused_projection_equals_split_heads_with_fewer_copies) {
+  // GPT-2 names, learned positions and no hook adapting q, k, v: attention reads the heads where
+  // c_attn left them. Same kernels, same values: loss and every gradient agree exactly with the
+  // split path; the kernel profile shows the head split and merge copies gone.
+  GPTConfig c = tiny_gpt2();
+  c.n_kv_head = 1;  // grouped-query heads too
+  const SplitHeads split;
+  auto run = [&](bool packed, int64_t* copies) {
+    Generator g(4);
+    GPT m(c, g, DType::F64);
+    if (!packed) m.set_hook(&split);
+    profile::start();
+    Tensor loss = m.loss(ids({1, 2, 3, 4, 9, 8, 7, 6}, {2, 4}), ids({2, 3, 4, 5, 8, 7, 6, 5}, {2, 4}));
+    loss.backward();
+    profile::stop();
+    *copies = 0;
+    for (const profile::Row& r : profile::rows())
+      if (r.kernel == "copy") *copies += r.calls;
+    std::vector<std::vector<double>> out{{loss.item()}};
+    for (const auto& [name, t] : m.parameters()) out.push_back(t.grad().to_vector<double>());
+    return out;
+  };
+  int64_t packed_copies = 0, split_copies = 0;
+  EXPECT_EQ(run(true, &packed_copies), run(false, &split_copies));
+  // Per layer the split path copies 3 head splits and a merge forward, and at least as many
+  // backward (here 3 copies in all against 23).
+  EXPECT_LE(packed_copies + 8 * c.n_layer, split_copies)
+      << "packed " << packed_copies << ", split " << split_copies;
 }
 
 TEST(GPT, learns_a_repeated_sequence_with_sgd) {

@@ -163,14 +163,16 @@ TEST(CausalAttention, decoding_reads_a_caches_filled_prefix_in_place) {
                             .narrow(2, Tk - Tq, Tq);
     EXPECT_LT(max_diff(in_place, rows), 1e-12);
   }
-  // Without an offset a kernel takes contiguous k and v only (the ops hand it a copy); a kernel
-  // called directly with another layout is refused, naming it.
+  // The flash kernels take any layout whose rows are contiguous (backend/attention_shapes.h's
+  // strided contract); rows with their values D apart are refused, naming the tensor.
   Tensor out = Tensor::empty(q.shape(), q.options()), lse = Tensor::empty({B, H, Tq}, q.options());
+  const Tensor k_cols = full.k.narrow(2, 0, D).narrow(3, 0, Tq).transpose(2, 3);  // (B, Hkv, Tq, D)
   const std::string e = error_of([&] {
-    TESSERA_KERNEL(q, flash_attention_forward)(out, lse, q, k.narrow(2, 0, Tq), v.narrow(2, 0, Tq),
-                                               0.0, 0);
+    TESSERA_KERNEL(q, flash_attention_forward)(out, lse, q, k_cols, v.narrow(2, 0, Tq), 0.0, 0);
   });
-  EXPECT_NE(e.find("flash_attention_forward: k and v must be contiguous, got k"), std::string::npos)
+  EXPECT_NE(e.find("flash_attention_forward: q, k and v must hold each row's 8 values "
+                   "contiguously, got k"),
+            std::string::npos)
       << e;
 }
 

@@ -1,7 +1,10 @@
 // CPU causal softmax attention, materialised: the reference every fused (flash-style) attention
 // kernel is tested against.
 //
-// q, out, dq, dout (B, H, T, D); k, v, dk, dv (B, Hkv, T, D); probs (B, H, T, T).
+// q, out, dq, dout (B, H, T, D); k, v, dk, dv (B, Hkv, T, D); probs (B, H, T, T). Every kernel here
+// keeps the strided contract of backend/attention_shapes.h: q, k, v, out and the gradients may be
+// any views whose rows are contiguous (HeadStrides), so the fused-projection layout of
+// ops/packed_attention.h runs here exactly as on the GPU; probs and lse are contiguous.
 //
 // Grouped-query attention (GQA; Ainslie et al. 2023, arXiv:2305.13245): the H query heads form Hkv
 // groups of G = H / Hkv consecutive heads, and group g shares kv head g, so query head h reads kv
@@ -41,10 +44,32 @@ namespace {
 using Dims = AttentionDims;
 AttentionDims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
                         bool allow_offset = false) {
-  return check_attention_qkv(kernel, q, k, v, allow_offset);
+  return check_attention_qkv(kernel, q, k, v, allow_offset, /*strided=*/true);
 }
 
 constexpr auto check_like = check_attention_like;
+
+// An output or gradient view (strided contract).
+void check_view(const char* kernel, const char* name, const Tensor& t, const Tensor& like,
+                bool output) {
+  check_attention_view(kernel, name, t, like.shape(), like.dtype(), output);
+}
+
+// Element pointer and row geometry of a strided (B, H, T, D) view.
+template <typename P>
+struct Rows {
+  P* p;
+  HeadStrides s;
+  P* at(int64_t b, int64_t h, int64_t t) const { return p + s.row(b, h, t); }
+};
+template <typename F>
+Rows<const F> rows_of(const Tensor& t) {
+  return {static_cast<const F*>(t.data_ptr()), head_strides(t)};
+}
+template <typename F>
+Rows<F> mut_rows_of(const Tensor& t) {
+  return {static_cast<F*>(t.data_ptr()), head_strides(t)};
+}
 
 }  // namespace
 
@@ -52,35 +77,31 @@ void attention_forward(const Tensor& out, const Tensor& probs, const Tensor& q, 
                        const Tensor& v, double scale) {
   const Dims d = check_qkv("attention_forward", q, k, v);
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
-  check_like("attention_forward", "out", out, q.shape(), q.dtype());
+  check_view("attention_forward", "out", out, q, true);
   check_like("attention_forward", "probs", probs, {B, H, T, T}, q.dtype());
   const int64_t G = H / Hkv;
 
   dispatch_float("attention_forward", q.dtype(), [&](auto z) {
     using F = decltype(z);
-    const F* qp = static_cast<const F*>(q.data_ptr());
-    const F* kp = static_cast<const F*>(k.data_ptr());
-    const F* vp = static_cast<const F*>(v.data_ptr());
-    F* op = static_cast<F*>(out.data_ptr());
+    const Rows<const F> qr = rows_of<F>(q), kr = rows_of<F>(k), vr = rows_of<F>(v);
+    const Rows<F> orow = mut_rows_of<F>(out);
     F* pp = static_cast<F*>(probs.data_ptr());
 #pragma omp parallel if (B * H * T * T * D > 65536)
     {
       std::vector<double> p(size_t(T), 0.0), acc(size_t(D), 0.0);
 #pragma omp for
       for (int64_t bh = 0; bh < B * H; ++bh) {
-        const int64_t kvh = (bh / H) * Hkv + (bh % H) / G;
-        const F* qh = qp + bh * T * D;
-        const F* kh = kp + kvh * T * D;
-        const F* vh = vp + kvh * T * D;
-        F* oh = op + bh * T * D;
+        const int64_t b = bh / H, h = bh % H, hk = h / G;
         F* ph = pp + bh * T * T;
         for (int64_t i = 0; i < T; ++i) {
+          const F* qi = qr.at(b, h, i);
           // Subtracting the row max keeps every exp() <= 1 (stable softmax); row i always has key
           // i itself, so the max is finite for finite inputs.
           double m = -std::numeric_limits<double>::infinity();
           for (int64_t j = 0; j <= i; ++j) {
+            const F* kj = kr.at(b, hk, j);
             double dot = 0;
-            for (int64_t e = 0; e < D; ++e) dot += double(qh[i * D + e]) * double(kh[j * D + e]);
+            for (int64_t e = 0; e < D; ++e) dot += double(qi[e]) * double(kj[e]);
             p[size_t(j)] = scale * dot;
             m = std::max(m, p[size_t(j)]);
           }
@@ -93,35 +114,50 @@ void attention_forward(const Tensor& out, const Tensor& probs, const Tensor& q, 
           for (int64_t j = 0; j <= i; ++j) {
             const double pij = p[size_t(j)] / sum;
             ph[i * T + j] = F(pij);
-            for (int64_t e = 0; e < D; ++e) acc[size_t(e)] += pij * double(vh[j * D + e]);
+            const F* vj = vr.at(b, hk, j);
+            for (int64_t e = 0; e < D; ++e) acc[size_t(e)] += pij * double(vj[e]);
           }
           for (int64_t j = i + 1; j < T; ++j) ph[i * T + j] = F(0);  // masked: exactly zero
-          for (int64_t e = 0; e < D; ++e) oh[i * D + e] = F(acc[size_t(e)]);
+          F* oi = orow.at(b, h, i);
+          for (int64_t e = 0; e < D; ++e) oi[e] = F(acc[size_t(e)]);
         }
       }
     }
   });
 }
 
+namespace {
+// dK and dV of kv head (b, g) out of their double accumulators, one (T, D) block each.
+template <typename F>
+void store_kv_grads(const Rows<F>& dk, const Rows<F>& dv, int64_t b, int64_t g, int64_t T,
+                    int64_t D, double scale, const std::vector<double>& dk_acc,
+                    const std::vector<double>& dv_acc) {
+  for (int64_t j = 0; j < T; ++j) {
+    F* dkj = dk.at(b, g, j);
+    F* dvj = dv.at(b, g, j);
+    for (int64_t e = 0; e < D; ++e) {
+      dkj[e] = F(scale * dk_acc[size_t(j * D + e)]);
+      dvj[e] = F(dv_acc[size_t(j * D + e)]);
+    }
+  }
+}
+}  // namespace
+
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
                         double scale) {
   const Dims d = check_qkv("attention_backward", q, k, v);
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
-  check_attention_grads("attention_backward", dq, dk, dv, dout, q, k, v);
+  check_attention_grads("attention_backward", dq, dk, dv, dout, q, k, v, /*strided=*/true);
   check_like("attention_backward", "probs", probs, {B, H, T, T}, q.dtype());
   const int64_t G = H / Hkv;
 
   dispatch_float("attention_backward", q.dtype(), [&](auto z) {
     using F = decltype(z);
-    const F* qp = static_cast<const F*>(q.data_ptr());
-    const F* kp = static_cast<const F*>(k.data_ptr());
-    const F* vp = static_cast<const F*>(v.data_ptr());
+    const Rows<const F> qr = rows_of<F>(q), kr = rows_of<F>(k), vr = rows_of<F>(v),
+                        dor = rows_of<F>(dout);
+    const Rows<F> dqr = mut_rows_of<F>(dq), dkr = mut_rows_of<F>(dk), dvr = mut_rows_of<F>(dv);
     const F* pp = static_cast<const F*>(probs.data_ptr());
-    const F* dop = static_cast<const F*>(dout.data_ptr());
-    F* dqp = static_cast<F*>(dq.data_ptr());
-    F* dkp = static_cast<F*>(dk.data_ptr());
-    F* dvp = static_cast<F*>(dv.data_ptr());
 #pragma omp parallel if (B * H * T * T * D > 65536)
     {
       std::vector<double> dk_acc(size_t(T * D), 0.0), dv_acc(size_t(T * D), 0.0),
@@ -129,46 +165,38 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
 #pragma omp for
       for (int64_t bk = 0; bk < B * Hkv; ++bk) {
         const int64_t b = bk / Hkv, g = bk % Hkv;
-        const F* kh = kp + bk * T * D;
-        const F* vh = vp + bk * T * D;
         std::fill(dk_acc.begin(), dk_acc.end(), 0.0);
         std::fill(dv_acc.begin(), dv_acc.end(), 0.0);
         for (int64_t h = g * G; h < (g + 1) * G; ++h) {
-          const int64_t bh = b * H + h;
-          const F* qh = qp + bh * T * D;
-          const F* doh = dop + bh * T * D;
-          const F* ph = pp + bh * T * T;
-          F* dqh = dqp + bh * T * D;
+          const F* ph = pp + (b * H + h) * T * T;
           for (int64_t i = 0; i < T; ++i) {
-            const F* qi = qh + i * D;
-            const F* doi = doh + i * D;
+            const F* qi = qr.at(b, h, i);
+            const F* doi = dor.at(b, h, i);
             // dP[i, j] = dO_i . v_j; masked entries (j > i) have P = 0, hence dS = 0: skipped.
             double rowdot = 0;  // sum_j dP[i, j] P[i, j], the softmax Jacobian's shared term
             for (int64_t j = 0; j <= i; ++j) {
+              const F* vj = vr.at(b, g, j);
               double dot = 0;
-              for (int64_t e = 0; e < D; ++e) dot += double(doi[e]) * double(vh[j * D + e]);
+              for (int64_t e = 0; e < D; ++e) dot += double(doi[e]) * double(vj[e]);
               dp[size_t(j)] = dot;
               rowdot += dot * double(ph[i * T + j]);
             }
             std::fill(dq_acc.begin(), dq_acc.end(), 0.0);
             for (int64_t j = 0; j <= i; ++j) {
+              const F* kj = kr.at(b, g, j);
               const double pij = double(ph[i * T + j]);
               const double ds = pij * (dp[size_t(j)] - rowdot);
               for (int64_t e = 0; e < D; ++e) {
-                dq_acc[size_t(e)] += ds * double(kh[j * D + e]);
+                dq_acc[size_t(e)] += ds * double(kj[e]);
                 dk_acc[size_t(j * D + e)] += ds * double(qi[e]);
                 dv_acc[size_t(j * D + e)] += pij * double(doi[e]);
               }
             }
-            for (int64_t e = 0; e < D; ++e) dqh[i * D + e] = F(scale * dq_acc[size_t(e)]);
+            F* dqi = dqr.at(b, h, i);
+            for (int64_t e = 0; e < D; ++e) dqi[e] = F(scale * dq_acc[size_t(e)]);
           }
         }
-        F* dkh = dkp + bk * T * D;
-        F* dvh = dvp + bk * T * D;
-        for (int64_t n = 0; n < T * D; ++n) {
-          dkh[n] = F(scale * dk_acc[size_t(n)]);
-          dvh[n] = F(dv_acc[size_t(n)]);
-        }
+        store_kv_grads(dkr, dvr, b, g, T, D, scale, dk_acc, dv_acc);
       }
     }
   });
@@ -186,34 +214,32 @@ DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
                              const Tensor& k, const Tensor& v, double scale, int64_t window) {
   const Dims d = check_qkv("flash_attention_forward", q, k, v, /*allow_offset=*/true);
-  // T queries at positions off + i over Tk keys (off = 0: self-attention).
+  // T queries at positions off + i over Tk keys (off = 0: self-attention). k and v may be a
+  // cache's filled prefix: a strided view like any other.
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D, Tk = d.Tk, off = d.offset();
-  check_like("flash_attention_forward", "out", out, q.shape(), q.dtype());
+  check_view("flash_attention_forward", "out", out, q, true);
   check_like("flash_attention_forward", "lse", lse, {B, H, T}, stat_dtype(q.dtype()));
   const int64_t G = H / Hkv;
 
   dispatch_float("flash_attention_forward", q.dtype(), [&](auto z) {
     using F = decltype(z);
-    const F* qp = static_cast<const F*>(q.data_ptr());
-    const F* kp = static_cast<const F*>(k.data_ptr());
-    const F* vp = static_cast<const F*>(v.data_ptr());
-    F* op = static_cast<F*>(out.data_ptr());
+    const Rows<const F> qr = rows_of<F>(q), kr = rows_of<F>(k), vr = rows_of<F>(v);
+    const Rows<F> orow = mut_rows_of<F>(out);
     F* lp = static_cast<F*>(lse.data_ptr());  // stat dtype == F for f32 and f64
 #pragma omp parallel if (B * H * T * T * D > 65536)
     {
       std::vector<double> s(size_t(Tk), 0.0), acc(size_t(D), 0.0);
 #pragma omp for
       for (int64_t bh = 0; bh < B * H; ++bh) {
-        const int64_t kvh = (bh / H) * Hkv + (bh % H) / G;
-        const F* qh = qp + bh * T * D;
-        const F* kh = kp + kvh * d.kv_rows * D;  // rows kv_rows apart: a cache's prefix too
-        const F* vh = vp + kvh * d.kv_rows * D;
+        const int64_t b = bh / H, h = bh % H, hk = h / G;
         for (int64_t i = 0; i < T; ++i) {
+          const F* qi = qr.at(b, h, i);
           const int64_t pos = off + i, j0 = first_key(pos, window);
           double m = -std::numeric_limits<double>::infinity();
           for (int64_t j = j0; j <= pos; ++j) {
+            const F* kj = kr.at(b, hk, j);
             double dot = 0;
-            for (int64_t e = 0; e < D; ++e) dot += double(qh[i * D + e]) * double(kh[j * D + e]);
+            for (int64_t e = 0; e < D; ++e) dot += double(qi[e]) * double(kj[e]);
             s[size_t(j)] = scale * dot;
             m = std::max(m, s[size_t(j)]);
           }
@@ -222,9 +248,11 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
           for (int64_t j = j0; j <= pos; ++j) {
             const double p = std::exp(s[size_t(j)] - m);
             sum += p;
-            for (int64_t e = 0; e < D; ++e) acc[size_t(e)] += p * double(vh[j * D + e]);
+            const F* vj = vr.at(b, hk, j);
+            for (int64_t e = 0; e < D; ++e) acc[size_t(e)] += p * double(vj[e]);
           }
-          for (int64_t e = 0; e < D; ++e) op[(bh * T + i) * D + e] = F(acc[size_t(e)] / sum);
+          F* oi = orow.at(b, h, i);
+          for (int64_t e = 0; e < D; ++e) oi[e] = F(acc[size_t(e)] / sum);
           lp[bh * T + i] = F(m + std::log(sum));
         }
       }
@@ -238,22 +266,17 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
                               int64_t window) {
   const Dims d = check_qkv("flash_attention_backward", q, k, v);
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
-  check_attention_grads("flash_attention_backward", dq, dk, dv, dout, q, k, v);
-  check_like("flash_attention_backward", "out", out, q.shape(), q.dtype());
+  check_attention_grads("flash_attention_backward", dq, dk, dv, dout, q, k, v, /*strided=*/true);
+  check_view("flash_attention_backward", "out", out, q, false);
   check_like("flash_attention_backward", "lse", lse, {B, H, T}, stat_dtype(q.dtype()));
   const int64_t G = H / Hkv;
 
   dispatch_float("flash_attention_backward", q.dtype(), [&](auto z) {
     using F = decltype(z);
-    const F* qp = static_cast<const F*>(q.data_ptr());
-    const F* kp = static_cast<const F*>(k.data_ptr());
-    const F* vp = static_cast<const F*>(v.data_ptr());
-    const F* outp = static_cast<const F*>(out.data_ptr());
+    const Rows<const F> qr = rows_of<F>(q), kr = rows_of<F>(k), vr = rows_of<F>(v),
+                        outr = rows_of<F>(out), dor = rows_of<F>(dout);
+    const Rows<F> dqr = mut_rows_of<F>(dq), dkr = mut_rows_of<F>(dk), dvr = mut_rows_of<F>(dv);
     const F* lp = static_cast<const F*>(lse.data_ptr());
-    const F* dop = static_cast<const F*>(dout.data_ptr());
-    F* dqp = static_cast<F*>(dq.data_ptr());
-    F* dkp = static_cast<F*>(dk.data_ptr());
-    F* dvp = static_cast<F*>(dv.data_ptr());
     // Split over (b, kv head) like attention_backward: one thread owns a kv head's dK and dV.
 #pragma omp parallel if (B * H * T * T * D > 65536)
     {
@@ -262,44 +285,39 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
 #pragma omp for
       for (int64_t bk = 0; bk < B * Hkv; ++bk) {
         const int64_t b = bk / Hkv, g = bk % Hkv;
-        const F* kh = kp + bk * T * D;
-        const F* vh = vp + bk * T * D;
         std::fill(dk_acc.begin(), dk_acc.end(), 0.0);
         std::fill(dv_acc.begin(), dv_acc.end(), 0.0);
         for (int64_t h = g * G; h < (g + 1) * G; ++h) {
           const int64_t bh = b * H + h;
           for (int64_t i = 0; i < T; ++i) {
-            const F* qi = qp + (bh * T + i) * D;
-            const F* doi = dop + (bh * T + i) * D;
-            const F* oi = outp + (bh * T + i) * D;
+            const F* qi = qr.at(b, h, i);
+            const F* doi = dor.at(b, h, i);
+            const F* oi = outr.at(b, h, i);
             const double l = double(lp[bh * T + i]);
             double rowdot = 0;  // rowsum(dO * O) = rowsum(dP * P)
             for (int64_t e = 0; e < D; ++e) rowdot += double(doi[e]) * double(oi[e]);
             std::fill(dq_acc.begin(), dq_acc.end(), 0.0);
             for (int64_t j = first_key(i, window); j <= i; ++j) {
+              const F* kj = kr.at(b, g, j);
+              const F* vj = vr.at(b, g, j);
               double s = 0, dp = 0;
               for (int64_t e = 0; e < D; ++e) {
-                s += double(qi[e]) * double(kh[j * D + e]);
-                dp += double(doi[e]) * double(vh[j * D + e]);
+                s += double(qi[e]) * double(kj[e]);
+                dp += double(doi[e]) * double(vj[e]);
               }
               const double p = std::exp(scale * s - l);
               const double ds = p * (dp - rowdot);
               for (int64_t e = 0; e < D; ++e) {
-                dq_acc[size_t(e)] += ds * double(kh[j * D + e]);
+                dq_acc[size_t(e)] += ds * double(kj[e]);
                 dk_acc[size_t(j * D + e)] += ds * double(qi[e]);
                 dv_acc[size_t(j * D + e)] += p * double(doi[e]);
               }
             }
-            for (int64_t e = 0; e < D; ++e)
-              dqp[(bh * T + i) * D + e] = F(scale * dq_acc[size_t(e)]);
+            F* dqi = dqr.at(b, h, i);
+            for (int64_t e = 0; e < D; ++e) dqi[e] = F(scale * dq_acc[size_t(e)]);
           }
         }
-        F* dkh = dkp + bk * T * D;
-        F* dvh = dvp + bk * T * D;
-        for (int64_t n = 0; n < T * D; ++n) {
-          dkh[n] = F(scale * dk_acc[size_t(n)]);
-          dvh[n] = F(dv_acc[size_t(n)]);
-        }
+        store_kv_grads(dkr, dvr, b, g, T, D, scale, dk_acc, dv_acc);
       }
     }
   });
