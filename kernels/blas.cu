@@ -19,6 +19,12 @@
 // strided-batched gemm, a broadcast operand given batch stride 0; should the heuristic offer no
 // algorithm for that, the batches run one by one.
 //
+// linear_forward (a Linear with a bias) runs the same plan with cuBLASLt's bias epilogue
+// (CUBLASLT_EPILOGUE_BIAS: the bias vector, one value per row of cuBLASLt's column-major D, which
+// are our columns, added as the gemm writes c), so c is written once instead of written, then read
+// and written again by an add. Where the epilogue is not offered (no algorithm, f64, a batched
+// layout) or the bias is not 16-byte aligned, the gemm runs plain and the bias is added after.
+//
 // One cuBLASLt handle and one workspace per device, created on first use. The plan for each
 // distinct problem (descriptors plus the heuristic's algorithm) is cached, so a training step makes
 // no heuristic queries after its first. The heuristic is told the operands' real alignment (views
@@ -33,6 +39,7 @@
 
 #include "backend/cuda.h"
 #include "backend/kernels.h"
+#include "backend/linear_shapes.h"
 #include "blas.cuh"
 #include "common.cuh"
 
@@ -86,6 +93,7 @@ struct Key {
   int32_t batch;
   int64_t stride_a, stride_b, stride_c;  // in elements; 0 = broadcast (or batch 1)
   uint32_t align_a, align_b, align_c;
+  bool bias;  // the bias epilogue
   bool operator==(const Key&) const = default;
 };
 
@@ -98,7 +106,7 @@ struct KeyHash {
     mix(uint64_t(k.device)), mix(uint64_t(k.dtype)), mix(k.trans_a), mix(k.trans_b), mix(k.tf32);
     mix(uint64_t(k.M)), mix(uint64_t(k.N)), mix(uint64_t(k.K)), mix(uint64_t(k.batch));
     mix(uint64_t(k.stride_a)), mix(uint64_t(k.stride_b)), mix(uint64_t(k.stride_c));
-    mix(k.align_a), mix(k.align_b), mix(k.align_c);
+    mix(k.align_a), mix(k.align_b), mix(k.align_c), mix(k.bias);
     return h;
   }
 };
@@ -153,6 +161,13 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle) {
       cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
   CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
+  if (k.bias) {  // the pointer is set per call (run_gemm)
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                                sizeof epilogue));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type,
+                                                sizeof type));
+  }
   // Stored shapes, column-major: b is (N, K) or, when trans_b, (K, N); a is (K, M) or (M, K).
   p.lt_a = k.trans_b ? layout(type, k.K, k.N, k.batch, k.stride_b)
                      : layout(type, k.N, k.K, k.batch, k.stride_b);
@@ -247,8 +262,10 @@ Mat as_batched(const Tensor& t, const char* name) {
   return {t.size(0), t.size(1), t.size(2)};
 }
 
-void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
-          double alpha, double beta) {
+// c = alpha op(a) op(b) + beta c, and with `bias` the bias epilogue on top. Returns false, having
+// done nothing, when the epilogue cannot run here (linear_forward then adds the bias itself).
+bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
+              double alpha, double beta, const Tensor* bias) {
   const Mat mc = as_batched(c, "c"), ma = as_batched(a, "a"), mb = as_batched(b, "b");
   const int64_t M = mc.rows, N = mc.cols;
   const int64_t K = trans_a ? ma.rows : ma.cols;
@@ -265,12 +282,15 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
                 dtype_name(b.dtype()));
   check_same_device("cuda gemm", {&c, &a, &b});
   TESSERA_CHECK(c.device().is_cuda(), "cuda gemm: c must be a CUDA tensor, got ", c.str());
-  if (M == 0 || N == 0 || mc.batch == 0) return;
+  if (bias && (K == 0 || c.dtype() == DType::F64 ||
+               reinterpret_cast<uintptr_t>(bias->data_ptr()) % 16 != 0))
+    return false;
+  if (M == 0 || N == 0 || mc.batch == 0) return true;
   const int device = c.device().index;
   DeviceGuard guard(device);
   if (K == 0) {  // no products: c = beta * c, which cuBLASLt would not do for us
     scale_c(c, beta);
-    return;
+    return true;
   }
 
   Key k{};
@@ -285,6 +305,8 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
     batch = 1, sa = sb = sc = 0;
   }
   if (batch == 1) sa = sb = sc = 0;
+  if (bias && batch != 1) return false;
+  k.bias = bias != nullptr;
   constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
   TESSERA_CHECK(k.M <= kMax && N <= kMax && K <= kMax && batch <= kMax,
                 "cuda gemm: dimensions beyond 2^31 - 1: c ", shape_str(c.shape()), " = a ",
@@ -312,10 +334,16 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
                   cublasLtGetStatusName(p.status), ")");
   };
   const Plan& plan = plan_for(k, blas.handle);
+  if (bias) {
+    if (!plan.found) return false;
+    const void* bp = bias->data_ptr();
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp,
+                                                sizeof bp));
+  }
   if (plan.found || batch == 1) {
     need(plan);
     run(plan, a.data_ptr(), b.data_ptr(), c.data_ptr());
-    return;
+    return true;
   }
   // No batched algorithm for this layout (a broadcast stride, say): one gemm per batch.
   Key one = k;
@@ -327,10 +355,27 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
   char* pc = static_cast<char*>(c.data_ptr());
   for (int64_t i = 0; i < batch; ++i)
     run(single, pa + i * sa * es, pb + i * sb * es, pc + i * sc * es);
+  return true;
+}
+
+void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
+          double alpha, double beta) {
+  run_gemm(c, a, b, trans_a, trans_b, alpha, beta, nullptr);
+}
+
+void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_linear_forward("cuda linear_forward", y, x, w, bias);
+  check_same_device("cuda linear_forward", {&y, &x, &w, &bias});
+  if (run_gemm(y, x, w, false, true, 1.0, 0.0, &bias)) return;
+  run_gemm(y, x, w, false, true, 1.0, 0.0, nullptr);
+  TESSERA_KERNEL(y, binary)(BinaryOp::Add, y, y, bias);
 }
 
 }  // namespace
 
-void add_blas_kernels(Kernels& k) { k.gemm = gemm; }
+void add_blas_kernels(Kernels& k) {
+  k.gemm = gemm;
+  k.linear_forward = linear_forward;
+}
 
 }  // namespace tessera::cuda

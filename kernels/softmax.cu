@@ -24,9 +24,6 @@ using core::block_max;
 using core::block_sum;
 using core::check_args;
 using core::dispatch;
-using core::global_index;
-using core::grid_for;
-using core::grid_stride;
 using core::kThreads;
 using core::ld;
 using core::st;
@@ -71,38 +68,45 @@ softmax_backward_kernel(T* dx, const T* dy, const T* y, int64_t C) {
   }
 }
 
-// losses[n] = lse[n] - logits[n, t], 0 where t == ignore_index.
+// losses[n] = lse[n] - logits[n, t], 0 where t == ignore_index. One block per row; rows lie V
+// apart and only their first `classes` columns are read (the rest is padding).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 cross_entropy_forward_kernel(StatPtr losses, StatPtr lse, const T* logits, const int32_t* targets,
-                             int64_t V, int64_t ignore_index) {
+                             int64_t V, int64_t classes, int64_t ignore_index) {
   __shared__ float scratch[32];
   const int64_t n = blockIdx.x;
   const T* xr = logits + n * V;
-  const float l = row_lse(xr, V, scratch);
+  const float l = row_lse(xr, classes, scratch);
   if (threadIdx.x != 0) return;
   const int64_t t = targets[n];
   lse.store(n, l);
   if (t == ignore_index) {
     losses.store(n, 0.0f);
   } else {
-    losses.store(n, (t >= 0 && t < V) ? l - ld(xr, t) : NAN);
+    losses.store(n, (t >= 0 && t < classes) ? l - ld(xr, t) : NAN);
   }
 }
 
-// dlogits[n, v] = dlosses[n] * (exp(logits[n, v] - lse[n]) - [v == t]); 0 on ignored rows.
+// dlogits[n, v] = dlosses[n] * (exp(logits[n, v] - lse[n]) - [v == t]) for v < classes; 0 on the
+// padding columns and on ignored rows. One block per row (no per-element division by V).
 template <typename T>
-__global__ void cross_entropy_backward_kernel(T* dlogits, StatPtr dlosses, const T* logits,
-                                              StatPtr lse, const int32_t* targets, int64_t N,
-                                              int64_t V, int64_t ignore_index) {
-  for (int64_t i = global_index(); i < N * V; i += grid_stride()) {
-    const int64_t n = i / V, v = i % V, t = targets[n];
-    if (t == ignore_index) {
-      st(dlogits, i, 0.0f);
-      continue;
+__global__ void __launch_bounds__(kThreads)
+cross_entropy_backward_kernel(T* dlogits, StatPtr dlosses, const T* logits, StatPtr lse,
+                              const int32_t* targets, int64_t V, int64_t classes,
+                              int64_t ignore_index) {
+  const int64_t n = blockIdx.x, t = targets[n];
+  const T* xr = logits + n * V;
+  T* dr = dlogits + n * V;
+  const bool ignored = t == ignore_index;
+  const float g = ignored ? 0.0f : dlosses.load(n), l = ignored ? 0.0f : lse.load(n);
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+    float d = 0.0f;
+    if (!ignored && v < classes) {
+      const float e = expf(ld(xr, v) - l);
+      d = v == t ? g * (e - 1.0f) : g * e;
     }
-    const float g = dlosses.load(n), e = expf(ld(logits, i) - lse.load(n));
-    st(dlogits, i, v == t ? g * (e - 1.0f) : g * e);
+    st(dr, v, d);
   }
 }
 
@@ -158,10 +162,12 @@ void log_softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y) {
 // Shapes and dtypes shared by the two cross-entropy kernels; the per-row tensors (lse, losses or
 // dlosses) must share one dtype, as on the CPU.
 void check_cross_entropy(const char* kernel, const Tensor& logits, const Tensor& targets,
-                         const Tensor& lse, const Tensor& per_row) {
+                         const Tensor& lse, const Tensor& per_row, int64_t classes) {
   TESSERA_CHECK(logits.dim() == 2, "cuda kernel ", kernel, ": logits must be (N, V), got ",
                 logits.str());
   const int64_t N = logits.size(0);
+  TESSERA_CHECK(classes >= 1 && classes <= logits.size(1), "cuda kernel ", kernel, ": classes ",
+                classes, " must be in [1, ", logits.size(1), "] for logits ", logits.str());
   TESSERA_CHECK(targets.dtype() == DType::I32 && targets.numel() == N &&
                     targets.is_contiguous() && targets.device() == logits.device(),
                 "cuda kernel ", kernel, ": targets ", targets.str(),
@@ -171,9 +177,9 @@ void check_cross_entropy(const char* kernel, const Tensor& logits, const Tensor&
 }
 
 void cross_entropy_forward(const Tensor& losses, const Tensor& lse, const Tensor& logits,
-                           const Tensor& targets, int64_t ignore_index) {
+                           const Tensor& targets, int64_t ignore_index, int64_t classes) {
   const char* kernel = "cross_entropy_forward";
-  check_cross_entropy(kernel, logits, targets, lse, losses);
+  check_cross_entropy(kernel, logits, targets, lse, losses, classes);
   check_args(kernel, logits.dtype(), {{"logits", logits}});
   const int64_t N = logits.size(0), V = logits.size(1);
   const StatPtr ls = core::stat_arg(kernel, "losses", losses, logits, N);
@@ -184,15 +190,16 @@ void cross_entropy_forward(const Tensor& losses, const Tensor& lse, const Tensor
     using T = decltype(z);
     cross_entropy_forward_kernel<T><<<core::row_grid(kernel, N), kThreads>>>(
         ls, lp, static_cast<const T*>(logits.data_ptr()),
-        static_cast<const int32_t*>(targets.data_ptr()), V, ignore_index);
+        static_cast<const int32_t*>(targets.data_ptr()), V, classes, ignore_index);
     CUDA_CHECK_LAUNCH();
   });
 }
 
 void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
-                            const Tensor& lse, const Tensor& targets, int64_t ignore_index) {
+                            const Tensor& lse, const Tensor& targets, int64_t ignore_index,
+                            int64_t classes) {
   const char* kernel = "cross_entropy_backward";
-  check_cross_entropy(kernel, logits, targets, lse, dlosses);
+  check_cross_entropy(kernel, logits, targets, lse, dlosses, classes);
   TESSERA_CHECK(dlogits.shape() == logits.shape(), "cuda kernel ", kernel, ": dlogits ",
                 dlogits.str(), " does not match logits ", logits.str());
   check_args(kernel, logits.dtype(), {{"logits", logits}, {"dlogits", dlogits}});
@@ -203,9 +210,9 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const 
   DeviceGuard guard(logits.device().index);
   dispatch(kernel, logits.dtype(), [&](auto z) {
     using T = decltype(z);
-    cross_entropy_backward_kernel<T><<<grid_for(N * V), kThreads>>>(
+    cross_entropy_backward_kernel<T><<<core::row_grid(kernel, N), kThreads>>>(
         static_cast<T*>(dlogits.data_ptr()), g, static_cast<const T*>(logits.data_ptr()), lp,
-        static_cast<const int32_t*>(targets.data_ptr()), N, V, ignore_index);
+        static_cast<const int32_t*>(targets.data_ptr()), V, classes, ignore_index);
     CUDA_CHECK_LAUNCH();
   });
 }

@@ -50,6 +50,10 @@ struct Kernels {
   // Ba and Bb are 1 (broadcast) or Bc; a 2-D operand is batch 1. c is written when beta == 0.
   void (*gemm)(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
                double alpha, double beta);
+  // A Linear with a bias: y (R, N) = x (R, K) @ w^T + bias, w (N, K), bias (N) added to every row.
+  // On CUDA the bias rides the gemm's epilogue (cuBLASLt's CUBLASLT_EPILOGUE_BIAS) instead of a
+  // second pass over y.
+  void (*linear_forward)(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias);
 
   // ---- elementwise and reductions ----
   // out = a (op) b; b has a's numel, or is one row (a.size(-1) elements) broadcast over a's rows.
@@ -96,13 +100,17 @@ struct Kernels {
   void (*softmax_backward)(const Tensor& dx, const Tensor& dy, const Tensor& y);
   void (*log_softmax_forward)(const Tensor& y, const Tensor& x);
   void (*log_softmax_backward)(const Tensor& dx, const Tensor& dy, const Tensor& y);
-  // logits (N, V), targets i32 (N). losses[n] = lse[n] - logits[n, targets[n]], lse[n] =
-  // log sum_v exp(logits[n, v]); rows whose target is ignore_index get loss 0. lse (N) is saved.
+  // logits (N, V) whose first `classes` columns (1 <= classes <= V) are the classes and the rest
+  // padding (a row stride rounded up for aligned gemms; ignored), targets i32 (N) in
+  // [0, classes). losses[n] = lse[n] - logits[n, targets[n]], lse[n] = log sum_{v < classes}
+  // exp(logits[n, v]); rows whose target is ignore_index get loss 0. lse (N) is saved.
   void (*cross_entropy_forward)(const Tensor& losses, const Tensor& lse, const Tensor& logits,
-                                const Tensor& targets, int64_t ignore_index);
-  // dlogits[n, v] = dlosses[n] * (exp(logits[n, v] - lse[n]) - [v == targets[n]]); 0 on ignored rows.
+                                const Tensor& targets, int64_t ignore_index, int64_t classes);
+  // dlogits[n, v] = dlosses[n] * (exp(logits[n, v] - lse[n]) - [v == targets[n]]) for v < classes;
+  // 0 on padding columns and on ignored rows.
   void (*cross_entropy_backward)(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
-                                 const Tensor& lse, const Tensor& targets, int64_t ignore_index);
+                                 const Tensor& lse, const Tensor& targets, int64_t ignore_index,
+                                 int64_t classes);
 
   // ---- position and attention ---- (B, H, T, D) layouts
   // Rotary embedding, half-split pairs (x_i, x_{i + D/2}), angle (pos_offset + t) * inv_freq[i]

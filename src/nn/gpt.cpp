@@ -287,11 +287,28 @@ Tensor GPT::mlp(const Block& blk, const Tensor& x, bool training) const {
   return ops::dropout(adapt(Proj::Down, l, h, down, training), cfg_.dropout, training);
 }
 
-// (B, T, C) -> logits (B, T, V); a tied head is the token embedding's Linear.
-Tensor GPT::head(const Tensor& x, bool training) const {
+namespace {
+constexpr int64_t kLogitPad = 64;  // logit columns: a multiple of 64 (128 bytes in bf16)
+}  // namespace
+
+int64_t GPT::logit_columns() const {
+  if (!head_.defined() || (hook_ && hook_->adapts(Proj::Head, -1))) return cfg_.vocab_size;
+  return (cfg_.vocab_size + kLogitPad - 1) / kLogitPad * kLogitPad;
+}
+
+Tensor GPT::vocab_logits(const Tensor& logits) const {
+  return logits.size(-1) == cfg_.vocab_size ? logits : logits.narrow(-1, 0, cfg_.vocab_size);
+}
+
+Tensor GPT::head(const Tensor& x, bool training, bool padded) const {
   // A tied head is the token embedding's Linear, named after it.
   const std::string module = hf_module(cfg_, cfg_.tie_embeddings ? Part::Embed : Part::Head);
-  return adapt(Proj::Head, -1, x, linear(module, x, head_, Tensor()), training);
+  const int64_t V = cfg_.vocab_size, Vp = padded ? logit_columns() : V;
+  if (Vp == V) return adapt(Proj::Head, -1, x, linear(module, x, head_, Tensor()), training);
+  // Zero rows under the weight: a copy of it per forward, whose gradient is a view of the padded
+  // weight's; the padding's logits are 0 and the cross-entropy leaves them out.
+  const Tensor w = ops::concat({head_, zeros({Vp - V, head_.size(1)}, head_.options())}, 0);
+  return ops::linear(x, w);
 }
 
 // Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.)).
@@ -322,7 +339,7 @@ Tensor GPT::embed(const Tensor& inputs, int64_t pos0, bool training,
 }
 
 Tensor GPT::forward(const Tensor& inputs, bool training) const {
-  return forward_from(inputs, Tensor(), training);
+  return vocab_logits(forward_from(inputs, Tensor(), training));
 }
 
 Tensor GPT::forward_from(const Tensor& inputs, const Tensor& host_inputs, bool training) const {
@@ -336,7 +353,7 @@ Tensor GPT::forward_from(const Tensor& inputs, const Tensor& host_inputs, bool t
       x = block(blk, x, training);
     }
   }
-  return head(norm(x, lnf_w_, lnf_b_), training);  // (B, T, V)
+  return head(norm(x, lnf_w_, lnf_b_), training, true);  // (B, T, logit_columns())
 }
 
 KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
@@ -369,18 +386,20 @@ Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache) const {
     x = ops::add(h, mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), false));
   }
   cache.length = L0 + Tn;
-  return head(norm(x, lnf_w_, lnf_b_), false);
+  return head(norm(x, lnf_w_, lnf_b_), false, false);
 }
 
 Tensor GPT::loss(const Tensor& inputs, const Tensor& targets, bool training) const {
   const Device dev = wte_.defined() ? wte_.device() : inputs.device();
+  // The padded logits go to the cross-entropy whole; only the vocabulary's columns are classes.
+  const int64_t V = cfg_.vocab_size;
   if (!inputs.device().is_cpu() || dev.is_cpu())
-    return ops::cross_entropy(forward(inputs, training), targets);
+    return ops::cross_entropy(forward_from(inputs, Tensor(), training), targets, -100, {}, V);
   // A host batch for a model on a device: uploaded once, its ids checked from the host copies.
   TESSERA_CHECK(targets.device().is_cpu(), "GPT: inputs on the host but targets on ",
                 targets.device().str(), " (", targets.str(), ")");
   return ops::cross_entropy(forward_from(inputs.to(dev), inputs, training), targets.to(dev), -100,
-                            targets);
+                            targets, V);
 }
 
 }  // namespace tessera::nn

@@ -119,6 +119,12 @@ class GPT {
   Tensor forward_cached(const Tensor& inputs, KVCache& cache) const;
 
   const GPTConfig& config() const { return cfg_; }
+  // Columns of the logits loss() computes: the vocabulary rounded up to a multiple of 64, so the
+  // classifier's gemms and the cross-entropy run on rows 128-byte aligned in bf16 (GPT-2's
+  // 50257 -> 50304, as llm.c pads; the padding's logits are 0 and take no part in the loss); the
+  // vocabulary itself when a hook adapts the head or the model no longer holds its weight.
+  // forward() returns the vocabulary's columns only.
+  int64_t logit_columns() const;
   // Changes the RoPE scaling of a built model (eval scales a trained one without touching its
   // weights or checkpoint); the next forward uses it.
   void set_rope_scaling(const RopeScaling& s) { cfg_.rope_scaling = s; }
@@ -162,7 +168,11 @@ class GPT {
   // A Linear (through the hook when one is installed): module "attn.c_attn" of blk, or a full name.
   Tensor linear(const std::string& module, const Tensor& x, const Tensor& w, const Tensor& b) const;
   Tensor adapt(Proj p, int64_t layer, const Tensor& x, const Tensor& y, bool training) const;
-  Tensor head(const Tensor& x, bool training) const;
+  // (B, T, C) -> logits (B, T, V), or with `padded` (B, T, logit_columns()): the vocabulary's
+  // columns, then zero padding. Training and evaluation pad; a decoding step (a few rows) does not.
+  Tensor head(const Tensor& x, bool training, bool padded) const;
+  // The first vocab_size columns of padded logits (a view; the logits themselves when unpadded).
+  Tensor vocab_logits(const Tensor& logits) const;
   // y (B, H, T, hd) -> (B, T, C) through the output projection.
   Tensor merge_heads(const Block& blk, const Tensor& y, bool training) const;
   // m (B, T, C), the heads side by side -> the output projection (and its dropout).
@@ -176,6 +186,7 @@ class GPT {
   // host_inputs: the same ids on the CPU, when the caller has them (ops::embedding).
   Tensor embed(const Tensor& inputs, int64_t pos0, bool training,
                const Tensor& host_inputs = {}) const;
+  // Padded logits (B, T, logit_columns()).
   Tensor forward_from(const Tensor& inputs, const Tensor& host_inputs, bool training) const;
   Tensor mlp(const Block& blk, const Tensor& x, bool training) const;
   Tensor block(const Block& blk, const Tensor& x, bool training) const;

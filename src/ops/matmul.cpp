@@ -78,15 +78,45 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   TESSERA_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), "linear: input ", shape_str(x.shape()),
                 " does not end in the weight's in-features ", w.size(1), " (weight ",
                 shape_str(w.shape()), ")");
-  Tensor x2 = x.dim() == 1 ? x.view({1, x.size(0)}) : x;
-  Tensor y = matmul(x2, w, false, true);
-  if (bias.defined()) {
-    TESSERA_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), "linear: bias ",
-                  shape_str(bias.shape()), " does not match out-features of weight ",
-                  shape_str(w.shape()));
-    y = add(y, bias);
+  if (!bias.defined()) {
+    Tensor y = matmul(x.dim() == 1 ? x.view({1, x.size(0)}) : x, w, false, true);
+    return x.dim() == 1 ? y.view({w.size(0)}) : y;
   }
-  return x.dim() == 1 ? y.view({w.size(0)}) : y;
+  TESSERA_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), "linear: bias ",
+                shape_str(bias.shape()), " does not match out-features of weight ",
+                shape_str(w.shape()));
+  detail::check_compatible("linear", {&x, &w, &bias});
+  // One kernel for the product and the bias (on CUDA the bias rides the gemm's epilogue). The
+  // graph keeps two nodes, as matmul then add would record: the bias's (dy passed on, the bias
+  // gradient the sum of dy over rows) and the product's (matmul's backward for x and w). Each node
+  // hands out its gradients together, so LOMO, which frees a parameter's gradient once its node
+  // is done, never holds a weight's and its bias's at once.
+  Shape out_shape(x.shape().begin(), x.shape().end() - 1);
+  const int64_t N = w.size(0), K = w.size(1), R = shape_numel(out_shape);
+  const Tensor X = detail::dense(x).view({R, K}), W = detail::dense(w);
+  out_shape.push_back(N);
+  Tensor out = Tensor::empty(out_shape, x.options());
+  TESSERA_KERNEL(x, linear_forward)(out.view({R, N}), X, W, detail::dense(bias));
+  const Shape x_shape = x.shape();
+  // x w^T, an alias of out as far as the graph is concerned.
+  Tensor product = record("linear", make_view(out, out.shape(), out.strides(), out.offset()),
+                          {x, w}, [X, W, R, N, K, x_shape](const Tensor& dy, GradSink& g) {
+                            const Tensor dY = detail::dense(dy).view({R, N});
+                            if (g.needs(0)) {
+                              Tensor dX = Tensor::empty({R, K}, X.options());
+                              TESSERA_KERNEL(dy, gemm)(dX, dY, W, false, false, 1.0, 0.0);
+                              g.add(0, dX.view(x_shape));
+                            }
+                            if (g.needs(1)) {
+                              Tensor dW = Tensor::empty({N, K}, W.options());
+                              TESSERA_KERNEL(dy, gemm)(dW, dY, X, true, false, 1.0, 0.0);
+                              g.add(1, dW);
+                            }
+                          });
+  return record("linear_bias", out, {product, bias}, [N](const Tensor& dy, GradSink& g) {
+    g.add(0, dy);
+    if (g.needs(1)) g.add(1, detail::sum_rows(dy, N));
+  });
 }
 
 }  // namespace tessera::ops

@@ -38,7 +38,7 @@ Tensor log_softmax(const Tensor& x) {
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                     const Tensor& host_targets) {
+                     const Tensor& host_targets, int64_t classes) {
   TESSERA_CHECK(logits.dim() >= 1 && is_floating(logits.dtype()),
                 "cross_entropy: logits must be a floating tensor (..., V), got ", logits.str());
   TESSERA_CHECK(targets.dtype() == DType::I32, "cross_entropy: targets must be i32, got ",
@@ -50,6 +50,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   check_same_device("cross_entropy", {&logits, &targets});
   const int64_t N = targets.numel(), V = logits.size(-1);
   TESSERA_CHECK(V > 0, "cross_entropy: logits ", shape_str(logits.shape()), " have no classes");
+  TESSERA_CHECK(classes >= 0 && classes <= V, "cross_entropy: classes ", classes,
+                " must be in [0, ", V, "] for logits ", shape_str(logits.shape()));
+  const int64_t C = classes > 0 ? classes : V;
 
   // Validated on the host so a bad target is a clear error here rather than an out-of-bounds read
   // in a device kernel.
@@ -59,8 +62,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   for (int64_t n = 0; n < N; ++n) {
     const int32_t t = host[size_t(n)];
     if (t == ignore_index) continue;
-    TESSERA_CHECK(t >= 0 && t < V, "cross_entropy: target ", t, " at position ", n,
-                  " (of targets ", shape_str(targets.shape()), ", flattened) is outside [0, ", V,
+    TESSERA_CHECK(t >= 0 && t < C, "cross_entropy: target ", t, " at position ", n,
+                  " (of targets ", shape_str(targets.shape()), ", flattened) is outside [0, ", C,
                   ") and is not ignore_index ", ignore_index);
     ++n_valid;
   }
@@ -76,7 +79,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   Tensor loss = Tensor::empty({}, stat);
   // The mean over valid rows only; with none, every loss is 0 and so is the result.
   const double inv = n_valid ? 1.0 / double(n_valid) : 0.0;
-  TESSERA_KERNEL(L, cross_entropy_forward)(losses, lse, L, T, ignore_index);
+  TESSERA_KERNEL(L, cross_entropy_forward)(losses, lse, L, T, ignore_index, C);
   TESSERA_KERNEL(L, sum_dim)(loss, losses, 1, N, 1);
   TESSERA_KERNEL(L, axpby)(loss, inv, loss, 0.0, Tensor());
 
@@ -89,14 +92,14 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 
   Shape logits_shape = logits.shape();
   return record("cross_entropy", loss, {logits},
-                [L, T, lse, weights, ignore_index, logits_shape](const Tensor& dy, GradSink& g) {
+                [L, T, lse, weights, ignore_index, C, logits_shape](const Tensor& dy, GradSink& g) {
                   // dlosses[n] = weights[n] * dy: dy (one element) is the broadcast row.
                   Tensor dlosses = Tensor::empty(weights.shape(), weights.options());
                   Tensor d = dy.dtype() == weights.dtype() ? detail::dense(dy) : dy.to(weights.dtype());
                   TESSERA_KERNEL(weights, binary)(BinaryOp::Mul, dlosses, weights, d.view({1}));
                   Tensor dlogits = Tensor::empty(L.shape(), L.options());
                   TESSERA_KERNEL(L, cross_entropy_backward)(dlogits, dlosses.view({L.size(0)}), L,
-                                                            lse, T, ignore_index);
+                                                            lse, T, ignore_index, C);
                   g.add(0, dlogits.view(logits_shape));
                 });
 }

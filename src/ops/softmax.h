@@ -12,7 +12,10 @@ Tensor log_softmax(const Tensor& x);  // over the last dimension
 // [0, V) (other than ignore_index) are an error naming the target and V. All rows ignored -> 0.
 // The targets are checked and counted on the host: from host_targets, the same targets on the CPU,
 // when the caller has them, else read back from their device (on CUDA, a wait).
+// classes > 0: only the first `classes` of the V columns are classes, the rest padding (a
+// vocabulary rounded up so the classifier's gemms run on aligned rows): the padding takes no part
+// in the softmax and its gradient is 0; targets must lie in [0, classes). 0: all V columns.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
-                     const Tensor& host_targets = {});
+                     const Tensor& host_targets = {}, int64_t classes = 0);
 
 }  // namespace tessera::ops

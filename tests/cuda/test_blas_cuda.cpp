@@ -190,6 +190,44 @@ TEST_P(GemmCuda, mismatched_shapes_are_errors_naming_them) {
   EXPECT_NE(batch.find("batch"), std::string::npos) << batch;
 }
 
+TEST_P(GemmCuda, linear_forward_adds_the_bias_in_the_epilogue_or_after) {
+  // y = x w^T + bias: through cuBLASLt's bias epilogue (an aligned bias, bf16 and f32), or the
+  // plain gemm and an add (f64; a bias one element into its buffer, 2- or 4-byte aligned; odd
+  // sizes). Same per-element bound as check(), the bias adding |bias| to the magnitude term.
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  const DType dt = GetParam();
+  Generator g(16);
+  struct Shape3 {
+    int64_t R, N, K, bias_offset;
+  };
+  for (const Shape3 s : {Shape3{256, 768, 384, 0}, Shape3{37, 29, 45, 0}, Shape3{64, 96, 64, 1}}) {
+    const std::string what = std::string(dtype_name(dt)) + " R=" + std::to_string(s.R) +
+                             " N=" + std::to_string(s.N) + " K=" + std::to_string(s.K) +
+                             " bias offset " + std::to_string(s.bias_offset);
+    const Tensor x = random({s.R, s.K}, dt, g), w = random({s.N, s.K}, dt, g);
+    const Tensor bias_all = random({s.N + s.bias_offset}, dt, g);
+    const Tensor bias = bias_all.narrow(0, s.bias_offset, s.N).contiguous();
+    Tensor ref = Tensor::empty({s.R, s.N}, DType::F64), bound = Tensor::empty({s.R, s.N}, DType::F64);
+    cpu::kernels().linear_forward(ref, x, w, bias);
+    cpu::kernels().linear_forward(bound, abs_of(x), abs_of(w), abs_of(bias));
+
+    Tensor yg = Tensor::empty({s.R, s.N}, {dt, kGpu});
+    yg.fill_(std::nan(""));  // written, never read
+    const Tensor bg = bias_all.to(dt).to(kGpu).narrow(0, s.bias_offset, s.N);
+    ASSERT_TRUE(bg.is_contiguous());
+    TESSERA_KERNEL(yg, linear_forward)(yg, x.to(dt).to(kGpu), w.to(dt).to(kGpu), bg);
+
+    const double r = dt == DType::BF16 ? 1.0 / 256 : 0.0;
+    const double e = dt == DType::F64 ? 1e-13 : std::ldexp(4.0 * double(s.K + 1), -24);
+    const std::vector<double> got = values(yg.to(Device::cpu())), want = values(ref),
+                              lim = values(bound);
+    int64_t bad = 0;
+    for (size_t i = 0; i < want.size(); ++i)
+      if (!(std::fabs(got[i] - want[i]) <= r * std::fabs(want[i]) + e * lim[i] + 1e-30)) ++bad;
+    EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << want.size() << " elements out of bounds";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, GemmCuda, ::testing::Values(DType::F32, DType::BF16, DType::F64),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 

@@ -447,37 +447,46 @@ TEST_P(CoreKernelsCuda, softmax_and_log_softmax_match_the_cpu) {
 }
 
 TEST_P(CoreKernelsCuda, cross_entropy_matches_the_cpu) {
-  Generator g(10);
+  // Every column a class, then the last 13 columns padding (a padded vocabulary: excluded from
+  // the softmax, gradient exactly 0).
   const int64_t N = 37, V = 1000, ignore = -100;
-  Tensor logits = random({N, V}, dt(), g, 3.0), dl = random({N}, dt(), g);
-  std::vector<int32_t> t(static_cast<size_t>(N));
-  for (int64_t n = 0; n < N; ++n) t[size_t(n)] = n % 6 == 5 ? int32_t(ignore) : int32_t(n * 97 % V);
-  Tensor targets = from_vector(t, {N}), gt = targets.to(kGpu), gl = to_gpu(logits, dt());
+  for (const int64_t classes : {V, V - 13}) {
+    SCOPED_TRACE("classes " + std::to_string(classes));
+    Generator g(10);
+    Tensor logits = random({N, V}, dt(), g, 3.0), dl = random({N}, dt(), g);
+    std::vector<int32_t> t(static_cast<size_t>(N));
+    for (int64_t n = 0; n < N; ++n)
+      t[size_t(n)] = n % 6 == 5 ? int32_t(ignore) : int32_t(n * 97 % classes);
+    Tensor targets = from_vector(t, {N}), gt = targets.to(kGpu), gl = to_gpu(logits, dt());
 
-  Tensor gloss = gpu_empty({N}, dt()), glse = gpu_empty({N}, dt());
-  Tensor closs = cpu_empty({N}), clse = cpu_empty({N});
-  TESSERA_KERNEL(gl, cross_entropy_forward)(gloss, glse, gl, gt, ignore);
-  cpu_k().cross_entropy_forward(closs, clse, logits, targets, ignore);
-  expect_close(gloss, closs, "losses");
-  expect_close(glse, clse, "lse");
-  for (int64_t n = 5; n < N; n += 6)  // ignored rows: exactly 0
-    EXPECT_EQ(values(gloss.to(Device::cpu()))[size_t(n)], 0.0) << "row " << n;
+    Tensor gloss = gpu_empty({N}, dt()), glse = gpu_empty({N}, dt());
+    Tensor closs = cpu_empty({N}), clse = cpu_empty({N});
+    TESSERA_KERNEL(gl, cross_entropy_forward)(gloss, glse, gl, gt, ignore, classes);
+    cpu_k().cross_entropy_forward(closs, clse, logits, targets, ignore, classes);
+    expect_close(gloss, closs, "losses");
+    expect_close(glse, clse, "lse");
+    for (int64_t n = 5; n < N; n += 6)  // ignored rows: exactly 0
+      EXPECT_EQ(values(gloss.to(Device::cpu()))[size_t(n)], 0.0) << "row " << n;
 
-  const Tensor lse = clse.to(dt()).to(DType::F32);
-  Tensor gd = gpu_empty({N, V}, dt()), cd = cpu_empty({N, V});
-  TESSERA_KERNEL(gl, cross_entropy_backward)(gd, to_gpu(dl, dt()), gl, to_gpu(lse, dt()), gt,
-                                             ignore);
-  cpu_k().cross_entropy_backward(cd, dl, logits, lse, targets, ignore);
-  expect_close(gd, cd, "dlogits");
+    const Tensor lse = clse.to(dt()).to(DType::F32);
+    Tensor gd = gpu_empty({N, V}, dt()), cd = cpu_empty({N, V});
+    TESSERA_KERNEL(gl, cross_entropy_backward)(gd, to_gpu(dl, dt()), gl, to_gpu(lse, dt()), gt,
+                                               ignore, classes);
+    cpu_k().cross_entropy_backward(cd, dl, logits, lse, targets, ignore, classes);
+    expect_close(gd, cd, "dlogits");
+    const std::vector<double> pad = values(gd.to(Device::cpu()).narrow(1, classes, V - classes));
+    EXPECT_EQ(std::count(pad.begin(), pad.end(), 0.0), int64_t(pad.size())) << "padding columns";
 
-  if (dt() == DType::BF16) {  // per-row tensors in f32 for bf16 logits
-    Tensor gloss32 = gpu_empty({N}, DType::F32), glse32 = gpu_empty({N}, DType::F32);
-    TESSERA_KERNEL(gl, cross_entropy_forward)(gloss32, glse32, gl, gt, ignore);
-    EXPECT_LE(rel_err(gloss32, closs), kF32) << "f32 losses";
-    EXPECT_LE(rel_err(glse32, clse), kF32) << "f32 lse";
-    TESSERA_KERNEL(gl, cross_entropy_backward)(gd, to_gpu(dl, DType::F32), gl, glse32, gt, ignore);
-    cpu_k().cross_entropy_backward(cd, dl, logits, clse, targets, ignore);
-    expect_close(gd, cd, "dlogits from f32 lse");
+    if (dt() == DType::BF16) {  // per-row tensors in f32 for bf16 logits
+      Tensor gloss32 = gpu_empty({N}, DType::F32), glse32 = gpu_empty({N}, DType::F32);
+      TESSERA_KERNEL(gl, cross_entropy_forward)(gloss32, glse32, gl, gt, ignore, classes);
+      EXPECT_LE(rel_err(gloss32, closs), kF32) << "f32 losses";
+      EXPECT_LE(rel_err(glse32, clse), kF32) << "f32 lse";
+      TESSERA_KERNEL(gl, cross_entropy_backward)(gd, to_gpu(dl, DType::F32), gl, glse32, gt, ignore,
+                                                 classes);
+      cpu_k().cross_entropy_backward(cd, dl, logits, clse, targets, ignore, classes);
+      expect_close(gd, cd, "dlogits from f32 lse");
+    }
   }
 }
 

@@ -172,14 +172,16 @@ TEST(GPT, recompute_matches_plain_forward_and_gradients) {
 }
 
 namespace {
-// A hook that changes nothing but says it adapts every projection: the model then splits the
-// attention heads instead of running attention off the fused projection (ops/packed_attention.h).
+// A hook that changes nothing but says it adapts every projection but the head: the model then
+// splits the attention heads instead of running attention off the fused projection
+// (ops/packed_attention.h), and pads its logits as without a hook.
 class SplitHeads : public nn::LinearHook {
  public:
   Tensor base(const std::string&, const Tensor& x, const Tensor& w, const Tensor& b) const override {
     return ops::linear(x, w, b);
   }
   Tensor adapt(nn::Proj, int64_t, const Tensor&, const Tensor& y, bool) const override { return y; }
+  bool adapts(nn::Proj p, int64_t) const override { return p != nn::Proj::Head; }
 };
 }  // namespace
 
@@ -211,6 +213,47 @@ TEST(GPT, attention_off_the_fused_projection_equals_split_heads_with_fewer_copie
   // backward (here 3 copies in all against 23).
   EXPECT_LE(packed_copies + 8 * c.n_layer, split_copies)
       << "packed " << packed_copies << ", split " << split_copies;
+}
+
+namespace {
+// Changes nothing, but adapting the head keeps the logits unpadded.
+class UnpaddedHead : public SplitHeads {
+ public:
+  bool adapts(nn::Proj p, int64_t) const override { return p == nn::Proj::Head; }
+};
+}  // namespace
+
+TEST(GPT, padded_logits_give_the_unpadded_loss_and_gradients) {
+  // Vocabulary 11 computes 64 logit columns (zero rows under the head weight); the cross-entropy
+  // leaves the padding out, so loss and gradients equal the unpadded model's up to the gemm's
+  // rounding over a different column count (f64: 1e-14 of values of order 1).
+  for (GPTConfig c : {tiny_gpt2(), tiny_llama()}) {
+    const UnpaddedHead unpadded;
+    auto run = [&](bool padded, std::string* ce_shapes) {
+      Generator g(4);
+      GPT m(c, g, DType::F64);
+      if (!padded) m.set_hook(&unpadded);
+      EXPECT_EQ(m.logit_columns(), padded ? 64 : 11);
+      const Tensor x = ids({1, 2, 3, 4, 9, 8, 7, 6}, {2, 4});
+      EXPECT_EQ(m.forward(x).shape(), (Shape{2, 4, 11}));
+      profile::start();
+      Tensor loss = m.loss(x, ids({2, 3, 4, 5, 8, 7, 6, 10}, {2, 4}));
+      loss.backward();
+      profile::stop();
+      for (const profile::Row& r : profile::rows())
+        if (r.kernel == "cross_entropy_backward") *ce_shapes = r.shapes;  // dlogits first
+      std::vector<Tensor> out{loss.detach()};
+      for (const auto& [name, t] : m.parameters()) out.push_back(t.grad());
+      return out;
+    };
+    std::string padded_shapes, plain_shapes;
+    const std::vector<Tensor> a = run(true, &padded_shapes), b = run(false, &plain_shapes);
+    EXPECT_NE(padded_shapes.find("(8, 64)"), std::string::npos) << padded_shapes;
+    EXPECT_NE(plain_shapes.find("(8, 11)"), std::string::npos) << plain_shapes;
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i)
+      EXPECT_LT(tessera::testing::max_abs_diff(a[i], b[i]), 1e-14) << "tensor " << i;
+  }
 }
 
 TEST(GPT, learns_a_repeated_sequence_with_sgd) {

@@ -154,3 +154,29 @@ TEST(CrossEntropy, float_targets_are_an_error) {
   std::string msg = error_of([] { ops::cross_entropy(zeros({2, 3}), zeros({2})); });
   EXPECT_NE(msg.find("i32"), std::string::npos) << msg;
 }
+
+TEST(CrossEntropy, padding_columns_take_no_part_and_get_zero_gradient) {
+  // Logits (N, 8) of which the first 5 columns are classes: the loss and the gradient of those
+  // columns equal cross-entropy over the 5 columns alone (the same double arithmetic: exactly),
+  // and the padding's gradient is exactly 0 whatever its values.
+  Generator g(4);
+  const Tensor logits = randn({3, 2, 8}, g, DType::F64);
+  const Tensor t = targets_of({0, 4, -100, 2, 3, 1}, {3, 2});
+  Tensor padded = logits.detach(), plain = logits.narrow(2, 0, 5).contiguous().detach();
+  padded.requires_grad_();
+  plain.requires_grad_();
+  const Tensor a = ops::cross_entropy(padded, t, -100, {}, 5);
+  const Tensor b = ops::cross_entropy(plain, t);
+  EXPECT_EQ(a.item(), b.item());
+  a.backward();
+  b.backward();
+  EXPECT_EQ(tessera::testing::max_abs_diff(padded.grad().narrow(2, 0, 5), plain.grad()), 0.0);
+  const std::vector<double> pad = tessera::testing::values(padded.grad().narrow(2, 5, 3));
+  for (double v : pad) EXPECT_EQ(v, 0.0);
+  // A target among the padding is out of range, as is a class count past the columns.
+  std::string e = error_of([&] { ops::cross_entropy(padded, targets_of({0, 5, 1, 1, 1, 1}, {3, 2}), -100, {}, 5); });
+  EXPECT_NE(e.find("target 5 at position 1"), std::string::npos) << e;
+  EXPECT_NE(e.find("is outside [0, 5)"), std::string::npos) << e;
+  e = error_of([&] { ops::cross_entropy(padded, t, -100, {}, 9); });
+  EXPECT_NE(e.find("cross_entropy: classes 9 must be in [0, 8]"), std::string::npos) << e;
+}

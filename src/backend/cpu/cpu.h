@@ -35,6 +35,7 @@ void normal(const Tensor& dst, uint64_t seed, uint64_t offset);
 // matmul.cpp
 void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
           double alpha, double beta);
+void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias);
 // elementwise.cpp
 void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b);
 void axpby(const Tensor& out, double alpha, const Tensor& x, double beta, const Tensor& y);
@@ -67,9 +68,10 @@ void softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y);
 void log_softmax_forward(const Tensor& y, const Tensor& x);
 void log_softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y);
 void cross_entropy_forward(const Tensor& losses, const Tensor& lse, const Tensor& logits,
-                           const Tensor& targets, int64_t ignore_index);
+                           const Tensor& targets, int64_t ignore_index, int64_t classes);
 void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
-                            const Tensor& lse, const Tensor& targets, int64_t ignore_index);
+                            const Tensor& lse, const Tensor& targets, int64_t ignore_index,
+                            int64_t classes);
 // rope.cpp
 void rope(const Tensor& y, const Tensor& x, const std::vector<double>& inv_freq, double scale,
           int64_t pos_offset, bool inverse);

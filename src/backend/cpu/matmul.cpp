@@ -1,10 +1,12 @@
 // CPU gemm: batched, row-major, through OpenBLAS (cblas_sgemm / cblas_dgemm).
 // c (Bc, M, N) = alpha * op(a) @ op(b) + beta * c; a batch of 1 is shared by every c batch.
+// linear_forward: the gemm, then the bias added to every row.
 #include <cblas.h>
 
 #include <cstdlib>
 
 #include "backend/cpu/cpu.h"
+#include "backend/linear_shapes.h"
 
 namespace tessera::cpu {
 namespace {
@@ -74,6 +76,12 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
       }
     }
   });
+}
+
+void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_linear_forward("linear_forward", y, x, w, bias);
+  gemm(y, x, w, false, true, 1.0, 0.0);
+  binary(BinaryOp::Add, y, y, bias);  // the row broadcast, as a separate add would do it
 }
 
 }  // namespace tessera::cpu

@@ -117,10 +117,12 @@ namespace {
 // bounds when called directly. It runs before the parallel loop because an exception must not
 // escape an OpenMP region.
 void check_cross_entropy(const char* kernel, const Tensor& logits, const Tensor& lse,
-                         const Tensor& targets, int64_t ignore_index) {
-  TESSERA_CHECK(logits.dim() == 2, "cpu kernel ", kernel, ": logits must be (N, V), got ",
-                logits.str());
+                         const Tensor& targets, int64_t ignore_index, int64_t classes) {
+  TESSERA_CHECK(logits.dim() == 2 && logits.is_contiguous(), "cpu kernel ", kernel,
+                ": logits must be a contiguous (N, V), got ", logits.str());
   const int64_t N = logits.size(0), V = logits.size(1);
+  TESSERA_CHECK(classes >= 1 && classes <= V, "cpu kernel ", kernel, ": classes ", classes,
+                " must be in [1, ", V, "] for logits ", logits.str());
   TESSERA_CHECK(lse.dtype() == logits.dtype() && lse.numel() == N, "cpu kernel ", kernel, ": lse ",
                 lse.str(), " does not match logits ", logits.str());
   TESSERA_CHECK(targets.dtype() == DType::I32 && targets.numel() == N, "cpu kernel ", kernel,
@@ -128,15 +130,15 @@ void check_cross_entropy(const char* kernel, const Tensor& logits, const Tensor&
                 logits.str());
   const int32_t* t = static_cast<const int32_t*>(targets.data_ptr());
   for (int64_t n = 0; n < N; ++n)
-    TESSERA_CHECK(t[n] == ignore_index || (t[n] >= 0 && t[n] < V), "cpu kernel ", kernel,
-                  ": target ", t[n], " at row ", n, " is outside [0, ", V, ")");
+    TESSERA_CHECK(t[n] == ignore_index || (t[n] >= 0 && t[n] < classes), "cpu kernel ", kernel,
+                  ": target ", t[n], " at row ", n, " is outside [0, ", classes, ")");
 }
 
 }  // namespace
 
 void cross_entropy_forward(const Tensor& losses, const Tensor& lse, const Tensor& logits,
-                           const Tensor& targets, int64_t ignore_index) {
-  check_cross_entropy("cross_entropy_forward", logits, lse, targets, ignore_index);
+                           const Tensor& targets, int64_t ignore_index, int64_t classes) {
+  check_cross_entropy("cross_entropy_forward", logits, lse, targets, ignore_index, classes);
   check_like("cross_entropy_forward", lse, {&losses});
   const int64_t N = logits.size(0), V = logits.size(1);
   dispatch_float("cross_entropy_forward", logits.dtype(), [&](auto z) {
@@ -145,10 +147,11 @@ void cross_entropy_forward(const Tensor& losses, const Tensor& lse, const Tensor
     const int32_t* tp = static_cast<const int32_t*>(targets.data_ptr());
     T* lp = static_cast<T*>(losses.data_ptr());
     T* sp = static_cast<T*>(lse.data_ptr());
-    // -log softmax(x)[t] = lse - x[t]: the probabilities themselves are never formed.
+    // -log softmax(x)[t] = lse - x[t]: the probabilities themselves are never formed. Rows lie V
+    // apart; the padding columns past `classes` are never read.
 #pragma omp parallel for if (N * V > kParallelWork)
     for (int64_t n = 0; n < N; ++n) {
-      const double l = row_lse(xp + n * V, V);
+      const double l = row_lse(xp + n * V, classes);
       sp[n] = T(l);
       lp[n] = tp[n] == ignore_index ? T(0) : T(l - double(xp[n * V + tp[n]]));
     }
@@ -156,10 +159,11 @@ void cross_entropy_forward(const Tensor& losses, const Tensor& lse, const Tensor
 }
 
 // dlogits = dlosses[n] * (softmax(x) - onehot(t)), softmax recomputed as exp(x - lse) from the
-// saved lse so the forward never has to store an (N, V) probability matrix.
+// saved lse so the forward never has to store an (N, V) probability matrix; padding columns get 0.
 void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
-                            const Tensor& lse, const Tensor& targets, int64_t ignore_index) {
-  check_cross_entropy("cross_entropy_backward", logits, lse, targets, ignore_index);
+                            const Tensor& lse, const Tensor& targets, int64_t ignore_index,
+                            int64_t classes) {
+  check_cross_entropy("cross_entropy_backward", logits, lse, targets, ignore_index, classes);
   check_like("cross_entropy_backward", logits, {&dlogits});
   check_like("cross_entropy_backward", lse, {&dlosses});
   const int64_t N = logits.size(0), V = logits.size(1);
@@ -179,7 +183,8 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const 
       }
       const T* xr = xp + n * V;
       const double g = double(gp[n]), l = double(sp[n]);
-      for (int64_t v = 0; v < V; ++v) dr[v] = T(g * std::exp(double(xr[v]) - l));
+      for (int64_t v = 0; v < classes; ++v) dr[v] = T(g * std::exp(double(xr[v]) - l));
+      for (int64_t v = classes; v < V; ++v) dr[v] = T(0);
       dr[tp[n]] = T(g * (std::exp(double(xr[tp[n]]) - l) - 1.0));
     }
   });

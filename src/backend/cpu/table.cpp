@@ -13,6 +13,7 @@ const Kernels& kernels() {
       .uniform = uniform,
       .normal = normal,
       .gemm = gemm,
+      .linear_forward = linear_forward,
       .binary = binary,
       .axpby = axpby,
       .sum_dim = sum_dim,
