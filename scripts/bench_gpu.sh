@@ -10,6 +10,8 @@
 # BENCH_PROFILE (default 3) more steps run with the kernel profile on after the timed ones
 # (src/backend/profile.h): tessera.log then ends with where their device time went, kernel by
 # kernel and shape by shape. The timed steps run without it.
+# BENCH_UNFUSED=1 (the default) also times tessera's step without its fusions (bench_gpu
+# --unfused: split attention heads, unpadded logits, bias after the gemm), the "before" column.
 #
 # Builds first: with the Debian packages installed, an ordinary CMake build (build-bench/);
 # without them (the lent GPU machine), through scripts/build_offline.sh from third_party/debs/.
@@ -48,13 +50,20 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=c
   sed 's/^/gpu: /' | tee "$RESULTS/gpu.txt"
 
 # ---- run both ----------------------------------------------------------------------------------
-rm -f "$RESULTS/tessera.json" "$RESULTS/pytorch.json"
+rm -f "$RESULTS/tessera.json" "$RESULTS/tessera-unfused.json" "$RESULTS/pytorch.json"
 "$BUILD_DIR/bench_gpu" --config configs/gpt2-124m.yaml --batch-size "$B" \
   --set train.seq_len=1024 --set train.total_batch_size=0 \
   --steps "$STEPS_N" --warmup "$WARMUP_N" --profile "$PROFILE_N" --json "$RESULTS/tessera.json" 2>&1 |
   tee "$RESULTS/tessera.log"
 PYTHONUNBUFFERED=1 python3 scripts/bench_gpu.py --batch-size "$B" --seq 1024 --steps "$STEPS_N" \
   --warmup "$WARMUP_N" --json "$RESULTS/pytorch.json" 2>&1 | tee "$RESULTS/pytorch.log"
+
+if [ "${BENCH_UNFUSED:-1}" = 1 ]; then  # last: the main comparison is done first
+  "$BUILD_DIR/bench_gpu" --config configs/gpt2-124m.yaml --batch-size "$B" \
+    --set train.seq_len=1024 --set train.total_batch_size=0 --unfused --no-kernels \
+    --steps "$STEPS_N" --warmup "$WARMUP_N" --json "$RESULTS/tessera-unfused.json" 2>&1 |
+    tee "$RESULTS/tessera-unfused.log"
+fi
 
 # ---- the table ---------------------------------------------------------------------------------
 python3 - "$RESULTS" <<'PY'
@@ -66,7 +75,7 @@ def load(name):
             return json.load(f)
     except Exception:
         return {}
-t, p = load("tessera.json"), load("pytorch.json")
+t, p, u = load("tessera.json"), load("pytorch.json"), load("tessera-unfused.json")
 def fmt(v, nd=2):
     return "n/a" if v is None else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{nd}f}")
 def ratio(a, b):
@@ -80,12 +89,15 @@ rows = [("ms / step", "ms_per_step", 2), ("tokens / s", "tokens_per_s", 0), ("MF
         ("host waits / step", "host_reads_per_step", 1),
         ("peak allocated MiB", "peak_alloc_mib", 0), ("peak reserved MiB", "peak_reserved_mib", 0),
         ("loss, first step", "loss_first", 4), ("loss, last step", "loss_last", 4)]
-print(f"{'':22s} {'tessera':>12s} {'pytorch':>12s} {'tessera/pytorch':>16s}")
+print(f"{'':22s} {'tessera':>12s} {'pytorch':>12s} {'tessera/pytorch':>16s} {'unfused':>12s}")
 for label, key, nd in rows:
-    a, b = t.get(key), p.get(key)
+    a, b, c = t.get(key), p.get(key), u.get(key)
     if key == "mfu":
-        a, b = (None if a is None else 100 * a), (None if b is None else 100 * b)
-    print(f"{label:22s} {fmt(a, nd):>12s} {fmt(b, nd):>12s} {ratio(a, b):>16s}")
+        a, b, c = [None if v is None else 100 * v for v in (a, b, c)]
+    print(f"{label:22s} {fmt(a, nd):>12s} {fmt(b, nd):>12s} {ratio(a, b):>16s} {fmt(c, nd):>12s}")
+if u:
+    print("(unfused: tessera's step without its fusions, bench_gpu --unfused: split attention "
+          "heads, unpadded logits, bias added after the gemm)")
 tk, pk = t.get("kernels", {}), p.get("kernels", {})
 if tk or pk:
     print()

@@ -165,7 +165,10 @@ fi
 # ---- benchmarks --------------------------------------------------------------------------------
 if want bench; then
   t0=$(date +%s)
+  # BENCH_UNFUSED=1 adds the step without its fusions (the before of a before-and-after); off by
+  # default here, where the first run's time goes to correctness.
   BUILD_DIR="$B" RESULTS=/tmp/gpu-check-bench BENCH_STEPS=20 BENCH_WARMUP=5 \
+    BENCH_UNFUSED="${BENCH_UNFUSED:-0}" \
     timeout "$(limit 300)" scripts/bench_gpu.sh 8 >"$OUT/bench.log" 2>&1; rc=$?
   # torch.compile needs Python.h for Triton's launcher; without it PyTorch falls back to eager.
   compiled=yes

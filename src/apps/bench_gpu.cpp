@@ -45,6 +45,7 @@
 #include "core/rng.h"
 #include "distributed/communicator.h"
 #include "nn/gpt.h"
+#include "ops/ops.h"
 #include "optim/flat.h"
 #include "optim/flat_adamw.h"
 #include "train/device.h"
@@ -139,17 +140,20 @@ std::vector<KernelRow> bench_kernels(int64_t rows, int64_t C, int64_t V, int64_t
     });
   }
   {
-    Tensor logits = randn({rows, V}, g).to(DType::BF16).to(dev);
+    // The model's logits: the vocabulary padded to a multiple of 64 columns (GPT::logit_columns).
+    const int64_t Vp = (V + 63) / 64 * 64;
+    Tensor logits = randn({rows, Vp}, g).to(DType::BF16).to(dev);
     std::vector<int32_t> t(static_cast<size_t>(rows));
     for (size_t i = 0; i < t.size(); ++i) t[i] = int32_t((i * 7919) % size_t(V));
     Tensor targets = from_vector<int32_t>(t, {rows}, {DType::I32, dev});
     Tensor losses = Tensor::empty({rows}, f32), lse = Tensor::empty({rows}, f32);
-    Tensor dlosses = full({rows}, 1.0 / double(rows), f32), dlogits = Tensor::empty({rows, V}, bf);
-    run(row("cross_entropy_fwd", shape(rows, V), 2.0 * rows * V), [&] {
-      TESSERA_KERNEL(logits, cross_entropy_forward)(losses, lse, logits, targets, -100);
+    Tensor dlosses = full({rows}, 1.0 / double(rows), f32), dlogits = Tensor::empty({rows, Vp}, bf);
+    run(row("cross_entropy_fwd", shape(rows, Vp), 2.0 * rows * V), [&] {
+      TESSERA_KERNEL(logits, cross_entropy_forward)(losses, lse, logits, targets, -100, V);
     });
-    run(row("cross_entropy_bwd", shape(rows, V), 4.0 * rows * V), [&] {
-      TESSERA_KERNEL(logits, cross_entropy_backward)(dlogits, dlosses, logits, lse, targets, -100);
+    run(row("cross_entropy_bwd", shape(rows, Vp), 4.0 * rows * Vp), [&] {
+      TESSERA_KERNEL(logits, cross_entropy_backward)(dlogits, dlosses, logits, lse, targets, -100,
+                                                     V);
     });
   }
   {
@@ -165,6 +169,20 @@ std::vector<KernelRow> bench_kernels(int64_t rows, int64_t C, int64_t V, int64_t
   return out;
 }
 
+// --unfused: the step as it ran before attention read the fused projection in place, the logits
+// were padded and the bias rode the gemm. A hook computes every Linear as matmul then add and says
+// it adapts every projection (adapting none), so the model splits the heads and leaves the logits
+// unpadded: the same model and values, the earlier kernels.
+class UnfusedLinears : public nn::LinearHook {
+ public:
+  Tensor base(const std::string&, const Tensor& x, const Tensor& w,
+              const Tensor& b) const override {
+    Tensor y = ops::matmul(x, w, false, true);
+    return b.defined() ? ops::add(y, b) : y;
+  }
+  Tensor adapt(nn::Proj, int64_t, const Tensor&, const Tensor& y, bool) const override { return y; }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -175,7 +193,9 @@ int main(int argc, char** argv) {
         "json", "write the results here as one JSON object", cxxopts::value<std::string>())(
         "no-kernels", "skip the per-kernel timings")(
         "profile", "profiled steps after the timed ones (0: none)",
-        cxxopts::value<int>()->default_value("0"));
+        cxxopts::value<int>()->default_value("0"))(
+        "unfused", "time the step without its fusions (split attention heads, unpadded logits, "
+                   "bias added after the gemm): the before of a before-and-after");
     CommandLine cl = parse_command_line(argc, argv, options, /*config_required=*/false);
     if (cl.help) {
       std::cout << options.help() << "\n";
@@ -200,6 +220,9 @@ int main(int argc, char** argv) {
     Generator init(uint64_t(cfg.train.seed));
     nn::GPT model(mc, init);
     train::place_model(model, dev, on_gpu ? DType::BF16 : DType::F32);
+    const UnfusedLinears unfused;
+    const bool is_unfused = cl.args.count("unfused") > 0;
+    if (is_unfused) model.set_hook(&unfused);
     int64_t n_flop_params = 0;
     for (const auto& [name, t] : model.parameters())
       if (name.find("wpe") == std::string::npos &&
@@ -231,7 +254,9 @@ int main(int argc, char** argv) {
     std::cout << "bench_gpu: " << model.num_parameters() << " parameters (" << n_flop_params
               << " in the FLOP count), L " << mc.n_layer << ", H " << mc.n_head << ", Q "
               << mc.head_dim() << ", T " << T << ", B " << B << ", attention "
-              << cfg.model.attention << (cfg.train.recompute ? ", recompute" : "") << "\n";
+              << cfg.model.attention << (cfg.train.recompute ? ", recompute" : "")
+              << (is_unfused ? ", unfused" : "") << ", " << model.logit_columns()
+              << " logit columns\n";
     auto step = [&] {  // Trainer::train_steps' order, one micro-batch
       Tensor loss = model.loss(x, y, true);
       opt.backward(loss, /*last=*/true);
@@ -303,7 +328,8 @@ int main(int argc, char** argv) {
 
     if (cl.args.count("json")) {
       std::ostringstream js;
-      js << "{\"impl\": \"tessera\", \"batch\": " << B << ", \"seq\": " << T
+      js << "{\"impl\": \"" << (is_unfused ? "tessera-unfused" : "tessera")
+         << "\", \"batch\": " << B << ", \"seq\": " << T
          << ", \"params\": " << model.num_parameters() << ", \"flop_params\": " << n_flop_params
          << ", \"flops_per_token\": " << json_num(flops_per_token)
          << ", \"ms_per_step\": " << json_num(ms) << ", \"tokens_per_s\": " << json_num(tok_s)
