@@ -71,9 +71,8 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, double
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);  // T: queries
   scale = detail::attention_scale(scale, D);
 
-  // With fewer queries than keys (decoding), a cache's filled prefix is read in place.
-  const std::pair<Tensor, Tensor> kv = detail::dense_kv(k, v, /*offset=*/T < k.size(2));
-  Tensor Q = detail::dense(q), K = kv.first, V = kv.second;
+  // The flash kernels read any views with contiguous rows (a cache's filled prefix in decoding).
+  const Tensor Q = detail::unit_rows(q), K = detail::unit_rows(k), V = detail::unit_rows(v);
   Tensor out = Tensor::empty(q.shape(), q.options());
   // Row statistics stay f32 for bf16 and f32 inputs (f64 for f64): lse feeds an exp.
   Tensor lse =
@@ -88,8 +87,8 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, double
                   Tensor dq = Tensor::empty(Q.shape(), Q.options());
                   Tensor dk = Tensor::empty(K.shape(), K.options());
                   Tensor dv = Tensor::empty(V.shape(), V.options());
-                  TESSERA_KERNEL(dout, flash_attention_backward)(dq, dk, dv, dout, Q, K, V, O, lse,
-                                                                 scale, window);
+                  TESSERA_KERNEL(dout, flash_attention_backward)(dq, dk, dv, detail::unit_rows(dout),
+                                                                 Q, K, V, O, lse, scale, window);
                   g.add(0, dq);
                   g.add(1, dk);
                   g.add(2, dv);

@@ -17,7 +17,15 @@ inline Tensor dense(const Tensor& t) {
   return d.is_contiguous() ? d : d.contiguous();
 }
 
-// k and v as the attention kernels are handed them: the filled prefixes of two cache buffers are
+// An input of a kernel that keeps the strided contract of backend/attention_shapes.h (the flash
+// kernels): t itself, without autograd history, when its rows are contiguous (a view read where it
+// lies: a KV cache's filled prefix, heads of a fused projection); else a dense() copy.
+inline Tensor unit_rows(const Tensor& t) {
+  Tensor d = t.detach();
+  return has_unit_rows(d) ? d : d.contiguous();
+}
+
+// k and v as the dense-contract attention kernels (stick-breaking) are handed them: the filled prefixes of two cache buffers are
 // read in place by the query-offset forwards (offset: fewer queries than keys; see
 // backend/attention_shapes.h), anything else as dense() gives it.
 inline std::pair<Tensor, Tensor> dense_kv(const Tensor& k, const Tensor& v, bool offset) {
