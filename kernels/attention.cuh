@@ -27,6 +27,7 @@
 #include "backend/attention_shapes.h"
 #include "backend/kernels.h"
 #include "common.cuh"
+#include "flash_mma.h"
 
 namespace tessera::cuda::attn {
 
@@ -331,6 +332,15 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
 void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                               const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                               const Tensor& out, const Tensor& lse, double scale, int64_t window);
+// flash_mma.cu: the register-tile bf16 kernels at D in {64, 128}, on inputs already checked and
+// 16-byte aligned (flash_attention.cu does both); drow = rowsum(dout * out), as the backward's D.
+namespace attn {
+void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                       const Tensor& v, const FlashParams& p, int64_t B, int64_t D);
+void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                        const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
+                        const Tensor& drow, const FlashParams& p, int64_t B, int64_t D);
+}  // namespace attn
 // stick_breaking.cu
 void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tensor& rem,
                             const Tensor& q, const Tensor& k, const Tensor& v, double scale,

@@ -21,43 +21,17 @@
 // are recomputed in each (7 tile products per (query, key) tile pair instead of FA2's 5, no float
 // atomics).
 #include "attention.cuh"
+#include "backend/cuda.h"
 
 namespace tessera::cuda {
 namespace {
 
 using namespace attn;
 
-struct FlashParams {
-  int64_t T;  // queries; every kernel but the plain forward needs T == Tk
-  int H, Hkv;
-  float scale;
-  int64_t window;  // <= 0: no window
-  int64_t Tk;      // keys; query i sits at position Tk - T + i
-  // Where each tensor's rows lie (element (b, h, t, e) at s.row(b, h, t) + e); the backward's
-  // gradients take theirs from dq, dk, dv and dout.
-  HeadStrides q, k, v, o;
-  HeadStrides dq, dk, dv, dout;
-};
-
-__device__ __forceinline__ bool visible(int64_t i, int64_t j, const FlashParams& p) {
-  return j <= i && i < p.T && (p.window <= 0 || i - j < p.window);
-}
-
-// Batch, query head and kv head of grid row bh = b H + h.
-struct HeadIndex {
-  int64_t b, h, g;
-};
-__device__ __forceinline__ HeadIndex head_index(int bh, const FlashParams& p) {
-  return {bh / p.H, bh % p.H, (bh % p.H) / (p.H / p.Hkv)};
-}
-
-// Key tiles [first, last] that query tile [q0, q0 + 64) can see.
-__device__ __forceinline__ int64_t first_key_tile(int64_t q0, const FlashParams& p) {
-  return p.window > 0 ? (q0 - p.window + 1 > 0 ? q0 - p.window + 1 : 0) / kTile : 0;
-}
-__device__ __forceinline__ int64_t last_key_tile(int64_t q0, const FlashParams& p) {
-  return (q0 + kTile - 1 < p.T - 1 ? q0 + kTile - 1 : p.T - 1) / kTile;
-}
+// FlashParams, visible, head_index, first_key_tile and last_key_tile: flash_mma.h, shared with the
+// register-tile kernels (flash_mma.cu) that run instead of the wmma ones below unless
+// set_flash_kernels chose these.
+static_assert(kTile == kMmaTile, "the two bf16 paths tile alike");
 
 // ---- bf16, tensor cores ---------------------------------------------------------------------
 
@@ -221,9 +195,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   float* Sw = St + warp * 16 * L::ld_s;
   float* dPw = dPt + warp * 16 * L::ld_s;
-  const int64_t last_q =
-      p.window > 0 ? (k0 + kTile - 1 + p.window - 1 < T - 1 ? k0 + kTile - 1 + p.window - 1 : T - 1)
-                   : T - 1;
+  const int64_t last_q = last_query(k0, p);
   for (int h = g * G; h < (g + 1) * G; ++h) {
     const int64_t bh = int64_t(b) * p.H + h;
     for (int64_t qt = kt; qt <= last_q / kTile; ++qt) {
@@ -523,6 +495,10 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
     check_aligned_output(name, "out", out);
     Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
     p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);  // copies are dense
+    if (flash_kernels() == FlashKernels::Mma) {
+      flash_mma_forward(out, lse, Q, K, V, p, d.B, d.D);
+      return;
+    }
     const dim3 grid(unsigned((d.T + kTile - 1) / kTile), unsigned(d.B * d.H));
     auto launch = [&](auto kernel, size_t bytes) {
       allow_smem(kernel, bytes);
@@ -577,6 +553,10 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
            dO = aligned_input(dout);
     p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);  // copies are dense
     p.dout = head_strides(dO);
+    if (flash_kernels() == FlashKernels::Mma) {
+      flash_mma_backward(dq, dk, dv, dO, Q, K, V, lse, drow, p, d.B, d.D);
+      return;
+    }
     auto ptr = [](const Tensor& t) { return static_cast<const bf16_t*>(t.data_ptr()); };
     auto mut = [](const Tensor& t) { return static_cast<bf16_t*>(t.data_ptr()); };
     const unsigned tiles = unsigned((d.T + kTile - 1) / kTile);

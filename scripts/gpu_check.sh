@@ -67,6 +67,10 @@ elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
   echo
   echo "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo none)"
   echo
+  # bf16 flash attention outside the tests (which run both): the register-tile kernels unless
+  # TESSERA_FLASH_KERNELS=wmma was passed in (src/backend/cuda.h).
+  echo "flash kernels: ${TESSERA_FLASH_KERNELS:-mma}"
+  echo
   echo "| stage | result | detail |"
   echo "|---|---|---|"
 } >"$SUMMARY"

@@ -1,5 +1,6 @@
-// build/bench_attention: time of the fused CUDA attention kernels (kernels/flash_attention.cu,
-// kernels/stick_breaking.cu), forward and forward + backward, bf16, causal.
+// build/bench_attention: time of the fused CUDA attention kernels (kernels/flash_mma.cu, and the
+// wmma kernels of kernels/flash_attention.cu beside them; kernels/stick_breaking.cu), forward and
+// forward + backward, bf16, causal.
 //
 //   build/bench_attention                                   # T = 1k..16k, D = 64 and 128
 //   build/bench_attention --seqlens 4096 --dims 128 --iters 20
@@ -113,11 +114,15 @@ int run(int argc, char** argv) {
       struct Impl {
         const char* name;
         std::function<void()> fwd, bwd;
+        cuda::FlashKernels flash = cuda::FlashKernels::Mma;
+      };
+      auto flash_fwd = [&] { kern.flash_attention_forward(out, stat, q, k, v, scale, 0); };
+      auto flash_bwd = [&] {
+        kern.flash_attention_backward(dq, dk, dv, dout, q, k, v, out, stat, scale, 0);
       };
       const Impl impls[] = {
-          {"tessera flash (softmax)",
-           [&] { kern.flash_attention_forward(out, stat, q, k, v, scale, 0); },
-           [&] { kern.flash_attention_backward(dq, dk, dv, dout, q, k, v, out, stat, scale, 0); }},
+          {"tessera flash (softmax)", flash_fwd, flash_bwd, cuda::FlashKernels::Mma},
+          {"tessera flash, wmma kernels", flash_fwd, flash_bwd, cuda::FlashKernels::Wmma},
           {"tessera stick-breaking",
            [&] { kern.stick_breaking_forward(out, stat, Tensor(), q, k, v, scale, false, false); },
            [&] {
@@ -125,7 +130,9 @@ int run(int argc, char** argv) {
                                           false);
            }},
       };
+      const cuda::FlashKernels chosen = cuda::flash_kernels();
       for (const Impl& impl : impls) {
+        cuda::set_flash_kernels(impl.flash);
         const double fwd = time_ms(impl.fwd, warmup, iters);
         const double both = time_ms(
             [&] {
@@ -138,6 +145,7 @@ int run(int argc, char** argv) {
                     fwd_flops / (fwd * 1e9), both, 3.5 * fwd_flops / (both * 1e9));
         std::fflush(stdout);
       }
+      cuda::set_flash_kernels(chosen);
     }
   }
   return 0;

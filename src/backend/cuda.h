@@ -56,6 +56,14 @@ struct DeviceMemoryStats {
 DeviceMemoryStats device_memory_stats(int device);  // zeros in a build without CUDA
 void empty_cache(int device);  // returns every cached block of the device to the driver
 
+// Which kernels run bf16 flash attention at head dims 64 and 128: the register-tile ones
+// (kernels/flash_mma.h: mma.sync fragments, ldmatrix, cp.async; the default) or the wmma ones that
+// stage S, P and O through shared memory (kernels/flash_attention.cu). TESSERA_FLASH_KERNELS=wmma in
+// the environment starts with the latter; the GPU tests and bench_attention run both.
+enum class FlashKernels { Mma, Wmma };
+FlashKernels flash_kernels();
+void set_flash_kernels(FlashKernels k);
+
 // The CUDA kernel table (src/backend/kernels.h). Entries the CUDA backend does not provide yet are
 // null; calling one raises an error that names the kernel.
 const Kernels& kernels();

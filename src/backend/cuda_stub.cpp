@@ -26,6 +26,8 @@ void release_event(void*) {}
 SyncStats sync_stats() { return {}; }
 DeviceMemoryStats device_memory_stats(int) { return {}; }
 void empty_cache(int) {}
+FlashKernels flash_kernels() { return FlashKernels::Mma; }
+void set_flash_kernels(FlashKernels) {}
 const Kernels& kernels() { no_cuda(); }
 
 }  // namespace tessera::cuda

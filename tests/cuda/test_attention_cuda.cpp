@@ -1,5 +1,5 @@
-// CUDA fused attention (kernels/flash_attention.cu, kernels/stick_breaking.cu) against the CPU
-// reference kernels of the same table entries. Every test skips without a CUDA device.
+// CUDA fused attention (kernels/flash_attention.cu, kernels/flash_mma.cu, kernels/stick_breaking.cu)
+// against the CPU reference kernels of the same table entries. Every test skips without a CUDA device.
 //
 // Inputs are drawn in f32 and rounded to bf16 once; the CPU reference runs in f64 on exactly those
 // rounded values, so the comparison measures only the GPU's own arithmetic. Errors are measured
@@ -64,6 +64,18 @@ Input make_input(const Shape& shape, Generator& g, DType dtype, double mul = 1.0
   Tensor x = ops::add(ops::scale(randn(shape, g), mul), full(shape, add)).to(dtype);
   return {x.to(DType::F64), x.to(Device::cuda())};
 }
+
+// The two families of bf16 flash kernels (backend/cuda.h): every bf16 flash test runs both; the
+// choice is put back when the scope ends.
+constexpr cuda::FlashKernels kFlashKernels[] = {cuda::FlashKernels::Mma, cuda::FlashKernels::Wmma};
+const char* flash_name(cuda::FlashKernels k) {
+  return k == cuda::FlashKernels::Mma ? "mma kernels" : "wmma kernels";
+}
+struct UseFlashKernels {
+  cuda::FlashKernels prev = cuda::flash_kernels();
+  explicit UseFlashKernels(cuda::FlashKernels k) { cuda::set_flash_kernels(k); }
+  ~UseFlashKernels() { cuda::set_flash_kernels(prev); }
+};
 
 Tensor gpu_empty(const Shape& s, DType t) { return Tensor::empty(s, {t, Device::cuda()}); }
 
@@ -184,15 +196,25 @@ void check_packed(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, DType
 // exercise the masked edges; H != Hkv the grouped-query mapping.
 TEST(AttentionCuda, flash_bf16_matches_cpu_reference) {
   SKIP_WITHOUT_CUDA();
-  check_flash({2, 4, 2, 200, 64}, DType::BF16, 0, 71);
-  check_flash({1, 2, 1, 130, 128}, DType::BF16, 0, 72);
-  check_flash({1, 2, 2, 64, 64}, DType::BF16, 0, 73);  // exactly one tile
+  for (cuda::FlashKernels kind : kFlashKernels) {
+    SCOPED_TRACE(flash_name(kind));
+    UseFlashKernels use(kind);
+    check_flash({2, 4, 2, 200, 64}, DType::BF16, 0, 71);
+    check_flash({1, 2, 1, 130, 128}, DType::BF16, 0, 72);
+    check_flash({1, 2, 2, 64, 64}, DType::BF16, 0, 73);    // exactly one tile
+    check_flash({1, 8, 1, 1024, 64}, DType::BF16, 0, 78);  // GPT-2's T, multi-query heads
+  }
 }
 
 TEST(AttentionCuda, flash_bf16_sliding_window_matches_cpu_reference) {
   SKIP_WITHOUT_CUDA();
-  check_flash({1, 4, 4, 257, 64}, DType::BF16, 50, 74);    // window inside a tile
-  check_flash({1, 2, 1, 300, 128}, DType::BF16, 130, 75);  // window spanning tiles
+  for (cuda::FlashKernels kind : kFlashKernels) {
+    SCOPED_TRACE(flash_name(kind));
+    UseFlashKernels use(kind);
+    check_flash({1, 4, 4, 257, 64}, DType::BF16, 50, 74);    // window inside a tile
+    check_flash({1, 2, 1, 300, 128}, DType::BF16, 130, 75);  // window spanning tiles
+    check_flash({1, 2, 2, 200, 64}, DType::BF16, 2, 79);     // itself and the key before
+  }
 }
 
 TEST(AttentionCuda, flash_f32_matches_cpu_reference) {
@@ -203,9 +225,13 @@ TEST(AttentionCuda, flash_f32_matches_cpu_reference) {
 
 TEST(AttentionCuda, packed_projection_attention_matches_cpu_reference) {
   SKIP_WITHOUT_CUDA();
-  check_packed(2, 200, 4, 2, 64, DType::BF16, 0, 81);    // tensor-core tiles, grouped queries
-  check_packed(1, 130, 2, 1, 128, DType::BF16, 0, 82);   // head dim 128, one kv head
-  check_packed(1, 257, 4, 4, 64, DType::BF16, 50, 83);   // sliding window
+  for (cuda::FlashKernels kind : kFlashKernels) {
+    SCOPED_TRACE(flash_name(kind));
+    UseFlashKernels use(kind);
+    check_packed(2, 200, 4, 2, 64, DType::BF16, 0, 81);   // tensor-core tiles, grouped queries
+    check_packed(1, 130, 2, 1, 128, DType::BF16, 0, 82);  // head dim 128, one kv head
+    check_packed(1, 257, 4, 4, 64, DType::BF16, 50, 83);  // sliding window
+  }
   check_packed(1, 100, 4, 2, 64, DType::F32, 0, 84);     // f32 warp-per-row kernels
   check_packed(2, 77, 2, 1, 48, DType::F32, 33, 85);     // any head dim with a window
 }
@@ -231,7 +257,9 @@ TEST(AttentionCuda, backward_passes_are_deterministic) {
   Qkv in = make_qkv(s, DType::BF16, 91);
   const Shape qs{s.B, s.H, s.T, s.D}, ks{s.B, s.Hkv, s.T, s.D}, rows{s.B, s.H, s.T};
   Tensor out = gpu_empty(qs, DType::BF16), stat = gpu_empty(rows, DType::F32);
-  for (bool flash : {true, false}) {
+  for (int pass = 0; pass < 3; ++pass) {
+    const bool flash = pass < 2;
+    UseFlashKernels use(pass == 0 ? cuda::FlashKernels::Mma : cuda::FlashKernels::Wmma);
     if (flash) {
       TESSERA_KERNEL(out, flash_attention_forward)(out, stat, in.q.gpu, in.k.gpu, in.v.gpu, 0.125,
                                                    0);
@@ -257,7 +285,8 @@ TEST(AttentionCuda, backward_passes_are_deterministic) {
         first = now;
       } else {
         for (size_t n = 0; n < now.size(); ++n)
-          EXPECT_TRUE(now[n] == first[n]) << (flash ? "flash" : "stick-breaking") << " grad " << n;
+          EXPECT_TRUE(now[n] == first[n])
+              << (flash ? flash_name(cuda::flash_kernels()) : "stick-breaking") << " grad " << n;
       }
     }
   }

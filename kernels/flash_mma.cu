@@ -1,0 +1,159 @@
+// The GPU side of kernels/flash_mma.h: its warp instructions as inline PTX (DeviceCtx), the three
+// kernels (forward; backward dK dV, then dQ) and their launches. flash_attention_forward/backward
+// (flash_attention.cu) call these for bf16 at head dims 64 and 128 unless the wmma kernels are
+// chosen (set_flash_kernels, TESSERA_FLASH_KERNELS=wmma).
+//
+// PTX used (sm_80+): ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16,
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, cp.async.cg.shared.global (16 bytes, with
+// a source size of 0 to zero-fill), cp.async.commit_group, cp.async.wait_group 0.
+#include <cuda_bf16.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "attention.cuh"
+#include "backend/cuda.h"
+#include "flash_mma.h"
+
+namespace tessera::cuda {
+namespace {
+
+using namespace attn;
+
+struct DeviceCtx {
+  unsigned char* base;
+  __device__ int thread() const { return int(threadIdx.x); }
+  __device__ unsigned char* smem() const { return base; }
+  __device__ void sync_block() { __syncthreads(); }
+  __device__ static uint32_t shared_addr(const void* p) {
+    return uint32_t(__cvta_generic_to_shared(p));
+  }
+  __device__ void ldmatrix_x4(uint32_t (&r)[4], const uint16_t* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_addr(row)));
+  }
+  __device__ void ldmatrix_x4_trans(uint32_t (&r)[4], const uint16_t* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_addr(row)));
+  }
+  __device__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  __device__ float shfl_xor(float v, int mask) { return __shfl_xor_sync(kFull, v, mask); }
+  __device__ void cp_async16(void* dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_addr(dst)),
+                 "l"(src), "r"(valid ? 16 : 0));
+  }
+  __device__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+  __device__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+  __device__ static uint32_t pack_bf16x2(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lo) in the low half
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return u;
+  }
+  __device__ static float exp2(float x) { return exp2f(x); }
+  __device__ static float log(float x) { return logf(x); }
+};
+
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads)
+    flash_forward_mma(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
+                      const uint16_t* v, FlashParams p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  DeviceCtx w{smem};
+  // The longest rows (the last query tiles) start first.
+  mma::forward_block<D>(w, out, lse, q, k, v, p, int64_t(gridDim.x - 1 - blockIdx.x),
+                        int64_t(blockIdx.y));
+}
+
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads)
+    flash_backward_dkdv_mma(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
+                            const uint16_t* v, const uint16_t* dout, const float* lse,
+                            const float* drow, FlashParams p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  DeviceCtx w{smem};
+  // Key tile 0 is seen by the most queries: launched first.
+  mma::backward_dkdv_block<D>(w, dk, dv, q, k, v, dout, lse, drow, p, int64_t(blockIdx.x),
+                              int64_t(blockIdx.y));
+}
+
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads)
+    flash_backward_dq_mma(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                          const uint16_t* dout, const float* lse, const float* drow,
+                          FlashParams p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  DeviceCtx w{smem};
+  mma::backward_dq_block<D>(w, dq, q, k, v, dout, lse, drow, p, int64_t(gridDim.x - 1 - blockIdx.x),
+                            int64_t(blockIdx.y));
+}
+
+FlashKernels initial_choice() {
+  const char* env = std::getenv("TESSERA_FLASH_KERNELS");
+  if (env && std::strcmp(env, "wmma") == 0) return FlashKernels::Wmma;
+  TESSERA_CHECK(!env || !*env || std::strcmp(env, "mma") == 0,
+                "TESSERA_FLASH_KERNELS must be mma or wmma, got '", env, "'");
+  return FlashKernels::Mma;
+}
+FlashKernels& choice() {
+  static FlashKernels k = initial_choice();
+  return k;
+}
+
+const uint16_t* bits(const Tensor& t) { return static_cast<const uint16_t*>(t.data_ptr()); }
+uint16_t* mut_bits(const Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
+
+}  // namespace
+
+FlashKernels flash_kernels() { return choice(); }
+void set_flash_kernels(FlashKernels k) { choice() = k; }
+
+namespace attn {
+
+void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                       const Tensor& v, const FlashParams& p, int64_t B, int64_t D) {
+  const dim3 grid(unsigned((p.T + kMmaTile - 1) / kMmaTile), unsigned(B * p.H));
+  auto launch = [&](auto kernel, size_t bytes) {
+    allow_smem(kernel, bytes);
+    kernel<<<grid, kMmaThreads, bytes>>>(mut_bits(out), static_cast<float*>(lse.data_ptr()),
+                                         bits(q), bits(k), bits(v), p);
+    CUDA_CHECK_LAUNCH();
+  };
+  if (D == 64)
+    launch(flash_forward_mma<64>, mma::ForwardSmem<64>::bytes);
+  else
+    launch(flash_forward_mma<128>, mma::ForwardSmem<128>::bytes);
+}
+
+void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                        const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
+                        const Tensor& drow, const FlashParams& p, int64_t B, int64_t D) {
+  const unsigned tiles = unsigned((p.T + kMmaTile - 1) / kMmaTile);
+  const float* lp = static_cast<const float*>(lse.data_ptr());
+  const float* dr = static_cast<const float*>(drow.data_ptr());
+  auto run = [&](auto dkdv_kernel, auto dq_kernel, size_t bytes) {
+    allow_smem(dkdv_kernel, bytes);
+    dkdv_kernel<<<dim3(tiles, unsigned(B * p.Hkv)), kMmaThreads, bytes>>>(
+        mut_bits(dk), mut_bits(dv), bits(q), bits(k), bits(v), bits(dout), lp, dr, p);
+    CUDA_CHECK_LAUNCH();
+    allow_smem(dq_kernel, bytes);
+    dq_kernel<<<dim3(tiles, unsigned(B * p.H)), kMmaThreads, bytes>>>(
+        mut_bits(dq), bits(q), bits(k), bits(v), bits(dout), lp, dr, p);
+    CUDA_CHECK_LAUNCH();
+  };
+  if (D == 64)
+    run(flash_backward_dkdv_mma<64>, flash_backward_dq_mma<64>, mma::BackwardSmem<64>::bytes);
+  else
+    run(flash_backward_dkdv_mma<128>, flash_backward_dq_mma<128>, mma::BackwardSmem<128>::bytes);
+}
+
+}  // namespace attn
+}  // namespace tessera::cuda

@@ -1,0 +1,447 @@
+// FlashAttention-2 (Dao 2023, arXiv:2307.08691) on register tiles: the bf16 forward and backward
+// bodies behind flash_attention_forward/backward at head dims 64 and 128 (kernels/flash_mma.cu
+// launches them), with S, P, O and the gradients' accumulators held in registers as mma.sync
+// fragments instead of staged through shared memory, and K/V tiles streamed in by cp.async.
+//
+// Same mathematics, masks and layouts as the wmma kernels of flash_attention.cu (whose header has
+// the formulas): causal, an optional sliding window, grouped-query heads, the strided contract of
+// backend/attention_shapes.h (FlashParams carries each tensor's HeadStrides; rows 16-byte aligned),
+// lse saved in natural log, deterministic backward (a key-tile-major pass for dK, dV and a
+// query-tile-major pass for dQ; no atomics). Softmax runs in base 2: x = scale log2(e) s.
+//
+// Plain C++ over a context type W that supplies the warp instructions, so the same bodies run on
+// the GPU (flash_mma.cu's DeviceCtx: inline PTX) and on the CPU under tests/kernels' warp emulator
+// (one std::thread per lane), which checks their indexing against the CPU reference before any GPU
+// does. W provides:
+//   thread(), smem(), sync_block(); cp_async16(dst, src, valid), cp_async_commit(),
+//   cp_async_wait_all(); ldmatrix_x4(r, row), ldmatrix_x4_trans(r, row) (lane l gives row l % 8 of
+//   8x8 matrix l / 8); mma_bf16_16816(d, a, b0, b1) (d += a b, m16n8k16, f32 accumulate);
+//   shfl_xor(x, mask); pack_bf16x2(lo, hi); exp2(x); log(x).
+//
+// Fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16" with .bf16), g = lane / 4, c = lane % 4:
+//   A 16x16: a[0] (g, 2c..2c+1), a[1] (g+8, 2c..), a[2] (g, 2c+8..), a[3] (g+8, 2c+8..);
+//   B 16x8 (k x n): b0 (k 2c..2c+1, n g), b1 (k 2c+8.., n g);
+//   C 16x8: d[0], d[1] (g, 2c, 2c+1), d[2], d[3] (g+8, 2c, 2c+1).
+// So an S tile's C fragments of keys [16s, 16s+8) and [16s+8, 16s+16), rounded to bf16, are the A
+// fragment of P for the product P V over those 16 keys: P never leaves the registers.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "backend/attention_shapes.h"
+
+#if defined(__CUDACC__)
+#define TESSERA_MMA_FN __device__ __forceinline__
+#define TESSERA_MMA_UNROLL _Pragma("unroll")
+#else
+#define TESSERA_MMA_FN inline
+#define TESSERA_MMA_UNROLL
+#endif
+
+namespace tessera::cuda::attn {
+
+constexpr int kMmaTile = 64;  // rows per block (16 per warp) and columns per inner tile
+constexpr int kMmaWarps = 4;
+constexpr int kMmaThreads = kMmaWarps * 32;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+struct FlashParams {
+  int64_t T;  // queries; every kernel but the plain forward needs T == Tk
+  int H, Hkv;
+  float scale;
+  int64_t window;  // <= 0: no window
+  int64_t Tk;      // keys; query i sits at position Tk - T + i
+  // Where each tensor's rows lie (element (b, h, t, e) at s.row(b, h, t) + e); the backward's
+  // gradients take theirs from dq, dk, dv and dout.
+  HeadStrides q, k, v, o;
+  HeadStrides dq, dk, dv, dout;
+};
+
+TESSERA_MMA_FN bool visible(int64_t i, int64_t j, const FlashParams& p) {
+  return j <= i && i < p.T && (p.window <= 0 || i - j < p.window);
+}
+// Whether every query of [i0, i0 + rows) sees every key of [j0, j0 + cols): no mask needed.
+TESSERA_MMA_FN bool all_visible(int64_t i0, int rows, int64_t j0, int cols, const FlashParams& p) {
+  return j0 + cols - 1 <= i0 && i0 + rows <= p.T &&
+         (p.window <= 0 || i0 + rows - 1 - j0 < p.window);
+}
+
+// Batch, query head and kv head of grid row bh = b H + h.
+struct HeadIndex {
+  int64_t b, h, g;
+};
+TESSERA_MMA_FN HeadIndex head_index(int64_t bh, const FlashParams& p) {
+  return {bh / p.H, bh % p.H, (bh % p.H) / (p.H / p.Hkv)};
+}
+
+// Key tiles [first, last] that query tile [q0, q0 + 64) can see.
+TESSERA_MMA_FN int64_t first_key_tile(int64_t q0, const FlashParams& p) {
+  return p.window > 0 ? (q0 - p.window + 1 > 0 ? q0 - p.window + 1 : 0) / kMmaTile : 0;
+}
+TESSERA_MMA_FN int64_t last_key_tile(int64_t q0, const FlashParams& p) {
+  return (q0 + kMmaTile - 1 < p.T - 1 ? q0 + kMmaTile - 1 : p.T - 1) / kMmaTile;
+}
+// The last query that can see a key of tile [k0, k0 + 64).
+TESSERA_MMA_FN int64_t last_query(int64_t k0, const FlashParams& p) {
+  const int64_t last = k0 + kMmaTile - 1 + (p.window > 0 ? p.window - 1 : p.T);
+  return last < p.T - 1 ? last : p.T - 1;
+}
+
+namespace mma {
+
+// Shared-memory tiles: 64 rows of D bf16, row stride D + 8 elements (16 bytes of padding), so the
+// eight 16-byte rows one ldmatrix phase reads start 4 banks apart and never collide.
+template <int D>
+constexpr int kLd = D + 8;
+template <int D>
+constexpr size_t kTileBytes = size_t(kMmaTile) * kLd<D> * 2;
+
+// Rows [row0, row0 + 64) of a (rows_total, D) bf16 matrix whose rows lie ld elements apart into a
+// padded tile, 16 bytes per cp.async; rows past rows_total are zero-filled (masked scores, and zero
+// rows of V or dO add nothing).
+template <int D, class W>
+TESSERA_MMA_FN void load_tile_async(W& w, uint16_t* dst, const uint16_t* src, int64_t row0,
+                                    int64_t rows_total, int64_t ld) {
+  constexpr int kPerRow = D / 8;
+  for (int idx = w.thread(); idx < kMmaTile * kPerRow; idx += kMmaThreads) {
+    const int r = idx / kPerRow, c = (idx % kPerRow) * 8;
+    const bool valid = row0 + r < rows_total;
+    w.cp_async16(dst + r * kLd<D> + c, valid ? src + (row0 + r) * ld + c : src, valid);
+  }
+}
+
+// The ldmatrix row address this lane gives for a 16x16 A operand at rows r0.., cols c0.. of a tile
+// (matrices: rows 0-7 / 8-15 x cols 0-7, then cols 8-15, the order of a[0..3]); the same address
+// with .trans gives the B operands (k = rows r0.., n = cols c0..c0+7 then c0+8..) of a product
+// whose k runs down the tile's rows (P V, dS K, P^T dO, dS^T Q).
+template <int D>
+TESSERA_MMA_FN const uint16_t* a_row(const uint16_t* tile, int r0, int c0, int lane) {
+  return tile + (r0 + lane % 16) * kLd<D> + c0 + (lane / 16) * 8;
+}
+// The address for two B operands (n = rows r0..r0+7, then r0+8..r0+15; k = cols c0..c0+15) of a
+// product whose k runs along the tile's rows (Q K^T, dO V^T, K Q^T, V dO^T): r[0], r[1] are the
+// first n-block's b0, b1 and r[2], r[3] the second's.
+template <int D>
+TESSERA_MMA_FN const uint16_t* bt_row(const uint16_t* tile, int r0, int c0, int lane) {
+  return tile + (r0 + lane % 8 + (lane / 16) * 8) * kLd<D> + c0 + ((lane / 8) % 2) * 8;
+}
+
+// acc (16 x 64 as eight 16x8 C fragments) = a (16 x D: this warp's rows of tile `a`, read from
+// shared memory or held in af) @ b^T (b: the 64 rows of tile `b`).
+template <int D, class W>
+TESSERA_MMA_FN void tile_abt(W& w, float (&acc)[8][4], const uint32_t (&af)[D / 16][4],
+                             const uint16_t* b, int lane) {
+  TESSERA_MMA_UNROLL
+  for (int n = 0; n < 8; ++n)
+    for (int e = 0; e < 4; ++e) acc[n][e] = 0.0f;
+  TESSERA_MMA_UNROLL
+  for (int kk = 0; kk < D / 16; ++kk) {
+    TESSERA_MMA_UNROLL
+    for (int np = 0; np < 4; ++np) {
+      uint32_t bf[4];
+      w.ldmatrix_x4(bf, bt_row<D>(b, np * 16, kk * 16, lane));
+      w.mma_bf16_16816(acc[2 * np], af[kk], bf[0], bf[1]);
+      w.mma_bf16_16816(acc[2 * np + 1], af[kk], bf[2], bf[3]);
+    }
+  }
+}
+
+// This warp's 16 rows of tile t (at rows r0..r0+15) as D / 16 A fragments.
+template <int D, class W>
+TESSERA_MMA_FN void load_a(W& w, uint32_t (&af)[D / 16][4], const uint16_t* t, int r0, int lane) {
+  TESSERA_MMA_UNROLL
+  for (int kk = 0; kk < D / 16; ++kk) w.ldmatrix_x4(af[kk], a_row<D>(t, r0, kk * 16, lane));
+}
+
+// acc (16 x D as D / 8 C fragments) += p (16 x 64, eight C fragments, rounded to bf16 here) @ m
+// (the 64 rows x D of tile m).
+template <int D, class W>
+TESSERA_MMA_FN void tile_pm(W& w, float (&acc)[D / 8][4], const float (&p)[8][4],
+                            const uint16_t* m, int lane) {
+  TESSERA_MMA_UNROLL
+  for (int ks = 0; ks < 4; ++ks) {
+    const uint32_t pa[4] = {W::pack_bf16x2(p[2 * ks][0], p[2 * ks][1]),
+                            W::pack_bf16x2(p[2 * ks][2], p[2 * ks][3]),
+                            W::pack_bf16x2(p[2 * ks + 1][0], p[2 * ks + 1][1]),
+                            W::pack_bf16x2(p[2 * ks + 1][2], p[2 * ks + 1][3])};
+    TESSERA_MMA_UNROLL
+    for (int dp = 0; dp < D / 16; ++dp) {
+      uint32_t bf[4];
+      w.ldmatrix_x4_trans(bf, a_row<D>(m, ks * 16, dp * 16, lane));
+      w.mma_bf16_16816(acc[2 * dp], pa, bf[0], bf[1]);
+      w.mma_bf16_16816(acc[2 * dp + 1], pa, bf[2], bf[3]);
+    }
+  }
+}
+
+// Rows r0 + g and r0 + g + 8 of a (rows_total, D) bf16 matrix (rows ld apart) from a 16 x D
+// accumulator, times mul; each lane writes its pairs of columns.
+template <int D, class W>
+TESSERA_MMA_FN void store_rows(uint16_t* dst, int64_t r0, int64_t rows_total, int64_t ld,
+                               const float (&acc)[D / 8][4], float mul0, float mul1, int lane) {
+  const int g = lane / 4, c = lane % 4;
+  TESSERA_MMA_UNROLL
+  for (int half = 0; half < 2; ++half) {
+    const int64_t r = r0 + g + 8 * half;
+    if (r >= rows_total) continue;
+    const float mul = half ? mul1 : mul0;
+    uint16_t* row = dst + r * ld;
+    TESSERA_MMA_UNROLL
+    for (int n = 0; n < D / 8; ++n)
+      *reinterpret_cast<uint32_t*>(row + n * 8 + 2 * c) =
+          W::pack_bf16x2(mul * acc[n][2 * half], mul * acc[n][2 * half + 1]);
+  }
+}
+
+template <int D>
+struct ForwardSmem {
+  static constexpr size_t q = 0, k = kTileBytes<D>, v = 2 * kTileBytes<D>,
+                          bytes = 3 * kTileBytes<D>;
+};
+
+// One block: query tile qt of grid row bh = b H + h. Warp w owns queries q0 + 16 w .. + 15; lane
+// holds rows g and g + 8 of them. K of the next tile streams in while P V runs, V of this tile
+// while Q K^T runs.
+template <int D, class W>
+TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_t* q,
+                                  const uint16_t* k, const uint16_t* v, const FlashParams& p,
+                                  int64_t qt, int64_t bh) {
+  using M = ForwardSmem<D>;
+  uint16_t* Qs = reinterpret_cast<uint16_t*>(w.smem() + M::q);
+  uint16_t* Ks = reinterpret_cast<uint16_t*>(w.smem() + M::k);
+  uint16_t* Vs = reinterpret_cast<uint16_t*>(w.smem() + M::v);
+  const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4, c = lane % 4;
+  const HeadIndex hi = head_index(bh, p);
+  const int64_t T = p.T, q0 = qt * kMmaTile, r0 = q0 + warp * 16;
+  const uint16_t* kh = k + p.k.row(hi.b, hi.g, 0);
+  const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
+  const int64_t kt0 = first_key_tile(q0, p), kt1 = last_key_tile(q0, p);
+
+  load_tile_async<D>(w, Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
+  load_tile_async<D>(w, Ks, kh, kt0 * kMmaTile, T, p.k.t);
+  w.cp_async_commit();
+  w.cp_async_wait_all();
+  w.sync_block();
+  uint32_t qf[D / 16][4];
+  load_a<D>(w, qf, Qs, warp * 16, lane);
+
+  float o[D / 8][4];
+  TESSERA_MMA_UNROLL
+  for (int n = 0; n < D / 8; ++n)
+    for (int e = 0; e < 4; ++e) o[n][e] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // base-2 running max; partial sums
+  const float scale2 = p.scale * kLog2e;
+
+  for (int64_t kt = kt0; kt <= kt1; ++kt) {
+    const int64_t k0 = kt * kMmaTile;
+    load_tile_async<D>(w, Vs, vh, k0, T, p.v.t);
+    w.cp_async_commit();
+    float s[8][4];
+    tile_abt<D>(w, s, qf, Ks, lane);
+    const bool full = all_visible(r0, 16, k0, kMmaTile, p);
+    TESSERA_MMA_UNROLL
+    for (int half = 0; half < 2; ++half) {
+      const int64_t i = r0 + g + 8 * half;
+      float mx = m[half];
+      TESSERA_MMA_UNROLL
+      for (int n = 0; n < 8; ++n)
+        TESSERA_MMA_UNROLL
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[n][2 * half + e];
+          x = full || visible(i, k0 + n * 8 + 2 * c + e, p) ? x * scale2 : -INFINITY;
+          mx = x > mx ? x : mx;
+        }
+      mx = fmaxf(mx, w.shfl_xor(mx, 1));  // the four lanes of a row
+      mx = fmaxf(mx, w.shfl_xor(mx, 2));
+      const float base = mx == -INFINITY ? 0.0f : mx;  // nothing visible yet: P = 0, O stays 0
+      const float alpha = w.exp2(m[half] - base);       // 0 while m is -inf
+      float sum = 0.0f;
+      TESSERA_MMA_UNROLL
+      for (int n = 0; n < 8; ++n)
+        TESSERA_MMA_UNROLL
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[n][2 * half + e];
+          x = w.exp2(x - base);
+          sum += x;
+        }
+      l[half] = alpha * l[half] + sum;
+      m[half] = mx;
+      TESSERA_MMA_UNROLL
+      for (int n = 0; n < D / 8; ++n) {
+        o[n][2 * half] *= alpha;
+        o[n][2 * half + 1] *= alpha;
+      }
+    }
+    w.cp_async_wait_all();  // V is in
+    w.sync_block();         // and every warp is done with K
+    if (kt < kt1) {
+      load_tile_async<D>(w, Ks, kh, k0 + kMmaTile, T, p.k.t);
+      w.cp_async_commit();
+    }
+    tile_pm<D>(w, o, s, Vs, lane);
+    w.cp_async_wait_all();  // the next K is in
+    w.sync_block();         // and every warp is done with V
+  }
+
+  float inv[2];
+  TESSERA_MMA_UNROLL
+  for (int half = 0; half < 2; ++half) {
+    float lt = l[half] + w.shfl_xor(l[half], 1);
+    lt += w.shfl_xor(lt, 2);
+    // Every query < T sees its own key, so lt > 0 on the rows written.
+    inv[half] = lt > 0.0f ? 1.0f / lt : 0.0f;
+    const int64_t i = r0 + g + 8 * half;
+    if (c == 0 && i < T) lse[bh * T + i] = m[half] * kLn2 + W::log(lt);
+  }
+  store_rows<D, W>(out + p.o.row(hi.b, hi.h, 0), r0, T, p.o.t, o, inv[0], inv[1], lane);
+}
+
+template <int D>
+struct BackwardSmem {
+  // a, b: the tiles a block keeps (K, V for dK dV; Q, dO for dQ); c, d: the tiles that stream.
+  static constexpr size_t a = 0, b = kTileBytes<D>, c = 2 * kTileBytes<D>, d = 3 * kTileBytes<D>,
+                          stats = 4 * kTileBytes<D>,
+                          bytes = stats + 2 * kMmaTile * sizeof(float);
+};
+
+// dK, dV of key tile kt of kv head (b, g) = bkv: over the G query heads of the group and every
+// query tile that sees the key tile. Warp w owns keys k0 + 16 w .. + 15, the rows of S^T = K Q^T
+// and dP^T = V dO^T; then dV += P^T dO and dK += dS^T Q, all four in registers.
+template <int D, class W>
+TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const uint16_t* q,
+                                        const uint16_t* k, const uint16_t* v, const uint16_t* dout,
+                                        const float* lse, const float* drow, const FlashParams& p,
+                                        int64_t kt, int64_t bkv) {
+  using M = BackwardSmem<D>;
+  uint16_t* Ks = reinterpret_cast<uint16_t*>(w.smem() + M::a);
+  uint16_t* Vs = reinterpret_cast<uint16_t*>(w.smem() + M::b);
+  uint16_t* Qs = reinterpret_cast<uint16_t*>(w.smem() + M::c);
+  uint16_t* dOs = reinterpret_cast<uint16_t*>(w.smem() + M::d);
+  float* lse_s = reinterpret_cast<float*>(w.smem() + M::stats);  // base 2
+  float* d_s = lse_s + kMmaTile;
+  const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4, c = lane % 4;
+  const int64_t b = bkv / p.Hkv, hk = bkv % p.Hkv, G = p.H / p.Hkv;
+  const int64_t T = p.T, k0 = kt * kMmaTile, j0 = k0 + warp * 16;
+  const float scale2 = p.scale * kLog2e;
+
+  load_tile_async<D>(w, Ks, k + p.k.row(b, hk, 0), k0, T, p.k.t);
+  load_tile_async<D>(w, Vs, v + p.v.row(b, hk, 0), k0, T, p.v.t);
+  w.cp_async_commit();
+
+  float dka[D / 8][4], dva[D / 8][4];
+  TESSERA_MMA_UNROLL
+  for (int n = 0; n < D / 8; ++n)
+    for (int e = 0; e < 4; ++e) dka[n][e] = dva[n][e] = 0.0f;
+  const int64_t qt_last = last_query(k0, p) / kMmaTile;
+  for (int64_t h = hk * G; h < (hk + 1) * G; ++h) {
+    const int64_t bh = b * p.H + h;
+    for (int64_t qt = kt; qt <= qt_last; ++qt) {
+      const int64_t q0 = qt * kMmaTile;
+      load_tile_async<D>(w, Qs, q + p.q.row(b, h, 0), q0, T, p.q.t);
+      load_tile_async<D>(w, dOs, dout + p.dout.row(b, h, 0), q0, T, p.dout.t);
+      w.cp_async_commit();
+      if (w.thread() < kMmaTile) {
+        const int64_t i = q0 + w.thread();
+        lse_s[w.thread()] = i < T ? lse[bh * T + i] * kLog2e : INFINITY;
+        d_s[w.thread()] = i < T ? drow[bh * T + i] : 0.0f;
+      }
+      w.cp_async_wait_all();
+      w.sync_block();
+      float st[8][4], dpt[8][4];
+      {
+        uint32_t af[D / 16][4];
+        load_a<D>(w, af, Ks, warp * 16, lane);
+        tile_abt<D>(w, st, af, Qs, lane);  // S^T = K Q^T
+        load_a<D>(w, af, Vs, warp * 16, lane);
+        tile_abt<D>(w, dpt, af, dOs, lane);  // dP^T = V dO^T
+      }
+      const bool full = all_visible(q0, kMmaTile, j0, 16, p);
+      TESSERA_MMA_UNROLL
+      for (int n = 0; n < 8; ++n)
+        TESSERA_MMA_UNROLL
+        for (int e = 0; e < 4; ++e) {
+          const int col = n * 8 + 2 * c + (e & 1);  // the query, within the tile
+          const int64_t j = j0 + g + 8 * (e >> 1);
+          const float pv =
+              full || visible(q0 + col, j, p) ? w.exp2(st[n][e] * scale2 - lse_s[col]) : 0.0f;
+          st[n][e] = pv;
+          dpt[n][e] = pv * (dpt[n][e] - d_s[col]);
+        }
+      tile_pm<D>(w, dva, st, dOs, lane);  // dV += P^T dO
+      tile_pm<D>(w, dka, dpt, Qs, lane);  // dK += dS^T Q
+      w.sync_block();  // every warp is done with Q, dO and the statistics
+    }
+  }
+  store_rows<D, W>(dv + p.dv.row(b, hk, 0), j0, T, p.dv.t, dva, 1.0f, 1.0f, lane);
+  store_rows<D, W>(dk + p.dk.row(b, hk, 0), j0, T, p.dk.t, dka, p.scale, p.scale, lane);
+}
+
+// dQ of query tile qt of grid row bh: over the key tiles it sees. Warp w owns queries
+// q0 + 16 w .. + 15: S = Q K^T and dP = dO V^T, then dQ += dS K, in registers.
+template <int D, class W>
+TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, const uint16_t* k,
+                                      const uint16_t* v, const uint16_t* dout, const float* lse,
+                                      const float* drow, const FlashParams& p, int64_t qt,
+                                      int64_t bh) {
+  using M = BackwardSmem<D>;
+  uint16_t* Qs = reinterpret_cast<uint16_t*>(w.smem() + M::a);
+  uint16_t* dOs = reinterpret_cast<uint16_t*>(w.smem() + M::b);
+  uint16_t* Ks = reinterpret_cast<uint16_t*>(w.smem() + M::c);
+  uint16_t* Vs = reinterpret_cast<uint16_t*>(w.smem() + M::d);
+  const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4, c = lane % 4;
+  const HeadIndex hi = head_index(bh, p);
+  const int64_t T = p.T, q0 = qt * kMmaTile, r0 = q0 + warp * 16;
+  const float scale2 = p.scale * kLog2e;
+  const uint16_t* kh = k + p.k.row(hi.b, hi.g, 0);
+  const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
+
+  load_tile_async<D>(w, Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
+  load_tile_async<D>(w, dOs, dout + p.dout.row(hi.b, hi.h, 0), q0, T, p.dout.t);
+  w.cp_async_commit();
+  float lse2[2], dr[2];  // this lane's rows r0 + g and r0 + g + 8
+  TESSERA_MMA_UNROLL
+  for (int half = 0; half < 2; ++half) {
+    const int64_t i = r0 + g + 8 * half;
+    lse2[half] = i < T ? lse[bh * T + i] * kLog2e : INFINITY;
+    dr[half] = i < T ? drow[bh * T + i] : 0.0f;
+  }
+  float dqa[D / 8][4];
+  TESSERA_MMA_UNROLL
+  for (int n = 0; n < D / 8; ++n)
+    for (int e = 0; e < 4; ++e) dqa[n][e] = 0.0f;
+
+  for (int64_t kt = first_key_tile(q0, p); kt <= last_key_tile(q0, p); ++kt) {
+    const int64_t k0 = kt * kMmaTile;
+    load_tile_async<D>(w, Ks, kh, k0, T, p.k.t);
+    load_tile_async<D>(w, Vs, vh, k0, T, p.v.t);
+    w.cp_async_commit();
+    w.cp_async_wait_all();
+    w.sync_block();
+    float s[8][4], dp[8][4];
+    {
+      uint32_t af[D / 16][4];
+      load_a<D>(w, af, Qs, warp * 16, lane);
+      tile_abt<D>(w, s, af, Ks, lane);  // S = Q K^T
+      load_a<D>(w, af, dOs, warp * 16, lane);
+      tile_abt<D>(w, dp, af, Vs, lane);  // dP = dO V^T
+    }
+    const bool full = all_visible(r0, 16, k0, kMmaTile, p);
+    TESSERA_MMA_UNROLL
+    for (int n = 0; n < 8; ++n)
+      TESSERA_MMA_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int half = e >> 1;
+        const int64_t i = r0 + g + 8 * half, j = k0 + n * 8 + 2 * c + (e & 1);
+        const float pv = full || visible(i, j, p) ? w.exp2(s[n][e] * scale2 - lse2[half]) : 0.0f;
+        s[n][e] = pv * (dp[n][e] - dr[half]);  // dS
+      }
+    tile_pm<D>(w, dqa, s, Ks, lane);  // dQ += dS K
+    w.sync_block();                   // every warp is done with K and V
+  }
+  store_rows<D, W>(dq + p.dq.row(hi.b, hi.h, 0), r0, T, p.dq.t, dqa, p.scale, p.scale, lane);
+}
+
+}  // namespace mma
+}  // namespace tessera::cuda::attn

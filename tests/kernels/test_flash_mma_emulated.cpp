@@ -1,0 +1,169 @@
+// The register-tile flash-attention bodies of kernels/flash_mma.h, run on the CPU by the warp
+// emulator (warp_emulator.h: one thread per lane, the PTX fragment layouts written down from the
+// ISA), against the CPU reference flash kernels in f64 on the same bf16-rounded inputs. This checks
+// the bodies' tiling, fragment indexing, masks, online softmax, head mapping and strides before a
+// GPU runs them; the GPU parity tests (tests/cuda/test_attention_cuda.cpp, both kernel families)
+// check the hardware.
+//
+// Tolerances are those of the GPU tests, for the same reasons: P and dS are rounded to bf16 before
+// their products (relative 2^-9 per term) and outputs to bf16, with f32 accumulation, so errors sit
+// near 4e-3 of a tensor's scale; 2e-2 (outputs) and 4e-2 (gradients, which also subtract rowsum(dO
+// O) of the bf16 output) leave a 5x margin, while a wrong fragment, mask or head is off by O(1).
+// Every output starts as NaN, so an element no lane writes fails the comparison.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "backend/kernels.h"
+#include "kernels/flash_mma.h"
+#include "ops/ops.h"
+#include "test_util.h"
+#include "warp_emulator.h"
+
+using namespace tessera;
+using tessera::cuda::attn::FlashParams;
+using tessera::testing::values;
+namespace mma = tessera::cuda::attn::mma;
+
+namespace {
+
+constexpr double kFwd = 2e-2, kBwd = 4e-2, kLse = 1e-3;
+
+double rel_err(const Tensor& got, const Tensor& ref) {
+  const std::vector<double> g = values(got), r = values(ref);
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    if (!std::isfinite(g[i])) return INFINITY;
+    err = std::max(err, std::abs(g[i] - r[i]));
+    scale = std::max(scale, std::abs(r[i]));
+  }
+  return err / std::max(scale, 1e-30);
+}
+double max_abs_diff(const Tensor& got, const Tensor& ref) {
+  const std::vector<double> g = values(got), r = values(ref);
+  double err = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    if (!std::isfinite(g[i])) return INFINITY;
+    err = std::max(err, std::abs(g[i] - r[i]));
+  }
+  return err;
+}
+
+uint16_t* bits(const Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
+Tensor nan_bf16(const Shape& s) {
+  Tensor t = Tensor::empty(s, {DType::BF16, Device::cpu()});
+  std::fill(bits(t), bits(t) + t.numel(), uint16_t(0x7fc0));  // a quiet NaN
+  return t;
+}
+
+struct Case {
+  int64_t B, H, Hkv, T;
+  int D;
+  int64_t window;
+  bool packed;  // q, k, v strided out of one (B, T, (H + 2 Hkv) D) projection
+  std::string str() const {
+    return "B " + std::to_string(B) + " H " + std::to_string(H) + "/" + std::to_string(Hkv) +
+           " T " + std::to_string(T) + " D " + std::to_string(D) + " window " +
+           std::to_string(window) + (packed ? " packed" : "");
+  }
+};
+
+template <int D>
+void run_case(const Case& c, uint64_t seed) {
+  SCOPED_TRACE(c.str());
+  Generator g(seed);
+  const Shape qs{c.B, c.H, c.T, D}, ks{c.B, c.Hkv, c.T, D}, rows{c.B, c.H, c.T};
+  Tensor q, k, v;
+  if (c.packed) {
+    const Tensor qkv =
+        randn({c.B, c.T, (c.H + 2 * c.Hkv) * D}, g).to(DType::BF16).view({c.B, c.T, -1, D});
+    q = qkv.narrow(2, 0, c.H).transpose(1, 2);
+    k = qkv.narrow(2, c.H, c.Hkv).transpose(1, 2);
+    v = qkv.narrow(2, c.H + c.Hkv, c.Hkv).transpose(1, 2);
+  } else {
+    q = randn(qs, g).to(DType::BF16);
+    k = randn(ks, g).to(DType::BF16);
+    v = randn(ks, g).to(DType::BF16);
+  }
+  const Tensor dout = randn(qs, g).to(DType::BF16);
+  const double scale = 1.0 / std::sqrt(double(D));
+
+  FlashParams p{};
+  p.T = p.Tk = c.T, p.H = int(c.H), p.Hkv = int(c.Hkv), p.scale = float(scale);
+  p.window = c.window;
+  p.q = head_strides(q), p.k = head_strides(k), p.v = head_strides(v);
+  Tensor out = nan_bf16(qs), lse = Tensor::empty(rows, {DType::F32, Device::cpu()});
+  Tensor dq = nan_bf16(qs), dk = nan_bf16(ks), dv = nan_bf16(ks);
+  p.o = head_strides(out), p.dq = head_strides(dq), p.dk = head_strides(dk);
+  p.dv = head_strides(dv), p.dout = head_strides(dout);
+  float* lp = static_cast<float*>(lse.data_ptr());
+  const int64_t tiles = (c.T + cuda::attn::kMmaTile - 1) / cuda::attn::kMmaTile;
+
+  for (int64_t bh = 0; bh < c.B * c.H; ++bh)
+    for (int64_t qt = 0; qt < tiles; ++qt)
+      emu::run_block(cuda::attn::kMmaThreads, mma::ForwardSmem<D>::bytes, [&](auto& w) {
+        mma::forward_block<D>(w, bits(out), lp, bits(q), bits(k), bits(v), p, qt, bh);
+      });
+
+  // drow = rowsum(dout * out) over the bf16 output, as flash_attention_backward's rowdot.
+  Tensor drow = ops::sum(ops::mul(dout.to(DType::F32), out.to(DType::F32)), -1).contiguous();
+  const float* dr = static_cast<const float*>(drow.data_ptr());
+  for (int64_t bkv = 0; bkv < c.B * c.Hkv; ++bkv)
+    for (int64_t kt = 0; kt < tiles; ++kt)
+      emu::run_block(cuda::attn::kMmaThreads, mma::BackwardSmem<D>::bytes, [&](auto& w) {
+        mma::backward_dkdv_block<D>(w, bits(dk), bits(dv), bits(q), bits(k), bits(v), bits(dout),
+                                    lp, dr, p, kt, bkv);
+      });
+  for (int64_t bh = 0; bh < c.B * c.H; ++bh)
+    for (int64_t qt = 0; qt < tiles; ++qt)
+      emu::run_block(cuda::attn::kMmaThreads, mma::BackwardSmem<D>::bytes, [&](auto& w) {
+        mma::backward_dq_block<D>(w, bits(dq), bits(q), bits(k), bits(v), bits(dout), lp, dr, p,
+                                  qt, bh);
+      });
+
+  // The reference: the CPU flash kernels in f64 on the same rounded values.
+  const Tensor q64 = q.to(DType::F64), k64 = k.to(DType::F64), v64 = v.to(DType::F64),
+               do64 = dout.to(DType::F64);
+  Tensor rout = Tensor::empty(qs, {DType::F64, Device::cpu()});
+  Tensor rlse = Tensor::empty(rows, rout.options());
+  TESSERA_KERNEL(rout, flash_attention_forward)(rout, rlse, q64, k64, v64, scale, c.window);
+  Tensor rdq = Tensor::empty(qs, rout.options()), rdk = Tensor::empty(ks, rout.options()),
+         rdv = Tensor::empty(ks, rout.options());
+  TESSERA_KERNEL(rout, flash_attention_backward)(rdq, rdk, rdv, do64, q64, k64, v64, rout, rlse,
+                                                 scale, c.window);
+
+  EXPECT_LT(rel_err(out, rout), kFwd) << "out";
+  EXPECT_LT(max_abs_diff(lse, rlse), kLse) << "lse";
+  EXPECT_LT(rel_err(dq, rdq), kBwd) << "dq";
+  EXPECT_LT(rel_err(dk, rdk), kBwd) << "dk";
+  EXPECT_LT(rel_err(dv, rdv), kBwd) << "dv";
+}
+
+}  // namespace
+
+// T not a multiple of the 64-row tiles exercises the zero-filled edge rows and the masks; H > Hkv
+// the grouped-query mapping (the dK dV blocks loop over a group's query heads).
+TEST(FlashMmaEmulated, head_dim_64_matches_the_cpu_reference) {
+  run_case<64>({1, 2, 1, 130, 64, 0, false}, 11);
+}
+
+TEST(FlashMmaEmulated, head_dim_128_matches_the_cpu_reference) {
+  run_case<128>({1, 1, 1, 80, 128, 0, false}, 12);
+}
+
+// The heads read strided out of a fused projection, under a window that starts inside a tile
+// (key tiles whose rows are partly masked, and query rows that see nothing of a visited tile).
+TEST(FlashMmaEmulated, packed_heads_under_a_sliding_window_match_the_cpu_reference) {
+  run_case<64>({2, 2, 1, 150, 64, 40, true}, 13);
+}
+
+// Window 2: each query sees itself and the key before it; all but two scores of every row of
+// every tile are masked. (Window 1 would make dq and dk exactly zero, a pure cancellation
+// residual against which no relative bound means anything.)
+TEST(FlashMmaEmulated, a_window_of_two_matches_the_cpu_reference) {
+  run_case<64>({1, 1, 1, 70, 64, 2, false}, 14);
+}

@@ -1,0 +1,291 @@
+// Host-side emulator of one CUDA thread block, so that a kernel body written as a template over a
+// context type W runs on the CPU: one std::thread per CUDA thread, lane t % 32 of warp t / 32.
+// It exists to test flash-attention bodies built on mma.sync.m16n8k16 (bf16 in, f32 accumulate),
+// ldmatrix and cp.async before they ever meet a GPU.
+//
+// The fragment layouts below are written down from the PTX ISA documentation (NVIDIA, "Parallel
+// Thread Execution ISA"; section numbers differ between releases, the names do not):
+//   * "Matrix Fragments for mma.m16n8k16 with floating point type" (A, B and C/D of .bf16/.f32),
+//   * "Warp-level matrix load instruction: ldmatrix" (Figure "ldmatrix fragment layout for one 8x8
+//     Matrix with 16-bit elements"; .trans = "the matrix is loaded in column-major format"),
+//   * "Data Movement and Conversion Instructions: cp.async" (cp-size 16, src-size 0 zero-fills),
+// and not from any kernel in this repository. A layout bug shared by the emulator and a kernel
+// passes both, so the GPU parity tests (tests/cuda) remain the final word.
+//
+// Collectives (ldmatrix*, mma, shfl_xor) go through a per-warp exchange area and std::barrier:
+// every lane deposits its operands, waits, computes its own results from all 32 deposits, waits.
+// Misuse aborts with a message on stderr (death tests catch it): bad or misaligned addresses, a
+// collective that not all 32 lanes reach (some returned from the body), lanes of one warp in
+// different collectives, sync_block reached by only part of the block, an exception out of the
+// body. Not detectable without a timeout, hence a hang: lanes of one warp waiting in a collective
+// while their warp-mates wait in sync_block (undefined behaviour on hardware too).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace tessera::emu {
+
+[[noreturn]] inline void fail(const std::string& msg) {
+  static std::mutex m;  // one message; a second failing thread blocks here until abort
+  m.lock();
+  std::fprintf(stderr, "tessera::emu: %s\n", msg.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+// PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point type", .f16/.bf16 A and B, f32
+// C/D: groupID = %laneid >> 2, threadID_in_group = %laneid % 4; element i of a thread's fragment
+// lives in register i / 2, low 16 bits for even i ("Elements (low to high)").
+namespace ptx16816 {
+inline int a_row(int lane, int i) {
+  return (i < 2 || (i >= 4 && i < 6)) ? lane >> 2 : (lane >> 2) + 8;
+}
+inline int a_col(int lane, int i) { return (lane % 4) * 2 + (i & 1) + (i >= 4 ? 8 : 0); }
+inline int b_row(int lane, int i) { return (lane % 4) * 2 + (i & 1) + (i >= 2 ? 8 : 0); }
+inline int b_col(int lane, int) { return lane >> 2; }
+inline int c_row(int lane, int i) { return (lane >> 2) + (i >= 2 ? 8 : 0); }
+inline int c_col(int lane, int i) { return (lane % 4) * 2 + (i & 1); }
+}  // namespace ptx16816
+
+class HostWarpCtx;
+
+namespace detail {
+enum Op : int { kNone, kLdmatrix, kLdmatrixTrans, kMma, kShfl };
+struct Slot {  // one lane's deposit for the collective in flight
+  int op = kNone;
+  const uint16_t* row = nullptr;
+  uint32_t a[4] = {}, b[2] = {};
+  float f = 0;
+};
+// Counts arrivals that came through a collective (or sync_block) rather than through a thread's
+// exit; a phase completed by a mix of both means part of the warp (block) skipped the call.
+struct Uneven {
+  std::atomic<int>* arrived;
+  int expected, warp;  // warp < 0: the block barrier
+  void operator()() noexcept {
+    const int n = arrived->exchange(0);
+    if (n == 0 || n == expected) return;
+    fail(warp < 0
+             ? "sync_block reached by " + std::to_string(n) + " of " + std::to_string(expected) +
+                   " threads; the others returned from the body (uneven __syncthreads)"
+             : "warp " + std::to_string(warp) + ": " + std::to_string(n) +
+                   " of 32 lanes reached a collective; the others returned from the body");
+  }
+};
+struct Warp {
+  std::array<Slot, 32> slot;
+  std::atomic<int> arrived{0};
+  std::barrier<Uneven> bar;
+  explicit Warp(int w) : bar(32, Uneven{&arrived, 32, w}) {}
+};
+struct Block {
+  int threads;
+  size_t smem_bytes;
+  unsigned char* smem;
+  std::atomic<int> arrived{0};
+  std::barrier<Uneven> bar;
+  std::vector<std::unique_ptr<Warp>> warps;
+  Block(int t, size_t bytes, unsigned char* s)
+      : threads(t), smem_bytes(bytes), smem(s), bar(t, Uneven{&arrived, t, -1}) {
+    for (int w = 0; w < t / 32; ++w) warps.push_back(std::make_unique<Warp>(w));
+  }
+};
+}  // namespace detail
+
+class HostWarpCtx {
+ public:
+  HostWarpCtx(detail::Block& b, int t) : b_(b), t_(t), warp_(*b.warps[size_t(t / 32)]) {}
+
+  int thread() const { return t_; }
+  unsigned char* smem() const { return b_.smem; }
+  void sync_block() {
+    b_.arrived.fetch_add(1);
+    b_.bar.arrive_and_wait();
+  }
+
+  // PTX "ldmatrix": lane l gives the address of row l % 8 of matrix l / 8 (16 bytes, 16-aligned);
+  // thread l receives elements (l / 4, 2 * (l % 4)) and (l / 4, 2 * (l % 4) + 1) of each matrix
+  // (four threads per row, Figure "ldmatrix fragment layout"), the lower column in the low bits.
+  void ldmatrix_x4(uint32_t (&r)[4], const uint16_t* row) { ldmatrix(r, row, false); }
+  // .trans: the same fragment positions of the transposed matrix, i.e. thread l receives stored
+  // elements (2 * (l % 4), l / 4) (low bits) and (2 * (l % 4) + 1, l / 4) (high bits).
+  void ldmatrix_x4_trans(uint32_t (&r)[4], const uint16_t* row) { ldmatrix(r, row, true); }
+
+  // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, d = a * b + d. A (16x16) and B (16x8) are
+  // rebuilt from all 32 lanes' registers by the documented layout (namespace ptx16816). Each
+  // output is d + sum_k A[m][k] * B[k][n] accumulated in double and rounded once to f32: the PTX
+  // ISA leaves accumulation order and rounding unspecified ("at least single precision"), so a
+  // GPU may differ from this in the last f32 bits; bf16 products are exact in double.
+  void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    detail::Slot& s = mine(detail::kMma);
+    std::memcpy(s.a, a, sizeof s.a);
+    s.b[0] = b0;
+    s.b[1] = b1;
+    exchange(detail::kMma);
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; ++l) {
+      const detail::Slot& o = warp_.slot[size_t(l)];
+      for (int i = 0; i < 8; ++i)
+        A[ptx16816::a_row(l, i)][ptx16816::a_col(l, i)] = half(o.a[i / 2], i % 2);
+      for (int i = 0; i < 4; ++i)
+        B[ptx16816::b_row(l, i)][ptx16816::b_col(l, i)] = half(o.b[i / 2], i % 2);
+    }
+    const int lane = t_ % 32;
+    for (int i = 0; i < 4; ++i) {
+      const int m = ptx16816::c_row(lane, i), n = ptx16816::c_col(lane, i);
+      double acc = d[i];
+      for (int k = 0; k < 16; ++k) acc += double(A[m][k]) * double(B[k][n]);
+      d[i] = float(acc);
+    }
+    warp_.arrived.fetch_add(1);
+    warp_.bar.arrive_and_wait();
+  }
+
+  float shfl_xor(float v, int lane_mask) {
+    if (lane_mask < 0 || lane_mask > 31)
+      fail("shfl_xor: lane_mask " + std::to_string(lane_mask) + " outside [0, 31]");
+    mine(detail::kShfl).f = v;
+    exchange(detail::kShfl);
+    const float r = warp_.slot[size_t((t_ % 32) ^ lane_mask)].f;
+    warp_.arrived.fetch_add(1);
+    warp_.bar.arrive_and_wait();
+    return r;
+  }
+
+  // cp.async.cg.shared.global, cp-size 16; src-size 0 (valid == false) writes 16 zero bytes. The
+  // addresses are checked at issue; the copy happens at the next cp_async_wait_all after its
+  // cp_async_commit (the latest moment hardware may complete it; never if the thread returns
+  // first), so a missing commit or wait shows up as data that never arrived.
+  void cp_async16(void* smem_dst, const void* gmem_src, bool valid) {
+    check_smem16("cp_async16 destination", smem_dst);
+    if (gmem_src && reinterpret_cast<uintptr_t>(gmem_src) % 16)
+      fail("cp_async16: global source " + ptr(gmem_src) + " is not 16-byte aligned" + who());
+    if (valid && !gmem_src) fail("cp_async16: null global source with valid = true" + who());
+    pending_.push_back({static_cast<unsigned char*>(smem_dst), valid ? gmem_src : nullptr});
+  }
+  void cp_async_commit() { committed_ = pending_.size(); }
+  void cp_async_wait_all() {
+    for (size_t i = 0; i < committed_; ++i) {
+      if (pending_[i].src)
+        std::memcpy(pending_[i].dst, pending_[i].src, 16);
+      else
+        std::memset(pending_[i].dst, 0, 16);
+    }
+    pending_.erase(pending_.begin(), pending_.begin() + ptrdiff_t(committed_));
+    committed_ = 0;
+  }
+
+  static uint32_t pack_bf16x2(float lo, float hi) {
+    return uint32_t(bf16::from_float(lo)) | (uint32_t(bf16::from_float(hi)) << 16);
+  }
+  static float exp2(float x) { return std::exp2(x); }
+  static float log(float x) { return std::log(x); }
+
+ private:
+  struct Copy {
+    unsigned char* dst;
+    const void* src;
+  };
+  detail::Block& b_;
+  int t_;
+  detail::Warp& warp_;
+  std::vector<Copy> pending_;
+  size_t committed_ = 0;
+
+  static float half(uint32_t r, int hi) {  // element hi of a .bf16x2 register
+    bf16 h;
+    h.bits = uint16_t(hi ? r >> 16 : r & 0xffffu);
+    return float(h);
+  }
+  static std::string ptr(const void* p) {
+    char s[32];
+    std::snprintf(s, sizeof s, "%p", p);
+    return s;
+  }
+  std::string who() const { return " (thread " + std::to_string(t_) + ")"; }
+  void check_smem16(const char* what, const void* p) const {
+    const auto* c = static_cast<const unsigned char*>(p);
+    if (c < b_.smem || c + 16 > b_.smem + b_.smem_bytes)
+      fail(std::string(what) + " " + ptr(p) + " is not 16 bytes inside shared memory [" +
+           ptr(b_.smem) + ", +" + std::to_string(b_.smem_bytes) + ")" + who());
+    if (reinterpret_cast<uintptr_t>(p) % 16)
+      fail(std::string(what) + " " + ptr(p) + " is not 16-byte aligned" + who());
+  }
+  detail::Slot& mine(int op) {
+    detail::Slot& s = warp_.slot[size_t(t_ % 32)];
+    s.op = op;
+    return s;
+  }
+  // First half of a collective: all deposits are in; every lane must be in the same collective.
+  void exchange(int op) {
+    warp_.arrived.fetch_add(1);
+    warp_.bar.arrive_and_wait();
+    for (int l = 0; l < 32; ++l)
+      if (warp_.slot[size_t(l)].op != op)
+        fail("warp " + std::to_string(t_ / 32) + ": lanes " + std::to_string(t_ % 32) + " and " +
+             std::to_string(l) + " are in different collectives");
+  }
+  void ldmatrix(uint32_t (&r)[4], const uint16_t* row, bool trans) {
+    check_smem16(trans ? "ldmatrix_x4_trans row address" : "ldmatrix_x4 row address", row);
+    const int op = trans ? detail::kLdmatrixTrans : detail::kLdmatrix;
+    mine(op).row = row;
+    exchange(op);
+    const int lane = t_ % 32, g = lane / 4, c = 2 * (lane % 4);
+    for (int i = 0; i < 4; ++i) {
+      auto at = [&](int rr, int cc) { return uint32_t(warp_.slot[size_t(8 * i + rr)].row[cc]); };
+      r[i] = trans ? (at(c, g) | (at(c + 1, g) << 16)) : (at(g, c) | (at(g, c + 1) << 16));
+    }
+    warp_.arrived.fetch_add(1);
+    warp_.bar.arrive_and_wait();
+  }
+};
+
+// Runs body(W&) on `threads` std::threads (a multiple of 32, at most 1024) forming one block, with
+// a zeroed, 128-byte aligned shared-memory buffer of smem_bytes that every W sees via w.smem().
+template <class Body>
+void run_block(int threads, size_t smem_bytes, Body&& body) {
+  if (threads <= 0 || threads % 32 || threads > 1024)
+    fail("run_block: " + std::to_string(threads) + " threads; need a multiple of 32 in [32, 1024]");
+  const size_t bytes = (smem_bytes + 127) / 128 * 128 + 128;  // never zero-sized
+  std::unique_ptr<unsigned char, void (*)(unsigned char*)> smem(
+      static_cast<unsigned char*>(::operator new (bytes, std::align_val_t{128})),
+      [](unsigned char* p) { ::operator delete (p, std::align_val_t{128}); });
+  std::memset(smem.get(), 0, bytes);
+  detail::Block block(threads, smem_bytes, smem.get());
+  std::vector<std::thread> pool;
+  pool.reserve(size_t(threads));
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([&block, &body, t] {
+      HostWarpCtx w(block, t);
+      try {
+        body(w);
+      } catch (const std::exception& e) {
+        fail("kernel body threw on thread " + std::to_string(t) + ": " + e.what());
+      } catch (...) {
+        fail("kernel body threw a non-std exception on thread " + std::to_string(t));
+      }
+      // A returned thread leaves both barriers; a phase then completed by a mix of exits and
+      // waiters is reported by detail::Uneven instead of hanging.
+      block.warps[size_t(t / 32)]->bar.arrive_and_drop();
+      block.bar.arrive_and_drop();
+    });
+  for (auto& th : pool) th.join();
+}
+
+}  // namespace tessera::emu
