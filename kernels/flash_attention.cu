@@ -495,7 +495,7 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
     check_aligned_output(name, "out", out);
     Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
     p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);  // copies are dense
-    if (flash_kernels() == FlashKernels::Mma) {
+    if (flash_kernels() != FlashKernels::Wmma) {
       flash_mma_forward(out, lse, Q, K, V, p, d.B, d.D);
       return;
     }
@@ -553,7 +553,7 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
            dO = aligned_input(dout);
     p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);  // copies are dense
     p.dout = head_strides(dO);
-    if (flash_kernels() == FlashKernels::Mma) {
+    if (flash_kernels() != FlashKernels::Wmma) {
       flash_mma_backward(dq, dk, dv, dO, Q, K, V, lse, drow, p, d.B, d.D);
       return;
     }

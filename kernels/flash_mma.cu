@@ -1,7 +1,8 @@
 // The GPU side of kernels/flash_mma.h: its warp instructions as inline PTX (DeviceCtx), the three
 // kernels (forward; backward dK dV, then dQ) and their launches. flash_attention_forward/backward
 // (flash_attention.cu) call these for bf16 at head dims 64 and 128 unless the wmma kernels are
-// chosen (set_flash_kernels, TESSERA_FLASH_KERNELS=wmma).
+// chosen (set_flash_kernels, TESSERA_FLASH_KERNELS=wmma). The forward runs 128-row blocks (32 rows
+// per warp), or 64-row ones under FlashKernels::MmaNarrow.
 //
 // PTX used (sm_80+): ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16,
 // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, cp.async.cg.shared.global (16 bytes, with
@@ -62,15 +63,15 @@ struct DeviceCtx {
   __device__ static float log(float x) { return logf(x); }
 };
 
-template <int D>
+template <int D, int MT>
 __global__ void __launch_bounds__(kMmaThreads)
     flash_forward_mma(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                       const uint16_t* v, FlashParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCtx w{smem};
   // The longest rows (the last query tiles) start first.
-  mma::forward_block<D>(w, out, lse, q, k, v, p, int64_t(gridDim.x - 1 - blockIdx.x),
-                        int64_t(blockIdx.y));
+  mma::forward_block<D, MT>(w, out, lse, q, k, v, p, int64_t(gridDim.x - 1 - blockIdx.x),
+                            int64_t(blockIdx.y));
 }
 
 template <int D>
@@ -98,10 +99,10 @@ __global__ void __launch_bounds__(kMmaThreads)
 
 FlashKernels initial_choice() {
   const char* env = std::getenv("TESSERA_FLASH_KERNELS");
-  if (env && std::strcmp(env, "wmma") == 0) return FlashKernels::Wmma;
-  TESSERA_CHECK(!env || !*env || std::strcmp(env, "mma") == 0,
-                "TESSERA_FLASH_KERNELS must be mma or wmma, got '", env, "'");
-  return FlashKernels::Mma;
+  if (!env || !*env || std::strcmp(env, "mma") == 0) return FlashKernels::Mma;
+  if (std::strcmp(env, "mma-narrow") == 0) return FlashKernels::MmaNarrow;
+  if (std::strcmp(env, "wmma") == 0) return FlashKernels::Wmma;
+  TESSERA_FAIL("TESSERA_FLASH_KERNELS must be mma, mma-narrow or wmma, got '", env, "'");
 }
 FlashKernels& choice() {
   static FlashKernels k = initial_choice();
@@ -120,17 +121,23 @@ namespace attn {
 
 void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                        const Tensor& v, const FlashParams& p, int64_t B, int64_t D) {
-  const dim3 grid(unsigned((p.T + kMmaTile - 1) / kMmaTile), unsigned(B * p.H));
+  const bool narrow = choice() == FlashKernels::MmaNarrow;
+  const int64_t rows = kMmaTile * (narrow ? 1 : 2);
+  const dim3 grid(unsigned((p.T + rows - 1) / rows), unsigned(B * p.H));
   auto launch = [&](auto kernel, size_t bytes) {
     allow_smem(kernel, bytes);
     kernel<<<grid, kMmaThreads, bytes>>>(mut_bits(out), static_cast<float*>(lse.data_ptr()),
                                          bits(q), bits(k), bits(v), p);
     CUDA_CHECK_LAUNCH();
   };
-  if (D == 64)
-    launch(flash_forward_mma<64>, mma::ForwardSmem<64>::bytes);
+  if (D == 64 && narrow)
+    launch(flash_forward_mma<64, 1>, mma::ForwardSmem<64, 1>::bytes);
+  else if (D == 64)
+    launch(flash_forward_mma<64, 2>, mma::ForwardSmem<64, 2>::bytes);
+  else if (narrow)
+    launch(flash_forward_mma<128, 1>, mma::ForwardSmem<128, 1>::bytes);
   else
-    launch(flash_forward_mma<128>, mma::ForwardSmem<128>::bytes);
+    launch(flash_forward_mma<128, 2>, mma::ForwardSmem<128, 2>::bytes);
 }
 
 void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,

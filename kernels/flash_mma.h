@@ -76,12 +76,12 @@ TESSERA_MMA_FN HeadIndex head_index(int64_t bh, const FlashParams& p) {
   return {bh / p.H, bh % p.H, (bh % p.H) / (p.H / p.Hkv)};
 }
 
-// Key tiles [first, last] that query tile [q0, q0 + 64) can see.
+// Key tiles [first, last] that the queries [q0, q0 + rows) can see.
 TESSERA_MMA_FN int64_t first_key_tile(int64_t q0, const FlashParams& p) {
   return p.window > 0 ? (q0 - p.window + 1 > 0 ? q0 - p.window + 1 : 0) / kMmaTile : 0;
 }
-TESSERA_MMA_FN int64_t last_key_tile(int64_t q0, const FlashParams& p) {
-  return (q0 + kMmaTile - 1 < p.T - 1 ? q0 + kMmaTile - 1 : p.T - 1) / kMmaTile;
+TESSERA_MMA_FN int64_t last_key_tile(int64_t q0, const FlashParams& p, int rows = kMmaTile) {
+  return (q0 + rows - 1 < p.T - 1 ? q0 + rows - 1 : p.T - 1) / kMmaTile;
 }
 // The last query that can see a key of tile [k0, k0 + 64).
 TESSERA_MMA_FN int64_t last_query(int64_t k0, const FlashParams& p) {
@@ -98,14 +98,14 @@ constexpr int kLd = D + 8;
 template <int D>
 constexpr size_t kTileBytes = size_t(kMmaTile) * kLd<D> * 2;
 
-// Rows [row0, row0 + 64) of a (rows_total, D) bf16 matrix whose rows lie ld elements apart into a
+// Rows [row0, row0 + R) of a (rows_total, D) bf16 matrix whose rows lie ld elements apart into a
 // padded tile, 16 bytes per cp.async; rows past rows_total are zero-filled (masked scores, and zero
 // rows of V or dO add nothing).
-template <int D, class W>
+template <int D, int R = kMmaTile, class W>
 TESSERA_MMA_FN void load_tile_async(W& w, uint16_t* dst, const uint16_t* src, int64_t row0,
                                     int64_t rows_total, int64_t ld) {
   constexpr int kPerRow = D / 8;
-  for (int idx = w.thread(); idx < kMmaTile * kPerRow; idx += kMmaThreads) {
+  for (int idx = w.thread(); idx < R * kPerRow; idx += kMmaThreads) {
     const int r = idx / kPerRow, c = (idx % kPerRow) * 8;
     const bool valid = row0 + r < rows_total;
     w.cp_async16(dst + r * kLd<D> + c, valid ? src + (row0 + r) * ld + c : src, valid);
@@ -128,50 +128,58 @@ TESSERA_MMA_FN const uint16_t* bt_row(const uint16_t* tile, int r0, int c0, int 
   return tile + (r0 + lane % 8 + (lane / 16) * 8) * kLd<D> + c0 + ((lane / 8) % 2) * 8;
 }
 
-// acc (16 x 64 as eight 16x8 C fragments) = a (16 x D: this warp's rows of tile `a`, read from
-// shared memory or held in af) @ b^T (b: the 64 rows of tile `b`).
-template <int D, class W>
-TESSERA_MMA_FN void tile_abt(W& w, float (&acc)[8][4], const uint32_t (&af)[D / 16][4],
+// acc[mt] (16 x 64 as eight 16x8 C fragments) = rows a_r0 + 16 mt .. + 15 of tile a (16 x D each,
+// MT of them) @ b^T (b: the 64 rows of tile b). Each B fragment read from shared memory feeds MT
+// products, so more rows per warp read b fewer times per product.
+template <int D, int MT, class W>
+TESSERA_MMA_FN void tile_abt(W& w, float (&acc)[MT][8][4], const uint16_t* a, int a_r0,
                              const uint16_t* b, int lane) {
   TESSERA_MMA_UNROLL
-  for (int n = 0; n < 8; ++n)
-    for (int e = 0; e < 4; ++e) acc[n][e] = 0.0f;
+  for (int mt = 0; mt < MT; ++mt)
+    for (int n = 0; n < 8; ++n)
+      for (int e = 0; e < 4; ++e) acc[mt][n][e] = 0.0f;
   TESSERA_MMA_UNROLL
   for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t af[MT][4];
+    TESSERA_MMA_UNROLL
+    for (int mt = 0; mt < MT; ++mt) w.ldmatrix_x4(af[mt], a_row<D>(a, a_r0 + 16 * mt, kk * 16, lane));
     TESSERA_MMA_UNROLL
     for (int np = 0; np < 4; ++np) {
       uint32_t bf[4];
       w.ldmatrix_x4(bf, bt_row<D>(b, np * 16, kk * 16, lane));
-      w.mma_bf16_16816(acc[2 * np], af[kk], bf[0], bf[1]);
-      w.mma_bf16_16816(acc[2 * np + 1], af[kk], bf[2], bf[3]);
+      TESSERA_MMA_UNROLL
+      for (int mt = 0; mt < MT; ++mt) {
+        w.mma_bf16_16816(acc[mt][2 * np], af[mt], bf[0], bf[1]);
+        w.mma_bf16_16816(acc[mt][2 * np + 1], af[mt], bf[2], bf[3]);
+      }
     }
   }
 }
 
-// This warp's 16 rows of tile t (at rows r0..r0+15) as D / 16 A fragments.
-template <int D, class W>
-TESSERA_MMA_FN void load_a(W& w, uint32_t (&af)[D / 16][4], const uint16_t* t, int r0, int lane) {
-  TESSERA_MMA_UNROLL
-  for (int kk = 0; kk < D / 16; ++kk) w.ldmatrix_x4(af[kk], a_row<D>(t, r0, kk * 16, lane));
-}
-
-// acc (16 x D as D / 8 C fragments) += p (16 x 64, eight C fragments, rounded to bf16 here) @ m
-// (the 64 rows x D of tile m).
-template <int D, class W>
-TESSERA_MMA_FN void tile_pm(W& w, float (&acc)[D / 8][4], const float (&p)[8][4],
+// acc[mt] (16 x D as D / 8 C fragments) += p[mt] (16 x 64, eight C fragments, rounded to bf16
+// here) @ m (the 64 rows x D of tile m), for MT row groups sharing each B fragment.
+template <int D, int MT, class W>
+TESSERA_MMA_FN void tile_pm(W& w, float (&acc)[MT][D / 8][4], const float (&p)[MT][8][4],
                             const uint16_t* m, int lane) {
   TESSERA_MMA_UNROLL
   for (int ks = 0; ks < 4; ++ks) {
-    const uint32_t pa[4] = {W::pack_bf16x2(p[2 * ks][0], p[2 * ks][1]),
-                            W::pack_bf16x2(p[2 * ks][2], p[2 * ks][3]),
-                            W::pack_bf16x2(p[2 * ks + 1][0], p[2 * ks + 1][1]),
-                            W::pack_bf16x2(p[2 * ks + 1][2], p[2 * ks + 1][3])};
+    uint32_t pa[MT][4];
+    TESSERA_MMA_UNROLL
+    for (int mt = 0; mt < MT; ++mt) {
+      pa[mt][0] = W::pack_bf16x2(p[mt][2 * ks][0], p[mt][2 * ks][1]);
+      pa[mt][1] = W::pack_bf16x2(p[mt][2 * ks][2], p[mt][2 * ks][3]);
+      pa[mt][2] = W::pack_bf16x2(p[mt][2 * ks + 1][0], p[mt][2 * ks + 1][1]);
+      pa[mt][3] = W::pack_bf16x2(p[mt][2 * ks + 1][2], p[mt][2 * ks + 1][3]);
+    }
     TESSERA_MMA_UNROLL
     for (int dp = 0; dp < D / 16; ++dp) {
       uint32_t bf[4];
       w.ldmatrix_x4_trans(bf, a_row<D>(m, ks * 16, dp * 16, lane));
-      w.mma_bf16_16816(acc[2 * dp], pa, bf[0], bf[1]);
-      w.mma_bf16_16816(acc[2 * dp + 1], pa, bf[2], bf[3]);
+      TESSERA_MMA_UNROLL
+      for (int mt = 0; mt < MT; ++mt) {
+        w.mma_bf16_16816(acc[mt][2 * dp], pa[mt], bf[0], bf[1]);
+        w.mma_bf16_16816(acc[mt][2 * dp + 1], pa[mt], bf[2], bf[3]);
+      }
     }
   }
 }
@@ -195,83 +203,92 @@ TESSERA_MMA_FN void store_rows(uint16_t* dst, int64_t r0, int64_t rows_total, in
   }
 }
 
-template <int D>
+// The forward's tiles: MT 64-row tiles of Q (one per 16 rows of each warp), then K and V.
+template <int D, int MT>
 struct ForwardSmem {
-  static constexpr size_t q = 0, k = kTileBytes<D>, v = 2 * kTileBytes<D>,
-                          bytes = 3 * kTileBytes<D>;
+  static constexpr size_t q = 0, k = MT * kTileBytes<D>, v = k + kTileBytes<D>,
+                          bytes = v + kTileBytes<D>;
 };
 
-// One block: query tile qt of grid row bh = b H + h. Warp w owns queries q0 + 16 w .. + 15; lane
-// holds rows g and g + 8 of them. K of the next tile streams in while P V runs, V of this tile
-// while Q K^T runs.
-template <int D, class W>
+// One block: the 64 MT queries [q0, q0 + 64 MT), q0 = 64 MT qt, of grid row bh = b H + h. Warp w
+// owns queries q0 + 16 MT w .. + 16 MT - 1 as MT groups of 16; a lane holds rows g and g + 8 of
+// each. V of this key tile streams in while Q K^T runs, K of the next while P V runs. MT = 2
+// (FlashAttention-2's 128-row blocks) reads each K and V fragment from shared memory once per two
+// products; MT = 1 halves the registers and doubles the blocks.
+template <int D, int MT, class W>
 TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_t* q,
                                   const uint16_t* k, const uint16_t* v, const FlashParams& p,
                                   int64_t qt, int64_t bh) {
-  using M = ForwardSmem<D>;
+  using M = ForwardSmem<D, MT>;
+  constexpr int kRows = kMmaTile * MT;
   uint16_t* Qs = reinterpret_cast<uint16_t*>(w.smem() + M::q);
   uint16_t* Ks = reinterpret_cast<uint16_t*>(w.smem() + M::k);
   uint16_t* Vs = reinterpret_cast<uint16_t*>(w.smem() + M::v);
   const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4, c = lane % 4;
   const HeadIndex hi = head_index(bh, p);
-  const int64_t T = p.T, q0 = qt * kMmaTile, r0 = q0 + warp * 16;
+  const int64_t T = p.T, q0 = qt * kRows, r0 = q0 + warp * 16 * MT;
   const uint16_t* kh = k + p.k.row(hi.b, hi.g, 0);
   const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
-  const int64_t kt0 = first_key_tile(q0, p), kt1 = last_key_tile(q0, p);
+  const int64_t kt0 = first_key_tile(q0, p), kt1 = last_key_tile(q0, p, kRows);
 
-  load_tile_async<D>(w, Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
+  load_tile_async<D, kRows>(w, Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
   load_tile_async<D>(w, Ks, kh, kt0 * kMmaTile, T, p.k.t);
   w.cp_async_commit();
   w.cp_async_wait_all();
   w.sync_block();
-  uint32_t qf[D / 16][4];
-  load_a<D>(w, qf, Qs, warp * 16, lane);
 
-  float o[D / 8][4];
+  float o[MT][D / 8][4];
+  float m[MT][2], l[MT][2];  // base-2 running max; this lane's partial sums
   TESSERA_MMA_UNROLL
-  for (int n = 0; n < D / 8; ++n)
-    for (int e = 0; e < 4; ++e) o[n][e] = 0.0f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // base-2 running max; partial sums
+  for (int mt = 0; mt < MT; ++mt) {
+    for (int n = 0; n < D / 8; ++n)
+      for (int e = 0; e < 4; ++e) o[mt][n][e] = 0.0f;
+    m[mt][0] = m[mt][1] = -INFINITY;
+    l[mt][0] = l[mt][1] = 0.0f;
+  }
   const float scale2 = p.scale * kLog2e;
 
   for (int64_t kt = kt0; kt <= kt1; ++kt) {
     const int64_t k0 = kt * kMmaTile;
     load_tile_async<D>(w, Vs, vh, k0, T, p.v.t);
     w.cp_async_commit();
-    float s[8][4];
-    tile_abt<D>(w, s, qf, Ks, lane);
-    const bool full = all_visible(r0, 16, k0, kMmaTile, p);
+    float s[MT][8][4];
+    tile_abt<D, MT>(w, s, Qs, warp * 16 * MT, Ks, lane);
     TESSERA_MMA_UNROLL
-    for (int half = 0; half < 2; ++half) {
-      const int64_t i = r0 + g + 8 * half;
-      float mx = m[half];
+    for (int mt = 0; mt < MT; ++mt) {
+      const bool full = all_visible(r0 + 16 * mt, 16, k0, kMmaTile, p);
       TESSERA_MMA_UNROLL
-      for (int n = 0; n < 8; ++n)
+      for (int half = 0; half < 2; ++half) {
+        const int64_t i = r0 + 16 * mt + g + 8 * half;
+        float mx = m[mt][half];
         TESSERA_MMA_UNROLL
-        for (int e = 0; e < 2; ++e) {
-          float& x = s[n][2 * half + e];
-          x = full || visible(i, k0 + n * 8 + 2 * c + e, p) ? x * scale2 : -INFINITY;
-          mx = x > mx ? x : mx;
-        }
-      mx = fmaxf(mx, w.shfl_xor(mx, 1));  // the four lanes of a row
-      mx = fmaxf(mx, w.shfl_xor(mx, 2));
-      const float base = mx == -INFINITY ? 0.0f : mx;  // nothing visible yet: P = 0, O stays 0
-      const float alpha = w.exp2(m[half] - base);       // 0 while m is -inf
-      float sum = 0.0f;
-      TESSERA_MMA_UNROLL
-      for (int n = 0; n < 8; ++n)
+        for (int n = 0; n < 8; ++n)
+          TESSERA_MMA_UNROLL
+          for (int e = 0; e < 2; ++e) {
+            float& x = s[mt][n][2 * half + e];
+            x = full || visible(i, k0 + n * 8 + 2 * c + e, p) ? x * scale2 : -INFINITY;
+            mx = x > mx ? x : mx;
+          }
+        mx = fmaxf(mx, w.shfl_xor(mx, 1));  // the four lanes of a row
+        mx = fmaxf(mx, w.shfl_xor(mx, 2));
+        const float base = mx == -INFINITY ? 0.0f : mx;  // nothing visible yet: P = 0, O stays 0
+        const float alpha = w.exp2(m[mt][half] - base);   // 0 while m is -inf
+        float sum = 0.0f;
         TESSERA_MMA_UNROLL
-        for (int e = 0; e < 2; ++e) {
-          float& x = s[n][2 * half + e];
-          x = w.exp2(x - base);
-          sum += x;
+        for (int n = 0; n < 8; ++n)
+          TESSERA_MMA_UNROLL
+          for (int e = 0; e < 2; ++e) {
+            float& x = s[mt][n][2 * half + e];
+            x = w.exp2(x - base);
+            sum += x;
+          }
+        l[mt][half] = alpha * l[mt][half] + sum;
+        m[mt][half] = mx;
+        TESSERA_MMA_UNROLL
+        for (int n = 0; n < D / 8; ++n) {
+          o[mt][n][2 * half] *= alpha;
+          o[mt][n][2 * half + 1] *= alpha;
         }
-      l[half] = alpha * l[half] + sum;
-      m[half] = mx;
-      TESSERA_MMA_UNROLL
-      for (int n = 0; n < D / 8; ++n) {
-        o[n][2 * half] *= alpha;
-        o[n][2 * half + 1] *= alpha;
       }
     }
     w.cp_async_wait_all();  // V is in
@@ -280,22 +297,26 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
       load_tile_async<D>(w, Ks, kh, k0 + kMmaTile, T, p.k.t);
       w.cp_async_commit();
     }
-    tile_pm<D>(w, o, s, Vs, lane);
+    tile_pm<D, MT>(w, o, s, Vs, lane);
     w.cp_async_wait_all();  // the next K is in
     w.sync_block();         // and every warp is done with V
   }
 
-  float inv[2];
   TESSERA_MMA_UNROLL
-  for (int half = 0; half < 2; ++half) {
-    float lt = l[half] + w.shfl_xor(l[half], 1);
-    lt += w.shfl_xor(lt, 2);
-    // Every query < T sees its own key, so lt > 0 on the rows written.
-    inv[half] = lt > 0.0f ? 1.0f / lt : 0.0f;
-    const int64_t i = r0 + g + 8 * half;
-    if (c == 0 && i < T) lse[bh * T + i] = m[half] * kLn2 + W::log(lt);
+  for (int mt = 0; mt < MT; ++mt) {
+    float inv[2];
+    TESSERA_MMA_UNROLL
+    for (int half = 0; half < 2; ++half) {
+      float lt = l[mt][half] + w.shfl_xor(l[mt][half], 1);
+      lt += w.shfl_xor(lt, 2);
+      // Every query < T sees its own key, so lt > 0 on the rows written.
+      inv[half] = lt > 0.0f ? 1.0f / lt : 0.0f;
+      const int64_t i = r0 + 16 * mt + g + 8 * half;
+      if (c == 0 && i < T) lse[bh * T + i] = m[mt][half] * kLn2 + W::log(lt);
+    }
+    store_rows<D, W>(out + p.o.row(hi.b, hi.h, 0), r0 + 16 * mt, T, p.o.t, o[mt], inv[0], inv[1],
+                     lane);
   }
-  store_rows<D, W>(out + p.o.row(hi.b, hi.h, 0), r0, T, p.o.t, o, inv[0], inv[1], lane);
 }
 
 template <int D>
@@ -330,10 +351,10 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
   load_tile_async<D>(w, Vs, v + p.v.row(b, hk, 0), k0, T, p.v.t);
   w.cp_async_commit();
 
-  float dka[D / 8][4], dva[D / 8][4];
+  float dka[1][D / 8][4], dva[1][D / 8][4];
   TESSERA_MMA_UNROLL
   for (int n = 0; n < D / 8; ++n)
-    for (int e = 0; e < 4; ++e) dka[n][e] = dva[n][e] = 0.0f;
+    for (int e = 0; e < 4; ++e) dka[0][n][e] = dva[0][n][e] = 0.0f;
   const int64_t qt_last = last_query(k0, p) / kMmaTile;
   for (int64_t h = hk * G; h < (hk + 1) * G; ++h) {
     const int64_t bh = b * p.H + h;
@@ -349,14 +370,9 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
       }
       w.cp_async_wait_all();
       w.sync_block();
-      float st[8][4], dpt[8][4];
-      {
-        uint32_t af[D / 16][4];
-        load_a<D>(w, af, Ks, warp * 16, lane);
-        tile_abt<D>(w, st, af, Qs, lane);  // S^T = K Q^T
-        load_a<D>(w, af, Vs, warp * 16, lane);
-        tile_abt<D>(w, dpt, af, dOs, lane);  // dP^T = V dO^T
-      }
+      float st[1][8][4], dpt[1][8][4];
+      tile_abt<D, 1>(w, st, Ks, warp * 16, Qs, lane);    // S^T = K Q^T
+      tile_abt<D, 1>(w, dpt, Vs, warp * 16, dOs, lane);  // dP^T = V dO^T
       const bool full = all_visible(q0, kMmaTile, j0, 16, p);
       TESSERA_MMA_UNROLL
       for (int n = 0; n < 8; ++n)
@@ -365,17 +381,17 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
           const int col = n * 8 + 2 * c + (e & 1);  // the query, within the tile
           const int64_t j = j0 + g + 8 * (e >> 1);
           const float pv =
-              full || visible(q0 + col, j, p) ? w.exp2(st[n][e] * scale2 - lse_s[col]) : 0.0f;
-          st[n][e] = pv;
-          dpt[n][e] = pv * (dpt[n][e] - d_s[col]);
+              full || visible(q0 + col, j, p) ? w.exp2(st[0][n][e] * scale2 - lse_s[col]) : 0.0f;
+          st[0][n][e] = pv;
+          dpt[0][n][e] = pv * (dpt[0][n][e] - d_s[col]);
         }
-      tile_pm<D>(w, dva, st, dOs, lane);  // dV += P^T dO
-      tile_pm<D>(w, dka, dpt, Qs, lane);  // dK += dS^T Q
+      tile_pm<D, 1>(w, dva, st, dOs, lane);  // dV += P^T dO
+      tile_pm<D, 1>(w, dka, dpt, Qs, lane);  // dK += dS^T Q
       w.sync_block();  // every warp is done with Q, dO and the statistics
     }
   }
-  store_rows<D, W>(dv + p.dv.row(b, hk, 0), j0, T, p.dv.t, dva, 1.0f, 1.0f, lane);
-  store_rows<D, W>(dk + p.dk.row(b, hk, 0), j0, T, p.dk.t, dka, p.scale, p.scale, lane);
+  store_rows<D, W>(dv + p.dv.row(b, hk, 0), j0, T, p.dv.t, dva[0], 1.0f, 1.0f, lane);
+  store_rows<D, W>(dk + p.dk.row(b, hk, 0), j0, T, p.dk.t, dka[0], p.scale, p.scale, lane);
 }
 
 // dQ of query tile qt of grid row bh: over the key tiles it sees. Warp w owns queries
@@ -407,10 +423,10 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
     lse2[half] = i < T ? lse[bh * T + i] * kLog2e : INFINITY;
     dr[half] = i < T ? drow[bh * T + i] : 0.0f;
   }
-  float dqa[D / 8][4];
+  float dqa[1][D / 8][4];
   TESSERA_MMA_UNROLL
   for (int n = 0; n < D / 8; ++n)
-    for (int e = 0; e < 4; ++e) dqa[n][e] = 0.0f;
+    for (int e = 0; e < 4; ++e) dqa[0][n][e] = 0.0f;
 
   for (int64_t kt = first_key_tile(q0, p); kt <= last_key_tile(q0, p); ++kt) {
     const int64_t k0 = kt * kMmaTile;
@@ -419,14 +435,9 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
     w.cp_async_commit();
     w.cp_async_wait_all();
     w.sync_block();
-    float s[8][4], dp[8][4];
-    {
-      uint32_t af[D / 16][4];
-      load_a<D>(w, af, Qs, warp * 16, lane);
-      tile_abt<D>(w, s, af, Ks, lane);  // S = Q K^T
-      load_a<D>(w, af, dOs, warp * 16, lane);
-      tile_abt<D>(w, dp, af, Vs, lane);  // dP = dO V^T
-    }
+    float s[1][8][4], dp[1][8][4];
+    tile_abt<D, 1>(w, s, Qs, warp * 16, Ks, lane);    // S = Q K^T
+    tile_abt<D, 1>(w, dp, dOs, warp * 16, Vs, lane);  // dP = dO V^T
     const bool full = all_visible(r0, 16, k0, kMmaTile, p);
     TESSERA_MMA_UNROLL
     for (int n = 0; n < 8; ++n)
@@ -434,13 +445,14 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
       for (int e = 0; e < 4; ++e) {
         const int half = e >> 1;
         const int64_t i = r0 + g + 8 * half, j = k0 + n * 8 + 2 * c + (e & 1);
-        const float pv = full || visible(i, j, p) ? w.exp2(s[n][e] * scale2 - lse2[half]) : 0.0f;
-        s[n][e] = pv * (dp[n][e] - dr[half]);  // dS
+        const float pv =
+            full || visible(i, j, p) ? w.exp2(s[0][n][e] * scale2 - lse2[half]) : 0.0f;
+        s[0][n][e] = pv * (dp[0][n][e] - dr[half]);  // dS
       }
-    tile_pm<D>(w, dqa, s, Ks, lane);  // dQ += dS K
+    tile_pm<D, 1>(w, dqa, s, Ks, lane);  // dQ += dS K
     w.sync_block();                   // every warp is done with K and V
   }
-  store_rows<D, W>(dq + p.dq.row(hi.b, hi.h, 0), r0, T, p.dq.t, dqa, p.scale, p.scale, lane);
+  store_rows<D, W>(dq + p.dq.row(hi.b, hi.h, 0), r0, T, p.dq.t, dqa[0], p.scale, p.scale, lane);
 }
 
 }  // namespace mma

@@ -122,6 +122,7 @@ int run(int argc, char** argv) {
       };
       const Impl impls[] = {
           {"tessera flash (softmax)", flash_fwd, flash_bwd, cuda::FlashKernels::Mma},
+          {"tessera flash, 64-row forward", flash_fwd, flash_bwd, cuda::FlashKernels::MmaNarrow},
           {"tessera flash, wmma kernels", flash_fwd, flash_bwd, cuda::FlashKernels::Wmma},
           {"tessera stick-breaking",
            [&] { kern.stick_breaking_forward(out, stat, Tensor(), q, k, v, scale, false, false); },

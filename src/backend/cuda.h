@@ -56,11 +56,14 @@ struct DeviceMemoryStats {
 DeviceMemoryStats device_memory_stats(int device);  // zeros in a build without CUDA
 void empty_cache(int device);  // returns every cached block of the device to the driver
 
-// Which kernels run bf16 flash attention at head dims 64 and 128: the register-tile ones
-// (kernels/flash_mma.h: mma.sync fragments, ldmatrix, cp.async; the default) or the wmma ones that
-// stage S, P and O through shared memory (kernels/flash_attention.cu). TESSERA_FLASH_KERNELS=wmma in
-// the environment starts with the latter; the GPU tests and bench_attention run both.
-enum class FlashKernels { Mma, Wmma };
+// Which kernels run bf16 flash attention at head dims 64 and 128:
+//  - Mma (the default): the register-tile kernels of kernels/flash_mma.h (mma.sync fragments,
+//    ldmatrix, cp.async), the forward on blocks of 128 queries, 32 per warp;
+//  - MmaNarrow: the same with forward blocks of 64 queries, 16 per warp (half the registers);
+//  - Wmma: the kernels of kernels/flash_attention.cu that stage S, P and O through shared memory.
+// TESSERA_FLASH_KERNELS=mma, mma-narrow or wmma in the environment sets the choice at start-up;
+// the GPU tests and bench_attention run all three.
+enum class FlashKernels { Mma, MmaNarrow, Wmma };
 FlashKernels flash_kernels();
 void set_flash_kernels(FlashKernels k);
 

@@ -67,9 +67,12 @@ Input make_input(const Shape& shape, Generator& g, DType dtype, double mul = 1.0
 
 // The two families of bf16 flash kernels (backend/cuda.h): every bf16 flash test runs both; the
 // choice is put back when the scope ends.
-constexpr cuda::FlashKernels kFlashKernels[] = {cuda::FlashKernels::Mma, cuda::FlashKernels::Wmma};
+constexpr cuda::FlashKernels kFlashKernels[] = {
+    cuda::FlashKernels::Mma, cuda::FlashKernels::MmaNarrow, cuda::FlashKernels::Wmma};
 const char* flash_name(cuda::FlashKernels k) {
-  return k == cuda::FlashKernels::Mma ? "mma kernels" : "wmma kernels";
+  return k == cuda::FlashKernels::Mma         ? "mma kernels"
+         : k == cuda::FlashKernels::MmaNarrow ? "mma kernels, 64-row forward"
+                                              : "wmma kernels";
 }
 struct UseFlashKernels {
   cuda::FlashKernels prev = cuda::flash_kernels();
@@ -258,7 +261,7 @@ TEST(AttentionCuda, backward_passes_are_deterministic) {
   const Shape qs{s.B, s.H, s.T, s.D}, ks{s.B, s.Hkv, s.T, s.D}, rows{s.B, s.H, s.T};
   Tensor out = gpu_empty(qs, DType::BF16), stat = gpu_empty(rows, DType::F32);
   for (int pass = 0; pass < 3; ++pass) {
-    const bool flash = pass < 2;
+    const bool flash = pass < 2;  // the backward is the same for Mma and MmaNarrow
     UseFlashKernels use(pass == 0 ? cuda::FlashKernels::Mma : cuda::FlashKernels::Wmma);
     if (flash) {
       TESSERA_KERNEL(out, flash_attention_forward)(out, stat, in.q.gpu, in.k.gpu, in.v.gpu, 0.125,

@@ -103,11 +103,23 @@ void run_case(const Case& c, uint64_t seed) {
   float* lp = static_cast<float*>(lse.data_ptr());
   const int64_t tiles = (c.T + cuda::attn::kMmaTile - 1) / cuda::attn::kMmaTile;
 
-  for (int64_t bh = 0; bh < c.B * c.H; ++bh)
-    for (int64_t qt = 0; qt < tiles; ++qt)
-      emu::run_block(cuda::attn::kMmaThreads, mma::ForwardSmem<D>::bytes, [&](auto& w) {
-        mma::forward_block<D>(w, bits(out), lp, bits(q), bits(k), bits(v), p, qt, bh);
+  // The forward at MT = 1 (64-row blocks) must give the bits of MT = 2 (128-row blocks): the
+  // same products in the same order, only more rows per warp.
+  Tensor out_narrow = nan_bf16(qs), lse_narrow = Tensor::empty(rows, lse.options());
+  const int64_t wide_tiles = (c.T + 2 * cuda::attn::kMmaTile - 1) / (2 * cuda::attn::kMmaTile);
+  for (int64_t bh = 0; bh < c.B * c.H; ++bh) {
+    for (int64_t qt = 0; qt < wide_tiles; ++qt)
+      emu::run_block(cuda::attn::kMmaThreads, mma::ForwardSmem<D, 2>::bytes, [&](auto& w) {
+        mma::forward_block<D, 2>(w, bits(out), lp, bits(q), bits(k), bits(v), p, qt, bh);
       });
+    for (int64_t qt = 0; qt < tiles; ++qt)
+      emu::run_block(cuda::attn::kMmaThreads, mma::ForwardSmem<D, 1>::bytes, [&](auto& w) {
+        mma::forward_block<D, 1>(w, bits(out_narrow), static_cast<float*>(lse_narrow.data_ptr()),
+                                 bits(q), bits(k), bits(v), p, qt, bh);
+      });
+  }
+  EXPECT_TRUE(tessera::testing::bytes(out) == tessera::testing::bytes(out_narrow));
+  EXPECT_TRUE(tessera::testing::bytes(lse) == tessera::testing::bytes(lse_narrow));
 
   // drow = rowsum(dout * out) over the bf16 output, as flash_attention_backward's rowdot.
   Tensor drow = ops::sum(ops::mul(dout.to(DType::F32), out.to(DType::F32)), -1).contiguous();
