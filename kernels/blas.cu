@@ -24,6 +24,11 @@
 // are our columns, added as the gemm writes c), so c is written once instead of written, then read
 // and written again by an add. Where the epilogue is not offered (no algorithm, f64, a batched
 // layout) or the bias is not 16-byte aligned, the gemm runs plain and the bias is added after.
+// linear_gelu_forward adds GELU the same way (CUBLASLT_EPILOGUE_GELU_AUX_BIAS: D = GELU(x w^T +
+// bias), and the pre-activation, which GELU's backward needs, written to the aux buffer as D is),
+// so the GELU kernel's pass over the (R, 4C) activation in a GPT-2 MLP goes; its fallback is
+// linear_forward and the GELU kernel. cuBLAS does not document which GELU its epilogue computes;
+// GemmCuda.linear_gelu_forward_... compares it in f32 with tessera's tanh form.
 //
 // One cuBLASLt handle and one workspace per device, created on first use. The plan for each
 // distinct problem (descriptors plus the heuristic's algorithm) is cached, so a training step makes
@@ -84,6 +89,16 @@ uint32_t alignment(const void* p, int64_t stride_bytes) {
   return a;
 }
 
+// What the gemm's epilogue adds: nothing; the bias (CUBLASLT_EPILOGUE_BIAS); or the bias, then
+// GELU, with the pre-activation written to aux as well (CUBLASLT_EPILOGUE_GELU_AUX_BIAS). The bias is
+// one value per row of cuBLASLt's column-major D (our columns); aux is laid out as D.
+struct Epilogue {
+  enum Kind : uint8_t { None, Bias, GeluAuxBias };
+  Kind kind = None;
+  const Tensor* bias = nullptr;
+  const Tensor* aux = nullptr;
+};
+
 // One problem as cuBLASLt sees it, in our row-major terms.
 struct Key {
   int device;
@@ -93,7 +108,7 @@ struct Key {
   int32_t batch;
   int64_t stride_a, stride_b, stride_c;  // in elements; 0 = broadcast (or batch 1)
   uint32_t align_a, align_b, align_c;
-  bool bias;  // the bias epilogue
+  uint8_t epilogue;  // Epilogue::Kind
   bool operator==(const Key&) const = default;
 };
 
@@ -106,7 +121,7 @@ struct KeyHash {
     mix(uint64_t(k.device)), mix(uint64_t(k.dtype)), mix(k.trans_a), mix(k.trans_b), mix(k.tf32);
     mix(uint64_t(k.M)), mix(uint64_t(k.N)), mix(uint64_t(k.K)), mix(uint64_t(k.batch));
     mix(uint64_t(k.stride_a)), mix(uint64_t(k.stride_b)), mix(uint64_t(k.stride_c));
-    mix(k.align_a), mix(k.align_b), mix(k.align_c), mix(k.bias);
+    mix(k.align_a), mix(k.align_b), mix(k.align_c), mix(k.epilogue);
     return h;
   }
 };
@@ -161,12 +176,19 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle) {
       cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
   CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
-  if (k.bias) {  // the pointer is set per call (run_gemm)
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+  if (k.epilogue != Epilogue::None) {  // the pointers are set per call (run_gemm)
+    const cublasLtEpilogue_t epilogue = k.epilogue == Epilogue::Bias
+                                            ? CUBLASLT_EPILOGUE_BIAS
+                                            : CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
                                                 sizeof epilogue));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type,
                                                 sizeof type));
+  }
+  if (k.epilogue == Epilogue::GeluAuxBias) {  // aux: D's type (the default) and D's layout
+    const int64_t ld = k.N;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld,
+                                                sizeof ld));
   }
   // Stored shapes, column-major: b is (N, K) or, when trans_b, (K, N); a is (K, M) or (M, K).
   p.lt_a = k.trans_b ? layout(type, k.K, k.N, k.batch, k.stride_b)
@@ -262,10 +284,10 @@ Mat as_batched(const Tensor& t, const char* name) {
   return {t.size(0), t.size(1), t.size(2)};
 }
 
-// c = alpha op(a) op(b) + beta c, and with `bias` the bias epilogue on top. Returns false, having
-// done nothing, when the epilogue cannot run here (linear_forward then adds the bias itself).
+// c = alpha op(a) op(b) + beta c, and the epilogue `ep` on top. Returns false, having done
+// nothing, when the epilogue cannot run here (the caller then does its work with other kernels).
 bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
-              double alpha, double beta, const Tensor* bias) {
+              double alpha, double beta, const Epilogue& ep = {}) {
   const Mat mc = as_batched(c, "c"), ma = as_batched(a, "a"), mb = as_batched(b, "b");
   const int64_t M = mc.rows, N = mc.cols;
   const int64_t K = trans_a ? ma.rows : ma.cols;
@@ -282,8 +304,12 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
                 dtype_name(b.dtype()));
   check_same_device("cuda gemm", {&c, &a, &b});
   TESSERA_CHECK(c.device().is_cuda(), "cuda gemm: c must be a CUDA tensor, got ", c.str());
-  if (bias && (K == 0 || c.dtype() == DType::F64 ||
-               reinterpret_cast<uintptr_t>(bias->data_ptr()) % 16 != 0))
+  auto aligned16 = [](const Tensor* t) {
+    return reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 == 0;
+  };
+  if (ep.kind != Epilogue::None &&
+      (K == 0 || c.dtype() == DType::F64 || !aligned16(ep.bias) ||
+       (ep.kind == Epilogue::GeluAuxBias && (!aligned16(ep.aux) || N % 8 != 0))))
     return false;
   if (M == 0 || N == 0 || mc.batch == 0) return true;
   const int device = c.device().index;
@@ -305,8 +331,8 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
     batch = 1, sa = sb = sc = 0;
   }
   if (batch == 1) sa = sb = sc = 0;
-  if (bias && batch != 1) return false;
-  k.bias = bias != nullptr;
+  if (ep.kind != Epilogue::None && batch != 1) return false;
+  k.epilogue = ep.kind;
   constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
   TESSERA_CHECK(k.M <= kMax && N <= kMax && K <= kMax && batch <= kMax,
                 "cuda gemm: dimensions beyond 2^31 - 1: c ", shape_str(c.shape()), " = a ",
@@ -334,11 +360,16 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
                   cublasLtGetStatusName(p.status), ")");
   };
   const Plan& plan = plan_for(k, blas.handle);
-  if (bias) {
+  if (ep.kind != Epilogue::None) {
     if (!plan.found) return false;
-    const void* bp = bias->data_ptr();
+    const void* bp = ep.bias->data_ptr();
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp,
                                                 sizeof bp));
+    if (ep.kind == Epilogue::GeluAuxBias) {
+      void* ap = ep.aux->data_ptr();
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+          plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &ap, sizeof ap));
+    }
   }
   if (plan.found || batch == 1) {
     need(plan);
@@ -360,15 +391,24 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
 
 void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
           double alpha, double beta) {
-  run_gemm(c, a, b, trans_a, trans_b, alpha, beta, nullptr);
+  run_gemm(c, a, b, trans_a, trans_b, alpha, beta);
 }
 
 void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_linear_forward("cuda linear_forward", y, x, w, bias);
   check_same_device("cuda linear_forward", {&y, &x, &w, &bias});
-  if (run_gemm(y, x, w, false, true, 1.0, 0.0, &bias)) return;
-  run_gemm(y, x, w, false, true, 1.0, 0.0, nullptr);
+  if (run_gemm(y, x, w, false, true, 1.0, 0.0, {Epilogue::Bias, &bias})) return;
+  run_gemm(y, x, w, false, true, 1.0, 0.0);
   TESSERA_KERNEL(y, binary)(BinaryOp::Add, y, y, bias);
+}
+
+void linear_gelu_forward(const Tensor& y, const Tensor& pre, const Tensor& x, const Tensor& w,
+                         const Tensor& bias) {
+  check_linear_gelu_forward("cuda linear_gelu_forward", y, pre, x, w, bias);
+  check_same_device("cuda linear_gelu_forward", {&y, &pre, &x, &w, &bias});
+  if (run_gemm(y, x, w, false, true, 1.0, 0.0, {Epilogue::GeluAuxBias, &bias, &pre})) return;
+  linear_forward(pre, x, w, bias);
+  TESSERA_KERNEL(y, gelu_forward)(y, pre);
 }
 
 }  // namespace
@@ -376,6 +416,7 @@ void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Ten
 void add_blas_kernels(Kernels& k) {
   k.gemm = gemm;
   k.linear_forward = linear_forward;
+  k.linear_gelu_forward = linear_gelu_forward;
 }
 
 }  // namespace tessera::cuda

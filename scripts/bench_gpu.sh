@@ -11,7 +11,8 @@
 # (src/backend/profile.h): tessera.log then ends with where their device time went, kernel by
 # kernel and shape by shape. The timed steps run without it.
 # BENCH_UNFUSED=1 (the default) also times tessera's step without its fusions (bench_gpu
-# --unfused: split attention heads, unpadded logits, bias after the gemm), the "before" column.
+# --unfused: split attention heads, unpadded logits, bias and GELU after the gemm), the "before"
+# column.
 #
 # Builds first: with the Debian packages installed, an ordinary CMake build (build-bench/);
 # without them (the lent GPU machine), through scripts/build_offline.sh from third_party/debs/.
@@ -97,7 +98,7 @@ for label, key, nd in rows:
     print(f"{label:22s} {fmt(a, nd):>12s} {fmt(b, nd):>12s} {ratio(a, b):>16s} {fmt(c, nd):>12s}")
 if u:
     print("(unfused: tessera's step without its fusions, bench_gpu --unfused: split attention "
-          "heads, unpadded logits, bias added after the gemm)")
+          "heads, unpadded logits, bias and GELU after the gemm)")
 tk, pk = t.get("kernels", {}), p.get("kernels", {})
 if tk or pk:
     print()

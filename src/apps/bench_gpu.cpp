@@ -170,9 +170,9 @@ std::vector<KernelRow> bench_kernels(int64_t rows, int64_t C, int64_t V, int64_t
 }
 
 // --unfused: the step as it ran before attention read the fused projection in place, the logits
-// were padded and the bias rode the gemm. A hook computes every Linear as matmul then add and says
-// it adapts every projection (adapting none), so the model splits the heads and leaves the logits
-// unpadded: the same model and values, the earlier kernels.
+// were padded and the bias and GELU rode the gemm. A hook computes every Linear as matmul then add
+// and says it adapts every projection (adapting none), so the model splits the heads, leaves the
+// logits unpadded and runs GELU on its own: the same model and values, the earlier kernels.
 class UnfusedLinears : public nn::LinearHook {
  public:
   Tensor base(const std::string&, const Tensor& x, const Tensor& w,
@@ -195,7 +195,7 @@ int main(int argc, char** argv) {
         "profile", "profiled steps after the timed ones (0: none)",
         cxxopts::value<int>()->default_value("0"))(
         "unfused", "time the step without its fusions (split attention heads, unpadded logits, "
-                   "bias added after the gemm): the before of a before-and-after");
+                   "bias and GELU after the gemm): the before of a before-and-after");
     CommandLine cl = parse_command_line(argc, argv, options, /*config_required=*/false);
     if (cl.help) {
       std::cout << options.help() << "\n";

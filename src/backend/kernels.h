@@ -54,6 +54,11 @@ struct Kernels {
   // On CUDA the bias rides the gemm's epilogue (cuBLASLt's CUBLASLT_EPILOGUE_BIAS) instead of a
   // second pass over y.
   void (*linear_forward)(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias);
+  // A Linear with a bias, then GELU (tanh form): the first half of a GPT-2 MLP. pre (R, N) =
+  // x @ w^T + bias, kept for the backward; y (R, N) = gelu(pre). On CUDA one gemm writes both
+  // (cuBLASLt's CUBLASLT_EPILOGUE_GELU_AUX_BIAS: y as its output, pre as the epilogue's aux).
+  void (*linear_gelu_forward)(const Tensor& y, const Tensor& pre, const Tensor& x, const Tensor& w,
+                              const Tensor& bias);
 
   // ---- elementwise and reductions ----
   // out = a (op) b; b has a's numel, or is one row (a.size(-1) elements) broadcast over a's rows.

@@ -1,6 +1,6 @@
-// The contract of the kernel table's linear_forward (backend/kernels.h), checked the same way by
-// the CPU kernel and the CUDA one: y (R, N) = x (R, K) @ w (N, K)^T + bias (N), one dtype, the
-// bias contiguous.
+// The contracts of the kernel table's linear_forward and linear_gelu_forward (backend/kernels.h),
+// checked the same way by the CPU kernels and the CUDA ones: y (R, N) = x (R, K) @ w (N, K)^T +
+// bias (N), one dtype, the bias contiguous.
 #pragma once
 
 #include "core/tensor.h"
@@ -15,6 +15,16 @@ inline void check_linear_forward(const char* kernel, const Tensor& y, const Tens
                     bias.dtype() == y.dtype(),
                 kernel, ": expected y (R, N) = x (R, K) @ w (N, K)^T + bias (N), got y ", y.str(),
                 ", x ", x.str(), ", w ", w.str(), ", bias ", bias.str());
+}
+
+// linear_gelu_forward: linear_forward's contract for pre, and y of pre's shape and dtype.
+inline void check_linear_gelu_forward(const char* kernel, const Tensor& y, const Tensor& pre,
+                                      const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_linear_forward(kernel, pre, x, w, bias);
+  TESSERA_CHECK(y.shape() == pre.shape() && y.dtype() == pre.dtype() && y.is_contiguous() &&
+                    pre.is_contiguous(),
+                kernel, ": y and pre must be contiguous and alike, got y ", y.str(), ", pre ",
+                pre.str());
 }
 
 }  // namespace tessera

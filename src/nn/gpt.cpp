@@ -274,14 +274,20 @@ Tensor GPT::attention(const Block& blk, const Tensor& x, bool training) const {
 
 Tensor GPT::mlp(const Block& blk, const Tensor& x, bool training) const {
   const int64_t l = blk.index;
-  Tensor up = adapt(Proj::Up, l, x, linear(hf_module(cfg_, Part::Up, l), x, blk.fc_w, blk.fc_b),
-                    training);
   Tensor h;
-  if (cfg_.mlp == MlpKind::SwiGLU) {
-    Tensor gate = linear(hf_module(cfg_, Part::Gate, l), x, blk.gate_w, blk.gate_b);
-    h = ops::swiglu(adapt(Proj::Gate, l, x, gate, training), up);
+  if (cfg_.mlp == MlpKind::GELU && !hook_ && blk.fc_w.defined() && blk.fc_b.defined()) {
+    // GPT-2's c_fc and its GELU in one kernel (on CUDA, GELU in the gemm's epilogue). A hook may
+    // adapt c_fc or compute it from NF4 codes: then the two ops below.
+    h = ops::linear_gelu(x, blk.fc_w, blk.fc_b);
   } else {
-    h = ops::gelu(up);
+    Tensor up = adapt(Proj::Up, l, x, linear(hf_module(cfg_, Part::Up, l), x, blk.fc_w, blk.fc_b),
+                      training);
+    if (cfg_.mlp == MlpKind::SwiGLU) {
+      Tensor gate = linear(hf_module(cfg_, Part::Gate, l), x, blk.gate_w, blk.gate_b);
+      h = ops::swiglu(adapt(Proj::Gate, l, x, gate, training), up);
+    } else {
+      h = ops::gelu(up);
+    }
   }
   Tensor down = linear(hf_module(cfg_, Part::Down, l), h, blk.down_w, blk.down_b);
   return ops::dropout(adapt(Proj::Down, l, h, down, training), cfg_.dropout, training);

@@ -6,15 +6,19 @@
 
 namespace tessera::ops {
 
-Tensor gelu(const Tensor& x) {
-  Tensor X = detail::dense(x);
-  Tensor y = Tensor::empty(x.shape(), x.options());
-  TESSERA_KERNEL(x, gelu_forward)(y, X);
+Tensor detail::record_gelu(const Tensor& x, const Tensor& X, const Tensor& y) {
   return record("gelu", y, {x}, [X](const Tensor& dy, GradSink& g) {
     Tensor dx = Tensor::empty(X.shape(), X.options());
     TESSERA_KERNEL(dy, gelu_backward)(dx, dy, X);
     g.add(0, dx);
   });
+}
+
+Tensor gelu(const Tensor& x) {
+  Tensor X = detail::dense(x);
+  Tensor y = Tensor::empty(x.shape(), x.options());
+  TESSERA_KERNEL(x, gelu_forward)(y, X);
+  return detail::record_gelu(x, X, y);
 }
 
 Tensor silu(const Tensor& x) {

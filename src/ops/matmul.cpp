@@ -3,6 +3,7 @@
 //   dB = op(A)^T dC      (trans_b: dB = dC^T op(A)), summed over batches when B is shared.
 #include "ops/matmul.h"
 
+#include "ops/activation.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
 #include "ops/util.h"
@@ -73,30 +74,28 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   });
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
-  TESSERA_CHECK(w.dim() == 2, "linear: weight must be (out, in), got ", shape_str(w.shape()));
-  TESSERA_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), "linear: input ", shape_str(x.shape()),
+namespace {
+
+void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  TESSERA_CHECK(w.dim() == 2, op, ": weight must be (out, in), got ", shape_str(w.shape()));
+  TESSERA_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), op, ": input ", shape_str(x.shape()),
                 " does not end in the weight's in-features ", w.size(1), " (weight ",
                 shape_str(w.shape()), ")");
-  if (!bias.defined()) {
-    Tensor y = matmul(x.dim() == 1 ? x.view({1, x.size(0)}) : x, w, false, true);
-    return x.dim() == 1 ? y.view({w.size(0)}) : y;
-  }
-  TESSERA_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), "linear: bias ",
+  if (!bias.defined()) return;
+  TESSERA_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), op, ": bias ",
                 shape_str(bias.shape()), " does not match out-features of weight ",
                 shape_str(w.shape()));
-  detail::check_compatible("linear", {&x, &w, &bias});
-  // One kernel for the product and the bias (on CUDA the bias rides the gemm's epilogue). The
-  // graph keeps two nodes, as matmul then add would record: the bias's (dy passed on, the bias
-  // gradient the sum of dy over rows) and the product's (matmul's backward for x and w). Each node
-  // hands out its gradients together, so LOMO, which frees a parameter's gradient once its node
-  // is done, never holds a weight's and its bias's at once.
-  Shape out_shape(x.shape().begin(), x.shape().end() - 1);
-  const int64_t N = w.size(0), K = w.size(1), R = shape_numel(out_shape);
-  const Tensor X = detail::dense(x).view({R, K}), W = detail::dense(w);
-  out_shape.push_back(N);
-  Tensor out = Tensor::empty(out_shape, x.options());
-  TESSERA_KERNEL(x, linear_forward)(out.view({R, N}), X, W, detail::dense(bias));
+  detail::check_compatible(op, {&x, &w, &bias});
+}
+
+// A Linear with a bias whose kernel ran already: x viewed as X (R, K), out (..., N) holding
+// x w^T + bias. The graph keeps two nodes, as matmul then add would record: the bias's (dy passed
+// on, the bias gradient the sum of dy over rows) and the product's (matmul's backward for x and
+// w). Each node hands out its gradients together, so LOMO, which frees a parameter's gradient once
+// its node is done, never holds a weight's and its bias's at once.
+Tensor record_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out,
+                     const Tensor& X, const Tensor& W) {
+  const int64_t R = X.size(0), K = X.size(1), N = W.size(0);
   const Shape x_shape = x.shape();
   // x w^T, an alias of out as far as the graph is concerned.
   Tensor product = record("linear", make_view(out, out.shape(), out.strides(), out.offset()),
@@ -117,6 +116,40 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     g.add(0, dy);
     if (g.needs(1)) g.add(1, detail::sum_rows(dy, N));
   });
+}
+
+Shape linear_shape(const Tensor& x, const Tensor& w) {
+  Shape s(x.shape().begin(), x.shape().end() - 1);
+  s.push_back(w.size(0));
+  return s;
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_linear("linear", x, w, bias);
+  if (!bias.defined()) {
+    Tensor y = matmul(x.dim() == 1 ? x.view({1, x.size(0)}) : x, w, false, true);
+    return x.dim() == 1 ? y.view({w.size(0)}) : y;
+  }
+  // One kernel for the product and the bias (on CUDA the bias rides the gemm's epilogue).
+  const int64_t N = w.size(0), K = w.size(1), R = x.numel() / K;
+  const Tensor X = detail::dense(x).view({R, K}), W = detail::dense(w);
+  Tensor out = Tensor::empty(linear_shape(x, w), x.options());
+  TESSERA_KERNEL(x, linear_forward)(out.view({R, N}), X, W, detail::dense(bias));
+  return record_linear(x, w, bias, out, X, W);
+}
+
+Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_linear("linear_gelu", x, w, bias);
+  TESSERA_CHECK(bias.defined(), "linear_gelu: the bias is required (use gelu(linear(x, w)))");
+  const int64_t N = w.size(0), K = w.size(1), R = x.numel() / K;
+  const Tensor X = detail::dense(x).view({R, K}), W = detail::dense(w);
+  Tensor pre = Tensor::empty(linear_shape(x, w), x.options());
+  Tensor y = Tensor::empty(pre.shape(), x.options());
+  TESSERA_KERNEL(x, linear_gelu_forward)(y.view({R, N}), pre.view({R, N}), X, W,
+                                         detail::dense(bias));
+  return detail::record_gelu(record_linear(x, w, bias, pre, X, W), pre, y);
 }
 
 }  // namespace tessera::ops

@@ -12,4 +12,9 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans
 // y = x w^T + bias: x (..., in), w (out, in) as a PyTorch Linear, bias (out) or undefined.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {});
 
+// gelu(linear(x, w, bias)), the bias required, with one kernel for the product, the bias and the
+// GELU (linear_gelu_forward: on CUDA a single gemm, the activation in its epilogue). The graph and
+// the gradients are those of the two ops; the pre-activation is what GELU's backward keeps.
+Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias);
+
 }  // namespace tessera::ops

@@ -19,7 +19,9 @@
 
 #include "backend/cuda.h"
 #include "backend/kernels.h"
+#include "backend/profile.h"
 #include "core/rng.h"
+#include "ops/elementwise.h"
 #include "test_util.h"
 
 namespace tessera {
@@ -225,6 +227,74 @@ TEST_P(GemmCuda, linear_forward_adds_the_bias_in_the_epilogue_or_after) {
     for (size_t i = 0; i < want.size(); ++i)
       if (!(std::fabs(got[i] - want[i]) <= r * std::fabs(want[i]) + e * lim[i] + 1e-30)) ++bad;
     EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << want.size() << " elements out of bounds";
+  }
+}
+
+TEST_P(GemmCuda, linear_gelu_forward_writes_the_pre_activation_and_its_tanh_form_gelu) {
+  // pre = x w^T + bias against the f64 reference under linear_forward's bound; y against GELU's
+  // tanh form of the GPU's own pre, which isolates the epilogue's GELU from the gemm's rounding:
+  //  - f32: within 1e-5 (1 + |y|). tanh-form GELU in f32 is good to a few ulp, while GELU's erf
+  //    form differs from the tanh form by up to 4.7e-4 (near |x| = 2.7; pre here is about N(0, 2),
+  //    so many elements sit there): the check says which GELU cuBLAS's epilogue computes.
+  //  - bf16: the epilogue applies GELU to the f32 sum and rounds both outputs, so y and
+  //    gelu(pre) differ by the two roundings: 2^-8 (|y| + 1.13 |pre|) (1.13 bounds GELU's slope).
+  // The aligned bf16 and f32 cases must run in the gemm's epilogue (no separate GELU kernel); N =
+  // 29 (an aux leading dimension not a multiple of 8), a bias one element into its buffer and f64
+  // take the fallback (linear_forward, then the GELU kernel).
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  const DType dt = GetParam();
+  Generator g(17);
+  struct Shape3 {
+    int64_t R, N, K, bias_offset;
+  };
+  for (const Shape3 s : {Shape3{256, 768, 384, 0}, Shape3{37, 29, 45, 0}, Shape3{64, 96, 64, 1}}) {
+    const std::string what = std::string(dtype_name(dt)) + " R=" + std::to_string(s.R) +
+                             " N=" + std::to_string(s.N) + " K=" + std::to_string(s.K) +
+                             " bias offset " + std::to_string(s.bias_offset);
+    const Tensor x = random({s.R, s.K}, dt, g);
+    const Tensor w = ops::scale(randn({s.N, s.K}, g), 0.1).to(dt).to(DType::F64);
+    const Tensor bias_all = random({s.N + s.bias_offset}, dt, g);
+    const Tensor bias = bias_all.narrow(0, s.bias_offset, s.N).contiguous();
+    Tensor ref = Tensor::empty({s.R, s.N}, DType::F64), bound = Tensor::empty({s.R, s.N}, DType::F64);
+    cpu::kernels().linear_forward(ref, x, w, bias);
+    cpu::kernels().linear_forward(bound, abs_of(x), abs_of(w), abs_of(bias));
+
+    Tensor yg = Tensor::empty({s.R, s.N}, {dt, kGpu}), pg = Tensor::empty({s.R, s.N}, {dt, kGpu});
+    yg.fill_(std::nan(""));  // written, never read
+    pg.fill_(std::nan(""));
+    const Tensor bg = bias_all.to(dt).to(kGpu).narrow(0, s.bias_offset, s.N);
+    profile::start();
+    TESSERA_KERNEL(yg, linear_gelu_forward)(yg, pg, x.to(dt).to(kGpu), w.to(dt).to(kGpu), bg);
+    profile::stop();
+    int64_t separate_gelu = 0;
+    for (const profile::Row& r : profile::rows())
+      if (r.kernel == "gelu_forward") separate_gelu += r.calls;
+    const bool epilogue = dt != DType::F64 && s.N % 8 == 0 && s.bias_offset == 0;
+    if (epilogue) EXPECT_EQ(separate_gelu, 0) << what << ": GELU did not run in the epilogue";
+
+    const double r = dt == DType::BF16 ? 1.0 / 256 : 0.0;
+    const double e = dt == DType::F64 ? 1e-13 : std::ldexp(4.0 * double(s.K + 1), -24);
+    const std::vector<double> pre = values(pg.to(Device::cpu())), y = values(yg.to(Device::cpu()));
+    const std::vector<double> want = values(ref), lim = values(bound);
+    Tensor gelu_pre = Tensor::empty({s.R, s.N}, DType::F64);
+    cpu::kernels().gelu_forward(gelu_pre, from_vector<double>(pre, {s.R, s.N}));
+    const std::vector<double> gy = values(gelu_pre);
+    int64_t bad_pre = 0, bad_y = 0;
+    double worst_y = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      if (!(std::fabs(pre[i] - want[i]) <= r * std::fabs(want[i]) + e * lim[i] + 1e-30)) ++bad_pre;
+      const double d = std::fabs(y[i] - gy[i]);
+      const double tol = dt == DType::BF16
+                             ? r * (std::fabs(gy[i]) + 1.13 * std::fabs(pre[i])) + 1e-6
+                             : (dt == DType::F32 ? 1e-5 : 1e-12) * (1 + std::fabs(gy[i]));
+      if (!(d <= tol)) ++bad_y;
+      worst_y = std::max(worst_y, d);
+    }
+    EXPECT_EQ(bad_pre, 0) << what << ": " << bad_pre << " of " << want.size()
+                          << " pre-activations out of bounds";
+    EXPECT_EQ(bad_y, 0) << what << ": " << bad_y << " of " << want.size()
+                        << " outputs differ from GELU's tanh form of pre (largest difference "
+                        << worst_y << ")";
   }
 }
 

@@ -183,6 +183,29 @@ class SplitHeads : public nn::LinearHook {
   Tensor adapt(nn::Proj, int64_t, const Tensor&, const Tensor& y, bool) const override { return y; }
   bool adapts(nn::Proj p, int64_t) const override { return p != nn::Proj::Head; }
 };
+
+// The loss and every gradient of a seeded f64 model on a fixed batch, under `hook` (or none), and
+// the calls of `kernel` in that forward and backward.
+struct ProfiledRun {
+  std::vector<std::vector<double>> values;
+  int64_t calls = 0;
+};
+ProfiledRun run_profiled(const GPTConfig& c, const nn::LinearHook* hook,
+                         const std::string& kernel) {
+  Generator g(4);
+  GPT m(c, g, DType::F64);
+  if (hook) m.set_hook(hook);
+  profile::start();
+  Tensor loss = m.loss(ids({1, 2, 3, 4, 9, 8, 7, 6}, {2, 4}), ids({2, 3, 4, 5, 8, 7, 6, 5}, {2, 4}));
+  loss.backward();
+  profile::stop();
+  ProfiledRun r;
+  for (const profile::Row& row : profile::rows())
+    if (row.kernel == kernel) r.calls += row.calls;
+  r.values.push_back({loss.item()});
+  for (const auto& [name, t] : m.parameters()) r.values.push_back(t.grad().to_vector<double>());
+  return r;
+}
 }  // namespace
 
 TEST(GPT, attention_off_the_fused_projection_equals_split_heads_with_fewer_copies) {
@@ -192,27 +215,28 @@ TEST(GPT, attention_off_the_fused_projection_equals_split_heads_with_fewer_copie
   GPTConfig c = tiny_gpt2();
   c.n_kv_head = 1;  // grouped-query heads too
   const SplitHeads split;
-  auto run = [&](bool packed, int64_t* copies) {
-    Generator g(4);
-    GPT m(c, g, DType::F64);
-    if (!packed) m.set_hook(&split);
-    profile::start();
-    Tensor loss = m.loss(ids({1, 2, 3, 4, 9, 8, 7, 6}, {2, 4}), ids({2, 3, 4, 5, 8, 7, 6, 5}, {2, 4}));
-    loss.backward();
-    profile::stop();
-    *copies = 0;
-    for (const profile::Row& r : profile::rows())
-      if (r.kernel == "copy") *copies += r.calls;
-    std::vector<std::vector<double>> out{{loss.item()}};
-    for (const auto& [name, t] : m.parameters()) out.push_back(t.grad().to_vector<double>());
-    return out;
-  };
-  int64_t packed_copies = 0, split_copies = 0;
-  EXPECT_EQ(run(true, &packed_copies), run(false, &split_copies));
+  const ProfiledRun packed = run_profiled(c, nullptr, "copy"),
+                    split_run = run_profiled(c, &split, "copy");
+  EXPECT_EQ(packed.values, split_run.values);
   // Per layer the split path copies 3 head splits and a merge forward, and at least as many
   // backward (here 3 copies in all against 23).
-  EXPECT_LE(packed_copies + 8 * c.n_layer, split_copies)
-      << "packed " << packed_copies << ", split " << split_copies;
+  EXPECT_LE(packed.calls + 8 * c.n_layer, split_run.calls)
+      << "packed " << packed.calls << ", split " << split_run.calls;
+}
+
+TEST(GPT, gelu_mlp_runs_c_fc_and_gelu_as_one_kernel_with_the_same_values) {
+  // Without a hook a GELU MLP's c_fc and its activation are one kernel call (linear_gelu_forward;
+  // on CUDA one gemm with GELU in its epilogue); a hook (which may adapt c_fc) gets the two ops.
+  // The CPU kernel is those two ops: loss and every gradient agree exactly.
+  const GPTConfig c = tiny_gpt2();
+  const SplitHeads hook;
+  const ProfiledRun fused = run_profiled(c, nullptr, "linear_gelu_forward"),
+                    split = run_profiled(c, &hook, "linear_gelu_forward");
+  EXPECT_EQ(fused.values, split.values);
+  EXPECT_EQ(fused.calls, c.n_layer);
+  EXPECT_EQ(split.calls, 0);
+  EXPECT_EQ(run_profiled(c, nullptr, "gelu_forward").calls, 0);
+  EXPECT_EQ(run_profiled(c, &hook, "gelu_forward").calls, c.n_layer);
 }
 
 namespace {

@@ -67,6 +67,47 @@ TEST(Linear, gradcheck_with_bias) {
       [](const std::vector<Tensor>& in) { return ops::linear(in[0], in[1], in[2]); }, {x, w, b}));
 }
 
+TEST(LinearGelu, gradcheck) {
+  Generator g(5);
+  Tensor x = randn({2, 3, 4}, g), w = randn({5, 4}, g), b = randn({5}, g);
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& in) { return ops::linear_gelu(in[0], in[1], in[2]); },
+      {x, w, b}));
+}
+
+TEST(LinearGelu, equals_gelu_of_linear_bit_for_bit_with_the_same_gradients) {
+  // The CPU kernel is linear_forward then gelu_forward, and the graph the two ops' nodes.
+  for (DType dt : {DType::F32, DType::F64}) {
+    Generator g(6);
+    const Tensor x0 = randn({3, 2, 8}, g).to(dt), w0 = randn({12, 8}, g).to(dt),
+                 b0 = randn({12}, g).to(dt), dy = randn({3, 2, 12}, g).to(dt);
+    auto run = [&](bool fused) {
+      Tensor x = x0.detach().requires_grad_(), w = w0.detach().requires_grad_(),
+             b = b0.detach().requires_grad_();
+      Tensor y = fused ? ops::linear_gelu(x, w, b) : ops::gelu(ops::linear(x, w, b));
+      ops::sum(ops::mul(y, dy)).backward();
+      return std::vector<std::vector<float>>{y.to(DType::F32).to_vector<float>(),
+                                             x.grad().to(DType::F32).to_vector<float>(),
+                                             w.grad().to(DType::F32).to_vector<float>(),
+                                             b.grad().to(DType::F32).to_vector<float>()};
+    };
+    EXPECT_EQ(run(true), run(false)) << dtype_name(dt);
+  }
+}
+
+TEST(LinearGelu, requires_a_bias_and_matching_shapes) {
+  Generator g(7);
+  const Tensor x = randn({2, 4}, g), w = randn({5, 4}, g);
+  EXPECT_THROW(ops::linear_gelu(x, w, Tensor()), Error);
+  try {
+    ops::linear_gelu(x, randn({5, 3}, g), randn({5}, g));
+    FAIL() << "a weight of the wrong width was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("linear_gelu"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("(5, 3)"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Linear, value_matches_x_wT_plus_b) {
   Tensor x = from_vector<float>({1, 2}, {1, 2});
   Tensor w = from_vector<float>({1, 0, 0, 1, 1, 1}, {3, 2});

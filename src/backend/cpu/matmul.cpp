@@ -1,6 +1,6 @@
 // CPU gemm: batched, row-major, through OpenBLAS (cblas_sgemm / cblas_dgemm).
 // c (Bc, M, N) = alpha * op(a) @ op(b) + beta * c; a batch of 1 is shared by every c batch.
-// linear_forward: the gemm, then the bias added to every row.
+// linear_forward: the gemm, then the bias added to every row; linear_gelu_forward: that, then GELU.
 #include <cblas.h>
 
 #include <cstdlib>
@@ -82,6 +82,13 @@ void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Ten
   check_linear_forward("linear_forward", y, x, w, bias);
   gemm(y, x, w, false, true, 1.0, 0.0);
   binary(BinaryOp::Add, y, y, bias);  // the row broadcast, as a separate add would do it
+}
+
+void linear_gelu_forward(const Tensor& y, const Tensor& pre, const Tensor& x, const Tensor& w,
+                         const Tensor& bias) {
+  check_linear_gelu_forward("linear_gelu_forward", y, pre, x, w, bias);
+  linear_forward(pre, x, w, bias);
+  gelu_forward(y, pre);  // the bits of linear then gelu
 }
 
 }  // namespace tessera::cpu

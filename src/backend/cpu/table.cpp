@@ -14,6 +14,7 @@ const Kernels& kernels() {
       .normal = normal,
       .gemm = gemm,
       .linear_forward = linear_forward,
+      .linear_gelu_forward = linear_gelu_forward,
       .binary = binary,
       .axpby = axpby,
       .sum_dim = sum_dim,
