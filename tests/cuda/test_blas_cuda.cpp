@@ -192,6 +192,47 @@ TEST_P(GemmCuda, mismatched_shapes_are_errors_naming_them) {
   EXPECT_NE(batch.find("batch"), std::string::npos) << batch;
 }
 
+// A Linear's problem for the epilogue tests: x (R, K), w (N, K) scaled by w_scale, a bias placed
+// bias_offset elements into its buffer (an offset of 1 leaves it 2- or 4-byte aligned: no
+// epilogue), all rounded to dtype, as exact f64 values; the f64 reference x w^T + bias and the
+// magnitude term |x| |w|^T + |bias| of the error bound; the bias on the GPU, a view into its buffer.
+struct LinearProblem {
+  int64_t R, N, K, bias_offset;
+};
+struct LinearCase {
+  std::string what;
+  Tensor x, w, ref, bound, gpu_bias;
+};
+const LinearProblem kLinearProblems[] = {{256, 768, 384, 0}, {37, 29, 45, 0}, {64, 96, 64, 1}};
+LinearCase linear_case(const LinearProblem& s, DType dt, Generator& g, double w_scale) {
+  LinearCase c;
+  c.what = std::string(dtype_name(dt)) + " R=" + std::to_string(s.R) + " N=" + std::to_string(s.N) +
+           " K=" + std::to_string(s.K) + " bias offset " + std::to_string(s.bias_offset);
+  c.x = random({s.R, s.K}, dt, g);
+  c.w = ops::scale(randn({s.N, s.K}, g), w_scale).to(dt).to(DType::F64);
+  const Tensor bias_all = random({s.N + s.bias_offset}, dt, g);
+  const Tensor bias = bias_all.narrow(0, s.bias_offset, s.N).contiguous();
+  c.ref = Tensor::empty({s.R, s.N}, DType::F64);
+  c.bound = Tensor::empty({s.R, s.N}, DType::F64);
+  cpu::kernels().linear_forward(c.ref, c.x, c.w, bias);
+  cpu::kernels().linear_forward(c.bound, abs_of(c.x), abs_of(c.w), abs_of(bias));
+  c.gpu_bias = bias_all.to(dt).to(kGpu).narrow(0, s.bias_offset, s.N);
+  EXPECT_TRUE(c.gpu_bias.is_contiguous());
+  return c;
+}
+
+// Elements of got (R, N) outside check()'s bound around c.ref, the bias adding |bias| to the
+// magnitude term.
+int64_t out_of_bounds(const std::vector<double>& got, const LinearCase& c, DType dt, int64_t K) {
+  const double r = dt == DType::BF16 ? 1.0 / 256 : 0.0;
+  const double e = dt == DType::F64 ? 1e-13 : std::ldexp(4.0 * double(K + 1), -24);
+  const std::vector<double> want = values(c.ref), lim = values(c.bound);
+  int64_t bad = 0;
+  for (size_t i = 0; i < want.size(); ++i)
+    if (!(std::fabs(got[i] - want[i]) <= r * std::fabs(want[i]) + e * lim[i] + 1e-30)) ++bad;
+  return bad;
+}
+
 TEST_P(GemmCuda, linear_forward_adds_the_bias_in_the_epilogue_or_after) {
   // y = x w^T + bias: through cuBLASLt's bias epilogue (an aligned bias, bf16 and f32), or the
   // plain gemm and an add (f64; a bias one element into its buffer, 2- or 4-byte aligned; odd
@@ -199,34 +240,15 @@ TEST_P(GemmCuda, linear_forward_adds_the_bias_in_the_epilogue_or_after) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   const DType dt = GetParam();
   Generator g(16);
-  struct Shape3 {
-    int64_t R, N, K, bias_offset;
-  };
-  for (const Shape3 s : {Shape3{256, 768, 384, 0}, Shape3{37, 29, 45, 0}, Shape3{64, 96, 64, 1}}) {
-    const std::string what = std::string(dtype_name(dt)) + " R=" + std::to_string(s.R) +
-                             " N=" + std::to_string(s.N) + " K=" + std::to_string(s.K) +
-                             " bias offset " + std::to_string(s.bias_offset);
-    const Tensor x = random({s.R, s.K}, dt, g), w = random({s.N, s.K}, dt, g);
-    const Tensor bias_all = random({s.N + s.bias_offset}, dt, g);
-    const Tensor bias = bias_all.narrow(0, s.bias_offset, s.N).contiguous();
-    Tensor ref = Tensor::empty({s.R, s.N}, DType::F64), bound = Tensor::empty({s.R, s.N}, DType::F64);
-    cpu::kernels().linear_forward(ref, x, w, bias);
-    cpu::kernels().linear_forward(bound, abs_of(x), abs_of(w), abs_of(bias));
-
+  for (const LinearProblem& s : kLinearProblems) {
+    const LinearCase c = linear_case(s, dt, g, 1.0);
     Tensor yg = Tensor::empty({s.R, s.N}, {dt, kGpu});
     yg.fill_(std::nan(""));  // written, never read
-    const Tensor bg = bias_all.to(dt).to(kGpu).narrow(0, s.bias_offset, s.N);
-    ASSERT_TRUE(bg.is_contiguous());
-    TESSERA_KERNEL(yg, linear_forward)(yg, x.to(dt).to(kGpu), w.to(dt).to(kGpu), bg);
+    TESSERA_KERNEL(yg, linear_forward)(yg, c.x.to(dt).to(kGpu), c.w.to(dt).to(kGpu), c.gpu_bias);
 
-    const double r = dt == DType::BF16 ? 1.0 / 256 : 0.0;
-    const double e = dt == DType::F64 ? 1e-13 : std::ldexp(4.0 * double(s.K + 1), -24);
-    const std::vector<double> got = values(yg.to(Device::cpu())), want = values(ref),
-                              lim = values(bound);
-    int64_t bad = 0;
-    for (size_t i = 0; i < want.size(); ++i)
-      if (!(std::fabs(got[i] - want[i]) <= r * std::fabs(want[i]) + e * lim[i] + 1e-30)) ++bad;
-    EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << want.size() << " elements out of bounds";
+    const int64_t bad = out_of_bounds(values(yg.to(Device::cpu())), c, dt, s.K);
+    EXPECT_EQ(bad, 0) << c.what << ": " << bad << " of " << s.R * s.N
+                      << " elements out of bounds";
   }
 }
 
@@ -244,45 +266,32 @@ TEST_P(GemmCuda, linear_gelu_forward_writes_the_pre_activation_and_its_tanh_form
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   const DType dt = GetParam();
   Generator g(17);
-  struct Shape3 {
-    int64_t R, N, K, bias_offset;
-  };
-  for (const Shape3 s : {Shape3{256, 768, 384, 0}, Shape3{37, 29, 45, 0}, Shape3{64, 96, 64, 1}}) {
-    const std::string what = std::string(dtype_name(dt)) + " R=" + std::to_string(s.R) +
-                             " N=" + std::to_string(s.N) + " K=" + std::to_string(s.K) +
-                             " bias offset " + std::to_string(s.bias_offset);
-    const Tensor x = random({s.R, s.K}, dt, g);
-    const Tensor w = ops::scale(randn({s.N, s.K}, g), 0.1).to(dt).to(DType::F64);
-    const Tensor bias_all = random({s.N + s.bias_offset}, dt, g);
-    const Tensor bias = bias_all.narrow(0, s.bias_offset, s.N).contiguous();
-    Tensor ref = Tensor::empty({s.R, s.N}, DType::F64), bound = Tensor::empty({s.R, s.N}, DType::F64);
-    cpu::kernels().linear_forward(ref, x, w, bias);
-    cpu::kernels().linear_forward(bound, abs_of(x), abs_of(w), abs_of(bias));
-
+  for (const LinearProblem& s : kLinearProblems) {
+    const LinearCase c = linear_case(s, dt, g, 0.1);
     Tensor yg = Tensor::empty({s.R, s.N}, {dt, kGpu}), pg = Tensor::empty({s.R, s.N}, {dt, kGpu});
     yg.fill_(std::nan(""));  // written, never read
     pg.fill_(std::nan(""));
-    const Tensor bg = bias_all.to(dt).to(kGpu).narrow(0, s.bias_offset, s.N);
     profile::start();
-    TESSERA_KERNEL(yg, linear_gelu_forward)(yg, pg, x.to(dt).to(kGpu), w.to(dt).to(kGpu), bg);
+    TESSERA_KERNEL(yg, linear_gelu_forward)(yg, pg, c.x.to(dt).to(kGpu), c.w.to(dt).to(kGpu),
+                                            c.gpu_bias);
     profile::stop();
     int64_t separate_gelu = 0;
     for (const profile::Row& r : profile::rows())
       if (r.kernel == "gelu_forward") separate_gelu += r.calls;
     const bool epilogue = dt != DType::F64 && s.N % 8 == 0 && s.bias_offset == 0;
-    if (epilogue) EXPECT_EQ(separate_gelu, 0) << what << ": GELU did not run in the epilogue";
+    if (epilogue) {
+      EXPECT_EQ(separate_gelu, 0) << c.what << ": GELU did not run in the epilogue";
+    }
 
-    const double r = dt == DType::BF16 ? 1.0 / 256 : 0.0;
-    const double e = dt == DType::F64 ? 1e-13 : std::ldexp(4.0 * double(s.K + 1), -24);
     const std::vector<double> pre = values(pg.to(Device::cpu())), y = values(yg.to(Device::cpu()));
-    const std::vector<double> want = values(ref), lim = values(bound);
+    const int64_t bad_pre = out_of_bounds(pre, c, dt, s.K);
     Tensor gelu_pre = Tensor::empty({s.R, s.N}, DType::F64);
     cpu::kernels().gelu_forward(gelu_pre, from_vector<double>(pre, {s.R, s.N}));
     const std::vector<double> gy = values(gelu_pre);
-    int64_t bad_pre = 0, bad_y = 0;
+    const double r = dt == DType::BF16 ? 1.0 / 256 : 0.0;
+    int64_t bad_y = 0;
     double worst_y = 0;
-    for (size_t i = 0; i < want.size(); ++i) {
-      if (!(std::fabs(pre[i] - want[i]) <= r * std::fabs(want[i]) + e * lim[i] + 1e-30)) ++bad_pre;
+    for (size_t i = 0; i < y.size(); ++i) {
       const double d = std::fabs(y[i] - gy[i]);
       const double tol = dt == DType::BF16
                              ? r * (std::fabs(gy[i]) + 1.13 * std::fabs(pre[i])) + 1e-6
@@ -290,9 +299,9 @@ TEST_P(GemmCuda, linear_gelu_forward_writes_the_pre_activation_and_its_tanh_form
       if (!(d <= tol)) ++bad_y;
       worst_y = std::max(worst_y, d);
     }
-    EXPECT_EQ(bad_pre, 0) << what << ": " << bad_pre << " of " << want.size()
+    EXPECT_EQ(bad_pre, 0) << c.what << ": " << bad_pre << " of " << y.size()
                           << " pre-activations out of bounds";
-    EXPECT_EQ(bad_y, 0) << what << ": " << bad_y << " of " << want.size()
+    EXPECT_EQ(bad_y, 0) << c.what << ": " << bad_y << " of " << y.size()
                         << " outputs differ from GELU's tanh form of pre (largest difference "
                         << worst_y << ")";
   }
