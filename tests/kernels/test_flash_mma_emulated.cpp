@@ -167,6 +167,11 @@ TEST(FlashMmaEmulated, head_dim_128_matches_the_cpu_reference) {
   run_case<128>({1, 1, 1, 80, 128, 0, false}, 12);
 }
 
+// Four query heads per kv head (the dK dV blocks sum over the group) and two batches.
+TEST(FlashMmaEmulated, grouped_query_heads_over_two_batches_match_the_cpu_reference) {
+  run_case<64>({2, 4, 1, 40, 64, 0, false}, 15);
+}
+
 // The heads read strided out of a fused projection, under a window that starts inside a tile
 // (key tiles whose rows are partly masked, and query rows that see nothing of a visited tile).
 TEST(FlashMmaEmulated, packed_heads_under_a_sliding_window_match_the_cpu_reference) {
