@@ -27,8 +27,9 @@
 // linear_gelu_forward adds GELU the same way (CUBLASLT_EPILOGUE_GELU_AUX_BIAS: D = GELU(x w^T +
 // bias), and the pre-activation, which GELU's backward needs, written to the aux buffer as D is),
 // so the GELU kernel's pass over the (R, 4C) activation in a GPT-2 MLP goes; its fallback is
-// linear_forward and the GELU kernel. cuBLAS does not document which GELU its epilogue computes;
-// GemmCuda.linear_gelu_forward_... compares it in f32 with tessera's tanh form.
+// linear_forward and the GELU kernel. cuBLAS does not document which GELU its epilogue computes
+// (tanh form, as tessera's, or erf form: within 4.7e-4 of each other); GemmCuda's
+// linear_gelu_forward test prints which.
 //
 // One cuBLASLt handle and one workspace per device, created on first use. The plan for each
 // distinct problem (descriptors plus the heuristic's algorithm) is cached, so a training step makes
@@ -99,6 +100,18 @@ struct Epilogue {
   const Tensor* aux = nullptr;
 };
 
+void set_epilogue_pointers(cublasLtMatmulDesc_t desc, const Epilogue& ep) {
+  if (ep.kind == Epilogue::None) return;
+  const void* bp = ep.bias->data_ptr();
+  CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp));
+  if (ep.kind == Epilogue::GeluAuxBias) {
+    void* ap = ep.aux->data_ptr();
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                                &ap, sizeof ap));
+  }
+}
+
 // One problem as cuBLASLt sees it, in our row-major terms.
 struct Key {
   int device;
@@ -108,7 +121,8 @@ struct Key {
   int32_t batch;
   int64_t stride_a, stride_b, stride_c;  // in elements; 0 = broadcast (or batch 1)
   uint32_t align_a, align_b, align_c;
-  uint8_t epilogue;  // Epilogue::Kind
+  uint8_t epilogue;               // Epilogue::Kind
+  uint32_t align_bias, align_aux;  // the epilogue's vectors' alignment (0: none)
   bool operator==(const Key&) const = default;
 };
 
@@ -121,7 +135,8 @@ struct KeyHash {
     mix(uint64_t(k.device)), mix(uint64_t(k.dtype)), mix(k.trans_a), mix(k.trans_b), mix(k.tf32);
     mix(uint64_t(k.M)), mix(uint64_t(k.N)), mix(uint64_t(k.K)), mix(uint64_t(k.batch));
     mix(uint64_t(k.stride_a)), mix(uint64_t(k.stride_b)), mix(uint64_t(k.stride_c));
-    mix(k.align_a), mix(k.align_b), mix(k.align_c), mix(k.epilogue);
+    mix(k.align_a), mix(k.align_b), mix(k.align_c), mix(k.epilogue), mix(k.align_bias);
+    mix(k.align_aux);
     return h;
   }
 };
@@ -161,7 +176,10 @@ cublasLtMatrixLayout_t layout(cudaDataType_t type, int64_t rows, int64_t cols, i
   return l;
 }
 
-Plan make_plan(const Key& k, cublasLtHandle_t handle) {
+// ep: the call the plan is made for. The heuristic reads the epilogue's pointers for their
+// alignment (cublasLt.h), so they are set before it runs; the key holds that alignment, and later
+// calls with the same key set their own pointers (run_gemm).
+Plan make_plan(const Key& k, cublasLtHandle_t handle, const Epilogue& ep) {
   Plan p;
   const cudaDataType_t type = data_type(k.dtype);
   p.f64 = k.dtype == DType::F64;
@@ -176,7 +194,7 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle) {
       cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
   CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
-  if (k.epilogue != Epilogue::None) {  // the pointers are set per call (run_gemm)
+  if (k.epilogue != Epilogue::None) {
     const cublasLtEpilogue_t epilogue = k.epilogue == Epilogue::Bias
                                             ? CUBLASLT_EPILOGUE_BIAS
                                             : CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
@@ -184,6 +202,7 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle) {
                                                 sizeof epilogue));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type,
                                                 sizeof type));
+    set_epilogue_pointers(p.desc, ep);
   }
   if (k.epilogue == Epilogue::GeluAuxBias) {  // aux: D's type (the default) and D's layout
     const int64_t ld = k.N;
@@ -225,13 +244,14 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle) {
   return p;
 }
 
-// The cached plan of a problem (made on first sight; plans live as long as the process).
-const Plan& plan_for(const Key& k, cublasLtHandle_t handle) {
+// The cached plan of a problem (made on first sight, for the call `ep`; plans live as long as the
+// process).
+const Plan& plan_for(const Key& k, cublasLtHandle_t handle, const Epilogue& ep = {}) {
   static std::mutex mu;
   static auto* plans = new std::unordered_map<Key, Plan, KeyHash>();
   std::lock_guard<std::mutex> lock(mu);
   auto it = plans->find(k);
-  if (it == plans->end()) it = plans->emplace(k, make_plan(k, handle)).first;
+  if (it == plans->end()) it = plans->emplace(k, make_plan(k, handle, ep)).first;
   return it->second;  // node-based map: the reference survives later insertions
 }
 
@@ -333,6 +353,8 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
   if (batch == 1) sa = sb = sc = 0;
   if (ep.kind != Epilogue::None && batch != 1) return false;
   k.epilogue = ep.kind;
+  k.align_bias = ep.bias ? alignment(ep.bias->data_ptr(), 0) : 0;
+  k.align_aux = ep.aux ? alignment(ep.aux->data_ptr(), 0) : 0;
   constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
   TESSERA_CHECK(k.M <= kMax && N <= kMax && K <= kMax && batch <= kMax,
                 "cuda gemm: dimensions beyond 2^31 - 1: c ", shape_str(c.shape()), " = a ",
@@ -359,17 +381,13 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
                   " (alignments ", k.align_a, "/", k.align_b, "/", k.align_c, " bytes; ",
                   cublasLtGetStatusName(p.status), ")");
   };
-  const Plan& plan = plan_for(k, blas.handle);
+  const Plan& plan = plan_for(k, blas.handle, ep);
   if (ep.kind != Epilogue::None) {
     if (!plan.found) return false;
-    const void* bp = ep.bias->data_ptr();
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp,
-                                                sizeof bp));
-    if (ep.kind == Epilogue::GeluAuxBias) {
-      void* ap = ep.aux->data_ptr();
-      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-          plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &ap, sizeof ap));
-    }
+    // On the plan's shared descriptor: sound while one host thread issues the gemms (every
+    // kernel runs on the one default stream, and cublasLtMatmul reads the attributes as it
+    // launches).
+    set_epilogue_pointers(plan.desc, ep);
   }
   if (plan.found || batch == 1) {
     need(plan);
