@@ -128,6 +128,15 @@ TESSERA_MMA_FN const uint16_t* bt_row(const uint16_t* tile, int r0, int c0, int 
   return tile + (r0 + lane % 8 + (lane / 16) * 8) * kLd<D> + c0 + ((lane / 8) % 2) * 8;
 }
 
+// acc0 += a b0 and acc1 += a b1, b0 = (b[0], b[1]) and b1 = (b[2], b[3]): the two 8-column
+// n-blocks one ldmatrix x4 (bt_row, or a_row with .trans) loads.
+template <class W>
+TESSERA_MMA_FN void mma_pair(W& w, float (&acc0)[4], float (&acc1)[4], const uint32_t (&a)[4],
+                             const uint32_t (&b)[4]) {
+  w.mma_bf16_16816(acc0, a, b[0], b[1]);
+  w.mma_bf16_16816(acc1, a, b[2], b[3]);
+}
+
 // acc[mt] (16 x 64 as eight 16x8 C fragments) = rows a_r0 + 16 mt .. + 15 of tile a (16 x D each,
 // MT of them) @ b^T (b: the 64 rows of tile b). Each B fragment read from shared memory feeds MT
 // products, so more rows per warp read b fewer times per product.
@@ -142,16 +151,15 @@ TESSERA_MMA_FN void tile_abt(W& w, float (&acc)[MT][8][4], const uint16_t* a, in
   for (int kk = 0; kk < D / 16; ++kk) {
     uint32_t af[MT][4];
     TESSERA_MMA_UNROLL
-    for (int mt = 0; mt < MT; ++mt) w.ldmatrix_x4(af[mt], a_row<D>(a, a_r0 + 16 * mt, kk * 16, lane));
+    for (int mt = 0; mt < MT; ++mt)
+      w.ldmatrix_x4(af[mt], a_row<D>(a, a_r0 + 16 * mt, kk * 16, lane));
     TESSERA_MMA_UNROLL
     for (int np = 0; np < 4; ++np) {
       uint32_t bf[4];
       w.ldmatrix_x4(bf, bt_row<D>(b, np * 16, kk * 16, lane));
       TESSERA_MMA_UNROLL
-      for (int mt = 0; mt < MT; ++mt) {
-        w.mma_bf16_16816(acc[mt][2 * np], af[mt], bf[0], bf[1]);
-        w.mma_bf16_16816(acc[mt][2 * np + 1], af[mt], bf[2], bf[3]);
-      }
+      for (int mt = 0; mt < MT; ++mt)
+        mma_pair(w, acc[mt][2 * np], acc[mt][2 * np + 1], af[mt], bf);
     }
   }
 }
@@ -176,10 +184,7 @@ TESSERA_MMA_FN void tile_pm(W& w, float (&acc)[MT][D / 8][4], const float (&p)[M
       uint32_t bf[4];
       w.ldmatrix_x4_trans(bf, a_row<D>(m, ks * 16, dp * 16, lane));
       TESSERA_MMA_UNROLL
-      for (int mt = 0; mt < MT; ++mt) {
-        w.mma_bf16_16816(acc[mt][2 * dp], pa[mt], bf[0], bf[1]);
-        w.mma_bf16_16816(acc[mt][2 * dp + 1], pa[mt], bf[2], bf[3]);
-      }
+      for (int mt = 0; mt < MT; ++mt) mma_pair(w, acc[mt][2 * dp], acc[mt][2 * dp + 1], pa[mt], bf);
     }
   }
 }
