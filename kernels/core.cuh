@@ -94,16 +94,18 @@ struct Arg {
 
 // Throws unless every argument is defined, contiguous, of dtype `dtype` and on the CUDA device of
 // the first: the layout the kernels index. The error names the kernel and the argument.
-inline void check_args(const char* kernel, DType dtype, std::initializer_list<Arg> args) {
+// contiguous = false: any layout (the kernel checks its own, e.g. rope's HeadStrides views).
+inline void check_args(const char* kernel, DType dtype, std::initializer_list<Arg> args,
+                       bool contiguous = true) {
   const Arg& first = *args.begin();
   TESSERA_CHECK(first.t.defined() && first.t.device().is_cuda(), "cuda kernel ", kernel, ": ",
                 first.name, " must be a CUDA tensor, got ",
                 first.t.defined() ? first.t.str() : std::string("an undefined tensor"));
   for (const Arg& a : args) {
     TESSERA_CHECK(a.t.defined(), "cuda kernel ", kernel, ": ", a.name, " is undefined");
-    TESSERA_CHECK(a.t.dtype() == dtype && a.t.is_contiguous() &&
+    TESSERA_CHECK(a.t.dtype() == dtype && (!contiguous || a.t.is_contiguous()) &&
                       a.t.device() == first.t.device(),
-                  "cuda kernel ", kernel, ": ", a.name, " must be a contiguous ",
+                  "cuda kernel ", kernel, ": ", a.name, " must be a ", contiguous ? "contiguous " : "",
                   dtype_name(dtype), " tensor on ", first.t.device().str(), ", got ", a.t.str());
   }
 }

@@ -1,6 +1,7 @@
 // CUDA rotary position embedding: the twin of src/backend/cpu/rope.cpp (layout and formula there).
 //
-// x, y (B, H, T, D), D even; row r (of B * H * T) is at position pos_offset + r % T; dimension
+// x, y (B, H, T, D), D even, any views whose rows are contiguous (HeadStrides, as on the CPU); row
+// (b, h, t) is at position pos_offset + t; dimension
 // i < D/2 pairs with i + D/2 and turns by angle = (pos_offset + t) * inv_freq[i]; cos and sin are
 // multiplied by scale (1, or YaRN's attention factor; nn/rope_scaling.h makes the table).
 //
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/attention_shapes.h"
 #include "backend/kernels.h"
 #include "common.cuh"
 #include "core.cuh"
@@ -33,30 +35,30 @@ struct Freqs {
 };
 
 template <typename T>
-__global__ void rope_kernel(T* y, const T* x, Freqs freqs, int64_t pairs, int64_t T_, int64_t half,
-                            int64_t pos_offset, double sign, double scale) {
+__global__ void rope_kernel(T* y, const T* x, HeadStrides ys, HeadStrides xs, Freqs freqs,
+                            int64_t pairs, int64_t H, int64_t T_, int64_t half, int64_t pos_offset,
+                            double sign, double scale) {
   for (int64_t p = global_index(); p < pairs; p += grid_stride()) {
     const int64_t r = p / half, i = p % half;
+    const int64_t t = r % T_, h = (r / T_) % H, b = r / (T_ * H);
     // The position as an integer first, so offset k at row t matches row t + k bit for bit.
-    const double angle = double(pos_offset + r % T_) * freqs.f[i];
+    const double angle = double(pos_offset + t) * freqs.f[i];
     double s, c;
     sincos(angle, &s, &c);
     s *= sign * scale;  // (sign * scale) is exact: sign is +-1
     c *= scale;
-    const int64_t e = r * 2 * half + i;
-    const double a = ld(x, e), b = ld(x, e + half);
-    st(y, e, float(a * c - b * s));
-    st(y, e + half, float(a * s + b * c));
+    const int64_t ex = xs.row(b, h, t) + i, ey = ys.row(b, h, t) + i;
+    const double u = ld(x, ex), v = ld(x, ex + half);
+    st(y, ey, float(u * c - v * s));
+    st(y, ey + half, float(u * s + v * c));
   }
 }
 
 void rope(const Tensor& y, const Tensor& x, const std::vector<double>& inv_freq, double scale,
           int64_t pos_offset, bool inverse) {
-  TESSERA_CHECK(x.dim() == 4 && y.shape() == x.shape() && x.size(3) % 2 == 0,
-                "cuda kernel rope: x must be (B, H, T, D) with D even and y the same shape, got x ",
-                shape_str(x.shape()), ", y ", shape_str(y.shape()));
-  core::check_args("rope", x.dtype(), {{"x", x}, {"y", y}});
-  const int64_t T = x.size(2), D = x.size(3), half = D / 2;
+  check_rope_views("cuda kernel rope", y, x);
+  core::check_args("rope", x.dtype(), {{"x", x}, {"y", y}}, /*contiguous=*/false);
+  const int64_t H = x.size(1), T = x.size(2), D = x.size(3), half = D / 2;
   TESSERA_CHECK(half <= kMaxHalf, "cuda kernel rope: head dim ", D, " exceeds ", 2 * kMaxHalf,
                 ", x ", shape_str(x.shape()));
   TESSERA_CHECK(int64_t(inv_freq.size()) == half, "cuda kernel rope: ", inv_freq.size(),
@@ -68,10 +70,9 @@ void rope(const Tensor& y, const Tensor& x, const std::vector<double>& inv_freq,
   DeviceGuard guard(x.device().index);
   core::dispatch("rope", x.dtype(), [&](auto z) {
     using F = decltype(z);
-    rope_kernel<F><<<grid_for(pairs), kThreads>>>(static_cast<F*>(y.data_ptr()),
-                                                  static_cast<const F*>(x.data_ptr()), freqs,
-                                                  pairs, T, half, pos_offset,
-                                                  inverse ? -1.0 : 1.0, scale);
+    rope_kernel<F><<<grid_for(pairs), kThreads>>>(
+        static_cast<F*>(y.data_ptr()), static_cast<const F*>(x.data_ptr()), head_strides(y),
+        head_strides(x), freqs, pairs, H, T, half, pos_offset, inverse ? -1.0 : 1.0, scale);
     CUDA_CHECK_LAUNCH();
   });
 }

@@ -151,6 +151,19 @@ inline void check_attention_view(const char* kernel, const char* name, const Ten
                                       : std::string("undefined"));
 }
 
+// The rope kernel's views (backend/kernels.h): x and y (B, H, T, D) of one shape and dtype, D even,
+// each row contiguous, y's rows disjoint unless y is x itself (rotated in place, each pair read
+// before it is written).
+inline void check_rope_views(const char* kernel, const Tensor& y, const Tensor& x) {
+  TESSERA_CHECK(x.dim() == 4 && y.shape() == x.shape() && x.size(3) % 2 == 0 &&
+                    y.dtype() == x.dtype() && has_unit_rows(x) && has_unit_rows(y) &&
+                    (rows_disjoint(y) || (y.data_ptr() == x.data_ptr() &&
+                                          y.strides() == x.strides())),
+                kernel, ": x and y must be (B, H, T, D) views of one dtype with D even, each row "
+                "contiguous and no two rows of y overlapping; got x ", x.str(), " with strides ",
+                shape_str(x.strides()), ", y ", y.str(), " with strides ", shape_str(y.strides()));
+}
+
 // An output or gradient of an attention kernel under either contract.
 inline void check_attention_out(const char* kernel, const char* name, const Tensor& t,
                                 const Shape& shape, DType dtype, bool strided, bool output) {

@@ -120,7 +120,9 @@ struct Kernels {
   // ---- position and attention ---- (B, H, T, D) layouts
   // Rotary embedding, half-split pairs (x_i, x_{i + D/2}), angle (pos_offset + t) * inv_freq[i]
   // (inv_freq: D/2 host values, ops/rope.h), cos and sin multiplied by scale. inverse rotates by
-  // -angle (same scale), which is the backward (scale times an orthogonal rotation).
+  // -angle (same scale), which is the backward (scale times an orthogonal rotation). x and y are
+  // any (B, H, T, D) views with contiguous rows (attention's strided contract: check_rope_views),
+  // y's rows disjoint or y x itself.
   void (*rope)(const Tensor& y, const Tensor& x, const std::vector<double>& inv_freq, double scale,
                int64_t pos_offset, bool inverse);
   // Causal softmax attention, materialised: q, out (B, H, T, D); k, v (B, Hkv, T, D) with H a

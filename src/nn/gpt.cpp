@@ -2,6 +2,8 @@
 // backward closures, so there is no model-level backward to keep in sync.
 #include "nn/gpt.h"
 
+#include <optional>
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -202,10 +204,9 @@ Tensor GPT::adapt(Proj p, int64_t layer, const Tensor& x, const Tensor& y, bool 
   return hook_ ? hook_->adapt(p, layer, x, y, training) : y;
 }
 
-void GPT::project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool training, Tensor& q,
-                      Tensor& k, Tensor& v) const {
-  const int64_t B = x.size(0), T = x.size(1), H = cfg_.n_head, Hkv = cfg_.kv_heads();
-  const int64_t hd = cfg_.head_dim(), l = blk.index;
+void GPT::project(const Block& blk, const Tensor& x, bool training, Tensor& q, Tensor& k,
+                  Tensor& v) const {
+  const int64_t H = cfg_.n_head, Hkv = cfg_.kv_heads(), hd = cfg_.head_dim(), l = blk.index;
   if (cfg_.gpt2_names()) {
     Tensor qkv = linear(hf_module(cfg_, Part::QKV, l), x, blk.qkv_w, blk.qkv_b);  // (B, T, (H + 2 Hkv) hd)
     q = qkv.narrow(2, 0, H * hd);
@@ -219,6 +220,13 @@ void GPT::project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool trai
   q = adapt(Proj::Q, l, x, q, training);
   k = adapt(Proj::K, l, x, k, training);
   v = adapt(Proj::V, l, x, v, training);
+}
+
+void GPT::project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool training, Tensor& q,
+                      Tensor& k, Tensor& v) const {
+  const int64_t B = x.size(0), T = x.size(1), H = cfg_.n_head, Hkv = cfg_.kv_heads();
+  const int64_t hd = cfg_.head_dim();
+  project(blk, x, training, q, k, v);
   auto heads = [&](const Tensor& t, int64_t n) {  // (B, T, n hd) -> (B, n, T, hd)
     return t.reshape({B, T, n, hd}).permute({0, 2, 1, 3}).contiguous();
   };
@@ -243,13 +251,19 @@ Tensor GPT::project_out(const Block& blk, const Tensor& m, bool training) const 
   return ops::dropout(adapt(Proj::O, blk.index, m, o, training), cfg_.dropout, training);
 }
 
-bool GPT::packed_attention(const Block& blk, const Tensor& x, bool training) const {
-  if (!cfg_.gpt2_names() || cfg_.position == PositionKind::RoPE) return false;
+GPT::AttentionPath GPT::attention_path(const Block& blk, const Tensor& x, bool training) const {
+  if (!ops::packed_attention_runs(cfg_.attention, x.device(), x.dtype(), cfg_.head_dim(),
+                                  training))
+    return AttentionPath::Split;
+  // Separate projections: three (B, T, .) tensors whatever a hook adds to them. GPT-2's fused one
+  // with RoPE stays split: q and k views of c_attn's output would keep all of it alive beside their
+  // rotated copies.
+  if (!cfg_.gpt2_names()) return AttentionPath::Projected;
+  if (cfg_.position == PositionKind::RoPE) return AttentionPath::Split;
   if (hook_)
     for (Proj p : {Proj::Q, Proj::K, Proj::V})
-      if (hook_->adapts(p, blk.index)) return false;
-  return ops::packed_attention_runs(cfg_.attention, x.device(), x.dtype(), cfg_.head_dim(),
-                                    training);
+      if (hook_->adapts(p, blk.index)) return AttentionPath::Split;
+  return AttentionPath::Packed;
 }
 
 // The configured attention; ops::causal_attention picks the kernel.
@@ -259,15 +273,27 @@ Tensor GPT::attend(const Tensor& q, const Tensor& k, const Tensor& v, bool train
 
 // x (B, T, C) -> (B, T, C)
 Tensor GPT::attention(const Block& blk, const Tensor& x, bool training) const {
-  if (packed_attention(blk, x, training)) {
-    // Heads read and written where the projections keep them: no split or merge copies.
-    Tensor qkv = linear(hf_module(cfg_, Part::QKV, blk.index), x, blk.qkv_w, blk.qkv_b);
-    return project_out(blk,
-                       ops::packed_causal_attention(qkv, cfg_.n_head, cfg_.kv_heads(),
-                                                    cfg_.attention, training),
-                       training);
-  }
+  const int64_t H = cfg_.n_head, Hkv = cfg_.kv_heads();
   Tensor q, k, v;
+  switch (attention_path(blk, x, training)) {
+    case AttentionPath::Packed: {
+      // Heads read and written where the projection keeps them: no split or merge copies.
+      Tensor qkv = linear(hf_module(cfg_, Part::QKV, blk.index), x, blk.qkv_w, blk.qkv_b);
+      return project_out(
+          blk, ops::packed_causal_attention(qkv, H, Hkv, cfg_.attention, training), training);
+    }
+    case AttentionPath::Projected: {
+      project(blk, x, training, q, k, v);
+      std::optional<ops::RopeFreqs> freqs;
+      if (cfg_.position == PositionKind::RoPE) freqs = rope_freqs_for(cfg_, x.size(1));
+      return project_out(blk,
+                         ops::projected_causal_attention(q, k, v, H, Hkv, cfg_.attention, training,
+                                                         freqs ? &*freqs : nullptr),
+                         training);
+    }
+    case AttentionPath::Split:
+      break;
+  }
   project_qkv(blk, x, 0, training, q, k, v);
   return merge_heads(blk, attend(q, k, v, training), training);
 }

@@ -162,6 +162,9 @@ class GPT {
   Tensor& add_param(const std::string& name, Tensor t);
   void bind();  // points the named fields at params_
   Tensor norm(const Tensor& x, const Tensor& w, const Tensor& b) const;
+  // x (B, T, C) -> q (B, T, H hd), k and v (B, T, Hkv hd): the projections, as adapted.
+  void project(const Block& blk, const Tensor& x, bool training, Tensor& q, Tensor& k,
+               Tensor& v) const;
   // x (B, T, C) -> q (B, H, T, hd), k and v (B, Hkv, T, hd), rotated for positions pos0 + t.
   void project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool training, Tensor& q,
                    Tensor& k, Tensor& v) const;
@@ -177,9 +180,12 @@ class GPT {
   Tensor merge_heads(const Block& blk, const Tensor& y, bool training) const;
   // m (B, T, C), the heads side by side -> the output projection (and its dropout).
   Tensor project_out(const Block& blk, const Tensor& m, bool training) const;
-  // Whether blk's attention runs off its fused q, k, v projection (ops/packed_attention.h): GPT-2
-  // names, no RoPE, no hook adapting q, k or v, and a kernel that takes the packed layout.
-  bool packed_attention(const Block& blk, const Tensor& x, bool training) const;
+  // How blk's attention meets its projections (ops/packed_attention.h), given a kernel that takes
+  // strided heads: Packed, off GPT-2's fused c_attn (no RoPE, no hook adapting q, k or v);
+  // Projected, off separate q, k, v projections (RoPE applied by the op); else Split (heads
+  // copied out and merged back).
+  enum class AttentionPath { Split, Packed, Projected };
+  AttentionPath attention_path(const Block& blk, const Tensor& x, bool training) const;
   // q (B, H, Tq, hd), k and v (B, Hkv, Tk, hd), Tq <= Tk -> (B, H, Tq, hd): causal_attention.
   Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training) const;
   Tensor attention(const Block& blk, const Tensor& x, bool training) const;

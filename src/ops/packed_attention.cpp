@@ -3,8 +3,11 @@
 // the kernels are the same ones, handed strided views (backend/attention_shapes.h).
 #include "ops/packed_attention.h"
 
+#include <memory>
+
 #include "ops/attention.h"
 #include "ops/causal_attention.h"
+#include "ops/rope.h"
 #include "ops/util.h"
 
 namespace tessera::ops {
@@ -28,6 +31,75 @@ bool packed_attention_runs(const AttentionSpec& spec, Device device, DType dtype
   return device.is_cpu() || detail::softmax_runs_flash(spec, device, head_dim, false);
 }
 
+namespace {
+
+// What a call keeps for its backward: the kernel's q, k (rotated copies under RoPE, else views of
+// the inputs) and v, the output O (a view of the result), and lse (flash) or P (materialised).
+struct Attended {
+  Tensor q, k, v, o, saved;
+  double scale = 0;
+  int64_t window = 0;
+  bool flash = false;
+  std::shared_ptr<const RopeFreqs> rope;  // null: no rotation
+};
+
+// The checks both entry points share, then the forward: q, k, v (B, n, T, D) views with contiguous
+// rows, out the (B, H, T, D) view of the result the kernel writes.
+Attended attend(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
+                const Tensor& out, const AttentionSpec& spec, bool training, const RopeFreqs* rope,
+                const Tensor& input) {
+  const int64_t T = q.size(2), D = q.size(3);
+  TESSERA_CHECK(packed_attention_runs(spec, input.device(), input.dtype(), D, training), op, ": ",
+                attention_kind_name(spec.kind), " attention with head dim ", D,
+                spec.s2_attn && training ? " and S^2-Attn" : "", " has no strided kernel for ",
+                input.str(), "; split the heads and call causal_attention");
+  const std::string why = attention_support(spec, input.device(), input.dtype(), D, T, T);
+  TESSERA_CHECK(why.empty(), op, ": ", why, " (", input.str(), ")");
+  Attended a;
+  a.scale = detail::attention_scale(spec.scale, D);
+  a.window = spec.window;
+  a.flash = detail::softmax_runs_flash(spec, input.device(), D, false);
+  a.q = q, a.k = k, a.v = v, a.o = out;
+  if (rope) {
+    TESSERA_CHECK(int64_t(rope->inv_freq.size()) * 2 == D, op, ": ", rope->inv_freq.size(),
+                  " RoPE frequencies for head dim ", D);
+    a.rope = std::make_shared<const RopeFreqs>(*rope);
+    a.q = Tensor::empty(q.shape(), q.options());
+    a.k = Tensor::empty(k.shape(), k.options());
+    TESSERA_KERNEL(q, rope)(a.q, q, rope->inv_freq, rope->scale, 0, false);
+    TESSERA_KERNEL(k, rope)(a.k, k, rope->inv_freq, rope->scale, 0, false);
+  }
+  const int64_t B = q.size(0), H = q.size(1);
+  if (a.flash) {
+    a.saved = Tensor::empty({B, H, T},
+                            {q.dtype() == DType::F64 ? DType::F64 : DType::F32, q.device()});
+    TESSERA_KERNEL(q, flash_attention_forward)(out, a.saved, a.q, a.k, v, a.scale, a.window);
+  } else {
+    a.saved = Tensor::empty({B, H, T, T}, q.options());
+    TESSERA_KERNEL(q, attention_forward)(out, a.saved, a.q, a.k, v, a.scale);
+  }
+  return a;
+}
+
+// The backward into dq, dk, dv: views laid out as the inputs' gradients (every element written).
+// Under RoPE the kernel's dq, dk are the rotated heads' and rotate back into place.
+void attend_backward(const Attended& a, const Tensor& dO, const Tensor& dq, const Tensor& dk,
+                     const Tensor& dv) {
+  const Tensor dQ = a.rope ? Tensor::empty(a.q.shape(), a.q.options()) : dq;
+  const Tensor dK = a.rope ? Tensor::empty(a.k.shape(), a.k.options()) : dk;
+  if (a.flash)
+    TESSERA_KERNEL(dO, flash_attention_backward)(dQ, dK, dv, dO, a.q, a.k, a.v, a.o, a.saved,
+                                                 a.scale, a.window);
+  else
+    TESSERA_KERNEL(dO, attention_backward)(dQ, dK, dv, dO, a.q, a.k, a.v, a.saved, a.scale);
+  if (a.rope) {
+    TESSERA_KERNEL(dO, rope)(dq, dQ, a.rope->inv_freq, a.rope->scale, 0, true);
+    TESSERA_KERNEL(dO, rope)(dk, dK, a.rope->inv_freq, a.rope->scale, 0, true);
+  }
+}
+
+}  // namespace
+
 Tensor packed_causal_attention(const Tensor& qkv, int64_t H, int64_t Hkv,
                                const AttentionSpec& spec, bool training) {
   TESSERA_CHECK(qkv.dim() == 3 && H > 0 && Hkv > 0 && H % Hkv == 0 &&
@@ -35,49 +107,51 @@ Tensor packed_causal_attention(const Tensor& qkv, int64_t H, int64_t Hkv,
                 "packed_causal_attention: expected qkv (B, T, (H + 2 Hkv) D) with H = ", H,
                 " a multiple of Hkv = ", Hkv, ", got ", qkv.str());
   const int64_t B = qkv.size(0), T = qkv.size(1), D = qkv.size(2) / (H + 2 * Hkv);
-  TESSERA_CHECK(packed_attention_runs(spec, qkv.device(), qkv.dtype(), D, training),
-                "packed_causal_attention: ", attention_kind_name(spec.kind),
-                " attention with head dim ", D, spec.s2_attn && training ? " and S^2-Attn" : "",
-                " has no strided kernel for ", qkv.str(), "; split the heads and call "
-                "causal_attention");
-  const std::string why = attention_support(spec, qkv.device(), qkv.dtype(), D, T, T);
-  TESSERA_CHECK(why.empty(), "packed_causal_attention: ", why, " (qkv ", qkv.str(), ")");
-  const double scale = detail::attention_scale(spec.scale, D);
-  const int64_t window = spec.window;
-  const bool flash = detail::softmax_runs_flash(spec, qkv.device(), D, false);
-
   const Tensor X = detail::dense(qkv);
-  const Tensor Q = heads(X, 0, H, D), K = heads(X, H, Hkv, D), V = heads(X, H + Hkv, Hkv, D);
   Tensor out = Tensor::empty({B, T, H * D}, qkv.options());
-  // A detached alias of out: the closure must not hold the output's own handle (a cycle through
-  // its autograd node).
-  const Tensor O = heads(out.detach(), 0, H, D);
-  // What the backward needs besides q, k, v: lse (B, H, T) for flash, P (B, H, T, T) otherwise.
-  Tensor saved;
-  if (flash) {
-    saved = Tensor::empty({B, H, T},
-                          {qkv.dtype() == DType::F64 ? DType::F64 : DType::F32, qkv.device()});
-    TESSERA_KERNEL(X, flash_attention_forward)(O, saved, Q, K, V, scale, window);
-  } else {
-    saved = Tensor::empty({B, H, T, T}, qkv.options());
-    TESSERA_KERNEL(X, attention_forward)(O, saved, Q, K, V, scale);
-  }
+  // The closure holds a detached alias of out, not the output's own handle (a cycle through its
+  // autograd node).
+  const Attended a =
+      attend("packed_causal_attention", heads(X, 0, H, D), heads(X, H, Hkv, D),
+             heads(X, H + Hkv, Hkv, D), heads(out.detach(), 0, H, D), spec, training, nullptr, qkv);
+  return record("packed_attention", out, {qkv}, [a, H, Hkv, D](const Tensor& dout, GradSink& g) {
+    // Every element of dX is written: dq for every query, dk and dv for every key.
+    const int64_t B = a.o.size(0), T = a.o.size(2);
+    Tensor dX = Tensor::empty({B, T, (H + 2 * Hkv) * D}, a.v.options());
+    attend_backward(a, heads(detail::dense(dout), 0, H, D), heads(dX, 0, H, D),
+                    heads(dX, H, Hkv, D), heads(dX, H + Hkv, Hkv, D));
+    g.add(0, dX);
+  });
+}
 
-  return record("packed_attention", out, {qkv},
-                [X, O, saved, H, Hkv, D, scale, window, flash](const Tensor& dout, GradSink& g) {
-                  const Tensor Q = heads(X, 0, H, D), K = heads(X, H, Hkv, D),
-                               V = heads(X, H + Hkv, Hkv, D);
-                  const Tensor dO = heads(detail::dense(dout), 0, H, D);
-                  // Every element of dX is written: dq for every query, dk and dv for every key.
-                  Tensor dX = Tensor::empty(X.shape(), X.options());
-                  const Tensor dQ = heads(dX, 0, H, D), dK = heads(dX, H, Hkv, D),
-                               dV = heads(dX, H + Hkv, Hkv, D);
-                  if (flash)
-                    TESSERA_KERNEL(dO, flash_attention_backward)(dQ, dK, dV, dO, Q, K, V, O, saved,
-                                                                 scale, window);
-                  else
-                    TESSERA_KERNEL(dO, attention_backward)(dQ, dK, dV, dO, Q, K, V, saved, scale);
-                  g.add(0, dX);
+Tensor projected_causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t H,
+                                  int64_t Hkv, const AttentionSpec& spec, bool training,
+                                  const RopeFreqs* rope) {
+  TESSERA_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3 && H > 0 && Hkv > 0 &&
+                    H % Hkv == 0 && q.size(2) % H == 0 && q.size(2) > 0 &&
+                    k.shape() == v.shape() && k.size(0) == q.size(0) && k.size(1) == q.size(1) &&
+                    k.size(2) * H == q.size(2) * Hkv,
+                "projected_causal_attention: expected q (B, T, H D), k and v (B, T, Hkv D) with ",
+                "H = ", H, " a multiple of Hkv = ", Hkv, ", got q ", q.str(), ", k ", k.str(),
+                ", v ", v.str());
+  detail::check_compatible("projected_causal_attention", {&q, &k, &v});
+  const int64_t B = q.size(0), T = q.size(1), D = q.size(2) / H;
+  const Tensor Qi = detail::dense(q), Ki = detail::dense(k), Vi = detail::dense(v);
+  Tensor out = Tensor::empty({B, T, H * D}, q.options());
+  const Attended a = attend("projected_causal_attention", heads(Qi, 0, H, D),
+                            heads(Ki, 0, Hkv, D), heads(Vi, 0, Hkv, D),
+                            heads(out.detach(), 0, H, D), spec, training, rope, q);
+  return record("projected_attention", out, {q, k, v},
+                [a, H, Hkv, D](const Tensor& dout, GradSink& g) {
+                  const int64_t B = a.o.size(0), T = a.o.size(2);
+                  Tensor dq = Tensor::empty({B, T, H * D}, a.v.options());
+                  Tensor dk = Tensor::empty({B, T, Hkv * D}, a.v.options());
+                  Tensor dv = Tensor::empty({B, T, Hkv * D}, a.v.options());
+                  attend_backward(a, heads(detail::dense(dout), 0, H, D), heads(dq, 0, H, D),
+                                  heads(dk, 0, Hkv, D), heads(dv, 0, Hkv, D));
+                  g.add(0, dq);
+                  g.add(1, dk);
+                  g.add(2, dv);
                 });
 }
 

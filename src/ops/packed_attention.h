@@ -18,14 +18,15 @@
 //
 // It serves softmax attention (with or without a sliding window) on the kernels that keep the
 // strided contract: the flash kernels on every device and the materialised ones on the CPU. Not
-// stick-breaking, not S^2-Attn while training, not RoPE (the caller rotates split heads), and not
-// on CUDA with a head dim the flash kernels lack (packed_attention_runs says so).
+// stick-breaking, not S^2-Attn while training, and not on CUDA with a head dim the flash kernels
+// lack (packed_attention_runs says so). RoPE: projected_causal_attention below.
 #pragma once
 
 #include <cstdint>
 
 #include "core/tensor.h"
 #include "ops/attention_spec.h"
+#include "ops/rope.h"
 
 namespace tessera::ops {
 
@@ -37,5 +38,15 @@ bool packed_attention_runs(const AttentionSpec& spec, Device device, DType dtype
 // is not (H + 2 Hkv) D for H a multiple of Hkv, and when packed_attention_runs is false.
 Tensor packed_causal_attention(const Tensor& qkv, int64_t H, int64_t Hkv, const AttentionSpec& spec,
                                bool training = false);
+
+// The same off three projections (Llama's q_proj, k_proj, v_proj): q (B, T, H D), k and v
+// (B, T, Hkv D) -> (B, T, H D), optionally with rotary embeddings on q and k (positions 0..T-1):
+// the rope kernel reads q's and k's heads where the projections left them and writes the rotated
+// heads the attention kernel reads (the copies the split path makes anyway), v is read in place,
+// and the backward writes dq and dk (rotated back) and dv straight into (B, T, H D) and
+// (B, T, Hkv D) gradients. Equals causal_attention on rope(split heads), merged, to rounding.
+Tensor projected_causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t H,
+                                  int64_t Hkv, const AttentionSpec& spec, bool training = false,
+                                  const RopeFreqs* rope = nullptr);
 
 }  // namespace tessera::ops

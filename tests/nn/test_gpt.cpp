@@ -224,6 +224,16 @@ TEST(GPT, attention_off_the_fused_projection_equals_split_heads_with_fewer_copie
       << "packed " << packed.calls << ", split " << split_run.calls;
 }
 
+TEST(GPT, llama_attention_off_its_projections_makes_no_head_copies) {
+  // Separate q, k, v projections and RoPE: ops::projected_causal_attention rotates q and k out of
+  // the projections and attends in place (tests/ops/test_packed_attention.cpp shows it equals the
+  // split path exactly). A 2-layer model's forward and backward then copies nothing per layer:
+  // 5 copies in all (ids and targets, the head weight and its zero padding), against 13 when the
+  // heads are copied out and merged back.
+  const ProfiledRun r = run_profiled(tiny_llama(), nullptr, "copy");
+  EXPECT_LE(r.calls, 5);
+}
+
 TEST(GPT, gelu_mlp_runs_c_fc_and_gelu_as_one_kernel_with_the_same_values) {
   // Without a hook a GELU MLP's c_fc and its activation are one kernel call (linear_gelu_forward;
   // on CUDA one gemm with GELU in its epilogue); a hook (which may adapt c_fc) gets the two ops.

@@ -1,7 +1,8 @@
 // ops::packed_causal_attention: attention straight off a fused (B, T, (H + 2 Hkv) D) projection
 // equals causal_attention on the split heads, forward and backward, for multi-head, grouped-query
 // and multi-query heads, with and without a sliding window (the CPU's materialised and flash
-// kernels); when it runs and what it refuses.
+// kernels); when it runs and what it refuses. ops::projected_causal_attention likewise off three
+// projections, with and without RoPE.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -168,4 +169,102 @@ TEST(PackedAttention, kernels_refuse_an_output_view_whose_rows_overlap) {
   Tensor dense = Tensor::empty({1, 2, 3, 4});
   TESSERA_KERNEL(q, flash_attention_forward)(dense, lse, q, k, v, 0.0, 0);
   EXPECT_EQ(max_abs_diff(spread, dense), 0.0);
+}
+
+namespace {
+
+// The split path of a model with separate q, k, v projections (B, T, n D): heads copied out,
+// rotated (RoPE, positions 0..T-1), attended, merged back to (B, T, H D).
+Tensor split_projected(const Tensor& q, const Tensor& k, const Tensor& v, int64_t H, int64_t Hkv,
+                       const AttentionSpec& spec, const RopeFreqs* rope) {
+  const int64_t B = q.size(0), T = q.size(1), D = q.size(2) / H;
+  auto heads = [&](const Tensor& t, int64_t n) {
+    return t.reshape({B, T, n, D}).permute({0, 2, 1, 3}).contiguous();
+  };
+  Tensor qh = heads(q, H), kh = heads(k, Hkv);
+  if (rope) {
+    qh = ops::rope(qh, *rope, 0);
+    kh = ops::rope(kh, *rope, 0);
+  }
+  const Tensor y = causal_attention(qh, kh, heads(v, Hkv), spec, true);
+  return y.permute({0, 2, 1, 3}).reshape({B, T, H * D});
+}
+
+// Output, and the gradients of sum(out * w) with respect to q, k and v.
+template <typename F>
+std::vector<Tensor> run3(const std::vector<Tensor>& in, const Tensor& w, F&& attend) {
+  std::vector<Tensor> x;
+  for (const Tensor& t : in) x.push_back(t.detach().requires_grad_());
+  Tensor out = attend(x[0], x[1], x[2]);
+  ops::sum(ops::mul(out, w)).backward();
+  return {out.detach(), x[0].grad(), x[1].grad(), x[2].grad()};
+}
+
+}  // namespace
+
+TEST(ProjectedAttention, equals_split_heads_with_and_without_rope_forward_and_backward) {
+  // The same kernels (rope's and attention's) over the same values in the same order, reading and
+  // writing the heads where the projections keep them: exact agreement.
+  const int64_t B = 2, T = 7, D = 6;
+  for (const Heads hs : {Heads{3, 3}, Heads{4, 2}, Heads{2, 1}}) {
+    for (const int64_t window : {int64_t(0), int64_t(3)}) {  // materialised, flash
+      for (const bool with_rope : {false, true}) {
+        SCOPED_TRACE("H " + std::to_string(hs.H) + " Hkv " + std::to_string(hs.Hkv) + " window " +
+                     std::to_string(window) + (with_rope ? " rope" : ""));
+        AttentionSpec spec;
+        spec.window = window;
+        RopeFreqs freqs = rope_freqs(D, 500.0);
+        freqs.scale = 1.25;  // a YaRN-style attention factor: not an orthogonal rotation
+        const RopeFreqs* rope = with_rope ? &freqs : nullptr;
+        Generator g(12);
+        const std::vector<Tensor> in = {randn({B, T, hs.H * D}, g, DType::F64),
+                                        randn({B, T, hs.Hkv * D}, g, DType::F64),
+                                        randn({B, T, hs.Hkv * D}, g, DType::F64)};
+        const Tensor w = randn({B, T, hs.H * D}, g, DType::F64);
+        const auto projected = run3(in, w, [&](const Tensor& q, const Tensor& k, const Tensor& v) {
+          return projected_causal_attention(q, k, v, hs.H, hs.Hkv, spec, true, rope);
+        });
+        const auto split = run3(in, w, [&](const Tensor& q, const Tensor& k, const Tensor& v) {
+          return split_projected(q, k, v, hs.H, hs.Hkv, spec, rope);
+        });
+        for (size_t i = 0; i < projected.size(); ++i)
+          EXPECT_EQ(max_abs_diff(projected[i], split[i]), 0.0) << "output, dq, dk, dv: " << i;
+      }
+    }
+  }
+}
+
+TEST(ProjectedAttention, gradcheck_with_rope_against_finite_differences) {
+  Generator g(6);
+  const std::vector<Tensor> in = {randn({1, 5, 4 * 4}, g, DType::F64),
+                                  randn({1, 5, 2 * 4}, g, DType::F64),
+                                  randn({1, 5, 2 * 4}, g, DType::F64)};
+  const RopeFreqs freqs = rope_freqs(4, 100.0);
+  for (const int64_t window : {int64_t(0), int64_t(2)}) {
+    AttentionSpec spec;
+    spec.window = window;
+    EXPECT_TRUE(tessera::testing::gradcheck(
+        [&](const std::vector<Tensor>& p) {
+          return ops::sum(ops::mul(projected_causal_attention(p[0], p[1], p[2], 4, 2, spec, true,
+                                                              &freqs),
+                                   ops::gelu(p[0])));
+        },
+        in));
+  }
+}
+
+TEST(ProjectedAttention, refuses_projections_the_heads_do_not_fit) {
+  Generator g(7);
+  const Tensor q = randn({1, 4, 8}, g, DType::F64), k = randn({1, 4, 4}, g, DType::F64);
+  AttentionSpec spec;
+  try {
+    projected_causal_attention(q, k, randn({1, 4, 6}, g, DType::F64), 2, 1, spec);
+    FAIL() << "v of another width than k was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("projected_causal_attention"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("(1, 4, 6)"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(projected_causal_attention(q, k, k, 2, 2, spec), Error);  // k too narrow for Hkv 2
+  const RopeFreqs wrong = rope_freqs(2, 100.0);  // one pair, for head dim 2, not 4
+  EXPECT_THROW(projected_causal_attention(q, k, k, 2, 1, spec, false, &wrong), Error);
 }

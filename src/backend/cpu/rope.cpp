@@ -1,7 +1,9 @@
 // CPU rotary position embedding (RoPE; Su et al. 2021, "RoFormer", arXiv:2104.09864).
 //
-// x, y (B, H, T, D), D even; rows are the B * H * T vectors of length D, row r at position
-// pos_offset + r % T.
+// x, y (B, H, T, D), D even: any views whose rows (the B * H * T vectors of length D) are
+// contiguous (backend/attention_shapes.h's HeadStrides), so q and k can be rotated straight out of
+// a projection's (B, T, H D) output and gradients written back into that layout; row (b, h, t) is
+// at position pos_offset + t.
 //
 // Half-split layout, as in GPT-NeoX and Hugging Face Llama: dimension i < D/2 is paired with
 // i + D/2 (not with its neighbour 2i + 1 as in the paper's interleaved form). Pair i turns by
@@ -15,23 +17,21 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/attention_shapes.h"
 #include "backend/cpu/cpu.h"
 
 namespace tessera::cpu {
 
 void rope(const Tensor& y, const Tensor& x, const std::vector<double>& freq, double scale,
           int64_t pos_offset, bool inverse) {
-  TESSERA_CHECK(x.dim() == 4 && y.shape() == x.shape() && x.size(3) % 2 == 0,
-                "rope: x must be (B, H, T, D) with D even and y the same shape, got x ",
-                shape_str(x.shape()), ", y ", shape_str(y.shape()));
-  TESSERA_CHECK(y.dtype() == x.dtype(), "rope: dtypes differ: y ", dtype_name(y.dtype()), ", x ",
-                dtype_name(x.dtype()));
-  const int64_t T = x.size(2), D = x.size(3), half = D / 2;
+  check_rope_views("rope", y, x);
+  const int64_t H = x.size(1), T = x.size(2), D = x.size(3), half = D / 2;
   TESSERA_CHECK(int64_t(freq.size()) == half, "rope: ", freq.size(),
                 " inverse frequencies for head dimension ", D, ", x ", shape_str(x.shape()));
   if (x.numel() == 0) return;
   const int64_t rows = x.numel() / D;
   const double sign = inverse ? -1.0 : 1.0;
+  const HeadStrides xs = head_strides(x), ys = head_strides(y);
 
   dispatch_float("rope", x.dtype(), [&](auto z) {
     using F = decltype(z);
@@ -41,9 +41,10 @@ void rope(const Tensor& y, const Tensor& x, const std::vector<double>& freq, dou
     for (int64_t r = 0; r < rows; ++r) {
       // The position is formed as an integer first, so offset k at row t and row t + k of a longer
       // sequence get bit-identical angles (what a KV cache relies on).
-      const double pos = double(pos_offset + r % T);
-      const F* xr = xp + r * D;
-      F* yr = yp + r * D;
+      const int64_t t = r % T, h = (r / T) % H, b = r / (T * H);
+      const double pos = double(pos_offset + t);
+      const F* xr = xp + xs.row(b, h, t);
+      F* yr = yp + ys.row(b, h, t);
       for (int64_t i = 0; i < half; ++i) {
         const double angle = pos * freq[size_t(i)];
         const double c = scale * std::cos(angle), s = scale * (sign * std::sin(angle));
