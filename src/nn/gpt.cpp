@@ -2,11 +2,10 @@
 // backward closures, so there is no model-level backward to keep in sync.
 #include "nn/gpt.h"
 
-#include <optional>
-
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 
 #include "autograd/autograd.h"
 #include "nn/hf_names.h"

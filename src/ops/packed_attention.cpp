@@ -7,7 +7,6 @@
 
 #include "ops/attention.h"
 #include "ops/causal_attention.h"
-#include "ops/rope.h"
 #include "ops/util.h"
 
 namespace tessera::ops {
