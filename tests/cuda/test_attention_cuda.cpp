@@ -34,6 +34,12 @@ namespace {
 // more bits: 4e-2.
 constexpr double kBf16Fwd = 2e-2;
 constexpr double kBf16Bwd = 4e-2;
+// Stick-breaking's dq sums dz over every earlier key with both signs (the derivative of a product
+// of sticks), so the bf16 rounding of dz grows with the row's length relative to dq's largest
+// element: the CUDA emulator (kernels/emu: exact bf16 products, f32 sums, exact exp) measures
+// 0.051 at T 200 and 0.044 at T 130, spread over all rows and growing with the position, not
+// clustered at a tile edge. 1e-1 is twice that; a wrong mask or tile is off by O(1).
+constexpr double kSbBf16Bwd = 1e-1;
 // f32 path: fp32 sums over at most a few hundred keys and D terms against f64, plus libm
 // exp/log (1-2 ulp): ~1e-6 of scale; 1e-4 leaves room for unlucky cancellations.
 constexpr double kF32 = 1e-4;
@@ -151,7 +157,7 @@ void check_stick_breaking(Shape4 s, DType dtype, bool current, bool remainder, u
   // absolute each): 1e-4 relative to the largest |log rem|.
   EXPECT_LT(rel_err(glr, lr), 1e-4) << "log_rem, " << what;
   EXPECT_LT(rel_err(grem, rem), bf ? kBf16Fwd : kF32) << "rem, " << what;
-  EXPECT_LT(rel_err(gdq, dq), bf ? kBf16Bwd : kF32) << "dq, " << what;
+  EXPECT_LT(rel_err(gdq, dq), bf ? kSbBf16Bwd : kF32) << "dq, " << what;
   EXPECT_LT(rel_err(gdk, dk), bf ? kBf16Bwd : kF32) << "dk, " << what;
   EXPECT_LT(rel_err(gdv, dv), bf ? kBf16Bwd : kF32) << "dv, " << what;
 }

@@ -3,13 +3,9 @@
 // It exists to test flash-attention bodies built on mma.sync.m16n8k16 (bf16 in, f32 accumulate),
 // ldmatrix and cp.async before they ever meet a GPU.
 //
-// The fragment layouts below are written down from the PTX ISA documentation (NVIDIA, "Parallel
-// Thread Execution ISA"; section numbers differ between releases, the names do not):
-//   * "Matrix Fragments for mma.m16n8k16 with floating point type" (A, B and C/D of .bf16/.f32),
-//   * "Warp-level matrix load instruction: ldmatrix" (Figure "ldmatrix fragment layout for one 8x8
-//     Matrix with 16-bit elements"; .trans = "the matrix is loaded in column-major format"),
-//   * "Data Movement and Conversion Instructions: cp.async" (cp-size 16, src-size 0 zero-fills),
-// and not from any kernel in this repository. A layout bug shared by the emulator and a kernel
+// The fragment layouts of ldmatrix and mma are kernels/emu/ptx_fragments.h's, written down from
+// the PTX ISA documentation; cp.async follows its "Data Movement and Conversion Instructions:
+// cp.async" (cp-size 16, src-size 0 zero-fills). A layout bug shared by the emulator and a kernel
 // passes both, so the GPU parity tests (tests/cuda) remain the final word.
 //
 // Collectives (ldmatrix*, mma, shfl_xor) go through a per-warp exchange area and std::barrier:
@@ -38,6 +34,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "kernels/emu/ptx_fragments.h"
 
 namespace tessera::emu {
 
@@ -49,19 +46,6 @@ namespace tessera::emu {
   std::abort();
 }
 
-// PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point type", .f16/.bf16 A and B, f32
-// C/D: groupID = %laneid >> 2, threadID_in_group = %laneid % 4; element i of a thread's fragment
-// lives in register i / 2, low 16 bits for even i ("Elements (low to high)").
-namespace ptx16816 {
-inline int a_row(int lane, int i) {
-  return (i < 2 || (i >= 4 && i < 6)) ? lane >> 2 : (lane >> 2) + 8;
-}
-inline int a_col(int lane, int i) { return (lane % 4) * 2 + (i & 1) + (i >= 4 ? 8 : 0); }
-inline int b_row(int lane, int i) { return (lane % 4) * 2 + (i & 1) + (i >= 2 ? 8 : 0); }
-inline int b_col(int lane, int) { return lane >> 2; }
-inline int c_row(int lane, int i) { return (lane >> 2) + (i >= 2 ? 8 : 0); }
-inline int c_col(int lane, int i) { return (lane % 4) * 2 + (i & 1); }
-}  // namespace ptx16816
 
 class HostWarpCtx;
 
@@ -119,40 +103,19 @@ class HostWarpCtx {
     b_.bar.arrive_and_wait();
   }
 
-  // PTX "ldmatrix": lane l gives the address of row l % 8 of matrix l / 8 (16 bytes, 16-aligned);
-  // thread l receives elements (l / 4, 2 * (l % 4)) and (l / 4, 2 * (l % 4) + 1) of each matrix
-  // (four threads per row, Figure "ldmatrix fragment layout"), the lower column in the low bits.
+  // PTX "ldmatrix" (layout: ptx::ldmatrix_x4); each row address must be 16-aligned in shared memory.
   void ldmatrix_x4(uint32_t (&r)[4], const uint16_t* row) { ldmatrix(r, row, false); }
-  // .trans: the same fragment positions of the transposed matrix, i.e. thread l receives stored
-  // elements (2 * (l % 4), l / 4) (low bits) and (2 * (l % 4) + 1, l / 4) (high bits).
   void ldmatrix_x4_trans(uint32_t (&r)[4], const uint16_t* row) { ldmatrix(r, row, true); }
 
-  // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, d = a * b + d. A (16x16) and B (16x8) are
-  // rebuilt from all 32 lanes' registers by the documented layout (namespace ptx16816). Each
-  // output is d + sum_k A[m][k] * B[k][n] accumulated in double and rounded once to f32: the PTX
-  // ISA leaves accumulation order and rounding unspecified ("at least single precision"), so a
-  // GPU may differ from this in the last f32 bits; bf16 products are exact in double.
+  // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, d = a * b + d (ptx::mma_bf16_16816).
   void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     detail::Slot& s = mine(detail::kMma);
     std::memcpy(s.a, a, sizeof s.a);
     s.b[0] = b0;
     s.b[1] = b1;
     exchange(detail::kMma);
-    float A[16][16], B[16][8];
-    for (int l = 0; l < 32; ++l) {
-      const detail::Slot& o = warp_.slot[size_t(l)];
-      for (int i = 0; i < 8; ++i)
-        A[ptx16816::a_row(l, i)][ptx16816::a_col(l, i)] = half(o.a[i / 2], i % 2);
-      for (int i = 0; i < 4; ++i)
-        B[ptx16816::b_row(l, i)][ptx16816::b_col(l, i)] = half(o.b[i / 2], i % 2);
-    }
-    const int lane = t_ % 32;
-    for (int i = 0; i < 4; ++i) {
-      const int m = ptx16816::c_row(lane, i), n = ptx16816::c_col(lane, i);
-      double acc = d[i];
-      for (int k = 0; k < 16; ++k) acc += double(A[m][k]) * double(B[k][n]);
-      d[i] = float(acc);
-    }
+    ptx::mma_bf16_16816(d, t_ % 32, [&](int l) { return warp_.slot[size_t(l)].a; },
+                        [&](int l) { return warp_.slot[size_t(l)].b; });
     warp_.arrived.fetch_add(1);
     warp_.bar.arrive_and_wait();
   }
@@ -208,11 +171,6 @@ class HostWarpCtx {
   std::vector<Copy> pending_;
   size_t committed_ = 0;
 
-  static float half(uint32_t r, int hi) {  // element hi of a .bf16x2 register
-    bf16 h;
-    h.bits = uint16_t(hi ? r >> 16 : r & 0xffffu);
-    return float(h);
-  }
   static std::string ptr(const void* p) {
     char s[32];
     std::snprintf(s, sizeof s, "%p", p);
@@ -246,11 +204,7 @@ class HostWarpCtx {
     const int op = trans ? detail::kLdmatrixTrans : detail::kLdmatrix;
     mine(op).row = row;
     exchange(op);
-    const int lane = t_ % 32, g = lane / 4, c = 2 * (lane % 4);
-    for (int i = 0; i < 4; ++i) {
-      auto at = [&](int rr, int cc) { return uint32_t(warp_.slot[size_t(8 * i + rr)].row[cc]); };
-      r[i] = trans ? (at(c, g) | (at(c + 1, g) << 16)) : (at(g, c) | (at(g, c + 1) << 16));
-    }
+    ptx::ldmatrix_x4(r, t_ % 32, trans, [&](int l) { return warp_.slot[size_t(l)].row; });
     warp_.arrived.fetch_add(1);
     warp_.bar.arrive_and_wait();
   }

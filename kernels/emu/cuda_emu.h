@@ -1,0 +1,308 @@
+// The CUDA emulator: kernels/*.cu compiled by g++ and run on the CPU, so their logic (indexing,
+// reductions, barriers, warp collectives, shared-memory use) is checked by the GPU parity tests on
+// a machine without a GPU. Built by `cmake -DTESSERA_CUDA_EMU=ON` (CMakeLists.txt): every
+// kernels/*.cu except blas.cu and nccl_comm.cu goes through kernels/emu/translate.py and is
+// compiled with this header included first; kernels/emu/runtime.cpp stands in for the CUDA
+// runtime, kernels/emu/blas.cpp hands the gemms to the CPU backend (cuBLAS is not emulated).
+//
+// The model:
+//  - "device" memory is host memory; the runtime tracks every cudaMalloc'd range, so a copy in the
+//    wrong direction or off the end of an allocation is an error, not a silent read.
+//  - A launch runs its blocks one after another. Each thread of a block is a fiber on the calling
+//    OS thread; a fiber runs until it reaches __syncthreads, a warp collective (__syncwarp, a
+//    shuffle, a wmma or mma operation) or its end, then the next one runs. So every barrier is
+//    real: a thread that reads shared memory another thread writes after a missing barrier reads
+//    the stale value, in one order of threads or the other (TESSERA_EMU_ORDER=reverse runs the
+//    threads of each block last to first).
+//  - Collectives check their masks: a lane named in a mask that has exited, lanes of one warp in
+//    one collective with different masks, a shuffle from a lane outside the mask: errors that name
+//    the kernel, the block and the thread. A block whose live threads all wait and none can go on
+//    (a __syncthreads some threads never reach) is reported as a deadlock, not hung.
+//  - Dynamic shared memory starts every block filled with 0xff bytes (NaN as f32 and bf16), so a
+//    read of a value no thread wrote shows up.
+//  - Static __shared__ arrays become function statics: shared by the threads of a block, and safe
+//    because blocks run one at a time.
+//  - wmma fragments hold their whole tile in every lane (the hardware layout is unspecified, and
+//    the kernels only load, store, fill and multiply them); products are exact bf16 x bf16 in f32.
+// What it cannot show: speed, occupancy, register spills, bank conflicts, races the fiber order
+// happens to hide, cuBLAS, and any inline PTX (flash_mma.cu has its own emulated context).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <numeric>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+// ---- qualifiers -------------------------------------------------------------------------------
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __launch_bounds__
+#undef __shared__
+#undef __constant__
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __constant__
+
+namespace tessera::emu {
+
+// ---- the runtime's side (runtime.cpp) ----------------------------------------------------------
+
+struct Builtins {
+  uint3 thread_idx, block_idx;
+  dim3 block_dim, grid_dim;
+};
+// The running fiber's built-in variables (set by the scheduler before it switches to a fiber).
+extern thread_local Builtins* current;
+
+struct LaunchConfig {
+  dim3 grid, block;
+  size_t smem = 0;
+};
+inline LaunchConfig config(dim3 grid, dim3 block, size_t smem = 0, cudaStream_t = nullptr) {
+  return {grid, block, smem};
+}
+
+// Runs body once per thread of every block (see the model above). An emulator error or a bad
+// configuration throws tessera::Error naming the kernel.
+void run(const char* kernel, const LaunchConfig& c, const std::function<void()>& body);
+
+void* dynamic_shared();
+void sync_block();
+// A warp collective: every lane of `mask` deposits `bytes` (at most kMaxDeposit) and waits for the
+// others; then read(c) runs in each lane, c.slot[l] holding lane l's deposit for each lane l of
+// c.mask. c.scratch (kScratch bytes) is shared by the lanes of this one collective, for a result
+// the first reader computes for all (c.scratch_ready says whether one has).
+constexpr size_t kMaxDeposit = 64;
+constexpr size_t kScratch = 16 * 8 * sizeof(float);
+struct Collective {
+  const unsigned char (*slot)[kMaxDeposit];
+  unsigned mask;
+  void* scratch;
+  bool* scratch_ready;
+};
+const Collective& enter_collective(unsigned mask, const void* mine, size_t bytes);
+void leave_collective(const Collective& c);
+template <class Read>
+void warp_collective(unsigned mask, const void* mine, size_t bytes, Read&& read) {
+  const Collective& c = enter_collective(mask, mine, bytes);
+  read(c);
+  leave_collective(c);
+}
+int lane_id();
+[[noreturn]] void fail(const char* what);  // an error in the running thread, e.g. a misuse
+
+// CUDA's launch: the arguments are evaluated once (here) and each thread gets its own copies.
+template <class F>
+auto launch(const char* kernel, LaunchConfig c, F f) {
+  return [kernel, c, f](auto&&... args) {
+    const std::tuple<std::decay_t<decltype(args)>...> saved(args...);
+    run(kernel, c, [&] {
+      auto mine = saved;
+      std::apply(f, mine);
+    });
+  };
+}
+
+template <class T>
+T shuffle(unsigned mask, T v, int src, const char* what) {
+  static_assert(sizeof(T) <= kMaxDeposit && std::is_trivially_copyable_v<T>);
+  T out{};
+  warp_collective(mask, &v, sizeof v, [&](const Collective& c) {
+    if (src < 0 || src > 31 || !(c.mask >> src & 1u)) fail(what);
+    std::memcpy(&out, c.slot[src], sizeof out);
+  });
+  return out;
+}
+
+}  // namespace tessera::emu
+
+// ---- host-side templates that cuda_runtime.h offers only to nvcc --------------------------------
+template <class T>
+cudaError_t cudaFuncSetAttribute(T* kernel, cudaFuncAttribute attr, int value) {
+  return ::cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), attr, value);
+}
+template <class T>
+cudaError_t cudaMemcpyToSymbol(const T& symbol, const void* src, size_t bytes, size_t offset = 0,
+                               cudaMemcpyKind kind = cudaMemcpyHostToDevice) {
+  return ::cudaMemcpyToSymbol(static_cast<const void*>(&symbol), src, bytes, offset, kind);
+}
+
+// ---- built-in variables and intrinsics --------------------------------------------------------
+using std::isfinite;
+using std::isinf;
+using std::isnan;
+
+#define threadIdx (::tessera::emu::current->thread_idx)
+#define blockIdx (::tessera::emu::current->block_idx)
+#define blockDim (::tessera::emu::current->block_dim)
+#define gridDim (::tessera::emu::current->grid_dim)
+
+inline void __syncthreads() { ::tessera::emu::sync_block(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  ::tessera::emu::warp_collective(mask, nullptr, 0, [](const ::tessera::emu::Collective&) {});
+}
+
+// Shuffles: the source lane within `width`-lane segments, as the CUDA programming guide defines
+// them (a source outside the segment, or past its end for up/down, returns the caller's value).
+template <class T>
+T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+  const int lane = ::tessera::emu::lane_id(), base = lane & ~(width - 1);
+  return ::tessera::emu::shuffle(mask, v, base + (src & (width - 1)),
+                                 "__shfl_sync reads a lane outside its mask");
+}
+template <class T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  const int lane = ::tessera::emu::lane_id(), src = lane ^ lane_mask;
+  const bool inside = (src & ~(width - 1)) == (lane & ~(width - 1));
+  return ::tessera::emu::shuffle(mask, v, inside ? src : lane,
+                                 "__shfl_xor_sync reads a lane outside its mask");
+}
+template <class T>
+T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  const int lane = ::tessera::emu::lane_id(), src = lane - int(delta);
+  const bool inside = src >= (lane & ~(width - 1));
+  return ::tessera::emu::shuffle(mask, v, inside ? src : lane,
+                                 "__shfl_up_sync reads a lane outside its mask");
+}
+template <class T>
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  const int lane = ::tessera::emu::lane_id(), src = lane + int(delta);
+  const bool inside = src < (lane & ~(width - 1)) + width;
+  return ::tessera::emu::shuffle(mask, v, inside ? src : lane,
+                                 "__shfl_down_sync reads a lane outside its mask");
+}
+
+inline float __uint_as_float(unsigned u) { return std::bit_cast<float>(u); }
+inline float __int_as_float(int i) { return std::bit_cast<float>(i); }
+inline unsigned __float_as_uint(float f) { return std::bit_cast<unsigned>(f); }
+inline int __float_as_int(float f) { return std::bit_cast<int>(f); }
+// The _rn operations are the IEEE ones (g++ -ffp-contract=off keeps them unfused, as the
+// intrinsics are on the GPU); the fast approximations are the exact functions.
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fsqrt_rn(float a) { return std::sqrt(a); }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
+inline double __dsqrt_rn(double a) { return std::sqrt(a); }
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+
+// ---- nvcuda::wmma: whole tiles in every lane ----------------------------------------------------
+namespace nvcuda::wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment {
+  static constexpr int rows = std::is_same_v<Use, matrix_b> ? K : M;
+  static constexpr int cols = std::is_same_v<Use, matrix_a> ? K : N;
+  static constexpr int num_elements = rows * cols;
+  T x[num_elements];  // element (r, c) at r * cols + c
+};
+
+namespace detail {
+// A warp operation: the lanes meet (as the _sync operations do), then each does the whole tile.
+inline void converge() { __syncwarp(); }
+template <class T>
+float as_float(T v) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __bfloat162float(v);
+  } else {
+    return float(v);
+  }
+}
+template <class F, class T>
+void load(F& f, const T* p, unsigned ld, bool row_major) {
+  converge();
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c)
+      f.x[r * F::cols + c] = row_major ? p[size_t(r) * ld + c] : p[size_t(c) * ld + r];
+}
+}  // namespace detail
+
+template <class Use, int M, int N, int K, class T, class Layout>
+void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, const T& v) {
+  std::fill(f.x, f.x + f.num_elements, v);
+}
+template <class Use, int M, int N, int K, class T, class Layout>
+void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const T* p, unsigned ld) {
+  detail::load(f, p, ld, std::is_same_v<Layout, row_major>);
+}
+template <int M, int N, int K, class T>
+void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* p, unsigned ld, layout_t l) {
+  detail::load(f, p, ld, l == mem_row_major);
+}
+template <int M, int N, int K, class T>
+void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigned ld, layout_t l) {
+  detail::converge();
+  for (int r = 0; r < M; ++r)
+    for (int c = 0; c < N; ++c)
+      (l == mem_row_major ? p[size_t(r) * ld + c] : p[size_t(c) * ld + r]) = f.x[r * N + c];
+}
+template <int M, int N, int K, class TA, class LA, class TB, class LB, class TC>
+void mma_sync(fragment<accumulator, M, N, K, TC>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
+              const fragment<matrix_b, M, N, K, TB, LB>& b,
+              const fragment<accumulator, M, N, K, TC>& c) {
+  detail::converge();
+  TC out[M * N];
+  for (int r = 0; r < M; ++r)
+    for (int col = 0; col < N; ++col) {
+      float s = c.x[r * N + col];
+      for (int k = 0; k < K; ++k)
+        s += detail::as_float(a.x[r * K + k]) * detail::as_float(b.x[k * N + col]);
+      out[r * N + col] = s;
+    }
+  std::copy(out, out + M * N, d.x);
+}
+}  // namespace nvcuda::wmma
+
+// ---- cub: the one call the kernels make -----------------------------------------------------------
+namespace cub {
+struct DeviceRadixSort {
+  // A stable sort of (key, value) pairs by key, as CUB's radix sort is. The first call (no
+  // temporary storage) asks for one byte, so the caller's allocation path runs as on the GPU.
+  template <class K, class V>
+  static cudaError_t SortPairs(void* temp, size_t& temp_bytes, const K* keys_in, K* keys_out,
+                               const V* values_in, V* values_out, int n, int = 0,
+                               int = int(sizeof(K) * 8), cudaStream_t = nullptr) {
+    if (!temp) {
+      temp_bytes = 1;
+      return cudaSuccess;
+    }
+    std::vector<int> order(size_t(std::max(n, 0)));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int a, int b) { return keys_in[a] < keys_in[b]; });
+    std::vector<K> k(order.size());
+    std::vector<V> v(order.size());
+    for (size_t i = 0; i < order.size(); ++i) k[i] = keys_in[order[i]], v[i] = values_in[order[i]];
+    std::copy(k.begin(), k.end(), keys_out);
+    std::copy(v.begin(), v.end(), values_out);
+    return cudaSuccess;
+  }
+};
+}  // namespace cub

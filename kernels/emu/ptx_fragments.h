@@ -1,0 +1,86 @@
+// Where the warp matrix instructions of kernels/flash_mma.h put each element, written down from the
+// PTX ISA documentation (NVIDIA, "Parallel Thread Execution ISA"; section numbers differ between
+// releases, the names do not), not from any kernel in this repository:
+//   * "Matrix Fragments for mma.m16n8k16 with floating point type" (A, B and C/D of .bf16/.f32):
+//     groupID = %laneid >> 2, threadID_in_group = %laneid % 4; element i of a thread's fragment
+//     lives in register i / 2, low 16 bits for even i ("Elements (low to high)");
+//   * "Warp-level matrix load instruction: ldmatrix" (Figure "ldmatrix fragment layout for one 8x8
+//     Matrix with 16-bit elements"; .trans = "the matrix is loaded in column-major format").
+// Shared by the two emulators that run those bodies on a CPU: tests/kernels/warp_emulator.h (one
+// std::thread a lane) and kernels/emu/mma_ctx.h (the fibers of the CUDA emulator). A layout bug
+// here passes both, so the GPU parity tests remain the final word.
+#pragma once
+
+#include <bit>
+#include <cstdint>
+
+namespace tessera::ptx {
+
+// mma.m16n8k16: (row, column) of element i of lane `lane`'s A (16x16), B (16x8), C/D (16x8).
+inline int a_row(int lane, int i) {
+  return (i < 2 || (i >= 4 && i < 6)) ? lane >> 2 : (lane >> 2) + 8;
+}
+inline int a_col(int lane, int i) { return (lane % 4) * 2 + (i & 1) + (i >= 4 ? 8 : 0); }
+inline int b_row(int lane, int i) { return (lane % 4) * 2 + (i & 1) + (i >= 2 ? 8 : 0); }
+inline int b_col(int lane, int) { return lane >> 2; }
+inline int c_row(int lane, int i) { return (lane >> 2) + (i >= 2 ? 8 : 0); }
+inline int c_col(int lane, int i) { return (lane % 4) * 2 + (i & 1); }
+
+inline float bf16_half(uint32_t r, int hi) {  // element hi of a .bf16x2 register
+  return std::bit_cast<float>((hi ? r >> 16 : r & 0xffffu) << 16);
+}
+
+// ldmatrix.x4: lane l gives the address of row l % 8 of matrix l / 8 (16 bytes); lane `lane`
+// receives elements (g, c) and (g, c + 1) of each matrix, g = lane / 4, c = 2 (lane % 4), the lower
+// column in the low bits; .trans: stored elements (c, g) and (c + 1, g). row(l) = lane l's address.
+template <class Row>
+void ldmatrix_x4(uint32_t (&r)[4], int lane, bool trans, Row row) {
+  const int g = lane / 4, c = 2 * (lane % 4);
+  for (int i = 0; i < 4; ++i) {
+    auto at = [&](int rr, int cc) { return uint32_t(row(8 * i + rr)[cc]); };
+    r[i] = trans ? (at(c, g) | (at(c + 1, g) << 16)) : (at(g, c) | (at(g, c + 1) << 16));
+  }
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32: A (16x16) and B (16x8) rebuilt from every
+// lane's registers, a(l) the 4 A registers of lane l and b(l) its 2 B registers.
+template <class ARegs, class BRegs>
+void mma_operands(float (&A)[16][16], float (&B)[16][8], ARegs a, BRegs b) {
+  for (int l = 0; l < 32; ++l) {
+    const uint32_t* ar = a(l);
+    const uint32_t* br = b(l);
+    for (int i = 0; i < 8; ++i) A[a_row(l, i)][a_col(l, i)] = bf16_half(ar[i / 2], i % 2);
+    for (int i = 0; i < 4; ++i) B[b_row(l, i)][b_col(l, i)] = bf16_half(br[i / 2], i % 2);
+  }
+}
+
+// One output: c + sum_k A[m][k] B[k][n] accumulated in double and rounded once to f32. The PTX ISA
+// leaves accumulation order and rounding unspecified ("at least single precision"), so a GPU may
+// differ in the last f32 bits; bf16 products are exact in double.
+inline float mma_output(const float (&A)[16][16], const float (&B)[16][8], int m, int n, float c) {
+  double acc = c;
+  for (int k = 0; k < 16; ++k) acc += double(A[m][k]) * double(B[k][n]);
+  return float(acc);
+}
+
+// d = A B + d for lane `lane`.
+template <class ARegs, class BRegs>
+void mma_bf16_16816(float (&d)[4], int lane, ARegs a, BRegs b) {
+  float A[16][16], B[16][8];
+  mma_operands(A, B, a, b);
+  for (int i = 0; i < 4; ++i) d[i] = mma_output(A, B, c_row(lane, i), c_col(lane, i), d[i]);
+}
+
+// The whole warp's D (16x8) = A B + C at once, c(l) lane l's 4 accumulators.
+template <class ARegs, class BRegs, class CRegs>
+void mma_bf16_16816_warp(float (&D)[16][8], ARegs a, BRegs b, CRegs c) {
+  float A[16][16], B[16][8];
+  mma_operands(A, B, a, b);
+  for (int l = 0; l < 32; ++l)
+    for (int i = 0; i < 4; ++i) {
+      const int m = c_row(l, i), n = c_col(l, i);
+      D[m][n] = mma_output(A, B, m, n, c(l)[i]);
+    }
+}
+
+}  // namespace tessera::ptx

@@ -1,0 +1,536 @@
+// The CUDA emulator's runtime (model: cuda_emu.h): the fiber scheduler that runs a launch's
+// threads, their barriers and warp collectives, and the part of the CUDA runtime API that
+// kernels/*.cu calls, over host memory. One emulated device, index 0; every call is synchronous.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <bit>
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "core/error.h"
+#include "cuda_emu.h"
+
+// ---- fibers -----------------------------------------------------------------------------------
+
+// switch_stack(save, load): saves the callee-saved registers and the f32/x87 control words on the
+// current stack, stores its pointer in *save, and resumes the stack `load` (one saved the same way,
+// or one prepared by start_fiber). A few instructions, where swapcontext also makes a system call
+// to save the signal mask: the emulator switches fibers millions of times a test.
+#if !defined(__x86_64__)
+#error "the CUDA emulator's fiber switch is x86-64 assembly"
+#endif
+extern "C" void tessera_emu_switch_stack(void** save, void* load);
+asm(R"(
+  .text
+  .globl tessera_emu_switch_stack
+  .type tessera_emu_switch_stack, @function
+tessera_emu_switch_stack:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size tessera_emu_switch_stack, .-tessera_emu_switch_stack
+)");
+
+namespace tessera::emu {
+
+thread_local Builtins* current = nullptr;
+// What cudaGetLastError returns next: a bad launch configuration, or a runtime call's error.
+thread_local cudaError_t g_last_error = cudaSuccess;
+
+namespace {
+
+constexpr size_t kStackBytes = 256 << 10;  // the wmma tiles of a flash kernel are ~40 KiB a thread
+
+struct Stack {
+  void* base = nullptr;  // a guard page, then the stack
+  size_t bytes = 0;
+};
+
+// Stacks are mapped once per OS thread and reused by every launch.
+std::vector<Stack>& stacks(size_t n) {
+  thread_local std::vector<Stack> pool;
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  while (pool.size() < n) {
+    const size_t bytes = kStackBytes + page;
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    TESSERA_CHECK(p != MAP_FAILED, "cuda emulator: cannot map ", n, " thread stacks");
+    mprotect(p, page, PROT_NONE);  // an overflow faults instead of corrupting the next stack
+    pool.push_back({p, bytes});
+  }
+  return pool;
+}
+
+enum class State { Ready, Waiting, Done };
+
+struct Fiber {
+  void* sp = nullptr;  // its saved stack pointer while it is not running
+  Builtins b{};
+  State state = State::Ready;
+  int lane = 0, warp = 0;
+  const char* waits_at = "";  // what it waits in, for a deadlock report
+};
+
+// A warp's collectives: the lanes of the one in progress deposit into bank `bank`; the release
+// flips it. A lane still reading the other bank (readers > 0) holds up the next deposit there.
+struct Warp {
+  unsigned lanes = 0;    // mask of the block's threads in this warp (the last may be partial)
+  unsigned exited = 0;   // lanes that have returned
+  unsigned mask = 0;     // of the collective in progress; 0 when none
+  unsigned arrived = 0;  // lanes in it so far
+  int bank = 0;
+  struct Bank {
+    int readers = 0;
+    Collective c{};
+    unsigned char deposit[32][kMaxDeposit];
+    unsigned char scratch[kScratch];
+    bool scratch_ready = false;
+  } banks[2];
+};
+
+struct Launch {
+  const char* kernel = "";
+  const std::function<void()>* body = nullptr;
+  std::vector<Fiber> fibers;
+  std::vector<Warp> warps;
+  std::vector<Fiber*> ready;  // run in this order; ready_head is the next
+  size_t ready_head = 0;
+  int at_barrier = 0;
+  int live = 0;
+  Fiber* running = nullptr;
+  void* scheduler = nullptr;  // the launching thread's stack pointer while a fiber runs
+  std::vector<unsigned char> smem;
+  bool reverse = false;  // TESSERA_EMU_ORDER=reverse: threads queued last to first
+  std::string error;
+};
+
+thread_local Launch* g_launch = nullptr;
+
+std::string where(const Launch& l, const Fiber& f) {
+  return std::string("kernel ") + l.kernel + " block (" + std::to_string(f.b.block_idx.x) + ", " +
+         std::to_string(f.b.block_idx.y) + ", " + std::to_string(f.b.block_idx.z) + ") thread (" +
+         std::to_string(f.b.thread_idx.x) + ", " + std::to_string(f.b.thread_idx.y) + ", " +
+         std::to_string(f.b.thread_idx.z) + ")";
+}
+
+Fiber& self() {
+  TESSERA_CHECK(g_launch && g_launch->running,
+                "cuda emulator: a device function was called outside a kernel launch");
+  return *g_launch->running;
+}
+
+// Leaves the running fiber (already Waiting, or Ready and queued) and runs the scheduler.
+void yield() {
+  Fiber& f = self();
+  tessera_emu_switch_stack(&f.sp, g_launch->scheduler);
+}
+
+void make_ready(Launch& l, Fiber& f) {
+  f.state = State::Ready;
+  l.ready.push_back(&f);
+}
+
+[[noreturn]] void abandon(const std::string& why) {
+  Launch& l = *g_launch;
+  if (l.error.empty()) l.error = why;
+  Fiber& f = self();
+  f.state = State::Waiting;
+  f.waits_at = "an error";
+  tessera_emu_switch_stack(&f.sp, l.scheduler);
+  std::abort();  // never resumed
+}
+
+// __syncthreads completes when every live thread of the block has reached it (a returned thread
+// no longer counts, as on sm_70 and later).
+void check_block_barrier(Launch& l) {
+  if (l.at_barrier == 0 || l.at_barrier != l.live) return;
+  l.at_barrier = 0;
+  const size_t n = l.fibers.size();
+  for (size_t i = 0; i < n; ++i) {
+    Fiber& f = l.fibers[l.reverse ? n - 1 - i : i];
+    if (f.state == State::Waiting && f.waits_at[0] == '_') make_ready(l, f);
+  }
+}
+
+void fiber_main() {
+  Launch& l = *g_launch;
+  Fiber& f = *l.running;
+  (*l.body)();
+  f.state = State::Done;
+  --l.live;
+  Warp& w = l.warps[size_t(f.warp)];
+  w.exited |= 1u << f.lane;
+  if (w.arrived && (w.mask >> f.lane & 1u) && l.error.empty())
+    l.error = where(l, f) + ": exits while lanes of its warp wait for it in a collective whose "
+              "mask names it";
+  check_block_barrier(l);
+  tessera_emu_switch_stack(&f.sp, l.scheduler);
+  std::abort();  // never resumed
+}
+
+// A fresh stack that switch_stack resumes into fiber_main: from its top, a zero return address
+// (fiber_main is entered as if called, with the stack 16-byte aligned before the call), the
+// entry, six zeroed callee-saved registers, and the control words of the launching thread.
+void* start_fiber(const Stack& s) {
+  uintptr_t top = (reinterpret_cast<uintptr_t>(s.base) + s.bytes) & ~uintptr_t(15);
+  auto* words = reinterpret_cast<uint64_t*>(top);
+  words[-1] = 0;
+  words[-2] = reinterpret_cast<uint64_t>(&fiber_main);
+  for (int i = 3; i <= 8; ++i) words[-i] = 0;
+  uint32_t mxcsr = 0;
+  uint16_t fpu = 0;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(fpu));
+  std::memcpy(&words[-9], &mxcsr, 4);
+  std::memcpy(reinterpret_cast<char*>(&words[-9]) + 4, &fpu, 2);
+  return &words[-9];
+}
+
+void run_block(Launch& l, const LaunchConfig& c, uint3 block) {
+  const bool reverse = l.reverse;
+  const int n = int(c.block.x * c.block.y * c.block.z);
+  std::vector<Stack>& pool = stacks(size_t(n));
+  std::fill(l.smem.begin(), l.smem.end(), 0xff);
+  l.live = n;
+  l.at_barrier = 0;
+  l.ready.clear();
+  l.ready_head = 0;
+  for (size_t i = 0; i < l.warps.size(); ++i) {
+    Warp& w = l.warps[i];
+    const int lanes = std::min(32, n - int(i) * 32);
+    w.lanes = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
+    w.exited = w.mask = w.arrived = 0;
+    w.banks[0].readers = w.banks[1].readers = 0;
+  }
+  for (int i = 0; i < n; ++i) {
+    const int t = reverse ? n - 1 - i : i;
+    Fiber& f = l.fibers[size_t(t)];
+    f = Fiber{};
+    f.lane = t % 32, f.warp = t / 32;
+    f.b.thread_idx = {unsigned(t) % c.block.x, unsigned(t) / c.block.x % c.block.y,
+                      unsigned(t) / (c.block.x * c.block.y)};
+    f.b.block_idx = block;
+    f.b.block_dim = c.block;
+    f.b.grid_dim = c.grid;
+    f.sp = start_fiber(pool[size_t(t)]);
+    l.ready.push_back(&f);
+  }
+  while (l.live > 0) {
+    if (l.ready_head == l.ready.size()) {
+      int at_barrier = 0;
+      std::string collective;
+      for (const Fiber& f : l.fibers) {
+        if (f.state != State::Waiting) continue;
+        if (f.waits_at[0] == '_') {
+          ++at_barrier;
+        } else if (collective.empty()) {
+          collective = ", and " + where(l, f) + " waits in " + f.waits_at;
+        }
+      }
+      TESSERA_FAIL("cuda emulator: kernel ", l.kernel, " block (", block.x, ", ", block.y, ", ",
+                   block.z, ") deadlocks: ", l.live, " live threads, ", at_barrier,
+                   " of them at __syncthreads", collective);
+    }
+    Fiber& f = *l.ready[l.ready_head++];
+    if (l.ready_head == l.ready.size()) l.ready.clear(), l.ready_head = 0;
+    l.running = &f;
+    current = &f.b;
+    tessera_emu_switch_stack(&l.scheduler, f.sp);
+    l.running = nullptr;
+    current = nullptr;
+    if (!l.error.empty()) TESSERA_FAIL("cuda emulator: ", l.error);
+  }
+}
+
+bool reverse_order() {
+  static const bool r = [] {
+    const char* e = std::getenv("TESSERA_EMU_ORDER");
+    return e && std::string(e) == "reverse";
+  }();
+  return r;
+}
+
+}  // namespace
+
+void run(const char* kernel, const LaunchConfig& c, const std::function<void()>& body) {
+  TESSERA_CHECK(!g_launch, "cuda emulator: kernel ", kernel, " launched from device code");
+  const uint64_t threads = uint64_t(c.block.x) * c.block.y * c.block.z;
+  // The limits of sm_80/sm_90: 1024 threads a block, grid y and z below 65536, 227 KiB of shared
+  // memory a block (CUDA C++ Programming Guide, "Compute Capabilities").
+  if (threads == 0 || threads > 1024 || c.block.z > 64 || c.grid.x == 0 || c.grid.y == 0 ||
+      c.grid.z == 0 || c.grid.y > 65535 || c.grid.z > 65535 || c.grid.x > 0x7fffffffu) {
+    g_last_error = cudaErrorInvalidConfiguration;
+    return;
+  }
+  if (c.smem > 232448) {
+    g_last_error = cudaErrorInvalidValue;
+    return;
+  }
+  Launch l;
+  l.kernel = kernel;
+  l.body = &body;
+  l.fibers.resize(threads);
+  l.warps.resize((threads + 31) / 32);
+  l.smem.resize(c.smem);
+  g_launch = &l;
+  struct Reset {
+    ~Reset() { g_launch = nullptr, current = nullptr; }
+  } reset;
+  l.reverse = reverse_order();
+  for (unsigned z = 0; z < c.grid.z; ++z)
+    for (unsigned y = 0; y < c.grid.y; ++y)
+      for (unsigned x = 0; x < c.grid.x; ++x) run_block(l, c, {x, y, z});
+}
+
+void* dynamic_shared() {
+  Launch& l = *g_launch;
+  return l.smem.empty() ? nullptr : l.smem.data();
+}
+
+int lane_id() { return self().lane; }
+
+[[noreturn]] void fail(const char* what) { abandon(where(*g_launch, self()) + ": " + what); }
+
+void sync_block() {
+  Launch& l = *g_launch;
+  Fiber& f = self();
+  f.state = State::Waiting;
+  f.waits_at = "__syncthreads";
+  ++l.at_barrier;
+  check_block_barrier(l);
+  yield();  // released or not, the fiber was queued or waits: the scheduler decides
+}
+
+const Collective& enter_collective(unsigned mask, const void* mine, size_t bytes) {
+  Launch& l = *g_launch;
+  Fiber& f = self();
+  Warp& w = l.warps[size_t(f.warp)];
+  const unsigned me = 1u << f.lane;
+  if (!(mask & me)) abandon(where(l, f) + ": a warp collective whose mask leaves out the calling lane");
+  if (mask & w.exited)
+    abandon(where(l, f) + ": a warp collective names lane " +
+            std::to_string(std::countr_zero(mask & w.exited)) + ", which has exited");
+  if (w.arrived == 0) {
+    // The first lane in: wait until the bank's previous readers are done, then claim it.
+    while (w.banks[w.bank].readers > 0) {
+      make_ready(l, f);
+      yield();
+    }
+    w.mask = mask;
+    Warp::Bank& b = w.banks[w.bank];
+    b.c = Collective{b.deposit, mask & w.lanes, b.scratch, &b.scratch_ready};
+    b.scratch_ready = false;
+    b.readers = std::popcount(mask & w.lanes);
+  } else if (w.mask != mask) {
+    abandon(where(l, f) + ": lanes of one warp are in a collective with different masks");
+  }
+  Warp::Bank& b = w.banks[w.bank];
+  if (bytes) std::memcpy(b.deposit[f.lane], mine, bytes);
+  w.arrived |= me;
+  if (w.arrived == (mask & w.lanes)) {  // the last lane in releases the others
+    for (unsigned waiting = w.arrived & ~me; waiting; waiting &= waiting - 1)
+      make_ready(l, l.fibers[size_t(f.warp * 32 + std::countr_zero(waiting))]);
+    w.arrived = 0;
+    w.mask = 0;
+    w.bank ^= 1;
+  } else {
+    f.state = State::Waiting;
+    f.waits_at = "a warp collective";
+    yield();
+  }
+  return b.c;
+}
+
+void leave_collective(const Collective& c) {
+  Launch& l = *g_launch;
+  Warp& w = l.warps[size_t(self().warp)];
+  Warp::Bank& b = &c == &w.banks[0].c ? w.banks[0] : w.banks[1];
+  --b.readers;
+}
+
+}  // namespace tessera::emu
+
+// ---- the CUDA runtime API over host memory ----------------------------------------------------
+
+struct CUevent_st {
+  std::chrono::steady_clock::time_point at{};
+  bool recorded = false;
+};
+struct CUstream_st {};
+
+namespace {
+
+std::mutex g_mu;
+std::map<uintptr_t, size_t> g_allocations;  // start -> bytes
+size_t g_allocated = 0;
+int g_device = 0;
+
+// The allocation holding [p, p + n), or false.
+bool on_device(const void* p, size_t n) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  auto it = g_allocations.upper_bound(a);
+  if (it == g_allocations.begin()) return false;
+  --it;
+  return a >= it->first && a + n <= it->first + it->second;
+}
+
+// Each runtime call's error is also the one cudaGetLastError returns next, as in CUDA.
+cudaError_t set(cudaError_t e) {
+  if (e != cudaSuccess) tessera::emu::g_last_error = e;
+  return e;
+}
+
+cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  const bool to_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool from_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if (n == 0) return cudaSuccess;
+  if ((to_device && !on_device(dst, n)) || (from_device && !on_device(src, n)) ||
+      (kind == cudaMemcpyDeviceToHost && on_device(dst, n)) ||
+      (kind == cudaMemcpyHostToDevice && on_device(src, n)))
+    return set(cudaErrorInvalidValue);
+  std::memmove(dst, src, n);
+  return cudaSuccess;
+}
+
+}  // namespace
+
+extern "C" {
+
+cudaError_t cudaMalloc(void** p, size_t n) {
+  // 256-byte alignment, as cudaMalloc's; a zero-byte request still gets a distinct pointer.
+  void* q = std::aligned_alloc(256, std::max<size_t>((n + 255) / 256 * 256, 256));
+  if (!q) return set(cudaErrorMemoryAllocation);
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_allocations[reinterpret_cast<uintptr_t>(q)] = n;
+  g_allocated += n;
+  *p = q;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* p) {
+  if (!p) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_allocations.find(reinterpret_cast<uintptr_t>(p));
+  if (it == g_allocations.end()) return set(cudaErrorInvalidValue);
+  g_allocated -= it->second;
+  g_allocations.erase(it);
+  std::free(p);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  const size_t total = size_t(80) << 30;
+  std::lock_guard<std::mutex> lock(g_mu);
+  *total_bytes = total;
+  *free_bytes = total - std::min(total, g_allocated);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  return check_copy(dst, src, n, kind);
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind,
+                            cudaStream_t) {
+  return check_copy(dst, src, n, kind);
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t) {
+  if (n && !on_device(p, n)) return set(cudaErrorInvalidValue);
+  std::memset(p, value, n);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyToSymbol(const void* symbol, const void* src, size_t n, size_t offset,
+                               cudaMemcpyKind) {
+  std::memcpy(static_cast<char*>(const_cast<void*>(symbol)) + offset, src, n);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = tessera::emu::g_last_error;
+  tessera::emu::g_last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError() { return tessera::emu::g_last_error; }
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument (cuda emulator)";
+    case cudaErrorMemoryAllocation: return "out of memory (cuda emulator)";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument (cuda emulator)";
+    case cudaErrorInvalidDevice: return "invalid device ordinal (cuda emulator)";
+    default: return "error (cuda emulator)";
+  }
+}
+
+cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* d) {
+  *d = g_device;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int d) {
+  if (d != 0) return set(cudaErrorInvalidDevice);
+  g_device = d;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int value) {
+  return value > 232448 ? set(cudaErrorInvalidValue) : cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  *e = new CUevent_st;
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete e;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  e->at = std::chrono::steady_clock::now();
+  e->recorded = true;
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  if (!a->recorded || !b->recorded) return set(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+  *s = new CUstream_st;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  delete s;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+
+}  // extern "C"
