@@ -80,6 +80,10 @@ inline LaunchConfig config(dim3 grid, dim3 block, size_t smem = 0, cudaStream_t 
 // Runs body once per thread of every block (see the model above). An emulator error or a bad
 // configuration throws tessera::Error naming the kernel.
 void run(const char* kernel, const LaunchConfig& c, const std::function<void()>& body);
+// The order a block's threads first run in: 0, 1, ... (the default) or last to first (also
+// TESSERA_EMU_ORDER=reverse): a race hidden in one order shows in the other.
+void set_reverse_order(bool reverse);
+bool reverse_order();
 
 void* dynamic_shared();
 void sync_block();

@@ -43,24 +43,14 @@ class MmaCtx {
 
   float shfl_xor(float v, int lane_mask) { return __shfl_xor_sync(kFull, v, lane_mask); }
 
-  // cp.async.cg (16 bytes; valid == false zero-fills): the copy lands at the next wait after its
-  // commit, the latest moment the hardware may complete it, so a missing commit or wait shows.
+  // cp.async.cg, 16 bytes (ptx::CpAsyncQueue: valid == false zero-fills; lands at the wait).
   void cp_async16(void* dst, const void* src, bool valid) {
     if (reinterpret_cast<uintptr_t>(dst) % 16 || (valid && reinterpret_cast<uintptr_t>(src) % 16))
       fail("cp.async with an address that is not 16-byte aligned");
-    pending_.push_back({static_cast<unsigned char*>(dst), valid ? src : nullptr});
+    copies_.push(dst, valid ? src : nullptr);
   }
-  void cp_async_commit() { committed_ = pending_.size(); }
-  void cp_async_wait_all() {
-    for (size_t i = 0; i < committed_; ++i) {
-      if (pending_[i].src)
-        std::memcpy(pending_[i].dst, pending_[i].src, 16);
-      else
-        std::memset(pending_[i].dst, 0, 16);
-    }
-    pending_.erase(pending_.begin(), pending_.begin() + std::ptrdiff_t(committed_));
-    committed_ = 0;
-  }
+  void cp_async_commit() { copies_.commit(); }
+  void cp_async_wait_all() { copies_.wait_all(); }
 
   static uint32_t pack_bf16x2(float lo, float hi) {
     const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lo) in the low half
@@ -78,12 +68,7 @@ class MmaCtx {
     uint32_t a[4], b[2];
     float c[4];
   };
-  struct Copy {
-    unsigned char* dst;
-    const void* src;
-  };
-  std::vector<Copy> pending_;
-  size_t committed_ = 0;
+  ptx::CpAsyncQueue copies_;
 
   void ldmatrix(uint32_t (&r)[4], const uint16_t* row, bool trans) {
     if (reinterpret_cast<uintptr_t>(row) % 16) fail("ldmatrix row address not 16-byte aligned");

@@ -12,7 +12,10 @@
 #pragma once
 
 #include <bit>
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 namespace tessera::ptx {
 
@@ -82,5 +85,33 @@ void mma_bf16_16816_warp(float (&D)[16][8], ARegs a, BRegs b, CRegs c) {
       D[m][n] = mma_output(A, B, m, n, c(l)[i]);
     }
 }
+
+// One thread's cp.async.cg copies of 16 bytes ("Data Movement and Conversion Instructions:
+// cp.async"; a null source is src-size 0, which zero-fills). A copy lands at the first wait_all
+// after the commit that closes its group, the latest moment the hardware may complete it, so a
+// missing commit or wait shows up as data that never arrived.
+class CpAsyncQueue {
+ public:
+  void push(void* dst, const void* src) { pending_.push_back({static_cast<unsigned char*>(dst), src}); }
+  void commit() { committed_ = pending_.size(); }
+  void wait_all() {
+    for (size_t i = 0; i < committed_; ++i) {
+      if (pending_[i].src)
+        std::memcpy(pending_[i].dst, pending_[i].src, 16);
+      else
+        std::memset(pending_[i].dst, 0, 16);
+    }
+    pending_.erase(pending_.begin(), pending_.begin() + std::ptrdiff_t(committed_));
+    committed_ = 0;
+  }
+
+ private:
+  struct Copy {
+    unsigned char* dst;
+    const void* src;
+  };
+  std::vector<Copy> pending_;
+  size_t committed_ = 0;
+};
 
 }  // namespace tessera::ptx

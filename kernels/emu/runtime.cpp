@@ -14,6 +14,17 @@
 #include "core/error.h"
 #include "cuda_emu.h"
 
+// Under AddressSanitizer the fiber switches are announced to it (its "fiber" interface), so it
+// keeps track of which stack is live; kernels' reads and writes of emulated device memory (host
+// allocations) are then checked like any others.
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define TESSERA_EMU_ASAN 1
+#else
+#define TESSERA_EMU_ASAN 0
+#endif
+
 // ---- fibers -----------------------------------------------------------------------------------
 
 // switch_stack(save, load): saves the callee-saved registers and the f32/x87 control words on the
@@ -62,6 +73,7 @@ thread_local cudaError_t g_last_error = cudaSuccess;
 namespace {
 
 constexpr size_t kStackBytes = 256 << 10;  // the wmma tiles of a flash kernel are ~40 KiB a thread
+constexpr size_t kGuard = 4096;             // the guard page below each stack (at least a page)
 
 struct Stack {
   void* base = nullptr;  // a guard page, then the stack
@@ -72,12 +84,13 @@ struct Stack {
 std::vector<Stack>& stacks(size_t n) {
   thread_local std::vector<Stack> pool;
   const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  TESSERA_CHECK(page <= kGuard, "cuda emulator: pages of ", page, " bytes exceed the stack guard");
   while (pool.size() < n) {
-    const size_t bytes = kStackBytes + page;
+    const size_t bytes = kStackBytes + kGuard;
     void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
     TESSERA_CHECK(p != MAP_FAILED, "cuda emulator: cannot map ", n, " thread stacks");
-    mprotect(p, page, PROT_NONE);  // an overflow faults instead of corrupting the next stack
+    mprotect(p, kGuard, PROT_NONE);  // an overflow faults instead of corrupting the next stack
     pool.push_back({p, bytes});
   }
   return pool;
@@ -87,6 +100,8 @@ enum class State { Ready, Waiting, Done };
 
 struct Fiber {
   void* sp = nullptr;  // its saved stack pointer while it is not running
+  const Stack* stack = nullptr;
+  void* asan_fake = nullptr;  // AddressSanitizer's fake stack while switched out
   Builtins b{};
   State state = State::Ready;
   int lane = 0, warp = 0;
@@ -121,12 +136,40 @@ struct Launch {
   int live = 0;
   Fiber* running = nullptr;
   void* scheduler = nullptr;  // the launching thread's stack pointer while a fiber runs
+  void* asan_fake = nullptr;  // the launching thread's, for AddressSanitizer
+  const void* asan_bottom = nullptr;
+  size_t asan_size = 0;
   std::vector<unsigned char> smem;
   bool reverse = false;  // TESSERA_EMU_ORDER=reverse: threads queued last to first
   std::string error;
 };
 
 thread_local Launch* g_launch = nullptr;
+
+
+// The two directions of a switch. `exiting`: the fiber never runs again.
+void to_scheduler(Launch& l, Fiber& f, bool exiting = false) {
+#if TESSERA_EMU_ASAN
+  __sanitizer_start_switch_fiber(exiting ? nullptr : &f.asan_fake, l.asan_bottom, l.asan_size);
+#else
+  (void)exiting;
+#endif
+  tessera_emu_switch_stack(&f.sp, l.scheduler);
+#if TESSERA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(f.asan_fake, &l.asan_bottom, &l.asan_size);
+#endif
+}
+
+void to_fiber(Launch& l, Fiber& f) {
+#if TESSERA_EMU_ASAN
+  __sanitizer_start_switch_fiber(&l.asan_fake, static_cast<char*>(f.stack->base) + kGuard,
+                                 f.stack->bytes - kGuard);
+#endif
+  tessera_emu_switch_stack(&l.scheduler, f.sp);
+#if TESSERA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(l.asan_fake, nullptr, nullptr);
+#endif
+}
 
 std::string where(const Launch& l, const Fiber& f) {
   return std::string("kernel ") + l.kernel + " block (" + std::to_string(f.b.block_idx.x) + ", " +
@@ -142,10 +185,7 @@ Fiber& self() {
 }
 
 // Leaves the running fiber (already Waiting, or Ready and queued) and runs the scheduler.
-void yield() {
-  Fiber& f = self();
-  tessera_emu_switch_stack(&f.sp, g_launch->scheduler);
-}
+void yield() { to_scheduler(*g_launch, self()); }
 
 void make_ready(Launch& l, Fiber& f) {
   f.state = State::Ready;
@@ -158,7 +198,7 @@ void make_ready(Launch& l, Fiber& f) {
   Fiber& f = self();
   f.state = State::Waiting;
   f.waits_at = "an error";
-  tessera_emu_switch_stack(&f.sp, l.scheduler);
+  to_scheduler(l, f, true);
   std::abort();  // never resumed
 }
 
@@ -177,6 +217,9 @@ void check_block_barrier(Launch& l) {
 void fiber_main() {
   Launch& l = *g_launch;
   Fiber& f = *l.running;
+#if TESSERA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &l.asan_bottom, &l.asan_size);
+#endif
   (*l.body)();
   f.state = State::Done;
   --l.live;
@@ -186,7 +229,7 @@ void fiber_main() {
     l.error = where(l, f) + ": exits while lanes of its warp wait for it in a collective whose "
               "mask names it";
   check_block_barrier(l);
-  tessera_emu_switch_stack(&f.sp, l.scheduler);
+  to_scheduler(l, f, true);
   std::abort();  // never resumed
 }
 
@@ -194,6 +237,11 @@ void fiber_main() {
 // (fiber_main is entered as if called, with the stack 16-byte aligned before the call), the
 // entry, six zeroed callee-saved registers, and the control words of the launching thread.
 void* start_fiber(const Stack& s) {
+#if TESSERA_EMU_ASAN
+  // A fiber that never returned (its last switch left from inside fiber_main) leaves its frames'
+  // redzones poisoned: the stack starts clean.
+  ASAN_UNPOISON_MEMORY_REGION(static_cast<char*>(s.base) + kGuard, s.bytes - kGuard);
+#endif
   uintptr_t top = (reinterpret_cast<uintptr_t>(s.base) + s.bytes) & ~uintptr_t(15);
   auto* words = reinterpret_cast<uint64_t*>(top);
   words[-1] = 0;
@@ -234,7 +282,8 @@ void run_block(Launch& l, const LaunchConfig& c, uint3 block) {
     f.b.block_idx = block;
     f.b.block_dim = c.block;
     f.b.grid_dim = c.grid;
-    f.sp = start_fiber(pool[size_t(t)]);
+    f.stack = &pool[size_t(t)];
+    f.sp = start_fiber(*f.stack);
     l.ready.push_back(&f);
   }
   while (l.live > 0) {
@@ -257,15 +306,15 @@ void run_block(Launch& l, const LaunchConfig& c, uint3 block) {
     if (l.ready_head == l.ready.size()) l.ready.clear(), l.ready_head = 0;
     l.running = &f;
     current = &f.b;
-    tessera_emu_switch_stack(&l.scheduler, f.sp);
+    to_fiber(l, f);
     l.running = nullptr;
     current = nullptr;
     if (!l.error.empty()) TESSERA_FAIL("cuda emulator: ", l.error);
   }
 }
 
-bool reverse_order() {
-  static const bool r = [] {
+bool& order_flag() {
+  static bool r = [] {
     const char* e = std::getenv("TESSERA_EMU_ORDER");
     return e && std::string(e) == "reverse";
   }();
@@ -298,11 +347,14 @@ void run(const char* kernel, const LaunchConfig& c, const std::function<void()>&
   struct Reset {
     ~Reset() { g_launch = nullptr, current = nullptr; }
   } reset;
-  l.reverse = reverse_order();
+  l.reverse = order_flag();
   for (unsigned z = 0; z < c.grid.z; ++z)
     for (unsigned y = 0; y < c.grid.y; ++y)
       for (unsigned x = 0; x < c.grid.x; ++x) run_block(l, c, {x, y, z});
 }
+
+void set_reverse_order(bool reverse) { order_flag() = reverse; }
+bool reverse_order() { return order_flag(); }
 
 void* dynamic_shared() {
   Launch& l = *g_launch;

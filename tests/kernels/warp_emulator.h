@@ -140,19 +140,10 @@ class HostWarpCtx {
     if (gmem_src && reinterpret_cast<uintptr_t>(gmem_src) % 16)
       fail("cp_async16: global source " + ptr(gmem_src) + " is not 16-byte aligned" + who());
     if (valid && !gmem_src) fail("cp_async16: null global source with valid = true" + who());
-    pending_.push_back({static_cast<unsigned char*>(smem_dst), valid ? gmem_src : nullptr});
+    copies_.push(smem_dst, valid ? gmem_src : nullptr);
   }
-  void cp_async_commit() { committed_ = pending_.size(); }
-  void cp_async_wait_all() {
-    for (size_t i = 0; i < committed_; ++i) {
-      if (pending_[i].src)
-        std::memcpy(pending_[i].dst, pending_[i].src, 16);
-      else
-        std::memset(pending_[i].dst, 0, 16);
-    }
-    pending_.erase(pending_.begin(), pending_.begin() + ptrdiff_t(committed_));
-    committed_ = 0;
-  }
+  void cp_async_commit() { copies_.commit(); }
+  void cp_async_wait_all() { copies_.wait_all(); }
 
   static uint32_t pack_bf16x2(float lo, float hi) {
     return uint32_t(bf16::from_float(lo)) | (uint32_t(bf16::from_float(hi)) << 16);
@@ -161,15 +152,10 @@ class HostWarpCtx {
   static float log(float x) { return std::log(x); }
 
  private:
-  struct Copy {
-    unsigned char* dst;
-    const void* src;
-  };
   detail::Block& b_;
   int t_;
   detail::Warp& warp_;
-  std::vector<Copy> pending_;
-  size_t committed_ = 0;
+  ptx::CpAsyncQueue copies_;
 
   static std::string ptr(const void* p) {
     char s[32];

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The GPU parity tests (ctest -L gpu) and the emulator's own tests (-L emu) on the CUDA emulator
+# (kernels/emu/cuda_emu.h): every kernels/*.cu but blas.cu and nccl_comm.cu compiled by g++ and run
+# on the CPU, one fiber per CUDA thread. Checks the kernels' logic on a machine without a GPU; it
+# says nothing of speed, and cuBLAS is replaced by the CPU gemm.
+#   BUILD_DIR (default build-emu); EMU_ORDER=reverse runs each block's threads last to first.
+# Needs the CUDA headers (a CUDA toolkit), not nvcc's compiler or a GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CUDA_ROOT="${CUDA_ROOT:-/usr/local/cuda}"
+if [ ! -f "$CUDA_ROOT/include/cuda_runtime.h" ]; then
+  echo "test_emu.sh: no CUDA headers at $CUDA_ROOT/include (set CUDA_ROOT)" >&2
+  exit 1
+fi
+scripts/setup.sh
+BUILD_DIR="${BUILD_DIR:-build-emu}"
+JOBS="$(nproc)"
+GEN=()
+if command -v ninja >/dev/null; then GEN=(-G Ninja); fi
+if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then GEN=(); fi
+
+cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA_EMU=ON \
+  -DCUDAToolkit_ROOT="$CUDA_ROOT" "$@"
+cmake --build "$BUILD_DIR" -j"$JOBS" --target test_cuda test_emu
+TESSERA_EMU_ORDER="${EMU_ORDER:-}" ctest --test-dir "$BUILD_DIR" -L "gpu|emu" --output-on-failure -j"$JOBS"

@@ -1,0 +1,204 @@
+// The CUDA emulator itself (kernels/emu, built with -DTESSERA_CUDA_EMU=ON): kernels here are
+// lambdas launched through emu::launch, the call translate.py makes of `kernel<<<...>>>(...)`.
+// The GPU parity tests (tests/cuda) are what the emulator is for; these check that it runs every
+// thread with its indices, that its barriers and collectives behave as CUDA's do, and that the
+// misuses it promises to report (cuda_emu.h) are reported rather than hidden or hung.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "emu/cuda_emu.h"
+#include "test_util.h"
+
+namespace tessera {
+namespace {
+
+using testing::error_of;
+
+template <class F>
+void launch(dim3 grid, dim3 block, size_t smem, F body) {
+  emu::launch("test_kernel", emu::config(grid, block, smem), body)();
+}
+
+struct Order {  // RAII: the order threads first run in, for the scope (whatever the environment)
+  bool before = emu::reverse_order();
+  explicit Order(bool reverse) { emu::set_reverse_order(reverse); }
+  ~Order() { emu::set_reverse_order(before); }
+};
+
+TEST(CudaEmu, every_thread_of_every_block_runs_once_with_its_indices) {
+  const dim3 grid(3, 2), block(8, 4);
+  std::vector<int> seen(3 * 2 * 8 * 4, 0);
+  launch(grid, block, 0, [&] {
+    const unsigned b = blockIdx.y * gridDim.x + blockIdx.x;
+    const unsigned t = threadIdx.y * blockDim.x + threadIdx.x;
+    seen[b * 32 + t] += 1 + int(t % 32 == unsigned(emu::lane_id()) ? 0 : 100);
+  });
+  for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], 1) << "thread " << i;
+}
+
+TEST(CudaEmu, a_block_sum_through_shuffles_and_shared_memory) {
+  float result = 0;
+  launch(1, 256, 0, [&] {
+    __shared__ float partial[8];
+    float v = float(threadIdx.x);
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float s = 0;
+      for (float p : partial) s += p;
+      result = s;
+    }
+  });
+  EXPECT_EQ(result, 255.0f * 256.0f / 2.0f);
+}
+
+TEST(CudaEmu, shuffles_follow_cudas_segments) {
+  std::vector<int> up(32), down(32), idx(32), seg(32);
+  launch(1, 32, 0, [&] {
+    const int lane = int(threadIdx.x);
+    up[size_t(lane)] = __shfl_up_sync(0xffffffffu, lane, 3, 16);    // < 3 into a segment: own
+    down[size_t(lane)] = __shfl_down_sync(0xffffffffu, lane, 2);   // past 31: own
+    idx[size_t(lane)] = __shfl_sync(0xffffffffu, lane, 5);
+    seg[size_t(lane)] = __shfl_sync(0xffffffffu, lane, 5, 8);      // lane 5 of each 8
+  });
+  for (int l = 0; l < 32; ++l) {
+    EXPECT_EQ(up[size_t(l)], l % 16 < 3 ? l : l - 3) << l;
+    EXPECT_EQ(down[size_t(l)], l + 2 > 31 ? l : l + 2) << l;
+    EXPECT_EQ(idx[size_t(l)], 5) << l;
+    EXPECT_EQ(seg[size_t(l)], l / 8 * 8 + 5) << l;
+  }
+}
+
+// Each thread writes its slot of dynamic shared memory, then reads its neighbour's (t + step).
+std::vector<float> neighbour_reads(int step, bool barrier) {
+  const int n = 64;
+  std::vector<float> out(n);
+  launch(1, unsigned(n), n * sizeof(float), [&] {
+    float* smem = static_cast<float*>(emu::dynamic_shared());
+    const int t = int(threadIdx.x);
+    smem[t] = float(t);
+    if (barrier) __syncthreads();
+    out[size_t(t)] = smem[(t + step + n) % n];
+  });
+  return out;
+}
+
+int wrong_reads(const std::vector<float>& out, int step) {
+  const int n = int(out.size());
+  int wrong = 0;
+  for (int t = 0; t < n; ++t) wrong += out[size_t(t)] != float((t + step + n) % n);
+  return wrong;
+}
+
+TEST(CudaEmu, a_missing_barrier_reads_what_no_thread_has_written_yet) {
+  Order forward(false);
+  EXPECT_EQ(wrong_reads(neighbour_reads(1, true), 1), 0);
+  const std::vector<float> racy = neighbour_reads(1, false);
+  EXPECT_EQ(wrong_reads(racy, 1), 63);  // all but the last thread read a later thread's slot
+  EXPECT_TRUE(std::isnan(racy[0])) << "unwritten dynamic shared memory reads as NaN";
+}
+
+TEST(CudaEmu, the_reverse_order_exposes_a_race_the_forward_order_hides) {
+  // Reading the previous thread's slot: in the forward order only thread 0 (whose "previous" is
+  // thread 63) reads too early; last to first, every thread but 0 does.
+  Order forward(false);
+  EXPECT_EQ(wrong_reads(neighbour_reads(-1, false), -1), 1);
+  Order reverse(true);
+  EXPECT_EQ(wrong_reads(neighbour_reads(-1, false), -1), 63);
+  EXPECT_EQ(wrong_reads(neighbour_reads(-1, true), -1), 0);
+}
+
+TEST(CudaEmu, a_deadlock_is_reported_not_hung) {
+  const std::string msg = error_of([] {
+    launch(1, 32, 0, [] {
+      if (threadIdx.x == 0) {
+        __syncthreads();
+      } else {
+        __shfl_sync(0xffffffffu, 1.0f, 0);
+      }
+    });
+  });
+  EXPECT_NE(msg.find("deadlocks"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("1 of them at __syncthreads"), std::string::npos) << msg;
+}
+
+TEST(CudaEmu, a_collective_that_names_an_exited_lane_is_an_error) {
+  for (bool reverse : {false, true}) {
+    Order order(reverse);
+    const std::string msg = error_of([] {
+      launch(1, 32, 0, [] {
+        if (threadIdx.x == 5) return;
+        __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+      });
+    });
+    EXPECT_NE(msg.find("exit"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("test_kernel block (0, 0, 0) thread ("), std::string::npos) << msg;
+  }
+}
+
+TEST(CudaEmu, lanes_of_one_collective_with_different_masks_are_an_error) {
+  const std::string msg = error_of([] {
+    launch(1, 32, 0, [] { __syncwarp(threadIdx.x % 2 ? 0xffffffffu : 0x55555555u); });
+  });
+  EXPECT_NE(msg.find("different masks"), std::string::npos) << msg;
+}
+
+TEST(CudaEmu, a_bad_configuration_is_the_next_last_error) {
+  bool ran = false;
+  launch(1, 1025, 0, [&] { ran = true; });
+  EXPECT_FALSE(ran);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // read once, then cleared
+  launch(dim3(1, 70000), 32, 0, [&] { ran = true; });
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  EXPECT_FALSE(ran);
+}
+
+TEST(CudaEmu, copies_check_their_direction_and_the_allocation) {
+  void* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, 64), cudaSuccess);
+  std::vector<char> h(128, 7);
+  EXPECT_EQ(cudaMemcpy(d, h.data(), 64, cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(d, h.data(), 65, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaMemcpy(h.data(), d, 64, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaMemcpy(h.data() + 64, d, 64, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(h[100], 7);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);  // the failed copies' error
+  EXPECT_EQ(cudaFree(d), cudaSuccess);
+  EXPECT_EQ(cudaFree(d), cudaErrorInvalidValue);  // twice
+  cudaGetLastError();
+}
+
+TEST(CudaEmu, wmma_tiles_multiply_as_a_plain_product) {
+  namespace wmma = nvcuda::wmma;
+  std::vector<__nv_bfloat16> a(256), b(256);
+  std::vector<float> c(256), want(256, 0.0f);
+  for (int i = 0; i < 256; ++i) {
+    a[size_t(i)] = __float2bfloat16(float((i * 7) % 13 - 6) / 4);
+    b[size_t(i)] = __float2bfloat16(float((i * 5) % 11 - 5) / 8);
+  }
+  for (int m = 0; m < 16; ++m)  // a row-major, b column-major (b[n * 16 + k] = B[k][n])
+    for (int n = 0; n < 16; ++n)
+      for (int k = 0; k < 16; ++k)
+        want[size_t(m * 16 + n)] +=
+            __bfloat162float(a[size_t(m * 16 + k)]) * __bfloat162float(b[size_t(n * 16 + k)]);
+  launch(1, 32, 0, [&] {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 0.0f);
+    wmma::load_matrix_sync(fa, a.data(), 16);
+    wmma::load_matrix_sync(fb, b.data(), 16);
+    wmma::mma_sync(acc, fa, fb, acc);
+    wmma::store_matrix_sync(c.data(), acc, 16, wmma::mem_row_major);
+  });
+  for (int i = 0; i < 256; ++i) EXPECT_EQ(c[size_t(i)], want[size_t(i)]) << i;  // exact sums
+}
+
+}  // namespace
+}  // namespace tessera
