@@ -17,7 +17,9 @@
 //  - Collectives check their masks: a lane named in a mask that has exited, lanes of one warp in
 //    one collective with different masks, a shuffle from a lane outside the mask: errors that name
 //    the kernel, the block and the thread. A block whose live threads all wait and none can go on
-//    (a __syncthreads some threads never reach) is reported as a deadlock, not hung.
+//    (a __syncthreads some threads never reach) is reported as a deadlock, not hung. A warp runs
+//    one collective at a time: two with disjoint masks in flight at once (divergent lanes, legal
+//    on the GPU) are reported as different masks; every collective in kernels/ names the full warp.
 //  - Dynamic shared memory starts every block filled with 0xff bytes (NaN as f32 and bf16), so a
 //    read of a value no thread wrote shows up.
 //  - Static __shared__ arrays become function statics: shared by the threads of a block, and safe

@@ -384,12 +384,13 @@ const Collective& enter_collective(unsigned mask, const void* mine, size_t bytes
   if (mask & w.exited)
     abandon(where(l, f) + ": a warp collective names lane " +
             std::to_string(std::countr_zero(mask & w.exited)) + ", which has exited");
+  // The first lane in waits until the bank's previous readers are done, then claims it (lanes that
+  // come while it waits wait with it; the one that runs first after the readers claims).
+  while (w.arrived == 0 && w.banks[w.bank].readers > 0) {
+    make_ready(l, f);
+    yield();
+  }
   if (w.arrived == 0) {
-    // The first lane in: wait until the bank's previous readers are done, then claim it.
-    while (w.banks[w.bank].readers > 0) {
-      make_ready(l, f);
-      yield();
-    }
     w.mask = mask;
     Warp::Bank& b = w.banks[w.bank];
     b.c = Collective{b.deposit, mask & w.lanes, b.scratch, &b.scratch_ready};
