@@ -12,8 +12,8 @@
 //    OS thread; a fiber runs until it reaches __syncthreads, a warp collective (__syncwarp, a
 //    shuffle, a wmma or mma operation) or its end, then the next one runs. So every barrier is
 //    real: a thread that reads shared memory another thread writes after a missing barrier reads
-//    the stale value, in one order of threads or the other (TESSERA_EMU_ORDER=reverse runs the
-//    threads of each block last to first).
+//    the stale value, in one order of threads or another (TESSERA_EMU_ORDER=reverse runs the
+//    threads of each block last to first, =random in a random interleaving; set_order below).
 //  - Collectives check their masks: a lane named in a mask that has exited, lanes of one warp in
 //    one collective with different masks, a shuffle from a lane outside the mask: errors that name
 //    the kernel, the block and the thread. A block whose live threads all wait and none can go on
@@ -82,10 +82,15 @@ inline LaunchConfig config(dim3 grid, dim3 block, size_t smem = 0, cudaStream_t 
 // Runs body once per thread of every block (see the model above). An emulator error or a bad
 // configuration throws tessera::Error naming the kernel.
 void run(const char* kernel, const LaunchConfig& c, const std::function<void()>& body);
-// The order a block's threads first run in: 0, 1, ... (the default) or last to first (also
-// TESSERA_EMU_ORDER=reverse): a race hidden in one order shows in the other.
-void set_reverse_order(bool reverse);
-bool reverse_order();
+// The order a block's threads run in (TESSERA_EMU_ORDER=forward, reverse or random at start-up):
+// Forward (the default) queues them 0, 1, ... and each barrier's waiters in that order; Reverse
+// last to first; Random queues each __syncthreads' waiters in a random order and, in half the
+// launches, runs a warp on past its collectives before the other warps (the others queue its
+// released lanes last). Random draws from a generator seeded by the launch's number, so a run
+// repeats. A race hidden in one order may show in another.
+enum class Order { Forward, Reverse, Random };
+void set_order(Order o);
+Order order();
 
 void* dynamic_shared();
 void sync_block();

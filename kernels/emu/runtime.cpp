@@ -7,6 +7,7 @@
 #include <bit>
 #include <chrono>
 #include <cstdlib>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <string>
@@ -130,8 +131,7 @@ struct Launch {
   const std::function<void()>* body = nullptr;
   std::vector<Fiber> fibers;
   std::vector<Warp> warps;
-  std::vector<Fiber*> ready;  // run in this order; ready_head is the next
-  size_t ready_head = 0;
+  std::deque<Fiber*> ready;  // run in this order
   int at_barrier = 0;
   int live = 0;
   Fiber* running = nullptr;
@@ -140,11 +140,20 @@ struct Launch {
   const void* asan_bottom = nullptr;
   size_t asan_size = 0;
   std::vector<unsigned char> smem;
-  bool reverse = false;  // TESSERA_EMU_ORDER=reverse: threads queued last to first
+  Order order = Order::Forward;
+  uint64_t rng = 0;  // Order::Random's generator (splitmix64), seeded per launch
+  bool warps_ahead = false;  // Order::Random, drawn per launch: a released warp runs on at once
   std::string error;
 };
 
 thread_local Launch* g_launch = nullptr;
+
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
 
 
 // The two directions of a switch. `exiting`: the fiber never runs again.
@@ -187,9 +196,13 @@ Fiber& self() {
 // Leaves the running fiber (already Waiting, or Ready and queued) and runs the scheduler.
 void yield() { to_scheduler(*g_launch, self()); }
 
-void make_ready(Launch& l, Fiber& f) {
+void make_ready(Launch& l, Fiber& f, bool front = false) {
   f.state = State::Ready;
-  l.ready.push_back(&f);
+  if (front) {
+    l.ready.push_front(&f);
+  } else {
+    l.ready.push_back(&f);
+  }
 }
 
 [[noreturn]] void abandon(const std::string& why) {
@@ -207,11 +220,14 @@ void make_ready(Launch& l, Fiber& f) {
 void check_block_barrier(Launch& l) {
   if (l.at_barrier == 0 || l.at_barrier != l.live) return;
   l.at_barrier = 0;
-  const size_t n = l.fibers.size();
+  const size_t n = l.fibers.size(), first = l.ready.size();
   for (size_t i = 0; i < n; ++i) {
-    Fiber& f = l.fibers[l.reverse ? n - 1 - i : i];
+    Fiber& f = l.fibers[l.order == Order::Reverse ? n - 1 - i : i];
     if (f.state == State::Waiting && f.waits_at[0] == '_') make_ready(l, f);
   }
+  if (l.order == Order::Random)  // the released threads in a random order (Fisher-Yates)
+    for (size_t i = l.ready.size() - 1; i > first; --i)
+      std::swap(l.ready[i], l.ready[first + splitmix64(l.rng) % (i - first + 1)]);
 }
 
 void fiber_main() {
@@ -257,14 +273,13 @@ void* start_fiber(const Stack& s) {
 }
 
 void run_block(Launch& l, const LaunchConfig& c, uint3 block) {
-  const bool reverse = l.reverse;
+  const bool reverse = l.order == Order::Reverse;
   const int n = int(c.block.x * c.block.y * c.block.z);
   std::vector<Stack>& pool = stacks(size_t(n));
   std::fill(l.smem.begin(), l.smem.end(), 0xff);
   l.live = n;
   l.at_barrier = 0;
   l.ready.clear();
-  l.ready_head = 0;
   for (size_t i = 0; i < l.warps.size(); ++i) {
     Warp& w = l.warps[i];
     const int lanes = std::min(32, n - int(i) * 32);
@@ -287,7 +302,7 @@ void run_block(Launch& l, const LaunchConfig& c, uint3 block) {
     l.ready.push_back(&f);
   }
   while (l.live > 0) {
-    if (l.ready_head == l.ready.size()) {
+    if (l.ready.empty()) {
       int at_barrier = 0;
       std::string collective;
       for (const Fiber& f : l.fibers) {
@@ -302,8 +317,8 @@ void run_block(Launch& l, const LaunchConfig& c, uint3 block) {
                    block.z, ") deadlocks: ", l.live, " live threads, ", at_barrier,
                    " of them at __syncthreads", collective);
     }
-    Fiber& f = *l.ready[l.ready_head++];
-    if (l.ready_head == l.ready.size()) l.ready.clear(), l.ready_head = 0;
+    Fiber& f = *l.ready.front();
+    l.ready.pop_front();
     l.running = &f;
     current = &f.b;
     to_fiber(l, f);
@@ -313,13 +328,19 @@ void run_block(Launch& l, const LaunchConfig& c, uint3 block) {
   }
 }
 
-bool& order_flag() {
-  static bool r = [] {
+Order& order_setting() {
+  static Order o = [] {
     const char* e = std::getenv("TESSERA_EMU_ORDER");
-    return e && std::string(e) == "reverse";
+    const std::string v = e ? e : "";
+    if (v == "reverse") return Order::Reverse;
+    if (v == "random") return Order::Random;
+    TESSERA_CHECK(v.empty() || v == "forward", "TESSERA_EMU_ORDER must be forward, reverse or random, got '", v, "'");
+    return Order::Forward;
   }();
-  return r;
+  return o;
 }
+
+uint64_t g_launches = 0;  // launches so far: Order::Random's seed, so a run repeats exactly
 
 }  // namespace
 
@@ -347,14 +368,16 @@ void run(const char* kernel, const LaunchConfig& c, const std::function<void()>&
   struct Reset {
     ~Reset() { g_launch = nullptr, current = nullptr; }
   } reset;
-  l.reverse = order_flag();
+  l.order = order_setting();
+  l.rng = ++g_launches;
+  l.warps_ahead = l.order == Order::Random && splitmix64(l.rng) % 2;
   for (unsigned z = 0; z < c.grid.z; ++z)
     for (unsigned y = 0; y < c.grid.y; ++y)
       for (unsigned x = 0; x < c.grid.x; ++x) run_block(l, c, {x, y, z});
 }
 
-void set_reverse_order(bool reverse) { order_flag() = reverse; }
-bool reverse_order() { return order_flag(); }
+void set_order(Order o) { order_setting() = o; }
+Order order() { return order_setting(); }
 
 void* dynamic_shared() {
   Launch& l = *g_launch;
@@ -403,8 +426,13 @@ const Collective& enter_collective(unsigned mask, const void* mine, size_t bytes
   if (bytes) std::memcpy(b.deposit[f.lane], mine, bytes);
   w.arrived |= me;
   if (w.arrived == (mask & w.lanes)) {  // the last lane in releases the others
-    for (unsigned waiting = w.arrived & ~me; waiting; waiting &= waiting - 1)
-      make_ready(l, l.fibers[size_t(f.warp * 32 + std::countr_zero(waiting))]);
+    // Released lanes run next (the warp runs on ahead of the others) or after the queue.
+    const bool ahead = l.warps_ahead;
+    for (unsigned waiting = w.arrived & ~me; waiting;) {  // lanes in order, either way
+      const int lane = ahead ? 31 - std::countl_zero(waiting) : std::countr_zero(waiting);
+      waiting &= ~(1u << lane);
+      make_ready(l, l.fibers[size_t(f.warp * 32 + lane)], ahead);
+    }
     w.arrived = 0;
     w.mask = 0;
     w.bank ^= 1;

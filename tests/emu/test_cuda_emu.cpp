@@ -23,10 +23,10 @@ void launch(dim3 grid, dim3 block, size_t smem, F body) {
   emu::launch("test_kernel", emu::config(grid, block, smem), body)();
 }
 
-struct Order {  // RAII: the order threads first run in, for the scope (whatever the environment)
-  bool before = emu::reverse_order();
-  explicit Order(bool reverse) { emu::set_reverse_order(reverse); }
-  ~Order() { emu::set_reverse_order(before); }
+struct Order {  // RAII: the order threads run in, for the scope (whatever the environment)
+  emu::Order before = emu::order();
+  explicit Order(emu::Order o) { emu::set_order(o); }
+  ~Order() { emu::set_order(before); }
 };
 
 TEST(CudaEmu, every_thread_of_every_block_runs_once_with_its_indices) {
@@ -96,7 +96,7 @@ int wrong_reads(const std::vector<float>& out, int step) {
 }
 
 TEST(CudaEmu, a_missing_barrier_reads_what_no_thread_has_written_yet) {
-  Order forward(false);
+  Order forward(emu::Order::Forward);
   EXPECT_EQ(wrong_reads(neighbour_reads(1, true), 1), 0);
   const std::vector<float> racy = neighbour_reads(1, false);
   EXPECT_EQ(wrong_reads(racy, 1), 63);  // all but the last thread read a later thread's slot
@@ -106,11 +106,50 @@ TEST(CudaEmu, a_missing_barrier_reads_what_no_thread_has_written_yet) {
 TEST(CudaEmu, the_reverse_order_exposes_a_race_the_forward_order_hides) {
   // Reading the previous thread's slot: in the forward order only thread 0 (whose "previous" is
   // thread 63) reads too early; last to first, every thread but 0 does.
-  Order forward(false);
+  Order forward(emu::Order::Forward);
   EXPECT_EQ(wrong_reads(neighbour_reads(-1, false), -1), 1);
-  Order reverse(true);
+  Order reverse(emu::Order::Reverse);
   EXPECT_EQ(wrong_reads(neighbour_reads(-1, false), -1), 63);
   EXPECT_EQ(wrong_reads(neighbour_reads(-1, true), -1), 0);
+}
+
+// Two block sums in a row through one 8-float scratch, with the barrier that should keep the
+// second call's writes from the first call's readers left out (core.cuh's block_reduce has it):
+// every warp reads the scratch before its first shuffle, so in either fixed order all have read
+// before any warp writes again. Some random interleavings let a warp write first.
+int racy_block_sums(int launches) {
+  int wrong = 0;
+  for (int i = 0; i < launches; ++i) {
+    std::vector<float> first(256);
+    launch(1, 256, 0, [&] {
+      __shared__ float scratch[8];
+      auto sum = [&](float v) {
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;  // no barrier before this
+        __syncthreads();
+        float s = threadIdx.x % 32 < 8 ? scratch[threadIdx.x % 32] : 0.0f;
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        return s;
+      };
+      first[threadIdx.x] = sum(1.0f);
+      sum(1000.0f);
+    });
+    for (float f : first) wrong += f != 256.0f;
+  }
+  return wrong;
+}
+
+TEST(CudaEmu, a_random_interleaving_exposes_a_race_both_fixed_orders_hide) {
+  {
+    Order forward(emu::Order::Forward);
+    EXPECT_EQ(racy_block_sums(3), 0);
+  }
+  {
+    Order reverse(emu::Order::Reverse);
+    EXPECT_EQ(racy_block_sums(3), 0);
+  }
+  Order random(emu::Order::Random);
+  EXPECT_GT(racy_block_sums(20), 0);
 }
 
 TEST(CudaEmu, a_deadlock_is_reported_not_hung) {
@@ -128,8 +167,8 @@ TEST(CudaEmu, a_deadlock_is_reported_not_hung) {
 }
 
 TEST(CudaEmu, a_collective_that_names_an_exited_lane_is_an_error) {
-  for (bool reverse : {false, true}) {
-    Order order(reverse);
+  for (emu::Order o : {emu::Order::Forward, emu::Order::Reverse, emu::Order::Random}) {
+    Order order(o);
     const std::string msg = error_of([] {
       launch(1, 32, 0, [] {
         if (threadIdx.x == 5) return;
