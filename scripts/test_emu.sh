@@ -3,7 +3,8 @@
 # (kernels/emu/cuda_emu.h): every kernels/*.cu but blas.cu and nccl_comm.cu compiled by g++ and run
 # on the CPU, one fiber per CUDA thread. Checks the kernels' logic on a machine without a GPU; it
 # says nothing of speed, and cuBLAS is replaced by the CPU gemm.
-#   BUILD_DIR (default build-emu); EMU_ORDER=reverse runs each block's threads last to first.
+#   BUILD_DIR (default build-emu); EMU_ORDER=forward (default), reverse or random: the order the
+#   threads of a block run in (kernels/emu/cuda_emu.h, emu::Order); CI uses random.
 # Needs the CUDA headers (a CUDA toolkit), not nvcc's compiler or a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
