@@ -9,8 +9,6 @@
 namespace tessera::cuda {
 namespace {
 
-const Kernels& cpu_table() { return cpu::kernels(); }
-
 // The f32 copy of a bf16 argument (undefined stays undefined); other dtypes as they are.
 Tensor f32(const Tensor& t) {
   return t.defined() && t.dtype() == DType::BF16 ? t.to(DType::F32) : t;
@@ -32,20 +30,20 @@ void in_f32(std::initializer_list<Tensor> outs, F&& f) {
 void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
           double alpha, double beta) {
   in_f32({c}, [&](const std::vector<Tensor>& o) {
-    cpu_table().gemm(o[0], f32(a), f32(b), trans_a, trans_b, alpha, beta);
+    cpu::kernels().gemm(o[0], f32(a), f32(b), trans_a, trans_b, alpha, beta);
   });
 }
 
 void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias) {
   in_f32({y}, [&](const std::vector<Tensor>& o) {
-    cpu_table().linear_forward(o[0], f32(x), f32(w), f32(bias));
+    cpu::kernels().linear_forward(o[0], f32(x), f32(w), f32(bias));
   });
 }
 
 void linear_gelu_forward(const Tensor& y, const Tensor& pre, const Tensor& x, const Tensor& w,
                          const Tensor& bias) {
   in_f32({y, pre}, [&](const std::vector<Tensor>& o) {
-    cpu_table().linear_gelu_forward(o[0], o[1], f32(x), f32(w), f32(bias));
+    cpu::kernels().linear_gelu_forward(o[0], o[1], f32(x), f32(w), f32(bias));
   });
 }
 

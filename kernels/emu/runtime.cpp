@@ -98,6 +98,7 @@ std::vector<Stack>& stacks(size_t n) {
 }
 
 enum class State { Ready, Waiting, Done };
+enum class Wait { None, Barrier, Collective, Error };  // what a Waiting fiber waits in
 
 struct Fiber {
   void* sp = nullptr;  // its saved stack pointer while it is not running
@@ -106,7 +107,7 @@ struct Fiber {
   Builtins b{};
   State state = State::Ready;
   int lane = 0, warp = 0;
-  const char* waits_at = "";  // what it waits in, for a deadlock report
+  Wait waits = Wait::None;
 };
 
 // A warp's collectives: the lanes of the one in progress deposit into bank `bank`; the release
@@ -210,7 +211,7 @@ void make_ready(Launch& l, Fiber& f, bool front = false) {
   if (l.error.empty()) l.error = why;
   Fiber& f = self();
   f.state = State::Waiting;
-  f.waits_at = "an error";
+  f.waits = Wait::Error;
   to_scheduler(l, f, true);
   std::abort();  // never resumed
 }
@@ -223,7 +224,7 @@ void check_block_barrier(Launch& l) {
   const size_t n = l.fibers.size(), first = l.ready.size();
   for (size_t i = 0; i < n; ++i) {
     Fiber& f = l.fibers[l.order == Order::Reverse ? n - 1 - i : i];
-    if (f.state == State::Waiting && f.waits_at[0] == '_') make_ready(l, f);
+    if (f.state == State::Waiting && f.waits == Wait::Barrier) make_ready(l, f);
   }
   if (l.order == Order::Random)  // the released threads in a random order (Fisher-Yates)
     for (size_t i = l.ready.size() - 1; i > first; --i)
@@ -307,10 +308,10 @@ void run_block(Launch& l, const LaunchConfig& c, uint3 block) {
       std::string collective;
       for (const Fiber& f : l.fibers) {
         if (f.state != State::Waiting) continue;
-        if (f.waits_at[0] == '_') {
+        if (f.waits == Wait::Barrier) {
           ++at_barrier;
         } else if (collective.empty()) {
-          collective = ", and " + where(l, f) + " waits in " + f.waits_at;
+          collective = ", and " + where(l, f) + " waits in a warp collective";
         }
       }
       TESSERA_FAIL("cuda emulator: kernel ", l.kernel, " block (", block.x, ", ", block.y, ", ",
@@ -392,7 +393,7 @@ void sync_block() {
   Launch& l = *g_launch;
   Fiber& f = self();
   f.state = State::Waiting;
-  f.waits_at = "__syncthreads";
+  f.waits = Wait::Barrier;
   ++l.at_barrier;
   check_block_barrier(l);
   yield();  // released or not, the fiber was queued or waits: the scheduler decides
@@ -438,7 +439,7 @@ const Collective& enter_collective(unsigned mask, const void* mine, size_t bytes
     w.bank ^= 1;
   } else {
     f.state = State::Waiting;
-    f.waits_at = "a warp collective";
+    f.waits = Wait::Collective;
     yield();
   }
   return b.c;
@@ -459,7 +460,6 @@ struct CUevent_st {
   std::chrono::steady_clock::time_point at{};
   bool recorded = false;
 };
-struct CUstream_st {};
 
 namespace {
 
@@ -537,11 +537,6 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind
                             cudaStream_t) {
   return check_copy(dst, src, n, kind);
 }
-cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t) {
-  if (n && !on_device(p, n)) return set(cudaErrorInvalidValue);
-  std::memset(p, value, n);
-  return cudaSuccess;
-}
 cudaError_t cudaMemcpyToSymbol(const void* symbol, const void* src, size_t n, size_t offset,
                                cudaMemcpyKind) {
   std::memcpy(static_cast<char*>(const_cast<void*>(symbol)) + offset, src, n);
@@ -553,7 +548,6 @@ cudaError_t cudaGetLastError() {
   tessera::emu::g_last_error = cudaSuccess;
   return e;
 }
-cudaError_t cudaPeekAtLastError() { return tessera::emu::g_last_error; }
 const char* cudaGetErrorString(cudaError_t e) {
   switch (e) {
     case cudaSuccess: return "no error";
@@ -587,31 +581,16 @@ cudaError_t cudaEventCreate(cudaEvent_t* e) {
   *e = new CUevent_st;
   return cudaSuccess;
 }
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
-cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  delete e;
-  return cudaSuccess;
-}
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
   e->at = std::chrono::steady_clock::now();
   e->recorded = true;
   return cudaSuccess;
 }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
 cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   if (!a->recorded || !b->recorded) return set(cudaErrorInvalidResourceHandle);
   *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
   return cudaSuccess;
 }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
-  *s = new CUstream_st;
-  return cudaSuccess;
-}
-cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  delete s;
-  return cudaSuccess;
-}
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
 
 }  // extern "C"

@@ -54,12 +54,11 @@ def rewrite_launches(text, path):
         kernel, config = " ".join(raw_kernel.split()), " ".join(raw_config.split())
         if not kernel:
             sys.exit(f"{path}: no kernel name before '<<<' at offset {open_}")
-        name = kernel
         out.append(text[pos:start])
         # Both are put on one line and their newlines after the launch, so the lines after it
         # keep their numbers.
         newlines = "\n" * (raw_kernel.count("\n") + raw_config.count("\n"))
-        out.append(f'::tessera::emu::launch("{name}", ::tessera::emu::config({config}), '
+        out.append(f'::tessera::emu::launch("{kernel}", ::tessera::emu::config({config}), '
                    f"[&](auto&... a_) {{ {kernel}(a_...); }}){newlines}")
         pos = close + 3
 
