@@ -15,19 +15,14 @@
 #include "attention.cuh"
 #include "backend/cuda.h"
 #include "flash_mma.h"
-#if TESSERA_CUDA_EMU
-#include "emu/mma_ctx.h"
-#endif
 
 namespace tessera::cuda {
 namespace {
 
 using namespace attn;
 
-#if TESSERA_CUDA_EMU
-// Under the CUDA emulator (kernels/emu/cuda_emu.h) the same instructions are warp collectives.
-using DeviceCtx = emu::MmaCtx;
-#else
+// Under the CUDA emulator (kernels/emu) these asm statements run on its PTX interpreter
+// (kernels/emu/ptx.h): the same operands, registers and shared addresses.
 struct DeviceCtx {
   unsigned char* base;
   __device__ int thread() const { return int(threadIdx.x); }
@@ -69,7 +64,6 @@ struct DeviceCtx {
   __device__ static float exp2(float x) { return exp2f(x); }
   __device__ static float log(float x) { return logf(x); }
 };
-#endif
 
 template <int D, int MT>
 __global__ void __launch_bounds__(kMmaThreads)

@@ -3,15 +3,16 @@
 // a machine without a GPU. Built by `cmake -DTESSERA_CUDA_EMU=ON` (CMakeLists.txt): every
 // kernels/*.cu except blas.cu and nccl_comm.cu goes through kernels/emu/translate.py and is
 // compiled with this header included first; kernels/emu/runtime.cpp stands in for the CUDA
-// runtime, kernels/emu/blas.cpp hands the gemms to the CPU backend (cuBLAS is not emulated).
+// runtime, ptx.cpp for the inline PTX, kernels/emu/blas.cpp hands the gemms to the CPU backend
+// (cuBLAS is not emulated).
 //
 // The model:
 //  - "device" memory is host memory; the runtime tracks every cudaMalloc'd range, so a copy in the
 //    wrong direction or off the end of an allocation is an error, not a silent read.
 //  - A launch runs its blocks one after another. Each thread of a block is a fiber on the calling
 //    OS thread; a fiber runs until it reaches __syncthreads, a warp collective (__syncwarp, a
-//    shuffle, a wmma or mma operation) or its end, then the next one runs. So every barrier is
-//    real: a thread that reads shared memory another thread writes after a missing barrier reads
+//    shuffle, a wmma operation, ldmatrix or mma.sync) or its end, then the next one runs. So
+//    every barrier is real: a thread that reads shared memory another thread writes after a missing barrier reads
 //    the stale value, in one order of threads or another (TESSERA_EMU_ORDER=reverse runs the
 //    threads of each block last to first, =random in a random interleaving; set_order below).
 //  - Collectives check their masks: a lane named in a mask that has exited, lanes of one warp in
@@ -26,8 +27,9 @@
 //    because blocks run one at a time.
 //  - wmma fragments hold their whole tile in every lane (the hardware layout is unspecified, and
 //    the kernels only load, store, fill and multiply them); products are exact bf16 x bf16 in f32.
+//  - Inline PTX (asm statements) runs on the interpreter of ptx.h / ptx.cpp.
 // What it cannot show: speed, occupancy, register spills, bank conflicts, races the fiber order
-// happens to hide, cuBLAS, and any inline PTX (flash_mma.cu has its own emulated context).
+// happens to hide, cuBLAS, NCCL, and a fragment layout misread from the PTX ISA (ptx_fragments.h).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -43,6 +45,12 @@
 #include <tuple>
 #include <type_traits>
 #include <vector>
+
+#include "ptx.h"
+
+namespace tessera::ptx {
+class CpAsyncQueue;  // ptx_fragments.h
+}
 
 // ---- qualifiers -------------------------------------------------------------------------------
 #undef __global__
@@ -93,6 +101,10 @@ void set_order(Order o);
 Order order();
 
 void* dynamic_shared();
+// The launch's dynamic shared memory at a shared-window address (ptx.h), checked to hold `bytes`.
+unsigned char* shared_pointer(uint64_t address, size_t bytes);
+ptx::CpAsyncQueue& cp_async_queue();  // the running thread's cp.async copies in flight
+bool on_device(const void* p, size_t n);  // [p, p + n) lies in one cudaMalloc'd allocation
 void sync_block();
 // A warp collective: every lane of `mask` deposits `bytes` (at most kMaxDeposit) and waits for the
 // others; then read(c) runs in each lane, c.slot[l] holding lane l's deposit for each lane l of

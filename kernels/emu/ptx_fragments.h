@@ -7,7 +7,7 @@
 //   * "Warp-level matrix load instruction: ldmatrix" (Figure "ldmatrix fragment layout for one 8x8
 //     Matrix with 16-bit elements"; .trans = "the matrix is loaded in column-major format").
 // Shared by the two emulators that run those bodies on a CPU: tests/kernels/warp_emulator.h (one
-// std::thread a lane) and kernels/emu/mma_ctx.h (the fibers of the CUDA emulator). A layout bug
+// std::thread a lane) and kernels/emu/ptx.cpp (the CUDA emulator's PTX interpreter). A layout bug
 // here passes both, so the GPU parity tests remain the final word.
 #pragma once
 
@@ -86,32 +86,45 @@ void mma_bf16_16816_warp(float (&D)[16][8], ARegs a, BRegs b, CRegs c) {
     }
 }
 
-// One thread's cp.async.cg copies of 16 bytes ("Data Movement and Conversion Instructions:
-// cp.async"; a null source is src-size 0, which zero-fills). A copy lands at the first wait_all
-// after the commit that closes its group, the latest moment the hardware may complete it, so a
-// missing commit or wait shows up as data that never arrived.
+// One thread's cp.async copies ("Data Movement and Conversion Instructions: cp.async"): each of
+// `bytes` bytes, the first `src_bytes` from src and the rest zero-filled (a null source is src-size
+// 0). A copy lands at the first wait that covers the group a commit closed it in
+// (cp.async.wait_group n: all but the newest n groups), the latest moment the hardware may complete
+// it, so a missing commit or wait shows up as data that never arrived.
 class CpAsyncQueue {
  public:
-  void push(void* dst, const void* src) { pending_.push_back({static_cast<unsigned char*>(dst), src}); }
-  void commit() { committed_ = pending_.size(); }
-  void wait_all() {
-    for (size_t i = 0; i < committed_; ++i) {
-      if (pending_[i].src)
-        std::memcpy(pending_[i].dst, pending_[i].src, 16);
-      else
-        std::memset(pending_[i].dst, 0, 16);
-    }
-    pending_.erase(pending_.begin(), pending_.begin() + std::ptrdiff_t(committed_));
-    committed_ = 0;
+  void push(void* dst, const void* src, size_t src_bytes = 16, size_t bytes = 16) {
+    pending_.push_back({static_cast<unsigned char*>(dst), src, src ? src_bytes : 0, bytes, -1});
   }
+  void commit() {  // closes the open group (an empty one too, as the instruction does)
+    for (Copy& c : pending_)
+      if (c.group < 0) c.group = groups_;
+    ++groups_;
+  }
+  void wait_group(int newest_left) {
+    const int64_t last = groups_ - newest_left;  // groups below this one land
+    size_t kept = 0;
+    for (const Copy& c : pending_) {
+      if (c.group >= 0 && c.group < last) {
+        if (c.src_bytes) std::memcpy(c.dst, c.src, c.src_bytes);
+        std::memset(c.dst + c.src_bytes, 0, c.bytes - c.src_bytes);
+      } else {
+        pending_[kept++] = c;
+      }
+    }
+    pending_.resize(kept);
+  }
+  void wait_all() { wait_group(0); }
 
  private:
   struct Copy {
     unsigned char* dst;
     const void* src;
+    size_t src_bytes, bytes;
+    int64_t group;  // -1: not yet committed
   };
   std::vector<Copy> pending_;
-  size_t committed_ = 0;
+  int64_t groups_ = 0;
 };
 
 }  // namespace tessera::ptx

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <bit>
 #include <chrono>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 
 #include "core/error.h"
 #include "cuda_emu.h"
+#include "ptx_fragments.h"
 
 // Under AddressSanitizer the fiber switches are announced to it (its "fiber" interface), so it
 // keeps track of which stack is live; kernels' reads and writes of emulated device memory (host
@@ -108,6 +110,7 @@ struct Fiber {
   State state = State::Ready;
   int lane = 0, warp = 0;
   Wait waits = Wait::None;
+  ptx::CpAsyncQueue copies;  // its cp.async copies in flight (ptx.cpp)
 };
 
 // A warp's collectives: the lanes of the one in progress deposit into bank `bank`; the release
@@ -387,6 +390,23 @@ void* dynamic_shared() {
 
 int lane_id() { return self().lane; }
 
+size_t shared_address(const void* p) {
+  const Launch& l = *g_launch;
+  const auto* c = static_cast<const unsigned char*>(p);
+  if (l.smem.empty() || c < l.smem.data() || c >= l.smem.data() + l.smem.size())
+    fail("__cvta_generic_to_shared of an address outside the launch's dynamic shared memory");
+  return size_t(c - l.smem.data());
+}
+
+unsigned char* shared_pointer(uint64_t address, size_t bytes) {
+  Launch& l = *g_launch;
+  if (address > l.smem.size() || bytes > l.smem.size() - address)
+    fail("a shared-memory address past the end of the launch's dynamic shared memory");
+  return l.smem.data() + address;
+}
+
+ptx::CpAsyncQueue& cp_async_queue() { return self().copies; }
+
 [[noreturn]] void fail(const char* what) { abandon(where(*g_launch, self()) + ": " + what); }
 
 void sync_block() {
@@ -466,17 +486,8 @@ namespace {
 std::mutex g_mu;
 std::map<uintptr_t, size_t> g_allocations;  // start -> bytes
 size_t g_allocated = 0;
+std::atomic<uint64_t> g_frees{0};  // cudaFree calls so far: on_device's cache is stale after one
 int g_device = 0;
-
-// The allocation holding [p, p + n), or false.
-bool on_device(const void* p, size_t n) {
-  std::lock_guard<std::mutex> lock(g_mu);
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  auto it = g_allocations.upper_bound(a);
-  if (it == g_allocations.begin()) return false;
-  --it;
-  return a >= it->first && a + n <= it->first + it->second;
-}
 
 // Each runtime call's error is also the one cudaGetLastError returns next, as in CUDA.
 cudaError_t set(cudaError_t e) {
@@ -488,6 +499,7 @@ cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
   const bool to_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   const bool from_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
   if (n == 0) return cudaSuccess;
+  using tessera::emu::on_device;
   if ((to_device && !on_device(dst, n)) || (from_device && !on_device(src, n)) ||
       (kind == cudaMemcpyDeviceToHost && on_device(dst, n)) ||
       (kind == cudaMemcpyHostToDevice && on_device(src, n)))
@@ -497,6 +509,25 @@ cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
 }
 
 }  // namespace
+
+bool tessera::emu::on_device(const void* p, size_t n) {
+  // The last allocation found, while no cudaFree has happened since (a kernel's cp.async checks
+  // each 16-byte source: most fall in the allocation the one before fell in).
+  thread_local struct {
+    uintptr_t begin = 0, end = 0;
+    uint64_t frees = ~uint64_t(0);
+  } last;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  if (last.frees == g_frees.load(std::memory_order_acquire) && a >= last.begin && a + n <= last.end)
+    return true;
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_allocations.upper_bound(a);
+  if (it == g_allocations.begin()) return false;
+  --it;
+  if (!(a >= it->first && a + n <= it->first + it->second)) return false;
+  last = {it->first, it->first + it->second, g_frees.load(std::memory_order_relaxed)};
+  return true;
+}
 
 extern "C" {
 
@@ -518,6 +549,7 @@ cudaError_t cudaFree(void* p) {
   if (it == g_allocations.end()) return set(cudaErrorInvalidValue);
   g_allocated -= it->second;
   g_allocations.erase(it);
+  g_frees.fetch_add(1, std::memory_order_release);
   std::free(p);
   return cudaSuccess;
 }

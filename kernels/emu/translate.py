@@ -3,13 +3,17 @@
 
   translate.py IN.cu OUT.cpp
 
-Three rewrites, nothing else (line numbers are kept, so compiler errors point at the .cu file):
+Four rewrites, nothing else (line numbers are kept, so compiler errors point at the .cu file):
   - a launch `KERNEL<<<CONFIG>>>(ARGS)` becomes
     `::tessera::emu::launch("KERNEL", ::tessera::emu::config(CONFIG), [&](auto&... a_) { KERNEL(a_...); })(ARGS)`:
     the arguments are evaluated once, on the host, as CUDA does, then every emulated thread calls
     the kernel with its own copies;
   - `extern __shared__ [__align__(N)] TYPE NAME[];` becomes a pointer to the launch's dynamic
     shared memory;
+  - an inline PTX statement `asm [volatile] ("TEXT" : OUTPUTS : INPUTS : CLOBBERS);` becomes
+    `::tessera::emu::ptx_asm("TEXT", {OPERANDS});`, each `"=r"(x)` a `ptx_out("=r", x)`, `"+f"(y)` a
+    `ptx_inout("+f", y)`, an input `"r"(z)` a `ptx_in("r", z)`, in the statement's order, so that
+    %0, %1, ... keep their meaning (kernels/emu/ptx.h, which ptx.cpp interprets);
   - `#include <cub/...>` is dropped (cuda_emu.h has the one CUB call the kernels make).
 """
 import re
@@ -73,6 +77,75 @@ def rewrite_extern_shared(text):
                   f"static_cast<{m.group(1)}*>(::tessera::emu::dynamic_shared());", text)
 
 
+ASM = re.compile(r"\basm\s+(?:(?:volatile|__volatile__)\s*)?\(")
+
+
+def split_top(text, sep):
+    """Splits at `sep` outside string literals and brackets."""
+    parts, depth, cur, i = [], 0, [], 0
+    while i < len(text):
+        c = text[i]
+        if c == '"':  # a string literal, escapes included
+            j = i + 1
+            while text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            cur.append(text[i:j + 1])
+            i = j + 1
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        if c == sep and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    parts.append("".join(cur).strip())
+    return parts
+
+
+def asm_operand(text, path, is_output):
+    m = re.fullmatch(r'("[^"]*")\s*\((.*)\)', text, re.S)
+    if not m:
+        sys.exit(f"{path}: an asm operand '{text}' is not \"constraint\"(expression)")
+    constraint, expr = m.group(1), " ".join(m.group(2).split())
+    kind = "in"
+    if is_output:
+        kind = "inout" if constraint.startswith('"+') else "out"
+        if constraint[1] not in "=+":
+            sys.exit(f"{path}: an asm output '{text}' without '=' or '+'")
+    return f"::tessera::emu::ptx_{kind}({constraint}, {expr})"
+
+
+def rewrite_asm(text, path):
+    out, pos = [], 0
+    for m in ASM.finditer(text):
+        if m.start() < pos:
+            continue
+        depth, i = 1, m.end()
+        while depth:  # the statement's closing parenthesis (no parentheses inside its strings)
+            if text[i] == '"':
+                i = text.index('"', i + 1)
+            elif text[i] == "(":
+                depth += 1
+            elif text[i] == ")":
+                depth -= 1
+            i += 1
+        body = text[m.end():i - 1]
+        sections = split_top(body, ":") + ["", ""]
+        operands = [asm_operand(o, path, True) for o in split_top(sections[1], ",") if o]
+        operands += [asm_operand(o, path, False) for o in split_top(sections[2], ",") if o]
+        template = " ".join(sections[0].split())
+        out.append(text[pos:m.start()])
+        out.append(f"::tessera::emu::ptx_asm({template}, {{{', '.join(operands)}}})" +
+                   "\n" * body.count("\n"))
+        pos = i
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -82,6 +155,7 @@ def main():
     text = re.sub(r"^\s*#\s*include\s*<cub/[^>]*>", "// (cub: kernels/emu/cuda_emu.h)", text,
                   flags=re.M)
     text = rewrite_extern_shared(text)
+    text = rewrite_asm(text, src)
     text = rewrite_launches(text, src)
     with open(dst, "w") as f:
         f.write(f'#line 1 "{src}"\n')

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -237,6 +238,155 @@ TEST(CudaEmu, wmma_tiles_multiply_as_a_plain_product) {
     wmma::store_matrix_sync(c.data(), acc, 16, wmma::mem_row_major);
   });
   for (int i = 0; i < 256; ++i) EXPECT_EQ(c[size_t(i)], want[size_t(i)]) << i;  // exact sums
+}
+
+// ---- inline PTX (kernels/emu/ptx.h): the calls translate.py makes of an asm statement ------------
+
+uint16_t bf16_bits(float v) {
+  const __nv_bfloat16 b = __float2bfloat16(v);
+  uint16_t u;
+  std::memcpy(&u, &b, sizeof u);
+  return u;
+}
+
+uint32_t shared_addr(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
+
+void ldmatrix_x4(uint32_t (&r)[4], const uint16_t* row, bool trans) {
+  const char* text = trans ? "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                           : "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];";
+  emu::ptx_asm(text, {emu::ptx_out("=r", r[0]), emu::ptx_out("=r", r[1]), emu::ptx_out("=r", r[2]),
+                      emu::ptx_out("=r", r[3]), emu::ptx_in("r", shared_addr(row))});
+}
+
+void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  emu::ptx_asm(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};",
+      {emu::ptx_inout("+f", d[0]), emu::ptx_inout("+f", d[1]), emu::ptx_inout("+f", d[2]),
+       emu::ptx_inout("+f", d[3]), emu::ptx_in("r", a[0]), emu::ptx_in("r", a[1]),
+       emu::ptx_in("r", a[2]), emu::ptx_in("r", a[3]), emu::ptx_in("r", b0), emu::ptx_in("r", b1)});
+}
+
+// The pairing the PTX ISA designs its instructions for: ldmatrix.x4 of a row-major 16x16 A tile is
+// mma.m16n8k16's A fragment, and ldmatrix.x4.trans of a row-major (k, n) 16x16 B tile is the B
+// fragments of its columns 0-7 (registers 0, 1) and 8-15 (2, 3), when lane l gives the row
+// (l / 8 % 2) * 8 + l % 8 at column l / 16 * 8. The C/D fragment is the ISA's: element i of lane l
+// at row l / 4 (+ 8 for i >= 2), column 2 (l % 4) + i % 2. So this checks the layouts of
+// ptx_fragments.h against one another, and the operand plumbing of ptx.cpp, with a plain product.
+TEST(CudaEmu, ldmatrix_then_mma_through_inline_ptx_is_a_plain_product) {
+  float A[16][16], B[16][16], want[16][16] = {}, got[16][16] = {};
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) {
+      A[i][j] = float((i * 7 + j * 3) % 13 - 6) / 4;  // exact in bf16, and every sum exact in f32
+      B[i][j] = float((i * 5 + j * 11) % 11 - 5) / 8;
+    }
+  for (int m = 0; m < 16; ++m)
+    for (int n = 0; n < 16; ++n)
+      for (int k = 0; k < 16; ++k) want[m][n] += A[m][k] * B[k][n];
+  launch(1, 32, 2 * 256 * sizeof(uint16_t), [&] {
+    auto* sa = static_cast<uint16_t*>(emu::dynamic_shared());
+    uint16_t* sb = sa + 256;
+    const int l = int(threadIdx.x);
+    for (int i = l; i < 256; i += 32) sa[i] = bf16_bits(A[i / 16][i % 16]), sb[i] = bf16_bits(B[i / 16][i % 16]);
+    __syncthreads();
+    const int at = ((l / 8 % 2) * 8 + l % 8) * 16 + l / 16 * 8;
+    uint32_t a[4], b[4];
+    ldmatrix_x4(a, sa + at, false);
+    ldmatrix_x4(b, sb + at, true);
+    for (int half = 0; half < 2; ++half) {
+      float d[4] = {0, 0, 0, 0};
+      mma_16816(d, a, b[2 * half], b[2 * half + 1]);
+      for (int i = 0; i < 4; ++i) got[l / 4 + (i >= 2 ? 8 : 0)][half * 8 + 2 * (l % 4) + i % 2] = d[i];
+    }
+  });
+  for (int m = 0; m < 16; ++m)
+    for (int n = 0; n < 16; ++n) EXPECT_EQ(got[m][n], want[m][n]) << m << ", " << n;
+}
+
+// cp.async lands at the latest moment the ISA allows: a group at the wait_group that covers it.
+// A source size under cp-size zero-fills the rest.
+TEST(CudaEmu, cp_async_lands_at_the_wait_that_covers_its_group_and_zero_fills) {
+  unsigned char* src = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&src), 32), cudaSuccess);
+  std::vector<unsigned char> bytes(32);
+  for (int i = 0; i < 32; ++i) bytes[size_t(i)] = static_cast<unsigned char>(i + 1);
+  ASSERT_EQ(cudaMemcpy(src, bytes.data(), 32, cudaMemcpyHostToDevice), cudaSuccess);
+  std::vector<int> seen;
+  launch(1, 1, 32, [&] {
+    auto* s = static_cast<unsigned char*>(emu::dynamic_shared());
+    const char* copy = "cp.async.cg.shared.global [%0], [%1], 16, %2;";
+    emu::ptx_asm(copy, {emu::ptx_in("r", shared_addr(s)), emu::ptx_in("l", src), emu::ptx_in("r", 16)});
+    emu::ptx_asm("cp.async.commit_group;", {});
+    emu::ptx_asm(copy, {emu::ptx_in("r", shared_addr(s + 16)), emu::ptx_in("l", src + 16),
+                        emu::ptx_in("r", 8)});
+    emu::ptx_asm("cp.async.commit_group;", {});
+    seen.push_back(s[0]);  // nothing has landed: the 0xff fill
+    emu::ptx_asm("cp.async.wait_group 1;", {});
+    seen.push_back(s[0]), seen.push_back(s[16]);  // the older group has, the newer not yet
+    emu::ptx_asm("cp.async.wait_group 0;", {});
+    for (int i = 0; i < 32; ++i) seen.push_back(s[i]);
+  });
+  ASSERT_EQ(seen.size(), 35u);
+  EXPECT_EQ(seen[0], 0xff);
+  EXPECT_EQ(seen[1], 1);
+  EXPECT_EQ(seen[2], 0xff);
+  for (int i = 0; i < 24; ++i) EXPECT_EQ(seen[size_t(3 + i)], i + 1) << i;
+  for (int i = 24; i < 32; ++i) EXPECT_EQ(seen[size_t(3 + i)], 0) << i;  // src-size 8 of 16
+  EXPECT_EQ(cudaFree(src), cudaSuccess);
+}
+
+TEST(CudaEmu, inline_ptx_misuses_are_errors_that_name_the_instruction) {
+  auto error_in_warp = [](auto body) {
+    return error_of([&] { launch(1, 32, 256, body); });
+  };
+  // An accumulator declared "=f" (output only) but read as C: its value would be undefined.
+  std::string msg = error_in_warp([] {
+    float d[4];
+    const uint32_t a[4] = {0, 0, 0, 0};
+    emu::ptx_asm(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%4, %5}, {%0, %1, %2, %3};",
+        {emu::ptx_out("=f", d[0]), emu::ptx_out("=f", d[1]), emu::ptx_out("=f", d[2]),
+         emu::ptx_out("=f", d[3]), emu::ptx_in("r", a[0]), emu::ptx_in("r", a[1]),
+         emu::ptx_in("r", a[2]), emu::ptx_in("r", a[3])});
+  });
+  EXPECT_NE(msg.find("reads %0, an output-only"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("mma.sync.aligned.m16n8k16"), std::string::npos) << msg;
+  // A float bound to an integer register.
+  msg = error_in_warp([] {
+    uint32_t r[4];
+    const float not_an_address = 0;
+    emu::ptx_asm("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];",
+                 {emu::ptx_out("=r", r[0]), emu::ptx_out("=r", r[1]), emu::ptx_out("=r", r[2]),
+                  emu::ptx_out("=r", r[3]), emu::ptx_in("r", not_an_address)});
+  });
+  EXPECT_NE(msg.find("constraint \"r\" does not fit"), std::string::npos) << msg;
+  // An instruction the interpreter does not know.
+  msg = error_in_warp([] { emu::ptx_asm("bar.sync 0;", {}); });
+  EXPECT_NE(msg.find("PTX 'bar.sync 0'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("does not know"), std::string::npos) << msg;
+  // A shared address of memory that is not shared, and one not 16-byte aligned.
+  msg = error_in_warp([] {
+    int local = 0;
+    (void)shared_addr(&local);
+  });
+  EXPECT_NE(msg.find("outside the launch's dynamic shared memory"), std::string::npos) << msg;
+  msg = error_in_warp([] {
+    uint32_t r[4];
+    ldmatrix_x4(r, static_cast<uint16_t*>(emu::dynamic_shared()) + 1, false);
+  });
+  EXPECT_NE(msg.find("not aligned to 16 bytes"), std::string::npos) << msg;
+  // Half a warp in ldmatrix, the other half in mma: .sync.aligned needs the whole warp in one.
+  msg = error_in_warp([] {
+    uint32_t r[4] = {0, 0, 0, 0};
+    if (threadIdx.x < 16) {
+      ldmatrix_x4(r, static_cast<uint16_t*>(emu::dynamic_shared()), false);
+    } else {
+      float d[4] = {0, 0, 0, 0};
+      mma_16816(d, r, 0, 0);
+    }
+  });
+  EXPECT_NE(msg.find("in another .sync.aligned instruction"), std::string::npos) << msg;
 }
 
 }  // namespace

@@ -1,0 +1,415 @@
+// The CUDA emulator's PTX interpreter (ptx.h): the instructions of an inline asm statement, parsed
+// once per statement and carried out in the running emulated thread. Semantics from the PTX ISA
+// (NVIDIA, "Parallel Thread Execution ISA": "Warp-level matrix load instruction: ldmatrix",
+// "Matrix Fragments for mma.m16n8k16 with floating point type", "cp.async", "cp.async.commit_group",
+// "cp.async.wait_group / cp.async.wait_all"); the fragment layouts are ptx_fragments.h's.
+//
+// Checked as nvcc and the hardware would not forgive: an operand's constraint against its C++ type
+// ("r" a 32-bit integer, "f" a float, "l" 64 bits), an output-only ("=") operand read as a source,
+// an input written, a register count that does not fit the instruction, a shared address outside
+// the launch's dynamic shared memory, a misaligned address, a global source outside device memory,
+// and lanes of one warp in different .sync.aligned instructions.
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cuda_emu.h"
+#include "ptx_fragments.h"
+
+namespace tessera::emu {
+
+namespace {
+
+struct Arg {
+  enum class Kind { Reg, Imm, Vec, Addr } kind;
+  std::vector<int> regs;  // Reg and Addr: one operand number; Vec: the list
+  int64_t imm = 0;        // Imm; Addr: the offset of [%n+imm]
+};
+
+struct Instr {
+  enum class Kind { Unknown, Ldmatrix, Mma, CpAsync, CommitGroup, WaitGroup, WaitAll } kind{};
+  std::string text;  // for errors: the instruction as written
+  std::string op;    // "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+  std::vector<std::string> parts;  // op split at its dots (a "::" stays inside its part)
+  std::vector<Arg> args;
+  bool trans = false;  // ldmatrix .trans
+  bool cg = false;     // cp.async .cg (else .ca)
+  std::string error;   // a parse error, reported when the instruction runs
+
+  bool has(const char* part) const {
+    for (const std::string& p : parts)
+      if (p == part) return true;
+    return false;
+  }
+};
+
+// The instruction's kind from its opcode, or an error naming what is not emulated.
+void decode(Instr& in) {
+  using K = Instr::Kind;
+  const std::string& head = in.parts[0];
+  const bool shared = in.has("shared") || in.has("shared::cta");
+  if (head == "ldmatrix") {
+    in.kind = K::Ldmatrix;
+    in.trans = in.has("trans");
+    if (!(in.has("sync") && in.has("aligned") && in.has("m8n8") && in.has("b16") && shared &&
+          in.has("x4")))
+      in.error = "only ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 is emulated";
+  } else if (head == "mma") {
+    in.kind = K::Mma;
+    if (in.op != "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32")
+      in.error = "only mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 is emulated";
+  } else if (in.op == "cp.async.commit_group") {
+    in.kind = K::CommitGroup;
+  } else if (in.op == "cp.async.wait_group") {
+    in.kind = K::WaitGroup;
+  } else if (in.op == "cp.async.wait_all") {
+    in.kind = K::WaitAll;
+  } else if (head == "cp" && in.parts.size() > 1 && in.parts[1] == "async") {
+    in.kind = K::CpAsync;
+    in.cg = in.has("cg");
+    if (!(in.cg || in.has("ca")) || !in.has("global") || !shared || in.has("L2::cache_hint"))
+      in.error = "only cp.async.{ca,cg}.shared.global [dst], [src], cp-size[, src-size] is emulated";
+  } else {
+    in.error = "an instruction the emulator does not know";
+  }
+}
+
+std::string trim(const std::string& s) {
+  const size_t b = s.find_first_not_of(" \t\n\r"), e = s.find_last_not_of(" \t\n\r");
+  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+}
+
+// Splits at `sep` outside {} and [].
+std::vector<std::string> split_top(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  int depth = 0;
+  std::string cur;
+  for (char c : s) {
+    if (c == '{' || c == '[') ++depth;
+    if (c == '}' || c == ']') --depth;
+    if (c == sep && depth == 0) {
+      out.push_back(trim(cur));
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  if (!trim(cur).empty() || !out.empty()) out.push_back(trim(cur));
+  return out;
+}
+
+bool parse_reg(const std::string& s, int& n) {  // "%12"
+  if (s.size() < 2 || s[0] != '%' || s.find_first_not_of("0123456789", 1) != std::string::npos)
+    return false;
+  n = std::atoi(s.c_str() + 1);
+  return true;
+}
+
+bool parse_imm(const std::string& s, int64_t& v) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  v = std::strtoll(s.c_str(), &end, 0);
+  return end && *end == '\0';
+}
+
+Instr parse_one(const std::string& text) {
+  Instr in;
+  in.text = text;
+  const size_t space = text.find_first_of(" \t");
+  in.op = text.substr(0, space);
+  for (size_t b = 0; b <= in.op.size();) {  // "shared::cta" has no dot: it stays one part
+    size_t e = in.op.find('.', b);
+    if (e == std::string::npos) e = in.op.size();
+    in.parts.push_back(in.op.substr(b, e - b));
+    b = e + 1;
+  }
+  const std::string rest = space == std::string::npos ? "" : trim(text.substr(space));
+  for (const std::string& a : rest.empty() ? std::vector<std::string>{} : split_top(rest, ',')) {
+    Arg arg{};
+    int n = 0;
+    int64_t v = 0;
+    if (a.size() >= 2 && a.front() == '{' && a.back() == '}') {
+      arg.kind = Arg::Kind::Vec;
+      for (const std::string& r : split_top(a.substr(1, a.size() - 2), ',')) {
+        if (!parse_reg(r, n)) in.error = "a vector element '" + r + "' that is not an operand %n";
+        arg.regs.push_back(n);
+      }
+    } else if (a.size() >= 2 && a.front() == '[' && a.back() == ']') {
+      arg.kind = Arg::Kind::Addr;
+      std::string inner = a.substr(1, a.size() - 2), off;
+      const size_t plus = inner.find('+');
+      if (plus != std::string::npos) off = trim(inner.substr(plus + 1)), inner = trim(inner.substr(0, plus));
+      if (!parse_reg(trim(inner), n) || (!off.empty() && !parse_imm(off, arg.imm)))
+        in.error = "an address '" + a + "' that is not [%n] or [%n+offset]";
+      arg.regs.push_back(n);
+    } else if (parse_reg(a, n)) {
+      arg.kind = Arg::Kind::Reg;
+      arg.regs.push_back(n);
+    } else if (parse_imm(a, v)) {
+      arg.kind = Arg::Kind::Imm;
+      arg.imm = v;
+    } else {
+      in.error = "an operand '" + a + "' the emulator does not parse (%%, %= and names are not emulated)";
+    }
+    in.args.push_back(arg);
+  }
+  if (in.error.empty()) decode(in);
+  return in;
+}
+
+// What the static checks of a run depend on: each operand's use, C++ type and constraint, a byte
+// each (at most 16 operands; more are never taken as checked). Identical asm texts may share one
+// string literal, hence one Program, with different operands: each such set is checked once.
+struct Signature {
+  uint64_t word[2] = {0, 0};
+  bool valid = true;
+  bool operator==(const Signature&) const = default;
+};
+
+Signature signature(std::initializer_list<PtxOperand> operands) {
+  Signature s;
+  size_t i = 0;
+  for (const PtxOperand& o : operands) {
+    if (i == 16) return {{0, 0}, false};
+    const uint64_t byte = uint64_t(o.use) | uint64_t(o.type) << 2 |
+                          uint64_t(o.constraint == 'r' ? 1 : o.constraint == 'f' ? 2 : o.constraint == 'l' ? 3 : 0) << 4;
+    s.word[i / 8] |= (byte | 0x80) << (8 * (i % 8));
+    ++i;
+  }
+  return s;
+}
+
+// One asm statement, parsed, with the operand signatures that have passed every check in a run
+// (the checks of use, type and constraint depend on nothing else, so later runs skip them).
+struct Program {
+  std::vector<Instr> instrs;
+  std::vector<Signature> checked;
+};
+
+Program& parse(const char* text) {
+  thread_local std::unordered_map<const char*, Program> cache;  // per asm statement
+  auto it = cache.find(text);
+  if (it != cache.end()) return it->second;
+  Program prog;
+  for (const std::string& s : split_top(text, ';'))
+    if (!s.empty()) prog.instrs.push_back(parse_one(s));
+  return cache.emplace(text, std::move(prog)).first->second;
+}
+
+constexpr unsigned kFull = 0xffffffffu;
+
+// One instruction with the statement's operands.
+class Exec {
+ public:
+  Exec(const Instr& in, const PtxOperand* ops, size_t n, bool checked)
+      : in_(in), ops_(ops), n_(n), checked_(checked) {}
+
+  [[noreturn]] void bad(const std::string& why) const {
+    const std::string msg = "PTX '" + in_.text + "': " + why;
+    fail(msg.c_str());
+  }
+  const Arg& arg(size_t i, Arg::Kind kind, size_t regs = 1) const {
+    static const char* names[] = {"an operand %n", "an immediate", "a vector {...}", "an address [...]"};
+    if (checked_) return in_.args[i];
+    if (i >= in_.args.size()) bad("operand " + std::to_string(i + 1) + " is missing");
+    const Arg& a = in_.args[i];
+    if (a.kind != kind) bad("operand " + std::to_string(i + 1) + " must be " + names[int(kind)]);
+    if (kind != Arg::Kind::Imm && a.regs.size() != regs)
+      bad("operand " + std::to_string(i + 1) + " must have " + std::to_string(regs) + " registers, not " +
+          std::to_string(a.regs.size()));
+    return a;
+  }
+  void arity(size_t lo, size_t hi) const {
+    if (!checked_ && (in_.args.size() < lo || in_.args.size() > hi))
+      bad(std::to_string(in_.args.size()) + " operands, where it takes " + std::to_string(lo) +
+          (lo == hi ? "" : " to " + std::to_string(hi)));
+  }
+
+  const PtxOperand& reg(int n, char constraint) const {
+    if (checked_) return ops_[n];
+    if (n < 0 || size_t(n) >= n_) bad("%" + std::to_string(n) + " names no operand (there are " + std::to_string(n_) + ")");
+    const PtxOperand& o = ops_[n];
+    if (o.constraint != constraint)
+      bad("%" + std::to_string(n) + " has constraint \"" + o.constraint + "\" where the instruction takes \"" +
+          constraint + "\"");
+    return o;
+  }
+  uint64_t read(int n, char constraint) const {
+    const PtxOperand& o = reg(n, constraint);
+    if (!checked_ && o.use == PtxOperand::Use::Out)
+      bad("reads %" + std::to_string(n) + ", an output-only (\"=\") operand whose value is undefined");
+    return o.bits;
+  }
+  void write_b32(int n, uint32_t v) const { *static_cast<uint32_t*>(writable(n, 'r')) = v; }
+  void write_f32(int n, float v) const { *static_cast<float*>(writable(n, 'f')) = v; }
+  // A .shared address: a 32-bit ("r") or 64-bit ("l") register, plus the offset.
+  unsigned char* shared(const Arg& a, size_t bytes) const {
+    const PtxOperand& o = ops_[check_index(a.regs[0])];
+    const uint64_t addr = read(a.regs[0], o.constraint == 'l' ? 'l' : 'r') + uint64_t(a.imm);
+    if (addr % bytes) bad("a shared address not aligned to " + std::to_string(bytes) + " bytes");
+    return shared_pointer(addr, bytes);
+  }
+
+ private:
+  const Instr& in_;
+  const PtxOperand* ops_;
+  size_t n_;
+  bool checked_;  // the statement's operands passed every check in an earlier run
+
+  size_t check_index(int n) const {
+    if (n < 0 || size_t(n) >= n_) bad("%" + std::to_string(n) + " names no operand");
+    return size_t(n);
+  }
+  void* writable(int n, char constraint) const {
+    const PtxOperand& o = reg(n, constraint);
+    if (!checked_ && o.use == PtxOperand::Use::In) bad("writes %" + std::to_string(n) + ", an input operand");
+    return o.ref;
+  }
+};
+
+// Every lane of the warp in one collective that must be the same instruction (.sync.aligned).
+template <class Read>
+void aligned_collective(const Exec& x, const Instr& in, const void* mine, size_t bytes, Read&& read) {
+  struct Deposit {
+    const Instr* in;
+    unsigned char data[kMaxDeposit - sizeof(const Instr*)];
+  } d{&in, {}};
+  if (bytes > sizeof d.data) x.bad("a deposit too large for a warp collective");
+  std::memcpy(d.data, mine, bytes);
+  warp_collective(kFull, &d, sizeof(const Instr*) + bytes, [&](const Collective& c) {
+    for (int l = 0; l < 32; ++l) {
+      const Instr* other;
+      std::memcpy(&other, c.slot[l], sizeof other);
+      if (other != &in)
+        x.bad("lane " + std::to_string(l) + " of the warp is in another .sync.aligned instruction");
+    }
+    read(c, [&](int l) { return c.slot[l] + sizeof(const Instr*); });
+  });
+}
+
+void ldmatrix(const Exec& x, const Instr& in) {
+  x.arity(2, 2);
+  const Arg& d = x.arg(0, Arg::Kind::Vec, 4);
+  const uint16_t* row = reinterpret_cast<const uint16_t*>(x.shared(x.arg(1, Arg::Kind::Addr), 16));
+  uint32_t r[4];
+  aligned_collective(x, in, &row, sizeof row, [&](const Collective&, auto slot) {
+    ptx::ldmatrix_x4(r, lane_id(), in.trans, [&](int l) {
+      const uint16_t* p;
+      std::memcpy(&p, slot(l), sizeof p);
+      return p;
+    });
+  });
+  for (int i = 0; i < 4; ++i) x.write_b32(d.regs[size_t(i)], r[i]);
+}
+
+void mma(const Exec& x, const Instr& in) {
+  x.arity(4, 4);
+  const Arg &d = x.arg(0, Arg::Kind::Vec, 4), &a = x.arg(1, Arg::Kind::Vec, 4),
+            &b = x.arg(2, Arg::Kind::Vec, 2), &c = x.arg(3, Arg::Kind::Vec, 4);
+  struct Regs {
+    uint32_t a[4], b[2];
+    float c[4];
+  } mine{};
+  for (int i = 0; i < 4; ++i) mine.a[i] = uint32_t(x.read(a.regs[size_t(i)], 'r'));
+  for (int i = 0; i < 2; ++i) mine.b[i] = uint32_t(x.read(b.regs[size_t(i)], 'r'));
+  for (int i = 0; i < 4; ++i) mine.c[i] = std::bit_cast<float>(uint32_t(x.read(c.regs[size_t(i)], 'f')));
+  static_assert(sizeof(float[16][8]) <= kScratch);
+  float out[4];
+  aligned_collective(x, in, &mine, sizeof mine, [&](const Collective& col, auto slot) {
+    auto regs = [&](int l) {
+      Regs r;
+      std::memcpy(&r, slot(l), sizeof r);
+      return r;
+    };
+    auto& D = *static_cast<float(*)[16][8]>(col.scratch);
+    if (!*col.scratch_ready) {  // the first lane to read computes the warp's D for all
+      Regs all[32];
+      for (int l = 0; l < 32; ++l) all[l] = regs(l);
+      ptx::mma_bf16_16816_warp(D, [&](int l) { return all[l].a; }, [&](int l) { return all[l].b; },
+                               [&](int l) { return all[l].c; });
+      *col.scratch_ready = true;
+    }
+    const int lane = lane_id();
+    for (int i = 0; i < 4; ++i) out[i] = D[ptx::c_row(lane, i)][ptx::c_col(lane, i)];
+  });
+  for (int i = 0; i < 4; ++i) x.write_f32(d.regs[size_t(i)], out[i]);
+}
+
+void cp_async(const Exec& x, const Instr& in) {
+  using K = Instr::Kind;
+  if (in.kind == K::CommitGroup) {
+    x.arity(0, 0);
+    cp_async_queue().commit();
+    return;
+  }
+  if (in.kind == K::WaitGroup) {
+    x.arity(1, 1);
+    const int64_t n = x.arg(0, Arg::Kind::Imm).imm;
+    if (n < 0) x.bad("a negative group count");
+    cp_async_queue().wait_group(int(n));
+    return;
+  }
+  if (in.kind == K::WaitAll) {  // = commit_group; wait_group 0
+    x.arity(0, 0);
+    cp_async_queue().commit();
+    cp_async_queue().wait_group(0);
+    return;
+  }
+  const bool cg = in.cg;
+  x.arity(3, 4);
+  const int64_t bytes = x.arg(2, Arg::Kind::Imm).imm;
+  if (cg ? bytes != 16 : !(bytes == 4 || bytes == 8 || bytes == 16))
+    x.bad("cp-size " + std::to_string(bytes) + " (.cg takes 16; .ca 4, 8 or 16)");
+  int64_t src_bytes = bytes;
+  if (in.args.size() == 4) {
+    const Arg& s = in.args[3];
+    if (s.kind == Arg::Kind::Imm) {
+      src_bytes = s.imm;
+    } else {
+      src_bytes = int64_t(uint32_t(x.read(x.arg(3, Arg::Kind::Reg).regs[0], 'r')));
+    }
+    if (src_bytes < 0 || src_bytes > bytes)
+      x.bad("src-size " + std::to_string(src_bytes) + " above cp-size " + std::to_string(bytes));
+  }
+  unsigned char* dst = x.shared(x.arg(0, Arg::Kind::Addr), size_t(bytes));
+  const Arg& s = x.arg(1, Arg::Kind::Addr);
+  const auto* src = reinterpret_cast<const unsigned char*>(uintptr_t(x.read(s.regs[0], 'l'))) + s.imm;
+  if (reinterpret_cast<uintptr_t>(src) % uint64_t(bytes))
+    x.bad("a global source not aligned to cp-size " + std::to_string(bytes));
+  if (src_bytes > 0 && !on_device(src, size_t(src_bytes)))
+    x.bad("a global source outside device memory");
+  cp_async_queue().push(dst, src_bytes ? src : nullptr, size_t(src_bytes), size_t(bytes));
+}
+
+}  // namespace
+
+void ptx_asm(const char* text, std::initializer_list<PtxOperand> operands) {
+  Program& prog = parse(text);
+  const Signature sig = signature(operands);
+  const bool checked =
+      sig.valid && std::find(prog.checked.begin(), prog.checked.end(), sig) != prog.checked.end();
+  const PtxOperand* ops = operands.begin();
+  for (const Instr& in : prog.instrs) {
+    const Exec x(in, ops, operands.size(), checked);
+    if (!in.error.empty()) x.bad(in.error);
+    for (size_t i = 0; !checked && i < operands.size(); ++i) {
+      const PtxOperand& o = ops[i];
+      const bool fits = (o.constraint == 'r' && o.type == PtxOperand::Type::B32) ||
+                        (o.constraint == 'f' && o.type == PtxOperand::Type::F32) ||
+                        (o.constraint == 'l' && o.type == PtxOperand::Type::B64);
+      if (!fits)
+        x.bad("operand %" + std::to_string(i) + ": constraint \"" + o.constraint +
+              "\" does not fit its C++ type (\"r\": 32-bit integer, \"f\": float, \"l\": 64 bits)");
+    }
+    switch (in.kind) {
+      case Instr::Kind::Ldmatrix: ldmatrix(x, in); break;
+      case Instr::Kind::Mma: mma(x, in); break;
+      default: cp_async(x, in); break;
+    }
+  }
+  if (!checked && sig.valid) prog.checked.push_back(sig);  // every check of this run passed
+}
+
+}  // namespace tessera::emu
