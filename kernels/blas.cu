@@ -23,7 +23,7 @@
 // (CUBLASLT_EPILOGUE_BIAS: the bias vector, one value per row of cuBLASLt's column-major D, which
 // are our columns, added as the gemm writes c), so c is written once instead of written, then read
 // and written again by an add. Where the epilogue is not offered (no algorithm, f64, a batched
-// layout) or the bias is not 16-byte aligned, the gemm runs plain and the bias is added after.
+// layout) or the bias is not 16-byte aligned, the bias is copied into c and the gemm adds onto it.
 // linear_gelu_forward adds GELU the same way (CUBLASLT_EPILOGUE_GELU_AUX_BIAS: D = GELU(x w^T +
 // bias), and the pre-activation, which GELU's backward needs, written to the aux buffer as D is),
 // so the GELU kernel's pass over the (R, 4C) activation in a GPT-2 MLP goes; its fallback is
@@ -53,6 +53,8 @@ namespace tessera::cuda {
 namespace {
 
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;  // cuBLAS's recommendation for Hopper
+
+BlasStats g_stats;  // counted on the one host thread that issues kernels (see run_gemm)
 constexpr int kMaxDevices = 64;
 
 struct DeviceBlas {
@@ -412,24 +414,40 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
   run_gemm(c, a, b, trans_a, trans_b, alpha, beta);
 }
 
+// Without the epilogue, the bias is broadcast into y and the gemm adds the product onto it (beta
+// 1): y is still rounded once, from the f32 sum, and f64 (which no elementwise CUDA kernel takes)
+// works as the gemm does.
 void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_linear_forward("cuda linear_forward", y, x, w, bias);
   check_same_device("cuda linear_forward", {&y, &x, &w, &bias});
-  if (run_gemm(y, x, w, false, true, 1.0, 0.0, {Epilogue::Bias, &bias})) return;
-  run_gemm(y, x, w, false, true, 1.0, 0.0);
-  TESSERA_KERNEL(y, binary)(BinaryOp::Add, y, y, bias);
+  if (run_gemm(y, x, w, false, true, 1.0, 0.0, {Epilogue::Bias, &bias})) {
+    ++g_stats.bias_epilogue;
+    return;
+  }
+  ++g_stats.bias_fallback;
+  TESSERA_KERNEL(y, copy)(y, make_view(bias, y.shape(), {0, 1}, bias.offset()));
+  run_gemm(y, x, w, false, true, 1.0, 1.0);
 }
 
 void linear_gelu_forward(const Tensor& y, const Tensor& pre, const Tensor& x, const Tensor& w,
                          const Tensor& bias) {
   check_linear_gelu_forward("cuda linear_gelu_forward", y, pre, x, w, bias);
   check_same_device("cuda linear_gelu_forward", {&y, &pre, &x, &w, &bias});
-  if (run_gemm(y, x, w, false, true, 1.0, 0.0, {Epilogue::GeluAuxBias, &bias, &pre})) return;
+  TESSERA_CHECK(y.dtype() != DType::F64, "cuda linear_gelu_forward: dtype f64 is not supported "
+                "(the GELU of its fallback is a CUDA kernel, which takes f32 or bf16; f64 runs on "
+                "the CPU only), got y ", y.str());
+  if (run_gemm(y, x, w, false, true, 1.0, 0.0, {Epilogue::GeluAuxBias, &bias, &pre})) {
+    ++g_stats.gelu_epilogue;
+    return;
+  }
+  ++g_stats.gelu_fallback;
   linear_forward(pre, x, w, bias);
   TESSERA_KERNEL(y, gelu_forward)(y, pre);
 }
 
 }  // namespace
+
+BlasStats blas_stats() { return g_stats; }
 
 void add_blas_kernels(Kernels& k) {
   k.gemm = gemm;

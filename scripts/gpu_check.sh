@@ -195,7 +195,9 @@ if want bench; then
   # torch.compile needs Python.h for Triton's launcher; without it PyTorch falls back to eager.
   compiled=yes
   grep -qiE 'Python.h|falling back to eager|suppress_errors|BackendCompilerFailed' "$OUT/bench.log" && compiled="NO (eager fallback: see bench.log)"
-  row bench "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc")" "GPT-2 124M B=8 T=1024 in $(elapsed "$t0"); torch.compile compiled: $compiled; table in bench.log"
+  # Whether cuBLASLt offered the bias and GELU epilogues (cuda::BlasStats), from tessera's step.
+  epilogues=$(grep -m1 -o 'Linear biases in the gemm epilogue.*' "$OUT/bench.log")
+  row bench "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc")" "GPT-2 124M B=8 T=1024 in $(elapsed "$t0"); torch.compile compiled: $compiled; ${epilogues:-epilogues: ?}; table in bench.log"
 fi
 if want attention; then
   t0=$(date +%s)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU parity tests (ctest -L gpu) and the emulator's own tests (-L emu) on the CUDA emulator
-# (kernels/emu/cuda_emu.h): every kernels/*.cu but blas.cu and nccl_comm.cu compiled by g++ and run
-# on the CPU, one fiber per CUDA thread. Checks the kernels' logic on a machine without a GPU; it
-# says nothing of speed, and cuBLAS is replaced by the CPU gemm.
+# (kernels/emu/cuda_emu.h): every kernels/*.cu but nccl_comm.cu compiled by g++ and run on the CPU,
+# one fiber per CUDA thread, inline PTX interpreted, cuBLASLt emulated. Checks the kernels' logic on
+# a machine without a GPU; it says nothing of speed.
 #   BUILD_DIR (default build-emu); EMU_ORDER=forward (default), reverse or random: the order the
 #   threads of a block run in (kernels/emu/cuda_emu.h, emu::Order); CI uses random.
 # Needs the CUDA headers (a CUDA toolkit), not nvcc's compiler or a GPU.

@@ -1,10 +1,9 @@
 // The CUDA emulator: kernels/*.cu compiled by g++ and run on the CPU, so their logic (indexing,
 // reductions, barriers, warp collectives, shared-memory use) is checked by the GPU parity tests on
 // a machine without a GPU. Built by `cmake -DTESSERA_CUDA_EMU=ON` (CMakeLists.txt): every
-// kernels/*.cu except blas.cu and nccl_comm.cu goes through kernels/emu/translate.py and is
-// compiled with this header included first; kernels/emu/runtime.cpp stands in for the CUDA
-// runtime, ptx.cpp for the inline PTX, kernels/emu/blas.cpp hands the gemms to the CPU backend
-// (cuBLAS is not emulated).
+// kernels/*.cu except nccl_comm.cu goes through kernels/emu/translate.py and is compiled with this
+// header included first; kernels/emu/runtime.cpp stands in for the CUDA runtime, ptx.cpp for the
+// inline PTX, and cublaslt.cpp for the part of cuBLASLt that kernels/blas.cu calls.
 //
 // The model:
 //  - "device" memory is host memory; the runtime tracks every cudaMalloc'd range, so a copy in the
@@ -29,7 +28,8 @@
 //    the kernels only load, store, fill and multiply them); products are exact bf16 x bf16 in f32.
 //  - Inline PTX (asm statements) runs on the interpreter of ptx.h / ptx.cpp.
 // What it cannot show: speed, occupancy, register spills, bank conflicts, races the fiber order
-// happens to hide, cuBLAS, NCCL, and a fragment layout misread from the PTX ISA (ptx_fragments.h).
+// happens to hide, NCCL, cuBLASLt's own choices (its algorithms, its GELU form, its accumulation
+// order), and a fragment layout misread from the PTX ISA (ptx_fragments.h).
 #pragma once
 
 #include <cuda_bf16.h>

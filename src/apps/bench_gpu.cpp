@@ -277,6 +277,7 @@ int main(int argc, char** argv) {
     reset_peak_memory(dev);
     std::vector<double> times;
     int64_t host_reads = 0;  // the step's own waits, not the bracketing synchronize calls
+    const cuda::BlasStats blas0 = cuda::blas_stats();
     for (int i = 0; i < steps; ++i) {
       sync();
       const int64_t reads0 = cuda::sync_stats().copies_to_host;
@@ -300,6 +301,16 @@ int main(int argc, char** argv) {
         ms, steps, tok_s, 100 * mfu, flops_per_token, double(mem.peak_bytes) / mib,
         double(pool.peak_reserved_bytes) / mib, first_loss, last_loss,
         on_gpu ? json_num(reads_per_step).c_str() : "(cpu: no)");
+    if (on_gpu) {  // whether cuBLASLt ran the Linears' bias and GELU in its epilogue (cuda.h)
+      const cuda::BlasStats b = cuda::blas_stats();
+      const auto per_step = [&](int64_t now, int64_t then) { return json_num(double(now - then) / steps); };
+      std::printf("bench_gpu: per step, Linear biases in the gemm epilogue %s (fallback %s), "
+                  "GELUs in the epilogue %s (fallback %s)\n",
+                  per_step(b.bias_epilogue, blas0.bias_epilogue).c_str(),
+                  per_step(b.bias_fallback, blas0.bias_fallback).c_str(),
+                  per_step(b.gelu_epilogue, blas0.gelu_epilogue).c_str(),
+                  per_step(b.gelu_fallback, blas0.gelu_fallback).c_str());
+    }
 
     if (profiled > 0) {
       sync();

@@ -38,6 +38,19 @@ struct SyncStats {
 };
 SyncStats sync_stats();  // zeros in a build without CUDA
 
+// How kernels/blas.cu has applied each Linear's bias (and GELU) since the process started: in
+// cuBLASLt's epilogue, or by its fallback (the bias copied into the output and the gemm adding
+// onto it; then the GELU kernel), taken where cuBLASLt offers no algorithm for the epilogue or the
+// operands do not allow it (f64, a bias not 16-byte aligned, an output width not a multiple of 8).
+// On a GPU it says whether the epilogues ran (bench_gpu prints it per step).
+struct BlasStats {
+  int64_t bias_epilogue = 0;  // linear_forward
+  int64_t bias_fallback = 0;
+  int64_t gelu_epilogue = 0;  // linear_gelu_forward
+  int64_t gelu_fallback = 0;  // (each also counts the linear_forward it falls back on)
+};
+BlasStats blas_stats();  // zeros in a build without CUDA
+
 // device_malloc/device_free go through a caching allocator (kernels/allocator.cu): freed blocks are
 // kept per device, binned by size class, and handed out again, so a training loop whose shapes
 // repeat calls cudaMalloc only in its first steps. Tensor-level counters (the bytes tensors asked

@@ -24,6 +24,7 @@ void* record_event(int) { no_cuda(); }
 double elapsed_ms(void*, void*) { no_cuda(); }
 void release_event(void*) {}
 SyncStats sync_stats() { return {}; }
+BlasStats blas_stats() { return {}; }
 DeviceMemoryStats device_memory_stats(int) { return {}; }
 void empty_cache(int) {}
 FlashKernels flash_kernels() { return FlashKernels::Mma; }

@@ -20,7 +20,6 @@
 
 #include "backend/cuda.h"
 #include "backend/kernels.h"
-#include "backend/profile.h"
 #include "core/rng.h"
 #include "ops/elementwise.h"
 #include "test_util.h"
@@ -236,8 +235,9 @@ int64_t out_of_bounds(const std::vector<double>& got, const LinearCase& c, DType
 
 TEST_P(GemmCuda, linear_forward_adds_the_bias_in_the_epilogue_or_after) {
   // y = x w^T + bias: through cuBLASLt's bias epilogue (an aligned bias, bf16 and f32), or the
-  // plain gemm and an add (f64; a bias one element into its buffer, 2- or 4-byte aligned; odd
-  // sizes). Same per-element bound as check(), the bias adding |bias| to the magnitude term.
+  // bias copied into y and the gemm adding onto it (f64; a bias one element into its buffer, 2- or
+  // 4-byte aligned; odd sizes). Either way y is rounded once, so the same per-element bound as
+  // check(), the bias adding |bias| to the magnitude term.
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   const DType dt = GetParam();
   Generator g(16);
@@ -245,7 +245,14 @@ TEST_P(GemmCuda, linear_forward_adds_the_bias_in_the_epilogue_or_after) {
     const LinearCase c = linear_case(s, dt, g, 1.0);
     Tensor yg = Tensor::empty({s.R, s.N}, {dt, kGpu});
     yg.fill_(std::nan(""));  // written, never read
+    const cuda::BlasStats before = cuda::blas_stats();
     TESSERA_KERNEL(yg, linear_forward)(yg, c.x.to(dt).to(kGpu), c.w.to(dt).to(kGpu), c.gpu_bias);
+    const cuda::BlasStats after = cuda::blas_stats();
+    // The epilogue where the bias is 16-byte aligned and the dtype is not f64 (cuBLASLt offers
+    // it there; tests/emu's cuBLASLt always does), the fallback elsewhere.
+    const bool epilogue = dt != DType::F64 && s.bias_offset == 0;
+    EXPECT_EQ(after.bias_epilogue - before.bias_epilogue, epilogue ? 1 : 0) << c.what;
+    EXPECT_EQ(after.bias_fallback - before.bias_fallback, epilogue ? 0 : 1) << c.what;
 
     const int64_t bad = out_of_bounds(values(yg.to(Device::cpu())), c, dt, s.K);
     EXPECT_EQ(bad, 0) << c.what << ": " << bad << " of " << s.R * s.N
@@ -265,27 +272,33 @@ TEST_P(GemmCuda, linear_gelu_forward_writes_the_pre_activation_and_its_gelu) {
   //  - bf16: the epilogue applies GELU to the f32 sum and rounds both outputs, so y and
   //    gelu(pre) differ by the two roundings: 2^-8 (|y| + 1.13 |pre|) (1.13 bounds GELU's slope).
   // The aligned bf16 and f32 cases must run in the gemm's epilogue (no separate GELU kernel); N =
-  // 29 (an aux leading dimension not a multiple of 8), a bias one element into its buffer and f64
-  // take the fallback (linear_forward, then the GELU kernel).
+  // 29 (an aux leading dimension not a multiple of 8) and a bias one element into its buffer take
+  // the fallback (linear_forward, then the GELU kernel). f64 is an error naming the dtype: the
+  // CUDA GELU kernel takes f32 and bf16 only.
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   const DType dt = GetParam();
   Generator g(17);
   for (const LinearProblem& s : kLinearProblems) {
     const LinearCase c = linear_case(s, dt, g, 0.1);
     Tensor yg = Tensor::empty({s.R, s.N}, {dt, kGpu}), pg = Tensor::empty({s.R, s.N}, {dt, kGpu});
+    if (dt == DType::F64) {
+      const std::string msg = error_of([&] {
+        TESSERA_KERNEL(yg, linear_gelu_forward)(yg, pg, c.x.to(dt).to(kGpu), c.w.to(dt).to(kGpu),
+                                                c.gpu_bias);
+      });
+      EXPECT_NE(msg.find("dtype f64 is not supported"), std::string::npos) << msg;
+      continue;
+    }
     yg.fill_(std::nan(""));  // written, never read
     pg.fill_(std::nan(""));
-    profile::start();
+    const cuda::BlasStats before = cuda::blas_stats();
     TESSERA_KERNEL(yg, linear_gelu_forward)(yg, pg, c.x.to(dt).to(kGpu), c.w.to(dt).to(kGpu),
                                             c.gpu_bias);
-    profile::stop();
-    int64_t separate_gelu = 0;
-    for (const profile::Row& r : profile::rows())
-      if (r.kernel == "gelu_forward") separate_gelu += r.calls;
-    const bool epilogue = dt != DType::F64 && s.N % 8 == 0 && s.bias_offset == 0;
-    if (epilogue) {
-      EXPECT_EQ(separate_gelu, 0) << c.what << ": GELU did not run in the epilogue";
-    }
+    const cuda::BlasStats after = cuda::blas_stats();
+    const bool epilogue = s.N % 8 == 0 && s.bias_offset == 0;
+    EXPECT_EQ(after.gelu_epilogue - before.gelu_epilogue, epilogue ? 1 : 0)
+        << c.what << ": GELU " << (epilogue ? "did not run" : "ran") << " in the epilogue";
+    EXPECT_EQ(after.gelu_fallback - before.gelu_fallback, epilogue ? 0 : 1) << c.what;
 
     const std::vector<double> pre = values(pg.to(Device::cpu())), y = values(yg.to(Device::cpu()));
     const int64_t bad_pre = out_of_bounds(pre, c, dt, s.K);

@@ -1,0 +1,333 @@
+// The CUDA emulator's cuBLASLt: the part of its API kernels/blas.cu calls, over host memory, so
+// that blas.cu itself (its row-major to column-major mapping, layouts, batch strides, epilogues,
+// plan cache and fallbacks) runs in the GPU tests on a machine without a GPU. Semantics from
+// cublasLt.h's documentation (CUDA 13):
+//   D = alpha op(A) op(B) + beta C, every matrix column-major (element (r, c) at r + c ld), op(A)
+//   (m, k), op(B) (k, n), C and D (m, n); with BATCH_COUNT > 1, batch i of each at i times its
+//   STRIDED_BATCH_OFFSET (elements). beta == 0 leaves C unread.
+//   CUBLASLT_EPILOGUE_BIAS adds bias[r] (length m, the rows of D) to every column; GELU_AUX_BIAS
+//   writes that sum to the aux matrix (leading dimension EPILOGUE_AUX_LD, divisible by 8, at least
+//   m) and GELU of it to D. The GELU here is the tanh form (tessera's CPU one): which form cuBLAS
+//   computes is not documented, and the GPU test of the epilogue prints which it is.
+// Checked, returning the status cuBLASLt documents (blas.cu's CUBLAS_CHECK then names the call):
+// each attribute's size against its documented type; layouts whose shapes do not fit op(A),
+// op(B) and D; a leading dimension under the rows; batch counts that differ; a compute, scale and
+// data type combination outside cuBLASLt's table for these types; an epilogue pointer or aux
+// leading dimension missing; and an algorithm used with pointers less aligned than the ones the
+// heuristic was given (its MIN_ALIGNMENT preferences and the epilogue pointers it read), the
+// contract of a cached plan. Products accumulate in double and round once to D's type.
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+struct Layout {
+  cudaDataType_t type;
+  uint64_t rows, cols;
+  int64_t ld;
+  int32_t batch = 1;
+  int64_t stride = 0;  // elements between batches
+};
+
+struct Desc {
+  cublasComputeType_t compute;
+  cudaDataType_t scale;
+  int32_t trans_a = CUBLAS_OP_N, trans_b = CUBLAS_OP_N;
+  uint32_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  const void* bias = nullptr;
+  void* aux = nullptr;
+  int64_t aux_ld = 0;
+  int32_t bias_type = -1, aux_type = -1;  // -1: D's type
+};
+
+struct Preference {
+  uint64_t workspace = 0;
+  uint32_t align[4] = {256, 256, 256, 256};  // A, B, C, D: cuBLASLt's default assumption
+};
+
+// What an algorithm (cublasLtMatmulAlgo_t::data) records: the alignments it was chosen for.
+constexpr uint64_t kAlgoMagic = 0x7465737365726131ull;
+enum AlgoWord { kMagic, kAlignA, kAlignB, kAlignC, kAlignD, kAlignBias, kAlignAux };
+
+Layout* L(cublasLtMatrixLayout_t l) { return reinterpret_cast<Layout*>(l); }
+Desc* D(cublasLtMatmulDesc_t d) { return reinterpret_cast<Desc*>(d); }
+Preference* P(cublasLtMatmulPreference_t p) { return reinterpret_cast<Preference*>(p); }
+
+// Copies an attribute of documented type T, or reports a size that is not T's.
+template <class T>
+cublasStatus_t take(T& dst, const void* buf, size_t bytes) {
+  if (!buf || bytes != sizeof(T)) return CUBLAS_STATUS_INVALID_VALUE;
+  std::memcpy(&dst, buf, sizeof(T));
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+size_t type_size(cudaDataType_t t) {
+  switch (t) {
+    case CUDA_R_16BF: return 2;
+    case CUDA_R_32F: return 4;
+    case CUDA_R_64F: return 8;
+    default: return 0;
+  }
+}
+
+double load(cudaDataType_t t, const void* p, int64_t i) {
+  switch (t) {
+    case CUDA_R_16BF: return double(__bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]));
+    case CUDA_R_32F: return double(static_cast<const float*>(p)[i]);
+    default: return static_cast<const double*>(p)[i];
+  }
+}
+
+void store(cudaDataType_t t, void* p, int64_t i, double v) {
+  switch (t) {
+    case CUDA_R_16BF:  // f32 first, as a kernel with f32 compute rounds its result
+      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(float(v));
+      break;
+    case CUDA_R_32F: static_cast<float*>(p)[i] = float(v); break;
+    default: static_cast<double*>(p)[i] = v;
+  }
+}
+
+// cuBLASLt's table for these types: bf16 or f32 data with f32 compute and scale (TF32 for f32
+// only), f64 data with f64 compute and scale; A, B, C and D of one type.
+bool supported(const Desc& d, cudaDataType_t t) {
+  if (d.compute == CUBLAS_COMPUTE_64F) return t == CUDA_R_64F && d.scale == CUDA_R_64F;
+  if (d.compute == CUBLAS_COMPUTE_32F_FAST_TF32) return t == CUDA_R_32F && d.scale == CUDA_R_32F;
+  if (d.compute == CUBLAS_COMPUTE_32F)
+    return (t == CUDA_R_16BF || t == CUDA_R_32F) && d.scale == CUDA_R_32F;
+  return false;
+}
+
+bool has_bias(uint32_t e) { return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS; }
+
+// The problem's consistency, as both the heuristic and the matmul check it.
+cublasStatus_t check(const Desc& d, const Layout& a, const Layout& b, const Layout& c, const Layout& o) {
+  if (a.type != b.type || a.type != c.type || a.type != o.type || !supported(d, o.type))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  const uint64_t m = o.rows, n = o.cols;
+  const uint64_t am = d.trans_a == CUBLAS_OP_N ? a.rows : a.cols, k = d.trans_a == CUBLAS_OP_N ? a.cols : a.rows;
+  const uint64_t bk = d.trans_b == CUBLAS_OP_N ? b.rows : b.cols, bn = d.trans_b == CUBLAS_OP_N ? b.cols : b.rows;
+  if (am != m || bk != k || bn != n || c.rows != m || c.cols != n) return CUBLAS_STATUS_INVALID_VALUE;
+  for (const Layout* l : {&a, &b, &c, &o})
+    if (l->ld < int64_t(std::max<uint64_t>(l->rows, 1)) || l->batch != o.batch)
+      return CUBLAS_STATUS_INVALID_VALUE;
+  if (d.epilogue != CUBLASLT_EPILOGUE_DEFAULT && !has_bias(d.epilogue)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (has_bias(d.epilogue) && d.bias_type != -1 && d.bias_type != int32_t(o.type))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (d.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS &&
+      ((d.aux_type != -1 && d.aux_type != int32_t(o.type)) || d.aux_ld < int64_t(m) || d.aux_ld % 8))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+uint32_t alignment(const void* p, int64_t stride_bytes = 0) {
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p) | uintptr_t(stride_bytes);
+  uint32_t a = 256;
+  while (a > 1 && u % a) a /= 2;
+  return a;
+}
+
+double gelu_tanh(double x) {  // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+  const double k = 0.7978845608028654;
+  return 0.5 * x * (1.0 + std::tanh(k * (x + 0.044715 * x * x * x)));
+}
+
+}  // namespace
+
+extern "C" {
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle) {
+  static int the_context;  // one emulated device: every handle is the same
+  *handle = reinterpret_cast<cublasLtHandle_t>(&the_context);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t) { return CUBLAS_STATUS_SUCCESS; }
+
+const char* cublasLtGetStatusName(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    default: return "CUBLAS_STATUS_(other)";
+  }
+}
+const char* cublasLtGetStatusString(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "success";
+    case CUBLAS_STATUS_INVALID_VALUE: return "an invalid value or parameter (emulated cuBLASLt)";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported (emulated cuBLASLt)";
+    default: return "an error (emulated cuBLASLt)";
+  }
+}
+
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataType type, uint64_t rows,
+                                          uint64_t cols, int64_t ld) {
+  if (type_size(type) == 0) return CUBLAS_STATUS_NOT_SUPPORTED;
+  *l = reinterpret_cast<cublasLtMatrixLayout_t>(new Layout{type, rows, cols, ld});
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
+  delete L(l);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l, cublasLtMatrixLayoutAttribute_t attr,
+                                                const void* buf, size_t bytes) {
+  switch (attr) {
+    case CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT: return take(L(l)->batch, buf, bytes);
+    case CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET: return take(L(l)->stride, buf, bytes);
+    default: return CUBLAS_STATUS_NOT_SUPPORTED;  // not emulated
+  }
+}
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* d, cublasComputeType_t compute,
+                                        cudaDataType_t scale) {
+  *d = reinterpret_cast<cublasLtMatmulDesc_t>(new Desc{compute, scale});
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
+  delete D(d);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr,
+                                              const void* buf, size_t bytes) {
+  Desc& x = *D(d);
+  switch (attr) {
+    case CUBLASLT_MATMUL_DESC_TRANSA: return take(x.trans_a, buf, bytes);
+    case CUBLASLT_MATMUL_DESC_TRANSB: return take(x.trans_b, buf, bytes);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: return take(x.epilogue, buf, bytes);
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: return take(x.bias, buf, bytes);
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: return take(x.bias_type, buf, bytes);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER: return take(x.aux, buf, bytes);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD: return take(x.aux_ld, buf, bytes);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE: return take(x.aux_type, buf, bytes);
+    default: return CUBLAS_STATUS_NOT_SUPPORTED;  // not emulated
+  }
+}
+
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* p) {
+  *p = reinterpret_cast<cublasLtMatmulPreference_t>(new Preference{});
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
+  delete P(p);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p,
+                                                    cublasLtMatmulPreferenceAttributes_t attr,
+                                                    const void* buf, size_t bytes) {
+  Preference& x = *P(p);
+  switch (attr) {
+    case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES: return take(x.workspace, buf, bytes);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES: return take(x.align[0], buf, bytes);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES: return take(x.align[1], buf, bytes);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES: return take(x.align[2], buf, bytes);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES: return take(x.align[3], buf, bytes);
+    default: return CUBLAS_STATUS_NOT_SUPPORTED;  // not emulated
+  }
+}
+
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t desc,
+                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                              cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
+                                              cublasLtMatmulPreference_t pref, int requested,
+                                              cublasLtMatmulHeuristicResult_t results[], int* returned) {
+  if (requested < 1 || !results || !returned) return CUBLAS_STATUS_INVALID_VALUE;
+  *returned = 0;
+  const Desc& x = *D(desc);
+  const cublasStatus_t st = check(x, *L(a), *L(b), *L(c), *L(d)); fprintf(stderr, "heur ep %u auxld %ld rows %lu st %d\n", x.epilogue, (long)x.aux_ld, (unsigned long)L(d)->rows, int(st));
+  if (st != CUBLAS_STATUS_SUCCESS) return st;
+  // One algorithm, which needs the alignments it was asked for (at most 16 bytes, what a
+  // vectorised kernel needs) and those of the epilogue pointers set now.
+  cublasLtMatmulHeuristicResult_t& r = results[0];
+  r = {};
+  const Preference& p = *P(pref);
+  r.algo.data[kMagic] = kAlgoMagic;
+  for (int i = 0; i < 4; ++i) r.algo.data[kAlignA + i] = std::min<uint32_t>(p.align[i], 16);
+  if (has_bias(x.epilogue)) {
+    if (!x.bias) return CUBLAS_STATUS_INVALID_VALUE;
+    r.algo.data[kAlignBias] = std::min<uint32_t>(alignment(x.bias), 16);
+  }
+  if (x.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) {
+    if (!x.aux) return CUBLAS_STATUS_INVALID_VALUE;
+    r.algo.data[kAlignAux] = std::min<uint32_t>(alignment(x.aux), 16);
+  }
+  r.workspaceSize = 0;
+  r.state = CUBLAS_STATUS_SUCCESS;
+  r.wavesCount = 1.0f;
+  *returned = 1;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const void* alpha,
+                              const void* A, cublasLtMatrixLayout_t adesc, const void* B,
+                              cublasLtMatrixLayout_t bdesc, const void* beta, const void* C,
+                              cublasLtMatrixLayout_t cdesc, void* Dp, cublasLtMatrixLayout_t ddesc,
+                              const cublasLtMatmulAlgo_t* algo, void*, size_t, cudaStream_t) {
+  const Desc& x = *D(desc);
+  const Layout &a = *L(adesc), &b = *L(bdesc), &c = *L(cdesc), &d = *L(ddesc);
+  if (const cublasStatus_t st = check(x, a, b, c, d); st != CUBLAS_STATUS_SUCCESS) return st;
+  if (!algo || algo->data[kMagic] != kAlgoMagic) return CUBLAS_STATUS_INVALID_VALUE;
+  const int64_t es = int64_t(type_size(d.type));
+  const void* ptrs[4] = {A, B, C, Dp};
+  const Layout* lays[4] = {&a, &b, &c, &d};
+  for (int i = 0; i < 4; ++i)
+    if (alignment(ptrs[i], lays[i]->batch > 1 ? lays[i]->stride * es : 0) < algo->data[kAlignA + i])
+      return CUBLAS_STATUS_INVALID_VALUE;  // a plan chosen for better-aligned pointers
+  if (has_bias(x.epilogue) && (!x.bias || alignment(x.bias) < algo->data[kAlignBias]))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  if (x.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS && (!x.aux || alignment(x.aux) < algo->data[kAlignAux]))
+    return CUBLAS_STATUS_INVALID_VALUE;
+
+  const bool f64 = x.scale == CUDA_R_64F;
+  const double al = f64 ? *static_cast<const double*>(alpha) : *static_cast<const float*>(alpha);
+  const double be = f64 ? *static_cast<const double*>(beta) : *static_cast<const float*>(beta);
+  const int64_t m = int64_t(d.rows), n = int64_t(d.cols);
+  const int64_t k = int64_t(x.trans_a == CUBLAS_OP_N ? a.cols : a.rows);
+  const cudaDataType_t t = d.type;
+  std::vector<double> opa(size_t(m * k)), opb(size_t(n * k)), out(size_t(m * n));
+  for (int32_t batch = 0; batch < d.batch; ++batch) {
+    const int64_t oa = batch * a.stride, ob = batch * b.stride, oc = batch * c.stride, od = batch * d.stride;
+    // op(A) as rows of k and op(B) as columns of k, so each product is a contiguous dot product.
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t i = 0; i < k; ++i)
+        opa[size_t(r * k + i)] = load(t, A, oa + (x.trans_a == CUBLAS_OP_N ? r + i * a.ld : i + r * a.ld));
+    for (int64_t col = 0; col < n; ++col)
+      for (int64_t i = 0; i < k; ++i)
+        opb[size_t(col * k + i)] = load(t, B, ob + (x.trans_b == CUBLAS_OP_N ? i + col * b.ld : col + i * b.ld));
+    for (int64_t col = 0; col < n; ++col)
+      for (int64_t r = 0; r < m; ++r) {
+        double s = 0;
+        for (int64_t i = 0; i < k; ++i) s += opa[size_t(r * k + i)] * opb[size_t(col * k + i)];
+        // f32 compute: the accumulator and the scaling in f32, as the kernels keep them.
+        double v = f64 ? al * s : double(float(al) * float(s));
+        if (be != 0) {
+          const double cv = load(t, C, oc + r + col * c.ld);
+          v = f64 ? v + be * cv : double(float(v) + float(be) * float(cv));
+        }
+        if (has_bias(x.epilogue)) v = f64 ? v + load(t, x.bias, r) : double(float(v) + float(load(t, x.bias, r)));
+        out[size_t(r + col * m)] = v;
+      }
+    // D is written after C is read in full (blas.cu passes C == D).
+    for (int64_t col = 0; col < n; ++col)
+      for (int64_t r = 0; r < m; ++r) {
+        const double v = out[size_t(r + col * m)];
+        if (x.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) {
+          store(t, x.aux, r + col * x.aux_ld, v);
+          store(t, Dp, od + r + col * d.ld, f64 ? gelu_tanh(v) : double(float(gelu_tanh(v))));
+        } else {
+          store(t, Dp, od + r + col * d.ld, v);
+        }
+      }
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // extern "C"
