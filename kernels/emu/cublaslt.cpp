@@ -242,7 +242,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   if (requested < 1 || !results || !returned) return CUBLAS_STATUS_INVALID_VALUE;
   *returned = 0;
   const Desc& x = *D(desc);
-  const cublasStatus_t st = check(x, *L(a), *L(b), *L(c), *L(d)); fprintf(stderr, "heur ep %u auxld %ld rows %lu st %d\n", x.epilogue, (long)x.aux_ld, (unsigned long)L(d)->rows, int(st));
+  const cublasStatus_t st = check(x, *L(a), *L(b), *L(c), *L(d));
   if (st != CUBLAS_STATUS_SUCCESS) return st;
   // One algorithm, which needs the alignments it was asked for (at most 16 bytes, what a
   // vectorised kernel needs) and those of the epilogue pointers set now.
