@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU parity tests (ctest -L gpu) and the emulator's own tests (-L emu) on the CUDA emulator
-# (kernels/emu/cuda_emu.h): every kernels/*.cu but nccl_comm.cu compiled by g++ and run on the CPU,
-# one fiber per CUDA thread, inline PTX interpreted, cuBLASLt emulated. Checks the kernels' logic on
-# a machine without a GPU; it says nothing of speed.
+# (kernels/emu/cuda_emu.h): every kernels/*.cu compiled by g++ and run on the CPU,
+# one fiber per CUDA thread, inline PTX interpreted, cuBLASLt emulated, NCCL emulated between
+# processes. Checks the kernels' logic on a machine without a GPU; it says nothing of speed.
 #   BUILD_DIR (default build-emu); EMU_ORDER=forward (default), reverse or random: the order the
 #   threads of a block run in (kernels/emu/cuda_emu.h, emu::Order); CI uses random.
 # Needs the CUDA headers (a CUDA toolkit), not nvcc's compiler or a GPU.
@@ -23,5 +23,7 @@ if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then GEN=(); fi
 
 cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA_EMU=ON \
   -DCUDAToolkit_ROOT="$CUDA_ROOT" "$@"
-cmake --build "$BUILD_DIR" -j"$JOBS" --target test_cuda test_emu
+# test_comm, test_multirank and train: NCCL between emulated devices (ranks as processes, mpirun
+# as the launcher), tests/CMakeLists.txt's comm.nccl.* and multirank.cuda_nccl_emu.
+cmake --build "$BUILD_DIR" -j"$JOBS" --target test_cuda test_emu test_comm test_multirank train
 TESSERA_EMU_ORDER="${EMU_ORDER:-}" ctest --test-dir "$BUILD_DIR" -L "gpu|emu" --output-on-failure -j"$JOBS"

@@ -476,6 +476,10 @@ void leave_collective(const Collective& c) {
 
 // ---- the CUDA runtime API over host memory ----------------------------------------------------
 
+struct CUstream_st {
+  int unused = 0;
+};
+
 struct CUevent_st {
   std::chrono::steady_clock::time_point at{};
   bool recorded = false;
@@ -619,6 +623,30 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+// Every operation completes before its call returns, so an event is complete once recorded (and,
+// as CUDA says of one never recorded, when it has not been), and waiting on one orders nothing.
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete e;
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t e, unsigned) {
+  return e ? cudaSuccess : set(cudaErrorInvalidResourceHandle);
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+  *s = new CUstream_st;  // a handle of its own; the emulator runs every stream in call order
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  delete s;
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t) {
+  if (n && !tessera::emu::on_device(p, n)) return set(cudaErrorInvalidValue);
+  std::memset(p, value, n);
+  return cudaSuccess;
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   if (!a->recorded || !b->recorded) return set(cudaErrorInvalidResourceHandle);
   *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();

@@ -1,0 +1,390 @@
+// The CUDA emulator's NCCL: the calls kernels/nccl_comm.cu makes, between emulated ranks that are
+// processes of one machine (mpirun, srun or any launcher that sets the rank variables), so the
+// NCCL communicator, and data-parallel training on "cuda" through it, run on a machine without a
+// GPU. Semantics from nccl.h (NCCL 2.28):
+//   all_reduce(send, recv, count); reduce_scatter(send, recv, recvcount): rank r's recv is the
+//   reduction of every rank's send[r * recvcount, (r + 1) * recvcount); all_gather(send, recv,
+//   sendcount): recv[r * sendcount, ...) = rank r's send; broadcast(send, recv, count, root). The
+//   in-place forms (recv == send, or send == recv + rank * count) are allowed. Sum, prod, max, min
+//   and avg (the sum, then divided by the rank count) over f32, f64, bf16, i32 and u8.
+// The transport is files: for its s-th collective each rank writes its contribution to
+// <dir>/<id>.<s>.<rank> (written under another name, then renamed, so a file that exists is
+// whole), waits until every rank's file of collective s exists, and computes its result from
+// them; a rank's file of collective s - 1 is deleted once every rank has reached s (they have all
+// read it). Init is collective 1, as NCCL's init returns once every rank has joined. <dir> is
+// TESSERA_EMU_NCCL_DIR, else the temporary directory (TMPDIR, /tmp); <id> is the unique id, which
+// nccl_comm.cu hands from rank 0 to the others as it does for real NCCL.
+// Every call completes before it returns (the emulator's streams are synchronous), so
+// ncclCommGetAsyncError reports ncclInProgress never, and a rank that does not join within
+// TESSERA_EMU_NCCL_TIMEOUT_S (default 120) seconds makes the call fail with ncclRemoteError,
+// naming the collective and the missing rank. Checked as NCCL checks: buffers that are not device
+// memory, a config not made by NCCL_CONFIG_INITIALIZER, a rank outside [0, nranks), a root outside
+// the ranks, a reduction or dtype NCCL does not have.
+#include <cuda_bf16.h>
+#include <nccl.h>
+#include <unistd.h>  // getpid
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cuda_emu.h"
+
+namespace fs = std::filesystem;
+
+struct ncclComm {
+  std::string prefix;  // <dir>/<id>
+  int nranks = 1, rank = 0;
+  uint64_t seq = 0;    // collectives so far
+  ncclResult_t async = ncclSuccess;
+  std::string error;   // ncclGetLastError's text for this communicator
+};
+
+namespace {
+
+thread_local std::string g_last_error;  // for calls without a communicator
+
+ncclResult_t fail(ncclComm* c, ncclResult_t r, const std::string& why) {
+  (c ? c->error : g_last_error) = "emulated NCCL: " + why;
+  if (c && r == ncclRemoteError) c->async = r;  // as a real communicator stays broken
+  return r;
+}
+
+// Not /dev/shm: a container's is often 64 MiB, less than a few ranks' large collectives.
+fs::path directory() {
+  if (const char* d = std::getenv("TESSERA_EMU_NCCL_DIR"); d && *d) return d;
+  return fs::temp_directory_path();
+}
+
+double timeout_s() {
+  const char* t = std::getenv("TESSERA_EMU_NCCL_TIMEOUT_S");
+  return t && *t ? std::atof(t) : 120.0;
+}
+
+size_t type_size(ncclDataType_t t) {
+  switch (t) {
+    case ncclUint8: return 1;
+    case ncclBfloat16: return 2;
+    case ncclInt32: case ncclFloat32: return 4;
+    case ncclFloat64: return 8;
+    default: return 0;
+  }
+}
+
+double load(ncclDataType_t t, const unsigned char* p, size_t i) {
+  switch (t) {
+    case ncclUint8: return p[i];
+    case ncclBfloat16: {
+      __nv_bfloat16 v;
+      std::memcpy(&v, p + 2 * i, 2);
+      return double(__bfloat162float(v));
+    }
+    case ncclInt32: {
+      int32_t v;
+      std::memcpy(&v, p + 4 * i, 4);
+      return v;
+    }
+    case ncclFloat32: {
+      float v;
+      std::memcpy(&v, p + 4 * i, 4);
+      return v;
+    }
+    default: {
+      double v;
+      std::memcpy(&v, p + 8 * i, 8);
+      return v;
+    }
+  }
+}
+
+void store(ncclDataType_t t, unsigned char* p, size_t i, double v) {
+  switch (t) {
+    case ncclUint8: p[i] = static_cast<unsigned char>(v); break;
+    case ncclBfloat16: {
+      const __nv_bfloat16 b = __float2bfloat16(float(v));
+      std::memcpy(p + 2 * i, &b, 2);
+      break;
+    }
+    case ncclInt32: {
+      const int32_t x = int32_t(v);
+      std::memcpy(p + 4 * i, &x, 4);
+      break;
+    }
+    case ncclFloat32: {
+      const float x = float(v);
+      std::memcpy(p + 4 * i, &x, 4);
+      break;
+    }
+    default: std::memcpy(p + 8 * i, &v, 8);
+  }
+}
+
+std::string name(const ncclComm& c, uint64_t seq, int rank) {
+  return c.prefix + "." + std::to_string(seq) + "." + std::to_string(rank);
+}
+
+// One collective's exchange: writes `mine`, waits for every rank's file, returns their contents
+// (index = rank). On a timeout, returns false with the reason in *why.
+bool exchange(ncclComm& c, const char* what, const unsigned char* mine, size_t bytes,
+              std::vector<std::vector<unsigned char>>& all, std::string* why) {
+  const uint64_t s = ++c.seq;
+  if (c.nranks == 1) {  // nothing to wait for
+    all.assign(1, std::vector<unsigned char>(mine, mine + bytes));
+    return true;
+  }
+  const std::string own = name(c, s, c.rank), tmp = own + ".writing";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char*>(mine), std::streamsize(bytes));
+    if (!f) {
+      *why = "cannot write " + tmp;
+      return false;
+    }
+  }
+  fs::rename(tmp, own);
+  all.assign(size_t(c.nranks), {});
+  const auto start = std::chrono::steady_clock::now();
+  const double limit = timeout_s();
+  for (int r = 0; r < c.nranks; ++r) {
+    const std::string file = name(c, s, r);
+    for (int polls = 0; !fs::exists(file); ++polls) {
+      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > limit) {
+        *why = std::string(what) + " (collective " + std::to_string(s) + " of this communicator): rank " +
+               std::to_string(r) + " of " + std::to_string(c.nranks) + " did not join within " +
+               std::to_string(limit) + " s";
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(polls < 100 ? 50 : 1000));
+    }
+    std::ifstream f(file, std::ios::binary);
+    all[size_t(r)].assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  }
+  // Every rank has written its file of s, so every rank is done reading those of s - 1.
+  if (s > 1) {
+    std::error_code ec;
+    fs::remove(name(c, s - 1, c.rank), ec);
+  }
+  return true;
+}
+
+ncclResult_t check_buffers(ncclComm* c, const void* send, size_t send_bytes, const void* recv,
+                           size_t recv_bytes) {
+  if (!c) return fail(nullptr, ncclInvalidArgument, "a null communicator");
+  if (c->async != ncclSuccess) return fail(c, ncclInvalidUsage, "the communicator has failed: " + c->error);
+  if ((send_bytes && !::tessera::emu::on_device(send, send_bytes)) ||
+      (recv_bytes && !::tessera::emu::on_device(recv, recv_bytes)))
+    return fail(c, ncclInvalidArgument, "a send or receive buffer that is not device memory");
+  return ncclSuccess;
+}
+
+// out[i] = op over ranks of the element `first + i` of each rank's contribution.
+ncclResult_t reduce(ncclComm* c, const std::vector<std::vector<unsigned char>>& all, size_t first,
+                    size_t count, ncclDataType_t t, ncclRedOp_t op, unsigned char* out) {
+  if (op < ncclSum || op > ncclAvg) return fail(c, ncclInvalidArgument, "an unknown reduction");
+  for (size_t i = 0; i < count; ++i) {
+    double acc = load(t, all[0].data(), first + i);
+    for (int r = 1; r < c->nranks; ++r) {
+      const double v = load(t, all[size_t(r)].data(), first + i);
+      switch (op) {
+        case ncclSum: case ncclAvg: acc += v; break;
+        case ncclProd: acc *= v; break;
+        case ncclMax: acc = std::max(acc, v); break;
+        default: acc = std::min(acc, v); break;
+      }
+    }
+    if (op == ncclAvg) {  // in the dtype's arithmetic, as the sum it divides is
+      if (t == ncclInt32 || t == ncclUint8) {
+        acc = std::trunc(acc / c->nranks);
+      } else if (t == ncclFloat64) {
+        acc = acc / c->nranks;
+      } else {
+        acc = double(float(acc) / float(c->nranks));
+      }
+    }
+    store(t, out, i, acc);
+  }
+  return ncclSuccess;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* ncclGetErrorString(ncclResult_t r) {
+  switch (r) {
+    case ncclSuccess: return "no error";
+    case ncclUnhandledCudaError: return "unhandled cuda error";
+    case ncclSystemError: return "unhandled system error";
+    case ncclInternalError: return "internal error";
+    case ncclInvalidArgument: return "invalid argument";
+    case ncclInvalidUsage: return "invalid usage";
+    case ncclRemoteError: return "remote process exited or there was a network error";
+    case ncclInProgress: return "NCCL operation in progress";
+    default: return "unknown result code";
+  }
+}
+
+const char* ncclGetLastError(ncclComm_t c) { return (c ? c->error : g_last_error).c_str(); }
+
+ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
+  if (!id) return fail(nullptr, ncclInvalidArgument, "a null unique id");
+  std::memset(id, 0, sizeof *id);
+  std::random_device rd;
+  const std::string s = "tessera-emu-nccl-" + std::to_string(getpid()) + "-" + std::to_string(rd()) +
+                        std::to_string(rd());
+  std::snprintf(id->internal, sizeof id->internal, "%s", s.c_str());
+  return ncclSuccess;
+}
+
+ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank,
+                                    ncclConfig_t* config) {
+  if (!comm) return fail(nullptr, ncclInvalidArgument, "a null communicator pointer");
+  if (config && config->magic != 0xcafebeef)
+    return fail(nullptr, ncclInvalidArgument, "a config not initialised with NCCL_CONFIG_INITIALIZER");
+  if (nranks < 1 || rank < 0 || rank >= nranks)
+    return fail(nullptr, ncclInvalidArgument,
+                "rank " + std::to_string(rank) + " of " + std::to_string(nranks));
+  id.internal[sizeof id.internal - 1] = 0;
+  if (std::strncmp(id.internal, "tessera-emu-nccl-", 17) != 0)
+    return fail(nullptr, ncclInvalidArgument, "a unique id ncclGetUniqueId did not make");
+  auto* c = new ncclComm;
+  c->prefix = (directory() / id.internal).string();
+  c->nranks = nranks;
+  c->rank = rank;
+  *comm = c;  // also on failure: the caller aborts it
+  // Collective, as NCCL's init is: it returns once every rank has joined with this id.
+  const unsigned char here = 1;
+  std::vector<std::vector<unsigned char>> all;
+  std::string why;
+  if (nranks > 1 && !exchange(*c, "ncclCommInitRankConfig", &here, 1, all, &why))
+    return fail(c, ncclRemoteError, why);
+  return ncclSuccess;
+}
+
+ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
+  return ncclCommInitRankConfig(comm, nranks, id, rank, nullptr);
+}
+
+ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t* state) {
+  if (!c || !state) return fail(c, ncclInvalidArgument, "a null argument");
+  *state = c->async;
+  return ncclSuccess;
+}
+
+// Rank 0 removes the communicator's files once every rank has finalised (each writes a last
+// file of its own); the others just write theirs.
+ncclResult_t ncclCommFinalize(ncclComm_t c) {
+  if (!c) return fail(nullptr, ncclInvalidArgument, "a null communicator");
+  if (c->async != ncclSuccess) return c->async;
+  const unsigned char none = 0;
+  std::vector<std::vector<unsigned char>> all;
+  std::string why;
+  if (c->nranks == 1) return ncclSuccess;
+  if (c->rank != 0) {
+    const std::string own = name(*c, ++c->seq, c->rank), tmp = own + ".writing";
+    std::ofstream(tmp, std::ios::binary) << '\0';
+    fs::rename(tmp, own);
+    return ncclSuccess;
+  }
+  if (!exchange(*c, "ncclCommFinalize", &none, 1, all, &why)) return fail(c, ncclRemoteError, why);
+  std::error_code ec;
+  const std::string stem = fs::path(c->prefix).filename().string() + ".";
+  for (const auto& e : fs::directory_iterator(fs::path(c->prefix).parent_path(), ec))
+    if (e.path().filename().string().rfind(stem, 0) == 0) fs::remove(e.path(), ec);
+  return ncclSuccess;
+}
+
+ncclResult_t ncclCommDestroy(ncclComm_t c) {
+  delete c;
+  return ncclSuccess;
+}
+
+// Removes this rank's files of the communicator (the others' ranks remove theirs).
+ncclResult_t ncclCommAbort(ncclComm_t c) {
+  if (c) {
+    std::error_code ec;
+    const std::string stem = fs::path(c->prefix).filename().string() + ".";
+    const std::string tail = "." + std::to_string(c->rank);
+    for (const auto& e : fs::directory_iterator(fs::path(c->prefix).parent_path(), ec)) {
+      const std::string f = e.path().filename().string();
+      if (f.rfind(stem, 0) == 0 && f.size() > tail.size() &&
+          f.compare(f.size() - tail.size(), tail.size(), tail) == 0)
+        fs::remove(e.path(), ec);
+    }
+  }
+  delete c;
+  return ncclSuccess;
+}
+
+ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t t,
+                           ncclRedOp_t op, ncclComm_t c, cudaStream_t) {
+  const size_t es = type_size(t), bytes = count * es;
+  if (!es) return fail(c, ncclInvalidArgument, "an unknown data type");
+  if (const ncclResult_t r = check_buffers(c, send, bytes, recv, bytes); r != ncclSuccess) return r;
+  std::vector<std::vector<unsigned char>> all;
+  std::string why;
+  if (!exchange(*c, "ncclAllReduce", static_cast<const unsigned char*>(send), bytes, all, &why))
+    return fail(c, ncclRemoteError, why);
+  return reduce(c, all, 0, count, t, op, static_cast<unsigned char*>(recv));
+}
+
+ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recvcount, ncclDataType_t t,
+                               ncclRedOp_t op, ncclComm_t c, cudaStream_t) {
+  const size_t es = type_size(t);
+  if (!es) return fail(c, ncclInvalidArgument, "an unknown data type");
+  if (!c) return fail(nullptr, ncclInvalidArgument, "a null communicator");
+  const size_t bytes = recvcount * es * size_t(c->nranks);
+  if (const ncclResult_t r = check_buffers(c, send, bytes, recv, recvcount * es); r != ncclSuccess)
+    return r;
+  std::vector<std::vector<unsigned char>> all;
+  std::string why;
+  if (!exchange(*c, "ncclReduceScatter", static_cast<const unsigned char*>(send), bytes, all, &why))
+    return fail(c, ncclRemoteError, why);
+  return reduce(c, all, size_t(c->rank) * recvcount, recvcount, t, op, static_cast<unsigned char*>(recv));
+}
+
+ncclResult_t ncclAllGather(const void* send, void* recv, size_t sendcount, ncclDataType_t t,
+                           ncclComm_t c, cudaStream_t) {
+  const size_t es = type_size(t), bytes = sendcount * es;
+  if (!es) return fail(c, ncclInvalidArgument, "an unknown data type");
+  if (!c) return fail(nullptr, ncclInvalidArgument, "a null communicator");
+  if (const ncclResult_t r = check_buffers(c, send, bytes, recv, bytes * size_t(c->nranks)); r != ncclSuccess)
+    return r;
+  std::vector<std::vector<unsigned char>> all;
+  std::string why;
+  if (!exchange(*c, "ncclAllGather", static_cast<const unsigned char*>(send), bytes, all, &why))
+    return fail(c, ncclRemoteError, why);
+  for (int r = 0; r < c->nranks; ++r)
+    std::memcpy(static_cast<unsigned char*>(recv) + size_t(r) * bytes, all[size_t(r)].data(), bytes);
+  return ncclSuccess;
+}
+
+ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t t, int root,
+                           ncclComm_t c, cudaStream_t) {
+  const size_t es = type_size(t), bytes = count * es;
+  if (!es) return fail(c, ncclInvalidArgument, "an unknown data type");
+  if (!c) return fail(nullptr, ncclInvalidArgument, "a null communicator");
+  if (root < 0 || root >= c->nranks)
+    return fail(c, ncclInvalidArgument, "root " + std::to_string(root) + " of " + std::to_string(c->nranks));
+  const bool is_root = c->rank == root;
+  if (const ncclResult_t r = check_buffers(c, is_root ? send : nullptr, is_root ? bytes : 0, recv, bytes);
+      r != ncclSuccess)
+    return r;
+  std::vector<std::vector<unsigned char>> all;
+  std::string why;
+  if (!exchange(*c, "ncclBroadcast", static_cast<const unsigned char*>(send), is_root ? bytes : 0, all, &why))
+    return fail(c, ncclRemoteError, why);
+  std::memcpy(recv, all[size_t(root)].data(), bytes);
+  return ncclSuccess;
+}
+
+}  // extern "C"

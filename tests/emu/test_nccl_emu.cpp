@@ -1,0 +1,64 @@
+// The CUDA emulator's NCCL (kernels/emu/nccl.cpp) on its own, in one process: what it refuses and
+// how a rank that never joins is reported. Between processes it is tested through the NCCL
+// communicator (comm.nccl.np2/np4) and data-parallel training (multirank.cuda_nccl_emu).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#if TESSERA_HAVE_NCCL
+#include <cuda_runtime.h>
+#include <nccl.h>
+#endif
+
+namespace tessera {
+namespace {
+
+#if TESSERA_HAVE_NCCL
+struct Env {  // RAII: one environment variable for the scope
+  std::string name;
+  Env(const char* n, const char* v) : name(n) { setenv(n, v, 1); }
+  ~Env() { unsetenv(name.c_str()); }
+};
+
+TEST(NcclEmu, a_rank_that_never_joins_fails_init_naming_it) {
+  Env timeout("TESSERA_EMU_NCCL_TIMEOUT_S", "0.2");
+  ncclUniqueId id;
+  ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+  ncclComm_t comm = nullptr;
+  EXPECT_EQ(ncclCommInitRank(&comm, 2, id, 0), ncclRemoteError);
+  const std::string why = ncclGetLastError(comm);
+  EXPECT_NE(why.find("rank 1 of 2 did not join"), std::string::npos) << why;
+  ncclResult_t state = ncclSuccess;
+  EXPECT_EQ(ncclCommGetAsyncError(comm, &state), ncclSuccess);
+  EXPECT_EQ(state, ncclRemoteError);  // the communicator stays broken, as NCCL's does
+  ncclCommAbort(comm);
+}
+
+TEST(NcclEmu, refuses_host_buffers_bad_ranks_roots_and_ids) {
+  ncclUniqueId id;
+  ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+  ncclComm_t comm = nullptr;
+  EXPECT_EQ(ncclCommInitRank(&comm, 2, id, 2), ncclInvalidArgument);  // rank outside [0, 2)
+  ncclUniqueId foreign{};
+  EXPECT_EQ(ncclCommInitRank(&comm, 1, foreign, 0), ncclInvalidArgument);
+  ASSERT_EQ(ncclCommInitRank(&comm, 1, id, 0), ncclSuccess);
+  std::vector<float> host(4, 1.0f);
+  EXPECT_EQ(ncclAllReduce(host.data(), host.data(), 4, ncclFloat32, ncclSum, comm, nullptr),
+            ncclInvalidArgument);
+  EXPECT_NE(std::string(ncclGetLastError(comm)).find("not device memory"), std::string::npos);
+  float* dev = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dev), 4 * sizeof(float)), cudaSuccess);
+  EXPECT_EQ(ncclBroadcast(dev, dev, 4, ncclFloat32, 1, comm, nullptr), ncclInvalidArgument);
+  EXPECT_EQ(ncclAllReduce(dev, dev, 4, ncclFloat32, ncclAvg, comm, nullptr), ncclSuccess);
+  EXPECT_EQ(ncclCommFinalize(comm), ncclSuccess);
+  EXPECT_EQ(ncclCommDestroy(comm), ncclSuccess);
+  cudaFree(dev);
+}
+#else
+TEST(NcclEmu, needs_nccl_h) { GTEST_SKIP() << "built without nccl.h: no emulated NCCL"; }
+#endif
+
+}  // namespace
+}  // namespace tessera
