@@ -209,10 +209,19 @@ void make_ready(Launch& l, Fiber& f, bool front = false) {
   }
 }
 
+// Thrown in the running fiber by abandon() and caught at the bottom of its stack (fiber_main), so
+// the frames in between unwind, their strings and vectors freed, before the fiber leaves for good.
+struct Abandoned {};
+
 [[noreturn]] void abandon(const std::string& why) {
   Launch& l = *g_launch;
   if (l.error.empty()) l.error = why;
-  Fiber& f = self();
+  throw Abandoned{};
+}
+
+// The running fiber, its error recorded, leaves for good as a thread that failed (not one that
+// returned: the lanes waiting for it are not told it exited).
+[[noreturn]] void leave_failed(Launch& l, Fiber& f) {
   f.state = State::Waiting;
   f.waits = Wait::Error;
   to_scheduler(l, f, true);
@@ -240,7 +249,18 @@ void fiber_main() {
 #if TESSERA_EMU_ASAN
   __sanitizer_finish_switch_fiber(nullptr, &l.asan_bottom, &l.asan_size);
 #endif
-  (*l.body)();
+  bool failed = false;
+  try {
+    (*l.body)();
+  } catch (const Abandoned&) {
+    failed = true;
+  } catch (const std::exception& e) {  // e.g. a check in a device function
+    if (l.error.empty()) l.error = where(l, f) + ": " + e.what();
+    failed = true;
+  }
+  // Out of the handler before switching: the C++ runtime's record of the exception being handled
+  // is per OS thread, which every fiber shares.
+  if (failed) leave_failed(l, f);
   f.state = State::Done;
   --l.live;
   Warp& w = l.warps[size_t(f.warp)];
