@@ -132,37 +132,42 @@ std::string name(const ncclComm& c, uint64_t seq, int rank) {
   return c.prefix + "." + std::to_string(seq) + "." + std::to_string(rank);
 }
 
-// One collective's exchange: writes `mine`, waits for every rank's file, returns their contents
-// (index = rank). On a timeout, returns false with the reason in *why.
-bool exchange(ncclComm& c, const char* what, const unsigned char* mine, size_t bytes,
-              std::vector<std::vector<unsigned char>>& all, std::string* why) {
-  const uint64_t s = ++c.seq;
-  if (c.nranks == 1) {  // nothing to wait for
-    all.assign(1, std::vector<unsigned char>(mine, mine + bytes));
-    return true;
-  }
+using Parts = std::vector<std::vector<unsigned char>>;  // every rank's contribution, by rank
+
+// Writes this rank's file of collective s, whole: under another name, then renamed.
+ncclResult_t post(ncclComm& c, uint64_t s, const void* data, size_t bytes) {
   const std::string own = name(c, s, c.rank), tmp = own + ".writing";
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f.write(reinterpret_cast<const char*>(mine), std::streamsize(bytes));
-    if (!f) {
-      *why = "cannot write " + tmp;
-      return false;
-    }
+    f.write(static_cast<const char*>(data), std::streamsize(bytes));
+    if (!f) return fail(&c, ncclSystemError, "cannot write " + tmp);
   }
   fs::rename(tmp, own);
+  return ncclSuccess;
+}
+
+// One collective: posts `mine`, waits for every rank's file and reads them into `all`. A rank that
+// does not join within the timeout fails it with ncclRemoteError, naming the rank.
+ncclResult_t exchange(ncclComm& c, const char* what, const void* mine, size_t bytes, Parts& all) {
+  const uint64_t s = ++c.seq;
+  if (c.nranks == 1) {  // nothing to wait for
+    const auto* p = static_cast<const unsigned char*>(mine);
+    all.assign(1, std::vector<unsigned char>(p, p + bytes));
+    return ncclSuccess;
+  }
+  if (const ncclResult_t r = post(c, s, mine, bytes); r != ncclSuccess) return r;
   all.assign(size_t(c.nranks), {});
   const auto start = std::chrono::steady_clock::now();
   const double limit = timeout_s();
   for (int r = 0; r < c.nranks; ++r) {
     const std::string file = name(c, s, r);
     for (int polls = 0; !fs::exists(file); ++polls) {
-      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > limit) {
-        *why = std::string(what) + " (collective " + std::to_string(s) + " of this communicator): rank " +
-               std::to_string(r) + " of " + std::to_string(c.nranks) + " did not join within " +
-               std::to_string(limit) + " s";
-        return false;
-      }
+      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > limit)
+        return fail(&c, ncclRemoteError,
+                    std::string(what) + " (collective " + std::to_string(s) +
+                        " of this communicator): rank " + std::to_string(r) + " of " +
+                        std::to_string(c.nranks) + " did not join within " +
+                        std::to_string(limit) + " s");
       std::this_thread::sleep_for(std::chrono::microseconds(polls < 100 ? 50 : 1000));
     }
     std::ifstream f(file, std::ios::binary);
@@ -173,13 +178,34 @@ bool exchange(ncclComm& c, const char* what, const unsigned char* mine, size_t b
     std::error_code ec;
     fs::remove(name(c, s - 1, c.rank), ec);
   }
-  return true;
+  return ncclSuccess;
 }
 
-ncclResult_t check_buffers(ncclComm* c, const void* send, size_t send_bytes, const void* recv,
-                           size_t recv_bytes) {
+// Removes the communicator's files: every rank's, or (rank >= 0) one rank's.
+void remove_files(const ncclComm& c, int rank) {
+  std::error_code ec;
+  const std::string stem = fs::path(c.prefix).filename().string() + ".";
+  std::string tail(1, '.');
+  tail += std::to_string(rank);
+  for (const auto& e : fs::directory_iterator(fs::path(c.prefix).parent_path(), ec)) {
+    const std::string f = e.path().filename().string();
+    const bool ours = f.rfind(stem, 0) == 0 &&
+                      (rank < 0 || (f.size() > tail.size() &&
+                                    f.compare(f.size() - tail.size(), tail.size(), tail) == 0));
+    if (ours) fs::remove(e.path(), ec);
+  }
+}
+
+// What every collective checks first: a live communicator and a dtype NCCL has; its element size.
+ncclResult_t usable(ncclComm* c, ncclDataType_t t, size_t* es) {
   if (!c) return fail(nullptr, ncclInvalidArgument, "a null communicator");
   if (c->async != ncclSuccess) return fail(c, ncclInvalidUsage, "the communicator has failed: " + c->error);
+  *es = type_size(t);
+  return *es ? ncclSuccess : fail(c, ncclInvalidArgument, "an unknown data type");
+}
+
+ncclResult_t on_device(ncclComm* c, const void* send, size_t send_bytes, const void* recv,
+                       size_t recv_bytes) {
   if ((send_bytes && !::tessera::emu::on_device(send, send_bytes)) ||
       (recv_bytes && !::tessera::emu::on_device(recv, recv_bytes)))
     return fail(c, ncclInvalidArgument, "a send or receive buffer that is not device memory");
@@ -263,11 +289,8 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId i
   *comm = c;  // also on failure: the caller aborts it
   // Collective, as NCCL's init is: it returns once every rank has joined with this id.
   const unsigned char here = 1;
-  std::vector<std::vector<unsigned char>> all;
-  std::string why;
-  if (nranks > 1 && !exchange(*c, "ncclCommInitRankConfig", &here, 1, all, &why))
-    return fail(c, ncclRemoteError, why);
-  return ncclSuccess;
+  Parts all;
+  return exchange(*c, "ncclCommInitRankConfig", &here, 1, all);
 }
 
 ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
@@ -285,21 +308,13 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t* state) {
 ncclResult_t ncclCommFinalize(ncclComm_t c) {
   if (!c) return fail(nullptr, ncclInvalidArgument, "a null communicator");
   if (c->async != ncclSuccess) return c->async;
-  const unsigned char none = 0;
-  std::vector<std::vector<unsigned char>> all;
-  std::string why;
   if (c->nranks == 1) return ncclSuccess;
-  if (c->rank != 0) {
-    const std::string own = name(*c, ++c->seq, c->rank), tmp = own + ".writing";
-    std::ofstream(tmp, std::ios::binary) << '\0';
-    fs::rename(tmp, own);
-    return ncclSuccess;
-  }
-  if (!exchange(*c, "ncclCommFinalize", &none, 1, all, &why)) return fail(c, ncclRemoteError, why);
-  std::error_code ec;
-  const std::string stem = fs::path(c->prefix).filename().string() + ".";
-  for (const auto& e : fs::directory_iterator(fs::path(c->prefix).parent_path(), ec))
-    if (e.path().filename().string().rfind(stem, 0) == 0) fs::remove(e.path(), ec);
+  const unsigned char last = 0;
+  if (c->rank != 0) return post(*c, ++c->seq, &last, 1);
+  Parts all;
+  if (const ncclResult_t r = exchange(*c, "ncclCommFinalize", &last, 1, all); r != ncclSuccess)
+    return r;
+  remove_files(*c, -1);
   return ncclSuccess;
 }
 
@@ -308,81 +323,61 @@ ncclResult_t ncclCommDestroy(ncclComm_t c) {
   return ncclSuccess;
 }
 
-// Removes this rank's files of the communicator (the others' ranks remove theirs).
+// Removes this rank's files of the communicator (the other ranks remove theirs).
 ncclResult_t ncclCommAbort(ncclComm_t c) {
-  if (c) {
-    std::error_code ec;
-    const std::string stem = fs::path(c->prefix).filename().string() + ".";
-    const std::string tail = "." + std::to_string(c->rank);
-    for (const auto& e : fs::directory_iterator(fs::path(c->prefix).parent_path(), ec)) {
-      const std::string f = e.path().filename().string();
-      if (f.rfind(stem, 0) == 0 && f.size() > tail.size() &&
-          f.compare(f.size() - tail.size(), tail.size(), tail) == 0)
-        fs::remove(e.path(), ec);
-    }
-  }
+  if (c) remove_files(*c, c->rank);
   delete c;
   return ncclSuccess;
 }
 
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t t,
                            ncclRedOp_t op, ncclComm_t c, cudaStream_t) {
-  const size_t es = type_size(t), bytes = count * es;
-  if (!es) return fail(c, ncclInvalidArgument, "an unknown data type");
-  if (const ncclResult_t r = check_buffers(c, send, bytes, recv, bytes); r != ncclSuccess) return r;
-  std::vector<std::vector<unsigned char>> all;
-  std::string why;
-  if (!exchange(*c, "ncclAllReduce", static_cast<const unsigned char*>(send), bytes, all, &why))
-    return fail(c, ncclRemoteError, why);
-  return reduce(c, all, 0, count, t, op, static_cast<unsigned char*>(recv));
+  size_t es = 0;
+  if (const ncclResult_t r = usable(c, t, &es); r != ncclSuccess) return r;
+  const size_t bytes = count * es;
+  Parts all;
+  ncclResult_t r = on_device(c, send, bytes, recv, bytes);
+  if (r == ncclSuccess) r = exchange(*c, "ncclAllReduce", send, bytes, all);
+  return r == ncclSuccess ? reduce(c, all, 0, count, t, op, static_cast<unsigned char*>(recv)) : r;
 }
 
 ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recvcount, ncclDataType_t t,
                                ncclRedOp_t op, ncclComm_t c, cudaStream_t) {
-  const size_t es = type_size(t);
-  if (!es) return fail(c, ncclInvalidArgument, "an unknown data type");
-  if (!c) return fail(nullptr, ncclInvalidArgument, "a null communicator");
+  size_t es = 0;
+  if (const ncclResult_t r = usable(c, t, &es); r != ncclSuccess) return r;
   const size_t bytes = recvcount * es * size_t(c->nranks);
-  if (const ncclResult_t r = check_buffers(c, send, bytes, recv, recvcount * es); r != ncclSuccess)
-    return r;
-  std::vector<std::vector<unsigned char>> all;
-  std::string why;
-  if (!exchange(*c, "ncclReduceScatter", static_cast<const unsigned char*>(send), bytes, all, &why))
-    return fail(c, ncclRemoteError, why);
+  Parts all;
+  ncclResult_t r = on_device(c, send, bytes, recv, recvcount * es);
+  if (r == ncclSuccess) r = exchange(*c, "ncclReduceScatter", send, bytes, all);
+  if (r != ncclSuccess) return r;
   return reduce(c, all, size_t(c->rank) * recvcount, recvcount, t, op, static_cast<unsigned char*>(recv));
 }
 
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t sendcount, ncclDataType_t t,
                            ncclComm_t c, cudaStream_t) {
-  const size_t es = type_size(t), bytes = sendcount * es;
-  if (!es) return fail(c, ncclInvalidArgument, "an unknown data type");
-  if (!c) return fail(nullptr, ncclInvalidArgument, "a null communicator");
-  if (const ncclResult_t r = check_buffers(c, send, bytes, recv, bytes * size_t(c->nranks)); r != ncclSuccess)
-    return r;
-  std::vector<std::vector<unsigned char>> all;
-  std::string why;
-  if (!exchange(*c, "ncclAllGather", static_cast<const unsigned char*>(send), bytes, all, &why))
-    return fail(c, ncclRemoteError, why);
-  for (int r = 0; r < c->nranks; ++r)
-    std::memcpy(static_cast<unsigned char*>(recv) + size_t(r) * bytes, all[size_t(r)].data(), bytes);
+  size_t es = 0;
+  if (const ncclResult_t r = usable(c, t, &es); r != ncclSuccess) return r;
+  const size_t bytes = sendcount * es;
+  Parts all;
+  ncclResult_t r = on_device(c, send, bytes, recv, bytes * size_t(c->nranks));
+  if (r == ncclSuccess) r = exchange(*c, "ncclAllGather", send, bytes, all);
+  if (r != ncclSuccess) return r;
+  for (int k = 0; k < c->nranks; ++k)
+    std::memcpy(static_cast<unsigned char*>(recv) + size_t(k) * bytes, all[size_t(k)].data(), bytes);
   return ncclSuccess;
 }
 
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t t, int root,
                            ncclComm_t c, cudaStream_t) {
-  const size_t es = type_size(t), bytes = count * es;
-  if (!es) return fail(c, ncclInvalidArgument, "an unknown data type");
-  if (!c) return fail(nullptr, ncclInvalidArgument, "a null communicator");
+  size_t es = 0;
+  if (const ncclResult_t r = usable(c, t, &es); r != ncclSuccess) return r;
   if (root < 0 || root >= c->nranks)
     return fail(c, ncclInvalidArgument, "root " + std::to_string(root) + " of " + std::to_string(c->nranks));
-  const bool is_root = c->rank == root;
-  if (const ncclResult_t r = check_buffers(c, is_root ? send : nullptr, is_root ? bytes : 0, recv, bytes);
-      r != ncclSuccess)
-    return r;
-  std::vector<std::vector<unsigned char>> all;
-  std::string why;
-  if (!exchange(*c, "ncclBroadcast", static_cast<const unsigned char*>(send), is_root ? bytes : 0, all, &why))
-    return fail(c, ncclRemoteError, why);
+  const size_t bytes = count * es, sent = c->rank == root ? bytes : 0;  // the others send nothing
+  Parts all;
+  ncclResult_t r = on_device(c, send, sent, recv, bytes);
+  if (r == ncclSuccess) r = exchange(*c, "ncclBroadcast", send, sent, all);
+  if (r != ncclSuccess) return r;
   std::memcpy(recv, all[size_t(root)].data(), bytes);
   return ncclSuccess;
 }

@@ -11,6 +11,7 @@
 // and lanes of one warp in different .sync.aligned instructions.
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -227,27 +228,28 @@ class Exec {
           (lo == hi ? "" : " to " + std::to_string(hi)));
   }
 
-  const PtxOperand& reg(int n, char constraint) const {
+  // Operand %n, whose constraint must be one of `constraints` ("r", "f", "l", or "rl" for a
+  // .shared address: a 32- or 64-bit register).
+  const PtxOperand& reg(int n, const char* constraints) const {
     if (checked_) return ops_[n];
     if (n < 0 || size_t(n) >= n_) bad("%" + std::to_string(n) + " names no operand (there are " + std::to_string(n_) + ")");
     const PtxOperand& o = ops_[n];
-    if (o.constraint != constraint)
+    if (!std::strchr(constraints, o.constraint))
       bad("%" + std::to_string(n) + " has constraint \"" + o.constraint + "\" where the instruction takes \"" +
-          constraint + "\"");
+          constraints + "\"");
     return o;
   }
-  uint64_t read(int n, char constraint) const {
+  uint64_t read(int n, const char* constraint) const {
     const PtxOperand& o = reg(n, constraint);
     if (!checked_ && o.use == PtxOperand::Use::Out)
       bad("reads %" + std::to_string(n) + ", an output-only (\"=\") operand whose value is undefined");
     return o.bits;
   }
-  void write_b32(int n, uint32_t v) const { *static_cast<uint32_t*>(writable(n, 'r')) = v; }
-  void write_f32(int n, float v) const { *static_cast<float*>(writable(n, 'f')) = v; }
+  void write_b32(int n, uint32_t v) const { *static_cast<uint32_t*>(writable(n, "r")) = v; }
+  void write_f32(int n, float v) const { *static_cast<float*>(writable(n, "f")) = v; }
   // A .shared address: a 32-bit ("r") or 64-bit ("l") register, plus the offset.
   unsigned char* shared(const Arg& a, size_t bytes) const {
-    const PtxOperand& o = ops_[check_index(a.regs[0])];
-    const uint64_t addr = read(a.regs[0], o.constraint == 'l' ? 'l' : 'r') + uint64_t(a.imm);
+    const uint64_t addr = read(a.regs[0], "rl") + uint64_t(a.imm);
     if (addr % bytes) bad("a shared address not aligned to " + std::to_string(bytes) + " bytes");
     return shared_pointer(addr, bytes);
   }
@@ -258,11 +260,7 @@ class Exec {
   size_t n_;
   bool checked_;  // the statement's operands passed every check in an earlier run
 
-  size_t check_index(int n) const {
-    if (n < 0 || size_t(n) >= n_) bad("%" + std::to_string(n) + " names no operand");
-    return size_t(n);
-  }
-  void* writable(int n, char constraint) const {
+  void* writable(int n, const char* constraint) const {
     const PtxOperand& o = reg(n, constraint);
     if (!checked_ && o.use == PtxOperand::Use::In) bad("writes %" + std::to_string(n) + ", an input operand");
     return o.ref;
@@ -312,9 +310,9 @@ void mma(const Exec& x, const Instr& in) {
     uint32_t a[4], b[2];
     float c[4];
   } mine{};
-  for (int i = 0; i < 4; ++i) mine.a[i] = uint32_t(x.read(a.regs[size_t(i)], 'r'));
-  for (int i = 0; i < 2; ++i) mine.b[i] = uint32_t(x.read(b.regs[size_t(i)], 'r'));
-  for (int i = 0; i < 4; ++i) mine.c[i] = std::bit_cast<float>(uint32_t(x.read(c.regs[size_t(i)], 'f')));
+  for (int i = 0; i < 4; ++i) mine.a[i] = uint32_t(x.read(a.regs[size_t(i)], "r"));
+  for (int i = 0; i < 2; ++i) mine.b[i] = uint32_t(x.read(b.regs[size_t(i)], "r"));
+  for (int i = 0; i < 4; ++i) mine.c[i] = std::bit_cast<float>(uint32_t(x.read(c.regs[size_t(i)], "f")));
   static_assert(sizeof(float[16][8]) <= kScratch);
   float out[4];
   aligned_collective(x, in, &mine, sizeof mine, [&](const Collective& col, auto slot) {
@@ -368,14 +366,14 @@ void cp_async(const Exec& x, const Instr& in) {
     if (s.kind == Arg::Kind::Imm) {
       src_bytes = s.imm;
     } else {
-      src_bytes = int64_t(uint32_t(x.read(x.arg(3, Arg::Kind::Reg).regs[0], 'r')));
+      src_bytes = int64_t(uint32_t(x.read(x.arg(3, Arg::Kind::Reg).regs[0], "r")));
     }
     if (src_bytes < 0 || src_bytes > bytes)
       x.bad("src-size " + std::to_string(src_bytes) + " above cp-size " + std::to_string(bytes));
   }
   unsigned char* dst = x.shared(x.arg(0, Arg::Kind::Addr), size_t(bytes));
   const Arg& s = x.arg(1, Arg::Kind::Addr);
-  const auto* src = reinterpret_cast<const unsigned char*>(uintptr_t(x.read(s.regs[0], 'l'))) + s.imm;
+  const auto* src = reinterpret_cast<const unsigned char*>(uintptr_t(x.read(s.regs[0], "l"))) + s.imm;
   if (reinterpret_cast<uintptr_t>(src) % uint64_t(bytes))
     x.bad("a global source not aligned to cp-size " + std::to_string(bytes));
   if (src_bytes > 0 && !on_device(src, size_t(src_bytes)))

@@ -4,7 +4,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <bit>
 #include <chrono>
 #include <cstdlib>
@@ -510,7 +509,6 @@ namespace {
 std::mutex g_mu;
 std::map<uintptr_t, size_t> g_allocations;  // start -> bytes
 size_t g_allocated = 0;
-std::atomic<uint64_t> g_frees{0};  // cudaFree calls so far: on_device's cache is stale after one
 int g_device = 0;
 
 // Each runtime call's error is also the one cudaGetLastError returns next, as in CUDA.
@@ -535,22 +533,12 @@ cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
 }  // namespace
 
 bool tessera::emu::on_device(const void* p, size_t n) {
-  // The last allocation found, while no cudaFree has happened since (a kernel's cp.async checks
-  // each 16-byte source: most fall in the allocation the one before fell in).
-  thread_local struct {
-    uintptr_t begin = 0, end = 0;
-    uint64_t frees = ~uint64_t(0);
-  } last;
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  if (last.frees == g_frees.load(std::memory_order_acquire) && a >= last.begin && a + n <= last.end)
-    return true;
   std::lock_guard<std::mutex> lock(g_mu);
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
   auto it = g_allocations.upper_bound(a);
   if (it == g_allocations.begin()) return false;
   --it;
-  if (!(a >= it->first && a + n <= it->first + it->second)) return false;
-  last = {it->first, it->first + it->second, g_frees.load(std::memory_order_relaxed)};
-  return true;
+  return a >= it->first && a + n <= it->first + it->second;
 }
 
 extern "C" {
@@ -573,7 +561,6 @@ cudaError_t cudaFree(void* p) {
   if (it == g_allocations.end()) return set(cudaErrorInvalidValue);
   g_allocated -= it->second;
   g_allocations.erase(it);
-  g_frees.fetch_add(1, std::memory_order_release);
   std::free(p);
   return cudaSuccess;
 }
