@@ -8,7 +8,9 @@
 // where the CPU rounds twice. Same operations, same roundings: the same bits as the CPU.
 //
 // adamw_step_flat: the same element update (adamw_element, shared with adamw_step's kernel) over a
-// whole flat buffer in one grid-stride launch. Each element learns whether it is decayed by a
+// whole flat buffer in one grid-stride launch, each gradient element multiplied by the clipping
+// coefficient as it is read (a 124M-parameter model's f32 gradients are 0.5 GB: a separate
+// scaling pass would read and write them once more). Each element learns whether it is decayed by a
 // binary search over the 2K range boundaries (K is a few hundred: ~10 cached loads, small beside
 // the 28 bytes of state traffic), and picks between the two decay factors the CPU twin forms.
 //
@@ -58,6 +60,7 @@ __device__ __forceinline__ float load_grad(const uint16_t* g, int64_t i) { retur
 template <typename S>
 struct AdamCoefs {
   S decay, b1, b2, one_minus_b1, one_minus_b2, eps, step_size, bc2_sqrt;
+  S grad_scale;  // the clipping coefficient (1: exact, for adamw_step)
 };
 
 // Element i of the AdamW step, decay being c.decay or the undecayed factor. G: the gradient's
@@ -67,7 +70,7 @@ template <typename S, typename G, typename P>
 __device__ __forceinline__ void adamw_element(S* __restrict__ w, S* __restrict__ m,
                                               S* __restrict__ v, const G* __restrict__ g, P* out,
                                               int64_t i, S decay, const AdamCoefs<S>& c) {
-  const S gi = load_grad(g, i);
+  const S gi = mul(load_grad(g, i), c.grad_scale);
   const S mi = add(mul(c.b1, m[i]), mul(c.one_minus_b1, gi));
   const S vi = add(mul(c.b2, v[i]), mul(mul(c.one_minus_b2, gi), gi));
   S p = mul(w[i], decay);
@@ -123,11 +126,12 @@ __global__ void adamw_flat_kernel(S* __restrict__ w, S* __restrict__ m, S* __res
 // The coefficients formed in double exactly as the CPU twin forms them, then rounded to S.
 template <typename S>
 AdamCoefs<S> adam_coefs(double lr, double beta1, double beta2, double eps, double weight_decay,
-                        double bias_correction1, double bias_correction2) {
+                        double bias_correction1, double bias_correction2, double grad_scale = 1.0) {
   return AdamCoefs<S>{S(1.0 - lr * weight_decay), S(beta1),
                       S(beta2),                   S(1.0 - beta1),
                       S(1.0 - beta2),             S(eps),
-                      S(lr / bias_correction1),   S(std::sqrt(bias_correction2))};
+                      S(lr / bias_correction1),   S(std::sqrt(bias_correction2)),
+                      S(grad_scale)};
 }
 
 unsigned grid_for(int64_t n, int threads) {
@@ -190,13 +194,15 @@ void adamw_step(const Tensor& param, const Tensor& master, const Tensor& m, cons
 void adamw_step_flat(const Tensor& param, const Tensor& master, const Tensor& m, const Tensor& v,
                      const Tensor& grad, const Tensor& decay_ranges, double lr, double beta1,
                      double beta2, double eps, double weight_decay, double bias_correction1,
-                     double bias_correction2) {
+                     double bias_correction2, double grad_scale) {
   // Shape, dtype and device only: the range values stay on the device (kernels.h).
   const AdamwFlatArgs args = check_adamw_flat_args("cuda kernel adamw_step_flat", true, param,
                                                     master, m, v, grad, decay_ranges);
   const DType st = args.state;
   const int64_t n = args.n;
   const bool bf16_param = args.bf16_param;
+  TESSERA_CHECK(std::isfinite(grad_scale) && grad_scale > 0,
+                "cuda kernel adamw_step_flat: grad_scale must be finite and positive, got ", grad_scale);
   if (n == 0) return;
   DeviceGuard guard(master.device().index);
   constexpr int threads = 256;
@@ -206,7 +212,7 @@ void adamw_step_flat(const Tensor& param, const Tensor& master, const Tensor& m,
   auto launch = [&](auto z, auto* out) {
     using S = decltype(z);
     const AdamCoefs<S> c = adam_coefs<S>(lr, beta1, beta2, eps, weight_decay, bias_correction1,
-                                         bias_correction2);
+                                         bias_correction2, grad_scale);
     // What adamw_step forms for weight_decay 0, so undecayed elements get its bits too.
     const S no_decay =
         adam_coefs<S>(lr, beta1, beta2, eps, 0.0, bias_correction1, bias_correction2).decay;

@@ -157,14 +157,16 @@ struct Kernels {
   //          disjoint [begin, end) offsets into these tensors, 0 <= begin_0 <= end_0 <= begin_1 ...
   //          <= n, whose elements get weight_decay; every other element gets none. i32 because
   //          tessera has no i64 dtype: decayed elements lie below 2^31 (any n works otherwise).
+  //   grad_scale: the gradient-clipping coefficient (1: none), applied as g * grad_scale in the
+  //          state type (one rounding) as each element is read, so clipping costs no pass of its own.
   // The bits are those of adamw_step on each sub-range with its weight decay (for bf16, fed the f32
-  // values of its bf16 gradient). One launch on CUDA. The CPU entry checks the ranges' values; the
+  // values of its bf16 gradient) fed the scaled gradient. One launch on CUDA. The CPU entry checks the ranges' values; the
   // CUDA one checks only their dtype, shape and device, since reading them back would synchronise
   // every step: there, unsorted ranges decay an unspecified set but touch no other memory.
   void (*adamw_step_flat)(const Tensor& param, const Tensor& master, const Tensor& m,
                           const Tensor& v, const Tensor& grad, const Tensor& decay_ranges,
                           double lr, double beta1, double beta2, double eps, double weight_decay,
-                          double bias_correction1, double bias_correction2);
+                          double bias_correction1, double bias_correction2, double grad_scale);
   // out (one element, f32 or f64, may be a view into a larger buffer) = sum of x^2 over every
   // element of x (contiguous, f32, f64 or bf16), accumulated in double in an order fixed by numel
   // alone: the same bits on every run. Global gradient norms (optim/clip.h) add these up.

@@ -96,11 +96,6 @@ double clip_coefficient(double norm, double max_norm) {
   return max_norm / (norm + 1e-6);
 }
 
-void scale_in_place(const Tensor& t, double s) {
-  NoGradGuard no_grad;
-  scale_grad("scale_in_place", t, s);
-}
-
 double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm) {
   const double norm = grad_norm(params);
   clip_grads(params, norm, max_norm);

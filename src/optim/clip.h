@@ -28,9 +28,7 @@ void clip_grads(const std::vector<NamedParam>& params, double norm, double max_n
 // The pieces behind them, for flat gradient buffers and their shards (optim/flat_adamw.h):
 // the sum over every tensor of its sum of squares, each in double, added in the order given;
 double sum_of_squares(const std::vector<Tensor>& pieces);
-// max_norm / (norm + 1e-6) when clipping is due, else 1;
+// max_norm / (norm + 1e-6) when clipping is due, else 1 (adamw_step_flat's grad_scale).
 double clip_coefficient(double norm, double max_norm);
-// t *= s in place (f32, f64 or bf16; arithmetic in double on the CPU).
-void scale_in_place(const Tensor& t, double s);
 
 }  // namespace tessera

@@ -79,8 +79,6 @@ double FlatAdamW::step(double lr) {
   const double coef = clip_coefficient(norm, opt_.max_norm);
   const std::vector<FlatRange>& mine = owned();
   const std::vector<int64_t>& local = local_[size_t(comm_.rank())];
-  if (coef != 1.0)
-    for (const FlatRange& f : mine) scale_in_place(view(flat_.grads(), f.begin, f.size()), coef);
   t_ += 1;
   const AdamWOptions& a = opt_.adam;
   // Bias corrections in double: at t = 1 they are 1 - b (0.1, 0.05) and must not lose digits.
@@ -93,7 +91,7 @@ double FlatAdamW::step(double lr) {
     TESSERA_KERNEL(p, adamw_step_flat)(p, master, view(m_, local[i], f.size()),
                                        view(v_, local[i], f.size()),
                                        view(flat_.grads(), f.begin, f.size()), decay_[i], lr,
-                                       a.beta1, a.beta2, a.eps, a.weight_decay, bc1, bc2);
+                                       a.beta1, a.beta2, a.eps, a.weight_decay, bc1, bc2, coef);
   }
   if (sharded_)
     for (const FlatParams::Bucket& b : flat_.buckets())

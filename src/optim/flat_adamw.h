@@ -40,7 +40,8 @@ class GradSync;
 
 struct FlatAdamWOptions {
   AdamWOptions adam;
-  double max_norm = 0;  // global gradient-norm clipping; 0 = off
+  double max_norm = 0;  // global gradient-norm clipping; 0 = off. The coefficient rides the
+                        // update (adamw_step_flat's grad_scale): the gradients are not rewritten
   bool zero = false;    // ZeRO-1: shard the optimizer state over ranks
 };
 

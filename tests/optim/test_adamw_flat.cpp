@@ -60,11 +60,12 @@ Tensor gradient(int64_t n, DType pt, int t, Generator& gen) {
   return ops::scale(randn({n}, gen), std::pow(10.0, -t)).to(pt);
 }
 
-void flat_step(const FlatState& s, const Tensor& g, const Tensor& decay_ranges, double lr, int t) {
+void flat_step(const FlatState& s, const Tensor& g, const Tensor& decay_ranges, double lr, int t,
+               double grad_scale = 1.0) {
   // The flat buffers accumulate bf16 gradients in f32: here, the exact f32 values of g.
   cpu::kernels().adamw_step_flat(s.param, s.master, s.m, s.v, g.to(state_dtype(g.dtype())),
                                  decay_ranges, lr, kB1, kB2, kEps, kWd, 1.0 - std::pow(kB1, t),
-                                 1.0 - std::pow(kB2, t));
+                                 1.0 - std::pow(kB2, t), grad_scale);
 }
 
 void slice_step(const FlatState& s, const Tensor& g, const Slice& sl, double lr, int t) {
@@ -118,6 +119,36 @@ TEST(AdamWFlat, no_ranges_decay_nothing_and_one_full_range_decays_everything) {
   EXPECT_NE(bytes(none.master), bytes(all.master));
 }
 
+// Clipping rides the update: grad_scale s gives the bits of the step on the gradient multiplied by s
+// in the state type beforehand (one rounding), and s != 1 changes them (it is not ignored).
+TEST(AdamWFlat, grad_scale_gives_the_bits_of_the_step_on_the_scaled_gradient) {
+  const int64_t n = 70001;  // past the CPU loop's parallel threshold
+  const Tensor decay_ranges = ranges({0, 30000, 50000, 70001});
+  for (DType pt : {DType::F32, DType::BF16, DType::F64}) {
+    const DType st = state_dtype(pt);
+    Generator gen(35);
+    const Tensor init = randn({n}, gen).to(pt);
+    FlatState fused(init), ref(init), unscaled(init);
+    for (int t = 1; t <= 3; ++t) {
+      const double s = 0.3 + 0.17 * t;  // not a power of two: the product rounds
+      const Tensor g = gradient(n, pt, t, gen).to(st);
+      Tensor scaled = g.clone();
+      if (st == DType::F32) {
+        float* p = scaled.data<float>();
+        for (int64_t i = 0; i < n; ++i) p[i] = p[i] * float(s);
+      } else {
+        double* p = scaled.data<double>();
+        for (int64_t i = 0; i < n; ++i) p[i] = p[i] * s;
+      }
+      flat_step(fused, g, decay_ranges, 1e-2, t, s);
+      flat_step(ref, scaled, decay_ranges, 1e-2, t);
+      flat_step(unscaled, g, decay_ranges, 1e-2, t);
+      expect_same_bits(fused, ref, std::string(dtype_name(pt)) + " step " + std::to_string(t));
+    }
+    EXPECT_NE(bytes(fused.m), bytes(unscaled.m)) << dtype_name(pt);
+  }
+}
+
 TEST(AdamWFlat, adjacent_and_empty_ranges_act_as_their_union) {
   const int64_t n = 100;
   Generator gen(33);
@@ -139,7 +170,7 @@ TEST(AdamWFlat, bad_arguments_are_errors_naming_the_problem_and_change_nothing) 
                   const Tensor& decay_ranges) {
     return error_of([&] {
       cpu::kernels().adamw_step_flat(param, master, m, s.v, grad, decay_ranges, 1e-2, kB1, kB2,
-                                     kEps, kWd, 0.1, 0.05);
+                                     kEps, kWd, 0.1, 0.05, 1.0);
     });
   };
   auto has = [](const std::string& msg, const std::string& part) {
@@ -175,6 +206,14 @@ TEST(AdamWFlat, bad_arguments_are_errors_naming_the_problem_and_change_nothing) 
   const Tensor pb = s.param.to(DType::BF16);
   e = step(pb, s.master, s.m, g.to(DType::BF16), ok);
   EXPECT_TRUE(has(e, "grad must be a 1-D contiguous f32 tensor of 285")) << e;
+
+  for (const double bad : {0.0, -0.5, std::nan("")}) {
+    e = error_of([&] {
+      cpu::kernels().adamw_step_flat(s.param, s.master, s.m, s.v, g, ok, 1e-2, kB1, kB2, kEps, kWd,
+                                     0.1, 0.05, bad);
+    });
+    EXPECT_TRUE(has(e, "grad_scale must be finite and positive")) << bad << ": " << e;
+  }
 
   // Every check runs before the first write.
   EXPECT_EQ(bytes(s.master), before);

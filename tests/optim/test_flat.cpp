@@ -204,6 +204,42 @@ TEST(FlatAdamW, one_process_updates_bit_for_bit_like_per_tensor_adamw) {
   EXPECT_EQ(bytes(state[7].get()), bytes(ref.v("ln")));
 }
 
+// Clipping: the coefficient rides the update (adamw_step_flat's grad_scale), and the weights are
+// those of per-tensor AdamW on gradients scaled by it in f32 (one rounding).
+TEST(FlatAdamW, clipping_equals_per_tensor_adamw_on_gradients_scaled_in_f32) {
+  Generator g(6);
+  std::vector<NamedParam> params = model_params(g), twin;
+  for (const auto& p : params) {
+    Tensor c = p.param.detach().clone();
+    c.requires_grad_();
+    twin.push_back({p.name, c});
+  }
+  auto comm = single();
+  FlatParams flat(params);
+  const AdamWOptions a{.lr = 0.01, .weight_decay = 0.1};
+  FlatAdamW opt(flat, *comm, {.adam = a, .max_norm = 0.5});
+  AdamW ref(twin, a);
+  int clipped = 0;
+  for (int step = 0; step < 3; ++step) {
+    const Tensor x = randn({3, 10}, g);
+    opt.backward(loss_of(params, x), true);
+    backward(loss_of(twin, x));
+    const double norm = *opt.grad_norm();
+    const float coef = float(0.5 / (norm + 1e-6));
+    clipped += norm > 0.5;
+    for (auto& p : twin) {
+      float* d = p.param.grad().data<float>();
+      for (int64_t i = 0; i < p.param.numel(); ++i) d[i] = d[i] * coef;
+    }
+    opt.step(0.01);
+    ref.step(0.01);
+    ref.zero_grad();
+  }
+  EXPECT_EQ(clipped, 3) << "every step must clip, or this test shows nothing";
+  for (size_t i = 0; i < params.size(); ++i)
+    EXPECT_EQ(bytes(params[i].param), bytes(twin[i].param)) << params[i].name;
+}
+
 TEST(FlatAdamW, state_round_trip_continues_bit_exactly_and_bad_state_is_named) {
   Generator g(4);
   std::vector<NamedParam> a_params = model_params(g);

@@ -90,7 +90,7 @@ void adamw_step(const Tensor& param, const Tensor& master, const Tensor& m, cons
 void adamw_step_flat(const Tensor& param, const Tensor& master, const Tensor& m, const Tensor& v,
                      const Tensor& grad, const Tensor& decay_ranges, double lr, double beta1,
                      double beta2, double eps, double weight_decay, double bias_correction1,
-                     double bias_correction2);
+                     double bias_correction2, double grad_scale);
 void sum_squares(const Tensor& out, const Tensor& x);
 void lomo_grad_sum_squares(const Tensor& out, const Tensor& grad, double loss_scale);
 void lomo_step(const Tensor& param, const Tensor& master, const Tensor& grad, const LomoGrad& g,

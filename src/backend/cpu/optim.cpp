@@ -13,7 +13,8 @@
 //
 // adamw_step_flat: the buffer cut at the decay ranges' boundaries into runs that are decayed or not,
 // each run given to the same adamw_update as adamw_step with the coefficients adamw_step would form
-// for it, so the bits are adamw_step's by construction.
+// for it, so the bits are adamw_step's by construction (on the gradient times grad_scale, the
+// clipping coefficient, rounded once to the state type: adamw_step itself multiplies by 1).
 //
 // sum_squares: fixed blocks of 65536 elements, each summed in order in double, then the block sums
 // in order: the same bits for any thread count, so a resumed run (perhaps with another
@@ -34,6 +35,7 @@ struct Coefs {
   double b1, b2, eps;
   double step_size;  // lr / (1 - b1^t)
   double bc2_sqrt;   // sqrt(1 - b2^t)
+  double grad_scale = 1.0;  // the clipping coefficient each gradient element is multiplied by
 };
 
 Coefs coefs_for(double lr, double beta1, double beta2, double eps, double weight_decay,
@@ -57,10 +59,10 @@ template <typename S, typename G>
 void adamw_update(S* w, S* m, S* v, const G* g, bf16* out, int64_t n, const Coefs& c) {
   const S decay = S(c.decay), b1 = S(c.b1), b2 = S(c.b2), eps = S(c.eps);
   const S one_minus_b1 = S(1.0 - c.b1), one_minus_b2 = S(1.0 - c.b2);
-  const S step_size = S(c.step_size), bc2_sqrt = S(c.bc2_sqrt);
+  const S step_size = S(c.step_size), bc2_sqrt = S(c.bc2_sqrt), grad_scale = S(c.grad_scale);
 #pragma omp parallel for if (n > 65536)
   for (int64_t i = 0; i < n; ++i) {
-    const S gi = load<S>(g[i]);
+    const S gi = load<S>(g[i]) * grad_scale;  // exact when grad_scale is 1
     const S mi = b1 * m[i] + one_minus_b1 * gi;
     const S vi = b2 * v[i] + one_minus_b2 * gi * gi;
     S p = w[i] * decay;
@@ -122,7 +124,7 @@ void adamw_step(const Tensor& param, const Tensor& master, const Tensor& m, cons
 void adamw_step_flat(const Tensor& param, const Tensor& master, const Tensor& m, const Tensor& v,
                      const Tensor& grad, const Tensor& decay_ranges, double lr, double beta1,
                      double beta2, double eps, double weight_decay, double bias_correction1,
-                     double bias_correction2) {
+                     double bias_correction2, double grad_scale) {
   const AdamwFlatArgs args = check_adamw_flat_args("cpu kernel adamw_step_flat", false, param,
                                                     master, m, v, grad, decay_ranges);
   const DType st = args.state;
@@ -141,10 +143,12 @@ void adamw_step_flat(const Tensor& param, const Tensor& master, const Tensor& m,
                   bounds[2 * k - 2], ", ", bounds[2 * k - 1],
                   ") ends: ranges must be sorted and disjoint");
   }
+  TESSERA_CHECK(std::isfinite(grad_scale) && grad_scale > 0,
+                "cpu kernel adamw_step_flat: grad_scale must be finite and positive, got ", grad_scale);
   if (n == 0) return;
-  const Coefs decayed =
-      coefs_for(lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2);
-  const Coefs plain = coefs_for(lr, beta1, beta2, eps, 0.0, bias_correction1, bias_correction2);
+  Coefs decayed = coefs_for(lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2);
+  Coefs plain = coefs_for(lr, beta1, beta2, eps, 0.0, bias_correction1, bias_correction2);
+  decayed.grad_scale = plain.grad_scale = grad_scale;
   auto run = [&](int64_t begin, int64_t end, const Coefs& c) {
     if (begin == end) return;
     if (st == DType::F64) {
