@@ -26,6 +26,8 @@
 #include <cstring>
 #include <vector>
 
+#include "cuda_emu.h"
+
 namespace {
 
 struct Layout {
@@ -285,6 +287,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
     return CUBLAS_STATUS_INVALID_VALUE;
   if (x.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS && (!x.aux || alignment(x.aux) < algo->data[kAlignAux]))
     return CUBLAS_STATUS_INVALID_VALUE;
+  if (tessera::emu::skip_kernels()) return CUBLAS_STATUS_SUCCESS;
 
   const bool f64 = x.scale == CUDA_R_64F;
   const double al = f64 ? *static_cast<const double*>(alpha) : *static_cast<const float*>(alpha);

@@ -105,6 +105,11 @@ void* dynamic_shared();
 unsigned char* shared_pointer(uint64_t address, size_t bytes);
 ptx::CpAsyncQueue& cp_async_queue();  // the running thread's cp.async copies in flight
 bool on_device(const void* p, size_t n);  // [p, p + n) lies in one cudaMalloc'd allocation
+// TESSERA_EMU_SKIP_KERNELS=1: launches, matmuls, sorts, memsets and device-to-device copies are
+// checked and then not carried out, so a program's time is what its host side costs (dispatch,
+// autograd, the allocator, the launches' arguments); every value computed on the device is garbage.
+// scripts/bench_host.sh measures a training step so.
+bool skip_kernels();
 void sync_block();
 // A warp collective: every lane of `mask` deposits `bytes` (at most kMaxDeposit) and waits for the
 // others; then read(c) runs in each lane, c.slot[l] holding lane l's deposit for each lane l of
@@ -316,6 +321,7 @@ struct DeviceRadixSort {
       temp_bytes = 1;
       return cudaSuccess;
     }
+    if (tessera::emu::skip_kernels()) return cudaSuccess;
     std::vector<int> order(size_t(std::max(n, 0)));
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(),
