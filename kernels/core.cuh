@@ -55,6 +55,9 @@ __device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
 __device__ __forceinline__ float ld(const uint16_t* p, int64_t i) { return bf16_to_f32(p[i]); }
 __device__ __forceinline__ void st(float* p, int64_t i, float v) { p[i] = v; }
 __device__ __forceinline__ void st(uint16_t* p, int64_t i, float v) { p[i] = f32_to_bf16(v); }
+// v rounded to the precision of p's elements, as a float: what st then ld would give back.
+__device__ __forceinline__ float rounded(const float*, float v) { return v; }
+__device__ __forceinline__ float rounded(const uint16_t*, float v) { return bf16_to_f32(f32_to_bf16(v)); }
 
 // An f32 or bf16 buffer whose dtype is known only at run time: the saved statistics, which may be
 // f32 while the activations are bf16. The branch is uniform across a launch, so it costs nothing.

@@ -3,7 +3,8 @@
 //
 // x, y, dx, dy (N, C); w, b, dw, db (C); mean, rstd (N), f32 or x's dtype (core.cuh's StatPtr)
 //
-// One block per row for the forward and for dx, statistics in f32: the mean first, then the
+// One block per row for the forward and for dx, statistics in f32 (dx accumulating into the
+// gradient it holds when asked): the mean first, then the
 // biased variance as the mean of squared deviations (two passes, as the CPU: no E[x^2] - mean^2
 // cancellation), rstd = 1 / sqrt(var + eps). The forward normalises with the f32 statistics it has
 // just computed and saves them; the backward reads the saved ones.
@@ -73,7 +74,7 @@ norm_forward_kernel(T* y, StatPtr mean, StatPtr rstd, const T* x, const T* w, co
 template <typename T, bool kLayerNorm>
 __global__ void __launch_bounds__(kThreads)
 norm_backward_dx_kernel(T* dx, const T* dy, const T* x, const T* w, StatPtr mean, StatPtr rstd,
-                        int64_t C) {
+                        int64_t C, bool accumulate) {
   __shared__ float scratch[32];
   const int64_t n = blockIdx.x;
   const T* xr = x + n * C;
@@ -91,7 +92,9 @@ norm_backward_dx_kernel(T* dx, const T* dy, const T* x, const T* w, StatPtr mean
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     const float xhat = (ld(xr, c) - m) * r;
     const float g = ld(gr, c) * ld(w, c);
-    st(dxr, c, r * (g - mean_g - xhat * mean_gx));
+    const float d = r * (g - mean_g - xhat * mean_gx);
+    // Accumulating: d rounded to T, then added (no fma contraction): axpby's bits, see kernels.h.
+    st(dxr, c, accumulate ? __fadd_rn(ld(dxr, c), core::rounded(dxr, d)) : d);
   }
 }
 
@@ -198,8 +201,8 @@ void layernorm_forward(const Tensor& y, const Tensor& mean, const Tensor& rstd, 
 }
 
 void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
-                        const Tensor& x, const Tensor& w, const Tensor& mean,
-                        const Tensor& rstd) {
+                        const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                        bool accumulate) {
   check_rows("layernorm_backward", x, dy, w);
   check_rows("layernorm_backward", x, dx, dw);
   check_rows("layernorm_backward", x, dx, db);
@@ -214,7 +217,8 @@ void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, co
     using T = decltype(z);
     norm_backward_dx_kernel<T, true><<<core::row_grid("layernorm_backward", N), kThreads>>>(
         static_cast<T*>(dx.data_ptr()), static_cast<const T*>(dy.data_ptr()),
-        static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), m, r, C);
+        static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), m, r, C,
+        accumulate);
     CUDA_CHECK_LAUNCH();
     weight_grads<T, true>(dw, db, dy, x, m, r, N, C);
   });
@@ -238,7 +242,7 @@ void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const
 }
 
 void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,
-                      const Tensor& w, const Tensor& rstd) {
+                      const Tensor& w, const Tensor& rstd, bool accumulate) {
   check_rows("rmsnorm_backward", x, dy, w);
   check_rows("rmsnorm_backward", x, dx, dw);
   check_args("rmsnorm_backward", x.dtype(),
@@ -252,7 +256,7 @@ void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, cons
     norm_backward_dx_kernel<T, false><<<core::row_grid("rmsnorm_backward", N), kThreads>>>(
         static_cast<T*>(dx.data_ptr()), static_cast<const T*>(dy.data_ptr()),
         static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), StatPtr{}, r,
-        C);
+        C, accumulate);
     CUDA_CHECK_LAUNCH();
     weight_grads<T, false>(dw, Tensor(), dy, x, StatPtr{}, r, N, C);
   });

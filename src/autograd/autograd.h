@@ -52,6 +52,9 @@ class GradSink {
   // region: the part of acc the contribution writes (dim -1: anywhere). Where the engine knows that
   // part still holds zeros (acc was zero-filled and earlier contributions wrote only disjoint
   // regions of the same dim, as the narrows of one tensor do), zero is true as well.
+  // accumulate runs after the backward closure returns, before the gradients given to add() are
+  // delivered; it may itself add() the op's other gradients (a kernel that computes them with this
+  // one: the norms' weight gradients), but not add_into().
   void add_into(size_t input, DType dtype, std::function<void(Tensor& acc, bool zero)> accumulate,
                 GradRegion region = {});
 

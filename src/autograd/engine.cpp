@@ -219,8 +219,10 @@ class Engine {
         node->backward(g, sink);
         g = Tensor();
         if (!retain_) node->backward = nullptr;
+        // Accumulations first: one may add() the op's other gradients (GradSink::add_into).
+        for (size_t i = 0; i < sink.accumulations_.size(); ++i)
+          deliver_into(node->inputs[sink.accumulations_[i].input].get(), sink.accumulations_[i]);
         for (auto& [idx, gi] : sink.grads_) deliver(node->inputs[idx].get(), gi);
-        for (auto& a : sink.accumulations_) deliver_into(node->inputs[a.input].get(), a);
       }
       for (const auto& in : node->inputs) {
         if (!in) continue;

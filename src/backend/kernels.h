@@ -77,15 +77,19 @@ struct Kernels {
   void (*embedding_backward)(const Tensor& dtable, const Tensor& dout, const Tensor& ids);
 
   // ---- normalisation over the last dim ---- x, y, dx, dy (N, C); w, b, dw, db (C); mean, rstd (N)
+  // accumulate: dx += the input's gradient, dx holding the gradient accumulated so far (a residual
+  // stream's: autograd's GradSink::add_into), else dx = it. The gradient is rounded to dx's dtype
+  // before the add, so the bits are those of writing it alone and adding it with axpby (a model's
+  // gradients do not depend on which path autograd took: recompute captures them apart).
   void (*layernorm_forward)(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
                             const Tensor& w, const Tensor& b, double eps);
   void (*layernorm_backward)(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
                              const Tensor& x, const Tensor& w, const Tensor& mean,
-                             const Tensor& rstd);
+                             const Tensor& rstd, bool accumulate);
   void (*rmsnorm_forward)(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w,
                           double eps);
   void (*rmsnorm_backward)(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,
-                           const Tensor& w, const Tensor& rstd);
+                           const Tensor& w, const Tensor& rstd, bool accumulate);
 
   // ---- activations ---- all tensors the same shape
   void (*gelu_forward)(const Tensor& y, const Tensor& x);  // tanh approximation

@@ -1,8 +1,12 @@
 // layernorm and rmsnorm over the last dimension. x (..., C) is handed to the kernels as is: they
 // treat every leading dimension as rows. The formulas, forward and backward, are in
 // src/backend/cpu/norm.cpp; mean and rstd are saved so backward does not recompute the statistics.
+// The input's gradient is added into the one accumulated so far (GradSink::add_into): a residual
+// stream's gradient (x feeds the norm and the residual add) takes the norm's contribution in the
+// kernel that computes it, with no separate add over (N, C) (and the same bits as one).
 #include "ops/norm.h"
 
+#include <functional>
 #include <string>
 
 #include "ops/util.h"
@@ -32,6 +36,17 @@ Options stat_options(const Tensor& x) {
   return x.dtype() == DType::BF16 ? Options(DType::F32, x.device()) : x.options();
 }
 
+// Runs a norm's backward kernel `run(dx, zero)`, which also adds the weight gradients to g: into
+// x's accumulated gradient when x wants one (add_into; zero: dx holds zeros), else into a scratch dx.
+void input_grad_into(GradSink& g, const Tensor& x, std::function<void(Tensor&, bool)> run) {
+  if (g.needs(0)) {
+    g.add_into(0, x.dtype(), std::move(run));
+  } else {
+    Tensor scratch = Tensor::empty(x.shape(), x.options());
+    run(scratch, true);
+  }
+}
+
 }  // namespace
 
 Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
@@ -46,13 +61,14 @@ Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, doub
   TESSERA_KERNEL(x, layernorm_forward)(y, mean, rstd, X, W, detail::dense(bias), eps);
   return record("layernorm", y, {x, weight, bias},
                 [X, W, mean, rstd](const Tensor& dy, GradSink& g) {
-                  Tensor dx = Tensor::empty(X.shape(), X.options());
-                  Tensor dw = Tensor::empty(W.shape(), W.options());
-                  Tensor db = Tensor::empty(W.shape(), W.options());
-                  TESSERA_KERNEL(dy, layernorm_backward)(dx, dw, db, dy, X, W, mean, rstd);
-                  g.add(0, dx);
-                  g.add(1, dw);
-                  g.add(2, db);
+                  input_grad_into(g, X, [&g, dy, X, W, mean, rstd](Tensor& dx, bool zero) {
+                    Tensor dw = Tensor::empty(W.shape(), W.options());
+                    Tensor db = Tensor::empty(W.shape(), W.options());
+                    TESSERA_KERNEL(dy, layernorm_backward)(dx, dw, db, dy, X, W, mean, rstd,
+                                                           !zero);
+                    g.add(1, dw);
+                    g.add(2, db);
+                  });
                 });
 }
 
@@ -66,11 +82,11 @@ Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps) {
   Tensor rstd = Tensor::empty({N}, stat_options(x));
   TESSERA_KERNEL(x, rmsnorm_forward)(y, rstd, X, W, eps);
   return record("rmsnorm", y, {x, weight}, [X, W, rstd](const Tensor& dy, GradSink& g) {
-    Tensor dx = Tensor::empty(X.shape(), X.options());
-    Tensor dw = Tensor::empty(W.shape(), W.options());
-    TESSERA_KERNEL(dy, rmsnorm_backward)(dx, dw, dy, X, W, rstd);
-    g.add(0, dx);
-    g.add(1, dw);
+    input_grad_into(g, X, [&g, dy, X, W, rstd](Tensor& dx, bool zero) {
+      Tensor dw = Tensor::empty(W.shape(), W.options());
+      TESSERA_KERNEL(dy, rmsnorm_backward)(dx, dw, dy, X, W, rstd, !zero);
+      g.add(1, dw);
+    });
   });
 }
 

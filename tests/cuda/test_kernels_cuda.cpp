@@ -385,11 +385,25 @@ TEST_P(CoreKernelsCuda, layernorm_forward_and_backward_match_the_cpu) {
   Tensor gdx = gpu_empty({N, C}, dt()), gdw = gpu_empty({C}, dt()), gdb = gpu_empty({C}, dt());
   Tensor cdx = cpu_empty({N, C}), cdw = cpu_empty({C}), cdb = cpu_empty({C});
   TESSERA_KERNEL(gx, layernorm_backward)(gdx, gdw, gdb, to_gpu(dy, dt()), gx, gw, to_gpu(m, dt()),
-                                         to_gpu(r, dt()));
-  cpu_k().layernorm_backward(cdx, cdw, cdb, dy, x, w, m, r);
+                                         to_gpu(r, dt()), false);
+  cpu_k().layernorm_backward(cdx, cdw, cdb, dy, x, w, m, r, false);
   expect_close(gdx, cdx, "layernorm dx");
   expect_close(gdw, cdw, "layernorm dw");
   expect_close(gdb, cdb, "layernorm db");
+
+  // Accumulating into a residual stream's gradient (values like dx's, so the sum is not dominated
+  // by either): dx = held + this one.
+  const Tensor held = random({N, C}, dt(), g);
+  Tensor adx = to_gpu(held, dt()), acdx = held.clone();
+  TESSERA_KERNEL(gx, layernorm_backward)(adx, gdw, gdb, to_gpu(dy, dt()), gx, gw, to_gpu(m, dt()),
+                                         to_gpu(r, dt()), true);
+  cpu_k().layernorm_backward(acdx, cdw, cdb, dy, x, w, m, r, true);
+  expect_close(adx, acdx, "layernorm dx accumulated");
+  EXPECT_GT(rel_err(adx, cdx), 0.1) << "the held gradient must count";
+  // The bits of the separate add it replaces (kernels.h): dx alone, then axpby onto the held one.
+  Tensor sum = to_gpu(held, dt());
+  TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, gdx);
+  EXPECT_EQ(bytes(adx.to(Device::cpu())), bytes(sum.to(Device::cpu()))) << "layernorm dx accumulated";
 }
 
 TEST_P(CoreKernelsCuda, rmsnorm_forward_and_backward_match_the_cpu) {
@@ -408,10 +422,20 @@ TEST_P(CoreKernelsCuda, rmsnorm_forward_and_backward_match_the_cpu) {
   const Tensor r = cr.to(dt()).to(DType::F32);
   Tensor gdx = gpu_empty({N, C}, dt()), gdw = gpu_empty({C}, dt());
   Tensor cdx = cpu_empty({N, C}), cdw = cpu_empty({C});
-  TESSERA_KERNEL(gx, rmsnorm_backward)(gdx, gdw, to_gpu(dy, dt()), gx, gw, to_gpu(r, dt()));
-  cpu_k().rmsnorm_backward(cdx, cdw, dy, x, w, r);
+  TESSERA_KERNEL(gx, rmsnorm_backward)(gdx, gdw, to_gpu(dy, dt()), gx, gw, to_gpu(r, dt()), false);
+  cpu_k().rmsnorm_backward(cdx, cdw, dy, x, w, r, false);
   expect_close(gdx, cdx, "rmsnorm dx");
   expect_close(gdw, cdw, "rmsnorm dw");
+
+  const Tensor held = random({N, C}, dt(), g);
+  Tensor adx = to_gpu(held, dt()), acdx = held.clone();
+  TESSERA_KERNEL(gx, rmsnorm_backward)(adx, gdw, to_gpu(dy, dt()), gx, gw, to_gpu(r, dt()), true);
+  cpu_k().rmsnorm_backward(acdx, cdw, dy, x, w, r, true);
+  expect_close(adx, acdx, "rmsnorm dx accumulated");
+  EXPECT_GT(rel_err(adx, cdx), 0.1) << "the held gradient must count";
+  Tensor sum = to_gpu(held, dt());
+  TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, gdx);
+  EXPECT_EQ(bytes(adx.to(Device::cpu())), bytes(sum.to(Device::cpu()))) << "rmsnorm dx accumulated";
 }
 
 // ---- softmax family ---------------------------------------------------------------------------

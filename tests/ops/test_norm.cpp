@@ -5,6 +5,7 @@
 #include <cmath>
 #include <string>
 
+#include "backend/kernels.h"
 #include "gradcheck.h"
 #include "ops/ops.h"
 #include "test_util.h"
@@ -73,6 +74,69 @@ TEST(LayerNorm, gradcheck_wide_rows) {
       [](const std::vector<Tensor>& in) { return ops::layernorm(in[0], in[1], in[2]); }, {x, w, b}));
 }
 
+// A residual stream: x feeds the norm and the add, so the norm's backward adds its gradient into the
+// one x has already received (the kernel's accumulate path), as a leaf and as an intermediate.
+TEST(LayerNorm, gradcheck_residual_stream_accumulates_into_the_input_gradient) {
+  Generator g(14);
+  Tensor x = randn({3, 6}, g), w = randn({6}, g), b = randn({6}, g);
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& in) {
+        return ops::add(in[0], ops::layernorm(in[0], in[1], in[2]));
+      },
+      {x, w, b}));
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& in) {
+        // An intermediate in a block's shape; the last scale gives the add a gradient of its own
+        // (the one backward() is handed is shared with the caller, so it is not added into).
+        const Tensor h = ops::scale(in[0], 1.5);
+        return ops::scale(ops::add(h, ops::scale(ops::layernorm(h, in[1], in[2]), 3.0)), 2.0);
+      },
+      {x, w, b}));
+}
+
+// The kernels' accumulate flag gives the bits of the add it replaces: dx alone, then axpby onto the
+// gradient held (backend/kernels.h), in f32 and f64 (the CPU's dtypes; the CUDA test covers bf16);
+// and the weight gradients are unchanged.
+TEST(LayerNorm, accumulating_kernels_give_the_bits_of_a_separate_add) {
+  Generator g(17);
+  const int64_t N = 9, C = 70;
+  for (DType t : {DType::F32, DType::F64}) {
+    const Tensor x = randn({N, C}, g).to(t), dy = randn({N, C}, g).to(t), held = randn({N, C}, g).to(t);
+    const Tensor w = randn({C}, g).to(t), b = randn({C}, g).to(t);
+    const Options st(t);
+    Tensor y = Tensor::empty({N, C}, t), mean = Tensor::empty({N}, st), rstd = Tensor::empty({N}, st);
+    cpu::kernels().layernorm_forward(y, mean, rstd, x, w, b, 1e-5);
+    Tensor dx = Tensor::empty({N, C}, t), dw = Tensor::empty({C}, t), db = Tensor::empty({C}, t);
+    cpu::kernels().layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, false);
+    Tensor sum = held.clone();
+    cpu::kernels().axpby(sum, 1.0, sum, 1.0, dx);
+    Tensor acc = held.clone(), adw = Tensor::empty({C}, t), adb = Tensor::empty({C}, t);
+    cpu::kernels().layernorm_backward(acc, adw, adb, dy, x, w, mean, rstd, true);
+    EXPECT_EQ(tessera::testing::bytes(acc), tessera::testing::bytes(sum)) << dtype_name(t) << " layernorm";
+    EXPECT_EQ(tessera::testing::bytes(adw), tessera::testing::bytes(dw)) << dtype_name(t);
+    EXPECT_EQ(tessera::testing::bytes(adb), tessera::testing::bytes(db)) << dtype_name(t);
+
+    Tensor r = Tensor::empty({N}, st);
+    cpu::kernels().rmsnorm_forward(y, r, x, w, 1e-6);
+    cpu::kernels().rmsnorm_backward(dx, dw, dy, x, w, r, false);
+    sum = held.clone();
+    cpu::kernels().axpby(sum, 1.0, sum, 1.0, dx);
+    acc = held.clone();
+    cpu::kernels().rmsnorm_backward(acc, adw, dy, x, w, r, true);
+    EXPECT_EQ(tessera::testing::bytes(acc), tessera::testing::bytes(sum)) << dtype_name(t) << " rmsnorm";
+    EXPECT_NE(tessera::testing::bytes(acc), tessera::testing::bytes(dx)) << dtype_name(t) << ": the held gradient counts";
+  }
+}
+
+TEST(LayerNorm, weight_gradients_without_an_input_gradient) {
+  // x wants no gradient: the backward still computes the weight's and the bias's.
+  Generator g(15);
+  const Tensor x = randn({4, 5}, g).to(DType::F64);  // gradcheck runs in f64
+  Tensor w = randn({5}, g), b = randn({5}, g);
+  EXPECT_TRUE(gradcheck(
+      [x](const std::vector<Tensor>& in) { return ops::layernorm(x, in[0], in[1]); }, {w, b}));
+}
+
 TEST(LayerNorm, mismatched_weight_error_names_both_shapes) {
   Tensor x = zeros({2, 3, 5});
   std::string msg = error_of([&] { ops::layernorm(x, ones({4}), zeros({5})); });
@@ -117,6 +181,20 @@ TEST(RMSNorm, gradcheck_wide_rows) {
   Tensor x = randn({2, 2, 70}, g), w = randn({70}, g);
   EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return ops::rmsnorm(in[0], in[1]); },
                         {x, w}));
+}
+
+TEST(RMSNorm, gradcheck_residual_stream_and_weight_only) {
+  Generator g(16);
+  Tensor x = randn({3, 6}, g), w = randn({6}, g);
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& in) {
+        const Tensor h = ops::scale(in[0], 0.5);  // as in the LayerNorm test above
+        return ops::scale(ops::add(h, ops::scale(ops::rmsnorm(h, in[1]), 3.0)), 2.0);
+      },
+      {x, w}));
+  const Tensor x64 = x.to(DType::F64);  // gradcheck runs in f64
+  EXPECT_TRUE(gradcheck(
+      [x64](const std::vector<Tensor>& in) { return ops::rmsnorm(x64, in[0]); }, {w}));
 }
 
 TEST(RMSNorm, mismatched_weight_error_names_both_shapes) {

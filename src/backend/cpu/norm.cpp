@@ -8,7 +8,9 @@
 // With xhat = normalised x and dxhat = dy * w, the input gradients are
 //   layernorm: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
 //   rmsnorm:   dx = rstd * (dxhat - xhat * mean(dxhat * xhat))
-// and dw = sum over rows of dy * xhat, db = sum over rows of dy.
+// and dw = sum over rows of dy * xhat, db = sum over rows of dy. With accumulate, dx holds the
+// gradient so far and receives its sum with this one rounded to T (the sum of two T values formed
+// exactly, then rounded): the bits of adding a separate dx with axpby.
 //
 // Row statistics and the backward's sums are accumulated in double: this is the reference the CUDA
 // kernels are tested against, so it should be as exact as is cheap. mean and rstd are saved in x's
@@ -76,7 +78,8 @@ void layernorm_forward(const Tensor& y, const Tensor& mean, const Tensor& rstd, 
 }
 
 void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
-                        const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd) {
+                        const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                        bool accumulate) {
   check_rows("layernorm_backward", x, dy, w, mean);
   check_rows("layernorm_backward", x, dx, dw, rstd);
   check_rows("layernorm_backward", x, dx, db, rstd);
@@ -107,7 +110,8 @@ void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, co
       for (int64_t c = 0; c < C; ++c) {
         const double xhat = (double(xr[c]) - m) * r;
         const double g = double(gr[c]) * double(wp[c]);
-        dxr[c] = T(r * (g - mean_g - xhat * mean_gx));
+        const double d = r * (g - mean_g - xhat * mean_gx);
+        dxr[c] = accumulate ? T(double(dxr[c]) + double(T(d))) : T(d);
       }
     }
 #pragma omp parallel for if (N * C > kParallelWork)
@@ -154,7 +158,7 @@ void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const
 }
 
 void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,
-                      const Tensor& w, const Tensor& rstd) {
+                      const Tensor& w, const Tensor& rstd, bool accumulate) {
   check_rows("rmsnorm_backward", x, dy, w, rstd);
   check_rows("rmsnorm_backward", x, dx, dw, rstd);
   const int64_t N = rows_of(x), C = cols_of(x);
@@ -177,7 +181,8 @@ void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, cons
       T* dxr = dxp + n * C;
       for (int64_t c = 0; c < C; ++c) {
         const double xhat = double(xr[c]) * r;
-        dxr[c] = T(r * (double(gr[c]) * double(wp[c]) - xhat * mean_gx));
+        const double d = r * (double(gr[c]) * double(wp[c]) - xhat * mean_gx);
+        dxr[c] = accumulate ? T(double(dxr[c]) + double(T(d))) : T(d);
       }
     }
 #pragma omp parallel for if (N * C > kParallelWork)
