@@ -5,7 +5,9 @@
 // positions (CUB's radix sort is stable), so each distinct id becomes one run of positions in
 // increasing order; the first position of a run owns that table row and adds the run's rows of
 // dout into it in order, starting from what dtable holds. That is the CPU's order of additions:
-// f32 results match it bit for bit, and bf16 ones are its f32 sums rounded once.
+// f32 results match it bit for bit, and bf16 ones are its f32 sums rounded once. A bf16 dout
+// may go into an f32 dtable (the f32 gradient buffer of a bf16 table): the same f32 sums, not
+// rounded to bf16.
 //
 // The op validates ids on the host before launching (ops/embedding.cpp); the kernels only keep an
 // out-of-range id from touching memory: the forward writes NaN for it, the backward skips it.
@@ -50,8 +52,8 @@ __global__ void iota_kernel(int32_t* p, int64_t n) {
 // Block (s, y): sorted position s, columns [y * kThreads, (y + 1) * kThreads). Only the first
 // position of a run of equal ids works; it walks the run, which lists the positions of that id in
 // increasing order.
-template <typename T>
-__global__ void embedding_backward_kernel(T* dtable, const T* dout, const int32_t* sorted_ids,
+template <typename T, typename R>
+__global__ void embedding_backward_kernel(T* dtable, const R* dout, const int32_t* sorted_ids,
                                           const int32_t* sorted_pos, int64_t N, int64_t V,
                                           int64_t C) {
   const int64_t s = blockIdx.x;
@@ -65,9 +67,10 @@ __global__ void embedding_backward_kernel(T* dtable, const T* dout, const int32_
   st(dtable, int64_t(id) * C + c, acc);
 }
 
-// Shapes and dtypes (the ids' values are the op's to check: they live on the device).
-void check_embedding(const char* kernel, const Tensor& table, const Tensor& rows,
-                     const Tensor& ids) {
+// Shapes and dtypes (the ids' values are the op's to check: they live on the device). widen: an
+// f32 table under bf16 rows is allowed (the backward's).
+void check_embedding(const char* kernel, const Tensor& table, const Tensor& rows, const Tensor& ids,
+                     bool widen = false) {
   TESSERA_CHECK(table.dim() == 2, "cuda kernel ", kernel, ": table must be (V, C), got ",
                 table.str());
   const int64_t N = ids.numel(), C = table.size(1);
@@ -77,7 +80,11 @@ void check_embedding(const char* kernel, const Tensor& table, const Tensor& rows
                 table.device().str(), ", got ", ids.str());
   TESSERA_CHECK(rows.numel() == N * C, "cuda kernel ", kernel, ": ", rows.str(),
                 " is not (N, C) = (", N, ", ", C, ") of ", table.str());
-  core::check_args(kernel, table.dtype(), {{"table", table}, {"rows", rows}});
+  const bool widened = widen && table.dtype() == DType::F32 && rows.dtype() == DType::BF16;
+  core::check_args(kernel, table.dtype(), {{"table", table}});
+  core::check_args(kernel, widened ? DType::BF16 : table.dtype(), {{"rows", rows}});
+  TESSERA_CHECK(rows.device() == table.device(), "cuda kernel ", kernel, ": rows ", rows.str(),
+                " and table ", table.str(), " are on different devices");
 }
 
 void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& ids) {
@@ -95,7 +102,7 @@ void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& ids
 }
 
 void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& ids) {
-  check_embedding("embedding_backward", dtable, dout, ids);
+  check_embedding("embedding_backward", dtable, dout, ids, /*widen=*/true);
   const int64_t V = dtable.size(0), C = dtable.size(1), N = ids.numel();
   if (N * C == 0) return;
   TESSERA_CHECK(N <= int64_t(0x7fffffff) && (C + kThreads - 1) / kThreads <= 65535,
@@ -120,13 +127,19 @@ void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& 
                                              pos_in, sorted_pos, int(N)));
 
   const dim3 grid(unsigned(N), unsigned((C + kThreads - 1) / kThreads));
-  core::dispatch("embedding_backward", dtable.dtype(), [&](auto z) {
-    using T = decltype(z);
-    embedding_backward_kernel<T><<<grid, kThreads>>>(static_cast<T*>(dtable.data_ptr()),
-                                                     static_cast<const T*>(dout.data_ptr()),
-                                                     sorted_ids, sorted_pos, N, V, C);
+  auto launch = [&](auto t, auto r) {
+    using T = decltype(t);
+    using R = decltype(r);
+    embedding_backward_kernel<T, R><<<grid, kThreads>>>(static_cast<T*>(dtable.data_ptr()),
+                                                        static_cast<const R*>(dout.data_ptr()),
+                                                        sorted_ids, sorted_pos, N, V, C);
     CUDA_CHECK_LAUNCH();
-  });
+  };
+  if (dtable.dtype() != dout.dtype()) {  // f32 under bf16: check_embedding allows no other pair
+    launch(float{}, uint16_t{});
+  } else {
+    core::dispatch("embedding_backward", dtable.dtype(), [&](auto z) { launch(z, z); });
+  }
 }
 
 }  // namespace

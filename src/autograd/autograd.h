@@ -21,6 +21,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -55,8 +56,11 @@ class GradSink {
   // accumulate runs after the backward closure returns, before the gradients given to add() are
   // delivered; it may itself add() the op's other gradients (a kernel that computes them with this
   // one: the norms' weight gradients), but not add_into().
+  // also: a second dtype the contribution can add into, taken when the leaf's gradient already has
+  // it (bf16 rows scatter-added into the f32 gradient buffer of a bf16 table: no bf16 temporary,
+  // no conversion); acc.dtype() tells accumulate which it got.
   void add_into(size_t input, DType dtype, std::function<void(Tensor& acc, bool zero)> accumulate,
-                GradRegion region = {});
+                GradRegion region = {}, std::optional<DType> also = std::nullopt);
 
  private:
   friend class Engine;
@@ -65,6 +69,7 @@ class GradSink {
     DType dtype;
     std::function<void(Tensor&, bool)> fn;
     GradRegion region;
+    std::optional<DType> also;
   };
   Node& node_;
   std::vector<std::pair<size_t, Tensor>> grads_;

@@ -166,11 +166,12 @@ void GradSink::add(size_t input, const Tensor& grad) {
 }
 
 void GradSink::add_into(size_t input, DType dtype,
-                        std::function<void(Tensor& acc, bool zero)> accumulate, GradRegion region) {
+                        std::function<void(Tensor& acc, bool zero)> accumulate, GradRegion region,
+                        std::optional<DType> also) {
   TESSERA_CHECK(input < node_.inputs.size(), "backward of ", node_.op, ": gradient for input ",
                 input, " but the op has ", node_.inputs.size(), " inputs");
   if (!node_.inputs[input]) return;
-  accumulations_.push_back({input, dtype, std::move(accumulate), region});
+  accumulations_.push_back({input, dtype, std::move(accumulate), region, also});
 }
 
 // ---- backward ----
@@ -300,7 +301,7 @@ class Engine {
   // (several narrows of one tensor then fill one buffer), else through a zero-filled temporary.
   void deliver_into(AutogradMeta* m, const GradSink::Accumulation& a) {
     const DType held = m->grad.defined() ? m->grad.dtype() : m->dtype;
-    if (!m->grad_fn && !captured_ && a.dtype == held) {
+    if (!m->grad_fn && !captured_ && (a.dtype == held || a.also == held)) {
       touched_.insert(m);
       const bool fresh = !m->grad.defined() || m->grad_zero;
       if (!m->grad.defined()) m->grad = zeros(m->shape, {m->dtype, m->device});

@@ -73,7 +73,8 @@ struct Kernels {
   // ---- embedding ---- table (V, C), ids i32 (N), out/dout (N, C)
   void (*embedding_forward)(const Tensor& out, const Tensor& table, const Tensor& ids);
   // dtable[ids[n]] += dout[n] for every n, into what dtable already holds (a scatter-add:
-  // repeated ids sum; autograd passes the gradient accumulated so far, or zeros).
+  // repeated ids sum; autograd passes the gradient accumulated so far, or zeros). dtable may be
+  // f32 under bf16 dout (a bf16 table's f32 gradient buffer; CUDA only: the CPU has no bf16).
   void (*embedding_backward)(const Tensor& dtable, const Tensor& dout, const Tensor& ids);
 
   // ---- normalisation over the last dim ---- x, y, dx, dy (N, C); w, b, dw, db (C); mean, rstd (N)

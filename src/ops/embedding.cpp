@@ -3,6 +3,7 @@
 // the only thing saved: the backward does not need the table's values.
 #include "ops/embedding.h"
 
+#include <optional>
 #include <vector>
 
 #include "ops/util.h"
@@ -34,11 +35,15 @@ Tensor embedding(const Tensor& table, const Tensor& ids, const Tensor& host_ids)
 
   return record("embedding", out, {table}, [I, N, C](const Tensor& dy, GradSink& g) {
     // Scatter-added straight into the table's gradient: no (V, C) temporary. For a tied
-    // embedding that gradient already holds the output head's contribution.
+    // embedding that gradient already holds the output head's contribution. bf16 rows go straight
+    // into an f32 gradient buffer (a bf16 model's flat gradients), summed in f32.
     Tensor rows = dy.view({N, C});
-    g.add_into(0, dy.dtype(), [I, rows](Tensor& dtable, bool) {
-      TESSERA_KERNEL(rows, embedding_backward)(dtable, rows, I);
-    });
+    const std::optional<DType> also =
+        dy.dtype() == DType::BF16 ? std::optional<DType>(DType::F32) : std::nullopt;
+    g.add_into(
+        0, dy.dtype(),
+        [I, rows](Tensor& dtable, bool) { TESSERA_KERNEL(rows, embedding_backward)(dtable, rows, I); },
+        {}, also);
   });
 }
 

@@ -208,6 +208,41 @@ TEST(Autograd, narrows_of_one_tensor_fill_one_gradient_buffer) {
   EXPECT_EQ(grad_of(x), want);
 }
 
+// GradSink::add_into's second dtype: a contribution that can add into either f64 or f32 gets the
+// leaf's own f32 gradient buffer when one is attached (the bf16 table and its f32 flat gradient on
+// a GPU), and an f64 accumulator otherwise; it may add() another input's gradient meanwhile.
+TEST(Autograd, add_into_takes_a_held_gradient_of_its_second_dtype) {
+  auto op = [](const Tensor& p, const Tensor& q, std::vector<DType>* seen) {
+    Tensor out = ops::add(p.detach(), q.detach());
+    return record("two_dtypes", out, {p, q}, [seen](const Tensor& dy, GradSink& g) {
+      g.add_into(
+          0, DType::F64,
+          [&g, dy, seen](Tensor& acc, bool) {
+            seen->push_back(acc.dtype());
+            acc.copy_(ops::add(acc.detach().to(DType::F64), dy).to(acc.dtype()));
+            g.add(1, ops::scale(dy, 2.0));
+          },
+          {}, DType::F32);
+    });
+  };
+  for (const bool attached : {true, false}) {
+    Tensor p = zeros({4}, DType::F64).requires_grad_(), q = zeros({4}, DType::F64).requires_grad_();
+    Tensor buffer = full({4}, 0.5, DType::F32);
+    if (attached) attach_grad(p, buffer);
+    std::vector<DType> seen;
+    ops::sum(ops::scale(op(p, q, &seen), 3.0)).backward();
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_EQ(seen[0], attached ? DType::F32 : DType::F64);
+    if (attached) {
+      EXPECT_EQ(p.grad().data_ptr(), buffer.data_ptr()) << "added in place into the buffer";
+      EXPECT_EQ(buffer.to_vector<float>(), std::vector<float>(4, 3.5f));
+    } else {
+      EXPECT_EQ(grad_of(p), std::vector<double>(4, 3.0));
+    }
+    EXPECT_EQ(grad_of(q), std::vector<double>(4, 6.0)) << "the closure's add() is delivered";
+  }
+}
+
 // Overlapping narrows, one of them used twice: every contribution still adds.
 TEST(Autograd, overlapping_narrows_add_their_gradients) {
   Tensor x = from_vector<double>(std::vector<double>(30, 1.0), {3, 10}).requires_grad_();

@@ -341,6 +341,25 @@ TEST_P(CoreKernelsCuda, embedding_forward_and_backward_match_the_cpu_bit_for_bit
   TESSERA_KERNEL(gd, embedding_backward)(gd, to_gpu(dout, dt()), gids);
   cpu_k().embedding_backward(cd, dout, ids);
   expect_bits(gd, cd, "embedding_backward");
+
+  if (dt() == DType::BF16) {
+    // bf16 rows into an f32 gradient (a bf16 table's flat buffer): the CPU's f32 sums, unrounded.
+    Tensor gw = acc.to(kGpu);
+    TESSERA_KERNEL(gw, embedding_backward)(gw, to_gpu(dout, dt()), gids);
+    EXPECT_EQ(gw.dtype(), DType::F32);
+    EXPECT_EQ(bytes(gw.to(Device::cpu())), bytes(cd)) << "f32 table under bf16 rows";
+    const Tensor host = gw.to(Device::cpu());
+    EXPECT_NE(values(host), values(host.to(DType::BF16).to(DType::F32))) << "sums kept in f32";
+    // No other pair of dtypes, and not in the forward.
+    std::string e = error_of(
+        [&] { TESSERA_KERNEL(gw, embedding_forward)(gpu_empty({N, C}, DType::BF16), gw, gids); });
+    EXPECT_NE(e.find("rows must be a contiguous f32 tensor"), std::string::npos) << e;
+    e = error_of([&] {
+      Tensor t = gpu_empty({V, C}, DType::BF16);
+      TESSERA_KERNEL(t, embedding_backward)(t, to_gpu(dout, DType::F32), gids);
+    });
+    EXPECT_NE(e.find("rows must be a contiguous bf16 tensor"), std::string::npos) << e;
+  }
 }
 
 TEST_P(CoreKernelsCuda, embedding_backward_is_deterministic) {
