@@ -10,6 +10,8 @@
 //
 // Precision (the mixed-precision policy's matmuls):
 //   bf16 operands and output, f32 accumulation: CUBLAS_COMPUTE_32F, f32 alpha and beta;
+//   bf16 operands, f32 output (a bf16 weight's gradient written or added straight into its f32
+//        gradient buffer): the same, C and D f32 (a combination cublasLtMatmul's table lists);
 //   f32: CUBLAS_COMPUTE_32F, true f32 products. TESSERA_TF32=1 in the environment opts into TF32
 //        tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32: 10-bit mantissa products, ~1e-3 relative);
 //   f64: CUBLAS_COMPUTE_64F (the CPU backend's gradient-check dtype; slow on GPUs, for tests).
@@ -117,7 +119,8 @@ void set_epilogue_pointers(cublasLtMatmulDesc_t desc, const Epilogue& ep) {
 // One problem as cuBLASLt sees it, in our row-major terms.
 struct Key {
   int device;
-  DType dtype;
+  DType dtype;      // a's and b's
+  DType out;        // c's: dtype, or f32 under bf16 operands
   bool trans_a, trans_b, tf32;
   int64_t M, N, K;
   int32_t batch;
@@ -134,7 +137,8 @@ struct KeyHash {
     auto mix = [&h](uint64_t v) {
       h ^= std::hash<uint64_t>{}(v) + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
     };
-    mix(uint64_t(k.device)), mix(uint64_t(k.dtype)), mix(k.trans_a), mix(k.trans_b), mix(k.tf32);
+    mix(uint64_t(k.device)), mix(uint64_t(k.dtype)), mix(uint64_t(k.out)), mix(k.trans_a);
+    mix(k.trans_b), mix(k.tf32);
     mix(uint64_t(k.M)), mix(uint64_t(k.N)), mix(uint64_t(k.K)), mix(uint64_t(k.batch));
     mix(uint64_t(k.stride_a)), mix(uint64_t(k.stride_b)), mix(uint64_t(k.stride_c));
     mix(k.align_a), mix(k.align_b), mix(k.align_c), mix(k.epilogue), mix(k.align_bias);
@@ -216,7 +220,7 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle, const Epilogue& ep) {
                      : layout(type, k.N, k.K, k.batch, k.stride_b);
   p.lt_b = k.trans_a ? layout(type, k.M, k.K, k.batch, k.stride_a)
                      : layout(type, k.K, k.M, k.batch, k.stride_a);
-  p.lt_c = layout(type, k.N, k.M, k.batch, k.stride_c);
+  p.lt_c = layout(data_type(k.out), k.N, k.M, k.batch, k.stride_c);
 
   cublasLtMatmulPreference_t pref = nullptr;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -321,16 +325,18 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
   TESSERA_CHECK((ma.batch == 1 || ma.batch == mc.batch) && (mb.batch == 1 || mb.batch == mc.batch),
                 "cuda gemm: batch sizes do not agree: c ", shape_str(c.shape()), ", a ",
                 shape_str(a.shape()), ", b ", shape_str(b.shape()));
-  TESSERA_CHECK(a.dtype() == c.dtype() && b.dtype() == c.dtype(), "cuda gemm: dtypes differ: c ",
-                dtype_name(c.dtype()), ", a ", dtype_name(a.dtype()), ", b ",
-                dtype_name(b.dtype()));
+  const bool widened = a.dtype() == DType::BF16 && c.dtype() == DType::F32;
+  TESSERA_CHECK(a.dtype() == b.dtype() && (a.dtype() == c.dtype() || widened),
+                "cuda gemm: dtypes differ: c ", dtype_name(c.dtype()), ", a ",
+                dtype_name(a.dtype()), ", b ", dtype_name(b.dtype()),
+                " (one dtype, or an f32 c under bf16 a and b)");
   check_same_device("cuda gemm", {&c, &a, &b});
   TESSERA_CHECK(c.device().is_cuda(), "cuda gemm: c must be a CUDA tensor, got ", c.str());
   auto aligned16 = [](const Tensor* t) {
     return reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 == 0;
   };
   if (ep.kind != Epilogue::None &&
-      (K == 0 || c.dtype() == DType::F64 || !aligned16(ep.bias) ||
+      (K == 0 || c.dtype() == DType::F64 || widened || !aligned16(ep.bias) ||
        (ep.kind == Epilogue::GeluAuxBias && (!aligned16(ep.aux) || N % 8 != 0))))
     return false;
   if (M == 0 || N == 0 || mc.batch == 0) return true;
@@ -342,8 +348,9 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
   }
 
   Key k{};
-  k.device = device, k.dtype = c.dtype(), k.trans_a = trans_a, k.trans_b = trans_b;
-  k.tf32 = c.dtype() == DType::F32 && tf32_allowed();
+  k.device = device, k.dtype = a.dtype(), k.out = c.dtype(), k.trans_a = trans_a;
+  k.trans_b = trans_b;
+  k.tf32 = a.dtype() == DType::F32 && tf32_allowed();
   k.M = M, k.N = N, k.K = K;
   int64_t batch = mc.batch;
   int64_t sa = ma.batch == 1 ? 0 : ma.rows * ma.cols, sb = mb.batch == 1 ? 0 : mb.rows * mb.cols;
@@ -363,10 +370,10 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
                 shape_str(a.shape()), " @ b ", shape_str(b.shape()));
   k.batch = int32_t(batch);
   k.stride_a = sa, k.stride_b = sb, k.stride_c = sc;
-  const int64_t es = int64_t(dtype_size(c.dtype()));
+  const int64_t es = int64_t(dtype_size(a.dtype())), es_c = int64_t(dtype_size(c.dtype()));
   k.align_a = alignment(a.data_ptr(), sa * es);
   k.align_b = alignment(b.data_ptr(), sb * es);
-  k.align_c = alignment(c.data_ptr(), sc * es);
+  k.align_c = alignment(c.data_ptr(), sc * es_c);
 
   DeviceBlas& blas = device_blas(device);
   const float alpha_f = float(alpha), beta_f = float(beta);
@@ -405,7 +412,7 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
   const char* pb = static_cast<const char*>(b.data_ptr());
   char* pc = static_cast<char*>(c.data_ptr());
   for (int64_t i = 0; i < batch; ++i)
-    run(single, pa + i * sa * es, pb + i * sb * es, pc + i * sc * es);
+    run(single, pa + i * sa * es, pb + i * sb * es, pc + i * sc * es_c);
   return true;
 }
 

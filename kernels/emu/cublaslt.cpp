@@ -99,11 +99,14 @@ void store(cudaDataType_t t, void* p, int64_t i, double v) {
 
 // cuBLASLt's table for these types: bf16 or f32 data with f32 compute and scale (TF32 for f32
 // only), f64 data with f64 compute and scale; A, B, C and D of one type.
-bool supported(const Desc& d, cudaDataType_t t) {
-  if (d.compute == CUBLAS_COMPUTE_64F) return t == CUDA_R_64F && d.scale == CUDA_R_64F;
-  if (d.compute == CUBLAS_COMPUTE_32F_FAST_TF32) return t == CUDA_R_32F && d.scale == CUDA_R_32F;
+// ab: A's and B's type, cd: C's and D's (cublasLtMatmul's table of supported combinations).
+bool supported(const Desc& d, cudaDataType_t ab, cudaDataType_t cd) {
+  if (d.compute == CUBLAS_COMPUTE_64F) return ab == CUDA_R_64F && cd == ab && d.scale == CUDA_R_64F;
+  if (d.compute == CUBLAS_COMPUTE_32F_FAST_TF32)
+    return ab == CUDA_R_32F && cd == ab && d.scale == CUDA_R_32F;
   if (d.compute == CUBLAS_COMPUTE_32F)
-    return (t == CUDA_R_16BF || t == CUDA_R_32F) && d.scale == CUDA_R_32F;
+    return d.scale == CUDA_R_32F && ((cd == ab && (ab == CUDA_R_16BF || ab == CUDA_R_32F)) ||
+                                     (ab == CUDA_R_16BF && cd == CUDA_R_32F));
   return false;
 }
 
@@ -111,7 +114,7 @@ bool has_bias(uint32_t e) { return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_
 
 // The problem's consistency, as both the heuristic and the matmul check it.
 cublasStatus_t check(const Desc& d, const Layout& a, const Layout& b, const Layout& c, const Layout& o) {
-  if (a.type != b.type || a.type != c.type || a.type != o.type || !supported(d, o.type))
+  if (a.type != b.type || c.type != o.type || !supported(d, a.type, o.type))
     return CUBLAS_STATUS_NOT_SUPPORTED;
   const uint64_t m = o.rows, n = o.cols;
   const uint64_t am = d.trans_a == CUBLAS_OP_N ? a.rows : a.cols, k = d.trans_a == CUBLAS_OP_N ? a.cols : a.rows;
@@ -277,11 +280,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   const Layout &a = *L(adesc), &b = *L(bdesc), &c = *L(cdesc), &d = *L(ddesc);
   if (const cublasStatus_t st = check(x, a, b, c, d); st != CUBLAS_STATUS_SUCCESS) return st;
   if (!algo || algo->data[kMagic] != kAlgoMagic) return CUBLAS_STATUS_INVALID_VALUE;
-  const int64_t es = int64_t(type_size(d.type));
   const void* ptrs[4] = {A, B, C, Dp};
   const Layout* lays[4] = {&a, &b, &c, &d};
   for (int i = 0; i < 4; ++i)
-    if (alignment(ptrs[i], lays[i]->batch > 1 ? lays[i]->stride * es : 0) < algo->data[kAlignA + i])
+    if (alignment(ptrs[i], lays[i]->batch > 1 ? lays[i]->stride * int64_t(type_size(lays[i]->type)) : 0) <
+        algo->data[kAlignA + i])
       return CUBLAS_STATUS_INVALID_VALUE;  // a plan chosen for better-aligned pointers
   if (has_bias(x.epilogue) && (!x.bias || alignment(x.bias) < algo->data[kAlignBias]))
     return CUBLAS_STATUS_INVALID_VALUE;
@@ -301,10 +304,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
     // op(A) as rows of k and op(B) as columns of k, so each product is a contiguous dot product.
     for (int64_t r = 0; r < m; ++r)
       for (int64_t i = 0; i < k; ++i)
-        opa[size_t(r * k + i)] = load(t, A, oa + (x.trans_a == CUBLAS_OP_N ? r + i * a.ld : i + r * a.ld));
+        opa[size_t(r * k + i)] = load(a.type, A, oa + (x.trans_a == CUBLAS_OP_N ? r + i * a.ld : i + r * a.ld));
     for (int64_t col = 0; col < n; ++col)
       for (int64_t i = 0; i < k; ++i)
-        opb[size_t(col * k + i)] = load(t, B, ob + (x.trans_b == CUBLAS_OP_N ? i + col * b.ld : col + i * b.ld));
+        opb[size_t(col * k + i)] = load(b.type, B, ob + (x.trans_b == CUBLAS_OP_N ? i + col * b.ld : col + i * b.ld));
     for (int64_t col = 0; col < n; ++col)
       for (int64_t r = 0; r < m; ++r) {
         double s = 0;
@@ -312,7 +315,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
         // f32 compute: the accumulator and the scaling in f32, as the kernels keep them.
         double v = f64 ? al * s : double(float(al) * float(s));
         if (be != 0) {
-          const double cv = load(t, C, oc + r + col * c.ld);
+          const double cv = load(c.type, C, oc + r + col * c.ld);
           v = f64 ? v + be * cv : double(float(v) + float(be) * float(cv));
         }
         if (has_bias(x.epilogue)) v = f64 ? v + load(t, x.bias, r) : double(float(v) + float(load(t, x.bias, r)));

@@ -38,6 +38,21 @@ struct GradRegion {
   int64_t start = 0, length = 0;
 };
 
+// How a GradSink::add_into contribution meets the gradient it adds into.
+struct IntoOptions {
+  // The part of acc the contribution writes (dim -1: anywhere). Where the engine knows that part
+  // still holds zeros (acc was zero-filled and earlier contributions wrote only disjoint regions of
+  // the same dim, as the narrows of one tensor do), zero is true as well.
+  GradRegion region;
+  // A second dtype the contribution can add into, taken when the leaf's gradient already has it
+  // (bf16 rows scatter-added, or a bf16 weight's gradient gemm written, into the f32 gradient
+  // buffer of a bf16 parameter: no bf16 temporary, no conversion); acc.dtype() says which it got.
+  std::optional<DType> also;
+  // With zero true the contribution writes every element of acc (a kernel's beta = 0), so the
+  // engine may hand it uninitialised memory instead of a zero-filled buffer.
+  bool overwrites = false;
+};
+
 // Passed to a backward closure: where the gradients for the op's inputs go, by input index.
 class GradSink {
  public:
@@ -50,17 +65,12 @@ class GradSink {
   // intermediate's pending gradient when nothing else holds it, else fresh zeros. zero: acc was
   // zero-filled for this contribution (so assigning is adding). Saves a full-size temporary per
   // contribution.
-  // region: the part of acc the contribution writes (dim -1: anywhere). Where the engine knows that
-  // part still holds zeros (acc was zero-filled and earlier contributions wrote only disjoint
-  // regions of the same dim, as the narrows of one tensor do), zero is true as well.
   // accumulate runs after the backward closure returns, before the gradients given to add() are
   // delivered; it may itself add() the op's other gradients (a kernel that computes them with this
-  // one: the norms' weight gradients), but not add_into().
-  // also: a second dtype the contribution can add into, taken when the leaf's gradient already has
-  // it (bf16 rows scatter-added into the f32 gradient buffer of a bf16 table: no bf16 temporary,
-  // no conversion); acc.dtype() tells accumulate which it got.
+  // one: the norms' weight gradients), but not add_into(). IntoOptions: the region written, a
+  // second dtype, whether it overwrites.
   void add_into(size_t input, DType dtype, std::function<void(Tensor& acc, bool zero)> accumulate,
-                GradRegion region = {}, std::optional<DType> also = std::nullopt);
+                IntoOptions options = {});
 
  private:
   friend class Engine;
@@ -68,8 +78,7 @@ class GradSink {
     size_t input;
     DType dtype;
     std::function<void(Tensor&, bool)> fn;
-    GradRegion region;
-    std::optional<DType> also;
+    IntoOptions options;
   };
   Node& node_;
   std::vector<std::pair<size_t, Tensor>> grads_;

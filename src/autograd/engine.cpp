@@ -166,12 +166,14 @@ void GradSink::add(size_t input, const Tensor& grad) {
 }
 
 void GradSink::add_into(size_t input, DType dtype,
-                        std::function<void(Tensor& acc, bool zero)> accumulate, GradRegion region,
-                        std::optional<DType> also) {
+                        std::function<void(Tensor& acc, bool zero)> accumulate,
+                        IntoOptions options) {
   TESSERA_CHECK(input < node_.inputs.size(), "backward of ", node_.op, ": gradient for input ",
                 input, " but the op has ", node_.inputs.size(), " inputs");
   if (!node_.inputs[input]) return;
-  accumulations_.push_back({input, dtype, std::move(accumulate), region, also});
+  TESSERA_CHECK(!options.overwrites || options.region.dim < 0, "backward of ", node_.op,
+                ": a contribution that overwrites its accumulator cannot be confined to a region");
+  accumulations_.push_back({input, dtype, std::move(accumulate), std::move(options)});
 }
 
 // ---- backward ----
@@ -300,20 +302,26 @@ class Engine {
   // gradient of its dtype, or into an intermediate's pending gradient when nothing else shares it
   // (several narrows of one tensor then fill one buffer), else through a zero-filled temporary.
   void deliver_into(AutogradMeta* m, const GradSink::Accumulation& a) {
+    const IntoOptions& o = a.options;
+    // A fresh accumulator: zeros, or any memory for a contribution that overwrites it whole.
+    auto fresh_buffer = [&](DType dtype) {
+      return o.overwrites ? Tensor::empty(m->shape, {dtype, m->device})
+                          : zeros(m->shape, {dtype, m->device});
+    };
     const DType held = m->grad.defined() ? m->grad.dtype() : m->dtype;
-    if (!m->grad_fn && !captured_ && (a.dtype == held || a.also == held)) {
+    if (!m->grad_fn && !captured_ && (a.dtype == held || o.also == held)) {
       touched_.insert(m);
       const bool fresh = !m->grad.defined() || m->grad_zero;
-      if (!m->grad.defined()) m->grad = zeros(m->shape, {m->dtype, m->device});
+      if (!m->grad.defined()) m->grad = fresh_buffer(m->dtype);
       a.fn(m->grad, fresh);
       m->grad_zero = false;
       return;
     }
     if (m->grad_fn) {
-      const GradRegion& r = a.region;
+      const GradRegion& r = o.region;
       auto it = pending_.find(m);
       if (it == pending_.end()) {
-        Tensor g = zeros(m->shape, {a.dtype, m->device});
+        Tensor g = fresh_buffer(a.dtype);
         a.fn(g, true);
         pending_.emplace(m, g);
         if (r.dim >= 0) written_[m] = {r};
@@ -336,7 +344,7 @@ class Engine {
         return;
       }
     }
-    Tensor g = zeros(m->shape, {a.dtype, m->device});
+    Tensor g = fresh_buffer(a.dtype);
     a.fn(g, true);
     deliver(m, g);
   }

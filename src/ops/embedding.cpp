@@ -43,7 +43,7 @@ Tensor embedding(const Tensor& table, const Tensor& ids, const Tensor& host_ids)
     g.add_into(
         0, dy.dtype(),
         [I, rows](Tensor& dtable, bool) { TESSERA_KERNEL(rows, embedding_backward)(dtable, rows, I); },
-        {}, also);
+        {.also = also});
   });
 }
 

@@ -3,12 +3,31 @@
 //   dB = op(A)^T dC      (trans_b: dB = dC^T op(A)), summed over batches when B is shared.
 #include "ops/matmul.h"
 
+#include <functional>
+#include <optional>
+
 #include "ops/activation.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
 #include "ops/util.h"
 
 namespace tessera::ops {
+namespace {
+
+// A weight's gradient gemm, run(acc, beta), written straight into the gradient it goes to
+// (GradSink::add_into): beta 0 over a fresh accumulator (no zero-fill), 1 onto one holding earlier
+// contributions (the micro-batches before, in a flat gradient buffer: no temporary and no add); a
+// bf16 weight's into its f32 gradient buffer when it has one, the gemm writing f32.
+void weight_grad_into(GradSink& g, size_t input, const Tensor& w,
+                      std::function<void(Tensor&, double)> run) {
+  const std::optional<DType> also =
+      w.dtype() == DType::BF16 ? std::optional<DType>(DType::F32) : std::nullopt;
+  g.add_into(
+      input, w.dtype(), [run](Tensor& acc, bool zero) { run(acc, zero ? 0.0 : 1.0); },
+      {.also = also, .overwrites = true});
+}
+
+}  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   detail::check_compatible("matmul", {&a, &b});
@@ -46,17 +65,17 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
       g.add(0, dA.view(a_shape));
     }
     if (g.needs(1)) {
-      Tensor dB;
       if (shared_b && !trans_a) {  // fold the batch into rows: one gemm sums over it
-        Tensor A2 = A.view({nb * M, K}), dC2 = dC.view({nb * M, N});
-        dB = Tensor::empty(b_shape, b.options());
-        if (!trans_b) {
-          TESSERA_KERNEL(dy, gemm)(dB, A2, dC2, true, false, 1.0, 0.0);
-        } else {
-          TESSERA_KERNEL(dy, gemm)(dB, dC2, A2, true, false, 1.0, 0.0);
-        }
+        const Tensor A2 = A.view({nb * M, K}), dC2 = dC.view({nb * M, N});
+        weight_grad_into(g, 1, b, [A2, dC2, trans_b](Tensor& acc, double beta) {
+          if (!trans_b) {
+            TESSERA_KERNEL(dC2, gemm)(acc, A2, dC2, true, false, 1.0, beta);
+          } else {
+            TESSERA_KERNEL(dC2, gemm)(acc, dC2, A2, true, false, 1.0, beta);
+          }
+        });
       } else {
-        Tensor per = Tensor::empty({nb, b.size(-2), b.size(-1)}, b.options());
+        Tensor dB, per = Tensor::empty({nb, b.size(-2), b.size(-1)}, b.options());
         if (!trans_b) {
           TESSERA_KERNEL(dy, gemm)(per, A, dC, !trans_a, false, 1.0, 0.0);
         } else {
@@ -68,8 +87,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
         } else {
           dB = per.view(b_shape);
         }
+        g.add(1, dB);
       }
-      g.add(1, dB);
     }
   });
 }
@@ -106,11 +125,10 @@ Tensor record_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const
                               TESSERA_KERNEL(dy, gemm)(dX, dY, W, false, false, 1.0, 0.0);
                               g.add(0, dX.view(x_shape));
                             }
-                            if (g.needs(1)) {
-                              Tensor dW = Tensor::empty({N, K}, W.options());
-                              TESSERA_KERNEL(dy, gemm)(dW, dY, X, true, false, 1.0, 0.0);
-                              g.add(1, dW);
-                            }
+                            if (g.needs(1))
+                              weight_grad_into(g, 1, W, [dY, X](Tensor& dW, double beta) {
+                                TESSERA_KERNEL(dY, gemm)(dW, dY, X, true, false, 1.0, beta);
+                              });
                           });
   return record("linear_bias", out, {product, bias}, [N](const Tensor& dy, GradSink& g) {
     g.add(0, dy);

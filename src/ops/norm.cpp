@@ -40,7 +40,7 @@ Options stat_options(const Tensor& x) {
 // x's accumulated gradient when x wants one (add_into; zero: dx holds zeros), else into a scratch dx.
 void input_grad_into(GradSink& g, const Tensor& x, std::function<void(Tensor&, bool)> run) {
   if (g.needs(0)) {
-    g.add_into(0, x.dtype(), std::move(run));
+    g.add_into(0, x.dtype(), std::move(run), {.overwrites = true});  // written whole when zero
   } else {
     Tensor scratch = Tensor::empty(x.shape(), x.options());
     run(scratch, true);

@@ -78,7 +78,7 @@ Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
       Tensor add = dy.is_contiguous() ? dy : dy.contiguous();
       TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, add);
       if (!slice.is_contiguous()) slice.copy_(sum);
-    }, GradRegion{d, start, length});
+    }, {.region = GradRegion{d, start, length}});
   });
 }
 

@@ -222,7 +222,7 @@ TEST(Autograd, add_into_takes_a_held_gradient_of_its_second_dtype) {
             acc.copy_(ops::add(acc.detach().to(DType::F64), dy).to(acc.dtype()));
             g.add(1, ops::scale(dy, 2.0));
           },
-          {}, DType::F32);
+          {.also = DType::F32});
     });
   };
   for (const bool attached : {true, false}) {

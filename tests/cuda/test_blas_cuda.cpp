@@ -15,6 +15,7 @@
 #include <array>
 #include <cmath>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,24 +61,27 @@ Shape operand_shape(int64_t batch, int64_t rows, int64_t cols) {
   return batch == 0 ? Shape{rows, cols} : Shape{batch, rows, cols};
 }
 
-// Runs one case on the GPU and checks it against the f64 CPU reference.
-void check(const Case& c, DType dt, double alpha, double beta, Generator& g) {
+// Runs one case on the GPU and checks it against the f64 CPU reference; c in `out` (dt's by
+// default; f32 under bf16 operands is the other pair gemm takes).
+void check(const Case& c, DType dt, double alpha, double beta, Generator& g,
+           std::optional<DType> out_dtype = std::nullopt) {
+  const DType out = out_dtype.value_or(dt);
   const Shape as = c.ta ? operand_shape(c.Ba, c.K, c.M) : operand_shape(c.Ba, c.M, c.K);
   const Shape bs = c.tb ? operand_shape(c.Bb, c.N, c.K) : operand_shape(c.Bb, c.K, c.N);
   const Shape cs = c.Bc == 0 ? Shape{c.M, c.N} : Shape{c.Bc, c.M, c.N};
-  const Tensor a = random(as, dt, g), b = random(bs, dt, g), c0 = random(cs, dt, g);
+  const Tensor a = random(as, dt, g), b = random(bs, dt, g), c0 = random(cs, out, g);
 
   Tensor ref = c0.clone();
   cpu::kernels().gemm(ref, a, b, c.ta, c.tb, alpha, beta);
   Tensor bound = abs_of(c0);  // e * (|alpha| |a||b| + |beta c0|), assembled below
   cpu::kernels().gemm(bound, abs_of(a), abs_of(b), c.ta, c.tb, std::fabs(alpha), std::fabs(beta));
 
-  Tensor cg = c0.to(dt).to(kGpu);
+  Tensor cg = c0.to(out).to(kGpu);
   // beta == 0: c must be written, not read: NaN in it must not leak into the result.
   if (beta == 0) cg.fill_(std::nan(""));
   TESSERA_KERNEL(cg, gemm)(cg, a.to(dt).to(kGpu), b.to(dt).to(kGpu), c.ta, c.tb, alpha, beta);
 
-  const double r = dt == DType::BF16 ? 1.0 / 256 : 0.0;
+  const double r = out == DType::BF16 ? 1.0 / 256 : 0.0;
   const double e =
       dt == DType::F64 ? 1e-13 : std::ldexp(4.0 * double(std::max<int64_t>(c.K, 1)), -24);
   const std::vector<double> got = values(cg.to(Device::cpu())), want = values(ref),
@@ -90,7 +94,7 @@ void check(const Case& c, DType dt, double alpha, double beta, Generator& g) {
     if (!(err <= tol)) ++bad;  // NaN fails
     if (std::isfinite(err)) worst = std::max(worst, err / tol);
   }
-  EXPECT_EQ(bad, 0) << name_of(c, dt) << " alpha=" << alpha << " beta=" << beta << ": " << bad
+  EXPECT_EQ(bad, 0) << name_of(c, dt) << " into " << dtype_name(out) << " alpha=" << alpha << " beta=" << beta << ": " << bad
                     << " of " << want.size() << " elements out of bounds (worst error " << worst
                     << " x the bound)";
 }
@@ -137,6 +141,26 @@ TEST_P(GemmCuda, tensor_core_sized_problems_match_the_cpu) {
   check({4, 4, 0, 64, 256, 384, false, false}, dt, 1.0, 0.0, g);  // dx = dy W
   check({0, 0, 0, 384, 256, 256, true, false}, dt, 1.0, 0.0, g);  // dW = dy^T x (rows folded)
   check({8, 8, 8, 64, 64, 512, false, true}, dt, 1.0, 0.0, g);    // q k^T per head
+}
+
+// bf16 operands into an f32 c (a bf16 weight's gradient into its f32 buffer): held to f32's bound,
+// which an output rounded to bf16 on the way (2^-9 of each element) would break.
+TEST(GemmCudaWidened, bf16_operands_into_an_f32_c_match_the_cpu_unrounded) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  Generator g(16);
+  for (const double beta : {0.0, 1.0}) {
+    check({0, 0, 0, 384, 256, 256, true, false}, DType::BF16, 1.0, beta, g, DType::F32);  // dW
+    check({3, 3, 0, 37, 29, 45, true, false}, DType::BF16, 1.0, beta, g, DType::F32);
+    check({3, 3, 3, 37, 29, 45, false, true}, DType::BF16, 1.0, beta, g, DType::F32);
+  }
+  // No other mixed pair: f32 operands into a bf16 c, or operands that differ.
+  const Tensor a = Tensor::empty({4, 8}, {DType::F32, kGpu}), b = Tensor::empty({8, 4}, {DType::F32, kGpu});
+  Tensor c = Tensor::empty({4, 4}, {DType::BF16, kGpu});
+  std::string e = error_of([&] { TESSERA_KERNEL(c, gemm)(c, a, b, false, false, 1.0, 0.0); });
+  EXPECT_NE(e.find("dtypes differ"), std::string::npos) << e;
+  Tensor c32 = Tensor::empty({4, 4}, {DType::F32, kGpu});
+  e = error_of([&] { TESSERA_KERNEL(c32, gemm)(c32, a.to(DType::BF16), b, false, false, 1.0, 0.0); });
+  EXPECT_NE(e.find("dtypes differ"), std::string::npos) << e;
 }
 
 TEST_P(GemmCuda, zero_inner_dimension_gives_beta_times_c) {
