@@ -15,14 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 B="${1:-${BATCH:-8}}"
-CUDA_ROOT="${CUDA_ROOT:-/usr/local/cuda}"
 BUILD_DIR="${BUILD_DIR:-build-emu}"
-GEN=()
-if command -v ninja >/dev/null; then GEN=(-G Ninja); fi
-if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then GEN=(); fi
-cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA_EMU=ON \
-  -DCUDAToolkit_ROOT="$CUDA_ROOT" >/dev/null
-cmake --build "$BUILD_DIR" -j"$(nproc)" --target bench_gpu >/dev/null
+export BUILD_DIR
+scripts/build_emu.sh bench_gpu >/dev/null
 
 echo "host: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 for mode in fused unfused; do

@@ -3,27 +3,18 @@
 # (kernels/emu/cuda_emu.h): every kernels/*.cu compiled by g++ and run on the CPU,
 # one fiber per CUDA thread, inline PTX interpreted, cuBLASLt emulated, NCCL emulated between
 # processes. Checks the kernels' logic on a machine without a GPU; it says nothing of speed.
-#   BUILD_DIR (default build-emu); EMU_ORDER=forward (default), reverse or random: the order the
-#   threads of a block run in (kernels/emu/cuda_emu.h, emu::Order); CI uses random.
+#   BUILD_DIR (default build-emu), EMU_CMAKE_ARGS (scripts/build_emu.sh); EMU_ORDER=forward
+#   (default), reverse or random: the order the threads of a block run in (kernels/emu/cuda_emu.h,
+#   emu::Order); CI uses random.
 # Needs the CUDA headers (a CUDA toolkit), not nvcc's compiler or a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CUDA_ROOT="${CUDA_ROOT:-/usr/local/cuda}"
-if [ ! -f "$CUDA_ROOT/include/cuda_runtime.h" ]; then
-  echo "test_emu.sh: no CUDA headers at $CUDA_ROOT/include (set CUDA_ROOT)" >&2
-  exit 1
-fi
 scripts/setup.sh
 BUILD_DIR="${BUILD_DIR:-build-emu}"
-JOBS="$(nproc)"
-GEN=()
-if command -v ninja >/dev/null; then GEN=(-G Ninja); fi
-if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then GEN=(); fi
-
-cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA_EMU=ON \
-  -DCUDAToolkit_ROOT="$CUDA_ROOT" "$@"
+export BUILD_DIR
 # test_comm, test_multirank and train: NCCL between emulated devices (ranks as processes, mpirun
 # as the launcher), tests/CMakeLists.txt's comm.nccl.* and multirank.cuda_nccl_emu.
-cmake --build "$BUILD_DIR" -j"$JOBS" --target test_cuda test_emu test_comm test_multirank train
+scripts/build_emu.sh test_cuda test_emu test_comm test_multirank train
+JOBS="$(nproc)"
 TESSERA_EMU_ORDER="${EMU_ORDER:-}" ctest --test-dir "$BUILD_DIR" -L "gpu|emu" --output-on-failure -j"$JOBS"

@@ -44,6 +44,17 @@ std::vector<NamedParam> model_params(Generator& g, DType t = DType::F32) {
           {"ln", leaf({5}, g, t)}};
 }
 
+// Separate copies of the parameters (for a reference optimizer run beside the flat one).
+std::vector<NamedParam> twin_of(const std::vector<NamedParam>& params) {
+  std::vector<NamedParam> twin;
+  for (const auto& p : params) {
+    Tensor c = p.param.detach().clone();
+    c.requires_grad_();
+    twin.push_back({p.name, c});
+  }
+  return twin;
+}
+
 // A loss touching every parameter: sum((onehot(x) @ wte + b) @ w * ln).
 Tensor loss_of(const std::vector<NamedParam>& p, const Tensor& x) {
   Tensor h = ops::add(ops::matmul(x, p[0].param), p[1].param);
@@ -183,12 +194,7 @@ TEST(Flat, bf16_parameters_accumulate_their_gradients_in_f32) {
 
 TEST(FlatAdamW, one_process_updates_bit_for_bit_like_per_tensor_adamw) {
   Generator g(3);
-  std::vector<NamedParam> params = model_params(g), twin;
-  for (const auto& p : params) {
-    Tensor c = p.param.detach().clone();
-    c.requires_grad_();
-    twin.push_back({p.name, c});
-  }
+  std::vector<NamedParam> params = model_params(g), twin = twin_of(params);
   auto comm = single();
   FlatParams flat(params, {.pad = 1});
   const AdamWOptions a{.lr = 0.01, .weight_decay = 0.1};
@@ -218,12 +224,7 @@ TEST(FlatAdamW, one_process_updates_bit_for_bit_like_per_tensor_adamw) {
 // those of per-tensor AdamW on gradients scaled by it in f32 (one rounding).
 TEST(FlatAdamW, clipping_equals_per_tensor_adamw_on_gradients_scaled_in_f32) {
   Generator g(6);
-  std::vector<NamedParam> params = model_params(g), twin;
-  for (const auto& p : params) {
-    Tensor c = p.param.detach().clone();
-    c.requires_grad_();
-    twin.push_back({p.name, c});
-  }
+  std::vector<NamedParam> params = model_params(g), twin = twin_of(params);
   auto comm = single();
   FlatParams flat(params);
   const AdamWOptions a{.lr = 0.01, .weight_decay = 0.1};

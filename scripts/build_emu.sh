@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Configures the CUDA emulator build (kernels/emu/cuda_emu.h: every kernels/*.cu compiled by g++,
+# run on the CPU) in BUILD_DIR (default build-emu) and builds the targets given:
+#   scripts/build_emu.sh test_cuda bench_gpu
+# Extra CMake configure arguments go in EMU_CMAKE_ARGS. Needs the CUDA headers (CUDA_ROOT, default
+# /usr/local/cuda), not nvcc's compiler or a GPU. Used by test_emu.sh and bench_host.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CUDA_ROOT="${CUDA_ROOT:-/usr/local/cuda}"
+if [ ! -f "$CUDA_ROOT/include/cuda_runtime.h" ]; then
+  echo "build_emu.sh: no CUDA headers at $CUDA_ROOT/include (set CUDA_ROOT)" >&2
+  exit 1
+fi
+BUILD_DIR="${BUILD_DIR:-build-emu}"
+GEN=()
+if command -v ninja >/dev/null; then GEN=(-G Ninja); fi
+if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then GEN=(); fi
+# shellcheck disable=SC2086  # EMU_CMAKE_ARGS is a list of arguments
+cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA_EMU=ON \
+  -DCUDAToolkit_ROOT="$CUDA_ROOT" ${EMU_CMAKE_ARGS:-}
+cmake --build "$BUILD_DIR" -j"$(nproc)" --target "$@"
