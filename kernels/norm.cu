@@ -3,10 +3,9 @@
 //
 // x, y, dx, dy (N, C); w, b, dw, db (C); mean, rstd (N), f32 or x's dtype (core.cuh's StatPtr)
 //
-// One block per row for the forward and for dx, statistics in f32 (dx accumulating into the
-// gradient it holds when asked): the mean first, then the
-// biased variance as the mean of squared deviations (two passes, as the CPU: no E[x^2] - mean^2
-// cancellation), rstd = 1 / sqrt(var + eps). The forward normalises with the f32 statistics it has
+// One block per row for the forward and for dx (dx accumulating into the gradient it holds when
+// asked), statistics in f32: the mean first, then the biased variance as the mean of squared
+// deviations (two passes, as the CPU: no E[x^2] - mean^2 cancellation), rstd = 1 / sqrt(var + eps). The forward normalises with the f32 statistics it has
 // just computed and saves them; the backward reads the saved ones.
 //
 // dw and db are sums over rows, done in two deterministic stages: blocks of 32 columns x a chunk of

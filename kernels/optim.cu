@@ -197,12 +197,10 @@ void adamw_step_flat(const Tensor& param, const Tensor& master, const Tensor& m,
                      double bias_correction2, double grad_scale) {
   // Shape, dtype and device only: the range values stay on the device (kernels.h).
   const AdamwFlatArgs args = check_adamw_flat_args("cuda kernel adamw_step_flat", true, param,
-                                                    master, m, v, grad, decay_ranges);
+                                                    master, m, v, grad, decay_ranges, grad_scale);
   const DType st = args.state;
   const int64_t n = args.n;
   const bool bf16_param = args.bf16_param;
-  TESSERA_CHECK(std::isfinite(grad_scale) && grad_scale > 0,
-                "cuda kernel adamw_step_flat: grad_scale must be finite and positive, got ", grad_scale);
   if (n == 0) return;
   DeviceGuard guard(master.device().index);
   constexpr int threads = 256;

@@ -97,9 +97,9 @@ void store(cudaDataType_t t, void* p, int64_t i, double v) {
   }
 }
 
-// cuBLASLt's table for these types: bf16 or f32 data with f32 compute and scale (TF32 for f32
-// only), f64 data with f64 compute and scale; A, B, C and D of one type.
-// ab: A's and B's type, cd: C's and D's (cublasLtMatmul's table of supported combinations).
+// cuBLASLt's table for these types (cublasLtMatmul's supported combinations), ab being A's and
+// B's type and cd C's and D's: bf16 or f32 data with f32 compute and scale (TF32 for f32 only),
+// f64 data with f64 compute and scale, all four of one type; or bf16 A and B with f32 C and D.
 bool supported(const Desc& d, cudaDataType_t ab, cudaDataType_t cd) {
   if (d.compute == CUBLAS_COMPUTE_64F) return ab == CUDA_R_64F && cd == ab && d.scale == CUDA_R_64F;
   if (d.compute == CUBLAS_COMPUTE_32F_FAST_TF32)

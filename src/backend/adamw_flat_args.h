@@ -1,10 +1,12 @@
 // The argument contract of the adamw_step_flat kernels (backend/kernels.h): master, m, v, grad and
 // param 1-D contiguous tensors of one length on one device, grad in master's dtype, param master
-// itself or bf16 over an f32 master, decay_ranges i32 {begin, end} pairs. Plain C++, shared by the
+// itself or bf16 over an f32 master, decay_ranges i32 {begin, end} pairs, grad_scale (the
+// clipping coefficient) finite and positive. Plain C++, shared by the
 // CPU kernel and the CUDA one (the CPU one also checks the ranges' values; the CUDA one cannot
 // without a device-to-host copy every step).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -22,7 +24,8 @@ struct AdamwFlatArgs {
 // arguments keep the contract and master lives on a device of the kernel's kind.
 inline AdamwFlatArgs check_adamw_flat_args(const char* kernel, bool cuda, const Tensor& param,
                                            const Tensor& master, const Tensor& m, const Tensor& v,
-                                           const Tensor& grad, const Tensor& decay_ranges) {
+                                           const Tensor& grad, const Tensor& decay_ranges,
+                                           double grad_scale) {
   auto describe = [](const Tensor& t) {
     return t.defined() ? t.str() : std::string("an undefined tensor");
   };
@@ -58,6 +61,8 @@ inline AdamwFlatArgs check_adamw_flat_args(const char* kernel, bool cuda, const 
                 kernel, ": decay_ranges must be a 1-D contiguous i32 tensor of 2K elements "
                 "({begin, end} pairs) on ", master.device().str(), ", got ",
                 describe(decay_ranges));
+  TESSERA_CHECK(std::isfinite(grad_scale) && grad_scale > 0, kernel,
+                ": grad_scale must be finite and positive, got ", grad_scale);
   return a;
 }
 

@@ -3,7 +3,6 @@
 // the only thing saved: the backward does not need the table's values.
 #include "ops/embedding.h"
 
-#include <optional>
 #include <vector>
 
 #include "ops/util.h"
@@ -38,12 +37,10 @@ Tensor embedding(const Tensor& table, const Tensor& ids, const Tensor& host_ids)
     // embedding that gradient already holds the output head's contribution. bf16 rows go straight
     // into an f32 gradient buffer (a bf16 model's flat gradients), summed in f32.
     Tensor rows = dy.view({N, C});
-    const std::optional<DType> also =
-        dy.dtype() == DType::BF16 ? std::optional<DType>(DType::F32) : std::nullopt;
     g.add_into(
         0, dy.dtype(),
         [I, rows](Tensor& dtable, bool) { TESSERA_KERNEL(rows, embedding_backward)(dtable, rows, I); },
-        {.also = also});
+        {.also = detail::f32_buffer_of(dy.dtype())});
   });
 }
 

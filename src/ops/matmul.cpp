@@ -4,7 +4,6 @@
 #include "ops/matmul.h"
 
 #include <functional>
-#include <optional>
 
 #include "ops/activation.h"
 #include "ops/elementwise.h"
@@ -20,11 +19,9 @@ namespace {
 // bf16 weight's into its f32 gradient buffer when it has one, the gemm writing f32.
 void weight_grad_into(GradSink& g, size_t input, const Tensor& w,
                       std::function<void(Tensor&, double)> run) {
-  const std::optional<DType> also =
-      w.dtype() == DType::BF16 ? std::optional<DType>(DType::F32) : std::nullopt;
   g.add_into(
       input, w.dtype(), [run](Tensor& acc, bool zero) { run(acc, zero ? 0.0 : 1.0); },
-      {.also = also, .overwrites = true});
+      {.also = detail::f32_buffer_of(w.dtype()), .overwrites = true});
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "autograd/autograd.h"
@@ -62,6 +63,12 @@ inline void check_compatible(const char* op, std::initializer_list<const Tensor*
     TESSERA_CHECK(t->dtype() == first->dtype() && t->device() == first->device(), op,
                   ": inputs differ in dtype or device: ", first->str(), " vs ", t->str());
   }
+}
+
+// The second dtype a contribution to a t-typed gradient can add into (IntoOptions::also): a bf16
+// tensor's gradient may live in an f32 buffer (a bf16 model's flat gradients).
+inline std::optional<DType> f32_buffer_of(DType t) {
+  return t == DType::BF16 ? std::optional<DType>(DType::F32) : std::nullopt;
 }
 
 // (rows, C) -> (C): sum over every leading dimension.

@@ -126,7 +126,7 @@ void adamw_step_flat(const Tensor& param, const Tensor& master, const Tensor& m,
                      double beta2, double eps, double weight_decay, double bias_correction1,
                      double bias_correction2, double grad_scale) {
   const AdamwFlatArgs args = check_adamw_flat_args("cpu kernel adamw_step_flat", false, param,
-                                                    master, m, v, grad, decay_ranges);
+                                                    master, m, v, grad, decay_ranges, grad_scale);
   const DType st = args.state;
   const int64_t n = args.n;
   const bool bf16_param = args.bf16_param;
@@ -143,8 +143,6 @@ void adamw_step_flat(const Tensor& param, const Tensor& master, const Tensor& m,
                   bounds[2 * k - 2], ", ", bounds[2 * k - 1],
                   ") ends: ranges must be sorted and disjoint");
   }
-  TESSERA_CHECK(std::isfinite(grad_scale) && grad_scale > 0,
-                "cpu kernel adamw_step_flat: grad_scale must be finite and positive, got ", grad_scale);
   if (n == 0) return;
   Coefs decayed = coefs_for(lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2);
   Coefs plain = coefs_for(lr, beta1, beta2, eps, 0.0, bias_correction1, bias_correction2);
