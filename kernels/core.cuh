@@ -1,6 +1,7 @@
 // Shared by the core kernel files (core.cu, elementwise.cu, embedding.cu, norm.cu, softmax.cu,
-// rope.cu, attention_materialised.cu): bf16 loads and stores, dtype dispatch, argument checks,
-// reproducible block reductions, and each file's registration function.
+// rope.cu, attention_materialised.cu; optim.cu for its 16-byte loop): bf16 loads and stores,
+// 16-byte grouped accesses, dtype dispatch, argument checks, reproducible block reductions, and
+// each file's registration function.
 //
 // Numerics, for every kernel of these files (the CPU twins are in src/backend/cpu/):
 //  - tensors are f32 or bf16 (bf16 = the top 16 bits of an f32, held as uint16_t); arithmetic is
@@ -17,7 +18,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
+#include <type_traits>
 
 #include "backend/kernels.h"
 #include "common.cuh"
@@ -58,6 +61,103 @@ __device__ __forceinline__ void st(uint16_t* p, int64_t i, float v) { p[i] = f32
 // v rounded to the precision of p's elements, as a float: what st then ld would give back.
 __device__ __forceinline__ float rounded(const float*, float v) { return v; }
 __device__ __forceinline__ float rounded(const uint16_t*, float v) { return bf16_to_f32(f32_to_bf16(v)); }
+
+// ---- 16-byte accesses ------------------------------------------------------------------------
+// A memory-bound kernel keeps the memory system busy only with enough bytes in flight: one 2-byte
+// load per thread leaves HBM mostly idle, one 16-byte load (8 bf16 or 4 f32) per thread does not
+// (NVIDIA's "vectorized memory access" guidance; llm.c's Packed128 for the same reason). Kernels
+// below are templated on W, the elements they move per access: kPack<T> when the host has checked
+// that every pointer the kernel offsets by multiples of W is 16-byte aligned (aligned16), else 1.
+// An elementwise result does not depend on W (the arithmetic is per element); a row reduction's
+// order of f32 additions does (each thread sums its groups), which is rounding, not a contract.
+// Under the emulator every 16-byte access is checked for alignment and bounds (check_vector).
+
+template <typename T>
+inline constexpr int kPack = int(16 / sizeof(T));  // 4 f32, 8 bf16
+
+// The emulator's check of a 16-byte access (alignment, bounds); nothing on the GPU.
+__device__ __forceinline__ void check_vector(const void* p) {
+#ifdef TESSERA_CUDA_EMULATED
+  ::tessera::emu::check_vector_access(p);
+#else
+  (void)p;
+#endif
+}
+
+// Loads p[i, i + W) as floats: one 16-byte load when W is kPack<T>, else W scalar loads.
+template <int W, typename T>
+__device__ __forceinline__ void ld_n(const T* p, int64_t i, float (&v)[W]) {
+  if constexpr (W == kPack<T> && W > 1) {
+    check_vector(p + i);
+    const uint4 r = *reinterpret_cast<const uint4*>(p + i);
+    const uint32_t u[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+      if constexpr (sizeof(T) == 4) {
+        v[k] = __uint_as_float(u[k]);
+      } else {
+        v[k] = bf16_to_f32(uint16_t(u[k / 2] >> (16 * (k % 2))));  // element 2j in the low half
+      }
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < W; ++k) v[k] = ld(p, i + k);
+  }
+}
+
+// Stores v to p[i, i + W), each value rounded to T as st does: one 16-byte store when W is kPack<T>.
+template <int W, typename T>
+__device__ __forceinline__ void st_n(T* p, int64_t i, const float (&v)[W]) {
+  if constexpr (W == kPack<T> && W > 1) {
+    check_vector(p + i);
+    uint32_t u[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if constexpr (sizeof(T) == 4) {
+        u[j] = __float_as_uint(v[j]);
+      } else {
+        u[j] = uint32_t(f32_to_bf16(v[2 * j])) | (uint32_t(f32_to_bf16(v[2 * j + 1])) << 16);
+      }
+    }
+    *reinterpret_cast<uint4*>(p + i) = make_uint4(u[0], u[1], u[2], u[3]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < W; ++k) st(p, i + k, v[k]);
+  }
+}
+
+// p[i, i + W) as they are, any element type (f64 included): one 16-byte access when the group is
+// 16 bytes, else W element accesses.
+template <int W, typename T>
+__device__ __forceinline__ void ld_raw(const T* p, int64_t i, T (&v)[W]) {
+  if constexpr (W * sizeof(T) == 16) {
+    check_vector(p + i);
+    const uint4 r = *reinterpret_cast<const uint4*>(p + i);
+    memcpy(v, &r, 16);
+  } else {
+#pragma unroll
+    for (int k = 0; k < W; ++k) v[k] = p[i + k];
+  }
+}
+template <int W, typename T>
+__device__ __forceinline__ void st_raw(T* p, int64_t i, const T (&v)[W]) {
+  if constexpr (W * sizeof(T) == 16) {
+    check_vector(p + i);
+    uint4 r;
+    memcpy(&r, v, 16);
+    *reinterpret_cast<uint4*>(p + i) = r;
+  } else {
+#pragma unroll
+    for (int k = 0; k < W; ++k) p[i + k] = v[k];
+  }
+}
+
+// Whether every pointer is 16-byte aligned (null pointers, absent operands, pass).
+inline bool aligned16(std::initializer_list<const void*> ps) {
+  for (const void* p : ps)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
 
 // An f32 or bf16 buffer whose dtype is known only at run time: the saved statistics, which may be
 // f32 while the activations are bf16. The branch is uniform across a launch, so it costs nothing.
@@ -183,6 +283,58 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 }
 __device__ __forceinline__ float block_max(float v, float* scratch) {
   return block_reduce(v, MaxOp{}, -INFINITY, scratch);
+}
+
+// ---- loops in groups of W elements (see "16-byte accesses") -----------------------------------
+
+template <int W>
+using Width = std::integral_constant<int, W>;
+
+// Calls f(Width<kPack<T>>{}) when `packed`, else f(Width<1>{}): the host's choice of W.
+template <typename T, typename F>
+void with_width(bool packed, F&& f) {
+  if (packed && kPack<T> > 1) {
+    f(Width<kPack<T>>{});
+  } else {
+    f(Width<1>{});
+  }
+}
+
+// One block's walk over a row's columns [0, C): thread t takes the groups of W starting at
+// W t, W (t + blockDim.x), ... below C - C % W, calling f(c, Width<W>{}), then one of the last
+// C % W columns each (f(c, Width<1>{})). Every column is visited once.
+template <int W, typename F>
+__device__ __forceinline__ void row_groups(int64_t C, F&& f) {
+  const int64_t full = C - C % W;
+  for (int64_t c = int64_t(threadIdx.x) * W; c < full; c += int64_t(blockDim.x) * W)
+    f(c, Width<W>{});
+  if constexpr (W > 1) {
+    const int64_t c = full + threadIdx.x;
+    if (c < C) f(c, Width<1>{});
+  }
+}
+
+// A grid-stride loop over n elements: body.template run<W>(i) for i = 0, W, 2W, ... below
+// n - n % W, then body.template run<1>(i) for each of the last n % W.
+template <int W, typename Body>
+__global__ void __launch_bounds__(kThreads) packed_loop_kernel(int64_t n, Body body) {
+  const int64_t groups = n / W;
+  for (int64_t j = global_index(); j < groups; j += grid_stride()) body.template run<W>(j * W);
+  if constexpr (W > 1) {
+    const int64_t t = groups * W + global_index();
+    if (t < n) body.template run<1>(t);
+  }
+}
+
+// Runs body over n elements, 16 bytes of T per access when `aligned` (every pointer the body
+// offsets by the element index is 16-byte aligned: aligned16).
+template <typename T, typename Body>
+void launch_packed(int64_t n, bool aligned, const Body& body) {
+  with_width<T>(aligned, [&](auto w) {
+    constexpr int W = decltype(w)::value;
+    packed_loop_kernel<W, Body><<<grid_for((n + W - 1) / W), kThreads>>>(n, body);
+    CUDA_CHECK_LAUNCH();
+  });
 }
 
 }  // namespace core

@@ -9,6 +9,10 @@
 // otherwise fuse a * x + b * y into one fma), so their f32 results are the CPU's bit for bit, and a
 // bf16 result is the CPU's f32 result rounded once. Activations use CUDA's tanhf / expf (within
 // 2 ulp), so they agree with the CPU to a few ulps. dropout draws the CPU's Philox mask.
+//
+// Every kernel here moves 16 bytes per access where the pointers' alignment (and a broadcast
+// row's length, sum_dim's inner size) allow: core.cuh's grouped loops. The elementwise results do
+// not change; sum_dim's order of f32 additions follows its block shape, as before.
 #include <algorithm>
 #include <cstdint>
 
@@ -28,40 +32,64 @@ using core::grid_for;
 using core::grid_stride;
 using core::kThreads;
 using core::ld;
+using core::ld_n;
 using core::st;
+using core::st_n;
 
 // ---- binary, axpby ----------------------------------------------------------------------------
 
-// row > 0: b is one row of `row` elements repeated over a's rows. Its column is carried from one
-// grid-stride step to the next (one division per thread, not one 64-bit modulo per element).
-template <typename T>
+// Groups of W elements (core.cuh's 16-byte accesses). row > 0: b is one row of `row` elements
+// repeated over a's rows, row a multiple of W, so a group never straddles two rows (one 64-bit
+// modulo per group finds its column). A row-broadcast n is a multiple of row, so only row == 0
+// leaves a tail.
+template <int W, typename T>
 __global__ void binary_kernel(BinaryOp op, T* out, const T* a, const T* b, int64_t n, int64_t row) {
-  const int64_t stride = grid_stride();
-  int64_t i = global_index();
-  int64_t col = row ? i % row : 0;
-  const int64_t step = row ? stride % row : 0;
-  for (; i < n; i += stride) {
-    const float x = ld(a, i), y = ld(b, row ? col : i);
-    float r;
-    switch (op) {
-      case BinaryOp::Add: r = x + y; break;
-      case BinaryOp::Sub: r = x - y; break;
-      default: r = x * y; break;
+  const int64_t full = n - n % W;
+  for (int64_t i = global_index() * W; i < full; i += grid_stride() * W) {
+    float x[W], y[W];
+    ld_n<W>(a, i, x);
+    ld_n<W>(b, row ? i % row : i, y);
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+      switch (op) {
+        case BinaryOp::Add: x[k] = x[k] + y[k]; break;
+        case BinaryOp::Sub: x[k] = x[k] - y[k]; break;
+        default: x[k] = x[k] * y[k]; break;
+      }
     }
-    st(out, i, r);
-    col += step;
-    if (col >= row) col -= row;
+    st_n<W>(out, i, x);
+  }
+  if constexpr (W > 1) {
+    const int64_t t = full + global_index();
+    if (row == 0 && t < n) {
+      const float x = ld(a, t), y = ld(b, t);
+      st(out, t, op == BinaryOp::Add ? x + y : op == BinaryOp::Sub ? x - y : x * y);
+    }
   }
 }
 
+// out = alpha x + beta y, y optional (null: out = alpha x).
 template <typename T>
-__global__ void axpby_kernel(T* out, float alpha, const T* x, float beta, const T* y, int64_t n) {
-  for (int64_t i = global_index(); i < n; i += grid_stride()) {
-    float r = __fmul_rn(alpha, ld(x, i));
-    if (y) r = __fadd_rn(r, __fmul_rn(beta, ld(y, i)));
-    st(out, i, r);
+struct Axpby {
+  T* out;
+  float alpha;
+  const T* x;
+  float beta;
+  const T* y;
+  template <int W>
+  __device__ void run(int64_t i) const {
+    float r[W], v[W];
+    ld_n<W>(x, i, r);
+#pragma unroll
+    for (int k = 0; k < W; ++k) r[k] = __fmul_rn(alpha, r[k]);
+    if (y) {
+      ld_n<W>(y, i, v);
+#pragma unroll
+      for (int k = 0; k < W; ++k) r[k] = __fadd_rn(r[k], __fmul_rn(beta, v[k]));
+    }
+    st_n<W>(out, i, r);
   }
-}
+};
 
 void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
   const int64_t n = a.numel(), nb = b.numel(), C = core::cols_of(a);
@@ -71,13 +99,18 @@ void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
   check_args("binary", out.dtype(), {{"out", out}, {"a", a}, {"b", b}});
   if (n == 0) return;
   DeviceGuard guard(out.device().index);
+  const int64_t row = nb != n ? C : 0;
   dispatch("binary", out.dtype(), [&](auto z) {
     using T = decltype(z);
-    binary_kernel<T><<<grid_for(n), kThreads>>>(op, static_cast<T*>(out.data_ptr()),
-                                                static_cast<const T*>(a.data_ptr()),
-                                                static_cast<const T*>(b.data_ptr()), n,
-                                                nb != n ? C : 0);
-    CUDA_CHECK_LAUNCH();
+    const bool packed = core::aligned16({out.data_ptr(), a.data_ptr(), b.data_ptr()}) &&
+                        row % core::kPack<T> == 0;
+    core::with_width<T>(packed, [&](auto w) {
+      constexpr int W = decltype(w)::value;
+      binary_kernel<W, T><<<grid_for((n + W - 1) / W), kThreads>>>(
+          op, static_cast<T*>(out.data_ptr()), static_cast<const T*>(a.data_ptr()),
+          static_cast<const T*>(b.data_ptr()), n, row);
+      CUDA_CHECK_LAUNCH();
+    });
   });
 }
 
@@ -93,43 +126,56 @@ void axpby(const Tensor& out, double alpha, const Tensor& x, double beta, const 
   }
   if (n == 0) return;
   DeviceGuard guard(out.device().index);
+  const void* yp = y.defined() ? y.data_ptr() : nullptr;
   dispatch("axpby", out.dtype(), [&](auto z) {
     using T = decltype(z);
-    axpby_kernel<T><<<grid_for(n), kThreads>>>(
-        static_cast<T*>(out.data_ptr()), float(alpha), static_cast<const T*>(x.data_ptr()),
-        float(beta), y.defined() ? static_cast<const T*>(y.data_ptr()) : nullptr, n);
-    CUDA_CHECK_LAUNCH();
+    core::launch_packed<T>(n, core::aligned16({out.data_ptr(), x.data_ptr(), yp}),
+                           Axpby<T>{static_cast<T*>(out.data_ptr()), float(alpha),
+                                    static_cast<const T*>(x.data_ptr()), float(beta),
+                                    static_cast<const T*>(yp)});
   });
 }
 
 // ---- sum_dim, expand_dim ----------------------------------------------------------------------
 
-// A block of (bx, by) threads, bx * by = kThreads, owns bx consecutive inner columns of one outer
-// index and the rows [y chunk, (y + 1) chunk) of split y = blockIdx.y: thread (tx, ty) sums rows
-// k = ty, ty + by, ... of its column, then row ty == 0 adds the by partial sums in order. bx is the
-// power of two covering inner, at most 32, so a row sum (inner == 1) still puts all kThreads
-// threads on the one column. With one split the sum goes to out; with several, to partial
-// (splits, outer, inner) f32, and sum_splits_kernel adds the splits in order: a bias gradient
-// (1, B T, C) then runs on hundreds of blocks instead of C / 32.
-template <typename T>
+// A block of (bx, by) threads, bx * by = kThreads, owns bx consecutive groups of W inner columns
+// of one outer index and the rows [y chunk, (y + 1) chunk) of split y = blockIdx.y: thread (tx, ty)
+// sums rows k = ty, ty + by, ... of its W columns (16-byte loads when W is kPack<T>: inner is then
+// a multiple of W), then row ty == 0 adds the by partial sums in order. bx is the power of two
+// covering inner / W, at most 32, so a row sum (inner == 1) still puts all kThreads threads on the
+// one column. With one split the sum goes to out; with several, to partial (splits, outer, inner)
+// f32, and sum_splits_kernel adds the splits in order: a bias gradient (1, B T, C) then runs on
+// hundreds of blocks instead of C / 32.
+template <int W, typename T>
 __global__ void sum_dim_kernel(T* out, float* partial, const T* x, int64_t outer, int64_t n,
                                int64_t inner, int64_t inner_tiles, int64_t chunk) {
-  __shared__ float part[kThreads];
+  __shared__ float part[kThreads * W];
   const int bx = blockDim.x, by = blockDim.y, tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t o = blockIdx.x / inner_tiles, i = (blockIdx.x % inner_tiles) * bx + tx;
+  const int64_t o = blockIdx.x / inner_tiles, i = ((blockIdx.x % inner_tiles) * bx + tx) * W;
   const int64_t k0 = int64_t(blockIdx.y) * chunk, k1 = k0 + chunk < n ? k0 + chunk : n;
-  float acc = 0.0f;
-  if (i < inner)
-    for (int64_t k = k0 + ty; k < k1; k += by) acc += ld(x, (o * n + k) * inner + i);
-  part[ty * bx + tx] = acc;
+  float acc[W];
+#pragma unroll
+  for (int q = 0; q < W; ++q) acc[q] = 0.0f;
+  if (i < inner) {
+    for (int64_t k = k0 + ty; k < k1; k += by) {
+      float v[W];
+      ld_n<W>(x, (o * n + k) * inner + i, v);
+#pragma unroll
+      for (int q = 0; q < W; ++q) acc[q] += v[q];
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < W; ++q) part[(ty * bx + tx) * W + q] = acc[q];
   __syncthreads();
   if (ty == 0 && i < inner) {
-    float s = 0.0f;
-    for (int r = 0; r < by; ++r) s += part[r * bx + tx];
-    if (partial)
-      partial[(int64_t(blockIdx.y) * outer + o) * inner + i] = s;
-    else
-      st(out, o * inner + i, s);
+    for (int q = 0; q < W; ++q) {
+      float s = 0.0f;
+      for (int r = 0; r < by; ++r) s += part[(r * bx + tx) * W + q];
+      if (partial)
+        partial[(int64_t(blockIdx.y) * outer + o) * inner + i + q] = s;
+      else
+        st(out, o * inner + i + q, s);
+    }
   }
 }
 
@@ -155,34 +201,39 @@ void sum_dim(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64
                 " as (", outer, ", ", n, ", ", inner, ")");
   check_args("sum_dim", out.dtype(), {{"out", out}, {"x", x}});
   if (out.numel() == 0) return;
-  int bx = 1;
-  while (bx < 32 && bx < inner) bx *= 2;
-  const int64_t inner_tiles = (inner + bx - 1) / bx;
-  TESSERA_CHECK(outer * inner_tiles <= int64_t(0x7fffffff), "cuda kernel sum_dim: (", outer, ", ",
-                n, ", ", inner, ") exceeds the grid limit");
-  // Enough splits of n for ~512 blocks, each split at least 16 rows per thread.
-  const int by = kThreads / bx;
-  const int64_t tiles = outer * inner_tiles, min_rows = 16 * int64_t(by);
-  int64_t splits = 1;
-  if (tiles < 512) splits = std::min((512 + tiles - 1) / tiles, (n + min_rows - 1) / min_rows);
-  splits = std::max<int64_t>(splits, 1);
-  const int64_t chunk = (n + splits - 1) / splits;
-  splits = n > 0 ? (n + chunk - 1) / chunk : 1;
   DeviceGuard guard(out.device().index);
-  Tensor partial;
-  if (splits > 1) partial = Tensor::empty({splits * outer * inner}, {DType::F32, out.device()});
-  float* pp = splits > 1 ? static_cast<float*>(partial.data_ptr()) : nullptr;
   dispatch("sum_dim", out.dtype(), [&](auto z) {
     using T = decltype(z);
-    T* o = static_cast<T*>(out.data_ptr());
-    sum_dim_kernel<T><<<dim3(unsigned(tiles), unsigned(splits)), dim3(bx, by)>>>(
-        o, pp, static_cast<const T*>(x.data_ptr()), outer, n, inner, inner_tiles,
-        n > 0 ? chunk : 1);
-    CUDA_CHECK_LAUNCH();
-    if (pp) {
-      sum_splits_kernel<T><<<grid_for(outer * inner), kThreads>>>(o, pp, splits, outer * inner);
+    core::with_width<T>(inner % core::kPack<T> == 0 && core::aligned16({x.data_ptr()}),
+                        [&](auto tag) {
+      constexpr int W = decltype(tag)::value;
+      const int64_t groups = inner / W;
+      int bx = 1;
+      while (bx < 32 && bx < groups) bx *= 2;
+      const int64_t inner_tiles = (groups + bx - 1) / bx;
+      TESSERA_CHECK(outer * inner_tiles <= int64_t(0x7fffffff), "cuda kernel sum_dim: (", outer,
+                    ", ", n, ", ", inner, ") exceeds the grid limit");
+      // Enough splits of n for ~512 blocks, each split at least 16 rows per thread.
+      const int by = kThreads / bx;
+      const int64_t tiles = outer * inner_tiles, min_rows = 16 * int64_t(by);
+      int64_t splits = 1;
+      if (tiles < 512) splits = std::min((512 + tiles - 1) / tiles, (n + min_rows - 1) / min_rows);
+      splits = std::max<int64_t>(splits, 1);
+      const int64_t chunk = (n + splits - 1) / splits;
+      splits = n > 0 ? (n + chunk - 1) / chunk : 1;
+      Tensor partial;
+      if (splits > 1) partial = Tensor::empty({splits * outer * inner}, {DType::F32, out.device()});
+      float* pp = splits > 1 ? static_cast<float*>(partial.data_ptr()) : nullptr;
+      T* o = static_cast<T*>(out.data_ptr());
+      sum_dim_kernel<W, T><<<dim3(unsigned(tiles), unsigned(splits)), dim3(bx, by)>>>(
+          o, pp, static_cast<const T*>(x.data_ptr()), outer, n, inner, inner_tiles,
+          n > 0 ? chunk : 1);
       CUDA_CHECK_LAUNCH();
-    }
+      if (pp) {
+        sum_splits_kernel<T><<<grid_for(outer * inner), kThreads>>>(o, pp, splits, outer * inner);
+        CUDA_CHECK_LAUNCH();
+      }
+    });
   });
 }
 
@@ -242,25 +293,62 @@ struct SwigluForward {  // (gate, up) -> y
   __device__ float operator()(float g, float u) const { return g * sigmoid(g) * u; }
 };
 
+// y = f(a), y = f(a, b): f applied to each element.
 template <typename T, typename F>
-__global__ void map1_kernel(T* y, const T* a, int64_t n, F f) {
-  for (int64_t i = global_index(); i < n; i += grid_stride()) st(y, i, f(ld(a, i)));
-}
+struct Map1 {
+  T* y;
+  const T* a;
+  F f;
+  template <int W>
+  __device__ void run(int64_t i) const {
+    float v[W];
+    ld_n<W>(a, i, v);
+#pragma unroll
+    for (int k = 0; k < W; ++k) v[k] = f(v[k]);
+    st_n<W>(y, i, v);
+  }
+};
 
 template <typename T, typename F>
-__global__ void map2_kernel(T* y, const T* a, const T* b, int64_t n, F f) {
-  for (int64_t i = global_index(); i < n; i += grid_stride()) st(y, i, f(ld(a, i), ld(b, i)));
-}
+struct Map2 {
+  T* y;
+  const T* a;
+  const T* b;
+  F f;
+  template <int W>
+  __device__ void run(int64_t i) const {
+    float u[W], v[W];
+    ld_n<W>(a, i, u);
+    ld_n<W>(b, i, v);
+#pragma unroll
+    for (int k = 0; k < W; ++k) u[k] = f(u[k], v[k]);
+    st_n<W>(y, i, u);
+  }
+};
 
 template <typename T>
-__global__ void swiglu_backward_kernel(T* dgate, T* dup, const T* dy, const T* gate, const T* up,
-                                       int64_t n) {
-  for (int64_t i = global_index(); i < n; i += grid_stride()) {
-    const float g = ld(gate, i), s = sigmoid(g), d = ld(dy, i);
-    st(dgate, i, d * ld(up, i) * s * (1.0f + g * (1.0f - s)));
-    st(dup, i, d * g * s);
+struct SwigluBackward {
+  T* dgate;
+  T* dup;
+  const T* dy;
+  const T* gate;
+  const T* up;
+  template <int W>
+  __device__ void run(int64_t i) const {
+    float g[W], u[W], d[W], dg[W], du[W];
+    ld_n<W>(gate, i, g);
+    ld_n<W>(up, i, u);
+    ld_n<W>(dy, i, d);
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+      const float s = sigmoid(g[k]);
+      dg[k] = d[k] * u[k] * s * (1.0f + g[k] * (1.0f - s));
+      du[k] = d[k] * g[k] * s;
+    }
+    st_n<W>(dgate, i, dg);
+    st_n<W>(dup, i, du);
   }
-}
+};
 
 // Every tensor of x's numel; the first names the dtype and device.
 void check_same(const char* kernel, std::initializer_list<core::Arg> args) {
@@ -280,9 +368,9 @@ void map1(const char* kernel, const Tensor& y, const Tensor& x, F f) {
   DeviceGuard guard(x.device().index);
   dispatch(kernel, x.dtype(), [&](auto z) {
     using T = decltype(z);
-    map1_kernel<T, F><<<grid_for(n), kThreads>>>(static_cast<T*>(y.data_ptr()),
-                                                 static_cast<const T*>(x.data_ptr()), n, f);
-    CUDA_CHECK_LAUNCH();
+    core::launch_packed<T>(n, core::aligned16({y.data_ptr(), x.data_ptr()}),
+                           Map1<T, F>{static_cast<T*>(y.data_ptr()),
+                                      static_cast<const T*>(x.data_ptr()), f});
   });
 }
 
@@ -295,10 +383,10 @@ void map2(const char* kernel, const Tensor& y, const char* a_name, const Tensor&
   DeviceGuard guard(y.device().index);
   dispatch(kernel, y.dtype(), [&](auto z) {
     using T = decltype(z);
-    map2_kernel<T, F><<<grid_for(n), kThreads>>>(static_cast<T*>(y.data_ptr()),
-                                                 static_cast<const T*>(a.data_ptr()),
-                                                 static_cast<const T*>(b.data_ptr()), n, f);
-    CUDA_CHECK_LAUNCH();
+    core::launch_packed<T>(n, core::aligned16({y.data_ptr(), a.data_ptr(), b.data_ptr()}),
+                           Map2<T, F>{static_cast<T*>(y.data_ptr()),
+                                      static_cast<const T*>(a.data_ptr()),
+                                      static_cast<const T*>(b.data_ptr()), f});
   });
 }
 
@@ -323,11 +411,14 @@ void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dy, c
   DeviceGuard guard(dy.device().index);
   dispatch("swiglu_backward", dy.dtype(), [&](auto z) {
     using T = decltype(z);
-    swiglu_backward_kernel<T><<<grid_for(n), kThreads>>>(
-        static_cast<T*>(dgate.data_ptr()), static_cast<T*>(dup.data_ptr()),
-        static_cast<const T*>(dy.data_ptr()), static_cast<const T*>(gate.data_ptr()),
-        static_cast<const T*>(up.data_ptr()), n);
-    CUDA_CHECK_LAUNCH();
+    core::launch_packed<T>(
+        n,
+        core::aligned16({dgate.data_ptr(), dup.data_ptr(), dy.data_ptr(), gate.data_ptr(),
+                         up.data_ptr()}),
+        SwigluBackward<T>{static_cast<T*>(dgate.data_ptr()), static_cast<T*>(dup.data_ptr()),
+                          static_cast<const T*>(dy.data_ptr()),
+                          static_cast<const T*>(gate.data_ptr()),
+                          static_cast<const T*>(up.data_ptr())});
   });
 }
 
@@ -336,13 +427,24 @@ void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dy, c
 // keep_i = (philox_uniform(offset + i, seed) >= p): core/rng.h's own function, so the mask is the
 // CPU's bit for bit, and x * scale is the same single f32 product.
 template <typename T>
-__global__ void dropout_kernel(T* y, const T* x, int64_t n, double p, float scale, uint64_t seed,
-                               uint64_t offset) {
-  for (int64_t i = global_index(); i < n; i += grid_stride()) {
-    const bool keep = double(philox_uniform(offset + uint64_t(i), seed)) >= p;
-    st(y, i, keep ? ld(x, i) * scale : 0.0f);
+struct Dropout {
+  T* y;
+  const T* x;
+  double p;
+  float scale;
+  uint64_t seed, offset;
+  template <int W>
+  __device__ void run(int64_t i) const {
+    float v[W];
+    ld_n<W>(x, i, v);
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+      const bool keep = double(philox_uniform(offset + uint64_t(i + k), seed)) >= p;
+      v[k] = keep ? v[k] * scale : 0.0f;
+    }
+    st_n<W>(y, i, v);
   }
-}
+};
 
 void dropout(const Tensor& y, const Tensor& x, double p, uint64_t seed, uint64_t offset) {
   check_same("dropout", {{"y", y}, {"x", x}});
@@ -353,10 +455,10 @@ void dropout(const Tensor& y, const Tensor& x, double p, uint64_t seed, uint64_t
   const float scale = float(1.0 / (1.0 - p));
   dispatch("dropout", x.dtype(), [&](auto z) {
     using T = decltype(z);
-    dropout_kernel<T><<<grid_for(n), kThreads>>>(static_cast<T*>(y.data_ptr()),
-                                                 static_cast<const T*>(x.data_ptr()), n, p, scale,
-                                                 seed, offset);
-    CUDA_CHECK_LAUNCH();
+    core::launch_packed<T>(n, core::aligned16({y.data_ptr(), x.data_ptr()}),
+                           Dropout<T>{static_cast<T*>(y.data_ptr()),
+                                      static_cast<const T*>(x.data_ptr()), p, scale, seed,
+                                      offset});
   });
 }
 

@@ -8,8 +8,10 @@
 // deviations (two passes, as the CPU: no E[x^2] - mean^2 cancellation), rstd = 1 / sqrt(var + eps). The forward normalises with the f32 statistics it has
 // just computed and saves them; the backward reads the saved ones.
 //
-// dw and db are sums over rows, done in two deterministic stages: blocks of 32 columns x a chunk of
-// rows write f32 partial sums, then one thread per column adds the chunks' partials in order.
+// dw and db are sums over rows, done in two deterministic stages: blocks of 32 column groups x a
+// chunk of rows write f32 partial sums, then one thread per column adds the chunks' partials in
+// order. Rows are read 16 bytes at a time where their length and pointers allow (core.cuh); a
+// row's block then has one thread per group (row_threads), so more rows share an SM.
 #include <algorithm>
 #include <cstdint>
 
@@ -25,14 +27,17 @@ using core::check_args;
 using core::dispatch;
 using core::kThreads;
 using core::ld;
+using core::ld_n;
+using core::row_groups;
 using core::st;
+using core::st_n;
 using core::StatPtr;
 
 // ---- forward ----------------------------------------------------------------------------------
 
 // kLayerNorm: y = (x - mean) * rstd * w + b; else (RMSNorm) y = x * rstd * w with
-// rstd = 1 / sqrt(mean(x^2) + eps).
-template <typename T, bool kLayerNorm>
+// rstd = 1 / sqrt(mean(x^2) + eps). Rows in groups of W (core.cuh's 16-byte accesses).
+template <typename T, bool kLayerNorm, int W>
 __global__ void __launch_bounds__(kThreads)
 norm_forward_kernel(T* y, StatPtr mean, StatPtr rstd, const T* x, const T* w, const T* b,
                     int64_t C, float eps) {
@@ -43,22 +48,41 @@ norm_forward_kernel(T* y, StatPtr mean, StatPtr rstd, const T* x, const T* w, co
   float m = 0.0f;
   if constexpr (kLayerNorm) {
     float s = 0.0f;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += ld(xr, c);
+    row_groups<W>(C, [&](int64_t c, auto tag) {
+      constexpr int K = decltype(tag)::value;
+      float v[K];
+      ld_n<K>(xr, c, v);
+#pragma unroll
+      for (int k = 0; k < K; ++k) s += v[k];
+    });
     m = block_sum(s, scratch) / float(C);
   }
   float ss = 0.0f;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    const float d = ld(xr, c) - m;
-    ss += d * d;
-  }
+  row_groups<W>(C, [&](int64_t c, auto tag) {
+    constexpr int K = decltype(tag)::value;
+    float v[K];
+    ld_n<K>(xr, c, v);
+#pragma unroll
+    for (int k = 0; k < K; ++k) ss += (v[k] - m) * (v[k] - m);
+  });
   const float r = 1.0f / sqrtf(block_sum(ss, scratch) / float(C) + eps);
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    if constexpr (kLayerNorm) {
-      st(yr, c, (ld(xr, c) - m) * r * ld(w, c) + ld(b, c));
-    } else {
-      st(yr, c, ld(xr, c) * r * ld(w, c));
+  row_groups<W>(C, [&](int64_t c, auto tag) {
+    constexpr int K = decltype(tag)::value;
+    float v[K], wv[K];
+    [[maybe_unused]] float bv[K];  // layernorm only
+    ld_n<K>(xr, c, v);
+    ld_n<K>(w, c, wv);
+    if constexpr (kLayerNorm) ld_n<K>(b, c, bv);
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      if constexpr (kLayerNorm) {
+        v[k] = (v[k] - m) * r * wv[k] + bv[k];
+      } else {
+        v[k] = v[k] * r * wv[k];
+      }
     }
-  }
+    st_n<K>(yr, c, v);
+  });
   if (threadIdx.x == 0) {
     if constexpr (kLayerNorm) mean.store(n, m);
     rstd.store(n, r);
@@ -70,7 +94,7 @@ norm_forward_kernel(T* y, StatPtr mean, StatPtr rstd, const T* x, const T* w, co
 // With xhat = (x - mean) * rstd (mean = 0 for RMSNorm) and g = dy * w:
 //   layernorm: dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
 //   rmsnorm:   dx = rstd * (g - xhat * mean(g * xhat))
-template <typename T, bool kLayerNorm>
+template <typename T, bool kLayerNorm, int W>
 __global__ void __launch_bounds__(kThreads)
 norm_backward_dx_kernel(T* dx, const T* dy, const T* x, const T* w, StatPtr mean, StatPtr rstd,
                         int64_t C, bool accumulate) {
@@ -80,60 +104,88 @@ norm_backward_dx_kernel(T* dx, const T* dy, const T* x, const T* w, StatPtr mean
   const T* gr = dy + n * C;
   const float m = kLayerNorm ? mean.load(n) : 0.0f, r = rstd.load(n);
   float sum_g = 0.0f, sum_gx = 0.0f;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    const float g = ld(gr, c) * ld(w, c);
-    sum_g += g;
-    sum_gx += g * (ld(xr, c) - m) * r;
-  }
+  row_groups<W>(C, [&](int64_t c, auto tag) {
+    constexpr int K = decltype(tag)::value;
+    float gv[K], xv[K], wv[K];
+    ld_n<K>(gr, c, gv);
+    ld_n<K>(xr, c, xv);
+    ld_n<K>(w, c, wv);
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const float g = gv[k] * wv[k];
+      sum_g += g;
+      sum_gx += g * (xv[k] - m) * r;
+    }
+  });
   const float mean_g = kLayerNorm ? block_sum(sum_g, scratch) / float(C) : 0.0f;
   const float mean_gx = block_sum(sum_gx, scratch) / float(C);
   T* dxr = dx + n * C;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    const float xhat = (ld(xr, c) - m) * r;
-    const float g = ld(gr, c) * ld(w, c);
-    const float d = r * (g - mean_g - xhat * mean_gx);
-    // Accumulating: d rounded to T, then added (no fma contraction): axpby's bits, see kernels.h.
-    st(dxr, c, accumulate ? __fadd_rn(ld(dxr, c), core::rounded(dxr, d)) : d);
-  }
+  row_groups<W>(C, [&](int64_t c, auto tag) {
+    constexpr int K = decltype(tag)::value;
+    float gv[K], xv[K], wv[K], held[K];
+    ld_n<K>(gr, c, gv);
+    ld_n<K>(xr, c, xv);
+    ld_n<K>(w, c, wv);
+    if (accumulate) ld_n<K>(dxr, c, held);
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const float xhat = (xv[k] - m) * r;
+      const float d = r * (gv[k] * wv[k] - mean_g - xhat * mean_gx);
+      // Accumulating: d rounded to T, then added (no fma contraction): axpby's bits, see kernels.h.
+      gv[k] = accumulate ? __fadd_rn(held[k], core::rounded(dxr, d)) : d;
+    }
+    st_n<K>(dxr, c, gv);
+  });
 }
 
 // ---- backward: dw, db -------------------------------------------------------------------------
 
-constexpr int kColTile = 32;                   // columns per block (one warp wide)
+constexpr int kColTile = 32;                   // column groups per block (one warp wide)
 constexpr int kRowThreads = kThreads / kColTile;  // threads down the rows
 
-// Rows per chunk: at least 256, more when N needs more than the grid's 65535 chunks. A function
-// of N alone, so the partition (and the order of the sums) does not depend on the device.
-int64_t rows_per_chunk(int64_t N) { return std::max<int64_t>(256, (N + 65534) / 65535); }
+// Rows per chunk: at least 64 (GPT-2's C = 768 in bf16 is 3 column tiles: 64-row chunks give
+// B T / 64 x 3 blocks), more when N needs more than the grid's 65535 chunks. A function of N
+// alone, so the partition (and the order of the sums) does not depend on the device.
+int64_t rows_per_chunk(int64_t N) { return std::max<int64_t>(64, (N + 65534) / 65535); }
 
 // Block (x, y) sums dy * xhat (into pw) and dy (into pb, layernorm only) over rows
-// [y * chunk, (y + 1) * chunk) for columns [x * 32, x * 32 + 32): thread (tx, ty) takes every
-// kRowThreads-th row from ty, then thread row 0 adds the kRowThreads partials in order.
-template <typename T, bool kLayerNorm>
+// [y * chunk, (y + 1) * chunk) for the W-column groups [x * 32, x * 32 + 32): thread (tx, ty)
+// takes every kRowThreads-th row from ty for its W columns, then thread row 0 adds the
+// kRowThreads partials in order. C is a multiple of W, so a group is in range whole or not at all.
+template <typename T, bool kLayerNorm, int W>
 __global__ void __launch_bounds__(kThreads)
 norm_weight_grad_partial_kernel(float* pw, float* pb, const T* dy, const T* x, StatPtr mean,
                                 StatPtr rstd, int64_t N, int64_t C, int64_t chunk) {
-  __shared__ float sw[kRowThreads][kColTile], sb[kRowThreads][kColTile];
+  __shared__ float sw[kRowThreads][kColTile * W], sb[kRowThreads][kColTile * W];
   const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t c = int64_t(blockIdx.x) * kColTile + tx;
+  const int64_t c = (int64_t(blockIdx.x) * kColTile + tx) * W;
   const int64_t n0 = int64_t(blockIdx.y) * chunk, n1 = std::min(N, n0 + chunk);
-  float aw = 0.0f, ab = 0.0f;
+  float aw[W], ab[W];
+#pragma unroll
+  for (int k = 0; k < W; ++k) aw[k] = ab[k] = 0.0f;
   if (c < C) {
     for (int64_t n = n0 + ty; n < n1; n += kRowThreads) {
-      const float g = ld(dy, n * C + c);
-      const float m = kLayerNorm ? mean.load(n) : 0.0f;
-      aw += g * (ld(x, n * C + c) - m) * rstd.load(n);
-      ab += g;
+      float g[W], xv[W];
+      ld_n<W>(dy, n * C + c, g);
+      ld_n<W>(x, n * C + c, xv);
+      const float m = kLayerNorm ? mean.load(n) : 0.0f, r = rstd.load(n);
+#pragma unroll
+      for (int k = 0; k < W; ++k) {
+        aw[k] += g[k] * (xv[k] - m) * r;
+        ab[k] += g[k];
+      }
     }
   }
-  sw[ty][tx] = aw;
-  sb[ty][tx] = ab;
+#pragma unroll
+  for (int k = 0; k < W; ++k) sw[ty][tx * W + k] = aw[k], sb[ty][tx * W + k] = ab[k];
   __syncthreads();
   if (ty == 0 && c < C) {
-    float tw = 0.0f, tb = 0.0f;
-    for (int r = 0; r < kRowThreads; ++r) tw += sw[r][tx], tb += sb[r][tx];
-    pw[int64_t(blockIdx.y) * C + c] = tw;
-    if (kLayerNorm) pb[int64_t(blockIdx.y) * C + c] = tb;
+    for (int k = 0; k < W; ++k) {
+      float tw = 0.0f, tb = 0.0f;
+      for (int q = 0; q < kRowThreads; ++q) tw += sw[q][tx * W + k], tb += sb[q][tx * W + k];
+      pw[int64_t(blockIdx.y) * C + c + k] = tw;
+      if (kLayerNorm) pb[int64_t(blockIdx.y) * C + c + k] = tb;
+    }
   }
 }
 
@@ -152,16 +204,16 @@ __global__ void norm_weight_grad_final_kernel(T* dw, T* db, const float* pw, con
   if (db) st(db, c, tb);
 }
 
-// dw (and db when defined) for N rows of C columns.
-template <typename T, bool kLayerNorm>
+// dw (and db when defined) for N rows of C columns, in groups of W columns.
+template <typename T, bool kLayerNorm, int W>
 void weight_grads(const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
                   StatPtr mean, StatPtr rstd, int64_t N, int64_t C) {
   const int64_t chunk = rows_per_chunk(N), chunks = (N + chunk - 1) / chunk;
   Tensor partial = Tensor::empty({(kLayerNorm ? 2 : 1) * chunks * C}, {DType::F32, x.device()});
   float* pw = static_cast<float*>(partial.data_ptr());
   float* pb = kLayerNorm ? pw + chunks * C : nullptr;
-  const dim3 grid(unsigned((C + kColTile - 1) / kColTile), unsigned(chunks));
-  norm_weight_grad_partial_kernel<T, kLayerNorm><<<grid, dim3(kColTile, kRowThreads)>>>(
+  const dim3 grid(unsigned((C + kColTile * W - 1) / (kColTile * W)), unsigned(chunks));
+  norm_weight_grad_partial_kernel<T, kLayerNorm, W><<<grid, dim3(kColTile, kRowThreads)>>>(
       pw, pb, static_cast<const T*>(dy.data_ptr()), static_cast<const T*>(x.data_ptr()), mean,
       rstd, N, C, chunk);
   CUDA_CHECK_LAUNCH();
@@ -169,6 +221,20 @@ void weight_grads(const Tensor& dw, const Tensor& db, const Tensor& dy, const Te
       static_cast<T*>(dw.data_ptr()), kLayerNorm ? static_cast<T*>(db.data_ptr()) : nullptr, pw,
       pb, chunks, C);
   CUDA_CHECK_LAUNCH();
+}
+
+// Threads for a block that owns one row of C columns in groups of W: one group per thread, in
+// whole warps, at most kThreads. GPT-2's rows (C = 768, bf16) take 96 threads, so an SM holds
+// about 21 rows' blocks instead of 8 (each with 16 bytes in flight per thread).
+unsigned row_threads(int64_t C, int W) {
+  const int64_t groups = (C + W - 1) / W;
+  return unsigned(std::min<int64_t>(kThreads, (groups + 31) / 32 * 32));
+}
+
+// Whether rows of C columns can be read and written in 16-byte groups of T.
+template <typename T>
+bool rows_packed(int64_t C, std::initializer_list<const void*> ps) {
+  return C % core::kPack<T> == 0 && core::aligned16(ps);
 }
 
 // ---- entries ----------------------------------------------------------------------------------
@@ -192,10 +258,17 @@ void layernorm_forward(const Tensor& y, const Tensor& mean, const Tensor& rstd, 
   DeviceGuard guard(x.device().index);
   dispatch("layernorm_forward", x.dtype(), [&](auto z) {
     using T = decltype(z);
-    norm_forward_kernel<T, true><<<core::row_grid("layernorm_forward", N), kThreads>>>(
-        static_cast<T*>(y.data_ptr()), m, r, static_cast<const T*>(x.data_ptr()),
-        static_cast<const T*>(w.data_ptr()), static_cast<const T*>(b.data_ptr()), C, float(eps));
-    CUDA_CHECK_LAUNCH();
+    const bool packed =
+        rows_packed<T>(C, {y.data_ptr(), x.data_ptr(), w.data_ptr(), b.data_ptr()});
+    core::with_width<T>(packed, [&](auto tag) {
+      constexpr int W = decltype(tag)::value;
+      norm_forward_kernel<T, true, W>
+          <<<core::row_grid("layernorm_forward", N), row_threads(C, W)>>>(
+              static_cast<T*>(y.data_ptr()), m, r, static_cast<const T*>(x.data_ptr()),
+              static_cast<const T*>(w.data_ptr()), static_cast<const T*>(b.data_ptr()), C,
+              float(eps));
+      CUDA_CHECK_LAUNCH();
+    });
   });
 }
 
@@ -214,12 +287,18 @@ void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, co
   DeviceGuard guard(x.device().index);
   dispatch("layernorm_backward", x.dtype(), [&](auto z) {
     using T = decltype(z);
-    norm_backward_dx_kernel<T, true><<<core::row_grid("layernorm_backward", N), kThreads>>>(
-        static_cast<T*>(dx.data_ptr()), static_cast<const T*>(dy.data_ptr()),
-        static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), m, r, C,
-        accumulate);
-    CUDA_CHECK_LAUNCH();
-    weight_grads<T, true>(dw, db, dy, x, m, r, N, C);
+    const bool packed =
+        rows_packed<T>(C, {dx.data_ptr(), dy.data_ptr(), x.data_ptr(), w.data_ptr()});
+    core::with_width<T>(packed, [&](auto tag) {
+      constexpr int W = decltype(tag)::value;
+      norm_backward_dx_kernel<T, true, W>
+          <<<core::row_grid("layernorm_backward", N), row_threads(C, W)>>>(
+              static_cast<T*>(dx.data_ptr()), static_cast<const T*>(dy.data_ptr()),
+              static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), m, r, C,
+              accumulate);
+      CUDA_CHECK_LAUNCH();
+      weight_grads<T, true, W>(dw, db, dy, x, m, r, N, C);
+    });
   });
 }
 
@@ -233,10 +312,15 @@ void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const
   DeviceGuard guard(x.device().index);
   dispatch("rmsnorm_forward", x.dtype(), [&](auto z) {
     using T = decltype(z);
-    norm_forward_kernel<T, false><<<core::row_grid("rmsnorm_forward", N), kThreads>>>(
-        static_cast<T*>(y.data_ptr()), StatPtr{}, r, static_cast<const T*>(x.data_ptr()),
-        static_cast<const T*>(w.data_ptr()), nullptr, C, float(eps));
-    CUDA_CHECK_LAUNCH();
+    core::with_width<T>(rows_packed<T>(C, {y.data_ptr(), x.data_ptr(), w.data_ptr()}),
+                        [&](auto tag) {
+      constexpr int W = decltype(tag)::value;
+      norm_forward_kernel<T, false, W>
+          <<<core::row_grid("rmsnorm_forward", N), row_threads(C, W)>>>(
+              static_cast<T*>(y.data_ptr()), StatPtr{}, r, static_cast<const T*>(x.data_ptr()),
+              static_cast<const T*>(w.data_ptr()), nullptr, C, float(eps));
+      CUDA_CHECK_LAUNCH();
+    });
   });
 }
 
@@ -252,12 +336,18 @@ void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, cons
   DeviceGuard guard(x.device().index);
   dispatch("rmsnorm_backward", x.dtype(), [&](auto z) {
     using T = decltype(z);
-    norm_backward_dx_kernel<T, false><<<core::row_grid("rmsnorm_backward", N), kThreads>>>(
-        static_cast<T*>(dx.data_ptr()), static_cast<const T*>(dy.data_ptr()),
-        static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), StatPtr{}, r,
-        C, accumulate);
-    CUDA_CHECK_LAUNCH();
-    weight_grads<T, false>(dw, Tensor(), dy, x, StatPtr{}, r, N, C);
+    const bool packed =
+        rows_packed<T>(C, {dx.data_ptr(), dy.data_ptr(), x.data_ptr(), w.data_ptr()});
+    core::with_width<T>(packed, [&](auto tag) {
+      constexpr int W = decltype(tag)::value;
+      norm_backward_dx_kernel<T, false, W>
+          <<<core::row_grid("rmsnorm_backward", N), row_threads(C, W)>>>(
+              static_cast<T*>(dx.data_ptr()), static_cast<const T*>(dy.data_ptr()),
+              static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()),
+              StatPtr{}, r, C, accumulate);
+      CUDA_CHECK_LAUNCH();
+      weight_grads<T, false, W>(dw, Tensor(), dy, x, StatPtr{}, r, N, C);
+    });
   });
 }
 

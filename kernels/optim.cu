@@ -7,12 +7,13 @@
 // f64) in the CPU twin's order: nvcc would otherwise contract a * b + c into one fma and round once
 // where the CPU rounds twice. Same operations, same roundings: the same bits as the CPU.
 //
-// adamw_step_flat: the same element update (adamw_element, shared with adamw_step's kernel) over a
-// whole flat buffer in one grid-stride launch, each gradient element multiplied by the clipping
-// coefficient as it is read (a 124M-parameter model's f32 gradients are 0.5 GB: a separate
-// scaling pass would read and write them once more). Each element learns whether it is decayed by a
-// binary search over the 2K range boundaries (K is a few hundred: ~10 cached loads, small beside
-// the 28 bytes of state traffic), and picks between the two decay factors the CPU twin forms.
+// adamw_step_flat: the same element update (adamw_update, shared with adamw_step's kernel) over a
+// whole flat buffer in one grid-stride launch, 16 bytes of each state buffer per access (4 f32
+// elements: core.cuh's grouped loop), each gradient element multiplied by the clipping coefficient
+// as it is read (a 124M-parameter model's f32 gradients are 0.5 GB: a separate scaling pass would
+// read and write them once more). A group learns which elements are decayed from one binary search
+// over the 2K range boundaries (K is a few hundred: ~10 cached loads per 4 elements, small beside
+// the 4 x 30 bytes of state traffic), and picks between the two decay factors the CPU twin forms.
 //
 // sum_squares: a fixed grid (a function of n alone, never of the device) of grid-stride threads
 // accumulating x^2 in double, a tree reduction per block, then one block adding the block sums in a
@@ -27,6 +28,7 @@
 #include "backend/adamw_flat_args.h"
 #include "backend/kernels.h"
 #include "common.cuh"
+#include "core.cuh"
 
 namespace tessera::cuda {
 namespace {
@@ -63,28 +65,40 @@ struct AdamCoefs {
   S grad_scale;  // the clipping coefficient (1: exact, for adamw_step)
 };
 
-// Element i of the AdamW step, decay being c.decay or the undecayed factor. G: the gradient's
-// element type (S, or uint16_t bf16 bits). out: the parameter when it is not w itself (bf16 bits,
-// or S for an f32/f64 parameter kept apart from its master), else null.
+// The AdamW update of one element's master weight w and moments m, v from its gradient gi
+// (already multiplied by the clipping coefficient), decay being c.decay or the undecayed factor.
+template <typename S>
+__device__ __forceinline__ void adamw_update(S& w, S& m, S& v, S gi, S decay,
+                                             const AdamCoefs<S>& c) {
+  m = add(mul(c.b1, m), mul(c.one_minus_b1, gi));
+  v = add(mul(c.b2, v), mul(mul(c.one_minus_b2, gi), gi));
+  const S p = mul(w, decay);
+  w = sub(p, mul(c.step_size, div(m, add(div(sqrt_rn(v), c.bc2_sqrt), c.eps))));
+}
+
+// The parameter's copy of an updated master value: bf16 bits, or the value itself.
+template <typename P, typename S>
+__device__ __forceinline__ P param_of(S p) {
+  if constexpr (std::is_same_v<P, uint16_t>) {
+    return to_bf16(float(p));
+  } else {
+    return p;
+  }
+}
+
+// Element i of the AdamW step. G: the gradient's element type (S, or uint16_t bf16 bits). out: the
+// parameter when it is not w itself (bf16 bits, or S for an f32/f64 parameter kept apart from its
+// master), else null.
 template <typename S, typename G, typename P>
 __device__ __forceinline__ void adamw_element(S* __restrict__ w, S* __restrict__ m,
                                               S* __restrict__ v, const G* __restrict__ g, P* out,
                                               int64_t i, S decay, const AdamCoefs<S>& c) {
-  const S gi = mul(load_grad(g, i), c.grad_scale);
-  const S mi = add(mul(c.b1, m[i]), mul(c.one_minus_b1, gi));
-  const S vi = add(mul(c.b2, v[i]), mul(mul(c.one_minus_b2, gi), gi));
-  S p = mul(w[i], decay);
-  p = sub(p, mul(c.step_size, div(mi, add(div(sqrt_rn(vi), c.bc2_sqrt), c.eps))));
+  S wi = w[i], mi = m[i], vi = v[i];
+  adamw_update(wi, mi, vi, mul(load_grad(g, i), c.grad_scale), decay, c);
   m[i] = mi;
   v[i] = vi;
-  w[i] = p;
-  if (out) {
-    if constexpr (std::is_same_v<P, uint16_t>) {
-      out[i] = to_bf16(float(p));
-    } else {
-      out[i] = p;
-    }
-  }
+  w[i] = wi;
+  if (out) out[i] = param_of<P>(wi);
 }
 
 template <typename S, typename G, typename P>
@@ -95,12 +109,13 @@ __global__ void adamw_kernel(S* __restrict__ w, S* __restrict__ m, S* __restrict
     adamw_element(w, m, v, g, out, i, c.decay, c);
 }
 
-// Is i inside one of the ranges? The boundaries begin_0 <= end_0 <= begin_1 <= ... never decrease,
-// so i is inside exactly when an odd number of them are <= i (empty and adjacent ranges included).
-// Any bounds at all keep the search inside the array: bad ranges give wrong answers, not faults.
-__device__ __forceinline__ bool in_decay_range(const int32_t* __restrict__ bounds,
-                                               int64_t nbounds, int64_t i) {
-  int64_t lo = 0, hi = nbounds;  // upper bound: the first boundary > i
+// The first of the range boundaries begin_0 <= end_0 <= begin_1 <= ... that is > i. They never
+// decrease, so i is inside a range exactly when that index is odd (an odd number of boundaries
+// are <= i; empty and adjacent ranges included). Any bounds at all keep the search inside the
+// array: bad ranges give wrong answers, not faults.
+__device__ __forceinline__ int64_t boundary_above(const int32_t* __restrict__ bounds,
+                                                  int64_t nbounds, int64_t i) {
+  int64_t lo = 0, hi = nbounds;
   while (lo < hi) {
     const int64_t mid = lo + (hi - lo) / 2;
     if (int64_t(bounds[mid]) <= i) {
@@ -109,19 +124,49 @@ __device__ __forceinline__ bool in_decay_range(const int32_t* __restrict__ bound
       hi = mid;
     }
   }
-  return (lo & 1) != 0;
+  return lo;
 }
 
-// g: the gradient in the state type (bf16 parameters accumulate theirs in f32).
+// The flat step over elements [i, i + W) (core::packed_loop_kernel's body): 16-byte accesses to
+// the f32 state and gradient when W is 4 (f64: 2), one binary search per group for the decay
+// ranges, then a step past each boundary inside the group. g: the gradient in the state type
+// (bf16 parameters accumulate theirs in f32).
 template <typename S, typename P>
-__global__ void adamw_flat_kernel(S* __restrict__ w, S* __restrict__ m, S* __restrict__ v,
-                                  const S* __restrict__ g, P* out,
-                                  const int32_t* __restrict__ bounds, int64_t nbounds, int64_t n,
-                                  AdamCoefs<S> c, S no_decay) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    adamw_element(w, m, v, g, out, i, in_decay_range(bounds, nbounds, i) ? c.decay : no_decay, c);
-}
+struct AdamwFlat {
+  S* w;
+  S* m;
+  S* v;
+  const S* g;
+  P* out;
+  const int32_t* bounds;
+  int64_t nbounds;
+  AdamCoefs<S> c;
+  S no_decay;
+  template <int W>
+  __device__ void run(int64_t i) const {
+    S wv[W], mv[W], vv[W], gv[W];
+    core::ld_raw<W>(w, i, wv);
+    core::ld_raw<W>(m, i, mv);
+    core::ld_raw<W>(v, i, vv);
+    core::ld_raw<W>(g, i, gv);
+    int64_t b = boundary_above(bounds, nbounds, i);
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+      while (b < nbounds && int64_t(bounds[b]) <= i + k) ++b;
+      adamw_update(wv[k], mv[k], vv[k], mul(gv[k], c.grad_scale), (b & 1) ? c.decay : no_decay,
+                   c);
+    }
+    core::st_raw<W>(m, i, mv);
+    core::st_raw<W>(v, i, vv);
+    core::st_raw<W>(w, i, wv);
+    if (out) {
+      P pv[W];
+#pragma unroll
+      for (int k = 0; k < W; ++k) pv[k] = param_of<P>(wv[k]);
+      core::st_raw<W>(out, i, pv);
+    }
+  }
+};
 
 // The coefficients formed in double exactly as the CPU twin forms them, then rounded to S.
 template <typename S>
@@ -203,21 +248,25 @@ void adamw_step_flat(const Tensor& param, const Tensor& master, const Tensor& m,
   const bool bf16_param = args.bf16_param;
   if (n == 0) return;
   DeviceGuard guard(master.device().index);
-  constexpr int threads = 256;
-  const unsigned blocks = grid_for(n, threads);
   const auto* bounds = static_cast<const int32_t*>(decay_ranges.data_ptr());
   const int64_t nbounds = decay_ranges.numel();
+  // Groups of 16 bytes of state when the four state buffers allow (the bf16 copy is written an
+  // element at a time).
+  const bool packed =
+      core::aligned16({master.data_ptr(), m.data_ptr(), v.data_ptr(), grad.data_ptr()});
   auto launch = [&](auto z, auto* out) {
     using S = decltype(z);
+    using P = std::remove_pointer_t<decltype(out)>;
     const AdamCoefs<S> c = adam_coefs<S>(lr, beta1, beta2, eps, weight_decay, bias_correction1,
                                          bias_correction2, grad_scale);
     // What adamw_step forms for weight_decay 0, so undecayed elements get its bits too.
     const S no_decay =
         adam_coefs<S>(lr, beta1, beta2, eps, 0.0, bias_correction1, bias_correction2).decay;
-    adamw_flat_kernel<<<blocks, threads>>>(
-        static_cast<S*>(master.data_ptr()), static_cast<S*>(m.data_ptr()),
-        static_cast<S*>(v.data_ptr()), static_cast<const S*>(grad.data_ptr()), out, bounds,
-        nbounds, n, c, no_decay);
+    core::launch_packed<S>(
+        n, packed,
+        AdamwFlat<S, P>{static_cast<S*>(master.data_ptr()), static_cast<S*>(m.data_ptr()),
+                        static_cast<S*>(v.data_ptr()), static_cast<const S*>(grad.data_ptr()),
+                        out, bounds, nbounds, c, no_decay});
   };
   if (st == DType::F64) {
     launch(double{}, static_cast<double*>(nullptr));
@@ -226,7 +275,6 @@ void adamw_step_flat(const Tensor& param, const Tensor& master, const Tensor& m,
   } else {
     launch(float{}, static_cast<float*>(nullptr));
   }
-  CUDA_CHECK_LAUNCH();
 }
 
 // ---- sum of squares ----

@@ -4,9 +4,10 @@
 // x, y, dx, dy (N, C); logits, dlogits (N, V); targets i32 (N);
 // losses, dlosses, lse (N): f32 or the logits' dtype (core.cuh's StatPtr), all three one dtype
 //
-// One block per row, f32 throughout: lse = m + log sum_c exp(x[c] - m) with m the row max, so no
-// exp overflows; an all -inf row has lse = -inf as on the CPU. softmax is exp(x - lse) (one
-// rounding per element), log-softmax x - lse. The cross-entropy backward needs no reduction (lse
+// One block per row, f32 throughout: lse in one pass over the row (row_lse, online), so no exp
+// overflows; an all -inf row has lse = -inf as on the CPU. softmax is exp(x - lse) (one rounding
+// per element), log-softmax x - lse. Rows are read and written 16 bytes at a time when their
+// length and pointers allow (core.cuh). The cross-entropy backward needs no reduction (lse
 // is saved), so it is elementwise over (N, V).
 //
 // The op validates targets on the host (ops/softmax.cpp); a target outside [0, V) that is not
@@ -26,58 +27,93 @@ using core::check_args;
 using core::dispatch;
 using core::kThreads;
 using core::ld;
+using core::ld_n;
 using core::st;
+using core::st_n;
 using core::StatPtr;
 
-// log sum_c exp(x[c]) of one row, returned to every thread of the block.
-template <typename T>
+// log sum_c exp(x[c]) of one row in one pass over it, returned to every thread of the block. Each
+// thread keeps a running max m and the sum s of exp(x - m) over its columns, rescaling s when m
+// grows (the online softmax of Milakov & Gimelshein 2018); the block then takes M = max m and
+// sums s exp(m - M). No exp overflows. An all -inf row has lse = -inf as on the CPU; a NaN or
+// +inf logit gives NaN, as the CPU's exp(inf - inf) does.
+template <int W, typename T>
 __device__ float row_lse(const T* x, int64_t C, float* scratch) {
-  float m = -INFINITY;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) m = fmaxf(m, ld(x, c));
-  m = block_max(m, scratch);
-  float s = 0.0f;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += expf(ld(x, c) - m);
-  s = block_sum(s, scratch);
-  return (isinf(m) && m < 0.0f) ? m : m + logf(s);  // an all -inf row: -inf, not NaN
+  float m = -INFINITY, s = 0.0f;
+  core::row_groups<W>(C, [&](int64_t c, auto w) {
+    constexpr int K = decltype(w)::value;
+    float v[K];
+    ld_n<K>(x, c, v);
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      if (v[k] > m) {
+        s = s * expf(m - v[k]) + 1.0f;
+        m = v[k];
+      } else if (v[k] != -INFINITY) {
+        s += expf(v[k] - m);  // NaN stays NaN
+      }
+    }
+  });
+  const float M = block_max(m, scratch);
+  // m = -inf gives exp(-inf) = 0 unless M is -inf too, whose row returns -inf below anyway.
+  s = block_sum(s * expf(m - M), scratch);
+  return (isinf(M) && M < 0.0f) ? M : M + logf(s);  // an all -inf row: -inf, not NaN
 }
 
-template <typename T, bool kLog>
+template <typename T, bool kLog, int W>
 __global__ void __launch_bounds__(kThreads)
 softmax_forward_kernel(T* y, const T* x, int64_t C) {
   __shared__ float scratch[32];
   const T* xr = x + int64_t(blockIdx.x) * C;
   T* yr = y + int64_t(blockIdx.x) * C;
-  const float lse = row_lse(xr, C, scratch);
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
-    st(yr, c, kLog ? ld(xr, c) - lse : expf(ld(xr, c) - lse));
+  const float lse = row_lse<W>(xr, C, scratch);
+  core::row_groups<W>(C, [&](int64_t c, auto w) {
+    constexpr int K = decltype(w)::value;
+    float v[K];
+    ld_n<K>(xr, c, v);
+#pragma unroll
+    for (int k = 0; k < K; ++k) v[k] = kLog ? v[k] - lse : expf(v[k] - lse);
+    st_n<K>(yr, c, v);
+  });
 }
 
 // softmax: dx = y * (dy - sum_c dy[c] y[c]);  log-softmax: dx = dy - exp(y) * sum_c dy[c].
-template <typename T, bool kLog>
+template <typename T, bool kLog, int W>
 __global__ void __launch_bounds__(kThreads)
 softmax_backward_kernel(T* dx, const T* dy, const T* y, int64_t C) {
   __shared__ float scratch[32];
   const int64_t r = int64_t(blockIdx.x) * C;
   float s = 0.0f;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
-    s += kLog ? ld(dy, r + c) : ld(dy, r + c) * ld(y, r + c);
+  core::row_groups<W>(C, [&](int64_t c, auto w) {
+    constexpr int K = decltype(w)::value;
+    float g[K], v[K];
+    ld_n<K>(dy, r + c, g);
+    if (!kLog) ld_n<K>(y, r + c, v);
+#pragma unroll
+    for (int k = 0; k < K; ++k) s += kLog ? g[k] : g[k] * v[k];
+  });
   s = block_sum(s, scratch);
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    const float g = ld(dy, r + c), v = ld(y, r + c);
-    st(dx, r + c, kLog ? g - expf(v) * s : v * (g - s));
-  }
+  core::row_groups<W>(C, [&](int64_t c, auto w) {
+    constexpr int K = decltype(w)::value;
+    float g[K], v[K];
+    ld_n<K>(dy, r + c, g);
+    ld_n<K>(y, r + c, v);
+#pragma unroll
+    for (int k = 0; k < K; ++k) g[k] = kLog ? g[k] - expf(v[k]) * s : v[k] * (g[k] - s);
+    st_n<K>(dx, r + c, g);
+  });
 }
 
 // losses[n] = lse[n] - logits[n, t], 0 where t == ignore_index. One block per row; rows lie V
 // apart and only their first `classes` columns are read (the rest is padding).
-template <typename T>
+template <typename T, int W>
 __global__ void __launch_bounds__(kThreads)
 cross_entropy_forward_kernel(StatPtr losses, StatPtr lse, const T* logits, const int32_t* targets,
                              int64_t V, int64_t classes, int64_t ignore_index) {
   __shared__ float scratch[32];
   const int64_t n = blockIdx.x;
   const T* xr = logits + n * V;
-  const float l = row_lse(xr, classes, scratch);
+  const float l = row_lse<W>(xr, classes, scratch);
   if (threadIdx.x != 0) return;
   const int64_t t = targets[n];
   lse.store(n, l);
@@ -90,7 +126,7 @@ cross_entropy_forward_kernel(StatPtr losses, StatPtr lse, const T* logits, const
 
 // dlogits[n, v] = dlosses[n] * (exp(logits[n, v] - lse[n]) - [v == t]) for v < classes; 0 on the
 // padding columns and on ignored rows. One block per row (no per-element division by V).
-template <typename T>
+template <typename T, int W>
 __global__ void __launch_bounds__(kThreads)
 cross_entropy_backward_kernel(T* dlogits, StatPtr dlosses, const T* logits, StatPtr lse,
                               const int32_t* targets, int64_t V, int64_t classes,
@@ -100,14 +136,27 @@ cross_entropy_backward_kernel(T* dlogits, StatPtr dlosses, const T* logits, Stat
   T* dr = dlogits + n * V;
   const bool ignored = t == ignore_index;
   const float g = ignored ? 0.0f : dlosses.load(n), l = ignored ? 0.0f : lse.load(n);
-  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-    float d = 0.0f;
-    if (!ignored && v < classes) {
-      const float e = expf(ld(xr, v) - l);
-      d = v == t ? g * (e - 1.0f) : g * e;
+  core::row_groups<W>(V, [&](int64_t c, auto w) {
+    constexpr int K = decltype(w)::value;
+    float v[K];
+    ld_n<K>(xr, c, v);  // padding columns too: they lie inside the row
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      float d = 0.0f;
+      if (!ignored && c + k < classes) {
+        const float e = expf(v[k] - l);
+        d = c + k == t ? g * (e - 1.0f) : g * e;
+      }
+      v[k] = d;
     }
-    st(dr, v, d);
-  }
+    st_n<K>(dr, c, v);
+  });
+}
+
+// Rows of C elements read and written in 16-byte groups: each row start aligned.
+template <typename T>
+bool rows_packed(int64_t C, std::initializer_list<const void*> ps) {
+  return C % core::kPack<T> == 0 && core::aligned16(ps);
 }
 
 // ---- entries ----------------------------------------------------------------------------------
@@ -122,9 +171,12 @@ void softmax_forward_rows(const char* kernel, const Tensor& y, const Tensor& x) 
   DeviceGuard guard(x.device().index);
   dispatch(kernel, x.dtype(), [&](auto z) {
     using T = decltype(z);
-    softmax_forward_kernel<T, kLog><<<core::row_grid(kernel, N), kThreads>>>(
-        static_cast<T*>(y.data_ptr()), static_cast<const T*>(x.data_ptr()), C);
-    CUDA_CHECK_LAUNCH();
+    core::with_width<T>(rows_packed<T>(C, {y.data_ptr(), x.data_ptr()}), [&](auto w) {
+      softmax_forward_kernel<T, kLog, decltype(w)::value>
+          <<<core::row_grid(kernel, N), kThreads>>>(static_cast<T*>(y.data_ptr()),
+                                                    static_cast<const T*>(x.data_ptr()), C);
+      CUDA_CHECK_LAUNCH();
+    });
   });
 }
 
@@ -139,10 +191,14 @@ void softmax_backward_rows(const char* kernel, const Tensor& dx, const Tensor& d
   DeviceGuard guard(y.device().index);
   dispatch(kernel, y.dtype(), [&](auto z) {
     using T = decltype(z);
-    softmax_backward_kernel<T, kLog><<<core::row_grid(kernel, N), kThreads>>>(
-        static_cast<T*>(dx.data_ptr()), static_cast<const T*>(dy.data_ptr()),
-        static_cast<const T*>(y.data_ptr()), C);
-    CUDA_CHECK_LAUNCH();
+    const bool packed = rows_packed<T>(C, {dx.data_ptr(), dy.data_ptr(), y.data_ptr()});
+    core::with_width<T>(packed, [&](auto w) {
+      softmax_backward_kernel<T, kLog, decltype(w)::value>
+          <<<core::row_grid(kernel, N), kThreads>>>(static_cast<T*>(dx.data_ptr()),
+                                                    static_cast<const T*>(dy.data_ptr()),
+                                                    static_cast<const T*>(y.data_ptr()), C);
+      CUDA_CHECK_LAUNCH();
+    });
   });
 }
 
@@ -188,10 +244,13 @@ void cross_entropy_forward(const Tensor& losses, const Tensor& lse, const Tensor
   DeviceGuard guard(logits.device().index);
   dispatch(kernel, logits.dtype(), [&](auto z) {
     using T = decltype(z);
-    cross_entropy_forward_kernel<T><<<core::row_grid(kernel, N), kThreads>>>(
-        ls, lp, static_cast<const T*>(logits.data_ptr()),
-        static_cast<const int32_t*>(targets.data_ptr()), V, classes, ignore_index);
-    CUDA_CHECK_LAUNCH();
+    core::with_width<T>(rows_packed<T>(V, {logits.data_ptr()}), [&](auto w) {
+      cross_entropy_forward_kernel<T, decltype(w)::value>
+          <<<core::row_grid(kernel, N), kThreads>>>(
+              ls, lp, static_cast<const T*>(logits.data_ptr()),
+              static_cast<const int32_t*>(targets.data_ptr()), V, classes, ignore_index);
+      CUDA_CHECK_LAUNCH();
+    });
   });
 }
 
@@ -210,10 +269,14 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const 
   DeviceGuard guard(logits.device().index);
   dispatch(kernel, logits.dtype(), [&](auto z) {
     using T = decltype(z);
-    cross_entropy_backward_kernel<T><<<core::row_grid(kernel, N), kThreads>>>(
-        static_cast<T*>(dlogits.data_ptr()), g, static_cast<const T*>(logits.data_ptr()), lp,
-        static_cast<const int32_t*>(targets.data_ptr()), V, classes, ignore_index);
-    CUDA_CHECK_LAUNCH();
+    const bool packed = rows_packed<T>(V, {dlogits.data_ptr(), logits.data_ptr()});
+    core::with_width<T>(packed, [&](auto w) {
+      cross_entropy_backward_kernel<T, decltype(w)::value>
+          <<<core::row_grid(kernel, N), kThreads>>>(
+              static_cast<T*>(dlogits.data_ptr()), g, static_cast<const T*>(logits.data_ptr()),
+              lp, static_cast<const int32_t*>(targets.data_ptr()), V, classes, ignore_index);
+      CUDA_CHECK_LAUNCH();
+    });
   });
 }
 

@@ -32,6 +32,9 @@
 // order), and a fragment layout misread from the PTX ISA (ptx_fragments.h).
 #pragma once
 
+// Kernel code may check what only the emulator can (core.cuh's 16-byte accesses).
+#define TESSERA_CUDA_EMULATED 1
+
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -132,6 +135,9 @@ void warp_collective(unsigned mask, const void* mine, size_t bytes, Read&& read)
   leave_collective(c);
 }
 int lane_id();
+// A 16-byte vector access at p: an error unless p is 16-byte aligned (the GPU faults on a
+// misaligned one) and [p, p + 16) lies in one allocation.
+void check_vector_access(const void* p);
 [[noreturn]] void fail(const char* what);  // an error in the running thread, e.g. a misuse
 
 // CUDA's launch: the arguments are evaluated once (here) and each thread gets its own copies.

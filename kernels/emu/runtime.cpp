@@ -552,6 +552,11 @@ bool tessera::emu::on_device(const void* p, size_t n) {
   return a >= it->first && a + n <= it->first + it->second;
 }
 
+void tessera::emu::check_vector_access(const void* p) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) fail("a 16-byte access at a misaligned address");
+  if (!on_device(p, 16)) fail("a 16-byte access outside every device allocation");
+}
+
 extern "C" {
 
 cudaError_t cudaMalloc(void** p, size_t n) {

@@ -236,7 +236,7 @@ TEST_P(CoreKernelsCuda, binary_and_axpby_round_like_the_cpu) {
 }
 
 // More elements than one grid-stride pass covers (65536 blocks of 256 threads): the broadcast
-// row's column is carried from step to step, and must still pick the right element.
+// row's column must still be the right one on every step.
 TEST(CoreKernelsCudaMemory, a_broadcast_row_past_one_grid_stride_matches_the_cpu) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   Generator g(12);
@@ -246,6 +246,51 @@ TEST(CoreKernelsCudaMemory, a_broadcast_row_past_one_grid_stride_matches_the_cpu
   TESSERA_KERNEL(go, binary)(BinaryOp::Add, go, a.to(kGpu), row.to(kGpu));
   cpu_k().binary(BinaryOp::Add, co, a, row);
   EXPECT_TRUE(bytes(go.to(Device::cpu())) == bytes(co));
+}
+
+// The elementwise kernels move 16 bytes per access (core.cuh's ld_n / st_n) when every pointer is
+// 16-byte aligned and a broadcast row holds whole groups, else one element at a time; each ends
+// with the elements past the last whole group. Operands here are views starting `shift` elements
+// into an allocation: 0 (aligned: groups), 1 (misaligned: the emulator fails any 16-byte access
+// there, so this also checks the host's choice). The broadcast row of 64 columns is whole groups
+// in f32 and bf16; n = 5 * 64 + 3 leaves a tail in both without the row.
+TEST_P(CoreKernelsCuda, grouped_and_misaligned_elementwise_match_the_cpu_bit_for_bit) {
+  Generator g(13);
+  const int64_t C = 64, n = 5 * C + 3;
+  for (int64_t shift : {0, 1}) {
+    const std::string at = " at element offset " + std::to_string(shift);
+    auto view = [&](const Tensor& t, int64_t count) {  // t's values at `shift` into a buffer
+      Tensor buf = gpu_empty({count + shift}, dt());
+      Tensor v = buf.narrow(0, shift, count);
+      if (t.defined()) v.copy_(t);
+      return v;
+    };
+    Tensor a = random({n}, dt(), g), b = random({n}, dt(), g), row = random({C}, dt(), g);
+    Tensor ga = view(a, n), gb = view(b, n), grow = view(row, C), go = view(Tensor(), n);
+    Tensor co = cpu_empty({n});
+    TESSERA_KERNEL(ga, binary)(BinaryOp::Mul, go, ga, gb);
+    cpu_k().binary(BinaryOp::Mul, co, a, b);
+    expect_bits(go, co, "binary" + at);
+    const int64_t m = 5 * C;  // whole rows for the broadcast
+    Tensor gom = go.narrow(0, 0, m), com = cpu_empty({m});
+    TESSERA_KERNEL(ga, binary)(BinaryOp::Sub, gom, ga.narrow(0, 0, m).view({5, C}), grow);
+    cpu_k().binary(BinaryOp::Sub, com, a.narrow(0, 0, m).view({5, C}), row);
+    expect_bits(gom, com, "binary row" + at);
+    TESSERA_KERNEL(ga, axpby)(go, 0.7, ga, -1.3, gb);
+    cpu_k().axpby(co, 0.7, a, -1.3, b);
+    expect_bits(go, co, "axpby" + at);
+    TESSERA_KERNEL(ga, dropout)(go, ga, 0.3, 7, 11);
+    cpu_k().dropout(co, a, 0.3, 7, 11);
+    expect_bits(go, co, "dropout" + at);
+    TESSERA_KERNEL(ga, gelu_backward)(go, gb, ga);
+    cpu_k().gelu_backward(co, b, a);
+    expect_close(go, co, "gelu_backward" + at);
+    Tensor go2 = view(Tensor(), n), co2 = cpu_empty({n});
+    TESSERA_KERNEL(ga, swiglu_backward)(go, go2, gb, ga, gb);
+    cpu_k().swiglu_backward(co, co2, b, a, b);
+    expect_close(go, co, "swiglu_backward dgate" + at);
+    expect_close(go2, co2, "swiglu_backward dup" + at);
+  }
 }
 
 TEST_P(CoreKernelsCuda, sum_dim_and_expand_dim_match_the_cpu) {
@@ -377,115 +422,131 @@ TEST_P(CoreKernelsCuda, embedding_backward_is_deterministic) {
 
 // ---- normalisation ----------------------------------------------------------------------------
 
-// N = 600 rows: three 256-row chunks for the dw / db sums. C = 300: beyond one block of threads.
-// x has mean 3: the two-pass variance must not cancel.
+// N = 600 rows: ten 64-row chunks for the dw / db sums. C = 300: beyond one block of threads, and
+// rows of single elements in bf16; C = 296: rows of 16-byte groups in both dtypes (37 bf16 groups:
+// two column tiles of the dw / db sums, the second partial). x has mean 3: the two-pass variance
+// must not cancel.
 TEST_P(CoreKernelsCuda, layernorm_forward_and_backward_match_the_cpu) {
   Generator g(7);
-  const int64_t N = 600, C = 300;
-  Tensor x = random({N, C}, dt(), g, 1.0, 3.0), w = random({C}, dt(), g, 0.5, 1.0),
-         b = random({C}, dt(), g), dy = random({N, C}, dt(), g);
-  Tensor gx = to_gpu(x, dt()), gw = to_gpu(w, dt());
-  Tensor gy = gpu_empty({N, C}, dt()), gm = gpu_empty({N}, dt()), gr = gpu_empty({N}, dt());
-  Tensor cy = cpu_empty({N, C}), cm = cpu_empty({N}), cr = cpu_empty({N});
-  TESSERA_KERNEL(gx, layernorm_forward)(gy, gm, gr, gx, gw, to_gpu(b, dt()), 1e-5);
-  cpu_k().layernorm_forward(cy, cm, cr, x, w, b, 1e-5);
-  expect_close(gy, cy, "layernorm y");
-  expect_close(gm, cm, "layernorm mean");
-  expect_close(gr, cr, "layernorm rstd");
-  if (dt() == DType::BF16) {  // statistics saved in f32 for bf16 activations
-    Tensor gm32 = gpu_empty({N}, DType::F32), gr32 = gpu_empty({N}, DType::F32);
-    TESSERA_KERNEL(gx, layernorm_forward)(gy, gm32, gr32, gx, gw, to_gpu(b, dt()), 1e-5);
-    EXPECT_LE(rel_err(gm32, cm), kF32) << "f32 mean";
-    EXPECT_LE(rel_err(gr32, cr), kF32) << "f32 rstd";
+  const int64_t N = 600;
+  for (const int64_t C : {int64_t(300), int64_t(296)}) {
+    SCOPED_TRACE("C " + std::to_string(C));
+    Tensor x = random({N, C}, dt(), g, 1.0, 3.0), w = random({C}, dt(), g, 0.5, 1.0),
+           b = random({C}, dt(), g), dy = random({N, C}, dt(), g);
+    Tensor gx = to_gpu(x, dt()), gw = to_gpu(w, dt());
+    Tensor gy = gpu_empty({N, C}, dt()), gm = gpu_empty({N}, dt()), gr = gpu_empty({N}, dt());
+    Tensor cy = cpu_empty({N, C}), cm = cpu_empty({N}), cr = cpu_empty({N});
+    TESSERA_KERNEL(gx, layernorm_forward)(gy, gm, gr, gx, gw, to_gpu(b, dt()), 1e-5);
+    cpu_k().layernorm_forward(cy, cm, cr, x, w, b, 1e-5);
+    expect_close(gy, cy, "layernorm y");
+    expect_close(gm, cm, "layernorm mean");
+    expect_close(gr, cr, "layernorm rstd");
+    if (dt() == DType::BF16) {  // statistics saved in f32 for bf16 activations
+      Tensor gm32 = gpu_empty({N}, DType::F32), gr32 = gpu_empty({N}, DType::F32);
+      TESSERA_KERNEL(gx, layernorm_forward)(gy, gm32, gr32, gx, gw, to_gpu(b, dt()), 1e-5);
+      EXPECT_LE(rel_err(gm32, cm), kF32) << "f32 mean";
+      EXPECT_LE(rel_err(gr32, cr), kF32) << "f32 rstd";
+    }
+
+    // The backward reads the CPU's statistics, rounded to the dtype on both sides.
+    const Tensor m = cm.to(dt()).to(DType::F32), r = cr.to(dt()).to(DType::F32);
+    Tensor gdx = gpu_empty({N, C}, dt()), gdw = gpu_empty({C}, dt()), gdb = gpu_empty({C}, dt());
+    Tensor cdx = cpu_empty({N, C}), cdw = cpu_empty({C}), cdb = cpu_empty({C});
+    TESSERA_KERNEL(gx, layernorm_backward)(gdx, gdw, gdb, to_gpu(dy, dt()), gx, gw, to_gpu(m, dt()),
+                                           to_gpu(r, dt()), false);
+    cpu_k().layernorm_backward(cdx, cdw, cdb, dy, x, w, m, r, false);
+    expect_close(gdx, cdx, "layernorm dx");
+    expect_close(gdw, cdw, "layernorm dw");
+    expect_close(gdb, cdb, "layernorm db");
+
+    // Accumulating into a residual stream's gradient (values like dx's, so the sum is not dominated
+    // by either): dx = held + this one.
+    const Tensor held = random({N, C}, dt(), g);
+    Tensor adx = to_gpu(held, dt()), acdx = held.clone();
+    TESSERA_KERNEL(gx, layernorm_backward)(adx, gdw, gdb, to_gpu(dy, dt()), gx, gw, to_gpu(m, dt()),
+                                           to_gpu(r, dt()), true);
+    cpu_k().layernorm_backward(acdx, cdw, cdb, dy, x, w, m, r, true);
+    // Two roundings to bf16 (dx, then the sum), on each side: dx's may land one ulp apart when the
+    // GPU's f32 dx and the CPU's double one straddle a rounding boundary, so twice one rounding's
+    // bound. The bits against the separate add are checked below.
+    EXPECT_LE(rel_err(adx, acdx), dt() == DType::F32 ? kF32 : 2 * kBf16) << "layernorm dx accumulated";
+    EXPECT_GT(rel_err(adx, cdx), 0.1) << "the held gradient must count";
+    // The bits of the separate add it replaces (kernels.h): dx alone, then axpby onto the held one.
+    Tensor sum = to_gpu(held, dt());
+    TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, gdx);
+    EXPECT_EQ(bytes(adx.to(Device::cpu())), bytes(sum.to(Device::cpu()))) << "layernorm dx accumulated";
   }
-
-  // The backward reads the CPU's statistics, rounded to the dtype on both sides.
-  const Tensor m = cm.to(dt()).to(DType::F32), r = cr.to(dt()).to(DType::F32);
-  Tensor gdx = gpu_empty({N, C}, dt()), gdw = gpu_empty({C}, dt()), gdb = gpu_empty({C}, dt());
-  Tensor cdx = cpu_empty({N, C}), cdw = cpu_empty({C}), cdb = cpu_empty({C});
-  TESSERA_KERNEL(gx, layernorm_backward)(gdx, gdw, gdb, to_gpu(dy, dt()), gx, gw, to_gpu(m, dt()),
-                                         to_gpu(r, dt()), false);
-  cpu_k().layernorm_backward(cdx, cdw, cdb, dy, x, w, m, r, false);
-  expect_close(gdx, cdx, "layernorm dx");
-  expect_close(gdw, cdw, "layernorm dw");
-  expect_close(gdb, cdb, "layernorm db");
-
-  // Accumulating into a residual stream's gradient (values like dx's, so the sum is not dominated
-  // by either): dx = held + this one.
-  const Tensor held = random({N, C}, dt(), g);
-  Tensor adx = to_gpu(held, dt()), acdx = held.clone();
-  TESSERA_KERNEL(gx, layernorm_backward)(adx, gdw, gdb, to_gpu(dy, dt()), gx, gw, to_gpu(m, dt()),
-                                         to_gpu(r, dt()), true);
-  cpu_k().layernorm_backward(acdx, cdw, cdb, dy, x, w, m, r, true);
-  expect_close(adx, acdx, "layernorm dx accumulated");
-  EXPECT_GT(rel_err(adx, cdx), 0.1) << "the held gradient must count";
-  // The bits of the separate add it replaces (kernels.h): dx alone, then axpby onto the held one.
-  Tensor sum = to_gpu(held, dt());
-  TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, gdx);
-  EXPECT_EQ(bytes(adx.to(Device::cpu())), bytes(sum.to(Device::cpu()))) << "layernorm dx accumulated";
 }
 
 TEST_P(CoreKernelsCuda, rmsnorm_forward_and_backward_match_the_cpu) {
   Generator g(8);
-  const int64_t N = 600, C = 300;
-  Tensor x = random({N, C}, dt(), g, 2.0), w = random({C}, dt(), g, 0.5, 1.0),
-         dy = random({N, C}, dt(), g);
-  Tensor gx = to_gpu(x, dt()), gw = to_gpu(w, dt());
-  Tensor gy = gpu_empty({N, C}, dt()), gr = gpu_empty({N}, dt());
-  Tensor cy = cpu_empty({N, C}), cr = cpu_empty({N});
-  TESSERA_KERNEL(gx, rmsnorm_forward)(gy, gr, gx, gw, 1e-6);
-  cpu_k().rmsnorm_forward(cy, cr, x, w, 1e-6);
-  expect_close(gy, cy, "rmsnorm y");
-  expect_close(gr, cr, "rmsnorm rstd");
+  const int64_t N = 600;
+  for (const int64_t C : {int64_t(300), int64_t(296)}) {
+    SCOPED_TRACE("C " + std::to_string(C));
+    Tensor x = random({N, C}, dt(), g, 2.0), w = random({C}, dt(), g, 0.5, 1.0),
+           dy = random({N, C}, dt(), g);
+    Tensor gx = to_gpu(x, dt()), gw = to_gpu(w, dt());
+    Tensor gy = gpu_empty({N, C}, dt()), gr = gpu_empty({N}, dt());
+    Tensor cy = cpu_empty({N, C}), cr = cpu_empty({N});
+    TESSERA_KERNEL(gx, rmsnorm_forward)(gy, gr, gx, gw, 1e-6);
+    cpu_k().rmsnorm_forward(cy, cr, x, w, 1e-6);
+    expect_close(gy, cy, "rmsnorm y");
+    expect_close(gr, cr, "rmsnorm rstd");
 
-  const Tensor r = cr.to(dt()).to(DType::F32);
-  Tensor gdx = gpu_empty({N, C}, dt()), gdw = gpu_empty({C}, dt());
-  Tensor cdx = cpu_empty({N, C}), cdw = cpu_empty({C});
-  TESSERA_KERNEL(gx, rmsnorm_backward)(gdx, gdw, to_gpu(dy, dt()), gx, gw, to_gpu(r, dt()), false);
-  cpu_k().rmsnorm_backward(cdx, cdw, dy, x, w, r, false);
-  expect_close(gdx, cdx, "rmsnorm dx");
-  expect_close(gdw, cdw, "rmsnorm dw");
+    const Tensor r = cr.to(dt()).to(DType::F32);
+    Tensor gdx = gpu_empty({N, C}, dt()), gdw = gpu_empty({C}, dt());
+    Tensor cdx = cpu_empty({N, C}), cdw = cpu_empty({C});
+    TESSERA_KERNEL(gx, rmsnorm_backward)(gdx, gdw, to_gpu(dy, dt()), gx, gw, to_gpu(r, dt()), false);
+    cpu_k().rmsnorm_backward(cdx, cdw, dy, x, w, r, false);
+    expect_close(gdx, cdx, "rmsnorm dx");
+    expect_close(gdw, cdw, "rmsnorm dw");
 
-  const Tensor held = random({N, C}, dt(), g);
-  Tensor adx = to_gpu(held, dt()), acdx = held.clone();
-  TESSERA_KERNEL(gx, rmsnorm_backward)(adx, gdw, to_gpu(dy, dt()), gx, gw, to_gpu(r, dt()), true);
-  cpu_k().rmsnorm_backward(acdx, cdw, dy, x, w, r, true);
-  expect_close(adx, acdx, "rmsnorm dx accumulated");
-  EXPECT_GT(rel_err(adx, cdx), 0.1) << "the held gradient must count";
-  Tensor sum = to_gpu(held, dt());
-  TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, gdx);
-  EXPECT_EQ(bytes(adx.to(Device::cpu())), bytes(sum.to(Device::cpu()))) << "rmsnorm dx accumulated";
+    const Tensor held = random({N, C}, dt(), g);
+    Tensor adx = to_gpu(held, dt()), acdx = held.clone();
+    TESSERA_KERNEL(gx, rmsnorm_backward)(adx, gdw, to_gpu(dy, dt()), gx, gw, to_gpu(r, dt()), true);
+    cpu_k().rmsnorm_backward(acdx, cdw, dy, x, w, r, true);
+    // Two roundings to bf16 (dx, then the sum), on each side: dx's may land one ulp apart when the
+    // GPU's f32 dx and the CPU's double one straddle a rounding boundary, so twice one rounding's
+    // bound. The bits against the separate add are checked below.
+    EXPECT_LE(rel_err(adx, acdx), dt() == DType::F32 ? kF32 : 2 * kBf16) << "rmsnorm dx accumulated";
+    EXPECT_GT(rel_err(adx, cdx), 0.1) << "the held gradient must count";
+    Tensor sum = to_gpu(held, dt());
+    TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, gdx);
+    EXPECT_EQ(bytes(adx.to(Device::cpu())), bytes(sum.to(Device::cpu()))) << "rmsnorm dx accumulated";
+  }
 }
 
 // ---- softmax family ---------------------------------------------------------------------------
 
 TEST_P(CoreKernelsCuda, softmax_and_log_softmax_match_the_cpu) {
   Generator g(9);
-  const Shape s{3, 11, 300};
-  Tensor x = random(s, dt(), g, 4.0), dy = random(s, dt(), g);
-  Tensor gx = to_gpu(x, dt()), gdy = to_gpu(dy, dt());
-  for (bool log : {false, true}) {
-    const std::string name = log ? "log_softmax" : "softmax";
-    Tensor gy = gpu_empty(s, dt()), cy = cpu_empty(s);
-    if (log) {
-      TESSERA_KERNEL(gx, log_softmax_forward)(gy, gx);
-      cpu_k().log_softmax_forward(cy, x);
-    } else {
-      TESSERA_KERNEL(gx, softmax_forward)(gy, gx);
-      cpu_k().softmax_forward(cy, x);
-    }
-    expect_close(gy, cy, name + " forward");
+  for (const Shape& s : {Shape{3, 11, 300}, Shape{3, 11, 296}}) {
+    SCOPED_TRACE(shape_str(s));
+    Tensor x = random(s, dt(), g, 4.0), dy = random(s, dt(), g);
+    Tensor gx = to_gpu(x, dt()), gdy = to_gpu(dy, dt());
+    for (bool log : {false, true}) {
+      const std::string name = log ? "log_softmax" : "softmax";
+      Tensor gy = gpu_empty(s, dt()), cy = cpu_empty(s);
+      if (log) {
+        TESSERA_KERNEL(gx, log_softmax_forward)(gy, gx);
+        cpu_k().log_softmax_forward(cy, x);
+      } else {
+        TESSERA_KERNEL(gx, softmax_forward)(gy, gx);
+        cpu_k().softmax_forward(cy, x);
+      }
+      expect_close(gy, cy, name + " forward");
 
-    const Tensor y = cy.to(dt()).to(DType::F32);  // the same saved output on both sides
-    Tensor gdx = gpu_empty(s, dt()), cdx = cpu_empty(s);
-    if (log) {
-      TESSERA_KERNEL(gx, log_softmax_backward)(gdx, gdy, to_gpu(y, dt()));
-      cpu_k().log_softmax_backward(cdx, dy, y);
-    } else {
-      TESSERA_KERNEL(gx, softmax_backward)(gdx, gdy, to_gpu(y, dt()));
-      cpu_k().softmax_backward(cdx, dy, y);
+      const Tensor y = cy.to(dt()).to(DType::F32);  // the same saved output on both sides
+      Tensor gdx = gpu_empty(s, dt()), cdx = cpu_empty(s);
+      if (log) {
+        TESSERA_KERNEL(gx, log_softmax_backward)(gdx, gdy, to_gpu(y, dt()));
+        cpu_k().log_softmax_backward(cdx, dy, y);
+      } else {
+        TESSERA_KERNEL(gx, softmax_backward)(gdx, gdy, to_gpu(y, dt()));
+        cpu_k().softmax_backward(cdx, dy, y);
+      }
+      expect_close(gdx, cdx, name + " backward");
     }
-    expect_close(gdx, cdx, name + " backward");
   }
 }
 
@@ -531,6 +592,39 @@ TEST_P(CoreKernelsCuda, cross_entropy_matches_the_cpu) {
       expect_close(gd, cd, "dlogits from f32 lse");
     }
   }
+}
+
+// The GPU's lse is one pass over the row (a running max per thread, rescaling its sum of exps);
+// the CPU's takes the max first. Both must agree on rows a model can produce: -inf entries
+// (masked classes), an all -inf row (lse -inf), a +inf logit or a NaN (lse NaN on both).
+TEST_P(CoreKernelsCuda, cross_entropy_lse_handles_infinities_and_nan_like_the_cpu) {
+  const int64_t N = 6, V = 48;  // whole 16-byte groups in f32 and bf16
+  Generator g(14);
+  Tensor logits = random({N, V}, dt(), g, 3.0);
+  float* p = logits.data<float>();
+  for (int64_t c = 0; c < V; c += 3) p[1 * V + c] = -INFINITY;  // a third of row 1 masked
+  for (int64_t c = 0; c < V; ++c) p[2 * V + c] = -INFINITY;     // row 2 all masked
+  p[3 * V + 17] = INFINITY;
+  p[4 * V + 40] = NAN;
+  p[5 * V + 0] = 80.0f;  // a max far above the rest, first: every later exp is rescaled to it
+  std::vector<int32_t> t(static_cast<size_t>(N), 5);
+  Tensor targets = from_vector(t, {N});
+  Tensor gloss = gpu_empty({N}, DType::F32), glse = gpu_empty({N}, DType::F32);
+  Tensor closs = cpu_empty({N}), clse = cpu_empty({N});
+  TESSERA_KERNEL(gloss, cross_entropy_forward)(gloss, glse, to_gpu(logits, dt()),
+                                               targets.to(kGpu), -100, V);
+  cpu_k().cross_entropy_forward(closs, clse, logits, targets, -100, V);
+  const std::vector<double> gv = values(glse.to(Device::cpu())), cv = values(clse);
+  for (size_t n = 0; n < size_t(N); ++n) {
+    SCOPED_TRACE("row " + std::to_string(n));
+    EXPECT_EQ(std::isnan(gv[n]), std::isnan(cv[n])) << gv[n] << " vs " << cv[n];
+    if (std::isnan(cv[n])) continue;
+    EXPECT_EQ(std::isinf(gv[n]), std::isinf(cv[n])) << gv[n] << " vs " << cv[n];
+    if (std::isfinite(cv[n])) EXPECT_NEAR(gv[n], cv[n], 1e-5 * std::max(1.0, std::abs(cv[n])));
+    else EXPECT_EQ(gv[n], cv[n]);
+  }
+  EXPECT_TRUE(std::isinf(cv[2]) && cv[2] < 0) << "the all -inf row";
+  EXPECT_TRUE(std::isnan(cv[3]) && std::isnan(cv[4])) << "the +inf and NaN rows";
 }
 
 // ---- rope and attention -----------------------------------------------------------------------

@@ -83,12 +83,13 @@ TEST(OptimCuda, adamw_step_matches_the_cpu_bit_for_bit) {
 TEST(OptimCuda, adamw_step_flat_matches_the_cpu_bit_for_bit) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   Generator gen(25);
-  // 200 ragged parameters, two in three decayed: ~130 ranges for the binary search, adjacent ones
-  // (decayed neighbours) and an empty one (parameter 0 has no elements).
+  // 201 ragged parameters, two in three decayed: ~130 ranges for the binary search, adjacent ones
+  // (decayed neighbours), an empty one (parameter 0 has no elements), boundaries inside the
+  // kernel's 4-element groups, and a last one of 3 that leaves a tail past the last group.
   std::vector<int32_t> bounds;
   int64_t n = 0;
-  for (int64_t k = 0; k < 200; ++k) {
-    const int64_t len = (k * 7919) % 5000;
+  for (int64_t k = 0; k < 201; ++k) {
+    const int64_t len = k == 200 ? 3 : (k * 7919) % 5000;
     if (k % 3 != 1) {
       bounds.push_back(int32_t(n));
       bounds.push_back(int32_t(n + len));
@@ -98,16 +99,26 @@ TEST(OptimCuda, adamw_step_flat_matches_the_cpu_bit_for_bit) {
   const Tensor ranges_c = from_vector(bounds, {int64_t(bounds.size())});
   const Tensor ranges_g = ranges_c.to(kGpu);
   const double b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
-  for (DType pt : {DType::F32, DType::BF16, DType::F64}) {
+  ASSERT_NE(n % 4, 0);
+  // The buffers on the GPU start `shift` elements into their allocations: 0 (16-byte groups), 1
+  // (element at a time; the emulator fails a misaligned 16-byte access).
+  auto to_gpu_at = [](const Tensor& t, int64_t shift) {
+    Tensor v = Tensor::empty({t.numel() + shift}, {t.dtype(), kGpu}).narrow(0, shift, t.numel());
+    v.copy_(t);
+    return v;
+  };
+  for (auto [pt, shift] : {std::pair{DType::F32, 0}, std::pair{DType::BF16, 0},
+                           std::pair{DType::F64, 0}, std::pair{DType::F32, 1},
+                           std::pair{DType::BF16, 1}}) {
     const DType st = pt == DType::F64 ? DType::F64 : DType::F32;
     const Tensor init = randn({n}, gen).to(pt);
     // An f32/f64 parameter is its own master; a bf16 one has an f32 master and f32 gradients.
     Tensor p_c = init.clone();
     Tensor w_c = pt == DType::BF16 ? init.to(st) : p_c;
     Tensor m_c = zeros({n}, st), v_c = zeros({n}, st);
-    Tensor p_g = p_c.to(kGpu);
-    Tensor w_g = pt == DType::BF16 ? w_c.to(kGpu) : p_g;
-    Tensor m_g = m_c.to(kGpu), v_g = v_c.to(kGpu);
+    Tensor p_g = to_gpu_at(p_c, shift);
+    Tensor w_g = pt == DType::BF16 ? to_gpu_at(w_c, shift) : p_g;
+    Tensor m_g = to_gpu_at(m_c, shift), v_g = to_gpu_at(v_c, shift);
     for (int t = 1; t <= 3; ++t) {
       const Tensor g = ops::scale(randn({n}, gen), std::pow(10.0, -t)).to(st);
       const double lr = 1e-2 * t, bc1 = 1.0 - std::pow(b1, t), bc2 = 1.0 - std::pow(b2, t);
@@ -115,8 +126,9 @@ TEST(OptimCuda, adamw_step_flat_matches_the_cpu_bit_for_bit) {
       cpu::kernels().adamw_step_flat(p_c, w_c, m_c, v_c, g, ranges_c, lr, b1, b2, eps, wd, bc1,
                                      bc2, clip);
       TESSERA_KERNEL(p_g, adamw_step_flat)
-      (p_g, w_g, m_g, v_g, g.to(kGpu), ranges_g, lr, b1, b2, eps, wd, bc1, bc2, clip);
-      const std::string what = std::string(dtype_name(pt)) + " step " + std::to_string(t);
+      (p_g, w_g, m_g, v_g, to_gpu_at(g, shift), ranges_g, lr, b1, b2, eps, wd, bc1, bc2, clip);
+      const std::string what = std::string(dtype_name(pt)) + " step " + std::to_string(t) +
+                               " at element offset " + std::to_string(shift);
       EXPECT_EQ(bytes(on_cpu(m_g)), bytes(m_c)) << what << ": m";
       EXPECT_EQ(bytes(on_cpu(v_g)), bytes(v_c)) << what << ": v";
       EXPECT_EQ(bytes(on_cpu(w_g)), bytes(w_c)) << what << ": master";

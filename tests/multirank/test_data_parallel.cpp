@@ -134,12 +134,13 @@ double max_param_diff(const CheckpointData& a, const CheckpointData& b) {
 // Losses and gradient norms step by step. The norms matter: AdamW is blind to a constant factor
 // on every gradient (m / sqrt(v)), so ranks that summed instead of averaging would train alike;
 // the global norm shows the factor.
-void expect_same_losses(const RunDir& want, const RunDir& got, int64_t from, int64_t to) {
+void expect_same_losses(const RunDir& want, const RunDir& got, int64_t from, int64_t to,
+                        double rel_tol = kLossRelTol) {
   for (const char* key : {"loss", "grad_norm"}) {
     const auto a = want.series(key), b = got.series(key);
     for (int64_t s = from; s <= to; ++s) {
       ASSERT_TRUE(a.count(s) && b.count(s)) << "no " << key << " logged for step " << s;
-      EXPECT_NEAR(b.at(s), a.at(s), kLossRelTol * a.at(s)) << key << " at step " << s;
+      EXPECT_NEAR(b.at(s), a.at(s), rel_tol * a.at(s)) << key << " at step " << s;
     }
   }
 }
@@ -350,10 +351,20 @@ TEST_F(DataParallel, lomo_and_adalomo_on_two_ranks_train_like_one_process) {
 }
 
 // bf16 mixed precision on the device: each micro-batch's forward and backward are the same on
-// every rank count (the same windows in the same steps), and the f32 gradient sums differ in
-// order only, as on the CPU, so the CPU test's bounds apply. (Under the CUDA emulator the runs are
-// measured equal: sums of up to four bf16-valued gradients are exact in f32, and the averages
-// divide by powers of two.) ZeRO-1 adds NCCL's reduce_scatter and all_gather to the all_reduce.
+// every rank count (the same windows in the same steps); the runs differ in the order of the f32
+// gradient sums (one rank's weight-gradient gemms add each micro-batch onto the ones before with
+// beta 1, the ranks' sums meet in NCCL's all-reduce). Step 1 runs on the same weights everywhere,
+// so its loss and gradient norm agree to f32 rounding (kLossRelTol): a rank that summed instead of
+// averaging, or did not sync, shows there. After an update the f32 masters may differ in their
+// last bits, a bf16 working copy may round the other way, and the runs part like two bf16 runs:
+// measured under the CUDA emulator, 4 ranks against 1 after 8 steps, 4e-5 (loss) and 3e-4
+// (gradient norm) relative and 1.3e-3 in a parameter (AdamW turns a sign flip of a near-zero
+// gradient's moment into a step of ~lr); 0 when every f32 sum happens to be exact. Hence
+// kBf16RelTol for the later steps and kBf16ParamTol, each several times those figures. ZeRO-1 adds
+// NCCL's reduce_scatter and all_gather to the all_reduce.
+constexpr double kBf16RelTol = 2e-3;
+constexpr double kBf16ParamTol = 1e-2;
+
 TEST_F(DataParallelCuda, nccl_ranks_on_cuda_train_like_one_rank_with_the_same_global_batch) {
   Config c = config(8);
   const RunDir one = train(1, c, "cuda1"), two = train(2, c, "cuda2"), four = train(4, c, "cuda4");
@@ -361,11 +372,12 @@ TEST_F(DataParallelCuda, nccl_ranks_on_cuda_train_like_one_rank_with_the_same_gl
   const RunDir zero = train(2, c, "cuda2zero");
   for (const RunDir* r : {&two, &four, &zero}) {
     SCOPED_TRACE(r->dir.filename().string());
-    expect_same_losses(one, *r, 1, 8);
+    expect_same_losses(one, *r, 1, 1);
+    expect_same_losses(one, *r, 2, 8, kBf16RelTol);
     const double d = max_param_diff(one.last(), r->last());
     std::printf("cuda over nccl, %s: max parameter difference vs 1 rank %.3g\n",
                 r->dir.filename().c_str(), d);
-    EXPECT_LT(d, kParamTol);
+    EXPECT_LT(d, kBf16ParamTol);
   }
   EXPECT_LT(one.losses().at(8), one.losses().at(1) - 0.3);
 }
