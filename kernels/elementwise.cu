@@ -15,6 +15,7 @@
 // not change; sum_dim's order of f32 additions follows its block shape, as before.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "backend/kernels.h"
 #include "common.cuh"
@@ -146,9 +147,17 @@ void axpby(const Tensor& out, double alpha, const Tensor& x, double beta, const 
 // one column. With one split the sum goes to out; with several, to partial (splits, outer, inner)
 // f32, and sum_splits_kernel adds the splits in order: a bias gradient (1, B T, C) then runs on
 // hundreds of blocks instead of C / 32.
-template <int W, typename T>
-__global__ void sum_dim_kernel(T* out, float* partial, const T* x, int64_t outer, int64_t n,
-                               int64_t inner, int64_t inner_tiles, int64_t chunk) {
+// The sum s of column j written to out: alone, or added to what out holds (rounded to O first,
+// then one rounded add: axpby's bits).
+template <typename O>
+__device__ __forceinline__ void put_sum(O* out, int64_t j, float s, bool accumulate) {
+  st(out, j, accumulate ? __fadd_rn(ld(out, j), core::rounded(out, s)) : s);
+}
+
+template <int W, typename T, typename O>
+__global__ void sum_dim_kernel(O* out, float* partial, const T* x, int64_t outer, int64_t n,
+                               int64_t inner, int64_t inner_tiles, int64_t chunk,
+                               bool accumulate) {
   __shared__ float part[kThreads * W];
   const int bx = blockDim.x, by = blockDim.y, tx = threadIdx.x, ty = threadIdx.y;
   const int64_t o = blockIdx.x / inner_tiles, i = ((blockIdx.x % inner_tiles) * bx + tx) * W;
@@ -174,18 +183,19 @@ __global__ void sum_dim_kernel(T* out, float* partial, const T* x, int64_t outer
       if (partial)
         partial[(int64_t(blockIdx.y) * outer + o) * inner + i + q] = s;
       else
-        st(out, o * inner + i + q, s);
+        put_sum(out, o * inner + i + q, s, accumulate);
     }
   }
 }
 
-// out[j] = sum over the splits p of partial[p, j], in order of p.
-template <typename T>
-__global__ void sum_splits_kernel(T* out, const float* partial, int64_t splits, int64_t m) {
+// out[j] = sum over the splits p of partial[p, j], in order of p (or out[j] += it).
+template <typename O>
+__global__ void sum_splits_kernel(O* out, const float* partial, int64_t splits, int64_t m,
+                                  bool accumulate) {
   for (int64_t j = global_index(); j < m; j += grid_stride()) {
     float s = 0.0f;
     for (int64_t p = 0; p < splits; ++p) s += partial[p * m + j];
-    st(out, j, s);
+    put_sum(out, j, s, accumulate);
   }
 }
 
@@ -195,45 +205,61 @@ __global__ void expand_dim_kernel(T* out, const T* x, int64_t total, int64_t n, 
     out[j] = x[(j / (n * inner)) * inner + j % inner];  // a copy of the bits: exact for bf16 too
 }
 
-void sum_dim(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64_t inner) {
+void sum_dim(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64_t inner,
+             bool accumulate) {
   TESSERA_CHECK(x.numel() == outer * n * inner && out.numel() == outer * inner,
                 "cuda kernel sum_dim: x ", shape_str(x.shape()), " out ", shape_str(out.shape()),
                 " as (", outer, ", ", n, ", ", inner, ")");
-  check_args("sum_dim", out.dtype(), {{"out", out}, {"x", x}});
+  // out f32 under bf16 x: a bf16 parameter's gradient summed into its f32 buffer, unrounded.
+  const bool widen = out.dtype() == DType::F32 && x.dtype() == DType::BF16;
+  check_args("sum_dim", x.dtype(), {{"x", x}});
+  check_args("sum_dim", widen ? DType::F32 : x.dtype(), {{"out", out}});
+  TESSERA_CHECK(out.device() == x.device(), "cuda kernel sum_dim: out ", out.str(), " and x ",
+                x.str(), " are on different devices");
   if (out.numel() == 0) return;
   DeviceGuard guard(out.device().index);
-  dispatch("sum_dim", out.dtype(), [&](auto z) {
+  dispatch("sum_dim", x.dtype(), [&](auto z) {
     using T = decltype(z);
-    core::with_width<T>(inner % core::kPack<T> == 0 && core::aligned16({x.data_ptr()}),
-                        [&](auto tag) {
-      constexpr int W = decltype(tag)::value;
-      const int64_t groups = inner / W;
-      int bx = 1;
-      while (bx < 32 && bx < groups) bx *= 2;
-      const int64_t inner_tiles = (groups + bx - 1) / bx;
-      TESSERA_CHECK(outer * inner_tiles <= int64_t(0x7fffffff), "cuda kernel sum_dim: (", outer,
-                    ", ", n, ", ", inner, ") exceeds the grid limit");
-      // Enough splits of n for ~512 blocks, each split at least 16 rows per thread.
-      const int by = kThreads / bx;
-      const int64_t tiles = outer * inner_tiles, min_rows = 16 * int64_t(by);
-      int64_t splits = 1;
-      if (tiles < 512) splits = std::min((512 + tiles - 1) / tiles, (n + min_rows - 1) / min_rows);
-      splits = std::max<int64_t>(splits, 1);
-      const int64_t chunk = (n + splits - 1) / splits;
-      splits = n > 0 ? (n + chunk - 1) / chunk : 1;
-      Tensor partial;
-      if (splits > 1) partial = Tensor::empty({splits * outer * inner}, {DType::F32, out.device()});
-      float* pp = splits > 1 ? static_cast<float*>(partial.data_ptr()) : nullptr;
-      T* o = static_cast<T*>(out.data_ptr());
-      sum_dim_kernel<W, T><<<dim3(unsigned(tiles), unsigned(splits)), dim3(bx, by)>>>(
-          o, pp, static_cast<const T*>(x.data_ptr()), outer, n, inner, inner_tiles,
-          n > 0 ? chunk : 1);
-      CUDA_CHECK_LAUNCH();
-      if (pp) {
-        sum_splits_kernel<T><<<grid_for(outer * inner), kThreads>>>(o, pp, splits, outer * inner);
+    auto run = [&](auto* o) {
+      using O = std::remove_pointer_t<decltype(o)>;
+      core::with_width<T>(inner % core::kPack<T> == 0 && core::aligned16({x.data_ptr()}),
+                          [&](auto tag) {
+        constexpr int W = decltype(tag)::value;
+        const int64_t groups = inner / W;
+        int bx = 1;
+        while (bx < 32 && bx < groups) bx *= 2;
+        const int64_t inner_tiles = (groups + bx - 1) / bx;
+        TESSERA_CHECK(outer * inner_tiles <= int64_t(0x7fffffff), "cuda kernel sum_dim: (", outer,
+                      ", ", n, ", ", inner, ") exceeds the grid limit");
+        // Enough splits of n for ~512 blocks, each split at least 16 rows per thread.
+        const int by = kThreads / bx;
+        const int64_t tiles = outer * inner_tiles, min_rows = 16 * int64_t(by);
+        int64_t splits = 1;
+        if (tiles < 512)
+          splits = std::min((512 + tiles - 1) / tiles, (n + min_rows - 1) / min_rows);
+        splits = std::max<int64_t>(splits, 1);
+        const int64_t chunk = (n + splits - 1) / splits;
+        splits = n > 0 ? (n + chunk - 1) / chunk : 1;
+        Tensor partial;
+        if (splits > 1)
+          partial = Tensor::empty({splits * outer * inner}, {DType::F32, out.device()});
+        float* pp = splits > 1 ? static_cast<float*>(partial.data_ptr()) : nullptr;
+        sum_dim_kernel<W, T, O><<<dim3(unsigned(tiles), unsigned(splits)), dim3(bx, by)>>>(
+            o, pp, static_cast<const T*>(x.data_ptr()), outer, n, inner, inner_tiles,
+            n > 0 ? chunk : 1, accumulate);
         CUDA_CHECK_LAUNCH();
-      }
-    });
+        if (pp) {
+          sum_splits_kernel<O><<<grid_for(outer * inner), kThreads>>>(o, pp, splits,
+                                                                      outer * inner, accumulate);
+          CUDA_CHECK_LAUNCH();
+        }
+      });
+    };
+    if (widen) {
+      run(static_cast<float*>(out.data_ptr()));
+    } else {
+      run(static_cast<T*>(out.data_ptr()));
+    }
   });
 }
 

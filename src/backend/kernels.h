@@ -67,8 +67,11 @@ struct Kernels {
   void (*binary)(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b);
   // out = alpha * x + beta * y; y may be undefined (then out = alpha * x); out may alias x or y.
   void (*axpby)(const Tensor& out, double alpha, const Tensor& x, double beta, const Tensor& y);
-  // x viewed as (outer, n, inner): out (outer, inner) = sum over n.
-  void (*sum_dim)(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64_t inner);
+  // x viewed as (outer, n, inner): out (outer, inner) = sum over n; accumulate: out += that sum,
+  // rounded to out's dtype first (the bits of writing it alone and adding it with axpby). On CUDA
+  // out may be f32 under a bf16 x (a bf16 bias's gradient summed straight into its f32 buffer).
+  void (*sum_dim)(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64_t inner,
+                  bool accumulate);
   // out (outer, n, inner) = x (outer, inner) repeated n times along the middle dimension.
   void (*expand_dim)(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64_t inner);
 

@@ -80,7 +80,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
         }
         if (shared_b) {
           dB = Tensor::empty(b_shape, b.options());
-          TESSERA_KERNEL(dy, sum_dim)(dB, per, 1, nb, b.size(-2) * b.size(-1));
+          TESSERA_KERNEL(dy, sum_dim)(dB, per, 1, nb, b.size(-2) * b.size(-1), false);
         } else {
           dB = per.view(b_shape);
         }
@@ -129,7 +129,16 @@ Tensor record_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const
                           });
   return record("linear_bias", out, {product, bias}, [N](const Tensor& dy, GradSink& g) {
     g.add(0, dy);
-    if (g.needs(1)) g.add(1, detail::sum_rows(dy, N));
+    if (!g.needs(1)) return;
+    // The bias gradient summed straight into the gradient it goes to: over a fresh accumulator, or
+    // onto the earlier micro-batches' (a bf16 bias's into its f32 buffer, unrounded).
+    const Tensor dY = detail::dense(dy);
+    g.add_into(
+        1, dy.dtype(),
+        [dY, N](Tensor& acc, bool zero) {
+          TESSERA_KERNEL(dY, sum_dim)(acc, dY, 1, dY.numel() / N, N, !zero);
+        },
+        {.also = detail::f32_buffer_of(dy.dtype()), .overwrites = true});
   });
 }
 

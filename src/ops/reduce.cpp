@@ -10,7 +10,7 @@ namespace {
 // Sums x viewed as (outer, n, inner) over n; out_shape is the result's shape.
 Tensor sum_middle(const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Shape& out_shape) {
   Tensor out = Tensor::empty(out_shape, x.options());
-  TESSERA_KERNEL(x, sum_dim)(out, detail::dense(x), outer, n, inner);
+  TESSERA_KERNEL(x, sum_dim)(out, detail::dense(x), outer, n, inner, false);
   Shape in_shape = x.shape();
   return record("sum", out, {x}, [=](const Tensor& dy, GradSink& g) {
     Tensor dx = Tensor::empty(in_shape, dy.options());

@@ -80,7 +80,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   // The mean over valid rows only; with none, every loss is 0 and so is the result.
   const double inv = n_valid ? 1.0 / double(n_valid) : 0.0;
   TESSERA_KERNEL(L, cross_entropy_forward)(losses, lse, L, T, ignore_index, C);
-  TESSERA_KERNEL(L, sum_dim)(loss, losses, 1, N, 1);
+  TESSERA_KERNEL(L, sum_dim)(loss, losses, 1, N, 1, false);
   TESSERA_KERNEL(L, axpby)(loss, inv, loss, 0.0, Tensor());
 
   // Each row's share of the mean: 1 / n_valid, 0 on ignored rows; sent to the device now, while

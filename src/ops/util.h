@@ -74,7 +74,7 @@ inline std::optional<DType> f32_buffer_of(DType t) {
 // (rows, C) -> (C): sum over every leading dimension.
 inline Tensor sum_rows(const Tensor& g, int64_t C) {
   Tensor out = Tensor::empty({C}, g.options());
-  TESSERA_KERNEL(g, sum_dim)(out, dense(g), 1, g.numel() / C, C);
+  TESSERA_KERNEL(g, sum_dim)(out, dense(g), 1, g.numel() / C, C, false);
   return out;
 }
 

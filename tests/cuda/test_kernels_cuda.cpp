@@ -305,9 +305,31 @@ TEST_P(CoreKernelsCuda, sum_dim_and_expand_dim_match_the_cpu) {
     const std::string what = shape_str({c.outer, c.n, c.inner});
     Tensor x = random({c.outer, c.n, c.inner}, dt(), g);
     Tensor go = gpu_empty({c.outer, c.inner}, dt()), co = cpu_empty({c.outer, c.inner});
-    TESSERA_KERNEL(go, sum_dim)(go, to_gpu(x, dt()), c.outer, c.n, c.inner);
-    cpu_k().sum_dim(co, x, c.outer, c.n, c.inner);
+    const Tensor gx = to_gpu(x, dt());
+    TESSERA_KERNEL(go, sum_dim)(go, gx, c.outer, c.n, c.inner, false);
+    cpu_k().sum_dim(co, x, c.outer, c.n, c.inner, false);
     expect_close(go, co, "sum_dim " + what);
+
+    // Accumulating (a bias gradient onto the earlier micro-batches'): the bits of the sum alone
+    // added with axpby.
+    const Tensor held = random({c.outer, c.inner}, dt(), g);
+    Tensor acc = to_gpu(held, dt()), sep = to_gpu(held, dt());
+    TESSERA_KERNEL(acc, sum_dim)(acc, gx, c.outer, c.n, c.inner, true);
+    TESSERA_KERNEL(sep, axpby)(sep, 1.0, sep, 1.0, go);
+    EXPECT_EQ(bytes(acc.to(Device::cpu())), bytes(sep.to(Device::cpu()))) << "accumulated " << what;
+    Tensor cacc = held.clone();
+    cpu_k().sum_dim(cacc, x, c.outer, c.n, c.inner, true);
+    EXPECT_LE(rel_err(acc, cacc), dt() == DType::F32 ? kF32 : 2 * kBf16) << "accumulated " << what;
+
+    if (dt() == DType::BF16) {  // into an f32 out: the f32 sum, not rounded to bf16
+      Tensor wide = gpu_empty({c.outer, c.inner}, DType::F32);
+      TESSERA_KERNEL(wide, sum_dim)(wide, gx, c.outer, c.n, c.inner, false);
+      EXPECT_LE(rel_err(wide, co), kF32) << "f32 out " << what;
+      Tensor wacc = held.to(kGpu), wcpu = held.clone();
+      TESSERA_KERNEL(wacc, sum_dim)(wacc, gx, c.outer, c.n, c.inner, true);
+      cpu_k().sum_dim(wcpu, x, c.outer, c.n, c.inner, true);
+      EXPECT_LE(rel_err(wacc, wcpu), kF32) << "f32 out accumulated " << what;
+    }
 
     Tensor small = random({c.outer, c.inner}, dt(), g);
     Tensor ge = gpu_empty({c.outer, c.n, c.inner}, dt()), ce = cpu_empty({c.outer, c.n, c.inner});

@@ -41,7 +41,8 @@ void linear_gelu_forward(const Tensor& y, const Tensor& pre, const Tensor& x, co
 // elementwise.cpp
 void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b);
 void axpby(const Tensor& out, double alpha, const Tensor& x, double beta, const Tensor& y);
-void sum_dim(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64_t inner);
+void sum_dim(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64_t inner,
+             bool accumulate);
 void expand_dim(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64_t inner);
 // embedding.cpp
 void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& ids);

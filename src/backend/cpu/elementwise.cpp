@@ -47,7 +47,8 @@ void axpby(const Tensor& out, double alpha, const Tensor& x, double beta, const 
   });
 }
 
-void sum_dim(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64_t inner) {
+void sum_dim(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64_t inner,
+             bool accumulate) {
   TESSERA_CHECK(x.numel() == outer * n * inner && out.numel() == outer * inner, "sum_dim: x ",
                 shape_str(x.shape()), " out ", shape_str(out.shape()), " as (", outer, ", ", n,
                 ", ", inner, ")");
@@ -61,7 +62,8 @@ void sum_dim(const Tensor& out, const Tensor& x, int64_t outer, int64_t n, int64
       const int64_t o_ = oi / inner, i_ = oi % inner;
       double acc = 0;
       for (int64_t k = 0; k < n; ++k) acc += double(xp[(o_ * n + k) * inner + i_]);
-      o[oi] = T(acc);
+      // Accumulating: the sum rounded to T, then one rounded add (axpby's bits).
+      o[oi] = accumulate ? T(double(o[oi]) + double(T(acc))) : T(acc);
     }
   });
 }
