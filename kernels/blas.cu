@@ -94,11 +94,12 @@ uint32_t alignment(const void* p, int64_t stride_bytes) {
   return a;
 }
 
-// What the gemm's epilogue adds: nothing; the bias (CUBLASLT_EPILOGUE_BIAS); or the bias, then
-// GELU, with the pre-activation written to aux as well (CUBLASLT_EPILOGUE_GELU_AUX_BIAS). The bias is
-// one value per row of cuBLASLt's column-major D (our columns); aux is laid out as D.
+// What the gemm's epilogue adds: nothing; the bias (CUBLASLT_EPILOGUE_BIAS); the bias, then
+// GELU, with the pre-activation written to aux as well (CUBLASLT_EPILOGUE_GELU_AUX_BIAS); or, with
+// no bias, the product times GELU's derivative at aux, an input (CUBLASLT_EPILOGUE_DGELU). The bias
+// is one value per row of cuBLASLt's column-major D (our columns); aux is laid out as D.
 struct Epilogue {
-  enum Kind : uint8_t { None, Bias, GeluAuxBias };
+  enum Kind : uint8_t { None, Bias, GeluAuxBias, DGelu };
   Kind kind = None;
   const Tensor* bias = nullptr;
   const Tensor* aux = nullptr;
@@ -106,10 +107,12 @@ struct Epilogue {
 
 void set_epilogue_pointers(cublasLtMatmulDesc_t desc, const Epilogue& ep) {
   if (ep.kind == Epilogue::None) return;
-  const void* bp = ep.bias->data_ptr();
-  CUBLAS_CHECK(
-      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp));
-  if (ep.kind == Epilogue::GeluAuxBias) {
+  if (ep.bias) {
+    const void* bp = ep.bias->data_ptr();
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp));
+  }
+  if (ep.aux) {
     void* ap = ep.aux->data_ptr();
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
                                                 &ap, sizeof ap));
@@ -201,16 +204,19 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle, const Epilogue& ep) {
   CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
   if (k.epilogue != Epilogue::None) {
-    const cublasLtEpilogue_t epilogue = k.epilogue == Epilogue::Bias
-                                            ? CUBLASLT_EPILOGUE_BIAS
-                                            : CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    const cublasLtEpilogue_t epilogue = k.epilogue == Epilogue::Bias ? CUBLASLT_EPILOGUE_BIAS
+                                        : k.epilogue == Epilogue::GeluAuxBias
+                                            ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+                                            : CUBLASLT_EPILOGUE_DGELU;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
                                                 sizeof epilogue));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type,
-                                                sizeof type));
+    if (k.epilogue != Epilogue::DGelu)
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                  &type, sizeof type));
     set_epilogue_pointers(p.desc, ep);
   }
-  if (k.epilogue == Epilogue::GeluAuxBias) {  // aux: D's type (the default) and D's layout
+  if (k.epilogue == Epilogue::GeluAuxBias || k.epilogue == Epilogue::DGelu) {
+    // aux: D's type (the default) and D's layout
     const int64_t ld = k.N;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld,
                                                 sizeof ld));
@@ -336,8 +342,8 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
     return reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 == 0;
   };
   if (ep.kind != Epilogue::None &&
-      (K == 0 || c.dtype() == DType::F64 || widened || !aligned16(ep.bias) ||
-       (ep.kind == Epilogue::GeluAuxBias && (!aligned16(ep.aux) || N % 8 != 0))))
+      (K == 0 || c.dtype() == DType::F64 || widened || (ep.bias && !aligned16(ep.bias)) ||
+       (ep.aux && (!aligned16(ep.aux) || N % 8 != 0))))
     return false;
   if (M == 0 || N == 0 || mc.batch == 0) return true;
   const int device = c.device().index;
@@ -452,6 +458,24 @@ void linear_gelu_forward(const Tensor& y, const Tensor& pre, const Tensor& x, co
   TESSERA_KERNEL(y, gelu_forward)(y, pre);
 }
 
+// dpre = (dy @ w) * gelu'(pre): one gemm with the DGELU epilogue (pre its aux input), or the gemm
+// then the GELU backward kernel on its result.
+void linear_dgelu_backward(const Tensor& dpre, const Tensor& dy, const Tensor& w,
+                           const Tensor& pre) {
+  check_linear_dgelu_backward("cuda linear_dgelu_backward", dpre, dy, w, pre);
+  check_same_device("cuda linear_dgelu_backward", {&dpre, &dy, &w, &pre});
+  TESSERA_CHECK(dpre.dtype() != DType::F64, "cuda linear_dgelu_backward: dtype f64 is not "
+                "supported (the GELU backward of its fallback is a CUDA kernel, which takes f32 or "
+                "bf16; f64 runs on the CPU only), got dpre ", dpre.str());
+  if (run_gemm(dpre, dy, w, false, false, 1.0, 0.0, {Epilogue::DGelu, nullptr, &pre})) {
+    ++g_stats.dgelu_epilogue;
+    return;
+  }
+  ++g_stats.dgelu_fallback;
+  run_gemm(dpre, dy, w, false, false, 1.0, 0.0);
+  TESSERA_KERNEL(dpre, gelu_backward)(dpre, dpre, pre);
+}
+
 }  // namespace
 
 BlasStats blas_stats() { return g_stats; }
@@ -460,6 +484,7 @@ void add_blas_kernels(Kernels& k) {
   k.gemm = gemm;
   k.linear_forward = linear_forward;
   k.linear_gelu_forward = linear_gelu_forward;
+  k.linear_dgelu_backward = linear_dgelu_backward;
 }
 
 }  // namespace tessera::cuda

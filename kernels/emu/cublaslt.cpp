@@ -7,8 +7,10 @@
 //   STRIDED_BATCH_OFFSET (elements). beta == 0 leaves C unread.
 //   CUBLASLT_EPILOGUE_BIAS adds bias[r] (length m, the rows of D) to every column; GELU_AUX_BIAS
 //   writes that sum to the aux matrix (leading dimension EPILOGUE_AUX_LD, divisible by 8, at least
-//   m) and GELU of it to D. The GELU here is the tanh form (tessera's CPU one): which form cuBLAS
-//   computes is not documented, and the GPU test of the epilogue prints which it is.
+//   m) and GELU of it to D. DGELU (no bias) multiplies alpha op(A) op(B) + beta C by GELU's
+//   derivative at the aux matrix, an input laid out the same way (the pre-activation GELU_AUX_BIAS
+//   wrote). The GELU here is the tanh form (tessera's CPU one): which form cuBLAS computes is not
+//   documented, and the GPU test of the epilogue prints which it is.
 // Checked, returning the status cuBLASLt documents (blas.cu's CUBLAS_CHECK then names the call):
 // each attribute's size against its documented type; layouts whose shapes do not fit op(A),
 // op(B) and D; a leading dimension under the rows; batch counts that differ; a compute, scale and
@@ -111,6 +113,7 @@ bool supported(const Desc& d, cudaDataType_t ab, cudaDataType_t cd) {
 }
 
 bool has_bias(uint32_t e) { return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS; }
+bool has_aux(uint32_t e) { return e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DGELU; }
 
 // The problem's consistency, as both the heuristic and the matmul check it.
 cublasStatus_t check(const Desc& d, const Layout& a, const Layout& b, const Layout& c, const Layout& o) {
@@ -123,10 +126,11 @@ cublasStatus_t check(const Desc& d, const Layout& a, const Layout& b, const Layo
   for (const Layout* l : {&a, &b, &c, &o})
     if (l->ld < int64_t(std::max<uint64_t>(l->rows, 1)) || l->batch != o.batch)
       return CUBLAS_STATUS_INVALID_VALUE;
-  if (d.epilogue != CUBLASLT_EPILOGUE_DEFAULT && !has_bias(d.epilogue)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (d.epilogue != CUBLASLT_EPILOGUE_DEFAULT && !has_bias(d.epilogue) && !has_aux(d.epilogue))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
   if (has_bias(d.epilogue) && d.bias_type != -1 && d.bias_type != int32_t(o.type))
     return CUBLAS_STATUS_NOT_SUPPORTED;
-  if (d.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS &&
+  if (has_aux(d.epilogue) &&
       ((d.aux_type != -1 && d.aux_type != int32_t(o.type)) || d.aux_ld < int64_t(m) || d.aux_ld % 8))
     return CUBLAS_STATUS_INVALID_VALUE;
   return CUBLAS_STATUS_SUCCESS;
@@ -142,6 +146,12 @@ uint32_t alignment(const void* p, int64_t stride_bytes = 0) {
 double gelu_tanh(double x) {  // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
   const double k = 0.7978845608028654;
   return 0.5 * x * (1.0 + std::tanh(k * (x + 0.044715 * x * x * x)));
+}
+
+double gelu_tanh_grad(double x) {  // d/dx of gelu_tanh
+  const double k = 0.7978845608028654, a = 0.044715;
+  const double t = std::tanh(k * (x + a * x * x * x));
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * a * x * x);
 }
 
 }  // namespace
@@ -260,7 +270,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
     if (!x.bias) return CUBLAS_STATUS_INVALID_VALUE;
     r.algo.data[kAlignBias] = std::min<uint32_t>(alignment(x.bias), 16);
   }
-  if (x.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) {
+  if (has_aux(x.epilogue)) {
     if (!x.aux) return CUBLAS_STATUS_INVALID_VALUE;
     r.algo.data[kAlignAux] = std::min<uint32_t>(alignment(x.aux), 16);
   }
@@ -288,7 +298,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
       return CUBLAS_STATUS_INVALID_VALUE;  // a plan chosen for better-aligned pointers
   if (has_bias(x.epilogue) && (!x.bias || alignment(x.bias) < algo->data[kAlignBias]))
     return CUBLAS_STATUS_INVALID_VALUE;
-  if (x.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS && (!x.aux || alignment(x.aux) < algo->data[kAlignAux]))
+  if (has_aux(x.epilogue) && (!x.aux || alignment(x.aux) < algo->data[kAlignAux]))
     return CUBLAS_STATUS_INVALID_VALUE;
   if (tessera::emu::skip_kernels()) return CUBLAS_STATUS_SUCCESS;
 
@@ -328,6 +338,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
         if (x.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) {
           store(t, x.aux, r + col * x.aux_ld, v);
           store(t, Dp, od + r + col * d.ld, f64 ? gelu_tanh(v) : double(float(gelu_tanh(v))));
+        } else if (x.epilogue == CUBLASLT_EPILOGUE_DGELU) {
+          const double g = gelu_tanh_grad(load(t, x.aux, r + col * x.aux_ld));
+          store(t, Dp, od + r + col * d.ld, f64 ? v * g : double(float(v) * float(g)));
         } else {
           store(t, Dp, od + r + col * d.ld, v);
         }

@@ -48,6 +48,8 @@ struct BlasStats {
   int64_t bias_fallback = 0;
   int64_t gelu_epilogue = 0;  // linear_gelu_forward
   int64_t gelu_fallback = 0;  // (each also counts the linear_forward it falls back on)
+  int64_t dgelu_epilogue = 0;  // linear_dgelu_backward: GELU's derivative in the dx gemm
+  int64_t dgelu_fallback = 0;  // (the gemm, then the GELU backward kernel)
 };
 BlasStats blas_stats();  // zeros in a build without CUDA
 

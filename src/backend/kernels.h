@@ -61,6 +61,12 @@ struct Kernels {
   // (cuBLASLt's CUBLASLT_EPILOGUE_GELU_AUX_BIAS: y as its output, pre as the epilogue's aux).
   void (*linear_gelu_forward)(const Tensor& y, const Tensor& pre, const Tensor& x, const Tensor& w,
                               const Tensor& bias);
+  // The backward of a Linear whose input was gelu(pre), through to pre: dpre (R, K) =
+  // (dy (R, N) @ w (N, K)) * gelu'(pre (R, K)), the second half of a GPT-2 MLP's backward. On CUDA
+  // one gemm (cuBLASLt's CUBLASLT_EPILOGUE_DGELU, pre as the epilogue's aux input); the CPU rounds
+  // the product to the dtype and runs gelu_backward on it (the bits of the two ops).
+  void (*linear_dgelu_backward)(const Tensor& dpre, const Tensor& dy, const Tensor& w,
+                                const Tensor& pre);
 
   // ---- elementwise and reductions ----
   // out = a (op) b; b has a's numel, or is one row (a.size(-1) elements) broadcast over a's rows.

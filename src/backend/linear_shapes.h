@@ -1,4 +1,5 @@
-// The contracts of the kernel table's linear_forward and linear_gelu_forward (backend/kernels.h),
+// The contracts of the kernel table's linear_forward, linear_gelu_forward and
+// linear_dgelu_backward (backend/kernels.h),
 // checked the same way by the CPU kernels and the CUDA ones: y (R, N) = x (R, K) @ w (N, K)^T +
 // bias (N), one dtype, the bias contiguous.
 #pragma once
@@ -15,6 +16,20 @@ inline void check_linear_forward(const char* kernel, const Tensor& y, const Tens
                     bias.dtype() == y.dtype(),
                 kernel, ": expected y (R, N) = x (R, K) @ w (N, K)^T + bias (N), got y ", y.str(),
                 ", x ", x.str(), ", w ", w.str(), ", bias ", bias.str());
+}
+
+// linear_dgelu_backward: dpre (R, K) = (dy (R, N) @ w (N, K)) * gelu'(pre (R, K)), one dtype,
+// dpre and pre contiguous.
+inline void check_linear_dgelu_backward(const char* kernel, const Tensor& dpre, const Tensor& dy,
+                                        const Tensor& w, const Tensor& pre) {
+  TESSERA_CHECK(dy.dim() == 2 && w.dim() == 2 && dpre.dim() == 2 && w.size(0) == dy.size(1) &&
+                    dpre.size(0) == dy.size(0) && dpre.size(1) == w.size(1) &&
+                    pre.shape() == dpre.shape() && dpre.is_contiguous() && pre.is_contiguous() &&
+                    dy.dtype() == dpre.dtype() && w.dtype() == dpre.dtype() &&
+                    pre.dtype() == dpre.dtype(),
+                kernel, ": expected dpre (R, K) = (dy (R, N) @ w (N, K)) * gelu'(pre (R, K)), one "
+                "dtype, got dpre ", dpre.str(), ", dy ", dy.str(), ", w ", w.str(), ", pre ",
+                pre.str());
 }
 
 // linear_gelu_forward: linear_forward's contract for pre, and y of pre's shape and dtype.

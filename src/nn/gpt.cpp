@@ -299,10 +299,17 @@ Tensor GPT::attention(const Block& blk, const Tensor& x, bool training) const {
 
 Tensor GPT::mlp(const Block& blk, const Tensor& x, bool training) const {
   const int64_t l = blk.index;
+  if (cfg_.mlp == MlpKind::GELU && !hook_ && blk.fc_w.defined() && blk.fc_b.defined() &&
+      blk.down_w.defined() && blk.down_b.defined()) {
+    // GPT-2's MLP as one op: GELU in the first gemm's epilogue and its gradient in the second's
+    // backward gemm (on CUDA). A hook may adapt either Linear or compute it from NF4 codes: then
+    // the ops below.
+    return ops::dropout(ops::mlp_gelu(x, blk.fc_w, blk.fc_b, blk.down_w, blk.down_b), cfg_.dropout,
+                        training);
+  }
   Tensor h;
   if (cfg_.mlp == MlpKind::GELU && !hook_ && blk.fc_w.defined() && blk.fc_b.defined()) {
-    // GPT-2's c_fc and its GELU in one kernel (on CUDA, GELU in the gemm's epilogue). A hook may
-    // adapt c_fc or compute it from NF4 codes: then the two ops below.
+    // c_fc and its GELU in one kernel (on CUDA, GELU in the gemm's epilogue); c_proj below.
     h = ops::linear_gelu(x, blk.fc_w, blk.fc_b);
   } else {
     Tensor up = adapt(Proj::Up, l, x, linear(hf_module(cfg_, Part::Up, l), x, blk.fc_w, blk.fc_b),

@@ -108,18 +108,24 @@ void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor
 // x w^T + bias. The graph keeps two nodes, as matmul then add would record: the bias's (dy passed
 // on, the bias gradient the sum of dy over rows) and the product's (matmul's backward for x and
 // w). Each node hands out its gradients together, so LOMO, which frees a parameter's gradient once
-// its node is done, never holds a weight's and its bias's at once.
+// its node is done, never holds a weight's and its bias's at once. With gelu_pre (R, K) defined,
+// the Linear's input was gelu(gelu_pre): x is then the pre-activation (the graph's input), X the
+// GELU output the product used, and x's gradient is dgelu(dY W) in one kernel.
 Tensor record_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out,
-                     const Tensor& X, const Tensor& W) {
+                     const Tensor& X, const Tensor& W, const Tensor& gelu_pre = {}) {
   const int64_t R = X.size(0), K = X.size(1), N = W.size(0);
   const Shape x_shape = x.shape();
   // x w^T, an alias of out as far as the graph is concerned.
   Tensor product = record("linear", make_view(out, out.shape(), out.strides(), out.offset()),
-                          {x, w}, [X, W, R, N, K, x_shape](const Tensor& dy, GradSink& g) {
+                          {x, w}, [X, W, R, N, K, x_shape, gelu_pre](const Tensor& dy, GradSink& g) {
                             const Tensor dY = detail::dense(dy).view({R, N});
                             if (g.needs(0)) {
                               Tensor dX = Tensor::empty({R, K}, X.options());
-                              TESSERA_KERNEL(dy, gemm)(dX, dY, W, false, false, 1.0, 0.0);
+                              if (gelu_pre.defined()) {
+                                TESSERA_KERNEL(dy, linear_dgelu_backward)(dX, dY, W, gelu_pre);
+                              } else {
+                                TESSERA_KERNEL(dy, gemm)(dX, dY, W, false, false, 1.0, 0.0);
+                              }
                               g.add(0, dX.view(x_shape));
                             }
                             if (g.needs(1))
@@ -174,6 +180,24 @@ Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias) {
   TESSERA_KERNEL(x, linear_gelu_forward)(y.view({R, N}), pre.view({R, N}), X, W,
                                          detail::dense(bias));
   return detail::record_gelu(record_linear(x, w, bias, pre, X, W), pre, y);
+}
+
+Tensor mlp_gelu(const Tensor& x, const Tensor& fc_w, const Tensor& fc_b, const Tensor& proj_w,
+                const Tensor& proj_b) {
+  check_linear("mlp_gelu", x, fc_w, fc_b);
+  TESSERA_CHECK(fc_b.defined() && proj_b.defined(), "mlp_gelu: both biases are required");
+  const int64_t H = fc_w.size(0), K = fc_w.size(1), R = x.numel() / K;
+  const Tensor X = detail::dense(x).view({R, K}), Wfc = detail::dense(fc_w);
+  Tensor pre = Tensor::empty(linear_shape(x, fc_w), x.options());
+  check_linear("mlp_gelu", pre, proj_w, proj_b);
+  Tensor h = Tensor::empty(pre.shape(), x.options());
+  const Tensor P = pre.view({R, H}), Hm = h.view({R, H}), Wp = detail::dense(proj_w);
+  TESSERA_KERNEL(x, linear_gelu_forward)(Hm, P, X, Wfc, detail::dense(fc_b));
+  const Tensor pre_out = record_linear(x, fc_w, fc_b, pre, X, Wfc);  // the graph's pre-activation
+  Tensor out = Tensor::empty(linear_shape(pre, proj_w), x.options());
+  TESSERA_KERNEL(x, linear_forward)(out.view({R, proj_w.size(0)}), Hm, Wp, detail::dense(proj_b));
+  // The second Linear's product node takes the pre-activation as its input: GELU has no node.
+  return record_linear(pre_out, proj_w, proj_b, out, Hm, Wp, P);
 }
 
 }  // namespace tessera::ops

@@ -358,8 +358,72 @@ TEST_P(GemmCuda, linear_gelu_forward_writes_the_pre_activation_and_its_gelu) {
   }
 }
 
+TEST_P(GemmCuda, linear_dgelu_backward_is_the_gemm_times_gelus_derivative) {
+  // dpre = (dy @ w) * gelu'(pre) against the f64 CPU twin: in the gemm's DGELU epilogue where pre
+  // (its aux) is 16-byte aligned and K a multiple of 8 (bf16, f32), else the gemm then the GELU
+  // backward kernel (K = 29; pre one element into its buffer). Per element, the product's
+  // rounding bound (4 (N + 1) 2^-24 of |dy| @ |w|) times GELU's slope (at most 1.13), 2e-3
+  // (1 + |pre|) of the product for an epilogue's approximate tanh (as the forward's test), and in
+  // bf16 two roundings of the result (the fallback rounds the product, then dpre). f64 is an
+  // error naming the dtype, as linear_gelu_forward's.
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  const DType dt = GetParam();
+  Generator g(18);
+  struct Problem {
+    int64_t R, N, K, pre_offset;
+  };
+  for (const Problem& s : {Problem{256, 384, 768, 0}, Problem{37, 45, 29, 0}, Problem{64, 64, 96, 1}}) {
+    const std::string what = std::string(dtype_name(dt)) + " R=" + std::to_string(s.R) +
+                             " N=" + std::to_string(s.N) + " K=" + std::to_string(s.K) +
+                             " pre offset " + std::to_string(s.pre_offset);
+    const Tensor dy = random({s.R, s.N}, dt, g), w = random({s.N, s.K}, dt, g);
+    const Tensor pre = ops::scale(random({s.R, s.K}, dt, g), 2.0).to(dt).to(DType::F64);
+    Tensor pre_g = Tensor::empty({s.R * s.K + s.pre_offset}, {dt, kGpu})
+                       .narrow(0, s.pre_offset, s.R * s.K)
+                       .view({s.R, s.K});
+    pre_g.copy_(pre);
+    Tensor dg = Tensor::empty({s.R, s.K}, {dt, kGpu});
+    if (dt == DType::F64) {
+      const std::string msg = error_of([&] {
+        TESSERA_KERNEL(dg, linear_dgelu_backward)(dg, dy.to(kGpu), w.to(kGpu), pre_g);
+      });
+      EXPECT_NE(msg.find("dtype f64 is not supported"), std::string::npos) << msg;
+      continue;
+    }
+    dg.fill_(std::nan(""));  // written, never read
+    const cuda::BlasStats before = cuda::blas_stats();
+    TESSERA_KERNEL(dg, linear_dgelu_backward)(dg, dy.to(dt).to(kGpu), w.to(dt).to(kGpu), pre_g);
+    const cuda::BlasStats after = cuda::blas_stats();
+    const bool epilogue = s.K % 8 == 0 && s.pre_offset == 0;
+    EXPECT_EQ(after.dgelu_epilogue - before.dgelu_epilogue, epilogue ? 1 : 0)
+        << what << ": the GELU gradient " << (epilogue ? "did not run" : "ran") << " in the epilogue";
+    EXPECT_EQ(after.dgelu_fallback - before.dgelu_fallback, epilogue ? 0 : 1) << what;
+
+    Tensor ref = Tensor::empty({s.R, s.K}, DType::F64), prod = Tensor::empty({s.R, s.K}, DType::F64);
+    Tensor lim = Tensor::empty({s.R, s.K}, DType::F64);
+    cpu::kernels().linear_dgelu_backward(ref, dy, w, pre);
+    cpu::kernels().gemm(prod, dy, w, false, false, 1.0, 0.0);
+    cpu::kernels().gemm(lim, abs_of(dy), abs_of(w), false, false, 1.0, 0.0);
+    const std::vector<double> got = values(dg.to(Device::cpu())), want = values(ref),
+                              p = values(prod), l = values(lim), x = values(pre);
+    const double r = dt == DType::BF16 ? 2.0 / 256 : 0.0, e = std::ldexp(4.0 * double(s.N + 1), -24);
+    int64_t bad = 0;
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      const double d = std::fabs(got[i] - want[i]);
+      const double tol = r * std::fabs(want[i]) + 1.13 * e * l[i] +
+                         2e-3 * (1 + std::fabs(x[i])) * std::fabs(p[i]) + 1e-30;
+      if (!(d <= tol)) ++bad;
+      worst = std::max(worst, d);
+    }
+    EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << got.size()
+                      << " elements out of bounds (largest difference " << worst << ")";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, GemmCuda, ::testing::Values(DType::F32, DType::BF16, DType::F64),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 
 }  // namespace
+
 }  // namespace tessera

@@ -108,6 +108,54 @@ TEST(LinearGelu, requires_a_bias_and_matching_shapes) {
   }
 }
 
+TEST(MlpGelu, gradcheck) {
+  Generator g(8);
+  Tensor x = randn({2, 3, 4}, g), w1 = randn({6, 4}, g), b1 = randn({6}, g),
+         w2 = randn({5, 6}, g), b2 = randn({5}, g);
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& in) {
+        return ops::mlp_gelu(in[0], in[1], in[2], in[3], in[4]);
+      },
+      {x, w1, b1, w2, b2}));
+}
+
+TEST(MlpGelu, equals_the_three_ops_bit_for_bit_with_the_same_gradients) {
+  // The second Linear's input gradient goes through GELU in one kernel (linear_dgelu_backward),
+  // which on the CPU is the gemm then gelu_backward: the bits of linear, gelu, linear.
+  for (DType dt : {DType::F32, DType::F64}) {
+    Generator g(9);
+    const Tensor x0 = randn({3, 2, 8}, g).to(dt), w10 = randn({12, 8}, g).to(dt),
+                 b10 = randn({12}, g).to(dt), w20 = randn({7, 12}, g).to(dt),
+                 b20 = randn({7}, g).to(dt), dy = randn({3, 2, 7}, g).to(dt);
+    auto run = [&](bool fused) {
+      std::vector<Tensor> p;
+      for (const Tensor& t : {x0, w10, b10, w20, b20}) p.push_back(t.detach().requires_grad_());
+      Tensor y = fused ? ops::mlp_gelu(p[0], p[1], p[2], p[3], p[4])
+                       : ops::linear(ops::gelu(ops::linear(p[0], p[1], p[2])), p[3], p[4]);
+      ops::sum(ops::mul(y, dy)).backward();
+      std::vector<std::vector<double>> out{y.to(DType::F64).to_vector<double>()};
+      for (const Tensor& t : p) out.push_back(t.grad().to(DType::F64).to_vector<double>());
+      return out;
+    };
+    EXPECT_EQ(run(true), run(false)) << dtype_name(dt);
+  }
+}
+
+TEST(MlpGelu, requires_both_biases_and_matching_shapes) {
+  Generator g(10);
+  const Tensor x = randn({2, 4}, g), w1 = randn({6, 4}, g), b1 = randn({6}, g),
+               w2 = randn({5, 6}, g), b2 = randn({5}, g);
+  EXPECT_THROW(ops::mlp_gelu(x, w1, b1, w2, Tensor()), Error);
+  EXPECT_THROW(ops::mlp_gelu(x, w1, Tensor(), w2, b2), Error);
+  try {
+    ops::mlp_gelu(x, w1, b1, randn({5, 7}, g), b2);
+    FAIL() << "a second weight of the wrong width was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mlp_gelu"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("(5, 7)"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Linear, value_matches_x_wT_plus_b) {
   Tensor x = from_vector<float>({1, 2}, {1, 2});
   Tensor w = from_vector<float>({1, 0, 0, 1, 1, 1}, {3, 2});

@@ -1,6 +1,7 @@
 // CPU gemm: batched, row-major, through OpenBLAS (cblas_sgemm / cblas_dgemm).
 // c (Bc, M, N) = alpha * op(a) @ op(b) + beta * c; a batch of 1 is shared by every c batch.
-// linear_forward: the gemm, then the bias added to every row; linear_gelu_forward: that, then GELU.
+// linear_forward: the gemm, then the bias added to every row; linear_gelu_forward: that, then GELU;
+// linear_dgelu_backward: the gemm of a Linear's dx, then GELU's backward on it.
 #include <cblas.h>
 
 #include <cstdlib>
@@ -89,6 +90,13 @@ void linear_gelu_forward(const Tensor& y, const Tensor& pre, const Tensor& x, co
   check_linear_gelu_forward("linear_gelu_forward", y, pre, x, w, bias);
   linear_forward(pre, x, w, bias);
   gelu_forward(y, pre);  // the bits of linear then gelu
+}
+
+void linear_dgelu_backward(const Tensor& dpre, const Tensor& dy, const Tensor& w,
+                           const Tensor& pre) {
+  check_linear_dgelu_backward("linear_dgelu_backward", dpre, dy, w, pre);
+  gemm(dpre, dy, w, false, false, 1.0, 0.0);
+  gelu_backward(dpre, dpre, pre);  // the bits of the Linear's dx, then gelu's backward
 }
 
 }  // namespace tessera::cpu

@@ -15,6 +15,7 @@ const Kernels& kernels() {
       .gemm = gemm,
       .linear_forward = linear_forward,
       .linear_gelu_forward = linear_gelu_forward,
+      .linear_dgelu_backward = linear_dgelu_backward,
       .binary = binary,
       .axpby = axpby,
       .sum_dim = sum_dim,
