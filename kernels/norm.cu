@@ -239,6 +239,52 @@ bool rows_packed(int64_t C, std::initializer_list<const void*> ps) {
 
 // ---- entries ----------------------------------------------------------------------------------
 
+// The forward of either norm, its arguments checked: one block per row (b undefined for RMSNorm).
+template <bool kLayerNorm>
+void norm_forward(const char* kernel, const Tensor& y, StatPtr mean, StatPtr rstd, const Tensor& x,
+                  const Tensor& w, const Tensor& b, double eps) {
+  if (x.numel() == 0) return;
+  const int64_t N = core::rows_of(x), C = core::cols_of(x);
+  const void* bp = b.defined() ? b.data_ptr() : nullptr;
+  DeviceGuard guard(x.device().index);
+  dispatch(kernel, x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const bool packed = rows_packed<T>(C, {y.data_ptr(), x.data_ptr(), w.data_ptr(), bp});
+    core::with_width<T>(packed, [&](auto tag) {
+      constexpr int W = decltype(tag)::value;
+      norm_forward_kernel<T, kLayerNorm, W><<<core::row_grid(kernel, N), row_threads(C, W)>>>(
+          static_cast<T*>(y.data_ptr()), mean, rstd, static_cast<const T*>(x.data_ptr()),
+          static_cast<const T*>(w.data_ptr()), static_cast<const T*>(bp), C, float(eps));
+      CUDA_CHECK_LAUNCH();
+    });
+  });
+}
+
+// The backward of either norm, its arguments checked: dx one block per row, then dw (and db).
+template <bool kLayerNorm>
+void norm_backward(const char* kernel, const Tensor& dx, const Tensor& dw, const Tensor& db,
+                   const Tensor& dy, const Tensor& x, const Tensor& w, StatPtr mean, StatPtr rstd,
+                   bool accumulate) {
+  if (x.numel() == 0) return;
+  const int64_t N = core::rows_of(x), C = core::cols_of(x);
+  DeviceGuard guard(x.device().index);
+  dispatch(kernel, x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const bool packed =
+        rows_packed<T>(C, {dx.data_ptr(), dy.data_ptr(), x.data_ptr(), w.data_ptr()});
+    core::with_width<T>(packed, [&](auto tag) {
+      constexpr int W = decltype(tag)::value;
+      norm_backward_dx_kernel<T, kLayerNorm, W>
+          <<<core::row_grid(kernel, N), row_threads(C, W)>>>(
+              static_cast<T*>(dx.data_ptr()), static_cast<const T*>(dy.data_ptr()),
+              static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), mean,
+              rstd, C, accumulate);
+      CUDA_CHECK_LAUNCH();
+      weight_grads<T, kLayerNorm, W>(dw, db, dy, x, mean, rstd, N, C);
+    });
+  });
+}
+
 void check_rows(const char* kernel, const Tensor& x, const Tensor& y, const Tensor& w) {
   const int64_t C = core::cols_of(x);
   TESSERA_CHECK(y.numel() == x.numel() && w.numel() == C, "cuda kernel ", kernel, ": x ",
@@ -251,25 +297,10 @@ void layernorm_forward(const Tensor& y, const Tensor& mean, const Tensor& rstd, 
   check_rows("layernorm_forward", x, y, w);
   check_rows("layernorm_forward", x, y, b);
   check_args("layernorm_forward", x.dtype(), {{"x", x}, {"y", y}, {"weight", w}, {"bias", b}});
-  const int64_t N = core::rows_of(x), C = core::cols_of(x);
+  const int64_t N = core::rows_of(x);
   const StatPtr m = core::stat_arg("layernorm_forward", "mean", mean, x, N);
   const StatPtr r = core::stat_arg("layernorm_forward", "rstd", rstd, x, N);
-  if (x.numel() == 0) return;
-  DeviceGuard guard(x.device().index);
-  dispatch("layernorm_forward", x.dtype(), [&](auto z) {
-    using T = decltype(z);
-    const bool packed =
-        rows_packed<T>(C, {y.data_ptr(), x.data_ptr(), w.data_ptr(), b.data_ptr()});
-    core::with_width<T>(packed, [&](auto tag) {
-      constexpr int W = decltype(tag)::value;
-      norm_forward_kernel<T, true, W>
-          <<<core::row_grid("layernorm_forward", N), row_threads(C, W)>>>(
-              static_cast<T*>(y.data_ptr()), m, r, static_cast<const T*>(x.data_ptr()),
-              static_cast<const T*>(w.data_ptr()), static_cast<const T*>(b.data_ptr()), C,
-              float(eps));
-      CUDA_CHECK_LAUNCH();
-    });
-  });
+  norm_forward<true>("layernorm_forward", y, m, r, x, w, b, eps);
 }
 
 void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
@@ -280,48 +311,18 @@ void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, co
   check_rows("layernorm_backward", x, dx, db);
   check_args("layernorm_backward", x.dtype(),
              {{"x", x}, {"dx", dx}, {"dy", dy}, {"weight", w}, {"dweight", dw}, {"dbias", db}});
-  const int64_t N = core::rows_of(x), C = core::cols_of(x);
+  const int64_t N = core::rows_of(x);
   const StatPtr m = core::stat_arg("layernorm_backward", "mean", mean, x, N);
   const StatPtr r = core::stat_arg("layernorm_backward", "rstd", rstd, x, N);
-  if (x.numel() == 0) return;
-  DeviceGuard guard(x.device().index);
-  dispatch("layernorm_backward", x.dtype(), [&](auto z) {
-    using T = decltype(z);
-    const bool packed =
-        rows_packed<T>(C, {dx.data_ptr(), dy.data_ptr(), x.data_ptr(), w.data_ptr()});
-    core::with_width<T>(packed, [&](auto tag) {
-      constexpr int W = decltype(tag)::value;
-      norm_backward_dx_kernel<T, true, W>
-          <<<core::row_grid("layernorm_backward", N), row_threads(C, W)>>>(
-              static_cast<T*>(dx.data_ptr()), static_cast<const T*>(dy.data_ptr()),
-              static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), m, r, C,
-              accumulate);
-      CUDA_CHECK_LAUNCH();
-      weight_grads<T, true, W>(dw, db, dy, x, m, r, N, C);
-    });
-  });
+  norm_backward<true>("layernorm_backward", dx, dw, db, dy, x, w, m, r, accumulate);
 }
 
 void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w,
                      double eps) {
   check_rows("rmsnorm_forward", x, y, w);
   check_args("rmsnorm_forward", x.dtype(), {{"x", x}, {"y", y}, {"weight", w}});
-  const int64_t N = core::rows_of(x), C = core::cols_of(x);
-  const StatPtr r = core::stat_arg("rmsnorm_forward", "rstd", rstd, x, N);
-  if (x.numel() == 0) return;
-  DeviceGuard guard(x.device().index);
-  dispatch("rmsnorm_forward", x.dtype(), [&](auto z) {
-    using T = decltype(z);
-    core::with_width<T>(rows_packed<T>(C, {y.data_ptr(), x.data_ptr(), w.data_ptr()}),
-                        [&](auto tag) {
-      constexpr int W = decltype(tag)::value;
-      norm_forward_kernel<T, false, W>
-          <<<core::row_grid("rmsnorm_forward", N), row_threads(C, W)>>>(
-              static_cast<T*>(y.data_ptr()), StatPtr{}, r, static_cast<const T*>(x.data_ptr()),
-              static_cast<const T*>(w.data_ptr()), nullptr, C, float(eps));
-      CUDA_CHECK_LAUNCH();
-    });
-  });
+  const StatPtr r = core::stat_arg("rmsnorm_forward", "rstd", rstd, x, core::rows_of(x));
+  norm_forward<false>("rmsnorm_forward", y, StatPtr{}, r, x, w, Tensor(), eps);
 }
 
 void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,
@@ -330,25 +331,9 @@ void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, cons
   check_rows("rmsnorm_backward", x, dx, dw);
   check_args("rmsnorm_backward", x.dtype(),
              {{"x", x}, {"dx", dx}, {"dy", dy}, {"weight", w}, {"dweight", dw}});
-  const int64_t N = core::rows_of(x), C = core::cols_of(x);
+  const int64_t N = core::rows_of(x);
   const StatPtr r = core::stat_arg("rmsnorm_backward", "rstd", rstd, x, N);
-  if (x.numel() == 0) return;
-  DeviceGuard guard(x.device().index);
-  dispatch("rmsnorm_backward", x.dtype(), [&](auto z) {
-    using T = decltype(z);
-    const bool packed =
-        rows_packed<T>(C, {dx.data_ptr(), dy.data_ptr(), x.data_ptr(), w.data_ptr()});
-    core::with_width<T>(packed, [&](auto tag) {
-      constexpr int W = decltype(tag)::value;
-      norm_backward_dx_kernel<T, false, W>
-          <<<core::row_grid("rmsnorm_backward", N), row_threads(C, W)>>>(
-              static_cast<T*>(dx.data_ptr()), static_cast<const T*>(dy.data_ptr()),
-              static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()),
-              StatPtr{}, r, C, accumulate);
-      CUDA_CHECK_LAUNCH();
-      weight_grads<T, false, W>(dw, Tensor(), dy, x, StatPtr{}, r, N, C);
-    });
-  });
+  norm_backward<false>("rmsnorm_backward", dx, dw, Tensor(), dy, x, w, StatPtr{}, r, accumulate);
 }
 
 }  // namespace
