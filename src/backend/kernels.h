@@ -281,8 +281,9 @@ struct KernelCall {
   R operator()(A... args) const {
     if (!profile::on()) return fn(std::forward<A>(args)...);
     const Tensor *first = nullptr, *second = nullptr;
-    profile::first_two(first, second, args...);
-    profile::Scope scope(name, device, first, second);
+    int64_t bytes = 0;
+    profile::tensor_args(first, second, bytes, args...);
+    profile::Scope scope(name, device, first, second, bytes);
     return fn(std::forward<A>(args)...);
   }
 };

@@ -51,7 +51,7 @@ int64_t group_of(const char* kernel, Device device, const Tensor* first, const T
   key.append("|").append(dev).append("|").append(shapes);
   auto it = g_index.find(key);
   if (it != g_index.end()) return it->second;
-  g_groups.push_back(Row{kernel, dev, shapes, 0, 0.0});
+  g_groups.push_back(Row{kernel, dev, shapes, 0, 0.0, 0.0});
   return g_index[key] = int64_t(g_groups.size()) - 1;
 }
 
@@ -82,7 +82,8 @@ std::vector<Row> rows() {
   return out;
 }
 
-Scope::Scope(const char* kernel, Device device, const Tensor* first, const Tensor* second)
+Scope::Scope(const char* kernel, Device device, const Tensor* first, const Tensor* second,
+             int64_t bytes)
     : device_(device) {
   if (t_depth > 0) {  // nested: the outer call's time includes this one
     ++t_depth;
@@ -94,6 +95,7 @@ Scope::Scope(const char* kernel, Device device, const Tensor* first, const Tenso
   else
     event0_ = cuda::record_event(device.index);  // may throw: nothing is counted then
   ++g_groups[size_t(group_)].calls;
+  g_groups[size_t(group_)].bytes += double(bytes);
   ++t_depth;
   active_ = true;
 }
@@ -137,8 +139,8 @@ std::string table(const std::vector<Row>& rows, int steps, double wall_ms, int t
     os << line;
   }
   os << "\n\n";
-  std::snprintf(line, sizeof line, "%-28s %10s %7s %9s  %s\n", "kernel", "ms/step", "share",
-                "calls/st", "shapes (first two tensor arguments)");
+  std::snprintf(line, sizeof line, "%-28s %10s %7s %9s %8s  %s\n", "kernel", "ms/step", "share",
+                "calls/st", "GB/s", "shapes (first two tensor arguments)");
   os << line;
   int shown = 0;
   double rest_ms = 0;
@@ -149,8 +151,11 @@ std::string table(const std::vector<Row>& rows, int steps, double wall_ms, int t
       rest_calls += r.calls;
       continue;
     }
-    std::snprintf(line, sizeof line, "%-28s %10.4f %6.1f%% %9.1f  %s %s\n", r.kernel.c_str(),
-                  r.ms * per, pct(r.ms), double(r.calls) * per, r.device.c_str(), r.shapes.c_str());
+    // The tensor arguments' bytes over the time: a lower bound on the traffic (profile.h).
+    const double gbs = r.ms > 0 ? r.bytes / (r.ms * 1e6) : 0.0;
+    std::snprintf(line, sizeof line, "%-28s %10.4f %6.1f%% %9.1f %8.1f  %s %s\n",
+                  r.kernel.c_str(), r.ms * per, pct(r.ms), double(r.calls) * per, gbs,
+                  r.device.c_str(), r.shapes.c_str());
     os << line;
   }
   if (rest_calls) {

@@ -12,6 +12,10 @@
 // through TESSERA_KERNEL counts once, as the outer call. Calls are grouped by kernel name and the
 // shapes and dtype of their first two tensor arguments (a gemm's output and first operand, a
 // copy's destination and source), so the permute copies and the casts of one step are told apart.
+// Each group also sums the bytes of all its calls' tensor arguments: divided by its time, a lower
+// bound on the memory traffic it achieved (each tensor counted once, whether read, written or
+// both; a gemm's operands once though they are read in tiles), the figure to hold against the
+// device's bandwidth for the memory-bound kernels.
 //
 // Off (the default), the dispatch costs one relaxed atomic load. Not thread-safe beyond that: start
 // and stop from the thread that runs the kernels. The time of work outside the kernel table (NCCL
@@ -42,6 +46,7 @@ struct Row {
   std::string shapes;  // "bf16 (8192, 2304) <- (8192, 768)": first two tensor arguments
   int64_t calls = 0;
   double ms = 0;       // summed over the calls
+  double bytes = 0;    // the calls' tensor arguments' bytes, summed
 };
 // Every group timed since start(), most time first. Waits for pending device timings.
 std::vector<Row> rows();
@@ -55,7 +60,8 @@ std::string table(const std::vector<Row>& rows, int steps, double wall_ms, int t
 // ---- used by TESSERA_KERNEL ----
 class Scope {
  public:
-  Scope(const char* kernel, Device device, const Tensor* first, const Tensor* second);
+  Scope(const char* kernel, Device device, const Tensor* first, const Tensor* second,
+        int64_t bytes = 0);
   ~Scope();
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;
@@ -68,16 +74,18 @@ class Scope {
   void* event0_ = nullptr;     // device event (CUDA)
 };
 
-// The first and second Tensor among a call's arguments (nullptr where there are fewer).
+// The first and second Tensor among a call's arguments (nullptr where there are fewer), and the
+// bytes of all of them (undefined ones count 0).
 inline const Tensor* as_tensor(const Tensor& t) { return &t; }
 template <class X>
 const Tensor* as_tensor(const X&) {
   return nullptr;
 }
 template <class... A>
-void first_two(const Tensor*& a, const Tensor*& b, const A&... args) {
+void tensor_args(const Tensor*& a, const Tensor*& b, int64_t& bytes, const A&... args) {
   for (const Tensor* t : {as_tensor(args)...}) {
     if (!t) continue;
+    if (t->defined()) bytes += int64_t(t->nbytes());
     if (!a)
       a = t;
     else if (!b)

@@ -70,6 +70,10 @@ TEST(Profile, counts_every_kernel_call_by_kernel_and_shapes) {
     // y (rows, 8) is the first tensor argument, mean (rows) the second.
     EXPECT_TRUE(r.shapes == "f32 (4, 8) <- (4,)" || r.shapes == "f32 (6, 8) <- (6,)") << r.shapes;
     EXPECT_EQ(r.calls, r.shapes == "f32 (4, 8) <- (4,)" ? 2 : 1) << r.shapes;
+    // Every tensor argument's bytes, summed over the calls: y and x (rows, 8), mean and rstd
+    // (rows), weight and bias (8), all f32.
+    const double rows_n = r.shapes == "f32 (4, 8) <- (4,)" ? 4 : 6;
+    EXPECT_EQ(r.bytes, double(r.calls) * 4 * (2 * rows_n * 8 + 2 * rows_n + 2 * 8)) << r.shapes;
   }
   EXPECT_EQ(ln_groups, 2);
   // The forward's gemm (linear_forward for a Linear with a bias) and the backward's two (dx and
@@ -81,6 +85,7 @@ TEST(Profile, counts_every_kernel_call_by_kernel_and_shapes) {
   const std::string table = profile::table(rows, 3, 0.0);
   EXPECT_NE(table.find("layernorm_forward"), std::string::npos) << table;
   EXPECT_NE(table.find("per kernel:"), std::string::npos) << table;
+  EXPECT_NE(table.find("GB/s"), std::string::npos) << table;
 }
 
 TEST(Profile, records_nothing_while_off_and_start_forgets) {
