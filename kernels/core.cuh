@@ -84,48 +84,6 @@ __device__ __forceinline__ void check_vector(const void* p) {
 #endif
 }
 
-// Loads p[i, i + W) as floats: one 16-byte load when W is kPack<T>, else W scalar loads.
-template <int W, typename T>
-__device__ __forceinline__ void ld_n(const T* p, int64_t i, float (&v)[W]) {
-  if constexpr (W == kPack<T> && W > 1) {
-    check_vector(p + i);
-    const uint4 r = *reinterpret_cast<const uint4*>(p + i);
-    const uint32_t u[4] = {r.x, r.y, r.z, r.w};
-#pragma unroll
-    for (int k = 0; k < W; ++k) {
-      if constexpr (sizeof(T) == 4) {
-        v[k] = __uint_as_float(u[k]);
-      } else {
-        v[k] = bf16_to_f32(uint16_t(u[k / 2] >> (16 * (k % 2))));  // element 2j in the low half
-      }
-    }
-  } else {
-#pragma unroll
-    for (int k = 0; k < W; ++k) v[k] = ld(p, i + k);
-  }
-}
-
-// Stores v to p[i, i + W), each value rounded to T as st does: one 16-byte store when W is kPack<T>.
-template <int W, typename T>
-__device__ __forceinline__ void st_n(T* p, int64_t i, const float (&v)[W]) {
-  if constexpr (W == kPack<T> && W > 1) {
-    check_vector(p + i);
-    uint32_t u[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      if constexpr (sizeof(T) == 4) {
-        u[j] = __float_as_uint(v[j]);
-      } else {
-        u[j] = uint32_t(f32_to_bf16(v[2 * j])) | (uint32_t(f32_to_bf16(v[2 * j + 1])) << 16);
-      }
-    }
-    *reinterpret_cast<uint4*>(p + i) = make_uint4(u[0], u[1], u[2], u[3]);
-  } else {
-#pragma unroll
-    for (int k = 0; k < W; ++k) st(p, i + k, v[k]);
-  }
-}
-
 // p[i, i + W) as they are, any element type (f64 included): one 16-byte access when the group is
 // 16 bytes, else W element accesses.
 template <int W, typename T>
@@ -152,11 +110,36 @@ __device__ __forceinline__ void st_raw(T* p, int64_t i, const T (&v)[W]) {
   }
 }
 
+// p[i, i + W) as floats (ld of each element): one 16-byte load when W is kPack<T>.
+template <int W, typename T>
+__device__ __forceinline__ void ld_n(const T* p, int64_t i, float (&v)[W]) {
+  T raw[W];
+  ld_raw<W>(p, i, raw);
+#pragma unroll
+  for (int k = 0; k < W; ++k) v[k] = ld(raw, k);
+}
+
+// v stored to p[i, i + W), each value rounded to T as st does: one 16-byte store when W is
+// kPack<T>.
+template <int W, typename T>
+__device__ __forceinline__ void st_n(T* p, int64_t i, const float (&v)[W]) {
+  T raw[W];
+#pragma unroll
+  for (int k = 0; k < W; ++k) st(raw, k, v[k]);
+  st_raw<W>(p, i, raw);
+}
+
 // Whether every pointer is 16-byte aligned (null pointers, absent operands, pass).
 inline bool aligned16(std::initializer_list<const void*> ps) {
   for (const void* p : ps)
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
   return true;
+}
+
+// Whether rows of C elements of T can be walked in 16-byte groups: every row start aligned.
+template <typename T>
+bool rows_packed(int64_t C, std::initializer_list<const void*> ps) {
+  return C % kPack<T> == 0 && aligned16(ps);
 }
 
 // An f32 or bf16 buffer whose dtype is known only at run time: the saved statistics, which may be

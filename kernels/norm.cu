@@ -28,6 +28,7 @@ using core::dispatch;
 using core::kThreads;
 using core::ld;
 using core::ld_n;
+using core::rows_packed;
 using core::row_groups;
 using core::st;
 using core::st_n;
@@ -229,12 +230,6 @@ void weight_grads(const Tensor& dw, const Tensor& db, const Tensor& dy, const Te
 unsigned row_threads(int64_t C, int W) {
   const int64_t groups = (C + W - 1) / W;
   return unsigned(std::min<int64_t>(kThreads, (groups + 31) / 32 * 32));
-}
-
-// Whether rows of C columns can be read and written in 16-byte groups of T.
-template <typename T>
-bool rows_packed(int64_t C, std::initializer_list<const void*> ps) {
-  return C % core::kPack<T> == 0 && core::aligned16(ps);
 }
 
 // ---- entries ----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ using core::dispatch;
 using core::kThreads;
 using core::ld;
 using core::ld_n;
+using core::rows_packed;
 using core::st;
 using core::st_n;
 using core::StatPtr;
@@ -151,12 +152,6 @@ cross_entropy_backward_kernel(T* dlogits, StatPtr dlosses, const T* logits, Stat
     }
     st_n<K>(dr, c, v);
   });
-}
-
-// Rows of C elements read and written in 16-byte groups: each row start aligned.
-template <typename T>
-bool rows_packed(int64_t C, std::initializer_list<const void*> ps) {
-  return C % core::kPack<T> == 0 && core::aligned16(ps);
 }
 
 // ---- entries ----------------------------------------------------------------------------------

@@ -13,15 +13,15 @@
 namespace tessera::ops {
 namespace {
 
-// A weight's gradient gemm, run(acc, beta), written straight into the gradient it goes to
-// (GradSink::add_into): beta 0 over a fresh accumulator (no zero-fill), 1 onto one holding earlier
-// contributions (the micro-batches before, in a flat gradient buffer: no temporary and no add); a
-// bf16 weight's into its f32 gradient buffer when it has one, the gemm writing f32.
-void weight_grad_into(GradSink& g, size_t input, const Tensor& w,
-                      std::function<void(Tensor&, double)> run) {
+// A parameter's gradient kernel, run(acc, accumulate), written straight into the gradient it goes
+// to (GradSink::add_into): over a fresh accumulator (no zero-fill), or added onto one holding
+// earlier contributions (the micro-batches before, in a flat gradient buffer: no temporary and no
+// add); a bf16 parameter's into its f32 gradient buffer when it has one, the kernel writing f32.
+void param_grad_into(GradSink& g, size_t input, DType dtype,
+                     std::function<void(Tensor&, bool)> run) {
   g.add_into(
-      input, w.dtype(), [run](Tensor& acc, bool zero) { run(acc, zero ? 0.0 : 1.0); },
-      {.also = detail::f32_buffer_of(w.dtype()), .overwrites = true});
+      input, dtype, [run](Tensor& acc, bool zero) { run(acc, !zero); },
+      {.also = detail::f32_buffer_of(dtype), .overwrites = true});
 }
 
 }  // namespace
@@ -64,7 +64,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
     if (g.needs(1)) {
       if (shared_b && !trans_a) {  // fold the batch into rows: one gemm sums over it
         const Tensor A2 = A.view({nb * M, K}), dC2 = dC.view({nb * M, N});
-        weight_grad_into(g, 1, b, [A2, dC2, trans_b](Tensor& acc, double beta) {
+        param_grad_into(g, 1, b.dtype(), [A2, dC2, trans_b](Tensor& acc, bool accumulate) {
+          const double beta = accumulate ? 1.0 : 0.0;
           if (!trans_b) {
             TESSERA_KERNEL(dC2, gemm)(acc, A2, dC2, true, false, 1.0, beta);
           } else {
@@ -129,22 +130,19 @@ Tensor record_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const
                               g.add(0, dX.view(x_shape));
                             }
                             if (g.needs(1))
-                              weight_grad_into(g, 1, W, [dY, X](Tensor& dW, double beta) {
-                                TESSERA_KERNEL(dY, gemm)(dW, dY, X, true, false, 1.0, beta);
+                              param_grad_into(g, 1, W.dtype(), [dY, X](Tensor& dW, bool acc) {
+                                TESSERA_KERNEL(dY, gemm)(dW, dY, X, true, false, 1.0,
+                                                         acc ? 1.0 : 0.0);
                               });
                           });
   return record("linear_bias", out, {product, bias}, [N](const Tensor& dy, GradSink& g) {
     g.add(0, dy);
     if (!g.needs(1)) return;
-    // The bias gradient summed straight into the gradient it goes to: over a fresh accumulator, or
-    // onto the earlier micro-batches' (a bf16 bias's into its f32 buffer, unrounded).
+    // The bias gradient: the sum of dy over rows (a bf16 bias's into its f32 buffer, unrounded).
     const Tensor dY = detail::dense(dy);
-    g.add_into(
-        1, dy.dtype(),
-        [dY, N](Tensor& acc, bool zero) {
-          TESSERA_KERNEL(dY, sum_dim)(acc, dY, 1, dY.numel() / N, N, !zero);
-        },
-        {.also = detail::f32_buffer_of(dy.dtype()), .overwrites = true});
+    param_grad_into(g, 1, dy.dtype(), [dY, N](Tensor& acc, bool accumulate) {
+      TESSERA_KERNEL(dY, sum_dim)(acc, dY, 1, dY.numel() / N, N, accumulate);
+    });
   });
 }
 
