@@ -26,6 +26,8 @@
 // are our columns, added as the gemm writes c), so c is written once instead of written, then read
 // and written again by an add. Where the epilogue is not offered (no algorithm, f64, a batched
 // layout) or the bias is not 16-byte aligned, the bias is copied into c and the gemm adds onto it.
+// A residual (a transformer block's stream, y = residual + x w^T + bias) is the gemm's C matrix,
+// read where it lies (beta 1, C apart from D), so the add's pass over y goes too.
 // linear_gelu_forward adds GELU the same way (CUBLASLT_EPILOGUE_GELU_AUX_BIAS: D = GELU(x w^T +
 // bias), and the pre-activation, which GELU's backward needs, written to the aux buffer as D is),
 // so the GELU kernel's pass over the (R, 4C) activation in a GPT-2 MLP goes; its fallback is
@@ -129,6 +131,7 @@ struct Key {
   int32_t batch;
   int64_t stride_a, stride_b, stride_c;  // in elements; 0 = broadcast (or batch 1)
   uint32_t align_a, align_b, align_c;
+  uint32_t align_c_in;            // C's alignment when C is apart from D (0: C is D)
   uint8_t epilogue;               // Epilogue::Kind
   uint32_t align_bias, align_aux;  // the epilogue's vectors' alignment (0: none)
   bool operator==(const Key&) const = default;
@@ -144,7 +147,8 @@ struct KeyHash {
     mix(k.trans_b), mix(k.tf32);
     mix(uint64_t(k.M)), mix(uint64_t(k.N)), mix(uint64_t(k.K)), mix(uint64_t(k.batch));
     mix(uint64_t(k.stride_a)), mix(uint64_t(k.stride_b)), mix(uint64_t(k.stride_c));
-    mix(k.align_a), mix(k.align_b), mix(k.align_c), mix(k.epilogue), mix(k.align_bias);
+    mix(k.align_a), mix(k.align_b), mix(k.align_c), mix(k.align_c_in), mix(k.epilogue);
+    mix(k.align_bias);
     mix(k.align_aux);
     return h;
   }
@@ -237,8 +241,9 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle, const Epilogue& ep) {
       pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &k.align_b, sizeof k.align_b));
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &k.align_a, sizeof k.align_a));
+  const uint32_t align_c_in = k.align_c_in ? k.align_c_in : k.align_c;
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &k.align_c, sizeof k.align_c));
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c_in, sizeof align_c_in));
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &k.align_c, sizeof k.align_c));
   cublasLtMatmulHeuristicResult_t result{};
@@ -316,10 +321,12 @@ Mat as_batched(const Tensor& t, const char* name) {
   return {t.size(0), t.size(1), t.size(2)};
 }
 
-// c = alpha op(a) op(b) + beta c, and the epilogue `ep` on top. Returns false, having done
-// nothing, when the epilogue cannot run here (the caller then does its work with other kernels).
+// c = alpha op(a) op(b) + beta c_in, and the epilogue `ep` on top; c_in is c itself unless given
+// (a contiguous tensor like c, apart from it: cuBLASLt's C, read, beside its D, written). Returns
+// false, having done nothing, when the epilogue cannot run here (the caller then does its work
+// with other kernels).
 bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
-              double alpha, double beta, const Epilogue& ep = {}) {
+              double alpha, double beta, const Epilogue& ep = {}, const Tensor* c_in = nullptr) {
   const Mat mc = as_batched(c, "c"), ma = as_batched(a, "a"), mb = as_batched(b, "b");
   const int64_t M = mc.rows, N = mc.cols;
   const int64_t K = trans_a ? ma.rows : ma.cols;
@@ -337,6 +344,10 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
                 dtype_name(a.dtype()), ", b ", dtype_name(b.dtype()),
                 " (one dtype, or an f32 c under bf16 a and b)");
   check_same_device("cuda gemm", {&c, &a, &b});
+  TESSERA_CHECK(!c_in || (c_in->shape() == c.shape() && c_in->dtype() == c.dtype() &&
+                          c_in->is_contiguous() && c_in->device() == c.device() && mc.batch == 1),
+                "cuda gemm: the matrix added must be contiguous and like c ", c.str(), " (one "
+                "batch), got ", c_in ? c_in->str() : std::string());
   TESSERA_CHECK(c.device().is_cuda(), "cuda gemm: c must be a CUDA tensor, got ", c.str());
   auto aligned16 = [](const Tensor* t) {
     return reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 == 0;
@@ -349,6 +360,7 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
   const int device = c.device().index;
   DeviceGuard guard(device);
   if (K == 0) {  // no products: c = beta * c, which cuBLASLt would not do for us
+    if (c_in) TESSERA_KERNEL(c, copy)(c, *c_in);
     scale_c(c, beta);
     return true;
   }
@@ -380,14 +392,16 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
   k.align_a = alignment(a.data_ptr(), sa * es);
   k.align_b = alignment(b.data_ptr(), sb * es);
   k.align_c = alignment(c.data_ptr(), sc * es_c);
+  k.align_c_in = c_in ? alignment(c_in->data_ptr(), 0) : 0;
 
   DeviceBlas& blas = device_blas(device);
   const float alpha_f = float(alpha), beta_f = float(beta);
   auto run = [&](const Plan& p, const void* pa, const void* pb, void* pc) {
     const void* al = p.f64 ? static_cast<const void*>(&alpha) : &alpha_f;
     const void* be = p.f64 ? static_cast<const void*>(&beta) : &beta_f;
-    CUBLAS_CHECK(cublasLtMatmul(blas.handle, p.desc, al, pb, p.lt_a, pa, p.lt_b, be, pc, p.lt_c, pc,
-                                p.lt_c, &p.algo, blas.workspace, kWorkspaceBytes, 0));
+    const void* pc_in = c_in ? c_in->data_ptr() : pc;
+    CUBLAS_CHECK(cublasLtMatmul(blas.handle, p.desc, al, pb, p.lt_a, pa, p.lt_b, be, pc_in, p.lt_c,
+                                pc, p.lt_c, &p.algo, blas.workspace, kWorkspaceBytes, 0));
   };
   auto need = [&](const Plan& p) {
     TESSERA_CHECK(p.found, "cuda gemm: cuBLASLt has no algorithm for c ", shape_str(c.shape()),
@@ -427,18 +441,34 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
   run_gemm(c, a, b, trans_a, trans_b, alpha, beta);
 }
 
-// Without the epilogue, the bias is broadcast into y and the gemm adds the product onto it (beta
-// 1): y is still rounded once, from the f32 sum, and f64 (which no elementwise CUDA kernel takes)
-// works as the gemm does.
-void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias) {
-  check_linear_forward("cuda linear_forward", y, x, w, bias);
-  check_same_device("cuda linear_forward", {&y, &x, &w, &bias});
-  if (run_gemm(y, x, w, false, true, 1.0, 0.0, {Epilogue::Bias, &bias})) {
+// y = x w^T + bias + residual. Without the bias epilogue, the bias is broadcast into y and the gemm
+// adds the product onto it (beta 1): y is still rounded once, from the f32 sum, and f64 (which no
+// elementwise CUDA kernel takes) works as the gemm does. With a residual as well, y = residual +
+// bias first (a rank-1 gemm, ones (R, 1) @ bias (1, N): exact products), then the gemm adds onto
+// that: two roundings, in any dtype. Without a bias, the residual is the gemm's C: one rounding.
+void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias,
+                    const Tensor& residual) {
+  check_linear_forward("cuda linear_forward", y, x, w, bias, residual);
+  check_same_device("cuda linear_forward", {&y, &x, &w, &bias, &residual});
+  const Tensor* c_in = residual.defined() ? &residual : nullptr;
+  const double beta = c_in ? 1.0 : 0.0;
+  if (!bias.defined()) {
+    run_gemm(y, x, w, false, true, 1.0, beta, {}, c_in);
+    return;
+  }
+  if (run_gemm(y, x, w, false, true, 1.0, beta, {Epilogue::Bias, &bias}, c_in)) {
     ++g_stats.bias_epilogue;
     return;
   }
   ++g_stats.bias_fallback;
-  TESSERA_KERNEL(y, copy)(y, make_view(bias, y.shape(), {0, 1}, bias.offset()));
+  if (c_in) {
+    TESSERA_KERNEL(y, copy)(y, residual);
+    Tensor ones = Tensor::empty({y.size(0), 1}, y.options());
+    ones.fill_(1.0);
+    run_gemm(y, ones, bias.view({1, bias.size(0)}), false, false, 1.0, 1.0);
+  } else {
+    TESSERA_KERNEL(y, copy)(y, make_view(bias, y.shape(), {0, 1}, bias.offset()));
+  }
   run_gemm(y, x, w, false, true, 1.0, 1.0);
 }
 
@@ -454,7 +484,7 @@ void linear_gelu_forward(const Tensor& y, const Tensor& pre, const Tensor& x, co
     return;
   }
   ++g_stats.gelu_fallback;
-  linear_forward(pre, x, w, bias);
+  linear_forward(pre, x, w, bias, Tensor());
   TESSERA_KERNEL(y, gelu_forward)(y, pre);
 }
 

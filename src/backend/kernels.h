@@ -52,10 +52,14 @@ struct Kernels {
   // or added (beta 1) straight into its f32 gradient buffer, unrounded to bf16.
   void (*gemm)(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
                double alpha, double beta);
-  // A Linear with a bias: y (R, N) = x (R, K) @ w^T + bias, w (N, K), bias (N) added to every row.
-  // On CUDA the bias rides the gemm's epilogue (cuBLASLt's CUBLASLT_EPILOGUE_BIAS) instead of a
-  // second pass over y.
-  void (*linear_forward)(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias);
+  // A Linear, its bias and a residual: y (R, N) = x (R, K) @ w^T + bias + residual, w (N, K),
+  // bias (N) added to every row, residual (R, N) contiguous and apart from y; bias or residual may
+  // be undefined (not added). On CUDA the bias rides the gemm's epilogue (cuBLASLt's
+  // CUBLASLT_EPILOGUE_BIAS) and the residual is the gemm's C (beta 1), so y is written once
+  // instead of written, then read and written again by each add. The CPU rounds as the separate
+  // adds do (product, + bias, + residual).
+  void (*linear_forward)(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias,
+                         const Tensor& residual);
   // A Linear with a bias, then GELU (tanh form): the first half of a GPT-2 MLP. pre (R, N) =
   // x @ w^T + bias, kept for the backward; y (R, N) = gelu(pre). On CUDA one gemm writes both
   // (cuBLASLt's CUBLASLT_EPILOGUE_GELU_AUX_BIAS: y as its output, pre as the epilogue's aux).

@@ -1,21 +1,33 @@
 // The contracts of the kernel table's linear_forward, linear_gelu_forward and
 // linear_dgelu_backward (backend/kernels.h),
 // checked the same way by the CPU kernels and the CUDA ones: y (R, N) = x (R, K) @ w (N, K)^T +
-// bias (N), one dtype, the bias contiguous.
+// bias (N) + residual (R, N), one dtype, the bias contiguous, the residual contiguous and apart
+// from y.
 #pragma once
+
+#include <string>
 
 #include "core/tensor.h"
 
 namespace tessera {
 
 inline void check_linear_forward(const char* kernel, const Tensor& y, const Tensor& x,
-                                 const Tensor& w, const Tensor& bias) {
-  TESSERA_CHECK(x.dim() == 2 && w.dim() == 2 && y.dim() == 2 && bias.dim() == 1 &&
-                    w.size(1) == x.size(1) && y.size(0) == x.size(0) && y.size(1) == w.size(0) &&
-                    bias.size(0) == w.size(0) && bias.is_contiguous() &&
-                    bias.dtype() == y.dtype(),
+                                 const Tensor& w, const Tensor& bias, const Tensor& residual) {
+  TESSERA_CHECK(x.dim() == 2 && w.dim() == 2 && y.dim() == 2 && w.size(1) == x.size(1) &&
+                    y.size(0) == x.size(0) && y.size(1) == w.size(0) &&
+                    (!bias.defined() || (bias.dim() == 1 && bias.size(0) == w.size(0) &&
+                                         bias.is_contiguous() && bias.dtype() == y.dtype())),
                 kernel, ": expected y (R, N) = x (R, K) @ w (N, K)^T + bias (N), got y ", y.str(),
-                ", x ", x.str(), ", w ", w.str(), ", bias ", bias.str());
+                ", x ", x.str(), ", w ", w.str(), ", bias ",
+                bias.defined() ? bias.str() : std::string("none"));
+  if (!residual.defined()) return;
+  const auto* r = static_cast<const char*>(residual.data_ptr());
+  const auto* yp = static_cast<const char*>(y.data_ptr());
+  TESSERA_CHECK(residual.shape() == y.shape() && residual.dtype() == y.dtype() &&
+                    residual.is_contiguous() && residual.device() == y.device() &&
+                    (r + residual.nbytes() <= yp || yp + y.nbytes() <= r),
+                kernel, ": the residual must be a contiguous tensor like y (R, N), apart from it; "
+                "got residual ", residual.str(), ", y ", y.str());
 }
 
 // linear_dgelu_backward: dpre (R, K) = (dy (R, N) @ w (N, K)) * gelu'(pre (R, K)), one dtype,
@@ -35,7 +47,8 @@ inline void check_linear_dgelu_backward(const char* kernel, const Tensor& dpre, 
 // linear_gelu_forward: linear_forward's contract for pre, and y of pre's shape and dtype.
 inline void check_linear_gelu_forward(const char* kernel, const Tensor& y, const Tensor& pre,
                                       const Tensor& x, const Tensor& w, const Tensor& bias) {
-  check_linear_forward(kernel, pre, x, w, bias);
+  TESSERA_CHECK(bias.defined(), kernel, ": the bias is required");
+  check_linear_forward(kernel, pre, x, w, bias, Tensor());
   TESSERA_CHECK(y.shape() == pre.shape() && y.dtype() == pre.dtype() && y.is_contiguous() &&
                     pre.is_contiguous(),
                 kernel, ": y and pre must be contiguous and alike, got y ", y.str(), ", pre ",

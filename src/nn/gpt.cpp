@@ -239,15 +239,34 @@ void GPT::project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool trai
   }
 }
 
-Tensor GPT::merge_heads(const Block& blk, const Tensor& y, bool training) const {
+Tensor GPT::merge_heads(const Block& blk, const Tensor& y, const Tensor& residual,
+                        bool training) const {
   const int64_t B = y.size(0), T = y.size(2);
   // (B, T, C)
-  return project_out(blk, y.permute({0, 2, 1, 3}).reshape({B, T, y.size(1) * y.size(3)}), training);
+  return project_out(blk, y.permute({0, 2, 1, 3}).reshape({B, T, y.size(1) * y.size(3)}),
+                     residual, training);
 }
 
-Tensor GPT::project_out(const Block& blk, const Tensor& m, bool training) const {
-  Tensor o = linear(hf_module(cfg_, Part::O, blk.index), m, blk.o_w, blk.o_b);
-  return ops::dropout(adapt(Proj::O, blk.index, m, o, training), cfg_.dropout, training);
+Tensor GPT::project_out(const Block& blk, const Tensor& m, const Tensor& residual,
+                        bool training) const {
+  return residual_linear(Proj::O, hf_module(cfg_, Part::O, blk.index), blk.index, m, blk.o_w,
+                         blk.o_b, residual, training);
+}
+
+bool GPT::residual_in_kernel(bool training) const {
+  return !hook_ && (!training || cfg_.dropout == 0.0);
+}
+
+Tensor GPT::residual_linear(Proj p, const std::string& module, int64_t layer, const Tensor& x,
+                            const Tensor& w, const Tensor& b, const Tensor& residual,
+                            bool training) const {
+  // Nothing between the Linear and the add: one kernel (on CUDA the residual is the gemm's C).
+  if (residual_in_kernel(training)) {
+    TESSERA_CHECK(w.defined(), "GPT: ", module, ".weight was released and no hook computes it");
+    return ops::linear_add(x, w, b, residual);
+  }
+  Tensor y = adapt(p, layer, x, linear(module, x, w, b), training);
+  return ops::add(residual, ops::dropout(y, cfg_.dropout, training));
 }
 
 GPT::AttentionPath GPT::attention_path(const Block& blk, const Tensor& x, bool training) const {
@@ -270,16 +289,17 @@ Tensor GPT::attend(const Tensor& q, const Tensor& k, const Tensor& v, bool train
   return ops::causal_attention(q, k, v, cfg_.attention, training);
 }
 
-// x (B, T, C) -> (B, T, C)
-Tensor GPT::attention(const Block& blk, const Tensor& x, bool training) const {
+// x (B, T, C) -> residual + attention(x) (B, T, C)
+Tensor GPT::attention(const Block& blk, const Tensor& x, const Tensor& residual,
+                      bool training) const {
   const int64_t H = cfg_.n_head, Hkv = cfg_.kv_heads();
   Tensor q, k, v;
   switch (attention_path(blk, x, training)) {
     case AttentionPath::Packed: {
       // Heads read and written where the projection keeps them: no split or merge copies.
       Tensor qkv = linear(hf_module(cfg_, Part::QKV, blk.index), x, blk.qkv_w, blk.qkv_b);
-      return project_out(
-          blk, ops::packed_causal_attention(qkv, H, Hkv, cfg_.attention, training), training);
+      return project_out(blk, ops::packed_causal_attention(qkv, H, Hkv, cfg_.attention, training),
+                         residual, training);
     }
     case AttentionPath::Projected: {
       project(blk, x, training, q, k, v);
@@ -288,24 +308,28 @@ Tensor GPT::attention(const Block& blk, const Tensor& x, bool training) const {
       return project_out(blk,
                          ops::projected_causal_attention(q, k, v, H, Hkv, cfg_.attention, training,
                                                          freqs ? &*freqs : nullptr),
-                         training);
+                         residual, training);
     }
     case AttentionPath::Split:
       break;
   }
   project_qkv(blk, x, 0, training, q, k, v);
-  return merge_heads(blk, attend(q, k, v, training), training);
+  return merge_heads(blk, attend(q, k, v, training), residual, training);
 }
 
-Tensor GPT::mlp(const Block& blk, const Tensor& x, bool training) const {
+// x (B, T, C) -> residual + mlp(x) (B, T, C)
+Tensor GPT::mlp(const Block& blk, const Tensor& x, const Tensor& residual, bool training) const {
   const int64_t l = blk.index;
   if (cfg_.mlp == MlpKind::GELU && !hook_ && blk.fc_w.defined() && blk.fc_b.defined() &&
       blk.down_w.defined() && blk.down_b.defined()) {
     // GPT-2's MLP as one op: GELU in the first gemm's epilogue and its gradient in the second's
-    // backward gemm (on CUDA). A hook may adapt either Linear or compute it from NF4 codes: then
-    // the ops below.
-    return ops::dropout(ops::mlp_gelu(x, blk.fc_w, blk.fc_b, blk.down_w, blk.down_b), cfg_.dropout,
-                        training);
+    // backward gemm, the residual added in the second gemm (on CUDA). A hook may adapt either
+    // Linear or compute it from NF4 codes: then the ops below.
+    if (residual_in_kernel(training))
+      return ops::mlp_gelu(x, blk.fc_w, blk.fc_b, blk.down_w, blk.down_b, residual);
+    return ops::add(residual,
+                    ops::dropout(ops::mlp_gelu(x, blk.fc_w, blk.fc_b, blk.down_w, blk.down_b),
+                                 cfg_.dropout, training));
   }
   Tensor h;
   if (cfg_.mlp == MlpKind::GELU && !hook_ && blk.fc_w.defined() && blk.fc_b.defined()) {
@@ -321,8 +345,8 @@ Tensor GPT::mlp(const Block& blk, const Tensor& x, bool training) const {
       h = ops::gelu(up);
     }
   }
-  Tensor down = linear(hf_module(cfg_, Part::Down, l), h, blk.down_w, blk.down_b);
-  return ops::dropout(adapt(Proj::Down, l, h, down, training), cfg_.dropout, training);
+  return residual_linear(Proj::Down, hf_module(cfg_, Part::Down, l), l, h, blk.down_w, blk.down_b,
+                         residual, training);
 }
 
 namespace {
@@ -351,8 +375,8 @@ Tensor GPT::head(const Tensor& x, bool training, bool padded) const {
 
 // Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.)).
 Tensor GPT::block(const Block& blk, const Tensor& x, bool training) const {
-  Tensor h = ops::add(x, attention(blk, norm(x, blk.ln1_w, blk.ln1_b), training));
-  return ops::add(h, mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), training));
+  Tensor h = attention(blk, norm(x, blk.ln1_w, blk.ln1_b), x, training);
+  return mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), h, training);
 }
 
 // inputs (B, T) i32 at positions pos0 + t -> (B, T, C)
@@ -420,8 +444,8 @@ Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache) const {
     // kernels as forward(), with a query offset, on the cache's device, reading the filled prefix
     // in place (backend/attention_shapes.h).
     Tensor y = attend(q, cache.k[l].narrow(2, 0, L0 + Tn), cache.v[l].narrow(2, 0, L0 + Tn), false);
-    Tensor h = ops::add(x, merge_heads(blk, y, false));
-    x = ops::add(h, mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), false));
+    Tensor h = merge_heads(blk, y, x, false);
+    x = mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), h, false);
   }
   cache.length = L0 + Tn;
   return head(norm(x, lnf_w_, lnf_b_), false, false);

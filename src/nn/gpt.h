@@ -176,10 +176,20 @@ class GPT {
   Tensor head(const Tensor& x, bool training, bool padded) const;
   // The first vocab_size columns of padded logits (a view; the logits themselves when unpadded).
   Tensor vocab_logits(const Tensor& logits) const;
-  // y (B, H, T, hd) -> (B, T, C) through the output projection.
-  Tensor merge_heads(const Block& blk, const Tensor& y, bool training) const;
-  // m (B, T, C), the heads side by side -> the output projection (and its dropout).
-  Tensor project_out(const Block& blk, const Tensor& m, bool training) const;
+  // y (B, H, T, hd) -> residual + the output projection of y's heads (B, T, C).
+  Tensor merge_heads(const Block& blk, const Tensor& y, const Tensor& residual,
+                     bool training) const;
+  // m (B, T, C), the heads side by side -> residual + the output projection (and its dropout).
+  Tensor project_out(const Block& blk, const Tensor& m, const Tensor& residual,
+                     bool training) const;
+  // Whether a residual add can ride its Linear's kernel: no hook (which may adapt the Linear or
+  // compute it from NF4 codes) and no dropout between the two.
+  bool residual_in_kernel(bool training) const;
+  // residual + dropout(adapt(p, x w^T + b)), the Linear `module` of `layer`: ops::linear_add when
+  // residual_in_kernel.
+  Tensor residual_linear(Proj p, const std::string& module, int64_t layer, const Tensor& x,
+                         const Tensor& w, const Tensor& b, const Tensor& residual,
+                         bool training) const;
   // How blk's attention meets its projections (ops/packed_attention.h), given a kernel that takes
   // strided heads: Packed, off GPT-2's fused c_attn (no RoPE, no hook adapting q, k or v);
   // Projected, off separate q, k, v projections (RoPE applied by the op); else Split (heads
@@ -188,13 +198,14 @@ class GPT {
   AttentionPath attention_path(const Block& blk, const Tensor& x, bool training) const;
   // q (B, H, Tq, hd), k and v (B, Hkv, Tk, hd), Tq <= Tk -> (B, H, Tq, hd): causal_attention.
   Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training) const;
-  Tensor attention(const Block& blk, const Tensor& x, bool training) const;
+  // Each sublayer returns the residual stream: residual + its output.
+  Tensor attention(const Block& blk, const Tensor& x, const Tensor& residual, bool training) const;
   // host_inputs: the same ids on the CPU, when the caller has them (ops::embedding).
   Tensor embed(const Tensor& inputs, int64_t pos0, bool training,
                const Tensor& host_inputs = {}) const;
   // Padded logits (B, T, logit_columns()).
   Tensor forward_from(const Tensor& inputs, const Tensor& host_inputs, bool training) const;
-  Tensor mlp(const Block& blk, const Tensor& x, bool training) const;
+  Tensor mlp(const Block& blk, const Tensor& x, const Tensor& residual, bool training) const;
   Tensor block(const Block& blk, const Tensor& x, bool training) const;
 
   GPTConfig cfg_;

@@ -4,6 +4,7 @@
 #include "ops/matmul.h"
 
 #include <functional>
+#include <string>
 
 #include "ops/activation.h"
 #include "ops/elementwise.h"
@@ -105,10 +106,10 @@ void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor
   detail::check_compatible(op, {&x, &w, &bias});
 }
 
-// A Linear with a bias whose kernel ran already: x viewed as X (R, K), out (..., N) holding
-// x w^T + bias. The graph keeps two nodes, as matmul then add would record: the bias's (dy passed
-// on, the bias gradient the sum of dy over rows) and the product's (matmul's backward for x and
-// w). Each node hands out its gradients together, so LOMO, which frees a parameter's gradient once
+// A Linear whose kernel ran already: x viewed as X (R, K), out (..., N) holding x w^T + bias (or
+// x w^T with the bias undefined). With a bias the graph keeps two nodes, as matmul then add would
+// record: the bias's (dy passed on, the bias gradient the sum of dy over rows) and the product's
+// (matmul's backward for x and w). Each node hands out its gradients together, so LOMO, which frees a parameter's gradient once
 // its node is done, never holds a weight's and its bias's at once. With gelu_pre (R, K) defined,
 // the Linear's input was gelu(gelu_pre): x is then the pre-activation (the graph's input), X the
 // GELU output the product used, and x's gradient is dgelu(dY W) in one kernel.
@@ -135,6 +136,7 @@ Tensor record_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const
                                                          acc ? 1.0 : 0.0);
                               });
                           });
+  if (!bias.defined()) return product;
   return record("linear_bias", out, {product, bias}, [N](const Tensor& dy, GradSink& g) {
     g.add(0, dy);
     if (!g.needs(1)) return;
@@ -152,6 +154,26 @@ Shape linear_shape(const Tensor& x, const Tensor& w) {
   return s;
 }
 
+// The residual of a Linear's output (..., N): that shape, the Linear's dtype and device.
+void check_residual(const char* op, const Tensor& x, const Tensor& w, const Tensor& residual) {
+  TESSERA_CHECK(residual.defined() && residual.shape() == linear_shape(x, w), op, ": residual ",
+                residual.defined() ? shape_str(residual.shape()) : std::string("undefined"),
+                " is not the output's shape ", shape_str(linear_shape(x, w)), " (input ",
+                shape_str(x.shape()), ", weight ", shape_str(w.shape()), ")");
+  detail::check_compatible(op, {&x, &residual});
+}
+
+// residual + y, where y's kernel already added the residual in: the node ops::add records (dy to
+// both), so the graph and the gradients are those of the separate add.
+Tensor record_residual(const Tensor& residual, const Tensor& y) {
+  return record("add", y, {residual, y}, [](const Tensor& dy, GradSink& g) {
+    g.add(0, dy);
+    g.add(1, dy);
+  });
+}
+
+Tensor dense_or_none(const Tensor& t) { return t.defined() ? detail::dense(t) : Tensor(); }
+
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
@@ -164,8 +186,19 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   const int64_t N = w.size(0), K = w.size(1), R = x.numel() / K;
   const Tensor X = detail::dense(x).view({R, K}), W = detail::dense(w);
   Tensor out = Tensor::empty(linear_shape(x, w), x.options());
-  TESSERA_KERNEL(x, linear_forward)(out.view({R, N}), X, W, detail::dense(bias));
+  TESSERA_KERNEL(x, linear_forward)(out.view({R, N}), X, W, detail::dense(bias), Tensor());
   return record_linear(x, w, bias, out, X, W);
+}
+
+Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
+  check_linear("linear_add", x, w, bias);
+  check_residual("linear_add", x, w, residual);
+  const int64_t N = w.size(0), K = w.size(1), R = x.numel() / K;
+  const Tensor X = detail::dense(x).view({R, K}), W = detail::dense(w);
+  Tensor out = Tensor::empty(linear_shape(x, w), x.options());
+  TESSERA_KERNEL(x, linear_forward)(out.view({R, N}), X, W, dense_or_none(bias),
+                                    detail::dense(residual).view({R, N}));
+  return record_residual(residual, record_linear(x, w, bias, out, X, W));
 }
 
 Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias) {
@@ -181,7 +214,7 @@ Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias) {
 }
 
 Tensor mlp_gelu(const Tensor& x, const Tensor& fc_w, const Tensor& fc_b, const Tensor& proj_w,
-                const Tensor& proj_b) {
+                const Tensor& proj_b, const Tensor& residual) {
   check_linear("mlp_gelu", x, fc_w, fc_b);
   TESSERA_CHECK(fc_b.defined() && proj_b.defined(), "mlp_gelu: both biases are required");
   const int64_t H = fc_w.size(0), K = fc_w.size(1), R = x.numel() / K;
@@ -192,10 +225,15 @@ Tensor mlp_gelu(const Tensor& x, const Tensor& fc_w, const Tensor& fc_b, const T
   const Tensor P = pre.view({R, H}), Hm = h.view({R, H}), Wp = detail::dense(proj_w);
   TESSERA_KERNEL(x, linear_gelu_forward)(Hm, P, X, Wfc, detail::dense(fc_b));
   const Tensor pre_out = record_linear(x, fc_w, fc_b, pre, X, Wfc);  // the graph's pre-activation
+  if (residual.defined()) check_residual("mlp_gelu", pre, proj_w, residual);
+  const int64_t N = proj_w.size(0);
   Tensor out = Tensor::empty(linear_shape(pre, proj_w), x.options());
-  TESSERA_KERNEL(x, linear_forward)(out.view({R, proj_w.size(0)}), Hm, Wp, detail::dense(proj_b));
+  TESSERA_KERNEL(x, linear_forward)(out.view({R, N}), Hm, Wp, detail::dense(proj_b),
+                                    residual.defined() ? detail::dense(residual).view({R, N})
+                                                       : Tensor());
   // The second Linear's product node takes the pre-activation as its input: GELU has no node.
-  return record_linear(pre_out, proj_w, proj_b, out, Hm, Wp, P);
+  const Tensor y = record_linear(pre_out, proj_w, proj_b, out, Hm, Wp, P);
+  return residual.defined() ? record_residual(residual, y) : y;
 }
 
 }  // namespace tessera::ops

@@ -17,12 +17,18 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {});
 // the gradients are those of the two ops; the pre-activation is what GELU's backward keeps.
 Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias);
 
+// residual + linear(x, w, bias), bias optional, in one kernel (linear_forward: on CUDA the residual
+// is the gemm's C and the bias rides its epilogue, so the add's pass over the output goes). The
+// graph and the gradients are those of linear then ops::add(residual, .); on the CPU the same bits.
+Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual);
+
 // GPT-2's MLP without its dropout: linear(gelu(linear(x, fc_w, fc_b)), proj_w, proj_b), both
 // biases required. The forward is linear_gelu's kernel, then linear's; the backward takes the
 // second Linear's input gradient through GELU in one kernel (linear_dgelu_backward: on CUDA the
 // gemm's DGELU epilogue), so GELU's backward pass over the (..., hidden) activation and the
-// gradient it reads are gone. The gradients equal the three ops' (on the CPU, bit for bit).
+// gradient it reads are gone. The gradients equal the three ops' (on the CPU, bit for bit). With
+// a residual, residual + that, the add in the second Linear's kernel (as linear_add).
 Tensor mlp_gelu(const Tensor& x, const Tensor& fc_w, const Tensor& fc_b, const Tensor& proj_w,
-                const Tensor& proj_b);
+                const Tensor& proj_b, const Tensor& residual = {});
 
 }  // namespace tessera::ops

@@ -238,8 +238,8 @@ LinearCase linear_case(const LinearProblem& s, DType dt, Generator& g, double w_
   const Tensor bias = bias_all.narrow(0, s.bias_offset, s.N).contiguous();
   c.ref = Tensor::empty({s.R, s.N}, DType::F64);
   c.bound = Tensor::empty({s.R, s.N}, DType::F64);
-  cpu::kernels().linear_forward(c.ref, c.x, c.w, bias);
-  cpu::kernels().linear_forward(c.bound, abs_of(c.x), abs_of(c.w), abs_of(bias));
+  cpu::kernels().linear_forward(c.ref, c.x, c.w, bias, Tensor());
+  cpu::kernels().linear_forward(c.bound, abs_of(c.x), abs_of(c.w), abs_of(bias), Tensor());
   c.gpu_bias = bias_all.to(dt).to(kGpu).narrow(0, s.bias_offset, s.N);
   EXPECT_TRUE(c.gpu_bias.is_contiguous());
   return c;
@@ -270,7 +270,8 @@ TEST_P(GemmCuda, linear_forward_adds_the_bias_in_the_epilogue_or_after) {
     Tensor yg = Tensor::empty({s.R, s.N}, {dt, kGpu});
     yg.fill_(std::nan(""));  // written, never read
     const cuda::BlasStats before = cuda::blas_stats();
-    TESSERA_KERNEL(yg, linear_forward)(yg, c.x.to(dt).to(kGpu), c.w.to(dt).to(kGpu), c.gpu_bias);
+    TESSERA_KERNEL(yg, linear_forward)(yg, c.x.to(dt).to(kGpu), c.w.to(dt).to(kGpu), c.gpu_bias,
+                                       Tensor());
     const cuda::BlasStats after = cuda::blas_stats();
     // The epilogue where the bias is 16-byte aligned and the dtype is not f64 (cuBLASLt offers
     // it there; tests/emu's cuBLASLt always does), the fallback elsewhere.
@@ -282,6 +283,60 @@ TEST_P(GemmCuda, linear_forward_adds_the_bias_in_the_epilogue_or_after) {
     EXPECT_EQ(bad, 0) << c.what << ": " << bad << " of " << s.R * s.N
                       << " elements out of bounds";
   }
+}
+
+TEST_P(GemmCuda, linear_forward_adds_a_residual_as_the_gemms_c) {
+  // y = x w^T + bias + residual, the residual read as cuBLASLt's C (beta 1, apart from D), with
+  // and without the bias. One rounding of the f32 sum where the bias rides the epilogue or there
+  // is none: the bound of the bias test with |residual| added to the magnitude term. The bias
+  // fallback (bias one element into its buffer, f64) forms residual + bias first, rounded: in bf16
+  // one more 2^-8 |residual + bias|, at most 2^-8 times the magnitude term.
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  const DType dt = GetParam();
+  Generator g(17);
+  for (const LinearProblem& s : kLinearProblems) {
+    for (const bool with_bias : {true, false}) {
+      LinearCase c = linear_case(s, dt, g, 1.0);
+      const Tensor res = random({s.R, s.N}, dt, g);
+      const Tensor bias = with_bias ? c.gpu_bias.to(Device::cpu()).to(DType::F64) : Tensor();
+      cpu::kernels().linear_forward(c.ref, c.x, c.w, bias, res);
+      cpu::kernels().linear_forward(c.bound, abs_of(c.x), abs_of(c.w),
+                                    with_bias ? abs_of(bias) : Tensor(), abs_of(res));
+      const Tensor res_g = res.to(dt).to(kGpu);
+      Tensor yg = Tensor::empty({s.R, s.N}, {dt, kGpu});
+      yg.fill_(std::nan(""));  // written, never read
+      const cuda::BlasStats before = cuda::blas_stats();
+      TESSERA_KERNEL(yg, linear_forward)(yg, c.x.to(dt).to(kGpu), c.w.to(dt).to(kGpu),
+                                         with_bias ? c.gpu_bias : Tensor(), res_g);
+      const cuda::BlasStats after = cuda::blas_stats();
+      const bool epilogue = with_bias && dt != DType::F64 && s.bias_offset == 0;
+      EXPECT_EQ(after.bias_epilogue - before.bias_epilogue, epilogue ? 1 : 0) << c.what;
+      EXPECT_EQ(after.bias_fallback - before.bias_fallback, with_bias && !epilogue ? 1 : 0)
+          << c.what;
+      const std::vector<double> got = values(yg.to(Device::cpu()));
+      const std::vector<double> want = values(c.ref), lim = values(c.bound);
+      const bool two_roundings = with_bias && !epilogue;
+      const double r = dt == DType::BF16 ? 1.0 / 256 : 0.0;
+      const double e = (dt == DType::F64 ? 1e-13 : std::ldexp(4.0 * double(s.K + 2), -24)) +
+                       (two_roundings ? r : 0.0);
+      int64_t bad = 0;
+      for (size_t i = 0; i < want.size(); ++i)
+        if (!(std::fabs(got[i] - want[i]) <= r * std::fabs(want[i]) + e * lim[i] + 1e-30)) ++bad;
+      EXPECT_EQ(bad, 0) << c.what << (with_bias ? "" : " without the bias") << ": " << bad
+                        << " of " << s.R * s.N << " elements out of bounds";
+      // The residual is read, not written.
+      EXPECT_EQ(values(res_g.to(Device::cpu())), values(res.to(dt).to(Device::cpu()))) << c.what;
+    }
+  }
+  // A residual that overlaps y, or is not y's shape, is refused by name.
+  Tensor y = Tensor::empty({4, 6}, {dt, kGpu});
+  const Tensor x = Tensor::empty({4, 3}, {dt, kGpu}), w = Tensor::empty({6, 3}, {dt, kGpu});
+  const std::string alias = error_of([&] { TESSERA_KERNEL(y, linear_forward)(y, x, w, Tensor(), y); });
+  EXPECT_NE(alias.find("residual"), std::string::npos) << alias;
+  const std::string shape = error_of([&] {
+    TESSERA_KERNEL(y, linear_forward)(y, x, w, Tensor(), Tensor::empty({4, 5}, {dt, kGpu}));
+  });
+  EXPECT_NE(shape.find("residual"), std::string::npos) << shape;
 }
 
 TEST_P(GemmCuda, linear_gelu_forward_writes_the_pre_activation_and_its_gelu) {

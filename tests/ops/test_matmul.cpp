@@ -156,6 +156,84 @@ TEST(MlpGelu, requires_both_biases_and_matching_shapes) {
   }
 }
 
+TEST(LinearAdd, gradcheck_with_and_without_the_bias) {
+  Generator g(11);
+  Tensor x = randn({2, 3, 4}, g), w = randn({5, 4}, g), b = randn({5}, g), r = randn({2, 3, 5}, g);
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& in) { return ops::linear_add(in[0], in[1], in[2], in[3]); },
+      {x, w, b, r}));
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& in) { return ops::linear_add(in[0], in[1], Tensor(), in[2]); },
+      {x, w, r}));
+}
+
+TEST(LinearAdd, equals_add_of_linear_bit_for_bit_with_the_same_gradients) {
+  // The CPU kernel rounds as the product, the bias add and the residual add do, and the graph is
+  // linear's nodes then add's. The residual also feeds a second consumer (as a block's stream
+  // feeds its norm), so its gradient sums two contributions. x is 2-D: without a bias ops::linear
+  // is matmul, whose x gradient runs one gemm per leading index of a 3-D x (other bits from
+  // OpenBLAS for fewer rows), where linear_add's runs one over all rows.
+  for (DType dt : {DType::F32, DType::F64}) {
+    for (const bool with_bias : {true, false}) {
+      Generator g(12);
+      const Tensor x0 = randn({6, 8}, g).to(dt), w0 = randn({12, 8}, g).to(dt),
+                   b0 = randn({12}, g).to(dt), r0 = randn({6, 12}, g).to(dt),
+                   dy = randn({6, 12}, g).to(dt);
+      auto run = [&](bool fused) {
+        std::vector<Tensor> p;
+        for (const Tensor& t : {x0, w0, b0, r0}) p.push_back(t.detach().requires_grad_());
+        const Tensor b = with_bias ? p[2] : Tensor();
+        const Tensor r = ops::scale(p[3], 0.5);  // an intermediate, as a block's stream is
+        Tensor y = fused ? ops::linear_add(p[0], p[1], b, r) : ops::add(r, ops::linear(p[0], p[1], b));
+        ops::sum(ops::add(ops::mul(y, dy), ops::mul(r, r))).backward();
+        std::vector<std::vector<double>> out{y.to(DType::F64).to_vector<double>()};
+        for (const Tensor& t : p)
+          if (t.grad().defined()) out.push_back(t.grad().to(DType::F64).to_vector<double>());
+        return out;
+      };
+      EXPECT_EQ(run(true), run(false)) << dtype_name(dt) << (with_bias ? "" : " without the bias");
+    }
+  }
+}
+
+TEST(LinearAdd, refuses_a_residual_of_another_shape_by_name) {
+  Generator g(13);
+  const Tensor x = randn({2, 4}, g), w = randn({5, 4}, g), b = randn({5}, g);
+  try {
+    ops::linear_add(x, w, b, randn({2, 6}, g));
+    FAIL() << "a residual of the wrong shape was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("linear_add"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("(2, 6)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("(2, 5)"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(ops::linear_add(x, w, b, randn({2, 5}, g).to(DType::F64)), Error);
+  EXPECT_THROW(ops::mlp_gelu(x, randn({6, 4}, g), randn({6}, g), randn({5, 6}, g), randn({5}, g),
+                             randn({5}, g)),
+               Error);
+}
+
+TEST(MlpGelu, with_a_residual_equals_its_add_bit_for_bit_with_the_same_gradients) {
+  for (DType dt : {DType::F32, DType::F64}) {
+    Generator g(14);
+    const Tensor x0 = randn({3, 2, 8}, g).to(dt), w10 = randn({12, 8}, g).to(dt),
+                 b10 = randn({12}, g).to(dt), w20 = randn({7, 12}, g).to(dt),
+                 b20 = randn({7}, g).to(dt), r0 = randn({3, 2, 7}, g).to(dt),
+                 dy = randn({3, 2, 7}, g).to(dt);
+    auto run = [&](bool fused) {
+      std::vector<Tensor> p;
+      for (const Tensor& t : {x0, w10, b10, w20, b20, r0}) p.push_back(t.detach().requires_grad_());
+      Tensor y = fused ? ops::mlp_gelu(p[0], p[1], p[2], p[3], p[4], p[5])
+                       : ops::add(p[5], ops::mlp_gelu(p[0], p[1], p[2], p[3], p[4]));
+      ops::sum(ops::mul(y, dy)).backward();
+      std::vector<std::vector<double>> out{y.to(DType::F64).to_vector<double>()};
+      for (const Tensor& t : p) out.push_back(t.grad().to(DType::F64).to_vector<double>());
+      return out;
+    };
+    EXPECT_EQ(run(true), run(false)) << dtype_name(dt);
+  }
+}
+
 TEST(Linear, value_matches_x_wT_plus_b) {
   Tensor x = from_vector<float>({1, 2}, {1, 2});
   Tensor w = from_vector<float>({1, 0, 0, 1, 1, 1}, {3, 2});

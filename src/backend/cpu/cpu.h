@@ -35,7 +35,8 @@ void normal(const Tensor& dst, uint64_t seed, uint64_t offset);
 // matmul.cpp
 void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
           double alpha, double beta);
-void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias);
+void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias,
+                    const Tensor& residual);
 void linear_dgelu_backward(const Tensor& dpre, const Tensor& dy, const Tensor& w,
                            const Tensor& pre);
 void linear_gelu_forward(const Tensor& y, const Tensor& pre, const Tensor& x, const Tensor& w,

@@ -1,6 +1,7 @@
 // CPU gemm: batched, row-major, through OpenBLAS (cblas_sgemm / cblas_dgemm).
 // c (Bc, M, N) = alpha * op(a) @ op(b) + beta * c; a batch of 1 is shared by every c batch.
-// linear_forward: the gemm, then the bias added to every row; linear_gelu_forward: that, then GELU;
+// linear_forward: the gemm, then the bias added to every row and the residual added; linear_gelu_forward:
+// the gemm and the bias, then GELU;
 // linear_dgelu_backward: the gemm of a Linear's dx, then GELU's backward on it.
 #include <cblas.h>
 
@@ -79,16 +80,19 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
   });
 }
 
-void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias) {
-  check_linear_forward("linear_forward", y, x, w, bias);
+void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias,
+                    const Tensor& residual) {
+  check_linear_forward("linear_forward", y, x, w, bias, residual);
   gemm(y, x, w, false, true, 1.0, 0.0);
-  binary(BinaryOp::Add, y, y, bias);  // the row broadcast, as a separate add would do it
+  // The row broadcast, then the residual, as separate adds would do them (a + b rounds as b + a).
+  if (bias.defined()) binary(BinaryOp::Add, y, y, bias);
+  if (residual.defined()) binary(BinaryOp::Add, y, y, residual);
 }
 
 void linear_gelu_forward(const Tensor& y, const Tensor& pre, const Tensor& x, const Tensor& w,
                          const Tensor& bias) {
   check_linear_gelu_forward("linear_gelu_forward", y, pre, x, w, bias);
-  linear_forward(pre, x, w, bias);
+  linear_forward(pre, x, w, bias, Tensor());
   gelu_forward(y, pre);  // the bits of linear then gelu
 }
 
