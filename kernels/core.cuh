@@ -62,6 +62,14 @@ __device__ __forceinline__ void st(uint16_t* p, int64_t i, float v) { p[i] = f32
 __device__ __forceinline__ float rounded(const float*, float v) { return v; }
 __device__ __forceinline__ float rounded(const uint16_t*, float v) { return bf16_to_f32(f32_to_bf16(v)); }
 
+// A sum s written to p[i]: alone, or (accumulate) added to what p[i] holds, rounded to p's type
+// first, then one rounded add: axpby's bits (a bias's or a norm weight's gradient summed straight
+// into its buffer).
+template <typename O>
+__device__ __forceinline__ void put_sum(O* p, int64_t i, float s, bool accumulate) {
+  st(p, i, accumulate ? __fadd_rn(ld(p, i), rounded(p, s)) : s);
+}
+
 // ---- 16-byte accesses ------------------------------------------------------------------------
 // A memory-bound kernel keeps the memory system busy only with enough bytes in flight: one 2-byte
 // load per thread leaves HBM mostly idle, one 16-byte load (8 bf16 or 4 f32) per thread does not

@@ -147,12 +147,6 @@ void axpby(const Tensor& out, double alpha, const Tensor& x, double beta, const 
 // one column. With one split the sum goes to out; with several, to partial (splits, outer, inner)
 // f32, and sum_splits_kernel adds the splits in order: a bias gradient (1, B T, C) then runs on
 // hundreds of blocks instead of C / 32.
-// The sum s of column j written to out: alone, or added to what out holds (rounded to O first,
-// then one rounded add: axpby's bits).
-template <typename O>
-__device__ __forceinline__ void put_sum(O* out, int64_t j, float s, bool accumulate) {
-  st(out, j, accumulate ? __fadd_rn(ld(out, j), core::rounded(out, s)) : s);
-}
 
 template <int W, typename T, typename O>
 __global__ void sum_dim_kernel(O* out, float* partial, const T* x, int64_t outer, int64_t n,
@@ -183,7 +177,7 @@ __global__ void sum_dim_kernel(O* out, float* partial, const T* x, int64_t outer
       if (partial)
         partial[(int64_t(blockIdx.y) * outer + o) * inner + i + q] = s;
       else
-        put_sum(out, o * inner + i + q, s, accumulate);
+        core::put_sum(out, o * inner + i + q, s, accumulate);
     }
   }
 }
@@ -195,7 +189,7 @@ __global__ void sum_splits_kernel(O* out, const float* partial, int64_t splits, 
   for (int64_t j = global_index(); j < m; j += grid_stride()) {
     float s = 0.0f;
     for (int64_t p = 0; p < splits; ++p) s += partial[p * m + j];
-    put_sum(out, j, s, accumulate);
+    core::put_sum(out, j, s, accumulate);
   }
 }
 

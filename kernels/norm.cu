@@ -10,10 +10,13 @@
 //
 // dw and db are sums over rows, done in two deterministic stages: blocks of 32 column groups x a
 // chunk of rows write f32 partial sums, then one thread per column adds the chunks' partials in
-// order. Rows are read 16 bytes at a time where their length and pointers allow (core.cuh); a
+// order, writing the sum or adding it to what dw / db hold (NormAccumulate), in x's dtype or f32
+// (a bf16 weight's f32 gradient buffer: the sum is not rounded to bf16 first). Rows are read 16 bytes at a time where their length and pointers allow (core.cuh); a
 // row's block then has one thread per group (row_threads), so more rows share an SM.
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
+#include <type_traits>
 
 #include "backend/kernels.h"
 #include "common.cuh"
@@ -190,10 +193,11 @@ norm_weight_grad_partial_kernel(float* pw, float* pb, const T* dy, const T* x, S
   }
 }
 
-// dw[c] = sum over chunks of pw[chunk, c], in chunk order (db likewise when db is given).
-template <typename T>
-__global__ void norm_weight_grad_final_kernel(T* dw, T* db, const float* pw, const float* pb,
-                                              int64_t chunks, int64_t C) {
+// dw[c] = sum over chunks of pw[chunk, c], in chunk order (db likewise when db is given), written
+// or added to what dw holds (put_sum). O: T, or f32 under bf16 x (a weight's f32 gradient buffer).
+template <typename O>
+__global__ void norm_weight_grad_final_kernel(O* dw, O* db, const float* pw, const float* pb,
+                                              int64_t chunks, int64_t C, bool acc_w, bool acc_b) {
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= C) return;
   float tw = 0.0f, tb = 0.0f;
@@ -201,14 +205,14 @@ __global__ void norm_weight_grad_final_kernel(T* dw, T* db, const float* pw, con
     tw += pw[k * C + c];
     if (db) tb += pb[k * C + c];
   }
-  st(dw, c, tw);
-  if (db) st(db, c, tb);
+  core::put_sum(dw, c, tw, acc_w);
+  if (db) core::put_sum(db, c, tb, acc_b);
 }
 
 // dw (and db when defined) for N rows of C columns, in groups of W columns.
 template <typename T, bool kLayerNorm, int W>
 void weight_grads(const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
-                  StatPtr mean, StatPtr rstd, int64_t N, int64_t C) {
+                  StatPtr mean, StatPtr rstd, int64_t N, int64_t C, NormAccumulate acc) {
   const int64_t chunk = rows_per_chunk(N), chunks = (N + chunk - 1) / chunk;
   Tensor partial = Tensor::empty({(kLayerNorm ? 2 : 1) * chunks * C}, {DType::F32, x.device()});
   float* pw = static_cast<float*>(partial.data_ptr());
@@ -218,10 +222,17 @@ void weight_grads(const Tensor& dw, const Tensor& db, const Tensor& dy, const Te
       pw, pb, static_cast<const T*>(dy.data_ptr()), static_cast<const T*>(x.data_ptr()), mean,
       rstd, N, C, chunk);
   CUDA_CHECK_LAUNCH();
-  norm_weight_grad_final_kernel<T><<<unsigned((C + kThreads - 1) / kThreads), kThreads>>>(
-      static_cast<T*>(dw.data_ptr()), kLayerNorm ? static_cast<T*>(db.data_ptr()) : nullptr, pw,
-      pb, chunks, C);
-  CUDA_CHECK_LAUNCH();
+  auto final_sums = [&](auto* out) {
+    using O = std::remove_pointer_t<decltype(out)>;
+    norm_weight_grad_final_kernel<O><<<unsigned((C + kThreads - 1) / kThreads), kThreads>>>(
+        static_cast<O*>(dw.data_ptr()), kLayerNorm ? static_cast<O*>(db.data_ptr()) : nullptr,
+        pw, pb, chunks, C, acc.dw, acc.db);
+    CUDA_CHECK_LAUNCH();
+  };
+  if (dw.dtype() == DType::F32)
+    final_sums(static_cast<float*>(nullptr));
+  else
+    final_sums(static_cast<T*>(nullptr));
 }
 
 // Threads for a block that owns one row of C columns in groups of W: one group per thread, in
@@ -259,7 +270,7 @@ void norm_forward(const char* kernel, const Tensor& y, StatPtr mean, StatPtr rst
 template <bool kLayerNorm>
 void norm_backward(const char* kernel, const Tensor& dx, const Tensor& dw, const Tensor& db,
                    const Tensor& dy, const Tensor& x, const Tensor& w, StatPtr mean, StatPtr rstd,
-                   bool accumulate) {
+                   NormAccumulate acc) {
   if (x.numel() == 0) return;
   const int64_t N = core::rows_of(x), C = core::cols_of(x);
   DeviceGuard guard(x.device().index);
@@ -273,9 +284,9 @@ void norm_backward(const char* kernel, const Tensor& dx, const Tensor& dw, const
           <<<core::row_grid(kernel, N), row_threads(C, W)>>>(
               static_cast<T*>(dx.data_ptr()), static_cast<const T*>(dy.data_ptr()),
               static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), mean,
-              rstd, C, accumulate);
+              rstd, C, acc.dx);
       CUDA_CHECK_LAUNCH();
-      weight_grads<T, kLayerNorm, W>(dw, db, dy, x, mean, rstd, N, C);
+      weight_grads<T, kLayerNorm, W>(dw, db, dy, x, mean, rstd, N, C, acc);
     });
   });
 }
@@ -298,18 +309,29 @@ void layernorm_forward(const Tensor& y, const Tensor& mean, const Tensor& rstd, 
   norm_forward<true>("layernorm_forward", y, m, r, x, w, b, eps);
 }
 
+// A norm's weight gradients (dw, then db): contiguous, on x's device, of x's dtype or all f32 under
+// bf16 x (a bf16 weight's f32 gradient buffer).
+void check_weight_grads(const char* kernel, const Tensor& x,
+                        std::initializer_list<core::Arg> grads) {
+  const Tensor& dw = grads.begin()->t;
+  const bool widened = x.dtype() == DType::BF16 && dw.defined() && dw.dtype() == DType::F32;
+  check_args(kernel, widened ? DType::F32 : x.dtype(), grads);
+  TESSERA_CHECK(dw.device() == x.device(), "cuda kernel ", kernel, ": dweight ", dw.str(),
+                " is not on x's device ", x.device().str());
+}
+
 void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
                         const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
-                        bool accumulate) {
+                        NormAccumulate acc) {
   check_rows("layernorm_backward", x, dy, w);
   check_rows("layernorm_backward", x, dx, dw);
   check_rows("layernorm_backward", x, dx, db);
-  check_args("layernorm_backward", x.dtype(),
-             {{"x", x}, {"dx", dx}, {"dy", dy}, {"weight", w}, {"dweight", dw}, {"dbias", db}});
+  check_args("layernorm_backward", x.dtype(), {{"x", x}, {"dx", dx}, {"dy", dy}, {"weight", w}});
+  check_weight_grads("layernorm_backward", x, {{"dweight", dw}, {"dbias", db}});
   const int64_t N = core::rows_of(x);
   const StatPtr m = core::stat_arg("layernorm_backward", "mean", mean, x, N);
   const StatPtr r = core::stat_arg("layernorm_backward", "rstd", rstd, x, N);
-  norm_backward<true>("layernorm_backward", dx, dw, db, dy, x, w, m, r, accumulate);
+  norm_backward<true>("layernorm_backward", dx, dw, db, dy, x, w, m, r, acc);
 }
 
 void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w,
@@ -321,14 +343,14 @@ void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const
 }
 
 void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,
-                      const Tensor& w, const Tensor& rstd, bool accumulate) {
+                      const Tensor& w, const Tensor& rstd, NormAccumulate acc) {
   check_rows("rmsnorm_backward", x, dy, w);
   check_rows("rmsnorm_backward", x, dx, dw);
-  check_args("rmsnorm_backward", x.dtype(),
-             {{"x", x}, {"dx", dx}, {"dy", dy}, {"weight", w}, {"dweight", dw}});
+  check_args("rmsnorm_backward", x.dtype(), {{"x", x}, {"dx", dx}, {"dy", dy}, {"weight", w}});
+  check_weight_grads("rmsnorm_backward", x, {{"dweight", dw}});
   const int64_t N = core::rows_of(x);
   const StatPtr r = core::stat_arg("rmsnorm_backward", "rstd", rstd, x, N);
-  norm_backward<false>("rmsnorm_backward", dx, dw, Tensor(), dy, x, w, StatPtr{}, r, accumulate);
+  norm_backward<false>("rmsnorm_backward", dx, dw, Tensor(), dy, x, w, StatPtr{}, r, acc);
 }
 
 }  // namespace

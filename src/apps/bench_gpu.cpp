@@ -126,7 +126,7 @@ std::vector<KernelRow> bench_kernels(int64_t rows, int64_t C, int64_t V, int64_t
       TESSERA_KERNEL(x, layernorm_forward)(y, mean, rstd, x, w, b, 1e-5);
     });
     run(row("layernorm_bwd", shape(rows, C), 6.0 * rows * C), [&] {
-      TESSERA_KERNEL(x, layernorm_backward)(dx, dw, db, dy, x, w, mean, rstd, false);
+      TESSERA_KERNEL(x, layernorm_backward)(dx, dw, db, dy, x, w, mean, rstd, {});
     });
   }
   {

@@ -53,6 +53,20 @@ struct IntoOptions {
   bool overwrites = false;
 };
 
+// One gradient a contribution adds into (GradSink::add_into with several targets).
+struct IntoTarget {
+  size_t input;
+  DType dtype;
+  IntoOptions options = {};
+};
+
+// The accumulator GradSink::add_into hands a target: acc (undefined when that input takes no
+// gradient) and zero (acc holds zeros for this contribution).
+struct Into {
+  Tensor acc;
+  bool zero = false;
+};
+
 // Passed to a backward closure: where the gradients for the op's inputs go, by input index.
 class GradSink {
  public:
@@ -71,14 +85,18 @@ class GradSink {
   // second dtype, whether it overwrites.
   void add_into(size_t input, DType dtype, std::function<void(Tensor& acc, bool zero)> accumulate,
                 IntoOptions options = {});
+  // Several inputs' gradients from one kernel (a norm's backward writes dx, dw and db in one call):
+  // `accumulate(into)` gets every target's accumulator at once, in the targets' order, each as the
+  // one-target form would hand it (into[i].acc undefined where the input takes no gradient; two
+  // targets of one tensor get separate accumulators, the second added after).
+  void add_into(std::vector<IntoTarget> targets,
+                std::function<void(std::vector<Into>& into)> accumulate);
 
  private:
   friend class Engine;
   struct Accumulation {
-    size_t input;
-    DType dtype;
-    std::function<void(Tensor&, bool)> fn;
-    IntoOptions options;
+    std::vector<IntoTarget> targets;
+    std::function<void(std::vector<Into>&)> fn;
   };
   Node& node_;
   std::vector<std::pair<size_t, Tensor>> grads_;

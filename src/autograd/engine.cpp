@@ -171,9 +171,21 @@ void GradSink::add_into(size_t input, DType dtype,
   TESSERA_CHECK(input < node_.inputs.size(), "backward of ", node_.op, ": gradient for input ",
                 input, " but the op has ", node_.inputs.size(), " inputs");
   if (!node_.inputs[input]) return;
-  TESSERA_CHECK(!options.overwrites || options.region.dim < 0, "backward of ", node_.op,
-                ": a contribution that overwrites its accumulator cannot be confined to a region");
-  accumulations_.push_back({input, dtype, std::move(accumulate), std::move(options)});
+  add_into({{input, dtype, std::move(options)}},
+           [fn = std::move(accumulate)](std::vector<Into>& into) { fn(into[0].acc, into[0].zero); });
+}
+
+void GradSink::add_into(std::vector<IntoTarget> targets,
+                        std::function<void(std::vector<Into>& into)> accumulate) {
+  for (const IntoTarget& t : targets) {
+    TESSERA_CHECK(t.input < node_.inputs.size(), "backward of ", node_.op,
+                  ": gradient for input ", t.input, " but the op has ", node_.inputs.size(),
+                  " inputs");
+    TESSERA_CHECK(!t.options.overwrites || t.options.region.dim < 0, "backward of ", node_.op,
+                  ": a contribution that overwrites its accumulator cannot be confined to a "
+                  "region");
+  }
+  accumulations_.push_back({std::move(targets), std::move(accumulate)});
 }
 
 // ---- backward ----
@@ -224,7 +236,7 @@ class Engine {
         if (!retain_) node->backward = nullptr;
         // Accumulations first: one may add() the op's other gradients (GradSink::add_into).
         for (size_t i = 0; i < sink.accumulations_.size(); ++i)
-          deliver_into(node->inputs[sink.accumulations_[i].input].get(), sink.accumulations_[i]);
+          accumulate(*node, sink.accumulations_[i]);
         for (auto& [idx, gi] : sink.grads_) deliver(node->inputs[idx].get(), gi);
       }
       for (const auto& in : node->inputs) {
@@ -298,55 +310,98 @@ class Engine {
     m->grad_zero = false;
   }
 
-  // A contribution that adds itself into the gradient (GradSink::add_into): in place into a leaf's
-  // gradient of its dtype, or into an intermediate's pending gradient when nothing else shares it
-  // (several narrows of one tensor then fill one buffer), else through a zero-filled temporary.
-  void deliver_into(AutogradMeta* m, const GradSink::Accumulation& a) {
-    const IntoOptions& o = a.options;
+  // A contribution that adds itself into its gradients (GradSink::add_into): each target's
+  // accumulator opened (open_into), the contribution run on all of them, each closed (close_into).
+  void accumulate(const Node& node, const GradSink::Accumulation& a) {
+    const size_t n = a.targets.size();
+    std::vector<Into> into(n);
+    std::vector<Opened> opened(n);
+    for (size_t i = 0; i < n; ++i) {
+      AutogradMeta* m = node.inputs[a.targets[i].input].get();
+      if (!m) continue;
+      bool again = false;  // a second target of one tensor: its own buffer, delivered after
+      for (size_t j = 0; j < i; ++j) again = again || opened[j].m == m;
+      opened[i] = open_into(m, a.targets[i], into[i], again);
+    }
+    a.fn(into);
+    for (size_t i = 0; i < n; ++i)
+      if (opened[i].m) close_into(opened[i], into[i]);
+  }
+
+  // Where a target's accumulator came from, so close_into can settle it.
+  struct Opened {
+    AutogradMeta* m = nullptr;
+    enum Kind { Leaf, NewPending, Pending, Deliver } kind = Deliver;
+    GradRegion region;
+  };
+
+  // The accumulator of one target: in place into a leaf's gradient of its dtype, or into an
+  // intermediate's pending gradient when nothing else shares it (several narrows of one tensor then
+  // fill one buffer), else a zero-filled temporary delivered afterwards (`temporary` forces that).
+  Opened open_into(AutogradMeta* m, const IntoTarget& t, Into& into, bool temporary) {
+    const IntoOptions& o = t.options;
+    const GradRegion& r = o.region;
     // A fresh accumulator: zeros, or any memory for a contribution that overwrites it whole.
     auto fresh_buffer = [&](DType dtype) {
       return o.overwrites ? Tensor::empty(m->shape, {dtype, m->device})
                           : zeros(m->shape, {dtype, m->device});
     };
     const DType held = m->grad.defined() ? m->grad.dtype() : m->dtype;
-    if (!m->grad_fn && !captured_ && (a.dtype == held || o.also == held)) {
+    if (!temporary && !m->grad_fn && !captured_ && (t.dtype == held || o.also == held)) {
       touched_.insert(m);
-      const bool fresh = !m->grad.defined() || m->grad_zero;
+      into.zero = !m->grad.defined() || m->grad_zero;
       if (!m->grad.defined()) m->grad = fresh_buffer(m->dtype);
-      a.fn(m->grad, fresh);
-      m->grad_zero = false;
-      return;
+      into.acc = m->grad;
+      return {m, Opened::Leaf, r};
     }
-    if (m->grad_fn) {
-      const GradRegion& r = o.region;
+    if (!temporary && m->grad_fn) {
       auto it = pending_.find(m);
       if (it == pending_.end()) {
-        Tensor g = fresh_buffer(a.dtype);
-        a.fn(g, true);
-        pending_.emplace(m, g);
-        if (r.dim >= 0) written_[m] = {r};
-        return;
+        into.acc = fresh_buffer(t.dtype);
+        into.zero = true;
+        return {m, Opened::NewPending, r};
       }
-      if (owned_alone(it->second) && it->second.dtype() == a.dtype) {
+      if (owned_alone(it->second) && it->second.dtype() == t.dtype) {
         auto w = written_.find(m);
         bool zero = r.dim >= 0 && w != written_.end();
         if (zero)
           for (const GradRegion& o : w->second)
             zero = zero && o.dim == r.dim &&
                    (o.start + o.length <= r.start || r.start + r.length <= o.start);
-        a.fn(it->second, zero);
-        if (w != written_.end()) {
+        into.acc = it->second;
+        into.zero = zero;
+        return {m, Opened::Pending, r};
+      }
+    }
+    into.acc = fresh_buffer(t.dtype);
+    into.zero = true;
+    return {m, Opened::Deliver, r};
+  }
+
+  void close_into(const Opened& op, Into& into) {
+    AutogradMeta* m = op.m;
+    const GradRegion& r = op.region;
+    switch (op.kind) {
+      case Opened::Leaf:
+        m->grad_zero = false;
+        break;
+      case Opened::NewPending:
+        pending_.emplace(m, std::move(into.acc));
+        if (r.dim >= 0) written_[m] = {r};
+        break;
+      case Opened::Pending:
+        if (auto w = written_.find(m); w != written_.end()) {
           if (r.dim >= 0)
             w->second.push_back(r);
           else
             written_.erase(w);
         }
-        return;
-      }
+        break;
+      case Opened::Deliver:
+        deliver(m, into.acc);
+        break;
     }
-    Tensor g = fresh_buffer(a.dtype);
-    a.fn(g, true);
-    deliver(m, g);
+    into.acc = Tensor();
   }
 
   // A dense, contiguous tensor whose storage no other tensor, view or handle shares, and that takes

@@ -33,6 +33,14 @@ struct LomoGrad {
   double clip_coef = 1.0;   // the global-norm clipping coefficient of this pass
 };
 
+// Which outputs of a norm's backward hold a gradient to add onto (the rest are written): dx a
+// residual stream's accumulated gradient, dw and db a weight's (a flat buffer after an earlier
+// micro-batch). Each sum is rounded to its output's dtype before the add: the bits of writing it
+// alone and adding it with axpby.
+struct NormAccumulate {
+  bool dx = false, dw = false, db = false;
+};
+
 struct Kernels {
   // ---- memory ----
   // dst and src have the same shape, any strides and any dtypes (converted; bf16 rounds to nearest
@@ -93,19 +101,20 @@ struct Kernels {
   void (*embedding_backward)(const Tensor& dtable, const Tensor& dout, const Tensor& ids);
 
   // ---- normalisation over the last dim ---- x, y, dx, dy (N, C); w, b, dw, db (C); mean, rstd (N)
-  // accumulate: dx += the input's gradient, dx holding the gradient accumulated so far (a residual
-  // stream's: autograd's GradSink::add_into), else dx = it. The gradient is rounded to dx's dtype
-  // before the add, so the bits are those of writing it alone and adding it with axpby (a model's
-  // gradients do not depend on which path autograd took: recompute captures them apart).
+  // acc: which of dx, dw, db receive their gradient added onto what they hold (autograd's
+  // GradSink::add_into: a residual stream's gradient, a weight's gradient buffer), else are
+  // written. The adds round as axpby would, so a model's gradients do not depend on which path
+  // autograd took (recompute captures them apart). dw and db may be f32 under bf16 x (a bf16
+  // weight's f32 gradient buffer; CUDA only: the CPU has no bf16).
   void (*layernorm_forward)(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
                             const Tensor& w, const Tensor& b, double eps);
   void (*layernorm_backward)(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
                              const Tensor& x, const Tensor& w, const Tensor& mean,
-                             const Tensor& rstd, bool accumulate);
+                             const Tensor& rstd, NormAccumulate acc);
   void (*rmsnorm_forward)(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w,
                           double eps);
   void (*rmsnorm_backward)(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,
-                           const Tensor& w, const Tensor& rstd, bool accumulate);
+                           const Tensor& w, const Tensor& rstd, NormAccumulate acc);
 
   // ---- activations ---- all tensors the same shape
   void (*gelu_forward)(const Tensor& y, const Tensor& x);  // tanh approximation

@@ -1,13 +1,15 @@
 // layernorm and rmsnorm over the last dimension. x (..., C) is handed to the kernels as is: they
 // treat every leading dimension as rows. The formulas, forward and backward, are in
 // src/backend/cpu/norm.cpp; mean and rstd are saved so backward does not recompute the statistics.
-// The input's gradient is added into the one accumulated so far (GradSink::add_into): a residual
+// The gradients are added into the ones accumulated so far (GradSink::add_into): a residual
 // stream's gradient (x feeds the norm and the residual add) takes the norm's contribution in the
-// kernel that computes it, with no separate add over (N, C) (and the same bits as one).
+// kernel that computes it, with no separate add over (N, C) (and the same bits as one), and the
+// weight's and bias's sums go straight into their gradient buffers.
 #include "ops/norm.h"
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "ops/util.h"
 
@@ -36,15 +38,26 @@ Options stat_options(const Tensor& x) {
   return x.dtype() == DType::BF16 ? Options(DType::F32, x.device()) : x.options();
 }
 
-// Runs a norm's backward kernel `run(dx, zero)`, which also adds the weight gradients to g: into
-// x's accumulated gradient when x wants one (add_into; zero: dx holds zeros), else into a scratch dx.
-void input_grad_into(GradSink& g, const Tensor& x, std::function<void(Tensor&, bool)> run) {
-  if (g.needs(0)) {
-    g.add_into(0, x.dtype(), std::move(run), {.overwrites = true});  // written whole when zero
-  } else {
-    Tensor scratch = Tensor::empty(x.shape(), x.options());
-    run(scratch, true);
-  }
+// Runs a norm's backward kernel `run(into)` with its gradients' accumulators (GradSink::add_into):
+// into[0] x's (the residual stream's gradient so far: the kernel adds dx into it), into[1] and
+// into[2] the weight's and the bias's (a bf16 weight's f32 gradient buffer when it has one: its sum
+// goes there unrounded, with no copy). An input that takes no gradient gets scratch memory: the
+// kernel writes all of its outputs.
+void grads_into(GradSink& g, const Tensor& x, const std::vector<Tensor>& params,
+                std::function<void(const std::vector<Into>&)> run) {
+  std::vector<IntoTarget> targets{{0, x.dtype(), {.overwrites = true}}};  // written whole when zero
+  for (size_t i = 0; i < params.size(); ++i)
+    targets.push_back(
+        {i + 1, params[i].dtype(),
+         {.also = detail::f32_buffer_of(params[i].dtype()), .overwrites = true}});
+  g.add_into(std::move(targets), [x, params, run](std::vector<Into>& into) {
+    for (size_t i = 0; i < into.size(); ++i)
+      if (!into[i].acc.defined()) {
+        const Tensor& like = i == 0 ? x : params[i - 1];
+        into[i] = {Tensor::empty(like.shape(), like.options()), true};
+      }
+    run(into);
+  });
 }
 
 }  // namespace
@@ -61,13 +74,10 @@ Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, doub
   TESSERA_KERNEL(x, layernorm_forward)(y, mean, rstd, X, W, detail::dense(bias), eps);
   return record("layernorm", y, {x, weight, bias},
                 [X, W, mean, rstd](const Tensor& dy, GradSink& g) {
-                  input_grad_into(g, X, [&g, dy, X, W, mean, rstd](Tensor& dx, bool zero) {
-                    Tensor dw = Tensor::empty(W.shape(), W.options());
-                    Tensor db = Tensor::empty(W.shape(), W.options());
-                    TESSERA_KERNEL(dy, layernorm_backward)(dx, dw, db, dy, X, W, mean, rstd,
-                                                           !zero);
-                    g.add(1, dw);
-                    g.add(2, db);
+                  grads_into(g, X, {W, W}, [dy, X, W, mean, rstd](const std::vector<Into>& in) {
+                    TESSERA_KERNEL(dy, layernorm_backward)(
+                        in[0].acc, in[1].acc, in[2].acc, dy, X, W, mean, rstd,
+                        {.dx = !in[0].zero, .dw = !in[1].zero, .db = !in[2].zero});
                   });
                 });
 }
@@ -82,10 +92,9 @@ Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps) {
   Tensor rstd = Tensor::empty({N}, stat_options(x));
   TESSERA_KERNEL(x, rmsnorm_forward)(y, rstd, X, W, eps);
   return record("rmsnorm", y, {x, weight}, [X, W, rstd](const Tensor& dy, GradSink& g) {
-    input_grad_into(g, X, [&g, dy, X, W, rstd](Tensor& dx, bool zero) {
-      Tensor dw = Tensor::empty(W.shape(), W.options());
-      TESSERA_KERNEL(dy, rmsnorm_backward)(dx, dw, dy, X, W, rstd, !zero);
-      g.add(1, dw);
+    grads_into(g, X, {W}, [dy, X, W, rstd](const std::vector<Into>& in) {
+      TESSERA_KERNEL(dy, rmsnorm_backward)(in[0].acc, in[1].acc, dy, X, W, rstd,
+                                           {.dx = !in[0].zero, .dw = !in[1].zero});
     });
   });
 }

@@ -243,6 +243,49 @@ TEST(Autograd, add_into_takes_a_held_gradient_of_its_second_dtype) {
   }
 }
 
+// GradSink::add_into with several targets (a norm's dx, dw and db from one kernel): one call gets
+// every accumulator at once; a leaf's attached buffer in place, an intermediate's pending gradient,
+// nothing for an input without a gradient, and two accumulators apart for one tensor passed twice.
+TEST(Autograd, add_into_hands_one_contribution_several_accumulators) {
+  Tensor p = from_vector<double>({1, 2, 3}, {3}).requires_grad_();
+  Tensor q = from_vector<double>({1, 2, 3}, {3}).requires_grad_();
+  Tensor x = from_vector<double>({1, 2, 3}, {3}).requires_grad_();
+  Tensor buffer = zeros({3}, DType::F64);
+  attach_grad(q, buffer, /*zero=*/true);
+  const Tensor h = ops::scale(x, 1.0), c = full({3}, 1.0, DType::F64);  // intermediate; constant
+  struct Seen {
+    bool defined, zero;
+    const void* data;
+  };
+  std::vector<Seen> seen;
+  Tensor out = record("several", zeros({3}, DType::F64), {p, q, h, c, p},
+                      [&seen](const Tensor& dy, GradSink& g) {
+                        std::vector<IntoTarget> targets;
+                        for (size_t i = 0; i < 5; ++i)
+                          targets.push_back({i, DType::F64, {.overwrites = true}});
+                        g.add_into(targets, [dy, &seen](std::vector<Into>& into) {
+                          for (size_t i = 0; i < into.size(); ++i) {
+                            Tensor& acc = into[i].acc;
+                            seen.push_back({acc.defined(), into[i].zero,
+                                            acc.defined() ? acc.data_ptr() : nullptr});
+                            if (!acc.defined()) continue;
+                            const Tensor v = ops::scale(dy, double(i + 2));
+                            acc.copy_(into[i].zero ? v : ops::add(acc.detach(), v));
+                          }
+                        });
+                      });
+  ops::sum(ops::scale(out, 1.0)).backward();
+  ASSERT_EQ(seen.size(), 5u);
+  EXPECT_TRUE(seen[0].defined && seen[1].defined && seen[2].defined && seen[4].defined);
+  EXPECT_FALSE(seen[3].defined) << "an input without a gradient gets no accumulator";
+  EXPECT_EQ(seen[1].data, buffer.data_ptr()) << "q's attached buffer, in place";
+  EXPECT_TRUE(seen[1].zero);
+  EXPECT_NE(seen[0].data, seen[4].data) << "p twice: two accumulators";
+  EXPECT_EQ(grad_of(p), std::vector<double>(3, 2.0 + 6.0));
+  EXPECT_EQ(buffer.to_vector<double>(), std::vector<double>(3, 3.0));
+  EXPECT_EQ(grad_of(x), std::vector<double>(3, 4.0));
+}
+
 // Overlapping narrows, one of them used twice: every contribution still adds.
 TEST(Autograd, overlapping_narrows_add_their_gradients) {
   Tensor x = from_vector<double>(std::vector<double>(30, 1.0), {3, 10}).requires_grad_();

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -444,6 +445,40 @@ TEST_P(CoreKernelsCuda, embedding_backward_is_deterministic) {
 
 // ---- normalisation ----------------------------------------------------------------------------
 
+// A norm backward's weight gradients (run(dw, db, acc) runs the kernel; db undefined without
+// with_db) in x's dtype and, under bf16 x, in f32 (a bf16 weight's f32 gradient buffer): added onto
+// held ones they are the bits of the sums written alone, then axpby in the output's dtype; the f32
+// sums rounded to bf16 are the bf16 outputs' bits (one f32 sum, one rounding either way).
+void expect_weight_grads_accumulate(
+    DType dt, int64_t C, const std::function<void(const Tensor&, const Tensor&, NormAccumulate)>& run,
+    Generator& g, bool with_db = true) {
+  auto bits = [](const Tensor& t) { return bytes(t.to(Device::cpu())); };
+  auto added = [](const Tensor& held, const Tensor& d) {
+    Tensor sum = held.clone();
+    TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, d);
+    return sum;
+  };
+  std::vector<Tensor> written;  // dw per output dtype
+  for (DType out : dt == DType::BF16 ? std::vector<DType>{DType::BF16, DType::F32}
+                                     : std::vector<DType>{dt}) {
+    SCOPED_TRACE(std::string("weight gradients in ") + dtype_name(out));
+    Tensor dw = gpu_empty({C}, out), db = with_db ? gpu_empty({C}, out) : Tensor();
+    run(dw, db, {});
+    const Tensor held_w = to_gpu(random({C}, out, g), out), held_b = to_gpu(random({C}, out, g), out);
+    Tensor aw = held_w.clone(), ab = with_db ? held_b.clone() : Tensor();
+    run(aw, ab, {.dw = true, .db = true});
+    EXPECT_EQ(bits(aw), bits(added(held_w, dw))) << "dw accumulated";
+    EXPECT_NE(bits(aw), bits(dw)) << "the held dw must count";
+    if (with_db) {
+      EXPECT_EQ(bits(ab), bits(added(held_b, db))) << "db accumulated";
+    }
+    written.push_back(dw);
+  }
+  if (written.size() == 2) {
+    EXPECT_EQ(bits(written[1].to(DType::BF16)), bits(written[0])) << "f32 dw rounded to bf16";
+  }
+}
+
 // N = 600 rows: ten 64-row chunks for the dw / db sums. C = 300: beyond one block of threads, and
 // rows of single elements in bf16; C = 296: rows of 16-byte groups in both dtypes (37 bf16 groups:
 // two column tiles of the dw / db sums, the second partial). x has mean 3: the two-pass variance
@@ -475,8 +510,8 @@ TEST_P(CoreKernelsCuda, layernorm_forward_and_backward_match_the_cpu) {
     Tensor gdx = gpu_empty({N, C}, dt()), gdw = gpu_empty({C}, dt()), gdb = gpu_empty({C}, dt());
     Tensor cdx = cpu_empty({N, C}), cdw = cpu_empty({C}), cdb = cpu_empty({C});
     TESSERA_KERNEL(gx, layernorm_backward)(gdx, gdw, gdb, to_gpu(dy, dt()), gx, gw, to_gpu(m, dt()),
-                                           to_gpu(r, dt()), false);
-    cpu_k().layernorm_backward(cdx, cdw, cdb, dy, x, w, m, r, false);
+                                           to_gpu(r, dt()), {});
+    cpu_k().layernorm_backward(cdx, cdw, cdb, dy, x, w, m, r, {});
     expect_close(gdx, cdx, "layernorm dx");
     expect_close(gdw, cdw, "layernorm dw");
     expect_close(gdb, cdb, "layernorm db");
@@ -485,9 +520,12 @@ TEST_P(CoreKernelsCuda, layernorm_forward_and_backward_match_the_cpu) {
     // by either): dx = held + this one.
     const Tensor held = random({N, C}, dt(), g);
     Tensor adx = to_gpu(held, dt()), acdx = held.clone();
-    TESSERA_KERNEL(gx, layernorm_backward)(adx, gdw, gdb, to_gpu(dy, dt()), gx, gw, to_gpu(m, dt()),
-                                           to_gpu(r, dt()), true);
-    cpu_k().layernorm_backward(acdx, cdw, cdb, dy, x, w, m, r, true);
+    Tensor sdw = gpu_empty({C}, dt()), sdb = gpu_empty({C}, dt());
+    TESSERA_KERNEL(gx, layernorm_backward)(adx, sdw, sdb, to_gpu(dy, dt()), gx, gw, to_gpu(m, dt()),
+                                           to_gpu(r, dt()), {.dx = true});
+    cpu_k().layernorm_backward(acdx, cdw, cdb, dy, x, w, m, r, {.dx = true});
+    EXPECT_EQ(bytes(sdw.to(Device::cpu())), bytes(gdw.to(Device::cpu()))) << "dw written";
+    EXPECT_EQ(bytes(sdb.to(Device::cpu())), bytes(gdb.to(Device::cpu()))) << "db written";
     // Two roundings to bf16 (dx, then the sum), on each side: dx's may land one ulp apart when the
     // GPU's f32 dx and the CPU's double one straddle a rounding boundary, so twice one rounding's
     // bound. The bits against the separate add are checked below.
@@ -497,6 +535,16 @@ TEST_P(CoreKernelsCuda, layernorm_forward_and_backward_match_the_cpu) {
     Tensor sum = to_gpu(held, dt());
     TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, gdx);
     EXPECT_EQ(bytes(adx.to(Device::cpu())), bytes(sum.to(Device::cpu()))) << "layernorm dx accumulated";
+
+    // dw and db added onto held ones, in the dtype and (bf16 x) into f32: the bits of the sums
+    // written alone, then axpby. The f32 sums rounded to bf16 are the bf16 outputs' bits (one f32
+    // sum, one rounding).
+    expect_weight_grads_accumulate(
+        dt(), C, [&](const Tensor& ddw, const Tensor& ddb, NormAccumulate acc) {
+          Tensor scratch = gpu_empty({N, C}, dt());
+          TESSERA_KERNEL(gx, layernorm_backward)(scratch, ddw, ddb, to_gpu(dy, dt()), gx, gw,
+                                                 to_gpu(m, dt()), to_gpu(r, dt()), acc);
+        }, g);
   }
 }
 
@@ -518,15 +566,16 @@ TEST_P(CoreKernelsCuda, rmsnorm_forward_and_backward_match_the_cpu) {
     const Tensor r = cr.to(dt()).to(DType::F32);
     Tensor gdx = gpu_empty({N, C}, dt()), gdw = gpu_empty({C}, dt());
     Tensor cdx = cpu_empty({N, C}), cdw = cpu_empty({C});
-    TESSERA_KERNEL(gx, rmsnorm_backward)(gdx, gdw, to_gpu(dy, dt()), gx, gw, to_gpu(r, dt()), false);
-    cpu_k().rmsnorm_backward(cdx, cdw, dy, x, w, r, false);
+    TESSERA_KERNEL(gx, rmsnorm_backward)(gdx, gdw, to_gpu(dy, dt()), gx, gw, to_gpu(r, dt()), {});
+    cpu_k().rmsnorm_backward(cdx, cdw, dy, x, w, r, {});
     expect_close(gdx, cdx, "rmsnorm dx");
     expect_close(gdw, cdw, "rmsnorm dw");
 
     const Tensor held = random({N, C}, dt(), g);
     Tensor adx = to_gpu(held, dt()), acdx = held.clone();
-    TESSERA_KERNEL(gx, rmsnorm_backward)(adx, gdw, to_gpu(dy, dt()), gx, gw, to_gpu(r, dt()), true);
-    cpu_k().rmsnorm_backward(acdx, cdw, dy, x, w, r, true);
+    TESSERA_KERNEL(gx, rmsnorm_backward)(adx, gdw, to_gpu(dy, dt()), gx, gw, to_gpu(r, dt()),
+                                         {.dx = true});
+    cpu_k().rmsnorm_backward(acdx, cdw, dy, x, w, r, {.dx = true});
     // Two roundings to bf16 (dx, then the sum), on each side: dx's may land one ulp apart when the
     // GPU's f32 dx and the CPU's double one straddle a rounding boundary, so twice one rounding's
     // bound. The bits against the separate add are checked below.
@@ -535,6 +584,12 @@ TEST_P(CoreKernelsCuda, rmsnorm_forward_and_backward_match_the_cpu) {
     Tensor sum = to_gpu(held, dt());
     TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, gdx);
     EXPECT_EQ(bytes(adx.to(Device::cpu())), bytes(sum.to(Device::cpu()))) << "rmsnorm dx accumulated";
+    expect_weight_grads_accumulate(
+        dt(), C, [&](const Tensor& ddw, const Tensor&, NormAccumulate acc) {
+          Tensor scratch = gpu_empty({N, C}, dt());
+          TESSERA_KERNEL(gx, rmsnorm_backward)(scratch, ddw, to_gpu(dy, dt()), gx, gw,
+                                               to_gpu(r, dt()), acc);
+        }, g, /*with_db=*/false);
   }
 }
 

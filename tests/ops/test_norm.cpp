@@ -94,37 +94,52 @@ TEST(LayerNorm, gradcheck_residual_stream_accumulates_into_the_input_gradient) {
       {x, w, b}));
 }
 
-// The kernels' accumulate flag gives the bits of the add it replaces: dx alone, then axpby onto the
-// gradient held (backend/kernels.h), in f32 and f64 (the CPU's dtypes; the CUDA test covers bf16);
-// and the weight gradients are unchanged.
+// The kernels' accumulate flags give the bits of the adds they replace: each gradient alone, then
+// axpby onto the one held (backend/kernels.h), in f32 and f64 (the CPU's dtypes; the CUDA test
+// covers bf16), and each flag touches its own output only.
 TEST(LayerNorm, accumulating_kernels_give_the_bits_of_a_separate_add) {
   Generator g(17);
   const int64_t N = 9, C = 70;
+  namespace tt = tessera::testing;
   for (DType t : {DType::F32, DType::F64}) {
     const Tensor x = randn({N, C}, g).to(t), dy = randn({N, C}, g).to(t), held = randn({N, C}, g).to(t);
     const Tensor w = randn({C}, g).to(t), b = randn({C}, g).to(t);
+    const Tensor held_w = randn({C}, g).to(t), held_b = randn({C}, g).to(t);
+    auto added = [](const Tensor& h, const Tensor& d) {
+      Tensor sum = h.clone();
+      cpu::kernels().axpby(sum, 1.0, sum, 1.0, d);
+      return sum;
+    };
     const Options st(t);
     Tensor y = Tensor::empty({N, C}, t), mean = Tensor::empty({N}, st), rstd = Tensor::empty({N}, st);
     cpu::kernels().layernorm_forward(y, mean, rstd, x, w, b, 1e-5);
     Tensor dx = Tensor::empty({N, C}, t), dw = Tensor::empty({C}, t), db = Tensor::empty({C}, t);
-    cpu::kernels().layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, false);
-    Tensor sum = held.clone();
-    cpu::kernels().axpby(sum, 1.0, sum, 1.0, dx);
-    Tensor acc = held.clone(), adw = Tensor::empty({C}, t), adb = Tensor::empty({C}, t);
-    cpu::kernels().layernorm_backward(acc, adw, adb, dy, x, w, mean, rstd, true);
-    EXPECT_EQ(tessera::testing::bytes(acc), tessera::testing::bytes(sum)) << dtype_name(t) << " layernorm";
-    EXPECT_EQ(tessera::testing::bytes(adw), tessera::testing::bytes(dw)) << dtype_name(t);
-    EXPECT_EQ(tessera::testing::bytes(adb), tessera::testing::bytes(db)) << dtype_name(t);
+    cpu::kernels().layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, {});
+    Tensor acc = held.clone(), adw = held_w.clone(), adb = held_b.clone();
+    cpu::kernels().layernorm_backward(acc, adw, adb, dy, x, w, mean, rstd,
+                                      {.dx = true, .dw = true, .db = true});
+    EXPECT_EQ(tt::bytes(acc), tt::bytes(added(held, dx))) << dtype_name(t) << " layernorm";
+    EXPECT_EQ(tt::bytes(adw), tt::bytes(added(held_w, dw))) << dtype_name(t);
+    EXPECT_EQ(tt::bytes(adb), tt::bytes(added(held_b, db))) << dtype_name(t);
+    Tensor dx1 = Tensor::empty({N, C}, t), db1 = Tensor::empty({C}, t);
+    adw = held_w.clone();
+    cpu::kernels().layernorm_backward(dx1, adw, db1, dy, x, w, mean, rstd, {.dw = true});
+    EXPECT_EQ(tt::bytes(dx1), tt::bytes(dx)) << dtype_name(t) << ": dx written";
+    EXPECT_EQ(tt::bytes(adw), tt::bytes(added(held_w, dw))) << dtype_name(t);
+    EXPECT_EQ(tt::bytes(db1), tt::bytes(db)) << dtype_name(t) << ": db written";
 
     Tensor r = Tensor::empty({N}, st);
     cpu::kernels().rmsnorm_forward(y, r, x, w, 1e-6);
-    cpu::kernels().rmsnorm_backward(dx, dw, dy, x, w, r, false);
-    sum = held.clone();
-    cpu::kernels().axpby(sum, 1.0, sum, 1.0, dx);
+    cpu::kernels().rmsnorm_backward(dx, dw, dy, x, w, r, {});
     acc = held.clone();
-    cpu::kernels().rmsnorm_backward(acc, adw, dy, x, w, r, true);
-    EXPECT_EQ(tessera::testing::bytes(acc), tessera::testing::bytes(sum)) << dtype_name(t) << " rmsnorm";
-    EXPECT_NE(tessera::testing::bytes(acc), tessera::testing::bytes(dx)) << dtype_name(t) << ": the held gradient counts";
+    Tensor dw1 = Tensor::empty({C}, t);
+    cpu::kernels().rmsnorm_backward(acc, dw1, dy, x, w, r, {.dx = true});
+    EXPECT_EQ(tt::bytes(acc), tt::bytes(added(held, dx))) << dtype_name(t) << " rmsnorm";
+    EXPECT_NE(tt::bytes(acc), tt::bytes(dx)) << dtype_name(t) << ": the held gradient counts";
+    EXPECT_EQ(tt::bytes(dw1), tt::bytes(dw)) << dtype_name(t) << ": dw written";
+    adw = held_w.clone();
+    cpu::kernels().rmsnorm_backward(dx1, adw, dy, x, w, r, {.dw = true});
+    EXPECT_EQ(tt::bytes(adw), tt::bytes(added(held_w, dw))) << dtype_name(t) << " rmsnorm dw";
   }
 }
 

@@ -55,11 +55,11 @@ void layernorm_forward(const Tensor& y, const Tensor& mean, const Tensor& rstd, 
                        const Tensor& w, const Tensor& b, double eps);
 void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
                         const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
-                        bool accumulate);
+                        NormAccumulate acc);
 void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w,
                      double eps);
 void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,
-                      const Tensor& w, const Tensor& rstd, bool accumulate);
+                      const Tensor& w, const Tensor& rstd, NormAccumulate acc);
 // activation.cpp
 void gelu_forward(const Tensor& y, const Tensor& x);
 void gelu_backward(const Tensor& dx, const Tensor& dy, const Tensor& x);

@@ -8,9 +8,9 @@
 // With xhat = normalised x and dxhat = dy * w, the input gradients are
 //   layernorm: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
 //   rmsnorm:   dx = rstd * (dxhat - xhat * mean(dxhat * xhat))
-// and dw = sum over rows of dy * xhat, db = sum over rows of dy. With accumulate, dx holds the
-// gradient so far and receives its sum with this one rounded to T (the sum of two T values formed
-// exactly, then rounded): the bits of adding a separate dx with axpby.
+// and dw = sum over rows of dy * xhat, db = sum over rows of dy. An output marked in
+// NormAccumulate holds the gradient so far and receives its sum with this one rounded to T (the
+// sum of two T values formed exactly, then rounded): the bits of adding a separate one with axpby.
 //
 // Row statistics and the backward's sums are accumulated in double: this is the reference the CUDA
 // kernels are tested against, so it should be as exact as is cheap. mean and rstd are saved in x's
@@ -33,10 +33,16 @@ constexpr int64_t kColBlock = 32;
 void check_rows(const char* kernel, const Tensor& x, const Tensor& y, const Tensor& w,
                 const Tensor& stat) {
   const int64_t N = rows_of(x), C = cols_of(x);
-  TESSERA_CHECK(y.numel() == x.numel() && w.numel() == C && stat.numel() == N, kernel, ": x ",
-                shape_str(x.shape()), ", out ", shape_str(y.shape()), ", weight ",
-                shape_str(w.shape()), ", stats ", shape_str(stat.shape()),
-                " (expected x (N, C), weight (C), stats (N))");
+  TESSERA_CHECK(y.numel() == x.numel() && w.numel() == C && stat.numel() == N &&
+                    y.dtype() == x.dtype() && w.dtype() == x.dtype(),
+                kernel, ": x ", x.str(), ", out ", y.str(), ", weight ", w.str(), ", stats ",
+                shape_str(stat.shape()), " (expected x (N, C), weight (C), stats (N), one dtype)");
+}
+
+// out = v rounded to T, or (accumulate) out + that rounded to T: axpby's bits.
+template <typename T>
+void put(T& out, double v, bool accumulate) {
+  out = accumulate ? T(double(out) + double(T(v))) : T(v);
 }
 
 }  // namespace
@@ -79,7 +85,7 @@ void layernorm_forward(const Tensor& y, const Tensor& mean, const Tensor& rstd, 
 
 void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
                         const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
-                        bool accumulate) {
+                        NormAccumulate acc) {
   check_rows("layernorm_backward", x, dy, w, mean);
   check_rows("layernorm_backward", x, dx, dw, rstd);
   check_rows("layernorm_backward", x, dx, db, rstd);
@@ -110,8 +116,7 @@ void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, co
       for (int64_t c = 0; c < C; ++c) {
         const double xhat = (double(xr[c]) - m) * r;
         const double g = double(gr[c]) * double(wp[c]);
-        const double d = r * (g - mean_g - xhat * mean_gx);
-        dxr[c] = accumulate ? T(double(dxr[c]) + double(T(d))) : T(d);
+        put(dxr[c], r * (g - mean_g - xhat * mean_gx), acc.dx);
       }
     }
 #pragma omp parallel for if (N * C > kParallelWork)
@@ -127,8 +132,8 @@ void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, co
         }
       }
       for (int64_t c = c0; c < c1; ++c) {
-        dwp[c] = T(acc_w[c - c0]);
-        dbp[c] = T(acc_b[c - c0]);
+        put(dwp[c], acc_w[c - c0], acc.dw);
+        put(dbp[c], acc_b[c - c0], acc.db);
       }
     }
   });
@@ -158,7 +163,7 @@ void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const
 }
 
 void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,
-                      const Tensor& w, const Tensor& rstd, bool accumulate) {
+                      const Tensor& w, const Tensor& rstd, NormAccumulate acc) {
   check_rows("rmsnorm_backward", x, dy, w, rstd);
   check_rows("rmsnorm_backward", x, dx, dw, rstd);
   const int64_t N = rows_of(x), C = cols_of(x);
@@ -181,8 +186,7 @@ void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, cons
       T* dxr = dxp + n * C;
       for (int64_t c = 0; c < C; ++c) {
         const double xhat = double(xr[c]) * r;
-        const double d = r * (double(gr[c]) * double(wp[c]) - xhat * mean_gx);
-        dxr[c] = accumulate ? T(double(dxr[c]) + double(T(d))) : T(d);
+        put(dxr[c], r * (double(gr[c]) * double(wp[c]) - xhat * mean_gx), acc.dx);
       }
     }
 #pragma omp parallel for if (N * C > kParallelWork)
@@ -194,7 +198,7 @@ void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, cons
         for (int64_t c = c0; c < c1; ++c)
           acc_w[c - c0] += double(gp[n * C + c]) * double(xp[n * C + c]) * r;
       }
-      for (int64_t c = c0; c < c1; ++c) dwp[c] = T(acc_w[c - c0]);
+      for (int64_t c = c0; c < c1; ++c) put(dwp[c], acc_w[c - c0], acc.dw);
     }
   });
 }
