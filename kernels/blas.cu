@@ -48,6 +48,7 @@
 #include <unordered_map>
 
 #include "backend/cuda.h"
+#include "backend/gemm_shapes.h"
 #include "backend/kernels.h"
 #include "backend/linear_shapes.h"
 #include "blas.cuh"
@@ -130,6 +131,7 @@ struct Key {
   int64_t M, N, K;
   int32_t batch;
   int64_t stride_a, stride_b, stride_c;  // in elements; 0 = broadcast (or batch 1)
+  int64_t ld_a, ld_b, ld_c;              // row strides in elements (gemm_shapes.h)
   uint32_t align_a, align_b, align_c;
   uint32_t align_c_in;            // C's alignment when C is apart from D (0: C is D)
   uint8_t epilogue;               // Epilogue::Kind
@@ -147,6 +149,7 @@ struct KeyHash {
     mix(k.trans_b), mix(k.tf32);
     mix(uint64_t(k.M)), mix(uint64_t(k.N)), mix(uint64_t(k.K)), mix(uint64_t(k.batch));
     mix(uint64_t(k.stride_a)), mix(uint64_t(k.stride_b)), mix(uint64_t(k.stride_c));
+    mix(uint64_t(k.ld_a)), mix(uint64_t(k.ld_b)), mix(uint64_t(k.ld_c));
     mix(k.align_a), mix(k.align_b), mix(k.align_c), mix(k.align_c_in), mix(k.epilogue);
     mix(k.align_bias);
     mix(k.align_aux);
@@ -176,10 +179,11 @@ cudaDataType_t data_type(DType t) {
   }
 }
 
-cublasLtMatrixLayout_t layout(cudaDataType_t type, int64_t rows, int64_t cols, int32_t batch,
-                              int64_t stride) {
+// A column-major (rows, cols) layout with leading dimension ld (our row-major matrix's row stride).
+cublasLtMatrixLayout_t layout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld,
+                              int32_t batch, int64_t stride) {
   cublasLtMatrixLayout_t l = nullptr;
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&l, type, uint64_t(rows), uint64_t(cols), rows));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&l, type, uint64_t(rows), uint64_t(cols), ld));
   if (batch > 1) {
     CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch,
                                                   sizeof batch));
@@ -226,11 +230,11 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle, const Epilogue& ep) {
                                                 sizeof ld));
   }
   // Stored shapes, column-major: b is (N, K) or, when trans_b, (K, N); a is (K, M) or (M, K).
-  p.lt_a = k.trans_b ? layout(type, k.K, k.N, k.batch, k.stride_b)
-                     : layout(type, k.N, k.K, k.batch, k.stride_b);
-  p.lt_b = k.trans_a ? layout(type, k.M, k.K, k.batch, k.stride_a)
-                     : layout(type, k.K, k.M, k.batch, k.stride_a);
-  p.lt_c = layout(data_type(k.out), k.N, k.M, k.batch, k.stride_c);
+  p.lt_a = k.trans_b ? layout(type, k.K, k.N, k.ld_b, k.batch, k.stride_b)
+                     : layout(type, k.N, k.K, k.ld_b, k.batch, k.stride_b);
+  p.lt_b = k.trans_a ? layout(type, k.M, k.K, k.ld_a, k.batch, k.stride_a)
+                     : layout(type, k.K, k.M, k.ld_a, k.batch, k.stride_a);
+  p.lt_c = layout(data_type(k.out), k.N, k.M, k.ld_c, k.batch, k.stride_c);
 
   cublasLtMatmulPreference_t pref = nullptr;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -308,26 +312,14 @@ void scale_c(const Tensor& c, double beta) {
   CUDA_CHECK_LAUNCH();
 }
 
-struct Mat {
-  int64_t batch, rows, cols;
-};
-
-Mat as_batched(const Tensor& t, const char* name) {
-  TESSERA_CHECK(t.dim() == 2 || t.dim() == 3, "cuda gemm: ", name, " must be 2-D or 3-D, got ",
-                shape_str(t.shape()));
-  TESSERA_CHECK(t.is_contiguous(), "cuda gemm: ", name, " ", shape_str(t.shape()),
-                " is not contiguous");
-  if (t.dim() == 2) return {1, t.size(0), t.size(1)};
-  return {t.size(0), t.size(1), t.size(2)};
-}
-
 // c = alpha op(a) op(b) + beta c_in, and the epilogue `ep` on top; c_in is c itself unless given
 // (a contiguous tensor like c, apart from it: cuBLASLt's C, read, beside its D, written). Returns
 // false, having done nothing, when the epilogue cannot run here (the caller then does its work
 // with other kernels).
 bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
               double alpha, double beta, const Epilogue& ep = {}, const Tensor* c_in = nullptr) {
-  const Mat mc = as_batched(c, "c"), ma = as_batched(a, "a"), mb = as_batched(b, "b");
+  const GemmOperand mc = gemm_operand("cuda gemm", c, "c"), ma = gemm_operand("cuda gemm", a, "a"),
+                    mb = gemm_operand("cuda gemm", b, "b");
   const int64_t M = mc.rows, N = mc.cols;
   const int64_t K = trans_a ? ma.rows : ma.cols;
   const int64_t am = trans_a ? ma.cols : ma.rows;
@@ -345,7 +337,8 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
                 " (one dtype, or an f32 c under bf16 a and b)");
   check_same_device("cuda gemm", {&c, &a, &b});
   TESSERA_CHECK(!c_in || (c_in->shape() == c.shape() && c_in->dtype() == c.dtype() &&
-                          c_in->is_contiguous() && c_in->device() == c.device() && mc.batch == 1),
+                          c_in->is_contiguous() && c_in->device() == c.device() &&
+                          mc.batch == 1 && mc.dense()),
                 "cuda gemm: the matrix added must be contiguous and like c ", c.str(), " (one "
                 "batch), got ", c_in ? c_in->str() : std::string());
   TESSERA_CHECK(c.device().is_cuda(), "cuda gemm: c must be a CUDA tensor, got ", c.str());
@@ -354,14 +347,20 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
   };
   if (ep.kind != Epilogue::None &&
       (K == 0 || c.dtype() == DType::F64 || widened || (ep.bias && !aligned16(ep.bias)) ||
-       (ep.aux && (!aligned16(ep.aux) || N % 8 != 0))))
+       (ep.aux && (!aligned16(ep.aux) || N % 8 != 0 || !mc.dense()))))
     return false;
   if (M == 0 || N == 0 || mc.batch == 0) return true;
   const int device = c.device().index;
   DeviceGuard guard(device);
   if (K == 0) {  // no products: c = beta * c, which cuBLASLt would not do for us
     if (c_in) TESSERA_KERNEL(c, copy)(c, *c_in);
-    scale_c(c, beta);
+    if (mc.dense()) {
+      scale_c(c, beta);
+    } else {  // rows apart: scaled as one dense block, then put back
+      Tensor dense = c.contiguous();
+      scale_c(dense, beta);
+      TESSERA_KERNEL(c, copy)(c, dense);
+    }
     return true;
   }
 
@@ -378,6 +377,7 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
     batch = 1, sa = sb = sc = 0;
   }
   if (batch == 1) sa = sb = sc = 0;
+  k.ld_a = ma.ld, k.ld_b = mb.ld, k.ld_c = mc.ld;
   if (ep.kind != Epilogue::None && batch != 1) return false;
   k.epilogue = ep.kind;
   k.align_bias = ep.bias ? alignment(ep.bias->data_ptr(), 0) : 0;

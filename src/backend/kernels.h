@@ -56,6 +56,8 @@ struct Kernels {
   // c (Bc, M, N) = alpha * op(a) @ op(b) + beta * c, op(x) = x^T (last two dims) when trans_x.
   // a is (Ba, M, K) or (Ba, K, M) when trans_a; b is (Bb, K, N) or (Bb, N, K) when trans_b.
   // Ba and Bb are 1 (broadcast) or Bc; a 2-D operand is batch 1. c is written when beta == 0.
+  // 3-D operands are contiguous; a 2-D operand's rows may lie further apart than its columns (a
+  // view of a wider matrix's first columns: backend/gemm_shapes.h).
   // One dtype throughout, or (CUDA) bf16 a and b with an f32 c: a bf16 weight's gradient written
   // or added (beta 1) straight into its f32 gradient buffer, unrounded to bf16.
   void (*gemm)(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,

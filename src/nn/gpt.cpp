@@ -367,10 +367,9 @@ Tensor GPT::head(const Tensor& x, bool training, bool padded) const {
   const std::string module = hf_module(cfg_, cfg_.tie_embeddings ? Part::Embed : Part::Head);
   const int64_t V = cfg_.vocab_size, Vp = padded ? logit_columns() : V;
   if (Vp == V) return adapt(Proj::Head, -1, x, linear(module, x, head_, Tensor()), training);
-  // Zero rows under the weight: a copy of it per forward, whose gradient is a view of the padded
-  // weight's; the padding's logits are 0 and the cross-entropy leaves them out.
-  const Tensor w = ops::concat({head_, zeros({Vp - V, head_.size(1)}, head_.options())}, 0);
-  return ops::linear(x, w);
+  // The logits' rows padded to Vp columns, the padding 0 (the cross-entropy leaves it out): the
+  // gemms read and write the first V columns in place, and the weight is not copied.
+  return ops::linear_padded(x, head_, Vp);
 }
 
 // Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.)).

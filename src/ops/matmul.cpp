@@ -201,6 +201,36 @@ Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor& bias, const Te
   return record_residual(residual, record_linear(x, w, bias, out, X, W));
 }
 
+Tensor linear_padded(const Tensor& x, const Tensor& w, int64_t columns) {
+  check_linear("linear_padded", x, w, Tensor());
+  const int64_t V = w.size(0), K = w.size(1), R = x.numel() / K;
+  TESSERA_CHECK(columns >= V, "linear_padded: ", columns, " output columns cannot hold the ", V,
+                " rows of weight ", shape_str(w.shape()));
+  Shape shape = linear_shape(x, w);
+  shape.back() = columns;
+  const Tensor X = detail::dense(x).view({R, K}), W = detail::dense(w);
+  Tensor out = Tensor::empty(shape, x.options());
+  const Tensor O = out.view({R, columns});
+  // The product into the first V columns of each row (rows `columns` apart), zeros after.
+  TESSERA_KERNEL(x, gemm)(O.narrow(1, 0, V), X, W, false, true, 1.0, 0.0);
+  if (columns > V) O.narrow(1, V, columns - V).fill_(0.0);
+  const Shape x_shape = x.shape();
+  return record("linear_padded", out, {x, w},
+                [X, W, R, V, K, columns, x_shape](const Tensor& dy, GradSink& g) {
+                  // The padding's gradient is dropped: the gemms read dy's first V columns.
+                  const Tensor dY = detail::dense(dy).view({R, columns}).narrow(1, 0, V);
+                  if (g.needs(0)) {
+                    Tensor dX = Tensor::empty({R, K}, X.options());
+                    TESSERA_KERNEL(dy, gemm)(dX, dY, W, false, false, 1.0, 0.0);
+                    g.add(0, dX.view(x_shape));
+                  }
+                  if (g.needs(1))
+                    param_grad_into(g, 1, W.dtype(), [dY, X](Tensor& dW, bool acc) {
+                      TESSERA_KERNEL(dY, gemm)(dW, dY, X, true, false, 1.0, acc ? 1.0 : 0.0);
+                    });
+                });
+}
+
 Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_linear("linear_gelu", x, w, bias);
   TESSERA_CHECK(bias.defined(), "linear_gelu: the bias is required (use gelu(linear(x, w)))");

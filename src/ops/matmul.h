@@ -12,6 +12,13 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans
 // y = x w^T + bias: x (..., in), w (out, in) as a PyTorch Linear, bias (out) or undefined.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {});
 
+// linear(x, w) (..., V), w (V, in), written into the first V of `columns` >= V output columns, the
+// rest zero: logits over a vocabulary padded to aligned rows, with no padded copy of the weight.
+// The gradients are linear's (the padding's dropped); the gemms read and write rows `columns`
+// apart (the kernel table's gemm takes such views), and the weight's goes straight into its
+// gradient buffer (f32 for a bf16 weight).
+Tensor linear_padded(const Tensor& x, const Tensor& w, int64_t columns);
+
 // gelu(linear(x, w, bias)), the bias required, with one kernel for the product, the bias and the
 // GELU (linear_gelu_forward: on CUDA a single gemm, the activation in its epilogue). The graph and
 // the gradients are those of the two ops; the pre-activation is what GELU's backward keeps.

@@ -61,10 +61,27 @@ Shape operand_shape(int64_t batch, int64_t rows, int64_t cols) {
   return batch == 0 ? Shape{rows, cols} : Shape{batch, rows, cols};
 }
 
+// t in dtype on the GPU; with pad > 0 and t 2-D, as the first columns of a buffer `pad` columns
+// wider (rows apart: the gemm's leading dimension), the rest of each row holding 7.
+struct OnGpu {
+  Tensor view, buffer;
+};
+OnGpu on_gpu(const Tensor& t, DType dtype, int64_t pad) {
+  if (pad == 0 || t.dim() != 2) {
+    Tensor d = t.to(dtype).to(kGpu);
+    return {d, d};
+  }
+  Tensor buffer = full({t.size(0), t.size(1) + pad}, 7.0, Options(dtype, kGpu));
+  Tensor view = buffer.narrow(1, 0, t.size(1));
+  view.copy_(t.to(dtype).to(kGpu));
+  return {view, buffer};
+}
+
 // Runs one case on the GPU and checks it against the f64 CPU reference; c in `out` (dt's by
-// default; f32 under bf16 operands is the other pair gemm takes).
+// default; f32 under bf16 operands is the other pair gemm takes). pad: 2-D operands' rows lie
+// that many columns further apart than their width, and c's extra columns must keep their values.
 void check(const Case& c, DType dt, double alpha, double beta, Generator& g,
-           std::optional<DType> out_dtype = std::nullopt) {
+           std::optional<DType> out_dtype = std::nullopt, int64_t pad = 0) {
   const DType out = out_dtype.value_or(dt);
   const Shape as = c.ta ? operand_shape(c.Ba, c.K, c.M) : operand_shape(c.Ba, c.M, c.K);
   const Shape bs = c.tb ? operand_shape(c.Bb, c.N, c.K) : operand_shape(c.Bb, c.K, c.N);
@@ -76,10 +93,17 @@ void check(const Case& c, DType dt, double alpha, double beta, Generator& g,
   Tensor bound = abs_of(c0);  // e * (|alpha| |a||b| + |beta c0|), assembled below
   cpu::kernels().gemm(bound, abs_of(a), abs_of(b), c.ta, c.tb, std::fabs(alpha), std::fabs(beta));
 
-  Tensor cg = c0.to(out).to(kGpu);
+  const OnGpu cb = on_gpu(c0, out, pad);
+  Tensor cg = cb.view;
   // beta == 0: c must be written, not read: NaN in it must not leak into the result.
   if (beta == 0) cg.fill_(std::nan(""));
-  TESSERA_KERNEL(cg, gemm)(cg, a.to(dt).to(kGpu), b.to(dt).to(kGpu), c.ta, c.tb, alpha, beta);
+  TESSERA_KERNEL(cg, gemm)(cg, on_gpu(a, dt, pad).view, on_gpu(b, dt, pad).view, c.ta, c.tb, alpha,
+                           beta);
+  if (cb.buffer.numel() != cg.numel()) {
+    const std::vector<double> rest = values(cb.buffer.narrow(1, c.N, pad).to(Device::cpu()));
+    EXPECT_EQ(rest, std::vector<double>(rest.size(), 7.0))
+        << name_of(c, dt) << ": the rest of c's rows was written";
+  }
 
   const double r = out == DType::BF16 ? 1.0 / 256 : 0.0;
   const double e =
@@ -118,6 +142,22 @@ TEST_P(GemmCuda, every_transpose_and_batch_layout_matches_the_cpu) {
   for (const auto& [Bc, Ba, Bb] : batches)
     for (bool ta : {false, true})
       for (bool tb : {false, true}) check({Bc, Ba, Bb, M, N, K, ta, tb}, dt, 1.0, 0.0, g);
+}
+
+TEST_P(GemmCuda, row_strided_operands_match_the_cpu_and_keep_the_rest_of_their_rows) {
+  // 2-D views of wider buffers (GPT's padded logits: the vocabulary's columns of rows padded to 64):
+  // every operand's rows `pad` columns further apart than its width, 3 (unaligned rows) or 8.
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  const DType dt = GetParam();
+  Generator g(18);
+  for (const int64_t pad : {int64_t(3), int64_t(8)})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        check({0, 0, 0, 37, 29, 45, ta, tb}, dt, 1.0, 0.0, g, std::nullopt, pad);
+        check({0, 0, 0, 64, 50, 32, ta, tb}, dt, -1.5, 2.0, g, std::nullopt, pad);
+      }
+  if (dt == DType::BF16)  // a weight's gradient into its f32 buffer off strided bf16 logits
+    check({0, 0, 0, 50, 32, 64, true, false}, dt, 1.0, 1.0, g, DType::F32, 8);
 }
 
 TEST_P(GemmCuda, alpha_and_beta_scale_the_product_and_the_old_c) {

@@ -1,10 +1,16 @@
 // matmul and linear: values against hand-computed products, gradients by central differences.
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
+#include "backend/kernels.h"
 #include "gradcheck.h"
 #include "ops/ops.h"
+#include "test_util.h"
 
 using namespace tessera;
+using tessera::testing::error_of;
 using tessera::testing::gradcheck;
 
 TEST(Matmul, value_matches_hand_computed_product) {
@@ -232,6 +238,85 @@ TEST(MlpGelu, with_a_residual_equals_its_add_bit_for_bit_with_the_same_gradients
     };
     EXPECT_EQ(run(true), run(false)) << dtype_name(dt);
   }
+}
+
+TEST(Gemm, row_strided_operands_give_the_bits_of_their_dense_copies) {
+  // The CPU gemm hands a 2-D view's row stride to BLAS as its leading dimension; the columns past
+  // c's view keep their values.
+  for (DType dt : {DType::F32, DType::F64})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        Generator g(15);
+        const int64_t M = 7, N = 5, K = 6, pad = 3;
+        const Tensor a = randn(ta ? Shape{K, M} : Shape{M, K}, g).to(dt);
+        const Tensor b = randn(tb ? Shape{N, K} : Shape{K, N}, g).to(dt);
+        const Tensor c0 = randn({M, N}, g).to(dt);
+        auto wide = [&](const Tensor& t) {
+          Tensor buf = full({t.size(0), t.size(1) + pad}, 7.0, dt);
+          buf.narrow(1, 0, t.size(1)).copy_(t);
+          return buf;
+        };
+        Tensor want = c0.clone();
+        cpu::kernels().gemm(want, a, b, ta, tb, 1.5, 0.5);
+        Tensor aw = wide(a), bw = wide(b), cw = wide(c0);
+        cpu::kernels().gemm(cw.narrow(1, 0, N), aw.narrow(1, 0, a.size(1)),
+                            bw.narrow(1, 0, b.size(1)), ta, tb, 1.5, 0.5);
+        EXPECT_EQ(cw.narrow(1, 0, N).contiguous().to(DType::F64).to_vector<double>(),
+                  want.to(DType::F64).to_vector<double>())
+            << dtype_name(dt) << (ta ? " a^T" : "") << (tb ? " b^T" : "");
+        EXPECT_EQ(cw.narrow(1, N, pad).contiguous().to(DType::F64).to_vector<double>(),
+                  std::vector<double>(M * pad, 7.0));
+      }
+}
+
+TEST(Gemm, refuses_views_whose_rows_are_not_contiguous) {
+  Generator g(16);
+  const Tensor a = randn({6, 4}, g), b = randn({4, 3}, g);
+  Tensor c = Tensor::empty({6, 3});
+  const std::string bad = error_of([&] {
+    cpu::kernels().gemm(c, randn({4, 6}, g).transpose(0, 1), b, false, false, 1.0, 0.0);
+  });
+  EXPECT_NE(bad.find("contiguous rows"), std::string::npos) << bad;
+}
+
+TEST(LinearPadded, gradcheck) {
+  Generator g(17);
+  Tensor x = randn({2, 3, 4}, g), w = randn({5, 4}, g);
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& in) { return ops::linear_padded(in[0], in[1], 8); }, {x, w}));
+}
+
+TEST(LinearPadded, is_linear_then_zero_columns_with_linears_gradients_bit_for_bit) {
+  for (DType dt : {DType::F32, DType::F64}) {
+    Generator g(18);
+    const int64_t R = 6, K = 8, V = 13, Vp = 16;
+    const Tensor x0 = randn({R, K}, g).to(dt), w0 = randn({V, K}, g).to(dt),
+                 dy = randn({R, Vp}, g).to(dt);
+    auto run = [&](bool padded) {
+      Tensor x = x0.detach().requires_grad_(), w = w0.detach().requires_grad_();
+      Tensor y = padded ? ops::linear_padded(x, w, Vp) : ops::linear(x, w);
+      // The padding's gradient is dropped: dy's last columns must not matter.
+      ops::sum(ops::mul(y, padded ? dy : dy.narrow(1, 0, V).contiguous())).backward();
+      return std::vector<std::vector<double>>{y.to(DType::F64).to_vector<double>(),
+                                              x.grad().to(DType::F64).to_vector<double>(),
+                                              w.grad().to(DType::F64).to_vector<double>()};
+    };
+    const auto padded = run(true), plain = run(false);
+    std::vector<double> y_cols;
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t c = 0; c < Vp; ++c) {
+        const double v = padded[0][size_t(r * Vp + c)];
+        if (c < V)
+          y_cols.push_back(v);
+        else
+          EXPECT_EQ(v, 0.0) << "padding at row " << r << " column " << c;
+      }
+    EXPECT_EQ(y_cols, plain[0]) << dtype_name(dt);
+    EXPECT_EQ(padded[1], plain[1]) << dtype_name(dt) << " dx";
+    EXPECT_EQ(padded[2], plain[2]) << dtype_name(dt) << " dw";
+  }
+  Generator g(19);
+  EXPECT_THROW(ops::linear_padded(randn({2, 4}, g), randn({5, 4}, g), 4), Error);
 }
 
 TEST(Linear, value_matches_x_wT_plus_b) {

@@ -1,4 +1,5 @@
-// CPU gemm: batched, row-major, through OpenBLAS (cblas_sgemm / cblas_dgemm).
+// CPU gemm: batched, row-major, through OpenBLAS (cblas_sgemm / cblas_dgemm); a 2-D operand's row
+// stride is BLAS's leading dimension (backend/gemm_shapes.h).
 // c (Bc, M, N) = alpha * op(a) @ op(b) + beta * c; a batch of 1 is shared by every c batch.
 // linear_forward: the gemm, then the bias added to every row and the residual added; linear_gelu_forward:
 // the gemm and the bias, then GELU;
@@ -8,22 +9,11 @@
 #include <cstdlib>
 
 #include "backend/cpu/cpu.h"
+#include "backend/gemm_shapes.h"
 #include "backend/linear_shapes.h"
 
 namespace tessera::cpu {
 namespace {
-
-struct Mat {
-  int64_t batch, rows, cols;
-};
-
-Mat as_batched(const Tensor& t, const char* name) {
-  TESSERA_CHECK(t.dim() == 2 || t.dim() == 3, "gemm: ", name, " must be 2-D or 3-D, got ",
-                shape_str(t.shape()));
-  TESSERA_CHECK(t.is_contiguous(), "gemm: ", name, " ", shape_str(t.shape()), " is not contiguous");
-  if (t.dim() == 2) return {1, t.size(0), t.size(1)};
-  return {t.size(0), t.size(1), t.size(2)};
-}
 
 // OpenBLAS's own worker threads spin while they wait, and so do the OpenMP threads of every other
 // kernel: on 2 cores the two pools fight (configs/tiny.yaml's model: 343 ms per forward + backward
@@ -41,7 +31,8 @@ void single_threaded_blas_unless_asked() {
 
 void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
           double alpha, double beta) {
-  Mat mc = as_batched(c, "c"), ma = as_batched(a, "a"), mb = as_batched(b, "b");
+  const GemmOperand mc = gemm_operand("gemm", c, "c"), ma = gemm_operand("gemm", a, "a"),
+                    mb = gemm_operand("gemm", b, "b");
   const int64_t M = mc.rows, N = mc.cols;
   const int64_t K = trans_a ? ma.rows : ma.cols;
   const int64_t am = trans_a ? ma.cols : ma.rows;
@@ -58,7 +49,7 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
   single_threaded_blas_unless_asked();
   const auto ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
   const int64_t sa = ma.batch == 1 ? 0 : ma.rows * ma.cols, sb = mb.batch == 1 ? 0 : mb.rows * mb.cols;
-  const int64_t sc = M * N;
+  const int64_t sc = M * mc.ld;  // batches (3-D, dense); one matrix when 2-D
   dispatch_float("gemm", c.dtype(), [&](auto z) {
     using T = decltype(z);
     T* cp = static_cast<T*>(c.data_ptr());
@@ -66,15 +57,19 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
     const T* bp = static_cast<const T*>(b.data_ptr());
     for (int64_t i = 0; i < mc.batch; ++i) {
       if (K == 0) {  // BLAS may skip the beta scaling when K == 0: do it here
-        for (int64_t j = 0; j < sc; ++j) cp[i * sc + j] = beta == 0 ? T(0) : T(beta) * cp[i * sc + j];
+        for (int64_t r = 0; r < M; ++r)
+          for (int64_t j = 0; j < N; ++j) {
+            T& e = cp[i * sc + r * mc.ld + j];
+            e = beta == 0 ? T(0) : T(beta) * e;
+          }
         continue;
       }
       if constexpr (std::is_same_v<T, float>) {
         cblas_sgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), float(alpha), ap + i * sa,
-                    int(ma.cols), bp + i * sb, int(mb.cols), float(beta), cp + i * sc, int(N));
+                    int(ma.ld), bp + i * sb, int(mb.ld), float(beta), cp + i * sc, int(mc.ld));
       } else {
         cblas_dgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, ap + i * sa,
-                    int(ma.cols), bp + i * sb, int(mb.cols), beta, cp + i * sc, int(N));
+                    int(ma.ld), bp + i * sb, int(mb.ld), beta, cp + i * sc, int(mc.ld));
       }
     }
   });
