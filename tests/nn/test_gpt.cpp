@@ -227,11 +227,26 @@ TEST(GPT, attention_off_the_fused_projection_equals_split_heads_with_fewer_copie
 TEST(GPT, llama_attention_off_its_projections_makes_no_head_copies) {
   // Separate q, k, v projections and RoPE: ops::projected_causal_attention rotates q and k out of
   // the projections and attends in place (tests/ops/test_packed_attention.cpp shows it equals the
-  // split path exactly). A 2-layer model's forward and backward then copies nothing per layer:
-  // 5 copies in all (ids and targets, the head weight and its zero padding), against 13 when the
-  // heads are copied out and merged back.
+  // split path exactly). A 2-layer model's forward and backward then copies nothing per layer: at
+  // most 5 copies in all (ids and targets, the logits' zero padding), against 13 when the heads
+  // are copied out and merged back.
   const ProfiledRun r = run_profiled(tiny_llama(), nullptr, "copy");
   EXPECT_LE(r.calls, 5);
+}
+
+TEST(GPT, residual_adds_ride_the_output_projections_with_the_same_values) {
+  // Without a hook (and without dropout) each block's two residual adds are done by its output
+  // projections' kernels (linear_add, mlp_gelu's second Linear: on CUDA the gemm's C); with a
+  // hook they are ops::add. The CPU kernel rounds as the adds do: loss and every gradient agree
+  // exactly, and the fused run makes 2 binary calls fewer per layer.
+  for (const GPTConfig& c : {tiny_gpt2(), tiny_llama()}) {
+    const SplitHeads hook;
+    const ProfiledRun fused = run_profiled(c, nullptr, "binary"),
+                      split = run_profiled(c, &hook, "binary");
+    EXPECT_EQ(fused.values, split.values);
+    EXPECT_EQ(fused.calls + 2 * c.n_layer, split.calls)
+        << "fused " << fused.calls << ", split " << split.calls;
+  }
 }
 
 TEST(GPT, gelu_mlp_runs_c_fc_and_gelu_as_one_kernel_with_the_same_values) {
