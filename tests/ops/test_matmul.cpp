@@ -1,6 +1,7 @@
 // matmul and linear: values against hand-computed products, gradients by central differences.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,25 @@
 using namespace tessera;
 using tessera::testing::error_of;
 using tessera::testing::gradcheck;
+
+namespace {
+
+// y = f(inputs), each input a fresh leaf, then the backward of sum(y * dy): y and every input's
+// gradient (those that got one) as f64 values, what a fused op is compared to its parts by.
+using Params = std::vector<Tensor>;
+std::vector<std::vector<double>> values_and_grads(const Params& inputs, const Tensor& dy,
+                                                  const std::function<Tensor(const Params&)>& f) {
+  Params p;
+  for (const Tensor& t : inputs) p.push_back(t.detach().requires_grad_());
+  const Tensor y = f(p);
+  ops::sum(ops::mul(y, dy)).backward();
+  std::vector<std::vector<double>> out{y.to(DType::F64).to_vector<double>()};
+  for (const Tensor& t : p)
+    if (t.grad().defined()) out.push_back(t.grad().to(DType::F64).to_vector<double>());
+  return out;
+}
+
+}  // namespace
 
 TEST(Matmul, value_matches_hand_computed_product) {
   Tensor a = from_vector<float>({1, 2, 3, 4, 5, 6}, {2, 3});
@@ -87,17 +107,13 @@ TEST(LinearGelu, equals_gelu_of_linear_bit_for_bit_with_the_same_gradients) {
     Generator g(6);
     const Tensor x0 = randn({3, 2, 8}, g).to(dt), w0 = randn({12, 8}, g).to(dt),
                  b0 = randn({12}, g).to(dt), dy = randn({3, 2, 12}, g).to(dt);
-    auto run = [&](bool fused) {
-      Tensor x = x0.detach().requires_grad_(), w = w0.detach().requires_grad_(),
-             b = b0.detach().requires_grad_();
-      Tensor y = fused ? ops::linear_gelu(x, w, b) : ops::gelu(ops::linear(x, w, b));
-      ops::sum(ops::mul(y, dy)).backward();
-      return std::vector<std::vector<float>>{y.to(DType::F32).to_vector<float>(),
-                                             x.grad().to(DType::F32).to_vector<float>(),
-                                             w.grad().to(DType::F32).to_vector<float>(),
-                                             b.grad().to(DType::F32).to_vector<float>()};
-    };
-    EXPECT_EQ(run(true), run(false)) << dtype_name(dt);
+    const auto fused = values_and_grads({x0, w0, b0}, dy, [](const Params& p) {
+      return ops::linear_gelu(p[0], p[1], p[2]);
+    });
+    const auto parts = values_and_grads({x0, w0, b0}, dy, [](const Params& p) {
+      return ops::gelu(ops::linear(p[0], p[1], p[2]));
+    });
+    EXPECT_EQ(fused, parts) << dtype_name(dt);
   }
 }
 
@@ -133,17 +149,14 @@ TEST(MlpGelu, equals_the_three_ops_bit_for_bit_with_the_same_gradients) {
     const Tensor x0 = randn({3, 2, 8}, g).to(dt), w10 = randn({12, 8}, g).to(dt),
                  b10 = randn({12}, g).to(dt), w20 = randn({7, 12}, g).to(dt),
                  b20 = randn({7}, g).to(dt), dy = randn({3, 2, 7}, g).to(dt);
-    auto run = [&](bool fused) {
-      std::vector<Tensor> p;
-      for (const Tensor& t : {x0, w10, b10, w20, b20}) p.push_back(t.detach().requires_grad_());
-      Tensor y = fused ? ops::mlp_gelu(p[0], p[1], p[2], p[3], p[4])
-                       : ops::linear(ops::gelu(ops::linear(p[0], p[1], p[2])), p[3], p[4]);
-      ops::sum(ops::mul(y, dy)).backward();
-      std::vector<std::vector<double>> out{y.to(DType::F64).to_vector<double>()};
-      for (const Tensor& t : p) out.push_back(t.grad().to(DType::F64).to_vector<double>());
-      return out;
-    };
-    EXPECT_EQ(run(true), run(false)) << dtype_name(dt);
+    const Params in{x0, w10, b10, w20, b20};
+    const auto fused = values_and_grads(in, dy, [](const Params& p) {
+      return ops::mlp_gelu(p[0], p[1], p[2], p[3], p[4]);
+    });
+    const auto parts = values_and_grads(in, dy, [](const Params& p) {
+      return ops::linear(ops::gelu(ops::linear(p[0], p[1], p[2])), p[3], p[4]);
+    });
+    EXPECT_EQ(fused, parts) << dtype_name(dt);
   }
 }
 
@@ -186,16 +199,13 @@ TEST(LinearAdd, equals_add_of_linear_bit_for_bit_with_the_same_gradients) {
                    b0 = randn({12}, g).to(dt), r0 = randn({6, 12}, g).to(dt),
                    dy = randn({6, 12}, g).to(dt);
       auto run = [&](bool fused) {
-        std::vector<Tensor> p;
-        for (const Tensor& t : {x0, w0, b0, r0}) p.push_back(t.detach().requires_grad_());
-        const Tensor b = with_bias ? p[2] : Tensor();
-        const Tensor r = ops::scale(p[3], 0.5);  // an intermediate, as a block's stream is
-        Tensor y = fused ? ops::linear_add(p[0], p[1], b, r) : ops::add(r, ops::linear(p[0], p[1], b));
-        ops::sum(ops::add(ops::mul(y, dy), ops::mul(r, r))).backward();
-        std::vector<std::vector<double>> out{y.to(DType::F64).to_vector<double>()};
-        for (const Tensor& t : p)
-          if (t.grad().defined()) out.push_back(t.grad().to(DType::F64).to_vector<double>());
-        return out;
+        return values_and_grads({x0, w0, b0, r0}, dy, [&](const Params& p) {
+          const Tensor b = with_bias ? p[2] : Tensor();
+          const Tensor r = ops::scale(p[3], 0.5);  // an intermediate, as a block's stream is
+          const Tensor y =
+              fused ? ops::linear_add(p[0], p[1], b, r) : ops::add(r, ops::linear(p[0], p[1], b));
+          return ops::add(y, ops::mul(r, r));  // r's second consumer
+        });
       };
       EXPECT_EQ(run(true), run(false)) << dtype_name(dt) << (with_bias ? "" : " without the bias");
     }
@@ -226,17 +236,14 @@ TEST(MlpGelu, with_a_residual_equals_its_add_bit_for_bit_with_the_same_gradients
                  b10 = randn({12}, g).to(dt), w20 = randn({7, 12}, g).to(dt),
                  b20 = randn({7}, g).to(dt), r0 = randn({3, 2, 7}, g).to(dt),
                  dy = randn({3, 2, 7}, g).to(dt);
-    auto run = [&](bool fused) {
-      std::vector<Tensor> p;
-      for (const Tensor& t : {x0, w10, b10, w20, b20, r0}) p.push_back(t.detach().requires_grad_());
-      Tensor y = fused ? ops::mlp_gelu(p[0], p[1], p[2], p[3], p[4], p[5])
-                       : ops::add(p[5], ops::mlp_gelu(p[0], p[1], p[2], p[3], p[4]));
-      ops::sum(ops::mul(y, dy)).backward();
-      std::vector<std::vector<double>> out{y.to(DType::F64).to_vector<double>()};
-      for (const Tensor& t : p) out.push_back(t.grad().to(DType::F64).to_vector<double>());
-      return out;
-    };
-    EXPECT_EQ(run(true), run(false)) << dtype_name(dt);
+    const Params in{x0, w10, b10, w20, b20, r0};
+    const auto fused = values_and_grads(in, dy, [](const Params& p) {
+      return ops::mlp_gelu(p[0], p[1], p[2], p[3], p[4], p[5]);
+    });
+    const auto parts = values_and_grads(in, dy, [](const Params& p) {
+      return ops::add(p[5], ops::mlp_gelu(p[0], p[1], p[2], p[3], p[4]));
+    });
+    EXPECT_EQ(fused, parts) << dtype_name(dt);
   }
 }
 
@@ -292,16 +299,11 @@ TEST(LinearPadded, is_linear_then_zero_columns_with_linears_gradients_bit_for_bi
     const int64_t R = 6, K = 8, V = 13, Vp = 16;
     const Tensor x0 = randn({R, K}, g).to(dt), w0 = randn({V, K}, g).to(dt),
                  dy = randn({R, Vp}, g).to(dt);
-    auto run = [&](bool padded) {
-      Tensor x = x0.detach().requires_grad_(), w = w0.detach().requires_grad_();
-      Tensor y = padded ? ops::linear_padded(x, w, Vp) : ops::linear(x, w);
-      // The padding's gradient is dropped: dy's last columns must not matter.
-      ops::sum(ops::mul(y, padded ? dy : dy.narrow(1, 0, V).contiguous())).backward();
-      return std::vector<std::vector<double>>{y.to(DType::F64).to_vector<double>(),
-                                              x.grad().to(DType::F64).to_vector<double>(),
-                                              w.grad().to(DType::F64).to_vector<double>()};
-    };
-    const auto padded = run(true), plain = run(false);
+    // The padding's gradient is dropped: dy's last columns must not matter.
+    const auto padded = values_and_grads(
+        {x0, w0}, dy, [Vp](const Params& p) { return ops::linear_padded(p[0], p[1], Vp); });
+    const auto plain = values_and_grads({x0, w0}, dy.narrow(1, 0, V).contiguous(),
+                                        [](const Params& p) { return ops::linear(p[0], p[1]); });
     std::vector<double> y_cols;
     for (int64_t r = 0; r < R; ++r)
       for (int64_t c = 0; c < Vp; ++c) {
