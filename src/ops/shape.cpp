@@ -8,6 +8,7 @@
 
 #include "autograd/autograd.h"
 #include "backend/kernels.h"
+#include "ops/util.h"
 
 namespace tessera {
 namespace {
@@ -67,18 +68,21 @@ Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
   Tensor out = make_view(*this, s, strides(), offset() + start * strides()[size_t(d)]);
   return record("narrow", out, {*this}, [d, start, length](const Tensor& dy, GradSink& g) {
     // Written into the input's gradient in place (GradSink::add_into): the narrows of one tensor
-    // (a fused q, k, v projection's three) fill one zeroed buffer, not one each plus their sums.
+    // (a fused q, k, v projection's three) fill one zeroed buffer, not one each plus their sums; a
+    // bf16 leaf's rows (GPT's learned positions) go straight into its f32 gradient buffer.
     g.add_into(0, dy.dtype(), [dy, d, start, length](Tensor& acc, bool zero) {
       Tensor slice = acc.narrow(d, start, length);
       if (zero) {
-        slice.copy_(dy);
+        slice.copy_(dy);  // converting to acc's dtype in the same pass
         return;
       }
       Tensor sum = slice.is_contiguous() ? slice : slice.contiguous();
-      Tensor add = dy.is_contiguous() ? dy : dy.contiguous();
+      Tensor add = dy.dtype() != acc.dtype() ? dy.detach().to(acc.dtype())
+                   : dy.is_contiguous()      ? dy
+                                             : dy.contiguous();
       TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, add);
       if (!slice.is_contiguous()) slice.copy_(sum);
-    }, {.region = GradRegion{d, start, length}});
+    }, {.region = GradRegion{d, start, length}, .also = ops::detail::f32_buffer_of(dy.dtype())});
   });
 }
 

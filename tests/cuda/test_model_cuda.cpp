@@ -117,6 +117,50 @@ TEST_P(ModelCuda, bf16_loss_and_every_gradient_follow_the_f32_cpu) {
   }
 }
 
+TEST_P(ModelCuda, bf16_gradients_accumulated_in_f32_buffers_are_the_sums_of_their_passes) {
+  // Two backward passes into f32 gradient buffers (as the trainer's flat buffers take a bf16
+  // model's micro-batches) against each pass alone, summed: every contribution that adds onto a
+  // held gradient (gemm beta 1, the bias sums, the norms' dw and db, the embedding's scatter-add,
+  // the learned positions' narrow) runs with zero = false in the second pass. The first pass's
+  // gradient rounded to f32, then each contribution added with one rounding (a gemm's in its
+  // epilogue, from its f32 sum): within a few f32 ulps of the sum of the separate passes, 1e-5 of
+  // each gradient's largest element; a contribution dropped or written over is off by O(1) of it.
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  const nn::GPTConfig cfg = tiny_gpu_model(GetParam());
+  Generator g(9), data(10);
+  nn::GPT gpu(cfg, g);
+  train::place_model(gpu, kGpu, DType::BF16);
+  const Tensor in1 = random_tokens(2, 32, cfg.vocab_size, data).to(kGpu),
+               tg1 = random_tokens(2, 32, cfg.vocab_size, data).to(kGpu),
+               in2 = random_tokens(2, 32, cfg.vocab_size, data).to(kGpu),
+               tg2 = random_tokens(2, 32, cfg.vocab_size, data).to(kGpu);
+  auto grads_after = [&](std::vector<std::pair<Tensor, Tensor>> batches) {
+    for (const auto& [name, p] : gpu.parameters()) {
+      Tensor(p).zero_grad();
+      attach_grad(p, zeros(p.shape(), {DType::F32, kGpu}), /*zero=*/true);
+    }
+    for (const auto& [in, tg] : batches) gpu.loss(in, tg).backward();
+    std::vector<std::vector<double>> out;
+    for (const auto& [name, p] : gpu.parameters()) {
+      EXPECT_EQ(p.grad().dtype(), DType::F32) << name;
+      out.push_back(values(p.grad()));
+    }
+    return out;
+  };
+  const auto both = grads_after({{in1, tg1}, {in2, tg2}});
+  const auto first = grads_after({{in1, tg1}}), second = grads_after({{in2, tg2}});
+  for (size_t i = 0; i < both.size(); ++i) {
+    double largest = 0, worst = 0;
+    for (size_t j = 0; j < both[i].size(); ++j) {
+      const double sum = first[i][j] + second[i][j];
+      largest = std::max(largest, std::fabs(sum));
+      worst = std::max(worst, std::fabs(both[i][j] - sum));
+    }
+    EXPECT_GT(largest, 0.0) << gpu.parameters()[i].first;
+    EXPECT_LE(worst, 1e-5 * largest) << gpu.parameters()[i].first;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Styles, ModelCuda, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "llama" : "gpt2"; });
 
