@@ -107,7 +107,8 @@ void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor
 }
 
 // A Linear whose kernel ran already: x viewed as X (R, K), out (..., N) holding x w^T + bias (or
-// x w^T with the bias undefined). With a bias the graph keeps two nodes, as matmul then add would
+// x w^T with the bias undefined; or, without a bias, out (..., columns > N) holding it in its
+// first N columns: linear_padded). With a bias the graph keeps two nodes, as matmul then add would
 // record: the bias's (dy passed on, the bias gradient the sum of dy over rows) and the product's
 // (matmul's backward for x and w). Each node hands out its gradients together, so LOMO, which frees a parameter's gradient once
 // its node is done, never holds a weight's and its bias's at once. With gelu_pre (R, K) defined,
@@ -115,12 +116,15 @@ void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor
 // GELU output the product used, and x's gradient is dgelu(dY W) in one kernel.
 Tensor record_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out,
                      const Tensor& X, const Tensor& W, const Tensor& gelu_pre = {}) {
-  const int64_t R = X.size(0), K = X.size(1), N = W.size(0);
+  const int64_t R = X.size(0), K = X.size(1), N = W.size(0), columns = out.size(-1);
   const Shape x_shape = x.shape();
   // x w^T, an alias of out as far as the graph is concerned.
   Tensor product = record("linear", make_view(out, out.shape(), out.strides(), out.offset()),
-                          {x, w}, [X, W, R, N, K, x_shape, gelu_pre](const Tensor& dy, GradSink& g) {
-                            const Tensor dY = detail::dense(dy).view({R, N});
+                          {x, w}, [X, W, R, N, K, columns, x_shape, gelu_pre](const Tensor& dy,
+                                                                              GradSink& g) {
+                            // Padded rows (linear_padded): the gemms read dy's first N columns.
+                            const Tensor dY =
+                                detail::dense(dy).view({R, columns}).narrow(1, 0, N);
                             if (g.needs(0)) {
                               Tensor dX = Tensor::empty({R, K}, X.options());
                               if (gelu_pre.defined()) {
@@ -214,21 +218,7 @@ Tensor linear_padded(const Tensor& x, const Tensor& w, int64_t columns) {
   // The product into the first V columns of each row (rows `columns` apart), zeros after.
   TESSERA_KERNEL(x, gemm)(O.narrow(1, 0, V), X, W, false, true, 1.0, 0.0);
   if (columns > V) O.narrow(1, V, columns - V).fill_(0.0);
-  const Shape x_shape = x.shape();
-  return record("linear_padded", out, {x, w},
-                [X, W, R, V, K, columns, x_shape](const Tensor& dy, GradSink& g) {
-                  // The padding's gradient is dropped: the gemms read dy's first V columns.
-                  const Tensor dY = detail::dense(dy).view({R, columns}).narrow(1, 0, V);
-                  if (g.needs(0)) {
-                    Tensor dX = Tensor::empty({R, K}, X.options());
-                    TESSERA_KERNEL(dy, gemm)(dX, dY, W, false, false, 1.0, 0.0);
-                    g.add(0, dX.view(x_shape));
-                  }
-                  if (g.needs(1))
-                    param_grad_into(g, 1, W.dtype(), [dY, X](Tensor& dW, bool acc) {
-                      TESSERA_KERNEL(dY, gemm)(dW, dY, X, true, false, 1.0, acc ? 1.0 : 0.0);
-                    });
-                });
+  return record_linear(x, w, Tensor(), out, X, W);  // the padding's gradient dropped
 }
 
 Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias) {
