@@ -326,101 +326,138 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
 
 template <int D>
 struct BackwardSmem {
-  // a, b: the tiles a block keeps (K, V for dK dV; Q, dO for dQ); c, d: the tiles that stream.
-  static constexpr size_t a = 0, b = kTileBytes<D>, c = 2 * kTileBytes<D>, d = 3 * kTileBytes<D>,
-                          stats = 4 * kTileBytes<D>,
-                          bytes = stats + 2 * kMmaTile * sizeof(float);
+  // a, b: the tiles a block keeps (K, V for dK dV; Q, dO for dQ); c, d: the two tiles that stream
+  // (Q, dO; K, V), in two stages so that the next pair loads while this one is used; then two
+  // stages of the streamed query tile's statistics (dK dV only).
+  static constexpr size_t a = 0, b = kTileBytes<D>;
+  static constexpr size_t c(int stage) { return (2 + 2 * size_t(stage)) * kTileBytes<D>; }
+  static constexpr size_t d(int stage) { return (3 + 2 * size_t(stage)) * kTileBytes<D>; }
+  static constexpr size_t stats(int stage) {
+    return 6 * kTileBytes<D> + size_t(stage) * 2 * kMmaTile * sizeof(float);
+  }
+  static constexpr size_t bytes = stats(2);
 };
 
 // dK, dV of key tile kt of kv head (b, g) = bkv: over the G query heads of the group and every
-// query tile that sees the key tile. Warp w owns keys k0 + 16 w .. + 15, the rows of S^T = K Q^T
-// and dP^T = V dO^T; then dV += P^T dO and dK += dS^T Q, all four in registers.
+// query tile that sees the key tile (the items, head-major). Warp w owns keys k0 + 16 w .. + 15,
+// the rows of S^T = K Q^T and dP^T = V dO^T; then dV += P^T dO and dK += dS^T Q, all four in
+// registers. Item it + 1's Q and dO tiles stream into the other stage while item it is used.
 template <int D, class W>
 TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                         const uint16_t* k, const uint16_t* v, const uint16_t* dout,
                                         const float* lse, const float* drow, const FlashParams& p,
                                         int64_t kt, int64_t bkv) {
   using M = BackwardSmem<D>;
-  uint16_t* Ks = reinterpret_cast<uint16_t*>(w.smem() + M::a);
-  uint16_t* Vs = reinterpret_cast<uint16_t*>(w.smem() + M::b);
-  uint16_t* Qs = reinterpret_cast<uint16_t*>(w.smem() + M::c);
-  uint16_t* dOs = reinterpret_cast<uint16_t*>(w.smem() + M::d);
-  float* lse_s = reinterpret_cast<float*>(w.smem() + M::stats);  // base 2
-  float* d_s = lse_s + kMmaTile;
+  auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
+  uint16_t* Ks = tile(M::a);
+  uint16_t* Vs = tile(M::b);
   const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4, c = lane % 4;
   const int64_t b = bkv / p.Hkv, hk = bkv % p.Hkv, G = p.H / p.Hkv;
   const int64_t T = p.T, k0 = kt * kMmaTile, j0 = k0 + warp * 16;
   const float scale2 = p.scale * kLog2e;
+  const int64_t q_tiles = last_query(k0, p) / kMmaTile - kt + 1, items = G * q_tiles;
+  auto head_of = [&](int64_t it) { return hk * G + it / q_tiles; };
+  auto q0_of = [&](int64_t it) { return (kt + it % q_tiles) * kMmaTile; };
+  // Item it's Q and dO tiles into stage s (a cp.async group of their own, with K and V for the
+  // first); its row statistics (lse in base 2, the rows' dO.O) for this thread's row, if it has one.
+  auto fetch = [&](int64_t it, int s) {
+    const int64_t h = head_of(it), q0 = q0_of(it);
+    load_tile_async<D>(w, tile(M::c(s)), q + p.q.row(b, h, 0), q0, T, p.q.t);
+    load_tile_async<D>(w, tile(M::d(s)), dout + p.dout.row(b, h, 0), q0, T, p.dout.t);
+    w.cp_async_commit();
+  };
+  auto row_stats = [&](int64_t it, float& l2, float& dd) {
+    const int64_t bh = b * p.H + head_of(it), i = q0_of(it) + w.thread();
+    l2 = i < T ? lse[bh * T + i] * kLog2e : INFINITY;
+    dd = i < T ? drow[bh * T + i] : 0.0f;
+  };
+  auto put_stats = [&](int s, float l2, float dd) {
+    float* st = reinterpret_cast<float*>(w.smem() + M::stats(s));
+    st[w.thread()] = l2;
+    st[kMmaTile + w.thread()] = dd;
+  };
+  const bool stats_thread = w.thread() < kMmaTile;
 
   load_tile_async<D>(w, Ks, k + p.k.row(b, hk, 0), k0, T, p.k.t);
   load_tile_async<D>(w, Vs, v + p.v.row(b, hk, 0), k0, T, p.v.t);
-  w.cp_async_commit();
+  fetch(0, 0);
+  if (stats_thread) {
+    float l2, dd;
+    row_stats(0, l2, dd);
+    put_stats(0, l2, dd);
+  }
 
   float dka[1][D / 8][4], dva[1][D / 8][4];
   TESSERA_MMA_UNROLL
   for (int n = 0; n < D / 8; ++n)
     for (int e = 0; e < 4; ++e) dka[0][n][e] = dva[0][n][e] = 0.0f;
-  const int64_t qt_last = last_query(k0, p) / kMmaTile;
-  for (int64_t h = hk * G; h < (hk + 1) * G; ++h) {
-    const int64_t bh = b * p.H + h;
-    for (int64_t qt = kt; qt <= qt_last; ++qt) {
-      const int64_t q0 = qt * kMmaTile;
-      load_tile_async<D>(w, Qs, q + p.q.row(b, h, 0), q0, T, p.q.t);
-      load_tile_async<D>(w, dOs, dout + p.dout.row(b, h, 0), q0, T, p.dout.t);
-      w.cp_async_commit();
-      if (w.thread() < kMmaTile) {
-        const int64_t i = q0 + w.thread();
-        lse_s[w.thread()] = i < T ? lse[bh * T + i] * kLog2e : INFINITY;
-        d_s[w.thread()] = i < T ? drow[bh * T + i] : 0.0f;
-      }
-      w.cp_async_wait_all();
-      w.sync_block();
-      float st[1][8][4], dpt[1][8][4];
-      tile_abt<D, 1>(w, st, Ks, warp * 16, Qs, lane);    // S^T = K Q^T
-      tile_abt<D, 1>(w, dpt, Vs, warp * 16, dOs, lane);  // dP^T = V dO^T
-      const bool full = all_visible(q0, kMmaTile, j0, 16, p);
-      TESSERA_MMA_UNROLL
-      for (int n = 0; n < 8; ++n)
-        TESSERA_MMA_UNROLL
-        for (int e = 0; e < 4; ++e) {
-          const int col = n * 8 + 2 * c + (e & 1);  // the query, within the tile
-          const int64_t j = j0 + g + 8 * (e >> 1);
-          const float pv =
-              full || visible(q0 + col, j, p) ? w.exp2(st[0][n][e] * scale2 - lse_s[col]) : 0.0f;
-          st[0][n][e] = pv;
-          dpt[0][n][e] = pv * (dpt[0][n][e] - d_s[col]);
-        }
-      tile_pm<D, 1>(w, dva, st, dOs, lane);  // dV += P^T dO
-      tile_pm<D, 1>(w, dka, dpt, Qs, lane);  // dK += dS^T Q
-      w.sync_block();  // every warp is done with Q, dO and the statistics
+  for (int64_t it = 0; it < items; ++it) {
+    const int s = int(it & 1);
+    w.cp_async_wait_all();  // item it's tiles are in
+    w.sync_block();         // and its statistics; every warp is done with stage s ^ 1
+    const bool more = it + 1 < items;
+    float next_l2 = 0.0f, next_dd = 0.0f;
+    if (more) {
+      fetch(it + 1, s ^ 1);
+      if (stats_thread) row_stats(it + 1, next_l2, next_dd);
     }
+    const uint16_t* Qs = tile(M::c(s));
+    const uint16_t* dOs = tile(M::d(s));
+    const float* lse_s = reinterpret_cast<const float*>(w.smem() + M::stats(s));
+    const float* d_s = lse_s + kMmaTile;
+    const int64_t q0 = q0_of(it);
+    float st[1][8][4], dpt[1][8][4];
+    tile_abt<D, 1>(w, st, Ks, warp * 16, Qs, lane);    // S^T = K Q^T
+    tile_abt<D, 1>(w, dpt, Vs, warp * 16, dOs, lane);  // dP^T = V dO^T
+    const bool full = all_visible(q0, kMmaTile, j0, 16, p);
+    TESSERA_MMA_UNROLL
+    for (int n = 0; n < 8; ++n)
+      TESSERA_MMA_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int col = n * 8 + 2 * c + (e & 1);  // the query, within the tile
+        const int64_t j = j0 + g + 8 * (e >> 1);
+        const float pv =
+            full || visible(q0 + col, j, p) ? w.exp2(st[0][n][e] * scale2 - lse_s[col]) : 0.0f;
+        st[0][n][e] = pv;
+        dpt[0][n][e] = pv * (dpt[0][n][e] - d_s[col]);
+      }
+    tile_pm<D, 1>(w, dva, st, dOs, lane);  // dV += P^T dO
+    tile_pm<D, 1>(w, dka, dpt, Qs, lane);  // dK += dS^T Q
+    // Stage s ^ 1's statistics were last read by item it - 1, before this item's barrier.
+    if (more && stats_thread) put_stats(s ^ 1, next_l2, next_dd);
   }
   store_rows<D, W>(dv + p.dv.row(b, hk, 0), j0, T, p.dv.t, dva[0], 1.0f, 1.0f, lane);
   store_rows<D, W>(dk + p.dk.row(b, hk, 0), j0, T, p.dk.t, dka[0], p.scale, p.scale, lane);
 }
 
 // dQ of query tile qt of grid row bh: over the key tiles it sees. Warp w owns queries
-// q0 + 16 w .. + 15: S = Q K^T and dP = dO V^T, then dQ += dS K, in registers.
+// q0 + 16 w .. + 15: S = Q K^T and dP = dO V^T, then dQ += dS K, in registers. The next key
+// tile's K and V stream into the other stage while this one is used.
 template <int D, class W>
 TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, const uint16_t* k,
                                       const uint16_t* v, const uint16_t* dout, const float* lse,
                                       const float* drow, const FlashParams& p, int64_t qt,
                                       int64_t bh) {
   using M = BackwardSmem<D>;
-  uint16_t* Qs = reinterpret_cast<uint16_t*>(w.smem() + M::a);
-  uint16_t* dOs = reinterpret_cast<uint16_t*>(w.smem() + M::b);
-  uint16_t* Ks = reinterpret_cast<uint16_t*>(w.smem() + M::c);
-  uint16_t* Vs = reinterpret_cast<uint16_t*>(w.smem() + M::d);
+  auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
+  uint16_t* Qs = tile(M::a);
+  uint16_t* dOs = tile(M::b);
   const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4, c = lane % 4;
   const HeadIndex hi = head_index(bh, p);
   const int64_t T = p.T, q0 = qt * kMmaTile, r0 = q0 + warp * 16;
   const float scale2 = p.scale * kLog2e;
   const uint16_t* kh = k + p.k.row(hi.b, hi.g, 0);
   const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
+  const int64_t kt0 = first_key_tile(q0, p), kt1 = last_key_tile(q0, p);
+  auto fetch = [&](int64_t kt, int s) {  // key tile kt's K and V into stage s
+    load_tile_async<D>(w, tile(M::c(s)), kh, kt * kMmaTile, T, p.k.t);
+    load_tile_async<D>(w, tile(M::d(s)), vh, kt * kMmaTile, T, p.v.t);
+    w.cp_async_commit();
+  };
 
   load_tile_async<D>(w, Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
   load_tile_async<D>(w, dOs, dout + p.dout.row(hi.b, hi.h, 0), q0, T, p.dout.t);
-  w.cp_async_commit();
+  fetch(kt0, 0);
   float lse2[2], dr[2];  // this lane's rows r0 + g and r0 + g + 8
   TESSERA_MMA_UNROLL
   for (int half = 0; half < 2; ++half) {
@@ -433,15 +470,16 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
   for (int n = 0; n < D / 8; ++n)
     for (int e = 0; e < 4; ++e) dqa[0][n][e] = 0.0f;
 
-  for (int64_t kt = first_key_tile(q0, p); kt <= last_key_tile(q0, p); ++kt) {
+  for (int64_t kt = kt0; kt <= kt1; ++kt) {
+    const int s = int((kt - kt0) & 1);
+    w.cp_async_wait_all();  // key tile kt is in
+    w.sync_block();         // and every warp is done with stage s ^ 1
+    if (kt < kt1) fetch(kt + 1, s ^ 1);
+    const uint16_t* Ks = tile(M::c(s));
+    const uint16_t* Vs = tile(M::d(s));
     const int64_t k0 = kt * kMmaTile;
-    load_tile_async<D>(w, Ks, kh, k0, T, p.k.t);
-    load_tile_async<D>(w, Vs, vh, k0, T, p.v.t);
-    w.cp_async_commit();
-    w.cp_async_wait_all();
-    w.sync_block();
-    float s[1][8][4], dp[1][8][4];
-    tile_abt<D, 1>(w, s, Qs, warp * 16, Ks, lane);    // S = Q K^T
+    float sc[1][8][4], dp[1][8][4];
+    tile_abt<D, 1>(w, sc, Qs, warp * 16, Ks, lane);   // S = Q K^T
     tile_abt<D, 1>(w, dp, dOs, warp * 16, Vs, lane);  // dP = dO V^T
     const bool full = all_visible(r0, 16, k0, kMmaTile, p);
     TESSERA_MMA_UNROLL
@@ -451,11 +489,10 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
         const int half = e >> 1;
         const int64_t i = r0 + g + 8 * half, j = k0 + n * 8 + 2 * c + (e & 1);
         const float pv =
-            full || visible(i, j, p) ? w.exp2(s[0][n][e] * scale2 - lse2[half]) : 0.0f;
-        s[0][n][e] = pv * (dp[0][n][e] - dr[half]);  // dS
+            full || visible(i, j, p) ? w.exp2(sc[0][n][e] * scale2 - lse2[half]) : 0.0f;
+        sc[0][n][e] = pv * (dp[0][n][e] - dr[half]);  // dS
       }
-    tile_pm<D, 1>(w, dqa, s, Ks, lane);  // dQ += dS K
-    w.sync_block();                   // every warp is done with K and V
+    tile_pm<D, 1>(w, dqa, sc, Ks, lane);  // dQ += dS K
   }
   store_rows<D, W>(dq + p.dq.row(hi.b, hi.h, 0), r0, T, p.dq.t, dqa[0], p.scale, p.scale, lane);
 }

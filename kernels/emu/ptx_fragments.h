@@ -88,13 +88,22 @@ void mma_bf16_16816_warp(float (&D)[16][8], ARegs a, BRegs b, CRegs c) {
 
 // One thread's cp.async copies ("Data Movement and Conversion Instructions: cp.async"): each of
 // `bytes` bytes, the first `src_bytes` from src and the rest zero-filled (a null source is src-size
-// 0). A copy lands at the first wait that covers the group a commit closed it in
-// (cp.async.wait_group n: all but the newest n groups), the latest moment the hardware may complete
-// it, so a missing commit or wait shows up as data that never arrived.
+// 0). The hardware may complete a copy at any moment from its issue to the first wait that covers
+// the group a commit closed it in (cp.async.wait_group n: all but the newest n groups). A copy
+// lands at that wait, the latest moment, so a missing commit or wait shows up as data that never
+// arrived; or, with `early` set, at its issue, the earliest, so a copy issued into a buffer that
+// another thread still reads (a missing barrier before a refill) shows up as that read's data
+// changing under it.
 class CpAsyncQueue {
  public:
+  bool early = false;
+
   void push(void* dst, const void* src, size_t src_bytes = 16, size_t bytes = 16) {
-    pending_.push_back({static_cast<unsigned char*>(dst), src, src ? src_bytes : 0, bytes, -1});
+    Copy c{static_cast<unsigned char*>(dst), src, src ? src_bytes : 0, bytes, -1};
+    if (early)
+      land(c);
+    else
+      pending_.push_back(c);
   }
   void commit() {  // closes the open group (an empty one too, as the instruction does)
     for (Copy& c : pending_)
@@ -106,8 +115,7 @@ class CpAsyncQueue {
     size_t kept = 0;
     for (const Copy& c : pending_) {
       if (c.group >= 0 && c.group < last) {
-        if (c.src_bytes) std::memcpy(c.dst, c.src, c.src_bytes);
-        std::memset(c.dst + c.src_bytes, 0, c.bytes - c.src_bytes);
+        land(c);
       } else {
         pending_[kept++] = c;
       }
@@ -123,6 +131,10 @@ class CpAsyncQueue {
     size_t src_bytes, bytes;
     int64_t group;  // -1: not yet committed
   };
+  static void land(const Copy& c) {
+    if (c.src_bytes) std::memcpy(c.dst, c.src, c.src_bytes);
+    std::memset(c.dst + c.src_bytes, 0, c.bytes - c.src_bytes);
+  }
   std::vector<Copy> pending_;
   int64_t groups_ = 0;
 };

@@ -146,6 +146,7 @@ struct Launch {
   Order order = Order::Forward;
   uint64_t rng = 0;  // Order::Random's generator (splitmix64), seeded per launch
   bool warps_ahead = false;  // Order::Random, drawn per launch: a released warp runs on at once
+  bool copies_early = false;  // Order::Random, drawn per launch: cp.async copies land at issue
   std::string error;
 };
 
@@ -315,6 +316,7 @@ void run_block(Launch& l, const LaunchConfig& c, uint3 block) {
     Fiber& f = l.fibers[size_t(t)];
     f = Fiber{};
     f.lane = t % 32, f.warp = t / 32;
+    f.copies.early = l.copies_early;
     f.b.thread_idx = {unsigned(t) % c.block.x, unsigned(t) / c.block.x % c.block.y,
                       unsigned(t) / (c.block.x * c.block.y)};
     f.b.block_idx = block;
@@ -395,6 +397,7 @@ void run(const char* kernel, const LaunchConfig& c, const std::function<void()>&
   l.order = order_setting();
   l.rng = ++g_launches;
   l.warps_ahead = l.order == Order::Random && splitmix64(l.rng) % 2;
+  l.copies_early = l.order == Order::Random && splitmix64(l.rng) % 2;
   for (unsigned z = 0; z < c.grid.z; ++z)
     for (unsigned y = 0; y < c.grid.y; ++y)
       for (unsigned x = 0; x < c.grid.x; ++x) run_block(l, c, {x, y, z});

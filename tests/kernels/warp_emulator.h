@@ -94,7 +94,10 @@ struct Block {
 
 class HostWarpCtx {
  public:
-  HostWarpCtx(detail::Block& b, int t) : b_(b), t_(t), warp_(*b.warps[size_t(t / 32)]) {}
+  HostWarpCtx(detail::Block& b, int t, bool copies_early)
+      : b_(b), t_(t), warp_(*b.warps[size_t(t / 32)]) {
+    copies_.early = copies_early;
+  }
 
   int thread() const { return t_; }
   unsigned char* smem() const { return b_.smem; }
@@ -134,7 +137,9 @@ class HostWarpCtx {
   // cp.async.cg.shared.global, cp-size 16; src-size 0 (valid == false) writes 16 zero bytes. The
   // addresses are checked at issue; the copy happens at the next cp_async_wait_all after its
   // cp_async_commit (the latest moment hardware may complete it; never if the thread returns
-  // first), so a missing commit or wait shows up as data that never arrived.
+  // first), so a missing commit or wait shows up as data that never arrived; or, in a block run
+  // with copies_early, at issue (the earliest), so a refill of a tile another thread still reads
+  // shows up too (ptx::CpAsyncQueue).
   void cp_async16(void* smem_dst, const void* gmem_src, bool valid) {
     check_smem16("cp_async16 destination", smem_dst);
     if (gmem_src && reinterpret_cast<uintptr_t>(gmem_src) % 16)
@@ -198,8 +203,9 @@ class HostWarpCtx {
 
 // Runs body(W&) on `threads` std::threads (a multiple of 32, at most 1024) forming one block, with
 // a zeroed, 128-byte aligned shared-memory buffer of smem_bytes that every W sees via w.smem().
+// copies_early: cp.async copies land at issue instead of at their wait (see cp_async16).
 template <class Body>
-void run_block(int threads, size_t smem_bytes, Body&& body) {
+void run_block(int threads, size_t smem_bytes, Body&& body, bool copies_early = false) {
   if (threads <= 0 || threads % 32 || threads > 1024)
     fail("run_block: " + std::to_string(threads) + " threads; need a multiple of 32 in [32, 1024]");
   const size_t bytes = (smem_bytes + 127) / 128 * 128 + 128;  // never zero-sized
@@ -211,8 +217,8 @@ void run_block(int threads, size_t smem_bytes, Body&& body) {
   std::vector<std::thread> pool;
   pool.reserve(size_t(threads));
   for (int t = 0; t < threads; ++t)
-    pool.emplace_back([&block, &body, t] {
-      HostWarpCtx w(block, t);
+    pool.emplace_back([&block, &body, t, copies_early] {
+      HostWarpCtx w(block, t, copies_early);
       try {
         body(w);
       } catch (const std::exception& e) {
