@@ -175,6 +175,8 @@ void register_grad_hook(const Tensor& param, GradHook hook);
 // zero: grad holds zeros now, so the first contribution is copied in (converting its dtype in the
 // same pass) instead of added to it. Nothing may write to grad before that contribution.
 void attach_grad(const Tensor& param, const Tensor& grad, bool zero = false);
+// Whether param has a gradient attached with zero = true to which nothing has been added since.
+bool grad_holds_zeros(const Tensor& param);
 
 // Activation checkpointing: y = fn(inputs) is computed without keeping fn's intermediate
 // activations; backward runs fn again (with the RNG replayed, so dropout masks match) and

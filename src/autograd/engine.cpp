@@ -119,6 +119,11 @@ void attach_grad(const Tensor& param, const Tensor& grad, bool zero) {
   m.grad_zero = zero;
 }
 
+bool grad_holds_zeros(const Tensor& param) {
+  const auto& m = param.impl().autograd;
+  return m && m->grad.defined() && m->grad_zero;
+}
+
 // ---- record ----
 
 Tensor record(const char* op, const Tensor& out, const std::vector<Tensor>& inputs,

@@ -60,7 +60,7 @@ FlatParams::FlatParams(std::vector<NamedParam> params, FlatOptions options)
 
   NoGradGuard no_grad;
   values_ = zeros({total}, {dtype, device});
-  grads_ = zeros({total}, {grad_dtype(dtype), device});
+  grads_ = Tensor::empty({total}, {grad_dtype(dtype), device});  // zero_grad below fills it
   for (const Slot& s : slots_) {
     Tensor dst = make_view(values_, {s.numel}, {1}, values_.offset() + s.offset);
     dst.copy_(s.param.detach().reshape({s.numel}));
@@ -73,6 +73,9 @@ FlatParams::FlatParams(std::vector<NamedParam> params, FlatOptions options)
 }
 
 void FlatParams::zero_grad() {
+  bool zeros = true;
+  for (const Slot& s : slots_) zeros = zeros && attached(s) && grad_holds_zeros(s.param);
+  if (zeros) return;
   grads_.fill_(0.0);
   for (const Slot& s : slots_) {
     const Shape& shape = s.param.shape();
@@ -81,11 +84,14 @@ void FlatParams::zero_grad() {
   }
 }
 
+bool FlatParams::attached(const Slot& s) const {
+  const Tensor& g = s.param.grad();
+  return g.defined() && g.storage() == grads_.storage() && g.offset() == grads_.offset() + s.offset;
+}
+
 void FlatParams::check_attached() const {
   for (const Slot& s : slots_) {
-    const Tensor& g = s.param.grad();
-    TESSERA_CHECK(g.defined() && g.storage() == grads_.storage() &&
-                      g.offset() == grads_.offset() + s.offset,
+    TESSERA_CHECK(attached(s),
                   "FlatParams: the gradient of '", s.name, "' is not in the flat buffer any more "
                   "(Tensor::zero_grad() on it? use the optimizer's zero_grad())");
   }

@@ -73,7 +73,9 @@ class FlatParams {
   int64_t numel() const { return values_.numel(); }
   Device device() const { return values_.device(); }
 
-  // Zeroes the gradient buffer in place and (re)attaches every parameter's gradient view.
+  // Zeroes the gradient buffer in place and (re)attaches every parameter's gradient view; nothing
+  // to do when every view is attached and nothing was added since the last zero_grad (a step's
+  // own zero_grad followed by the caller's, as PyTorch loops write it).
   void zero_grad();
   // Throws, naming the parameter, when a gradient no longer lives in the buffer (a
   // Tensor::zero_grad() on the parameter dropped its view: its next gradient went elsewhere).
@@ -87,6 +89,8 @@ class FlatParams {
   std::vector<Slot> slots_;
   std::vector<Bucket> buckets_;
   Tensor values_, grads_;
+
+  bool attached(const Slot& s) const;  // s's gradient is its view of grads_
 };
 
 }  // namespace tessera

@@ -175,6 +175,43 @@ TEST(Flat, the_first_contribution_after_zero_grad_is_written_not_added) {
   EXPECT_EQ(values(flat.grads()), once);
 }
 
+// zero_grad twice with nothing added between (a step's own zero_grad, then the caller's) fills the
+// buffer once; anything added, or a view dropped, and it fills again.
+TEST(Flat, zero_grad_fills_only_a_buffer_that_something_was_added_to) {
+  Generator g(5);
+  std::vector<NamedParam> params = model_params(g);
+  FlatParams flat(params, {.pad = 3});
+  const Tensor x = randn({3, 10}, g);
+  auto fills = [&] {
+    profile::start();
+    flat.zero_grad();
+    profile::stop();
+    int64_t n = 0;
+    for (const profile::Row& r : profile::rows())
+      if (r.kernel == "fill") n += r.calls;
+    return n;
+  };
+  EXPECT_EQ(fills(), 0);  // the constructor's zero_grad filled it
+  backward(loss_of(params, x));
+  EXPECT_EQ(fills(), 1);
+  EXPECT_EQ(fills(), 0);
+  for (double v : values(flat.grads())) EXPECT_EQ(v, 0.0);
+  backward(loss_of(params, x));
+  const std::vector<double> once = values(flat.grads());
+  flat.zero_grad();
+  flat.zero_grad();
+  backward(loss_of(params, x));
+  EXPECT_EQ(values(flat.grads()), once);  // the second zero_grad kept the views attached and zero
+  params[1].param.zero_grad();            // b's view dropped
+  EXPECT_EQ(fills(), 1);
+  flat.check_attached();
+  params[1].param.zero_grad();
+  backward(loss_of(params, x));  // b's gradient lands outside the buffer; the others in it
+  EXPECT_EQ(fills(), 1);
+  flat.check_attached();
+  EXPECT_EQ(fills(), 0);
+}
+
 // Every micro-batch's bf16 gradient is added into an f32 buffer: 32 additions of 1 + 2^-7 (exact in
 // bf16) sum to 32 + 2^-2 exactly in f32, where bf16 accumulation would stall at 32 (its ulp there
 // is 2^-2, so each further 2^-7 rounds away).
