@@ -71,9 +71,8 @@ __global__ void __launch_bounds__(kMmaThreads)
                       const uint16_t* v, FlashParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCtx w{smem};
-  // The longest rows (the last query tiles) start first.
-  mma::forward_block<D, MT>(w, out, lse, q, k, v, p, int64_t(gridDim.x - 1 - blockIdx.x),
-                            int64_t(blockIdx.y));
+  mma::forward_block<D, MT>(w, out, lse, q, k, v, p, int64_t(gridDim.y - 1 - blockIdx.y),
+                            int64_t(blockIdx.x));
 }
 
 template <int D>
@@ -83,9 +82,8 @@ __global__ void __launch_bounds__(kMmaThreads)
                             const float* drow, FlashParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCtx w{smem};
-  // Key tile 0 is seen by the most queries: launched first.
-  mma::backward_dkdv_block<D>(w, dk, dv, q, k, v, dout, lse, drow, p, int64_t(blockIdx.x),
-                              int64_t(blockIdx.y));
+  mma::backward_dkdv_block<D>(w, dk, dv, q, k, v, dout, lse, drow, p, int64_t(blockIdx.y),
+                              int64_t(blockIdx.x));
 }
 
 template <int D>
@@ -95,8 +93,8 @@ __global__ void __launch_bounds__(kMmaThreads)
                           FlashParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCtx w{smem};
-  mma::backward_dq_block<D>(w, dq, q, k, v, dout, lse, drow, p, int64_t(gridDim.x - 1 - blockIdx.x),
-                            int64_t(blockIdx.y));
+  mma::backward_dq_block<D>(w, dq, q, k, v, dout, lse, drow, p,
+                            int64_t(gridDim.y - 1 - blockIdx.y), int64_t(blockIdx.x));
 }
 
 FlashKernels initial_choice() {
@@ -109,6 +107,17 @@ FlashKernels initial_choice() {
 FlashKernels& choice() {
   static FlashKernels k = initial_choice();
   return k;
+}
+
+// The grid of `heads` x `tiles` blocks, heads along x: blocks start in x-fastest order, so every
+// head's block of one tile starts before any of the next tile's. The kernels map y to their
+// tiles from the most work to the least (the forward's and dQ's last query tiles, the dK dV's
+// first key tile, under a causal mask), so the blocks left for the end of the grid are the
+// shortest ones (longest-processing-time-first scheduling) instead of a mixture.
+dim3 longest_first(int64_t heads, int64_t tiles) {
+  TESSERA_CHECK(tiles <= 65535, "flash attention: ", tiles, " tiles of ", kMmaTile,
+                " rows exceed the grid's 65535 (the sequence is too long for these kernels)");
+  return dim3(unsigned(heads), unsigned(tiles));
 }
 
 const uint16_t* bits(const Tensor& t) { return static_cast<const uint16_t*>(t.data_ptr()); }
@@ -125,7 +134,7 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
                        const Tensor& v, const FlashParams& p, int64_t B, int64_t D) {
   const bool narrow = choice() == FlashKernels::MmaNarrow;
   const int64_t rows = kMmaTile * (narrow ? 1 : 2);
-  const dim3 grid(unsigned((p.T + rows - 1) / rows), unsigned(B * p.H));
+  const dim3 grid = longest_first(B * p.H, (p.T + rows - 1) / rows);
   auto launch = [&](auto kernel, size_t bytes) {
     allow_smem(kernel, bytes);
     kernel<<<grid, kMmaThreads, bytes>>>(mut_bits(out), static_cast<float*>(lse.data_ptr()),
@@ -145,16 +154,16 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
 void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
                         const Tensor& drow, const FlashParams& p, int64_t B, int64_t D) {
-  const unsigned tiles = unsigned((p.T + kMmaTile - 1) / kMmaTile);
+  const int64_t tiles = (p.T + kMmaTile - 1) / kMmaTile;
   const float* lp = static_cast<const float*>(lse.data_ptr());
   const float* dr = static_cast<const float*>(drow.data_ptr());
   auto run = [&](auto dkdv_kernel, auto dq_kernel, size_t bytes) {
     allow_smem(dkdv_kernel, bytes);
-    dkdv_kernel<<<dim3(tiles, unsigned(B * p.Hkv)), kMmaThreads, bytes>>>(
+    dkdv_kernel<<<longest_first(B * p.Hkv, tiles), kMmaThreads, bytes>>>(
         mut_bits(dk), mut_bits(dv), bits(q), bits(k), bits(v), bits(dout), lp, dr, p);
     CUDA_CHECK_LAUNCH();
     allow_smem(dq_kernel, bytes);
-    dq_kernel<<<dim3(tiles, unsigned(B * p.H)), kMmaThreads, bytes>>>(
+    dq_kernel<<<longest_first(B * p.H, tiles), kMmaThreads, bytes>>>(
         mut_bits(dq), bits(q), bits(k), bits(v), bits(dout), lp, dr, p);
     CUDA_CHECK_LAUNCH();
   };
