@@ -65,36 +65,38 @@ struct DeviceCtx {
   __device__ static float log(float x) { return logf(x); }
 };
 
+// Under a causal mask the forward's and dQ's longest tiles are the last query tiles, the dK dV's
+// the first key tile: rank r is tile tiles - 1 - r, or tile r.
 template <int D, int MT>
 __global__ void __launch_bounds__(kMmaThreads)
     flash_forward_mma(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
-                      const uint16_t* v, FlashParams p) {
+                      const uint16_t* v, FlashParams p, BlockOrder order) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCtx w{smem};
-  mma::forward_block<D, MT>(w, out, lse, q, k, v, p, int64_t(gridDim.y - 1 - blockIdx.y),
-                            int64_t(blockIdx.x));
+  const BlockWork b = block_work(int64_t(blockIdx.x), order);
+  mma::forward_block<D, MT>(w, out, lse, q, k, v, p, order.tiles - 1 - b.rank, b.head);
 }
 
 template <int D>
 __global__ void __launch_bounds__(kMmaThreads)
     flash_backward_dkdv_mma(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
                             const uint16_t* v, const uint16_t* dout, const float* lse,
-                            const float* drow, FlashParams p) {
+                            const float* drow, FlashParams p, BlockOrder order) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCtx w{smem};
-  mma::backward_dkdv_block<D>(w, dk, dv, q, k, v, dout, lse, drow, p, int64_t(blockIdx.y),
-                              int64_t(blockIdx.x));
+  const BlockWork b = block_work(int64_t(blockIdx.x), order);
+  mma::backward_dkdv_block<D>(w, dk, dv, q, k, v, dout, lse, drow, p, b.rank, b.head);
 }
 
 template <int D>
 __global__ void __launch_bounds__(kMmaThreads)
     flash_backward_dq_mma(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
                           const uint16_t* dout, const float* lse, const float* drow,
-                          FlashParams p) {
+                          FlashParams p, BlockOrder order) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCtx w{smem};
-  mma::backward_dq_block<D>(w, dq, q, k, v, dout, lse, drow, p,
-                            int64_t(gridDim.y - 1 - blockIdx.y), int64_t(blockIdx.x));
+  const BlockWork b = block_work(int64_t(blockIdx.x), order);
+  mma::backward_dq_block<D>(w, dq, q, k, v, dout, lse, drow, p, order.tiles - 1 - b.rank, b.head);
 }
 
 FlashKernels initial_choice() {
@@ -109,16 +111,14 @@ FlashKernels& choice() {
   return k;
 }
 
-// The grid of `heads` x `tiles` blocks, heads along x: blocks start in x-fastest order, so every
-// head's block of one tile starts before any of the next tile's. The kernels map y to their
-// tiles from the most work to the least (the forward's and dQ's last query tiles, the dK dV's
-// first key tile, under a causal mask), so the blocks left for the end of the grid are the
-// shortest ones (longest-processing-time-first scheduling) instead of a mixture.
-dim3 longest_first(int64_t heads, int64_t tiles) {
-  TESSERA_CHECK(tiles <= 65535, "flash attention: ", tiles, " tiles of ", kMmaTile,
-                " rows exceed the grid's 65535 (the sequence is too long for these kernels)");
-  return dim3(unsigned(heads), unsigned(tiles));
+// A 1-D grid over heads x tiles in BlockOrder (flash_mma.h); shared_bytes: what a head's blocks
+// all read (the forward's and dQ's K and V, the dK dV's Q and dO of its query heads).
+BlockOrder block_order(int64_t heads, int64_t tiles, int64_t shared_bytes) {
+  TESSERA_CHECK(heads * tiles <= 0x7fffffff, "flash attention: ", heads, " heads x ", tiles,
+                " tiles exceed the grid's 2^31 - 1 blocks");
+  return {heads, tiles, heads_per_group(heads, shared_bytes)};
 }
+dim3 grid_of(const BlockOrder& o) { return dim3(unsigned(o.heads * o.tiles)); }
 
 const uint16_t* bits(const Tensor& t) { return static_cast<const uint16_t*>(t.data_ptr()); }
 uint16_t* mut_bits(const Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
@@ -134,11 +134,14 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
                        const Tensor& v, const FlashParams& p, int64_t B, int64_t D) {
   const bool narrow = choice() == FlashKernels::MmaNarrow;
   const int64_t rows = kMmaTile * (narrow ? 1 : 2);
-  const dim3 grid = longest_first(B * p.H, (p.T + rows - 1) / rows);
+  // A query head's blocks share its kv head's K and V: Tk rows of D bf16 each, over the group's
+  // H / Hkv query heads (adjacent in the order).
+  const BlockOrder order =
+      block_order(B * p.H, (p.T + rows - 1) / rows, p.Tk * D * 4 / (p.H / p.Hkv));
   auto launch = [&](auto kernel, size_t bytes) {
     allow_smem(kernel, bytes);
-    kernel<<<grid, kMmaThreads, bytes>>>(mut_bits(out), static_cast<float*>(lse.data_ptr()),
-                                         bits(q), bits(k), bits(v), p);
+    kernel<<<grid_of(order), kMmaThreads, bytes>>>(
+        mut_bits(out), static_cast<float*>(lse.data_ptr()), bits(q), bits(k), bits(v), p, order);
     CUDA_CHECK_LAUNCH();
   };
   if (D == 64 && narrow)
@@ -159,12 +162,16 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   const float* dr = static_cast<const float*>(drow.data_ptr());
   auto run = [&](auto dkdv_kernel, auto dq_kernel, size_t bytes) {
     allow_smem(dkdv_kernel, bytes);
-    dkdv_kernel<<<longest_first(B * p.Hkv, tiles), kMmaThreads, bytes>>>(
-        mut_bits(dk), mut_bits(dv), bits(q), bits(k), bits(v), bits(dout), lp, dr, p);
+    // A kv head's blocks share the Q and dO of its H / Hkv query heads; a query head's dQ blocks
+    // its kv head's K and V.
+    const BlockOrder kv_order = block_order(B * p.Hkv, tiles, p.T * D * 4 * (p.H / p.Hkv));
+    dkdv_kernel<<<grid_of(kv_order), kMmaThreads, bytes>>>(
+        mut_bits(dk), mut_bits(dv), bits(q), bits(k), bits(v), bits(dout), lp, dr, p, kv_order);
     CUDA_CHECK_LAUNCH();
     allow_smem(dq_kernel, bytes);
-    dq_kernel<<<longest_first(B * p.H, tiles), kMmaThreads, bytes>>>(
-        mut_bits(dq), bits(q), bits(k), bits(v), bits(dout), lp, dr, p);
+    const BlockOrder q_order = block_order(B * p.H, tiles, p.T * D * 4 / (p.H / p.Hkv));
+    dq_kernel<<<grid_of(q_order), kMmaThreads, bytes>>>(
+        mut_bits(dq), bits(q), bits(k), bits(v), bits(dout), lp, dr, p, q_order);
     CUDA_CHECK_LAUNCH();
   };
   if (D == 64)

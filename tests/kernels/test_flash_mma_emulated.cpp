@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,8 @@
 #include "warp_emulator.h"
 
 using namespace tessera;
+using tessera::cuda::attn::BlockOrder;
+using tessera::cuda::attn::BlockWork;
 using tessera::cuda::attn::FlashParams;
 using tessera::testing::values;
 namespace mma = tessera::cuda::attn::mma;
@@ -201,3 +204,33 @@ TEST(FlashMmaEmulated, packed_heads_under_a_sliding_window_match_the_cpu_referen
 TEST(FlashMmaEmulated, a_window_of_two_matches_the_cpu_reference) {
   run_case<64>({1, 1, 1, 70, 64, 2, false}, 14);
 }
+
+// The flash kernels' block order: each (head, tile rank) exactly once; groups of heads one after
+// another; inside a group the ranks never decrease (every head's longest tile first).
+TEST(FlashMmaOrder, every_head_and_tile_once_longest_first_within_a_group) {
+  const BlockOrder orders[] = {{1, 1, 1}, {96, 8, 64}, {96, 8, 96}, {7, 5, 3},
+                               {5, 16, 1}, {12, 3, 5}, {4, 4, 4}};
+  for (const BlockOrder& o : orders) {
+    std::set<std::pair<int64_t, int64_t>> seen;
+    int64_t last_group = 0, last_rank = 0;
+    for (int64_t block = 0; block < o.heads * o.tiles; ++block) {
+      const BlockWork w = cuda::attn::block_work(block, o);
+      const std::string at = "heads " + std::to_string(o.heads) + " tiles " +
+                             std::to_string(o.tiles) + " group " + std::to_string(o.group) +
+                             " block " + std::to_string(block);
+      ASSERT_TRUE(w.head >= 0 && w.head < o.heads && w.rank >= 0 && w.rank < o.tiles) << at;
+      EXPECT_TRUE(seen.insert({w.head, w.rank}).second) << at;
+      const int64_t group = w.head / o.group;
+      EXPECT_GE(group, last_group) << at;
+      if (group == last_group) EXPECT_GE(w.rank, last_rank) << at;
+      last_group = group, last_rank = w.rank;
+    }
+    EXPECT_EQ(int64_t(seen.size()), o.heads * o.tiles);
+  }
+  // 16 MiB of shared operands per group.
+  EXPECT_EQ(cuda::attn::heads_per_group(96, 1024 * 64 * 4), 64);  // GPT-2's K and V at T 1024
+  EXPECT_EQ(cuda::attn::heads_per_group(32, 16384 * 64 * 4), 4);
+  EXPECT_EQ(cuda::attn::heads_per_group(3, int64_t(1) << 30), 1);
+  EXPECT_EQ(cuda::attn::heads_per_group(10, 1), 10);
+}
+
