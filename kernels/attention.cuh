@@ -117,10 +117,6 @@ inline void check_aligned_output(const char* kernel, const char* name, const Ten
                 t.str(), " is not 16-byte aligned");
 }
 
-template <typename Kernel>
-void allow_smem(Kernel kernel, size_t bytes) {
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-}
 
 // ---- device side ------------------------------------------------------------------------------
 

@@ -181,6 +181,7 @@ void attention_forward(const Tensor& out, const Tensor& probs, const Tensor& q, 
   const size_t smem = size_t(d.T + d.D) * sizeof(float);
   core::dispatch(kernel, q.dtype(), [&](auto z) {
     using T = decltype(z);
+    allow_smem(attention_forward_kernel<T>, smem, kernel, "a row of T scores and D outputs in f32");
     attention_forward_kernel<T><<<unsigned(d.B * d.H * d.T), kThreads, smem>>>(
         static_cast<T*>(out.data_ptr()), p, static_cast<const T*>(q.data_ptr()),
         static_cast<const T*>(k.data_ptr()), static_cast<const T*>(v.data_ptr()), d, float(scale));
@@ -207,6 +208,8 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   const size_t smem = size_t(d.T + d.D) * sizeof(float);
   core::dispatch(kernel, q.dtype(), [&](auto z) {
     using T = decltype(z);
+    allow_smem(attention_backward_rows_kernel<T>, smem, kernel,
+               "a row of T scores and D outputs in f32");
     attention_backward_rows_kernel<T><<<unsigned(d.B * d.H * d.T), kThreads, smem>>>(
         static_cast<T*>(dq.data_ptr()), static_cast<float*>(ds.data_ptr()),
         static_cast<const T*>(dout.data_ptr()), static_cast<const T*>(k.data_ptr()),

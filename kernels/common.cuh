@@ -28,6 +28,17 @@ struct DeviceGuard {  // makes `device` current for a scope
   ~DeviceGuard() { cudaSetDevice(prev); }
 };
 
+// A launch's dynamic shared memory: past the default 48 KiB the kernel must opt in
+// (cudaFuncAttributeMaxDynamicSharedMemorySize) or the launch fails with "invalid argument";
+// past a block's 227 KiB on sm_80 / sm_90 no kernel can have it. `what` says what the bytes hold.
+template <typename Kernel>
+void allow_smem(Kernel kernel, size_t bytes, const char* name = "", const char* what = "") {
+  TESSERA_CHECK(bytes <= 232448, "cuda kernel ", name, ": ", what, " needs ", bytes,
+                " bytes of shared memory, more than a block's 232448");
+  if (bytes > 49152)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
 // Each fills the kernel-table entries of one kernels/*.cu file (called once, from memory.cu).
 void add_core_kernels(Kernels& k);       // core.cu: elementwise, norms, activations, softmax...
 void add_blas_kernels(Kernels& k);       // blas.cu: gemm through cuBLASLt

@@ -85,6 +85,7 @@ extern thread_local Builtins* current;
 struct LaunchConfig {
   dim3 grid, block;
   size_t smem = 0;
+  const void* function = nullptr;  // the kernel: its dynamic shared-memory limit (below)
 };
 inline LaunchConfig config(dim3 grid, dim3 block, size_t smem = 0, cudaStream_t = nullptr) {
   return {grid, block, smem};
@@ -93,6 +94,13 @@ inline LaunchConfig config(dim3 grid, dim3 block, size_t smem = 0, cudaStream_t 
 // Runs body once per thread of every block (see the model above). An emulator error or a bad
 // configuration throws tessera::Error naming the kernel.
 void run(const char* kernel, const LaunchConfig& c, const std::function<void()>& body);
+// A kernel's identity for its attributes: the address of the function (cudaFuncSetAttribute's
+// first argument). A launch asking more than 48 KiB of dynamic shared memory fails, as on the
+// GPU, unless cudaFuncAttributeMaxDynamicSharedMemorySize allowed that much for the function.
+template <class F>
+const void* function_id(F* f) {
+  return reinterpret_cast<const void*>(f);
+}
 // The order a block's threads run in (TESSERA_EMU_ORDER=forward, reverse or random at start-up):
 // Forward (the default) queues them 0, 1, ... and each barrier's waiters in that order; Reverse
 // last to first; Random queues each __syncthreads' waiters in a random order and, in half the
@@ -142,7 +150,8 @@ void check_vector_access(const void* p);
 
 // CUDA's launch: the arguments are evaluated once (here) and each thread gets its own copies.
 template <class F>
-auto launch(const char* kernel, LaunchConfig c, F f) {
+auto launch(const char* kernel, LaunchConfig c, const void* function, F f) {
+  c.function = function;
   return [kernel, c, f](auto&&... args) {
     const std::tuple<std::decay_t<decltype(args)>...> saved(args...);
     run(kernel, c, [&] {

@@ -74,6 +74,19 @@ thread_local cudaError_t g_last_error = cudaSuccess;
 
 namespace {
 
+// Each kernel's dynamic shared-memory limit, as cudaFuncAttributeMaxDynamicSharedMemorySize set it
+// (by function address); 48 KiB for a kernel it was never set for (CUDA C++ Programming Guide,
+// "Shared Memory": more than 48 KiB a block needs that opt-in).
+constexpr size_t kDefaultDynamicSmem = 48 << 10;
+std::mutex g_smem_limits_mutex;
+std::map<const void*, size_t> g_smem_limits;
+
+size_t dynamic_smem_limit(const void* function) {
+  std::lock_guard<std::mutex> lock(g_smem_limits_mutex);
+  const auto it = g_smem_limits.find(function);
+  return it == g_smem_limits.end() ? kDefaultDynamicSmem : it->second;
+}
+
 constexpr size_t kStackBytes = 256 << 10;  // the wmma tiles of a flash kernel are ~40 KiB a thread
 constexpr size_t kGuard = 4096;             // the guard page below each stack (at least a page)
 
@@ -379,7 +392,9 @@ void run(const char* kernel, const LaunchConfig& c, const std::function<void()>&
     g_last_error = cudaErrorInvalidConfiguration;
     return;
   }
-  if (c.smem > 232448) {
+  const bool opted_in = !c.function || c.smem <= kDefaultDynamicSmem ||
+                        c.smem <= dynamic_smem_limit(c.function);  // no function: not checked
+  if (c.smem > 232448 || !opted_in) {
     g_last_error = cudaErrorInvalidValue;
     return;
   }
@@ -635,8 +650,13 @@ cudaError_t cudaSetDevice(int d) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
-cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int value) {
-  return value > 232448 ? set(cudaErrorInvalidValue) : cudaSuccess;
+cudaError_t cudaFuncSetAttribute(const void* f, cudaFuncAttribute attr, int value) {
+  if (value < 0 || value > 232448) return set(cudaErrorInvalidValue);
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    std::lock_guard<std::mutex> lock(tessera::emu::g_smem_limits_mutex);
+    tessera::emu::g_smem_limits[f] = size_t(value);
+  }
+  return cudaSuccess;
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t* e) {

@@ -5,7 +5,8 @@
 
 Four rewrites, nothing else (line numbers are kept, so compiler errors point at the .cu file):
   - a launch `KERNEL<<<CONFIG>>>(ARGS)` becomes
-    `::tessera::emu::launch("KERNEL", ::tessera::emu::config(CONFIG), [&](auto&... a_) { KERNEL(a_...); })(ARGS)`:
+    `::tessera::emu::launch("KERNEL", ::tessera::emu::config(CONFIG), ID, [&](auto&... a_) { KERNEL(a_...); })(ARGS)`
+    (ID: `::tessera::emu::function_id(KERNEL)` when CONFIG passes dynamic shared memory, else nullptr):
     the arguments are evaluated once, on the host, as CUDA does, then every emulated thread calls
     the kernel with its own copies;
   - `extern __shared__ [__align__(N)] TYPE NAME[];` becomes a pointer to the launch's dynamic
@@ -43,6 +44,19 @@ def kernel_start(text, end):
     return i
 
 
+def top_level_args(text):
+    """The number of comma-separated arguments of text, commas inside brackets not counted."""
+    depth, count = 0, 1 if text.strip() else 0
+    for ch in text:
+        if ch in "([{<":
+            depth += 1
+        elif ch in ")]}>":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            count += 1
+    return count
+
+
 def rewrite_launches(text, path):
     out, pos = [], 0
     while True:
@@ -62,8 +76,11 @@ def rewrite_launches(text, path):
         # Both are put on one line and their newlines after the launch, so the lines after it
         # keep their numbers.
         newlines = "\n" * (raw_kernel.count("\n") + raw_config.count("\n"))
+        # A launch that passes dynamic shared memory (a third configuration argument) names its
+        # kernel by address, for the 48 KiB opt-in check; the others may name an overload set.
+        function = f"::tessera::emu::function_id({kernel})" if top_level_args(config) >= 3 else "nullptr"
         out.append(f'::tessera::emu::launch("{kernel}", ::tessera::emu::config({config}), '
-                   f"[&](auto&... a_) {{ {kernel}(a_...); }}){newlines}")
+                   f"{function}, [&](auto&... a_) {{ {kernel}(a_...); }}){newlines}")
         pos = close + 3
 
 

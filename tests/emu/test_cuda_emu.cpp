@@ -20,8 +20,8 @@ namespace {
 using testing::error_of;
 
 template <class F>
-void launch(dim3 grid, dim3 block, size_t smem, F body) {
-  emu::launch("test_kernel", emu::config(grid, block, smem), body)();
+void launch(dim3 grid, dim3 block, size_t smem, F body, const void* function = nullptr) {
+  emu::launch("test_kernel", emu::config(grid, block, smem), function, body)();
 }
 
 struct Order {  // RAII: the order threads run in, for the scope (whatever the environment)
@@ -199,6 +199,36 @@ TEST(CudaEmu, a_bad_configuration_is_the_next_last_error) {
   EXPECT_FALSE(ran);
 }
 
+void opts_in() {}  // two functions standing for kernels: their addresses key the attribute
+void never_opts_in() {}
+
+// More than 48 KiB of dynamic shared memory needs cudaFuncAttributeMaxDynamicSharedMemorySize set
+// for that kernel first (as the GPU requires): a launch without it fails with an invalid value.
+TEST(CudaEmu, dynamic_shared_memory_past_48_kib_needs_the_kernels_opt_in) {
+  bool ran = false;
+  const void* yes = emu::function_id(&opts_in);
+  const void* no = emu::function_id(&never_opts_in);
+  launch(1, 32, 48 << 10, [&] { ran = true; }, no);  // 48 KiB: no opt-in needed
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_TRUE(ran);
+  ran = false;
+  launch(1, 32, 64 << 10, [&] { ran = true; }, no);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  EXPECT_FALSE(ran);
+  ASSERT_EQ(cudaFuncSetAttribute(opts_in, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 << 10),
+            cudaSuccess);
+  launch(1, 32, 64 << 10, [&] { ran = true; }, yes);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_TRUE(ran);
+  ran = false;
+  launch(1, 32, (64 << 10) + 16, [&] { ran = true; }, yes);  // past what it opted in to
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  EXPECT_FALSE(ran);
+  launch(1, 32, 64 << 10, [&] { ran = true; }, no);  // another kernel's opt-in is not its own
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  EXPECT_FALSE(ran);
+}
+
 TEST(CudaEmu, copies_check_their_direction_and_the_allocation) {
   void* d = nullptr;
   ASSERT_EQ(cudaMalloc(&d, 64), cudaSuccess);
@@ -306,6 +336,7 @@ TEST(CudaEmu, ldmatrix_then_mma_through_inline_ptx_is_a_plain_product) {
 // cp.async lands at the latest moment the ISA allows: a group at the wait_group that covers it.
 // A source size under cp-size zero-fills the rest.
 TEST(CudaEmu, cp_async_lands_at_the_wait_that_covers_its_group_and_zero_fills) {
+  Order forward(emu::Order::Forward);  // the random order lands some launches' copies at issue
   unsigned char* src = nullptr;
   ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&src), 32), cudaSuccess);
   std::vector<unsigned char> bytes(32);
@@ -332,6 +363,30 @@ TEST(CudaEmu, cp_async_lands_at_the_wait_that_covers_its_group_and_zero_fills) {
   EXPECT_EQ(seen[2], 0xff);
   for (int i = 0; i < 24; ++i) EXPECT_EQ(seen[size_t(3 + i)], i + 1) << i;
   for (int i = 24; i < 32; ++i) EXPECT_EQ(seen[size_t(3 + i)], 0) << i;  // src-size 8 of 16
+  EXPECT_EQ(cudaFree(src), cudaSuccess);
+}
+
+// Under the random order, a launch's copies land at issue or at their wait (drawn per launch), the
+// earliest and the latest moments the hardware may choose: over a few launches both occur.
+TEST(CudaEmu, the_random_order_lands_cp_async_copies_at_issue_in_some_launches) {
+  Order random(emu::Order::Random);
+  unsigned char* src = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&src), 16), cudaSuccess);
+  const std::vector<unsigned char> bytes(16, 7);
+  ASSERT_EQ(cudaMemcpy(src, bytes.data(), 16, cudaMemcpyHostToDevice), cudaSuccess);
+  int early = 0, late = 0;
+  for (int k = 0; k < 16; ++k)
+    launch(1, 1, 16, [&] {
+      auto* s = static_cast<unsigned char*>(emu::dynamic_shared());
+      s[0] = 0;
+      emu::ptx_asm("cp.async.cg.shared.global [%0], [%1], 16;",
+                   {emu::ptx_in("r", shared_addr(s)), emu::ptx_in("l", src)});
+      (s[0] == 7 ? early : late) += 1;  // read before the wait: racy on a GPU, on purpose here
+      emu::ptx_asm("cp.async.wait_all;", {});
+      EXPECT_EQ(s[0], 7);
+    });
+  EXPECT_GT(early, 0);
+  EXPECT_GT(late, 0);
   EXPECT_EQ(cudaFree(src), cudaSuccess);
 }
 
