@@ -168,6 +168,8 @@ norm_weight_grad_partial_kernel(float* pw, float* pb, const T* dy, const T* x, S
 #pragma unroll
   for (int k = 0; k < W; ++k) aw[k] = ab[k] = 0.0f;
   if (c < C) {
+    // Unrolled for four rows' loads in flight per thread (the adds keep their order).
+#pragma unroll 4
     for (int64_t n = n0 + ty; n < n1; n += kRowThreads) {
       float g[W], xv[W];
       ld_n<W>(dy, n * C + c, g);
