@@ -26,6 +26,7 @@
 
 #include "backend/attention_shapes.h"
 #include "backend/kernels.h"
+#include "block_order.h"
 #include "common.cuh"
 #include "flash_mma.h"
 
@@ -116,6 +117,15 @@ inline void check_aligned_output(const char* kernel, const char* name, const Ten
   TESSERA_CHECK(t.dtype() != DType::BF16 || aligned16(t), "cuda ", kernel, ": output ", name, " ",
                 t.str(), " is not 16-byte aligned");
 }
+
+// A 1-D grid over heads x tiles in BlockOrder (block_order.h); shared_bytes: what a head's blocks
+// all read (the forward's and dQ's K and V, the dK dV's Q and dO of its query heads).
+inline BlockOrder block_order(int64_t heads, int64_t tiles, int64_t shared_bytes) {
+  TESSERA_CHECK(heads * tiles <= 0x7fffffff, "flash attention: ", heads, " heads x ", tiles,
+                " tiles exceed the grid's 2^31 - 1 blocks");
+  return {heads, tiles, heads_per_group(heads, shared_bytes)};
+}
+inline dim3 grid_of(const BlockOrder& o) { return dim3(unsigned(o.heads * o.tiles)); }
 
 
 // ---- device side ------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ struct FwdSmem {
 template <int D>
 __global__ void __launch_bounds__(kThreads)
     flash_forward_tc(bf16_t* out, float* lse, const bf16_t* q, const bf16_t* k, const bf16_t* v,
-                     FlashParams p) {
+                     FlashParams p, BlockOrder order) {
   using L = TileLayout<D>;
   using M = FwdSmem<D>;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -60,8 +60,9 @@ __global__ void __launch_bounds__(kThreads)
   float* l_s = m_s + kTile;                                // running sum per row
   float* a_s = l_s + kTile;                                // this tile's rescale factor
 
-  const int64_t qt = gridDim.x - 1 - blockIdx.x;  // the longest rows start first
-  const int bh = blockIdx.y;
+  const BlockWork bw = block_work(int64_t(blockIdx.x), order);
+  const int64_t qt = order.tiles - 1 - bw.rank;  // the longest rows start first
+  const int bh = int(bw.head);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t q0 = qt * kTile, T = p.T;
   const HeadIndex hi = head_index(bh, p);
@@ -164,7 +165,7 @@ template <int D>
 __global__ void __launch_bounds__(kThreads)
     flash_backward_dkdv_tc(bf16_t* dk, bf16_t* dv, const bf16_t* q, const bf16_t* k,
                            const bf16_t* v, const bf16_t* dout, const float* lse, const float* drow,
-                           FlashParams p) {
+                           FlashParams p, BlockOrder order) {
   using L = TileLayout<D>;
   using M = BwdSmem<D>;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -179,8 +180,9 @@ __global__ void __launch_bounds__(kThreads)
   float* lse_s = reinterpret_cast<float*>(smem + M::stats);
   float* d_s = lse_s + kTile;
 
-  const int64_t kt = blockIdx.x;  // key tile 0 has the most queries: launched first
-  const int bkv = blockIdx.y;
+  const BlockWork bw = block_work(int64_t(blockIdx.x), order);
+  const int64_t kt = bw.rank;  // key tile 0 has the most queries: launched first
+  const int bkv = int(bw.head);
   const int b = bkv / p.Hkv, g = bkv % p.Hkv, G = p.H / p.Hkv;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t k0 = kt * kTile, T = p.T;
@@ -239,7 +241,8 @@ __global__ void __launch_bounds__(kThreads)
 template <int D>
 __global__ void __launch_bounds__(kThreads)
     flash_backward_dq_tc(bf16_t* dq, const bf16_t* q, const bf16_t* k, const bf16_t* v,
-                         const bf16_t* dout, const float* lse, const float* drow, FlashParams p) {
+                         const bf16_t* dout, const float* lse, const float* drow, FlashParams p,
+                         BlockOrder order) {
   using L = TileLayout<D>;
   using M = BwdSmem<D>;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -253,8 +256,9 @@ __global__ void __launch_bounds__(kThreads)
   float* lse_s = reinterpret_cast<float*>(smem + M::stats);
   float* d_s = lse_s + kTile;
 
-  const int64_t qt = gridDim.x - 1 - blockIdx.x;
-  const int bh = blockIdx.y;
+  const BlockWork bw = block_work(int64_t(blockIdx.x), order);
+  const int64_t qt = order.tiles - 1 - bw.rank;
+  const int bh = int(bw.head);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t q0 = qt * kTile, T = p.T;
   const HeadIndex hi = head_index(bh, p);
@@ -499,12 +503,14 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
       flash_mma_forward(out, lse, Q, K, V, p, d.B, d.D);
       return;
     }
-    const dim3 grid(unsigned((d.T + kTile - 1) / kTile), unsigned(d.B * d.H));
+    const BlockOrder order =
+        block_order(d.B * d.H, (d.T + kTile - 1) / kTile, d.T * d.D * 4 / (d.H / d.Hkv));
     auto launch = [&](auto kernel, size_t bytes) {
       allow_smem(kernel, bytes);
-      kernel<<<grid, kThreads, bytes>>>(
+      kernel<<<grid_of(order), kThreads, bytes>>>(
           static_cast<bf16_t*>(out.data_ptr()), lp, static_cast<const bf16_t*>(Q.data_ptr()),
-          static_cast<const bf16_t*>(K.data_ptr()), static_cast<const bf16_t*>(V.data_ptr()), p);
+          static_cast<const bf16_t*>(K.data_ptr()), static_cast<const bf16_t*>(V.data_ptr()), p,
+          order);
       CUDA_CHECK_LAUNCH();
     };
     if (d.D == 64)
@@ -559,15 +565,17 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
     }
     auto ptr = [](const Tensor& t) { return static_cast<const bf16_t*>(t.data_ptr()); };
     auto mut = [](const Tensor& t) { return static_cast<bf16_t*>(t.data_ptr()); };
-    const unsigned tiles = unsigned((d.T + kTile - 1) / kTile);
+    const int64_t tiles = (d.T + kTile - 1) / kTile, G = d.H / d.Hkv;
+    const BlockOrder kv_order = block_order(d.B * d.Hkv, tiles, d.T * d.D * 4 * G);
+    const BlockOrder q_order = block_order(d.B * d.H, tiles, d.T * d.D * 4 / G);
     auto run = [&](auto dkdv_kernel, auto dq_kernel, size_t bytes) {
       allow_smem(dkdv_kernel, bytes);
-      dkdv_kernel<<<dim3(tiles, unsigned(d.B * d.Hkv)), kThreads, bytes>>>(
-          mut(dk), mut(dv), ptr(Q), ptr(K), ptr(V), ptr(dO), lp, dr, p);
+      dkdv_kernel<<<grid_of(kv_order), kThreads, bytes>>>(
+          mut(dk), mut(dv), ptr(Q), ptr(K), ptr(V), ptr(dO), lp, dr, p, kv_order);
       CUDA_CHECK_LAUNCH();
       allow_smem(dq_kernel, bytes);
-      dq_kernel<<<dim3(tiles, unsigned(d.B * d.H)), kThreads, bytes>>>(mut(dq), ptr(Q), ptr(K),
-                                                                       ptr(V), ptr(dO), lp, dr, p);
+      dq_kernel<<<grid_of(q_order), kThreads, bytes>>>(mut(dq), ptr(Q), ptr(K), ptr(V), ptr(dO),
+                                                       lp, dr, p, q_order);
       CUDA_CHECK_LAUNCH();
     };
     if (d.D == 64)

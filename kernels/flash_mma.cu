@@ -111,15 +111,6 @@ FlashKernels& choice() {
   return k;
 }
 
-// A 1-D grid over heads x tiles in BlockOrder (flash_mma.h); shared_bytes: what a head's blocks
-// all read (the forward's and dQ's K and V, the dK dV's Q and dO of its query heads).
-BlockOrder block_order(int64_t heads, int64_t tiles, int64_t shared_bytes) {
-  TESSERA_CHECK(heads * tiles <= 0x7fffffff, "flash attention: ", heads, " heads x ", tiles,
-                " tiles exceed the grid's 2^31 - 1 blocks");
-  return {heads, tiles, heads_per_group(heads, shared_bytes)};
-}
-dim3 grid_of(const BlockOrder& o) { return dim3(unsigned(o.heads * o.tiles)); }
-
 const uint16_t* bits(const Tensor& t) { return static_cast<const uint16_t*>(t.data_ptr()); }
 uint16_t* mut_bits(const Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
 

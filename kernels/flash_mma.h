@@ -30,6 +30,7 @@
 #include <cstdint>
 
 #include "backend/attention_shapes.h"
+#include "block_order.h"
 
 #if defined(__CUDACC__)
 #define TESSERA_MMA_FN __device__ __forceinline__
@@ -68,36 +69,6 @@ TESSERA_MMA_FN bool visible(int64_t i, int64_t j, const FlashParams& p) {
 TESSERA_MMA_FN bool all_visible(int64_t i0, int rows, int64_t j0, int cols, const FlashParams& p) {
   return j0 + cols - 1 <= i0 && i0 + rows <= p.T &&
          (p.window <= 0 || i0 + rows - 1 - j0 < p.window);
-}
-
-// The order a kernel's blocks take its (head, tile) pairs, blocks numbered as they start (x-fastest:
-// a 1-D grid). Heads go in groups whose K and V (or Q and dO) fit the L2 cache together; within a
-// group every head's longest tile comes first, then every head's next one, and so on
-// (longest-processing-time-first: the group ends on its shortest blocks, and the next group's
-// longest start beside them), while the blocks running at once read a few heads' tiles, which
-// they share through L2. Tile rank 0 is the longest: the caller maps ranks to tiles.
-struct BlockOrder {
-  int64_t heads, tiles, group;  // group: heads per group, >= 1
-};
-struct BlockWork {
-  int64_t head, rank;
-};
-// In 32-bit arithmetic: a grid has fewer than 2^31 blocks (block_order checks heads x tiles).
-TESSERA_MMA_FN BlockWork block_work(int64_t block, const BlockOrder& o) {
-  const auto b = uint32_t(block), group = uint32_t(o.group);
-  const uint32_t span = group * uint32_t(o.tiles);  // blocks of a full group
-  const uint32_t first = b / span * group;
-  const uint32_t rest = uint32_t(o.heads) - first;
-  const uint32_t n = rest < group ? rest : group;  // heads in this group (the last may be short)
-  const uint32_t in = b % span;
-  return {int64_t(first + in % n), int64_t(in / n)};
-}
-// Heads per group: as many as keep their shared operands (bytes_per_head each) within 16 MiB, a
-// third of an H100's or H200's 50 MB L2 (what the rest of the traffic, Q, O and the block's own
-// reads, leaves). A function of the shapes alone.
-inline int64_t heads_per_group(int64_t heads, int64_t bytes_per_head) {
-  const int64_t g = (int64_t(16) << 20) / (bytes_per_head > 0 ? bytes_per_head : 1);
-  return g < 1 ? 1 : (g > heads ? heads : g);
 }
 
 // Batch, query head and kv head of grid row bh = b H + h.

@@ -96,7 +96,7 @@ struct FwdSmem {
 template <int D>
 __global__ void __launch_bounds__(kThreads)
     sb_forward_tc(bf16_t* out, float* log_rem, bf16_t* rem, const bf16_t* q, const bf16_t* k,
-                  const bf16_t* v, SBParams p) {
+                  const bf16_t* v, SBParams p, BlockOrder order) {
   using L = TileLayout<D>;
   using M = FwdSmem<D>;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -107,8 +107,9 @@ __global__ void __launch_bounds__(kThreads)
   bf16_t* Ps = reinterpret_cast<bf16_t*>(smem + M::p);
   float* tail_s = reinterpret_cast<float*>(smem + M::tail);
 
-  const int64_t qt = gridDim.x - 1 - blockIdx.x;  // the longest rows start first
-  const int bh = blockIdx.y;
+  const BlockWork bw = block_work(int64_t(blockIdx.x), order);
+  const int64_t qt = order.tiles - 1 - bw.rank;  // the longest rows start first
+  const int bh = int(bw.head);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t q0 = qt * kTile, T = p.T;
   const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
@@ -193,7 +194,8 @@ struct BwdSmem {
 template <int D>
 __global__ void __launch_bounds__(kThreads)
     sb_backward_dq_tc(bf16_t* dq, float2* ckpt, const bf16_t* q, const bf16_t* k, const bf16_t* v,
-                      const bf16_t* dout, const float* wrow, SBParams p, int64_t tiles) {
+                      const bf16_t* dout, const float* wrow, SBParams p, int64_t tiles,
+                      BlockOrder order) {
   using L = TileLayout<D>;
   using M = BwdSmem<D>;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -205,8 +207,9 @@ __global__ void __launch_bounds__(kThreads)
   float* dAs = reinterpret_cast<float*>(smem + M::da);
   bf16_t* dZs = reinterpret_cast<bf16_t*>(smem + M::pz);
 
-  const int64_t qt = gridDim.x - 1 - blockIdx.x;
-  const int bh = blockIdx.y;
+  const BlockWork bw = block_work(int64_t(blockIdx.x), order);
+  const int64_t qt = order.tiles - 1 - bw.rank;
+  const int bh = int(bw.head);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t q0 = qt * kTile, T = p.T;
   const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
@@ -276,7 +279,7 @@ template <int D>
 __global__ void __launch_bounds__(kThreads)
     sb_backward_dkdv_tc(bf16_t* dk, bf16_t* dv, const float2* ckpt, const bf16_t* q,
                         const bf16_t* k, const bf16_t* v, const bf16_t* dout, const float* wrow,
-                        const float* log_rem, SBParams p, int64_t tiles) {
+                        const float* log_rem, SBParams p, int64_t tiles, BlockOrder order) {
   using L = TileLayout<D>;
   using M = BwdSmem<D>;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -289,8 +292,9 @@ __global__ void __launch_bounds__(kThreads)
   bf16_t* As = reinterpret_cast<bf16_t*>(smem + M::pa);   // [query][key]
   bf16_t* dZs = reinterpret_cast<bf16_t*>(smem + M::pz);  // [query][key]
 
-  const int64_t kt = blockIdx.x;  // key tile 0 has the most queries: launched first
-  const int bkv = blockIdx.y;
+  const BlockWork bw = block_work(int64_t(blockIdx.x), order);
+  const int64_t kt = bw.rank;  // key tile 0 has the most queries: launched first
+  const int bkv = int(bw.head);
   const int b = bkv / p.Hkv, g = bkv % p.Hkv, G = p.H / p.Hkv;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t k0 = kt * kTile, T = p.T;
@@ -579,12 +583,14 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
     check_aligned_output(name, "out", out);
     Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
     bf16_t* rp = rem.defined() ? static_cast<bf16_t*>(rem.data_ptr()) : nullptr;
-    const dim3 grid(unsigned((d.T + kTile - 1) / kTile), unsigned(d.B * d.H));
+    const BlockOrder order =
+        block_order(d.B * d.H, (d.T + kTile - 1) / kTile, d.T * d.D * 4 / (d.H / d.Hkv));
     auto launch = [&](auto kernel, size_t bytes) {
       allow_smem(kernel, bytes);
-      kernel<<<grid, kThreads, bytes>>>(
+      kernel<<<grid_of(order), kThreads, bytes>>>(
           static_cast<bf16_t*>(out.data_ptr()), lr, rp, static_cast<const bf16_t*>(Q.data_ptr()),
-          static_cast<const bf16_t*>(K.data_ptr()), static_cast<const bf16_t*>(V.data_ptr()), p);
+          static_cast<const bf16_t*>(K.data_ptr()), static_cast<const bf16_t*>(V.data_ptr()), p,
+          order);
       CUDA_CHECK_LAUNCH();
     };
     if (d.D == 64)
@@ -638,14 +644,17 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
            dO = aligned_input(dout);
     auto ptr = [](const Tensor& t) { return static_cast<const bf16_t*>(t.data_ptr()); };
     auto mut = [](const Tensor& t) { return static_cast<bf16_t*>(t.data_ptr()); };
+    const int64_t G = d.H / d.Hkv;
+    const BlockOrder q_order = block_order(d.B * d.H, tiles, d.T * d.D * 4 / G);
+    const BlockOrder kv_order = block_order(d.B * d.Hkv, tiles, d.T * d.D * 4 * G);
     auto run = [&](auto dq_kernel, auto dkdv_kernel, size_t bytes) {
       allow_smem(dq_kernel, bytes);
-      dq_kernel<<<dim3(unsigned(tiles), unsigned(d.B * d.H)), kThreads, bytes>>>(
-          mut(dq), cp, ptr(Q), ptr(K), ptr(V), ptr(dO), wr, p, tiles);
+      dq_kernel<<<grid_of(q_order), kThreads, bytes>>>(mut(dq), cp, ptr(Q), ptr(K), ptr(V),
+                                                       ptr(dO), wr, p, tiles, q_order);
       CUDA_CHECK_LAUNCH();
       allow_smem(dkdv_kernel, bytes);
-      dkdv_kernel<<<dim3(unsigned(tiles), unsigned(d.B * d.Hkv)), kThreads, bytes>>>(
-          mut(dk), mut(dv), cp, ptr(Q), ptr(K), ptr(V), ptr(dO), wr, lr, p, tiles);
+      dkdv_kernel<<<grid_of(kv_order), kThreads, bytes>>>(
+          mut(dk), mut(dv), cp, ptr(Q), ptr(K), ptr(V), ptr(dO), wr, lr, p, tiles, kv_order);
       CUDA_CHECK_LAUNCH();
     };
     if (d.D == 64)
