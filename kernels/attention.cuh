@@ -126,7 +126,17 @@ inline BlockOrder block_order(int64_t heads, int64_t tiles, int64_t shared_bytes
   return {heads, tiles, heads_per_group(heads, shared_bytes)};
 }
 inline dim3 grid_of(const BlockOrder& o) { return dim3(unsigned(o.heads * o.tiles)); }
-
+// Over query heads (forward, dQ): a head's blocks share its kv head's K and V, Tk rows of D bf16
+// each, with the group's H / Hkv query heads (adjacent in the order). Over kv heads (dK dV): a
+// head's blocks share the Q and dO of its H / Hkv query heads, T rows each.
+inline BlockOrder query_head_order(int64_t B, int64_t H, int64_t Hkv, int64_t tiles, int64_t Tk,
+                                   int64_t D) {
+  return block_order(B * H, tiles, Tk * D * 4 / (H / Hkv));
+}
+inline BlockOrder kv_head_order(int64_t B, int64_t H, int64_t Hkv, int64_t tiles, int64_t T,
+                                int64_t D) {
+  return block_order(B * Hkv, tiles, T * D * 4 * (H / Hkv));
+}
 
 // ---- device side ------------------------------------------------------------------------------
 

@@ -17,8 +17,8 @@ namespace tessera::cuda::attn {
 // together; within a group every head's longest tile comes first, then every head's next one, and
 // so on (longest-processing-time-first: the group ends on its shortest blocks, and the next
 // group's longest start beside them), while the blocks running at once read a few heads' tiles,
-// which they share through L2. Tile rank 0 is the longest: the caller maps ranks to tiles (under
-// a causal mask the forward's and dQ's last query tiles, the dK dV's first key tile).
+// which they share through L2. Tile rank 0 is the longest (query_tile_block and key_tile_block
+// map ranks to tiles).
 struct BlockOrder {
   int64_t heads, tiles, group;  // group: heads per group, >= 1
 };
@@ -34,6 +34,19 @@ TESSERA_BLOCK_ORDER_FN BlockWork block_work(int64_t block, const BlockOrder& o) 
   const uint32_t n = rest < group ? rest : group;  // heads in this group (the last may be short)
   const uint32_t in = b % span;
   return {int64_t(first + in % n), int64_t(in / n)};
+}
+// This block's (query head, query tile) and (kv head, key tile): under a causal mask the last query
+// tiles see the most keys and the first key tiles are seen by the most queries, so those go first.
+struct HeadTile {
+  int64_t head, tile;
+};
+TESSERA_BLOCK_ORDER_FN HeadTile query_tile_block(int64_t block, const BlockOrder& o) {
+  const BlockWork w = block_work(block, o);
+  return {w.head, o.tiles - 1 - w.rank};
+}
+TESSERA_BLOCK_ORDER_FN HeadTile key_tile_block(int64_t block, const BlockOrder& o) {
+  const BlockWork w = block_work(block, o);
+  return {w.head, w.rank};
 }
 // Heads per group: as many as keep their shared operands (bytes_per_head each) within 16 MiB, a
 // third of an H100's or H200's 50 MB L2 (what the rest of the traffic, Q, O and the block's own

@@ -60,9 +60,9 @@ __global__ void __launch_bounds__(kThreads)
   float* l_s = m_s + kTile;                                // running sum per row
   float* a_s = l_s + kTile;                                // this tile's rescale factor
 
-  const BlockWork bw = block_work(int64_t(blockIdx.x), order);
-  const int64_t qt = order.tiles - 1 - bw.rank;  // the longest rows start first
-  const int bh = int(bw.head);
+  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);  // the longest rows first
+  const int64_t qt = at.tile;
+  const int bh = int(at.head);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t q0 = qt * kTile, T = p.T;
   const HeadIndex hi = head_index(bh, p);
@@ -180,9 +180,9 @@ __global__ void __launch_bounds__(kThreads)
   float* lse_s = reinterpret_cast<float*>(smem + M::stats);
   float* d_s = lse_s + kTile;
 
-  const BlockWork bw = block_work(int64_t(blockIdx.x), order);
-  const int64_t kt = bw.rank;  // key tile 0 has the most queries: launched first
-  const int bkv = int(bw.head);
+  const HeadTile at = key_tile_block(int64_t(blockIdx.x), order);  // key tile 0 first
+  const int64_t kt = at.tile;
+  const int bkv = int(at.head);
   const int b = bkv / p.Hkv, g = bkv % p.Hkv, G = p.H / p.Hkv;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t k0 = kt * kTile, T = p.T;
@@ -256,9 +256,9 @@ __global__ void __launch_bounds__(kThreads)
   float* lse_s = reinterpret_cast<float*>(smem + M::stats);
   float* d_s = lse_s + kTile;
 
-  const BlockWork bw = block_work(int64_t(blockIdx.x), order);
-  const int64_t qt = order.tiles - 1 - bw.rank;
-  const int bh = int(bw.head);
+  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
+  const int64_t qt = at.tile;
+  const int bh = int(at.head);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t q0 = qt * kTile, T = p.T;
   const HeadIndex hi = head_index(bh, p);
@@ -504,7 +504,7 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
       return;
     }
     const BlockOrder order =
-        block_order(d.B * d.H, (d.T + kTile - 1) / kTile, d.T * d.D * 4 / (d.H / d.Hkv));
+        query_head_order(d.B, d.H, d.Hkv, (d.T + kTile - 1) / kTile, d.T, d.D);
     auto launch = [&](auto kernel, size_t bytes) {
       allow_smem(kernel, bytes);
       kernel<<<grid_of(order), kThreads, bytes>>>(
@@ -565,9 +565,9 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
     }
     auto ptr = [](const Tensor& t) { return static_cast<const bf16_t*>(t.data_ptr()); };
     auto mut = [](const Tensor& t) { return static_cast<bf16_t*>(t.data_ptr()); };
-    const int64_t tiles = (d.T + kTile - 1) / kTile, G = d.H / d.Hkv;
-    const BlockOrder kv_order = block_order(d.B * d.Hkv, tiles, d.T * d.D * 4 * G);
-    const BlockOrder q_order = block_order(d.B * d.H, tiles, d.T * d.D * 4 / G);
+    const int64_t tiles = (d.T + kTile - 1) / kTile;
+    const BlockOrder kv_order = kv_head_order(d.B, d.H, d.Hkv, tiles, d.T, d.D);
+    const BlockOrder q_order = query_head_order(d.B, d.H, d.Hkv, tiles, d.T, d.D);
     auto run = [&](auto dkdv_kernel, auto dq_kernel, size_t bytes) {
       allow_smem(dkdv_kernel, bytes);
       dkdv_kernel<<<grid_of(kv_order), kThreads, bytes>>>(

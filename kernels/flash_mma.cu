@@ -65,16 +65,14 @@ struct DeviceCtx {
   __device__ static float log(float x) { return logf(x); }
 };
 
-// Under a causal mask the forward's and dQ's longest tiles are the last query tiles, the dK dV's
-// the first key tile: rank r is tile tiles - 1 - r, or tile r.
 template <int D, int MT>
 __global__ void __launch_bounds__(kMmaThreads)
     flash_forward_mma(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                       const uint16_t* v, FlashParams p, BlockOrder order) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCtx w{smem};
-  const BlockWork b = block_work(int64_t(blockIdx.x), order);
-  mma::forward_block<D, MT>(w, out, lse, q, k, v, p, order.tiles - 1 - b.rank, b.head);
+  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
+  mma::forward_block<D, MT>(w, out, lse, q, k, v, p, at.tile, at.head);
 }
 
 template <int D>
@@ -84,8 +82,8 @@ __global__ void __launch_bounds__(kMmaThreads)
                             const float* drow, FlashParams p, BlockOrder order) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCtx w{smem};
-  const BlockWork b = block_work(int64_t(blockIdx.x), order);
-  mma::backward_dkdv_block<D>(w, dk, dv, q, k, v, dout, lse, drow, p, b.rank, b.head);
+  const HeadTile at = key_tile_block(int64_t(blockIdx.x), order);
+  mma::backward_dkdv_block<D>(w, dk, dv, q, k, v, dout, lse, drow, p, at.tile, at.head);
 }
 
 template <int D>
@@ -95,8 +93,8 @@ __global__ void __launch_bounds__(kMmaThreads)
                           FlashParams p, BlockOrder order) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCtx w{smem};
-  const BlockWork b = block_work(int64_t(blockIdx.x), order);
-  mma::backward_dq_block<D>(w, dq, q, k, v, dout, lse, drow, p, order.tiles - 1 - b.rank, b.head);
+  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
+  mma::backward_dq_block<D>(w, dq, q, k, v, dout, lse, drow, p, at.tile, at.head);
 }
 
 FlashKernels initial_choice() {
@@ -125,10 +123,7 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
                        const Tensor& v, const FlashParams& p, int64_t B, int64_t D) {
   const bool narrow = choice() == FlashKernels::MmaNarrow;
   const int64_t rows = kMmaTile * (narrow ? 1 : 2);
-  // A query head's blocks share its kv head's K and V: Tk rows of D bf16 each, over the group's
-  // H / Hkv query heads (adjacent in the order).
-  const BlockOrder order =
-      block_order(B * p.H, (p.T + rows - 1) / rows, p.Tk * D * 4 / (p.H / p.Hkv));
+  const BlockOrder order = query_head_order(B, p.H, p.Hkv, (p.T + rows - 1) / rows, p.Tk, D);
   auto launch = [&](auto kernel, size_t bytes) {
     allow_smem(kernel, bytes);
     kernel<<<grid_of(order), kMmaThreads, bytes>>>(
@@ -153,14 +148,12 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   const float* dr = static_cast<const float*>(drow.data_ptr());
   auto run = [&](auto dkdv_kernel, auto dq_kernel, size_t bytes) {
     allow_smem(dkdv_kernel, bytes);
-    // A kv head's blocks share the Q and dO of its H / Hkv query heads; a query head's dQ blocks
-    // its kv head's K and V.
-    const BlockOrder kv_order = block_order(B * p.Hkv, tiles, p.T * D * 4 * (p.H / p.Hkv));
+    const BlockOrder kv_order = kv_head_order(B, p.H, p.Hkv, tiles, p.T, D);
     dkdv_kernel<<<grid_of(kv_order), kMmaThreads, bytes>>>(
         mut_bits(dk), mut_bits(dv), bits(q), bits(k), bits(v), bits(dout), lp, dr, p, kv_order);
     CUDA_CHECK_LAUNCH();
     allow_smem(dq_kernel, bytes);
-    const BlockOrder q_order = block_order(B * p.H, tiles, p.T * D * 4 / (p.H / p.Hkv));
+    const BlockOrder q_order = query_head_order(B, p.H, p.Hkv, tiles, p.T, D);
     dq_kernel<<<grid_of(q_order), kMmaThreads, bytes>>>(
         mut_bits(dq), bits(q), bits(k), bits(v), bits(dout), lp, dr, p, q_order);
     CUDA_CHECK_LAUNCH();

@@ -107,9 +107,9 @@ __global__ void __launch_bounds__(kThreads)
   bf16_t* Ps = reinterpret_cast<bf16_t*>(smem + M::p);
   float* tail_s = reinterpret_cast<float*>(smem + M::tail);
 
-  const BlockWork bw = block_work(int64_t(blockIdx.x), order);
-  const int64_t qt = order.tiles - 1 - bw.rank;  // the longest rows start first
-  const int bh = int(bw.head);
+  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);  // the longest rows first
+  const int64_t qt = at.tile;
+  const int bh = int(at.head);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t q0 = qt * kTile, T = p.T;
   const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
@@ -207,9 +207,9 @@ __global__ void __launch_bounds__(kThreads)
   float* dAs = reinterpret_cast<float*>(smem + M::da);
   bf16_t* dZs = reinterpret_cast<bf16_t*>(smem + M::pz);
 
-  const BlockWork bw = block_work(int64_t(blockIdx.x), order);
-  const int64_t qt = order.tiles - 1 - bw.rank;
-  const int bh = int(bw.head);
+  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
+  const int64_t qt = at.tile;
+  const int bh = int(at.head);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t q0 = qt * kTile, T = p.T;
   const int64_t kvh = kv_head_of(bh, p.H, p.Hkv);
@@ -292,9 +292,9 @@ __global__ void __launch_bounds__(kThreads)
   bf16_t* As = reinterpret_cast<bf16_t*>(smem + M::pa);   // [query][key]
   bf16_t* dZs = reinterpret_cast<bf16_t*>(smem + M::pz);  // [query][key]
 
-  const BlockWork bw = block_work(int64_t(blockIdx.x), order);
-  const int64_t kt = bw.rank;  // key tile 0 has the most queries: launched first
-  const int bkv = int(bw.head);
+  const HeadTile at = key_tile_block(int64_t(blockIdx.x), order);  // key tile 0 first
+  const int64_t kt = at.tile;
+  const int bkv = int(at.head);
   const int b = bkv / p.Hkv, g = bkv % p.Hkv, G = p.H / p.Hkv;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t k0 = kt * kTile, T = p.T;
@@ -584,7 +584,7 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
     Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
     bf16_t* rp = rem.defined() ? static_cast<bf16_t*>(rem.data_ptr()) : nullptr;
     const BlockOrder order =
-        block_order(d.B * d.H, (d.T + kTile - 1) / kTile, d.T * d.D * 4 / (d.H / d.Hkv));
+        query_head_order(d.B, d.H, d.Hkv, (d.T + kTile - 1) / kTile, d.T, d.D);
     auto launch = [&](auto kernel, size_t bytes) {
       allow_smem(kernel, bytes);
       kernel<<<grid_of(order), kThreads, bytes>>>(
@@ -644,9 +644,8 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
            dO = aligned_input(dout);
     auto ptr = [](const Tensor& t) { return static_cast<const bf16_t*>(t.data_ptr()); };
     auto mut = [](const Tensor& t) { return static_cast<bf16_t*>(t.data_ptr()); };
-    const int64_t G = d.H / d.Hkv;
-    const BlockOrder q_order = block_order(d.B * d.H, tiles, d.T * d.D * 4 / G);
-    const BlockOrder kv_order = block_order(d.B * d.Hkv, tiles, d.T * d.D * 4 * G);
+    const BlockOrder q_order = query_head_order(d.B, d.H, d.Hkv, tiles, d.T, d.D);
+    const BlockOrder kv_order = kv_head_order(d.B, d.H, d.Hkv, tiles, d.T, d.D);
     auto run = [&](auto dq_kernel, auto dkdv_kernel, size_t bytes) {
       allow_smem(dq_kernel, bytes);
       dq_kernel<<<grid_of(q_order), kThreads, bytes>>>(mut(dq), cp, ptr(Q), ptr(K), ptr(V),
