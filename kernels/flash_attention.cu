@@ -227,8 +227,8 @@ __global__ void __launch_bounds__(kThreads)
             __floats2bfloat162_rn(p0 * (dpv.x - d_s[c]), p1 * (dpv.y - d_s[c + 1]));
       }
       __syncwarp();
-      warp_pm<D, false>(dv_acc, Pt + warp * 16 * L::ld_p, dOs);  // dV += P^T dO
-      warp_pm<D, false>(dk_acc, dSt + warp * 16 * L::ld_p, Qs);  // dK += dS^T Q
+      warp_pm<D>(dv_acc, Pt + warp * 16 * L::ld_p, dOs);  // dV += P^T dO
+      warp_pm<D>(dk_acc, dSt + warp * 16 * L::ld_p, Qs);  // dK += dS^T Q
     }
   }
   __syncthreads();  // the score tiles become the staging area
@@ -296,7 +296,7 @@ __global__ void __launch_bounds__(kThreads)
           __floats2bfloat162_rn(p0 * (dpv.x - d_s[row]), p1 * (dpv.y - d_s[row]));
     }
     __syncwarp();
-    warp_pm<D, false>(dq_acc, dSs + warp * 16 * L::ld_p, Ks);  // dQ += dS K
+    warp_pm<D>(dq_acc, dSs + warp * 16 * L::ld_p, Ks);  // dQ += dS K
   }
   __syncthreads();
   float* stage = reinterpret_cast<float*>(smem + M::s) + warp * 16 * L::ld_acc;

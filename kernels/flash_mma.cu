@@ -1,12 +1,8 @@
-// The GPU side of kernels/flash_mma.h: its warp instructions as inline PTX (DeviceCtx), the three
+// The GPU side of kernels/flash_mma.h (its warp instructions: mma_device.cuh's DeviceCtx): the three
 // kernels (forward; backward dK dV, then dQ) and their launches. flash_attention_forward/backward
 // (flash_attention.cu) call these for bf16 at head dims 64 and 128 unless the wmma kernels are
 // chosen (set_flash_kernels, TESSERA_FLASH_KERNELS=wmma). The forward runs 128-row blocks (32 rows
 // per warp), or 64-row ones under FlashKernels::MmaNarrow.
-//
-// PTX used (sm_80+): ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16,
-// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, cp.async.cg.shared.global (16 bytes, with
-// a source size of 0 to zero-fill), cp.async.commit_group, cp.async.wait_group 0.
 #include <cuda_bf16.h>
 
 #include <cstdlib>
@@ -15,55 +11,12 @@
 #include "attention.cuh"
 #include "backend/cuda.h"
 #include "flash_mma.h"
+#include "mma_device.cuh"
 
 namespace tessera::cuda {
 namespace {
 
 using namespace attn;
-
-// Under the CUDA emulator (kernels/emu) these asm statements run on its PTX interpreter
-// (kernels/emu/ptx.h): the same operands, registers and shared addresses.
-struct DeviceCtx {
-  unsigned char* base;
-  __device__ int thread() const { return int(threadIdx.x); }
-  __device__ unsigned char* smem() const { return base; }
-  __device__ void sync_block() { __syncthreads(); }
-  __device__ static uint32_t shared_addr(const void* p) {
-    return uint32_t(__cvta_generic_to_shared(p));
-  }
-  __device__ void ldmatrix_x4(uint32_t (&r)[4], const uint16_t* row) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(shared_addr(row)));
-  }
-  __device__ void ldmatrix_x4_trans(uint32_t (&r)[4], const uint16_t* row) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(shared_addr(row)));
-  }
-  __device__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-        "{%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-  __device__ float shfl_xor(float v, int mask) { return __shfl_xor_sync(kFull, v, mask); }
-  __device__ void cp_async16(void* dst, const void* src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_addr(dst)),
-                 "l"(src), "r"(valid ? 16 : 0));
-  }
-  __device__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-  __device__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-  __device__ static uint32_t pack_bf16x2(float lo, float hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lo) in the low half
-    uint32_t u;
-    memcpy(&u, &v, sizeof u);
-    return u;
-  }
-  __device__ static float exp2(float x) { return exp2f(x); }
-  __device__ static float log(float x) { return logf(x); }
-};
 
 template <int D, int MT>
 __global__ void __launch_bounds__(kMmaThreads)

@@ -10,13 +10,13 @@
 // query-tile-major pass for dQ; no atomics). Softmax runs in base 2: x = scale log2(e) s.
 //
 // Plain C++ over a context type W that supplies the warp instructions, so the same bodies run on
-// the GPU (flash_mma.cu's DeviceCtx: inline PTX) and on the CPU under tests/kernels' warp emulator
+// the GPU (mma_device.cuh's DeviceCtx: inline PTX) and on the CPU under tests/kernels' warp emulator
 // (one std::thread per lane), which checks their indexing against the CPU reference before any GPU
 // does. W provides:
 //   thread(), smem(), sync_block(); cp_async16(dst, src, valid), cp_async_commit(),
 //   cp_async_wait_all(); ldmatrix_x4(r, row), ldmatrix_x4_trans(r, row) (lane l gives row l % 8 of
 //   8x8 matrix l / 8); mma_bf16_16816(d, a, b0, b1) (d += a b, m16n8k16, f32 accumulate);
-//   shfl_xor(x, mask); pack_bf16x2(lo, hi); exp2(x); log(x).
+//   shfl_xor(x, mask); pack_bf16x2(lo, hi); exp2(x); log(x); log2(x), rcp(x) (stick_mma.h).
 //
 // Fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16" with .bf16), g = lane / 4, c = lane % 4:
 //   A 16x16: a[0] (g, 2c..2c+1), a[1] (g+8, 2c..), a[2] (g, 2c+8..), a[3] (g+8, 2c+8..);
@@ -122,16 +122,21 @@ TESSERA_MMA_FN void load_tile_async(W& w, uint16_t* dst, const uint16_t* src, in
 // (matrices: rows 0-7 / 8-15 x cols 0-7, then cols 8-15, the order of a[0..3]); the same address
 // with .trans gives the B operands (k = rows r0.., n = cols c0..c0+7 then c0+8..) of a product
 // whose k runs down the tile's rows (P V, dS K, P^T dO, dS^T Q).
-template <int D>
+// Rows maps a product's row (or column) index to the tile row that holds it: TileRows for the
+// tile's own order; stick_mma.h streams K and V in a permuted key order.
+struct TileRows {
+  static constexpr int row(int x) { return x; }
+};
+template <int D, class Rows = TileRows>
 TESSERA_MMA_FN const uint16_t* a_row(const uint16_t* tile, int r0, int c0, int lane) {
-  return tile + (r0 + lane % 16) * kLd<D> + c0 + (lane / 16) * 8;
+  return tile + Rows::row(r0 + lane % 16) * kLd<D> + c0 + (lane / 16) * 8;
 }
 // The address for two B operands (n = rows r0..r0+7, then r0+8..r0+15; k = cols c0..c0+15) of a
 // product whose k runs along the tile's rows (Q K^T, dO V^T, K Q^T, V dO^T): r[0], r[1] are the
 // first n-block's b0, b1 and r[2], r[3] the second's.
-template <int D>
+template <int D, class Rows = TileRows>
 TESSERA_MMA_FN const uint16_t* bt_row(const uint16_t* tile, int r0, int c0, int lane) {
-  return tile + (r0 + lane % 8 + (lane / 16) * 8) * kLd<D> + c0 + ((lane / 8) % 2) * 8;
+  return tile + Rows::row(r0 + lane % 8 + (lane / 16) * 8) * kLd<D> + c0 + ((lane / 8) % 2) * 8;
 }
 
 // acc0 += a b0 and acc1 += a b1, b0 = (b[0], b[1]) and b1 = (b[2], b[3]): the two 8-column
@@ -144,9 +149,10 @@ TESSERA_MMA_FN void mma_pair(W& w, float (&acc0)[4], float (&acc1)[4], const uin
 }
 
 // acc[mt] (16 x 64 as eight 16x8 C fragments) = rows a_r0 + 16 mt .. + 15 of tile a (16 x D each,
-// MT of them) @ b^T (b: the 64 rows of tile b). Each B fragment read from shared memory feeds MT
-// products, so more rows per warp read b fewer times per product.
-template <int D, int MT, class W>
+// MT of them) @ b^T (b: the 64 rows of tile b, column x of acc from row Rows::row(x)). Each B
+// fragment read from shared memory feeds MT products, so more rows per warp read b fewer times per
+// product.
+template <int D, int MT, class Rows = TileRows, class W>
 TESSERA_MMA_FN void tile_abt(W& w, float (&acc)[MT][8][4], const uint16_t* a, int a_r0,
                              const uint16_t* b, int lane) {
   TESSERA_MMA_UNROLL
@@ -162,7 +168,7 @@ TESSERA_MMA_FN void tile_abt(W& w, float (&acc)[MT][8][4], const uint16_t* a, in
     TESSERA_MMA_UNROLL
     for (int np = 0; np < 4; ++np) {
       uint32_t bf[4];
-      w.ldmatrix_x4(bf, bt_row<D>(b, np * 16, kk * 16, lane));
+      w.ldmatrix_x4(bf, bt_row<D, Rows>(b, np * 16, kk * 16, lane));
       TESSERA_MMA_UNROLL
       for (int mt = 0; mt < MT; ++mt)
         mma_pair(w, acc[mt][2 * np], acc[mt][2 * np + 1], af[mt], bf);
@@ -171,8 +177,9 @@ TESSERA_MMA_FN void tile_abt(W& w, float (&acc)[MT][8][4], const uint16_t* a, in
 }
 
 // acc[mt] (16 x D as D / 8 C fragments) += p[mt] (16 x 64, eight C fragments, rounded to bf16
-// here) @ m (the 64 rows x D of tile m), for MT row groups sharing each B fragment.
-template <int D, int MT, class W>
+// here) @ m (the 64 rows x D of tile m, p's column x times row Rows::row(x)), for MT row groups
+// sharing each B fragment.
+template <int D, int MT, class Rows = TileRows, class W>
 TESSERA_MMA_FN void tile_pm(W& w, float (&acc)[MT][D / 8][4], const float (&p)[MT][8][4],
                             const uint16_t* m, int lane) {
   TESSERA_MMA_UNROLL
@@ -188,7 +195,7 @@ TESSERA_MMA_FN void tile_pm(W& w, float (&acc)[MT][D / 8][4], const float (&p)[M
     TESSERA_MMA_UNROLL
     for (int dp = 0; dp < D / 16; ++dp) {
       uint32_t bf[4];
-      w.ldmatrix_x4_trans(bf, a_row<D>(m, ks * 16, dp * 16, lane));
+      w.ldmatrix_x4_trans(bf, a_row<D, Rows>(m, ks * 16, dp * 16, lane));
       TESSERA_MMA_UNROLL
       for (int mt = 0; mt < MT; ++mt) mma_pair(w, acc[mt][2 * dp], acc[mt][2 * dp + 1], pa[mt], bf);
     }

@@ -120,16 +120,18 @@ int run(int argc, char** argv) {
       auto flash_bwd = [&] {
         kern.flash_attention_backward(dq, dk, dv, dout, q, k, v, out, stat, scale, 0);
       };
+      auto sb_fwd = [&] {
+        kern.stick_breaking_forward(out, stat, Tensor(), q, k, v, scale, false, false);
+      };
+      auto sb_bwd = [&] {
+        kern.stick_breaking_backward(dq, dk, dv, dout, q, k, v, out, stat, scale, false, false);
+      };
       const Impl impls[] = {
           {"tessera flash (softmax)", flash_fwd, flash_bwd, cuda::FlashKernels::Mma},
           {"tessera flash, 64-row forward", flash_fwd, flash_bwd, cuda::FlashKernels::MmaNarrow},
           {"tessera flash, wmma kernels", flash_fwd, flash_bwd, cuda::FlashKernels::Wmma},
-          {"tessera stick-breaking",
-           [&] { kern.stick_breaking_forward(out, stat, Tensor(), q, k, v, scale, false, false); },
-           [&] {
-             kern.stick_breaking_backward(dq, dk, dv, dout, q, k, v, out, stat, scale, false,
-                                          false);
-           }},
+          {"tessera stick-breaking", sb_fwd, sb_bwd, cuda::FlashKernels::Mma},
+          {"tessera stick-breaking, 64-row forward", sb_fwd, sb_bwd, cuda::FlashKernels::MmaNarrow},
       };
       const cuda::FlashKernels chosen = cuda::flash_kernels();
       for (const Impl& impl : impls) {

@@ -74,8 +74,10 @@ void empty_cache(int device);  // returns every cached block of the device to th
 // Which kernels run bf16 flash attention at head dims 64 and 128:
 //  - Mma (the default): the register-tile kernels of kernels/flash_mma.h (mma.sync fragments,
 //    ldmatrix, cp.async), the forward on blocks of 128 queries, 32 per warp;
-//  - MmaNarrow: the same with forward blocks of 64 queries, 16 per warp (half the registers);
-//  - Wmma: the kernels of kernels/flash_attention.cu that stage S, P and O through shared memory.
+//  - MmaNarrow: the same with forward blocks of 64 queries, 16 per warp (half the registers), and
+//    so too the stick-breaking forward at D 64 (kernels/stick_mma.h; always 64 at D 128);
+//  - Wmma: the kernels of kernels/flash_attention.cu that stage S, P and O through shared memory
+//    (stick-breaking has only the register-tile kernels).
 // TESSERA_FLASH_KERNELS=mma, mma-narrow or wmma in the environment sets the choice at start-up;
 // the GPU tests and bench_attention run all three.
 enum class FlashKernels { Mma, MmaNarrow, Wmma };

@@ -222,7 +222,9 @@ TEST(FlashMmaOrder, every_head_and_tile_once_longest_first_within_a_group) {
       EXPECT_TRUE(seen.insert({w.head, w.rank}).second) << at;
       const int64_t group = w.head / o.group;
       EXPECT_GE(group, last_group) << at;
-      if (group == last_group) EXPECT_GE(w.rank, last_rank) << at;
+      if (group == last_group) {
+        EXPECT_GE(w.rank, last_rank) << at;
+      }
       last_group = group, last_rank = w.rank;
     }
     EXPECT_EQ(int64_t(seen.size()), o.heads * o.tiles);

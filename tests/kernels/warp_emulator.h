@@ -155,6 +155,8 @@ class HostWarpCtx {
   }
   static float exp2(float x) { return std::exp2(x); }
   static float log(float x) { return std::log(x); }
+  static float log2(float x) { return std::log2(x); }
+  static float rcp(float x) { return 1.0f / x; }
 
  private:
   detail::Block& b_;

@@ -1,0 +1,484 @@
+// Stick-breaking attention (Tan et al. 2024, arXiv:2410.17980) on register tiles: the bf16 forward
+// and backward bodies behind stick_breaking_forward/backward at head dims 64 and 128
+// (stick_breaking.cu launches them; its header and the CPU twin derive the formulas). The
+// machinery is flash_mma.h's (fragment layouts, the context type W, cp.async tile streams): Q K^T,
+// the weights and A V stay in registers.
+//
+// The row scan. Query i's weight for key j is beta_j times the product of (1 - beta) over the keys
+// it attends after j: a suffix product along the row. In an S fragment a row's 64 columns sit on a
+// quad of 4 lanes, 2 columns at a time, interleaved; so K and V are read in the order StickKeys,
+// under which lane c of the quad holds keys 16c .. 16c + 15 of the tile (element (n, e) of its
+// fragments is key 16c + 2n + e). The suffix is a walk down the lane's own 16 keys, then a
+// two-shuffle exclusive suffix over the quad, then the carry from the tiles after this one (key
+// tiles run from the diagonal down).
+//
+// The arithmetic, with u = z log2(e), e = 2^-|u| and r = 1 / (1 + e): beta = r and 1 - beta = e r
+// for u >= 0, the other way round for u < 0, so no z overflows and a score costs one exp2 and one
+// reciprocal. A lane multiplies its keys' (1 - beta) into `run` for the weights (a product below
+// f32's range gives weights below it, zero in f32 either way) and keeps the product's log2 exactly
+// as log2(prod r) - sum max(u, 0), prod r >= 2^-16. The logs carry across lanes and tiles, every
+// term <= 0, so log rem stays exact far past where the product underflows.
+//
+// Backward (stick_breaking.cu's header): g = A dA with dA = dO . v, and
+// dz_k = g_k - beta_k (W - sum of g over the keys after k), W = dO . out.
+//  - dQ pass, a block per query tile, key tiles from the diagonal down: dq = scale sum dz k. At
+//    each tile it saves, per row and lane, log2 of the lane's factor (the product of (1 - beta)
+//    over the keys after the lane's 16) and the sum of g over those keys: ckpt.
+//  - dK dV pass, a block per key tile of a kv head, over the query tiles and the G query heads of
+//    its group: with a lane's checkpoint, its weights and dz come out of one walk down its keys
+//    with no exchange. Warps own query rows for that and write A and dz (bf16) to shared memory;
+//    then warps own keys: dV += A^T dO, dK += dz^T Q. Deterministic: no atomics.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "flash_mma.h"
+
+namespace tessera::cuda::attn {
+
+struct StickParams {
+  int64_t T;  // queries; every kernel but the plain forward needs T == Tk
+  int H, Hkv;
+  float scale;
+  bool attend_current, add_remainder;
+  int64_t Tk;       // keys; query i sits at position Tk - T + i
+  int64_t kv_rows;  // positions between (b, kv head) rows of k and v: Tk, or a cache's capacity
+};
+
+// Does query i attend key j?
+TESSERA_MMA_FN bool attends(int64_t i, int64_t j, const StickParams& p) {
+  return i < p.T && (p.attend_current ? j <= i : j < i);
+}
+// Whether every query of [i0, i0 + rows) attends every key of [j0, j0 + cols): no mask needed.
+TESSERA_MMA_FN bool all_attend(int64_t i0, int rows, int64_t j0, int cols, const StickParams& p) {
+  return i0 + rows <= p.T && (p.attend_current ? j0 + cols - 1 <= i0 : j0 + cols - 1 < i0);
+}
+// The last key any query of [q0, q0 + rows) attends (-1: none).
+TESSERA_MMA_FN int64_t last_key(int64_t q0, int64_t rows, const StickParams& p) {
+  const int64_t i = q0 + rows - 1 < p.T - 1 ? q0 + rows - 1 : p.T - 1;
+  return p.attend_current ? i : i - 1;
+}
+TESSERA_MMA_FN int64_t kv_head_of(int64_t bh, const StickParams& p) {
+  return bh / p.H * p.Hkv + bh % p.H / (p.H / p.Hkv);
+}
+
+namespace mma {
+
+// Column x = 8n + 2c + e of an S tile (n-block n, lane c of the quad) is key 16c + 2n + e.
+struct StickKeys {
+  static constexpr int row(int x) { return ((x & 7) >> 1) * 16 + (x >> 3) * 2 + (x & 1); }
+};
+
+// Of x over the quad (lanes c = 0..3 of a row): the sum over the lanes after this one, and the
+// total.
+template <class W>
+TESSERA_MMA_FN float quad_after(W& w, float x, int c, float& total) {
+  const float x1 = w.shfl_xor(x, 1);
+  const float pair = x + x1;
+  const float x2 = w.shfl_xor(pair, 2);
+  total = pair + x2;
+  return ((c & 1) ? 0.0f : x1) + (c < 2 ? x2 : 0.0f);
+}
+
+// A lane's walk down its keys of one row: the product of (1 - beta) over the keys walked (those
+// after the current one), and its exact log2.
+struct StickRun {
+  float run = 1.0f;   // prod (1 - beta)
+  float mant = 1.0f;  // prod r, >= 2^-16
+  float pos = 0.0f;   // sum max(u, 0): log2(run) = log2(mant) - pos
+  // The next key down, u = z log2(e): returns beta; a = beta times the product after the key.
+  template <class W>
+  TESSERA_MMA_FN float step(float u, float& a) {
+    const float e = W::exp2(-fabsf(u));
+    const float r = W::rcp(1.0f + e), er = e * r;
+    const float beta = u >= 0.0f ? r : er;
+    a = beta * run;
+    run *= u >= 0.0f ? er : r;
+    mant *= r;
+    pos += u > 0.0f ? u : 0.0f;
+    return beta;
+  }
+  template <class W>
+  TESSERA_MMA_FN float log2_total() const {
+    return W::log2(mant) - pos;
+  }
+};
+
+// The lane's keys of a row in walking order: element (n, e) of its fragments, last key first.
+#define TESSERA_STICK_WALK(n, e)  \
+  TESSERA_MMA_UNROLL              \
+  for (int n = 7; n >= 0; --n)    \
+    TESSERA_MMA_UNROLL            \
+  for (int e = 1; e >= 0; --e)
+
+TESSERA_MMA_FN float bf16_value(uint16_t bits) {
+  const uint32_t u = uint32_t(bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// The forward's checkpoint of one (row, key tile, lane): log2 of the lane's factor and the sum of g
+// over the keys after the lane's. ckpt (B H, key tiles, T, 4 lanes) of these.
+struct StickCkpt {
+  float log2_after, g_after;
+};
+TESSERA_MMA_FN int64_t ckpt_index(int64_t bh, int64_t kt, int64_t i, int c, int64_t T,
+                                  int64_t tiles) {
+  return ((bh * tiles + kt) * T + i) * 4 + c;
+}
+
+// One block: the 64 MT queries [q0, q0 + 64 MT) of grid row bh = b H + h, as flash_mma.h's
+// forward_block (Q tile, K and V streamed, MT row groups of 16 per warp), key tiles from the
+// diagonal down. out, q (B, H, T, D); k, v (B, Hkv, T, D); log_rem (B, H, T) f32; rem (B, H, T)
+// bf16 or null.
+template <int D, int MT, class W>
+TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uint16_t* rem,
+                                        const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                        const StickParams& p, int64_t qt, int64_t bh) {
+  using M = ForwardSmem<D, MT>;
+  constexpr int kRows = kMmaTile * MT;
+  uint16_t* Qs = reinterpret_cast<uint16_t*>(w.smem() + M::q);
+  uint16_t* Ks = reinterpret_cast<uint16_t*>(w.smem() + M::k);
+  uint16_t* Vs = reinterpret_cast<uint16_t*>(w.smem() + M::v);
+  const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4, c = lane % 4;
+  const int64_t T = p.T, q0 = qt * kRows, r0 = q0 + warp * 16 * MT;
+  const uint16_t* kh = k + kv_head_of(bh, p) * T * D;
+  const uint16_t* vh = v + kv_head_of(bh, p) * T * D;
+  const int64_t last = last_key(q0, kRows, p), kt1 = last >= 0 ? last / kMmaTile : -1;
+
+  load_tile_async<D, kRows>(w, Qs, q + bh * T * D, q0, T, D);
+  if (kt1 >= 0) load_tile_async<D>(w, Ks, kh, kt1 * kMmaTile, T, D);
+  w.cp_async_commit();
+  w.cp_async_wait_all();
+  w.sync_block();
+
+  float o[MT][D / 8][4];
+  float carry[MT][2];  // log2 of prod (1 - beta) over the keys past this tile
+  TESSERA_MMA_UNROLL
+  for (int mt = 0; mt < MT; ++mt) {
+    for (int n = 0; n < D / 8; ++n)
+      for (int e = 0; e < 4; ++e) o[mt][n][e] = 0.0f;
+    carry[mt][0] = carry[mt][1] = 0.0f;
+  }
+  const float scale2 = p.scale * kLog2e;
+
+  for (int64_t kt = kt1; kt >= 0; --kt) {
+    const int64_t k0 = kt * kMmaTile;
+    load_tile_async<D>(w, Vs, vh, k0, T, D);
+    w.cp_async_commit();
+    float s[MT][8][4];
+    tile_abt<D, MT, StickKeys>(w, s, Qs, warp * 16 * MT, Ks, lane);
+    TESSERA_MMA_UNROLL
+    for (int mt = 0; mt < MT; ++mt) {
+      const bool full = all_attend(r0 + 16 * mt, 16, k0, kMmaTile, p);
+      TESSERA_MMA_UNROLL
+      for (int half = 0; half < 2; ++half) {
+        const int64_t i = r0 + 16 * mt + g + 8 * half;
+        StickRun st;
+        TESSERA_STICK_WALK(n, e) {
+          float& x = s[mt][n][2 * half + e];
+          float a = 0.0f;
+          if (full || attends(i, k0 + 16 * c + 2 * n + e, p)) st.step<W>(x * scale2, a);
+          x = a;
+        }
+        float total;
+        const float f = W::exp2(carry[mt][half] + quad_after(w, st.log2_total<W>(), c, total));
+        TESSERA_MMA_UNROLL
+        for (int n = 0; n < 8; ++n) {
+          s[mt][n][2 * half] *= f;
+          s[mt][n][2 * half + 1] *= f;
+        }
+        carry[mt][half] += total;
+      }
+    }
+    w.cp_async_wait_all();  // V is in
+    w.sync_block();         // and every warp is done with K
+    if (kt > 0) {
+      load_tile_async<D>(w, Ks, kh, k0 - kMmaTile, T, D);
+      w.cp_async_commit();
+    }
+    tile_pm<D, MT, StickKeys>(w, o, s, Vs, lane);  // O += A V
+    w.cp_async_wait_all();                          // the next K is in
+    w.sync_block();                                 // and every warp is done with V
+  }
+
+  TESSERA_MMA_UNROLL
+  for (int mt = 0; mt < MT; ++mt) {
+    TESSERA_MMA_UNROLL
+    for (int half = 0; half < 2; ++half) {
+      const int64_t i = r0 + 16 * mt + g + 8 * half;
+      if (i >= T) continue;
+      const float left = W::exp2(carry[mt][half]);  // rem_i, the stick left over
+      if (p.add_remainder) {  // out_i += rem_i v_i
+        const uint16_t* vi = vh + i * D;
+        TESSERA_MMA_UNROLL
+        for (int n = 0; n < D / 8; ++n)
+          for (int e = 0; e < 2; ++e)
+            o[mt][n][2 * half + e] += left * bf16_value(vi[n * 8 + 2 * c + e]);
+      }
+      if (c == 0) {
+        log_rem[bh * T + i] = carry[mt][half] * kLn2;
+        if (rem) rem[bh * T + i] = uint16_t(W::pack_bf16x2(left, 0.0f) & 0xffffu);
+      }
+    }
+    store_rows<D, W>(out + bh * T * D, r0 + 16 * mt, T, D, o[mt], 1.0f, 1.0f, lane);
+  }
+}
+
+// dQ of query tile qt of grid row bh, and the checkpoints. Warp w owns queries q0 + 16 w .. + 15:
+// S = Q K^T and dA = dO V^T, then dQ += dz K, in registers; key tiles from the diagonal down, the
+// next one's K and V streaming into the other stage (flash_mma.h's BackwardSmem). wrow (B, H, T):
+// W = dO . out per row; ckpt as StickCkpt.
+template <int D, class W>
+TESSERA_MMA_FN void stick_backward_dq_block(W& w, uint16_t* dq, StickCkpt* ckpt, const uint16_t* q,
+                                            const uint16_t* k, const uint16_t* v,
+                                            const uint16_t* dout, const float* wrow,
+                                            const StickParams& p, int64_t qt, int64_t bh) {
+  using M = BackwardSmem<D>;
+  auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
+  uint16_t* Qs = tile(M::a);
+  uint16_t* dOs = tile(M::b);
+  const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4, c = lane % 4;
+  const int64_t T = p.T, q0 = qt * kMmaTile, r0 = q0 + warp * 16;
+  const int64_t tiles = (T + kMmaTile - 1) / kMmaTile;
+  const float scale2 = p.scale * kLog2e;
+  const uint16_t* kh = k + kv_head_of(bh, p) * T * D;
+  const uint16_t* vh = v + kv_head_of(bh, p) * T * D;
+  const int64_t last = last_key(q0, kMmaTile, p), kt1 = last >= 0 ? last / kMmaTile : -1;
+  auto fetch = [&](int64_t kt, int s) {  // key tile kt's K and V into stage s
+    load_tile_async<D>(w, tile(M::c(s)), kh, kt * kMmaTile, T, D);
+    load_tile_async<D>(w, tile(M::d(s)), vh, kt * kMmaTile, T, D);
+    w.cp_async_commit();
+  };
+
+  load_tile_async<D>(w, Qs, q + bh * T * D, q0, T, D);
+  load_tile_async<D>(w, dOs, dout + bh * T * D, q0, T, D);
+  if (kt1 >= 0) fetch(kt1, 0);
+  float wr[2], carry[2] = {0.0f, 0.0f}, gsum[2] = {0.0f, 0.0f};  // this lane's two rows
+  TESSERA_MMA_UNROLL
+  for (int half = 0; half < 2; ++half) {
+    const int64_t i = r0 + g + 8 * half;
+    wr[half] = i < T ? wrow[bh * T + i] : 0.0f;
+  }
+  float dqa[1][D / 8][4];
+  TESSERA_MMA_UNROLL
+  for (int n = 0; n < D / 8; ++n)
+    for (int e = 0; e < 4; ++e) dqa[0][n][e] = 0.0f;
+
+  for (int64_t kt = kt1; kt >= 0; --kt) {
+    const int s = int((kt1 - kt) & 1);
+    w.cp_async_wait_all();  // key tile kt is in
+    w.sync_block();         // and every warp is done with stage s ^ 1
+    if (kt > 0) fetch(kt - 1, s ^ 1);
+    const uint16_t* Ks = tile(M::c(s));
+    const uint16_t* Vs = tile(M::d(s));
+    const int64_t k0 = kt * kMmaTile;
+    float sc[1][8][4], dp[1][8][4];
+    tile_abt<D, 1, StickKeys>(w, sc, Qs, warp * 16, Ks, lane);   // S = Q K^T
+    tile_abt<D, 1, StickKeys>(w, dp, dOs, warp * 16, Vs, lane);  // dA = dO V^T
+    const bool full = all_attend(r0, 16, k0, kMmaTile, p);
+    TESSERA_MMA_UNROLL
+    for (int half = 0; half < 2; ++half) {
+      const int64_t i = r0 + g + 8 * half;
+      // First walk: beta into sc, h = beta (prod after) dA into dp; g = f h once the lane's factor
+      // f is known.
+      StickRun st;
+      float hs = 0.0f;
+      TESSERA_STICK_WALK(n, e) {
+        float& x = sc[0][n][2 * half + e];
+        float& y = dp[0][n][2 * half + e];
+        float a = 0.0f, beta = 0.0f;
+        if (full || attends(i, k0 + 16 * c + 2 * n + e, p)) beta = st.step<W>(x * scale2, a);
+        x = beta;
+        y *= a;
+        hs += y;
+      }
+      float log_total, g_total;
+      const float log2_after = carry[half] + quad_after(w, st.log2_total<W>(), c, log_total);
+      const float f = W::exp2(log2_after);
+      const float g_after = gsum[half] + quad_after(w, f * hs, c, g_total);
+      if (i < T) ckpt[ckpt_index(bh, kt, i, c, T, tiles)] = {log2_after, g_after};
+      // Second walk: dz = g - beta (W - g over the keys after).
+      const float rest = wr[half] - g_after;
+      float hrun = 0.0f;
+      TESSERA_STICK_WALK(n, e) {
+        float& y = dp[0][n][2 * half + e];
+        const float h = y;
+        y = f * h - sc[0][n][2 * half + e] * (rest - f * hrun);
+        hrun += h;
+      }
+      carry[half] += log_total;
+      gsum[half] += g_total;
+    }
+    tile_pm<D, 1, StickKeys>(w, dqa, dp, Ks, lane);  // dQ += dz K
+  }
+  store_rows<D, W>(dq + bh * T * D, r0, T, D, dqa[0], p.scale, p.scale, lane);
+}
+
+// The dK dV pass's tiles: K and V (kept), kStages stages of the streamed Q and dO, then A and dz
+// of the current tile pair, [query][key] bf16 (64 x 64, rows kLd<64> apart).
+template <int D, int kStages>
+struct StickDkdvSmem {
+  static constexpr size_t kPair = size_t(kMmaTile) * kLd<kMmaTile> * 2;
+  static constexpr size_t k = 0, v = kTileBytes<D>;
+  static constexpr size_t q(int stage) { return (2 + 2 * size_t(stage)) * kTileBytes<D>; }
+  static constexpr size_t dout(int stage) { return (3 + 2 * size_t(stage)) * kTileBytes<D>; }
+  static constexpr size_t a = (2 + 2 * size_t(kStages)) * kTileBytes<D>, dz = a + kPair,
+                          bytes = dz + kPair;
+};
+
+// acc (16 x D) += at[:, key0 .. key0 + 16)^T (the transpose of 16 columns of a [64][kLd<64>] tile)
+// @ m (the 64 rows x D of tile m).
+template <int D, class W>
+TESSERA_MMA_FN void tile_atm(W& w, float (&acc)[D / 8][4], const uint16_t* at, int key0,
+                             const uint16_t* m, int lane) {
+  TESSERA_MMA_UNROLL
+  for (int ks = 0; ks < 4; ++ks) {
+    uint32_t af[4];
+    w.ldmatrix_x4_trans(af, bt_row<kMmaTile>(at, ks * 16, key0, lane));
+    TESSERA_MMA_UNROLL
+    for (int dp = 0; dp < D / 16; ++dp) {
+      uint32_t bf[4];
+      w.ldmatrix_x4_trans(bf, a_row<D>(m, ks * 16, dp * 16, lane));
+      mma_pair(w, acc[2 * dp], acc[2 * dp + 1], af, bf);
+    }
+  }
+}
+
+// dK, dV of key tile kt of kv head bkv = b Hkv + hk: over the G query heads of the group and every
+// query tile from kt on (the items, head-major). For each item the warps own query rows: S, dA, and
+// from the checkpoints A and dz into shared memory; then the warps own keys k0 + 16 w .. + 15:
+// dV += A^T dO, dK += dz^T Q. With kStages = 2 the next item's Q and dO stream in while this one is
+// used; with 1 they load after it (less shared memory: D 128 keeps 2 blocks per SM).
+template <int D, int kStages, class W>
+TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
+                                              const StickCkpt* ckpt, const uint16_t* q,
+                                              const uint16_t* k, const uint16_t* v,
+                                              const uint16_t* dout, const float* wrow,
+                                              const float* log_rem, const StickParams& p,
+                                              int64_t kt, int64_t bkv) {
+  using M = StickDkdvSmem<D, kStages>;
+  auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
+  uint16_t* Ks = tile(M::k);
+  uint16_t* Vs = tile(M::v);
+  uint16_t* As = tile(M::a);
+  uint16_t* dZs = tile(M::dz);
+  const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4, c = lane % 4;
+  const int64_t b = bkv / p.Hkv, hk = bkv % p.Hkv, G = p.H / p.Hkv;
+  const int64_t T = p.T, k0 = kt * kMmaTile, tiles = (T + kMmaTile - 1) / kMmaTile;
+  const float scale2 = p.scale * kLog2e;
+  // Queries attending a key of this tile start at k0 (or k0 + 1), inside query tile kt.
+  const int64_t q_tiles = tiles - kt, items = G * q_tiles;
+  auto bh_of = [&](int64_t it) { return b * p.H + hk * G + it / q_tiles; };
+  auto q0_of = [&](int64_t it) { return (kt + it % q_tiles) * kMmaTile; };
+  auto fetch = [&](int64_t it, int s) {
+    const int64_t bh = bh_of(it), q0 = q0_of(it);
+    load_tile_async<D>(w, tile(M::q(s)), q + bh * T * D, q0, T, D);
+    load_tile_async<D>(w, tile(M::dout(s)), dout + bh * T * D, q0, T, D);
+    w.cp_async_commit();
+  };
+  // Item it's checkpoints and W for this lane's rows; rows attending no key of this tile (past T,
+  // or the tile's first query when it may not attend itself) have none and weigh nothing.
+  struct Rows {
+    StickCkpt ck[2];
+    float w[2];
+  };
+  auto rows_of = [&](int64_t it) {
+    Rows r;
+    const int64_t bh = bh_of(it);
+    TESSERA_MMA_UNROLL
+    for (int half = 0; half < 2; ++half) {
+      const int64_t i = q0_of(it) + warp * 16 + g + 8 * half;
+      const bool any = i < T && (p.attend_current ? i >= k0 : i > k0);
+      r.ck[half] = any ? ckpt[ckpt_index(bh, kt, i, c, T, tiles)] : StickCkpt{0.0f, 0.0f};
+      r.w[half] = any ? wrow[bh * T + i] : 0.0f;
+    }
+    return r;
+  };
+
+  load_tile_async<D>(w, Ks, k + bkv * T * D, k0, T, D);
+  load_tile_async<D>(w, Vs, v + bkv * T * D, k0, T, D);
+  fetch(0, 0);
+  Rows rows = rows_of(0);
+
+  float dka[D / 8][4], dva[D / 8][4];
+  TESSERA_MMA_UNROLL
+  for (int n = 0; n < D / 8; ++n)
+    for (int e = 0; e < 4; ++e) dka[n][e] = dva[n][e] = 0.0f;
+  for (int64_t it = 0; it < items; ++it) {
+    const int s = kStages == 2 ? int(it & 1) : 0;
+    w.cp_async_wait_all();  // item it's tiles are in
+    w.sync_block();         // and every warp is done with the last item's A, dz and stage
+    const bool more = it + 1 < items;
+    if (kStages == 2 && more) fetch(it + 1, s ^ 1);
+    const uint16_t* Qs = tile(M::q(s));
+    const uint16_t* dOs = tile(M::dout(s));
+    const int64_t r0 = q0_of(it) + warp * 16;
+    float sc[1][8][4], dp[1][8][4];
+    tile_abt<D, 1, StickKeys>(w, sc, Qs, warp * 16, Ks, lane);   // S = Q K^T
+    tile_abt<D, 1, StickKeys>(w, dp, dOs, warp * 16, Vs, lane);  // dA = dO V^T
+    const Rows cur = rows;
+    if (more) rows = rows_of(it + 1);
+    const bool full = all_attend(r0, 16, k0, kMmaTile, p);
+    TESSERA_MMA_UNROLL
+    for (int half = 0; half < 2; ++half) {
+      const int64_t i = r0 + g + 8 * half;
+      const float f = W::exp2(cur.ck[half].log2_after), rest = cur.w[half] - cur.ck[half].g_after;
+      float run = 1.0f, grun = 0.0f;  // over the lane's keys after the current one
+      const int row = warp * 16 + g + 8 * half;
+      TESSERA_MMA_UNROLL
+      for (int n = 7; n >= 0; --n) {
+        float a[2] = {0.0f, 0.0f}, dz[2] = {0.0f, 0.0f};
+        TESSERA_MMA_UNROLL
+        for (int e = 1; e >= 0; --e) {
+          if (!(full || attends(i, k0 + 16 * c + 2 * n + e, p))) continue;
+          const float u = sc[0][n][2 * half + e] * scale2;
+          const float ex = W::exp2(-fabsf(u));
+          const float r = W::rcp(1.0f + ex), er = ex * r;
+          const float beta = u >= 0.0f ? r : er;
+          a[e] = f * beta * run;
+          run *= u >= 0.0f ? er : r;
+          const float gk = a[e] * dp[0][n][2 * half + e];
+          dz[e] = gk - beta * (rest - grun);
+          grun += gk;
+        }
+        const int at = row * kLd<kMmaTile> + 16 * c + 2 * n;
+        *reinterpret_cast<uint32_t*>(As + at) = W::pack_bf16x2(a[0], a[1]);
+        *reinterpret_cast<uint32_t*>(dZs + at) = W::pack_bf16x2(dz[0], dz[1]);
+      }
+    }
+    w.sync_block();  // every warp's rows of A and dz are in
+    tile_atm<D>(w, dva, As, warp * 16, dOs, lane);  // dV += A^T dO
+    tile_atm<D>(w, dka, dZs, warp * 16, Qs, lane);  // dK += dz^T Q
+    if (kStages == 1 && more) {
+      w.sync_block();  // every warp is done with Q and dO
+      fetch(it + 1, 0);
+    }
+  }
+  // out_j += rem_j v_j: dv_j += rem_j dout_j over the group's heads.
+  const int64_t j0 = k0 + warp * 16;
+  if (p.add_remainder)
+    for (int64_t h = hk * G; h < (hk + 1) * G; ++h) {
+      const int64_t bh = b * p.H + h;
+      TESSERA_MMA_UNROLL
+      for (int half = 0; half < 2; ++half) {
+        const int64_t j = j0 + g + 8 * half;
+        if (j >= T) continue;
+        const float left = W::exp2(log_rem[bh * T + j] * kLog2e);
+        const uint16_t* dj = dout + (bh * T + j) * D;
+        TESSERA_MMA_UNROLL
+        for (int n = 0; n < D / 8; ++n)
+          for (int e = 0; e < 2; ++e) dva[n][2 * half + e] += left * bf16_value(dj[n * 8 + 2 * c + e]);
+      }
+    }
+  store_rows<D, W>(dv + bkv * T * D, j0, T, D, dva, 1.0f, 1.0f, lane);
+  store_rows<D, W>(dk + bkv * T * D, j0, T, D, dka, p.scale, p.scale, lane);
+}
+
+#undef TESSERA_STICK_WALK
+
+}  // namespace mma
+}  // namespace tessera::cuda::attn
