@@ -330,6 +330,11 @@ struct StickDkdvSmem {
                           bytes = dz + kPair;
 };
 
+// 8 bf16 as one 16-byte word.
+struct alignas(16) Keys8 {
+  uint32_t w[4];
+};
+
 // acc (16 x D) += at[:, key0 .. key0 + 16)^T (the transpose of 16 columns of a [64][kLd<64>] tile)
 // @ m (the 64 rows x D of tile m).
 template <int D, class W>
@@ -417,18 +422,19 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
     const uint16_t* Qs = tile(M::q(s));
     const uint16_t* dOs = tile(M::dout(s));
     const int64_t r0 = q0_of(it) + warp * 16;
+    const Rows cur = rows;
+    if (more) rows = rows_of(it + 1);  // in flight during the products
     float sc[1][8][4], dp[1][8][4];
     tile_abt<D, 1, StickKeys>(w, sc, Qs, warp * 16, Ks, lane);   // S = Q K^T
     tile_abt<D, 1, StickKeys>(w, dp, dOs, warp * 16, Vs, lane);  // dA = dO V^T
-    const Rows cur = rows;
-    if (more) rows = rows_of(it + 1);
     const bool full = all_attend(r0, 16, k0, kMmaTile, p);
     TESSERA_MMA_UNROLL
     for (int half = 0; half < 2; ++half) {
       const int64_t i = r0 + g + 8 * half;
       const float f = W::exp2(cur.ck[half].log2_after), rest = cur.w[half] - cur.ck[half].g_after;
       float run = 1.0f, grun = 0.0f;  // over the lane's keys after the current one
-      const int row = warp * 16 + g + 8 * half;
+      const int at = (warp * 16 + g + 8 * half) * kLd<kMmaTile> + 16 * c;
+      Keys8 a_out, dz_out;  // 8 of the lane's keys of A and dz, bf16
       TESSERA_MMA_UNROLL
       for (int n = 7; n >= 0; --n) {
         float a[2] = {0.0f, 0.0f}, dz[2] = {0.0f, 0.0f};
@@ -445,9 +451,21 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
           dz[e] = gk - beta * (rest - grun);
           grun += gk;
         }
-        const int at = row * kLd<kMmaTile> + 16 * c + 2 * n;
-        *reinterpret_cast<uint32_t*>(As + at) = W::pack_bf16x2(a[0], a[1]);
-        *reinterpret_cast<uint32_t*>(dZs + at) = W::pack_bf16x2(dz[0], dz[1]);
+        a_out.w[n % 4] = W::pack_bf16x2(a[0], a[1]);
+        dz_out.w[n % 4] = W::pack_bf16x2(dz[0], dz[1]);
+        // The lane's keys are 32 contiguous bytes of the row. 16-byte stores cover every bank 4
+        // times, the least a warp's 512 bytes need; 4-byte ones (a key pair) hit 8 banks 4 times
+        // each. At D 128 the wide stores' 6 more live registers cost 20 bytes of spill (nvcc
+        // 13.0, sm_90), so it keeps the narrow ones.
+        if constexpr (D == 64) {
+          if (n % 4 == 0) {
+            reinterpret_cast<Keys8*>(As + at)[n / 4] = a_out;
+            reinterpret_cast<Keys8*>(dZs + at)[n / 4] = dz_out;
+          }
+        } else {
+          reinterpret_cast<uint32_t*>(As + at)[n] = a_out.w[n % 4];
+          reinterpret_cast<uint32_t*>(dZs + at)[n] = dz_out.w[n % 4];
+        }
       }
     }
     w.sync_block();  // every warp's rows of A and dz are in
