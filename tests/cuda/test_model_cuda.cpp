@@ -94,9 +94,7 @@ TEST_P(ModelCuda, a_host_batch_is_checked_on_the_host_and_nothing_is_read_back) 
         << a.parameters()[i].first;
 }
 
-TEST_P(ModelCuda, bf16_loss_and_every_gradient_follow_the_f32_cpu) {
-  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
-  const nn::GPTConfig cfg = tiny_gpu_model(GetParam());
+void expect_bf16_follows_the_f32_cpu(const nn::GPTConfig& cfg) {
   Generator g1(7), g2(7), data(8);
   nn::GPT cpu(cfg, g1), gpu(cfg, g2);
   train::place_model(gpu, kGpu, DType::BF16);
@@ -115,6 +113,23 @@ TEST_P(ModelCuda, bf16_loss_and_every_gradient_follow_the_f32_cpu) {
     EXPECT_GT(c.cosine, 0.99) << name;
     EXPECT_NEAR(c.ratio, 1.0, 0.1) << name;
   }
+}
+
+TEST_P(ModelCuda, bf16_loss_and_every_gradient_follow_the_f32_cpu) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  expect_bf16_follows_the_f32_cpu(tiny_gpu_model(GetParam()));
+}
+
+// A stick-breaking model (no positions) in bf16, head dim 64: the register-tile stick-breaking
+// kernels (kernels/stick_mma.h) inside the model, with its head split and merge, log rem saved
+// for the backward and the remainder term.
+TEST(ModelCudaStickBreaking, bf16_loss_and_every_gradient_follow_the_f32_cpu) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  nn::GPTConfig cfg = tiny_gpu_model(false);
+  cfg.position = nn::PositionKind::None;
+  cfg.attention.kind = nn::AttentionKind::StickBreaking;
+  cfg.attention.sb_remainder = true;
+  expect_bf16_follows_the_f32_cpu(cfg);
 }
 
 TEST_P(ModelCuda, bf16_gradients_accumulated_in_f32_buffers_are_the_sums_of_their_passes) {
