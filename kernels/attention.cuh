@@ -2,8 +2,9 @@
 // bf16 helpers, tile loads into shared memory, warp reductions and scans, and the tensor-core tile
 // layout. Shapes as in src/backend/kernels.h:
 //   q, out, dq, dout (B, H, T, D); k, v, dk, dv (B, Hkv, T, D); per-row statistics (B, H, T) f32.
-// Layouts as in src/backend/attention_shapes.h: the flash kernels keep the strided contract (any
-// views with contiguous rows, HeadStrides), the stick-breaking kernels the dense one.
+// Layouts as in src/backend/attention_shapes.h: the flash and stick-breaking kernels keep the
+// strided contract (any views with contiguous rows, HeadStrides), the materialised ones the dense
+// one.
 //
 // Two paths per kernel family:
 //  - bf16, D in {64, 128}: tiles of 64 queries x 64 keys, 4 warps per block, on tensor cores (needs

@@ -5,8 +5,10 @@
 //   log A[i] = logsigmoid(z[i]) - tail(i),  tail(i) = sum of sp over the attended keys after i,
 //   out_j = sum_i A[i] v_i (+ rem_j v_j),  log rem_j = -(sum of sp over every attended key).
 //
-// q, out, dq, dout (B, H, T, D) bf16 or f32; k, v, dk, dv (B, Hkv, T, D); log_rem (B, H, T) f32;
-// rem (B, H, T) in q's dtype, optional. The forward also takes q (B, H, Tq, D) over Tk > Tq keys
+// q, out, dq, dout (B, H, T, D) bf16 or f32; k, v, dk, dv (B, Hkv, T, D): any views with
+// contiguous rows (the strided contract of backend/attention_shapes.h), so the heads are read and
+// written where a fused projection keeps them; log_rem (B, H, T) f32 and rem (B, H, T) in q's
+// dtype, optional, contiguous. The forward also takes q (B, H, Tq, D) over Tk > Tq keys
 // (KV-cached decoding): query j then sits at position Tk - Tq + j, on the plain path
 // (sb_forward_plain) for bf16 and f32 alike.
 //
@@ -120,11 +122,11 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   const int64_t pos = Tk - T + i;  // the query's position among the keys
   const int bh = blockIdx.y;
   if (i >= T) return;  // whole warps only; no block-wide barrier below
-  const int64_t kvh = kv_head_of(bh, p);
-  const E* kh = k + kvh * p.kv_rows * D;  // a cache's filled prefix is read in place
-  const E* vh = v + kvh * p.kv_rows * D;
+  const HeadIndex hi = head_index(bh, p);
+  const E* kh = k + p.k.row(hi.b, hi.g, 0);  // a cache's filled prefix is a view too
+  const E* vh = v + p.v.row(hi.b, hi.g, 0);
   float* qs = plain_smem + warp * D;
-  for (int e = lane; e < D; e += 32) qs[e] = to_f32(q[(int64_t(bh) * T + i) * D + e]);
+  for (int e = lane; e < D; e += 32) qs[e] = to_f32(q[p.q.row(hi.b, hi.h, i) + e]);
   __syncwarp();
   float o[kPerLane] = {};
   float tail = 0.0f;
@@ -134,7 +136,7 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
     const bool vis = j <= last;
     float z = 0.0f;
     if (vis) {
-      for (int e = 0; e < D; ++e) z += qs[e] * to_f32(kh[j * D + e]);
+      for (int e = 0; e < D; ++e) z += qs[e] * to_f32(kh[j * p.k.t + e]);
       z *= p.scale;
     }
     float a, unused_dz, add, unused_g;
@@ -143,7 +145,7 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
     const int n = int(last - kb * 32 + 1 < 32 ? last - kb * 32 + 1 : 32);
     for (int src = 0; src < n; ++src) {
       const float av = __shfl_sync(kFull, a, src);
-      const E* vr = vh + (kb * 32 + src) * D;
+      const E* vr = vh + (kb * 32 + src) * p.v.t;
 #pragma unroll
       for (int t = 0; t < kPerLane; ++t)
         if (lane + 32 * t < D) o[t] += av * to_f32(vr[lane + 32 * t]);
@@ -154,8 +156,8 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   for (int t = 0; t < kPerLane; ++t) {
     const int e = lane + 32 * t;
     if (e >= D) continue;
-    if (p.add_remainder) o[t] += r * to_f32(vh[pos * D + e]);
-    out[(int64_t(bh) * T + i) * D + e] = from_f32<E>(o[t]);
+    if (p.add_remainder) o[t] += r * to_f32(vh[pos * p.v.t + e]);
+    out[p.o.row(hi.b, hi.h, i) + e] = from_f32<E>(o[t]);
   }
   if (lane == 0) {
     log_rem[int64_t(bh) * T + i] = -tail;
@@ -171,14 +173,14 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   const int64_t i = int64_t(blockIdx.x) * kPlainWarps + warp, T = p.T;
   const int bh = blockIdx.y;
   if (i >= T) return;
-  const int64_t kvh = kv_head_of(bh, p);
-  const float* kh = k + kvh * T * D;
-  const float* vh = v + kvh * T * D;
+  const HeadIndex hi = head_index(bh, p);
+  const float* kh = k + p.k.row(hi.b, hi.g, 0);
+  const float* vh = v + p.v.row(hi.b, hi.g, 0);
   float* qs = plain_smem + warp * 2 * D;
   float* dos = qs + D;
   for (int e = lane; e < D; e += 32) {
-    qs[e] = q[(int64_t(bh) * T + i) * D + e];
-    dos[e] = dout[(int64_t(bh) * T + i) * D + e];
+    qs[e] = q[p.q.row(hi.b, hi.h, i) + e];
+    dos[e] = dout[p.dout.row(hi.b, hi.h, i) + e];
   }
   __syncwarp();
   const float w = wrow[int64_t(bh) * T + i];
@@ -192,8 +194,8 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
     float z = 0.0f, da = 0.0f;
     if (vis) {
       for (int e = 0; e < D; ++e) {
-        z += qs[e] * kh[j * D + e];
-        da += dos[e] * vh[j * D + e];
+        z += qs[e] * kh[j * p.k.t + e];
+        da += dos[e] * vh[j * p.v.t + e];
       }
       z *= p.scale;
     }
@@ -204,7 +206,7 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
     const int n = int(last - kb * 32 + 1 < 32 ? last - kb * 32 + 1 : 32);
     for (int src = 0; src < n; ++src) {
       const float dzv = __shfl_sync(kFull, dz, src);
-      const float* kr = kh + (kb * 32 + src) * D;
+      const float* kr = kh + (kb * 32 + src) * p.k.t;
 #pragma unroll
       for (int t = 0; t < kPerLane; ++t)
         if (lane + 32 * t < D) acc[t] += dzv * kr[lane + 32 * t];
@@ -212,7 +214,7 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   }
 #pragma unroll
   for (int t = 0; t < kPerLane; ++t)
-    if (lane + 32 * t < D) dq[(int64_t(bh) * T + i) * D + lane + 32 * t] = p.scale * acc[t];
+    if (lane + 32 * t < D) dq[p.dq.row(hi.b, hi.h, i) + lane + 32 * t] = p.scale * acc[t];
 }
 
 // A warp per block of 32 keys of one kv head (lane = key); queries one at a time, the same for
@@ -230,15 +232,15 @@ __global__ void __launch_bounds__(32)
   float* dks = plain_smem;
   float* dvs = plain_smem + 32 * ld;
   for (int e = 0; e < D; ++e) dks[lane * ld + e] = dvs[lane * ld + e] = 0.0f;
-  const float* kj = k + (int64_t(bkv) * T + j) * D;
-  const float* vj = v + (int64_t(bkv) * T + j) * D;
+  const float* kj = k + p.k.row(b, g, j);
+  const float* vj = v + p.v.row(b, g, j);
   for (int h = g * G; h < (g + 1) * G; ++h) {
     const int64_t bh = int64_t(b) * p.H + h;
     // Pass 1 wrote ckpt[i][kb] for every row whose last key is in block kb or later.
     for (int64_t i = kb * 32 + (p.attend_current ? 0 : 1); i < T; ++i) {
       const bool vis = j < T && attends(i, j, p);
-      const float* qi = q + (bh * T + i) * D;
-      const float* doi = dout + (bh * T + i) * D;
+      const float* qi = q + p.q.row(b, h, i);
+      const float* doi = dout + p.dout.row(b, h, i);
       float z = 0.0f, da = 0.0f;
       if (vis) {
         for (int e = 0; e < D; ++e) {
@@ -259,19 +261,22 @@ __global__ void __launch_bounds__(32)
     }
     if (p.add_remainder && j < T) {
       const float r = expf(log_rem[bh * T + j]);
-      for (int e = 0; e < D; ++e) dvs[lane * ld + e] += r * dout[(bh * T + j) * D + e];
+      for (int e = 0; e < D; ++e) dvs[lane * ld + e] += r * dout[p.dout.row(b, h, j) + e];
     }
   }
   if (j < T)
     for (int e = 0; e < D; ++e) {
-      dk[(int64_t(bkv) * T + j) * D + e] = p.scale * dks[lane * ld + e];
-      dv[(int64_t(bkv) * T + j) * D + e] = dvs[lane * ld + e];
+      dk[p.dk.row(b, g, j) + e] = p.scale * dks[lane * ld + e];
+      dv[p.dv.row(b, g, j) + e] = dvs[lane * ld + e];
     }
 }
 
-StickParams params_of(const Dims& d, double scale, bool attend_current, bool add_remainder) {
-  return {d.T, int(d.H), int(d.Hkv), float(scale), attend_current, add_remainder, d.Tk,
-          d.kv_rows};
+// The forward's parameters; the backward adds its gradients' strides.
+StickParams params_of(const Dims& d, double scale, bool attend_current, bool add_remainder,
+                      const Tensor& out) {
+  StickParams p{d.T, int(d.H), int(d.Hkv), float(scale), attend_current, add_remainder, d.Tk};
+  p.q = d.q, p.k = d.k, p.v = d.v, p.o = head_strides(out);
+  return p;
 }
 
 }  // namespace
@@ -280,17 +285,18 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
                             const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                             bool attend_current, bool add_remainder) {
   const char* name = "stick_breaking_forward";
-  const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/true);
-  check_like(name, "out", out, q.shape(), q.dtype(), q);
+  const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/true, /*strided=*/true);
+  check_view(name, "out", out, q.shape(), q.dtype(), q, /*output=*/true);
   check_like(name, "log_rem", log_rem, {d.B, d.H, d.T}, DType::F32, q);
   if (rem.defined()) check_like(name, "rem", rem, {d.B, d.H, d.T}, q.dtype(), q);
   if (d.T == 0 || d.B == 0 || d.H == 0) return;
   DeviceGuard guard(q.device().index);
-  const StickParams p = params_of(d, scale, attend_current, add_remainder);
+  StickParams p = params_of(d, scale, attend_current, add_remainder, out);
   float* lr = static_cast<float*>(log_rem.data_ptr());
   if (q.dtype() == DType::BF16 && d.offset() == 0) {
     check_aligned_output(name, "out", out);
     Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
+    p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);  // copies are dense
     uint16_t* rp = rem.defined() ? mut_bits(rem) : nullptr;
     // 128-row blocks (two groups of 16 rows per warp, 222 registers at D 64) unless mma-narrow is
     // chosen; 64-row ones at D 128, where two groups spill (nvcc 13.0, sm_90).
@@ -331,16 +337,18 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
                              const Tensor& out, const Tensor& log_rem, double scale,
                              bool attend_current, bool add_remainder) {
   const char* name = "stick_breaking_backward";
-  const Dims d = check_qkv(name, q, k, v);
-  check_like(name, "dq", dq, q.shape(), q.dtype(), q);
-  check_like(name, "dk", dk, k.shape(), q.dtype(), q);
-  check_like(name, "dv", dv, v.shape(), q.dtype(), q);
-  check_like(name, "dout", dout, q.shape(), q.dtype(), q);
-  check_like(name, "out", out, q.shape(), q.dtype(), q);
+  const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/false, /*strided=*/true);
+  check_view(name, "dq", dq, q.shape(), q.dtype(), q, /*output=*/true);
+  check_view(name, "dk", dk, k.shape(), q.dtype(), q, /*output=*/true);
+  check_view(name, "dv", dv, v.shape(), q.dtype(), q, /*output=*/true);
+  check_view(name, "dout", dout, q.shape(), q.dtype(), q, /*output=*/false);
+  check_view(name, "out", out, q.shape(), q.dtype(), q, /*output=*/false);
   check_like(name, "log_rem", log_rem, {d.B, d.H, d.T}, DType::F32, q);
   if (d.T == 0 || d.B == 0 || d.H == 0) return;
   DeviceGuard guard(q.device().index);
-  const StickParams p = params_of(d, scale, attend_current, add_remainder);
+  StickParams p = params_of(d, scale, attend_current, add_remainder, out);
+  p.dq = head_strides(dq), p.dk = head_strides(dk), p.dv = head_strides(dv);
+  p.dout = head_strides(dout);
   Tensor wrow = Tensor::empty({d.B, d.H, d.T}, {DType::F32, q.device()});  // dout . out per row
   const float* wr = static_cast<const float*>(wrow.data_ptr());
   const float* lr = static_cast<const float*>(log_rem.data_ptr());
@@ -355,6 +363,8 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
     auto* cp = static_cast<mma::StickCkpt*>(ckpt.data_ptr());
     Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v),
            dO = aligned_input(dout);
+    p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);  // copies are dense
+    p.dout = head_strides(dO);
     const BlockOrder q_order = query_head_order(d.B, d.H, d.Hkv, tiles, d.T, d.D);
     const BlockOrder kv_order = kv_head_order(d.B, d.H, d.Hkv, tiles, d.T, d.D);
     auto run = [&](auto dq_kernel, size_t dq_bytes, auto dkdv_kernel, size_t dkdv_bytes) {

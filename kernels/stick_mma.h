@@ -43,8 +43,11 @@ struct StickParams {
   int H, Hkv;
   float scale;
   bool attend_current, add_remainder;
-  int64_t Tk;       // keys; query i sits at position Tk - T + i
-  int64_t kv_rows;  // positions between (b, kv head) rows of k and v: Tk, or a cache's capacity
+  int64_t Tk;  // keys; query i sits at position Tk - T + i
+  // Where each tensor's rows lie (element (b, h, t, e) at s.row(b, h, t) + e): the strided contract
+  // of backend/attention_shapes.h, rows 16-byte aligned on the register-tile path.
+  HeadStrides q, k, v, o;
+  HeadStrides dq, dk, dv, dout;
 };
 
 // Does query i attend key j?
@@ -60,8 +63,9 @@ TESSERA_MMA_FN int64_t last_key(int64_t q0, int64_t rows, const StickParams& p) 
   const int64_t i = q0 + rows - 1 < p.T - 1 ? q0 + rows - 1 : p.T - 1;
   return p.attend_current ? i : i - 1;
 }
-TESSERA_MMA_FN int64_t kv_head_of(int64_t bh, const StickParams& p) {
-  return bh / p.H * p.Hkv + bh % p.H / (p.H / p.Hkv);
+// Batch, query head and kv head of grid row bh = b H + h.
+TESSERA_MMA_FN HeadIndex head_index(int64_t bh, const StickParams& p) {
+  return {bh / p.H, bh % p.H, (bh % p.H) / (p.H / p.Hkv)};
 }
 
 namespace mma {
@@ -132,8 +136,8 @@ TESSERA_MMA_FN int64_t ckpt_index(int64_t bh, int64_t kt, int64_t i, int c, int6
 
 // One block: the 64 MT queries [q0, q0 + 64 MT) of grid row bh = b H + h, as flash_mma.h's
 // forward_block (Q tile, K and V streamed, MT row groups of 16 per warp), key tiles from the
-// diagonal down. out, q (B, H, T, D); k, v (B, Hkv, T, D); log_rem (B, H, T) f32; rem (B, H, T)
-// bf16 or null.
+// diagonal down. out, q (B, H, T, D); k, v (B, Hkv, T, D), where p's strides say; log_rem
+// (B, H, T) f32 and rem (B, H, T) bf16 or null, contiguous.
 template <int D, int MT, class W>
 TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uint16_t* rem,
                                         const uint16_t* q, const uint16_t* k, const uint16_t* v,
@@ -144,13 +148,14 @@ TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uin
   uint16_t* Ks = reinterpret_cast<uint16_t*>(w.smem() + M::k);
   uint16_t* Vs = reinterpret_cast<uint16_t*>(w.smem() + M::v);
   const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4, c = lane % 4;
+  const HeadIndex hi = head_index(bh, p);
   const int64_t T = p.T, q0 = qt * kRows, r0 = q0 + warp * 16 * MT;
-  const uint16_t* kh = k + kv_head_of(bh, p) * T * D;
-  const uint16_t* vh = v + kv_head_of(bh, p) * T * D;
+  const uint16_t* kh = k + p.k.row(hi.b, hi.g, 0);
+  const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
   const int64_t last = last_key(q0, kRows, p), kt1 = last >= 0 ? last / kMmaTile : -1;
 
-  load_tile_async<D, kRows>(w, Qs, q + bh * T * D, q0, T, D);
-  if (kt1 >= 0) load_tile_async<D>(w, Ks, kh, kt1 * kMmaTile, T, D);
+  load_tile_async<D, kRows>(w, Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
+  if (kt1 >= 0) load_tile_async<D>(w, Ks, kh, kt1 * kMmaTile, T, p.k.t);
   w.cp_async_commit();
   w.cp_async_wait_all();
   w.sync_block();
@@ -167,7 +172,7 @@ TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uin
 
   for (int64_t kt = kt1; kt >= 0; --kt) {
     const int64_t k0 = kt * kMmaTile;
-    load_tile_async<D>(w, Vs, vh, k0, T, D);
+    load_tile_async<D>(w, Vs, vh, k0, T, p.v.t);
     w.cp_async_commit();
     float s[MT][8][4];
     tile_abt<D, MT, StickKeys>(w, s, Qs, warp * 16 * MT, Ks, lane);
@@ -197,7 +202,7 @@ TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uin
     w.cp_async_wait_all();  // V is in
     w.sync_block();         // and every warp is done with K
     if (kt > 0) {
-      load_tile_async<D>(w, Ks, kh, k0 - kMmaTile, T, D);
+      load_tile_async<D>(w, Ks, kh, k0 - kMmaTile, T, p.k.t);
       w.cp_async_commit();
     }
     tile_pm<D, MT, StickKeys>(w, o, s, Vs, lane);  // O += A V
@@ -213,7 +218,7 @@ TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uin
       if (i >= T) continue;
       const float left = W::exp2(carry[mt][half]);  // rem_i, the stick left over
       if (p.add_remainder) {  // out_i += rem_i v_i
-        const uint16_t* vi = vh + i * D;
+        const uint16_t* vi = vh + i * p.v.t;
         TESSERA_MMA_UNROLL
         for (int n = 0; n < D / 8; ++n)
           for (int e = 0; e < 2; ++e)
@@ -224,7 +229,8 @@ TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uin
         if (rem) rem[bh * T + i] = uint16_t(W::pack_bf16x2(left, 0.0f) & 0xffffu);
       }
     }
-    store_rows<D, W>(out + bh * T * D, r0 + 16 * mt, T, D, o[mt], 1.0f, 1.0f, lane);
+    store_rows<D, W>(out + p.o.row(hi.b, hi.h, 0), r0 + 16 * mt, T, p.o.t, o[mt], 1.0f, 1.0f,
+                     lane);
   }
 }
 
@@ -242,20 +248,21 @@ TESSERA_MMA_FN void stick_backward_dq_block(W& w, uint16_t* dq, StickCkpt* ckpt,
   uint16_t* Qs = tile(M::a);
   uint16_t* dOs = tile(M::b);
   const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4, c = lane % 4;
+  const HeadIndex hi = head_index(bh, p);
   const int64_t T = p.T, q0 = qt * kMmaTile, r0 = q0 + warp * 16;
   const int64_t tiles = (T + kMmaTile - 1) / kMmaTile;
   const float scale2 = p.scale * kLog2e;
-  const uint16_t* kh = k + kv_head_of(bh, p) * T * D;
-  const uint16_t* vh = v + kv_head_of(bh, p) * T * D;
+  const uint16_t* kh = k + p.k.row(hi.b, hi.g, 0);
+  const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
   const int64_t last = last_key(q0, kMmaTile, p), kt1 = last >= 0 ? last / kMmaTile : -1;
   auto fetch = [&](int64_t kt, int s) {  // key tile kt's K and V into stage s
-    load_tile_async<D>(w, tile(M::c(s)), kh, kt * kMmaTile, T, D);
-    load_tile_async<D>(w, tile(M::d(s)), vh, kt * kMmaTile, T, D);
+    load_tile_async<D>(w, tile(M::c(s)), kh, kt * kMmaTile, T, p.k.t);
+    load_tile_async<D>(w, tile(M::d(s)), vh, kt * kMmaTile, T, p.v.t);
     w.cp_async_commit();
   };
 
-  load_tile_async<D>(w, Qs, q + bh * T * D, q0, T, D);
-  load_tile_async<D>(w, dOs, dout + bh * T * D, q0, T, D);
+  load_tile_async<D>(w, Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
+  load_tile_async<D>(w, dOs, dout + p.dout.row(hi.b, hi.h, 0), q0, T, p.dout.t);
   if (kt1 >= 0) fetch(kt1, 0);
   float wr[2], carry[2] = {0.0f, 0.0f}, gsum[2] = {0.0f, 0.0f};  // this lane's two rows
   TESSERA_MMA_UNROLL
@@ -315,7 +322,7 @@ TESSERA_MMA_FN void stick_backward_dq_block(W& w, uint16_t* dq, StickCkpt* ckpt,
     }
     tile_pm<D, 1, StickKeys>(w, dqa, dp, Ks, lane);  // dQ += dz K
   }
-  store_rows<D, W>(dq + bh * T * D, r0, T, D, dqa[0], p.scale, p.scale, lane);
+  store_rows<D, W>(dq + p.dq.row(hi.b, hi.h, 0), r0, T, p.dq.t, dqa[0], p.scale, p.scale, lane);
 }
 
 // The dK dV pass's tiles: K and V (kept), kStages stages of the streamed Q and dO, then A and dz
@@ -377,12 +384,12 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
   const float scale2 = p.scale * kLog2e;
   // Queries attending a key of this tile start at k0 (or k0 + 1), inside query tile kt.
   const int64_t q_tiles = tiles - kt, items = G * q_tiles;
-  auto bh_of = [&](int64_t it) { return b * p.H + hk * G + it / q_tiles; };
+  auto h_of = [&](int64_t it) { return hk * G + it / q_tiles; };
   auto q0_of = [&](int64_t it) { return (kt + it % q_tiles) * kMmaTile; };
   auto fetch = [&](int64_t it, int s) {
-    const int64_t bh = bh_of(it), q0 = q0_of(it);
-    load_tile_async<D>(w, tile(M::q(s)), q + bh * T * D, q0, T, D);
-    load_tile_async<D>(w, tile(M::dout(s)), dout + bh * T * D, q0, T, D);
+    const int64_t h = h_of(it), q0 = q0_of(it);
+    load_tile_async<D>(w, tile(M::q(s)), q + p.q.row(b, h, 0), q0, T, p.q.t);
+    load_tile_async<D>(w, tile(M::dout(s)), dout + p.dout.row(b, h, 0), q0, T, p.dout.t);
     w.cp_async_commit();
   };
   // Item it's checkpoints and W for this lane's rows; rows attending no key of this tile (past T,
@@ -393,7 +400,7 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
   };
   auto rows_of = [&](int64_t it) {
     Rows r;
-    const int64_t bh = bh_of(it);
+    const int64_t bh = b * p.H + h_of(it);
     TESSERA_MMA_UNROLL
     for (int half = 0; half < 2; ++half) {
       const int64_t i = q0_of(it) + warp * 16 + g + 8 * half;
@@ -404,8 +411,8 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
     return r;
   };
 
-  load_tile_async<D>(w, Ks, k + bkv * T * D, k0, T, D);
-  load_tile_async<D>(w, Vs, v + bkv * T * D, k0, T, D);
+  load_tile_async<D>(w, Ks, k + p.k.row(b, hk, 0), k0, T, p.k.t);
+  load_tile_async<D>(w, Vs, v + p.v.row(b, hk, 0), k0, T, p.v.t);
   fetch(0, 0);
   Rows rows = rows_of(0);
 
@@ -486,14 +493,14 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
         const int64_t j = j0 + g + 8 * half;
         if (j >= T) continue;
         const float left = W::exp2(log_rem[bh * T + j] * kLog2e);
-        const uint16_t* dj = dout + (bh * T + j) * D;
+        const uint16_t* dj = dout + p.dout.row(b, h, j);
         TESSERA_MMA_UNROLL
         for (int n = 0; n < D / 8; ++n)
           for (int e = 0; e < 2; ++e) dva[n][2 * half + e] += left * bf16_value(dj[n * 8 + 2 * c + e]);
       }
     }
-  store_rows<D, W>(dv + bkv * T * D, j0, T, D, dva, 1.0f, 1.0f, lane);
-  store_rows<D, W>(dk + bkv * T * D, j0, T, D, dka, p.scale, p.scale, lane);
+  store_rows<D, W>(dv + p.dv.row(b, hk, 0), j0, T, p.dv.t, dva, 1.0f, 1.0f, lane);
+  store_rows<D, W>(dk + p.dk.row(b, hk, 0), j0, T, p.dk.t, dka, p.scale, p.scale, lane);
 }
 
 #undef TESSERA_STICK_WALK

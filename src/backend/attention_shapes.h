@@ -4,15 +4,14 @@
 // Tq <= Tk, the keys' length: query i then sits at position Tk - Tq + i.
 //
 // Layouts, two contracts:
-//  - strided (the flash kernels on every device, the materialised kernels on the CPU): q, k, v,
-//    out and the gradients are any (B, H, T, D) views whose D values per row are contiguous
-//    (HeadStrides). Attention then reads q, k and v where a fused (B, T, (H + 2 Hkv) D) projection
-//    left them and writes out and dq, dk, dv in the (B, T, H, D) order the projections use, with
-//    no head split or merge copies (ops/packed_attention.h). A KV cache's filled prefix is such a
-//    view too.
-//  - dense (the stick-breaking kernels, the CUDA materialised ones): q, out and the gradients
-//    contiguous; k and v contiguous, or with Tq < Tk the filled prefixes of two (B, Hkv, S, D)
-//    buffers (kv_rows).
+//  - strided (the flash and stick-breaking kernels on every device, the materialised kernels on
+//    the CPU): q, k, v, out and the gradients are any (B, H, T, D) views whose D values per row
+//    are contiguous (HeadStrides). Attention then reads q, k and v where a fused
+//    (B, T, (H + 2 Hkv) D) projection left them and writes out and dq, dk, dv in the (B, T, H, D)
+//    order the projections use, with no head split or merge copies (ops/packed_attention.h). A KV
+//    cache's filled prefix is such a view too.
+//  - dense (the CUDA materialised kernels): q, out and the gradients contiguous; k and v
+//    contiguous, or with Tq < Tk the filled prefixes of two (B, Hkv, S, D) buffers (kv_rows).
 // Plain C++, shared by the CPU kernels and the CUDA ones (which add their own device, dtype and
 // size limits after it).
 #pragma once

@@ -1,6 +1,7 @@
-// packed_causal_attention: causal softmax attention on a fused q, k, v projection, its heads read
-// and written where they lie (ops/packed_attention.h). The formulas are those of ops/attention.h;
-// the kernels are the same ones, handed strided views (backend/attention_shapes.h).
+// packed_causal_attention: causal attention (softmax or stick-breaking) on a fused q, k, v
+// projection, its heads read and written where they lie (ops/packed_attention.h). The formulas are
+// those of ops/attention.h and ops/stick_breaking.h; the kernels are the same ones, handed strided
+// views (backend/attention_shapes.h).
 #include "ops/packed_attention.h"
 
 #include <memory>
@@ -23,21 +24,23 @@ Tensor heads(const Tensor& t, int64_t first, int64_t n, int64_t D) {
 
 bool packed_attention_runs(const AttentionSpec& spec, Device device, DType dtype, int64_t head_dim,
                            bool training) {
-  if (spec.kind != AttentionKind::Softmax || (spec.s2_attn && training)) return false;
+  if (spec.s2_attn && training) return false;
   if (!attention_support(spec, device, dtype, head_dim).empty()) return false;
-  // Every CPU kernel keeps the strided contract; on CUDA the flash kernels do and the materialised
-  // one does not.
-  return device.is_cpu() || detail::softmax_runs_flash(spec, device, head_dim, false);
+  // Every CPU kernel keeps the strided contract; on CUDA the stick-breaking and flash kernels do
+  // and the materialised one does not.
+  return device.is_cpu() || spec.kind == AttentionKind::StickBreaking ||
+         detail::softmax_runs_flash(spec, device, head_dim, false);
 }
 
 namespace {
 
 // What a call keeps for its backward: the kernel's q, k (rotated copies under RoPE, else views of
-// the inputs) and v, the output O (a view of the result), and lse (flash) or P (materialised).
+// the inputs) and v, the output O (a view of the result), and lse (flash), P (materialised) or
+// log rem (stick-breaking).
 struct Attended {
   Tensor q, k, v, o, saved;
   double scale = 0;
-  int64_t window = 0;
+  AttentionSpec spec;
   bool flash = false;
   std::shared_ptr<const RopeFreqs> rope;  // null: no rotation
 };
@@ -56,7 +59,7 @@ Attended attend(const char* op, const Tensor& q, const Tensor& k, const Tensor& 
   TESSERA_CHECK(why.empty(), op, ": ", why, " (", input.str(), ")");
   Attended a;
   a.scale = detail::attention_scale(spec.scale, D);
-  a.window = spec.window;
+  a.spec = spec;
   a.flash = detail::softmax_runs_flash(spec, input.device(), D, false);
   a.q = q, a.k = k, a.v = v, a.o = out;
   if (rope) {
@@ -69,10 +72,14 @@ Attended attend(const char* op, const Tensor& q, const Tensor& k, const Tensor& 
     TESSERA_KERNEL(k, rope)(a.k, k, rope->inv_freq, rope->scale, 0, false);
   }
   const int64_t B = q.size(0), H = q.size(1);
-  if (a.flash) {
-    a.saved = Tensor::empty({B, H, T},
-                            {q.dtype() == DType::F64 ? DType::F64 : DType::F32, q.device()});
-    TESSERA_KERNEL(q, flash_attention_forward)(out, a.saved, a.q, a.k, v, a.scale, a.window);
+  const DType stat = q.dtype() == DType::F64 ? DType::F64 : DType::F32;
+  if (spec.kind == AttentionKind::StickBreaking) {
+    a.saved = Tensor::empty({B, H, T}, {stat, q.device()});
+    TESSERA_KERNEL(q, stick_breaking_forward)(out, a.saved, Tensor(), a.q, a.k, v, a.scale,
+                                              spec.attend_current, spec.sb_remainder);
+  } else if (a.flash) {
+    a.saved = Tensor::empty({B, H, T}, {stat, q.device()});
+    TESSERA_KERNEL(q, flash_attention_forward)(out, a.saved, a.q, a.k, v, a.scale, spec.window);
   } else {
     a.saved = Tensor::empty({B, H, T, T}, q.options());
     TESSERA_KERNEL(q, attention_forward)(out, a.saved, a.q, a.k, v, a.scale);
@@ -86,9 +93,13 @@ void attend_backward(const Attended& a, const Tensor& dO, const Tensor& dq, cons
                      const Tensor& dv) {
   const Tensor dQ = a.rope ? Tensor::empty(a.q.shape(), a.q.options()) : dq;
   const Tensor dK = a.rope ? Tensor::empty(a.k.shape(), a.k.options()) : dk;
-  if (a.flash)
+  if (a.spec.kind == AttentionKind::StickBreaking)
+    TESSERA_KERNEL(dO, stick_breaking_backward)(dQ, dK, dv, dO, a.q, a.k, a.v, a.o, a.saved,
+                                                a.scale, a.spec.attend_current,
+                                                a.spec.sb_remainder);
+  else if (a.flash)
     TESSERA_KERNEL(dO, flash_attention_backward)(dQ, dK, dv, dO, a.q, a.k, a.v, a.o, a.saved,
-                                                 a.scale, a.window);
+                                                 a.scale, a.spec.window);
   else
     TESSERA_KERNEL(dO, attention_backward)(dQ, dK, dv, dO, a.q, a.k, a.v, a.saved, a.scale);
   if (a.rope) {

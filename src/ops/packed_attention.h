@@ -1,4 +1,4 @@
-// Causal softmax attention straight off a fused q, k, v projection, with no head split or merge:
+// Causal attention straight off a fused q, k, v projection, with no head split or merge:
 //
 //   Tensor qkv = ops::linear(x, c_attn_w, c_attn_b);                    // (B, T, (H + 2 Hkv) D)
 //   if (ops::packed_attention_runs(spec, qkv.device(), qkv.dtype(), D, training))
@@ -16,10 +16,11 @@
 // permute copy per head split and merge forward and as many backward, plus the slices' zero-filled
 // gradient; this one spends none.
 //
-// It serves softmax attention (with or without a sliding window) on the kernels that keep the
-// strided contract: the flash kernels on every device and the materialised ones on the CPU. Not
-// stick-breaking, not S^2-Attn while training, and not on CUDA with a head dim the flash kernels
-// lack (packed_attention_runs says so). RoPE: projected_causal_attention below.
+// It serves softmax attention (with or without a sliding window) and stick-breaking attention on
+// the kernels that keep the strided contract: the flash and stick-breaking kernels on every device
+// and the materialised ones on the CPU. Not S^2-Attn while training, and not softmax on CUDA with a
+// head dim the flash kernels lack (packed_attention_runs says so). RoPE:
+// projected_causal_attention below.
 #pragma once
 
 #include <cstdint>

@@ -167,15 +167,16 @@ void check_stick_breaking(Shape4 s, DType dtype, bool current, bool remainder, u
 // tensor, write out as (B, T, H D) and dq, dk, dv into one gradient of qkv, all in place. Each of
 // the three gradient slices is compared on its own scale.
 void check_packed(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, DType dtype,
-                  int64_t window, uint64_t seed) {
+                  const ops::AttentionSpec& spec, uint64_t seed) {
   const std::string what = std::string(dtype_name(dtype)) + " T " + std::to_string(T) + " H " +
                            std::to_string(H) + "/" + std::to_string(Hkv) + " D " +
-                           std::to_string(D) + " window " + std::to_string(window);
+                           std::to_string(D) + " " + ops::attention_kind_name(spec.kind) +
+                           " window " + std::to_string(spec.window) +
+                           (spec.attend_current ? " attend_current" : "") +
+                           (spec.sb_remainder ? " remainder" : "");
   Generator g(seed);
   const Input qkv = make_input({B, T, (H + 2 * Hkv) * D}, g, dtype);
   const Input w = make_input({B, T, H * D}, g, dtype);
-  ops::AttentionSpec spec;
-  spec.window = window;
   ASSERT_TRUE(ops::packed_attention_runs(spec, Device::cuda(), dtype, D, true)) << what;
   auto run = [&](const Tensor& x_in, const Tensor& weights, Tensor& grad) {
     Tensor x = x_in.detach();
@@ -192,11 +193,23 @@ void check_packed(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, DType
   EXPECT_LT(rel_err(gpu, ref), bf ? kBf16Fwd : kF32) << "out, " << what;
   const int64_t first[3] = {0, H * D, (H + Hkv) * D}, width[3] = {H * D, Hkv * D, Hkv * D};
   const char* names[3] = {"dq", "dk", "dv"};
+  const bool sb = spec.kind == ops::AttentionKind::StickBreaking;
   for (int i = 0; i < 3; ++i)
     EXPECT_LT(rel_err(gpu_grad.narrow(2, first[i], width[i]).contiguous(),
                       ref_grad.narrow(2, first[i], width[i]).contiguous()),
-              bf ? kBf16Bwd : kF32)
+              !bf ? kF32 : sb && i == 0 ? kSbBf16Bwd : kBf16Bwd)
         << names[i] << ", " << what;
+}
+ops::AttentionSpec windowed(int64_t window) {
+  ops::AttentionSpec s;
+  s.window = window;
+  return s;
+}
+ops::AttentionSpec stick_breaking(bool current, bool remainder) {
+  ops::AttentionSpec s;
+  s.kind = ops::AttentionKind::StickBreaking;
+  s.attend_current = current, s.sb_remainder = remainder;
+  return s;
 }
 
 // ops::projected_causal_attention (separate q, k, v projections, RoPE) on the GPU against the
@@ -273,12 +286,16 @@ TEST(AttentionCuda, packed_projection_attention_matches_cpu_reference) {
   for (cuda::FlashKernels kind : kFlashKernels) {
     SCOPED_TRACE(flash_name(kind));
     UseFlashKernels use(kind);
-    check_packed(2, 200, 4, 2, 64, DType::BF16, 0, 81);   // tensor-core tiles, grouped queries
-    check_packed(1, 130, 2, 1, 128, DType::BF16, 0, 82);  // head dim 128, one kv head
-    check_packed(1, 257, 4, 4, 64, DType::BF16, 50, 83);  // sliding window
+    check_packed(2, 200, 4, 2, 64, DType::BF16, windowed(0), 81);   // tensor-core tiles, GQA
+    check_packed(1, 130, 2, 1, 128, DType::BF16, windowed(0), 82);  // head dim 128, one kv head
+    check_packed(1, 257, 4, 4, 64, DType::BF16, windowed(50), 83);  // sliding window
+    // Stick-breaking's register-tile kernels (the 64-row forward under mma-narrow).
+    check_packed(2, 150, 4, 2, 64, DType::BF16, stick_breaking(false, true), 86);
   }
-  check_packed(1, 100, 4, 2, 64, DType::F32, 0, 84);     // f32 warp-per-row kernels
-  check_packed(2, 77, 2, 1, 48, DType::F32, 33, 85);     // any head dim with a window
+  check_packed(1, 100, 4, 2, 64, DType::F32, windowed(0), 84);   // f32 warp-per-row kernels
+  check_packed(2, 77, 2, 1, 48, DType::F32, windowed(33), 85);   // any head dim with a window
+  check_packed(1, 130, 2, 1, 128, DType::BF16, stick_breaking(true, false), 87);
+  check_packed(1, 70, 2, 1, 40, DType::F32, stick_breaking(true, true), 88);  // plain kernels
 }
 
 TEST(AttentionCuda, projected_attention_with_rope_matches_cpu_reference) {

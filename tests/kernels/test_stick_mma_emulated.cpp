@@ -58,32 +58,56 @@ struct Case {
   int64_t B, H, Hkv, T;
   bool current, remainder;
   double spread;  // q and k are N(0, spread^2): 1 gives ordinary scores, 3 scores near +-10
+  bool packed = false;  // q, k, v strided out of one (B, T, (H + 2 Hkv) D) projection; out,
+                        // dq, dk, dv into (B, T, heads, D) buffers
   std::string str() const {
     return "B " + std::to_string(B) + " H " + std::to_string(H) + "/" + std::to_string(Hkv) +
            " T " + std::to_string(T) + (current ? " attend_current" : "") +
-           (remainder ? " remainder" : "") + " spread " + std::to_string(spread);
+           (remainder ? " remainder" : "") + " spread " + std::to_string(spread) +
+           (packed ? " packed" : "");
   }
 };
+
+// A (B, n, T, D) bf16 tensor of NaNs: contiguous, or the heads of a (B, T, n, D) buffer.
+Tensor nan_heads(int64_t B, int64_t n, int64_t T, int64_t D, bool packed) {
+  if (!packed) return nan_tensor({B, n, T, D}, DType::BF16);
+  return nan_tensor({B, T, n, D}, DType::BF16).transpose(1, 2);
+}
 
 template <int D>
 void run_case(const Case& c, uint64_t seed) {
   SCOPED_TRACE(c.str() + " D " + std::to_string(D));
   Generator g(seed);
   const Shape qs{c.B, c.H, c.T, D}, ks{c.B, c.Hkv, c.T, D}, rows{c.B, c.H, c.T};
-  const Tensor q = ops::scale(randn(qs, g), c.spread).to(DType::BF16);
-  const Tensor k = ops::scale(randn(ks, g), c.spread).to(DType::BF16);
-  const Tensor v = randn(ks, g).to(DType::BF16), dout = randn(qs, g).to(DType::BF16);
+  Tensor q, k, v;
+  if (c.packed) {
+    const Tensor qkv = ops::scale(randn({c.B, c.T, (c.H + 2 * c.Hkv) * D}, g), c.spread)
+                           .to(DType::BF16)
+                           .view({c.B, c.T, -1, D});
+    q = qkv.narrow(2, 0, c.H).transpose(1, 2);
+    k = qkv.narrow(2, c.H, c.Hkv).transpose(1, 2);
+    v = qkv.narrow(2, c.H + c.Hkv, c.Hkv).transpose(1, 2);
+  } else {
+    q = ops::scale(randn(qs, g), c.spread).to(DType::BF16);
+    k = ops::scale(randn(ks, g), c.spread).to(DType::BF16);
+    v = randn(ks, g).to(DType::BF16);
+  }
+  const Tensor dout = c.packed ? randn({c.B, c.T, c.H, D}, g).to(DType::BF16).transpose(1, 2)
+                               : randn(qs, g).to(DType::BF16);
   const double scale = 1.0 / std::sqrt(double(D));
-  const StickParams p{c.T, int(c.H), int(c.Hkv), float(scale), c.current, c.remainder, c.T, c.T};
+  StickParams p{c.T, int(c.H), int(c.Hkv), float(scale), c.current, c.remainder, c.T};
+  p.q = head_strides(q), p.k = head_strides(k), p.v = head_strides(v);
+  p.dout = head_strides(dout);
   constexpr int64_t kTile = cuda::attn::kMmaTile;
   const int64_t tiles = (c.T + kTile - 1) / kTile;
 
   // The forward at MT = 1 and MT = 2 (64- and 128-row blocks) must agree bit for bit: the same
   // arithmetic per row, only more rows per warp. Every other block lands its cp.async copies at
   // issue, so a tile refilled while a warp still reads it shows.
-  Tensor out = nan_tensor(qs, DType::BF16), lr = nan_tensor(rows, DType::F32),
+  Tensor out = nan_heads(c.B, c.H, c.T, D, c.packed), lr = nan_tensor(rows, DType::F32),
          rem = nan_tensor(rows, DType::BF16);
-  Tensor out1 = nan_tensor(qs, DType::BF16), lr1 = nan_tensor(rows, DType::F32);
+  Tensor out1 = nan_heads(c.B, c.H, c.T, D, c.packed), lr1 = nan_tensor(rows, DType::F32);
+  p.o = head_strides(out);
   for (int64_t bh = 0; bh < c.B * c.H; ++bh) {
     for (int64_t qt = 0; qt < (c.T + 2 * kTile - 1) / (2 * kTile); ++qt)
       emu::run_block(
@@ -108,9 +132,11 @@ void run_case(const Case& c, uint64_t seed) {
   // W = rowsum(dout * out) over the bf16 output, as stick_breaking_backward's rowdot.
   const Tensor wrow = ops::sum(ops::mul(dout.to(DType::F32), out.to(DType::F32)), -1).contiguous();
   std::vector<StickCkpt> ckpt(size_t(c.B * c.H * tiles * c.T * 4), StickCkpt{NAN, NAN});
-  Tensor dq = nan_tensor(qs, DType::BF16), dk = nan_tensor(ks, DType::BF16),
-         dv = nan_tensor(ks, DType::BF16), dk1 = nan_tensor(ks, DType::BF16),
-         dv1 = nan_tensor(ks, DType::BF16);
+  Tensor dq = nan_heads(c.B, c.H, c.T, D, c.packed), dk = nan_heads(c.B, c.Hkv, c.T, D, c.packed),
+         dv = nan_heads(c.B, c.Hkv, c.T, D, c.packed),
+         dk1 = nan_heads(c.B, c.Hkv, c.T, D, c.packed),
+         dv1 = nan_heads(c.B, c.Hkv, c.T, D, c.packed);
+  p.dq = head_strides(dq), p.dk = head_strides(dk), p.dv = head_strides(dv);
   for (int64_t bh = 0; bh < c.B * c.H; ++bh)
     for (int64_t qt = 0; qt < tiles; ++qt)
       emu::run_block(
@@ -182,6 +208,11 @@ TEST(StickMmaEmulated, grouped_query_heads_over_two_batches_match_the_cpu_refere
 
 // Scores near +-10: 1 - beta down to 1e-5, so a lane's product of 16 sticks leaves f32's range
 // and the weights past it are zero, while log rem (hundreds below zero) must stay exact.
+// The heads read strided out of a fused projection and written into (B, T, heads, D) buffers.
+TEST(StickMmaEmulated, packed_heads_match_the_cpu_reference) {
+  run_case<64>({2, 2, 1, 70, false, true, 1.0, true}, 25);
+}
+
 TEST(StickMmaEmulated, scores_whose_stick_products_underflow_keep_log_rem_exact) {
   run_case<64>({1, 1, 1, 150, true, false, 3.0}, 24);
 }

@@ -212,16 +212,23 @@ TEST(GPT, attention_off_the_fused_projection_equals_split_heads_with_fewer_copie
   // GPT-2 names, learned positions and no hook adapting q, k, v: attention reads the heads where
   // c_attn left them. Same kernels, same values: loss and every gradient agree exactly with the
   // split path; the kernel profile shows the head split and merge copies gone.
-  GPTConfig c = tiny_gpt2();
-  c.n_kv_head = 1;  // grouped-query heads too
-  const SplitHeads split;
-  const ProfiledRun packed = run_profiled(c, nullptr, "copy"),
-                    split_run = run_profiled(c, &split, "copy");
-  EXPECT_EQ(packed.values, split_run.values);
-  // Per layer the split path copies 3 head splits and a merge forward, and at least as many
-  // backward (here 3 copies in all against 23).
-  EXPECT_LE(packed.calls + 8 * c.n_layer, split_run.calls)
-      << "packed " << packed.calls << ", split " << split_run.calls;
+  GPTConfig softmax = tiny_gpt2();
+  softmax.n_kv_head = 1;  // grouped-query heads too
+  GPTConfig sb = softmax;  // stick-breaking, which needs no positions
+  sb.position = nn::PositionKind::None;
+  sb.attention.kind = nn::AttentionKind::StickBreaking;
+  sb.attention.sb_remainder = true;
+  for (const GPTConfig& c : {softmax, sb}) {
+    SCOPED_TRACE(ops::attention_kind_name(c.attention.kind));
+    const SplitHeads split;
+    const ProfiledRun packed = run_profiled(c, nullptr, "copy"),
+                      split_run = run_profiled(c, &split, "copy");
+    EXPECT_EQ(packed.values, split_run.values);
+    // Per layer the split path copies 3 head splits and a merge forward, and at least as many
+    // backward (here 3 copies in all against 23).
+    EXPECT_LE(packed.calls + 8 * c.n_layer, split_run.calls)
+        << "packed " << packed.calls << ", split " << split_run.calls;
+  }
 }
 
 TEST(GPT, llama_attention_off_its_projections_makes_no_head_copies) {

@@ -1,7 +1,8 @@
 // ops::packed_causal_attention: attention straight off a fused (B, T, (H + 2 Hkv) D) projection
 // equals causal_attention on the split heads, forward and backward, for multi-head, grouped-query
-// and multi-query heads, with and without a sliding window (the CPU's materialised and flash
-// kernels); when it runs and what it refuses. ops::projected_causal_attention likewise off three
+// and multi-query heads, softmax with and without a sliding window (the CPU's materialised and flash
+// kernels) and stick-breaking (each query attending itself or not, with and without the
+// remainder); when it runs and what it refuses. ops::projected_causal_attention likewise off three
 // projections, with and without RoPE.
 #include <gtest/gtest.h>
 
@@ -58,12 +59,17 @@ TEST(PackedAttention, equals_split_heads_forward_and_backward) {
   // The same kernels over the same values in the same order: only where they read and write
   // differs, so the results agree exactly (a wrong stride reads another head or position).
   const int64_t B = 2, T = 7, D = 5;
+  AttentionSpec softmax, flash, sb, sb_current;
+  flash.window = 3;
+  sb.kind = sb_current.kind = AttentionKind::StickBreaking;
+  sb.sb_remainder = true;
+  sb_current.attend_current = true;
   for (const Heads hs : {Heads{3, 3}, Heads{4, 2}, Heads{2, 1}}) {
-    for (const int64_t window : {int64_t(0), int64_t(3)}) {  // materialised, flash
-      SCOPED_TRACE("H " + std::to_string(hs.H) + " Hkv " + std::to_string(hs.Hkv) + " window " +
-                   std::to_string(window));
-      AttentionSpec spec;
-      spec.window = window;
+    for (const AttentionSpec& spec : {softmax, flash, sb, sb_current}) {
+      SCOPED_TRACE("H " + std::to_string(hs.H) + " Hkv " + std::to_string(hs.Hkv) + " " +
+                   attention_kind_name(spec.kind) + " window " + std::to_string(spec.window) +
+                   (spec.attend_current ? " attend_current" : "") +
+                   (spec.sb_remainder ? " remainder" : ""));
       Generator g(11);
       const Tensor qkv = randn({B, T, (hs.H + 2 * hs.Hkv) * D}, g, DType::F64);
       const Tensor w = randn({B, T, hs.H * D}, g, DType::F64);
@@ -82,9 +88,11 @@ TEST(PackedAttention, equals_split_heads_forward_and_backward) {
 TEST(PackedAttention, gradcheck_against_finite_differences) {
   Generator g(5);
   const Tensor qkv = randn({1, 5, (4 + 2 * 2) * 3}, g, DType::F64);
-  for (const int64_t window : {int64_t(0), int64_t(2)}) {
-    AttentionSpec spec;
-    spec.window = window;
+  AttentionSpec softmax, flash, sb;
+  flash.window = 2;
+  sb.kind = AttentionKind::StickBreaking;
+  sb.sb_remainder = true;
+  for (const AttentionSpec& spec : {softmax, flash, sb}) {
     EXPECT_TRUE(tessera::testing::gradcheck(
         [&](const std::vector<Tensor>& p) {
           return ops::sum(ops::mul(packed_causal_attention(p[0], 4, 2, spec, true),
@@ -109,7 +117,7 @@ TEST(PackedAttention, an_offset_projection_view_is_read_where_it_lies) {
   EXPECT_EQ(max_abs_diff(a, split_path(qkv, 2, 1, spec)), 0.0);
 }
 
-TEST(PackedAttention, runs_for_softmax_on_kernels_that_take_strided_views) {
+TEST(PackedAttention, runs_on_kernels_that_take_strided_views) {
   AttentionSpec softmax, windowed, sb, s2;
   windowed.window = 4;
   sb.kind = AttentionKind::StickBreaking;
@@ -117,7 +125,7 @@ TEST(PackedAttention, runs_for_softmax_on_kernels_that_take_strided_views) {
   const Device cpu = Device::cpu(), gpu = Device::cuda(0);
   EXPECT_TRUE(packed_attention_runs(softmax, cpu, DType::F32, 7, true));
   EXPECT_TRUE(packed_attention_runs(windowed, cpu, DType::F64, 7, true));
-  EXPECT_FALSE(packed_attention_runs(sb, cpu, DType::F32, 8, true));
+  EXPECT_TRUE(packed_attention_runs(sb, cpu, DType::F32, 8, true));
   EXPECT_FALSE(packed_attention_runs(s2, cpu, DType::F32, 8, true));  // S^2-Attn groups
   EXPECT_TRUE(packed_attention_runs(s2, cpu, DType::F32, 8, false));  // evaluation attends fully
   // CUDA: the flash kernels (bf16 tiles at 64 and 128, f32 rows up to 128) take the layout; the
@@ -129,13 +137,17 @@ TEST(PackedAttention, runs_for_softmax_on_kernels_that_take_strided_views) {
   EXPECT_FALSE(packed_attention_runs(softmax, gpu, DType::F32, 32, true));
   EXPECT_TRUE(packed_attention_runs(windowed, gpu, DType::F32, 32, true));
   EXPECT_FALSE(packed_attention_runs(windowed, gpu, DType::BF16, 32, true));  // no kernel at all
+  // Every CUDA stick-breaking kernel takes the layout: bf16 tiles at 64 and 128, f32 rows.
+  EXPECT_TRUE(packed_attention_runs(sb, gpu, DType::BF16, 64, true));
+  EXPECT_TRUE(packed_attention_runs(sb, gpu, DType::F32, 32, true));
+  EXPECT_FALSE(packed_attention_runs(sb, gpu, DType::BF16, 32, true));  // no kernel at all
 }
 
-TEST(PackedAttention, refuses_a_projection_width_the_heads_do_not_divide_and_other_kinds) {
+TEST(PackedAttention, refuses_a_projection_width_the_heads_do_not_divide_and_s2_attn_training) {
   Generator g(1);
   const Tensor qkv = randn({1, 4, 20}, g, DType::F32);
-  AttentionSpec softmax, sb;
-  sb.kind = AttentionKind::StickBreaking;
+  AttentionSpec softmax, s2;
+  s2.s2_attn = true;
   std::string e = error_of([&] { packed_causal_attention(qkv, 3, 3, softmax); });
   EXPECT_NE(e.find("expected qkv (B, T, (H + 2 Hkv) D) with H = 3 a multiple of Hkv = 3, got "
                    "Tensor(f32, cpu, (1, 4, 20))"),
@@ -143,8 +155,8 @@ TEST(PackedAttention, refuses_a_projection_width_the_heads_do_not_divide_and_oth
       << e;
   e = error_of([&] { packed_causal_attention(qkv, 3, 2, softmax); });
   EXPECT_NE(e.find("H = 3 a multiple of Hkv = 2"), std::string::npos) << e;
-  e = error_of([&] { packed_causal_attention(qkv, 2, 1, sb); });
-  EXPECT_NE(e.find("stick_breaking attention with head dim 5 has no strided kernel"),
+  e = error_of([&] { packed_causal_attention(qkv, 2, 1, s2, /*training=*/true); });
+  EXPECT_NE(e.find("softmax attention with head dim 5 and S^2-Attn has no strided kernel"),
             std::string::npos)
       << e;
 }

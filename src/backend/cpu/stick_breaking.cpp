@@ -1,7 +1,8 @@
 // CPU stick-breaking attention (Tan et al. 2024, "Stick-breaking Attention", arXiv:2410.17980): the
 // reference for the fused CUDA kernels in kernels/stick_breaking.cu.
 //
-// q, out, dq, dout (B, H, T, D); k, v, dk, dv (B, Hkv, T, D); log_rem, rem (B, H, T).
+// q, out, dq, dout (B, H, T, D); k, v, dk, dv (B, Hkv, T, D), any views with contiguous rows
+// (the strided contract of backend/attention_shapes.h); log_rem, rem (B, H, T) contiguous.
 // Grouped-query heads as in attention.cpp: query head h reads kv head h / (H / Hkv).
 //
 // Query j attends the keys S_j = {i < j} ({i <= j} with attend_current). Writing, for i in S_j,
@@ -46,23 +47,24 @@ namespace {
 using Dims = AttentionDims;
 AttentionDims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
                         bool allow_offset = false) {
-  return check_attention_qkv(kernel, q, k, v, allow_offset);
+  return check_attention_qkv(kernel, q, k, v, allow_offset, /*strided=*/true);
 }
 
 constexpr auto check_like = check_attention_like;
 
 DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 
-// One query row over its n attended keys (n = j, or j + 1 with attend_current): fills a[i] = A[i]
-// and beta[i], returns log rem. With e = exp(-|z|): softplus(z) = max(z, 0) + log1p(e) and
-// logsigmoid(z) = min(z, 0) - log1p(e), neither of which overflows or cancels for large |z|.
+// One query row over its n attended keys (n = j, or j + 1 with attend_current; key i's row at
+// kh + i kt): fills a[i] = A[i] and beta[i], returns log rem. With e = exp(-|z|):
+// softplus(z) = max(z, 0) + log1p(e) and logsigmoid(z) = min(z, 0) - log1p(e), neither of which
+// overflows or cancels for large |z|.
 template <typename F>
-double stick_row(const F* qj, const F* kh, int64_t n, int64_t D, double scale,
+double stick_row(const F* qj, const F* kh, int64_t kt, int64_t n, int64_t D, double scale,
                  std::vector<double>& a, std::vector<double>& beta) {
   double tail = 0;  // sum of softplus(z[k]) over the attended k > i: -log of the stick left for i
   for (int64_t i = n - 1; i >= 0; --i) {
     double dot = 0;
-    for (int64_t e = 0; e < D; ++e) dot += double(qj[e]) * double(kh[i * D + e]);
+    for (int64_t e = 0; e < D; ++e) dot += double(qj[e]) * double(kh[i * kt + e]);
     const double z = scale * dot, ez = std::exp(-std::abs(z)), l = std::log1p(ez);
     a[size_t(i)] = std::exp(std::min(z, 0.0) - l - tail);
     beta[size_t(i)] = z >= 0 ? 1 / (1 + ez) : ez / (1 + ez);
@@ -79,7 +81,7 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
   const Dims d = check_qkv("stick_breaking_forward", q, k, v, /*allow_offset=*/true);
   // T queries at positions off + j over Tk keys (off = 0: self-attention).
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D, Tk = d.Tk, off = d.offset();
-  check_like("stick_breaking_forward", "out", out, q.shape(), q.dtype());
+  check_attention_view("stick_breaking_forward", "out", out, q.shape(), q.dtype(), true);
   check_like("stick_breaking_forward", "log_rem", log_rem, {B, H, T}, stat_dtype(q.dtype()));
   if (rem.defined()) check_like("stick_breaking_forward", "rem", rem, {B, H, T}, q.dtype());
   const int64_t G = H / Hkv;
@@ -90,6 +92,7 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
     const F* kp = static_cast<const F*>(k.data_ptr());
     const F* vp = static_cast<const F*>(v.data_ptr());
     F* op = static_cast<F*>(out.data_ptr());
+    const HeadStrides so = head_strides(out);
     F* lrp = static_cast<F*>(log_rem.data_ptr());  // stat dtype == F for f32 and f64
     F* rp = rem.defined() ? static_cast<F*>(rem.data_ptr()) : nullptr;
 #pragma omp parallel if (B * H * T * T * D > 65536)
@@ -97,20 +100,22 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
       std::vector<double> a(size_t(Tk), 0.0), beta(size_t(Tk), 0.0), acc(size_t(D), 0.0);
 #pragma omp for
       for (int64_t bh = 0; bh < B * H; ++bh) {
-        const int64_t kvh = (bh / H) * Hkv + (bh % H) / G;
-        const F* kh = kp + kvh * d.kv_rows * D;  // rows kv_rows apart: a cache's prefix too
-        const F* vh = vp + kvh * d.kv_rows * D;
+        const int64_t b = bh / H, h = bh % H, g = h / G;
+        const F* kh = kp + d.k.row(b, g, 0);  // a cache's filled prefix is a view too
+        const F* vh = vp + d.v.row(b, g, 0);
         for (int64_t j = 0; j < T; ++j) {
           const int64_t pos = off + j;  // the query's position among the keys
           const int64_t n = attend_current ? pos + 1 : pos;
-          const double lr = stick_row(qp + (bh * T + j) * D, kh, n, D, scale, a, beta);
+          const double lr = stick_row(qp + d.q.row(b, h, j), kh, d.k.t, n, D, scale, a, beta);
           std::fill(acc.begin(), acc.end(), 0.0);
           for (int64_t i = 0; i < n; ++i)
-            for (int64_t e = 0; e < D; ++e) acc[size_t(e)] += a[size_t(i)] * double(vh[i * D + e]);
+            for (int64_t e = 0; e < D; ++e)
+              acc[size_t(e)] += a[size_t(i)] * double(vh[i * d.v.t + e]);
           if (add_remainder)
             for (int64_t e = 0; e < D; ++e)
-              acc[size_t(e)] += std::exp(lr) * double(vh[pos * D + e]);
-          for (int64_t e = 0; e < D; ++e) op[(bh * T + j) * D + e] = F(acc[size_t(e)]);
+              acc[size_t(e)] += std::exp(lr) * double(vh[pos * d.v.t + e]);
+          F* oj = op + so.row(b, h, j);
+          for (int64_t e = 0; e < D; ++e) oj[e] = F(acc[size_t(e)]);
           lrp[bh * T + j] = F(lr);
           if (rp) rp[bh * T + j] = F(std::exp(lr));
         }
@@ -125,8 +130,8 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
                              bool attend_current, bool add_remainder) {
   const Dims d = check_qkv("stick_breaking_backward", q, k, v);
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
-  check_attention_grads("stick_breaking_backward", dq, dk, dv, dout, q, k, v);
-  check_like("stick_breaking_backward", "out", out, q.shape(), q.dtype());
+  check_attention_grads("stick_breaking_backward", dq, dk, dv, dout, q, k, v, /*strided=*/true);
+  check_attention_view("stick_breaking_backward", "out", out, q.shape(), q.dtype(), false);
   check_like("stick_breaking_backward", "log_rem", log_rem, {B, H, T}, stat_dtype(q.dtype()));
   const int64_t G = H / Hkv;
 
@@ -139,6 +144,8 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
     F* dqp = static_cast<F*>(dq.data_ptr());
     F* dkp = static_cast<F*>(dk.data_ptr());
     F* dvp = static_cast<F*>(dv.data_ptr());
+    const HeadStrides sdq = head_strides(dq), sdk = head_strides(dk), sdv = head_strides(dv),
+                      sdo = head_strides(dout);
 #pragma omp parallel if (B * H * T * T * D > 65536)
     {
       std::vector<double> dk_acc(size_t(T * D), 0.0), dv_acc(size_t(T * D), 0.0),
@@ -146,20 +153,20 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
 #pragma omp for
       for (int64_t bk = 0; bk < B * Hkv; ++bk) {
         const int64_t b = bk / Hkv, g = bk % Hkv;
-        const F* kh = kp + bk * T * D;
-        const F* vh = vp + bk * T * D;
+        const F* kh = kp + d.k.row(b, g, 0);
+        const F* vh = vp + d.v.row(b, g, 0);
+        const int64_t kt = d.k.t, vt = d.v.t;
         std::fill(dk_acc.begin(), dk_acc.end(), 0.0);
         std::fill(dv_acc.begin(), dv_acc.end(), 0.0);
         for (int64_t h = g * G; h < (g + 1) * G; ++h) {
-          const int64_t bh = b * H + h;
           for (int64_t j = 0; j < T; ++j) {
-            const F* qj = qp + (bh * T + j) * D;
-            const F* doj = dop + (bh * T + j) * D;
+            const F* qj = qp + d.q.row(b, h, j);
+            const F* doj = dop + sdo.row(b, h, j);
             const int64_t n = attend_current ? j + 1 : j;
-            const double rem = std::exp(stick_row(qj, kh, n, D, scale, a, beta));
+            const double rem = std::exp(stick_row(qj, kh, kt, n, D, scale, a, beta));
             double rbar = 0;
             if (add_remainder) {
-              for (int64_t e = 0; e < D; ++e) rbar += double(doj[e]) * double(vh[j * D + e]);
+              for (int64_t e = 0; e < D; ++e) rbar += double(doj[e]) * double(vh[j * vt + e]);
               for (int64_t e = 0; e < D; ++e) dv_acc[size_t(j * D + e)] += rem * double(doj[e]);
             }
             std::fill(dq_acc.begin(), dq_acc.end(), 0.0);
@@ -167,25 +174,27 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
             for (int64_t i = 0; i < n; ++i) {
               const double A = a[size_t(i)];
               double dA = 0;
-              for (int64_t e = 0; e < D; ++e) dA += double(doj[e]) * double(vh[i * D + e]);
+              for (int64_t e = 0; e < D; ++e) dA += double(doj[e]) * double(vh[i * vt + e]);
               const double gi = A * dA;
               prefix += gi;
               const double dz = gi - beta[size_t(i)] * prefix;
               for (int64_t e = 0; e < D; ++e) {
-                dq_acc[size_t(e)] += dz * double(kh[i * D + e]);
+                dq_acc[size_t(e)] += dz * double(kh[i * kt + e]);
                 dk_acc[size_t(i * D + e)] += dz * double(qj[e]);
                 dv_acc[size_t(i * D + e)] += A * double(doj[e]);
               }
             }
-            for (int64_t e = 0; e < D; ++e)
-              dqp[(bh * T + j) * D + e] = F(scale * dq_acc[size_t(e)]);
+            F* dqj = dqp + sdq.row(b, h, j);
+            for (int64_t e = 0; e < D; ++e) dqj[e] = F(scale * dq_acc[size_t(e)]);
           }
         }
-        F* dkh = dkp + bk * T * D;
-        F* dvh = dvp + bk * T * D;
-        for (int64_t n = 0; n < T * D; ++n) {
-          dkh[n] = F(scale * dk_acc[size_t(n)]);
-          dvh[n] = F(dv_acc[size_t(n)]);
+        for (int64_t i = 0; i < T; ++i) {
+          F* dki = dkp + sdk.row(b, g, i);
+          F* dvi = dvp + sdv.row(b, g, i);
+          for (int64_t e = 0; e < D; ++e) {
+            dki[e] = F(scale * dk_acc[size_t(i * D + e)]);
+            dvi[e] = F(dv_acc[size_t(i * D + e)]);
+          }
         }
       }
     }
