@@ -124,8 +124,9 @@ TESSERA_MMA_FN float bf16_value(uint16_t bits) {
   return f;
 }
 
-// The forward's checkpoint of one (row, key tile, lane): log2 of the lane's factor and the sum of g
-// over the keys after the lane's. ckpt (B H, key tiles, T, 4 lanes) of these.
+// The dQ pass's checkpoint of one (row, key tile, lane) for the dK dV pass: log2 of the lane's
+// factor and the sum of g over the keys after the lane's. ckpt (B H, key tiles, T, 4 lanes) of
+// these.
 struct StickCkpt {
   float log2_after, g_after;
 };
