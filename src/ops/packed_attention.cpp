@@ -60,7 +60,8 @@ Attended attend(const char* op, const Tensor& q, const Tensor& k, const Tensor& 
   Attended a;
   a.scale = detail::attention_scale(spec.scale, D);
   a.spec = spec;
-  a.flash = detail::softmax_runs_flash(spec, input.device(), D, false);
+  a.flash = spec.kind == AttentionKind::Softmax &&
+            detail::softmax_runs_flash(spec, input.device(), D, false);
   a.q = q, a.k = k, a.v = v, a.o = out;
   if (rope) {
     TESSERA_CHECK(int64_t(rope->inv_freq.size()) * 2 == D, op, ": ", rope->inv_freq.size(),
