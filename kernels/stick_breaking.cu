@@ -298,7 +298,7 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
     Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
     p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);  // copies are dense
     uint16_t* rp = rem.defined() ? mut_bits(rem) : nullptr;
-    // 128-row blocks (two groups of 16 rows per warp, 222 registers at D 64) unless mma-narrow is
+    // 128-row blocks (two groups of 16 rows per warp, 232 registers at D 64) unless mma-narrow is
     // chosen; 64-row ones at D 128, where two groups spill (nvcc 13.0, sm_90).
     const bool narrow = flash_kernels() == FlashKernels::MmaNarrow || d.D == 128;
     const int64_t rows = kMmaTile * (narrow ? 1 : 2);
