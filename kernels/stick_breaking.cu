@@ -274,7 +274,9 @@ __global__ void __launch_bounds__(32)
 // The forward's parameters; the backward adds its gradients' strides.
 StickParams params_of(const Dims& d, double scale, bool attend_current, bool add_remainder,
                       const Tensor& out) {
-  StickParams p{d.T, int(d.H), int(d.Hkv), float(scale), attend_current, add_remainder, d.Tk};
+  StickParams p{};
+  p.T = d.T, p.H = int(d.H), p.Hkv = int(d.Hkv), p.scale = float(scale), p.Tk = d.Tk;
+  p.attend_current = attend_current, p.add_remainder = add_remainder;
   p.q = d.q, p.k = d.k, p.v = d.v, p.o = head_strides(out);
   return p;
 }

@@ -56,7 +56,6 @@ struct TempDir {
   }
 };
 
-// A tensor's values as doubles, whatever its floating dtype.
 // (B, T) int32 ids drawn uniformly from [0, V) with g.
 inline Tensor random_tokens(int64_t B, int64_t T, int64_t V, Generator& g) {
   const std::vector<float> u = rand({B * T}, g).to_vector<float>();
@@ -66,8 +65,23 @@ inline Tensor random_tokens(int64_t B, int64_t T, int64_t V, Generator& g) {
   return from_vector<int32_t>(ids, {B, T});
 }
 
+// A tensor's values as doubles, whatever its floating dtype.
 inline std::vector<double> values(const Tensor& t) {
   return t.to(DType::F64).to_vector<double>();
+}
+
+// The largest |got - ref| over the largest |ref|, in double (infinite when got holds a non-finite
+// value): a kernel's error against a reference, relative to the tensor's scale.
+inline double rel_err(const Tensor& got, const Tensor& ref) {
+  const std::vector<double> g = values(got), r = values(ref);
+  EXPECT_EQ(g.size(), r.size());
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < g.size() && i < r.size(); ++i) {
+    if (!std::isfinite(g[i])) return INFINITY;
+    err = std::max(err, std::abs(g[i] - r[i]));
+    scale = std::max(scale, std::abs(r[i]));
+  }
+  return err / std::max(scale, 1e-30);
 }
 
 // The largest |a - b| over elements of two tensors of one shape, compared in double.

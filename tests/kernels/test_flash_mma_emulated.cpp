@@ -29,6 +29,7 @@ using namespace tessera;
 using tessera::cuda::attn::BlockOrder;
 using tessera::cuda::attn::BlockWork;
 using tessera::cuda::attn::FlashParams;
+using tessera::testing::rel_err;
 using tessera::testing::values;
 namespace mma = tessera::cuda::attn::mma;
 
@@ -36,16 +37,6 @@ namespace {
 
 constexpr double kFwd = 2e-2, kBwd = 4e-2, kLse = 1e-3;
 
-double rel_err(const Tensor& got, const Tensor& ref) {
-  const std::vector<double> g = values(got), r = values(ref);
-  double err = 0, scale = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    if (!std::isfinite(g[i])) return INFINITY;
-    err = std::max(err, std::abs(g[i] - r[i]));
-    scale = std::max(scale, std::abs(r[i]));
-  }
-  return err / std::max(scale, 1e-30);
-}
 double max_abs_diff(const Tensor& got, const Tensor& ref) {
   const std::vector<double> g = values(got), r = values(ref);
   double err = 0;

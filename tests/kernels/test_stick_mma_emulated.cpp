@@ -25,6 +25,7 @@
 using namespace tessera;
 using tessera::cuda::attn::mma::StickCkpt;
 using tessera::cuda::attn::StickParams;
+using tessera::testing::rel_err;
 using tessera::testing::values;
 namespace mma = tessera::cuda::attn::mma;
 
@@ -32,16 +33,6 @@ namespace {
 
 constexpr double kFwd = 2e-2, kDkv = 4e-2, kDq = 1e-1, kLogRem = 1e-4;
 
-double rel_err(const Tensor& got, const Tensor& ref) {
-  const std::vector<double> g = values(got), r = values(ref);
-  double err = 0, scale = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    if (!std::isfinite(g[i])) return INFINITY;
-    err = std::max(err, std::abs(g[i] - r[i]));
-    scale = std::max(scale, std::abs(r[i]));
-  }
-  return err / std::max(scale, 1e-30);
-}
 
 uint16_t* bits(const Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
 float* f32(const Tensor& t) { return static_cast<float*>(t.data_ptr()); }
@@ -95,7 +86,9 @@ void run_case(const Case& c, uint64_t seed) {
   const Tensor dout = c.packed ? randn({c.B, c.T, c.H, D}, g).to(DType::BF16).transpose(1, 2)
                                : randn(qs, g).to(DType::BF16);
   const double scale = 1.0 / std::sqrt(double(D));
-  StickParams p{c.T, int(c.H), int(c.Hkv), float(scale), c.current, c.remainder, c.T};
+  StickParams p{};
+  p.T = p.Tk = c.T, p.H = int(c.H), p.Hkv = int(c.Hkv), p.scale = float(scale);
+  p.attend_current = c.current, p.add_remainder = c.remainder;
   p.q = head_strides(q), p.k = head_strides(k), p.v = head_strides(v);
   p.dout = head_strides(dout);
   constexpr int64_t kTile = cuda::attn::kMmaTile;
