@@ -89,6 +89,18 @@ inline void check_view(const char* kernel, const char* name, const Tensor& t, co
                 q.device().str(), ", got ", t.str());
 }
 
+// A backward's gradients and inputs under the strided contract: dq, dk, dv written (rows
+// disjoint), dout and out read, all in q's dtype on q's device.
+inline void check_backward_views(const char* kernel, const Tensor& dq, const Tensor& dk,
+                                 const Tensor& dv, const Tensor& dout, const Tensor& out,
+                                 const Tensor& q, const Tensor& k, const Tensor& v) {
+  check_view(kernel, "dq", dq, q.shape(), q.dtype(), q, /*output=*/true);
+  check_view(kernel, "dk", dk, k.shape(), q.dtype(), q, /*output=*/true);
+  check_view(kernel, "dv", dv, v.shape(), q.dtype(), q, /*output=*/true);
+  check_view(kernel, "dout", dout, q.shape(), q.dtype(), q, /*output=*/false);
+  check_view(kernel, "out", out, q.shape(), q.dtype(), q, /*output=*/false);
+}
+
 inline void check_like(const char* kernel, const char* name, const Tensor& t, const Shape& shape,
                        DType dtype, const Tensor& q) {
   TESSERA_CHECK(t.defined() && t.shape() == shape && t.dtype() == dtype && t.is_contiguous() &&

@@ -538,11 +538,7 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
                               const Tensor& out, const Tensor& lse, double scale, int64_t window) {
   const char* name = "flash_attention_backward";
   const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/false, /*strided=*/true);
-  check_view(name, "dq", dq, q.shape(), q.dtype(), q, /*output=*/true);
-  check_view(name, "dk", dk, k.shape(), q.dtype(), q, /*output=*/true);
-  check_view(name, "dv", dv, v.shape(), q.dtype(), q, /*output=*/true);
-  check_view(name, "dout", dout, q.shape(), q.dtype(), q, /*output=*/false);
-  check_view(name, "out", out, q.shape(), q.dtype(), q, /*output=*/false);
+  check_backward_views(name, dq, dk, dv, dout, out, q, k, v);
   check_like(name, "lse", lse, {d.B, d.H, d.T}, DType::F32, q);
   if (d.T == 0 || d.B == 0 || d.H == 0) return;
   DeviceGuard guard(q.device().index);

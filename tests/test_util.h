@@ -71,9 +71,10 @@ inline std::vector<double> values(const Tensor& t) {
 }
 
 // The largest |got - ref| over the largest |ref|, in double (infinite when got holds a non-finite
-// value): a kernel's error against a reference, relative to the tensor's scale.
+// value): a kernel's error against a reference, relative to the tensor's scale. got may be on the
+// GPU.
 inline double rel_err(const Tensor& got, const Tensor& ref) {
-  const std::vector<double> g = values(got), r = values(ref);
+  const std::vector<double> g = values(got.to(Device::cpu())), r = values(ref);
   EXPECT_EQ(g.size(), r.size());
   double err = 0, scale = 0;
   for (size_t i = 0; i < g.size() && i < r.size(); ++i) {

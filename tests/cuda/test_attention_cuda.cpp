@@ -19,6 +19,7 @@
 #include "test_util.h"
 
 using namespace tessera;
+using tessera::testing::rel_err;
 using tessera::testing::values;
 
 namespace {
@@ -47,18 +48,6 @@ constexpr double kF32 = 1e-4;
 struct Shape4 {
   int64_t B, H, Hkv, T, D;
 };
-
-double rel_err(const Tensor& gpu, const Tensor& ref) {
-  std::vector<double> g = values(gpu.to(Device::cpu())), r = values(ref);
-  EXPECT_EQ(g.size(), r.size());
-  double err = 0, scale = 0;
-  for (size_t i = 0; i < g.size() && i < r.size(); ++i) {
-    if (!std::isfinite(g[i])) return INFINITY;
-    err = std::max(err, std::abs(g[i] - r[i]));
-    scale = std::max(scale, std::abs(r[i]));
-  }
-  return err / std::max(scale, 1e-30);
-}
 
 // A random tensor in `dtype` (bf16 or f32) on the CPU, its values as f64 for the reference, and
 // the same values on the GPU.
