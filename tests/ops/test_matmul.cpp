@@ -1,6 +1,9 @@
 // matmul and linear: values against hand-computed products, gradients by central differences.
 #include <gtest/gtest.h>
+#include <omp.h>
 
+#include <algorithm>
+#include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
@@ -274,6 +277,58 @@ TEST(Gemm, row_strided_operands_give_the_bits_of_their_dense_copies) {
         EXPECT_EQ(cw.narrow(1, N, pad).contiguous().to(DType::F64).to_vector<double>(),
                   std::vector<double>(M * pad, 7.0));
       }
+}
+
+TEST(Gemm, large_products_are_right_and_the_same_bits_on_any_thread_count) {
+  // Above ~1M multiply-adds the CPU gemm splits c's rows into blocks, one BLAS call each, over the
+  // OpenMP team (cpu/matmul.cpp row_block_size). M = 200 gives blocks of 80, 80 and 40 rows; every
+  // transpose, a 2-D operand with a row stride, and a batch of 3 (a shared b). The blocks depend
+  // on the shape alone: OpenBLAS's bits for a row change with the block it is in, so a split by
+  // thread count would fail the equality below (measured: 2 vs 3 blocks differ). The values are
+  // checked against a double-accumulated product: each f32 output sums K = 90 products, whose
+  // roundings stay far below 1e-4 of the sum's scale.
+  const int saved = omp_get_max_threads();
+  for (DType dt : {DType::F32, DType::F64})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (int64_t batch : {1, 3}) {
+          Generator g(18);
+          const int64_t M = 200, N = 70, K = 90;
+          auto operand = [&](int64_t r, int64_t c) {
+            if (batch > 1) return randn({batch, r, c}, g).to(dt);
+            return randn({r, c + 5}, g).to(dt).narrow(1, 0, c);  // row stride c + 5
+          };
+          const Tensor a = operand(ta ? K : M, ta ? M : K);
+          const Tensor b = randn(tb ? Shape{N, K} : Shape{K, N}, g).to(dt);
+          const std::string what = std::string(dtype_name(dt)) + (ta ? " a^T" : "") +
+                                   (tb ? " b^T" : "") + " batch " + std::to_string(batch);
+          std::vector<double> first;
+          for (int threads : {1, 2, 3}) {
+            omp_set_num_threads(threads);
+            Tensor c = batch > 1 ? Tensor::empty({batch, M, N}, dt) : Tensor::empty({M, N}, dt);
+            cpu::kernels().gemm(c, a, b, ta, tb, 1.0, 0.0);
+            const std::vector<double> got = c.to(DType::F64).to_vector<double>();
+            if (threads == 1) {
+              first = got;
+              const std::vector<double> av = a.contiguous().to(DType::F64).to_vector<double>(),
+                                        bv = b.to(DType::F64).to_vector<double>();
+              double worst = 0;
+              for (int64_t i = 0; i < batch; ++i)
+                for (int64_t r = 0; r < M; ++r)
+                  for (int64_t j = 0; j < N; ++j) {
+                    double want = 0;
+                    for (int64_t k = 0; k < K; ++k)
+                      want += av[size_t(i * M * K + (ta ? k * M + r : r * K + k))] *
+                              bv[size_t(tb ? j * K + k : k * N + j)];
+                    worst = std::max(worst, std::abs(got[size_t((i * M + r) * N + j)] - want));
+                  }
+              EXPECT_LT(worst, 1e-4) << what;
+            } else {
+              EXPECT_EQ(got, first) << what << ", " << threads << " threads";
+            }
+          }
+        }
+  omp_set_num_threads(saved);
 }
 
 TEST(Gemm, refuses_views_whose_rows_are_not_contiguous) {

@@ -6,6 +6,7 @@
 // linear_dgelu_backward: the gemm of a Linear's dx, then GELU's backward on it.
 #include <cblas.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "backend/cpu/cpu.h"
@@ -17,14 +18,33 @@ namespace {
 
 // OpenBLAS's own worker threads spin while they wait, and so do the OpenMP threads of every other
 // kernel: on 2 cores the two pools fight (configs/tiny.yaml's model: 343 ms per forward + backward
-// with both, 151 ms with one BLAS thread). Unless OPENBLAS_NUM_THREADS asks otherwise, gemm runs
-// on the calling thread and the other kernels keep the cores.
+// with both, 151 ms with one BLAS thread). Unless OPENBLAS_NUM_THREADS asks otherwise, each BLAS
+// call runs on the thread that makes it, and gemm spreads its calls over the OpenMP team instead
+// (row_blocks): one pool of threads for every kernel.
 void single_threaded_blas_unless_asked() {
   static const bool done = [] {
     if (!std::getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
     return true;
   }();
   (void)done;
+}
+
+// The rows of c a gemm splits into, one BLAS call each, shared out over the OpenMP team. A
+// function of the shape alone, never of the thread count: OpenBLAS's bits for a row depend on the
+// block it is computed in (measured: splitting 768 x 384 x 128 in 2 or 3 changes them), so a
+// split by threads would make a run's bits depend on OMP_NUM_THREADS, and a resumed run on another
+// thread count would not repeat the uninterrupted one. Blocks of at least 64 rows (each call packs
+// all of op(b) again), at most kMaxRowBlocks, starts on multiples of 16 (the kernels' row unroll);
+// under kParallelMacs multiply-adds (tens of microseconds) one call, as a thread team would cost
+// more than it saves. On 2 cores this runs most of configs/tiny.yaml's gemm shapes 1.5-1.9x
+// faster than one call, within ~10% of halving them by thread count (a microbenchmark on the
+// shared 2-core machine; noisy), and the tiny model trains 1.7x faster with GELU's change
+// (fast_exp.h).
+constexpr int64_t kMaxRowBlocks = 8, kMinBlockRows = 64, kParallelMacs = int64_t(1) << 20;
+int64_t row_block_size(int64_t M, int64_t N, int64_t K) {
+  if (M * N * K < kParallelMacs) return M;
+  const int64_t blocks = std::clamp<int64_t>(M / kMinBlockRows, 1, kMaxRowBlocks);
+  return ((M + blocks - 1) / blocks + 15) / 16 * 16;
 }
 
 }  // namespace
@@ -55,21 +75,29 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
     T* cp = static_cast<T*>(c.data_ptr());
     const T* ap = static_cast<const T*>(a.data_ptr());
     const T* bp = static_cast<const T*>(b.data_ptr());
-    for (int64_t i = 0; i < mc.batch; ++i) {
-      if (K == 0) {  // BLAS may skip the beta scaling when K == 0: do it here
+    if (K == 0) {  // BLAS may skip the beta scaling when K == 0: do it here
+      for (int64_t i = 0; i < mc.batch; ++i)
         for (int64_t r = 0; r < M; ++r)
           for (int64_t j = 0; j < N; ++j) {
             T& e = cp[i * sc + r * mc.ld + j];
             e = beta == 0 ? T(0) : T(beta) * e;
           }
-        continue;
-      }
+      return;
+    }
+    // Block (i, r0): rows r0 .. r0 + rows of batch i; op(a)'s row r starts at column r of a^T.
+    const int64_t R = row_block_size(M, N, K), per_batch = (M + R - 1) / R;
+    const int64_t a_row = trans_a ? 1 : ma.ld;
+#pragma omp parallel for schedule(static) if (mc.batch * per_batch > 1)
+    for (int64_t blk = 0; blk < mc.batch * per_batch; ++blk) {
+      const int64_t i = blk / per_batch, r0 = blk % per_batch * R, rows = std::min(R, M - r0);
+      const T* a0 = ap + i * sa + r0 * a_row;
+      T* c0 = cp + i * sc + r0 * mc.ld;
       if constexpr (std::is_same_v<T, float>) {
-        cblas_sgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), float(alpha), ap + i * sa,
-                    int(ma.ld), bp + i * sb, int(mb.ld), float(beta), cp + i * sc, int(mc.ld));
+        cblas_sgemm(CblasRowMajor, ta, tb, int(rows), int(N), int(K), float(alpha), a0,
+                    int(ma.ld), bp + i * sb, int(mb.ld), float(beta), c0, int(mc.ld));
       } else {
-        cblas_dgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, ap + i * sa,
-                    int(ma.ld), bp + i * sb, int(mb.ld), beta, cp + i * sc, int(mc.ld));
+        cblas_dgemm(CblasRowMajor, ta, tb, int(rows), int(N), int(K), alpha, a0, int(ma.ld),
+                    bp + i * sb, int(mb.ld), beta, c0, int(mc.ld));
       }
     }
   });
