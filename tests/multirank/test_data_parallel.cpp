@@ -326,7 +326,9 @@ TEST_F(DataParallel, a_run_without_a_fixed_total_batch_resumes_with_one_process)
 // fused update (and, with norm clipping, in the first pass too). LOMO is plain SGD, so its
 // parameters are compared to the AdamW tolerance; AdaLomo divides by a factored second moment
 // with a 1e-30 floor, which turns f32 noise on near-zero gradients into full-size steps
-// (measured: 9e-4 on a few elements), so for it the losses and norms are compared.
+// (measured: 9e-4 on a few elements), so for it the losses and norms are compared, to 3e-4: that
+// noise moves its gradient norm by up to 1.1e-4 relative by step 20 (measured; 7.5e-5 when the CPU
+// attention accumulated in double), while ranks that summed instead of averaging would be 2x off.
 TEST_F(DataParallel, lomo_and_adalomo_on_two_ranks_train_like_one_process) {
   for (const char* name : {"lomo", "adalomo"}) {
     SCOPED_TRACE(name);
@@ -340,7 +342,7 @@ TEST_F(DataParallel, lomo_and_adalomo_on_two_ranks_train_like_one_process) {
     const RunDir one = train(1, c, std::string(name) + "1");
     c.train.batch_size = 2;
     const RunDir two = train(2, c, std::string(name) + "2");
-    expect_same_losses(one, two, 1, 20);
+    expect_same_losses(one, two, 1, 20, std::string(name) == "lomo" ? kLossRelTol : 3e-4);
     const double d = max_param_diff(one.last(), two.last());
     std::printf("%s: max parameter difference 2 ranks vs 1: %.3g\n", name, d);
     if (std::string(name) == "lomo") {

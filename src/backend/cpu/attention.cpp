@@ -1,5 +1,5 @@
-// CPU causal softmax attention, materialised: the reference every fused (flash-style) attention
-// kernel is tested against.
+// CPU causal softmax attention: the materialised kernels (the CPU's training path, saving P) and
+// the flash-style reference every fused GPU kernel's saved state is checked against.
 //
 // q, out, dq, dout (B, H, T, D); k, v, dk, dv (B, Hkv, T, D); probs (B, H, T, T). Every kernel here
 // keeps the strided contract of backend/attention_shapes.h: q, k, v, out and the gradients may be
@@ -17,26 +17,33 @@
 //   dK = scale * dS^T Q;
 // a kv head's dK and dV are the sums of these over the G query heads of its group.
 //
+// attention_forward / attention_backward compute those products per head with BLAS, as PyTorch's
+// math attention does with bmm (so they round like it: f32 accumulation in f32, each row's softmax
+// sum in double), over row blocks of kRowBlock queries that read only the keys up to the block's
+// last row (the causal half). Forward splits the work over (b, h); backward over (b, kv head), so
+// one thread owns a kv head's dK and dV (which gather from every query head of the group) together
+// with those query heads' dQ, and no two threads write one row. Every BLAS call runs on its
+// thread, so the bits do not depend on the thread count.
+//
 // The flash_attention_* entries compute the same attention the way FlashAttention-2 (Dao 2023,
 // arXiv:2307.08691) does on the GPU, so the CUDA kernels have a reference for its saved state: the
 // forward saves lse[i] = m_i + log sum_j exp(S[i, j] - m_i) instead of P, the backward rebuilds
 // P[i, j] = exp(S[i, j] - lse[i]) and replaces rowsum(dP * P) by the equal rowsum(dO * O) (since
 // sum_j P[i, j] dO_i . v_j = dO_i . out_i). They add an optional sliding window: query i attends
 // keys i - window < j <= i when window > 0. flash_attention_forward also takes Tq < Tk queries
-// (KV-cached decoding): query i sits at position Tk - Tq + i and attends keys up to it.
-//
-// Plain loops with double accumulators for every dot product, softmax max and sum, rowsum and
-// group sum: this file is the ground truth, so it buys exactness rather than speed (no gemm, whose
-// f32 accumulation order would differ between BLAS builds). Forward splits the work over (b, h);
-// backward over (b, kv head), so one thread owns a kv head's dK and dV (which gather from every
-// query head of the group) together with those query heads' dQ, and no two threads write one row.
+// (KV-cached decoding): query i sits at position Tk - Tq + i and attends keys up to it. They are
+// plain loops with double accumulators for every dot product, softmax max and sum, rowsum and
+// group sum: ground truth, exactness rather than speed (no gemm, whose f32 accumulation order
+// differs between BLAS builds).
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "backend/attention_shapes.h"
+#include "backend/cpu/blas.h"
 #include "backend/cpu/cpu.h"
+#include "backend/cpu/fast_exp.h"
 
 namespace tessera::cpu {
 namespace {
@@ -71,6 +78,47 @@ Rows<F> mut_rows_of(const Tensor& t) {
   return {static_cast<F*>(t.data_ptr()), head_strides(t)};
 }
 
+// Row blocks of the materialised kernels: a block's scores need keys up to its last row only.
+constexpr int64_t kRowBlock = 64;
+
+// BLAS's leading dimension of a head's rows: their stride, or D for a single row (BLAS asks
+// ld >= D even where it never steps).
+template <typename P>
+int64_t ld_of(const Rows<P>& r, int64_t T, int64_t D) {
+  return T > 1 ? r.s.t : D;
+}
+
+// An input whose rows overlap (a row stride under D: a broadcast along T), as a dense copy BLAS
+// can read; any other view as it is.
+Tensor blas_readable(const Tensor& t) {
+  return t.size(2) > 1 && t.strides()[2] < t.size(3) ? t.contiguous() : t;
+}
+
+// Row i of P from its scores p[0..i] in place (the causal softmax; the max subtracted, so every
+// exp <= 1), the sum in double; p[i+1..T) set to exactly zero.
+template <typename F>
+void softmax_causal_row(F* p, int64_t i, int64_t T) {
+  F m = p[0];
+  for (int64_t j = 1; j <= i; ++j) m = std::max(m, p[j]);
+  for (int64_t j = 0; j <= i; ++j) p[j] = fast_exp(p[j] - m);
+  double sum = 0;
+  for (int64_t j = 0; j <= i; ++j) sum += double(p[j]);
+  const F inv = F(1.0 / sum);
+  for (int64_t j = 0; j <= i; ++j) p[j] *= inv;
+  std::fill(p + i + 1, p + T, F(0));
+}
+
+// Row i of dS from its dP in place: dS = P * (dP - rowsum(dP * P)) over j <= i (the sum in
+// double), zero past i up to `keys`.
+template <typename F>
+void softmax_backward_causal_row(F* ds, const F* p, int64_t i, int64_t keys) {
+  double rowdot = 0;
+  for (int64_t j = 0; j <= i; ++j) rowdot += double(ds[j]) * double(p[j]);
+  const F r = F(rowdot);
+  for (int64_t j = 0; j <= i; ++j) ds[j] = p[j] * (ds[j] - r);
+  std::fill(ds + i + 1, ds + keys, F(0));
+}
+
 }  // namespace
 
 void attention_forward(const Tensor& out, const Tensor& probs, const Tensor& q, const Tensor& k,
@@ -80,46 +128,83 @@ void attention_forward(const Tensor& out, const Tensor& probs, const Tensor& q, 
   check_view("attention_forward", "out", out, q, true);
   check_like("attention_forward", "probs", probs, {B, H, T, T}, q.dtype());
   const int64_t G = H / Hkv;
+  single_threaded_blas_unless_asked();
+  const Tensor qb = blas_readable(q), kb = blas_readable(k), vb = blas_readable(v);
 
   dispatch_float("attention_forward", q.dtype(), [&](auto z) {
     using F = decltype(z);
-    const Rows<const F> qr = rows_of<F>(q), kr = rows_of<F>(k), vr = rows_of<F>(v);
+    const Rows<const F> qr = rows_of<F>(qb), kr = rows_of<F>(kb), vr = rows_of<F>(vb);
     const Rows<F> orow = mut_rows_of<F>(out);
+    const int64_t lq = ld_of(qr, T, D), lk = ld_of(kr, T, D), lv = ld_of(vr, T, D),
+                  lo = ld_of(orow, T, D);
     F* pp = static_cast<F*>(probs.data_ptr());
+#pragma omp parallel for schedule(dynamic) if (B * H * T * T * D > 65536)
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      const int64_t b = bh / H, h = bh % H, hk = h / G;
+      F* ph = pp + bh * T * T;
+      for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
+        const int64_t rows = std::min(kRowBlock, T - r0), keys = r0 + rows;  // causal: keys < r0 + rows
+        F* pb = ph + r0 * T;
+        blas_gemm<F>(false, true, rows, keys, D, F(scale), qr.at(b, h, r0), lq, kr.at(b, hk, 0),
+                     lk, F(0), pb, T);
+        for (int64_t i = r0; i < r0 + rows; ++i) softmax_causal_row(ph + i * T, i, T);
+        blas_gemm<F>(false, false, rows, D, keys, F(1), pb, T, vr.at(b, hk, 0), lv, F(0),
+                     orow.at(b, h, r0), lo);
+      }
+    }
+  });
+}
+
+void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                        const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
+                        double scale) {
+  const Dims d = check_qkv("attention_backward", q, k, v);
+  const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
+  check_attention_grads("attention_backward", dq, dk, dv, dout, q, k, v, /*strided=*/true);
+  check_like("attention_backward", "probs", probs, {B, H, T, T}, q.dtype());
+  const int64_t G = H / Hkv;
+  single_threaded_blas_unless_asked();
+  const Tensor qb = blas_readable(q), kb = blas_readable(k), vb = blas_readable(v),
+               dob = blas_readable(dout);
+
+  dispatch_float("attention_backward", q.dtype(), [&](auto z) {
+    using F = decltype(z);
+    const Rows<const F> qr = rows_of<F>(qb), kr = rows_of<F>(kb), vr = rows_of<F>(vb),
+                        dor = rows_of<F>(dob);
+    const Rows<F> dqr = mut_rows_of<F>(dq), dkr = mut_rows_of<F>(dk), dvr = mut_rows_of<F>(dv);
+    const int64_t lq = ld_of(qr, T, D), lk = ld_of(kr, T, D), lv = ld_of(vr, T, D),
+                  ldo = ld_of(dor, T, D), ldq = ld_of(dqr, T, D), ldk = ld_of(dkr, T, D),
+                  ldv = ld_of(dvr, T, D);
+    const F* pp = static_cast<const F*>(probs.data_ptr());
 #pragma omp parallel if (B * H * T * T * D > 65536)
     {
-      std::vector<double> p(size_t(T), 0.0), acc(size_t(D), 0.0);
-#pragma omp for
-      for (int64_t bh = 0; bh < B * H; ++bh) {
-        const int64_t b = bh / H, h = bh % H, hk = h / G;
-        F* ph = pp + bh * T * T;
-        for (int64_t i = 0; i < T; ++i) {
-          const F* qi = qr.at(b, h, i);
-          // Subtracting the row max keeps every exp() <= 1 (stable softmax); row i always has key
-          // i itself, so the max is finite for finite inputs.
-          double m = -std::numeric_limits<double>::infinity();
-          for (int64_t j = 0; j <= i; ++j) {
-            const F* kj = kr.at(b, hk, j);
-            double dot = 0;
-            for (int64_t e = 0; e < D; ++e) dot += double(qi[e]) * double(kj[e]);
-            p[size_t(j)] = scale * dot;
-            m = std::max(m, p[size_t(j)]);
+      std::vector<F> ds(size_t(std::min(kRowBlock, T) * T));  // dP, then dS, of one row block
+#pragma omp for schedule(dynamic)
+      for (int64_t bk = 0; bk < B * Hkv; ++bk) {
+        const int64_t b = bk / Hkv, g = bk % Hkv;
+        // The group's query heads add into one kv head's dK and dV.
+        for (int64_t j = 0; j < T; ++j) {
+          std::fill_n(dkr.at(b, g, j), D, F(0));
+          std::fill_n(dvr.at(b, g, j), D, F(0));
+        }
+        for (int64_t h = g * G; h < (g + 1) * G; ++h) {
+          const F* ph = pp + (b * H + h) * T * T;
+          for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
+            const int64_t rows = std::min(kRowBlock, T - r0), keys = r0 + rows;
+            const F* pb = ph + r0 * T;
+            // dP = dO V^T; masked entries (j > i) have P = 0, hence dS = 0.
+            blas_gemm<F>(false, true, rows, keys, D, F(1), dor.at(b, h, r0), ldo,
+                         vr.at(b, g, 0), lv, F(0), ds.data(), keys);
+            for (int64_t i = 0; i < rows; ++i)
+              softmax_backward_causal_row(ds.data() + i * keys, pb + i * T, r0 + i, keys);
+            // dQ = scale dS K, dK += scale dS^T Q, dV += P^T dO.
+            blas_gemm<F>(false, false, rows, D, keys, F(scale), ds.data(), keys,
+                         kr.at(b, g, 0), lk, F(0), dqr.at(b, h, r0), ldq);
+            blas_gemm<F>(true, false, keys, D, rows, F(scale), ds.data(), keys,
+                         qr.at(b, h, r0), lq, F(1), dkr.at(b, g, 0), ldk);
+            blas_gemm<F>(true, false, keys, D, rows, F(1), pb, T, dor.at(b, h, r0), ldo, F(1),
+                         dvr.at(b, g, 0), ldv);
           }
-          double sum = 0;
-          for (int64_t j = 0; j <= i; ++j) {
-            p[size_t(j)] = std::exp(p[size_t(j)] - m);
-            sum += p[size_t(j)];
-          }
-          std::fill(acc.begin(), acc.end(), 0.0);
-          for (int64_t j = 0; j <= i; ++j) {
-            const double pij = p[size_t(j)] / sum;
-            ph[i * T + j] = F(pij);
-            const F* vj = vr.at(b, hk, j);
-            for (int64_t e = 0; e < D; ++e) acc[size_t(e)] += pij * double(vj[e]);
-          }
-          for (int64_t j = i + 1; j < T; ++j) ph[i * T + j] = F(0);  // masked: exactly zero
-          F* oi = orow.at(b, h, i);
-          for (int64_t e = 0; e < D; ++e) oi[e] = F(acc[size_t(e)]);
         }
       }
     }
@@ -127,6 +212,13 @@ void attention_forward(const Tensor& out, const Tensor& probs, const Tensor& q, 
 }
 
 namespace {
+// First key query i attends: 0, or i - window + 1 with a sliding window.
+int64_t first_key(int64_t i, int64_t window) {
+  return window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
+}
+
+DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
+
 // dK and dV of kv head (b, g) out of their double accumulators, one (T, D) block each.
 template <typename F>
 void store_kv_grads(const Rows<F>& dk, const Rows<F>& dv, int64_t b, int64_t g, int64_t T,
@@ -141,74 +233,6 @@ void store_kv_grads(const Rows<F>& dk, const Rows<F>& dv, int64_t b, int64_t g, 
     }
   }
 }
-}  // namespace
-
-void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
-                        const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
-                        double scale) {
-  const Dims d = check_qkv("attention_backward", q, k, v);
-  const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
-  check_attention_grads("attention_backward", dq, dk, dv, dout, q, k, v, /*strided=*/true);
-  check_like("attention_backward", "probs", probs, {B, H, T, T}, q.dtype());
-  const int64_t G = H / Hkv;
-
-  dispatch_float("attention_backward", q.dtype(), [&](auto z) {
-    using F = decltype(z);
-    const Rows<const F> qr = rows_of<F>(q), kr = rows_of<F>(k), vr = rows_of<F>(v),
-                        dor = rows_of<F>(dout);
-    const Rows<F> dqr = mut_rows_of<F>(dq), dkr = mut_rows_of<F>(dk), dvr = mut_rows_of<F>(dv);
-    const F* pp = static_cast<const F*>(probs.data_ptr());
-#pragma omp parallel if (B * H * T * T * D > 65536)
-    {
-      std::vector<double> dk_acc(size_t(T * D), 0.0), dv_acc(size_t(T * D), 0.0),
-          dp(size_t(T), 0.0), dq_acc(size_t(D), 0.0);
-#pragma omp for
-      for (int64_t bk = 0; bk < B * Hkv; ++bk) {
-        const int64_t b = bk / Hkv, g = bk % Hkv;
-        std::fill(dk_acc.begin(), dk_acc.end(), 0.0);
-        std::fill(dv_acc.begin(), dv_acc.end(), 0.0);
-        for (int64_t h = g * G; h < (g + 1) * G; ++h) {
-          const F* ph = pp + (b * H + h) * T * T;
-          for (int64_t i = 0; i < T; ++i) {
-            const F* qi = qr.at(b, h, i);
-            const F* doi = dor.at(b, h, i);
-            // dP[i, j] = dO_i . v_j; masked entries (j > i) have P = 0, hence dS = 0: skipped.
-            double rowdot = 0;  // sum_j dP[i, j] P[i, j], the softmax Jacobian's shared term
-            for (int64_t j = 0; j <= i; ++j) {
-              const F* vj = vr.at(b, g, j);
-              double dot = 0;
-              for (int64_t e = 0; e < D; ++e) dot += double(doi[e]) * double(vj[e]);
-              dp[size_t(j)] = dot;
-              rowdot += dot * double(ph[i * T + j]);
-            }
-            std::fill(dq_acc.begin(), dq_acc.end(), 0.0);
-            for (int64_t j = 0; j <= i; ++j) {
-              const F* kj = kr.at(b, g, j);
-              const double pij = double(ph[i * T + j]);
-              const double ds = pij * (dp[size_t(j)] - rowdot);
-              for (int64_t e = 0; e < D; ++e) {
-                dq_acc[size_t(e)] += ds * double(kj[e]);
-                dk_acc[size_t(j * D + e)] += ds * double(qi[e]);
-                dv_acc[size_t(j * D + e)] += pij * double(doi[e]);
-              }
-            }
-            F* dqi = dqr.at(b, h, i);
-            for (int64_t e = 0; e < D; ++e) dqi[e] = F(scale * dq_acc[size_t(e)]);
-          }
-        }
-        store_kv_grads(dkr, dvr, b, g, T, D, scale, dk_acc, dv_acc);
-      }
-    }
-  });
-}
-
-namespace {
-// First key query i attends: 0, or i - window + 1 with a sliding window.
-int64_t first_key(int64_t i, int64_t window) {
-  return window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
-}
-
-DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 }  // namespace
 
 void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,

@@ -4,30 +4,16 @@
 // linear_forward: the gemm, then the bias added to every row and the residual added; linear_gelu_forward:
 // the gemm and the bias, then GELU;
 // linear_dgelu_backward: the gemm of a Linear's dx, then GELU's backward on it.
-#include <cblas.h>
-
 #include <algorithm>
 #include <cstdlib>
 
+#include "backend/cpu/blas.h"
 #include "backend/cpu/cpu.h"
 #include "backend/gemm_shapes.h"
 #include "backend/linear_shapes.h"
 
 namespace tessera::cpu {
 namespace {
-
-// OpenBLAS's own worker threads spin while they wait, and so do the OpenMP threads of every other
-// kernel: on 2 cores the two pools fight (configs/tiny.yaml's model: 343 ms per forward + backward
-// with both, 151 ms with one BLAS thread). Unless OPENBLAS_NUM_THREADS asks otherwise, each BLAS
-// call runs on the thread that makes it, and gemm spreads its calls over the OpenMP team instead
-// (row_blocks): one pool of threads for every kernel.
-void single_threaded_blas_unless_asked() {
-  static const bool done = [] {
-    if (!std::getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
-    return true;
-  }();
-  (void)done;
-}
 
 // The rows of c a gemm splits into, one BLAS call each, shared out over the OpenMP team. A
 // function of the shape alone, never of the thread count: OpenBLAS's bits for a row depend on the
@@ -49,6 +35,19 @@ int64_t row_block_size(int64_t M, int64_t N, int64_t K) {
 
 }  // namespace
 
+// OpenBLAS's own worker threads spin while they wait, and so do the OpenMP threads of every other
+// kernel: on 2 cores the two pools fight (configs/tiny.yaml's model: 343 ms per forward + backward
+// with both, 151 ms with one BLAS thread). Unless OPENBLAS_NUM_THREADS asks otherwise, each BLAS
+// call runs on the thread that makes it, and gemm spreads its calls over the OpenMP team instead
+// (row_block_size): one pool of threads for every kernel.
+void single_threaded_blas_unless_asked() {
+  static const bool done = [] {
+    if (!std::getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)done;
+}
+
 void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
           double alpha, double beta) {
   const GemmOperand mc = gemm_operand("gemm", c, "c"), ma = gemm_operand("gemm", a, "a"),
@@ -67,7 +66,6 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
                 dtype_name(c.dtype()), ", a ", dtype_name(a.dtype()), ", b ", dtype_name(b.dtype()));
   if (M == 0 || N == 0) return;
   single_threaded_blas_unless_asked();
-  const auto ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
   const int64_t sa = ma.batch == 1 ? 0 : ma.rows * ma.cols, sb = mb.batch == 1 ? 0 : mb.rows * mb.cols;
   const int64_t sc = M * mc.ld;  // batches (3-D, dense); one matrix when 2-D
   dispatch_float("gemm", c.dtype(), [&](auto z) {
@@ -92,13 +90,8 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
       const int64_t i = blk / per_batch, r0 = blk % per_batch * R, rows = std::min(R, M - r0);
       const T* a0 = ap + i * sa + r0 * a_row;
       T* c0 = cp + i * sc + r0 * mc.ld;
-      if constexpr (std::is_same_v<T, float>) {
-        cblas_sgemm(CblasRowMajor, ta, tb, int(rows), int(N), int(K), float(alpha), a0,
-                    int(ma.ld), bp + i * sb, int(mb.ld), float(beta), c0, int(mc.ld));
-      } else {
-        cblas_dgemm(CblasRowMajor, ta, tb, int(rows), int(N), int(K), alpha, a0, int(ma.ld),
-                    bp + i * sb, int(mb.ld), beta, c0, int(mc.ld));
-      }
+      blas_gemm<T>(trans_a, trans_b, rows, N, K, T(alpha), a0, ma.ld, bp + i * sb, mb.ld, T(beta),
+                   c0, mc.ld);
     }
   });
 }
