@@ -93,8 +93,9 @@ TEST(Attention, values_match_naive_reference) {
               "default scale");
   expect_near(ops::attention(q, k, v, 0.3).to_vector<double>(),
               naive_attention(qv, kv, vv, B, H, Hkv, T, D, 0.3), 1e-12, "scale 0.3");
-  // f32: compared with the reference of the f32-rounded inputs. The kernel accumulates in double,
-  // so the only errors are the final rounding of out (~2e-7 for |out| <= 3); 1e-6 allows 5 ulps.
+  // f32: compared with the reference of the f32-rounded inputs. The kernel's products, sums and
+  // softmax run in f32 (BLAS, fast_exp) over D = 3 and at most T = 5 keys: a few roundings of
+  // ~2e-7 each for |out| <= 3; 1e-6 allows 5.
   Tensor q32 = q.to(DType::F32), k32 = k.to(DType::F32), v32 = v.to(DType::F32);
   auto qr = q32.to(DType::F64).to_vector<double>(), kr = k32.to(DType::F64).to_vector<double>(),
        vr = v32.to(DType::F64).to_vector<double>();
