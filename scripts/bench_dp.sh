@@ -67,8 +67,8 @@ WORK="$(mktemp -d /tmp/bench_dp.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 
 # run NAME RANKS ZERO THREADS: one training run; leaves $WORK/NAME.log and
-# $WORK/NAME/tiny/metrics.jsonl. THREADS is each rank's OpenMP threads (gemm stays on the calling
-# thread: src/backend/cpu/matmul.cpp).
+# $WORK/NAME/tiny/metrics.jsonl. THREADS is each rank's OpenMP threads (gemm included: it splits
+# its BLAS calls over them, src/backend/cpu/matmul.cpp).
 run() {
   local name=$1 np=$2 zero=$3 threads=$4
   local batch=$((TOTAL / 64 / np))
