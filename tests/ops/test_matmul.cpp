@@ -331,6 +331,16 @@ TEST(Gemm, large_products_are_right_and_the_same_bits_on_any_thread_count) {
   omp_set_num_threads(saved);
 }
 
+TEST(Gemm, an_empty_inner_dimension_gives_beta_times_c) {
+  // K = 0: no products, so c = beta c, and beta 0 clears whatever c held (NaN included), which
+  // BLAS itself may skip.
+  for (double beta : {0.0, 0.5}) {
+    Tensor c = full({3, 4}, beta == 0 ? std::nan("") : 6.0);
+    cpu::kernels().gemm(c, Tensor::empty({3, 0}), Tensor::empty({0, 4}), false, false, 1.0, beta);
+    EXPECT_EQ(c.to_vector<float>(), std::vector<float>(12, beta == 0 ? 0.0f : 3.0f)) << beta;
+  }
+}
+
 TEST(Gemm, refuses_views_whose_rows_are_not_contiguous) {
   Generator g(16);
   const Tensor a = randn({6, 4}, g), b = randn({4, 3}, g);

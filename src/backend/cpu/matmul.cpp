@@ -73,15 +73,6 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
     T* cp = static_cast<T*>(c.data_ptr());
     const T* ap = static_cast<const T*>(a.data_ptr());
     const T* bp = static_cast<const T*>(b.data_ptr());
-    if (K == 0) {  // BLAS may skip the beta scaling when K == 0: do it here
-      for (int64_t i = 0; i < mc.batch; ++i)
-        for (int64_t r = 0; r < M; ++r)
-          for (int64_t j = 0; j < N; ++j) {
-            T& e = cp[i * sc + r * mc.ld + j];
-            e = beta == 0 ? T(0) : T(beta) * e;
-          }
-      return;
-    }
     // Block (i, r0): rows r0 .. r0 + rows of batch i; op(a)'s row r starts at column r of a^T.
     const int64_t R = row_block_size(M, N, K), per_batch = (M + R - 1) / R;
     const int64_t a_row = trans_a ? 1 : ma.ld;
