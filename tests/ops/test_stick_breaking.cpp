@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
+#include <vector>
 
 #include "backend/kernels.h"
 #include "gradcheck.h"
@@ -117,8 +119,9 @@ TEST(StickBreaking, f32_matches_f64_reference_of_rounded_inputs) {
   Tensor q = randn({1, 2, 9, 5}, g), k = randn({1, 1, 9, 5}, g), v = randn({1, 1, 9, 5}, g);
   std::vector<double> want =
       naive_stick_breaking(values(q), values(k), values(v), s, 0.7, false, true);
-  // The kernel computes in double from the f32 inputs: only the final rounding of out remains
-  // (|out| < 4, half an f32 ulp < 2.4e-7); 1e-6 allows 4 ulps.
+  // The kernel's scores and products run in f32 (BLAS) over D = 5 and at most 9 keys, the scan in
+  // double: a few roundings of at most 2.4e-7 each for |out| < 4 (measured: 1.2e-7 apart); 1e-6
+  // allows four.
   expect_near(values(ops::stick_breaking_attention(q, k, v, options(false, true, 0.7))), want, 1e-6,
               "f32");
 }
@@ -214,6 +217,58 @@ TEST(StickBreaking, gradcheck_q_k_v_attend_current_remainder_explicit_scale) {
         return ops::stick_breaking_attention(in[0], in[1], in[2], options(true, true, 1.5));
       },
       {q, k, v}));
+}
+
+TEST(StickBreaking, values_match_direct_products_across_row_blocks) {
+  // T = 150 spans three of the CPU kernels' 64-row blocks (the last one short), each reading the
+  // keys up to its own last row. f64; 150 factors of ~1e-13 each in the direct products: 1e-10.
+  const Sizes s{1, 4, 2, 150, 8};
+  Generator g(38);
+  Tensor q = randn({s.B, s.H, s.T, s.D}, g, DType::F64),
+         k = randn({s.B, s.Hkv, s.T, s.D}, g, DType::F64),
+         v = randn({s.B, s.Hkv, s.T, s.D}, g, DType::F64);
+  for (bool current : {false, true}) {
+    const std::vector<double> want =
+        naive_stick_breaking(values(q), values(k), values(v), s, 1 / std::sqrt(8.0), current, true);
+    expect_near(values(ops::stick_breaking_attention(q, k, v, options(current, true))), want, 1e-10,
+                current ? "attend_current" : "earlier keys");
+  }
+}
+
+TEST(StickBreaking, gradients_across_row_blocks_match_directional_differences) {
+  // The backward's blocks add dK and dV over three 64-row blocks and two query heads per kv head.
+  // For L = sum(out * u) and a random direction d of each input x, the analytic dL/dx . d must
+  // equal (L(x + h d) - L(x - h d)) / 2h (f64, h = 1e-5: truncation ~h^2 and rounding ~1e-16 / h,
+  // both under 1e-8 of the O(10) derivatives; 1e-6 relative has room). A block that skipped or
+  // doubled a key's contribution moves it by O(1).
+  const int64_t B = 1, H = 4, Hkv = 2, T = 150, D = 8;
+  for (bool current : {false, true})
+    for (bool remainder : {false, true}) {
+      SCOPED_TRACE(std::string(current ? "attend_current" : "earlier keys") +
+                   (remainder ? ", remainder" : ""));
+      Generator g(39);
+      Tensor q = randn({B, H, T, D}, g, DType::F64), k = randn({B, Hkv, T, D}, g, DType::F64),
+             v = randn({B, Hkv, T, D}, g, DType::F64), u = randn({B, H, T, D}, g, DType::F64);
+      auto loss = [&](const Tensor& qq, const Tensor& kk, const Tensor& vv) {
+        return ops::sum(ops::mul(
+            ops::stick_breaking_attention(qq, kk, vv, options(current, remainder)), u));
+      };
+      std::vector<Tensor> in{q.detach().requires_grad_(), k.detach().requires_grad_(),
+                             v.detach().requires_grad_()};
+      loss(in[0], in[1], in[2]).backward();
+      for (int which = 0; which < 3; ++which) {
+        const Tensor dir = randn(in[size_t(which)].shape(), g, DType::F64);
+        const double h = 1e-5;
+        std::vector<Tensor> plus{q, k, v}, minus{q, k, v};
+        plus[size_t(which)] = ops::add(plus[size_t(which)], ops::scale(dir, h));
+        minus[size_t(which)] = ops::add(minus[size_t(which)], ops::scale(dir, -h));
+        const double numeric = (loss(plus[0], plus[1], plus[2]).item() -
+                                loss(minus[0], minus[1], minus[2]).item()) / (2 * h);
+        const double analytic = ops::sum(ops::mul(in[size_t(which)].grad(), dir)).item();
+        EXPECT_NEAR(analytic, numeric, 1e-6 * std::max(1.0, std::abs(numeric)))
+            << "input " << "qkv"[which];
+      }
+    }
 }
 
 TEST(StickBreaking, long_context_stays_finite_and_sticks_sum_to_one) {

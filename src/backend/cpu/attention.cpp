@@ -78,20 +78,10 @@ Rows<F> mut_rows_of(const Tensor& t) {
   return {static_cast<F*>(t.data_ptr()), head_strides(t)};
 }
 
-// Row blocks of the materialised kernels: a block's scores need keys up to its last row only.
-constexpr int64_t kRowBlock = 64;
 
-// BLAS's leading dimension of a head's rows: their stride, or D for a single row (BLAS asks
-// ld >= D even where it never steps).
 template <typename P>
 int64_t ld_of(const Rows<P>& r, int64_t T, int64_t D) {
-  return T > 1 ? r.s.t : D;
-}
-
-// An input whose rows overlap (a row stride under D: a broadcast along T), as a dense copy BLAS
-// can read; any other view as it is.
-Tensor blas_readable(const Tensor& t) {
-  return t.size(2) > 1 && t.strides()[2] < t.size(3) ? t.contiguous() : t;
+  return head_ld(r.s.t, T, D);
 }
 
 // Row i of P from its scores p[0..i] in place (the causal softmax; the max subtracted, so every

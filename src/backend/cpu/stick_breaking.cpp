@@ -30,15 +30,24 @@
 // The running sum above starts at rbar rem_j and ends at rbar rem_j + sum_i g[i] = dout_j . out_j
 // (because sum_i A[i] v_i = out_j - rem_j v_j when add_remainder): the CUDA backward walks the keys
 // from the diagonal down, so it starts from that total (computed from the saved out) and
-// subtracts. Here everything is computed in double from q, k and v, walking up from key 0; out
-// and log_rem are checked but not read. The forward also takes Tq < Tk queries (KV-cached
-// decoding): query j sits at position Tk - Tq + j, and its own value is v at that position. Forward splits over (b, h); backward over (b, kv head) so
-// one thread owns a kv head's dk and dv.
+// subtracts. Here the backward recomputes A and beta from q and k, walking up from key 0; out and
+// log_rem are checked but not read. The forward also takes Tq < Tk queries (KV-cached decoding):
+// query j sits at position Tk - Tq + j, and its own value is v at that position.
+//
+// The products run per head through BLAS (blas.h) over blocks of kRowBlock query rows that read
+// the keys up to the block's last position: Z = scale Q K^T and out = A V forward; Z and dA = dO V^T
+// again backward, then dQ = scale dZ K, dK += scale dZ^T Q, dV += A^T dO. Each row's scan (the
+// logs, A, beta, log rem, and backward the running sum and dz) runs in double on the scores
+// rounded to the input type; the products accumulate in it (f32 sums for f32, as softmax
+// attention's kernels here). Forward splits over (b, h); backward over (b, kv head) so one thread
+// owns a kv head's dk and dv; every BLAS call runs on its thread, so the bits do not depend on the
+// thread count.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "backend/attention_shapes.h"
+#include "backend/cpu/blas.h"
 #include "backend/cpu/cpu.h"
 
 namespace tessera::cpu {
@@ -54,21 +63,17 @@ constexpr auto check_like = check_attention_like;
 
 DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 
-// One query row over its n attended keys (n = j, or j + 1 with attend_current; key i's row at
-// kh + i kt): fills a[i] = A[i] and beta[i], returns log rem. With e = exp(-|z|):
-// softplus(z) = max(z, 0) + log1p(e) and logsigmoid(z) = min(z, 0) - log1p(e), neither of which
-// overflows or cancels for large |z|.
+// One query row's scan over its n attended keys, from their scores z[0..n): fills a[i] = A[i] and
+// beta[i], returns log rem. With e = exp(-|z|): softplus(z) = max(z, 0) + log1p(e) and
+// logsigmoid(z) = min(z, 0) - log1p(e), neither of which overflows or cancels for large |z|.
 template <typename F>
-double stick_row(const F* qj, const F* kh, int64_t kt, int64_t n, int64_t D, double scale,
-                 std::vector<double>& a, std::vector<double>& beta) {
+double stick_scan(const F* z, int64_t n, std::vector<double>& a, std::vector<double>& beta) {
   double tail = 0;  // sum of softplus(z[k]) over the attended k > i: -log of the stick left for i
   for (int64_t i = n - 1; i >= 0; --i) {
-    double dot = 0;
-    for (int64_t e = 0; e < D; ++e) dot += double(qj[e]) * double(kh[i * kt + e]);
-    const double z = scale * dot, ez = std::exp(-std::abs(z)), l = std::log1p(ez);
-    a[size_t(i)] = std::exp(std::min(z, 0.0) - l - tail);
-    beta[size_t(i)] = z >= 0 ? 1 / (1 + ez) : ez / (1 + ez);
-    tail += std::max(z, 0.0) + l;
+    const double zi = double(z[i]), ez = std::exp(-std::abs(zi)), l = std::log1p(ez);
+    a[size_t(i)] = std::exp(std::min(zi, 0.0) - l - tail);
+    beta[size_t(i)] = zi >= 0 ? 1 / (1 + ez) : ez / (1 + ez);
+    tail += std::max(zi, 0.0) + l;
   }
   return -tail;
 }
@@ -85,39 +90,58 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
   check_like("stick_breaking_forward", "log_rem", log_rem, {B, H, T}, stat_dtype(q.dtype()));
   if (rem.defined()) check_like("stick_breaking_forward", "rem", rem, {B, H, T}, q.dtype());
   const int64_t G = H / Hkv;
+  single_threaded_blas_unless_asked();
+  const Tensor qb = blas_readable(q), kb = blas_readable(k), vb = blas_readable(v);
 
   dispatch_float("stick_breaking_forward", q.dtype(), [&](auto zero) {
     using F = decltype(zero);
-    const F* qp = static_cast<const F*>(q.data_ptr());
-    const F* kp = static_cast<const F*>(k.data_ptr());
-    const F* vp = static_cast<const F*>(v.data_ptr());
+    const F* qp = static_cast<const F*>(qb.data_ptr());
+    const F* kp = static_cast<const F*>(kb.data_ptr());
+    const F* vp = static_cast<const F*>(vb.data_ptr());
     F* op = static_cast<F*>(out.data_ptr());
-    const HeadStrides so = head_strides(out);
+    const HeadStrides sq = head_strides(qb), sk = head_strides(kb), sv = head_strides(vb),
+                      so = head_strides(out);
+    const int64_t lq = head_ld(sq.t, T, D), lk = head_ld(sk.t, Tk, D), lv = head_ld(sv.t, Tk, D),
+                  lo = head_ld(so.t, T, D);
     F* lrp = static_cast<F*>(log_rem.data_ptr());  // stat dtype == F for f32 and f64
     F* rp = rem.defined() ? static_cast<F*>(rem.data_ptr()) : nullptr;
 #pragma omp parallel if (B * H * T * T * D > 65536)
     {
-      std::vector<double> a(size_t(Tk), 0.0), beta(size_t(Tk), 0.0), acc(size_t(D), 0.0);
-#pragma omp for
+      // Z, then A in place, of one row block; the scan's doubles of one row; the block's log rem.
+      std::vector<F> za(size_t(std::min(kRowBlock, T) * Tk));
+      std::vector<double> a(size_t(Tk), 0.0), beta(size_t(Tk), 0.0),
+          lr(size_t(std::min(kRowBlock, T)), 0.0);
+#pragma omp for schedule(dynamic)
       for (int64_t bh = 0; bh < B * H; ++bh) {
         const int64_t b = bh / H, h = bh % H, g = h / G;
-        const F* kh = kp + d.k.row(b, g, 0);  // a cache's filled prefix is a view too
-        const F* vh = vp + d.v.row(b, g, 0);
-        for (int64_t j = 0; j < T; ++j) {
-          const int64_t pos = off + j;  // the query's position among the keys
-          const int64_t n = attend_current ? pos + 1 : pos;
-          const double lr = stick_row(qp + d.q.row(b, h, j), kh, d.k.t, n, D, scale, a, beta);
-          std::fill(acc.begin(), acc.end(), 0.0);
-          for (int64_t i = 0; i < n; ++i)
-            for (int64_t e = 0; e < D; ++e)
-              acc[size_t(e)] += a[size_t(i)] * double(vh[i * d.v.t + e]);
-          if (add_remainder)
-            for (int64_t e = 0; e < D; ++e)
-              acc[size_t(e)] += std::exp(lr) * double(vh[pos * d.v.t + e]);
-          F* oj = op + so.row(b, h, j);
-          for (int64_t e = 0; e < D; ++e) oj[e] = F(acc[size_t(e)]);
-          lrp[bh * T + j] = F(lr);
-          if (rp) rp[bh * T + j] = F(std::exp(lr));
+        const F* kh = kp + sk.row(b, g, 0);  // a cache's filled prefix is a view too
+        const F* vh = vp + sv.row(b, g, 0);
+        for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
+          const int64_t rows = std::min(kRowBlock, T - r0);
+          const int64_t last = off + r0 + rows - 1;  // the block's last query position
+          const int64_t keys = attend_current ? last + 1 : last;
+          blas_gemm<F>(false, true, rows, keys, D, F(scale), qp + sq.row(b, h, r0), lq, kh, lk, F(0),
+                       za.data(), keys);
+          for (int64_t jj = 0; jj < rows; ++jj) {
+            const int64_t pos = off + r0 + jj, n = attend_current ? pos + 1 : pos;
+            F* row = za.data() + jj * keys;
+            lr[size_t(jj)] = stick_scan(row, n, a, beta);
+            for (int64_t i = 0; i < n; ++i) row[i] = F(a[size_t(i)]);
+            std::fill(row + n, row + keys, F(0));
+          }
+          blas_gemm<F>(false, false, rows, D, keys, F(1), za.data(), keys, vh, lv, F(0),
+                       op + so.row(b, h, r0), lo);
+          for (int64_t jj = 0; jj < rows; ++jj) {
+            const int64_t j = r0 + jj, pos = off + j;
+            const double r = std::exp(lr[size_t(jj)]);
+            if (add_remainder) {
+              F* oj = op + so.row(b, h, j);
+              const F* vj = vh + pos * sv.t;
+              for (int64_t e = 0; e < D; ++e) oj[e] = F(double(oj[e]) + r * double(vj[e]));
+            }
+            lrp[bh * T + j] = F(lr[size_t(jj)]);
+            if (rp) rp[bh * T + j] = F(r);
+          }
         }
       }
     }
@@ -134,66 +158,80 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
   check_attention_view("stick_breaking_backward", "out", out, q.shape(), q.dtype(), false);
   check_like("stick_breaking_backward", "log_rem", log_rem, {B, H, T}, stat_dtype(q.dtype()));
   const int64_t G = H / Hkv;
+  single_threaded_blas_unless_asked();
+  const Tensor qb = blas_readable(q), kb = blas_readable(k), vb = blas_readable(v),
+               dob = blas_readable(dout);
 
   dispatch_float("stick_breaking_backward", q.dtype(), [&](auto zero) {
     using F = decltype(zero);
-    const F* qp = static_cast<const F*>(q.data_ptr());
-    const F* kp = static_cast<const F*>(k.data_ptr());
-    const F* vp = static_cast<const F*>(v.data_ptr());
-    const F* dop = static_cast<const F*>(dout.data_ptr());
+    const F* qp = static_cast<const F*>(qb.data_ptr());
+    const F* kp = static_cast<const F*>(kb.data_ptr());
+    const F* vp = static_cast<const F*>(vb.data_ptr());
+    const F* dop = static_cast<const F*>(dob.data_ptr());
     F* dqp = static_cast<F*>(dq.data_ptr());
     F* dkp = static_cast<F*>(dk.data_ptr());
     F* dvp = static_cast<F*>(dv.data_ptr());
-    const HeadStrides sdq = head_strides(dq), sdk = head_strides(dk), sdv = head_strides(dv),
-                      sdo = head_strides(dout);
+    const HeadStrides sq = head_strides(qb), sk = head_strides(kb), sv = head_strides(vb),
+                      sdo = head_strides(dob), sdq = head_strides(dq), sdk = head_strides(dk),
+                      sdv = head_strides(dv);
+    const int64_t lq = head_ld(sq.t, T, D), lk = head_ld(sk.t, T, D), lv = head_ld(sv.t, T, D),
+                  ldo = head_ld(sdo.t, T, D), ldq = head_ld(sdq.t, T, D),
+                  ldk = head_ld(sdk.t, T, D), ldv = head_ld(sdv.t, T, D);
 #pragma omp parallel if (B * H * T * T * D > 65536)
     {
-      std::vector<double> dk_acc(size_t(T * D), 0.0), dv_acc(size_t(T * D), 0.0),
-          dq_acc(size_t(D), 0.0), a(size_t(T), 0.0), beta(size_t(T), 0.0);
-#pragma omp for
+      // Z, then dZ in place; dA, then A in place: one row block each. The scan's doubles of a row.
+      const size_t block = size_t(std::min(kRowBlock, T) * T);
+      std::vector<F> zz(block), aa(block);
+      std::vector<double> a(size_t(T), 0.0), beta(size_t(T), 0.0);
+#pragma omp for schedule(dynamic)
       for (int64_t bk = 0; bk < B * Hkv; ++bk) {
         const int64_t b = bk / Hkv, g = bk % Hkv;
-        const F* kh = kp + d.k.row(b, g, 0);
-        const F* vh = vp + d.v.row(b, g, 0);
-        const int64_t kt = d.k.t, vt = d.v.t;
-        std::fill(dk_acc.begin(), dk_acc.end(), 0.0);
-        std::fill(dv_acc.begin(), dv_acc.end(), 0.0);
-        for (int64_t h = g * G; h < (g + 1) * G; ++h) {
-          for (int64_t j = 0; j < T; ++j) {
-            const F* qj = qp + d.q.row(b, h, j);
-            const F* doj = dop + sdo.row(b, h, j);
-            const int64_t n = attend_current ? j + 1 : j;
-            const double rem = std::exp(stick_row(qj, kh, kt, n, D, scale, a, beta));
-            double rbar = 0;
-            if (add_remainder) {
-              for (int64_t e = 0; e < D; ++e) rbar += double(doj[e]) * double(vh[j * vt + e]);
-              for (int64_t e = 0; e < D; ++e) dv_acc[size_t(j * D + e)] += rem * double(doj[e]);
-            }
-            std::fill(dq_acc.begin(), dq_acc.end(), 0.0);
-            double prefix = rbar * rem;  // rbar rem_j + sum_{i <= k} g[i], built as k rises
-            for (int64_t i = 0; i < n; ++i) {
-              const double A = a[size_t(i)];
-              double dA = 0;
-              for (int64_t e = 0; e < D; ++e) dA += double(doj[e]) * double(vh[i * vt + e]);
-              const double gi = A * dA;
-              prefix += gi;
-              const double dz = gi - beta[size_t(i)] * prefix;
-              for (int64_t e = 0; e < D; ++e) {
-                dq_acc[size_t(e)] += dz * double(kh[i * kt + e]);
-                dk_acc[size_t(i * D + e)] += dz * double(qj[e]);
-                dv_acc[size_t(i * D + e)] += A * double(doj[e]);
-              }
-            }
-            F* dqj = dqp + sdq.row(b, h, j);
-            for (int64_t e = 0; e < D; ++e) dqj[e] = F(scale * dq_acc[size_t(e)]);
-          }
-        }
+        const F* kh = kp + sk.row(b, g, 0);
+        const F* vh = vp + sv.row(b, g, 0);
+        // The group's query heads add into one kv head's dK and dV.
         for (int64_t i = 0; i < T; ++i) {
-          F* dki = dkp + sdk.row(b, g, i);
-          F* dvi = dvp + sdv.row(b, g, i);
-          for (int64_t e = 0; e < D; ++e) {
-            dki[e] = F(scale * dk_acc[size_t(i * D + e)]);
-            dvi[e] = F(dv_acc[size_t(i * D + e)]);
+          std::fill_n(dkp + sdk.row(b, g, i), D, F(0));
+          std::fill_n(dvp + sdv.row(b, g, i), D, F(0));
+        }
+        for (int64_t h = g * G; h < (g + 1) * G; ++h) {
+          for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
+            const int64_t rows = std::min(kRowBlock, T - r0), last = r0 + rows - 1;
+            const int64_t keys = attend_current ? last + 1 : last;
+            const F* qblk = qp + sq.row(b, h, r0);
+            const F* doblk = dop + sdo.row(b, h, r0);
+            blas_gemm<F>(false, true, rows, keys, D, F(scale), qblk, lq, kh, lk, F(0), zz.data(),
+                         keys);
+            blas_gemm<F>(false, true, rows, keys, D, F(1), doblk, ldo, vh, lv, F(0), aa.data(),
+                         keys);
+            for (int64_t jj = 0; jj < rows; ++jj) {
+              const int64_t j = r0 + jj, n = attend_current ? j + 1 : j;
+              F* zrow = zz.data() + jj * keys;  // z, then dz
+              F* arow = aa.data() + jj * keys;  // dA, then A
+              const F* doj = doblk + jj * sdo.t;
+              const double rem = std::exp(stick_scan(zrow, n, a, beta));
+              double rbar = 0;
+              if (add_remainder) {
+                const F* vj = vh + j * sv.t;
+                F* dvj = dvp + sdv.row(b, g, j);
+                for (int64_t e = 0; e < D; ++e) rbar += double(doj[e]) * double(vj[e]);
+                for (int64_t e = 0; e < D; ++e) dvj[e] = F(double(dvj[e]) + rem * double(doj[e]));
+              }
+              double prefix = rbar * rem;  // rbar rem_j + sum_{i <= k} g[i], built as k rises
+              for (int64_t i = 0; i < n; ++i) {
+                const double A = a[size_t(i)], gi = A * double(arow[i]);
+                prefix += gi;
+                zrow[i] = F(gi - beta[size_t(i)] * prefix);
+                arow[i] = F(A);
+              }
+              std::fill(zrow + n, zrow + keys, F(0));
+              std::fill(arow + n, arow + keys, F(0));
+            }
+            blas_gemm<F>(false, false, rows, D, keys, F(scale), zz.data(), keys, kh, lk, F(0),
+                         dqp + sdq.row(b, h, r0), ldq);
+            blas_gemm<F>(true, false, keys, D, rows, F(scale), zz.data(), keys, qblk, lq, F(1),
+                         dkp + sdk.row(b, g, 0), ldk);
+            blas_gemm<F>(true, false, keys, D, rows, F(1), aa.data(), keys, doblk, ldo, F(1),
+                         dvp + sdv.row(b, g, 0), ldv);
           }
         }
       }
