@@ -43,11 +43,11 @@ struct IntoOptions {
   // The part of acc the contribution writes (dim -1: anywhere). Where the engine knows that part
   // still holds zeros (acc was zero-filled and earlier contributions wrote only disjoint regions of
   // the same dim, as the narrows of one tensor do), zero is true as well.
-  GradRegion region;
+  GradRegion region{};
   // A second dtype the contribution can add into, taken when the leaf's gradient already has it
   // (bf16 rows scatter-added, or a bf16 weight's gradient gemm written, into the f32 gradient
   // buffer of a bf16 parameter: no bf16 temporary, no conversion); acc.dtype() says which it got.
-  std::optional<DType> also;
+  std::optional<DType> also{};
   // With zero true the contribution writes every element of acc (a kernel's beta = 0), so the
   // engine may hand it uninitialised memory instead of a zero-filled buffer.
   bool overwrites = false;

@@ -73,9 +73,8 @@ inline bool rows_disjoint(const Tensor& t) {
 struct AttentionDims {
   int64_t B, H, Hkv, T, D;  // T: queries
   int64_t Tk = 0;           // keys and values; == T unless the kernel takes a query offset
-  int64_t kv_rows = 0;      // dense contract: positions from one (b, kv head) row of k and v to
-                            // the next: Tk, or a cache buffer's capacity for its filled prefix
-  HeadStrides q, k, v;      // where the inputs' rows lie
+  HeadStrides q, k, v;      // where the inputs' rows lie (under the dense contract too: k and v
+                            // may be a cache buffer's filled prefix, rows kv_row_stride apart)
   int64_t offset() const { return Tk - T; }  // position of query 0
 };
 
@@ -110,7 +109,7 @@ inline AttentionDims check_attention_qkv(const char* kernel, const Tensor& q, co
   TESSERA_CHECK(k.dtype() == q.dtype() && v.dtype() == q.dtype(), kernel, ": dtypes differ: q ",
                 dtype_name(q.dtype()), ", k ", dtype_name(k.dtype()), ", v ",
                 dtype_name(v.dtype()));
-  AttentionDims d{q.size(0), q.size(1), k.size(1), q.size(2), q.size(3), k.size(2), 0,
+  AttentionDims d{q.size(0), q.size(1), k.size(1), q.size(2), q.size(3), k.size(2),
                   head_strides(q), head_strides(k), head_strides(v)};
   if (strided) {
     for (const Tensor* t : {&q, &k, &v})
@@ -125,7 +124,6 @@ inline AttentionDims check_attention_qkv(const char* kernel, const Tensor& q, co
                 ": k and v must be contiguous",
                 prefix_ok ? " or the filled prefixes of two (B, Hkv, S, D) buffers of one S" : "",
                 ", got k ", k.str(), ", v ", v.str());
-  d.kv_rows = rows;
   return d;
 }
 
