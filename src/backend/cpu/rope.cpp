@@ -29,7 +29,7 @@ void rope(const Tensor& y, const Tensor& x, const std::vector<double>& freq, dou
   TESSERA_CHECK(int64_t(freq.size()) == half, "rope: ", freq.size(),
                 " inverse frequencies for head dimension ", D, ", x ", shape_str(x.shape()));
   if (x.numel() == 0) return;
-  const int64_t rows = x.numel() / D;
+  const int64_t B = x.size(0);
   const double sign = inverse ? -1.0 : 1.0;
   const HeadStrides xs = head_strides(x), ys = head_strides(y);
 
@@ -37,20 +37,30 @@ void rope(const Tensor& y, const Tensor& x, const std::vector<double>& freq, dou
     using F = decltype(z);
     const F* xp = static_cast<const F*>(x.data_ptr());
     F* yp = static_cast<F*>(y.data_ptr());
-#pragma omp parallel for if (rows * D > 65536)
-    for (int64_t r = 0; r < rows; ++r) {
-      // The position is formed as an integer first, so offset k at row t and row t + k of a longer
-      // sequence get bit-identical angles (what a KV cache relies on).
-      const int64_t t = r % T, h = (r / T) % H, b = r / (T * H);
-      const double pos = double(pos_offset + t);
-      const F* xr = xp + xs.row(b, h, t);
-      F* yr = yp + ys.row(b, h, t);
-      for (int64_t i = 0; i < half; ++i) {
-        const double angle = pos * freq[size_t(i)];
-        const double c = scale * std::cos(angle), s = scale * (sign * std::sin(angle));
-        const double a = double(xr[i]), b = double(xr[i + half]);
-        yr[i] = F(a * c - b * s);
-        yr[i + half] = F(a * s + b * c);
+    // By position: a position's cos and sin once, then every (b, h) row at it.
+#pragma omp parallel if (x.numel() > 65536)
+    {
+      std::vector<double> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
+#pragma omp for
+      for (int64_t t = 0; t < T; ++t) {
+        // The position is formed as an integer first, so offset k at row t and row t + k of a
+        // longer sequence get bit-identical angles (what a KV cache relies on).
+        const double pos = double(pos_offset + t);
+        for (int64_t i = 0; i < half; ++i) {
+          const double angle = pos * freq[size_t(i)];
+          cs[size_t(i)] = scale * std::cos(angle);
+          sn[size_t(i)] = scale * (sign * std::sin(angle));
+        }
+        for (int64_t bh = 0; bh < B * H; ++bh) {
+          const F* xr = xp + xs.row(bh / H, bh % H, t);
+          F* yr = yp + ys.row(bh / H, bh % H, t);
+          for (int64_t i = 0; i < half; ++i) {
+            const double c = cs[size_t(i)], s = sn[size_t(i)];
+            const double a = double(xr[i]), b = double(xr[i + half]);
+            yr[i] = F(a * c - b * s);
+            yr[i + half] = F(a * s + b * c);
+          }
+        }
       }
     }
   });
