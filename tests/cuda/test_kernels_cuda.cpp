@@ -35,9 +35,9 @@ using testing::values;
 
 // f32: the CUDA kernels accumulate in f32 (the CPU mostly in double; its gemm and materialised
 // attention in f32 through BLAS) over at most ~10^3 terms, in another order, and use CUDA's expf /
-// tanhf / logf (within 2 ulp of glibc's, as the CPU's fast_exp is of exp). That is ~1e-6 of a tensor's
-// scale; 2e-5 leaves a margin for unlucky cancellations, while a wrong index, mask or formula is
-// off by O(1).
+// tanhf / logf (within 2 ulp of glibc's, as the CPU's fast_exp is of exp). That is ~1e-6 of a
+// tensor's scale; 2e-5 leaves a margin for unlucky cancellations, while a wrong index, mask or
+// formula is off by O(1).
 constexpr double kF32 = 2e-5;
 // bf16: the same f32 arithmetic, then one rounding of each output to 8 significant bits (at most
 // 2^-9 of the element, so of the tensor's scale): 2^-8 is twice that bound.
