@@ -133,7 +133,8 @@ void attention_forward(const Tensor& out, const Tensor& probs, const Tensor& q, 
       const int64_t b = bh / H, h = bh % H, hk = h / G;
       F* ph = pp + bh * T * T;
       for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
-        const int64_t rows = std::min(kRowBlock, T - r0), keys = r0 + rows;  // causal: keys < r0 + rows
+        // causal: the block's rows attend keys < r0 + rows
+        const int64_t rows = std::min(kRowBlock, T - r0), keys = r0 + rows;
         F* pb = ph + r0 * T;
         blas_gemm<F>(false, true, rows, keys, D, F(scale), qr.at(b, h, r0), lq, kr.at(b, hk, 0),
                      lk, F(0), pb, T);

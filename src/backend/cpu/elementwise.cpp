@@ -14,7 +14,8 @@ void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
   // elements (a's rows when b is broadcast, else fixed chunks) whose inner loop vectorises.
   const bool row = nb != n;
   constexpr int64_t kChunk = 16384;
-  const int64_t width = row ? C : std::min(n, kChunk), rows = width > 0 ? (n + width - 1) / width : 0;
+  const int64_t width = row ? C : std::min(n, kChunk);
+  const int64_t rows = width > 0 ? (n + width - 1) / width : 0;
   dispatch_float("binary", out.dtype(), [&](auto z) {
     using T = decltype(z);
     T* o = static_cast<T*>(out.data_ptr());

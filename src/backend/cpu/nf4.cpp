@@ -71,7 +71,8 @@ void nf4_matmul(const Tensor& c, const Tensor& a, const Tensor& codes, const Ten
     using T = decltype(z);
     if (trans_w) {
       // c[:, tile] = a @ tile^T: the tiles write disjoint column blocks of c, so threads take
-      // tiles independently (each with its own buffer; gemm called inside the team runs on the calling thread).
+      // tiles independently (each with its own buffer; gemm called inside the team runs on the
+      // calling thread).
 #pragma omp parallel
       {
         const Tensor tile = Tensor::empty({std::min(rows, kTileRows), cols}, c.options());

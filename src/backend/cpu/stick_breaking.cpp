@@ -35,10 +35,10 @@
 // query j sits at position Tk - Tq + j, and its own value is v at that position.
 //
 // The products run per head through BLAS (blas.h) over blocks of kRowBlock query rows that read
-// the keys up to the block's last position: Z = scale Q K^T and out = A V forward; Z and dA = dO V^T
-// again backward, then dQ = scale dZ K, dK += scale dZ^T Q, dV += A^T dO. Each row's scan (the
-// logs, A, beta, log rem, and backward the running sum and dz) runs in double on the scores
-// rounded to the input type; the products accumulate in it (f32 sums for f32, as softmax
+// the keys up to the block's last position: Z = scale Q K^T and out = A V forward; Z and
+// dA = dO V^T again backward, then dQ = scale dZ K, dK += scale dZ^T Q, dV += A^T dO. Each row's
+// scan (the logs, A, beta, log rem, and backward the running sum and dz) runs in double on the
+// scores rounded to the input type; the products accumulate in it (f32 sums for f32, as softmax
 // attention's kernels here). Forward splits over (b, h); backward over (b, kv head) so one thread
 // owns a kv head's dk and dv; every BLAS call runs on its thread, so the bits do not depend on the
 // thread count.
@@ -120,8 +120,8 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
           const int64_t rows = std::min(kRowBlock, T - r0);
           const int64_t last = off + r0 + rows - 1;  // the block's last query position
           const int64_t keys = attend_current ? last + 1 : last;
-          blas_gemm<F>(false, true, rows, keys, D, F(scale), qp + sq.row(b, h, r0), lq, kh, lk, F(0),
-                       za.data(), keys);
+          blas_gemm<F>(false, true, rows, keys, D, F(scale), qp + sq.row(b, h, r0), lq, kh, lk,
+                       F(0), za.data(), keys);
           for (int64_t jj = 0; jj < rows; ++jj) {
             const int64_t pos = off + r0 + jj, n = attend_current ? pos + 1 : pos;
             F* row = za.data() + jj * keys;
