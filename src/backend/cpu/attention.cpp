@@ -78,7 +78,6 @@ Rows<F> mut_rows_of(const Tensor& t) {
   return {static_cast<F*>(t.data_ptr()), head_strides(t)};
 }
 
-
 template <typename P>
 int64_t ld_of(const Rows<P>& r, int64_t T, int64_t D) {
   return head_ld(r.s.t, T, D);
@@ -174,10 +173,8 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
       for (int64_t bk = 0; bk < B * Hkv; ++bk) {
         const int64_t b = bk / Hkv, g = bk % Hkv;
         // The group's query heads add into one kv head's dK and dV.
-        for (int64_t j = 0; j < T; ++j) {
-          std::fill_n(dkr.at(b, g, j), D, F(0));
-          std::fill_n(dvr.at(b, g, j), D, F(0));
-        }
+        zero_head_rows(dkr.p, dkr.s, b, g, T, D);
+        zero_head_rows(dvr.p, dvr.s, b, g, T, D);
         for (int64_t h = g * G; h < (g + 1) * G; ++h) {
           const F* ph = pp + (b * H + h) * T * T;
           for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {

@@ -7,9 +7,11 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
+#include "backend/attention_shapes.h"
 #include "core/tensor.h"
 
 namespace tessera::cpu {
@@ -48,6 +50,13 @@ inline int64_t head_ld(int64_t row_stride, int64_t T, int64_t D) { return T > 1 
 // read; any other view as it is.
 inline Tensor blas_readable(const Tensor& t) {
   return t.size(2) > 1 && t.strides()[2] < t.size(3) ? t.contiguous() : t;
+}
+
+// Zeroes the T rows of head (b, h) of a view with head strides s (p: its data), as a kv head's dK
+// or dV before the BLAS calls of its group's query heads add into it.
+template <typename F>
+void zero_head_rows(F* p, const HeadStrides& s, int64_t b, int64_t h, int64_t T, int64_t D) {
+  for (int64_t t = 0; t < T; ++t) std::fill_n(p + s.row(b, h, t), D, F(0));
 }
 
 }  // namespace tessera::cpu

@@ -73,7 +73,8 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
     T* cp = static_cast<T*>(c.data_ptr());
     const T* ap = static_cast<const T*>(a.data_ptr());
     const T* bp = static_cast<const T*>(b.data_ptr());
-    // Block (i, r0): rows r0 .. r0 + rows of batch i; op(a)'s row r starts at column r of a^T.
+    // Block (i, r0): rows r0 .. r0 + rows of batch i; op(a)'s row r is a's row r, or a's column r
+    // when a is transposed.
     const int64_t R = row_block_size(M, N, K), per_batch = (M + R - 1) / R;
     const int64_t a_row = trans_a ? 1 : ma.ld;
 #pragma omp parallel for schedule(static) if (mc.batch * per_batch > 1)

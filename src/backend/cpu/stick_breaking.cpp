@@ -189,10 +189,8 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
         const F* kh = kp + sk.row(b, g, 0);
         const F* vh = vp + sv.row(b, g, 0);
         // The group's query heads add into one kv head's dK and dV.
-        for (int64_t i = 0; i < T; ++i) {
-          std::fill_n(dkp + sdk.row(b, g, i), D, F(0));
-          std::fill_n(dvp + sdv.row(b, g, i), D, F(0));
-        }
+        zero_head_rows(dkp, sdk, b, g, T, D);
+        zero_head_rows(dvp, sdv, b, g, T, D);
         for (int64_t h = g * G; h < (g + 1) * G; ++h) {
           for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
             const int64_t rows = std::min(kRowBlock, T - r0), last = r0 + rows - 1;
