@@ -11,9 +11,10 @@ namespace tessera::ops {
 namespace detail {
 bool softmax_runs_flash(const AttentionSpec& spec, Device device, int64_t head_dim, bool decoding) {
   // On the GPU the fused flash kernel for head dims 64 and 128 (its tensor-core tiles), else the
-  // materialised CUDA kernel; on the CPU the materialised reference, faster there than the flash
-  // reference's double loops. A window or a query offset needs the flash kernels, which take
-  // both on every device (the offset through their one-warp-per-query-row path).
+  // materialised CUDA kernel; on the CPU the materialised kernel, whose saved P spares the
+  // backward the flash kernel's second Q K^T product. A window or a query offset needs the flash
+  // kernels, which take both on every device (on the GPU the offset through their
+  // one-warp-per-query-row path).
   return decoding || spec.window > 0 || (!device.is_cpu() && (head_dim == 64 || head_dim == 128));
 }
 }  // namespace detail

@@ -14,7 +14,7 @@
 //
 // Kernel choice:
 //   softmax         CUDA: flash for head dims 64 and 128, the materialised kernel for others;
-//                   CPU: the materialised reference. A sliding window or a query offset always
+//                   CPU: the materialised kernel. A sliding window or a query offset always
 //                   runs the flash kernels (CPU ones included).
 //   stick_breaking  the fused stick-breaking kernels (CUDA: bf16 head dims 64/128, f32 <= 128).
 //   s2_attn         when training: S^2-Attn (LongLoRA) over groups of Tq / 4 around the above;

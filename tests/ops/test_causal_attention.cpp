@@ -70,8 +70,8 @@ TEST(CausalAttention, offset_queries_equal_the_last_rows_of_full_attention) {
       for (int64_t Tq : {int64_t(1), int64_t(3), T}) {
         const Tensor part = causal_attention(x.q.narrow(2, T - Tq, Tq), x.k, x.v, spec);
         ASSERT_EQ(part.shape(), (Shape{B, H, Tq, D}));
-        // f64 on both sides, the same double loops (the full softmax runs the materialised kernel,
-        // the offset one the flash kernel: other summation orders): ~1e-16 relative.
+        // f64 on both sides (the full softmax runs the materialised kernel, the offset one the
+        // flash kernel, in other row blocks: other summation orders): ~1e-16 relative.
         EXPECT_LT(max_diff(part, full.narrow(2, T - Tq, Tq)), 1e-12) << "Tq " << Tq;
       }
     }

@@ -88,9 +88,10 @@ TEST(FlashAttention, values_and_gradients_equal_materialised_attention) {
 TEST(FlashAttention, f32_equals_materialised_attention) {
   Generator g(52);
   Tensor q = randn({1, 2, 9, 4}, g), k = randn({1, 1, 9, 4}, g), v = randn({1, 1, 9, 4}, g);
-  // The flash reference sums in double and rounds once; the materialised kernel's products and
-  // sums run in f32 (BLAS) over D = 4 and 9 keys, a few roundings of at most 1.2e-7 each for
-  // |out| < 3 (measured: 1.2e-7 apart); 5e-7 allows four of them.
+  // Without a window both forwards run the same row blocks through BLAS (the flash one keeps
+  // lse where the materialised one keeps P, in a scratch block of another row stride): measured
+  // equal. 5e-7 allows four f32 roundings of |out| < 3 (D = 4 and 9 keys), what a BLAS whose
+  // sums depended on the row stride could move them.
   expect_near(values(ops::flash_attention(q, k, v, 0.4)), values(ops::attention(q, k, v, 0.4)),
               5e-7, "f32");
 }
@@ -113,6 +114,80 @@ TEST(FlashAttention, saved_lse_and_windowed_output_match_direct_reference) {
     // moves the output by O(0.1).
     expect_near(out.to_vector<double>(), want, 1e-12, what);
     expect_near(lse.to_vector<double>(), want_lse, 1e-12, what + " lse");
+  }
+}
+
+TEST(FlashAttention, windows_across_row_blocks_match_direct_reference) {
+  // T = 150 spans three of the kernels' 64-query blocks; each window below starts its rows' keys
+  // inside, at or past a block boundary (a block reads the band of keys its rows attend).
+  const int64_t B = 1, H = 2, Hkv = 1, T = 150, D = 5;
+  Generator g(58);
+  Tensor q = randn({B, H, T, D}, g, DType::F64), k = randn({B, Hkv, T, D}, g, DType::F64),
+         v = randn({B, Hkv, T, D}, g, DType::F64);
+  for (int64_t window : {0, 1, 30, 64, 65, 100, 149, 400}) {
+    const std::string what = "window " + std::to_string(window);
+    std::vector<double> want_lse;
+    const std::vector<double> want =
+        naive_window_attention(q.to_vector<double>(), k.to_vector<double>(), v.to_vector<double>(),
+                               B, H, Hkv, T, D, 0.6, window, &want_lse);
+    Tensor out = Tensor::empty({B, H, T, D}, DType::F64),
+           lse = Tensor::empty({B, H, T}, DType::F64);
+    TESSERA_KERNEL(q, flash_attention_forward)(out, lse, q, k, v, 0.6, window);
+    // f64 as in the test above, up to 150 terms per sum: 1e-12 is still ~1e4 ulps.
+    expect_near(out.to_vector<double>(), want, 1e-12, what);
+    expect_near(lse.to_vector<double>(), want_lse, 1e-12, what + " lse");
+    // f32 against the f64 reference (the inputs' own rounding to f32 included): scores from 5
+    // products, exp within 2 ulp, rows of up to 150 keys summed in f32 by BLAS (the softmax sum in
+    // double). Measured at most 6.4e-7 apart for |out| < 4.1 and 7.2e-7 for lse < 8.4 (under one
+    // ulp there); 2e-6 leaves 3x, and a key in or out of a window moves the output by O(0.1).
+    const Tensor qf = q.to(DType::F32), kf = k.to(DType::F32), vf = v.to(DType::F32);
+    Tensor outf = Tensor::empty({B, H, T, D}), lsef = Tensor::empty({B, H, T});
+    TESSERA_KERNEL(qf, flash_attention_forward)(outf, lsef, qf, kf, vf, 0.6, window);
+    expect_near(values(outf), want, 2e-6, what + " f32");
+    expect_near(values(lsef), want_lse, 2e-6, what + " f32 lse");
+  }
+}
+
+TEST(FlashAttention, offset_queries_with_a_window_equal_the_last_rows_of_the_full_forward) {
+  // KV-cached decoding: Tq queries at positions Tk - Tq.. over Tk = 150 keys, row blocks that
+  // start mid-sequence (position 80 for Tq 70) and windows that cut into them.
+  const int64_t B = 2, H = 4, Hkv = 2, Tk = 150, D = 6;
+  Generator g(59);
+  Tensor q = randn({B, H, Tk, D}, g, DType::F64), k = randn({B, Hkv, Tk, D}, g, DType::F64),
+         v = randn({B, Hkv, Tk, D}, g, DType::F64);
+  for (int64_t window : {0, 20, 90}) {
+    Tensor full = Tensor::empty({B, H, Tk, D}, DType::F64),
+           full_lse = Tensor::empty({B, H, Tk}, DType::F64);
+    TESSERA_KERNEL(q, flash_attention_forward)(full, full_lse, q, k, v, 0.5, window);
+    for (int64_t Tq : {1, 70, 149}) {
+      const std::string what = "window " + std::to_string(window) + " Tq " + std::to_string(Tq);
+      Tensor out = Tensor::empty({B, H, Tq, D}, DType::F64),
+             lse = Tensor::empty({B, H, Tq}, DType::F64);
+      TESSERA_KERNEL(q, flash_attention_forward)(out, lse, q.narrow(2, Tk - Tq, Tq), k, v, 0.5,
+                                                 window);
+      // The same f64 scores in other blocks (other BLAS calls): ~1e-16 relative.
+      expect_near(out.to_vector<double>(), full.narrow(2, Tk - Tq, Tq).to_vector<double>(),
+                  1e-12, what);
+      expect_near(lse.to_vector<double>(), full_lse.narrow(2, Tk - Tq, Tq).to_vector<double>(),
+                  1e-12, what + " lse");
+    }
+  }
+}
+
+TEST(FlashAttention, gradcheck_with_windows_across_row_blocks) {
+  // T = 65: two query blocks, the second a single row (the forward's direct loops), its keys cut
+  // by the window (or all 65 without one); dK and dV add up over blocks and over the group's
+  // three query heads.
+  Generator g(60);
+  Tensor q = randn({1, 3, 65, 2}, g, DType::F64), k = randn({1, 1, 65, 2}, g, DType::F64),
+         v = randn({1, 1, 65, 2}, g, DType::F64);
+  for (int64_t window : {0, 20}) {
+    EXPECT_TRUE(gradcheck(
+        [window](const std::vector<Tensor>& in) {
+          return ops::flash_attention(in[0], in[1], in[2], 0.9, window);
+        },
+        {q, k, v}))
+        << "window " << window;
   }
 }
 

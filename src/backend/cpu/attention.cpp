@@ -1,43 +1,41 @@
 // CPU causal softmax attention: the materialised kernels (the CPU's training path, saving P) and
-// the flash-style reference every fused GPU kernel's saved state is checked against.
+// the flash-style ones (saving each row's log-sum-exp; a sliding window and KV-cached decoding),
+// which every fused GPU kernel's saved state is checked against.
 //
-// q, out, dq, dout (B, H, T, D); k, v, dk, dv (B, Hkv, T, D); probs (B, H, T, T). Every kernel here
-// keeps the strided contract of backend/attention_shapes.h: q, k, v, out and the gradients may be
-// any views whose rows are contiguous (HeadStrides), so the fused-projection layout of
-// ops/packed_attention.h runs here exactly as on the GPU; probs and lse are contiguous.
+// q, out, dq, dout (B, H, T, D); k, v, dk, dv (B, Hkv, T, D); probs (B, H, T, T); lse (B, H, T).
+// Every kernel here keeps the strided contract of backend/attention_shapes.h: q, k, v, out and the
+// gradients may be any views whose rows are contiguous (HeadStrides), so the fused-projection
+// layout of ops/packed_attention.h runs here exactly as on the GPU; probs and lse are contiguous.
 //
 // Grouped-query attention (GQA; Ainslie et al. 2023, arXiv:2305.13245): the H query heads form Hkv
 // groups of G = H / Hkv consecutive heads, and group g shares kv head g, so query head h reads kv
 // head h / G. Hkv == H is ordinary multi-head attention, Hkv == 1 multi-query attention.
 //
-// Forward, causal (query i attends to keys 0..i, itself included):
-//   S = scale * q k^T,  P = softmax_j(S) over j <= i with P[i, j] = 0 for j > i,  out = P v.
-// Backward, per query head, from the saved P (softmax Jacobian applied row by row):
+// Forward, causal (query i attends to keys 0..i, itself included; with a sliding window of w > 0,
+// to keys i - w < j <= i):
+//   S = scale * q k^T,  P = softmax_j(S) over the attended j with P[i, j] = 0 elsewhere,  out = P v.
+// Backward, per query head (softmax Jacobian applied row by row):
 //   dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dP * P)),  dQ = scale * dS K,
 //   dK = scale * dS^T Q;
 // a kv head's dK and dV are the sums of these over the G query heads of its group.
 //
-// attention_forward / attention_backward compute those products per head with BLAS, as PyTorch's
-// math attention does with bmm (so they round like it: f32 accumulation in f32, each row's softmax
-// sum in double), over row blocks of kRowBlock queries that read only the keys up to the block's
-// last row (the causal half). Forward splits the work over (b, h); backward over (b, kv head), so
-// one thread owns a kv head's dK and dV (which gather from every query head of the group) together
+// The flash_attention_* entries compute the same attention the way FlashAttention-2 (Dao 2023,
+// arXiv:2307.08691) does on the GPU: the forward saves lse[i] = m_i + log sum_j exp(S[i, j] - m_i)
+// instead of P, the backward rebuilds P[i, j] = exp(S[i, j] - lse[i]) and replaces
+// rowsum(dP * P) by the equal rowsum(dO * O) (since sum_j P[i, j] dO_i . v_j = dO_i . out_i).
+// flash_attention_forward also takes Tq < Tk queries (KV-cached decoding): query i sits at
+// position Tk - Tq + i and attends keys up to it.
+//
+// Both compute the products per head with BLAS, as PyTorch's math attention does with bmm (so
+// they round like it: f32 accumulation in f32, each row's softmax sum and rowsum in double), over
+// blocks of kRowBlock query rows that read only the keys the block attends: from its first row's
+// first key to its last row's position (the causal half, and with a window a band of at most
+// w + kRowBlock - 1 keys). Forwards split the work over (b, h); backwards over (b, kv head), so one
+// thread owns a kv head's dK and dV (which gather from every query head of the group) together
 // with those query heads' dQ, and no two threads write one row. Every BLAS call runs on its
 // thread, so the bits do not depend on the thread count.
-//
-// The flash_attention_* entries compute the same attention the way FlashAttention-2 (Dao 2023,
-// arXiv:2307.08691) does on the GPU, so the CUDA kernels have a reference for its saved state: the
-// forward saves lse[i] = m_i + log sum_j exp(S[i, j] - m_i) instead of P, the backward rebuilds
-// P[i, j] = exp(S[i, j] - lse[i]) and replaces rowsum(dP * P) by the equal rowsum(dO * O) (since
-// sum_j P[i, j] dO_i . v_j = dO_i . out_i). They add an optional sliding window: query i attends
-// keys i - window < j <= i when window > 0. flash_attention_forward also takes Tq < Tk queries
-// (KV-cached decoding): query i sits at position Tk - Tq + i and attends keys up to it. They are
-// plain loops with double accumulators for every dot product, softmax max and sum, rowsum and
-// group sum: ground truth, exactness rather than speed (no gemm, whose f32 accumulation order
-// differs between BLAS builds).
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <vector>
 
 #include "backend/attention_shapes.h"
@@ -62,51 +60,182 @@ void check_view(const char* kernel, const char* name, const Tensor& t, const Ten
   check_attention_view(kernel, name, t, like.shape(), like.dtype(), output);
 }
 
-// Element pointer and row geometry of a strided (B, H, T, D) view.
+DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
+
+// One (B, H, T, D) view as BLAS sees its heads: element pointer, row geometry, and the leading
+// dimension of a head's rows.
 template <typename P>
-struct Rows {
+struct Heads {
   P* p;
   HeadStrides s;
+  int64_t ld;
   P* at(int64_t b, int64_t h, int64_t t) const { return p + s.row(b, h, t); }
 };
 template <typename F>
-Rows<const F> rows_of(const Tensor& t) {
-  return {static_cast<const F*>(t.data_ptr()), head_strides(t)};
+Heads<const F> heads_of(const Tensor& t) {
+  return {static_cast<const F*>(t.data_ptr()), head_strides(t),
+          head_ld(t.strides()[2], t.size(2), t.size(3))};
 }
 template <typename F>
-Rows<F> mut_rows_of(const Tensor& t) {
-  return {static_cast<F*>(t.data_ptr()), head_strides(t)};
+Heads<F> mut_heads_of(const Tensor& t) {
+  return {static_cast<F*>(t.data_ptr()), head_strides(t),
+          head_ld(t.strides()[2], t.size(2), t.size(3))};
 }
 
-template <typename P>
-int64_t ld_of(const Rows<P>& r, int64_t T, int64_t D) {
-  return head_ld(r.s.t, T, D);
-}
+// The query rows [r0, r0 + rows) of one head, at positions pos0 = offset + r0 on, and the keys
+// [k0, k0 + n) they attend between them: from the first row's first key (0, or pos0 - window + 1
+// with a window) to the last row's position. Row i (0-based in the block) attends block keys
+// lo(i)..hi(i).
+struct Block {
+  int64_t r0, rows, pos0, window, k0, n;
+  Block(int64_t r0_, int64_t rows_, int64_t pos0_, int64_t window_)
+      : r0(r0_), rows(rows_), pos0(pos0_), window(window_), k0(first(pos0_)),
+        n(pos0_ + rows_ - k0) {}
+  int64_t first(int64_t pos) const { return window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0; }
+  int64_t lo(int64_t i) const { return first(pos0 + i) - k0; }
+  int64_t hi(int64_t i) const { return pos0 + i - k0; }
+};
 
-// Row i of P from its scores p[0..i] in place (the causal softmax; the max subtracted, so every
-// exp <= 1), the sum in double; p[i+1..T) set to exactly zero.
+// A row of P from its scores p[0..n) in place: the softmax over [lo, hi] (the max subtracted, so
+// every exp <= 1; the sum in double), exactly zero elsewhere. Returns the row's log-sum-exp of the
+// scores, m + log(sum).
 template <typename F>
-void softmax_causal_row(F* p, int64_t i, int64_t T) {
-  F m = p[0];
-  for (int64_t j = 1; j <= i; ++j) m = std::max(m, p[j]);
-  for (int64_t j = 0; j <= i; ++j) p[j] = fast_exp(p[j] - m);
+double softmax_row(F* p, int64_t lo, int64_t hi, int64_t n) {
+  F m = p[lo];
+  for (int64_t j = lo + 1; j <= hi; ++j) m = std::max(m, p[j]);
+  for (int64_t j = lo; j <= hi; ++j) p[j] = fast_exp(p[j] - m);
   double sum = 0;
-  for (int64_t j = 0; j <= i; ++j) sum += double(p[j]);
+  for (int64_t j = lo; j <= hi; ++j) sum += double(p[j]);
   const F inv = F(1.0 / sum);
-  for (int64_t j = 0; j <= i; ++j) p[j] *= inv;
-  std::fill(p + i + 1, p + T, F(0));
+  for (int64_t j = lo; j <= hi; ++j) p[j] *= inv;
+  std::fill(p, p + lo, F(0));
+  std::fill(p + hi + 1, p + n, F(0));
+  return double(m) + std::log(sum);
 }
 
-// Row i of dS from its dP in place: dS = P * (dP - rowsum(dP * P)) over j <= i (the sum in
-// double), zero past i up to `keys`.
+// Forward of one block of query head (b, h) (kv head hk): S = scale Q K^T over the block's keys
+// into pb (row stride ldp), P in place row by row (zero from the keys' end up to `fill`), out =
+// P V; each row's log-sum-exp into lse[0..rows) when lse is given.
 template <typename F>
-void softmax_backward_causal_row(F* ds, const F* p, int64_t i, int64_t keys) {
-  double rowdot = 0;
-  for (int64_t j = 0; j <= i; ++j) rowdot += double(ds[j]) * double(p[j]);
-  const F r = F(rowdot);
-  for (int64_t j = 0; j <= i; ++j) ds[j] = p[j] * (ds[j] - r);
-  std::fill(ds + i + 1, ds + keys, F(0));
+void forward_block(const Block& blk, const Heads<const F>& q, const Heads<const F>& k,
+                   const Heads<const F>& v, const Heads<F>& out, int64_t b, int64_t h, int64_t hk,
+                   int64_t D, double scale, F* pb, int64_t ldp, int64_t fill, F* lse) {
+  if (blk.rows == 1) {
+    // One query (a decoding step, or a sequence's last row past a block boundary): a BLAS call
+    // costs more than its n D products here, so direct loops, each score's dot in double and
+    // out's sums in F, key by key.
+    const F* qi = q.at(b, h, blk.r0);
+    for (int64_t j = 0; j < blk.n; ++j) {
+      const F* kj = k.at(b, hk, blk.k0 + j);
+      double dot = 0;
+      for (int64_t e = 0; e < D; ++e) dot += double(qi[e]) * double(kj[e]);
+      pb[j] = F(scale * dot);
+    }
+    const double l = softmax_row(pb, blk.lo(0), blk.hi(0), fill);
+    if (lse) lse[0] = F(l);
+    F* o = out.at(b, h, blk.r0);
+    std::fill(o, o + D, F(0));
+    for (int64_t j = blk.lo(0); j <= blk.hi(0); ++j) {
+      const F* vj = v.at(b, hk, blk.k0 + j);
+      for (int64_t e = 0; e < D; ++e) o[e] += pb[j] * vj[e];
+    }
+    return;
+  }
+  blas_gemm<F>(false, true, blk.rows, blk.n, D, F(scale), q.at(b, h, blk.r0), q.ld,
+               k.at(b, hk, blk.k0), k.ld, F(0), pb, ldp);
+  for (int64_t i = 0; i < blk.rows; ++i) {
+    const double l = softmax_row(pb + i * ldp, blk.lo(i), blk.hi(i), fill);
+    if (lse) lse[i] = F(l);
+  }
+  blas_gemm<F>(false, false, blk.rows, D, blk.n, F(1), pb, ldp, v.at(b, hk, blk.k0), v.ld, F(0),
+               out.at(b, h, blk.r0), out.ld);
 }
+
+// The backward's operands: the inputs and dO read, dQ written, dK and dV added into.
+template <typename F>
+struct Grads {
+  Heads<const F> q, k, v, dout;
+  Heads<F> dq, dk, dv;
+};
+
+// Backward of one block of query head (b, h) (kv head g), P (rows x n, row stride ldp) in hand:
+// dP = dO V^T into ds, dS = P * (dP - rowdot) row by row (rowdot[i] when given, else
+// rowsum(dP * P) over the row's keys), then dQ = scale dS K, dK += scale dS^T Q, dV += P^T dO.
+// Entries outside a row's keys have P = 0 and get dS = 0.
+template <typename F>
+void backward_block(const Block& blk, const Grads<F>& x, int64_t b, int64_t h, int64_t g,
+                    int64_t D, double scale, const F* pb, int64_t ldp, const double* rowdot,
+                    F* ds) {
+  const int64_t n = blk.n;
+  blas_gemm<F>(false, true, blk.rows, n, D, F(1), x.dout.at(b, h, blk.r0), x.dout.ld,
+               x.v.at(b, g, blk.k0), x.v.ld, F(0), ds, n);
+  for (int64_t i = 0; i < blk.rows; ++i) {
+    F* d = ds + i * n;
+    const F* p = pb + i * ldp;
+    const int64_t lo = blk.lo(i), hi = blk.hi(i);
+    double dot = 0;
+    if (rowdot) {
+      dot = rowdot[i];
+    } else {
+      for (int64_t j = lo; j <= hi; ++j) dot += double(d[j]) * double(p[j]);
+    }
+    const F r = F(dot);
+    for (int64_t j = lo; j <= hi; ++j) d[j] = p[j] * (d[j] - r);
+    std::fill(d, d + lo, F(0));
+    std::fill(d + hi + 1, d + n, F(0));
+  }
+  blas_gemm<F>(false, false, blk.rows, D, n, F(scale), ds, n, x.k.at(b, g, blk.k0), x.k.ld, F(0),
+               x.dq.at(b, h, blk.r0), x.dq.ld);
+  blas_gemm<F>(true, false, n, D, blk.rows, F(scale), ds, n, x.q.at(b, h, blk.r0), x.q.ld, F(1),
+               x.dk.at(b, g, blk.k0), x.dk.ld);
+  blas_gemm<F>(true, false, n, D, blk.rows, F(1), pb, ldp, x.dout.at(b, h, blk.r0), x.dout.ld,
+               F(1), x.dv.at(b, g, blk.k0), x.dv.ld);
+}
+
+// Both backwards: per (b, kv head), its dK and dV zeroed, then every row block of its group's
+// query heads; block_p(blk, b, h, ds-sized scratch, rowdot) hands back that block's P (and its
+// row stride) and fills rowdot when the kernel has it another way.
+template <typename F, typename BlockP>
+void backward_heads(const Dims& d, const Grads<F>& x, double scale, int64_t window,
+                    const BlockP& block_p) {
+  const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D, G = H / Hkv;
+  const int64_t block_keys = window > 0 ? std::min(T, window + kRowBlock - 1) : T;
+#pragma omp parallel if (B * H * T * T * D > 65536)
+  {
+    const size_t scratch = size_t(std::min(kRowBlock, T) * block_keys);
+    std::vector<F> ds(scratch), p(scratch);
+    std::vector<double> rowdot(static_cast<size_t>(kRowBlock));
+#pragma omp for schedule(dynamic)
+    for (int64_t bk = 0; bk < B * Hkv; ++bk) {
+      const int64_t b = bk / Hkv, g = bk % Hkv;
+      // The group's query heads add into one kv head's dK and dV.
+      zero_head_rows(x.dk.p, x.dk.s, b, g, T, D);
+      zero_head_rows(x.dv.p, x.dv.s, b, g, T, D);
+      for (int64_t h = g * G; h < (g + 1) * G; ++h)
+        for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
+          const Block blk(r0, std::min(kRowBlock, T - r0), r0, window);
+          const auto [pb, ldp, have_rowdot] = block_p(blk, b, h, p.data(), rowdot.data());
+          backward_block(blk, x, b, h, g, D, scale, pb, ldp,
+                         have_rowdot ? rowdot.data() : nullptr, ds.data());
+        }
+    }
+  }
+}
+
+template <typename F>
+Grads<F> grads_of(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                  const Tensor& q, const Tensor& k, const Tensor& v) {
+  return {heads_of<F>(q),     heads_of<F>(k),     heads_of<F>(v),    heads_of<F>(dout),
+          mut_heads_of<F>(dq), mut_heads_of<F>(dk), mut_heads_of<F>(dv)};
+}
+
+// What a backward's block hands backward_block: P, its row stride, and whether rowdot was filled.
+template <typename F>
+struct BlockP {
+  const F* p;
+  int64_t ldp;
+  bool rowdot;
+};
 
 }  // namespace
 
@@ -122,24 +251,17 @@ void attention_forward(const Tensor& out, const Tensor& probs, const Tensor& q, 
 
   dispatch_float("attention_forward", q.dtype(), [&](auto z) {
     using F = decltype(z);
-    const Rows<const F> qr = rows_of<F>(qb), kr = rows_of<F>(kb), vr = rows_of<F>(vb);
-    const Rows<F> orow = mut_rows_of<F>(out);
-    const int64_t lq = ld_of(qr, T, D), lk = ld_of(kr, T, D), lv = ld_of(vr, T, D),
-                  lo = ld_of(orow, T, D);
+    const Heads<const F> qh = heads_of<F>(qb), kh = heads_of<F>(kb), vh = heads_of<F>(vb);
+    const Heads<F> oh = mut_heads_of<F>(out);
     F* pp = static_cast<F*>(probs.data_ptr());
 #pragma omp parallel for schedule(dynamic) if (B * H * T * T * D > 65536)
     for (int64_t bh = 0; bh < B * H; ++bh) {
-      const int64_t b = bh / H, h = bh % H, hk = h / G;
-      F* ph = pp + bh * T * T;
+      const int64_t b = bh / H, h = bh % H;
       for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
-        // causal: the block's rows attend keys < r0 + rows
-        const int64_t rows = std::min(kRowBlock, T - r0), keys = r0 + rows;
-        F* pb = ph + r0 * T;
-        blas_gemm<F>(false, true, rows, keys, D, F(scale), qr.at(b, h, r0), lq, kr.at(b, hk, 0),
-                     lk, F(0), pb, T);
-        for (int64_t i = r0; i < r0 + rows; ++i) softmax_causal_row(ph + i * T, i, T);
-        blas_gemm<F>(false, false, rows, D, keys, F(1), pb, T, vr.at(b, hk, 0), lv, F(0),
-                     orow.at(b, h, r0), lo);
+        const Block blk(r0, std::min(kRowBlock, T - r0), r0, /*window=*/0);
+        // P's rows are the saved probabilities themselves, zero up to T past the causal keys.
+        forward_block(blk, qh, kh, vh, oh, b, h, h / G, D, scale, pp + (bh * T + r0) * T, T, T,
+                      static_cast<F*>(nullptr));
       }
     }
   });
@@ -149,79 +271,22 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
                         double scale) {
   const Dims d = check_qkv("attention_backward", q, k, v);
-  const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
+  const int64_t B = d.B, H = d.H, T = d.T;
   check_attention_grads("attention_backward", dq, dk, dv, dout, q, k, v, /*strided=*/true);
   check_like("attention_backward", "probs", probs, {B, H, T, T}, q.dtype());
-  const int64_t G = H / Hkv;
   single_threaded_blas_unless_asked();
   const Tensor qb = blas_readable(q), kb = blas_readable(k), vb = blas_readable(v),
                dob = blas_readable(dout);
 
   dispatch_float("attention_backward", q.dtype(), [&](auto z) {
     using F = decltype(z);
-    const Rows<const F> qr = rows_of<F>(qb), kr = rows_of<F>(kb), vr = rows_of<F>(vb),
-                        dor = rows_of<F>(dob);
-    const Rows<F> dqr = mut_rows_of<F>(dq), dkr = mut_rows_of<F>(dk), dvr = mut_rows_of<F>(dv);
-    const int64_t lq = ld_of(qr, T, D), lk = ld_of(kr, T, D), lv = ld_of(vr, T, D),
-                  ldo = ld_of(dor, T, D), ldq = ld_of(dqr, T, D), ldk = ld_of(dkr, T, D),
-                  ldv = ld_of(dvr, T, D);
     const F* pp = static_cast<const F*>(probs.data_ptr());
-#pragma omp parallel if (B * H * T * T * D > 65536)
-    {
-      std::vector<F> ds(size_t(std::min(kRowBlock, T) * T));  // dP, then dS, of one row block
-#pragma omp for schedule(dynamic)
-      for (int64_t bk = 0; bk < B * Hkv; ++bk) {
-        const int64_t b = bk / Hkv, g = bk % Hkv;
-        // The group's query heads add into one kv head's dK and dV.
-        zero_head_rows(dkr.p, dkr.s, b, g, T, D);
-        zero_head_rows(dvr.p, dvr.s, b, g, T, D);
-        for (int64_t h = g * G; h < (g + 1) * G; ++h) {
-          const F* ph = pp + (b * H + h) * T * T;
-          for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
-            const int64_t rows = std::min(kRowBlock, T - r0), keys = r0 + rows;
-            const F* pb = ph + r0 * T;
-            // dP = dO V^T; masked entries (j > i) have P = 0, hence dS = 0.
-            blas_gemm<F>(false, true, rows, keys, D, F(1), dor.at(b, h, r0), ldo,
-                         vr.at(b, g, 0), lv, F(0), ds.data(), keys);
-            for (int64_t i = 0; i < rows; ++i)
-              softmax_backward_causal_row(ds.data() + i * keys, pb + i * T, r0 + i, keys);
-            // dQ = scale dS K, dK += scale dS^T Q, dV += P^T dO.
-            blas_gemm<F>(false, false, rows, D, keys, F(scale), ds.data(), keys,
-                         kr.at(b, g, 0), lk, F(0), dqr.at(b, h, r0), ldq);
-            blas_gemm<F>(true, false, keys, D, rows, F(scale), ds.data(), keys,
-                         qr.at(b, h, r0), lq, F(1), dkr.at(b, g, 0), ldk);
-            blas_gemm<F>(true, false, keys, D, rows, F(1), pb, T, dor.at(b, h, r0), ldo, F(1),
-                         dvr.at(b, g, 0), ldv);
-          }
-        }
-      }
-    }
+    backward_heads<F>(d, grads_of<F>(dq, dk, dv, dob, qb, kb, vb), scale, /*window=*/0,
+                      [&](const Block& blk, int64_t b, int64_t h, F*, double*) {
+                        return BlockP<F>{pp + ((b * H + h) * T + blk.r0) * T, T, false};
+                      });
   });
 }
-
-namespace {
-// First key query i attends: 0, or i - window + 1 with a sliding window.
-int64_t first_key(int64_t i, int64_t window) {
-  return window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
-}
-
-DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
-
-// dK and dV of kv head (b, g) out of their double accumulators, one (T, D) block each.
-template <typename F>
-void store_kv_grads(const Rows<F>& dk, const Rows<F>& dv, int64_t b, int64_t g, int64_t T,
-                    int64_t D, double scale, const std::vector<double>& dk_acc,
-                    const std::vector<double>& dv_acc) {
-  for (int64_t j = 0; j < T; ++j) {
-    F* dkj = dk.at(b, g, j);
-    F* dvj = dv.at(b, g, j);
-    for (int64_t e = 0; e < D; ++e) {
-      dkj[e] = F(scale * dk_acc[size_t(j * D + e)]);
-      dvj[e] = F(dv_acc[size_t(j * D + e)]);
-    }
-  }
-}
-}  // namespace
 
 void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
                              const Tensor& k, const Tensor& v, double scale, int64_t window) {
@@ -232,40 +297,25 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
   check_view("flash_attention_forward", "out", out, q, true);
   check_like("flash_attention_forward", "lse", lse, {B, H, T}, stat_dtype(q.dtype()));
   const int64_t G = H / Hkv;
+  single_threaded_blas_unless_asked();
+  const Tensor qb = blas_readable(q), kb = blas_readable(k), vb = blas_readable(v);
 
   dispatch_float("flash_attention_forward", q.dtype(), [&](auto z) {
     using F = decltype(z);
-    const Rows<const F> qr = rows_of<F>(q), kr = rows_of<F>(k), vr = rows_of<F>(v);
-    const Rows<F> orow = mut_rows_of<F>(out);
+    const Heads<const F> qh = heads_of<F>(qb), kh = heads_of<F>(kb), vh = heads_of<F>(vb);
+    const Heads<F> oh = mut_heads_of<F>(out);
     F* lp = static_cast<F*>(lse.data_ptr());  // stat dtype == F for f32 and f64
-#pragma omp parallel if (B * H * T * T * D > 65536)
+    const int64_t block_keys = window > 0 ? std::min(Tk, window + kRowBlock - 1) : Tk;
+#pragma omp parallel if (B * H * T * Tk * D > 65536)
     {
-      std::vector<double> s(size_t(Tk), 0.0), acc(size_t(D), 0.0);
-#pragma omp for
+      std::vector<F> p(size_t(std::min(kRowBlock, T) * block_keys));
+#pragma omp for schedule(dynamic)
       for (int64_t bh = 0; bh < B * H; ++bh) {
-        const int64_t b = bh / H, h = bh % H, hk = h / G;
-        for (int64_t i = 0; i < T; ++i) {
-          const F* qi = qr.at(b, h, i);
-          const int64_t pos = off + i, j0 = first_key(pos, window);
-          double m = -std::numeric_limits<double>::infinity();
-          for (int64_t j = j0; j <= pos; ++j) {
-            const F* kj = kr.at(b, hk, j);
-            double dot = 0;
-            for (int64_t e = 0; e < D; ++e) dot += double(qi[e]) * double(kj[e]);
-            s[size_t(j)] = scale * dot;
-            m = std::max(m, s[size_t(j)]);
-          }
-          double sum = 0;
-          std::fill(acc.begin(), acc.end(), 0.0);
-          for (int64_t j = j0; j <= pos; ++j) {
-            const double p = std::exp(s[size_t(j)] - m);
-            sum += p;
-            const F* vj = vr.at(b, hk, j);
-            for (int64_t e = 0; e < D; ++e) acc[size_t(e)] += p * double(vj[e]);
-          }
-          F* oi = orow.at(b, h, i);
-          for (int64_t e = 0; e < D; ++e) oi[e] = F(acc[size_t(e)] / sum);
-          lp[bh * T + i] = F(m + std::log(sum));
+        const int64_t b = bh / H, h = bh % H;
+        for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
+          const Block blk(r0, std::min(kRowBlock, T - r0), off + r0, window);
+          forward_block(blk, qh, kh, vh, oh, b, h, h / G, D, scale, p.data(), blk.n, blk.n,
+                        lp + bh * T + r0);
         }
       }
     }
@@ -277,61 +327,42 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
                               const Tensor& v, const Tensor& out, const Tensor& lse, double scale,
                               int64_t window) {
   const Dims d = check_qkv("flash_attention_backward", q, k, v);
-  const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
+  const int64_t B = d.B, H = d.H, T = d.T, D = d.D;
   check_attention_grads("flash_attention_backward", dq, dk, dv, dout, q, k, v, /*strided=*/true);
   check_view("flash_attention_backward", "out", out, q, false);
   check_like("flash_attention_backward", "lse", lse, {B, H, T}, stat_dtype(q.dtype()));
-  const int64_t G = H / Hkv;
+  single_threaded_blas_unless_asked();
+  const Tensor qb = blas_readable(q), kb = blas_readable(k), vb = blas_readable(v),
+               dob = blas_readable(dout);
 
   dispatch_float("flash_attention_backward", q.dtype(), [&](auto z) {
     using F = decltype(z);
-    const Rows<const F> qr = rows_of<F>(q), kr = rows_of<F>(k), vr = rows_of<F>(v),
-                        outr = rows_of<F>(out), dor = rows_of<F>(dout);
-    const Rows<F> dqr = mut_rows_of<F>(dq), dkr = mut_rows_of<F>(dk), dvr = mut_rows_of<F>(dv);
+    const Grads<F> x = grads_of<F>(dq, dk, dv, dob, qb, kb, vb);
+    const Heads<const F> oh = heads_of<F>(out);
     const F* lp = static_cast<const F*>(lse.data_ptr());
-    // Split over (b, kv head) like attention_backward: one thread owns a kv head's dK and dV.
-#pragma omp parallel if (B * H * T * T * D > 65536)
-    {
-      std::vector<double> dk_acc(size_t(T * D), 0.0), dv_acc(size_t(T * D), 0.0),
-          dq_acc(size_t(D), 0.0);
-#pragma omp for
-      for (int64_t bk = 0; bk < B * Hkv; ++bk) {
-        const int64_t b = bk / Hkv, g = bk % Hkv;
-        std::fill(dk_acc.begin(), dk_acc.end(), 0.0);
-        std::fill(dv_acc.begin(), dv_acc.end(), 0.0);
-        for (int64_t h = g * G; h < (g + 1) * G; ++h) {
-          const int64_t bh = b * H + h;
-          for (int64_t i = 0; i < T; ++i) {
-            const F* qi = qr.at(b, h, i);
-            const F* doi = dor.at(b, h, i);
-            const F* oi = outr.at(b, h, i);
-            const double l = double(lp[bh * T + i]);
-            double rowdot = 0;  // rowsum(dO * O) = rowsum(dP * P)
-            for (int64_t e = 0; e < D; ++e) rowdot += double(doi[e]) * double(oi[e]);
-            std::fill(dq_acc.begin(), dq_acc.end(), 0.0);
-            for (int64_t j = first_key(i, window); j <= i; ++j) {
-              const F* kj = kr.at(b, g, j);
-              const F* vj = vr.at(b, g, j);
-              double s = 0, dp = 0;
-              for (int64_t e = 0; e < D; ++e) {
-                s += double(qi[e]) * double(kj[e]);
-                dp += double(doi[e]) * double(vj[e]);
-              }
-              const double p = std::exp(scale * s - l);
-              const double ds = p * (dp - rowdot);
-              for (int64_t e = 0; e < D; ++e) {
-                dq_acc[size_t(e)] += ds * double(kj[e]);
-                dk_acc[size_t(j * D + e)] += ds * double(qi[e]);
-                dv_acc[size_t(j * D + e)] += p * double(doi[e]);
-              }
-            }
-            F* dqi = dqr.at(b, h, i);
-            for (int64_t e = 0; e < D; ++e) dqi[e] = F(scale * dq_acc[size_t(e)]);
-          }
-        }
-        store_kv_grads(dkr, dvr, b, g, T, D, scale, dk_acc, dv_acc);
-      }
-    }
+    // P rebuilt from the saved lse: S = scale Q K^T over the block's keys, P = exp(S - lse) on
+    // each row's keys, zero elsewhere; rowdot = rowsum(dO * O) in double.
+    backward_heads<F>(d, x, scale, window,
+                      [&](const Block& blk, int64_t b, int64_t h, F* p, double* rowdot) {
+                        const int64_t n = blk.n, g = h / (H / d.Hkv);
+                        blas_gemm<F>(false, true, blk.rows, n, D, F(scale),
+                                     x.q.at(b, h, blk.r0), x.q.ld, x.k.at(b, g, blk.k0), x.k.ld,
+                                     F(0), p, n);
+                        for (int64_t i = 0; i < blk.rows; ++i) {
+                          F* pi = p + i * n;
+                          const F l = lp[(b * H + h) * T + blk.r0 + i];
+                          const int64_t lo = blk.lo(i), hi = blk.hi(i);
+                          for (int64_t j = lo; j <= hi; ++j) pi[j] = fast_exp(pi[j] - l);
+                          std::fill(pi, pi + lo, F(0));
+                          std::fill(pi + hi + 1, pi + n, F(0));
+                          const F* o = oh.at(b, h, blk.r0 + i);
+                          const F* dO = x.dout.at(b, h, blk.r0 + i);
+                          double dot = 0;
+                          for (int64_t e = 0; e < D; ++e) dot += double(dO[e]) * double(o[e]);
+                          rowdot[i] = dot;
+                        }
+                        return BlockP<F>{p, n, true};
+                      });
   });
 }
 
