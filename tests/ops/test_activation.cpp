@@ -1,10 +1,14 @@
 // gelu (tanh form), silu and swiglu: values against the formulas evaluated by hand in double,
-// gradients by central differences, and behaviour at large |x|.
+// gradients by central differences, behaviour at large |x|, and the f32 kernels' bits against
+// their scalar formulas (whatever vector width the CPU's clone runs, cpu/simd.h).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <string>
 
+#include "backend/cpu/fast_exp.h"
+#include "backend/kernels.h"
+#include "core/rng.h"
 #include "gradcheck.h"
 #include "ops/ops.h"
 
@@ -23,6 +27,46 @@ void expect_near_all(const std::vector<float>& got, const std::vector<double>& w
 // The f32 kernels evaluate tanh / exp in float: each of the few roundings costs at most an ulp, and
 // |y| <= 2 below (ulp 2.4e-7), so 1e-6 allows about four ulps.
 constexpr double kValueTol = 1e-6;
+
+TEST(Activations, f32_kernels_give_their_scalar_formulas_bits) {
+  // 4099 elements: the vector loops' bodies and a tail of 3 (4099 = 512 * 8 + 3) in any width.
+  // Over [-12, 12]: sigmoid from ~6e-6 to 1 - 6e-6, GELU's cubic term large.
+  const int64_t n = 4099;
+  Generator g(7);
+  const Tensor x = ops::scale(ops::sub(rand({n}, g), full({n}, 0.5f)), 24.0),
+               up = randn({n}, g), dy = randn({n}, g);
+  const std::vector<float> xs = x.to_vector<float>(), us = up.to_vector<float>(),
+                           gs = dy.to_vector<float>();
+  using tessera::cpu::sigmoid;
+  const float k = float(0.7978845608028654), a = float(0.044715);
+  const size_t N = xs.size();
+  std::vector<float> gelu(N), dgelu(N), silu(N), dsilu(N), swiglu(N), dgate(N), dup(N);
+  for (size_t i = 0; i < N; ++i) {  // activation.cpp's formulas, one element at a time
+    const float v = xs[i], s2 = sigmoid(2.0f * k * (v + a * v * v * v)), s = sigmoid(v);
+    gelu[i] = v * s2;
+    dgelu[i] = gs[i] * (s2 + 2.0f * v * s2 * (1.0f - s2) * k * (1.0f + 3.0f * a * v * v));
+    silu[i] = v * s;
+    dsilu[i] = gs[i] * s * (1.0f + v * (1.0f - s));
+    swiglu[i] = v * s * us[i];
+    dgate[i] = gs[i] * us[i] * s * (1.0f + v * (1.0f - s));
+    dup[i] = gs[i] * v * s;
+  }
+  const auto out = [&] { return Tensor::empty({n}); };
+  Tensor y = out(), dx = out(), dg = out(), du = out();
+  TESSERA_KERNEL(x, gelu_forward)(y, x);
+  EXPECT_EQ(y.to_vector<float>(), gelu) << "gelu";
+  TESSERA_KERNEL(x, gelu_backward)(dx, dy, x);
+  EXPECT_EQ(dx.to_vector<float>(), dgelu) << "gelu backward";
+  TESSERA_KERNEL(x, silu_forward)(y, x);
+  EXPECT_EQ(y.to_vector<float>(), silu) << "silu";
+  TESSERA_KERNEL(x, silu_backward)(dx, dy, x);
+  EXPECT_EQ(dx.to_vector<float>(), dsilu) << "silu backward";
+  TESSERA_KERNEL(x, swiglu_forward)(y, x, up);
+  EXPECT_EQ(y.to_vector<float>(), swiglu) << "swiglu";
+  TESSERA_KERNEL(x, swiglu_backward)(dg, du, dy, x, up);
+  EXPECT_EQ(dg.to_vector<float>(), dgate) << "swiglu backward, gate";
+  EXPECT_EQ(du.to_vector<float>(), dup) << "swiglu backward, up";
+}
 
 TEST(GELU, value_matches_tanh_formula) {
   // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) evaluated in double (Python's math.tanh), e.g.

@@ -26,6 +26,7 @@
 
 #include "backend/adamw_flat_args.h"
 #include "backend/cpu/cpu.h"
+#include "backend/cpu/simd.h"
 
 namespace tessera::cpu {
 namespace {
@@ -56,7 +57,8 @@ inline S load(const G& g) {
 
 // out: the bf16 parameter receiving round(w), or null when w is the parameter.
 template <typename S, typename G>
-void adamw_update(S* w, S* m, S* v, const G* g, bf16* out, int64_t n, const Coefs& c) {
+TESSERA_SIMD_CLONES void adamw_update(S* w, S* m, S* v, const G* g, bf16* out, int64_t n,
+                                      const Coefs& c) {
   const S decay = S(c.decay), b1 = S(c.b1), b2 = S(c.b2), eps = S(c.eps);
   const S one_minus_b1 = S(1.0 - c.b1), one_minus_b2 = S(1.0 - c.b2);
   const S step_size = S(c.step_size), bc2_sqrt = S(c.bc2_sqrt), grad_scale = S(c.grad_scale);
