@@ -13,7 +13,7 @@
 //
 // Forward, causal (query i attends to keys 0..i, itself included; with a sliding window of w > 0,
 // to keys i - w < j <= i):
-//   S = scale * q k^T,  P = softmax_j(S) over the attended j with P[i, j] = 0 elsewhere,  out = P v.
+//   S = scale * q k^T,  P = softmax_j(S) over the attended j (P[i, j] = 0 elsewhere),  out = P v.
 // Backward, per query head (softmax Jacobian applied row by row):
 //   dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dP * P)),  dQ = scale * dS K,
 //   dK = scale * dS^T Q;
@@ -38,7 +38,7 @@
 #include <cmath>
 #include <vector>
 
-#include "backend/attention_shapes.h"
+#include "backend/cpu/attention_heads.h"
 #include "backend/cpu/blas.h"
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/fast_exp.h"
@@ -47,39 +47,12 @@ namespace tessera::cpu {
 namespace {
 
 using Dims = AttentionDims;
-AttentionDims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
-                        bool allow_offset = false) {
-  return check_attention_qkv(kernel, q, k, v, allow_offset, /*strided=*/true);
-}
-
 constexpr auto check_like = check_attention_like;
 
 // An output or gradient view (strided contract).
 void check_view(const char* kernel, const char* name, const Tensor& t, const Tensor& like,
                 bool output) {
   check_attention_view(kernel, name, t, like.shape(), like.dtype(), output);
-}
-
-DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
-
-// One (B, H, T, D) view as BLAS sees its heads: element pointer, row geometry, and the leading
-// dimension of a head's rows.
-template <typename P>
-struct Heads {
-  P* p;
-  HeadStrides s;
-  int64_t ld;
-  P* at(int64_t b, int64_t h, int64_t t) const { return p + s.row(b, h, t); }
-};
-template <typename F>
-Heads<const F> heads_of(const Tensor& t) {
-  return {static_cast<const F*>(t.data_ptr()), head_strides(t),
-          head_ld(t.strides()[2], t.size(2), t.size(3))};
-}
-template <typename F>
-Heads<F> mut_heads_of(const Tensor& t) {
-  return {static_cast<F*>(t.data_ptr()), head_strides(t),
-          head_ld(t.strides()[2], t.size(2), t.size(3))};
 }
 
 // The query rows [r0, r0 + rows) of one head, at positions pos0 = offset + r0 on, and the keys
@@ -91,7 +64,9 @@ struct Block {
   Block(int64_t r0_, int64_t rows_, int64_t pos0_, int64_t window_)
       : r0(r0_), rows(rows_), pos0(pos0_), window(window_), k0(first(pos0_)),
         n(pos0_ + rows_ - k0) {}
-  int64_t first(int64_t pos) const { return window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0; }
+  int64_t first(int64_t pos) const {
+    return window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+  }
   int64_t lo(int64_t i) const { return first(pos0 + i) - k0; }
   int64_t hi(int64_t i) const { return pos0 + i - k0; }
 };
@@ -209,8 +184,8 @@ void backward_heads(const Dims& d, const Grads<F>& x, double scale, int64_t wind
     for (int64_t bk = 0; bk < B * Hkv; ++bk) {
       const int64_t b = bk / Hkv, g = bk % Hkv;
       // The group's query heads add into one kv head's dK and dV.
-      zero_head_rows(x.dk.p, x.dk.s, b, g, T, D);
-      zero_head_rows(x.dv.p, x.dv.s, b, g, T, D);
+      zero_head_rows(x.dk, b, g, T, D);
+      zero_head_rows(x.dv, b, g, T, D);
       for (int64_t h = g * G; h < (g + 1) * G; ++h)
         for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
           const Block blk(r0, std::min(kRowBlock, T - r0), r0, window);
@@ -241,7 +216,7 @@ struct BlockP {
 
 void attention_forward(const Tensor& out, const Tensor& probs, const Tensor& q, const Tensor& k,
                        const Tensor& v, double scale) {
-  const Dims d = check_qkv("attention_forward", q, k, v);
+  const Dims d = check_strided_qkv("attention_forward", q, k, v);
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
   check_view("attention_forward", "out", out, q, true);
   check_like("attention_forward", "probs", probs, {B, H, T, T}, q.dtype());
@@ -270,7 +245,7 @@ void attention_forward(const Tensor& out, const Tensor& probs, const Tensor& q, 
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
                         double scale) {
-  const Dims d = check_qkv("attention_backward", q, k, v);
+  const Dims d = check_strided_qkv("attention_backward", q, k, v);
   const int64_t B = d.B, H = d.H, T = d.T;
   check_attention_grads("attention_backward", dq, dk, dv, dout, q, k, v, /*strided=*/true);
   check_like("attention_backward", "probs", probs, {B, H, T, T}, q.dtype());
@@ -290,7 +265,7 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
 
 void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
                              const Tensor& k, const Tensor& v, double scale, int64_t window) {
-  const Dims d = check_qkv("flash_attention_forward", q, k, v, /*allow_offset=*/true);
+  const Dims d = check_strided_qkv("flash_attention_forward", q, k, v, /*allow_offset=*/true);
   // T queries at positions off + i over Tk keys (off = 0: self-attention). k and v may be a
   // cache's filled prefix: a strided view like any other.
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D, Tk = d.Tk, off = d.offset();
@@ -326,7 +301,7 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
                               const Tensor& dout, const Tensor& q, const Tensor& k,
                               const Tensor& v, const Tensor& out, const Tensor& lse, double scale,
                               int64_t window) {
-  const Dims d = check_qkv("flash_attention_backward", q, k, v);
+  const Dims d = check_strided_qkv("flash_attention_backward", q, k, v);
   const int64_t B = d.B, H = d.H, T = d.T, D = d.D;
   check_attention_grads("flash_attention_backward", dq, dk, dv, dout, q, k, v, /*strided=*/true);
   check_view("flash_attention_backward", "out", out, q, false);

@@ -46,7 +46,7 @@
 #include <cmath>
 #include <vector>
 
-#include "backend/attention_shapes.h"
+#include "backend/cpu/attention_heads.h"
 #include "backend/cpu/blas.h"
 #include "backend/cpu/cpu.h"
 
@@ -54,14 +54,7 @@ namespace tessera::cpu {
 namespace {
 
 using Dims = AttentionDims;
-AttentionDims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
-                        bool allow_offset = false) {
-  return check_attention_qkv(kernel, q, k, v, allow_offset, /*strided=*/true);
-}
-
 constexpr auto check_like = check_attention_like;
-
-DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 
 // One query row's scan over its n attended keys, from their scores z[0..n): fills a[i] = A[i] and
 // beta[i], returns log rem. With e = exp(-|z|): softplus(z) = max(z, 0) + log1p(e) and
@@ -83,7 +76,7 @@ double stick_scan(const F* z, int64_t n, std::vector<double>& a, std::vector<dou
 void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tensor& rem,
                             const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                             bool attend_current, bool add_remainder) {
-  const Dims d = check_qkv("stick_breaking_forward", q, k, v, /*allow_offset=*/true);
+  const Dims d = check_strided_qkv("stick_breaking_forward", q, k, v, /*allow_offset=*/true);
   // T queries at positions off + j over Tk keys (off = 0: self-attention).
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D, Tk = d.Tk, off = d.offset();
   check_attention_view("stick_breaking_forward", "out", out, q.shape(), q.dtype(), true);
@@ -95,14 +88,8 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
 
   dispatch_float("stick_breaking_forward", q.dtype(), [&](auto zero) {
     using F = decltype(zero);
-    const F* qp = static_cast<const F*>(qb.data_ptr());
-    const F* kp = static_cast<const F*>(kb.data_ptr());
-    const F* vp = static_cast<const F*>(vb.data_ptr());
-    F* op = static_cast<F*>(out.data_ptr());
-    const HeadStrides sq = head_strides(qb), sk = head_strides(kb), sv = head_strides(vb),
-                      so = head_strides(out);
-    const int64_t lq = head_ld(sq.t, T, D), lk = head_ld(sk.t, Tk, D), lv = head_ld(sv.t, Tk, D),
-                  lo = head_ld(so.t, T, D);
+    const Heads<const F> qh = heads_of<F>(qb), kh = heads_of<F>(kb), vh = heads_of<F>(vb);
+    const Heads<F> oh = mut_heads_of<F>(out);
     F* lrp = static_cast<F*>(log_rem.data_ptr());  // stat dtype == F for f32 and f64
     F* rp = rem.defined() ? static_cast<F*>(rem.data_ptr()) : nullptr;
 #pragma omp parallel if (B * H * T * T * D > 65536)
@@ -114,13 +101,13 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
 #pragma omp for schedule(dynamic)
       for (int64_t bh = 0; bh < B * H; ++bh) {
         const int64_t b = bh / H, h = bh % H, g = h / G;
-        const F* kh = kp + sk.row(b, g, 0);  // a cache's filled prefix is a view too
-        const F* vh = vp + sv.row(b, g, 0);
+        const F* k0 = kh.at(b, g, 0);  // a cache's filled prefix is a view too
+        const F* v0 = vh.at(b, g, 0);
         for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
           const int64_t rows = std::min(kRowBlock, T - r0);
           const int64_t last = off + r0 + rows - 1;  // the block's last query position
           const int64_t keys = attend_current ? last + 1 : last;
-          blas_gemm<F>(false, true, rows, keys, D, F(scale), qp + sq.row(b, h, r0), lq, kh, lk,
+          blas_gemm<F>(false, true, rows, keys, D, F(scale), qh.at(b, h, r0), qh.ld, k0, kh.ld,
                        F(0), za.data(), keys);
           for (int64_t jj = 0; jj < rows; ++jj) {
             const int64_t pos = off + r0 + jj, n = attend_current ? pos + 1 : pos;
@@ -129,14 +116,14 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
             for (int64_t i = 0; i < n; ++i) row[i] = F(a[size_t(i)]);
             std::fill(row + n, row + keys, F(0));
           }
-          blas_gemm<F>(false, false, rows, D, keys, F(1), za.data(), keys, vh, lv, F(0),
-                       op + so.row(b, h, r0), lo);
+          blas_gemm<F>(false, false, rows, D, keys, F(1), za.data(), keys, v0, vh.ld, F(0),
+                       oh.at(b, h, r0), oh.ld);
           for (int64_t jj = 0; jj < rows; ++jj) {
             const int64_t j = r0 + jj, pos = off + j;
             const double r = std::exp(lr[size_t(jj)]);
             if (add_remainder) {
-              F* oj = op + so.row(b, h, j);
-              const F* vj = vh + pos * sv.t;
+              F* oj = oh.at(b, h, j);
+              const F* vj = vh.at(b, g, pos);
               for (int64_t e = 0; e < D; ++e) oj[e] = F(double(oj[e]) + r * double(vj[e]));
             }
             lrp[bh * T + j] = F(lr[size_t(jj)]);
@@ -152,7 +139,7 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
                              const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                              const Tensor& out, const Tensor& log_rem, double scale,
                              bool attend_current, bool add_remainder) {
-  const Dims d = check_qkv("stick_breaking_backward", q, k, v);
+  const Dims d = check_strided_qkv("stick_breaking_backward", q, k, v);
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D;
   check_attention_grads("stick_breaking_backward", dq, dk, dv, dout, q, k, v, /*strided=*/true);
   check_attention_view("stick_breaking_backward", "out", out, q.shape(), q.dtype(), false);
@@ -164,19 +151,9 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
 
   dispatch_float("stick_breaking_backward", q.dtype(), [&](auto zero) {
     using F = decltype(zero);
-    const F* qp = static_cast<const F*>(qb.data_ptr());
-    const F* kp = static_cast<const F*>(kb.data_ptr());
-    const F* vp = static_cast<const F*>(vb.data_ptr());
-    const F* dop = static_cast<const F*>(dob.data_ptr());
-    F* dqp = static_cast<F*>(dq.data_ptr());
-    F* dkp = static_cast<F*>(dk.data_ptr());
-    F* dvp = static_cast<F*>(dv.data_ptr());
-    const HeadStrides sq = head_strides(qb), sk = head_strides(kb), sv = head_strides(vb),
-                      sdo = head_strides(dob), sdq = head_strides(dq), sdk = head_strides(dk),
-                      sdv = head_strides(dv);
-    const int64_t lq = head_ld(sq.t, T, D), lk = head_ld(sk.t, T, D), lv = head_ld(sv.t, T, D),
-                  ldo = head_ld(sdo.t, T, D), ldq = head_ld(sdq.t, T, D),
-                  ldk = head_ld(sdk.t, T, D), ldv = head_ld(sdv.t, T, D);
+    const Heads<const F> qh = heads_of<F>(qb), kh = heads_of<F>(kb), vh = heads_of<F>(vb),
+                         doh = heads_of<F>(dob);
+    const Heads<F> dqh = mut_heads_of<F>(dq), dkh = mut_heads_of<F>(dk), dvh = mut_heads_of<F>(dv);
 #pragma omp parallel if (B * H * T * T * D > 65536)
     {
       // Z, then dZ in place; dA, then A in place: one row block each. The scan's doubles of a row.
@@ -186,31 +163,31 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
 #pragma omp for schedule(dynamic)
       for (int64_t bk = 0; bk < B * Hkv; ++bk) {
         const int64_t b = bk / Hkv, g = bk % Hkv;
-        const F* kh = kp + sk.row(b, g, 0);
-        const F* vh = vp + sv.row(b, g, 0);
+        const F* k0 = kh.at(b, g, 0);
+        const F* v0 = vh.at(b, g, 0);
         // The group's query heads add into one kv head's dK and dV.
-        zero_head_rows(dkp, sdk, b, g, T, D);
-        zero_head_rows(dvp, sdv, b, g, T, D);
+        zero_head_rows(dkh, b, g, T, D);
+        zero_head_rows(dvh, b, g, T, D);
         for (int64_t h = g * G; h < (g + 1) * G; ++h) {
           for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
             const int64_t rows = std::min(kRowBlock, T - r0), last = r0 + rows - 1;
             const int64_t keys = attend_current ? last + 1 : last;
-            const F* qblk = qp + sq.row(b, h, r0);
-            const F* doblk = dop + sdo.row(b, h, r0);
-            blas_gemm<F>(false, true, rows, keys, D, F(scale), qblk, lq, kh, lk, F(0), zz.data(),
-                         keys);
-            blas_gemm<F>(false, true, rows, keys, D, F(1), doblk, ldo, vh, lv, F(0), aa.data(),
-                         keys);
+            const F* qblk = qh.at(b, h, r0);
+            const F* doblk = doh.at(b, h, r0);
+            blas_gemm<F>(false, true, rows, keys, D, F(scale), qblk, qh.ld, k0, kh.ld, F(0),
+                         zz.data(), keys);
+            blas_gemm<F>(false, true, rows, keys, D, F(1), doblk, doh.ld, v0, vh.ld, F(0),
+                         aa.data(), keys);
             for (int64_t jj = 0; jj < rows; ++jj) {
               const int64_t j = r0 + jj, n = attend_current ? j + 1 : j;
               F* zrow = zz.data() + jj * keys;  // z, then dz
               F* arow = aa.data() + jj * keys;  // dA, then A
-              const F* doj = doblk + jj * sdo.t;
+              const F* doj = doh.at(b, h, j);
               const double rem = std::exp(stick_scan(zrow, n, a, beta));
               double rbar = 0;
               if (add_remainder) {
-                const F* vj = vh + j * sv.t;
-                F* dvj = dvp + sdv.row(b, g, j);
+                const F* vj = vh.at(b, g, j);
+                F* dvj = dvh.at(b, g, j);
                 for (int64_t e = 0; e < D; ++e) rbar += double(doj[e]) * double(vj[e]);
                 for (int64_t e = 0; e < D; ++e) dvj[e] = F(double(dvj[e]) + rem * double(doj[e]));
               }
@@ -224,12 +201,12 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
               std::fill(zrow + n, zrow + keys, F(0));
               std::fill(arow + n, arow + keys, F(0));
             }
-            blas_gemm<F>(false, false, rows, D, keys, F(scale), zz.data(), keys, kh, lk, F(0),
-                         dqp + sdq.row(b, h, r0), ldq);
-            blas_gemm<F>(true, false, keys, D, rows, F(scale), zz.data(), keys, qblk, lq, F(1),
-                         dkp + sdk.row(b, g, 0), ldk);
-            blas_gemm<F>(true, false, keys, D, rows, F(1), aa.data(), keys, doblk, ldo, F(1),
-                         dvp + sdv.row(b, g, 0), ldv);
+            blas_gemm<F>(false, false, rows, D, keys, F(scale), zz.data(), keys, k0, kh.ld, F(0),
+                         dqh.at(b, h, r0), dqh.ld);
+            blas_gemm<F>(true, false, keys, D, rows, F(scale), zz.data(), keys, qblk, qh.ld, F(1),
+                         dkh.at(b, g, 0), dkh.ld);
+            blas_gemm<F>(true, false, keys, D, rows, F(1), aa.data(), keys, doblk, doh.ld, F(1),
+                         dvh.at(b, g, 0), dvh.ld);
           }
         }
       }
