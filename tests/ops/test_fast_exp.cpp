@@ -108,9 +108,14 @@ TEST(FastExp, double_exp_and_log1p_within_two_ulp_of_libm_over_the_scans_ranges)
     }
   EXPECT_LE(worst_exp, 2.0) << "exp_f64 at x = " << at_exp;
   EXPECT_LE(worst_log, 2.0) << "log1p_f64 at x = " << at_log;
-  // Edges: exp(0) = 1 and log1p(0) = 0 exactly, 0 below -708, NaN kept.
+  // Edges: exp(0) = 1 and log1p(0) = 0 exactly, 0 below -708, +inf above 709, NaN kept; small
+  // positive arguments (a softmax's x - lse rounded above 0) as exp's.
   EXPECT_EQ(exp_f64(0.0), 1.0);
   EXPECT_EQ(exp_f64(-709.0), 0.0);
+  EXPECT_EQ(exp_f64(710.0), std::numeric_limits<double>::infinity());
+  EXPECT_LE(ulps64(exp_f64(709.0), std::exp(709.0)), 2.0);
+  EXPECT_LE(ulps64(exp_f64(1e-7), std::exp(1e-7)), 2.0);
+  EXPECT_LE(ulps64(exp_f64(0.3), std::exp(0.3)), 2.0);
   EXPECT_EQ(exp_f64(-std::numeric_limits<double>::infinity()), 0.0);
   EXPECT_EQ(log1p_f64(0.0), 0.0);
   EXPECT_EQ(log1p_f64(1e-300), 1e-300);

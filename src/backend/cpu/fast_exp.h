@@ -49,15 +49,18 @@ inline float exp_f32(float x) {
 
 // Double-precision exp and log1p in the same straight-line form, for the stick-breaking scan of
 // f32 attention (cpu/stick_breaking.cpp), whose sums of softplus terms over thousands of keys need
-// double but whose libm calls (exp, log1p, exp per score) were a third of an sb-small step. Both
-// within 1 ulp of libm's, measured (tests/ops/test_fast_exp.cpp); the f64 kernels keep libm.
+// double but whose libm calls (exp, log1p, exp per score) were a third of an sb-small step: its
+// per-key passes vectorise with them. Both within 1 ulp of libm's, measured
+// (tests/ops/test_fast_exp.cpp); the f64 kernels keep libm (exp_in and log1p_in below). Scalar,
+// they are no faster than libm's (the softmax rows, whose sums are serial, keep libm).
 //
-// exp_f64(x) for x <= 0: Cody-Waite reduction with fdlibm's ln 2 split (the high part's last 32
+// exp_f64(x): Cody-Waite reduction with fdlibm's ln 2 split (the high part's last 32
 // bits zero, so n * hi is exact for |n| < 2^20), e^r by its Taylor polynomial to degree 13 on
 // |r| <= ln2 / 2 (truncation < 4e-18, under a tenth of double's half ulp), 2^n in the exponent
-// bits. Below -708 it returns 0 (the true value is under 3.3e-308, subnormal); NaN stays NaN.
+// bits. Below -708 it returns 0 (the true value is under 3.3e-308, subnormal), above 709 +inf
+// (exact only from 709.79 on); NaN stays NaN.
 inline double exp_f64(double x) {
-  const double xc = std::max(x, -708.0);
+  const double xc = std::min(std::max(x, -708.0), 709.0);
   constexpr double kShift = 6755399441055744.0;  // 1.5 * 2^52
   const double t = xc * 1.4426950408889634 + kShift;
   const double n = t - kShift;
@@ -78,7 +81,7 @@ inline double exp_f64(double x) {
   p = p * r + 1.0;
   p = p * r + 1.0;
   const double e = p * std::bit_cast<double>((ni + 1023) << 52);
-  return x < -708.0 ? 0.0 : e;
+  return x > 709.0 ? std::numeric_limits<double>::infinity() : x < -708.0 ? 0.0 : e;
 }
 
 // log1p_f64(x) for x in [0, 1] (the scan's e^-|z|): log(1 + x) = k ln 2 + log m with m = 1 + x,
@@ -101,6 +104,26 @@ inline double log1p_f64(double x) {
   p = p * s2 + 1.0 / 3.0;
   const double log_m = 2.0 * s + 2.0 * s * (s2 * p);
   return halve ? 6.93147180369123816490e-01 + (log_m + 1.90821492927058770002e-10) : log_m;
+}
+
+// The double exp and log1p of a kernel on T's data: exp_f64 and log1p_f64 for float, libm's for
+// double (the f64 kernels are the reference the PyTorch twin is checked against).
+template <typename T>
+double exp_in(double x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return exp_f64(x);
+  } else {
+    return std::exp(x);
+  }
+}
+
+template <typename T>
+double log1p_in(double x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return log1p_f64(x);
+  } else {
+    return std::log1p(x);
+  }
 }
 
 // exp in T's precision: exp_f32 for float, libm for double.

@@ -44,7 +44,6 @@
 // thread count.
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
 #include <vector>
 
 #include "backend/cpu/attention_heads.h"
@@ -59,36 +58,17 @@ namespace {
 using Dims = AttentionDims;
 constexpr auto check_like = check_attention_like;
 
-// The scan's exp and log1p: libm's for the f64 kernels (the reference the PyTorch twin is checked
-// against), fast_exp.h's straight-line ones for f32 (within 1 ulp of libm's, measured), which
-// vectorise.
-template <typename F>
-double scan_exp(double x) {
-  if constexpr (std::is_same_v<F, float>) {
-    return exp_f64(x);
-  } else {
-    return std::exp(x);
-  }
-}
-template <typename F>
-double scan_log1p(double x) {
-  if constexpr (std::is_same_v<F, float>) {
-    return log1p_f64(x);
-  } else {
-    return std::log1p(x);
-  }
-}
-
 // One query row's scan over its n attended keys, from their scores z[0..n): fills a[i] = A[i] and
 // beta[i], returns log rem. With e = exp(-|z|): softplus(z) = max(z, 0) + log1p(e) and
 // logsigmoid(z) = min(z, 0) - log1p(e), neither of which overflows or cancels for large |z|.
-// Three passes: the per-key functions (independent, so they vectorise), the running sum of the
-// softplus terms from the last key back (serial: additions only), then A from its log.
+// Three passes: the per-key functions (independent, so they vectorise; fast_exp.h's exp_in and
+// log1p_in: libm's for f64, straight-line ones within 1 ulp of libm's for f32), the running sum
+// of the softplus terms from the last key back (serial: additions only), then A from its log.
 template <typename F>
 TESSERA_SIMD_CLONES double stick_scan(const F* z, int64_t n, double* a, double* beta) {
   for (int64_t i = 0; i < n; ++i) {
-    const double zi = double(z[i]), ez = scan_exp<F>(-std::abs(zi));
-    a[i] = scan_log1p<F>(ez);
+    const double zi = double(z[i]), ez = exp_in<F>(-std::abs(zi));
+    a[i] = log1p_in<F>(ez);
     beta[i] = zi >= 0 ? 1 / (1 + ez) : ez / (1 + ez);
   }
   double tail = 0;  // sum of softplus(z[k]) over the attended k > i: -log of the stick left for i
@@ -97,7 +77,7 @@ TESSERA_SIMD_CLONES double stick_scan(const F* z, int64_t n, double* a, double* 
     a[i] = std::min(zi, 0.0) - l - tail;
     tail += std::max(zi, 0.0) + l;
   }
-  for (int64_t i = 0; i < n; ++i) a[i] = scan_exp<F>(a[i]);
+  for (int64_t i = 0; i < n; ++i) a[i] = exp_in<F>(a[i]);
   return -tail;
 }
 
