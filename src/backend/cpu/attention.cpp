@@ -69,7 +69,19 @@ struct Block {
   }
   int64_t lo(int64_t i) const { return first(pos0 + i) - k0; }
   int64_t hi(int64_t i) const { return pos0 + i - k0; }
+  // rows x n of any block over Tk keys fits in this many elements.
+  static size_t scratch(int64_t T, int64_t Tk, int64_t window) {
+    const int64_t keys = window > 0 ? std::min(Tk, window + kRowBlock - 1) : Tk;
+    return size_t(std::min(kRowBlock, T) * keys);
+  }
 };
+
+// Zeroes a row's entries outside its keys [lo, hi] of n: P and dS are exactly zero there.
+template <typename F>
+void zero_outside(F* row, int64_t lo, int64_t hi, int64_t n) {
+  std::fill(row, row + lo, F(0));
+  std::fill(row + hi + 1, row + n, F(0));
+}
 
 // A row of P from its scores p[0..n) in place: the softmax over [lo, hi] (the max subtracted, so
 // every exp <= 1; the sum in double), exactly zero elsewhere. Returns the row's log-sum-exp of the
@@ -83,8 +95,7 @@ double softmax_row(F* p, int64_t lo, int64_t hi, int64_t n) {
   for (int64_t j = lo; j <= hi; ++j) sum += double(p[j]);
   const F inv = F(1.0 / sum);
   for (int64_t j = lo; j <= hi; ++j) p[j] *= inv;
-  std::fill(p, p + lo, F(0));
-  std::fill(p + hi + 1, p + n, F(0));
+  zero_outside(p, lo, hi, n);
   return double(m) + std::log(sum);
 }
 
@@ -156,8 +167,7 @@ void backward_block(const Block& blk, const Grads<F>& x, int64_t b, int64_t h, i
     }
     const F r = F(dot);
     for (int64_t j = lo; j <= hi; ++j) d[j] = p[j] * (d[j] - r);
-    std::fill(d, d + lo, F(0));
-    std::fill(d + hi + 1, d + n, F(0));
+    zero_outside(d, lo, hi, n);
   }
   blas_gemm<F>(false, false, blk.rows, D, n, F(scale), ds, n, x.k.at(b, g, blk.k0), x.k.ld, F(0),
                x.dq.at(b, h, blk.r0), x.dq.ld);
@@ -168,16 +178,15 @@ void backward_block(const Block& blk, const Grads<F>& x, int64_t b, int64_t h, i
 }
 
 // Both backwards: per (b, kv head), its dK and dV zeroed, then every row block of its group's
-// query heads; block_p(blk, b, h, ds-sized scratch, rowdot) hands back that block's P (and its
+// query heads; block_p(blk, b, h, g, P-sized scratch, rowdot) hands back that block's P (and its
 // row stride) and fills rowdot when the kernel has it another way.
 template <typename F, typename BlockP>
 void backward_heads(const Dims& d, const Grads<F>& x, double scale, int64_t window,
                     const BlockP& block_p) {
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D, G = H / Hkv;
-  const int64_t block_keys = window > 0 ? std::min(T, window + kRowBlock - 1) : T;
 #pragma omp parallel if (B * H * T * T * D > 65536)
   {
-    const size_t scratch = size_t(std::min(kRowBlock, T) * block_keys);
+    const size_t scratch = Block::scratch(T, T, window);
     std::vector<F> ds(scratch), p(scratch);
     std::vector<double> rowdot(static_cast<size_t>(kRowBlock));
 #pragma omp for schedule(dynamic)
@@ -189,7 +198,7 @@ void backward_heads(const Dims& d, const Grads<F>& x, double scale, int64_t wind
       for (int64_t h = g * G; h < (g + 1) * G; ++h)
         for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
           const Block blk(r0, std::min(kRowBlock, T - r0), r0, window);
-          const auto [pb, ldp, have_rowdot] = block_p(blk, b, h, p.data(), rowdot.data());
+          const auto [pb, ldp, have_rowdot] = block_p(blk, b, h, g, p.data(), rowdot.data());
           backward_block(blk, x, b, h, g, D, scale, pb, ldp,
                          have_rowdot ? rowdot.data() : nullptr, ds.data());
         }
@@ -202,6 +211,28 @@ Grads<F> grads_of(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Te
                   const Tensor& q, const Tensor& k, const Tensor& v) {
   return {heads_of<F>(q),     heads_of<F>(k),     heads_of<F>(v),    heads_of<F>(dout),
           mut_heads_of<F>(dq), mut_heads_of<F>(dk), mut_heads_of<F>(dv)};
+}
+
+// The flash backward's P for a block of query head (b, h) (kv head g), rebuilt from the saved lse
+// (lse[0..rows)): S = scale Q K^T over the block's keys into p (row stride n), P = exp(S - lse) on
+// each row's keys, zero elsewhere; and rowdot = rowsum(dO * O) in double.
+template <typename F>
+void rebuild_p(const Block& blk, const Grads<F>& x, const Heads<const F>& out, const F* lse,
+               int64_t b, int64_t h, int64_t g, int64_t D, double scale, F* p, double* rowdot) {
+  const int64_t n = blk.n;
+  blas_gemm<F>(false, true, blk.rows, n, D, F(scale), x.q.at(b, h, blk.r0), x.q.ld,
+               x.k.at(b, g, blk.k0), x.k.ld, F(0), p, n);
+  for (int64_t i = 0; i < blk.rows; ++i) {
+    F* pi = p + i * n;
+    const int64_t lo = blk.lo(i), hi = blk.hi(i);
+    for (int64_t j = lo; j <= hi; ++j) pi[j] = fast_exp(pi[j] - lse[i]);
+    zero_outside(pi, lo, hi, n);
+    const F* o = out.at(b, h, blk.r0 + i);
+    const F* dO = x.dout.at(b, h, blk.r0 + i);
+    double dot = 0;
+    for (int64_t e = 0; e < D; ++e) dot += double(dO[e]) * double(o[e]);
+    rowdot[i] = dot;
+  }
 }
 
 // What a backward's block hands backward_block: P, its row stride, and whether rowdot was filled.
@@ -257,7 +288,7 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
     using F = decltype(z);
     const F* pp = static_cast<const F*>(probs.data_ptr());
     backward_heads<F>(d, grads_of<F>(dq, dk, dv, dob, qb, kb, vb), scale, /*window=*/0,
-                      [&](const Block& blk, int64_t b, int64_t h, F*, double*) {
+                      [&](const Block& blk, int64_t b, int64_t h, int64_t, F*, double*) {
                         return BlockP<F>{pp + ((b * H + h) * T + blk.r0) * T, T, false};
                       });
   });
@@ -280,10 +311,9 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
     const Heads<const F> qh = heads_of<F>(qb), kh = heads_of<F>(kb), vh = heads_of<F>(vb);
     const Heads<F> oh = mut_heads_of<F>(out);
     F* lp = static_cast<F*>(lse.data_ptr());  // stat dtype == F for f32 and f64
-    const int64_t block_keys = window > 0 ? std::min(Tk, window + kRowBlock - 1) : Tk;
 #pragma omp parallel if (B * H * T * Tk * D > 65536)
     {
-      std::vector<F> p(size_t(std::min(kRowBlock, T) * block_keys));
+      std::vector<F> p(Block::scratch(T, Tk, window));
 #pragma omp for schedule(dynamic)
       for (int64_t bh = 0; bh < B * H; ++bh) {
         const int64_t b = bh / H, h = bh % H;
@@ -315,28 +345,12 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
     const Grads<F> x = grads_of<F>(dq, dk, dv, dob, qb, kb, vb);
     const Heads<const F> oh = heads_of<F>(out);
     const F* lp = static_cast<const F*>(lse.data_ptr());
-    // P rebuilt from the saved lse: S = scale Q K^T over the block's keys, P = exp(S - lse) on
-    // each row's keys, zero elsewhere; rowdot = rowsum(dO * O) in double.
     backward_heads<F>(d, x, scale, window,
-                      [&](const Block& blk, int64_t b, int64_t h, F* p, double* rowdot) {
-                        const int64_t n = blk.n, g = h / (H / d.Hkv);
-                        blas_gemm<F>(false, true, blk.rows, n, D, F(scale),
-                                     x.q.at(b, h, blk.r0), x.q.ld, x.k.at(b, g, blk.k0), x.k.ld,
-                                     F(0), p, n);
-                        for (int64_t i = 0; i < blk.rows; ++i) {
-                          F* pi = p + i * n;
-                          const F l = lp[(b * H + h) * T + blk.r0 + i];
-                          const int64_t lo = blk.lo(i), hi = blk.hi(i);
-                          for (int64_t j = lo; j <= hi; ++j) pi[j] = fast_exp(pi[j] - l);
-                          std::fill(pi, pi + lo, F(0));
-                          std::fill(pi + hi + 1, pi + n, F(0));
-                          const F* o = oh.at(b, h, blk.r0 + i);
-                          const F* dO = x.dout.at(b, h, blk.r0 + i);
-                          double dot = 0;
-                          for (int64_t e = 0; e < D; ++e) dot += double(dO[e]) * double(o[e]);
-                          rowdot[i] = dot;
-                        }
-                        return BlockP<F>{p, n, true};
+                      [&](const Block& blk, int64_t b, int64_t h, int64_t g, F* p,
+                          double* rowdot) {
+                        rebuild_p(blk, x, oh, lp + (b * H + h) * T + blk.r0, b, h, g, D, scale,
+                                  p, rowdot);
+                        return BlockP<F>{p, blk.n, true};
                       });
   });
 }
