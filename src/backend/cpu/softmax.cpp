@@ -57,6 +57,29 @@ void lse_rows(const char* kernel, const Tensor& y, const Tensor& x, Out out) {
   });
 }
 
+// dx[n, c] = grad(dy[n, c], y[n, c], s[n]) with s[n] = sum_c term(dy[n, c], y[n, c]) in double:
+// the shared body of both backwards.
+template <typename Term, typename Grad>
+void dot_rows(const char* kernel, const Tensor& dx, const Tensor& dy, const Tensor& y, Term term,
+              Grad grad) {
+  check_like(kernel, y, {&dx, &dy});
+  if (y.numel() == 0) return;
+  const int64_t N = rows_of(y), C = cols_of(y);
+  dispatch_float(kernel, y.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* yp = static_cast<const T*>(y.data_ptr());
+    const T* gp = static_cast<const T*>(dy.data_ptr());
+    T* dp = static_cast<T*>(dx.data_ptr());
+#pragma omp parallel for if (N * C > kParallelWork)
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t r = n * C;
+      double s = 0;
+      for (int64_t c = 0; c < C; ++c) s += term(double(gp[r + c]), double(yp[r + c]));
+      for (int64_t c = 0; c < C; ++c) dp[r + c] = T(grad(double(gp[r + c]), double(yp[r + c]), s));
+    }
+  });
+}
+
 }  // namespace
 
 // y = exp(x - lse) rather than exp(x - m) / sum: one rounding per element, not two.
@@ -68,46 +91,16 @@ void log_softmax_forward(const Tensor& y, const Tensor& x) {
   lse_rows("log_softmax_forward", y, x, [](double v) { return v; });
 }
 
-
 // dx = y * (dy - sum_c dy[c] y[c]): the softmax Jacobian diag(y) - y y^T applied to dy.
 void softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y) {
-  check_like("softmax_backward", y, {&dx, &dy});
-  if (y.numel() == 0) return;
-  const int64_t N = rows_of(y), C = cols_of(y);
-  dispatch_float("softmax_backward", y.dtype(), [&](auto z) {
-    using T = decltype(z);
-    const T* yp = static_cast<const T*>(y.data_ptr());
-    const T* gp = static_cast<const T*>(dy.data_ptr());
-    T* dp = static_cast<T*>(dx.data_ptr());
-#pragma omp parallel for if (N * C > kParallelWork)
-    for (int64_t n = 0; n < N; ++n) {
-      const int64_t r = n * C;
-      double dot = 0;
-      for (int64_t c = 0; c < C; ++c) dot += double(gp[r + c]) * double(yp[r + c]);
-      for (int64_t c = 0; c < C; ++c) dp[r + c] = T(double(yp[r + c]) * (double(gp[r + c]) - dot));
-    }
-  });
+  dot_rows("softmax_backward", dx, dy, y, [](double g, double v) { return g * v; },
+           [](double g, double v, double dot) { return v * (g - dot); });
 }
 
 // dx = dy - softmax(x) * sum_c dy[c], with softmax(x) = exp(y) recovered from the saved output.
 void log_softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y) {
-  check_like("log_softmax_backward", y, {&dx, &dy});
-  if (y.numel() == 0) return;
-  const int64_t N = rows_of(y), C = cols_of(y);
-  dispatch_float("log_softmax_backward", y.dtype(), [&](auto z) {
-    using T = decltype(z);
-    const T* yp = static_cast<const T*>(y.data_ptr());
-    const T* gp = static_cast<const T*>(dy.data_ptr());
-    T* dp = static_cast<T*>(dx.data_ptr());
-#pragma omp parallel for if (N * C > kParallelWork)
-    for (int64_t n = 0; n < N; ++n) {
-      const int64_t r = n * C;
-      double s = 0;
-      for (int64_t c = 0; c < C; ++c) s += double(gp[r + c]);
-      for (int64_t c = 0; c < C; ++c)
-        dp[r + c] = T(double(gp[r + c]) - std::exp(double(yp[r + c])) * s);
-    }
-  });
+  dot_rows("log_softmax_backward", dx, dy, y, [](double g, double) { return g; },
+           [](double g, double v, double s) { return g - std::exp(v) * s; });
 }
 
 namespace {
