@@ -8,6 +8,8 @@
 #   test       ctest -L gpu (tests/cuda: every CUDA kernel family against the CPU reference)
 #   parity     50 steps of configs/tiny.yaml on the GPU and on the CPU, losses compared step by step
 #   tiny       300 steps of tiny with head dimension 64 on the GPU: the loss must fall
+#   hf         that model and 20 GPU steps of llama-small exported (build/export) and loaded by
+#              Hugging Face transformers: their logits against tessera's (hf_transformers_check.py)
 #   bench      GPT-2 124M step beside its PyTorch twin (scripts/bench_gpu.sh), then tessera's
 #              kernel profile of that step (which kernels and shapes its device time goes to)
 #   attention  fused attention beside PyTorch's SDPA (scripts/bench_attention.sh), a short sweep
@@ -29,7 +31,7 @@ ROOT="$PWD"
 
 OUT="${OUT:-$ROOT/gpu-check-out}"
 mkdir -p "$OUT"
-STAGES="${STAGES:-build test parity tiny bench attention memory}"
+STAGES="${STAGES:-build test parity tiny hf bench attention memory}"
 BUILD_DIR="${BUILD_DIR:-build-offline}"
 JOBS="${JOBS:-$(nproc)}"
 SUMMARY="$OUT/summary.md"
@@ -76,7 +78,7 @@ elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
 } >"$SUMMARY"
 
 # ---- build -------------------------------------------------------------------------------------
-TARGETS="train eval test_cuda bench_gpu bench_attention bench_memory"
+TARGETS="train eval export test_cuda bench_gpu bench_attention bench_memory"
 if want build; then
   t0=$(date +%s)
   if STEPS=build TARGETS="$TARGETS" BUILD_DIR="$BUILD_DIR" JOBS="$JOBS" \
@@ -132,14 +134,14 @@ for line in open(sys.argv[1]):
         print(r["step"], r["loss"])
 PY
 }
-train_run() {  # name device steps extra-args... ; logs go to train.log
+train_run() {  # name device steps extra-args... ; logs go to train.log; CONFIG=... for another config
   local name=$1 dev=$2 steps=$3
   shift 3
   rm -rf "$RUNS/$name"
   echo "== $name: train on $dev for $steps steps $*" >>"$OUT/train.log"
   local threads=$JOBS
   [ "$dev" = cpu ] && threads=$(( JOBS > 2 ? JOBS / 2 : 1 ))  # the CPU twin runs beside a GPU run
-  OMP_NUM_THREADS=$threads timeout "$(limit 240)" "$B/train" --config configs/tiny.yaml --device "$dev" --max-steps "$steps" \
+  OMP_NUM_THREADS=$threads timeout "$(limit 240)" "$B/train" --config "${CONFIG:-configs/tiny.yaml}" --device "$dev" --max-steps "$steps" \
     --run-name "$name" --set checkpoint.dir="$RUNS" --set log.interval=1 --set eval.interval=0 \
     --set checkpoint.interval=0 "$@" >>"$OUT/train.log" 2>&1
 }
@@ -182,6 +184,35 @@ print(("ok" if last < first - 1.0 else "FAILED"), f"{len(l)} steps: mean loss of
   else
     row tiny FAILED "train exited with $rc$(timed_out $rc) (train.log)"
   fi
+fi
+
+if want hf; then
+  # Exported as Hugging Face directories and loaded by transformers itself (CI has only
+  # scripts/hf_logits.py's re-implementation), both sides computing on the CPU in f32: the tiny
+  # run's last checkpoint (GPT2LMHeadModel) and 20 GPU steps of llama-small (LlamaForCausalLM:
+  # RMSNorm, SwiGLU, RoPE, grouped-query heads, untied head).
+  CONFIG=configs/llama-small.yaml train_run hf-llama "$GPU_DEVICE" 20; llama_rc=$?
+  for run in tiny-hd64 hf-llama; do
+    t0=$(date +%s)
+    hf_dir=/tmp/gpu-check-hf-$run
+    rm -rf "$hf_dir" "$hf_dir.ref" "$hf_dir.log"
+    {
+      echo "== hf: export $RUNS/$run, then transformers"
+      timeout "$(limit 60)" "$B/export" --checkpoint "$RUNS/$run" --output "$hf_dir" \
+        --reference-logits "$hf_dir.ref" &&
+        HF_HUB_OFFLINE=1 timeout "$(limit 120)" "$PYTHON" scripts/hf_transformers_check.py "$hf_dir" "$hf_dir.ref"
+    } >"$hf_dir.log" 2>&1; rc=$?
+    cat "$hf_dir.log" >>"$OUT/train.log"
+    line=$(grep -E '^(transformers|SKIP)' "$hf_dir.log" | tail -1)
+    [ $rc -ne 0 ] && [ $rc -ne 77 ] && line=$(tail -1 "$hf_dir.log" | cut -c1-200)
+    line=$(echo "$line" | tr -d '|')
+    [ "$run" = hf-llama ] && [ $llama_rc -ne 0 ] && line="training exited with $llama_rc; $line"
+    case $rc in
+      0) row "hf $run" ok "${line:-?} in $(elapsed "$t0")" ;;
+      77) row "hf $run" skipped "${line:-no transformers}" ;;
+      *) row "hf $run" FAILED "rc $rc$(timed_out $rc): $line (train.log)" ;;
+    esac
+  done
 fi
 
 # ---- benchmarks --------------------------------------------------------------------------------
