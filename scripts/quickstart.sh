@@ -11,6 +11,6 @@ fi
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target train generate tokenize
 scripts/prepare_data.sh kjv
-build/train --config configs/tiny.yaml "$@"
+build/train --config configs/tiny.yaml --resume auto "$@"   # a rerun continues (or reuses) checkpoints/tiny
 echo "--- sample ---"
 build/generate --checkpoint checkpoints/tiny --prompt "And God said" --max-new-tokens 300

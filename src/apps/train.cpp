@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
     if (rank == 0) std::cout << "# resolved config\n" << to_yaml(cl.config) << std::endl;
     train::TrainResult r = train::run_training(cl.config, std::cout);
     if (rank != 0) return 0;
-    std::cout << "done: " << r.steps << " steps, train loss " << r.last_train_loss;
+    std::cout << "done: " << r.steps << " steps";
+    if (r.last_train_loss >= 0) std::cout << ", train loss " << r.last_train_loss;
     if (r.last_val_loss >= 0) std::cout << ", val loss " << r.last_val_loss;
     if (!r.last_checkpoint.empty()) std::cout << ", checkpoint " << r.last_checkpoint;
     std::cout << std::endl;

@@ -88,10 +88,12 @@ std::optional<Resumable> load_resumable(const std::string& dir, std::ostream& wa
   std::vector<std::string> candidates;  // in the order they are tried
   std::error_code ec;
   const fs::path latest = fs::path(dir) / "latest";
+  std::string latest_error;
   if (fs::exists(latest, ec)) {
     try {
       candidates.push_back(resolve_checkpoint(latest.string()));
     } catch (const Error& e) {
+      latest_error = e.what();
       warn << "warning: " << e.what() << "; looking for the newest complete checkpoint\n";
     }
   }
@@ -99,6 +101,11 @@ std::optional<Resumable> load_resumable(const std::string& dir, std::ostream& wa
   for (auto it = files.rbegin(); it != files.rend(); ++it)
     if (candidates.empty() || !fs::equivalent(it->path, candidates.front(), ec))
       candidates.push_back(it->path);
+  // `latest` is written only after a checkpoint was: with nothing left to read, the run's
+  // checkpoints are gone, and starting it over would be a silent loss of its training.
+  TESSERA_CHECK(!candidates.empty() || latest_error.empty(), "nothing to resume from in ", dir,
+                ": ", latest_error, ", and no other checkpoint is there; remove ", latest.string(),
+                " to start the run over");
   if (candidates.empty()) return std::nullopt;
 
   std::string tried;

@@ -57,8 +57,9 @@ struct Resumable {
   CheckpointData data;
 };
 // The checkpoint --resume auto continues from (see the file comment), fully loaded; nullopt when
-// dir holds no checkpoint at all. Throws, naming every file tried, when checkpoints exist but none
-// loads. `warn` receives one line per file passed over.
+// dir holds no checkpoint and no `latest`. Throws, naming every file tried, when checkpoints exist
+// but none loads, and when `latest` names a checkpoint that is gone and no other is there. `warn`
+// receives one line per file passed over.
 std::optional<Resumable> load_resumable(const std::string& dir, std::ostream& warn);
 
 }  // namespace tessera

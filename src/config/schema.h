@@ -7,7 +7,12 @@
 #pragma once
 
 #include <concepts>
+#include <initializer_list>
+#include <sstream>
+#include <string>
+#include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "config/config.h"
 
@@ -164,6 +169,30 @@ void for_each_field(C& cfg, F&& f) {
   for_each_section(cfg, [&](const char* section, auto& s) {
     visit_section(s, [&](const char* key, auto& value) { f(section, key, value); });
   });
+}
+
+// The first key, in struct order, whose value differs between two sections of one type, as
+// "KEY: A vs B" (a's value first); "" when every key not in `skip` is equal.
+template <typename S>
+std::string first_difference(const S& a, const S& b,
+                             std::initializer_list<std::string_view> skip = {}) {
+  auto values = [](const S& s) {
+    std::vector<std::pair<std::string, std::string>> out;
+    visit_section(s, [&](const char* key, const auto& v) {
+      std::ostringstream os;
+      os << std::boolalpha << v;
+      out.emplace_back(key, os.str());
+    });
+    return out;
+  };
+  const auto va = values(a), vb = values(b);
+  for (size_t i = 0; i < va.size(); ++i) {
+    bool skipped = false;
+    for (std::string_view k : skip) skipped = skipped || va[i].first == k;
+    if (!skipped && va[i].second != vb[i].second)
+      return va[i].first + ": " + va[i].second + " vs " + vb[i].second;
+  }
+  return "";
 }
 
 }  // namespace tessera::config_schema

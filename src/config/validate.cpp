@@ -1,7 +1,11 @@
 // The rules a config must satisfy before anything is built from it, and the values derived from
 // its keys. Every broken rule is collected (not just the first) so one run shows everything to
 // fix, and each sentence names its keys by their full path and shows the values found.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <initializer_list>
 #include <optional>
 #include <sstream>
@@ -9,6 +13,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "config/schema.h"
 #include "core/error.h"
 #include "ops/attention_spec.h"
 
@@ -39,7 +44,12 @@ class Problems {
     if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return;
     std::string names;
     for (const char* a : allowed) names += std::string(names.empty() ? "" : ", ") + a;
-    add(key, " must be one of ", names, "; got '", value, "'");
+    add(key, " must be one of ", names, "; got ", quoted(value));
+  }
+  // A value as a message quotes it: at most 64 characters of it, then how long it was.
+  static std::string quoted(const std::string& value) {
+    if (value.size() <= 64) return "'" + value + "'";
+    return "'" + value.substr(0, 64) + "...' (" + std::to_string(value.size()) + " characters)";
   }
   void non_empty(const char* key, const std::string& value) {
     if (value.empty()) add(key, " must not be empty");
@@ -61,7 +71,16 @@ int64_t tokenizer_vocab(const std::string& tokenizer) {
 void check_rope_scaling(const ModelConfig& m, Problems& p) {
   const RopeScalingConfig& r = m.rope_scaling;
   p.one_of("model.rope_scaling.type", r.type, {"none", "linear", "dynamic", "yarn", "llama3"});
-  if (r.type == "none") return;
+  if (r.type == "none") {
+    // A factor or length given without a type would silently change nothing.
+    ModelConfig unset = m;
+    unset.rope_scaling = RopeScalingConfig{};
+    if (!(m.rope_scaling == unset.rope_scaling))
+      p.add("model.", config_schema::first_difference(m, unset), " (the default): that key is set "
+            "but model.rope_scaling.type is none (no scaling); give a type (linear, dynamic, yarn, "
+            "llama3) or drop the key");
+    return;
+  }
   if (m.position != "rope")
     p.add("model.rope_scaling.type '", r.type, "' scales rotary embeddings, but model.position is '",
           m.position, "' (not rope)");
@@ -80,6 +99,30 @@ void check_rope_scaling(const ModelConfig& m, Problems& p) {
           "model.rope_scaling.low_freq_factor (", r.low_freq_factor, ") > 0");
   if (r.type == "dynamic" && m.n_head > 0 && m.head_dim() <= 2)
     p.add("model.rope_scaling.type dynamic needs a head dimension > 2, got ", m.head_dim());
+}
+
+// Every model is built on the host in f32 first (train/trainer.cpp, train/load.cpp), so one whose
+// weights alone exceed the host's memory cannot be built: say so and name the sizes, rather than
+// allocate layer after layer until the host runs out. Doubles: the sizes may be absurd.
+void check_fits_host(const ModelConfig& m, Problems& p) {
+  const double C = double(m.n_embd), V = double(m.vocab_size), L = double(m.n_layer);
+  const double kv = double(m.kv_heads()) * C / double(m.n_head);  // key/value width
+  const double H = m.mlp_hidden > 0    ? double(m.mlp_hidden)
+                   : m.mlp == "swiglu" ? std::ceil(8 * C / 3 / 64) * 64
+                                       : 4 * C;
+  double params = V * C * (m.tie_embeddings ? 1 : 2);
+  if (m.position == "learned") params += double(m.block_size) * C;
+  params += L * (C * (C + 2 * kv) + C * C + (m.mlp == "swiglu" ? 3 : 2) * C * H);
+  const double host = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+  if (host > 0 && 4 * params > host) {
+    char need[96];
+    std::snprintf(need, sizeof need, "%.3g parameters need %.3g GiB", params,
+                  4 * params / double(1 << 30));
+    p.add("model: ", need, " for their f32 weights alone, more than this host's ",
+          std::lround(host / double(1 << 30)), " GiB of memory (model.n_layer ", m.n_layer,
+          ", model.n_embd ", m.n_embd, ", model.vocab_size ", m.vocab_size, ", MLP width ",
+          int64_t(H), ")");
+  }
 }
 
 void check_model(const ModelConfig& m, Problems& p) {
@@ -124,6 +167,8 @@ void check_model(const ModelConfig& m, Problems& p) {
     p.add("model.position 'rope' needs an even head dimension, got model.n_embd / model.n_head = ",
           m.n_embd, " / ", m.n_head, " = ", m.head_dim());
   }
+  if (m.n_layer > 0 && m.vocab_size > 0 && m.block_size > 0 && m.mlp_hidden >= 0)
+    check_fits_host(m, p);
 }
 
 void check_data(const Config& c, Problems& p) {
@@ -205,6 +250,12 @@ void check_optim(const Config& c, Problems& p) {
   p.one_of("optim.name", o.name, {"adamw", "lomo", "adalomo"});
   p.non_negative("optim.clip_value", o.clip_value);
   p.positive("optim.loss_scale", o.loss_scale);
+  // AdamW clips the global norm (optim.grad_clip) and has no loss scale: these would be ignored.
+  if (o.name == "adamw" && o.clip_value != 0)
+    p.add("optim.clip_value (", o.clip_value, ") applies to lomo and adalomo only; AdamW clips the "
+          "global gradient norm (optim.grad_clip)");
+  if (o.name == "adamw" && o.loss_scale != 1)
+    p.add("optim.loss_scale (", o.loss_scale, ") applies to lomo and adalomo only");
   const int64_t micro = c.train.batch_size * c.sequence_length();
   if (o.name != "adamw" && c.train.total_batch_size > 0 && c.train.total_batch_size != micro) {
     // LOMO updates each parameter the moment its gradient is ready: there is no gradient to
@@ -224,19 +275,27 @@ void check_optim(const Config& c, Problems& p) {
   p.one_of("optim.schedule", o.schedule, {"cosine", "linear", "constant"});
 }
 
-void check_spike(const SpikeConfig& s, Problems& p) {
+void check_spike(const SpikeConfig& s, int64_t max_steps, Problems& p) {
   p.positive("spike.window", s.window);
   p.positive("spike.threshold", s.threshold);
   p.non_negative("spike.rollback_steps", s.rollback_steps);
   p.non_negative("spike.skip_batches", s.skip_batches);
   p.non_negative("spike.max_rollbacks", s.max_rollbacks);
-  p.positive("spike.lr_factor", s.lr_factor);
+  if (!(s.lr_factor > 0 && s.lr_factor <= 1))
+    p.add("spike.lr_factor must be in (0, 1] (it lowers the LR after a rollback), got ", s.lr_factor);
+  p.positive("spike.inject_scale", s.inject_scale);
   p.non_negative("spike.lr_factor_steps", s.lr_factor_steps);
   p.one_of("spike.inject_kind", s.inject_kind, {"corrupt", "scale", "nan"});
   if (s.inject_rank < -1) p.add("spike.inject_rank must be -1 (every micro-batch) or a rank, got ", s.inject_rank);
   std::string problem;
-  parse_step_list(s.inject_steps, &problem);
+  const std::vector<int64_t> steps = parse_step_list(s.inject_steps, &problem);
   if (!problem.empty()) p.add("spike.inject_steps: ", problem);
+  for (int64_t n : steps)
+    if (max_steps > 0 && n > max_steps) {
+      p.add("spike.inject_steps: step ", n, " is past train.max_steps (", max_steps,
+            "): it would never be injected");
+      break;
+    }
 }
 
 }  // namespace
@@ -372,7 +431,7 @@ std::vector<std::string> config_problems(const Config& c) {
   // Two at least: one of them may be the file being replaced when a crash hits.
   if (c.checkpoint.keep < 2) p.add("checkpoint.keep must be >= 2, got ", c.checkpoint.keep);
   p.non_negative("checkpoint.milestone_interval", c.checkpoint.milestone_interval);
-  check_spike(c.spike, p);
+  check_spike(c.spike, c.train.max_steps, p);
   check_lora(c, p);
   p.positive("log.interval", c.log.interval);
   check_dist(c, p);

@@ -34,6 +34,7 @@
 #include "autograd/autograd.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/retention.h"
+#include "config/schema.h"
 #include "core/rng.h"
 #include "core/storage.h"
 #include "data/loader.h"
@@ -157,6 +158,20 @@ Config resolve_tokens_per_step(Config cfg, int world, std::ostream& log) {
   return cfg;
 }
 
+// Why a fresh run may not use `dir` ("" when it may): the checkpoints of an earlier run are there.
+std::string earlier_run(const fs::path& dir) {
+  const std::vector<CheckpointFile> files = list_checkpoints(dir.string());
+  std::error_code ec;
+  const bool latest = fs::exists(dir / "latest", ec);
+  if (files.empty() && !latest) return "";
+  std::string held = files.empty() ? std::string("a `latest` file")
+                                   : std::to_string(files.size()) + " checkpoint(s), the newest " +
+                                         fs::path(files.back().path).filename().string();
+  return "run directory " + dir.string() + " already holds " + held +
+         " of an earlier run: continue it with --resume auto, or give this run another "
+         "train.run_name (--run-name) or checkpoint.dir (nothing was written)";
+}
+
 class Trainer {
  public:
   Trainer(const Config& cfg, std::ostream& log);
@@ -175,6 +190,10 @@ class Trainer {
   void spike(int64_t first_window, const std::string& reason);
   std::string save(int64_t done);
   void restore(const std::string& path, const CheckpointData& ck, bool with_history);
+  void check_resumed_config(const std::string& path, const CheckpointData& ck) const;
+  // Throws on every rank when any rank's `error` is set: its own message where it is set,
+  // `elsewhere` on the others (a rank that threw alone would leave the rest in a collective).
+  void fail_together(const std::string& error, const std::string& elsewhere);
   void load_init();
   void build_optimizer();
   void report_memory();
@@ -227,6 +246,18 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       }()),
       detector_({.window = cfg_.spike.window, .threshold = cfg_.spike.threshold}) {
   dropout_seed_ = uint64_t(cfg_.train.seed);
+  // A run that does not resume must not write over another run's checkpoints: its saves would
+  // replace their files and `latest`, and a later --resume auto could continue from either run.
+  fail_together(rank_ == 0 && cfg_.checkpoint.resume.empty() ? earlier_run(run_dir_) : "",
+                "rank 0 refused the run directory " + run_dir_.string());
+  // The validation shards are opened (and every id checked) now, not at the first evaluation.
+  std::string val_error;
+  if (cfg_.eval.interval > 0) try {
+      data::DataLoader(loader_options(cfg_, "data.val", cfg_.data.val, false));
+    } catch (const Error& e) {
+      val_error = e.what();
+    }
+  fail_together(val_error, "another rank could not open data.val");
   if (rank_ == 0) {
     fs::create_directories(run_dir_);
     for (const std::string& p : remove_interrupted_writes(run_dir_.string()))
@@ -349,8 +380,12 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
     TESSERA_CHECK(ck.adapter.empty(), "checkpoint ", path, " holds LoRA adapters: resume it with "
                   "its config's lora section (lora.rank > 0)");
   }
+  if (with_history) check_resumed_config(path, ck);
   // Everything is checked before anything changes: the run state, then the optimizer's entries.
   const RunState s = get_run_state(ck, path, cfg_.tokens_per_step(world_), B_);
+  TESSERA_CHECK(!with_history || s.step <= cfg_.train.max_steps, "checkpoint ", path, " is at step ",
+                s.step, ", past train.max_steps (", cfg_.train.max_steps, "): raise it "
+                "(--max-steps) to train on from there");
   load_model_into(ck, path, lora_ ? lora_->parameters() : model_.parameters());
   opt_->load_state(ck.optimizer, path);
   opt_->set_step_count(s.optimizer_step);
@@ -366,6 +401,30 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
     if (s.world != world_) out_->log() << " (written by " << s.world << " rank(s), now " << world_ << ")";
     out_->log() << "\n";
   }
+}
+
+// A resumed run continues the same model: the checkpoint's model and lora sections (dropout
+// aside) must be the config's, or the weights would load into another architecture whose tensors
+// happen to have the same shapes (n_head, attention kind, norm_eps, alpha, ...).
+void Trainer::check_resumed_config(const std::string& path, const CheckpointData& ck) const {
+  const Config stored = parse_config(ck.config_yaml, path + " (stored config)");
+  std::string diff = config_schema::first_difference(stored.model, cfg_.model, {"dropout"});
+  std::string section = "model";
+  if (diff.empty() && lora_) {
+    diff = config_schema::first_difference(stored.lora, cfg_.lora, {"dropout"});
+    section = "lora";
+  }
+  TESSERA_CHECK(diff.empty(), "checkpoint ", path, " was trained with another ", section,
+                " than this config's (", section, ".", diff, ", the checkpoint's first): resume "
+                "it with its own ", section, " section, or start a new run from its weights with "
+                "--init");
+}
+
+void Trainer::fail_together(const std::string& error, const std::string& elsewhere) {
+  const bool any = world_ > 1 ? comm_->all_reduce_host({error.empty() ? 0.0 : 1.0},
+                                                       dist::ReduceOp::Sum)[0] > 0
+                              : !error.empty();
+  if (any) TESSERA_FAIL(error.empty() ? elsewhere : error);
 }
 
 std::string Trainer::save(int64_t done) {
@@ -406,9 +465,7 @@ std::string Trainer::save(int64_t done) {
     }
   }
   for (; next < state.size();) ck.optimizer_sources[next].second();
-  if (world_ > 1 && comm_->all_reduce_host({error.empty() ? 0.0 : 1.0}, dist::ReduceOp::Sum)[0] > 0)
-    TESSERA_FAIL(rank_ == 0 ? error : "rank 0 could not save checkpoint " + name);
-  TESSERA_CHECK(error.empty(), error);
+  fail_together(error, "rank 0 could not save checkpoint " + name);
   out_->log() << "checkpoint: " << (run_dir_ / name).string() << "\n";
   return (run_dir_ / name).string();
 }
@@ -565,6 +622,10 @@ TrainResult Trainer::run() {
                            ? std::min(cfg_.train.stop_after, cfg_.train.max_steps)
                            : cfg_.train.max_steps;
   const int64_t tokens_per_step = step_windows_ * T_;
+  if (step_ >= stop)
+    out_->line("nothing to train: the run is at step " + std::to_string(step_) + " and stops at " +
+               std::to_string(stop) + " (train.max_steps" +
+               (stop < cfg_.train.max_steps ? ", train.stop_after" : "") + ")");
   while (step_ < stop) {
     const auto t0 = std::chrono::steady_clock::now();
     int64_t first_window = 0;
@@ -596,14 +657,15 @@ TrainResult Trainer::run() {
                   .eta_seconds = elapsed / double(std::max<int64_t>(done - first_step_, 1)) *
                                  double(cfg_.train.max_steps - done)});
     }
+    // Saved before the evaluation: an evaluation that fails loses no training.
+    if ((cfg_.checkpoint.interval > 0 && done % cfg_.checkpoint.interval == 0) || done == stop)
+      result_.last_checkpoint = save(done);
     const bool last = done == cfg_.train.max_steps;
     if (cfg_.eval.interval > 0 && (done % cfg_.eval.interval == 0 || last)) {
       const double val = evaluate(model_, cfg_, cfg_.data.val, cfg_.eval.steps, comm_.get());
       result_.last_val_loss = val;
       out_->eval(done, val);
     }
-    if ((cfg_.checkpoint.interval > 0 && done % cfg_.checkpoint.interval == 0) || done == stop)
-      result_.last_checkpoint = save(done);
   }
   result_.rollbacks = history_.rollbacks;
   const int64_t peak = memory_stats(dev).peak_bytes;

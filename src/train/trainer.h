@@ -33,7 +33,7 @@ peft::LoraOptions lora_options(const LoraConfig& l);
 
 struct TrainResult {
   int64_t steps = 0;             // optimizer steps completed in total (resumed ones included)
-  double last_train_loss = 0;    // mean over the last step's micro-batches
+  double last_train_loss = -1;   // mean over the last step's micro-batches; -1 when none ran
   double last_val_loss = -1;     // -1 when never evaluated
   std::string last_checkpoint;   // "" when none was written
   int64_t rollbacks = 0;         // loss spikes handled (rollbacks or skipped updates)

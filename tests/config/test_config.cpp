@@ -348,6 +348,16 @@ TEST(ConfigValidation, each_rule_names_its_key) {
       {"checkpoint.keep=1", "checkpoint.keep must be >= 2"},
       {"spike.inject_steps=3,x", "spike.inject_steps: 'x' is not a step number"},
       {"spike.inject_kind=melt", "spike.inject_kind must be one of corrupt, scale, nan"},
+      {"spike.inject_scale=-1", "spike.inject_scale must be positive, got -1"},
+      {"spike.lr_factor=2", "spike.lr_factor must be in (0, 1]"},
+      {"train.max_steps=500;spike.inject_steps=300,700",
+       "spike.inject_steps: step 700 is past train.max_steps (500)"},
+      {"optim.clip_value=0.5", "optim.clip_value (0.5) applies to lomo and adalomo only"},
+      {"optim.loss_scale=1024", "optim.loss_scale (1024) applies to lomo and adalomo only"},
+      // Sizes whose weights no host holds: named before the first layer is allocated.
+      {"model.n_layer=4294967300", "for their f32 weights alone, more than this host's"},
+      {"model.norm=" + std::string(300, 'x'),
+       "got '" + std::string(64, 'x') + "...' (300 characters)"},
       {"optim.name=sgd", "optim.name must be one of adamw, lomo, adalomo"},
       {"log.interval=0", "log.interval must be positive"},
   };

@@ -62,6 +62,11 @@ TEST(RopeScalingConfig, mistakes_are_named_by_their_full_path) {
                   "model.rope_scaling.type must be one of none, linear, dynamic, yarn, llama3"));
   EXPECT_TRUE(has(error_of([] { parse_config(kRope, "x", {"model.rope_scaling.factor=0.5"}); }),
                   "model.rope_scaling.factor must be >= 1"));
+  // A scaling key without a type would change nothing.
+  EXPECT_TRUE(has(error_of([] { parse_config("model:\n  position: rope\n  rope_scaling:\n"
+                                             "    factor: 8\n", "x"); }),
+                  "model.rope_scaling.factor: 8 vs 1 (the default): that key is set but "
+                  "model.rope_scaling.type is none"));
   // Scaling needs rotary positions: stick-breaking and learned-position models have none.
   EXPECT_TRUE(has(error_of([] { parse_config(kRope, "x", {"model.position=none"}); }),
                   "model.rope_scaling.type 'yarn' scales rotary embeddings, but model.position is "

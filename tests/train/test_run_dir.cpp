@@ -1,0 +1,133 @@
+// What a run may do with its run directory and the checkpoint it resumes: it never writes over an
+// earlier run, never continues a checkpoint as another model, never starts over silently, and finds
+// a broken validation split before it trains.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include "checkpoint/retention.h"
+#include "test_util.h"
+#include "train/train_fixture.h"
+#include "train/trainer.h"
+
+using namespace tessera;
+namespace fs = std::filesystem;
+using tessera::testing::error_of;
+using tessera::testing::TempRun;
+
+namespace {
+
+std::string bytes_of(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// A 4-step run that saved steps 2 and 4 under run dir ckpt/run.
+Config saved_run(const TempRun& run, std::ostream& log) {
+  Config c = run.config(4);
+  c.checkpoint.interval = 2;
+  train::run_training(c, log);
+  return c;
+}
+
+}  // namespace
+
+TEST(RunDirectory, a_fresh_run_refuses_a_directory_with_an_earlier_runs_checkpoints) {
+  TempRun run;
+  std::ostringstream log;
+  Config c = saved_run(run, log);
+  const fs::path dir = run.dir / "ckpt" / "run";
+  const std::string step2 = bytes_of(dir / "step_00000002.h5"), latest = bytes_of(dir / "latest");
+
+  c.train.seed = 7;  // another run, same directory, no resume
+  const std::string msg = error_of([&] { train::run_training(c, log); });
+  EXPECT_NE(msg.find(dir.string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find("step_00000004.h5"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--resume auto"), std::string::npos) << msg;
+  EXPECT_EQ(bytes_of(dir / "step_00000002.h5"), step2);
+  EXPECT_EQ(bytes_of(dir / "latest"), latest);
+
+  // A `latest` alone (its checkpoint gone) is an earlier run's too.
+  fs::remove(dir / "step_00000002.h5");
+  fs::remove(dir / "step_00000004.h5");
+  EXPECT_NE(error_of([&] { train::run_training(c, log); }).find("`latest`"), std::string::npos);
+
+  // Resuming it, or another run name, is what the message offers; both run.
+  c.train.run_name = "other";
+  EXPECT_EQ(train::run_training(c, log).steps, 4);
+}
+
+TEST(RunDirectory, resume_auto_with_latest_naming_a_deleted_checkpoint_is_an_error) {
+  TempRun run;
+  std::ostringstream log;
+  Config c = saved_run(run, log);
+  const fs::path dir = run.dir / "ckpt" / "run";
+  fs::remove(dir / "step_00000002.h5");
+  fs::remove(dir / "step_00000004.h5");
+  c.checkpoint.resume = "auto";
+  c.train.max_steps = 6;
+  const std::string msg = error_of([&] { train::run_training(c, log); });
+  EXPECT_NE(msg.find("nothing to resume from"), std::string::npos) << msg;
+  EXPECT_NE(msg.find((dir / "latest").string()), std::string::npos) << msg;
+  EXPECT_TRUE(list_checkpoints(dir.string()).empty());  // it did not start over
+}
+
+TEST(RunDirectory, a_checkpoint_resumes_only_into_its_own_model) {
+  TempRun run;
+  std::ostringstream log;
+  Config c = saved_run(run, log);
+  c.checkpoint.resume = "auto";
+  c.train.max_steps = 6;
+  // Each keeps every tensor's shape: only the stored config tells them apart.
+  for (const auto& [key, change] : std::vector<std::pair<std::string, void (*)(Config&)>>{
+           {"model.n_head: 2 vs 4", [](Config& x) { x.model.n_head = 4; }},
+           {"model.norm_eps", [](Config& x) { x.model.norm_eps = 0.1; }},
+           {"model.sliding_window: 0 vs 8", [](Config& x) { x.model.sliding_window = 8; }},
+           {"model.attention: softmax vs stick_breaking",
+            [](Config& x) { x.model.attention = "stick_breaking"; }}}) {
+    Config changed = c;
+    change(changed);
+    const std::string msg = error_of([&] { train::run_training(changed, log); });
+    EXPECT_NE(msg.find(key), std::string::npos) << msg;
+    EXPECT_NE(msg.find("step_00000004.h5"), std::string::npos) << msg;
+  }
+  Config dropout = c;  // regularisation, not the model: it may change
+  dropout.model.dropout = 0.1;
+  EXPECT_EQ(train::run_training(dropout, log).steps, 6);
+}
+
+TEST(RunDirectory, resuming_at_or_past_max_steps_trains_nothing_and_says_so) {
+  TempRun run;
+  std::ostringstream log;
+  Config c = saved_run(run, log);
+  c.checkpoint.resume = "auto";
+  std::ostringstream at;
+  train::TrainResult r = train::run_training(c, at);
+  EXPECT_EQ(r.steps, 4);
+  EXPECT_EQ(r.last_train_loss, -1);  // no step ran: no loss to report
+  EXPECT_NE(at.str().find("nothing to train: the run is at step 4"), std::string::npos) << at.str();
+
+  c.train.max_steps = 3;
+  const std::string msg = error_of([&] { train::run_training(c, log); });
+  EXPECT_NE(msg.find("is at step 4, past train.max_steps (3)"), std::string::npos) << msg;
+}
+
+TEST(RunDirectory, a_broken_validation_split_stops_the_run_before_it_trains) {
+  TempRun run;
+  std::ostringstream log;
+  Config c = run.config(4);
+  c.data.val = (run.dir / "valid_*.bin").string();
+  std::string msg = error_of([&] { train::run_training(c, log); });
+  EXPECT_NE(msg.find("data.val"), std::string::npos) << msg;
+  EXPECT_EQ(log.str().find("| loss"), std::string::npos) << log.str();  // no step ran
+
+  // An id past the vocabulary, likewise named before the first step.
+  data::write_shard((run.dir / "bad_000.bin").string(), {1, 2, 300, 4}, 301);
+  c.data.val = (run.dir / "bad_*.bin").string();
+  msg = error_of([&] { train::run_training(c, log); });
+  EXPECT_NE(msg.find("bad_000.bin"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(run.dir / "ckpt" / "run" / "step_00000004.h5"));
+}
