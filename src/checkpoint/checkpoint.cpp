@@ -66,6 +66,40 @@ void check_crc(H5File& f, const std::string& path, const Tensor& host_contiguous
                detail, "): the file is corrupt");
 }
 
+// The root attribute that carries the CRC-32C of the checkpoint's metadata: the config, the
+// trainer numbers, the RNG and data states and the adapter description, serialised in one fixed
+// order (metadata_bytes). The model is built from the config and the run continues from the rest,
+// so a change to either is as wrong as a changed tensor; checked like the tensors' CRCs, and, like
+// theirs, skipped when absent (files written before it).
+constexpr const char* kMetaCrcAttr = "metadata_crc32c";
+
+std::string metadata_bytes(const CheckpointData& ck) {
+  std::string out;
+  auto put = [&out](const std::string& field, const std::string& value) {
+    out += field;
+    out += '\0';
+    out += std::to_string(value.size());
+    out += '\0';
+    out += value;
+  };
+  put("config", ck.config_yaml);
+  for (const auto& [k, v] : ck.trainer_ints) put("trainer.i." + k, std::to_string(v));
+  for (const auto& [k, v] : ck.trainer_floats) {
+    uint64_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    put("trainer.f." + k, std::to_string(bits));
+  }
+  for (const auto& [k, v] : ck.rng) put("rng." + k, std::to_string(v.seed) + "," + std::to_string(v.offset));
+  for (const auto& [k, v] : ck.data) put("data." + k, std::to_string(v));
+  for (const auto& [k, v] : ck.adapter) put("adapter." + k, v);
+  return out;
+}
+
+uint32_t metadata_crc(const CheckpointData& ck) {
+  const std::string bytes = metadata_bytes(ck);
+  return crc32c(bytes.data(), bytes.size());
+}
+
 }  // namespace
 
 // ---- tensors ----
@@ -257,6 +291,7 @@ void write_checkpoint(H5File& f, const CheckpointData& ck) {
   for (const auto& [name, v] : ck.data) f.set_attr_int("/data", name, v);
   if (!ck.adapter.empty()) f.create_group("/adapter");
   for (const auto& [name, v] : ck.adapter) f.set_attr_string("/adapter", name, v);
+  f.set_attr_uint("/", kMetaCrcAttr, metadata_crc(ck));
 }
 
 // Every dataset below group, as (path relative to group, tensor), in the order written.
@@ -371,6 +406,13 @@ CheckpointData read_checkpoint(H5File& f, const std::string& path, bool tensors)
   if (f.is_group("/adapter"))
     for (const std::string& name : f.attr_names("/adapter"))
       ck.adapter[name] = f.attr_string("/adapter", name);
+  if (f.has_attr("/", kMetaCrcAttr)) {
+    const uint64_t stored = f.attr_uint("/", kMetaCrcAttr);
+    const uint32_t computed = metadata_crc(ck);
+    TESSERA_CHECK(stored == computed, "checkpoint ", path, ": its attributes (the config, trainer, "
+                  "rng, data or adapter values) do not match their checksum (", kMetaCrcAttr,
+                  "): the file is corrupt or was edited");
+  }
   return ck;
 }
 

@@ -11,7 +11,7 @@
 //
 // File layout (DESIGN.md, Formats):
 //   /                      attrs: config (resolved YAML), format = "tessera-checkpoint",
-//                                 format_version = 1
+//                                 format_version = 1, metadata_crc32c (below)
 //   /model/<param name>    one dataset per parameter, Hugging Face names; dots do not make groups
 //                          ("transformer.h.0.ln_1.weight" is one dataset), '/' does
 //   /optimizer/<key>       key "<param name>/m" -> dataset /optimizer/<param name>/m (v, master)
@@ -37,7 +37,9 @@
 // checks the file against it before HDF5 opens it, so damaged metadata never reaches the HDF5
 // library, and a mismatch is an error naming the file. Each dataset also carries the CRC-32C of
 // its bytes (attribute "crc32c"), checked on every read (read_tensor, read_tensor_into): a
-// mismatch names the file and the tensor. Files written before digests existed have neither:
+// mismatch names the file and the tensor. The attributes (config, /trainer, /rng, /data,
+// /adapter) share one CRC-32C, the root attribute "metadata_crc32c", checked whenever they are
+// read. Files written before digests existed have neither:
 // they load, with one warning on stderr that they cannot be verified. A digest file that is
 // present but malformed or names another file is an error.
 #pragma once

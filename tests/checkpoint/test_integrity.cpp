@@ -225,6 +225,31 @@ TEST_F(Integrity, tensor_checksum_names_the_tensor) {
   EXPECT_NO_THROW(read_tensor(f, "/model/transformer.ln_f.weight"));  // the others are fine
 }
 
+// The attributes a run is rebuilt from (config, trainer numbers, RNG and data states) carry one
+// checksum: an edited value is refused even when the digest file was taken after the edit.
+TEST_F(Integrity, metadata_checksum_covers_the_config_and_the_run_state) {
+  const std::string file = path("step_00000500.h5");
+  const CheckpointData ck = small_checkpoint();
+  const std::vector<std::pair<const char*, void (*)(H5File&)>> edits = {
+      {"config", [](H5File& f) { f.set_attr_string("/", "config", "model:\n  n_layer: 2\n"); }},
+      {"trainer", [](H5File& f) { f.set_attr_int("/trainer", "step", 499); }},
+      {"rng", [](H5File& f) { f.set_attr_uint("/rng/default", "offset", 3); }},
+      {"data", [](H5File& f) { f.set_attr_int("/data", "epoch", 1); }},
+  };
+  for (const auto& [what, edit] : edits) {
+    SCOPED_TRACE(what);
+    save_checkpoint(file, ck);
+    EXPECT_EQ(load_checkpoint(file).trainer_ints.at("step"), 500);
+    {
+      H5File f = H5File::open(file, H5File::Mode::ReadWrite);
+      edit(f);
+    }
+    refresh_digest(file);
+    expect_mentions(error_of([&] { load_checkpoint(file); }), {file, "metadata_crc32c"});
+    expect_mentions(error_of([&] { load_checkpoint_attributes(file); }), {file, "metadata_crc32c"});
+  }
+}
+
 // A crash between committing the digest file and renaming the checkpoint over an older file of the
 // same name leaves the old bytes beside the new digest: refused, and --resume auto moves past it.
 TEST_F(Integrity, an_interrupted_replacement_is_detected_and_resume_passes_over_it) {
