@@ -136,3 +136,25 @@ TEST(LoraTraining, mismatched_base_and_mixed_checkpoints_are_refused) {
   msg = error_of([&] { train::run_training(full_resume, log); });
   EXPECT_NE(msg.find("holds LoRA adapters"), std::string::npos) << msg;
 }
+
+// Adapters resume only under their own lora section: a changed alpha or a quantised base keeps
+// every adapter's shape, and would silently train another model.
+TEST(LoraTraining, a_resume_with_another_lora_section_names_the_first_difference) {
+  LoraRun run;
+  std::ostringstream log;
+  Config c = run.lora("lora_resume", 4);
+  c.checkpoint.interval = 2;
+  train::run_training(c, log);
+  c.checkpoint.resume = "auto";
+  c.train.max_steps = 6;
+  Config alpha = c;
+  alpha.lora.alpha = 64;
+  EXPECT_NE(error_of([&] { train::run_training(alpha, log); }).find("lora.alpha: 8 vs 64"),
+            std::string::npos);
+  Config nf4 = c;
+  nf4.lora.quantize = "nf4";
+  EXPECT_NE(error_of([&] { train::run_training(nf4, log); }).find("lora.quantize: none vs nf4"),
+            std::string::npos);
+  c.lora.dropout = 0;  // dropout may change
+  EXPECT_EQ(train::run_training(c, log).steps, 6);
+}
