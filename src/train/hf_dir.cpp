@@ -213,7 +213,9 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
   fs::path out = fs::path(dir).lexically_normal();
   if (out.filename().empty()) out = out.parent_path();  // "out/hf/": the temporary is a sibling
   TESSERA_CHECK(!out.empty(), "--output names no directory");
-  TESSERA_CHECK(!fs::exists(out) || (fs::is_directory(out) && fs::is_empty(out)), dir,
+  TESSERA_CHECK(!fs::exists(out) || fs::is_directory(out), dir,
+                " is a file, not a directory (nothing was written)");
+  TESSERA_CHECK(!fs::exists(out) || fs::is_empty(out), dir,
                 " exists and is not an empty directory (nothing was written)");
   std::map<std::string, Tensor> by_name(params.begin(), params.end());
   std::vector<std::pair<std::string, Tensor>> tensors;

@@ -197,6 +197,43 @@ TEST(HFExport, architectures_without_an_hf_counterpart_are_refused_by_name) {
   EXPECT_FALSE(fs::exists(tmp.path / "sb-hf"));
 }
 
+TEST(HFExport, an_output_that_is_a_file_is_refused_as_a_file) {
+  TempDir tmp;
+  const Config cfg = gpt2_config();
+  Generator g(1);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  const std::string file = tmp.write("hf", "x");
+  const std::string m = error_of([&] { train::export_hf(cfg, model.parameters(), file); });
+  EXPECT_TRUE(has(m, file + " is a file, not a directory (nothing was written)")) << m;
+  EXPECT_EQ(read_file(file), "x");
+}
+
+TEST(HFExport, reference_logits_that_cannot_be_written_leave_nothing_written) {
+  TempDir tmp;
+  const fs::path ck = save_random(gpt2_config(), tmp.path / "ck");
+  const std::string hf = (tmp.path / "hf").string(), ref = (tmp.path / "ref.st").string();
+  const std::string exp = kBin + "/export --checkpoint " + ck.string() + " --output " + hf;
+  std::string out;
+  // A missing directory, a directory as the file, a file inside --output.
+  for (const std::string& bad : {(tmp.path / "missing" / "ref.st").string(), tmp.path.string(),
+                                 hf + "/ref.st"}) {
+    EXPECT_EQ(run(exp + " --reference-logits " + bad, &out), 1) << out;
+    EXPECT_TRUE(has(out, "--reference-logits " + bad) && has(out, "nothing was written")) << out;
+    EXPECT_FALSE(fs::exists(hf)) << out;
+  }
+  // --output refused after the logits were computed: neither file is left.
+  fs::create_directories(hf);
+  tmp.write("hf/keep", "x");
+  EXPECT_EQ(run(exp + " --reference-logits " + ref, &out), 1) << out;
+  EXPECT_TRUE(has(out, "exists and is not an empty directory")) << out;
+  EXPECT_FALSE(fs::exists(ref) || fs::exists(ref + ".partial")) << out;
+  fs::remove_all(hf);
+  // The same command then succeeds and writes both.
+  EXPECT_EQ(run(exp + " --reference-logits " + ref, &out), 0) << out;
+  EXPECT_TRUE(fs::exists(fs::path(hf) / "model.safetensors") && fs::exists(ref)) << out;
+  EXPECT_FALSE(fs::exists(ref + ".partial"));
+}
+
 TEST(HFExport, s2_attn_and_the_gpt2_tokenizer_export_with_their_notes_and_files) {
   TempDir tmp;
   Config cfg = gpt2_config();
