@@ -1,13 +1,14 @@
 // Hugging Face export and import: build/export -> build/import gives back every tensor byte for
 // byte; architectures HF cannot compute are refused by name with nothing written; config.json
-// values tessera cannot reproduce are errors naming the key or tensor; `--init hf:DIR` loads the
-// same weights; and, where /usr/bin/python3 has numpy, h5py and torch, the independent reader
-// (scripts/check_export.py) and the HF-structured PyTorch models (scripts/hf_logits.py) agree with
-// tessera.
+// values tessera cannot reproduce, and non-finite weights, are errors naming the key or tensor;
+// `--init hf:DIR` loads the same weights; and, where /usr/bin/python3 has numpy, h5py and torch,
+// the independent reader (scripts/check_export.py) and the HF-structured PyTorch models
+// (scripts/hf_logits.py) agree with tessera.
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -290,6 +291,67 @@ TEST(HFImport, values_tessera_cannot_reproduce_are_errors_naming_the_key_or_tens
   const std::string lost = read_safetensors((d / "model.safetensors").string()).tensors[3].first;
   write_safetensors((d / "model.safetensors").string(), f.tensors);
   EXPECT_TRUE(has(err(d), "missing tensor '" + lost + "'")) << err(d);
+}
+
+TEST(HFImport, invalid_model_values_name_the_file_and_the_config_json_key) {
+  TempDir tmp;
+  Generator g(1);
+  const Config cfg = gpt2_config();
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  const fs::path d = tmp.path / "hf";
+  train::export_hf(cfg, model.parameters(), d.string());
+  const std::string good = read_file(d / "config.json"), file = (d / "config.json").string();
+  struct Case {
+    std::string from, to, want;
+  };
+  const std::vector<Case> cases = {
+      {"\"layer_norm_epsilon\": 1e-05", "\"layer_norm_epsilon\": -1",
+       "model.norm_eps must be positive, got -1 (config.json key layer_norm_epsilon)"},
+      {"\"n_head\": 2", "\"n_head\": 0", "(config.json key n_head)"},
+      {"\"n_head\": 2", "\"n_head\": 3", "(config.json keys n_embd, n_head)"},
+      {"\"tessera_tokenizer\": \"byte\"", "\"tessera_tokenizer\": \"gpt2\"",
+       "(config.json keys vocab_size, tessera_tokenizer)"},
+  };
+  for (const Case& c : cases) {
+    std::ofstream(d / "config.json", std::ios::binary | std::ios::trunc) << good;
+    replace_in(d / "config.json", c.from, c.to);
+    const std::string m = error_of([&] { train::import_hf(d.string()); });
+    EXPECT_TRUE(has(m, file + ": invalid model:") && has(m, c.want)) << m;
+  }
+  // The binary says the same.
+  std::string out;
+  EXPECT_EQ(run(kBin + "/import " + d.string() + " --output " + (tmp.path / "ck").string(), &out),
+            1);
+  EXPECT_TRUE(has(out, file + ": invalid model:") && has(out, "tessera_tokenizer")) << out;
+  EXPECT_FALSE(fs::exists(tmp.path / "ck"));
+}
+
+TEST(HFImport, a_non_finite_weight_is_an_error_naming_the_tensor) {
+  TempDir tmp;
+  const Config cfg = llama_config();
+  Generator g(3);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  for (const float bad : {std::nanf(""), -INFINITY}) {
+    const fs::path d = tmp.path / (std::isnan(bad) ? "nan" : "inf");
+    train::export_hf(cfg, model.parameters(), d.string());
+    const std::string file = (d / "model.safetensors").string();
+    SafetensorsFile f = read_safetensors(file);
+    Tensor& t = f.tensors[2].second;
+    std::vector<float> v = t.to_vector<float>();
+    v[5] = bad;
+    const std::string name = f.tensors[2].first;
+    t = from_vector<float>(v, t.shape());
+    write_safetensors(file, f.tensors);
+    const std::string m = error_of([&] { train::import_hf(d.string()); });
+    EXPECT_TRUE(has(m, file + ": tensor '" + name + "' holds 1 non-finite value") &&
+                has(m, "at flat index 5")) << m;
+    // --init hf:DIR reads through import_hf.
+    Generator h(4);
+    nn::GPT b(train::model_config(cfg.model, cfg.train), h);
+    const std::string n = error_of(
+        [&] { train::load_hf_into("hf:" + d.string(), cfg.model, b.parameters()); });
+    EXPECT_TRUE(has(n, "'" + name + "' holds 1 non-finite value")) << n;
+  }
 }
 
 TEST(HFImport, reads_base_model_names_and_mask_buffers) {
