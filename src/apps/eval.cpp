@@ -27,6 +27,7 @@
 #include "data/loader.h"
 #include "ops/ops.h"
 #include "train/device.h"
+#include "train/eval_flags.h"
 #include "train/load.h"
 #include "train/trainer.h"
 
@@ -117,6 +118,9 @@ int main(int argc, char** argv) {
     train::add_model_options(options);
     cxxopts::ParseResult args;
     if (!parse_flags_or_help(options, argc, argv, args)) return 0;
+    const std::vector<int64_t> contexts =
+        args.count("contexts") ? train::parse_contexts(args["contexts"].as<std::string>())
+                               : std::vector<int64_t>{};
     train::LoadedModel m = train::load_model(args);
     Config cfg = m.config;
     if (args.count("batch-size")) cfg.train.batch_size = args["batch-size"].as<int64_t>();
@@ -125,34 +129,13 @@ int main(int argc, char** argv) {
     TESSERA_CHECK(batches > 0, "command line: --batches must be positive, got ", batches);
 
     // RoPE scaling: overrides of model.rope_scaling only; the weights stay as trained.
-    std::vector<std::string> sets;
-    if (args.count("set")) sets = args["set"].as<std::vector<std::string>>();
-    if (args.count("rope-scaling"))
-      sets.push_back("model.rope_scaling.type=" + args["rope-scaling"].as<std::string>());
-    const std::string factor_text =
-        args.count("rope-factor") ? args["rope-factor"].as<std::string>() : "";
-    const bool auto_factor = factor_text == "auto";
-    if (!factor_text.empty() && !auto_factor)
-      sets.push_back("model.rope_scaling.factor=" + factor_text);
-    for (const std::string& s : sets) {
-      TESSERA_CHECK(s.rfind("model.rope_scaling.", 0) == 0, "command line: --set '", s,
-                    "': eval changes only model.rope_scaling.* (the rest of a trained model is "
-                    "fixed by its checkpoint)");
-      apply_override(cfg, s);
-    }
+    train::RopeFlags rope;
+    if (args.count("set")) rope.sets = args["set"].as<std::vector<std::string>>();
+    if (args.count("rope-scaling")) rope.type = args["rope-scaling"].as<std::string>();
+    if (args.count("rope-factor")) rope.factor = args["rope-factor"].as<std::string>();
+    const bool auto_factor = rope.factor == "auto";
+    const bool scaled = train::apply_rope_flags(cfg, rope, m.path);
     RopeScalingConfig& rs = cfg.model.rope_scaling;
-    const bool scaled = !sets.empty() || auto_factor;
-    if (scaled) {
-      TESSERA_CHECK(cfg.model.position == "rope", "RoPE scaling (--rope-scaling, "
-                    "--rope-factor, --set model.rope_scaling.*) needs a model with rotary "
-                    "positions, but ", m.path, " has model.position '", cfg.model.position,
-                    "': there are no rotary frequencies to scale");
-      TESSERA_CHECK(!auto_factor || rs.type != "none", "command line: --rope-factor auto needs "
-                    "a scaling type (--rope-scaling linear|dynamic|yarn|llama3)");
-      // L0 = the length the model trained at, fixed now (the evaluation windows may be longer).
-      if (rs.original_max_position == 0) rs.original_max_position = m.config.model.block_size;
-      cfg.validate();
-    }
     auto apply_scaling = [&](int64_t T) {
       if (!scaled) return;
       if (auto_factor)
@@ -182,16 +165,13 @@ int main(int argc, char** argv) {
       return mean;
     };
 
-    if (args.count("contexts")) {
-      const std::vector<int64_t> contexts = parse_step_list(args["contexts"].as<std::string>());
-      TESSERA_CHECK(!contexts.empty(), "command line: --contexts names no length");
+    if (!contexts.empty()) {
       const int64_t tokens = cfg.train.batch_size * cfg.sequence_length();  // per batch
       std::printf("%s%s%s on %s (%ld batches of ~%ld tokens; trained at %ld%s)\n", m.path.c_str(),
                   m.lora ? " on base " : "", m.base_path.c_str(), data.c_str(), long(batches),
                   long(tokens), long(cfg.sequence_length()), scaling_note);
       std::printf("%10s %10s %10s\n", "context", "loss", "ppl");
       for (int64_t T : contexts) {
-        TESSERA_CHECK(T > 0, "command line: --contexts: a length must be positive, got ", T);
         if (cfg.model.position == "learned" && T > cfg.model.block_size) {
           std::printf("%10ld %10s %10s   (learned positions end at %ld)\n", long(T), "-", "-",
                       long(cfg.model.block_size));

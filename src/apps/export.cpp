@@ -5,10 +5,12 @@
 // checkpoint exports with its adapters merged into the base (as build/merge would).
 // --reference-logits FILE also writes, outside DIR, a safetensors file holding fixed input tokens
 // ("tokens", (2, T) i32) and tessera's logits for them ("logits", (2, T, V) f32), which
-// scripts/hf_logits.py compares against an independent PyTorch model loaded from DIR.
+// scripts/hf_logits.py compares against an independent PyTorch model loaded from DIR. It is written
+// first as FILE.partial and renamed once DIR is in place: a failure leaves neither.
 #include <algorithm>
 #include <cstdio>
 #include <cxxopts.hpp>
+#include <filesystem>
 #include <iostream>
 
 #include "autograd/autograd.h"
@@ -22,6 +24,7 @@
 
 int main(int argc, char** argv) {
   using namespace tessera;
+  namespace fs = std::filesystem;
   try {
     cxxopts::Options options("export", "Write a checkpoint as a Hugging Face model directory");
     options.add_options()
@@ -35,6 +38,19 @@ int main(int argc, char** argv) {
     if (!parse_flags_or_help(options, argc, argv, args)) return 0;
     TESSERA_CHECK(args.count("output"), "command line: --output is required");
     const std::string dir = args["output"].as<std::string>();
+    const std::string ref = args["reference-logits"].as<std::string>();
+    if (!ref.empty()) {
+      const fs::path parent = fs::path(ref).parent_path().empty() ? fs::path(".")
+                                                                  : fs::path(ref).parent_path();
+      TESSERA_CHECK(fs::is_directory(parent), "--reference-logits ", ref, ": ", parent.string(),
+                    " is not a directory (nothing was written)");
+      TESSERA_CHECK(!fs::is_directory(ref), "--reference-logits ", ref,
+                    " is a directory (nothing was written)");
+      const fs::path d = fs::weakly_canonical(dir), r = fs::weakly_canonical(ref);
+      TESSERA_CHECK(std::mismatch(d.begin(), d.end(), r.begin(), r.end()).first != d.end(),
+                    "--reference-logits ", ref, " lies inside --output ", dir,
+                    "; it must be written outside it (nothing was written)");
+    }
     train::LoadedModel m = train::load_model(args);
 
     Config cfg = m.config;
@@ -54,23 +70,46 @@ int main(int argc, char** argv) {
     // A full checkpoint's tensors as stored (a bf16 one stays bf16, byte for byte); load_model's
     // copies are f32. A merged LoRA model is what merge_into computed.
     const auto params = m.lora ? model->parameters() : load_checkpoint(m.path).model;
-    train::export_hf(cfg, params, dir);
-    std::printf("exported %s (%s, %ld parameters) -> %s\n", m.path.c_str(),
-                nn::hf_arch(model->config()).architecture, long(model->num_parameters()),
-                dir.c_str());
-    for (const std::string& n : train::hf_export_notes(cfg)) std::printf("note: %s\n", n.c_str());
-
-    const std::string ref = args["reference-logits"].as<std::string>();
+    const std::string staged = ref + ".partial";
+    int64_t T = 0;
     if (!ref.empty()) {
       NoGradGuard no_grad;
-      const int64_t T = std::min<int64_t>(cfg.model.block_size, 16), V = cfg.model.vocab_size;
+      const int64_t V = cfg.model.vocab_size;
+      T = std::min<int64_t>(cfg.model.block_size, 16);
       std::vector<int32_t> ids(size_t(2 * T));
       for (int64_t i = 0; i < 2 * T; ++i) ids[size_t(i)] = int32_t((i * 7919 + 13) % V);
       Tensor tokens = from_vector<int32_t>(ids, {2, T});
       Tensor logits = model->forward(tokens, false).to(DType::F32);
-      write_safetensors(ref, {{"tokens", tokens}, {"logits", logits}});
-      std::printf("reference logits for (2, %ld) tokens -> %s\n", long(T), ref.c_str());
+      try {
+        write_safetensors(staged, {{"tokens", tokens}, {"logits", logits}});
+      } catch (const std::exception& e) {
+        TESSERA_FAIL("--reference-logits ", ref, ": ", e.what(), " (nothing was written)");
+      }
     }
+    try {
+      train::export_hf(cfg, params, dir);
+    } catch (...) {
+      std::error_code ec;
+      if (!ref.empty()) fs::remove(staged, ec);
+      throw;
+    }
+    if (!ref.empty()) {
+      std::error_code ec;
+      fs::rename(staged, ref, ec);
+      if (ec) {
+        std::error_code ignored;
+        fs::remove(staged, ignored);
+        fs::remove_all(dir, ignored);
+        TESSERA_FAIL("--reference-logits ", ref, ": cannot rename ", staged, " into place: ",
+                     ec.message(), " (nothing was written)");
+      }
+    }
+    std::printf("exported %s (%s, %ld parameters) -> %s\n", m.path.c_str(),
+                nn::hf_arch(model->config()).architecture, long(model->num_parameters()),
+                dir.c_str());
+    for (const std::string& n : train::hf_export_notes(cfg)) std::printf("note: %s\n", n.c_str());
+    if (!ref.empty())
+      std::printf("reference logits for (2, %ld) tokens -> %s\n", long(T), ref.c_str());
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "export: " << e.what() << std::endl;

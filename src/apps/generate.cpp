@@ -16,8 +16,8 @@ int main(int argc, char** argv) {
     cxxopts::Options options("generate", "Sample text from a trained checkpoint");
     options.add_options()
         ("prompt", "text to continue", cxxopts::value<std::string>()->default_value("\n"))
-        ("max-new-tokens", "tokens to sample", cxxopts::value<int64_t>()->default_value("200"))
-        ("temperature", "0 = greedy", cxxopts::value<double>()->default_value("0.8"))
+        ("max-new-tokens", "tokens to sample (0 to 1048576)", cxxopts::value<int64_t>()->default_value("200"))
+        ("temperature", ">= 0; 0 = greedy", cxxopts::value<double>()->default_value("0.8"))
         ("top-k", "sample among the k most likely (0 = all)", cxxopts::value<int64_t>()->default_value("40"))
         ("seed", "sampling seed", cxxopts::value<uint64_t>()->default_value("42"))
         ("tokenizer-dir", "override the tokenizer directory", cxxopts::value<std::string>())
@@ -25,6 +25,10 @@ int main(int argc, char** argv) {
     train::add_model_options(options);
     cxxopts::ParseResult args;
     if (!parse_flags_or_help(options, argc, argv, args)) return 0;
+    nn::SampleOptions opt{.max_new_tokens = args["max-new-tokens"].as<int64_t>(),
+                          .temperature = args["temperature"].as<double>(),
+                          .top_k = args["top-k"].as<int64_t>()};
+    nn::check_sample_options(opt);  // before the model loads
     train::LoadedModel m = train::load_model(args);
     const Config& cfg = m.config;
 
@@ -34,10 +38,7 @@ int main(int argc, char** argv) {
     std::vector<uint32_t> ids = tok->encode(args["prompt"].as<std::string>());
     std::vector<int32_t> prompt(ids.begin(), ids.end());
     Generator gen(args["seed"].as<uint64_t>());
-    nn::SampleOptions opt{.max_new_tokens = args["max-new-tokens"].as<int64_t>(),
-                          .temperature = args["temperature"].as<double>(),
-                          .top_k = args["top-k"].as<int64_t>(),
-                          .stop_token = int64_t(tok->eot_id())};
+    opt.stop_token = int64_t(tok->eot_id());
     std::vector<int32_t> out = nn::generate(*m.model, prompt, opt, gen);
     std::vector<uint32_t> text(out.begin(), out.end());
     if (!text.empty() && text.back() == tok->eot_id()) text.pop_back();

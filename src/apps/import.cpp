@@ -5,6 +5,7 @@
 // GPT-2 tokenizer files (vocab.json, merges.txt) are copied to <CKPT_DIR>/tokenizer under
 // tessera's names (encoder.json, vocab.bpe) and data.tokenizer_dir points there. The result works
 // with eval, generate and --init like any checkpoint; `train --init hf:DIR` reads DIR directly.
+// An --output that already holds checkpoints or a latest file (a run directory) is refused.
 #include <cstdio>
 #include <cxxopts.hpp>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include "checkpoint/retention.h"
 #include "config/cli.h"
 #include "train/hf_dir.h"
+#include "train/output_dir.h"
 
 int main(int argc, char** argv) {
   using namespace tessera;
@@ -32,12 +34,11 @@ int main(int argc, char** argv) {
     TESSERA_CHECK(args.count("output"), "command line: --output is required");
     const std::string src = args["dir"].as<std::string>();
     const fs::path out(args["output"].as<std::string>());
+    train::check_new_checkpoint_dir(out.string(), "--output");
 
     train::HFModel hf = train::import_hf(src);
     Config& cfg = hf.config;
     const fs::path file = out / checkpoint_name(0);
-    TESSERA_CHECK(!fs::exists(file), file.string(),
-                  " exists; choose another --output (nothing was written)");
     fs::create_directories(out);
     if (hf.gpt2_tokenizer_files) {
       const fs::path tok = out / "tokenizer";

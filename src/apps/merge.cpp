@@ -2,7 +2,8 @@
 // Folds LoRA adapters into their base: W + (alpha / r) B A for every adapted weight, with NF4
 // weights (QLoRA) dequantised first, never added into codes. Writes a full checkpoint (weights
 // only, config with lora off) as <output>/step_<N>.h5 plus <output>/latest, usable by --init,
-// generate and eval like any other.
+// generate and eval like any other. An --output that already holds checkpoints or a latest file
+// (a run directory) is refused.
 #include <cstdio>
 #include <cxxopts.hpp>
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include "checkpoint/retention.h"
 #include "config/cli.h"
 #include "train/load.h"
+#include "train/output_dir.h"
 #include "train/trainer.h"
 
 int main(int argc, char** argv) {
@@ -25,6 +27,8 @@ int main(int argc, char** argv) {
     cxxopts::ParseResult args;
     if (!parse_flags_or_help(options, argc, argv, args)) return 0;
     TESSERA_CHECK(args.count("output"), "command line: --output is required");
+    const std::string dir = args["output"].as<std::string>();
+    train::check_new_checkpoint_dir(dir, "--output");
     train::LoadedModel m = train::load_model(args, "adapter");
     TESSERA_CHECK(m.lora, m.path, " holds no LoRA adapters (nothing to merge)");
 
@@ -36,12 +40,8 @@ int main(int argc, char** argv) {
     nn::GPT merged(train::model_config(cfg.model, cfg.train), init);
     m.lora->merge_into(merged);
 
-    const std::string dir = args["output"].as<std::string>();
     std::filesystem::create_directories(dir);
     const std::string name = checkpoint_name(m.step);
-    TESSERA_CHECK(!std::filesystem::exists(std::filesystem::path(dir) / name), "merge: ",
-                  (std::filesystem::path(dir) / name).string(),
-                  " exists; choose another --output (nothing was written)");
     CheckpointData ck;
     ck.model = merged.parameters();
     ck.trainer_ints = {{"step", m.step}};

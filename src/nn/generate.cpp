@@ -8,6 +8,15 @@
 
 namespace tessera::nn {
 
+void check_sample_options(const SampleOptions& opt) {
+  TESSERA_CHECK(opt.max_new_tokens >= 0 && opt.max_new_tokens <= kMaxNewTokens,
+                "--max-new-tokens must be in [0, ", kMaxNewTokens, "], got ", opt.max_new_tokens);
+  TESSERA_CHECK(std::isfinite(opt.temperature) && opt.temperature >= 0,
+                "--temperature must be finite and >= 0 (0 = greedy), got ", opt.temperature);
+  TESSERA_CHECK(opt.top_k >= 0, "--top-k must be >= 0 (0 = the whole vocabulary), got ",
+                opt.top_k);
+}
+
 int32_t sample_token(const std::vector<double>& logits, double temperature, int64_t top_k,
                      Generator& gen) {
   TESSERA_CHECK(!logits.empty(), "sample_token: empty logits");
@@ -37,6 +46,7 @@ int32_t sample_token(const std::vector<double>& logits, double temperature, int6
 std::vector<int32_t> generate(const GPT& model, const std::vector<int32_t>& prompt,
                               const SampleOptions& opt, Generator& gen) {
   TESSERA_CHECK(!prompt.empty(), "generate: the prompt is empty (give at least one token)");
+  check_sample_options(opt);
   NoGradGuard no_grad;
   const GPTConfig& cfg = model.config();
   const int64_t total = int64_t(prompt.size()) + opt.max_new_tokens;

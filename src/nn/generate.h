@@ -20,13 +20,22 @@ struct SampleOptions {
   int64_t stop_token = -1;   // stop after emitting it (e.g. end-of-text); -1: never
 };
 
+// The most tokens one generate call samples: far below what would overflow a cache shape, and
+// more than a cache of that length fits for any but tiny models.
+inline constexpr int64_t kMaxNewTokens = int64_t(1) << 20;
+
+// Throws unless max_new_tokens is in [0, kMaxNewTokens], temperature finite and >= 0 and top_k
+// >= 0; the errors name build/generate's flags (--max-new-tokens, --temperature, --top-k).
+void check_sample_options(const SampleOptions& opt);
+
 // Draws one id from logits / temperature restricted to the top_k largest, using one counter of gen.
 int32_t sample_token(const std::vector<double>& logits, double temperature, int64_t top_k,
                      Generator& gen);
 
 // The prompt followed by up to max_new_tokens sampled ids (fewer if stop_token comes). The prompt
 // is fed once, then one token per step through the cache. With learned positions the context is
-// the last block_size tokens: a full cache is refilled with the newest half of the text.
+// the last block_size tokens: a full cache is refilled with the newest half of the text. opt is
+// checked first (check_sample_options).
 std::vector<int32_t> generate(const GPT& model, const std::vector<int32_t>& prompt,
                               const SampleOptions& opt, Generator& gen);
 

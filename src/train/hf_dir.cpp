@@ -2,7 +2,10 @@
 // transformers' GPT2Config and LlamaConfig (configuration_gpt2.py, configuration_llama.py).
 #include "train/hf_dir.h"
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -213,7 +216,9 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
   fs::path out = fs::path(dir).lexically_normal();
   if (out.filename().empty()) out = out.parent_path();  // "out/hf/": the temporary is a sibling
   TESSERA_CHECK(!out.empty(), "--output names no directory");
-  TESSERA_CHECK(!fs::exists(out) || (fs::is_directory(out) && fs::is_empty(out)), dir,
+  TESSERA_CHECK(!fs::exists(out) || fs::is_directory(out), dir,
+                " is a file, not a directory (nothing was written)");
+  TESSERA_CHECK(!fs::exists(out) || fs::is_empty(out), dir,
                 " exists and is not an empty directory (nothing was written)");
   std::map<std::string, Tensor> by_name(params.begin(), params.end());
   std::vector<std::pair<std::string, Tensor>> tensors;
@@ -356,6 +361,57 @@ void read_rope_scaling(ConfigReader& c, const Json& rs, ModelConfig& m) {
     c.require(known.count(k) > 0, key + "." + k, "unsupported rope scaling field");
 }
 
+// The config.json key each model key of the config read from root comes from.
+std::map<std::string, std::string> hf_keys(const std::string& type, const Json& root) {
+  std::map<std::string, std::string> k;
+  if (type == "gpt2") {
+    k = {{"model.n_layer", "n_layer"}, {"model.n_head", "n_head"}, {"model.n_embd", "n_embd"},
+         {"model.vocab_size", "vocab_size"}, {"model.block_size", "n_positions"},
+         {"model.mlp_hidden", "n_inner"}, {"model.norm_eps", "layer_norm_epsilon"},
+         {"model.dropout", "resid_pdrop"}};
+  } else {
+    const std::string rs = root.get("rope_parameters") ? "rope_parameters." : "rope_scaling.";
+    k = {{"model.n_layer", "num_hidden_layers"}, {"model.n_head", "num_attention_heads"},
+         {"model.n_kv_head", "num_key_value_heads"}, {"model.n_embd", "hidden_size"},
+         {"model.vocab_size", "vocab_size"}, {"model.mlp_hidden", "intermediate_size"},
+         {"model.norm_eps", "rms_norm_eps"}, {"model.rope_theta", "rope_theta"},
+         {"model.block_size", root.get("tessera_block_size") ? "tessera_block_size"
+                                                              : "max_position_embeddings"},
+         {"model.rope_scaling.type", rs + "rope_type"},
+         {"model.rope_scaling.factor", rs + "factor"},
+         {"model.rope_scaling.original_max_position", rs + "original_max_position_embeddings"}};
+    for (const char* f : {"beta_fast", "beta_slow", "attention_factor", "low_freq_factor",
+                          "high_freq_factor"})
+      k["model.rope_scaling." + std::string(f)] = rs + f;
+  }
+  if (root.get("tessera_tokenizer")) k["data.tokenizer"] = "tessera_tokenizer";
+  return k;
+}
+
+// Validates the config read from file (config_problems): each problem prefixed with the file and
+// followed by the config.json keys its tessera keys come from.
+void check_config(const Config& cfg, const std::string& file,
+                  const std::map<std::string, std::string>& keys) {
+  const std::vector<std::string> problems = config_problems(cfg);
+  if (problems.empty()) return;
+  std::string text;
+  for (const std::string& p : problems) {
+    std::vector<std::pair<size_t, std::string>> from;  // (where the message names it, HF key)
+    for (const auto& [key, hf] : keys) {
+      const size_t at = p.find(key), end = at + key.size();
+      const bool whole = end >= p.size() || !(std::isalnum(uint8_t(p[end])) || p[end] == '_');
+      if (at != std::string::npos && whole) from.emplace_back(at, hf);
+    }
+    std::sort(from.begin(), from.end());
+    std::string named;
+    for (const auto& f : from) named += (named.empty() ? "" : ", ") + f.second;
+    text += (problems.size() > 1 ? "\n  - " : " ") + p +
+            (from.empty() ? "" : (from.size() > 1 ? " (config.json keys " : " (config.json key ") +
+                                     named + ")");
+  }
+  TESSERA_FAIL(file, ": invalid model:", text);
+}
+
 Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
   const Json root = parse_json(read_text(path), path.string());
   TESSERA_CHECK(root.is(Json::Kind::Object), path.string(), ": not a JSON object");
@@ -439,7 +495,21 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
   if (const Json* a = root.get("attn_pdrop"); a && a->is(Json::Kind::Number) && a->as_double() > 0)
     notes.push_back("attn_pdrop " + num(a->as_double()) +
                     " ignored: tessera has no dropout on attention probabilities");
+  check_config(cfg, path.string(), hf_keys(type, root));
   return cfg;
+}
+
+// A NaN or infinite weight makes every loss NaN: an error naming the tensor, the count and the
+// first such element.
+void check_finite(const Tensor& t, const std::string& file, const std::string& name) {
+  const Tensor f = t.to(DType::F32).contiguous();
+  const float* p = static_cast<const float*>(f.data_ptr());
+  int64_t bad = 0, first = -1;
+  for (int64_t i = 0, n = f.numel(); i < n; ++i)
+    if (!std::isfinite(p[i]) && bad++ == 0) first = i;
+  TESSERA_CHECK(bad == 0, file, ": tensor '", name, "' holds ", bad, " non-finite value",
+                bad > 1 ? "s" : "", " (the first, ", p[first], ", at flat index ", first,
+                " of shape ", shape_str(t.shape()), ")");
 }
 
 }  // namespace
@@ -452,7 +522,11 @@ HFModel import_hf(const std::string& dir) {
   out.gpt2_tokenizer_files = fs::exists(d / "vocab.json") && fs::exists(d / "merges.txt");
   out.config.train.run_name = d.filename().string();
   const nn::GPTConfig g = model_config(out.config.model, out.config.train);
-  g.validate();  // errors name the field
+  try {
+    g.validate();  // after check_config, what only the model checks
+  } catch (const Error& e) {
+    TESSERA_FAIL((d / "config.json").string(), ": ", e.what());
+  }
 
   const std::string file = (d / "model.safetensors").string();
   TESSERA_CHECK(fs::exists(file), file,
@@ -476,6 +550,7 @@ HFModel import_hf(const std::string& dir) {
                   s.hf_transposed ? " (Conv1D: [in, out])" : "");
     TESSERA_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16, file, ": tensor '", name,
                   "' is ", st.stored_dtype[name], "; parameters must be F32, BF16 or F16");
+    check_finite(t, file, name);
     out.params.emplace_back(s.name, s.hf_transposed ? t.transpose(0, 1).contiguous() : t);
     used.insert(name);
   }

@@ -1,13 +1,14 @@
 // Hugging Face export and import: build/export -> build/import gives back every tensor byte for
 // byte; architectures HF cannot compute are refused by name with nothing written; config.json
-// values tessera cannot reproduce are errors naming the key or tensor; `--init hf:DIR` loads the
-// same weights; and, where /usr/bin/python3 has numpy, h5py and torch, the independent reader
-// (scripts/check_export.py) and the HF-structured PyTorch models (scripts/hf_logits.py) agree with
-// tessera.
+// values tessera cannot reproduce, and non-finite weights, are errors naming the key or tensor;
+// `--init hf:DIR` loads the same weights; and, where /usr/bin/python3 has numpy, h5py and torch,
+// the independent reader (scripts/check_export.py) and the HF-structured PyTorch models
+// (scripts/hf_logits.py) agree with tessera.
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -197,6 +198,43 @@ TEST(HFExport, architectures_without_an_hf_counterpart_are_refused_by_name) {
   EXPECT_FALSE(fs::exists(tmp.path / "sb-hf"));
 }
 
+TEST(HFExport, an_output_that_is_a_file_is_refused_as_a_file) {
+  TempDir tmp;
+  const Config cfg = gpt2_config();
+  Generator g(1);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  const std::string file = tmp.write("hf", "x");
+  const std::string m = error_of([&] { train::export_hf(cfg, model.parameters(), file); });
+  EXPECT_TRUE(has(m, file + " is a file, not a directory (nothing was written)")) << m;
+  EXPECT_EQ(read_file(file), "x");
+}
+
+TEST(HFExport, reference_logits_that_cannot_be_written_leave_nothing_written) {
+  TempDir tmp;
+  const fs::path ck = save_random(gpt2_config(), tmp.path / "ck");
+  const std::string hf = (tmp.path / "hf").string(), ref = (tmp.path / "ref.st").string();
+  const std::string exp = kBin + "/export --checkpoint " + ck.string() + " --output " + hf;
+  std::string out;
+  // A missing directory, a directory as the file, a file inside --output.
+  for (const std::string& bad : {(tmp.path / "missing" / "ref.st").string(), tmp.path.string(),
+                                 hf + "/ref.st"}) {
+    EXPECT_EQ(run(exp + " --reference-logits " + bad, &out), 1) << out;
+    EXPECT_TRUE(has(out, "--reference-logits " + bad) && has(out, "nothing was written")) << out;
+    EXPECT_FALSE(fs::exists(hf)) << out;
+  }
+  // --output refused after the logits were computed: neither file is left.
+  fs::create_directories(hf);
+  tmp.write("hf/keep", "x");
+  EXPECT_EQ(run(exp + " --reference-logits " + ref, &out), 1) << out;
+  EXPECT_TRUE(has(out, "exists and is not an empty directory")) << out;
+  EXPECT_FALSE(fs::exists(ref) || fs::exists(ref + ".partial")) << out;
+  fs::remove_all(hf);
+  // The same command then succeeds and writes both.
+  EXPECT_EQ(run(exp + " --reference-logits " + ref, &out), 0) << out;
+  EXPECT_TRUE(fs::exists(fs::path(hf) / "model.safetensors") && fs::exists(ref)) << out;
+  EXPECT_FALSE(fs::exists(ref + ".partial"));
+}
+
 TEST(HFExport, s2_attn_and_the_gpt2_tokenizer_export_with_their_notes_and_files) {
   TempDir tmp;
   Config cfg = gpt2_config();
@@ -253,6 +291,67 @@ TEST(HFImport, values_tessera_cannot_reproduce_are_errors_naming_the_key_or_tens
   const std::string lost = read_safetensors((d / "model.safetensors").string()).tensors[3].first;
   write_safetensors((d / "model.safetensors").string(), f.tensors);
   EXPECT_TRUE(has(err(d), "missing tensor '" + lost + "'")) << err(d);
+}
+
+TEST(HFImport, invalid_model_values_name_the_file_and_the_config_json_key) {
+  TempDir tmp;
+  Generator g(1);
+  const Config cfg = gpt2_config();
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  const fs::path d = tmp.path / "hf";
+  train::export_hf(cfg, model.parameters(), d.string());
+  const std::string good = read_file(d / "config.json"), file = (d / "config.json").string();
+  struct Case {
+    std::string from, to, want;
+  };
+  const std::vector<Case> cases = {
+      {"\"layer_norm_epsilon\": 1e-05", "\"layer_norm_epsilon\": -1",
+       "model.norm_eps must be positive, got -1 (config.json key layer_norm_epsilon)"},
+      {"\"n_head\": 2", "\"n_head\": 0", "(config.json key n_head)"},
+      {"\"n_head\": 2", "\"n_head\": 3", "(config.json keys n_embd, n_head)"},
+      {"\"tessera_tokenizer\": \"byte\"", "\"tessera_tokenizer\": \"gpt2\"",
+       "(config.json keys vocab_size, tessera_tokenizer)"},
+  };
+  for (const Case& c : cases) {
+    std::ofstream(d / "config.json", std::ios::binary | std::ios::trunc) << good;
+    replace_in(d / "config.json", c.from, c.to);
+    const std::string m = error_of([&] { train::import_hf(d.string()); });
+    EXPECT_TRUE(has(m, file + ": invalid model:") && has(m, c.want)) << m;
+  }
+  // The binary says the same.
+  std::string out;
+  EXPECT_EQ(run(kBin + "/import " + d.string() + " --output " + (tmp.path / "ck").string(), &out),
+            1);
+  EXPECT_TRUE(has(out, file + ": invalid model:") && has(out, "tessera_tokenizer")) << out;
+  EXPECT_FALSE(fs::exists(tmp.path / "ck"));
+}
+
+TEST(HFImport, a_non_finite_weight_is_an_error_naming_the_tensor) {
+  TempDir tmp;
+  const Config cfg = llama_config();
+  Generator g(3);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  for (const float bad : {std::nanf(""), -INFINITY}) {
+    const fs::path d = tmp.path / (std::isnan(bad) ? "nan" : "inf");
+    train::export_hf(cfg, model.parameters(), d.string());
+    const std::string file = (d / "model.safetensors").string();
+    SafetensorsFile f = read_safetensors(file);
+    Tensor& t = f.tensors[2].second;
+    std::vector<float> v = t.to_vector<float>();
+    v[5] = bad;
+    const std::string name = f.tensors[2].first;
+    t = from_vector<float>(v, t.shape());
+    write_safetensors(file, f.tensors);
+    const std::string m = error_of([&] { train::import_hf(d.string()); });
+    EXPECT_TRUE(has(m, file + ": tensor '" + name + "' holds 1 non-finite value") &&
+                has(m, "at flat index 5")) << m;
+    // --init hf:DIR reads through import_hf.
+    Generator h(4);
+    nn::GPT b(train::model_config(cfg.model, cfg.train), h);
+    const std::string n = error_of(
+        [&] { train::load_hf_into("hf:" + d.string(), cfg.model, b.parameters()); });
+    EXPECT_TRUE(has(n, "'" + name + "' holds 1 non-finite value")) << n;
+  }
 }
 
 TEST(HFImport, reads_base_model_names_and_mask_buffers) {

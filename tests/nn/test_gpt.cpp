@@ -397,6 +397,34 @@ TEST(Sampling, generate_slides_past_the_learned_context) {
   for (int32_t t : out) EXPECT_LT(t, 11);
 }
 
+TEST(Sampling, out_of_range_options_are_errors_naming_the_flag_and_range) {
+  Generator g(9);
+  GPT m(tiny_gpt2(), g);
+  Generator s(1);
+  struct Case {
+    nn::SampleOptions opt;
+    std::string want;
+  };
+  const double nan = std::nan("");
+  const std::vector<Case> cases = {
+      {{.max_new_tokens = -1}, "--max-new-tokens must be in [0, 1048576], got -1"},
+      {{.max_new_tokens = -5000000000}, "--max-new-tokens must be in [0, 1048576]"},
+      {{.max_new_tokens = INT64_MAX}, "--max-new-tokens must be in [0, 1048576]"},
+      {{.max_new_tokens = 5, .temperature = -1}, "--temperature must be finite and >= 0"},
+      {{.max_new_tokens = 5, .temperature = nan}, "--temperature must be finite and >= 0"},
+      {{.max_new_tokens = 5, .top_k = -1},
+       "--top-k must be >= 0 (0 = the whole vocabulary), got -1"},
+  };
+  for (const Case& c : cases) {
+    const std::string msg = error_of([&] { nn::generate(m, {1, 2}, c.opt, s); });
+    EXPECT_NE(msg.find(c.want), std::string::npos) << msg;
+  }
+  // 0 new tokens is the prompt alone; 0 temperature and 0 top-k are greedy and "all".
+  EXPECT_EQ(nn::generate(m, {1, 2}, {.max_new_tokens = 0}, s), (std::vector<int32_t>{1, 2}));
+  EXPECT_EQ(nn::generate(m, {1, 2}, {.max_new_tokens = 2, .temperature = 0, .top_k = 0}, s).size(),
+            4u);
+}
+
 TEST(Sampling, greedy_generation_equals_argmax_of_the_full_forward) {
   // Greedy decoding through the cache must pick, at every step, the argmax of a plain forward over
   // the same context (the last block_size tokens after the window slides).

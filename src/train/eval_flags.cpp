@@ -1,0 +1,66 @@
+#include "train/eval_flags.h"
+
+#include "core/error.h"
+
+namespace tessera::train {
+
+std::vector<int64_t> parse_contexts(const std::string& text) {
+  std::vector<int64_t> out;
+  size_t i = 0;
+  while (i <= text.size()) {
+    size_t j = text.find(',', i);
+    if (j == std::string::npos) j = text.size();
+    std::string item = text.substr(i, j - i);
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    TESSERA_CHECK(!item.empty() && used == item.size() && v >= 1, "command line: --contexts '",
+                  text, "': '", item, "' is not a context length >= 1");
+    out.push_back(v);
+    i = j + 1;
+  }
+  return out;
+}
+
+bool apply_rope_flags(Config& cfg, const RopeFlags& flags, const std::string& path) {
+  std::vector<std::string> sets = flags.sets;
+  std::vector<std::string> parameters;  // the flags that set a scaling parameter, as given
+  for (const std::string& s : sets) {
+    TESSERA_CHECK(s.rfind("model.rope_scaling.", 0) == 0, "command line: --set '", s,
+                  "': eval changes only model.rope_scaling.* (the rest of a trained model is "
+                  "fixed by its checkpoint)");
+    if (s.rfind("model.rope_scaling.type=", 0) != 0) parameters.push_back("--set " + s);
+  }
+  if (!flags.type.empty()) sets.push_back("model.rope_scaling.type=" + flags.type);
+  if (!flags.factor.empty()) {
+    parameters.push_back("--rope-factor " + flags.factor);
+    if (flags.factor != "auto") sets.push_back("model.rope_scaling.factor=" + flags.factor);
+  }
+  for (const std::string& s : sets) apply_override(cfg, s);
+  if (sets.empty() && flags.factor.empty()) return false;
+
+  RopeScalingConfig& rs = cfg.model.rope_scaling;
+  TESSERA_CHECK(cfg.model.position == "rope", "RoPE scaling (--rope-scaling, --rope-factor, "
+                "--set model.rope_scaling.*) needs a model with rotary positions, but ", path,
+                " has model.position '", cfg.model.position,
+                "': there are no rotary frequencies to scale");
+  if (rs.type == "none" && !parameters.empty()) {
+    std::string given;
+    for (const std::string& p : parameters) given += (given.empty() ? "" : ", ") + p;
+    TESSERA_FAIL("command line: ", given, " needs --rope-scaling linear|dynamic|yarn|llama3",
+                 flags.type.empty() ? ": model.rope_scaling.type is none in " + path
+                                    : ", not none", ", so the evaluation would run unscaled");
+  }
+  // L0 = the length the model trained at, fixed now (the evaluation windows may be longer).
+  if (rs.original_max_position == 0) rs.original_max_position = cfg.model.block_size;
+  cfg.validate();
+  return true;
+}
+
+}  // namespace tessera::train
