@@ -84,6 +84,20 @@ std::vector<std::string> remove_interrupted_writes(const std::string& dir) {
   return removed;
 }
 
+std::string describe_run(const std::string& dir) {
+  std::error_code ec;
+  std::string held;
+  if (fs::exists(fs::symlink_status(fs::path(dir) / "latest", ec))) held = "latest";
+  const std::vector<CheckpointFile> cks = list_checkpoints(dir);
+  if (!cks.empty()) {
+    const std::string newest = fs::path(cks.back().path).filename().string();
+    held += (held.empty() ? "" : ", ") +
+            (cks.size() == 1 ? "checkpoint " + newest
+                             : std::to_string(cks.size()) + " checkpoints up to " + newest);
+  }
+  return held;
+}
+
 std::optional<Resumable> load_resumable(const std::string& dir, std::ostream& warn) {
   std::vector<std::string> candidates;  // in the order they are tried
   std::error_code ec;

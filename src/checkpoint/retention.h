@@ -52,6 +52,10 @@ std::vector<std::string> prune_checkpoints(const std::string& dir, const Retenti
 // digest file without its checkpoint. Returns their paths.
 std::vector<std::string> remove_interrupted_writes(const std::string& dir);
 
+// What an earlier run left in dir, for messages that refuse to write there: "" when dir holds no
+// step_*.h5 and no `latest`, else e.g. "latest, 3 checkpoints up to step_00000004.h5".
+std::string describe_run(const std::string& dir);
+
 struct Resumable {
   std::string path;
   CheckpointData data;

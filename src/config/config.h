@@ -75,6 +75,12 @@ struct ModelConfig {
   bool operator==(const ModelConfig&) const = default;
 };
 
+// The model section's fields that decide the computation, compared with their defaults resolved
+// (mlp_hidden 0 = the rule's size, n_kv_head 0 = n_head, ...) and dropout aside: "" when equal,
+// else the first differing key with both values ("model.n_layer: 4 vs 6"). For --init hf:DIR and
+// for resuming a checkpoint.
+std::string model_difference(const ModelConfig& a, const ModelConfig& b);
+
 struct DataConfig {
   std::string tokenizer = "byte";                      // byte | gpt2
   std::string tokenizer_dir = "data/tokenizers/gpt2";  // encoder.json + vocab.bpe (gpt2 only)

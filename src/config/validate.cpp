@@ -337,6 +337,17 @@ int64_t ModelConfig::hidden() const {
   return (8 * n_embd / 3 + 63) / 64 * 64;
 }
 
+std::string model_difference(const ModelConfig& a, const ModelConfig& b) {
+  auto resolved = [](ModelConfig m) {
+    m.n_kv_head = m.kv_heads();
+    m.mlp_hidden = m.hidden();
+    if (m.rope_scaling.original_max_position == 0) m.rope_scaling.original_max_position = m.block_size;
+    return m;
+  };
+  const std::string d = config_schema::first_difference(resolved(a), resolved(b), {"dropout"});
+  return d.empty() ? d : "model." + d;
+}
+
 ops::AttentionSpec attention_spec(const ModelConfig& m, const TrainConfig& t) {
   ops::AttentionSpec s;
   s.kind = ops::parse_attention_kind(m.attention, "model.attention");

@@ -15,7 +15,6 @@
 
 #include "checkpoint/json.h"
 #include "checkpoint/safetensors.h"
-#include "config/schema.h"
 #include "nn/hf_names.h"
 #include "train/trainer.h"
 
@@ -566,26 +565,6 @@ HFModel import_hf(const std::string& dir) {
     TESSERA_FAIL(file, ": tensor '", name, "' is not a parameter of config.json's model");
   }
   return out;
-}
-
-std::string model_difference(const ModelConfig& a, const ModelConfig& b) {
-  auto fields = [](ModelConfig m) {
-    m.n_kv_head = m.kv_heads();
-    m.mlp_hidden = m.hidden();
-    if (m.rope_scaling.original_max_position == 0) m.rope_scaling.original_max_position = m.block_size;
-    std::vector<std::pair<std::string, std::string>> out;
-    config_schema::visit_section(m, [&](const char* key, const auto& v) {
-      std::ostringstream os;
-      os << std::boolalpha << v;
-      out.emplace_back(key, os.str());
-    });
-    return out;
-  };
-  const auto fa = fields(a), fb = fields(b);
-  for (size_t i = 0; i < fa.size(); ++i)
-    if (fa[i].first != "dropout" && fa[i].second != fb[i].second)
-      return "model." + fa[i].first + ": " + fa[i].second + " vs " + fb[i].second;
-  return "";
 }
 
 }  // namespace tessera::train

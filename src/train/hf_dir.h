@@ -50,9 +50,4 @@ struct HFModel {
 // errors naming the key or tensor and the file.
 HFModel import_hf(const std::string& dir);
 
-// The model section's fields that decide the computation, compared with their defaults resolved
-// (mlp_hidden 0 = the rule's size, n_kv_head 0 = n_head, ...): "" when equal, else the first
-// differing key with both values ("model.n_layer: 4 vs 6"). For --init hf:DIR.
-std::string model_difference(const ModelConfig& a, const ModelConfig& b);
-
 }  // namespace tessera::train

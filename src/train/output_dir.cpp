@@ -16,15 +16,7 @@ void check_new_checkpoint_dir(const std::string& dir, const std::string& flag) {
   if (!fs::exists(st)) return;
   TESSERA_CHECK(fs::is_directory(st), flag, " ", dir,
                 " is a file, not a directory (nothing was written)");
-  std::string held;
-  if (fs::exists(fs::symlink_status(d / "latest", ec))) held = "latest";
-  const std::vector<CheckpointFile> cks = list_checkpoints(dir);
-  if (!cks.empty()) {
-    const std::string newest = fs::path(cks.back().path).filename().string();
-    held += (held.empty() ? "" : ", ") +
-            (cks.size() == 1 ? "checkpoint " + newest
-                             : std::to_string(cks.size()) + " checkpoints up to " + newest);
-  }
+  const std::string held = describe_run(dir);
   TESSERA_CHECK(held.empty(), flag, " ", dir, " already holds a run (", held,
                 "); writing there would re-point its latest. Choose another directory (nothing "
                 "was written)");

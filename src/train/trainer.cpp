@@ -158,18 +158,13 @@ Config resolve_tokens_per_step(Config cfg, int world, std::ostream& log) {
   return cfg;
 }
 
-// Why a fresh run may not use `dir` ("" when it may): the checkpoints of an earlier run are there.
+// Why a fresh run may not use `dir` ("" when it may): an earlier run's checkpoints are there.
 std::string earlier_run(const fs::path& dir) {
-  const std::vector<CheckpointFile> files = list_checkpoints(dir.string());
-  std::error_code ec;
-  const bool latest = fs::exists(dir / "latest", ec);
-  if (files.empty() && !latest) return "";
-  std::string held = files.empty() ? std::string("a `latest` file")
-                                   : std::to_string(files.size()) + " checkpoint(s), the newest " +
-                                         fs::path(files.back().path).filename().string();
-  return "run directory " + dir.string() + " already holds " + held +
-         " of an earlier run: continue it with --resume auto, or give this run another "
-         "train.run_name (--run-name) or checkpoint.dir (nothing was written)";
+  const std::string held = describe_run(dir.string());
+  if (held.empty()) return "";
+  return "run directory " + dir.string() + " already holds a run (" + held + "): continue it "
+         "with --resume auto, or give this run another train.run_name (--run-name) or "
+         "checkpoint.dir (nothing was written)";
 }
 
 class Trainer {
@@ -408,16 +403,14 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
 // happen to have the same shapes (n_head, attention kind, norm_eps, alpha, ...).
 void Trainer::check_resumed_config(const std::string& path, const CheckpointData& ck) const {
   const Config stored = parse_config(ck.config_yaml, path + " (stored config)");
-  std::string diff = config_schema::first_difference(stored.model, cfg_.model, {"dropout"});
-  std::string section = "model";
+  std::string diff = model_difference(stored.model, cfg_.model), section = "model";
   if (diff.empty() && lora_) {
-    diff = config_schema::first_difference(stored.lora, cfg_.lora, {"dropout"});
-    section = "lora";
+    const std::string d = config_schema::first_difference(stored.lora, cfg_.lora, {"dropout"});
+    if (!d.empty()) diff = "lora." + d, section = "lora";
   }
   TESSERA_CHECK(diff.empty(), "checkpoint ", path, " was trained with another ", section,
-                " than this config's (", section, ".", diff, ", the checkpoint's first): resume "
-                "it with its own ", section, " section, or start a new run from its weights with "
-                "--init");
+                " than this config's (", diff, ", the checkpoint's first): resume it with its own ",
+                section, " section, or start a new run from its weights with --init");
 }
 
 void Trainer::fail_together(const std::string& error, const std::string& elsewhere) {

@@ -108,7 +108,7 @@ void expect_round_trip_byte_exact(const Config& cfg, DType dtype) {
         << a.model[i].first;
   }
   const Config back = parse_config(b.config_yaml, "imported");
-  EXPECT_EQ(train::model_difference(back.model, cfg.model), "");
+  EXPECT_EQ(model_difference(back.model, cfg.model), "");
   // The imported checkpoint loads as eval and generate load one.
   EXPECT_NO_THROW(train::load_model((tmp.path / "back").string()));
 }

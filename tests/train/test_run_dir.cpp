@@ -53,7 +53,8 @@ TEST(RunDirectory, a_fresh_run_refuses_a_directory_with_an_earlier_runs_checkpoi
   // A `latest` alone (its checkpoint gone) is an earlier run's too.
   fs::remove(dir / "step_00000002.h5");
   fs::remove(dir / "step_00000004.h5");
-  EXPECT_NE(error_of([&] { train::run_training(c, log); }).find("`latest`"), std::string::npos);
+  EXPECT_NE(error_of([&] { train::run_training(c, log); }).find("already holds a run (latest)"),
+            std::string::npos);
 
   // Resuming it, or another run name, is what the message offers; both run.
   c.train.run_name = "other";
