@@ -251,9 +251,15 @@ std::string to_yaml(const Config& cfg);
 // from config keys to the spec, for validation and for the model. An unknown kind throws.
 ops::AttentionSpec attention_spec(const ModelConfig& m, const TrainConfig& t);
 
-// "300, 700" -> {300, 700}: the step lists of spike.inject_steps. A bad item is an error, or, when
-// problem is given, a sentence stored there (and an empty result).
-std::vector<int64_t> parse_step_list(const std::string& text, std::string* problem = nullptr);
+// "300, 700" -> {300, 700}: a comma-separated list of integers >= 1 ("" -> none), each a `noun`
+// in messages. A bad or empty item is an error, or, when problem is given, a sentence stored there
+// (and an empty result).
+std::vector<int64_t> parse_positive_list(const std::string& text, const char* noun,
+                                         std::string* problem = nullptr);
+// The step lists of spike.inject_steps.
+inline std::vector<int64_t> parse_step_list(const std::string& text, std::string* problem = nullptr) {
+  return parse_positive_list(text, "step number", problem);
+}
 
 // All key paths ("model.n_layer", ...), in to_yaml's order.
 std::vector<std::string> config_keys();

@@ -300,10 +300,10 @@ void check_spike(const SpikeConfig& s, int64_t max_steps, Problems& p) {
 
 }  // namespace
 
-std::vector<int64_t> parse_step_list(const std::string& text, std::string* problem) {
-  std::vector<int64_t> steps;
-  size_t i = 0;
-  while (i < text.size()) {
+std::vector<int64_t> parse_positive_list(const std::string& text, const char* noun,
+                                         std::string* problem) {
+  std::vector<int64_t> values;
+  for (size_t i = 0; !text.empty() && i <= text.size();) {
     size_t j = text.find(',', i);
     if (j == std::string::npos) j = text.size();
     std::string item = text.substr(i, j - i);
@@ -317,17 +317,17 @@ std::vector<int64_t> parse_step_list(const std::string& text, std::string* probl
       used = 0;
     }
     if (used != item.size() || item.empty() || v < 1) {
-      const std::string why = "'" + item + "' is not a step number >= 1 in '" + text + "'";
+      const std::string why = "'" + item + "' is not a " + noun + " >= 1 in '" + text + "'";
       if (problem) {
         *problem = why;
         return {};
       }
       TESSERA_FAIL(why);
     }
-    steps.push_back(v);
+    values.push_back(v);
     i = j + 1;
   }
-  return steps;
+  return values;
 }
 
 int64_t ModelConfig::hidden() const {

@@ -5,26 +5,9 @@
 namespace tessera::train {
 
 std::vector<int64_t> parse_contexts(const std::string& text) {
-  std::vector<int64_t> out;
-  size_t i = 0;
-  while (i <= text.size()) {
-    size_t j = text.find(',', i);
-    if (j == std::string::npos) j = text.size();
-    std::string item = text.substr(i, j - i);
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    TESSERA_CHECK(!item.empty() && used == item.size() && v >= 1, "command line: --contexts '",
-                  text, "': '", item, "' is not a context length >= 1");
-    out.push_back(v);
-    i = j + 1;
-  }
+  std::string problem = text.empty() ? "'' is not a context length >= 1" : "";
+  std::vector<int64_t> out = parse_positive_list(text, "context length", &problem);
+  TESSERA_CHECK(problem.empty(), "command line: --contexts '", text, "': ", problem);
   return out;
 }
 
