@@ -417,7 +417,8 @@ void Trainer::fail_together(const std::string& error, const std::string& elsewhe
   const bool any = world_ > 1 ? comm_->all_reduce_host({error.empty() ? 0.0 : 1.0},
                                                        dist::ReduceOp::Sum)[0] > 0
                               : !error.empty();
-  if (any) TESSERA_FAIL(error.empty() ? elsewhere : error);
+  if (!error.empty()) throw Error(error);  // an Error's text: it names its place already
+  if (any) TESSERA_FAIL(elsewhere);
 }
 
 std::string Trainer::save(int64_t done) {
