@@ -155,14 +155,14 @@ struct SpikeConfig {
   int64_t skip_batches = 0;    // batches skipped from the spike's position; 0 = auto:
                                // max(1, max_steps / 1000) optimizer steps' worth
   int64_t max_rollbacks = 5;   // stop with an error after this many spikes
-  double lr_factor = 1.0;      // LR multiplier after a rollback ...
+  double lr_factor = 1.0;      // LR multiplier in (0, 1] after a rollback ...
   int64_t lr_factor_steps = 0;  // ... for this many steps
   // Fault injection (tests, drills): the batches a clean run reads at these (1-based) steps are
   // poisoned wherever they come up: "corrupt" replaces their tokens with random ids, "scale"
   // multiplies their loss by inject_scale, "nan" makes their loss NaN.
   std::string inject_steps;    // comma-separated, e.g. "300,700"; "" = none
   std::string inject_kind = "corrupt";  // corrupt | scale | nan
-  double inject_scale = 1000.0;
+  double inject_scale = 1000.0;  // > 0
   int64_t inject_rank = -1;  // -1: every micro-batch of an injected step; r: only the one rank r
                              // reads first (the same windows on any world size)
 
