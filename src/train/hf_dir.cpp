@@ -15,6 +15,7 @@
 
 #include "checkpoint/json.h"
 #include "checkpoint/safetensors.h"
+#include "config/schema.h"
 #include "nn/hf_names.h"
 #include "train/trainer.h"
 
@@ -276,10 +277,15 @@ const std::set<std::string> kIgnored = {
     "reorder_and_upcast_attn", "pretraining_tp", "attention_dropout", "attn_pdrop",
     "embd_pdrop", "tessera_tokenizer"};
 
+// Reads config.json's keys, recording which ones it read and, for each config field it sets
+// through `into`, the key that field came from (for check_config's messages).
 struct ConfigReader {
   const Json& root;
   std::string file;
   std::set<std::string> read;
+  std::map<const void*, std::string> source;  // a field of the Config being built -> its key
+
+  void note(const void* field, const std::string& key) { source[field] = key; }
 
   const Json* get(const std::string& key) {
     read.insert(key);
@@ -304,6 +310,19 @@ struct ConfigReader {
     const Json* v = get(key);
     return v ? v->str(where(key)) : dflt;
   }
+  // field = the value of key (its default when absent or null), noted as key's.
+  void into(int64_t& field, const std::string& key, std::optional<int64_t> dflt = std::nullopt) {
+    field = integer(key, dflt);
+    note(&field, key);
+  }
+  void into(double& field, const std::string& key, double dflt) {
+    field = number(key, dflt);
+    note(&field, key);
+  }
+  void into(bool& field, const std::string& key, bool dflt) {
+    field = flag(key, dflt);
+    note(&field, key);
+  }
   void require(bool ok, const std::string& key, const std::string& why) const {
     TESSERA_CHECK(ok, file, ": ", key, ": ", why);
   }
@@ -314,20 +333,20 @@ struct ConfigReader {
   }
 };
 
-void read_rope_scaling(ConfigReader& c, const Json& rs, ModelConfig& m) {
-  const std::string key = "rope_scaling";
+// key: "rope_scaling", or "rope_parameters" (transformers 5).
+void read_rope_scaling(ConfigReader& c, const std::string& key, const Json& rs, ModelConfig& m) {
   RopeScalingConfig& r = m.rope_scaling;
-  std::set<std::string> known = {"rope_type", "type", "factor", "rope_theta"};
-  const Json* type = rs.get("rope_type") ? rs.get("rope_type") : rs.get("type");
+  std::set<std::string> known = {"rope_type", "type"};
+  const std::string type_key = rs.get("rope_type") ? "rope_type" : "type";
+  const Json* type = rs.get(type_key);
   c.require(type != nullptr, key, "has no rope_type");
-  r.type = type->str(c.where(key + ".rope_type"));
+  r.type = type->str(c.where(key + "." + type_key));
+  c.note(&r.type, key + "." + type_key);
   if (r.type == "default") r.type = "none";
   c.require(r.type == "none" || r.type == "linear" || r.type == "dynamic" || r.type == "yarn" ||
                 r.type == "llama3",
-            key + ".rope_type", "'" + r.type + "' is not one tessera implements (linear, "
+            key + "." + type_key, "'" + r.type + "' is not one tessera implements (linear, "
             "dynamic, yarn, llama3)");
-  if (const Json* t = rs.get("rope_theta")) m.rope_theta = t->as_double(c.where(key + ".rope_theta"));
-  if (const Json* f = rs.get("factor")) r.factor = f->as_double(c.where(key + ".factor"));
   auto opt = [&](const char* k, auto& field) {
     known.insert(k);
     if (const Json* v = rs.get(k); v && !v->is(Json::Kind::Null)) {
@@ -335,8 +354,11 @@ void read_rope_scaling(ConfigReader& c, const Json& rs, ModelConfig& m) {
         field = v->as_int(c.where(key + "." + k));
       else
         field = v->as_double(c.where(key + "." + k));
+      c.note(&field, key + "." + k);
     }
   };
+  opt("rope_theta", m.rope_theta);
+  opt("factor", r.factor);
   opt("original_max_position_embeddings", r.original_max_position);
   if (r.original_max_position > 0 && r.type != "llama3") {
     // HF's dynamic uses max_position_embeddings as L0; newer yarn derives its factor from
@@ -360,39 +382,16 @@ void read_rope_scaling(ConfigReader& c, const Json& rs, ModelConfig& m) {
     c.require(known.count(k) > 0, key + "." + k, "unsupported rope scaling field");
 }
 
-// The config.json key each model key of the config read from root comes from.
-std::map<std::string, std::string> hf_keys(const std::string& type, const Json& root) {
-  std::map<std::string, std::string> k;
-  if (type == "gpt2") {
-    k = {{"model.n_layer", "n_layer"}, {"model.n_head", "n_head"}, {"model.n_embd", "n_embd"},
-         {"model.vocab_size", "vocab_size"}, {"model.block_size", "n_positions"},
-         {"model.mlp_hidden", "n_inner"}, {"model.norm_eps", "layer_norm_epsilon"},
-         {"model.dropout", "resid_pdrop"}};
-  } else {
-    const std::string rs = root.get("rope_parameters") ? "rope_parameters." : "rope_scaling.";
-    k = {{"model.n_layer", "num_hidden_layers"}, {"model.n_head", "num_attention_heads"},
-         {"model.n_kv_head", "num_key_value_heads"}, {"model.n_embd", "hidden_size"},
-         {"model.vocab_size", "vocab_size"}, {"model.mlp_hidden", "intermediate_size"},
-         {"model.norm_eps", "rms_norm_eps"}, {"model.rope_theta", "rope_theta"},
-         {"model.block_size", root.get("tessera_block_size") ? "tessera_block_size"
-                                                              : "max_position_embeddings"},
-         {"model.rope_scaling.type", rs + "rope_type"},
-         {"model.rope_scaling.factor", rs + "factor"},
-         {"model.rope_scaling.original_max_position", rs + "original_max_position_embeddings"}};
-    for (const char* f : {"beta_fast", "beta_slow", "attention_factor", "low_freq_factor",
-                          "high_freq_factor"})
-      k["model.rope_scaling." + std::string(f)] = rs + f;
-  }
-  if (root.get("tessera_tokenizer")) k["data.tokenizer"] = "tessera_tokenizer";
-  return k;
-}
-
-// Validates the config read from file (config_problems): each problem prefixed with the file and
-// followed by the config.json keys its tessera keys come from.
-void check_config(const Config& cfg, const std::string& file,
-                  const std::map<std::string, std::string>& keys) {
+// Validates the config the reader built (config_problems): each problem prefixed with the file and
+// followed by the config.json keys its tessera keys were read from.
+void check_config(const Config& cfg, const ConfigReader& c) {
   const std::vector<std::string> problems = config_problems(cfg);
   if (problems.empty()) return;
+  std::map<std::string, std::string> keys;  // "model.n_head" -> "n_head"
+  config_schema::for_each_field(cfg, [&](const char* section, const char* key, const auto& v) {
+    if (auto it = c.source.find(&v); it != c.source.end())
+      keys[std::string(section) + "." + key] = it->second;
+  });
   std::string text;
   for (const std::string& p : problems) {
     std::vector<std::pair<size_t, std::string>> from;  // (where the message names it, HF key)
@@ -408,7 +407,7 @@ void check_config(const Config& cfg, const std::string& file,
             (from.empty() ? "" : (from.size() > 1 ? " (config.json keys " : " (config.json key ") +
                                      named + ")");
   }
-  TESSERA_FAIL(file, ": invalid model:", text);
+  TESSERA_FAIL(c.file, ": invalid model:", text);
 }
 
 Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
@@ -428,19 +427,19 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
   }
   if (type == "gpt2") {
     m.norm = "layernorm", m.mlp = "gelu", m.position = "learned", m.bias = true;
-    m.n_layer = c.integer("n_layer"), m.n_head = c.integer("n_head"), m.n_embd = c.integer("n_embd");
-    m.vocab_size = c.integer("vocab_size");
-    m.block_size = c.integer("n_positions");
+    c.into(m.n_layer, "n_layer"), c.into(m.n_head, "n_head"), c.into(m.n_embd, "n_embd");
+    c.into(m.vocab_size, "vocab_size");
+    c.into(m.block_size, "n_positions");
     if (c.get("n_ctx"))
       c.require(c.integer("n_ctx") == m.block_size, "n_ctx", "differs from n_positions");
-    m.mlp_hidden = c.integer("n_inner", 0);  // null = 4 n_embd, tessera's 0 too
+    c.into(m.mlp_hidden, "n_inner", 0);  // null = 4 n_embd, tessera's 0 too
     const std::string act = c.text("activation_function", "gelu_new");
     // Both names are 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), tessera's GELU.
     c.require(act == "gelu_new" || act == "gelu_pytorch_tanh", "activation_function",
               "'" + act + "': tessera's GELU is the tanh form (gelu_new)");
-    m.norm_eps = c.number("layer_norm_epsilon", 1e-5);
-    m.tie_embeddings = c.flag("tie_word_embeddings", true);
-    m.dropout = c.number("resid_pdrop", 0.1);
+    c.into(m.norm_eps, "layer_norm_epsilon", 1e-5);
+    c.into(m.tie_embeddings, "tie_word_embeddings", true);
+    c.into(m.dropout, "resid_pdrop", 0.1);
     c.require(c.flag("scale_attn_weights", true), "scale_attn_weights",
               "false: tessera always scales attention scores by 1/sqrt(head_dim)");
     c.require(!c.flag("scale_attn_by_inverse_layer_idx", false), "scale_attn_by_inverse_layer_idx",
@@ -449,11 +448,11 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
               "true: tessera's GPT has no cross-attention");
   } else {
     m.norm = "rmsnorm", m.mlp = "swiglu", m.position = "rope";
-    m.n_embd = c.integer("hidden_size"), m.n_layer = c.integer("num_hidden_layers");
-    m.n_head = c.integer("num_attention_heads");
-    m.n_kv_head = c.integer("num_key_value_heads", m.n_head);
-    m.mlp_hidden = c.integer("intermediate_size");
-    m.vocab_size = c.integer("vocab_size");
+    c.into(m.n_embd, "hidden_size"), c.into(m.n_layer, "num_hidden_layers");
+    c.into(m.n_head, "num_attention_heads");
+    c.into(m.n_kv_head, "num_key_value_heads", m.n_head);
+    c.into(m.mlp_hidden, "intermediate_size");
+    c.into(m.vocab_size, "vocab_size");
     c.require(m.n_head > 0 && m.n_embd % m.n_head == 0, "num_attention_heads",
               "does not divide hidden_size");
     if (c.get("head_dim"))
@@ -461,26 +460,29 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
                 "differs from hidden_size / num_attention_heads, which tessera requires");
     const std::string act = c.text("hidden_act", "silu");
     c.require(act == "silu", "hidden_act", "'" + act + "': tessera's Llama MLP is SwiGLU (silu)");
-    m.norm_eps = c.number("rms_norm_eps", 1e-6);
-    m.rope_theta = c.number("rope_theta", 10000.0);
-    m.block_size = c.integer("max_position_embeddings", 2048);
-    m.tie_embeddings = c.flag("tie_word_embeddings", false);
+    c.into(m.norm_eps, "rms_norm_eps", 1e-6);
+    c.into(m.rope_theta, "rope_theta", 10000.0);
+    c.into(m.block_size, "max_position_embeddings", 2048);
+    c.into(m.tie_embeddings, "tie_word_embeddings", false);
     const bool ab = c.flag("attention_bias", false), mb = c.flag("mlp_bias", false);
     c.require(ab == mb, "attention_bias", "differs from mlp_bias; tessera has one bias switch");
     m.bias = ab;
     m.dropout = 0.0;
     // transformers 5 writes rope_theta and the scaling together as rope_parameters.
     for (const char* k : {"rope_scaling", "rope_parameters"})
-      if (const Json* rs = c.get(k)) read_rope_scaling(c, *rs, m);
+      if (const Json* rs = c.get(k)) read_rope_scaling(c, k, *rs, m);
     // tessera's export of a model extended past L0: max_position_embeddings holds L0, this key
     // the block size the model was trained at.
     if (c.get("tessera_block_size")) {
       const int64_t block = c.integer("tessera_block_size");
       c.require(block > 0 && m.rope_scaling.type != "none", "tessera_block_size",
                 "needs a positive value and rope scaling");
-      if (m.rope_scaling.original_max_position == 0)
+      if (m.rope_scaling.original_max_position == 0) {
         m.rope_scaling.original_max_position = m.block_size;
+        c.note(&m.rope_scaling.original_max_position, "max_position_embeddings");
+      }
       m.block_size = block;
+      c.note(&m.block_size, "tessera_block_size");
     }
   }
   c.check_all_read();
@@ -491,10 +493,11 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
   const fs::path dir = path.parent_path();
   const bool files = fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt");
   cfg.data.tokenizer = !tok.empty() ? tok : files ? "gpt2" : "byte";
+  if (!tok.empty()) c.note(&cfg.data.tokenizer, "tessera_tokenizer");
   if (const Json* a = root.get("attn_pdrop"); a && a->is(Json::Kind::Number) && a->as_double() > 0)
     notes.push_back("attn_pdrop " + num(a->as_double()) +
                     " ignored: tessera has no dropout on attention probabilities");
-  check_config(cfg, path.string(), hf_keys(type, root));
+  check_config(cfg, c);
   return cfg;
 }
 

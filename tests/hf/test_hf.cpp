@@ -295,29 +295,44 @@ TEST(HFImport, values_tessera_cannot_reproduce_are_errors_naming_the_key_or_tens
 
 TEST(HFImport, invalid_model_values_name_the_file_and_the_config_json_key) {
   TempDir tmp;
-  Generator g(1);
-  const Config cfg = gpt2_config();
-  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
-  const fs::path d = tmp.path / "hf";
-  train::export_hf(cfg, model.parameters(), d.string());
-  const std::string good = read_file(d / "config.json"), file = (d / "config.json").string();
   struct Case {
     std::string from, to, want;
   };
-  const std::vector<Case> cases = {
+  // Exports cfg, then edits its config.json case by case; each import must fail naming the keys.
+  auto expect_named = [&](const Config& cfg, const std::string& name, const std::vector<Case>& cases) {
+    Generator g(1);
+    nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+    const fs::path d = tmp.path / name;
+    train::export_hf(cfg, model.parameters(), d.string());
+    const std::string good = read_file(d / "config.json"), file = (d / "config.json").string();
+    for (const Case& c : cases) {
+      std::ofstream(d / "config.json", std::ios::binary | std::ios::trunc) << good;
+      replace_in(d / "config.json", c.from, c.to);
+      const std::string m = error_of([&] { train::import_hf(d.string()); });
+      EXPECT_TRUE(has(m, file + ": invalid model:") && has(m, c.want)) << c.to << "\n" << m;
+    }
+    return d;
+  };
+  const fs::path d = expect_named(gpt2_config(), "hf", {
       {"\"layer_norm_epsilon\": 1e-05", "\"layer_norm_epsilon\": -1",
        "model.norm_eps must be positive, got -1 (config.json key layer_norm_epsilon)"},
       {"\"n_head\": 2", "\"n_head\": 0", "(config.json key n_head)"},
       {"\"n_head\": 2", "\"n_head\": 3", "(config.json keys n_embd, n_head)"},
       {"\"tessera_tokenizer\": \"byte\"", "\"tessera_tokenizer\": \"gpt2\"",
        "(config.json keys vocab_size, tessera_tokenizer)"},
-  };
-  for (const Case& c : cases) {
-    std::ofstream(d / "config.json", std::ios::binary | std::ios::trunc) << good;
-    replace_in(d / "config.json", c.from, c.to);
-    const std::string m = error_of([&] { train::import_hf(d.string()); });
-    EXPECT_TRUE(has(m, file + ": invalid model:") && has(m, c.want)) << m;
-  }
+  });
+  // Llama: the rope dict's fields are named under the key they were read from.
+  const std::string no_scaling = "\"rope_scaling\": null";
+  expect_named(llama_config(), "hf-llama", {
+      {no_scaling, "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 0.5}",
+       "got 0.5 (config.json key rope_scaling.factor)"},
+      {no_scaling, "\"rope_parameters\": {\"rope_type\": \"yarn\", \"factor\": 4, "
+       "\"beta_fast\": 1, \"beta_slow\": 32}",
+       "(config.json keys rope_parameters.beta_fast, rope_parameters.beta_slow)"},
+      {"\"rope_theta\": 5e+05", "\"rope_theta\": -1", "(config.json key rope_theta)"},
+      {"\"rms_norm_eps\": 1e-05", "\"rms_norm_eps\": 0", "(config.json key rms_norm_eps)"},
+  });
+  const std::string file = (d / "config.json").string();
   // The binary says the same.
   std::string out;
   EXPECT_EQ(run(kBin + "/import " + d.string() + " --output " + (tmp.path / "ck").string(), &out),
