@@ -4,11 +4,15 @@
 Same shapes (B x T = --tokens, H x D = --hidden), bf16, causal; forward and forward + backward,
 mean over --iters calls after --warmup, timed with CUDA events. FLOPs: forward 4 T^2 D H B halved
 for causal, backward 2.5x forward (the FlashAttention-2 paper's convention). Prints markdown rows
-in build/bench_attention's columns (scripts/bench_attention.sh prints the header).
+in build/bench_attention's columns (scripts/bench_attention.sh prints the header): one per SDPA
+backend in --backends (torch.nn.attention.sdpa_kernel: "default" is PyTorch's own choice), so
+that tessera's kernels can be set beside the best of them. A backend that does not take a shape
+gets a row saying why, and the others still run.
 
     python3 scripts/bench_attention.py --seqlens 1024,4096 --dims 128
 """
 import argparse
+import contextlib
 import sys
 
 
@@ -24,6 +28,8 @@ def main():
     ap.add_argument("--hidden", type=int, default=2048)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--backends", default="default,flash,cudnn,efficient",
+                    help="comma-separated: default, flash, cudnn, efficient, math")
     ap.add_argument("--no-header", action="store_true")
     args = ap.parse_args()
 
@@ -52,7 +58,25 @@ def main():
     if not args.no_header:
         print("| impl | T | D | B x H | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s |")
         print("|---|---|---|---|---|---|---|---|")
-    name = f"torch {torch.__version__} sdpa"
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # before PyTorch 2.3: PyTorch's own choice only
+        SDPBackend = sdpa_kernel = None
+    backends = {}
+    for b in args.backends.split(","):
+        if b == "default":
+            backends[b] = contextlib.nullcontext
+        elif sdpa_kernel is None:
+            print(f"bench_attention.py: this PyTorch has no sdpa_kernel; no '{b}' rows", file=sys.stderr)
+        else:
+            enum = {"flash": "FLASH_ATTENTION", "cudnn": "CUDNN_ATTENTION",
+                    "efficient": "EFFICIENT_ATTENTION", "math": "MATH"}.get(b)
+            if enum is None or not hasattr(SDPBackend, enum):
+                print(f"bench_attention.py: no SDPA backend '{b}' in this PyTorch", file=sys.stderr)
+                continue
+            backends[b] = lambda e=getattr(SDPBackend, enum): sdpa_kernel(e)
+
+    failed = 0
     for D in args.dims:
         for T in args.seqlens:
             B, H = max(1, args.tokens // T), max(1, args.hidden // D)
@@ -66,15 +90,27 @@ def main():
                 with torch.no_grad():
                     F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
-            def fwd_bwd():
+            def fwd_bwd():  # the gradients returned, not added into .grad (no extra kernels)
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-                out.backward(dout)
+                torch.autograd.grad(out, (q, k, v), dout)
 
             flops = 4.0 * T * T * D * H * B / 2
-            f, fb = time_ms(fwd), time_ms(fwd_bwd)
-            print(f"| {name} | {T} | {D} | {B} x {H} | {f:.3f} | {flops / (f * 1e9):.1f} | "
-                  f"{fb:.3f} | {3.5 * flops / (fb * 1e9):.1f} |", flush=True)
-    return 0
+            for b, context in backends.items():
+                name = f"torch {torch.__version__} sdpa ({b})"
+                try:
+                    with context():
+                        f, fb = time_ms(fwd), time_ms(fwd_bwd)
+                except RuntimeError as e:  # the backend does not take this shape or device
+                    why = " ".join(str(e).split())[:120].replace("|", "/")
+                    print(f"| {name} | {T} | {D} | {B} x {H} | n/a | n/a | n/a | n/a ({why}) |",
+                          flush=True)
+                    failed += b == "default"
+                    continue
+                print(f"| {name} | {T} | {D} | {B} x {H} | {f:.3f} | {flops / (f * 1e9):.1f} | "
+                      f"{fb:.3f} | {3.5 * flops / (fb * 1e9):.1f} |", flush=True)
+            del q, k, v, dout
+            torch.cuda.empty_cache()
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

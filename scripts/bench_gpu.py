@@ -5,11 +5,13 @@
 
 The model is GPT-2 small in plain PyTorch (scripts/torch_gpt.py; nothing from tessera): 12 layers,
 768 channels, 12 heads, learned positions, LayerNorm, tanh-GELU MLP, fused qkv, tied embedding and
-head, vocabulary 50257, biases; attention through F.scaled_dot_product_attention(is_causal=True)
-(flash kernels on an H100). Mixed precision as PyTorch users run it: f32 parameters under
+head, vocabulary 50257 padded to 50304 as nanoGPT does (--vocab-pad 64; tessera pads its logits
+to the same width itself; the tokens stay below 50257), biases; attention through
+F.scaled_dot_product_attention(is_causal=True) (flash kernels on an H100). Mixed precision as PyTorch users run it: f32 parameters under
 torch.autocast(bfloat16), loss in f32 (autocast's rule for cross_entropy), fused AdamW (lr 6e-4,
 betas 0.9/0.95, eps 1e-8, weight decay 0.1 on 2-D tensors only), clip_grad_norm_(1.0), and the
-model wrapped in torch.compile. One step is forward + backward + clip + step + zero_grad + the
+model wrapped in torch.compile (its graph count is read from dynamo's counters after the warm-up:
+none means it ran eager, and the impl says so). One step is forward + backward + clip + step + zero_grad + the
 loss read back with .item(), on a fixed random batch already on the GPU, exactly as tessera's
 bench times it; FLOPs per token are counted the same way (6 N + 12 L H Q T, N without the
 position embedding, attention not halved; peak 989 TFLOP/s).
@@ -30,6 +32,15 @@ PEAK_FLOPS = 989e12  # H100 SXM dense bf16
 
 def sync():
     torch.cuda.synchronize()
+
+
+def dynamo_counts():
+    """(graphs compiled, graph breaks) from torch._dynamo's counters; (None, None) if unreadable."""
+    try:
+        from torch._dynamo.utils import counters
+        return counters["stats"].get("unique_graphs", 0), sum(counters["graph_break"].values())
+    except Exception:
+        return None, None
 
 
 def time_ms(f, warmup=3, reps=20):
@@ -102,13 +113,17 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-kernels", action="store_true")
+    ap.add_argument("--vocab-pad", type=int, default=64,
+                    help="round the model's vocabulary up to a multiple of this (1: unpadded)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_gpu.py: no CUDA device")
     torch.manual_seed(1337)
     B, T, L, C, H, V = args.batch_size, args.seq, 12, 768, 12, 50257
-    model = GPT(L, C, H, V, T).cuda()
-    n_params = sum(p.numel() for p in model.parameters())
+    Vp = -(-V // args.vocab_pad) * args.vocab_pad
+    model = GPT(L, C, H, Vp, T).cuda()
+    # The padding rows are not counted (as tessera counts its padded logits): the same N.
+    n_params = sum(p.numel() for p in model.parameters()) - (Vp - V) * C
     n_flop = n_params - model.wpe.weight.numel()
     flops_per_token = 6 * n_flop + 12 * L * H * (C // H) * T
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -147,6 +162,12 @@ def main():
         first = step()
     for _ in range(args.warmup - 1):
         step()
+    if compiled == "torch.compile":
+        graphs, breaks = dynamo_counts()
+        if graphs == 0:
+            compiled = "eager (torch.compile compiled no graph)"
+        elif graphs is not None:
+            compiled += f", {graphs} graph{'s' if graphs != 1 else ''}, {breaks} graph breaks"
     print(f"bench_gpu.py: {args.warmup} warm-up steps ({compiled}) in {time.perf_counter() - t0:.1f} s")
     torch.cuda.reset_peak_memory_stats()
     times = []
@@ -160,7 +181,7 @@ def main():
     ms = statistics.median(times)
     tok_s = B * T / (ms / 1e3)
     mfu = flops_per_token * tok_s / PEAK_FLOPS
-    res = {"impl": f"pytorch {torch.__version__} ({compiled})", "batch": B, "seq": T,
+    res = {"impl": f"pytorch {torch.__version__} ({compiled}; vocabulary {Vp})", "batch": B, "seq": T,
            "params": n_params, "flop_params": n_flop, "flops_per_token": flops_per_token,
            "ms_per_step": ms, "tokens_per_s": tok_s, "mfu": mfu,
            "peak_alloc_mib": torch.cuda.max_memory_allocated() / 2**20,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPT-2 124M training step on the GPU: tessera (build/bench_gpu) beside its PyTorch twin
-# (scripts/bench_gpu.py: torch.compile, F.scaled_dot_product_attention, bf16 autocast, fused AdamW),
+# (scripts/bench_gpu.py: torch.compile, F.scaled_dot_product_attention, bf16 autocast, fused AdamW,
+# vocabulary padded to 50304),
 # then the fused kernels (layernorm, GELU, cross-entropy, AdamW) against PyTorch's, as one table.
 # A benchmark, not a test: it asserts nothing; it prints what it measured and on what.
 #
