@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -42,7 +43,12 @@ struct TempDir {
     std::filesystem::remove_all(path);
     std::filesystem::create_directories(path);
   }
+  // Kept when the test has failed, so that its logs and files can be read after the run.
   ~TempDir() {
+    if (::testing::Test::HasFailure()) {
+      std::fprintf(stderr, "test failed: its files are kept in %s\n", path.c_str());
+      return;
+    }
     std::error_code ec;
     std::filesystem::remove_all(path, ec);
   }
