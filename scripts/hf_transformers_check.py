@@ -20,7 +20,10 @@ def main(argv):
     out_dir, ref_path = argv[0], argv[1]
     tol = float(argv[argv.index("--tol") + 1]) if "--tol" in argv else 1e-4
     arch = json.load(open(os.path.join(out_dir, "config.json")))["architectures"][0]
-    model = getattr(transformers, arch).from_pretrained(out_dir, torch_dtype=torch.float32).eval()
+    # transformers 4.56 renamed from_pretrained's torch_dtype to dtype (the old name warns).
+    version = tuple(int(x) for x in transformers.__version__.split(".")[:2] if x.isdigit())
+    dtype_arg = "dtype" if version >= (4, 56) else "torch_dtype"
+    model = getattr(transformers, arch).from_pretrained(out_dir, **{dtype_arg: torch.float32}).eval()
     ref = read_safetensors(ref_path)
     with torch.no_grad():
         logits = model(ref["tokens"].long()).logits.double()
