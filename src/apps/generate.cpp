@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
         ("max-new-tokens", "tokens to sample (0 to 1048576)", cxxopts::value<int64_t>()->default_value("200"))
         ("temperature", ">= 0; 0 = greedy", cxxopts::value<double>()->default_value("0.8"))
         ("top-k", "sample among the k most likely (0 = all)", cxxopts::value<int64_t>()->default_value("40"))
+        ("top-p", "then among the most likely holding this share of the probability (nucleus sampling; 1 = all)",
+         cxxopts::value<double>()->default_value("1"))
         ("seed", "sampling seed", cxxopts::value<uint64_t>()->default_value("42"))
         ("tokenizer-dir", "override the tokenizer directory", cxxopts::value<std::string>())
         ("h,help", "show this help");
@@ -27,7 +29,8 @@ int main(int argc, char** argv) {
     if (!parse_flags_or_help(options, argc, argv, args)) return 0;
     nn::SampleOptions opt{.max_new_tokens = args["max-new-tokens"].as<int64_t>(),
                           .temperature = args["temperature"].as<double>(),
-                          .top_k = args["top-k"].as<int64_t>()};
+                          .top_k = args["top-k"].as<int64_t>(),
+                          .top_p = args["top-p"].as<double>()};
     nn::check_sample_options(opt);  // before the model loads
     train::LoadedModel m = train::load_model(args);
     const Config& cfg = m.config;

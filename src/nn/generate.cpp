@@ -15,17 +15,19 @@ void check_sample_options(const SampleOptions& opt) {
                 "--temperature must be finite and >= 0 (0 = greedy), got ", opt.temperature);
   TESSERA_CHECK(opt.top_k >= 0, "--top-k must be >= 0 (0 = the whole vocabulary), got ",
                 opt.top_k);
+  TESSERA_CHECK(opt.top_p > 0 && opt.top_p <= 1, "--top-p must be in (0, 1] (1 = no cut), got ",
+                opt.top_p);
 }
 
-int32_t sample_token(const std::vector<double>& logits, double temperature, int64_t top_k,
-                     Generator& gen) {
+int32_t sample_token(const std::vector<double>& logits, const SampleOptions& opt, Generator& gen) {
   TESSERA_CHECK(!logits.empty(), "sample_token: empty logits");
   const int64_t V = int64_t(logits.size());
+  const double temperature = opt.temperature;
   if (temperature <= 0)
     return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
   std::vector<int32_t> idx(static_cast<size_t>(V));
   std::iota(idx.begin(), idx.end(), 0);
-  const int64_t k = top_k > 0 ? std::min(top_k, V) : V;
+  int64_t k = opt.top_k > 0 ? std::min(opt.top_k, V) : V;
   // Ties keep the lower id first so the candidate set does not depend on the sort's whims.
   std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
     return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
@@ -34,6 +36,12 @@ int32_t sample_token(const std::vector<double>& logits, double temperature, int6
   std::vector<double> p(static_cast<size_t>(k));
   double z = 0;
   for (int64_t i = 0; i < k; ++i) z += (p[size_t(i)] = std::exp((logits[size_t(idx[size_t(i)])] - m) / temperature));
+  if (opt.top_p < 1) {  // the nucleus: the shortest prefix holding top_p of the mass
+    double kept = 0;
+    int64_t n = 0;
+    while (n < k && kept < opt.top_p * z) kept += p[size_t(n++)];
+    k = std::max<int64_t>(n, 1), z = kept;
+  }
   const double u = philox_uniform_f64(gen.reserve(1), gen.seed()) * z;
   double acc = 0;
   for (int64_t i = 0; i < k; ++i) {
@@ -66,7 +74,7 @@ std::vector<int32_t> generate(const GPT& model, const std::vector<int32_t>& prom
   while (int64_t(out.size()) < total) {
     const int64_t V = logits.size(2);
     Tensor last = logits.narrow(1, logits.size(1) - 1, 1).reshape({V}).to(DType::F64);
-    const int32_t id = sample_token(last.to_vector<double>(), opt.temperature, opt.top_k, gen);
+    const int32_t id = sample_token(last.to_vector<double>(), opt, gen);
     out.push_back(id);
     if (id == opt.stop_token || int64_t(out.size()) >= total) break;
     if (cache.length == capacity) {

@@ -3,6 +3,10 @@
 //   Generator g(42);
 //   std::vector<int32_t> out = generate(model, prompt_ids, {.max_new_tokens = 200,
 //                                                           .temperature = 0.8, .top_k = 40}, g);
+//
+// A token is drawn as Hugging Face's samplers draw it: logits / temperature, then the top_k most
+// likely, then the nucleus (Holtzman et al. 2019, "The Curious Case of Neural Text Degeneration"):
+// the fewest of those, most likely first, whose probabilities sum to at least top_p.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +21,7 @@ struct SampleOptions {
   int64_t max_new_tokens = 256;
   double temperature = 1.0;  // 0: greedy (argmax)
   int64_t top_k = 0;         // 0: the whole vocabulary
+  double top_p = 1.0;        // nucleus sampling; 1: no cut
   int64_t stop_token = -1;   // stop after emitting it (e.g. end-of-text); -1: never
 };
 
@@ -24,13 +29,14 @@ struct SampleOptions {
 // more than a cache of that length fits for any but tiny models.
 inline constexpr int64_t kMaxNewTokens = int64_t(1) << 20;
 
-// Throws unless max_new_tokens is in [0, kMaxNewTokens], temperature finite and >= 0 and top_k
-// >= 0; the errors name build/generate's flags (--max-new-tokens, --temperature, --top-k).
+// Throws unless max_new_tokens is in [0, kMaxNewTokens], temperature finite and >= 0, top_k >= 0
+// and top_p in (0, 1]; the errors name build/generate's flags (--max-new-tokens, --temperature,
+// --top-k, --top-p).
 void check_sample_options(const SampleOptions& opt);
 
-// Draws one id from logits / temperature restricted to the top_k largest, using one counter of gen.
-int32_t sample_token(const std::vector<double>& logits, double temperature, int64_t top_k,
-                     Generator& gen);
+// Draws one id from logits with opt's temperature, top_k and top_p (the order above), using one
+// counter of gen; temperature 0 is the argmax.
+int32_t sample_token(const std::vector<double>& logits, const SampleOptions& opt, Generator& gen);
 
 // The prompt followed by up to max_new_tokens sampled ids (fewer if stop_token comes). The prompt
 // is fed once, then one token per step through the cache. With learned positions the context is

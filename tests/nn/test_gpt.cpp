@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
 
 #include "backend/profile.h"
 #include "gradcheck.h"
@@ -374,16 +375,42 @@ TEST(GPT, cached_decoding_matches_the_full_forward) {
 TEST(Sampling, greedy_top_k_and_temperature) {
   Generator g(1);
   std::vector<double> logits{0.0, 3.0, 1.0, 2.9};
-  EXPECT_EQ(nn::sample_token(logits, 0.0, 0, g), 1);
+  EXPECT_EQ(nn::sample_token(logits, {.temperature = 0}, g), 1);
   for (int i = 0; i < 50; ++i) {
-    int32_t t = nn::sample_token(logits, 1.0, 2, g);  // only ids 1 and 3 are candidates
+    // only ids 1 and 3 are candidates
+    int32_t t = nn::sample_token(logits, {.temperature = 1, .top_k = 2}, g);
     EXPECT_TRUE(t == 1 || t == 3) << t;
   }
   // A very low temperature concentrates on the argmax.
-  for (int i = 0; i < 20; ++i) EXPECT_EQ(nn::sample_token(logits, 1e-3, 0, g), 1);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(nn::sample_token(logits, {.temperature = 1e-3}, g), 1);
   // Same generator state, same draw.
   Generator h1(5), h2(5);
-  EXPECT_EQ(nn::sample_token(logits, 1.0, 0, h1), nn::sample_token(logits, 1.0, 0, h2));
+  EXPECT_EQ(nn::sample_token(logits, {.temperature = 1}, h1),
+            nn::sample_token(logits, {.temperature = 1}, h2));
+}
+
+// Probabilities 0.5, 0.3, 0.15, 0.05 (ids shuffled): the nucleus of 0.75 is the two most likely,
+// of 0.4 the most likely alone, of 0.9 three; 1 keeps all four. 400 draws each: every kept id
+// shows up (the least likely of 0.05 is missed 400 times with probability 1e-9) and no other.
+TEST(Sampling, top_p_keeps_the_smallest_set_holding_that_much_probability) {
+  const std::vector<double> probs{0.15, 0.5, 0.05, 0.3};
+  std::vector<double> logits;
+  for (double p : probs) logits.push_back(std::log(p) + 7);  // a shift changes nothing
+  const std::vector<std::pair<double, std::set<int32_t>>> cases = {
+      {0.75, {1, 3}}, {0.4, {1}}, {0.9, {0, 1, 3}}, {1.0, {0, 1, 2, 3}}};
+  Generator g(3);
+  for (const auto& [top_p, want] : cases) {
+    std::set<int32_t> seen;
+    for (int i = 0; i < 400; ++i) seen.insert(nn::sample_token(logits, {.temperature = 1, .top_p = top_p}, g));
+    EXPECT_EQ(seen, want) << "top_p " << top_p;
+  }
+  // top_k first, then the nucleus of what is left: of ids 1 and 3 (renormalised 0.625, 0.375),
+  // 0.6 keeps id 1 only. A temperature sharpens before the cut: at 0.5 id 1 holds 0.685 of the
+  // mass, so 0.65 keeps it alone (at temperature 1 it keeps two).
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_EQ(nn::sample_token(logits, {.temperature = 1, .top_k = 2, .top_p = 0.6}, g), 1);
+    EXPECT_EQ(nn::sample_token(logits, {.temperature = 0.5, .top_p = 0.65}, g), 1);
+  }
 }
 
 TEST(Sampling, generate_slides_past_the_learned_context) {
@@ -414,6 +441,9 @@ TEST(Sampling, out_of_range_options_are_errors_naming_the_flag_and_range) {
       {{.max_new_tokens = 5, .temperature = nan}, "--temperature must be finite and >= 0"},
       {{.max_new_tokens = 5, .top_k = -1},
        "--top-k must be >= 0 (0 = the whole vocabulary), got -1"},
+      {{.max_new_tokens = 5, .top_p = 0}, "--top-p must be in (0, 1] (1 = no cut), got 0"},
+      {{.max_new_tokens = 5, .top_p = 1.5}, "--top-p must be in (0, 1]"},
+      {{.max_new_tokens = 5, .top_p = nan}, "--top-p must be in (0, 1]"},
   };
   for (const Case& c : cases) {
     const std::string msg = error_of([&] { nn::generate(m, {1, 2}, c.opt, s); });
