@@ -27,7 +27,8 @@
 // and written again by an add. Where the epilogue is not offered (no algorithm, f64, a batched
 // layout) or the bias is not 16-byte aligned, the bias is copied into c and the gemm adds onto it.
 // A residual (a transformer block's stream, y = residual + x w^T + bias) is the gemm's C matrix,
-// read where it lies (beta 1, C apart from D), so the add's pass over y goes too.
+// read where it lies (beta 1, C apart from D, by an algorithm that can write D out of place), so
+// the add's pass over y goes too.
 // linear_gelu_forward adds GELU the same way (CUBLASLT_EPILOGUE_GELU_AUX_BIAS: D = GELU(x w^T +
 // bias), and the pre-activation, which GELU's backward needs, written to the aux buffer as D is),
 // so the GELU kernel's pass over the (R, 4C) activation in a GPT-2 MLP goes; its fallback is
@@ -250,18 +251,33 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle, const Epilogue& ep) {
       pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c_in, sizeof align_c_in));
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &k.align_c, sizeof k.align_c));
-  cublasLtMatmulHeuristicResult_t result{};
+  // The heuristic sees layouts, not pointers: with C apart from D it may rank first an algorithm
+  // that writes D in place only (CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT 0), which
+  // cublasLtMatmul would then refuse. So it is asked for several, and the best that writes D
+  // apart from C is taken.
+  constexpr int kCandidates = 8;
+  cublasLtMatmulHeuristicResult_t results[kCandidates]{};
   int returned = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.lt_a, p.lt_b, p.lt_c,
-                                                           p.lt_c, pref, 1, &result, &returned);
+  const bool out_of_place = k.align_c_in != 0;
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.lt_a, p.lt_b, p.lt_c, p.lt_c, pref,
+                                     out_of_place ? kCandidates : 1, results, &returned);
   cublasLtMatmulPreferenceDestroy(pref);
-  // Not an error yet: a batched problem falls back to one gemm per batch, and only a problem that
-  // no algorithm takes even then is reported (with this status).
-  p.status = st == CUBLAS_STATUS_SUCCESS && returned == 0 ? CUBLAS_STATUS_NOT_SUPPORTED : st;
-  if (st == CUBLAS_STATUS_SUCCESS && returned > 0) {
-    p.algo = result.algo;
+  for (int i = 0; st == CUBLAS_STATUS_SUCCESS && i < returned && !p.found; ++i) {
+    int32_t apart = 0;
+    size_t written = 0;
+    if (out_of_place && (cublasLtMatmulAlgoCapGetAttribute(
+                             &results[i].algo, CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT,
+                             &apart, sizeof apart, &written) != CUBLAS_STATUS_SUCCESS ||
+                         apart == 0))
+      continue;
+    p.algo = results[i].algo;
     p.found = true;
   }
+  // Not an error yet: a batched problem falls back to one gemm per batch, a C apart from D to C
+  // copied into D, and only a problem that no algorithm takes even then is reported (with this
+  // status).
+  p.status = st == CUBLAS_STATUS_SUCCESS && !p.found ? CUBLAS_STATUS_NOT_SUPPORTED : st;
   return p;
 }
 
@@ -314,8 +330,8 @@ void scale_c(const Tensor& c, double beta) {
 
 // c = alpha op(a) op(b) + beta c_in, and the epilogue `ep` on top; c_in is c itself unless given
 // (a contiguous tensor like c, apart from it: cuBLASLt's C, read, beside its D, written). Returns
-// false, having done nothing, when the epilogue cannot run here (the caller then does its work
-// with other kernels).
+// false, having done nothing, when the epilogue cannot run here or no algorithm writes D apart
+// from a given c_in (the caller then does its work with other kernels).
 bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
               double alpha, double beta, const Epilogue& ep = {}, const Tensor* c_in = nullptr) {
   const GemmOperand mc = gemm_operand("cuda gemm", c, "c"), ma = gemm_operand("cuda gemm", a, "a"),
@@ -418,6 +434,7 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
     // launches).
     set_epilogue_pointers(plan.desc, ep);
   }
+  if (c_in && !plan.found) return false;  // the caller adds C another way (linear_forward)
   if (plan.found || batch == 1) {
     need(plan);
     run(plan, a.data_ptr(), b.data_ptr(), c.data_ptr());
@@ -441,28 +458,38 @@ void gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool 
   run_gemm(c, a, b, trans_a, trans_b, alpha, beta);
 }
 
-// y = x w^T + bias + residual. Without the bias epilogue, the bias is broadcast into y and the gemm
-// adds the product onto it (beta 1): y is still rounded once, from the f32 sum, and f64 (which no
-// elementwise CUDA kernel takes) works as the gemm does. With a residual as well, y = residual +
-// bias first (a rank-1 gemm, ones (R, 1) @ bias (1, N): exact products), then the gemm adds onto
-// that: two roundings, in any dtype. Without a bias, the residual is the gemm's C: one rounding.
+// y = x w^T + bias + residual. The residual is the gemm's C, read where it lies (beta 1, D apart
+// from C) and the bias the epilogue's: one rounding. Where no algorithm writes D apart from C (or
+// the epilogue is not offered), the residual is copied into y first and the gemm adds onto it in
+// place. Without the bias epilogue, the bias is broadcast into y (onto the residual there: a rank-1
+// gemm, ones (R, 1) @ bias (1, N), exact products) and the gemm adds the product onto it (beta 1):
+// one rounding without a residual, two with; f64 (which no elementwise CUDA kernel takes) works as
+// the gemm does.
 void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias,
                     const Tensor& residual) {
   check_linear_forward("cuda linear_forward", y, x, w, bias, residual);
   check_same_device("cuda linear_forward", {&y, &x, &w, &bias, &residual});
-  const Tensor* c_in = residual.defined() ? &residual : nullptr;
-  const double beta = c_in ? 1.0 : 0.0;
+  const Epilogue ep = bias.defined() ? Epilogue{Epilogue::Bias, &bias} : Epilogue{};
+  if (residual.defined()) {
+    if (run_gemm(y, x, w, false, true, 1.0, 1.0, ep, &residual)) {
+      ++g_stats.residual_in_gemm;
+      if (bias.defined()) ++g_stats.bias_epilogue;
+      return;
+    }
+    ++g_stats.residual_fallback;
+    TESSERA_KERNEL(y, copy)(y, residual);
+  }
+  const double beta = residual.defined() ? 1.0 : 0.0;
   if (!bias.defined()) {
-    run_gemm(y, x, w, false, true, 1.0, beta, {}, c_in);
+    run_gemm(y, x, w, false, true, 1.0, beta);
     return;
   }
-  if (run_gemm(y, x, w, false, true, 1.0, beta, {Epilogue::Bias, &bias}, c_in)) {
+  if (run_gemm(y, x, w, false, true, 1.0, beta, ep)) {
     ++g_stats.bias_epilogue;
     return;
   }
   ++g_stats.bias_fallback;
-  if (c_in) {
-    TESSERA_KERNEL(y, copy)(y, residual);
+  if (residual.defined()) {
     Tensor ones = Tensor::empty({y.size(0), 1}, y.options());
     ones.fill_(1.0);
     run_gemm(y, ones, bias.view({1, bias.size(0)}), false, false, 1.0, 1.0);

@@ -18,6 +18,11 @@
 // leading dimension missing; and an algorithm used with pointers less aligned than the ones the
 // heuristic was given (its MIN_ALIGNMENT preferences and the epilogue pointers it read), the
 // contract of a cached plan. Products accumulate in double and round once to D's type.
+// Out-of-place results (C != D): an algorithm records whether it writes D apart from C
+// (CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT), and cublasLtMatmul refuses C != D with one that
+// does not. The heuristic sees layouts, not pointers, so, as the hardware's may, it ranks first an
+// algorithm that works in place only, then one that writes D apart (TESSERA_EMU_CUBLASLT_OUT_OF_PLACE:
+// "second", the default; "yes": every algorithm writes D apart; "no": none does).
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 
@@ -25,6 +30,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -58,7 +64,16 @@ struct Preference {
 
 // What an algorithm (cublasLtMatmulAlgo_t::data) records: the alignments it was chosen for.
 constexpr uint64_t kAlgoMagic = 0x7465737365726131ull;
-enum AlgoWord { kMagic, kAlignA, kAlignB, kAlignC, kAlignD, kAlignBias, kAlignAux };
+enum AlgoWord { kMagic, kAlignA, kAlignB, kAlignC, kAlignD, kAlignBias, kAlignAux, kOutOfPlace };
+
+// Which heuristic results write D apart from C (the header's TESSERA_EMU_CUBLASLT_OUT_OF_PLACE),
+// read at each query so that a test can change it.
+enum class OutOfPlace { Second, Yes, No };
+OutOfPlace out_of_place_mode() {
+  const char* e = std::getenv("TESSERA_EMU_CUBLASLT_OUT_OF_PLACE");
+  if (!e || !*e || std::strcmp(e, "second") == 0) return OutOfPlace::Second;
+  return std::strcmp(e, "no") == 0 ? OutOfPlace::No : OutOfPlace::Yes;
+}
 
 Layout* L(cublasLtMatrixLayout_t l) { return reinterpret_cast<Layout*>(l); }
 Desc* D(cublasLtMatmulDesc_t d) { return reinterpret_cast<Desc*>(d); }
@@ -259,8 +274,11 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   const Desc& x = *D(desc);
   const cublasStatus_t st = check(x, *L(a), *L(b), *L(c), *L(d));
   if (st != CUBLAS_STATUS_SUCCESS) return st;
-  // One algorithm, which needs the alignments it was asked for (at most 16 bytes, what a
-  // vectorised kernel needs) and those of the epilogue pointers set now.
+  // An algorithm needs the alignments it was asked for (at most 16 bytes, what a vectorised
+  // kernel needs) and those of the epilogue pointers set now. Up to two are offered (the header
+  // says which write D apart from C); they compute alike.
+  const OutOfPlace mode = out_of_place_mode();
+  const int offered = mode == OutOfPlace::Second ? std::min(requested, 2) : 1;
   cublasLtMatmulHeuristicResult_t& r = results[0];
   r = {};
   const Preference& p = *P(pref);
@@ -277,7 +295,25 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   r.workspaceSize = 0;
   r.state = CUBLAS_STATUS_SUCCESS;
   r.wavesCount = 1.0f;
-  *returned = 1;
+  r.algo.data[kOutOfPlace] = mode == OutOfPlace::Yes;
+  if (offered == 2) {
+    results[1] = r;
+    results[1].algo.data[kOutOfPlace] = 1;
+  }
+  *returned = offered;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulAlgoCapGetAttribute(const cublasLtMatmulAlgo_t* algo,
+                                                 cublasLtMatmulAlgoCapAttributes_t attr, void* buf,
+                                                 size_t bytes, size_t* written) {
+  if (!algo || algo->data[kMagic] != kAlgoMagic || !written) return CUBLAS_STATUS_INVALID_VALUE;
+  if (attr != CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT) return CUBLAS_STATUS_NOT_SUPPORTED;
+  const int32_t v = int32_t(algo->data[kOutOfPlace]);
+  *written = sizeof v;
+  if (bytes == 0) return CUBLAS_STATUS_SUCCESS;  // a query of the size alone
+  if (!buf || bytes != sizeof v) return CUBLAS_STATUS_INVALID_VALUE;
+  std::memcpy(buf, &v, sizeof v);
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -290,6 +326,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   const Layout &a = *L(adesc), &b = *L(bdesc), &c = *L(cdesc), &d = *L(ddesc);
   if (const cublasStatus_t st = check(x, a, b, c, d); st != CUBLAS_STATUS_SUCCESS) return st;
   if (!algo || algo->data[kMagic] != kAlgoMagic) return CUBLAS_STATUS_INVALID_VALUE;
+  if (C != Dp && !algo->data[kOutOfPlace]) return CUBLAS_STATUS_NOT_SUPPORTED;  // in place only
   const void* ptrs[4] = {A, B, C, Dp};
   const Layout* lays[4] = {&a, &b, &c, &d};
   for (int i = 0; i < 4; ++i)

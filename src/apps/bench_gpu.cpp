@@ -306,13 +306,15 @@ int main(int argc, char** argv) {
       const auto per_step = [&](int64_t now, int64_t then) { return json_num(double(now - then) / steps); };
       std::printf("bench_gpu: per step, Linear biases in the gemm epilogue %s (fallback %s), "
                   "GELUs in the epilogue %s (fallback %s), GELU gradients in the epilogue %s "
-                  "(fallback %s)\n",
+                  "(fallback %s), residuals as the gemm's C %s (copied first %s)\n",
                   per_step(b.bias_epilogue, blas0.bias_epilogue).c_str(),
                   per_step(b.bias_fallback, blas0.bias_fallback).c_str(),
                   per_step(b.gelu_epilogue, blas0.gelu_epilogue).c_str(),
                   per_step(b.gelu_fallback, blas0.gelu_fallback).c_str(),
                   per_step(b.dgelu_epilogue, blas0.dgelu_epilogue).c_str(),
-                  per_step(b.dgelu_fallback, blas0.dgelu_fallback).c_str());
+                  per_step(b.dgelu_fallback, blas0.dgelu_fallback).c_str(),
+                  per_step(b.residual_in_gemm, blas0.residual_in_gemm).c_str(),
+                  per_step(b.residual_fallback, blas0.residual_fallback).c_str());
     }
 
     if (profiled > 0) {

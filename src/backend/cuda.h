@@ -50,6 +50,8 @@ struct BlasStats {
   int64_t gelu_fallback = 0;  // (each also counts the linear_forward it falls back on)
   int64_t dgelu_epilogue = 0;  // linear_dgelu_backward: GELU's derivative in the dx gemm
   int64_t dgelu_fallback = 0;  // (the gemm, then the GELU backward kernel)
+  int64_t residual_in_gemm = 0;   // linear_forward's residual read as the gemm's C, apart from D
+  int64_t residual_fallback = 0;  // (copied into y first, where no algorithm writes D apart)
 };
 BlasStats blas_stats();  // zeros in a build without CUDA
 

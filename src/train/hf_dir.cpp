@@ -413,7 +413,7 @@ void check_config(const Config& cfg, const ConfigReader& c) {
 Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
   const Json root = parse_json(read_text(path), path.string());
   TESSERA_CHECK(root.is(Json::Kind::Object), path.string(), ": not a JSON object");
-  ConfigReader c{root, path.string(), {}};
+  ConfigReader c{root, path.string(), {}, {}};
   Config cfg;
   ModelConfig& m = cfg.model;
   const std::string type = c.text("model_type", "");

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -331,43 +332,62 @@ TEST_P(GemmCuda, linear_forward_adds_a_residual_as_the_gemms_c) {
   // is none: the bound of the bias test with |residual| added to the magnitude term. The bias
   // fallback (bias one element into its buffer, f64) forms residual + bias first, rounded: in bf16
   // one more 2^-8 |residual + bias|, at most 2^-8 times the magnitude term.
+  // Where no algorithm writes D apart from C, the residual is copied into y and the gemm adds in
+  // place: the same roundings. The emulator's heuristic ranks an in-place-only algorithm first
+  // (TESSERA_EMU_CUBLASLT_OUT_OF_PLACE=second, its default), so there the residual must ride the
+  // gemm through the second; "no" leaves none, and the fallback must run (new shapes: plans are
+  // cached per problem). On a GPU the variable changes nothing and either path may run, once.
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   const DType dt = GetParam();
   Generator g(17);
-  for (const LinearProblem& s : kLinearProblems) {
-    for (const bool with_bias : {true, false}) {
-      LinearCase c = linear_case(s, dt, g, 1.0);
-      const Tensor res = random({s.R, s.N}, dt, g);
-      const Tensor bias = with_bias ? c.gpu_bias.to(Device::cpu()).to(DType::F64) : Tensor();
-      cpu::kernels().linear_forward(c.ref, c.x, c.w, bias, res);
-      cpu::kernels().linear_forward(c.bound, abs_of(c.x), abs_of(c.w),
-                                    with_bias ? abs_of(bias) : Tensor(), abs_of(res));
-      const Tensor res_g = res.to(dt).to(kGpu);
-      Tensor yg = Tensor::empty({s.R, s.N}, {dt, kGpu});
-      yg.fill_(std::nan(""));  // written, never read
-      const cuda::BlasStats before = cuda::blas_stats();
-      TESSERA_KERNEL(yg, linear_forward)(yg, c.x.to(dt).to(kGpu), c.w.to(dt).to(kGpu),
-                                         with_bias ? c.gpu_bias : Tensor(), res_g);
-      const cuda::BlasStats after = cuda::blas_stats();
-      const bool epilogue = with_bias && dt != DType::F64 && s.bias_offset == 0;
-      EXPECT_EQ(after.bias_epilogue - before.bias_epilogue, epilogue ? 1 : 0) << c.what;
-      EXPECT_EQ(after.bias_fallback - before.bias_fallback, with_bias && !epilogue ? 1 : 0)
-          << c.what;
-      const std::vector<double> got = values(yg.to(Device::cpu()));
-      const std::vector<double> want = values(c.ref), lim = values(c.bound);
-      const bool two_roundings = with_bias && !epilogue;
-      const double r = dt == DType::BF16 ? 1.0 / 256 : 0.0;
-      const double e = (dt == DType::F64 ? 1e-13 : std::ldexp(4.0 * double(s.K + 2), -24)) +
-                       (two_roundings ? r : 0.0);
-      int64_t bad = 0;
-      for (size_t i = 0; i < want.size(); ++i)
-        if (!(std::fabs(got[i] - want[i]) <= r * std::fabs(want[i]) + e * lim[i] + 1e-30)) ++bad;
-      EXPECT_EQ(bad, 0) << c.what << (with_bias ? "" : " without the bias") << ": " << bad
-                        << " of " << s.R * s.N << " elements out of bounds";
-      // The residual is read, not written.
-      EXPECT_EQ(values(res_g.to(Device::cpu())), values(res.to(dt).to(Device::cpu()))) << c.what;
+  for (const char* mode : {"second", "no"}) {
+    ::setenv("TESSERA_EMU_CUBLASLT_OUT_OF_PLACE", mode, 1);
+    const bool apart = std::string(mode) != "no";
+    for (LinearProblem s : kLinearProblems) {
+      if (!apart) s.R += 3;
+      for (const bool with_bias : {true, false}) {
+        LinearCase c = linear_case(s, dt, g, 1.0);
+        const Tensor res = random({s.R, s.N}, dt, g);
+        const Tensor bias = with_bias ? c.gpu_bias.to(Device::cpu()).to(DType::F64) : Tensor();
+        cpu::kernels().linear_forward(c.ref, c.x, c.w, bias, res);
+        cpu::kernels().linear_forward(c.bound, abs_of(c.x), abs_of(c.w),
+                                      with_bias ? abs_of(bias) : Tensor(), abs_of(res));
+        const Tensor res_g = res.to(dt).to(kGpu);
+        Tensor yg = Tensor::empty({s.R, s.N}, {dt, kGpu});
+        yg.fill_(std::nan(""));  // written, never read
+        const cuda::BlasStats before = cuda::blas_stats();
+        TESSERA_KERNEL(yg, linear_forward)(yg, c.x.to(dt).to(kGpu), c.w.to(dt).to(kGpu),
+                                           with_bias ? c.gpu_bias : Tensor(), res_g);
+        const cuda::BlasStats after = cuda::blas_stats();
+        const std::string what = c.what + (with_bias ? "" : " without the bias") + ", " + mode;
+        const bool epilogue = with_bias && dt != DType::F64 && s.bias_offset == 0;
+        EXPECT_EQ(after.bias_epilogue - before.bias_epilogue, epilogue ? 1 : 0) << what;
+        EXPECT_EQ(after.bias_fallback - before.bias_fallback, with_bias && !epilogue ? 1 : 0)
+            << what;
+        const int64_t in_gemm = after.residual_in_gemm - before.residual_in_gemm;
+        const int64_t copied = after.residual_fallback - before.residual_fallback;
+        EXPECT_EQ(in_gemm + copied, 1) << what;
+#if TESSERA_CUDA_EMU
+        // The epilogue's fallback copies the residual too (it reads no C apart from D).
+        EXPECT_EQ(in_gemm, apart && (!with_bias || epilogue) ? 1 : 0) << what;
+#endif
+        const std::vector<double> got = values(yg.to(Device::cpu()));
+        const std::vector<double> want = values(c.ref), lim = values(c.bound);
+        const bool two_roundings = with_bias && !epilogue;
+        const double r = dt == DType::BF16 ? 1.0 / 256 : 0.0;
+        const double e = (dt == DType::F64 ? 1e-13 : std::ldexp(4.0 * double(s.K + 2), -24)) +
+                         (two_roundings ? r : 0.0);
+        int64_t bad = 0;
+        for (size_t i = 0; i < want.size(); ++i)
+          if (!(std::fabs(got[i] - want[i]) <= r * std::fabs(want[i]) + e * lim[i] + 1e-30)) ++bad;
+        EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << s.R * s.N
+                          << " elements out of bounds";
+        // The residual is read, not written.
+        EXPECT_EQ(values(res_g.to(Device::cpu())), values(res.to(dt).to(Device::cpu()))) << what;
+      }
     }
   }
+  ::unsetenv("TESSERA_EMU_CUBLASLT_OUT_OF_PLACE");
   // A residual that overlaps y, or is not y's shape, is refused by name.
   Tensor y = Tensor::empty({4, 6}, {dt, kGpu});
   const Tensor x = Tensor::empty({4, 3}, {dt, kGpu}), w = Tensor::empty({6, 3}, {dt, kGpu});
