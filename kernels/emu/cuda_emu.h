@@ -147,6 +147,9 @@ int lane_id();
 // misaligned one) and [p, p + 16) lies in one allocation.
 void check_vector_access(const void* p);
 [[noreturn]] void fail(const char* what);  // an error in the running thread, e.g. a misuse
+// A kernel's __launch_bounds__ maximum, which translate.py calls at the start of its body: a GPU
+// refuses a launch of more threads a block than that ("too many resources requested for launch").
+void launch_bounds(long long max_threads);
 
 // CUDA's launch: the arguments are evaluated once (here) and each thread gets its own copies.
 template <class F>

@@ -457,6 +457,15 @@ ptx::CpAsyncQueue& cp_async_queue() { return self().copies; }
 
 [[noreturn]] void fail(const char* what) { abandon(where(*g_launch, self()) + ": " + what); }
 
+void launch_bounds(long long max_threads) {
+  const dim3& b = current->block_dim;
+  const long long threads = (long long)b.x * b.y * b.z;
+  if (threads > max_threads)
+    abandon(where(*g_launch, self()) + ": launched with " + std::to_string(threads) +
+            " threads a block, more than its __launch_bounds__ (" + std::to_string(max_threads) +
+            "): a GPU refuses the launch (too many resources requested for launch)");
+}
+
 void sync_block() {
   Launch& l = *g_launch;
   Fiber& f = self();

@@ -3,7 +3,7 @@
 
   translate.py IN.cu OUT.cpp
 
-Four rewrites, nothing else (line numbers are kept, so compiler errors point at the .cu file):
+Five rewrites, nothing else (line numbers are kept, so compiler errors point at the .cu file):
   - a launch `KERNEL<<<CONFIG>>>(ARGS)` becomes
     `::tessera::emu::launch("KERNEL", ::tessera::emu::config(CONFIG), ID, [&](auto&... a_) { KERNEL(a_...); })(ARGS)`
     (ID: `::tessera::emu::function_id(KERNEL)` when CONFIG passes dynamic shared memory, else nullptr):
@@ -15,6 +15,9 @@ Four rewrites, nothing else (line numbers are kept, so compiler errors point at 
     `::tessera::emu::ptx_asm("TEXT", {OPERANDS});`, each `"=r"(x)` a `ptx_out("=r", x)`, `"+f"(y)` a
     `ptx_inout("+f", y)`, an input `"r"(z)` a `ptx_in("r", z)`, in the statement's order, so that
     %0, %1, ... keep their meaning (kernels/emu/ptx.h, which ptx.cpp interprets);
+  - a kernel's `__launch_bounds__(MAX[, ...])` becomes a call at the start of its body,
+    `::tessera::emu::launch_bounds(MAX);`, which fails a launch of more threads a block than MAX
+    as a GPU refuses it (a declaration without a body just loses the attribute);
   - `#include <cub/...>` is dropped (cuda_emu.h has the one CUB call the kernels make).
 """
 import re
@@ -163,6 +166,32 @@ def rewrite_asm(text, path):
     return "".join(out)
 
 
+LAUNCH_BOUNDS = re.compile(r"\b__launch_bounds__\s*\(")
+
+
+def rewrite_launch_bounds(text, path):
+    out, pos = [], 0
+    for m in LAUNCH_BOUNDS.finditer(text):
+        if m.start() < pos:
+            continue
+        depth, i = 1, m.end()
+        while depth:  # the attribute's closing parenthesis
+            if i >= len(text):
+                sys.exit(f"{path}: '__launch_bounds__(' without ')' at offset {m.start()}")
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+        max_threads = split_top(text[m.end():i - 1], ",")[0]
+        body, end = text.find("{", i), text.find(";", i)
+        out.append(text[pos:m.start()] + "\n" * text.count("\n", m.start(), i))
+        if body < 0 or (0 <= end < body):  # a declaration: no body to check in
+            pos = i
+            continue
+        out.append(text[i:body + 1] + f" ::tessera::emu::launch_bounds({max_threads});")
+        pos = body + 1
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -173,6 +202,7 @@ def main():
                   flags=re.M)
     text = rewrite_extern_shared(text)
     text = rewrite_asm(text, src)
+    text = rewrite_launch_bounds(text, src)
     text = rewrite_launches(text, src)
     with open(dst, "w") as f:
         f.write(f'#line 1 "{src}"\n')

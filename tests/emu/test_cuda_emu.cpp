@@ -204,6 +204,20 @@ void never_opts_in() {}
 
 // More than 48 KiB of dynamic shared memory needs cudaFuncAttributeMaxDynamicSharedMemorySize set
 // for that kernel first (as the GPU requires): a launch without it fails with an invalid value.
+TEST(CudaEmu, a_launch_past_the_kernels_launch_bounds_fails_naming_them) {
+  // What translate.py makes of `__global__ void __launch_bounds__(64) k() { ... }`.
+  int ran = 0;
+  auto body = [&] {
+    emu::launch_bounds(64);
+    ++ran;
+  };
+  launch(2, 64, 0, body);
+  EXPECT_EQ(ran, 128);
+  const std::string e = error_of([&] { launch(1, dim3(16, 8), 0, body); });
+  EXPECT_NE(e.find("launched with 128 threads a block, more than its __launch_bounds__ (64)"),
+            std::string::npos) << e;
+}
+
 TEST(CudaEmu, dynamic_shared_memory_past_48_kib_needs_the_kernels_opt_in) {
   bool ran = false;
   const void* yes = emu::function_id(&opts_in);
