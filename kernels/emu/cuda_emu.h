@@ -151,11 +151,26 @@ void check_vector_access(const void* p);
 // refuses a launch of more threads a block than that ("too many resources requested for launch").
 void launch_bounds(long long max_threads);
 
+// A kernel's pointer argument that is not null and neither in nor at the end of a cudaMalloc'd
+// allocation (an end pointer may be passed and never read): a GPU's accesses through it fault ("an
+// illegal memory access"), so the launch is refused naming it.
+[[noreturn]] void host_pointer_argument(const char* kernel, size_t index, const void* p);
+template <class T>
+void check_argument(const char* kernel, size_t index, const T& a) {
+  if constexpr (std::is_pointer_v<T> && !std::is_function_v<std::remove_pointer_t<T>>) {
+    const char* p = reinterpret_cast<const char*>(a);
+    if (p != nullptr && !on_device(p, 1) && !on_device(p - 1, 1))
+      host_pointer_argument(kernel, index, p);
+  }
+}
+
 // CUDA's launch: the arguments are evaluated once (here) and each thread gets its own copies.
 template <class F>
 auto launch(const char* kernel, LaunchConfig c, const void* function, F f) {
   c.function = function;
   return [kernel, c, f](auto&&... args) {
+    size_t index = 0;
+    (check_argument<std::decay_t<decltype(args)>>(kernel, index++, args), ...);
     const std::tuple<std::decay_t<decltype(args)>...> saved(args...);
     run(kernel, c, [&] {
       auto mine = saved;

@@ -10,6 +10,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <string>
 
 #include "core/error.h"
@@ -456,6 +457,14 @@ unsigned char* shared_pointer(uint64_t address, size_t bytes) {
 ptx::CpAsyncQueue& cp_async_queue() { return self().copies; }
 
 [[noreturn]] void fail(const char* what) { abandon(where(*g_launch, self()) + ": " + what); }
+
+void host_pointer_argument(const char* kernel, size_t index, const void* p) {
+  std::ostringstream where;
+  where << p;
+  TESSERA_FAIL("cuda emulator: kernel ", kernel, " argument ", index, " (counting from 0) is ",
+               where.str(), ", outside device memory: on a GPU its accesses fault (an illegal "
+               "memory access)");
+}
 
 void launch_bounds(long long max_threads) {
   const dim3& b = current->block_dim;

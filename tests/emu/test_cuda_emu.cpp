@@ -218,6 +218,25 @@ TEST(CudaEmu, a_launch_past_the_kernels_launch_bounds_fails_naming_them) {
             std::string::npos) << e;
 }
 
+TEST(CudaEmu, a_pointer_argument_outside_device_memory_is_refused_naming_it) {
+  float* device = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&device), 4 * sizeof(float)), cudaSuccess);
+  std::vector<float> host(4, 1.0f);
+  auto kernel = emu::launch("copy_kernel", emu::config(1, 4, 0), nullptr,
+                            [](float* out, const float* in, int n) {
+                              if (int(threadIdx.x) < n) out[threadIdx.x] = in[threadIdx.x];
+                            });
+  // Null and an allocation's end may be passed (and not read).
+  kernel(device, static_cast<const float*>(nullptr), 0);
+  kernel(device + 4, device, 0);
+  kernel(device + 1, device, 3);
+  const std::string e = error_of([&] { kernel(device, host.data(), 4); });
+  EXPECT_NE(e.find("kernel copy_kernel argument 1 (counting from 0)"), std::string::npos) << e;
+  EXPECT_NE(e.find("outside device memory"), std::string::npos) << e;
+  EXPECT_NE(error_of([&] { kernel(device + 5, device, 0); }).find("argument 0"), std::string::npos);
+  cudaFree(device);
+}
+
 TEST(CudaEmu, dynamic_shared_memory_past_48_kib_needs_the_kernels_opt_in) {
   bool ran = false;
   const void* yes = emu::function_id(&opts_in);
