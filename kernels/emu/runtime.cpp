@@ -7,6 +7,7 @@
 #include <bit>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -599,6 +600,9 @@ cudaError_t cudaMalloc(void** p, size_t n) {
   // 256-byte alignment, as cudaMalloc's; a zero-byte request still gets a distinct pointer.
   void* q = std::aligned_alloc(256, std::max<size_t>((n + 255) / 256 * 256, 256));
   if (!q) return set(cudaErrorMemoryAllocation);
+  // cudaMalloc leaves memory uninitialised; fresh host pages would read as zeros, hiding a kernel
+  // that reads what nothing wrote. Every byte 0xff instead: NaN as f32 and bf16, -1 as integers.
+  if (!tessera::emu::skip_kernels()) std::memset(q, 0xff, n);
   std::lock_guard<std::mutex> lock(g_mu);
   g_allocations[reinterpret_cast<uintptr_t>(q)] = n;
   g_allocated += n;

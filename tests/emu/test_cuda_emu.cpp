@@ -237,6 +237,19 @@ TEST(CudaEmu, a_pointer_argument_outside_device_memory_is_refused_naming_it) {
   cudaFree(device);
 }
 
+TEST(CudaEmu, fresh_device_memory_reads_as_nan_not_zero) {
+  // cudaMalloc leaves memory uninitialised; the emulator fills it with 0xff bytes so that a kernel
+  // reading what nothing wrote sees NaN (f32) or -1 (integers), not the zeros of fresh host pages.
+  float* f = nullptr;
+  int32_t* i = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&f), 1 << 20), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&i), 64), cudaSuccess);
+  EXPECT_TRUE(std::isnan(f[0]) && std::isnan(f[(1 << 18) - 1]));
+  EXPECT_EQ(i[15], -1);
+  cudaFree(f);
+  cudaFree(i);
+}
+
 TEST(CudaEmu, dynamic_shared_memory_past_48_kib_needs_the_kernels_opt_in) {
   bool ran = false;
   const void* yes = emu::function_id(&opts_in);
