@@ -139,57 +139,61 @@ def asm_operand(text, path, is_output):
     return f"::tessera::emu::ptx_{kind}({constraint}, {expr})"
 
 
-def rewrite_asm(text, path):
+def past_closing_paren(text, i, path):
+    """The index just past the ')' that closes a '(' opened before i (string literals skipped)."""
+    depth = 1
+    while depth:
+        if i >= len(text):
+            sys.exit(f"{path}: a '(' without its ')'")
+        if text[i] == '"':
+            i = text.index('"', i + 1)
+        elif text[i] == "(":
+            depth += 1
+        elif text[i] == ")":
+            depth -= 1
+        i += 1
+    return i
+
+
+def rewrite_each(text, pattern, path, rewrite):
+    """Each match of pattern, which ends just past a '(': rewrite(m, close), close the index just
+    past its ')', returns the text that replaces text[m.start():end], and end."""
     out, pos = [], 0
-    for m in ASM.finditer(text):
+    for m in pattern.finditer(text):
         if m.start() < pos:
             continue
-        depth, i = 1, m.end()
-        while depth:  # the statement's closing parenthesis (no parentheses inside its strings)
-            if text[i] == '"':
-                i = text.index('"', i + 1)
-            elif text[i] == "(":
-                depth += 1
-            elif text[i] == ")":
-                depth -= 1
-            i += 1
-        body = text[m.end():i - 1]
+        new, end = rewrite(m, past_closing_paren(text, m.end(), path))
+        out.append(text[pos:m.start()] + new)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def rewrite_asm(text, path):
+    def statement(m, close):
+        body = text[m.end():close - 1]
         sections = split_top(body, ":") + ["", ""]
         operands = [asm_operand(o, path, True) for o in split_top(sections[1], ",") if o]
         operands += [asm_operand(o, path, False) for o in split_top(sections[2], ",") if o]
         template = " ".join(sections[0].split())
-        out.append(text[pos:m.start()])
-        out.append(f"::tessera::emu::ptx_asm({template}, {{{', '.join(operands)}}})" +
-                   "\n" * body.count("\n"))
-        pos = i
-    out.append(text[pos:])
-    return "".join(out)
+        return (f"::tessera::emu::ptx_asm({template}, {{{', '.join(operands)}}})" +
+                "\n" * body.count("\n"), close)
+    return rewrite_each(text, ASM, path, statement)
 
 
 LAUNCH_BOUNDS = re.compile(r"\b__launch_bounds__\s*\(")
 
 
 def rewrite_launch_bounds(text, path):
-    out, pos = [], 0
-    for m in LAUNCH_BOUNDS.finditer(text):
-        if m.start() < pos:
-            continue
-        depth, i = 1, m.end()
-        while depth:  # the attribute's closing parenthesis
-            if i >= len(text):
-                sys.exit(f"{path}: '__launch_bounds__(' without ')' at offset {m.start()}")
-            depth += {"(": 1, ")": -1}.get(text[i], 0)
-            i += 1
-        max_threads = split_top(text[m.end():i - 1], ",")[0]
-        body, end = text.find("{", i), text.find(";", i)
-        out.append(text[pos:m.start()] + "\n" * text.count("\n", m.start(), i))
+    def attribute(m, close):
+        max_threads = split_top(text[m.end():close - 1], ",")[0]
+        newlines = "\n" * text.count("\n", m.start(), close)
+        body, end = text.find("{", close), text.find(";", close)
         if body < 0 or (0 <= end < body):  # a declaration: no body to check in
-            pos = i
-            continue
-        out.append(text[i:body + 1] + f" ::tessera::emu::launch_bounds({max_threads});")
-        pos = body + 1
-    out.append(text[pos:])
-    return "".join(out)
+            return newlines, close
+        return (newlines + text[close:body + 1] + f" ::tessera::emu::launch_bounds({max_threads});",
+                body + 1)
+    return rewrite_each(text, LAUNCH_BOUNDS, path, attribute)
 
 
 def main():
