@@ -39,6 +39,11 @@ constexpr int kTile = 64;  // queries and keys per tile on the tensor-core path
 constexpr int kWarps = 4;  // warps per block on the tensor-core path; warp w owns rows 16w..16w+15
 constexpr int kThreads = kWarps * 32;
 constexpr int kPlainMaxD = int(kCudaPlainMaxHeadDim);
+// The plain kernels: query rows (a warp each) per block, a row's dimensions per lane, and the most
+// query rows their grids take (see plain_row_grid).
+constexpr int kPlainWarps = 4;
+constexpr int kPerLane = kPlainMaxD / 32;
+constexpr int64_t kPlainMaxT = int64_t(kPlainWarps) * 65535;
 constexpr unsigned kFull = 0xffffffffu;
 
 // ---- host side --------------------------------------------------------------------------------
@@ -68,9 +73,10 @@ inline Dims check_qkv(const char* kernel, const Tensor& q, const Tensor& k, cons
     TESSERA_CHECK(D >= 1 && D <= kPlainMaxD, "cuda ", kernel, ": f32 head dim must be 1..",
                   kPlainMaxD, ", got q ", shape_str(q.shape()));
   }
-  TESSERA_CHECK(q.size(1) * q.size(0) <= 65535, "cuda ", kernel,
-                ": B * H = ", q.size(0) * q.size(1), " exceeds the grid limit 65535, q ",
-                shape_str(q.shape()));
+  const bool plain = q.dtype() != DType::BF16 || d.offset() > 0;
+  TESSERA_CHECK(!plain || (d.T <= kPlainMaxT && d.B * d.H <= 0x7fffffff), "cuda ", kernel,
+                ": the warp-per-row kernels take at most ", kPlainMaxT,
+                " query rows and 2^31 - 1 heads (B * H), got q ", shape_str(q.shape()));
   // check_attention_qkv checked the layouts: under the dense contract k and v are contiguous or
   // (with a query offset) the filled prefixes of cache buffers, and q must be contiguous.
   for (const Tensor* t : {&q, &k, &v})
@@ -149,6 +155,31 @@ inline BlockOrder query_head_order(int64_t B, int64_t H, int64_t Hkv, int64_t ti
 inline BlockOrder kv_head_order(int64_t B, int64_t H, int64_t Hkv, int64_t tiles, int64_t T,
                                 int64_t D) {
   return block_order(B * Hkv, tiles, T * D * 4 * (H / Hkv));
+}
+
+// The plain warp-per-row kernels (flash_attention.cu, stick_breaking.cu): kPlainWarps query rows
+// a block (a warp each) with the head on the grid's x (up to 2^31 - 1) and the row block on y; the
+// key-side backward a warp per block of 32 keys of one kv head, the same way. check_qkv bounds T so
+// that y stays within its 65535.
+inline dim3 plain_row_grid(const Dims& d) {
+  return dim3(unsigned(d.B * d.H), unsigned((d.T + kPlainWarps - 1) / kPlainWarps));
+}
+inline dim3 plain_key_grid(const Dims& d) {
+  return dim3(unsigned(d.B * d.Hkv), unsigned((d.T + 31) / 32));
+}
+// Shared memory: `rows` f32 vectors of D per warp (q; q and dout); the key side's dK and dV rows
+// at an odd stride.
+inline size_t plain_row_smem(const Dims& d, int rows) {
+  return size_t(kPlainWarps) * size_t(rows) * size_t(d.D) * sizeof(float);
+}
+inline size_t plain_key_smem(const Dims& d) { return 2 * 32 * size_t(d.D + 1) * sizeof(float); }
+// f(E{}) for the plain forwards' element type E: bf16_t (KV-cached decoding) or float.
+template <typename F>
+void with_plain_type(DType dtype, F&& f) {
+  if (dtype == DType::BF16)
+    f(bf16_t{});
+  else
+    f(0.0f);
 }
 
 // ---- device side ------------------------------------------------------------------------------

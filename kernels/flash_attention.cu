@@ -310,18 +310,15 @@ __global__ void __launch_bounds__(kThreads)
 // with the CPU reference at f32 precision. The forward takes a query offset (p.Tk > p.T: query i
 // at position Tk - T + i) and also runs on bf16 tensors, loading into f32: KV-cached decoding.
 
-constexpr int kPlainWarps = 4;
-constexpr int kPerLane = kPlainMaxD / 32;
-
 template <typename E>
 __global__ void __launch_bounds__(kPlainWarps * 32)
     flash_forward_plain(E* out, float* lse, const E* q, const E* k, const E* v, FlashParams p,
                         int D) {
   extern __shared__ float plain_smem[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t i = int64_t(blockIdx.x) * kPlainWarps + warp, T = p.T, Tk = p.Tk;
+  const int64_t i = int64_t(blockIdx.y) * kPlainWarps + warp, T = p.T, Tk = p.Tk;
   const int64_t pos = Tk - T + i;  // the query's position among the keys
-  const int bh = blockIdx.y;
+  const int bh = blockIdx.x;  // plain_row_grid
   if (i >= T) return;  // whole warps only; no block-wide barrier below
   const HeadIndex hi = head_index(bh, p);
   const E* kh = k + p.k.row(hi.b, hi.g, 0);  // key j at kh + j p.k.t: a cache's prefix too
@@ -371,8 +368,8 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
                             int D) {
   extern __shared__ float plain_smem[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t i = int64_t(blockIdx.x) * kPlainWarps + warp, T = p.T;
-  const int bh = blockIdx.y;
+  const int64_t i = int64_t(blockIdx.y) * kPlainWarps + warp, T = p.T;
+  const int bh = blockIdx.x;  // plain_row_grid
   if (i >= T) return;
   const HeadIndex hi = head_index(bh, p);
   const float* kh = k + p.k.row(hi.b, hi.g, 0);
@@ -425,9 +422,9 @@ __global__ void __launch_bounds__(32)
                               int D) {
   extern __shared__ float plain_smem[];
   const int lane = threadIdx.x;
-  const int bkv = blockIdx.y;
+  const int bkv = blockIdx.x;  // plain_key_grid
   const int b = bkv / p.Hkv, g = bkv % p.Hkv, G = p.H / p.Hkv;
-  const int64_t T = p.T, j0 = int64_t(blockIdx.x) * 32, j = j0 + lane;
+  const int64_t T = p.T, j0 = int64_t(blockIdx.y) * 32, j = j0 + lane;
   const int ld = D + 1;  // odd stride: lanes hit different banks
   float* dks = plain_smem;
   float* dvs = plain_smem + 32 * ld;
@@ -518,18 +515,13 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
     else
       launch(flash_forward_tc<128>, FwdSmem<128>::bytes);
   } else {
-    const dim3 grid(unsigned((d.T + kPlainWarps - 1) / kPlainWarps), unsigned(d.B * d.H));
-    auto launch = [&](auto zero) {
+    with_plain_type(q.dtype(), [&](auto zero) {
       using E = decltype(zero);
-      flash_forward_plain<E><<<grid, kPlainWarps * 32, kPlainWarps * d.D * sizeof(float)>>>(
+      flash_forward_plain<E><<<plain_row_grid(d), kPlainWarps * 32, plain_row_smem(d, 1)>>>(
           static_cast<E*>(out.data_ptr()), lp, static_cast<const E*>(q.data_ptr()),
           static_cast<const E*>(k.data_ptr()), static_cast<const E*>(v.data_ptr()), p, int(d.D));
       CUDA_CHECK_LAUNCH();
-    };
-    if (q.dtype() == DType::BF16)
-      launch(bf16_t{});
-    else
-      launch(0.0f);
+    });
   }
 }
 
@@ -583,13 +575,10 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
     auto ptr = [](const Tensor& t) { return static_cast<const float*>(t.data_ptr()); };
     auto mut = [](const Tensor& t) { return static_cast<float*>(t.data_ptr()); };
     const int D = int(d.D);
-    flash_backward_dkdv_plain<<<dim3(unsigned((d.T + 31) / 32), unsigned(d.B * d.Hkv)), 32,
-                                2 * 32 * (D + 1) * sizeof(float)>>>(
+    flash_backward_dkdv_plain<<<plain_key_grid(d), 32, plain_key_smem(d)>>>(
         mut(dk), mut(dv), ptr(q), ptr(k), ptr(v), ptr(dout), lp, dr, p, D);
     CUDA_CHECK_LAUNCH();
-    flash_backward_dq_plain<<<dim3(unsigned((d.T + kPlainWarps - 1) / kPlainWarps),
-                                   unsigned(d.B * d.H)),
-                              kPlainWarps * 32, kPlainWarps * 2 * D * sizeof(float)>>>(
+    flash_backward_dq_plain<<<plain_row_grid(d), kPlainWarps * 32, plain_row_smem(d, 2)>>>(
         mut(dq), ptr(q), ptr(k), ptr(v), ptr(dout), lp, dr, p, D);
     CUDA_CHECK_LAUNCH();
   }

@@ -89,9 +89,6 @@ uint16_t* mut_bits(const Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()
 // query row for the forward and pass 1, a warp per key block for pass 2. Exact libm functions:
 // this path is compared with the CPU reference at f32 precision.
 
-constexpr int kPlainWarps = 4;
-constexpr int kPerLane = kPlainMaxD / 32;
-
 // One block of 32 keys for one query row: A (and dz) of this lane's key.
 template <bool kGrad>
 __device__ __forceinline__ void stick_block_lane(float z, float da, bool vis, float tail,
@@ -118,9 +115,9 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
                      StickParams p, int D) {
   extern __shared__ float plain_smem[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t i = int64_t(blockIdx.x) * kPlainWarps + warp, T = p.T, Tk = p.Tk;
+  const int64_t i = int64_t(blockIdx.y) * kPlainWarps + warp, T = p.T, Tk = p.Tk;
   const int64_t pos = Tk - T + i;  // the query's position among the keys
-  const int bh = blockIdx.y;
+  const int bh = blockIdx.x;  // plain_row_grid
   if (i >= T) return;  // whole warps only; no block-wide barrier below
   const HeadIndex hi = head_index(bh, p);
   const E* kh = k + p.k.row(hi.b, hi.g, 0);  // a cache's filled prefix is a view too
@@ -170,8 +167,8 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
                          const float* dout, const float* wrow, StickParams p, int D, int64_t blocks) {
   extern __shared__ float plain_smem[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t i = int64_t(blockIdx.x) * kPlainWarps + warp, T = p.T;
-  const int bh = blockIdx.y;
+  const int64_t i = int64_t(blockIdx.y) * kPlainWarps + warp, T = p.T;
+  const int bh = blockIdx.x;  // plain_row_grid
   if (i >= T) return;
   const HeadIndex hi = head_index(bh, p);
   const float* kh = k + p.k.row(hi.b, hi.g, 0);
@@ -225,9 +222,9 @@ __global__ void __launch_bounds__(32)
                            const float* log_rem, StickParams p, int D, int64_t blocks) {
   extern __shared__ float plain_smem[];
   const int lane = threadIdx.x;
-  const int bkv = blockIdx.y;
+  const int bkv = blockIdx.x;  // plain_key_grid
   const int b = bkv / p.Hkv, g = bkv % p.Hkv, G = p.H / p.Hkv;
-  const int64_t T = p.T, kb = blockIdx.x, j = kb * 32 + lane;
+  const int64_t T = p.T, kb = blockIdx.y, j = kb * 32 + lane;
   const int ld = D + 1;  // odd stride: lanes hit different banks
   float* dks = plain_smem;
   float* dvs = plain_smem + 32 * ld;
@@ -318,19 +315,14 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
     else
       launch(sb_forward_mma<64, 2>, mma::ForwardSmem<64, 2>::bytes);
   } else {
-    const dim3 grid(unsigned((d.T + kPlainWarps - 1) / kPlainWarps), unsigned(d.B * d.H));
-    auto launch = [&](auto zero) {
+    with_plain_type(q.dtype(), [&](auto zero) {
       using E = decltype(zero);
       E* rp = rem.defined() ? static_cast<E*>(rem.data_ptr()) : nullptr;
-      sb_forward_plain<E><<<grid, kPlainWarps * 32, kPlainWarps * d.D * sizeof(float)>>>(
+      sb_forward_plain<E><<<plain_row_grid(d), kPlainWarps * 32, plain_row_smem(d, 1)>>>(
           static_cast<E*>(out.data_ptr()), lr, rp, static_cast<const E*>(q.data_ptr()),
           static_cast<const E*>(k.data_ptr()), static_cast<const E*>(v.data_ptr()), p, int(d.D));
       CUDA_CHECK_LAUNCH();
-    };
-    if (q.dtype() == DType::BF16)
-      launch(bf16_t{});
-    else
-      launch(0.0f);
+    });
   }
 }
 
@@ -390,13 +382,10 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
     auto ptr = [](const Tensor& t) { return static_cast<const float*>(t.data_ptr()); };
     auto mut = [](const Tensor& t) { return static_cast<float*>(t.data_ptr()); };
     const int D = int(d.D);
-    sb_backward_dq_plain<<<dim3(unsigned((d.T + kPlainWarps - 1) / kPlainWarps),
-                                unsigned(d.B * d.H)),
-                           kPlainWarps * 32, kPlainWarps * 2 * D * sizeof(float)>>>(
+    sb_backward_dq_plain<<<plain_row_grid(d), kPlainWarps * 32, plain_row_smem(d, 2)>>>(
         mut(dq), cp, ptr(q), ptr(k), ptr(v), ptr(dout), wr, p, D, blocks);
     CUDA_CHECK_LAUNCH();
-    sb_backward_dkdv_plain<<<dim3(unsigned(blocks), unsigned(d.B * d.Hkv)), 32,
-                             2 * 32 * (D + 1) * sizeof(float)>>>(
+    sb_backward_dkdv_plain<<<plain_key_grid(d), 32, plain_key_smem(d)>>>(
         mut(dk), mut(dv), cp, ptr(q), ptr(k), ptr(v), ptr(dout), wr, lr, p, D, blocks);
     CUDA_CHECK_LAUNCH();
   }

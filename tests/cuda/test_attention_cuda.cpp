@@ -316,6 +316,32 @@ TEST(AttentionCuda, stick_breaking_f32_matches_cpu_reference) {
   check_stick_breaking({1, 2, 1, 70, 64}, DType::F32, true, true, 86);
 }
 
+TEST(AttentionCuda, plain_kernels_take_more_heads_than_a_grid_dimension_of_65535) {
+  // The warp-per-row kernels put B * H (B * Hkv for dK dV) on the grid's x, which holds 2^31 - 1
+  // blocks; on y, which holds 65535, 65537 heads would fail to launch. Two query rows a head keep
+  // it small (with one, dq and dk are zero and rounding is all there is to compare).
+  SKIP_WITHOUT_CUDA();
+  check_flash({65537, 1, 1, 2, 4}, DType::F32, 0, 95);
+  check_stick_breaking({65537, 1, 1, 2, 4}, DType::F32, true, true, 97);
+}
+
+TEST(AttentionCuda, plain_kernels_refuse_more_query_rows_than_their_grid_holds) {
+  // Row blocks of 4 on the grid's y (at most 65535): 262140 rows. More is an error naming the
+  // limit and q's shape, checked before anything is allocated or launched.
+  SKIP_WITHOUT_CUDA();
+  const Shape qs{1, 1, 262141, 1}, rows{1, 1, 262141};
+  Tensor q = gpu_empty(qs, DType::F32), out = gpu_empty(qs, DType::F32),
+         lse = gpu_empty(rows, DType::F32);
+  const std::string e = tessera::testing::error_of(
+      [&] { TESSERA_KERNEL(q, flash_attention_forward)(out, lse, q, q, q, 1.0, 0); });
+  EXPECT_NE(e.find("at most 262140 query rows"), std::string::npos) << e;
+  EXPECT_NE(e.find("(1, 1, 262141, 1)"), std::string::npos) << e;
+  const std::string s = tessera::testing::error_of([&] {
+    TESSERA_KERNEL(q, stick_breaking_forward)(out, lse, Tensor(), q, q, q, 1.0, false, false);
+  });
+  EXPECT_NE(s.find("at most 262140 query rows"), std::string::npos) << s;
+}
+
 TEST(AttentionCuda, backward_passes_are_deterministic) {
   // No float atomics: two runs of each backward give the same bits.
   SKIP_WITHOUT_CUDA();
