@@ -3,6 +3,9 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
+#include "core/dtype.h"
 #include "core/error.h"
 
 #define CUDA_CHECK(call)                                                              \
@@ -37,6 +40,19 @@ void allow_smem(Kernel kernel, size_t bytes, const char* name = "", const char* 
                 " bytes of shared memory, more than a block's 232448");
   if (bytes > 49152)
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
+// Calls f(T{}) with the element type of any dtype: float, double, uint16_t (bf16's bits),
+// int32_t, uint8_t.
+template <typename F>
+void visit_any_dtype(DType t, F&& f) {
+  switch (t) {
+    case DType::F32: f(float{}); break;
+    case DType::F64: f(double{}); break;
+    case DType::BF16: f(uint16_t{}); break;
+    case DType::I32: f(int32_t{}); break;
+    case DType::U8: f(uint8_t{}); break;
+  }
 }
 
 // Each fills the kernel-table entries of one kernels/*.cu file (called once, from memory.cu).

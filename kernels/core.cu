@@ -31,18 +31,6 @@ __device__ __forceinline__ void store_double<uint16_t>(uint16_t* p, double v) {
   *p = core::f32_to_bf16(float(v));
 }
 
-// Every dtype: T = float, double, uint16_t (bf16 bits), int32_t, uint8_t.
-template <typename F>
-void visit_any(DType t, F&& f) {
-  switch (t) {
-    case DType::F32: f(float{}); break;
-    case DType::F64: f(double{}); break;
-    case DType::BF16: f(uint16_t{}); break;
-    case DType::I32: f(int32_t{}); break;
-    case DType::U8: f(uint8_t{}); break;
-  }
-}
-
 void check_dst(const char* kernel, const Tensor& dst) {
   TESSERA_CHECK(dst.defined() && dst.device().is_cuda() && dst.is_contiguous(), "cuda kernel ",
                 kernel, ": dst must be a contiguous CUDA tensor, got ",
@@ -79,7 +67,7 @@ void arange(const Tensor& dst, double start, double step) {
   const int64_t n = dst.numel();
   if (n == 0) return;
   DeviceGuard guard(dst.device().index);
-  visit_any(dst.dtype(), [&](auto z) {
+  visit_any_dtype(dst.dtype(), [&](auto z) {
     using T = decltype(z);
     arange_kernel<T><<<grid_for(n), kThreads>>>(static_cast<T*>(dst.data_ptr()), n, start, step);
     CUDA_CHECK_LAUNCH();
@@ -91,7 +79,7 @@ void uniform(const Tensor& dst, uint64_t seed, uint64_t offset) {
   const int64_t n = dst.numel();
   if (n == 0) return;
   DeviceGuard guard(dst.device().index);
-  visit_any(dst.dtype(), [&](auto z) {
+  visit_any_dtype(dst.dtype(), [&](auto z) {
     using T = decltype(z);
     uniform_kernel<T><<<grid_for(n), kThreads>>>(static_cast<T*>(dst.data_ptr()), n, seed, offset);
     CUDA_CHECK_LAUNCH();
@@ -103,7 +91,7 @@ void normal(const Tensor& dst, uint64_t seed, uint64_t offset) {
   const int64_t n = dst.numel();
   if (n == 0) return;
   DeviceGuard guard(dst.device().index);
-  visit_any(dst.dtype(), [&](auto z) {
+  visit_any_dtype(dst.dtype(), [&](auto z) {
     using T = decltype(z);
     normal_kernel<T><<<grid_for(n), kThreads>>>(static_cast<T*>(dst.data_ptr()), n, seed, offset);
     CUDA_CHECK_LAUNCH();

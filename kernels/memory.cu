@@ -69,17 +69,6 @@ __global__ void copy_kernel(D* dst, const S* src, I n, Geometry g) {
   convert(dst + dof, src + so);
 }
 
-template <typename F>
-void visit(DType t, F&& f) {
-  switch (t) {
-    case DType::F32: f(float{}); break;
-    case DType::F64: f(double{}); break;
-    case DType::BF16: f(uint16_t{}); break;
-    case DType::I32: f(int32_t{}); break;
-    case DType::U8: f(uint8_t{}); break;
-  }
-}
-
 void copy(const Tensor& dst, const Tensor& src) {
   TESSERA_CHECK(dst.shape() == src.shape(), "cuda copy: ", shape_str(dst.shape()), " vs ",
                 shape_str(src.shape()));
@@ -94,8 +83,8 @@ void copy(const Tensor& dst, const Tensor& src) {
   const int threads = 256;
   const unsigned blocks = unsigned((n + threads - 1) / threads);
   const bool narrow_index = n < (int64_t(1) << 31) && max_offset(g) < (int64_t(1) << 31);
-  visit(dst.dtype(), [&](auto dz) {
-    visit(src.dtype(), [&](auto sz) {
+  visit_any_dtype(dst.dtype(), [&](auto dz) {
+    visit_any_dtype(src.dtype(), [&](auto sz) {
       using D = decltype(dz);
       using S = decltype(sz);
       D* d = static_cast<D*>(dst.data_ptr());
@@ -122,7 +111,7 @@ void fill(const Tensor& dst, double value) {
   DeviceGuard guard(dst.device().index);
   const int threads = 256;
   const unsigned blocks = unsigned((n + threads - 1) / threads);
-  visit(dst.dtype(), [&](auto z) {
+  visit_any_dtype(dst.dtype(), [&](auto z) {
     using T = decltype(z);
     fill_kernel<T><<<blocks, threads>>>(static_cast<T*>(dst.data_ptr()), n, value);
     CUDA_CHECK_LAUNCH();
