@@ -31,6 +31,7 @@
 #include "backend/kernels.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "config/cli.h"
 
 using namespace tessera;
 
@@ -157,10 +158,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "bench_attention: " << e.what() << "\n";
-    return 1;
-  }
+  return run_main("bench_attention", [&] { return run(argc, argv); });
 }

@@ -186,7 +186,7 @@ class UnfusedLinears : public nn::LinearHook {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return run_main("bench_gpu", [&] {
     cxxopts::Options options("bench_gpu", "Time a training step and the fused kernels on cuda:0");
     options.add_options()("steps", "timed steps", cxxopts::value<int>()->default_value("20"))(
         "warmup", "untimed steps first", cxxopts::value<int>()->default_value("5"))(
@@ -364,8 +364,5 @@ int main(int argc, char** argv) {
       std::ofstream(cl.args["json"].as<std::string>()) << js.str() << "\n";
     }
     return 0;
-  } catch (const std::exception& e) {
-    std::cerr << "bench_gpu: " << e.what() << std::endl;
-    return 1;
-  }
+  });
 }

@@ -103,7 +103,7 @@ void write_positions(const std::string& path,
 
 int main(int argc, char** argv) {
   using namespace tessera;
-  try {
+  return run_main("eval", [&] {
     cxxopts::Options options("eval", "Validation loss of a checkpoint");
     options.add_options()
         ("data", "token shards (glob); default: the checkpoint config's data.val", cxxopts::value<std::string>())
@@ -194,8 +194,5 @@ int main(int argc, char** argv) {
     }
     if (!per_position.empty()) write_positions(per_position, series);
     return 0;
-  } catch (const std::exception& e) {
-    std::cerr << "eval: " << e.what() << std::endl;
-    return 1;
-  }
+  });
 }

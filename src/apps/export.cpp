@@ -25,7 +25,7 @@
 int main(int argc, char** argv) {
   using namespace tessera;
   namespace fs = std::filesystem;
-  try {
+  return run_main("export", [&] {
     cxxopts::Options options("export", "Write a checkpoint as a Hugging Face model directory");
     options.add_options()
         ("output", "the directory to write (must not exist, or be empty)",
@@ -111,8 +111,5 @@ int main(int argc, char** argv) {
     if (!ref.empty())
       std::printf("reference logits for (2, %ld) tokens -> %s\n", long(T), ref.c_str());
     return 0;
-  } catch (const std::exception& e) {
-    std::cerr << "export: " << e.what() << std::endl;
-    return 1;
-  }
+  });
 }

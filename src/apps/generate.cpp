@@ -12,7 +12,7 @@
 
 int main(int argc, char** argv) {
   using namespace tessera;
-  try {
+  return run_main("generate", [&] {
     cxxopts::Options options("generate", "Sample text from a trained checkpoint");
     options.add_options()
         ("prompt", "text to continue", cxxopts::value<std::string>()->default_value("\n"))
@@ -47,8 +47,5 @@ int main(int argc, char** argv) {
     if (!text.empty() && text.back() == tok->eot_id()) text.pop_back();
     std::cout << tok->decode(text) << std::endl;
     return 0;
-  } catch (const std::exception& e) {
-    std::cerr << "generate: " << e.what() << std::endl;
-    return 1;
-  }
+  });
 }

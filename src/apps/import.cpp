@@ -20,7 +20,7 @@
 int main(int argc, char** argv) {
   using namespace tessera;
   namespace fs = std::filesystem;
-  try {
+  return run_main("import", [&] {
     cxxopts::Options options("import", "Read a Hugging Face model directory into a checkpoint");
     options.add_options()
         ("dir", "the Hugging Face directory", cxxopts::value<std::string>())
@@ -61,8 +61,5 @@ int main(int argc, char** argv) {
                 file.string().c_str());
     for (const std::string& n : hf.notes) std::printf("note: %s\n", n.c_str());
     return 0;
-  } catch (const std::exception& e) {
-    std::cerr << "import: " << e.what() << std::endl;
-    return 1;
-  }
+  });
 }

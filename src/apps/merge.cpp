@@ -18,7 +18,7 @@
 
 int main(int argc, char** argv) {
   using namespace tessera;
-  try {
+  return run_main("merge", [&] {
     cxxopts::Options options("merge", "Fold LoRA adapters into their base checkpoint");
     options.add_options()
         ("output", "directory for the merged checkpoint", cxxopts::value<std::string>())
@@ -54,8 +54,5 @@ int main(int argc, char** argv) {
                 trained.empty() ? "" : "; trained in full: ", trained.c_str(), m.base_path.c_str(),
                 (std::filesystem::path(dir) / name).string().c_str());
     return 0;
-  } catch (const std::exception& e) {
-    std::cerr << "merge: " << e.what() << std::endl;
-    return 1;
-  }
+  });
 }

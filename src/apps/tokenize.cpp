@@ -191,10 +191,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tokenize: %s\n", e.what());
-    return 1;
-  }
+  return run_main("tokenize", [&] { return run(argc, argv); });
 }

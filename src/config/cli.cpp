@@ -112,4 +112,13 @@ CommandLine parse_command_line(int argc, const char* const* argv, cxxopts::Optio
   return cl;
 }
 
+int run_main(const char* app, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    std::cerr << app << ": " << e.what() << std::endl;
+    return 1;
+  }
+}
+
 }  // namespace tessera

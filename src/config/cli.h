@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cxxopts.hpp>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -49,5 +50,10 @@ bool parse_flags_or_help(cxxopts::Options& options, int argc, const char* const*
 // Adds the flags above to `options` (once per Options), parses argv and loads the config.
 CommandLine parse_command_line(int argc, const char* const* argv, cxxopts::Options& options,
                                bool config_required = true);
+
+// A binary's main around `body`: an exception (a tessera::Error names the file, key or shape) is
+// printed as "<app>: <message>" on stderr and the exit code is 1.
+//   int main(int argc, char** argv) { return run_main("eval", [&] { return run(argc, argv); }); }
+int run_main(const char* app, const std::function<int()>& body);
 
 }  // namespace tessera
