@@ -327,6 +327,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   if (const cublasStatus_t st = check(x, a, b, c, d); st != CUBLAS_STATUS_SUCCESS) return st;
   if (!algo || algo->data[kMagic] != kAlgoMagic) return CUBLAS_STATUS_INVALID_VALUE;
   if (C != Dp && !algo->data[kOutOfPlace]) return CUBLAS_STATUS_NOT_SUPPORTED;  // in place only
+  tessera::emu::legacy_turn();  // on the legacy stream, after what it waits for
   const void* ptrs[4] = {A, B, C, Dp};
   const Layout* lays[4] = {&a, &b, &c, &d};
   for (int i = 0; i < 4; ++i)

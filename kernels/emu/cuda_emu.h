@@ -2,8 +2,9 @@
 // reductions, barriers, warp collectives, shared-memory use) is checked by the GPU parity tests on
 // a machine without a GPU. Built by `cmake -DTESSERA_CUDA_EMU=ON` (CMakeLists.txt): every
 // kernels/*.cu except nccl_comm.cu goes through kernels/emu/translate.py and is compiled with this
-// header included first; kernels/emu/runtime.cpp stands in for the CUDA runtime, ptx.cpp for the
-// inline PTX, and cublaslt.cpp for the part of cuBLASLt that kernels/blas.cu calls.
+// header included first; kernels/emu/runtime.cpp stands in for the CUDA runtime (streams.cpp for
+// its streams and events), ptx.cpp for the inline PTX, cublaslt.cpp for the part of cuBLASLt that
+// kernels/blas.cu calls and nccl.cpp for NCCL.
 //
 // The model:
 //  - "device" memory is host memory; the runtime tracks every cudaMalloc'd range, so a copy in the
@@ -27,8 +28,11 @@
 //  - wmma fragments hold their whole tile in every lane (the hardware layout is unspecified, and
 //    the kernels only load, store, fill and multiply them); products are exact bf16 x bf16 in f32.
 //  - Inline PTX (asm statements) runs on the interpreter of ptx.h / ptx.cpp.
+//  - The legacy default stream (every kernel's) is synchronous with the host; other streams run
+//    their copies, memsets and collectives later on threads of their own (streams.cpp), so a
+//    missing event dependency reads stale data here as it would on the GPU.
 // What it cannot show: speed, occupancy, register spills, bank conflicts, races the fiber order
-// happens to hide, NCCL, cuBLASLt's own choices (its algorithms, its GELU form, its accumulation
+// happens to hide, NCCL's transports, cuBLASLt's own choices (its algorithms, its GELU form, its accumulation
 // order), and a fragment layout misread from the PTX ISA (ptx_fragments.h).
 #pragma once
 
@@ -116,6 +120,17 @@ void* dynamic_shared();
 unsigned char* shared_pointer(uint64_t address, size_t bytes);
 ptx::CpAsyncQueue& cp_async_queue();  // the running thread's cp.async copies in flight
 bool on_device(const void* p, size_t n);  // [p, p + n) lies in one cudaMalloc'd allocation
+// Streams (streams.cpp): op runs at once on the legacy stream (or 0, or cudaStreamPerThread),
+// which is synchronous with the host; on a stream made by cudaStreamCreate*, later, in order, on
+// that stream's own thread, after a random delay of up to TESSERA_EMU_STREAM_DELAY_US
+// microseconds (default 1000). hold_streams(true) keeps every stream's thread from starting its
+// next operation until hold_streams(false): a test's window in which queued work has not run.
+void enqueue(cudaStream_t s, std::function<void()> op);
+bool asynchronous(cudaStream_t s);
+void hold_streams(bool hold);
+// Before each legacy-stream operation (a launch, a copy, a cuBLASLt or CUB call): waits for the
+// events cudaStreamWaitEvent put in the legacy stream's way.
+void legacy_turn();
 // TESSERA_EMU_SKIP_KERNELS=1: launches, matmuls, sorts, memsets and device-to-device copies are
 // checked and then not carried out, so a program's time is what its host side costs (dispatch,
 // autograd, the allocator, the launches' arguments); every value computed on the device is garbage.
@@ -354,6 +369,7 @@ struct DeviceRadixSort {
       temp_bytes = 1;
       return cudaSuccess;
     }
+    tessera::emu::legacy_turn();
     if (tessera::emu::skip_kernels()) return cudaSuccess;
     std::vector<int> order(size_t(std::max(n, 0)));
     std::iota(order.begin(), order.end(), 0);

@@ -14,24 +14,32 @@
 // read it). Init is collective 1, as NCCL's init returns once every rank has joined. <dir> is
 // TESSERA_EMU_NCCL_DIR, else the temporary directory (TMPDIR, /tmp); <id> is the unique id, which
 // nccl_comm.cu hands from rank 0 to the others as it does for real NCCL.
-// Every call completes before it returns (the emulator's streams are synchronous), so
-// ncclCommGetAsyncError reports ncclInProgress never, and a rank that does not join within
-// TESSERA_EMU_NCCL_TIMEOUT_S (default 120) seconds makes the call fail with ncclRemoteError,
-// naming the collective and the missing rank. Checked as NCCL checks: buffers that are not device
+// A collective runs on its stream as the GPU would run it: on a stream of the program's own
+// (nccl_comm.cu's), later, on that stream's thread (the emulator's streams.cpp), its arguments
+// checked when it is called; on the legacy stream before the call returns, with its result. So a
+// program that reads a collective's output before waiting on its stream reads the old contents.
+// Calls are never left in progress (ncclCommGetAsyncError reports ncclInProgress never). A rank
+// that does not join within TESSERA_EMU_NCCL_TIMEOUT_S (default 120) seconds fails the collective
+// with ncclRemoteError naming the collective and the missing rank: the call's result on the legacy
+// stream, else the communicator's asynchronous error. ncclCommAbort stops a collective waiting
+// for a peer, as NCCL's does; finalize, destroy and abort first let the queued collectives end. Checked as NCCL checks: buffers that are not device
 // memory, a config not made by NCCL_CONFIG_INITIALIZER, a rank outside [0, nranks), a root outside
 // the ranks, a reduction or dtype NCCL does not have.
 #include <cuda_bf16.h>
 #include <nccl.h>
 #include <unistd.h>  // getpid
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -44,9 +52,13 @@ namespace fs = std::filesystem;
 struct ncclComm {
   std::string prefix;  // <dir>/<id>
   int nranks = 1, rank = 0;
-  uint64_t seq = 0;    // collectives so far
-  ncclResult_t async = ncclSuccess;
-  std::string error;   // ncclGetLastError's text for this communicator
+  uint64_t seq = 0;    // collectives so far, numbered when called (the host's order)
+  std::atomic<ncclResult_t> async{ncclSuccess};
+  std::atomic<bool> aborted{false};
+  std::mutex mu;                // guards error and queued
+  std::condition_variable idle;  // queued reached 0
+  std::string error;             // ncclGetLastError's text for this communicator
+  int queued = 0;                // collectives on a stream, not yet ended
 };
 
 namespace {
@@ -54,9 +66,41 @@ namespace {
 thread_local std::string g_last_error;  // for calls without a communicator
 
 ncclResult_t fail(ncclComm* c, ncclResult_t r, const std::string& why) {
-  (c ? c->error : g_last_error) = "emulated NCCL: " + why;
-  if (c && r == ncclRemoteError) c->async = r;  // as a real communicator stays broken
+  if (!c) {
+    g_last_error = "emulated NCCL: " + why;
+    return r;
+  }
+  std::lock_guard lock(c->mu);
+  c->error = "emulated NCCL: " + why;
+  if (r == ncclRemoteError) c->async = r;  // as a real communicator stays broken
   return r;
+}
+
+// Waits until every collective queued on a stream has ended (run, failed or been stopped).
+void wait_idle(ncclComm& c) {
+  std::unique_lock lock(c.mu);
+  c.idle.wait(lock, [&] { return c.queued == 0; });
+}
+
+// The collective `run` (numbered s), on `stream`: there at once, its result returned; on a
+// program's stream later, its failure the communicator's asynchronous error.
+template <class Run>
+ncclResult_t submit(ncclComm* c, cudaStream_t stream, Run run) {
+  const uint64_t s = ++c->seq;
+  if (!tessera::emu::asynchronous(stream)) {
+    tessera::emu::legacy_turn();
+    return run(s);
+  }
+  {
+    std::lock_guard lock(c->mu);
+    ++c->queued;
+  }
+  tessera::emu::enqueue(stream, [c, s, run] {
+    if (c->async == ncclSuccess && !c->aborted) run(s);
+    std::lock_guard lock(c->mu);
+    if (--c->queued == 0) c->idle.notify_all();
+  });
+  return ncclSuccess;
 }
 
 // Not /dev/shm: a container's is often 64 MiB, less than a few ranks' large collectives.
@@ -148,8 +192,8 @@ ncclResult_t post(ncclComm& c, uint64_t s, const void* data, size_t bytes) {
 
 // One collective: posts `mine`, waits for every rank's file and reads them into `all`. A rank that
 // does not join within the timeout fails it with ncclRemoteError, naming the rank.
-ncclResult_t exchange(ncclComm& c, const char* what, const void* mine, size_t bytes, Parts& all) {
-  const uint64_t s = ++c.seq;
+ncclResult_t exchange(ncclComm& c, uint64_t s, const char* what, const void* mine, size_t bytes,
+                      Parts& all) {
   if (c.nranks == 1) {  // nothing to wait for
     const auto* p = static_cast<const unsigned char*>(mine);
     all.assign(1, std::vector<unsigned char>(p, p + bytes));
@@ -162,6 +206,7 @@ ncclResult_t exchange(ncclComm& c, const char* what, const void* mine, size_t by
   for (int r = 0; r < c.nranks; ++r) {
     const std::string file = name(c, s, r);
     for (int polls = 0; !fs::exists(file); ++polls) {
+      if (c.aborted) return fail(&c, ncclRemoteError, std::string(what) + ": the communicator was aborted");
       if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > limit)
         return fail(&c, ncclRemoteError,
                     std::string(what) + " (collective " + std::to_string(s) +
@@ -199,7 +244,14 @@ void remove_files(const ncclComm& c, int rank) {
 // What every collective checks first: a live communicator and a dtype NCCL has; its element size.
 ncclResult_t usable(ncclComm* c, ncclDataType_t t, size_t* es) {
   if (!c) return fail(nullptr, ncclInvalidArgument, "a null communicator");
-  if (c->async != ncclSuccess) return fail(c, ncclInvalidUsage, "the communicator has failed: " + c->error);
+  if (c->async != ncclSuccess) {
+    std::string why;
+    {
+      std::lock_guard lock(c->mu);
+      why = c->error;
+    }
+    return fail(c, ncclInvalidUsage, "the communicator has failed: " + why);
+  }
   *es = type_size(t);
   return *es ? ncclSuccess : fail(c, ncclInvalidArgument, "an unknown data type");
 }
@@ -213,9 +265,13 @@ ncclResult_t on_device(ncclComm* c, const void* send, size_t send_bytes, const v
 }
 
 // out[i] = op over ranks of the element `first + i` of each rank's contribution.
+ncclResult_t known_op(ncclComm* c, ncclRedOp_t op) {
+  return op < ncclSum || op > ncclAvg ? fail(c, ncclInvalidArgument, "an unknown reduction")
+                                      : ncclSuccess;
+}
+
 ncclResult_t reduce(ncclComm* c, const std::vector<std::vector<unsigned char>>& all, size_t first,
                     size_t count, ncclDataType_t t, ncclRedOp_t op, unsigned char* out) {
-  if (op < ncclSum || op > ncclAvg) return fail(c, ncclInvalidArgument, "an unknown reduction");
   for (size_t i = 0; i < count; ++i) {
     double acc = load(t, all[0].data(), first + i);
     for (int r = 1; r < c->nranks; ++r) {
@@ -259,7 +315,13 @@ const char* ncclGetErrorString(ncclResult_t r) {
   }
 }
 
-const char* ncclGetLastError(ncclComm_t c) { return (c ? c->error : g_last_error).c_str(); }
+const char* ncclGetLastError(ncclComm_t c) {
+  if (!c) return g_last_error.c_str();
+  thread_local std::string copy;  // c->error may change on a stream's thread
+  std::lock_guard lock(c->mu);
+  copy = c->error;
+  return copy.c_str();
+}
 
 ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
   if (!id) return fail(nullptr, ncclInvalidArgument, "a null unique id");
@@ -290,7 +352,7 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId i
   // Collective, as NCCL's init is: it returns once every rank has joined with this id.
   const unsigned char here = 1;
   Parts all;
-  return exchange(*c, "ncclCommInitRankConfig", &here, 1, all);
+  return exchange(*c, ++c->seq, "ncclCommInitRankConfig", &here, 1, all);
 }
 
 ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
@@ -307,79 +369,101 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t* state) {
 // file of its own); the others just write theirs.
 ncclResult_t ncclCommFinalize(ncclComm_t c) {
   if (!c) return fail(nullptr, ncclInvalidArgument, "a null communicator");
+  wait_idle(*c);  // NCCL's finalize flushes what is in flight
   if (c->async != ncclSuccess) return c->async;
   if (c->nranks == 1) return ncclSuccess;
   const unsigned char last = 0;
   if (c->rank != 0) return post(*c, ++c->seq, &last, 1);
   Parts all;
-  if (const ncclResult_t r = exchange(*c, "ncclCommFinalize", &last, 1, all); r != ncclSuccess)
+  if (const ncclResult_t r = exchange(*c, ++c->seq, "ncclCommFinalize", &last, 1, all);
+      r != ncclSuccess)
     return r;
   remove_files(*c, -1);
   return ncclSuccess;
 }
 
 ncclResult_t ncclCommDestroy(ncclComm_t c) {
+  if (c) wait_idle(*c);
   delete c;
   return ncclSuccess;
 }
 
-// Removes this rank's files of the communicator (the other ranks remove theirs).
+// Stops the collectives in flight, then removes this rank's files of the communicator (the other
+// ranks remove theirs).
 ncclResult_t ncclCommAbort(ncclComm_t c) {
-  if (c) remove_files(*c, c->rank);
+  if (!c) return ncclSuccess;
+  c->aborted = true;
+  wait_idle(*c);
+  remove_files(*c, c->rank);
   delete c;
   return ncclSuccess;
 }
 
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t t,
-                           ncclRedOp_t op, ncclComm_t c, cudaStream_t) {
+                           ncclRedOp_t op, ncclComm_t c, cudaStream_t stream) {
   size_t es = 0;
   if (const ncclResult_t r = usable(c, t, &es); r != ncclSuccess) return r;
   const size_t bytes = count * es;
-  Parts all;
-  ncclResult_t r = on_device(c, send, bytes, recv, bytes);
-  if (r == ncclSuccess) r = exchange(*c, "ncclAllReduce", send, bytes, all);
-  return r == ncclSuccess ? reduce(c, all, 0, count, t, op, static_cast<unsigned char*>(recv)) : r;
+  if (const ncclResult_t r = on_device(c, send, bytes, recv, bytes); r != ncclSuccess) return r;
+  if (const ncclResult_t r = known_op(c, op); r != ncclSuccess) return r;
+  return submit(c, stream, [=](uint64_t s) {
+    Parts all;
+    const ncclResult_t r = exchange(*c, s, "ncclAllReduce", send, bytes, all);
+    return r == ncclSuccess ? reduce(c, all, 0, count, t, op, static_cast<unsigned char*>(recv)) : r;
+  });
 }
 
 ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recvcount, ncclDataType_t t,
-                               ncclRedOp_t op, ncclComm_t c, cudaStream_t) {
+                               ncclRedOp_t op, ncclComm_t c, cudaStream_t stream) {
   size_t es = 0;
   if (const ncclResult_t r = usable(c, t, &es); r != ncclSuccess) return r;
   const size_t bytes = recvcount * es * size_t(c->nranks);
-  Parts all;
-  ncclResult_t r = on_device(c, send, bytes, recv, recvcount * es);
-  if (r == ncclSuccess) r = exchange(*c, "ncclReduceScatter", send, bytes, all);
-  if (r != ncclSuccess) return r;
-  return reduce(c, all, size_t(c->rank) * recvcount, recvcount, t, op, static_cast<unsigned char*>(recv));
+  if (const ncclResult_t r = on_device(c, send, bytes, recv, recvcount * es); r != ncclSuccess)
+    return r;
+  if (const ncclResult_t r = known_op(c, op); r != ncclSuccess) return r;
+  return submit(c, stream, [=](uint64_t s) {
+    Parts all;
+    const ncclResult_t r = exchange(*c, s, "ncclReduceScatter", send, bytes, all);
+    if (r != ncclSuccess) return r;
+    return reduce(c, all, size_t(c->rank) * recvcount, recvcount, t, op,
+                  static_cast<unsigned char*>(recv));
+  });
 }
 
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t sendcount, ncclDataType_t t,
-                           ncclComm_t c, cudaStream_t) {
+                           ncclComm_t c, cudaStream_t stream) {
   size_t es = 0;
   if (const ncclResult_t r = usable(c, t, &es); r != ncclSuccess) return r;
   const size_t bytes = sendcount * es;
-  Parts all;
-  ncclResult_t r = on_device(c, send, bytes, recv, bytes * size_t(c->nranks));
-  if (r == ncclSuccess) r = exchange(*c, "ncclAllGather", send, bytes, all);
-  if (r != ncclSuccess) return r;
-  for (int k = 0; k < c->nranks; ++k)
-    std::memcpy(static_cast<unsigned char*>(recv) + size_t(k) * bytes, all[size_t(k)].data(), bytes);
-  return ncclSuccess;
+  if (const ncclResult_t r = on_device(c, send, bytes, recv, bytes * size_t(c->nranks));
+      r != ncclSuccess)
+    return r;
+  return submit(c, stream, [=](uint64_t s) {
+    Parts all;
+    const ncclResult_t r = exchange(*c, s, "ncclAllGather", send, bytes, all);
+    if (r != ncclSuccess) return r;
+    for (int k = 0; k < c->nranks; ++k)
+      std::memcpy(static_cast<unsigned char*>(recv) + size_t(k) * bytes, all[size_t(k)].data(),
+                  bytes);
+    return ncclSuccess;
+  });
 }
 
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t t, int root,
-                           ncclComm_t c, cudaStream_t) {
+                           ncclComm_t c, cudaStream_t stream) {
   size_t es = 0;
   if (const ncclResult_t r = usable(c, t, &es); r != ncclSuccess) return r;
   if (root < 0 || root >= c->nranks)
     return fail(c, ncclInvalidArgument, "root " + std::to_string(root) + " of " + std::to_string(c->nranks));
   const size_t bytes = count * es, sent = c->rank == root ? bytes : 0;  // the others send nothing
-  Parts all;
-  ncclResult_t r = on_device(c, send, sent, recv, bytes);
-  if (r == ncclSuccess) r = exchange(*c, "ncclBroadcast", send, sent, all);
-  if (r != ncclSuccess) return r;
-  std::memcpy(recv, all[size_t(root)].data(), bytes);
-  return ncclSuccess;
+  if (const ncclResult_t r = on_device(c, send, sent, recv, bytes); r != ncclSuccess) return r;
+  return submit(c, stream, [=](uint64_t s) {
+    Parts all;
+    const ncclResult_t r = exchange(*c, s, "ncclBroadcast", send, sent, all);
+    if (r != ncclSuccess) return r;
+    std::memcpy(recv, all[size_t(root)].data(), bytes);
+    return ncclSuccess;
+  });
 }
 
 }  // extern "C"

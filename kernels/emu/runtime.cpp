@@ -1,6 +1,7 @@
 // The CUDA emulator's runtime (model: cuda_emu.h): the fiber scheduler that runs a launch's
 // threads, their barriers and warp collectives, and the part of the CUDA runtime API that
-// kernels/*.cu calls, over host memory. One emulated device, index 0; every call is synchronous.
+// kernels/*.cu calls, over host memory. One emulated device, index 0. Streams and events:
+// streams.cpp (the legacy stream, every kernel's, is synchronous with the host).
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -386,6 +387,7 @@ uint64_t g_launches = 0;  // launches so far: Order::Random's seed, so a run rep
 
 void run(const char* kernel, const LaunchConfig& c, const std::function<void()>& body) {
   TESSERA_CHECK(!g_launch, "cuda emulator: kernel ", kernel, " launched from device code");
+  legacy_turn();  // the launch waits for what cudaStreamWaitEvent put before it
   const uint64_t threads = uint64_t(c.block.x) * c.block.y * c.block.z;
   // The limits of sm_80/sm_90: 1024 threads a block, grid y and z below 65536, 227 KiB of shared
   // memory a block (CUDA C++ Programming Guide, "Compute Capabilities").
@@ -543,15 +545,6 @@ void leave_collective(const Collective& c) {
 
 // ---- the CUDA runtime API over host memory ----------------------------------------------------
 
-struct CUstream_st {
-  int unused = 0;
-};
-
-struct CUevent_st {
-  std::chrono::steady_clock::time_point at{};
-  bool recorded = false;
-};
-
 namespace {
 
 std::mutex g_mu;
@@ -565,7 +558,10 @@ cudaError_t set(cudaError_t e) {
   return e;
 }
 
-cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+// A copy's direction against where its pointers lie, then the copy: at once, or on the stream's
+// thread when `stream` is asynchronous (streams.cpp).
+cudaError_t copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind,
+                 cudaStream_t stream = nullptr) {
   const bool to_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   const bool from_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
   if (n == 0) return cudaSuccess;
@@ -574,7 +570,8 @@ cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
       (kind == cudaMemcpyDeviceToHost && on_device(dst, n)) ||
       (kind == cudaMemcpyHostToDevice && on_device(src, n)))
     return set(cudaErrorInvalidValue);
-  if (kind != cudaMemcpyDeviceToDevice || !tessera::emu::skip_kernels()) std::memmove(dst, src, n);
+  if (kind != cudaMemcpyDeviceToDevice || !tessera::emu::skip_kernels())
+    tessera::emu::enqueue(stream, [=] { std::memmove(dst, src, n); });
   return cudaSuccess;
 }
 
@@ -612,6 +609,7 @@ cudaError_t cudaMalloc(void** p, size_t n) {
 
 cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
+  cudaDeviceSynchronize();  // as CUDA's: no queued copy or collective still reads or writes p
   std::lock_guard<std::mutex> lock(g_mu);
   auto it = g_allocations.find(reinterpret_cast<uintptr_t>(p));
   if (it == g_allocations.end()) return set(cudaErrorInvalidValue);
@@ -630,11 +628,11 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
-  return check_copy(dst, src, n, kind);
+  return copy(dst, src, n, kind);
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind,
-                            cudaStream_t) {
-  return check_copy(dst, src, n, kind);
+                            cudaStream_t stream) {
+  return copy(dst, src, n, kind, stream);
 }
 cudaError_t cudaMemcpyToSymbol(const void* symbol, const void* src, size_t n, size_t offset,
                                cudaMemcpyKind) {
@@ -654,6 +652,8 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "out of memory (cuda emulator)";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument (cuda emulator)";
     case cudaErrorInvalidDevice: return "invalid device ordinal (cuda emulator)";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle (cuda emulator)";
+    case cudaErrorNotReady: return "device not ready (cuda emulator)";
     default: return "error (cuda emulator)";
   }
 }
@@ -671,7 +671,6 @@ cudaError_t cudaSetDevice(int d) {
   g_device = d;
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 cudaError_t cudaFuncSetAttribute(const void* f, cudaFuncAttribute attr, int value) {
   if (value < 0 || value > 232448) return set(cudaErrorInvalidValue);
   if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
@@ -681,43 +680,9 @@ cudaError_t cudaFuncSetAttribute(const void* f, cudaFuncAttribute attr, int valu
   return cudaSuccess;
 }
 
-cudaError_t cudaEventCreate(cudaEvent_t* e) {
-  *e = new CUevent_st;
-  return cudaSuccess;
-}
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
-  e->at = std::chrono::steady_clock::now();
-  e->recorded = true;
-  return cudaSuccess;
-}
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
-// Every operation completes before its call returns, so an event is complete once recorded (and,
-// as CUDA says of one never recorded, when it has not been), and waiting on one orders nothing.
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
-cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  delete e;
-  return cudaSuccess;
-}
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t e, unsigned) {
-  return e ? cudaSuccess : set(cudaErrorInvalidResourceHandle);
-}
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
-  *s = new CUstream_st;  // a handle of its own; the emulator runs every stream in call order
-  return cudaSuccess;
-}
-cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  delete s;
-  return cudaSuccess;
-}
-cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t) {
+cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t stream) {
   if (n && !tessera::emu::on_device(p, n)) return set(cudaErrorInvalidValue);
-  if (!tessera::emu::skip_kernels()) std::memset(p, value, n);
-  return cudaSuccess;
-}
-cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
-  if (!a->recorded || !b->recorded) return set(cudaErrorInvalidResourceHandle);
-  *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+  if (!tessera::emu::skip_kernels()) tessera::emu::enqueue(stream, [=] { std::memset(p, value, n); });
   return cudaSuccess;
 }
 

@@ -215,6 +215,21 @@ TEST(Collectives, a_dropped_handle_keeps_its_buffer_and_later_collectives_still_
   expect_elements(t, 0, 7, [](int64_t i) { return reduced(ReduceOp::Sum, DType::F64, i); }, "t");
 }
 
+TEST(Collectives, a_handle_that_outlives_its_tensor_keeps_the_buffer_from_reuse) {
+  // The tensor goes while its collective may still be running: the handle keeps the buffer, so a
+  // tensor of the same size made meanwhile gets other memory (NCCL: the caching allocator would
+  // hand it the same block, and the queued all-reduce would read and overwrite it).
+  WorkHandle w;
+  {
+    Tensor dropped = filled(DType::F32, 1003, [](int64_t i) { return input(comm().rank(), i); });
+    w = comm().all_reduce_async(dropped, ReduceOp::Sum);
+  }
+  Tensor other = filled(DType::F32, 1003, [](int64_t i) { return -double(i); });
+  w->wait();
+  comm().barrier();
+  expect_elements(other, 0, 1003, [](int64_t i) { return -double(i); }, "other");
+}
+
 TEST(Collectives, bad_arguments_are_errors_naming_the_collective) {
   Tensor strided = zeros({2, 3}).transpose(0, 1);
   EXPECT_TRUE(contains(error_of([&] { comm().all_reduce(strided, ReduceOp::Sum); }),

@@ -10,6 +10,8 @@
 #if TESSERA_HAVE_NCCL
 #include <cuda_runtime.h>
 #include <nccl.h>
+
+#include "emu/cuda_emu.h"
 #endif
 
 namespace tessera {
@@ -55,6 +57,44 @@ TEST(NcclEmu, refuses_host_buffers_bad_ranks_roots_and_ids) {
   EXPECT_EQ(ncclCommFinalize(comm), ncclSuccess);
   EXPECT_EQ(ncclCommDestroy(comm), ncclSuccess);
   cudaFree(dev);
+}
+
+TEST(NcclEmu, a_collective_on_a_programs_stream_runs_there_after_the_call_returns) {
+  // One rank's all_gather copies send into recv: visible only once the stream has run it.
+  ncclUniqueId id;
+  ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+  ncclComm_t comm = nullptr;
+  ASSERT_EQ(ncclCommInitRank(&comm, 1, id, 0), ncclSuccess);
+  float *send = nullptr, *recv = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&send), 16), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&recv), 16), cudaSuccess);
+  const std::vector<float> values{1, 2, 3, 4};
+  ASSERT_EQ(cudaMemcpy(send, values.data(), 16, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemsetAsync(recv, 0, 16, nullptr), cudaSuccess);
+  cudaStream_t s;
+  cudaEvent_t done;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&done), cudaSuccess);
+  std::vector<float> got(4);
+  emu::hold_streams(true);
+  EXPECT_EQ(ncclAllGather(send, recv, 4, ncclFloat32, comm, s), ncclSuccess);
+  EXPECT_EQ(ncclAllGather(send, nullptr, 4, ncclFloat32, comm, s), ncclInvalidArgument);  // checked now
+  ASSERT_EQ(cudaEventRecord(done, s), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(got.data(), recv, 16, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(got, std::vector<float>(4, 0.0f));  // not run yet
+  emu::hold_streams(false);
+  ASSERT_EQ(cudaEventSynchronize(done), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(got.data(), recv, 16, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(got, values);
+  ncclResult_t state = ncclInProgress;
+  EXPECT_EQ(ncclCommGetAsyncError(comm, &state), ncclSuccess);
+  EXPECT_EQ(state, ncclSuccess);
+  EXPECT_EQ(ncclCommFinalize(comm), ncclSuccess);
+  EXPECT_EQ(ncclCommDestroy(comm), ncclSuccess);
+  cudaEventDestroy(done);
+  cudaStreamDestroy(s);
+  cudaFree(send);
+  cudaFree(recv);
 }
 #else
 TEST(NcclEmu, needs_nccl_h) { GTEST_SKIP() << "built without nccl.h: no emulated NCCL"; }

@@ -1,0 +1,295 @@
+// The CUDA emulator's streams and events (model: cuda_emu.h). The legacy default stream, which
+// every tessera kernel and copy runs on, is synchronous with the host: an operation on it is done
+// when its call returns. A stream made by cudaStreamCreate* (nccl_comm.cu's collective stream) is
+// not: its operations run later, in order, on a thread of its own, each after a random delay of up
+// to TESSERA_EMU_STREAM_DELAY_US microseconds (default 1000). So what a GPU would show of a
+// missing stream dependency shows here too: legacy-stream work that reads a collective's result
+// without waiting on its event reads the stale buffer, and a buffer reused before the collective
+// has read it hands the collective the new contents.
+//
+// Events follow CUDA's semantics: cudaEventRecord captures the work queued so far on its stream
+// (on the legacy stream none is left, so the event completes at once, unless the stream still
+// waits on another event); cudaEventQuery says whether that work is done; an event destroyed while
+// pending is freed once it completes. cudaStreamWaitEvent makes later work on a stream wait for
+// the event, without blocking the host: on the legacy stream, the next operation on it (a kernel,
+// a copy or memset, a cuBLASLt or CUB call: legacy_turn) waits, which is when the GPU would.
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "cuda_emu.h"
+
+struct CUstream_st {
+  std::deque<std::function<void()>> ops;  // guarded by g_mu
+  bool busy = false, stop = false;        // an operation is running; the thread is to end
+  std::thread worker;
+};
+
+struct CUevent_st {
+  std::chrono::steady_clock::time_point at{};  // when its work completed (cudaEventElapsedTime)
+  bool recorded = false;
+  uint64_t recorded_gen = 0, done_gen = 0;  // complete when done_gen >= recorded_gen
+  int completions = 0;                      // completion operations still queued
+  bool destroyed = false;                   // freed by the last of them
+};
+
+namespace {
+
+// One lock for every stream and event: the emulator's streams carry a few operations a step.
+// Never destroyed, so a stream or event released during static destruction still finds them.
+std::mutex& g_mu = *new std::mutex;
+std::condition_variable& g_cv = *new std::condition_variable;  // an operation finished, an event
+                                                               // completed, or the hold changed
+std::set<CUstream_st*>& g_streams = *new std::set<CUstream_st*>;
+bool g_hold = false;
+// What the legacy stream must wait for before its next operation: events and the generation each
+// had when cudaStreamWaitEvent was called.
+std::vector<std::pair<cudaEvent_t, uint64_t>>& g_legacy_waits =
+    *new std::vector<std::pair<cudaEvent_t, uint64_t>>;
+
+int max_delay_us() {
+  static const int us = [] {
+    const char* v = std::getenv("TESSERA_EMU_STREAM_DELAY_US");
+    return v && *v ? std::max(0, std::atoi(v)) : 1000;
+  }();
+  return us;
+}
+
+bool legacy(cudaStream_t s) {
+  return s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread;
+}
+
+void work(CUstream_st* s) {
+  std::mt19937 rng(std::random_device{}());
+  std::unique_lock lock(g_mu);
+  for (;;) {
+    g_cv.wait(lock, [&] { return s->stop || (!s->ops.empty() && !g_hold); });
+    if (s->ops.empty()) return;  // stopped with nothing left
+    std::function<void()> op = std::move(s->ops.front());
+    s->ops.pop_front();
+    s->busy = true;
+    lock.unlock();
+    if (const int d = max_delay_us(); d > 0)
+      std::this_thread::sleep_for(std::chrono::microseconds(rng() % unsigned(d + 1)));
+    op();
+    lock.lock();
+    s->busy = false;
+    g_cv.notify_all();
+  }
+}
+
+// Waits (g_mu held) until every operation queued on s has run.
+void drain_locked(std::unique_lock<std::mutex>& lock, CUstream_st* s) {
+  g_cv.wait(lock, [&] { return s->ops.empty() && !s->busy; });
+}
+
+void wait_for_locked(std::unique_lock<std::mutex>& lock, cudaEvent_t e, uint64_t gen) {
+  g_cv.wait(lock, [&] { return e->done_gen >= gen; });
+}
+
+// One queued operation fewer holds e (g_mu held): the last frees an event destroyed meanwhile.
+void release_locked(cudaEvent_t e) {
+  if (--e->completions == 0 && e->destroyed) delete e;
+}
+
+CUstream_st* new_stream() {
+  auto* stream = new CUstream_st;
+  {
+    std::lock_guard lock(g_mu);
+    g_streams.insert(stream);
+  }
+  stream->worker = std::thread(work, stream);
+  return stream;
+}
+
+// Completes a legacy-stream event recorded while the legacy stream still waits (the event covers
+// those waits): a stream of the emulator's own, made once, never destroyed. Not with g_mu held.
+CUstream_st* legacy_shadow() {
+  static CUstream_st* const shadow = new_stream();
+  return shadow;
+}
+
+// Queues on s (g_mu held) an operation that waits for e's generation gen.
+void queue_wait_locked(CUstream_st* s, cudaEvent_t e, uint64_t gen) {
+  ++e->completions;  // keeps e alive until the wait has run
+  s->ops.push_back([e, gen] {
+    std::unique_lock inner(g_mu);
+    wait_for_locked(inner, e, gen);
+    release_locked(e);
+  });
+  g_cv.notify_all();
+}
+
+// Queues on s (g_mu held) the completion of e's generation gen.
+void queue_completion_locked(CUstream_st* s, cudaEvent_t e, uint64_t gen) {
+  ++e->completions;
+  s->ops.push_back([e, gen] {
+    std::lock_guard inner(g_mu);
+    e->done_gen = std::max(e->done_gen, gen);
+    e->at = std::chrono::steady_clock::now();
+    release_locked(e);
+    g_cv.notify_all();
+  });
+  g_cv.notify_all();
+}
+
+}  // namespace
+
+namespace tessera::emu {
+
+bool asynchronous(cudaStream_t s) { return !legacy(s); }
+
+void legacy_turn() {
+  std::unique_lock lock(g_mu);
+  for (const auto& [e, gen] : g_legacy_waits) {
+    wait_for_locked(lock, e, gen);
+    release_locked(e);
+  }
+  g_legacy_waits.clear();
+}
+
+void enqueue(cudaStream_t s, std::function<void()> op) {
+  if (legacy(s)) {
+    legacy_turn();
+    op();
+    return;
+  }
+  std::lock_guard lock(g_mu);
+  s->ops.push_back(std::move(op));
+  g_cv.notify_all();
+}
+
+void hold_streams(bool hold) {
+  std::lock_guard lock(g_mu);
+  g_hold = hold;
+  g_cv.notify_all();
+}
+
+}  // namespace tessera::emu
+
+extern "C" {
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+  *s = new_stream();
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, 0); }
+
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  if (legacy(s)) {
+    tessera::emu::legacy_turn();
+    return cudaSuccess;
+  }
+  std::unique_lock lock(g_mu);
+  drain_locked(lock, s);
+  return cudaSuccess;
+}
+
+// The work already queued still runs, as in CUDA; here the call returns once it has.
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  if (legacy(s)) return cudaErrorInvalidResourceHandle;
+  {
+    std::lock_guard lock(g_mu);
+    s->stop = true;
+    g_streams.erase(s);
+    g_cv.notify_all();
+  }
+  s->worker.join();
+  delete s;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize() {
+  tessera::emu::legacy_turn();
+  std::unique_lock lock(g_mu);
+  for (;;) {
+    CUstream_st* pending = nullptr;
+    for (CUstream_st* s : g_streams)
+      if (!s->ops.empty() || s->busy) pending = s;
+    if (!pending) return cudaSuccess;
+    drain_locked(lock, pending);
+  }
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  *e = new CUevent_st;
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
+
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  if (!e) return cudaErrorInvalidResourceHandle;
+  CUstream_st* shadow = legacy(s) ? legacy_shadow() : nullptr;
+  std::unique_lock lock(g_mu);
+  const uint64_t gen = ++e->recorded_gen;
+  e->recorded = true;
+  if (legacy(s) && g_legacy_waits.empty()) {  // everything before it on the legacy stream is done
+    e->done_gen = gen;
+    e->at = std::chrono::steady_clock::now();
+    g_cv.notify_all();
+    return cudaSuccess;
+  }
+  CUstream_st* on = s;
+  if (legacy(s)) {  // done once the legacy stream's waits are
+    on = shadow;
+    for (const auto& [w, wgen] : g_legacy_waits) queue_wait_locked(on, w, wgen);
+  }
+  queue_completion_locked(on, e, gen);
+  return cudaSuccess;
+}
+
+// Complete, as CUDA says of an event never recorded, or once its recorded work has run.
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+  if (!e) return cudaErrorInvalidResourceHandle;
+  std::lock_guard lock(g_mu);
+  return e->done_gen >= e->recorded_gen ? cudaSuccess : cudaErrorNotReady;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  if (!e) return cudaErrorInvalidResourceHandle;
+  std::unique_lock lock(g_mu);
+  wait_for_locked(lock, e, e->recorded_gen);
+  return cudaSuccess;
+}
+
+// Later work on s waits for the work e captured when this call was made; the host does not.
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
+  if (!e) return cudaErrorInvalidResourceHandle;
+  std::lock_guard lock(g_mu);
+  const uint64_t gen = e->recorded_gen;
+  if (e->done_gen >= gen) return cudaSuccess;
+  if (legacy(s)) {
+    ++e->completions;  // released by legacy_turn
+    g_legacy_waits.emplace_back(e, gen);
+  } else {
+    queue_wait_locked(s, e, gen);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  if (!e) return cudaErrorInvalidResourceHandle;
+  std::lock_guard lock(g_mu);
+  if (e->completions > 0)
+    e->destroyed = true;
+  else
+    delete e;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  std::lock_guard lock(g_mu);
+  if (!a->recorded || !b->recorded || a->done_gen < a->recorded_gen ||
+      b->done_gen < b->recorded_gen)
+    return cudaErrorInvalidResourceHandle;
+  *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+  return cudaSuccess;
+}
+
+}  // extern "C"
