@@ -121,6 +121,23 @@ class DataParallelCuda : public DataParallel {
   }
 };
 
+// Waits (up to a minute) for the run of `cfg` to commit a checkpoint in `dir`, then returns the pid
+// of its rank `rank` (found by the launcher's environment), or -1.
+pid_t rank_after_a_checkpoint(int rank, const fs::path& cfg, const fs::path& dir) {
+  const std::string var = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank) + '\0';
+  for (int i = 0; i < 600; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (list_checkpoints(dir.string()).empty()) continue;
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      const std::string env = read(e.path() / "environ"), cmd = read(e.path() / "cmdline");
+      if (cmd.find(kTrain) == 0 && cmd.find(cfg.string()) != std::string::npos &&
+          env.find(var) != std::string::npos)
+        return std::stoi(e.path().filename().string());
+    }
+  }
+  return -1;
+}
+
 double max_param_diff(const CheckpointData& a, const CheckpointData& b) {
   EXPECT_EQ(a.model.size(), b.model.size());
   double d = 0;
@@ -251,18 +268,7 @@ TEST_F(DataParallel, a_killed_rank_stops_the_job_naming_it_and_resume_continues)
   if (launcher == 0) {
     _exit(mpirun(2, cfg, {}, log));
   }
-  // Wait for a checkpoint, then SIGKILL rank 1 (found by its environment).
-  pid_t victim = -1;
-  for (int i = 0; i < 600 && victim < 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (list_checkpoints(dir.string()).empty()) continue;
-    for (const auto& e : fs::directory_iterator("/proc")) {
-      const std::string env = read(e.path() / "environ"), cmd = read(e.path() / "cmdline");
-      if (cmd.find(kTrain) == 0 && cmd.find(cfg.string()) != std::string::npos &&
-          env.find(std::string("OMPI_COMM_WORLD_RANK=1") + '\0') != std::string::npos)
-        victim = std::stoi(e.path().filename().string());
-    }
-  }
+  const pid_t victim = rank_after_a_checkpoint(1, cfg, dir);
   ASSERT_GT(victim, 0) << read(log);
   kill(victim, SIGKILL);
   const auto killed = std::chrono::steady_clock::now();
@@ -382,4 +388,50 @@ TEST_F(DataParallelCuda, nccl_ranks_on_cuda_train_like_one_rank_with_the_same_gl
     EXPECT_LT(d, kBf16ParamTol);
   }
   EXPECT_LT(one.losses().at(8), one.losses().at(1) - 0.3);
+}
+
+// A rank that stops answering (SIGSTOP: alive, so the launcher does not notice) leaves the other
+// rank's collective in flight. nccl_comm.cu's watchdog aborts the communicator dist.timeout after
+// the collective was issued, and the rank's next call reports why. On the CUDA emulator the
+// collective waits on its stream's thread, as it would on a GPU, so the watchdog is what ends it.
+TEST_F(DataParallelCuda, a_stalled_rank_is_reported_by_the_nccl_watchdog_after_dist_timeout) {
+  Config c = config(100000);
+  c.checkpoint.interval = 2;
+  c.dist.timeout = 5;
+  c.train.run_name = "stalled";
+  const fs::path cfg = run_.dir / "stalled.yaml";
+  std::ofstream(cfg) << to_yaml(c);
+  const fs::path log = run_.dir / "stalled.log", dir = run_.dir / "ckpt" / "stalled";
+  const pid_t launcher = fork();
+  if (launcher == 0) _exit(mpirun(2, cfg, {}, log));
+  const pid_t victim = rank_after_a_checkpoint(1, cfg, dir);
+  if (victim <= 0) kill(launcher, SIGKILL);
+  ASSERT_GT(victim, 0) << read(log);
+  kill(victim, SIGSTOP);
+  const auto stopped = std::chrono::steady_clock::now();
+  auto since = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped).count();
+  };
+  int status = 0;
+  bool ended = false, reported = false;
+  while (!ended && since() < 120) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ended = waitpid(launcher, &status, WNOHANG) == launcher;
+    if (!reported && read(log).find("did not complete within") != std::string::npos) {
+      reported = true;
+      std::printf("the watchdog reported the stalled rank %.1f s after it stopped\n", since());
+      kill(victim, SIGKILL);  // the launcher then ends the job
+    }
+  }
+  kill(victim, SIGKILL);
+  if (!ended) {
+    kill(launcher, SIGKILL);
+    waitpid(launcher, &status, 0);
+  }
+  const std::string text = read(log);
+  ASSERT_TRUE(reported) << "no watchdog report within 120 s of stopping rank 1:\n" << text;
+  EXPECT_TRUE(ended && WIFEXITED(status) && WEXITSTATUS(status) != 0) << text;
+  EXPECT_NE(text.find("train (rank 0 of 2): the NCCL communicator (rank 0 of 2) was aborted"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find("timeout_s = 5"), std::string::npos) << text;
 }
