@@ -98,6 +98,22 @@ class DataParallel : public ::testing::Test {
     return {dir, dir / "metrics.jsonl"};
   }
 
+  // `np` ranks of c under mpirun in a child process, for a test that stops or kills one of them;
+  // the test waits for (or kills) the launcher.
+  struct Background {
+    pid_t launcher;
+    fs::path cfg, log, dir;  // the config written, the job's log, its run directory
+  };
+  Background start(int np, Config c, const std::string& name) {
+    c.train.run_name = name;
+    Background b{-1, run_.dir / (name + ".yaml"), run_.dir / (name + ".log"),
+                 run_.dir / "ckpt" / name};
+    std::ofstream(b.cfg) << to_yaml(c);
+    b.launcher = fork();
+    if (b.launcher == 0) _exit(mpirun(np, b.cfg, {}, b.log));
+    return b;
+  }
+
   TempRun run_;
 };
 
@@ -259,16 +275,9 @@ TEST_F(DataParallel, a_killed_rank_stops_the_job_naming_it_and_resume_continues)
   Config c = config(100000);
   c.checkpoint.interval = 5;
   c.dist.timeout = 20;
-  c.train.run_name = "killed";
-  const fs::path cfg = run_.dir / "killed.yaml";
-  std::ofstream(cfg) << to_yaml(c);
-  const fs::path log = run_.dir / "killed.log", dir = run_.dir / "ckpt" / "killed";
-  const auto t0 = std::chrono::steady_clock::now();
-  pid_t launcher = fork();
-  if (launcher == 0) {
-    _exit(mpirun(2, cfg, {}, log));
-  }
+  const auto [launcher, cfg, log, dir] = start(2, c, "killed");
   const pid_t victim = rank_after_a_checkpoint(1, cfg, dir);
+  if (victim <= 0) kill(launcher, SIGKILL);
   ASSERT_GT(victim, 0) << read(log);
   kill(victim, SIGKILL);
   const auto killed = std::chrono::steady_clock::now();
@@ -279,7 +288,6 @@ TEST_F(DataParallel, a_killed_rank_stops_the_job_naming_it_and_resume_continues)
   EXPECT_LT(took, c.dist.timeout) << "the surviving rank did not stop within dist.timeout";
   const std::string text = read(log);
   EXPECT_NE(text.find("rank 1"), std::string::npos) << text;
-  (void)t0;
   std::printf("killed rank 1; the job ended %.1f s later\n", took);
 
   // Every rank resumes from what rank 0 committed last.
@@ -398,12 +406,7 @@ TEST_F(DataParallelCuda, a_stalled_rank_is_reported_by_the_nccl_watchdog_after_d
   Config c = config(100000);
   c.checkpoint.interval = 2;
   c.dist.timeout = 5;
-  c.train.run_name = "stalled";
-  const fs::path cfg = run_.dir / "stalled.yaml";
-  std::ofstream(cfg) << to_yaml(c);
-  const fs::path log = run_.dir / "stalled.log", dir = run_.dir / "ckpt" / "stalled";
-  const pid_t launcher = fork();
-  if (launcher == 0) _exit(mpirun(2, cfg, {}, log));
+  const auto [launcher, cfg, log, dir] = start(2, c, "stalled");
   const pid_t victim = rank_after_a_checkpoint(1, cfg, dir);
   if (victim <= 0) kill(launcher, SIGKILL);
   ASSERT_GT(victim, 0) << read(log);
