@@ -130,12 +130,16 @@ int run(int argc, char** argv) {
       const Impl impls[] = {
           {"tessera flash (softmax)", flash_fwd, flash_bwd, cuda::FlashKernels::Mma},
           {"tessera flash, 64-row forward", flash_fwd, flash_bwd, cuda::FlashKernels::MmaNarrow},
+          {"tessera flash, forward at 3 blocks/SM", flash_fwd, flash_bwd,
+           cuda::FlashKernels::Mma3Blocks},
           {"tessera flash, wmma kernels", flash_fwd, flash_bwd, cuda::FlashKernels::Wmma},
           {"tessera stick-breaking", sb_fwd, sb_bwd, cuda::FlashKernels::Mma},
           {"tessera stick-breaking, 64-row forward", sb_fwd, sb_bwd, cuda::FlashKernels::MmaNarrow},
       };
       const cuda::FlashKernels chosen = cuda::flash_kernels();
       for (const Impl& impl : impls) {
+        // Mma3Blocks differs from Mma only in the D 64 forward.
+        if (impl.flash == cuda::FlashKernels::Mma3Blocks && D != 64) continue;
         cuda::set_flash_kernels(impl.flash);
         const double fwd = time_ms(impl.fwd, warmup, iters);
         const double both = time_ms(

@@ -78,11 +78,13 @@ void empty_cache(int device);  // returns every cached block of the device to th
 //    ldmatrix, cp.async), the forward on blocks of 128 queries, 32 per warp;
 //  - MmaNarrow: the same with forward blocks of 64 queries, 16 per warp (half the registers), and
 //    so too the stick-breaking forward at D 64 (kernels/stick_mma.h; always 64 at D 128);
+//  - Mma3Blocks: Mma with its D 64 forward compiled for three blocks an SM (fewer registers, some
+//    spilled) instead of two; a measured option, not yet a choice (kernels/flash_mma.cu);
 //  - Wmma: the kernels of kernels/flash_attention.cu that stage S, P and O through shared memory
 //    (stick-breaking has only the register-tile kernels).
-// TESSERA_FLASH_KERNELS=mma, mma-narrow or wmma in the environment sets the choice at start-up;
-// the GPU tests and bench_attention run all three.
-enum class FlashKernels { Mma, MmaNarrow, Wmma };
+// TESSERA_FLASH_KERNELS=mma, mma-narrow, mma-3blocks or wmma in the environment sets the choice at
+// start-up; the GPU tests and bench_attention run each.
+enum class FlashKernels { Mma, MmaNarrow, Mma3Blocks, Wmma };
 FlashKernels flash_kernels();
 void set_flash_kernels(FlashKernels k);
 
