@@ -291,7 +291,7 @@ cat "$SUMMARY"
 if [ -f "$OUT/bench.log" ]; then  # scripts/bench_gpu.sh ends with its side-by-side table
   echo; echo "## bench.log (table)"; sed -n '/^GPT-2 124M training step/,$p' "$OUT/bench.log" | head -30
 fi
-[ -f "$OUT/attention.log" ] && { echo; echo "## attention.log (table)"; grep -E '^\|' "$OUT/attention.log" | tail -60; }
+[ -f "$OUT/attention.log" ] && { echo; echo "## attention.log (table)"; grep -E '^\|' "$OUT/attention.log" | tail -80; }
 if [ -f "$OUT/bench.log" ]; then  # where tessera's step time goes (src/backend/profile.h)
   echo; echo "## bench.log (kernel profile of the GPT-2 step: the top groups, then per kernel)"
   sed -n '/kernel profile of/,$p' "$OUT/bench.log" | sed -n '1,/^$/p;/^kernel  /,+24p;/^per kernel:/,+20p'
