@@ -32,8 +32,8 @@
 //    their copies, memsets and collectives later on threads of their own (streams.cpp), so a
 //    missing event dependency reads stale data here as it would on the GPU.
 // What it cannot show: speed, occupancy, register spills, bank conflicts, races the fiber order
-// happens to hide, NCCL's transports, cuBLASLt's own choices (its algorithms, its GELU form, its accumulation
-// order), and a fragment layout misread from the PTX ISA (ptx_fragments.h).
+// happens to hide, NCCL's transports, cuBLASLt's own choices (its algorithms, its GELU form, its
+// accumulation order), and a fragment layout misread from the PTX ISA (ptx_fragments.h).
 #pragma once
 
 // Kernel code may check what only the emulator can (core.cuh's 16-byte accesses).

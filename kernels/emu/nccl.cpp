@@ -22,9 +22,10 @@
 // that does not join within TESSERA_EMU_NCCL_TIMEOUT_S (default 120) seconds fails the collective
 // with ncclRemoteError naming the collective and the missing rank: the call's result on the legacy
 // stream, else the communicator's asynchronous error. ncclCommAbort stops a collective waiting
-// for a peer, as NCCL's does; finalize, destroy and abort first let the queued collectives end. Checked as NCCL checks: buffers that are not device
-// memory, a config not made by NCCL_CONFIG_INITIALIZER, a rank outside [0, nranks), a root outside
-// the ranks, a reduction or dtype NCCL does not have.
+// for a peer, as NCCL's does; finalize, destroy and abort first let the queued collectives end.
+// Checked as NCCL checks: buffers that are not device memory, a config not made by
+// NCCL_CONFIG_INITIALIZER, a rank outside [0, nranks), a root outside the ranks, a reduction or
+// dtype NCCL does not have.
 #include <cuda_bf16.h>
 #include <nccl.h>
 #include <unistd.h>  // getpid
@@ -206,7 +207,8 @@ ncclResult_t exchange(ncclComm& c, uint64_t s, const char* what, const void* min
   for (int r = 0; r < c.nranks; ++r) {
     const std::string file = name(c, s, r);
     for (int polls = 0; !fs::exists(file); ++polls) {
-      if (c.aborted) return fail(&c, ncclRemoteError, std::string(what) + ": the communicator was aborted");
+      if (c.aborted)
+        return fail(&c, ncclRemoteError, std::string(what) + ": the communicator was aborted");
       if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > limit)
         return fail(&c, ncclRemoteError,
                     std::string(what) + " (collective " + std::to_string(s) +
@@ -264,12 +266,12 @@ ncclResult_t on_device(ncclComm* c, const void* send, size_t send_bytes, const v
   return ncclSuccess;
 }
 
-// out[i] = op over ranks of the element `first + i` of each rank's contribution.
 ncclResult_t known_op(ncclComm* c, ncclRedOp_t op) {
   return op < ncclSum || op > ncclAvg ? fail(c, ncclInvalidArgument, "an unknown reduction")
                                       : ncclSuccess;
 }
 
+// out[i] = op over ranks of the element `first + i` of each rank's contribution.
 ncclResult_t reduce(ncclComm* c, const std::vector<std::vector<unsigned char>>& all, size_t first,
                     size_t count, ncclDataType_t t, ncclRedOp_t op, unsigned char* out) {
   for (size_t i = 0; i < count; ++i) {
@@ -409,7 +411,8 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
   return submit(c, stream, [=](uint64_t s) {
     Parts all;
     const ncclResult_t r = exchange(*c, s, "ncclAllReduce", send, bytes, all);
-    return r == ncclSuccess ? reduce(c, all, 0, count, t, op, static_cast<unsigned char*>(recv)) : r;
+    if (r != ncclSuccess) return r;
+    return reduce(c, all, 0, count, t, op, static_cast<unsigned char*>(recv));
   });
 }
 

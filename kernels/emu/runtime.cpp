@@ -682,7 +682,8 @@ cudaError_t cudaFuncSetAttribute(const void* f, cudaFuncAttribute attr, int valu
 
 cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t stream) {
   if (n && !tessera::emu::on_device(p, n)) return set(cudaErrorInvalidValue);
-  if (!tessera::emu::skip_kernels()) tessera::emu::enqueue(stream, [=] { std::memset(p, value, n); });
+  if (!tessera::emu::skip_kernels())
+    tessera::emu::enqueue(stream, [=] { std::memset(p, value, n); });
   return cudaSuccess;
 }
 
