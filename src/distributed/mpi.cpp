@@ -160,6 +160,7 @@ struct MpiState {
   int rank = 0, world = 1;
   double timeout_s = 300;
   std::mutex mu;  // serialises MPI calls (MPI_THREAD_SERIALIZED) and guards `orphans`
+  std::atomic<bool> gave_up{false};  // a wait() ran out of timeout_s: the peers are not coming
 
   struct Orphan {
     MPI_Request request;
@@ -188,10 +189,11 @@ struct MpiState {
     if (mpi_finalized()) return;
     std::lock_guard lock(mu);
     // Unwaited handles dropped just before the communicator: give the other ranks a moment (not
-    // the full timeout: this usually runs while a failing job unwinds).
+    // the full timeout: this usually runs while a failing job unwinds), unless a wait has already
+    // waited the full timeout for them (then the error it threw is reported without delay).
     const auto start = std::chrono::steady_clock::now();
-    for (reap_locked(); !orphans.empty() && seconds_since(start) < std::min(timeout_s, 10.0);
-         reap_locked())
+    const double grace = gave_up ? 0.0 : std::min(timeout_s, 10.0);
+    for (reap_locked(); !orphans.empty() && seconds_since(start) < grace; reap_locked())
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     if (!orphans.empty()) {
       std::fprintf(stderr, "tessera: MPI %s never completed; leaking its communicator\n",
@@ -242,6 +244,7 @@ class MpiWork final : public Work {
     // peer is late, latency no longer matters, and a 1 ms sleep stops burning the core.
     while (!test()) {
       const double waited = seconds_since(start);
+      if (waited >= state_->timeout_s) state_->gave_up = true;
       TESSERA_CHECK(waited < state_->timeout_s, "MPI ", what_,
                     " did not complete within timeout_s = ", state_->timeout_s,
                     " s: another rank has not joined it (dead, stuck, or issuing collectives in a "
