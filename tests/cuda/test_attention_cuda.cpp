@@ -328,10 +328,12 @@ TEST(AttentionCuda, stick_breaking_f32_matches_cpu_reference) {
 TEST(AttentionCuda, plain_kernels_take_more_heads_than_a_grid_dimension_of_65535) {
   // The warp-per-row kernels put B * H (B * Hkv for dK dV) on the grid's x, which holds 2^31 - 1
   // blocks; on y, which holds 65535, 65537 heads would fail to launch. Two query rows a head keep
-  // it small (with one, dq and dk are zero and rounding is all there is to compare).
+  // it small (with one, dq and dk are zero and rounding is all there is to compare). The
+  // stick-breaking kernels take the same grids (plain_row_grid, plain_key_grid); a kernel reading
+  // its head from the wrong axis fails their small tests, so flash alone runs at this size (the
+  // CUDA emulator takes ~10 s a kernel family here).
   SKIP_WITHOUT_CUDA();
   check_flash({65537, 1, 1, 2, 4}, DType::F32, 0, 95);
-  check_stick_breaking({65537, 1, 1, 2, 4}, DType::F32, true, true, 97);
 }
 
 TEST(AttentionCuda, plain_kernels_refuse_more_query_rows_than_their_grid_holds) {
