@@ -32,9 +32,9 @@ struct CUstream_st {
 
 struct CUevent_st {
   std::chrono::steady_clock::time_point at{};  // when its work completed (cudaEventElapsedTime)
-  bool recorded = false;
-  uint64_t recorded_gen = 0, done_gen = 0;  // complete when done_gen >= recorded_gen
-  int completions = 0;                      // completion operations still queued
+  // Recorded when recorded_gen > 0; complete when done_gen >= recorded_gen.
+  uint64_t recorded_gen = 0, done_gen = 0;
+  int completions = 0;                      // queued operations that hold it (completions, waits)
   bool destroyed = false;                   // freed by the last of them
 };
 
@@ -97,6 +97,18 @@ void release_locked(cudaEvent_t e) {
   if (--e->completions == 0 && e->destroyed) delete e;
 }
 
+// e's work up to generation gen is done (g_mu held).
+void complete_locked(cudaEvent_t e, uint64_t gen) {
+  e->done_gen = std::max(e->done_gen, gen);
+  e->at = std::chrono::steady_clock::now();
+  g_cv.notify_all();
+}
+
+void push_locked(CUstream_st* s, std::function<void()> op) {
+  s->ops.push_back(std::move(op));
+  g_cv.notify_all();
+}
+
 CUstream_st* new_stream() {
   auto* stream = new CUstream_st;
   {
@@ -117,25 +129,21 @@ CUstream_st* legacy_shadow() {
 // Queues on s (g_mu held) an operation that waits for e's generation gen.
 void queue_wait_locked(CUstream_st* s, cudaEvent_t e, uint64_t gen) {
   ++e->completions;  // keeps e alive until the wait has run
-  s->ops.push_back([e, gen] {
+  push_locked(s, [e, gen] {
     std::unique_lock inner(g_mu);
     wait_for_locked(inner, e, gen);
     release_locked(e);
   });
-  g_cv.notify_all();
 }
 
 // Queues on s (g_mu held) the completion of e's generation gen.
 void queue_completion_locked(CUstream_st* s, cudaEvent_t e, uint64_t gen) {
   ++e->completions;
-  s->ops.push_back([e, gen] {
+  push_locked(s, [e, gen] {
     std::lock_guard inner(g_mu);
-    e->done_gen = std::max(e->done_gen, gen);
-    e->at = std::chrono::steady_clock::now();
+    complete_locked(e, gen);
     release_locked(e);
-    g_cv.notify_all();
   });
-  g_cv.notify_all();
 }
 
 }  // namespace
@@ -160,8 +168,7 @@ void enqueue(cudaStream_t s, std::function<void()> op) {
     return;
   }
   std::lock_guard lock(g_mu);
-  s->ops.push_back(std::move(op));
-  g_cv.notify_all();
+  push_locked(s, std::move(op));
 }
 
 void hold_streams(bool hold) {
@@ -228,11 +235,8 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   CUstream_st* shadow = legacy(s) ? legacy_shadow() : nullptr;
   std::unique_lock lock(g_mu);
   const uint64_t gen = ++e->recorded_gen;
-  e->recorded = true;
   if (legacy(s) && g_legacy_waits.empty()) {  // everything before it on the legacy stream is done
-    e->done_gen = gen;
-    e->at = std::chrono::steady_clock::now();
-    g_cv.notify_all();
+    complete_locked(e, gen);
     return cudaSuccess;
   }
   CUstream_st* on = s;
@@ -285,7 +289,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   std::lock_guard lock(g_mu);
-  if (!a->recorded || !b->recorded || a->done_gen < a->recorded_gen ||
+  if (a->recorded_gen == 0 || b->recorded_gen == 0 || a->done_gen < a->recorded_gen ||
       b->done_gen < b->recorded_gen)
     return cudaErrorInvalidResourceHandle;
   *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();

@@ -99,12 +99,14 @@ class DataParallel : public ::testing::Test {
   }
 
  public:
-  // `np` ranks of c under mpirun in a child process, for a test that stops or kills one of them;
-  // the test waits for (or kills) the launcher.
+  // A job started by start(): `np` ranks of a config under mpirun in a child process, for a test
+  // that stops or kills one of them; the test waits for (or kills) the launcher.
   struct Background {
     pid_t launcher;
     fs::path cfg, log, dir;  // the config written, the job's log, its run directory
   };
+
+ protected:
   Background start(int np, Config c, const std::string& name) {
     c.train.run_name = name;
     Background b{-1, run_.dir / (name + ".yaml"), run_.dir / (name + ".log"),
@@ -115,7 +117,6 @@ class DataParallel : public ::testing::Test {
     return b;
   }
 
- protected:
   TempRun run_;
 };
 
