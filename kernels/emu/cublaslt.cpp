@@ -169,6 +169,54 @@ double gelu_tanh_grad(double x) {  // d/dx of gelu_tanh
   return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * a * x * x);
 }
 
+// D = alpha op(A) op(B) + beta C, then the epilogue, in f64 (f32 compute rounds as the kernels
+// do); runs on the stream the product was queued on.
+void product(const Desc& x, const Layout& a, const Layout& b, const Layout& c, const Layout& d,
+             double al, double be, const void* A, const void* B, const void* C, void* Dp) {
+  const bool f64 = x.scale == CUDA_R_64F;
+  const int64_t m = int64_t(d.rows), n = int64_t(d.cols);
+  const int64_t k = int64_t(x.trans_a == CUBLAS_OP_N ? a.cols : a.rows);
+  const cudaDataType_t t = d.type;
+  std::vector<double> opa(size_t(m * k)), opb(size_t(n * k)), out(size_t(m * n));
+  for (int32_t batch = 0; batch < d.batch; ++batch) {
+    const int64_t oa = batch * a.stride, ob = batch * b.stride, oc = batch * c.stride, od = batch * d.stride;
+    // op(A) as rows of k and op(B) as columns of k, so each product is a contiguous dot product.
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t i = 0; i < k; ++i)
+        opa[size_t(r * k + i)] = load(a.type, A, oa + (x.trans_a == CUBLAS_OP_N ? r + i * a.ld : i + r * a.ld));
+    for (int64_t col = 0; col < n; ++col)
+      for (int64_t i = 0; i < k; ++i)
+        opb[size_t(col * k + i)] = load(b.type, B, ob + (x.trans_b == CUBLAS_OP_N ? i + col * b.ld : col + i * b.ld));
+    for (int64_t col = 0; col < n; ++col)
+      for (int64_t r = 0; r < m; ++r) {
+        double s = 0;
+        for (int64_t i = 0; i < k; ++i) s += opa[size_t(r * k + i)] * opb[size_t(col * k + i)];
+        // f32 compute: the accumulator and the scaling in f32, as the kernels keep them.
+        double v = f64 ? al * s : double(float(al) * float(s));
+        if (be != 0) {
+          const double cv = load(c.type, C, oc + r + col * c.ld);
+          v = f64 ? v + be * cv : double(float(v) + float(be) * float(cv));
+        }
+        if (has_bias(x.epilogue)) v = f64 ? v + load(t, x.bias, r) : double(float(v) + float(load(t, x.bias, r)));
+        out[size_t(r + col * m)] = v;
+      }
+    // D is written after C is read in full (blas.cu passes C == D).
+    for (int64_t col = 0; col < n; ++col)
+      for (int64_t r = 0; r < m; ++r) {
+        const double v = out[size_t(r + col * m)];
+        if (x.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) {
+          store(t, x.aux, r + col * x.aux_ld, v);
+          store(t, Dp, od + r + col * d.ld, f64 ? gelu_tanh(v) : double(float(gelu_tanh(v))));
+        } else if (x.epilogue == CUBLASLT_EPILOGUE_DGELU) {
+          const double g = gelu_tanh_grad(load(t, x.aux, r + col * x.aux_ld));
+          store(t, Dp, od + r + col * d.ld, f64 ? v * g : double(float(v) * float(g)));
+        } else {
+          store(t, Dp, od + r + col * d.ld, v);
+        }
+      }
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -321,13 +369,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
                               const void* A, cublasLtMatrixLayout_t adesc, const void* B,
                               cublasLtMatrixLayout_t bdesc, const void* beta, const void* C,
                               cublasLtMatrixLayout_t cdesc, void* Dp, cublasLtMatrixLayout_t ddesc,
-                              const cublasLtMatmulAlgo_t* algo, void*, size_t, cudaStream_t) {
-  const Desc& x = *D(desc);
-  const Layout &a = *L(adesc), &b = *L(bdesc), &c = *L(cdesc), &d = *L(ddesc);
+                              const cublasLtMatmulAlgo_t* algo, void*, size_t, cudaStream_t stream) {
+  // Copies: the descriptors' attributes and the scalars are read at the call, as cuBLASLt's are
+  // (host pointer mode), so the caller may change them before the product runs on the stream.
+  const Desc x = *D(desc);
+  const Layout a = *L(adesc), b = *L(bdesc), c = *L(cdesc), d = *L(ddesc);
   if (const cublasStatus_t st = check(x, a, b, c, d); st != CUBLAS_STATUS_SUCCESS) return st;
   if (!algo || algo->data[kMagic] != kAlgoMagic) return CUBLAS_STATUS_INVALID_VALUE;
   if (C != Dp && !algo->data[kOutOfPlace]) return CUBLAS_STATUS_NOT_SUPPORTED;  // in place only
-  tessera::emu::legacy_turn();  // on the legacy stream, after what it waits for
   const void* ptrs[4] = {A, B, C, Dp};
   const Layout* lays[4] = {&a, &b, &c, &d};
   for (int i = 0; i < 4; ++i)
@@ -343,48 +392,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   const bool f64 = x.scale == CUDA_R_64F;
   const double al = f64 ? *static_cast<const double*>(alpha) : *static_cast<const float*>(alpha);
   const double be = f64 ? *static_cast<const double*>(beta) : *static_cast<const float*>(beta);
-  const int64_t m = int64_t(d.rows), n = int64_t(d.cols);
-  const int64_t k = int64_t(x.trans_a == CUBLAS_OP_N ? a.cols : a.rows);
-  const cudaDataType_t t = d.type;
-  std::vector<double> opa(size_t(m * k)), opb(size_t(n * k)), out(size_t(m * n));
-  for (int32_t batch = 0; batch < d.batch; ++batch) {
-    const int64_t oa = batch * a.stride, ob = batch * b.stride, oc = batch * c.stride, od = batch * d.stride;
-    // op(A) as rows of k and op(B) as columns of k, so each product is a contiguous dot product.
-    for (int64_t r = 0; r < m; ++r)
-      for (int64_t i = 0; i < k; ++i)
-        opa[size_t(r * k + i)] = load(a.type, A, oa + (x.trans_a == CUBLAS_OP_N ? r + i * a.ld : i + r * a.ld));
-    for (int64_t col = 0; col < n; ++col)
-      for (int64_t i = 0; i < k; ++i)
-        opb[size_t(col * k + i)] = load(b.type, B, ob + (x.trans_b == CUBLAS_OP_N ? i + col * b.ld : col + i * b.ld));
-    for (int64_t col = 0; col < n; ++col)
-      for (int64_t r = 0; r < m; ++r) {
-        double s = 0;
-        for (int64_t i = 0; i < k; ++i) s += opa[size_t(r * k + i)] * opb[size_t(col * k + i)];
-        // f32 compute: the accumulator and the scaling in f32, as the kernels keep them.
-        double v = f64 ? al * s : double(float(al) * float(s));
-        if (be != 0) {
-          const double cv = load(c.type, C, oc + r + col * c.ld);
-          v = f64 ? v + be * cv : double(float(v) + float(be) * float(cv));
-        }
-        if (has_bias(x.epilogue)) v = f64 ? v + load(t, x.bias, r) : double(float(v) + float(load(t, x.bias, r)));
-        out[size_t(r + col * m)] = v;
-      }
-    // D is written after C is read in full (blas.cu passes C == D).
-    for (int64_t col = 0; col < n; ++col)
-      for (int64_t r = 0; r < m; ++r) {
-        const double v = out[size_t(r + col * m)];
-        if (x.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) {
-          store(t, x.aux, r + col * x.aux_ld, v);
-          store(t, Dp, od + r + col * d.ld, f64 ? gelu_tanh(v) : double(float(gelu_tanh(v))));
-        } else if (x.epilogue == CUBLASLT_EPILOGUE_DGELU) {
-          const double g = gelu_tanh_grad(load(t, x.aux, r + col * x.aux_ld));
-          store(t, Dp, od + r + col * d.ld, f64 ? v * g : double(float(v) * float(g)));
-        } else {
-          store(t, Dp, od + r + col * d.ld, v);
-        }
-      }
-  }
-  return CUBLAS_STATUS_SUCCESS;
+  tessera::emu::enqueue(stream, [=] {
+    if (!tessera::emu::faulted()) product(x, a, b, c, d, al, be, A, B, C, Dp);
+  });
+  return tessera::emu::fault() ? CUBLAS_STATUS_EXECUTION_FAILED : CUBLAS_STATUS_SUCCESS;
 }
 
 }  // extern "C"

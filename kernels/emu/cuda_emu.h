@@ -28,9 +28,10 @@
 //  - wmma fragments hold their whole tile in every lane (the hardware layout is unspecified, and
 //    the kernels only load, store, fill and multiply them); products are exact bf16 x bf16 in f32.
 //  - Inline PTX (asm statements) runs on the interpreter of ptx.h / ptx.cpp.
-//  - The legacy default stream (every kernel's) is synchronous with the host; other streams run
-//    their copies, memsets and collectives later on threads of their own (streams.cpp), so a
-//    missing event dependency reads stale data here as it would on the GPU.
+//  - Streams run their work after the call that queued it returns, each on a thread of its own
+//    (streams.cpp): the legacy default stream (every kernel's) at once, a stream the program
+//    makes (NCCL's) after a random delay. So a missing event dependency, or a host buffer read
+//    before the copy that fills it has synchronized, reads stale data here as on the GPU.
 // What it cannot show: speed, occupancy, register spills, bank conflicts, races the fiber order
 // happens to hide, NCCL's transports, cuBLASLt's own choices (its algorithms, its GELU form, its
 // accumulation order), and a fragment layout misread from the PTX ISA (ptx_fragments.h).
@@ -95,9 +96,11 @@ inline LaunchConfig config(dim3 grid, dim3 block, size_t smem = 0, cudaStream_t 
   return {grid, block, smem};
 }
 
-// Runs body once per thread of every block (see the model above). An emulator error or a bad
-// configuration throws tessera::Error naming the kernel.
-void run(const char* kernel, const LaunchConfig& c, const std::function<void()>& body);
+// Runs body once per thread of every block (see the model above), on the legacy stream: a bad
+// configuration is the next cudaGetLastError; an emulator error throws tessera::Error naming the
+// kernel, from this call when the legacy stream is synchronous, or else becomes the sticky launch
+// failure that later calls return (streams.cpp).
+void run(const char* kernel, const LaunchConfig& c, std::function<void()> body);
 // A kernel's identity for its attributes: the address of the function (cudaFuncSetAttribute's
 // first argument). A launch asking more than 48 KiB of dynamic shared memory fails, as on the
 // GPU, unless cudaFuncAttributeMaxDynamicSharedMemorySize allowed that much for the function.
@@ -120,14 +123,26 @@ void* dynamic_shared();
 unsigned char* shared_pointer(uint64_t address, size_t bytes);
 ptx::CpAsyncQueue& cp_async_queue();  // the running thread's cp.async copies in flight
 bool on_device(const void* p, size_t n);  // [p, p + n) lies in one cudaMalloc'd allocation
-// Streams (streams.cpp): op runs at once on the legacy stream (or 0, or cudaStreamPerThread),
-// which is synchronous with the host; on a stream made by cudaStreamCreate*, later, in order, on
-// that stream's own thread, after a random delay of up to TESSERA_EMU_STREAM_DELAY_US
-// microseconds (default 1000). hold_streams(true) keeps every stream's thread from starting its
-// next operation until hold_streams(false): a test's window in which queued work has not run.
+// Streams (streams.cpp): op runs later, in order, on the stream's own thread: at once on the
+// legacy stream (or 0, or cudaStreamPerThread), after a random delay of up to
+// TESSERA_EMU_STREAM_DELAY_US microseconds (default 1000) on a stream made by cudaStreamCreate*.
+// With set_legacy_async(false) (or TESSERA_EMU_LEGACY_STREAM=sync) a legacy-stream op runs in the
+// calling thread before enqueue returns. hold_streams(true) keeps every stream's thread from
+// starting its next operation until hold_streams(false): a test's window in which queued work
+// has not run. drain(s) returns once everything queued on s has run.
 void enqueue(cudaStream_t s, std::function<void()> op);
+void drain(cudaStream_t s);
 bool asynchronous(cudaStream_t s);
 void hold_streams(bool hold);
+void set_legacy_async(bool async);  // drains the legacy stream first
+bool legacy_async();
+// A failure of an operation on a stream's thread: faulted() once there has been one; fault() is
+// then cudaErrorLaunchFailure (else cudaSuccess), and fault_string() its message. clear_fault()
+// forgets it, which a GPU cannot: for the emulator's tests.
+bool faulted();
+cudaError_t fault();
+const char* fault_string();
+void clear_fault();
 // Before each legacy-stream operation (a launch, a copy, a cuBLASLt or CUB call): waits for the
 // events cudaStreamWaitEvent put in the legacy stream's way.
 void legacy_turn();
@@ -186,8 +201,8 @@ auto launch(const char* kernel, LaunchConfig c, const void* function, F f) {
   return [kernel, c, f](auto&&... args) {
     size_t index = 0;
     (check_argument<std::decay_t<decltype(args)>>(kernel, index++, args), ...);
-    const std::tuple<std::decay_t<decltype(args)>...> saved(args...);
-    run(kernel, c, [&] {
+    std::tuple<std::decay_t<decltype(args)>...> saved(args...);
+    run(kernel, c, [f, saved = std::move(saved)] {
       auto mine = saved;
       std::apply(f, mine);
     });
@@ -364,23 +379,25 @@ struct DeviceRadixSort {
   template <class K, class V>
   static cudaError_t SortPairs(void* temp, size_t& temp_bytes, const K* keys_in, K* keys_out,
                                const V* values_in, V* values_out, int n, int = 0,
-                               int = int(sizeof(K) * 8), cudaStream_t = nullptr) {
+                               int = int(sizeof(K) * 8), cudaStream_t stream = nullptr) {
     if (!temp) {
       temp_bytes = 1;
       return cudaSuccess;
     }
-    tessera::emu::legacy_turn();
     if (tessera::emu::skip_kernels()) return cudaSuccess;
-    std::vector<int> order(size_t(std::max(n, 0)));
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(),
-                     [&](int a, int b) { return keys_in[a] < keys_in[b]; });
-    std::vector<K> k(order.size());
-    std::vector<V> v(order.size());
-    for (size_t i = 0; i < order.size(); ++i) k[i] = keys_in[order[i]], v[i] = values_in[order[i]];
-    std::copy(k.begin(), k.end(), keys_out);
-    std::copy(v.begin(), v.end(), values_out);
-    return cudaSuccess;
+    tessera::emu::enqueue(stream, [=] {
+      if (tessera::emu::faulted()) return;
+      std::vector<int> order(size_t(std::max(n, 0)));
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int a, int b) { return keys_in[a] < keys_in[b]; });
+      std::vector<K> k(order.size());
+      std::vector<V> v(order.size());
+      for (size_t i = 0; i < order.size(); ++i) k[i] = keys_in[order[i]], v[i] = values_in[order[i]];
+      std::copy(k.begin(), k.end(), keys_out);
+      std::copy(v.begin(), v.end(), values_out);
+    });
+    return tessera::emu::fault();
   }
 };
 }  // namespace cub

@@ -14,9 +14,9 @@
 // read it). Init is collective 1, as NCCL's init returns once every rank has joined. <dir> is
 // TESSERA_EMU_NCCL_DIR, else the temporary directory (TMPDIR, /tmp); <id> is the unique id, which
 // nccl_comm.cu hands from rank 0 to the others as it does for real NCCL.
-// A collective runs on its stream as the GPU would run it: on a stream of the program's own
-// (nccl_comm.cu's), later, on that stream's thread (the emulator's streams.cpp), its arguments
-// checked when it is called; on the legacy stream before the call returns, with its result. So a
+// A collective runs on its stream as the GPU would run it: later, on that stream's thread (the
+// emulator's streams.cpp), its arguments checked when it is called; only on a synchronous legacy
+// stream (TESSERA_EMU_LEGACY_STREAM=sync) before the call returns, with its result. So a
 // program that reads a collective's output before waiting on its stream reads the old contents.
 // Calls are never left in progress (ncclCommGetAsyncError reports ncclInProgress never). A rank
 // that does not join within TESSERA_EMU_NCCL_TIMEOUT_S (default 120) seconds fails the collective
@@ -83,8 +83,8 @@ void wait_idle(ncclComm& c) {
   c.idle.wait(lock, [&] { return c.queued == 0; });
 }
 
-// The collective `run` (numbered s), on `stream`: there at once, its result returned; on a
-// program's stream later, its failure the communicator's asynchronous error.
+// The collective `run` (numbered s), on `stream`: on a synchronous legacy stream at once, its
+// result returned; else later, its failure the communicator's asynchronous error.
 template <class Run>
 ncclResult_t submit(ncclComm* c, cudaStream_t stream, Run run) {
   const uint64_t s = ++c->seq;

@@ -1,16 +1,18 @@
 // The CUDA emulator's runtime (model: cuda_emu.h): the fiber scheduler that runs a launch's
 // threads, their barriers and warp collectives, and the part of the CUDA runtime API that
 // kernels/*.cu calls, over host memory. One emulated device, index 0. Streams and events:
-// streams.cpp (the legacy stream, every kernel's, is synchronous with the host).
+// streams.cpp (a launch runs on the legacy stream's thread, after the call has returned).
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <bit>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -381,13 +383,14 @@ Order& order_setting() {
   return o;
 }
 
-uint64_t g_launches = 0;  // launches so far: Order::Random's seed, so a run repeats exactly
+// Launches so far: Order::Random's seed, so a run repeats exactly. Counted where they run: one
+// thread at a time (the legacy stream's, or the caller's when it is synchronous).
+std::atomic<uint64_t> g_launches{0};
 
 }  // namespace
 
-void run(const char* kernel, const LaunchConfig& c, const std::function<void()>& body) {
+void run(const char* kernel, const LaunchConfig& c, std::function<void()> body) {
   TESSERA_CHECK(!g_launch, "cuda emulator: kernel ", kernel, " launched from device code");
-  legacy_turn();  // the launch waits for what cudaStreamWaitEvent put before it
   const uint64_t threads = uint64_t(c.block.x) * c.block.y * c.block.z;
   // The limits of sm_80/sm_90: 1024 threads a block, grid y and z below 65536, 227 KiB of shared
   // memory a block (CUDA C++ Programming Guide, "Compute Capabilities").
@@ -403,23 +406,27 @@ void run(const char* kernel, const LaunchConfig& c, const std::function<void()>&
     return;
   }
   if (skip_kernels()) return;
-  Launch l;
-  l.kernel = kernel;
-  l.body = &body;
-  l.fibers.resize(threads);
-  l.warps.resize((threads + 31) / 32);
-  l.smem.resize(c.smem);
-  g_launch = &l;
-  struct Reset {
-    ~Reset() { g_launch = nullptr, current = nullptr; }
-  } reset;
-  l.order = order_setting();
-  l.rng = ++g_launches;
-  l.warps_ahead = l.order == Order::Random && splitmix64(l.rng) % 2;
-  l.copies_early = l.order == Order::Random && splitmix64(l.rng) % 2;
-  for (unsigned z = 0; z < c.grid.z; ++z)
-    for (unsigned y = 0; y < c.grid.y; ++y)
-      for (unsigned x = 0; x < c.grid.x; ++x) run_block(l, c, {x, y, z});
+  // On the legacy stream: after what cudaStreamWaitEvent put before it, and not after a failure.
+  enqueue(cudaStreamLegacy, [kernel, c, threads, body = std::move(body)] {
+    if (faulted()) return;
+    Launch l;
+    l.kernel = kernel;
+    l.body = &body;
+    l.fibers.resize(threads);
+    l.warps.resize((threads + 31) / 32);
+    l.smem.resize(c.smem);
+    g_launch = &l;
+    struct Reset {
+      ~Reset() { g_launch = nullptr, current = nullptr; }
+    } reset;
+    l.order = order_setting();
+    l.rng = ++g_launches;
+    l.warps_ahead = l.order == Order::Random && splitmix64(l.rng) % 2;
+    l.copies_early = l.order == Order::Random && splitmix64(l.rng) % 2;
+    for (unsigned z = 0; z < c.grid.z; ++z)
+      for (unsigned y = 0; y < c.grid.y; ++y)
+        for (unsigned x = 0; x < c.grid.x; ++x) run_block(l, c, {x, y, z});
+  });
 }
 
 bool skip_kernels() {
@@ -552,14 +559,16 @@ std::map<uintptr_t, size_t> g_allocations;  // start -> bytes
 size_t g_allocated = 0;
 int g_device = 0;
 
-// Each runtime call's error is also the one cudaGetLastError returns next, as in CUDA.
+// Each runtime call's error is also the one cudaGetLastError returns next, as in CUDA. A failed
+// kernel's (streams.cpp) is returned by every call that checks it, as a GPU's sticky error is.
 cudaError_t set(cudaError_t e) {
   if (e != cudaSuccess) tessera::emu::g_last_error = e;
   return e;
 }
 
-// A copy's direction against where its pointers lie, then the copy: at once, or on the stream's
-// thread when `stream` is asynchronous (streams.cpp).
+// A copy's direction against where its pointers lie, then the copy, queued on the stream
+// (streams.cpp). As CUDA's from pageable host memory: the source bytes are taken at the call, so
+// the caller may reuse them at once; a copy to the host returns once it is done.
 cudaError_t copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind,
                  cudaStream_t stream = nullptr) {
   const bool to_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
@@ -570,9 +579,17 @@ cudaError_t copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind,
       (kind == cudaMemcpyDeviceToHost && on_device(dst, n)) ||
       (kind == cudaMemcpyHostToDevice && on_device(src, n)))
     return set(cudaErrorInvalidValue);
-  if (kind != cudaMemcpyDeviceToDevice || !tessera::emu::skip_kernels())
-    tessera::emu::enqueue(stream, [=] { std::memmove(dst, src, n); });
-  return cudaSuccess;
+  if (const cudaError_t e = tessera::emu::fault()) return e;
+  if (kind == cudaMemcpyDeviceToDevice && tessera::emu::skip_kernels()) return cudaSuccess;
+  if (kind == cudaMemcpyHostToDevice && tessera::emu::asynchronous(stream)) {
+    auto staged = std::make_shared<std::vector<unsigned char>>(
+        static_cast<const unsigned char*>(src), static_cast<const unsigned char*>(src) + n);
+    tessera::emu::enqueue(stream, [=] { std::memcpy(dst, staged->data(), n); });
+    return cudaSuccess;
+  }
+  tessera::emu::enqueue(stream, [=] { std::memmove(dst, src, n); });
+  if (kind == cudaMemcpyDeviceToHost) tessera::emu::drain(stream);
+  return tessera::emu::fault();
 }
 
 }  // namespace
@@ -609,7 +626,7 @@ cudaError_t cudaMalloc(void** p, size_t n) {
 
 cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
-  cudaDeviceSynchronize();  // as CUDA's: no queued copy or collective still reads or writes p
+  cudaDeviceSynchronize();  // as CUDA's: no queued kernel, copy or collective still uses p
   std::lock_guard<std::mutex> lock(g_mu);
   auto it = g_allocations.find(reinterpret_cast<uintptr_t>(p));
   if (it == g_allocations.end()) return set(cudaErrorInvalidValue);
@@ -636,14 +653,17 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind
 }
 cudaError_t cudaMemcpyToSymbol(const void* symbol, const void* src, size_t n, size_t offset,
                                cudaMemcpyKind) {
-  std::memcpy(static_cast<char*>(const_cast<void*>(symbol)) + offset, src, n);
-  return cudaSuccess;
+  auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src),
+                                                    static_cast<const char*>(src) + n);
+  char* dst = static_cast<char*>(const_cast<void*>(symbol)) + offset;
+  tessera::emu::enqueue(cudaStreamLegacy, [=] { std::memcpy(dst, staged->data(), n); });
+  return tessera::emu::fault();
 }
 
 cudaError_t cudaGetLastError() {
   const cudaError_t e = tessera::emu::g_last_error;
   tessera::emu::g_last_error = cudaSuccess;
-  return e;
+  return e != cudaSuccess ? e : tessera::emu::fault();
 }
 const char* cudaGetErrorString(cudaError_t e) {
   switch (e) {
@@ -654,6 +674,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidDevice: return "invalid device ordinal (cuda emulator)";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle (cuda emulator)";
     case cudaErrorNotReady: return "device not ready (cuda emulator)";
+    case cudaErrorLaunchFailure: return tessera::emu::fault_string();
     default: return "error (cuda emulator)";
   }
 }
@@ -684,7 +705,7 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t stream) {
   if (n && !tessera::emu::on_device(p, n)) return set(cudaErrorInvalidValue);
   if (!tessera::emu::skip_kernels())
     tessera::emu::enqueue(stream, [=] { std::memset(p, value, n); });
-  return cudaSuccess;
+  return tessera::emu::fault();
 }
 
 }  // extern "C"

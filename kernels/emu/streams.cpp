@@ -1,18 +1,30 @@
-// The CUDA emulator's streams and events (model: cuda_emu.h). The legacy default stream, which
-// every tessera kernel and copy runs on, is synchronous with the host: an operation on it is done
-// when its call returns. A stream made by cudaStreamCreate* (nccl_comm.cu's collective stream) is
-// not: its operations run later, in order, on a thread of its own, each after a random delay of up
-// to TESSERA_EMU_STREAM_DELAY_US microseconds (default 1000). So what a GPU would show of a
-// missing stream dependency shows here too: legacy-stream work that reads a collective's result
-// without waiting on its event reads the stale buffer, and a buffer reused before the collective
-// has read it hands the collective the new contents.
+// The CUDA emulator's streams and events (model: cuda_emu.h). Every stream runs its operations
+// later, in order, on a thread of its own, as a GPU runs them after the call that queued them
+// returns; so what a GPU would show of a missing dependency shows here too.
+//  - The legacy default stream, every kernel's and copy's, runs at once on its thread, with no
+//    delay: the host runs ahead of it until a call that synchronizes (a copy to the host,
+//    cudaStreamSynchronize, cudaDeviceSynchronize, cudaEventSynchronize, cudaFree). A
+//    collective that does not wait for the kernels that produce its buffer reads it half made.
+//    TESSERA_EMU_LEGACY_STREAM=sync (or set_legacy_async(false)) runs its operations in the
+//    calling thread instead, done when the call returns: the emulator's own tests, whose kernels
+//    write host variables, run so.
+//  - A stream made by cudaStreamCreate* (nccl_comm.cu's collective stream) runs each operation
+//    after a random delay of up to TESSERA_EMU_STREAM_DELAY_US microseconds (default 1000):
+//    legacy-stream work that reads a collective's result without waiting on its event reads the
+//    stale buffer, and a buffer reused before the collective has read it hands the collective the
+//    new contents.
+// A kernel that fails on a stream's thread (an emulator error: a deadlock, a bad access) is the
+// program's sticky error, as a GPU's launch failure is: every later synchronizing call and
+// cudaGetLastError returns cudaErrorLaunchFailure, whose string names the kernel, and later
+// kernels, matmuls and sorts are not run.
 //
-// Events follow CUDA's semantics: cudaEventRecord captures the work queued so far on its stream
-// (on the legacy stream none is left, so the event completes at once, unless the stream still
-// waits on another event); cudaEventQuery says whether that work is done; an event destroyed while
-// pending is freed once it completes. cudaStreamWaitEvent makes later work on a stream wait for
-// the event, without blocking the host: on the legacy stream, the next operation on it (a kernel,
-// a copy or memset, a cuBLASLt or CUB call: legacy_turn) waits, which is when the GPU would.
+// Events follow CUDA's semantics: cudaEventRecord captures the work queued so far on its stream;
+// cudaEventQuery says whether that work is done; an event destroyed while pending is freed once
+// it completes. cudaStreamWaitEvent makes later work on a stream wait for the event, without
+// blocking the host; on a synchronous legacy stream, its next operation (a kernel, a copy or
+// memset, a cuBLASLt or CUB call: legacy_turn) waits, and an event recorded behind such a wait
+// completes on a shadow stream once the wait is over.
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -20,13 +32,16 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <string>
 #include <thread>
 
+#include "core/error.h"
 #include "cuda_emu.h"
 
 struct CUstream_st {
   std::deque<std::function<void()>> ops;  // guarded by g_mu
   bool busy = false, stop = false;        // an operation is running; the thread is to end
+  bool delayed = true;                    // each operation after a random delay (not legacy's)
   std::thread worker;
 };
 
@@ -52,6 +67,20 @@ bool g_hold = false;
 std::vector<std::pair<cudaEvent_t, uint64_t>>& g_legacy_waits =
     *new std::vector<std::pair<cudaEvent_t, uint64_t>>;
 
+// The first failure of an operation on a stream's thread, as cudaGetErrorString gives it; set
+// once (under g_mu), never cleared.
+std::string& g_fault = *new std::string;
+std::atomic<bool> g_faulted{false};
+
+bool async_legacy_at_start() {
+  const char* v = std::getenv("TESSERA_EMU_LEGACY_STREAM");
+  const std::string mode = v ? v : "";
+  TESSERA_CHECK(mode.empty() || mode == "async" || mode == "sync",
+                "TESSERA_EMU_LEGACY_STREAM must be async or sync, got '", mode, "'");
+  return mode != "sync";
+}
+std::atomic<bool> g_async_legacy{async_legacy_at_start()};
+
 int max_delay_us() {
   static const int us = [] {
     const char* v = std::getenv("TESSERA_EMU_STREAM_DELAY_US");
@@ -74,10 +103,21 @@ void work(CUstream_st* s) {
     s->ops.pop_front();
     s->busy = true;
     lock.unlock();
-    if (const int d = max_delay_us(); d > 0)
+    if (const int d = max_delay_us(); d > 0 && s->delayed)
       std::this_thread::sleep_for(std::chrono::microseconds(rng() % unsigned(d + 1)));
-    op();
+    std::string failure;
+    try {
+      op();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    } catch (...) {
+      failure = "an exception that is not a std::exception";
+    }
     lock.lock();
+    if (!failure.empty() && g_fault.empty()) {
+      g_fault = "unspecified launch failure (cuda emulator: " + failure + ")";
+      g_faulted = true;
+    }
     s->busy = false;
     g_cv.notify_all();
   }
@@ -109,14 +149,33 @@ void push_locked(CUstream_st* s, std::function<void()> op) {
   g_cv.notify_all();
 }
 
-CUstream_st* new_stream() {
+CUstream_st* new_stream(bool delayed = true) {
   auto* stream = new CUstream_st;
+  stream->delayed = delayed;
   {
     std::lock_guard lock(g_mu);
     g_streams.insert(stream);
   }
   stream->worker = std::thread(work, stream);
   return stream;
+}
+
+// The asynchronous legacy stream: made once, never destroyed; at exit the host waits for it, so
+// its thread does not run a kernel while the program's statics are destroyed.
+CUstream_st* legacy_queue() {
+  static CUstream_st* const q = [] {
+    CUstream_st* made = new_stream(false);
+    std::atexit([] { cudaStreamSynchronize(cudaStreamLegacy); });
+    return made;
+  }();
+  return q;
+}
+
+// Where an operation on s runs: the stream's own queue, or nullptr for the calling thread (the
+// synchronous legacy stream).
+CUstream_st* queue_of(cudaStream_t s) {
+  if (!legacy(s)) return s;
+  return g_async_legacy ? legacy_queue() : nullptr;
 }
 
 // Completes a legacy-stream event recorded while the legacy stream still waits (the event covers
@@ -150,7 +209,32 @@ void queue_completion_locked(CUstream_st* s, cudaEvent_t e, uint64_t gen) {
 
 namespace tessera::emu {
 
-bool asynchronous(cudaStream_t s) { return !legacy(s); }
+bool asynchronous(cudaStream_t s) { return queue_of(s) != nullptr; }
+
+void set_legacy_async(bool async) {
+  if (async == g_async_legacy) return;
+  legacy_turn();
+  if (g_async_legacy) cudaStreamSynchronize(cudaStreamLegacy);
+  g_async_legacy = async;
+}
+
+bool legacy_async() { return g_async_legacy; }
+
+bool faulted() { return g_faulted; }
+
+cudaError_t fault() { return g_faulted ? cudaErrorLaunchFailure : cudaSuccess; }
+
+void clear_fault() {
+  std::lock_guard lock(g_mu);
+  g_fault.clear();
+  g_faulted = false;
+}
+
+const char* fault_string() {
+  std::lock_guard lock(g_mu);
+  // Set once, not changed after (but by clear_fault).
+  return g_fault.empty() ? "unspecified launch failure (cuda emulator)" : g_fault.c_str();
+}
 
 void legacy_turn() {
   std::unique_lock lock(g_mu);
@@ -162,13 +246,21 @@ void legacy_turn() {
 }
 
 void enqueue(cudaStream_t s, std::function<void()> op) {
-  if (legacy(s)) {
+  CUstream_st* q = queue_of(s);
+  if (!q) {
     legacy_turn();
     op();
     return;
   }
   std::lock_guard lock(g_mu);
-  push_locked(s, std::move(op));
+  push_locked(q, std::move(op));
+}
+
+void drain(cudaStream_t s) {
+  CUstream_st* q = queue_of(s);
+  if (!q) return legacy_turn();
+  std::unique_lock lock(g_mu);
+  drain_locked(lock, q);
 }
 
 void hold_streams(bool hold) {
@@ -189,13 +281,8 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
 cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, 0); }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-  if (legacy(s)) {
-    tessera::emu::legacy_turn();
-    return cudaSuccess;
-  }
-  std::unique_lock lock(g_mu);
-  drain_locked(lock, s);
-  return cudaSuccess;
+  tessera::emu::drain(s);
+  return tessera::emu::fault();
 }
 
 // The work already queued still runs, as in CUDA; here the call returns once it has.
@@ -219,7 +306,7 @@ cudaError_t cudaDeviceSynchronize() {
     CUstream_st* pending = nullptr;
     for (CUstream_st* s : g_streams)
       if (!s->ops.empty() || s->busy) pending = s;
-    if (!pending) return cudaSuccess;
+    if (!pending) return tessera::emu::fault();
     drain_locked(lock, pending);
   }
 }
@@ -232,15 +319,15 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEven
 
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e) return cudaErrorInvalidResourceHandle;
-  CUstream_st* shadow = legacy(s) ? legacy_shadow() : nullptr;
+  CUstream_st* on = queue_of(s);
+  CUstream_st* shadow = on ? nullptr : legacy_shadow();
   std::unique_lock lock(g_mu);
   const uint64_t gen = ++e->recorded_gen;
-  if (legacy(s) && g_legacy_waits.empty()) {  // everything before it on the legacy stream is done
+  if (!on && g_legacy_waits.empty()) {  // everything before it on the legacy stream is done
     complete_locked(e, gen);
     return cudaSuccess;
   }
-  CUstream_st* on = s;
-  if (legacy(s)) {  // done once the legacy stream's waits are
+  if (!on) {  // done once the legacy stream's waits are
     on = shadow;
     for (const auto& [w, wgen] : g_legacy_waits) queue_wait_locked(on, w, wgen);
   }
@@ -259,20 +346,21 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (!e) return cudaErrorInvalidResourceHandle;
   std::unique_lock lock(g_mu);
   wait_for_locked(lock, e, e->recorded_gen);
-  return cudaSuccess;
+  return tessera::emu::fault();
 }
 
 // Later work on s waits for the work e captured when this call was made; the host does not.
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
   if (!e) return cudaErrorInvalidResourceHandle;
+  CUstream_st* q = queue_of(s);
   std::lock_guard lock(g_mu);
   const uint64_t gen = e->recorded_gen;
   if (e->done_gen >= gen) return cudaSuccess;
-  if (legacy(s)) {
+  if (!q) {
     ++e->completions;  // released by legacy_turn
     g_legacy_waits.emplace_back(e, gen);
   } else {
-    queue_wait_locked(s, e, gen);
+    queue_wait_locked(q, e, gen);
   }
   return cudaSuccess;
 }

@@ -5,7 +5,7 @@
 
 Five rewrites, nothing else (line numbers are kept, so compiler errors point at the .cu file):
   - a launch `KERNEL<<<CONFIG>>>(ARGS)` becomes
-    `::tessera::emu::launch("KERNEL", ::tessera::emu::config(CONFIG), ID, [&](auto&... a_) { KERNEL(a_...); })(ARGS)`
+    `::tessera::emu::launch("KERNEL", ::tessera::emu::config(CONFIG), ID, [=](auto&... a_) { KERNEL(a_...); })(ARGS)`
     (ID: `::tessera::emu::function_id(KERNEL)` when CONFIG passes dynamic shared memory, else nullptr):
     the arguments are evaluated once, on the host, as CUDA does, then every emulated thread calls
     the kernel with its own copies;
@@ -83,7 +83,7 @@ def rewrite_launches(text, path):
         # kernel by address, for the 48 KiB opt-in check; the others may name an overload set.
         function = f"::tessera::emu::function_id({kernel})" if top_level_args(config) >= 3 else "nullptr"
         out.append(f'::tessera::emu::launch("{kernel}", ::tessera::emu::config({config}), '
-                   f"{function}, [&](auto&... a_) {{ {kernel}(a_...); }}){newlines}")
+                   f"{function}, [=](auto&... a_) {{ {kernel}(a_...); }}){newlines}")
         pos = close + 3
 
 

@@ -204,6 +204,17 @@ TEST(Collectives, overlapped_handles_complete_when_waited_in_reverse_order) {
   expect_elements(c, 0, n, [](int64_t i) { return double(i); }, "c");
 }
 
+TEST(Collectives, a_collective_reads_its_tensor_after_the_kernels_that_made_it) {
+  // On CUDA the tensor is made by a conversion kernel still running (or queued) on the compute
+  // stream when the collective is called (under the emulator its thread takes far longer than the
+  // collective stream's delay): NCCL must wait for it (nccl_comm.cu's `ready` event), or it reduces
+  // a half-written buffer.
+  const int64_t n = 1 << 18;
+  Tensor t = filled(DType::F64, n, [](int64_t i) { return input(comm().rank(), i); }).to(DType::F32);
+  comm().all_reduce(t, ReduceOp::Sum);
+  expect_elements(t, 0, n, [](int64_t i) { return reduced(ReduceOp::Sum, DType::F32, i); }, "t");
+}
+
 TEST(Collectives, a_dropped_handle_keeps_its_buffer_and_later_collectives_still_work) {
   {
     Tensor dropped = filled(DType::F32, 1003, [](int64_t i) { return input(comm().rank(), i); });
