@@ -68,7 +68,7 @@ std::vector<std::pair<cudaEvent_t, uint64_t>>& g_legacy_waits =
     *new std::vector<std::pair<cudaEvent_t, uint64_t>>;
 
 // The first failure of an operation on a stream's thread, as cudaGetErrorString gives it; set
-// once (under g_mu), never cleared.
+// once (under g_mu), cleared only by clear_fault (tests).
 std::string& g_fault = *new std::string;
 std::atomic<bool> g_faulted{false};
 
@@ -232,7 +232,6 @@ void clear_fault() {
 
 const char* fault_string() {
   std::lock_guard lock(g_mu);
-  // Set once, not changed after (but by clear_fault).
   return g_fault.empty() ? "unspecified launch failure (cuda emulator)" : g_fault.c_str();
 }
 
