@@ -123,7 +123,9 @@ struct Event {  // a profile event and the device it was created on
   cudaEvent_t event;
   int device;
 };
-std::vector<Event*> g_events;  // recorded and resolved: free for the next record_event
+// Recorded and resolved: free for the next record_event. Never destroyed, so its events stay
+// reachable to the end (destroying CUDA events in static destructors races the runtime's teardown).
+std::vector<Event*>& g_events = *new std::vector<Event*>;
 
 }  // namespace
 
