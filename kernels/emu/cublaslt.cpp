@@ -392,9 +392,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   const bool f64 = x.scale == CUDA_R_64F;
   const double al = f64 ? *static_cast<const double*>(alpha) : *static_cast<const float*>(alpha);
   const double be = f64 ? *static_cast<const double*>(beta) : *static_cast<const float*>(beta);
-  tessera::emu::enqueue(stream, [=] {
-    if (!tessera::emu::faulted()) product(x, a, b, c, d, al, be, A, B, C, Dp);
-  });
+  tessera::emu::enqueue_compute(stream, [=] { product(x, a, b, c, d, al, be, A, B, C, Dp); });
   return tessera::emu::fault() ? CUBLAS_STATUS_EXECUTION_FAILED : CUBLAS_STATUS_SUCCESS;
 }
 

@@ -131,15 +131,16 @@ bool on_device(const void* p, size_t n);  // [p, p + n) lies in one cudaMalloc'd
 // starting its next operation until hold_streams(false): a test's window in which queued work
 // has not run. drain(s) returns once everything queued on s has run.
 void enqueue(cudaStream_t s, std::function<void()> op);
+// A kernel, cuBLASLt product or CUB sort: as enqueue, but skipped once an operation has failed
+// (fault() below), as a GPU runs nothing after a launch failure.
+void enqueue_compute(cudaStream_t s, std::function<void()> op);
 void drain(cudaStream_t s);
 bool asynchronous(cudaStream_t s);
 void hold_streams(bool hold);
 void set_legacy_async(bool async);  // drains the legacy stream first
-bool legacy_async();
-// A failure of an operation on a stream's thread: faulted() once there has been one; fault() is
-// then cudaErrorLaunchFailure (else cudaSuccess), and fault_string() its message. clear_fault()
+// A failure of an operation on a stream's thread: once there has been one, fault() is
+// cudaErrorLaunchFailure (else cudaSuccess) and fault_string() its message. clear_fault()
 // forgets it, which a GPU cannot: for the emulator's tests.
-bool faulted();
 cudaError_t fault();
 const char* fault_string();
 void clear_fault();
@@ -385,8 +386,7 @@ struct DeviceRadixSort {
       return cudaSuccess;
     }
     if (tessera::emu::skip_kernels()) return cudaSuccess;
-    tessera::emu::enqueue(stream, [=] {
-      if (tessera::emu::faulted()) return;
+    tessera::emu::enqueue_compute(stream, [=] {
       std::vector<int> order(size_t(std::max(n, 0)));
       std::iota(order.begin(), order.end(), 0);
       std::stable_sort(order.begin(), order.end(),

@@ -407,8 +407,7 @@ void run(const char* kernel, const LaunchConfig& c, std::function<void()> body) 
   }
   if (skip_kernels()) return;
   // On the legacy stream: after what cudaStreamWaitEvent put before it, and not after a failure.
-  enqueue(cudaStreamLegacy, [kernel, c, threads, body = std::move(body)] {
-    if (faulted()) return;
+  enqueue_compute(cudaStreamLegacy, [kernel, c, threads, body = std::move(body)] {
     Launch l;
     l.kernel = kernel;
     l.body = &body;

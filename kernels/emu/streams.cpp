@@ -70,7 +70,7 @@ std::vector<std::pair<cudaEvent_t, uint64_t>>& g_legacy_waits =
 // The first failure of an operation on a stream's thread, as cudaGetErrorString gives it; set
 // once (under g_mu), cleared only by clear_fault (tests).
 std::string& g_fault = *new std::string;
-std::atomic<bool> g_faulted{false};
+std::atomic<bool> g_faulted{false};  // !g_fault.empty(), read without the lock by every operation
 
 bool async_legacy_at_start() {
   const char* v = std::getenv("TESSERA_EMU_LEGACY_STREAM");
@@ -218,10 +218,6 @@ void set_legacy_async(bool async) {
   g_async_legacy = async;
 }
 
-bool legacy_async() { return g_async_legacy; }
-
-bool faulted() { return g_faulted; }
-
 cudaError_t fault() { return g_faulted ? cudaErrorLaunchFailure : cudaSuccess; }
 
 void clear_fault() {
@@ -253,6 +249,12 @@ void enqueue(cudaStream_t s, std::function<void()> op) {
   }
   std::lock_guard lock(g_mu);
   push_locked(q, std::move(op));
+}
+
+void enqueue_compute(cudaStream_t s, std::function<void()> op) {
+  enqueue(s, [op = std::move(op)] {
+    if (!g_faulted) op();
+  });
 }
 
 void drain(cudaStream_t s) {
