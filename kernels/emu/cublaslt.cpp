@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "cuda_emu.h"
@@ -397,3 +398,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
 }
 
 }  // extern "C"
+
+namespace tessera::cuda {
+// backend/cuda.h: on a GPU build, the file kernels/cublaslt_loader.cpp opened.
+std::string cublaslt_library() { return "the CUDA emulator's cuBLASLt (kernels/emu/cublaslt.cpp)"; }
+}  // namespace tessera::cuda

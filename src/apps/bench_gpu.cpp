@@ -315,6 +315,7 @@ int main(int argc, char** argv) {
                   per_step(b.dgelu_fallback, blas0.dgelu_fallback).c_str(),
                   per_step(b.residual_in_gemm, blas0.residual_in_gemm).c_str(),
                   per_step(b.residual_fallback, blas0.residual_fallback).c_str());
+      std::printf("bench_gpu: cuBLASLt from %s\n", cuda::cublaslt_library().c_str());
     }
 
     if (profiled > 0) {

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace tessera {
 struct Kernels;
@@ -54,6 +55,12 @@ struct BlasStats {
   int64_t residual_fallback = 0;  // (copied into y first, where no algorithm writes D apart)
 };
 BlasStats blas_stats();  // zeros in a build without CUDA
+
+// cuBLASLt is not linked: kernels/cublaslt_loader.cpp opens it with dlopen at the first gemm, so a
+// process that runs no gemm on a GPU skips its static constructors (0.6-0.8 s and 210 MB resident
+// at every start on a 2-core x86 machine). Opens it if the first gemm has not, and returns the
+// file it came from, or why it could not be opened (the error every gemm then reports).
+std::string cublaslt_library();
 
 // device_malloc/device_free go through a caching allocator (kernels/allocator.cu): freed blocks are
 // kept per device, binned by size class, and handed out again, so a training loop whose shapes

@@ -25,6 +25,7 @@ double elapsed_ms(void*, void*) { no_cuda(); }
 void release_event(void*) {}
 SyncStats sync_stats() { return {}; }
 BlasStats blas_stats() { return {}; }
+std::string cublaslt_library() { no_cuda(); }
 DeviceMemoryStats device_memory_stats(int) { return {}; }
 void empty_cache(int) {}
 FlashKernels flash_kernels() { return FlashKernels::Mma; }
