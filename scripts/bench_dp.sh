@@ -45,9 +45,8 @@ TOTAL=768  # tokens per step: 12 sequences of 64 bytes, tiny.yaml's batch
 # Build: configure only when the build directory does not exist yet (an existing one keeps its
 # options), then the two binaries.
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-  GEN=()
-  if command -v ninja >/dev/null; then GEN=(-G Ninja); fi
-  cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  source scripts/configure.sh
+  configure "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
 cmake --build "$BUILD_DIR" -j"$(nproc)" --target train bench_comm >/dev/null
 if ! command -v "$MPIRUN" >/dev/null; then

@@ -19,10 +19,7 @@ for a in "$@"; do
   fi
 done
 BUILD_DIR="${BUILD_DIR:-$DEFAULT_DIR}"
-GEN=()
-if command -v ninja >/dev/null; then GEN=(-G Ninja); fi
-if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then GEN=(); fi  # keep the generator it was made with
-
-cmake -S . -B "$BUILD_DIR" "${GEN[@]}" "${CUDA_OPTS[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
+source scripts/configure.sh
+configure "$BUILD_DIR" "${CUDA_OPTS[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)" --target bench_memory
 "$BUILD_DIR/bench_memory" "$@"

@@ -13,10 +13,8 @@ if [ ! -f "$CUDA_ROOT/include/cuda_runtime.h" ]; then
   exit 1
 fi
 BUILD_DIR="${BUILD_DIR:-build-emu}"
-GEN=()
-if command -v ninja >/dev/null; then GEN=(-G Ninja); fi
-if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then GEN=(); fi
+source scripts/configure.sh
 # shellcheck disable=SC2086  # EMU_CMAKE_ARGS is a list of arguments
-cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA_EMU=ON \
+configure "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA_EMU=ON \
   -DCUDAToolkit_ROOT="$CUDA_ROOT" ${EMU_CMAKE_ARGS:-}
 cmake --build "$BUILD_DIR" -j"$(nproc)" --target "$@"

@@ -21,13 +21,10 @@ JOBS="${JOBS:-$(nproc)}"
 case "$N$SEED" in *[!0-9]*) echo "usage: $0 [N] [SEED] (non-negative integers)" >&2; exit 2 ;; esac
 
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-  GEN=()
-  if command -v ninja >/dev/null; then GEN=(-G Ninja); fi
-  LAUNCHER=()
-  if command -v ccache >/dev/null; then LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+  source scripts/configure.sh
   SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
   # -O1 -g1: quick to compile, line numbers in reports; asserts stay on.
-  cmake -S . -B "$BUILD_DIR" "${GEN[@]}" "${LAUNCHER[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  configure "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DTESSERA_CUDA=OFF -DTESSERA_MPI=OFF \
     -DCMAKE_CXX_FLAGS="$SAN" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
 fi

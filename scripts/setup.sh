@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  cmake g++ ninja-build pkg-config
+  cmake g++ ninja-build pkg-config ccache
   libyaml-cpp-dev libhdf5-dev libcxxopts-dev libgtest-dev
   libopenblas-dev libopenmpi-dev openmpi-bin
   python3-numpy python3-h5py python3-matplotlib

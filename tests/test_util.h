@@ -19,6 +19,13 @@
 
 namespace tessera::testing {
 
+// The build directory, which holds the binaries (train, eval, export, ...): the test binaries run
+// from its tests/ folder. Found from the running executable rather than compiled in, so that a
+// test's object is the same in every build directory (CI's builds share them through ccache).
+inline std::string bin_dir() {
+  return std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path().string();
+}
+
 // Runs f, expects a tessera::Error, and returns its message ("" and a test failure when none was
 // thrown), so a test can check that the message names the shapes, keys or values involved.
 template <typename F>

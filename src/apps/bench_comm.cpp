@@ -38,6 +38,7 @@
 
 #include "backend/cuda.h"
 #include "config/cli.h"
+#include "core/build.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "distributed/communicator.h"
@@ -130,7 +131,7 @@ int run(int argc, char** argv, int rank) {
                 "command line: --device must be cpu or cuda, got '", device, "'");
 
   TESSERA_CHECK(device == "cpu" || cuda::available(), "--device cuda, but ",
-                TESSERA_HAVE_CUDA ? "no CUDA device is visible to this process"
+                built_with::cuda() ? "no CUDA device is visible to this process"
                                   : "tessera was built without CUDA support");
 
   const dist::LaunchInfo launch = dist::detect_launch();

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <thread>
 
+#include "core/build.h"
 #include "distributed/backends.h"
 
 namespace tessera::dist {
@@ -156,14 +157,13 @@ std::unique_ptr<Communicator> make_communicator(const CommOptions& options,
     return make_mpi_communicator(options, launch);
   }
   if (backend == "nccl") {
-#if !TESSERA_HAVE_NCCL
-    return make_nccl_communicator(options, launch, nullptr);  // the stub: says how to get NCCL
-#else
+    if (!built_with::nccl())  // the stub: says how to get NCCL
+      return make_nccl_communicator(options, launch, nullptr);
     TESSERA_CHECK(options.device.is_cuda(), "backend 'nccl' reduces CUDA tensors, but the device ",
                   "is ", options.device.str(), ": use backend mpi for CPU tensors");
     std::unique_ptr<Communicator> bootstrap;
     if (launch.world > 1 && options.init.empty()) {
-      TESSERA_CHECK(launch.launcher == "mpirun" && TESSERA_HAVE_MPI, "backend 'nccl' with ",
+      TESSERA_CHECK(launch.launcher == "mpirun" && built_with::mpi(), "backend 'nccl' with ",
                     launch.world, " ranks (", launch.launcher, " launch) needs to share an "
                     "ncclUniqueId: set init to file:///a/directory/all/ranks/see, or launch with "
                     "mpirun in a build with MPI (TESSERA_MPI)");
@@ -173,7 +173,6 @@ std::unique_ptr<Communicator> make_communicator(const CommOptions& options,
       bootstrap = make_mpi_communicator(mpi_options, launch);
     }
     return make_nccl_communicator(options, launch, bootstrap.get());
-#endif
   }
   TESSERA_FAIL("make_communicator: unknown backend '", options.backend,
                "' (auto, single, mpi or nccl)");

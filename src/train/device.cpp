@@ -4,6 +4,7 @@
 
 #include "autograd/autograd.h"
 #include "backend/cuda.h"
+#include "core/build.h"
 #include "core/storage.h"
 
 namespace tessera::train {
@@ -17,7 +18,7 @@ Placement placement(const Config& cfg, int local_rank) {
                 "' is not supported yet: the adapters are f32 on the GPU while the model's own "
                 "tensors are bf16, and one AdamW over flat buffers needs one dtype; train them on "
                 "the CPU, or drop lora.trainable");
-  TESSERA_CHECK(TESSERA_HAVE_CUDA,
+  TESSERA_CHECK(built_with::cuda(),
                 "train.device: 'cuda', but tessera was built without CUDA "
                 "support (reconfigure with nvcc on the PATH, -DTESSERA_CUDA=ON), or set "
                 "train.device: cpu");

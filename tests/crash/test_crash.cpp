@@ -19,13 +19,14 @@
 #include "checkpoint/retention.h"
 #include "config/config.h"
 #include "train/train_fixture.h"
+#include "test_util.h"
 
 using namespace tessera;
 namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kTrain = std::string(TESSERA_BIN_DIR) + "/train";
+const std::string kTrain = tessera::testing::bin_dir() + "/train";
 
 // Starts `train --config cfg --resume auto`, output appended to log; returns the pid.
 pid_t launch(const fs::path& cfg, const fs::path& log) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend/cuda.h"
+#include "core/build.h"
 #include "distributed/communicator.h"
 #include "test_util.h"
 
@@ -41,7 +42,7 @@ std::vector<double> read_back(const Tensor& t) {
 
 #define SKIP_WITHOUT_NCCL_GPU()                                           \
   do {                                                                    \
-    if (!TESSERA_HAVE_NCCL) GTEST_SKIP() << "tessera built without NCCL"; \
+    if (!built_with::nccl()) GTEST_SKIP() << "tessera built without NCCL"; \
     if (!cuda::available()) GTEST_SKIP() << "no CUDA device";             \
   } while (0)
 
@@ -104,7 +105,7 @@ TEST(Nccl, tensors_on_the_wrong_device_or_root_are_errors) {
 
 // The one NCCL path a machine without a GPU reaches: construction fails with a clear message.
 TEST(Nccl, without_a_gpu_construction_says_so) {
-  if (!TESSERA_HAVE_NCCL) GTEST_SKIP() << "tessera built without NCCL";
+  if (!built_with::nccl()) GTEST_SKIP() << "tessera built without NCCL";
   if (cuda::available()) GTEST_SKIP() << "a CUDA device is present";
   const std::string message = error_of([] { one_rank_nccl(); });
   EXPECT_NE(message.find("sees no CUDA device"), std::string::npos) << message;

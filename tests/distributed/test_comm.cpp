@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/build.h"
 #include "distributed/backends.h"
 #include "distributed/communicator.h"
 #include "test_util.h"
@@ -39,7 +40,7 @@ Communicator& comm() { return *g_comm; }
 // TESSERA_TEST_COMM_INIT (file:///dir) where the build has no MPI; else MPI or single.
 std::string main_backend() {
   const char* b = std::getenv("TESSERA_TEST_COMM_BACKEND");
-  return b && *b ? b : TESSERA_HAVE_MPI ? "mpi" : "single";
+  return b && *b ? b : built_with::mpi() ? "mpi" : "single";
 }
 
 bool contains(const std::string& s, const std::string& part) {
@@ -496,7 +497,7 @@ TEST(MakeCommunicator, a_backend_missing_from_the_build_names_its_cmake_option) 
   CommOptions options;
   options.backend = "nccl";
   options.device = Device::cuda();
-  if (!TESSERA_HAVE_NCCL) {
+  if (!built_with::nccl()) {
     EXPECT_TRUE(contains(error_of([&] { make_communicator(options, {}); }), "TESSERA_NCCL"));
   } else {
     // Built with NCCL: without MPI or an init file, 2 srun ranks cannot share the unique id.
@@ -504,7 +505,7 @@ TEST(MakeCommunicator, a_backend_missing_from_the_build_names_its_cmake_option) 
         error_of([&] { make_communicator(options, {0, 2, 0, "srun"}); });
     EXPECT_TRUE(contains(message, "file:///")) << message;
   }
-  if (!TESSERA_HAVE_MPI) {
+  if (!built_with::mpi()) {
     options.backend = "mpi";
     options.device = Device::cpu();
     EXPECT_TRUE(contains(error_of([&] { make_communicator(options, {}); }), "TESSERA_MPI"));

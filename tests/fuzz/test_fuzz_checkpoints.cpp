@@ -40,7 +40,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kBin = TESSERA_BIN_DIR;
+const std::string kBin = tessera::testing::bin_dir();
 constexpr double kTimeoutS = 60;  // a load takes under a second (seconds under ASan): a hang
 
 fs::path repo_root() { return fs::path(__FILE__).parent_path().parent_path().parent_path(); }

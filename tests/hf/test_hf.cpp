@@ -71,7 +71,7 @@ int run(const std::string& cmd, std::string* out) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-const std::string kBin = TESSERA_BIN_DIR;
+const std::string kBin = tessera::testing::bin_dir();
 
 std::string read_file(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);

@@ -24,7 +24,9 @@
 #include "backend/cuda.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/retention.h"
+#include "core/build.h"
 #include "train/train_fixture.h"
+#include "test_util.h"
 
 using namespace tessera;
 using namespace tessera::testing;
@@ -32,7 +34,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kTrain = std::string(TESSERA_BIN_DIR) + "/train";
+const std::string kTrain = tessera::testing::bin_dir() + "/train";
 constexpr double kParamTol = 1e-5;
 constexpr double kLossRelTol = 1e-4;
 
@@ -69,9 +71,7 @@ struct RunDir {
 class DataParallel : public ::testing::Test {
  protected:
   void SetUp() override {
-#if !TESSERA_HAVE_MPI
-    GTEST_SKIP() << "tessera was built without MPI";
-#endif
+    if (!built_with::mpi()) GTEST_SKIP() << "tessera was built without MPI";
     ASSERT_TRUE(fs::exists(kTrain)) << kTrain << " is not built";
   }
 
@@ -126,7 +126,7 @@ class DataParallel : public ::testing::Test {
 class DataParallelCuda : public DataParallel {
  protected:
   void SetUp() override {
-    if (!TESSERA_HAVE_NCCL || !cuda::available() || std::string(TESSERA_MPIEXEC).empty())
+    if (!built_with::nccl() || !cuda::available() || std::string(TESSERA_MPIEXEC).empty())
       GTEST_SKIP() << "needs NCCL, a CUDA device and mpirun";
     ASSERT_TRUE(fs::exists(kTrain)) << kTrain << " is not built";
   }

@@ -1,0 +1,16 @@
+# Sourced by the scripts that configure a build (from the repository root):
+#   configure BUILD_DIR [cmake arguments...]
+# Ninja when it is installed (a build directory keeps the generator it was made with), and ccache
+# as the compiler launcher when it is installed (scripts/setup.sh installs it): objects that compile
+# the same in another build directory of the tree are reused, as CI's builds with and without nvcc
+# and the emulator's do (core/build.h says how the sources keep them the same).
+configure() {
+  local dir="$1"
+  shift
+  local args=()
+  if command -v ninja >/dev/null && [ ! -f "$dir/CMakeCache.txt" ]; then args+=(-G Ninja); fi
+  if command -v ccache >/dev/null; then
+    args+=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  fi
+  cmake -S . -B "$dir" "${args[@]}" "$@"
+}
