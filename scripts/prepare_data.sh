@@ -82,9 +82,8 @@ ensure_tokenize_binary() {
   [ -x "$BUILD_DIR/tokenize" ] && return 0
   log "building $BUILD_DIR/tokenize"
   if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-    local gen=()
-    if command -v ninja >/dev/null; then gen=(-G Ninja); fi
-    cmake -S . -B "$BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
+    source scripts/configure.sh
+    configure "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
   fi
   cmake --build "$BUILD_DIR" --target tokenize -j"$(nproc)" >/dev/null
 }

@@ -8,7 +8,8 @@ scripts/setup.sh
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH="/usr/local/cuda/bin:$PATH"
 fi
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+source scripts/configure.sh
+configure build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target train generate tokenize
 scripts/prepare_data.sh kjv
 build/train --config configs/tiny.yaml --resume auto "$@"   # a rerun continues (or reuses) checkpoints/tiny
