@@ -40,10 +40,10 @@ std::vector<double> read_back(const Tensor& t) {
   return t.to(Device::cpu()).to(DType::F64).to_vector<double>();
 }
 
-#define SKIP_WITHOUT_NCCL_GPU()                                           \
-  do {                                                                    \
+#define SKIP_WITHOUT_NCCL_GPU()                                            \
+  do {                                                                     \
     if (!built_with::nccl()) GTEST_SKIP() << "tessera built without NCCL"; \
-    if (!cuda::available()) GTEST_SKIP() << "no CUDA device";             \
+    if (!cuda::available()) GTEST_SKIP() << "no CUDA device";              \
   } while (0)
 
 TEST(Nccl, one_rank_collectives_are_the_identity_on_cuda_tensors) {
