@@ -9,7 +9,10 @@ configure() {
   shift
   local args=()
   if command -v ninja >/dev/null && [ ! -f "$dir/CMakeCache.txt" ]; then args+=(-G Ninja); fi
-  if command -v ccache >/dev/null; then
+  # (only where its cache folder can be written: a compile through ccache fails where it cannot)
+  local cache
+  if command -v ccache >/dev/null && cache="$(ccache -k cache_dir 2>/dev/null)" &&
+     mkdir -p "$cache" 2>/dev/null && [ -w "$cache" ]; then
     args+=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
   fi
   cmake -S . -B "$dir" "${args[@]}" "$@"
