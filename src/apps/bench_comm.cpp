@@ -132,7 +132,7 @@ int run(int argc, char** argv, int rank) {
 
   TESSERA_CHECK(device == "cpu" || cuda::available(), "--device cuda, but ",
                 built_with::cuda() ? "no CUDA device is visible to this process"
-                                  : "tessera was built without CUDA support");
+                                   : "tessera was built without CUDA support");
 
   const dist::LaunchInfo launch = dist::detect_launch();
   std::unique_ptr<dist::Communicator> comm = dist::make_communicator(

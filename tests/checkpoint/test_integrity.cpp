@@ -19,14 +19,10 @@
 
 using namespace tessera;
 using tessera::testing::error_of;
+using tessera::testing::read_file;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
@@ -86,7 +82,7 @@ TEST_F(Integrity, save_writes_a_digest_file_in_sha256sum_format) {
   save_checkpoint(file, small_checkpoint());
   ASSERT_TRUE(fs::exists(digest_path(file)));
   EXPECT_EQ(digest_path(file), file + ".sha256");
-  EXPECT_EQ(read_text(digest_path(file)), sha256_file(file) + "  step_00000500.h5\n# bytes " +
+  EXPECT_EQ(read_file(digest_path(file)), sha256_file(file) + "  step_00000500.h5\n# bytes " +
                                               std::to_string(fs::file_size(file)) + "\n");
   EXPECT_EQ(verify_checkpoint_file(file), FileCheck::Verified);
   for (const auto& e : fs::directory_iterator(tmp.path))
@@ -128,7 +124,7 @@ TEST_F(Integrity, every_loader_refuses_a_changed_byte_naming_the_file) {
   const CheckpointData ck = small_checkpoint();
   save_checkpoint(file, ck);
   const uint64_t size = fs::file_size(file);
-  const std::string good = read_text(file);
+  const std::string good = read_file(file);
   // The superblock, the object headers, the data, the last byte.
   for (uint64_t at : {uint64_t(9), uint64_t(600), size / 2, size - 1}) {
     flip_byte(file, at);
@@ -158,7 +154,7 @@ TEST_F(Integrity, every_loader_refuses_a_changed_byte_naming_the_file) {
 TEST_F(Integrity, a_bad_digest_file_is_an_error_naming_both_files) {
   const std::string file = path("step_00000500.h5"), sidecar = digest_path(file);
   save_checkpoint(file, small_checkpoint());
-  const std::string good = read_text(sidecar);
+  const std::string good = read_file(sidecar);
   const std::string hex = good.substr(0, 64);
   auto refused = [&](const std::string& text, const std::string& why) {
     write_text(sidecar, text);
@@ -203,7 +199,7 @@ TEST_F(Integrity, tensor_checksum_names_the_tensor) {
       EXPECT_TRUE(f.has_attr(obj, "crc32c")) << obj;
   }
   // Find the tensor's stored bytes in the file and change one in the middle.
-  const std::string text = read_text(file);
+  const std::string text = read_file(file);
   const std::vector<unsigned char> bits = tessera::testing::bytes(ck.model[0].second);
   const std::string raw(bits.begin(), bits.end());  // chars, to compare with the file's
   const auto at = std::search(text.begin(), text.end(), raw.begin(), raw.end());

@@ -3,54 +3,31 @@
 // build runs it.
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "backend/cuda.h"
 #include "core/build.h"
+#include "test_util.h"
 
 using namespace tessera;
-
-namespace {
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::string output_of(const std::string& command) {
-  std::string out;
-  FILE* p = popen(command.c_str(), "r");
-  if (!p) return out;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  pclose(p);
-  return out;
-}
-
-}  // namespace
+using tessera::testing::error_of;
+using tessera::testing::read_file;
+using tessera::testing::run_command;
 
 TEST(CublasLtLoader, no_binary_links_cublaslt_and_the_first_gemm_opens_it) {
 #if TESSERA_CUDA_EMU
   EXPECT_NE(cuda::cublaslt_library().find("emulator"), std::string::npos);
 #else
   if (!built_with::cuda()) {
-    try {
-      cuda::cublaslt_library();
-      ADD_FAILURE() << "a build without CUDA returned a cuBLASLt";
-    } catch (const std::exception& e) {
-      EXPECT_NE(std::string(e.what()).find("built without CUDA"), std::string::npos) << e.what();
-    }
+    const std::string message = error_of([] { cuda::cublaslt_library(); });
+    EXPECT_NE(message.find("built without CUDA"), std::string::npos) << message;
     return;
   }
   // Every binary links tessera as this one does: its libraries are theirs.
   const std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
-  const std::string linked = output_of("ldd '" + exe + "' 2>&1");
+  std::string linked;
+  ASSERT_EQ(run_command("ldd '" + exe + "'", &linked), 0) << linked;
   ASSERT_NE(linked.find("libcudart"), std::string::npos) << "ldd " << exe << ":\n" << linked;
   EXPECT_EQ(linked.find("libcublas"), std::string::npos) << "ldd " << exe << ":\n" << linked;
 
@@ -58,7 +35,7 @@ TEST(CublasLtLoader, no_binary_links_cublaslt_and_the_first_gemm_opens_it) {
   std::printf("[ cuBLASLt ] %s\n", where.c_str());
   EXPECT_NE(where.find("libcublasLt.so."), std::string::npos) << where;
   EXPECT_EQ(where.find("could not be loaded"), std::string::npos) << where;
-  EXPECT_NE(read_text("/proc/self/maps").find("libcublasLt"), std::string::npos)
+  EXPECT_NE(read_file("/proc/self/maps").find("libcublasLt"), std::string::npos)
       << "cublaslt_library() returned " << where << " but no libcublasLt is mapped";
   EXPECT_EQ(cuda::cublaslt_library(), where);  // opened once
 #endif

@@ -36,6 +36,7 @@
 #include "test_util.h"
 
 using namespace tessera;
+using tessera::testing::read_file;
 namespace fs = std::filesystem;
 
 namespace {
@@ -48,11 +49,6 @@ fs::path repo_root() { return fs::path(__FILE__).parent_path().parent_path().par
 int64_t env_int(const char* name, int64_t fallback) {
   const char* v = std::getenv(name);
   return v && *v ? std::stoll(v) : fallback;
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 void write_file(const fs::path& p, const std::string& bytes) {

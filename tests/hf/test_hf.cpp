@@ -25,6 +25,8 @@
 using namespace tessera;
 using tessera::testing::error_of;
 using tessera::testing::TempDir;
+using tessera::testing::read_file;
+using tessera::testing::run_command;
 namespace fs = std::filesystem;
 
 namespace {
@@ -60,23 +62,7 @@ fs::path save_random(const Config& cfg, const fs::path& dir, DType dtype = DType
   return dir;
 }
 
-// Runs a command; returns its exit status, its output (stdout and stderr) in *out.
-int run(const std::string& cmd, std::string* out) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return -1;
-  char buf[4096];
-  out->clear();
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out->append(buf, n);
-  const int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 const std::string kBin = tessera::testing::bin_dir();
-
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
 
 void replace_in(const fs::path& p, const std::string& from, const std::string& to) {
   std::string s = read_file(p);
@@ -94,9 +80,9 @@ void expect_round_trip_byte_exact(const Config& cfg, DType dtype) {
   TempDir tmp;
   const fs::path ck = save_random(cfg, tmp.path / "ck", dtype);
   std::string out;
-  ASSERT_EQ(run(kBin + "/export --checkpoint " + ck.string() + " --output " +
+  ASSERT_EQ(run_command(kBin + "/export --checkpoint " + ck.string() + " --output " +
                     (tmp.path / "hf").string(), &out), 0) << out;
-  ASSERT_EQ(run(kBin + "/import " + (tmp.path / "hf").string() + " --output " +
+  ASSERT_EQ(run_command(kBin + "/import " + (tmp.path / "hf").string() + " --output " +
                     (tmp.path / "back").string(), &out), 0) << out;
   const CheckpointData a = load_checkpoint(resolve_checkpoint(ck.string()));
   const CheckpointData b = load_checkpoint(resolve_checkpoint((tmp.path / "back").string()));
@@ -192,7 +178,7 @@ TEST(HFExport, architectures_without_an_hf_counterpart_are_refused_by_name) {
   sb.model.attention = "stick_breaking", sb.model.position = "none";
   const fs::path ck = save_random(sb, tmp.path / "sb");
   std::string out;
-  EXPECT_NE(run(kBin + "/export --checkpoint " + ck.string() + " --output " +
+  EXPECT_NE(run_command(kBin + "/export --checkpoint " + ck.string() + " --output " +
                     (tmp.path / "sb-hf").string(), &out), 0);
   EXPECT_TRUE(has(out, "stick_breaking")) << out;
   EXPECT_FALSE(fs::exists(tmp.path / "sb-hf"));
@@ -218,19 +204,19 @@ TEST(HFExport, reference_logits_that_cannot_be_written_leave_nothing_written) {
   // A missing directory, a directory as the file, a file inside --output.
   for (const std::string& bad : {(tmp.path / "missing" / "ref.st").string(), tmp.path.string(),
                                  hf + "/ref.st"}) {
-    EXPECT_EQ(run(exp + " --reference-logits " + bad, &out), 1) << out;
+    EXPECT_EQ(run_command(exp + " --reference-logits " + bad, &out), 1) << out;
     EXPECT_TRUE(has(out, "--reference-logits " + bad) && has(out, "nothing was written")) << out;
     EXPECT_FALSE(fs::exists(hf)) << out;
   }
   // --output refused after the logits were computed: neither file is left.
   fs::create_directories(hf);
   tmp.write("hf/keep", "x");
-  EXPECT_EQ(run(exp + " --reference-logits " + ref, &out), 1) << out;
+  EXPECT_EQ(run_command(exp + " --reference-logits " + ref, &out), 1) << out;
   EXPECT_TRUE(has(out, "exists and is not an empty directory")) << out;
   EXPECT_FALSE(fs::exists(ref) || fs::exists(ref + ".partial")) << out;
   fs::remove_all(hf);
   // The same command then succeeds and writes both.
-  EXPECT_EQ(run(exp + " --reference-logits " + ref, &out), 0) << out;
+  EXPECT_EQ(run_command(exp + " --reference-logits " + ref, &out), 0) << out;
   EXPECT_TRUE(fs::exists(fs::path(hf) / "model.safetensors") && fs::exists(ref)) << out;
   EXPECT_FALSE(fs::exists(ref + ".partial"));
 }
@@ -335,7 +321,7 @@ TEST(HFImport, invalid_model_values_name_the_file_and_the_config_json_key) {
   const std::string file = (d / "config.json").string();
   // The binary says the same.
   std::string out;
-  EXPECT_EQ(run(kBin + "/import " + d.string() + " --output " + (tmp.path / "ck").string(), &out),
+  EXPECT_EQ(run_command(kBin + "/import " + d.string() + " --output " + (tmp.path / "ck").string(), &out),
             1);
   EXPECT_TRUE(has(out, file + ": invalid model:") && has(out, "tessera_tokenizer")) << out;
   EXPECT_FALSE(fs::exists(tmp.path / "ck"));
@@ -416,9 +402,9 @@ TEST(HFImport, init_from_an_hf_directory_loads_the_same_weights) {
 // reader needs numpy and h5py (setup.sh installs them); the logits check also torch, where present.
 TEST(HFExport, independent_reader_and_hf_structured_pytorch_agree) {
   std::string out;
-  if (run("/usr/bin/python3 -c 'import numpy, h5py'", &out) != 0)
+  if (run_command("/usr/bin/python3 -c 'import numpy, h5py'", &out) != 0)
     GTEST_SKIP() << "/usr/bin/python3 lacks numpy or h5py: " << out;
-  const bool torch = run("/usr/bin/python3 -c 'import torch'", &out) == 0;
+  const bool torch = run_command("/usr/bin/python3 -c 'import torch'", &out) == 0;
   if (!torch) std::printf("no torch for /usr/bin/python3: hf_logits.py is not run\n");
   TempDir tmp;
   const std::string scripts = std::string(TESSERA_SOURCE_DIR) + "/scripts/";
@@ -438,20 +424,20 @@ TEST(HFExport, independent_reader_and_hf_structured_pytorch_agree) {
     const fs::path ck = save_random(cfg, tmp.path / ("ck-" + name));
     const std::string hf = (tmp.path / ("hf-" + name)).string();
     const std::string ref = (tmp.path / ("ref-" + name + ".safetensors")).string();
-    ASSERT_EQ(run(kBin + "/export --checkpoint " + ck.string() + " --output " + hf +
+    ASSERT_EQ(run_command(kBin + "/export --checkpoint " + ck.string() + " --output " + hf +
                       " --reference-logits " + ref, &out), 0) << out;
-    EXPECT_EQ(run("/usr/bin/python3 " + scripts + "check_export.py " + hf + " " + ck.string(),
+    EXPECT_EQ(run_command("/usr/bin/python3 " + scripts + "check_export.py " + hf + " " + ck.string(),
                   &out), 0) << out;
     if (!torch) continue;
     // Default tolerance 1e-4 of the largest logit: the PyTorch side computes in float64, so the
     // difference is tessera's f32 rounding through two layers (measured 2e-7 to 4e-6 of it).
-    EXPECT_EQ(run("/usr/bin/python3 " + scripts + "hf_logits.py " + hf + " " + ref, &out), 0)
+    EXPECT_EQ(run_command("/usr/bin/python3 " + scripts + "hf_logits.py " + hf + " " + ref, &out), 0)
         << out;
     std::printf("%s", out.c_str());
     if (cfg.model.rope_scaling.type == "yarn") {
       // The comparison sees the scaling: another factor in config.json makes it fail.
       replace_in(fs::path(hf) / "config.json", "\"factor\": 4", "\"factor\": 2");
-      EXPECT_EQ(run("/usr/bin/python3 " + scripts + "hf_logits.py " + hf + " " + ref, &out), 1)
+      EXPECT_EQ(run_command("/usr/bin/python3 " + scripts + "hf_logits.py " + hf + " " + ref, &out), 1)
           << out;
     }
   }
