@@ -70,8 +70,12 @@ struct Into {
 // Passed to a backward closure: where the gradients for the op's inputs go, by input index.
 class GradSink {
  public:
-  explicit GradSink(Node& node) : node_(node) {}
+  explicit GradSink(Node& node, bool last_run = false) : node_(node), last_run_(last_run) {}
   bool needs(size_t input) const;               // does input `input` want a gradient?
+  // Whether the closure runs for the last time: the graph is not retained, so the closure and
+  // what it saved are released when it returns. A saved tensor whose memory nothing else holds
+  // may then take the gradient in place (cross_entropy writes dlogits over its logits).
+  bool last_run() const { return last_run_; }
   void add(size_t input, const Tensor& grad);   // checks the shape against the input's
   // For a gradient cheaper to add than to build (embedding's scatter-add, narrow's slice):
   // `accumulate(acc, zero)` adds this op's contribution into acc, a dense gradient of the input's
@@ -99,6 +103,7 @@ class GradSink {
     std::function<void(std::vector<Into>&)> fn;
   };
   Node& node_;
+  bool last_run_;
   std::vector<std::pair<size_t, Tensor>> grads_;
   std::vector<Accumulation> accumulations_;
 };

@@ -235,7 +235,7 @@ class Engine {
         TESSERA_CHECK(node->backward, "backward through ", node->op,
                       " a second time: its saved tensors were released after the first backward "
                       "(pass retain_graph = true to keep them)");
-        GradSink sink(*node);
+        GradSink sink(*node, !retain_);
         node->backward(g, sink);
         g = Tensor();
         if (!retain_) node->backward = nullptr;

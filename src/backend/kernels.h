@@ -143,7 +143,8 @@ struct Kernels {
   void (*cross_entropy_forward)(const Tensor& losses, const Tensor& lse, const Tensor& logits,
                                 const Tensor& targets, int64_t ignore_index, int64_t classes);
   // dlogits[n, v] = dlosses[n] * (exp(logits[n, v] - lse[n]) - [v == targets[n]]) for v < classes;
-  // 0 on padding columns and on ignored rows.
+  // 0 on padding columns and on ignored rows. dlogits may be logits itself (the gradient written
+  // over the logits: each element is read before it is written).
   void (*cross_entropy_backward)(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
                                  const Tensor& lse, const Tensor& targets, int64_t ignore_index,
                                  int64_t classes);

@@ -5,7 +5,10 @@
 //                  0 on ignored rows
 // The two softmaxes save their output, which is all their backward needs. cross_entropy saves the
 // logits and one lse per row, never the (N, V) probabilities: with V = 50257 those would be the
-// largest activation of a GPT.
+// largest activation of a GPT. Its backward writes dlogits over the saved logits when it runs for
+// the last time and nothing else holds their memory (a GPT's loss: the logits are a temporary of
+// the forward), so the step's largest tensor is not allocated twice; each element is read before
+// it is overwritten (llm.c's fused classifier reuses the logits buffer the same way).
 #include "ops/softmax.h"
 
 #include <memory>
@@ -97,7 +100,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
                   Tensor dlosses = Tensor::empty(weights.shape(), weights.options());
                   Tensor d = dy.dtype() == weights.dtype() ? detail::dense(dy) : dy.to(weights.dtype());
                   TESSERA_KERNEL(weights, binary)(BinaryOp::Mul, dlosses, weights, d.view({1}));
-                  Tensor dlogits = Tensor::empty(L.shape(), L.options());
+                  // In place when the saved logits' memory is ours alone and this closure is
+                  // released after it runs; otherwise someone may read the logits later.
+                  const bool in_place = g.last_run() && L.storage().use_count() == 1;
+                  Tensor dlogits = in_place ? L : Tensor::empty(L.shape(), L.options());
                   TESSERA_KERNEL(L, cross_entropy_backward)(dlogits, dlosses.view({L.size(0)}), L,
                                                             lse, T, ignore_index, C);
                   g.add(0, dlogits.view(logits_shape));

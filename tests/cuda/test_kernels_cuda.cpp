@@ -656,6 +656,11 @@ TEST_P(CoreKernelsCuda, cross_entropy_matches_the_cpu) {
                                                ignore, classes);
     cpu_k().cross_entropy_backward(cd, dl, logits, lse, targets, ignore, classes);
     expect_close(gd, cd, "dlogits");
+    // Written over the logits (the op's in-place backward): the same bits.
+    Tensor over = gl.clone();
+    TESSERA_KERNEL(gl, cross_entropy_backward)(over, to_gpu(dl, dt()), over, to_gpu(lse, dt()), gt,
+                                               ignore, classes);
+    EXPECT_EQ(values(over.to(Device::cpu())), values(gd.to(Device::cpu()))) << "in place";
     const std::vector<double> pad = values(gd.to(Device::cpu()).narrow(1, classes, V - classes));
     EXPECT_EQ(std::count(pad.begin(), pad.end(), 0.0), int64_t(pad.size())) << "padding columns";
 

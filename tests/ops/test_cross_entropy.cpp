@@ -6,6 +6,7 @@
 #include <string>
 
 #include "gradcheck.h"
+#include "autograd/autograd.h"
 #include "core/storage.h"
 #include "ops/ops.h"
 #include "test_util.h"
@@ -179,4 +180,61 @@ TEST(CrossEntropy, padding_columns_take_no_part_and_get_zero_gradient) {
   EXPECT_NE(e.find("is outside [0, 5)"), std::string::npos) << e;
   e = error_of([&] { ops::cross_entropy(padded, t, -100, {}, 9); });
   EXPECT_NE(e.find("cross_entropy: classes 9 must be in [0, 8]"), std::string::npos) << e;
+}
+
+namespace {
+
+// A linear head and its loss, the shape of a GPT's last two ops: x (R, K), w (V, K), targets (R).
+struct Head {
+  Tensor x, w, targets;
+  explicit Head(uint64_t seed, int64_t R = 64, int64_t K = 8, int64_t V = 1000) {
+    Generator g(seed);
+    x = randn({R, K}, g, DType::F64).requires_grad_();
+    w = randn({V, K}, g, DType::F64).requires_grad_();
+    std::vector<int32_t> t(static_cast<size_t>(R));
+    for (size_t i = 0; i < t.size(); ++i) t[i] = i % 7 == 3 ? -100 : int32_t((i * 37) % V);
+    targets = targets_of(t, {R});
+  }
+  std::vector<double> grads() const {
+    std::vector<double> v = x.grad().to_vector<double>(), b = w.grad().to_vector<double>();
+    v.insert(v.end(), b.begin(), b.end());
+    return v;
+  }
+};
+
+}  // namespace
+
+// A GPT's loss: the logits are a temporary of the forward, so the backward writes dlogits over
+// them instead of allocating a second (N, V) tensor (the step's largest). The gradients are the
+// bits of the out-of-place backward (a run whose logits the caller holds), and the backward's
+// peak stays under one logits' worth of bytes above what the forward left (out of place it is
+// the logits' size plus the head's dX and dW).
+TEST(CrossEntropy, the_gradient_takes_the_logits_memory_when_nothing_else_holds_it) {
+  const int64_t R = 64, V = 1000, logits_bytes = R * V * 8;
+  Head held(7), temporary(7);
+  const Tensor logits = ops::linear(held.x, held.w);
+  const std::vector<double> before = logits.to_vector<double>();
+  ops::cross_entropy(logits, held.targets).backward();
+  EXPECT_EQ(logits.to_vector<double>(), before) << "logits the caller holds were overwritten";
+
+  Tensor loss = ops::cross_entropy(ops::linear(temporary.x, temporary.w), temporary.targets);
+  const int64_t start = memory_stats(Device::cpu()).current_bytes;
+  reset_peak_memory(Device::cpu());
+  loss.backward();
+  const int64_t grown = memory_stats(Device::cpu()).peak_bytes - start;
+  EXPECT_LT(grown, logits_bytes / 2) << "the backward allocated a second logits tensor";
+  EXPECT_EQ(temporary.grads(), held.grads());
+}
+
+// With the graph retained, the closure runs again and reads its logits a second time: they must
+// still be the logits. Two retained backward passes accumulate exactly twice one pass.
+TEST(CrossEntropy, a_retained_graph_keeps_its_logits_for_the_next_backward) {
+  Head once(8), twice(8);
+  ops::cross_entropy(ops::linear(once.x, once.w), once.targets).backward();
+  const Tensor loss = ops::cross_entropy(ops::linear(twice.x, twice.w), twice.targets);
+  backward(loss, {}, {.retain_graph = true});
+  backward(loss, {}, {.retain_graph = true});
+  std::vector<double> doubled = once.grads();
+  for (double& v : doubled) v *= 2;  // exact in binary floating point
+  EXPECT_EQ(twice.grads(), doubled);
 }

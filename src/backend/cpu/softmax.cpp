@@ -176,9 +176,10 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const 
       }
       const T* xr = xp + n * V;
       const double g = double(gp[n]), l = double(sp[n]);
+      const double e_t = std::exp(double(xr[tp[n]]) - l);  // read before dr may overwrite it
       for (int64_t v = 0; v < classes; ++v) dr[v] = T(g * std::exp(double(xr[v]) - l));
       for (int64_t v = classes; v < V; ++v) dr[v] = T(0);
-      dr[tp[n]] = T(g * (std::exp(double(xr[tp[n]]) - l) - 1.0));
+      dr[tp[n]] = T(g * (e_t - 1.0));
     }
   });
 }
