@@ -40,6 +40,20 @@
 // distinct problem (descriptors plus the heuristic's algorithm) is cached, so a training step makes
 // no heuristic queries after its first. The heuristic is told the operands' real alignment (views
 // at an offset are not 256-byte aligned, which the heuristic otherwise assumes).
+//
+// Algorithm timing (TESSERA_GEMM_TUNE=N, 2 to 16; unset, 0 or 1: off). The heuristic ranks
+// algorithms by a model of the GPU, and its first is what runs by default (as in PyTorch and
+// llm.c). With N set, a new plan keeps the heuristic's first N usable results, and its first
+// call times each on the call's own operands (a warm-up run, then two rounds of kTimedRuns runs
+// between CUDA events) and keeps the fastest for the rest of the process, as the auto-tuning
+// example of NVIDIA's cuBLASLt samples does. D is written by every run and last by the chosen
+// algorithm; a gemm that adds into D (C is D, beta != 0) is timed on a scratch buffer of D's
+// extent instead, so its sum is added once. The choice can differ between runs (timing noise),
+// so runs are reproducible bit for bit only without it; bench_gpu prints how many plans were
+// timed and how many chose another algorithm.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -47,6 +61,7 @@
 #include <limits>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "backend/cuda.h"
 #include "backend/gemm_shapes.h"
@@ -79,6 +94,18 @@ DeviceBlas& device_blas(int device) {
     d.workspace = device_malloc(kWorkspaceBytes, device);
   }
   return d;
+}
+
+// TESSERA_GEMM_TUNE: how many of the heuristic's results a new plan times (0 or 1: none). Read at
+// each plan's making (rare), so a test may change it.
+int tune_candidates() {
+  const char* e = std::getenv("TESSERA_GEMM_TUNE");
+  if (!e || !*e) return 0;
+  char* end = nullptr;
+  const long n = std::strtol(e, &end, 10);
+  TESSERA_CHECK(*end == '\0' && n >= 0 && n <= 16, "TESSERA_GEMM_TUNE='", e,
+                "': expected the number of cuBLASLt algorithms to time, 2 to 16 (0 or 1: off)");
+  return int(n);
 }
 
 bool tf32_allowed() {
@@ -162,6 +189,14 @@ struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t lt_a = nullptr, lt_b = nullptr, lt_c = nullptr;  // cuBLASLt's A, B, C=D
   cublasLtMatmulAlgo_t algo{};
+  // With TESSERA_GEMM_TUNE: the usable heuristic results in its order (algo is the first until
+  // the plan's first call has timed them: timed). Wrapped: nvcc 13.0's front end fails on a
+  // std::vector of the header's unnamed struct.
+  struct Candidate {
+    cublasLtMatmulAlgo_t algo;
+  };
+  std::vector<Candidate> candidates;
+  bool timed = false;
   bool found = false;  // false: the heuristic offered nothing for this problem (see status)
   cublasStatus_t status = CUBLAS_STATUS_SUCCESS;  // the heuristic query's
   bool f64 = false;                               // alpha and beta are doubles (else floats)
@@ -255,15 +290,18 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle, const Epilogue& ep) {
   // that writes D in place only (CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT 0), which
   // cublasLtMatmul would then refuse. So it is asked for several, and the best that writes D
   // apart from C is taken.
-  constexpr int kCandidates = 8;
-  cublasLtMatmulHeuristicResult_t results[kCandidates]{};
-  int returned = 0;
+  // With tuning on, the first `tune` usable results are kept to be timed (run_gemm).
+  constexpr int kCandidates = 8, kMaxResults = 16;
+  const int tune = tune_candidates();
   const bool out_of_place = k.align_c_in != 0;
-  const cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.lt_a, p.lt_b, p.lt_c, p.lt_c, pref,
-                                     out_of_place ? kCandidates : 1, results, &returned);
+  const int requested = std::max({out_of_place ? kCandidates : 1, tune});
+  cublasLtMatmulHeuristicResult_t results[kMaxResults]{};
+  int returned = 0;
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
+      handle, p.desc, p.lt_a, p.lt_b, p.lt_c, p.lt_c, pref, requested, results, &returned);
   cublasLtMatmulPreferenceDestroy(pref);
-  for (int i = 0; st == CUBLAS_STATUS_SUCCESS && i < returned && !p.found; ++i) {
+  const size_t keep = size_t(std::max(tune, 1));
+  for (int i = 0; st == CUBLAS_STATUS_SUCCESS && i < returned && p.candidates.size() < keep; ++i) {
     int32_t apart = 0;
     size_t written = 0;
     if (out_of_place && (cublasLtMatmulAlgoCapGetAttribute(
@@ -271,9 +309,11 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle, const Epilogue& ep) {
                              &apart, sizeof apart, &written) != CUBLAS_STATUS_SUCCESS ||
                          apart == 0))
       continue;
-    p.algo = results[i].algo;
-    p.found = true;
+    p.candidates.push_back({results[i].algo});
   }
+  p.found = !p.candidates.empty();
+  if (p.found) p.algo = p.candidates[0].algo;
+  p.timed = p.candidates.size() < 2;
   // Not an error yet: a batched problem falls back to one gemm per batch, a C apart from D to C
   // copied into D, and only a problem that no algorithm takes even then is reported (with this
   // status).
@@ -283,13 +323,61 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle, const Epilogue& ep) {
 
 // The cached plan of a problem (made on first sight, for the call `ep`; plans live as long as the
 // process).
-const Plan& plan_for(const Key& k, cublasLtHandle_t handle, const Epilogue& ep = {}) {
+Plan& plan_for(const Key& k, cublasLtHandle_t handle, const Epilogue& ep = {}) {
   static std::mutex mu;
   static auto* plans = new std::unordered_map<Key, Plan, KeyHash>();
   std::lock_guard<std::mutex> lock(mu);
   auto it = plans->find(k);
   if (it == plans->end()) it = plans->emplace(k, make_plan(k, handle, ep)).first;
   return it->second;  // node-based map: the reference survives later insertions
+}
+
+// Times plan.candidates (TESSERA_GEMM_TUNE) and keeps the fastest in p.algo. run(algo, d) runs the
+// call's product with that algorithm, D written at d: the call's own D, or, when scratch_bytes is
+// not 0 (the call adds into D), a scratch buffer of that size whose values do not matter to the
+// time. A candidate whose warm-up run fails is passed over; without memory for the scratch, the
+// heuristic's first stays.
+constexpr int kTimedRuns = 5, kRounds = 2;
+template <class Run>
+void time_candidates(Plan& p, void* d, size_t scratch_bytes, Run&& run) {
+  const auto t0 = std::chrono::steady_clock::now();
+  p.timed = true;
+  void* target = d;
+  if (scratch_bytes != 0 && cudaMalloc(&target, scratch_bytes) != cudaSuccess) {
+    (void)cudaGetLastError();  // out of memory is not sticky: clear it and run untimed
+    ++g_stats.tune_skipped;
+    return;
+  }
+  cudaEvent_t start = nullptr, stop = nullptr;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  // Two rounds over the candidates, each one's best time kept, so that none is judged only by
+  // a moment when the clocks were still rising.
+  const size_t n = p.candidates.size();
+  std::vector<float> best(n, INFINITY);
+  std::vector<char> usable(n, 1);  // round 0's warm-up run succeeded
+  for (int round = 0; round < kRounds; ++round) {
+    for (size_t i = 0; i < n; ++i) {
+      if (round == 0) usable[i] = run(p.candidates[i].algo, target) == CUBLAS_STATUS_SUCCESS;
+      if (!usable[i]) continue;
+      CUDA_CHECK(cudaEventRecord(start, 0));
+      for (int r = 0; r < kTimedRuns; ++r) CUBLAS_CHECK(run(p.candidates[i].algo, target));
+      CUDA_CHECK(cudaEventRecord(stop, 0));
+      CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0.0f;
+      CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      best[i] = std::min(best[i], ms);
+    }
+  }
+  const size_t chosen = size_t(std::min_element(best.begin(), best.end()) - best.begin());
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  if (scratch_bytes != 0) CUDA_CHECK(cudaFree(target));
+  p.algo = p.candidates[chosen].algo;
+  ++g_stats.tuned_plans;
+  if (chosen != 0) ++g_stats.tuned_not_first;
+  g_stats.tune_ms +=
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // c = beta * c (c = 0 when beta == 0, NaNs included): the whole gemm when K == 0.
@@ -412,12 +500,16 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
 
   DeviceBlas& blas = device_blas(device);
   const float alpha_f = float(alpha), beta_f = float(beta);
-  auto run = [&](const Plan& p, const void* pa, const void* pb, void* pc) {
+  // The product with algorithm `algo`, D at pc and C at pc_in.
+  auto matmul = [&](const Plan& p, const cublasLtMatmulAlgo_t& algo, const void* pa,
+                    const void* pb, void* pc, const void* pc_in) {
     const void* al = p.f64 ? static_cast<const void*>(&alpha) : &alpha_f;
     const void* be = p.f64 ? static_cast<const void*>(&beta) : &beta_f;
-    const void* pc_in = c_in ? c_in->data_ptr() : pc;
-    CUBLAS_CHECK(cublasLtMatmul(blas.handle, p.desc, al, pb, p.lt_a, pa, p.lt_b, be, pc_in, p.lt_c,
-                                pc, p.lt_c, &p.algo, blas.workspace, kWorkspaceBytes, 0));
+    return cublasLtMatmul(blas.handle, p.desc, al, pb, p.lt_a, pa, p.lt_b, be, pc_in, p.lt_c, pc,
+                          p.lt_c, &algo, blas.workspace, kWorkspaceBytes, 0);
+  };
+  auto run = [&](const Plan& p, const void* pa, const void* pb, void* pc) {
+    CUBLAS_CHECK(matmul(p, p.algo, pa, pb, pc, c_in ? c_in->data_ptr() : pc));
   };
   auto need = [&](const Plan& p) {
     TESSERA_CHECK(p.found, "cuda gemm: cuBLASLt has no algorithm for c ", shape_str(c.shape()),
@@ -426,7 +518,7 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
                   " (alignments ", k.align_a, "/", k.align_b, "/", k.align_c, " bytes; ",
                   cublasLtGetStatusName(p.status), ")");
   };
-  const Plan& plan = plan_for(k, blas.handle, ep);
+  Plan& plan = plan_for(k, blas.handle, ep);
   if (ep.kind != Epilogue::None) {
     if (!plan.found) return false;
     // On the plan's shared descriptor: sound while one host thread issues the gemms (every
@@ -437,6 +529,16 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
   if (c_in && !plan.found) return false;  // the caller adds C another way (linear_forward)
   if (plan.found || batch == 1) {
     need(plan);
+    if (!plan.timed) {
+      // A gemm that adds into D (C is D, beta != 0) is timed on a scratch D of c's extent.
+      const bool adds = !c_in && beta != 0.0;
+      const int64_t extent = (k.batch - 1) * k.stride_c + (k.M - 1) * k.ld_c + N;
+      time_candidates(plan, c.data_ptr(), adds ? size_t(extent * es_c) : 0,
+                      [&](const cublasLtMatmulAlgo_t& algo, void* d) {
+                        return matmul(plan, algo, a.data_ptr(), b.data_ptr(), d,
+                                      c_in ? c_in->data_ptr() : d);
+                      });
+    }
     run(plan, a.data_ptr(), b.data_ptr(), c.data_ptr());
     return true;
   }

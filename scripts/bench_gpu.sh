@@ -14,6 +14,8 @@
 # BENCH_UNFUSED=1 (the default) also times tessera's step without its fusions (bench_gpu
 # --unfused: split attention heads, unpadded logits, bias and GELU after the gemm), the "before"
 # column.
+# BENCH_TUNED=1 also times the step with cuBLASLt's algorithms timed per gemm (TESSERA_GEMM_TUNE=8,
+# kernels/blas.cu) instead of the heuristic's first: the "tuned" column.
 #
 # Builds first: with the Debian packages installed, an ordinary CMake build (build-bench/);
 # without them (the lent GPU machine), through scripts/build_offline.sh from third_party/debs/.
@@ -52,7 +54,8 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=c
   sed 's/^/gpu: /' | tee "$RESULTS/gpu.txt"
 
 # ---- run both ----------------------------------------------------------------------------------
-rm -f "$RESULTS/tessera.json" "$RESULTS/tessera-unfused.json" "$RESULTS/pytorch.json"
+rm -f "$RESULTS/tessera.json" "$RESULTS/tessera-unfused.json" "$RESULTS/tessera-tuned.json" \
+  "$RESULTS/pytorch.json"
 "$BUILD_DIR/bench_gpu" --config configs/gpt2-124m.yaml --batch-size "$B" \
   --set train.seq_len=1024 --set train.total_batch_size=0 \
   --steps "$STEPS_N" --warmup "$WARMUP_N" --profile "$PROFILE_N" --json "$RESULTS/tessera.json" 2>&1 |
@@ -66,6 +69,12 @@ if [ "${BENCH_UNFUSED:-1}" = 1 ]; then  # last: the main comparison is done firs
     --steps "$STEPS_N" --warmup "$WARMUP_N" --json "$RESULTS/tessera-unfused.json" 2>&1 |
     tee "$RESULTS/tessera-unfused.log"
 fi
+if [ "${BENCH_TUNED:-0}" = 1 ]; then
+  TESSERA_GEMM_TUNE="${GEMM_TUNE:-8}" "$BUILD_DIR/bench_gpu" --config configs/gpt2-124m.yaml \
+    --batch-size "$B" --set train.seq_len=1024 --set train.total_batch_size=0 --no-kernels \
+    --steps "$STEPS_N" --warmup "$WARMUP_N" --json "$RESULTS/tessera-tuned.json" 2>&1 |
+    tee "$RESULTS/tessera-tuned.log"
+fi
 
 # ---- the table ---------------------------------------------------------------------------------
 python3 - "$RESULTS" <<'PY'
@@ -78,6 +87,7 @@ def load(name):
     except Exception:
         return {}
 t, p, u = load("tessera.json"), load("pytorch.json"), load("tessera-unfused.json")
+v = load("tessera-tuned.json")
 def fmt(v, nd=2):
     return "n/a" if v is None else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{nd}f}")
 def ratio(a, b):
@@ -91,15 +101,20 @@ rows = [("ms / step", "ms_per_step", 2), ("tokens / s", "tokens_per_s", 0), ("MF
         ("host waits / step", "host_reads_per_step", 1),
         ("peak allocated MiB", "peak_alloc_mib", 0), ("peak reserved MiB", "peak_reserved_mib", 0),
         ("loss, first step", "loss_first", 4), ("loss, last step", "loss_last", 4)]
-print(f"{'':22s} {'tessera':>12s} {'pytorch':>12s} {'tessera/pytorch':>16s} {'unfused':>12s}")
+tuned_col = f" {'tuned':>12s} {'tuned/pytorch':>14s}" if v else ""
+print(f"{'':22s} {'tessera':>12s} {'pytorch':>12s} {'tessera/pytorch':>16s} {'unfused':>12s}{tuned_col}")
 for label, key, nd in rows:
-    a, b, c = t.get(key), p.get(key), u.get(key)
+    a, b, c, e = t.get(key), p.get(key), u.get(key), v.get(key)
     if key == "mfu":
-        a, b, c = [None if v is None else 100 * v for v in (a, b, c)]
-    print(f"{label:22s} {fmt(a, nd):>12s} {fmt(b, nd):>12s} {ratio(a, b):>16s} {fmt(c, nd):>12s}")
+        a, b, c, e = [None if x is None else 100 * x for x in (a, b, c, e)]
+    tuned = f" {fmt(e, nd):>12s} {ratio(e, b):>14s}" if v else ""
+    print(f"{label:22s} {fmt(a, nd):>12s} {fmt(b, nd):>12s} {ratio(a, b):>16s} {fmt(c, nd):>12s}{tuned}")
 if u:
     print("(unfused: tessera's step without its fusions, bench_gpu --unfused: split attention "
           "heads, unpadded logits, bias and GELU after the gemm)")
+if v:
+    print("(tuned: TESSERA_GEMM_TUNE, each gemm's cuBLASLt algorithm the fastest of the heuristic's "
+          "first 8, timed on its first call; tessera-tuned.log says how many changed)")
 tk, pk = t.get("kernels", {}), p.get("kernels", {})
 if tk or pk:
     print()

@@ -218,17 +218,19 @@ fi
 # ---- benchmarks --------------------------------------------------------------------------------
 if want bench; then
   t0=$(date +%s)
-  # BENCH_UNFUSED=1 adds the step without its fusions (the before of a before-and-after); off by
-  # default here, where the first run's time goes to correctness.
+  # BENCH_UNFUSED=1 adds the step without its fusions (the before of a before-and-after), and
+  # BENCH_TUNED=1 the step with timed cuBLASLt algorithms (TESSERA_GEMM_TUNE); off by default
+  # here, where the first run's time goes to correctness.
   BUILD_DIR="$B" RESULTS=/tmp/gpu-check-bench BENCH_STEPS=20 BENCH_WARMUP=5 \
-    BENCH_UNFUSED="${BENCH_UNFUSED:-0}" \
+    BENCH_UNFUSED="${BENCH_UNFUSED:-0}" BENCH_TUNED="${BENCH_TUNED:-0}" \
     timeout "$(limit 300)" scripts/bench_gpu.sh 8 >"$OUT/bench.log" 2>&1; rc=$?
   # torch.compile needs Python.h for Triton's launcher; without it PyTorch falls back to eager.
   compiled=yes
   grep -qiE 'Python.h|falling back to eager|suppress_errors|BackendCompilerFailed|compiled no graph|compile failed' "$OUT/bench.log" && compiled="NO (eager fallback: see bench.log)"
   # Whether cuBLASLt offered the bias and GELU epilogues (cuda::BlasStats), from tessera's step.
   epilogues=$(grep -m1 -o 'Linear biases in the gemm epilogue.*' "$OUT/bench.log")
-  row bench "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc")" "GPT-2 124M B=8 T=1024 in $(elapsed "$t0"); torch.compile compiled: $compiled; ${epilogues:-epilogues: ?}; table in bench.log"
+  tuning=$(grep -m1 -o 'TESSERA_GEMM_TUNE: [0-9]* gemm plans timed, [0-9]* of them kept another' "$OUT/bench.log")
+  row bench "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc")" "GPT-2 124M B=8 T=1024 in $(elapsed "$t0"); torch.compile compiled: $compiled; ${epilogues:-epilogues: ?}${tuning:+; $tuning}; table in bench.log"
 fi
 if want attention; then
   t0=$(date +%s)

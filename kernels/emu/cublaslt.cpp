@@ -23,16 +23,22 @@
 // does not. The heuristic sees layouts, not pointers, so, as the hardware's may, it ranks first an
 // algorithm that works in place only, then one that writes D apart (TESSERA_EMU_CUBLASLT_OUT_OF_PLACE:
 // "second", the default; "yes": every algorithm writes D apart; "no": none does).
+// How many algorithms the heuristic offers: TESSERA_EMU_CUBLASLT_ALGOS (1 to 16; default 2 under
+// "second", else 1), at most the number requested; they compute alike. For tests of algorithm
+// timing (kernels/blas.cu's TESSERA_GEMM_TUNE), TESSERA_EMU_CUBLASLT_FAST=i makes the products of
+// every result but the heuristic's i-th take 20 ms longer on the stream.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cuda_emu.h"
@@ -65,7 +71,8 @@ struct Preference {
 
 // What an algorithm (cublasLtMatmulAlgo_t::data) records: the alignments it was chosen for.
 constexpr uint64_t kAlgoMagic = 0x7465737365726131ull;
-enum AlgoWord { kMagic, kAlignA, kAlignB, kAlignC, kAlignD, kAlignBias, kAlignAux, kOutOfPlace };
+// kPlace: bit 0 whether it writes D apart from C, the bits from 8 its rank in the heuristic's list.
+enum AlgoWord { kMagic, kAlignA, kAlignB, kAlignC, kAlignD, kAlignBias, kAlignAux, kPlace };
 
 // Which heuristic results write D apart from C (the header's TESSERA_EMU_CUBLASLT_OUT_OF_PLACE),
 // read at each query so that a test can change it.
@@ -74,6 +81,12 @@ OutOfPlace out_of_place_mode() {
   const char* e = std::getenv("TESSERA_EMU_CUBLASLT_OUT_OF_PLACE");
   if (!e || !*e || std::strcmp(e, "second") == 0) return OutOfPlace::Second;
   return std::strcmp(e, "no") == 0 ? OutOfPlace::No : OutOfPlace::Yes;
+}
+
+// TESSERA_EMU_CUBLASLT_ALGOS and _FAST (the header): read at each query and product.
+int env_int(const char* name, int fallback) {
+  const char* e = std::getenv(name);
+  return e && *e ? std::atoi(e) : fallback;
 }
 
 Layout* L(cublasLtMatrixLayout_t l) { return reinterpret_cast<Layout*>(l); }
@@ -324,10 +337,12 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   const cublasStatus_t st = check(x, *L(a), *L(b), *L(c), *L(d));
   if (st != CUBLAS_STATUS_SUCCESS) return st;
   // An algorithm needs the alignments it was asked for (at most 16 bytes, what a vectorised
-  // kernel needs) and those of the epilogue pointers set now. Up to two are offered (the header
-  // says which write D apart from C); they compute alike.
+  // kernel needs) and those of the epilogue pointers set now. The header says how many are
+  // offered and which write D apart from C; they compute alike.
   const OutOfPlace mode = out_of_place_mode();
-  const int offered = mode == OutOfPlace::Second ? std::min(requested, 2) : 1;
+  const int algos = std::clamp(
+      env_int("TESSERA_EMU_CUBLASLT_ALGOS", mode == OutOfPlace::Second ? 2 : 1), 1, 16);
+  const int offered = std::min(requested, algos);
   cublasLtMatmulHeuristicResult_t& r = results[0];
   r = {};
   const Preference& p = *P(pref);
@@ -344,10 +359,10 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   r.workspaceSize = 0;
   r.state = CUBLAS_STATUS_SUCCESS;
   r.wavesCount = 1.0f;
-  r.algo.data[kOutOfPlace] = mode == OutOfPlace::Yes;
-  if (offered == 2) {
-    results[1] = r;
-    results[1].algo.data[kOutOfPlace] = 1;
+  for (int i = offered - 1; i >= 0; --i) {  // results[0] (r) last: the others copy it
+    results[i] = r;
+    const bool apart = mode == OutOfPlace::Yes || (mode == OutOfPlace::Second && i > 0);
+    results[i].algo.data[kPlace] = uint64_t(apart) | (uint64_t(i) << 8);
   }
   *returned = offered;
   return CUBLAS_STATUS_SUCCESS;
@@ -358,7 +373,7 @@ cublasStatus_t cublasLtMatmulAlgoCapGetAttribute(const cublasLtMatmulAlgo_t* alg
                                                  size_t bytes, size_t* written) {
   if (!algo || algo->data[kMagic] != kAlgoMagic || !written) return CUBLAS_STATUS_INVALID_VALUE;
   if (attr != CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT) return CUBLAS_STATUS_NOT_SUPPORTED;
-  const int32_t v = int32_t(algo->data[kOutOfPlace]);
+  const int32_t v = int32_t(algo->data[kPlace] & 1);
   *written = sizeof v;
   if (bytes == 0) return CUBLAS_STATUS_SUCCESS;  // a query of the size alone
   if (!buf || bytes != sizeof v) return CUBLAS_STATUS_INVALID_VALUE;
@@ -377,7 +392,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   const Layout a = *L(adesc), b = *L(bdesc), c = *L(cdesc), d = *L(ddesc);
   if (const cublasStatus_t st = check(x, a, b, c, d); st != CUBLAS_STATUS_SUCCESS) return st;
   if (!algo || algo->data[kMagic] != kAlgoMagic) return CUBLAS_STATUS_INVALID_VALUE;
-  if (C != Dp && !algo->data[kOutOfPlace]) return CUBLAS_STATUS_NOT_SUPPORTED;  // in place only
+  if (C != Dp && !(algo->data[kPlace] & 1)) return CUBLAS_STATUS_NOT_SUPPORTED;  // in place only
   const void* ptrs[4] = {A, B, C, Dp};
   const Layout* lays[4] = {&a, &b, &c, &d};
   for (int i = 0; i < 4; ++i)
@@ -393,7 +408,12 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   const bool f64 = x.scale == CUDA_R_64F;
   const double al = f64 ? *static_cast<const double*>(alpha) : *static_cast<const float*>(alpha);
   const double be = f64 ? *static_cast<const double*>(beta) : *static_cast<const float*>(beta);
-  tessera::emu::enqueue_compute(stream, [=] { product(x, a, b, c, d, al, be, A, B, C, Dp); });
+  const int fast = env_int("TESSERA_EMU_CUBLASLT_FAST", -1);
+  const bool slow = fast >= 0 && int(algo->data[kPlace] >> 8) != fast;
+  tessera::emu::enqueue_compute(stream, [=] {
+    if (slow) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    product(x, a, b, c, d, al, be, A, B, C, Dp);
+  });
   return tessera::emu::fault() ? CUBLAS_STATUS_EXECUTION_FAILED : CUBLAS_STATUS_SUCCESS;
 }
 

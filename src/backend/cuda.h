@@ -53,6 +53,13 @@ struct BlasStats {
   int64_t dgelu_fallback = 0;  // (the gemm, then the GELU backward kernel)
   int64_t residual_in_gemm = 0;   // linear_forward's residual read as the gemm's C, apart from D
   int64_t residual_fallback = 0;  // (copied into y first, where no algorithm writes D apart)
+  // TESSERA_GEMM_TUNE (kernels/blas.cu): plans whose candidate algorithms were timed, those of
+  // them that kept another than the heuristic's first, those left untimed for want of memory
+  // for a scratch D, and the host time the timing took.
+  int64_t tuned_plans = 0;
+  int64_t tuned_not_first = 0;
+  int64_t tune_skipped = 0;
+  double tune_ms = 0.0;
 };
 BlasStats blas_stats();  // zeros in a build without CUDA
 
