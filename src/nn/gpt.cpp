@@ -383,18 +383,16 @@ Tensor GPT::embed(const Tensor& inputs, int64_t pos0, bool training,
                   const Tensor& host_inputs) const {
   TESSERA_CHECK(inputs.dim() == 2 && inputs.dtype() == DType::I32,
                 "GPT: inputs must be (B, T) i32, got ", inputs.str());
-  const int64_t B = inputs.size(0), T = inputs.size(1);
+  const int64_t T = inputs.size(1);
   TESSERA_CHECK(cfg_.position != PositionKind::Learned || pos0 + T <= cfg_.block_size,
                 "GPT: sequence length ", pos0 + T, " exceeds block_size ", cfg_.block_size,
                 " of the learned position embedding");
   Tensor x = ops::embedding(wte_, inputs, host_inputs);
   if (wpe_.defined()) {
-    // Rows pos0 .. pos0 + T - 1 of the position table, added to every sequence: one (T C) row
-    // broadcast over B, whose gradient is a sum over B into those rows. No position ids are built
-    // on the host and sent over (on CUDA that was a transfer and a wait per forward).
-    const int64_t C = cfg_.n_embd;
-    Tensor rows = wpe_.narrow(0, pos0, T).reshape({T * C});
-    x = ops::add(x.reshape({B, T * C}), rows).reshape({B, T, C});
+    // Rows pos0 .. pos0 + T - 1 of the position table, added to every sequence; their gradient
+    // is a sum over B into those rows. No position ids are built on the host and sent over (on
+    // CUDA that was a transfer and a wait per forward).
+    x = ops::add_rows(x, wpe_, pos0);
   }
   return ops::dropout(x, cfg_.dropout, training);
 }

@@ -1,4 +1,4 @@
-// add, sub, mul (b full-shape or a broadcast bias row) and scale.
+// add, sub, mul (b full-shape or a broadcast bias row), add_rows and scale.
 #include "ops/elementwise.h"
 
 #include "ops/util.h"
@@ -59,6 +59,29 @@ Tensor mul(const Tensor& a, const Tensor& b) {
                     g.add(1, row ? detail::sum_rows(db, C) : db);
                   }
                 });
+}
+
+Tensor add_rows(const Tensor& x, const Tensor& table, int64_t start) {
+  detail::check_compatible("add_rows", {&x, &table});
+  TESSERA_CHECK(x.dim() == 3 && table.dim() == 2 && x.size(2) == table.size(1) && start >= 0 &&
+                    start + x.size(1) <= table.size(0),
+                "add_rows: x ", shape_str(x.shape()), " takes rows [", start, ", ",
+                start + (x.dim() == 3 ? x.size(1) : 0), ") of table ", shape_str(table.shape()),
+                ": x must be (B, T, C) and the table (P, C) with start + T <= P");
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+  // The rows as one (T C) row of a's last dimension, broadcast over B: the bias form of `binary`.
+  const Tensor dense = detail::dense(table);
+  const Tensor rows = make_view(dense, {T * C}, {1}, dense.offset() + start * C);
+  Tensor out = apply(BinaryOp::Add, detail::dense(x).view({B, T * C}), rows).view(x.shape());
+  return record("add_rows", out, {x, table}, [B, T, C, start](const Tensor& dy, GradSink& g) {
+    g.add(0, dy);
+    if (!g.needs(1)) return;
+    const Tensor dY = detail::dense(dy);
+    g.add_into(1, dy.dtype(), [dY, B, T, C, start](Tensor& acc, bool zero) {
+      const Tensor region = acc.narrow(0, start, T);  // whole rows: contiguous
+      TESSERA_KERNEL(dY, sum_dim)(region, dY, 1, B, T * C, !zero);
+    }, {.region = GradRegion{0, start, T}, .also = detail::f32_buffer_of(dy.dtype())});
+  });
 }
 
 Tensor scale(const Tensor& x, double s) {

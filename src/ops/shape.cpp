@@ -69,7 +69,7 @@ Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
   return record("narrow", out, {*this}, [d, start, length](const Tensor& dy, GradSink& g) {
     // Written into the input's gradient in place (GradSink::add_into): the narrows of one tensor
     // (a fused q, k, v projection's three) fill one zeroed buffer, not one each plus their sums; a
-    // bf16 leaf's rows (GPT's learned positions) go straight into its f32 gradient buffer.
+    // bf16 leaf's rows go straight into its f32 gradient buffer.
     g.add_into(0, dy.dtype(), [dy, d, start, length](Tensor& acc, bool zero) {
       Tensor slice = acc.narrow(d, start, length);
       if (zero) {

@@ -26,6 +26,7 @@
 #include "checkpoint/checkpoint.h"
 #include "core/rng.h"
 #include "nn/gpt.h"
+#include "ops/elementwise.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "cuda/cuda_fixture.h"
@@ -136,7 +137,7 @@ TEST_P(ModelCuda, bf16_gradients_accumulated_in_f32_buffers_are_the_sums_of_thei
   // Two backward passes into f32 gradient buffers (as the trainer's flat buffers take a bf16
   // model's micro-batches) against each pass alone, summed: every contribution that adds onto a
   // held gradient (gemm beta 1, the bias sums, the norms' dw and db, the embedding's scatter-add,
-  // the learned positions' narrow) runs with zero = false in the second pass. The first pass's
+  // the learned positions' row sums) runs with zero = false in the second pass. The first pass's
   // gradient rounded to f32, then each contribution added with one rounding (a gemm's in its
   // epilogue, from its f32 sum): within a few f32 ulps of the sum of the separate passes, 1e-5 of
   // each gradient's largest element; a contribution dropped or written over is off by O(1) of it.
@@ -173,6 +174,26 @@ TEST_P(ModelCuda, bf16_gradients_accumulated_in_f32_buffers_are_the_sums_of_thei
     }
     EXPECT_GT(largest, 0.0) << gpu.parameters()[i].first;
     EXPECT_LE(worst, 1e-5 * largest) << gpu.parameters()[i].first;
+  }
+}
+
+// A bf16 position table's gradient is dy summed over the sequences straight into its f32 buffer:
+// 1 + 2^-8 (sequences 0 and 1 of its row) is an f32 but not a bf16 (whose step at 1 is 2^-7), so
+// a sum rounded to bf16 on its way would read 1.
+TEST(AddRowsCuda, a_bf16_tables_gradient_is_summed_into_its_f32_buffer_unrounded) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  const int64_t B = 4, T = 3, C = 8, P = 5;
+  Tensor table = zeros({P, C}, {DType::BF16, kGpu}).requires_grad_();
+  attach_grad(table, zeros({P, C}, {DType::F32, kGpu}), /*zero=*/true);
+  const Tensor x = zeros({B, T, C}, {DType::BF16, kGpu});
+  std::vector<double> dy(size_t(B * T * C), 0.0);
+  for (size_t i = 0; i < size_t(T * C); ++i) dy[i] = 1.0, dy[size_t(T * C) + i] = 1.0 / 256;
+  const Tensor y = ops::add_rows(x, table, 2);
+  backward(y, from_vector<double>(dy, {B, T, C}).to(DType::BF16).to(kGpu));
+  const std::vector<double> g = values(table.grad());
+  for (size_t i = 0; i < g.size(); ++i) {
+    const bool read = i >= size_t(2 * C) && i < size_t((2 + T) * C);
+    EXPECT_EQ(g[i], read ? 1.0 + 1.0 / 256 : 0.0) << "element " << i;
   }
 }
 
