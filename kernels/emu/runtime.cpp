@@ -610,6 +610,10 @@ void tessera::emu::check_vector_access(const void* p) {
 extern "C" {
 
 cudaError_t cudaMalloc(void** p, size_t n) {
+  // TESSERA_EMU_MALLOC_MAX=bytes: a larger request fails as a full GPU's does (a test of what
+  // runs out of memory), read at each call.
+  if (const char* e = std::getenv("TESSERA_EMU_MALLOC_MAX"); e && *e && n > std::stoull(e))
+    return set(cudaErrorMemoryAllocation);
   // 256-byte alignment, as cudaMalloc's; a zero-byte request still gets a distinct pointer.
   void* q = std::aligned_alloc(256, std::max<size_t>((n + 255) / 256 * 256, 256));
   if (!q) return set(cudaErrorMemoryAllocation);

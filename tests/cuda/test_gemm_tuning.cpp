@@ -147,6 +147,29 @@ TEST(GemmTuning, the_fastest_candidate_is_kept) {
         << "TESSERA_EMU_CUBLASLT_FAST=" << fast;
   }
 }
+
+// Without memory for its scratch D (the emulator's TESSERA_EMU_MALLOC_MAX), an adding gemm runs
+// the heuristic's first untimed, adds once, and leaves no error behind for the next launch.
+TEST(GemmTuning, an_adding_gemm_without_memory_for_its_scratch_runs_untimed) {
+  Env env{{"TESSERA_GEMM_TUNE", "4"}, {"TESSERA_EMU_CUBLASLT_ALGOS", "4"}};
+  expect_gemm_exact({71, 16, 32}, DType::F32, false, "first gemm: the handle and its workspace");
+  const Problem p{81, 64, 32};  // D: 81 x 64 f32, 20736 bytes
+  const Tensor a = integers(p.M, p.K, 1), b = integers(p.N, p.K, 2), c0 = integers(p.M, p.N, 3);
+  Tensor ref = c0.clone();
+  cpu::kernels().gemm(ref, a, b, false, true, 1.0, 1.0);
+  Tensor c = c0.to(DType::F32).to(kGpu);
+  const Tensor ag = a.to(DType::F32).to(kGpu), bg = b.to(DType::F32).to(kGpu);
+  const cuda::BlasStats before = cuda::blas_stats();
+  {
+    Env small{{"TESSERA_EMU_MALLOC_MAX", "4096"}};
+    TESSERA_KERNEL(c, gemm)(c, ag, bg, false, true, 1.0, 1.0);
+    TESSERA_KERNEL(c, axpby)(c, 1.0, c, 0.0, Tensor());  // a launch after it: no stale error
+  }
+  const cuda::BlasStats after = cuda::blas_stats();
+  EXPECT_EQ(after.tune_skipped - before.tune_skipped, 1);
+  EXPECT_EQ(after.tuned_plans, before.tuned_plans);
+  EXPECT_EQ(values(c.to(Device::cpu())), values(ref));
+}
 #endif
 
 TEST(GemmTuning, a_malformed_setting_is_an_error_naming_it) {
