@@ -126,12 +126,8 @@ int run(int argc, char** argv) {
        cxxopts::value<std::string>()->default_value("cpu"), "DEV")
       ("h,help", "print this help");
   // clang-format on
-  bool help = false;
-  cxxopts::ParseResult args = parse_flags(options, argc, argv, &help);
-  if (help) {
-    std::cout << options.help();
-    return 0;
-  }
+  cxxopts::ParseResult args;
+  if (!parse_flags_or_help(options, argc, argv, args)) return 0;
 
   nn::GPTConfig cfg;
   cfg.n_layer = args["n-layer"].as<int64_t>();

@@ -99,12 +99,8 @@ int run(int argc, char** argv) {
       ("h,help", "print this help");
   // clang-format on
 
-  bool help = false;
-  cxxopts::ParseResult args = parse_flags(options, argc, argv, &help);
-  if (help) {
-    std::cout << options.help();
-    return 0;
-  }
+  cxxopts::ParseResult args;
+  if (!parse_flags_or_help(options, argc, argv, args)) return 0;
   TESSERA_CHECK(args.count("tokenizer"), "command line: --tokenizer byte|gpt2 is required");
   TESSERA_CHECK(args.count("output"), "command line: --output PREFIX is required");
   std::vector<std::string> inputs;
