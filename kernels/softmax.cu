@@ -127,6 +127,7 @@ cross_entropy_forward_kernel(StatPtr losses, StatPtr lse, const T* logits, const
 
 // dlogits[n, v] = dlosses[n] * (exp(logits[n, v] - lse[n]) - [v == t]) for v < classes; 0 on the
 // padding columns and on ignored rows. One block per row (no per-element division by V).
+// dlogits may be logits (the op's in-place backward): a thread reads its group, then writes it.
 template <typename T, int W>
 __global__ void __launch_bounds__(kThreads)
 cross_entropy_backward_kernel(T* dlogits, StatPtr dlosses, const T* logits, StatPtr lse,

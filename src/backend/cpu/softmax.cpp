@@ -153,6 +153,7 @@ void cross_entropy_forward(const Tensor& losses, const Tensor& lse, const Tensor
 
 // dlogits = dlosses[n] * (softmax(x) - onehot(t)), softmax recomputed as exp(x - lse) from the
 // saved lse so the forward never has to store an (N, V) probability matrix; padding columns get 0.
+// dlogits may be logits: each row's target logit is read before the row is written.
 void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
                             const Tensor& lse, const Tensor& targets, int64_t ignore_index,
                             int64_t classes) {
