@@ -316,12 +316,8 @@ int main(int argc, char** argv) {
                   per_step(b.residual_in_gemm, blas0.residual_in_gemm).c_str(),
                   per_step(b.residual_fallback, blas0.residual_fallback).c_str());
       std::printf("bench_gpu: cuBLASLt from %s\n", cuda::cublaslt_library().c_str());
-      if (b.tuned_plans + b.tune_skipped > 0)  // TESSERA_GEMM_TUNE (kernels/blas.cu)
-        std::printf("bench_gpu: TESSERA_GEMM_TUNE: %lld gemm plans timed, %lld of them kept another "
-                    "algorithm than the heuristic's first, %lld untimed (no memory for a scratch "
-                    "D); %.0f ms spent timing\n",
-                    (long long)b.tuned_plans, (long long)b.tuned_not_first,
-                    (long long)b.tune_skipped, b.tune_ms);
+      if (const std::string tuning = train::gemm_tuning_summary(); !tuning.empty())
+        std::printf("bench_gpu: %s\n", tuning.c_str());
     }
 
     if (profiled > 0) {

@@ -78,4 +78,16 @@ std::string device_memory_summary(Device d) {
   return buf;
 }
 
+std::string gemm_tuning_summary() {
+  const cuda::BlasStats b = cuda::blas_stats();
+  if (b.tuned_plans + b.tune_skipped == 0) return {};
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "TESSERA_GEMM_TUNE: %ld gemm plans timed, %ld of them kept another algorithm than "
+                "the heuristic's first, %ld untimed (no memory for a scratch D); %.0f ms spent "
+                "timing",
+                long(b.tuned_plans), long(b.tuned_not_first), long(b.tune_skipped), b.tune_ms);
+  return buf;
+}
+
 }  // namespace tessera::train

@@ -53,4 +53,9 @@ Device model_device(const nn::GPT& model);
 // (backend/cuda.h).
 std::string device_memory_summary(Device d);
 
+// With TESSERA_GEMM_TUNE (kernels/blas.cu) once it has timed a gemm: "TESSERA_GEMM_TUNE: 13 gemm
+// plans timed, 9 of them kept another algorithm than the heuristic's first, 0 untimed (no memory
+// for a scratch D); 60 ms spent timing". Empty otherwise.
+std::string gemm_tuning_summary();
+
 }  // namespace tessera::train

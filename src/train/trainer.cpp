@@ -670,6 +670,7 @@ TrainResult Trainer::run() {
                 double(peak) / (1 << 20), double(held) / (1 << 20), double(peak - held) / (1 << 20));
   out_->line(line);
   if (dev.is_cuda()) out_->line("memory: " + device_memory_summary(dev));
+  if (const std::string tuning = gemm_tuning_summary(); !tuning.empty()) out_->line(tuning);
   if (world_ > 1) {
     std::snprintf(line, sizeof line,
                   "dist: %d ranks (%s), %.3f s waiting on gradient communication that backward "
