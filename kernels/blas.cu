@@ -354,12 +354,12 @@ void time_candidates(Plan& p, void* d, size_t scratch_bytes, Run&& run) {
   // Two rounds over the candidates, each one's best time kept, so that none is judged only by
   // a moment when the clocks were still rising.
   const size_t n = p.candidates.size();
-  std::vector<float> best(n, INFINITY);
-  std::vector<char> usable(n, 1);  // round 0's warm-up run succeeded
+  std::vector<float> best(n, INFINITY);  // stays infinite for a candidate whose warm-up failed
   for (int round = 0; round < kRounds; ++round) {
     for (size_t i = 0; i < n; ++i) {
-      if (round == 0) usable[i] = run(p.candidates[i].algo, target) == CUBLAS_STATUS_SUCCESS;
-      if (!usable[i]) continue;
+      const bool usable = round == 0 ? run(p.candidates[i].algo, target) == CUBLAS_STATUS_SUCCESS
+                                     : std::isfinite(best[i]);
+      if (!usable) continue;
       CUDA_CHECK(cudaEventRecord(start, 0));
       for (int r = 0; r < kTimedRuns; ++r) CUBLAS_CHECK(run(p.candidates[i].algo, target));
       CUDA_CHECK(cudaEventRecord(stop, 0));

@@ -10,10 +10,7 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <initializer_list>
-#include <optional>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "backend/cuda.h"
@@ -24,6 +21,7 @@ namespace tessera {
 namespace {
 
 using testing::error_of;
+using testing::ScopedEnv;
 using testing::values;
 
 const Device kGpu = Device::cuda(0);
@@ -34,25 +32,6 @@ Tensor integers(int64_t rows, int64_t cols, uint64_t seed) {
   for (size_t i = 0; i < v.size(); ++i) v[i] = double(int64_t((i * 7 + seed * 13) % 5) - 2);
   return from_vector<double>(v, {rows, cols});
 }
-
-// Sets environment variables for one scope; the previous values come back after.
-class Env {
- public:
-  Env(std::initializer_list<std::pair<const char*, const char*>> vars) {
-    for (const auto& [name, value] : vars) {
-      const char* old = std::getenv(name);
-      saved_.push_back({name, old ? std::optional<std::string>(old) : std::nullopt});
-      ::setenv(name, value, 1);
-    }
-  }
-  ~Env() {
-    for (const auto& [name, old] : saved_)
-      old ? ::setenv(name, old->c_str(), 1) : ::unsetenv(name);
-  }
-
- private:
-  std::vector<std::pair<const char*, std::optional<std::string>>> saved_;
-};
 
 // Each case a new problem (plans are cached per shape, alignment and epilogue): M grows by one.
 struct Problem {
@@ -73,7 +52,7 @@ void expect_gemm_exact(const Problem& p, DType dt, bool add, const std::string& 
 TEST(GemmTuning, each_new_plan_times_its_candidates_once_and_computes_what_any_algorithm_does) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   // Four results offered by the emulator's heuristic, three of them writing D apart from C.
-  Env env{{"TESSERA_GEMM_TUNE", "4"}, {"TESSERA_EMU_CUBLASLT_ALGOS", "4"}};
+  ScopedEnv env{{"TESSERA_GEMM_TUNE", "4"}, {"TESSERA_EMU_CUBLASLT_ALGOS", "4"}};
   int64_t M = 41;
   for (const DType dt : {DType::F32, DType::BF16}) {
     for (const bool add : {false, true}) {
@@ -141,10 +120,10 @@ TEST(GemmTuning, each_new_plan_times_its_candidates_once_and_computes_what_any_a
 // The emulator's TESSERA_EMU_CUBLASLT_FAST=i slows every algorithm but the heuristic's i-th by
 // 20 ms a product: the timing must keep the first when it is the fast one, and another when not.
 TEST(GemmTuning, the_fastest_candidate_is_kept) {
-  Env env{{"TESSERA_GEMM_TUNE", "4"}, {"TESSERA_EMU_CUBLASLT_ALGOS", "4"}};
+  ScopedEnv env{{"TESSERA_GEMM_TUNE", "4"}, {"TESSERA_EMU_CUBLASLT_ALGOS", "4"}};
   int64_t M = 61;
   for (const char* fast : {"0", "2"}) {
-    Env slow{{"TESSERA_EMU_CUBLASLT_FAST", fast}};
+    ScopedEnv slow{{"TESSERA_EMU_CUBLASLT_FAST", fast}};
     const cuda::BlasStats before = cuda::blas_stats();
     expect_gemm_exact({M++, 16, 32}, DType::F32, true, std::string("fast ") + fast);
     const cuda::BlasStats after = cuda::blas_stats();
@@ -157,7 +136,7 @@ TEST(GemmTuning, the_fastest_candidate_is_kept) {
 // Without memory for its scratch D (the emulator's TESSERA_EMU_MALLOC_MAX), an adding gemm runs
 // the heuristic's first untimed, adds once, and leaves no error behind for the next launch.
 TEST(GemmTuning, an_adding_gemm_without_memory_for_its_scratch_runs_untimed) {
-  Env env{{"TESSERA_GEMM_TUNE", "4"}, {"TESSERA_EMU_CUBLASLT_ALGOS", "4"}};
+  ScopedEnv env{{"TESSERA_GEMM_TUNE", "4"}, {"TESSERA_EMU_CUBLASLT_ALGOS", "4"}};
   expect_gemm_exact({71, 16, 32}, DType::F32, false, "first gemm: the handle and its workspace");
   const Problem p{81, 64, 32};  // D: 81 x 64 f32, 20736 bytes
   const Tensor a = integers(p.M, p.K, 1), b = integers(p.N, p.K, 2), c0 = integers(p.M, p.N, 3);
@@ -167,7 +146,7 @@ TEST(GemmTuning, an_adding_gemm_without_memory_for_its_scratch_runs_untimed) {
   const Tensor ag = a.to(DType::F32).to(kGpu), bg = b.to(DType::F32).to(kGpu);
   const cuda::BlasStats before = cuda::blas_stats();
   {
-    Env small{{"TESSERA_EMU_MALLOC_MAX", "4096"}};
+    ScopedEnv small{{"TESSERA_EMU_MALLOC_MAX", "4096"}};
     TESSERA_KERNEL(c, gemm)(c, ag, bg, false, true, 1.0, 1.0);
     TESSERA_KERNEL(c, axpby)(c, 1.0, c, 0.0, Tensor());  // a launch after it: no stale error
   }
@@ -181,7 +160,7 @@ TEST(GemmTuning, an_adding_gemm_without_memory_for_its_scratch_runs_untimed) {
 TEST(GemmTuning, a_malformed_setting_is_an_error_naming_it) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   for (const char* bad : {"fast", "17", "-2"}) {
-    Env env{{"TESSERA_GEMM_TUNE", bad}};
+    ScopedEnv env{{"TESSERA_GEMM_TUNE", bad}};
     const Tensor a = zeros({71, 8}, {DType::F32, kGpu}), b = zeros({9, 8}, {DType::F32, kGpu});
     Tensor c = zeros({71, 9}, {DType::F32, kGpu});
     const std::string e =

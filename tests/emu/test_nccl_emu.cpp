@@ -12,20 +12,16 @@
 #include <nccl.h>
 
 #include "emu/cuda_emu.h"
+#include "test_util.h"
 #endif
 
 namespace tessera {
 namespace {
 
 #if TESSERA_HAVE_NCCL
-struct Env {  // RAII: one environment variable for the scope
-  std::string name;
-  Env(const char* n, const char* v) : name(n) { setenv(n, v, 1); }
-  ~Env() { unsetenv(name.c_str()); }
-};
 
 TEST(NcclEmu, a_rank_that_never_joins_fails_init_naming_it) {
-  Env timeout("TESSERA_EMU_NCCL_TIMEOUT_S", "0.2");
+  testing::ScopedEnv timeout{{"TESSERA_EMU_NCCL_TIMEOUT_S", "0.2"}};
   ncclUniqueId id;
   ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
   ncclComm_t comm = nullptr;
