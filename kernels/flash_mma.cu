@@ -75,8 +75,9 @@ FlashKernels initial_choice() {
   if (std::strcmp(env, "mma-narrow") == 0) return FlashKernels::MmaNarrow;
   if (std::strcmp(env, "mma-3blocks") == 0) return FlashKernels::Mma3Blocks;
   if (std::strcmp(env, "wmma") == 0) return FlashKernels::Wmma;
-  TESSERA_FAIL("TESSERA_FLASH_KERNELS must be mma, mma-narrow, mma-3blocks or wmma, got '", env,
-               "'");
+  if (std::strcmp(env, "wgmma") == 0) return FlashKernels::Wgmma;
+  TESSERA_FAIL("TESSERA_FLASH_KERNELS must be mma, mma-narrow, mma-3blocks, wmma or wgmma, got '",
+               env, "'");
 }
 FlashKernels& choice() {
   static FlashKernels k = initial_choice();
@@ -95,6 +96,7 @@ namespace attn {
 
 void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                        const Tensor& v, const FlashParams& p, int64_t B, int64_t D) {
+  if (choice() == FlashKernels::Wgmma) return flash_wgmma_forward(out, lse, q, k, v, p, B, D);
   const bool narrow = choice() == FlashKernels::MmaNarrow;
   const int64_t rows = kMmaTile * (narrow ? 1 : 2);
   const BlockOrder order = query_head_order(B, p.H, p.Hkv, (p.T + rows - 1) / rows, p.Tk, D);

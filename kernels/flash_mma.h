@@ -221,11 +221,35 @@ TESSERA_MMA_FN void store_rows(uint16_t* dst, int64_t r0, int64_t rows_total, in
   }
 }
 
+// How the forward's tiles lie in shared memory and are multiplied. RowTiles: rows kLd<D> apart,
+// read by ldmatrix into mma.sync (this file). flash_wgmma.cu's CoreTiles: 8 x 8 core matrices read
+// by Hopper's wgmma. A policy provides bytes<D> (one 64-row tile), load<D, R> (R rows, as
+// load_tile_async), abt<D, MT> (tile_abt's S = Q K^T) and pm<D, MT> (tile_pm's O += P V).
+struct RowTiles {
+  template <int D>
+  static constexpr size_t bytes = kTileBytes<D>;
+  template <int D, int R, class W>
+  TESSERA_MMA_FN static void load(W& w, uint16_t* dst, const uint16_t* src, int64_t row0,
+                                  int64_t rows_total, int64_t ld) {
+    load_tile_async<D, R>(w, dst, src, row0, rows_total, ld);
+  }
+  template <int D, int MT, class W>
+  TESSERA_MMA_FN static void abt(W& w, float (&acc)[MT][8][4], const uint16_t* a, int a_r0,
+                                 const uint16_t* b, int lane) {
+    tile_abt<D, MT>(w, acc, a, a_r0, b, lane);
+  }
+  template <int D, int MT, class W>
+  TESSERA_MMA_FN static void pm(W& w, float (&acc)[MT][D / 8][4], const float (&p)[MT][8][4],
+                                const uint16_t* m, int lane) {
+    tile_pm<D, MT>(w, acc, p, m, lane);
+  }
+};
+
 // The forward's tiles: MT 64-row tiles of Q (one per 16 rows of each warp), then K and V.
-template <int D, int MT>
+template <int D, int MT, class Tiles = RowTiles>
 struct ForwardSmem {
-  static constexpr size_t q = 0, k = MT * kTileBytes<D>, v = k + kTileBytes<D>,
-                          bytes = v + kTileBytes<D>;
+  static constexpr size_t tile = Tiles::template bytes<D>;
+  static constexpr size_t q = 0, k = MT * tile, v = k + tile, bytes = v + tile;
 };
 
 // One block: the 64 MT queries [q0, q0 + 64 MT), q0 = 64 MT qt, of grid row bh = b H + h. Warp w
@@ -233,11 +257,11 @@ struct ForwardSmem {
 // each. V of this key tile streams in while Q K^T runs, K of the next while P V runs. MT = 2
 // (FlashAttention-2's 128-row blocks) reads each K and V fragment from shared memory once per two
 // products; MT = 1 halves the registers and doubles the blocks.
-template <int D, int MT, class W>
+template <int D, int MT, class Tiles = RowTiles, class W>
 TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_t* q,
                                   const uint16_t* k, const uint16_t* v, const FlashParams& p,
                                   int64_t qt, int64_t bh) {
-  using M = ForwardSmem<D, MT>;
+  using M = ForwardSmem<D, MT, Tiles>;
   constexpr int kRows = kMmaTile * MT;
   uint16_t* Qs = reinterpret_cast<uint16_t*>(w.smem() + M::q);
   uint16_t* Ks = reinterpret_cast<uint16_t*>(w.smem() + M::k);
@@ -249,8 +273,8 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
   const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
   const int64_t kt0 = first_key_tile(q0, p), kt1 = last_key_tile(q0, p, kRows);
 
-  load_tile_async<D, kRows>(w, Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
-  load_tile_async<D>(w, Ks, kh, kt0 * kMmaTile, T, p.k.t);
+  Tiles::template load<D, kRows>(w, Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
+  Tiles::template load<D, kMmaTile>(w, Ks, kh, kt0 * kMmaTile, T, p.k.t);
   w.cp_async_commit();
   w.cp_async_wait_all();
   w.sync_block();
@@ -268,10 +292,10 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
 
   for (int64_t kt = kt0; kt <= kt1; ++kt) {
     const int64_t k0 = kt * kMmaTile;
-    load_tile_async<D>(w, Vs, vh, k0, T, p.v.t);
+    Tiles::template load<D, kMmaTile>(w, Vs, vh, k0, T, p.v.t);
     w.cp_async_commit();
     float s[MT][8][4];
-    tile_abt<D, MT>(w, s, Qs, warp * 16 * MT, Ks, lane);
+    Tiles::template abt<D, MT>(w, s, Qs, warp * 16 * MT, Ks, lane);
     TESSERA_MMA_UNROLL
     for (int mt = 0; mt < MT; ++mt) {
       const bool full = all_visible(r0 + 16 * mt, 16, k0, kMmaTile, p);
@@ -312,10 +336,10 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
     w.cp_async_wait_all();  // V is in
     w.sync_block();         // and every warp is done with K
     if (kt < kt1) {
-      load_tile_async<D>(w, Ks, kh, k0 + kMmaTile, T, p.k.t);
+      Tiles::template load<D, kMmaTile>(w, Ks, kh, k0 + kMmaTile, T, p.k.t);
       w.cp_async_commit();
     }
-    tile_pm<D, MT>(w, o, s, Vs, lane);
+    Tiles::template pm<D, MT>(w, o, s, Vs, lane);
     w.cp_async_wait_all();  // the next K is in
     w.sync_block();         // and every warp is done with V
   }

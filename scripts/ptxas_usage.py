@@ -31,9 +31,11 @@ def main():
         sys.exit(f"ptxas_usage.py: {path} compiles no kernels/*.cu (not a CUDA build?)")
 
     def run(c):
-        cmd = re.sub(r"--generate-code=arch=compute_\d+,code=\[compute_\d+,sm_\d+\]", "", c["command"])
+        # A file built for an architecture-specific target (flash_wgmma.cu: sm_90a) keeps its suffix.
+        suffix = "a" if re.search(r"compute_\d+a\b", c["command"]) else ""
+        cmd = re.sub(r"--generate-code=arch=compute_\d+a?,code=\[compute_\d+a?,sm_\d+a?\]", "", c["command"])
         cmd = re.sub(r" -o \S+", " -o /dev/null", cmd)
-        cmd += f" --generate-code=arch=compute_{arch},code=sm_{arch} -Xptxas -v"
+        cmd += f" --generate-code=arch=compute_{arch}{suffix},code=sm_{arch}{suffix} -Xptxas -v"
         r = subprocess.run(cmd, shell=True, cwd=c["directory"], capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"ptxas_usage.py: compiling {c['file']} failed:\n{r.stderr[-2000:]}")
@@ -44,7 +46,7 @@ def main():
         for name, log in pool.map(run, commands):
             kernel, spill = None, 0
             for line in log.splitlines():
-                m = re.search(r"Compiling entry function '(\S+)' for 'sm_\d+'", line)
+                m = re.search(r"Compiling entry function '(\S+)' for 'sm_\d+a?'", line)
                 if m:
                     kernel, spill = m.group(1), 0
                     continue

@@ -58,6 +58,7 @@
 
 namespace tessera::ptx {
 class CpAsyncQueue;  // ptx_fragments.h
+class WgmmaQueue;    // wgmma.h
 }
 
 // ---- qualifiers -------------------------------------------------------------------------------
@@ -122,6 +123,7 @@ void* dynamic_shared();
 // The launch's dynamic shared memory at a shared-window address (ptx.h), checked to hold `bytes`.
 unsigned char* shared_pointer(uint64_t address, size_t bytes);
 ptx::CpAsyncQueue& cp_async_queue();  // the running thread's cp.async copies in flight
+ptx::WgmmaQueue& wgmma_queue();       // the running thread's wgmma.mma_async operations in flight
 bool on_device(const void* p, size_t n);  // [p, p + n) lies in one cudaMalloc'd allocation
 // Streams (streams.cpp): op runs later, in order, on the stream's own thread: at once on the
 // legacy stream (or 0, or cudaStreamPerThread), after a random delay of up to
@@ -174,6 +176,7 @@ void warp_collective(unsigned mask, const void* mine, size_t bytes, Read&& read)
   leave_collective(c);
 }
 int lane_id();
+int warp_id();  // the running thread's warp in its block
 // A 16-byte vector access at p: an error unless p is 16-byte aligned (the GPU faults on a
 // misaligned one) and [p, p + 16) lies in one allocation.
 void check_vector_access(const void* p);

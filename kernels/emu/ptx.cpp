@@ -10,33 +10,41 @@
 // the launch's dynamic shared memory, a misaligned address, a global source outside device memory,
 // and lanes of one warp in different .sync.aligned instructions.
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "cuda_emu.h"
 #include "ptx_fragments.h"
+#include "wgmma.h"
 
 namespace tessera::emu {
 
 namespace {
 
 struct Arg {
-  enum class Kind { Reg, Imm, Vec, Addr } kind;
+  enum class Kind { Reg, Imm, Vec, Addr, Name } kind;
   std::vector<int> regs;  // Reg and Addr: one operand number; Vec: the list
   int64_t imm = 0;        // Imm; Addr: the offset of [%n+imm]
+  std::string name;       // Name: a predicate the statement declares (.reg .pred)
 };
 
 struct Instr {
-  enum class Kind { Unknown, Ldmatrix, Mma, CpAsync, CommitGroup, WaitGroup, WaitAll } kind{};
+  enum class Kind {
+    Unknown, Ldmatrix, Mma, CpAsync, CommitGroup, WaitGroup, WaitAll,
+    RegPred, Setp, ProxyFence, WgFence, WgCommit, WgWait, WgMma
+  } kind{};
   std::string text;  // for errors: the instruction as written
   std::string op;    // "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
   std::vector<std::string> parts;  // op split at its dots (a "::" stays inside its part)
   std::vector<Arg> args;
   bool trans = false;  // ldmatrix .trans
   bool cg = false;     // cp.async .cg (else .ca)
+  int n = 0;           // wgmma.mma_async: N of m64nNk16
   std::string error;   // a parse error, reported when the instruction runs
 
   bool has(const char* part) const {
@@ -72,6 +80,28 @@ void decode(Instr& in) {
     in.cg = in.has("cg");
     if (!(in.cg || in.has("ca")) || !in.has("global") || !shared || in.has("L2::cache_hint"))
       in.error = "only cp.async.{ca,cg}.shared.global [dst], [src], cp-size[, src-size] is emulated";
+  } else if (in.op == ".reg") {
+    in.kind = K::RegPred;  // ".reg .pred p": the operand list is ".pred p"
+  } else if (in.op == "setp.ne.b32") {
+    in.kind = K::Setp;
+  } else if (in.op == "fence.proxy.async.shared::cta") {
+    in.kind = K::ProxyFence;
+  } else if (in.op == "wgmma.fence.sync.aligned") {
+    in.kind = K::WgFence;
+  } else if (in.op == "wgmma.commit_group.sync.aligned") {
+    in.kind = K::WgCommit;
+  } else if (in.op == "wgmma.wait_group.sync.aligned") {
+    in.kind = K::WgWait;
+  } else if (head == "wgmma") {
+    in.kind = K::WgMma;
+    const std::string& shape = in.parts.size() > 4 ? in.parts[4] : std::string();
+    const size_t k = shape.find('k');
+    if (shape.rfind("m64n", 0) == 0 && k != std::string::npos) in.n = std::atoi(shape.substr(4, k - 4).c_str());
+    if (in.parts.size() != 8 || in.parts[1] != "mma_async" || in.parts[2] != "sync" ||
+        in.parts[3] != "aligned" || shape.substr(k == std::string::npos ? 0 : k) != "k16" ||
+        in.n < 8 || in.n > 256 || in.n % 8 || in.parts[5] != "f32" || in.parts[6] != "bf16" ||
+        in.parts[7] != "bf16")
+      in.error = "only wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16 is emulated";
   } else {
     in.error = "an instruction the emulator does not know";
   }
@@ -151,6 +181,10 @@ Instr parse_one(const std::string& text) {
     } else if (parse_imm(a, v)) {
       arg.kind = Arg::Kind::Imm;
       arg.imm = v;
+    } else if (!a.empty() && (std::isalpha(static_cast<unsigned char>(a[0])) || a[0] == '_' ||
+                              a.rfind(".pred ", 0) == 0)) {
+      arg.kind = Arg::Kind::Name;  // a predicate, or ".pred p" in a declaration
+      arg.name = a.rfind(".pred ", 0) == 0 ? trim(a.substr(6)) : a;
     } else {
       in.error = "an operand '" + a + "' the emulator does not parse (%%, %= and names are not emulated)";
     }
@@ -169,10 +203,10 @@ struct Signature {
   bool operator==(const Signature&) const = default;
 };
 
-Signature signature(std::initializer_list<PtxOperand> operands) {
+Signature signature(const PtxOperand* operands, size_t n) {
   Signature s;
   size_t i = 0;
-  for (const PtxOperand& o : operands) {
+  for (const PtxOperand& o : std::span(operands, n)) {
     if (i == 16) return {{0, 0}, false};
     const uint64_t byte = uint64_t(o.use) | uint64_t(o.type) << 2 |
                           uint64_t(o.constraint == 'r' ? 1 : o.constraint == 'f' ? 2 : o.constraint == 'l' ? 3 : 0) << 4;
@@ -194,7 +228,10 @@ Program& parse(const char* text) {
   auto it = cache.find(text);
   if (it != cache.end()) return it->second;
   Program prog;
-  for (const std::string& s : split_top(text, ';'))
+  std::string body = trim(text);
+  if (body.size() >= 2 && body.front() == '{' && body.back() == '}')  // a scope for .reg names
+    body = body.substr(1, body.size() - 2);
+  for (const std::string& s : split_top(body, ';'))
     if (!s.empty()) prog.instrs.push_back(parse_one(s));
   return cache.emplace(text, std::move(prog)).first->second;
 }
@@ -212,12 +249,13 @@ class Exec {
     fail(msg.c_str());
   }
   const Arg& arg(size_t i, Arg::Kind kind, size_t regs = 1) const {
-    static const char* names[] = {"an operand %n", "an immediate", "a vector {...}", "an address [...]"};
+    static const char* names[] = {"an operand %n", "an immediate", "a vector {...}", "an address [...]",
+                                  "a predicate name"};
     if (checked_) return in_.args[i];
     if (i >= in_.args.size()) bad("operand " + std::to_string(i + 1) + " is missing");
     const Arg& a = in_.args[i];
     if (a.kind != kind) bad("operand " + std::to_string(i + 1) + " must be " + names[int(kind)]);
-    if (kind != Arg::Kind::Imm && a.regs.size() != regs)
+    if (kind != Arg::Kind::Imm && kind != Arg::Kind::Name && a.regs.size() != regs)
       bad("operand " + std::to_string(i + 1) + " must have " + std::to_string(regs) + " registers, not " +
           std::to_string(a.regs.size()));
     return a;
@@ -246,6 +284,7 @@ class Exec {
     return o.bits;
   }
   void write_b32(int n, uint32_t v) const { *static_cast<uint32_t*>(writable(n, "r")) = v; }
+  void* output(int n, const char* constraint) const { return writable(n, constraint); }
   void write_f32(int n, float v) const { *static_cast<float*>(writable(n, "f")) = v; }
   // A .shared address: a 32-bit ("r") or 64-bit ("l") register, plus the offset.
   unsigned char* shared(const Arg& a, size_t bytes) const {
@@ -381,18 +420,127 @@ void cp_async(const Exec& x, const Instr& in) {
   cp_async_queue().push(dst, src_bytes ? src : nullptr, size_t(src_bytes), size_t(bytes));
 }
 
+// The predicates an asm statement declares (".reg .pred p;") and sets ("setp.ne.b32 p, %n, imm;"),
+// by name, for the run of that statement.
+struct Predicates {
+  std::vector<std::pair<std::string, int>> values;  // -1: declared, not yet set
+  int* find(const std::string& name) {
+    for (auto& [n, v] : values)
+      if (n == name) return &v;
+    return nullptr;
+  }
+};
+
+void predicate(const Exec& x, const Instr& in, Predicates& preds) {
+  if (in.kind == Instr::Kind::RegPred) {
+    x.arity(1, 1);
+    const Arg& a = x.arg(0, Arg::Kind::Name, 0);
+    if (!preds.find(a.name)) preds.values.emplace_back(a.name, -1);
+    return;
+  }
+  x.arity(3, 3);  // setp.ne.b32 p, %n, imm
+  int* p = preds.find(x.arg(0, Arg::Kind::Name, 0).name);
+  if (!p) x.bad("sets a predicate the statement did not declare (.reg .pred)");
+  const uint32_t v = uint32_t(x.read(x.arg(1, Arg::Kind::Reg).regs[0], "r"));
+  *p = v != uint32_t(x.arg(2, Arg::Kind::Imm).imm);
+}
+
+// The warp index of the running thread in its warpgroup; an error unless the block is made of
+// whole warpgroups (4 consecutive warps, the first at a warp index divisible by 4).
+int warp_in_group(const Exec& x) {
+  const dim3& b = current->block_dim;
+  if ((long long)b.x * b.y * b.z % 128)
+    x.bad("a warpgroup instruction in a block of " + std::to_string((long long)b.x * b.y * b.z) +
+          " threads, not whole warpgroups of 128");
+  return warp_id() % 4;
+}
+
+void wgmma(const Exec& x, const Instr& in, Predicates& preds) {
+  using K = Instr::Kind;
+  const int warp = warp_in_group(x);
+  auto bad = [&](const std::string& why) { x.bad(why); };
+  auto smem = [&](uint64_t address, size_t bytes) -> const unsigned char* {
+    if (address % bytes) x.bad("an operand element at a shared address not aligned to its size");
+    return shared_pointer(address, bytes);
+  };
+  if (in.kind == K::WgFence || in.kind == K::WgCommit) {
+    x.arity(0, 0);
+    aligned_collective(x, in, &warp, 0, [](const Collective&, auto) {});
+    if (in.kind == K::WgCommit) wgmma_queue().commit();
+    return;
+  }
+  if (in.kind == K::WgWait) {
+    x.arity(1, 1);
+    const int64_t n = x.arg(0, Arg::Kind::Imm).imm;
+    if (n < 0) x.bad("a negative group count");
+    aligned_collective(x, in, &warp, 0, [](const Collective&, auto) {});
+    wgmma_queue().wait_group(int(n), smem, bad);
+    return;
+  }
+  // wgmma.mma_async: d, a (a descriptor, or four registers), b-desc, scale-d, imm-scale-a,
+  // imm-scale-b[, imm-trans-a], imm-trans-b (imm-trans-a only with A in shared memory).
+  const bool a_regs = in.args.size() > 1 && in.args[1].kind == Arg::Kind::Vec;
+  x.arity(a_regs ? 7 : 8, a_regs ? 7 : 8);
+  ptx::WgmmaQueue::Op op;
+  op.n = in.n, op.warp = warp, op.lane = lane_id(), op.text = in.text;
+  op.a_in_registers = a_regs;
+  const Arg& d = x.arg(0, Arg::Kind::Vec, size_t(in.n / 2));
+  uint32_t a[4] = {0, 0, 0, 0};
+  if (a_regs) {
+    const Arg& av = x.arg(1, Arg::Kind::Vec, 4);
+    for (int i = 0; i < 4; ++i) a[i] = uint32_t(x.read(av.regs[size_t(i)], "r"));
+  } else {
+    op.desc_a = x.read(x.arg(1, Arg::Kind::Reg).regs[0], "l");
+  }
+  op.desc_b = x.read(x.arg(2, Arg::Kind::Reg).regs[0], "l");
+  const int* scale = preds.find(x.arg(3, Arg::Kind::Name, 0).name);
+  if (!scale || *scale < 0) x.bad("scale-d is a predicate the statement has not set");
+  op.scale_d = *scale == 1;
+  const size_t imm0 = 4;
+  for (size_t i = imm0; i < in.args.size(); ++i) {
+    const int64_t v = x.arg(i, Arg::Kind::Imm).imm;
+    if (i < imm0 + 2 ? v != 1 : (v != 0 && v != 1))
+      x.bad("operand " + std::to_string(i + 1) + " is " + std::to_string(v) +
+            (i < imm0 + 2 ? " (only imm-scale 1 is emulated)" : " (a transpose flag is 0 or 1)"));
+  }
+  op.trans_a = !a_regs && in.args[6].imm == 1;
+  op.trans_b = in.args.back().imm == 1;
+  for (int i = 0; i < in.n / 2; ++i) {
+    const int r = d.regs[size_t(i)];
+    op.d_in.push_back(std::bit_cast<float>(uint32_t(x.read(r, "f"))));
+    op.d.push_back(static_cast<float*>(x.output(r, "f")));
+  }
+  // Every lane of the warp deposits its A registers and both descriptors (which must agree).
+  struct Deposit {
+    uint32_t a[4];
+    uint64_t desc_a, desc_b;
+  } mine{{a[0], a[1], a[2], a[3]}, op.desc_a, op.desc_b};
+  aligned_collective(x, in, &mine, sizeof mine, [&](const Collective&, auto slot) {
+    for (int l = 0; l < 32; ++l) {
+      Deposit o;
+      std::memcpy(&o, slot(l), sizeof o);
+      if (o.desc_a != mine.desc_a || o.desc_b != mine.desc_b)
+        x.bad("lane " + std::to_string(l) + " gives other matrix descriptors than lane " +
+              std::to_string(lane_id()));
+      for (int e = 0; e < 8 && a_regs; ++e)
+        op.a[ptx::a_row(l, e)][ptx::a_col(l, e)] = ptx::bf16_half(o.a[e / 2], e % 2);
+    }
+  });
+  wgmma_queue().issue(std::move(op));
+}
+
 }  // namespace
 
-void ptx_asm(const char* text, std::initializer_list<PtxOperand> operands) {
+void ptx_asm(const char* text, const PtxOperand* ops, size_t n) {
   Program& prog = parse(text);
-  const Signature sig = signature(operands);
+  const Signature sig = signature(ops, n);
   const bool checked =
       sig.valid && std::find(prog.checked.begin(), prog.checked.end(), sig) != prog.checked.end();
-  const PtxOperand* ops = operands.begin();
+  Predicates preds;
   for (const Instr& in : prog.instrs) {
-    const Exec x(in, ops, operands.size(), checked);
+    const Exec x(in, ops, n, checked);
     if (!in.error.empty()) x.bad(in.error);
-    for (size_t i = 0; !checked && i < operands.size(); ++i) {
+    for (size_t i = 0; !checked && i < n; ++i) {
       const PtxOperand& o = ops[i];
       const bool fits = (o.constraint == 'r' && o.type == PtxOperand::Type::B32) ||
                         (o.constraint == 'f' && o.type == PtxOperand::Type::F32) ||
@@ -404,6 +552,13 @@ void ptx_asm(const char* text, std::initializer_list<PtxOperand> operands) {
     switch (in.kind) {
       case Instr::Kind::Ldmatrix: ldmatrix(x, in); break;
       case Instr::Kind::Mma: mma(x, in); break;
+      case Instr::Kind::RegPred:
+      case Instr::Kind::Setp: predicate(x, in, preds); break;
+      case Instr::Kind::ProxyFence: x.arity(0, 0); break;  // generic-proxy writes are seen at once here
+      case Instr::Kind::WgFence:
+      case Instr::Kind::WgCommit:
+      case Instr::Kind::WgWait:
+      case Instr::Kind::WgMma: wgmma(x, in, preds); break;
       default: cp_async(x, in); break;
     }
   }

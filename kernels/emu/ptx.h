@@ -80,8 +80,12 @@ PtxOperand ptx_inout(const char* constraint, T& r) {
           detail::ptx_bits(r)};
 }
 
-// Carries out `text` (one or more ';'-terminated instructions) in the running emulated thread.
-void ptx_asm(const char* text, std::initializer_list<PtxOperand> operands);
+// Carries out `text` (one or more ';'-terminated instructions, optionally inside one { } scope that
+// declares predicates) in the running emulated thread.
+void ptx_asm(const char* text, const PtxOperand* operands, size_t n);
+inline void ptx_asm(const char* text, std::initializer_list<PtxOperand> operands) {
+  ptx_asm(text, operands.begin(), operands.size());
+}
 
 // The shared-window address of p (an offset into the launch's dynamic shared memory); a pointer
 // outside that memory is an error in the running thread.

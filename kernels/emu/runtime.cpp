@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "cuda_emu.h"
 #include "ptx_fragments.h"
+#include "wgmma.h"
 
 // Under AddressSanitizer the fiber switches are announced to it (its "fiber" interface), so it
 // keeps track of which stack is live; kernels' reads and writes of emulated device memory (host
@@ -128,6 +129,7 @@ struct Fiber {
   int lane = 0, warp = 0;
   Wait waits = Wait::None;
   ptx::CpAsyncQueue copies;  // its cp.async copies in flight (ptx.cpp)
+  ptx::WgmmaQueue wgmma;     // its wgmma.mma_async operations in flight (ptx.cpp)
 };
 
 // A warp's collectives: the lanes of the one in progress deposit into bank `bank`; the release
@@ -279,6 +281,8 @@ void fiber_main() {
   // Out of the handler before switching: the C++ runtime's record of the exception being handled
   // is per OS thread, which every fiber shares.
   if (failed) leave_failed(l, f);
+  if (!failed && !f.wgmma.empty() && l.error.empty())  // its accumulators would never be written
+    l.error = where(l, f) + ": exits with wgmma.mma_async operations no wgmma.wait_group waited for";
   f.state = State::Done;
   --l.live;
   Warp& w = l.warps[size_t(f.warp)];
@@ -447,6 +451,7 @@ void* dynamic_shared() {
 }
 
 int lane_id() { return self().lane; }
+int warp_id() { return self().warp; }
 
 size_t shared_address(const void* p) {
   const Launch& l = *g_launch;
@@ -464,6 +469,7 @@ unsigned char* shared_pointer(uint64_t address, size_t bytes) {
 }
 
 ptx::CpAsyncQueue& cp_async_queue() { return self().copies; }
+ptx::WgmmaQueue& wgmma_queue() { return self().wgmma; }
 
 [[noreturn]] void fail(const char* what) { abandon(where(*g_launch, self()) + ": " + what); }
 
@@ -689,6 +695,14 @@ cudaError_t cudaGetDeviceCount(int* n) {
 cudaError_t cudaGetDevice(int* d) {
   *d = g_device;
   return cudaSuccess;
+}
+// The emulated device is compute capability 9.0: it carries out what the kernels use up to sm_90a
+// (wgmma included, kernels/emu/wgmma.h). Other attributes are not modelled: an error.
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (device != 0) return set(cudaErrorInvalidDevice);
+  if (attr == cudaDevAttrComputeCapabilityMajor) return *value = 9, cudaSuccess;
+  if (attr == cudaDevAttrComputeCapabilityMinor) return *value = 0, cudaSuccess;
+  return set(cudaErrorInvalidValue);
 }
 cudaError_t cudaSetDevice(int d) {
   if (d != 0) return set(cudaErrorInvalidDevice);

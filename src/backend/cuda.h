@@ -95,12 +95,17 @@ void empty_cache(int device);  // returns every cached block of the device to th
 //  - Mma3Blocks: Mma with its D 64 forward compiled for three blocks an SM (fewer registers, some
 //    spilled) instead of two; a measured option, not yet a choice (kernels/flash_mma.cu);
 //  - Wmma: the kernels of kernels/flash_attention.cu that stage S, P and O through shared memory
-//    (stick-breaking has only the register-tile kernels).
-// TESSERA_FLASH_KERNELS=mma, mma-narrow, mma-3blocks or wmma in the environment sets the choice at
-// start-up; the GPU tests and bench_attention run each.
-enum class FlashKernels { Mma, MmaNarrow, Mma3Blocks, Wmma };
+//    (stick-breaking has only the register-tile kernels);
+//  - Wgmma: Mma with the softmax forward on Hopper's warpgroup MMA (kernels/flash_wgmma.cu; 64-row
+//    blocks, one warpgroup each): sm_90a builds on compute capability 9.0 GPUs only, an error
+//    elsewhere; not yet run on a GPU, so not the default.
+// TESSERA_FLASH_KERNELS=mma, mma-narrow, mma-3blocks, wmma or wgmma in the environment sets the
+// choice at start-up; the GPU tests and bench_attention run each.
+enum class FlashKernels { Mma, MmaNarrow, Mma3Blocks, Wmma, Wgmma };
 FlashKernels flash_kernels();
 void set_flash_kernels(FlashKernels k);
+// Whether FlashKernels::Wgmma can run here: a build with sm_90a code and a 9.0 device.
+bool flash_wgmma_available();
 
 // The CUDA kernel table (src/backend/kernels.h). Entries the CUDA backend does not provide yet are
 // null; calling one raises an error that names the kernel.

@@ -30,6 +30,7 @@ DeviceMemoryStats device_memory_stats(int) { return {}; }
 void empty_cache(int) {}
 FlashKernels flash_kernels() { return FlashKernels::Mma; }
 void set_flash_kernels(FlashKernels) {}
+bool flash_wgmma_available() { return false; }
 const Kernels& kernels() { no_cuda(); }
 
 }  // namespace tessera::cuda

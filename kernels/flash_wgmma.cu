@@ -1,0 +1,262 @@
+// The bf16 flash forward on Hopper's warpgroup matrix instructions (wgmma.mma_async, sm_90a):
+// FlashAttention-2's forward (Dao 2023, arXiv:2307.08691) as flash_mma.h's forward_block runs it
+// (the same masks, online softmax in base 2, lse and layouts), with its two products issued to the
+// tensor cores a warpgroup at a time, as FlashAttention-3 does (Shah et al. 2024,
+// arXiv:2407.08608): S = Q K^T with Q and K read from shared memory, and O += P V with P taken
+// straight from S's accumulators as the A registers (the accumulator and A-register layouts of
+// m64nNk16 put the same elements in the same lanes) and V read from shared memory N-major.
+// A block is one warpgroup (128 threads, 64 queries); it is forward_block<D, 1, CoreTiles>.
+//
+// Not yet FlashAttention-3's kernel: no tensor-memory-accelerator copies (tiles come by cp.async,
+// as in flash_mma.h), no warp specialisation or ping-pong between warpgroups, no overlap of one
+// tile's softmax with the next tile's S (each product is waited for at once), and no swizzled
+// shared-memory layout (the tiles are in wgmma's no-swizzle layout of 8 x 8 core matrices). The
+// backward is flash_mma.h's. Chosen by TESSERA_FLASH_KERNELS=wgmma (FlashKernels::Wgmma) on a
+// compute capability 9.0 GPU with a build that compiled this file for sm_90a (CMakeLists.txt).
+//
+// Shared-memory layout (wgmma's canonical no-swizzle layout, PTX ISA "Shared Memory Matrix
+// Layout"; kernels/emu/wgmma.h writes the forms down): a 64 x D bf16 tile as 8 x 8 core matrices
+// of 128 contiguous bytes (8 rows of 16 bytes), element (r, c) at byte
+//   ((r / 8) (D / 8) + c / 8) 128 + (r % 8) 16 + (c % 8) 2.
+// Read K-major (Q and K: the product's k runs along a row) the core matrices along k are 128
+// bytes apart (LBO) and along rows 16 D (SBO); read N-major (V in P V: k runs down the rows, n
+// along them) the same bytes are a layout whose core matrices along k (8 rows) are 16 D apart
+// (LBO) and along n 128 (SBO).
+#include <cuda_bf16.h>
+
+#include <string>
+
+#include "attention.cuh"
+#include "backend/cuda.h"
+#include "flash_mma.h"
+#include "mma_device.cuh"
+
+// The wgmma bodies exist for sm_90a (and the CUDA emulator); compiled for anything else, a kernel
+// traps, and flash_wgmma_forward refuses to launch it (TESSERA_WGMMA_SM90A says which build).
+#if defined(TESSERA_CUDA_EMULATED) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define TESSERA_WGMMA_BODY 1
+#else
+#define TESSERA_WGMMA_BODY 0
+#endif
+
+namespace tessera::cuda::attn {
+namespace {
+
+// Byte offset of row r's 16-byte chunk c8 (columns 8 c8 .. 8 c8 + 7) in a core-matrix tile.
+template <int D>
+__device__ __forceinline__ uint32_t core_offset(int r, int c8) {
+  return uint32_t(((r / 8) * (D / 8) + c8) * 128 + (r % 8) * 16);
+}
+
+// A shared-memory matrix descriptor, no swizzle, base offset 0: start address, LBO, SBO in bytes.
+__device__ __forceinline__ uint64_t descriptor(const void* start, uint32_t lbo, uint32_t sbo) {
+  const uint32_t a = uint32_t(__cvta_generic_to_shared(start));
+  return uint64_t((a & 0x3ffff) >> 4) | uint64_t((lbo & 0x3ffff) >> 4) << 16 |
+         uint64_t((sbo & 0x3ffff) >> 4) << 32;
+}
+
+// DeviceCtx with the warpgroup instructions. cp_async_wait_all also orders the landed tiles for
+// wgmma: cp.async writes shared memory through the generic proxy, wgmma reads it through the
+// async proxy, so each writing thread fences the proxies before the barrier that publishes them
+// (PTX ISA "Memory Consistency Model": proxies).
+struct WgmmaCtx : DeviceCtx {
+  __device__ void cp_async_wait_all() {
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  }
+  __device__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+  __device__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+  __device__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+  // Keeps the compiler from moving an accumulator's reads or writes across an asynchronous
+  // product's issue or wait: each register is an operand of an (empty) asm statement there.
+  template <int N>
+  __device__ void pin(float (&d)[N][4]) {
+#pragma unroll
+    for (int n = 0; n < N; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[n][e])::"memory");
+  }
+  // d (+)= A B, m64n64k16: A (64 x 16) and B (16 x 64) K-major in shared memory.
+  __device__ void mma_ss(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, uint32_t accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+        "%32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+          "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+          "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+          "+f"(d[7][2]), "+f"(d[7][3])
+        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+  }
+  // d += A B, m64n64k16: A (this warp's 16 rows) in registers, B (16 x 64) N-major.
+  __device__ void mma_rs(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc_b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+        "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+          "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+          "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+          "+f"(d[7][2]), "+f"(d[7][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1u));
+  }
+  // d += A B, m64n128k16: A (this warp's 16 rows) in registers, B (16 x 128) N-major.
+  __device__ void mma_rs(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc_b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "{%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+          "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+          "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+          "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
+          "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]),
+          "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]),
+          "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]),
+          "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
+          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]),
+          "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1u));
+  }
+};
+
+// forward_block's tile policy on wgmma (flash_mma.h's RowTiles is the mma.sync one).
+struct CoreTiles {
+  template <int D>
+  static constexpr size_t bytes = size_t(kMmaTile) * D * 2;
+
+  // Rows [row0, row0 + R) of a (rows_total, D) matrix, rows ld apart, 16 bytes per cp.async:
+  // eight consecutive threads take one chunk of eight consecutive rows, so a warp writes 512
+  // contiguous bytes of shared memory and reads 64 bytes of each of 8 rows.
+  template <int D, int R, class W>
+  __device__ static void load(W& w, uint16_t* dst, const uint16_t* src, int64_t row0,
+                              int64_t rows_total, int64_t ld) {
+    constexpr int kChunks = D / 8;
+    unsigned char* base = reinterpret_cast<unsigned char*>(dst);
+#pragma unroll 1
+    for (int idx = w.thread(); idx < R * kChunks; idx += kMmaThreads) {
+      const int r = (idx / (8 * kChunks)) * 8 + idx % 8, c8 = (idx / 8) % kChunks;
+      const bool valid = row0 + r < rows_total;
+      w.cp_async16(base + core_offset<D>(r, c8), valid ? src + (row0 + r) * ld + c8 * 8 : src,
+                   valid);
+    }
+  }
+
+  // acc = Q K^T for the block's 64 queries (a: the Q tile) and the 64 keys of tile b: D / 16
+  // products m64n64k16, both operands K-major; warp w gets rows 16 w .. 16 w + 15.
+  template <int D, int MT, class W>
+  __device__ static void abt(W& w, float (&acc)[MT][8][4], const uint16_t* a, int,
+                             const uint16_t* b, int) {
+    static_assert(MT == 1, "a wgmma block is one warpgroup: 64 queries");
+#if TESSERA_WGMMA_BODY
+    const unsigned char* qa = reinterpret_cast<const unsigned char*>(a);
+    const unsigned char* kb = reinterpret_cast<const unsigned char*>(b);
+    w.pin(acc[0]);
+    w.wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)  // 16 columns: two core matrices, 256 bytes on
+      w.mma_ss(acc[0], descriptor(qa + 256 * kk, 128, 16 * D), descriptor(kb + 256 * kk, 128, 16 * D),
+               kk > 0);
+    w.wgmma_commit();
+    w.wgmma_wait_all();
+    w.pin(acc[0]);
+#else
+    __trap();
+#endif
+  }
+
+  // acc += P V: P (the block's 64 x 64 scores, rounded to bf16) from registers, in four products
+  // m64nDk16 of 16 keys each; V N-major.
+  template <int D, int MT, class W>
+  __device__ static void pm(W& w, float (&acc)[MT][D / 8][4], const float (&p)[MT][8][4],
+                            const uint16_t* m, int) {
+    static_assert(MT == 1, "a wgmma block is one warpgroup: 64 queries");
+#if TESSERA_WGMMA_BODY
+    const unsigned char* vb = reinterpret_cast<const unsigned char*>(m);
+    uint32_t pa[4][4];
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+      pa[ks][0] = W::pack_bf16x2(p[0][2 * ks][0], p[0][2 * ks][1]);
+      pa[ks][1] = W::pack_bf16x2(p[0][2 * ks][2], p[0][2 * ks][3]);
+      pa[ks][2] = W::pack_bf16x2(p[0][2 * ks + 1][0], p[0][2 * ks + 1][1]);
+      pa[ks][3] = W::pack_bf16x2(p[0][2 * ks + 1][2], p[0][2 * ks + 1][3]);
+    }
+    w.pin(acc[0]);
+    w.wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks)  // 16 keys: two core matrices down, 32 D bytes on
+      w.mma_rs(acc[0], pa[ks], descriptor(vb + 32 * D * ks, 16 * D, 128));
+    w.wgmma_commit();
+    w.wgmma_wait_all();
+    w.pin(acc[0]);
+#else
+    __trap();
+#endif
+  }
+};
+
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads)
+    flash_forward_wgmma(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
+                        const uint16_t* v, FlashParams p, BlockOrder order) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  WgmmaCtx w{{smem}};
+  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
+  mma::forward_block<D, 1, CoreTiles>(w, out, lse, q, k, v, p, at.tile, at.head);
+}
+
+const uint16_t* bits(const Tensor& t) { return static_cast<const uint16_t*>(t.data_ptr()); }
+
+}  // namespace
+
+// Why the wgmma kernels cannot run on the current device, or "" when they can.
+std::string wgmma_unavailable() {
+#if !defined(TESSERA_CUDA_EMULATED) && !TESSERA_WGMMA_SM90A
+  return "this build has no sm_90a code for them (CMAKE_CUDA_ARCHITECTURES must hold 90)";
+#endif
+  int device = 0, major = 0, minor = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  if (major == 9 && minor == 0) return "";
+  return "they need a compute capability 9.0 GPU (sm_90a code runs on no other); device " +
+         std::to_string(device) + " is " + std::to_string(major) + "." + std::to_string(minor);
+}
+
+void flash_wgmma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                         const Tensor& v, const FlashParams& p, int64_t B, int64_t D) {
+  const std::string why = wgmma_unavailable();
+  TESSERA_CHECK(why.empty(), "TESSERA_FLASH_KERNELS=wgmma: ", why);
+  const BlockOrder order = query_head_order(B, p.H, p.Hkv, (p.T + kMmaTile - 1) / kMmaTile, p.Tk, D);
+  auto launch = [&](auto kernel, size_t bytes) {
+    allow_smem(kernel, bytes);
+    kernel<<<grid_of(order), kMmaThreads, bytes>>>(
+        static_cast<uint16_t*>(out.data_ptr()), static_cast<float*>(lse.data_ptr()), bits(q),
+        bits(k), bits(v), p, order);
+    CUDA_CHECK_LAUNCH();
+  };
+  if (D == 64)
+    launch(flash_forward_wgmma<64>, mma::ForwardSmem<64, 1, CoreTiles>::bytes);
+  else
+    launch(flash_forward_wgmma<128>, mma::ForwardSmem<128, 1, CoreTiles>::bytes);
+}
+
+}  // namespace tessera::cuda::attn
+
+namespace tessera::cuda {
+bool flash_wgmma_available() { return attn::wgmma_unavailable().empty(); }
+}  // namespace tessera::cuda
