@@ -377,10 +377,13 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
 void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
                         const Tensor& drow, const FlashParams& p, int64_t B, int64_t D);
-// flash_wgmma.cu: the same forward on Hopper's wgmma (FlashKernels::Wgmma; sm_90a builds, compute
+// flash_wgmma.cu: the same kernels on Hopper's wgmma (FlashKernels::Wgmma; sm_90a builds, compute
 // capability 9.0 devices: an error naming what is missing otherwise).
 void flash_wgmma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                          const Tensor& v, const FlashParams& p, int64_t B, int64_t D);
+void flash_wgmma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                          const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
+                          const Tensor& drow, const FlashParams& p, int64_t B, int64_t D);
 }  // namespace attn
 // stick_breaking.cu
 void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tensor& rem,

@@ -10,6 +10,7 @@
 
 #include "attention.cuh"
 #include "backend/cuda.h"
+#include "flash_launch.cuh"
 #include "flash_mma.h"
 #include "mma_device.cuh"
 
@@ -84,9 +85,6 @@ FlashKernels& choice() {
   return k;
 }
 
-const uint16_t* bits(const Tensor& t) { return static_cast<const uint16_t*>(t.data_ptr()); }
-uint16_t* mut_bits(const Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
-
 }  // namespace
 
 FlashKernels flash_kernels() { return choice(); }
@@ -98,13 +96,8 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
                        const Tensor& v, const FlashParams& p, int64_t B, int64_t D) {
   if (choice() == FlashKernels::Wgmma) return flash_wgmma_forward(out, lse, q, k, v, p, B, D);
   const bool narrow = choice() == FlashKernels::MmaNarrow;
-  const int64_t rows = kMmaTile * (narrow ? 1 : 2);
-  const BlockOrder order = query_head_order(B, p.H, p.Hkv, (p.T + rows - 1) / rows, p.Tk, D);
   auto launch = [&](auto kernel, size_t bytes) {
-    allow_smem(kernel, bytes);
-    kernel<<<grid_of(order), kMmaThreads, bytes>>>(
-        mut_bits(out), static_cast<float*>(lse.data_ptr()), bits(q), bits(k), bits(v), p, order);
-    CUDA_CHECK_LAUNCH();
+    launch_flash_forward(kernel, bytes, kMmaTile * (narrow ? 1 : 2), out, lse, q, k, v, p, B, D);
   };
   if (D == 64 && narrow)
     launch(flash_forward_mma<64, 1>, mma::ForwardSmem<64, 1>::bytes);
@@ -121,25 +114,16 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
 void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
                         const Tensor& drow, const FlashParams& p, int64_t B, int64_t D) {
-  const int64_t tiles = (p.T + kMmaTile - 1) / kMmaTile;
-  const float* lp = static_cast<const float*>(lse.data_ptr());
-  const float* dr = static_cast<const float*>(drow.data_ptr());
-  auto run = [&](auto dkdv_kernel, auto dq_kernel, size_t bytes) {
-    allow_smem(dkdv_kernel, bytes);
-    const BlockOrder kv_order = kv_head_order(B, p.H, p.Hkv, tiles, p.T, D);
-    dkdv_kernel<<<grid_of(kv_order), kMmaThreads, bytes>>>(
-        mut_bits(dk), mut_bits(dv), bits(q), bits(k), bits(v), bits(dout), lp, dr, p, kv_order);
-    CUDA_CHECK_LAUNCH();
-    allow_smem(dq_kernel, bytes);
-    const BlockOrder q_order = query_head_order(B, p.H, p.Hkv, tiles, p.T, D);
-    dq_kernel<<<grid_of(q_order), kMmaThreads, bytes>>>(
-        mut_bits(dq), bits(q), bits(k), bits(v), bits(dout), lp, dr, p, q_order);
-    CUDA_CHECK_LAUNCH();
-  };
+  if (choice() == FlashKernels::Wgmma)
+    return flash_wgmma_backward(dq, dk, dv, dout, q, k, v, lse, drow, p, B, D);
   if (D == 64)
-    run(flash_backward_dkdv_mma<64>, flash_backward_dq_mma<64>, mma::BackwardSmem<64>::bytes);
+    launch_flash_backward(flash_backward_dkdv_mma<64>, flash_backward_dq_mma<64>,
+                          mma::BackwardSmem<64>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p,
+                          B, D);
   else
-    run(flash_backward_dkdv_mma<128>, flash_backward_dq_mma<128>, mma::BackwardSmem<128>::bytes);
+    launch_flash_backward(flash_backward_dkdv_mma<128>, flash_backward_dq_mma<128>,
+                          mma::BackwardSmem<128>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p,
+                          B, D);
 }
 
 }  // namespace attn

@@ -221,7 +221,7 @@ TESSERA_MMA_FN void store_rows(uint16_t* dst, int64_t r0, int64_t rows_total, in
   }
 }
 
-// How the forward's tiles lie in shared memory and are multiplied. RowTiles: rows kLd<D> apart,
+// How the tiles of the forward and backward blocks lie in shared memory and are multiplied. RowTiles: rows kLd<D> apart,
 // read by ldmatrix into mma.sync (this file). flash_wgmma.cu's CoreTiles: 8 x 8 core matrices read
 // by Hopper's wgmma. A policy provides bytes<D> (one 64-row tile), load<D, R> (R rows, as
 // load_tile_async), abt<D, MT> (tile_abt's S = Q K^T) and pm<D, MT> (tile_pm's O += P V).
@@ -361,16 +361,17 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
   }
 }
 
-template <int D>
+template <int D, class Tiles = RowTiles>
 struct BackwardSmem {
   // a, b: the tiles a block keeps (K, V for dK dV; Q, dO for dQ); c, d: the two tiles that stream
   // (Q, dO; K, V), in two stages so that the next pair loads while this one is used; then two
   // stages of the streamed query tile's statistics (dK dV only).
-  static constexpr size_t a = 0, b = kTileBytes<D>;
-  static constexpr size_t c(int stage) { return (2 + 2 * size_t(stage)) * kTileBytes<D>; }
-  static constexpr size_t d(int stage) { return (3 + 2 * size_t(stage)) * kTileBytes<D>; }
+  static constexpr size_t tile = Tiles::template bytes<D>;
+  static constexpr size_t a = 0, b = tile;
+  static constexpr size_t c(int stage) { return (2 + 2 * size_t(stage)) * tile; }
+  static constexpr size_t d(int stage) { return (3 + 2 * size_t(stage)) * tile; }
   static constexpr size_t stats(int stage) {
-    return 6 * kTileBytes<D> + size_t(stage) * 2 * kMmaTile * sizeof(float);
+    return 6 * tile + size_t(stage) * 2 * kMmaTile * sizeof(float);
   }
   static constexpr size_t bytes = stats(2);
 };
@@ -379,12 +380,12 @@ struct BackwardSmem {
 // query tile that sees the key tile (the items, head-major). Warp w owns keys k0 + 16 w .. + 15,
 // the rows of S^T = K Q^T and dP^T = V dO^T; then dV += P^T dO and dK += dS^T Q, all four in
 // registers. Item it + 1's Q and dO tiles stream into the other stage while item it is used.
-template <int D, class W>
+template <int D, class Tiles = RowTiles, class W>
 TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                         const uint16_t* k, const uint16_t* v, const uint16_t* dout,
                                         const float* lse, const float* drow, const FlashParams& p,
                                         int64_t kt, int64_t bkv) {
-  using M = BackwardSmem<D>;
+  using M = BackwardSmem<D, Tiles>;
   auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
   uint16_t* Ks = tile(M::a);
   uint16_t* Vs = tile(M::b);
@@ -399,8 +400,8 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
   // first); its row statistics (lse in base 2, the rows' dO.O) for this thread's row, if it has one.
   auto fetch = [&](int64_t it, int s) {
     const int64_t h = head_of(it), q0 = q0_of(it);
-    load_tile_async<D>(w, tile(M::c(s)), q + p.q.row(b, h, 0), q0, T, p.q.t);
-    load_tile_async<D>(w, tile(M::d(s)), dout + p.dout.row(b, h, 0), q0, T, p.dout.t);
+    Tiles::template load<D, kMmaTile>(w, tile(M::c(s)), q + p.q.row(b, h, 0), q0, T, p.q.t);
+    Tiles::template load<D, kMmaTile>(w, tile(M::d(s)), dout + p.dout.row(b, h, 0), q0, T, p.dout.t);
     w.cp_async_commit();
   };
   auto row_stats = [&](int64_t it, float& l2, float& dd) {
@@ -415,8 +416,8 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
   };
   const bool stats_thread = w.thread() < kMmaTile;
 
-  load_tile_async<D>(w, Ks, k + p.k.row(b, hk, 0), k0, T, p.k.t);
-  load_tile_async<D>(w, Vs, v + p.v.row(b, hk, 0), k0, T, p.v.t);
+  Tiles::template load<D, kMmaTile>(w, Ks, k + p.k.row(b, hk, 0), k0, T, p.k.t);
+  Tiles::template load<D, kMmaTile>(w, Vs, v + p.v.row(b, hk, 0), k0, T, p.v.t);
   fetch(0, 0);
   if (stats_thread) {
     float l2, dd;
@@ -444,8 +445,8 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
     const float* d_s = lse_s + kMmaTile;
     const int64_t q0 = q0_of(it);
     float st[1][8][4], dpt[1][8][4];
-    tile_abt<D, 1>(w, st, Ks, warp * 16, Qs, lane);    // S^T = K Q^T
-    tile_abt<D, 1>(w, dpt, Vs, warp * 16, dOs, lane);  // dP^T = V dO^T
+    Tiles::template abt<D, 1>(w, st, Ks, warp * 16, Qs, lane);    // S^T = K Q^T
+    Tiles::template abt<D, 1>(w, dpt, Vs, warp * 16, dOs, lane);  // dP^T = V dO^T
     const bool full = all_visible(q0, kMmaTile, j0, 16, p);
     TESSERA_MMA_UNROLL
     for (int n = 0; n < 8; ++n)
@@ -458,8 +459,8 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
         st[0][n][e] = pv;
         dpt[0][n][e] = pv * (dpt[0][n][e] - d_s[col]);
       }
-    tile_pm<D, 1>(w, dva, st, dOs, lane);  // dV += P^T dO
-    tile_pm<D, 1>(w, dka, dpt, Qs, lane);  // dK += dS^T Q
+    Tiles::template pm<D, 1>(w, dva, st, dOs, lane);  // dV += P^T dO
+    Tiles::template pm<D, 1>(w, dka, dpt, Qs, lane);  // dK += dS^T Q
     // Stage s ^ 1's statistics were last read by item it - 1, before this item's barrier.
     if (more && stats_thread) put_stats(s ^ 1, next_l2, next_dd);
   }
@@ -470,12 +471,12 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
 // dQ of query tile qt of grid row bh: over the key tiles it sees. Warp w owns queries
 // q0 + 16 w .. + 15: S = Q K^T and dP = dO V^T, then dQ += dS K, in registers. The next key
 // tile's K and V stream into the other stage while this one is used.
-template <int D, class W>
+template <int D, class Tiles = RowTiles, class W>
 TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, const uint16_t* k,
                                       const uint16_t* v, const uint16_t* dout, const float* lse,
                                       const float* drow, const FlashParams& p, int64_t qt,
                                       int64_t bh) {
-  using M = BackwardSmem<D>;
+  using M = BackwardSmem<D, Tiles>;
   auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
   uint16_t* Qs = tile(M::a);
   uint16_t* dOs = tile(M::b);
@@ -487,13 +488,13 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
   const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
   const int64_t kt0 = first_key_tile(q0, p), kt1 = last_key_tile(q0, p);
   auto fetch = [&](int64_t kt, int s) {  // key tile kt's K and V into stage s
-    load_tile_async<D>(w, tile(M::c(s)), kh, kt * kMmaTile, T, p.k.t);
-    load_tile_async<D>(w, tile(M::d(s)), vh, kt * kMmaTile, T, p.v.t);
+    Tiles::template load<D, kMmaTile>(w, tile(M::c(s)), kh, kt * kMmaTile, T, p.k.t);
+    Tiles::template load<D, kMmaTile>(w, tile(M::d(s)), vh, kt * kMmaTile, T, p.v.t);
     w.cp_async_commit();
   };
 
-  load_tile_async<D>(w, Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
-  load_tile_async<D>(w, dOs, dout + p.dout.row(hi.b, hi.h, 0), q0, T, p.dout.t);
+  Tiles::template load<D, kMmaTile>(w, Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
+  Tiles::template load<D, kMmaTile>(w, dOs, dout + p.dout.row(hi.b, hi.h, 0), q0, T, p.dout.t);
   fetch(kt0, 0);
   float lse2[2], dr[2];  // this lane's rows r0 + g and r0 + g + 8
   TESSERA_MMA_UNROLL
@@ -516,8 +517,8 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
     const uint16_t* Vs = tile(M::d(s));
     const int64_t k0 = kt * kMmaTile;
     float sc[1][8][4], dp[1][8][4];
-    tile_abt<D, 1>(w, sc, Qs, warp * 16, Ks, lane);   // S = Q K^T
-    tile_abt<D, 1>(w, dp, dOs, warp * 16, Vs, lane);  // dP = dO V^T
+    Tiles::template abt<D, 1>(w, sc, Qs, warp * 16, Ks, lane);   // S = Q K^T
+    Tiles::template abt<D, 1>(w, dp, dOs, warp * 16, Vs, lane);  // dP = dO V^T
     const bool full = all_visible(r0, 16, k0, kMmaTile, p);
     TESSERA_MMA_UNROLL
     for (int n = 0; n < 8; ++n)
@@ -529,7 +530,7 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
             full || visible(i, j, p) ? w.exp2(sc[0][n][e] * scale2 - lse2[half]) : 0.0f;
         sc[0][n][e] = pv * (dp[0][n][e] - dr[half]);  // dS
       }
-    tile_pm<D, 1>(w, dqa, sc, Ks, lane);  // dQ += dS K
+    Tiles::template pm<D, 1>(w, dqa, sc, Ks, lane);  // dQ += dS K
   }
   store_rows<D, W>(dq + p.dq.row(hi.b, hi.h, 0), r0, T, p.dq.t, dqa[0], p.scale, p.scale, lane);
 }

@@ -1,26 +1,29 @@
-// The bf16 flash forward on Hopper's warpgroup matrix instructions (wgmma.mma_async, sm_90a):
-// FlashAttention-2's forward (Dao 2023, arXiv:2307.08691) as flash_mma.h's forward_block runs it
-// (the same masks, online softmax in base 2, lse and layouts), with its two products issued to the
-// tensor cores a warpgroup at a time, as FlashAttention-3 does (Shah et al. 2024,
-// arXiv:2407.08608): S = Q K^T with Q and K read from shared memory, and O += P V with P taken
-// straight from S's accumulators as the A registers (the accumulator and A-register layouts of
-// m64nNk16 put the same elements in the same lanes) and V read from shared memory N-major.
-// A block is one warpgroup (128 threads, 64 queries); it is forward_block<D, 1, CoreTiles>.
+// FlashAttention-2 (Dao 2023, arXiv:2307.08691) on Hopper's warpgroup matrix instructions
+// (wgmma.mma_async, sm_90a): flash_mma.h's forward and backward bodies (the same masks, online
+// softmax in base 2, lse, deterministic two-pass backward and layouts) with every product issued to
+// the tensor cores a warpgroup at a time, as FlashAttention-3 does (Shah et al. 2024,
+// arXiv:2407.08608). A block is one warpgroup (128 threads) and every product in those bodies is a
+// 64-row one (a warp owns 16 rows), so each is a chain of m64nNk16: S = Q K^T (and S^T = K Q^T,
+// dP = dO V^T, dP^T = V dO^T) with both operands read from shared memory, and O += P V (dV += P^T
+// dO, dK += dS^T Q, dQ += dS K) with the left operand taken straight from the accumulators of the
+// product before it as A registers (the accumulator and A-register layouts of m64nNk16 put the same
+// elements in the same lanes) and the right one read from shared memory N-major.
 //
 // Not yet FlashAttention-3's kernel: no tensor-memory-accelerator copies (tiles come by cp.async,
 // as in flash_mma.h), no warp specialisation or ping-pong between warpgroups, no overlap of one
-// tile's softmax with the next tile's S (each product is waited for at once), and no swizzled
-// shared-memory layout (the tiles are in wgmma's no-swizzle layout of 8 x 8 core matrices). The
-// backward is flash_mma.h's. Chosen by TESSERA_FLASH_KERNELS=wgmma (FlashKernels::Wgmma) on a
-// compute capability 9.0 GPU with a build that compiled this file for sm_90a (CMakeLists.txt).
+// tile's softmax with the next tile's products (each product is waited for at once), 64-query
+// forward blocks, and no swizzled shared-memory layout (tiles are in wgmma's no-swizzle layout of
+// 8 x 8 core matrices). Chosen by TESSERA_FLASH_KERNELS=wgmma (FlashKernels::Wgmma) on a compute
+// capability 9.0 GPU with a build that compiled this file for sm_90a (CMakeLists.txt).
 //
 // Shared-memory layout (wgmma's canonical no-swizzle layout, PTX ISA "Shared Memory Matrix
 // Layout"; kernels/emu/wgmma.h writes the forms down): a 64 x D bf16 tile as 8 x 8 core matrices
 // of 128 contiguous bytes (8 rows of 16 bytes), element (r, c) at byte
 //   ((r / 8) (D / 8) + c / 8) 128 + (r % 8) 16 + (c % 8) 2.
-// Read K-major (Q and K: the product's k runs along a row) the core matrices along k are 128
-// bytes apart (LBO) and along rows 16 D (SBO); read N-major (V in P V: k runs down the rows, n
-// along them) the same bytes are a layout whose core matrices along k (8 rows) are 16 D apart
+// Read K-major (the product's k runs along a row: Q, K, V, dO as the right operand of S, S^T, dP,
+// dP^T) the core matrices along k are 128 bytes apart (LBO) and along rows 16 D (SBO); read
+// N-major (k runs down the rows, n along them: V, dO, Q, K as the right operand of P V, P^T dO,
+// dS^T Q, dS K) the same bytes are a layout whose core matrices along k (8 rows) are 16 D apart
 // (LBO) and along n 128 (SBO).
 #include <cuda_bf16.h>
 
@@ -28,6 +31,7 @@
 
 #include "attention.cuh"
 #include "backend/cuda.h"
+#include "flash_launch.cuh"
 #include "flash_mma.h"
 #include "mma_device.cuh"
 
@@ -219,7 +223,32 @@ __global__ void __launch_bounds__(kMmaThreads)
   mma::forward_block<D, 1, CoreTiles>(w, out, lse, q, k, v, p, at.tile, at.head);
 }
 
-const uint16_t* bits(const Tensor& t) { return static_cast<const uint16_t*>(t.data_ptr()); }
+// The backward's two passes on wgmma: flash_mma.h's bodies, whose products are all 64-row (a warp
+// owns 16 keys, or 16 queries) and so a warpgroup's: S^T = K Q^T and dP^T = V dO^T, then
+// dV += P^T dO and dK += dS^T Q with P^T and dS^T from registers; S = Q K^T and dP = dO V^T, then
+// dQ += dS K.
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads)
+    flash_backward_dkdv_wgmma(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
+                              const uint16_t* v, const uint16_t* dout, const float* lse,
+                              const float* drow, FlashParams p, BlockOrder order) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  WgmmaCtx w{{smem}};
+  const HeadTile at = key_tile_block(int64_t(blockIdx.x), order);
+  mma::backward_dkdv_block<D, CoreTiles>(w, dk, dv, q, k, v, dout, lse, drow, p, at.tile, at.head);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads)
+    flash_backward_dq_wgmma(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                            const uint16_t* dout, const float* lse, const float* drow,
+                            FlashParams p, BlockOrder order) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  WgmmaCtx w{{smem}};
+  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
+  mma::backward_dq_block<D, CoreTiles>(w, dq, q, k, v, dout, lse, drow, p, at.tile, at.head);
+}
+
 
 }  // namespace
 
@@ -229,30 +258,45 @@ std::string wgmma_unavailable() {
   return "this build has no sm_90a code for them (CMAKE_CUDA_ARCHITECTURES must hold 90)";
 #endif
   int device = 0, major = 0, minor = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    const cudaError_t e = cudaGetLastError();  // read, so that it is not the next call's error
+    return std::string("no CUDA device to run them on (") + cudaGetErrorString(e) + ")";
+  }
   if (major == 9 && minor == 0) return "";
   return "they need a compute capability 9.0 GPU (sm_90a code runs on no other); device " +
          std::to_string(device) + " is " + std::to_string(major) + "." + std::to_string(minor);
 }
 
-void flash_wgmma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
-                         const Tensor& v, const FlashParams& p, int64_t B, int64_t D) {
+void require_wgmma() {
   const std::string why = wgmma_unavailable();
   TESSERA_CHECK(why.empty(), "TESSERA_FLASH_KERNELS=wgmma: ", why);
-  const BlockOrder order = query_head_order(B, p.H, p.Hkv, (p.T + kMmaTile - 1) / kMmaTile, p.Tk, D);
-  auto launch = [&](auto kernel, size_t bytes) {
-    allow_smem(kernel, bytes);
-    kernel<<<grid_of(order), kMmaThreads, bytes>>>(
-        static_cast<uint16_t*>(out.data_ptr()), static_cast<float*>(lse.data_ptr()), bits(q),
-        bits(k), bits(v), p, order);
-    CUDA_CHECK_LAUNCH();
-  };
+}
+
+void flash_wgmma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                         const Tensor& v, const FlashParams& p, int64_t B, int64_t D) {
+  require_wgmma();
   if (D == 64)
-    launch(flash_forward_wgmma<64>, mma::ForwardSmem<64, 1, CoreTiles>::bytes);
+    launch_flash_forward(flash_forward_wgmma<64>, mma::ForwardSmem<64, 1, CoreTiles>::bytes,
+                         kMmaTile, out, lse, q, k, v, p, B, D);
   else
-    launch(flash_forward_wgmma<128>, mma::ForwardSmem<128, 1, CoreTiles>::bytes);
+    launch_flash_forward(flash_forward_wgmma<128>, mma::ForwardSmem<128, 1, CoreTiles>::bytes,
+                         kMmaTile, out, lse, q, k, v, p, B, D);
+}
+
+void flash_wgmma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                          const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
+                          const Tensor& drow, const FlashParams& p, int64_t B, int64_t D) {
+  require_wgmma();
+  if (D == 64)
+    launch_flash_backward(flash_backward_dkdv_wgmma<64>, flash_backward_dq_wgmma<64>,
+                          mma::BackwardSmem<64, CoreTiles>::bytes, dq, dk, dv, dout, q, k, v, lse,
+                          drow, p, B, D);
+  else
+    launch_flash_backward(flash_backward_dkdv_wgmma<128>, flash_backward_dq_wgmma<128>,
+                          mma::BackwardSmem<128, CoreTiles>::bytes, dq, dk, dv, dout, q, k, v, lse,
+                          drow, p, B, D);
 }
 
 }  // namespace tessera::cuda::attn

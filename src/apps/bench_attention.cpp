@@ -133,7 +133,7 @@ int run(int argc, char** argv) {
           {"tessera flash, forward at 3 blocks/SM", flash_fwd, flash_bwd,
            cuda::FlashKernels::Mma3Blocks},
           {"tessera flash, wmma kernels", flash_fwd, flash_bwd, cuda::FlashKernels::Wmma},
-          {"tessera flash, wgmma forward", flash_fwd, flash_bwd, cuda::FlashKernels::Wgmma},
+          {"tessera flash, wgmma kernels", flash_fwd, flash_bwd, cuda::FlashKernels::Wgmma},
           {"tessera stick-breaking", sb_fwd, sb_bwd, cuda::FlashKernels::Mma},
           {"tessera stick-breaking, 64-row forward", sb_fwd, sb_bwd, cuda::FlashKernels::MmaNarrow},
       };

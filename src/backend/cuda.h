@@ -96,9 +96,9 @@ void empty_cache(int device);  // returns every cached block of the device to th
 //    spilled) instead of two; a measured option, not yet a choice (kernels/flash_mma.cu);
 //  - Wmma: the kernels of kernels/flash_attention.cu that stage S, P and O through shared memory
 //    (stick-breaking has only the register-tile kernels);
-//  - Wgmma: Mma with the softmax forward on Hopper's warpgroup MMA (kernels/flash_wgmma.cu; 64-row
-//    blocks, one warpgroup each): sm_90a builds on compute capability 9.0 GPUs only, an error
-//    elsewhere; not yet run on a GPU, so not the default.
+//  - Wgmma: the Mma bodies (64-row blocks, one warpgroup each) with every product on Hopper's
+//    warpgroup MMA (kernels/flash_wgmma.cu): sm_90a builds on compute capability 9.0 GPUs only, an
+//    error elsewhere; not yet run on a GPU, so not the default.
 // TESSERA_FLASH_KERNELS=mma, mma-narrow, mma-3blocks, wmma or wgmma in the environment sets the
 // choice at start-up; the GPU tests and bench_attention run each.
 enum class FlashKernels { Mma, MmaNarrow, Mma3Blocks, Wmma, Wgmma };

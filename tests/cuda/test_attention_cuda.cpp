@@ -61,8 +61,8 @@ Input make_input(const Shape& shape, Generator& g, DType dtype, double mul = 1.0
 }
 
 // The families of bf16 flash kernels (backend/cuda.h): every bf16 flash test runs each; the choice
-// is put back when the scope ends. Wgmma (sm_90a) has a test of its own below, so that its failure
-// on a GPU names it alone.
+// is put back when the scope ends. Wgmma (sm_90a) has a test of its own below, so that a failure
+// of it on a GPU names it alone.
 std::vector<cuda::FlashKernels> flash_families() {
   return {cuda::FlashKernels::Mma, cuda::FlashKernels::MmaNarrow, cuda::FlashKernels::Wmma};
 }
@@ -275,10 +275,10 @@ TEST(AttentionCuda, flash_bf16_forward_for_three_blocks_an_sm_matches_cpu_refere
   check_flash({1, 4, 4, 257, 64}, DType::BF16, 50, 74);
 }
 
-TEST(AttentionCuda, flash_bf16_wgmma_forward_matches_cpu_reference) {
-  // The softmax forward on Hopper's wgmma (kernels/flash_wgmma.cu; the backward is Mma's), on the
-  // cases the other families run: tile edges, grouped and multi-query heads, GPT-2's T, windows,
-  // and heads read straight off a packed projection (strided rows).
+TEST(AttentionCuda, flash_bf16_wgmma_kernels_match_cpu_reference) {
+  // The forward and backward on Hopper's wgmma (kernels/flash_wgmma.cu), on the cases the other
+  // families run: tile edges, grouped and multi-query heads, GPT-2's T, windows, and heads read
+  // straight off a packed projection (strided rows).
   SKIP_WITHOUT_CUDA();
   if (!cuda::flash_wgmma_available()) GTEST_SKIP() << "no sm_90a build or no 9.0 device";
   UseFlashKernels use(cuda::FlashKernels::Wgmma);

@@ -1,0 +1,53 @@
+// The launches of a register-tile flash family (flash_mma.cu's mma.sync kernels, flash_wgmma.cu's
+// wgmma ones): the same arguments, grids and block orders, whichever kernels run them.
+#pragma once
+
+#include <cstdint>
+
+#include "attention.cuh"
+#include "flash_mma.h"
+
+namespace tessera::cuda::attn {
+
+inline const uint16_t* flash_bits(const Tensor& t) {
+  return static_cast<const uint16_t*>(t.data_ptr());
+}
+inline uint16_t* flash_mut_bits(const Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
+
+// The forward over blocks of `rows` queries (128 threads each, `bytes` of shared memory).
+template <class Kernel>
+void launch_flash_forward(Kernel kernel, size_t bytes, int64_t rows, const Tensor& out,
+                          const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                          const FlashParams& p, int64_t B, int64_t D) {
+  const BlockOrder order = query_head_order(B, p.H, p.Hkv, (p.T + rows - 1) / rows, p.Tk, D);
+  allow_smem(kernel, bytes);
+  kernel<<<grid_of(order), kMmaThreads, bytes>>>(flash_mut_bits(out),
+                                                 static_cast<float*>(lse.data_ptr()), flash_bits(q),
+                                                 flash_bits(k), flash_bits(v), p, order);
+  CUDA_CHECK_LAUNCH();
+}
+
+// The backward: dK dV by key tile, then dQ by query tile, 64-row blocks; drow = rowsum(dO * O).
+template <class DkDv, class Dq>
+void launch_flash_backward(DkDv dkdv_kernel, Dq dq_kernel, size_t bytes, const Tensor& dq,
+                           const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
+                           const Tensor& k, const Tensor& v, const Tensor& lse, const Tensor& drow,
+                           const FlashParams& p, int64_t B, int64_t D) {
+  const int64_t tiles = (p.T + kMmaTile - 1) / kMmaTile;
+  const float* lp = static_cast<const float*>(lse.data_ptr());
+  const float* dr = static_cast<const float*>(drow.data_ptr());
+  allow_smem(dkdv_kernel, bytes);
+  const BlockOrder kv_order = kv_head_order(B, p.H, p.Hkv, tiles, p.T, D);
+  dkdv_kernel<<<grid_of(kv_order), kMmaThreads, bytes>>>(
+      flash_mut_bits(dk), flash_mut_bits(dv), flash_bits(q), flash_bits(k), flash_bits(v),
+      flash_bits(dout), lp, dr, p, kv_order);
+  CUDA_CHECK_LAUNCH();
+  allow_smem(dq_kernel, bytes);
+  const BlockOrder q_order = query_head_order(B, p.H, p.Hkv, tiles, p.T, D);
+  dq_kernel<<<grid_of(q_order), kMmaThreads, bytes>>>(flash_mut_bits(dq), flash_bits(q),
+                                                      flash_bits(k), flash_bits(v),
+                                                      flash_bits(dout), lp, dr, p, q_order);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace tessera::cuda::attn
