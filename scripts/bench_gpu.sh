@@ -11,11 +11,13 @@
 # BENCH_PROFILE (default 3) more steps run with the kernel profile on after the timed ones
 # (src/backend/profile.h): tessera.log then ends with where their device time went, kernel by
 # kernel and shape by shape. The timed steps run without it.
-# BENCH_UNFUSED=1 (the default) also times tessera's step without its fusions (bench_gpu
-# --unfused: split attention heads, unpadded logits, bias and GELU after the gemm), the "before"
-# column.
-# BENCH_TUNED=1 also times the step with cuBLASLt's algorithms timed per gemm (TESSERA_GEMM_TUNE=8,
-# kernels/blas.cu) instead of the heuristic's first: the "tuned" column.
+# Variants of tessera's step, each a column of the table beside PyTorch:
+#   BENCH_UNFUSED=1 (the default): without its fusions (bench_gpu --unfused: split attention heads,
+#     unpadded logits, bias and GELU after the gemm), the "before" column;
+#   BENCH_TUNED=1: cuBLASLt's algorithms timed per gemm (TESSERA_GEMM_TUNE=8, kernels/blas.cu)
+#     instead of the heuristic's first;
+#   BENCH_WGMMA=1: the attention kernels on Hopper's wgmma (TESSERA_FLASH_KERNELS=wgmma,
+#     kernels/flash_wgmma.cu; a 9.0 GPU).
 #
 # Builds first: with the Debian packages installed, an ordinary CMake build (build-bench/);
 # without them (the lent GPU machine), through scripts/build_offline.sh from third_party/debs/.
@@ -54,8 +56,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=c
   sed 's/^/gpu: /' | tee "$RESULTS/gpu.txt"
 
 # ---- run both ----------------------------------------------------------------------------------
-rm -f "$RESULTS/tessera.json" "$RESULTS/tessera-unfused.json" "$RESULTS/tessera-tuned.json" \
-  "$RESULTS/pytorch.json"
+rm -f "$RESULTS"/tessera*.json "$RESULTS/pytorch.json"
 "$BUILD_DIR/bench_gpu" --config configs/gpt2-124m.yaml --batch-size "$B" \
   --set train.seq_len=1024 --set train.total_batch_size=0 \
   --steps "$STEPS_N" --warmup "$WARMUP_N" --profile "$PROFILE_N" --json "$RESULTS/tessera.json" 2>&1 |
@@ -63,18 +64,21 @@ rm -f "$RESULTS/tessera.json" "$RESULTS/tessera-unfused.json" "$RESULTS/tessera-
 PYTHONUNBUFFERED=1 python3 scripts/bench_gpu.py --batch-size "$B" --seq 1024 --steps "$STEPS_N" \
   --warmup "$WARMUP_N" --json "$RESULTS/pytorch.json" 2>&1 | tee "$RESULTS/pytorch.log"
 
-if [ "${BENCH_UNFUSED:-1}" = 1 ]; then  # last: the main comparison is done first
-  "$BUILD_DIR/bench_gpu" --config configs/gpt2-124m.yaml --batch-size "$B" \
-    --set train.seq_len=1024 --set train.total_batch_size=0 --unfused --no-kernels \
-    --steps "$STEPS_N" --warmup "$WARMUP_N" --json "$RESULTS/tessera-unfused.json" 2>&1 |
-    tee "$RESULTS/tessera-unfused.log"
-fi
-if [ "${BENCH_TUNED:-0}" = 1 ]; then
-  TESSERA_GEMM_TUNE="${GEMM_TUNE:-8}" "$BUILD_DIR/bench_gpu" --config configs/gpt2-124m.yaml \
-    --batch-size "$B" --set train.seq_len=1024 --set train.total_batch_size=0 --no-kernels \
-    --steps "$STEPS_N" --warmup "$WARMUP_N" --json "$RESULTS/tessera-tuned.json" 2>&1 |
-    tee "$RESULTS/tessera-tuned.log"
-fi
+# variant NAME [VAR=value ...] -- [bench_gpu flags]: tessera's step so, into tessera-NAME.json.
+# After the main comparison, so that it is done first.
+variant() {
+  local name=$1 envs=()
+  shift
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  shift
+  env "${envs[@]}" "$BUILD_DIR/bench_gpu" --config configs/gpt2-124m.yaml --batch-size "$B" \
+    --set train.seq_len=1024 --set train.total_batch_size=0 --no-kernels \
+    --steps "$STEPS_N" --warmup "$WARMUP_N" --json "$RESULTS/tessera-$name.json" "$@" 2>&1 |
+    tee "$RESULTS/tessera-$name.log"
+}
+if [ "${BENCH_UNFUSED:-1}" = 1 ]; then variant unfused -- --unfused; fi
+if [ "${BENCH_TUNED:-0}" = 1 ]; then variant tuned TESSERA_GEMM_TUNE="${GEMM_TUNE:-8}" --; fi
+if [ "${BENCH_WGMMA:-0}" = 1 ]; then variant wgmma TESSERA_FLASH_KERNELS=wgmma --; fi
 
 # ---- the table ---------------------------------------------------------------------------------
 python3 - "$RESULTS" <<'PY'
@@ -86,8 +90,14 @@ def load(name):
             return json.load(f)
     except Exception:
         return {}
-t, p, u = load("tessera.json"), load("pytorch.json"), load("tessera-unfused.json")
-v = load("tessera-tuned.json")
+t, p = load("tessera.json"), load("pytorch.json")
+variants = [(name, load(f"tessera-{name}.json"), note) for name, note in (
+    ("unfused", "tessera's step without its fusions, bench_gpu --unfused: split attention heads, "
+                "unpadded logits, bias and GELU after the gemm"),
+    ("tuned", "TESSERA_GEMM_TUNE, each gemm's cuBLASLt algorithm the fastest of the heuristic's "
+              "first 8, timed on its first call; tessera-tuned.log says how many changed"),
+    ("wgmma", "TESSERA_FLASH_KERNELS=wgmma, the attention kernels on Hopper's wgmma"))]
+variants = [v for v in variants if v[1]]
 def fmt(v, nd=2):
     return "n/a" if v is None else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{nd}f}")
 def ratio(a, b):
@@ -101,20 +111,18 @@ rows = [("ms / step", "ms_per_step", 2), ("tokens / s", "tokens_per_s", 0), ("MF
         ("host waits / step", "host_reads_per_step", 1),
         ("peak allocated MiB", "peak_alloc_mib", 0), ("peak reserved MiB", "peak_reserved_mib", 0),
         ("loss, first step", "loss_first", 4), ("loss, last step", "loss_last", 4)]
-tuned_col = f" {'tuned':>12s} {'tuned/pytorch':>14s}" if v else ""
-print(f"{'':22s} {'tessera':>12s} {'pytorch':>12s} {'tessera/pytorch':>16s} {'unfused':>12s}{tuned_col}")
+print(f"{'':22s} {'tessera':>12s} {'pytorch':>12s} {'tessera/pytorch':>16s}" +
+      "".join(f" {name:>12s} {name + '/pytorch':>16s}" for name, _, _ in variants))
 for label, key, nd in rows:
-    a, b, c, e = t.get(key), p.get(key), u.get(key), v.get(key)
+    a, b = t.get(key), p.get(key)
+    others = [v.get(key) for _, v, _ in variants]
     if key == "mfu":
-        a, b, c, e = [None if x is None else 100 * x for x in (a, b, c, e)]
-    tuned = f" {fmt(e, nd):>12s} {ratio(e, b):>14s}" if v else ""
-    print(f"{label:22s} {fmt(a, nd):>12s} {fmt(b, nd):>12s} {ratio(a, b):>16s} {fmt(c, nd):>12s}{tuned}")
-if u:
-    print("(unfused: tessera's step without its fusions, bench_gpu --unfused: split attention "
-          "heads, unpadded logits, bias and GELU after the gemm)")
-if v:
-    print("(tuned: TESSERA_GEMM_TUNE, each gemm's cuBLASLt algorithm the fastest of the heuristic's "
-          "first 8, timed on its first call; tessera-tuned.log says how many changed)")
+        a, b = [None if x is None else 100 * x for x in (a, b)]
+        others = [None if x is None else 100 * x for x in others]
+    print(f"{label:22s} {fmt(a, nd):>12s} {fmt(b, nd):>12s} {ratio(a, b):>16s}" +
+          "".join(f" {fmt(e, nd):>12s} {ratio(e, b):>16s}" for e in others))
+for name, _, note in variants:
+    print(f"({name}: {note})")
 tk, pk = t.get("kernels", {}), p.get("kernels", {})
 if tk or pk:
     print()
