@@ -9,6 +9,48 @@
 
 namespace tessera::cuda::attn {
 
+// The kernels of a family: flash_mma.h's bodies on the warp instructions of context Ctx
+// (mma_device.cuh's DeviceCtx, flash_wgmma.cu's WgmmaCtx) over tile policy Tiles (RowTiles,
+// CoreTiles), 128 threads a block.
+template <int D, int MT, class Ctx, class Tiles>
+__device__ __forceinline__ void flash_forward_body(uint16_t* out, float* lse, const uint16_t* q,
+                                                   const uint16_t* k, const uint16_t* v,
+                                                   const FlashParams& p, const BlockOrder& order) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  Ctx w{smem};
+  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
+  mma::forward_block<D, MT, Tiles>(w, out, lse, q, k, v, p, at.tile, at.head);
+}
+
+template <int D, int MT, class Ctx, class Tiles>
+__global__ void __launch_bounds__(kMmaThreads)
+    flash_forward_kernel(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
+                         const uint16_t* v, FlashParams p, BlockOrder order) {
+  flash_forward_body<D, MT, Ctx, Tiles>(out, lse, q, k, v, p, order);
+}
+
+template <int D, class Ctx, class Tiles>
+__global__ void __launch_bounds__(kMmaThreads)
+    flash_dkdv_kernel(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
+                      const uint16_t* v, const uint16_t* dout, const float* lse, const float* drow,
+                      FlashParams p, BlockOrder order) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  Ctx w{smem};
+  const HeadTile at = key_tile_block(int64_t(blockIdx.x), order);
+  mma::backward_dkdv_block<D, Tiles>(w, dk, dv, q, k, v, dout, lse, drow, p, at.tile, at.head);
+}
+
+template <int D, class Ctx, class Tiles>
+__global__ void __launch_bounds__(kMmaThreads)
+    flash_dq_kernel(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                    const uint16_t* dout, const float* lse, const float* drow, FlashParams p,
+                    BlockOrder order) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  Ctx w{smem};
+  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
+  mma::backward_dq_block<D, Tiles>(w, dq, q, k, v, dout, lse, drow, p, at.tile, at.head);
+}
+
 inline const uint16_t* flash_bits(const Tensor& t) {
   return static_cast<const uint16_t*>(t.data_ptr());
 }

@@ -20,21 +20,11 @@ namespace {
 using namespace attn;
 
 template <int D, int MT>
-__device__ __forceinline__ void forward_entry(uint16_t* out, float* lse, const uint16_t* q,
-                                              const uint16_t* k, const uint16_t* v,
-                                              const FlashParams& p, const BlockOrder& order) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  DeviceCtx w{smem};
-  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
-  mma::forward_block<D, MT>(w, out, lse, q, k, v, p, at.tile, at.head);
-}
-
-template <int D, int MT>
-__global__ void __launch_bounds__(kMmaThreads)
-    flash_forward_mma(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
-                      const uint16_t* v, FlashParams p, BlockOrder order) {
-  forward_entry<D, MT>(out, lse, q, k, v, p, order);
-}
+constexpr auto flash_forward_mma = flash_forward_kernel<D, MT, DeviceCtx, mma::RowTiles>;
+template <int D>
+constexpr auto flash_backward_dkdv_mma = flash_dkdv_kernel<D, DeviceCtx, mma::RowTiles>;
+template <int D>
+constexpr auto flash_backward_dq_mma = flash_dq_kernel<D, DeviceCtx, mma::RowTiles>;
 
 // The same forward compiled for three blocks an SM (FlashKernels::Mma3Blocks, D 64 with 128-row
 // blocks): ptxas (nvcc 13.0, sm_90) fits it in 168 registers with 36 bytes of spill stores, where
@@ -45,29 +35,7 @@ template <int D, int MT>
 __global__ void __launch_bounds__(kMmaThreads, 3)
     flash_forward_mma_3blocks(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                               const uint16_t* v, FlashParams p, BlockOrder order) {
-  forward_entry<D, MT>(out, lse, q, k, v, p, order);
-}
-
-template <int D>
-__global__ void __launch_bounds__(kMmaThreads)
-    flash_backward_dkdv_mma(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
-                            const uint16_t* v, const uint16_t* dout, const float* lse,
-                            const float* drow, FlashParams p, BlockOrder order) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  DeviceCtx w{smem};
-  const HeadTile at = key_tile_block(int64_t(blockIdx.x), order);
-  mma::backward_dkdv_block<D>(w, dk, dv, q, k, v, dout, lse, drow, p, at.tile, at.head);
-}
-
-template <int D>
-__global__ void __launch_bounds__(kMmaThreads)
-    flash_backward_dq_mma(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
-                          const uint16_t* dout, const float* lse, const float* drow,
-                          FlashParams p, BlockOrder order) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  DeviceCtx w{smem};
-  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
-  mma::backward_dq_block<D>(w, dq, q, k, v, dout, lse, drow, p, at.tile, at.head);
+  flash_forward_body<D, MT, DeviceCtx, mma::RowTiles>(out, lse, q, k, v, p, order);
 }
 
 FlashKernels initial_choice() {

@@ -213,42 +213,14 @@ struct CoreTiles {
   }
 };
 
+// flash_launch.cuh's kernels on WgmmaCtx and CoreTiles. Every product of the bodies is a 64-row
+// one (a warp owns 16 queries, or 16 keys in dK dV), so each is a warpgroup's chain of m64nNk16.
 template <int D>
-__global__ void __launch_bounds__(kMmaThreads)
-    flash_forward_wgmma(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
-                        const uint16_t* v, FlashParams p, BlockOrder order) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  WgmmaCtx w{{smem}};
-  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
-  mma::forward_block<D, 1, CoreTiles>(w, out, lse, q, k, v, p, at.tile, at.head);
-}
-
-// The backward's two passes on wgmma: flash_mma.h's bodies, whose products are all 64-row (a warp
-// owns 16 keys, or 16 queries) and so a warpgroup's: S^T = K Q^T and dP^T = V dO^T, then
-// dV += P^T dO and dK += dS^T Q with P^T and dS^T from registers; S = Q K^T and dP = dO V^T, then
-// dQ += dS K.
+constexpr auto flash_forward_wgmma = flash_forward_kernel<D, 1, WgmmaCtx, CoreTiles>;
 template <int D>
-__global__ void __launch_bounds__(kMmaThreads)
-    flash_backward_dkdv_wgmma(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
-                              const uint16_t* v, const uint16_t* dout, const float* lse,
-                              const float* drow, FlashParams p, BlockOrder order) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  WgmmaCtx w{{smem}};
-  const HeadTile at = key_tile_block(int64_t(blockIdx.x), order);
-  mma::backward_dkdv_block<D, CoreTiles>(w, dk, dv, q, k, v, dout, lse, drow, p, at.tile, at.head);
-}
-
+constexpr auto flash_backward_dkdv_wgmma = flash_dkdv_kernel<D, WgmmaCtx, CoreTiles>;
 template <int D>
-__global__ void __launch_bounds__(kMmaThreads)
-    flash_backward_dq_wgmma(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
-                            const uint16_t* dout, const float* lse, const float* drow,
-                            FlashParams p, BlockOrder order) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  WgmmaCtx w{{smem}};
-  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
-  mma::backward_dq_block<D, CoreTiles>(w, dq, q, k, v, dout, lse, drow, p, at.tile, at.head);
-}
-
+constexpr auto flash_backward_dq_wgmma = flash_dq_kernel<D, WgmmaCtx, CoreTiles>;
 
 }  // namespace
 
