@@ -23,6 +23,11 @@
 //     before the wait shows), and writes NaN into D's registers at issue, so a register read
 //     before the wait shows too. A later mma_async on the same registers before the wait chains on
 //     the pending result, as the hardware's accumulation does.
+// Not modelled: that all four warps of the warpgroup issue the same instruction (each warp's lanes
+// are checked to, ptx.cpp's aligned_collective), wgmma.fence's ordering of earlier register writes
+// (it is accepted and does nothing), A registers changed between the issue and the wait (they are
+// read at the issue), and the async proxy (fence.proxy.async is accepted and does nothing: shared
+// memory written by cp.async is seen at once).
 #pragma once
 
 #include <bit>
