@@ -467,6 +467,7 @@ void wgmma(const Exec& x, const Instr& in, Predicates& preds) {
     x.arity(0, 0);
     aligned_collective(x, in, &warp, 0, [](const Collective&, auto) {});
     if (in.kind == K::WgCommit) wgmma_queue().commit();
+    if (in.kind == K::WgFence) wgmma_queue().fence();
     return;
   }
   if (in.kind == K::WgWait) {
@@ -526,7 +527,7 @@ void wgmma(const Exec& x, const Instr& in, Predicates& preds) {
         op.a[ptx::a_row(l, e)][ptx::a_col(l, e)] = ptx::bf16_half(o.a[e / 2], e % 2);
     }
   });
-  wgmma_queue().issue(std::move(op));
+  wgmma_queue().issue(std::move(op), bad);
 }
 
 }  // namespace

@@ -23,11 +23,13 @@
 //     before the wait shows), and writes NaN into D's registers at issue, so a register read
 //     before the wait shows too. A later mma_async on the same registers before the wait chains on
 //     the pending result, as the hardware's accumulation does.
+//   * wgmma.fence: a thread's first mma_async needs one before it, and so does an mma_async whose
+//     inputs (accumulators read with scale-d, or A registers) a wait returned to the thread since
+//     its last fence (WgmmaQueue::issue says what is an error).
 // Not modelled: that all four warps of the warpgroup issue the same instruction (each warp's lanes
-// are checked to, ptx.cpp's aligned_collective), wgmma.fence's ordering of earlier register writes
-// (it is accepted and does nothing), A registers changed between the issue and the wait (they are
-// read at the issue), and the async proxy (fence.proxy.async is accepted and does nothing: shared
-// memory written by cp.async is seen at once).
+// are checked to, ptx.cpp's aligned_collective), A registers changed between the issue and the
+// wait (they are read at the issue), and the async proxy (fence.proxy.async is accepted and does
+// nothing: shared memory written by cp.async is seen at once).
 #pragma once
 
 #include <bit>
@@ -36,6 +38,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tessera::ptx {
@@ -83,13 +86,29 @@ class WgmmaQueue {
     std::string text;           // the instruction, for errors
   };
 
-  // Records op (its d_in read by the caller) and writes NaN into its registers.
-  void issue(Op op) {
+  // wgmma.fence: register accesses before it are ordered before the mma_async after it.
+  void fence() { last_fence_ = ++clock_; }
+
+  // Records op (its d_in read by the caller) and writes NaN into its registers. bad(why) reports an
+  // input register that a thread may have accessed since a wait returned it without a wgmma.fence
+  // in between (the PTX ISA requires one; only accumulators chained from one mma_async to the next
+  // are ordered without it): an accumulator read with scale-d that a wait wrote after the last
+  // fence, or A registers issued after any wait that returned values since that fence.
+  template <class Bad>
+  void issue(Op op, Bad&& bad) {
+    if (last_fence_ == 0) bad("the thread's first wgmma.mma_async has no wgmma.fence before it");
     op.chained.assign(op.d.size(), 0);
     for (size_t i = 0; i < op.d.size(); ++i)
       for (const Op& p : pending_)
         for (float* r : p.d)
           if (r == op.d[i]) op.chained[i] = 1;
+    if (op.a_in_registers && last_landing_ > last_fence_)
+      bad("A registers issued after a wgmma.wait_group returned results, with no wgmma.fence since");
+    for (size_t i = 0; i < op.d.size() && op.scale_d; ++i)
+      for (const auto& [r, at] : landed_)
+        if (!op.chained[i] && r == op.d[i] && at > last_fence_)
+          bad("an accumulator a wgmma.wait_group returned is read (scale-d) with no wgmma.fence "
+              "since");
     for (float* r : op.d) *r = std::numeric_limits<float>::quiet_NaN();
     pending_.push_back(std::move(op));
   }
@@ -122,7 +141,10 @@ class WgmmaQueue {
               pending_[q].chained[j] = 0;
               passed = true;
             }
-        if (!passed) *p.d[i] = out[i];
+        if (!passed) {
+          *p.d[i] = out[i];
+          returned(p.d[i]);
+        }
       }
     }
     pending_ = std::move(kept);
@@ -164,8 +186,19 @@ class WgmmaQueue {
     }
     return out;
   }
+  void returned(float* r) {  // a wait wrote r: the thread may access it from here on
+    last_landing_ = ++clock_;
+    for (auto& [reg, at] : landed_)
+      if (reg == r) {
+        at = last_landing_;
+        return;
+      }
+    landed_.emplace_back(r, last_landing_);
+  }
   std::vector<Op> pending_;
   int64_t groups_ = 0;
+  int64_t clock_ = 0, last_fence_ = 0, last_landing_ = 0;
+  std::vector<std::pair<float*, int64_t>> landed_;  // register, when a wait last returned it
 };
 
 }  // namespace tessera::ptx

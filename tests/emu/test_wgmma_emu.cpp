@@ -85,6 +85,7 @@ void mma_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b) {
   ops.push_back(emu::ptx_in("r", 1u));
   wg_asm(kMmaRS, ops);
 }
+void fence() { emu::ptx_asm("wgmma.fence.sync.aligned;", {}); }
 void commit() { emu::ptx_asm("wgmma.commit_group.sync.aligned;", {}); }
 void wait0() { emu::ptx_asm("wgmma.wait_group.sync.aligned 0;", {}); }
 
@@ -126,7 +127,7 @@ TEST(WgmmaEmu, a_product_from_shared_memory_with_b_k_major_or_n_major) {
       float d[32];
       for (float& x : d) x = 5.0f;  // scale-d 0: ignored
       const uint32_t b = shared_addr(s) + (major ? kBn : kBk);
-      emu::ptx_asm("wgmma.fence.sync.aligned;", {});
+      fence();
       mma_ss(d, descriptor(shared_addr(s) + kA, 128, 256),
              major ? descriptor(b, 1024, 128) : descriptor(b, 128, 256), false, major);
       commit();
@@ -148,6 +149,7 @@ TEST(WgmmaEmu, products_on_the_same_accumulators_chain_before_one_wait) {
     float d[32];
     const uint64_t da = descriptor(shared_addr(s) + kA, 128, 256);
     const uint64_t db = descriptor(shared_addr(s) + kBk, 128, 256);
+    fence();
     mma_ss(d, da, db, false, false);
     mma_ss(d, da, db, true, false);
     commit();
@@ -176,6 +178,7 @@ TEST(WgmmaEmu, a_from_registers_times_an_n_major_b) {
     }
     float d[32];
     for (float& x : d) x = 0.0f;
+    fence();
     mma_rs(d, a, descriptor(shared_addr(s) + kBn, 1024, 128));
     commit();
     wait0();
@@ -193,6 +196,7 @@ TEST(WgmmaEmu, shared_memory_is_read_at_the_wait_so_an_early_refill_shows) {
     fill_operands(s, int(threadIdx.x));
     __syncthreads();
     float d[32];
+    fence();
     mma_ss(d, descriptor(shared_addr(s) + kA, 128, 256), descriptor(shared_addr(s) + kBk, 128, 256),
            false, false);
     commit();
@@ -217,6 +221,7 @@ TEST(WgmmaEmu, misuses_are_errors_that_name_them) {
     launch(128, kSmem, [] {
       auto* s = static_cast<uint16_t*>(emu::dynamic_shared());
       float d[32];
+      fence();
       mma_ss(d, descriptor(shared_addr(s), 128, 256), descriptor(shared_addr(s), 128, 256), false,
              false);
       commit();
@@ -229,6 +234,7 @@ TEST(WgmmaEmu, misuses_are_errors_that_name_them) {
       auto* s = static_cast<uint16_t*>(emu::dynamic_shared());
       float d[32];
       const uint64_t swizzled = descriptor(shared_addr(s), 128, 1024) | uint64_t(1) << 62;
+      fence();
       mma_ss(d, descriptor(shared_addr(s), 128, 256), swizzled, false, false);
       commit();
       wait0();
@@ -247,6 +253,48 @@ TEST(WgmmaEmu, misuses_are_errors_that_name_them) {
     });
   });
   EXPECT_NE(msg.find("has not set"), std::string::npos) << msg;
+}
+
+// wgmma.fence orders a thread's register accesses before the mma_async after it: required before
+// the first, and between a wait returning results and an mma_async reading them again (scale-d, or
+// as A registers), except along one chain of mma_async on the same accumulators.
+TEST(WgmmaEmu, an_mma_reading_registers_a_wait_returned_needs_a_fence_between) {
+  auto kernel = [](bool fence_first, bool fence_again, bool as_a) {
+    return [=] {
+      launch(128, kSmem, [=] {
+        auto* s = static_cast<uint16_t*>(emu::dynamic_shared());
+        fill_operands(s, int(threadIdx.x));
+        __syncthreads();
+        const uint64_t da = descriptor(shared_addr(s) + kA, 128, 256);
+        const uint64_t db = descriptor(shared_addr(s) + kBk, 128, 256);
+        float d[32];
+        if (fence_first) fence();
+        mma_ss(d, da, db, false, false);
+        mma_ss(d, da, db, true, false);  // chained: no fence needed
+        commit();
+        wait0();
+        for (float& x : d) x *= 0.5f;  // the thread uses what the wait returned
+        if (fence_again) fence();
+        if (as_a) {
+          const uint32_t a[4] = {0, 0, 0, 0};
+          float o[32] = {};
+          mma_rs(o, a, descriptor(shared_addr(s) + kBn, 1024, 128));
+        } else {
+          mma_ss(d, da, db, true, false);
+        }
+        commit();
+        wait0();
+      });
+    };
+  };
+  const std::string first = error_of(kernel(false, true, false));
+  EXPECT_NE(first.find("first wgmma.mma_async has no wgmma.fence"), std::string::npos) << first;
+  const std::string acc = error_of(kernel(true, false, false));
+  EXPECT_NE(acc.find("an accumulator a wgmma.wait_group returned is read"), std::string::npos) << acc;
+  const std::string a = error_of(kernel(true, false, true));
+  EXPECT_NE(a.find("A registers issued after a wgmma.wait_group returned"), std::string::npos) << a;
+  EXPECT_NO_THROW(kernel(true, true, false)());
+  EXPECT_NO_THROW(kernel(true, true, true)());
 }
 
 }  // namespace
