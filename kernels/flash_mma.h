@@ -221,10 +221,11 @@ TESSERA_MMA_FN void store_rows(uint16_t* dst, int64_t r0, int64_t rows_total, in
   }
 }
 
-// How the tiles of the forward and backward blocks lie in shared memory and are multiplied. RowTiles: rows kLd<D> apart,
-// read by ldmatrix into mma.sync (this file). flash_wgmma.cu's CoreTiles: 8 x 8 core matrices read
-// by Hopper's wgmma. A policy provides bytes<D> (one 64-row tile), load<D, R> (R rows, as
-// load_tile_async), abt<D, MT> (tile_abt's S = Q K^T) and pm<D, MT> (tile_pm's O += P V).
+// How the tiles of the forward and backward blocks lie in shared memory and are multiplied.
+// RowTiles: rows kLd<D> apart, read by ldmatrix into mma.sync (this file). flash_wgmma.cu's
+// CoreTiles: 8 x 8 core matrices read by Hopper's wgmma. A policy provides bytes<D> (one 64-row
+// tile), load<D, R> (R rows, as load_tile_async), abt<D, MT> (tile_abt's S = Q K^T) and pm<D, MT>
+// (tile_pm's O += P V).
 struct RowTiles {
   template <int D>
   static constexpr size_t bytes = kTileBytes<D>;
@@ -401,7 +402,8 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
   auto fetch = [&](int64_t it, int s) {
     const int64_t h = head_of(it), q0 = q0_of(it);
     Tiles::template load<D, kMmaTile>(w, tile(M::c(s)), q + p.q.row(b, h, 0), q0, T, p.q.t);
-    Tiles::template load<D, kMmaTile>(w, tile(M::d(s)), dout + p.dout.row(b, h, 0), q0, T, p.dout.t);
+    Tiles::template load<D, kMmaTile>(w, tile(M::d(s)), dout + p.dout.row(b, h, 0), q0, T,
+                                      p.dout.t);
     w.cp_async_commit();
   };
   auto row_stats = [&](int64_t it, float& l2, float& dd) {

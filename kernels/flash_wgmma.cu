@@ -69,8 +69,12 @@ struct WgmmaCtx : DeviceCtx {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
   }
   __device__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-  __device__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-  __device__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+  __device__ void wgmma_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+  }
+  __device__ void wgmma_wait_all() {
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  }
   // Keeps the compiler from moving an accumulator's reads or writes across an asynchronous
   // product's issue or wait: each register is an operand of an (empty) asm statement there.
   template <int N>
@@ -173,8 +177,8 @@ struct CoreTiles {
     w.wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)  // 16 columns: two core matrices, 256 bytes on
-      w.mma_ss(acc[0], descriptor(qa + 256 * kk, 128, 16 * D), descriptor(kb + 256 * kk, 128, 16 * D),
-               kk > 0);
+      w.mma_ss(acc[0], descriptor(qa + 256 * kk, 128, 16 * D),
+               descriptor(kb + 256 * kk, 128, 16 * D), kk > 0);
     w.wgmma_commit();
     w.wgmma_wait_all();
     w.pin(acc[0]);

@@ -31,9 +31,10 @@ def main():
         sys.exit(f"ptxas_usage.py: {path} compiles no kernels/*.cu (not a CUDA build?)")
 
     def run(c):
-        # A file built for an architecture-specific target (flash_wgmma.cu: sm_90a) keeps its suffix.
+        # A file built for an architecture-specific target (flash_wgmma.cu: sm_90a) keeps it.
         suffix = "a" if re.search(r"compute_\d+a\b", c["command"]) else ""
-        cmd = re.sub(r"--generate-code=arch=compute_\d+a?,code=\[compute_\d+a?,sm_\d+a?\]", "", c["command"])
+        cmd = re.sub(r"--generate-code=arch=compute_\d+a?,code=\[compute_\d+a?,sm_\d+a?\]", "",
+                     c["command"])
         cmd = re.sub(r" -o \S+", " -o /dev/null", cmd)
         cmd += f" --generate-code=arch=compute_{arch}{suffix},code=sm_{arch}{suffix} -Xptxas -v"
         r = subprocess.run(cmd, shell=True, cwd=c["directory"], capture_output=True, text=True)

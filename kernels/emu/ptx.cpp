@@ -96,7 +96,8 @@ void decode(Instr& in) {
     in.kind = K::WgMma;
     const std::string& shape = in.parts.size() > 4 ? in.parts[4] : std::string();
     const size_t k = shape.find('k');
-    if (shape.rfind("m64n", 0) == 0 && k != std::string::npos) in.n = std::atoi(shape.substr(4, k - 4).c_str());
+    if (shape.rfind("m64n", 0) == 0 && k != std::string::npos)
+      in.n = std::atoi(shape.substr(4, k - 4).c_str());
     if (in.parts.size() != 8 || in.parts[1] != "mma_async" || in.parts[2] != "sync" ||
         in.parts[3] != "aligned" || shape.substr(k == std::string::npos ? 0 : k) != "k16" ||
         in.n < 8 || in.n > 256 || in.n % 8 || in.parts[5] != "f32" || in.parts[6] != "bf16" ||
@@ -249,8 +250,8 @@ class Exec {
     fail(msg.c_str());
   }
   const Arg& arg(size_t i, Arg::Kind kind, size_t regs = 1) const {
-    static const char* names[] = {"an operand %n", "an immediate", "a vector {...}", "an address [...]",
-                                  "a predicate name"};
+    static const char* names[] = {"an operand %n", "an immediate", "a vector {...}",
+                                  "an address [...]", "a predicate name"};
     if (checked_) return in_.args[i];
     if (i >= in_.args.size()) bad("operand " + std::to_string(i + 1) + " is missing");
     const Arg& a = in_.args[i];
@@ -555,7 +556,7 @@ void ptx_asm(const char* text, const PtxOperand* ops, size_t n) {
       case Instr::Kind::Mma: mma(x, in); break;
       case Instr::Kind::RegPred:
       case Instr::Kind::Setp: predicate(x, in, preds); break;
-      case Instr::Kind::ProxyFence: x.arity(0, 0); break;  // generic-proxy writes are seen at once here
+      case Instr::Kind::ProxyFence: x.arity(0, 0); break;  // writes are seen at once here
       case Instr::Kind::WgFence:
       case Instr::Kind::WgCommit:
       case Instr::Kind::WgWait:

@@ -282,7 +282,8 @@ void fiber_main() {
   // is per OS thread, which every fiber shares.
   if (failed) leave_failed(l, f);
   if (!failed && !f.wgmma.empty() && l.error.empty())  // its accumulators would never be written
-    l.error = where(l, f) + ": exits with wgmma.mma_async operations no wgmma.wait_group waited for";
+    l.error = where(l, f) +
+              ": exits with wgmma.mma_async operations no wgmma.wait_group waited for";
   f.state = State::Done;
   --l.live;
   Warp& w = l.warps[size_t(f.warp)];

@@ -59,10 +59,10 @@ inline SmemDescriptor decode_descriptor(uint64_t d) {
 // The shared address of element (mn, k) (row or column mn of M or N, index k along K) of a 16-bit
 // operand in the no-swizzle canonical layout.
 inline uint64_t operand_address(const SmemDescriptor& d, bool mn_major, int mn, int k) {
-  return mn_major ? d.start + uint64_t(mn % 8) * 2 + uint64_t(mn / 8) * d.sbo + uint64_t(k % 8) * 16 +
-                        uint64_t(k / 8) * d.lbo
-                  : d.start + uint64_t(mn % 8) * 16 + uint64_t(mn / 8) * d.sbo + uint64_t(k % 8) * 2 +
-                        uint64_t(k / 8) * d.lbo;
+  return mn_major ? d.start + uint64_t(mn % 8) * 2 + uint64_t(mn / 8) * d.sbo +
+                        uint64_t(k % 8) * 16 + uint64_t(k / 8) * d.lbo
+                  : d.start + uint64_t(mn % 8) * 16 + uint64_t(mn / 8) * d.sbo +
+                        uint64_t(k % 8) * 2 + uint64_t(k / 8) * d.lbo;
 }
 // Accumulator i of lane `lane` of warp `warp` (in its warpgroup) in m64nNk16's D.
 inline int wg_d_row(int warp, int lane, int i) { return 16 * warp + lane / 4 + 8 * ((i / 2) % 2); }
@@ -72,16 +72,16 @@ inline int wg_d_col(int lane, int i) { return 8 * (i / 4) + 2 * (lane % 4) + i %
 class WgmmaQueue {
  public:
   struct Op {
-    int n = 0;        // N of m64nNk16
-    int warp = 0;     // in its warpgroup
+    int n = 0;     // N of m64nNk16
+    int warp = 0;  // in its warpgroup
     int lane = 0;
     bool a_in_registers = false;
     float a[16][16] = {};  // A in registers: this warp's 16 rows, from every lane's fragment
     uint64_t desc_a = 0, desc_b = 0;
     bool trans_a = false, trans_b = false, scale_d = true;
-    std::vector<float*> d;     // the N / 2 accumulator registers
-    std::vector<float> d_in;   // their values at issue
-    std::vector<char> chained;  // the register is an earlier pending op's output: d_in comes from it
+    std::vector<float*> d;      // the N / 2 accumulator registers
+    std::vector<float> d_in;    // their values at issue
+    std::vector<char> chained;  // an earlier pending op's output: d_in comes from it
     int64_t group = -1;         // -1: not yet committed
     std::string text;           // the instruction, for errors
   };
@@ -103,7 +103,8 @@ class WgmmaQueue {
         for (float* r : p.d)
           if (r == op.d[i]) op.chained[i] = 1;
     if (op.a_in_registers && last_landing_ > last_fence_)
-      bad("A registers issued after a wgmma.wait_group returned results, with no wgmma.fence since");
+      bad("A registers issued after a wgmma.wait_group returned results, with no wgmma.fence "
+          "since");
     for (size_t i = 0; i < op.d.size() && op.scale_d; ++i)
       for (const auto& [r, at] : landed_)
         if (!op.chained[i] && r == op.d[i] && at > last_fence_)
@@ -152,8 +153,10 @@ class WgmmaQueue {
 
  private:
   template <class Smem, class Bad>
-  static float element(const SmemDescriptor& d, bool mn_major, int mn, int k, Smem& smem, Bad& bad) {
-    if (d.swizzle != 0) bad("a swizzled shared-memory layout (only the no-swizzle one is emulated)");
+  static float element(const SmemDescriptor& d, bool mn_major, int mn, int k, Smem& smem,
+                       Bad& bad) {
+    if (d.swizzle != 0)
+      bad("a swizzled shared-memory layout (only the no-swizzle one is emulated)");
     if (d.base_offset != 0) bad("a matrix base offset in a no-swizzle descriptor");
     uint16_t bits;
     std::memcpy(&bits, smem(operand_address(d, mn_major, mn, k), 2), 2);
@@ -178,7 +181,8 @@ class WgmmaQueue {
         }
     std::vector<float> out(p.d.size());
     for (size_t i = 0; i < p.d.size(); ++i) {
-      const int row = wg_d_row(p.warp, p.lane, int(i)) - 16 * p.warp, col = wg_d_col(p.lane, int(i));
+      const int row = wg_d_row(p.warp, p.lane, int(i)) - 16 * p.warp,
+                col = wg_d_col(p.lane, int(i));
       // As mma_output (ptx_fragments.h): bf16 products are exact in double, one rounding to f32.
       double acc = p.scale_d ? double(p.d_in[i]) : 0.0;
       for (int k = 0; k < 16; ++k) acc += double(A[row / 8][k]) * double(B[col][k]);

@@ -48,14 +48,16 @@ void put(uint16_t* base, bool mn_major, int mn, int k, uint32_t lbo, uint32_t sb
 }
 
 // The immediates (imm-trans-a, imm-trans-b) are part of the text, as "n" operands are for nvcc.
-#define TESSERA_WG_D32                                                                            \
-  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
-  "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define TESSERA_WG_D32                                                                          \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
 constexpr const char* kMmaSS[2] = {
     "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-    "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " TESSERA_WG_D32 ", %32, %33, p, 1, 1, 0, 0;\n}",
+    "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " TESSERA_WG_D32
+    ", %32, %33, p, 1, 1, 0, 0;\n}",
     "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-    "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " TESSERA_WG_D32 ", %32, %33, p, 1, 1, 0, 1;\n}"};
+    "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " TESSERA_WG_D32
+    ", %32, %33, p, 1, 1, 0, 1;\n}"};
 constexpr const char* kMmaRS =
     "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " TESSERA_WG_D32
@@ -212,9 +214,8 @@ TEST(WgmmaEmu, shared_memory_is_read_at_the_wait_so_an_early_refill_shows) {
 
 TEST(WgmmaEmu, misuses_are_errors_that_name_them) {
   // A block that is not whole warpgroups.
-  std::string msg = error_of([] {
-    launch(96, kSmem, [] { emu::ptx_asm("wgmma.fence.sync.aligned;", {}); });
-  });
+  std::string msg =
+      error_of([] { launch(96, kSmem, [] { emu::ptx_asm("wgmma.fence.sync.aligned;", {}); }); });
   EXPECT_NE(msg.find("not whole warpgroups"), std::string::npos) << msg;
   // A thread that exits with a product in flight.
   msg = error_of([] {
@@ -248,8 +249,10 @@ TEST(WgmmaEmu, misuses_are_errors_that_name_them) {
       std::vector<emu::PtxOperand> ops = accumulators(d);
       ops.push_back(emu::ptx_in("l", uint64_t(0)));
       ops.push_back(emu::ptx_in("l", uint64_t(0)));
-      emu::ptx_asm("{\n.reg .pred p;\nwgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " TESSERA_WG_D32
-                   ", %32, %33, p, 1, 1, 0, 0;\n}", ops.data(), ops.size());
+      emu::ptx_asm(
+          "{\n.reg .pred p;\nwgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " TESSERA_WG_D32
+          ", %32, %33, p, 1, 1, 0, 0;\n}",
+          ops.data(), ops.size());
     });
   });
   EXPECT_NE(msg.find("has not set"), std::string::npos) << msg;
@@ -290,7 +293,8 @@ TEST(WgmmaEmu, an_mma_reading_registers_a_wait_returned_needs_a_fence_between) {
   const std::string first = error_of(kernel(false, true, false));
   EXPECT_NE(first.find("first wgmma.mma_async has no wgmma.fence"), std::string::npos) << first;
   const std::string acc = error_of(kernel(true, false, false));
-  EXPECT_NE(acc.find("an accumulator a wgmma.wait_group returned is read"), std::string::npos) << acc;
+  EXPECT_NE(acc.find("an accumulator a wgmma.wait_group returned is read"), std::string::npos)
+      << acc;
   const std::string a = error_of(kernel(true, false, true));
   EXPECT_NE(a.find("A registers issued after a wgmma.wait_group returned"), std::string::npos) << a;
   EXPECT_NO_THROW(kernel(true, true, false)());
