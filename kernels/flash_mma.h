@@ -225,7 +225,9 @@ TESSERA_MMA_FN void store_rows(uint16_t* dst, int64_t r0, int64_t rows_total, in
 // RowTiles: rows kLd<D> apart, read by ldmatrix into mma.sync (this file). flash_wgmma.cu's
 // CoreTiles: 8 x 8 core matrices read by Hopper's wgmma. A policy provides bytes<D> (one 64-row
 // tile), load<D, R> (R rows, as load_tile_async), abt<D, MT> (tile_abt's S = Q K^T) and pm<D, MT>
-// (tile_pm's O += P V).
+// (tile_pm's O += P V); and Held<D>, hold<D> and abt_held<D, MT> for a left operand a block keeps
+// for all its products (Q in the forward, Q and dO in dQ): taken once into registers where the
+// policy does so (CoreTiles), read from its tile at every product where it does not.
 struct RowTiles {
   template <int D>
   static constexpr size_t bytes = kTileBytes<D>;
@@ -243,6 +245,15 @@ struct RowTiles {
   TESSERA_MMA_FN static void pm(W& w, float (&acc)[MT][D / 8][4], const float (&p)[MT][8][4],
                                 const uint16_t* m, int lane) {
     tile_pm<D, MT>(w, acc, p, m, lane);
+  }
+  template <int D>
+  struct Held {};  // nothing: tile_abt reads its A fragments from the tile each time
+  template <int D, class W>
+  TESSERA_MMA_FN static void hold(W&, Held<D>&, const uint16_t*, int, int) {}
+  template <int D, int MT, class W>
+  TESSERA_MMA_FN static void abt_held(W& w, float (&acc)[MT][8][4], const Held<D>&,
+                                      const uint16_t* a, int a_r0, const uint16_t* b, int lane) {
+    tile_abt<D, MT>(w, acc, a, a_r0, b, lane);
   }
 };
 
@@ -279,6 +290,8 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
   w.cp_async_commit();
   w.cp_async_wait_all();
   w.sync_block();
+  typename Tiles::template Held<D> qheld;
+  Tiles::template hold<D>(w, qheld, Qs, warp * 16 * MT, lane);
 
   float o[MT][D / 8][4];
   float m[MT][2], l[MT][2];  // base-2 running max; this lane's partial sums
@@ -296,7 +309,7 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
     Tiles::template load<D, kMmaTile>(w, Vs, vh, k0, T, p.v.t);
     w.cp_async_commit();
     float s[MT][8][4];
-    Tiles::template abt<D, MT>(w, s, Qs, warp * 16 * MT, Ks, lane);
+    Tiles::template abt_held<D, MT>(w, s, qheld, Qs, warp * 16 * MT, Ks, lane);
     TESSERA_MMA_UNROLL
     for (int mt = 0; mt < MT; ++mt) {
       const bool full = all_visible(r0 + 16 * mt, 16, k0, kMmaTile, p);
@@ -431,6 +444,8 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
   TESSERA_MMA_UNROLL
   for (int n = 0; n < D / 8; ++n)
     for (int e = 0; e < 4; ++e) dka[0][n][e] = dva[0][n][e] = 0.0f;
+  // K and V are read from their tiles at every item, not held (Tiles::hold): in CoreTiles'
+  // registers they would cost a block an SM (ptxas, sm_90a: 158 -> 200 registers at D 64).
   for (int64_t it = 0; it < items; ++it) {
     const int s = int(it & 1);
     w.cp_async_wait_all();  // item it's tiles are in
@@ -509,6 +524,10 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
   TESSERA_MMA_UNROLL
   for (int n = 0; n < D / 8; ++n)
     for (int e = 0; e < 4; ++e) dqa[0][n][e] = 0.0f;
+  // Q and dO, the left operands of every product, held (Tiles::hold) at D 64; at D 128 in
+  // CoreTiles' registers they would cost a block an SM (ptxas, sm_90a: 168 -> 239 registers).
+  constexpr bool kHoldQdO = D <= 64;
+  typename Tiles::template Held<D> qheld, doheld;
 
   for (int64_t kt = kt0; kt <= kt1; ++kt) {
     const int s = int((kt - kt0) & 1);
@@ -519,8 +538,17 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
     const uint16_t* Vs = tile(M::d(s));
     const int64_t k0 = kt * kMmaTile;
     float sc[1][8][4], dp[1][8][4];
-    Tiles::template abt<D, 1>(w, sc, Qs, warp * 16, Ks, lane);   // S = Q K^T
-    Tiles::template abt<D, 1>(w, dp, dOs, warp * 16, Vs, lane);  // dP = dO V^T
+    if constexpr (kHoldQdO) {
+      if (kt == kt0) {  // Q and dO came with the first key tile
+        Tiles::template hold<D>(w, qheld, Qs, warp * 16, lane);
+        Tiles::template hold<D>(w, doheld, dOs, warp * 16, lane);
+      }
+      Tiles::template abt_held<D, 1>(w, sc, qheld, Qs, warp * 16, Ks, lane);   // S = Q K^T
+      Tiles::template abt_held<D, 1>(w, dp, doheld, dOs, warp * 16, Vs, lane);  // dP = dO V^T
+    } else {
+      Tiles::template abt<D, 1>(w, sc, Qs, warp * 16, Ks, lane);
+      Tiles::template abt<D, 1>(w, dp, dOs, warp * 16, Vs, lane);
+    }
     const bool full = all_visible(r0, 16, k0, kMmaTile, p);
     TESSERA_MMA_UNROLL
     for (int n = 0; n < 8; ++n)

@@ -4,10 +4,12 @@
 // the tensor cores a warpgroup at a time, as FlashAttention-3 does (Shah et al. 2024,
 // arXiv:2407.08608). A block is one warpgroup (128 threads) and every product in those bodies is a
 // 64-row one (a warp owns 16 rows), so each is a chain of m64nNk16: S = Q K^T (and S^T = K Q^T,
-// dP = dO V^T, dP^T = V dO^T) with both operands read from shared memory, and O += P V (dV += P^T
-// dO, dK += dS^T Q, dQ += dS K) with the left operand taken straight from the accumulators of the
-// product before it as A registers (the accumulator and A-register layouts of m64nNk16 put the same
-// elements in the same lanes) and the right one read from shared memory N-major.
+// dP = dO V^T, dP^T = V dO^T) with the right operand read from shared memory and the left one too,
+// or held in registers where the block keeps it (Q in the forward; Q and dO in dQ at D 64:
+// CoreTiles::hold), and O += P V (dV += P^T dO, dK += dS^T Q, dQ += dS K) with the left operand
+// taken straight from the accumulators of the product before it as A registers (the accumulator
+// and A-register layouts of m64nNk16 put the same elements in the same lanes) and the right one
+// read from shared memory N-major.
 //
 // Not yet FlashAttention-3's kernel: no tensor-memory-accelerator copies (tiles come by cp.async,
 // as in flash_mma.h), no warp specialisation or ping-pong between warpgroups, no overlap of one
@@ -116,6 +118,23 @@ struct WgmmaCtx : DeviceCtx {
           "+f"(d[7][2]), "+f"(d[7][3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1u));
   }
+  // d (+)= A B, m64n64k16: A (this warp's 16 rows) in registers, B (16 x 64) K-major.
+  __device__ void mma_rs_k(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc_b,
+                           uint32_t accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+        "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+          "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+          "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+          "+f"(d[7][2]), "+f"(d[7][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));
+  }
   // d += A B, m64n128k16: A (this warp's 16 rows) in registers, B (16 x 128) N-major.
   __device__ void mma_rs(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc_b) {
     asm volatile(
@@ -179,6 +198,42 @@ struct CoreTiles {
     for (int kk = 0; kk < D / 16; ++kk)  // 16 columns: two core matrices, 256 bytes on
       w.mma_ss(acc[0], descriptor(qa + 256 * kk, 128, 16 * D),
                descriptor(kb + 256 * kk, 128, 16 * D), kk > 0);
+    w.wgmma_commit();
+    w.wgmma_wait_all();
+    w.pin(acc[0]);
+#else
+    __trap();
+#endif
+  }
+
+  // The left operand of abt kept in registers: this warp's 16 rows of the tile as the A fragments
+  // of its D / 16 k-steps (ldmatrix of the core matrices: rows 0-7 and 8-15 of columns 16 kk ..
+  // + 7, then of + 8 .. + 15, the order of mma.m16n8k16's and m64nNk16's A registers). The
+  // products then read only B from shared memory: half the bytes of abt's.
+  template <int D>
+  struct Held {
+    uint32_t a[D / 16][4];
+  };
+  template <int D, class W>
+  __device__ static void hold(W& w, Held<D>& h, const uint16_t* tile, int r0, int lane) {
+    const unsigned char* t = reinterpret_cast<const unsigned char*>(tile);
+    const int m = lane / 8, row = r0 + (m & 1) * 8 + lane % 8;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      w.ldmatrix_x4(h.a[kk],
+                    reinterpret_cast<const uint16_t*>(t + core_offset<D>(row, 2 * kk + (m >> 1))));
+  }
+  template <int D, int MT, class W>
+  __device__ static void abt_held(W& w, float (&acc)[MT][8][4], const Held<D>& h, const uint16_t*,
+                                  int, const uint16_t* b, int) {
+    static_assert(MT == 1, "a wgmma block is one warpgroup: 64 rows");
+#if TESSERA_WGMMA_BODY
+    const unsigned char* kb = reinterpret_cast<const unsigned char*>(b);
+    w.pin(acc[0]);
+    w.wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      w.mma_rs_k(acc[0], h.a[kk], descriptor(kb + 256 * kk, 128, 16 * D), kk > 0);
     w.wgmma_commit();
     w.wgmma_wait_all();
     w.pin(acc[0]);
