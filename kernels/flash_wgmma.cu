@@ -1,7 +1,7 @@
 // FlashAttention-2 (Dao 2023, arXiv:2307.08691) on Hopper's warpgroup matrix instructions
 // (wgmma.mma_async, sm_90a): flash_mma.h's forward and backward bodies (the same masks, online
-// softmax in base 2, lse, deterministic two-pass backward and layouts) with every product issued to
-// the tensor cores a warpgroup at a time, as FlashAttention-3 does (Shah et al. 2024,
+// softmax in base 2, lse, deterministic two-pass backward and layouts) with every product issued
+// to the tensor cores a warpgroup at a time, as FlashAttention-3 does (Shah et al. 2024,
 // arXiv:2407.08608). A block is one warpgroup (128 threads) and every product in those bodies is a
 // 64-row one (a warp owns 16 rows), so each is a chain of m64nNk16: S = Q K^T (and S^T = K Q^T,
 // dP = dO V^T, dP^T = V dO^T) with the right operand read from shared memory and the left one too,
