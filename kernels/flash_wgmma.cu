@@ -77,6 +77,21 @@ struct WgmmaCtx : DeviceCtx {
   __device__ void wgmma_wait_all() {
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   }
+  // One chain of products into d, issued by issue() and waited for: fenced after every earlier
+  // access of the registers and waited for before the next (a wgmma body only exists for sm_90a).
+  template <int N, class Issue>
+  __device__ void chain(float (&d)[N][4], Issue&& issue) {
+#if TESSERA_WGMMA_BODY
+    pin(d);
+    wgmma_fence();
+    issue();
+    wgmma_commit();
+    wgmma_wait_all();
+    pin(d);
+#else
+    __trap();
+#endif
+  }
   // Keeps the compiler from moving an accumulator's reads or writes across an asynchronous
   // product's issue or wait: each register is an operand of an (empty) asm statement there.
   template <int N>
@@ -189,21 +204,14 @@ struct CoreTiles {
   __device__ static void abt(W& w, float (&acc)[MT][8][4], const uint16_t* a, int,
                              const uint16_t* b, int) {
     static_assert(MT == 1, "a wgmma block is one warpgroup: 64 queries");
-#if TESSERA_WGMMA_BODY
     const unsigned char* qa = reinterpret_cast<const unsigned char*>(a);
     const unsigned char* kb = reinterpret_cast<const unsigned char*>(b);
-    w.pin(acc[0]);
-    w.wgmma_fence();
+    w.chain(acc[0], [&] {
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)  // 16 columns: two core matrices, 256 bytes on
-      w.mma_ss(acc[0], descriptor(qa + 256 * kk, 128, 16 * D),
-               descriptor(kb + 256 * kk, 128, 16 * D), kk > 0);
-    w.wgmma_commit();
-    w.wgmma_wait_all();
-    w.pin(acc[0]);
-#else
-    __trap();
-#endif
+      for (int kk = 0; kk < D / 16; ++kk)  // 16 columns: two core matrices, 256 bytes on
+        w.mma_ss(acc[0], descriptor(qa + 256 * kk, 128, 16 * D),
+                 descriptor(kb + 256 * kk, 128, 16 * D), kk > 0);
+    });
   }
 
   // The left operand of abt kept in registers: this warp's 16 rows of the tile as the A fragments
@@ -227,19 +235,12 @@ struct CoreTiles {
   __device__ static void abt_held(W& w, float (&acc)[MT][8][4], const Held<D>& h, const uint16_t*,
                                   int, const uint16_t* b, int) {
     static_assert(MT == 1, "a wgmma block is one warpgroup: 64 rows");
-#if TESSERA_WGMMA_BODY
     const unsigned char* kb = reinterpret_cast<const unsigned char*>(b);
-    w.pin(acc[0]);
-    w.wgmma_fence();
+    w.chain(acc[0], [&] {
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      w.mma_rs_k(acc[0], h.a[kk], descriptor(kb + 256 * kk, 128, 16 * D), kk > 0);
-    w.wgmma_commit();
-    w.wgmma_wait_all();
-    w.pin(acc[0]);
-#else
-    __trap();
-#endif
+      for (int kk = 0; kk < D / 16; ++kk)
+        w.mma_rs_k(acc[0], h.a[kk], descriptor(kb + 256 * kk, 128, 16 * D), kk > 0);
+    });
   }
 
   // acc += P V: P (the block's 64 x 64 scores, rounded to bf16) from registers, in four products
@@ -248,7 +249,6 @@ struct CoreTiles {
   __device__ static void pm(W& w, float (&acc)[MT][D / 8][4], const float (&p)[MT][8][4],
                             const uint16_t* m, int) {
     static_assert(MT == 1, "a wgmma block is one warpgroup: 64 queries");
-#if TESSERA_WGMMA_BODY
     const unsigned char* vb = reinterpret_cast<const unsigned char*>(m);
     uint32_t pa[4][4];
 #pragma unroll
@@ -258,17 +258,11 @@ struct CoreTiles {
       pa[ks][2] = W::pack_bf16x2(p[0][2 * ks + 1][0], p[0][2 * ks + 1][1]);
       pa[ks][3] = W::pack_bf16x2(p[0][2 * ks + 1][2], p[0][2 * ks + 1][3]);
     }
-    w.pin(acc[0]);
-    w.wgmma_fence();
+    w.chain(acc[0], [&] {
 #pragma unroll
-    for (int ks = 0; ks < 4; ++ks)  // 16 keys: two core matrices down, 32 D bytes on
-      w.mma_rs(acc[0], pa[ks], descriptor(vb + 32 * D * ks, 16 * D, 128));
-    w.wgmma_commit();
-    w.wgmma_wait_all();
-    w.pin(acc[0]);
-#else
-    __trap();
-#endif
+      for (int ks = 0; ks < 4; ++ks)  // 16 keys: two core matrices down, 32 D bytes on
+        w.mma_rs(acc[0], pa[ks], descriptor(vb + 32 * D * ks, 16 * D, 128));
+    });
   }
 };
 
