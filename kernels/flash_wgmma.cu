@@ -176,7 +176,7 @@ struct WgmmaCtx : DeviceCtx {
   }
 };
 
-// forward_block's tile policy on wgmma (flash_mma.h's RowTiles is the mma.sync one).
+// flash_mma.h's tile policy on wgmma (its RowTiles is the mma.sync one).
 struct CoreTiles {
   template <int D>
   static constexpr size_t bytes = size_t(kMmaTile) * D * 2;
@@ -275,8 +275,6 @@ constexpr auto flash_backward_dkdv_wgmma = flash_dkdv_kernel<D, WgmmaCtx, CoreTi
 template <int D>
 constexpr auto flash_backward_dq_wgmma = flash_dq_kernel<D, WgmmaCtx, CoreTiles>;
 
-}  // namespace
-
 // Why the wgmma kernels cannot run on the current device, or "" when they can.
 std::string wgmma_unavailable() {
 #if !defined(TESSERA_CUDA_EMULATED) && !TESSERA_WGMMA_SM90A
@@ -298,6 +296,8 @@ void require_wgmma() {
   const std::string why = wgmma_unavailable();
   TESSERA_CHECK(why.empty(), "TESSERA_FLASH_KERNELS=wgmma: ", why);
 }
+
+}  // namespace
 
 void flash_wgmma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                          const Tensor& v, const FlashParams& p, int64_t B, int64_t D) {
