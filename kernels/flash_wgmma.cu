@@ -29,6 +29,8 @@
 // (LBO) and along n 128 (SBO).
 #include <cuda_bf16.h>
 
+#include <map>
+#include <mutex>
 #include <string>
 
 #include "attention.cuh"
@@ -275,21 +277,33 @@ constexpr auto flash_backward_dkdv_wgmma = flash_dkdv_kernel<D, WgmmaCtx, CoreTi
 template <int D>
 constexpr auto flash_backward_dq_wgmma = flash_dq_kernel<D, WgmmaCtx, CoreTiles>;
 
-// Why the wgmma kernels cannot run on the current device, or "" when they can.
+// Why the wgmma kernels cannot run on the current device, or "" when they can; asked of the
+// runtime once a device (every attention call checks it).
 std::string wgmma_unavailable() {
 #if !defined(TESSERA_CUDA_EMULATED) && !TESSERA_WGMMA_SM90A
   return "this build has no sm_90a code for them (CMAKE_CUDA_ARCHITECTURES must hold 90)";
 #endif
-  int device = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
     const cudaError_t e = cudaGetLastError();  // read, so that it is not the next call's error
     return std::string("no CUDA device to run them on (") + cudaGetErrorString(e) + ")";
   }
-  if (major == 9 && minor == 0) return "";
-  return "they need a compute capability 9.0 GPU (sm_90a code runs on no other); device " +
-         std::to_string(device) + " is " + std::to_string(major) + "." + std::to_string(minor);
+  static std::mutex mu;
+  static std::map<int, std::string> known;
+  const std::lock_guard<std::mutex> lock(mu);
+  if (auto it = known.find(device); it != known.end()) return it->second;
+  int major = 0, minor = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    const cudaError_t e = cudaGetLastError();
+    return "device " + std::to_string(device) + " did not say its compute capability (" +
+           cudaGetErrorString(e) + ")";
+  }
+  return known[device] = major == 9 && minor == 0
+                             ? std::string()
+                             : "they need a compute capability 9.0 GPU (sm_90a code runs on no "
+                               "other); device " + std::to_string(device) + " is " +
+                                   std::to_string(major) + "." + std::to_string(minor);
 }
 
 void require_wgmma() {

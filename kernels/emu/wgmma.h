@@ -152,12 +152,8 @@ class WgmmaQueue {
   }
 
  private:
-  template <class Smem, class Bad>
-  static float element(const SmemDescriptor& d, bool mn_major, int mn, int k, Smem& smem,
-                       Bad& bad) {
-    if (d.swizzle != 0)
-      bad("a swizzled shared-memory layout (only the no-swizzle one is emulated)");
-    if (d.base_offset != 0) bad("a matrix base offset in a no-swizzle descriptor");
+  template <class Smem>
+  static float element(const SmemDescriptor& d, bool mn_major, int mn, int k, Smem& smem) {
     uint16_t bits;
     std::memcpy(&bits, smem(operand_address(d, mn_major, mn, k), 2), 2);
     return std::bit_cast<float>(uint32_t(bits) << 16);
@@ -165,6 +161,11 @@ class WgmmaQueue {
   template <class Smem, class Bad>
   static std::vector<float> product(const Op& p, Smem& smem, Bad& bad) {
     const SmemDescriptor db = decode_descriptor(p.desc_b), da = decode_descriptor(p.desc_a);
+    for (const SmemDescriptor* d : {&db, p.a_in_registers ? nullptr : &da}) {
+      if (d && d->swizzle != 0)
+        bad("a swizzled shared-memory layout (only the no-swizzle one is emulated)");
+      if (d && d->base_offset != 0) bad("a matrix base offset in a no-swizzle descriptor");
+    }
     // Only what this lane's accumulators need: rows g and g + 8 of the warp's A, and the N / 4
     // columns 8 j + 2 (lane % 4) + {0, 1} of B.
     const int g = p.lane / 4;
@@ -172,12 +173,12 @@ class WgmmaQueue {
     for (int h = 0; h < 2; ++h)
       for (int k = 0; k < 16; ++k)
         A[h][k] = p.a_in_registers ? p.a[g + 8 * h][k]
-                                   : element(da, p.trans_a, 16 * p.warp + g + 8 * h, k, smem, bad);
+                                   : element(da, p.trans_a, 16 * p.warp + g + 8 * h, k, smem);
     for (int j = 0; j < p.n / 8; ++j)
       for (int e = 0; e < 2; ++e)
         for (int k = 0; k < 16; ++k) {
           const int n = 8 * j + 2 * (p.lane % 4) + e;
-          B[n][k] = element(db, p.trans_b, n, k, smem, bad);
+          B[n][k] = element(db, p.trans_b, n, k, smem);
         }
     std::vector<float> out(p.d.size());
     for (size_t i = 0; i < p.d.size(); ++i) {

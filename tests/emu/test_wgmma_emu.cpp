@@ -119,19 +119,28 @@ int mismatches(const float (&d)[32], float times) {
   return bad;
 }
 
-TEST(WgmmaEmu, a_product_from_shared_memory_with_b_k_major_or_n_major) {
-  std::atomic<int> bad{0}, nan_before_wait{0};
+// body(s) in each of a warpgroup's threads, s the shared memory with fill_operands' A and Bs in.
+template <class Body>
+void with_operands(Body&& body) {
   launch(128, kSmem, [&] {
     auto* s = static_cast<uint16_t*>(emu::dynamic_shared());
     fill_operands(s, int(threadIdx.x));
     __syncthreads();
+    body(s);
+  });
+}
+uint64_t desc_a(uint16_t* s) { return descriptor(shared_addr(s) + kA, 128, 256); }
+uint64_t desc_bk(uint16_t* s) { return descriptor(shared_addr(s) + kBk, 128, 256); }
+uint64_t desc_bn(uint16_t* s) { return descriptor(shared_addr(s) + kBn, 1024, 128); }
+
+TEST(WgmmaEmu, a_product_from_shared_memory_with_b_k_major_or_n_major) {
+  std::atomic<int> bad{0}, nan_before_wait{0};
+  with_operands([&](uint16_t* s) {
     for (int major = 0; major < 2; ++major) {
       float d[32];
       for (float& x : d) x = 5.0f;  // scale-d 0: ignored
-      const uint32_t b = shared_addr(s) + (major ? kBn : kBk);
       fence();
-      mma_ss(d, descriptor(shared_addr(s) + kA, 128, 256),
-             major ? descriptor(b, 1024, 128) : descriptor(b, 128, 256), false, major);
+      mma_ss(d, desc_a(s), major ? desc_bn(s) : desc_bk(s), false, major);
       commit();
       nan_before_wait += std::isnan(d[0]) ? 0 : 1;  // not yet written: NaN until the wait
       wait0();
@@ -144,13 +153,9 @@ TEST(WgmmaEmu, a_product_from_shared_memory_with_b_k_major_or_n_major) {
 
 TEST(WgmmaEmu, products_on_the_same_accumulators_chain_before_one_wait) {
   std::atomic<int> bad{0};
-  launch(128, kSmem, [&] {
-    auto* s = static_cast<uint16_t*>(emu::dynamic_shared());
-    fill_operands(s, int(threadIdx.x));
-    __syncthreads();
+  with_operands([&](uint16_t* s) {
     float d[32];
-    const uint64_t da = descriptor(shared_addr(s) + kA, 128, 256);
-    const uint64_t db = descriptor(shared_addr(s) + kBk, 128, 256);
+    const uint64_t da = desc_a(s), db = desc_bk(s);
     fence();
     mma_ss(d, da, db, false, false);
     mma_ss(d, da, db, true, false);
@@ -167,10 +172,7 @@ TEST(WgmmaEmu, products_on_the_same_accumulators_chain_before_one_wait) {
 
 TEST(WgmmaEmu, a_from_registers_times_an_n_major_b) {
   std::atomic<int> bad{0};
-  launch(128, kSmem, [&] {
-    auto* s = static_cast<uint16_t*>(emu::dynamic_shared());
-    fill_operands(s, int(threadIdx.x));
-    __syncthreads();
+  with_operands([&](uint16_t* s) {
     const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
     uint32_t a[4];
     for (int r = 0; r < 4; ++r) {
@@ -181,7 +183,7 @@ TEST(WgmmaEmu, a_from_registers_times_an_n_major_b) {
     float d[32];
     for (float& x : d) x = 0.0f;
     fence();
-    mma_rs(d, a, descriptor(shared_addr(s) + kBn, 1024, 128));
+    mma_rs(d, a, desc_bn(s));
     commit();
     wait0();
     bad += mismatches(d, 1.0f);
@@ -193,14 +195,10 @@ TEST(WgmmaEmu, a_from_registers_times_an_n_major_b) {
 // and the wait shows in the product, as a tile refilled too early would on a GPU.
 TEST(WgmmaEmu, shared_memory_is_read_at_the_wait_so_an_early_refill_shows) {
   std::atomic<int> bad{0};
-  launch(128, kSmem, [&] {
-    auto* s = static_cast<uint16_t*>(emu::dynamic_shared());
-    fill_operands(s, int(threadIdx.x));
-    __syncthreads();
+  with_operands([&](uint16_t* s) {
     float d[32];
     fence();
-    mma_ss(d, descriptor(shared_addr(s) + kA, 128, 256), descriptor(shared_addr(s) + kBk, 128, 256),
-           false, false);
+    mma_ss(d, desc_a(s), desc_bk(s), false, false);
     commit();
     __syncthreads();
     for (int i = int(threadIdx.x); i < 64 * 16; i += 128)
@@ -264,12 +262,8 @@ TEST(WgmmaEmu, misuses_are_errors_that_name_them) {
 TEST(WgmmaEmu, an_mma_reading_registers_a_wait_returned_needs_a_fence_between) {
   auto kernel = [](bool fence_first, bool fence_again, bool as_a) {
     return [=] {
-      launch(128, kSmem, [=] {
-        auto* s = static_cast<uint16_t*>(emu::dynamic_shared());
-        fill_operands(s, int(threadIdx.x));
-        __syncthreads();
-        const uint64_t da = descriptor(shared_addr(s) + kA, 128, 256);
-        const uint64_t db = descriptor(shared_addr(s) + kBk, 128, 256);
+      with_operands([=](uint16_t* s) {
+        const uint64_t da = desc_a(s), db = desc_bk(s);
         float d[32];
         if (fence_first) fence();
         mma_ss(d, da, db, false, false);
@@ -281,7 +275,7 @@ TEST(WgmmaEmu, an_mma_reading_registers_a_wait_returned_needs_a_fence_between) {
         if (as_a) {
           const uint32_t a[4] = {0, 0, 0, 0};
           float o[32] = {};
-          mma_rs(o, a, descriptor(shared_addr(s) + kBn, 1024, 128));
+          mma_rs(o, a, desc_bn(s));
         } else {
           mma_ss(d, da, db, true, false);
         }
