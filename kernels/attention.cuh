@@ -377,10 +377,11 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
 void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
                         const Tensor& drow, const FlashParams& p, int64_t B, int64_t D);
-// flash_wgmma.cu: the same kernels on Hopper's wgmma (FlashKernels::Wgmma; sm_90a builds, compute
-// capability 9.0 devices: an error naming what is missing otherwise).
+// flash_wgmma.cu: the same kernels on Hopper's wgmma (FlashKernels::Wgmma and WgmmaNarrow, the
+// latter's forward on 64-query blocks at D 64; sm_90a builds, compute capability 9.0 devices: an
+// error naming what is missing otherwise).
 void flash_wgmma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
-                         const Tensor& v, const FlashParams& p, int64_t B, int64_t D);
+                         const Tensor& v, const FlashParams& p, int64_t B, int64_t D, bool narrow);
 void flash_wgmma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                           const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
                           const Tensor& drow, const FlashParams& p, int64_t B, int64_t D);

@@ -45,8 +45,11 @@ FlashKernels initial_choice() {
   if (std::strcmp(env, "mma-3blocks") == 0) return FlashKernels::Mma3Blocks;
   if (std::strcmp(env, "wmma") == 0) return FlashKernels::Wmma;
   if (std::strcmp(env, "wgmma") == 0) return FlashKernels::Wgmma;
-  TESSERA_FAIL("TESSERA_FLASH_KERNELS must be mma, mma-narrow, mma-3blocks, wmma or wgmma, got '",
-               env, "'");
+  if (std::strcmp(env, "wgmma-narrow") == 0) return FlashKernels::WgmmaNarrow;
+  TESSERA_FAIL(
+      "TESSERA_FLASH_KERNELS must be mma, mma-narrow, mma-3blocks, wmma, wgmma or wgmma-narrow, "
+      "got '",
+      env, "'");
 }
 FlashKernels& choice() {
   static FlashKernels k = initial_choice();
@@ -62,7 +65,9 @@ namespace attn {
 
 void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                        const Tensor& v, const FlashParams& p, int64_t B, int64_t D) {
-  if (choice() == FlashKernels::Wgmma) return flash_wgmma_forward(out, lse, q, k, v, p, B, D);
+  if (choice() == FlashKernels::Wgmma || choice() == FlashKernels::WgmmaNarrow)
+    return flash_wgmma_forward(out, lse, q, k, v, p, B, D,
+                               choice() == FlashKernels::WgmmaNarrow);
   const bool narrow = choice() == FlashKernels::MmaNarrow;
   auto launch = [&](auto kernel, size_t bytes) {
     launch_flash_forward(kernel, bytes, kMmaTile * (narrow ? 1 : 2), out, lse, q, k, v, p, B, D);
@@ -82,7 +87,7 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
 void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
                         const Tensor& drow, const FlashParams& p, int64_t B, int64_t D) {
-  if (choice() == FlashKernels::Wgmma)
+  if (choice() == FlashKernels::Wgmma || choice() == FlashKernels::WgmmaNarrow)
     return flash_wgmma_backward(dq, dk, dv, dout, q, k, v, lse, drow, p, B, D);
   if (D == 64)
     launch_flash_backward(flash_backward_dkdv_mma<64>, flash_backward_dq_mma<64>,

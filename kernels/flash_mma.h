@@ -225,9 +225,10 @@ TESSERA_MMA_FN void store_rows(uint16_t* dst, int64_t r0, int64_t rows_total, in
 // RowTiles: rows kLd<D> apart, read by ldmatrix into mma.sync (this file). flash_wgmma.cu's
 // CoreTiles: 8 x 8 core matrices read by Hopper's wgmma. A policy provides bytes<D> (one 64-row
 // tile), load<D, R> (R rows, as load_tile_async), abt<D, MT> (tile_abt's S = Q K^T) and pm<D, MT>
-// (tile_pm's O += P V); and Held<D>, hold<D> and abt_held<D, MT> for a left operand a block keeps
-// for all its products (Q in the forward, Q and dO in dQ): taken once into registers where the
-// policy does so (CoreTiles), read from its tile at every product where it does not.
+// (tile_pm's O += P V); and Held<D, MT>, hold<D, MT> and abt_held<D, MT> for a left operand a
+// block keeps for all its products (Q in the forward, Q and dO in dQ; a warp's MT groups of 16
+// rows): taken once into registers where the policy does so (CoreTiles), read from its tile at
+// every product where it does not.
 struct RowTiles {
   template <int D>
   static constexpr size_t bytes = kTileBytes<D>;
@@ -246,12 +247,12 @@ struct RowTiles {
                                 const uint16_t* m, int lane) {
     tile_pm<D, MT>(w, acc, p, m, lane);
   }
-  template <int D>
+  template <int D, int MT>
   struct Held {};  // nothing: tile_abt reads its A fragments from the tile each time
-  template <int D, class W>
-  TESSERA_MMA_FN static void hold(W&, Held<D>&, const uint16_t*, int, int) {}
   template <int D, int MT, class W>
-  TESSERA_MMA_FN static void abt_held(W& w, float (&acc)[MT][8][4], const Held<D>&,
+  TESSERA_MMA_FN static void hold(W&, Held<D, MT>&, const uint16_t*, int, int) {}
+  template <int D, int MT, class W>
+  TESSERA_MMA_FN static void abt_held(W& w, float (&acc)[MT][8][4], const Held<D, MT>&,
                                       const uint16_t* a, int a_r0, const uint16_t* b, int lane) {
     tile_abt<D, MT>(w, acc, a, a_r0, b, lane);
   }
@@ -267,8 +268,9 @@ struct ForwardSmem {
 // One block: the 64 MT queries [q0, q0 + 64 MT), q0 = 64 MT qt, of grid row bh = b H + h. Warp w
 // owns queries q0 + 16 MT w .. + 16 MT - 1 as MT groups of 16; a lane holds rows g and g + 8 of
 // each. V of this key tile streams in while Q K^T runs, K of the next while P V runs. MT = 2
-// (FlashAttention-2's 128-row blocks) reads each K and V fragment from shared memory once per two
-// products; MT = 1 halves the registers and doubles the blocks.
+// (FlashAttention-2's 128-row blocks) loads each K and V tile once for twice the queries (and
+// under RowTiles reads each of their fragments once per two products); MT = 1 halves the
+// registers and doubles the blocks.
 template <int D, int MT, class Tiles = RowTiles, class W>
 TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_t* q,
                                   const uint16_t* k, const uint16_t* v, const FlashParams& p,
@@ -290,8 +292,8 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
   w.cp_async_commit();
   w.cp_async_wait_all();
   w.sync_block();
-  typename Tiles::template Held<D> qheld;
-  Tiles::template hold<D>(w, qheld, Qs, warp * 16 * MT, lane);
+  typename Tiles::template Held<D, MT> qheld;
+  Tiles::template hold<D, MT>(w, qheld, Qs, warp * 16 * MT, lane);
 
   float o[MT][D / 8][4];
   float m[MT][2], l[MT][2];  // base-2 running max; this lane's partial sums
@@ -527,7 +529,7 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
   // Q and dO, the left operands of every product, held (Tiles::hold) at D 64; at D 128 in
   // CoreTiles' registers they would cost a block an SM (ptxas, sm_90a: 168 -> 239 registers).
   constexpr bool kHoldQdO = D <= 64;
-  typename Tiles::template Held<D> qheld, doheld;
+  typename Tiles::template Held<D, 1> qheld, doheld;
 
   for (int64_t kt = kt0; kt <= kt1; ++kt) {
     const int s = int((kt - kt0) & 1);
@@ -540,8 +542,8 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
     float sc[1][8][4], dp[1][8][4];
     if constexpr (kHoldQdO) {
       if (kt == kt0) {  // Q and dO came with the first key tile
-        Tiles::template hold<D>(w, qheld, Qs, warp * 16, lane);
-        Tiles::template hold<D>(w, doheld, dOs, warp * 16, lane);
+        Tiles::template hold<D, 1>(w, qheld, Qs, warp * 16, lane);
+        Tiles::template hold<D, 1>(w, doheld, dOs, warp * 16, lane);
       }
       Tiles::template abt_held<D, 1>(w, sc, qheld, Qs, warp * 16, Ks, lane);   // S = Q K^T
       Tiles::template abt_held<D, 1>(w, dp, doheld, dOs, warp * 16, Vs, lane);  // dP = dO V^T

@@ -3,7 +3,7 @@
 // softmax in base 2, lse, deterministic two-pass backward and layouts) with every product issued
 // to the tensor cores a warpgroup at a time, as FlashAttention-3 does (Shah et al. 2024,
 // arXiv:2407.08608). A block is one warpgroup (128 threads) and every product in those bodies is a
-// 64-row one (a warp owns 16 rows), so each is a chain of m64nNk16: S = Q K^T (and S^T = K Q^T,
+// 64-row one (a warp owns 16 rows of each), so each is a chain of m64nNk16: S = Q K^T (S^T = K Q^T,
 // dP = dO V^T, dP^T = V dO^T) with the right operand read from shared memory and the left one too,
 // or held in registers where the block keeps it (Q in the forward; Q and dO in dQ at D 64:
 // CoreTiles::hold), and O += P V (dV += P^T dO, dK += dS^T Q, dQ += dS K) with the left operand
@@ -13,10 +13,12 @@
 //
 // Not yet FlashAttention-3's kernel: no tensor-memory-accelerator copies (tiles come by cp.async,
 // as in flash_mma.h), no warp specialisation or ping-pong between warpgroups, no overlap of one
-// tile's softmax with the next tile's products (each product is waited for at once), 64-query
-// forward blocks, and no swizzled shared-memory layout (tiles are in wgmma's no-swizzle layout of
-// 8 x 8 core matrices). Chosen by TESSERA_FLASH_KERNELS=wgmma (FlashKernels::Wgmma) on a compute
-// capability 9.0 GPU with a build that compiled this file for sm_90a (CMakeLists.txt).
+// tile's softmax with the next tile's products (each product is waited for at once), one
+// warpgroup a block (128-query forward blocks at D 64 are one warpgroup's two groups of 64 rows),
+// and no swizzled shared-memory layout (tiles are in wgmma's no-swizzle layout of 8 x 8 core
+// matrices). Chosen by TESSERA_FLASH_KERNELS=wgmma (FlashKernels::Wgmma; wgmma-narrow for 64-query
+// forward blocks at D 64) on a compute capability 9.0 GPU with a build that compiled this file for
+// sm_90a (CMakeLists.txt).
 //
 // Shared-memory layout (wgmma's canonical no-swizzle layout, PTX ISA "Shared Memory Matrix
 // Layout"; kernels/emu/wgmma.h writes the forms down): a 64 x D bf16 tile as 8 x 8 core matrices
@@ -79,10 +81,11 @@ struct WgmmaCtx : DeviceCtx {
   __device__ void wgmma_wait_all() {
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   }
-  // One chain of products into d, issued by issue() and waited for: fenced after every earlier
-  // access of the registers and waited for before the next (a wgmma body only exists for sm_90a).
-  template <int N, class Issue>
-  __device__ void chain(float (&d)[N][4], Issue&& issue) {
+  // The products issue() makes into the MT accumulators of d (one chain each), issued as one
+  // group and waited for: fenced after every earlier access of the registers and waited for
+  // before the next (a wgmma body only exists for sm_90a).
+  template <int MT, int N, class Issue>
+  __device__ void chain(float (&d)[MT][N][4], Issue&& issue) {
 #if TESSERA_WGMMA_BODY
     pin(d);
     wgmma_fence();
@@ -96,12 +99,14 @@ struct WgmmaCtx : DeviceCtx {
   }
   // Keeps the compiler from moving an accumulator's reads or writes across an asynchronous
   // product's issue or wait: each register is an operand of an (empty) asm statement there.
-  template <int N>
-  __device__ void pin(float (&d)[N][4]) {
+  template <int MT, int N>
+  __device__ void pin(float (&d)[MT][N][4]) {
 #pragma unroll
-    for (int n = 0; n < N; ++n)
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[n][e])::"memory");
+      for (int n = 0; n < N; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[mt][n][e])::"memory");
   }
   // d (+)= A B, m64n64k16: A (64 x 16) and B (16 x 64) K-major in shared memory.
   __device__ void mma_ss(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, uint32_t accumulate) {
@@ -200,15 +205,15 @@ struct CoreTiles {
     }
   }
 
-  // acc = Q K^T for the block's 64 queries (a: the Q tile) and the 64 keys of tile b: D / 16
-  // products m64n64k16, both operands K-major; warp w gets rows 16 w .. 16 w + 15.
+  // acc = Q K^T for the 64 rows of tile a and the 64 keys of tile b: D / 16 products m64n64k16,
+  // both operands K-major; warp w gets rows 16 w .. 16 w + 15.
   template <int D, int MT, class W>
   __device__ static void abt(W& w, float (&acc)[MT][8][4], const uint16_t* a, int,
                              const uint16_t* b, int) {
-    static_assert(MT == 1, "a wgmma block is one warpgroup: 64 queries");
+    static_assert(MT == 1, "an A operand read from shared memory is the tile's 64 rows");
     const unsigned char* qa = reinterpret_cast<const unsigned char*>(a);
     const unsigned char* kb = reinterpret_cast<const unsigned char*>(b);
-    w.chain(acc[0], [&] {
+    w.chain(acc, [&] {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)  // 16 columns: two core matrices, 256 bytes on
         w.mma_ss(acc[0], descriptor(qa + 256 * kk, 128, 16 * D),
@@ -216,62 +221,80 @@ struct CoreTiles {
     });
   }
 
-  // The left operand of abt kept in registers: this warp's 16 rows of the tile as the A fragments
-  // of its D / 16 k-steps (ldmatrix of the core matrices: rows 0-7 and 8-15 of columns 16 kk ..
-  // + 7, then of + 8 .. + 15, the order of mma.m16n8k16's and m64nNk16's A registers). The
-  // products then read only B from shared memory: half the bytes of abt's.
-  template <int D>
+  // The left operand of abt kept in registers: each of this warp's MT groups of 16 rows of the
+  // tile (rows r0 + 16 mt ..) as the A fragments of its D / 16 k-steps (ldmatrix of the core
+  // matrices: rows 0-7 and 8-15 of columns 16 kk .. + 7, then of + 8 .. + 15, the order of
+  // mma.m16n8k16's and m64nNk16's A registers). The products then read only B from shared memory:
+  // half the bytes of abt's. Since A comes from each warp's registers, the 64 rows of product mt
+  // need not be contiguous in the tile: warp w supplies (and gets back) rows r0 + 16 mt .. + 15 of
+  // its own r0, so a block of MT warpgroup-products covers 64 MT queries with one K and V tile.
+  template <int D, int MT>
   struct Held {
-    uint32_t a[D / 16][4];
+    uint32_t a[MT][D / 16][4];
   };
-  template <int D, class W>
-  __device__ static void hold(W& w, Held<D>& h, const uint16_t* tile, int r0, int lane) {
-    const unsigned char* t = reinterpret_cast<const unsigned char*>(tile);
-    const int m = lane / 8, row = r0 + (m & 1) * 8 + lane % 8;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      w.ldmatrix_x4(h.a[kk],
-                    reinterpret_cast<const uint16_t*>(t + core_offset<D>(row, 2 * kk + (m >> 1))));
-  }
   template <int D, int MT, class W>
-  __device__ static void abt_held(W& w, float (&acc)[MT][8][4], const Held<D>& h, const uint16_t*,
-                                  int, const uint16_t* b, int) {
-    static_assert(MT == 1, "a wgmma block is one warpgroup: 64 rows");
-    const unsigned char* kb = reinterpret_cast<const unsigned char*>(b);
-    w.chain(acc[0], [&] {
+  __device__ static void hold(W& w, Held<D, MT>& h, const uint16_t* tile, int r0, int lane) {
+    const unsigned char* t = reinterpret_cast<const unsigned char*>(tile);
+    const int m = lane / 8;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const int row = r0 + 16 * mt + (m & 1) * 8 + lane % 8;
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)
-        w.mma_rs_k(acc[0], h.a[kk], descriptor(kb + 256 * kk, 128, 16 * D), kk > 0);
+        w.ldmatrix_x4(h.a[mt][kk], reinterpret_cast<const uint16_t*>(
+                                       t + core_offset<D>(row, 2 * kk + (m >> 1))));
+    }
+  }
+  // acc[mt] = (this warp's rows r0 + 16 mt .. of the held operand) K^T for the 64 keys of tile b:
+  // MT chains of D / 16 products m64n64k16 (B K-major), issued together.
+  template <int D, int MT, class W>
+  __device__ static void abt_held(W& w, float (&acc)[MT][8][4], const Held<D, MT>& h,
+                                  const uint16_t*, int, const uint16_t* b, int) {
+    const unsigned char* kb = reinterpret_cast<const unsigned char*>(b);
+    w.chain(acc, [&] {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+          w.mma_rs_k(acc[mt], h.a[mt][kk], descriptor(kb + 256 * kk, 128, 16 * D), kk > 0);
     });
   }
 
-  // acc += P V: P (the block's 64 x 64 scores, rounded to bf16) from registers, in four products
-  // m64nDk16 of 16 keys each; V N-major.
+  // acc[mt] += P[mt] V: P (this warp's rows of group mt against the tile's 64 keys, rounded to
+  // bf16) from registers, in four products m64nDk16 of 16 keys each; V N-major. The MT chains
+  // are issued together.
   template <int D, int MT, class W>
   __device__ static void pm(W& w, float (&acc)[MT][D / 8][4], const float (&p)[MT][8][4],
                             const uint16_t* m, int) {
-    static_assert(MT == 1, "a wgmma block is one warpgroup: 64 queries");
     const unsigned char* vb = reinterpret_cast<const unsigned char*>(m);
-    uint32_t pa[4][4];
+    uint32_t pa[MT][4][4];
 #pragma unroll
-    for (int ks = 0; ks < 4; ++ks) {
-      pa[ks][0] = W::pack_bf16x2(p[0][2 * ks][0], p[0][2 * ks][1]);
-      pa[ks][1] = W::pack_bf16x2(p[0][2 * ks][2], p[0][2 * ks][3]);
-      pa[ks][2] = W::pack_bf16x2(p[0][2 * ks + 1][0], p[0][2 * ks + 1][1]);
-      pa[ks][3] = W::pack_bf16x2(p[0][2 * ks + 1][2], p[0][2 * ks + 1][3]);
-    }
-    w.chain(acc[0], [&] {
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int ks = 0; ks < 4; ++ks)  // 16 keys: two core matrices down, 32 D bytes on
-        w.mma_rs(acc[0], pa[ks], descriptor(vb + 32 * D * ks, 16 * D, 128));
+      for (int ks = 0; ks < 4; ++ks) {
+        pa[mt][ks][0] = W::pack_bf16x2(p[mt][2 * ks][0], p[mt][2 * ks][1]);
+        pa[mt][ks][1] = W::pack_bf16x2(p[mt][2 * ks][2], p[mt][2 * ks][3]);
+        pa[mt][ks][2] = W::pack_bf16x2(p[mt][2 * ks + 1][0], p[mt][2 * ks + 1][1]);
+        pa[mt][ks][3] = W::pack_bf16x2(p[mt][2 * ks + 1][2], p[mt][2 * ks + 1][3]);
+      }
+    w.chain(acc, [&] {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks)  // 16 keys: two core matrices down, 32 D bytes on
+          w.mma_rs(acc[mt], pa[mt][ks], descriptor(vb + 32 * D * ks, 16 * D, 128));
     });
   }
 };
 
 // flash_launch.cuh's kernels on WgmmaCtx and CoreTiles. Every product of the bodies is a 64-row
-// one (a warp owns 16 queries, or 16 keys in dK dV), so each is a warpgroup's chain of m64nNk16.
-template <int D>
-constexpr auto flash_forward_wgmma = flash_forward_kernel<D, 1, WgmmaCtx, CoreTiles>;
+// one (a warp owns 16 queries of each of its MT groups, or 16 keys in dK dV), so each is a
+// warpgroup's chain of m64nNk16. The forward at D 64 runs 128-query blocks (MT 2: each K and V tile
+// loaded once for twice the queries; 2 x 32 accumulators and 2 x 16 held A registers more than
+// MT 1), or 64-query ones under FlashKernels::WgmmaNarrow; at D 128 the registers of MT 2 would
+// not fit (O alone is 64 a group), so it runs 64-query blocks.
+template <int D, int MT>
+constexpr auto flash_forward_wgmma = flash_forward_kernel<D, MT, WgmmaCtx, CoreTiles>;
 template <int D>
 constexpr auto flash_backward_dkdv_wgmma = flash_dkdv_kernel<D, WgmmaCtx, CoreTiles>;
 template <int D>
@@ -308,19 +331,22 @@ std::string wgmma_unavailable() {
 
 void require_wgmma() {
   const std::string why = wgmma_unavailable();
-  TESSERA_CHECK(why.empty(), "TESSERA_FLASH_KERNELS=wgmma: ", why);
+  TESSERA_CHECK(why.empty(), "TESSERA_FLASH_KERNELS=wgmma (or wgmma-narrow): ", why);
 }
 
 }  // namespace
 
 void flash_wgmma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
-                         const Tensor& v, const FlashParams& p, int64_t B, int64_t D) {
+                         const Tensor& v, const FlashParams& p, int64_t B, int64_t D, bool narrow) {
   require_wgmma();
-  if (D == 64)
-    launch_flash_forward(flash_forward_wgmma<64>, mma::ForwardSmem<64, 1, CoreTiles>::bytes,
+  if (D == 64 && !narrow)
+    launch_flash_forward(flash_forward_wgmma<64, 2>, mma::ForwardSmem<64, 2, CoreTiles>::bytes,
+                         2 * kMmaTile, out, lse, q, k, v, p, B, D);
+  else if (D == 64)
+    launch_flash_forward(flash_forward_wgmma<64, 1>, mma::ForwardSmem<64, 1, CoreTiles>::bytes,
                          kMmaTile, out, lse, q, k, v, p, B, D);
   else
-    launch_flash_forward(flash_forward_wgmma<128>, mma::ForwardSmem<128, 1, CoreTiles>::bytes,
+    launch_flash_forward(flash_forward_wgmma<128, 1>, mma::ForwardSmem<128, 1, CoreTiles>::bytes,
                          kMmaTile, out, lse, q, k, v, p, B, D);
 }
 

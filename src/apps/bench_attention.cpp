@@ -134,15 +134,22 @@ int run(int argc, char** argv) {
            cuda::FlashKernels::Mma3Blocks},
           {"tessera flash, wmma kernels", flash_fwd, flash_bwd, cuda::FlashKernels::Wmma},
           {"tessera flash, wgmma kernels", flash_fwd, flash_bwd, cuda::FlashKernels::Wgmma},
+          {"tessera flash, wgmma, 64-row forward", flash_fwd, flash_bwd,
+           cuda::FlashKernels::WgmmaNarrow},
           {"tessera stick-breaking", sb_fwd, sb_bwd, cuda::FlashKernels::Mma},
           {"tessera stick-breaking, 64-row forward", sb_fwd, sb_bwd, cuda::FlashKernels::MmaNarrow},
       };
       const cuda::FlashKernels chosen = cuda::flash_kernels();
       for (const Impl& impl : impls) {
-        // Mma3Blocks differs from Mma only in the D 64 forward.
-        if (impl.flash == cuda::FlashKernels::Mma3Blocks && D != 64) continue;
-        // Wgmma runs where sm_90a code does (a 9.0 device): elsewhere its row is left out.
-        if (impl.flash == cuda::FlashKernels::Wgmma && !cuda::flash_wgmma_available()) continue;
+        // Mma3Blocks and WgmmaNarrow differ from Mma and Wgmma only in the D 64 forward.
+        const bool d64_only = impl.flash == cuda::FlashKernels::Mma3Blocks ||
+                              impl.flash == cuda::FlashKernels::WgmmaNarrow;
+        if (d64_only && D != 64) continue;
+        // The wgmma kernels run where sm_90a code does (a 9.0 device): elsewhere their rows are
+        // left out.
+        const bool wgmma = impl.flash == cuda::FlashKernels::Wgmma ||
+                           impl.flash == cuda::FlashKernels::WgmmaNarrow;
+        if (wgmma && !cuda::flash_wgmma_available()) continue;
         cuda::set_flash_kernels(impl.flash);
         const double fwd = time_ms(impl.fwd, warmup, iters);
         const double both = time_ms(

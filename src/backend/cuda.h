@@ -96,15 +96,17 @@ void empty_cache(int device);  // returns every cached block of the device to th
 //    spilled) instead of two; a measured option, not yet a choice (kernels/flash_mma.cu);
 //  - Wmma: the kernels of kernels/flash_attention.cu that stage S, P and O through shared memory
 //    (stick-breaking has only the register-tile kernels);
-//  - Wgmma: the Mma bodies (64-row blocks, one warpgroup each) with every product on Hopper's
-//    warpgroup MMA (kernels/flash_wgmma.cu): sm_90a builds on compute capability 9.0 GPUs only, an
-//    error elsewhere; not yet run on a GPU, so not the default.
-// TESSERA_FLASH_KERNELS=mma, mma-narrow, mma-3blocks, wmma or wgmma in the environment sets the
-// choice at start-up; the GPU tests and bench_attention run each.
-enum class FlashKernels { Mma, MmaNarrow, Mma3Blocks, Wmma, Wgmma };
+//  - Wgmma: the Mma bodies with every product on Hopper's warpgroup MMA (kernels/flash_wgmma.cu;
+//    one warpgroup a block; the forward on blocks of 128 queries at D 64, 64 at D 128; the
+//    backward on 64-row blocks): sm_90a builds on compute capability 9.0 GPUs only, an error
+//    elsewhere; not yet run on a GPU, so not the default;
+//  - WgmmaNarrow: Wgmma with its D 64 forward on blocks of 64 queries (half the registers).
+// TESSERA_FLASH_KERNELS=mma, mma-narrow, mma-3blocks, wmma, wgmma or wgmma-narrow in the
+// environment sets the choice at start-up; the GPU tests and bench_attention run each.
+enum class FlashKernels { Mma, MmaNarrow, Mma3Blocks, Wmma, Wgmma, WgmmaNarrow };
 FlashKernels flash_kernels();
 void set_flash_kernels(FlashKernels k);
-// Whether FlashKernels::Wgmma can run here: a build with sm_90a code and a 9.0 device.
+// Whether FlashKernels::Wgmma and WgmmaNarrow can run here: an sm_90a build and a 9.0 device.
 bool flash_wgmma_available();
 
 // The CUDA kernel table (src/backend/kernels.h). Entries the CUDA backend does not provide yet are

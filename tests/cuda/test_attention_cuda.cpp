@@ -278,7 +278,8 @@ TEST(AttentionCuda, flash_bf16_forward_for_three_blocks_an_sm_matches_cpu_refere
 TEST(AttentionCuda, flash_bf16_wgmma_kernels_match_cpu_reference) {
   // The forward and backward on Hopper's wgmma (kernels/flash_wgmma.cu), on the cases the other
   // families run: tile edges, grouped and multi-query heads, GPT-2's T, windows, and heads read
-  // straight off a packed projection (strided rows).
+  // straight off a packed projection (strided rows). The D 64 forward runs 128-query blocks (a
+  // warpgroup's two groups of 64 rows), so T 64 and 200 leave a block part empty.
   SKIP_WITHOUT_CUDA();
   if (!cuda::flash_wgmma_available()) GTEST_SKIP() << "no sm_90a build or no 9.0 device";
   UseFlashKernels use(cuda::FlashKernels::Wgmma);
@@ -292,6 +293,17 @@ TEST(AttentionCuda, flash_bf16_wgmma_kernels_match_cpu_reference) {
   check_packed(2, 200, 4, 2, 64, DType::BF16, windowed(0), 81);
   check_packed(1, 130, 2, 1, 128, DType::BF16, windowed(0), 82);
   check_packed(1, 257, 4, 4, 64, DType::BF16, windowed(50), 83);
+}
+
+TEST(AttentionCuda, flash_bf16_wgmma_64_query_forward_matches_cpu_reference) {
+  // WgmmaNarrow: the wgmma forward at D 64 on 64-query blocks (one group a warp); D 128 and the
+  // backward are Wgmma's, run by the test above.
+  SKIP_WITHOUT_CUDA();
+  if (!cuda::flash_wgmma_available()) GTEST_SKIP() << "no sm_90a build or no 9.0 device";
+  UseFlashKernels use(cuda::FlashKernels::WgmmaNarrow);
+  check_flash({2, 4, 2, 200, 64}, DType::BF16, 0, 71);
+  check_flash({1, 4, 4, 257, 64}, DType::BF16, 50, 74);
+  check_packed(2, 200, 4, 2, 64, DType::BF16, windowed(0), 81);
 }
 
 TEST(AttentionCuda, flash_f32_matches_cpu_reference) {
