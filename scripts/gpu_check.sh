@@ -121,6 +121,12 @@ if want test; then
     done
   grep -E "$bad_re" "$OUT/ctest.log" |
     sed -E 's/.*Test +#[0-9]+: ([^ ]+).*/\1/' | head -40 | while read -r name; do row "  failed" "$name" ""; done
+  # The wgmma probe's verdict on each building block that failed (tests/cuda/test_wgmma_probe.cpp):
+  # whether swapping a descriptor's LBO and SBO makes it match, or what else to suspect.
+  awk '/LBO and SBO swapped/ { v = $0; sub(/.*With the /, "", v) }
+       /test_wgmma_probe\.cpp:[0-9]+: (Abt|AbtHeld|Pm) D / && v != "" {
+         b = $0; sub(/.*test_wgmma_probe\.cpp:[0-9]+: /, "", b); print b "|" v; v = "" }' \
+    "$OUT/ctest.log" | while IFS='|' read -r block verdict; do row "  wgmma probe" "$block" "$verdict"; done
 fi
 
 # ---- training: GPU against CPU, then a longer GPU run ------------------------------------------

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace tessera {
 struct Kernels;
@@ -108,6 +109,17 @@ FlashKernels flash_kernels();
 void set_flash_kernels(FlashKernels k);
 // Whether FlashKernels::Wgmma and WgmmaNarrow can run here: an sm_90a build and a 9.0 device.
 bool flash_wgmma_available();
+// One building block of the wgmma flash kernels run alone on one warpgroup
+// (kernels/wgmma_probe.cu), for a GPU test to check their layouts against a plain product. a and
+// b are row-major bf16 bits; the result is row-major f32:
+//  - Abt: a (64, D) and b (64, D), both read from shared memory: a b^T (64, 64);
+//  - AbtHeld: a (64 MT, D) held in registers, b (64, D): a b^T (64 MT, 64);
+//  - Pm: a (64 MT, 64) in the accumulators' registers, b (64, D) from shared memory: a b (64 MT, D).
+// D 64 with MT 1 or 2, or D 128 with MT 1; swap_k, swap_n swap the K-major and N-major
+// descriptors' LBO and SBO (kernels/wgmma_tiles.cuh). Needs flash_wgmma_available().
+enum class WgmmaBlock { Abt, AbtHeld, Pm };
+std::vector<float> wgmma_probe(WgmmaBlock block, int D, int MT, bool swap_k, bool swap_n,
+                               const std::vector<uint16_t>& a, const std::vector<uint16_t>& b);
 
 // The CUDA kernel table (src/backend/kernels.h). Entries the CUDA backend does not provide yet are
 // null; calling one raises an error that names the kernel.

@@ -31,6 +31,10 @@ void empty_cache(int) {}
 FlashKernels flash_kernels() { return FlashKernels::Mma; }
 void set_flash_kernels(FlashKernels) {}
 bool flash_wgmma_available() { return false; }
+std::vector<float> wgmma_probe(WgmmaBlock, int, int, bool, bool, const std::vector<uint16_t>&,
+                               const std::vector<uint16_t>&) {
+  no_cuda();
+}
 const Kernels& kernels() { no_cuda(); }
 
 }  // namespace tessera::cuda
