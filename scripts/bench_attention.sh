@@ -22,6 +22,16 @@ echo
 echo "| impl | T | D | B x H | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s |"
 echo "|---|---|---|---|---|---|---|---|"
 status=0
-"$BUILD_DIR/bench_attention" --no-header "$@" || status=$?
+# One process per row kind (bench_attention --list-impls: each kernel family, stick-breaking): a
+# kernel that faults leaves the device unusable to its process only, so the other rows still come.
+impls=$("$BUILD_DIR/bench_attention" --list-impls) || status=$?
+for impl in $impls; do
+  rc=0
+  "$BUILD_DIR/bench_attention" --no-header --impls "$impl" "$@" || rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "bench_attention --impls $impl failed (rc $rc): its rows are missing"
+    status=$rc
+  fi
+done
 "$PYTHON" scripts/bench_attention.py --no-header "$@" || status=$?
 exit $status

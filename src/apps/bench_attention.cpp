@@ -4,6 +4,8 @@
 //
 //   build/bench_attention                                   # T = 1k..16k, D = 64 and 128
 //   build/bench_attention --seqlens 4096 --dims 128 --iters 20
+//   build/bench_attention --list-impls                      # the rows' ids: mma, wgmma, sb, ...
+//   build/bench_attention --impls wgmma,wgmma-narrow        # those rows only
 //
 // Shapes follow the FlashAttention-2 paper's benchmark (Dao 2023, section 4.1): B x T = 16k tokens
 // and H x D = 2048 channels, so B = 16k / T and H = 2048 / D. FLOPs are counted the same way for
@@ -14,8 +16,9 @@
 // The kernels are called through the kernel table on preallocated outputs; what a call allocates
 // itself (rowsum(dout * out), stick-breaking's checkpoints) is included, as in training. Each
 // timing is the mean over --iters calls after --warmup calls, with the device synchronised around
-// the timed loop. Prints markdown table rows; scripts/bench_attention.sh adds the header and
-// PyTorch's scaled_dot_product_attention for comparison.
+// the timed loop. Prints markdown table rows; scripts/bench_attention.sh runs each row's kernels
+// in a process of its own (a kernel that faults on a GPU loses its own rows only), adds the
+// header and PyTorch's scaled_dot_product_attention for comparison.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -42,7 +45,7 @@ std::vector<int64_t> parse_list(const std::string& s) {
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    TESSERA_CHECK(!item.empty(), "bench_attention: empty item in list '", s, "'");
+    TESSERA_CHECK(!item.empty(), "empty item in list '", s, "'");
     out.push_back(std::stoll(item));
   }
   return out;
@@ -59,7 +62,60 @@ double time_ms(const std::function<void()>& fn, int warmup, int iters) {
 }
 
 Tensor random_bf16(const Shape& shape, Generator& g) {
-  return randn(shape, g).to(DType::BF16).to(Device::cuda());
+  return randn(shape, g, {DType::F32, Device::cuda()}).to(DType::BF16);
+}
+
+// The kernels timed, a row each per shape: flash softmax attention under each family of
+// FlashKernels, and stick-breaking.
+struct Impl {
+  const char* id;    // for --impls
+  const char* name;  // the table's
+  bool stick_breaking;
+  cuda::FlashKernels flash;
+  bool d64_only;  // differs from another row only in the D 64 forward
+};
+constexpr Impl kImpls[] = {
+    {"mma", "tessera flash (softmax)", false, cuda::FlashKernels::Mma, false},
+    {"mma-narrow", "tessera flash, 64-row forward", false, cuda::FlashKernels::MmaNarrow, false},
+    {"mma-3blocks", "tessera flash, forward at 3 blocks/SM", false, cuda::FlashKernels::Mma3Blocks,
+     true},
+    {"wmma", "tessera flash, wmma kernels", false, cuda::FlashKernels::Wmma, false},
+    {"wgmma", "tessera flash, wgmma kernels", false, cuda::FlashKernels::Wgmma, false},
+    {"wgmma-narrow", "tessera flash, wgmma, 64-row forward", false,
+     cuda::FlashKernels::WgmmaNarrow, true},
+    {"sb", "tessera stick-breaking", true, cuda::FlashKernels::Mma, false},
+    {"sb-narrow", "tessera stick-breaking, 64-row forward", true, cuda::FlashKernels::MmaNarrow,
+     false},
+};
+
+// Whether an impl can run on this device: the wgmma kernels need sm_90a code and a 9.0 GPU.
+bool runs_here(const Impl& impl) {
+  const bool wgmma =
+      impl.flash == cuda::FlashKernels::Wgmma || impl.flash == cuda::FlashKernels::WgmmaNarrow;
+  return !wgmma || cuda::flash_wgmma_available();
+}
+
+// The impls --impls names (every one that runs here when it is empty), in the table's order.
+std::vector<const Impl*> chosen_impls(const std::string& list) {
+  std::vector<const Impl*> out;
+  std::vector<std::string> ids;
+  std::stringstream ss(list);
+  for (std::string id; std::getline(ss, id, ',');) ids.push_back(id);
+  for (const std::string& id : ids) {
+    const Impl* found = nullptr;
+    std::string known;
+    for (const Impl& impl : kImpls) {
+      if (id == impl.id) found = &impl;
+      known += std::string(known.empty() ? "" : ", ") + impl.id;
+    }
+    TESSERA_CHECK(found, "--impls: unknown '", id, "' (known: ", known, ")");
+    TESSERA_CHECK(runs_here(*found), "--impls: '", id,
+                  "' cannot run here (no sm_90a build or no 9.0 device)");
+  }
+  for (const Impl& impl : kImpls)
+    if (ids.empty() ? runs_here(impl) : std::find(ids.begin(), ids.end(), impl.id) != ids.end())
+      out.push_back(&impl);
+  return out;
 }
 
 int run(int argc, char** argv) {
@@ -74,6 +130,9 @@ int run(int argc, char** argv) {
       ("hidden", "H x D", cxxopts::value<int64_t>()->default_value("2048"), "N")
       ("iters", "timed calls per measurement", cxxopts::value<int>()->default_value("10"), "N")
       ("warmup", "untimed calls first", cxxopts::value<int>()->default_value("3"), "N")
+      ("impls", "the rows to time, by id (default: every one that runs here; --list-impls)",
+       cxxopts::value<std::string>()->default_value(""), "LIST")
+      ("list-impls", "print the ids of the rows that run here, one a line, and exit")
       ("no-header", "print table rows only")
       ("h,help", "print this help");
   // clang-format on
@@ -82,15 +141,20 @@ int run(int argc, char** argv) {
     std::cout << options.help();
     return 0;
   }
-  TESSERA_CHECK(args.unmatched().empty(), "bench_attention: unexpected argument '",
+  TESSERA_CHECK(args.unmatched().empty(), "unexpected argument '",
                 args.unmatched().front(), "'");
   if (!cuda::available()) {
     std::cerr << "bench_attention: no CUDA device (the fused attention kernels are CUDA only)\n";
     return 1;
   }
+  const std::vector<const Impl*> impls = chosen_impls(args["impls"].as<std::string>());
+  if (args.count("list-impls")) {
+    for (const Impl* impl : impls) std::printf("%s\n", impl->id);
+    return 0;
+  }
   const int iters = args["iters"].as<int>(), warmup = args["warmup"].as<int>();
   const int64_t tokens = args["tokens"].as<int64_t>(), hidden = args["hidden"].as<int64_t>();
-  TESSERA_CHECK(iters > 0 && warmup >= 0, "bench_attention: --iters must be positive");
+  TESSERA_CHECK(iters > 0 && warmup >= 0, "--iters must be positive");
 
   if (!args.count("no-header")) {
     std::printf("| impl | T | D | B x H | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s |\n");
@@ -112,11 +176,6 @@ int run(int argc, char** argv) {
       const double scale = 1.0 / std::sqrt(double(D));
       const double fwd_flops = 4.0 * double(T) * double(T) * double(D) * double(H) * double(B) / 2;
 
-      struct Impl {
-        const char* name;
-        std::function<void()> fwd, bwd;
-        cuda::FlashKernels flash = cuda::FlashKernels::Mma;
-      };
       auto flash_fwd = [&] { kern.flash_attention_forward(out, stat, q, k, v, scale, 0); };
       auto flash_bwd = [&] {
         kern.flash_attention_backward(dq, dk, dv, dout, q, k, v, out, stat, scale, 0);
@@ -127,35 +186,18 @@ int run(int argc, char** argv) {
       auto sb_bwd = [&] {
         kern.stick_breaking_backward(dq, dk, dv, dout, q, k, v, out, stat, scale, false, false);
       };
-      const Impl impls[] = {
-          {"tessera flash (softmax)", flash_fwd, flash_bwd, cuda::FlashKernels::Mma},
-          {"tessera flash, 64-row forward", flash_fwd, flash_bwd, cuda::FlashKernels::MmaNarrow},
-          {"tessera flash, forward at 3 blocks/SM", flash_fwd, flash_bwd,
-           cuda::FlashKernels::Mma3Blocks},
-          {"tessera flash, wmma kernels", flash_fwd, flash_bwd, cuda::FlashKernels::Wmma},
-          {"tessera flash, wgmma kernels", flash_fwd, flash_bwd, cuda::FlashKernels::Wgmma},
-          {"tessera flash, wgmma, 64-row forward", flash_fwd, flash_bwd,
-           cuda::FlashKernels::WgmmaNarrow},
-          {"tessera stick-breaking", sb_fwd, sb_bwd, cuda::FlashKernels::Mma},
-          {"tessera stick-breaking, 64-row forward", sb_fwd, sb_bwd, cuda::FlashKernels::MmaNarrow},
-      };
       const cuda::FlashKernels chosen = cuda::flash_kernels();
-      for (const Impl& impl : impls) {
-        // Mma3Blocks and WgmmaNarrow differ from Mma and Wgmma only in the D 64 forward.
-        const bool d64_only = impl.flash == cuda::FlashKernels::Mma3Blocks ||
-                              impl.flash == cuda::FlashKernels::WgmmaNarrow;
-        if (d64_only && D != 64) continue;
-        // The wgmma kernels run where sm_90a code does (a 9.0 device): elsewhere their rows are
-        // left out.
-        const bool wgmma = impl.flash == cuda::FlashKernels::Wgmma ||
-                           impl.flash == cuda::FlashKernels::WgmmaNarrow;
-        if (wgmma && !cuda::flash_wgmma_available()) continue;
+      for (const Impl* at : impls) {
+        const Impl& impl = *at;
+        if (impl.d64_only && D != 64) continue;
+        auto fwd_call = [&] { impl.stick_breaking ? sb_fwd() : flash_fwd(); };
+        auto bwd_call = [&] { impl.stick_breaking ? sb_bwd() : flash_bwd(); };
         cuda::set_flash_kernels(impl.flash);
-        const double fwd = time_ms(impl.fwd, warmup, iters);
+        const double fwd = time_ms(fwd_call, warmup, iters);
         const double both = time_ms(
             [&] {
-              impl.fwd();
-              impl.bwd();
+              fwd_call();
+              bwd_call();
             },
             warmup, iters);
         std::printf("| %s | %lld | %lld | %lld x %lld | %.3f | %.1f | %.3f | %.1f |\n", impl.name,
