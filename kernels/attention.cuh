@@ -378,13 +378,14 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
                         const Tensor& drow, const FlashParams& p, int64_t B, int64_t D);
 // flash_wgmma.cu: the same kernels on Hopper's wgmma (FlashKernels::Wgmma and WgmmaNarrow, the
-// latter's forward on 64-query blocks at D 64; sm_90a builds, compute capability 9.0 devices: an
-// error naming what is missing otherwise).
+// latter with fewer registers at D 64: a 64-query forward, K and V not held in dK dV; sm_90a
+// builds, compute capability 9.0 devices: an error naming what is missing otherwise).
 void flash_wgmma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                          const Tensor& v, const FlashParams& p, int64_t B, int64_t D, bool narrow);
 void flash_wgmma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                           const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
-                          const Tensor& drow, const FlashParams& p, int64_t B, int64_t D);
+                          const Tensor& drow, const FlashParams& p, int64_t B, int64_t D,
+                          bool narrow);
 }  // namespace attn
 // stick_breaking.cu
 void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tensor& rem,

@@ -88,7 +88,8 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
                         const Tensor& drow, const FlashParams& p, int64_t B, int64_t D) {
   if (choice() == FlashKernels::Wgmma || choice() == FlashKernels::WgmmaNarrow)
-    return flash_wgmma_backward(dq, dk, dv, dout, q, k, v, lse, drow, p, B, D);
+    return flash_wgmma_backward(dq, dk, dv, dout, q, k, v, lse, drow, p, B, D,
+                                choice() == FlashKernels::WgmmaNarrow);
   if (D == 64)
     launch_flash_backward(flash_backward_dkdv_mma<64>, flash_backward_dq_mma<64>,
                           mma::BackwardSmem<64>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p,

@@ -396,7 +396,9 @@ struct BackwardSmem {
 // query tile that sees the key tile (the items, head-major). Warp w owns keys k0 + 16 w .. + 15,
 // the rows of S^T = K Q^T and dP^T = V dO^T; then dV += P^T dO and dK += dS^T Q, all four in
 // registers. Item it + 1's Q and dO tiles stream into the other stage while item it is used.
-template <int D, class Tiles = RowTiles, class W>
+// kHoldKV: K and V, the left operands of S^T and dP^T, taken into registers once (Tiles::hold)
+// instead of read from their tiles at every item.
+template <int D, class Tiles = RowTiles, bool kHoldKV = false, class W>
 TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                         const uint16_t* k, const uint16_t* v, const uint16_t* dout,
                                         const float* lse, const float* drow, const FlashParams& p,
@@ -446,8 +448,7 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
   TESSERA_MMA_UNROLL
   for (int n = 0; n < D / 8; ++n)
     for (int e = 0; e < 4; ++e) dka[0][n][e] = dva[0][n][e] = 0.0f;
-  // K and V are read from their tiles at every item, not held (Tiles::hold): in CoreTiles'
-  // registers they would cost a block an SM (ptxas, sm_90a: 158 -> 200 registers at D 64).
+  typename Tiles::template Held<D, 1> kheld, vheld;
   for (int64_t it = 0; it < items; ++it) {
     const int s = int(it & 1);
     w.cp_async_wait_all();  // item it's tiles are in
@@ -464,8 +465,17 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
     const float* d_s = lse_s + kMmaTile;
     const int64_t q0 = q0_of(it);
     float st[1][8][4], dpt[1][8][4];
-    Tiles::template abt<D, 1>(w, st, Ks, warp * 16, Qs, lane);    // S^T = K Q^T
-    Tiles::template abt<D, 1>(w, dpt, Vs, warp * 16, dOs, lane);  // dP^T = V dO^T
+    if constexpr (kHoldKV) {
+      if (it == 0) {  // K and V came with the first item's tiles
+        Tiles::template hold<D, 1>(w, kheld, Ks, warp * 16, lane);
+        Tiles::template hold<D, 1>(w, vheld, Vs, warp * 16, lane);
+      }
+      Tiles::template abt_held<D, 1>(w, st, kheld, Ks, warp * 16, Qs, lane);    // S^T = K Q^T
+      Tiles::template abt_held<D, 1>(w, dpt, vheld, Vs, warp * 16, dOs, lane);  // dP^T = V dO^T
+    } else {
+      Tiles::template abt<D, 1>(w, st, Ks, warp * 16, Qs, lane);
+      Tiles::template abt<D, 1>(w, dpt, Vs, warp * 16, dOs, lane);
+    }
     const bool full = all_visible(q0, kMmaTile, j0, 16, p);
     TESSERA_MMA_UNROLL
     for (int n = 0; n < 8; ++n)

@@ -5,8 +5,8 @@
 // arXiv:2407.08608). A block is one warpgroup (128 threads) and every product in those bodies is a
 // 64-row one (a warp owns 16 rows of each), so each is a chain of m64nNk16: S = Q K^T (S^T = K Q^T,
 // dP = dO V^T, dP^T = V dO^T) with the right operand read from shared memory and the left one too,
-// or held in registers where the block keeps it (Q in the forward; Q and dO in dQ at D 64:
-// CoreTiles::hold), and O += P V (dV += P^T dO, dK += dS^T Q, dQ += dS K) with the left operand
+// or held in registers where the block keeps it (Q in the forward; Q and dO in dQ, and K and V in
+// dK dV unless wgmma-narrow, at D 64: CoreTiles::hold), and O += P V (dV += P^T dO, dK += dS^T Q, dQ += dS K) with the left operand
 // taken straight from the accumulators of the product before it as A registers (the accumulator
 // and A-register layouts of m64nNk16 put the same elements in the same lanes) and the right one
 // read from shared memory N-major.
@@ -39,11 +39,14 @@ using wgmma::WgmmaCtx;
 // warpgroup's chain of m64nNk16. The forward at D 64 runs 128-query blocks (MT 2: each K and V tile
 // loaded once for twice the queries; 2 x 32 accumulators and 2 x 16 held A registers more than
 // MT 1), or 64-query ones under FlashKernels::WgmmaNarrow; at D 128 the registers of MT 2 would
-// not fit (O alone is 64 a group), so it runs 64-query blocks.
+// not fit (O alone is 64 a group), so it runs 64-query blocks. Likewise dK dV at D 64 holds K and
+// V as A registers (the products then read only Q and dO from shared memory; ptxas, sm_90a: 158
+// -> ~200 registers, 3 -> 2 blocks an SM), or reads them from their tiles under WgmmaNarrow and
+// at D 128 (229 registers already).
 template <int D, int MT>
 constexpr auto flash_forward_wgmma = flash_forward_kernel<D, MT, WgmmaCtx, CoreTiles>;
-template <int D>
-constexpr auto flash_backward_dkdv_wgmma = flash_dkdv_kernel<D, WgmmaCtx, CoreTiles>;
+template <int D, bool kHoldKV>
+constexpr auto flash_backward_dkdv_wgmma = flash_dkdv_kernel<D, WgmmaCtx, CoreTiles, kHoldKV>;
 template <int D>
 constexpr auto flash_backward_dq_wgmma = flash_dq_kernel<D, WgmmaCtx, CoreTiles>;
 
@@ -99,16 +102,21 @@ void flash_wgmma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, 
 
 void flash_wgmma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                           const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
-                          const Tensor& drow, const FlashParams& p, int64_t B, int64_t D) {
+                          const Tensor& drow, const FlashParams& p, int64_t B, int64_t D,
+                          bool narrow) {
   require_wgmma();
-  if (D == 64)
-    launch_flash_backward(flash_backward_dkdv_wgmma<64>, flash_backward_dq_wgmma<64>,
-                          mma::BackwardSmem<64, CoreTiles>::bytes, dq, dk, dv, dout, q, k, v, lse,
-                          drow, p, B, D);
+  auto launch = [&](auto dkdv, auto dq_kernel, size_t bytes) {
+    launch_flash_backward(dkdv, dq_kernel, bytes, dq, dk, dv, dout, q, k, v, lse, drow, p, B, D);
+  };
+  if (D == 64 && !narrow)
+    launch(flash_backward_dkdv_wgmma<64, true>, flash_backward_dq_wgmma<64>,
+           mma::BackwardSmem<64, CoreTiles>::bytes);
+  else if (D == 64)
+    launch(flash_backward_dkdv_wgmma<64, false>, flash_backward_dq_wgmma<64>,
+           mma::BackwardSmem<64, CoreTiles>::bytes);
   else
-    launch_flash_backward(flash_backward_dkdv_wgmma<128>, flash_backward_dq_wgmma<128>,
-                          mma::BackwardSmem<128, CoreTiles>::bytes, dq, dk, dv, dout, q, k, v, lse,
-                          drow, p, B, D);
+    launch(flash_backward_dkdv_wgmma<128, false>, flash_backward_dq_wgmma<128>,
+           mma::BackwardSmem<128, CoreTiles>::bytes);
 }
 
 }  // namespace tessera::cuda::attn

@@ -260,24 +260,27 @@ if want attention; then
             printf "%sT %s D %s: %.2fx (%s)", (i > 1 ? ", " : ""), substr(k, 1, index(k, "/") - 1) + 0,
                    substr(k, index(k, "/") + 1) + 0, soft[k] / best[k], which[k] } }' "$OUT/attention.log")
   # A family's time over another's (the default's unless a third argument names it) per T and D
-  # (column 6: the forward; 8: forward and backward): below 1, it is the faster
-  # (kernels/flash_mma.cu, flash_wgmma.cu).
+  # (column 6: the forward; 8: forward and backward; "bwd": the difference): below 1, it is the
+  # faster (kernels/flash_mma.cu, flash_wgmma.cu).
   time_ratio() {
     awk -F'|' -v name="$1" -v col="$2" -v base="${3:-tessera flash (softmax)}" '{
-      gsub(/^ +| +$/, "", $2); key = $3 "/" $4 }
-      $2 == base { soft[key] = $col }
-      $2 == name { other[key] = $col; order[++n] = key }
+      gsub(/^ +| +$/, "", $2); key = $3 "/" $4; t = col == "bwd" ? $8 - $6 : $col }
+      $2 == base { soft[key] = t }
+      $2 == name { other[key] = t; order[++n] = key }
       END { for (i = 1; i <= n; i++) { k = order[i]; if (soft[k] > 0)
               printf "%sT %s D %s: %.2fx", (i > 1 ? ", " : ""), substr(k, 1, index(k, "/") - 1) + 0,
                      substr(k, index(k, "/") + 1) + 0, other[k] / soft[k] } }' "$OUT/attention.log"
   }
   # The D 64 forward compiled for 3 blocks an SM against the default's 2 (< 1: make it the
-  # default); the wgmma kernels (sm_90a) against the mma.sync ones, forward and backward; and
-  # their D 64 forward on 128-query blocks against 64-query ones (< 1: keep 128).
+  # default); the wgmma kernels (sm_90a) against the mma.sync ones, forward and backward; and at
+  # D 64 their register-heavy kernels against wgmma-narrow's: the forward on 128-query blocks
+  # against 64-query ones, dK dV with K and V held against read from shared memory (< 1: keep
+  # the heavy one).
   occ_ratio=$(time_ratio "tessera flash, forward at 3 blocks/SM" 6)
   wgmma_ratio=$(time_ratio "tessera flash, wgmma kernels" 8)
-  wgmma_rows=$(time_ratio "tessera flash, wgmma kernels" 6 "tessera flash, wgmma, 64-row forward")
-  row attention "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc")" "table in attention.log, $(elapsed "$t0"); fwd+bwd time, stick-breaking / softmax: ${sb_ratio:-?}; softmax / fastest PyTorch SDPA backend: ${sdpa_ratio:-?}; forward time, 3 blocks/SM / 2: ${occ_ratio:-?}; fwd+bwd time, wgmma / mma: ${wgmma_ratio:-?}; forward time, wgmma 128-row / 64-row blocks: ${wgmma_rows:-?}"
+  wgmma_fwd=$(time_ratio "tessera flash, wgmma kernels" 6 "tessera flash, wgmma, fewer registers")
+  wgmma_bwd=$(time_ratio "tessera flash, wgmma kernels" bwd "tessera flash, wgmma, fewer registers")
+  row attention "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc")" "table in attention.log, $(elapsed "$t0"); fwd+bwd time, stick-breaking / softmax: ${sb_ratio:-?}; softmax / fastest PyTorch SDPA backend: ${sdpa_ratio:-?}; forward time, 3 blocks/SM / 2: ${occ_ratio:-?}; fwd+bwd time, wgmma / mma: ${wgmma_ratio:-?}; wgmma forward time, 128-row / 64-row blocks: ${wgmma_fwd:-?}; wgmma backward time, K V held / not: ${wgmma_bwd:-?}"
 fi
 
 # ---- memory ------------------------------------------------------------------------------------

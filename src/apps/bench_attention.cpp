@@ -72,7 +72,7 @@ struct Impl {
   const char* name;  // the table's
   bool stick_breaking;
   cuda::FlashKernels flash;
-  bool d64_only;  // differs from another row only in the D 64 forward
+  bool d64_only;  // differs from another row only at D 64
 };
 constexpr Impl kImpls[] = {
     {"mma", "tessera flash (softmax)", false, cuda::FlashKernels::Mma, false},
@@ -81,7 +81,7 @@ constexpr Impl kImpls[] = {
      true},
     {"wmma", "tessera flash, wmma kernels", false, cuda::FlashKernels::Wmma, false},
     {"wgmma", "tessera flash, wgmma kernels", false, cuda::FlashKernels::Wgmma, false},
-    {"wgmma-narrow", "tessera flash, wgmma, 64-row forward", false,
+    {"wgmma-narrow", "tessera flash, wgmma, fewer registers", false,
      cuda::FlashKernels::WgmmaNarrow, true},
     {"sb", "tessera stick-breaking", true, cuda::FlashKernels::Mma, false},
     {"sb-narrow", "tessera stick-breaking, 64-row forward", true, cuda::FlashKernels::MmaNarrow,

@@ -99,9 +99,11 @@ void empty_cache(int device);  // returns every cached block of the device to th
 //    (stick-breaking has only the register-tile kernels);
 //  - Wgmma: the Mma bodies with every product on Hopper's warpgroup MMA (kernels/flash_wgmma.cu;
 //    one warpgroup a block; the forward on blocks of 128 queries at D 64, 64 at D 128; the
-//    backward on 64-row blocks): sm_90a builds on compute capability 9.0 GPUs only, an error
-//    elsewhere; not yet run on a GPU, so not the default;
-//  - WgmmaNarrow: Wgmma with its D 64 forward on blocks of 64 queries (half the registers).
+//    backward on 64-row blocks, dK dV holding K and V in registers at D 64): sm_90a builds on
+//    compute capability 9.0 GPUs only, an error elsewhere; not yet run on a GPU, so not the
+//    default;
+//  - WgmmaNarrow: Wgmma with fewer registers at D 64 (more blocks an SM): the forward on blocks
+//    of 64 queries, and dK dV reading K and V from shared memory at every query tile.
 // TESSERA_FLASH_KERNELS=mma, mma-narrow, mma-3blocks, wmma, wgmma or wgmma-narrow in the
 // environment sets the choice at start-up; the GPU tests and bench_attention run each.
 enum class FlashKernels { Mma, MmaNarrow, Mma3Blocks, Wmma, Wgmma, WgmmaNarrow };

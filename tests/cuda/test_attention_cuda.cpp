@@ -295,9 +295,9 @@ TEST(AttentionCuda, flash_bf16_wgmma_kernels_match_cpu_reference) {
   check_packed(1, 257, 4, 4, 64, DType::BF16, windowed(50), 83);
 }
 
-TEST(AttentionCuda, flash_bf16_wgmma_64_query_forward_matches_cpu_reference) {
-  // WgmmaNarrow: the wgmma forward at D 64 on 64-query blocks (one group a warp); D 128 and the
-  // backward are Wgmma's, run by the test above.
+TEST(AttentionCuda, flash_bf16_wgmma_narrow_kernels_match_cpu_reference) {
+  // WgmmaNarrow, which differs from Wgmma at D 64 only: the forward on 64-query blocks (one group
+  // a warp) and dK dV reading K and V from shared memory at every query tile.
   SKIP_WITHOUT_CUDA();
   if (!cuda::flash_wgmma_available()) GTEST_SKIP() << "no sm_90a build or no 9.0 device";
   UseFlashKernels use(cuda::FlashKernels::WgmmaNarrow);
