@@ -258,6 +258,99 @@ struct RowTiles {
   }
 };
 
+// The forward's row state before the first key tile: O = 0, no maximum, no sum.
+template <int D, int MT>
+TESSERA_MMA_FN void start_rows(float (&o)[MT][D / 8][4], float (&m)[MT][2], float (&l)[MT][2]) {
+  TESSERA_MMA_UNROLL
+  for (int mt = 0; mt < MT; ++mt) {
+    for (int n = 0; n < D / 8; ++n)
+      for (int e = 0; e < 4; ++e) o[mt][n][e] = 0.0f;
+    m[mt][0] = m[mt][1] = -INFINITY;
+    l[mt][0] = l[mt][1] = 0.0f;
+  }
+}
+
+// The online softmax of key tile k0 .. k0 + 63 for a warp's MT groups of 16 rows (r0 + 16 mt ..;
+// a lane holds rows g and g + 8 of each): the scores in s become P = 2^(s scale2 - m) (masked
+// ones 0), the base-2 running maxima m and this lane's partial sums l move on, and alpha is what
+// the rows' O must be multiplied by before P V is added.
+template <int MT, class W>
+TESSERA_MMA_FN void online_softmax(W& w, float (&s)[MT][8][4], float (&m)[MT][2],
+                                   float (&l)[MT][2], float (&alpha)[MT][2], int64_t r0,
+                                   int64_t k0, float scale2, const FlashParams& p, int lane) {
+  const int g = lane / 4, c = lane % 4;
+  TESSERA_MMA_UNROLL
+  for (int mt = 0; mt < MT; ++mt) {
+    const bool full = all_visible(r0 + 16 * mt, 16, k0, kMmaTile, p);
+    TESSERA_MMA_UNROLL
+    for (int half = 0; half < 2; ++half) {
+      const int64_t i = r0 + 16 * mt + g + 8 * half;
+      float mx = m[mt][half];
+      TESSERA_MMA_UNROLL
+      for (int n = 0; n < 8; ++n)
+        TESSERA_MMA_UNROLL
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[mt][n][2 * half + e];
+          x = full || visible(i, k0 + n * 8 + 2 * c + e, p) ? x * scale2 : -INFINITY;
+          mx = x > mx ? x : mx;
+        }
+      mx = fmaxf(mx, w.shfl_xor(mx, 1));  // the four lanes of a row
+      mx = fmaxf(mx, w.shfl_xor(mx, 2));
+      const float base = mx == -INFINITY ? 0.0f : mx;  // nothing visible yet: P = 0, O stays 0
+      alpha[mt][half] = w.exp2(m[mt][half] - base);     // 0 while m is -inf
+      float sum = 0.0f;
+      TESSERA_MMA_UNROLL
+      for (int n = 0; n < 8; ++n)
+        TESSERA_MMA_UNROLL
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[mt][n][2 * half + e];
+          x = w.exp2(x - base);
+          sum += x;
+        }
+      l[mt][half] = alpha[mt][half] * l[mt][half] + sum;
+      m[mt][half] = mx;
+    }
+  }
+}
+
+// O *= alpha, row by row.
+template <int D, int MT>
+TESSERA_MMA_FN void scale_rows(float (&o)[MT][D / 8][4], const float (&alpha)[MT][2]) {
+  TESSERA_MMA_UNROLL
+  for (int mt = 0; mt < MT; ++mt)
+    TESSERA_MMA_UNROLL
+    for (int half = 0; half < 2; ++half)
+      TESSERA_MMA_UNROLL
+      for (int n = 0; n < D / 8; ++n) {
+        o[mt][n][2 * half] *= alpha[mt][half];
+        o[mt][n][2 * half + 1] *= alpha[mt][half];
+      }
+}
+
+// After the last key tile: each row's sum over its quad, lse = (m + log2 sum) ln 2, and O / sum
+// written to out (rows past T are neither).
+template <int D, int MT, class W>
+TESSERA_MMA_FN void finish_rows(W& w, uint16_t* out, float* lse, const float (&o)[MT][D / 8][4],
+                                const float (&m)[MT][2], const float (&l)[MT][2], int64_t r0,
+                                int64_t bh, const HeadIndex& hi, const FlashParams& p, int lane) {
+  const int g = lane / 4, c = lane % 4;
+  TESSERA_MMA_UNROLL
+  for (int mt = 0; mt < MT; ++mt) {
+    float inv[2];
+    TESSERA_MMA_UNROLL
+    for (int half = 0; half < 2; ++half) {
+      float lt = l[mt][half] + w.shfl_xor(l[mt][half], 1);
+      lt += w.shfl_xor(lt, 2);
+      // Every query < T sees its own key, so lt > 0 on the rows written.
+      inv[half] = lt > 0.0f ? 1.0f / lt : 0.0f;
+      const int64_t i = r0 + 16 * mt + g + 8 * half;
+      if (c == 0 && i < p.T) lse[bh * p.T + i] = m[mt][half] * kLn2 + W::log(lt);
+    }
+    store_rows<D, W>(out + p.o.row(hi.b, hi.h, 0), r0 + 16 * mt, p.T, p.o.t, o[mt], inv[0],
+                     inv[1], lane);
+  }
+}
+
 // The forward's tiles: MT 64-row tiles of Q (one per 16 rows of each warp), then K and V.
 template <int D, int MT, class Tiles = RowTiles>
 struct ForwardSmem {
@@ -280,7 +373,7 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
   uint16_t* Qs = reinterpret_cast<uint16_t*>(w.smem() + M::q);
   uint16_t* Ks = reinterpret_cast<uint16_t*>(w.smem() + M::k);
   uint16_t* Vs = reinterpret_cast<uint16_t*>(w.smem() + M::v);
-  const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4, c = lane % 4;
+  const int warp = w.thread() / 32, lane = w.thread() % 32;
   const HeadIndex hi = head_index(bh, p);
   const int64_t T = p.T, q0 = qt * kRows, r0 = q0 + warp * 16 * MT;
   const uint16_t* kh = k + p.k.row(hi.b, hi.g, 0);
@@ -297,58 +390,17 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
 
   float o[MT][D / 8][4];
   float m[MT][2], l[MT][2];  // base-2 running max; this lane's partial sums
-  TESSERA_MMA_UNROLL
-  for (int mt = 0; mt < MT; ++mt) {
-    for (int n = 0; n < D / 8; ++n)
-      for (int e = 0; e < 4; ++e) o[mt][n][e] = 0.0f;
-    m[mt][0] = m[mt][1] = -INFINITY;
-    l[mt][0] = l[mt][1] = 0.0f;
-  }
+  start_rows<D, MT>(o, m, l);
   const float scale2 = p.scale * kLog2e;
 
   for (int64_t kt = kt0; kt <= kt1; ++kt) {
     const int64_t k0 = kt * kMmaTile;
     Tiles::template load<D, kMmaTile>(w, Vs, vh, k0, T, p.v.t);
     w.cp_async_commit();
-    float s[MT][8][4];
+    float s[MT][8][4], alpha[MT][2];
     Tiles::template abt_held<D, MT>(w, s, qheld, Qs, warp * 16 * MT, Ks, lane);
-    TESSERA_MMA_UNROLL
-    for (int mt = 0; mt < MT; ++mt) {
-      const bool full = all_visible(r0 + 16 * mt, 16, k0, kMmaTile, p);
-      TESSERA_MMA_UNROLL
-      for (int half = 0; half < 2; ++half) {
-        const int64_t i = r0 + 16 * mt + g + 8 * half;
-        float mx = m[mt][half];
-        TESSERA_MMA_UNROLL
-        for (int n = 0; n < 8; ++n)
-          TESSERA_MMA_UNROLL
-          for (int e = 0; e < 2; ++e) {
-            float& x = s[mt][n][2 * half + e];
-            x = full || visible(i, k0 + n * 8 + 2 * c + e, p) ? x * scale2 : -INFINITY;
-            mx = x > mx ? x : mx;
-          }
-        mx = fmaxf(mx, w.shfl_xor(mx, 1));  // the four lanes of a row
-        mx = fmaxf(mx, w.shfl_xor(mx, 2));
-        const float base = mx == -INFINITY ? 0.0f : mx;  // nothing visible yet: P = 0, O stays 0
-        const float alpha = w.exp2(m[mt][half] - base);   // 0 while m is -inf
-        float sum = 0.0f;
-        TESSERA_MMA_UNROLL
-        for (int n = 0; n < 8; ++n)
-          TESSERA_MMA_UNROLL
-          for (int e = 0; e < 2; ++e) {
-            float& x = s[mt][n][2 * half + e];
-            x = w.exp2(x - base);
-            sum += x;
-          }
-        l[mt][half] = alpha * l[mt][half] + sum;
-        m[mt][half] = mx;
-        TESSERA_MMA_UNROLL
-        for (int n = 0; n < D / 8; ++n) {
-          o[mt][n][2 * half] *= alpha;
-          o[mt][n][2 * half + 1] *= alpha;
-        }
-      }
-    }
+    online_softmax<MT>(w, s, m, l, alpha, r0, k0, scale2, p, lane);
+    scale_rows<D, MT>(o, alpha);
     w.cp_async_wait_all();  // V is in
     w.sync_block();         // and every warp is done with K
     if (kt < kt1) {
@@ -359,22 +411,7 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
     w.cp_async_wait_all();  // the next K is in
     w.sync_block();         // and every warp is done with V
   }
-
-  TESSERA_MMA_UNROLL
-  for (int mt = 0; mt < MT; ++mt) {
-    float inv[2];
-    TESSERA_MMA_UNROLL
-    for (int half = 0; half < 2; ++half) {
-      float lt = l[mt][half] + w.shfl_xor(l[mt][half], 1);
-      lt += w.shfl_xor(lt, 2);
-      // Every query < T sees its own key, so lt > 0 on the rows written.
-      inv[half] = lt > 0.0f ? 1.0f / lt : 0.0f;
-      const int64_t i = r0 + 16 * mt + g + 8 * half;
-      if (c == 0 && i < T) lse[bh * T + i] = m[mt][half] * kLn2 + W::log(lt);
-    }
-    store_rows<D, W>(out + p.o.row(hi.b, hi.h, 0), r0 + 16 * mt, T, p.o.t, o[mt], inv[0], inv[1],
-                     lane);
-  }
+  finish_rows<D, MT, W>(w, out, lse, o, m, l, r0, bh, hi, p, lane);
 }
 
 template <int D, class Tiles = RowTiles>

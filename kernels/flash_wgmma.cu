@@ -1,23 +1,24 @@
 // FlashAttention-2 (Dao 2023, arXiv:2307.08691) on Hopper's warpgroup matrix instructions
-// (wgmma.mma_async, sm_90a): flash_mma.h's forward and backward bodies (the same masks, online
-// softmax in base 2, lse, deterministic two-pass backward and layouts) with every product issued
-// to the tensor cores a warpgroup at a time, as FlashAttention-3 does (Shah et al. 2024,
-// arXiv:2407.08608). A block is one warpgroup (128 threads) and every product in those bodies is a
-// 64-row one (a warp owns 16 rows of each), so each is a chain of m64nNk16: S = Q K^T (S^T = K Q^T,
-// dP = dO V^T, dP^T = V dO^T) with the right operand read from shared memory and the left one too,
-// or held in registers where the block keeps it (Q in the forward; Q and dO in dQ, and K and V in
-// dK dV unless wgmma-narrow, at D 64: CoreTiles::hold), and O += P V (dV += P^T dO, dK += dS^T Q, dQ += dS K) with the left operand
-// taken straight from the accumulators of the product before it as A registers (the accumulator
-// and A-register layouts of m64nNk16 put the same elements in the same lanes) and the right one
-// read from shared memory N-major.
+// (wgmma.mma_async, sm_90a), as FlashAttention-3 issues its products (Shah et al. 2024,
+// arXiv:2407.08608): flash_mma.h's masks, online softmax in base 2, lse, deterministic two-pass
+// backward and layouts, with every product issued to the tensor cores a warpgroup at a time. A
+// block is one warpgroup (128 threads) and every product is a 64-row one (a warp owns 16 rows of
+// each), so each is a chain of m64nNk16:
+//  - S = Q K^T (S^T = K Q^T, dP = dO V^T, dP^T = V dO^T): the right operand read from shared
+//    memory K-major, the left one too, or held in registers where the block keeps it (Q in the
+//    forward; Q and dO in dQ, and K and V in dK dV unless wgmma-narrow, at D 64: CoreTiles::hold);
+//  - O += P V (dV += P^T dO, dK += dS^T Q, dQ += dS K): the left operand straight from the
+//    accumulators of the product before it as A registers (m64nNk16's accumulator and A-register
+//    layouts put the same elements in the same lanes), the right one N-major.
+// The forward (forward_block_pipelined below) overlaps each key tile's softmax with the
+// products; the backward is flash_mma.h's bodies over CoreTiles, each product waited for at once.
 //
-// Not yet FlashAttention-3's kernel: no tensor-memory-accelerator copies (tiles come by cp.async,
-// as in flash_mma.h), no warp specialisation or ping-pong between warpgroups, no overlap of one
-// tile's softmax with the next tile's products (each product is waited for at once), one
+// Not yet FlashAttention-3's kernel: no tensor-memory-accelerator copies (tiles come by
+// cp.async, as in flash_mma.h), no warp specialisation or ping-pong between warpgroups, one
 // warpgroup a block (128-query forward blocks at D 64 are one warpgroup's two groups of 64 rows),
 // and no swizzled shared-memory layout (tiles are in wgmma's no-swizzle layout of 8 x 8 core
-// matrices). Chosen by TESSERA_FLASH_KERNELS=wgmma (FlashKernels::Wgmma; wgmma-narrow for 64-query
-// forward blocks at D 64) on a compute capability 9.0 GPU with a build that compiled this file for
+// matrices). Chosen by TESSERA_FLASH_KERNELS=wgmma (FlashKernels::Wgmma; wgmma-narrow for fewer
+// registers at D 64) on a compute capability 9.0 GPU with a build that compiled this file for
 // sm_90a (CMakeLists.txt). The tile machinery is kernels/wgmma_tiles.cuh's.
 #include <map>
 #include <mutex>
@@ -34,17 +35,114 @@ namespace {
 using wgmma::CoreTiles;
 using wgmma::WgmmaCtx;
 
-// flash_launch.cuh's kernels on WgmmaCtx and CoreTiles. Every product of the bodies is a 64-row
-// one (a warp owns 16 queries of each of its MT groups, or 16 keys in dK dV), so each is a
-// warpgroup's chain of m64nNk16. The forward at D 64 runs 128-query blocks (MT 2: each K and V tile
-// loaded once for twice the queries; 2 x 32 accumulators and 2 x 16 held A registers more than
-// MT 1), or 64-query ones under FlashKernels::WgmmaNarrow; at D 128 the registers of MT 2 would
-// not fit (O alone is 64 a group), so it runs 64-query blocks. Likewise dK dV at D 64 holds K and
-// V as A registers (the products then read only Q and dO from shared memory; ptxas, sm_90a: 158
-// -> ~200 registers, 3 -> 2 blocks an SM), or reads them from their tiles under WgmmaNarrow and
-// at D 128 (229 registers already).
+// The forward's tiles: MT 64-row tiles of Q, then two stages each of K and V.
 template <int D, int MT>
-constexpr auto flash_forward_wgmma = flash_forward_kernel<D, MT, WgmmaCtx, CoreTiles>;
+struct PipelinedSmem {
+  static constexpr size_t tile = CoreTiles::bytes<D>;
+  static constexpr size_t q = 0;
+  static constexpr size_t k(int stage) { return (MT + size_t(stage)) * tile; }
+  static constexpr size_t v(int stage) { return (MT + 2 + size_t(stage)) * tile; }
+  static constexpr size_t bytes = (MT + 4) * tile;
+};
+
+// flash_mma.h's forward_block (the same queries, masks, online softmax and outputs) with each
+// key tile's softmax overlapped with a product, as FlashAttention-3's intra-warpgroup pipelining
+// does (Shah et al. 2024, section 3.2): at key tile kt the block issues S = Q K^T of tile kt + 1
+// and O += P V of tile kt together, waits for S only, computes the next P and the rescaling while
+// P V runs, then waits for P V and rescales O. So K of tile kt + 1 and V of tile kt are in shared
+// memory at once, and while they are used V of kt + 1 and K of kt + 2 stream into the other
+// stages: two stages of each. The P of tile kt sits in registers as bf16 A fragments (pa) while
+// the next S accumulates: MT x 16 registers more than forward_block over CoreTiles.
+template <int D, int MT>
+__device__ void forward_block_pipelined(WgmmaCtx& w, uint16_t* out, float* lse, const uint16_t* q,
+                                        const uint16_t* k, const uint16_t* v, const FlashParams& p,
+                                        int64_t qt, int64_t bh) {
+  using M = PipelinedSmem<D, MT>;
+  constexpr int kRows = kMmaTile * MT;
+  auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
+  const int warp = w.thread() / 32, lane = w.thread() % 32;
+  const HeadIndex hi = head_index(bh, p);
+  const int64_t T = p.T, q0 = qt * kRows, r0 = q0 + warp * 16 * MT;
+  const uint16_t* kh = k + p.k.row(hi.b, hi.g, 0);
+  const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
+  const int64_t kt0 = first_key_tile(q0, p), kt1 = last_key_tile(q0, p, kRows);
+  auto stage = [&](int64_t kt) { return int((kt - kt0) & 1); };  // key tile kt's K and V stage
+  auto load_k = [&](int64_t kt) {
+    CoreTiles::load<D, kMmaTile>(w, tile(M::k(stage(kt))), kh, kt * kMmaTile, T, p.k.t);
+  };
+  auto load_v = [&](int64_t kt) {
+    CoreTiles::load<D, kMmaTile>(w, tile(M::v(stage(kt))), vh, kt * kMmaTile, T, p.v.t);
+  };
+
+  CoreTiles::load<D, kRows>(w, tile(M::q), q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
+  load_k(kt0);
+  load_v(kt0);
+  if (kt0 < kt1) load_k(kt0 + 1);
+  w.cp_async_commit();
+  w.cp_async_wait_all();
+  w.sync_block();
+  CoreTiles::Held<D, MT> qheld;
+  CoreTiles::hold<D, MT>(w, qheld, tile(M::q), warp * 16 * MT, lane);
+
+  float o[MT][D / 8][4], m[MT][2], l[MT][2], s[MT][8][4], alpha[MT][2];
+  mma::start_rows<D, MT>(o, m, l);
+  const float scale2 = p.scale * kLog2e;
+  CoreTiles::abt_held<D, MT>(w, s, qheld, nullptr, 0, tile(M::k(0)), lane);         // S of tile kt0
+  mma::online_softmax<MT>(w, s, m, l, alpha, r0, kt0 * kMmaTile, scale2, p, lane);  // O is 0
+
+  for (int64_t kt = kt0; kt <= kt1; ++kt) {
+    const bool next = kt < kt1;
+    w.cp_async_wait_all();  // V of tile kt and K of kt + 1 are in
+    w.sync_block();         // and every warp is done with the stages refilled below
+    if (next) load_v(kt + 1);
+    if (kt + 2 <= kt1) load_k(kt + 2);
+    w.cp_async_commit();
+    uint32_t pa[MT][4][4];
+    CoreTiles::pack<WgmmaCtx>(pa, s);  // P of tile kt
+    w.wgmma_fence();
+    if (next) {
+      CoreTiles::issue_abt_held<D, MT>(w, s, qheld, tile(M::k(stage(kt + 1))));
+      w.wgmma_commit();
+    }
+    CoreTiles::issue_pm<D, MT>(w, o, pa, tile(M::v(stage(kt))));
+    w.wgmma_commit();
+    if (next) {
+      w.wgmma_wait_prior();  // S of tile kt + 1; P V may still run
+      w.pin(s);
+      mma::online_softmax<MT>(w, s, m, l, alpha, r0, (kt + 1) * kMmaTile, scale2, p, lane);
+    }
+    w.wgmma_wait_all();
+    w.pin(o);
+    if (next) mma::scale_rows<D, MT>(o, alpha);
+  }
+  mma::finish_rows<D, MT, WgmmaCtx>(w, out, lse, o, m, l, r0, bh, hi, p, lane);
+}
+
+template <int D, int MT>
+__global__ void __launch_bounds__(kMmaThreads)
+    flash_forward_wgmma(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
+                        const uint16_t* v, FlashParams p, BlockOrder order) {
+#if TESSERA_WGMMA_BODY
+  extern __shared__ __align__(128) unsigned char smem[];
+  WgmmaCtx w{smem};
+  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
+  forward_block_pipelined<D, MT>(w, out, lse, q, k, v, p, at.tile, at.head);
+#else
+  __trap();
+#endif
+}
+
+// The backward: flash_launch.cuh's kernels on WgmmaCtx and CoreTiles. Every product of its bodies
+// is a 64-row one (a warp owns 16 keys in dK dV, 16 queries in dQ), so each is a warpgroup's
+// chain of m64nNk16.
+//
+// The forward at D 64 runs 128-query blocks (MT 2: each K and V tile loaded once for twice the
+// queries; 2 x 32 accumulators, 2 x 16 held A registers and 2 x 16 of P more than MT 1), or
+// 64-query ones under FlashKernels::WgmmaNarrow; at D 128 the registers of MT 2 would not fit
+// (O alone is 64 a group), so it runs 64-query blocks. Likewise dK dV at D 64 holds K and V as A
+// registers (the products then read only Q and dO from shared memory; ptxas, sm_90a: 158 -> 200
+// registers, 3 -> 2 blocks an SM), or reads them from their tiles under WgmmaNarrow and at D 128
+// (229 registers already).
 template <int D, bool kHoldKV>
 constexpr auto flash_backward_dkdv_wgmma = flash_dkdv_kernel<D, WgmmaCtx, CoreTiles, kHoldKV>;
 template <int D>
@@ -75,8 +173,9 @@ std::string wgmma_unavailable() {
   return known[device] = major == 9 && minor == 0
                              ? std::string()
                              : "they need a compute capability 9.0 GPU (sm_90a code runs on no "
-                               "other); device " + std::to_string(device) + " is " +
-                                   std::to_string(major) + "." + std::to_string(minor);
+                               "other); device " +
+                                   std::to_string(device) + " is " + std::to_string(major) + "." +
+                                   std::to_string(minor);
 }
 
 void require_wgmma() {
@@ -90,14 +189,14 @@ void flash_wgmma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, 
                          const Tensor& v, const FlashParams& p, int64_t B, int64_t D, bool narrow) {
   require_wgmma();
   if (D == 64 && !narrow)
-    launch_flash_forward(flash_forward_wgmma<64, 2>, mma::ForwardSmem<64, 2, CoreTiles>::bytes,
-                         2 * kMmaTile, out, lse, q, k, v, p, B, D);
+    launch_flash_forward(flash_forward_wgmma<64, 2>, PipelinedSmem<64, 2>::bytes, 2 * kMmaTile, out,
+                         lse, q, k, v, p, B, D);
   else if (D == 64)
-    launch_flash_forward(flash_forward_wgmma<64, 1>, mma::ForwardSmem<64, 1, CoreTiles>::bytes,
-                         kMmaTile, out, lse, q, k, v, p, B, D);
+    launch_flash_forward(flash_forward_wgmma<64, 1>, PipelinedSmem<64, 1>::bytes, kMmaTile, out,
+                         lse, q, k, v, p, B, D);
   else
-    launch_flash_forward(flash_forward_wgmma<128, 1>, mma::ForwardSmem<128, 1, CoreTiles>::bytes,
-                         kMmaTile, out, lse, q, k, v, p, B, D);
+    launch_flash_forward(flash_forward_wgmma<128, 1>, PipelinedSmem<128, 1>::bytes, kMmaTile, out,
+                         lse, q, k, v, p, B, D);
 }
 
 void flash_wgmma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,

@@ -57,7 +57,8 @@ __global__ void __launch_bounds__(kMmaThreads)
   w.sync_block();
   uint16_t* As = reinterpret_cast<uint16_t*>(smem);
   uint16_t* Bs = reinterpret_cast<uint16_t*>(smem + MT * Tiles::template bytes<D>);
-  if (block != WgmmaBlock::Pm) Tiles::template load<D, kMmaTile * MT>(w, As, a, 0, kMmaTile * MT, D);
+  if (block != WgmmaBlock::Pm)
+    Tiles::template load<D, kMmaTile * MT>(w, As, a, 0, kMmaTile * MT, D);
   Tiles::template load<D, kMmaTile>(w, Bs, b, 0, kMmaTile, D);
   w.cp_async_commit();
   w.cp_async_wait_all();
@@ -138,16 +139,15 @@ struct DeviceBuffer {
 std::vector<float> wgmma_probe(WgmmaBlock block, int D, int MT, bool swap_k, bool swap_n,
                                const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
   TESSERA_CHECK(flash_wgmma_available(), "wgmma_probe: the wgmma kernels cannot run here");
-  TESSERA_CHECK((D == 64 && (MT == 1 || MT == 2)) || (D == 128 && MT == 1),
-                "wgmma_probe: D ", D, " with MT ", MT, " (the kernels use D 64 with MT 1 or 2, "
-                "D 128 with MT 1)");
+  TESSERA_CHECK((D == 64 && (MT == 1 || MT == 2)) || (D == 128 && MT == 1), "wgmma_probe: D ", D,
+                " with MT ", MT, " (the kernels use D 64 with MT 1 or 2, D 128 with MT 1)");
   TESSERA_CHECK(block != WgmmaBlock::Abt || MT == 1,
                 "wgmma_probe: Abt reads its left operand from shared memory, 64 rows (MT 1)");
   const size_t rows = size_t(kMmaTile) * MT;
   const size_t a_cols = block == WgmmaBlock::Pm ? size_t(kMmaTile) : size_t(D);
   const size_t out_cols = block == WgmmaBlock::Pm ? size_t(D) : size_t(kMmaTile);
-  TESSERA_CHECK(a.size() == rows * a_cols, "wgmma_probe: a has ", a.size(), " elements, not ",
-                rows, " x ", a_cols);
+  TESSERA_CHECK(a.size() == rows * a_cols, "wgmma_probe: a has ", a.size(), " elements, not ", rows,
+                " x ", a_cols);
   TESSERA_CHECK(b.size() == size_t(kMmaTile) * D, "wgmma_probe: b has ", b.size(),
                 " elements, not 64 x ", D);
   DeviceBuffer da(a.size() * 2), db(b.size() * 2), dout(rows * out_cols * 4);

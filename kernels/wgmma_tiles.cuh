@@ -60,6 +60,10 @@ struct WgmmaCtx : DeviceCtx {
   __device__ void wgmma_wait_all() {
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   }
+  // Every group but the newest has landed.
+  __device__ void wgmma_wait_prior() {
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+  }
   // The products issue() makes into the MT accumulators of d (one chain each), issued as one
   // group and waited for: fenced after every earlier access of the registers and waited for
   // before the next (a wgmma body only exists for sm_90a).
@@ -239,28 +243,28 @@ struct CoreTilesT {
     }
   }
   // acc[mt] = (this warp's rows r0 + 16 mt .. of the held operand) K^T for the 64 keys of tile b:
-  // MT chains of D / 16 products m64n64k16 (B K-major), issued together.
+  // MT chains of D / 16 products m64n64k16 (B K-major), issued together. issue_abt_held issues
+  // them only: the fence before and the commit and wait after are its caller's.
+  template <int D, int MT, class W>
+  __device__ static void issue_abt_held(W& w, float (&acc)[MT][8][4], const Held<D, MT>& h,
+                                        const uint16_t* b) {
+    const unsigned char* kb = reinterpret_cast<const unsigned char*>(b);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        w.mma_rs_k(acc[mt], h.a[mt][kk], kmajor<D>(kb + 256 * kk), kk > 0);
+  }
   template <int D, int MT, class W>
   __device__ static void abt_held(W& w, float (&acc)[MT][8][4], const Held<D, MT>& h,
                                   const uint16_t*, int, const uint16_t* b, int) {
-    const unsigned char* kb = reinterpret_cast<const unsigned char*>(b);
-    w.chain(acc, [&] {
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk)
-          w.mma_rs_k(acc[mt], h.a[mt][kk], kmajor<D>(kb + 256 * kk), kk > 0);
-    });
+    w.chain(acc, [&] { issue_abt_held<D, MT>(w, acc, h, b); });
   }
 
-  // acc[mt] += P[mt] V: P (this warp's rows of group mt against the tile's 64 keys, rounded to
-  // bf16) from registers, in four products m64nDk16 of 16 keys each; V N-major. The MT chains
-  // are issued together.
-  template <int D, int MT, class W>
-  __device__ static void pm(W& w, float (&acc)[MT][D / 8][4], const float (&p)[MT][8][4],
-                            const uint16_t* m, int) {
-    const unsigned char* vb = reinterpret_cast<const unsigned char*>(m);
-    uint32_t pa[MT][4][4];
+  // P (this warp's rows of each group against a tile's 64 keys, as accumulators) rounded to bf16
+  // as the A registers of four k-steps of 16 keys: the same elements in the same lanes.
+  template <class W, int MT>
+  __device__ static void pack(uint32_t (&pa)[MT][4][4], const float (&p)[MT][8][4]) {
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -270,15 +274,28 @@ struct CoreTilesT {
         pa[mt][ks][2] = W::pack_bf16x2(p[mt][2 * ks + 1][0], p[mt][2 * ks + 1][1]);
         pa[mt][ks][3] = W::pack_bf16x2(p[mt][2 * ks + 1][2], p[mt][2 * ks + 1][3]);
       }
-    w.chain(acc, [&] {
+  }
+  // acc[mt] += P[mt] V: four products m64nDk16 a group with A from pa and V N-major, the MT
+  // chains issued together; issue_pm issues them only (as issue_abt_held).
+  template <int D, int MT, class W>
+  __device__ static void issue_pm(W& w, float (&acc)[MT][D / 8][4], const uint32_t (&pa)[MT][4][4],
+                                  const uint16_t* m) {
+    const unsigned char* vb = reinterpret_cast<const unsigned char*>(m);
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int ks = 0; ks < 4; ++ks)  // 16 keys: two core matrices down, 32 D bytes on
-          w.mma_rs(acc[mt], pa[mt][ks], nmajor<D>(vb + 32 * D * ks));
-    });
+      for (int ks = 0; ks < 4; ++ks)  // 16 keys: two core matrices down, 32 D bytes on
+        w.mma_rs(acc[mt], pa[mt][ks], nmajor<D>(vb + 32 * D * ks));
+  }
+  template <int D, int MT, class W>
+  __device__ static void pm(W& w, float (&acc)[MT][D / 8][4], const float (&p)[MT][8][4],
+                            const uint16_t* m, int) {
+    uint32_t pa[MT][4][4];
+    pack<W>(pa, p);
+    w.chain(acc, [&] { issue_pm<D, MT>(w, acc, pa, m); });
   }
 };
+
 using CoreTiles = CoreTilesT<>;
 
 }  // namespace tessera::cuda::attn::wgmma

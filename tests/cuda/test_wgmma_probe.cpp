@@ -88,15 +88,16 @@ std::string mismatches(const std::vector<float>& got, const std::vector<float>& 
         os << " (" << i / cols << ", " << i % cols << "): " << got[i] << " not " << want[i] << ";";
       ++count;
     }
-  return count ? std::to_string(count) + " of " + std::to_string(want.size()) + " differ:" + os.str()
-               : std::string();
+  return count
+             ? std::to_string(count) + " of " + std::to_string(want.size()) + " differ:" + os.str()
+             : std::string();
 }
 
 TEST(WgmmaProbe, each_building_block_of_the_wgmma_kernels_matches_a_plain_product) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   if (!cuda::flash_wgmma_available()) GTEST_SKIP() << "no sm_90a build or no 9.0 device";
   const Case cases[] = {
-      {WgmmaBlock::Abt, 64, 1},     {WgmmaBlock::Abt, 128, 1}, {WgmmaBlock::AbtHeld, 64, 1},
+      {WgmmaBlock::Abt, 64, 1},     {WgmmaBlock::Abt, 128, 1},     {WgmmaBlock::AbtHeld, 64, 1},
       {WgmmaBlock::AbtHeld, 64, 2}, {WgmmaBlock::AbtHeld, 128, 1}, {WgmmaBlock::Pm, 64, 1},
       {WgmmaBlock::Pm, 64, 2},      {WgmmaBlock::Pm, 128, 1},
   };
@@ -115,14 +116,15 @@ TEST(WgmmaProbe, each_building_block_of_the_wgmma_kernels_matches_a_plain_produc
     // The readings the block's own operands depend on: the K-major one for the products like
     // Q K^T, the N-major one for P V.
     const bool k_major = c.block != WgmmaBlock::Pm;
-    const std::string swapped = mismatches(
-        cuda::wgmma_probe(c.block, c.D, c.MT, k_major, !k_major, a, b), want, out_cols);
+    const std::string swapped =
+        mismatches(cuda::wgmma_probe(c.block, c.D, c.MT, k_major, !k_major, a, b), want, out_cols);
     if (!wrong.empty()) {
       ADD_FAILURE() << wrong << " With the " << (k_major ? "K" : "N")
                     << "-major descriptor's LBO and SBO swapped (kernels/wgmma_tiles.cuh, "
                     << (k_major ? "kmajor" : "nmajor") << "): "
-                    << (swapped.empty() ? "it matches: swap them there"
-                                        : std::string("no match either: suspect ") + suspect(c.block));
+                    << (swapped.empty()
+                            ? "it matches: swap them there"
+                            : std::string("no match either: suspect ") + suspect(c.block));
       continue;
     }
     // The swapped reading must give another product, or a match above would say nothing.
