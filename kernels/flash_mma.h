@@ -222,11 +222,12 @@ TESSERA_MMA_FN void store_rows(uint16_t* dst, int64_t r0, int64_t rows_total, in
 }
 
 // How the tiles of the forward and backward blocks lie in shared memory and are multiplied.
-// RowTiles: rows kLd<D> apart, read by ldmatrix into mma.sync (this file). flash_wgmma.cu's
+// RowTiles: rows kLd<D> apart, read by ldmatrix into mma.sync (this file). wgmma_tiles.cuh's
 // CoreTiles: 8 x 8 core matrices read by Hopper's wgmma. A policy provides bytes<D> (one 64-row
-// tile), load<D, R> (R rows, as load_tile_async), abt<D, MT> (tile_abt's S = Q K^T) and pm<D, MT>
-// (tile_pm's O += P V); and Held<D, MT>, hold<D, MT> and abt_held<D, MT> for a left operand a
-// block keeps for all its products (Q in the forward, Q and dO in dQ; a warp's MT groups of 16
+// tile), load<D, R> (R rows, as load_tile_async), abt<D, MT> (tile_abt's S = Q K^T), pm<D, MT>
+// (tile_pm's O += P V), abt2<D> and pm2<D> (two such products at once, the backward's); and
+// Held<D, MT>, hold<D, MT>, abt_held<D, MT> and abt_held2<D> for a left operand a block keeps for
+// all its products (Q in the forward, Q and dO in dQ, K and V in dK dV; a warp's MT groups of 16
 // rows): taken once into registers where the policy does so (CoreTiles), read from its tile at
 // every product where it does not.
 struct RowTiles {
@@ -255,6 +256,29 @@ struct RowTiles {
   TESSERA_MMA_FN static void abt_held(W& w, float (&acc)[MT][8][4], const Held<D, MT>&,
                                       const uint16_t* a, int a_r0, const uint16_t* b, int lane) {
     tile_abt<D, MT>(w, acc, a, a_r0, b, lane);
+  }
+  // Two products of a kind at once (the backward's S and dP, dV and dK): one after the other
+  // here; CoreTiles issues both and waits once.
+  template <int D, class W>
+  TESSERA_MMA_FN static void abt2(W& w, float (&acc1)[1][8][4], const uint16_t* a1,
+                                  const uint16_t* b1, float (&acc2)[1][8][4], const uint16_t* a2,
+                                  const uint16_t* b2, int a_r0, int lane) {
+    tile_abt<D, 1>(w, acc1, a1, a_r0, b1, lane);
+    tile_abt<D, 1>(w, acc2, a2, a_r0, b2, lane);
+  }
+  template <int D, class W>
+  TESSERA_MMA_FN static void abt_held2(W& w, float (&acc1)[1][8][4], const Held<D, 1>&,
+                                       const uint16_t* a1, const uint16_t* b1,
+                                       float (&acc2)[1][8][4], const Held<D, 1>&,
+                                       const uint16_t* a2, const uint16_t* b2, int a_r0, int lane) {
+    abt2<D>(w, acc1, a1, b1, acc2, a2, b2, a_r0, lane);
+  }
+  template <int D, class W>
+  TESSERA_MMA_FN static void pm2(W& w, float (&acc1)[1][D / 8][4], const float (&p1)[1][8][4],
+                                 const uint16_t* m1, float (&acc2)[1][D / 8][4],
+                                 const float (&p2)[1][8][4], const uint16_t* m2, int lane) {
+    tile_pm<D, 1>(w, acc1, p1, m1, lane);
+    tile_pm<D, 1>(w, acc2, p2, m2, lane);
   }
 };
 
@@ -507,11 +531,10 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
         Tiles::template hold<D, 1>(w, kheld, Ks, warp * 16, lane);
         Tiles::template hold<D, 1>(w, vheld, Vs, warp * 16, lane);
       }
-      Tiles::template abt_held<D, 1>(w, st, kheld, Ks, warp * 16, Qs, lane);    // S^T = K Q^T
-      Tiles::template abt_held<D, 1>(w, dpt, vheld, Vs, warp * 16, dOs, lane);  // dP^T = V dO^T
+      // S^T = K Q^T and dP^T = V dO^T
+      Tiles::template abt_held2<D>(w, st, kheld, Ks, Qs, dpt, vheld, Vs, dOs, warp * 16, lane);
     } else {
-      Tiles::template abt<D, 1>(w, st, Ks, warp * 16, Qs, lane);
-      Tiles::template abt<D, 1>(w, dpt, Vs, warp * 16, dOs, lane);
+      Tiles::template abt2<D>(w, st, Ks, Qs, dpt, Vs, dOs, warp * 16, lane);
     }
     const bool full = all_visible(q0, kMmaTile, j0, 16, p);
     TESSERA_MMA_UNROLL
@@ -525,8 +548,7 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
         st[0][n][e] = pv;
         dpt[0][n][e] = pv * (dpt[0][n][e] - d_s[col]);
       }
-    Tiles::template pm<D, 1>(w, dva, st, dOs, lane);  // dV += P^T dO
-    Tiles::template pm<D, 1>(w, dka, dpt, Qs, lane);  // dK += dS^T Q
+    Tiles::template pm2<D>(w, dva, st, dOs, dka, dpt, Qs, lane);  // dV += P^T dO, dK += dS^T Q
     // Stage s ^ 1's statistics were last read by item it - 1, before this item's barrier.
     if (more && stats_thread) put_stats(s ^ 1, next_l2, next_dd);
   }
@@ -592,11 +614,10 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
         Tiles::template hold<D, 1>(w, qheld, Qs, warp * 16, lane);
         Tiles::template hold<D, 1>(w, doheld, dOs, warp * 16, lane);
       }
-      Tiles::template abt_held<D, 1>(w, sc, qheld, Qs, warp * 16, Ks, lane);   // S = Q K^T
-      Tiles::template abt_held<D, 1>(w, dp, doheld, dOs, warp * 16, Vs, lane);  // dP = dO V^T
+      // S = Q K^T and dP = dO V^T
+      Tiles::template abt_held2<D>(w, sc, qheld, Qs, Ks, dp, doheld, dOs, Vs, warp * 16, lane);
     } else {
-      Tiles::template abt<D, 1>(w, sc, Qs, warp * 16, Ks, lane);
-      Tiles::template abt<D, 1>(w, dp, dOs, warp * 16, Vs, lane);
+      Tiles::template abt2<D>(w, sc, Qs, Ks, dp, dOs, Vs, warp * 16, lane);
     }
     const bool full = all_visible(r0, 16, k0, kMmaTile, p);
     TESSERA_MMA_UNROLL

@@ -11,7 +11,8 @@
 //    accumulators of the product before it as A registers (m64nNk16's accumulator and A-register
 //    layouts put the same elements in the same lanes), the right one N-major.
 // The forward (forward_block_pipelined below) overlaps each key tile's softmax with the
-// products; the backward is flash_mma.h's bodies over CoreTiles, each product waited for at once.
+// products; the backward is flash_mma.h's bodies over CoreTiles, its products issued in pairs (S
+// and dP, then dV and dK: abt2, pm2), each pair waited for at once.
 //
 // Not yet FlashAttention-3's kernel: no tensor-memory-accelerator copies (tiles come by
 // cp.async, as in flash_mma.h), no warp specialisation or ping-pong between warpgroups, one
@@ -140,7 +141,7 @@ __global__ void __launch_bounds__(kMmaThreads)
 // queries; 2 x 32 accumulators, 2 x 16 held A registers and 2 x 16 of P more than MT 1), or
 // 64-query ones under FlashKernels::WgmmaNarrow; at D 128 the registers of MT 2 would not fit
 // (O alone is 64 a group), so it runs 64-query blocks. Likewise dK dV at D 64 holds K and V as A
-// registers (the products then read only Q and dO from shared memory; ptxas, sm_90a: 158 -> 200
+// registers (the products then read only Q and dO from shared memory; ptxas, sm_90a: 158 -> 203
 // registers, 3 -> 2 blocks an SM), or reads them from their tiles under WgmmaNarrow and at D 128
 // (229 registers already).
 template <int D, bool kHoldKV>

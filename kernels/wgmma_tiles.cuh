@@ -64,21 +64,25 @@ struct WgmmaCtx : DeviceCtx {
   __device__ void wgmma_wait_prior() {
     asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
   }
-  // The products issue() makes into the MT accumulators of d (one chain each), issued as one
-  // group and waited for: fenced after every earlier access of the registers and waited for
-  // before the next (a wgmma body only exists for sm_90a).
-  template <int MT, int N, class Issue>
-  __device__ void chain(float (&d)[MT][N][4], Issue&& issue) {
+  // The products issue() makes into the accumulators acc... (arrays [MT][N][4], one chain for
+  // each [N][4]), issued as one group and waited for: fenced after every earlier access of the
+  // registers and waited for before the next (a wgmma body only exists for sm_90a).
+  template <class Issue, class... Acc>
+  __device__ void chain_all(Issue&& issue, Acc&... acc) {
 #if TESSERA_WGMMA_BODY
-    pin(d);
+    (pin(acc), ...);
     wgmma_fence();
     issue();
     wgmma_commit();
     wgmma_wait_all();
-    pin(d);
+    (pin(acc), ...);
 #else
     __trap();
 #endif
+  }
+  template <int MT, int N, class Issue>
+  __device__ void chain(float (&d)[MT][N][4], Issue&& issue) {
+    chain_all(issue, d);
   }
   // Keeps the compiler from moving an accumulator's reads or writes across an asynchronous
   // product's issue or wait: each register is an operand of an (empty) asm statement there.
@@ -204,18 +208,34 @@ struct CoreTilesT {
   }
 
   // acc = Q K^T for the 64 rows of tile a and the 64 keys of tile b: D / 16 products m64n64k16,
-  // both operands K-major; warp w gets rows 16 w .. 16 w + 15.
+  // both operands K-major; warp w gets rows 16 w .. 16 w + 15. issue_abt issues them only: the
+  // fence before and the commit and wait after are its caller's.
+  template <int D, class W>
+  __device__ static void issue_abt(W& w, float (&acc)[1][8][4], const uint16_t* a,
+                                   const uint16_t* b) {
+    const unsigned char* qa = reinterpret_cast<const unsigned char*>(a);
+    const unsigned char* kb = reinterpret_cast<const unsigned char*>(b);
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)  // 16 columns: two core matrices, 256 bytes on
+      w.mma_ss(acc[0], kmajor<D>(qa + 256 * kk), kmajor<D>(kb + 256 * kk), kk > 0);
+  }
   template <int D, int MT, class W>
   __device__ static void abt(W& w, float (&acc)[MT][8][4], const uint16_t* a, int,
                              const uint16_t* b, int) {
     static_assert(MT == 1, "an A operand read from shared memory is the tile's 64 rows");
-    const unsigned char* qa = reinterpret_cast<const unsigned char*>(a);
-    const unsigned char* kb = reinterpret_cast<const unsigned char*>(b);
-    w.chain(acc, [&] {
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)  // 16 columns: two core matrices, 256 bytes on
-        w.mma_ss(acc[0], kmajor<D>(qa + 256 * kk), kmajor<D>(kb + 256 * kk), kk > 0);
-    });
+    w.chain(acc, [&] { issue_abt<D>(w, acc, a, b); });
+  }
+  // Two of them (the backward's S and dP) issued as one group: one wait for both.
+  template <int D, class W>
+  __device__ static void abt2(W& w, float (&acc1)[1][8][4], const uint16_t* a1,
+                              const uint16_t* b1, float (&acc2)[1][8][4], const uint16_t* a2,
+                              const uint16_t* b2, int, int) {
+    w.chain_all(
+        [&] {
+          issue_abt<D>(w, acc1, a1, b1);
+          issue_abt<D>(w, acc2, a2, b2);
+        },
+        acc1, acc2);
   }
 
   // The left operand of abt kept in registers: each of this warp's MT groups of 16 rows of the
@@ -260,6 +280,18 @@ struct CoreTilesT {
                                   const uint16_t*, int, const uint16_t* b, int) {
     w.chain(acc, [&] { issue_abt_held<D, MT>(w, acc, h, b); });
   }
+  template <int D, class W>
+  __device__ static void abt_held2(W& w, float (&acc1)[1][8][4], const Held<D, 1>& h1,
+                                   const uint16_t*, const uint16_t* b1, float (&acc2)[1][8][4],
+                                   const Held<D, 1>& h2, const uint16_t*, const uint16_t* b2, int,
+                                   int) {
+    w.chain_all(
+        [&] {
+          issue_abt_held<D, 1>(w, acc1, h1, b1);
+          issue_abt_held<D, 1>(w, acc2, h2, b2);
+        },
+        acc1, acc2);
+  }
 
   // P (this warp's rows of each group against a tile's 64 keys, as accumulators) rounded to bf16
   // as the A registers of four k-steps of 16 keys: the same elements in the same lanes.
@@ -293,6 +325,21 @@ struct CoreTilesT {
     uint32_t pa[MT][4][4];
     pack<W>(pa, p);
     w.chain(acc, [&] { issue_pm<D, MT>(w, acc, pa, m); });
+  }
+  // Two of them (the backward's dV += P^T dO and dK += dS^T Q) issued as one group.
+  template <int D, class W>
+  __device__ static void pm2(W& w, float (&acc1)[1][D / 8][4], const float (&p1)[1][8][4],
+                             const uint16_t* m1, float (&acc2)[1][D / 8][4],
+                             const float (&p2)[1][8][4], const uint16_t* m2, int) {
+    uint32_t pa1[1][4][4], pa2[1][4][4];
+    pack<W>(pa1, p1);
+    pack<W>(pa2, p2);
+    w.chain_all(
+        [&] {
+          issue_pm<D, 1>(w, acc1, pa1, m1);
+          issue_pm<D, 1>(w, acc2, pa2, m2);
+        },
+        acc1, acc2);
   }
 };
 
