@@ -51,7 +51,9 @@ __device__ __forceinline__ uint64_t descriptor(const void* start, uint32_t lbo, 
 struct WgmmaCtx : DeviceCtx {
   __device__ void cp_async_wait_all() {
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+#if TESSERA_WGMMA_BODY  // sm_90 and later: a build for others never launches these kernels
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
   }
   __device__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
   __device__ void wgmma_commit() {
