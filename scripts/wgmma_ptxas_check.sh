@@ -9,9 +9,11 @@ out=$("$@" -Xptxas -v 2>&1)
 rc=$?
 # What nvcc says besides ptxas's -v report (its numbered notes, C7xxx, stay).
 printf '%s\n' "$out" | awk '!/^ptxas info/ && !/bytes stack frame/ || /\(C7[0-9]+\)/' >&2
+# WGMMA_PTXAS_CHECK=warn (scripts/gpu_check.sh's build) says so and goes on: on the GPU machine a
+# serialised kernel is still worth running and timing.
 if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q 'Potential Performance Loss'; then
   echo "wgmma_ptxas_check.sh: ptxas serialised wgmma products (above); a product issued under a" \
        "condition, or a register access between an issue and its wait, is the usual cause" >&2
-  exit 1
+  [ "${WGMMA_PTXAS_CHECK:-fail}" = warn ] || exit 1
 fi
 exit $rc
