@@ -282,28 +282,6 @@ struct RowTiles {
   }
 };
 
-// Where forward block qt (of 64 MT queries) of grid row bh = b H + h reads and writes, for warp
-// `warp` (forward_block; flash_wgmma.cu's pipelined forward).
-struct ForwardAt {
-  HeadIndex hi;
-  int64_t q0, r0;           // the block's first query; the warp's first row
-  int64_t kt0, kt1;         // the first and last key tiles the block sees
-  const uint16_t *kh, *vh;  // the kv head's K and V rows
-};
-template <int MT>
-TESSERA_MMA_FN ForwardAt forward_at(int warp, const uint16_t* k, const uint16_t* v,
-                                    const FlashParams& p, int64_t qt, int64_t bh) {
-  ForwardAt at;
-  at.hi = head_index(bh, p);
-  at.q0 = qt * kMmaTile * MT;
-  at.r0 = at.q0 + warp * 16 * MT;
-  at.kt0 = first_key_tile(at.q0, p);
-  at.kt1 = last_key_tile(at.q0, p, kMmaTile * MT);
-  at.kh = k + p.k.row(at.hi.b, at.hi.g, 0);
-  at.vh = v + p.v.row(at.hi.b, at.hi.g, 0);
-  return at;
-}
-
 // The forward's row state before the first key tile: O = 0, no maximum, no sum.
 template <int D, int MT>
 TESSERA_MMA_FN void start_rows(float (&o)[MT][D / 8][4], float (&m)[MT][2], float (&l)[MT][2]) {
@@ -420,11 +398,14 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
   uint16_t* Ks = reinterpret_cast<uint16_t*>(w.smem() + M::k);
   uint16_t* Vs = reinterpret_cast<uint16_t*>(w.smem() + M::v);
   const int warp = w.thread() / 32, lane = w.thread() % 32;
-  const int64_t T = p.T;
-  const ForwardAt at = forward_at<MT>(warp, k, v, p, qt, bh);
+  const HeadIndex hi = head_index(bh, p);
+  const int64_t T = p.T, q0 = qt * kRows, r0 = q0 + warp * 16 * MT;
+  const uint16_t* kh = k + p.k.row(hi.b, hi.g, 0);
+  const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
+  const int64_t kt0 = first_key_tile(q0, p), kt1 = last_key_tile(q0, p, kRows);
 
-  Tiles::template load<D, kRows>(w, Qs, q + p.q.row(at.hi.b, at.hi.h, 0), at.q0, T, p.q.t);
-  Tiles::template load<D, kMmaTile>(w, Ks, at.kh, at.kt0 * kMmaTile, T, p.k.t);
+  Tiles::template load<D, kRows>(w, Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
+  Tiles::template load<D, kMmaTile>(w, Ks, kh, kt0 * kMmaTile, T, p.k.t);
   w.cp_async_commit();
   w.cp_async_wait_all();
   w.sync_block();
@@ -436,25 +417,25 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
   start_rows<D, MT>(o, m, l);
   const float scale2 = p.scale * kLog2e;
 
-  for (int64_t kt = at.kt0; kt <= at.kt1; ++kt) {
+  for (int64_t kt = kt0; kt <= kt1; ++kt) {
     const int64_t k0 = kt * kMmaTile;
-    Tiles::template load<D, kMmaTile>(w, Vs, at.vh, k0, T, p.v.t);
+    Tiles::template load<D, kMmaTile>(w, Vs, vh, k0, T, p.v.t);
     w.cp_async_commit();
     float s[MT][8][4], alpha[MT][2];
     Tiles::template abt_held<D, MT>(w, s, qheld, Qs, warp * 16 * MT, Ks, lane);
-    online_softmax<MT>(w, s, m, l, alpha, at.r0, k0, scale2, p, lane);
+    online_softmax<MT>(w, s, m, l, alpha, r0, k0, scale2, p, lane);
     scale_rows<D, MT>(o, alpha);
     w.cp_async_wait_all();  // V is in
     w.sync_block();         // and every warp is done with K
-    if (kt < at.kt1) {
-      Tiles::template load<D, kMmaTile>(w, Ks, at.kh, k0 + kMmaTile, T, p.k.t);
+    if (kt < kt1) {
+      Tiles::template load<D, kMmaTile>(w, Ks, kh, k0 + kMmaTile, T, p.k.t);
       w.cp_async_commit();
     }
     Tiles::template pm<D, MT>(w, o, s, Vs, lane);
     w.cp_async_wait_all();  // the next K is in
     w.sync_block();         // and every warp is done with V
   }
-  finish_rows<D, MT, W>(w, out, lse, o, m, l, at.r0, bh, at.hi, p, lane);
+  finish_rows<D, MT, W>(w, out, lse, o, m, l, r0, bh, hi, p, lane);
 }
 
 template <int D, class Tiles = RowTiles>

@@ -63,20 +63,23 @@ __device__ void forward_block_pipelined(WgmmaCtx& w, uint16_t* out, float* lse, 
   constexpr int kRows = kMmaTile * MT;
   auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
   const int warp = w.thread() / 32, lane = w.thread() % 32;
-  const int64_t T = p.T;
-  const mma::ForwardAt at = mma::forward_at<MT>(warp, k, v, p, qt, bh);
-  auto stage = [&](int64_t kt) { return int((kt - at.kt0) & 1); };  // key tile kt's K and V stage
+  const HeadIndex hi = head_index(bh, p);
+  const int64_t T = p.T, q0 = qt * kRows, r0 = q0 + warp * 16 * MT;
+  const uint16_t* kh = k + p.k.row(hi.b, hi.g, 0);
+  const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
+  const int64_t kt0 = first_key_tile(q0, p), kt1 = last_key_tile(q0, p, kRows);
+  auto stage = [&](int64_t kt) { return int((kt - kt0) & 1); };  // key tile kt's K and V stage
   auto load_k = [&](int64_t kt) {
-    CoreTiles::load<D, kMmaTile>(w, tile(M::k(stage(kt))), at.kh, kt * kMmaTile, T, p.k.t);
+    CoreTiles::load<D, kMmaTile>(w, tile(M::k(stage(kt))), kh, kt * kMmaTile, T, p.k.t);
   };
   auto load_v = [&](int64_t kt) {
-    CoreTiles::load<D, kMmaTile>(w, tile(M::v(stage(kt))), at.vh, kt * kMmaTile, T, p.v.t);
+    CoreTiles::load<D, kMmaTile>(w, tile(M::v(stage(kt))), vh, kt * kMmaTile, T, p.v.t);
   };
 
-  CoreTiles::load<D, kRows>(w, tile(M::q), q + p.q.row(at.hi.b, at.hi.h, 0), at.q0, T, p.q.t);
-  load_k(at.kt0);
-  load_v(at.kt0);
-  if (at.kt0 < at.kt1) load_k(at.kt0 + 1);
+  CoreTiles::load<D, kRows>(w, tile(M::q), q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
+  load_k(kt0);
+  load_v(kt0);
+  if (kt0 < kt1) load_k(kt0 + 1);
   w.cp_async_commit();
   w.cp_async_wait_all();
   w.sync_block();
@@ -86,16 +89,16 @@ __device__ void forward_block_pipelined(WgmmaCtx& w, uint16_t* out, float* lse, 
   float o[MT][D / 8][4], m[MT][2], l[MT][2], s[MT][8][4], alpha[MT][2];
   mma::start_rows<D, MT>(o, m, l);
   const float scale2 = p.scale * kLog2e;
-  CoreTiles::abt_held<D, MT>(w, s, qheld, nullptr, 0, tile(M::k(0)), lane);  // S of the first tile
-  mma::online_softmax<MT>(w, s, m, l, alpha, at.r0, at.kt0 * kMmaTile, scale2, p, lane);  // O is 0
+  CoreTiles::abt_held<D, MT>(w, s, qheld, nullptr, 0, tile(M::k(0)), lane);         // S of tile kt0
+  mma::online_softmax<MT>(w, s, m, l, alpha, r0, kt0 * kMmaTile, scale2, p, lane);  // O is 0
 
   // Every tile but the last: nothing conditional between the fence and the last wait, which ptxas
   // needs to keep the products in flight (otherwise it serialises them: C7514).
-  for (int64_t kt = at.kt0; kt < at.kt1; ++kt) {
+  for (int64_t kt = kt0; kt < kt1; ++kt) {
     w.cp_async_wait_all();  // V of tile kt and K of kt + 1 are in
     w.sync_block();         // and every warp is done with the stages refilled below
     load_v(kt + 1);
-    if (kt + 2 <= at.kt1) load_k(kt + 2);
+    if (kt + 2 <= kt1) load_k(kt + 2);
     w.cp_async_commit();
     uint32_t pa[MT][4][4];
     CoreTiles::pack<WgmmaCtx>(pa, s);  // P of tile kt
@@ -106,15 +109,15 @@ __device__ void forward_block_pipelined(WgmmaCtx& w, uint16_t* out, float* lse, 
     w.wgmma_commit();
     w.wgmma_wait_prior();  // S of tile kt + 1; P V may still run
     w.pin(s);
-    mma::online_softmax<MT>(w, s, m, l, alpha, at.r0, (kt + 1) * kMmaTile, scale2, p, lane);
+    mma::online_softmax<MT>(w, s, m, l, alpha, r0, (kt + 1) * kMmaTile, scale2, p, lane);
     w.wgmma_wait_all();
     w.pin(o);
     mma::scale_rows<D, MT>(o, alpha);
   }
   w.cp_async_wait_all();  // V of the last tile is in
   w.sync_block();
-  CoreTiles::pm<D, MT>(w, o, s, tile(M::v(stage(at.kt1))), lane);
-  mma::finish_rows<D, MT, WgmmaCtx>(w, out, lse, o, m, l, at.r0, bh, at.hi, p, lane);
+  CoreTiles::pm<D, MT>(w, o, s, tile(M::v(stage(kt1))), lane);
+  mma::finish_rows<D, MT, WgmmaCtx>(w, out, lse, o, m, l, r0, bh, hi, p, lane);
 }
 
 template <int D, int MT>
