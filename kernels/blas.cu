@@ -35,6 +35,9 @@
 // linear_forward and the GELU kernel. cuBLAS does not document which GELU its epilogue computes
 // (tanh form, as tessera's, or erf form: within 4.7e-4 of each other); GemmCuda's
 // linear_gelu_forward test prints which.
+// linear_param_backward, a Linear's weight and bias gradients, sums the bias gradient in the weight
+// gradient's gemm (CUBLASLT_EPILOGUE_BGRADB: the sums of dy's rows, which that gemm reads anyway),
+// so sum_dim's pass over dy goes; its fallback is sum_dim.
 //
 // One cuBLASLt handle and one workspace per device, created on first use. The plan for each
 // distinct problem (descriptors plus the heuristic's algorithm) is cached, so a training step makes
@@ -126,11 +129,13 @@ uint32_t alignment(const void* p, int64_t stride_bytes) {
 }
 
 // What the gemm's epilogue adds: nothing; the bias (CUBLASLT_EPILOGUE_BIAS); the bias, then
-// GELU, with the pre-activation written to aux as well (CUBLASLT_EPILOGUE_GELU_AUX_BIAS); or, with
-// no bias, the product times GELU's derivative at aux, an input (CUBLASLT_EPILOGUE_DGELU). The bias
-// is one value per row of cuBLASLt's column-major D (our columns); aux is laid out as D.
+// GELU, with the pre-activation written to aux as well (CUBLASLT_EPILOGUE_GELU_AUX_BIAS); with
+// no bias, the product times GELU's derivative at aux, an input (CUBLASLT_EPILOGUE_DGELU); or
+// the sums of cuBLASLt's B (our a) over the product's k, written to the bias vector, an output
+// (CUBLASLT_EPILOGUE_BGRADB). The bias is one value per row of cuBLASLt's column-major D (our
+// columns), the bias gradient one per column of D (our rows), of D's type; aux is laid out as D.
 struct Epilogue {
-  enum Kind : uint8_t { None, Bias, GeluAuxBias, DGelu };
+  enum Kind : uint8_t { None, Bias, GeluAuxBias, DGelu, BGradB };
   Kind kind = None;
   const Tensor* bias = nullptr;
   const Tensor* aux = nullptr;
@@ -251,12 +256,15 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle, const Epilogue& ep) {
     const cublasLtEpilogue_t epilogue = k.epilogue == Epilogue::Bias ? CUBLASLT_EPILOGUE_BIAS
                                         : k.epilogue == Epilogue::GeluAuxBias
                                             ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
-                                            : CUBLASLT_EPILOGUE_DGELU;
+                                        : k.epilogue == Epilogue::DGelu ? CUBLASLT_EPILOGUE_DGELU
+                                                                        : CUBLASLT_EPILOGUE_BGRADB;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
                                                 sizeof epilogue));
-    if (k.epilogue != Epilogue::DGelu)
+    if (k.epilogue != Epilogue::DGelu) {  // the bias (gradient) vector is D's type
+      const cudaDataType_t bias_type = data_type(k.out);
       CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                                  &type, sizeof type));
+                                                  &bias_type, sizeof bias_type));
+    }
     set_epilogue_pointers(p.desc, ep);
   }
   if (k.epilogue == Epilogue::GeluAuxBias || k.epilogue == Epilogue::DGelu) {
@@ -449,8 +457,10 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
   auto aligned16 = [](const Tensor* t) {
     return reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 == 0;
   };
+  // The widened gemm takes the bias gradient alone (into an f32 vector, D's type).
   if (ep.kind != Epilogue::None &&
-      (K == 0 || c.dtype() == DType::F64 || widened || (ep.bias && !aligned16(ep.bias)) ||
+      (K == 0 || c.dtype() == DType::F64 || (widened && ep.kind != Epilogue::BGradB) ||
+       (ep.bias && (!aligned16(ep.bias) || ep.bias->dtype() != c.dtype())) ||
        (ep.aux && (!aligned16(ep.aux) || N % 8 != 0 || !mc.dense()))))
     return false;
   if (M == 0 || N == 0 || mc.batch == 0) return true;
@@ -635,6 +645,28 @@ void linear_dgelu_backward(const Tensor& dpre, const Tensor& dy, const Tensor& w
   TESSERA_KERNEL(dpre, gelu_backward)(dpre, dpre, pre);
 }
 
+// dw = dy^T x and db = the sum of dy's rows: one gemm with the BGRADB epilogue (cuBLASLt's B is
+// dy, summed over the product's k, its rows), so dy is read once, or the gemm then sum_dim. The
+// epilogue writes db, never adds to it: a db that accumulates takes the sum in a scratch vector,
+// then an add (N elements, where sum_dim reads R N).
+void linear_param_backward(const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
+                           bool accumulate_w, bool accumulate_b) {
+  check_linear_param_backward("cuda linear_param_backward", dw, db, dy, x);
+  check_same_device("cuda linear_param_backward", {&dw, &db, &dy, &x});
+  const double beta = accumulate_w ? 1.0 : 0.0;
+  if (dw.defined() && db.defined()) {
+    const Tensor sum = accumulate_b ? Tensor::empty(db.shape(), db.options()) : db;
+    if (run_gemm(dw, dy, x, true, false, 1.0, beta, {Epilogue::BGradB, &sum})) {
+      if (accumulate_b) TESSERA_KERNEL(db, axpby)(db, 1.0, db, 1.0, sum);
+      ++g_stats.bgrad_epilogue;
+      return;
+    }
+    ++g_stats.bgrad_fallback;
+  }
+  if (dw.defined()) run_gemm(dw, dy, x, true, false, 1.0, beta);
+  if (db.defined()) TESSERA_KERNEL(db, sum_dim)(db, dy, 1, dy.size(0), dy.size(1), accumulate_b);
+}
+
 }  // namespace
 
 BlasStats blas_stats() { return g_stats; }
@@ -644,6 +676,7 @@ void add_blas_kernels(Kernels& k) {
   k.linear_forward = linear_forward;
   k.linear_gelu_forward = linear_gelu_forward;
   k.linear_dgelu_backward = linear_dgelu_backward;
+  k.linear_param_backward = linear_param_backward;
 }
 
 }  // namespace tessera::cuda

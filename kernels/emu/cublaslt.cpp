@@ -10,7 +10,10 @@
 //   m) and GELU of it to D. DGELU (no bias) multiplies alpha op(A) op(B) + beta C by GELU's
 //   derivative at the aux matrix, an input laid out the same way (the pre-activation GELU_AUX_BIAS
 //   wrote). The GELU here is the tanh form (tessera's CPU one): which form cuBLAS computes is not
-//   documented, and the GPU test of the epilogue prints which it is.
+//   documented, and the GPU test of the epilogue prints which it is. BGRADB writes the sums of
+//   op(B) over k (length n, the columns of D) to the bias pointer, an output of D's type, summed
+//   in double and rounded once; its scaling by alpha is not documented, and tessera passes alpha
+//   1. The emulator refuses it batched (BATCH_COUNT > 1), where the header is silent too.
 // Checked, returning the status cuBLASLt documents (blas.cu's CUBLAS_CHECK then names the call):
 // each attribute's size against its documented type; layouts whose shapes do not fit op(A),
 // op(B) and D; a leading dimension under the rows; batch counts that differ; a compute, scale and
@@ -142,6 +145,8 @@ bool supported(const Desc& d, cudaDataType_t ab, cudaDataType_t cd) {
 }
 
 bool has_bias(uint32_t e) { return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS; }
+// The bias pointer is read (a bias added) or written (BGRADB, the bias gradient).
+bool uses_bias(uint32_t e) { return has_bias(e) || e == CUBLASLT_EPILOGUE_BGRADB; }
 bool has_aux(uint32_t e) { return e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DGELU; }
 
 // The problem's consistency, as both the heuristic and the matmul check it.
@@ -155,10 +160,11 @@ cublasStatus_t check(const Desc& d, const Layout& a, const Layout& b, const Layo
   for (const Layout* l : {&a, &b, &c, &o})
     if (l->ld < int64_t(std::max<uint64_t>(l->rows, 1)) || l->batch != o.batch)
       return CUBLAS_STATUS_INVALID_VALUE;
-  if (d.epilogue != CUBLASLT_EPILOGUE_DEFAULT && !has_bias(d.epilogue) && !has_aux(d.epilogue))
+  if (d.epilogue != CUBLASLT_EPILOGUE_DEFAULT && !uses_bias(d.epilogue) && !has_aux(d.epilogue))
     return CUBLAS_STATUS_NOT_SUPPORTED;
-  if (has_bias(d.epilogue) && d.bias_type != -1 && d.bias_type != int32_t(o.type))
+  if (uses_bias(d.epilogue) && d.bias_type != -1 && d.bias_type != int32_t(o.type))
     return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (d.epilogue == CUBLASLT_EPILOGUE_BGRADB && o.batch > 1) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (has_aux(d.epilogue) &&
       ((d.aux_type != -1 && d.aux_type != int32_t(o.type)) || d.aux_ld < int64_t(m) || d.aux_ld % 8))
     return CUBLAS_STATUS_INVALID_VALUE;
@@ -213,6 +219,12 @@ void product(const Desc& x, const Layout& a, const Layout& b, const Layout& c, c
         }
         if (has_bias(x.epilogue)) v = f64 ? v + load(t, x.bias, r) : double(float(v) + float(load(t, x.bias, r)));
         out[size_t(r + col * m)] = v;
+      }
+    if (x.epilogue == CUBLASLT_EPILOGUE_BGRADB)  // op(B)'s sums over k, one per column of D
+      for (int64_t col = 0; col < n; ++col) {
+        double s = 0;
+        for (int64_t i = 0; i < k; ++i) s += opb[size_t(col * k + i)];
+        store(t, const_cast<void*>(x.bias), col, s);
       }
     // D is written after C is read in full (blas.cu passes C == D).
     for (int64_t col = 0; col < n; ++col)
@@ -348,7 +360,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   const Preference& p = *P(pref);
   r.algo.data[kMagic] = kAlgoMagic;
   for (int i = 0; i < 4; ++i) r.algo.data[kAlignA + i] = std::min<uint32_t>(p.align[i], 16);
-  if (has_bias(x.epilogue)) {
+  if (uses_bias(x.epilogue)) {
     if (!x.bias) return CUBLAS_STATUS_INVALID_VALUE;
     r.algo.data[kAlignBias] = std::min<uint32_t>(alignment(x.bias), 16);
   }
@@ -399,7 +411,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
     if (alignment(ptrs[i], lays[i]->batch > 1 ? lays[i]->stride * int64_t(type_size(lays[i]->type)) : 0) <
         algo->data[kAlignA + i])
       return CUBLAS_STATUS_INVALID_VALUE;  // a plan chosen for better-aligned pointers
-  if (has_bias(x.epilogue) && (!x.bias || alignment(x.bias) < algo->data[kAlignBias]))
+  if (uses_bias(x.epilogue) && (!x.bias || alignment(x.bias) < algo->data[kAlignBias]))
     return CUBLAS_STATUS_INVALID_VALUE;
   if (has_aux(x.epilogue) && (!x.aux || alignment(x.aux) < algo->data[kAlignAux]))
     return CUBLAS_STATUS_INVALID_VALUE;

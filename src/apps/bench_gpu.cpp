@@ -170,7 +170,8 @@ std::vector<KernelRow> bench_kernels(int64_t rows, int64_t C, int64_t V, int64_t
 }
 
 // --unfused: the step as it ran before attention read the fused projection in place, the logits
-// were padded and the bias and GELU rode the gemm. A hook computes every Linear as matmul then add
+// were padded, the bias and GELU rode the gemm and the bias gradient the weight gradient's gemm. A
+// hook computes every Linear as matmul then add (whose backward sums the bias gradient apart)
 // and says it adapts every projection (adapting none), so the model splits the heads, leaves the
 // logits unpadded and runs GELU on its own: the same model and values, the earlier kernels.
 class UnfusedLinears : public nn::LinearHook {
@@ -194,8 +195,10 @@ int main(int argc, char** argv) {
         "no-kernels", "skip the per-kernel timings")(
         "profile", "profiled steps after the timed ones (0: none)",
         cxxopts::value<int>()->default_value("0"))(
-        "unfused", "time the step without its fusions (split attention heads, unpadded logits, "
-                   "bias and GELU after the gemm): the before of a before-and-after");
+        "unfused",
+        "time the step without its fusions (split attention heads, unpadded logits, "
+        "bias and GELU after the gemm, bias gradients summed apart): the before of a "
+        "before-and-after");
     CommandLine cl = parse_command_line(argc, argv, options, /*config_required=*/false);
     if (cl.help) {
       std::cout << options.help() << "\n";
@@ -304,17 +307,21 @@ int main(int argc, char** argv) {
     if (on_gpu) {  // whether cuBLASLt ran the Linears' bias and GELU in its epilogue (cuda.h)
       const cuda::BlasStats b = cuda::blas_stats();
       const auto per_step = [&](int64_t now, int64_t then) { return json_num(double(now - then) / steps); };
-      std::printf("bench_gpu: per step, Linear biases in the gemm epilogue %s (fallback %s), "
-                  "GELUs in the epilogue %s (fallback %s), GELU gradients in the epilogue %s "
-                  "(fallback %s), residuals as the gemm's C %s (copied first %s)\n",
-                  per_step(b.bias_epilogue, blas0.bias_epilogue).c_str(),
-                  per_step(b.bias_fallback, blas0.bias_fallback).c_str(),
-                  per_step(b.gelu_epilogue, blas0.gelu_epilogue).c_str(),
-                  per_step(b.gelu_fallback, blas0.gelu_fallback).c_str(),
-                  per_step(b.dgelu_epilogue, blas0.dgelu_epilogue).c_str(),
-                  per_step(b.dgelu_fallback, blas0.dgelu_fallback).c_str(),
-                  per_step(b.residual_in_gemm, blas0.residual_in_gemm).c_str(),
-                  per_step(b.residual_fallback, blas0.residual_fallback).c_str());
+      std::printf(
+          "bench_gpu: per step, Linear biases in the gemm epilogue %s (fallback %s), "
+          "GELUs in the epilogue %s (fallback %s), GELU gradients in the epilogue %s "
+          "(fallback %s), bias gradients in the epilogue %s (fallback %s), residuals as "
+          "the gemm's C %s (copied first %s)\n",
+          per_step(b.bias_epilogue, blas0.bias_epilogue).c_str(),
+          per_step(b.bias_fallback, blas0.bias_fallback).c_str(),
+          per_step(b.gelu_epilogue, blas0.gelu_epilogue).c_str(),
+          per_step(b.gelu_fallback, blas0.gelu_fallback).c_str(),
+          per_step(b.dgelu_epilogue, blas0.dgelu_epilogue).c_str(),
+          per_step(b.dgelu_fallback, blas0.dgelu_fallback).c_str(),
+          per_step(b.bgrad_epilogue, blas0.bgrad_epilogue).c_str(),
+          per_step(b.bgrad_fallback, blas0.bgrad_fallback).c_str(),
+          per_step(b.residual_in_gemm, blas0.residual_in_gemm).c_str(),
+          per_step(b.residual_fallback, blas0.residual_fallback).c_str());
       std::printf("bench_gpu: cuBLASLt from %s\n", cuda::cublaslt_library().c_str());
       if (const std::string tuning = train::gemm_tuning_summary(); !tuning.empty())
         std::printf("bench_gpu: %s\n", tuning.c_str());

@@ -52,6 +52,8 @@ struct BlasStats {
   int64_t gelu_fallback = 0;  // (each also counts the linear_forward it falls back on)
   int64_t dgelu_epilogue = 0;  // linear_dgelu_backward: GELU's derivative in the dx gemm
   int64_t dgelu_fallback = 0;  // (the gemm, then the GELU backward kernel)
+  int64_t bgrad_epilogue = 0;  // linear_param_backward: the bias gradient in the dw gemm
+  int64_t bgrad_fallback = 0;  // (the gemm, then sum_dim)
   int64_t residual_in_gemm = 0;   // linear_forward's residual read as the gemm's C, apart from D
   int64_t residual_fallback = 0;  // (copied into y first, where no algorithm writes D apart)
   // TESSERA_GEMM_TUNE (kernels/blas.cu): plans whose candidate algorithms were timed, those of

@@ -81,6 +81,15 @@ struct Kernels {
   // the product to the dtype and runs gelu_backward on it (the bits of the two ops).
   void (*linear_dgelu_backward)(const Tensor& dpre, const Tensor& dy, const Tensor& w,
                                 const Tensor& pre);
+  // A Linear's parameter gradients: dw (N, K) = dy (R, N)^T @ x (R, K) and db (N) = the sum of
+  // dy's rows, each written or, with its accumulate flag, added onto what it holds; either may be
+  // undefined (no gradient). dy's rows may be strided (gemm_shapes.h) when db is undefined; with
+  // db, dy is contiguous. dw and db are each dy's dtype or (CUDA) f32 under bf16 dy and x: a bf16
+  // Linear's gradients into their f32 buffers. On CUDA one gemm writes both (cuBLASLt's
+  // CUBLASLT_EPILOGUE_BGRADB sums dy's rows as it reads them), so dy is read once instead of twice;
+  // the CPU runs gemm, then sum_dim (their bits).
+  void (*linear_param_backward)(const Tensor& dw, const Tensor& db, const Tensor& dy,
+                                const Tensor& x, bool accumulate_w, bool accumulate_b);
 
   // ---- elementwise and reductions ----
   // out = a (op) b; b has a's numel, or is one row (a.size(-1) elements) broadcast over a's rows.

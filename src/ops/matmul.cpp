@@ -108,48 +108,47 @@ void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor
 
 // A Linear whose kernel ran already: x viewed as X (R, K), out (..., N) holding x w^T + bias (or
 // x w^T with the bias undefined; or, without a bias, out (..., columns > N) holding it in its
-// first N columns: linear_padded). With a bias the graph keeps two nodes, as matmul then add would
-// record: the bias's (dy passed on, the bias gradient the sum of dy over rows) and the product's
-// (matmul's backward for x and w). Each node hands out its gradients together, so LOMO, which frees a parameter's gradient once
-// its node is done, never holds a weight's and its bias's at once. With gelu_pre (R, K) defined,
-// the Linear's input was gelu(gelu_pre): x is then the pre-activation (the graph's input), X the
-// GELU output the product used, and x's gradient is dgelu(dY W) in one kernel.
+// first N columns: linear_padded). One node for x, w and bias: the weight's and the bias's
+// gradients come from one kernel (linear_param_backward: on CUDA the bias gradient is summed in
+// the weight gradient's gemm), written straight into their accumulators. With gelu_pre (R, K)
+// defined, the Linear's input was gelu(gelu_pre): x is then the pre-activation (the graph's input),
+// X the GELU output the product used, and x's gradient is dgelu(dY W) in one kernel.
 Tensor record_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out,
                      const Tensor& X, const Tensor& W, const Tensor& gelu_pre = {}) {
   const int64_t R = X.size(0), K = X.size(1), N = W.size(0), columns = out.size(-1);
   const Shape x_shape = x.shape();
-  // x w^T, an alias of out as far as the graph is concerned.
-  Tensor product = record("linear", make_view(out, out.shape(), out.strides(), out.offset()),
-                          {x, w}, [X, W, R, N, K, columns, x_shape, gelu_pre](const Tensor& dy,
-                                                                              GradSink& g) {
-                            // Padded rows (linear_padded): the gemms read dy's first N columns.
-                            const Tensor dY =
-                                detail::dense(dy).view({R, columns}).narrow(1, 0, N);
-                            if (g.needs(0)) {
-                              Tensor dX = Tensor::empty({R, K}, X.options());
-                              if (gelu_pre.defined()) {
-                                TESSERA_KERNEL(dy, linear_dgelu_backward)(dX, dY, W, gelu_pre);
-                              } else {
-                                TESSERA_KERNEL(dy, gemm)(dX, dY, W, false, false, 1.0, 0.0);
-                              }
-                              g.add(0, dX.view(x_shape));
-                            }
-                            if (g.needs(1))
-                              param_grad_into(g, 1, W.dtype(), [dY, X](Tensor& dW, bool acc) {
-                                TESSERA_KERNEL(dY, gemm)(dW, dY, X, true, false, 1.0,
-                                                         acc ? 1.0 : 0.0);
-                              });
-                          });
-  if (!bias.defined()) return product;
-  return record("linear_bias", out, {product, bias}, [N](const Tensor& dy, GradSink& g) {
-    g.add(0, dy);
-    if (!g.needs(1)) return;
-    // The bias gradient: the sum of dy over rows (a bf16 bias's into its f32 buffer, unrounded).
-    const Tensor dY = detail::dense(dy);
-    param_grad_into(g, 1, dy.dtype(), [dY, N](Tensor& acc, bool accumulate) {
-      TESSERA_KERNEL(dY, sum_dim)(acc, dY, 1, dY.numel() / N, N, accumulate);
+  const std::optional<DType> bias_dtype =
+      bias.defined() ? std::optional<DType>(bias.dtype()) : std::nullopt;
+  auto backward = [X, W, R, N, K, columns, x_shape, gelu_pre, bias_dtype](const Tensor& dy,
+                                                                          GradSink& g) {
+    // Padded rows (linear_padded): the gemms read dy's first N columns.
+    const Tensor dY = detail::dense(dy).view({R, columns}).narrow(1, 0, N);
+    if (g.needs(0)) {
+      Tensor dX = Tensor::empty({R, K}, X.options());
+      if (gelu_pre.defined()) {
+        TESSERA_KERNEL(dy, linear_dgelu_backward)(dX, dY, W, gelu_pre);
+      } else {
+        TESSERA_KERNEL(dy, gemm)(dX, dY, W, false, false, 1.0, 0.0);
+      }
+      g.add(0, dX.view(x_shape));
+    }
+    const bool wants_b = bias_dtype && g.needs(2);
+    if (!g.needs(1) && !wants_b) return;
+    // Each written over a fresh accumulator (no zero-fill) or added onto earlier contributions
+    // (the micro-batches before, in a flat gradient buffer); a bf16 parameter's into its f32
+    // gradient buffer when it has one, the kernel writing f32.
+    auto target = [](size_t input, DType dtype) {
+      return IntoTarget{input, dtype, {.also = detail::f32_buffer_of(dtype), .overwrites = true}};
+    };
+    std::vector<IntoTarget> targets{target(1, W.dtype())};
+    if (wants_b) targets.push_back(target(2, *bias_dtype));
+    g.add_into(std::move(targets), [dY, X](std::vector<Into>& into) {
+      const Into none;
+      const Into &w = into[0], &b = into.size() > 1 ? into[1] : none;
+      TESSERA_KERNEL(dY, linear_param_backward)(w.acc, b.acc, dY, X, !w.zero, !b.zero);
     });
-  });
+  };
+  return record(bias.defined() ? "linear_bias" : "linear", out, {x, w, bias}, std::move(backward));
 }
 
 Shape linear_shape(const Tensor& x, const Tensor& w) {

@@ -536,6 +536,104 @@ TEST_P(GemmCuda, linear_dgelu_backward_is_the_gemm_times_gelus_derivative) {
   }
 }
 
+TEST_P(GemmCuda, linear_param_backward_sums_the_bias_gradient_in_the_weight_gemm) {
+  // dw = dy^T x and db = the sum of dy's rows against the f64 CPU twin, each written (over NaN) or
+  // added onto what it held; both, dw alone, db alone; in the dtype, and under bf16 into f32 (both
+  // widened, or dw alone: two dtypes, so two kernels). Where both are defined, of one dtype other
+  // than f64, and db 16-byte aligned or accumulating (the epilogue then writes an aligned scratch
+  // vector), one gemm computes them (the BGRADB epilogue: the emulator's heuristic offers it; a
+  // GPU's may not, and then the test prints so and the fallback must run). f64 sums (sum_dim) are
+  // not a CUDA kernel: a db in f64 is an error naming the dtype.
+  // Bounds per element: dw as the gemm test's, e = 2^-24 4 (R + 2) of |dy|^T @ |x|; db the same e
+  // of the sum of |dy| over rows; for bf16 outputs r = 2^-8 (one rounding) of |result|, and where
+  // db accumulates a second rounding, of its sum, before the add (sum_dim's and the scratch's).
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  const DType dt = GetParam();
+  Generator g(19);
+  struct Problem {
+    int64_t R, N, K, db_offset;
+  };
+  struct Outputs {
+    DType w, b;
+  };
+  std::vector<Outputs> outputs{{dt, dt}};
+  if (dt == DType::BF16)
+    outputs.insert(outputs.end(), {{DType::F32, DType::F32}, {DType::F32, dt}});
+  const Problem problems[] = {{256, 384, 128, 0}, {37, 45, 29, 0}, {64, 64, 96, 1}};
+  for (const Problem& s : problems)
+    for (const Outputs& o : outputs)
+      for (const int present : {3, 1, 2})  // bits: 1 dw, 2 db
+        for (const bool accumulate : {false, true}) {
+          const bool has_w = present & 1, has_b = present & 2;
+          const std::string what = std::string(dtype_name(dt)) + " R=" + std::to_string(s.R) +
+                                   " N=" + std::to_string(s.N) + " K=" + std::to_string(s.K) +
+                                   " db offset " + std::to_string(s.db_offset) +
+                                   (has_w ? " dw " + std::string(dtype_name(o.w)) : "") +
+                                   (has_b ? " db " + std::string(dtype_name(o.b)) : "") +
+                                   (accumulate ? " accumulated" : " written");
+          const Tensor dy = random({s.R, s.N}, dt, g), x = random({s.R, s.K}, dt, g);
+          const Tensor w0 = random({s.N, s.K}, o.w, g), b0 = random({s.N}, o.b, g);
+          Tensor dw_g, db_g;
+          if (has_w) {
+            dw_g = Tensor::empty({s.N, s.K}, {o.w, kGpu});
+            dw_g.copy_(accumulate ? w0 : full({s.N, s.K}, std::nan(""), Options(DType::F64)));
+          }
+          if (has_b) {
+            db_g = Tensor::empty({s.N + s.db_offset}, {o.b, kGpu}).narrow(0, s.db_offset, s.N);
+            db_g.copy_(accumulate ? b0 : full({s.N}, std::nan(""), Options(DType::F64)));
+          }
+          const Tensor dy_g = dy.to(dt).to(kGpu), x_g = x.to(dt).to(kGpu);
+          if (dt == DType::F64 && has_b) {
+            const std::string msg = error_of([&] {
+              TESSERA_KERNEL(dy_g, linear_param_backward)(dw_g, db_g, dy_g, x_g, accumulate,
+                                                          accumulate);
+            });
+            EXPECT_NE(msg.find("dtype f64 is not supported"), std::string::npos) << what << msg;
+            continue;
+          }
+          const cuda::BlasStats before = cuda::blas_stats();
+          const Kernels& gpu = kernels_for(kGpu);
+          gpu.linear_param_backward(dw_g, db_g, dy_g, x_g, accumulate, accumulate);
+          const cuda::BlasStats after = cuda::blas_stats();
+          const int64_t fused = after.bgrad_epilogue - before.bgrad_epilogue;
+          const int64_t apart = after.bgrad_fallback - before.bgrad_fallback;
+          const bool both = has_w && has_b, fusable = both && o.w == o.b;
+          EXPECT_EQ(fused + apart, both ? 1 : 0) << what;
+#if TESSERA_CUDA_EMU
+          EXPECT_EQ(fused, fusable && (s.db_offset == 0 || accumulate) ? 1 : 0) << what;
+#else
+          if (fusable && (s.db_offset == 0 || accumulate) && fused == 0)
+            std::cout << "[ bias gradient epilogue ] " << what
+                      << ": cuBLASLt offered no BGRADB algorithm; sum_dim ran\n";
+#endif
+          // The f64 references: the result, the magnitudes it sums, and what it was added onto.
+          Tensor ref_w = Tensor::empty({s.N, s.K}, DType::F64), lim_w = ref_w.clone();
+          Tensor ref_b = Tensor::empty({s.N}, DType::F64), lim_b = ref_b.clone();
+          cpu::kernels().linear_param_backward(ref_w, ref_b, dy, x, false, false);
+          cpu::kernels().linear_param_backward(lim_w, lim_b, abs_of(dy), abs_of(x), false, false);
+          const double e = dt == DType::F64 ? 1e-13 : std::ldexp(4.0 * double(s.R + 2), -24);
+          auto check = [&](const Tensor& got_g, const Tensor& ref, const Tensor& lim,
+                           const Tensor& held, bool twice, const char* name) {
+            const std::vector<double> got = values(got_g.to(Device::cpu())), want = values(ref),
+                                      l = values(lim), h = values(held);
+            const double r = got_g.dtype() == DType::BF16 ? 1.0 / 256 : 0.0;
+            int64_t bad = 0;
+            double worst = 0;
+            for (size_t i = 0; i < got.size(); ++i) {
+              const double prior = accumulate ? h[i] : 0.0, w = want[i] + prior;
+              const double d = std::fabs(got[i] - w);
+              const double first = twice && accumulate ? r * std::fabs(want[i]) : 0.0;
+              if (!(d <= r * std::fabs(w) + (1 + r) * first + e * l[i] + 1e-30)) ++bad;
+              worst = std::max(worst, d);
+            }
+            EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << got.size() << " elements of "
+                              << name << " out of bounds (largest difference " << worst << ")";
+          };
+          if (has_w) check(dw_g, ref_w, lim_w, w0, false, "dw");
+          if (has_b) check(db_g, ref_b, lim_b, b0, true, "db");
+        }
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, GemmCuda, ::testing::Values(DType::F32, DType::BF16, DType::F64),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 

@@ -76,9 +76,11 @@ TEST(Profile, counts_every_kernel_call_by_kernel_and_shapes) {
     EXPECT_EQ(r.bytes, double(r.calls) * 4 * (2 * rows_n * 8 + 2 * rows_n + 2 * 8)) << r.shapes;
   }
   EXPECT_EQ(ln_groups, 2);
-  // The forward's gemm (linear_forward for a Linear with a bias) and the backward's two (dx and
-  // dw) at least, per step.
-  EXPECT_GE(calls(rows, "gemm") + calls(rows, "linear_forward"), 9);
+  // The forward's gemm (linear_forward for a Linear with a bias) and the backward's two (dx, and
+  // dw in linear_param_backward) at least, per step.
+  EXPECT_GE(
+      calls(rows, "gemm") + calls(rows, "linear_forward") + calls(rows, "linear_param_backward"),
+      9);
   // Most time first.
   for (size_t i = 1; i < rows.size(); ++i) EXPECT_GE(rows[i - 1].ms, rows[i].ms);
 

@@ -41,6 +41,8 @@ void linear_dgelu_backward(const Tensor& dpre, const Tensor& dy, const Tensor& w
                            const Tensor& pre);
 void linear_gelu_forward(const Tensor& y, const Tensor& pre, const Tensor& x, const Tensor& w,
                          const Tensor& bias);
+void linear_param_backward(const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
+                           bool accumulate_w, bool accumulate_b);
 // elementwise.cpp
 void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b);
 void axpby(const Tensor& out, double alpha, const Tensor& x, double beta, const Tensor& y);

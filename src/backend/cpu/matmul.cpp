@@ -1,9 +1,10 @@
 // CPU gemm: batched, row-major, through OpenBLAS (cblas_sgemm / cblas_dgemm); a 2-D operand's row
 // stride is BLAS's leading dimension (backend/gemm_shapes.h).
 // c (Bc, M, N) = alpha * op(a) @ op(b) + beta * c; a batch of 1 is shared by every c batch.
-// linear_forward: the gemm, then the bias added to every row and the residual added; linear_gelu_forward:
-// the gemm and the bias, then GELU;
-// linear_dgelu_backward: the gemm of a Linear's dx, then GELU's backward on it.
+// linear_forward: the gemm, then the bias added to every row and the residual added;
+// linear_gelu_forward: the gemm and the bias, then GELU; linear_dgelu_backward: the gemm of a
+// Linear's dx, then GELU's backward on it; linear_param_backward: the gemm of a Linear's dw, then
+// sum_dim for its db.
 #include <algorithm>
 #include <cstdlib>
 
@@ -109,6 +110,13 @@ void linear_dgelu_backward(const Tensor& dpre, const Tensor& dy, const Tensor& w
   check_linear_dgelu_backward("linear_dgelu_backward", dpre, dy, w, pre);
   gemm(dpre, dy, w, false, false, 1.0, 0.0);
   gelu_backward(dpre, dpre, pre);  // the bits of the Linear's dx, then gelu's backward
+}
+
+void linear_param_backward(const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
+                           bool accumulate_w, bool accumulate_b) {
+  check_linear_param_backward("linear_param_backward", dw, db, dy, x);
+  if (dw.defined()) gemm(dw, dy, x, true, false, 1.0, accumulate_w ? 1.0 : 0.0);
+  if (db.defined()) sum_dim(db, dy, 1, dy.size(0), dy.size(1), accumulate_b);
 }
 
 }  // namespace tessera::cpu

@@ -16,6 +16,7 @@ const Kernels& kernels() {
       .linear_forward = linear_forward,
       .linear_gelu_forward = linear_gelu_forward,
       .linear_dgelu_backward = linear_dgelu_backward,
+      .linear_param_backward = linear_param_backward,
       .binary = binary,
       .axpby = axpby,
       .sum_dim = sum_dim,
