@@ -2,7 +2,9 @@
 # GPT-2 124M training step on the GPU: tessera (build/bench_gpu) beside its PyTorch twin
 # (scripts/bench_gpu.py: torch.compile, F.scaled_dot_product_attention, bf16 autocast, fused AdamW,
 # vocabulary padded to 50304),
-# then the fused kernels (layernorm, GELU, cross-entropy, AdamW) against PyTorch's, as one table.
+# then the fused kernels (layernorm, GELU, cross-entropy, AdamW) against PyTorch's, as one table
+# (and tessera's alone: a Linear's weight and bias gradients with the bias summed by the gemm,
+# dw_db_bgrad_*, and apart, dw_db_sum_dim_*).
 # A benchmark, not a test: it asserts nothing; it prints what it measured and on what.
 #
 #   scripts/bench_gpu.sh [batch size]        # default 8 sequences of 1024 tokens per step

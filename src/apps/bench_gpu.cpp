@@ -156,6 +156,32 @@ std::vector<KernelRow> bench_kernels(int64_t rows, int64_t C, int64_t V, int64_t
                                                      V);
     });
   }
+  // A Linear's weight and bias gradients into f32 buffers, at c_fc's shape (N 4C, K C) and
+  // c_proj's (N C, K 4C): the bias summed by the weight gradient's gemm (cuBLASLt's BGRADB
+  // epilogue, the step's way) against the gemm then sum_dim (a second read of dy). If the fused
+  // row is the slower, the epilogue costs the gemm more than the pass it saves.
+  struct ParamGrad {
+    const char* layer;
+    int64_t N, K;
+  };
+  for (const auto& [layer, N, K] : {ParamGrad{"fc", 4 * C, C}, ParamGrad{"proj", C, 4 * C}}) {
+    Tensor dy = randn({rows, N}, g).to(DType::BF16).to(dev),
+           x = randn({rows, K}, g).to(DType::BF16).to(dev);
+    Tensor dw = Tensor::empty({N, K}, f32), db = Tensor::empty({N}, f32);
+    const std::string what =
+        "(" + std::to_string(N) + ", " + std::to_string(K) + ") <- " + shape(rows, N);
+    const double bytes = 2.0 * rows * (N + K) + 4.0 * (N * K + N);
+    const cuda::BlasStats before = cuda::blas_stats();
+    run(row(std::string("dw_db_bgrad_") + layer, what, bytes), [&] {
+      TESSERA_KERNEL(dy, linear_param_backward)(dw, db, dy, x, false, false);
+    });
+    if (out.back().note.empty() && cuda::blas_stats().bgrad_epilogue == before.bgrad_epilogue)
+      out.back().note = "cuBLASLt offered no BGRADB algorithm: the row is the fallback's";
+    run(row(std::string("dw_db_sum_dim_") + layer, what, bytes + 2.0 * rows * N), [&] {
+      TESSERA_KERNEL(dy, gemm)(dw, dy, x, true, false, 1.0, 0.0);
+      TESSERA_KERNEL(dy, sum_dim)(db, dy, 1, rows, N, false);
+    });
+  }
   {
     // One flat tensor holding as many elements as the model: bf16 weights and gradient, f32
     // master, m and v -- 28 bytes per element (the training step runs one launch per parameter).
@@ -345,8 +371,8 @@ int main(int argc, char** argv) {
       kernels = bench_kernels(B * T, mc.n_embd, mc.vocab_size, model.num_parameters());
       for (const KernelRow& k : kernels) {
         if (std::isfinite(k.ms))
-          std::printf("  %-18s %-18s %8.3f ms  %7.0f GB/s\n", k.name.c_str(), k.shape.c_str(), k.ms,
-                      k.bytes / (k.ms * 1e6));
+          std::printf("  %-18s %-18s %8.3f ms  %7.0f GB/s%s%s\n", k.name.c_str(), k.shape.c_str(),
+                      k.ms, k.bytes / (k.ms * 1e6), k.note.empty() ? "" : "  ", k.note.c_str());
         else
           std::printf("  %-18s %-18s n/a (%s)\n", k.name.c_str(), k.shape.c_str(), k.note.c_str());
       }
