@@ -115,6 +115,9 @@ struct AutogradMeta {
   std::shared_ptr<Node> grad_fn;  // null for a leaf
   Tensor grad;                    // leaves: the accumulated gradient
   bool grad_zero = false;         // leaves: grad holds zeros (attach_grad), nothing added yet
+  // leaves, with grad_zero: grad is zero but its memory not yet written (attach_grad's
+  // filled = false); filled when first read or added to, never when a contribution overwrites it.
+  bool grad_unfilled = false;
   std::vector<std::function<void(Tensor&)>> hooks;  // leaves: gradient-ready hooks
   std::weak_ptr<TensorImpl> owner;                  // the tensor this meta belongs to
   Shape shape;
@@ -179,9 +182,16 @@ void register_grad_hook(const Tensor& param, GradHook hook);
 // dtype (a bf16 parameter may accumulate into f32). Tensor::zero_grad() detaches it again.
 // zero: grad holds zeros now, so the first contribution is copied in (converting its dtype in the
 // same pass) instead of added to it. Nothing may write to grad before that contribution.
-void attach_grad(const Tensor& param, const Tensor& grad, bool zero = false);
+// filled = false (with zero): grad is zero by definition but its memory is left as it is, and
+// written with zeros only if something must read it first: Tensor::grad(), fill_pending_grad, or
+// a contribution that adds into it (a scatter-add); one that overwrites it whole (a gemm with
+// beta 0, the first contribution of most parameters) writes it without the zero pass. Whoever
+// reads the buffer behind grad directly calls fill_pending_grad first (FlatParams::grads).
+void attach_grad(const Tensor& param, const Tensor& grad, bool zero = false, bool filled = true);
 // Whether param has a gradient attached with zero = true to which nothing has been added since.
 bool grad_holds_zeros(const Tensor& param);
+// Writes the zeros of a gradient attached with filled = false that nothing has written yet.
+void fill_pending_grad(const Tensor& param);
 
 // Activation checkpointing: y = fn(inputs) is computed without keeping fn's intermediate
 // activations; backward runs fn again (with the RNG replayed, so dropout masks match) and

@@ -81,16 +81,28 @@ bool Tensor::is_leaf() const {
   return !m || !m->grad_fn;
 }
 
+namespace {
+// A gradient attached with filled = false gets its zeros (attach_grad).
+void fill_pending(AutogradMeta& m) {
+  if (!m.grad_unfilled) return;
+  m.grad.fill_(0.0);
+  m.grad_unfilled = false;
+}
+}  // namespace
+
 const Tensor& Tensor::grad() const {
   static const Tensor none;
   const auto& m = impl().autograd;
-  return m ? m->grad : none;
+  if (!m) return none;
+  fill_pending(*m);
+  return m->grad;
 }
 
 void Tensor::zero_grad() {
   if (impl().autograd) {
     impl().autograd->grad = Tensor();
     impl().autograd->grad_zero = false;
+    impl().autograd->grad_unfilled = false;
   }
 }
 
@@ -108,15 +120,22 @@ void register_grad_hook(const Tensor& param, GradHook hook) {
   ensure_meta(param).hooks.push_back(std::move(hook));
 }
 
-void attach_grad(const Tensor& param, const Tensor& grad, bool zero) {
+void attach_grad(const Tensor& param, const Tensor& grad, bool zero, bool filled) {
   TESSERA_CHECK(param.requires_grad() && param.is_leaf(),
                 "attach_grad: ", param.str(), " is not a leaf that requires a gradient");
   TESSERA_CHECK(grad.shape() == param.shape() && grad.device() == param.device() &&
                     is_floating(grad.dtype()),
                 "attach_grad: gradient ", grad.str(), " does not fit parameter ", param.str());
+  TESSERA_CHECK(zero || filled, "attach_grad: ", param.str(),
+                ": a gradient left unfilled must be zero by definition (zero = true)");
   AutogradMeta& m = ensure_meta(param);
   m.grad = grad;
   m.grad_zero = zero;
+  m.grad_unfilled = zero && !filled;
+}
+
+void fill_pending_grad(const Tensor& param) {
+  if (const auto& m = param.impl().autograd) fill_pending(*m);
 }
 
 bool grad_holds_zeros(const Tensor& param) {
@@ -313,6 +332,7 @@ class Engine {
       TESSERA_KERNEL(m->grad, axpby)(m->grad, 1.0, m->grad, 1.0, gg);
     }
     m->grad_zero = false;
+    m->grad_unfilled = false;  // copied over whole
   }
 
   // A contribution that adds itself into its gradients (GradSink::add_into): each target's
@@ -354,6 +374,7 @@ class Engine {
     const DType held = m->grad.defined() ? m->grad.dtype() : m->dtype;
     if (!temporary && !m->grad_fn && !captured_ && (t.dtype == held || o.also == held)) {
       touched_.insert(m);
+      if (!o.overwrites) fill_pending(*m);  // it adds into the accumulator: the zeros first
       into.zero = !m->grad.defined() || m->grad_zero;
       if (!m->grad.defined()) m->grad = fresh_buffer(m->dtype);
       into.acc = m->grad;
@@ -389,6 +410,7 @@ class Engine {
     switch (op.kind) {
       case Opened::Leaf:
         m->grad_zero = false;
+        m->grad_unfilled = false;  // an overwriting contribution wrote it whole
         break;
       case Opened::NewPending:
         pending_.emplace(m, std::move(into.acc));

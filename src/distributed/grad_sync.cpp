@@ -23,9 +23,8 @@ struct GradSync::Core {
   }
   void start(size_t b) {
     const FlatRange r = flat->buckets()[b].range;
-    const Tensor& g = flat->grads();
-    Tensor view = make_view(g, {r.size()}, {1}, g.offset() + r.begin);
-    bytes += r.size() * int64_t(dtype_size(g.dtype()));
+    Tensor view = flat->grads(r);  // its parameters' zeros filled in where nothing wrote them
+    bytes += r.size() * int64_t(dtype_size(view.dtype()));
     work.push_back(shard ? comm->reduce_scatter_async(view, ReduceOp::Average)
                          : comm->all_reduce_async(view, ReduceOp::Average));
   }

@@ -60,7 +60,8 @@ FlatParams::FlatParams(std::vector<NamedParam> params, FlatOptions options)
 
   NoGradGuard no_grad;
   values_ = zeros({total}, {dtype, device});
-  grads_ = Tensor::empty({total}, {grad_dtype(dtype), device});  // zero_grad below fills it
+  // Zeros once: the padding between buckets is never written after this (see zero_grad).
+  grads_ = zeros({total}, {grad_dtype(dtype), device});
   for (const Slot& s : slots_) {
     Tensor dst = make_view(values_, {s.numel}, {1}, values_.offset() + s.offset);
     dst.copy_(s.param.detach().reshape({s.numel}));
@@ -76,16 +77,32 @@ void FlatParams::zero_grad() {
   bool zeros = true;
   for (const Slot& s : slots_) zeros = zeros && attached(s) && grad_holds_zeros(s.param);
   if (zeros) return;
-  grads_.fill_(0.0);
   for (const Slot& s : slots_) {
     const Shape& shape = s.param.shape();
-    attach_grad(s.param, make_view(grads_, shape, contiguous_strides(shape), grads_.offset() + s.offset),
-                /*zero=*/true);
+    attach_grad(s.param,
+                make_view(grads_, shape, contiguous_strides(shape), grads_.offset() + s.offset),
+                /*zero=*/true, /*filled=*/false);
   }
 }
 
+const Tensor& FlatParams::grads() const {
+  for (const Slot& s : slots_) fill_pending_grad(s.param);
+  return grads_;
+}
+
+Tensor FlatParams::grads(FlatRange r) const {
+  TESSERA_CHECK(r.begin >= 0 && r.begin <= r.end && r.end <= numel(), "FlatParams: range [",
+                r.begin, ", ", r.end, ") outside the ", numel(), " elements of the buffer");
+  for (const Slot& s : slots_)
+    if (s.offset < r.end && r.begin < s.offset + s.numel) fill_pending_grad(s.param);
+  return make_view(grads_, {r.size()}, {1}, grads_.offset() + r.begin);
+}
+
 bool FlatParams::attached(const Slot& s) const {
-  const Tensor& g = s.param.grad();
+  // The meta's tensor, not Tensor::grad(), which would write a pending gradient's zeros.
+  const auto& meta = s.param.impl().autograd;
+  if (!meta) return false;
+  const Tensor& g = meta->grad;
   return g.defined() && g.storage() == grads_.storage() && g.offset() == grads_.offset() + s.offset;
 }
 

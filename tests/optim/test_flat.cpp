@@ -3,9 +3,12 @@
 // parameters), and the update bit for bit equal to the per-tensor AdamW.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <functional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "autograd/autograd.h"
@@ -175,41 +178,78 @@ TEST(Flat, the_first_contribution_after_zero_grad_is_written_not_added) {
   EXPECT_EQ(values(flat.grads()), once);
 }
 
-// zero_grad twice with nothing added between (a step's own zero_grad, then the caller's) fills the
-// buffer once; anything added, or a view dropped, and it fills again.
-TEST(Flat, zero_grad_fills_only_a_buffer_that_something_was_added_to) {
+// zero_grad writes nothing: each view is attached unfilled, zero by definition. A contribution
+// that overwrites its accumulator (a gemm with beta 0, a gradient copied in) writes it without a
+// zero pass; one that adds into it (the embedding's scatter-add) gets the zeros first, and so does
+// a read (FlatParams::grads, Tensor::grad) of a gradient nothing wrote. To show that no unfilled
+// memory is ever read, every parameter's range is poisoned with NaN after zero_grad: the gradients
+// must come out as the ones of parameters outside any buffer, bit for bit, and the backward must
+// run no more fills than theirs does (a parameter without a buffer gets a zero-filled accumulator
+// where a contribution adds into it, so the embedding's fill is in both counts).
+TEST(Flat, zero_grad_writes_nothing_and_unwritten_gradients_read_as_zeros) {
   Generator g(5);
-  std::vector<NamedParam> params = model_params(g);
+  std::vector<NamedParam> params = model_params(g), twin = twin_of(params);
   FlatParams flat(params, {.pad = 3});
-  const Tensor x = randn({3, 10}, g);
-  auto fills = [&] {
+  const Tensor raw = flat.grads();  // the buffer itself, read below without filling anything
+  const Tensor x = randn({3, 10}, g), ids = from_vector<int32_t>({1, 7, 7, 2}, {4}, DType::I32);
+  auto fills = [&](const std::function<void()>& f) {
     profile::start();
-    flat.zero_grad();
+    f();
     profile::stop();
     int64_t n = 0;
     for (const profile::Row& r : profile::rows())
       if (r.kernel == "fill") n += r.calls;
     return n;
   };
-  EXPECT_EQ(fills(), 0);  // the constructor's zero_grad filled it
-  backward(loss_of(params, x));
-  EXPECT_EQ(fills(), 1);
-  EXPECT_EQ(fills(), 0);
+  auto poison = [&] {
+    for (const FlatParams::Slot& s : flat.slots())
+      make_view(raw, {s.numel}, {1}, raw.offset() + s.offset).fill_(std::nan(""));
+  };
+  // Three losses: every parameter through overwriting contributions; wte through the embedding's
+  // scatter-add (it adds: its zeros first); ln left out (its gradient never written).
+  auto dense_loss = [&](const std::vector<NamedParam>& p) { return loss_of(p, x); };
+  auto embedded_loss = [&](const std::vector<NamedParam>& p) {
+    Tensor h = ops::add(ops::embedding(p[0].param, ids), p[1].param);
+    return ops::sum(ops::mul(ops::matmul(h, p[2].param), p[3].param));
+  };
+  auto partial_loss = [&](const std::vector<NamedParam>& p) {
+    return ops::sum(ops::matmul(ops::add(ops::matmul(x, p[0].param), p[1].param), p[2].param));
+  };
+  using Loss = std::function<Tensor(const std::vector<NamedParam>&)>;
+  for (const auto& [name, loss] : {std::pair<const char*, Loss>{"dense", dense_loss},
+                                   {"embedded", embedded_loss},
+                                   {"partial", partial_loss}}) {
+    EXPECT_EQ(fills([&] { flat.zero_grad(); }), 0) << name;
+    poison();
+    const int64_t in_buffer_fills = fills([&] { backward(loss(params)); });
+    for (NamedParam& t : twin) t.param.zero_grad();
+    EXPECT_EQ(in_buffer_fills, fills([&] { backward(loss(twin)); })) << name;
+    for (size_t i = 0; i < params.size(); ++i) {
+      const FlatParams::Slot* slot = nullptr;
+      for (const FlatParams::Slot& s : flat.slots())
+        if (s.name == params[i].name) slot = &s;
+      ASSERT_NE(slot, nullptr);
+      const Tensor in_buffer =
+          make_view(flat.grads(), {slot->numel}, {1}, flat.grads().offset() + slot->offset);
+      const Tensor want =
+          twin[i].param.grad().defined() ? twin[i].param.grad() : zeros(twin[i].param.shape());
+      EXPECT_EQ(bytes(in_buffer), bytes(want.reshape({slot->numel})))
+          << name << ": " << params[i].name;
+      EXPECT_EQ(bytes(params[i].param.grad()), bytes(want)) << name << ": " << params[i].name;
+    }
+  }
+  // Twice with nothing added between: attached and zero already, nothing to do.
+  flat.zero_grad();
+  EXPECT_EQ(fills([&] { flat.zero_grad(); }), 0);
   for (double v : values(flat.grads())) EXPECT_EQ(v, 0.0);
-  backward(loss_of(params, x));
-  const std::vector<double> once = values(flat.grads());
-  flat.zero_grad();
-  flat.zero_grad();
-  backward(loss_of(params, x));
-  EXPECT_EQ(values(flat.grads()), once);  // the second zero_grad kept the views attached and zero
-  params[1].param.zero_grad();            // b's view dropped
-  EXPECT_EQ(fills(), 1);
-  flat.check_attached();
+  // A view dropped (Tensor::zero_grad on its parameter): zero_grad attaches it again.
   params[1].param.zero_grad();
-  backward(loss_of(params, x));  // b's gradient lands outside the buffer; the others in it
-  EXPECT_EQ(fills(), 1);
+  EXPECT_THROW(flat.check_attached(), Error);
+  flat.zero_grad();
   flat.check_attached();
-  EXPECT_EQ(fills(), 0);
+  poison();
+  backward(loss_of(params, x));
+  for (double v : values(flat.grads())) EXPECT_FALSE(std::isnan(v));
 }
 
 // Every micro-batch's bf16 gradient is added into an f32 buffer: 32 additions of 1 + 2^-7 (exact in
