@@ -3,6 +3,7 @@
 // parameters), and the update bit for bit equal to the per-tensor AdamW.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -15,6 +16,7 @@
 #include "backend/profile.h"
 #include "core/tensor.h"
 #include "distributed/communicator.h"
+#include "nn/gpt.h"
 #include "ops/ops.h"
 #include "optim/adamw.h"
 #include "optim/flat.h"
@@ -190,7 +192,8 @@ TEST(Flat, zero_grad_writes_nothing_and_unwritten_gradients_read_as_zeros) {
   Generator g(5);
   std::vector<NamedParam> params = model_params(g), twin = twin_of(params);
   FlatParams flat(params, {.pad = 3});
-  const Tensor raw = flat.grads();  // the buffer itself, read below without filling anything
+  // The buffer itself, for the poison below (an empty range: no zeros filled in).
+  const Tensor raw = flat.grads(FlatRange{0, 0});
   const Tensor x = randn({3, 10}, g), ids = from_vector<int32_t>({1, 7, 7, 2}, {4}, DType::I32);
   auto fills = [&](const std::function<void()>& f) {
     profile::start();
@@ -250,6 +253,47 @@ TEST(Flat, zero_grad_writes_nothing_and_unwritten_gradients_read_as_zeros) {
   poison();
   backward(loss_of(params, x));
   for (double v : values(flat.grads())) EXPECT_FALSE(std::isnan(v));
+}
+
+// The same at a model's scale, GPT-2 style (LayerNorm, biases, learned positions added into a row
+// window, 12 of its 16 rows; a tied embedding: the head's gemm first, then the lookup's
+// scatter-add) and Llama style (RMSNorm, SwiGLU, RoPE, untied: the lookup alone): with every
+// parameter's range poisoned with NaN after zero_grad, two steps' gradients are those of a twin
+// model without buffers, bit for bit. Dropping the fill before a contribution that adds fails it
+// on the positions' rows and the untied embedding.
+TEST(Flat, a_gpts_gradients_never_read_an_unfilled_buffer) {
+  for (const bool llama : {false, true}) {
+    nn::GPTConfig c;
+    c.n_layer = 2, c.n_head = 2, c.n_embd = 32, c.block_size = 16, c.vocab_size = 64;
+    if (llama) {
+      c.norm = nn::NormKind::RMSNorm, c.mlp = nn::MlpKind::SwiGLU;
+      c.position = nn::PositionKind::RoPE, c.tie_embeddings = false, c.bias = false;
+    }
+    Generator g1(8), g2(8), data(9);
+    nn::GPT model(c, g1), twin(c, g2);
+    FlatParams flat(named_params(model.parameters()));
+    const Tensor raw = flat.grads(FlatRange{0, 0});  // the buffer, nothing filled in
+    for (int step = 0; step < 2; ++step) {
+      auto tokens = [&] {
+        std::vector<int32_t> ids;
+        for (float u : rand({2 * 12}, data).to_vector<float>())
+          ids.push_back(std::min(int32_t(u * float(c.vocab_size)), int32_t(c.vocab_size - 1)));
+        return from_vector(ids, {2, 12});  // 12 of the 16 position rows: 4 never written
+      };
+      const Tensor x = tokens(), y = tokens();
+      flat.zero_grad();
+      for (const FlatParams::Slot& s : flat.slots())
+        make_view(raw, {s.numel}, {1}, raw.offset() + s.offset).fill_(std::nan(""));
+      for (const auto& [name, p] : twin.parameters()) Tensor(p).zero_grad();
+      model.loss(x, y).backward();
+      twin.loss(x, y).backward();
+      const auto mp = model.parameters(), tp = twin.parameters();
+      ASSERT_EQ(mp.size(), tp.size());
+      for (size_t i = 0; i < mp.size(); ++i)
+        EXPECT_EQ(bytes(mp[i].second.grad()), bytes(tp[i].second.grad()))
+            << (llama ? "llama " : "gpt2 ") << mp[i].first << ", step " << step;
+    }
+  }
 }
 
 // Every micro-batch's bf16 gradient is added into an f32 buffer: 32 additions of 1 + 2^-7 (exact in
