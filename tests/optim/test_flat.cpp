@@ -180,6 +180,14 @@ TEST(Flat, the_first_contribution_after_zero_grad_is_written_not_added) {
   EXPECT_EQ(values(flat.grads()), once);
 }
 
+// NaN written over every parameter's range of the gradient buffer, through a view of it that
+// fills nothing in (an empty range): after zero_grad, memory that must never be read.
+void poison(const FlatParams& flat) {
+  const Tensor raw = flat.grads(FlatRange{0, 0});
+  for (const FlatParams::Slot& s : flat.slots())
+    make_view(raw, {s.numel}, {1}, raw.offset() + s.offset).fill_(std::nan(""));
+}
+
 // zero_grad writes nothing: each view is attached unfilled, zero by definition. A contribution
 // that overwrites its accumulator (a gemm with beta 0, a gradient copied in) writes it without a
 // zero pass; one that adds into it (the embedding's scatter-add) gets the zeros first, and so does
@@ -192,8 +200,6 @@ TEST(Flat, zero_grad_writes_nothing_and_unwritten_gradients_read_as_zeros) {
   Generator g(5);
   std::vector<NamedParam> params = model_params(g), twin = twin_of(params);
   FlatParams flat(params, {.pad = 3});
-  // The buffer itself, for the poison below (an empty range: no zeros filled in).
-  const Tensor raw = flat.grads(FlatRange{0, 0});
   const Tensor x = randn({3, 10}, g), ids = from_vector<int32_t>({1, 7, 7, 2}, {4}, DType::I32);
   auto fills = [&](const std::function<void()>& f) {
     profile::start();
@@ -203,10 +209,6 @@ TEST(Flat, zero_grad_writes_nothing_and_unwritten_gradients_read_as_zeros) {
     for (const profile::Row& r : profile::rows())
       if (r.kernel == "fill") n += r.calls;
     return n;
-  };
-  auto poison = [&] {
-    for (const FlatParams::Slot& s : flat.slots())
-      make_view(raw, {s.numel}, {1}, raw.offset() + s.offset).fill_(std::nan(""));
   };
   // Three losses: every parameter through overwriting contributions; wte through the embedding's
   // scatter-add (it adds: its zeros first); ln left out (its gradient never written).
@@ -223,7 +225,7 @@ TEST(Flat, zero_grad_writes_nothing_and_unwritten_gradients_read_as_zeros) {
                                    {"embedded", embedded_loss},
                                    {"partial", partial_loss}}) {
     EXPECT_EQ(fills([&] { flat.zero_grad(); }), 0) << name;
-    poison();
+    poison(flat);
     const int64_t in_buffer_fills = fills([&] { backward(loss(params)); });
     for (NamedParam& t : twin) t.param.zero_grad();
     EXPECT_EQ(in_buffer_fills, fills([&] { backward(loss(twin)); })) << name;
@@ -250,7 +252,7 @@ TEST(Flat, zero_grad_writes_nothing_and_unwritten_gradients_read_as_zeros) {
   EXPECT_THROW(flat.check_attached(), Error);
   flat.zero_grad();
   flat.check_attached();
-  poison();
+  poison(flat);
   backward(loss_of(params, x));
   for (double v : values(flat.grads())) EXPECT_FALSE(std::isnan(v));
 }
@@ -272,7 +274,6 @@ TEST(Flat, a_gpts_gradients_never_read_an_unfilled_buffer) {
     Generator g1(8), g2(8), data(9);
     nn::GPT model(c, g1), twin(c, g2);
     FlatParams flat(named_params(model.parameters()));
-    const Tensor raw = flat.grads(FlatRange{0, 0});  // the buffer, nothing filled in
     for (int step = 0; step < 2; ++step) {
       auto tokens = [&] {
         std::vector<int32_t> ids;
@@ -282,8 +283,7 @@ TEST(Flat, a_gpts_gradients_never_read_an_unfilled_buffer) {
       };
       const Tensor x = tokens(), y = tokens();
       flat.zero_grad();
-      for (const FlatParams::Slot& s : flat.slots())
-        make_view(raw, {s.numel}, {1}, raw.offset() + s.offset).fill_(std::nan(""));
+      poison(flat);
       for (const auto& [name, p] : twin.parameters()) Tensor(p).zero_grad();
       model.loss(x, y).backward();
       twin.loss(x, y).backward();
