@@ -39,6 +39,12 @@
 // gradient's gemm (CUBLASLT_EPILOGUE_BGRADB: the sums of dy's rows, which that gemm reads anyway),
 // so sum_dim's pass over dy goes; its fallback is sum_dim.
 //
+// TESSERA_GEMM_EPILOGUES: which of these fusions the gemms may use, "all" (unset: the default),
+// "none", or a comma-separated list of bias, gelu, dgelu, bgrad and residual (a residual with a
+// bias needs bias too: they ride one gemm). A fusion left out runs its fallback, the values it
+// gives where cuBLASLt offers no algorithm: a switch for a GPU on which one of them comes out
+// wrong or slow, so a run without it is the check, no rebuild needed.
+//
 // One cuBLASLt handle and one workspace per device, created on first use. The plan for each
 // distinct problem (descriptors plus the heuristic's algorithm) is cached, so a training step makes
 // no heuristic queries after its first. The heuristic is told the operands' real alignment (views
@@ -140,6 +146,41 @@ struct Epilogue {
   const Tensor* bias = nullptr;
   const Tensor* aux = nullptr;
 };
+
+// The fusions TESSERA_GEMM_EPILOGUES allows: a bit per Epilogue::Kind, and kResidual for a C read
+// apart from D. Read at each gemm (a test may change it), parsed again only when it changed.
+constexpr unsigned kResidual = 1u << 7;
+unsigned allowed_fusions() {
+  thread_local std::string last;
+  thread_local unsigned mask = ~0u;
+  const char* e = std::getenv("TESSERA_GEMM_EPILOGUES");
+  const std::string s = e ? e : "";
+  if (s == last) return mask;
+  unsigned m = 0;
+  if (s.empty() || s == "all") {
+    m = ~0u;
+  } else if (s != "none") {
+    static const std::pair<const char*, unsigned> names[] = {{"bias", 1u << Epilogue::Bias},
+                                                             {"gelu", 1u << Epilogue::GeluAuxBias},
+                                                             {"dgelu", 1u << Epilogue::DGelu},
+                                                             {"bgrad", 1u << Epilogue::BGradB},
+                                                             {"residual", kResidual}};
+    for (size_t at = 0; at <= s.size();) {
+      const size_t end = std::min(s.find(',', at), s.size());
+      const std::string name = s.substr(at, end - at);
+      const auto it = std::find_if(std::begin(names), std::end(names),
+                                   [&](const auto& n) { return name == n.first; });
+      TESSERA_CHECK(it != std::end(names), "TESSERA_GEMM_EPILOGUES='", s, "': unknown fusion '",
+                    name,
+                    "' (expected all, none, or a comma-separated list of bias, gelu, dgelu, "
+                    "bgrad and residual)");
+      m |= it->second;
+      at = end + 1;
+    }
+  }
+  last = s, mask = m;
+  return m;
+}
 
 void set_epilogue_pointers(cublasLtMatmulDesc_t desc, const Epilogue& ep) {
   if (ep.kind == Epilogue::None) return;
@@ -457,6 +498,11 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
   auto aligned16 = [](const Tensor* t) {
     return reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 == 0;
   };
+  // A fusion switched off (TESSERA_GEMM_EPILOGUES): the caller's fallback runs.
+  const unsigned allowed = allowed_fusions();
+  if ((ep.kind != Epilogue::None && !(allowed & (1u << ep.kind))) ||
+      (c_in && !(allowed & kResidual)))
+    return false;
   // The widened gemm takes the bias gradient alone (into an f32 vector, D's type).
   if (ep.kind != Epilogue::None &&
       (K == 0 || c.dtype() == DType::F64 || (widened && ep.kind != Epilogue::BGradB) ||

@@ -3,6 +3,8 @@
 #include "optim/flat.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <unordered_set>
 
 #include "autograd/autograd.h"
@@ -13,6 +15,17 @@ namespace {
 DType grad_dtype(DType param) { return param == DType::F64 ? DType::F64 : DType::F32; }
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// TESSERA_ZERO_GRAD=fill: zero_grad writes the whole buffer's zeros, as it did before gradients
+// were attached unfilled (a check, on a GPU, that those lazy zeros are not what goes wrong);
+// "lazy" or unset: the default. Read at each zero_grad.
+bool fill_on_zero_grad() {
+  const char* e = std::getenv("TESSERA_ZERO_GRAD");
+  if (!e || !*e || std::strcmp(e, "lazy") == 0) return false;
+  TESSERA_CHECK(std::strcmp(e, "fill") == 0, "TESSERA_ZERO_GRAD='", e,
+                "': expected lazy (the default) or fill");
+  return true;
+}
 
 }  // namespace
 
@@ -74,14 +87,19 @@ FlatParams::FlatParams(std::vector<NamedParam> params, FlatOptions options)
 }
 
 void FlatParams::zero_grad() {
+  const bool fill = fill_on_zero_grad();
   bool zeros = true;
   for (const Slot& s : slots_) zeros = zeros && attached(s) && grad_holds_zeros(s.param);
-  if (zeros) return;
+  if (zeros) {
+    if (fill) grads();  // zeros attached unfilled before the switch: written now
+    return;
+  }
+  if (fill) grads_.fill_(0.0);
   for (const Slot& s : slots_) {
     const Shape& shape = s.param.shape();
     attach_grad(s.param,
                 make_view(grads_, shape, contiguous_strides(shape), grads_.offset() + s.offset),
-                /*zero=*/true, /*filled=*/false);
+                /*zero=*/true, /*filled=*/fill);
   }
 }
 

@@ -85,6 +85,7 @@ class FlatParams {
   // parameters (a gemm with beta 0, a norm's kernel) writes it without a zero pass first, and only
   // a gradient that something adds into or reads before any write (a scatter-add, a parameter
   // backward never reached) gets its zeros. On GPT-2 124M that spares the step a 500 MB write.
+  // TESSERA_ZERO_GRAD=fill in the environment writes the whole buffer's zeros instead (a check).
   void zero_grad();
   // Throws, naming the parameter, when a gradient no longer lives in the buffer (a
   // Tensor::zero_grad() on the parameter dropped its view: its next gradient went elsewhere).

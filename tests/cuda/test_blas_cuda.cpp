@@ -15,6 +15,7 @@
 #include <array>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -632,6 +633,105 @@ TEST_P(GemmCuda, linear_param_backward_sums_the_bias_gradient_in_the_weight_gemm
           if (has_w) check(dw_g, ref_w, lim_w, w0, false, "dw");
           if (has_b) check(db_g, ref_b, lim_b, b0, true, "db");
         }
+}
+
+// TESSERA_GEMM_EPILOGUES switches each cuBLASLt fusion off by name (kernels/blas.cu): a fusion
+// left out never runs, its fallback does, and the outputs are the all-fusions run's up to the
+// fallbacks' extra roundings. Those are at most three of intermediates under 2 in magnitude (the
+// residual and bias are scaled to keep them there): 3 2^-9 2 < 2^-6 in bf16; in f32, 2e-3 covers
+// an epilogue's tanh.approx GELU (linear_gelu_forward's test); a wrong element is off by O(1). On
+// the emulator an allowed fusion must run (a GPU's heuristic may not offer it). A residual rides
+// the gemm with the bias epilogue, so it needs bias allowed too. An unknown name is an error
+// naming the variable and the name.
+TEST(GemmCudaSwitch, tessera_gemm_epilogues_switches_each_fusion_off_by_name) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  struct Unset {
+    ~Unset() { ::unsetenv("TESSERA_GEMM_EPILOGUES"); }
+  } unset;
+  using Counter = int64_t cuda::BlasStats::*;
+  const struct {
+    const char* name;
+    Counter fused, apart;
+  } fusions[] = {
+      {"bias", &cuda::BlasStats::bias_epilogue, &cuda::BlasStats::bias_fallback},
+      {"gelu", &cuda::BlasStats::gelu_epilogue, &cuda::BlasStats::gelu_fallback},
+      {"dgelu", &cuda::BlasStats::dgelu_epilogue, &cuda::BlasStats::dgelu_fallback},
+      {"bgrad", &cuda::BlasStats::bgrad_epilogue, &cuda::BlasStats::bgrad_fallback},
+      {"residual", &cuda::BlasStats::residual_in_gemm, &cuda::BlasStats::residual_fallback}};
+  const int64_t R = 64, N = 96, K = 64;
+  Generator g(23);
+  for (const DType dt : {DType::F32, DType::BF16}) {
+    auto gpu = [&](const Shape& shape, double scale) {
+      return ops::scale(randn(shape, g), scale).to(dt).to(kGpu);
+    };
+    const Tensor x = gpu({R, K}, 1.0), w = gpu({N, K}, 0.1), bias = gpu({N}, 0.25);
+    const Tensor residual = gpu({R, N}, 0.25), dy = gpu({R, N}, 1.0), pre_in = gpu({R, K}, 1.0);
+    const Kernels& k = kernels_for(kGpu);
+    // Every fused entry once; its outputs, and each counter's change.
+    auto run = [&](const char* setting, cuda::BlasStats& moved) {
+      ::setenv("TESSERA_GEMM_EPILOGUES", setting, 1);
+      auto out = [&](const Shape& shape) { return Tensor::empty(shape, {dt, kGpu}); };
+      Tensor y = out({R, N}), y2 = out({R, N}), pre = out({R, N}), dpre = out({R, K});
+      Tensor dw = out({N, K}), db = out({N});
+      const cuda::BlasStats before = cuda::blas_stats();
+      k.linear_forward(y, x, w, bias, residual);
+      k.linear_gelu_forward(y2, pre, x, w, bias);
+      k.linear_dgelu_backward(dpre, dy, w, pre_in);
+      k.linear_param_backward(dw, db, dy, x, false, false);
+      const cuda::BlasStats after = cuda::blas_stats();
+      for (const auto& f : fusions) moved.*f.fused = after.*f.fused - before.*f.fused;
+      for (const auto& f : fusions) moved.*f.apart = after.*f.apart - before.*f.apart;
+      std::vector<std::vector<double>> v;
+      for (const Tensor* t : {&y, &y2, &pre, &dpre, &dw, &db})
+        v.push_back(values(t->to(Device::cpu())));
+      return v;
+    };
+    cuda::BlasStats all_moved;
+    const auto all = run("all", all_moved);
+    const double tol = dt == DType::BF16 ? 1.0 / 64 : 2e-3;
+    for (const char* setting :
+         {"none", "bias", "gelu", "dgelu", "bgrad", "residual", "bias,residual", ""}) {
+      const std::string list =
+          std::string(",") + (*setting ? setting : "bias,gelu,dgelu,bgrad,residual") + ",";
+      auto allowed = [&](const char* name) {
+        return list.find(std::string(",") + name + ",") != std::string::npos;
+      };
+      cuda::BlasStats moved;
+      const auto got = run(setting, moved);
+      const std::string what =
+          std::string(dtype_name(dt)) + " TESSERA_GEMM_EPILOGUES='" + setting + "'";
+      for (const auto& f : fusions) {
+        const bool on =
+            allowed(f.name) && (std::strcmp(f.name, "residual") != 0 || allowed("bias"));
+        if (!on) {
+          EXPECT_EQ(moved.*f.fused, 0) << what << ": " << f.name << " ran in the epilogue";
+          EXPECT_GT(moved.*f.apart, 0) << what << ": " << f.name << "'s fallback did not run";
+        }
+#if TESSERA_CUDA_EMU
+        if (on) {
+          EXPECT_GT(moved.*f.fused, 0) << what << ": " << f.name << " did not run fused";
+        }
+#endif
+      }
+      const char* names[] = {"y", "gelu y", "pre", "dpre", "dw", "db"};
+      for (size_t o = 0; o < all.size(); ++o) {
+        int64_t bad = 0;
+        for (size_t i = 0; i < all[o].size(); ++i)
+          if (!(std::fabs(got[o][i] - all[o][i]) <= tol * (1 + std::fabs(all[o][i])))) ++bad;
+        EXPECT_EQ(bad, 0) << what << ": " << bad << " elements of " << names[o]
+                          << " differ from the all-fusions run's";
+      }
+    }
+  }
+  ::setenv("TESSERA_GEMM_EPILOGUES", "bias,fused", 1);
+  Tensor y = Tensor::empty({4, 8}, {DType::F32, kGpu});
+  const std::string msg = error_of([&] {
+    kernels_for(kGpu).linear_forward(y, zeros({4, 8}).to(kGpu), zeros({8, 8}).to(kGpu),
+                                     zeros({8}).to(kGpu), Tensor());
+  });
+  EXPECT_NE(msg.find("TESSERA_GEMM_EPILOGUES='bias,fused': unknown fusion 'fused'"),
+            std::string::npos)
+      << msg;
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, GemmCuda, ::testing::Values(DType::F32, DType::BF16, DType::F64),

@@ -180,6 +180,17 @@ TEST(Flat, the_first_contribution_after_zero_grad_is_written_not_added) {
   EXPECT_EQ(values(flat.grads()), once);
 }
 
+// How many fill kernels f runs.
+int64_t fills_in(const std::function<void()>& f) {
+  profile::start();
+  f();
+  profile::stop();
+  int64_t n = 0;
+  for (const profile::Row& r : profile::rows())
+    if (r.kernel == "fill") n += r.calls;
+  return n;
+}
+
 // NaN written over every parameter's range of the gradient buffer, through a view of it that
 // fills nothing in (an empty range): after zero_grad, memory that must never be read.
 void poison(const FlatParams& flat) {
@@ -201,15 +212,7 @@ TEST(Flat, zero_grad_writes_nothing_and_unwritten_gradients_read_as_zeros) {
   std::vector<NamedParam> params = model_params(g), twin = twin_of(params);
   FlatParams flat(params, {.pad = 3});
   const Tensor x = randn({3, 10}, g), ids = from_vector<int32_t>({1, 7, 7, 2}, {4}, DType::I32);
-  auto fills = [&](const std::function<void()>& f) {
-    profile::start();
-    f();
-    profile::stop();
-    int64_t n = 0;
-    for (const profile::Row& r : profile::rows())
-      if (r.kernel == "fill") n += r.calls;
-    return n;
-  };
+  const auto fills = fills_in;
   // Three losses: every parameter through overwriting contributions; wte through the embedding's
   // scatter-add (it adds: its zeros first); ln left out (its gradient never written).
   auto dense_loss = [&](const std::vector<NamedParam>& p) { return loss_of(p, x); };
@@ -255,6 +258,47 @@ TEST(Flat, zero_grad_writes_nothing_and_unwritten_gradients_read_as_zeros) {
   poison(flat);
   backward(loss_of(params, x));
   for (double v : values(flat.grads())) EXPECT_FALSE(std::isnan(v));
+}
+
+// TESSERA_ZERO_GRAD=fill, a check for a GPU: zero_grad writes the buffer's zeros (one fill over it,
+// the default writes none), so NaN written before it reads as zeros through a view that fills
+// nothing, and the gradients are the default's, bit for bit. Gradients attached unfilled before the
+// switch are written by the next zero_grad even when it has nothing else to do. Any value but lazy
+// or fill is an error naming the variable.
+TEST(Flat, tessera_zero_grad_fill_writes_the_buffers_zeros) {
+  struct Unset {
+    ~Unset() { ::unsetenv("TESSERA_ZERO_GRAD"); }
+  } unset;
+  Generator g(5);
+  std::vector<NamedParam> params = model_params(g);
+  FlatParams flat(params, {.pad = 3});
+  const Tensor x = randn({3, 10}, g);
+  auto raw_unfilled = [&] {  // the buffer as it lies, through a view that fills nothing
+    const Tensor r = flat.grads(FlatRange{0, 0});
+    return values(make_view(r, {flat.numel()}, {1}, r.offset()));
+  };
+  backward(loss_of(params, x));
+  const std::vector<double> lazy = values(flat.grads());
+  ::setenv("TESSERA_ZERO_GRAD", "fill", 1);
+  poison(flat);
+  EXPECT_EQ(fills_in([&] { flat.zero_grad(); }), 1);
+  for (double v : raw_unfilled()) EXPECT_EQ(v, 0.0);
+  backward(loss_of(params, x));
+  EXPECT_EQ(values(flat.grads()), lazy);
+  EXPECT_EQ(fills_in([&] { flat.zero_grad(); }), 1);
+  EXPECT_EQ(fills_in([&] { flat.zero_grad(); }), 0);  // nothing added since: nothing to do
+  // Attached unfilled under the default, then the switch: written by a zero_grad with nothing
+  // else to do.
+  ::unsetenv("TESSERA_ZERO_GRAD");
+  backward(loss_of(params, x));
+  EXPECT_EQ(fills_in([&] { flat.zero_grad(); }), 0);
+  poison(flat);
+  ::setenv("TESSERA_ZERO_GRAD", "fill", 1);
+  flat.zero_grad();
+  for (double v : raw_unfilled()) EXPECT_EQ(v, 0.0);
+  ::setenv("TESSERA_ZERO_GRAD", "eager", 1);
+  const std::string msg = testing::error_of([&] { flat.zero_grad(); });
+  EXPECT_NE(msg.find("TESSERA_ZERO_GRAD='eager'"), std::string::npos) << msg;
 }
 
 // The same at a model's scale, GPT-2 style (LayerNorm, biases, learned positions added into a row
