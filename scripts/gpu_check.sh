@@ -8,6 +8,8 @@
 #   test       ctest -L gpu (tests/cuda: every CUDA kernel family against the CPU reference)
 #   parity     50 steps of configs/tiny.yaml on the GPU and on the CPU, losses compared step by step
 #   tiny       300 steps of tiny with head dimension 64 on the GPU: the loss must fall
+#              (either failing: the GPU run again under the switches for what has never run on a
+#              GPU, to name the part at fault and keep the switch for the later stages; "bisect")
 #   hf         that model and 20 GPU steps of llama-small exported (build/export) and loaded by
 #              Hugging Face transformers: their logits against tessera's (hf_transformers_check.py)
 #   bench      GPT-2 124M step beside its PyTorch twin (scripts/bench_gpu.sh), then tessera's
@@ -154,28 +156,89 @@ train_run() {  # name device steps extra-args... ; logs go to train.log; CONFIG=
     --run-name "$name" --set checkpoint.dir="$RUNS" --set log.interval=1 --set eval.interval=0 \
     --set checkpoint.interval=0 "$@" >>"$OUT/train.log" 2>&1
 }
+# Verdicts on a finished run, one line "ok ..." or "FAILED ...": the run's losses against the CPU
+# twin's (parity), and the loss falling (tiny).
+parity_verdict() {  # parity_verdict RUN
+  # The GPU computes in bf16 (train/device.h): operands carry 8 bits of mantissa, so each step's
+  # loss may move by ~1e-2 relative; the curves must agree to that, not to f32 rounding.
+  paste <(losses "$RUNS/parity-cpu/metrics.jsonl") <(losses "$RUNS/$1/metrics.jsonl") |
+    "$PYTHON" -c '
+import math, sys
+d = [(float(a[1]), float(a[3])) for a in (l.split() for l in sys.stdin) if len(a) == 4]
+if not d: print("FAILED no losses"); sys.exit()
+diff = [abs(c - g) for c, g in d]
+rel = max(x / max(abs(c), 1e-9) for x, (c, _) in zip(diff, d))
+ok = rel < 0.03 and d[-1][1] < d[0][1] and not any(math.isnan(x) for x in diff)
+print(("ok" if ok else "FAILED"), f"{len(d)} steps: max abs(cpu - gpu) {max(diff):.4f} ({rel:.2%} rel),",
+      f"mean {sum(diff)/len(diff):.4f}; loss {d[0][0]:.4f}->{d[-1][0]:.4f} cpu, {d[0][1]:.4f}->{d[-1][1]:.4f} gpu")'
+}
+falls_verdict() {  # falls_verdict RUN
+  losses "$RUNS/$1/metrics.jsonl" | "$PYTHON" -c '
+import sys
+l = [float(x.split()[1]) for x in sys.stdin]
+if len(l) < 20: print("FAILED", len(l), "steps logged"); sys.exit()
+first, last = sum(l[:10]) / 10, sum(l[-10:]) / 10
+print(("ok" if last < first - 1.0 else "FAILED"), f"{len(l)} steps: mean loss of the first 10 {first:.3f}, of the last 10 {last:.3f}")'
+}
+
+# ---- when a training stage fails: which part that has never run on a GPU is to blame ----------
+# The failed stage's GPU run again under the switches that put back what came before the changes
+# of docs/gpu-notes.md's watch list: the flat gradient buffer's zeros written by zero_grad
+# (TESSERA_ZERO_GRAD=fill, src/optim/flat.cpp), every cuBLASLt fusion's fallback
+# (TESSERA_GEMM_EPILOGUES=none, kernels/blas.cu), the wmma flash kernels (TESSERA_FLASH_KERNELS=wmma).
+# All of them at once first: if the stage still fails, the fault is elsewhere. If it passes, one at
+# a time, and the first that passes alone (else all of them) is exported for the rest of the run,
+# so the later stages measure a step that trains; a row says so.
+SWITCHES="TESSERA_ZERO_GRAD=fill TESSERA_GEMM_EPILOGUES=none TESSERA_FLASH_KERNELS=wmma"
+APPLIED=""
+switched_run() {  # switched_run "VAR=value ..." VERDICT-FUNCTION RUN STEPS [train args] -> verdict
+  local envs=$1 verdict_of=$2 name=$3 rc
+  shift 2
+  (
+    for e in $envs; do export "${e?}"; done
+    train_run "$name" "$GPU_DEVICE" "${@:2}"
+  )
+  rc=$?
+  if [ $rc -ne 0 ]; then echo "FAILED train exited with $rc$(timed_out $rc)"; else "$verdict_of" "$name"; fi
+}
+bisect() {  # bisect STAGE VERDICT-FUNCTION STEPS [train args]: STAGE's GPU run failed
+  local stage=$1 verdict_of=$2 candidates="" e v found=""
+  shift 2
+  for e in $SWITCHES; do [[ " $APPLIED " == *" $e "* ]] || candidates+="${candidates:+ }$e"; done
+  if [ -z "$candidates" ]; then
+    row "  $stage, switches" "still FAILED" "with $APPLIED applied: the fault is elsewhere"; return
+  fi
+  if (( $(limit 60) < 60 )); then
+    row "  $stage, switches" skipped "no time left to rerun under $candidates"; return
+  fi
+  v=$(switched_run "$candidates" "$verdict_of" "$stage-switched" "$@")
+  row "  $stage, all switches" "${v%% *}" "$candidates: ${v#* }"
+  [[ $v == ok* ]] || return 0
+  for e in $candidates; do
+    v=$(switched_run "$e" "$verdict_of" "$stage-switched" "$@")
+    row "  $stage, $e" "${v%% *}" "${v#* }"
+    if [[ $v == ok* ]]; then found=$e; break; fi
+  done
+  for e in ${found:-$candidates}; do export "${e?}"; APPLIED+="${APPLIED:+ }$e"; done
+  row "switches applied" "${found:-$candidates}" "for the rest of this run: the $stage stage passes with it and fails without"
+}
+
 if want parity; then
   t0=$(date +%s)
   # Both at once: the CPU run uses the host's cores while the GPU run waits on the device.
   train_run parity-cpu cpu 50 & cpu_pid=$!
   train_run parity-gpu "$GPU_DEVICE" 50; gpu_rc=$?
   wait $cpu_pid; cpu_rc=$?
-  if [ $gpu_rc -ne 0 ] || [ $cpu_rc -ne 0 ]; then
-    row parity FAILED "exit codes gpu $gpu_rc$(timed_out $gpu_rc), cpu $cpu_rc$(timed_out $cpu_rc) (train.log)"
+  if [ $cpu_rc -ne 0 ]; then
+    row parity FAILED "the CPU run exited with $cpu_rc$(timed_out $cpu_rc) (gpu $gpu_rc; train.log)"
   else
-    # The GPU computes in bf16 (train/device.h): operands carry 8 bits of mantissa, so each step's
-    # loss may move by ~1e-2 relative; the curves must agree to that, not to f32 rounding.
-    verdict=$(paste <(losses "$RUNS/parity-cpu/metrics.jsonl") <(losses "$RUNS/parity-gpu/metrics.jsonl") |
-      "$PYTHON" -c '
-import sys
-d = [(float(a[1]), float(a[3])) for a in (l.split() for l in sys.stdin) if len(a) == 4]
-if not d: print("FAILED no losses"); sys.exit()
-diff = [abs(c - g) for c, g in d]
-rel = max(x / max(abs(c), 1e-9) for x, (c, _) in zip(diff, d))
-ok = rel < 0.03 and d[-1][1] < d[0][1]
-print(("ok" if ok else "FAILED"), f"{len(d)} steps: max |cpu-gpu| {max(diff):.4f} ({rel:.2%} rel),",
-      f"mean {sum(diff)/len(diff):.4f}; loss {d[0][0]:.4f}->{d[-1][0]:.4f} cpu, {d[0][1]:.4f}->{d[-1][1]:.4f} gpu")')
+    if [ $gpu_rc -ne 0 ]; then
+      verdict="FAILED the GPU run exited with $gpu_rc$(timed_out $gpu_rc) (train.log)"
+    else
+      verdict=$(parity_verdict parity-gpu)
+    fi
     row parity "${verdict%% *}" "${verdict#* } in $(elapsed "$t0")"
+    [[ $verdict == ok* ]] || bisect parity parity_verdict 50
   fi
 fi
 if want tiny; then
@@ -183,16 +246,14 @@ if want tiny; then
   # Head dimension 64 (n_embd 256 / 4 heads), so the fused flash path is the one that runs.
   train_run tiny-hd64 "$GPU_DEVICE" 300 --set model.n_embd=256; rc=$?
   if [ $rc -eq 0 ]; then
-    verdict=$(losses "$RUNS/tiny-hd64/metrics.jsonl" | "$PYTHON" -c '
-import sys
-l = [float(x.split()[1]) for x in sys.stdin]
-first, last = sum(l[:10]) / 10, sum(l[-10:]) / 10
-print(("ok" if last < first - 1.0 else "FAILED"), f"{len(l)} steps: mean loss of the first 10 {first:.3f}, of the last 10 {last:.3f}")')
+    verdict=$(falls_verdict tiny-hd64)
     tps=$(grep -oE '[0-9.]+ tok/s' "$OUT/train.log" | tail -1)
     row tiny "${verdict%% *}" "${verdict#* }; ${tps:-?}; $(elapsed "$t0")"
   else
+    verdict=FAILED
     row tiny FAILED "train exited with $rc$(timed_out $rc) (train.log)"
   fi
+  [[ $verdict == ok* ]] || bisect tiny falls_verdict 300 --set model.n_embd=256
 fi
 
 if want hf; then
