@@ -20,7 +20,11 @@
 #   BENCH_TUNED=1: cuBLASLt's algorithms timed per gemm (TESSERA_GEMM_TUNE=8, kernels/blas.cu)
 #     instead of the heuristic's first;
 #   BENCH_WGMMA=1: the attention kernels on Hopper's wgmma (TESSERA_FLASH_KERNELS=wgmma,
-#     kernels/flash_wgmma.cu; a 9.0 GPU).
+#     kernels/flash_wgmma.cu; a 9.0 GPU);
+#   BENCH_SWITCHES=1: the step with each of the latest changes switched off (docs/gpu.md), the
+#     "before" of each: no bias gradient in the weight gradient's gemm
+#     (TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual), no cuBLASLt fusion at all
+#     (TESSERA_GEMM_EPILOGUES=none), the gradient buffer's zeros written (TESSERA_ZERO_GRAD=fill).
 #
 # Builds first: with the Debian packages installed, an ordinary CMake build (build-bench/);
 # without them (the lent GPU machine), through scripts/build_offline.sh from third_party/debs/.
@@ -82,6 +86,11 @@ variant() {
 if [ "${BENCH_UNFUSED:-1}" = 1 ]; then variant unfused -- --unfused; fi
 if [ "${BENCH_TUNED:-0}" = 1 ]; then variant tuned TESSERA_GEMM_TUNE="${GEMM_TUNE:-8}" --; fi
 if [ "${BENCH_WGMMA:-0}" = 1 ]; then variant wgmma TESSERA_FLASH_KERNELS=wgmma --; fi
+if [ "${BENCH_SWITCHES:-0}" = 1 ]; then
+  variant no-bgrad TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual --
+  variant no-epilogues TESSERA_GEMM_EPILOGUES=none --
+  variant zero-fill TESSERA_ZERO_GRAD=fill --
+fi
 
 # ---- the table ---------------------------------------------------------------------------------
 python3 - "$RESULTS" <<'PY'
@@ -99,7 +108,12 @@ variants = [(name, load(f"tessera-{name}.json"), note) for name, note in (
                 "unpadded logits, bias and GELU after the gemm, bias gradients summed apart"),
     ("tuned", "TESSERA_GEMM_TUNE, each gemm's cuBLASLt algorithm the fastest of the heuristic's "
               "first 8, timed on its first call; tessera-tuned.log says how many changed"),
-    ("wgmma", "TESSERA_FLASH_KERNELS=wgmma, the attention kernels on Hopper's wgmma"))]
+    ("wgmma", "TESSERA_FLASH_KERNELS=wgmma, the attention kernels on Hopper's wgmma"),
+    ("no-bgrad", "TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual, bias gradients summed apart "
+                 "(sum_dim) instead of by the weight gradient's gemm"),
+    ("no-epilogues", "TESSERA_GEMM_EPILOGUES=none, no cuBLASLt fusion: bias, GELU, its "
+                     "derivative, bias gradient and residual each by its fallback"),
+    ("zero-fill", "TESSERA_ZERO_GRAD=fill, zero_grad writing the flat gradient buffer's zeros"))]
 variants = [v for v in variants if v[1]]
 def fmt(v, nd=2):
     return "n/a" if v is None else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{nd}f}")
