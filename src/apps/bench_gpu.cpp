@@ -45,6 +45,7 @@
 #include "core/rng.h"
 #include "distributed/communicator.h"
 #include "nn/gpt.h"
+#include "nn/unfused.h"
 #include "ops/ops.h"
 #include "optim/flat.h"
 #include "optim/flat_adamw.h"
@@ -195,21 +196,6 @@ std::vector<KernelRow> bench_kernels(int64_t rows, int64_t C, int64_t V, int64_t
   return out;
 }
 
-// --unfused: the step as it ran before attention read the fused projection in place, the logits
-// were padded, the bias and GELU rode the gemm and the bias gradient the weight gradient's gemm. A
-// hook computes every Linear as matmul then add (whose backward sums the bias gradient apart)
-// and says it adapts every projection (adapting none), so the model splits the heads, leaves the
-// logits unpadded and runs GELU on its own: the same model and values, the earlier kernels.
-class UnfusedLinears : public nn::LinearHook {
- public:
-  Tensor base(const std::string&, const Tensor& x, const Tensor& w,
-              const Tensor& b) const override {
-    Tensor y = ops::matmul(x, w, false, true);
-    return b.defined() ? ops::add(y, b) : y;
-  }
-  Tensor adapt(nn::Proj, int64_t, const Tensor&, const Tensor& y, bool) const override { return y; }
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -249,9 +235,11 @@ int main(int argc, char** argv) {
     Generator init(uint64_t(cfg.train.seed));
     nn::GPT model(mc, init);
     train::place_model(model, dev, on_gpu ? DType::BF16 : DType::F32);
-    const UnfusedLinears unfused;
+    // --unfused: the step as it ran before attention read the fused projection in place, the
+    // logits were padded, the bias and GELU rode the gemm and the bias gradient the weight
+    // gradient's gemm (nn/unfused.h).
     const bool is_unfused = cl.args.count("unfused") > 0;
-    if (is_unfused) model.set_hook(&unfused);
+    if (is_unfused) model.set_hook(&nn::unfused_linears());
     int64_t n_flop_params = 0;
     for (const auto& [name, t] : model.parameters())
       if (name.find("wpe") == std::string::npos &&

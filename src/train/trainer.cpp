@@ -39,6 +39,7 @@
 #include "core/storage.h"
 #include "data/loader.h"
 #include "distributed/communicator.h"
+#include "nn/unfused.h"
 #include "ops/ops.h"
 #include "optim/flat.h"
 #include "optim/flat_adamw.h"
@@ -266,6 +267,8 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   if (!cfg_.checkpoint.init.empty()) load_init();
   if (cfg_.lora.rank > 0)
     lora_ = std::make_unique<peft::Lora>(model_, lora_options(cfg_.lora), init_gen_);
+  const bool unfused = nn::unfused_requested();
+  if (unfused && !lora_) model_.set_hook(&nn::unfused_linears());
   if (const Placement where = placement(cfg_, comm_->local_rank()); where.device.is_cuda()) {
     place_model(model_, where.device, where.dtype);
     if (lora_) lora_->place(where.device);
@@ -291,6 +294,9 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
     restore(path, load_checkpoint(path), true);
   }
 
+  if (unfused)
+    out_->log() << "TESSERA_UNFUSED=1: the model's unfused paths (nn/unfused.h)"
+                << (lora_ ? " ignored: LoRA's hook computes the Linears" : "") << "\n";
   if (lora_)
     out_->log() << "lora: " << lora_->adapter_parameters()
                 << " trainable adapter parameters beside " << lora_->base_parameters()
