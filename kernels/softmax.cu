@@ -12,6 +12,7 @@
 //
 // The op validates targets on the host (ops/softmax.cpp); a target outside [0, V) that is not
 // ignore_index only gets a NaN loss here, never an out-of-bounds read.
+#include <algorithm>
 #include <cstdint>
 
 #include "backend/kernels.h"
@@ -125,19 +126,11 @@ cross_entropy_forward_kernel(StatPtr losses, StatPtr lse, const T* logits, const
   }
 }
 
-// dlogits[n, v] = dlosses[n] * (exp(logits[n, v] - lse[n]) - [v == t]) for v < classes; 0 on the
-// padding columns and on ignored rows. One block per row (no per-element division by V).
-// dlogits may be logits (the op's in-place backward): a thread reads its group, then writes it.
-template <typename T, int W>
-__global__ void __launch_bounds__(kThreads)
-cross_entropy_backward_kernel(T* dlogits, StatPtr dlosses, const T* logits, StatPtr lse,
-                              const int32_t* targets, int64_t V, int64_t classes,
-                              int64_t ignore_index) {
-  const int64_t n = blockIdx.x, t = targets[n];
-  const T* xr = logits + n * V;
-  T* dr = dlogits + n * V;
-  const bool ignored = t == ignore_index;
-  const float g = ignored ? 0.0f : dlosses.load(n), l = ignored ? 0.0f : lse.load(n);
+// Row n of dlogits: g (exp(x[v] - l) - [v == t]) for v < classes; 0 on the padding columns and
+// on an ignored row. dr may be xr: a thread reads its group, then writes it.
+template <int W, typename T>
+__device__ void write_row_gradient(T* dr, const T* xr, float g, float l, int64_t t, bool ignored,
+                                   int64_t V, int64_t classes) {
   core::row_groups<W>(V, [&](int64_t c, auto w) {
     constexpr int K = decltype(w)::value;
     float v[K];
@@ -153,6 +146,57 @@ cross_entropy_backward_kernel(T* dlogits, StatPtr dlosses, const T* logits, Stat
     }
     st_n<K>(dr, c, v);
   });
+}
+
+// dlogits[n, v] = dlosses[n] * (exp(logits[n, v] - lse[n]) - [v == t]) for v < classes; 0 on the
+// padding columns and on ignored rows. One block per row (no per-element division by V).
+// dlogits may be logits (the op's in-place backward).
+template <typename T, int W>
+__global__ void __launch_bounds__(kThreads)
+    cross_entropy_backward_kernel(T* dlogits, StatPtr dlosses, const T* logits, StatPtr lse,
+                                  const int32_t* targets, int64_t V, int64_t classes,
+                                  int64_t ignore_index) {
+  const int64_t n = blockIdx.x, t = targets[n];
+  const bool ignored = t == ignore_index;
+  write_row_gradient<W>(dlogits + n * V, logits + n * V, ignored ? 0.0f : dlosses.load(n),
+                        ignored ? 0.0f : lse.load(n), t, ignored, V, classes);
+}
+
+// The forward kernel, then the backward's row with dlosses known: one block reads its row twice
+// (the lse's pass, then the gradient's), the second time most likely from L2, and writes it
+// once, where the two kernels read it twice from memory. The gradient uses the lse as stored
+// (lse.load), so the values are the two kernels' bit for bit. dlogits may be logits: thread 0
+// reads the target's logit before the barrier, every write comes after it.
+template <typename T, int W>
+__global__ void __launch_bounds__(kThreads)
+    cross_entropy_fused_kernel(StatPtr losses, StatPtr lse, T* dlogits, StatPtr dlosses,
+                               const T* logits, const int32_t* targets, int64_t V, int64_t classes,
+                               int64_t ignore_index) {
+  __shared__ float scratch[32];
+  const int64_t n = blockIdx.x, t = targets[n];
+  const T* xr = logits + n * V;
+  const bool ignored = t == ignore_index;
+  const float l = row_lse<W>(xr, classes, scratch);
+  if (threadIdx.x == 0) {
+    lse.store(n, l);
+    losses.store(n, ignored ? 0.0f : (t >= 0 && t < classes) ? l - ld(xr, t) : NAN);
+  }
+  __syncthreads();  // the stores above are visible to the block, the target's logit read
+  write_row_gradient<W>(dlogits + n * V, xr, ignored ? 0.0f : dlosses.load(n),
+                        ignored ? 0.0f : lse.load(n), t, ignored, V, classes);
+}
+
+// x *= dy / expected unless dy == expected, compared in dy's dtype (expected rounded to it).
+// Every thread reads dy; when it equals expected, the kernel writes nothing. Grid-stride over at
+// most 1024 blocks (enough to fill a GPU), so the equal case costs a launch and no pass over x.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    cross_entropy_rescale_kernel(T* x, StatPtr dy, float expected, int64_t n) {
+  const float d = dy.load(0);
+  const float e = dy.bf16 ? core::bf16_to_f32(core::f32_to_bf16(expected)) : expected;
+  if (d == e) return;
+  const float r = d / e;
+  for (int64_t i = core::global_index(); i < n; i += core::grid_stride()) st(x, i, ld(x, i) * r);
 }
 
 // ---- entries ----------------------------------------------------------------------------------
@@ -276,6 +320,50 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const 
   });
 }
 
+void cross_entropy_fused(const Tensor& losses, const Tensor& lse, const Tensor& dlogits,
+                         const Tensor& dlosses, const Tensor& logits, const Tensor& targets,
+                         int64_t ignore_index, int64_t classes) {
+  const char* kernel = "cross_entropy_fused";
+  check_cross_entropy(kernel, logits, targets, lse, losses, classes);
+  check_cross_entropy(kernel, logits, targets, lse, dlosses, classes);
+  TESSERA_CHECK(dlogits.shape() == logits.shape(), "cuda kernel ", kernel, ": dlogits ",
+                dlogits.str(), " does not match logits ", logits.str());
+  check_args(kernel, logits.dtype(), {{"logits", logits}, {"dlogits", dlogits}});
+  const int64_t N = logits.size(0), V = logits.size(1);
+  const StatPtr ls = core::stat_arg(kernel, "losses", losses, logits, N);
+  const StatPtr lp = core::stat_arg(kernel, "lse", lse, logits, N);
+  const StatPtr g = core::stat_arg(kernel, "dlosses", dlosses, logits, N);
+  if (N == 0) return;
+  DeviceGuard guard(logits.device().index);
+  dispatch(kernel, logits.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const bool packed = rows_packed<T>(V, {dlogits.data_ptr(), logits.data_ptr()});
+    core::with_width<T>(packed, [&](auto w) {
+      cross_entropy_fused_kernel<T, decltype(w)::value><<<core::row_grid(kernel, N), kThreads>>>(
+          ls, lp, static_cast<T*>(dlogits.data_ptr()), g, static_cast<const T*>(logits.data_ptr()),
+          static_cast<const int32_t*>(targets.data_ptr()), V, classes, ignore_index);
+      CUDA_CHECK_LAUNCH();
+    });
+  });
+}
+
+void cross_entropy_rescale(const Tensor& dlogits, const Tensor& dy, double expected) {
+  const char* kernel = "cross_entropy_rescale";
+  TESSERA_CHECK(dlogits.is_contiguous(), "cuda kernel ", kernel,
+                ": dlogits must be contiguous, got ", dlogits.str());
+  check_args(kernel, dlogits.dtype(), {{"dlogits", dlogits}});
+  const StatPtr d = core::stat_arg(kernel, "dy", dy, dlogits, 1);
+  const int64_t n = dlogits.numel();
+  if (n == 0) return;
+  DeviceGuard guard(dlogits.device().index);
+  dispatch(kernel, dlogits.dtype(), [&](auto z) {
+    using T = decltype(z);
+    cross_entropy_rescale_kernel<T><<<std::min(core::grid_for(n), 1024u), kThreads>>>(
+        static_cast<T*>(dlogits.data_ptr()), d, float(expected), n);
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
 }  // namespace
 
 void add_softmax_kernels(Kernels& k) {
@@ -285,6 +373,8 @@ void add_softmax_kernels(Kernels& k) {
   k.log_softmax_backward = log_softmax_backward;
   k.cross_entropy_forward = cross_entropy_forward;
   k.cross_entropy_backward = cross_entropy_backward;
+  k.cross_entropy_fused = cross_entropy_fused;
+  k.cross_entropy_rescale = cross_entropy_rescale;
 }
 
 }  // namespace tessera::cuda

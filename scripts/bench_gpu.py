@@ -94,6 +94,8 @@ def bench_kernels(rows, C, V, params):
     fb = time_ms(lambda: torch.autograd.grad(F.cross_entropy(logits.float(), tg), (logits,)))
     if out["cross_entropy_fwd"]["ms"] is not None:
         out["cross_entropy_bwd"] = {"ms": fb - out["cross_entropy_fwd"]["ms"], "bytes": 4.0 * rows * V}
+    # Beside tessera's fused classifier (loss and gradient in one kernel): forward and backward.
+    out["cross_entropy_fused"] = {"ms": fb, "bytes": 4.0 * rows * V}
 
     # fused AdamW on one flat f32 parameter of the model's size (f32 weights and gradient under
     # autocast: 28 bytes per element, as tessera's bf16 weights + f32 master).

@@ -15,8 +15,8 @@
 # kernel and shape by shape. The timed steps run without it.
 # Variants of tessera's step, each a column of the table beside PyTorch:
 #   BENCH_UNFUSED=1 (the default): without its fusions (bench_gpu --unfused: split attention heads,
-#     unpadded logits, bias and GELU after the gemm, bias gradients summed apart), the "before"
-#     column;
+#     unpadded logits, bias and GELU after the gemm, bias gradients summed apart, the loss's
+#     gradient in its backward), the "before" column;
 #   BENCH_TUNED=1: cuBLASLt's algorithms timed per gemm (TESSERA_GEMM_TUNE=8, kernels/blas.cu)
 #     instead of the heuristic's first;
 #   BENCH_WGMMA=1: the attention kernels on Hopper's wgmma (TESSERA_FLASH_KERNELS=wgmma,
@@ -105,7 +105,8 @@ def load(name):
 t, p = load("tessera.json"), load("pytorch.json")
 variants = [(name, load(f"tessera-{name}.json"), note) for name, note in (
     ("unfused", "tessera's step without its fusions, bench_gpu --unfused: split attention heads, "
-                "unpadded logits, bias and GELU after the gemm, bias gradients summed apart"),
+                "unpadded logits, bias and GELU after the gemm, bias gradients summed apart, "
+                "the loss's gradient in its backward"),
     ("tuned", "TESSERA_GEMM_TUNE, each gemm's cuBLASLt algorithm the fastest of the heuristic's "
               "first 8, timed on its first call; tessera-tuned.log says how many changed"),
     ("wgmma", "TESSERA_FLASH_KERNELS=wgmma, the attention kernels on Hopper's wgmma"),

@@ -156,6 +156,12 @@ std::vector<KernelRow> bench_kernels(int64_t rows, int64_t C, int64_t V, int64_t
       TESSERA_KERNEL(logits, cross_entropy_backward)(dlogits, dlosses, logits, lse, targets, -100,
                                                      V);
     });
+    // The fused classifier (the step's way): both in one kernel, the row's second read from L2
+    // at best, so its time against the two rows' sum says what the fusion saves.
+    run(row("cross_entropy_fused", shape(rows, Vp), 2.0 * rows * V + 2.0 * rows * Vp), [&] {
+      TESSERA_KERNEL(logits, cross_entropy_fused)
+      (losses, lse, dlogits, dlosses, logits, targets, -100, V);
+    });
   }
   // A Linear's weight and bias gradients into f32 buffers, at c_fc's shape (N 4C, K C) and
   // c_proj's (N C, K 4C): the bias summed by the weight gradient's gemm (cuBLASLt's BGRADB
@@ -209,8 +215,8 @@ int main(int argc, char** argv) {
         cxxopts::value<int>()->default_value("0"))(
         "unfused",
         "time the step without its fusions (split attention heads, unpadded logits, "
-        "bias and GELU after the gemm, bias gradients summed apart): the before of a "
-        "before-and-after");
+        "bias and GELU after the gemm, bias gradients summed apart, the loss's gradient in its "
+        "backward): the before of a before-and-after");
     CommandLine cl = parse_command_line(argc, argv, options, /*config_required=*/false);
     if (cl.help) {
       std::cout << options.help() << "\n";
@@ -236,8 +242,8 @@ int main(int argc, char** argv) {
     nn::GPT model(mc, init);
     train::place_model(model, dev, on_gpu ? DType::BF16 : DType::F32);
     // --unfused: the step as it ran before attention read the fused projection in place, the
-    // logits were padded, the bias and GELU rode the gemm and the bias gradient the weight
-    // gradient's gemm (nn/unfused.h).
+    // logits were padded, the bias and GELU rode the gemm, the bias gradient the weight
+    // gradient's gemm (nn/unfused.h) and the loss's forward computed its gradient.
     const bool is_unfused = cl.args.count("unfused") > 0;
     if (is_unfused) model.set_hook(&nn::unfused_linears());
     int64_t n_flop_params = 0;
@@ -275,7 +281,8 @@ int main(int argc, char** argv) {
               << (is_unfused ? ", unfused" : "") << ", " << model.logit_columns()
               << " logit columns\n";
     auto step = [&] {  // Trainer::train_steps' order, one micro-batch
-      Tensor loss = model.loss(x, y, true);
+      // The loss's gradient in its forward (the fused classifier), as train runs it.
+      Tensor loss = model.loss(x, y, true, is_unfused ? 0.0 : 1.0);
       opt.backward(loss, /*last=*/true);
       const double l = loss.item();  // synchronises, after the backward as in train
       opt.grad_norm();                // read for the spike check before the update

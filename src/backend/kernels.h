@@ -157,6 +157,16 @@ struct Kernels {
   void (*cross_entropy_backward)(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
                                  const Tensor& lse, const Tensor& targets, int64_t ignore_index,
                                  int64_t classes);
+  // The fused classifier: cross_entropy_forward and cross_entropy_backward in one pass over the
+  // logits, for dlosses known before the backward runs (ops::cross_entropy's fused_dy). dlogits
+  // may be logits itself: the logits are then gone once it returns.
+  void (*cross_entropy_fused)(const Tensor& losses, const Tensor& lse, const Tensor& dlogits,
+                              const Tensor& dlosses, const Tensor& logits, const Tensor& targets,
+                              int64_t ignore_index, int64_t classes);
+  // dlogits *= dy / expected, unless dy == expected (then nothing is written): the fused
+  // gradient, computed for the dy `expected`, brought to the dy that came. dy is one element on
+  // dlogits' device, compared where it lies (no read back); dlogits contiguous.
+  void (*cross_entropy_rescale)(const Tensor& dlogits, const Tensor& dy, double expected);
 
   // ---- position and attention ---- (B, H, T, D) layouts
   // Rotary embedding, half-split pairs (x_i, x_{i + D/2}), angle (pos_offset + t) * inv_freq[i]

@@ -448,17 +448,19 @@ Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache) const {
   return head(norm(x, lnf_w_, lnf_b_), false, false);
 }
 
-Tensor GPT::loss(const Tensor& inputs, const Tensor& targets, bool training) const {
+Tensor GPT::loss(const Tensor& inputs, const Tensor& targets, bool training,
+                 double fused_dy) const {
   const Device dev = wte_.defined() ? wte_.device() : inputs.device();
   // The padded logits go to the cross-entropy whole; only the vocabulary's columns are classes.
   const int64_t V = cfg_.vocab_size;
   if (!inputs.device().is_cpu() || dev.is_cpu())
-    return ops::cross_entropy(forward_from(inputs, Tensor(), training), targets, -100, {}, V);
+    return ops::cross_entropy(forward_from(inputs, Tensor(), training), targets, -100, {}, V,
+                              fused_dy);
   // A host batch for a model on a device: uploaded once, its ids checked from the host copies.
   TESSERA_CHECK(targets.device().is_cpu(), "GPT: inputs on the host but targets on ",
                 targets.device().str(), " (", targets.str(), ")");
   return ops::cross_entropy(forward_from(inputs.to(dev), inputs, training), targets.to(dev), -100,
-                            targets, V);
+                            targets, V, fused_dy);
 }
 
 }  // namespace tessera::nn

@@ -108,8 +108,11 @@ class GPT {
   Tensor forward(const Tensor& inputs, bool training = true) const;
   // Mean cross-entropy of forward(inputs) against targets (B, T) i32 (ignore index -100). The batch
   // may also be on the host for a model on a device: its ids are then checked on the host and
-  // uploaded once, so nothing is read back from the device to check them.
-  Tensor loss(const Tensor& inputs, const Tensor& targets, bool training = true) const;
+  // uploaded once, so nothing is read back from the device to check them. fused_dy > 0: the dy
+  // the caller's backward will send, so the loss's forward computes the logits' gradient in the
+  // same pass (ops::cross_entropy's fused classifier).
+  Tensor loss(const Tensor& inputs, const Tensor& targets, bool training = true,
+              double fused_dy = 0) const;
 
   // Inference with a KV cache (no autograd): inputs (B, Tn) continue the sequence held in cache;
   // returns logits (B, Tn, V) equal to the last Tn rows of forward() over the whole sequence.

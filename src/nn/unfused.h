@@ -8,6 +8,7 @@
 //
 //   model.set_hook(&nn::unfused_linears());   // bench_gpu --unfused
 //   TESSERA_UNFUSED=1 build/train ...         // train installs it (not beside LoRA's hook)
+//                                             // and computes the loss's gradient in its backward
 #include "nn/gpt.h"
 
 namespace tessera::nn {

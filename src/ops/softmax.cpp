@@ -8,7 +8,10 @@
 // largest activation of a GPT. Its backward writes dlogits over the saved logits when it runs for
 // the last time and nothing else holds their memory (a GPT's loss: the logits are a temporary of
 // the forward), so the step's largest tensor is not allocated twice; each element is read before
-// it is overwritten (llm.c's fused classifier reuses the logits buffer the same way).
+// it is overwritten (llm.c's fused classifier reuses the logits buffer the same way). Given the
+// dy its caller will send (fused_dy), it goes one step further, as llm.c's classifier does: the
+// forward writes the gradient over the logits in the pass that computes the loss, and the
+// backward has nothing left to read but dy.
 #include "ops/softmax.h"
 
 #include <memory>
@@ -41,7 +44,7 @@ Tensor log_softmax(const Tensor& x) {
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                     const Tensor& host_targets, int64_t classes) {
+                     const Tensor& host_targets, int64_t classes, double fused_dy) {
   TESSERA_CHECK(logits.dim() >= 1 && is_floating(logits.dtype()),
                 "cross_entropy: logits must be a floating tensor (..., V), got ", logits.str());
   TESSERA_CHECK(targets.dtype() == DType::I32, "cross_entropy: targets must be i32, got ",
@@ -82,24 +85,49 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   Tensor loss = Tensor::empty({}, stat);
   // The mean over valid rows only; with none, every loss is 0 and so is the result.
   const double inv = n_valid ? 1.0 / double(n_valid) : 0.0;
-  TESSERA_KERNEL(L, cross_entropy_forward)(losses, lse, L, T, ignore_index, C);
-  TESSERA_KERNEL(L, sum_dim)(loss, losses, 1, N, 1, false);
-  TESSERA_KERNEL(L, axpby)(loss, inv, loss, 0.0, Tensor());
-
   // Each row's share of the mean: 1 / n_valid, 0 on ignored rows; sent to the device now, while
   // the host already holds the targets, so the backward neither reads dy back nor waits.
   std::vector<double> share(size_t(N), 0.0);
   for (int64_t n = 0; n < N; ++n)
     if (host[size_t(n)] != ignore_index) share[size_t(n)] = inv;
   Tensor weights = from_vector<double>(share, {N, 1}, stat);
+  // dlosses[n] = weights[n] * dy: dy (one element) the broadcast row.
+  auto dlosses_for = [weights](const Tensor& dy) {
+    Tensor dlosses = Tensor::empty(weights.shape(), weights.options());
+    TESSERA_KERNEL(weights, binary)(BinaryOp::Mul, dlosses, weights, dy.view({1}));
+    return dlosses;
+  };
+  auto as_stat = [stat](const Tensor& dy) {
+    return dy.dtype() == stat.dtype ? detail::dense(dy) : dy.to(stat.dtype);
+  };
+  const Shape logits_shape = logits.shape();
 
-  Shape logits_shape = logits.shape();
+  // The fused classifier: the logits are the caller's to give up (L and the caller's handle are
+  // all that hold their memory) and their gradient is wanted.
+  if (fused_dy > 0 && grad_enabled() && logits.requires_grad() && !logits.is_leaf() &&
+      L.storage().use_count() <= 2) {
+    const Tensor dl = dlosses_for(full({1}, fused_dy, stat)).view({N});
+    const Tensor& dlogits = L;  // written over the logits
+    TESSERA_KERNEL(L, cross_entropy_fused)(losses, lse, dlogits, dl, L, T, ignore_index, C);
+    TESSERA_KERNEL(L, sum_dim)(loss, losses, 1, N, 1, false);
+    TESSERA_KERNEL(L, axpby)(loss, inv, loss, 0.0, Tensor());
+    return record("cross_entropy", loss, {logits},
+                  [L, fused_dy, as_stat, logits_shape](const Tensor& dy, GradSink& g) {
+                    // L holds the gradient for dy = fused_dy. Run again later (a retained
+                    // graph), the closure must find it unchanged: then scaled in a copy.
+                    const Tensor dlogits = g.last_run() ? L : L.clone();
+                    TESSERA_KERNEL(L, cross_entropy_rescale)(dlogits, as_stat(dy), fused_dy);
+                    g.add(0, dlogits.view(logits_shape));
+                  });
+  }
+
+  TESSERA_KERNEL(L, cross_entropy_forward)(losses, lse, L, T, ignore_index, C);
+  TESSERA_KERNEL(L, sum_dim)(loss, losses, 1, N, 1, false);
+  TESSERA_KERNEL(L, axpby)(loss, inv, loss, 0.0, Tensor());
   return record("cross_entropy", loss, {logits},
-                [L, T, lse, weights, ignore_index, C, logits_shape](const Tensor& dy, GradSink& g) {
-                  // dlosses[n] = weights[n] * dy: dy (one element) is the broadcast row.
-                  Tensor dlosses = Tensor::empty(weights.shape(), weights.options());
-                  Tensor d = dy.dtype() == weights.dtype() ? detail::dense(dy) : dy.to(weights.dtype());
-                  TESSERA_KERNEL(weights, binary)(BinaryOp::Mul, dlosses, weights, d.view({1}));
+                [L, T, lse, dlosses_for, as_stat, ignore_index, C, logits_shape](const Tensor& dy,
+                                                                                 GradSink& g) {
+                  const Tensor dlosses = dlosses_for(as_stat(dy));
                   // In place when the saved logits' memory is ours alone and this closure is
                   // released after it runs; otherwise someone may read the logits later.
                   const bool in_place = g.last_run() && L.storage().use_count() == 1;

@@ -15,7 +15,13 @@ Tensor log_softmax(const Tensor& x);  // over the last dimension
 // classes > 0: only the first `classes` of the V columns are classes, the rest padding (a
 // vocabulary rounded up so the classifier's gemms run on aligned rows): the padding takes no part
 // in the softmax and its gradient is 0; targets must lie in [0, classes). 0: all V columns.
+// fused_dy > 0 (the fused classifier): the caller will send this dy back and gives the logits up.
+// Where their gradient is wanted, the forward writes it over the logits in the same pass
+// (cross_entropy_fused: the logits read once instead of twice), and the backward only compares
+// dy with fused_dy on the device, scaling the gradient where they differ. The logits hold the
+// gradient after the call; where anything else holds their memory (a view, a saved tensor), the
+// unfused path runs.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
-                     const Tensor& host_targets = {}, int64_t classes = 0);
+                     const Tensor& host_targets = {}, int64_t classes = 0, double fused_dy = 0);
 
 }  // namespace tessera::ops

@@ -202,6 +202,7 @@ class Trainer {
   nn::GPT model_;
   std::vector<NamedParam> params_;
   std::unique_ptr<peft::Lora> lora_;          // lora.rank > 0: params_ are its adapters
+  bool unfused_ = false;                      // TESSERA_UNFUSED=1 (nn/unfused.h)
   std::string base_path_, base_fingerprint_;  // the checkpoint.init the adapters belong to
   std::unique_ptr<FlatParams> flat_;          // adamw: parameters and gradients, flat
   std::unique_ptr<Optimizer> opt_;
@@ -267,8 +268,8 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   if (!cfg_.checkpoint.init.empty()) load_init();
   if (cfg_.lora.rank > 0)
     lora_ = std::make_unique<peft::Lora>(model_, lora_options(cfg_.lora), init_gen_);
-  const bool unfused = nn::unfused_requested();
-  if (unfused && !lora_) model_.set_hook(&nn::unfused_linears());
+  unfused_ = nn::unfused_requested();
+  if (unfused_ && !lora_) model_.set_hook(&nn::unfused_linears());
   if (const Placement where = placement(cfg_, comm_->local_rank()); where.device.is_cuda()) {
     place_model(model_, where.device, where.dtype);
     if (lora_) lora_->place(where.device);
@@ -294,9 +295,11 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
     restore(path, load_checkpoint(path), true);
   }
 
-  if (unfused)
-    out_->log() << "TESSERA_UNFUSED=1: the model's unfused paths (nn/unfused.h)"
-                << (lora_ ? " ignored: LoRA's hook computes the Linears" : "") << "\n";
+  if (unfused_)
+    out_->log() << "TESSERA_UNFUSED=1: the loss's gradient in its backward"
+                << (lora_ ? "; the model's fused paths kept: LoRA's hook computes the Linears"
+                          : ", the model's unfused paths (nn/unfused.h)")
+                << "\n";
   if (lora_)
     out_->log() << "lora: " << lora_->adapter_parameters()
                 << " trainable adapter parameters beside " << lora_->base_parameters()
@@ -501,7 +504,11 @@ data::Batch Trainer::next_batch(int64_t* window) {
 Tensor Trainer::micro_loss(int64_t* window) {
   data::Batch b = next_batch(window);
   // Batches come from the loader on the host; the model uploads them and checks their ids there.
-  Tensor loss = model_.loss(b.inputs, b.targets, true);
+  // AdamW differentiates each micro-batch's loss once, with dy = 1 / accum_ (forward_backward), so
+  // the loss computes the logits' gradient in its forward (the fused classifier). LOMO's
+  // two-pass clipping runs the backward twice: not fused. Nor under TESSERA_UNFUSED=1.
+  const double fused_dy = opt_->name() == "adamw" && !unfused_ ? 1.0 / double(accum_) : 0.0;
+  Tensor loss = model_.loss(b.inputs, b.targets, true, fused_dy);
   if (poisoned_.count(*window) && cfg_.spike.inject_kind != "corrupt") {
     const double s = cfg_.spike.inject_kind == "nan" ? std::nan("") : cfg_.spike.inject_scale;
     loss = ops::scale(loss, s);

@@ -2,12 +2,15 @@
 // by central differences, and the errors for bad targets and shapes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
 
-#include "gradcheck.h"
 #include "autograd/autograd.h"
+#include "backend/profile.h"
 #include "core/storage.h"
+#include "gradcheck.h"
 #include "ops/ops.h"
 #include "test_util.h"
 
@@ -237,4 +240,97 @@ TEST(CrossEntropy, a_retained_graph_keeps_its_logits_for_the_next_backward) {
   std::vector<double> doubled = once.grads();
   for (double& v : doubled) v *= 2;  // exact in binary floating point
   EXPECT_EQ(twice.grads(), doubled);
+}
+
+namespace {
+
+// Calls of `kernel` while f runs.
+int64_t calls_of(const char* kernel, const std::function<void()>& f) {
+  profile::start();
+  f();
+  profile::stop();
+  int64_t n = 0;
+  for (const profile::Row& r : profile::rows())
+    if (r.kernel == kernel) n += r.calls;
+  return n;
+}
+
+}  // namespace
+
+// The fused classifier (fused_dy): the forward writes the gradient over the logits, and the
+// backward, handed the dy it was promised, writes nothing more. The loss and every gradient are
+// the unfused op's bit for bit (the same per-row formula from the same stored lse), for dy 1 and
+// for the 1/4 of four accumulated micro-batches, ignored rows included.
+TEST(CrossEntropy, the_fused_classifier_gives_the_unfused_loss_and_gradients_bit_for_bit) {
+  for (const double dy : {1.0, 0.25}) {
+    Head unfused(9), fused(9);
+    const Tensor want = ops::cross_entropy(ops::linear(unfused.x, unfused.w), unfused.targets);
+    ops::scale(want, dy).backward();
+    Tensor got;
+    EXPECT_EQ(calls_of("cross_entropy_fused",
+                       [&] {
+                         got = ops::cross_entropy(ops::linear(fused.x, fused.w), fused.targets,
+                                                  -100, {}, 0, dy);
+                       }),
+              1);
+    EXPECT_EQ(calls_of("cross_entropy_backward", [&] { ops::scale(got, dy).backward(); }), 0);
+    EXPECT_EQ(got.item(), want.item()) << dy;
+    EXPECT_EQ(fused.grads(), unfused.grads()) << dy;
+  }
+}
+
+// A dy other than the one promised (a loss scaled before its backward: a spike test's injected
+// scale) scales the fused gradient by their ratio: the unfused gradients to the rounding of that
+// product (f64: 1e-14 of the largest).
+TEST(CrossEntropy, a_dy_other_than_the_promised_one_scales_the_fused_gradient) {
+  Head unfused(10), fused(10);
+  ops::scale(ops::cross_entropy(ops::linear(unfused.x, unfused.w), unfused.targets), 3.0)
+      .backward();
+  ops::scale(ops::cross_entropy(ops::linear(fused.x, fused.w), fused.targets, -100, {}, 0, 1.0),
+             3.0)
+      .backward();
+  const std::vector<double> want = unfused.grads(), got = fused.grads();
+  double scale = 0;
+  for (double v : want) scale = std::max(scale, std::fabs(v));
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-14 * scale) << i;
+}
+
+// Where the logits are not the op's to give up, the unfused path runs and they stay the logits:
+// a leaf (a parameter's values), logits another view also holds, logits computed without a
+// gradient wanted. A retained graph keeps the fused gradient for its next pass, even where the
+// first scaled it (a dy of 3 against the promised 1): two passes accumulate twice one, to the
+// rounding of that scaling (f64: 1e-14 of the largest).
+TEST(CrossEntropy, the_fused_classifier_never_overwrites_logits_it_was_not_given) {
+  Head h(11);
+  Tensor leaf = ops::linear(h.x, h.w).detach().requires_grad_();
+  const std::vector<double> leaf_values = leaf.to_vector<double>();
+  EXPECT_EQ(calls_of("cross_entropy_fused",
+                     [&] { ops::cross_entropy(leaf, h.targets, -100, {}, 0, 1.0).backward(); }),
+            0);
+  EXPECT_EQ(leaf.to_vector<double>(), leaf_values);
+
+  const Tensor logits = ops::linear(h.x, h.w), other_view = logits.view({-1});
+  const std::vector<double> values = logits.to_vector<double>();
+  ops::cross_entropy(logits, h.targets, -100, {}, 0, 1.0).backward();
+  EXPECT_EQ(logits.to_vector<double>(), values);
+  {
+    NoGradGuard no_grad;
+    const Tensor eval = ops::linear(h.x, h.w);
+    EXPECT_EQ(calls_of("cross_entropy_fused",
+                       [&] { ops::cross_entropy(eval, h.targets, -100, {}, 0, 1.0); }),
+              0);
+  }
+
+  Head once(12), twice(12);
+  ops::scale(ops::cross_entropy(ops::linear(once.x, once.w), once.targets), 3.0).backward();
+  const Tensor loss = ops::scale(
+      ops::cross_entropy(ops::linear(twice.x, twice.w), twice.targets, -100, {}, 0, 1.0), 3.0);
+  backward(loss, {}, {.retain_graph = true});
+  backward(loss, {}, {.retain_graph = true});
+  const std::vector<double> one = once.grads(), two = twice.grads();
+  double scale = 0;
+  for (double v : one) scale = std::max(scale, std::fabs(v));
+  ASSERT_EQ(two.size(), one.size());
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], 2 * one[i], 1e-14 * scale) << i;
 }

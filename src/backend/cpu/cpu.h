@@ -81,6 +81,10 @@ void cross_entropy_forward(const Tensor& losses, const Tensor& lse, const Tensor
 void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
                             const Tensor& lse, const Tensor& targets, int64_t ignore_index,
                             int64_t classes);
+void cross_entropy_fused(const Tensor& losses, const Tensor& lse, const Tensor& dlogits,
+                         const Tensor& dlosses, const Tensor& logits, const Tensor& targets,
+                         int64_t ignore_index, int64_t classes);
+void cross_entropy_rescale(const Tensor& dlogits, const Tensor& dy, double expected);
 // rope.cpp
 void rope(const Tensor& y, const Tensor& x, const std::vector<double>& inv_freq, double scale,
           int64_t pos_offset, bool inverse);

@@ -127,6 +127,22 @@ void check_cross_entropy(const char* kernel, const Tensor& logits, const Tensor&
                   ": target ", t[n], " at row ", n, " is outside [0, ", classes, ")");
 }
 
+// Row n's gradient, g (softmax(x) - onehot(t)) with softmax = exp(x - l), l the lse as saved
+// (rounded to T); 0 on the padding columns and on an ignored row. dr may be xr: the target's
+// logit is read before the row is written.
+template <typename T>
+void write_row_gradient(T* dr, const T* xr, double g, double l, int32_t t, bool ignored, int64_t V,
+                        int64_t classes) {
+  if (ignored) {
+    for (int64_t v = 0; v < V; ++v) dr[v] = T(0);
+    return;
+  }
+  const double e_t = std::exp(double(xr[t]) - l);  // read before dr may overwrite it
+  for (int64_t v = 0; v < classes; ++v) dr[v] = T(g * std::exp(double(xr[v]) - l));
+  for (int64_t v = classes; v < V; ++v) dr[v] = T(0);
+  dr[t] = T(g * (e_t - 1.0));
+}
+
 }  // namespace
 
 void cross_entropy_forward(const Tensor& losses, const Tensor& lse, const Tensor& logits,
@@ -169,19 +185,55 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const 
     const int32_t* tp = static_cast<const int32_t*>(targets.data_ptr());
     T* dp = static_cast<T*>(dlogits.data_ptr());
 #pragma omp parallel for if (N * V > kParallelWork)
+    for (int64_t n = 0; n < N; ++n)
+      write_row_gradient(dp + n * V, xp + n * V, double(gp[n]), double(sp[n]), tp[n],
+                         tp[n] == ignore_index, V, classes);
+  });
+}
+
+// The two above in one pass over each row: its lse and loss (the target's logit read first),
+// then its gradient from the lse as cross_entropy_forward saves it, so the values are the two
+// kernels' bit for bit. dlogits may be logits.
+void cross_entropy_fused(const Tensor& losses, const Tensor& lse, const Tensor& dlogits,
+                         const Tensor& dlosses, const Tensor& logits, const Tensor& targets,
+                         int64_t ignore_index, int64_t classes) {
+  check_cross_entropy("cross_entropy_fused", logits, lse, targets, ignore_index, classes);
+  check_like("cross_entropy_fused", lse, {&losses, &dlosses});
+  check_like("cross_entropy_fused", logits, {&dlogits});
+  const int64_t N = logits.size(0), V = logits.size(1);
+  dispatch_float("cross_entropy_fused", logits.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* xp = static_cast<const T*>(logits.data_ptr());
+    const T* gp = static_cast<const T*>(dlosses.data_ptr());
+    const int32_t* tp = static_cast<const int32_t*>(targets.data_ptr());
+    T* lp = static_cast<T*>(losses.data_ptr());
+    T* sp = static_cast<T*>(lse.data_ptr());
+    T* dp = static_cast<T*>(dlogits.data_ptr());
+#pragma omp parallel for if (N * V > kParallelWork)
     for (int64_t n = 0; n < N; ++n) {
-      T* dr = dp + n * V;
-      if (tp[n] == ignore_index) {
-        for (int64_t v = 0; v < V; ++v) dr[v] = T(0);
-        continue;
-      }
       const T* xr = xp + n * V;
-      const double g = double(gp[n]), l = double(sp[n]);
-      const double e_t = std::exp(double(xr[tp[n]]) - l);  // read before dr may overwrite it
-      for (int64_t v = 0; v < classes; ++v) dr[v] = T(g * std::exp(double(xr[v]) - l));
-      for (int64_t v = classes; v < V; ++v) dr[v] = T(0);
-      dr[tp[n]] = T(g * (e_t - 1.0));
+      const bool ignored = tp[n] == ignore_index;
+      const double l = row_lse(xr, classes);
+      sp[n] = T(l);
+      lp[n] = ignored ? T(0) : T(l - double(xr[tp[n]]));
+      write_row_gradient(dp + n * V, xr, double(gp[n]), double(T(l)), tp[n], ignored, V, classes);
     }
+  });
+}
+
+void cross_entropy_rescale(const Tensor& dlogits, const Tensor& dy, double expected) {
+  TESSERA_CHECK(dlogits.is_contiguous() && dy.numel() == 1 && dy.dtype() == dlogits.dtype(),
+                "cpu kernel cross_entropy_rescale: dlogits ", dlogits.str(),
+                " must be contiguous and dy ", dy.str(), " one element of its dtype");
+  dispatch_float("cross_entropy_rescale", dlogits.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const double d = double(*static_cast<const T*>(dy.data_ptr()));
+    if (d == double(T(expected))) return;
+    T* p = static_cast<T*>(dlogits.data_ptr());
+    const int64_t n = dlogits.numel();
+    const double r = d / double(T(expected));
+#pragma omp parallel for if (n > kParallelWork)
+    for (int64_t i = 0; i < n; ++i) p[i] = T(double(p[i]) * r);
   });
 }
 

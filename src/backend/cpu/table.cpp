@@ -40,6 +40,8 @@ const Kernels& kernels() {
       .log_softmax_backward = log_softmax_backward,
       .cross_entropy_forward = cross_entropy_forward,
       .cross_entropy_backward = cross_entropy_backward,
+      .cross_entropy_fused = cross_entropy_fused,
+      .cross_entropy_rescale = cross_entropy_rescale,
       .rope = rope,
       .attention_forward = attention_forward,
       .attention_backward = attention_backward,

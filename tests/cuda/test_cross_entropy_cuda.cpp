@@ -1,0 +1,99 @@
+// The fused classifier's kernels on the GPU (kernels/softmax.cu): cross_entropy_fused against the
+// forward and backward kernels it fuses, and cross_entropy_rescale. The fused kernel stores the lse
+// and reads it back for the gradient, as the backward kernel loads it, so the two ways must give
+// the same bits: losses, lse and dlogits, out of place and written over the logits, f32 and bf16
+// logits with f32 per-row values and bf16 ones, a padded vocabulary, ignored rows, a row length
+// that takes the 16-byte path and one that does not. Every test skips without a CUDA device.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "backend/cuda.h"
+#include "backend/kernels.h"
+#include "core/rng.h"
+#include "ops/ops.h"
+#include "test_util.h"
+
+namespace tessera {
+namespace {
+
+using testing::bytes;
+using testing::values;
+
+const Device kGpu = Device::cuda(0);
+
+std::vector<unsigned char> host_bytes(const Tensor& t) {
+  return testing::bytes(t.to(Device::cpu()));
+}
+
+TEST(CrossEntropyFusedCuda, the_fused_kernel_gives_the_forward_and_backward_kernels_bits) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  const Kernels& k = kernels_for(kGpu);
+  const int64_t N = 29, ignore = -100;
+  for (const DType dt : {DType::F32, DType::BF16})
+    for (const DType stat : {DType::F32, dt})
+      for (const int64_t V : {int64_t(1024), int64_t(1001)})
+        for (const int64_t classes : {V, V - 13}) {
+          const std::string what = std::string(dtype_name(dt)) + " logits, " + dtype_name(stat) +
+                                   " rows, V " + std::to_string(V) + ", classes " +
+                                   std::to_string(classes);
+          Generator g(uint64_t(V + classes));
+          const Tensor logits = ops::scale(randn({N, V}, g), 3.0).to(dt).to(kGpu);
+          std::vector<int32_t> t(static_cast<size_t>(N));
+          for (int64_t n = 0; n < N; ++n)
+            t[size_t(n)] = n % 5 == 4 ? int32_t(ignore) : int32_t(n * 97 % classes);
+          const Tensor targets = from_vector(t, {N}).to(kGpu);
+          const Tensor dlosses = ops::scale(rand({N}, g), 0.1).to(stat).to(kGpu);
+          auto row = [&] { return Tensor::empty({N}, {stat, kGpu}); };
+
+          Tensor losses = row(), lse = row(), dlogits = Tensor::empty({N, V}, {dt, kGpu});
+          k.cross_entropy_forward(losses, lse, logits, targets, ignore, classes);
+          k.cross_entropy_backward(dlogits, dlosses, logits, lse, targets, ignore, classes);
+
+          Tensor f_losses = row(), f_lse = row(), f_dlogits = Tensor::empty({N, V}, {dt, kGpu});
+          f_dlogits.fill_(std::nan(""));  // every element written
+          k.cross_entropy_fused(f_losses, f_lse, f_dlogits, dlosses, logits, targets, ignore,
+                                classes);
+          EXPECT_EQ(host_bytes(f_losses), host_bytes(losses)) << what;
+          EXPECT_EQ(host_bytes(f_lse), host_bytes(lse)) << what;
+          EXPECT_EQ(host_bytes(f_dlogits), host_bytes(dlogits)) << what;
+
+          Tensor over = logits.clone();  // the op's way: the gradient written over the logits
+          k.cross_entropy_fused(f_losses, f_lse, over, dlosses, over, targets, ignore, classes);
+          EXPECT_EQ(host_bytes(f_losses), host_bytes(losses)) << what << ", in place";
+          EXPECT_EQ(host_bytes(over), host_bytes(dlogits)) << what << ", in place";
+        }
+}
+
+// dlogits *= dy / expected, unless dy, in its dtype, is expected rounded to that dtype: then not
+// one element is written (NaN stays NaN). Where it differs, one rounding of the product: 3x in f32
+// is exact before its rounding to bf16, so the bits are the host's.
+TEST(CrossEntropyFusedCuda, rescale_scales_only_when_dy_is_not_the_promised_one) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  const Kernels& k = kernels_for(kGpu);
+  Generator g(5);
+  for (const DType dt : {DType::F32, DType::BF16})
+    for (const DType stat : {DType::F32, dt}) {
+      const std::string what =
+          std::string(dtype_name(dt)) + " dlogits, " + dtype_name(stat) + " dy";
+      const Tensor x = randn({37, 101}, g).to(dt);
+      Tensor gx = x.to(kGpu);
+      Tensor with_nan = gx.narrow(0, 3, 1);
+      with_nan.fill_(std::nan(""));
+      const Tensor before = gx.to(Device::cpu());
+      // 0.1 is not a bf16 value: dy holds it rounded, and so is expected before the comparison.
+      k.cross_entropy_rescale(gx, full({1}, 0.1, stat).to(kGpu), 0.1);
+      EXPECT_EQ(host_bytes(gx), host_bytes(before)) << what << ": dy equal to expected";
+
+      Tensor gy = x.to(kGpu);
+      k.cross_entropy_rescale(gy, full({1}, 0.75, stat).to(kGpu), 0.25);
+      std::vector<double> want = values(x);
+      for (double& v : want) v *= 3;
+      EXPECT_EQ(host_bytes(gy), host_bytes(from_vector<double>(want, x.shape()).to(dt))) << what;
+    }
+}
+
+}  // namespace
+}  // namespace tessera
