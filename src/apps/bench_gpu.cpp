@@ -366,10 +366,10 @@ int main(int argc, char** argv) {
       kernels = bench_kernels(B * T, mc.n_embd, mc.vocab_size, model.num_parameters());
       for (const KernelRow& k : kernels) {
         if (std::isfinite(k.ms))
-          std::printf("  %-18s %-18s %8.3f ms  %7.0f GB/s%s%s\n", k.name.c_str(), k.shape.c_str(),
+          std::printf("  %-19s %-18s %8.3f ms  %7.0f GB/s%s%s\n", k.name.c_str(), k.shape.c_str(),
                       k.ms, k.bytes / (k.ms * 1e6), k.note.empty() ? "" : "  ", k.note.c_str());
         else
-          std::printf("  %-18s %-18s n/a (%s)\n", k.name.c_str(), k.shape.c_str(), k.note.c_str());
+          std::printf("  %-19s %-18s n/a (%s)\n", k.name.c_str(), k.shape.c_str(), k.note.c_str());
       }
     }
 
