@@ -1,8 +1,6 @@
 #include "nn/unfused.h"
 
-#include <cstdlib>
-#include <cstring>
-
+#include "core/env.h"
 #include "ops/ops.h"
 
 namespace tessera::nn {
@@ -25,11 +23,6 @@ const LinearHook& unfused_linears() {
   return hook;
 }
 
-bool unfused_requested() {
-  const char* e = std::getenv("TESSERA_UNFUSED");
-  if (!e || !*e || std::strcmp(e, "0") == 0) return false;
-  TESSERA_CHECK(std::strcmp(e, "1") == 0, "TESSERA_UNFUSED='", e, "': expected 1 or 0");
-  return true;
-}
+bool unfused_requested() { return env_switch("TESSERA_UNFUSED", "0", "1"); }
 
 }  // namespace tessera::nn

@@ -104,13 +104,19 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 
   // The fused classifier: the logits are the caller's to give up (L and the caller's handle are
   // all that hold their memory) and their gradient is wanted.
-  if (fused_dy > 0 && grad_enabled() && logits.requires_grad() && !logits.is_leaf() &&
-      L.storage().use_count() <= 2) {
+  const bool fused = fused_dy > 0 && grad_enabled() && logits.requires_grad() &&
+                     !logits.is_leaf() && L.storage().use_count() <= 2;
+  if (fused) {
     const Tensor dl = dlosses_for(full({1}, fused_dy, stat)).view({N});
     const Tensor& dlogits = L;  // written over the logits
     TESSERA_KERNEL(L, cross_entropy_fused)(losses, lse, dlogits, dl, L, T, ignore_index, C);
-    TESSERA_KERNEL(L, sum_dim)(loss, losses, 1, N, 1, false);
-    TESSERA_KERNEL(L, axpby)(loss, inv, loss, 0.0, Tensor());
+  } else {
+    TESSERA_KERNEL(L, cross_entropy_forward)(losses, lse, L, T, ignore_index, C);
+  }
+  TESSERA_KERNEL(L, sum_dim)(loss, losses, 1, N, 1, false);
+  TESSERA_KERNEL(L, axpby)(loss, inv, loss, 0.0, Tensor());
+
+  if (fused)
     return record("cross_entropy", loss, {logits},
                   [L, fused_dy, as_stat, logits_shape](const Tensor& dy, GradSink& g) {
                     // L holds the gradient for dy = fused_dy. Run again later (a retained
@@ -119,11 +125,6 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
                     TESSERA_KERNEL(L, cross_entropy_rescale)(dlogits, as_stat(dy), fused_dy);
                     g.add(0, dlogits.view(logits_shape));
                   });
-  }
-
-  TESSERA_KERNEL(L, cross_entropy_forward)(losses, lse, L, T, ignore_index, C);
-  TESSERA_KERNEL(L, sum_dim)(loss, losses, 1, N, 1, false);
-  TESSERA_KERNEL(L, axpby)(loss, inv, loss, 0.0, Tensor());
   return record("cross_entropy", loss, {logits},
                 [L, T, lse, dlosses_for, as_stat, ignore_index, C, logits_shape](const Tensor& dy,
                                                                                  GradSink& g) {

@@ -3,11 +3,10 @@
 #include "optim/flat.h"
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <unordered_set>
 
 #include "autograd/autograd.h"
+#include "core/env.h"
 
 namespace tessera {
 namespace {
@@ -19,13 +18,7 @@ int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 // TESSERA_ZERO_GRAD=fill: zero_grad writes the whole buffer's zeros, as it did before gradients
 // were attached unfilled (a check, on a GPU, that those lazy zeros are not what goes wrong);
 // "lazy" or unset: the default. Read at each zero_grad.
-bool fill_on_zero_grad() {
-  const char* e = std::getenv("TESSERA_ZERO_GRAD");
-  if (!e || !*e || std::strcmp(e, "lazy") == 0) return false;
-  TESSERA_CHECK(std::strcmp(e, "fill") == 0, "TESSERA_ZERO_GRAD='", e,
-                "': expected lazy (the default) or fill");
-  return true;
-}
+bool fill_on_zero_grad() { return env_switch("TESSERA_ZERO_GRAD", "lazy", "fill"); }
 
 }  // namespace
 
