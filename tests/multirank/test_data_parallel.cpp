@@ -38,12 +38,29 @@ const std::string kTrain = tessera::testing::bin_dir() + "/train";
 constexpr double kParamTol = 1e-5;
 constexpr double kLossRelTol = 1e-4;
 
+// OpenMPI's session directory for this process's mpiruns, its own: two mpiruns of tests that ctest
+// runs side by side would otherwise create the one default (/tmp/ompi.<host>.<uid>) at once, and
+// the loser fails in orte_init ("File exists"). Removed when the process ends.
+const fs::path& ompi_tmpdir() {
+  struct Dir {
+    fs::path path = fs::temp_directory_path() / ("tessera-ompi-" + std::to_string(::getpid()));
+    Dir() { fs::create_directories(path); }
+    ~Dir() {
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  };
+  static const Dir dir;
+  return dir.path;
+}
+
 // Runs `mpirun -np N train --config cfg args...` with output to log; returns the exit status.
 int mpirun(int np, const fs::path& cfg, const std::vector<std::string>& args, const fs::path& log) {
   std::string cmd = std::string(TESSERA_MPIEXEC) +
                     " --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism "
-                    "none -x OMP_NUM_THREADS=1 -np " +
-                    std::to_string(np) + " " + kTrain + " --config " + cfg.string();
+                    "none --mca orte_tmpdir_base " +
+                    ompi_tmpdir().string() + " -x OMP_NUM_THREADS=1 -np " + std::to_string(np) +
+                    " " + kTrain + " --config " + cfg.string();
   for (const std::string& a : args) cmd += " " + a;
   cmd += " >> " + log.string() + " 2>&1";
   const int rc = std::system(cmd.c_str());
@@ -112,6 +129,7 @@ class DataParallel : public ::testing::Test {
     Background b{-1, run_.dir / (name + ".yaml"), run_.dir / (name + ".log"),
                  run_.dir / "ckpt" / name};
     std::ofstream(b.cfg) << to_yaml(c);
+    ompi_tmpdir();  // made (and later removed) by this process, not the child that _exits
     b.launcher = fork();
     if (b.launcher == 0) _exit(mpirun(np, b.cfg, {}, b.log));
     return b;
