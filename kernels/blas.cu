@@ -148,7 +148,8 @@ struct Epilogue {
 };
 
 // The fusions TESSERA_GEMM_EPILOGUES allows: a bit per Epilogue::Kind, and kResidual for a C read
-// apart from D. Read at each gemm (a test may change it), parsed again only when it changed.
+// apart from D. Read at each gemm (a test may change it), parsed again only when it changed. Blanks
+// around a name are ignored ("bias, gelu").
 constexpr unsigned kResidual = 1u << 7;
 unsigned allowed_fusions() {
   thread_local std::string last;
@@ -157,9 +158,14 @@ unsigned allowed_fusions() {
   const std::string s = e ? e : "";
   if (s == last) return mask;
   unsigned m = 0;
-  if (s.empty() || s == "all") {
+  auto trimmed = [](std::string w) {
+    w.erase(0, w.find_first_not_of(" \t"));
+    return w.erase(w.find_last_not_of(" \t") + 1);
+  };
+  const std::string word = trimmed(s);
+  if (word.empty() || word == "all") {
     m = ~0u;
-  } else if (s != "none") {
+  } else if (word != "none") {
     static const std::pair<const char*, unsigned> names[] = {{"bias", 1u << Epilogue::Bias},
                                                              {"gelu", 1u << Epilogue::GeluAuxBias},
                                                              {"dgelu", 1u << Epilogue::DGelu},
@@ -167,7 +173,7 @@ unsigned allowed_fusions() {
                                                              {"residual", kResidual}};
     for (size_t at = 0; at <= s.size();) {
       const size_t end = std::min(s.find(',', at), s.size());
-      const std::string name = s.substr(at, end - at);
+      const std::string name = trimmed(s.substr(at, end - at));
       const auto it = std::find_if(std::begin(names), std::end(names),
                                    [&](const auto& n) { return name == n.first; });
       TESSERA_CHECK(it != std::end(names), "TESSERA_GEMM_EPILOGUES='", s, "': unknown fusion '",

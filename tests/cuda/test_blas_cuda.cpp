@@ -642,7 +642,7 @@ TEST_P(GemmCuda, linear_param_backward_sums_the_bias_gradient_in_the_weight_gemm
 // an epilogue's tanh.approx GELU (linear_gelu_forward's test); a wrong element is off by O(1). On
 // the emulator an allowed fusion must run (a GPU's heuristic may not offer it). A residual rides
 // the gemm with the bias epilogue, so it needs bias allowed too. An unknown name is an error
-// naming the variable and the name.
+// naming the variable and the name; blanks around a name are not part of it.
 TEST(GemmCudaSwitch, tessera_gemm_epilogues_switches_each_fusion_off_by_name) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   struct Unset {
@@ -720,6 +720,17 @@ TEST(GemmCudaSwitch, tessera_gemm_epilogues_switches_each_fusion_off_by_name) {
           if (!(std::fabs(got[o][i] - all[o][i]) <= tol * (1 + std::fabs(all[o][i])))) ++bad;
         EXPECT_EQ(bad, 0) << what << ": " << bad << " elements of " << names[o]
                           << " differ from the all-fusions run's";
+      }
+    }
+    // Blanks around the names and the words are ignored.
+    for (const auto& [spaced, plain] :
+         {std::pair{" bias , residual ", "bias,residual"}, std::pair{" none\t", "none"}}) {
+      cuda::BlasStats with_blanks, without;
+      run(spaced, with_blanks);
+      run(plain, without);
+      for (const auto& f : fusions) {
+        EXPECT_EQ(with_blanks.*f.fused, without.*f.fused) << "'" << spaced << "': " << f.name;
+        EXPECT_EQ(with_blanks.*f.apart, without.*f.apart) << "'" << spaced << "': " << f.name;
       }
     }
   }
