@@ -74,7 +74,7 @@ tessera_emu_switch_stack:
 
 namespace tessera::emu {
 
-thread_local Builtins* current = nullptr;
+constinit thread_local Builtins* current = nullptr;
 // What cudaGetLastError returns next: a bad launch configuration, or a runtime call's error.
 thread_local cudaError_t g_last_error = cudaSuccess;
 
