@@ -10,8 +10,9 @@
 #   tiny       300 steps of tiny with head dimension 64 on the GPU: the loss must fall
 #              (either failing: the GPU run again under the switches for what has never run on a
 #              GPU, to name the part at fault and keep the switch for the later stages; "bisect")
-#   hf         that model and 20 GPU steps of llama-small exported (build/export) and loaded by
-#              Hugging Face transformers: their logits against tessera's (hf_transformers_check.py)
+#   hf         that model (the bisect's, where a switch made it train) and 20 GPU steps of
+#              llama-small exported (build/export) and loaded by Hugging Face transformers: their
+#              logits against tessera's (hf_transformers_check.py)
 #   bench      GPT-2 124M step beside its PyTorch twin (scripts/bench_gpu.sh), then tessera's
 #              kernel profile of that step (which kernels and shapes its device time goes to)
 #   attention  fused attention beside PyTorch's SDPA (scripts/bench_attention.sh), a short sweep
@@ -192,6 +193,7 @@ print(("ok" if last < first - 1.0 else "FAILED"), f"{len(l)} steps: mean loss of
 # so the later stages measure a step that trains; a row says so.
 SWITCHES="TESSERA_ZERO_GRAD=fill TESSERA_GEMM_EPILOGUES=none TESSERA_FLASH_KERNELS=wmma TESSERA_UNFUSED=1"
 APPLIED=""
+PASSED_RUN=""  # the run of the last bisect that passed under the switch it found, if it found one
 switched_run() {  # switched_run "VAR=value ..." VERDICT-FUNCTION RUN STEPS [train args] -> verdict
   local envs=$1 verdict_of=$2 name=$3 rc
   shift 2
@@ -205,6 +207,7 @@ switched_run() {  # switched_run "VAR=value ..." VERDICT-FUNCTION RUN STEPS [tra
 bisect() {  # bisect STAGE VERDICT-FUNCTION STEPS [train args]: STAGE's GPU run failed
   local stage=$1 verdict_of=$2 candidates="" e v found=""
   shift 2
+  PASSED_RUN=""
   for e in $SWITCHES; do [[ " $APPLIED " == *" $e "* ]] || candidates+="${candidates:+ }$e"; done
   if [ -z "$candidates" ]; then
     row "  $stage, switches" "still FAILED" "with $APPLIED applied: the fault is elsewhere"; return
@@ -218,7 +221,7 @@ bisect() {  # bisect STAGE VERDICT-FUNCTION STEPS [train args]: STAGE's GPU run 
   for e in $candidates; do
     v=$(switched_run "$e" "$verdict_of" "$stage-switched" "$@")
     row "  $stage, $e" "${v%% *}" "${v#* }"
-    if [[ $v == ok* ]]; then found=$e; break; fi
+    if [[ $v == ok* ]]; then found=$e; PASSED_RUN=$stage-switched; break; fi
   done
   for e in ${found:-$candidates}; do export "${e?}"; APPLIED+="${APPLIED:+ }$e"; done
   row "switches applied" "${found:-$candidates}" "for the rest of this run: the $stage stage passes with it and fails without"
@@ -255,6 +258,8 @@ if want tiny; then
     row tiny FAILED "train exited with $rc$(timed_out $rc) (train.log)"
   fi
   [[ $verdict == ok* ]] || bisect tiny falls_verdict 300 --set model.n_embd=256
+  # The hf stage exports the run that trained: the bisect's, where the switch it found saved it.
+  [[ $verdict == ok* ]] || TINY_RUN=${PASSED_RUN:-tiny-hd64}
 fi
 
 if want hf; then
@@ -263,7 +268,7 @@ if want hf; then
   # run's last checkpoint (GPT2LMHeadModel) and 20 GPU steps of llama-small (LlamaForCausalLM:
   # RMSNorm, SwiGLU, RoPE, grouped-query heads, untied head).
   CONFIG=configs/llama-small.yaml train_run hf-llama "$GPU_DEVICE" 20; llama_rc=$?
-  for run in tiny-hd64 hf-llama; do
+  for run in "${TINY_RUN:-tiny-hd64}" hf-llama; do
     t0=$(date +%s)
     hf_dir=/tmp/gpu-check-hf-$run
     rm -rf "$hf_dir" "$hf_dir.ref" "$hf_dir.log"
