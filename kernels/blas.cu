@@ -286,6 +286,21 @@ cublasLtMatrixLayout_t layout(cudaDataType_t type, int64_t rows, int64_t cols, i
 // calls with the same key set their own pointers (run_gemm).
 Plan make_plan(const Key& k, cublasLtHandle_t handle, const Epilogue& ep) {
   Plan p;
+  // The preference is the call's; the plan's objects are destroyed if a check below throws (a
+  // made plan lives as long as the process).
+  cublasLtMatmulPreference_t pref = nullptr;
+  struct Unmade {
+    Plan& p;
+    cublasLtMatmulPreference_t& pref;
+    bool made = false;
+    ~Unmade() {
+      if (pref) cublasLtMatmulPreferenceDestroy(pref);
+      if (made) return;
+      for (cublasLtMatrixLayout_t l : {p.lt_a, p.lt_b, p.lt_c})
+        if (l) cublasLtMatrixLayoutDestroy(l);
+      if (p.desc) cublasLtMatmulDescDestroy(p.desc);
+    }
+  } unmade{p, pref};
   const cudaDataType_t type = data_type(k.dtype);
   p.f64 = k.dtype == DType::F64;
   const cublasComputeType_t compute = p.f64 ? CUBLAS_COMPUTE_64F
@@ -327,7 +342,6 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle, const Epilogue& ep) {
                      : layout(type, k.K, k.M, k.ld_a, k.batch, k.stride_a);
   p.lt_c = layout(data_type(k.out), k.N, k.M, k.ld_c, k.batch, k.stride_c);
 
-  cublasLtMatmulPreference_t pref = nullptr;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t ws = kWorkspaceBytes;
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
@@ -354,7 +368,6 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle, const Epilogue& ep) {
   int returned = 0;
   const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
       handle, p.desc, p.lt_a, p.lt_b, p.lt_c, p.lt_c, pref, requested, results, &returned);
-  cublasLtMatmulPreferenceDestroy(pref);
   const size_t keep = size_t(std::max(tune, 1));
   for (int i = 0; st == CUBLAS_STATUS_SUCCESS && i < returned && p.candidates.size() < keep; ++i) {
     int32_t apart = 0;
@@ -373,6 +386,7 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle, const Epilogue& ep) {
   // copied into D, and only a problem that no algorithm takes even then is reported (with this
   // status).
   p.status = st == CUBLAS_STATUS_SUCCESS && !p.found ? CUBLAS_STATUS_NOT_SUPPORTED : st;
+  unmade.made = true;
   return p;
 }
 

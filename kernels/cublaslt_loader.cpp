@@ -97,6 +97,10 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t 
   TESSERA_LT_FORWARD(cublasLtMatmulDescSetAttribute, desc, attr, buf, bytes);
 }
 
+cublasStatus_t CUBLASWINAPI cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc) {
+  TESSERA_LT_FORWARD(cublasLtMatmulDescDestroy, desc);
+}
+
 cublasStatus_t CUBLASWINAPI cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout,
                                                        cudaDataType type, uint64_t rows,
                                                        uint64_t cols, int64_t ld) {
@@ -107,6 +111,10 @@ cublasStatus_t CUBLASWINAPI cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayou
                                                              cublasLtMatrixLayoutAttribute_t attr,
                                                              const void* buf, size_t bytes) {
   TESSERA_LT_FORWARD(cublasLtMatrixLayoutSetAttribute, layout, attr, buf, bytes);
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t layout) {
+  TESSERA_LT_FORWARD(cublasLtMatrixLayoutDestroy, layout);
 }
 
 cublasStatus_t CUBLASWINAPI cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* pref) {
