@@ -127,6 +127,7 @@ struct Fiber {
   Builtins b{};
   State state = State::Ready;
   int lane = 0, warp = 0;
+  bool started = false;  // it has run: its stack holds frames (unwind_block)
   Wait waits = Wait::None;
   ptx::CpAsyncQueue copies;  // its cp.async copies in flight (ptx.cpp)
   ptx::WgmmaQueue wgmma;     // its wgmma.mma_async operations in flight (ptx.cpp)
@@ -167,6 +168,7 @@ struct Launch {
   uint64_t rng = 0;  // Order::Random's generator (splitmix64), seeded per launch
   bool warps_ahead = false;  // Order::Random, drawn per launch: a released warp runs on at once
   bool copies_early = false;  // Order::Random, drawn per launch: cp.async copies land at issue
+  bool unwinding = false;     // the block failed: a resumed thread throws Abandoned (unwind_block)
   std::string error;
 };
 
@@ -217,8 +219,16 @@ Fiber& self() {
   return *g_launch->running;
 }
 
-// Leaves the running fiber (already Waiting, or Ready and queued) and runs the scheduler.
-void yield() { to_scheduler(*g_launch, self()); }
+// Thrown in the running fiber by abandon() and caught at the bottom of its stack (fiber_main), so
+// the frames in between unwind, their strings and vectors freed, before the fiber leaves for good.
+struct Abandoned {};
+
+// Leaves the running fiber (already Waiting, or Ready and queued) and runs the scheduler; back in
+// a block that failed meanwhile, it unwinds (unwind_block).
+void yield() {
+  to_scheduler(*g_launch, self());
+  if (g_launch->unwinding) throw Abandoned{};
+}
 
 void make_ready(Launch& l, Fiber& f, bool front = false) {
   f.state = State::Ready;
@@ -228,10 +238,6 @@ void make_ready(Launch& l, Fiber& f, bool front = false) {
     l.ready.push_back(&f);
   }
 }
-
-// Thrown in the running fiber by abandon() and caught at the bottom of its stack (fiber_main), so
-// the frames in between unwind, their strings and vectors freed, before the fiber leaves for good.
-struct Abandoned {};
 
 [[noreturn]] void abandon(const std::string& why) {
   Launch& l = *g_launch;
@@ -319,6 +325,21 @@ void* start_fiber(const Stack& s) {
   return &words[-9];
 }
 
+// The block failed (an error, a deadlock): each thread still suspended in it is resumed once to
+// throw Abandoned where it waits, so its frames unwind as a failed thread's do (their strings and
+// vectors freed) before its stack is reused. A thread that never ran has no frames.
+void unwind_block(Launch& l) {
+  l.unwinding = true;
+  for (Fiber& f : l.fibers) {
+    if (!f.started || f.state == State::Done || f.waits == Wait::Error) continue;
+    l.running = &f;
+    current = &f.b;
+    to_fiber(l, f);
+  }
+  l.running = nullptr;
+  current = nullptr;
+}
+
 void run_block(Launch& l, const LaunchConfig& c, uint3 block) {
   const bool reverse = l.order == Order::Reverse;
   const int n = int(c.block.x * c.block.y * c.block.z);
@@ -361,6 +382,7 @@ void run_block(Launch& l, const LaunchConfig& c, uint3 block) {
           collective = ", and " + where(l, f) + " waits in a warp collective";
         }
       }
+      unwind_block(l);
       TESSERA_FAIL("cuda emulator: kernel ", l.kernel, " block (", block.x, ", ", block.y, ", ",
                    block.z, ") deadlocks: ", l.live, " live threads, ", at_barrier,
                    " of them at __syncthreads", collective);
@@ -369,10 +391,14 @@ void run_block(Launch& l, const LaunchConfig& c, uint3 block) {
     l.ready.pop_front();
     l.running = &f;
     current = &f.b;
+    f.started = true;
     to_fiber(l, f);
     l.running = nullptr;
     current = nullptr;
-    if (!l.error.empty()) TESSERA_FAIL("cuda emulator: ", l.error);
+    if (!l.error.empty()) {
+      unwind_block(l);
+      TESSERA_FAIL("cuda emulator: ", l.error);
+    }
   }
 }
 

@@ -5,6 +5,7 @@
 // misuses it promises to report (cuda_emu.h) are reported rather than hidden or hung.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -165,6 +166,46 @@ TEST(CudaEmu, a_deadlock_is_reported_not_hung) {
   });
   EXPECT_NE(msg.find("deadlocks"), std::string::npos) << msg;
   EXPECT_NE(msg.find("1 of them at __syncthreads"), std::string::npos) << msg;
+}
+
+// A failed block's threads still waiting (at a barrier, in a collective) unwind before the launch
+// reports the failure: their frames' destructors run, so what they hold is freed. Threads that
+// never ran hold nothing. Counted: every frame's object made is destroyed, in every order.
+TEST(CudaEmu, a_failed_blocks_waiting_threads_unwind_their_frames) {
+  struct Counted {
+    std::atomic<int>* made;
+    std::atomic<int>* gone;
+    Counted(std::atomic<int>* m, std::atomic<int>* g) : made(m), gone(g) { ++*made; }
+    ~Counted() { ++*gone; }
+  };
+  for (emu::Order o : {emu::Order::Forward, emu::Order::Reverse, emu::Order::Random}) {
+    Order order(o);
+    std::atomic<int> made{0}, gone{0};
+    const std::string failed = error_of([&] {
+      launch(1, 64, 0, [&] {
+        Counted c(&made, &gone);
+        if (threadIdx.x == 40) TESSERA_FAIL("thread 40 fails");
+        __syncthreads();
+      });
+    });
+    EXPECT_NE(failed.find("thread 40 fails"), std::string::npos) << failed;
+    EXPECT_GT(made.load(), 1) << "no thread waited at the barrier";
+    EXPECT_EQ(gone.load(), made.load()) << "threads left suspended at the barrier";
+    made = gone = 0;
+    const std::string deadlocked = error_of([&] {
+      launch(1, 32, 0, [&] {
+        Counted c(&made, &gone);
+        if (threadIdx.x == 0) {
+          __syncthreads();
+        } else {
+          __shfl_sync(0xffffffffu, 1.0f, 0);
+        }
+      });
+    });
+    EXPECT_NE(deadlocked.find("deadlocks"), std::string::npos) << deadlocked;
+    EXPECT_EQ(made.load(), 32);
+    EXPECT_EQ(gone.load(), 32) << "threads left suspended in the deadlock";
+  }
 }
 
 TEST(CudaEmu, a_collective_that_names_an_exited_lane_is_an_error) {
