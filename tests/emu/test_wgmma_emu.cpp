@@ -264,7 +264,7 @@ TEST(WgmmaEmu, an_mma_reading_registers_a_wait_returned_needs_a_fence_between) {
     return [=] {
       with_operands([=](uint16_t* s) {
         const uint64_t da = desc_a(s), db = desc_bk(s);
-        float d[32];
+        float d[32], o[32] = {};  // o outlives the wait that writes it
         if (fence_first) fence();
         mma_ss(d, da, db, false, false);
         mma_ss(d, da, db, true, false);  // chained: no fence needed
@@ -274,7 +274,6 @@ TEST(WgmmaEmu, an_mma_reading_registers_a_wait_returned_needs_a_fence_between) {
         if (fence_again) fence();
         if (as_a) {
           const uint32_t a[4] = {0, 0, 0, 0};
-          float o[32] = {};
           mma_rs(o, a, desc_bn(s));
         } else {
           mma_ss(d, da, db, true, false);
