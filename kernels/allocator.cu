@@ -25,6 +25,15 @@
 #include "common.cuh"
 
 namespace tessera::cuda {
+
+bool caching_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("TESSERA_CUDA_CACHE");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  return on;
+}
+
 namespace {
 
 constexpr int kMaxDevices = 64;
@@ -43,14 +52,6 @@ Pool& pool(int device) {
   TESSERA_CHECK(device >= 0 && device < kMaxDevices, "CUDA device index ", device, " outside [0, ",
                 kMaxDevices, ")");
   return pools[device];
-}
-
-bool caching_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("TESSERA_CUDA_CACHE");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
-  return on;
 }
 
 // Frees every cached block of p (p.mu held, the device current).

@@ -88,6 +88,7 @@ struct DeviceMemoryStats {
   int64_t cache_hits = 0;           // allocations served from the cache
 };
 DeviceMemoryStats device_memory_stats(int device);  // zeros in a build without CUDA
+bool caching_enabled();  // the cache is on (not TESSERA_CUDA_CACHE=0); false without CUDA
 void empty_cache(int device);  // returns every cached block of the device to the driver
 
 // Which kernels run bf16 flash attention at head dims 64 and 128:

@@ -27,6 +27,7 @@ SyncStats sync_stats() { return {}; }
 BlasStats blas_stats() { return {}; }
 std::string cublaslt_library() { no_cuda(); }
 DeviceMemoryStats device_memory_stats(int) { return {}; }
+bool caching_enabled() { return false; }
 void empty_cache(int) {}
 FlashKernels flash_kernels() { return FlashKernels::Mma; }
 void set_flash_kernels(FlashKernels) {}

@@ -199,9 +199,12 @@ TEST(CoreKernelsCudaMemory, the_profile_times_device_kernels_and_reads_count_as_
   EXPECT_EQ(rows[0].device, "cuda:0");
   EXPECT_EQ(rows[0].calls, 3);
   EXPECT_EQ(rows[0].shapes, "bf16 (512, 512) <- (512, 512)");
-  // Three 512^3 gemms: more than a microsecond of device time each, less than a second in all.
+  // Three 512^3 gemms: more than a microsecond of device time each, less than a second in all
+  // (not in an AddressSanitizer build of the emulator, many times slower).
   EXPECT_GT(rows[0].ms, 3e-3);
+#ifndef __SANITIZE_ADDRESS__
   EXPECT_LT(rows[0].ms, 1e3);
+#endif
   const int64_t reads = cuda::sync_stats().copies_to_host;
   EXPECT_EQ(c.to(Device::cpu()).to_vector<bf16>().size(), size_t(512 * 512));
   EXPECT_EQ(cuda::sync_stats().copies_to_host, reads + 1);

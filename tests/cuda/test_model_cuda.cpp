@@ -269,6 +269,7 @@ TEST(TrainCuda, resumed_run_repeats_the_uninterrupted_one_bit_for_bit) {
 
 TEST(TrainCuda, steady_state_training_steps_call_cudaMalloc_zero_times) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  if (!cuda::caching_enabled()) GTEST_SKIP() << "TESSERA_CUDA_CACHE=0: the cache is off";
   const nn::GPTConfig cfg = tiny_gpu_model(false);
   Generator g(9), data(10);
   nn::GPT model(cfg, g);
@@ -299,6 +300,7 @@ TEST(TrainCuda, steady_state_training_steps_call_cudaMalloc_zero_times) {
 
 TEST(TrainCuda, freed_blocks_are_reused_and_empty_cache_returns_them) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  if (!cuda::caching_enabled()) GTEST_SKIP() << "TESSERA_CUDA_CACHE=0: the cache is off";
   cuda::empty_cache(0);
   const cuda::DeviceMemoryStats s0 = cuda::device_memory_stats(0);
   { Tensor t = Tensor::empty({3 << 20}, {DType::F32, kGpu}); }  // 12 MiB, freed at once
