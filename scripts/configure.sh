@@ -17,3 +17,9 @@ configure() {
   fi
   cmake -S . -B "$dir" "${args[@]}" "$@"
 }
+
+# The sanitizer builds' flags (fuzz_checkpoints.sh; build_emu.sh and test_emu.sh with
+# EMU_SANITIZE=1): AddressSanitizer and UndefinedBehaviorSanitizer, a report ends the process.
+SANITIZE_ARGS=(
+  "-DCMAKE_CXX_FLAGS=-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+  "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined")

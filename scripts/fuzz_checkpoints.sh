@@ -22,11 +22,10 @@ case "$N$SEED" in *[!0-9]*) echo "usage: $0 [N] [SEED] (non-negative integers)" 
 
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
   source scripts/configure.sh
-  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
   # -O1 -g1: quick to compile, line numbers in reports; asserts stay on.
   configure "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DTESSERA_CUDA=OFF -DTESSERA_MPI=OFF \
-    -DCMAKE_CXX_FLAGS="$SAN" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
+    "${SANITIZE_ARGS[@]}" >/dev/null
 fi
 cmake --build "$BUILD_DIR" -j"$JOBS" --target train eval test_fuzz
 

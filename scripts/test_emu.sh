@@ -6,11 +6,20 @@
 #   BUILD_DIR (default build-emu), EMU_CMAKE_ARGS (scripts/build_emu.sh); EMU_ORDER=forward
 #   (default), reverse or random: the order the threads of a block run in (kernels/emu/cuda_emu.h,
 #   emu::Order); CI uses random.
+#   EMU_SANITIZE=1: the same under AddressSanitizer and UndefinedBehaviorSanitizer (build_emu.sh;
+#   default BUILD_DIR build-emu-asan; ~20 min of tests on 2 cores, the flash and training tests
+#   ten times slower), with the allocator's cache off (TESSERA_CUDA_CACHE=0: a freed block goes
+#   back at once, so ASan sees each at the size asked for; the tests of the cache skip).
 # Needs the CUDA headers (a CUDA toolkit), not nvcc's compiler or a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+SANITIZE="${EMU_SANITIZE:-0}"
+if [ "$SANITIZE" = 1 ]; then
+  BUILD_DIR="${BUILD_DIR:-build-emu-asan}"
+  export TESSERA_CUDA_CACHE=0 UBSAN_OPTIONS="print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+fi
 BUILD_DIR="${BUILD_DIR:-build-emu}"
 export BUILD_DIR
 # test_comm, test_multirank and train: NCCL between emulated devices (ranks as processes, mpirun
