@@ -8,15 +8,14 @@
 #   emu::Order); CI uses random.
 #   EMU_SANITIZE=1: the same under AddressSanitizer and UndefinedBehaviorSanitizer (build_emu.sh;
 #   default BUILD_DIR build-emu-asan; ~20 min of tests on 2 cores, the flash and training tests
-#   ten times slower), with the allocator's cache off (TESSERA_CUDA_CACHE=0: a freed block goes
+#   several times slower), with the allocator's cache off (TESSERA_CUDA_CACHE=0: a freed block goes
 #   back at once, so ASan sees each at the size asked for; the tests of the cache skip).
 # Needs the CUDA headers (a CUDA toolkit), not nvcc's compiler or a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-SANITIZE="${EMU_SANITIZE:-0}"
-if [ "$SANITIZE" = 1 ]; then
+if [ "${EMU_SANITIZE:-0}" = 1 ]; then
   BUILD_DIR="${BUILD_DIR:-build-emu-asan}"
   export TESSERA_CUDA_CACHE=0 UBSAN_OPTIONS="print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 fi
