@@ -78,6 +78,7 @@
 #include "backend/linear_shapes.h"
 #include "blas.cuh"
 #include "common.cuh"
+#include "core/text.h"
 
 namespace tessera::cuda {
 namespace {
@@ -158,11 +159,7 @@ unsigned allowed_fusions() {
   const std::string s = e ? e : "";
   if (s == last) return mask;
   unsigned m = 0;
-  auto trimmed = [](std::string w) {
-    w.erase(0, w.find_first_not_of(" \t"));
-    return w.erase(w.find_last_not_of(" \t") + 1);
-  };
-  const std::string word = trimmed(s);
+  const std::string word = trim(s);
   if (word.empty() || word == "all") {
     m = ~0u;
   } else if (word != "none") {
@@ -171,9 +168,7 @@ unsigned allowed_fusions() {
                                                              {"dgelu", 1u << Epilogue::DGelu},
                                                              {"bgrad", 1u << Epilogue::BGradB},
                                                              {"residual", kResidual}};
-    for (size_t at = 0; at <= s.size();) {
-      const size_t end = std::min(s.find(',', at), s.size());
-      const std::string name = trimmed(s.substr(at, end - at));
+    for (const std::string& name : split_trimmed(s)) {
       const auto it = std::find_if(std::begin(names), std::end(names),
                                    [&](const auto& n) { return name == n.first; });
       TESSERA_CHECK(it != std::end(names), "TESSERA_GEMM_EPILOGUES='", s, "': unknown fusion '",
@@ -181,7 +176,6 @@ unsigned allowed_fusions() {
                     "' (expected all, none, or a comma-separated list of bias, gelu, dgelu, "
                     "bgrad and residual)");
       m |= it->second;
-      at = end + 1;
     }
   }
   last = s, mask = m;

@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "config/schema.h"
 #include "core/error.h"
+#include "core/text.h"
 #include "ops/attention_spec.h"
 
 namespace tessera {
@@ -303,12 +304,7 @@ void check_spike(const SpikeConfig& s, int64_t max_steps, Problems& p) {
 std::vector<int64_t> parse_positive_list(const std::string& text, const char* noun,
                                          std::string* problem) {
   std::vector<int64_t> values;
-  for (size_t i = 0; !text.empty() && i <= text.size();) {
-    size_t j = text.find(',', i);
-    if (j == std::string::npos) j = text.size();
-    std::string item = text.substr(i, j - i);
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
+  for (const std::string& item : split_trimmed(text)) {
     size_t used = 0;
     long long v = -1;
     try {
@@ -325,7 +321,6 @@ std::vector<int64_t> parse_positive_list(const std::string& text, const char* no
       TESSERA_FAIL(why);
     }
     values.push_back(v);
-    i = j + 1;
   }
   return values;
 }

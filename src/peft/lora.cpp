@@ -3,9 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 
 #include "autograd/autograd.h"
+#include "core/text.h"
 #include "ops/ops.h"
 
 namespace tessera::peft {
@@ -22,14 +22,8 @@ double LoraOptions::scaling() const {
 }
 
 std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    out.push_back(item);
-  }
+  std::vector<std::string> out = split_trimmed(text);
+  if (!text.empty() && text.back() == ',') out.pop_back();  // "q,v," is q and v
   return out;
 }
 
