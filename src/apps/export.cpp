@@ -6,7 +6,8 @@
 // --reference-logits FILE also writes, outside DIR, a safetensors file holding fixed input tokens
 // ("tokens", (2, T) i32) and tessera's logits for them ("logits", (2, T, V) f32), which
 // scripts/hf_logits.py compares against an independent PyTorch model loaded from DIR. It is written
-// first as FILE.partial and renamed once DIR is in place: a failure leaves neither.
+// first as FILE.partial and renamed once DIR is in place: a failure leaves neither. FILE must not
+// exist, as DIR must not (or be empty).
 #include <algorithm>
 #include <cstdio>
 #include <cxxopts.hpp>
@@ -30,7 +31,7 @@ int main(int argc, char** argv) {
     options.add_options()
         ("output", "the directory to write (must not exist, or be empty)",
          cxxopts::value<std::string>())
-        ("reference-logits", "also write tessera's logits for fixed tokens to this file",
+        ("reference-logits", "also write tessera's logits for fixed tokens to this new file",
          cxxopts::value<std::string>()->default_value(""))
         ("h,help", "show this help");
     train::add_model_options(options);
@@ -40,16 +41,28 @@ int main(int argc, char** argv) {
     const std::string dir = args["output"].as<std::string>();
     const std::string ref = args["reference-logits"].as<std::string>();
     if (!ref.empty()) {
+      // First the rule that holds whether or not --output exists yet: the file goes beside the
+      // model directory, never into it (the directory is written under another name and renamed).
+      // Compared as absolute, normal paths: hf, ./hf/ and /abs/hf name one directory (the empty
+      // last element a trailing / leaves is dropped).
+      auto normal = [](const std::string& p) {
+        const fs::path c = fs::weakly_canonical(fs::absolute(p)).lexically_normal();
+        return c.has_filename() ? c : c.parent_path();
+      };
+      const fs::path d = normal(dir), r = normal(ref);
+      TESSERA_CHECK(std::mismatch(d.begin(), d.end(), r.begin(), r.end()).first != d.end(),
+                    "--reference-logits ", ref, " lies inside --output ", dir,
+                    "; it must be written outside it (nothing was written)");
       const fs::path parent = fs::path(ref).parent_path().empty() ? fs::path(".")
                                                                   : fs::path(ref).parent_path();
+      TESSERA_CHECK(fs::exists(parent), "--reference-logits ", ref, ": the folder ",
+                    parent.string(), " does not exist (nothing was written)");
       TESSERA_CHECK(fs::is_directory(parent), "--reference-logits ", ref, ": ", parent.string(),
                     " is not a directory (nothing was written)");
       TESSERA_CHECK(!fs::is_directory(ref), "--reference-logits ", ref,
                     " is a directory (nothing was written)");
-      const fs::path d = fs::weakly_canonical(dir), r = fs::weakly_canonical(ref);
-      TESSERA_CHECK(std::mismatch(d.begin(), d.end(), r.begin(), r.end()).first != d.end(),
-                    "--reference-logits ", ref, " lies inside --output ", dir,
-                    "; it must be written outside it (nothing was written)");
+      TESSERA_CHECK(!fs::exists(fs::symlink_status(ref)), "--reference-logits ", ref,
+                    " exists; choose a new name or remove it (nothing was written)");
     }
     train::LoadedModel m = train::load_model(args);
 

@@ -208,6 +208,19 @@ TEST(HFExport, reference_logits_that_cannot_be_written_leave_nothing_written) {
     EXPECT_TRUE(has(out, "--reference-logits " + bad) && has(out, "nothing was written")) << out;
     EXPECT_FALSE(fs::exists(hf)) << out;
   }
+  // Inside --output is the rule named, before --output exists and however it is spelled.
+  for (const std::string& spelled : {hf, hf + "/", hf + "/."}) {
+    const std::string cmd = kBin + "/export --checkpoint " + ck.string() + " --output " + spelled;
+    EXPECT_EQ(run_command(cmd + " --reference-logits " + hf + "/ref.st", &out), 1) << out;
+    EXPECT_TRUE(has(out, "lies inside --output " + spelled)) << out;
+  }
+  // An existing file is refused by name and kept.
+  const std::string old = tmp.write("old.txt", "keep");
+  EXPECT_EQ(run_command(exp + " --reference-logits " + old, &out), 1) << out;
+  EXPECT_TRUE(has(out, "--reference-logits " + old + " exists") && has(out, "nothing was written"))
+      << out;
+  EXPECT_EQ(read_file(old), "keep");
+  EXPECT_FALSE(fs::exists(hf)) << out;
   // --output refused after the logits were computed: neither file is left.
   fs::create_directories(hf);
   tmp.write("hf/keep", "x");
