@@ -12,6 +12,7 @@
 // frequencies for this evaluation only (nn/rope_scaling.h); the checkpoint is not changed.
 // original_max_position 0 means the stored model.block_size, the length the model trained at.
 // --rope-factor auto uses, at each context T, factor = max(1, T / original_max_position).
+// --rope-scaling none evaluates plain RoPE, also a checkpoint trained with scaling.
 // --per-position writes the mean loss at each position of the window (one series per context).
 #include <algorithm>
 #include <cmath>
@@ -144,7 +145,9 @@ int main(int argc, char** argv) {
     };
     char scaling_note[160] = "", factor[32] = "auto";
     if (!auto_factor) std::snprintf(factor, sizeof factor, "%g", rs.factor);
-    if (scaled)
+    if (scaled && rs.type == "none")
+      std::snprintf(scaling_note, sizeof scaling_note, " | rope_scaling none");
+    else if (scaled)
       std::snprintf(scaling_note, sizeof scaling_note, " | rope_scaling %s, factor %s, L0 %ld",
                     rs.type.c_str(), factor, long(rs.original_max_position));
 

@@ -1,5 +1,7 @@
 #include "train/eval_flags.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace tessera::train {
@@ -25,6 +27,7 @@ bool apply_rope_flags(Config& cfg, const RopeFlags& flags, const std::string& pa
     parameters.push_back("--rope-factor " + flags.factor);
     if (flags.factor != "auto") sets.push_back("model.rope_scaling.factor=" + flags.factor);
   }
+  const std::string stored = cfg.model.rope_scaling.type;
   for (const std::string& s : sets) apply_override(cfg, s);
   if (sets.empty() && flags.factor.empty()) return false;
 
@@ -39,6 +42,28 @@ bool apply_rope_flags(Config& cfg, const RopeFlags& flags, const std::string& pa
     TESSERA_FAIL("command line: ", given, " needs --rope-scaling linear|dynamic|yarn|llama3",
                  flags.type.empty() ? ": model.rope_scaling.type is none in " + path
                                     : ", not none", ", so the evaluation would run unscaled");
+  }
+  if (rs.type == "none") {
+    // Plain RoPE, also for a checkpoint trained with scaling: its stored factor and lengths go
+    // with its type (validate() refuses them beside type none).
+    rs = RopeScalingConfig{};
+    cfg.validate();
+    return true;
+  }
+  // linear, yarn and llama3 at factor 1 compute the trained frequencies exactly (dynamic does not:
+  // it still raises the base past L0), so a type whose factor comes from nowhere, neither a flag
+  // nor the checkpoint's own scaling, would evaluate unscaled while saying it scaled.
+  const bool factor_given =
+      !flags.factor.empty() || std::any_of(sets.begin(), sets.end(), [](const std::string& s) {
+        return s.rfind("model.rope_scaling.factor=", 0) == 0;
+      });
+  if (rs.type != "dynamic" && rs.factor == 1 && !factor_given) {
+    const std::string type = !flags.type.empty() ? "--rope-scaling " + flags.type
+                             : rs.type != stored
+                                 ? "--set model.rope_scaling.type=" + rs.type
+                                 : "model.rope_scaling.type " + rs.type + " in " + path;
+    TESSERA_FAIL("command line: ", type, " needs --rope-factor S or auto: the factor stored in ",
+                 path, " is 1, so the evaluation would run unscaled");
   }
   // L0 = the length the model trained at, fixed now (the evaluation windows may be longer).
   if (rs.original_max_position == 0) rs.original_max_position = cfg.model.block_size;

@@ -24,10 +24,13 @@ struct RopeFlags {
 };
 
 // Applies the flags to cfg.model.rope_scaling, cfg being the config stored in the checkpoint at
-// path, and validates the result; original_max_position 0 becomes the stored block_size. Returns
-// whether any flag was given. Errors: --set outside model.rope_scaling.*, scaling a model without
-// rotary positions, and a factor or other scaling key (--rope-factor, --set) where the scaling type
-// is none after the flags, which would evaluate unscaled. A factor "auto" is left to the caller.
+// path, and validates the result; original_max_position 0 becomes the stored block_size. Type none
+// resets the whole section: plain RoPE, also for a checkpoint trained with scaling. Returns whether
+// any flag was given. Errors: --set outside model.rope_scaling.*, scaling a model without rotary
+// positions, and the combinations that would evaluate unscaled: a factor or other scaling key
+// (--rope-factor, --set) where the type is none after the flags, and a type linear, yarn or llama3
+// at factor 1 with no factor given (no flag, nor a stored one). A factor "auto" is left to the
+// caller.
 bool apply_rope_flags(Config& cfg, const RopeFlags& flags, const std::string& path);
 
 }  // namespace tessera::train

@@ -1,5 +1,6 @@
 // eval's own flags (train/eval_flags.h): --contexts lengths, and the RoPE scaling flags, where a
-// factor without a scaling type is an error naming both flags rather than an unscaled evaluation.
+// factor without a scaling type, or a type without a factor, is an error naming the flags rather
+// than an unscaled evaluation.
 #include <gtest/gtest.h>
 
 #include "test_util.h"
@@ -71,4 +72,47 @@ TEST(EvalFlags, scaling_flags_apply_to_the_rope_scaling_section) {
   const std::string n =
       error_of([&] { train::apply_rope_flags(other, {.sets = {"model.n_layer=2"}}, "ck.h5"); });
   EXPECT_TRUE(has(n, "--set 'model.n_layer=2'")) << n;
+}
+
+TEST(EvalFlags, scaling_type_none_evaluates_plain_rope_also_for_a_scaled_checkpoint) {
+  Config c = rope_config();
+  EXPECT_TRUE(train::apply_rope_flags(c, {.type = "none"}, "ck.h5"));
+  EXPECT_EQ(c.model.rope_scaling, RopeScalingConfig{});  // original_max_position stays 0
+  // A checkpoint trained with YaRN: none drops its factor and length with its type.
+  Config scaled = rope_config();
+  RopeScalingConfig& rs = scaled.model.rope_scaling;
+  rs.type = "yarn", rs.factor = 4, rs.original_max_position = 16, rs.beta_fast = 16;
+  EXPECT_TRUE(train::apply_rope_flags(scaled, {.type = "none"}, "ck.h5"));
+  EXPECT_EQ(scaled.model.rope_scaling, RopeScalingConfig{});
+  scaled.model.rope_scaling.type = "linear", scaled.model.rope_scaling.factor = 4;
+  EXPECT_TRUE(train::apply_rope_flags(scaled, {.sets = {"model.rope_scaling.type=none"}}, "ck.h5"));
+  EXPECT_EQ(scaled.model.rope_scaling, RopeScalingConfig{});
+}
+
+TEST(EvalFlags, a_scaling_type_without_a_factor_is_an_error_where_factor_one_changes_nothing) {
+  for (const char* type : {"linear", "yarn", "llama3"}) {
+    Config c = rope_config();
+    const std::string m = error_of([&] { train::apply_rope_flags(c, {.type = type}, "ck.h5"); });
+    EXPECT_TRUE(has(m, "--rope-scaling " + std::string(type) + " needs --rope-factor") &&
+                has(m, "ck.h5 is 1") && has(m, "unscaled"))
+        << m;
+  }
+  Config c = rope_config();
+  std::string m = error_of(
+      [&] { train::apply_rope_flags(c, {.sets = {"model.rope_scaling.type=yarn"}}, "ck.h5"); });
+  EXPECT_TRUE(has(m, "--set model.rope_scaling.type=yarn needs --rope-factor")) << m;
+  // A factor from a flag, --set, auto, or the checkpoint's own scaling is enough.
+  c = rope_config();
+  EXPECT_TRUE(train::apply_rope_flags(c, {.type = "linear", .factor = "auto"}, "ck.h5"));
+  c = rope_config();
+  EXPECT_TRUE(train::apply_rope_flags(
+      c, {.type = "linear", .sets = {"model.rope_scaling.factor=2"}}, "ck.h5"));
+  EXPECT_EQ(c.model.rope_scaling.factor, 2);
+  Config scaled = rope_config();
+  scaled.model.rope_scaling.type = "linear", scaled.model.rope_scaling.factor = 4;
+  EXPECT_TRUE(train::apply_rope_flags(scaled, {.type = "yarn"}, "ck.h5"));
+  EXPECT_EQ(scaled.model.rope_scaling.factor, 4);
+  // dynamic at factor 1 still raises the base past the trained length: it runs.
+  c = rope_config();
+  EXPECT_TRUE(train::apply_rope_flags(c, {.type = "dynamic"}, "ck.h5"));
 }
