@@ -13,11 +13,15 @@
 // original_max_position 0 means the stored model.block_size, the length the model trained at.
 // --rope-factor auto uses, at each context T, factor = max(1, T / original_max_position).
 // --rope-scaling none evaluates plain RoPE, also a checkpoint trained with scaling.
-// --per-position writes the mean loss at each position of the window (one series per context).
+// --per-position writes the mean loss at each position of the window (one series per context),
+// once the evaluation has succeeded: a failed one leaves an existing file as it was.
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <cxxopts.hpp>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <utility>
@@ -68,16 +72,39 @@ std::vector<double> position_losses(const nn::GPT& model, const Config& cfg,
   return sum;
 }
 
-void write_positions(const std::string& path,
-                     const std::vector<std::pair<int64_t, std::vector<double>>>& series) {
-  const bool json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
-  const bool csv = path.size() >= 4 && path.compare(path.size() - 4, 4, ".csv") == 0;
+// --per-position FILE, checked before any work: a name that picks the format, in a folder that
+// exists and can be written, and not a directory. Nothing is written yet: an existing FILE is only
+// replaced once the evaluation has succeeded (write_positions).
+void check_positions_file(const std::string& path) {
+  namespace fs = std::filesystem;
+  const bool json = path.ends_with(".json"), csv = path.ends_with(".csv");
   TESSERA_CHECK(json || csv, "command line: --per-position ", path,
                 ": the file name must end in .csv or .json (it picks the format)");
-  std::ofstream out(path);
-  TESSERA_CHECK(out, "--per-position: cannot write ", path);
+  TESSERA_CHECK(!fs::is_directory(path), "command line: --per-position ", path, " is a directory");
+  const fs::path p(path);
+  const fs::path folder = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+  TESSERA_CHECK(fs::is_directory(folder), "command line: --per-position ", path, ": the folder ",
+                folder.string(), fs::exists(folder) ? " is not a directory" : " does not exist");
+  // The file write_positions writes first, made and removed again: the one test of writability
+  // that permission bits, read-only mounts and special file systems all answer.
+  const std::string probe = path + ".partial";
+  const bool made = bool(std::ofstream(probe));
+  const int err = errno;
+  std::error_code ignored;
+  fs::remove(probe, ignored);
+  TESSERA_CHECK(made, "command line: --per-position ", path, ": cannot write in the folder ",
+                folder.string(), ": ", std::strerror(err));
+}
+
+// Writes the series to path + ".partial" and renames it over path, so that a failed write leaves
+// the old file, if any, as it was.
+void write_positions(const std::string& path,
+                     const std::vector<std::pair<int64_t, std::vector<double>>>& series) {
+  const std::string tmp = path + ".partial";
+  std::ofstream out(tmp);
+  TESSERA_CHECK(out, "--per-position: cannot write ", tmp);
   char buf[64];
-  if (csv) {
+  if (path.ends_with(".csv")) {
     out << "context,position,loss\n";
     for (const auto& [T, losses] : series)
       for (size_t t = 0; t < losses.size(); ++t) {
@@ -97,7 +124,14 @@ void write_positions(const std::string& path,
     out << "}}\n";
   }
   out.close();
-  TESSERA_CHECK(out, "--per-position: error writing ", path);
+  std::error_code ec;
+  if (out) std::filesystem::rename(tmp, path, ec);
+  if (!out || ec) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
+    TESSERA_FAIL("--per-position: error writing ", path, out ? ": " + ec.message() : "",
+                 " (an existing file is left as it was)");
+  }
 }
 
 }  // namespace
@@ -122,6 +156,9 @@ int main(int argc, char** argv) {
     const std::vector<int64_t> contexts =
         args.count("contexts") ? train::parse_contexts(args["contexts"].as<std::string>())
                                : std::vector<int64_t>{};
+    const std::string per_position =
+        args.count("per-position") ? args["per-position"].as<std::string>() : "";
+    if (!per_position.empty()) check_positions_file(per_position);
     train::LoadedModel m = train::load_model(args);
     Config cfg = m.config;
     if (args.count("batch-size")) cfg.train.batch_size = args["batch-size"].as<int64_t>();
@@ -151,9 +188,6 @@ int main(int argc, char** argv) {
       std::snprintf(scaling_note, sizeof scaling_note, " | rope_scaling %s, factor %s, L0 %ld",
                     rs.type.c_str(), factor, long(rs.original_max_position));
 
-    const std::string per_position =
-        args.count("per-position") ? args["per-position"].as<std::string>() : "";
-    if (!per_position.empty()) write_positions(per_position, {});  // a bad name fails before work
     std::vector<std::pair<int64_t, std::vector<double>>> series;
     // One evaluation at context T (batch already set in at): the mean, and the per-position curve
     // when asked for (the same batches; its mean is the same loss up to summation order).

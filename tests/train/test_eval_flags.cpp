@@ -1,13 +1,25 @@
 // eval's own flags (train/eval_flags.h): --contexts lengths, and the RoPE scaling flags, where a
 // factor without a scaling type, or a type without a factor, is an error naming the flags rather
-// than an unscaled evaluation.
+// than an unscaled evaluation. Then build/eval itself, on a random model and a 200-token shard:
+// --per-position replaces its file only after a successful evaluation.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/retention.h"
+#include "data/shard.h"
+#include "nn/gpt.h"
 #include "test_util.h"
 #include "train/eval_flags.h"
+#include "train/trainer.h"
 
 using namespace tessera;
 using tessera::testing::error_of;
+using tessera::testing::read_file;
+using tessera::testing::run_command;
+using tessera::testing::TempDir;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -20,6 +32,49 @@ Config rope_config() {
   c.model.position = "rope", c.model.block_size = 64;
   return c;
 }
+
+const std::string kBin = tessera::testing::bin_dir();
+
+// A scratch directory with val_000.bin, 200 byte tokens: 12 windows of 16 + 1, so 6 batches of 2
+// at the model's length 16.
+struct EvalRun {
+  TempDir tmp{"tessera_eval"};
+  EvalRun() {
+    std::vector<uint32_t> tokens(200);
+    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = uint32_t(i * 37 % 256);
+    data::write_shard(tmp.file("val_000.bin"), tokens, 257);
+  }
+
+  // A small model of `position` whose val split is the shard above.
+  Config config(const std::string& position = "learned") const {
+    Config c;
+    c.model.n_layer = 1, c.model.n_head = 2, c.model.n_embd = 16, c.model.block_size = 16;
+    c.model.position = position;
+    c.train.batch_size = 2;
+    c.data.val = tmp.file("val_*.bin");
+    return c;
+  }
+
+  // A checkpoint of cfg's model with weights of scale 1 (so positions change the loss visibly),
+  // the same for every config of the same shapes; returns its path.
+  std::string save(const Config& cfg, const std::string& name) const {
+    Generator g(3);
+    nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+    CheckpointData ck;
+    for (const auto& [param, t] : model.parameters())
+      ck.model.emplace_back(param, randn(t.shape(), g));
+    ck.trainer_ints = {{"step", 1}};
+    ck.config_yaml = to_yaml(cfg);
+    fs::create_directories(tmp.path / name);
+    const std::string file = (tmp.path / name / checkpoint_name(1)).string();
+    save_checkpoint(file, ck);
+    return file;
+  }
+
+  int eval(const std::string& args, std::string* out) const {
+    return run_command(kBin + "/eval " + args, out);
+  }
+};
 
 }  // namespace
 
@@ -115,4 +170,31 @@ TEST(EvalFlags, a_scaling_type_without_a_factor_is_an_error_where_factor_one_cha
   // dynamic at factor 1 still raises the base past the trained length: it runs.
   c = rope_config();
   EXPECT_TRUE(train::apply_rope_flags(c, {.type = "dynamic"}, "ck.h5"));
+}
+
+TEST(EvalBinary, per_position_replaces_its_file_only_after_a_successful_evaluation) {
+  EvalRun run;
+  const std::string ck = run.save(run.config(), "ck");
+  const std::string pp = run.tmp.write("pp.csv", "old\n");
+  std::string out;
+  const std::string nomatch = " --data '" + run.tmp.file("nomatch_*.bin") + "'";
+  EXPECT_EQ(run.eval("--checkpoint " + ck + " --per-position " + pp + nomatch, &out), 1) << out;
+  EXPECT_TRUE(has(out, "no files match")) << out;
+  EXPECT_EQ(read_file(pp), "old\n");
+  // Paths that could not be written are refused before any work, by name.
+  const std::string missing = run.tmp.file("missing") + "/pp.csv";
+  EXPECT_EQ(run.eval("--checkpoint " + ck + " --per-position " + missing, &out), 1) << out;
+  EXPECT_TRUE(has(out, "--per-position " + missing + ": the folder " + run.tmp.file("missing") +
+                           " does not exist"))
+      << out;
+  fs::create_directories(run.tmp.path / "dir.csv");
+  EXPECT_EQ(run.eval("--checkpoint " + ck + " --per-position " + run.tmp.file("dir.csv"), &out), 1)
+      << out;
+  EXPECT_TRUE(has(out, "dir.csv is a directory")) << out;
+  // Success replaces the old file: the header and one line per position of the window.
+  EXPECT_EQ(run.eval("--checkpoint " + ck + " --per-position " + pp, &out), 0) << out;
+  const std::string csv = read_file(pp);
+  EXPECT_EQ(csv.rfind("context,position,loss\n16,0,", 0), 0u) << csv;
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 17) << csv;
+  EXPECT_FALSE(fs::exists(pp + ".partial"));
 }
