@@ -6,8 +6,10 @@
 // validation split its config names, read in order from the start, as training's validation does.
 // A LoRA checkpoint is evaluated on top of its base (the one it recorded, or --base).
 // --contexts evaluates windows of each length, also past the length the model trained on (RoPE and
-// stick-breaking models can run them; learned positions stop at block_size): the batch shrinks so
-// every context reads about the same number of tokens, the first batches x B x T of the data.
+// stick-breaking models can run them; learned positions stop at block_size: such a context shows
+// as "-", and an error when no context asked can run): the batch shrinks so every context reads
+// about the same number of tokens, the first batches x B x T of the data. The header says how many
+// batches were read, and when the data held fewer than asked.
 // --rope-scaling / --rope-factor / --set model.rope_scaling.* scale a RoPE model's rotary
 // frequencies for this evaluation only (nn/rope_scaling.h); the checkpoint is not changed.
 // original_max_position 0 means the stored model.block_size, the length the model trained at.
@@ -134,6 +136,28 @@ void write_positions(const std::string& path,
   }
 }
 
+// The batches an evaluation of `batches` at `at`'s batch size and length reads from pattern: fewer
+// when the data runs out (train::evaluate and position_losses stop there).
+int64_t batches_read(const Config& at, const std::string& pattern, int64_t batches) {
+  data::LoaderOptions o;
+  o.files = data::expand_glob(pattern);
+  o.batch_size = at.train.batch_size, o.seq_len = at.sequence_length();
+  o.vocab_size = at.model.vocab_size, o.shuffle = false;
+  return std::min(batches, data::DataLoader(o).batches_per_epoch());
+}
+
+// "20 batches", or "2-3 batches" where the count differs between contexts (each reads about the
+// same number of tokens, in batches of a size that depends on the context).
+std::string batch_count(int64_t lo, int64_t hi) {
+  return std::to_string(lo) + (hi != lo ? "-" + std::to_string(hi) : "") + " batches";
+}
+
+// What follows the count when the data held fewer batches than --batches asked for.
+std::string fewer_note(int64_t read, int64_t asked) {
+  if (read >= asked) return "";
+  return ", fewer than the " + std::to_string(asked) + " asked: the data holds no more";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -203,31 +227,52 @@ int main(int argc, char** argv) {
     };
 
     if (!contexts.empty()) {
+      // Learned positions have rows up to block_size only; RoPE, stick-breaking and no positions
+      // run any length.
+      auto runs = [&](int64_t T) {
+        return cfg.model.position != "learned" || T <= cfg.model.block_size;
+      };
+      TESSERA_CHECK(
+          std::any_of(contexts.begin(), contexts.end(), runs), "command line: --contexts ",
+          args["contexts"].as<std::string>(), ": ", m.path,
+          " has learned positions, which end at model.block_size ", cfg.model.block_size,
+          ", so none of these contexts can be evaluated (give one <= ", cfg.model.block_size, ")");
       const int64_t tokens = cfg.train.batch_size * cfg.sequence_length();  // per batch
-      std::printf("%s%s%s on %s (%ld batches of ~%ld tokens; trained at %ld%s)\n", m.path.c_str(),
-                  m.lora ? " on base " : "", m.base_path.c_str(), data.c_str(), long(batches),
-                  long(tokens), long(cfg.sequence_length()), scaling_note);
-      std::printf("%10s %10s %10s\n", "context", "loss", "ppl");
-      for (int64_t T : contexts) {
-        if (cfg.model.position == "learned" && T > cfg.model.block_size) {
-          std::printf("%10ld %10s %10s   (learned positions end at %ld)\n", long(T), "-", "-",
-                      long(cfg.model.block_size));
-          continue;
-        }
+      auto at_context = [&](int64_t T) {
         Config at = cfg;
         at.model.block_size = std::max(T, cfg.model.block_size);  // the loader's limit only
         at.train.seq_len = T;
         at.train.batch_size = std::max<int64_t>(1, tokens / T);
-        const double loss = loss_at(at);
+        return at;
+      };
+      int64_t lo = batches, hi = 0;
+      for (int64_t T : contexts)
+        if (runs(T)) {
+          const int64_t n = batches_read(at_context(T), data, batches);
+          lo = std::min(lo, n), hi = std::max(hi, n);
+        }
+      std::printf("%s%s%s on %s (%s of ~%ld tokens%s; trained at %ld%s)\n", m.path.c_str(),
+                  m.lora ? " on base " : "", m.base_path.c_str(), data.c_str(),
+                  batch_count(lo, hi).c_str(), long(tokens), fewer_note(lo, batches).c_str(),
+                  long(cfg.sequence_length()), scaling_note);
+      std::printf("%10s %10s %10s\n", "context", "loss", "ppl");
+      for (int64_t T : contexts) {
+        if (!runs(T)) {
+          std::printf("%10ld %10s %10s   (learned positions end at %ld)\n", long(T), "-", "-",
+                      long(cfg.model.block_size));
+          continue;
+        }
+        const double loss = loss_at(at_context(T));
         std::printf("%10ld %10.4f %10.2f\n", long(T), loss, std::exp(loss));
         std::fflush(stdout);
       }
     } else {
+      const int64_t n = batches_read(cfg, data, batches);
       const double loss = loss_at(cfg);
-      std::printf("%s%s%s: loss %.4f | ppl %.2f (%s, batches of %ld x %ld%s)\n", m.path.c_str(),
+      std::printf("%s%s%s: loss %.4f | ppl %.2f (%s, %s of %ld x %ld%s%s)\n", m.path.c_str(),
                   m.lora ? " on base " : "", m.base_path.c_str(), loss, std::exp(loss),
-                  data.c_str(), long(cfg.train.batch_size), long(cfg.sequence_length()),
-                  scaling_note);
+                  data.c_str(), batch_count(n, n).c_str(), long(cfg.train.batch_size),
+                  long(cfg.sequence_length()), fewer_note(n, batches).c_str(), scaling_note);
     }
     if (!per_position.empty()) write_positions(per_position, series);
     return 0;

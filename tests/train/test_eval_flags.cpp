@@ -1,7 +1,9 @@
 // eval's own flags (train/eval_flags.h): --contexts lengths, and the RoPE scaling flags, where a
 // factor without a scaling type, or a type without a factor, is an error naming the flags rather
 // than an unscaled evaluation. Then build/eval itself, on a random model and a 200-token shard:
-// --per-position replaces its file only after a successful evaluation.
+// --per-position replaces its file only after a successful evaluation, contexts no model position
+// reaches are an error, the header counts the batches actually read, and --rope-scaling none
+// evaluates a scaled checkpoint as plain RoPE.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -36,7 +38,7 @@ Config rope_config() {
 const std::string kBin = tessera::testing::bin_dir();
 
 // A scratch directory with val_000.bin, 200 byte tokens: 12 windows of 16 + 1, so 6 batches of 2
-// at the model's length 16.
+// at the model's length 16 (and as many at context 8, in batches of 4).
 struct EvalRun {
   TempDir tmp{"tessera_eval"};
   EvalRun() {
@@ -75,6 +77,12 @@ struct EvalRun {
     return run_command(kBin + "/eval " + args, out);
   }
 };
+
+// The number after "loss " in eval's one-line result.
+std::string loss_of(const std::string& out) {
+  const size_t at = out.find("loss ");
+  return at == std::string::npos ? "" : out.substr(at + 5, out.find(' ', at + 5) - at - 5);
+}
 
 }  // namespace
 
@@ -197,4 +205,53 @@ TEST(EvalBinary, per_position_replaces_its_file_only_after_a_successful_evaluati
   EXPECT_EQ(csv.rfind("context,position,loss\n16,0,", 0), 0u) << csv;
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 17) << csv;
   EXPECT_FALSE(fs::exists(pp + ".partial"));
+}
+
+TEST(EvalBinary, contexts_past_learned_positions_show_a_dash_and_none_at_all_is_an_error) {
+  EvalRun run;
+  const std::string ck = run.save(run.config(), "ck");
+  const std::string json = run.tmp.file("pp.json");
+  std::string out;
+  EXPECT_EQ(run.eval("--checkpoint " + ck + " --contexts 32,64 --per-position " + json, &out), 1)
+      << out;
+  EXPECT_TRUE(has(out, "--contexts 32,64: " + ck + " has learned positions") &&
+              has(out, "model.block_size 16") && has(out, "none of these contexts"))
+      << out;
+  EXPECT_FALSE(fs::exists(json));
+  EXPECT_EQ(run.eval("--checkpoint " + ck + " --contexts 8,32 --per-position " + json, &out), 0)
+      << out;
+  EXPECT_TRUE(has(out, "(learned positions end at 16)")) << out;
+  EXPECT_TRUE(has(read_file(json), "{\"loss_by_position\": {\"8\": [")) << read_file(json);
+}
+
+TEST(EvalBinary, the_header_counts_the_batches_read_and_says_when_fewer_than_asked) {
+  EvalRun run;
+  const std::string ck = run.save(run.config(), "ck");
+  std::string out;
+  EXPECT_EQ(run.eval("--checkpoint " + ck + " --batches 1000", &out), 0) << out;
+  EXPECT_TRUE(has(out, "6 batches of 2 x 16, fewer than the 1000 asked: the data holds no more"))
+      << out;
+  EXPECT_EQ(run.eval("--checkpoint " + ck + " --batches 1000 --contexts 8,16", &out), 0) << out;
+  EXPECT_TRUE(has(out, "(6 batches of ~32 tokens, fewer than the 1000 asked")) << out;
+  EXPECT_EQ(run.eval("--checkpoint " + ck + " --batches 3 --contexts 8,16", &out), 0) << out;
+  EXPECT_TRUE(has(out, "(3 batches of ~32 tokens; trained at 16)")) << out;
+}
+
+TEST(EvalBinary, rope_scaling_none_evaluates_a_scaled_checkpoint_as_plain_rope) {
+  EvalRun run;
+  const Config plain = run.config("rope");
+  Config yarn = plain;
+  yarn.model.rope_scaling.type = "yarn", yarn.model.rope_scaling.factor = 4;
+  yarn.model.rope_scaling.original_max_position = 4;
+  const std::string a = run.save(plain, "plain"), b = run.save(yarn, "yarn");  // the same weights
+  std::string out;
+  ASSERT_EQ(run.eval("--checkpoint " + a, &out), 0) << out;
+  const std::string unscaled = loss_of(out);
+  ASSERT_EQ(run.eval("--checkpoint " + b, &out), 0) << out;
+  EXPECT_NE(loss_of(out), unscaled) << out;
+  ASSERT_EQ(run.eval("--checkpoint " + b + " --rope-scaling none", &out), 0) << out;
+  EXPECT_EQ(loss_of(out), unscaled) << out;
+  EXPECT_TRUE(has(out, "| rope_scaling none)")) << out;
+  ASSERT_EQ(run.eval("--checkpoint " + a + " --rope-scaling none", &out), 0) << out;
+  EXPECT_EQ(loss_of(out), unscaled) << out;
 }
