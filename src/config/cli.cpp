@@ -3,7 +3,13 @@
 // the same message, as one written in a YAML file.
 #include "config/cli.h"
 
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
 #include <iostream>
+#include <map>
 #include <string_view>
 
 #include "core/error.h"
@@ -55,27 +61,166 @@ void add_config_options(cxxopts::Options& options) {
   add("h,help", "print this help");
 }
 
+// What the parser needs to know of one option, read from the help groups (cxxopts keeps its own map
+// private): whether it takes a value, and whether it may be given more than once.
+struct FlagInfo {
+  std::string name;  // as arguments() names it: the first long name, else the short one
+  bool takes_value = false;
+  bool repeatable = false;
+  bool boolean = false;
+};
+
+// Every spelling of every option: "--name" and "-x" -> its FlagInfo.
+std::map<std::string, FlagInfo> flag_table(const cxxopts::Options& options,
+                                           const std::vector<std::string>& repeatable) {
+  std::map<std::string, FlagInfo> table;
+  for (const auto& group : options.groups()) {
+    for (const auto& o : options.group_help(group).options) {
+      FlagInfo info;
+      info.name = o.l.empty() ? o.s : o.l.front();
+      info.takes_value = !o.has_implicit;  // a boolean's implicit value: never the next word
+      info.boolean = o.is_boolean;
+      info.repeatable = o.is_container || std::find(repeatable.begin(), repeatable.end(),
+                                                    info.name) != repeatable.end();
+      for (const auto& l : o.l) table["--" + l] = info;
+      if (!o.s.empty()) table["-" + o.s] = info;
+    }
+  }
+  return table;
+}
+
+// One value given to a flag, as cxxopts will read argv: "--name=value", or "--name value" (also
+// "-x value") for a flag that takes a value.
+struct Given {
+  const FlagInfo* flag;
+  std::string value;
+  bool attached;  // written --name=value
+};
+
+std::vector<Given> given_values(int argc, const char* const* argv,
+                                const std::map<std::string, FlagInfo>& table) {
+  std::vector<Given> out;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--") break;  // the rest are plain arguments
+    const size_t eq = arg.starts_with("--") ? arg.find('=') : std::string_view::npos;
+    const auto it = table.find(std::string(arg.substr(0, eq)));
+    if (it == table.end()) continue;  // not a flag, or one cxxopts will refuse by name
+    if (eq != std::string_view::npos) {
+      out.push_back({&it->second, std::string(arg.substr(eq + 1)), true});
+    } else if (it->second.takes_value && i + 1 < argc) {
+      out.push_back({&it->second, argv[++i], false});
+    }
+  }
+  return out;
+}
+
+// A word that cxxopts would read as one of these options had it stood alone.
+bool is_flag(const std::string& word, const std::map<std::string, FlagInfo>& table) {
+  const size_t eq = word.starts_with("--") ? word.find('=') : std::string::npos;
+  return table.count(word.substr(0, eq)) > 0;
+}
+
+// Whether cxxopts accepts `value` for the option: parses "--name=value" alone, so the option's
+// own declared type decides (its incorrect_argument_type names neither the option nor the type).
+bool accepts(cxxopts::Options& options, const std::string& name, const std::string& value) {
+  const std::string program = options.program(), arg = "--" + name + "=" + value;
+  const char* argv[] = {program.c_str(), arg.c_str()};
+  try {
+    options.parse(2, argv);
+    return true;
+  } catch (const cxxopts::exceptions::exception&) {
+    return false;
+  }
+}
+
+// An integer as cxxopts writes one: an optional '-', then decimal digits or 0x and hex digits.
+bool is_integer_text(std::string_view s) {
+  if (s.starts_with('-')) s.remove_prefix(1);
+  const bool hex = s.starts_with("0x");
+  if (hex) s.remove_prefix(2);
+  return !s.empty() && std::all_of(s.begin(), s.end(), [&](char c) {
+    return hex ? std::isxdigit((unsigned char)c) : std::isdigit((unsigned char)c);
+  });
+}
+
+// Why the option's type refuses `value`, the type found by what else it accepts.
+std::string why_refused(cxxopts::Options& options, const FlagInfo& flag, const std::string& value) {
+  const std::string quoted = "'" + value + "'";
+  if (flag.boolean) return quoted + " is not true or false";
+  if (accepts(options, flag.name, "0.5")) {
+    errno = 0;
+    char* end = nullptr;
+    std::strtod(value.c_str(), &end);
+    const bool overflow = !value.empty() && *end == '\0' && errno == ERANGE;
+    return quoted + (overflow ? " is out of range for a number" : " is not a valid number");
+  }
+  if (!accepts(options, flag.name, "0")) return quoted + " is not a valid value";
+  if (!is_integer_text(value)) return quoted + " is not an integer";
+  // Out of range: the widest of the usual integer types whose largest value it takes.
+  const bool is_signed = accepts(options, flag.name, "-1");
+  for (const int bits : {64, 32, 16, 8}) {
+    const uint64_t max = is_signed ? (uint64_t(1) << (bits - 1)) - 1
+                                   : (bits == 64 ? ~uint64_t(0) : (uint64_t(1) << bits) - 1);
+    if (!accepts(options, flag.name, std::to_string(max))) continue;
+    const std::string min = is_signed ? "-" + std::to_string(max + 1) : "0";
+    return quoted + " is out of range [" + min + ", " + std::to_string(max) + "]";
+  }
+  return quoted + " is out of range";
+}
+
 }  // namespace
 
 cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, const char* const* argv,
-                                 bool* help) {
+                                 bool* help, const std::vector<std::string>& repeatable) {
+  const std::map<std::string, FlagInfo> table = flag_table(options, repeatable);
+  const std::vector<Given> given = given_values(argc, argv, table);
+  // "--prompt --help" would sample from the text "--help": a flag's value that is itself one of
+  // the flags is almost always a forgotten value.
+  for (const Given& g : given) {
+    TESSERA_CHECK(g.attached || !is_flag(g.value, table), "command line: --", g.flag->name,
+                  ": its value '", g.value, "' is a flag; write --", g.flag->name, "=", g.value,
+                  " to mean it as the value");
+  }
   cxxopts::ParseResult args;
   try {
     args = options.parse(argc, argv);
+  } catch (const cxxopts::exceptions::incorrect_argument_type& e) {
+    for (const Given& g : given) {
+      if (!accepts(options, g.flag->name, g.value)) {
+        TESSERA_FAIL("command line: --", g.flag->name, ": ",
+                     why_refused(options, *g.flag, g.value));
+      }
+    }
+    TESSERA_FAIL("command line: ", e.what());
   } catch (const cxxopts::exceptions::exception& e) {
     TESSERA_FAIL("command line: ", e.what());
   }
   *help = args.count("help") > 0;
-  if (!*help && !args.unmatched().empty()) {
+  if (*help) return args;
+  if (!args.unmatched().empty()) {
     TESSERA_FAIL("command line: unexpected argument '", args.unmatched().front(), "'");
+  }
+  // A flag given twice would silently keep its last value.
+  std::map<std::string, std::string> seen;
+  for (const auto& kv : args.arguments()) {
+    const auto it = table.find("--" + kv.key());
+    if (it == table.end() || it->second.repeatable) continue;
+    const auto [first, inserted] = seen.emplace(kv.key(), kv.value());
+    if (inserted) continue;
+    if (it->second.takes_value) {
+      TESSERA_FAIL("command line: --", kv.key(), " given twice ('", first->second, "' and '",
+                   kv.value(), "')");
+    }
+    TESSERA_FAIL("command line: --", kv.key(), " given twice");
   }
   return args;
 }
 
 bool parse_flags_or_help(cxxopts::Options& options, int argc, const char* const* argv,
-                         cxxopts::ParseResult& args) {
+                         cxxopts::ParseResult& args, const std::vector<std::string>& repeatable) {
   bool help = false;
-  args = parse_flags(options, argc, argv, &help);
+  args = parse_flags(options, argc, argv, &help, repeatable);
   if (help) std::cout << options.help() << "\n";
   return !help;
 }
@@ -88,14 +233,12 @@ CommandLine parse_command_line(int argc, const char* const* argv, cxxopts::Optio
   } catch (const cxxopts::exceptions::exception& e) {
     TESSERA_FAIL("command line: ", e.what());
   }
-  cl.args = parse_flags(options, argc, argv, &cl.help);
+  cl.args = parse_flags(options, argc, argv, &cl.help, {"set"});
   if (cl.help) return cl;
 
   for (const auto& kv : cl.args.arguments()) {
     if (kv.key() == "config") {
-      TESSERA_CHECK(cl.config_path.empty(), "command line: --config given twice ('", cl.config_path,
-                    "' and '", kv.value(), "')");
-      cl.config_path = kv.value();
+      cl.config_path = kv.value();  // once: parse_flags refuses a second --config
     } else if (kv.key() == "set") {
       cl.overrides.push_back(kv.value());
     } else if (const Shorthand* s = find_shorthand(kv.key())) {

@@ -17,7 +17,7 @@
 //                        the lora section: lora.rank ... lora.targets, lora.quantize
 //   -h, --help
 // Overrides apply after the file in command-line order, so the last word on a key wins. Unknown
-// flags, stray arguments and bad values are tessera::Errors.
+// flags, stray arguments, bad values and a flag other than --set given twice are tessera::Errors.
 #pragma once
 
 #include <cxxopts.hpp>
@@ -39,13 +39,21 @@ struct CommandLine {
 };
 
 // Parses argv against `options` alone (binaries without a config): a cxxopts error or a stray
-// argument is a tessera::Error "command line: ..."; *help is set when -h/--help was given.
+// argument is a tessera::Error "command line: ..."; *help is set when -h/--help was given. Also
+// refused, naming the flag:
+//   a value its type does not hold   "--temperature: 'nan' is not a valid number",
+//                                    "--seed: '-1' is out of range [0, 18446744073709551615]"
+//   a flag given twice               "--output given twice ('a' and 'b')", unless it is named in
+//                                    `repeatable` or holds a list (value<std::vector<...>>)
+//   a value that is one of the flags "--prompt: its value '--help' is a flag; write
+//                                    --prompt=--help to mean it as the value"
 cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, const char* const* argv,
-                                 bool* help);
+                                 bool* help, const std::vector<std::string>& repeatable = {});
 
 // parse_flags for a binary's main: on -h/--help prints the help and returns false (exit 0 then).
 bool parse_flags_or_help(cxxopts::Options& options, int argc, const char* const* argv,
-                         cxxopts::ParseResult& args);
+                         cxxopts::ParseResult& args,
+                         const std::vector<std::string>& repeatable = {});
 
 // Adds the flags above to `options` (once per Options), parses argv and loads the config.
 CommandLine parse_command_line(int argc, const char* const* argv, cxxopts::Options& options,
