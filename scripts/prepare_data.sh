@@ -100,9 +100,17 @@ tokenize_corpus() {
   ensure_tokenize_binary
   local args=() f
   for f in "$@"; do args+=(--input "$f"); done
+  if [ "$tokenizer" = gpt2 ]; then args+=(--tokenizer-dir "$GPT2_DIR"); fi
+  # tokenize refuses a directory that holds shards: the new ones are made beside it and replace
+  # the old ones only once all are written.
   log "tokenizing into $out ($tokenizer)"
-  "$BUILD_DIR/tokenize" --tokenizer "$tokenizer" --tokenizer-dir "$GPT2_DIR" "${args[@]}" \
-    --output "$out" --val-fraction "$VAL_FRACTION"
+  rm -rf "$out.tmp"
+  "$BUILD_DIR/tokenize" --tokenizer "$tokenizer" "${args[@]}" --output "$out.tmp" \
+    --val-fraction "$VAL_FRACTION"
+  mkdir -p "$out"
+  rm -f "$out"/train_*.bin "$out"/val_*.bin
+  mv "$out.tmp"/*.bin "$out"/
+  rmdir "$out.tmp"
 }
 
 # The King James Bible from Debian's bible-kjv. `bible -f` prints one verse per line after its

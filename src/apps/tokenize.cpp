@@ -9,6 +9,10 @@
 // (1 - val_fraction) of the tokens (no document is cut in two, so train and val share no text);
 // with one document it is that document's last val_fraction of tokens. A split longer than
 // --shard-tokens continues in _001, _002, ...
+//
+// An --output that already holds shards (train_*.bin, val_*.bin) is refused: a loader globbing
+// train_*.bin would read old and new ones together. So is an input that is empty or unreadable.
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -16,9 +20,6 @@
 #include <cstring>
 #include <cxxopts.hpp>
 #include <filesystem>
-#include <fstream>
-#include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -33,13 +34,52 @@ using namespace tessera::data;
 
 namespace {
 
+// The whole file. A directory, an unreadable file or an empty one is an error naming it: read as
+// "" it would become an empty document, or an empty split that names no file.
 std::string read_input(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+  std::FILE* f = std::fopen(path.c_str(), "rb");
   TESSERA_CHECK(f, "cannot read input file ", path, ": ", std::strerror(errno));
-  std::ostringstream os;
-  os << f.rdbuf();
-  TESSERA_CHECK(!f.bad(), "error while reading input file ", path);
-  return os.str();
+  std::string text;
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
+  const int err = std::ferror(f) ? errno : 0;
+  std::fclose(f);
+  TESSERA_CHECK(!err, "cannot read input file ", path, ": ", std::strerror(err));
+  TESSERA_CHECK(!text.empty(), "input file ", path, " is empty");
+  return text;
+}
+
+// Fails unless the input can be read and holds a byte, reading no more than that: every input is
+// checked before any work, so a bad last one of 500 files fails at once.
+void check_input(const std::string& path) {
+  TESSERA_CHECK(!fs::is_directory(path), "cannot read input file ", path, ": ",
+                std::strerror(EISDIR));
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  TESSERA_CHECK(f, "cannot read input file ", path, ": ", std::strerror(errno));
+  char byte;
+  const size_t n = std::fread(&byte, 1, 1, f);
+  const int err = std::ferror(f) ? errno : 0;
+  std::fclose(f);
+  TESSERA_CHECK(!err, "cannot read input file ", path, ": ", std::strerror(err));
+  TESSERA_CHECK(n == 1, "input file ", path, " is empty");
+}
+
+// Shards already in dir ("" when none). New shards written beside them would mix two corpora
+// under one train_*.bin / val_*.bin glob, and replacing them would lose the old ones.
+std::string existing_shards(const std::string& dir) {
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if ((name.starts_with("train_") || name.starts_with("val_")) && name.ends_with(".bin"))
+      names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  std::string list;
+  for (size_t i = 0; i < names.size() && i < 3; ++i) list += (i ? ", " : "") + names[i];
+  if (names.size() > 3) list += ", ... (" + std::to_string(names.size()) + " in all)";
+  return list;
 }
 
 std::string shard_path(const std::string& prefix, const std::string& split, int index) {
@@ -48,21 +88,19 @@ std::string shard_path(const std::string& prefix, const std::string& split, int 
   return (fs::path(prefix) / name).string();
 }
 
-// Writes tokens as prefix/<split>_000.bin, _001.bin, ... and removes higher-numbered shards a
-// previous, larger run left behind (a loader globbing <split>_*.bin would read them too).
-// Returns the paths written.
+// Writes tokens as prefix/<split>_000.bin, _001.bin, ... into a directory that holds no shards,
+// appending each path to *written before its file appears. Returns this split's paths.
 std::vector<std::string> write_split(const std::string& prefix, const std::string& split,
                                      const std::vector<uint32_t>& tokens, int64_t shard_tokens,
-                                     int64_t vocab_size) {
+                                     int64_t vocab_size, std::vector<std::string>* written) {
   std::vector<std::string> paths;
   for (size_t begin = 0; begin < tokens.size(); begin += size_t(shard_tokens)) {
     const size_t end = std::min(tokens.size(), begin + size_t(shard_tokens));
     paths.push_back(shard_path(prefix, split, int(paths.size())));
+    written->push_back(paths.back());
     write_shard(paths.back(), std::vector<uint32_t>(tokens.begin() + begin, tokens.begin() + end),
                 vocab_size);
   }
-  for (int i = int(paths.size()); fs::exists(shard_path(prefix, split, i)); ++i)
-    fs::remove(shard_path(prefix, split, i));
   return paths;
 }
 
@@ -91,7 +129,8 @@ int run(int argc, char** argv) {
       // A plain string read repeatedly, not a vector: cxxopts splits vectors at commas.
       ("input", "a text file, one document (repeatable, in order)",
        cxxopts::value<std::string>(), "FILE")
-      ("output", "output directory", cxxopts::value<std::string>(), "PREFIX")
+      ("output", "output directory; one that already holds shards is refused",
+       cxxopts::value<std::string>(), "PREFIX")
       ("val-fraction", "held-out tail fraction of the tokens, in [0, 1)",
        cxxopts::value<double>()->default_value("0.1"), "F")
       ("shard-tokens", "tokens per shard file",
@@ -100,7 +139,7 @@ int run(int argc, char** argv) {
   // clang-format on
 
   cxxopts::ParseResult args;
-  if (!parse_flags_or_help(options, argc, argv, args)) return 0;
+  if (!parse_flags_or_help(options, argc, argv, args, {"input"})) return 0;
   TESSERA_CHECK(args.count("tokenizer"), "command line: --tokenizer byte|gpt2 is required");
   TESSERA_CHECK(args.count("output"), "command line: --output PREFIX is required");
   std::vector<std::string> inputs;
@@ -113,18 +152,23 @@ int run(int argc, char** argv) {
   const int64_t shard_tokens = args["shard-tokens"].as<int64_t>();
   TESSERA_CHECK(shard_tokens > 0, "command line: --shard-tokens must be positive, got ",
                 shard_tokens);
+  const std::string name = args["tokenizer"].as<std::string>();
+  TESSERA_CHECK(!args.count("tokenizer-dir") || name == "gpt2",
+                "command line: --tokenizer-dir applies to the gpt2 tokenizer only (--tokenizer ",
+                name, ")");
   const std::string prefix = args["output"].as<std::string>();
-
-  // Every input is checked before any work, so a typo in the last of 500 files fails at once.
-  for (const auto& path : inputs) {
-    std::ifstream f(path, std::ios::binary);
-    TESSERA_CHECK(f, "cannot read input file ", path, ": ", std::strerror(errno));
-  }
+  TESSERA_CHECK(!fs::exists(prefix) || fs::is_directory(prefix), "--output ", prefix,
+                " is a file, not a directory (nothing was written)");
+  const std::string old = existing_shards(prefix);
+  TESSERA_CHECK(old.empty(), "--output ", prefix, " already holds shards (", old,
+                "); new ones there would mix with them. Choose another directory or remove "
+                "them (nothing was written)");
+  for (const auto& path : inputs) check_input(path);
 
   const auto t0 = std::chrono::steady_clock::now();
   const std::string dir =
       args.count("tokenizer-dir") ? args["tokenizer-dir"].as<std::string>() : "";
-  auto tok = make_tokenizer(args["tokenizer"].as<std::string>(), dir);
+  auto tok = make_tokenizer(name, dir);
   int64_t bytes = 0, total = 0;
   std::vector<std::vector<uint32_t>> docs;
   for (const auto& path : inputs) {
@@ -171,8 +215,17 @@ int run(int argc, char** argv) {
       (long long)bytes, (long long)total, seconds,
       seconds > 0 ? double(bytes) / seconds / 1e6 : 0.0,
       total > 0 ? double(bytes) / double(total) : 0.0);
-  const auto train_paths = write_split(prefix, "train", train, shard_tokens, tok->vocab_size());
-  const auto val_paths = write_split(prefix, "val", val, shard_tokens, tok->vocab_size());
+  // A failed write (a full disk) takes back the shards already written: a part of the splits
+  // would train on a part of the corpus, and the next run would refuse the directory.
+  std::vector<std::string> written, train_paths, val_paths;
+  try {
+    train_paths = write_split(prefix, "train", train, shard_tokens, tok->vocab_size(), &written);
+    val_paths = write_split(prefix, "val", val, shard_tokens, tok->vocab_size(), &written);
+  } catch (...) {
+    std::error_code ec;
+    for (const auto& path : written) fs::remove(path, ec);
+    throw;
+  }
   std::printf("tokenize: train %zu tokens -> %s\n", train.size(), join(train_paths).c_str());
   if (val_paths.empty()) {
     std::printf("tokenize: no validation split (--val-fraction 0)\n");

@@ -1,0 +1,102 @@
+// build/tokenize end to end: what it refuses before writing anything (an output directory that
+// already holds shards, an input that is a directory, unreadable or empty, --tokenizer-dir with
+// the byte tokenizer), each named in a one-line error, and what it writes otherwise.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using tessera::testing::read_file;
+using tessera::testing::run_command;
+using tessera::testing::TempDir;
+
+namespace {
+
+const std::string kTokenize = tessera::testing::bin_dir() + "/tokenize --tokenizer byte";
+
+bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+TEST(Tokenize, an_output_that_holds_shards_is_refused_and_left_as_it_was) {
+  TempDir tmp;
+  const std::string a = tmp.write("a.txt", std::string(100, 'a'));
+  const std::string b = tmp.write("b.txt", std::string(100, 'b'));
+  const std::string out = tmp.file("out");
+  std::string log;
+  ASSERT_EQ(run_command(kTokenize + " --input " + a + " --output " + out, &log), 0) << log;
+  // A stray higher-numbered val shard, as a larger corpus would have left.
+  fs::copy_file(out + "/val_000.bin", out + "/val_005.bin");
+  const std::string train = read_file(out + "/train_000.bin"),
+                    val = read_file(out + "/val_000.bin");
+
+  EXPECT_EQ(
+      run_command(kTokenize + " --input " + b + " --output " + out + " --val-fraction 0", &log), 1);
+  EXPECT_TRUE(has(log, "--output " + out +
+                           " already holds shards (train_000.bin, val_000.bin, "
+                           "val_005.bin)") &&
+              has(log, "nothing was written"))
+      << log;
+  EXPECT_EQ(read_file(out + "/train_000.bin"), train);
+  EXPECT_EQ(read_file(out + "/val_000.bin"), val);
+  EXPECT_TRUE(fs::exists(out + "/val_005.bin"));
+
+  // A directory holding other files only is written into.
+  const std::string other = tmp.file("other");
+  fs::create_directories(other);
+  tmp.write("other/notes.txt", "mine");
+  ASSERT_EQ(run_command(kTokenize + " --input " + a + " --input " + b + " --output " + other, &log),
+            0)
+      << log;
+  EXPECT_TRUE(has(log, "2 documents")) << log;  // --input repeats
+  EXPECT_TRUE(fs::exists(other + "/train_000.bin") && fs::exists(other + "/val_000.bin"));
+  EXPECT_EQ(read_file(other + "/notes.txt"), "mine");
+}
+
+TEST(Tokenize, a_directory_an_unreadable_or_an_empty_input_is_refused_by_name) {
+  TempDir tmp;
+  const std::string a = tmp.write("a.txt", std::string(100, 'a'));
+  const std::string empty = tmp.write("empty.txt", "");
+  const std::string dir = tmp.file("somedir");
+  fs::create_directories(dir);
+  const std::string out = tmp.file("out");
+  const struct {
+    std::string inputs, message;
+  } cases[] = {
+      {a + " --input " + dir + " --input " + a,
+       "cannot read input file " + dir + ": Is a directory"},
+      {dir, "cannot read input file " + dir + ": Is a directory"},
+      {"/proc/self/mem", "cannot read input file /proc/self/mem: Input/output error"},
+      {a + " --input " + tmp.file("missing.txt"),
+       "cannot read input file " + tmp.file("missing.txt") + ": No such file or directory"},
+      {empty, "input file " + empty + " is empty"},
+      {"/dev/null", "input file /dev/null is empty"},
+      {a + " --input " + empty, "input file " + empty + " is empty"},
+      {a + " --input " + empty + " --input " + a, "input file " + empty + " is empty"},
+  };
+  for (const auto& c : cases) {
+    std::string log;
+    EXPECT_EQ(run_command(kTokenize + " --input " + c.inputs + " --output " + out, &log), 1)
+        << c.inputs << "\n"
+        << log;
+    EXPECT_TRUE(has(log, c.message)) << log;
+    EXPECT_FALSE(fs::exists(out)) << c.inputs;
+  }
+}
+
+TEST(Tokenize, tokenizer_dir_with_the_byte_tokenizer_is_refused) {
+  TempDir tmp;
+  const std::string a = tmp.write("a.txt", std::string(100, 'a'));
+  std::string log;
+  EXPECT_EQ(run_command(kTokenize + " --tokenizer-dir /nonexistent --input " + a + " --output " +
+                            tmp.file("out"),
+                        &log),
+            1);
+  EXPECT_TRUE(has(log, "--tokenizer-dir applies to the gpt2 tokenizer only")) << log;
+  EXPECT_FALSE(fs::exists(tmp.file("out")));
+}
+
+}  // namespace
