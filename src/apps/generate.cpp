@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
         ("top-p", "then among the most likely holding this share of the probability (nucleus sampling; 1 = all)",
          cxxopts::value<double>()->default_value("1"))
         ("seed", "sampling seed", cxxopts::value<uint64_t>()->default_value("42"))
-        ("tokenizer-dir", "override the tokenizer directory", cxxopts::value<std::string>())
+        ("tokenizer-dir", "override the gpt2 tokenizer's directory", cxxopts::value<std::string>())
         ("h,help", "show this help");
     train::add_model_options(options);
     cxxopts::ParseResult args;
@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
     train::LoadedModel m = train::load_model(args);
     const Config& cfg = m.config;
 
+    TESSERA_CHECK(!args.count("tokenizer-dir") || cfg.data.tokenizer == "gpt2",
+                  "command line: --tokenizer-dir applies to the gpt2 tokenizer only (", m.path,
+                  " uses data.tokenizer ", cfg.data.tokenizer, ")");
     const std::string dir = args.count("tokenizer-dir") ? args["tokenizer-dir"].as<std::string>()
                                                         : cfg.data.tokenizer_dir;
     auto tok = data::make_tokenizer(cfg.data.tokenizer, dir);

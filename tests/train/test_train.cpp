@@ -1,5 +1,6 @@
 // The training loop end to end on a tiny model and a fixed small shard: the loss falls, a saved
-// checkpoint reproduces the model's logits exactly, and a resumed run continues the same run.
+// checkpoint reproduces the model's logits exactly, and a resumed run continues the same run; the
+// generate binary on such a checkpoint.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -65,4 +66,20 @@ TEST(Training, missing_data_is_a_clear_error) {
   std::ostringstream log;
   std::string msg = tessera::testing::error_of([&] { train::run_training(cfg, log); });
   EXPECT_NE(msg.find("nothing_*.bin"), std::string::npos) << msg;
+}
+
+TEST(Training, generate_refuses_a_tokenizer_dir_for_a_byte_model) {
+  TempRun run;
+  Config cfg = run.config(1);
+  std::ostringstream log;
+  const std::string ck = train::run_training(cfg, log).last_checkpoint;
+  const std::string generate = tessera::testing::bin_dir() + "/generate --checkpoint " + ck +
+                               " --prompt in --max-new-tokens 2";
+  std::string out;
+  EXPECT_EQ(tessera::testing::run_command(generate + " --tokenizer-dir /nonexistent", &out), 1);
+  EXPECT_NE(out.find("--tokenizer-dir applies to the gpt2 tokenizer only (" + ck +
+                     " uses data.tokenizer byte)"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(tessera::testing::run_command(generate, &out), 0) << out;
 }
