@@ -1,4 +1,4 @@
-// DataLoader: windows of T + 1 tokens from memory-mapped shards, in a (seed, epoch) permutation.
+// DataLoader: windows of T + 1 tokens read from shards, in a (seed, epoch) permutation.
 //
 // B = batch size per rank, T = sequence length, W = world size, N = windows per epoch.
 //
@@ -130,17 +130,15 @@ Batch DataLoader::next() {
 
   const int64_t per_call = int64_t(options_.world) * B;
   const int64_t first = position_ + options_.rank * B;
+  std::vector<uint32_t> tokens(size_t(T + 1));
   for (int64_t b = 0; b < B; ++b) {
     const int64_t slot = first + b;
     const int64_t window = options_.shuffle ? order_[size_t(slot)] : slot;
     int64_t start = 0;
-    const Shard& shard = locate(window, &start);
-    int32_t prev = int32_t(shard[start]);
+    locate(window, &start).read(start, T + 1, tokens.data());
     for (int64_t t = 0; t < T; ++t) {
-      const int32_t cur = int32_t(shard[start + t + 1]);
-      in[b * T + t] = prev;
-      tg[b * T + t] = cur;
-      prev = cur;
+      in[b * T + t] = int32_t(tokens[size_t(t)]);
+      tg[b * T + t] = int32_t(tokens[size_t(t + 1)]);
     }
   }
 

@@ -5,8 +5,8 @@
 // nanoGPT's raw headerless uint16 files are read when asked for explicitly (ShardFormat::RawU16).
 //
 //   write_shard("data/kjv/train_000.bin", tokens, 257);     // picks uint16 for 257 ids
-//   Shard s("data/kjv/train_000.bin", 257);                  // mmap; validates header, size, ids
-//   uint32_t t = s[42];
+//   Shard s("data/kjv/train_000.bin", 257);                  // validates header, size, ids
+//   std::vector<uint32_t> w = s.read(42, 65);                // tokens [42, 107)
 #pragma once
 
 #include <cstdint>
@@ -27,9 +27,10 @@ enum class ShardFormat { Header, RawU16 };
 // its position and the path); at most 2^31 - 1 tokens, the header's int32 count.
 void write_shard(const std::string& path, const std::vector<uint32_t>& tokens, int64_t vocab_size);
 
-// A read-only memory-mapped shard. Opening checks the magic, version, that the file size equals
+// A shard open for reading. Opening checks the magic, version, that the file size equals
 // header + count * token size, and that every token id is < vocab_size; each failure is an error
-// naming the path and what disagrees.
+// naming the path and what disagrees. read() checks again what it reads, so a file truncated or
+// rewritten while it is open is an error naming it too, never a crash or a wrong id.
 class Shard {
  public:
   Shard(const std::string& path, int64_t vocab_size, ShardFormat format = ShardFormat::Header);
@@ -41,18 +42,19 @@ class Shard {
 
   int64_t size() const { return count_; }  // number of tokens
   int token_bytes() const { return token_bytes_; }  // 2 (uint16) or 4 (uint32)
-  uint32_t operator[](int64_t i) const {
-    return token_bytes_ == 2 ? reinterpret_cast<const uint16_t*>(tokens_)[i]
-                             : reinterpret_cast<const uint32_t*>(tokens_)[i];
-  }
+  // Tokens [start, start + n) into out[0, n); 0 <= start <= start + n <= size(). Thread-safe.
+  void read(int64_t start, int64_t n, uint32_t* out) const;
+  std::vector<uint32_t> read(int64_t start, int64_t n) const;
   const std::string& path() const { return path_; }
 
  private:
+  void read_tokens(int64_t start, int64_t n, uint32_t* out) const;  // no id check
+
   std::string path_;
-  void* map_ = nullptr;
-  size_t map_bytes_ = 0;
-  const void* tokens_ = nullptr;
+  int fd_ = -1;
+  int64_t data_offset_ = 0;  // bytes before the first token: the header's, or 0 for RawU16
   int64_t count_ = 0;
+  int64_t vocab_size_ = 0;
   int token_bytes_ = 2;
 };
 

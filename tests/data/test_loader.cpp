@@ -290,6 +290,18 @@ TEST(Loader, bad_options_are_clear_errors) {
   EXPECT_NE(msg.find("token id 30"), std::string::npos) << msg;
 }
 
+TEST(Loader, a_shard_cut_short_during_training_is_an_error_naming_it) {
+  TempDir dir;
+  const std::vector<std::string> files = make_shards(dir, {41, 900});
+  DataLoader loader(options(files, 4, 4, /*shuffle=*/false));
+  take(loader, 2);                            // windows 0..7, all in shard 0 (10 windows)
+  fs::resize_file(files[1], 1024 + 4 * 100);  // shard 1 (uint32 ids) keeps 100 of 900 tokens
+  take(loader, 4);  // windows 8..23: shard 1's windows 0..13 end at token 56, still there
+  const std::string msg = error_of([&] { take(loader, 30); });
+  EXPECT_NE(msg.find("shard " + files[1] + " changed size"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("now has 1424 bytes"), std::string::npos) << msg;
+}
+
 TEST(Loader, shards_too_short_for_one_window_name_their_sizes) {
   TempDir dir;
   const std::vector<std::string> files = make_shards(dir, {4, 3});

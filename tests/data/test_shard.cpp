@@ -38,11 +38,7 @@ int32_t header_int(const std::vector<char>& bytes, int i) {
 
 void set_header_int(std::vector<char>& bytes, int i, int32_t v) { std::memcpy(bytes.data() + 4 * i, &v, 4); }
 
-std::vector<uint32_t> read_all(const Shard& s) {
-  std::vector<uint32_t> out;
-  for (int64_t i = 0; i < s.size(); ++i) out.push_back(s[i]);
-  return out;
-}
+std::vector<uint32_t> read_all(const Shard& s) { return s.read(0, s.size()); }
 
 }  // namespace
 
@@ -225,6 +221,60 @@ TEST(Shard, token_outside_the_vocabulary_names_id_position_vocab_and_path) {
   EXPECT_NE(msg.find("vocabulary size 500"), std::string::npos) << msg;
 }
 
+TEST(Shard, reads_any_range_and_rejects_one_past_the_end) {
+  TempDir dir;
+  write_shard(dir.file("a.bin"), {9, 8, 7, 6, 5}, 10);
+  write_shard(dir.file("b.bin"), {70000, 1, 99999}, 100000);
+  Shard a(dir.file("a.bin"), 10), b(dir.file("b.bin"), 100000);
+  EXPECT_EQ(a.read(1, 3), (std::vector<uint32_t>{8, 7, 6}));
+  EXPECT_EQ(a.read(4, 1), (std::vector<uint32_t>{5}));
+  EXPECT_EQ(a.read(5, 0), (std::vector<uint32_t>{}));
+  EXPECT_EQ(b.read(1, 2), (std::vector<uint32_t>{1, 99999}));
+  std::string msg = error_of([&] { a.read(3, 3); });
+  EXPECT_NE(msg.find(dir.file("a.bin")), std::string::npos) << msg;
+  EXPECT_NE(msg.find("tokens [3, 6) of 5"), std::string::npos) << msg;
+}
+
+// Training reads a shard for hours; another process may cut it short meanwhile. The reads past the
+// new end are an error naming the shard and its new size (a memory mapping would die of SIGBUS).
+TEST(Shard, a_shard_truncated_while_open_is_an_error_naming_it) {
+  TempDir dir;
+  const std::string path = dir.file("live.bin");
+  std::vector<uint32_t> tokens(100000);  // 1024 + 200000 bytes: past the first pages
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = uint32_t(i % 257);
+  write_shard(path, tokens, 257);
+  Shard s(path, 257);
+  fs::resize_file(path, 2000);
+  EXPECT_EQ(s.read(10, 3), (std::vector<uint32_t>{10, 11, 12}));  // still inside the file
+  const std::string msg = error_of([&] { s.read(90000, 65); });
+  EXPECT_NE(msg.find("shard " + path + " changed size while it was being read"), std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("tokens [90000, 90065)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("now has 2000 bytes"), std::string::npos) << msg;
+  EXPECT_EQ(s.read(487, 1), (std::vector<uint32_t>{487 % 257}));  // the last whole token left
+  EXPECT_NE(error_of([&] { s.read(488, 1); }).find("changed size"), std::string::npos);
+}
+
+// Rewritten in place with ids the model has no row for: an error, never an id past the vocabulary.
+TEST(Shard, a_shard_rewritten_in_place_with_an_unknown_id_is_an_error) {
+  TempDir dir;
+  const std::string path = dir.file("rw.bin");
+  write_shard(path, {1, 2, 3, 4, 5}, 257);
+  Shard s(path, 257);
+  {
+    std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+    const uint16_t bad = 300;
+    f.seekp(1024 + 2 * 3);
+    f.write(reinterpret_cast<const char*>(&bad), 2);
+  }
+  EXPECT_EQ(s.read(0, 3), (std::vector<uint32_t>{1, 2, 3}));
+  const std::string msg = error_of([&] { s.read(2, 3); });
+  EXPECT_NE(msg.find("shard " + path + " changed while it was being read"), std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("token id 300 at position 3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("vocabulary size 257"), std::string::npos) << msg;
+}
+
 TEST(Shard, missing_file_is_an_error_naming_it) {
   TempDir dir;
   const std::string path = dir.file("nope.bin");
@@ -232,17 +282,17 @@ TEST(Shard, missing_file_is_an_error_naming_it) {
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
 }
 
-TEST(Shard, moves_transfer_the_mapping) {
+TEST(Shard, moves_transfer_the_open_file) {
   TempDir dir;
   write_shard(dir.file("a.bin"), {1, 2, 3}, 10);
   write_shard(dir.file("b.bin"), {7, 8}, 10);
   Shard a(dir.file("a.bin"), 10);
   Shard moved(std::move(a));
   EXPECT_EQ(read_all(moved), (std::vector<uint32_t>{1, 2, 3}));
-  EXPECT_EQ(a.size(), 0);  // NOLINT: a moved-from shard is empty, and its destructor unmaps nothing
+  EXPECT_EQ(a.size(), 0);  // NOLINT: a moved-from shard is empty, and its destructor closes nothing
 
   Shard b(dir.file("b.bin"), 10);
-  b = std::move(moved);  // b's old mapping is released, moved's taken over
+  b = std::move(moved);  // b's old file is closed, moved's taken over
   EXPECT_EQ(read_all(b), (std::vector<uint32_t>{1, 2, 3}));
   EXPECT_EQ(b.path(), dir.file("a.bin"));
 
