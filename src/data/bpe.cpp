@@ -14,7 +14,9 @@
 //    (bytes_to_unicode); that spelling is undone once, at load time, so encode and decode never see
 //    it, and every byte string (valid UTF-8 or not) round-trips.
 //  - Every merge's two parts and its result are tokens of encoder.json (checked at load), so BPE
-//    runs on token ids and a merge is one hash lookup keyed by the id pair.
+//    runs on token ids and a merge is one hash lookup keyed by the id pair. Every token that is
+//    neither a byte nor special (<|endoftext|>) is some merge's result, so a cut-off vocab.bpe
+//    fails at load rather than encoding with a shorter list.
 //  - A merged token is longer than its parts, so an id never comes back once merged away; the
 //    heap in bpe() relies on that to recognise stale pairs.
 #include <algorithm>
@@ -179,13 +181,15 @@ void for_each_piece(std::string_view text, F&& f) {
 struct ByteAlphabet {
   static constexpr uint32_t kMaxCodePoint = 0x100 + 68;  // exclusive
   int to_byte[kMaxCodePoint];  // code point -> byte; -1: not a byte's spelling
+  uint32_t to_code_point[256];
 
   ByteAlphabet() {
     std::fill(std::begin(to_byte), std::end(to_byte), -1);
     uint32_t n = 0;
     for (uint32_t b = 0; b < 256; ++b) {
       const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-      to_byte[printable ? b : 0x100 + n++] = int(b);
+      to_code_point[b] = printable ? b : 0x100 + n++;
+      to_byte[to_code_point[b]] = int(b);
     }
   }
 };
@@ -226,6 +230,21 @@ bool unspell(std::string_view spelled, std::string& bytes) {
     i += c.len;
   }
   return true;
+}
+
+// Raw bytes -> the files' spelling of them (the inverse of unspell), for error messages.
+std::string spell(std::string_view bytes) {
+  std::string out;
+  for (char c : bytes)
+    append_utf8(byte_alphabet().to_code_point[static_cast<unsigned char>(c)], out);
+  return out;
+}
+
+// A token no merge makes that is still legitimate: GPT-2's one special token, <|endoftext|>, or a
+// marker in the same <...> form that a derived vocabulary adds (<|pad|>, <pad>, </s>). BPE never
+// produces them; they are ids for the text's structure.
+bool is_special_token(std::string_view bytes) {
+  return bytes.size() >= 3 && bytes.front() == '<' && bytes.back() == '>';
 }
 
 std::string quoted(std::string_view s) {  // for error messages: at most 40 bytes, as written
@@ -377,7 +396,7 @@ class Gpt2Tokenizer final : public Tokenizer {
  public:
   Gpt2Tokenizer(const std::string& encoder_path, const std::string& merges_path) {
     load_encoder(encoder_path);
-    load_merges(merges_path);
+    load_merges(merges_path, encoder_path);
   }
 
   // Thread-safe: concurrent calls take turns on the cache.
@@ -463,11 +482,12 @@ class Gpt2Tokenizer final : public Tokenizer {
     eot_ = eot->second;
   }
 
-  void load_merges(const std::string& path) {
+  void load_merges(const std::string& path, const std::string& encoder_path) {
     const std::string text = read_text_file(path);
     std::string left, right;
     size_t line_no = 0;
     uint32_t rank = 0;
+    std::vector<bool> made(decoder_.size(), false);  // by id: the result of some merge
     for (size_t pos = 0; pos < text.size();) {
       size_t eol = text.find('\n', pos);
       if (eol == std::string::npos) eol = text.size();
@@ -491,10 +511,37 @@ class Gpt2Tokenizer final : public Tokenizer {
       const uint32_t m = token_id(left + right, spelled, where);
       TESSERA_CHECK(merges_.emplace(pair_key(l, r), Merge{rank, m}).second, where, "the merge ",
                     quoted(line), " appears twice");
+      made[m] = true;
       ++rank;
     }
     TESSERA_CHECK(rank > 0, "gpt2 tokenizer: ", path, ": no merges in the file");
+    check_every_token_is_made(path, encoder_path, rank, made);
     encoder_.clear();  // only needed to resolve the merges
+  }
+
+  // Every token but the 256 bytes and the special ones is the result of a merge: GPT-2 has 50,000
+  // merges = 50,257 tokens - 256 bytes - 1 special, merge rank r making id 256 + r. A vocab.bpe cut
+  // off at a line boundary parses, but BPE would then never reach the longer tokens and encode text
+  // into ids the model was not trained on. (More merges than that count is allowed: a trainer may
+  // reach one token by two merges, as Hugging Face's BPE trainer can.)
+  void check_every_token_is_made(const std::string& path, const std::string& encoder_path,
+                                 size_t merges, const std::vector<bool>& made) const {
+    const size_t n = decoder_.size();
+    size_t specials = 0, unmade = 0, first_unmade = n;
+    for (size_t id = 0; id < n; ++id) {
+      if (made[id] || decoder_[id].size() == 1) continue;
+      if (is_special_token(decoder_[id])) {
+        ++specials;
+      } else if (unmade++ == 0) {
+        first_unmade = id;
+      }
+    }
+    if (unmade == 0) return;
+    TESSERA_FAIL("gpt2 tokenizer: ", path, " has ", merges, " merges, but the ", n, " tokens of ",
+                 encoder_path, " need ", n - 256 - specials, " (", n, " - 256 byte tokens - ",
+                 specials, " special token", specials == 1 ? "" : "s", "): no merge makes ", unmade,
+                 " of them, the first ", quoted(spell(decoder_[first_unmade])), " (id ",
+                 first_unmade, "); is vocab.bpe cut off, or from another vocabulary?");
   }
 
   uint32_t token_id(const std::string& bytes, std::string_view spelled, const std::string& where) {

@@ -262,6 +262,8 @@ TEST(Gpt2Files, malformed_merge_line_names_the_file_and_line) {
       {"#version: 0.2\nc d\nb c d\n", path + ":3: expected two tokens separated by one space"},
       {"#version: 0.2\nc d\nbc\n", path + ":3: expected two tokens"},
       {"#version: 0.2\nc d\nx y\n", path + ":3: token \"xy\" is not in encoder.json"},
+      {"#version: 0.2\nc d\nzz y\n", path + ":3: token \"zz\" is not in encoder.json"},
+      {"#version: 0.2\nc d\nb cd\n", path + ":3: token \"bcd\" is not in encoder.json"},
       {"#version: 0.2\nc d\nb c\nc d\n", path + ":4: the merge \"c d\" appears twice"},
       {"#version: 0.2\n", path + ": no merges"},
   };
@@ -270,6 +272,36 @@ TEST(Gpt2Files, malformed_merge_line_names_the_file_and_line) {
     const std::string msg = gpt2_error(dir);
     EXPECT_NE(msg.find(c.expect), std::string::npos) << "expected '" << c.expect << "' in: " << msg;
   }
+}
+
+// A vocab.bpe cut off at a line boundary parses line by line; only the count gives it away.
+TEST(Gpt2Files, a_vocab_bpe_missing_merges_names_both_files_and_the_counts) {
+  TempDir dir;
+  const std::string encoder = dir.write("encoder.json", tiny_encoder_json(kTinyExtra));
+  const std::string path = dir.write("vocab.bpe", "#version: 0.2\nc d\nb c\na a\n");  // no "Ġ b"
+  std::string msg = gpt2_error(dir);
+  EXPECT_NE(msg.find(path + " has 3 merges, but the 261 tokens of " + encoder +
+                     " need 4 (261 - 256 byte tokens - 1 special token)"),
+            std::string::npos)
+      << msg;
+  const std::string space_b = std::string("\xc4\xa0") + "b";  // " b" as the files spell it
+  EXPECT_NE(msg.find("no merge makes 1 of them, the first \"" + space_b + "\" (id 259)"),
+            std::string::npos)
+      << msg;
+  dir.write("vocab.bpe", "#version: 0.2\nc d\na a\n\xc4\xa0 b\n");  // one from the middle
+  msg = gpt2_error(dir);
+  EXPECT_NE(msg.find("\"bc\" (id 257)"), std::string::npos) << msg;
+}
+
+TEST(Gpt2Files, special_tokens_in_angle_brackets_need_no_merge) {
+  TempDir dir;
+  dir.write("encoder.json",
+            tiny_encoder_json(std::string(kTinyExtra) + ", \"<|pad|>\": 261, \"</s>\": 262"));
+  dir.write("vocab.bpe", kTinyMerges);
+  const auto tok = make_tokenizer("gpt2", dir.path.string());
+  EXPECT_EQ(tok->vocab_size(), 263);
+  EXPECT_EQ(tok->encode("</s>"), (Ids{'<', '/', 's', '>'}));  // BPE never produces them
+  EXPECT_EQ(tok->decode({262}), "</s>");
 }
 
 // ---- the real GPT-2 vocabulary ------------------------------------------------------------------
@@ -331,6 +363,22 @@ TEST(Gpt2Tokenizer, decode_inverts_encode) {
     const std::string s = random_bytes(rng, 1 + rng() % 1000);
     EXPECT_EQ(tok->decode(tok->encode(s)), s);
   }
+}
+
+TEST(Gpt2Tokenizer, the_real_vocab_bpe_cut_to_its_first_1000_merges_is_refused) {
+  REQUIRE_GPT2();
+  TempDir dir;
+  fs::copy_file(fs::path(gpt2_dir()) / "encoder.json", dir.path / "encoder.json");
+  std::ifstream in(fs::path(gpt2_dir()) / "vocab.bpe");
+  std::ofstream out(dir.path / "vocab.bpe");
+  std::string line;
+  for (int i = 0; i < 1001 && std::getline(in, line); ++i) out << line << "\n";  // "#version" too
+  out.close();
+  const std::string msg = gpt2_error(dir);
+  EXPECT_NE(msg.find("has 1000 merges, but the 50257 tokens of"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("need 50000 (50257 - 256 byte tokens - 1 special token)"), std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("no merge makes 49000 of them"), std::string::npos) << msg;
 }
 
 TEST(Gpt2Tokenizer, decode_rejects_ids_past_the_vocabulary) {
