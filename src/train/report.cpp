@@ -1,9 +1,11 @@
 // Report: see report.h.
 #include "train/report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
+#include "checkpoint/retention.h"
 #include "core/error.h"
 
 namespace tessera::train {
@@ -31,6 +33,19 @@ void drop_partial_line(const fs::path& file) {
 }
 
 }  // namespace
+
+std::string describe_run_and_metrics(const fs::path& run_dir) {
+  std::string held = describe_run(run_dir.string());
+  std::ifstream in(run_dir / "metrics.jsonl", std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // A last line without its newline (a killed run's) counts too.
+  const int64_t lines =
+      std::count(text.begin(), text.end(), '\n') + (!text.empty() && text.back() != '\n' ? 1 : 0);
+  if (lines > 0)
+    held += (held.empty() ? "" : ", ") + std::string("metrics.jsonl with ") +
+            std::to_string(lines) + (lines == 1 ? " line" : " lines");
+  return held;
+}
 
 std::string json_number(double v) {
   if (!std::isfinite(v)) return "null";

@@ -18,6 +18,12 @@
 
 namespace tessera::train {
 
+// What an earlier run left in run_dir, for the refusal of a fresh run there: describe_run's
+// checkpoints and `latest` (checkpoint/retention.h), then "metrics.jsonl with N lines" when that
+// file is not empty ("" when there is none of these). A fresh run's lines appended after a stale
+// file's would read as one run's, so a file that outlived its checkpoints counts as a run too.
+std::string describe_run_and_metrics(const std::filesystem::path& run_dir);
+
 std::string json_number(double v);        // "null" for NaN and infinities (JSON has neither)
 std::string json_string(const std::string& s);
 

@@ -161,7 +161,7 @@ Config resolve_tokens_per_step(Config cfg, int world, std::ostream& log) {
 
 // Why a fresh run may not use `dir` ("" when it may): an earlier run's checkpoints are there.
 std::string earlier_run(const fs::path& dir) {
-  const std::string held = describe_run(dir.string());
+  const std::string held = describe_run_and_metrics(dir);
   if (held.empty()) return "";
   return "run directory " + dir.string() + " already holds a run (" + held + "): continue it "
          "with --resume auto, or give this run another train.run_name (--run-name) or "

@@ -53,12 +53,47 @@ TEST(RunDirectory, a_fresh_run_refuses_a_directory_with_an_earlier_runs_checkpoi
   // A `latest` alone (its checkpoint gone) is an earlier run's too.
   fs::remove(dir / "step_00000002.h5");
   fs::remove(dir / "step_00000004.h5");
-  EXPECT_NE(error_of([&] { train::run_training(c, log); }).find("already holds a run (latest)"),
-            std::string::npos);
+  const std::string latest_only = error_of([&] { train::run_training(c, log); });
+  EXPECT_NE(latest_only.find("already holds a run (latest, metrics.jsonl with "), std::string::npos)
+      << latest_only;
 
   // Resuming it, or another run name, is what the message offers; both run.
   c.train.run_name = "other";
   EXPECT_EQ(train::run_training(c, log).steps, 4);
+}
+
+// A run that stopped before its first checkpoint leaves only metrics.jsonl; a fresh run appending
+// to it would read, in the file, as steps of the old run.
+TEST(RunDirectory, a_fresh_run_refuses_a_directory_with_an_earlier_runs_metrics) {
+  TempRun run;
+  std::ostringstream log;
+  Config c = run.config(2);
+  const fs::path dir = run.dir / "ckpt" / "run";
+  fs::create_directories(dir);
+  const std::string stale = "{\"step\": 1, \"loss\": 9.5}\n{\"step\": 2, \"loss\": 9.4}\n{\"st";
+  std::ofstream(dir / "metrics.jsonl") << stale;
+  const std::string msg = error_of([&] { train::run_training(c, log); });
+  EXPECT_NE(msg.find("run directory " + dir.string() +
+                     " already holds a run (metrics.jsonl with 3 lines): continue it with "
+                     "--resume auto"),
+            std::string::npos)
+      << msg;
+  EXPECT_EQ(bytes_of(dir / "metrics.jsonl"), stale);
+  EXPECT_FALSE(fs::exists(dir / "latest"));
+
+  // --resume auto continues the file (no checkpoint: from step 0, the old steps logged again).
+  c.checkpoint.resume = "auto";
+  EXPECT_EQ(train::run_training(c, log).steps, 2);
+  const std::string kept = stale.substr(0, stale.rfind('\n') + 1);  // less the cut-off line
+  const std::string resumed = bytes_of(dir / "metrics.jsonl");
+  EXPECT_EQ(resumed.substr(0, kept.size() + 9), kept + "{\"step\": ") << resumed;
+
+  // An empty metrics.jsonl (a run that stopped before its first step) holds no run.
+  c.checkpoint.resume = "";
+  c.train.run_name = "empty";
+  fs::create_directories(run.dir / "ckpt" / "empty");
+  std::ofstream(run.dir / "ckpt" / "empty" / "metrics.jsonl").close();
+  EXPECT_EQ(train::run_training(c, log).steps, 2);
 }
 
 TEST(RunDirectory, resume_auto_with_latest_naming_a_deleted_checkpoint_is_an_error) {
