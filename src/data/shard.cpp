@@ -18,6 +18,7 @@
 #include "data/shard.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -62,6 +63,25 @@ int64_t current_size(int fd, const std::string& path) {
   struct stat st {};
   TESSERA_CHECK(::fstat(fd, &st) == 0, "cannot stat shard ", path, ": ", errno_str());
   return int64_t(st.st_size);
+}
+
+// Every open Shard holds a descriptor, and a large corpus has thousands of shards: past the soft
+// limit on open files (often 1024) the limit is raised to the hard one, once, as Go and Python do.
+int open_shard(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  struct rlimit lim {};
+  if (fd < 0 && errno == EMFILE && ::getrlimit(RLIMIT_NOFILE, &lim) == 0 &&
+      lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) == 0) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  }
+  if (fd >= 0) return fd;
+  const int err = errno;
+  if (err == EMFILE && ::getrlimit(RLIMIT_NOFILE, &lim) == 0)
+    TESSERA_FAIL("cannot open shard ", path, ": ", std::strerror(err),
+                 " (every open shard holds a file descriptor; the limit is ", lim.rlim_cur,
+                 ": raise it with ulimit -n, or use fewer, larger shards)");
+  TESSERA_FAIL("cannot open shard ", path, ": ", std::strerror(err));
 }
 
 // Reads n bytes at offset, fewer only where the file ends first; returns how many were read.
@@ -144,8 +164,7 @@ void write_shard(const std::string& path, const std::vector<uint32_t>& tokens, i
 Shard::Shard(const std::string& path, int64_t vocab_size, ShardFormat format)
     : path_(path), vocab_size_(vocab_size) {
   TESSERA_CHECK(vocab_size > 0, "shard ", path, ": vocab_size must be positive, got ", vocab_size);
-  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  TESSERA_CHECK(fd_ >= 0, "cannot open shard ", path, ": ", errno_str());
+  fd_ = open_shard(path);
   // From here on the destructor will not run if we throw, so close by hand on any failure.
   try {
     const int64_t file_bytes = current_size(fd_, path);

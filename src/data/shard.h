@@ -30,7 +30,8 @@ void write_shard(const std::string& path, const std::vector<uint32_t>& tokens, i
 // A shard open for reading. Opening checks the magic, version, that the file size equals
 // header + count * token size, and that every token id is < vocab_size; each failure is an error
 // naming the path and what disagrees. read() checks again what it reads, so a file truncated or
-// rewritten while it is open is an error naming it too, never a crash or a wrong id.
+// rewritten while it is open is an error naming it too, never a crash or a wrong id. Each open
+// Shard holds a file descriptor (past the soft limit on open files, the limit is raised).
 class Shard {
  public:
   Shard(const std::string& path, int64_t vocab_size, ShardFormat format = ShardFormat::Header);

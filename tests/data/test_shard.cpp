@@ -1,7 +1,10 @@
 // Token shards: round trips in every format, and a clear error for every kind of corrupt file.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -273,6 +276,50 @@ TEST(Shard, a_shard_rewritten_in_place_with_an_unknown_id_is_an_error) {
       << msg;
   EXPECT_NE(msg.find("token id 300 at position 3"), std::string::npos) << msg;
   EXPECT_NE(msg.find("vocabulary size 257"), std::string::npos) << msg;
+}
+
+// Each open shard holds a file descriptor; a corpus of thousands of shards must not stop at the
+// usual soft limit of 1024 open files.
+TEST(Shard, more_shards_than_the_soft_limit_on_open_files_still_open) {
+  rlimit saved{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  if (saved.rlim_max != RLIM_INFINITY && saved.rlim_max < 512)
+    GTEST_SKIP() << "the hard limit on open files is only " << saved.rlim_max;
+  TempDir dir;
+  write_shard(dir.file("s.bin"), {1, 2, 3}, 10);
+  rlimit low = saved;
+  low.rlim_cur = 128;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  {
+    std::vector<Shard> shards;
+    for (int i = 0; i < 256; ++i) shards.emplace_back(dir.file("s.bin"), 10);
+    EXPECT_EQ(read_all(shards.back()), (std::vector<uint32_t>{1, 2, 3}));
+  }
+  setrlimit(RLIMIT_NOFILE, &saved);
+}
+
+// Where the hard limit is reached too, the error says what holds the descriptors. (In a child
+// process: a lowered hard limit cannot be raised again.)
+TEST(Shard, running_out_of_file_descriptors_names_the_limit) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  TempDir dir;
+  const std::string path = dir.file("s.bin");
+  write_shard(path, {1, 2, 3}, 10);
+  auto open_100_under_a_limit_of_64 = [&] {
+    const rlimit lim = {.rlim_cur = 64, .rlim_max = 64};
+    setrlimit(RLIMIT_NOFILE, &lim);
+    std::vector<Shard> shards;
+    try {
+      for (int i = 0; i < 100; ++i) shards.emplace_back(path, 10);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+      std::_Exit(1);
+    }
+    std::_Exit(0);
+  };
+  EXPECT_EXIT(open_100_under_a_limit_of_64(), ::testing::ExitedWithCode(1),
+              "cannot open shard .*s.bin: Too many open files \\(every open shard holds a file "
+              "descriptor; the limit is 64: raise it with ulimit -n");
 }
 
 TEST(Shard, missing_file_is_an_error_naming_it) {
