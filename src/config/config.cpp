@@ -12,7 +12,6 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <sstream>
 #include <string_view>
 #include <type_traits>
 
@@ -232,22 +231,24 @@ bool is_group(std::string_view section, const std::string& group) {
 }
 
 // The keys of body, a mapping under section (group: the nested mapping's name, "" at the top).
+// `seen` holds the section's keys read so far, dotted ("rope_scaling.type"): a nested mapping and
+// a dotted key name the same key, and whichever came last would win.
 void read_section(Config& cfg, const std::string& section, const YAML::Node& body,
-                  const std::string& source, const std::string& group = "") {
+                  const std::string& source, std::set<std::string>& seen,
+                  const std::string& group = "") {
   const std::string where = group.empty() ? section : section + "." + group;
   if (body.IsNull()) return;  // "model:" with nothing under it keeps the defaults
   if (!body.IsMap()) {
     TESSERA_FAIL(source, ": ", where, ": expected a mapping of keys, got ", kind_of(body),
                  body.IsScalar() ? " '" + body.Scalar() + "'" : "", at(body));
   }
-  std::set<std::string> seen;
   for (auto it = body.begin(); it != body.end(); ++it) {
     const std::string key = (group.empty() ? "" : group + ".") + key_text(it->first, source, where);
     const std::string path = section + "." + key;
     // yaml-cpp keeps both entries of a repeated key; which one wins would be an accident.
     TESSERA_CHECK(seen.insert(key).second, source, ": duplicate key '", path, "'", at(it->first));
     if (group.empty() && is_group(section, key)) {
-      read_section(cfg, section, it->second, source, key);
+      read_section(cfg, section, it->second, source, seen, key);
       continue;
     }
     const bool known = with_field(cfg, section, key, [&](auto& field) {
@@ -260,7 +261,54 @@ void read_section(Config& cfg, const std::string& section, const YAML::Node& bod
   }
 }
 
+// yaml-cpp reads a quoted scalar whose closing quote is missing to the end of the file, as if it
+// were closed there (the last line break becoming a space): `dir: "/tmp/x` would give "/tmp/x ".
+// So every quoted scalar must be closed in the text. yaml-cpp tags plain scalars "?"; a node's mark
+// is the offset of its first character (an anchor or tag before the quote), not counting a BOM.
+void check_quotes_closed(const YAML::Node& node, std::string_view text, const std::string& source) {
+  if (node.IsMap() || node.IsSequence()) {
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      if (node.IsMap()) {
+        check_quotes_closed(it->first, text, source);
+        check_quotes_closed(it->second, text, source);
+      } else {
+        check_quotes_closed(*it, text, source);
+      }
+    }
+    return;
+  }
+  const YAML::Mark m = node.Mark();
+  if (!node.IsScalar() || node.Tag() == "?" || m.is_null() || m.pos < 0) return;
+  size_t i = size_t(m.pos);
+  auto blank = [&](size_t k) { return k < text.size() && std::isspace((unsigned char)text[k]); };
+  while (i < text.size() && (text[i] == '&' || text[i] == '!')) {  // the anchor, the tag
+    while (i < text.size() && !blank(i)) ++i;
+    while (blank(i)) ++i;
+  }
+  if (i >= text.size() || (text[i] != '"' && text[i] != '\'')) return;  // a block scalar
+  const char q = text[i];
+  for (++i; i < text.size(); ++i) {
+    if (q == '"' && text[i] == '\\') {
+      ++i;  // an escape: \" is no closing quote
+    } else if (text[i] == q) {
+      if (q == '\'' && i + 1 < text.size() && text[i + 1] == '\'') {
+        ++i;  // '' is a quote inside a single-quoted scalar
+      } else {
+        return;
+      }
+    }
+  }
+  TESSERA_FAIL(source, ": malformed YAML at line ", m.line + 1, ", column ", m.column + 1,
+               ": the value quoted with ", q, " here has no closing ", q);
+}
+
 void read_yaml(Config& cfg, const std::string& text, const std::string& source) {
+  // yaml-cpp stops reading at a NUL (a binary file would be judged by its first bytes).
+  if (const size_t nul = text.find('\0'); nul != std::string::npos) {
+    TESSERA_FAIL(source, ": holds a NUL byte (line ",
+                 std::count(text.begin(), text.begin() + ptrdiff_t(nul), '\n') + 1,
+                 "): not a YAML text file");
+  }
   std::vector<YAML::Node> docs;
   try {
     docs = YAML::LoadAll(text);
@@ -272,6 +320,9 @@ void read_yaml(Config& cfg, const std::string& text, const std::string& source) 
                 " YAML documents ('---'); a config is one");
   if (docs.empty() || docs[0].IsNull()) return;  // an empty file: all defaults
   const YAML::Node& root = docs[0];
+  const std::string_view bom = "\xef\xbb\xbf";
+  check_quotes_closed(root, std::string_view(text).substr(text.starts_with(bom) ? bom.size() : 0),
+                      source);
   if (!root.IsMap()) {
     TESSERA_FAIL(source, ": expected a mapping of sections (model:, data:, ...) at the top, got ",
                  kind_of(root), at(root));
@@ -284,7 +335,8 @@ void read_yaml(Config& cfg, const std::string& text, const std::string& source) 
     if (!is_section(section)) {
       TESSERA_FAIL(source, ": unknown key '", section, "'", suggestion(section, ""), at(it->first));
     }
-    read_section(cfg, section, it->second, source);
+    std::set<std::string> keys;
+    read_section(cfg, section, it->second, source, keys);
   }
 }
 
@@ -404,15 +456,24 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  TESSERA_CHECK(fs::exists(path, ec), path, ": no such config file");
-  TESSERA_CHECK(!fs::is_directory(path, ec), path, ": is a directory, not a config file");
+  const fs::file_status st = fs::status(path, ec);
+  TESSERA_CHECK(fs::exists(st), path, ": no such config file");
+  TESSERA_CHECK(!fs::is_directory(st), path, ": is a directory, not a config file");
+  // A pipe is a file too (--config <(...)); a device such as /dev/zero would be read forever.
+  TESSERA_CHECK(fs::is_regular_file(st) || fs::is_fifo(st), path,
+                ": is not a regular file (a device or socket), not a config file");
   std::ifstream in(path, std::ios::binary);
   TESSERA_CHECK(in, path, ": cannot open config file");
-  std::ostringstream text;
-  text << in.rdbuf();
+  // Configs are a few KiB; a larger file is something else, and is not read whole.
+  constexpr size_t kMaxBytes = size_t(1) << 20;
+  std::string text(kMaxBytes + 1, '\0');
+  in.read(text.data(), std::streamsize(text.size()));
   TESSERA_CHECK(!in.bad(), path, ": error reading config file");
+  text.resize(size_t(in.gcount()));
+  TESSERA_CHECK(text.size() <= kMaxBytes, path, ": is larger than ", kMaxBytes >> 20,
+                " MiB, not a config file");
 
-  Config cfg = parse_unvalidated(text.str(), path, overrides);
+  Config cfg = parse_unvalidated(text, path, overrides);
   // Runs are named after their config unless told otherwise: configs/tiny.yaml -> checkpoints/tiny.
   if (cfg.train.run_name.empty()) cfg.train.run_name = fs::path(path).stem().string();
   check_valid(cfg, path, overrides);

@@ -295,6 +295,50 @@ TEST_F(ConfigFiles, malformed_yaml_names_the_file_and_line) {
   EXPECT_CONTAINS(e, path + ": malformed YAML at line 3");
 }
 
+// yaml-cpp reads an unclosed quote to the end of the file as if it closed there, with a space
+// for the last line break: the directory "/tmp/x/ckpt " or a silent n_layer 2.
+TEST_F(ConfigFiles, a_quote_left_open_at_the_end_of_the_file_is_malformed_yaml) {
+  for (const char* text :
+       {"checkpoint:\n  dir: \"/tmp/x/ckpt\n", "model:\n  n_layer: \"2\n",
+        "model:\n  norm: 'rmsnorm\n", "model:\n  norm: !!str \"rmsnorm\n",
+        "data:\n  train: \"a\\\"\n", "data:\n  train: 'it''s\n", "model:\n  \"n_layer\n"}) {
+    SCOPED_TRACE(text);
+    const std::string path = write("open.yaml", text);
+    const std::string e = error_of([&] { load_config(path); });
+    EXPECT_CONTAINS(e, path + ": malformed YAML at line 2");
+    EXPECT_CONTAINS(e, "has no closing");
+  }
+  // Closed quotes, with escaped quotes inside and across lines, read as before.
+  const Config c = load_config(write("closed.yaml",
+                                     "data:\n  train: \"a\\\"b\"\n  val: 'it''s'\n"
+                                     "checkpoint:\n  dir: \"two\n    lines\"\n"));
+  EXPECT_EQ(c.data.train, "a\"b");
+  EXPECT_EQ(c.data.val, "it's");
+  EXPECT_EQ(c.checkpoint.dir, "two lines");
+  // A byte-order mark does not shift where a quote is looked for.
+  EXPECT_EQ(load_config(write("bom.yaml",
+                              "\xef\xbb\xbf"
+                              "checkpoint:\n  dir: \"x\"\n"))
+                .checkpoint.dir,
+            "x");
+  EXPECT_CONTAINS(error_of([&] {
+                    load_config(write("bom2.yaml",
+                                      "\xef\xbb\xbf"
+                                      "checkpoint:\n  dir: \"x\n"));
+                  }),
+                  "has no closing");
+}
+
+TEST_F(ConfigFiles, a_config_file_must_be_a_small_text_file) {
+  EXPECT_CONTAINS(error_of([] { load_config("/dev/zero"); }), "/dev/zero: is not a regular file");
+  const std::string big = write("big.yaml", "# " + std::string(size_t(1) << 20, 'x') + "\n");
+  EXPECT_CONTAINS(error_of([&] { load_config(big); }), big + ": is larger than 1 MiB");
+  // yaml-cpp would read up to the NUL and judge the file by what came before it.
+  const std::string nul =
+      write("nul.yaml", std::string("model:\n  n_layer: 2\n") + '\0' + "binary");
+  EXPECT_CONTAINS(error_of([&] { load_config(nul); }), nul + ": holds a NUL byte (line 3)");
+}
+
 TEST_F(ConfigFiles, a_missing_file_is_named) {
   const std::string path = (dir_ / "nope.yaml").string();
   EXPECT_CONTAINS(error_of([&] { load_config(path); }), path + ": no such config file");

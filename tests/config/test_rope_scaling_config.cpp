@@ -73,6 +73,28 @@ TEST(RopeScalingConfig, mistakes_are_named_by_their_full_path) {
                   "'none'"));
 }
 
+// A dotted key and a nested mapping name the same key: whichever came last would win.
+TEST(RopeScalingConfig, a_key_given_both_dotted_and_nested_is_a_duplicate) {
+  const char* dotted_first =
+      "model:\n  position: rope\n  rope_scaling.type: linear\n"
+      "  rope_scaling.factor: 2\n  rope_scaling:\n    type: yarn\n"
+      "    factor: 8\n";
+  const char* nested_first =
+      "model:\n  position: rope\n  rope_scaling:\n    type: yarn\n"
+      "    factor: 8\n  rope_scaling.factor: 2\n";
+  const std::string a = error_of([&] { parse_config(dotted_first, "a.yaml"); });
+  EXPECT_TRUE(has(a, "a.yaml: duplicate key 'model.rope_scaling.type' (line 6)")) << a;
+  const std::string b = error_of([&] { parse_config(nested_first, "b.yaml"); });
+  EXPECT_TRUE(has(b, "b.yaml: duplicate key 'model.rope_scaling.factor' (line 6)")) << b;
+  EXPECT_TRUE(has(error_of([] {
+                    parse_config(
+                        "model:\n  rope_scaling:\n    type: yarn\n  rope_scaling:\n"
+                        "    factor: 8\n",
+                        "c.yaml");
+                  }),
+                  "duplicate key 'model.rope_scaling'"));
+}
+
 TEST(LoraTrainableConfig, kinds_are_checked_and_need_lora) {
   EXPECT_TRUE(has(error_of([] { parse_config("", "x", {"lora.trainable=norm"}); }),
                   "lora.trainable 'norm' needs lora.rank > 0"));
