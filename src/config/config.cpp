@@ -414,7 +414,7 @@ void check_valid(const Config& cfg, const std::string& source,
     std::string where = source;
     if (!overrides.empty()) {
       where += " with overrides";
-      for (const auto& o : overrides) where += " '" + o + "'";
+      for (const auto& o : overrides) where += " '" + printable(o) + "'";
     }
     throw Error(where + ": " + e.what());
   }
@@ -450,6 +450,17 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
                     const std::vector<std::string>& overrides) {
   Config cfg = parse_unvalidated(yaml_text, source, overrides);
   check_valid(cfg, source, overrides);
+  return cfg;
+}
+
+Config parse_stored_config(const std::string& yaml_text, const std::string& source) {
+  Config cfg = parse_unvalidated(yaml_text, source, {});
+  const std::vector<std::string> problems = model_problems(cfg.model);
+  if (!problems.empty()) {
+    std::string text = source + ": invalid model:";
+    for (const auto& s : problems) text += (problems.size() == 1 ? " " : "\n  - ") + s;
+    throw Error(text);
+  }
   return cfg;
 }
 

@@ -230,6 +230,8 @@ struct Config {
 // Every rule the config breaks (bad enumeration, non-positive size, n_embd not divisible by
 // n_head, ...), one sentence each naming its keys and values; empty when the config is valid.
 std::vector<std::string> config_problems(const Config& cfg);
+// The same for the model section alone.
+std::vector<std::string> model_problems(const ModelConfig& model);
 
 // Reads a YAML file, applies the overrides in order, fills train.run_name from the file's stem
 // when it is empty, and validates.
@@ -239,6 +241,12 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 // errors. train.run_name is left as the text has it.
 Config parse_config(const std::string& yaml_text, const std::string& source,
                     const std::vector<std::string>& overrides = {});
+
+// A config stored in a checkpoint, for loading its weights: read like parse_config, but only its
+// model section is validated. The rest passed the rules of the tessera that wrote it, and a rule
+// added since about starting a run (a run name, a key unused at lora.rank 0, a LoRA rank above
+// the layers' size) must not make a trained checkpoint unreadable.
+Config parse_stored_config(const std::string& yaml_text, const std::string& source);
 
 // Applies one `section.key=value` override (no validation of the whole config: call validate()).
 void apply_override(Config& cfg, const std::string& assignment);
@@ -260,6 +268,9 @@ std::vector<int64_t> parse_positive_list(const std::string& text, const char* no
 inline std::vector<int64_t> parse_step_list(const std::string& text, std::string* problem = nullptr) {
   return parse_positive_list(text, "step number", problem);
 }
+
+// A value as an error message shows it, on one line: control characters escaped (\n, \t, \x01).
+std::string printable(const std::string& value);
 
 // All key paths ("model.n_layer", ...), in to_yaml's order.
 std::vector<std::string> config_keys();

@@ -62,6 +62,23 @@ class Problems {
   std::vector<std::string> list_;
 };
 
+// Element counts derived from products of keys stay below 2^60, so that their byte counts (8-byte
+// elements) and the sums and multiples of them the loop computes fit in an int64_t. The factors are
+// multiplied in double first: the keys may be absurd (2^57 sequences of 64 tokens).
+constexpr double kMaxElements = double(int64_t(1) << 60);
+
+// Tokens per micro-batch (train.batch_size x sequence length), when both are positive and the
+// tokens and their logits fit kMaxElements; nullopt otherwise (reported by check_train).
+std::optional<int64_t> micro_tokens(const Config& c) {
+  const int64_t B = c.train.batch_size, T = c.sequence_length();
+  if (B <= 0 || T <= 0) return std::nullopt;
+  const double tokens = double(B) * double(T);
+  if (tokens > kMaxElements ||
+      tokens * double(std::max<int64_t>(c.model.vocab_size, 1)) > kMaxElements)
+    return std::nullopt;
+  return B * T;
+}
+
 // Smallest vocabulary each tokenizer needs: its largest token id + 1.
 int64_t tokenizer_vocab(const std::string& tokenizer) {
   if (tokenizer == "gpt2") return 50257;  // 50000 merges + 256 bytes + <|endoftext|>
@@ -218,7 +235,17 @@ void check_train(const Config& c, Problems& p) {
           ")");
   }
   p.non_negative("train.total_batch_size", t.total_batch_size);
-  const int64_t micro = t.batch_size * c.sequence_length();
+  // The sequence length's key: the one the user set (model.block_size when train.seq_len is 0).
+  const char* T_key = t.seq_len > 0 ? "train.seq_len" : "model.block_size";
+  const std::optional<int64_t> micro_or = micro_tokens(c);
+  if (!micro_or && t.batch_size > 0 && c.sequence_length() > 0) {
+    const bool tokens = double(t.batch_size) * double(c.sequence_length()) > kMaxElements;
+    p.add("train.batch_size x ", T_key, tokens ? "" : " x model.vocab_size",
+          " is too large: ", t.batch_size, " x ", c.sequence_length(),
+          tokens ? "" : " x " + std::to_string(c.model.vocab_size), tokens ? " tokens" : " logits",
+          " per micro-batch exceed 2^60");
+  }
+  const int64_t micro = micro_or.value_or(0);
   if (t.total_batch_size > 0 && micro > 0 && t.total_batch_size % micro != 0) {
     // With one process; grad_accum_steps() checks again with the real world size.
     p.add("train.total_batch_size (", t.total_batch_size,
@@ -229,7 +256,7 @@ void check_train(const Config& c, Problems& p) {
   p.non_negative("train.seed", t.seed);
   p.one_of("train.device", t.device, {"cpu", "cuda"});
   p.non_negative("train.stop_after", t.stop_after);
-  check_attention_on_device(c, p);
+  if (micro_or) check_attention_on_device(c, p);  // its lengths fit 64-bit sums
   if (t.s2_attn) {
     // S^2-Attn: groups of T / 4 tokens, half the heads shifted by half a group (LongLoRA).
     if (c.sequence_length() % 8 != 0)
@@ -239,10 +266,18 @@ void check_train(const Config& c, Problems& p) {
       p.add("train.s2_attn shifts half of the heads: model.n_head (", c.model.n_head,
             ") and the key/value heads (", c.model.kv_heads(), ") must be even");
   }
-  // The run name is a directory under checkpoint.dir; it must stay inside it.
-  if (t.run_name.find_first_of("/\\") != std::string::npos || t.run_name == "." ||
-      t.run_name == "..") {
-    p.add("train.run_name '", t.run_name, "' must be a plain directory name (no '/', '.' or '..')");
+  // The run name is a directory under checkpoint.dir; it must stay inside it, and read the same
+  // in a listing, a log line and a shell command (where a leading '-' is an option).
+  const std::string& name = t.run_name;
+  if (name.find_first_of("/\\") != std::string::npos || name == "." || name == "..") {
+    p.add("train.run_name '", name, "' must be a plain directory name (no '/', '.' or '..')");
+  } else if (std::any_of(name.begin(), name.end(),
+                         [](unsigned char ch) { return ch < 0x20 || ch == 0x7f; })) {
+    p.add("train.run_name '", printable(name), "' holds a control character");
+  } else if (!name.empty() && (name.front() == ' ' || name.back() == ' ')) {
+    p.add("train.run_name '", name, "' starts or ends with a blank");
+  } else if (name.starts_with('-')) {
+    p.add("train.run_name '", name, "' starts with '-' (a command line would read it as a flag)");
   }
 }
 
@@ -257,8 +292,9 @@ void check_optim(const Config& c, Problems& p) {
           "global gradient norm (optim.grad_clip)");
   if (o.name == "adamw" && o.loss_scale != 1)
     p.add("optim.loss_scale (", o.loss_scale, ") applies to lomo and adalomo only");
-  const int64_t micro = c.train.batch_size * c.sequence_length();
-  if (o.name != "adamw" && c.train.total_batch_size > 0 && c.train.total_batch_size != micro) {
+  const int64_t micro = micro_tokens(c).value_or(0);
+  if (o.name != "adamw" && c.train.total_batch_size > 0 && micro > 0 &&
+      c.train.total_batch_size != micro) {
     // LOMO updates each parameter the moment its gradient is ready: there is no gradient to
     // accumulate into (Lv et al. 2023).
     p.add("optim.name '", o.name, "' updates during backward and cannot accumulate gradients: set ",
@@ -300,6 +336,25 @@ void check_spike(const SpikeConfig& s, int64_t max_steps, Problems& p) {
 }
 
 }  // namespace
+
+std::string printable(const std::string& value) {
+  std::string out;
+  for (unsigned char c : value) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += char(c);
+    }
+  }
+  return out;
+}
 
 std::vector<int64_t> parse_positive_list(const std::string& text, const char* noun,
                                          std::string* problem) {
@@ -371,6 +426,42 @@ void check_lora_trainable(const LoraConfig& l, Problems& p) {
           "trains already)");
 }
 
+// B A, the update of an (out x in) matrix, has rank <= min(in, out): a larger lora.rank adds
+// parameters, not capacity (and at 10^5 allocates gigabytes of them). Checked against the smallest
+// adapted projection, in the config's terms (peft/lora.cpp checks each layer again).
+void check_lora_rank(const Config& c, Problems& p) {
+  const ModelConfig& m = c.model;
+  // Sizes the model rules accept (reported by check_model otherwise): their products fit.
+  if (m.n_head <= 0 || m.n_embd <= 0 || m.n_embd % m.n_head != 0 || m.n_kv_head < 0 ||
+      m.mlp_hidden < 0 || m.vocab_size <= 0 || m.n_embd > (int64_t(1) << 40))
+    return;
+  const int64_t C = m.n_embd, kv = m.kv_heads() * m.head_dim(), F = m.hidden();
+  std::string smallest;  // "q (128 x 128)": the projection with the smallest min(in, out)
+  int64_t limit = 0;
+  auto consider = [&](const std::string& name, int64_t in, int64_t out) {
+    if (smallest.empty() || std::min(in, out) < limit) {
+      limit = std::min(in, out);
+      smallest = name + " (" + std::to_string(in) + " x " + std::to_string(out) + ")";
+    }
+  };
+  for (const std::string& item : split_trimmed(c.lora.targets)) {
+    const bool all = item == "all";
+    if (all || item == "q") consider("q", C, C);
+    if (all || item == "k") consider("k", C, kv);
+    if (all || item == "v") consider("v", C, kv);
+    if (all || item == "o") consider("o", C, C);
+    if ((all && m.mlp == "swiglu") || item == "gate") consider("gate", C, F);
+    if (all || item == "up") consider("up", C, F);
+    if (all || item == "down") consider("down", F, C);
+    if (item == "head") consider("head", C, m.vocab_size);
+  }
+  if (!smallest.empty() && c.lora.rank > limit)
+    p.add("lora.rank (", c.lora.rank, ") exceeds min(in, out) = ", limit,
+          " of the adapted projection ", smallest, " (lora.targets '", c.lora.targets,
+          "'): an update B A has rank <= ", limit,
+          " there, so a larger rank adds parameters, not capacity");
+}
+
 void check_lora(const Config& c, Problems& p) {
   const LoraConfig& l = c.lora;
   p.non_negative("lora.rank", l.rank);
@@ -380,6 +471,14 @@ void check_lora(const Config& c, Problems& p) {
     if (l.quantize != "none")
       p.add("lora.quantize '", l.quantize, "' needs lora.rank > 0: a quantised base is frozen, so "
             "only adapters could train (QLoRA)");
+    // The adapters' settings without adapters would change nothing: the run would be a full
+    // fine-tune while its config reads as LoRA (quantize and trainable have their own sentences).
+    const std::string d =
+        config_schema::first_difference(l, LoraConfig{}, {"quantize", "trainable"});
+    if (!d.empty())
+      p.add("lora.", d,
+            " (the default): that key is set but lora.rank is 0 (no adapters: every weight "
+            "trains); give lora.rank > 0 (--lora.rank) or drop the key");
     return;
   }
   p.positive("lora.alpha", l.alpha);
@@ -405,6 +504,7 @@ void check_lora(const Config& c, Problems& p) {
     item.clear();
   }
   if (!any) p.non_empty("lora.targets", l.targets);
+  check_lora_rank(c, p);
   if (c.optim.name != "adamw")
     p.add("lora.rank > 0 trains adapters with optim.name adamw; got '", c.optim.name,
           "' (LOMO and AdaLomo are for full-parameter training)");
@@ -419,9 +519,17 @@ void check_dist(const Config& c, Problems& p) {
     p.add("dist.init must be file:///path/to/a/shared/dir, got '", d.init, "'");
   p.positive("dist.timeout", d.timeout);
   p.positive("dist.bucket_mb", d.bucket_mb);
+  if (d.bucket_mb > double(1 << 20))  // bytes as an int64_t, and beyond any model's gradients
+    p.add("dist.bucket_mb must be at most 1048576 (1 TiB), got ", d.bucket_mb);
   if (d.zero != 0 && d.zero != 1) p.add("dist.zero must be 0 or 1, got ", d.zero);
   if (d.zero == 1 && c.optim.name != "adamw")
     p.add("dist.zero 1 shards AdamW's state; optim.name '", c.optim.name, "' has none to shard");
+}
+
+std::vector<std::string> model_problems(const ModelConfig& m) {
+  Problems p;
+  check_model(m, p);
+  return p.take();
 }
 
 std::vector<std::string> config_problems(const Config& c) {
@@ -438,6 +546,10 @@ std::vector<std::string> config_problems(const Config& c) {
   if (c.checkpoint.keep < 2) p.add("checkpoint.keep must be >= 2, got ", c.checkpoint.keep);
   p.non_negative("checkpoint.milestone_interval", c.checkpoint.milestone_interval);
   check_spike(c.spike, c.train.max_steps, p);
+  if (double(c.spike.skip_batches) * double(std::max<int64_t>(c.train.batch_size, 1)) >
+      kMaxElements)
+    p.add("spike.skip_batches x train.batch_size is too large: ", c.spike.skip_batches, " x ",
+          c.train.batch_size, " windows exceed 2^60");
   check_lora(c, p);
   p.positive("log.interval", c.log.interval);
   check_dist(c, p);
@@ -456,15 +568,32 @@ void Config::validate() const {
   TESSERA_FAIL(text);
 }
 
-int64_t Config::tokens_per_step(int64_t world_size) const {
+namespace {
+
+// train.batch_size x sequence length x world size: the tokens of one pass of every rank. A product
+// that overflows is an error naming its factors (validate() bounds the first two, not the world).
+int64_t tokens_per_pass(const Config& c, int64_t world_size) {
   TESSERA_CHECK(world_size > 0, "tokens_per_step: world size must be positive, got ", world_size);
-  return train.total_batch_size > 0 ? train.total_batch_size
-                                    : train.batch_size * sequence_length() * world_size;
+  int64_t micro = 0, pass = 0;
+  const bool overflow = __builtin_mul_overflow(c.train.batch_size, c.sequence_length(), &micro) ||
+                        __builtin_mul_overflow(micro, world_size, &pass);
+  TESSERA_CHECK(!overflow, "train.batch_size x ",
+                c.train.seq_len > 0 ? "train.seq_len" : "model.block_size",
+                " x world size is too large: ", c.train.batch_size, " x ", c.sequence_length(),
+                " x ", world_size, " overflows a 64-bit integer");
+  return pass;
+}
+
+}  // namespace
+
+int64_t Config::tokens_per_step(int64_t world_size) const {
+  const int64_t pass = tokens_per_pass(*this, world_size);
+  return train.total_batch_size > 0 ? train.total_batch_size : pass;
 }
 
 int64_t Config::grad_accum_steps(int64_t world_size) const {
   const int64_t total = tokens_per_step(world_size);
-  const int64_t per_pass = train.batch_size * sequence_length() * world_size;
+  const int64_t per_pass = tokens_per_pass(*this, world_size);
   TESSERA_CHECK(per_pass > 0 && total % per_pass == 0, "train.total_batch_size (", total,
                 ") must be a multiple of train.batch_size * sequence length * world size (",
                 train.batch_size, " * ", sequence_length(), " * ", world_size, " = ", per_pass,

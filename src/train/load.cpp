@@ -15,7 +15,7 @@ LoadedModel load_model(const std::string& checkpoint, const std::string& base) {
   // is verified once.
   CheckpointReader reader(m.path);
   const CheckpointData& ck = reader.attributes();
-  m.config = parse_config(ck.config_yaml, m.path + " (stored config)");
+  m.config = parse_stored_config(ck.config_yaml, m.path + " (stored config)");
   auto step = ck.trainer_ints.find("step");
   m.step = step != ck.trainer_ints.end() ? step->second : 0;
   Generator init(0);  // every weight is overwritten below

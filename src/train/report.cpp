@@ -14,6 +14,8 @@ namespace {
 
 std::string duration(double seconds) {
   char buf[32];
+  // An ETA of a run with train.max_steps near 2^63 does not fit an integer (nor matter).
+  if (!(seconds < 1e15)) return std::isfinite(seconds) ? ">1e15s" : "?";
   const int64_t s = int64_t(seconds);
   std::snprintf(buf, sizeof buf, "%ldm%02lds", long(s / 60), long(s % 60));
   return buf;

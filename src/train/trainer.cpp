@@ -26,6 +26,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <optional>
@@ -281,10 +282,14 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   TESSERA_CHECK(cfg_.spike.inject_rank < step_windows_ / B_, "spike.inject_rank ",
                 cfg_.spike.inject_rank, " names no micro-batch: a step has ", step_windows_ / B_,
                 " (", world_, " rank(s) x ", accum_, " micro-batch(es))");
-  for (int64_t n : parse_step_list(cfg_.spike.inject_steps))
+  for (int64_t n : parse_step_list(cfg_.spike.inject_steps)) {
+    int64_t first = 0;  // a step whose windows are past 2^63 is never reached
+    if (__builtin_mul_overflow(n - 1, step_windows_, &first) || first > INT64_MAX - step_windows_)
+      continue;
     for (int64_t k = 0; k < step_windows_ / B_; ++k)
       if (cfg_.spike.inject_rank < 0 || k == cfg_.spike.inject_rank)
-        poisoned_.insert((n - 1) * step_windows_ + k * B_);
+        poisoned_.insert(first + k * B_);
+  }
 
   const std::string& resume = cfg_.checkpoint.resume;
   if (resume == "auto") {
@@ -411,7 +416,7 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
 // aside) must be the config's, or the weights would load into another architecture whose tensors
 // happen to have the same shapes (n_head, attention kind, norm_eps, alpha, ...).
 void Trainer::check_resumed_config(const std::string& path, const CheckpointData& ck) const {
-  const Config stored = parse_config(ck.config_yaml, path + " (stored config)");
+  const Config stored = parse_stored_config(ck.config_yaml, path + " (stored config)");
   std::string diff = model_difference(stored.model, cfg_.model), section = "model";
   if (diff.empty() && lora_) {
     const std::string d = config_schema::first_difference(stored.lora, cfg_.lora, {"dropout"});
@@ -561,9 +566,14 @@ void Trainer::spike(int64_t first_window, const std::string& reason) {
   // Skip from the spike's first window on: skip_batches micro-batches of B windows, or by default
   // a thousandth of the run in optimizer steps (PaLM skipped 200-500 batches of a ~250k-step run),
   // at least one step's worth.
-  const int64_t skip = sc.skip_batches > 0
-                           ? sc.skip_batches * B_
-                           : std::max<int64_t>(1, cfg_.train.max_steps / 1000) * step_windows_;
+  // Saturated at the largest window (a huge train.max_steps): the rest of the data, not overflow.
+  int64_t skip = 0;
+  if ((sc.skip_batches > 0 && __builtin_mul_overflow(sc.skip_batches, B_, &skip)) ||
+      (sc.skip_batches == 0 &&
+       __builtin_mul_overflow(std::max<int64_t>(1, cfg_.train.max_steps / 1000), step_windows_,
+                              &skip)) ||
+      skip > INT64_MAX - first_window)
+    skip = INT64_MAX - first_window;
   history_.skips.emplace_back(first_window, first_window + skip);
 
   std::optional<RollbackTarget> target =
@@ -576,7 +586,7 @@ void Trainer::spike(int64_t first_window, const std::string& reason) {
     to = std::to_string(step_);
   }
   if (sc.lr_factor != 1.0 && sc.lr_factor_steps > 0)
-    history_.lr_factor_until = step_ + sc.lr_factor_steps;
+    history_.lr_factor_until = step_ + std::min(sc.lr_factor_steps, INT64_MAX - step_);
   std::snprintf(line, sizeof line,
                 "rollback %ld/%ld: %s; skipping windows [%ld, %ld) of the data",
                 long(history_.rollbacks), long(sc.max_rollbacks),

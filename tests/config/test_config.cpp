@@ -372,8 +372,10 @@ TEST(ConfigValidation, each_rule_names_its_key) {
       {"model.attention=linear", "model.attention must be one of softmax, stick_breaking"},
       {"model.sb_remainder=first", "model.sb_remainder must be one of none, current"},
       {"model.attend_current=true", "apply to model.attention stick_breaking only"},
-      {"train.s2_attn=true;model.block_size=60", "train.s2_attn needs a sequence length divisible by 8"},
-      {"train.s2_attn=true;model.n_head=3;model.n_embd=96", "model.n_head (3) and the key/value heads (3) must be even"},
+      {"train.s2_attn=true;model.block_size=60",
+       "train.s2_attn needs a sequence length divisible by 8"},
+      {"train.s2_attn=true;model.n_head=3;model.n_embd=96",
+       "model.n_head (3) and the key/value heads (3) must be even"},
       {"model.dropout=1", "model.dropout must be in [0, 1), got 1"},
       {"model.norm_eps=0", "model.norm_eps must be positive"},
       {"data.tokenizer=sentencepiece", "data.tokenizer must be one of byte, gpt2"},
@@ -384,6 +386,22 @@ TEST(ConfigValidation, each_rule_names_its_key) {
       {"train.total_batch_size=1000", "train.total_batch_size (1000) must be a multiple of"},
       {"train.device=tpu", "train.device must be one of cpu, cuda; got 'tpu'"},
       {"train.run_name=a/b", "train.run_name 'a/b' must be a plain directory name"},
+      {"train.run_name= ", "train.run_name ' ' starts or ends with a blank"},
+      {"train.run_name=run ", "train.run_name 'run ' starts or ends with a blank"},
+      {"train.run_name=a\nb", "train.run_name 'a\\nb' holds a control character"},
+      {"train.run_name=-x", "train.run_name '-x' starts with '-'"},
+      // Products of sizes are checked before they are computed, naming the keys multiplied.
+      {"train.batch_size=144115188075855872",
+       "train.batch_size x model.block_size is too large: 144115188075855872 x 64 tokens"},
+      {"train.batch_size=9223372036854775807", "train.batch_size x model.block_size is too large"},
+      {"model.position=rope;model.block_size=4611686018427387904;train.batch_size=4",
+       "train.batch_size x model.block_size is too large: 4 x 4611686018427387904 tokens"},
+      {"model.block_size=4096;train.seq_len=4096;train.batch_size=1099511627776",
+       "train.batch_size x train.seq_len x model.vocab_size is too large: 1099511627776 x 4096 "
+       "x 257 logits"},
+      {"spike.skip_batches=9223372036854775807",
+       "spike.skip_batches x train.batch_size is too large"},
+      {"dist.bucket_mb=1e300", "dist.bucket_mb must be at most 1048576"},
       {"optim.min_lr=0.01", "optim.min_lr (0.01) must not exceed optim.lr (0.001)"},
       {"optim.beta2=1", "optim.beta2 must be in [0, 1)"},
       {"optim.schedule=step", "optim.schedule must be one of cosine, linear, constant"},
@@ -410,7 +428,11 @@ TEST(ConfigValidation, each_rule_names_its_key) {
     Config cfg;
     std::stringstream overrides(c.override);  // ';' separates several
     for (std::string o; std::getline(overrides, o, ';');) apply_override(cfg, o);
-    EXPECT_CONTAINS(error_of([&] { cfg.validate(); }), c.expected);
+    const std::string e = error_of([&] { cfg.validate(); });
+    EXPECT_CONTAINS(e, c.expected);
+    if (c.expected.find("too large") != std::string::npos) {  // no key the case left alone
+      EXPECT_EQ(e.find("total_batch_size"), std::string::npos) << e;
+    }
   }
 }
 
@@ -434,10 +456,24 @@ TEST(ConfigValidation, lora_rules_name_their_keys) {
       {{"lora.rank=8"}, "lora.rank > 0 needs checkpoint.init"},
       {{"lora.rank=8", "checkpoint.init=x", "lora.targets=q,qq"}, "unknown projection 'qq'"},
       {{"lora.rank=8", "checkpoint.init=x", "lora.targets=gate"}, "'gate' needs model.mlp swiglu"},
-      {{"lora.rank=8", "checkpoint.init=x", "lora.targets=head"}, "'head' needs model.tie_embeddings"},
+      {{"lora.rank=8", "checkpoint.init=x", "lora.targets=head"},
+       "'head' needs model.tie_embeddings"},
       {{"lora.rank=8", "checkpoint.init=x", "optim.name=lomo"}, "with optim.name adamw"},
       {{"lora.rank=8", "checkpoint.init=x", "lora.dropout=1"}, "lora.dropout must be in [0, 1)"},
       {{"lora.rank=8", "checkpoint.init=x", "lora.quantize=int4"}, "lora.quantize must be one of"},
+      // Without a rank the adapters' settings would change nothing: a full fine-tune would run.
+      {{"lora.alpha=64"}, "lora.alpha: 64 vs 16 (the default): that key is set but lora.rank is 0"},
+      {{"lora.targets=all"},
+       "lora.targets: all vs q,v (the default): that key is set but "
+       "lora.rank is 0"},
+      {{"lora.dropout=0.5"}, "lora.dropout: 0.5 vs 0.05 (the default)"},
+      {{"lora.rslora=true"}, "lora.rslora: true vs false (the default)"},
+      // A rank above min(in, out) of a projection: its update's rank cannot exceed that.
+      {{"lora.rank=200", "checkpoint.init=x"},
+       "lora.rank (200) exceeds min(in, out) = 128 of the adapted projection q (128 x 128)"},
+      {{"lora.rank=100000", "checkpoint.init=x", "lora.targets=all"}, "lora.rank (100000) exceeds"},
+      {{"lora.rank=64", "checkpoint.init=x", "lora.targets=q,k", "model.n_kv_head=1"},
+       "exceeds min(in, out) = 32 of the adapted projection k (128 x 32)"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.expected);
@@ -449,6 +485,22 @@ TEST(ConfigValidation, lora_rules_name_their_keys) {
   for (const char* o : {"lora.rank=8", "checkpoint.init=x", "lora.targets=q, v,o", "lora.quantize=nf4-dq"})
     apply_override(ok, o);
   EXPECT_NO_THROW(ok.validate());
+  apply_override(ok, "lora.rank=128");  // full rank: min(in, out) of every projection
+  EXPECT_NO_THROW(ok.validate());
+}
+
+// A checkpoint's config passed the rules of the tessera that wrote it: a rule about starting a run
+// added since must not make its weights unreadable; its model is still checked.
+TEST(ConfigValidation, a_stored_config_is_checked_for_its_model_only) {
+  Config old;
+  old.lora.alpha = 64;          // a full fine-tune that set an adapter key without a rank
+  old.train.run_name = "-run";  // a name now refused for new runs
+  const std::string text = to_yaml(old);
+  EXPECT_CONTAINS(error_of([&] { parse_config(text, "ck.h5"); }), "lora.alpha: 64 vs 16");
+  EXPECT_EQ(parse_stored_config(text, "ck.h5"), old);
+  old.model.n_head = 3;
+  EXPECT_CONTAINS(error_of([&] { parse_stored_config(to_yaml(old), "ck.h5"); }),
+                  "ck.h5: invalid model: model.n_embd (128) must be divisible by model.n_head (3)");
 }
 
 TEST(ConfigValidation, rope_needs_an_even_head_dimension) {
@@ -484,6 +536,13 @@ TEST(ConfigValidation, grad_accum_steps_checks_the_world_size) {
   EXPECT_CONTAINS(error_of([&] { c.grad_accum_steps(3); }),
                   "train.total_batch_size (3072) must be a multiple of train.batch_size * "
                   "sequence length * world size (12 * 64 * 3 = 2304)");
+  // Validation bounds B x T; the world size comes at run time.
+  c.train.total_batch_size = 0;
+  c.train.batch_size = int64_t(1) << 40;
+  EXPECT_NO_THROW(c.validate());
+  EXPECT_CONTAINS(error_of([&] { c.tokens_per_step(int64_t(1) << 20); }),
+                  "train.batch_size x model.block_size x world size is too large: 1099511627776 x "
+                  "64 x 1048576 overflows");
 }
 
 // ---- YAML round trip ----------------------------------------------------------------------------
