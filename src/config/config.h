@@ -77,9 +77,13 @@ struct ModelConfig {
 
 // The model section's fields that decide the computation, compared with their defaults resolved
 // (mlp_hidden 0 = the rule's size, n_kv_head 0 = n_head, ...) and dropout aside: "" when equal,
-// else the first differing key with both values ("model.n_layer: 4 vs 6"). For --init hf:DIR and
-// for resuming a checkpoint.
+// else the first differing key with both values ("model.n_layer: 4 vs 6"). For resuming a
+// checkpoint.
 std::string model_difference(const ModelConfig& a, const ModelConfig& b);
+// The same for a run that starts from the weights of another model (--init, a LoRA base), which
+// may also change the context length and how positions are encoded at it (block_size, rope_theta,
+// rope_scaling: context extension, configs/extend-context.yaml). base's values come first.
+std::string init_model_difference(const ModelConfig& base, const ModelConfig& run);
 
 struct DataConfig {
   std::string tokenizer = "byte";                      // byte | gpt2

@@ -387,6 +387,14 @@ int64_t ModelConfig::hidden() const {
   return (8 * n_embd / 3 + 63) / 64 * 64;
 }
 
+std::string init_model_difference(const ModelConfig& base, const ModelConfig& run) {
+  ModelConfig same = run;
+  same.block_size = base.block_size;
+  same.rope_theta = base.rope_theta;
+  same.rope_scaling = base.rope_scaling;
+  return model_difference(base, same);
+}
+
 std::string model_difference(const ModelConfig& a, const ModelConfig& b) {
   auto resolved = [](ModelConfig m) {
     m.n_kv_head = m.kv_heads();

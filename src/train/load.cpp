@@ -49,7 +49,7 @@ void load_hf_into(const std::string& source, const ModelConfig& model,
                   const std::vector<std::pair<std::string, Tensor>>& params) {
   TESSERA_CHECK(is_hf_source(source), source, " does not start with hf:");
   HFModel hf = import_hf(source.substr(3));
-  const std::string diff = model_difference(hf.config.model, model);
+  const std::string diff = init_model_difference(hf.config.model, model);
   TESSERA_CHECK(diff.empty(), source, ": config.json describes another model than the config's (",
                 diff, ", config.json first)");
   CheckpointData ck;

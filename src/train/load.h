@@ -35,7 +35,8 @@ LoadedModel load_model(const std::string& checkpoint, const std::string& base = 
 bool is_hf_source(const std::string& path);  // starts with "hf:"
 // Copies the weights of the HF directory named by source ("hf:DIR") into params in place, as
 // load_model_into does for a checkpoint. Its config.json must describe the model of `model`, else
-// an error names the first differing key; dropout may differ.
+// an error names the first differing key; dropout and the context length with its position
+// encoding may differ (init_model_difference, config/config.h).
 void load_hf_into(const std::string& source, const ModelConfig& model,
                   const std::vector<std::pair<std::string, Tensor>>& params);
 

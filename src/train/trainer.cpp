@@ -351,6 +351,14 @@ void Trainer::load_init() {
     TESSERA_CHECK(reader.attributes().adapter.empty(), "checkpoint.init: ", path,
                   " holds LoRA adapters, not a model; merge them into their base first "
                   "(build/merge --adapter ", path, ")");
+    // Tensors of the same shapes may belong to another model (n_head, norm_eps, attention, ...).
+    const Config stored =
+        parse_stored_config(reader.attributes().config_yaml, path + " (stored config)");
+    const std::string diff = init_model_difference(stored.model, cfg_.model);
+    TESSERA_CHECK(diff.empty(), "checkpoint.init: ", path,
+                  " holds another model than the config's (", diff,
+                  ", the checkpoint's first); a fine-tune may change model.block_size, "
+                  "rope_theta, rope_scaling and dropout, no other model key");
     reader.load_model_into(model_.parameters());  // /model alone: no optimizer state needed
   }
   out_->log() << "init: weights from " << path << "\n";

@@ -95,6 +95,22 @@ TEST(RopeScalingConfig, a_key_given_both_dotted_and_nested_is_a_duplicate) {
                   "duplicate key 'model.rope_scaling'"));
 }
 
+// --init may extend the context (block_size, its RoPE scaling, a larger rope_theta) and change
+// dropout; every other key decides what the weights compute.
+TEST(RopeScalingConfig, an_init_may_change_the_context_length_and_its_positions_only) {
+  const auto root = std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
+  const Config base = load_config((root / "configs/rope-small.yaml").string());
+  const Config extended = load_config((root / "configs/extend-context.yaml").string());
+  EXPECT_EQ(init_model_difference(base.model, extended.model), "");
+  ModelConfig m = extended.model;
+  m.rope_theta = 1e6;
+  m.dropout = 0.1;
+  EXPECT_EQ(init_model_difference(base.model, m), "");
+  EXPECT_NE(model_difference(base.model, m), "");  // a resume allows neither
+  m.n_head = 8;
+  EXPECT_EQ(init_model_difference(base.model, m), "model.n_head: 4 vs 8");
+}
+
 TEST(LoraTrainableConfig, kinds_are_checked_and_need_lora) {
   EXPECT_TRUE(has(error_of([] { parse_config("", "x", {"lora.trainable=norm"}); }),
                   "lora.trainable 'norm' needs lora.rank > 0"));

@@ -135,6 +135,37 @@ TEST(RunDirectory, a_checkpoint_resumes_only_into_its_own_model) {
   EXPECT_EQ(train::run_training(dropout, log).steps, 6);
 }
 
+// --init takes weights only, but they must be the config's model: tensors of the same shapes
+// fit n_head 2 and 4 alike. A fine-tune may extend the context (rope_scaling, block_size).
+TEST(RunDirectory, an_init_checkpoint_must_hold_the_configs_model) {
+  TempRun run;
+  std::ostringstream log;
+  Config base = run.config(2);
+  base.model.position = "rope";
+  base.train.run_name = "base";
+  const std::string weights = train::run_training(base, log).last_checkpoint;
+  Config c = base;
+  c.train.run_name = "tuned";
+  c.checkpoint.init = weights;
+  Config heads = c;
+  heads.model.n_head = 4;
+  const std::string msg = error_of([&] { train::run_training(heads, log); });
+  EXPECT_NE(msg.find("checkpoint.init: " + weights +
+                     " holds another model than the config's "
+                     "(model.n_head: 2 vs 4"),
+            std::string::npos)
+      << msg;
+  EXPECT_TRUE(list_checkpoints((run.dir / "ckpt" / "tuned").string()).empty());
+  Config longer = c;  // twice the context, positions interpolated
+  longer.model.block_size = 32;
+  longer.model.rope_scaling.type = "linear";
+  longer.model.rope_scaling.factor = 2;
+  longer.model.rope_scaling.original_max_position = 16;
+  longer.model.dropout = 0.1;
+  longer.eval.interval = 0;  // data.val holds no batch of 32-token windows
+  EXPECT_EQ(train::run_training(longer, log).steps, 2);
+}
+
 TEST(RunDirectory, resuming_at_or_past_max_steps_trains_nothing_and_says_so) {
   TempRun run;
   std::ostringstream log;
