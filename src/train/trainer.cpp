@@ -51,6 +51,7 @@
 #include "train/load.h"
 #include "train/report.h"
 #include "train/rollback.h"
+#include "train/run_notes.h"
 #include "train/run_state.h"
 #include "train/spike.h"
 
@@ -250,13 +251,16 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
                 "rank 0 refused the run directory " + run_dir_.string());
   // The validation shards are opened (and every id checked) now, not at the first evaluation.
   std::string val_error;
+  std::vector<std::string> val_notes;
   if (cfg_.eval.interval > 0) try {
-      data::DataLoader(loader_options(cfg_, "data.val", cfg_.data.val, false));
+      const data::DataLoader val(loader_options(cfg_, "data.val", cfg_.data.val, false));
+      val_notes = validation_notes(cfg_, val, loader_.options().files);
     } catch (const Error& e) {
       val_error = e.what();
     }
   fail_together(val_error, "another rank could not open data.val");
   if (rank_ == 0) {
+    for (const std::string& note : val_notes) log << note << "\n";
     fs::create_directories(run_dir_);
     for (const std::string& p : remove_interrupted_writes(run_dir_.string()))
       log << "warning: removed " << p << " (a checkpoint write that did not finish)\n";
@@ -403,6 +407,17 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
   TESSERA_CHECK(!with_history || s.step <= cfg_.train.max_steps, "checkpoint ", path, " is at step ",
                 s.step, ", past train.max_steps (", cfg_.train.max_steps, "): raise it "
                 "(--max-steps) to train on from there");
+  // The checkpoint's generators go on (data order, dropout): another seed would change nothing
+  // but the config stored with the next checkpoint.
+  TESSERA_CHECK(!with_history || s.rng.seed == uint64_t(cfg_.train.seed), "checkpoint ", path,
+                " was trained with train.seed ", s.rng.seed, " but this run sets ", cfg_.train.seed,
+                ": a resumed run continues the checkpoint's data order and dropout; set "
+                "train.seed: ",
+                s.rng.seed, ", or start a new run from its weights with --init");
+  if (with_history && rank_ == 0) {
+    const std::string newer = newer_checkpoints_note(run_dir_.string(), path, s.step);
+    if (!newer.empty()) out_->log() << newer << "\n";
+  }
   load_model_into(ck, path, lora_ ? lora_->parameters() : model_.parameters());
   opt_->load_state(ck.optimizer, path);
   opt_->set_step_count(s.optimizer_step);
@@ -433,6 +448,10 @@ void Trainer::check_resumed_config(const std::string& path, const CheckpointData
   TESSERA_CHECK(diff.empty(), "checkpoint ", path, " was trained with another ", section,
                 " than this config's (", diff, ", the checkpoint's first): resume it with its own ",
                 section, " section, or start a new run from its weights with --init");
+  if (rank_ != 0) return;
+  const std::string moved =
+      data_change_note(stored.data.train, cfg_.data.train, loader_.options().files, path);
+  if (!moved.empty()) out_->log() << moved << "\n";
 }
 
 void Trainer::fail_together(const std::string& error, const std::string& elsewhere) {

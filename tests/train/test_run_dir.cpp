@@ -135,6 +135,77 @@ TEST(RunDirectory, a_checkpoint_resumes_only_into_its_own_model) {
   EXPECT_EQ(train::run_training(dropout, log).steps, 6);
 }
 
+// The checkpoint's generators (data order, dropout) go on: another seed would run the old one
+// while the next checkpoint stored the new.
+TEST(RunDirectory, a_resume_keeps_the_checkpoints_seed) {
+  TempRun run;
+  std::ostringstream log;
+  Config c = saved_run(run, log);
+  c.checkpoint.resume = "auto";
+  c.train.max_steps = 6;
+  Config seed = c;
+  seed.train.seed = 999;
+  const std::string msg = error_of([&] { train::run_training(seed, log); });
+  EXPECT_NE(msg.find("step_00000004.h5 was trained with train.seed 1337 but this run sets 999"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("set train.seed: 1337"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(run.dir / "ckpt" / "run" / "step_00000006.h5"));
+  EXPECT_EQ(train::run_training(c, log).steps, 6);
+}
+
+// An explicit resume of an older checkpoint branches the run: the newer checkpoints of the
+// directory are the abandoned branch's, and this run's saves replace them.
+TEST(RunDirectory, resuming_an_older_checkpoint_names_the_newer_ones_it_replaces) {
+  TempRun run;
+  std::ostringstream log;
+  Config c = saved_run(run, log);
+  const fs::path dir = run.dir / "ckpt" / "run";
+  c.checkpoint.resume = (dir / "step_00000002.h5").string();
+  std::ostringstream older;
+  EXPECT_EQ(train::run_training(c, older).steps, 4);
+  EXPECT_NE(
+      older.str().find("warning: resume: " + dir.string() + " holds checkpoints after step 2"),
+      std::string::npos)
+      << older.str();
+  EXPECT_NE(older.str().find("branches off: step_00000004.h5; this run's saves write over them"),
+            std::string::npos)
+      << older.str();
+  // The newest checkpoint resumed: nothing after it, nothing said.
+  c.checkpoint.resume = "auto";
+  c.train.max_steps = 6;
+  std::ostringstream newest;
+  EXPECT_EQ(train::run_training(c, newest).steps, 6);
+  EXPECT_EQ(newest.str().find("warning"), std::string::npos) << newest.str();
+}
+
+// The data position is a window index into the files data.train matches.
+TEST(RunDirectory, a_resume_on_other_training_files_says_so) {
+  TempRun run;
+  std::ostringstream log;
+  Config c = saved_run(run, log);
+  c.checkpoint.resume = "auto";
+  // The same files by another spelling of the glob: nothing to say.
+  c.data.train = (run.dir / "." / "train_*.bin").string();
+  c.train.max_steps = 5;
+  std::ostringstream same;
+  EXPECT_EQ(train::run_training(c, same).steps, 5);
+  EXPECT_EQ(same.str().find("data.train is"), std::string::npos) << same.str();
+
+  const std::string old_glob = c.data.train;
+  fs::copy_file(run.dir / "train_000.bin", run.dir / "other_000.bin");
+  c.data.train = (run.dir / "other_*.bin").string();
+  c.train.max_steps = 6;
+  std::ostringstream other;
+  EXPECT_EQ(train::run_training(c, other).steps, 6);
+  EXPECT_NE(
+      other.str().find("warning: resume: data.train is '" + c.data.train + "' but checkpoint " +
+                       (run.dir / "ckpt" / "run" / "step_00000005.h5").string() +
+                       " was trained on '" + old_glob + "'"),
+      std::string::npos)
+      << other.str();
+}
+
 // --init takes weights only, but they must be the config's model: tensors of the same shapes
 // fit n_head 2 and 4 alike. A fine-tune may extend the context (rope_scaling, block_size).
 TEST(RunDirectory, an_init_checkpoint_must_hold_the_configs_model) {

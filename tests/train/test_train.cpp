@@ -83,3 +83,31 @@ TEST(Training, generate_refuses_a_tokenizer_dir_for_a_byte_model) {
       << out;
   EXPECT_EQ(tessera::testing::run_command(generate, &out), 0) << out;
 }
+
+// An evaluation reads data.val once at most, and data.val may name training shards: the run goes
+// on (neither is an error), and its log says so once, before the first step.
+TEST(Training, the_log_says_what_an_evaluation_reads_when_it_is_not_what_was_asked) {
+  TempRun run;
+  Config cfg = run.config(2);
+  cfg.eval.steps = 1000;  // data.val holds 12 windows of 17 tokens: one batch of 8
+  std::ostringstream log;
+  EXPECT_EQ(train::run_training(cfg, log).steps, 2);
+  EXPECT_NE(log.str().find("eval: data.val holds 1 batch(es) of 8 x 16 tokens: each evaluation "
+                           "uses 1, not eval.steps (1000)"),
+            std::string::npos)
+      << log.str();
+  EXPECT_EQ(log.str().find("warning"), std::string::npos) << log.str();
+
+  cfg.train.run_name = "val-on-train";
+  cfg.eval.steps = 1;
+  cfg.data.val = (run.dir / "*_000.bin").string();  // matches train_000.bin too
+  std::ostringstream shared;
+  EXPECT_EQ(train::run_training(cfg, shared).steps, 2);
+  EXPECT_NE(
+      shared.str().find("warning: data.val '" + cfg.data.val + "' and data.train '" +
+                        cfg.data.train + "' both match " + (run.dir / "train_000.bin").string() +
+                        ": the validation loss is measured on training data"),
+      std::string::npos)
+      << shared.str();
+  EXPECT_EQ(shared.str().find("eval: data.val holds"), std::string::npos) << shared.str();
+}

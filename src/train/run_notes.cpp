@@ -1,0 +1,82 @@
+// Notes for a run's log: see run_notes.h.
+#include "train/run_notes.h"
+
+#include <filesystem>
+#include <set>
+
+#include "checkpoint/retention.h"
+
+namespace tessera::train {
+namespace fs = std::filesystem;
+namespace {
+
+std::set<std::string> canonical(const std::vector<std::string>& files) {
+  std::set<std::string> out;
+  for (const std::string& f : files) {
+    std::error_code ec;
+    const fs::path p = fs::weakly_canonical(f, ec);
+    out.insert(ec ? f : p.string());
+  }
+  return out;
+}
+
+// "a, b, c, d" of at most four names, then how many there are.
+std::string file_list(const std::vector<std::string>& files) {
+  std::string out;
+  for (size_t i = 0; i < files.size() && i < 4; ++i) out += (i ? ", " : "") + files[i];
+  if (files.size() > 4) out += ", ... (" + std::to_string(files.size()) + " files)";
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> validation_notes(const Config& cfg, const data::DataLoader& val,
+                                          const std::vector<std::string>& train_files) {
+  std::vector<std::string> notes;
+  const int64_t batches = val.batches_per_epoch();
+  if (batches < cfg.eval.steps)
+    notes.push_back("eval: data.val holds " + std::to_string(batches) + " batch(es) of " +
+                    std::to_string(cfg.train.batch_size) + " x " +
+                    std::to_string(cfg.sequence_length()) + " tokens: each evaluation uses " +
+                    std::to_string(batches) + ", not eval.steps (" +
+                    std::to_string(cfg.eval.steps) + ")");
+  const std::set<std::string> train = canonical(train_files);
+  std::vector<std::string> shared;  // as data.val's glob gave them
+  for (const std::string& f : val.options().files)
+    if (train.count(*canonical({f}).begin())) shared.push_back(f);
+  if (!shared.empty())
+    notes.push_back("warning: data.val '" + cfg.data.val + "' and data.train '" + cfg.data.train +
+                    "' both match " + file_list(shared) +
+                    ": the validation loss is measured on training data");
+  return notes;
+}
+
+std::string newer_checkpoints_note(const std::string& run_dir, const std::string& path,
+                                   int64_t step) {
+  std::vector<std::string> newer;
+  for (const CheckpointFile& f : list_checkpoints(run_dir))
+    if (f.step > step) newer.push_back(fs::path(f.path).filename().string());
+  if (newer.empty()) return "";
+  return "warning: resume: " + run_dir + " holds checkpoints after step " + std::to_string(step) +
+         " (" + path + "), from the run this one branches off: " + file_list(newer) +
+         "; this run's saves write over them at their steps, and retention deletes the others "
+         "as the run passes them (copy them elsewhere to keep them)";
+}
+
+std::string data_change_note(const std::string& stored_glob, const std::string& glob,
+                             const std::vector<std::string>& files, const std::string& path) {
+  if (stored_glob == glob) return "";
+  std::vector<std::string> old_files;
+  try {
+    old_files = data::expand_glob(stored_glob);
+  } catch (const Error&) {
+    // Matches nothing here (moved, or another machine's path): the files cannot be compared.
+  }
+  if (!old_files.empty() && canonical(old_files) == canonical(files)) return "";
+  return "warning: resume: data.train is '" + glob + "' but checkpoint " + path +
+         " was trained on '" + stored_glob +
+         "': the run goes on from the checkpoint's position in the data order, counted in the "
+         "new files";
+}
+
+}  // namespace tessera::train

@@ -1,0 +1,38 @@
+// What a run's log says, before the first step, about inputs that are allowed but not what the
+// config seems to ask: lines for rank 0 to print, empty when there is nothing to say.
+//
+//   for (auto& line : validation_notes(cfg, val_loader, train_files)) log << line << "\n";
+//   newer_checkpoints_note(run_dir, resumed_path, resumed_step);   // resuming an older checkpoint
+//   data_change_note(stored.data.train, cfg.data.train, train_files, resumed_path);
+//
+// Files are compared as canonical paths, so two globs spelt differently that match the same
+// shards are the same data.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "data/loader.h"
+
+namespace tessera::train {
+
+// An evaluation reads at most one pass over data.val: a note when that is fewer batches than
+// eval.steps. A warning naming the files data.val shares with data.train (train_files), whose
+// validation loss would be measured on training data.
+std::vector<std::string> validation_notes(const Config& cfg, const data::DataLoader& val,
+                                          const std::vector<std::string>& train_files);
+
+// A warning naming the checkpoints of run_dir past `step`, the step of the checkpoint resumed
+// (`path`): they belong to the run this one branches off, and its saves replace them.
+std::string newer_checkpoints_note(const std::string& run_dir, const std::string& path,
+                                   int64_t step);
+
+// A warning when a resumed run reads other shards than its checkpoint (`path`) was trained on:
+// the data position continues as a window index into the new files. Not an error: the same shards
+// may have moved (the old glob then matches nothing here, or names the same files otherwise).
+std::string data_change_note(const std::string& stored_glob, const std::string& glob,
+                             const std::vector<std::string>& files, const std::string& path);
+
+}  // namespace tessera::train
