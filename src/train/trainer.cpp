@@ -161,7 +161,8 @@ Config resolve_tokens_per_step(Config cfg, int world, std::ostream& log) {
   return cfg;
 }
 
-// Why a fresh run may not use `dir` ("" when it may): an earlier run's checkpoints are there.
+// Why a fresh run may not use `dir` ("" when it may): an earlier run's checkpoints or metrics.jsonl
+// are there.
 std::string earlier_run(const fs::path& dir) {
   const std::string held = describe_run_and_metrics(dir);
   if (held.empty()) return "";
@@ -245,8 +246,9 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       }()),
       detector_({.window = cfg_.spike.window, .threshold = cfg_.spike.threshold}) {
   dropout_seed_ = uint64_t(cfg_.train.seed);
-  // A run that does not resume must not write over another run's checkpoints: its saves would
-  // replace their files and `latest`, and a later --resume auto could continue from either run.
+  // A run that does not resume must not write over another run's checkpoints or metrics: its saves
+  // would replace their files and `latest`, a later --resume auto could continue from either run,
+  // and its metrics lines would follow the old run's in one metrics.jsonl.
   fail_together(rank_ == 0 && cfg_.checkpoint.resume.empty() ? earlier_run(run_dir_) : "",
                 "rank 0 refused the run directory " + run_dir_.string());
   // The validation shards are opened (and every id checked) now, not at the first evaluation.
