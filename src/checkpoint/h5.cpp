@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <limits>
+#include <mutex>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -14,21 +15,35 @@ static_assert(std::is_same_v<hid_t, int64_t>, "h5.h stores hid_t as int64_t (HDF
 namespace tessera {
 namespace {
 
-// HDF5 prints its whole error stack to stderr by default, so every failure would be reported twice
-// (once by the library, once by our exception). In a thread-safe build (Debian's is) the setting is
-// per thread, hence thread_local.
-void quiet_hdf5_errors() {
-  thread_local bool done = false;
-  if (!done) {
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-    done = true;
-  }
-}
-
 herr_t innermost_error(unsigned, const H5E_error2_t* err, void* out) {
   auto* reason = static_cast<std::string*>(out);
   if (reason->empty() && err->desc && *err->desc) *reason = err->desc;
   return 0;
+}
+
+}  // namespace
+
+void hdf5_init() {
+  // HDF5 registers an atexit handler (H5_term_library) when it initialises, which closes every
+  // file still open at exit. A file whose H5Fclose failed (its flush hit ENOSPC) stays registered,
+  // half torn down, and that exit-time close segfaults on it (in H5F__close_cb): a clean "No space
+  // left on device" error would end in a crash. Every file here is closed by H5File (or its
+  // destructor) before exit, so the handler has nothing else to do: it is never registered. That
+  // takes H5dont_atexit before the library's first initialisation, hence here, on the one path
+  // every HDF5 call of tessera takes.
+  static std::once_flag once;
+  std::call_once(once, [] {
+    H5dont_atexit();
+    H5open();
+  });
+  // HDF5 prints its whole error stack to stderr by default, so every failure would be reported
+  // twice (once by the library, once by our exception). In a thread-safe build (Debian's is) the
+  // setting is per thread, hence thread_local.
+  thread_local bool quiet = false;
+  if (!quiet) {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    quiet = true;
+  }
 }
 
 // The most specific entry of the current thread's error stack ("file signature not found"), which
@@ -43,7 +58,6 @@ std::string hdf5_reason() {
   return reason.empty() ? "unknown HDF5 error" : reason;
 }
 
-}  // namespace
 }  // namespace tessera
 
 // Checks an HDF5 call (negative hid_t / herr_t / htri_t is failure) and returns its result.
@@ -208,7 +222,7 @@ Owned file_access_plist(const std::string& path) {
 }  // namespace
 
 H5File H5File::create(const std::string& path) {
-  quiet_hdf5_errors();
+  hdf5_init();
   Owned fcpl(H5_CHECK(H5Pcreate(H5P_FILE_CREATE), "H5Pcreate for ", path), H5Pclose);
   H5_CHECK(H5Pset_link_creation_order(fcpl.get(), kCreationOrder), "creation order for ", path);
   Owned fapl = file_access_plist(path);
@@ -218,7 +232,7 @@ H5File H5File::create(const std::string& path) {
 }
 
 H5File H5File::open(const std::string& path, Mode mode) {
-  quiet_hdf5_errors();
+  hdf5_init();
   std::error_code ec;
   auto status = std::filesystem::status(path, ec);
   TESSERA_CHECK(std::filesystem::exists(status), "cannot open HDF5 file ", path,

@@ -50,6 +50,14 @@ struct H5Entry {
   bool is_group = false;
 };
 
+// Sets up the HDF5 library for this process (once, before its first use) and switches off its
+// error printing for the calling thread. Every H5File entry point calls it; code that calls HDF5
+// without an H5File calls it first.
+void hdf5_init();
+// The innermost reason on the calling thread's HDF5 error stack ("file signature not found"), on
+// one line; clears the stack. Call right after the failing HDF5 call.
+std::string hdf5_reason();
+
 class H5File {
  public:
   enum class Mode { Read, ReadWrite };

@@ -1,6 +1,8 @@
 // Checkpoints: HDF5 tensor I/O (every dtype, bit for bit), the checkpoint layout, in-place model
 // loading with its name/shape checks, errors on corrupt files, the atomic commit and `latest`.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -553,6 +555,37 @@ TEST_F(Checkpoint, failed_save_keeps_the_previous_checkpoint_and_leaves_no_tmp) 
   for (const auto& e : fs::directory_iterator(dir_)) names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"step_00000500.h5", "step_00000500.h5.sha256"}));
+}
+
+// A save that runs out of space part way is an error naming the file, and the process then exits
+// normally: the file whose close failed used to stay registered with HDF5, whose exit-time cleanup
+// then crashed on it. The file size limit (RLIMIT_FSIZE) stands in for a full disk: writes past it
+// fail (EFBIG) as they would with ENOSPC, after the first ones went through. Runs in the child of
+// EXPECT_EXIT; exits 0 when all went as it should.
+[[noreturn]] void save_past_the_file_size_limit(const std::string& file) {
+  signal(SIGXFSZ, SIG_IGN);  // a write past the limit fails instead of ending the process
+  const struct rlimit limit = {1 << 20, 1 << 20};
+  setrlimit(RLIMIT_FSIZE, &limit);
+  CheckpointData ck = sample_checkpoint();
+  for (int i = 0; i < 8; ++i)
+    ck.optimizer.emplace_back("big" + std::to_string(i) + "/m", zeros({256, 256}));
+  try {
+    save_checkpoint(file, ck);
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    std::fprintf(stderr, "%s\n", msg.c_str());
+    std::exit(msg.find(file) != std::string::npos &&
+                      msg.find("File too large") != std::string::npos && !fs::exists(file + ".tmp")
+                  ? 0
+                  : 3);
+  }
+  std::exit(2);  // no error
+}
+
+TEST_F(Checkpoint, a_save_that_runs_out_of_space_leaves_a_clean_exit) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process: HDF5 set up from scratch
+  EXPECT_EXIT(save_past_the_file_size_limit(path("step_00000500.h5")), ::testing::ExitedWithCode(0),
+              "");
 }
 
 TEST_F(Checkpoint, save_replaces_a_stale_tmp_left_by_a_crash) {
