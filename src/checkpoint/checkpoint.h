@@ -39,8 +39,9 @@
 // its bytes (attribute "crc32c"), checked on every read (read_tensor, read_tensor_into): a
 // mismatch names the file and the tensor. The attributes (config, /trainer, /rng, /data,
 // /adapter) share one CRC-32C, the root attribute "metadata_crc32c", checked whenever they are
-// read. Files written before digests existed have neither:
-// they load, with one warning on stderr that they cannot be verified. A digest file that is
+// read. Files written before digests existed have neither: they load, with one warning on stderr
+// that they cannot be verified, once a child process has read their whole HDF5 structure without
+// crashing (probe.h); a file without HDF5's signature is refused first. A digest file that is
 // present but malformed or names another file is an error.
 #pragma once
 

@@ -111,6 +111,17 @@ std::string sha256_hex(const std::string& bytes) {
 std::string sha256_file(const std::string& path, uint64_t* size) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   TESSERA_CHECK(fd >= 0, "cannot open ", path, " to compute its SHA-256: ", std::strerror(errno));
+  try {
+    std::string hex = sha256_fd(fd, path, size);
+    ::close(fd);
+    return hex;
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+}
+
+std::string sha256_fd(int fd, const std::string& path, uint64_t* size) {
   Sha256 h;
   std::vector<uint8_t> buf(size_t(1) << 20);
   uint64_t total = 0;
@@ -123,7 +134,6 @@ std::string sha256_file(const std::string& path, uint64_t* size) {
     h.update(buf.data(), size_t(n));
     total += uint64_t(n);
   }
-  ::close(fd);
   TESSERA_CHECK(why.empty(), "cannot read ", path, " to compute its SHA-256: ", why);
   if (size) *size = total;
   return h.hex();

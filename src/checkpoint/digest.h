@@ -37,6 +37,9 @@ std::string sha256_hex(const std::string& bytes);
 // The SHA-256 of a file's bytes as 64 lowercase hex digits, read in blocks (never whole); an error
 // naming the file when it cannot be read. *size, when given, receives the number of bytes hashed.
 std::string sha256_file(const std::string& path, uint64_t* size = nullptr);
+// The same for a file already open for reading (from its current offset to its end); path names it
+// in errors.
+std::string sha256_fd(int fd, const std::string& path, uint64_t* size = nullptr);
 
 // CRC-32C (Castagnoli polynomial, reflected 0x82F63B78; RFC 3720 appendix B.4), continuing from
 // `crc` (0 to start), so a buffer can be checked in pieces.

@@ -1,17 +1,23 @@
 // The digest file beside a checkpoint: see sidecar.h.
 #include "checkpoint/sidecar.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <optional>
 #include <set>
 
 #include "checkpoint/digest.h"
+#include "checkpoint/probe.h"
 #include "core/error.h"
 
 namespace tessera {
@@ -73,15 +79,77 @@ std::optional<DigestFile> parse_digest_file(const std::string& text, std::string
   return d;
 }
 
-// Reads at most kMaxDigestFileBytes + 1 bytes (a longer file is malformed, not read whole).
+// Reads at most kMaxDigestFileBytes + 1 bytes (a longer file is malformed, not read whole). A
+// digest file that vanished meanwhile is a plain error (another rank moved it aside: retention.h),
+// one that cannot be read is CheckpointUnreadable.
 std::string read_small_file(const std::string& path, const std::string& checkpoint) {
-  std::ifstream in(path, std::ios::binary);
-  TESSERA_CHECK(in, "checkpoint ", checkpoint, ": cannot read its digest file ", path);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    const int err = errno;
+    const std::string why = std::strerror(err);
+    TESSERA_CHECK(err != ENOENT, "checkpoint ", checkpoint, ": its digest file ", path,
+                  " disappeared");
+    throw CheckpointUnreadable("checkpoint " + checkpoint + ": cannot read its digest file " +
+                               path + ": " + why);
+  }
   std::string text(kMaxDigestFileBytes + 1, '\0');
-  in.read(text.data(), std::streamsize(text.size()));
-  text.resize(size_t(in.gcount()));
-  TESSERA_CHECK(!in.bad(), "checkpoint ", checkpoint, ": cannot read its digest file ", path);
+  size_t got = 0;
+  while (got < text.size()) {
+    const ssize_t n = ::read(fd, text.data() + got, text.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const std::string why = std::strerror(errno);
+      ::close(fd);
+      throw CheckpointUnreadable("checkpoint " + checkpoint + ": cannot read its digest file " +
+                                 path + ": " + why);
+    }
+    if (n == 0) break;
+    got += size_t(n);
+  }
+  ::close(fd);
+  text.resize(got);
   return text;
+}
+
+// The file descriptor of the checkpoint, closed on scope exit. Every check reads through it, so a
+// file renamed away meanwhile (by --resume auto on another rank) is read whole as it was.
+class OpenFile {
+ public:
+  explicit OpenFile(const std::string& path) {
+    // O_NONBLOCK: a FIFO named as a checkpoint must not block the open (it is refused below).
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd_ < 0) {
+      const int err = errno;
+      const std::string why = std::strerror(err);
+      TESSERA_CHECK(err != ENOENT, "cannot open checkpoint ", path, ": no such file");
+      throw CheckpointUnreadable("cannot open checkpoint " + path + ": " + why);
+    }
+  }
+  OpenFile(const OpenFile&) = delete;
+  OpenFile& operator=(const OpenFile&) = delete;
+  ~OpenFile() { ::close(fd_); }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+};
+
+// HDF5 looks for its 8-byte signature at byte 0 and then at 512, 1024, 2048 ... (after a user
+// block): a file with none there is not HDF5, whatever its name.
+bool has_hdf5_signature(int fd, uint64_t size, const std::string& path) {
+  static const char kSignature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+  for (uint64_t at = 0; at + 8 <= size; at = at ? 2 * at : 512) {
+    char buf[8];
+    ssize_t n;
+    do n = ::pread(fd, buf, 8, off_t(at));
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      const std::string why = std::strerror(errno);
+      throw CheckpointUnreadable("cannot read checkpoint " + path + ": " + why);
+    }
+    if (n == 8 && std::memcmp(buf, kSignature, 8) == 0) return true;
+  }
+  return false;
 }
 
 // One "cannot be verified" warning per file and process: a checkpoint is often opened twice in a
@@ -120,11 +188,24 @@ FileCheck verify_checkpoint_file(const std::string& path) {
   const fs::file_status st = fs::status(path, ec);
   TESSERA_CHECK(fs::exists(st), "cannot open checkpoint ", path, ": no such file");
   TESSERA_CHECK(!fs::is_directory(st), "cannot open checkpoint ", path, ": is a directory");
+  const OpenFile file(path);
+  struct stat info {};
+  if (::fstat(file.fd(), &info) != 0) {
+    const std::string why = std::strerror(errno);
+    throw CheckpointUnreadable("cannot read checkpoint " + path + ": " + why);
+  }
+  TESSERA_CHECK(S_ISREG(info.st_mode), "cannot open checkpoint ", path,
+                ": not a regular file (a device, pipe or socket)");
+  const uint64_t size = uint64_t(info.st_size);
   // The digest file sits beside the real file: a link to a checkpoint is checked like it.
   fs::path real = fs::canonical(path, ec);
   if (ec) real = fs::path(path);
   const std::string sidecar = digest_path(real.string());
   if (!fs::exists(fs::symlink_status(sidecar, ec))) {
+    TESSERA_CHECK(has_hdf5_signature(file.fd(), size, path), "cannot open checkpoint ", path,
+                  ": not an HDF5 file (", size == 0 ? "it is empty" : "no HDF5 signature in it",
+                  ")");
+    probe_hdf5_file(path);
     warn_unverified_once(path, sidecar);
     return FileCheck::NoDigest;
   }
@@ -138,13 +219,16 @@ FileCheck verify_checkpoint_file(const std::string& path) {
                 d->name, "', not '", name,
                 "' (copied or renamed without its checkpoint?); rewrite it with `sha256sum ", name,
                 " > ", fs::path(sidecar).filename().string(), "` once you trust the checkpoint");
-  const uint64_t size = fs::file_size(real, ec);
-  TESSERA_CHECK(!ec, "cannot read the size of checkpoint ", path, ": ", ec.message());
   TESSERA_CHECK(!d->bytes || *d->bytes == size, "checkpoint ", path, " is ", size,
                 " bytes, but its digest file ", sidecar, " records ", *d->bytes,
                 ": the file was truncated or appended to");
   uint64_t hashed = 0;
-  const std::string hex = sha256_file(real.string(), &hashed);
+  std::string hex;
+  try {
+    hex = sha256_fd(file.fd(), path, &hashed);
+  } catch (const Error& e) {  // read(2) failed: an I/O error, not a verdict on the bytes
+    throw CheckpointUnreadable(e.what());
+  }
   g_hashes.fetch_add(1, std::memory_order_relaxed);
   TESSERA_CHECK(hex == d->hex && (!d->bytes || hashed == *d->bytes), "checkpoint ", path,
                 " does not match its digest file ", sidecar, " (SHA-256 ", hex, ", recorded ",

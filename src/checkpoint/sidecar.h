@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <string>
 
+#include "core/error.h"
+
 namespace tessera {
 
 // checkpoint + ".sha256"
@@ -31,10 +33,21 @@ enum class FileCheck {
   NoDigest,  // no digest file: written before checkpoints had one; nothing could be checked
 };
 
+// The operating system would not let a checkpoint or its digest file be read (permission denied,
+// an I/O error): unlike a digest mismatch, nothing says the bytes are damaged, so --resume auto
+// stops on it rather than pass over the file (retention.h).
+class CheckpointUnreadable : public Error {
+ public:
+  using Error::Error;
+};
+
 // Checks a checkpoint file against its digest file, looked up beside the file it resolves to
-// (symbolic links followed). Throws an error naming the file when the digest file is malformed or
-// names another file, when the size differs, or when the SHA-256 differs. Without a digest file,
-// prints one warning per file and process to stderr ("cannot be verified") and returns NoDigest.
+// (symbolic links followed). Throws an error naming the file when it is not a regular file, when
+// the digest file is malformed or names another file, when the size differs, or when the SHA-256
+// differs; CheckpointUnreadable when reading either file fails. Without a digest file, the file
+// must begin with HDF5's signature (else an error: it is not a checkpoint), and its HDF5 structure
+// must read cleanly in a child process (probe.h); it then prints one warning per file and process
+// to stderr ("cannot be verified") and returns NoDigest.
 FileCheck verify_checkpoint_file(const std::string& path);
 
 // How many times this process has hashed a checkpoint in verify_checkpoint_file: tests take the

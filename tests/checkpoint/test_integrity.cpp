@@ -11,6 +11,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/digest.h"
+#include "checkpoint/probe.h"
 #include "checkpoint/retention.h"
 #include "checkpoint/sidecar.h"
 #include "core/tensor.h"
@@ -117,6 +118,56 @@ TEST_F(Integrity, a_file_without_digest_loads_with_one_warning) {
   EXPECT_EQ(back.trainer_ints.at("step"), 500);
   EXPECT_EQ(tessera::testing::bytes(params[0].second),
             tessera::testing::bytes(ck.model[0].second));
+}
+
+// Without a digest file nothing guards HDF5 from damaged metadata, and some damage crashes the
+// library itself (a segfault in its group iteration, a double free). Single bytes flipped one at a
+// time: every load must load or be one error naming the file, never end the process. Every 8th
+// byte from byte 2 meets the 8-byte addresses in the object headers (with HDF5 1.10.8, flipping
+// any byte of the one at 418 crashes it); a child process reads the file first (probe.h).
+TEST_F(Integrity, a_damaged_file_without_digest_is_an_error_not_a_crash) {
+  const std::string file = path("old.h5");
+  save_checkpoint(file, small_checkpoint());
+  fs::remove(digest_path(file));
+  const std::string good = read_file(file);
+  ::testing::internal::CaptureStderr();
+  int probed = 0, crashed = 0;
+  for (size_t at = 2; at < std::min<size_t>(good.size(), 1100); at += 8) {
+    std::string bad = good;
+    bad[at] = char(bad[at] ^ 0xFF);
+    write_text(file, bad);
+    std::string msg;
+    try {
+      load_checkpoint(file);
+    } catch (const Error& e) {
+      msg = e.what();
+    }
+    if (msg.empty()) continue;  // a change HDF5 cannot see: such a file is unverified, as warned
+    SCOPED_TRACE("byte " + std::to_string(at));
+    expect_mentions(msg, {file});
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    if (msg.find("has no digest file and its HDF5 structure is damaged") != std::string::npos)
+      ++probed;
+    if (msg.find("reading it ended with signal") != std::string::npos) ++crashed;
+  }
+  ::testing::internal::GetCapturedStderr();
+  EXPECT_GT(probed, 0) << "no damage was refused by the child process";
+  std::printf("refused by the child process: %d (ended by a signal: %d)\n", probed, crashed);
+}
+
+// Damaged metadata can also send HDF5 round a loop that never ends (a global heap read, with
+// HDF5 1.10.8 for the byte at 2072): the child is killed at its deadline and the file refused.
+TEST_F(Integrity, a_file_whose_reading_never_ends_is_refused_at_the_deadline) {
+  const std::string file = path("old.h5");
+  save_checkpoint(file, small_checkpoint());
+  fs::remove(digest_path(file));
+  std::string bytes = read_file(file);
+  bytes[2072] = char(bytes[2072] ^ 0xFF);
+  write_text(file, bytes);
+  const std::string msg = error_of([&] { probe_hdf5_file(file, 1.0); });
+  if (msg.find("did not finish") == std::string::npos)
+    GTEST_SKIP() << "this HDF5 does not loop on this damage: " << msg;
+  expect_mentions(msg, {file, "did not finish in 1 s", "sha256sum"});
 }
 
 TEST_F(Integrity, every_loader_refuses_a_changed_byte_naming_the_file) {

@@ -1,0 +1,351 @@
+// Reading an unverified checkpoint's HDF5 structure in a child process first: see probe.h.
+#include "checkpoint/probe.h"
+
+#include <fcntl.h>
+#include <hdf5.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "checkpoint/h5.h"
+#include "core/error.h"
+
+namespace tessera {
+namespace {
+
+// ---- the child: HDF5 calls only ----
+
+constexpr int kMaxDepth = 64;  // no checkpoint nests groups this deep: a cycle of hard links
+
+class Id {  // an owned HDF5 identifier
+ public:
+  Id(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  Id(const Id&) = delete;
+  Id& operator=(const Id&) = delete;
+  ~Id() {
+    if (id_ >= 0) close_(id_);
+  }
+  hid_t get() const { return id_; }
+
+ private:
+  hid_t id_;
+  herr_t (*close_)(hid_t);
+};
+
+herr_t collect_hard_link(hid_t, const char* name, const H5L_info_t* info, void* out) {
+  if (info->type == H5L_TYPE_HARD) static_cast<std::vector<std::string>*>(out)->emplace_back(name);
+  return 0;
+}
+
+herr_t collect_attr(hid_t, const char* name, const H5A_info_t*, void* out) {
+  static_cast<std::vector<std::string>*>(out)->emplace_back(name);
+  return 0;
+}
+
+// Everything the loaders could read, read the way they read it (h5.cpp); stops at the first
+// failure HDF5 reports, describing it in failure().
+class Walker {
+ public:
+  Walker(const std::string& path, uint64_t file_bytes) : path_(path), file_bytes_(file_bytes) {}
+
+  bool run() {
+    Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+    if (!ok(fapl.get(), "H5Pcreate")) return false;
+#if H5_VERSION_GE(1, 10, 7)
+    // As H5File::open: no flock, which fails on many network file systems.
+    if (!ok(H5Pset_file_locking(fapl.get(), false, true), "H5Pset_file_locking")) return false;
+#endif
+    file_ = H5Fopen(path_.c_str(), H5F_ACC_RDONLY, fapl.get());
+    if (!ok(file_, "cannot open it")) return false;
+    const bool read = group("/", 0);
+    H5Fclose(file_);
+    return read;
+  }
+  const std::string& failure() const { return failure_; }
+
+ private:
+  bool ok(int64_t ret, const std::string& what) {
+    if (ret >= 0) return true;
+    failure_ = what + ": " + hdf5_reason();
+    return false;
+  }
+  bool fail(const std::string& what) {
+    failure_ = what;
+    return false;
+  }
+
+  bool group(const std::string& abs, int depth) {
+    if (depth > kMaxDepth)
+      return fail("groups nest deeper than " + std::to_string(kMaxDepth) + " at " + abs);
+    Id g(H5Gopen2(file_, abs.c_str(), H5P_DEFAULT), H5Gclose);
+    if (!ok(g.get(), "cannot open group " + abs) || !attributes(g.get(), abs)) return false;
+    Id gcpl(H5Gget_create_plist(g.get()), H5Pclose);
+    unsigned order = 0;
+    if (!ok(gcpl.get(), "cannot read group " + abs) ||
+        !ok(H5Pget_link_creation_order(gcpl.get(), &order), "cannot read group " + abs))
+      return false;
+    // The loaders list a group by creation order where it is indexed and look links up by name:
+    // both indexes are read.
+    std::vector<std::string> by_name, by_order;
+    hsize_t idx = 0;
+    if (!ok(H5Literate(g.get(), H5_INDEX_NAME, H5_ITER_INC, &idx, collect_hard_link, &by_name),
+            "cannot list group " + abs))
+      return false;
+    idx = 0;
+    if ((order & H5P_CRT_ORDER_INDEXED) && !ok(H5Literate(g.get(), H5_INDEX_CRT_ORDER, H5_ITER_INC,
+                                                          &idx, collect_hard_link, &by_order),
+                                               "cannot list group " + abs))
+      return false;
+    for (const std::string& name : by_name) {
+      const std::string child = abs == "/" ? "/" + name : abs + "/" + name;
+      if (!ok(H5Lexists(file_, child.c_str(), H5P_DEFAULT), "cannot look up " + child))
+        return false;
+      Id o(H5Oopen(g.get(), name.c_str(), H5P_DEFAULT), H5Oclose);
+      if (!ok(o.get(), "cannot open " + child)) return false;
+      const H5I_type_t kind = H5Iget_type(o.get());
+      if (kind == H5I_GROUP && !group(child, depth + 1)) return false;
+      if (kind == H5I_DATASET && !dataset(child)) return false;
+    }
+    return true;
+  }
+
+  bool attributes(hid_t obj, const std::string& abs) {
+    std::vector<std::string> names;
+    hsize_t idx = 0;
+    if (!ok(H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_attr, &names),
+            "cannot list the attributes of " + abs))
+      return false;
+    for (const std::string& name : names)
+      if (!attribute(obj, abs + " attribute " + name, name)) return false;
+    return true;
+  }
+
+  bool attribute(hid_t obj, const std::string& what, const std::string& name) {
+    if (!ok(H5Aexists(obj, name.c_str()), "cannot look up " + what)) return false;
+    Id a(H5Aopen(obj, name.c_str(), H5P_DEFAULT), H5Aclose);
+    if (!ok(a.get(), "cannot open " + what)) return false;
+    Id space(H5Aget_space(a.get()), H5Sclose);
+    if (!ok(space.get(), "cannot read " + what)) return false;
+    const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+    Id type(H5Aget_type(a.get()), H5Tclose);
+    if (!ok(n, "cannot read " + what) || !ok(type.get(), "cannot read " + what)) return false;
+    if (n != 1) return true;  // the loaders read scalars only, and refuse others unread
+    const H5T_class_t cls = H5Tget_class(type.get());
+    if (cls == H5T_INTEGER) {
+      int64_t i = 0;
+      uint64_t u = 0;
+      return ok(H5Aread(a.get(), H5T_NATIVE_INT64, &i), "cannot read " + what) &&
+             ok(H5Aread(a.get(), H5T_NATIVE_UINT64, &u), "cannot read " + what);
+    }
+    if (cls == H5T_FLOAT) {
+      double d = 0;
+      return ok(H5Aread(a.get(), H5T_NATIVE_DOUBLE, &d), "cannot read " + what);
+    }
+    if (cls != H5T_STRING) return true;
+    const htri_t variable = H5Tis_variable_str(type.get());
+    if (!ok(variable, "cannot read " + what)) return false;
+    if (variable) {  // in the global heap
+      char* p = nullptr;
+      if (!ok(H5Aread(a.get(), type.get(), &p), "cannot read " + what)) return false;
+      H5free_memory(p);
+      return true;
+    }
+    const size_t size = H5Tget_size(type.get());
+    if (size > file_bytes_) return fail(what + " claims " + std::to_string(size) + " bytes");
+    buf_.resize(size);
+    return ok(H5Aread(a.get(), type.get(), buf_.data()), "cannot read " + what);
+  }
+
+  bool dataset(const std::string& abs) {
+    Id ds(H5Dopen2(file_, abs.c_str(), H5P_DEFAULT), H5Dclose);
+    if (!ok(ds.get(), "cannot open dataset " + abs) || !attributes(ds.get(), abs)) return false;
+    Id type(H5Dget_type(ds.get()), H5Tclose);
+    Id space(H5Dget_space(ds.get()), H5Sclose);
+    if (!ok(type.get(), "cannot read the type of " + abs) ||
+        !ok(space.get(), "cannot read the shape of " + abs))
+      return false;
+    if (H5Sget_simple_extent_type(space.get()) == H5S_SIMPLE) {
+      const int rank = H5Sget_simple_extent_ndims(space.get());
+      if (!ok(rank, "cannot read the shape of " + abs)) return false;
+      std::vector<hsize_t> dims(size_t(rank) + 1, 0);
+      if (!ok(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr),
+              "cannot read the shape of " + abs))
+        return false;
+    }
+    const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+    if (!ok(n, "cannot read the shape of " + abs)) return false;
+    const hid_t native = native_type(type.get());
+    if (native < 0 || n == 0) return true;  // a type the loaders refuse unread, or no elements
+    const size_t size = H5Tget_size(native);
+    // A tensor larger than the whole file was never written there: its shape is damaged (and the
+    // loaders would try to allocate it).
+    if (uint64_t(n) > file_bytes_ / size)
+      return fail("dataset " + abs + " claims " + std::to_string(n) + " elements, more than the " +
+                  std::to_string(file_bytes_) + "-byte file holds");
+    buf_.resize(size_t(n) * size);
+    return ok(H5Dread(ds.get(), native, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf_.data()),
+              "cannot read dataset " + abs);
+  }
+
+  // The memory type a loader reads a stored type as; -1 for one it does not read.
+  static hid_t native_type(hid_t type) {
+    const size_t size = H5Tget_size(type);
+    switch (H5Tget_class(type)) {
+      case H5T_FLOAT:
+        return size == 4 ? H5T_NATIVE_FLOAT : size == 8 ? H5T_NATIVE_DOUBLE : -1;
+      case H5T_INTEGER: {
+        const bool is_signed = H5Tget_sign(type) == H5T_SGN_2;
+        switch (size) {
+          case 1:
+            return is_signed ? H5T_NATIVE_INT8 : H5T_NATIVE_UINT8;
+          case 2:
+            return is_signed ? H5T_NATIVE_INT16 : H5T_NATIVE_UINT16;
+          case 4:
+            return is_signed ? H5T_NATIVE_INT32 : H5T_NATIVE_UINT32;
+          case 8:
+            return is_signed ? H5T_NATIVE_INT64 : H5T_NATIVE_UINT64;
+          default:
+            return -1;
+        }
+      }
+      default:
+        return -1;
+    }
+  }
+
+  std::string path_;
+  uint64_t file_bytes_;
+  hid_t file_ = -1;
+  std::string failure_;
+  std::vector<unsigned char> buf_;  // one attribute's or dataset's bytes at a time
+};
+
+void write_all(int fd, const std::string& text) {
+  for (size_t done = 0; done < text.size();) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += size_t(n);
+  }
+}
+
+[[noreturn]] void run_child(const std::string& path, uint64_t file_bytes, int out) {
+  // A crash is the expected way for a damaged file to end this process: the default action (no
+  // handler the parent installed, no core file), and whatever the C library or a sanitizer prints
+  // about it goes nowhere; the parent reports it.
+  const struct rlimit no_core = {0, 0};
+  setrlimit(RLIMIT_CORE, &no_core);
+  for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGSYS, SIGTRAP, SIGINT, SIGTERM})
+    signal(sig, SIG_DFL);
+  const int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (devnull >= 0) dup2(devnull, STDERR_FILENO);
+  int status = 1;
+  try {
+    hdf5_init();
+    Walker w(path, file_bytes);
+    if (w.run())
+      status = 0;
+    else
+      write_all(out, w.failure());
+  } catch (const std::exception& e) {  // std::bad_alloc from a damaged size
+    write_all(out, e.what());
+  }
+  _exit(status);
+}
+
+// ---- the parent ----
+
+// The child's report, read until it exits (the pipe's write end closes with it) or until
+// `deadline`; false on the deadline.
+bool read_pipe(int fd, std::chrono::steady_clock::time_point deadline, std::string* text) {
+  char buf[4096];
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    struct pollfd p = {fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, int(std::min<int64_t>(left.count(), 1 << 30)));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) continue;  // the deadline, checked above
+    const ssize_t n = ready < 0 ? -1 : ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    if (text->size() < 4096) text->append(buf, size_t(n));
+  }
+  for (char& c : *text)
+    if (c == '\n' || c == '\r') c = ' ';
+  return true;
+}
+
+int wait_for(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR) return -1;
+  return status;
+}
+
+}  // namespace
+
+double probe_timeout_s(uint64_t file_bytes) { return 120.0 + double(file_bytes) / 10e6; }
+
+void probe_hdf5_file(const std::string& path, double timeout_s) {
+  struct stat st {};
+  TESSERA_CHECK(::stat(path.c_str(), &st) == 0, "cannot open checkpoint ", path, ": ",
+                std::strerror(errno));
+  if (timeout_s <= 0) timeout_s = probe_timeout_s(uint64_t(st.st_size));
+  const std::string trust = "; once you trust the file, `sha256sum " + path + " > " + path +
+                            ".sha256` lets it load without this check";
+  hdf5_init();  // the child starts from a library this process has set up
+  int fds[2];
+  TESSERA_CHECK(pipe2(fds, O_CLOEXEC) == 0, "cannot check checkpoint ", path,
+                " (it has no digest file): pipe: ", std::strerror(errno));
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(int64_t(timeout_s * 1000));
+  const pid_t pid = fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    run_child(path, uint64_t(st.st_size), fds[1]);
+  }
+  const int fork_errno = errno;
+  ::close(fds[1]);
+  if (pid < 0) {
+    ::close(fds[0]);
+    TESSERA_FAIL("cannot check checkpoint ", path,
+                 " (it has no digest file) in a child process: fork: ", std::strerror(fork_errno),
+                 trust);
+  }
+  std::string said;
+  const bool finished = read_pipe(fds[0], deadline, &said);
+  ::close(fds[0]);
+  if (!finished) kill(pid, SIGKILL);
+  const int status = wait_for(pid);
+  TESSERA_CHECK(status >= 0, "cannot check checkpoint ", path,
+                " (it has no digest file): waitpid: ", std::strerror(errno));
+  // Damaged metadata can send HDF5 round a loop for good (a global heap read that never ends).
+  TESSERA_CHECK(finished, "checkpoint ", path, " has no digest file and reading its HDF5 ",
+                "structure did not finish in ", timeout_s, " s: its metadata is damaged, or the ",
+                "file system is very slow", trust);
+  const std::string damaged = " has no digest file and its HDF5 structure is damaged: ";
+  if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    TESSERA_CHECK(sig == SIGINT || sig == SIGTERM || sig == SIGKILL || sig == SIGHUP, "checkpoint ",
+                  path, damaged, "reading it ended with signal ", sig, " (", strsignal(sig), ")");
+    TESSERA_FAIL("cannot check checkpoint ", path, " (it has no digest file): the process reading ",
+                 "it was stopped by signal ", sig, " (", strsignal(sig), ")");
+  }
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  TESSERA_CHECK(code == 0, "checkpoint ", path, damaged,
+                said.empty() ? "reading it ended with exit status " + std::to_string(code) : said);
+}
+
+}  // namespace tessera
