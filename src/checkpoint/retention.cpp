@@ -98,7 +98,42 @@ std::string describe_run(const std::string& dir) {
   return held;
 }
 
-std::optional<Resumable> load_resumable(const std::string& dir, std::ostream& warn) {
+namespace {
+
+// A step_*.h5 file of dir: one this run may save again, or prune.
+bool is_run_checkpoint(const std::string& path, const std::string& dir) {
+  std::error_code ec;
+  const fs::path p(path);
+  return step_of(p.filename().string()) >= 0 && fs::equivalent(p.parent_path(), dir, ec);
+}
+
+// Renames a checkpoint that --resume auto passed over, then its digest file, to names that nothing
+// here lists, prunes or cleans up (step_00000020.h5.rejected and step_00000020.h5.rejected.sha256;
+// .rejected.2 ... when taken): the run goes on from an older step and saves this one again, which
+// must not write over the file. The checkpoint goes first, so another rank that still finds the
+// digest file finds the checkpoint gone, never the checkpoint without its digest file.
+std::string move_aside(const std::string& path) {
+  std::error_code ec;
+  std::string to = path + ".rejected";
+  for (int n = 2; fs::exists(fs::symlink_status(to, ec)) ||
+                  fs::exists(fs::symlink_status(digest_path(to), ec));
+       ++n)
+    to = path + ".rejected." + std::to_string(n);
+  fs::rename(path, to, ec);
+  TESSERA_CHECK(!ec, "cannot move checkpoint ", path, " aside to ", to, ": ", ec.message(),
+                "; resume stopped so that this run does not write over it");
+  if (fs::exists(fs::symlink_status(digest_path(path), ec))) {
+    fs::rename(digest_path(path), digest_path(to), ec);
+    TESSERA_CHECK(!ec, "cannot move ", digest_path(path), " aside to ", digest_path(to), ": ",
+                  ec.message(), "; resume stopped (its checkpoint is already at ", to, ")");
+  }
+  return to;
+}
+
+}  // namespace
+
+std::optional<Resumable> load_resumable(const std::string& dir, std::ostream& warn,
+                                        bool move_rejected) {
   std::vector<std::string> candidates;  // in the order they are tried
   std::error_code ec;
   const fs::path latest = fs::path(dir) / "latest";
@@ -122,16 +157,32 @@ std::optional<Resumable> load_resumable(const std::string& dir, std::ostream& wa
                 " to start the run over");
   if (candidates.empty()) return std::nullopt;
 
-  std::string tried;
+  std::vector<std::pair<std::string, std::string>> skipped;  // (path, why), newest first
   for (const std::string& path : candidates) {
     try {
       Resumable r{path, load_checkpoint(path)};
+      // Every rank reaches this decision, each reading the same files; rank 0 alone renames.
+      for (const auto& [file, why] : skipped) {
+        warn << "warning: skipping checkpoint " << file << ": " << why;
+        if (is_run_checkpoint(file, dir))
+          warn << (move_rejected ? "; moved it aside to " + move_aside(file) +
+                                       " (with its digest file) so that this run does not write "
+                                       "over it"
+                                 : std::string("; rank 0 moves it aside"));
+        warn << "\n";
+      }
       return r;
+    } catch (const CheckpointUnreadable& e) {
+      // Not evidence of damage: passing over the file would let the run write over it.
+      TESSERA_FAIL("cannot resume from ", dir, ": ", e.what(), "; resume stopped rather than pass ",
+                   "over ", path, " (fix its permissions or the disk, or move it out of ", dir,
+                   ")");
     } catch (const Error& e) {
-      warn << "warning: skipping checkpoint " << path << ": " << e.what() << "\n";
-      tried += "\n  " + path + ": " + e.what();
+      skipped.emplace_back(path, e.what());
     }
   }
+  std::string tried;
+  for (const auto& [file, why] : skipped) tried += "\n  " + file + ": " + why;
   TESSERA_FAIL("no checkpoint in ", dir, " can be resumed from:", tried);
 }
 

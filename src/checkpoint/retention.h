@@ -2,7 +2,7 @@
 //
 //   save_checkpoint(dir + "/" + checkpoint_name(500), ck);  write_latest(dir, checkpoint_name(500));
 //   prune_checkpoints(dir, {.keep = 3, .milestone_interval = 10000}, checkpoint_name(500));
-//   std::optional<Resumable> r = load_resumable(dir, std::cerr);  // for --resume auto
+//   std::optional<Resumable> r = load_resumable(dir, std::cerr, rank == 0);  // --resume auto
 //
 // Retention: the newest `keep` step_*.h5 stay; files whose step is a multiple of
 // milestone_interval are milestones, never pruned and not counted in `keep`; the file `latest`
@@ -11,8 +11,9 @@
 // Resume: `latest` is the commit point, so the checkpoint it names is the one to resume from. When
 // it is missing, unreadable, truncated or corrupt (its digest file disagrees: checkpoint.h), the
 // newest step_*.h5 that loads completely is taken instead, with a warning for every file passed
-// over. Leftover *.tmp files are writes a crash
-// interrupted (save_checkpoint renames only complete files); they are never resumed from.
+// over, and the files passed over are moved aside (load_resumable). Leftover *.tmp files are
+// writes a crash interrupted (save_checkpoint renames only complete files); they are never
+// resumed from.
 #pragma once
 
 #include <cstdint>
@@ -62,8 +63,15 @@ struct Resumable {
 };
 // The checkpoint --resume auto continues from (see the file comment), fully loaded; nullopt when
 // dir holds no checkpoint and no `latest`. Throws, naming every file tried, when checkpoints exist
-// but none loads, and when `latest` names a checkpoint that is gone and no other is there. `warn`
-// receives one line per file passed over.
-std::optional<Resumable> load_resumable(const std::string& dir, std::ostream& warn);
+// but none loads, and when `latest` names a checkpoint that is gone and no other is there; throws
+// too, saying resume stopped, when a checkpoint cannot be read at all (permission denied, an I/O
+// error: CheckpointUnreadable), since that says nothing about its bytes. `warn` receives one line
+// per file passed over. The step_*.h5 files passed over are moved aside (with their digest
+// files) when move_rejected, so that the run, saving those steps again, cannot write over them:
+// step_00000020.h5 -> step_00000020.h5.rejected, which nothing here lists, prunes or removes. In
+// a multi-rank run every rank calls this on the same dir and reaches the same choice; only rank 0
+// passes move_rejected (the others find such a file either as it was or gone, and skip it alike).
+std::optional<Resumable> load_resumable(const std::string& dir, std::ostream& warn,
+                                        bool move_rejected);
 
 }  // namespace tessera

@@ -299,7 +299,7 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
 
   const std::string& resume = cfg_.checkpoint.resume;
   if (resume == "auto") {
-    if (std::optional<Resumable> r = load_resumable(run_dir_.string(), out_->log()))
+    if (std::optional<Resumable> r = load_resumable(run_dir_.string(), out_->log(), rank_ == 0))
       restore(r->path, r->data, true);
   } else if (!resume.empty()) {
     const std::string path = resolve_checkpoint(resume);

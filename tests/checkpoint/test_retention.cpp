@@ -1,11 +1,17 @@
 // Retention and the choice of the checkpoint to resume from.
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <sstream>
 
 #include "checkpoint/retention.h"
+#include "checkpoint/sidecar.h"
 #include "core/tensor.h"
 #include "test_util.h"
 
@@ -75,19 +81,19 @@ TEST_F(Retention, interrupted_writes_are_removed) {
 
 TEST_F(Retention, resume_takes_latest_and_falls_back_past_damaged_files) {
   std::ostringstream warn;
-  EXPECT_FALSE(load_resumable(dir.string(), warn).has_value());  // nothing yet: start fresh
+  EXPECT_FALSE(load_resumable(dir.string(), warn, true).has_value());  // nothing yet: start fresh
 
   save(10);
   save(20);
   const std::string s30 = save(30);
-  std::optional<Resumable> r = load_resumable(dir.string(), warn);
+  std::optional<Resumable> r = load_resumable(dir.string(), warn, true);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->path, s30);
   EXPECT_EQ(r->data.trainer_ints.at("step"), 30);
   EXPECT_EQ(warn.str(), "");
 
   fs::resize_file(s30, fs::file_size(s30) / 2);  // a torn write
-  r = load_resumable(dir.string(), warn);
+  r = load_resumable(dir.string(), warn, true);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->data.trainer_ints.at("step"), 20);
   EXPECT_NE(warn.str().find("skipping checkpoint " + s30), std::string::npos) << warn.str();
@@ -95,7 +101,7 @@ TEST_F(Retention, resume_takes_latest_and_falls_back_past_damaged_files) {
   // `latest` naming a file that is gone: the newest complete file on disk is used.
   std::ofstream(dir / "latest") << "step_00000099.h5\n";
   std::ostringstream warn2;
-  r = load_resumable(dir.string(), warn2);
+  r = load_resumable(dir.string(), warn2, true);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->data.trainer_ints.at("step"), 20);
   EXPECT_NE(warn2.str().find("step_00000099.h5"), std::string::npos) << warn2.str();
@@ -107,7 +113,142 @@ TEST_F(Retention, no_loadable_checkpoint_is_an_error_naming_every_file) {
   fs::resize_file(b, 0);
   std::ostringstream warn;
   const std::string msg =
-      tessera::testing::error_of([&] { load_resumable(dir.string(), warn); });
+      tessera::testing::error_of([&] { load_resumable(dir.string(), warn, true); });
   EXPECT_NE(msg.find(a), std::string::npos) << msg;
   EXPECT_NE(msg.find(b), std::string::npos) << msg;
+}
+
+// The run goes on from an older step and saves the passed-over step again: the file passed over
+// must not be in the way. It is moved aside, with its digest file, where nothing lists, prunes or
+// cleans up.
+TEST_F(Retention, resume_moves_aside_what_it_passes_over_so_no_save_writes_over_it) {
+  save(10);
+  save(20);
+  const std::string s30 = save(30);
+  fs::resize_file(s30, fs::file_size(s30) / 2);  // a torn write, or a copy cut short
+  const std::string torn = tessera::testing::read_file(s30);
+  std::ostringstream warn;
+  std::optional<Resumable> r = load_resumable(dir.string(), warn, true);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->data.trainer_ints.at("step"), 20);
+  const std::string aside = s30 + ".rejected";
+  EXPECT_NE(warn.str().find("skipping checkpoint " + s30), std::string::npos) << warn.str();
+  EXPECT_NE(warn.str().find("moved it aside to " + aside), std::string::npos) << warn.str();
+  EXPECT_FALSE(fs::exists(s30));
+  EXPECT_FALSE(fs::exists(digest_path(s30)));
+  EXPECT_EQ(tessera::testing::read_file(aside), torn);
+  EXPECT_TRUE(fs::exists(digest_path(aside)));
+  EXPECT_EQ(steps(), (std::vector<int64_t>{10, 20}));
+
+  // The run saves step 30 again, cleans up and prunes: the file moved aside stays as it was.
+  save(30);
+  remove_interrupted_writes(dir.string());
+  prune_checkpoints(dir.string(), {.keep = 1}, checkpoint_name(30));
+  EXPECT_EQ(steps(), (std::vector<int64_t>{30}));
+  EXPECT_EQ(tessera::testing::read_file(aside), torn);
+  EXPECT_TRUE(fs::exists(digest_path(aside)));
+  EXPECT_EQ(describe_run(dir.string()), "latest, checkpoint step_00000030.h5");
+
+  // A second file passed over at the same step does not replace the first one.
+  save(10);
+  fs::resize_file(dir / checkpoint_name(30), 100);
+  write_latest(dir.string(), checkpoint_name(30));
+  std::ostringstream warn2;
+  r = load_resumable(dir.string(), warn2, true);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->data.trainer_ints.at("step"), 10);
+  EXPECT_NE(warn2.str().find("moved it aside to " + s30 + ".rejected.2"), std::string::npos)
+      << warn2.str();
+  EXPECT_EQ(tessera::testing::read_file(aside), torn);
+  EXPECT_EQ(fs::file_size(s30 + ".rejected.2"), 100u);
+}
+
+// Every rank of a run calls load_resumable on the same directory and must resume from the same
+// step; only rank 0 moves files aside, and a rank that comes to a file after it was moved away
+// chooses as the others did.
+TEST_F(Retention, every_rank_chooses_alike_and_only_one_moves_files) {
+  save(10);
+  const std::string s20 = save(20);
+  fs::resize_file(s20, 100);
+  std::ostringstream other, first;
+  std::optional<Resumable> r = load_resumable(dir.string(), other, false);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->data.trainer_ints.at("step"), 10);
+  EXPECT_TRUE(fs::exists(s20)) << "a rank that does not move files moved one";
+  EXPECT_NE(other.str().find("skipping checkpoint " + s20), std::string::npos) << other.str();
+
+  r = load_resumable(dir.string(), first, true);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->data.trainer_ints.at("step"), 10);
+  EXPECT_FALSE(fs::exists(s20));
+
+  std::ostringstream late;  // `latest` still names step 20, which is gone now
+  r = load_resumable(dir.string(), late, false);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->data.trainer_ints.at("step"), 10);
+}
+
+namespace {
+
+// The message of the Error fn throws ("" when it returns), with file permissions in force: run
+// here, or, when this process is root (which reads any file), in a child that becomes nobody.
+// nullopt when the child cannot give up root.
+std::optional<std::string> error_as_unprivileged(const std::function<void()>& fn) {
+  if (geteuid() != 0) {
+    try {
+      fn();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  }
+  int fds[2];
+  if (pipe(fds) != 0) return std::nullopt;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(2);
+    std::string msg;
+    try {
+      fn();
+    } catch (const Error& e) {
+      msg = e.what();
+    }
+    if (::write(fds[1], msg.data(), msg.size()) < 0) _exit(3);
+    _exit(0);
+  }
+  ::close(fds[1]);
+  std::string msg;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) msg.append(buf, size_t(n));
+  ::close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 2) return std::nullopt;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child ended with " << status;
+  return msg;
+}
+
+}  // namespace
+
+// A checkpoint that cannot be read (permission denied, an I/O error) may well be intact: passing
+// over it would let the run save that step again, over it. Resume stops instead.
+TEST_F(Retention, an_unreadable_checkpoint_stops_resume_instead_of_being_passed_over) {
+  save(10);
+  const std::string s20 = save(20);
+  const std::string bytes = tessera::testing::read_file(s20);
+  fs::permissions(dir, fs::perms(0755));
+  fs::permissions(s20, fs::perms::none);
+  std::ostringstream warn;
+  const std::optional<std::string> msg =
+      error_as_unprivileged([&] { load_resumable(dir.string(), warn, true); });
+  fs::permissions(s20, fs::perms(0644));
+  if (!msg) GTEST_SKIP() << "cannot run as an unprivileged user here";
+  for (const std::string& part :
+       {s20, std::string("Permission denied"), std::string("resume stopped")})
+    EXPECT_NE(msg->find(part), std::string::npos) << "'" << part << "' not in: " << *msg;
+  EXPECT_EQ(msg->find('\n'), std::string::npos) << *msg;
+  EXPECT_EQ(tessera::testing::read_file(s20), bytes);
+  EXPECT_FALSE(fs::exists(s20 + ".rejected"));
+  EXPECT_EQ(steps(), (std::vector<int64_t>{10, 20}));
 }

@@ -109,7 +109,7 @@ TEST(Crash, twenty_sigkills_never_leave_the_run_without_a_resumable_checkpoint) 
     if (has_tmp(run_dir)) ++during_write;
     std::ostringstream warn;
     std::optional<Resumable> r;
-    ASSERT_NO_THROW(r = load_resumable(run_dir.string(), warn)) << "after kill " << kills;
+    ASSERT_NO_THROW(r = load_resumable(run_dir.string(), warn, true)) << "after kill " << kills;
     if (had_checkpoint) {
       ASSERT_TRUE(r.has_value()) << "kill " << kills << " lost every checkpoint";
     }
