@@ -135,6 +135,10 @@ void write_safetensors(const std::string& path,
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {
+  std::error_code ec;
+  // An ifstream opens a directory and reads it as empty: "0 bytes is too short" would mislead.
+  TESSERA_CHECK(!std::filesystem::is_directory(path, ec), path,
+                ": is a directory, not a safetensors file");
   std::ifstream f(path, std::ios::binary);
   TESSERA_CHECK(f, path, ": cannot open");
   std::ostringstream all;

@@ -646,4 +646,22 @@ TEST_F(Checkpoint, resolve_errors_name_what_is_missing) {
 
   msg = error_of([&] { write_latest(dir_.string(), "two\nlines"); });
   EXPECT_NE(msg.find("two"), std::string::npos) << msg;
+
+  // A `latest` of binary garbage is quoted readably: bytes escaped, the length cut.
+  std::string garbage = "step_\x01\x89\\";
+  for (int i = 0; i < 5000; ++i) garbage += char(0x80 + i % 128);
+  std::ofstream(path("latest"), std::ios::binary | std::ios::trunc) << garbage << "\n";
+  msg = error_of([&] { resolve_checkpoint(dir_.string()); });
+  EXPECT_NE(msg.find(path("step_\\x01\\x89\\x5c\\x80\\x81")), std::string::npos) << msg;
+  EXPECT_NE(msg.find("bytes), which cannot be read: File name too long"), std::string::npos) << msg;
+  EXPECT_LT(msg.size(), 400u) << msg;
+  EXPECT_TRUE(std::all_of(msg.begin(), msg.end(), [](char c) { return c >= 0x20 && c < 0x7f; }))
+      << msg;
+  // A NUL would cut the name short for the file system: a name of an existing file, then junk.
+  save_checkpoint(path("step_00000500.h5"), sample_checkpoint());
+  std::ofstream(path("latest"), std::ios::binary | std::ios::trunc)
+      << std::string("step_00000500.h5\0junk\n", 22);
+  msg = error_of([&] { resolve_checkpoint(dir_.string()); });
+  EXPECT_NE(msg.find("'step_00000500.h5\\x00junk', which is not a file name"), std::string::npos)
+      << msg;
 }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 
 #include "checkpoint/json.h"
 #include "checkpoint/safetensors.h"
@@ -133,6 +134,15 @@ TEST(Safetensors, malformed_files_are_refused_by_name) {
   EXPECT_TRUE(has(m, "not a JSON object")) << m;
   m = err(file_of(std::string(5000, '[') + std::string(5000, ']'), ""));  // no stack overflow
   EXPECT_TRUE(has(m, "nested deeper")) << m;
+}
+
+TEST(Safetensors, a_directory_is_refused_as_a_directory) {
+  TempDir tmp("tessera_safetensors");
+  const std::string dir = tmp.file("model.safetensors");
+  std::filesystem::create_directories(dir);
+  const std::string m = error_of([&] { read_safetensors(dir); });
+  EXPECT_TRUE(has(m, dir + ": is a directory")) << m;
+  EXPECT_FALSE(has(m, "too short")) << m;
 }
 
 TEST(Safetensors, every_truncation_and_byte_flip_is_an_error_or_a_valid_read) {
