@@ -106,6 +106,17 @@ class Walker {
                                                           &idx, collect_hard_link, &by_order),
                                                "cannot list group " + abs))
       return false;
+    // The loaders open what the creation-order index lists by name: the two must hold the same
+    // links, or the loaders would meet what was not read here.
+    if (order & H5P_CRT_ORDER_INDEXED) {
+      std::vector<std::string> a = by_name, b = by_order;
+      std::sort(a.begin(), a.end());
+      std::sort(b.begin(), b.end());
+      if (a != b)
+        return fail("the link indexes of group " + abs +
+                    " disagree (by name: " + std::to_string(by_name.size()) +
+                    " links, by creation order: " + std::to_string(by_order.size()) + ")");
+    }
     for (const std::string& name : by_name) {
       const std::string child = abs == "/" ? "/" + name : abs + "/" + name;
       if (!ok(H5Lexists(file_, child.c_str(), H5P_DEFAULT), "cannot look up " + child))
