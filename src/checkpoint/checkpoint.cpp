@@ -16,6 +16,7 @@
 
 #include "checkpoint/digest.h"
 #include "checkpoint/sidecar.h"
+#include "core/text.h"
 
 namespace tessera {
 namespace fs = std::filesystem;
@@ -530,22 +531,8 @@ void write_latest(const std::string& dir, const std::string& filename) {
 
 namespace {
 
-// s for an error message: bytes outside printable ASCII as \xNN, and cut after kMax characters, so
-// a `latest` file full of binary garbage still gives one readable line.
-std::string printable(const std::string& s) {
-  constexpr size_t kMax = 160;
-  static const char* const kHex = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (out.size() >= kMax) return out + "... (" + std::to_string(s.size()) + " bytes)";
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\')
-      out += char(c);
-    else
-      out += {'\\', 'x', kHex[c >> 4], kHex[c & 15]};
-  }
-  return out;
-}
+// What a `latest` file names, for an error message: binary garbage still gives one readable line.
+std::string shown(const std::string& name) { return printable(name, true, 160); }
 
 std::string follow_latest(const fs::path& latest) {
   std::ifstream in(latest, std::ios::binary);
@@ -559,12 +546,12 @@ std::string follow_latest(const fs::path& latest) {
     name.pop_back();
   TESSERA_CHECK(!name.empty(), latest.string(), " is empty (it should name a checkpoint file)");
   // A NUL would end the name the file system sees early, naming another file.
-  TESSERA_CHECK(name.find('\0') == std::string::npos, latest.string(), " holds '", printable(name),
+  TESSERA_CHECK(name.find('\0') == std::string::npos, latest.string(), " holds '", shown(name),
                 "', which is not a file name (it has a NUL byte)");
   fs::path target = fs::path(name).is_absolute() ? fs::path(name) : latest.parent_path() / name;
   std::error_code ec;
   const bool regular = fs::is_regular_file(target, ec);
-  TESSERA_CHECK(regular, latest.string(), " names ", printable(target.string()), ", which ",
+  TESSERA_CHECK(regular, latest.string(), " names ", shown(target.string()), ", which ",
                 !ec || ec == std::errc::no_such_file_or_directory
                     ? "does not exist"
                     : "cannot be read: " + ec.message());

@@ -17,6 +17,7 @@
 
 #include "config/schema.h"
 #include "core/error.h"
+#include "core/text.h"
 
 namespace tessera {
 
@@ -355,21 +356,8 @@ std::string format_double(double v) {
 std::string quote(const std::string& s) {
   std::string out = "\"";
   for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += char(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c < 0x20 || c == 0x7f) {
-      const char* hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += char(c);
-    }
+    if (c == '"' || c == '\\') out += '\\';
+    append_escaped(out, c);
   }
   return out + "\"";
 }

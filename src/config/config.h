@@ -273,9 +273,6 @@ inline std::vector<int64_t> parse_step_list(const std::string& text, std::string
   return parse_positive_list(text, "step number", problem);
 }
 
-// A value as an error message shows it, on one line: control characters escaped (\n, \t, \x01).
-std::string printable(const std::string& value);
-
 // All key paths ("model.n_layer", ...), in to_yaml's order.
 std::vector<std::string> config_keys();
 

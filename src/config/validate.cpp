@@ -337,25 +337,6 @@ void check_spike(const SpikeConfig& s, int64_t max_steps, Problems& p) {
 
 }  // namespace
 
-std::string printable(const std::string& value) {
-  std::string out;
-  for (unsigned char c : value) {
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c < 0x20 || c == 0x7f) {
-      const char* hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += char(c);
-    }
-  }
-  return out;
-}
-
 std::vector<int64_t> parse_positive_list(const std::string& text, const char* noun,
                                          std::string* problem) {
   std::vector<int64_t> values;
