@@ -1,0 +1,112 @@
+// parse_flags, the command line of the binaries without a config (generate, eval, tokenize, ...):
+// what it refuses, naming the flag.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config/cli.h"
+#include "test_util.h"
+
+namespace tessera {
+namespace {
+
+using testing::error_of;
+
+// EXPECT_CONTAINS(text, part): on failure prints both, so a wrong message is easy to read.
+::testing::AssertionResult contains(const char*, const char*, const std::string& text,
+                                    const std::string& part) {
+  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "expected the text to contain\n  " << part << "\nbut it is\n  " << text;
+}
+#define EXPECT_CONTAINS(text, part) EXPECT_PRED_FORMAT2(contains, text, part)
+
+// A generate-like binary's own flags, parsed with parse_flags (no config).
+struct Flags {
+  cxxopts::Options options{"generate", "test"};
+  Flags() {
+    options.add_options()("prompt", "text", cxxopts::value<std::string>()->default_value("\n"))(
+        "temperature", "t", cxxopts::value<double>()->default_value("0.8"))(
+        "max-new-tokens", "n", cxxopts::value<int64_t>()->default_value("200"))(
+        "seed", "s", cxxopts::value<uint64_t>()->default_value("42"))(
+        "iters", "i", cxxopts::value<int>()->default_value("3"))("input", "repeatable",
+                                                                 cxxopts::value<std::string>())(
+        "set", "a list", cxxopts::value<std::vector<std::string>>())("dry-run", "a switch")(
+        "h,help", "help");
+  }
+  cxxopts::ParseResult parse(std::vector<std::string> args) {
+    args.insert(args.begin(), "generate");
+    std::vector<const char*> argv;
+    for (const auto& a : args) argv.push_back(a.c_str());
+    bool help = false;
+    return parse_flags(options, int(argv.size()), argv.data(), &help, {"input"});
+  }
+  std::string error(const std::vector<std::string>& args) {
+    return error_of([&] { parse(args); });
+  }
+};
+
+TEST(CommandLine, a_value_its_type_refuses_names_the_flag_and_why) {
+  Flags f;
+  EXPECT_CONTAINS(f.error({"--temperature", "nan"}), "--temperature: 'nan' is not a valid number");
+  EXPECT_CONTAINS(f.error({"--prompt", "x", "--temperature=inf"}),
+                  "--temperature: 'inf' is not a valid number");
+  EXPECT_CONTAINS(f.error({"--temperature", "1e999"}),
+                  "--temperature: '1e999' is out of range for a number");
+  EXPECT_CONTAINS(f.error({"--max-new-tokens", "2.5"}),
+                  "--max-new-tokens: '2.5' is not an integer");
+  EXPECT_CONTAINS(f.error({"--max-new-tokens="}), "--max-new-tokens: '' is not an integer");
+  EXPECT_CONTAINS(f.error({"--max-new-tokens", "99999999999999999999"}),
+                  "--max-new-tokens: '99999999999999999999' is out of range "
+                  "[-9223372036854775808, 9223372036854775807]");
+  EXPECT_CONTAINS(f.error({"--seed", "-1"}),
+                  "--seed: '-1' is out of range [0, 18446744073709551615]");
+  EXPECT_CONTAINS(f.error({"--seed", "18446744073709551616"}), "is out of range [0, 1844674407");
+  EXPECT_CONTAINS(f.error({"--iters", "3000000000"}), "[-2147483648, 2147483647]");
+  EXPECT_CONTAINS(f.error({"--dry-run=maybe"}), "--dry-run: 'maybe' is not true or false");
+  // The flag that failed, not the first valued one.
+  EXPECT_CONTAINS(f.error({"--temperature", "0.5", "--seed", "7", "--max-new-tokens", "2x"}),
+                  "--max-new-tokens: '2x' is not an integer");
+  const auto args = f.parse({"--temperature", "1e-3", "--seed", "18446744073709551615",
+                             "--max-new-tokens=-5", "--iters", "0x10"});
+  EXPECT_EQ(args["temperature"].as<double>(), 1e-3);
+  EXPECT_EQ(args["seed"].as<uint64_t>(), 18446744073709551615ull);
+  EXPECT_EQ(args["max-new-tokens"].as<int64_t>(), -5);  // the binary checks its own range
+  EXPECT_EQ(args["iters"].as<int>(), 16);
+}
+
+TEST(CommandLine, a_flag_given_twice_is_refused_unless_it_repeats) {
+  Flags f;
+  EXPECT_CONTAINS(f.error({"--temperature", "0", "--temperature", "5"}),
+                  "command line: --temperature given twice ('0' and '5')");
+  EXPECT_CONTAINS(f.error({"--prompt=a", "--seed", "1", "--prompt", "b"}),
+                  "--prompt given twice ('a' and 'b')");
+  EXPECT_CONTAINS(f.error({"--dry-run", "--dry-run"}), "--dry-run given twice");
+  bool help = false;
+  const char* argv[] = {"generate", "--help", "--seed", "1", "--seed", "2"};
+  parse_flags(f.options, 6, argv, &help);  // --help prints the help whatever else is there
+  EXPECT_TRUE(help);
+  const auto args = f.parse({"--input", "a,b", "--input", "c", "--set", "x=1", "--set", "y=2"});
+  std::vector<std::string> inputs;
+  for (const auto& kv : args.arguments())
+    if (kv.key() == "input") inputs.push_back(kv.value());
+  EXPECT_EQ(inputs, (std::vector<std::string>{"a,b", "c"}));
+  EXPECT_EQ(args["set"].as<std::vector<std::string>>(), (std::vector<std::string>{"x=1", "y=2"}));
+}
+
+TEST(CommandLine, a_value_that_is_one_of_the_flags_is_refused) {
+  Flags f;
+  EXPECT_CONTAINS(f.error({"--prompt", "--help"}),
+                  "command line: --prompt: its value '--help' is a flag; write --prompt=--help to "
+                  "mean it as the value");
+  EXPECT_CONTAINS(f.error({"--prompt", "-h"}), "--prompt: its value '-h' is a flag");
+  EXPECT_CONTAINS(f.error({"--prompt", "--seed=3"}), "--prompt: its value '--seed=3' is a flag");
+  EXPECT_EQ(f.parse({"--prompt=--help"})["prompt"].as<std::string>(), "--help");
+  EXPECT_EQ(f.parse({"--prompt", "--not-a-flag"})["prompt"].as<std::string>(), "--not-a-flag");
+  EXPECT_EQ(f.parse({"--prompt", "-"})["prompt"].as<std::string>(), "-");
+}
+
+}  // namespace
+}  // namespace tessera
