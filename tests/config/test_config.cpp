@@ -10,6 +10,7 @@
 
 #include "config/cli.h"
 #include "config/config.h"
+#include "config/expect_contains.h"
 #include "test_util.h"
 
 namespace tessera {
@@ -17,15 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::error_of;
-
-// EXPECT_CONTAINS(text, part): on failure prints both, so a wrong message is easy to read.
-::testing::AssertionResult contains(const char*, const char*, const std::string& text,
-                                    const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << "expected the text to contain\n  " << part << "\nbut it is\n  " << text;
-}
-#define EXPECT_CONTAINS(text, part) EXPECT_PRED_FORMAT2(contains, text, part)
 
 // The repository's configs/ folder, found from this file's path (tests run from the build tree).
 fs::path configs_dir() {

@@ -7,21 +7,13 @@
 #include <vector>
 
 #include "config/cli.h"
+#include "config/expect_contains.h"
 #include "test_util.h"
 
 namespace tessera {
 namespace {
 
 using testing::error_of;
-
-// EXPECT_CONTAINS(text, part): on failure prints both, so a wrong message is easy to read.
-::testing::AssertionResult contains(const char*, const char*, const std::string& text,
-                                    const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << "expected the text to contain\n  " << part << "\nbut it is\n  " << text;
-}
-#define EXPECT_CONTAINS(text, part) EXPECT_PRED_FORMAT2(contains, text, part)
 
 // A generate-like binary's own flags, parsed with parse_flags (no config).
 struct Flags {
