@@ -25,6 +25,8 @@
 #   STAGES="test parity" scripts/gpu_check.sh    # a second run that reuses the build
 # Here, where there is no GPU, `STAGES=build CUDA_ARCH=90 scripts/gpu_check.sh` checks the build
 # stage (needs third_party/debs from scripts/collect_debs.sh).
+# CI dry-runs the parity stage, its bisect and the memory stage on the CPU (GPU_DEVICE=cpu, RUNS
+# and CONFIG pointing elsewhere): tests/scripts/gpu_check_dry_run.sh.
 #
 # Output: $OUT (the device machine's output folder; ./gpu-check-out elsewhere) gets at most 8 files
 # (the device tool brings back no more): summary.md, and one log per stage group.
@@ -136,7 +138,7 @@ if want test; then
 fi
 
 # ---- training: GPU against CPU, then a longer GPU run ------------------------------------------
-RUNS="$ROOT/checkpoints/gpu-check"
+RUNS="${RUNS:-$ROOT/checkpoints/gpu-check}"  # the training stages' run directories
 losses() {  # metrics.jsonl -> "step loss" lines
   "$PYTHON" - "$1" <<'PY'
 import json, sys
