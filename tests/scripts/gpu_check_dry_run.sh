@@ -6,8 +6,10 @@
 #   2. parity with a train wrapper whose "GPU" runs barely train (learning rate 1e-9) unless
 #      TESSERA_FLASH_KERNELS=wmma is set: parity must fail, the bisect must pass under all the
 #      switches, fail under the two listed before that one, pass under it and apply it, and the
-#      memory stage must then run under it.
-#   tests/scripts/gpu_check_dry_run.sh BUILD_DIR     (BUILD_DIR holds train, tokenize, bench_memory)
+#      memory stage must then run under it. The test stage runs ctest -L gpu on three stand-in
+#      tests (one passes, one fails, one skips; not the build's own, whose ctest runs this one):
+#      its count and its rows per suite must say so.
+#   tests/scripts/gpu_check_dry_run.sh BUILD_DIR     (a configured build with train, tokenize, bench_memory)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 build="$(cd "$1" && pwd)"
@@ -44,7 +46,19 @@ if [ "\${TESSERA_FLASH_KERNELS:-}" = wmma ]; then exec "$build/train" "\$@"; fi
 exec "$build/train" "\$@" --set optim.lr=1e-9 --set optim.min_lr=0
 WRAP
 chmod +x "$work/bin/train"
-dry_run "$work/out2" "$work/bin" "parity memory"
+cat >"$work/bin/CTestTestfile.cmake" <<'TESTS'
+add_test(cuda.GemmCuda.passes /bin/true)
+add_test(cuda.AttentionCuda.fails /bin/false)
+add_test(cuda.Modes/PeftCuda.skips/0 /bin/sh -c "exit 77")
+set_tests_properties(cuda.GemmCuda.passes cuda.AttentionCuda.fails cuda.Modes/PeftCuda.skips/0
+                     PROPERTIES LABELS gpu SKIP_RETURN_CODE 77)
+TESTS
+dry_run "$work/out2" "$work/bin" "test parity memory"
+check "$work/out2" '^\| test \| 1 passed, 1 failed, 1 skipped \| ctest -L gpu in '
+check "$work/out2" '^\|   AttentionCuda \| FAILED \| 0 passed, 1 failed \|'
+check "$work/out2" '^\|   GemmCuda \| passed \| 1 passed, 0 failed \|'
+check "$work/out2" '^\|   PeftCuda \| skipped \| 0 passed, 0 failed, 1 skipped \|'
+check "$work/out2" '^\|   failed \| cuda.AttentionCuda.fails \|'
 check "$work/out2" '^\| parity \| FAILED \| 50 steps: '
 check "$work/out2" '^\|   parity, all switches \| ok \| TESSERA_ZERO_GRAD=fill TESSERA_GEMM_EPILOGUES=none TESSERA_FLASH_KERNELS=wmma TESSERA_UNFUSED=1: '
 check "$work/out2" '^\|   parity, TESSERA_ZERO_GRAD=fill \| FAILED \|'
@@ -53,4 +67,5 @@ check "$work/out2" '^\|   parity, TESSERA_FLASH_KERNELS=wmma \| ok \|'
 check "$work/out2" '^\| switches applied \| TESSERA_FLASH_KERNELS=wmma \|'
 ! grep -qE 'TESSERA_UNFUSED=1 \|' "$work/out2/summary.md" || fail "the bisect went on past the switch that passed"
 check "$work/out2" '^\| memory \| ok \| bench_memory --device cpu .*lomo=[0-9.]+,'
+check "$work/out2" '^\|   peft/lomo tests \| 0 passed, 0 failed \|'
 echo "gpu_check_dry_run: ok"
