@@ -136,14 +136,24 @@ void write_positions(const std::string& path,
   }
 }
 
-// The batches an evaluation of `batches` at `at`'s batch size and length reads from pattern: fewer
-// when the data runs out (train::evaluate and position_losses stop there).
-int64_t batches_read(const Config& at, const std::string& pattern, int64_t batches) {
-  data::LoaderOptions o;
-  o.files = data::expand_glob(pattern);
-  o.batch_size = at.train.batch_size, o.seq_len = at.sequence_length();
-  o.vocab_size = at.model.vocab_size, o.shuffle = false;
-  return std::min(batches, data::DataLoader(o).batches_per_epoch());
+// The token counts of the shards pattern names, each opened (and checked) once for every context.
+std::vector<int64_t> shard_tokens(const std::string& pattern, int64_t vocab_size) {
+  std::vector<int64_t> tokens;
+  for (const std::string& file : data::expand_glob(pattern))
+    tokens.push_back(data::Shard(file, vocab_size).size());
+  return tokens;
+}
+
+// The batches an evaluation of `batches` at `at`'s batch size and length reads from shards of
+// these token counts: fewer when the data runs out (train::evaluate and position_losses stop
+// there, as their unshuffled loader does: whole batches of windows). An error when not one batch.
+int64_t batches_read(const Config& at, const std::vector<int64_t>& tokens,
+                     const std::string& pattern, int64_t batches) {
+  const int64_t T = at.sequence_length(), B = at.train.batch_size;
+  const int64_t windows = data::count_windows(tokens, T);
+  TESSERA_CHECK(windows >= B, pattern, " holds ", windows, " windows of ", T + 1,
+                " tokens (context ", T, " + 1), fewer than one batch of ", B);
+  return std::min(batches, windows / B);
 }
 
 // "20 batches", or "2-3 batches" where the count differs between contexts (each reads about the
@@ -226,6 +236,7 @@ int main(int argc, char** argv) {
       return mean;
     };
 
+    const std::vector<int64_t> tokens_in = shard_tokens(data, cfg.model.vocab_size);
     if (!contexts.empty()) {
       // Learned positions have rows up to block_size only; RoPE, stick-breaking and no positions
       // run any length.
@@ -248,7 +259,7 @@ int main(int argc, char** argv) {
       int64_t lo = batches, hi = 0;
       for (int64_t T : contexts)
         if (runs(T)) {
-          const int64_t n = batches_read(at_context(T), data, batches);
+          const int64_t n = batches_read(at_context(T), tokens_in, data, batches);
           lo = std::min(lo, n), hi = std::max(hi, n);
         }
       std::printf("%s%s%s on %s (%s of ~%ld tokens%s; trained at %ld%s)\n", m.path.c_str(),
@@ -267,7 +278,7 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       }
     } else {
-      const int64_t n = batches_read(cfg, data, batches);
+      const int64_t n = batches_read(cfg, tokens_in, data, batches);
       const double loss = loss_at(cfg);
       std::printf("%s%s%s: loss %.4f | ppl %.2f (%s, %s of %ld x %ld%s%s)\n", m.path.c_str(),
                   m.lora ? " on base " : "", m.base_path.c_str(), loss, std::exp(loss),

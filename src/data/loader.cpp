@@ -44,6 +44,14 @@ void shuffle_windows(std::vector<int64_t>& order, uint64_t seed, int64_t epoch) 
 
 }  // namespace
 
+int64_t count_windows(const std::vector<int64_t>& shard_tokens, int64_t seq_len) {
+  TESSERA_CHECK(seq_len > 0, "count_windows: seq_len must be positive, got ", seq_len);
+  int64_t windows = 0;
+  // Windows start at k * T and need T + 1 tokens: k * T + T + 1 <= n.
+  for (int64_t n : shard_tokens) windows += n > seq_len ? (n - 1) / seq_len : 0;
+  return windows;
+}
+
 DataLoader::DataLoader(LoaderOptions options) : options_(std::move(options)) {
   const LoaderOptions& o = options_;
   TESSERA_CHECK(!o.files.empty(), "DataLoader: no files given (an empty list of shards)");
@@ -60,10 +68,7 @@ DataLoader::DataLoader(LoaderOptions options) : options_(std::move(options)) {
   first_window_.assign(1, 0);
   for (const std::string& file : o.files) {
     shards_.emplace_back(file, o.vocab_size, o.format);
-    const int64_t n = shards_.back().size();
-    // Windows start at k * T and need T + 1 tokens: k * T + T + 1 <= n.
-    const int64_t windows = n > T ? (n - 1) / T : 0;
-    first_window_.push_back(first_window_.back() + windows);
+    first_window_.push_back(first_window_.back() + count_windows({shards_.back().size()}, T));
   }
   total_windows_ = first_window_.back();
 

@@ -97,6 +97,11 @@ class DataLoader {
   int64_t order_epoch_ = -1;    // -1: not computed yet
 };
 
+// The windows of seq_len + 1 tokens (above) that shards of these token counts hold: the sum over
+// shards of (n - 1) / seq_len. DataLoader counts so; eval counts the batches it will read so at
+// each context without opening the shards again.
+int64_t count_windows(const std::vector<int64_t>& shard_tokens, int64_t seq_len);
+
 // The files matching a shell glob ("data/kjv/train_*.bin"), sorted bytewise so every rank and every
 // run sees the same order. An error naming the pattern when nothing matches.
 std::vector<std::string> expand_glob(const std::string& pattern);

@@ -116,6 +116,9 @@ TEST(Loader, unshuffled_order_is_sequential_and_never_crosses_shards) {
             (std::vector<int32_t>{0, 4, 8, 12, 16, 1000, 1004, 1008, 1012, 0, 4}));
   EXPECT_EQ(r.targets[8], (std::vector<int32_t>{1013, 1014, 1015, 1016}));  // last token of shard 1
   EXPECT_EQ(loader.state().epoch, 1);
+  EXPECT_EQ(count_windows({23, 17, 3}, 4), 9);  // what eval counts without opening a loader
+  EXPECT_EQ(count_windows({4, 5, 0}, 4), 1);    // 4 tokens hold no window of 5; 5 hold one
+  EXPECT_EQ(count_windows({}, 4), 0);
 }
 
 TEST(Loader, every_window_appears_exactly_once_per_epoch) {

@@ -2,8 +2,9 @@
 // factor without a scaling type, or a type without a factor, is an error naming the flags rather
 // than an unscaled evaluation. Then build/eval itself, on a random model and a 200-token shard:
 // --per-position replaces its file only after a successful evaluation, contexts no model position
-// reaches are an error, the header counts the batches actually read, and --rope-scaling none
-// evaluates a scaled checkpoint as plain RoPE.
+// reaches are an error, the header counts the batches actually read (a context the data holds not
+// one batch of is an error naming the data), and --rope-scaling none evaluates a scaled checkpoint
+// as plain RoPE.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -235,6 +236,18 @@ TEST(EvalBinary, the_header_counts_the_batches_read_and_says_when_fewer_than_ask
   EXPECT_TRUE(has(out, "(6 batches of ~32 tokens, fewer than the 1000 asked")) << out;
   EXPECT_EQ(run.eval("--checkpoint " + ck + " --batches 3 --contexts 8,16", &out), 0) << out;
   EXPECT_TRUE(has(out, "(3 batches of ~32 tokens; trained at 16)")) << out;
+}
+
+TEST(EvalBinary, a_context_longer_than_the_data_is_an_error_naming_it) {
+  EvalRun run;
+  const std::string ck = run.save(run.config("rope"), "ck");
+  std::string out;
+  // 200 tokens: at context 256 not one window of 257 (the batch there is 32 / 256 -> 1 sequence).
+  EXPECT_NE(run.eval("--checkpoint " + ck + " --contexts 16,256", &out), 0) << out;
+  EXPECT_TRUE(
+      has(out, run.tmp.file("val_*.bin") +
+                   " holds 0 windows of 257 tokens (context 256 + 1), fewer than one batch of 1"))
+      << out;
 }
 
 TEST(EvalBinary, rope_scaling_none_evaluates_a_scaled_checkpoint_as_plain_rope) {
