@@ -136,10 +136,12 @@ void write_positions(const std::string& path,
   }
 }
 
-// The token counts of the shards pattern names, each opened (and checked) once for every context.
-std::vector<int64_t> shard_tokens(const std::string& pattern, int64_t vocab_size) {
+// The token counts of the shards pattern (given by `what`) names, each opened (and checked) once
+// for every context.
+std::vector<int64_t> shard_tokens(const std::string& pattern, const std::string& what,
+                                  int64_t vocab_size) {
   std::vector<int64_t> tokens;
-  for (const std::string& file : data::expand_glob(pattern))
+  for (const std::string& file : data::expand_glob(pattern, what))
     tokens.push_back(data::Shard(file, vocab_size).size());
   return tokens;
 }
@@ -236,7 +238,8 @@ int main(int argc, char** argv) {
       return mean;
     };
 
-    const std::vector<int64_t> tokens_in = shard_tokens(data, cfg.model.vocab_size);
+    const std::vector<int64_t> tokens_in = shard_tokens(
+        data, args.count("data") ? "--data" : "data.val of " + m.path, cfg.model.vocab_size);
     if (!contexts.empty()) {
       // Learned positions have rows up to block_size only; RoPE, stick-breaking and no positions
       // run any length.

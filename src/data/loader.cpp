@@ -181,7 +181,7 @@ void DataLoader::set_state(const LoaderState& state) {
   roll_over();
 }
 
-std::vector<std::string> expand_glob(const std::string& pattern) {
+std::vector<std::string> expand_glob(const std::string& pattern, const std::string& what) {
   glob_t g{};
   // GLOB_MARK appends '/' to directories so they can be left out: a directory is never a shard.
   const int rc = ::glob(pattern.c_str(), GLOB_MARK, nullptr, &g);
@@ -193,9 +193,11 @@ std::vector<std::string> expand_glob(const std::string& pattern) {
     }
   }
   globfree(&g);
-  TESSERA_CHECK(rc == 0 || rc == GLOB_NOMATCH, "expand_glob: reading the directories of '", pattern,
+  TESSERA_CHECK(rc == 0 || rc == GLOB_NOMATCH, what, ": reading the directories of '", pattern,
                 "' failed (glob error ", rc, ")");
-  TESSERA_CHECK(!files.empty(), "expand_glob: no files match '", pattern, "'");
+  // data/ is where scripts/prepare_data.sh writes the corpora's shards.
+  TESSERA_CHECK(!files.empty(), what, ": no files match '", pattern, "'",
+                pattern.starts_with("data/") ? " (run scripts/prepare_data.sh?)" : "");
   // glob sorts by the locale's collation; bytewise order is the same on every machine.
   std::sort(files.begin(), files.end());
   return files;

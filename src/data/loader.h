@@ -103,7 +103,9 @@ class DataLoader {
 int64_t count_windows(const std::vector<int64_t>& shard_tokens, int64_t seq_len);
 
 // The files matching a shell glob ("data/kjv/train_*.bin"), sorted bytewise so every rank and every
-// run sees the same order. An error naming the pattern when nothing matches.
-std::vector<std::string> expand_glob(const std::string& pattern);
+// run sees the same order. An error naming `what` (the key or flag that gave the pattern) and the
+// pattern when nothing matches.
+std::vector<std::string> expand_glob(const std::string& pattern,
+                                     const std::string& what = "expand_glob");
 
 }  // namespace tessera::data

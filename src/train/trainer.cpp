@@ -94,11 +94,7 @@ namespace {
 data::LoaderOptions loader_options(const Config& cfg, const char* key, const std::string& pattern,
                                    bool shuffle) {
   data::LoaderOptions o;
-  try {
-    o.files = data::expand_glob(pattern);
-  } catch (const Error&) {
-    TESSERA_FAIL(key, ": no files match '", pattern, "' (run scripts/prepare_data.sh?)");
-  }
+  o.files = data::expand_glob(pattern, key);
   o.batch_size = cfg.train.batch_size;
   o.seq_len = cfg.sequence_length();
   o.vocab_size = cfg.model.vocab_size;

@@ -342,8 +342,14 @@ TEST(Loader, expand_glob_sorts_matches_and_names_an_empty_pattern) {
   EXPECT_EQ(got, (std::vector<std::string>{dir.file("shard_0.bin"), dir.file("shard_1.bin"),
                                            dir.file("shard_2.bin")}));
   const std::string pattern = dir.file("val_*.bin");
-  std::string msg = error_of([&] { expand_glob(pattern); });
-  EXPECT_NE(msg.find(pattern), std::string::npos) << msg;
+  std::string msg = error_of([&] { expand_glob(pattern, "data.val"); });
+  EXPECT_NE(msg.find("data.val: no files match '" + pattern + "' ["), std::string::npos) << msg;
+  msg = error_of([&] { expand_glob("data/nothing_here_*.bin", "data.train"); });
+  EXPECT_NE(
+      msg.find(
+          "data.train: no files match 'data/nothing_here_*.bin' (run scripts/prepare_data.sh?)"),
+      std::string::npos)
+      << msg;
 }
 
 // A run reads the same windows in the same optimizer steps whatever its world size, as long as the

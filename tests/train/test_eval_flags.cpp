@@ -238,6 +238,19 @@ TEST(EvalBinary, the_header_counts_the_batches_read_and_says_when_fewer_than_ask
   EXPECT_TRUE(has(out, "(3 batches of ~32 tokens; trained at 16)")) << out;
 }
 
+TEST(EvalBinary, data_that_matches_no_file_is_an_error_naming_the_flag_or_the_key) {
+  EvalRun run;
+  const std::string ck = run.save(run.config(), "ck");
+  std::string out;
+  const std::string none = run.tmp.file("none_*.bin");
+  EXPECT_NE(run.eval("--checkpoint " + ck + " --data " + none, &out), 0) << out;
+  EXPECT_TRUE(has(out, "eval: --data: no files match '" + none + "'")) << out;
+  fs::remove(run.tmp.file("val_000.bin"));  // the checkpoint's data.val now matches nothing
+  EXPECT_NE(run.eval("--checkpoint " + ck, &out), 0) << out;
+  EXPECT_TRUE(has(out, "eval: data.val of " + ck)) << out;
+  EXPECT_TRUE(has(out, ": no files match '" + run.tmp.file("val_*.bin") + "'")) << out;
+}
+
 TEST(EvalBinary, a_context_longer_than_the_data_is_an_error_naming_it) {
   EvalRun run;
   const std::string ck = run.save(run.config("rope"), "ck");
