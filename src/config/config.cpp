@@ -443,12 +443,7 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
 
 Config parse_stored_config(const std::string& yaml_text, const std::string& source) {
   Config cfg = parse_unvalidated(yaml_text, source, {});
-  const std::vector<std::string> problems = model_problems(cfg.model);
-  if (!problems.empty()) {
-    std::string text = source + ": invalid model:";
-    for (const auto& s : problems) text += (problems.size() == 1 ? " " : "\n  - ") + s;
-    throw Error(text);
-  }
+  validate_model(cfg.model, source);
   return cfg;
 }
 

@@ -236,6 +236,9 @@ struct Config {
 std::vector<std::string> config_problems(const Config& cfg);
 // The same for the model section alone.
 std::vector<std::string> model_problems(const ModelConfig& model);
+// Throws one Error "SOURCE: invalid model: ..." listing model_problems(), if any: a trained model's
+// config, whose other sections no longer matter (eval, generate, export).
+void validate_model(const ModelConfig& model, const std::string& source);
 
 // Reads a YAML file, applies the overrides in order, fills train.run_name from the file's stem
 // when it is empty, and validates.

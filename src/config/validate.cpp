@@ -521,6 +521,14 @@ std::vector<std::string> model_problems(const ModelConfig& m) {
   return p.take();
 }
 
+void validate_model(const ModelConfig& model, const std::string& source) {
+  const std::vector<std::string> problems = model_problems(model);
+  if (problems.empty()) return;
+  std::string text = source + ": invalid model:";
+  for (const auto& s : problems) text += (problems.size() == 1 ? " " : "\n  - ") + s;
+  throw Error(text);
+}
+
 std::vector<std::string> config_problems(const Config& c) {
   Problems p;
   check_model(c.model, p);

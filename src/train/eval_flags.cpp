@@ -47,7 +47,7 @@ bool apply_rope_flags(Config& cfg, const RopeFlags& flags, const std::string& pa
     // Plain RoPE, also for a checkpoint trained with scaling: its stored factor and lengths go
     // with its type (validate() refuses them beside type none).
     rs = RopeScalingConfig{};
-    cfg.validate();
+    validate_model(cfg.model, path + " with the command line's RoPE scaling");
     return true;
   }
   // linear, yarn and llama3 at factor 1 compute the trained frequencies exactly (dynamic does not:
@@ -67,7 +67,8 @@ bool apply_rope_flags(Config& cfg, const RopeFlags& flags, const std::string& pa
   }
   // L0 = the length the model trained at, fixed now (the evaluation windows may be longer).
   if (rs.original_max_position == 0) rs.original_max_position = cfg.model.block_size;
-  cfg.validate();
+  // The model section only: the stored training settings play no part in an evaluation.
+  validate_model(cfg.model, path + " with the command line's RoPE scaling");
   return true;
 }
 

@@ -115,6 +115,21 @@ TEST(EvalFlags, a_factor_without_a_scaling_type_is_an_error_naming_both_flags) {
   EXPECT_TRUE(has(m, "--rope-factor 4 needs --rope-scaling") && has(m, "not none")) << m;
 }
 
+// The scaled model is checked, naming the checkpoint; the stored training settings are not (a
+// checkpoint's config is read for its model section only, config/config.h parse_stored_config).
+TEST(EvalFlags, the_scaled_model_is_validated_and_the_stored_training_settings_are_not) {
+  Config c = rope_config();
+  c.log.interval = 0;  // not a valid training config today
+  ASSERT_FALSE(config_problems(c).empty());
+  EXPECT_TRUE(train::apply_rope_flags(c, {.type = "linear", .factor = "2"}, "ck.h5"));
+  c = rope_config();
+  const std::string m =
+      error_of([&] { train::apply_rope_flags(c, {.type = "linear", .factor = "0.5"}, "ck.h5"); });
+  EXPECT_TRUE(has(m, "ck.h5 with the command line's RoPE scaling: invalid model: ") &&
+              has(m, "model.rope_scaling.factor must be >= 1"))
+      << m;
+}
+
 TEST(EvalFlags, scaling_flags_apply_to_the_rope_scaling_section) {
   Config c = rope_config();
   EXPECT_FALSE(train::apply_rope_flags(c, {}, "ck.h5"));
