@@ -8,7 +8,8 @@
 // (run_state.h), the rollback files (rollback.h), console and metrics (report.h), the device
 // (device.h), the ranks (distributed/communicator.h).
 //
-// Ranks. Every rank builds the same model from the same seed, reads its own slice of every
+// Ranks. Every rank checks first that it was given rank 0's config and shards (rank_agreement.h).
+// Every rank builds the same model from the same seed, reads its own slice of every
 // micro-batch, and takes every decision from values all ranks share (the loss averaged over ranks,
 // the global gradient norm, rank 0's copy of both), so they roll back, skip and stop together.
 // Rank 0 does all the writing: checkpoints, `latest`, metrics, console lines, deletions; the others
@@ -49,6 +50,7 @@
 #include "peft/adapter.h"
 #include "train/device.h"
 #include "train/load.h"
+#include "train/rank_agreement.h"
 #include "train/report.h"
 #include "train/rollback.h"
 #include "train/run_notes.h"
@@ -241,6 +243,8 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
         return o;
       }()),
       detector_({.window = cfg_.spike.window, .threshold = cfg_.spike.threshold}) {
+  // Before the first collective of another size: every rank's config and shards are rank 0's.
+  check_ranks_agree(*comm_, cfg_, loader_.options().files, loader_.windows_per_epoch());
   dropout_seed_ = uint64_t(cfg_.train.seed);
   // A run that does not resume must not write over another run's checkpoints or metrics: its saves
   // would replace their files and `latest`, a later --resume auto could continue from either run,

@@ -54,17 +54,42 @@ const fs::path& ompi_tmpdir() {
   return dir.path;
 }
 
-// Runs `mpirun -np N train --config cfg args...` with output to log; returns the exit status.
-int mpirun(int np, const fs::path& cfg, const std::vector<std::string>& args, const fs::path& log) {
-  std::string cmd = std::string(TESSERA_MPIEXEC) +
-                    " --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism "
-                    "none --mca orte_tmpdir_base " +
-                    ompi_tmpdir().string() + " -x OMP_NUM_THREADS=1 -np " + std::to_string(np) +
-                    " " + kTrain + " --config " + cfg.string();
-  for (const std::string& a : args) cmd += " " + a;
+// mpirun and its options, for a command line that names the processes after it.
+std::string mpirun_command() {
+  return std::string(TESSERA_MPIEXEC) +
+         " --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism none --mca "
+         "orte_tmpdir_base " +
+         ompi_tmpdir().string() + " -x OMP_NUM_THREADS=1";
+}
+
+int run_logged(std::string cmd, const fs::path& log) {
   cmd += " >> " + log.string() + " 2>&1";
   const int rc = std::system(cmd.c_str());
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+// Runs `mpirun -np N train --config cfg args...` with output to log; returns the exit status.
+int mpirun(int np, const fs::path& cfg, const std::vector<std::string>& args, const fs::path& log) {
+  std::string cmd =
+      mpirun_command() + " -np " + std::to_string(np) + " " + kTrain + " --config " + cfg.string();
+  for (const std::string& a : args) cmd += " " + a;
+  return run_logged(cmd, log);
+}
+
+// One rank of a job whose ranks are started each their own way: its working directory and train's
+// arguments.
+struct RankLaunch {
+  fs::path wdir;
+  std::vector<std::string> args;
+};
+// mpirun with one app context per rank, in rank order (`-np 1 -wdir D train ... : ...`).
+int mpirun_each(const std::vector<RankLaunch>& ranks, const fs::path& log) {
+  std::string cmd = mpirun_command();
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    cmd += (r ? " : " : " ") + std::string("-np 1 -wdir ") + ranks[r].wdir.string() + " " + kTrain;
+    for (const std::string& a : ranks[r].args) cmd += " " + a;
+  }
+  return run_logged(cmd, log);
 }
 
 std::string read(const fs::path& file) {
@@ -320,6 +345,49 @@ TEST_F(DataParallel, a_killed_rank_stops_the_job_naming_it_and_resume_continues)
                            std::to_string(at)),
             std::string::npos) << read(log);
   EXPECT_TRUE(fs::exists(dir / checkpoint_name(at + 2)));
+}
+
+// Ranks given another config (a --set on one rank) or other shards (a relative data.train read in
+// another working directory, as on a node whose local data differs) stop before the first step,
+// each naming what differs, instead of averaging the gradients of different runs.
+TEST_F(DataParallel, ranks_started_with_another_config_or_data_stop_naming_what_differs) {
+  Config c = config(4);
+  c.train.run_name = "differ";
+  c.data.train = "shards/train_*.bin";
+  const fs::path cfg = run_.dir / "differ.yaml", log = run_.dir / "differ.log";
+  std::ofstream(cfg) << to_yaml(c);
+  const fs::path node0 = run_.dir / "node0", node1 = run_.dir / "node1";
+  for (const fs::path& node : {node0, node1}) {
+    fs::create_directories(node / "shards");
+    fs::copy_file(run_.dir / "train_000.bin", node / "shards/train_000.bin");
+  }
+  const std::vector<std::string> args = {"--config", cfg.string()};
+  std::vector<std::string> lr = args;
+  lr.insert(lr.end(), {"--set", "optim.lr=0.002"});
+  EXPECT_NE(mpirun_each({{node0, args}, {node0, lr}}, log), 0) << read(log);
+  std::string text = read(log);
+  EXPECT_NE(text.find("rank 1 was started with another config or data than rank 0: optim.lr is "
+                      "'0.002' here; every rank must be started with the same config file"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("rank 1 was started with another config or data than rank 0 (its error "
+                      "names what differs)"),
+            std::string::npos)
+      << text;
+
+  fs::copy_file(run_.dir / "train_000.bin", node1 / "shards/train_001.bin");
+  EXPECT_NE(mpirun_each({{node0, args}, {node1, args}}, log), 0) << read(log);
+  text = read(log);
+  EXPECT_NE(text.find("rank 1 was started with another config or data than rank 0: data.train "
+                      "files is 'shards/train_000.bin shards/train_001.bin' here, data.train "
+                      "windows is"),
+            std::string::npos)
+      << text;
+  EXPECT_TRUE(list_checkpoints((run_.dir / "ckpt" / "differ").string()).empty());
+
+  fs::remove(node1 / "shards/train_001.bin");  // the same shards in both places: it trains
+  EXPECT_EQ(mpirun_each({{node0, args}, {node1, args}}, log), 0) << read(log);
+  EXPECT_FALSE(list_checkpoints((run_.dir / "ckpt" / "differ").string()).empty());
 }
 
 // Each rank draws its own dropout masks (its rank folded into the seed); a checkpoint restores

@@ -1,0 +1,98 @@
+// The ranks' agreement on config and data: see rank_agreement.h.
+#include "train/rank_agreement.h"
+
+#include <sstream>
+
+#include "checkpoint/digest.h"
+#include "core/error.h"
+
+namespace tessera::train {
+
+std::vector<std::string> agreement_lines(const Config& cfg,
+                                         const std::vector<std::string>& train_files,
+                                         int64_t train_windows) {
+  // to_yaml writes "section:" lines, then "  key: value" lines under each (config/config.h).
+  std::vector<std::string> lines;
+  std::istringstream yaml(to_yaml(cfg));
+  std::string line, section;
+  while (std::getline(yaml, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line[0] != ' ') {
+      section = line.substr(0, line.find(':'));
+      continue;
+    }
+    lines.push_back(section + "." + line.substr(line.find_first_not_of(' ')));
+  }
+  std::string files;
+  for (const std::string& f : train_files) files += (files.empty() ? "" : " ") + f;
+  lines.push_back("data.train files: " + files);
+  lines.push_back("data.train windows: " + std::to_string(train_windows));
+  return lines;
+}
+
+std::vector<double> fingerprints(const std::vector<std::string>& lines) {
+  std::vector<double> out;  // 32-bit values: exact in a double and in a sum over ranks
+  for (const std::string& l : lines) out.push_back(double(crc32c(l.data(), l.size())));
+  return out;
+}
+
+std::string differing_keys(const std::vector<std::string>& mine,
+                           const std::vector<double>& reference) {
+  const std::vector<double> own = fingerprints(mine);
+  std::string out;
+  int listed = 0, more = 0;
+  for (size_t i = 0; i < own.size() && i < reference.size(); ++i) {
+    if (own[i] == reference[i]) continue;
+    if (listed == 8) {
+      ++more;
+      continue;
+    }
+    const std::string& l = mine[i];
+    const size_t colon = l.find(": ");
+    out += (listed++ ? ", " : "") + l.substr(0, colon) + " is " +
+           (colon == std::string::npos ? "?" : "'" + l.substr(colon + 2) + "'") + " here";
+  }
+  if (more) out += " and " + std::to_string(more) + " more";
+  return out;
+}
+
+void check_ranks_agree(dist::Communicator& comm, const Config& cfg,
+                       const std::vector<std::string>& train_files, int64_t train_windows) {
+  const int world = comm.world(), rank = comm.rank();
+  if (world == 1) return;
+  const std::vector<std::string> lines = agreement_lines(cfg, train_files, train_windows);
+  const double n = double(lines.size());
+  // Another build of tessera may have other keys: then the lines do not pair up at all.
+  const std::vector<double> extent = comm.all_reduce_host({n, -n}, dist::ReduceOp::Max);
+  TESSERA_CHECK(extent[0] == -extent[1],
+                "the ranks run different builds of tessera: their resolved", " configs have from ",
+                -extent[1], " to ", extent[0], " keys (rank ", rank, ": ", lines.size(),
+                "); every rank must run the same train binary");
+
+  std::vector<double> reference(lines.size(), 0.0);
+  if (rank == 0) reference = fingerprints(lines);
+  reference = comm.all_reduce_host(std::move(reference), dist::ReduceOp::Sum);
+  const std::string mine = differing_keys(lines, reference);
+  std::vector<double> differs(size_t(world), 0.0);
+  differs[size_t(rank)] = mine.empty() ? 0.0 : 1.0;
+  differs = comm.all_reduce_host(std::move(differs), dist::ReduceOp::Sum);
+
+  std::string ranks;
+  int count = 0;
+  for (int r = 0; r < world; ++r)
+    if (differs[size_t(r)] > 0 && count++ < 8)
+      ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+  if (count == 0) return;
+  if (count > 8) ranks += " and " + std::to_string(count - 8) + " more";
+  const char* rule =
+      "; every rank must be started with the same config file, overrides and data (shards of "
+      "the same names and sizes)";
+  if (!mine.empty())
+    TESSERA_FAIL("rank ", rank, " was started with another config or data than rank 0: ", mine,
+                 rule);
+  TESSERA_FAIL("rank", count > 1 ? "s " : " ", ranks, count > 1 ? " were" : " was",
+               " started with another config or data than rank 0 (",
+               count > 1 ? "each names" : "its error names", " what differs)", rule);
+}
+
+}  // namespace tessera::train
