@@ -8,9 +8,7 @@
 
 namespace tessera::train {
 
-std::vector<std::string> agreement_lines(const Config& cfg,
-                                         const std::vector<std::string>& train_files,
-                                         int64_t train_windows) {
+std::vector<std::string> agreement_lines(const Config& cfg, const RankData& data) {
   // to_yaml writes "section:" lines, then "  key: value" lines under each (config/config.h).
   std::vector<std::string> lines;
   std::istringstream yaml(to_yaml(cfg));
@@ -23,10 +21,14 @@ std::vector<std::string> agreement_lines(const Config& cfg,
     }
     lines.push_back(section + "." + line.substr(line.find_first_not_of(' ')));
   }
-  std::string files;
-  for (const std::string& f : train_files) files += (files.empty() ? "" : " ") + f;
-  lines.push_back("data.train files: " + files);
-  lines.push_back("data.train windows: " + std::to_string(train_windows));
+  auto joined = [](const std::vector<std::string>& files) {
+    std::string out;
+    for (const std::string& f : files) out += (out.empty() ? "" : " ") + f;
+    return out;
+  };
+  lines.push_back("data.train files: " + joined(data.train_files));
+  lines.push_back("data.train windows: " + std::to_string(data.train_windows));
+  lines.push_back("data.val files: " + joined(data.val_files));
   return lines;
 }
 
@@ -56,11 +58,10 @@ std::string differing_keys(const std::vector<std::string>& mine,
   return out;
 }
 
-void check_ranks_agree(dist::Communicator& comm, const Config& cfg,
-                       const std::vector<std::string>& train_files, int64_t train_windows) {
+void check_ranks_agree(dist::Communicator& comm, const Config& cfg, const RankData& data) {
   const int world = comm.world(), rank = comm.rank();
   if (world == 1) return;
-  const std::vector<std::string> lines = agreement_lines(cfg, train_files, train_windows);
+  const std::vector<std::string> lines = agreement_lines(cfg, data);
   const double n = double(lines.size());
   // Another build of tessera may have other keys: then the lines do not pair up at all.
   const std::vector<double> extent = comm.all_reduce_host({n, -n}, dist::ReduceOp::Max);

@@ -1,10 +1,11 @@
 // What the ranks of a data-parallel run must share, checked before anything trains: the resolved
-// config, key by key, and the training shards the loader reads. Ranks started with another config
+// config, key by key, and the shards the loaders read. Ranks started with another config
 // file, another --set, or on a node whose data directory holds other shards would otherwise train
 // side by side with gradients of different models or data averaged together: a silent wrong
 // answer, or a hang in a collective of another size.
 //
-//   check_ranks_agree(*comm, cfg, loader.options().files, loader.windows_per_epoch());
+//   check_ranks_agree(*comm, cfg, {train.options().files, train.windows_per_epoch(),
+//                                  val.options().files});
 //
 // Rank 0's fingerprint of each line is sent to every rank (one all-reduce of host doubles), each
 // rank compares its own, and a second all-reduce says which ranks differ. Then every rank throws:
@@ -21,12 +22,17 @@
 
 namespace tessera::train {
 
+// The shards a rank's loaders read: names in the loaders' order (matched in the rank's working
+// directory), and the training windows they hold at the run's sequence length.
+struct RankData {
+  std::vector<std::string> train_files;
+  int64_t train_windows = 0;
+  std::vector<std::string> val_files;  // empty when the run does not evaluate
+};
+
 // The lines the ranks compare: "section.key: value" for every key of to_yaml(cfg), then
-// "data.train files: ..." and "data.train windows: N" (names, in the loader's order, and what they
-// hold at this sequence length).
-std::vector<std::string> agreement_lines(const Config& cfg,
-                                         const std::vector<std::string>& train_files,
-                                         int64_t train_windows);
+// "data.train files: ...", "data.train windows: N" and "data.val files: ...".
+std::vector<std::string> agreement_lines(const Config& cfg, const RankData& data);
 
 // The keys of `mine` whose fingerprints differ from `reference` (one 32-bit fingerprint per line,
 // as rank 0 sent them), each as "key is VALUE here"; "" when none does.
@@ -34,7 +40,6 @@ std::string differing_keys(const std::vector<std::string>& mine,
                            const std::vector<double>& reference);
 std::vector<double> fingerprints(const std::vector<std::string>& lines);
 
-void check_ranks_agree(dist::Communicator& comm, const Config& cfg,
-                       const std::vector<std::string>& train_files, int64_t train_windows);
+void check_ranks_agree(dist::Communicator& comm, const Config& cfg, const RankData& data);
 
 }  // namespace tessera::train

@@ -231,8 +231,11 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       init_gen_(seed_default_generator(cfg_.train.seed, rank_)),
       model_(model_config(cfg_.model, cfg_.train), init_gen_),
       params_(named_params(model_.parameters())),
-      sched_{.name = cfg_.optim.schedule, .lr = cfg_.optim.lr, .min_lr = cfg_.optim.min_lr,
-             .warmup_steps = cfg_.optim.warmup_steps, .max_steps = cfg_.train.max_steps},
+      sched_{.name = cfg_.optim.schedule,
+             .lr = cfg_.optim.lr,
+             .min_lr = cfg_.optim.min_lr,
+             .warmup_steps = cfg_.optim.warmup_steps,
+             .max_steps = cfg_.train.max_steps},
       accum_(cfg_.grad_accum_steps(world_)),  // names the numbers when they do not divide
       B_(cfg_.train.batch_size),
       T_(cfg_.sequence_length()),
@@ -243,8 +246,6 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
         return o;
       }()),
       detector_({.window = cfg_.spike.window, .threshold = cfg_.spike.threshold}) {
-  // Before the first collective of another size: every rank's config and shards are rank 0's.
-  check_ranks_agree(*comm_, cfg_, loader_.options().files, loader_.windows_per_epoch());
   dropout_seed_ = uint64_t(cfg_.train.seed);
   // A run that does not resume must not write over another run's checkpoints or metrics: its saves
   // would replace their files and `latest`, a later --resume auto could continue from either run,
@@ -253,14 +254,18 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
                 "rank 0 refused the run directory " + run_dir_.string());
   // The validation shards are opened (and every id checked) now, not at the first evaluation.
   std::string val_error;
-  std::vector<std::string> val_notes;
+  std::vector<std::string> val_notes, val_files;
   if (cfg_.eval.interval > 0) try {
       const data::DataLoader val(loader_options(cfg_, "data.val", cfg_.data.val, false));
       val_notes = validation_notes(cfg_, val, loader_.options().files);
+      val_files = val.options().files;
     } catch (const Error& e) {
       val_error = e.what();
     }
   fail_together(val_error, "another rank could not open data.val");
+  // Before the first collective of another size: every rank's config and shards are rank 0's.
+  check_ranks_agree(*comm_, cfg_,
+                    {loader_.options().files, loader_.windows_per_epoch(), val_files});
   if (rank_ == 0) {
     for (const std::string& note : val_notes) log << note << "\n";
     fs::create_directories(run_dir_);
