@@ -66,7 +66,7 @@ void check_ranks_agree(dist::Communicator& comm, const Config& cfg, const RankDa
   // Another build of tessera may have other keys: then the lines do not pair up at all.
   const std::vector<double> extent = comm.all_reduce_host({n, -n}, dist::ReduceOp::Max);
   TESSERA_CHECK(extent[0] == -extent[1],
-                "the ranks run different builds of tessera: their resolved", " configs have from ",
+                "the ranks run different builds of tessera: their resolved configs have from ",
                 -extent[1], " to ", extent[0], " keys (rank ", rank, ": ", lines.size(),
                 "); every rank must run the same train binary");
 
