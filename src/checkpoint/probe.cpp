@@ -14,6 +14,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -305,6 +308,43 @@ int wait_for(pid_t pid) {
   return status;
 }
 
+// ---- deadlines remembered ----
+// A file on which this process's probe ran out of time is refused again at once while it is
+// unchanged: train reads a checkpoint's attributes before it loads it, and each read would
+// otherwise wait out the deadline again (minutes). Unchanged = the same device, inode, size and
+// modification time as when that probe started; a write after it, even within the file system's
+// timestamp granularity, came long before the deadline passed and so shows. Other refusals come
+// in milliseconds and are not remembered, and a file that passed is probed on every load
+// (probe.h).
+struct Refusal {
+  dev_t dev;
+  ino_t ino;
+  off_t size;
+  int64_t mtime_ns;
+  std::string error;
+  bool same_file(const struct stat& st) const {
+    return dev == st.st_dev && ino == st.st_ino && size == st.st_size &&
+           mtime_ns == int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  }
+};
+std::mutex refusals_mutex;
+std::map<std::string, Refusal> refusals;  // by path
+
+const std::string* refused_before(const std::string& path, const struct stat& st) {
+  std::lock_guard<std::mutex> lock(refusals_mutex);
+  const auto it = refusals.find(path);
+  return it != refusals.end() && it->second.same_file(st) ? &it->second.error : nullptr;
+}
+
+[[noreturn]] void refuse(const std::string& path, const struct stat& st, const std::string& error) {
+  {
+    std::lock_guard<std::mutex> lock(refusals_mutex);
+    refusals[path] = {st.st_dev, st.st_ino, st.st_size,
+                      int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec, error};
+  }
+  TESSERA_FAIL(error);
+}
+
 }  // namespace
 
 double probe_timeout_s(uint64_t file_bytes) { return 120.0 + double(file_bytes) / 10e6; }
@@ -313,6 +353,7 @@ void probe_hdf5_file(const std::string& path, double timeout_s) {
   struct stat st {};
   TESSERA_CHECK(::stat(path.c_str(), &st) == 0, "cannot open checkpoint ", path, ": ",
                 std::strerror(errno));
+  if (const std::string* error = refused_before(path, st)) TESSERA_FAIL(*error);
   if (timeout_s <= 0) timeout_s = probe_timeout_s(uint64_t(st.st_size));
   const std::string trust = "; once you trust the file, `sha256sum " + path + " > " + path +
                             ".sha256` lets it load without this check";
@@ -343,19 +384,25 @@ void probe_hdf5_file(const std::string& path, double timeout_s) {
   TESSERA_CHECK(status >= 0, "cannot check checkpoint ", path,
                 " (it has no digest file): waitpid: ", std::strerror(errno));
   // Damaged metadata can send HDF5 round a loop for good (a global heap read that never ends).
-  TESSERA_CHECK(finished, "checkpoint ", path, " has no digest file and reading its HDF5 ",
-                "structure did not finish in ", timeout_s, " s: its metadata is damaged, or the ",
-                "file system is very slow", trust);
-  const std::string damaged = " has no digest file and its HDF5 structure is damaged: ";
+  if (!finished) {
+    std::ostringstream s;
+    s << timeout_s;
+    refuse(path, st,
+           "checkpoint " + path + " has no digest file and reading its HDF5 structure did not " +
+               "finish in " + s.str() + " s: its metadata is damaged, or the file system is " +
+               "very slow" + trust);
+  }
+  const std::string damaged =
+      "checkpoint " + path + " has no digest file and its HDF5 structure is damaged: ";
   if (WIFSIGNALED(status)) {
     const int sig = WTERMSIG(status);
-    TESSERA_CHECK(sig == SIGINT || sig == SIGTERM || sig == SIGKILL || sig == SIGHUP, "checkpoint ",
-                  path, damaged, "reading it ended with signal ", sig, " (", strsignal(sig), ")");
+    TESSERA_CHECK(sig == SIGINT || sig == SIGTERM || sig == SIGKILL || sig == SIGHUP, damaged,
+                  "reading it ended with signal ", sig, " (", strsignal(sig), ")");
     TESSERA_FAIL("cannot check checkpoint ", path, " (it has no digest file): the process reading ",
                  "it was stopped by signal ", sig, " (", strsignal(sig), ")");
   }
   const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  TESSERA_CHECK(code == 0, "checkpoint ", path, damaged,
+  TESSERA_CHECK(code == 0, damaged,
                 said.empty() ? "reading it ended with exit status " + std::to_string(code) : said);
 }
 
