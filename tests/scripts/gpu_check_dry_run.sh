@@ -9,7 +9,8 @@
 #      memory stage must then run under it. The test stage runs ctest -L gpu on three stand-in
 #      tests (one passes, one fails, one skips; not the build's own, whose ctest runs this one):
 #      its count and its rows per suite must say so.
-#   tests/scripts/gpu_check_dry_run.sh BUILD_DIR     (a configured build with train, tokenize, bench_memory)
+#
+#   tests/scripts/gpu_check_dry_run.sh BUILD_DIR   (a build with train, tokenize and bench_memory)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 build="$(cd "$1" && pwd)"
@@ -27,9 +28,10 @@ check() {  # check OUT-DIR ROW-REGEX: a line of its summary.md matches
   grep -qE "$2" "$1/summary.md" || fail "no summary row matches '$2'"
 }
 dry_run() {  # dry_run OUT-DIR BUILD-DIR STAGES
+  local rc=0
   OUT="$1" BUILD_DIR="$2" STAGES="$3" RUNS="$work/runs" CONFIG="$work/tiny.yaml" GPU_DEVICE=cpu \
-    JOBS=2 BUDGET_S=300 "$root/scripts/gpu_check.sh" >"$1.log" 2>&1 ||
-    { cat "$1.log" >&2; fail "gpu_check.sh exited with $?"; }
+    JOBS=2 BUDGET_S=300 "$root/scripts/gpu_check.sh" >"$1.log" 2>&1 || rc=$?
+  if [ $rc -ne 0 ]; then cat "$1.log" >&2; fail "gpu_check.sh exited with $rc"; fi
 }
 
 dry_run "$work/out1" "$build" parity
