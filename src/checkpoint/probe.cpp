@@ -5,6 +5,7 @@
 #include <hdf5.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -253,13 +254,23 @@ void write_all(int fd, const std::string& text) {
   }
 }
 
-[[noreturn]] void run_child(const std::string& path, uint64_t file_bytes, int out) {
+[[noreturn]] void run_child(const std::string& path, uint64_t file_bytes, int out, pid_t parent,
+                            double timeout_s) {
+  // The child never outlives the process waiting for it: killed by a launcher's time limit, an
+  // interrupt or mpirun ending the job, that process could not stop a child looping in HDF5, which
+  // would spin on alone. So it dies with it (the forking thread waits for it to the end, so its
+  // exit is the process's), and is gone too if that happened before this line; and it stops
+  // itself shortly after the deadline its parent keeps.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent) _exit(1);
+  alarm(unsigned(std::min(timeout_s, 1e9)) + 10);
   // A crash is the expected way for a damaged file to end this process: the default action (no
   // handler the parent installed, no core file), and whatever the C library or a sanitizer prints
   // about it goes nowhere; the parent reports it.
   const struct rlimit no_core = {0, 0};
   setrlimit(RLIMIT_CORE, &no_core);
-  for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGSYS, SIGTRAP, SIGINT, SIGTERM})
+  for (int sig :
+       {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGSYS, SIGTRAP, SIGINT, SIGTERM, SIGALRM})
     signal(sig, SIG_DFL);
   const int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
   if (devnull >= 0) dup2(devnull, STDERR_FILENO);
@@ -363,10 +374,11 @@ void probe_hdf5_file(const std::string& path, double timeout_s) {
                 " (it has no digest file): pipe: ", std::strerror(errno));
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(int64_t(timeout_s * 1000));
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid == 0) {
     ::close(fds[0]);
-    run_child(path, uint64_t(st.st_size), fds[1]);
+    run_child(path, uint64_t(st.st_size), fds[1], parent, timeout_s);
   }
   const int fork_errno = errno;
   ::close(fds[1]);

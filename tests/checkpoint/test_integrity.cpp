@@ -2,13 +2,20 @@
 // the file (every loader), files written before digests existed, per-tensor checksums, and what
 // resume and retention do with digest files.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/digest.h"
@@ -206,6 +213,62 @@ TEST_F(Integrity, a_file_whose_reading_never_ends_is_refused_at_the_deadline) {
   EXPECT_LT(took, 0.9) << "the unchanged file was probed again";
   write_text(file, good);
   EXPECT_NO_THROW(probe_hdf5_file(file, 1.0));
+}
+
+// The probe's child dies with the process that waits for it: a loader killed while its child
+// loops in HDF5 (a launcher's time limit, mpirun ending the job) leaves nothing spinning. This
+// test adopts orphans (a child subreaper), starts a loader that probes the looping file with a
+// long deadline, kills the loader once its child exists, and must then reap that child, killed.
+TEST_F(Integrity, the_probe_child_dies_with_the_process_that_waits_for_it) {
+  const std::string file = path("old.h5");
+  save_checkpoint(file, small_checkpoint());
+  fs::remove(digest_path(file));
+  std::string bytes = read_file(file);
+  bytes[2072] = char(bytes[2072] ^ 0xFF);
+  write_text(file, bytes);
+  // A copy tells whether this HDF5 loops on it (a refusal for a deadline is remembered by path).
+  const std::string copy = path("copy.h5");
+  write_text(copy, bytes);
+  const std::string msg = error_of([&] { probe_hdf5_file(copy, 0.5); });
+  if (msg.find("did not finish") == std::string::npos)
+    GTEST_SKIP() << "this HDF5 does not loop on this damage: " << msg;
+
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0) << std::strerror(errno);
+  const pid_t loader = fork();
+  if (loader == 0) {
+    try {
+      probe_hdf5_file(file, 600.0);
+    } catch (...) {
+    }
+    _exit(0);
+  }
+  ASSERT_GT(loader, 0);
+  // The loader's child, once forked, is listed in /proc/LOADER/task/LOADER/children.
+  const std::string children =
+      "/proc/" + std::to_string(loader) + "/task/" + std::to_string(loader) + "/children";
+  pid_t probe = 0;
+  const auto start = std::chrono::steady_clock::now();
+  while (probe == 0 && std::chrono::steady_clock::now() - start < std::chrono::seconds(30)) {
+    std::ifstream(children) >> probe;
+    if (probe == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  kill(loader, SIGKILL);
+  int status = 0;
+  waitpid(loader, &status, 0);
+  ASSERT_GT(probe, 0) << "the loader never forked its probe";
+  // Now this process's child: it must end (killed) rather than loop on.
+  pid_t reaped = 0;
+  while (reaped == 0 && std::chrono::steady_clock::now() - start < std::chrono::seconds(60)) {
+    reaped = waitpid(probe, &status, WNOHANG);
+    if (reaped == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (reaped == 0) {
+    kill(probe, SIGKILL);
+    waitpid(probe, &status, 0);
+  }
+  prctl(PR_SET_CHILD_SUBREAPER, 0);
+  EXPECT_EQ(reaped, probe) << "the probe's child outlived its loader";
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 }
 
 TEST_F(Integrity, every_loader_refuses_a_changed_byte_naming_the_file) {
