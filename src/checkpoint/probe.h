@@ -20,7 +20,8 @@
 // or exceptions that escape), reports through a pipe with write(2) and leaves with _exit, so no
 // atexit handler, static destructor or stdio buffer of the parent runs in it. HDF5 here is a
 // thread-safe build with one global lock; tessera never uses HDF5 from two threads at once, so no
-// other thread holds that lock when the loading thread forks.
+// other thread holds that lock when the loading thread forks. The child dies with the process
+// that waits for it (PR_SET_PDEATHSIG): a loader killed mid-probe leaves nothing looping.
 #pragma once
 
 #include <cstdint>
