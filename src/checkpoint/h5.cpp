@@ -10,6 +10,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "checkpoint/h5_owned.h"
+
 static_assert(std::is_same_v<hid_t, int64_t>, "h5.h stores hid_t as int64_t (HDF5 >= 1.10)");
 
 namespace tessera {
@@ -73,25 +75,6 @@ std::string hdf5_reason() {
 
 namespace tessera {
 namespace {
-
-// An owned identifier closed by its kind's close function. Close errors in a destructor cannot be
-// reported; the ones that matter (flushing the file) go through H5File::close().
-class Owned {
- public:
-  Owned(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
-  Owned(Owned&& o) noexcept : id_(std::exchange(o.id_, -1)), close_(o.close_) {}
-  Owned(const Owned&) = delete;
-  Owned& operator=(const Owned&) = delete;
-  Owned& operator=(Owned&&) = delete;
-  ~Owned() {
-    if (id_ >= 0) close_(id_);
-  }
-  hid_t get() const { return id_; }
-
- private:
-  hid_t id_;
-  herr_t (*close_)(hid_t);
-};
 
 // Object paths: absolute, '/'-separated, no empty / "." / ".." components. HDF5 itself would read
 // "a//b" as "a/b" and "a/./b" as "a/b", so a typo would silently name a different object.
@@ -205,8 +188,8 @@ const char* h5_elem_name(H5Elem e) {
 
 namespace {
 
-Owned file_access_plist(const std::string& path) {
-  Owned fapl(H5_CHECK(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate for ", path), H5Pclose);
+H5Owned file_access_plist(const std::string& path) {
+  H5Owned fapl(H5_CHECK(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate for ", path), H5Pclose);
   // STRONG: closing the file closes any object still open in it, so after H5Fclose returns the
   // file is really closed and complete, which the fsync-and-rename of a checkpoint relies on.
   H5_CHECK(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), "H5Pset_fclose_degree for ", path);
@@ -223,7 +206,7 @@ Owned file_access_plist(const std::string& path) {
 
 H5File H5File::create(const std::string& path) {
   hdf5_init();
-  Owned fcpl(H5_CHECK(H5Pcreate(H5P_FILE_CREATE), "H5Pcreate for ", path), H5Pclose);
+  H5Owned fcpl(H5_CHECK(H5Pcreate(H5P_FILE_CREATE), "H5Pcreate for ", path), H5Pclose);
   H5_CHECK(H5Pset_link_creation_order(fcpl.get(), kCreationOrder), "creation order for ", path);
   // The library's default (earliest) file format, not H5Pset_libver_bounds(V18 or later) with its
   // checksummed superblock and object headers: measured on tessera checkpoints with single flipped
@@ -232,7 +215,7 @@ H5File H5File::create(const std::string& path) {
   // blocks that carry no checksum either way. What keeps damage from HDF5 is the digest file
   // (sidecar.h) and, for a file without one, the child-process probe (probe.h); a new format would
   // change the bytes of every checkpoint for nothing.
-  Owned fapl = file_access_plist(path);
+  H5Owned fapl = file_access_plist(path);
   hid_t id = H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()),
                       "cannot create HDF5 file ", path);
   return H5File(id, path);
@@ -246,7 +229,7 @@ H5File H5File::open(const std::string& path, Mode mode) {
                 ": no such file");
   TESSERA_CHECK(!std::filesystem::is_directory(status), "cannot open HDF5 file ", path,
                 ": is a directory");
-  Owned fapl = file_access_plist(path);
+  H5Owned fapl = file_access_plist(path);
   unsigned flags = mode == Mode::ReadWrite ? H5F_ACC_RDWR : H5F_ACC_RDONLY;
   hid_t id = H5_CHECK(H5Fopen(path.c_str(), flags, fapl.get()), "cannot open HDF5 file ", path,
                       " (truncated, corrupt or not HDF5)");
@@ -293,7 +276,7 @@ H5I_type_t object_kind(hid_t file, const std::string& obj, const std::string& pa
                             " in ", path);
     if (!there) return H5I_BADID;
     if (n < parts.size()) {
-      Owned o(H5Oopen(file, prefix.c_str(), H5P_DEFAULT), H5Oclose);
+      H5Owned o(H5Oopen(file, prefix.c_str(), H5P_DEFAULT), H5Oclose);
       if (o.get() < 0) {
         H5Eclear2(H5E_DEFAULT);  // a dangling soft link: not an object
         return H5I_BADID;
@@ -301,7 +284,7 @@ H5I_type_t object_kind(hid_t file, const std::string& obj, const std::string& pa
       if (H5Iget_type(o.get()) != H5I_GROUP) return H5I_BADID;
     }
   }
-  Owned o(H5Oopen(file, obj.c_str(), H5P_DEFAULT), H5Oclose);
+  H5Owned o(H5Oopen(file, obj.c_str(), H5P_DEFAULT), H5Oclose);
   if (o.get() < 0) {
     H5Eclear2(H5E_DEFAULT);
     return H5I_BADID;
@@ -309,19 +292,20 @@ H5I_type_t object_kind(hid_t file, const std::string& obj, const std::string& pa
   return H5Iget_type(o.get());
 }
 
-Owned open_object(hid_t file, const std::string& obj, const std::string& path) {
+H5Owned open_object(hid_t file, const std::string& obj, const std::string& path) {
   TESSERA_CHECK(object_kind(file, obj, path) != H5I_BADID, "no object ", obj, " in ", path);
-  return Owned(H5_CHECK(H5Oopen(file, obj.c_str(), H5P_DEFAULT), "cannot open ", obj, " in ", path),
-               H5Oclose);
+  return H5Owned(
+      H5_CHECK(H5Oopen(file, obj.c_str(), H5P_DEFAULT), "cannot open ", obj, " in ", path),
+      H5Oclose);
 }
 
-Owned open_dataset(hid_t file, const std::string& obj, const std::string& path) {
+H5Owned open_dataset(hid_t file, const std::string& obj, const std::string& path) {
   H5I_type_t kind = object_kind(file, obj, path);
   TESSERA_CHECK(kind != H5I_BADID, "no dataset ", obj, " in ", path);
   TESSERA_CHECK(kind == H5I_DATASET, obj, " in ", path, " is not a dataset");
-  return Owned(H5_CHECK(H5Dopen2(file, obj.c_str(), H5P_DEFAULT), "cannot open dataset ", obj,
-                        " in ", path),
-               H5Dclose);
+  return H5Owned(
+      H5_CHECK(H5Dopen2(file, obj.c_str(), H5P_DEFAULT), "cannot open dataset ", obj, " in ", path),
+      H5Dclose);
 }
 
 struct LinkList {
@@ -335,11 +319,11 @@ herr_t collect_hard_link(hid_t, const char* name, const H5L_info_t* info, void* 
 
 void walk_group(hid_t file, const std::string& path, const std::string& abs,
                 const std::string& rel, std::vector<H5Entry>& out) {
-  Owned g(H5_CHECK(H5Gopen2(file, abs.c_str(), H5P_DEFAULT), "cannot open group ", abs, " in ",
-                   path),
-          H5Gclose);
-  Owned gcpl(H5_CHECK(H5Gget_create_plist(g.get()), "H5Gget_create_plist of ", abs, " in ", path),
-             H5Pclose);
+  H5Owned g(
+      H5_CHECK(H5Gopen2(file, abs.c_str(), H5P_DEFAULT), "cannot open group ", abs, " in ", path),
+      H5Gclose);
+  H5Owned gcpl(H5_CHECK(H5Gget_create_plist(g.get()), "H5Gget_create_plist of ", abs, " in ", path),
+               H5Pclose);
   unsigned order_flags = 0;
   H5_CHECK(H5Pget_link_creation_order(gcpl.get(), &order_flags), "creation order of ", abs, " in ",
            path);
@@ -351,9 +335,9 @@ void walk_group(hid_t file, const std::string& path, const std::string& abs,
   for (const std::string& name : links.names) {
     std::string child_abs = child_path(abs, name);
     std::string child_rel = rel.empty() ? name : rel + "/" + name;
-    Owned o(H5_CHECK(H5Oopen(g.get(), name.c_str(), H5P_DEFAULT), "cannot open ", child_abs,
-                     " in ", path),
-            H5Oclose);
+    H5Owned o(H5_CHECK(H5Oopen(g.get(), name.c_str(), H5P_DEFAULT), "cannot open ", child_abs,
+                       " in ", path),
+              H5Oclose);
     H5I_type_t kind = H5Iget_type(o.get());
     if (kind == H5I_GROUP) {
       out.push_back({child_rel, true});
@@ -384,7 +368,7 @@ bool H5File::is_dataset(const std::string& obj) const {
 void H5File::create_group(const std::string& group) {
   TESSERA_CHECK(is_open(), "HDF5 file ", path_, " is closed");
   std::vector<std::string> parts = split_path(group, path_);
-  Owned gcpl(H5_CHECK(H5Pcreate(H5P_GROUP_CREATE), "H5Pcreate for ", path_), H5Pclose);
+  H5Owned gcpl(H5_CHECK(H5Pcreate(H5P_GROUP_CREATE), "H5Pcreate for ", path_), H5Pclose);
   H5_CHECK(H5Pset_link_creation_order(gcpl.get(), kCreationOrder), "creation order for ", path_);
   // No timestamps in object headers: the same state then gives the same bytes on disk.
   H5_CHECK(H5Pset_obj_track_times(gcpl.get(), false), "H5Pset_obj_track_times for ", path_);
@@ -394,9 +378,9 @@ void H5File::create_group(const std::string& group) {
     if (kind == H5I_GROUP) continue;
     TESSERA_CHECK(kind == H5I_BADID, "cannot create group ", group, " in ", path_, ": ", prefix,
                   " exists and is not a group");
-    Owned g(H5_CHECK(H5Gcreate2(id_, prefix.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT),
-                     "cannot create group ", prefix, " in ", path_),
-            H5Gclose);
+    H5Owned g(H5_CHECK(H5Gcreate2(id_, prefix.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT),
+                       "cannot create group ", prefix, " in ", path_),
+              H5Gclose);
   }
 }
 
@@ -421,16 +405,16 @@ void H5File::write_dataset(const std::string& obj, H5Elem elem, const Shape& sha
   std::vector<hsize_t> dims(shape.begin(), shape.end());
   for (int64_t d : shape)
     TESSERA_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape), " of ", obj);
-  Owned space(H5_CHECK(shape.empty() ? H5Screate(H5S_SCALAR)
-                                     : H5Screate_simple(int(dims.size()), dims.data(), nullptr),
-                       "cannot make dataspace ", shape_str(shape), " for ", obj, " in ", path_),
-              H5Sclose);
-  Owned dcpl(H5_CHECK(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate for ", path_), H5Pclose);
+  H5Owned space(H5_CHECK(shape.empty() ? H5Screate(H5S_SCALAR)
+                                       : H5Screate_simple(int(dims.size()), dims.data(), nullptr),
+                         "cannot make dataspace ", shape_str(shape), " for ", obj, " in ", path_),
+                H5Sclose);
+  H5Owned dcpl(H5_CHECK(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate for ", path_), H5Pclose);
   H5_CHECK(H5Pset_obj_track_times(dcpl.get(), false), "H5Pset_obj_track_times for ", path_);
-  Owned ds(H5_CHECK(H5Dcreate2(id_, obj.c_str(), file_type_of(elem), space.get(), H5P_DEFAULT,
-                               dcpl.get(), H5P_DEFAULT),
-                    "cannot create dataset ", obj, " in ", path_),
-           H5Dclose);
+  H5Owned ds(H5_CHECK(H5Dcreate2(id_, obj.c_str(), file_type_of(elem), space.get(), H5P_DEFAULT,
+                                 dcpl.get(), H5P_DEFAULT),
+                      "cannot create dataset ", obj, " in ", path_),
+             H5Dclose);
   // An empty tensor may have no buffer, and H5Dwrite rejects a null one even for zero elements.
   if (shape_numel(shape) == 0) return;
   H5_CHECK(H5Dwrite(ds.get(), native_type_of(elem), H5S_ALL, H5S_ALL, H5P_DEFAULT, data),
@@ -439,9 +423,9 @@ void H5File::write_dataset(const std::string& obj, H5Elem elem, const Shape& sha
 
 H5DatasetInfo H5File::dataset_info(const std::string& obj) const {
   TESSERA_CHECK(is_open(), "HDF5 file ", path_, " is closed");
-  Owned ds = open_dataset(id_, obj, path_);
-  Owned type(H5_CHECK(H5Dget_type(ds.get()), "type of ", obj, " in ", path_), H5Tclose);
-  Owned space(H5_CHECK(H5Dget_space(ds.get()), "dataspace of ", obj, " in ", path_), H5Sclose);
+  H5Owned ds = open_dataset(id_, obj, path_);
+  H5Owned type(H5_CHECK(H5Dget_type(ds.get()), "type of ", obj, " in ", path_), H5Tclose);
+  H5Owned space(H5_CHECK(H5Dget_space(ds.get()), "dataspace of ", obj, " in ", path_), H5Sclose);
   H5DatasetInfo info;
   std::tie(info.elem, info.type_desc) = classify(type.get());
   H5S_class_t cls = H5Sget_simple_extent_type(space.get());
@@ -459,8 +443,8 @@ H5DatasetInfo H5File::dataset_info(const std::string& obj) const {
 
 void H5File::read_dataset(const std::string& obj, H5Elem elem, void* data) const {
   TESSERA_CHECK(is_open(), "HDF5 file ", path_, " is closed");
-  Owned ds = open_dataset(id_, obj, path_);
-  Owned space(H5_CHECK(H5Dget_space(ds.get()), "dataspace of ", obj, " in ", path_), H5Sclose);
+  H5Owned ds = open_dataset(id_, obj, path_);
+  H5Owned space(H5_CHECK(H5Dget_space(ds.get()), "dataspace of ", obj, " in ", path_), H5Sclose);
   hssize_t n = H5_CHECK(H5Sget_simple_extent_npoints(space.get()), "size of ", obj, " in ", path_);
   if (n == 0) return;
   H5_CHECK(H5Dread(ds.get(), native_type_of(elem), H5S_ALL, H5S_ALL, H5P_DEFAULT, data),
@@ -479,44 +463,45 @@ herr_t collect_attr_name(hid_t, const char* name, const H5A_info_t*, void* out) 
 // A scalar attribute opened for reading: its type and a check that it holds exactly one value (an
 // array attribute would overrun the one-value buffer we read into).
 struct OpenAttr {
-  Owned attr;
-  Owned type;
+  H5Owned attr;
+  H5Owned type;
 };
 
 OpenAttr open_attr(hid_t file, const std::string& obj, const std::string& name,
                    const std::string& path) {
-  Owned o = open_object(file, obj, path);
+  H5Owned o = open_object(file, obj, path);
   htri_t there = H5_CHECK(H5Aexists(o.get(), name.c_str()), "looking up attribute ", name, " of ",
                           obj, " in ", path);
   TESSERA_CHECK(there, "no attribute '", name, "' on ", obj, " in ", path);
-  Owned a(H5_CHECK(H5Aopen(o.get(), name.c_str(), H5P_DEFAULT), "cannot open attribute ", name,
-                   " of ", obj, " in ", path),
-          H5Aclose);
-  Owned space(H5_CHECK(H5Aget_space(a.get()), "dataspace of attribute ", name, " of ", obj, " in ",
-                       path),
-              H5Sclose);
+  H5Owned a(H5_CHECK(H5Aopen(o.get(), name.c_str(), H5P_DEFAULT), "cannot open attribute ", name,
+                     " of ", obj, " in ", path),
+            H5Aclose);
+  H5Owned space(
+      H5_CHECK(H5Aget_space(a.get()), "dataspace of attribute ", name, " of ", obj, " in ", path),
+      H5Sclose);
   hssize_t n = H5_CHECK(H5Sget_simple_extent_npoints(space.get()), "size of attribute ", name,
                         " of ", obj, " in ", path);
   TESSERA_CHECK(n == 1, "attribute '", name, "' of ", obj, " in ", path, " holds ", n,
                 " values, expected one");
-  Owned type(H5_CHECK(H5Aget_type(a.get()), "type of attribute ", name, " of ", obj, " in ", path),
-             H5Tclose);
+  H5Owned type(
+      H5_CHECK(H5Aget_type(a.get()), "type of attribute ", name, " of ", obj, " in ", path),
+      H5Tclose);
   return {std::move(a), std::move(type)};
 }
 
 void write_attr(hid_t file, const std::string& obj, const std::string& name, hid_t file_type,
                 hid_t mem_type, const void* value, const std::string& path) {
-  Owned o = open_object(file, obj, path);
+  H5Owned o = open_object(file, obj, path);
   htri_t there = H5_CHECK(H5Aexists(o.get(), name.c_str()), "looking up attribute ", name, " of ",
                           obj, " in ", path);
   if (there)
     H5_CHECK(H5Adelete(o.get(), name.c_str()), "cannot replace attribute ", name, " of ", obj,
              " in ", path);
-  Owned space(H5_CHECK(H5Screate(H5S_SCALAR), "H5Screate for ", path), H5Sclose);
-  Owned a(H5_CHECK(H5Acreate2(o.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT,
-                              H5P_DEFAULT),
-                   "cannot create attribute ", name, " of ", obj, " in ", path),
-          H5Aclose);
+  H5Owned space(H5_CHECK(H5Screate(H5S_SCALAR), "H5Screate for ", path), H5Sclose);
+  H5Owned a(
+      H5_CHECK(H5Acreate2(o.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+               "cannot create attribute ", name, " of ", obj, " in ", path),
+      H5Aclose);
   H5_CHECK(H5Awrite(a.get(), mem_type, value), "cannot write attribute ", name, " of ", obj, " in ",
            path);
 }
@@ -551,14 +536,14 @@ void expect_kind(const OpenAttr& a, H5AttrKind want, const std::string& obj,
 
 bool H5File::has_attr(const std::string& obj, const std::string& name) const {
   TESSERA_CHECK(is_open(), "HDF5 file ", path_, " is closed");
-  Owned o = open_object(id_, obj, path_);
+  H5Owned o = open_object(id_, obj, path_);
   return H5_CHECK(H5Aexists(o.get(), name.c_str()), "looking up attribute ", name, " of ", obj,
                   " in ", path_) > 0;
 }
 
 std::vector<std::string> H5File::attr_names(const std::string& obj) const {
   TESSERA_CHECK(is_open(), "HDF5 file ", path_, " is closed");
-  Owned o = open_object(id_, obj, path_);
+  H5Owned o = open_object(id_, obj, path_);
   std::vector<std::string> names;
   hsize_t idx = 0;
   H5_CHECK(H5Aiterate2(o.get(), H5_INDEX_NAME, H5_ITER_INC, &idx, collect_attr_name, &names),
@@ -592,7 +577,7 @@ void H5File::set_attr_string(const std::string& obj, const std::string& name,
   // A C string is written: an embedded NUL would silently cut the text short.
   TESSERA_CHECK(value.find('\0') == std::string::npos, "attribute '", name, "' of ", obj, " in ",
                 path_, ": string contains a NUL byte");
-  Owned type(H5_CHECK(H5Tcopy(H5T_C_S1), "H5Tcopy for ", path_), H5Tclose);
+  H5Owned type(H5_CHECK(H5Tcopy(H5T_C_S1), "H5Tcopy for ", path_), H5Tclose);
   H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE), "H5Tset_size for ", path_);
   H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8), "H5Tset_cset for ", path_);
   const char* p = value.c_str();

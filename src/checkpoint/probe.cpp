@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "checkpoint/h5.h"
+#include "checkpoint/h5_owned.h"
 #include "core/error.h"
 
 namespace tessera {
@@ -30,21 +31,6 @@ namespace {
 // ---- the child: HDF5 calls only ----
 
 constexpr int kMaxDepth = 64;  // no checkpoint nests groups this deep: a cycle of hard links
-
-class Id {  // an owned HDF5 identifier
- public:
-  Id(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
-  Id(const Id&) = delete;
-  Id& operator=(const Id&) = delete;
-  ~Id() {
-    if (id_ >= 0) close_(id_);
-  }
-  hid_t get() const { return id_; }
-
- private:
-  hid_t id_;
-  herr_t (*close_)(hid_t);
-};
 
 herr_t collect_hard_link(hid_t, const char* name, const H5L_info_t* info, void* out) {
   if (info->type == H5L_TYPE_HARD) static_cast<std::vector<std::string>*>(out)->emplace_back(name);
@@ -63,7 +49,7 @@ class Walker {
   Walker(const std::string& path, uint64_t file_bytes) : path_(path), file_bytes_(file_bytes) {}
 
   bool run() {
-    Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+    H5Owned fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
     if (!ok(fapl.get(), "H5Pcreate")) return false;
 #if H5_VERSION_GE(1, 10, 7)
     // As H5File::open: no flock, which fails on many network file systems.
@@ -91,9 +77,9 @@ class Walker {
   bool group(const std::string& abs, int depth) {
     if (depth > kMaxDepth)
       return fail("groups nest deeper than " + std::to_string(kMaxDepth) + " at " + abs);
-    Id g(H5Gopen2(file_, abs.c_str(), H5P_DEFAULT), H5Gclose);
+    H5Owned g(H5Gopen2(file_, abs.c_str(), H5P_DEFAULT), H5Gclose);
     if (!ok(g.get(), "cannot open group " + abs) || !attributes(g.get(), abs)) return false;
-    Id gcpl(H5Gget_create_plist(g.get()), H5Pclose);
+    H5Owned gcpl(H5Gget_create_plist(g.get()), H5Pclose);
     unsigned order = 0;
     if (!ok(gcpl.get(), "cannot read group " + abs) ||
         !ok(H5Pget_link_creation_order(gcpl.get(), &order), "cannot read group " + abs))
@@ -125,7 +111,7 @@ class Walker {
       const std::string child = abs == "/" ? "/" + name : abs + "/" + name;
       if (!ok(H5Lexists(file_, child.c_str(), H5P_DEFAULT), "cannot look up " + child))
         return false;
-      Id o(H5Oopen(g.get(), name.c_str(), H5P_DEFAULT), H5Oclose);
+      H5Owned o(H5Oopen(g.get(), name.c_str(), H5P_DEFAULT), H5Oclose);
       if (!ok(o.get(), "cannot open " + child)) return false;
       const H5I_type_t kind = H5Iget_type(o.get());
       if (kind == H5I_GROUP && !group(child, depth + 1)) return false;
@@ -147,12 +133,12 @@ class Walker {
 
   bool attribute(hid_t obj, const std::string& what, const std::string& name) {
     if (!ok(H5Aexists(obj, name.c_str()), "cannot look up " + what)) return false;
-    Id a(H5Aopen(obj, name.c_str(), H5P_DEFAULT), H5Aclose);
+    H5Owned a(H5Aopen(obj, name.c_str(), H5P_DEFAULT), H5Aclose);
     if (!ok(a.get(), "cannot open " + what)) return false;
-    Id space(H5Aget_space(a.get()), H5Sclose);
+    H5Owned space(H5Aget_space(a.get()), H5Sclose);
     if (!ok(space.get(), "cannot read " + what)) return false;
     const hssize_t n = H5Sget_simple_extent_npoints(space.get());
-    Id type(H5Aget_type(a.get()), H5Tclose);
+    H5Owned type(H5Aget_type(a.get()), H5Tclose);
     if (!ok(n, "cannot read " + what) || !ok(type.get(), "cannot read " + what)) return false;
     if (n != 1) return true;  // the loaders read scalars only, and refuse others unread
     const H5T_class_t cls = H5Tget_class(type.get());
@@ -182,10 +168,10 @@ class Walker {
   }
 
   bool dataset(const std::string& abs) {
-    Id ds(H5Dopen2(file_, abs.c_str(), H5P_DEFAULT), H5Dclose);
+    H5Owned ds(H5Dopen2(file_, abs.c_str(), H5P_DEFAULT), H5Dclose);
     if (!ok(ds.get(), "cannot open dataset " + abs) || !attributes(ds.get(), abs)) return false;
-    Id type(H5Dget_type(ds.get()), H5Tclose);
-    Id space(H5Dget_space(ds.get()), H5Sclose);
+    H5Owned type(H5Dget_type(ds.get()), H5Tclose);
+    H5Owned space(H5Dget_space(ds.get()), H5Sclose);
     if (!ok(type.get(), "cannot read the type of " + abs) ||
         !ok(space.get(), "cannot read the shape of " + abs))
       return false;
