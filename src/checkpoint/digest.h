@@ -6,7 +6,11 @@
 //   uint32_t c = crc32c(p, n);   // in pieces: crc32c(p + a, b, crc32c(p, a)) == crc32c(p, a + b)
 //
 // Both are written here rather than taken from a library: SHA-256 is about a hundred lines, and a
-// checkpoint must not depend on which crypto library a machine happens to have.
+// checkpoint must not depend on which crypto library a machine happens to have. Where the CPU has
+// instructions for them (x86-64's SHA extensions; SSE4.2's crc32), those compute them: the same
+// bits, 5.2x (SHA-256: 1476 vs 284 MB/s) and 3.6x (CRC-32C: 6659 vs 1862 MB/s) faster on this
+// project's Xeon machines (scripts/bench_checkpoint.sh). A checkpoint of GPT-2 124M with AdamW's
+// moments is 1.5 GB, hashed once as it is saved and once as it is loaded.
 #pragma once
 
 #include <array>
@@ -16,17 +20,25 @@
 
 namespace tessera {
 
+// Which code computes a digest: `best` takes the CPU's instructions where it has them (unless the
+// environment says TESSERA_DIGEST=portable), `portable` always the plain C++ (tests compare them).
+enum class DigestCode { best, portable };
+bool cpu_has_sha256();  // x86-64 SHA extensions (with the SSSE3 and SSE4.1 they need)
+bool cpu_has_crc32c();  // SSE4.2
+
 // SHA-256, FIPS 180-4 section 6.2, fed in pieces of any size.
 class Sha256 {
  public:
-  Sha256();
+  explicit Sha256(DigestCode code = DigestCode::best);
   void update(const void* data, size_t n);
   // The digest of everything fed so far. Ends the computation: call once.
   std::array<uint8_t, 32> finish();
   std::string hex();  // finish() as 64 lowercase hex digits, as sha256sum prints it
 
  private:
-  void block(const uint8_t* p);  // one 64-byte block into state_
+  // Folds `blocks` 64-byte blocks from p into state.
+  using Blocks = void (*)(uint32_t* state, const uint8_t* p, size_t blocks);
+  Blocks blocks_;
   std::array<uint32_t, 8> state_;
   std::array<uint8_t, 64> buf_{};
   size_t buffered_ = 0;
@@ -43,6 +55,6 @@ std::string sha256_fd(int fd, const std::string& path, uint64_t* size = nullptr)
 
 // CRC-32C (Castagnoli polynomial, reflected 0x82F63B78; RFC 3720 appendix B.4), continuing from
 // `crc` (0 to start), so a buffer can be checked in pieces.
-uint32_t crc32c(const void* data, size_t n, uint32_t crc = 0);
+uint32_t crc32c(const void* data, size_t n, uint32_t crc = 0, DigestCode code = DigestCode::best);
 
 }  // namespace tessera

@@ -51,8 +51,9 @@ std::string differing_keys(const std::vector<std::string>& mine,
     }
     const std::string& l = mine[i];
     const size_t colon = l.find(": ");
-    out += (listed++ ? ", " : "") + l.substr(0, colon) + " is " +
-           (colon == std::string::npos ? "?" : "'" + l.substr(colon + 2) + "'") + " here";
+    if (listed++) out += ", ";
+    out += l.substr(0, colon);
+    out += colon == std::string::npos ? " is ? here" : " is '" + l.substr(colon + 2) + "' here";
   }
   if (more) out += " and " + std::to_string(more) + " more";
   return out;
