@@ -32,6 +32,7 @@
 #include <filesystem>
 #include <optional>
 #include <set>
+#include <sstream>
 
 #include "autograd/autograd.h"
 #include "checkpoint/checkpoint.h"
@@ -135,27 +136,37 @@ std::unique_ptr<dist::Communicator> communicator(const Config& cfg) {
                                  launch);
 }
 
+// The checkpoint a run resumes from, read once, before anything is built from the config: nullopt
+// when the run does not resume, or resumes `auto` from a run directory that holds no checkpoint.
+// `auto` takes the newest checkpoint that loads (load_resumable: passed-over files warned about on
+// rank 0 and moved aside by it).
+std::optional<Resumable> read_resumed(const Config& cfg, int rank, std::ostream& log) {
+  const std::string& resume = cfg.checkpoint.resume;
+  if (resume.empty()) return std::nullopt;
+  if (resume == "auto") {
+    std::ostringstream elsewhere;  // ranks other than 0 reach the same choice silently
+    return load_resumable((fs::path(cfg.checkpoint.dir) / cfg.train.run_name).string(),
+                          rank == 0 ? log : elsewhere, rank == 0);
+  }
+  std::string path = resolve_checkpoint(resume);
+  CheckpointData data = load_checkpoint(path);
+  return Resumable{std::move(path), std::move(data)};
+}
+
 // A run that leaves train.total_batch_size at 0 (B x T x world) and resumes keeps the
 // checkpoint's tokens per step, so it continues the same data order on any world size: trained on
 // 2 ranks, resumed on 1 with 2 micro-batches per step. An explicit total_batch_size is kept as
 // given (and checked against the checkpoint's when it loads).
-Config resolve_tokens_per_step(Config cfg, int world, std::ostream& log) {
-  if (cfg.train.total_batch_size != 0 || cfg.checkpoint.resume.empty()) return cfg;
-  try {
-    const std::string path = resolve_checkpoint(
-        cfg.checkpoint.resume == "auto"
-            ? (fs::path(cfg.checkpoint.dir) / cfg.train.run_name).string()
-            : cfg.checkpoint.resume);
-    const CheckpointData ck = load_checkpoint_attributes(path);
-    auto it = ck.trainer_ints.find("tokens_per_step");
-    if (it == ck.trainer_ints.end() || it->second == cfg.tokens_per_step(world)) return cfg;
-    cfg.train.total_batch_size = it->second;
-    if (world == 1 || dist::detect_launch().rank == 0)
-      log << "resume: keeping the checkpoint's " << it->second
-          << " tokens per step (train.total_batch_size)\n";
-  } catch (const Error&) {
-    // No checkpoint yet, or a damaged one: resuming reports it (or passes over it) below.
-  }
+Config resolve_tokens_per_step(Config cfg, const std::optional<Resumable>& resumed, int rank,
+                               int world, std::ostream& log) {
+  if (cfg.train.total_batch_size != 0 || !resumed) return cfg;
+  const auto& ints = resumed->data.trainer_ints;
+  auto it = ints.find("tokens_per_step");
+  if (it == ints.end() || it->second == cfg.tokens_per_step(world)) return cfg;
+  cfg.train.total_batch_size = it->second;
+  if (rank == 0)
+    log << "resume: keeping the checkpoint's " << it->second
+        << " tokens per step (train.total_batch_size)\n";
   return cfg;
 }
 
@@ -196,6 +207,9 @@ class Trainer {
   void report_memory();
 
   std::unique_ptr<dist::Communicator> comm_;
+  // The checkpoint --resume names (read_resumed), held from before cfg_ is resolved from it until
+  // it is restored, at the end of the constructor: the file is verified and read once.
+  std::optional<Resumable> resumed_;
   const Config cfg_;  // the run's config, total_batch_size resolved (resolve_tokens_per_step)
   const int rank_, world_;
   fs::path run_dir_;
@@ -224,7 +238,8 @@ class Trainer {
 
 Trainer::Trainer(const Config& cfg, std::ostream& log)
     : comm_(communicator(cfg)),
-      cfg_(resolve_tokens_per_step(cfg, comm_->world(), log)),
+      resumed_(read_resumed(cfg, comm_->rank(), log)),
+      cfg_(resolve_tokens_per_step(cfg, resumed_, comm_->rank(), comm_->world(), log)),
       rank_(comm_->rank()),
       world_(comm_->world()),
       run_dir_(fs::path(cfg_.checkpoint.dir) / cfg_.train.run_name),
@@ -302,13 +317,9 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
         poisoned_.insert(first + k * B_);
   }
 
-  const std::string& resume = cfg_.checkpoint.resume;
-  if (resume == "auto") {
-    if (std::optional<Resumable> r = load_resumable(run_dir_.string(), out_->log(), rank_ == 0))
-      restore(r->path, r->data, true);
-  } else if (!resume.empty()) {
-    const std::string path = resolve_checkpoint(resume);
-    restore(path, load_checkpoint(path), true);
+  if (resumed_) {
+    restore(resumed_->path, resumed_->data, true);
+    resumed_.reset();  // its tensors are in the model and optimizer now
   }
 
   if (unfused_)

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/sidecar.h"
 #include "config/config.h"
 #include "data/loader.h"
 #include "data/shard.h"
@@ -53,10 +54,23 @@ TEST(Training, resumed_run_matches_the_uninterrupted_run) {
   Config second = full;
   second.train.run_name = "resumed";
   second.checkpoint.resume = (run.dir / "ckpt" / "full" / "step_00000012.h5").string();
+  // The checkpoint is verified (hashed) and read once: its tokens per step and its state come from
+  // the same read (saves hash what they write, which checkpoint_hashes does not count).
+  int64_t hashes = checkpoint_hashes();
   train::TrainResult resumed = train::run_training(second, log);
+  EXPECT_EQ(checkpoint_hashes() - hashes, 1);
   EXPECT_EQ(resumed.steps, 24);
   EXPECT_EQ(resumed.last_train_loss, whole.last_train_loss) << log.str();
   EXPECT_EQ(resumed.last_val_loss, whole.last_val_loss);
+
+  // --resume auto likewise: the run directory's newest checkpoint, read once.
+  Config more = full;
+  more.checkpoint.resume = "auto";
+  more.train.max_steps = 26;
+  hashes = checkpoint_hashes();
+  EXPECT_EQ(train::run_training(more, log).steps, 26);
+  EXPECT_EQ(checkpoint_hashes() - hashes, 1);
+  EXPECT_NE(log.str().find("step_00000024.h5 at step 24"), std::string::npos) << log.str();
 }
 
 TEST(Training, missing_data_is_a_clear_error) {
