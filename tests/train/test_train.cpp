@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/sidecar.h"
@@ -71,6 +72,32 @@ TEST(Training, resumed_run_matches_the_uninterrupted_run) {
   EXPECT_EQ(train::run_training(more, log).steps, 26);
   EXPECT_EQ(checkpoint_hashes() - hashes, 1);
   EXPECT_NE(log.str().find("step_00000024.h5 at step 24"), std::string::npos) << log.str();
+}
+
+// A run of 2 micro-batches a step (total_batch_size 2 B T), resumed `auto` with total_batch_size
+// unset, keeps the checkpoint's tokens per step: also when `latest` is damaged and the older
+// checkpoint is resumed instead (its tokens per step are the ones kept, read with it).
+TEST(Training, resume_auto_keeps_the_tokens_per_step_of_the_checkpoint_it_falls_back_to) {
+  TempRun run;
+  Config c = run.config(24);
+  c.train.total_batch_size = 2 * 8 * 16;
+  c.checkpoint.interval = 12, c.checkpoint.keep = 2;
+  std::ostringstream log;
+  train::run_training(c, log);
+  const fs::path newest = run.dir / "ckpt" / "run" / "step_00000024.h5";
+  std::string bytes = tessera::testing::read_file(newest);
+  ASSERT_GT(bytes.size(), 1000u);
+  bytes[bytes.size() / 2] ^= 0x10;  // its digest no longer matches
+  std::ofstream(newest, std::ios::binary | std::ios::trunc) << bytes;
+
+  Config more = c;
+  more.train.total_batch_size = 0;
+  more.checkpoint.resume = "auto";
+  more.train.max_steps = 26;
+  EXPECT_EQ(train::run_training(more, log).steps, 26) << log.str();
+  EXPECT_NE(log.str().find("step_00000012.h5 at step 12"), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("keeping the checkpoint's 256 tokens per step"), std::string::npos)
+      << log.str();
 }
 
 TEST(Training, missing_data_is_a_clear_error) {
