@@ -50,7 +50,7 @@
 #include "optim/flat.h"
 #include "optim/flat_adamw.h"
 #include "train/device.h"
-#include "train/trainer.h"
+#include "train/options.h"
 
 namespace {
 

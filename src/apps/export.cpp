@@ -21,7 +21,7 @@
 #include "nn/hf_names.h"
 #include "train/hf_dir.h"
 #include "train/load.h"
-#include "train/trainer.h"
+#include "train/options.h"
 
 int main(int argc, char** argv) {
   using namespace tessera;

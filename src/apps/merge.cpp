@@ -13,8 +13,8 @@
 #include "checkpoint/retention.h"
 #include "config/cli.h"
 #include "train/load.h"
+#include "train/options.h"
 #include "train/output_dir.h"
-#include "train/trainer.h"
 
 int main(int argc, char** argv) {
   using namespace tessera;

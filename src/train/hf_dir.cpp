@@ -17,7 +17,7 @@
 #include "checkpoint/safetensors.h"
 #include "config/schema.h"
 #include "nn/hf_names.h"
-#include "train/trainer.h"
+#include "train/options.h"
 
 namespace fs = std::filesystem;
 

@@ -3,7 +3,7 @@
 #include "checkpoint/checkpoint.h"
 #include "peft/adapter.h"
 #include "train/hf_dir.h"
-#include "train/trainer.h"
+#include "train/options.h"
 
 namespace tessera::train {
 

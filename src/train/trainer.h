@@ -18,18 +18,13 @@
 
 #include "config/config.h"
 #include "nn/gpt.h"
-#include "peft/lora.h"
+#include "train/options.h"  // model_config, lora_options
 
 namespace tessera::dist {
 class Communicator;
 }
 
 namespace tessera::train {
-
-// The model section of a config as the nn layer's struct (strings become enums).
-nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t);
-// The lora section as peft's options (targets parsed).
-peft::LoraOptions lora_options(const LoraConfig& l);
 
 struct TrainResult {
   int64_t steps = 0;             // optimizer steps completed in total (resumed ones included)

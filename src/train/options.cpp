@@ -1,0 +1,43 @@
+// The config sections as layer options: see options.h.
+#include "train/options.h"
+
+namespace tessera::train {
+
+nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t) {
+  nn::GPTConfig g;
+  // ModelConfig::hidden() and GPTConfig::hidden() resolve mlp_hidden == 0 the same way; pass the
+  // raw value so there is one rule in force (the model's).
+  g.n_layer = m.n_layer, g.n_head = m.n_head, g.n_kv_head = m.n_kv_head, g.n_embd = m.n_embd;
+  g.block_size = m.block_size, g.vocab_size = m.vocab_size;
+  g.norm = m.norm == "rmsnorm" ? nn::NormKind::RMSNorm : nn::NormKind::LayerNorm;
+  g.mlp = m.mlp == "swiglu" ? nn::MlpKind::SwiGLU : nn::MlpKind::GELU;
+  g.position = m.position == "rope"   ? nn::PositionKind::RoPE
+               : m.position == "none" ? nn::PositionKind::None
+                                      : nn::PositionKind::Learned;
+  g.rope_theta = m.rope_theta, g.tie_embeddings = m.tie_embeddings, g.bias = m.bias;
+  const RopeScalingConfig& rs = m.rope_scaling;
+  g.rope_scaling = {.type = nn::parse_rope_scaling_type(rs.type, "model.rope_scaling.type"),
+                    .factor = rs.factor,
+                    .original_max_position = rs.original_max_position,
+                    .beta_fast = rs.beta_fast,
+                    .beta_slow = rs.beta_slow,
+                    .attention_factor = rs.attention_factor,
+                    .low_freq_factor = rs.low_freq_factor,
+                    .high_freq_factor = rs.high_freq_factor};
+  g.dropout = m.dropout, g.norm_eps = m.norm_eps, g.mlp_hidden = m.mlp_hidden;
+  g.recompute = t.recompute;
+  g.attention = attention_spec(m, t);
+  return g;
+}
+
+peft::LoraOptions lora_options(const LoraConfig& l) {
+  return {.rank = l.rank,
+          .alpha = l.alpha,
+          .dropout = l.dropout,
+          .targets = peft::parse_targets(l.targets),
+          .rslora = l.rslora,
+          .quantize = l.quantize,
+          .trainable = peft::parse_trainable(l.trainable)};
+}
+
+}  // namespace tessera::train
