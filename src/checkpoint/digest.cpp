@@ -239,6 +239,23 @@ std::string sha256_fd(int fd, const std::string& path, uint64_t* size) {
   return h.hex();
 }
 
+std::string sha256_range(int fd, uint64_t offset, uint64_t n, const std::string& path) {
+  Sha256 h;
+  std::vector<uint8_t> buf(size_t(std::min<uint64_t>(n, uint64_t(1) << 20)));
+  for (uint64_t done = 0; done < n;) {
+    const size_t want = size_t(std::min<uint64_t>(n - done, buf.size()));
+    const ssize_t got = ::pread(fd, buf.data(), want, off_t(offset + done));
+    if (got < 0 && errno == EINTR) continue;
+    TESSERA_CHECK(got >= 0, "cannot read ", path,
+                  " to compute its SHA-256: ", std::strerror(errno));
+    TESSERA_CHECK(got > 0, "cannot read ", path, " to compute its SHA-256: it ends at byte ",
+                  offset + done, ", before byte ", offset + n);
+    h.update(buf.data(), size_t(got));
+    done += uint64_t(got);
+  }
+  return h.hex();
+}
+
 // ---- CRC-32C ----
 
 namespace {

@@ -52,6 +52,10 @@ std::string sha256_file(const std::string& path, uint64_t* size = nullptr);
 // The same for a file already open for reading (from its current offset to its end); path names it
 // in errors.
 std::string sha256_fd(int fd, const std::string& path, uint64_t* size = nullptr);
+// The SHA-256 of bytes [offset, offset + n) of an open file, read with pread (the file offset is
+// left alone, so threads may hash ranges of one descriptor at once); an error naming path when they
+// cannot be read or the file ends first.
+std::string sha256_range(int fd, uint64_t offset, uint64_t n, const std::string& path);
 
 // CRC-32C (Castagnoli polynomial, reflected 0x82F63B78; RFC 3720 appendix B.4), continuing from
 // `crc` (0 to start), so a buffer can be checked in pieces.

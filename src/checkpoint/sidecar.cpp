@@ -11,10 +11,12 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <optional>
 #include <set>
+#include <vector>
 
 #include "checkpoint/digest.h"
 #include "checkpoint/probe.h"
@@ -25,18 +27,58 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr size_t kMaxDigestFileBytes = 4096;  // two short lines; anything longer is not ours
+// A digest line, a size line and at most 8192 chunk lines of 80 bytes: anything longer is not ours.
+constexpr size_t kMaxDigestFileBytes = size_t(1) << 20;
+constexpr uint64_t kMaxChunks = 8192;
 constexpr const char* kSizeTag = "# bytes ";
+constexpr const char* kChunkBytesTag = "# chunk-bytes ";
+constexpr const char* kChunkTag = "# chunk ";
 
 struct DigestFile {
-  std::string hex;                // 64 lowercase hex digits
-  std::string name;               // the file it is the digest of
-  std::optional<uint64_t> bytes;  // the "# bytes N" line, when present
+  std::string hex;                  // 64 lowercase hex digits
+  std::string name;                 // the file it is the digest of
+  std::optional<uint64_t> bytes;    // the "# bytes N" line, when present
+  uint64_t chunk_bytes = 0;         // the "# chunk-bytes N" line; 0 when there are no chunk lines
+  std::vector<std::string> chunks;  // "# chunk i HEX": chunk i's SHA-256, lowercase
 };
 
 bool all_digits(const std::string& s) {
   return !s.empty() && s.size() <= 19 &&
          std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
+}
+
+bool is_hex64(const std::string& s) {
+  return s.size() == 64 &&
+         std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isxdigit(c); });
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return char(std::tolower(c)); });
+  return s;
+}
+
+uint64_t chunk_count(uint64_t bytes, uint64_t chunk_bytes) {
+  return bytes / chunk_bytes + (bytes % chunk_bytes != 0);
+}
+
+// Runs every job on OpenMP's threads, the first one first (it may be the longest: the whole file),
+// and rethrows the message of the first that failed.
+void run_parallel(const std::vector<std::function<void()>>& jobs) {
+  std::mutex mutex;
+  std::string error;
+#pragma omp parallel
+#pragma omp single
+  for (const auto& job : jobs) {
+#pragma omp task firstprivate(job) shared(mutex, error)
+    try {
+      job();
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (error.empty()) error = e.what();
+    }
+  }
+  if (!error.empty()) throw Error(error);
 }
 
 // Parses the text; on malformed text returns nullopt with the reason in *why.
@@ -58,6 +100,23 @@ std::optional<DigestFile> parse_digest_file(const std::string& text, std::string
         const std::string n = line.substr(std::string(kSizeTag).size());
         if (!all_digits(n)) return *why = "bad size line '" + line + "'", std::nullopt;
         d.bytes = std::stoull(n);
+      } else if (line.rfind(kChunkBytesTag, 0) == 0) {
+        const std::string n = line.substr(std::string(kChunkBytesTag).size());
+        if (!all_digits(n) || std::stoull(n) == 0 || d.chunk_bytes)
+          return *why = "bad chunk size line '" + line + "'", std::nullopt;
+        d.chunk_bytes = std::stoull(n);
+      } else if (line.rfind(kChunkTag, 0) == 0) {
+        const std::string rest = line.substr(std::string(kChunkTag).size());
+        const size_t space = rest.find(' ');
+        const std::string index = rest.substr(0, space);
+        const std::string hex = space == std::string::npos ? "" : rest.substr(space + 1);
+        if (!all_digits(index) || !is_hex64(hex))
+          return *why = "bad chunk line '" + line.substr(0, 100) + "'", std::nullopt;
+        if (std::stoull(index) != d.chunks.size())
+          return *why = "chunk line " + index + " where chunk " + std::to_string(d.chunks.size()) +
+                        " was due",
+                 std::nullopt;
+        d.chunks.push_back(lower(hex));
       }
       continue;  // other comments are allowed, as sha256sum -c allows them
     }
@@ -69,13 +128,21 @@ std::optional<DigestFile> parse_digest_file(const std::string& text, std::string
     if (!hex_ok || line[64] != ' ' || (line[65] != ' ' && line[65] != '*'))
       return *why = "expected '<64 hex digits>  <file name>', found '" + line.substr(0, 100) + "'",
              std::nullopt;
-    d.hex = line.substr(0, 64);
-    std::transform(d.hex.begin(), d.hex.end(), d.hex.begin(),
-                   [](unsigned char c) { return char(std::tolower(c)); });
+    d.hex = lower(line.substr(0, 64));
     d.name = line.substr(66);
     have_digest = true;
   }
   if (!have_digest) return *why = "no digest line", std::nullopt;
+  if (d.chunk_bytes || !d.chunks.empty()) {
+    if (!d.bytes || !d.chunk_bytes)
+      return *why = "chunk lines without a size line and a chunk size line", std::nullopt;
+    const uint64_t want = chunk_count(*d.bytes, d.chunk_bytes);
+    if (d.chunks.size() != want)
+      return *why = std::to_string(d.chunks.size()) + " chunk lines for " +
+                    std::to_string(*d.bytes) + " bytes in chunks of " +
+                    std::to_string(d.chunk_bytes) + " (" + std::to_string(want) + " expected)",
+             std::nullopt;
+  }
   return d;
 }
 
@@ -169,12 +236,33 @@ void warn_unverified_once(const std::string& path, const std::string& sidecar) {
 
 std::string digest_path(const std::string& checkpoint) { return checkpoint + ".sha256"; }
 
-std::string digest_file_text(const std::string& file, const std::string& name) {
+std::string digest_file_text(const std::string& file, const std::string& name,
+                             uint64_t chunk_bytes) {
   TESSERA_CHECK(!name.empty() && name.find_first_of("\n\r\\") == std::string::npos,
                 "cannot write a digest for ", file, ": bad file name '", name, "'");
-  uint64_t bytes = 0;
-  const std::string hex = sha256_file(file, &bytes);
-  return hex + "  " + name + "\n" + kSizeTag + std::to_string(bytes) + "\n";
+  const OpenFile f(file);
+  struct stat info {};
+  TESSERA_CHECK(::fstat(f.fd(), &info) == 0, "cannot read ", file, ": ", std::strerror(errno));
+  const uint64_t size = uint64_t(info.st_size);
+  if (chunk_bytes == 0) {
+    constexpr uint64_t MiB = uint64_t(1) << 20;
+    chunk_bytes = std::max(kDigestChunkBytes, (size / kMaxChunks + MiB) / MiB * MiB);
+  }
+  // One chunk or less: the whole file's line says it all.
+  const uint64_t n = size > chunk_bytes ? chunk_count(size, chunk_bytes) : 0;
+  std::string whole;
+  std::vector<std::string> chunks(n);
+  std::vector<std::function<void()>> jobs{[&] { whole = sha256_range(f.fd(), 0, size, file); }};
+  for (uint64_t i = 0; i < n; ++i)
+    jobs.push_back([&, i] {
+      chunks[i] = sha256_range(f.fd(), i * chunk_bytes,
+                               std::min(chunk_bytes, size - i * chunk_bytes), file);
+    });
+  run_parallel(jobs);
+  std::string text = whole + "  " + name + "\n" + kSizeTag + std::to_string(size) + "\n";
+  if (n) text += kChunkBytesTag + std::to_string(chunk_bytes) + "\n";
+  for (uint64_t i = 0; i < n; ++i) text += kChunkTag + std::to_string(i) + " " + chunks[i] + "\n";
+  return text;
 }
 
 namespace {
@@ -222,6 +310,29 @@ FileCheck verify_checkpoint_file(const std::string& path) {
   TESSERA_CHECK(!d->bytes || *d->bytes == size, "checkpoint ", path, " is ", size,
                 " bytes, but its digest file ", sidecar, " records ", *d->bytes,
                 ": the file was truncated or appended to");
+  const char* damage = "the file is corrupt, or a crash interrupted a save that replaced it";
+  if (!d->chunks.empty()) {  // chunk by chunk, on OpenMP's threads; the size was checked above
+    std::vector<std::string> got(d->chunks.size());
+    std::vector<std::function<void()>> jobs;
+    for (size_t i = 0; i < got.size(); ++i)
+      jobs.push_back([&, i] {
+        const uint64_t at = i * d->chunk_bytes;
+        got[i] = sha256_range(file.fd(), at, std::min(d->chunk_bytes, size - at), path);
+      });
+    try {
+      run_parallel(jobs);
+    } catch (const Error& e) {  // read(2) failed: an I/O error, not a verdict on the bytes
+      throw CheckpointUnreadable(e.what());
+    }
+    g_hashes.fetch_add(1, std::memory_order_relaxed);
+    for (size_t i = 0; i < got.size(); ++i) {
+      const uint64_t at = i * d->chunk_bytes, end = std::min(at + d->chunk_bytes, size);
+      TESSERA_CHECK(got[i] == d->chunks[i], "checkpoint ", path, " does not match its digest file ",
+                    sidecar, " (bytes ", at, " to ", end, ": SHA-256 ", got[i], ", recorded ",
+                    d->chunks[i], "): ", damage);
+    }
+    return FileCheck::Verified;
+  }
   uint64_t hashed = 0;
   std::string hex;
   try {
@@ -232,7 +343,7 @@ FileCheck verify_checkpoint_file(const std::string& path) {
   g_hashes.fetch_add(1, std::memory_order_relaxed);
   TESSERA_CHECK(hex == d->hex && (!d->bytes || hashed == *d->bytes), "checkpoint ", path,
                 " does not match its digest file ", sidecar, " (SHA-256 ", hex, ", recorded ",
-                d->hex, "): the file is corrupt, or a crash interrupted a save that replaced it");
+                d->hex, "): ", damage);
   return FileCheck::Verified;
 }
 

@@ -315,7 +315,7 @@ TEST_F(Integrity, a_bad_digest_file_is_an_error_naming_both_files) {
   };
   refused("", "malformed");
   refused("not a digest\n", "malformed");
-  refused(std::string(5000, 'a'), "larger than 4096 bytes");
+  refused(std::string((1 << 20) + 1, 'a'), "larger than 1048576 bytes");
   refused(good + good, "more than one digest line");
   refused(hex + "  step_00000500.h5\n# bytes 12x\n", "bad size line");
   refused(hex + "  step_00000400.h5\n", "is for 'step_00000400.h5'");
@@ -330,6 +330,68 @@ TEST_F(Integrity, a_bad_digest_file_is_an_error_naming_both_files) {
   std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
   write_text(sidecar, "# made by hand\n" + upper + " *step_00000500.h5\r\n");
   EXPECT_EQ(verify_checkpoint_file(file), FileCheck::Verified);
+}
+
+// A file of more than one chunk gets a SHA-256 per chunk in its digest file (here 1000-byte chunks
+// stand in for 64 MiB ones), which loaders check in parallel: damage is named by its bytes, the
+// first line stays sha256sum's, and chunk lines that do not cover the file are refused.
+TEST_F(Integrity, a_large_file_is_checked_chunk_by_chunk_naming_the_damaged_bytes) {
+  const std::string file = path("step_00000500.h5"), sidecar = digest_path(file);
+  save_checkpoint(file, small_checkpoint());
+  const uint64_t size = fs::file_size(file);
+  ASSERT_GT(size, 3000u);
+  const std::string text = digest_file_text(file, "step_00000500.h5", 1000);
+  write_text(sidecar, text);
+  const uint64_t n = (size + 999) / 1000;
+  EXPECT_EQ(text.rfind(sha256_file(file) + "  step_00000500.h5\n# bytes " + std::to_string(size) +
+                           "\n# chunk-bytes 1000\n# chunk 0 ",
+                       0),
+            0u)
+      << text;
+  EXPECT_NE(text.find("\n# chunk " + std::to_string(n - 1) + " "), std::string::npos) << text;
+  EXPECT_EQ(text.find("\n# chunk " + std::to_string(n) + " "), std::string::npos) << text;
+  EXPECT_EQ(verify_checkpoint_file(file), FileCheck::Verified);
+  EXPECT_NO_THROW(load_checkpoint(file));
+  if (std::system("command -v sha256sum > /dev/null 2>&1") == 0) {
+    const std::string cmd = "cd '" + tmp.path.string() +
+                            "' && sha256sum --quiet -c step_00000500.h5.sha256 > /dev/null 2>&1";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+
+  // A changed byte in the third chunk, and one in the last (short) chunk.
+  for (uint64_t at : {uint64_t(2500), size - 1}) {
+    flip_byte(file, at);
+    const uint64_t begin = at / 1000 * 1000, end = std::min(begin + 1000, size);
+    expect_mentions(error_of([&] { load_checkpoint(file); }),
+                    {file, sidecar, "does not match",
+                     "bytes " + std::to_string(begin) + " to " + std::to_string(end) + ":"});
+    flip_byte(file, at);
+  }
+  EXPECT_EQ(verify_checkpoint_file(file), FileCheck::Verified);
+
+  // Chunk lines that do not describe the file.
+  auto refused = [&](const std::string& bad, const std::string& why) {
+    write_text(sidecar, bad);
+    expect_mentions(error_of([&] { load_checkpoint(file); }), {file, sidecar, "malformed", why});
+  };
+  const size_t last = text.rfind("# chunk ");
+  refused(text.substr(0, last), std::to_string(n - 1) + " chunk lines for " + std::to_string(size) +
+                                    " bytes in chunks of 1000");
+  refused(text + text.substr(last),
+          "chunk line " + std::to_string(n - 1) + " where chunk " + std::to_string(n) + " was due");
+  const size_t size_line = text.find("# bytes");
+  refused(text.substr(0, size_line) + text.substr(text.find('\n', size_line) + 1),
+          "chunk lines without a size line");
+  std::string short_hex = text;
+  short_hex.erase(last + 12, 1);  // "# chunk N " then 63 hex digits
+  refused(short_hex, "bad chunk line");
+  std::string zero = text;
+  zero.replace(zero.find("chunk-bytes 1000"), 16, "chunk-bytes 0");
+  refused(zero, "bad chunk size line");
+
+  // A file of one chunk or less: the first line alone, as sha256sum writes it.
+  EXPECT_EQ(digest_file_text(file, "step_00000500.h5", size).find("# chunk"), std::string::npos);
+  EXPECT_EQ(digest_file_text(file, "step_00000500.h5").find("# chunk"), std::string::npos);
 }
 
 TEST_F(Integrity, a_link_is_checked_against_the_digest_beside_the_real_file) {
