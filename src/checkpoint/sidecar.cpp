@@ -67,12 +67,13 @@ uint64_t chunk_count(uint64_t bytes, uint64_t chunk_bytes) {
 void run_parallel(const std::vector<std::function<void()>>& jobs) {
   std::mutex mutex;
   std::string error;
+  // The tasks end at the parallel region's closing barrier, before jobs, mutex and error go.
 #pragma omp parallel
 #pragma omp single
-  for (const auto& job : jobs) {
-#pragma omp task firstprivate(job) shared(mutex, error)
+  for (size_t i = 0; i < jobs.size(); ++i) {
+#pragma omp task firstprivate(i) shared(jobs, mutex, error)
     try {
-      job();
+      jobs[i]();
     } catch (const std::exception& e) {
       std::lock_guard<std::mutex> lock(mutex);
       if (error.empty()) error = e.what();
