@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from torch_gpt import GPT
+from torch_gpt import GPT, adamw, train_step
 
 
 def main():
@@ -40,22 +40,13 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(1337)
     model = GPT(a.n_layer, a.n_embd, a.n_head, a.vocab, a.seq)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=6e-4, betas=(0.9, 0.95), eps=1e-8)
+    opt = adamw(model, lr=6e-4)
     data = torch.randint(0, a.vocab, (a.batch, a.seq + 1))
     x, y = data[:, :-1].contiguous(), data[:, 1:].contiguous()
     times = []
     for _ in range(a.warmup + a.steps):
         t0 = time.perf_counter()
-        loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        last = loss.item()
+        last = train_step(model, model, opt, x, y)
         times.append(1e3 * (time.perf_counter() - t0))
     timed = times[a.warmup:]
     print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "threads": a.threads,

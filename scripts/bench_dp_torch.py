@@ -46,7 +46,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from torch_gpt import GPT
+from torch_gpt import GPT, adamw, train_step
 
 V, L, C, H, T = 257, 4, 128, 4, 64   # configs/tiny.yaml
 GLOBAL_BATCH = 12                    # sequences per step: 768 tokens
@@ -70,11 +70,7 @@ def worker(rank, args, port):
     torch.manual_seed(SEED)  # the same initial model on every rank (DDP also broadcasts rank 0's)
     model = GPT(L, C, H, V, T)
     params = sum(p.numel() for p in model.parameters())
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+    opt = adamw(model, lr=1e-3)
     net = nn.parallel.DistributedDataParallel(model) if ddp else model
 
     # Every step's global batch of random tokens, the same on every rank; rank r takes its rows.
@@ -88,12 +84,7 @@ def worker(rank, args, port):
     for s in range(steps):
         x, y = data[s, :, :T], data[s, :, 1:]
         t0 = time.perf_counter()
-        loss = net(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss.item()
+        last = train_step(net, model, opt, x, y)
         times.append(1e3 * (time.perf_counter() - t0))
     timed = times[args.warmup:]
     if rank == 0:
@@ -103,7 +94,7 @@ def worker(rank, args, port):
             "ddp": ddp, "backend": "gloo" if ddp else None, "batch_per_rank": b, "seq": T,
             "tokens_per_step": GLOBAL_BATCH * T, "params": params, "warmup": args.warmup,
             "steps": args.steps, "median_ms": round(statistics.median(timed), 3),
-            "mean_ms": round(statistics.mean(timed), 3), "last_loss": round(loss.item(), 4)}),
+            "mean_ms": round(statistics.mean(timed), 3), "last_loss": round(last, 4)}),
             flush=True)
     if ddp:
         dist.destroy_process_group()

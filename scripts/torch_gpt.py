@@ -1,9 +1,11 @@
 """The GPT-2-style model of tessera's PyTorch benchmark twins (scripts/bench_gpu.py on the GPU,
 scripts/bench_dp_torch.py on the CPU), written here in plain PyTorch; nothing comes from tessera.
 
-    from torch_gpt import GPT
+    from torch_gpt import GPT, adamw, train_step
     model = GPT(L=4, C=128, H=4, V=257, T=64)     # configs/tiny.yaml
     loss = model(idx, targets)                    # idx, targets: (B, t) int64
+    opt = adamw(model, lr=1e-3)
+    loss = train_step(model, model, opt, idx, targets)   # forward .. zero_grad, loss.item()
 
 Learned positions, LayerNorm, tanh-GELU MLP of 4C, fused qkv, tied embedding and head, biases,
 no dropout, GPT-2 init (the values do not affect speed). Causal attention through
@@ -71,3 +73,25 @@ class GPT(nn.Module):
             x = blk(x)
         logits = F.linear(self.ln_f(x), self.wte.weight)  # tied head
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+def adamw(model, lr, **kwargs):
+    """torch.optim.AdamW as tessera's AdamW runs: betas 0.9/0.95, eps 1e-8, weight decay 0.1 on the
+    2-D tensors only."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.95), eps=1e-8, **kwargs)
+
+
+def train_step(net, model, opt, x, y):
+    """One step as tessera's benchmarks time it: forward and loss through net (the model, or a DDP
+    wrapper of it), backward, clip_grad_norm_(1.0) over model's parameters, AdamW, zero_grad;
+    returns loss.item()."""
+    loss = net(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item()
