@@ -1,13 +1,14 @@
 // CUDA device memory and the memory kernels (copy, fill) of the kernel table.
 // Shapes: copy handles any shape up to rank 8 with arbitrary strides and any dtype pair.
 #include <cstdint>
+#include <string>
 #include <type_traits>
 #include <vector>
 
+#include "allocator.cuh"
 #include "backend/copy_geometry.h"
 #include "backend/cuda.h"
 #include "backend/kernels.h"
-#include "allocator.cuh"
 #include "common.cuh"
 
 namespace tessera::cuda {
@@ -138,6 +139,12 @@ int device_count() {
     return 0;
   }
   return n;
+}
+
+std::string device_name(int device) {
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return prop.name;
 }
 
 // Through the caching allocator (allocator.cu): a freed block is kept and handed out again.

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <bit>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -730,6 +731,18 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   if (attr == cudaDevAttrComputeCapabilityMajor) return *value = 9, cudaSuccess;
   if (attr == cudaDevAttrComputeCapabilityMinor) return *value = 0, cudaSuccess;
   return set(cudaErrorInvalidValue);
+}
+// The properties tessera reads: the name (train's MFU looks its peak up by name: none for this
+// one, unless TESSERA_EMU_DEVICE_NAME gives another to try that path), the compute capability and
+// one multiprocessor; the rest zero.
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return set(cudaErrorInvalidDevice);
+  *prop = cudaDeviceProp{};
+  const char* name = std::getenv("TESSERA_EMU_DEVICE_NAME");
+  std::snprintf(prop->name, sizeof prop->name, "%s",
+                name && *name ? name : "tessera CUDA emulator");
+  prop->major = 9, prop->minor = 0, prop->multiProcessorCount = 1;
+  return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int d) {
   if (d != 0) return set(cudaErrorInvalidDevice);

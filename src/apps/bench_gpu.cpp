@@ -50,6 +50,7 @@
 #include "optim/flat.h"
 #include "optim/flat_adamw.h"
 #include "train/device.h"
+#include "train/mfu.h"
 #include "train/options.h"
 
 namespace {
@@ -246,13 +247,8 @@ int main(int argc, char** argv) {
     // gradient's gemm (nn/unfused.h) and the loss's forward computed its gradient.
     const bool is_unfused = cl.args.count("unfused") > 0;
     if (is_unfused) model.set_hook(&nn::unfused_linears());
-    int64_t n_flop_params = 0;
-    for (const auto& [name, t] : model.parameters())
-      if (name.find("wpe") == std::string::npos &&
-          name.find("embed_positions") == std::string::npos)
-        n_flop_params += t.numel();
-    const double flops_per_token =
-        6.0 * double(n_flop_params) + 12.0 * double(mc.n_layer * mc.n_head * mc.head_dim() * T);
+    const int64_t n_flop_params = train::flop_parameters(model);
+    const double flops_per_token = train::training_flops_per_token(model, T);
     // The optimizer train builds for optim.name adamw on one rank (train/trainer.cpp): parameters
     // and gradients in flat buffers, one AdamW launch, the gradient norm clipped inside.
     std::unique_ptr<dist::Communicator> comm =

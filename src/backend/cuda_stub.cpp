@@ -14,6 +14,7 @@ namespace {
 
 bool available() { return false; }
 int device_count() { return 0; }
+std::string device_name(int) { no_cuda(); }
 void* device_malloc(size_t, int) { no_cuda(); }
 void device_free(void*, int) {}
 void copy_to_device(void*, const void*, size_t, int) { no_cuda(); }

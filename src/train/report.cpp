@@ -84,16 +84,20 @@ void Report::emit(const std::string& json) {
 }
 
 void Report::step(const StepReport& r) {
+  char mfu[32] = "";
+  if (r.mfu >= 0) std::snprintf(mfu, sizeof mfu, " | mfu %.1f%%", 100 * r.mfu);
   char line[256];
   std::snprintf(line, sizeof line,
-                "step %5ld/%ld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | eta %s",
-                long(r.step), long(r.max_steps), r.loss, r.lr, r.grad_norm, r.tokens_per_s,
+                "step %5ld/%ld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s%s | eta %s",
+                long(r.step), long(r.max_steps), r.loss, r.lr, r.grad_norm, r.tokens_per_s, mfu,
                 duration(r.eta_seconds).c_str());
   this->line(line);
-  emit("{\"step\": " + std::to_string(r.step) + ", \"loss\": " + json_number(r.loss) +
-       ", \"lr\": " + json_number(r.lr) + ", \"grad_norm\": " + json_number(r.grad_norm) +
-       ", \"tokens_per_s\": " + json_number(r.tokens_per_s) + ", \"tokens\": " +
-       std::to_string(r.tokens) + "}");
+  std::string json = "{\"step\": " + std::to_string(r.step) + ", \"loss\": " + json_number(r.loss) +
+                     ", \"lr\": " + json_number(r.lr) +
+                     ", \"grad_norm\": " + json_number(r.grad_norm) +
+                     ", \"tokens_per_s\": " + json_number(r.tokens_per_s);
+  if (r.mfu >= 0) json += ", \"mfu\": " + json_number(r.mfu);
+  emit(json + ", \"tokens\": " + std::to_string(r.tokens) + "}");
 }
 
 void Report::eval(int64_t step, double val) {

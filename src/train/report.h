@@ -33,6 +33,7 @@ struct StepReport {
   double tokens_per_s = 0;  // over all ranks
   int64_t tokens = 0;       // seen so far, over all ranks
   double eta_seconds = 0;
+  double mfu = -1;  // model FLOPs utilisation of one device (train/mfu.h); < 0: not shown
 };
 
 class Report {

@@ -35,6 +35,7 @@
 #include <sstream>
 
 #include "autograd/autograd.h"
+#include "backend/cuda.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/retention.h"
 #include "config/schema.h"
@@ -51,6 +52,7 @@
 #include "peft/adapter.h"
 #include "train/device.h"
 #include "train/load.h"
+#include "train/mfu.h"
 #include "train/rank_agreement.h"
 #include "train/report.h"
 #include "train/rollback.h"
@@ -197,6 +199,7 @@ class Trainer {
   std::set<int64_t> poisoned_;  // first windows of the micro-batches fault injection poisons
   std::unique_ptr<Report> out_;
 
+  double mfu_per_token_ = 0;   // MFU = this x tokens/s of one device (train/mfu.h); 0: not shown
   uint64_t dropout_seed_ = 0;  // the run's (rank 0's) dropout seed
   int64_t step_ = 0, tokens_seen_ = 0;
   RunHistory history_;
@@ -269,6 +272,10 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   if (const Placement where = placement(cfg_, comm_->local_rank()); where.device.is_cuda()) {
     place_model(model_, where.device, where.dtype);
     if (lora_) lora_->place(where.device);
+    // MFU on a GPU whose bf16 peak is known, for full-model training (LoRA's frozen base takes no
+    // weight gradients: its step is not 6 N per token).
+    const double peak = peak_bf16_flops(cuda::device_name(where.device.index));
+    if (!lora_ && peak > 0) mfu_per_token_ = training_flops_per_token(model_, T_) / peak;
   }
   params_ = named_params(lora_ ? lora_->parameters() : model_.parameters());
   build_optimizer();
@@ -681,12 +688,17 @@ TrainResult Trainer::run() {
 
     if (done % cfg_.log.interval == 0 || done == stop || done == first_step_ + 1) {
       const double elapsed = seconds_since(start_);
-      out_->step({.step = done, .max_steps = cfg_.train.max_steps, .loss = loss, .lr = lr,
+      const double tokens_per_s = double(tokens_per_step) / seconds_since(t0);
+      out_->step({.step = done,
+                  .max_steps = cfg_.train.max_steps,
+                  .loss = loss,
+                  .lr = lr,
                   .grad_norm = norm.value_or(reported),
-                  .tokens_per_s = double(tokens_per_step) / seconds_since(t0),
+                  .tokens_per_s = tokens_per_s,
                   .tokens = tokens_seen_,
                   .eta_seconds = elapsed / double(std::max<int64_t>(done - first_step_, 1)) *
-                                 double(cfg_.train.max_steps - done)});
+                                 double(cfg_.train.max_steps - done),
+                  .mfu = mfu_per_token_ > 0 ? mfu_per_token_ * tokens_per_s / world_ : -1});
     }
     // Saved before the evaluation: an evaluation that fails loses no training.
     if ((cfg_.checkpoint.interval > 0 && done % cfg_.checkpoint.interval == 0) || done == stop)

@@ -25,13 +25,14 @@
 #include "backend/cuda.h"
 #include "checkpoint/checkpoint.h"
 #include "core/rng.h"
+#include "cuda/cuda_fixture.h"
 #include "nn/gpt.h"
 #include "ops/elementwise.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
-#include "cuda/cuda_fixture.h"
 #include "test_util.h"
 #include "train/device.h"
+#include "train/mfu.h"
 #include "train/train_fixture.h"
 #include "train/trainer.h"
 
@@ -228,6 +229,17 @@ TEST(TrainCuda, fifty_bf16_steps_follow_the_cpu_loss_curve) {
     EXPECT_NEAR(b[i], a[i], 0.05 * a[i] + 0.05) << "step " << i + 1;
   EXPECT_LT(b.back(), 0.7 * b.front()) << "the GPU run learned";
   EXPECT_NE(log.str().find("cudaMalloc calls"), std::string::npos) << "reserved memory reported";
+  // The GPU run's steps report the MFU where the device's peak is known (the emulator's is not),
+  // the CPU run's never.
+  const std::string name = cuda::device_name(0);
+  const bool known = train::peak_bf16_flops(name) > 0;
+  std::printf("[ device ] %s: bf16 peak %s\n", name.c_str(),
+              known ? (std::to_string(train::peak_bf16_flops(name) / 1e12) + " TFLOP/s").c_str()
+                    : "not known (no MFU)");
+  EXPECT_FALSE(name.empty());
+  EXPECT_EQ(testing::metric(run.dir / "ckpt" / "cuda" / "metrics.jsonl", "mfu").size(),
+            known ? 50u : 0u);
+  EXPECT_EQ(testing::metric(run.dir / "ckpt" / "cpu" / "metrics.jsonl", "mfu").size(), 0u);
 }
 
 TEST(TrainCuda, resumed_run_repeats_the_uninterrupted_one_bit_for_bit) {
