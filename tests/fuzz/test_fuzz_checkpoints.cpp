@@ -13,6 +13,9 @@
 //   TESSERA_FUZZ_MUTATIONS  number of mutations (default 200: the CI run)
 //   TESSERA_FUZZ_SEED       seed (default 16); mutation i depends only on (seed, i)
 //   TESSERA_FUZZ_KEEP       a directory to copy every failing mutant into, for a closer look
+//   TESSERA_FUZZ_CHUNK_BYTES  N: the digest file with a SHA-256 per N bytes (as a checkpoint over
+//                           64 MiB has it: checkpoint/sidecar.h), so the chunk-wise check meets
+//                           the mutations (ctest fuzz.chunked_digest: 4096)
 //   TESSERA_FUZZ_NO_DIGEST  1: mutants without a digest file, as files written before digests
 //                           were loaded; shows what HDF5 and the tensor checksums catch alone
 //                           (crashes and loads of changed bytes: this mode is expected to fail)
@@ -260,7 +263,12 @@ TEST_F(FuzzCheckpoints, no_mutation_crashes_or_loads_silently) {
   const uint64_t seed = uint64_t(env_int("TESSERA_FUZZ_SEED", 16));
   const char* keep = std::getenv("TESSERA_FUZZ_KEEP");
   const std::string original = read_file(s.checkpoint);
-  const std::string sidecar = read_file(digest_path(s.checkpoint));
+  std::string sidecar = read_file(digest_path(s.checkpoint));
+  if (const int64_t chunk = env_int("TESSERA_FUZZ_CHUNK_BYTES", 0); chunk > 0) {
+    sidecar =
+        digest_file_text(s.checkpoint.string(), s.checkpoint.filename().string(), uint64_t(chunk));
+    ASSERT_NE(sidecar.find("# chunk 1 "), std::string::npos) << sidecar;
+  }
   const fs::path work = s.dir / "mutant";
   fs::create_directories(work);
   // The mutant keeps the checkpoint's name, so its digest file is the original's, unchanged.
