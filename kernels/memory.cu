@@ -143,7 +143,10 @@ int device_count() {
 
 std::string device_name(int device) {
   cudaDeviceProp prop{};
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();  // not sticky, but leave nothing for the next check to report
+    return "";
+  }
   return prop.name;
 }
 

@@ -17,7 +17,8 @@ namespace tessera::cuda {
 
 bool available();          // built with CUDA and at least one device present (never throws)
 int device_count();        // 0 when the driver finds no device
-// The device's name as the driver gives it ("NVIDIA H200"; the emulator's "tessera CUDA emulator").
+// The device's name as the driver gives it ("NVIDIA H200"; the emulator's "tessera CUDA emulator");
+// "" when the driver cannot say (never throws in a CUDA build: it only labels reports).
 std::string device_name(int device);
 void* device_malloc(size_t nbytes, int device);
 void device_free(void* ptr, int device);
