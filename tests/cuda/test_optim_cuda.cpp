@@ -208,9 +208,10 @@ TEST(OptimCuda, clip_grad_norm_on_cuda_matches_the_cpu) {
     for (int i = 0; i < 4; ++i) {
       const Shape s{int64_t(1000 * (i + 1)), 3};
       const Tensor g = randn(s, gen).to(dt);
-      cpu_params.push_back({"p" + std::to_string(i), param_with_grad(zeros(s, dt), g)});
-      gpu_params.push_back(
-          {"p" + std::to_string(i), param_with_grad(zeros(s, {dt, kGpu}), g.to(kGpu))});
+      std::string name = "p";  // (not "p" + to_string: GCC 12 warns falsely of overlap there)
+      name += std::to_string(i);
+      cpu_params.push_back({name, param_with_grad(zeros(s, dt), g)});
+      gpu_params.push_back({name, param_with_grad(zeros(s, {dt, kGpu}), g.to(kGpu))});
     }
     const double cpu_norm = clip_grad_norm(cpu_params, 1.0);
     const double gpu_norm = clip_grad_norm(gpu_params, 1.0);
