@@ -122,15 +122,12 @@ int main(int argc, char** argv) {
       if (made) fs::remove(dir);
     }
 
-    const char* env = std::getenv("TESSERA_DIGEST");
-    const bool fast = (!env || std::string(env) != "portable");
     std::printf(
         "bench_checkpoint: %lld layers x %lld channels, vocabulary %lld: %zu tensors, %.0f "
         "MB of tensors, file %.0f MB; digests: SHA-256 %s, CRC-32C %s\n",
         (long long)cfg.n_layer, (long long)cfg.n_embd, (long long)cfg.vocab_size,
         ck.model.size() + ck.optimizer.size(), double(bytes) / 1e6, file_bytes / 1e6,
-        fast && cpu_has_sha256() ? "SHA extensions" : "portable",
-        fast && cpu_has_crc32c() ? "SSE4.2" : "portable");
+        sha256_best_code(), crc32c_best_code());
     std::printf("%-8s %10s %10s\n", "row", "ms", "MB/s");
     auto row = [&](const char* name, double ms, double b) {
       std::printf("%-8s %10.1f %10.0f\n", name, ms, b / 1e3 / ms);

@@ -153,6 +153,14 @@ bool cpu_has_crc32c() {
 #endif
 }
 
+const char* sha256_best_code() {
+  return instructions_allowed() && cpu_has_sha256() ? "SHA extensions" : "portable";
+}
+
+const char* crc32c_best_code() {
+  return instructions_allowed() && cpu_has_crc32c() ? "SSE4.2" : "portable";
+}
+
 Sha256::Sha256(DigestCode code) : blocks_(sha256_blocks_portable), state_(kH0) {
 #if defined(__x86_64__)
   if (code == DigestCode::best && instructions_allowed() && cpu_has_sha256())

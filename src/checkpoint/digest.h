@@ -25,6 +25,9 @@ namespace tessera {
 enum class DigestCode { best, portable };
 bool cpu_has_sha256();  // x86-64 SHA extensions (with the SSSE3 and SSE4.1 they need)
 bool cpu_has_crc32c();  // SSE4.2
+// What DigestCode::best runs here, for reports: "SHA extensions" / "SSE4.2", or "portable".
+const char* sha256_best_code();
+const char* crc32c_best_code();
 
 // SHA-256, FIPS 180-4 section 6.2, fed in pieces of any size.
 class Sha256 {
