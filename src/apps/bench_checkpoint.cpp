@@ -13,7 +13,9 @@
 // (verify_checkpoint_file: a large file's chunks hashed on OpenMP's threads). "sha256" and "crc32c"
 // time those digests alone, on one thread, over the same bytes (the whole file; every tensor), so
 // save and load less them is what the file system and HDF5 take. The first load follows a save, so
-// the file is in the page cache: the rows measure the CPU's work, not the disk.
+// the file is in the page cache: the rows measure the CPU's work, not the disk. "stage" is the
+// host copy a save with checkpoint.async takes (stage_on_host): all the training loop waits for
+// while the rest of "save" runs on the write thread.
 // scripts/bench_checkpoint.sh runs this beside sha256sum and PyTorch's torch.save / torch.load of
 // the same tensors.
 #include <algorithm>
@@ -25,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/async_save.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/digest.h"
 #include "checkpoint/sidecar.h"
@@ -107,6 +110,7 @@ int main(int argc, char** argv) {
       save_checkpoint(path, ck);
     });
     const double file_bytes = double(fs::file_size(path));
+    const double stage = median_ms(repeats, [&] { (void)stage_on_host(ck); });
     const double load = median_ms(repeats, [&] { (void)load_checkpoint(path); });
     const double verify = median_ms(repeats, [&] { (void)verify_checkpoint_file(path); });
     std::string hex;
@@ -133,6 +137,7 @@ int main(int argc, char** argv) {
       std::printf("%-8s %10.1f %10.0f\n", name, ms, b / 1e3 / ms);
     };
     row("save", save, file_bytes);
+    row("stage", stage, double(bytes));
     row("load", load, file_bytes);
     row("verify", verify, file_bytes);
     row("sha256", sha, file_bytes);

@@ -140,6 +140,8 @@ struct CheckpointConfig {
   int64_t interval = 500;           // steps between saves; 0 = only at the end
   int64_t keep = 3;                 // newest checkpoints kept on disk (>= 2)
   int64_t milestone_interval = 0;   // checkpoints at multiples of it are never pruned; 0 = none
+  bool async = false;  // write on a thread of its own while training goes on, from a host copy
+                       // taken at the save step (checkpoint/async_save.h)
   std::string resume;  // "" = start fresh, "auto" = newest in the run dir if any, else a path
   std::string init;    // a checkpoint to take weights from (not optimizer or data state), or
                        // hf:DIR, a Hugging Face directory (train/hf_dir.h)

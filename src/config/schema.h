@@ -103,6 +103,7 @@ void visit_section(S& s, F&& f) {
   f("interval", s.interval);
   f("keep", s.keep);
   f("milestone_interval", s.milestone_interval);
+  f("async", s.async);
   f("resume", s.resume);
   f("init", s.init);
 }

@@ -32,10 +32,10 @@
 #include <filesystem>
 #include <optional>
 #include <set>
-#include <sstream>
 
 #include "autograd/autograd.h"
 #include "backend/cuda.h"
+#include "checkpoint/async_save.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/retention.h"
 #include "config/schema.h"
@@ -55,6 +55,7 @@
 #include "train/mfu.h"
 #include "train/rank_agreement.h"
 #include "train/report.h"
+#include "train/resume.h"
 #include "train/rollback.h"
 #include "train/run_notes.h"
 #include "train/run_state.h"
@@ -107,53 +108,10 @@ std::unique_ptr<dist::Communicator> communicator(const Config& cfg) {
                                  launch);
 }
 
-// The checkpoint a run resumes from, read once, before anything is built from the config: nullopt
-// when the run does not resume, or resumes `auto` from a run directory that holds no checkpoint.
-// `auto` takes the newest checkpoint that loads (load_resumable: passed-over files warned about on
-// rank 0 and moved aside by it).
-std::optional<Resumable> read_resumed(const Config& cfg, int rank, std::ostream& log) {
-  const std::string& resume = cfg.checkpoint.resume;
-  if (resume.empty()) return std::nullopt;
-  if (resume == "auto") {
-    std::ostringstream elsewhere;  // ranks other than 0 reach the same choice silently
-    return load_resumable((fs::path(cfg.checkpoint.dir) / cfg.train.run_name).string(),
-                          rank == 0 ? log : elsewhere, rank == 0);
-  }
-  std::string path = resolve_checkpoint(resume);
-  CheckpointData data = load_checkpoint(path);
-  return Resumable{std::move(path), std::move(data)};
-}
-
-// A run that leaves train.total_batch_size at 0 (B x T x world) and resumes keeps the
-// checkpoint's tokens per step, so it continues the same data order on any world size: trained on
-// 2 ranks, resumed on 1 with 2 micro-batches per step. An explicit total_batch_size is kept as
-// given (and checked against the checkpoint's when it loads).
-Config resolve_tokens_per_step(Config cfg, const std::optional<Resumable>& resumed, int rank,
-                               int world, std::ostream& log) {
-  if (cfg.train.total_batch_size != 0 || !resumed) return cfg;
-  const auto& ints = resumed->data.trainer_ints;
-  auto it = ints.find("tokens_per_step");
-  if (it == ints.end() || it->second == cfg.tokens_per_step(world)) return cfg;
-  cfg.train.total_batch_size = it->second;
-  if (rank == 0)
-    log << "resume: keeping the checkpoint's " << it->second
-        << " tokens per step (train.total_batch_size)\n";
-  return cfg;
-}
-
-// Why a fresh run may not use `dir` ("" when it may): an earlier run's checkpoints or metrics.jsonl
-// are there.
-std::string earlier_run(const fs::path& dir) {
-  const std::string held = describe_run_and_metrics(dir);
-  if (held.empty()) return "";
-  return "run directory " + dir.string() + " already holds a run (" + held + "): continue it "
-         "with --resume auto, or give this run another train.run_name (--run-name) or "
-         "checkpoint.dir (nothing was written)";
-}
-
 class Trainer {
  public:
   Trainer(const Config& cfg, std::ostream& log);
+  ~Trainer();
   TrainResult run();
 
  private:
@@ -168,6 +126,11 @@ class Trainer {
   double lr_now() const;
   void spike(int64_t first_window, const std::string& reason);
   std::string save(int64_t done);
+  // checkpoint.async: collects rank 0's background write of the last save (blocking until it is
+  // committed); a failed write stops every rank. Every rank calls it at the same points: before a
+  // save, before a rollback reads the run directory, when a step's agreed flag says the write
+  // failed, and at the end of the run.
+  void finish_save();
   void restore(const std::string& path, const CheckpointData& ck, bool with_history);
   void check_resumed_config(const std::string& path, const CheckpointData& ck) const;
   // Throws on every rank when any rank's `error` is set: its own message where it is set,
@@ -206,7 +169,20 @@ class Trainer {
   TrainResult result_;
   std::chrono::steady_clock::time_point start_;
   int64_t first_step_ = 0;
+  BackgroundWrite writer_;  // checkpoint.async, rank 0: the last save's write (joined first)
 };
+
+Trainer::~Trainer() {
+  // Unwinding (a stop after too many spikes, an error): the last save still commits, and its
+  // failure, if any, is said.
+  if (!writer_.pending()) return;
+  const std::string what = writer_.what(), error = writer_.wait();
+  if (error.empty() || !out_) return;
+  try {
+    out_->line("checkpoint: the background write of " + what + " failed: " + error);
+  } catch (...) {  // a destructor does not throw
+  }
+}
 
 Trainer::Trainer(const Config& cfg, std::ostream& log)
     : comm_(communicator(cfg)),
@@ -457,6 +433,7 @@ void Trainer::fail_together(const std::string& error, const std::string& elsewhe
 }
 
 std::string Trainer::save(int64_t done) {
+  finish_save();  // one write at a time, in order: the previous save's commits first
   CheckpointData ck;
   if (lora_) {
     ck.model = lora_->parameters();  // the adapters alone: the base stays where it came from
@@ -479,24 +456,58 @@ std::string Trainer::save(int64_t done) {
   s.world = world_, s.tokens_per_step = cfg_.tokens_per_step(world_);
   put_run_state(s, ck);
   ck.config_yaml = to_yaml(cfg_);
-  const std::string name = checkpoint_name(done);
-  std::string error;
+  const std::string name = checkpoint_name(done), path = (run_dir_ / name).string();
+  // The commit: the file, then `latest`, then retention; here, or on the write thread.
+  auto commit = [dir = run_dir_.string(), name, path,
+                 keep = RetentionPolicy{.keep = cfg_.checkpoint.keep,
+                                        .milestone_interval = cfg_.checkpoint.milestone_interval}](
+                    const CheckpointData& data) {
+    save_checkpoint(path, data);
+    write_latest(dir, name);
+    prune_checkpoints(dir, keep, name);
+  };
+  std::string error, note;
   if (rank_ == 0) {
     try {
-      save_checkpoint((run_dir_ / name).string(), ck);
-      write_latest(run_dir_.string(), name);
-      prune_checkpoints(run_dir_.string(),
-                        {.keep = cfg_.checkpoint.keep,
-                         .milestone_interval = cfg_.checkpoint.milestone_interval},
-                        name);
+      if (cfg_.checkpoint.async) {
+        const auto t0 = std::chrono::steady_clock::now();
+        CheckpointData staged = stage_on_host(ck);
+        char line[96];
+        std::snprintf(line, sizeof line, " (host copy in %.3f s; written in the background)",
+                      seconds_since(t0));
+        note = line;
+        writer_.start(name, [commit, staged = std::move(staged)] { commit(staged); });
+      } else {
+        commit(ck);
+      }
     } catch (const Error& e) {
       error = e.what();
     }
   }
   for (; next < state.size();) ck.optimizer_sources[next].second();
   fail_together(error, "rank 0 could not save checkpoint " + name);
-  out_->log() << "checkpoint: " << (run_dir_ / name).string() << "\n";
-  return (run_dir_ / name).string();
+  out_->log() << "checkpoint: " << path << note << "\n";
+  return path;
+}
+
+void Trainer::finish_save() {
+  if (!cfg_.checkpoint.async) return;
+  const std::string what = writer_.what();
+  const bool pending = writer_.pending();
+  std::string error = writer_.wait();
+  if (pending && writer_.waited_seconds() >= 0.01) {
+    char line[160];
+    std::snprintf(line, sizeof line,
+                  "checkpoint: waited %.2f s for the background write of %s (%.2f s in all)",
+                  writer_.waited_seconds(), what.c_str(), writer_.job_seconds());
+    out_->log() << line << "\n";
+  }
+  if (!error.empty())
+    error = "checkpoint.async: the background write of " + what +
+            " failed, so training stopped at step " + std::to_string(step_) +
+            " (resume from the newest checkpoint that committed with --resume auto): " + error;
+  fail_together(error, "rank 0's background checkpoint write failed: training stopped at step " +
+                           std::to_string(step_));
 }
 
 data::Batch Trainer::next_batch(int64_t* window) {
@@ -597,6 +608,7 @@ void Trainer::spike(int64_t first_window, const std::string& reason) {
     skip = INT64_MAX - first_window;
   history_.skips.emplace_back(first_window, first_window + skip);
 
+  finish_save();  // the checkpoint being written may be the one to go back to
   std::optional<RollbackTarget> target =
       rollback_target(run_dir_.string(), step_, sc.rollback_steps, out_->log());
   std::string to = "none";
@@ -670,7 +682,10 @@ TrainResult Trainer::run() {
     const double local = forward_backward(&first_window);
     // The loss over the global batch and the global norm, identical on every rank.
     const std::optional<double> known = opt_->grad_norm();
-    const std::vector<double> shared = agree({local, known.value_or(0.0)});
+    // The third value: rank 0's background checkpoint write failed (checkpoint.async).
+    const std::vector<double> shared =
+        agree({local, known.value_or(0.0), rank_ == 0 && writer_.failed() ? 1.0 : 0.0});
+    if (shared[2] != 0) finish_save();  // throws on every rank
     const double loss = shared[0];
     const std::optional<double> norm = known ? std::optional<double>(shared[1]) : std::nullopt;
     SpikeVerdict verdict;
@@ -710,6 +725,7 @@ TrainResult Trainer::run() {
       out_->eval(done, val);
     }
   }
+  finish_save();  // the run's last checkpoint is committed before it returns
   result_.rollbacks = history_.rollbacks;
   const int64_t peak = memory_stats(dev).peak_bytes;
   char line[200];

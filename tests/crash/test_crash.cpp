@@ -1,5 +1,6 @@
 // Crash safety: build/train is killed with SIGKILL at random moments (checkpoint writes included:
-// this run writes one after every step) and restarted with --resume auto each time. After every
+// this run writes one after every step, every other restart on the background thread of
+// checkpoint.async) and restarted with --resume auto each time. After every
 // kill the run directory must hold a checkpoint that loads completely, and the run that finally
 // completes must end with exactly the parameters of a run that was never interrupted.
 #include <gtest/gtest.h>
@@ -72,6 +73,12 @@ TEST(Crash, twenty_sigkills_never_leave_the_run_without_a_resumable_checkpoint) 
   c.train.run_name = "crashy";
   const fs::path cfg = run.dir / "crashy.yaml";
   std::ofstream(cfg) << to_yaml(c);
+  // The same run with its saves written in the background (odd restarts): a kill lands while the
+  // next step trains and the last one's file is still being written.
+  Config in_background = c;
+  in_background.checkpoint.async = true;
+  const fs::path async_cfg = run.dir / "crashy-async.yaml";
+  std::ofstream(async_cfg) << to_yaml(in_background);
   const fs::path run_dir = run.dir / "ckpt" / "crashy";
   const fs::path log = run.dir / "crashy.log";
 
@@ -93,7 +100,7 @@ TEST(Crash, twenty_sigkills_never_leave_the_run_without_a_resumable_checkpoint) 
   int kills = 0, during_write = 0, finished_early = 0;
   bool had_checkpoint = false;
   while (kills < 20) {
-    pid_t pid = launch(cfg, log);
+    pid_t pid = launch(kills % 2 ? async_cfg : cfg, log);
     std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(delay(gen)));
     kill(pid, SIGKILL);
     const int status = wait_for(pid);

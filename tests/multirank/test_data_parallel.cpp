@@ -303,7 +303,13 @@ TEST_F(DataParallel, a_spike_on_one_rank_rolls_every_rank_back_as_one_rank_does)
   c.spike.inject_rank = 1;  // rank 1's micro-batch; micro-batch 1 of the step on one process
   c.train.batch_size = 4;   // 2 ranks x 1 micro-batch, or 1 rank x 2
   const RunDir one = train(1, c, "spike1"), two = train(2, c, "spike2");
-  for (const RunDir* r : {&one, &two}) {
+  // checkpoint.async with ZeRO-1: rank 0 copies the state (the others' shards gathered) and writes
+  // it on its own thread; the rollback waits for it on every rank.
+  Config za = c;
+  za.dist.zero = 1;
+  za.checkpoint.async = true;
+  const RunDir async = train(2, za, "spike2async");
+  for (const RunDir* r : {&one, &two, &async}) {
     const std::vector<std::string> events = metric_lines(r->metrics, "\"rollback\"");
     ASSERT_EQ(events.size(), 1u) << read(r->metrics);
     // Step 10 reads windows [72, 80); its skip covers the step, back to the step-8 checkpoint.
@@ -313,8 +319,12 @@ TEST_F(DataParallel, a_spike_on_one_rank_rolls_every_rank_back_as_one_rank_does)
               std::string::npos) << events[0];
   }
   expect_same_losses(one, two, 1, 16);
+  expect_same_losses(one, async, 1, 16);
   EXPECT_LT(max_param_diff(one.last(), two.last()), kParamTol);
+  EXPECT_LT(max_param_diff(one.last(), async.last()), kParamTol);
   EXPECT_EQ(fs::exists(two.dir / checkpoint_name(12)), true);
+  EXPECT_NE(read(run_.dir / "spike2async.log").find("written in the background"),
+            std::string::npos);
 }
 
 TEST_F(DataParallel, a_killed_rank_stops_the_job_naming_it_and_resume_continues) {

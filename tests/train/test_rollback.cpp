@@ -40,14 +40,19 @@ Config resume_config(const TempRun& run) {
   return c;
 }
 
-void expect_same_bytes(const CheckpointData& a, const CheckpointData& b) {
-  ASSERT_EQ(a.model.size(), b.model.size());
-  for (size_t i = 0; i < a.model.size(); ++i) {
-    const Tensor &x = a.model[i].second, &y = b.model[i].second;
-    ASSERT_EQ(a.model[i].first, b.model[i].first);
+void expect_same_bytes(const std::vector<std::pair<std::string, Tensor>>& a,
+                       const std::vector<std::pair<std::string, Tensor>>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    const Tensor &x = a[i].second, &y = b[i].second;
+    ASSERT_EQ(a[i].first, b[i].first);
     ASSERT_EQ(x.nbytes(), y.nbytes());
-    EXPECT_EQ(std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()), 0) << a.model[i].first;
+    EXPECT_EQ(std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()), 0) << a[i].first;
   }
+}
+
+void expect_same_bytes(const CheckpointData& a, const CheckpointData& b) {
+  expect_same_bytes(a.model, b.model);
 }
 
 // The "loss" fields of every line, in file order (rolled-back steps included).
@@ -134,22 +139,110 @@ TEST(Rollback, injected_spikes_are_detected_rolled_back_and_skipped_for_every_ki
   }
 }
 
+// With checkpoint.async too: the checkpoints a background write may still hold when the third
+// spike stops the run are committed before run_training's error reaches the caller, the same
+// files as the synchronous run's.
 TEST(Rollback, too_many_spikes_stop_with_a_clear_error_and_every_checkpoint_intact) {
   TempRun run;
-  Config c = run.config(60);
-  c.checkpoint.interval = 10;
-  c.spike.window = 16;
-  c.spike.inject_steps = "25,32,45";
-  c.spike.inject_kind = "nan";
-  c.spike.max_rollbacks = 2;
+  std::vector<std::vector<int64_t>> steps;
+  for (bool async : {false, true}) {
+    SCOPED_TRACE(async);
+    Config c = run.config(60);
+    c.train.run_name = async ? "async" : "sync";
+    c.checkpoint.interval = 10;
+    c.checkpoint.async = async;
+    c.spike.window = 16;
+    c.spike.inject_steps = "25,32,45";
+    c.spike.inject_kind = "nan";
+    c.spike.max_rollbacks = 2;
+    std::ostringstream log;
+    const std::string msg = tessera::testing::error_of([&] { train::run_training(c, log); });
+    EXPECT_NE(msg.find("spike.max_rollbacks"), std::string::npos) << msg;
+    const std::string dir = (run.dir / "ckpt" / c.train.run_name).string();
+    const std::vector<CheckpointFile> files = list_checkpoints(dir);
+    ASSERT_FALSE(files.empty());
+    steps.emplace_back();
+    for (const CheckpointFile& f : files) {
+      EXPECT_NO_THROW(load_checkpoint(f.path)) << f.path;
+      steps.back().push_back(f.step);
+    }
+    EXPECT_EQ(resolve_checkpoint(dir), files.back().path);
+    EXPECT_NO_THROW(load_checkpoint(resolve_checkpoint(dir)));
+  }
+  EXPECT_EQ(steps[0], steps[1]);
+}
+
+// checkpoint.async: saves written on a thread of their own while training goes on leave the
+// synchronous run's checkpoints, byte for byte (weights and AdamW state), and its losses, through
+// two rollbacks (each waits for the write in flight, which may be the checkpoint it goes back to)
+// and an interruption resumed from a checkpoint written in the background.
+TEST(AsyncSave, background_saves_leave_the_checkpoints_and_losses_of_synchronous_saves) {
+  TempRun run;
+  std::ostringstream log;
+  Config sync = resume_config(run);
+  sync.train.run_name = "full";
+  train::TrainResult a = train::run_training(sync, log);
+  Config async = resume_config(run);
+  async.checkpoint.async = true;
+  async.train.run_name = "async";
+  std::ostringstream alog;
+  train::TrainResult b = train::run_training(async, alog);
+  train::TrainResult split = tessera::testing::run_split(async, 15, alog);
+  EXPECT_NE(alog.str().find("(host copy in "), std::string::npos) << alog.str();
+  EXPECT_NE(alog.str().find("written in the background)"), std::string::npos) << alog.str();
+
+  const fs::path root = run.dir / "ckpt";
+  const std::vector<CheckpointFile> kept = list_checkpoints((root / "full").string());
+  ASSERT_EQ(kept.size(), 2u);  // checkpoint.keep
+  for (const char* name : {"async", "split"}) {
+    SCOPED_TRACE(name);
+    const train::TrainResult& r = std::string(name) == "async" ? b : split;
+    EXPECT_EQ(r.steps, 30);
+    EXPECT_EQ(r.rollbacks, 2) << alog.str();
+    EXPECT_EQ(fs::path(r.last_checkpoint).filename(), fs::path(a.last_checkpoint).filename());
+    const std::vector<CheckpointFile> files = list_checkpoints((root / name).string());
+    ASSERT_EQ(files.size(), kept.size());
+    for (size_t i = 0; i < kept.size(); ++i) {
+      ASSERT_EQ(files[i].step, kept[i].step);
+      const CheckpointData x = load_checkpoint(kept[i].path), y = load_checkpoint(files[i].path);
+      expect_same_bytes(x.model, y.model);
+      expect_same_bytes(x.optimizer, y.optimizer);
+      EXPECT_EQ(x.trainer_ints, y.trainer_ints);
+      EXPECT_EQ(x.data, y.data);
+    }
+    EXPECT_EQ(loss_sequence(root / "full" / "metrics.jsonl"),
+              loss_sequence(root / name / "metrics.jsonl"));
+  }
+}
+
+// A background write that fails stops the run, on the step the failure is seen or at the next
+// save at the latest, with an error naming the checkpoint; the checkpoints committed before it
+// stay, and `latest` names the newest of them.
+TEST(AsyncSave, a_failed_background_write_stops_the_run_by_the_next_save_naming_the_file) {
+  TempRun run;
+  Config c = run.config(40);
+  c.checkpoint.interval = 4, c.checkpoint.keep = 5;
+  c.checkpoint.async = true;
+  const fs::path dir = run.dir / "ckpt" / "run";
+  // HDF5 cannot create step_00000008.h5.tmp where a directory of that name stands.
+  fs::create_directories(dir / "step_00000008.h5.tmp" / "blocker");
   std::ostringstream log;
   const std::string msg = tessera::testing::error_of([&] { train::run_training(c, log); });
-  EXPECT_NE(msg.find("spike.max_rollbacks"), std::string::npos) << msg;
-  const std::string dir = (run.dir / "ckpt" / "run").string();
-  const std::vector<CheckpointFile> files = list_checkpoints(dir);
-  EXPECT_FALSE(files.empty());
-  for (const CheckpointFile& f : files) EXPECT_NO_THROW(load_checkpoint(f.path)) << f.path;
-  EXPECT_NO_THROW(load_checkpoint(resolve_checkpoint(dir)));
+  EXPECT_NE(msg.find("checkpoint.async: the background write of step_00000008.h5 failed"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find((dir / "step_00000008.h5.tmp").string()), std::string::npos) << msg;
+  const size_t at = msg.find("training stopped at step ");
+  ASSERT_NE(at, std::string::npos) << msg;
+  const int64_t stopped = std::stoll(msg.substr(at + 25));
+  std::printf("[ stopped ] at step %ld (the failed write: step 8; the next save: step 12)\n",
+              long(stopped));
+  EXPECT_GE(stopped, 8);
+  EXPECT_LE(stopped, 12);
+  EXPECT_EQ(resolve_checkpoint(dir.string()), (dir / "step_00000004.h5").string());
+  EXPECT_NO_THROW(load_checkpoint((dir / "step_00000004.h5").string()));
+  EXPECT_FALSE(fs::exists(dir / "step_00000008.h5"));
+  EXPECT_FALSE(fs::exists(dir / "step_00000012.h5"));
 }
 
 TEST(Rollback, without_an_earlier_checkpoint_the_update_is_skipped) {

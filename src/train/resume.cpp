@@ -1,0 +1,46 @@
+#include "train/resume.h"
+
+#include <sstream>
+#include <utility>
+
+#include "checkpoint/checkpoint.h"
+#include "train/report.h"  // describe_run_and_metrics
+
+namespace tessera::train {
+namespace fs = std::filesystem;
+
+std::optional<Resumable> read_resumed(const Config& cfg, int rank, std::ostream& log) {
+  const std::string& resume = cfg.checkpoint.resume;
+  if (resume.empty()) return std::nullopt;
+  if (resume == "auto") {
+    std::ostringstream elsewhere;  // ranks other than 0 reach the same choice silently
+    return load_resumable((fs::path(cfg.checkpoint.dir) / cfg.train.run_name).string(),
+                          rank == 0 ? log : elsewhere, rank == 0);
+  }
+  std::string path = resolve_checkpoint(resume);
+  CheckpointData data = load_checkpoint(path);
+  return Resumable{std::move(path), std::move(data)};
+}
+
+Config resolve_tokens_per_step(Config cfg, const std::optional<Resumable>& resumed, int rank,
+                               int world, std::ostream& log) {
+  if (cfg.train.total_batch_size != 0 || !resumed) return cfg;
+  const auto& ints = resumed->data.trainer_ints;
+  auto it = ints.find("tokens_per_step");
+  if (it == ints.end() || it->second == cfg.tokens_per_step(world)) return cfg;
+  cfg.train.total_batch_size = it->second;
+  if (rank == 0)
+    log << "resume: keeping the checkpoint's " << it->second
+        << " tokens per step (train.total_batch_size)\n";
+  return cfg;
+}
+
+std::string earlier_run(const fs::path& dir) {
+  const std::string held = describe_run_and_metrics(dir);
+  if (held.empty()) return "";
+  return "run directory " + dir.string() + " already holds a run (" + held +
+         "): continue it with --resume auto, or give this run another train.run_name "
+         "(--run-name) or checkpoint.dir (nothing was written)";
+}
+
+}  // namespace tessera::train

@@ -1,0 +1,36 @@
+// Where a run starts: the checkpoint it resumes from (read once, before the model is built), the
+// tokens per step that checkpoint fixes, and whether a fresh run may use its run directory.
+//
+//   std::optional<Resumable> r = read_resumed(cfg, rank, log);   // nullopt: a fresh start
+//   const Config resolved = resolve_tokens_per_step(cfg, r, rank, world, log);
+//   if (std::string why = earlier_run(run_dir); !why.empty()) ...  // a fresh run may not start
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <ostream>
+#include <string>
+
+#include "checkpoint/retention.h"  // Resumable
+#include "config/config.h"
+
+namespace tessera::train {
+
+// The checkpoint a run resumes from, read once, before anything is built from the config: nullopt
+// when the run does not resume, or resumes `auto` from a run directory that holds no checkpoint.
+// `auto` takes the newest checkpoint that loads (load_resumable: passed-over files warned about on
+// rank 0 and moved aside by it).
+std::optional<Resumable> read_resumed(const Config& cfg, int rank, std::ostream& log);
+
+// A run that leaves train.total_batch_size at 0 (B x T x world) and resumes keeps the
+// checkpoint's tokens per step, so it continues the same data order on any world size: trained on
+// 2 ranks, resumed on 1 with 2 micro-batches per step. An explicit total_batch_size is kept as
+// given (and checked against the checkpoint's when it loads).
+Config resolve_tokens_per_step(Config cfg, const std::optional<Resumable>& resumed, int rank,
+                               int world, std::ostream& log);
+
+// Why a fresh run may not use `dir` ("" when it may): an earlier run's checkpoints or metrics.jsonl
+// are there.
+std::string earlier_run(const std::filesystem::path& dir);
+
+}  // namespace tessera::train
