@@ -36,6 +36,7 @@
 #include "train/device.h"
 #include "train/eval_flags.h"
 #include "train/load.h"
+#include "train/options.h"
 #include "train/trainer.h"
 
 namespace {
@@ -47,10 +48,7 @@ using namespace tessera;
 std::vector<double> position_losses(const nn::GPT& model, const Config& cfg,
                                     const std::string& pattern, int64_t batches) {
   NoGradGuard no_grad;
-  data::LoaderOptions o;
-  o.files = data::expand_glob(pattern);
-  o.batch_size = cfg.train.batch_size, o.seq_len = cfg.sequence_length();
-  o.vocab_size = cfg.model.vocab_size, o.seed = uint64_t(cfg.train.seed), o.shuffle = false;
+  const data::LoaderOptions o = train::loader_options(cfg, "--data", pattern, false);
   data::DataLoader loader(o);
   const int64_t n = std::min(batches, loader.batches_per_epoch());
   TESSERA_CHECK(n > 0, pattern, ": too few tokens for one batch of ", o.batch_size, " x ",

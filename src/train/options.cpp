@@ -40,4 +40,16 @@ peft::LoraOptions lora_options(const LoraConfig& l) {
           .trainable = peft::parse_trainable(l.trainable)};
 }
 
+data::LoaderOptions loader_options(const Config& cfg, const char* key, const std::string& pattern,
+                                   bool shuffle) {
+  data::LoaderOptions o;
+  o.files = data::expand_glob(pattern, key);
+  o.batch_size = cfg.train.batch_size;
+  o.seq_len = cfg.sequence_length();
+  o.vocab_size = cfg.model.vocab_size;
+  o.seed = uint64_t(cfg.train.seed);
+  o.shuffle = shuffle;
+  return o;
+}
+
 }  // namespace tessera::train

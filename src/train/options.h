@@ -1,11 +1,16 @@
-// The config's model and lora sections as the option structs of the layers they configure: what
-// train, eval, generate, export, merge and the benchmarks build their models and adapters from.
+// The config's model, lora and data sections as the option structs of the layers they configure:
+// what train, eval, generate, export, merge and the benchmarks build their models, adapters and
+// loaders from.
 //
 //   nn::GPT model(model_config(cfg.model, cfg.train), gen);
 //   peft::Lora lora(model, lora_options(cfg.lora), gen);
+//   data::DataLoader val(loader_options(cfg, "data.val", cfg.data.val, false));
 #pragma once
 
+#include <string>
+
 #include "config/config.h"
+#include "data/loader.h"
 #include "nn/gpt.h"
 #include "peft/lora.h"
 
@@ -15,5 +20,9 @@ namespace tessera::train {
 nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t);
 // The lora section as peft's options (targets parsed).
 peft::LoraOptions lora_options(const LoraConfig& l);
+// A loader of the files `pattern` matches (key names it in errors), with the run's batch size,
+// sequence length, vocabulary and seed; shuffled for training.
+data::LoaderOptions loader_options(const Config& cfg, const char* key, const std::string& pattern,
+                                   bool shuffle);
 
 }  // namespace tessera::train

@@ -66,18 +66,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-data::LoaderOptions loader_options(const Config& cfg, const char* key, const std::string& pattern,
-                                   bool shuffle) {
-  data::LoaderOptions o;
-  o.files = data::expand_glob(pattern, key);
-  o.batch_size = cfg.train.batch_size;
-  o.seq_len = cfg.sequence_length();
-  o.vocab_size = cfg.model.vocab_size;
-  o.seed = uint64_t(cfg.train.seed);
-  o.shuffle = shuffle;
-  return o;
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
@@ -748,23 +736,6 @@ TrainResult Trainer::run() {
 }
 
 }  // namespace
-
-double evaluate(const nn::GPT& model, const Config& cfg, const std::string& pattern,
-                int64_t batches, dist::Communicator* comm) {
-  NoGradGuard no_grad;
-  data::DataLoader loader(loader_options(cfg, "data.val", pattern, false));
-  const int64_t n = std::min(batches, loader.batches_per_epoch());
-  const int rank = comm ? comm->rank() : 0, world = comm ? comm->world() : 1;
-  // Batch i is rank i mod world's: the same batches, and the same mean, at any world size.
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    data::Batch b = loader.next();
-    if (i % world == rank)
-      sum += model.loss(b.inputs, b.targets, false).item();  // host batch: see GPT::loss
-  }
-  if (world > 1) sum = comm->all_reduce_host({sum}, dist::ReduceOp::Sum)[0];
-  return sum / double(n);
-}
 
 TrainResult run_training(const Config& cfg, std::ostream& log) {
   cfg.validate();
