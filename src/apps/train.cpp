@@ -22,13 +22,16 @@ int main(int argc, char** argv) {
     }
     if (rank == 0) std::cout << "# resolved config\n" << to_yaml(cl.config) << std::endl;
     train::TrainResult r = train::run_training(cl.config, std::cout);
-    if (rank != 0) return 0;
-    std::cout << "done: " << r.steps << " steps";
+    // Stopped by a signal after saving (train/stop_signals.h): the status of a process the signal
+    // ended, so a job script sees it, on every rank.
+    const int status = r.stop_signal ? 128 + r.stop_signal : 0;
+    if (rank != 0) return status;
+    std::cout << (r.stop_signal ? "stopped: " : "done: ") << r.steps << " steps";
     if (r.last_train_loss >= 0) std::cout << ", train loss " << r.last_train_loss;
     if (r.last_val_loss >= 0) std::cout << ", val loss " << r.last_val_loss;
     if (!r.last_checkpoint.empty()) std::cout << ", checkpoint " << r.last_checkpoint;
     std::cout << std::endl;
-    return 0;
+    return status;
   } catch (const std::exception& e) {
     if (world == 1) {
       std::cerr << "train: " << e.what() << std::endl;

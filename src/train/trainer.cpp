@@ -60,6 +60,7 @@
 #include "train/run_notes.h"
 #include "train/run_state.h"
 #include "train/spike.h"
+#include "train/stop_signals.h"
 
 namespace tessera::train {
 namespace fs = std::filesystem;
@@ -119,6 +120,9 @@ class Trainer {
   // save, before a rollback reads the run directory, when a step's agreed flag says the write
   // failed, and at the end of the run.
   void finish_save();
+  // A stop signal reached a rank (StopSignals; every rank calls this at the same step): the step
+  // done is saved unless it just was, and the run ends reporting the signal.
+  void stop_on_request(int64_t done, int own_signal, bool saved);
   void restore(const std::string& path, const CheckpointData& ck, bool with_history);
   void check_resumed_config(const std::string& path, const CheckpointData& ck) const;
   // Throws on every rank when any rank's `error` is set: its own message where it is set,
@@ -478,6 +482,20 @@ std::string Trainer::save(int64_t done) {
   return path;
 }
 
+void Trainer::stop_on_request(int64_t done, int own_signal, bool saved) {
+  // The rank that got the signal knows which; the others learn it here.
+  const int sig = world_ > 1
+                      ? int(comm_->all_reduce_host({double(own_signal)}, dist::ReduceOp::Max)[0])
+                      : own_signal;
+  if (!saved) result_.last_checkpoint = save(done);
+  result_.stop_signal = sig;
+  out_->emit("{\"step\": " + std::to_string(done) +
+             ", \"event\": \"stop\", \"reason\": " + json_string(signal_name(sig)) + "}");
+  out_->line("stopped at step " + std::to_string(done) + " on " + signal_name(sig) + " (" +
+             (own_signal ? "received here" : "received by another rank") + "): checkpoint " +
+             result_.last_checkpoint + "; continue with --resume auto");
+}
+
 void Trainer::finish_save() {
   if (!cfg_.checkpoint.async) return;
   const std::string what = writer_.what();
@@ -664,16 +682,20 @@ TrainResult Trainer::run() {
     out_->line("nothing to train: the run is at step " + std::to_string(step_) + " and stops at " +
                std::to_string(stop) + " (train.max_steps" +
                (stop < cfg_.train.max_steps ? ", train.stop_after" : "") + ")");
+  StopSignals signals;  // SIGTERM, SIGINT, SIGUSR1: finish the step, save it, stop
   while (step_ < stop) {
     const auto t0 = std::chrono::steady_clock::now();
     int64_t first_window = 0;
     const double local = forward_backward(&first_window);
     // The loss over the global batch and the global norm, identical on every rank.
     const std::optional<double> known = opt_->grad_norm();
-    // The third value: rank 0's background checkpoint write failed (checkpoint.async).
+    // Two flags ride along: rank 0's background checkpoint write failed (checkpoint.async), and
+    // a stop signal reached this rank (the mean over ranks is nonzero when one reached any).
     const std::vector<double> shared =
-        agree({local, known.value_or(0.0), rank_ == 0 && writer_.failed() ? 1.0 : 0.0});
+        agree({local, known.value_or(0.0), rank_ == 0 && writer_.failed() ? 1.0 : 0.0,
+               signals.received() ? 1.0 : 0.0});
     if (shared[2] != 0) finish_save();  // throws on every rank
+    const bool stop_asked = shared[3] != 0;
     const double loss = shared[0];
     const std::optional<double> norm = known ? std::optional<double>(shared[1]) : std::nullopt;
     SpikeVerdict verdict;
@@ -704,8 +726,13 @@ TrainResult Trainer::run() {
                   .mfu = mfu_per_token_ > 0 ? mfu_per_token_ * tokens_per_s / world_ : -1});
     }
     // Saved before the evaluation: an evaluation that fails loses no training.
-    if ((cfg_.checkpoint.interval > 0 && done % cfg_.checkpoint.interval == 0) || done == stop)
-      result_.last_checkpoint = save(done);
+    const bool saved =
+        (cfg_.checkpoint.interval > 0 && done % cfg_.checkpoint.interval == 0) || done == stop;
+    if (saved) result_.last_checkpoint = save(done);
+    if (stop_asked && done < stop) {
+      stop_on_request(done, signals.received(), saved);
+      break;
+    }
     const bool last = done == cfg_.train.max_steps;
     if (cfg_.eval.interval > 0 && (done % cfg_.eval.interval == 0 || last)) {
       const double val = evaluate(model_, cfg_, cfg_.data.val, cfg_.eval.steps, comm_.get());

@@ -32,6 +32,8 @@ struct TrainResult {
   double last_val_loss = -1;     // -1 when never evaluated
   std::string last_checkpoint;   // "" when none was written
   int64_t rollbacks = 0;         // loss spikes handled (rollbacks or skipped updates)
+  int stop_signal = 0;           // the signal that stopped the run before its last step, after
+                                 // saving it (train/stop_signals.h); 0 when none did
 };
 
 TrainResult run_training(const Config& cfg, std::ostream& log);

@@ -52,6 +52,21 @@ int wait_for(pid_t pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 }
 
+// The lines of log starting with "step " (train's step lines; log.interval 1: one per step).
+int step_lines(const fs::path& log) {
+  std::ifstream in(log);
+  int n = 0;
+  for (std::string line; std::getline(in, line);) n += line.rfind("step ", 0) == 0;
+  return n;
+}
+
+// Waits (up to a minute) until log holds `more` step lines beyond `seen`.
+bool wait_for_steps(const fs::path& log, int seen, int more) {
+  for (int i = 0; i < 12000 && step_lines(log) < seen + more; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  return step_lines(log) >= seen + more;
+}
+
 bool has_tmp(const fs::path& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return false;
@@ -147,4 +162,105 @@ TEST(Crash, twenty_sigkills_never_leave_the_run_without_a_resumable_checkpoint) 
   // Steps redone after a crash log again; the last line for each step matches the reference.
   EXPECT_EQ(tessera::testing::metric(run_dir / "metrics.jsonl", "loss"),
             tessera::testing::metric(run.dir / "ckpt" / "reference" / "metrics.jsonl", "loss"));
+}
+
+// SIGTERM, SIGINT and SIGUSR1 (train/stop_signals.h) each end the step in progress, save it and
+// exit with 128 + the signal, with no periodic checkpoint to fall back on (checkpoint.interval 0).
+// Resumed after each, the run ends with the parameters and losses of a run that was never stopped.
+TEST(Signals, a_stop_signal_saves_the_step_it_lands_on_and_resume_continues_exactly) {
+  ASSERT_TRUE(fs::exists(kTrain)) << kTrain << " is not built";
+  tessera::testing::TempRun run;
+  Config c = run.config(300);
+  c.model.dropout = 0.1;
+  c.checkpoint.interval = 0;  // saves at the end only: any earlier file is a stop's
+  c.eval.interval = 0;
+  c.log.interval = 1;
+  for (const char* name : {"reference", "stopped"}) {
+    c.train.run_name = name;
+    std::ofstream(run.dir / (std::string(name) + ".yaml")) << to_yaml(c);
+  }
+  ASSERT_EQ(wait_for(launch(run.dir / "reference.yaml", run.dir / "reference.log")), 0);
+  const fs::path cfg = run.dir / "stopped.yaml", log = run.dir / "stopped.log";
+  const fs::path dir = run.dir / "ckpt" / "stopped";
+
+  int64_t last = 0;
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1}) {
+    SCOPED_TRACE(sig);
+    const int seen = step_lines(log);
+    const pid_t pid = launch(cfg, log);
+    ASSERT_TRUE(wait_for_steps(log, seen, 5)) << "no steps logged; see " << log;
+    kill(pid, sig);
+    ASSERT_EQ(wait_for(pid), 128 + sig) << "see " << log;
+    const std::vector<CheckpointFile> files = list_checkpoints(dir.string());
+    ASSERT_FALSE(files.empty());
+    EXPECT_GT(files.back().step, last);
+    EXPECT_LT(files.back().step, 300);
+    last = files.back().step;
+    EXPECT_EQ(resolve_checkpoint(dir.string()), files.back().path);
+    EXPECT_NO_THROW(load_checkpoint(files.back().path));
+  }
+  std::ostringstream text;
+  text << std::ifstream(log).rdbuf();
+  for (const char* name : {"SIGTERM", "SIGINT", "SIGUSR1"})
+    EXPECT_NE(text.str().find(std::string(" on ") + name + " (received here): checkpoint "),
+              std::string::npos)
+        << name << "\n"
+        << text.str();
+
+  ASSERT_EQ(wait_for(launch(cfg, log)), 0) << "see " << log;
+  const CheckpointData a = load_checkpoint(resolve_checkpoint(dir.string()));
+  const CheckpointData b =
+      load_checkpoint(resolve_checkpoint((run.dir / "ckpt" / "reference").string()));
+  EXPECT_EQ(a.trainer_ints.at("step"), 300);
+  ASSERT_EQ(a.model.size(), b.model.size());
+  for (size_t i = 0; i < a.model.size(); ++i)
+    EXPECT_EQ(std::memcmp(a.model[i].second.data_ptr(), b.model[i].second.data_ptr(),
+                          a.model[i].second.nbytes()),
+              0)
+        << a.model[i].first << " differs from the run that was never stopped";
+  EXPECT_EQ(tessera::testing::metric(dir / "metrics.jsonl", "loss"),
+            tessera::testing::metric(run.dir / "ckpt" / "reference" / "metrics.jsonl", "loss"));
+}
+
+// Whether `sig` is pending for process pid (shared by its threads: what kill(2) sends).
+bool pending(pid_t pid, int sig) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("ShdPnd:", 0) == 0)
+      return (std::stoull(line.substr(7), nullptr, 16) >> (sig - 1)) & 1;
+  return false;
+}
+
+// A second SIGINT while the first is still being honoured (the step in progress) ends the process
+// at once, by the signal, as Ctrl-C twice does: no save, the last committed checkpoint stays
+// `latest`. Steps of about half a second here, so the second lands inside one.
+TEST(Signals, a_second_sigint_ends_the_process_at_once_leaving_the_last_checkpoint) {
+  ASSERT_TRUE(fs::exists(kTrain)) << kTrain << " is not built";
+  tessera::testing::TempRun run;
+  Config c = run.config(1000);
+  c.model.n_layer = 4, c.model.n_embd = 384, c.train.batch_size = 64;
+  c.checkpoint.interval = 2;
+  c.eval.interval = 0;
+  c.log.interval = 1;
+  const fs::path cfg = run.dir / "slow.yaml", log = run.dir / "slow.log";
+  std::ofstream(cfg) << to_yaml(c);
+  const fs::path dir = run.dir / "ckpt" / "run";
+  const pid_t pid = launch(cfg, log);
+  ASSERT_TRUE(wait_for_steps(log, 0, 3)) << "no steps logged; see " << log;
+  const std::string before = resolve_checkpoint(dir.string());
+  kill(pid, SIGINT);
+  for (int i = 0; i < 2000 && pending(pid, SIGINT); ++i)  // taken by a thread: the handler ran
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  kill(pid, SIGINT);
+  ASSERT_EQ(wait_for(pid), -SIGINT) << "see " << log;
+  std::ostringstream text;
+  text << std::ifstream(log).rdbuf();
+  EXPECT_EQ(text.str().find("stopped at step"), std::string::npos) << text.str();
+  const std::string after = resolve_checkpoint(dir.string());
+  const int64_t step = list_checkpoints(dir.string()).back().step;
+  std::printf("[ signals ] latest %s before the signals, %s after (step %ld)\n",
+              fs::path(before).filename().c_str(), fs::path(after).filename().c_str(), long(step));
+  EXPECT_EQ(after, (dir / checkpoint_name(step)).string());
+  EXPECT_EQ(step % 2, 0);  // a periodic save's, not a stop's
+  EXPECT_NO_THROW(load_checkpoint(after));
 }

@@ -357,6 +357,37 @@ TEST_F(DataParallel, a_killed_rank_stops_the_job_naming_it_and_resume_continues)
   EXPECT_TRUE(fs::exists(dir / checkpoint_name(at + 2)));
 }
 
+// A stop signal that reaches one rank only (here rank 1: SIGUSR1, Slurm's early warning) stops
+// every rank after the same step, rank 0 saving it; the job resumed with --resume auto ends where
+// the job that was never stopped ends, bit for bit.
+TEST_F(DataParallel, a_stop_signal_on_one_rank_saves_on_every_rank_and_resume_continues) {
+  Config c = config(400);
+  c.checkpoint.interval = 5;
+  c.checkpoint.keep = 4;
+  c.log.interval = 1;
+  const RunDir whole = train(2, c, "unstopped");
+  const auto [launcher, cfg, log, dir] = start(2, c, "signalled");
+  const pid_t victim = rank_after_a_checkpoint(1, cfg, dir);
+  if (victim <= 0) kill(launcher, SIGKILL);
+  ASSERT_GT(victim, 0) << read(log);
+  kill(victim, SIGUSR1);
+  int status = 0;
+  waitpid(launcher, &status, 0);
+  const std::string text = read(log);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << text;  // mpirun: ranks exited 138
+  const size_t at = text.find("stopped at step ");
+  ASSERT_NE(at, std::string::npos) << text;
+  const int64_t step = std::stoll(text.substr(at + 16));
+  std::printf("stopped at step %ld of 400\n", long(step));
+  EXPECT_LT(step, 400);
+  EXPECT_NE(text.find("on SIGUSR1 (received by another rank)"), std::string::npos) << text;
+  EXPECT_EQ(resolve_checkpoint(dir.string()), (dir / checkpoint_name(step)).string());
+
+  EXPECT_EQ(mpirun(2, cfg, {"--resume", "auto"}, log), 0) << read(log);
+  expect_same_losses(whole, RunDir{dir, dir / "metrics.jsonl"}, step + 1, 400);
+  EXPECT_EQ(max_param_diff(whole.last(), load_checkpoint(resolve_checkpoint(dir.string()))), 0.0);
+}
+
 // Ranks given another config (a --set on one rank) or other shards (a relative data.train read in
 // another working directory, as on a node whose local data differs) stop before the first step,
 // each naming what differs, instead of averaging the gradients of different runs.

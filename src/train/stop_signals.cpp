@@ -1,0 +1,61 @@
+#include "train/stop_signals.h"
+
+#include <cstdio>
+
+#include "core/error.h"
+
+namespace tessera::train {
+namespace {
+
+constexpr int kSignals[3] = {SIGTERM, SIGINT, SIGUSR1};
+
+volatile std::sig_atomic_t g_received = 0;
+
+// Async-signal-safe: stores the number, or on a second SIGTERM / SIGINT puts the default action
+// back and raises the signal again.
+extern "C" void record_stop(int sig) {
+  if (g_received != 0 && (sig == SIGTERM || sig == SIGINT)) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  if (g_received == 0) g_received = sig;
+}
+
+}  // namespace
+
+StopSignals::StopSignals() {
+  g_received = 0;
+  struct sigaction action {};
+  action.sa_handler = record_stop;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;  // reads and waits interrupted by the signal carry on
+  for (int i = 0; i < 3; ++i)
+    TESSERA_CHECK(sigaction(kSignals[i], &action, &previous_[i]) == 0,
+                  "cannot install the handler of ", signal_name(kSignals[i]));
+}
+
+StopSignals::~StopSignals() {
+  for (int i = 0; i < 3; ++i) sigaction(kSignals[i], &previous_[i], nullptr);
+  g_received = 0;
+}
+
+int StopSignals::received() const { return g_received; }
+
+const char* signal_name(int sig) {
+  switch (sig) {
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGINT:
+      return "SIGINT";
+    case SIGUSR1:
+      return "SIGUSR1";
+    default: {
+      static thread_local char text[24];
+      std::snprintf(text, sizeof text, "signal %d", sig);
+      return text;
+    }
+  }
+}
+
+}  // namespace tessera::train
