@@ -30,7 +30,7 @@ TEST(RankAgreement, every_key_is_compared_under_its_section_and_the_shards_too) 
   EXPECT_EQ(lines.back(), "data.val files: d/val_000.bin");
   // One line per key: the same count for every config of this build.
   Config other;
-  other.train.run_name = "x", other.lora.targets = "q,k,v,o";
+  other.train.run_name = "other", other.lora.targets = "q,k,v,o";
   EXPECT_EQ(train::agreement_lines(other, {}).size(), lines.size());
 }
 
