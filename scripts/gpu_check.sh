@@ -17,6 +17,9 @@
 #              kernel profile of that step (which kernels and shapes its device time goes to)
 #   attention  fused attention beside PyTorch's SDPA (scripts/bench_attention.sh), a short sweep
 #   memory     (see the section marked "memory" below)
+#   async      (not run unless STAGES names it) what checkpoints cost a run of an 85 M-parameter
+#              GPT with a save every 2 steps, saved synchronously and in the background
+#              (checkpoint.async; scripts/bench_async_save.sh)
 #
 # On the device machine (from the repository root, with the .debs and the KJV bytes carried):
 #   run(command="scripts/gpu_check.sh", carry=["third_party/debs", "data/kjv/byte"], timeout_s=540)
@@ -381,6 +384,14 @@ if want memory; then
   fi
 fi
 # <<< memory section <<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<
+if want async; then
+  t0=$(date +%s)
+  BUILD_DIR="$B" DEVICE="$GPU_DEVICE" DIR="$ROOT/checkpoints/gpu_check_async" \
+    timeout "$(limit 180)" scripts/bench_async_save.sh >"$OUT/async.log" 2>&1; rc=$?
+  rows=$(awk '$1 == "synchronous" || $1 == "background" { printf "%s%s %s s (step after a save %s, others %s; stalled %s s)", n++ ? "; " : "", $1, $2, $3, $4, $5 }' "$OUT/async.log")
+  row async "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc$(timed_out $rc)")" \
+    "bench_async_save.sh on $GPU_DEVICE in $(elapsed "$t0"): ${rows:-?}"
+fi
 
 echo
 cat "$SUMMARY"
