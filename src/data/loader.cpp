@@ -17,6 +17,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "checkpoint/digest.h"  // crc32c
 #include "core/error.h"
 #include "core/rng.h"
 
@@ -50,6 +51,15 @@ int64_t count_windows(const std::vector<int64_t>& shard_tokens, int64_t seq_len)
   // Windows start at k * T and need T + 1 tokens: k * T + T + 1 <= n.
   for (int64_t n : shard_tokens) windows += n > seq_len ? (n - 1) / seq_len : 0;
   return windows;
+}
+
+uint32_t DataLoader::contents_fingerprint() const {
+  uint32_t crc = 0;
+  for (const Shard& s : shards_) {
+    const uint64_t fields[2] = {uint64_t(s.size()), s.tokens_crc32c()};
+    crc = crc32c(fields, sizeof fields, crc);
+  }
+  return crc;
 }
 
 DataLoader::DataLoader(LoaderOptions options) : options_(std::move(options)) {

@@ -79,6 +79,9 @@ class DataLoader {
   int64_t used_windows() const;  // per epoch: the largest multiple of step_windows <= the total
   int64_t batches_per_epoch() const;  // next() calls per epoch without seeks (W * B windows each)
   const LoaderOptions& options() const { return options_; }
+  // What the shards hold, in order: a CRC-32C over each one's token count and the CRC-32C of its
+  // token bytes (Shard::tokens_crc32c). Two loaders of equal fingerprints read the same tokens.
+  uint32_t contents_fingerprint() const;
 
  private:
   void roll_over();     // starts the next epoch when fewer than W * B used windows are left

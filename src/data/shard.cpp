@@ -29,6 +29,7 @@
 #include <limits>
 #include <utility>
 
+#include "checkpoint/digest.h"  // crc32c
 #include "core/error.h"
 
 namespace tessera::data {
@@ -201,17 +202,25 @@ Shard::Shard(const std::string& path, int64_t vocab_size, ShardFormat format)
                     " bytes = ", expected, " bytes");
       data_offset_ = kHeaderBytes;
     }
-    // One pass over the ids now so a bad id is reported at open with its position; uint16 ids
-    // cannot exceed a vocabulary of 65536 or more, so that scan is skipped.
-    if (!(token_bytes_ == 2 && vocab_size >= 65536)) {
-      std::vector<uint32_t> chunk(size_t(std::min<int64_t>(count_, kScanTokens)));
-      for (int64_t first = 0; first < count_; first += kScanTokens) {
-        const int64_t n = std::min<int64_t>(kScanTokens, count_ - first);
-        read_tokens(first, n, chunk.data());
-        for (int64_t i = 0; i < n; ++i)
-          TESSERA_CHECK(int64_t(chunk[size_t(i)]) < vocab_size, "shard ", path, ": token id ",
-                        chunk[size_t(i)], " at position ", first + i,
-                        " is not below the vocabulary size ", vocab_size);
+    // One pass over the tokens now: a bad id is reported at open with its position (uint16 ids
+    // cannot exceed a vocabulary of 65536 or more: no check then), and the CRC-32C of the token
+    // bytes is what ranks compare to know they read the same data (train/rank_agreement.h).
+    std::vector<unsigned char> raw(size_t(std::min<int64_t>(count_, kScanTokens) * token_bytes_));
+    const bool check_ids = !(token_bytes_ == 2 && vocab_size >= 65536);
+    for (int64_t first = 0; first < count_; first += kScanTokens) {
+      const int64_t n = std::min<int64_t>(kScanTokens, count_ - first);
+      const size_t bytes = size_t(n * token_bytes_);
+      const int64_t offset = data_offset_ + first * token_bytes_;
+      if (pread_full(fd_, path, raw.data(), bytes, offset) < bytes)
+        fail_changed_size(
+            fd_, path, "tokens [" + std::to_string(first) + ", " + std::to_string(first + n) + ")",
+            offset + int64_t(bytes));
+      crc_ = crc32c(raw.data(), bytes, crc_);
+      for (int64_t i = 0; check_ids && i < n; ++i) {
+        uint32_t id = 0;  // little-endian, as written
+        std::memcpy(&id, raw.data() + i * token_bytes_, size_t(token_bytes_));
+        TESSERA_CHECK(int64_t(id) < vocab_size, "shard ", path, ": token id ", id, " at position ",
+                      first + i, " is not below the vocabulary size ", vocab_size);
       }
     }
   } catch (...) {
@@ -271,7 +280,8 @@ Shard::Shard(Shard&& other) noexcept
       data_offset_(std::exchange(other.data_offset_, 0)),
       count_(std::exchange(other.count_, 0)),
       vocab_size_(std::exchange(other.vocab_size_, 0)),
-      token_bytes_(other.token_bytes_) {}
+      token_bytes_(other.token_bytes_),
+      crc_(other.crc_) {}
 
 Shard& Shard::operator=(Shard&& other) noexcept {
   if (this != &other) {
@@ -282,6 +292,7 @@ Shard& Shard::operator=(Shard&& other) noexcept {
     count_ = std::exchange(other.count_, 0);
     vocab_size_ = std::exchange(other.vocab_size_, 0);
     token_bytes_ = other.token_bytes_;
+    crc_ = other.crc_;
   }
   return *this;
 }

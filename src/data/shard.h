@@ -47,6 +47,8 @@ class Shard {
   void read(int64_t start, int64_t n, uint32_t* out) const;
   std::vector<uint32_t> read(int64_t start, int64_t n) const;
   const std::string& path() const { return path_; }
+  // The CRC-32C of the token bytes as stored (after the header), computed at open.
+  uint32_t tokens_crc32c() const { return crc_; }
 
  private:
   void read_tokens(int64_t start, int64_t n, uint32_t* out) const;  // no id check
@@ -57,6 +59,7 @@ class Shard {
   int64_t count_ = 0;
   int64_t vocab_size_ = 0;
   int token_bytes_ = 2;
+  uint32_t crc_ = 0;
 };
 
 }  // namespace tessera::data

@@ -1,6 +1,7 @@
 // The ranks' agreement on config and data: see rank_agreement.h.
 #include "train/rank_agreement.h"
 
+#include <cstdio>
 #include <sstream>
 
 #include "checkpoint/digest.h"
@@ -26,9 +27,16 @@ std::vector<std::string> agreement_lines(const Config& cfg, const RankData& data
     for (const std::string& f : files) out += (out.empty() ? "" : " ") + f;
     return out;
   };
+  auto crc = [](uint32_t v) {
+    char hex[24];
+    std::snprintf(hex, sizeof hex, "CRC-32C %08x", v);
+    return std::string(hex);
+  };
   lines.push_back("data.train files: " + joined(data.train_files));
   lines.push_back("data.train windows: " + std::to_string(data.train_windows));
+  lines.push_back("data.train tokens: " + crc(data.train_contents));
   lines.push_back("data.val files: " + joined(data.val_files));
+  lines.push_back("data.val tokens: " + crc(data.val_contents));
   return lines;
 }
 
@@ -88,7 +96,7 @@ void check_ranks_agree(dist::Communicator& comm, const Config& cfg, const RankDa
   if (count > 8) ranks += " and " + std::to_string(count - 8) + " more";
   const char* rule =
       "; every rank must be started with the same config file, overrides and data (shards of "
-      "the same names and sizes)";
+      "the same names and tokens)";
   if (!mine.empty())
     TESSERA_FAIL("rank ", rank, " was started with another config or data than rank 0: ", mine,
                  rule);

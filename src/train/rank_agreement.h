@@ -5,7 +5,8 @@
 // answer, or a hang in a collective of another size.
 //
 //   check_ranks_agree(*comm, cfg, {train.options().files, train.windows_per_epoch(),
-//                                  val.options().files});
+//                                  val.options().files, train.contents_fingerprint(),
+//                                  val.contents_fingerprint()});
 //
 // Rank 0's fingerprint of each line is sent to every rank (one all-reduce of host doubles), each
 // rank compares its own, and a second all-reduce says which ranks differ. Then every rank throws:
@@ -28,10 +29,14 @@ struct RankData {
   std::vector<std::string> train_files;
   int64_t train_windows = 0;
   std::vector<std::string> val_files;  // empty when the run does not evaluate
+  // What the files hold (DataLoader::contents_fingerprint): shards of the same names and sizes on
+  // another node may still hold other tokens (another tokenizer, another version of a corpus).
+  uint32_t train_contents = 0, val_contents = 0;
 };
 
 // The lines the ranks compare: "section.key: value" for every key of to_yaml(cfg), then
-// "data.train files: ...", "data.train windows: N" and "data.val files: ...".
+// "data.train files: ...", "data.train windows: N", "data.train tokens: CRC-32C XXXXXXXX",
+// "data.val files: ..." and "data.val tokens: CRC-32C XXXXXXXX".
 std::vector<std::string> agreement_lines(const Config& cfg, const RankData& data);
 
 // The keys of `mine` whose fingerprints differ from `reference` (one 32-bit fingerprint per line,

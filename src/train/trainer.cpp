@@ -209,18 +209,21 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
                 "rank 0 refused the run directory " + run_dir_.string());
   // The validation shards are opened (and every id checked) now, not at the first evaluation.
   std::string val_error;
-  std::vector<std::string> val_notes, val_files;
+  std::vector<std::string> val_notes;
+  RankData data{.train_files = loader_.options().files,
+                .train_windows = loader_.windows_per_epoch(),
+                .train_contents = loader_.contents_fingerprint()};
   if (cfg_.eval.interval > 0) try {
       const data::DataLoader val(loader_options(cfg_, "data.val", cfg_.data.val, false));
       val_notes = validation_notes(cfg_, val, loader_.options().files);
-      val_files = val.options().files;
+      data.val_files = val.options().files;
+      data.val_contents = val.contents_fingerprint();
     } catch (const Error& e) {
       val_error = e.what();
     }
   fail_together(val_error, "another rank could not open data.val");
   // Before the first collective of another size: every rank's config and shards are rank 0's.
-  check_ranks_agree(*comm_, cfg_,
-                    {loader_.options().files, loader_.windows_per_epoch(), val_files});
+  check_ranks_agree(*comm_, cfg_, data);
   if (rank_ == 0) {
     for (const std::string& note : val_notes) log << note << "\n";
     fs::create_directories(run_dir_);

@@ -247,6 +247,31 @@ TEST(Loader, ranks_split_each_global_batch_in_order_and_disjointly) {
   }
 }
 
+// What ranks compare to know they read the same tokens (train/rank_agreement.h): equal for the
+// same shards however the loader is set up, different when one token, the order of the files, or
+// a token moved from one shard to the next differs.
+TEST(Loader, contents_fingerprint_follows_the_tokens_and_the_order_of_the_shards) {
+  TempDir dir;
+  const std::vector<std::string> files = make_shards(dir, {40, 30});
+  const uint32_t base = DataLoader(options(files, 2, 4)).contents_fingerprint();
+  EXPECT_EQ(DataLoader(options(files, 3, 8, false, 99)).contents_fingerprint(), base);
+  EXPECT_NE(DataLoader(options({files[1], files[0]}, 2, 4)).contents_fingerprint(), base);
+  std::vector<uint32_t> tokens;
+  for (int i = 0; i < 40; ++i) tokens.push_back(uint32_t(i));
+  tokens[17] = 5;
+  write_shard(files[0], tokens, kVocab);
+  EXPECT_NE(DataLoader(options(files, 2, 4)).contents_fingerprint(), base);
+  // The same tokens cut into shards elsewhere: 39 + 31 instead of 40 + 30.
+  tokens[17] = 17;
+  std::vector<uint32_t> second;
+  for (int i = 0; i < 30; ++i) second.push_back(uint32_t(1000 + i));
+  second.insert(second.begin(), tokens.back());
+  tokens.pop_back();
+  write_shard(files[0], tokens, kVocab);
+  write_shard(files[1], second, kVocab);
+  EXPECT_NE(DataLoader(options(files, 2, 4)).contents_fingerprint(), base);
+}
+
 TEST(Loader, reads_raw_uint16_shards) {
   TempDir dir;
   std::vector<uint16_t> raw(13);

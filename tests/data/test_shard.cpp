@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/digest.h"
 #include "data/shard.h"
 #include "test_util.h"
 
@@ -93,6 +94,30 @@ TEST(Shard, round_trip_uint32_for_large_vocabularies) {
   Shard s(path, 128256);
   EXPECT_EQ(s.token_bytes(), 4);
   EXPECT_EQ(read_all(s), tokens);
+}
+
+// The fingerprint ranks compare (train/rank_agreement.h): the CRC-32C of the token bytes after the
+// header, over every read of the scan at open (a shard of more tokens than one scan read holds:
+// 2^18), for each token width and for the vocabulary whose ids are not checked.
+TEST(Shard, tokens_crc32c_is_that_of_the_stored_token_bytes_and_sees_one_changed_token) {
+  TempDir dir;
+  std::vector<uint32_t> tokens((1 << 18) + 1000);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = uint32_t(i * 2654435761u % 50257);
+  for (const auto& [name, vocab] : std::vector<std::pair<std::string, int64_t>>{
+           {"u16.bin", 50257}, {"u16-unchecked.bin", 65536}, {"u32.bin", 128256}}) {
+    SCOPED_TRACE(name);
+    const std::string path = dir.file(name);
+    write_shard(path, tokens, vocab);
+    const std::vector<char> bytes = read_bytes(path);
+    const Shard s(path, vocab);
+    EXPECT_EQ(s.tokens_crc32c(), crc32c(bytes.data() + 1024, bytes.size() - 1024));
+    std::vector<uint32_t> changed = tokens;
+    changed[(1 << 18) + 500] ^= 1;  // in the scan's second read
+    write_shard(dir.file("changed.bin"), changed, vocab);
+    EXPECT_NE(Shard(dir.file("changed.bin"), vocab).tokens_crc32c(), s.tokens_crc32c());
+    write_shard(dir.file("same.bin"), tokens, vocab);
+    EXPECT_EQ(Shard(dir.file("same.bin"), vocab).tokens_crc32c(), s.tokens_crc32c());
+  }
 }
 
 TEST(Shard, reads_raw_headerless_uint16) {

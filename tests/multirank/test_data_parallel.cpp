@@ -426,7 +426,23 @@ TEST_F(DataParallel, ranks_started_with_another_config_or_data_stop_naming_what_
       << text;
   EXPECT_TRUE(list_checkpoints((run_.dir / "ckpt" / "differ").string()).empty());
 
-  fs::remove(node1 / "shards/train_001.bin");  // the same shards in both places: it trains
+  fs::remove(node1 / "shards/train_001.bin");
+  // A shard of the same name and size holding other tokens (one byte changed: 'i' for 'a').
+  std::string bytes = read(node1 / "shards/train_000.bin");
+  const size_t at = bytes.find('a', 1024);
+  ASSERT_NE(at, std::string::npos);
+  bytes[at] = 'i';
+  std::ofstream(node1 / "shards/train_000.bin", std::ios::binary | std::ios::trunc) << bytes;
+  EXPECT_NE(mpirun_each({{node0, args}, {node1, args}}, log), 0) << read(log);
+  text = read(log);
+  EXPECT_NE(text.find("rank 1 was started with another config or data than rank 0: data.train "
+                      "tokens is 'CRC-32C "),
+            std::string::npos)
+      << text;
+  EXPECT_TRUE(list_checkpoints((run_.dir / "ckpt" / "differ").string()).empty());
+
+  fs::copy_file(run_.dir / "train_000.bin", node1 / "shards/train_000.bin",
+                fs::copy_options::overwrite_existing);  // the same shards in both places: it trains
   EXPECT_EQ(mpirun_each({{node0, args}, {node1, args}}, log), 0) << read(log);
   EXPECT_FALSE(list_checkpoints((run_.dir / "ckpt" / "differ").string()).empty());
 }

@@ -27,7 +27,15 @@ TEST(RankAgreement, every_key_is_compared_under_its_section_and_the_shards_too) 
   EXPECT_TRUE(has_line(lines, "lora.rank: 0"));
   EXPECT_TRUE(has_line(lines, "data.train files: d/train_000.bin d/train_001.bin"));
   EXPECT_TRUE(has_line(lines, "data.train windows: 41"));
-  EXPECT_EQ(lines.back(), "data.val files: d/val_000.bin");
+  EXPECT_TRUE(has_line(lines, "data.train tokens: CRC-32C 00000000"));
+  EXPECT_TRUE(has_line(lines, "data.val files: d/val_000.bin"));
+  EXPECT_EQ(lines.back(), "data.val tokens: CRC-32C 00000000");
+  // Other tokens in files of the same names: one line differs, naming the fingerprint.
+  train::RankData other_tokens{{"d/train_000.bin", "d/train_001.bin"}, 41, {"d/val_000.bin"}};
+  other_tokens.train_contents = 0x1234abcd;
+  EXPECT_EQ(
+      train::differing_keys(train::agreement_lines(c, other_tokens), train::fingerprints(lines)),
+      "data.train tokens is 'CRC-32C 1234abcd' here");
   // One line per key: the same count for every config of this build.
   Config other;
   other.train.run_name = "other", other.lora.targets = "q,k,v,o";
