@@ -212,6 +212,7 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   std::vector<std::string> val_notes;
   RankData data{.train_files = loader_.options().files,
                 .train_windows = loader_.windows_per_epoch(),
+                .val_files = {},
                 .train_contents = loader_.contents_fingerprint()};
   if (cfg_.eval.interval > 0) try {
       const data::DataLoader val(loader_options(cfg_, "data.val", cfg_.data.val, false));
