@@ -290,7 +290,7 @@ inline float __int_as_float(int i) { return std::bit_cast<float>(i); }
 inline unsigned __float_as_uint(float f) { return std::bit_cast<unsigned>(f); }
 inline int __float_as_int(float f) { return std::bit_cast<int>(f); }
 // The _rn operations are the IEEE ones (g++ -ffp-contract=off keeps them unfused, as the
-// intrinsics are on the GPU); the fast approximations are the exact functions.
+// intrinsics are on the GPU); the fast approximations below err as the hardware's may.
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
@@ -301,9 +301,50 @@ inline double __dsub_rn(double a, double b) { return a - b; }
 inline double __dmul_rn(double a, double b) { return a * b; }
 inline double __ddiv_rn(double a, double b) { return a / b; }
 inline double __dsqrt_rn(double a) { return std::sqrt(a); }
-inline float __expf(float x) { return std::exp(x); }
-inline float __logf(float x) { return std::log(x); }
-inline float __fdividef(float a, float b) { return a / b; }
+// The fast intrinsics at the edge of their documented error (CUDA C++ Programming Guide,
+// "Intrinsic Functions"), so that a tolerance that holds only for exact functions fails here as it
+// would on a GPU. The error is a fixed function of the operands (a hash picks its size and sign),
+// so a run repeats itself bit for bit.
+namespace emu {
+inline float ulps_from(float v, int n) {  // v moved n ulps (toward +inf when n > 0)
+  for (; n > 0; --n) v = std::nextafter(v, INFINITY);
+  for (; n < 0; ++n) v = std::nextafter(v, -INFINITY);
+  return v;
+}
+inline int fast_math_ulps(float a, float b, int most) {  // in [-most, most], never 0
+  uint32_t h =
+      (std::bit_cast<uint32_t>(a) ^ (std::bit_cast<uint32_t>(b) * 0x9E3779B9u)) * 0x85EBCA6Bu;
+  h ^= h >> 15;
+  const int n = int(h % uint32_t(most)) + 1;
+  return (h >> 16) & 1 ? n : -n;
+}
+inline float flush_subnormal(float v) { return std::fpclassify(v) == FP_SUBNORMAL ? 0.0f * v : v; }
+}  // namespace emu
+// ex2.approx.ftz(x * log2(e)): the product rounded to float (the error that grows with |x|), then
+// 2^y rounded and moved 1 ulp (within the 2 ulp of ex2.approx); subnormal operands and results
+// flushed to zero. The guide's bound: 2 + floor(|1.173 x|) ulp.
+inline float __expf(float x) {
+  const float y = emu::flush_subnormal(x) * 1.44269504088896341f;
+  const float r = emu::flush_subnormal(float(std::exp2(double(y))));
+  if (r == 0.0f || std::isinf(r) || std::isnan(r)) return r;
+  return emu::flush_subnormal(emu::ulps_from(r, emu::fast_math_ulps(x, 0.0f, 1)));
+}
+// lg2.approx(x) * ln(2): within 2^-21.41 absolute for x in [0.5, 2], 3 ulp elsewhere.
+inline float __logf(float x) {
+  const float r = float(std::log(double(emu::flush_subnormal(x))));
+  if (r == 0.0f || !std::isfinite(r)) return r;
+  if (x >= 0.5f && x <= 2.0f) return r + float(emu::fast_math_ulps(x, 1.0f, 1)) * 3.5e-7f;
+  return emu::ulps_from(r, emu::fast_math_ulps(x, 1.0f, 2));
+}
+// a * rcp.approx(b): within 2 ulp for |b| in [2^-126, 2^126] (here: rounded, then moved 1 ulp); 0
+// (NaN for an infinite a) for |b| in (2^126, 2^128).
+inline float __fdividef(float a, float b) {
+  const float m = std::fabs(b);
+  if (m > 0x1p126f && m < INFINITY) return std::isinf(a) ? NAN : 0.0f * a * b;
+  const float r = emu::flush_subnormal(float(double(a) / double(emu::flush_subnormal(b))));
+  if (r == 0.0f || !std::isfinite(r)) return r;
+  return emu::ulps_from(r, emu::fast_math_ulps(a, b, 1));
+}
 
 // ---- nvcuda::wmma: whole tiles in every lane ----------------------------------------------------
 namespace nvcuda::wmma {

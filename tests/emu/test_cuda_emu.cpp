@@ -531,5 +531,35 @@ TEST(CudaEmu, inline_ptx_misuses_are_errors_that_name_the_instruction) {
   EXPECT_NE(msg.find("in another .sync.aligned instruction"), std::string::npos) << msg;
 }
 
+// The fast intrinsics err as the hardware's may (cuda_emu.h): within the bounds the CUDA C++
+// Programming Guide gives, not exactly, the same for the same operands; __fdividef's zero for a
+// divisor past 2^126 and the flush of subnormals included.
+TEST(CudaEmu, fast_intrinsics_err_within_their_documented_bounds_and_are_not_exact) {
+  auto ulp_of = [](double v) {
+    const float f = float(v);
+    return double(std::nextafter(f, INFINITY)) - double(f);
+  };
+  int n = 0, inexact = 0;
+  for (float x = -87.0f; x <= 88.0f; x += 0.173f, ++n) {
+    const double exact = std::exp(double(x));
+    const float got = __expf(x);
+    EXPECT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(__expf(x))) << x;
+    EXPECT_LE(std::fabs(double(got) - exact) / ulp_of(exact),
+              2.0 + std::floor(std::fabs(1.173 * double(x))))
+        << x;
+    inexact += got != float(exact);
+  }
+  EXPECT_GT(inexact, n * 9 / 10);
+  EXPECT_EQ(__expf(-100.0f), 0.0f);  // e^-100 is subnormal in f32: flushed
+  for (float b : {3.0f, 0.7f, -1.9f, 12345.0f}) {
+    const double exact = 1.0 / double(b);
+    EXPECT_LE(std::fabs(double(__fdividef(1.0f, b)) - exact) / ulp_of(exact), 2.0) << b;
+  }
+  EXPECT_EQ(__fdividef(1.0f, 0x1.8p126f), 0.0f);
+  EXPECT_TRUE(std::isnan(__fdividef(INFINITY, 0x1.8p126f)));
+  EXPECT_GT(__fdividef(1.0f, 0x1p126f), 0.0f);  // 2^126 itself is still in range
+  EXPECT_LE(std::fabs(double(__logf(1.5f)) - std::log(1.5)), std::ldexp(1.0, -21));
+}
+
 }  // namespace
 }  // namespace tessera
