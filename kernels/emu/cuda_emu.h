@@ -183,6 +183,17 @@ int warp_id();  // the running thread's warp in its block
 // A 16-byte vector access at p: an error unless p is 16-byte aligned (the GPU faults on a
 // misaligned one) and [p, p + 16) lies in one allocation.
 void check_vector_access(const void* p);
+// translate.py turns `reinterpret_cast<V*>(p)` of a CUDA vector type V (float2, uint4,
+// __nv_bfloat162 ...) into vector_cast<V*>(p): on a GPU an access through a pointer not aligned to
+// V's size faults ("misaligned address"), on the CPU it would go unnoticed; here it is an error.
+[[noreturn]] void misaligned_vector(size_t bytes, const void* p);
+template <class Ptr, class From>
+Ptr vector_cast(From p) {
+  using V = std::remove_cv_t<std::remove_pointer_t<Ptr>>;
+  static_assert(alignof(V) == sizeof(V), "a CUDA vector type is aligned to its size");
+  if (reinterpret_cast<uintptr_t>(p) % alignof(V) != 0) misaligned_vector(sizeof(V), p);
+  return reinterpret_cast<Ptr>(p);
+}
 [[noreturn]] void fail(const char* what);  // an error in the running thread, e.g. a misuse
 // A kernel's __launch_bounds__ maximum, which translate.py calls at the start of its body: a GPU
 // refuses a launch of more threads a block than that ("too many resources requested for launch").

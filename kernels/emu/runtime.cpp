@@ -501,6 +501,14 @@ ptx::WgmmaQueue& wgmma_queue() { return self().wgmma; }
 
 [[noreturn]] void fail(const char* what) { abandon(where(*g_launch, self()) + ": " + what); }
 
+void misaligned_vector(size_t bytes, const void* p) {
+  std::ostringstream what;
+  what << "a " << bytes << "-byte vector access at " << p << ", not aligned to " << bytes
+       << " bytes (a GPU faults: misaligned address)";
+  if (g_launch && current) fail(what.str().c_str());
+  TESSERA_FAIL("cuda emulator: ", what.str());
+}
+
 void host_pointer_argument(const char* kernel, size_t index, const void* p) {
   std::ostringstream where;
   where << p;

@@ -3,7 +3,7 @@
 
   translate.py IN.cu OUT.cpp
 
-Five rewrites, nothing else (line numbers are kept, so compiler errors point at the .cu file):
+Six rewrites, nothing else (line numbers are kept, so compiler errors point at the .cu file):
   - a launch `KERNEL<<<CONFIG>>>(ARGS)` becomes
     `::tessera::emu::launch("KERNEL", ::tessera::emu::config(CONFIG), ID, [=](auto&... a_) { KERNEL(a_...); })(ARGS)`
     (ID: `::tessera::emu::function_id(KERNEL)` when CONFIG passes dynamic shared memory, else nullptr):
@@ -18,7 +18,10 @@ Five rewrites, nothing else (line numbers are kept, so compiler errors point at 
   - a kernel's `__launch_bounds__(MAX[, ...])` becomes a call at the start of its body,
     `::tessera::emu::launch_bounds(MAX);`, which fails a launch of more threads a block than MAX
     as a GPU refuses it (a declaration without a body just loses the attribute);
-  - `#include <cub/...>` is dropped (cuda_emu.h has the one CUB call the kernels make).
+  - `#include <cub/...>` is dropped (cuda_emu.h has the one CUB call the kernels make);
+  - `reinterpret_cast<[const] V*>` of a CUDA vector type V (float2, float4, uint2, uint4, int2,
+    int4, double2, __nv_bfloat162, __half2) becomes `::tessera::emu::vector_cast<[const] V*>`,
+    which fails an address not aligned to V's size, as the GPU faults on it.
 """
 import re
 import sys
@@ -196,6 +199,14 @@ def rewrite_launch_bounds(text, path):
     return rewrite_each(text, LAUNCH_BOUNDS, path, attribute)
 
 
+VECTOR_CAST = re.compile(
+    r"\breinterpret_cast<(\s*(?:const\s+)?(?:float[24]|u?int[24]|double2|__nv_bfloat162|__half2)\s*\*\s*)>")
+
+
+def rewrite_vector_casts(text):
+    return VECTOR_CAST.sub(r"::tessera::emu::vector_cast<\1>", text)
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -208,6 +219,7 @@ def main():
     text = rewrite_asm(text, src)
     text = rewrite_launch_bounds(text, src)
     text = rewrite_launches(text, src)
+    text = rewrite_vector_casts(text)
     with open(dst, "w") as f:
         f.write(f'#line 1 "{src}"\n')
         f.write(text)

@@ -278,6 +278,29 @@ TEST(CudaEmu, a_pointer_argument_outside_device_memory_is_refused_naming_it) {
   cudaFree(device);
 }
 
+// What translate.py makes of `*reinterpret_cast<const float2*>(p)` and the like: an address not
+// aligned to the vector's size fails (a GPU faults: misaligned address), in a kernel and outside.
+TEST(CudaEmu, a_vector_access_at_a_misaligned_address_fails_naming_its_size) {
+  float* device = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&device), 16 * sizeof(float)), cudaSuccess);
+  auto kernel = emu::launch(
+      "pairs_kernel", emu::config(1, 4, 0), nullptr, [](float* out, const float* in, int offset) {
+        const float2 v = *emu::vector_cast<const float2*>(in + offset + 2 * int(threadIdx.x));
+        out[threadIdx.x] = v.x + v.y;
+      });
+  kernel(device + 8, device, 0);  // 8-byte aligned pairs
+  std::string e = error_of([&] { kernel(device + 8, device, 1); });
+  EXPECT_NE(e.find("pairs_kernel"), std::string::npos) << e;
+  EXPECT_NE(e.find("a 8-byte vector access at"), std::string::npos) << e;
+  EXPECT_NE(e.find("not aligned to 8 bytes"), std::string::npos) << e;
+  e = error_of([&] { (void)emu::vector_cast<uint4*>(device + 2); });  // host code too
+  EXPECT_NE(e.find("a 16-byte vector access"), std::string::npos) << e;
+  EXPECT_EQ(emu::vector_cast<uint4*>(device + 4), reinterpret_cast<uint4*>(device + 4));
+  EXPECT_EQ(emu::vector_cast<__nv_bfloat162*>(device + 1),
+            reinterpret_cast<__nv_bfloat162*>(device + 1));
+  cudaFree(device);
+}
+
 TEST(CudaEmu, fresh_device_memory_reads_as_nan_not_zero) {
   // cudaMalloc leaves memory uninitialised; the emulator fills it with 0xff bytes so that a kernel
   // reading what nothing wrote sees NaN (f32) or -1 (integers), not the zeros of fresh host pages.
