@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/gpt_shape_flags.h"
 #include "checkpoint/async_save.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/digest.h"
@@ -59,11 +60,9 @@ int main(int argc, char** argv) {
     cxxopts::Options options("bench_checkpoint",
                              "time to save and load a GPT checkpoint with AdamW state, and the "
                              "digests' share of it");
-    options.add_options()("n-layer", "layers", cxxopts::value<int64_t>()->default_value("12"))(
-        "n-embd", "channels", cxxopts::value<int64_t>()->default_value("768"))(
-        "n-head", "heads", cxxopts::value<int64_t>()->default_value("12"))(
-        "vocab", "vocabulary", cxxopts::value<int64_t>()->default_value("50257"))(
-        "seq", "context (learned positions)", cxxopts::value<int64_t>()->default_value("1024"))(
+    add_gpt_shape_flags(options,
+                        {.n_layer = 12, .n_embd = 768, .n_head = 12, .vocab = 50257, .seq = 1024});
+    options.add_options()(
         "dir", "where the checkpoint is written (removed after)",
         cxxopts::value<std::string>()->default_value("checkpoints/bench_checkpoint"))(
         "repeats", "timed runs per row (the median is printed)",
@@ -75,12 +74,7 @@ int main(int argc, char** argv) {
     const int repeats = args["repeats"].as<int>();
     TESSERA_CHECK(repeats >= 1, "--repeats must be at least 1, got ", repeats);
 
-    nn::GPTConfig cfg;
-    cfg.n_layer = args["n-layer"].as<int64_t>();
-    cfg.n_embd = args["n-embd"].as<int64_t>();
-    cfg.n_head = args["n-head"].as<int64_t>();
-    cfg.vocab_size = args["vocab"].as<int64_t>();
-    cfg.block_size = args["seq"].as<int64_t>();
+    nn::GPTConfig cfg = gpt_shape(args);
     cfg.validate();
     Generator gen(1337);
     nn::GPT model(cfg, gen);

@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/gpt_shape_flags.h"
 #include "autograd/autograd.h"
 #include "backend/cuda.h"
 #include "config/cli.h"
@@ -108,14 +109,10 @@ std::string mib(int64_t b) {
 int run(int argc, char** argv) {
   cxxopts::Options options("bench_memory",
                            "Peak memory and time of a training step: AdamW vs LOMO vs AdaLomo");
+  add_gpt_shape_flags(options,
+                      {.n_layer = 8, .n_embd = 512, .n_head = 8, .vocab = 50257, .seq = 64});
   // clang-format off
   options.add_options()
-      ("n-layer", "transformer blocks", cxxopts::value<int64_t>()->default_value("8"), "N")
-      ("n-embd", "channels", cxxopts::value<int64_t>()->default_value("512"), "C")
-      ("n-head", "attention heads", cxxopts::value<int64_t>()->default_value("8"), "H")
-      ("vocab", "vocabulary size", cxxopts::value<int64_t>()->default_value("50257"), "V")
-      ("seq", "sequence length T (also the block size)",
-       cxxopts::value<int64_t>()->default_value("64"), "T")
       ("batch", "sequences per step B", cxxopts::value<int64_t>()->default_value("1"), "B")
       ("recompute", "activation checkpointing per block",
        cxxopts::value<bool>()->default_value("true"), "BOOL")
@@ -129,12 +126,7 @@ int run(int argc, char** argv) {
   cxxopts::ParseResult args;
   if (!parse_flags_or_help(options, argc, argv, args)) return 0;
 
-  nn::GPTConfig cfg;
-  cfg.n_layer = args["n-layer"].as<int64_t>();
-  cfg.n_embd = args["n-embd"].as<int64_t>();
-  cfg.n_head = args["n-head"].as<int64_t>();
-  cfg.vocab_size = args["vocab"].as<int64_t>();
-  cfg.block_size = args["seq"].as<int64_t>();
+  nn::GPTConfig cfg = gpt_shape(args);
   cfg.recompute = args["recompute"].as<bool>();
   cfg.tie_embeddings = !args.count("untied");
   cfg.validate();
