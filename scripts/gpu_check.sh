@@ -386,7 +386,7 @@ fi
 # <<< memory section <<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<
 if want async; then
   t0=$(date +%s)
-  BUILD_DIR="$B" DEVICE="$GPU_DEVICE" DIR="$ROOT/checkpoints/gpu_check_async" \
+  NO_BUILD=1 BUILD_DIR="$B" DEVICE="$GPU_DEVICE" DIR="$ROOT/checkpoints/gpu_check_async" \
     timeout "$(limit 180)" scripts/bench_async_save.sh >"$OUT/async.log" 2>&1; rc=$?
   rows=$(awk '$1 == "synchronous" || $1 == "background" { printf "%s%s %s s (step after a save %s, others %s; stalled %s s)", n++ ? "; " : "", $1, $2, $3, $4, $5 }' "$OUT/async.log")
   row async "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc$(timed_out $rc)")" \
