@@ -1,7 +1,7 @@
 // build/eval --checkpoint checkpoints/tiny [--data 'data/kjv/byte/val_*.bin'] [--batches 20]
 //            [--batch-size B] [--base BASE] [--contexts 128,256,512,1024]
 //            [--rope-scaling yarn --rope-factor 8|auto] [--set model.rope_scaling.KEY=V]
-//            [--per-position losses.csv|.json]
+//            [--per-position losses.csv|.json] [--stride S]
 // Mean cross-entropy (nats per token) and perplexity of a checkpoint on a token set: by default the
 // validation split its config names, read in order from the start, as training's validation does.
 // A LoRA checkpoint is evaluated on top of its base (the one it recorded, or --base).
@@ -17,6 +17,9 @@
 // --rope-scaling none evaluates plain RoPE, also a checkpoint trained with scaling.
 // --per-position writes the mean loss at each position of the window (one series per context),
 // once the evaluation has succeeded: a failed one leaves an existing file as it was.
+// --stride S scores the same tokens with a window that slides by S (train::evaluate_strided): each
+// token with at least T - S tokens of context instead of those since its window began (at every
+// context T of --contexts, each >= S); it costs about T / S times the forward passes.
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -162,6 +165,12 @@ std::string batch_count(int64_t lo, int64_t hi) {
   return std::to_string(lo) + (hi != lo ? "-" + std::to_string(hi) : "") + " batches";
 }
 
+// --stride S in the header: the same tokens, scored by windows that move by S.
+std::string stride_note(int64_t stride) {
+  if (!stride) return "";
+  return "; windows sliding by " + std::to_string(stride) + ", each token scored once";
+}
+
 // What follows the count when the data held fewer batches than --batches asked for.
 std::string fewer_note(int64_t read, int64_t asked) {
   if (read >= asked) return "";
@@ -174,16 +183,26 @@ int main(int argc, char** argv) {
   using namespace tessera;
   return run_main("eval", [&] {
     cxxopts::Options options("eval", "Validation loss of a checkpoint");
-    options.add_options()
-        ("data", "token shards (glob); default: the checkpoint config's data.val", cxxopts::value<std::string>())
-        ("batches", "batches to average (fewer if the data runs out)", cxxopts::value<int64_t>()->default_value("20"))
-        ("batch-size", "sequences per batch; default: the config's train.batch_size", cxxopts::value<int64_t>())
-        ("contexts", "comma-separated context lengths to evaluate, e.g. 128,256,512", cxxopts::value<std::string>())
-        ("rope-scaling", "scale RoPE for this evaluation: none, linear, dynamic, yarn or llama3", cxxopts::value<std::string>())
-        ("rope-factor", "the scaling factor, or auto (context / trained length at each context)", cxxopts::value<std::string>())
-        ("set", "model.rope_scaling.KEY=VALUE (repeatable): the other scaling keys", cxxopts::value<std::vector<std::string>>())
-        ("per-position", "write the mean loss at each position of the window to FILE (.csv or .json)", cxxopts::value<std::string>())
-        ("h,help", "show this help");
+    options.add_options()("data", "token shards (glob); default: the checkpoint config's data.val",
+                          cxxopts::value<std::string>())(
+        "batches", "batches to average (fewer if the data runs out)",
+        cxxopts::value<int64_t>()->default_value("20"))(
+        "batch-size", "sequences per batch; default: the config's train.batch_size",
+        cxxopts::value<int64_t>())("contexts",
+                                   "comma-separated context lengths to evaluate, e.g. 128,256,512",
+                                   cxxopts::value<std::string>())(
+        "rope-scaling", "scale RoPE for this evaluation: none, linear, dynamic, yarn or llama3",
+        cxxopts::value<std::string>())(
+        "rope-factor", "the scaling factor, or auto (context / trained length at each context)",
+        cxxopts::value<std::string>())(
+        "set", "model.rope_scaling.KEY=VALUE (repeatable): the other scaling keys",
+        cxxopts::value<std::vector<std::string>>())(
+        "per-position",
+        "write the mean loss at each position of the window to FILE (.csv or .json)",
+        cxxopts::value<std::string>())("stride",
+                                       "slide each window by S tokens and score only the tokens it "
+                                       "adds (every token then has >= T - S of context)",
+                                       cxxopts::value<int64_t>())("h,help", "show this help");
     train::add_model_options(options);
     cxxopts::ParseResult args;
     if (!parse_flags_or_help(options, argc, argv, args)) return 0;
@@ -193,6 +212,13 @@ int main(int argc, char** argv) {
     const std::string per_position =
         args.count("per-position") ? args["per-position"].as<std::string>() : "";
     if (!per_position.empty()) check_positions_file(per_position);
+    const int64_t stride = args.count("stride") ? args["stride"].as<int64_t>() : 0;
+    TESSERA_CHECK(!args.count("stride") || stride >= 1,
+                  "command line: --stride must be at least 1, got ", stride);
+    TESSERA_CHECK(!stride || per_position.empty(),
+                  "command line: --per-position and --stride "
+                  "together: a strided evaluation scores each window from another position on, so "
+                  "it has no per-position curve; give one of them");
     train::LoadedModel m = train::load_model(args);
     Config cfg = m.config;
     if (args.count("batch-size")) cfg.train.batch_size = args["batch-size"].as<int64_t>();
@@ -227,6 +253,7 @@ int main(int argc, char** argv) {
     // when asked for (the same batches; its mean is the same loss up to summation order).
     auto loss_at = [&](const Config& at) {
       apply_scaling(at.sequence_length());
+      if (stride) return train::evaluate_strided(*m.model, at, data, batches, stride).loss;
       if (per_position.empty()) return train::evaluate(*m.model, at, data, batches);
       std::vector<double> p = position_losses(*m.model, at, data, batches);
       double mean = 0;
@@ -263,10 +290,15 @@ int main(int argc, char** argv) {
           const int64_t n = batches_read(at_context(T), tokens_in, data, batches);
           lo = std::min(lo, n), hi = std::max(hi, n);
         }
-      std::printf("%s%s%s on %s (%s of ~%ld tokens%s; trained at %ld%s)\n", m.path.c_str(),
+      for (int64_t T : contexts)
+        TESSERA_CHECK(!runs(T) || stride <= T, "command line: --stride ", stride,
+                      " is longer than the context ", T,
+                      " (--contexts): a window moves by at most "
+                      "its length");
+      std::printf("%s%s%s on %s (%s of ~%ld tokens%s; trained at %ld%s%s)\n", m.path.c_str(),
                   m.lora ? " on base " : "", m.base_path.c_str(), data.c_str(),
                   batch_count(lo, hi).c_str(), long(tokens), fewer_note(lo, batches).c_str(),
-                  long(cfg.sequence_length()), scaling_note);
+                  long(cfg.sequence_length()), scaling_note, stride_note(stride).c_str());
       std::printf("%10s %10s %10s\n", "context", "loss", "ppl");
       for (int64_t T : contexts) {
         if (!runs(T)) {
@@ -280,11 +312,15 @@ int main(int argc, char** argv) {
       }
     } else {
       const int64_t n = batches_read(cfg, tokens_in, data, batches);
+      TESSERA_CHECK(stride <= cfg.sequence_length(), "command line: --stride ", stride,
+                    " is longer than the context ", cfg.sequence_length(),
+                    ": a window moves by at most its length");
       const double loss = loss_at(cfg);
-      std::printf("%s%s%s: loss %.4f | ppl %.2f (%s, %s of %ld x %ld%s%s)\n", m.path.c_str(),
+      std::printf("%s%s%s: loss %.4f | ppl %.2f (%s, %s of %ld x %ld%s%s%s)\n", m.path.c_str(),
                   m.lora ? " on base " : "", m.base_path.c_str(), loss, std::exp(loss),
                   data.c_str(), batch_count(n, n).c_str(), long(cfg.train.batch_size),
-                  long(cfg.sequence_length()), fewer_note(n, batches).c_str(), scaling_note);
+                  long(cfg.sequence_length()), fewer_note(n, batches).c_str(), scaling_note,
+                  stride_note(stride).c_str());
     }
     if (!per_position.empty()) write_positions(per_position, series);
     return 0;

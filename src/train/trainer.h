@@ -44,4 +44,18 @@ TrainResult run_training(const Config& cfg, std::ostream& log);
 double evaluate(const nn::GPT& model, const Config& cfg, const std::string& pattern,
                 int64_t batches, dist::Communicator* comm = nullptr);
 
+// Sliding-window evaluation (eval --stride): the mean loss over the target tokens evaluate()
+// scores (its first `batches` batches of windows of T = cfg.sequence_length(), in order), each
+// scored once, in a window of T tokens that moves by `stride` in [1, T]: a token then has at least
+// T - stride tokens before it in its window (all that precede it in its shard, when fewer) instead
+// of only those since its window began. stride = T scores evaluate()'s own windows; a smaller one
+// costs about T / stride forward passes as many.
+struct StridedLoss {
+  double loss = 0;      // mean over the scored tokens
+  int64_t tokens = 0;   // target tokens scored
+  int64_t windows = 0;  // forward passes' rows
+};
+StridedLoss evaluate_strided(const nn::GPT& model, const Config& cfg, const std::string& pattern,
+                             int64_t batches, int64_t stride);
+
 }  // namespace tessera::train

@@ -42,6 +42,50 @@ TEST(Training, loss_falls_and_checkpoint_reproduces_logits) {
   EXPECT_EQ(a.forward(x, false).to_vector<float>(), b.forward(x, false).to_vector<float>());
 }
 
+// Sliding-window evaluation (eval --stride): at stride T it is evaluate() itself; at stride 1 each
+// token is predicted from the T tokens before it (all before it near the start), computed here
+// one window per token; at any stride each of evaluate()'s target tokens is scored once.
+TEST(Training, strided_evaluation_scores_each_token_once_with_the_context_its_stride_gives) {
+  TempRun run;
+  Config cfg = run.config(40);
+  std::ostringstream log;
+  const train::TrainResult r = train::run_training(cfg, log);
+  Generator g(0);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  load_model_into(r.last_checkpoint, model.parameters());
+  const int64_t T = cfg.sequence_length(), B = cfg.train.batch_size;  // 16, 8
+  const double plain = train::evaluate(model, cfg, cfg.data.val, 5);
+  const train::StridedLoss whole = train::evaluate_strided(model, cfg, cfg.data.val, 5, T);
+  EXPECT_NEAR(whole.loss, plain, 1e-12 * plain);
+  // The val shard holds 12 windows of 17 tokens: one batch of 8 (the loader's whole batches).
+  EXPECT_EQ(whole.windows, B);
+  EXPECT_EQ(whole.tokens, B * T);
+
+  const train::StridedLoss one = train::evaluate_strided(model, cfg, cfg.data.val, 5, 1);
+  EXPECT_EQ(one.tokens, B * T);
+  EXPECT_EQ(one.windows, 1 + (B - 1) * T);
+  const data::Shard val((run.dir / "val_000.bin").string(), cfg.model.vocab_size);
+  double sum = 0;
+  for (int64_t p = 1; p <= B * T; ++p) {  // target token p, its window [start, start + T)
+    const int64_t start = std::max<int64_t>(0, p - T);
+    std::vector<int32_t> in(static_cast<size_t>(T)), tg(static_cast<size_t>(T), -100);
+    const std::vector<uint32_t> tokens = val.read(start, T + 1);
+    for (int64_t t = 0; t < T; ++t) in[size_t(t)] = int32_t(tokens[size_t(t)]);
+    tg[size_t(p - start - 1)] = int32_t(tokens[size_t(p - start)]);
+    sum += model.loss(from_vector(in, {1, T}), from_vector(tg, {1, T}), false).item();
+  }
+  EXPECT_NEAR(one.loss, sum / double(B * T), 1e-5) << "plain " << plain;
+  std::printf("[ strided ] loss %.5f at stride %ld (evaluate: %.5f), %.5f at stride 1\n",
+              whole.loss, long(T), plain, one.loss);
+
+  const train::StridedLoss five = train::evaluate_strided(model, cfg, cfg.data.val, 5, 5);
+  EXPECT_EQ(five.tokens, B * T);
+  EXPECT_EQ(five.windows, 1 + (B * T - T + 4) / 5);
+  const std::string msg = tessera::testing::error_of(
+      [&] { train::evaluate_strided(model, cfg, cfg.data.val, 5, T + 1); });
+  EXPECT_NE(msg.find("--stride 17 is not in [1, 16]"), std::string::npos) << msg;
+}
+
 TEST(Training, resumed_run_matches_the_uninterrupted_run) {
   TempRun run;
   Config full = run.config(24);
