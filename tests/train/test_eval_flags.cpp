@@ -253,6 +253,31 @@ TEST(EvalBinary, the_header_counts_the_batches_read_and_says_when_fewer_than_ask
   EXPECT_TRUE(has(out, "(3 batches of ~32 tokens; trained at 16)")) << out;
 }
 
+// --stride: its header note, the plain result at stride T, and its misuses named before any work.
+TEST(EvalBinary, stride_says_so_equals_the_plain_evaluation_at_the_context_and_refuses_misuse) {
+  EvalRun run;
+  const std::string ck = run.save(run.config(), "ck");
+  std::string plain, out;
+  ASSERT_EQ(run.eval("--checkpoint " + ck, &plain), 0) << plain;
+  ASSERT_EQ(run.eval("--checkpoint " + ck + " --stride 16", &out), 0) << out;
+  EXPECT_TRUE(has(out, "; windows sliding by 16, each token scored once)")) << out;
+  EXPECT_EQ(loss_of(out), loss_of(plain)) << out << plain;
+  ASSERT_EQ(run.eval("--checkpoint " + ck + " --stride 4", &out), 0) << out;
+  EXPECT_NE(loss_of(out), loss_of(plain)) << out;  // other contexts: another loss
+  ASSERT_EQ(run.eval("--checkpoint " + ck + " --stride 4 --contexts 8,16", &out), 0) << out;
+  EXPECT_TRUE(has(out, "trained at 16; windows sliding by 4, each token scored once)")) << out;
+  EXPECT_NE(run.eval("--checkpoint " + ck + " --stride 17", &out), 0);
+  EXPECT_TRUE(has(out, "--stride 17 is longer than the context 16")) << out;
+  EXPECT_NE(run.eval("--checkpoint " + ck + " --stride 12 --contexts 8,16", &out), 0);
+  EXPECT_TRUE(has(out, "--stride 12 is longer than the context 8 (--contexts)")) << out;
+  EXPECT_NE(run.eval("--checkpoint " + ck + " --stride 0", &out), 0);
+  EXPECT_TRUE(has(out, "--stride must be at least 1, got 0")) << out;
+  EXPECT_NE(
+      run.eval("--checkpoint " + ck + " --stride 4 --per-position " + run.tmp.file("p.csv"), &out),
+      0);
+  EXPECT_TRUE(has(out, "--per-position and --stride together")) << out;
+}
+
 TEST(EvalBinary, data_that_matches_no_file_is_an_error_naming_the_flag_or_the_key) {
   EvalRun run;
   const std::string ck = run.save(run.config(), "ck");
