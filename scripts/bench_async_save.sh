@@ -45,7 +45,7 @@ for async in false true; do
                for (i = 1; i <= NF; ++i) if ($i == "tok/s") t = tokens / $(i - 1)
                if (n > 1 && (n - 1) % every == 0) { after += t; na++ } else if (n > 1) { other += t; no++ } }
     /host copy in/ { for (i = 1; i <= NF; ++i) if ($i == "in" && $(i - 1) == "copy") stall += $(i + 1) }
-    /^checkpoint: waited/ { stall += $3 }
+    /written in the background in .*; waited/ { for (i = 1; i <= NF; ++i) if ($i == "waited") stall += $(i + 1) }
     END { printf "%-12s %8.1f %11.2fs %11.2fs %14s\n", mode == "true" ? "background" : "synchronous",
                  wall / 1000, na ? after / na : 0, no ? other / no : 0,
                  mode == "true" ? sprintf("%.2f", stall) : "-" }' "$log"

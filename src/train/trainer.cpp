@@ -505,12 +505,17 @@ void Trainer::finish_save() {
   const std::string what = writer_.what();
   const bool pending = writer_.pending();
   std::string error = writer_.wait();
-  if (pending && writer_.waited_seconds() >= 0.01) {
-    char line[160];
-    std::snprintf(line, sizeof line,
-                  "checkpoint: waited %.2f s for the background write of %s (%.2f s in all)",
-                  writer_.waited_seconds(), what.c_str(), writer_.job_seconds());
-    out_->log() << line << "\n";
+  if (pending && error.empty()) {  // how long the write took, and whether the run waited for it
+    char line[200];
+    std::snprintf(line, sizeof line, "checkpoint: %s written in the background in %.2f s%s",
+                  what.c_str(), writer_.job_seconds(),
+                  writer_.waited_seconds() >= 0.01 ? "; waited " : "");
+    out_->log() << line;
+    if (writer_.waited_seconds() >= 0.01) {
+      std::snprintf(line, sizeof line, "%.2f s for it", writer_.waited_seconds());
+      out_->log() << line;
+    }
+    out_->log() << "\n";
   }
   if (!error.empty())
     error = "checkpoint.async: the background write of " + what +
