@@ -507,12 +507,12 @@ void Trainer::finish_save() {
   std::string error = writer_.wait();
   if (pending && error.empty()) {  // how long the write took, and whether the run waited for it
     char line[200];
-    std::snprintf(line, sizeof line, "checkpoint: %s written in the background in %.2f s%s",
-                  what.c_str(), writer_.job_seconds(),
-                  writer_.waited_seconds() >= 0.01 ? "; waited " : "");
+    const double waited = writer_.waited_seconds();
+    std::snprintf(line, sizeof line, "checkpoint: %s written in the background in %.2f s",
+                  what.c_str(), writer_.job_seconds());
     out_->log() << line;
-    if (writer_.waited_seconds() >= 0.01) {
-      std::snprintf(line, sizeof line, "%.2f s for it", writer_.waited_seconds());
+    if (waited >= 0.01) {
+      std::snprintf(line, sizeof line, "; waited %.2f s for it", waited);
       out_->log() << line;
     }
     out_->log() << "\n";
