@@ -227,6 +227,10 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   check_ranks_agree(*comm_, cfg_, data);
   if (rank_ == 0) {
     for (const std::string& note : val_notes) log << note << "\n";
+    if (cfg_.checkpoint.async && cfg_.train.device == "cpu")
+      log << "note: checkpoint.async on the CPU: the background write shares the cores with "
+             "training, which measured no faster than saving in the step (README, \"Saving in the "
+             "background\")\n";
     fs::create_directories(run_dir_);
     for (const std::string& p : remove_interrupted_writes(run_dir_.string()))
       log << "warning: removed " << p << " (a checkpoint write that did not finish)\n";
