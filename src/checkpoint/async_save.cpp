@@ -24,20 +24,14 @@ double seconds_between(std::chrono::steady_clock::time_point a,
 }  // namespace
 
 CheckpointData stage_on_host(const CheckpointData& ck) {
-  CheckpointData out;
-  out.trainer_ints = ck.trainer_ints;
-  out.trainer_floats = ck.trainer_floats;
-  out.rng = ck.rng;
-  out.data = ck.data;
-  out.config_yaml = ck.config_yaml;
-  out.adapter = ck.adapter;
-  for (const auto& [name, t] : ck.model) out.model.emplace_back(name, owned_host_copy(t));
-  for (const auto& [key, t] : ck.optimizer) out.optimizer.emplace_back(key, owned_host_copy(t));
+  CheckpointData out = ck;  // every attribute; the tensors are replaced by copies below
+  out.optimizer_sources.clear();
+  for (auto& [name, t] : out.model) t = owned_host_copy(t);
+  for (auto& [key, t] : out.optimizer) t = owned_host_copy(t);
   // A source's tensor may be a gathered shard released when it goes out of scope: copied at once.
   for (const auto& [key, source] : ck.optimizer_sources)
     out.optimizer.emplace_back(key, owned_host_copy(source()));
-  for (const auto& [name, t] : ck.trainer_tensors)
-    out.trainer_tensors.emplace_back(name, owned_host_copy(t));
+  for (auto& [name, t] : out.trainer_tensors) t = owned_host_copy(t);
   return out;
 }
 

@@ -82,6 +82,7 @@ class DataLoader {
   // What the shards hold, in order: a CRC-32C over each one's token count and the CRC-32C of its
   // token bytes (Shard::tokens_crc32c). Two loaders of equal fingerprints read the same tokens.
   uint32_t contents_fingerprint() const;
+  const std::vector<Shard>& shards() const { return shards_; }  // open, in options().files order
 
  private:
   void roll_over();     // starts the next epoch when fewer than W * B used windows are left

@@ -47,10 +47,10 @@ StridedLoss evaluate_strided(const nn::GPT& model, const Config& cfg, const std:
                 "]: a window of ", T, " tokens moves by at least 1 and at most its length");
   // The target tokens evaluate() scores: its loader's first n batches of windows, in order, whole
   // windows of T targets each, shard after shard.
-  const int64_t n = std::min(batches, data::DataLoader(o).batches_per_epoch());
+  const data::DataLoader loader(o);  // its shards, opened (and checked) once
+  const int64_t n = std::min(batches, loader.batches_per_epoch());
   TESSERA_CHECK(n > 0, pattern, ": too few tokens for one batch of ", B, " x ", T);
-  std::vector<data::Shard> shards;
-  for (const std::string& file : o.files) shards.emplace_back(file, o.vocab_size, o.format);
+  const std::vector<data::Shard>& shards = loader.shards();
   std::vector<Window> windows;
   int64_t left = n * B;  // evaluate()'s windows still to cover
   for (size_t s = 0; s < shards.size() && left > 0; ++s) {
