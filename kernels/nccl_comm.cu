@@ -30,6 +30,7 @@
 #include <nccl.h>
 
 #include <algorithm>
+#include <exception>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -189,7 +190,12 @@ struct NcclState {
   ~NcclState() {
     try {
       cudaSetDevice(device);
-      if (comm && !aborted) {
+      if (comm && !aborted && std::uncaught_exceptions() > 0) {
+        // Destroyed while an error unwinds (this rank failed, its peers may have too): abort at
+        // once, so that the error is printed and the process ends without waiting out
+        // timeout_s on a finalize whose peers may never join it.
+        ncclCommAbort(comm);
+      } else if (comm && !aborted) {
         // Finalize flushes what is in flight; bounded, since a dead peer would stall it.
         const auto start = Clock::now();
         ncclResult_t state = ncclCommFinalize(comm);

@@ -45,9 +45,21 @@ std::vector<CheckpointFile> list_checkpoints(const std::string& dir) {
   return out;
 }
 
+namespace {
+
+// fs::remove with an error naming the file (std::filesystem's own exception is not a
+// tessera::Error, which the trainer turns into one clear line on every rank).
+void remove_file(const std::string& path, const char* what) {
+  std::error_code ec;
+  fs::remove(path, ec);
+  TESSERA_CHECK(!ec, "cannot remove ", what, " ", path, ": ", ec.message());
+}
+
+}  // namespace
+
 void remove_checkpoint(const std::string& path) {
-  fs::remove(path);
-  fs::remove(digest_path(path));
+  remove_file(path, "checkpoint");
+  remove_file(digest_path(path), "digest file");
 }
 
 std::vector<std::string> prune_checkpoints(const std::string& dir, const RetentionPolicy& policy,
@@ -80,7 +92,7 @@ std::vector<std::string> remove_interrupted_writes(const std::string& dir) {
       removed.push_back(p.string());
   }
   std::sort(removed.begin(), removed.end());
-  for (const std::string& p : removed) fs::remove(p);
+  for (const std::string& p : removed) remove_file(p, "an interrupted write's file");
   return removed;
 }
 

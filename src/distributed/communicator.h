@@ -56,14 +56,17 @@ Range shard_range(int64_t n, int world, int rank);
 
 struct LaunchInfo {
   int rank = 0, world = 1, local_rank = 0;
-  std::string launcher = "none";  // "mpirun" | "srun" | "env" | "none"
+  std::string launcher = "none";  // "mpirun" | "mpiexec" | "srun" | "env" | "none"
 };
-// From the environment, the first group with any variable set: OMPI_COMM_WORLD_RANK / _SIZE /
-// _LOCAL_RANK (mpirun), then SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID (srun), then RANK /
-// WORLD_SIZE / LOCAL_RANK; none -> rank 0 of 1. Rank and size must both be set; a missing local
-// rank defaults to the rank (right on one node; on several, the device check catches it).
+// From the environment: OMPI_COMM_WORLD_RANK / _SIZE / _LOCAL_RANK (Open MPI's mpirun), PMI_RANK /
+// PMI_SIZE / MPI_LOCALRANKID (MPICH's and Intel MPI's mpiexec), SLURM_PROCID / SLURM_NTASKS /
+// SLURM_LOCALID (srun), RANK / WORLD_SIZE / LOCAL_RANK; none -> rank 0 of 1. An MPI launcher's
+// variables win over the others (mpirun inside an sbatch script); otherwise groups that disagree on
+// the world size give the one of more than one process (SLURM_NTASKS=1 around a RANK/WORLD_SIZE
+// loop), or an Error naming both when several have more. Rank and size must both be set; a missing
+// local rank defaults to the rank (right on one node; on several, the device check catches it).
 // Malformed or inconsistent values (non-numbers, world < 1, rank >= world) are an Error naming
-// the variable.
+// the variable (launch.cpp).
 LaunchInfo detect_launch();
 // "OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE" for mpirun etc.: for messages.
 std::string launch_variables(const std::string& launcher);

@@ -9,6 +9,8 @@
 #include <sstream>
 #include <string_view>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "core/build.h"
 #include "distributed/backends.h"
@@ -42,13 +44,21 @@ struct LaunchVars {
   const char* rank;
   const char* size;
   const char* local_rank;
+  bool mpi;  // an MPI launcher: it sets these on each process it starts
 };
-// Priority order: mpirun inside a Slurm allocation sets both groups, and mpirun's are the ones
-// describing this process.
+// Priority order. MPI launchers set their variables on every process they start, so those describe
+// this process even inside a Slurm allocation (mpirun in an sbatch script, whose SLURM_NTASKS is
+// the allocation's). MPICH's and Intel MPI's Hydra (mpiexec) set PMI_RANK, PMI_SIZE and
+// MPI_LOCALRANKID. PMIx defines no environment variable for the world size (PMIX_RANK alone does
+// not make a launch): Open MPI 5's mpirun sets OMPI_COMM_WORLD_* beside it, and srun --mpi=pmix
+// sets SLURM_*. Slurm's variables and RANK/WORLD_SIZE may each describe something else than this
+// process: SLURM_PROCID/SLURM_NTASKS the allocation a per-node launcher or a RANK/WORLD_SIZE loop
+// runs in (salloc, sbatch), RANK/WORLD_SIZE a shell's leftover exports; see detect_launch.
 constexpr LaunchVars kLaunchVars[] = {
-    {"mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"},
-    {"srun", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"},
-    {"env", "RANK", "WORLD_SIZE", "LOCAL_RANK"},
+    {"mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", true},
+    {"mpiexec", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", true},
+    {"srun", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", false},
+    {"env", "RANK", "WORLD_SIZE", "LOCAL_RANK", false},
 };
 
 std::optional<int> env_int(const char* var) {
@@ -62,6 +72,28 @@ std::optional<int> env_int(const char* var) {
   return x;
 }
 
+// One launcher's variables, checked; nullopt when none of them is set.
+std::optional<LaunchInfo> read_launch(const LaunchVars& g) {
+  const std::optional<int> rank = env_int(g.rank), size = env_int(g.size),
+                           local = env_int(g.local_rank);
+  if (!rank && !size && !local) return std::nullopt;
+  TESSERA_CHECK(rank && size, "detect_launch: ", g.launcher, " launch (", g.rank, ", ", g.size,
+                ", ", g.local_rank, ") with ", rank ? g.size : g.rank, " unset");
+  TESSERA_CHECK(*size >= 1, "detect_launch: ", g.size, "=", *size, " must be at least 1");
+  TESSERA_CHECK(*rank >= 0 && *rank < *size, "detect_launch: ", g.rank, "=", *rank,
+                " is not a rank of ", g.size, "=", *size);
+  const int lr = local.value_or(*rank);
+  TESSERA_CHECK(lr >= 0 && lr < *size, "detect_launch: ", g.local_rank, "=", lr,
+                " is not a rank of ", g.size, "=", *size);
+  return LaunchInfo{*rank, *size, lr, g.launcher};
+}
+
+// "the srun launch (SLURM_PROCID=0, SLURM_NTASKS=1)"
+std::string describe(const LaunchVars& g, const LaunchInfo& l) {
+  return std::string("the ") + g.launcher + " launch (" + g.rank + "=" + std::to_string(l.rank) +
+         ", " + g.size + "=" + std::to_string(l.world) + ")";
+}
+
 }  // namespace
 
 std::string launch_variables(const std::string& launcher) {
@@ -71,21 +103,33 @@ std::string launch_variables(const std::string& launcher) {
 }
 
 LaunchInfo detect_launch() {
-  for (const LaunchVars& g : kLaunchVars) {
-    const std::optional<int> rank = env_int(g.rank), size = env_int(g.size),
-                             local = env_int(g.local_rank);
-    if (!rank && !size && !local) continue;
-    TESSERA_CHECK(rank && size, "detect_launch: ", g.launcher, " launch (", g.rank, ", ", g.size,
-                  ", ", g.local_rank, ") with ", rank ? g.size : g.rank, " unset");
-    TESSERA_CHECK(*size >= 1, "detect_launch: ", g.size, "=", *size, " must be at least 1");
-    TESSERA_CHECK(*rank >= 0 && *rank < *size, "detect_launch: ", g.rank, "=", *rank,
-                  " is not a rank of ", g.size, "=", *size);
-    const int lr = local.value_or(*rank);
-    TESSERA_CHECK(lr >= 0 && lr < *size, "detect_launch: ", g.local_rank, "=", lr,
-                  " is not a rank of ", g.size, "=", *size);
-    return {*rank, *size, lr, g.launcher};
-  }
-  return {};
+  std::vector<std::pair<const LaunchVars*, LaunchInfo>> set;  // in priority order
+  for (const LaunchVars& g : kLaunchVars)
+    if (std::optional<LaunchInfo> l = read_launch(g)) set.emplace_back(&g, *l);
+  if (set.empty()) return {};
+  // An MPI launcher's variables describe this process, whatever Slurm's or RANK/WORLD_SIZE say.
+  if (set.front().first->mpi) std::erase_if(set, [](const auto& s) { return !s.first->mpi; });
+  const bool agree = std::all_of(set.begin(), set.end(), [&](const auto& s) {
+    return s.second.world == set.front().second.world;
+  });
+  if (agree) return set.front().second;
+  // They disagree on the world size: one describes the process, the other an allocation or a
+  // leftover export. A world of one process is what an allocation's variables say in a shell that
+  // starts the ranks itself (SLURM_NTASKS=1 around a RANK/WORLD_SIZE loop or a per-node launcher);
+  // taking it would make every rank rank 0 of 1, each writing the same run directory.
+  std::vector<std::pair<const LaunchVars*, LaunchInfo>> several;
+  for (const auto& s : set)
+    if (s.second.world > 1) several.push_back(s);
+  if (several.size() == 1) return several.front().second;
+  std::string both;
+  for (size_t i = 0; i < set.size(); ++i)
+    both += (i == 0                ? ""
+             : i + 1 == set.size() ? " and "
+                                   : ", ") +
+            describe(*set[i].first, set[i].second);
+  TESSERA_FAIL("detect_launch: ", both,
+               " disagree on the world size, so this process's rank is "
+               "unknown: unset the variables of the launcher that did not start this process");
 }
 
 // ---- shared by the backends --------------------------------------------------------------------
@@ -163,10 +207,12 @@ std::unique_ptr<Communicator> make_communicator(const CommOptions& options,
                   "is ", options.device.str(), ": use backend mpi for CPU tensors");
     std::unique_ptr<Communicator> bootstrap;
     if (launch.world > 1 && options.init.empty()) {
-      TESSERA_CHECK(launch.launcher == "mpirun" && built_with::mpi(), "backend 'nccl' with ",
-                    launch.world, " ranks (", launch.launcher, " launch) needs to share an "
-                    "ncclUniqueId: set init to file:///a/directory/all/ranks/see, or launch with "
-                    "mpirun in a build with MPI (TESSERA_MPI)");
+      TESSERA_CHECK(
+          (launch.launcher == "mpirun" || launch.launcher == "mpiexec") && built_with::mpi(),
+          "backend 'nccl' with ", launch.world, " ranks (", launch.launcher,
+          " launch) needs to share an "
+          "ncclUniqueId: set init to file:///a/directory/all/ranks/see, or launch with "
+          "mpirun in a build with MPI (TESSERA_MPI)");
       CommOptions mpi_options = options;
       mpi_options.backend = "mpi";
       mpi_options.device = Device::cpu();

@@ -2,7 +2,7 @@
 // until done or timeout_s. Compiled only when CMake found MPI (else mpi_stub.cpp).
 //
 // Choices:
-//  - Our own communicator (MPI_Comm_idup of MPI_COMM_WORLD, with MPI_ERRORS_RETURN): the
+//  - Our own communicator (MPI_Comm_idup of MPI_COMM_WORLD; both with MPI_ERRORS_RETURN): the
 //    application's MPI traffic cannot match ours, and errors come back as codes that MPI_CHECK
 //    turns into tessera::Error with file:line instead of killing the job. idup, not dup, so that a
 //    rank that never starts cannot hang construction past timeout_s.
@@ -82,6 +82,11 @@ void ensure_mpi_initialized() {
   int provided = 0;
   MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread");
   std::atexit(finalize_at_exit);
+  // Errors MPI raises outside our communicator come back as codes too: Open MPI 4.1 raised a
+  // failed MPI_Test of a request on MPI_COMM_WORLD, whose default handler ends the job before
+  // tessera can say which collective and rank failed. tessera uses MPI_COMM_WORLD only to
+  // duplicate it; an application that initialised MPI itself keeps its own handler.
+  MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Init_thread");
 }
 
 bool mpi_finalized() {

@@ -32,12 +32,60 @@ std::vector<std::string> agreement_lines(const Config& cfg, const RankData& data
     std::snprintf(hex, sizeof hex, "CRC-32C %08x", v);
     return std::string(hex);
   };
+  lines.push_back("checkpoint.resumed from: " + data.resumed);
+  lines.push_back("checkpoint.init weights: " + data.init);
   lines.push_back("data.train files: " + joined(data.train_files));
   lines.push_back("data.train windows: " + std::to_string(data.train_windows));
   lines.push_back("data.train tokens: " + crc(data.train_contents));
   lines.push_back("data.val files: " + joined(data.val_files));
   lines.push_back("data.val tokens: " + crc(data.val_contents));
   return lines;
+}
+
+namespace {
+
+std::string crc_text(uint32_t v) {
+  char hex[24];
+  std::snprintf(hex, sizeof hex, "CRC-32C %08x", v);
+  return hex;
+}
+
+uint32_t add(uint32_t crc, const std::string& s) { return crc32c(s.data(), s.size() + 1, crc); }
+
+uint32_t add(uint32_t crc, const std::string& name, const Tensor& t) {
+  crc = add(crc, name);
+  const Tensor host = t.detach().to(Device::cpu()).contiguous();
+  return crc32c(host.data_ptr(), size_t(host.nbytes()), crc);
+}
+
+}  // namespace
+
+uint32_t checkpoint_crc(const CheckpointData& ck) {
+  uint32_t crc = add(0, ck.config_yaml);
+  for (const auto& [k, v] : ck.trainer_ints) crc = add(crc, k + "=" + std::to_string(v));
+  for (const auto& [k, v] : ck.trainer_floats) crc = crc32c(&v, sizeof v, add(crc, k));
+  for (const auto& [k, v] : ck.rng)
+    crc = add(crc, k + "=" + std::to_string(v.seed) + "," + std::to_string(v.offset));
+  for (const auto& [k, v] : ck.data) crc = add(crc, k + "=" + std::to_string(v));
+  for (const auto& [k, v] : ck.adapter) crc = add(crc, k + "=" + v);
+  for (const auto& [name, t] : ck.model) crc = add(crc, "model/" + name, t);
+  for (const auto& [name, t] : ck.optimizer) crc = add(crc, "optimizer/" + name, t);
+  for (const auto& [name, t] : ck.trainer_tensors) crc = add(crc, "trainer/" + name, t);
+  return crc;
+}
+
+std::string resumed_identity(const std::optional<Resumable>& resumed) {
+  if (!resumed) return "none";
+  const auto& ints = resumed->data.trainer_ints;
+  const auto step = ints.find("step");
+  return "step " + (step == ints.end() ? std::string("?") : std::to_string(step->second)) + ", " +
+         crc_text(checkpoint_crc(resumed->data));
+}
+
+std::string weights_identity(const std::vector<std::pair<std::string, Tensor>>& params) {
+  uint32_t crc = 0;
+  for (const auto& [name, t] : params) crc = add(crc, name, t);
+  return crc_text(crc);
 }
 
 std::vector<double> fingerprints(const std::vector<std::string>& lines) {
@@ -96,13 +144,23 @@ void check_ranks_agree(dist::Communicator& comm, const Config& cfg, const RankDa
   if (count > 8) ranks += " and " + std::to_string(count - 8) + " more";
   const char* rule =
       "; every rank must be started with the same config file, overrides and data (shards of "
-      "the same names and tokens)";
+      "the same names and tokens), and see the same checkpoints (checkpoint.dir, --resume, "
+      "--init: one shared directory, or the same files on every node)";
   if (!mine.empty())
-    TESSERA_FAIL("rank ", rank, " was started with another config or data than rank 0: ", mine,
-                 rule);
+    TESSERA_FAIL("rank ", rank,
+                 " was started with another config, data or checkpoint than rank 0: ", mine, rule);
   TESSERA_FAIL("rank", count > 1 ? "s " : " ", ranks, count > 1 ? " were" : " was",
-               " started with another config or data than rank 0 (",
+               " started with another config, data or checkpoint than rank 0 (",
                count > 1 ? "each names" : "its error names", " what differs)", rule);
+}
+
+void fail_together(dist::Communicator& comm, const std::string& error,
+                   const std::string& elsewhere) {
+  const bool any = comm.world() > 1 ? comm.all_reduce_host({error.empty() ? 0.0 : 1.0},
+                                                           dist::ReduceOp::Sum)[0] > 0
+                                    : !error.empty();
+  if (!error.empty()) throw Error(error);  // an Error's text: it names its place already
+  if (any) TESSERA_FAIL(elsewhere);
 }
 
 }  // namespace tessera::train

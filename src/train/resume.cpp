@@ -22,6 +22,16 @@ std::optional<Resumable> read_resumed(const Config& cfg, int rank, std::ostream&
   return Resumable{std::move(path), std::move(data)};
 }
 
+std::optional<Resumable> read_resumed(const Config& cfg, int rank, std::ostream& log,
+                                      std::string* error) {
+  try {
+    return read_resumed(cfg, rank, log);
+  } catch (const std::exception& e) {  // a tessera::Error, or std::filesystem's
+    *error = e.what();
+    return std::nullopt;
+  }
+}
+
 Config resolve_tokens_per_step(Config cfg, const std::optional<Resumable>& resumed, int rank,
                                int world, std::ostream& log) {
   if (cfg.train.total_batch_size != 0 || !resumed) return cfg;

@@ -19,8 +19,15 @@ namespace tessera::train {
 // The checkpoint a run resumes from, read once, before anything is built from the config: nullopt
 // when the run does not resume, or resumes `auto` from a run directory that holds no checkpoint.
 // `auto` takes the newest checkpoint that loads (load_resumable: passed-over files warned about on
-// rank 0 and moved aside by it).
+// rank 0 and moved aside by it). Every rank reads it from its own checkpoint.dir; the ranks then
+// compare what they read (RankData::resumed, rank_agreement.h), so a directory that is not shared
+// stops the run instead of resuming some ranks and starting others fresh.
 std::optional<Resumable> read_resumed(const Config& cfg, int rank, std::ostream& log);
+// The same, with a failure returned in *error (nullopt then) instead of thrown: each rank reads on
+// its own, and a rank that threw alone would leave the others waiting in their first collective, so
+// the trainer stops every rank together with it (fail_together, rank_agreement.h).
+std::optional<Resumable> read_resumed(const Config& cfg, int rank, std::ostream& log,
+                                      std::string* error);
 
 // A run that leaves train.total_batch_size at 0 (B x T x world) and resumes keeps the
 // checkpoint's tokens per step, so it continues the same data order on any world size: trained on

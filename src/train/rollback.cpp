@@ -1,6 +1,12 @@
 // Rollback target and cleanup: see rollback.h.
 #include "train/rollback.h"
 
+#include <cstdio>
+#include <filesystem>
+
+#include "checkpoint/sidecar.h"  // CheckpointUnreadable
+#include "train/rank_agreement.h"
+
 namespace tessera::train {
 
 std::optional<RollbackTarget> rollback_target(const std::string& run_dir, int64_t step,
@@ -10,11 +16,63 @@ std::optional<RollbackTarget> rollback_target(const std::string& run_dir, int64_
     if (it->step > step - rollback_steps) continue;
     try {
       return RollbackTarget{it->step, Resumable{it->path, load_checkpoint(it->path)}};
+    } catch (const CheckpointUnreadable& e) {
+      // Not evidence of damage: an older target would throw away this one's steps for nothing.
+      TESSERA_FAIL("cannot roll back to ", it->path, ": ", e.what(), "; the run stopped rather ",
+                   "than pass over it (fix its permissions or the disk, then --resume auto)");
     } catch (const Error& e) {
       warn << "warning: cannot roll back to " << it->path << ": " << e.what() << "\n";
     }
   }
   return std::nullopt;
+}
+
+std::optional<RollbackTarget> agree_rollback_target(dist::Communicator& comm,
+                                                    const std::string& run_dir, int64_t step,
+                                                    int64_t rollback_steps, std::ostream& warn) {
+  const int rank = comm.rank();
+  std::optional<RollbackTarget> target;
+  std::string error;
+  if (rank == 0) try {
+      target = rollback_target(run_dir, step, rollback_steps, warn);
+    } catch (const std::exception& e) {  // a tessera::Error, or std::filesystem's listing
+      error = e.what();
+    }
+  fail_together(comm, error, "rank 0 could not read the checkpoint to roll back to in " + run_dir);
+  if (comm.world() == 1) return target;
+  // Rank 0's choice, on every rank (-1: none). Steps are exact in a double up to 2^53.
+  const double mine = rank == 0 ? (target ? double(target->step) : -1.0) : 0.0;
+  const double chosen = comm.all_reduce_host({mine}, dist::ReduceOp::Sum)[0];
+  if (chosen < 0) return std::nullopt;
+  const int64_t at = int64_t(chosen);
+  const std::string path = (std::filesystem::path(run_dir) / checkpoint_name(at)).string();
+  if (rank != 0) try {
+      target = RollbackTarget{at, Resumable{path, load_checkpoint(path)}};
+    } catch (const std::exception& e) {
+      error = "rank " + std::to_string(rank) + " cannot roll back to " + path + " (step " +
+              std::to_string(at) + ", the checkpoint rank 0 chose): " + e.what() +
+              "; every rank must see the same checkpoint.dir";
+    }
+  fail_together(comm, error,
+                "another rank could not load the checkpoint to roll back to, " + path +
+                    " (its error names it): training stopped");
+  // The same file on every rank: a directory that is not shared may hold another run's file of
+  // that name.
+  const uint32_t crc = checkpoint_crc(target->file.data);
+  const double reference =
+      comm.all_reduce_host({rank == 0 ? double(crc) : 0.0}, dist::ReduceOp::Sum)[0];
+  if (double(crc) != reference) {
+    char text[96];
+    std::snprintf(text, sizeof text, " (CRC-32C %08x here, %08x on rank 0)", crc,
+                  uint32_t(reference));
+    error = "rank " + std::to_string(rank) + "'s " + path +
+            " holds another checkpoint than rank 0's" + text +
+            ": every rank must see the same checkpoint.dir";
+  }
+  fail_together(comm, error,
+                "another rank holds another checkpoint than rank 0's at " + path +
+                    " (its error names it): training stopped");
+  return target;
 }
 
 void remove_checkpoints_after(const std::string& run_dir, int64_t step, std::ostream& log) {

@@ -1,12 +1,22 @@
 // Loss-spike rollback, the file side: which checkpoint a spike returns to, which files go.
 //
-//   std::optional<Resumable> t = rollback_target(run_dir, step, spike.rollback_steps, warn);
+//   std::optional<RollbackTarget> t =
+//       agree_rollback_target(comm, run_dir, step, spike.rollback_steps, warn);  // every rank
 //   remove_checkpoints_after(run_dir, t->step, log);   // rank 0 only, once every rank has loaded t
 //
 // The target is the newest checkpoint at least rollback_steps before the spiked step that loads
-// completely (files that do not load are passed over with a warning). Checkpoints after it belong
-// to the abandoned trajectory: resuming from one would replay into the spike, so they are deleted.
-// What the loop does around it (skipping the data, the LR factor, the history) is trainer.cpp's.
+// completely (damaged files are passed over with a warning; a file that cannot be read at all,
+// CheckpointUnreadable, stops the run as it stops a resume: nothing says its bytes are bad, and
+// going further back would discard its steps). Checkpoints after it belong to the abandoned
+// trajectory: resuming from one would replay into the spike, so they are deleted. What the loop
+// does around it (skipping the data, the LR factor, the history) is trainer.cpp's.
+//
+// Ranks. Rank 0 chooses from its run directory, and every rank rolls back to that step or none
+// does: each reads that step's file from its own run_dir (the same file where checkpoint.dir is
+// shared) and the ranks compare what they read (checkpoint_crc). A rank that cannot load it (a
+// checkpoint.dir that is not shared, an I/O error on one node) or holds another file stops every
+// rank, naming itself and the file: ranks that went back to different steps would train different
+// models side by side, silently.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +25,7 @@
 #include <string>
 
 #include "checkpoint/retention.h"
+#include "distributed/communicator.h"
 
 namespace tessera::train {
 
@@ -25,6 +36,11 @@ struct RollbackTarget {
 
 std::optional<RollbackTarget> rollback_target(const std::string& run_dir, int64_t step,
                                               int64_t rollback_steps, std::ostream& warn);
+// Every rank calls it at the same point (collectives); `warn` is rank 0's log. nullopt on every
+// rank when rank 0 finds no target.
+std::optional<RollbackTarget> agree_rollback_target(dist::Communicator& comm,
+                                                    const std::string& run_dir, int64_t step,
+                                                    int64_t rollback_steps, std::ostream& warn);
 void remove_checkpoints_after(const std::string& run_dir, int64_t step, std::ostream& log);
 
 }  // namespace tessera::train

@@ -8,7 +8,8 @@
 // (run_state.h), the rollback files (rollback.h), console and metrics (report.h), the device
 // (device.h), the ranks (distributed/communicator.h).
 //
-// Ranks. Every rank checks first that it was given rank 0's config and shards (rank_agreement.h).
+// Ranks. Every rank checks first that it was given rank 0's config and shards and read the
+// checkpoints rank 0 read (--resume, checkpoint.init; rank_agreement.h).
 // Every rank builds the same model from the same seed, reads its own slice of every
 // micro-batch, and takes every decision from values all ranks share (the loss averaged over ranks,
 // the global gradient norm, rank 0's copy of both), so they roll back, skip and stop together.
@@ -51,6 +52,7 @@
 #include "optim/schedule.h"
 #include "peft/adapter.h"
 #include "train/device.h"
+#include "train/init_weights.h"
 #include "train/load.h"
 #include "train/mfu.h"
 #include "train/rank_agreement.h"
@@ -125,14 +127,15 @@ class Trainer {
   void stop_on_request(int64_t done, int own_signal, bool saved);
   void restore(const std::string& path, const CheckpointData& ck, bool with_history);
   void check_resumed_config(const std::string& path, const CheckpointData& ck) const;
-  // Throws on every rank when any rank's `error` is set: its own message where it is set,
-  // `elsewhere` on the others (a rank that threw alone would leave the rest in a collective).
-  void fail_together(const std::string& error, const std::string& elsewhere);
-  void load_init();
+  // Throws on every rank when any rank's `error` is set (rank_agreement.h).
+  void fail_together(const std::string& error, const std::string& elsewhere) {
+    train::fail_together(*comm_, error, elsewhere);
+  }
   void build_optimizer();
   void report_memory();
 
   std::unique_ptr<dist::Communicator> comm_;
+  std::string resume_error_;  // why this rank could not read the checkpoint to resume from
   // The checkpoint --resume names (read_resumed), held from before cfg_ is resolved from it until
   // it is restored, at the end of the constructor: the file is verified and read once.
   std::optional<Resumable> resumed_;
@@ -178,7 +181,7 @@ Trainer::~Trainer() {
 
 Trainer::Trainer(const Config& cfg, std::ostream& log)
     : comm_(communicator(cfg)),
-      resumed_(read_resumed(cfg, comm_->rank(), log)),
+      resumed_(read_resumed(cfg, comm_->rank(), log, &resume_error_)),
       cfg_(resolve_tokens_per_step(cfg, resumed_, comm_->rank(), comm_->world(), log)),
       rank_(comm_->rank()),
       world_(comm_->world()),
@@ -202,6 +205,8 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       }()),
       detector_({.window = cfg_.spike.window, .threshold = cfg_.spike.threshold}) {
   dropout_seed_ = uint64_t(cfg_.train.seed);
+  fail_together(resume_error_,
+                "another rank could not read the checkpoint to resume from (its error names it)");
   // A run that does not resume must not write over another run's checkpoints or metrics: its saves
   // would replace their files and `latest`, a later --resume auto could continue from either run,
   // and its metrics lines would follow the old run's in one metrics.jsonl.
@@ -223,24 +228,48 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       val_error = e.what();
     }
   fail_together(val_error, "another rank could not open data.val");
-  // Before the first collective of another size: every rank's config and shards are rank 0's.
+  // Built on the CPU in f32 above (the same initial weights on every device and rank), with the
+  // --init weights and the adapters: NF4 codes come from the f32 weights and the base's fingerprint
+  // is the f32 checkpoint's, whatever the device. Then placed (peft/lora.h: f32 adapters). Read
+  // before the ranks compare what they start from: the same path may name other files elsewhere.
+  std::string init_error;
+  if (!cfg_.checkpoint.init.empty()) try {
+      base_path_ = load_init_weights(cfg_, model_.parameters());
+      data.init = weights_identity(model_.parameters());
+    } catch (const std::exception& e) {
+      init_error = e.what();
+    }
+  fail_together(init_error, "another rank could not load checkpoint.init " + cfg_.checkpoint.init +
+                                " (its error names it)");
+  data.resumed = resumed_identity(resumed_);
+  // Before the first collective of another size: every rank's config, shards and checkpoints are
+  // rank 0's.
   check_ranks_agree(*comm_, cfg_, data);
+  std::string dir_error;
   if (rank_ == 0) {
     for (const std::string& note : val_notes) log << note << "\n";
     if (cfg_.checkpoint.async && cfg_.train.device == "cpu")
       log << "note: checkpoint.async on the CPU: the background write shares the cores with "
              "training, which measured no faster than saving in the step (README, \"Saving in the "
              "background\")\n";
-    fs::create_directories(run_dir_);
-    for (const std::string& p : remove_interrupted_writes(run_dir_.string()))
-      log << "warning: removed " << p << " (a checkpoint write that did not finish)\n";
+    try {
+      fs::create_directories(run_dir_);
+      for (const std::string& p : remove_interrupted_writes(run_dir_.string()))
+        log << "warning: removed " << p << " (a checkpoint write that did not finish)\n";
+    } catch (const Error& e) {  // names the directory or file
+      dir_error = e.what();
+    } catch (const std::exception& e) {  // std::filesystem's errors name the path
+      dir_error = "cannot prepare the run directory " + run_dir_.string() + ": " + e.what();
+    }
   }
-  comm_->barrier();  // the run dir exists and holds no half-written file
+  // Also the barrier: the run dir exists and holds no half-written file.
+  fail_together(dir_error, "rank 0 could not prepare the run directory " + run_dir_.string());
   out_ = std::make_unique<Report>(log, run_dir_ / "metrics.jsonl", cfg_.log.metrics, rank_ == 0);
-  // Built on the CPU in f32 above (the same initial weights on every device and rank), with the
-  // --init weights and the adapters: NF4 codes come from the f32 weights and the base's fingerprint
-  // is the f32 checkpoint's, whatever the device. Then placed (peft/lora.h: f32 adapters).
-  if (!cfg_.checkpoint.init.empty()) load_init();
+  if (!base_path_.empty()) {
+    out_->log() << "init: weights from " << base_path_ << "\n";
+    // Computed before any quantisation: the identity of the checkpoint's weights.
+    if (cfg_.lora.rank > 0) base_fingerprint_ = peft::fingerprint(model_.parameters());
+  }
   if (cfg_.lora.rank > 0)
     lora_ = std::make_unique<peft::Lora>(model_, lora_options(cfg_.lora), init_gen_);
   unfused_ = nn::unfused_requested();
@@ -313,32 +342,6 @@ void Trainer::build_optimizer() {
                 "' cannot accumulate gradients: train.total_batch_size (", cfg_.tokens_per_step(world_),
                 " tokens) must be train.batch_size x sequence length x world = ", B_, " x ", T_,
                 " x ", world_, " = ", B_ * T_ * world_);
-}
-
-void Trainer::load_init() {
-  std::string path = cfg_.checkpoint.init;
-  if (is_hf_source(path)) {  // a Hugging Face directory (build/export's output, or transformers')
-    load_hf_into(path, cfg_.model, model_.parameters());
-  } else {
-    path = resolve_checkpoint(path);
-    CheckpointReader reader(path);  // verified once for both reads
-    TESSERA_CHECK(reader.attributes().adapter.empty(), "checkpoint.init: ", path,
-                  " holds LoRA adapters, not a model; merge them into their base first "
-                  "(build/merge --adapter ", path, ")");
-    // Tensors of the same shapes may belong to another model (n_head, norm_eps, attention, ...).
-    const Config stored =
-        parse_stored_config(reader.attributes().config_yaml, path + " (stored config)");
-    const std::string diff = init_model_difference(stored.model, cfg_.model);
-    TESSERA_CHECK(diff.empty(), "checkpoint.init: ", path,
-                  " holds another model than the config's (", diff,
-                  ", the checkpoint's first); a fine-tune may change model.block_size, "
-                  "rope_theta, rope_scaling and dropout, no other model key");
-    reader.load_model_into(model_.parameters());  // /model alone: no optimizer state needed
-  }
-  out_->log() << "init: weights from " << path << "\n";
-  base_path_ = path;
-  // Computed before any quantisation: the identity of the checkpoint's weights.
-  if (cfg_.lora.rank > 0) base_fingerprint_ = peft::fingerprint(model_.parameters());
 }
 
 // What the run holds: weights (the frozen base at its stored size, NF4 when quantised), trainable
@@ -424,14 +427,6 @@ void Trainer::check_resumed_config(const std::string& path, const CheckpointData
   if (!moved.empty()) out_->log() << moved << "\n";
 }
 
-void Trainer::fail_together(const std::string& error, const std::string& elsewhere) {
-  const bool any = world_ > 1 ? comm_->all_reduce_host({error.empty() ? 0.0 : 1.0},
-                                                       dist::ReduceOp::Sum)[0] > 0
-                              : !error.empty();
-  if (!error.empty()) throw Error(error);  // an Error's text: it names its place already
-  if (any) TESSERA_FAIL(elsewhere);
-}
-
 std::string Trainer::save(int64_t done) {
   finish_save();  // one write at a time, in order: the previous save's commits first
   CheckpointData ck;
@@ -480,7 +475,7 @@ std::string Trainer::save(int64_t done) {
       } else {
         commit(ck);
       }
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {  // a tessera::Error, or std::filesystem's (pruning)
       error = e.what();
     }
   }
@@ -628,12 +623,20 @@ void Trainer::spike(int64_t first_window, const std::string& reason) {
   history_.skips.emplace_back(first_window, first_window + skip);
 
   finish_save();  // the checkpoint being written may be the one to go back to
+  // Rank 0's choice; every rank has read that file when this returns (its last collective).
   std::optional<RollbackTarget> target =
-      rollback_target(run_dir_.string(), step_, sc.rollback_steps, out_->log());
+      agree_rollback_target(*comm_, run_dir_.string(), step_, sc.rollback_steps, out_->log());
   std::string to = "none";
   if (target) {
-    comm_->barrier();  // every rank has read the target before rank 0 deletes anything
-    if (rank_ == 0) remove_checkpoints_after(run_dir_.string(), target->step, out_->log());
+    std::string error;
+    if (rank_ == 0) try {
+        remove_checkpoints_after(run_dir_.string(), target->step, out_->log());
+      } catch (const std::exception& e) {
+        error =
+            "rollback: cannot remove the checkpoints after " + target->file.path + ": " + e.what();
+      }
+    fail_together(error, "rank 0 could not remove the checkpoints after the rollback point " +
+                             target->file.path);
     restore(target->file.path, target->file.data, false);
     to = std::to_string(step_);
   }

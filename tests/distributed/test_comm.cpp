@@ -25,6 +25,12 @@
 #include "distributed/backends.h"
 #include "distributed/communicator.h"
 #include "test_util.h"
+#include "train/rank_agreement.h"
+
+#if __has_include(<mpi.h>)  // on the include path where tessera links MPI
+#include <mpi.h>
+#define TESSERA_TEST_MPI_H 1
+#endif
 
 namespace tessera::dist {
 namespace {
@@ -397,10 +403,19 @@ class LaunchEnv {
   void set(const char* var, const char* value) { ::setenv(var, value, 1); }
 
  private:
-  static constexpr const char* kVars[] = {
-      "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
-      "SLURM_PROCID",         "SLURM_NTASKS",         "SLURM_LOCALID",
-      "RANK",                 "WORLD_SIZE",           "LOCAL_RANK"};
+  static constexpr const char* kVars[] = {"OMPI_COMM_WORLD_RANK",
+                                          "OMPI_COMM_WORLD_SIZE",
+                                          "OMPI_COMM_WORLD_LOCAL_RANK",
+                                          "SLURM_PROCID",
+                                          "SLURM_NTASKS",
+                                          "SLURM_LOCALID",
+                                          "RANK",
+                                          "WORLD_SIZE",
+                                          "LOCAL_RANK",
+                                          "PMI_RANK",
+                                          "PMI_SIZE",
+                                          "MPI_LOCALRANKID",
+                                          "PMIX_RANK"};
   std::map<std::string, std::string> saved_;
 };
 
@@ -419,13 +434,68 @@ TEST(DetectLaunch, each_launchers_variables_are_read_in_priority_order) {
   env.set("LOCAL_RANK", "1");
   expect_launch(detect_launch(), 3, 8, 1, "env");
   env.set("SLURM_PROCID", "5");
-  env.set("SLURM_NTASKS", "6");
+  env.set("SLURM_NTASKS", "8");
   env.set("SLURM_LOCALID", "2");
-  expect_launch(detect_launch(), 5, 6, 2, "srun");  // srun before torchrun-style variables
+  expect_launch(detect_launch(), 5, 8, 2, "srun");  // srun before torchrun-style variables
+  env.set("PMI_RANK", "6");
+  env.set("PMI_SIZE", "7");
+  env.set("MPI_LOCALRANKID", "0");
+  // MPICH's or Intel MPI's mpiexec inside a Slurm allocation of another size.
+  expect_launch(detect_launch(), 6, 7, 0, "mpiexec");
+  env.set("OMPI_COMM_WORLD_RANK", "1");
+  env.set("OMPI_COMM_WORLD_SIZE", "7");
+  env.set("OMPI_COMM_WORLD_LOCAL_RANK", "0");
+  expect_launch(detect_launch(), 1, 7, 0, "mpirun");
+}
+
+// An MPI launcher starts this very process: its variables win over an allocation's (mpirun -np 2
+// in an sbatch script of 4 tasks). PMIx defines no world-size variable: PMIX_RANK alone is no
+// launch.
+TEST(DetectLaunch, an_mpi_launchers_variables_win_over_slurms_and_pmix_rank_alone_is_no_launch) {
+  LaunchEnv env;
+  env.set("SLURM_PROCID", "0");
+  env.set("SLURM_NTASKS", "4");
   env.set("OMPI_COMM_WORLD_RANK", "1");
   env.set("OMPI_COMM_WORLD_SIZE", "2");
-  env.set("OMPI_COMM_WORLD_LOCAL_RANK", "0");
-  expect_launch(detect_launch(), 1, 2, 0, "mpirun");  // mpirun inside a Slurm allocation
+  expect_launch(detect_launch(), 1, 2, 1, "mpirun");
+  LaunchEnv pmix;
+  pmix.set("PMIX_RANK", "3");
+  expect_launch(detect_launch(), 0, 1, 0, "none");
+  pmix.set("PMI_RANK", "1");
+  pmix.set("PMI_SIZE", "2");
+  expect_launch(detect_launch(), 1, 2, 1, "mpiexec");  // no MPI_LOCALRANKID: the rank
+}
+
+// Slurm's variables in a shell that starts the ranks itself (salloc, sbatch: SLURM_NTASKS=1 around
+// a RANK/WORLD_SIZE loop or a per-node launcher) describe the allocation, not the process: the
+// launch of more than one process wins, else a disagreement is an error naming both.
+TEST(DetectLaunch, launchers_that_disagree_on_the_world_take_the_one_of_several_ranks_or_stop) {
+  for (int r = 0; r < 2; ++r) {
+    LaunchEnv env;
+    env.set("SLURM_PROCID", "0");
+    env.set("SLURM_NTASKS", "1");
+    env.set("SLURM_LOCALID", "0");
+    env.set("RANK", std::to_string(r).c_str());
+    env.set("WORLD_SIZE", "2");
+    expect_launch(detect_launch(), r, 2, r, "env");
+  }
+  {
+    LaunchEnv env;  // srun of 2 tasks, a leftover RANK/WORLD_SIZE of one process
+    env.set("SLURM_PROCID", "1");
+    env.set("SLURM_NTASKS", "2");
+    env.set("RANK", "0");
+    env.set("WORLD_SIZE", "1");
+    expect_launch(detect_launch(), 1, 2, 1, "srun");
+  }
+  LaunchEnv env;
+  env.set("SLURM_PROCID", "3");
+  env.set("SLURM_NTASKS", "4");
+  env.set("RANK", "1");
+  env.set("WORLD_SIZE", "2");
+  const std::string message = error_of([] { detect_launch(); });
+  for (const char* part : {"the srun launch (SLURM_PROCID=3, SLURM_NTASKS=4)",
+                           "the env launch (RANK=1, WORLD_SIZE=2)", "disagree on the world size"})
+    EXPECT_TRUE(contains(message, part)) << "'" << part << "' not in: " << message;
 }
 
 TEST(DetectLaunch, a_missing_local_rank_defaults_to_the_rank) {
@@ -453,6 +523,8 @@ TEST(DetectLaunch, malformed_or_inconsistent_values_are_errors_naming_the_variab
       {{{"LOCAL_RANK", "0"}}, {"RANK", "unset"}},
       {{{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "2"}}, {"LOCAL_RANK=2"}},
       {{{"RANK", "0"}, {"WORLD_SIZE", "99999999999"}}, {"WORLD_SIZE", "not an integer"}},
+      {{{"PMI_RANK", "0"}, {"PMI_SIZE", "x"}}, {"PMI_SIZE", "'x'", "not an integer"}},
+      {{{"PMI_RANK", "1"}, {"PMI_SIZE", "2"}, {"MPI_LOCALRANKID", "5"}}, {"MPI_LOCALRANKID=5"}},
   };
   for (const Case& c : cases) {
     LaunchEnv env;
@@ -462,6 +534,41 @@ TEST(DetectLaunch, malformed_or_inconsistent_values_are_errors_naming_the_variab
       EXPECT_TRUE(contains(message, part)) << "'" << part << "' not in: " << message;
   }
 }
+
+// ---- what the ranks start from -----------------------------------------------------------------
+
+// A rank that resumed another checkpoint than rank 0 (its node's checkpoint.dir held none) stops
+// every rank before training: it names the line, the others name it (train/rank_agreement.h).
+TEST(RankAgreement, a_rank_that_resumed_another_checkpoint_stops_every_rank) {
+  if (comm().world() == 1) GTEST_SKIP() << "needs 2 ranks";
+  const Config cfg;
+  train::RankData data{{"shards/train_000.bin"}, 3, {}};
+  data.resumed = comm().rank() == 1 ? "none" : "step 4, CRC-32C 0123abcd";
+  const std::string message = error_of([&] { train::check_ranks_agree(comm(), cfg, data); });
+  if (comm().rank() == 1)
+    EXPECT_TRUE(contains(message,
+                         "rank 1 was started with another config, data or checkpoint "
+                         "than rank 0: checkpoint.resumed from is 'none' here"))
+        << message;
+  else
+    EXPECT_TRUE(contains(message,
+                         "rank 1 was started with another config, data or checkpoint "
+                         "than rank 0 (its error names what differs)"))
+        << message;
+  data.resumed = "step 4, CRC-32C 0123abcd";  // every rank read the same checkpoint: no error
+  EXPECT_NO_THROW(train::check_ranks_agree(comm(), cfg, data));
+}
+
+#ifdef TESSERA_TEST_MPI_H
+// An error MPI raises on MPI_COMM_WORLD (Open MPI 4.1: a failed MPI_Test of a request) comes back
+// as a code that tessera reports, instead of ending the job through the default fatal handler.
+TEST(MpiBackend, mpi_comm_world_returns_errors_instead_of_ending_the_job) {
+  if (comm().backend() != "mpi") GTEST_SKIP() << "the MPI backend is not the one under test";
+  MPI_Errhandler handler = MPI_ERRHANDLER_NULL;
+  ASSERT_EQ(MPI_Comm_get_errhandler(MPI_COMM_WORLD, &handler), MPI_SUCCESS);
+  EXPECT_TRUE(handler == MPI_ERRORS_RETURN);
+}
+#endif
 
 // ---- make_communicator ----------------------------------------------------------------------
 

@@ -25,8 +25,9 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/retention.h"
 #include "core/build.h"
-#include "train/train_fixture.h"
+#include "multirank/mpirun.h"
 #include "test_util.h"
+#include "train/train_fixture.h"
 
 using namespace tessera;
 using namespace tessera::testing;
@@ -34,70 +35,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kTrain = tessera::testing::bin_dir() + "/train";
 constexpr double kParamTol = 1e-5;
 constexpr double kLossRelTol = 1e-4;
-
-// OpenMPI's session directory for this process's mpiruns, its own: two mpiruns of tests that ctest
-// runs side by side would otherwise create the one default (/tmp/ompi.<host>.<uid>) at once, and
-// the loser fails in orte_init ("File exists"). Removed when the process ends.
-const fs::path& ompi_tmpdir() {
-  struct Dir {
-    fs::path path = fs::temp_directory_path() / ("tessera-ompi-" + std::to_string(::getpid()));
-    Dir() { fs::create_directories(path); }
-    ~Dir() {
-      std::error_code ec;
-      fs::remove_all(path, ec);
-    }
-  };
-  static const Dir dir;
-  return dir.path;
-}
-
-// mpirun and its options, for a command line that names the processes after it.
-std::string mpirun_command() {
-  return std::string(TESSERA_MPIEXEC) +
-         " --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism none --mca "
-         "orte_tmpdir_base " +
-         ompi_tmpdir().string() + " -x OMP_NUM_THREADS=1";
-}
-
-int run_logged(std::string cmd, const fs::path& log) {
-  cmd += " >> " + log.string() + " 2>&1";
-  const int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-// Runs `mpirun -np N train --config cfg args...` with output to log; returns the exit status.
-int mpirun(int np, const fs::path& cfg, const std::vector<std::string>& args, const fs::path& log) {
-  std::string cmd =
-      mpirun_command() + " -np " + std::to_string(np) + " " + kTrain + " --config " + cfg.string();
-  for (const std::string& a : args) cmd += " " + a;
-  return run_logged(cmd, log);
-}
-
-// One rank of a job whose ranks are started each their own way: its working directory and train's
-// arguments.
-struct RankLaunch {
-  fs::path wdir;
-  std::vector<std::string> args;
-};
-// mpirun with one app context per rank, in rank order (`-np 1 -wdir D train ... : ...`).
-int mpirun_each(const std::vector<RankLaunch>& ranks, const fs::path& log) {
-  std::string cmd = mpirun_command();
-  for (size_t r = 0; r < ranks.size(); ++r) {
-    cmd += (r ? " : " : " ") + std::string("-np 1 -wdir ") + ranks[r].wdir.string() + " " + kTrain;
-    for (const std::string& a : ranks[r].args) cmd += " " + a;
-  }
-  return run_logged(cmd, log);
-}
-
-std::string read(const fs::path& file) {
-  std::ifstream in(file);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 struct RunDir {
   fs::path dir, metrics;
@@ -407,22 +346,27 @@ TEST_F(DataParallel, ranks_started_with_another_config_or_data_stop_naming_what_
   lr.insert(lr.end(), {"--set", "optim.lr=0.002"});
   EXPECT_NE(mpirun_each({{node0, args}, {node0, lr}}, log), 0) << read(log);
   std::string text = read(log);
-  EXPECT_NE(text.find("rank 1 was started with another config or data than rank 0: optim.lr is "
-                      "'0.002' here; every rank must be started with the same config file"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find(
+          "rank 1 was started with another config, data or checkpoint than rank 0: optim.lr is "
+          "'0.002' here; every rank must be started with the same config file"),
+      std::string::npos)
       << text;
-  EXPECT_NE(text.find("rank 1 was started with another config or data than rank 0 (its error "
-                      "names what differs)"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find("rank 1 was started with another config, data or checkpoint than rank 0 (its error "
+                "names what differs)"),
+      std::string::npos)
       << text;
 
   fs::copy_file(run_.dir / "train_000.bin", node1 / "shards/train_001.bin");
   EXPECT_NE(mpirun_each({{node0, args}, {node1, args}}, log), 0) << read(log);
   text = read(log);
-  EXPECT_NE(text.find("rank 1 was started with another config or data than rank 0: data.train "
-                      "files is 'shards/train_000.bin shards/train_001.bin' here, data.train "
-                      "windows is"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find(
+          "rank 1 was started with another config, data or checkpoint than rank 0: data.train "
+          "files is 'shards/train_000.bin shards/train_001.bin' here, data.train "
+          "windows is"),
+      std::string::npos)
       << text;
   EXPECT_TRUE(list_checkpoints((run_.dir / "ckpt" / "differ").string()).empty());
 
@@ -435,9 +379,11 @@ TEST_F(DataParallel, ranks_started_with_another_config_or_data_stop_naming_what_
   std::ofstream(node1 / "shards/train_000.bin", std::ios::binary | std::ios::trunc) << bytes;
   EXPECT_NE(mpirun_each({{node0, args}, {node1, args}}, log), 0) << read(log);
   text = read(log);
-  EXPECT_NE(text.find("rank 1 was started with another config or data than rank 0: data.train "
-                      "tokens is 'CRC-32C "),
-            std::string::npos)
+  EXPECT_NE(
+      text.find(
+          "rank 1 was started with another config, data or checkpoint than rank 0: data.train "
+          "tokens is 'CRC-32C "),
+      std::string::npos)
       << text;
   EXPECT_TRUE(list_checkpoints((run_.dir / "ckpt" / "differ").string()).empty());
 
