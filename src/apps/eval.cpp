@@ -222,12 +222,17 @@ int main(int argc, char** argv) {
                   "command line: --per-position and --stride "
                   "together: a strided evaluation scores each window from another position on, so "
                   "it has no per-position curve; give one of them");
-    train::LoadedModel m = train::load_model(args);
-    Config cfg = m.config;
-    if (args.count("batch-size")) cfg.train.batch_size = args["batch-size"].as<int64_t>();
-    const std::string data = args.count("data") ? args["data"].as<std::string>() : cfg.data.val;
+    // Counts checked before the checkpoint loads: a batch of 0 sequences would divide by zero, or
+    // average nothing.
     const int64_t batches = args["batches"].as<int64_t>();
     TESSERA_CHECK(batches > 0, "command line: --batches must be positive, got ", batches);
+    const int64_t batch_size = args.count("batch-size") ? args["batch-size"].as<int64_t>() : 0;
+    TESSERA_CHECK(!args.count("batch-size") || batch_size > 0,
+                  "command line: --batch-size must be positive, got ", batch_size);
+    train::LoadedModel m = train::load_model(args);
+    Config cfg = m.config;
+    if (batch_size) cfg.train.batch_size = batch_size;
+    const std::string data = args.count("data") ? args["data"].as<std::string>() : cfg.data.val;
 
     // RoPE scaling: overrides of model.rope_scaling only; the weights stay as trained.
     train::RopeFlags rope;
@@ -239,8 +244,7 @@ int main(int argc, char** argv) {
     RopeScalingConfig& rs = cfg.model.rope_scaling;
     auto apply_scaling = [&](int64_t T) {
       if (!scaled) return;
-      if (auto_factor)
-        rs.factor = std::max(1.0, double(T) / double(rs.original_max_position));
+      if (auto_factor) rs.factor = std::max(1.0, double(T) / double(rs.original_max_position));
       m.model->set_rope_scaling(train::model_config(cfg.model, cfg.train).rope_scaling);
     };
     char scaling_note[160] = "", factor[32] = "auto";

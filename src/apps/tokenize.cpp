@@ -12,6 +12,10 @@
 //
 // An --output that already holds shards (train_*.bin, val_*.bin) is refused: a loader globbing
 // train_*.bin would read old and new ones together. So is an input that is empty or unreadable.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -20,6 +24,8 @@
 #include <cstring>
 #include <cxxopts.hpp>
 #include <filesystem>
+#include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,35 +40,88 @@ using namespace tessera::data;
 
 namespace {
 
+// The rest of what fd gives, appended to *text. A read error or an input too large for memory is
+// an error naming the input (std::bad_alloc alone would not say which).
+void read_rest(int fd, const std::string& path, std::string* text) {
+  char buf[1 << 16];
+  while (true) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      TESSERA_FAIL("cannot read input file ", path, ": ", std::strerror(err));
+    }
+    if (n == 0) break;
+    try {
+      text->append(buf, size_t(n));
+    } catch (const std::bad_alloc&) {
+      ::close(fd);
+      TESSERA_FAIL("cannot read input file ", path, ": it does not fit in memory (", text->size(),
+                   " bytes read)");
+    }
+  }
+}
+
+// Opens an input, failing with its name unless it is a file or pipe that can be read.
+int open_input(const std::string& path, struct stat* st) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  TESSERA_CHECK(fd >= 0, "cannot read input file ", path, ": ", std::strerror(errno));
+  if (::fstat(fd, st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    TESSERA_FAIL("cannot read input file ", path, ": ", std::strerror(err));
+  }
+  if (S_ISDIR(st->st_mode)) {
+    ::close(fd);
+    TESSERA_FAIL("cannot read input file ", path, ": ", std::strerror(EISDIR));
+  }
+  return fd;
+}
+
 // The whole file. A directory, an unreadable file or an empty one is an error naming it: read as
 // "" it would become an empty document, or an empty split that names no file.
 std::string read_input(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  TESSERA_CHECK(f, "cannot read input file ", path, ": ", std::strerror(errno));
+  struct stat st {};
+  const int fd = open_input(path, &st);
   std::string text;
-  char buf[1 << 16];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
-  const int err = std::ferror(f) ? errno : 0;
-  std::fclose(f);
-  TESSERA_CHECK(!err, "cannot read input file ", path, ": ", std::strerror(err));
+  read_rest(fd, path, &text);
+  ::close(fd);
   TESSERA_CHECK(!text.empty(), "input file ", path, " is empty");
   return text;
 }
 
-// Fails unless the input can be read and holds a byte, reading no more than that: every input is
-// checked before any work, so a bad last one of 500 files fails at once.
-void check_input(const std::string& path) {
-  TESSERA_CHECK(!fs::is_directory(path), "cannot read input file ", path, ": ",
-                std::strerror(EISDIR));
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  TESSERA_CHECK(f, "cannot read input file ", path, ": ", std::strerror(errno));
-  char byte;
-  const size_t n = std::fread(&byte, 1, 1, f);
-  const int err = std::ferror(f) ? errno : 0;
-  std::fclose(f);
-  TESSERA_CHECK(!err, "cannot read input file ", path, ": ", std::strerror(err));
-  TESSERA_CHECK(n == 1, "input file ", path, " is empty");
+// Fails unless the input can be read and holds a byte: every input is checked before any work, so
+// a bad last one of 500 files fails at once. A regular file is read no further (it is read whole
+// when its turn comes). A pipe (`--input <(cmd)`, /dev/stdin) gives its bytes once only: it is read
+// whole here and its text returned, for the tokenizer to use rather than open it again. A device
+// is refused (/dev/zero would never end), unless it reads as empty (/dev/null: refused as empty).
+std::optional<std::string> check_input(const std::string& path) {
+  struct stat st {};
+  const int fd = open_input(path, &st);
+  std::string text;
+  if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
+    read_rest(fd, path, &text);
+  } else {
+    char byte;
+    ssize_t n;
+    do n = ::read(fd, &byte, 1);
+    while (n < 0 && errno == EINTR);
+    const int err = errno;
+    if (n < 0) {
+      ::close(fd);
+      TESSERA_FAIL("cannot read input file ", path, ": ", std::strerror(err));
+    }
+    if (n == 1 && !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      TESSERA_FAIL("cannot read input file ", path, ": it is a device, not a regular file or pipe");
+    }
+    if (n == 1) text.assign(1, byte);
+  }
+  ::close(fd);
+  TESSERA_CHECK(!text.empty(), "input file ", path, " is empty");
+  if (S_ISREG(st.st_mode)) return std::nullopt;
+  return text;
 }
 
 // Shards already in dir ("" when none). New shards written beside them would mix two corpora
@@ -157,13 +216,15 @@ int run(int argc, char** argv) {
                 "command line: --tokenizer-dir applies to the gpt2 tokenizer only (--tokenizer ",
                 name, ")");
   const std::string prefix = args["output"].as<std::string>();
+  TESSERA_CHECK(!prefix.empty(), "command line: --output is empty; give a directory");
   TESSERA_CHECK(!fs::exists(prefix) || fs::is_directory(prefix), "--output ", prefix,
                 " is a file, not a directory (nothing was written)");
   const std::string old = existing_shards(prefix);
   TESSERA_CHECK(old.empty(), "--output ", prefix, " already holds shards (", old,
                 "); new ones there would mix with them. Choose another directory or remove "
                 "them (nothing was written)");
-  for (const auto& path : inputs) check_input(path);
+  std::vector<std::optional<std::string>> piped;  // the text of each input that is a pipe
+  for (const auto& path : inputs) piped.push_back(check_input(path));
 
   const auto t0 = std::chrono::steady_clock::now();
   const std::string dir =
@@ -171,8 +232,9 @@ int run(int argc, char** argv) {
   auto tok = make_tokenizer(name, dir);
   int64_t bytes = 0, total = 0;
   std::vector<std::vector<uint32_t>> docs;
-  for (const auto& path : inputs) {
-    const std::string text = read_input(path);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const std::string text = piped[i] ? std::move(*piped[i]) : read_input(inputs[i]);
+    piped[i].reset();
     bytes += int64_t(text.size());
     docs.push_back(tok->encode(text));
     // + the end-of-text before every document but the first

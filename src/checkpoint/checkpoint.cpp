@@ -16,6 +16,7 @@
 #include <set>
 
 #include "checkpoint/digest.h"
+#include "checkpoint/probe.h"
 #include "checkpoint/sidecar.h"
 #include "core/text.h"
 
@@ -381,9 +382,12 @@ void save_checkpoint(const std::string& path, const CheckpointData& ck) {
 namespace {
 
 // Every checkpoint is opened for reading here: its bytes are checked against its digest file first,
-// so a damaged file is refused before the HDF5 library parses any of it.
+// so a damaged file is refused before the HDF5 library parses any of it. A digest file rewritten
+// after the damage matches damaged bytes, and HDF5 can crash on damaged metadata: so a child
+// process reads the file's whole HDF5 structure first (probe.h; verify_checkpoint_file already
+// did for a file without a digest file).
 H5File open_checkpoint(const std::string& path) {
-  verify_checkpoint_file(path);
+  if (verify_checkpoint_file(path) == FileCheck::Verified) probe_hdf5_file(path, 0, true);
   return H5File::open(path);
 }
 

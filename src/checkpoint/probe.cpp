@@ -346,18 +346,23 @@ const std::string* refused_before(const std::string& path, const struct stat& st
 
 double probe_timeout_s(uint64_t file_bytes) { return 120.0 + double(file_bytes) / 10e6; }
 
-void probe_hdf5_file(const std::string& path, double timeout_s) {
+void probe_hdf5_file(const std::string& path, double timeout_s, bool digest_matched) {
   struct stat st {};
   TESSERA_CHECK(::stat(path.c_str(), &st) == 0, "cannot open checkpoint ", path, ": ",
                 std::strerror(errno));
   if (const std::string* error = refused_before(path, st)) TESSERA_FAIL(*error);
   if (timeout_s <= 0) timeout_s = probe_timeout_s(uint64_t(st.st_size));
-  const std::string trust = "; once you trust the file, `sha256sum " + path + " > " + path +
-                            ".sha256` lets it load without this check";
+  const std::string unverified = digest_matched ? "" : " (it has no digest file)";
+  // A digest file that matches damaged HDF5 metadata was written after the damage (by hand, with
+  // sha256sum): the bytes are as recorded, but not as tessera wrote them.
+  const std::string subject =
+      "checkpoint " + path +
+      (digest_matched ? " matches its digest file (rewritten after the damage?), but"
+                      : " has no digest file and");
   hdf5_init();  // the child starts from a library this process has set up
   int fds[2];
-  TESSERA_CHECK(pipe2(fds, O_CLOEXEC) == 0, "cannot check checkpoint ", path,
-                " (it has no digest file): pipe: ", std::strerror(errno));
+  TESSERA_CHECK(pipe2(fds, O_CLOEXEC) == 0, "cannot check checkpoint ", path, unverified,
+                ": pipe: ", std::strerror(errno));
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(int64_t(timeout_s * 1000));
   const pid_t parent = getpid();
@@ -370,33 +375,30 @@ void probe_hdf5_file(const std::string& path, double timeout_s) {
   ::close(fds[1]);
   if (pid < 0) {
     ::close(fds[0]);
-    TESSERA_FAIL("cannot check checkpoint ", path,
-                 " (it has no digest file) in a child process: fork: ", std::strerror(fork_errno),
-                 trust);
+    TESSERA_FAIL("cannot check checkpoint ", path, unverified,
+                 " in a child process: fork: ", std::strerror(fork_errno));
   }
   std::string said;
   const bool finished = read_pipe(fds[0], deadline, &said);
   ::close(fds[0]);
   if (!finished) kill(pid, SIGKILL);
   const int status = wait_for(pid);
-  TESSERA_CHECK(status >= 0, "cannot check checkpoint ", path,
-                " (it has no digest file): waitpid: ", std::strerror(errno));
+  TESSERA_CHECK(status >= 0, "cannot check checkpoint ", path, unverified,
+                ": waitpid: ", std::strerror(errno));
   // Damaged metadata can send HDF5 round a loop for good (a global heap read that never ends).
   if (!finished) {
     std::ostringstream s;
     s << timeout_s;
     refuse(path, st,
-           "checkpoint " + path + " has no digest file and reading its HDF5 structure did not " +
-               "finish in " + s.str() + " s: its metadata is damaged, or the file system is " +
-               "very slow" + trust);
+           subject + " reading its HDF5 structure did not finish in " + s.str() +
+               " s: its metadata is damaged, or the file system is very slow");
   }
-  const std::string damaged =
-      "checkpoint " + path + " has no digest file and its HDF5 structure is damaged: ";
+  const std::string damaged = subject + " its HDF5 structure is damaged: ";
   if (WIFSIGNALED(status)) {
     const int sig = WTERMSIG(status);
     TESSERA_CHECK(sig == SIGINT || sig == SIGTERM || sig == SIGKILL || sig == SIGHUP, damaged,
                   "reading it ended with signal ", sig, " (", strsignal(sig), ")");
-    TESSERA_FAIL("cannot check checkpoint ", path, " (it has no digest file): the process reading ",
+    TESSERA_FAIL("cannot check checkpoint ", path, unverified, ": the process reading ",
                  "it was stopped by signal ", sig, " (", strsignal(sig), ")");
   }
   const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;

@@ -1,20 +1,22 @@
-// Reading a checkpoint that has no digest file without risking the process that loads it.
+// Reading a checkpoint's HDF5 structure without risking the process that loads it.
 //
-//   if (verify_checkpoint_file(path) == FileCheck::NoDigest)  // (verify_checkpoint_file calls it)
-//     probe_hdf5_file(path);  // throws, naming the file, if reading its structure crashes or fails
+//   verify_checkpoint_file(path);  // the digest; a file without one is probed here already
+//   probe_hdf5_file(path, 0, /*digest_matched=*/true);  // throws, naming the file, if reading
+//                                                       // its structure crashes or fails
 //
-// A checkpoint with a digest file is hashed before HDF5 reads it (sidecar.h), so damaged metadata
-// never reaches the library. One without (written before tessera recorded digests, or copied
-// without its .sha256) cannot be checked that way, and damaged HDF5 metadata can crash the HDF5
-// library itself: a segfault while it iterates a group, a double free; no error check catches
-// that. So a forked child process reads the whole file first, with HDF5 calls alone: opens it,
-// walks every group (by creation order and by name, and looks every link up by path, as the
-// loaders do), reads every attribute and each dataset's type, shape and bytes, then _exits. If the
-// child dies of a signal, HDF5 reports an error or the child does not finish in time, the file is
-// refused with an error naming it, and nothing in this process has touched its metadata; only if
-// it read cleanly does the real load follow. Every load of such a file is probed (no memory of
-// files that passed: one changed in place within the file system's timestamp granularity would
-// look the same).
+// Damaged HDF5 metadata can crash the HDF5 library itself: a segfault while it iterates a group, a
+// double free in its cleanup after it reported "incorrect metadata checksum"; no error check
+// catches that. A digest file (sidecar.h) refuses damage done after tessera wrote it, but not a
+// digest file rewritten after the damage (the README tells users to rewrite one with sha256sum
+// after renaming a checkpoint), and a checkpoint without one (written before tessera recorded
+// digests, or copied without its .sha256) cannot be checked that way at all. So before every load
+// a forked child process reads the whole file first, with HDF5 calls alone: opens it, walks every
+// group (by creation order and by name, and looks every link up by path, as the loaders do), reads
+// every attribute and each dataset's type, shape and bytes, then _exits. If the child dies of a
+// signal, HDF5 reports an error or the child does not finish in time, the file is refused with an
+// error naming it, and nothing in this process has touched its metadata; only if it read cleanly
+// does the real load follow. Every load is probed (no memory of files that passed: one changed in
+// place within the file system's timestamp granularity would look the same).
 //
 // Fork safety: the child runs nothing but HDF5 and the C library (no MPI, CUDA, OpenMP, iostreams
 // or exceptions that escape), reports through a pipe with write(2) and leaves with _exit, so no
@@ -30,8 +32,10 @@
 namespace tessera {
 
 // timeout_s <= 0: probe_timeout_s of the file's size. A child still reading at the timeout is
-// killed and the file refused (damaged metadata can make HDF5 loop for good).
-void probe_hdf5_file(const std::string& path, double timeout_s = 0);
+// killed and the file refused (damaged metadata can make HDF5 loop for good). digest_matched: the
+// file was just verified against its digest file (the error then says so, rather than that it has
+// none).
+void probe_hdf5_file(const std::string& path, double timeout_s = 0, bool digest_matched = false);
 // Two minutes, plus a second for every 10 MB: the child reads every byte of the file, and slow
 // network file systems manage about that.
 double probe_timeout_s(uint64_t file_bytes);

@@ -4,6 +4,7 @@
 // the wrong type and extra YAML documents are all errors naming the file, key path and line.
 #include "config/config.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <string_view>
 #include <type_traits>
 
@@ -303,6 +305,59 @@ void check_quotes_closed(const YAML::Node& node, std::string_view text, const st
                ": the value quoted with ", q, " here has no closing ", q);
 }
 
+// YAML anchors and aliases (&name, *name) are refused: no tessera config needs them, and an alias
+// shares its node, so a few hundred bytes of nested aliases ("billion laughs") stand for a tree of
+// billions of nodes that any walk over the config (the key checks, check_quotes_closed) would visit
+// one by one. yaml-cpp reports an anchor on the node that carries it and an alias as its own event.
+class AnchorFinder : public YAML::EventHandler {
+ public:
+  explicit AnchorFinder(const std::string& source) : source_(source) {}
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& m, YAML::anchor_t a) override { check(m, a); }
+  void OnAlias(const YAML::Mark& m, YAML::anchor_t) override { refuse(m, "an alias (*name)"); }
+  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t a,
+                const std::string&) override {
+    check(m, a);
+  }
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t a,
+                       YAML::EmitterStyle::value) override {
+    check(m, a);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t a,
+                  YAML::EmitterStyle::value) override {
+    check(m, a);
+  }
+  void OnMapEnd() override {}
+  void OnAnchor(const YAML::Mark& m, const std::string&) override {
+    refuse(m, "an anchor (&name)");
+  }
+
+ private:
+  void check(const YAML::Mark& m, YAML::anchor_t a) {
+    if (a != YAML::NullAnchor) refuse(m, "an anchor (&name)");
+  }
+  [[noreturn]] void refuse(const YAML::Mark& m, const char* what) {
+    TESSERA_FAIL(source_, ": YAML anchors and aliases are not allowed in a config, found ", what,
+                 " at line ", m.line + 1, ", column ", m.column + 1, "; write the value out");
+  }
+  const std::string& source_;
+};
+
+void refuse_anchors(const std::string& text, const std::string& source) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  AnchorFinder finder(source);
+  try {
+    while (parser.HandleNextDocument(finder)) {
+    }
+  } catch (const YAML::Exception& e) {
+    TESSERA_FAIL(source, ": malformed YAML at line ", e.mark.line + 1, ", column ",
+                 e.mark.column + 1, ": ", e.msg);
+  }
+}
+
 void read_yaml(Config& cfg, const std::string& text, const std::string& source) {
   // yaml-cpp stops reading at a NUL (a binary file would be judged by its first bytes).
   if (const size_t nul = text.find('\0'); nul != std::string::npos) {
@@ -319,6 +374,7 @@ void read_yaml(Config& cfg, const std::string& text, const std::string& source) 
   }
   TESSERA_CHECK(docs.size() <= 1, source, ": holds ", docs.size(),
                 " YAML documents ('---'); a config is one");
+  refuse_anchors(text, source);
   if (docs.empty() || docs[0].IsNull()) return;  // an empty file: all defaults
   const YAML::Node& root = docs[0];
   const std::string_view bom = "\xef\xbb\xbf";

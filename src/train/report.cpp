@@ -36,8 +36,19 @@ void drop_partial_line(const fs::path& file) {
 
 }  // namespace
 
+void check_metrics_file(const fs::path& file) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(file, ec);  // through a symbolic link
+  if (!fs::exists(st) || fs::is_regular_file(st)) return;
+  TESSERA_FAIL(file.string(), " is not a regular file (",
+               fs::is_directory(st) ? "a directory" : "a device, FIFO or socket",
+               fs::is_symlink(fs::symlink_status(file, ec)) ? ", through a symbolic link" : "",
+               "): a run appends its metrics there; move it aside");
+}
+
 std::string describe_run_and_metrics(const fs::path& run_dir) {
   std::string held = describe_run(run_dir.string());
+  check_metrics_file(run_dir / "metrics.jsonl");
   std::ifstream in(run_dir / "metrics.jsonl", std::ios::binary);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   // A last line without its newline (a killed run's) counts too.
@@ -68,6 +79,7 @@ std::string json_string(const std::string& s) {
 Report::Report(std::ostream& log, const fs::path& metrics, bool metrics_on, bool active)
     : log_(log), active_(active) {
   if (!active_ || !metrics_on) return;
+  check_metrics_file(metrics);
   drop_partial_line(metrics);
   metrics_.open(metrics, std::ios::app);
   TESSERA_CHECK(metrics_.good(), "cannot write ", metrics.string());

@@ -24,7 +24,11 @@ namespace tessera::train {
 // file's would read as one run's, so a file that outlived its checkpoints counts as a run too.
 std::string describe_run_and_metrics(const std::filesystem::path& run_dir);
 
-std::string json_number(double v);        // "null" for NaN and infinities (JSON has neither)
+// Throws, naming the file, when metrics.jsonl exists and is not a regular file (symbolic links
+// followed): a directory, or a device or FIFO that reading would never finish (/dev/zero).
+void check_metrics_file(const std::filesystem::path& file);
+
+std::string json_number(double v);  // "null" for NaN and infinities (JSON has neither)
 std::string json_string(const std::string& s);
 
 struct StepReport {

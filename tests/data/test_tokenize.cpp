@@ -87,6 +87,57 @@ TEST(Tokenize, a_directory_an_unreadable_or_an_empty_input_is_refused_by_name) {
   }
 }
 
+// A pipe gives its bytes once: checking it must not consume what the tokenizer then reads (stdio
+// buffered a block of it and the reopened pipe gave the rest: 904 of 5000 tokens).
+TEST(Tokenize, a_piped_input_is_read_whole_once) {
+  TempDir tmp;
+  std::string text;
+  for (int i = 0; i < 5000; ++i) text += char('a' + i % 26);
+  const std::string a = tmp.write("a.txt", text);
+  const std::string out = tmp.file("out");
+  std::string log;
+  ASSERT_EQ(run_command("cat " + a + " | " + kTokenize + " --input /dev/stdin --output " + out +
+                            " --val-fraction 0",
+                        &log),
+            0)
+      << log;
+  EXPECT_TRUE(has(log, "5000 bytes -> 5000 tokens")) << log;
+  EXPECT_TRUE(has(log, "train 5000 tokens")) << log;
+  // Beside a regular file, as the second of two documents.
+  const std::string out2 = tmp.file("out2");
+  ASSERT_EQ(run_command("printf abc | " + kTokenize + " --input " + a +
+                            " --input /dev/stdin --output " + out2 + " --val-fraction 0",
+                        &log),
+            0)
+      << log;
+  EXPECT_TRUE(has(log, "2 documents, 5003 bytes -> 5004 tokens")) << log;
+  EXPECT_EQ(
+      run_command("printf '' | " + kTokenize + " --input /dev/stdin --output " + tmp.file("out3"),
+                  &log),
+      1);
+  EXPECT_TRUE(has(log, "input file /dev/stdin is empty")) << log;
+}
+
+// A device that never ends (/dev/zero) would fill memory: refused by name at once; an empty
+// --output would write the shards into the current directory.
+TEST(Tokenize, a_device_input_and_an_empty_output_are_refused) {
+  TempDir tmp;
+  const std::string a = tmp.write("a.txt", std::string(100, 'a'));
+  std::string log;
+  EXPECT_EQ(run_command(kTokenize + " --input /dev/zero --output " + tmp.file("out"), &log), 1);
+  EXPECT_TRUE(
+      has(log, "cannot read input file /dev/zero: it is a device, not a regular file or pipe"))
+      << log;
+  EXPECT_FALSE(fs::exists(tmp.file("out")));
+  // Run in tmp: without the check, the shards would land in the current directory.
+  EXPECT_EQ(
+      run_command("cd " + tmp.path.string() + " && " + kTokenize + " --input " + a + " --output ''",
+                  &log),
+      1);
+  EXPECT_TRUE(has(log, "--output is empty")) << log;
+  EXPECT_FALSE(fs::exists(tmp.file("train_000.bin")));
+}
+
 TEST(Tokenize, tokenizer_dir_with_the_byte_tokenizer_is_refused) {
   TempDir tmp;
   const std::string a = tmp.write("a.txt", std::string(100, 'a'));

@@ -278,6 +278,24 @@ TEST(EvalBinary, stride_says_so_equals_the_plain_evaluation_at_the_context_and_r
   EXPECT_TRUE(has(out, "--per-position and --stride together")) << out;
 }
 
+// A batch of no sequences divided by zero (SIGFPE) or averaged nothing: every count is refused by
+// name when it is not positive, before the checkpoint loads.
+TEST(EvalBinary, batch_size_and_batches_must_be_positive) {
+  EvalRun run;
+  const std::string ck = run.save(run.config(), "ck");
+  std::string out;
+  for (const std::string extra : {"", " --stride 16", " --contexts 8 --batches 3"}) {
+    for (const char* n : {"0", "-2"}) {
+      EXPECT_EQ(run.eval("--checkpoint " + ck + " --batch-size " + n + extra, &out), 1) << out;
+      EXPECT_TRUE(has(out, std::string("--batch-size must be positive, got ") + n)) << out;
+    }
+  }
+  EXPECT_EQ(run.eval("--checkpoint " + ck + " --batches 0", &out), 1) << out;
+  EXPECT_TRUE(has(out, "--batches must be positive, got 0")) << out;
+  EXPECT_EQ(run.eval("--checkpoint " + ck + " --batch-size 1 --batches 2", &out), 0) << out;
+  EXPECT_TRUE(has(out, "2 batches of 1 x 16")) << out;
+}
+
 TEST(EvalBinary, data_that_matches_no_file_is_an_error_naming_the_flag_or_the_key) {
   EvalRun run;
   const std::string ck = run.save(run.config(), "ck");
