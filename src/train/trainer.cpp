@@ -58,6 +58,7 @@
 #include "train/rank_agreement.h"
 #include "train/report.h"
 #include "train/resume.h"
+#include "train/run_lock.h"
 #include "train/rollback.h"
 #include "train/run_notes.h"
 #include "train/run_state.h"
@@ -155,6 +156,7 @@ class Trainer {
   data::DataLoader loader_;
   SpikeDetector detector_;
   std::set<int64_t> poisoned_;  // first windows of the micro-batches fault injection poisons
+  std::unique_ptr<RunLock> lock_;  // rank 0's, while the run lives
   std::unique_ptr<Report> out_;
 
   double mfu_per_token_ = 0;   // MFU = this x tokens/s of one device (train/mfu.h); 0: not shown
@@ -254,6 +256,7 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
              "background\")\n";
     try {
       fs::create_directories(run_dir_);
+      lock_ = std::make_unique<RunLock>(run_dir_.string(), log);  // one train at a time in it
       for (const std::string& p : remove_interrupted_writes(run_dir_.string()))
         log << "warning: removed " << p << " (a checkpoint write that did not finish)\n";
     } catch (const Error& e) {  // names the directory or file
