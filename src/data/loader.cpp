@@ -95,15 +95,19 @@ DataLoader::DataLoader(LoaderOptions options) : options_(std::move(options)) {
                  "); windows never cross shard boundaries");
   }
   const int64_t global = int64_t(o.world) * o.batch_size;
-  TESSERA_CHECK(total_windows_ >= global, "DataLoader: the shards hold ", total_windows_,
+  const std::string shards = o.files.size() == 1 ? o.files[0]
+                                                 : o.files[0] + " and " +
+                                                       std::to_string(o.files.size() - 1) + " more";
+  TESSERA_CHECK(total_windows_ >= global, "DataLoader: the shards (", shards, ") hold ",
+                total_windows_,
                 " windows of ", T + 1, " tokens, fewer than one global batch of world x batch_size = ",
                 o.world, " x ", o.batch_size, " = ", global);
   if (options_.step_windows == 0) options_.step_windows = global;
   TESSERA_CHECK(options_.step_windows % global == 0, "DataLoader: step_windows ",
                 options_.step_windows, " is not a multiple of world x batch_size = ", o.world, " x ",
                 o.batch_size, " = ", global);
-  TESSERA_CHECK(total_windows_ >= options_.step_windows, "DataLoader: the shards hold ",
-                total_windows_, " windows of ", T + 1, " tokens, fewer than one optimizer step of ",
+  TESSERA_CHECK(total_windows_ >= options_.step_windows, "DataLoader: the shards (", shards,
+                ") hold ", total_windows_, " windows of ", T + 1, " tokens, fewer than one optimizer step of ",
                 options_.step_windows, " windows");
   seed_ = o.seed;
 }

@@ -2,6 +2,7 @@
 // check that the message names what a user needs to find the mistake: file, key path, line, value.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -11,6 +12,7 @@
 #include "config/cli.h"
 #include "config/config.h"
 #include "config/expect_contains.h"
+#include "nn/rope_scaling.h"
 #include "test_util.h"
 
 namespace tessera {
@@ -414,6 +416,27 @@ TEST(ConfigValidation, each_rule_names_its_key) {
        "got '" + std::string(64, 'x') + "...' (300 characters)"},
       {"optim.name=sgd", "optim.name must be one of adamw, lomo, adalomo"},
       {"log.interval=0", "log.interval must be positive"},
+      {"optim.name=lomo;dist.zero=1",
+       "dist.zero 1 shards AdamW's state; optim.name 'lomo' has none to shard"},
+      {"dist.init=tcp://10.0.0.1:29500",
+       "dist.init must be file:///path/to/a/shared/dir, got 'tcp://10.0.0.1:29500'"},
+      {"dist.init=/shared/dir",
+       "dist.init must be file:///path/to/a/shared/dir, got '/shared/dir'"},
+      // model.rope_scaling: each type's own settings (nn/rope_scaling.h has the formulas).
+      {"model.position=rope;model.rope_scaling.type=llama3;model.rope_scaling.low_freq_factor=4;"
+       "model.rope_scaling.high_freq_factor=2",
+       "model.rope_scaling.high_freq_factor (2) must exceed model.rope_scaling.low_freq_factor (4) "
+       "> 0"},
+      {"model.position=rope;model.rope_scaling.type=llama3;model.rope_scaling.low_freq_factor=0",
+       "model.rope_scaling.high_freq_factor (4) must exceed model.rope_scaling.low_freq_factor "
+       "(0)"},
+      {"model.position=rope;model.rope_scaling.type=dynamic;model.n_head=4;model.n_embd=8",
+       "model.rope_scaling.type dynamic needs a head dimension > 2, got 2"},
+      {"model.position=rope;model.rope_scaling.type=linear;"
+       "model.rope_scaling.original_max_position=-1",
+       "model.rope_scaling.original_max_position must be >= 0, got -1"},
+      {"model.position=rope;model.rope_scaling.type=yarn;model.rope_scaling.attention_factor=-0.5",
+       "model.rope_scaling.attention_factor must be >= 0, got -0.5"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.override);
@@ -426,6 +449,41 @@ TEST(ConfigValidation, each_rule_names_its_key) {
       EXPECT_EQ(e.find("total_batch_size"), std::string::npos) << e;
     }
   }
+}
+
+// The model layer checks its RoPE scaling again (nn/rope_scaling.cpp: rope_scaled_freqs, reached by
+// models built without a Config, e.g. from an imported HF config): each problem names its setting
+// under the caller's prefix, several are joined, and a valid setting has none.
+TEST(ConfigValidation, rope_scaling_problems_name_the_setting_under_the_prefix) {
+  using nn::RopeScaling;
+  using nn::RopeScalingType;
+  const RopeScaling llama3{
+      .type = RopeScalingType::Llama3, .factor = 8, .low_freq_factor = 4, .high_freq_factor = 2};
+  EXPECT_EQ(nn::rope_scaling_problem(llama3, "rope_scaling"),
+            "rope_scaling.high_freq_factor (2) must exceed low_freq_factor (4) > 0");
+  const RopeScaling no_low{.type = RopeScalingType::Llama3, .low_freq_factor = 0};
+  EXPECT_CONTAINS(nn::rope_scaling_problem(no_low, "m"),
+                  "m.high_freq_factor (4) must exceed low_freq_factor (0) > 0");
+  const RopeScaling negative_length{
+      .type = RopeScalingType::Dynamic, .factor = 2, .original_max_position = -1};
+  EXPECT_EQ(nn::rope_scaling_problem(negative_length, "rope_scaling"),
+            "rope_scaling.original_max_position must be >= 0 (0 = model.block_size), got -1");
+  for (double bad : {-0.5, double(INFINITY), double(NAN)}) {
+    SCOPED_TRACE(bad);
+    const RopeScaling yarn{.type = RopeScalingType::Yarn, .factor = 4, .attention_factor = bad};
+    EXPECT_CONTAINS(nn::rope_scaling_problem(yarn, "rope_scaling"),
+                    "rope_scaling.attention_factor must be >= 0 (0 = 0.1 ln factor + 1), got ");
+  }
+  // Two problems at once, joined; no prefix given: the bare setting names.
+  const RopeScaling both{.type = RopeScalingType::Yarn, .factor = 0.5, .attention_factor = -1};
+  EXPECT_EQ(nn::rope_scaling_problem(both, ""),
+            "factor must be >= 1 (the new length over the trained one), got 0.5; attention_factor "
+            "must be >= 0 (0 = 0.1 ln factor + 1), got -1");
+  EXPECT_EQ(nn::rope_scaling_problem({.type = RopeScalingType::Yarn, .factor = 4}, "x"), "");
+  EXPECT_EQ(nn::rope_scaling_problem({.type = RopeScalingType::Llama3, .factor = 8}, "x"), "");
+  // rope_scaled_freqs refuses what rope_scaling_problem names.
+  EXPECT_CONTAINS(error_of([&] { nn::rope_scaled_freqs(llama3, 16, 10000, 64, 128); }),
+                  "rope_scaling.high_freq_factor (2) must exceed low_freq_factor (4) > 0");
 }
 
 TEST(ConfigValidation, fused_optimizers_reject_gradient_accumulation) {

@@ -347,6 +347,24 @@ TEST(Loader, shards_too_short_for_one_window_name_their_sizes) {
   });
   EXPECT_NE(msg.find("10 windows"), std::string::npos) << msg;
   EXPECT_NE(msg.find("4 x 3 = 12"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(files[0]), std::string::npos) << "names the shards: " << msg;
+}
+
+// Gradient accumulation needs one optimizer step's windows in the shards: a step of 16 windows
+// (4 micro-batches of 4) cannot come from 10, though one micro-batch can. Refused at
+// construction, naming the counts, rather than an epoch that never yields a step.
+TEST(Loader, shards_holding_fewer_windows_than_one_optimizer_step_are_refused) {
+  TempDir dir;
+  const std::vector<std::string> files = make_shards(dir, {41});  // 10 windows of 4 + 1 tokens
+  LoaderOptions o = options(files, 4, 4);
+  o.step_windows = 16;
+  const std::string msg = error_of([&] { DataLoader l(o); });
+  EXPECT_NE(msg.find("the shards (" + files[0] + ") hold 10 windows of 5 tokens, fewer than one "
+                     "optimizer step of 16 windows"),
+            std::string::npos)
+      << msg;
+  o.step_windows = 8;  // two micro-batches: fits
+  EXPECT_NO_THROW(DataLoader l(o));
 }
 
 TEST(Loader, set_state_rejects_positions_outside_the_epoch) {

@@ -200,6 +200,22 @@ TEST(Shard, unknown_version_is_an_error) {
   EXPECT_NE(msg.find("unknown version 3"), std::string::npos) << msg;
 }
 
+// A header whose token count is negative (a damaged or foreign file) is refused before the count
+// sizes anything, naming the file and the count; with uint32 tokens as with uint16.
+TEST(Shard, negative_token_count_in_the_header_names_the_file) {
+  TempDir dir;
+  for (uint32_t vocab : {257u, 100000u}) {
+    SCOPED_TRACE(vocab);
+    const std::string path = dir.file("negative_" + std::to_string(vocab) + ".bin");
+    write_shard(path, {1, 2, 3}, vocab);
+    std::vector<char> bytes = read_bytes(path);
+    set_header_int(bytes, 2, -3);
+    write_bytes(path, bytes);
+    const std::string msg = error_of([&] { Shard s(path, vocab); });
+    EXPECT_NE(msg.find("shard " + path + ": negative token count -3"), std::string::npos) << msg;
+  }
+}
+
 TEST(Shard, file_shorter_than_the_header_is_an_error) {
   TempDir dir;
   const std::string path = dir.file("short.bin");

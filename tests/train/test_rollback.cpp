@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <sstream>
 
 #include "checkpoint/checkpoint.h"
@@ -285,4 +286,166 @@ TEST(Resume, auto_falls_back_past_a_truncated_checkpoint_with_a_warning) {
   c.checkpoint.resume = damaged.string();
   const std::string msg = tessera::testing::error_of([&] { train::run_training(c, log2); });
   EXPECT_NE(msg.find(damaged.string()), std::string::npos) << msg;
+}
+
+// spike.enabled: false turns detection off, and with it the rollback: a non-finite loss is then an
+// error naming the step (the run cannot go on from NaN weights), and the checkpoints written before
+// it stay loadable for a --resume with a lower LR.
+TEST(Rollback, with_detection_off_a_nan_loss_stops_the_run_naming_the_step) {
+  TempRun run;
+  Config c = run.config(12);
+  c.checkpoint.interval = 4;
+  c.spike.enabled = false;
+  c.spike.inject_steps = "6";
+  c.spike.inject_kind = "nan";
+  std::ostringstream log;
+  const std::string msg = tessera::testing::error_of([&] { train::run_training(c, log); });
+  EXPECT_NE(msg.find("step 6: loss is nan (diverged)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("enable spike:"), std::string::npos) << msg;
+  const std::string dir = (run.dir / "ckpt" / "run").string();
+  const std::vector<CheckpointFile> files = list_checkpoints(dir);
+  ASSERT_EQ(files.size(), 1u) << log.str();  // step 4; nothing after the NaN was saved
+  EXPECT_EQ(files[0].step, 4);
+  EXPECT_EQ(resolve_checkpoint(dir), files[0].path);
+  EXPECT_EQ(load_checkpoint(files[0].path).trainer_ints.at("step"), 4);
+  EXPECT_EQ(metric_lines(run.dir / "ckpt" / "run" / "metrics.jsonl", "\"rollback\"").size(), 0u);
+}
+
+namespace {
+
+// The LRs logged per step in a metrics.jsonl (the last line for a step wins: after a rollback, the
+// replayed step's), as numbers.
+std::map<int64_t, double> lr_by_step(const fs::path& metrics) {
+  std::map<int64_t, double> out;
+  for (const auto& [step, v] : metric(metrics, "lr")) out[step] = std::stod(v);
+  return out;
+}
+
+}  // namespace
+
+// The rollback settings of a real run: rollback_steps goes back past the newest checkpoint (step 8
+// is within 6 steps of the spike at 12: back to step 4), skip_batches sets the skipped range
+// (3 batches of B = 8 windows from the spike's first window, 11 x 8 = 88), and lr_factor lowers
+// the LR for exactly lr_factor_steps steps after the rollback point (steps 5, 6, 7), the LR the
+// clean run logged at every other step. The window is saved with the checkpoint rolled back to
+// (lr_factor_until = 7), so a run resumed from it after a crash keeps the lowered LR and ends
+// with the same losses as the run that never stopped.
+TEST(Rollback, rollback_steps_skip_batches_and_lr_factor_shape_the_rolled_back_run) {
+  TempRun run;
+  Config clean = run.config(16);
+  clean.train.run_name = "clean";
+  clean.checkpoint.interval = 4, clean.checkpoint.keep = 10;
+  clean.log.interval = 1;
+  clean.spike.rollback_steps = 6;
+  clean.spike.skip_batches = 3;
+  clean.spike.lr_factor = 0.5, clean.spike.lr_factor_steps = 3;
+  std::ostringstream log;
+  train::run_training(clean, log);
+  Config c = clean;
+  c.train.run_name = "spiked";
+  c.spike.inject_steps = "12";
+  c.spike.inject_kind = "nan";
+  train::TrainResult r = train::run_training(c, log);
+  EXPECT_EQ(r.steps, 16);
+  EXPECT_EQ(r.rollbacks, 1);
+
+  const fs::path dir = run.dir / "ckpt" / "spiked", metrics = dir / "metrics.jsonl";
+  const std::vector<std::string> events = metric_lines(metrics, "\"rollback\"");
+  ASSERT_EQ(events.size(), 1u) << log.str();
+  EXPECT_NE(events[0].find("{\"step\": 12, \"event\": \"rollback\""), std::string::npos)
+      << events[0];
+  EXPECT_NE(events[0].find("\"to_step\": 4, \"skip_begin\": 88, \"skip_end\": 112, "
+                           "\"rollbacks\": 1}"),
+            std::string::npos)
+      << events[0];
+  EXPECT_NE(log.str().find("; lr x0.5 for 3 steps"), std::string::npos) << log.str();
+
+  // Logged with %.6g: the factor is exact, the text rounds to 6 digits.
+  const std::map<int64_t, double> want = lr_by_step(run.dir / "ckpt" / "clean" / "metrics.jsonl");
+  const std::map<int64_t, double> got = lr_by_step(metrics);
+  ASSERT_EQ(want.size(), 16u);
+  ASSERT_EQ(got.size(), 16u);
+  for (int64_t s = 1; s <= 16; ++s) {
+    const double factor = s >= 5 && s <= 7 ? 0.5 : 1.0;
+    EXPECT_NEAR(got.at(s), factor * want.at(s), 1e-5 * want.at(s)) << "step " << s;
+  }
+
+  // The checkpoint rolled back to was saved again with the rollback's history.
+  const CheckpointData ck = load_checkpoint((dir / "step_00000004.h5").string());
+  EXPECT_EQ(ck.trainer_ints.at("lr_factor_until"), 7);
+  EXPECT_EQ(ck.trainer_ints.at("rollbacks"), 1);
+  EXPECT_EQ(ck.trainer_ints.at("skip_0_begin"), 88);
+  EXPECT_EQ(ck.trainer_ints.at("skip_0_end"), 112);
+
+  // A crash right after the rollback: the run resumed from that checkpoint, in a directory of its
+  // own, logs the same LRs and losses from step 5 on, bit for bit (same text).
+  const fs::path crash = run.dir / "ckpt" / "crash";
+  fs::create_directories(crash);
+  for (const char* f : {"step_00000004.h5", "step_00000004.h5.sha256"})
+    fs::copy_file(dir / f, crash / f);
+  Config resumed = c;
+  resumed.train.run_name = "crash";
+  resumed.checkpoint.resume = "auto";
+  std::ostringstream rlog;
+  train::TrainResult rr = train::run_training(resumed, rlog);
+  EXPECT_EQ(rr.steps, 16);
+  EXPECT_NE(rlog.str().find("resume: " + (crash / "step_00000004.h5").string()), std::string::npos)
+      << rlog.str();
+  const std::map<int64_t, std::string> lr_full = metric(metrics, "lr"),
+                                       lr_crash = metric(crash / "metrics.jsonl", "lr");
+  const std::map<int64_t, std::string> loss_full = metric(metrics, "loss"),
+                                       loss_crash = metric(crash / "metrics.jsonl", "loss");
+  for (int64_t s = 5; s <= 16; ++s) {
+    SCOPED_TRACE(s);
+    ASSERT_TRUE(lr_crash.count(s));
+    EXPECT_EQ(lr_crash.at(s), lr_full.at(s));
+    EXPECT_EQ(loss_crash.at(s), loss_full.at(s));
+  }
+  EXPECT_EQ(rr.last_train_loss, r.last_train_loss);
+}
+
+// The rollback target is the newest checkpoint within reach that loads: a damaged one is passed
+// over with a warning naming it, and the run goes back to the one before. Steps 4 and 8 are saved,
+// the run stops at 9 (saved too) and step 8's file is cut in half; resumed from step 9, the spike
+// at step 10 looks for a checkpoint at or before step 9 - spike.rollback_steps (1) = 8: step 8
+// does not load, so the run rolls back to step 4 and deletes the abandoned files after it.
+TEST(Rollback, a_damaged_newest_target_is_passed_over_with_a_warning_for_the_one_before) {
+  TempRun run;
+  Config c = run.config(12);
+  c.checkpoint.interval = 4, c.checkpoint.keep = 10;
+  c.spike.rollback_steps = 1;
+  c.spike.inject_steps = "10";
+  c.spike.inject_kind = "nan";
+  c.train.stop_after = 9;
+  std::ostringstream log;
+  EXPECT_EQ(train::run_training(c, log).steps, 9);
+  const fs::path dir = run.dir / "ckpt" / "run";
+  const fs::path damaged = dir / "step_00000008.h5";
+  ASSERT_TRUE(fs::exists(dir / "step_00000004.h5"));
+  ASSERT_TRUE(fs::exists(dir / "step_00000009.h5"));
+  fs::resize_file(damaged, fs::file_size(damaged) / 2);
+
+  c.train.stop_after = 0;
+  c.checkpoint.resume = "auto";
+  std::ostringstream log2;
+  train::TrainResult r = train::run_training(c, log2);
+  EXPECT_EQ(r.steps, 12);
+  EXPECT_EQ(r.rollbacks, 1);
+  EXPECT_NE(log2.str().find("warning: cannot roll back to " + damaged.string()), std::string::npos)
+      << log2.str();
+  EXPECT_NE(log2.str().find("back to step 4 (" + (dir / "step_00000004.h5").string() + ")"),
+            std::string::npos)
+      << log2.str();
+  const std::vector<std::string> events = metric_lines(dir / "metrics.jsonl", "\"rollback\"");
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_NE(events[0].find("\"step\": 10, \"event\": \"rollback\""), std::string::npos)
+      << events[0];
+  EXPECT_NE(events[0].find("\"to_step\": 4"), std::string::npos) << events[0];
+  // Steps 8 (damaged) and 9 were after the rollback point: gone; the run then saved 8 and 12 anew.
+  std::vector<int64_t> steps;
+  for (const CheckpointFile& f : list_checkpoints(dir.string())) {
+    steps.push_back(f.step);
+    EXPECT_NO_THROW(load_checkpoint(f.path)) << f.path;
+  }
+  EXPECT_EQ(steps, (std::vector<int64_t>{4, 8, 12}));
 }
