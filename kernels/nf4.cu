@@ -63,7 +63,10 @@ __global__ void dequantize_kernel(T* out, const uint8_t* codes, const float* abs
 __global__ void absmax_kernel(float* absmax, const uint8_t* q, const float* scales, float mean,
                               int64_t n) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) absmax[i] = float(int8_t(q[i])) / 127.0f * scales[i / kNF4AbsmaxBlock] + mean;
+  // Rounded after the product and after the sum, as the CPU twin does: nvcc would fuse a plain
+  // `x * s + mean` into one fma (one rounding), and the dequantised weights would differ.
+  if (i < n)
+    absmax[i] = __fadd_rn(__fmul_rn(float(int8_t(q[i])) / 127.0f, scales[i / kNF4AbsmaxBlock]), mean);
 }
 
 constexpr int kTile = 64;   // c tile is kTile x kTile

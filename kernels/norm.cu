@@ -133,8 +133,10 @@ norm_backward_dx_kernel(T* dx, const T* dy, const T* x, const T* w, StatPtr mean
     if (accumulate) ld_n<K>(dxr, c, held);
 #pragma unroll
     for (int k = 0; k < K; ++k) {
+      // Its products rounded alone: with a * b - c left to the compiler, the accumulating launch
+      // and the plain one may contract it differently (nvcc fuses by default).
       const float xhat = (xv[k] - m) * r;
-      const float d = r * (gv[k] * wv[k] - mean_g - xhat * mean_gx);
+      const float d = r * (__fmul_rn(gv[k], wv[k]) - mean_g - __fmul_rn(xhat, mean_gx));
       // Accumulating: d rounded to T, then added (no fma contraction): axpby's bits, see kernels.h.
       gv[k] = accumulate ? __fadd_rn(held[k], core::rounded(dxr, d)) : d;
     }

@@ -123,6 +123,9 @@ void set_order(Order o);
 Order order();
 
 void* dynamic_shared();
+// A static __shared__ array at its declaration (translate.py): filled with 0xff bytes by the first
+// thread of the block to reach it, as dynamic shared memory is at the block's start.
+void static_shared(void* p, size_t bytes);
 // The launch's dynamic shared memory at a shared-window address (ptx.h), checked to hold `bytes`.
 unsigned char* shared_pointer(uint64_t address, size_t bytes);
 ptx::CpAsyncQueue& cp_async_queue();  // the running thread's cp.async copies in flight
@@ -300,17 +303,33 @@ inline float __uint_as_float(unsigned u) { return std::bit_cast<float>(u); }
 inline float __int_as_float(int i) { return std::bit_cast<float>(i); }
 inline unsigned __float_as_uint(float f) { return std::bit_cast<unsigned>(f); }
 inline int __float_as_int(float f) { return std::bit_cast<int>(f); }
-// The _rn operations are the IEEE ones (g++ -ffp-contract=off keeps them unfused, as the
-// intrinsics are on the GPU); the fast approximations below err as the hardware's may.
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fdiv_rn(float a, float b) { return a / b; }
+// The _rn operations are the IEEE ones, each rounded on its own as the intrinsics are on the GPU:
+// the emulated kernels compile with floating-point contraction where the CPU has FMA (nvcc's
+// default -fmad=true fuses a plain a * b + c too), and emu::rounded around an intrinsic's operands
+// and result keeps g++ from fusing a product into the intrinsic's sum or its product into a sum.
+namespace emu {
+template <class T>
+inline T rounded(T v) {  // an optimisation barrier: v as computed, not fused with what follows
+#if defined(__x86_64__)
+  asm("" : "+x"(v));
+#elif defined(__aarch64__)
+  asm("" : "+w"(v));
+#else
+  volatile T t = v;
+  v = t;
+#endif
+  return v;
+}
+}  // namespace emu
+inline float __fadd_rn(float a, float b) { return emu::rounded(emu::rounded(a) + emu::rounded(b)); }
+inline float __fsub_rn(float a, float b) { return emu::rounded(emu::rounded(a) - emu::rounded(b)); }
+inline float __fmul_rn(float a, float b) { return emu::rounded(emu::rounded(a) * emu::rounded(b)); }
+inline float __fdiv_rn(float a, float b) { return emu::rounded(emu::rounded(a) / emu::rounded(b)); }
 inline float __fsqrt_rn(float a) { return std::sqrt(a); }
-inline double __dadd_rn(double a, double b) { return a + b; }
-inline double __dsub_rn(double a, double b) { return a - b; }
-inline double __dmul_rn(double a, double b) { return a * b; }
-inline double __ddiv_rn(double a, double b) { return a / b; }
+inline double __dadd_rn(double a, double b) { return emu::rounded(emu::rounded(a) + emu::rounded(b)); }
+inline double __dsub_rn(double a, double b) { return emu::rounded(emu::rounded(a) - emu::rounded(b)); }
+inline double __dmul_rn(double a, double b) { return emu::rounded(emu::rounded(a) * emu::rounded(b)); }
+inline double __ddiv_rn(double a, double b) { return emu::rounded(emu::rounded(a) / emu::rounded(b)); }
 inline double __dsqrt_rn(double a) { return std::sqrt(a); }
 // The fast intrinsics at the edge of their documented error (CUDA C++ Programming Guide,
 // "Intrinsic Functions"), so that a tolerance that holds only for exact functions fails here as it

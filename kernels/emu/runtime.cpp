@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <chrono>
@@ -165,6 +166,7 @@ struct Launch {
   const void* asan_bottom = nullptr;
   size_t asan_size = 0;
   std::vector<unsigned char> smem;
+  std::vector<const void*> static_filled;  // the block's static __shared__ arrays filled so far
   Order order = Order::Forward;
   uint64_t rng = 0;  // Order::Random's generator (splitmix64), seeded per launch
   bool warps_ahead = false;  // Order::Random, drawn per launch: a released warp runs on at once
@@ -346,6 +348,7 @@ void run_block(Launch& l, const LaunchConfig& c, uint3 block) {
   const int n = int(c.block.x * c.block.y * c.block.z);
   std::vector<Stack>& pool = stacks(size_t(n));
   std::fill(l.smem.begin(), l.smem.end(), 0xff);
+  l.static_filled.clear();
   l.live = n;
   l.at_barrier = 0;
   l.ready.clear();
@@ -371,6 +374,9 @@ void run_block(Launch& l, const LaunchConfig& c, uint3 block) {
     f.sp = start_fiber(*f.stack);
     l.ready.push_back(&f);
   }
+  if (l.order == Order::Random)  // the block's threads start in a random order too
+    for (size_t i = l.ready.size(); i > 1; --i)
+      std::swap(l.ready[i - 1], l.ready[splitmix64(l.rng) % i]);
   while (l.live > 0) {
     if (l.ready.empty()) {
       int at_barrier = 0;
@@ -478,6 +484,13 @@ void* dynamic_shared() {
   return l.smem.empty() ? nullptr : l.smem.data();
 }
 
+void static_shared(void* p, size_t bytes) {
+  Launch& l = *g_launch;
+  if (std::find(l.static_filled.begin(), l.static_filled.end(), p) != l.static_filled.end()) return;
+  l.static_filled.push_back(p);
+  std::memset(p, 0xff, bytes);
+}
+
 int lane_id() { return self().lane; }
 int warp_id() { return self().warp; }
 
@@ -564,13 +577,18 @@ const Collective& enter_collective(unsigned mask, const void* mine, size_t bytes
   if (bytes) std::memcpy(b.deposit[f.lane], mine, bytes);
   w.arrived |= me;
   if (w.arrived == (mask & w.lanes)) {  // the last lane in releases the others
-    // Released lanes run next (the warp runs on ahead of the others) or after the queue.
+    // Released lanes run next (the warp runs on ahead of the others) or after the queue, in
+    // lane order (Forward, Reverse) or in a random one (Random: a lane that hands another a value
+    // through shared memory without __syncwarp is caught whichever of the two runs first).
     const bool ahead = l.warps_ahead;
-    for (unsigned waiting = w.arrived & ~me; waiting;) {  // lanes in order, either way
-      const int lane = ahead ? 31 - std::countl_zero(waiting) : std::countr_zero(waiting);
-      waiting &= ~(1u << lane);
-      make_ready(l, l.fibers[size_t(f.warp * 32 + lane)], ahead);
-    }
+    int lanes[32], count = 0;
+    for (unsigned waiting = w.arrived & ~me; waiting; waiting &= waiting - 1)
+      lanes[count++] = std::countr_zero(waiting);
+    if (l.order == Order::Random)
+      for (int i = count - 1; i > 0; --i) std::swap(lanes[i], lanes[splitmix64(l.rng) % (i + 1)]);
+    else if (ahead)  // pushed to the front one by one: the highest lane first leaves them in order
+      std::reverse(lanes, lanes + count);
+    for (int i = 0; i < count; ++i) make_ready(l, l.fibers[size_t(f.warp * 32 + lanes[i])], ahead);
     w.arrived = 0;
     w.mask = 0;
     w.bank ^= 1;

@@ -3,7 +3,7 @@
 
   translate.py IN.cu OUT.cpp
 
-Six rewrites, nothing else (line numbers are kept, so compiler errors point at the .cu file):
+Seven rewrites, nothing else (line numbers are kept, so compiler errors point at the .cu file):
   - a launch `KERNEL<<<CONFIG>>>(ARGS)` becomes
     `::tessera::emu::launch("KERNEL", ::tessera::emu::config(CONFIG), ID, [=](auto&... a_) { KERNEL(a_...); })(ARGS)`
     (ID: `::tessera::emu::function_id(KERNEL)` when CONFIG passes dynamic shared memory, else nullptr):
@@ -11,6 +11,11 @@ Six rewrites, nothing else (line numbers are kept, so compiler errors point at t
     the kernel with its own copies;
   - `extern __shared__ [__align__(N)] TYPE NAME[];` becomes a pointer to the launch's dynamic
     shared memory;
+  - `__shared__ TYPE A[N][M], B[K];` (static shared memory) becomes
+    `static TYPE A[N][M], B[K]; ::tessera::emu::static_shared(A, sizeof A); ...`: the first thread
+    of a block to reach the declaration fills the arrays with 0xff bytes, as the dynamic shared
+    memory is filled, so a read of what no thread of the block wrote sees NaN, not the last block's
+    values;
   - an inline PTX statement `asm [volatile] ("TEXT" : OUTPUTS : INPUTS : CLOBBERS);` becomes
     `::tessera::emu::ptx_asm("TEXT", {OPERANDS});`, each `"=r"(x)` a `ptx_out("=r", x)`, `"+f"(y)` a
     `ptx_inout("+f", y)`, an input `"r"(z)` a `ptx_in("r", z)`, in the statement's order, so that
@@ -98,6 +103,17 @@ def rewrite_extern_shared(text):
     return EXTERN_SHARED.sub(
         lambda m: f"{m.group(1)}* {m.group(2)} = "
                   f"static_cast<{m.group(1)}*>(::tessera::emu::dynamic_shared());", text)
+
+
+STATIC_SHARED = re.compile(r"(?<!extern )\b__shared__\s+([A-Za-z_][\w:]*)\s+([^;]+);")
+
+
+def rewrite_static_shared(text):
+    def one(m):
+        names = [re.match(r"\s*(\w+)", d).group(1) for d in split_top(m.group(2), ",")]
+        fills = " ".join(f"::tessera::emu::static_shared({n}, sizeof {n});" for n in names)
+        return f"static {m.group(1)} {m.group(2)}; {fills}"
+    return STATIC_SHARED.sub(one, text)
 
 
 ASM = re.compile(r"\basm\s+(?:(?:volatile|__volatile__)\s*)?\(")
@@ -216,6 +232,7 @@ def main():
     text = re.sub(r"^\s*#\s*include\s*<cub/[^>]*>", "// (cub: kernels/emu/cuda_emu.h)", text,
                   flags=re.M)
     text = rewrite_extern_shared(text)
+    text = rewrite_static_shared(text)
     text = rewrite_asm(text, src)
     text = rewrite_launch_bounds(text, src)
     text = rewrite_launches(text, src)

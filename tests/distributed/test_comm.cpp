@@ -302,6 +302,38 @@ TEST(Collectives, wait_throws_within_the_timeout_when_a_rank_does_not_join) {
   c->barrier();
 }
 
+// A rank that fails holds its communicator in a scope the error unwinds: destroyed then, NCCL's
+// communicator is aborted at once (kernels/nccl_comm.cu), not finalised, since a finalize waits for
+// every peer to finalise too, which the peers of a failed rank may never do (here rank 1 does, 6 s
+// later): the error must reach the user and the process end without waiting for them.
+TEST(Collectives, a_communicator_destroyed_while_an_error_unwinds_does_not_wait_for_its_peers) {
+  if (comm().world() < 2) GTEST_SKIP() << "needs 2 ranks";
+  if (comm().backend() != "nccl") GTEST_SKIP() << "NCCL's finalize";
+  CommOptions options;
+  options.backend = "nccl";
+  options.device = Device::cuda();
+  if (const char* init = std::getenv("TESSERA_TEST_COMM_INIT")) options.init = init;
+  options.timeout_s = 20;
+  comm().barrier();
+  if (comm().rank() == 0) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::string message = error_of([&] {
+      auto c = make_communicator(options);
+      c->barrier();
+      TESSERA_FAIL("a failure on rank 0");
+    });
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_TRUE(contains(message, "a failure on rank 0")) << message;
+    EXPECT_LT(took, 4.0) << "the communicator waited for its peers while the error unwound";
+  } else {
+    auto c = make_communicator(options);
+    c->barrier();
+    std::this_thread::sleep_for(std::chrono::seconds(6));
+  }
+  comm().barrier();
+}
+
 // ---- NCCL's bootstrap, without NCCL ---------------------------------------------------------
 
 std::vector<uint8_t> pattern(size_t n) {

@@ -5,6 +5,7 @@
 // misuses it promises to report (cuda_emu.h) are reported rather than hidden or hung.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -152,6 +153,60 @@ TEST(CudaEmu, a_random_interleaving_exposes_a_race_both_fixed_orders_hide) {
   }
   Order random(emu::Order::Random);
   EXPECT_GT(racy_block_sums(20), 0);
+}
+
+// Lanes of a warp released from a collective run in lane order under Forward, so a lane that reads
+// a lower lane's shared slot without __syncwarp always finds it written; Random shuffles them.
+// Returns the most wrong reads of one launch.
+int racy_lane_reads(int launches) {
+  int most = 0;
+  for (int i = 0; i < launches; ++i) {
+    std::vector<float> read(32);
+    launch(1, 32, 0, [&] {
+      // What translate.py makes of `__shared__ float slot[32];`.
+      static float slot[32];
+      emu::static_shared(slot, sizeof slot);
+      __syncwarp();
+      slot[threadIdx.x] = float(threadIdx.x);
+      read[threadIdx.x] = slot[(threadIdx.x + 31) % 32];  // the lane below: no __syncwarp between
+    });
+    int wrong = 0;
+    for (unsigned t = 0; t < 32; ++t) wrong += read[t] != float((t + 31) % 32);
+    most = std::max(most, wrong);
+  }
+  return most;
+}
+
+TEST(CudaEmu, released_lanes_run_in_a_random_order_under_random) {
+  {
+    Order forward(emu::Order::Forward);
+    EXPECT_EQ(racy_lane_reads(3), 1);  // only the releasing lane (31), which runs on first
+  }
+  Order random(emu::Order::Random);
+  EXPECT_GT(racy_lane_reads(5), 1);
+}
+
+// A static __shared__ array is filled with 0xff bytes at each block's start, as dynamic shared
+// memory is: what no thread of this block wrote reads as NaN, not as the block before's value.
+TEST(CudaEmu, a_static_shared_array_reads_as_nan_where_the_block_wrote_nothing) {
+  Order forward(emu::Order::Forward);
+  std::vector<float> read(2 * 32);
+  launch(2, 32, 0, [&] {
+    static float value[2];
+    emu::static_shared(value, sizeof value);
+    if (blockIdx.x == 0 && threadIdx.x == 0) value[0] = 7.0f;
+    __syncthreads();
+    read[blockIdx.x * 32 + threadIdx.x] = value[0];
+    static float again[2];  // a second declaration reached later by each thread: filled once
+    emu::static_shared(again, sizeof again);
+    if (threadIdx.x == 0) again[1] = 3.0f;
+    __syncthreads();
+    if (again[1] != 3.0f) read[blockIdx.x * 32 + threadIdx.x] = -1.0f;
+  });
+  for (int t = 0; t < 32; ++t) {
+    EXPECT_EQ(read[t], 7.0f) << t;
+    EXPECT_TRUE(std::isnan(read[32 + t])) << "block 1, thread " << t << " read " << read[32 + t];
+  }
 }
 
 TEST(CudaEmu, a_deadlock_is_reported_not_hung) {
