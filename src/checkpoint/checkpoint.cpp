@@ -17,6 +17,7 @@
 
 #include "checkpoint/digest.h"
 #include "checkpoint/probe.h"
+#include "checkpoint/retention.h"
 #include "checkpoint/sidecar.h"
 #include "core/text.h"
 
@@ -561,11 +562,13 @@ std::string follow_latest(const fs::path& latest) {
                 "', which is not a file name (it has a NUL byte)");
   fs::path target = fs::path(name).is_absolute() ? fs::path(name) : latest.parent_path() / name;
   std::error_code ec;
-  const bool regular = fs::is_regular_file(target, ec);
-  TESSERA_CHECK(regular, latest.string(), " names ", shown(target.string()), ", which ",
-                !ec || ec == std::errc::no_such_file_or_directory
-                    ? "does not exist"
-                    : "cannot be read: " + ec.message());
+  const fs::file_status st = fs::status(target, ec);
+  TESSERA_CHECK(fs::is_regular_file(st), latest.string(), " names ", shown(target.string()),
+                ", which ",
+                fs::exists(st)                                         ? "is not a regular file"
+                : !ec || ec == std::errc::no_such_file_or_directory ? "does not exist"
+                                                                       : "cannot be read: " +
+                                                                             ec.message());
   return target.string();
 }
 
@@ -577,8 +580,19 @@ std::string resolve_checkpoint(const std::string& path_or_dir) {
   fs::file_status st = fs::status(p, ec);
   if (fs::is_directory(st)) {
     fs::path latest = p / "latest";
-    TESSERA_CHECK(fs::is_regular_file(latest), "no checkpoint to resume in ", path_or_dir, ": ",
-                  latest.string(), " does not exist");
+    const fs::file_status lst = fs::status(latest, ec);
+    if (!fs::is_regular_file(lst)) {
+      TESSERA_CHECK(!fs::exists(lst), "no checkpoint to resume in ", path_or_dir, ": ",
+                    latest.string(), " is not a regular file (it should name a checkpoint file)");
+      // Checkpoints without a `latest` (copied without it, or deleted): say which to pass.
+      const std::vector<CheckpointFile> cks = list_checkpoints(path_or_dir);
+      TESSERA_FAIL("no checkpoint to resume in ", path_or_dir, ": ", latest.string(),
+                   " does not exist",
+                   cks.empty() ? std::string()
+                               : " (the directory holds " + std::to_string(cks.size()) +
+                                     " checkpoint file(s); pass one, e.g. " + cks.back().path +
+                                     ", or `train --resume auto` chooses)");
+    }
     return follow_latest(latest);
   }
   TESSERA_CHECK(fs::exists(st), "checkpoint ", path_or_dir, " does not exist");

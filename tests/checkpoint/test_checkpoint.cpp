@@ -639,6 +639,24 @@ TEST_F(Checkpoint, latest_is_written_and_resolved) {
 TEST_F(Checkpoint, resolve_errors_name_what_is_missing) {
   std::string msg = error_of([&] { resolve_checkpoint(dir_.string()); });
   EXPECT_NE(msg.find(path("latest")), std::string::npos) << msg;
+  // Checkpoints without a `latest`: the message names one to pass.
+  save_checkpoint(path("step_00000300.h5"), sample_checkpoint());
+  msg = error_of([&] { resolve_checkpoint(dir_.string()); });
+  EXPECT_NE(msg.find(path("latest") + " does not exist (the directory holds 1 checkpoint file(s); "
+                     "pass one, e.g. " + path("step_00000300.h5")),
+            std::string::npos)
+      << msg;
+  // A `latest` that is a directory, or that names one.
+  fs::create_directories(path("latest"));
+  msg = error_of([&] { resolve_checkpoint(dir_.string()); });
+  EXPECT_NE(msg.find(path("latest") + " is not a regular file"), std::string::npos) << msg;
+  fs::remove(path("latest"));
+  fs::create_directories(path("sub"));
+  write_latest(dir_.string(), "sub");
+  msg = error_of([&] { resolve_checkpoint(dir_.string()); });
+  EXPECT_NE(msg.find("names " + path("sub") + ", which is not a regular file"), std::string::npos)
+      << msg;
+  fs::remove(path("latest"));
 
   write_latest(dir_.string(), "step_00000500.h5");  // names a file that is not there
   msg = error_of([&] { resolve_checkpoint(dir_.string()); });

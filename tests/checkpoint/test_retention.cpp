@@ -79,6 +79,19 @@ TEST_F(Retention, interrupted_writes_are_removed) {
   EXPECT_TRUE(fs::exists(dir / "notes.sha256"));
 }
 
+TEST_F(Retention, a_directory_where_a_save_writes_a_file_is_refused_at_start_naming_it) {
+  for (const char* name : {"latest", "step_00000004.h5", "step_00000004.h5.sha256", "latest.tmp"}) {
+    SCOPED_TRACE(name);
+    fs::create_directories(dir / name);
+    const std::string e =
+        tessera::testing::error_of([&] { remove_interrupted_writes(dir.string()); });
+    EXPECT_NE(e.find((dir / name).string() + " is not a regular file"), std::string::npos) << e;
+    fs::remove_all(dir / name);
+  }
+  fs::create_directories(dir / "notes");  // the run's own files only
+  EXPECT_TRUE(remove_interrupted_writes(dir.string()).empty());
+}
+
 TEST_F(Retention, resume_takes_latest_and_falls_back_past_damaged_files) {
   std::ostringstream warn;
   EXPECT_FALSE(load_resumable(dir.string(), warn, true).has_value());  // nothing yet: start fresh
