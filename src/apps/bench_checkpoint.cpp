@@ -9,8 +9,9 @@
 //
 // Rows (median of --repeats): "save" is save_checkpoint (HDF5 write, CRC-32C per tensor, fsync, the
 // file hashed for its digest file, renames); "load" is load_checkpoint (the file hashed and checked
-// against its digest file, HDF5 read, CRC-32C per tensor checked); "verify" is that check alone
-// (verify_checkpoint_file: a large file's chunks hashed on OpenMP's threads). "sha256" and "crc32c"
+// against its digest file, its HDF5 structure read by a child process, HDF5 read, CRC-32C per
+// tensor checked); "verify" is the digest check alone (verify_checkpoint_file: a large file's
+// chunks hashed on OpenMP's threads), "probe" the child's read alone (probe_hdf5_file). "sha256" and "crc32c"
 // time those digests alone, on one thread, over the same bytes (the whole file; every tensor), so
 // save and load less them is what the file system and HDF5 take. The first load follows a save, so
 // the file is in the page cache: the rows measure the CPU's work, not the disk. "stage" is the
@@ -31,6 +32,7 @@
 #include "checkpoint/async_save.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/digest.h"
+#include "checkpoint/probe.h"
 #include "checkpoint/sidecar.h"
 #include "config/cli.h"
 #include "core/error.h"
@@ -107,6 +109,7 @@ int main(int argc, char** argv) {
     const double stage = median_ms(repeats, [&] { (void)stage_on_host(ck); });
     const double load = median_ms(repeats, [&] { (void)load_checkpoint(path); });
     const double verify = median_ms(repeats, [&] { (void)verify_checkpoint_file(path); });
+    const double probe = median_ms(repeats, [&] { probe_hdf5_file(path); });
     std::string hex;
     const double sha = median_ms(repeats, [&] { hex = sha256_file(path); });
     uint32_t crc = 0;
@@ -134,6 +137,7 @@ int main(int argc, char** argv) {
     row("stage", stage, double(bytes));
     row("load", load, file_bytes);
     row("verify", verify, file_bytes);
+    row("probe", probe, file_bytes);
     row("sha256", sha, file_bytes);
     row("crc32c", crcs, double(bytes));
     std::printf("(sha256 %s; crc %08x)\n", hex.c_str(), crc);
