@@ -20,6 +20,7 @@
 
 #include "checkpoint/digest.h"
 #include "checkpoint/probe.h"
+#include "core/text.h"
 #include "core/error.h"
 
 namespace tessera {
@@ -301,11 +302,12 @@ FileCheck verify_checkpoint_file(const std::string& path) {
 
   std::string why;
   const std::optional<DigestFile> d = parse_digest_file(read_small_file(sidecar, path), &why);
-  TESSERA_CHECK(d, "checkpoint ", path, ": its digest file ", sidecar, " is malformed (", why,
+  TESSERA_CHECK(d, "checkpoint ", path, ": its digest file ", sidecar, " is malformed (",
+                printable(why, false, 200),
                 "); remove it to load the checkpoint unverified");
   const std::string name = real.filename().string();
   TESSERA_CHECK(d->name == name, "checkpoint ", path, ": its digest file ", sidecar, " is for '",
-                d->name, "', not '", name,
+                printable(d->name, false, 160), "', not '", name,
                 "' (copied or renamed without its checkpoint?); rewrite it with `sha256sum ", name,
                 " > ", fs::path(sidecar).filename().string(), "` once you trust the checkpoint");
   TESSERA_CHECK(!d->bytes || *d->bytes == size, "checkpoint ", path, " is ", size,

@@ -30,6 +30,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "data/tokenizer.h"
 #include "data/unicode_classes.h"
 
@@ -246,9 +247,11 @@ bool is_special_token(std::string_view bytes) {
   return bytes.size() >= 3 && bytes.front() == '<' && bytes.back() == '>';
 }
 
-std::string quoted(std::string_view s) {  // for error messages: at most 40 bytes, as written
+// For error messages: at most 40 bytes, as written but for control characters (escaped: a file of
+// garbage must not print carriage returns or terminal escapes).
+std::string quoted(std::string_view s) {
   std::string out(1, '"');
-  out.append(s.substr(0, 40));
+  out.append(printable(s.substr(0, 40)));
   out += s.size() > 40 ? "...\"" : "\"";
   return out;
 }

@@ -370,6 +370,10 @@ TEST_F(Integrity, a_bad_digest_file_is_an_error_naming_both_files) {
   refused(good + good, "more than one digest line");
   refused(hex + "  step_00000500.h5\n# bytes 12x\n", "bad size line");
   refused(hex + "  step_00000400.h5\n", "is for 'step_00000400.h5'");
+  // Garbage is quoted with its control characters escaped: no carriage return or terminal escape
+  // reaches the message.
+  refused("\x1b[2J\rjunk\n", "found '\\x1b[2J\\x0djunk'");
+  refused(hex + "  step_\r00000400.h5\n", "is for 'step_\\x0d00000400.h5'");
   std::string wrong = good;
   wrong[0] = wrong[0] == '0' ? '1' : '0';
   refused(wrong, "does not match");

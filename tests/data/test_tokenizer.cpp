@@ -266,6 +266,9 @@ TEST(Gpt2Files, malformed_merge_line_names_the_file_and_line) {
       {"#version: 0.2\nc d\nb cd\n", path + ":3: token \"bcd\" is not in encoder.json"},
       {"#version: 0.2\nc d\nb c\nc d\n", path + ":4: the merge \"c d\" appears twice"},
       {"#version: 0.2\n", path + ": no merges"},
+      // Control characters of a garbage line are escaped in the message.
+      {"#version: 0.2\nc d\n\x1b[2J\x07\n", path + ":3: expected two tokens separated by one "
+                                             "space, got \"\\x1b[2J\\x07\""},
   };
   for (const auto& c : cases) {
     dir.write("vocab.bpe", c.merges);
