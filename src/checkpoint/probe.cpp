@@ -51,6 +51,10 @@ class Walker {
   bool run() {
     H5Owned fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
     if (!ok(fapl.get(), "H5Pcreate")) return false;
+    // As H5File::open: a file this process has open already (a reader still holding it) is open in
+    // the forked child's copy of the library too, and HDF5 refuses a second open of it with
+    // another close degree ("file close degree doesn't match").
+    if (!ok(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), "H5Pset_fclose_degree")) return false;
 #if H5_VERSION_GE(1, 10, 7)
     // As H5File::open: no flock, which fails on many network file systems.
     if (!ok(H5Pset_file_locking(fapl.get(), false, true), "H5Pset_file_locking")) return false;

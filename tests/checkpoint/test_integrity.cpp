@@ -354,6 +354,18 @@ TEST_F(Integrity, every_loader_refuses_a_changed_byte_naming_the_file) {
   EXPECT_NO_THROW(load_checkpoint(file));
 }
 
+// Every load probes the file in a forked child, whose copy of the HDF5 library still has open what
+// this process has open: a file loaded while a reader holds it (a LoRA checkpoint given as its own
+// base; a rollback target read twice) must open there as here, not fail the probe.
+TEST_F(Integrity, a_file_loads_while_a_reader_of_it_is_still_open) {
+  const std::string file = path("step_00000500.h5");
+  save_checkpoint(file, small_checkpoint());
+  CheckpointReader held(file);
+  const CheckpointData again = load_checkpoint(file);
+  EXPECT_EQ(again.model.size(), small_checkpoint().model.size());
+  EXPECT_EQ(held.attributes().trainer_ints, again.trainer_ints);
+}
+
 TEST_F(Integrity, a_bad_digest_file_is_an_error_naming_both_files) {
   const std::string file = path("step_00000500.h5"), sidecar = digest_path(file);
   save_checkpoint(file, small_checkpoint());
