@@ -34,8 +34,18 @@ LoadedModel load_model(const std::string& checkpoint, const std::string& base) {
     m.base_path = base_source;
     load_hf_into(base_source, m.config.model, m.model->parameters());
   } else {
-    m.base_path = resolve_checkpoint(base_source);
-    load_model_into(m.base_path, m.model->parameters());
+    try {
+      m.base_path = resolve_checkpoint(base_source);
+    } catch (const Error& e) {
+      if (!base.empty()) throw;
+      TESSERA_FAIL("LoRA checkpoint ", m.path, " recorded its base as ", base_source,
+                   ", which cannot be opened (", e.what(), "): pass the base with --base");
+    }
+    CheckpointReader base_reader(m.base_path);
+    TESSERA_CHECK(base_reader.attributes().adapter.empty(), "the base ", m.base_path,
+                  " of LoRA checkpoint ", m.path, " is itself a LoRA checkpoint: pass the full "
+                  "checkpoint the adapters were trained on");
+    base_reader.load_model_into(m.model->parameters());
   }
   peft::check_base(ck.adapter, m.path, m.base_path, peft::fingerprint(m.model->parameters()));
   m.lora = std::make_unique<peft::Lora>(*m.model, lora_options(m.config.lora), init);

@@ -123,6 +123,21 @@ TEST(LoraTraining, mismatched_base_and_mixed_checkpoints_are_refused) {
   std::string msg = error_of([&] { train::load_model(r.last_checkpoint, other_base); });
   EXPECT_NE(msg.find(other_base), std::string::npos) << msg;
   EXPECT_NE(msg.find("fingerprint"), std::string::npos) << msg;
+  // A LoRA checkpoint given as the base, and a recorded base that has moved.
+  msg = error_of([&] { train::load_model(r.last_checkpoint, r.last_checkpoint); });
+  EXPECT_NE(msg.find("the base " + r.last_checkpoint + " of LoRA checkpoint " + r.last_checkpoint +
+                     " is itself a LoRA checkpoint"),
+            std::string::npos)
+      << msg;
+  std::filesystem::rename(run.base, run.base + ".moved");
+  std::filesystem::rename(run.base + ".sha256", run.base + ".moved.sha256");
+  msg = error_of([&] { train::load_model(r.last_checkpoint); });
+  EXPECT_NE(msg.find("recorded its base as " + run.base + ", which cannot be opened"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("pass the base with --base"), std::string::npos) << msg;
+  std::filesystem::rename(run.base + ".moved", run.base);
+  std::filesystem::rename(run.base + ".moved.sha256", run.base + ".sha256");
 
   Config resume = run.lora("a", 8);
   resume.checkpoint.init = other_base;
