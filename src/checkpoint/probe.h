@@ -23,7 +23,9 @@
 // atexit handler, static destructor or stdio buffer of the parent runs in it. HDF5 here is a
 // thread-safe build with one global lock; tessera never uses HDF5 from two threads at once, so no
 // other thread holds that lock when the loading thread forks. The child dies with the process
-// that waits for it (PR_SET_PDEATHSIG): a loader killed mid-probe leaves nothing looping.
+// that waits for it (PR_SET_PDEATHSIG): a loader killed mid-probe leaves nothing looping. Memory
+// an InfiniBand adapter has pinned (MPI's or NCCL's IB transports) is safe across the fork on Linux
+// 5.13 and later; older kernels need RDMAV_FORK_SAFE=1 (docs/distributed.md).
 #pragma once
 
 #include <cstdint>
