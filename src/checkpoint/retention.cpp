@@ -84,14 +84,11 @@ std::vector<std::string> remove_interrupted_writes(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return removed;
   for (const auto& e : fs::directory_iterator(dir)) {
-    // A directory (or device, ...) where a save writes a file would fail the first save, after
-    // the steps before it: refused now.
+    // A directory (or device, ...) named `latest` would fail the first save, after the steps
+    // before it (and hide the run's checkpoints from every loader): refused now.
     const std::string name = e.path().filename().string();
-    const bool written = name == "latest" || e.path().extension() == ".tmp" ||
-                         step_of(name) >= 0 ||
-                         (e.path().extension() == ".sha256" && step_of(e.path().stem().string()) >= 0);
-    TESSERA_CHECK(!written || e.is_regular_file(ec), e.path().string(),
-                  " is not a regular file, where a save writes one: move it aside");
+    TESSERA_CHECK((name != "latest" && name != "latest.tmp") || e.is_regular_file(ec),
+                  e.path().string(), " is not a regular file, where a save writes one: move it aside");
     if (e.path().extension() == ".tmp" && e.is_regular_file()) removed.push_back(e.path().string());
     // A step's digest file without its checkpoint: a save that stopped between its two renames.
     const fs::path& p = e.path();  // step_XXXXXXXX.h5.sha256: its stem is the checkpoint's name

@@ -50,8 +50,8 @@ std::vector<std::string> prune_checkpoints(const std::string& dir, const Retenti
                                            const std::string& protect);
 
 // Deletes what interrupted saves left in dir: *.tmp files (digest files' included) and a step's
-// digest file without its checkpoint. Returns their paths. A directory or other non-file where a
-// save writes a file (`latest`, a step's checkpoint, digest or .tmp) is an Error naming it.
+// digest file without its checkpoint. Returns their paths. A `latest` (or `latest.tmp`) that is a
+// directory or other non-file is an Error naming it.
 std::vector<std::string> remove_interrupted_writes(const std::string& dir);
 
 // What an earlier run left in dir, for messages that refuse to write there: "" when dir holds no
