@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "autograd/autograd.h"
+#include "ops/ops.h"
 
 namespace tessera {
 
@@ -23,7 +24,11 @@ LomoStep::LomoStep(std::vector<NamedParam> params, LomoOptions options, dist::Co
 void LomoStep::backward(const Tensor& loss, bool) {
   TESSERA_CHECK(!loss_.defined(), "optim.name ", name(),
                 ": one micro-batch per step (the update runs inside backward)");
-  loss_ = loss;
+  // The loss scaled here, the gradients divided by the same factor in the update's kernels
+  // (optim/lomo.h): the option's f16-style contract, with the scale an exact power of two when the
+  // user picks one.
+  const double scale = fused_->options().loss_scale;
+  loss_ = scale == 1.0 ? loss : ops::scale(loss, scale);
 }
 
 std::optional<double> LomoStep::grad_norm() {

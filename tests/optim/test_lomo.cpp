@@ -20,6 +20,7 @@
 #include "ops/ops.h"
 #include "optim/clip.h"
 #include "optim/lomo.h"
+#include "optim/lomo_step.h"
 #include "test_util.h"
 
 namespace tessera {
@@ -497,6 +498,35 @@ TEST(AdaLomo, load_state_checks_every_key_and_shape_before_copying) {
 
   opt.load_state(good());
   EXPECT_EQ(values(st[1].second), std::vector<double>(4, 2.0));  // state() aliases the live state
+}
+
+// optim.loss_scale through the trainer's optimizer (LomoStep): the loss is multiplied by it and
+// the gradients divided by it, so a power of two leaves every update bit for bit, clipping and
+// the reported norm included. (A scale applied on one side only would shrink the update
+// 1024-fold.)
+TEST(LomoStep, loss_scale_multiplies_the_loss_and_divides_the_gradients) {
+  for (const char* name : {"lomo", "adalomo"}) {
+    SCOPED_TRACE(name);
+    dist::CommOptions co;
+    co.backend = "single";
+    auto comm = dist::make_communicator(co, dist::LaunchInfo{});
+    const Batch b = fixed_batch();
+    std::vector<std::vector<unsigned char>> weights[2];
+    double norms[2] = {0, 0};
+    for (int k = 0; k < 2; ++k) {
+      Generator g(5);
+      GPT m(tiny_gpt(), g);
+      LomoOptions o{.name = name, .clip_value = 0.5, .loss_scale = k ? 1024.0 : 1.0,
+                    .max_norm = 0.1};
+      LomoStep opt(named_params(m.parameters()), o, *comm);
+      opt.backward(m.loss(b.x, b.y), true);
+      norms[k] = *opt.grad_norm();
+      opt.step(1e-2);
+      for (const auto& [n, p] : m.parameters()) weights[k].push_back(bytes(p));
+    }
+    EXPECT_EQ(norms[0], norms[1]);
+    EXPECT_EQ(weights[0], weights[1]);
+  }
 }
 
 TEST(Lomo, bad_options_and_parameters_are_errors_naming_them) {
