@@ -5,15 +5,18 @@
 # D = 64 and 128, in one markdown table. Names the GPU and the versions it ran with.
 # Usage: scripts/bench_attention.sh [flags for both, e.g. --seqlens 2048,8192 --dims 128 --iters 20]
 #   BUILD_DIR (default build) picks the build directory; PYTHON (default python3) the
-#   interpreter that has torch.
+#   interpreter that has torch; NO_BUILD=1 runs that build's bench_attention as it is (gpu_check.sh,
+#   whose offline build a reconfigure here would redo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD_DIR="${BUILD_DIR:-build}"
 PYTHON="${PYTHON:-python3}"
-source scripts/configure.sh
-configure "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$BUILD_DIR" -j"$(nproc)" --target bench_attention >/dev/null
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  source scripts/configure.sh
+  configure "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$BUILD_DIR" -j"$(nproc)" --target bench_attention >/dev/null
+fi
 
 gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo unknown)
 echo "GPU: $gpu; tessera $(git rev-parse --short HEAD 2>/dev/null || echo '?')"

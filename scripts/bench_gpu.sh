@@ -44,7 +44,11 @@ if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
 fi
 
 # ---- build -------------------------------------------------------------------------------------
-if dpkg-query -W -f='${Status}' libyaml-cpp-dev 2>/dev/null | grep -q "install ok installed"; then
+# NO_BUILD=1 with BUILD_DIR: that build's bench_gpu as it is (gpu_check.sh, which built it).
+if [ "${NO_BUILD:-0}" = 1 ]; then
+  BUILD_DIR="${BUILD_DIR:-build-offline}"
+  export LD_LIBRARY_PATH="${PREFIX:-$PWD/.deps/offline}/runtime-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+elif dpkg-query -W -f='${Status}' libyaml-cpp-dev 2>/dev/null | grep -q "install ok installed"; then
   BUILD_DIR="${BUILD_DIR:-build-bench}"
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" >"$RESULTS/build.log" 2>&1 &&
@@ -68,6 +72,7 @@ rm -f "$RESULTS"/tessera*.json "$RESULTS/pytorch.json"
   --set train.seq_len=1024 --set train.total_batch_size=0 \
   --steps "$STEPS_N" --warmup "$WARMUP_N" --profile "$PROFILE_N" --json "$RESULTS/tessera.json" 2>&1 |
   tee "$RESULTS/tessera.log"
+tessera_rc=${PIPESTATUS[0]}  # the script's status at the end: a crashed tessera step is a failure
 PYTHONUNBUFFERED=1 python3 scripts/bench_gpu.py --batch-size "$B" --seq 1024 --steps "$STEPS_N" \
   --warmup "$WARMUP_N" --json "$RESULTS/pytorch.json" 2>&1 | tee "$RESULTS/pytorch.log"
 
@@ -152,3 +157,4 @@ if tk or pk:
     print("(pytorch backward = (forward + backward) - forward; its cross-entropy casts bf16 logits "
           "to f32 as autocast does; AdamW: one flat tensor of the model's size, 28 bytes/element)")
 PY
+exit "$tessera_rc"
