@@ -8,8 +8,8 @@
 //   spike windows                        /trainer/spike/{loss,log_norm}_window (f64, oldest first)
 //   RunHistory                           /trainer attrs rollbacks, lr_factor_until, skip_ranges,
 //                                        skip_<i>_begin/_end (windows)
-//   dropout generator                    /rng/default: seed, offset (rank 0's; rank r folds its
-//                                        rank into the seed, train/trainer.cpp)
+//   dropout generator                    /rng/default: the run's seed and rank 0's offset (each
+//                                        rank draws with dropout_key(seed, rank))
 //   data cursor                          /data: seed, epoch, position (windows)
 //   world, tokens_per_step               /trainer attrs: the run that wrote it
 //
@@ -46,6 +46,13 @@ struct RunState {
   RunHistory history;
   int64_t world = 1, tokens_per_step = 0;
 };
+
+// Rank r's dropout generator's Philox key: the run's seed with a constant and the rank folded in.
+// Every rank draws its own masks, and none draws with the seed itself, which the initial weights
+// are drawn with from counter 0 on: dropout's first draws would be theirs again.
+constexpr uint64_t dropout_key(uint64_t seed, int rank) {
+  return seed ^ 0x44524F504F555421ull ^ (uint64_t(rank) * 0x9E3779B97F4A7C15ull);
+}
 
 void put_run_state(const RunState& s, CheckpointData& ck);
 // Reads everything back; errors name the file and the missing attribute. A checkpoint written with

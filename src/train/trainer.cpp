@@ -80,15 +80,9 @@ std::string mib(int64_t bytes) {
   return buf;
 }
 
-// Rank r's dropout seed: the run's seed for rank 0 (a one-process run draws what it always drew),
-// a distinct stream for every other rank.
-uint64_t rank_seed(uint64_t seed, int rank) {
-  return rank == 0 ? seed : seed ^ (uint64_t(rank) * 0x9E3779B97F4A7C15ull);
-}
-
 // Resets the default generator (dropout) to this rank's stream; returns the seed for the init one.
 uint64_t seed_default_generator(int64_t seed, int rank) {
-  manual_seed(rank_seed(uint64_t(seed), rank));
+  manual_seed(dropout_key(uint64_t(seed), rank));
   return uint64_t(seed);
 }
 
@@ -400,7 +394,7 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
   step_ = s.step;
   tokens_seen_ = s.tokens_seen;
   dropout_seed_ = s.rng.seed;
-  default_generator().set_state({rank_seed(s.rng.seed, rank_), s.rng.offset});
+  default_generator().set_state({dropout_key(s.rng.seed, rank_), s.rng.offset});
   loader_.set_state(s.data);
   detector_.set_windows(s.loss_window, s.log_norm_window);
   if (with_history) {
