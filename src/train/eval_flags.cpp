@@ -21,6 +21,13 @@ bool apply_rope_flags(Config& cfg, const RopeFlags& flags, const std::string& pa
                   "': eval changes only model.rope_scaling.* (the rest of a trained model is "
                   "fixed by its checkpoint)");
     if (s.rfind("model.rope_scaling.type=", 0) != 0) parameters.push_back("--set " + s);
+    // A key given twice, by its flag and by --set: which one was meant is not for eval to guess.
+    TESSERA_CHECK(flags.type.empty() || s.rfind("model.rope_scaling.type=", 0) != 0,
+                  "command line: --rope-scaling ", flags.type, " and --set ", s,
+                  " both give the scaling type: give one");
+    TESSERA_CHECK(flags.factor.empty() || s.rfind("model.rope_scaling.factor=", 0) != 0,
+                  "command line: --rope-factor ", flags.factor, " and --set ", s,
+                  " both give the factor: give one");
   }
   if (!flags.type.empty()) sets.push_back("model.rope_scaling.type=" + flags.type);
   if (!flags.factor.empty()) {

@@ -115,6 +115,20 @@ TEST(EvalFlags, a_factor_without_a_scaling_type_is_an_error_naming_both_flags) {
   EXPECT_TRUE(has(m, "--rope-factor 4 needs --rope-scaling") && has(m, "not none")) << m;
 }
 
+TEST(EvalFlags, a_key_given_by_its_flag_and_by_set_is_an_error_naming_both) {
+  Config c = rope_config();
+  std::string m = error_of([&] {
+    train::apply_rope_flags(c, {.type = "yarn", .sets = {"model.rope_scaling.type=linear"}}, "ck");
+  });
+  EXPECT_TRUE(has(m, "--rope-scaling yarn and --set model.rope_scaling.type=linear")) << m;
+  c = rope_config();
+  m = error_of([&] {
+    train::apply_rope_flags(
+        c, {.type = "yarn", .factor = "4", .sets = {"model.rope_scaling.factor=2"}}, "ck");
+  });
+  EXPECT_TRUE(has(m, "--rope-factor 4 and --set model.rope_scaling.factor=2")) << m;
+}
+
 // The scaled model is checked, naming the checkpoint; the stored training settings are not (a
 // checkpoint's config is read for its model section only, config/config.h parse_stored_config).
 TEST(EvalFlags, the_scaled_model_is_validated_and_the_stored_training_settings_are_not) {
