@@ -459,6 +459,7 @@ void check_lora_rank(const Config& c, Problems& p) {
 void check_lora(const Config& c, Problems& p) {
   const LoraConfig& l = c.lora;
   p.non_negative("lora.rank", l.rank);
+  if (l.rank < 0) return;  // the rules below are for a rank of 0 or one of adapters
   p.one_of("lora.quantize", l.quantize, {"none", "nf4", "nf4-dq"});
   check_lora_trainable(l, p);
   if (l.rank == 0) {

@@ -1,5 +1,7 @@
-// YAML anchors and aliases in a config file are refused when it is read (config.cpp): a few
-// hundred bytes of nested aliases would otherwise make reading the config take exponential time.
+// Config refusals kept apart from test_config.cpp's table: YAML anchors and aliases, refused when
+// a file is read (config.cpp; a few hundred bytes of nested aliases would otherwise make reading
+// the config take exponential time), and a value refused outright reported alone, not with the
+// rules that assume a valid one.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -37,6 +39,15 @@ TEST(ConfigAnchors, yaml_anchors_and_aliases_are_refused_naming_the_file_and_lin
   const std::string merge = tmp.write("merge.yaml", "base: &b {n_layer: 2}\nmodel:\n  <<: *b\n");
   EXPECT_CONTAINS(error_of([&] { load_config(merge); }),
                   "YAML anchors and aliases are not allowed");
+}
+
+// A negative lora.rank is named alone: the rules for adapters (a base, adamw) do not apply to it.
+TEST(ConfigValidation, a_negative_lora_rank_is_reported_without_the_adapter_rules) {
+  Config cfg;
+  apply_override(cfg, "lora.rank=-1");
+  const std::string e = error_of([&] { cfg.validate(); });
+  EXPECT_CONTAINS(e, "lora.rank must be >= 0, got -1");
+  EXPECT_EQ(e.find("checkpoint.init"), std::string::npos) << e;
 }
 
 }  // namespace
