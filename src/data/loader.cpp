@@ -212,9 +212,32 @@ std::vector<std::string> expand_glob(const std::string& pattern, const std::stri
   // data/ is where scripts/prepare_data.sh writes the corpora's shards.
   TESSERA_CHECK(!files.empty(), what, ": no files match '", pattern, "'",
                 pattern.starts_with("data/") ? " (run scripts/prepare_data.sh?)" : "");
-  // glob sorts by the locale's collation; bytewise order is the same on every machine.
-  std::sort(files.begin(), files.end());
+  // glob sorts by the locale's collation; this order is the same on every machine.
+  std::sort(files.begin(), files.end(), shard_order);
   return files;
+}
+
+bool shard_order(const std::string& a, const std::string& b) {
+  size_t i = 0, j = 0;
+  const auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  while (i < a.size() && j < b.size()) {
+    if (digit(a[i]) && digit(b[j])) {  // a run of digits against a run: by value
+      size_t ie = i, je = j;
+      while (ie < a.size() && digit(a[ie])) ++ie;
+      while (je < b.size() && digit(b[je])) ++je;
+      size_t ia = i, jb = j;  // leading zeros do not count
+      while (ia + 1 < ie && a[ia] == '0') ++ia;
+      while (jb + 1 < je && b[jb] == '0') ++jb;
+      if (ie - ia != je - jb) return ie - ia < je - jb;
+      if (const int c = a.compare(ia, ie - ia, b, jb, je - jb); c != 0) return c < 0;
+      i = ie, j = je;
+    } else {
+      if (a[i] != b[j]) return static_cast<unsigned char>(a[i]) < static_cast<unsigned char>(b[j]);
+      ++i, ++j;
+    }
+  }
+  if ((a.size() - i) != (b.size() - j)) return a.size() - i < b.size() - j;
+  return a < b;  // equal but for leading zeros: bytewise, so the order is total
 }
 
 }  // namespace tessera::data

@@ -106,10 +106,14 @@ class DataLoader {
 // each context without opening the shards again.
 int64_t count_windows(const std::vector<int64_t>& shard_tokens, int64_t seq_len);
 
-// The files matching a shell glob ("data/kjv/train_*.bin"), sorted bytewise so every rank and every
+// The files matching a shell glob ("data/kjv/train_*.bin"), in shard_order, so every rank and every
 // run sees the same order. An error naming `what` (the key or flag that gave the pattern) and the
 // pattern when nothing matches.
 std::vector<std::string> expand_glob(const std::string& pattern,
                                      const std::string& what = "expand_glob");
+// Bytewise, but runs of digits compare by their value: train_999.bin, train_1000.bin (tokenize
+// numbers shards with at least three digits, so the 1001st has four); names of one width, as most
+// shard sets have, keep their bytewise order.
+bool shard_order(const std::string& a, const std::string& b);
 
 }  // namespace tessera::data

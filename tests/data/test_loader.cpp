@@ -395,6 +395,27 @@ TEST(Loader, expand_glob_sorts_matches_and_names_an_empty_pattern) {
       << msg;
 }
 
+// tokenize numbers shards with at least three digits: the 1001st is train_1000.bin, which bytewise
+// order would read between train_100 and train_101. Runs of digits compare by value; names of one
+// width keep their bytewise order, and names equal but for leading zeros are still ordered.
+TEST(Loader, shards_past_a_thousand_follow_their_numbers) {
+  TempDir dir;
+  for (const char* name : {"train_1000.bin", "train_101.bin", "train_100.bin", "train_999.bin",
+                           "train_000.bin", "train_0100.bin"})
+    dir.write(name, "x");
+  EXPECT_EQ(expand_glob(dir.file("train_*.bin")),
+            (std::vector<std::string>{dir.file("train_000.bin"), dir.file("train_0100.bin"),
+                                      dir.file("train_100.bin"), dir.file("train_101.bin"),
+                                      dir.file("train_999.bin"), dir.file("train_1000.bin")}));
+  const std::vector<std::string> same_width = {"a_001.bin", "a_010.bin", "a_100.bin", "b_000.bin"};
+  for (size_t i = 0; i + 1 < same_width.size(); ++i) {
+    EXPECT_TRUE(shard_order(same_width[i], same_width[i + 1])) << same_width[i];
+    EXPECT_FALSE(shard_order(same_width[i + 1], same_width[i])) << same_width[i];
+  }
+  EXPECT_FALSE(shard_order("a_1.bin", "a_1.bin"));
+  EXPECT_TRUE(shard_order("data/x9/a.bin", "data/x10/a.bin"));
+}
+
 // A run reads the same windows in the same optimizer steps whatever its world size, as long as the
 // windows per step are the same: 1 rank x 4 micro-batches of 2, 2 ranks x 2 of 2, 4 ranks x 1 of 2.
 TEST(Loader, steps_read_the_same_windows_at_any_world_size) {
