@@ -9,6 +9,16 @@
 
 namespace tessera::train {
 
+namespace {
+
+std::string crc_text(uint32_t v) {
+  char hex[24];
+  std::snprintf(hex, sizeof hex, "CRC-32C %08x", v);
+  return hex;
+}
+
+}  // namespace
+
 std::vector<std::string> agreement_lines(const Config& cfg, const RankData& data) {
   // to_yaml writes "section:" lines, then "  key: value" lines under each (config/config.h).
   std::vector<std::string> lines;
@@ -27,28 +37,17 @@ std::vector<std::string> agreement_lines(const Config& cfg, const RankData& data
     for (const std::string& f : files) out += (out.empty() ? "" : " ") + f;
     return out;
   };
-  auto crc = [](uint32_t v) {
-    char hex[24];
-    std::snprintf(hex, sizeof hex, "CRC-32C %08x", v);
-    return std::string(hex);
-  };
   lines.push_back("checkpoint.resumed from: " + data.resumed);
   lines.push_back("checkpoint.init weights: " + data.init);
   lines.push_back("data.train files: " + joined(data.train_files));
   lines.push_back("data.train windows: " + std::to_string(data.train_windows));
-  lines.push_back("data.train tokens: " + crc(data.train_contents));
+  lines.push_back("data.train tokens: " + crc_text(data.train_contents));
   lines.push_back("data.val files: " + joined(data.val_files));
-  lines.push_back("data.val tokens: " + crc(data.val_contents));
+  lines.push_back("data.val tokens: " + crc_text(data.val_contents));
   return lines;
 }
 
 namespace {
-
-std::string crc_text(uint32_t v) {
-  char hex[24];
-  std::snprintf(hex, sizeof hex, "CRC-32C %08x", v);
-  return hex;
-}
 
 uint32_t add(uint32_t crc, const std::string& s) { return crc32c(s.data(), s.size() + 1, crc); }
 

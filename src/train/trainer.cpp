@@ -231,13 +231,13 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   std::string init_error;
   if (!cfg_.checkpoint.init.empty()) try {
       base_path_ = load_init_weights(cfg_, model_.parameters());
-      data.init = weights_identity(model_.parameters());
+      if (world_ > 1) data.init = weights_identity(model_.parameters());
     } catch (const std::exception& e) {
       init_error = e.what();
     }
   fail_together(init_error, "another rank could not load checkpoint.init " + cfg_.checkpoint.init +
                                 " (its error names it)");
-  data.resumed = resumed_identity(resumed_);
+  if (world_ > 1) data.resumed = resumed_identity(resumed_);  // hashed only to be compared
   // Before the first collective of another size: every rank's config, shards and checkpoints are
   // rank 0's.
   check_ranks_agree(*comm_, cfg_, data);
