@@ -473,7 +473,8 @@ void apply_override(Config& cfg, const std::string& assignment) {
   const size_t eq = assignment.find('=');
   TESSERA_CHECK(eq != std::string::npos, source, ": expected section.key=value");
   const std::string path(trim(std::string_view(assignment).substr(0, eq)));
-  const std::string value = assignment.substr(eq + 1);
+  // Trimmed as a YAML plain scalar is (YAML's quotes keep blanks a value really needs).
+  const std::string value(trim(std::string_view(assignment).substr(eq + 1)));
   const size_t dot = path.find('.');
   const std::string section = path.substr(0, dot);
   const std::string key = dot == std::string::npos ? "" : path.substr(dot + 1);

@@ -10,6 +10,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "config/config.h"
@@ -297,13 +298,16 @@ void check_optim(const Config& c, Problems& p) {
           "global gradient norm (optim.grad_clip)");
   if (o.name == "adamw" && o.loss_scale != 1)
     p.add("optim.loss_scale (", o.loss_scale, ") applies to lomo and adalomo only");
-  const int64_t micro = micro_tokens(c).value_or(0);
-  if (o.name != "adamw" && c.train.total_batch_size > 0 && micro > 0 &&
-      c.train.total_batch_size != micro) {
-    // LOMO updates each parameter the moment its gradient is ready: there is no gradient to
-    // accumulate into (Lv et al. 2023).
-    p.add("optim.name '", o.name, "' updates during backward and cannot accumulate gradients: set ",
-          "train.total_batch_size to 0 or to train.batch_size * sequence length (", micro, ")");
+  // LOMO and AdaLomo have no first moment and no epsilon of AdamW's kind (AdaLomo's second-moment
+  // decay follows the step, Lv et al. 2023): these would be ignored. That they cannot accumulate
+  // gradients is checked where the world size is known (Trainer::build_optimizer).
+  if (o.name != "adamw") {
+    const OptimConfig d;
+    for (const auto& [key, value, fallback] :
+         {std::tuple{"beta1", o.beta1, d.beta1}, {"beta2", o.beta2, d.beta2}, {"eps", o.eps, d.eps}})
+      if (value != fallback)
+        p.add("optim.", key, " (", value, ") applies to adamw only; optim.name '", o.name,
+              "' would ignore it");
   }
   p.positive("optim.lr", o.lr);
   p.non_negative("optim.min_lr", o.min_lr);

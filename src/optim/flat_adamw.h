@@ -51,7 +51,6 @@ class FlatAdamW : public Optimizer {
   ~FlatAdamW() override;
 
   std::string name() const override { return "adamw"; }
-  bool accumulates() const override { return true; }
   void backward(const Tensor& loss, bool last) override;
   std::optional<double> grad_norm() override;
   double step(double lr) override;

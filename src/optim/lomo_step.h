@@ -1,7 +1,7 @@
 // LOMO and AdaLomo (optim/lomo.h) behind the Optimizer interface, data-parallel when world > 1.
 //
 // The update runs inside backward, one parameter at a time, so there is nothing to accumulate:
-// one micro-batch per step (accumulates() is false). backward() keeps the loss; grad_norm() runs
+// one micro-batch per step (the trainer refuses more). backward() keeps the loss; grad_norm() runs
 // the update-free first pass when norm clipping is on (nullopt otherwise); step() runs the pass
 // that updates.
 //
@@ -25,7 +25,6 @@ class LomoStep : public Optimizer {
   LomoStep(std::vector<NamedParam> params, LomoOptions options, dist::Communicator& comm);
 
   std::string name() const override { return fused_->options().name; }
-  bool accumulates() const override { return false; }
   void backward(const Tensor& loss, bool last) override;
   std::optional<double> grad_norm() override;
   double step(double lr) override;

@@ -9,7 +9,7 @@
 //
 // One step is backward() per micro-batch, then grad_norm(), then step() or zero_grad(). An
 // optimizer that cannot accumulate (LOMO: the update happens inside backward) takes one micro-batch
-// per step; the trainer checks accumulates() at start.
+// per step; the trainer refuses a config that accumulates with one before it builds anything.
 #pragma once
 
 #include <cstdint>
@@ -36,7 +36,6 @@ class Optimizer {
   virtual ~Optimizer() = default;
 
   virtual std::string name() const = 0;  // adamw | lomo | adalomo
-  virtual bool accumulates() const = 0;  // can several micro-batches make one step?
 
   // Backpropagates one micro-batch's loss (already divided by the micro-batch count). `last`
   // marks the step's last micro-batch: data-parallel gradient sync runs during that backward.

@@ -229,7 +229,9 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   // is the f32 checkpoint's, whatever the device. Then placed (peft/lora.h: f32 adapters). Read
   // before the ranks compare what they start from: the same path may name other files elsewhere.
   std::string init_error;
-  if (!cfg_.checkpoint.init.empty()) try {
+  // A full checkpoint to resume replaces every weight (a requeued job keeps its checkpoint.init).
+  const bool init_replaced = resumed_ && cfg_.lora.rank == 0;
+  if (!cfg_.checkpoint.init.empty() && !init_replaced) try {
       base_path_ = load_init_weights(cfg_, model_.parameters());
       if (world_ > 1) data.init = weights_identity(model_.parameters());
     } catch (const std::exception& e) {
@@ -241,6 +243,12 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   // Before the first collective of another size: every rank's config, shards and checkpoints are
   // rank 0's.
   check_ranks_agree(*comm_, cfg_, data);
+  // Every rank has rank 0's config now: all stop here together, before the run dir is touched.
+  // LOMO updates each parameter as its gradient is ready: none to accumulate into (Lv et al. 2023).
+  TESSERA_CHECK(cfg_.optim.name == "adamw" || accum_ == 1, "optim.name '", cfg_.optim.name,
+                "' updates during backward and cannot accumulate gradients: train.total_batch_size (",
+                cfg_.tokens_per_step(world_), " tokens) must be 0 or train.batch_size x sequence "
+                "length x world = ", B_, " x ", T_, " x ", world_, " = ", B_ * T_ * world_);
   std::string dir_error;
   if (rank_ == 0) {
     for (const std::string& note : val_notes) log << note << "\n";
@@ -262,6 +270,9 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   // Also the barrier: the run dir exists and holds no half-written file.
   fail_together(dir_error, "rank 0 could not prepare the run directory " + run_dir_.string());
   out_ = std::make_unique<Report>(log, run_dir_ / "metrics.jsonl", cfg_.log.metrics, rank_ == 0);
+  if (!cfg_.checkpoint.init.empty() && init_replaced)
+    out_->log() << "init: " << cfg_.checkpoint.init << " not read: the weights come from "
+                << resumed_->path << "\n";
   if (!base_path_.empty()) {
     out_->log() << "init: weights from " << base_path_ << "\n";
     // Computed before any quantisation: the identity of the checkpoint's weights.
@@ -335,10 +346,6 @@ void Trainer::build_optimizer() {
                              .max_norm = o.grad_clip},
         *comm_);
   }
-  TESSERA_CHECK(opt_->accumulates() || accum_ == 1, "optim.name '", o.name,
-                "' cannot accumulate gradients: train.total_batch_size (", cfg_.tokens_per_step(world_),
-                " tokens) must be train.batch_size x sequence length x world = ", B_, " x ", T_,
-                " x ", world_, " = ", B_ * T_ * world_);
 }
 
 // What the run holds: weights (the frozen base at its stored size, NF4 when quantised), trainable
@@ -418,6 +425,13 @@ void Trainer::check_resumed_config(const std::string& path, const CheckpointData
   TESSERA_CHECK(diff.empty(), "checkpoint ", path, " was trained with another ", section,
                 " than this config's (", diff, ", the checkpoint's first): resume it with its own ",
                 section, " section, or start a new run from its weights with --init");
+  // The data cursor counts windows of the checkpoint's length: another length would read another
+  // shuffle from a position that meant something else (the tokens per step can still agree).
+  const int64_t T = stored.sequence_length();
+  TESSERA_CHECK(T == T_, "checkpoint ", path, " was trained on windows of ", T, " tokens but this "
+                "run takes ", T_, " (", cfg_.train.seq_len > 0 ? "train.seq_len" : "model.block_size",
+                "): a resumed run continues the checkpoint's data order, counted in windows; set "
+                "train.seq_len: ", T, ", or start a new run from its weights with --init");
   if (rank_ != 0) return;
   const std::string moved =
       data_change_note(stored.data.train, cfg_.data.train, loader_.options().files, path);

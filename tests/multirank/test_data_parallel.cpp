@@ -443,7 +443,8 @@ TEST_F(DataParallel, lomo_and_adalomo_on_two_ranks_train_like_one_process) {
     c.optim.lr = std::string(name) == "lomo" ? 0.3 : 0.1;  // as tests/train/test_fused.cpp
     c.optim.min_lr = c.optim.lr / 10;
     c.optim.weight_decay = 0;
-    c.train.total_batch_size = 0;
+    // 4 windows per step: one micro-batch of 4, or of 2 on each of 2 ranks (no accumulation).
+    c.train.total_batch_size = 4 * c.sequence_length();
     c.train.batch_size = 4;
     const RunDir one = train(1, c, std::string(name) + "1");
     c.train.batch_size = 2;

@@ -102,3 +102,24 @@ TEST(Fused, resuming_an_adamw_checkpoint_with_lomo_names_the_problem) {
   EXPECT_NE(msg.find(r.last_checkpoint), std::string::npos) << msg;
   EXPECT_NE(msg.find("--init takes the weights alone"), std::string::npos) << msg;
 }
+
+// LOMO cannot accumulate: the tokens of a step must be one micro-batch per rank. On one process a
+// total of two micro-batches is refused before the run directory is made; over 2 ranks the same
+// total is one micro-batch each (tests/multirank/test_data_parallel.cpp).
+TEST(Fused, lomo_refuses_gradient_accumulation_before_writing_anything) {
+  TempRun run;
+  Config c = fused_config(run, "lomo", 4);
+  c.train.total_batch_size = 2 * c.train.batch_size * c.sequence_length();
+  std::ostringstream log;
+  const std::string msg = tessera::testing::error_of([&] { train::run_training(c, log); });
+  EXPECT_NE(msg.find("optim.name 'lomo' updates during backward and cannot accumulate gradients"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("must be 0 or train.batch_size x sequence length x world = "),
+            std::string::npos)
+      << msg;
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(c.checkpoint.dir) / c.train.run_name))
+      << log.str();
+  c.train.total_batch_size /= 2;
+  EXPECT_EQ(train::run_training(c, log).steps, 4);
+}

@@ -154,6 +154,46 @@ TEST(RunDirectory, a_resume_keeps_the_checkpoints_seed) {
   EXPECT_EQ(train::run_training(c, log).steps, 6);
 }
 
+// The data cursor counts windows: half the length at twice the batch keeps the tokens per step
+// but reads another shuffle from a position that meant something else.
+TEST(RunDirectory, a_resume_keeps_the_checkpoints_sequence_length) {
+  TempRun run;
+  std::ostringstream log;
+  Config c = saved_run(run, log);
+  c.checkpoint.resume = "auto";
+  c.train.max_steps = 6;
+  Config shorter = c;
+  const int64_t T = c.sequence_length();
+  shorter.train.seq_len = T / 2;
+  shorter.train.batch_size = 2 * c.train.batch_size;
+  ASSERT_EQ(shorter.tokens_per_step(1), c.tokens_per_step(1));
+  const std::string msg = error_of([&] { train::run_training(shorter, log); });
+  EXPECT_NE(msg.find("step_00000004.h5 was trained on windows of " + std::to_string(T) +
+                     " tokens but this run takes " + std::to_string(T / 2) + " (train.seq_len)"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("set train.seq_len: " + std::to_string(T)), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(run.dir / "ckpt" / "run" / "step_00000006.h5"));
+  EXPECT_EQ(train::run_training(c, log).steps, 6);
+}
+
+// A job that requeues with --resume auto keeps its checkpoint.init: once a full checkpoint is there
+// to resume, the init file is not read (it may be gone) and the log says where the weights came from.
+TEST(RunDirectory, a_full_resume_does_not_read_checkpoint_init) {
+  TempRun run;
+  std::ostringstream first;
+  Config c = saved_run(run, first);
+  c.checkpoint.resume = "auto";
+  c.checkpoint.init = (run.dir / "gone.h5").string();
+  c.train.max_steps = 6;
+  std::ostringstream log;
+  EXPECT_EQ(train::run_training(c, log).steps, 6);
+  EXPECT_NE(log.str().find("init: " + c.checkpoint.init + " not read: the weights come from "),
+            std::string::npos)
+      << log.str();
+  EXPECT_EQ(log.str().find("init: weights from"), std::string::npos) << log.str();
+}
+
 // An explicit resume of an older checkpoint branches the run: the newer checkpoints of the
 // directory are the abandoned branch's, and this run's saves replace them.
 TEST(RunDirectory, resuming_an_older_checkpoint_names_the_newer_ones_it_replaces) {
