@@ -14,6 +14,7 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/retention.h"
 #include "config/cli.h"
+#include "data/tokenizer.h"
 #include "train/hf_dir.h"
 #include "train/output_dir.h"
 
@@ -38,6 +39,13 @@ int main(int argc, char** argv) {
 
     train::HFModel hf = train::import_hf(src);
     Config& cfg = hf.config;
+    if (hf.gpt2_tokenizer_files) {  // read now: a broken file is named before anything is written
+      const fs::path vocab = fs::path(src) / "vocab.json", merges = fs::path(src) / "merges.txt";
+      const int64_t n = data::make_gpt2_tokenizer(vocab.string(), merges.string())->vocab_size();
+      TESSERA_CHECK(n <= cfg.model.vocab_size, vocab.string(), " and ", merges.string(), " give ",
+                    n, " tokens, more than the model's vocab_size (", cfg.model.vocab_size,
+                    ") in ", (fs::path(src) / "config.json").string());
+    }
     const fs::path file = out / checkpoint_name(0);
     fs::create_directories(out);
     if (hf.gpt2_tokenizer_files) {

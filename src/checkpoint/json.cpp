@@ -2,6 +2,7 @@
 #include "checkpoint/json.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <set>
 
@@ -233,7 +234,13 @@ int64_t Json::as_int(const std::string& key) const {
 
 double Json::as_double(const std::string& key) const {
   TESSERA_CHECK(kind_ == Kind::Number, key, ": expected a number, got ", kind_name());
-  return std::strtod(text_.c_str(), nullptr);
+  // strtod turns 1e999 into infinity and 1e-400 into 0, both with ERANGE: neither is the number
+  // written, and no setting means either.
+  errno = 0;
+  const double v = std::strtod(text_.c_str(), nullptr);
+  TESSERA_CHECK(errno == 0 && std::isfinite(v), key, ": ", text_,
+                " is outside the range of a double (about 2.2e-308 to 1.8e308 in magnitude)");
+  return v;
 }
 
 const std::string& Json::str(const std::string& key) const {

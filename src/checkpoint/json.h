@@ -6,7 +6,8 @@
 //   "\"" + json_escape(name) + "\""                          // a string for a JSON text
 //
 // Objects keep their keys in file order and may not repeat one (an error naming it). Numbers keep
-// their text: as_int() accepts only integers that fit int64 exactly, as_double() any number.
+// their text: as_int() accepts only integers that fit int64 exactly, as_double() any number within
+// double's range (1e999 and 1e-400 are errors, not infinity and 0).
 // Nesting deeper than 64 levels is an error, so hostile input cannot exhaust the stack.
 #pragma once
 

@@ -195,12 +195,15 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& w
     DType dt;
     TESSERA_CHECK(esize > 0 && tessera_dtype(e.dtype, &dt), at, ": dtype ", e.dtype,
                   " has no tessera counterpart (f32, f16 -> f32, bf16, f64, i32, u8)");
-    uint64_t numel = 1;
+    uint64_t numel = 1, span = 1;  // span: the product of the non-zero dimensions
     for (const Json& d : v.at("shape").items(at + " shape")) {
       const int64_t x = d.as_int(at + " shape");
       TESSERA_CHECK(x >= 0, at, ": negative dimension ", x);
-      // numel * esize must stay below the file size, which bounds every product on the way.
-      TESSERA_CHECK(x == 0 || numel <= size / uint64_t(x), at, ": shape is larger than the file");
+      // numel * esize must stay below the file size, which bounds every product on the way; span
+      // too, which bounds the strides of a tensor with a zero dimension ([0, 2^62, 4]).
+      const uint64_t nz = uint64_t(std::max<int64_t>(x, 1));
+      TESSERA_CHECK(span <= size / nz, at, ": shape is larger than the file");
+      span *= nz;
       numel *= uint64_t(x);
       e.shape.push_back(x);
     }

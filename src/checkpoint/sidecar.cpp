@@ -100,7 +100,7 @@ std::optional<DigestFile> parse_digest_file(const std::string& text, std::string
     if (line[0] == '#') {
       if (line.rfind(kSizeTag, 0) == 0) {
         const std::string n = line.substr(std::string(kSizeTag).size());
-        if (!all_digits(n)) return *why = "bad size line '" + line + "'", std::nullopt;
+        if (!all_digits(n) || d.bytes) return *why = "bad size line '" + line + "'", std::nullopt;
         d.bytes = std::stoull(n);
       } else if (line.rfind(kChunkBytesTag, 0) == 0) {
         const std::string n = line.substr(std::string(kChunkBytesTag).size());

@@ -13,7 +13,9 @@
 // step_00000500.h5.sha256` checks a checkpoint by hand (it skips '#' lines). A file larger than one
 // chunk also gets the SHA-256 of each chunk: a loader checks those, the chunks hashed on as many
 // threads as OpenMP gives it, rather than hash the whole file on one (1 s per 1.5 GB on this
-// project's machines: a GPT-2 124M checkpoint with AdamW's state). The size and chunk lines are
+// project's machines: a GPT-2 124M checkpoint with AdamW's state); the chunks cover every byte, so
+// the first line is then left to `sha256sum -c` (a loader does not read the file twice to check a
+// digest file's own damage). The size and chunk lines are
 // optional: a digest file written by sha256sum itself is accepted, and checked by its first line.
 //
 //   std::string text = digest_file_text(tmp, "step_00000500.h5");  // hash a file, name it

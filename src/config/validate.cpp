@@ -17,6 +17,7 @@
 #include "config/schema.h"
 #include "core/error.h"
 #include "core/text.h"
+#include "nn/rope_scaling.h"
 #include "ops/attention_spec.h"
 
 namespace tessera {
@@ -117,6 +118,11 @@ void check_rope_scaling(const ModelConfig& m, Problems& p) {
       p.add("model.rope_scaling.beta_fast (", r.beta_fast, ") must exceed model.rope_scaling."
             "beta_slow (", r.beta_slow, ") > 0");
     p.non_negative("model.rope_scaling.attention_factor", r.attention_factor);
+    if (r.attention_factor > nn::kMaxAttentionFactor)
+      p.add("model.rope_scaling.attention_factor must be at most ",
+            nn::kMaxAttentionFactor,
+            " (it scales every attention logit by its square; 0 = 0.1 ln factor + 1), got ",
+            r.attention_factor);
   }
   if (r.type == "llama3" && !(r.low_freq_factor > 0 && r.high_freq_factor > r.low_freq_factor))
     p.add("model.rope_scaling.high_freq_factor (", r.high_freq_factor, ") must exceed "
@@ -171,6 +177,11 @@ void check_model(const ModelConfig& m, Problems& p) {
     p.add("model.attend_current and model.sb_remainder apply to model.attention stick_breaking only "
           "(got attention '", m.attention, "')");
   p.non_negative("model.sliding_window", m.sliding_window);
+  // The kernels add a tile to the window: a bound keeps that sum in range (and 2^40 tokens is past
+  // any sequence: such a window attends to everything, as 0 does).
+  if (m.sliding_window > (int64_t(1) << 40))
+    p.add("model.sliding_window must be at most 2^40 (0 attends to every earlier token), got ",
+          m.sliding_window);
   if (m.sliding_window > 0 && ops::find_attention_kind(m.attention) != ops::AttentionKind::Softmax)
     p.add("model.sliding_window applies to model.attention softmax only (got attention '",
           m.attention, "')");

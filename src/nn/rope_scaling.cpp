@@ -79,6 +79,9 @@ std::string rope_scaling_problem(const RopeScaling& s, const std::string& prefix
     if (!(std::isfinite(s.attention_factor) && s.attention_factor >= 0))
       add(p + "attention_factor must be >= 0 (0 = 0.1 ln factor + 1), got " +
           num(s.attention_factor));
+    else if (s.attention_factor > kMaxAttentionFactor)
+      add(p + "attention_factor must be at most " + num(kMaxAttentionFactor) +
+          " (it scales every attention logit by its square), got " + num(s.attention_factor));
   }
   if (s.type == RopeScalingType::Llama3 &&
       !(s.low_freq_factor > 0 && s.high_freq_factor > s.low_freq_factor))

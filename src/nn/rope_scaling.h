@@ -20,6 +20,10 @@ struct GPTConfig;
 
 enum class RopeScalingType { None, Linear, Dynamic, Yarn, Llama3 };
 
+// YaRN's default attention factor is 1.1 at factor 2.7, 1.7 at 1000: a larger one (its square
+// scales the attention logits) is a typo, not a setting (1e20 made the first loss NaN).
+constexpr double kMaxAttentionFactor = 10;
+
 struct RopeScaling {
   RopeScalingType type = RopeScalingType::None;
   double factor = 1.0;                // s >= 1

@@ -494,7 +494,8 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
   const bool files = fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt");
   cfg.data.tokenizer = !tok.empty() ? tok : files ? "gpt2" : "byte";
   if (!tok.empty()) c.note(&cfg.data.tokenizer, "tessera_tokenizer");
-  if (const Json* a = root.get("attn_pdrop"); a && a->is(Json::Kind::Number) && a->as_double() > 0)
+  if (const Json* a = root.get("attn_pdrop");
+      a && a->is(Json::Kind::Number) && a->as_double(c.where("attn_pdrop")) > 0)
     notes.push_back("attn_pdrop " + num(a->as_double()) +
                     " ignored: tessera has no dropout on attention probabilities");
   check_config(cfg, c);

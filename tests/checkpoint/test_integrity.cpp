@@ -381,6 +381,10 @@ TEST_F(Integrity, a_bad_digest_file_is_an_error_naming_both_files) {
   refused(std::string((1 << 20) + 1, 'a'), "larger than 1048576 bytes");
   refused(good + good, "more than one digest line");
   refused(hex + "  step_00000500.h5\n# bytes 12x\n", "bad size line");
+  // Two sizes: one of them is wrong, and the file must not pick which.
+  const std::string size_line = good.substr(good.find("# bytes"));
+  refused(good + "# bytes 12\n", "bad size line '# bytes 12'");
+  refused(hex + "  step_00000500.h5\n# bytes 12\n" + size_line, "bad size line");
   refused(hex + "  step_00000400.h5\n", "is for 'step_00000400.h5'");
   // Garbage is quoted with its control characters escaped: no carriage return or terminal escape
   // reaches the message.

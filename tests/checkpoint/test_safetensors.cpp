@@ -114,6 +114,14 @@ TEST(Safetensors, malformed_files_are_refused_by_name) {
   m = err(file_of(R"({"w":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}})",
                   d8));
   EXPECT_TRUE(has(m, "'w'") && has(m, "larger than the file")) << m;
+  // No elements, but a tensor of that shape would have strides past 2^63 (UBSan: signed overflow
+  // in the strides). A zero dimension beside sizes the file can hold is an empty tensor.
+  m = err(file_of(R"({"w":{"dtype":"F32","shape":[0,4611686018427387904,4],"data_offsets":[0,0]}})",
+                  ""));
+  EXPECT_TRUE(has(m, "'w'") && has(m, "larger than the file")) << m;
+  const Tensor empty = parse_safetensors(
+      file_of(R"({"e":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]}})", ""), "empty").tensors.at(0).second;
+  EXPECT_EQ(empty.shape(), (Shape{0, 3}));
   const std::string d16 = bytes_of({1, 2, 3, 4});
   m = err(file_of(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
                   R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", d16));

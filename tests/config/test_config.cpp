@@ -435,6 +435,11 @@ TEST(ConfigValidation, each_rule_names_its_key) {
        "model.rope_scaling.original_max_position must be >= 0, got -1"},
       {"model.position=rope;model.rope_scaling.type=yarn;model.rope_scaling.attention_factor=-0.5",
        "model.rope_scaling.attention_factor must be >= 0, got -0.5"},
+      // Its square scales every logit: 1e20 made the first loss NaN ("lower optim.lr").
+      {"model.position=rope;model.rope_scaling.type=yarn;model.rope_scaling.attention_factor=1e20",
+       "model.rope_scaling.attention_factor must be at most 10"},
+      // The kernels add a tile to the window: 2^63 - 1 overflowed (UBSan).
+      {"model.sliding_window=9223372036854775807", "model.sliding_window must be at most 2^40"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.override);
@@ -478,6 +483,10 @@ TEST(ConfigValidation, rope_scaling_problems_name_the_setting_under_the_prefix) 
             "factor must be >= 1 (the new length over the trained one), got 0.5; attention_factor "
             "must be >= 0 (0 = 0.1 ln factor + 1), got -1");
   EXPECT_EQ(nn::rope_scaling_problem({.type = RopeScalingType::Yarn, .factor = 4}, "x"), "");
+  EXPECT_EQ(nn::rope_scaling_problem(
+                {.type = RopeScalingType::Yarn, .factor = 4, .attention_factor = 11}, "x"),
+            "x.attention_factor must be at most 10 (it scales every attention logit by its "
+            "square), got 11");
   EXPECT_EQ(nn::rope_scaling_problem({.type = RopeScalingType::Llama3, .factor = 8}, "x"), "");
   // rope_scaled_freqs refuses what rope_scaling_problem names.
   EXPECT_CONTAINS(error_of([&] { nn::rope_scaled_freqs(llama3, 16, 10000, 64, 128); }),

@@ -256,6 +256,38 @@ TEST(HFExport, s2_attn_and_the_gpt2_tokenizer_export_with_their_notes_and_files)
   EXPECT_TRUE(back.gpt2_tokenizer_files);
 }
 
+// build/import reads vocab.json and merges.txt before it writes: files that generate or eval would
+// refuse later leave no checkpoint behind. With GPT-2's real files (when prepare_data.sh fetched
+// them) the same directory imports.
+TEST(HFImport, broken_tokenizer_files_are_refused_before_anything_is_written) {
+  TempDir tmp;
+  Config cfg = gpt2_config();
+  cfg.data.tokenizer = "gpt2";
+  cfg.model.vocab_size = 50257;
+  tmp.write("encoder.json", "{\"a\": 0}");
+  tmp.write("vocab.bpe", "garbage\n");
+  cfg.data.tokenizer_dir = tmp.path.string();
+  Generator g(1);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  const fs::path hf = tmp.path / "hf", ck = tmp.path / "ck";
+  train::export_hf(cfg, model.parameters(), hf.string());
+  const std::string import = kBin + "/import " + hf.string() + " --output " + ck.string();
+  std::string out;
+  EXPECT_EQ(run_command(import, &out), 1);
+  EXPECT_TRUE(has(out, (hf / "vocab.json").string())) << out;
+  EXPECT_FALSE(fs::exists(ck)) << out;
+  const char* env = std::getenv("TESSERA_GPT2_DIR");
+  const fs::path real = env ? fs::path(env) : fs::path(TESSERA_SOURCE_DIR) / "data/tokenizers/gpt2";
+  if (!fs::exists(real / "encoder.json")) GTEST_SKIP() << "no GPT-2 tokenizer files in " << real;
+  fs::copy_file(real / "encoder.json", hf / "vocab.json", fs::copy_options::overwrite_existing);
+  EXPECT_EQ(run_command(import, &out), 1);
+  EXPECT_TRUE(has(out, (hf / "merges.txt").string())) << out;
+  EXPECT_FALSE(fs::exists(ck)) << out;
+  fs::copy_file(real / "vocab.bpe", hf / "merges.txt", fs::copy_options::overwrite_existing);
+  EXPECT_EQ(run_command(import, &out), 0) << out;
+  EXPECT_EQ(read_file(ck / "tokenizer" / "vocab.bpe"), read_file(real / "vocab.bpe"));
+}
+
 TEST(HFImport, values_tessera_cannot_reproduce_are_errors_naming_the_key_or_tensor) {
   TempDir tmp;
   int n = 0;
@@ -284,6 +316,13 @@ TEST(HFImport, values_tessera_cannot_reproduce_are_errors_naming_the_key_or_tens
   d = fresh(llama_config());
   replace_in(d / "config.json", "\"model_type\": \"llama\"", "\"model_type\": \"mistral\"");
   EXPECT_TRUE(has(err(d), "model_type")) << err(d);
+  // strtod reads these as infinity and 0: numbers no model means, named with their key.
+  d = fresh(llama_config());
+  replace_in(d / "config.json", "\"rms_norm_eps\": 1e-05", "\"rms_norm_eps\": 1e999");
+  EXPECT_TRUE(has(err(d), "rms_norm_eps: 1e999 is outside the range of a double")) << err(d);
+  d = fresh(llama_config());
+  replace_in(d / "config.json", "\"rope_theta\": 5e+05", "\"rope_theta\": 1e-400");
+  EXPECT_TRUE(has(err(d), "rope_theta: 1e-400 is outside the range")) << err(d);
   d = fresh(llama_config());
   SafetensorsFile f = read_safetensors((d / "model.safetensors").string());
   f.tensors.erase(f.tensors.begin() + 3);
