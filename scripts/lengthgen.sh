@@ -13,7 +13,8 @@
 #    (--set model.rope_scaling.type=linear), each unless that run exists too;
 # 3. evaluates every model at 64 .. 4096 bytes (eval --contexts, 4 batches of max(1024, context)
 #    bytes, the start of the validation split): the RoPE base with each scaling at
-#    factor = max(1, context / 128) (eval --rope-factor auto);
+#    factor = max(1, context / 128) (eval --rope-factor auto; dynamic: factor 1, its base follows
+#    the length);
 # 4. writes docs/lengthgen.csv (model,context,loss), docs/lengthgen.md (the table) and
 #    docs/lengthgen.png (scripts/plot.py --contexts).
 # Each phase runs two processes on one thread each (two independent runs use a 2-core CPU better

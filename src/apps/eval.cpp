@@ -13,7 +13,10 @@
 // --rope-scaling / --rope-factor / --set model.rope_scaling.* scale a RoPE model's rotary
 // frequencies for this evaluation only (nn/rope_scaling.h); the checkpoint is not changed.
 // original_max_position 0 means the stored model.block_size, the length the model trained at.
-// --rope-factor auto uses, at each context T, factor = max(1, T / original_max_position).
+// --rope-factor auto uses, at each context T, factor = max(1, T / original_max_position); for
+// dynamic, factor 1: its base already follows the length (s L / L0 - (s - 1) is L / L0 at s = 1,
+// NTK-aware scaling by T / L0), and s = T / L0 would count the length twice (the base raised by
+// (r^2 - r + 1)^(d / (d - 2)) for r = T / L0, not r^(d / (d - 2))).
 // --rope-scaling none evaluates plain RoPE, also a checkpoint trained with scaling.
 // --per-position writes the mean loss at each position of the window (one series per context),
 // once the evaluation has succeeded: a failed one leaves an existing file as it was.
@@ -196,7 +199,8 @@ int main(int argc, char** argv) {
                                    cxxopts::value<std::string>())(
         "rope-scaling", "scale RoPE for this evaluation: none, linear, dynamic, yarn or llama3",
         cxxopts::value<std::string>())(
-        "rope-factor", "the scaling factor, or auto (context / trained length at each context)",
+        "rope-factor", "the scaling factor, or auto (context / trained length at each context; 1 for dynamic, "
+        "whose base follows the length)",
         cxxopts::value<std::string>())(
         "set", "model.rope_scaling.KEY=VALUE (repeatable): the other scaling keys",
         cxxopts::value<std::vector<std::string>>())(
@@ -244,10 +248,14 @@ int main(int argc, char** argv) {
     RopeScalingConfig& rs = cfg.model.rope_scaling;
     auto apply_scaling = [&](int64_t T) {
       if (!scaled) return;
-      if (auto_factor) rs.factor = std::max(1.0, double(T) / double(rs.original_max_position));
+      if (auto_factor)
+        rs.factor = rs.type == "dynamic"
+                        ? 1.0
+                        : std::max(1.0, double(T) / double(rs.original_max_position));
       m.model->set_rope_scaling(train::model_config(cfg.model, cfg.train).rope_scaling);
     };
     char scaling_note[160] = "", factor[32] = "auto";
+    if (auto_factor && rs.type == "dynamic") std::snprintf(factor, sizeof factor, "auto (1)");
     if (!auto_factor) std::snprintf(factor, sizeof factor, "%g", rs.factor);
     if (scaled && rs.type == "none")
       std::snprintf(scaling_note, sizeof scaling_note, " | rope_scaling none");

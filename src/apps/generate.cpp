@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
   return run_main("generate", [&] {
     cxxopts::Options options("generate", "Sample text from a trained checkpoint");
     options.add_options()
-        ("prompt", "text to continue", cxxopts::value<std::string>()->default_value("\n"))
+        ("prompt", "text to continue (default: a newline)", cxxopts::value<std::string>())
         ("max-new-tokens", "tokens to sample (0 to 1048576)", cxxopts::value<int64_t>()->default_value("200"))
         ("temperature", ">= 0; 0 = greedy", cxxopts::value<double>()->default_value("0.8"))
         ("top-k", "sample among the k most likely (0 = all)", cxxopts::value<int64_t>()->default_value("40"))
@@ -41,10 +41,17 @@ int main(int argc, char** argv) {
     const std::string dir = args.count("tokenizer-dir") ? args["tokenizer-dir"].as<std::string>()
                                                         : cfg.data.tokenizer_dir;
     auto tok = data::make_tokenizer(cfg.data.tokenizer, dir);
-    std::vector<uint32_t> ids = tok->encode(args["prompt"].as<std::string>());
+    std::vector<uint32_t> ids =
+        tok->encode(args.count("prompt") ? args["prompt"].as<std::string>() : std::string("\n"));
     std::vector<int32_t> prompt(ids.begin(), ids.end());
     Generator gen(args["seed"].as<uint64_t>());
     opt.stop_token = int64_t(tok->eot_id());
+    const RopeScalingConfig& rs = cfg.model.rope_scaling;
+    const int64_t L0 = rs.original_max_position > 0 ? rs.original_max_position : cfg.model.block_size;
+    if (rs.type == "dynamic" && int64_t(prompt.size()) + opt.max_new_tokens > L0)
+      std::cerr << "note: dynamic NTK scaling past " << L0 << " tokens: each cached key keeps the "
+                   "table of the length it was written at (as Hugging Face's cache), eval rotates "
+                   "a window with one table\n";
     std::vector<int32_t> out = nn::generate(*m.model, prompt, opt, gen);
     std::vector<uint32_t> text(out.begin(), out.end());
     if (!text.empty() && text.back() == tok->eot_id()) text.pop_back();

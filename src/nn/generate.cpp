@@ -32,6 +32,14 @@ int32_t sample_token(const std::vector<double>& logits, const SampleOptions& opt
   std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
     return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
   });
+  if (k < V) {  // every token tied with the k-th stays, as Hugging Face's top-k removes only those
+                // below it; the ties left out all have higher ids than the ones in, so they follow
+    const double kth = logits[size_t(idx[size_t(k - 1)])];
+    const auto tied = std::partition(idx.begin() + k, idx.end(),
+                                     [&](int32_t i) { return logits[size_t(i)] == kth; });
+    std::sort(idx.begin() + k, tied);
+    k = tied - idx.begin();
+  }
   const double m = logits[size_t(idx[0])];
   std::vector<double> p(static_cast<size_t>(k));
   double z = 0;

@@ -5,8 +5,9 @@
 //                                                           .temperature = 0.8, .top_k = 40}, g);
 //
 // A token is drawn as Hugging Face's samplers draw it: logits / temperature, then the top_k most
-// likely, then the nucleus (Holtzman et al. 2019, "The Curious Case of Neural Text Degeneration"):
-// the fewest of those, most likely first, whose probabilities sum to at least top_p.
+// likely (and every token tied with the k-th), then the nucleus (Holtzman et al. 2019, "The Curious
+// Case of Neural Text Degeneration"): the fewest of those, most likely first (the lower id first
+// among equals), whose probabilities sum to at least top_p.
 #pragma once
 
 #include <cstdint>
@@ -39,8 +40,11 @@ void check_sample_options(const SampleOptions& opt);
 int32_t sample_token(const std::vector<double>& logits, const SampleOptions& opt, Generator& gen);
 
 // The prompt followed by up to max_new_tokens sampled ids (fewer if stop_token comes). The prompt
-// is fed once, then one token per step through the cache. With learned positions the context is
-// the last block_size tokens: a full cache is refilled with the newest half of the text. opt is
+// is fed once, then one token per step through the cache. With learned positions the cache holds
+// at most block_size tokens: a full one is refilled with the newest half of the text, so a token is
+// drawn after block_size / 2 to block_size of them (nanoGPT crops to block_size at every token, at
+// the cost of a full forward each). RoPE and position-free models keep the whole text, past the
+// trained length too (as eval --contexts runs them; model.rope_scaling scales RoPE). opt is
 // checked first (check_sample_options).
 std::vector<int32_t> generate(const GPT& model, const std::vector<int32_t>& prompt,
                               const SampleOptions& opt, Generator& gen);

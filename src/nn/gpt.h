@@ -116,6 +116,9 @@ class GPT {
 
   // Inference with a KV cache (no autograd): inputs (B, Tn) continue the sequence held in cache;
   // returns logits (B, Tn, V) equal to the last Tn rows of forward() over the whole sequence.
+  // Except under dynamic NTK scaling past its L0: forward() rotates every position with the table
+  // of the whole length, a cache keeps each key rotated with the table of the length it was
+  // written at (as Hugging Face's cache does), and new tokens get the table of the length so far.
   // Attention runs forward()'s kernels with a query offset over the cache's filled positions, on
   // the cache's device (ops::causal_attention); the cache is never copied to the host.
   KVCache make_cache(int64_t batch, int64_t capacity) const;

@@ -413,6 +413,26 @@ TEST(Sampling, top_p_keeps_the_smallest_set_holding_that_much_probability) {
   }
 }
 
+// Hugging Face's top-k removes only the tokens below the k-th: ties with it stay. Logits 3, 1, 1,
+// 1, 0 at top_k 2 keep ids 0 to 3 (before: 0 and 1 only, id 1 standing for all three). 600 draws:
+// each tied id has probability 0.096, so one is missed 600 times with probability 6e-27.
+TEST(Sampling, top_k_keeps_every_token_tied_with_the_kth) {
+  Generator g(11);
+  for (const std::vector<double>& logits :
+       {std::vector<double>{3, 1, 1, 1, 0}, std::vector<double>{1, 0, 1, 3, 1}}) {
+    std::set<int32_t> seen;
+    for (int i = 0; i < 600; ++i) seen.insert(nn::sample_token(logits, {.temperature = 1, .top_k = 2}, g));
+    std::set<int32_t> want;
+    for (int32_t i = 0; i < 5; ++i)
+      if (logits[size_t(i)] >= 1) want.insert(i);
+    EXPECT_EQ(seen, want);
+  }
+  // Without a tie at the k-th, exactly k.
+  std::set<int32_t> seen;
+  for (int i = 0; i < 200; ++i) seen.insert(nn::sample_token({3, 2, 1, 1}, {.temperature = 1, .top_k = 2}, g));
+  EXPECT_EQ(seen, (std::set<int32_t>{0, 1}));
+}
+
 TEST(Sampling, generate_slides_past_the_learned_context) {
   Generator g(9);
   GPT m(tiny_gpt2(), g);  // block_size 4: the window slides three times over 12 tokens
