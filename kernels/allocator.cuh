@@ -9,7 +9,8 @@
 // Every kernel and copy runs on the one legacy default stream, so a block freed by the host while
 // kernels that read it are still queued can be handed out at once: whatever the next owner launches
 // is queued behind them (stream order). A second stream would break that and needs per-stream
-// pools.
+// pools; NCCL's collective stream (nccl_comm.cu) instead holds its tensors until the compute
+// stream has passed the collective's event.
 #pragma once
 
 #include <cstddef>

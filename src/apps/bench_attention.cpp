@@ -136,13 +136,8 @@ int run(int argc, char** argv) {
       ("no-header", "print table rows only")
       ("h,help", "print this help");
   // clang-format on
-  cxxopts::ParseResult args = options.parse(argc, argv);
-  if (args.count("help")) {
-    std::cout << options.help();
-    return 0;
-  }
-  TESSERA_CHECK(args.unmatched().empty(), "unexpected argument '",
-                args.unmatched().front(), "'");
+  cxxopts::ParseResult args;
+  if (!parse_flags_or_help(options, argc, argv, args)) return 0;
   if (!cuda::available()) {
     std::cerr << "bench_attention: no CUDA device (the fused attention kernels are CUDA only)\n";
     return 1;

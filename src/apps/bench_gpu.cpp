@@ -1,7 +1,7 @@
 // build/bench_gpu --config configs/gpt2-124m.yaml --batch-size 8 [--steps 20] [--warmup 5]
 //                 [--json FILE] [--no-kernels] [--profile N] [--device cuda|cpu]
 //
-// A benchmark, not a test (DESIGN.md rule 7): the time of one training step of the configured model
+// A benchmark, not a test (speed is measured here, never asserted in a test): the time of one training step of the configured model
 // on cuda:0 under the mixed-precision policy (train/device.h: bf16 weights and activations, f32
 // master weights and optimizer state), and the times of the fused kernels that step uses.
 // scripts/bench_gpu.sh runs it beside its PyTorch twin (scripts/bench_gpu.py) and prints both.

@@ -10,7 +10,7 @@
 // gradient, a Node is appended to the tape (linked from the output) with a closure that maps the
 // output's gradient to its inputs' gradients. Nodes carry a sequence number; backward() runs them in
 // reverse sequence order restricted to what the root depends on, which is a reverse topological
-// order. Invariants (DESIGN.md rule 5):
+// order. Invariants:
 //  - leaf (parameter) gradients accumulate: grad += g, across contributions and across backward calls;
 //  - an intermediate gradient lives in the engine only until its node has consumed it;
 //  - a leaf's grad hooks fire exactly once per backward, when its last contribution has arrived;

@@ -9,7 +9,7 @@
 //   load_model_into(resolve_checkpoint(dir), model.parameters());  // weights only, in place
 //   CheckpointData back = load_checkpoint(resolve_checkpoint(dir)); // everything, host tensors
 //
-// File layout (DESIGN.md, Formats):
+// File layout:
 //   /                      attrs: config (resolved YAML), format = "tessera-checkpoint",
 //                                 format_version = 1, metadata_crc32c (below)
 //   /model/<param name>    one dataset per parameter, Hugging Face names; dots do not make groups
@@ -26,7 +26,7 @@
 // users can view as uint16 and shift into float32. 0-d tensors use a scalar dataspace. Every
 // dataset has the attribute crc32c (uint64 holding the CRC-32C of its stored bytes).
 //
-// Crash safety (REFERENCES.md, "Loss spikes and checkpoints"): HDF5 never fsyncs and a crashed
+// Crash safety: HDF5 never fsyncs and a crashed
 // writer can leave an unreadable file, so a checkpoint is written to "<path>.tmp", closed, fsynced,
 // renamed over <path>, and the directory fsynced. An error while writing removes the tmp and leaves
 // any existing <path> untouched.

@@ -1,5 +1,5 @@
 // safetensors files (the format Hugging Face loads weights from), written and read exactly as its
-// specification says (huggingface/safetensors README, "Format"; REFERENCES.md):
+// specification says (huggingface/safetensors README, "Format"):
 //
 //   [8 bytes]  N, the header size, unsigned 64-bit little-endian
 //   [N bytes]  UTF-8 JSON: {"<name>": {"dtype": "F32", "shape": [2, 3], "data_offsets": [b, e]},

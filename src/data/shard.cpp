@@ -52,7 +52,7 @@ void write_all(int fd, const void* data, size_t n, const std::string& path) {
   }
 }
 
-// fsync of the directory makes the rename itself durable (REFERENCES.md, crash safety).
+// fsync of the directory makes the rename itself durable (a rename is an entry in the directory, which has its own fsync).
 void fsync_dir(const std::filesystem::path& dir) {
   int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
   if (fd < 0) return;  // best effort: some file systems do not let a directory be opened

@@ -1,4 +1,4 @@
-// Token shards on disk, in llm.c's format (REFERENCES.md):
+// Token shards on disk, in llm.c's format (its dev/data/data_common.py writes them):
 //   header: 256 x int32 — [0] magic, [1] version, [2] token count; then the tokens.
 //   uint16 tokens: magic 20240520, version 1 (vocabularies up to 65536, e.g. GPT-2, bytes).
 //   uint32 tokens: magic 20240801, version 7 (llm.c's Llama-3 shards), for larger vocabularies.

@@ -5,7 +5,7 @@
 //   double norm = clip_grad_norm(params, 1.0);
 //
 // The name is the key of the parameter's optimizer state in a checkpoint
-// (/optimizer/<name>/{m,v,master}, DESIGN.md), so it must be unique within one optimizer.
+// (/optimizer/<name>/{m,v,master}, checkpoint/checkpoint.h), so it must be unique within one optimizer.
 #pragma once
 
 #include <string>

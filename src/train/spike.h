@@ -6,7 +6,7 @@
 //   det.check(loss, std::nullopt);                  // no norm known yet (LOMO's single pass)
 //   if (v.spike) { /* skip the update, roll back: train/trainer.cpp */ } else det.accept(loss, grad_norm);
 //
-// Rules (REFERENCES.md, "Loss spikes and checkpoints"; llm.c scores the loss the same way):
+// Rules (llm.c scores the loss the same way: a z-score over 128 steps, threshold 7):
 //  - a NaN or infinite loss or gradient norm is always a spike;
 //  - otherwise, once its window holds `window` values, a value more than `threshold` standard
 //    deviations ABOVE the window's mean is a spike (one-sided: a sudden drop is good news). Loss and

@@ -134,7 +134,7 @@ TEST(Gpt2Pretokenize, pieces_are_nonempty_and_concatenate_to_the_text) {
 
 // ---- BPE on a tiny hand-made vocabulary (needs no files) ----------------------------------------
 
-// GPT-2's bytes_to_unicode, restated from REFERENCES.md so the test does not trust the code under
+// GPT-2's bytes_to_unicode, restated from its description (encoder.py in openai/gpt-2) so the test does not trust the code under
 // test: printable Latin-1 ranges stand for themselves, the other 68 bytes become U+0100 + n.
 std::vector<uint32_t> byte_spelling() {
   std::vector<uint32_t> cp(256);
