@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -23,6 +24,7 @@
 
 #include "checkpoint/h5.h"
 #include "checkpoint/h5_owned.h"
+#include "checkpoint/sidecar.h"  // CheckpointUnreadable
 #include "core/error.h"
 
 namespace tessera {
@@ -253,15 +255,23 @@ void write_all(int fd, const std::string& text) {
   // itself shortly after the deadline its parent keeps.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(1);
-  alarm(unsigned(std::min(timeout_s, 1e9)) + 10);
+  // HDF5 looping on damaged metadata spins on the CPU: past timeout_s seconds of CPU time the
+  // kernel ends the child with SIGXCPU. Time spent waiting (a slow file system, a job suspended
+  // with SIGSTOP) does not count: the parent's wall-clock deadline covers a read that never returns.
+  const rlim_t cpu = rlim_t(std::clamp(std::ceil(timeout_s), 1.0, 1e9));
+  const struct rlimit cpu_limit = {cpu, cpu + 5};
+  setrlimit(RLIMIT_CPU, &cpu_limit);
   // A crash is the expected way for a damaged file to end this process: the default action (no
   // handler the parent installed, no core file), and whatever the C library or a sanitizer prints
   // about it goes nowhere; the parent reports it.
   const struct rlimit no_core = {0, 0};
   setrlimit(RLIMIT_CORE, &no_core);
-  for (int sig :
-       {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGSYS, SIGTRAP, SIGINT, SIGTERM, SIGALRM})
+  for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGSYS, SIGTRAP, SIGXCPU})
     signal(sig, SIG_DFL);
+  // The stop signals are the parent's to act on (a Ctrl-C or a scheduler's SIGTERM reaches the
+  // whole process group): a child killed by one would look like a file that cannot be read, and the
+  // parent finishes its step and saves anyway. The child dies with the parent (above).
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) signal(sig, SIG_IGN);
   const int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
   if (devnull >= 0) dup2(devnull, STDERR_FILENO);
   int status = 1;
@@ -302,10 +312,14 @@ bool read_pipe(int fd, std::chrono::steady_clock::time_point deadline, std::stri
   return true;
 }
 
-int wait_for(pid_t pid) {
+// The child's exit status, and the CPU seconds it used in *cpu_s.
+int wait_for(pid_t pid, double* cpu_s) {
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0)
+  struct rusage use {};
+  while (wait4(pid, &status, 0, &use) < 0)
     if (errno != EINTR) return -1;
+  *cpu_s = double(use.ru_utime.tv_sec + use.ru_stime.tv_sec) +
+           1e-6 * double(use.ru_utime.tv_usec + use.ru_stime.tv_usec);
   return status;
 }
 
@@ -367,8 +381,10 @@ void probe_hdf5_file(const std::string& path, double timeout_s, bool digest_matc
   int fds[2];
   TESSERA_CHECK(pipe2(fds, O_CLOEXEC) == 0, "cannot check checkpoint ", path, unverified,
                 ": pipe: ", std::strerror(errno));
+  // The wall clock's deadline is a read that never returns (a hung network file system); a loop
+  // meets the child's CPU limit first. Four times the limit: a busy host shares its cores.
   const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(int64_t(timeout_s * 1000));
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(int64_t(4 * timeout_s * 1000));
   const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid == 0) {
@@ -386,24 +402,35 @@ void probe_hdf5_file(const std::string& path, double timeout_s, bool digest_matc
   const bool finished = read_pipe(fds[0], deadline, &said);
   ::close(fds[0]);
   if (!finished) kill(pid, SIGKILL);
-  const int status = wait_for(pid);
+  double cpu_s = 0;
+  const int status = wait_for(pid, &cpu_s);
   TESSERA_CHECK(status >= 0, "cannot check checkpoint ", path, unverified,
                 ": waitpid: ", std::strerror(errno));
+  std::ostringstream limit, used;
+  limit << timeout_s;
+  used << int64_t(cpu_s);
+  // Not a verdict on the bytes (CheckpointUnreadable: a resume or a rollback stops rather than
+  // pass over the file): the read waited past the deadline, or something killed the reader.
+  if (!finished)
+    throw CheckpointUnreadable("cannot check checkpoint " + path + unverified + ": reading its "
+                               "HDF5 structure did not return in " + std::to_string(int64_t(
+                               4 * timeout_s)) + " s (" + used.str() + " s of CPU): the file "
+                               "system is stalled or very slow, or the process was stopped; "
+                               "try again");
   // Damaged metadata can send HDF5 round a loop for good (a global heap read that never ends).
-  if (!finished) {
-    std::ostringstream s;
-    s << timeout_s;
+  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGXCPU)
     refuse(path, st,
-           subject + " reading its HDF5 structure did not finish in " + s.str() +
-               " s: its metadata is damaged, or the file system is very slow");
-  }
+           subject + " reading its HDF5 structure did not finish in " + limit.str() +
+               " s of CPU time: its metadata is damaged (HDF5 loops on it)");
   const std::string damaged = subject + " its HDF5 structure is damaged: ";
   if (WIFSIGNALED(status)) {
     const int sig = WTERMSIG(status);
     TESSERA_CHECK(sig == SIGINT || sig == SIGTERM || sig == SIGKILL || sig == SIGHUP, damaged,
                   "reading it ended with signal ", sig, " (", strsignal(sig), ")");
-    TESSERA_FAIL("cannot check checkpoint ", path, unverified, ": the process reading ",
-                 "it was stopped by signal ", sig, " (", strsignal(sig), ")");
+    throw CheckpointUnreadable("cannot check checkpoint " + path + unverified +
+                               ": the process reading it was stopped by signal " +
+                               std::to_string(sig) + " (" + strsignal(sig) + "), not by the "
+                               "file; try again");
   }
   const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   TESSERA_CHECK(code == 0, damaged,

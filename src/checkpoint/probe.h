@@ -12,10 +12,14 @@
 // digests, or copied without its .sha256) cannot be checked that way at all. So before every load
 // a forked child process reads the whole file first, with HDF5 calls alone: opens it, walks every
 // group (by creation order and by name, and looks every link up by path, as the loaders do), reads
-// every attribute and each dataset's type, shape and bytes, then _exits. If the child dies of a
-// signal, HDF5 reports an error or the child does not finish in time, the file is refused with an
-// error naming it, and nothing in this process has touched its metadata; only if it read cleanly
-// does the real load follow. Every load is probed (no memory of files that passed: one changed in
+// every attribute and each dataset's type, shape and bytes, then _exits. If the child crashes,
+// HDF5 reports an error or the child spins past its CPU time limit (HDF5 loops on some damage),
+// the file is refused as damaged, with an error naming it, and nothing in this process has touched
+// its metadata; only if it read cleanly does the real load follow. A child that waits past a
+// wall-clock deadline (a stalled file system, a suspended job) or is killed by someone else (the
+// OOM killer) says nothing about the file: that is CheckpointUnreadable (sidecar.h), on which a
+// resume or a rollback stops instead of passing over the file. The child ignores the stop signals
+// (SIGINT, SIGTERM, ...), which are the parent's to act on. Every load is probed (no memory of files that passed: one changed in
 // place within the file system's timestamp granularity would look the same).
 //
 // Fork safety: the child runs nothing but HDF5 and the C library (no MPI, CUDA, OpenMP, iostreams
@@ -33,8 +37,9 @@
 
 namespace tessera {
 
-// timeout_s <= 0: probe_timeout_s of the file's size. A child still reading at the timeout is
-// killed and the file refused (damaged metadata can make HDF5 loop for good). digest_matched: the
+// timeout_s <= 0: probe_timeout_s of the file's size. A child that has used timeout_s seconds of
+// CPU is ended and the file refused as damaged (damaged metadata can make HDF5 loop for good); one
+// still reading after 4 x timeout_s of wall time is killed and the file reported unreadable. digest_matched: the
 // file was just verified against its digest file (the error then says so, rather than that it has
 // none).
 void probe_hdf5_file(const std::string& path, double timeout_s = 0, bool digest_matched = false);

@@ -23,8 +23,11 @@ std::optional<Resumable> read_resumed(const Config& cfg, int rank, std::ostream&
 }
 
 std::optional<Resumable> read_resumed(const Config& cfg, int rank, std::ostream& log,
-                                      std::string* error) {
+                                      std::string* error, std::unique_ptr<RunLock>* lock) {
   try {
+    const fs::path dir = fs::path(cfg.checkpoint.dir) / cfg.train.run_name;
+    if (cfg.checkpoint.resume == "auto" && rank == 0 && fs::is_directory(dir))
+      *lock = std::make_unique<RunLock>(dir.string(), log);
     return read_resumed(cfg, rank, log);
   } catch (const std::exception& e) {  // a tessera::Error, or std::filesystem's
     *error = e.what();

@@ -1,5 +1,6 @@
 #include "train/stop_signals.h"
 
+#include <atomic>
 #include <cstdio>
 
 #include "core/error.h"
@@ -9,17 +10,21 @@ namespace {
 
 constexpr int kSignals[3] = {SIGTERM, SIGINT, SIGUSR1};
 
-volatile std::sig_atomic_t g_received = 0;
+// The handler may run on any of the process's threads (OpenMP's, the background writer's), two of
+// them at once for two signals: a lock-free atomic, which signal handlers may use, decides which
+// signal came first.
+std::atomic<int> g_received{0};
+static_assert(std::atomic<int>::is_always_lock_free);
 
 // Async-signal-safe: stores the number, or on a second SIGTERM / SIGINT puts the default action
 // back and raises the signal again.
 extern "C" void record_stop(int sig) {
-  if (g_received != 0 && (sig == SIGTERM || sig == SIGINT)) {
+  int none = 0;
+  if (g_received.compare_exchange_strong(none, sig)) return;
+  if (sig == SIGTERM || sig == SIGINT) {
     std::signal(sig, SIG_DFL);
     std::raise(sig);
-    return;
   }
-  if (g_received == 0) g_received = sig;
 }
 
 }  // namespace
@@ -29,6 +34,7 @@ StopSignals::StopSignals() {
   struct sigaction action {};
   action.sa_handler = record_stop;
   sigemptyset(&action.sa_mask);
+  for (int sig : kSignals) sigaddset(&action.sa_mask, sig);  // not nested on one thread
   action.sa_flags = SA_RESTART;  // reads and waits interrupted by the signal carry on
   for (int i = 0; i < 3; ++i)
     TESSERA_CHECK(sigaction(kSignals[i], &action, &previous_[i]) == 0,
@@ -40,7 +46,7 @@ StopSignals::~StopSignals() {
   g_received = 0;
 }
 
-int StopSignals::received() const { return g_received; }
+int StopSignals::received() const { return g_received.load(); }
 
 const char* signal_name(int sig) {
   switch (sig) {

@@ -131,6 +131,7 @@ class Trainer {
 
   std::unique_ptr<dist::Communicator> comm_;
   std::string resume_error_;  // why this rank could not read the checkpoint to resume from
+  std::unique_ptr<RunLock> lock_;  // rank 0's, while the run lives (from read_resumed on)
   // The checkpoint --resume names (read_resumed), held from before cfg_ is resolved from it until
   // it is restored, at the end of the constructor: the file is verified and read once.
   std::optional<Resumable> resumed_;
@@ -150,7 +151,6 @@ class Trainer {
   data::DataLoader loader_;
   SpikeDetector detector_;
   std::set<int64_t> poisoned_;  // first windows of the micro-batches fault injection poisons
-  std::unique_ptr<RunLock> lock_;  // rank 0's, while the run lives
   std::unique_ptr<Report> out_;
 
   double mfu_per_token_ = 0;   // MFU = this x tokens/s of one device (train/mfu.h); 0: not shown
@@ -177,7 +177,7 @@ Trainer::~Trainer() {
 
 Trainer::Trainer(const Config& cfg, std::ostream& log)
     : comm_(communicator(cfg)),
-      resumed_(read_resumed(cfg, comm_->rank(), log, &resume_error_)),
+      resumed_(read_resumed(cfg, comm_->rank(), log, &resume_error_, &lock_)),
       cfg_(resolve_tokens_per_step(cfg, resumed_, comm_->rank(), comm_->world(), log)),
       rank_(comm_->rank()),
       world_(comm_->world()),
@@ -258,7 +258,7 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
              "background\")\n";
     try {
       fs::create_directories(run_dir_);
-      lock_ = std::make_unique<RunLock>(run_dir_.string(), log);  // one train at a time in it
+      if (!lock_) lock_ = std::make_unique<RunLock>(run_dir_.string(), log);  // one train at a time
       for (const std::string& p : remove_interrupted_writes(run_dir_.string()))
         log << "warning: removed " << p << " (a checkpoint write that did not finish)\n";
     } catch (const Error& e) {  // names the directory or file

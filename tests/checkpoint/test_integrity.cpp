@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -320,6 +322,65 @@ TEST_F(Integrity, the_probe_child_dies_with_the_process_that_waits_for_it) {
   prctl(PR_SET_CHILD_SUBREAPER, 0);
   EXPECT_EQ(reaped, probe) << "the probe's child outlived its loader";
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+}
+
+// What ends the probe's child from outside says nothing about the file, and a rollback or resume
+// that took it for damage would pass over (and delete) a good checkpoint. On the looping file, from
+// a thread whose child is found by its task's children list: a SIGTERM (a Ctrl-C, a scheduler's
+// stop) is ignored, so the child runs into its CPU limit and the file is called damaged; a SIGKILL
+// (the OOM killer) and a SIGSTOP past the wall-clock deadline (a suspended job) are
+// CheckpointUnreadable, the error a resume and a rollback stop on.
+TEST_F(Integrity, a_probe_ended_from_outside_is_unreadable_not_damaged) {
+  const std::string file = path("old.h5");
+  save_checkpoint(file, small_checkpoint());
+  fs::remove(digest_path(file));
+  std::string bytes = read_file(file);
+  bytes[2072] = char(bytes[2072] ^ 0xFF);
+  int n = 0;
+  auto probe_while = [&](int sig, double timeout_s, bool* unreadable) {
+    const std::string copy = path("copy" + std::to_string(n++) + ".h5");  // not remembered
+    write_text(copy, bytes);
+    std::atomic<pid_t> tid{0};
+    std::string msg;
+    std::thread t([&] {
+      tid = pid_t(syscall(SYS_gettid));
+      try {
+        probe_hdf5_file(copy, timeout_s);
+      } catch (const CheckpointUnreadable& e) {
+        *unreadable = true, msg = e.what();
+      } catch (const Error& e) {
+        msg = e.what();
+      }
+    });
+    while (tid == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const std::string children =
+        "/proc/self/task/" + std::to_string(tid.load()) + "/children";
+    pid_t child = 0;
+    for (int i = 0; i < 3000 && child == 0; ++i) {
+      std::ifstream(children) >> child;
+      if (child == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the child is in HDF5 now
+    if (child > 0) kill(child, sig);
+    t.join();
+    return msg;
+  };
+  const std::string plain = path("plain.h5");
+  write_text(plain, bytes);
+  const std::string msg = error_of([&] { probe_hdf5_file(plain, 0.5); });
+  if (msg.find("did not finish") == std::string::npos)
+    GTEST_SKIP() << "this HDF5 does not loop on this damage: " << msg;
+  bool unreadable = false;
+  const std::string looped = probe_while(SIGTERM, 1.0, &unreadable);
+  EXPECT_FALSE(unreadable) << looped;
+  expect_mentions(looped, {"did not finish in 1 s of CPU time", "its metadata is damaged"});
+  const std::string killed = probe_while(SIGKILL, 10.0, &unreadable);
+  EXPECT_TRUE(unreadable) << killed;
+  expect_mentions(killed, {"stopped by signal 9", "not by the file"});
+  unreadable = false;
+  const std::string stopped = probe_while(SIGSTOP, 0.5, &unreadable);
+  EXPECT_TRUE(unreadable) << stopped;
+  expect_mentions(stopped, {"did not return in 2 s", "the process was stopped"});
 }
 
 TEST_F(Integrity, every_loader_refuses_a_changed_byte_naming_the_file) {

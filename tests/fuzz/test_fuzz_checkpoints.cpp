@@ -275,7 +275,7 @@ TEST_F(FuzzCheckpoints, no_mutation_crashes_or_loads_silently) {
   const fs::path mutant = work / s.checkpoint.filename();
   if (env_int("TESSERA_FUZZ_NO_DIGEST", 0) == 0)
     write_file(digest_path(mutant), sidecar);
-  else  // the probe's deadline for a file of this size (appended bytes add under a second)
+  else  // the probe's CPU limit for a file of this size (appended bytes add under a second)
     hang_after_s = probe_timeout_s(original.size()) + 30;
 
   int64_t loads = 0, refused = 0, crashes = 0, hangs = 0, silent = 0, unclear = 0, unchanged = 0;

@@ -86,5 +86,31 @@ TEST(RunLock, train_refuses_a_run_directory_another_train_holds_and_writes_nothi
   EXPECT_TRUE(after.held());
 }
 
+// --resume auto moves aside the checkpoints it passes over; a train running in the directory may be
+// saving those very steps again (after a rollback). So the lock comes first: a held directory is
+// refused before any file in it is renamed.
+TEST(RunLock, resume_auto_moves_nothing_aside_in_a_directory_another_train_holds) {
+  testing::TempRun run;
+  Config cfg = run.config(2);
+  cfg.checkpoint.interval = 1;  // steps 1 and 2: the second damaged, the first to resume from
+  std::ostringstream log;
+  ASSERT_EQ(run_training(cfg, log).steps, 2);
+  const fs::path run_dir = fs::path(cfg.checkpoint.dir) / cfg.train.run_name;
+  const fs::path newest = run_dir / "step_00000002.h5";
+  ASSERT_TRUE(fs::exists(newest));
+  fs::resize_file(newest, fs::file_size(newest) / 2);  // as a save in progress might look
+  cfg.checkpoint.resume = "auto";
+  cfg.train.max_steps = 4;
+  {
+    RunLock other(run_dir.string(), log);
+    const std::string e = error_of([&] { run_training(cfg, log); });
+    EXPECT_NE(e.find("run directory " + run_dir.string() + " is in use"), std::string::npos) << e;
+    EXPECT_TRUE(fs::exists(newest));
+    EXPECT_FALSE(fs::exists(run_dir / "step_00000002.h5.rejected"));
+  }
+  EXPECT_EQ(run_training(cfg, log).steps, 4);  // free: the damaged file is passed over
+  EXPECT_TRUE(fs::exists(run_dir / "step_00000002.h5.rejected")) << log.str();
+}
+
 }  // namespace
 }  // namespace tessera::train

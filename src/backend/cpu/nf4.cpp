@@ -72,11 +72,14 @@ void nf4_matmul(const Tensor& c, const Tensor& a, const Tensor& codes, const Ten
     if (trans_w) {
       // c[:, tile] = a @ tile^T: the tiles write disjoint column blocks of c, so threads take
       // tiles independently (each with its own buffer; gemm called inside the team runs on the
-      // calling thread).
+      // calling thread). An exception must not leave the team (std::terminate): the first is
+      // kept and thrown after it; no barrier inside (nowait), so a thread that threw waits for
+      // nobody.
+      std::string error;
 #pragma omp parallel
-      {
+      try {
         const Tensor tile = Tensor::empty({std::min(rows, kTileRows), cols}, c.options());
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (int64_t i = 0; i < tiles; ++i) {
           const int64_t r0 = i * kTileRows, rt = std::min(kTileRows, rows - r0);
           dequantize_range(tile.data<T>(), cp, ap, r0 * cols, (r0 + rt) * cols);
@@ -84,7 +87,11 @@ void nf4_matmul(const Tensor& c, const Tensor& a, const Tensor& codes, const Ten
           gemm(part, a, tile.narrow(0, 0, rt), false, true, 1.0, 0.0);
           copy(c.narrow(1, r0, rt), part);
         }
+      } catch (const std::exception& e) {
+#pragma omp critical(tessera_nf4_matmul_error)
+        if (error.empty()) error = e.what();
       }
+      TESSERA_CHECK(error.empty(), error);
       return;
     }
     // c = sum over tiles of a[:, tile] @ tile: one accumulator, tiles in order (deterministic).

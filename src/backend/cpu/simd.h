@@ -12,7 +12,10 @@
 // tests/ops/test_activation.cpp checks the activations against their scalar formulas bit for bit.
 #pragma once
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// ThreadSanitizer's runtime is not up yet when the loader runs ifunc resolvers: a TSan build takes
+// the baseline loops alone (a binary with clones crashed before main).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(__SANITIZE_THREAD__)
 #define TESSERA_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define TESSERA_SIMD_CLONES
