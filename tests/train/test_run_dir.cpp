@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <tuple>
 
 #include "checkpoint/retention.h"
 #include "test_util.h"
@@ -135,45 +136,34 @@ TEST(RunDirectory, a_checkpoint_resumes_only_into_its_own_model) {
   EXPECT_EQ(train::run_training(dropout, log).steps, 6);
 }
 
-// The checkpoint's generators (data order, dropout) go on: another seed would run the old one
-// while the next checkpoint stored the new.
-TEST(RunDirectory, a_resume_keeps_the_checkpoints_seed) {
+// What a resumed run must keep from its checkpoint. The seed: the checkpoint's generators (data
+// order, dropout) go on, and another seed would run the old one while the next checkpoint stored
+// the new. The sequence length: the data cursor counts windows, and half the length at twice the
+// batch keeps the tokens per step but reads another shuffle from a position that meant something
+// else. Each is refused naming the value to set, nothing written; the unchanged config resumes.
+TEST(RunDirectory, a_resume_keeps_the_checkpoints_seed_and_sequence_length) {
   TempRun run;
   std::ostringstream log;
   Config c = saved_run(run, log);
   c.checkpoint.resume = "auto";
   c.train.max_steps = 6;
-  Config seed = c;
+  const std::string T = std::to_string(c.sequence_length()), half = std::to_string(c.sequence_length() / 2);
+  Config seed = c, shorter = c;
   seed.train.seed = 999;
-  const std::string msg = error_of([&] { train::run_training(seed, log); });
-  EXPECT_NE(msg.find("step_00000004.h5 was trained with train.seed 1337 but this run sets 999"),
-            std::string::npos)
-      << msg;
-  EXPECT_NE(msg.find("set train.seed: 1337"), std::string::npos) << msg;
-  EXPECT_FALSE(fs::exists(run.dir / "ckpt" / "run" / "step_00000006.h5"));
-  EXPECT_EQ(train::run_training(c, log).steps, 6);
-}
-
-// The data cursor counts windows: half the length at twice the batch keeps the tokens per step
-// but reads another shuffle from a position that meant something else.
-TEST(RunDirectory, a_resume_keeps_the_checkpoints_sequence_length) {
-  TempRun run;
-  std::ostringstream log;
-  Config c = saved_run(run, log);
-  c.checkpoint.resume = "auto";
-  c.train.max_steps = 6;
-  Config shorter = c;
-  const int64_t T = c.sequence_length();
-  shorter.train.seq_len = T / 2;
+  shorter.train.seq_len = c.sequence_length() / 2;
   shorter.train.batch_size = 2 * c.train.batch_size;
   ASSERT_EQ(shorter.tokens_per_step(1), c.tokens_per_step(1));
-  const std::string msg = error_of([&] { train::run_training(shorter, log); });
-  EXPECT_NE(msg.find("step_00000004.h5 was trained on windows of " + std::to_string(T) +
-                     " tokens but this run takes " + std::to_string(T / 2) + " (train.seq_len)"),
-            std::string::npos)
-      << msg;
-  EXPECT_NE(msg.find("set train.seq_len: " + std::to_string(T)), std::string::npos) << msg;
-  EXPECT_FALSE(fs::exists(run.dir / "ckpt" / "run" / "step_00000006.h5"));
+  for (const auto& [changed, want, fix] :
+       {std::tuple{seed, std::string("was trained with train.seed 1337 but this run sets 999"),
+                   std::string("set train.seed: 1337")},
+        {shorter, "was trained on windows of " + T + " tokens but this run takes " + half +
+                      " (train.seq_len)",
+         "set train.seq_len: " + T}}) {
+    const std::string msg = error_of([&] { train::run_training(changed, log); });
+    EXPECT_NE(msg.find("step_00000004.h5 " + want), std::string::npos) << msg;
+    EXPECT_NE(msg.find(fix), std::string::npos) << msg;
+    EXPECT_FALSE(fs::exists(run.dir / "ckpt" / "run" / "step_00000006.h5"));
+  }
   EXPECT_EQ(train::run_training(c, log).steps, 6);
 }
 
