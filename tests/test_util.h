@@ -62,6 +62,16 @@ inline std::string read_file(const std::filesystem::path& p) {
 
 // Runs a shell command; returns its exit status (128 + the signal when one ended it) and puts its
 // output, stdout and stderr together, in *out.
+// Whether a staging file of `file` is left beside it: FILE.partial-<pid> (eval --per-position,
+// export --reference-logits).
+inline bool staging_left(const std::filesystem::path& file) {
+  const std::string prefix = file.filename().string() + ".partial";
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(file.parent_path(), ec))
+    if (e.path().filename().string().rfind(prefix, 0) == 0) return true;
+  return false;
+}
+
 inline int run_command(const std::string& cmd, std::string* out) {
   FILE* p = popen((cmd + " 2>&1").c_str(), "r");
   if (!p) return -1;

@@ -6,8 +6,10 @@
 // --reference-logits FILE also writes, outside DIR, a safetensors file holding fixed input tokens
 // ("tokens", (2, T) i32) and tessera's logits for them ("logits", (2, T, V) f32), which
 // scripts/hf_logits.py compares against an independent PyTorch model loaded from DIR. It is written
-// first as FILE.partial and renamed once DIR is in place: a failure leaves neither. FILE must not
+// first as FILE.partial-<pid> and renamed once DIR is in place: a failure leaves neither. FILE must not
 // exist, as DIR must not (or be empty).
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cxxopts.hpp>
@@ -83,7 +85,7 @@ int main(int argc, char** argv) {
     // A full checkpoint's tensors as stored (a bf16 one stays bf16, byte for byte); load_model's
     // copies are f32. A merged LoRA model is what merge_into computed.
     const auto params = m.lora ? model->parameters() : load_checkpoint(m.path).model;
-    const std::string staged = ref + ".partial";
+    const std::string staged = ref + ".partial-" + std::to_string(getpid());  // none of the user's
     int64_t T = 0;
     if (!ref.empty()) {
       NoGradGuard no_grad;

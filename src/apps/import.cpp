@@ -46,24 +46,22 @@ int main(int argc, char** argv) {
                     n, " tokens, more than the model's vocab_size (", cfg.model.vocab_size,
                     ") in ", (fs::path(src) / "config.json").string());
     }
-    const fs::path file = out / checkpoint_name(0);
-    fs::create_directories(out);
-    if (hf.gpt2_tokenizer_files) {
-      const fs::path tok = out / "tokenizer";
-      fs::create_directories(tok);
-      fs::copy_file(fs::path(src) / "vocab.json", tok / "encoder.json",
-                    fs::copy_options::overwrite_existing);
-      fs::copy_file(fs::path(src) / "merges.txt", tok / "vocab.bpe",
-                    fs::copy_options::overwrite_existing);
-      cfg.data.tokenizer_dir = tok.string();
-    }
+    const fs::path file = out / checkpoint_name(0), tok = out / "tokenizer";
+    if (hf.gpt2_tokenizer_files) cfg.data.tokenizer_dir = tok.string();
     cfg.validate();
     CheckpointData ck;
     ck.model = hf.params;
     ck.trainer_ints = {{"step", 0}};
     ck.config_yaml = to_yaml(cfg);
-    save_checkpoint(file.string(), ck);
-    write_latest(out.string(), checkpoint_name(0));
+    train::write_checkpoint_dir(out.string(), checkpoint_name(0), ck, [&](auto* made) {
+      if (!hf.gpt2_tokenizer_files) return;
+      if (!fs::exists(tok)) made->push_back(tok);
+      fs::create_directories(tok);
+      for (const auto& [from, to] : {std::pair{"vocab.json", "encoder.json"}, {"merges.txt", "vocab.bpe"}}) {
+        made->push_back(tok / to);
+        fs::copy_file(fs::path(src) / from, tok / to, fs::copy_options::overwrite_existing);
+      }
+    });
     std::printf("imported %s (%s, %zu tensors) -> %s\n", src.c_str(),
                 cfg.model.norm == "rmsnorm" ? "LlamaForCausalLM" : "GPT2LMHeadModel", hf.params.size(),
                 file.string().c_str());

@@ -40,14 +40,12 @@ int main(int argc, char** argv) {
     nn::GPT merged(train::model_config(cfg.model, cfg.train), init);
     m.lora->merge_into(merged);
 
-    std::filesystem::create_directories(dir);
     const std::string name = checkpoint_name(m.step);
     CheckpointData ck;
     ck.model = merged.parameters();
     ck.trainer_ints = {{"step", m.step}};
     ck.config_yaml = to_yaml(cfg);
-    save_checkpoint((std::filesystem::path(dir) / name).string(), ck);
-    write_latest(dir, name);
+    train::write_checkpoint_dir(dir, name, ck);
     const std::string& trained = m.config.lora.trainable;  // full tensors trained beside adapters
     std::printf("merged %s (rank %ld, %s%s%s) into %s -> %s\n", m.path.c_str(),
                 long(m.config.lora.rank), m.config.lora.targets.c_str(),

@@ -2,6 +2,7 @@
 // mpirun -np 8 build/train --config configs/gpt2-124m.yaml     (srun too: src/distributed/)
 #include <unistd.h>
 
+#include <csignal>
 #include <iostream>
 
 #include "config/cli.h"
@@ -11,6 +12,7 @@
 int main(int argc, char** argv) {
   using namespace tessera;
   int rank = 0, world = 1;
+  std::signal(SIGXFSZ, SIG_IGN);  // as run_main (config/cli.h): a write past ulimit -f is named
   try {
     const dist::LaunchInfo launch = dist::detect_launch();
     rank = launch.rank, world = launch.world;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <csignal>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -256,6 +257,10 @@ CommandLine parse_command_line(int argc, const char* const* argv, cxxopts::Optio
 }
 
 int run_main(const char* app, const std::function<int()>& body) {
+  // A file size limit (ulimit -f) would end the process at the write past it with SIGXFSZ, no
+  // message and its temporary files left behind; ignored, the write fails with EFBIG ("File too
+  // large") and the error names the file like any other failed write.
+  std::signal(SIGXFSZ, SIG_IGN);
   try {
     return body();
   } catch (const std::exception& e) {

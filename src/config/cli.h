@@ -60,7 +60,9 @@ CommandLine parse_command_line(int argc, const char* const* argv, cxxopts::Optio
                                bool config_required = true);
 
 // A binary's main around `body`: an exception (a tessera::Error names the file, key or shape) is
-// printed as "<app>: <message>" on stderr and the exit code is 1.
+// printed as "<app>: <message>" on stderr and the exit code is 1. SIGXFSZ is ignored first, so a
+// write past a file size limit (ulimit -f) fails with an error naming the file instead of ending
+// the process with its temporary files left behind.
 //   int main(int argc, char** argv) { return run_main("eval", [&] { return run(argc, argv); }); }
 int run_main(const char* app, const std::function<int()>& body);
 

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -240,9 +243,11 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
       TESSERA_CHECK(fs::exists(tok / f), "data.tokenizer is gpt2 but ", (tok / f).string(),
                     " is missing (set data.tokenizer_dir)");
 
-  const fs::path tmp = out.string() + ".export-tmp";
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
+  // A name of its own beside out (mkdtemp): never a directory someone else made or left.
+  std::string staging = out.string() + ".export-tmp.XXXXXX";
+  TESSERA_CHECK(::mkdtemp(staging.data()) != nullptr, "cannot create a directory beside ",
+                out.string(), ": ", std::strerror(errno));
+  const fs::path tmp = staging;
   try {
     write_text(tmp / "config.json", config_json(cfg, tensors.front().second.dtype()));
     JsonObject gen;

@@ -22,4 +22,40 @@ void check_new_checkpoint_dir(const std::string& dir, const std::string& flag) {
                 "was written)");
 }
 
+void write_checkpoint_dir(const std::string& dir, const std::string& name, const CheckpointData& ck,
+                          const ExtraFiles& extra) {
+  const fs::path d(dir);
+  std::error_code ec;
+  const bool made_dir = !fs::exists(d, ec);
+  std::vector<fs::path> made;
+  try {
+    fs::create_directories(d);
+    if (extra) extra(&made);
+    made.push_back(d / name);
+    save_checkpoint((d / name).string(), ck);  // removes its own .tmp when it fails
+    made.push_back(d / "latest");
+    write_latest(dir, name);
+  } catch (const std::exception& e) {
+    bool cleaned = true;
+    if (made_dir) {
+      cleaned = fs::remove_all(d, ec) != static_cast<std::uintmax_t>(-1) && !ec;
+    } else {
+      for (auto it = made.rbegin(); it != made.rend(); ++it) {
+        if (it->filename() == name) {
+          try {
+            remove_checkpoint(it->string());  // with its digest file
+          } catch (const std::exception&) {
+            cleaned = false;
+          }
+        }
+        fs::remove_all(*it, ec);
+        cleaned = cleaned && !ec;
+      }
+    }
+    throw Error(std::string(e.what()) + (cleaned ? " (nothing was left in " + dir + ")"
+                                                 : " (what was written in " + dir +
+                                                       " could not all be removed)"));
+  }
+}
+
 }  // namespace tessera::train

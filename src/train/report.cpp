@@ -1,9 +1,15 @@
 // Report: see report.h.
 #include "train/report.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 #include "checkpoint/retention.h"
 #include "core/error.h"
@@ -77,12 +83,21 @@ std::string json_string(const std::string& s) {
 }
 
 Report::Report(std::ostream& log, const fs::path& metrics, bool metrics_on, bool active)
-    : log_(log), active_(active) {
+    : log_(log), metrics_path_(metrics), active_(active) {
   if (!active_ || !metrics_on) return;
   check_metrics_file(metrics);
   drop_partial_line(metrics);
-  metrics_.open(metrics, std::ios::app);
-  TESSERA_CHECK(metrics_.good(), "cannot write ", metrics.string());
+  open_metrics();
+}
+
+Report::~Report() {
+  if (metrics_fd_ >= 0) ::close(metrics_fd_);
+}
+
+void Report::open_metrics() {
+  metrics_fd_ = ::open(metrics_path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  TESSERA_CHECK(metrics_fd_ >= 0, "cannot write ", metrics_path_.string(), ": ",
+                std::strerror(errno));
 }
 
 std::ostream& Report::log() { return active_ ? log_ : null_; }
@@ -92,7 +107,50 @@ void Report::line(const std::string& text) {
 }
 
 void Report::emit(const std::string& json) {
-  if (metrics_.is_open()) metrics_ << json << "\n" << std::flush;
+  if (metrics_fd_ < 0) return;
+  struct stat at_path {}, open_file {};
+  if (::fstat(metrics_fd_, &open_file) == 0 &&
+      (::stat(metrics_path_.c_str(), &at_path) != 0 || at_path.st_ino != open_file.st_ino ||
+       at_path.st_dev != open_file.st_dev)) {
+    log_ << "warning: " << metrics_path_.string() << " was removed or replaced while this run "
+         << "wrote it: its lines go on in a new file at that path\n";
+    ::close(metrics_fd_);
+    metrics_fd_ = -1;
+    try {
+      open_metrics();
+    } catch (const Error& e) {
+      log_ << "warning: " << e.what() << ": metrics.jsonl lines are dropped\n";
+      return;
+    }
+  }
+  const std::string text = json + "\n";
+  const off_t before = ::fstat(metrics_fd_, &open_file) == 0 ? open_file.st_size : -1;
+  size_t done = 0;
+  int error = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(metrics_fd_, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      error = n < 0 ? errno : ENOSPC;
+      break;
+    }
+    done += size_t(n);
+  }
+  if (done == text.size()) {
+    if (missing_ > 0)
+      log_ << "metrics: " << metrics_path_.string() << " is written again; the " << missing_
+           << " line(s) before this one are missing\n";
+    missing_ = 0;
+    return;
+  }
+  // Never a torn line: what was written of this one is taken back (or, where even that fails, cut
+  // when the file is next opened: drop_partial_line).
+  const bool taken_back = before >= 0 && ::ftruncate(metrics_fd_, before) == 0;
+  if (missing_++ == 0)
+    log_ << "warning: cannot write " << metrics_path_.string() << " (" << std::strerror(error)
+         << "): its lines are missing until it can be written again; training goes on"
+         << (taken_back || done == 0 ? "" : " (a torn line is cut when the file is next opened)")
+         << "\n";
 }
 
 void Report::step(const StepReport& r) {

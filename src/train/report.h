@@ -7,7 +7,10 @@
 //
 // metrics.jsonl: one object per line (README, "Metrics"); steps replayed after a resume or a
 // rollback appear again and the last line for a step is the one that counts. A line cut short by a
-// killed process is removed when the file is opened again.
+// killed process is removed when the file is opened again. A line that cannot be written (a full
+// disk) is taken back whole, so the file never holds a torn line: the log warns once, training
+// goes on, and the first line written again says how many are missing before it. A metrics.jsonl
+// removed or replaced while the run writes is opened anew at its path, with a warning.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +46,9 @@ struct StepReport {
 class Report {
  public:
   Report(std::ostream& log, const std::filesystem::path& metrics, bool metrics_on, bool active);
+  ~Report();
+  Report(const Report&) = delete;
+  Report& operator=(const Report&) = delete;
 
   bool active() const { return active_; }
   std::ostream& log();  // a sink that discards on ranks other than 0
@@ -52,8 +58,12 @@ class Report {
   void eval(int64_t step, double val_loss);
 
  private:
+  void open_metrics();
+
   std::ostream& log_;
-  std::ofstream metrics_;
+  std::filesystem::path metrics_path_;
+  int metrics_fd_ = -1;  // O_APPEND: each line one write(2)
+  int64_t missing_ = 0;  // lines not written since the last one that was
   bool active_;
   std::ofstream null_;  // never opened: writes to it are dropped
 };

@@ -226,12 +226,12 @@ TEST(HFExport, reference_logits_that_cannot_be_written_leave_nothing_written) {
   tmp.write("hf/keep", "x");
   EXPECT_EQ(run_command(exp + " --reference-logits " + ref, &out), 1) << out;
   EXPECT_TRUE(has(out, "exists and is not an empty directory")) << out;
-  EXPECT_FALSE(fs::exists(ref) || fs::exists(ref + ".partial")) << out;
+  EXPECT_FALSE(fs::exists(ref) || tessera::testing::staging_left(ref)) << out;
   fs::remove_all(hf);
   // The same command then succeeds and writes both.
   EXPECT_EQ(run_command(exp + " --reference-logits " + ref, &out), 0) << out;
   EXPECT_TRUE(fs::exists(fs::path(hf) / "model.safetensors") && fs::exists(ref)) << out;
-  EXPECT_FALSE(fs::exists(ref + ".partial"));
+  EXPECT_FALSE(tessera::testing::staging_left(ref));
 }
 
 TEST(HFExport, s2_attn_and_the_gpt2_tokenizer_export_with_their_notes_and_files) {
@@ -259,6 +259,25 @@ TEST(HFExport, s2_attn_and_the_gpt2_tokenizer_export_with_their_notes_and_files)
 // build/import reads vocab.json and merges.txt before it writes: files that generate or eval would
 // refuse later leave no checkpoint behind. With GPT-2's real files (when prepare_data.sh fetched
 // them) the same directory imports.
+// export stages its directory under a name of its own: a directory named <output>.export-tmp that
+// someone made (or an interrupted export left) is not removed.
+TEST(HFExport, staging_never_removes_a_directory_it_did_not_make) {
+  TempDir tmp;
+  tmp.write("stale", "");
+  fs::create_directories(tmp.path / "hf.export-tmp");
+  tmp.write("hf.export-tmp/notes.txt", "mine");
+  Config cfg = gpt2_config();
+  Generator g(1);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  train::export_hf(cfg, model.parameters(), (tmp.path / "hf").string());
+  EXPECT_TRUE(fs::exists(tmp.path / "hf" / "model.safetensors"));
+  EXPECT_EQ(read_file(tmp.path / "hf.export-tmp" / "notes.txt"), "mine");
+  for (const auto& e : fs::directory_iterator(tmp.path))  // nothing staged is left
+    EXPECT_TRUE(e.path().filename() == "hf" || e.path().filename() == "hf.export-tmp" ||
+                e.path().filename() == "stale")
+        << e.path();
+}
+
 TEST(HFImport, broken_tokenizer_files_are_refused_before_anything_is_written) {
   TempDir tmp;
   Config cfg = gpt2_config();

@@ -234,7 +234,7 @@ TEST(EvalBinary, per_position_replaces_its_file_only_after_a_successful_evaluati
   const std::string csv = read_file(pp);
   EXPECT_EQ(csv.rfind("context,position,loss\n16,0,", 0), 0u) << csv;
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 17) << csv;
-  EXPECT_FALSE(fs::exists(pp + ".partial"));
+  EXPECT_FALSE(tessera::testing::staging_left(pp));
 }
 
 TEST(EvalBinary, contexts_past_learned_positions_show_a_dash_and_none_at_all_is_an_error) {
