@@ -62,6 +62,28 @@ void remove_checkpoint(const std::string& path) {
   remove_file(digest_path(path), "digest file");
 }
 
+void commit_checkpoint(const std::string& dir, const std::string& name, const CheckpointData& ck,
+                       const RetentionPolicy& policy) {
+  const std::string path = (fs::path(dir) / name).string();
+  std::error_code ec;
+  const bool is_new = !fs::exists(path, ec);
+  save_checkpoint(path, ck);
+  try {
+    write_latest(dir, name);
+  } catch (const std::exception& e) {
+    if (!is_new) throw;  // a step saved again (a rollback's): its file was replaced, not added
+    try {
+      remove_checkpoint(path);
+    } catch (const std::exception&) {
+      throw Error(std::string(e.what()) + " (" + path + " was written, but `latest` still names "
+                  "the checkpoint before it)");
+    }
+    throw Error(std::string(e.what()) + " (" + path + " was removed again: `latest` still names "
+                "the checkpoint before it)");
+  }
+  prune_checkpoints(dir, policy, name);
+}
+
 std::vector<std::string> prune_checkpoints(const std::string& dir, const RetentionPolicy& policy,
                                            const std::string& protect) {
   TESSERA_CHECK(policy.keep >= 1, "prune_checkpoints: keep must be >= 1, got ", policy.keep);

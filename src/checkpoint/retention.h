@@ -49,6 +49,13 @@ void remove_checkpoint(const std::string& path);
 std::vector<std::string> prune_checkpoints(const std::string& dir, const RetentionPolicy& policy,
                                            const std::string& protect);
 
+// A training run's save: checkpoint `name` in dir, then `latest` naming it (the commit point), then
+// retention. When `latest` cannot be written (a full disk) a file that is new is removed again, so
+// the directory is as before the save and --resume auto continues from the checkpoint `latest`
+// still names (instead of passing over a newer one that no `latest` committed); the error says so.
+void commit_checkpoint(const std::string& dir, const std::string& name, const CheckpointData& ck,
+                       const RetentionPolicy& policy);
+
 // Deletes what interrupted saves left in dir: *.tmp files (digest files' included) and a step's
 // digest file without its checkpoint. Returns their paths. A `latest` (or `latest.tmp`) that is a
 // directory or other non-file is an Error naming it.

@@ -464,14 +464,10 @@ std::string Trainer::save(int64_t done) {
   ck.config_yaml = to_yaml(cfg_);
   const std::string name = checkpoint_name(done), path = (run_dir_ / name).string();
   // The commit: the file, then `latest`, then retention; here, or on the write thread.
-  auto commit = [dir = run_dir_.string(), name, path,
+  auto commit = [dir = run_dir_.string(), name,
                  keep = RetentionPolicy{.keep = cfg_.checkpoint.keep,
                                         .milestone_interval = cfg_.checkpoint.milestone_interval}](
-                    const CheckpointData& data) {
-    save_checkpoint(path, data);
-    write_latest(dir, name);
-    prune_checkpoints(dir, keep, name);
-  };
+                    const CheckpointData& data) { commit_checkpoint(dir, name, data, keep); };
   std::string error, note;
   if (rank_ == 0) {
     try {

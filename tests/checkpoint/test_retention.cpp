@@ -64,6 +64,38 @@ TEST_F(Retention, keeps_the_newest_k_milestones_and_the_protected_file) {
   EXPECT_EQ(steps(), (std::vector<int64_t>{400, 900, 1000}));
 }
 
+// `latest` is the commit point: a save whose `latest` cannot be written (a full disk; here a
+// directory in the way of latest.tmp) takes its new checkpoint back, so --resume auto finds the
+// run as `latest` names it instead of a newer file nothing committed. A step saved again keeps
+// its (replaced) file.
+TEST_F(Retention, a_save_whose_latest_cannot_be_written_is_taken_back) {
+  save(10);
+  CheckpointData ck;
+  ck.model = {{"w", from_vector<float>({20.0f}, {1})}};
+  ck.trainer_ints["step"] = 20;
+  ck.rng["default"] = {1, 2};
+  ck.data["epoch"] = 0;
+  fs::create_directories(dir / "latest.tmp" / "blocker");
+  const std::string e = tessera::testing::error_of(
+      [&] { commit_checkpoint(dir.string(), checkpoint_name(20), ck, {.keep = 3}); });
+  EXPECT_NE(e.find("step_00000020.h5 was removed again: `latest` still names the checkpoint "
+                   "before it"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(steps(), (std::vector<int64_t>{10}));
+  EXPECT_FALSE(fs::exists(dir / "step_00000020.h5.sha256"));
+  EXPECT_EQ(tessera::testing::read_file(dir / "latest"), checkpoint_name(10) + "\n");
+  ck.trainer_ints["step"] = 10;  // the same step again: replaced, not removed
+  EXPECT_NE(tessera::testing::error_of(
+                [&] { commit_checkpoint(dir.string(), checkpoint_name(10), ck, {.keep = 3}); }),
+            "");
+  EXPECT_EQ(steps(), (std::vector<int64_t>{10}));
+  fs::remove_all(dir / "latest.tmp");
+  commit_checkpoint(dir.string(), checkpoint_name(20), ck, {.keep = 3});
+  EXPECT_EQ(steps(), (std::vector<int64_t>{10, 20}));
+  EXPECT_EQ(tessera::testing::read_file(dir / "latest"), checkpoint_name(20) + "\n");
+}
+
 TEST_F(Retention, interrupted_writes_are_removed) {
   save(10);
   std::ofstream(dir / "step_00000020.h5.tmp") << "half a file";
