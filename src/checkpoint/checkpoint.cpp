@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <functional>
 #include <future>
 #include <map>
@@ -342,7 +343,8 @@ std::string list_problems(const std::vector<std::string>& problems) {
 // So a checkpoint name never appears without the digest of its bytes. A crash between the two
 // renames leaves the new digest file beside either nothing (no checkpoint of that name: nothing
 // lists it, and the next save of that name replaces it) or the previous file of the same name (a
-// rollback re-saves a step): that file then fails verification and is refused, never loaded.
+// rollback re-saves a step): that file then fails verification and is refused, never loaded. An
+// error there (not a crash) puts the previous file's digest file back, so it stays verifiable.
 void save_checkpoint(const std::string& path, const CheckpointData& ck) {
   check_data(ck, path);
   const std::string dir = parent_dir(path);
@@ -351,6 +353,9 @@ void save_checkpoint(const std::string& path, const CheckpointData& ck) {
   const std::string tmp = path + ".tmp", sidecar = digest_path(path);
   const std::string sidecar_tmp = sidecar + ".tmp", name = fs::path(path).filename().string();
   bool sidecar_committed = false;
+  std::string previous_digest;  // of a file of the same name (a step saved again), to put back
+  if (std::ifstream in{sidecar, std::ios::binary})
+    previous_digest.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   try {
     H5File f = H5File::create(tmp);
     write_checkpoint(f, ck);
@@ -374,7 +379,15 @@ void save_checkpoint(const std::string& path, const CheckpointData& ck) {
     std::error_code ec;
     fs::remove(tmp, ec);
     fs::remove(sidecar_tmp, ec);
-    if (sidecar_committed) fs::remove(sidecar, ec);
+    if (sidecar_committed) {
+      fs::remove(sidecar, ec);
+      if (!previous_digest.empty() && fs::exists(path, ec)) try {
+          write_all(sidecar_tmp, previous_digest);
+          rename_over(sidecar_tmp, sidecar);
+        } catch (...) {  // the file then loads unverified, with the warning that says so
+          fs::remove(sidecar_tmp, ec);
+        }
+    }
     throw;
   }
   fsync_dir(dir);

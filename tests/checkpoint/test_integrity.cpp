@@ -383,6 +383,24 @@ TEST_F(Integrity, a_probe_ended_from_outside_is_unreadable_not_damaged) {
   expect_mentions(stopped, {"did not return in 2 s", "the process was stopped"});
 }
 
+// A step saved again (a rollback's) commits its new digest file before the checkpoint's rename: a
+// rename that then fails (here the old file is immutable) must put the old digest file back, or
+// the old checkpoint would load unverified.
+TEST_F(Integrity, a_failed_save_over_a_checkpoint_puts_its_digest_file_back) {
+  const std::string file = path("step_00000010.h5");
+  save_checkpoint(file, small_checkpoint(10));
+  const std::string digest = read_file(digest_path(file));
+  std::string out;
+  if (tessera::testing::run_command("chattr +i " + file, &out) != 0)
+    GTEST_SKIP() << "no immutable files here: " << out;
+  const std::string e = error_of([&] { save_checkpoint(file, small_checkpoint(11)); });
+  tessera::testing::run_command("chattr -i " + file, &out);
+  EXPECT_NE(e.find(file), std::string::npos) << e;
+  EXPECT_EQ(read_file(digest_path(file)), digest);
+  EXPECT_EQ(verify_checkpoint_file(file), FileCheck::Verified);
+  EXPECT_EQ(load_checkpoint(file).trainer_ints.at("step"), 10);
+}
+
 TEST_F(Integrity, every_loader_refuses_a_changed_byte_naming_the_file) {
   const std::string file = path("step_00000500.h5");
   const CheckpointData ck = small_checkpoint();
