@@ -57,6 +57,17 @@ std::string hdf5_reason() {
   H5Eclear2(H5E_DEFAULT);
   for (char& c : reason)
     if (c == '\n' || c == '\r') c = ' ';  // errors are one line
+  // The file driver's read and write failures spell out their whole call ("file write failed:
+  // time = ..., filename = ..., errno = 28, error message = 'No space left on device', buf = 0x...,
+  // bytes actually written = 18446744073709551615, ..."): the C library's message is what a user
+  // acts on, and the file is named by the caller.
+  const std::string tag = "error message = '";
+  if (const size_t m = reason.find(tag), colon = reason.find(':');
+      m != std::string::npos && colon != std::string::npos && colon < m) {
+    const size_t end = reason.find('\'', m + tag.size());
+    if (end != std::string::npos)
+      reason = reason.substr(0, colon) + ": " + reason.substr(m + tag.size(), end - m - tag.size());
+  }
   return reason.empty() ? "unknown HDF5 error" : reason;
 }
 
