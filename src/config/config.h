@@ -158,8 +158,8 @@ struct SpikeConfig {
   double threshold = 7.0;     // z-score above which a loss or gradient norm is a spike
   int64_t rollback_steps = 0;  // roll back to the newest checkpoint at least this many steps
                                // before the spike (PaLM went back ~100); 0 = newest before it
-  int64_t skip_batches = 0;    // batches skipped from the spike's position; 0 = auto:
-                               // max(1, max_steps / 1000) optimizer steps' worth
+  int64_t skip_batches = 0;    // global batches (optimizer steps) skipped from the spike's
+                               // position; 0 = auto: max(1, max_steps / 1000)
   int64_t max_rollbacks = 5;   // stop with an error after this many spikes
   double lr_factor = 1.0;      // LR multiplier in (0, 1] after a rollback ...
   int64_t lr_factor_steps = 0;  // ... for this many steps

@@ -616,12 +616,13 @@ void Trainer::spike(int64_t first_window, const std::string& reason) {
                  run_dir_.string(),
                  " are intact; lower optim.lr or raise spike.max_rollbacks, then --resume auto");
   }
-  // Skip from the spike's first window on: skip_batches micro-batches of B windows, or by default
-  // a thousandth of the run in optimizer steps (PaLM skipped 200-500 batches of a ~250k-step run),
-  // at least one step's worth.
+  // Skip from the spike's first window on: skip_batches global batches (optimizer steps), or by
+  // default a thousandth of the run (PaLM skipped 200-500 batches of a ~250k-step run), at least
+  // one. Whole steps: the same windows on any world size and accumulation (a part of a step would
+  // leave the next steps straddling two of the clean run's, differently on each world size).
   // Saturated at the largest window (a huge train.max_steps): the rest of the data, not overflow.
   int64_t skip = 0;
-  if ((sc.skip_batches > 0 && __builtin_mul_overflow(sc.skip_batches, B_, &skip)) ||
+  if ((sc.skip_batches > 0 && __builtin_mul_overflow(sc.skip_batches, step_windows_, &skip)) ||
       (sc.skip_batches == 0 &&
        __builtin_mul_overflow(std::max<int64_t>(1, cfg_.train.max_steps / 1000), step_windows_,
                               &skip)) ||

@@ -409,6 +409,27 @@ TEST(Rollback, rollback_steps_skip_batches_and_lr_factor_shape_the_rolled_back_r
 // the run stops at 9 (saved too) and step 8's file is cut in half; resumed from step 9, the spike
 // at step 10 looks for a checkpoint at or before step 9 - spike.rollback_steps (1) = 8: step 8
 // does not load, so the run rolls back to step 4 and deletes the abandoned files after it.
+// skip_batches counts global batches, whole optimizer steps: with 2 micro-batches of B = 8 a step
+// reads 16 windows, so 3 skip 48 from the spike's first (step 12: 11 x 16 = 176). A count of
+// micro-batches (24 windows) would leave every later step straddling two of the clean run's, and
+// differently on each world size (2 ranks of B = 4 would skip 12).
+TEST(Rollback, skip_batches_skips_whole_steps_of_accumulated_micro_batches) {
+  TempRun run;
+  Config c = run.config(13);
+  c.train.total_batch_size = 2 * c.train.batch_size * c.sequence_length();
+  c.checkpoint.interval = 4;
+  c.spike.skip_batches = 3;
+  c.spike.inject_steps = "12";
+  c.spike.inject_kind = "nan";
+  std::ostringstream log;
+  EXPECT_EQ(train::run_training(c, log).rollbacks, 1);
+  const std::vector<std::string> events =
+      metric_lines(run.dir / "ckpt" / "run" / "metrics.jsonl", "\"rollback\"");
+  ASSERT_EQ(events.size(), 1u) << log.str();
+  EXPECT_NE(events[0].find("\"skip_begin\": 176, \"skip_end\": 224"), std::string::npos)
+      << events[0];
+}
+
 TEST(Rollback, a_damaged_newest_target_is_passed_over_with_a_warning_for_the_one_before) {
   TempRun run;
   Config c = run.config(12);
