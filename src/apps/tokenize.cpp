@@ -292,9 +292,17 @@ int run(int argc, char** argv) {
   if (val_paths.empty()) {
     std::printf("tokenize: no validation split (--val-fraction 0)\n");
   } else {
-    std::printf("tokenize: val   %zu tokens (%.1f%%) -> %s\n", val.size(),
-                100.0 * double(val.size()) / double(train.size() + val.size()),
+    const double share = double(val.size()) / double(train.size() + val.size());
+    std::printf("tokenize: val   %zu tokens (%.1f%%) -> %s\n", val.size(), 100.0 * share,
                 join(val_paths).c_str());
+    // Several documents are split between them, each whole in one split: few or unequal ones can
+    // put far more (or less) than --val-fraction in validation.
+    if (std::fabs(share - val_fraction) > 0.5 * val_fraction)
+      std::fprintf(stderr,
+                   "tokenize: warning: the validation split holds %.1f%% of the tokens, not the "
+                   "%.1f%% --val-fraction asks: each of the %zu documents stays whole in one "
+                   "split; give more, smaller documents (or one) for a closer split\n",
+                   100.0 * share, 100.0 * val_fraction, docs.size());
   }
   return 0;
 }

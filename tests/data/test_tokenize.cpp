@@ -150,4 +150,27 @@ TEST(Tokenize, tokenizer_dir_with_the_byte_tokenizer_is_refused) {
   EXPECT_FALSE(fs::exists(tmp.file("out")));
 }
 
+// Documents stay whole in one split: two of 10 and 20 bytes at --val-fraction 0.05 put the second
+// (two thirds) in validation. Said, not silent; a split near the target says nothing.
+TEST(Tokenize, a_split_far_from_val_fraction_is_warned_about) {
+  TempDir tmp;
+  const std::string a = tmp.write("a.txt", std::string(10, 'a')),
+                    b = tmp.write("b.txt", std::string(20, 'b'));
+  std::string log;
+  ASSERT_EQ(run_command(kTokenize + " --input " + a + " --input " + b + " --output " +
+                            tmp.file("far") + " --val-fraction 0.05",
+                        &log),
+            0)
+      << log;
+  EXPECT_TRUE(has(log, "val   20 tokens (66.7%)")) << log;
+  EXPECT_TRUE(has(log, "warning: the validation split holds 66.7% of the tokens, not the 5.0%"))
+      << log;
+  ASSERT_EQ(run_command(kTokenize + " --input " + b + " --input " + a + " --output " +
+                            tmp.file("near") + " --val-fraction 0.3",
+                        &log),
+            0)
+      << log;
+  EXPECT_FALSE(has(log, "warning")) << log;
+}
+
 }  // namespace
