@@ -127,8 +127,8 @@ void FlatParams::check_attached() const {
 
 Tensor FlatParams::decay_ranges(FlatRange r) const {
   TESSERA_CHECK(r.size() < (int64_t(1) << 31), "FlatParams: a flat range of ", r.size(),
-                " elements is too long for the adamw_step_flat kernel's i32 offsets; use more "
-                "ranks with dist.zero: 1, or a smaller model");
+                " elements is too long for the adamw_step_flat kernel's i32 offsets (FlatAdamW "
+                "splits its ranges below that)");
   std::vector<int32_t> out;
   for (const Slot& s : slots_) {
     if (!s.decay) continue;

@@ -11,6 +11,18 @@
 #include "optim/clip.h"
 
 namespace tessera {
+namespace {
+
+// Ranges of at most max_range elements (FlatAdamWOptions::max_range), in order.
+std::vector<FlatRange> split_long(const std::vector<FlatRange>& ranges, int64_t max_range) {
+  std::vector<FlatRange> out;
+  for (const FlatRange& f : ranges)
+    for (int64_t b = f.begin; b < f.end; b += max_range)
+      out.push_back({b, std::min(f.end, b + max_range)});
+  return out;
+}
+
+}  // namespace
 
 FlatAdamW::FlatAdamW(FlatParams& flat, dist::Communicator& comm, FlatAdamWOptions options)
     : flat_(flat), comm_(comm), opt_(options), sharded_(options.zero && comm.world() > 1) {
@@ -20,9 +32,12 @@ FlatAdamW::FlatAdamW(FlatParams& flat, dist::Communicator& comm, FlatAdamWOption
                 "AdamW: lr ", a.lr, ", beta1 ", a.beta1, ", beta2 ", a.beta2, ", eps ", a.eps,
                 ", weight_decay ", a.weight_decay,
                 ": need lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0");
+  TESSERA_CHECK(opt_.max_range > 0 && opt_.max_range < (int64_t(1) << 31),
+                "FlatAdamW: max_range must be in [1, 2^31), got ", opt_.max_range);
   if (comm.world() > 1) sync_ = std::make_unique<dist::GradSync>(flat, comm, sharded_);
   for (int r = 0; r < comm.world(); ++r) {
-    owned_.push_back(dist::GradSync::owned(flat, comm.world(), r, sharded_));
+    owned_.push_back(
+        split_long(dist::GradSync::owned(flat, comm.world(), r, sharded_), opt_.max_range));
     std::vector<int64_t> local;
     int64_t at = 0;
     for (const FlatRange& f : owned_.back()) {

@@ -43,6 +43,9 @@ struct FlatAdamWOptions {
   double max_norm = 0;  // global gradient-norm clipping; 0 = off. The coefficient rides the
                         // update (adamw_step_flat's grad_scale): the gradients are not rewritten
   bool zero = false;    // ZeRO-1: shard the optimizer state over ranks
+  // The most elements one adamw_step_flat launch updates: its decay bounds are i32 offsets, so a
+  // longer owned range is split (a 3e9-parameter model on one GPU: 3 launches). Tests set it small.
+  int64_t max_range = int64_t(1) << 30;
 };
 
 class FlatAdamW : public Optimizer {

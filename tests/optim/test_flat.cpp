@@ -357,13 +357,19 @@ TEST(Flat, bf16_parameters_accumulate_their_gradients_in_f32) {
   for (double v : values(flat.grads())) EXPECT_EQ(v, 32.0 + 0.25);
 }
 
-TEST(FlatAdamW, one_process_updates_bit_for_bit_like_per_tensor_adamw) {
+// Also with the owned range split into launches of 7 elements (FlatAdamWOptions::max_range; 2^30
+// by default, for i32 decay bounds): splits across parameters and their decay boundaries change
+// no bit.
+class FlatAdamWRanges : public ::testing::TestWithParam<int64_t> {};
+INSTANTIATE_TEST_SUITE_P(MaxRange, FlatAdamWRanges, ::testing::Values(int64_t(1) << 30, 7));
+
+TEST_P(FlatAdamWRanges, one_process_updates_bit_for_bit_like_per_tensor_adamw) {
   Generator g(3);
   std::vector<NamedParam> params = model_params(g), twin = twin_of(params);
   auto comm = single();
   FlatParams flat(params, {.pad = 1});
   const AdamWOptions a{.lr = 0.01, .weight_decay = 0.1};
-  FlatAdamW opt(flat, *comm, {.adam = a, .max_norm = 0});
+  FlatAdamW opt(flat, *comm, {.adam = a, .max_norm = 0, .max_range = GetParam()});
   AdamW ref(twin, a);
   for (int step = 0; step < 5; ++step) {
     const Tensor x = randn({3, 10}, g);
