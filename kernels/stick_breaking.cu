@@ -340,6 +340,18 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
   p.dq = head_strides(dq), p.dk = head_strides(dk), p.dv = head_strides(dv);
   p.dout = head_strides(dout);
   Tensor wrow = Tensor::empty({d.B, d.H, d.T}, {DType::F32, q.device()});  // dout . out per row
+  // The backward's checkpoints grow with T^2 (B H T^2 / 2 bytes in bf16, T^2 / 4 in f32; flash
+  // attention's scratch grows with T): an allocation that fails says so.
+  auto checkpoints = [&](int64_t floats) {
+    try {
+      return Tensor::empty({floats}, {DType::F32, q.device()});
+    } catch (const Error& e) {
+      TESSERA_FAIL(name, ": the stick-breaking backward's checkpoints take ", floats * 4,
+                   " bytes at B ", d.B, ", H ", d.H, ", T ", d.T, " (they grow with T^2): a "
+                   "smaller batch or sequence length, or softmax attention, fits (",
+                   e.what(), ")");
+    }
+  };
   const float* wr = static_cast<const float*>(wrow.data_ptr());
   const float* lr = static_cast<const float*>(log_rem.data_ptr());
   if (q.dtype() == DType::BF16) {
@@ -349,7 +361,7 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
     rowdot<bf16_t>(wrow, dout, out);
     const int64_t tiles = (d.T + kMmaTile - 1) / kMmaTile;
     // (B H, tiles, T, 4 lanes) checkpoints of 2 floats: stick_mma.h's StickCkpt.
-    Tensor ckpt = Tensor::empty({d.B * d.H * tiles * d.T * 8}, {DType::F32, q.device()});
+    Tensor ckpt = checkpoints(d.B * d.H * tiles * d.T * 8);
     auto* cp = static_cast<mma::StickCkpt*>(ckpt.data_ptr());
     Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v),
            dO = aligned_input(dout);
@@ -377,7 +389,7 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
   } else {
     rowdot<float>(wrow, dout, out);
     const int64_t blocks = (d.T + 31) / 32;
-    Tensor ckpt = Tensor::empty({d.B * d.H * d.T * blocks * 2}, {DType::F32, q.device()});
+    Tensor ckpt = checkpoints(d.B * d.H * d.T * blocks * 2);
     auto* cp = static_cast<float2*>(ckpt.data_ptr());
     auto ptr = [](const Tensor& t) { return static_cast<const float*>(t.data_ptr()); };
     auto mut = [](const Tensor& t) { return static_cast<float*>(t.data_ptr()); };
