@@ -18,6 +18,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "allocator.cuh"
@@ -44,6 +45,7 @@ struct Pool {
   std::mutex mu;
   std::unordered_map<size_t, std::vector<void*>> cached;  // size class -> free blocks
   std::unordered_map<void*, size_t> live;                 // handed-out block -> its size class
+  std::unordered_set<void*> exact;  // live blocks of the requested size, not a class: never cached
   DeviceMemoryStats stats;
 };
 
@@ -103,11 +105,19 @@ void* allocate(size_t nbytes, int device) {
   }
   DeviceGuard guard(device);
   void* b = nullptr;
+  size_t got = size;
   cudaError_t err = cudaMalloc(&b, size);
   if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();  // not sticky, but clear it so the next check does not see it
     free_cached(p);
     err = cudaMalloc(&b, size);
+  }
+  // A class rounds up by as much as an eighth (a 68.8 GB request is a 77.3 GB block): what fits
+  // only at its own size is allocated so, and freed rather than cached when released.
+  if (err == cudaErrorMemoryAllocation && size > nbytes) {
+    cudaGetLastError();
+    err = cudaMalloc(&b, nbytes);
+    if (err == cudaSuccess) got = nbytes, p.exact.insert(b);
   }
   if (err != cudaSuccess) {
     cudaGetLastError();
@@ -119,10 +129,10 @@ void* allocate(size_t nbytes, int device) {
                  mib(int64_t(free_b)), " free of ", mib(int64_t(total_b)), " (",
                  cudaGetErrorString(err), ")");
   }
-  p.live.emplace(b, size);
+  p.live.emplace(b, got);
   p.stats.cuda_malloc_calls++;
-  p.stats.reserved_bytes += int64_t(size);
-  p.stats.in_use_bytes += int64_t(size);
+  p.stats.reserved_bytes += int64_t(got);
+  p.stats.in_use_bytes += int64_t(got);
   if (p.stats.reserved_bytes > p.stats.peak_reserved_bytes)
     p.stats.peak_reserved_bytes = p.stats.reserved_bytes;
   return b;
@@ -145,7 +155,8 @@ void release(void* ptr, int device) {
   const size_t size = it->second;
   p.live.erase(it);
   p.stats.in_use_bytes -= int64_t(size);
-  if (caching_enabled()) {
+  const bool exact = p.exact.erase(ptr) > 0;
+  if (caching_enabled() && !exact) {
     p.cached[size].push_back(ptr);
     p.stats.cached_bytes += int64_t(size);
     return;

@@ -143,16 +143,22 @@ void nf4_matmul(const Tensor& c, const Tensor& a, const Tensor& codes, const Ten
   DeviceGuard guard(c.device().index);
   upload_codebook();
   if (N == 0 || J == 0) return;
-  const dim3 grid(unsigned((J + kTile - 1) / kTile), unsigned((N + kTile - 1) / kTile));
   const auto* cp = static_cast<const uint8_t*>(codes.data_ptr());
   const auto* ap = static_cast<const float*>(absmax.data_ptr());
+  // Row tiles go in y, at most 65535 of them a launch: more rows (4.2M tokens) in chunks.
+  constexpr int64_t kMaxRows = 65535 * kTile;
   auto launch = [&](auto* cptr, const auto* aptr) {
-    if (trans_w)
-      nf4_matmul_kernel<std::remove_const_t<std::remove_pointer_t<decltype(aptr)>>, true>
-          <<<grid, kThreads>>>(cptr, aptr, cp, ap, N, J, Tr, cols);
-    else
-      nf4_matmul_kernel<std::remove_const_t<std::remove_pointer_t<decltype(aptr)>>, false>
-          <<<grid, kThreads>>>(cptr, aptr, cp, ap, N, J, Tr, cols);
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(aptr)>>;
+    for (int64_t r0 = 0; r0 < N; r0 += kMaxRows) {
+      const int64_t n = std::min(kMaxRows, N - r0);
+      const dim3 grid(unsigned((J + kTile - 1) / kTile), unsigned((n + kTile - 1) / kTile));
+      if (trans_w)
+        nf4_matmul_kernel<T, true><<<grid, kThreads>>>(cptr + r0 * J, aptr + r0 * Tr, cp, ap, n,
+                                                        J, Tr, cols);
+      else
+        nf4_matmul_kernel<T, false><<<grid, kThreads>>>(cptr + r0 * J, aptr + r0 * Tr, cp, ap, n,
+                                                         J, Tr, cols);
+    }
   };
   if (c.dtype() == DType::F32) {
     launch(static_cast<float*>(c.data_ptr()), static_cast<const float*>(a.data_ptr()));

@@ -337,5 +337,27 @@ TEST(TrainCuda, freed_blocks_are_reused_and_empty_cache_returns_them) {
   EXPECT_GT(s3.cuda_free_calls, s2.cuda_free_calls);
 }
 
+#ifdef TESSERA_CUDA_EMU
+// A request whose size class does not fit but whose own size does (the class rounds 11 MiB + 4
+// bytes up to 12 MiB) is allocated at its own size, and freed, not cached, when released: the
+// emulator's TESSERA_EMU_MALLOC_MAX plays the nearly full GPU.
+TEST(TrainCuda, a_request_that_fits_only_unrounded_is_allocated_unrounded) {
+  if (!cuda::caching_enabled()) GTEST_SKIP() << "TESSERA_CUDA_CACHE=0: the cache is off";
+  cuda::empty_cache(0);
+  const cuda::DeviceMemoryStats s0 = cuda::device_memory_stats(0);
+  {
+    const int64_t bytes = (11 << 20) + 4;
+    testing::ScopedEnv full{{"TESSERA_EMU_MALLOC_MAX", std::to_string(bytes).c_str()}};
+    Tensor t = Tensor::empty({bytes / 4}, {DType::F32, kGpu});
+    const cuda::DeviceMemoryStats s1 = cuda::device_memory_stats(0);
+    EXPECT_EQ(s1.in_use_bytes - s0.in_use_bytes, bytes);
+  }
+  const cuda::DeviceMemoryStats s2 = cuda::device_memory_stats(0);
+  EXPECT_EQ(s2.cached_bytes, s0.cached_bytes);
+  EXPECT_EQ(s2.reserved_bytes, s0.reserved_bytes);
+  EXPECT_EQ(s2.cuda_free_calls, s0.cuda_free_calls + 1);
+}
+#endif
+
 }  // namespace
 }  // namespace tessera
