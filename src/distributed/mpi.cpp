@@ -5,7 +5,9 @@
 //  - Our own communicator (MPI_Comm_idup of MPI_COMM_WORLD; both with MPI_ERRORS_RETURN): the
 //    application's MPI traffic cannot match ours, and errors come back as codes that MPI_CHECK
 //    turns into tessera::Error with file:line instead of killing the job. idup, not dup, so that a
-//    rank that never starts cannot hang construction past timeout_s.
+//    rank that never starts cannot hang construction past timeout_s; MPI_Init_thread itself, which
+//    waits for every rank of the launch and cannot be cancelled, is watched by a thread that ends
+//    the process with a message naming the rank once timeout_s has passed.
 //  - reduce_scatter is MPI_Ireduce_scatter with per-rank recvcounts from shard_range: each rank
 //    receives only its shard (about half the traffic of an all_reduce), and the counts form takes
 //    the uneven and empty last shards that MPI_Ireduce_scatter_block cannot. With MPI_IN_PLACE the
@@ -23,6 +25,7 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <condition_variable>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -71,7 +74,11 @@ void finalize_at_exit() {
 }
 
 // MPI_Init_thread once, unless the application initialised MPI itself (then it finalises too).
-void ensure_mpi_initialized() {
+// MPI_Init_thread returns when every rank of the launch has called it: a rank that never starts,
+// or is stopped before, would leave the others waiting for good, and nothing cancels the call. A
+// watchdog ends this process after timeout_s with a message naming the rank (the launcher then
+// ends the others); exit status 1, nothing written yet.
+void ensure_mpi_initialized(double timeout_s, const LaunchInfo& launch) {
   static std::mutex mu;
   std::lock_guard lock(mu);
   int initialized = 0, finalized = 0;
@@ -79,8 +86,30 @@ void ensure_mpi_initialized() {
   if (initialized) return;
   MPI_CHECK(MPI_Finalized(&finalized), "initialisation");
   TESSERA_CHECK(!finalized, "MPI was already finalised: no communicator can be made after exit");
+  std::mutex wait_mu;
+  std::condition_variable started_cv;
+  bool started = false;
+  std::thread watchdog([&] {
+    std::unique_lock<std::mutex> wait(wait_mu);
+    if (started_cv.wait_for(wait, std::chrono::duration<double>(timeout_s), [&] { return started; }))
+      return;
+    std::fprintf(stderr,
+                 "tessera: rank %d of %d: MPI did not start within dist.timeout = %g s: a rank of "
+                 "this launch has not started or is stalled (MPI_Init_thread waits for all %d); "
+                 "nothing was written\n",
+                 launch.rank, launch.world, timeout_s, launch.world);
+    std::fflush(stderr);
+    std::_Exit(1);
+  });
   int provided = 0;
-  MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread");
+  const int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
+  {
+    std::lock_guard<std::mutex> done(wait_mu);
+    started = true;
+  }
+  started_cv.notify_one();
+  watchdog.join();
+  MPI_CHECK(rc, "MPI_Init_thread");
   std::atexit(finalize_at_exit);
   // Errors MPI raises outside our communicator come back as codes too: Open MPI 4.1 raised a
   // failed MPI_Test of a request on MPI_COMM_WORLD, whose default handler ends the job before
@@ -282,7 +311,7 @@ class MpiCommunicator final : public Communicator {
  public:
   MpiCommunicator(const CommOptions& options, const LaunchInfo& launch)
       : s_(std::make_shared<MpiState>()), local_rank_(launch.local_rank) {
-    ensure_mpi_initialized();
+    ensure_mpi_initialized(options.timeout_s, launch);
     s_->timeout_s = options.timeout_s;
     MPI_Comm comm = MPI_COMM_NULL;
     MPI_Request request = MPI_REQUEST_NULL;

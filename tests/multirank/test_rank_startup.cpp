@@ -1,0 +1,47 @@
+// A launch whose ranks do not all start: MPI_Init_thread waits for every rank and nothing cancels
+// it, so a rank that never starts (or is stopped before MPI starts) left the others waiting for
+// good, past dist.timeout. The backend's watchdog ends such a rank after dist.timeout with a
+// message naming it, and the launcher then ends the rest.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "core/build.h"
+#include "multirank/mpirun.h"
+#include "test_util.h"
+#include "train/train_fixture.h"
+
+using namespace tessera;
+using namespace tessera::testing;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Rank 1 of the launch is `sleep 60`, a process that never calls MPI_Init: rank 0 must give up
+// after its 3 s (the 40 s bound leaves room for a loaded machine; waiting for sleep takes 60).
+TEST(RankStartup, a_rank_that_never_starts_ends_the_launch_after_dist_timeout) {
+  if (!built_with::mpi()) GTEST_SKIP() << "tessera was built without MPI";
+  TempRun run;
+  Config c = run.config(2);
+  c.dist.timeout = 3;
+  const fs::path cfg = run.dir / "startup.yaml", log = run.dir / "startup.log";
+  std::ofstream(cfg) << to_yaml(c);
+  const auto start = std::chrono::steady_clock::now();
+  const int rc = run_logged(mpirun_command() + " -np 1 " + kTrain + " --config " + cfg.string() +
+                                " : -np 1 sleep 60",
+                            log);
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::string out = read(log);
+  EXPECT_NE(rc, 0) << out;
+  EXPECT_LT(took, 40) << out;
+  EXPECT_NE(out.find("rank 0 of 2: MPI did not start within dist.timeout = 3 s"),
+            std::string::npos)
+      << out;
+  EXPECT_FALSE(fs::exists(fs::path(c.checkpoint.dir) / c.train.run_name)) << out;
+}
+
+}  // namespace
