@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <iostream>
+#include <string>
 
 #include "config/cli.h"
 #include "distributed/communicator.h"
@@ -39,7 +40,10 @@ int main(int argc, char** argv) {
       std::cerr << "train: " << e.what() << std::endl;
       return 1;
     }
-    std::cerr << "train (rank " << rank << " of " << world << "): " << e.what() << std::endl;
+    // One write: the ranks' lines would otherwise interleave mid-line on a shared stderr.
+    const std::string line = "train (rank " + std::to_string(rank) + " of " +
+                             std::to_string(world) + "): " + e.what() + "\n";
+    std::cerr.write(line.data(), std::streamsize(line.size())).flush();
     // Leave without the exit handlers (an MPI_Finalize would wait for ranks that may be stuck in a
     // collective): the launcher sees the failure and stops the other ranks.
     std::cout.flush();
