@@ -10,8 +10,10 @@
 //
 // Windows: each shard is cut into windows of T + 1 tokens starting at 0, T, 2T, ...; consecutive
 // windows share one token, so every token but a shard's first is a target exactly once (a tail of
-// fewer than T + 1 tokens is not used). Windows never cross shards: documents in different shards
-// are unrelated. inputs = window[0, T), targets = window[1, T + 1).
+// fewer than T + 1 tokens is not used). Windows never cross shards, each a file of its own (tokenize
+// cuts its stream into shards of a fixed size, a document across two at most: the up to T tokens
+// lost at each boundary are nothing at 10^8 tokens a shard). inputs = window[0, T), targets =
+// window[1, T + 1).
 //
 // Order: an epoch visits all windows of all shards once, in a permutation that is a pure function
 // of (seed, epoch) (identity when shuffle is off). One call of next() on every rank reads W * B
