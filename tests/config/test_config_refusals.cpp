@@ -1,7 +1,7 @@
 // Config refusals kept apart from test_config.cpp's table: YAML anchors and aliases, refused when
 // a file is read (config.cpp; a few hundred bytes of nested aliases would otherwise make reading
-// the config take exponential time), and a value refused outright reported alone, not with the
-// rules that assume a valid one.
+// the config take exponential time), a value refused outright reported alone, not with the rules
+// that assume a valid one, AdamW's keys under the fused optimizers, and blanks around --set values.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -48,6 +48,50 @@ TEST(ConfigValidation, a_negative_lora_rank_is_reported_without_the_adapter_rule
   const std::string e = error_of([&] { cfg.validate(); });
   EXPECT_CONTAINS(e, "lora.rank must be >= 0, got -1");
   EXPECT_EQ(e.find("checkpoint.init"), std::string::npos) << e;
+}
+
+// An override's value is trimmed as YAML trims a plain scalar: `--set "checkpoint.dir=/x "` is the
+// directory /x, as `dir: /x ` is. A quoted YAML value keeps its blanks, and a run name that starts
+// or ends with one is refused (a directory name nobody can type back).
+TEST(ConfigValidation, override_values_are_trimmed_as_yaml_values_are) {
+  Config cfg;
+  apply_override(cfg, "checkpoint.dir= /tmp/x ");
+  apply_override(cfg, "train.run_name=run\t");
+  apply_override(cfg, "optim.name= adalomo");
+  EXPECT_EQ(cfg.checkpoint.dir, "/tmp/x");
+  EXPECT_EQ(cfg.train.run_name, "run");
+  EXPECT_EQ(cfg.optim.name, "adalomo");
+  const Config yaml = parse_config("checkpoint:\n  dir: /tmp/x   \n", "plain.yaml");
+  EXPECT_EQ(yaml.checkpoint.dir, cfg.checkpoint.dir);
+  for (const char* name : {"\" \"", "\"run \"", "\" run\""}) {
+    SCOPED_TRACE(name);
+    EXPECT_CONTAINS(error_of([&] { parse_config(std::string("train:\n  run_name: ") + name + "\n",
+                                                "quoted.yaml"); }),
+                    "starts or ends with a blank");
+  }
+}
+
+// AdamW's moments and epsilon mean nothing to LOMO (SGD) or AdaLomo (its own second-moment
+// decay). Whether a fused optimizer accumulates depends on the world size: the trainer checks it
+// (tests/train/test_fused.cpp), the config alone accepts two ranks' micro-batches.
+TEST(ConfigValidation, fused_optimizers_refuse_adamws_keys) {
+  Config cfg;
+  apply_override(cfg, "optim.name=lomo");
+  apply_override(cfg, "train.total_batch_size=1536");  // 12 x 64 on each of 2 ranks
+  EXPECT_NO_THROW(cfg.validate());
+  apply_override(cfg, "optim.beta1=0.5");
+  EXPECT_CONTAINS(error_of([&] { cfg.validate(); }),
+                  "optim.beta1 (0.5) applies to adamw only; optim.name 'lomo' would ignore it");
+  apply_override(cfg, "optim.name=adalomo");
+  apply_override(cfg, "optim.beta1=0.9");
+  apply_override(cfg, "optim.eps=0.001");
+  apply_override(cfg, "optim.beta2=0.9");
+  const std::string msg = error_of([&] { cfg.validate(); });
+  EXPECT_CONTAINS(msg, "optim.beta2 (0.9) applies to adamw only; optim.name 'adalomo'");
+  EXPECT_CONTAINS(msg, "optim.eps (0.001) applies to adamw only");
+  EXPECT_EQ(msg.find("beta1"), std::string::npos) << msg;
+  apply_override(cfg, "optim.name=adamw");
+  EXPECT_NO_THROW(cfg.validate());
 }
 
 }  // namespace
