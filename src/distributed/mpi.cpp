@@ -281,9 +281,10 @@ class MpiWork final : public Work {
       if (waited >= state_->timeout_s) state_->gave_up = true;
       TESSERA_CHECK(waited < state_->timeout_s, "MPI ", what_,
                     " did not complete within timeout_s = ", state_->timeout_s,
-                    " s: another rank has not joined it (dead, stuck, or issuing collectives in a "
-                    "different order). The request stays in flight: wait() again to keep "
-                    "waiting, or end the job (MPI_Abort)");
+                    " s: another rank has not joined it (dead, stopped, or issuing collectives in "
+                    "a different order): the ranks that do not report this are the ones to look "
+                    "at. (The request stays in flight: a program may wait() again, or end the "
+                    "job with MPI_Abort.)");
       if (waited < 1.0)
         std::this_thread::yield();
       else
