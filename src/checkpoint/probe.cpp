@@ -251,8 +251,8 @@ void write_all(int fd, const std::string& text) {
   // The child never outlives the process waiting for it: killed by a launcher's time limit, an
   // interrupt or mpirun ending the job, that process could not stop a child looping in HDF5, which
   // would spin on alone. So it dies with it (the forking thread waits for it to the end, so its
-  // exit is the process's), and is gone too if that happened before this line; and it stops
-  // itself shortly after the deadline its parent keeps.
+  // exit is the process's), and is gone too if that happened before this line; and a loop ends at
+  // its CPU time limit (below).
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(1);
   // HDF5 looping on damaged metadata spins on the CPU: past timeout_s seconds of CPU time the
