@@ -23,8 +23,6 @@
 // --stride S scores the same tokens with a window that slides by S (train::evaluate_strided): each
 // token with at least T - S tokens of context instead of those since its window began (at every
 // context T of --contexts, each >= S); it costs about T / S times the forward passes.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -45,6 +43,7 @@
 #include "train/eval_flags.h"
 #include "train/load.h"
 #include "train/options.h"
+#include "train/output_dir.h"
 #include "train/trainer.h"
 
 namespace {
@@ -98,7 +97,7 @@ void check_positions_file(const std::string& path) {
                 folder.string(), fs::exists(folder) ? " is not a directory" : " does not exist");
   // The file write_positions writes first, made and removed again: the one test of writability
   // that permission bits, read-only mounts and special file systems all answer.
-  const std::string probe = path + ".partial-" + std::to_string(getpid());
+  const std::string probe = train::staging_path(path);
   const bool made = bool(std::ofstream(probe));
   const int err = errno;
   std::error_code ignored;
@@ -111,7 +110,7 @@ void check_positions_file(const std::string& path) {
 // the old file, if any, as it was.
 void write_positions(const std::string& path,
                      const std::vector<std::pair<int64_t, std::vector<double>>>& series) {
-  const std::string tmp = path + ".partial-" + std::to_string(getpid());  // none of the user's
+  const std::string tmp = train::staging_path(path);
   std::ofstream out(tmp);
   TESSERA_CHECK(out, "--per-position: cannot write ", tmp);
   char buf[64];

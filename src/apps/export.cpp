@@ -8,8 +8,6 @@
 // scripts/hf_logits.py compares against an independent PyTorch model loaded from DIR. It is written
 // first as FILE.partial-<pid> and renamed once DIR is in place: a failure leaves neither. FILE must not
 // exist, as DIR must not (or be empty).
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cxxopts.hpp>
@@ -24,6 +22,7 @@
 #include "train/hf_dir.h"
 #include "train/load.h"
 #include "train/options.h"
+#include "train/output_dir.h"
 
 int main(int argc, char** argv) {
   using namespace tessera;
@@ -85,7 +84,7 @@ int main(int argc, char** argv) {
     // A full checkpoint's tensors as stored (a bf16 one stays bf16, byte for byte); load_model's
     // copies are f32. A merged LoRA model is what merge_into computed.
     const auto params = m.lora ? model->parameters() : load_checkpoint(m.path).model;
-    const std::string staged = ref + ".partial-" + std::to_string(getpid());  // none of the user's
+    const std::string staged = train::staging_path(ref);
     int64_t T = 0;
     if (!ref.empty()) {
       NoGradGuard no_grad;

@@ -1,5 +1,7 @@
 #include "train/output_dir.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "checkpoint/retention.h"
@@ -20,6 +22,10 @@ void check_new_checkpoint_dir(const std::string& dir, const std::string& flag) {
   TESSERA_CHECK(held.empty(), flag, " ", dir, " already holds a run (", held,
                 "); writing there would re-point its latest. Choose another directory (nothing "
                 "was written)");
+}
+
+std::string staging_path(const std::string& path) {
+  return path + ".partial-" + std::to_string(::getpid());
 }
 
 void write_checkpoint_dir(const std::string& dir, const std::string& name, const CheckpointData& ck,

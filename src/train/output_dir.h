@@ -30,4 +30,9 @@ using ExtraFiles = std::function<void(std::vector<std::filesystem::path>* made)>
 void write_checkpoint_dir(const std::string& dir, const std::string& name, const CheckpointData& ck,
                           const ExtraFiles& extra = {});
 
+// The name a file is written under before it is renamed to `path`: path.partial-<pid>, beside it
+// (the rename stays in one file system) and none of the user's (eval --per-position, export
+// --reference-logits).
+std::string staging_path(const std::string& path);
+
 }  // namespace tessera::train

@@ -109,9 +109,9 @@ void Report::line(const std::string& text) {
 void Report::emit(const std::string& json) {
   if (metrics_fd_ < 0) return;
   struct stat at_path {}, open_file {};
-  if (::fstat(metrics_fd_, &open_file) == 0 &&
-      (::stat(metrics_path_.c_str(), &at_path) != 0 || at_path.st_ino != open_file.st_ino ||
-       at_path.st_dev != open_file.st_dev)) {
+  bool known = ::fstat(metrics_fd_, &open_file) == 0;
+  if (known && (::stat(metrics_path_.c_str(), &at_path) != 0 || at_path.st_ino != open_file.st_ino ||
+                at_path.st_dev != open_file.st_dev)) {
     log_ << "warning: " << metrics_path_.string() << " was removed or replaced while this run "
          << "wrote it: its lines go on in a new file at that path\n";
     ::close(metrics_fd_);
@@ -122,9 +122,10 @@ void Report::emit(const std::string& json) {
       log_ << "warning: " << e.what() << ": metrics.jsonl lines are dropped\n";
       return;
     }
+    known = ::fstat(metrics_fd_, &open_file) == 0;
   }
   const std::string text = json + "\n";
-  const off_t before = ::fstat(metrics_fd_, &open_file) == 0 ? open_file.st_size : -1;
+  const off_t before = known ? open_file.st_size : -1;
   size_t done = 0;
   int error = 0;
   while (done < text.size()) {
