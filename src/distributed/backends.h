@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,5 +46,19 @@ std::vector<uint8_t> share_from_rank0(const std::vector<uint8_t>& bytes, const s
 void remove_shared_bytes(const std::string& name, const CommOptions& options);  // never throws
 // The directory of "file:///dir" ("" for an empty init); anything else is an Error.
 std::string init_directory(const std::string& init);
+
+// The roll call a rank takes when one of its collectives times out (mpi.cpp): it asks every peer
+// which collective it is waiting in. A peer waiting in one answers roll_call_answer(its collective
+// number on this communicator, seconds it has waited, its describe_collective); a peer stopped,
+// dead or busy outside the collectives does not answer within grace_s. roll_call_report turns the
+// answers (indexed by rank; this rank's and unanswered ones empty) into the sentences of the
+// timeout error, ending with the ranks to look at: the silent ones and those in another collective
+// than `number` (issued in a different order).
+std::string roll_call_answer(uint64_t number, double waited_s, const std::string& what);
+std::string roll_call_report(int rank, uint64_t number,
+                             const std::vector<std::optional<std::string>>& answers,
+                             double grace_s);
+// "rank 3", "ranks 1-3, 7": sorted, distinct ranks, runs collapsed (a 512-rank job stays one line).
+std::string rank_list(const std::vector<int>& ranks);
 
 }  // namespace tessera::dist

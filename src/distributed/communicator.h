@@ -20,7 +20,9 @@
 //  - Nothing hangs forever: a collective that makes no progress for timeout_s is a tessera::Error.
 //    MPI: wait() gives up after blocking timeout_s; the request stays in flight, so wait() may be
 //    called again (a late rank completes it), and a handle dropped unfinished is finished by later
-//    calls. A dead peer means the job must end (MPI_Abort, or exit: tessera then skips
+//    calls. Before it gives up it takes a roll call (mpi.cpp): the error names the ranks that did
+//    not answer (stopped, dead, busy elsewhere) and those waiting in another collective. A dead
+//    peer means the job must end (MPI_Abort, or exit: tessera then skips
 //    MPI_Finalize, which would hang, and mpirun reports the failure); only the caller knows
 //    whether to save first, so tessera never aborts on its own.
 //    NCCL: wait() makes the compute stream (the legacy default stream, where tessera's kernels

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <iomanip>
 #include <optional>
 #include <sstream>
 #include <string_view>
@@ -153,6 +154,92 @@ std::string describe_collective(const char* what, ReduceOp op, bool reduces, con
   if (reduces) os << " (" << reduce_op_name(op) << ")";
   os << " of " << t.numel() << " " << dtype_name(t.dtype()) << " elements on rank " << rank
      << " of " << world;
+  return os.str();
+}
+
+// ---- the roll call of a timed-out collective -------------------------------------------------
+
+std::string rank_list(const std::vector<int>& ranks) {
+  std::vector<int> r = ranks;
+  std::sort(r.begin(), r.end());
+  r.erase(std::unique(r.begin(), r.end()), r.end());
+  std::string s = r.size() == 1 ? "rank " : "ranks ";
+  for (size_t i = 0; i < r.size();) {
+    size_t j = i;
+    while (j + 1 < r.size() && r[j + 1] == r[j] + 1) ++j;
+    if (i > 0) s += ", ";
+    s += std::to_string(r[i]);
+    if (j > i) s += (j == i + 1 ? ", " : "-") + std::to_string(r[j]);
+    i = j + 1;
+  }
+  return s;
+}
+
+std::string roll_call_answer(uint64_t number, double waited_s, const std::string& what) {
+  std::ostringstream os;
+  os << number << " " << std::fixed << std::setprecision(1) << waited_s << " " << what;
+  return os.str();
+}
+
+std::string roll_call_report(int rank, uint64_t number,
+                             const std::vector<std::optional<std::string>>& answers,
+                             double grace_s) {
+  std::vector<int> silent, same, garbled;
+  std::vector<std::string> elsewhere;  // one sentence per rank in another collective
+  std::vector<int> elsewhere_ranks;
+  for (int r = 0; r < int(answers.size()); ++r) {
+    if (r == rank) continue;
+    if (!answers[size_t(r)]) {
+      silent.push_back(r);
+      continue;
+    }
+    std::istringstream in(*answers[size_t(r)]);
+    uint64_t theirs = 0;
+    double waited = 0;
+    std::string what;
+    if (!(in >> theirs >> waited) || !std::getline(in >> std::ws, what)) {
+      garbled.push_back(r);  // not from this version of tessera
+      continue;
+    }
+    if (theirs == number) {
+      same.push_back(r);
+      continue;
+    }
+    std::ostringstream os;
+    os << "rank " << r << " has waited " << std::fixed << std::setprecision(1) << waited
+       << " s in collective #" << theirs << " (" << what << ")";
+    elsewhere.push_back(os.str());
+    elsewhere_ranks.push_back(r);
+  }
+  std::ostringstream os;
+  os << "Roll call of the other ranks, answered by those waiting in a collective: ";
+  std::vector<std::string> parts;
+  if (!silent.empty()) {
+    std::ostringstream p;
+    p << rank_list(silent) << " did not answer within " << grace_s
+      << " s (stopped, dead, or busy outside the collectives: a long evaluation, save or step)";
+    parts.push_back(p.str());
+  }
+  if (!same.empty())
+    parts.push_back(rank_list(same) + (same.size() == 1 ? " is" : " are") +
+                    " waiting in this collective too (#" + std::to_string(number) + ")");
+  constexpr size_t kShown = 4;  // sentences; the rest are counted
+  for (size_t i = 0; i < elsewhere.size() && i < kShown; ++i) parts.push_back(elsewhere[i]);
+  if (elsewhere.size() > kShown)
+    parts.push_back(std::to_string(elsewhere.size() - kShown) + " more in other collectives");
+  if (!garbled.empty()) parts.push_back(rank_list(garbled) + " answered unreadably");
+  for (size_t i = 0; i < parts.size(); ++i) os << (i ? "; " : "") << parts[i];
+  if (!elsewhere.empty())
+    os << ". This rank is in collective #" << number
+       << ": the ranks issue collectives in different orders";
+  std::vector<int> look = silent;
+  look.insert(look.end(), elsewhere_ranks.begin(), elsewhere_ranks.end());
+  look.insert(look.end(), garbled.begin(), garbled.end());
+  if (!look.empty())
+    os << ". Look at " << rank_list(look) << ".";
+  else
+    os << ". Every rank is waiting in it: the transport between them is stuck (network, shared "
+          "memory), not a rank.";
   return os.str();
 }
 

@@ -19,6 +19,11 @@
 //    forbids freeing them earlier), so the arrays live in the MpiWork.
 //  - MPI_THREAD_SERIALIZED, and one mutex around this backend's MPI calls: handles may be waited
 //    from any thread.
+//  - A wait() that times out first takes a roll call (roll_call_report in backends.h): it asks
+//    every peer, with point-to-point messages on our communicator under tags of their own (MPI
+//    keeps them apart from the collectives' traffic), which collective it is waiting in. Every
+//    wait() answers such questions once it has waited kAnswerAfter_s; a rank stopped, dead or
+//    busy elsewhere stays silent. The error then names the ranks to look at, not only "another".
 #include <mpi.h>
 
 #include <algorithm>
@@ -32,6 +37,7 @@
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "distributed/backends.h"
@@ -195,6 +201,7 @@ struct MpiState {
   double timeout_s = 300;
   std::mutex mu;  // serialises MPI calls (MPI_THREAD_SERIALIZED) and guards `orphans`
   std::atomic<bool> gave_up{false};  // a wait() ran out of timeout_s: the peers are not coming
+  uint64_t issued = 0;  // collectives this rank has issued on comm, numbering them (guarded by mu)
 
   struct Orphan {
     MPI_Request request;
@@ -217,6 +224,100 @@ struct MpiState {
         ++i;
       }
     }
+  }
+
+  // ---- the roll call (see the file's header) ----
+  static constexpr int kAskTag = 7001, kAnswerTag = 7002;
+  static constexpr int kAnswerBytes = 1024;  // an answer's text is cut to fit
+  static constexpr double kAnswerAfter_s = 0.05;
+
+  // Sends `text` to rank `to`; the request is driven, and the text kept, as an orphan's.
+  void send_locked(int to, int tag, const std::string& text, std::string what) {
+    std::vector<uint8_t> bytes(text.begin(), text.end());
+    Tensor buffer = from_vector<uint8_t>(bytes, {int64_t(bytes.size())});
+    MPI_Request request = MPI_REQUEST_NULL;
+    if (MPI_Isend(buffer.data_ptr(), int(bytes.size()), MPI_CHAR, to, tag, comm, &request) ==
+        MPI_SUCCESS)
+      orphans.push_back({request, std::move(buffer), std::move(what)});
+  }
+
+  // Answers every question asked of this rank so far: the collective it waits in (number, what)
+  // and for how long. Called with mu held, from wait() and from a roll call of this rank's own.
+  void answer_roll_calls_locked(uint64_t number, double waited_s, const std::string& what) {
+    for (;;) {
+      int flag = 0;
+      MPI_Status status;
+      if (MPI_Iprobe(MPI_ANY_SOURCE, kAskTag, comm, &flag, &status) != MPI_SUCCESS || !flag) break;
+      char question[64];
+      if (MPI_Recv(question, sizeof question, MPI_CHAR, status.MPI_SOURCE, kAskTag, comm,
+                   MPI_STATUS_IGNORE) != MPI_SUCCESS)
+        break;
+      const std::string answer = roll_call_answer(number, waited_s, what);
+      send_locked(status.MPI_SOURCE, kAnswerTag, answer.substr(0, kAnswerBytes),
+                  "roll-call answer to rank " + std::to_string(status.MPI_SOURCE));
+    }
+    reap_locked();
+  }
+
+  // Asks every peer which collective it waits in and collects the answers for up to grace_s; the
+  // report of roll_call_report. This rank waits in collective `number` (what) since `since`.
+  std::string roll_call(uint64_t number, const std::string& what,
+                        std::chrono::steady_clock::time_point since) {
+    const double grace_s = std::min(1.0, timeout_s);
+    std::vector<std::optional<std::string>> answers(static_cast<size_t>(world));
+    std::vector<MPI_Request> pending(static_cast<size_t>(world), MPI_REQUEST_NULL);
+    std::vector<std::vector<char>> text(static_cast<size_t>(world), std::vector<char>(kAnswerBytes));
+    {
+      std::lock_guard lock(mu);
+      // Answers to an earlier roll call that came too late would pass for this one's.
+      for (int flag = 1; flag;) {
+        MPI_Status status;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, kAnswerTag, comm, &flag, &status) != MPI_SUCCESS) break;
+        if (flag && MPI_Recv(text[0].data(), kAnswerBytes, MPI_CHAR, status.MPI_SOURCE,
+                             kAnswerTag, comm, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+          break;
+      }
+      for (int r = 0; r < world; ++r) {
+        if (r == rank) continue;
+        if (MPI_Irecv(text[size_t(r)].data(), kAnswerBytes, MPI_CHAR, r, kAnswerTag, comm,
+                      &pending[size_t(r)]) != MPI_SUCCESS)
+          pending[size_t(r)] = MPI_REQUEST_NULL;  // counts as silent
+        send_locked(r, kAskTag, std::to_string(number), "roll call of rank " + std::to_string(r));
+      }
+    }
+    const auto start = std::chrono::steady_clock::now();
+    for (bool open = true; open;) {
+      {
+        std::lock_guard lock(mu);
+        open = false;
+        for (int r = 0; r < world; ++r) {
+          MPI_Request& request = pending[size_t(r)];
+          if (request == MPI_REQUEST_NULL) continue;
+          int flag = 0, bytes = 0;
+          MPI_Status status;
+          if (MPI_Test(&request, &flag, &status) != MPI_SUCCESS) {
+            request = MPI_REQUEST_NULL;
+          } else if (flag) {
+            MPI_Get_count(&status, MPI_CHAR, &bytes);
+            answers[size_t(r)] = std::string(text[size_t(r)].data(), size_t(std::max(bytes, 0)));
+          } else {
+            open = true;
+          }
+        }
+        answer_roll_calls_locked(number, seconds_since(since), what);  // peers that time out too
+      }
+      if (open && seconds_since(start) >= grace_s) break;
+      if (open) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    {
+      std::lock_guard lock(mu);
+      for (MPI_Request& request : pending) {  // a cancelled receive completes at once
+        if (request == MPI_REQUEST_NULL) continue;
+        MPI_Cancel(&request);
+        MPI_Wait(&request, MPI_STATUS_IGNORE);
+      }
+    }
+    return roll_call_report(rank, number, answers, grace_s);
   }
 
   ~MpiState() {
@@ -244,7 +345,10 @@ struct MpiState {
 class MpiWork final : public Work {
  public:
   MpiWork(std::shared_ptr<MpiState> state, Tensor buffer, std::string what)
-      : state_(std::move(state)), buffer_(std::move(buffer)), what_(std::move(what)) {}
+      : state_(std::move(state)), buffer_(std::move(buffer)), what_(std::move(what)) {
+    std::lock_guard lock(state_->mu);
+    number_ = ++state_->issued;
+  }
 
   MPI_Request* request() { return &request_; }
   void mark_failed() { done_ = true; }  // the collective never started: nothing to drive
@@ -278,13 +382,19 @@ class MpiWork final : public Work {
     // peer is late, latency no longer matters, and a 1 ms sleep stops burning the core.
     while (!test()) {
       const double waited = seconds_since(start);
-      if (waited >= state_->timeout_s) state_->gave_up = true;
-      TESSERA_CHECK(waited < state_->timeout_s, "MPI ", what_,
-                    " did not complete within timeout_s = ", state_->timeout_s,
-                    " s: another rank has not joined it (dead, stopped, or issuing collectives in "
-                    "a different order): the ranks that do not report this are the ones to look "
-                    "at. (The request stays in flight: a program may wait() again, or end the "
-                    "job with MPI_Abort.)");
+      if (waited >= MpiState::kAnswerAfter_s) {
+        std::lock_guard lock(state_->mu);
+        state_->answer_roll_calls_locked(number_, waited, what_);
+      }
+      if (waited >= state_->timeout_s) {
+        state_->gave_up = true;
+        TESSERA_FAIL("MPI ", what_, " (collective #", number_,
+                     ") did not complete within timeout_s = ", state_->timeout_s,
+                     " s: another rank has not joined it. ",
+                     state_->roll_call(number_, what_, start),
+                     " (The request stays in flight: a program may wait() again, or end the job "
+                     "with MPI_Abort.)");
+      }
       if (waited < 1.0)
         std::this_thread::yield();
       else
@@ -302,6 +412,7 @@ class MpiWork final : public Work {
   std::shared_ptr<MpiState> state_;
   Tensor buffer_;  // keeps the storage MPI reads and writes alive
   std::string what_;
+  uint64_t number_ = 0;  // its place among the collectives issued on the communicator
   MPI_Request request_ = MPI_REQUEST_NULL;
   bool done_ = false;
 };

@@ -259,10 +259,13 @@ TEST(Collectives, bad_arguments_are_errors_naming_the_collective) {
 }
 
 // A rank that does not join: rank 0's wait() throws after timeout_s (2 s) naming the collective,
-// its size and the timeout. The late ranks join after 5 s (margin for a loaded CI machine), so the request that stayed in flight
-// completes when rank 0 waits again, and the run goes on (and ends) normally. A rank that never
-// joins at all means the job must end: MPI_Abort, or exit, which then skips MPI_Finalize.
-TEST(Collectives, wait_throws_within_the_timeout_when_a_rank_does_not_join) {
+// its size and the timeout, then the roll call's answers (1 s at most): the late ranks did not
+// answer, and with 3 or more ranks rank 1, waiting in the same all_reduce, says so (its own wait
+// times out too, and each answers the other's roll call). The late ranks join after 5 s (margin
+// for a loaded CI machine), so the request that stayed in flight completes when the waiting ranks
+// wait again, and the run goes on (and ends) normally. A rank that never joins at all means the
+// job must end: MPI_Abort, or exit, which then skips MPI_Finalize.
+TEST(Collectives, wait_throws_within_the_timeout_naming_the_ranks_that_did_not_join) {
   if (comm().world() < 2) GTEST_SKIP() << "needs 2 ranks";
   // NCCL aborts the communicator on a timeout (kernels/nccl_comm.cu), so waiting again cannot
   // complete the collective: what this test checks is the MPI backend's recovery.
@@ -273,7 +276,10 @@ TEST(Collectives, wait_throws_within_the_timeout_when_a_rank_does_not_join) {
   auto c = make_communicator(options);
   Tensor t = filled(DType::F32, 5, [](int64_t i) { return input(comm().rank(), i); });
   c->barrier();
-  if (c->rank() == 0) {
+  const int world = c->world(), waiting = world >= 3 ? 2 : 1;  // ranks [0, waiting) wait
+  std::vector<int> late;
+  for (int r = waiting; r < world; ++r) late.push_back(r);
+  if (c->rank() < waiting) {
     WorkHandle w = c->all_reduce_async(t, ReduceOp::Sum);
     EXPECT_FALSE(w->test());
     const auto start = std::chrono::steady_clock::now();
@@ -282,9 +288,20 @@ TEST(Collectives, wait_throws_within_the_timeout_when_a_rank_does_not_join) {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     EXPECT_GE(took, 2.0);
     EXPECT_LT(took, 4.5);  // before the late ranks arrive at 5 s
-    EXPECT_TRUE(contains(message, "all_reduce (sum) of 5 f32 elements on rank 0") &&
+    const std::string me = std::to_string(c->rank());
+    EXPECT_TRUE(contains(message, "all_reduce (sum) of 5 f32 elements on rank " + me) &&
                 contains(message, "timeout_s = 2 s"))
         << message;
+    // The barrier was collective #1 on c, this all_reduce is #2.
+    EXPECT_TRUE(contains(message, rank_list(late) + " did not answer within 1 s") &&
+                contains(message, "Look at " + rank_list(late) + "."))
+        << message;
+    if (waiting == 2) {
+      EXPECT_TRUE(contains(message, "rank " + std::to_string(1 - c->rank()) +
+                                        " is waiting in this collective too (#2)"))
+          << message;
+    }
+    if (c->rank() == 0) std::printf("rank 0's timeout error: %s\n", message.c_str());
     bool done = false;
     for (int tries = 0; tries < 3 && !done; ++tries) {
       try {
@@ -300,6 +317,36 @@ TEST(Collectives, wait_throws_within_the_timeout_when_a_rank_does_not_join) {
   }
   expect_elements(t, 0, 5, [](int64_t i) { return reduced(ReduceOp::Sum, DType::F32, i); }, "t");
   c->barrier();
+}
+
+// The roll call's report (launch.cpp), on answers a real roll call cannot produce on demand: a
+// rank in another collective (issued in a different order) and one answering unreadably.
+TEST(RollCall, the_report_names_silent_ranks_and_ranks_in_other_collectives) {
+  EXPECT_EQ(rank_list({3}), "rank 3");
+  EXPECT_EQ(rank_list({1, 2}), "ranks 1, 2");
+  EXPECT_EQ(rank_list({7, 1, 2, 3, 5, 6, 2, 9}), "ranks 1-3, 5-7, 9");
+  std::vector<std::optional<std::string>> answers(6);
+  answers[1] = roll_call_answer(12, 3.04, "all_reduce (sum) of 7 f32 elements on rank 1 of 6");
+  answers[2] = roll_call_answer(11, 2.5, "broadcast of 3 i32 elements on rank 2 of 6");
+  answers[4] = "garbage";
+  const std::string report = roll_call_report(0, 12, answers, 1);
+  EXPECT_TRUE(contains(report, "ranks 3, 5 did not answer within 1 s")) << report;
+  EXPECT_TRUE(contains(report, "rank 1 is waiting in this collective too (#12)")) << report;
+  EXPECT_TRUE(contains(report, "rank 2 has waited 2.5 s in collective #11 (broadcast of 3 i32 "
+                               "elements on rank 2 of 6)"))
+      << report;
+  EXPECT_TRUE(contains(report, "rank 4 answered unreadably")) << report;
+  EXPECT_TRUE(contains(report, "This rank is in collective #12: the ranks issue collectives in "
+                               "different orders"))
+      << report;
+  EXPECT_TRUE(contains(report, "Look at ranks 2-5.")) << report;
+  // Every peer in the same collective: no rank to blame.
+  std::vector<std::optional<std::string>> all(3);
+  all[0] = all[2] = roll_call_answer(4, 9, "barrier on rank x of 3");
+  const std::string stuck = roll_call_report(1, 4, all, 1);
+  EXPECT_TRUE(contains(stuck, "ranks 0, 2 are waiting in this collective too (#4)") &&
+              contains(stuck, "the transport between them is stuck"))
+      << stuck;
 }
 
 // A rank that fails holds its communicator in a scope the error unwinds: destroyed then, NCCL's

@@ -493,11 +493,11 @@ TEST_F(DataParallelCuda, nccl_ranks_on_cuda_train_like_one_rank_with_the_same_gl
 
 // A rank that stops answering (SIGSTOP: alive, so the launcher does not notice) leaves the other
 // rank's collective in flight; after dist.timeout (5 s here) the surviving rank stops with an
-// error that names the collective and the timeout, and the launcher ends the job. Waits for the
-// job's first checkpoint, stops rank 1, and returns the job's log once rank 0 has reported. The
-// report must come within 9 s: the timeout, at most a step before rank 0's collective starts, and
-// margin for a loaded machine; a second wait while the error unwinds (10 s before the fix) fails
-// it.
+// error that names the collective and the timeout (and, on MPI, the stopped rank, after a roll
+// call of at most 1 s), and the launcher ends the job. Waits for the job's first checkpoint,
+// stops rank 1, and returns the job's log once rank 0 has reported. The report must come within
+// 9 s: the timeout, the roll call, at most a step before rank 0's collective starts, and margin
+// for a loaded machine; a second wait while the error unwinds (10 s before the fix) fails it.
 std::string stall_rank_1(DataParallel::Background job) {
   const auto [launcher, cfg, log, dir] = job;
   const pid_t victim = rank_after_a_checkpoint(1, cfg, dir);
@@ -541,6 +541,9 @@ TEST_F(DataParallel, a_stalled_rank_is_reported_after_dist_timeout) {
   c.dist.timeout = 5;
   const std::string text = stall_rank_1(start(2, c, "stalled"));
   EXPECT_NE(text.find("train (rank 0 of 2): MPI "), std::string::npos) << text;
+  // The roll call names the stopped rank.
+  EXPECT_NE(text.find("rank 1 did not answer within 1 s"), std::string::npos) << text;
+  EXPECT_NE(text.find("Look at rank 1."), std::string::npos) << text;
 }
 
 // NCCL: nccl_comm.cu's watchdog aborts the communicator dist.timeout after the collective was
