@@ -308,7 +308,7 @@ class NcclCommunicator final : public Communicator {
                       std::to_string(launch.rank) + " of " + std::to_string(launch.world) +
                       " on cuda:" + std::to_string(s_->device));
     // Rank 0's init completes only once every rank has joined with the id: the file is spent.
-    if (launch.rank == 0) remove_shared_bytes(kIdFile, options);
+    if (launch.rank == 0) remove_shared_bytes(kIdFile, options, launch);
     watchdog_ = std::thread([this] { watch(); });
   }
 

@@ -36,14 +36,17 @@ std::string describe_collective(const char* what, ReduceOp op, bool reduces, con
                                 int rank, int world);
 
 // Rank 0's bytes (an ncclUniqueId) on every rank. With options.init = "file:///dir", rank 0 writes
-// dir/<name> atomically (temporary file + rename) and the others poll for it until
-// options.timeout_s; otherwise the bytes travel as a u8 broadcast through `bootstrap`. The file
-// holds the world size, so a stale file from a run of another size is refused; a stale file of
-// the same size is not detectable, hence remove_shared_bytes once every rank has used them.
+// dir/<name>.<launch.job> (dir/<name> where the launcher names no job) atomically (temporary
+// file + rename) and the others poll for it until options.timeout_s; otherwise the bytes travel
+// as a u8 broadcast through `bootstrap`. The file holds the world size, so a stale file from a run
+// of another size is refused; one of the same size is another file where the launch has a job
+// name, and is not detectable where it has none, hence remove_shared_bytes once every rank has
+// used them.
 std::vector<uint8_t> share_from_rank0(const std::vector<uint8_t>& bytes, const std::string& name,
                                       const CommOptions& options, const LaunchInfo& launch,
                                       Communicator* bootstrap);
-void remove_shared_bytes(const std::string& name, const CommOptions& options);  // never throws
+void remove_shared_bytes(const std::string& name, const CommOptions& options,
+                         const LaunchInfo& launch);  // never throws
 // The directory of "file:///dir" ("" for an empty init); anything else is an Error.
 std::string init_directory(const std::string& init);
 

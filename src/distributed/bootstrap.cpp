@@ -29,6 +29,12 @@ std::string init_directory(const std::string& init) {
 
 namespace {
 
+// dir/name, or dir/name.<job> when the launcher names the launch: a file left by a crashed launch
+// is then another file, not one a reader could take before rank 0 replaces it.
+fs::path shared_path(const std::string& dir, const std::string& name, const LaunchInfo& launch) {
+  return fs::path(dir) / (launch.job.empty() ? name : name + "." + launch.job);
+}
+
 std::string encode(const std::vector<uint8_t>& bytes, int world) {
   static const char* hex = "0123456789abcdef";
   std::string s = "tessera-shared v1 world=" + std::to_string(world) + " ";
@@ -104,7 +110,7 @@ std::vector<uint8_t> share_from_rank0(const std::vector<uint8_t>& bytes, const s
                                       Communicator* bootstrap) {
   if (launch.world == 1) return bytes;
   const std::string dir = init_directory(options.init);
-  if (!dir.empty()) return share_through_file(bytes, fs::path(dir) / name, options, launch);
+  if (!dir.empty()) return share_through_file(bytes, shared_path(dir, name, launch), options, launch);
   TESSERA_CHECK(bootstrap, "sharing ", name, " between ", launch.world, " ranks needs either "
                 "init: file:///shared/dir or an MPI launch");
   TESSERA_CHECK(bootstrap->world() == launch.world && bootstrap->rank() == launch.rank,
@@ -115,12 +121,13 @@ std::vector<uint8_t> share_from_rank0(const std::vector<uint8_t>& bytes, const s
   return t.to_vector<uint8_t>();
 }
 
-void remove_shared_bytes(const std::string& name, const CommOptions& options) {
+void remove_shared_bytes(const std::string& name, const CommOptions& options,
+                         const LaunchInfo& launch) {
   try {
     const std::string dir = init_directory(options.init);
     if (dir.empty()) return;
     std::error_code ec;
-    fs::remove(fs::path(dir) / name, ec);
+    fs::remove(shared_path(dir, name, launch), ec);
   } catch (...) {  // cleanup only: a leftover file is refused or overwritten by the next run
   }
 }

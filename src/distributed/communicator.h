@@ -59,6 +59,11 @@ Range shard_range(int64_t n, int world, int rank);
 struct LaunchInfo {
   int rank = 0, world = 1, local_rank = 0;
   std::string launcher = "none";  // "mpirun" | "mpiexec" | "srun" | "env" | "none"
+  // What names this launch among others, the same on every rank: Open MPI's PMIX_NAMESPACE (else
+  // OMPI_MCA_ess_base_jobid), srun's SLURM_JOB_ID.SLURM_STEP_ID, torchrun's TORCHELASTIC_RUN_ID;
+  // "" where the launcher sets none (MPICH's mpiexec, RANK/WORLD_SIZE by hand). Files the ranks
+  // share carry it in their names, so a file a crashed launch left is not read as this one's.
+  std::string job;
 };
 // From the environment: OMPI_COMM_WORLD_RANK / _SIZE / _LOCAL_RANK (Open MPI's mpirun), PMI_RANK /
 // PMI_SIZE / MPI_LOCALRANKID (MPICH's and Intel MPI's mpiexec), SLURM_PROCID / SLURM_NTASKS /

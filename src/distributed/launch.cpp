@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <iomanip>
@@ -73,6 +74,29 @@ std::optional<int> env_int(const char* var) {
   return x;
 }
 
+// LaunchInfo::job for a launch by `launcher`: letters, digits, '.', '_' and '-' only (it becomes
+// part of a file name), at most 64 of them.
+std::string launch_job(std::string_view launcher) {
+  auto get = [](const char* var) -> std::string {
+    const char* v = std::getenv(var);
+    return v ? v : "";
+  };
+  std::string job;
+  if (launcher == "mpirun") {
+    job = get("PMIX_NAMESPACE");
+    if (job.empty()) job = get("OMPI_MCA_ess_base_jobid");
+  } else if (launcher == "srun") {
+    job = get("SLURM_JOB_ID");
+    if (!job.empty() && !get("SLURM_STEP_ID").empty()) job += "." + get("SLURM_STEP_ID");
+  } else if (launcher == "env") {
+    job = get("TORCHELASTIC_RUN_ID");
+    if (job == "none") job.clear();  // torchrun's default: the same for every launch
+  }
+  for (char& c : job)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '_';
+  return job.substr(0, 64);
+}
+
 // One launcher's variables, checked; nullopt when none of them is set.
 std::optional<LaunchInfo> read_launch(const LaunchVars& g) {
   const std::optional<int> rank = env_int(g.rank), size = env_int(g.size),
@@ -86,7 +110,7 @@ std::optional<LaunchInfo> read_launch(const LaunchVars& g) {
   const int lr = local.value_or(*rank);
   TESSERA_CHECK(lr >= 0 && lr < *size, "detect_launch: ", g.local_rank, "=", lr,
                 " is not a rank of ", g.size, "=", *size);
-  return LaunchInfo{*rank, *size, lr, g.launcher};
+  return LaunchInfo{*rank, *size, lr, g.launcher, launch_job(g.launcher)};
 }
 
 // "the srun launch (SLURM_PROCID=0, SLURM_NTASKS=1)"

@@ -26,7 +26,7 @@ std::unique_ptr<Communicator> one_rank_nccl() {
   options.backend = "nccl";
   options.device = kGpu;
   options.timeout_s = 60;
-  return make_communicator(options, LaunchInfo{0, 1, 0, "none"});
+  return make_communicator(options, LaunchInfo{});
 }
 
 // n small integers of dtype on the GPU, and the same values as doubles.

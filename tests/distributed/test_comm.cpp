@@ -400,20 +400,22 @@ TEST(Bootstrap, a_file_hands_rank0s_bytes_to_every_rank) {
   CommOptions options;
   options.init = "file://" + dir.string();
   options.timeout_s = 30;
-  const LaunchInfo launch{comm().rank(), comm().world(), 0, "mpirun"};
+  // This launch as the ranks see it (mpirun's job name included, so the file is test_id.<job>).
+  const LaunchInfo launch = detect_launch();
+  ASSERT_EQ(launch.world, comm().world());
   const std::vector<uint8_t> mine = comm().rank() == 0 ? pattern(128) : std::vector<uint8_t>(128);
   EXPECT_EQ(share_from_rank0(mine, "test_id", options, launch, nullptr), pattern(128));
   comm().barrier();  // everyone has read it
   if (comm().rank() == 0) {
-    remove_shared_bytes("test_id", options);
-    EXPECT_FALSE(std::filesystem::exists(dir / "test_id"));
+    remove_shared_bytes("test_id", options, launch);
+    EXPECT_TRUE(std::filesystem::is_empty(dir));
     std::filesystem::remove_all(dir);
   }
 }
 
 TEST(Bootstrap, mpi_hands_rank0s_bytes_to_every_rank) {
   if (comm().backend() == "nccl") GTEST_SKIP() << "the bootstrap is a CPU communicator";
-  const LaunchInfo launch{comm().rank(), comm().world(), 0, "mpirun"};
+  const LaunchInfo launch{comm().rank(), comm().world(), 0, "mpirun", ""};
   const std::vector<uint8_t> mine = comm().rank() == 0 ? pattern(128) : std::vector<uint8_t>(128);
   EXPECT_EQ(share_from_rank0(mine, "unused", CommOptions{}, launch, &comm()), pattern(128));
 }
@@ -426,14 +428,36 @@ TEST(Bootstrap, a_stale_file_of_another_world_or_a_missing_file_is_an_error) {
   options.timeout_s = 0.2;
   dir.write("id", "tessera-shared v1 world=7 0102\n");
   const std::string stale = error_of([&] {
-    share_from_rank0(std::vector<uint8_t>(2), "id", options, {1, 2, 0, "env"}, nullptr);
+    share_from_rank0(std::vector<uint8_t>(2), "id", options, {1, 2, 0, "env", ""}, nullptr);
   });
   EXPECT_TRUE(contains(stale, "world=7") && contains(stale, "stale")) << stale;
   const std::string missing = error_of([&] {
-    share_from_rank0(std::vector<uint8_t>(2), "absent", options, {1, 2, 0, "env"}, nullptr);
+    share_from_rank0(std::vector<uint8_t>(2), "absent", options, {1, 2, 0, "env", ""}, nullptr);
   });
   EXPECT_TRUE(contains(missing, "absent") && contains(missing, "0.2 s")) << missing;
   EXPECT_TRUE(contains(error_of([] { init_directory("tcp://host:1234"); }), "file:///"));
+}
+
+// A launch whose launcher names it shares its files under names of its own: a stale file of the
+// same world size under the plain name (a crashed launch's, or one without a job name) is not
+// read, and removing the launch's file leaves it.
+TEST(Bootstrap, a_launch_with_a_job_name_reads_only_its_own_file) {
+  TempDir dir("tessera_bootstrap_job");
+  CommOptions options;
+  options.init = "file://" + dir.path.string();
+  options.timeout_s = 0.2;
+  dir.write("id", "tessera-shared v1 world=2 0102\n");
+  const LaunchInfo rank0{0, 2, 0, "srun", "4242.0"}, rank1{1, 2, 0, "srun", "4242.0"};
+  const std::string waited = error_of([&] {
+    share_from_rank0(std::vector<uint8_t>(2), "id", options, rank1, nullptr);
+  });
+  EXPECT_TRUE(contains(waited, (dir.path / "id.4242.0").string())) << waited;
+  share_from_rank0({7, 9}, "id", options, rank0, nullptr);
+  EXPECT_EQ(share_from_rank0(std::vector<uint8_t>(2), "id", options, rank1, nullptr),
+            (std::vector<uint8_t>{7, 9}));
+  remove_shared_bytes("id", options, rank0);
+  EXPECT_FALSE(std::filesystem::exists(dir.path / "id.4242.0"));
+  EXPECT_TRUE(std::filesystem::exists(dir.path / "id"));
 }
 
 // ---- shard_range ----------------------------------------------------------------------------
@@ -494,7 +518,12 @@ class LaunchEnv {
                                           "PMI_RANK",
                                           "PMI_SIZE",
                                           "MPI_LOCALRANKID",
-                                          "PMIX_RANK"};
+                                          "PMIX_RANK",
+                                          "PMIX_NAMESPACE",
+                                          "OMPI_MCA_ess_base_jobid",
+                                          "SLURM_JOB_ID",
+                                          "SLURM_STEP_ID",
+                                          "TORCHELASTIC_RUN_ID"};
   std::map<std::string, std::string> saved_;
 };
 
@@ -577,6 +606,31 @@ TEST(DetectLaunch, launchers_that_disagree_on_the_world_take_the_one_of_several_
     EXPECT_TRUE(contains(message, part)) << "'" << part << "' not in: " << message;
 }
 
+// LaunchInfo::job: the launch's name from its own launcher's variables, safe in a file name.
+TEST(DetectLaunch, the_job_name_comes_from_the_launcher_that_started_the_ranks) {
+  LaunchEnv env;
+  env.set("SLURM_JOB_ID", "77");
+  env.set("SLURM_STEP_ID", "3");
+  env.set("RANK", "0");
+  env.set("WORLD_SIZE", "2");
+  EXPECT_EQ(detect_launch().job, "");  // RANK/WORLD_SIZE: Slurm's ids are the allocation's
+  env.set("TORCHELASTIC_RUN_ID", "none");
+  EXPECT_EQ(detect_launch().job, "");  // torchrun's default, the same for every launch
+  env.set("TORCHELASTIC_RUN_ID", "run/a b");
+  EXPECT_EQ(detect_launch().job, "run_a_b");
+  ::unsetenv("RANK");
+  ::unsetenv("WORLD_SIZE");
+  env.set("SLURM_PROCID", "1");
+  env.set("SLURM_NTASKS", "2");
+  EXPECT_EQ(detect_launch().job, "77.3");
+  env.set("OMPI_COMM_WORLD_RANK", "1");
+  env.set("OMPI_COMM_WORLD_SIZE", "2");
+  env.set("OMPI_MCA_ess_base_jobid", "123");
+  EXPECT_EQ(detect_launch().job, "123");
+  env.set("PMIX_NAMESPACE", "prterun-node-99@1");
+  EXPECT_EQ(detect_launch().job, "prterun-node-99_1");
+}
+
 TEST(DetectLaunch, a_missing_local_rank_defaults_to_the_rank) {
   LaunchEnv env;
   env.set("RANK", "2");
@@ -654,11 +708,11 @@ TEST(MpiBackend, mpi_comm_world_returns_errors_instead_of_ending_the_job) {
 TEST(MakeCommunicator, single_with_two_ranks_is_an_error_naming_the_launch_variables) {
   CommOptions options;
   options.backend = "single";
-  const std::string message = error_of([&] { make_communicator(options, {1, 2, 1, "mpirun"}); });
+  const std::string message = error_of([&] { make_communicator(options, {1, 2, 1, "mpirun", ""}); });
   EXPECT_TRUE(contains(message, "single") && contains(message, "OMPI_COMM_WORLD_SIZE") &&
               contains(message, "2 ranks"))
       << message;
-  EXPECT_TRUE(contains(error_of([&] { make_communicator(options, {0, 2, 0, "srun"}); }),
+  EXPECT_TRUE(contains(error_of([&] { make_communicator(options, {0, 2, 0, "srun", ""}); }),
                        "SLURM_NTASKS"));
 }
 
@@ -688,7 +742,7 @@ TEST(MakeCommunicator, a_backend_missing_from_the_build_names_its_cmake_option) 
   } else {
     // Built with NCCL: without MPI or an init file, 2 srun ranks cannot share the unique id.
     const std::string message =
-        error_of([&] { make_communicator(options, {0, 2, 0, "srun"}); });
+        error_of([&] { make_communicator(options, {0, 2, 0, "srun", ""}); });
     EXPECT_TRUE(contains(message, "file:///")) << message;
   }
   if (!built_with::mpi()) {
@@ -699,7 +753,7 @@ TEST(MakeCommunicator, a_backend_missing_from_the_build_names_its_cmake_option) 
 }
 
 TEST(MakeCommunicator, auto_with_one_rank_is_single_and_every_op_is_the_identity) {
-  auto c = make_communicator(CommOptions{}, LaunchInfo{0, 1, 0, "none"});
+  auto c = make_communicator(CommOptions{}, LaunchInfo{});
   EXPECT_EQ(c->backend(), "single");
   EXPECT_EQ(c->world(), 1);
   Tensor t = filled(DType::BF16, 7, [](int64_t i) { return double(i) - 3.5; });
