@@ -78,6 +78,17 @@ std::string device_memory_summary(Device d) {
   return buf;
 }
 
+std::string peak_memory_summary(Device d, int64_t held) {
+  const int64_t peak = memory_stats(d).peak_bytes;
+  auto mib = [](int64_t b) { return double(b) / double(1 << 20); };
+  char buf[200];
+  std::snprintf(buf, sizeof buf,
+                "peak %.2f MiB allocated = %.2f MiB held between steps + %.2f MiB of activations, "
+                "gradients and temporaries",
+                mib(peak), mib(held), mib(peak - held));
+  return buf;
+}
+
 std::string gemm_tuning_summary() {
   const cuda::BlasStats b = cuda::blas_stats();
   if (b.tuned_plans + b.tune_skipped == 0) return {};

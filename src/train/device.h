@@ -53,6 +53,10 @@ Device model_device(const nn::GPT& model);
 // (backend/cuda.h).
 std::string device_memory_summary(Device d);
 
+// "peak 12.34 MiB allocated = 5.00 MiB held between steps + 7.34 MiB of activations, gradients and
+// temporaries": the peak on device split at `held`, what was allocated before the first step.
+std::string peak_memory_summary(Device d, int64_t held);
+
 // With TESSERA_GEMM_TUNE (kernels/blas.cu) once it has timed a gemm: "TESSERA_GEMM_TUNE: 13 gemm
 // plans timed, 9 of them kept another algorithm than the heuristic's first, 0 untimed (no memory
 // for a scratch D); 60 ms spent timing". Empty otherwise.

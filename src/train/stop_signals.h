@@ -1,11 +1,12 @@
 // A clean stop on request: while a StopSignals lives, SIGTERM (what `kill`, `scancel`, Slurm at a
 // job's time limit and Kubernetes send before they kill), SIGINT (Ctrl-C) and SIGUSR1 (the early
 // warning Slurm sends with `--signal=USR1@120`) are recorded instead of ending the process. The
-// training loop reads the record once a step, finishes the step, saves a checkpoint of it and
-// returns; `train` then exits with 128 + the signal's number, the status a shell gives a process
-// the signal ended, so job scripts see the stop while --resume auto continues the run exactly. A
-// second SIGINT or SIGTERM, before the loop has stopped, ends the process at once as the signal
-// would have (an impatient user: nothing is saved, the last committed checkpoint stays).
+// training loop reads the record once a step and after each evaluation, finishes the step (or the
+// evaluation), saves a checkpoint of the step and returns; `train` then exits with 128 + the
+// signal's number, the status a shell gives a process the signal ended, so job scripts see the
+// stop while --resume auto continues the run exactly. A second SIGINT or SIGTERM, before the loop
+// has stopped, ends the process at once as the signal would have (an impatient user: nothing is
+// saved, the last committed checkpoint stays).
 //
 //   StopSignals signals;                     // handlers installed
 //   ... if (signals.received()) { save(); return; } ...

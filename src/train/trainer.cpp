@@ -762,17 +762,17 @@ TrainResult Trainer::run() {
       const double val = evaluate(model_, cfg_, cfg_.data.val, cfg_.eval.steps, comm_.get());
       result_.last_val_loss = val;
       out_->eval(done, val);
+      // A signal that came during the evaluation stops here, not after one more step.
+      if (done < stop && agree({signals.received() ? 1.0 : 0.0})[0] != 0) {
+        stop_on_request(done, signals.received(), saved);
+        break;
+      }
     }
   }
   finish_save();  // the run's last checkpoint is committed before it returns
   result_.rollbacks = history_.rollbacks;
-  const int64_t peak = memory_stats(dev).peak_bytes;
+  out_->line("memory: " + peak_memory_summary(dev, held));
   char line[200];
-  std::snprintf(line, sizeof line,
-                "memory: peak %.2f MiB allocated = %.2f MiB held between steps + %.2f MiB of "
-                "activations, gradients and temporaries",
-                double(peak) / (1 << 20), double(held) / (1 << 20), double(peak - held) / (1 << 20));
-  out_->line(line);
   if (dev.is_cuda()) out_->line("memory: " + device_memory_summary(dev));
   if (const std::string tuning = gemm_tuning_summary(); !tuning.empty()) out_->line(tuning);
   if (world_ > 1) {

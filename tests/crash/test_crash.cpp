@@ -264,3 +264,38 @@ TEST(Signals, a_second_sigint_ends_the_process_at_once_leaving_the_last_checkpoi
   EXPECT_EQ(step % 2, 0);  // a periodic save's, not a stop's
   EXPECT_NO_THROW(load_checkpoint(after));
 }
+
+// A stop signal that lands during an evaluation stops the run at the step it evaluates, once the
+// evaluation's line is out, not after one more step (the loop used to look at the signal only
+// once a step). Steps here take milliseconds and the evaluation at step 3 about 3 s (8,000
+// batches of a long validation split); the signal goes as soon as step 3's line, written just
+// before that evaluation starts, is in the log (polled every 5 ms).
+TEST(Signals, a_stop_signal_during_an_evaluation_stops_at_the_evaluated_step) {
+  ASSERT_TRUE(fs::exists(kTrain)) << kTrain << " is not built";
+  tessera::testing::TempRun run;
+  std::vector<uint32_t> val(1 << 20);
+  for (size_t i = 0; i < val.size(); ++i) val[i] = uint32_t('a' + (i * 7) % 26);
+  data::write_shard((run.dir / "long_val_000.bin").string(), val, 257);
+  Config c = run.config(1000);
+  c.data.val = (run.dir / "long_val_*.bin").string();
+  c.eval.interval = 3, c.eval.steps = 8000;
+  c.log.interval = 1;
+  const fs::path cfg = run.dir / "eval.yaml", log = run.dir / "eval.log";
+  std::ofstream(cfg) << to_yaml(c);
+  const pid_t pid = launch(cfg, log);
+  ASSERT_TRUE(wait_for_steps(log, 0, 3)) << "no steps logged; see " << log;
+  const auto sent = std::chrono::steady_clock::now();
+  kill(pid, SIGTERM);
+  ASSERT_EQ(wait_for(pid), 128 + SIGTERM) << "see " << log;
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count();
+  std::ostringstream text;
+  text << std::ifstream(log).rdbuf();
+  const std::string s = text.str();
+  std::printf("[ signals ] the run stopped %.2f s after SIGTERM\n", took);
+  const size_t val3 = s.find("step     3 | val loss");
+  EXPECT_NE(val3, std::string::npos) << s;
+  EXPECT_NE(s.find("stopped at step 3 on SIGTERM (received here)", val3), std::string::npos) << s;
+  EXPECT_EQ(s.find("step     4"), std::string::npos) << s;
+  EXPECT_EQ(list_checkpoints((run.dir / "ckpt" / "run").string()).back().step, 3);
+}
