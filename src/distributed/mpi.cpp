@@ -66,6 +66,9 @@ namespace {
 // Set when a collective never completed: MPI_Finalize would wait for it (and for the dead rank)
 // forever, so exit skips it and mpirun reports the job as failed, which it is.
 std::atomic<bool> g_unfinished{false};
+// The first communicator's timeout and rank, for finalize_at_exit.
+std::atomic<double> g_exit_timeout_s{300};
+std::atomic<int> g_rank{0}, g_world{1};
 
 void finalize_at_exit() {
   int finalized = 1;
@@ -75,6 +78,30 @@ void finalize_at_exit() {
     std::fprintf(stderr, "tessera: an MPI collective never completed; exiting without "
                          "MPI_Finalize, which would wait for it\n");
     return;
+  }
+  // MPI_Finalize returns when every rank has called it: a rank stopped or stalled after its last
+  // collective would hold this one (and the launch) for good. A barrier bounded by the timeout
+  // first; past it, leave without MPI_Finalize (the launcher then reports the job as failed and
+  // ends the stalled rank). Ranks that end on an error never come here (they _exit).
+  MPI_Request request = MPI_REQUEST_NULL;
+  if (MPI_Ibarrier(MPI_COMM_WORLD, &request) == MPI_SUCCESS) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int done = 0; !done;) {
+      if (MPI_Test(&request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) break;
+      if (done) break;
+      const double waited =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (waited >= g_exit_timeout_s) {
+        std::fprintf(stderr,
+                     "tessera: rank %d of %d: another rank has not reached the end of the job "
+                     "within dist.timeout = %g s (stopped or stalled after its last collective); "
+                     "exiting without MPI_Finalize, which would wait for it\n",
+                     g_rank.load(), g_world.load(), g_exit_timeout_s.load());
+        std::fflush(stderr);
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(waited < 1 ? 0 : 1));
+    }
   }
   MPI_Finalize();
 }
@@ -116,6 +143,9 @@ void ensure_mpi_initialized(double timeout_s, const LaunchInfo& launch) {
   started_cv.notify_one();
   watchdog.join();
   MPI_CHECK(rc, "MPI_Init_thread");
+  g_exit_timeout_s = timeout_s;
+  g_rank = launch.rank;
+  g_world = launch.world;
   std::atexit(finalize_at_exit);
   // Errors MPI raises outside our communicator come back as codes too: Open MPI 4.1 raised a
   // failed MPI_Test of a request on MPI_COMM_WORLD, whose default handler ends the job before

@@ -1,7 +1,8 @@
-// A launch whose ranks do not all start: MPI_Init_thread waits for every rank and nothing cancels
-// it, so a rank that never starts (or is stopped before MPI starts) left the others waiting for
-// good, past dist.timeout. The backend's watchdog ends such a rank after dist.timeout with a
-// message naming it, and the launcher then ends the rest.
+// A launch whose ranks do not all start, or do not all end: MPI_Init_thread and MPI_Finalize wait
+// for every rank and nothing cancels them, so a rank that never starts (or is stopped before MPI
+// starts), or stalls after its last collective, left the others waiting for good, past
+// dist.timeout. The backend ends such a wait after dist.timeout with a message naming the rank
+// that gave up, and the launcher then ends the rest.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -42,6 +43,29 @@ TEST(RankStartup, a_rank_that_never_starts_ends_the_launch_after_dist_timeout) {
             std::string::npos)
       << out;
   EXPECT_FALSE(fs::exists(fs::path(c.checkpoint.dir) / c.train.run_name)) << out;
+}
+
+// tests/distributed/rank_exit.cpp: 2 ranks all-reduce once, then rank 1 sleeps 60 s before it
+// leaves main. Rank 0's exit gives up on it after the 2 s timeout (MPI_Finalize alone waited the
+// 60 s) and the launcher ends the job as failed, within 30 s on a loaded machine.
+TEST(RankExit, a_rank_stalled_after_its_last_collective_does_not_hold_the_others_exit) {
+  if (!built_with::mpi()) GTEST_SKIP() << "tessera was built without MPI";
+  const std::string helper = bin_dir() + "/tests/rank_exit";
+  ASSERT_TRUE(fs::exists(helper)) << helper << " is not built";
+  TempDir dir("tessera_rank_exit");
+  const fs::path log = dir.path / "exit.log";
+  const auto start = std::chrono::steady_clock::now();
+  const int rc = run_logged(mpirun_command() + " -np 2 " + helper + " 2 1", log);
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::string out = read(log);
+  EXPECT_NE(rc, 0) << out;
+  EXPECT_LT(took, 30) << out;
+  EXPECT_NE(out.find("rank 1: all_reduce gave 2"), std::string::npos) << out;
+  EXPECT_NE(out.find("rank 0 of 2: another rank has not reached the end of the job within "
+                     "dist.timeout = 2 s"),
+            std::string::npos)
+      << out;
 }
 
 }  // namespace
