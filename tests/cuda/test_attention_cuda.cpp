@@ -352,6 +352,48 @@ TEST(AttentionCuda, stick_breaking_bf16_matches_cpu_reference) {
   }
 }
 
+// A backward whose checkpoints pass TESSERA_SB_CKPT_BYTES runs in passes over slices of the batch,
+// or of one batch element's groups of query heads with their kv head (kernels/stick_breaking.cu):
+// bit for bit the one-pass result, since every row is computed as before. Budgets that fit two
+// batch elements (B 3: passes of 2 and 1), one, one group, and less than a group (then a group
+// per pass anyway).
+void check_stick_breaking_chunks(Shape4 s, DType dtype, int64_t head_bytes) {
+  const double scale = 1.0 / std::sqrt(double(s.D));
+  Qkv in = make_qkv(s, dtype, 91);
+  const Shape qs{s.B, s.H, s.T, s.D}, ks{s.B, s.Hkv, s.T, s.D}, rows{s.B, s.H, s.T};
+  Tensor out = gpu_empty(qs, dtype), lr = gpu_empty(rows, DType::F32);
+  TESSERA_KERNEL(out, stick_breaking_forward)(out, lr, Tensor(), in.q.gpu, in.k.gpu, in.v.gpu,
+                                              scale, false, true);
+  auto backward = [&](const char* budget) {
+    if (budget)
+      ::setenv("TESSERA_SB_CKPT_BYTES", budget, 1);
+    else
+      ::unsetenv("TESSERA_SB_CKPT_BYTES");
+    std::vector<Tensor> g = {gpu_empty(qs, dtype), gpu_empty(ks, dtype), gpu_empty(ks, dtype)};
+    TESSERA_KERNEL(out, stick_breaking_backward)(g[0], g[1], g[2], in.dout.gpu, in.q.gpu,
+                                                 in.k.gpu, in.v.gpu, out, lr, scale, false, true);
+    ::unsetenv("TESSERA_SB_CKPT_BYTES");
+    for (Tensor& t : g) t = t.to(Device::cpu()).to(DType::F64);
+    return g;
+  };
+  const std::vector<Tensor> whole = backward(nullptr);
+  const int64_t G = s.H / s.Hkv;
+  for (int64_t budget : {2 * s.H * head_bytes, s.H * head_bytes, G * head_bytes, int64_t(100)}) {
+    const std::vector<Tensor> parts = backward(std::to_string(budget).c_str());
+    for (size_t i = 0; i < 3; ++i)
+      EXPECT_EQ(values(parts[i]), values(whole[i]))
+          << "d" << "qkv"[i] << ", " << dtype_name(dtype) << ", budget " << budget;
+  }
+  const std::string bad = tessera::testing::error_of([&] { backward("12abc"); });
+  EXPECT_NE(bad.find("TESSERA_SB_CKPT_BYTES='12abc'"), std::string::npos) << bad;
+}
+
+TEST(AttentionCuda, stick_breaking_backward_in_chunks_matches_one_pass_exactly) {
+  // Checkpoint bytes per query head: bf16 ceil(T / 64) T 32, f32 T ceil(T / 32) 8.
+  check_stick_breaking_chunks({3, 4, 2, 130, 64}, DType::BF16, 3 * 130 * 32);
+  check_stick_breaking_chunks({3, 4, 2, 70, 40}, DType::F32, 70 * 3 * 8);
+}
+
 TEST(AttentionCuda, stick_breaking_f32_matches_cpu_reference) {
   SKIP_WITHOUT_CUDA();
   check_stick_breaking({1, 4, 2, 100, 40}, DType::F32, false, false, 85);
