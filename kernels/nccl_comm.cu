@@ -22,7 +22,11 @@
 // ncclCommGetAsyncError every 50 ms; when one is not done timeout_s after it was issued, or NCCL
 // reports an asynchronous error, it aborts the communicator (the kernels spinning on a dead peer
 // then exit, leaving garbage in their buffers) and records why; every later call, wait() and test()
-// throws that error. wait() and test() also run the same check themselves.
+// throws that error. wait() and test() also run the same check themselves. Where the ranks were
+// started by mpirun, the MPI communicator that carried the id stays as a side channel for the roll
+// call (backends.h): before a timeout aborts, the rank asks every peer which collective it waits
+// in, and each watchdog answers for its rank every 50 ms, so the error names the ranks that have
+// not issued the collective and those that are silent (stopped, dead).
 //
 // Reductions: bf16 -> ncclBfloat16, Average -> ncclAvg. reduce_scatter / all_gather use NCCL's
 // in-place forms (recvbuff = sendbuff + rank*c) when world divides numel; otherwise the buffer goes
@@ -38,6 +42,7 @@
 #include <cstring>
 #include <list>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -104,22 +109,35 @@ struct NcclState {
   std::unique_ptr<Event> ready;  // recorded on the compute stream before each collective
   int device = 0, rank = 0, world = 1;
   double timeout_s = 300;
+  std::unique_ptr<RollCallChannel> roll_call;  // null without an MPI bootstrap
 
   std::mutex mu;
   bool aborted = false;
   std::string error;  // why it was aborted
+  uint64_t issued = 0;  // collectives called on this communicator, numbering them
   struct InFlight {
     std::shared_ptr<Event> done;
     Clock::time_point issued;
     std::string what;
+    uint64_t number = 0;
   };
   std::list<InFlight> in_flight;
+
+  // Answers the peers' roll calls: the oldest collective in flight, or none.
+  void answer_locked() {
+    if (!roll_call) return;
+    if (in_flight.empty())
+      roll_call->answer(issued, -1, "");
+    else
+      roll_call->answer(in_flight.front().number, seconds_since(in_flight.front().issued),
+                        in_flight.front().what);
+  }
 
   void abort_locked(const std::string& why) {
     if (aborted) return;
     aborted = true;
     error = why;
-    std::fprintf(stderr, "tessera: %s; aborting the NCCL communicator\n", why.c_str());
+    std::fprintf(stderr, "tessera: aborting the NCCL communicator: %s\n", why.c_str());
     if (comm) ncclCommAbort(comm);  // also frees it
     in_flight.clear();
   }
@@ -178,13 +196,20 @@ struct NcclState {
         return;
       }
       if (seconds_since(it->issued) >= timeout_s) {
-        abort_locked("NCCL " + it->what + " did not complete within timeout_s = " +
-                     std::to_string(timeout_s) + " s of being issued: another rank has not "
-                     "joined it (dead, stuck, or issuing collectives in a different order)");
+        std::ostringstream why;
+        why << "NCCL " << it->what << " (collective #" << it->number
+            << ") did not complete within timeout_s = " << timeout_s
+            << " s of being issued: another rank has not joined it. ";
+        if (roll_call)
+          why << roll_call->take(it->number, seconds_since(it->issued), it->what);
+        else
+          why << "(Dead, stuck, or issuing collectives in a different order.)";
+        abort_locked(why.str());
         return;
       }
       ++it;
     }
+    answer_locked();
   }
 
   ~NcclState() {
@@ -225,6 +250,7 @@ class NcclWork final : public Work {
 
   std::shared_ptr<Event> done;  // null: nothing was issued (an empty tensor)
   Tensor padded;                // the temporary of a non-divisible reduce_scatter / all_gather
+  uint64_t number = 0;          // its place among the communicator's collectives
   const std::string& what() const { return what_; }
 
   void wait() override {
@@ -295,6 +321,7 @@ class NcclCommunicator final : public Communicator {
     std::memcpy(bytes.data(), &id, sizeof(id));
     bytes = share_from_rank0(bytes, kIdFile, options, launch, bootstrap);
     std::memcpy(&id, bytes.data(), sizeof(id));
+    if (bootstrap) s_->roll_call = make_mpi_roll_call(*bootstrap);
 
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;  // init and collectives return at once; we poll with a timeout
@@ -416,6 +443,10 @@ class NcclCommunicator final : public Communicator {
     auto w = std::make_unique<NcclWork>(s_, t,
                                         describe_collective(what, op, reduces, t, s_->rank,
                                                             s_->world));
+    {
+      std::lock_guard lock(s_->mu);
+      w->number = ++s_->issued;  // empty ones too: every rank calls the same collectives
+    }
     const int64_t n = t.numel();
     if (n == 0) {  // every rank has the same n: skipping together keeps the collectives matched
       std::lock_guard lock(s_->mu);
@@ -433,7 +464,7 @@ class NcclCommunicator final : public Communicator {
     CUDA_CHECK(cudaStreamWaitEvent(s_->stream, s_->ready->event, 0));
     body(*w, static_cast<char*>(t.data_ptr()), dtype_size(t.dtype()));
     CUDA_CHECK(cudaEventRecord(w->done->event, s_->stream));
-    s_->in_flight.push_back({w->done, Clock::now(), w->what()});
+    s_->in_flight.push_back({w->done, Clock::now(), w->what(), w->number});
     return w;
   }
 

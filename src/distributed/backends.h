@@ -52,16 +52,34 @@ std::string init_directory(const std::string& init);
 
 // The roll call a rank takes when one of its collectives times out (mpi.cpp): it asks every peer
 // which collective it is waiting in. A peer waiting in one answers roll_call_answer(its collective
-// number on this communicator, seconds it has waited, its describe_collective); a peer stopped,
-// dead or busy outside the collectives does not answer within grace_s. roll_call_report turns the
+// number on this communicator, seconds it has waited, its describe_collective); a peer that waits
+// in none but can answer (NCCL's watchdog thread answers for its rank) answers
+// roll_call_answer(the number of collectives it has issued, -1, ""); a peer stopped, dead or (on
+// MPI) busy outside the collectives does not answer within grace_s. roll_call_report turns the
 // answers (indexed by rank; this rank's and unanswered ones empty) into the sentences of the
-// timeout error, ending with the ranks to look at: the silent ones and those in another collective
-// than `number` (issued in a different order).
+// timeout error, ending with the ranks to look at: the silent ones, those that have not issued the
+// collective, and those in another one (issued in a different order).
 std::string roll_call_answer(uint64_t number, double waited_s, const std::string& what);
 std::string roll_call_report(int rank, uint64_t number,
                              const std::vector<std::optional<std::string>>& answers,
                              double grace_s);
 // "rank 3", "ranks 1-3, 7": sorted, distinct ranks, runs collapsed (a 512-rank job stays one line).
 std::string rank_list(const std::vector<int>& ranks);
+
+// The roll call over a side channel, for a backend whose own transport cannot carry it (NCCL,
+// which has no messages between hosts): an MPI communicator of the same ranks. Thread-safe.
+class RollCallChannel {
+ public:
+  virtual ~RollCallChannel() = default;
+  // Answers the questions peers have asked so far, without blocking: this rank waits in
+  // collective `number` (what) for waited_s, or in none (waited_s < 0: number = collectives issued).
+  virtual void answer(uint64_t number, double waited_s, const std::string& what) = 0;
+  // Asks every peer, collects their answers for up to a second (answering theirs meanwhile) and
+  // returns roll_call_report's sentences; this rank waits in collective `number` (what).
+  virtual std::string take(uint64_t number, double waited_s, const std::string& what) = 0;
+};
+// Over the MPI communicator `mpi` (made by make_mpi_communicator; it may be destroyed after, the
+// channel keeps what it needs). Null where `mpi` is not an MPI communicator or MPI is not built.
+std::unique_ptr<RollCallChannel> make_mpi_roll_call(Communicator& mpi);
 
 }  // namespace tessera::dist

@@ -29,7 +29,8 @@
 //    run) wait for the collective and returns without blocking the host; a watchdog thread aborts
 //    the NCCL communicator when a collective is not done timeout_s after it was issued or NCCL
 //    reports an asynchronous error, so the GPU does not spin forever; the next call on the
-//    communicator (or wait()/test() of any handle) throws that error.
+//    communicator (or wait()/test() of any handle) throws that error. Where the id came over MPI
+//    the watchdog takes the roll call too, over that MPI communicator (backends.h).
 #pragma once
 
 #include <cstdint>

@@ -209,8 +209,9 @@ std::string roll_call_report(int rank, uint64_t number,
                              const std::vector<std::optional<std::string>>& answers,
                              double grace_s) {
   std::vector<int> silent, same, garbled;
-  std::vector<std::string> elsewhere;  // one sentence per rank in another collective
+  std::vector<std::string> elsewhere;  // one sentence per rank in another collective or in none
   std::vector<int> elsewhere_ranks;
+  bool reordered = false;  // a rank waits in another collective than this one
   for (int r = 0; r < int(answers.size()); ++r) {
     if (r == rank) continue;
     if (!answers[size_t(r)]) {
@@ -221,22 +222,28 @@ std::string roll_call_report(int rank, uint64_t number,
     uint64_t theirs = 0;
     double waited = 0;
     std::string what;
-    if (!(in >> theirs >> waited) || !std::getline(in >> std::ws, what)) {
+    if (!(in >> theirs >> waited)) {
       garbled.push_back(r);  // not from this version of tessera
       continue;
     }
-    if (theirs == number) {
+    std::getline(in >> std::ws, what);
+    if (waited >= 0 && theirs == number) {
       same.push_back(r);
       continue;
     }
+    reordered = reordered || waited >= 0;
     std::ostringstream os;
-    os << "rank " << r << " has waited " << std::fixed << std::setprecision(1) << waited
-       << " s in collective #" << theirs << " (" << what << ")";
+    if (waited < 0)
+      os << "rank " << r << " waits in no collective, having issued " << theirs
+         << ": it is busy on the host or stuck outside the collectives";
+    else
+      os << "rank " << r << " has waited " << std::fixed << std::setprecision(1) << waited
+         << " s in collective #" << theirs << " (" << what << ")";
     elsewhere.push_back(os.str());
     elsewhere_ranks.push_back(r);
   }
   std::ostringstream os;
-  os << "Roll call of the other ranks, answered by those waiting in a collective: ";
+  os << "Roll call of the other ranks: ";
   std::vector<std::string> parts;
   if (!silent.empty()) {
     std::ostringstream p;
@@ -250,12 +257,11 @@ std::string roll_call_report(int rank, uint64_t number,
   constexpr size_t kShown = 4;  // sentences; the rest are counted
   for (size_t i = 0; i < elsewhere.size() && i < kShown; ++i) parts.push_back(elsewhere[i]);
   if (elsewhere.size() > kShown)
-    parts.push_back(std::to_string(elsewhere.size() - kShown) + " more in other collectives");
+    parts.push_back(std::to_string(elsewhere.size() - kShown) + " more elsewhere");
   if (!garbled.empty()) parts.push_back(rank_list(garbled) + " answered unreadably");
   for (size_t i = 0; i < parts.size(); ++i) os << (i ? "; " : "") << parts[i];
-  if (!elsewhere.empty())
-    os << ". This rank is in collective #" << number
-       << ": the ranks issue collectives in different orders";
+  if (!elsewhere.empty()) os << ". This rank is in collective #" << number;
+  if (reordered) os << ": the ranks issue collectives in different orders";
   std::vector<int> look = silent;
   look.insert(look.end(), elsewhere_ranks.begin(), elsewhere_ranks.end());
   look.insert(look.end(), garbled.begin(), garbled.end());

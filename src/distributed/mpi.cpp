@@ -222,6 +222,13 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 // ---- the communicator's state, shared with its handles ---------------------------------------
 
+// MPI_THREAD_SERIALIZED: one thread at a time in MPI, whichever communicator it uses (the
+// handles' waits, NCCL watchdogs answering roll calls over their bootstrap communicators).
+std::mutex& mpi_mutex() {
+  static std::mutex mu;
+  return mu;
+}
+
 // A handle may outlive its communicator, and a handle dropped before completion leaves a request
 // that must still be driven to completion: both live here.
 struct MpiState {
@@ -229,7 +236,7 @@ struct MpiState {
   MPI_Op bf16_sum = MPI_OP_NULL, bf16_max = MPI_OP_NULL;
   int rank = 0, world = 1;
   double timeout_s = 300;
-  std::mutex mu;  // serialises MPI calls (MPI_THREAD_SERIALIZED) and guards `orphans`
+  std::mutex& mu = mpi_mutex();  // serialises MPI calls and guards `orphans`
   std::atomic<bool> gave_up{false};  // a wait() ran out of timeout_s: the peers are not coming
   uint64_t issued = 0;  // collectives this rank has issued on comm, numbering them (guarded by mu)
 
@@ -293,6 +300,10 @@ struct MpiState {
   // report of roll_call_report. This rank waits in collective `number` (what) since `since`.
   std::string roll_call(uint64_t number, const std::string& what,
                         std::chrono::steady_clock::time_point since) {
+    return roll_call(number, what, [&] { return seconds_since(since); });
+  }
+  template <typename Waited>
+  std::string roll_call(uint64_t number, const std::string& what, Waited waited_s) {
     const double grace_s = std::min(1.0, timeout_s);
     std::vector<std::optional<std::string>> answers(static_cast<size_t>(world));
     std::vector<MPI_Request> pending(static_cast<size_t>(world), MPI_REQUEST_NULL);
@@ -334,7 +345,7 @@ struct MpiState {
             open = true;
           }
         }
-        answer_roll_calls_locked(number, seconds_since(since), what);  // peers that time out too
+        answer_roll_calls_locked(number, waited_s(), what);  // peers that time out too
       }
       if (open && seconds_since(start) >= grace_s) break;
       if (open) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -487,6 +498,7 @@ class MpiCommunicator final : public Communicator {
   int world() const override { return s_->world; }
   int local_rank() const override { return local_rank_; }
   std::string backend() const override { return "mpi"; }
+  const std::shared_ptr<MpiState>& state() const { return s_; }
   Device device() const override { return Device::cpu(); }
 
   WorkHandle all_reduce_async(const Tensor& t, ReduceOp op) override {
@@ -597,11 +609,38 @@ class MpiCommunicator final : public Communicator {
   int local_rank_;
 };
 
+// The roll call of another backend's collectives over an MPI communicator's state (kept alive
+// here when the communicator goes).
+class MpiRollCall final : public RollCallChannel {
+ public:
+  explicit MpiRollCall(std::shared_ptr<MpiState> s) : s_(std::move(s)) {}
+
+  void answer(uint64_t number, double waited_s, const std::string& what) override {
+    if (mpi_finalized()) return;
+    std::lock_guard lock(s_->mu);
+    s_->answer_roll_calls_locked(number, waited_s, what);
+  }
+
+  std::string take(uint64_t number, double waited_s, const std::string& what) override {
+    if (mpi_finalized()) return "";
+    const auto start = std::chrono::steady_clock::now();
+    return s_->roll_call(number, what, [&] { return waited_s + seconds_since(start); });
+  }
+
+ private:
+  std::shared_ptr<MpiState> s_;
+};
+
 }  // namespace
 
 std::unique_ptr<Communicator> make_mpi_communicator(const CommOptions& options,
                                                     const LaunchInfo& launch) {
   return std::make_unique<MpiCommunicator>(options, launch);
+}
+
+std::unique_ptr<RollCallChannel> make_mpi_roll_call(Communicator& mpi) {
+  auto* m = dynamic_cast<MpiCommunicator*>(&mpi);
+  return m ? std::make_unique<MpiRollCall>(m->state()) : nullptr;
 }
 
 }  // namespace tessera::dist

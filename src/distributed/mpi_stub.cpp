@@ -9,4 +9,6 @@ std::unique_ptr<Communicator> make_mpi_communicator(const CommOptions&, const La
                "libopenmpi-dev and rebuild");
 }
 
+std::unique_ptr<RollCallChannel> make_mpi_roll_call(Communicator&) { return nullptr; }
+
 }  // namespace tessera::dist

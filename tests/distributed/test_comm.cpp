@@ -319,6 +319,43 @@ TEST(Collectives, wait_throws_within_the_timeout_naming_the_ranks_that_did_not_j
   c->barrier();
 }
 
+// NCCL has no messages of its own between hosts: where mpirun started the ranks and the id came
+// over MPI, that MPI communicator stays as the roll call's side channel, and each rank's watchdog
+// answers for it. Rank 0 all-reduces alone; the others issue nothing for 5 s (busy on the host),
+// so rank 0's timeout (2 s, then the roll call) names them as ranks that have not issued it.
+TEST(Collectives, an_nccl_timeout_names_the_ranks_that_have_not_issued_the_collective) {
+  if (comm().backend() != "nccl") GTEST_SKIP() << "NCCL's watchdog";
+  if (!built_with::mpi() || comm().world() < 2) GTEST_SKIP() << "needs 2 ranks and MPI";
+  CommOptions options;
+  options.backend = "nccl";
+  options.device = comm().device();
+  options.timeout_s = 2;  // init "": the id goes over MPI
+  auto c = make_communicator(options, detect_launch());
+  if (c->rank() == 0) {
+    Tensor t = filled(DType::F32, 5, [](int64_t i) { return input(0, i); });
+    WorkHandle w = c->all_reduce_async(t, ReduceOp::Sum);
+    const auto start = std::chrono::steady_clock::now();
+    std::string message;
+    while (message.empty() && std::chrono::steady_clock::now() - start < std::chrono::seconds(30)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      try {
+        w->test();
+      } catch (const Error& e) {
+        message = e.what();
+      }
+    }
+    std::vector<int> others;
+    for (int r = 1; r < c->world(); ++r) others.push_back(r);
+    EXPECT_TRUE(contains(message, "(collective #1) did not complete within timeout_s = 2 s") &&
+                contains(message, "waits in no collective, having issued 0") &&
+                contains(message, "Look at " + rank_list(others) + "."))
+        << message;
+    std::printf("rank 0's NCCL timeout error: %s\n", message.c_str());
+  } else {
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+  }
+}
+
 // The roll call's report (launch.cpp), on answers a real roll call cannot produce on demand: a
 // rank in another collective (issued in a different order) and one answering unreadably.
 TEST(RollCall, the_report_names_silent_ranks_and_ranks_in_other_collectives) {
@@ -340,6 +377,14 @@ TEST(RollCall, the_report_names_silent_ranks_and_ranks_in_other_collectives) {
                                "different orders"))
       << report;
   EXPECT_TRUE(contains(report, "Look at ranks 2-5.")) << report;
+  // A rank that has not issued the collective (an NCCL watchdog's answer for its rank).
+  std::vector<std::optional<std::string>> idle(2);
+  idle[1] = roll_call_answer(6, -1, "");
+  const std::string late = roll_call_report(0, 7, idle, 1);
+  EXPECT_TRUE(contains(late, "rank 1 waits in no collective, having issued 6") &&
+              contains(late, "This rank is in collective #7. Look at rank 1.") &&
+              !contains(late, "different orders"))
+      << late;
   // Every peer in the same collective: no rank to blame.
   std::vector<std::optional<std::string>> all(3);
   all[0] = all[2] = roll_call_answer(4, 9, "barrier on rank x of 3");

@@ -557,3 +557,17 @@ TEST_F(DataParallelCuda, a_stalled_rank_is_reported_by_the_nccl_watchdog_after_d
   EXPECT_NE(text.find("train (rank 0 of 2): the NCCL communicator (rank 0 of 2) was aborted"),
             std::string::npos) << text;
 }
+
+// The same where mpirun's MPI carried NCCL's id (init ""): that communicator stays as the roll
+// call's side channel (kernels/nccl_comm.cu), and the stopped rank's watchdog, stopped with it,
+// does not answer: rank 0's error names it.
+TEST_F(DataParallelCuda, a_stalled_rank_is_named_by_the_roll_call_over_mpi) {
+  if (!built_with::mpi()) GTEST_SKIP() << "the roll call's side channel is MPI";
+  Config c = config(100000);
+  c.dist.init = "";
+  c.checkpoint.interval = 2;
+  c.dist.timeout = 5;
+  const std::string text = stall_rank_1(start(2, c, "stalled-mpi"));
+  EXPECT_NE(text.find("rank 1 did not answer within 1 s"), std::string::npos) << text;
+  EXPECT_NE(text.find("Look at rank 1."), std::string::npos) << text;
+}
