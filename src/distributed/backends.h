@@ -58,9 +58,11 @@ std::string init_directory(const std::string& init);
 // MPI) busy outside the collectives does not answer within grace_s. roll_call_report turns the
 // answers (indexed by rank; this rank's and unanswered ones empty) into the sentences of the
 // timeout error, ending with the ranks to look at: the silent ones, those that have not issued the
-// collective, and those in another one (issued in a different order).
+// collective, and those in another one: another number, or the same number but another kind, op,
+// dtype or size (describe_collective's text before " on rank"; swapped collectives: issued in a
+// different order).
 std::string roll_call_answer(uint64_t number, double waited_s, const std::string& what);
-std::string roll_call_report(int rank, uint64_t number,
+std::string roll_call_report(int rank, uint64_t number, const std::string& what,
                              const std::vector<std::optional<std::string>>& answers,
                              double grace_s);
 // "rank 3", "ranks 1-3, 7": sorted, distinct ranks, runs collapsed (a 512-rank job stays one line).

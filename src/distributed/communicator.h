@@ -61,7 +61,8 @@ struct LaunchInfo {
   int rank = 0, world = 1, local_rank = 0;
   std::string launcher = "none";  // "mpirun" | "mpiexec" | "srun" | "env" | "none"
   // What names this launch among others, the same on every rank: Open MPI's PMIX_NAMESPACE (else
-  // OMPI_MCA_ess_base_jobid), srun's SLURM_JOB_ID.SLURM_STEP_ID, torchrun's TORCHELASTIC_RUN_ID;
+  // OMPI_MCA_ess_base_jobid), srun's SLURM_JOB_ID.SLURM_STEP_ID(.rSLURM_RESTART_COUNT), torchrun's
+  // TORCHELASTIC_RUN_ID(.rTORCHELASTIC_RESTART_COUNT);
   // "" where the launcher sets none (MPICH's mpiexec, RANK/WORLD_SIZE by hand). Files the ranks
   // share carry it in their names, so a file a crashed launch left is not read as this one's.
   std::string job;

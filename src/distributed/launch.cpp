@@ -86,11 +86,18 @@ std::string launch_job(std::string_view launcher) {
     job = get("PMIX_NAMESPACE");
     if (job.empty()) job = get("OMPI_MCA_ess_base_jobid");
   } else if (launcher == "srun") {
+    // A requeued job keeps its id and starts its steps at 0 again: the restart count tells the
+    // legs apart.
     job = get("SLURM_JOB_ID");
     if (!job.empty() && !get("SLURM_STEP_ID").empty()) job += "." + get("SLURM_STEP_ID");
+    if (!job.empty() && !get("SLURM_RESTART_COUNT").empty())
+      job += ".r" + get("SLURM_RESTART_COUNT");
   } else if (launcher == "env") {
     job = get("TORCHELASTIC_RUN_ID");
     if (job == "none") job.clear();  // torchrun's default: the same for every launch
+    // torchrun restarts its workers under the same run id, counting the restarts.
+    if (!job.empty() && !get("TORCHELASTIC_RESTART_COUNT").empty())
+      job += ".r" + get("TORCHELASTIC_RESTART_COUNT");
   }
   for (char& c : job)
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '_';
@@ -205,7 +212,16 @@ std::string roll_call_answer(uint64_t number, double waited_s, const std::string
   return os.str();
 }
 
-std::string roll_call_report(int rank, uint64_t number,
+namespace {
+
+// describe_collective's text without its rank: "all_reduce (sum) of 7 f32 elements".
+std::string collective_kind(const std::string& what) {
+  return what.substr(0, what.rfind(" on rank "));
+}
+
+}  // namespace
+
+std::string roll_call_report(int rank, uint64_t number, const std::string& what_here,
                              const std::vector<std::optional<std::string>>& answers,
                              double grace_s) {
   std::vector<int> silent, same, garbled;
@@ -227,7 +243,7 @@ std::string roll_call_report(int rank, uint64_t number,
       continue;
     }
     std::getline(in >> std::ws, what);
-    if (waited >= 0 && theirs == number) {
+    if (waited >= 0 && theirs == number && collective_kind(what) == collective_kind(what_here)) {
       same.push_back(r);
       continue;
     }
@@ -238,7 +254,8 @@ std::string roll_call_report(int rank, uint64_t number,
          << ": it is busy on the host or stuck outside the collectives";
     else
       os << "rank " << r << " has waited " << std::fixed << std::setprecision(1) << waited
-         << " s in collective #" << theirs << " (" << what << ")";
+         << " s in " << (theirs == number ? "another " : "") << "collective #" << theirs << " ("
+         << what << ")";
     elsewhere.push_back(os.str());
     elsewhere_ranks.push_back(r);
   }
@@ -260,7 +277,8 @@ std::string roll_call_report(int rank, uint64_t number,
     parts.push_back(std::to_string(elsewhere.size() - kShown) + " more elsewhere");
   if (!garbled.empty()) parts.push_back(rank_list(garbled) + " answered unreadably");
   for (size_t i = 0; i < parts.size(); ++i) os << (i ? "; " : "") << parts[i];
-  if (!elsewhere.empty()) os << ". This rank is in collective #" << number;
+  if (!elsewhere.empty())
+    os << ". This rank is in collective #" << number << " (" << collective_kind(what_here) << ")";
   if (reordered) os << ": the ranks issue collectives in different orders";
   std::vector<int> look = silent;
   look.insert(look.end(), elsewhere_ranks.begin(), elsewhere_ranks.end());

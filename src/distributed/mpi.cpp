@@ -84,24 +84,31 @@ void finalize_at_exit() {
   // first; past it, leave without MPI_Finalize (the launcher then reports the job as failed and
   // ends the stalled rank). Ranks that end on an error never come here (they _exit).
   MPI_Request request = MPI_REQUEST_NULL;
-  if (MPI_Ibarrier(MPI_COMM_WORLD, &request) == MPI_SUCCESS) {
-    const auto start = std::chrono::steady_clock::now();
-    for (int done = 0; !done;) {
-      if (MPI_Test(&request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) break;
-      if (done) break;
-      const double waited =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (waited >= g_exit_timeout_s) {
-        std::fprintf(stderr,
-                     "tessera: rank %d of %d: another rank has not reached the end of the job "
-                     "within dist.timeout = %g s (stopped or stalled after its last collective); "
-                     "exiting without MPI_Finalize, which would wait for it\n",
-                     g_rank.load(), g_world.load(), g_exit_timeout_s.load());
-        std::fflush(stderr);
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(waited < 1 ? 0 : 1));
+  const auto start = std::chrono::steady_clock::now();
+  const char* failed = nullptr;
+  if (MPI_Ibarrier(MPI_COMM_WORLD, &request) != MPI_SUCCESS) failed = "could not start";
+  for (int done = 0; !done && !failed;) {
+    if (MPI_Test(&request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) failed = "failed";
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (!done && !failed && waited >= g_exit_timeout_s) {
+      std::fprintf(stderr,
+                   "tessera: rank %d of %d: another rank has not reached the end of the job "
+                   "within dist.timeout = %g s (stopped or stalled after its last collective); "
+                   "exiting without MPI_Finalize, which would wait for it\n",
+                   g_rank.load(), g_world.load(), g_exit_timeout_s.load());
+      std::fflush(stderr);
+      return;
     }
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(waited < 1 ? 0 : 1));
+  }
+  if (failed) {  // a peer is gone: MPI_Finalize would wait for it
+    std::fprintf(stderr,
+                 "tessera: rank %d of %d: the barrier before MPI_Finalize %s (a rank has ended "
+                 "or failed); exiting without MPI_Finalize, which would wait for it\n",
+                 g_rank.load(), g_world.load(), failed);
+    std::fflush(stderr);
+    return;
   }
   MPI_Finalize();
 }
@@ -307,6 +314,7 @@ struct MpiState {
     const double grace_s = std::min(1.0, timeout_s);
     std::vector<std::optional<std::string>> answers(static_cast<size_t>(world));
     std::vector<MPI_Request> pending(static_cast<size_t>(world), MPI_REQUEST_NULL);
+    std::vector<bool> broken(static_cast<size_t>(world), false);  // a failed test: not retested
     std::vector<std::vector<char>> text(static_cast<size_t>(world), std::vector<char>(kAnswerBytes));
     {
       std::lock_guard lock(mu);
@@ -333,17 +341,15 @@ struct MpiState {
         open = false;
         for (int r = 0; r < world; ++r) {
           MPI_Request& request = pending[size_t(r)];
-          if (request == MPI_REQUEST_NULL) continue;
-          int flag = 0, bytes = 0;
+          if (request == MPI_REQUEST_NULL || broken[size_t(r)]) continue;
+          int flag = 0;
           MPI_Status status;
-          if (MPI_Test(&request, &flag, &status) != MPI_SUCCESS) {
-            request = MPI_REQUEST_NULL;
-          } else if (flag) {
-            MPI_Get_count(&status, MPI_CHAR, &bytes);
-            answers[size_t(r)] = std::string(text[size_t(r)].data(), size_t(std::max(bytes, 0)));
-          } else {
+          if (MPI_Test(&request, &flag, &status) != MPI_SUCCESS)
+            broken[size_t(r)] = true;  // cancelled below, so that MPI lets go of its buffer
+          else if (flag)
+            answers[size_t(r)] = received(status, text[size_t(r)]);
+          else
             open = true;
-          }
         }
         answer_roll_calls_locked(number, waited_s(), what);  // peers that time out too
       }
@@ -352,13 +358,26 @@ struct MpiState {
     }
     {
       std::lock_guard lock(mu);
-      for (MPI_Request& request : pending) {  // a cancelled receive completes at once
+      for (int r = 0; r < world; ++r) {  // a cancelled receive completes at once
+        MPI_Request& request = pending[size_t(r)];
         if (request == MPI_REQUEST_NULL) continue;
         MPI_Cancel(&request);
-        MPI_Wait(&request, MPI_STATUS_IGNORE);
+        MPI_Status status;
+        int cancelled = 1;
+        // The answer may have arrived after the last test: then the receive completed instead.
+        if (MPI_Wait(&request, &status) == MPI_SUCCESS && !broken[size_t(r)] &&
+            MPI_Test_cancelled(&status, &cancelled) == MPI_SUCCESS && !cancelled)
+          answers[size_t(r)] = received(status, text[size_t(r)]);
       }
     }
-    return roll_call_report(rank, number, answers, grace_s);
+    return roll_call_report(rank, number, what, answers, grace_s);
+  }
+
+  // The text a completed receive of an answer left in `buffer`.
+  static std::string received(const MPI_Status& status, const std::vector<char>& buffer) {
+    int bytes = 0;
+    MPI_Get_count(&status, MPI_CHAR, &bytes);
+    return std::string(buffer.data(), size_t(std::clamp(bytes, 0, int(buffer.size()))));
   }
 
   ~MpiState() {

@@ -366,32 +366,43 @@ TEST(RollCall, the_report_names_silent_ranks_and_ranks_in_other_collectives) {
   answers[1] = roll_call_answer(12, 3.04, "all_reduce (sum) of 7 f32 elements on rank 1 of 6");
   answers[2] = roll_call_answer(11, 2.5, "broadcast of 3 i32 elements on rank 2 of 6");
   answers[4] = "garbage";
-  const std::string report = roll_call_report(0, 12, answers, 1);
+  const std::string report =
+      roll_call_report(0, 12, "all_reduce (sum) of 7 f32 elements on rank 0 of 6", answers, 1);
   EXPECT_TRUE(contains(report, "ranks 3, 5 did not answer within 1 s")) << report;
   EXPECT_TRUE(contains(report, "rank 1 is waiting in this collective too (#12)")) << report;
   EXPECT_TRUE(contains(report, "rank 2 has waited 2.5 s in collective #11 (broadcast of 3 i32 "
                                "elements on rank 2 of 6)"))
       << report;
   EXPECT_TRUE(contains(report, "rank 4 answered unreadably")) << report;
-  EXPECT_TRUE(contains(report, "This rank is in collective #12: the ranks issue collectives in "
-                               "different orders"))
+  EXPECT_TRUE(contains(report, "This rank is in collective #12 (all_reduce (sum) of 7 f32 "
+                               "elements): the ranks issue collectives in different orders"))
       << report;
   EXPECT_TRUE(contains(report, "Look at ranks 2-5.")) << report;
   // A rank that has not issued the collective (an NCCL watchdog's answer for its rank).
   std::vector<std::optional<std::string>> idle(2);
   idle[1] = roll_call_answer(6, -1, "");
-  const std::string late = roll_call_report(0, 7, idle, 1);
+  const std::string late = roll_call_report(0, 7, "barrier on rank 0 of 2", idle, 1);
   EXPECT_TRUE(contains(late, "rank 1 waits in no collective, having issued 6") &&
-              contains(late, "This rank is in collective #7. Look at rank 1.") &&
+              contains(late, "This rank is in collective #7 (barrier). Look at rank 1.") &&
               !contains(late, "different orders"))
       << late;
   // Every peer in the same collective: no rank to blame.
   std::vector<std::optional<std::string>> all(3);
   all[0] = all[2] = roll_call_answer(4, 9, "barrier on rank x of 3");
-  const std::string stuck = roll_call_report(1, 4, all, 1);
+  const std::string stuck = roll_call_report(1, 4, "barrier on rank 1 of 3", all, 1);
   EXPECT_TRUE(contains(stuck, "ranks 0, 2 are waiting in this collective too (#4)") &&
               contains(stuck, "the transport between them is stuck"))
       << stuck;
+  // Swapped collectives: the same number, another collective (rank 1 broadcasts where this rank
+  // all-reduces).
+  std::vector<std::optional<std::string>> swapped(2);
+  swapped[1] = roll_call_answer(2, 2.0, "broadcast of 5 f32 elements on rank 1 of 2");
+  const std::string order =
+      roll_call_report(0, 2, "all_reduce (sum) of 5 f32 elements on rank 0 of 2", swapped, 1);
+  EXPECT_TRUE(contains(order, "rank 1 has waited 2.0 s in another collective #2 (broadcast of 5 "
+                              "f32 elements on rank 1 of 2)") &&
+              contains(order, "different orders") && contains(order, "Look at rank 1."))
+      << order;
 }
 
 // A rank that fails holds its communicator in a scope the error unwinds: destroyed then, NCCL's
@@ -568,7 +579,9 @@ class LaunchEnv {
                                           "OMPI_MCA_ess_base_jobid",
                                           "SLURM_JOB_ID",
                                           "SLURM_STEP_ID",
-                                          "TORCHELASTIC_RUN_ID"};
+                                          "TORCHELASTIC_RUN_ID",
+                                          "SLURM_RESTART_COUNT",
+                                          "TORCHELASTIC_RESTART_COUNT"};
   std::map<std::string, std::string> saved_;
 };
 
@@ -663,11 +676,15 @@ TEST(DetectLaunch, the_job_name_comes_from_the_launcher_that_started_the_ranks) 
   EXPECT_EQ(detect_launch().job, "");  // torchrun's default, the same for every launch
   env.set("TORCHELASTIC_RUN_ID", "run/a b");
   EXPECT_EQ(detect_launch().job, "run_a_b");
+  env.set("TORCHELASTIC_RESTART_COUNT", "1");
+  EXPECT_EQ(detect_launch().job, "run_a_b.r1");
   ::unsetenv("RANK");
   ::unsetenv("WORLD_SIZE");
   env.set("SLURM_PROCID", "1");
   env.set("SLURM_NTASKS", "2");
   EXPECT_EQ(detect_launch().job, "77.3");
+  env.set("SLURM_RESTART_COUNT", "2");  // a requeued job: the same id and step, another leg
+  EXPECT_EQ(detect_launch().job, "77.3.r2");
   env.set("OMPI_COMM_WORLD_RANK", "1");
   env.set("OMPI_COMM_WORLD_SIZE", "2");
   env.set("OMPI_MCA_ess_base_jobid", "123");
