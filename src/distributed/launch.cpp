@@ -249,9 +249,11 @@ std::string roll_call_report(int rank, uint64_t number, const std::string& what_
     }
     reordered = reordered || waited >= 0;
     std::ostringstream os;
-    if (waited < 0)
-      os << "rank " << r << " waits in no collective, having issued " << theirs
-         << ": it is busy on the host or stuck outside the collectives";
+    if (waited < 0 && theirs < number)
+      os << "rank " << r << " has issued " << theirs
+         << " collectives, not this one: it is busy on the host or stuck outside the collectives";
+    else if (waited < 0)
+      os << "rank " << r << " waits in no collective, having issued " << theirs;
     else
       os << "rank " << r << " has waited " << std::fixed << std::setprecision(1) << waited
          << " s in " << (theirs == number ? "another " : "") << "collective #" << theirs << " ("

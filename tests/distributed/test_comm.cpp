@@ -347,7 +347,7 @@ TEST(Collectives, an_nccl_timeout_names_the_ranks_that_have_not_issued_the_colle
     std::vector<int> others;
     for (int r = 1; r < c->world(); ++r) others.push_back(r);
     EXPECT_TRUE(contains(message, "(collective #1) did not complete within timeout_s = 2 s") &&
-                contains(message, "waits in no collective, having issued 0") &&
+                contains(message, "has issued 0 collectives, not this one") &&
                 contains(message, "Look at " + rank_list(others) + "."))
         << message;
     std::printf("rank 0's NCCL timeout error: %s\n", message.c_str());
@@ -382,7 +382,7 @@ TEST(RollCall, the_report_names_silent_ranks_and_ranks_in_other_collectives) {
   std::vector<std::optional<std::string>> idle(2);
   idle[1] = roll_call_answer(6, -1, "");
   const std::string late = roll_call_report(0, 7, "barrier on rank 0 of 2", idle, 1);
-  EXPECT_TRUE(contains(late, "rank 1 waits in no collective, having issued 6") &&
+  EXPECT_TRUE(contains(late, "rank 1 has issued 6 collectives, not this one") &&
               contains(late, "This rank is in collective #7 (barrier). Look at rank 1.") &&
               !contains(late, "different orders"))
       << late;
