@@ -96,6 +96,10 @@ Lora::Lora(nn::GPT& model, const LoraOptions& opt, Generator& gen)
   const Options o{model_o.dtype == DType::BF16 ? DType::F32 : model_o.dtype, model_o.device};
   auto add = [&](nn::Proj p, int64_t layer, int64_t in, int64_t out) {
     const std::string module = model.module_name(p, layer);
+    // B A has rank <= min(in, out): more adds parameters, not capacity (config/validate.cpp
+    // refuses it in the config's terms; this covers every caller).
+    TESSERA_CHECK(opt.rank <= std::min(in, out), "lora rank ", opt.rank, " exceeds min(in, out) = ",
+                  std::min(in, out), " of ", module, " (", out, " x ", in, ")");
     const double bound = 1.0 / std::sqrt(double(in));  // kaiming_uniform_(a = sqrt 5)
     std::vector<double> u = rand({opt.rank, in}, gen, DType::F64).to_vector<double>();
     for (double& v : u) v = (2 * v - 1) * bound;

@@ -59,9 +59,14 @@ NF4Tensor nf4_quantize(const Tensor& w, bool double_quant) {
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t e0 = b * kNF4Block, e1 = std::min(n, e0 + kNF4Block);
     float a = 0;
-    for (int64_t e = e0; e < e1; ++e) a = std::max(a, std::fabs(v[size_t(e)]));
-    TESSERA_CHECK(std::isfinite(a), "nf4_quantize: weight ", shape_str(w.shape()),
-                  " has a non-finite value in block ", b);
+    for (int64_t e = e0; e < e1; ++e) {
+      // Each element, not the maximum: std::max passes over a NaN, which would then take code 0
+      // (-absmax) without a word.
+      const float m = std::fabs(v[size_t(e)]);
+      TESSERA_CHECK(std::isfinite(m), "nf4_quantize: weight ", shape_str(w.shape()), " has ",
+                    v[size_t(e)], " at element ", e, " (block ", b, ")");
+      a = std::max(a, m);
+    }
     absmax[size_t(b)] = a;
     for (int64_t e = e0; e < e1; ++e) {
       const uint8_t c = a > 0 ? nearest_code(v[size_t(e)] / a) : uint8_t(7);  // kNF4[7] == 0

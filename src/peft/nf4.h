@@ -15,7 +15,8 @@
 // QLoRA used 8-bit floats there, and both meet the paper's 0.127-bit figure.
 //
 // Error bounds (what the tests check): with exact absmax, |w - w^| <= a_b * g(w / a_b) / 2, g the gap
-// between the two levels around w / a_b (at most (1 - 0.7229568) / 2 * a_b = 0.1385 a_b). Double
+// between the two levels around w / a_b (at most (1 - 0.6961928) / 2 * a_b = 0.1519 a_b, the gap
+// between kNF4[0] = -1 and kNF4[1]). Double
 // quantisation adds at most |kNF4[c]| * s / 254 <= s / 254 per weight (half an int8 step of its
 // absmax). The codes are chosen against the exact absmax, as bitsandbytes does.
 #pragma once

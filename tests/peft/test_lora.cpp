@@ -160,6 +160,11 @@ TEST(Lora, scaling_targets_and_refusals) {
               Lora l(model, {.targets = parse_targets("head")}, g);
             }).find("tie_embeddings"),
             std::string::npos);
+  // A rank past the smaller side of a projection, even where no config was validated.
+  const std::string big = testing::error_of([&] {
+    Lora l(model, {.rank = 1000, .targets = parse_targets("q")}, g);
+  });
+  EXPECT_NE(big.find("lora rank 1000 exceeds min(in, out)"), std::string::npos) << big;
 }
 
 TEST(Lora, fingerprint_follows_content_not_identity) {

@@ -127,6 +127,22 @@ TEST(NF4, linear_gradcheck_in_x_and_bias) {
       [&](const std::vector<Tensor>& in) { return nf4_linear(in[0], q, in[1]); }, {x, b}));
 }
 
+// A NaN or an infinity anywhere in a block is refused, naming the element: std::max over the block
+// passed over a NaN (first or not), which then took code 0 and came back as -absmax.
+TEST(NF4, non_finite_weights_are_refused_naming_the_element) {
+  Generator g(3);
+  for (int64_t at : {int64_t(5), int64_t(64), int64_t(130)}) {
+    for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+      std::vector<float> w = randn({3, 64}, g).to_vector<float>();
+      w[size_t(at)] = bad;
+      const std::string e = testing::error_of([&] { nf4_quantize(from_vector(w, {3, 64}), true); });
+      EXPECT_NE(e.find("at element " + std::to_string(at) + " (block " + std::to_string(at / 64)),
+                std::string::npos)
+          << e;
+    }
+  }
+}
+
 TEST(NF4, shape_errors_name_the_shapes) {
   Generator g(2);
   NF4Tensor q = nf4_quantize(randn({8, 64}, g), false);
