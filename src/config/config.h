@@ -122,6 +122,7 @@ struct OptimConfig {
   double grad_clip = 1.0;  // max global gradient norm; 0 = no clipping
   int64_t warmup_steps = 100;
   std::string schedule = "cosine";  // cosine | linear | constant
+  int64_t decay_steps = 0;  // the step where the decay reaches min_lr (then stays); 0 = max_steps
   double clip_value = 0;   // lomo/adalomo: clamp each gradient element to +-clip_value; 0 = off
   double loss_scale = 1;   // lomo/adalomo: gradients are divided by it before the update
 
@@ -225,6 +226,8 @@ struct Config {
   void validate() const;
 
   int64_t sequence_length() const { return train.seq_len > 0 ? train.seq_len : model.block_size; }
+  // Where the LR decay ends: optim.decay_steps, or train.max_steps when that is 0.
+  int64_t decay_steps() const { return optim.decay_steps > 0 ? optim.decay_steps : train.max_steps; }
   // Tokens per optimizer step and the micro-batches each process accumulates to reach it;
   // grad_accum_steps throws (naming the keys) unless total_batch_size is a multiple of B*T*world.
   int64_t tokens_per_step(int64_t world_size = 1) const;

@@ -322,13 +322,17 @@ void check_optim(const Config& c, Problems& p) {
   }
   p.positive("optim.lr", o.lr);
   p.non_negative("optim.min_lr", o.min_lr);
-  if (o.min_lr > o.lr) p.add("optim.min_lr (", o.min_lr, ") must not exceed optim.lr (", o.lr, ")");
+  // min_lr is where a decay ends; a constant schedule has none and ignores it.
+  if (o.min_lr > o.lr && o.schedule != "constant")
+    p.add("optim.min_lr (", o.min_lr, ") must not exceed optim.lr (", o.lr, ") for a decaying "
+          "schedule (", o.schedule, ")");
   p.non_negative("optim.weight_decay", o.weight_decay);
   if (!(o.beta1 >= 0 && o.beta1 < 1)) p.add("optim.beta1 must be in [0, 1), got ", o.beta1);
   if (!(o.beta2 >= 0 && o.beta2 < 1)) p.add("optim.beta2 must be in [0, 1), got ", o.beta2);
   p.positive("optim.eps", o.eps);
   p.non_negative("optim.grad_clip", o.grad_clip);
   p.non_negative("optim.warmup_steps", o.warmup_steps);
+  p.non_negative("optim.decay_steps", o.decay_steps);
   p.one_of("optim.schedule", o.schedule, {"cosine", "linear", "constant"});
 }
 

@@ -52,4 +52,12 @@ data::LoaderOptions loader_options(const Config& cfg, const char* key, const std
   return o;
 }
 
+ScheduleOptions schedule_options(const Config& cfg) {
+  return {.name = cfg.optim.schedule,
+          .lr = cfg.optim.lr,
+          .min_lr = cfg.optim.min_lr,
+          .warmup_steps = cfg.optim.warmup_steps,
+          .max_steps = cfg.decay_steps()};
+}
+
 }  // namespace tessera::train

@@ -1,6 +1,6 @@
-// The config's model, lora and data sections as the option structs of the layers they configure:
-// what train, eval, generate, export, merge and the benchmarks build their models, adapters and
-// loaders from.
+// The config's model, lora, data and optim sections as the option structs of the layers they
+// configure: what train, eval, generate, export, merge and the benchmarks build their models,
+// adapters, loaders and LR schedules from.
 //
 //   nn::GPT model(model_config(cfg.model, cfg.train), gen);
 //   peft::Lora lora(model, lora_options(cfg.lora), gen);
@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "data/loader.h"
 #include "nn/gpt.h"
+#include "optim/schedule.h"
 #include "peft/lora.h"
 
 namespace tessera::train {
@@ -24,5 +25,7 @@ peft::LoraOptions lora_options(const LoraConfig& l);
 // sequence length, vocabulary and seed; shuffled for training.
 data::LoaderOptions loader_options(const Config& cfg, const char* key, const std::string& pattern,
                                    bool shuffle);
+// The LR schedule of the optim section, decaying until cfg.decay_steps().
+ScheduleOptions schedule_options(const Config& cfg);
 
 }  // namespace tessera::train

@@ -1,10 +1,12 @@
 // Notes for a run's log: see run_notes.h.
 #include "train/run_notes.h"
 
+#include <cstdio>
 #include <filesystem>
 #include <set>
 
 #include "checkpoint/retention.h"
+#include "train/options.h"
 
 namespace tessera::train {
 namespace fs = std::filesystem;
@@ -77,6 +79,27 @@ std::string data_change_note(const std::string& stored_glob, const std::string& 
          " was trained on '" + stored_glob +
          "': the run goes on from the checkpoint's position in the data order, counted in the "
          "new files";
+}
+
+std::string schedule_change_note(const std::string& stored_yaml, const Config& cfg, int64_t step,
+                                 const std::string& path) {
+  const ScheduleOptions was = schedule_options(parse_stored_config(stored_yaml, path)),
+                        now = schedule_options(cfg);
+  if (was.name == now.name && was.lr == now.lr && was.min_lr == now.min_lr &&
+      was.warmup_steps == now.warmup_steps && was.max_steps == now.max_steps)
+    return "";
+  char lrs[96];
+  std::snprintf(lrs, sizeof lrs, "%.4g where the checkpoint's schedule gives %.4g",
+                lr_at(now, step), lr_at(was, step));
+  std::string note = "warning: resume: the LR schedule differs from the one checkpoint " + path +
+                     " followed: step " + std::to_string(step + 1) + " runs at lr " + lrs;
+  if (was.max_steps != now.max_steps && was.name == now.name && was.lr == now.lr &&
+      was.min_lr == now.min_lr && was.warmup_steps == now.warmup_steps)
+    note += " (its decay ended at step " + std::to_string(was.max_steps) + ", now at " +
+            std::to_string(now.max_steps) + ": train.max_steps or optim.decay_steps changed; "
+            "--set optim.decay_steps=" + std::to_string(was.max_steps) +
+            " keeps the old decay and then trains on at min_lr)";
+  return note;
 }
 
 }  // namespace tessera::train

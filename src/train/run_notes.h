@@ -4,6 +4,7 @@
 //   for (auto& line : validation_notes(cfg, val_loader, train_files)) log << line << "\n";
 //   newer_checkpoints_note(run_dir, resumed_path, resumed_step);   // resuming an older checkpoint
 //   data_change_note(stored.data.train, cfg.data.train, train_files, resumed_path);
+//   schedule_change_note(checkpoint.config_yaml, cfg, resumed_step, resumed_path);
 //
 // Files are compared as canonical paths, so two globs spelt differently that match the same
 // shards are the same data.
@@ -34,5 +35,12 @@ std::string newer_checkpoints_note(const std::string& run_dir, const std::string
 // may have moved (the old glob then matches nothing here, or names the same files otherwise).
 std::string data_change_note(const std::string& stored_glob, const std::string& glob,
                              const std::vector<std::string>& files, const std::string& path);
+
+// A warning when a resumed run's LR schedule differs from the one its checkpoint (`path`, whose
+// stored config is `stored_yaml`) was following from `step` on: another decay horizon (a higher
+// --max-steps stretches the decay from here, so the LR jumps back up), warmup, peak, floor or
+// shape. It gives the LR of the next step under both, and how to keep the old one.
+std::string schedule_change_note(const std::string& stored_yaml, const Config& cfg, int64_t step,
+                                 const std::string& path);
 
 }  // namespace tessera::train

@@ -185,11 +185,7 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       init_gen_(seed_default_generator(cfg_.train.seed, rank_)),
       model_(model_config(cfg_.model, cfg_.train), init_gen_),
       params_(named_params(model_.parameters())),
-      sched_{.name = cfg_.optim.schedule,
-             .lr = cfg_.optim.lr,
-             .min_lr = cfg_.optim.min_lr,
-             .warmup_steps = cfg_.optim.warmup_steps,
-             .max_steps = cfg_.train.max_steps},
+      sched_(schedule_options(cfg_)),
       accum_(cfg_.grad_accum_steps(world_)),  // names the numbers when they do not divide
       B_(cfg_.train.batch_size),
       T_(cfg_.sequence_length()),
@@ -391,10 +387,10 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
                 ": a resumed run continues the checkpoint's data order and dropout; set "
                 "train.seed: ",
                 s.rng.seed, ", or start a new run from its weights with --init");
-  if (with_history && rank_ == 0) {
-    const std::string newer = newer_checkpoints_note(run_dir_.string(), path, s.step);
-    if (!newer.empty()) out_->log() << newer << "\n";
-  }
+  if (with_history && rank_ == 0)
+    for (const std::string& note : {newer_checkpoints_note(run_dir_.string(), path, s.step),
+                                    schedule_change_note(ck.config_yaml, cfg_, s.step, path)})
+      if (!note.empty()) out_->log() << note << "\n";
   load_model_into(ck, path, lora_ ? lora_->parameters() : model_.parameters());
   opt_->load_state(ck.optimizer, path);
   opt_->set_step_count(s.optimizer_step);

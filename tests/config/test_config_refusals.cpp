@@ -1,7 +1,8 @@
 // Config refusals kept apart from test_config.cpp's table: YAML anchors and aliases, refused when
 // a file is read (config.cpp; a few hundred bytes of nested aliases would otherwise make reading
 // the config take exponential time), a value refused outright reported alone, not with the rules
-// that assume a valid one, AdamW's keys under the fused optimizers, and blanks around --set values.
+// that assume a valid one, AdamW's keys under the fused optimizers, blanks around --set values, and
+// min_lr above lr, refused only where a schedule decays to it.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -92,6 +93,18 @@ TEST(ConfigValidation, fused_optimizers_refuse_adamws_keys) {
   EXPECT_EQ(msg.find("beta1"), std::string::npos) << msg;
   apply_override(cfg, "optim.name=adamw");
   EXPECT_NO_THROW(cfg.validate());
+}
+
+// min_lr is where a decay ends: a constant schedule ignores it, so a fine-tuning --lr below the
+// default min_lr needs no min_lr of its own there; cosine and linear still refuse it.
+TEST(ConfigValidation, min_lr_above_lr_is_refused_only_for_a_decaying_schedule) {
+  Config cfg;
+  apply_override(cfg, "optim.lr=5e-5");
+  EXPECT_CONTAINS(error_of([&] { cfg.validate(); }), "optim.min_lr (0.0001) must not exceed");
+  apply_override(cfg, "optim.schedule=constant");
+  EXPECT_NO_THROW(cfg.validate());
+  apply_override(cfg, "optim.schedule=linear");
+  EXPECT_CONTAINS(error_of([&] { cfg.validate(); }), "for a decaying schedule (linear)");
 }
 
 }  // namespace

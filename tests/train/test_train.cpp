@@ -144,6 +144,39 @@ TEST(Training, resume_auto_keeps_the_tokens_per_step_of_the_checkpoint_it_falls_
       << log.str();
 }
 
+// Resuming with a higher train.max_steps stretches the decay from the checkpoint's step, so the LR
+// jumps back up: the log says so, with the LR of the next step under both schedules, and
+// optim.decay_steps at the old horizon keeps the old decay, the run then going on at min_lr.
+TEST(Training, a_resume_that_changes_the_lr_schedule_says_so_and_decay_steps_keeps_the_old_one) {
+  TempRun run;
+  Config c = run.config(12);  // warmup 5, cosine from 3e-3 to 3e-4 at step 12
+  c.log.interval = 1;
+  std::ostringstream log;
+  train::run_training(c, log);
+  Config more = c;
+  more.checkpoint.resume = "auto";
+  more.train.max_steps = 20;
+  more.train.run_name = "stretched";
+  fs::copy(run.dir / "ckpt" / "run", run.dir / "ckpt" / "stretched");
+  std::ostringstream stretched;
+  train::run_training(more, stretched);
+  // Update 12 (step 13) at progress (12 - 5) / (20 - 5): 3e-4 + 0.5 (1 + cos(0.4667 pi)) 2.7e-3.
+  EXPECT_NE(stretched.str().find("step 13 runs at lr 0.001791 where the checkpoint's schedule "
+                                 "gives 0.0003 (its decay ended at step 12, now at 20"),
+            std::string::npos)
+      << stretched.str();
+  EXPECT_NE(stretched.str().find("--set optim.decay_steps=12 keeps the old decay"),
+            std::string::npos);
+  more.optim.decay_steps = 12;
+  more.train.run_name = "kept";
+  fs::copy(run.dir / "ckpt" / "run", run.dir / "ckpt" / "kept");
+  std::ostringstream kept;
+  train::run_training(more, kept);
+  EXPECT_EQ(kept.str().find("the LR schedule differs"), std::string::npos) << kept.str();
+  const auto lr = tessera::testing::metric(run.dir / "ckpt" / "kept" / "metrics.jsonl", "lr");
+  for (int64_t step = 13; step <= 20; ++step) EXPECT_EQ(lr.at(step), "0.0003") << step;
+}
+
 TEST(Training, missing_data_is_a_clear_error) {
   TempRun run;
   Config cfg = run.config(5);
