@@ -270,13 +270,15 @@ int run(int argc, char** argv) {
   TESSERA_CHECK(val_fraction == 0 || !val.empty(), "the validation split is empty: ", total,
                 " tokens are too few to hold out --val-fraction ", val_fraction);
 
+  // The tokens written: the end-of-text between the splits' documents is in neither.
+  const int64_t written_tokens = int64_t(train.size() + val.size());
   std::printf(
       "tokenize: %s (vocab %lld): %zu document%s, %lld bytes -> %lld tokens in %.1f s "
       "(%.2f MB/s, %.2f bytes/token)\n",
       tok->name().c_str(), (long long)tok->vocab_size(), docs.size(), docs.size() == 1 ? "" : "s",
-      (long long)bytes, (long long)total, seconds,
+      (long long)bytes, (long long)written_tokens, seconds,
       seconds > 0 ? double(bytes) / seconds / 1e6 : 0.0,
-      total > 0 ? double(bytes) / double(total) : 0.0);
+      written_tokens > 0 ? double(bytes) / double(written_tokens) : 0.0);
   // A failed write (a full disk) takes back the shards already written: a part of the splits
   // would train on a part of the corpus, and the next run would refuse the directory.
   std::vector<std::string> written, train_paths, val_paths;

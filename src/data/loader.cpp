@@ -78,6 +78,12 @@ DataLoader::DataLoader(LoaderOptions options) : options_(std::move(options)) {
   first_window_.assign(1, 0);
   for (const std::string& file : o.files) {
     shards_.emplace_back(file, o.vocab_size, o.format);
+    const int64_t written = shards_.back().written_vocab();
+    TESSERA_CHECK(o.tokenizer.empty() || written == 0 || (o.tokenizer == "byte") == (written == 257),
+                  "shard ", file, " was written for a vocabulary of ", written,
+                  written == 257 ? " (the byte tokenizer's)" : " (not the byte tokenizer's 257)",
+                  ", but data.tokenizer is ", o.tokenizer, ": tokenize the corpus with --tokenizer ",
+                  o.tokenizer, ", or set data.tokenizer and model.vocab_size for these shards");
     first_window_.push_back(first_window_.back() + count_windows({shards_.back().size()}, T));
   }
   total_windows_ = first_window_.back();

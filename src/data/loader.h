@@ -45,6 +45,9 @@ struct LoaderOptions {
   int64_t batch_size = 0;          // B, per rank
   int64_t seq_len = 0;             // T
   int64_t vocab_size = 0;          // every id must be below it (checked when the shards open)
+  // The config's data.tokenizer ("byte" | "gpt2"; "" = unchecked): a shard whose header records
+  // the other's vocabulary (byte: 257) is refused, its ids being valid ids of both.
+  std::string tokenizer;
   uint64_t seed = 0;
   bool shuffle = true;
   int rank = 0, world = 1;

@@ -129,6 +129,7 @@ void write_shard(const std::string& path, const std::vector<uint32_t>& tokens, i
   header[0] = u16 ? kShardMagicU16 : kShardMagicU32;
   header[1] = u16 ? kShardVersionU16 : kShardVersionU32;
   header[2] = int32_t(tokens.size());
+  header[3] = vocab_size <= std::numeric_limits<int32_t>::max() ? int32_t(vocab_size) : 0;
 
   const std::filesystem::path final_path(path);
   std::error_code ec;
@@ -178,9 +179,9 @@ Shard::Shard(const std::string& path, int64_t vocab_size, ShardFormat format)
     } else {
       TESSERA_CHECK(file_bytes >= kHeaderBytes, "shard ", path, " is ", file_bytes,
                     " bytes, shorter than the ", kHeaderBytes, "-byte header");
-      int32_t header[3];
+      int32_t header[4];
       if (pread_full(fd_, path, header, sizeof(header), 0) < sizeof(header))
-        fail_changed_size(fd_, path, "the header's first 3 ints", sizeof(header));
+        fail_changed_size(fd_, path, "the header's first 4 ints", sizeof(header));
       if (header[0] == kShardMagicU16) {
         TESSERA_CHECK(header[1] == kShardVersionU16, "shard ", path, ": unknown version ", header[1],
                       " for magic ", kShardMagicU16, " (expected ", kShardVersionU16, ")");
@@ -195,7 +196,10 @@ Shard::Shard(const std::string& path, int64_t vocab_size, ShardFormat format)
                      " for uint32; a headerless nanoGPT file needs format RawU16)");
       }
       TESSERA_CHECK(header[2] >= 0, "shard ", path, ": negative token count ", header[2]);
+      TESSERA_CHECK(header[3] >= 0, "shard ", path, ": negative vocabulary ", header[3],
+                    " in the header's int 3");
       count_ = header[2];
+      written_vocab_ = header[3];
       const int64_t expected = kHeaderBytes + count_ * token_bytes_;
       TESSERA_CHECK(file_bytes == expected, "shard ", path, " is truncated or oversized: the file has ",
                     file_bytes, " bytes but its header says ", count_, " tokens of ", token_bytes_,

@@ -1,5 +1,7 @@
 // Token shards on disk, in llm.c's format (its dev/data/data_common.py writes them):
-//   header: 256 x int32 — [0] magic, [1] version, [2] token count; then the tokens.
+//   header: 256 x int32 — [0] magic, [1] version, [2] token count; then the tokens. tessera also
+//   writes [3], the vocabulary the ids were written for (llm.c leaves it 0: unknown), so that a
+//   byte-level corpus is not read as GPT-2's (the ids of one are valid ids of the other).
 //   uint16 tokens: magic 20240520, version 1 (vocabularies up to 65536, e.g. GPT-2, bytes).
 //   uint32 tokens: magic 20240801, version 7 (llm.c's Llama-3 shards), for larger vocabularies.
 // nanoGPT's raw headerless uint16 files are read when asked for explicitly (ShardFormat::RawU16).
@@ -49,6 +51,8 @@ class Shard {
   const std::string& path() const { return path_; }
   // The CRC-32C of the token bytes as stored (after the header), computed at open.
   uint32_t tokens_crc32c() const { return crc_; }
+  // The vocabulary the writer recorded (header int 3), 0 where it recorded none (llm.c, RawU16).
+  int64_t written_vocab() const { return written_vocab_; }
 
  private:
   void read_tokens(int64_t start, int64_t n, uint32_t* out) const;  // no id check
@@ -58,6 +62,7 @@ class Shard {
   int64_t data_offset_ = 0;  // bytes before the first token: the header's, or 0 for RawU16
   int64_t count_ = 0;
   int64_t vocab_size_ = 0;
+  int64_t written_vocab_ = 0;
   int token_bytes_ = 2;
   uint32_t crc_ = 0;
 };

@@ -47,6 +47,7 @@ data::LoaderOptions loader_options(const Config& cfg, const char* key, const std
   o.batch_size = cfg.train.batch_size;
   o.seq_len = cfg.sequence_length();
   o.vocab_size = cfg.model.vocab_size;
+  o.tokenizer = cfg.data.tokenizer;
   o.seed = uint64_t(cfg.train.seed);
   o.shuffle = shuffle;
   return o;

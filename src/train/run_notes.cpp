@@ -1,6 +1,7 @@
 // Notes for a run's log: see run_notes.h.
 #include "train/run_notes.h"
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <set>
@@ -85,9 +86,9 @@ std::string schedule_change_note(const std::string& stored_yaml, const Config& c
                                  const std::string& path) {
   const ScheduleOptions was = schedule_options(parse_stored_config(stored_yaml, path)),
                         now = schedule_options(cfg);
-  if (was.name == now.name && was.lr == now.lr && was.min_lr == now.min_lr &&
-      was.warmup_steps == now.warmup_steps && was.max_steps == now.max_steps)
-    return "";
+  // What surprises is the LR moving at once (a stretched decay jumps back up); a schedule that
+  // differs only later (resumed in warmup) is what raising --max-steps early asks for.
+  if (std::fabs(lr_at(now, step) - lr_at(was, step)) <= 1e-9 * lr_at(was, step)) return "";
   char lrs[96];
   std::snprintf(lrs, sizeof lrs, "%.4g where the checkpoint's schedule gives %.4g",
                 lr_at(now, step), lr_at(was, step));

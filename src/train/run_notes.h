@@ -36,10 +36,10 @@ std::string newer_checkpoints_note(const std::string& run_dir, const std::string
 std::string data_change_note(const std::string& stored_glob, const std::string& glob,
                              const std::vector<std::string>& files, const std::string& path);
 
-// A warning when a resumed run's LR schedule differs from the one its checkpoint (`path`, whose
-// stored config is `stored_yaml`) was following from `step` on: another decay horizon (a higher
-// --max-steps stretches the decay from here, so the LR jumps back up), warmup, peak, floor or
-// shape. It gives the LR of the next step under both, and how to keep the old one.
+// A warning when a resumed run's next step (update `step`) runs at another LR than the schedule
+// its checkpoint (`path`, whose stored config is `stored_yaml`) was following: another decay
+// horizon (a higher --max-steps stretches the decay from here, so the LR jumps back up), warmup,
+// peak, floor or shape. It gives the LR under both, and how to keep the old decay.
 std::string schedule_change_note(const std::string& stored_yaml, const Config& cfg, int64_t step,
                                  const std::string& path);
 

@@ -291,6 +291,36 @@ TEST(Loader, reads_raw_uint16_shards) {
   EXPECT_EQ(r.targets[2], (std::vector<int32_t>{109, 110, 111, 112}));
 }
 
+// A shard's header records the vocabulary its ids were written for: byte-level shards (257) are
+// refused under data.tokenizer gpt2 and GPT-2's under byte (every byte id is a GPT-2 id too, so
+// the id check alone let one train as the other), naming the file; llm.c's shards record none.
+TEST(Loader, shards_written_for_the_other_tokenizer_are_refused_naming_the_file) {
+  TempDir dir;
+  const std::string bytes = dir.file("bytes.bin"), gpt2 = dir.file("gpt2.bin");
+  std::vector<uint32_t> tokens(200);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = uint32_t(i);
+  write_shard(bytes, tokens, 257);
+  write_shard(gpt2, tokens, 50257);
+  LoaderOptions o = options({bytes}, 2, 8);
+  o.vocab_size = 50257;
+  o.tokenizer = "gpt2";
+  const std::string e = error_of([&] { DataLoader loader(o); });
+  EXPECT_NE(e.find("shard " + bytes + " was written for a vocabulary of 257 (the byte "
+                   "tokenizer's), but data.tokenizer is gpt2"),
+            std::string::npos)
+      << e;
+  o.files = {gpt2};
+  EXPECT_NO_THROW(DataLoader loader(o));
+  o.tokenizer = "byte";
+  EXPECT_NE(error_of([&] { DataLoader loader(o); }).find("written for a vocabulary of 50257"),
+            std::string::npos);
+  // A header whose int 3 is 0 (llm.c's) is read under either.
+  std::string raw = tessera::testing::read_file(gpt2);
+  std::memset(raw.data() + 12, 0, 4);
+  std::ofstream(gpt2, std::ios::binary | std::ios::trunc) << raw;
+  EXPECT_NO_THROW(DataLoader loader(o));
+}
+
 TEST(Loader, bad_options_are_clear_errors) {
   TempDir dir;
   const std::vector<std::string> files = make_shards(dir, {41});

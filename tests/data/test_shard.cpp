@@ -57,13 +57,16 @@ TEST(Shard, round_trip_uint16_with_llmc_header) {
   EXPECT_EQ(header_int(bytes, 0), 20240520);
   EXPECT_EQ(header_int(bytes, 1), 1);
   EXPECT_EQ(header_int(bytes, 2), int32_t(tokens.size()));
-  EXPECT_EQ(header_int(bytes, 3), 0);  // the rest of the header is zero
+  EXPECT_EQ(header_int(bytes, 3), 257);  // the vocabulary the ids were written for
+  EXPECT_EQ(header_int(bytes, 4), 0);    // the rest of the header is zero
+  EXPECT_EQ(header_int(bytes, 255), 0);
   uint16_t third;
   std::memcpy(&third, bytes.data() + 1024 + 2 * 2, 2);
   EXPECT_EQ(third, 256);
 
   Shard s(path, 257);
   EXPECT_EQ(s.size(), int64_t(tokens.size()));
+  EXPECT_EQ(s.written_vocab(), 257);
   EXPECT_EQ(s.token_bytes(), 2);
   EXPECT_EQ(s.path(), path);
   EXPECT_EQ(read_all(s), tokens);

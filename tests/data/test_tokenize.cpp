@@ -163,6 +163,9 @@ TEST(Tokenize, a_split_far_from_val_fraction_is_warned_about) {
             0)
       << log;
   EXPECT_TRUE(has(log, "val   20 tokens (66.7%)")) << log;
+  // The end-of-text between the two is in neither split: 30 tokens are written, and said.
+  EXPECT_TRUE(has(log, "2 documents, 30 bytes -> 30 tokens")) << log;
+  EXPECT_TRUE(has(log, "train 10 tokens")) << log;
   EXPECT_TRUE(has(log, "warning: the validation split holds 66.7% of the tokens, not the 5.0%"))
       << log;
   ASSERT_EQ(run_command(kTokenize + " --input " + b + " --input " + a + " --output " +
