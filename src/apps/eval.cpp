@@ -8,8 +8,9 @@
 // --contexts evaluates windows of each length, also past the length the model trained on (RoPE and
 // stick-breaking models can run them; learned positions stop at block_size: such a context shows
 // as "-", and an error when no context asked can run): the batch shrinks so every context reads
-// about the same number of tokens, the first batches x B x T of the data. The header says how many
-// batches were read, and when the data held fewer than asked.
+// about the same number of tokens, the first batches x B x T of the data, down to one window a
+// batch (a context past B x T reads batches x T tokens, and its row says so). The header says how
+// many batches were read, and when the data held fewer than asked.
 // --rope-scaling / --rope-factor / --set model.rope_scaling.* scale a RoPE model's rotary
 // frequencies for this evaluation only (nn/rope_scaling.h); the checkpoint is not changed.
 // original_max_position 0 means the stored model.block_size, the length the model trained at.
@@ -323,7 +324,11 @@ int main(int argc, char** argv) {
           continue;
         }
         const double loss = loss_at(at_context(T));
-        std::printf("%10ld %10.4f %10.2f\n", long(T), loss, std::exp(loss));
+        // Past B x T tokens a batch is one window of T: it reads more (and more) text.
+        const std::string more = T > tokens ? "   (batches of one window: " + std::to_string(T) +
+                                                  " tokens each, not ~" + std::to_string(tokens) + ")"
+                                            : "";
+        std::printf("%10ld %10.4f %10.2f%s\n", long(T), loss, std::exp(loss), more.c_str());
         std::fflush(stdout);
       }
     } else {

@@ -15,7 +15,8 @@ int main(int argc, char** argv) {
   return run_main("generate", [&] {
     cxxopts::Options options("generate", "Sample text from a trained checkpoint");
     options.add_options()
-        ("prompt", "text to continue (default: a newline)", cxxopts::value<std::string>())
+        ("prompt", "text to continue (default: a newline; \"\": from the end-of-text id)",
+         cxxopts::value<std::string>())
         ("max-new-tokens", "tokens to sample (0 to 1048576)", cxxopts::value<int64_t>()->default_value("200"))
         ("temperature", ">= 0; 0 = greedy", cxxopts::value<double>()->default_value("0.8"))
         ("top-k", "sample among the k most likely (0 = all)", cxxopts::value<int64_t>()->default_value("40"))
@@ -44,6 +45,10 @@ int main(int argc, char** argv) {
     std::vector<uint32_t> ids =
         tok->encode(args.count("prompt") ? args["prompt"].as<std::string>() : std::string("\n"));
     std::vector<int32_t> prompt(ids.begin(), ids.end());
+    // An empty prompt starts from the end-of-text id, as unconditioned GPT-2 sampling does (it
+    // separates documents in training); it is not printed.
+    const bool from_eot = prompt.empty();
+    if (from_eot) prompt.push_back(int32_t(tok->eot_id()));
     Generator gen(args["seed"].as<uint64_t>());
     opt.stop_token = int64_t(tok->eot_id());
     const RopeScalingConfig& rs = cfg.model.rope_scaling;
@@ -53,7 +58,7 @@ int main(int argc, char** argv) {
                    "table of the length it was written at (as Hugging Face's cache), eval rotates "
                    "a window with one table\n";
     std::vector<int32_t> out = nn::generate(*m.model, prompt, opt, gen);
-    std::vector<uint32_t> text(out.begin(), out.end());
+    std::vector<uint32_t> text(out.begin() + (from_eot ? 1 : 0), out.end());
     if (!text.empty() && text.back() == tok->eot_id()) text.pop_back();
     std::cout << tok->decode(text) << std::endl;
     return 0;

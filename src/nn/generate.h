@@ -7,7 +7,8 @@
 // A token is drawn as Hugging Face's samplers draw it: logits / temperature, then the top_k most
 // likely (and every token tied with the k-th), then the nucleus (Holtzman et al. 2019, "The Curious
 // Case of Neural Text Degeneration"): the fewest of those, most likely first (the lower id first
-// among equals), whose probabilities sum to at least top_p.
+// among equals), whose probabilities sum to at least top_p. That tie-break is tessera's own: where
+// exact ties straddle the nucleus's edge, Hugging Face's ascending sort keeps the higher ids.
 #pragma once
 
 #include <cstdint>

@@ -186,7 +186,7 @@ TEST(Training, missing_data_is_a_clear_error) {
   EXPECT_NE(msg.find("nothing_*.bin"), std::string::npos) << msg;
 }
 
-TEST(Training, generate_refuses_a_tokenizer_dir_for_a_byte_model) {
+TEST(Training, generate_on_a_byte_model_refuses_a_tokenizer_dir_and_takes_an_empty_prompt) {
   TempRun run;
   Config cfg = run.config(1);
   std::ostringstream log;
@@ -200,6 +200,12 @@ TEST(Training, generate_refuses_a_tokenizer_dir_for_a_byte_model) {
             std::string::npos)
       << out;
   EXPECT_EQ(tessera::testing::run_command(generate, &out), 0) << out;
+  // An empty prompt starts from the end-of-text id (it was an error): at most the 5 sampled bytes
+  // and the newline come out (fewer if the model draws the end-of-text, which stops it).
+  const std::string empty = tessera::testing::bin_dir() + "/generate --checkpoint " + ck +
+                            " --prompt '' --max-new-tokens 5 --temperature 0 2>/dev/null";
+  EXPECT_EQ(tessera::testing::run_command(empty, &out), 0) << out;
+  EXPECT_LE(out.size(), 6u) << out;
 }
 
 // An evaluation reads data.val once at most, and data.val may name training shards: the run goes
