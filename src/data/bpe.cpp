@@ -411,6 +411,13 @@ class Gpt2Tokenizer final : public Tokenizer {
         ids.push_back(byte_id_[static_cast<unsigned char>(piece[0])]);
         return;
       }
+      // A long piece (minified code, base64) recurs rarely: caching it would keep a copy of it and
+      // of its ids for nothing.
+      if (piece.size() > kCachedPieceBytes) {
+        const std::vector<uint32_t> merged = bpe(piece);
+        ids.insert(ids.end(), merged.begin(), merged.end());
+        return;
+      }
       auto it = cache_.find(piece);
       if (it == cache_.end()) {
         // Bounded so that an endless stream of distinct pieces cannot eat the memory; refilling
@@ -439,6 +446,7 @@ class Gpt2Tokenizer final : public Tokenizer {
 
  private:
   static constexpr size_t kCacheEntries = size_t(1) << 18;
+  static constexpr size_t kCachedPieceBytes = 256;  // longer pieces are merged uncached
 
   void load_encoder(const std::string& path) {
     const std::string text = read_text_file(path);
