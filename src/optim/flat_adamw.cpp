@@ -214,9 +214,14 @@ void FlatAdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& en
     const Tensor m = found[i].m->contiguous(), v = found[i].v->contiguous();
     const Tensor master = found[i].master ? found[i].master->contiguous() : Tensor();
     for (const Piece& p : pieces_of(s)) {
-      if (p.rank != comm_.rank()) continue;
       const int64_t from = p.flat_begin - s.offset;
       auto part = [&](const Tensor& t) { return make_view(t, {p.size}, {1}, t.offset() + from); };
+      // f32 parameters are their own master: a bf16 run's saved master (a CUDA checkpoint resumed
+      // on the CPU) holds the low bits its bf16 weights lost, so it replaces them, on every rank
+      // (the values are whole on each).
+      if (!own_master_ && master.defined())
+        view(flat_.values(), p.flat_begin, p.size).copy_(part(master));
+      if (p.rank != comm_.rank()) continue;
       view(m_, p.local, p.size).copy_(part(m));
       view(v_, p.local, p.size).copy_(part(v));
       if (!own_master_) continue;

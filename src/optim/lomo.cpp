@@ -257,32 +257,55 @@ std::vector<std::pair<std::string, Tensor>> FusedOptimizer::state() const {
 }
 
 void FusedOptimizer::load_state(const std::vector<std::pair<std::string, Tensor>>& entries) {
-  // The keys state() lists are exactly the required ones; validate all before copying any.
+  // The keys state() lists are the required ones, but for the masters: a checkpoint of the other
+  // device's dtype has them where this run has none (f32 parameters are their own master: the
+  // saved one, a bf16 run's, replaces the weights it rounded) or lacks them (a bf16 master then
+  // starts from the weights just loaded). Validate all before copying any.
   const auto targets = state();
-  std::unordered_map<std::string, size_t> index;
+  std::unordered_map<std::string, size_t> index, own_master;
   for (size_t k = 0; k < targets.size(); ++k) index.emplace(targets[k].first, k);
+  for (size_t i = 0; i < core_->params.size(); ++i)
+    if (same_data(core_->slots[i].master, core_->params[i].param))
+      own_master.emplace(core_->params[i].name + "/master", i);
   std::vector<const Tensor*> src(targets.size(), nullptr);
+  std::vector<std::pair<Tensor, const Tensor*>> into_params;  // (f32 parameter, saved master)
   for (const auto& [key, t] : entries) {
     auto it = index.find(key);
-    TESSERA_CHECK(it != index.end(), "FusedOptimizer::load_state: '", key,
-                  "' is not a state key of this ", core_->opt.name, " optimizer");
-    TESSERA_CHECK(!src[it->second], "FusedOptimizer::load_state: two entries for '", key, "'");
-    const Tensor& dst = targets[it->second].second;
+    auto own = own_master.find(key);
+    TESSERA_CHECK(it != index.end() || own != own_master.end(), "FusedOptimizer::load_state: '",
+                  key, "' is not a state key of this ", core_->opt.name, " optimizer");
+    const Tensor& dst =
+        it != index.end() ? targets[it->second].second : core_->params[own->second].param;
+    TESSERA_CHECK(it == index.end() || !src[it->second],
+                  "FusedOptimizer::load_state: two entries for '", key, "'");
     TESSERA_CHECK(t.defined(), "FusedOptimizer::load_state: '", key, "' is an undefined tensor");
     TESSERA_CHECK(t.shape() == dst.shape(), "FusedOptimizer::load_state: '", key, "' has shape ",
                   shape_str(t.shape()), " but the optimizer's has shape ", shape_str(dst.shape()));
     TESSERA_CHECK(is_floating(t.dtype()), "FusedOptimizer::load_state: '", key, "' is ",
                   dtype_name(t.dtype()), " (expected a floating dtype)");
-    src[it->second] = &t;
+    if (it != index.end())
+      src[it->second] = &t;
+    else
+      into_params.emplace_back(dst, &t);
   }
+  auto is_master = [](const std::string& key) {
+    return key.size() > 7 && key.compare(key.size() - 7, 7, "/master") == 0;
+  };
   for (size_t k = 0; k < targets.size(); ++k)
-    TESSERA_CHECK(src[k], "FusedOptimizer::load_state: no entry for '", targets[k].first, "' (",
-                  entries.size(), " entries for ", targets.size(), " state tensors)");
+    TESSERA_CHECK(src[k] || is_master(targets[k].first), "FusedOptimizer::load_state: no entry "
+                  "for '", targets[k].first, "' (", entries.size(), " entries for ",
+                  targets.size(), " state tensors)");
 
   NoGradGuard no_grad;
+  for (auto& [param, master] : into_params) param.detach().copy_(*master);
   for (size_t k = 0; k < targets.size(); ++k) {
     Tensor dst = targets[k].second;
-    if (!same_data(dst, *src[k])) dst.copy_(*src[k]);  // state() handed back: already in place
+    if (src[k] && !same_data(dst, *src[k])) dst.copy_(*src[k]);  // state() handed back: in place
+  }
+  for (size_t i = 0; i < core_->params.size(); ++i) {  // bf16 masters the checkpoint lacks
+    const auto it = index.find(core_->params[i].name + "/master");
+    if (it != index.end() && !src[it->second])
+      core_->slots[i].master.copy_(core_->params[i].param);  // from the weights just loaded
   }
   for (size_t i = 0; i < core_->params.size(); ++i) {  // bf16: round the restored master
     const Tensor& p = core_->params[i].param;

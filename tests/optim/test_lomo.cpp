@@ -302,6 +302,35 @@ TEST(Lomo, bf16_parameters_accumulate_updates_below_their_precision_in_an_f32_ma
   EXPECT_EQ(values(p), std::vector<double>(4, 0.98828125));
 }
 
+// A checkpoint of the other device's dtype: a bf16 (CUDA) run saves "p/master", which an f32 run
+// has no slot for: the saved master replaces the f32 weights it was rounded from. An f32 run's
+// checkpoint has none, which a bf16 run needs: its master starts from the weights loaded.
+TEST(Lomo, masters_cross_between_bf16_and_f32_runs) {
+  for (const char* name : {"lomo", "adalomo"}) {
+    SCOPED_TRACE(name);
+    Tensor w32 = zeros({4, 3}).requires_grad_();
+    FusedOptimizer f32({{"w", w32}}, {.name = name});
+    Tensor w16 = full({4, 3}, 1.0, DType::BF16).requires_grad_();
+    FusedOptimizer b16({{"w", w16}}, {.name = name});
+    auto saved = b16.state();  // with "w/master"
+    std::vector<std::pair<std::string, Tensor>> entries;
+    for (const auto& [key, t] : saved)
+      entries.emplace_back(key, key == "w/master" ? full({4, 3}, 1.0 + 1.0 / 1024) : t.clone());
+    f32.load_state(entries);
+    EXPECT_EQ(values(w32), std::vector<double>(12, 1.0 + 1.0 / 1024));
+    std::vector<std::pair<std::string, Tensor>> plain;  // the f32 run's: no master
+    for (const auto& [key, t] : f32.state()) plain.emplace_back(key, t.clone());
+    w16.detach().copy_(full({4, 3}, 0.5, DType::BF16));  // the weights the checkpoint loaded
+    b16.load_state(plain);
+    const auto st = b16.state();
+    EXPECT_EQ(values(st.back().second), std::vector<double>(12, 0.5)) << st.back().first;
+    auto bad = entries;
+    bad.back().second = zeros({3});
+    EXPECT_NE(error_of([&] { f32.load_state(bad); }).find("'w/master' has shape (3,)"),
+              std::string::npos);
+  }
+}
+
 // ---- training and memory ----
 
 double train(const std::string& name, double lr, int steps, double* first) {
