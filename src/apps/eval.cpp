@@ -213,6 +213,7 @@ int main(int argc, char** argv) {
                                        "adds (every token then has >= T - S of context)",
                                        cxxopts::value<int64_t>())("h,help", "show this help");
     train::add_model_options(options);
+    train::add_device_option(options);
     cxxopts::ParseResult args;
     if (!parse_flags_or_help(options, argc, argv, args)) return 0;
     const std::vector<int64_t> contexts =
@@ -236,6 +237,7 @@ int main(int argc, char** argv) {
     TESSERA_CHECK(!args.count("batch-size") || batch_size > 0,
                   "command line: --batch-size must be positive, got ", batch_size);
     train::LoadedModel m = train::load_model(args);
+    train::place_loaded(m, args);
     Config cfg = m.config;
     if (batch_size) cfg.train.batch_size = batch_size;
     const std::string data = args.count("data") ? args["data"].as<std::string>() : cfg.data.val;

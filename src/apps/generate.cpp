@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
         ("tokenizer-dir", "override the gpt2 tokenizer's directory", cxxopts::value<std::string>())
         ("h,help", "show this help");
     train::add_model_options(options);
+    train::add_device_option(options);
     cxxopts::ParseResult args;
     if (!parse_flags_or_help(options, argc, argv, args)) return 0;
     nn::SampleOptions opt{.max_new_tokens = args["max-new-tokens"].as<int64_t>(),
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
                           .top_p = args["top-p"].as<double>()};
     nn::check_sample_options(opt);  // before the model loads
     train::LoadedModel m = train::load_model(args);
+    train::place_loaded(m, args);
     const Config& cfg = m.config;
 
     TESSERA_CHECK(!args.count("tokenizer-dir") || cfg.data.tokenizer == "gpt2",

@@ -73,22 +73,29 @@ std::vector<int32_t> generate(const GPT& model, const std::vector<int32_t>& prom
       cfg.position == PositionKind::Learned ? std::min(total, cfg.block_size) : total;
   std::vector<int32_t> out = prompt;
   KVCache cache;
+  // The ids go to the model's device, the last logits come back to the host to be sampled.
+  const Device device =
+      model.parameters().empty() ? Device::cpu() : model.parameters().front().second.device();
+  auto ids = [&](std::vector<int32_t> v) {
+    const int64_t n = int64_t(v.size());
+    return from_vector<int32_t>(v, {1, n}).to(device);
+  };
   auto refill = [&](int64_t keep) {
     cache = model.make_cache(1, capacity);
-    std::vector<int32_t> tail(out.end() - keep, out.end());
-    return model.forward_cached(from_vector<int32_t>(tail, {1, keep}), cache);
+    return model.forward_cached(ids(std::vector<int32_t>(out.end() - keep, out.end())), cache);
   };
   Tensor logits = refill(std::min<int64_t>(int64_t(out.size()), capacity));  // (1, Tn, V)
   while (int64_t(out.size()) < total) {
     const int64_t V = logits.size(2);
-    Tensor last = logits.narrow(1, logits.size(1) - 1, 1).reshape({V}).to(DType::F64);
+    Tensor last =
+        logits.narrow(1, logits.size(1) - 1, 1).reshape({V}).to(Device::cpu()).to(DType::F64);
     const int32_t id = sample_token(last.to_vector<double>(), opt, gen);
     out.push_back(id);
     if (id == opt.stop_token || int64_t(out.size()) >= total) break;
     if (cache.length == capacity) {
       logits = refill(std::max<int64_t>(capacity / 2, 1));
     } else {
-      logits = model.forward_cached(from_vector<int32_t>({id}, {1, 1}), cache);
+      logits = model.forward_cached(ids({id}), cache);
     }
   }
   return out;

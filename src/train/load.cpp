@@ -1,7 +1,10 @@
 #include "train/load.h"
 
+#include "backend/cuda.h"
 #include "checkpoint/checkpoint.h"
+#include "core/build.h"
 #include "peft/adapter.h"
+#include "train/device.h"
 #include "train/hf_dir.h"
 #include "train/options.h"
 
@@ -77,6 +80,27 @@ void add_model_options(cxxopts::Options& options, const std::string& flag) {
 LoadedModel load_model(const cxxopts::ParseResult& args, const std::string& flag) {
   TESSERA_CHECK(args.count(flag), "command line: --", flag, " is required");
   return load_model(args[flag].as<std::string>(), args["base"].as<std::string>());
+}
+
+void add_device_option(cxxopts::Options& options) {
+  options.add_options()("device", "cpu, or cuda (bf16 on cuda:0, as training on cuda runs)",
+                        cxxopts::value<std::string>()->default_value("cpu"));
+}
+
+void place_loaded(LoadedModel& m, const cxxopts::ParseResult& args) {
+  const std::string device = args["device"].as<std::string>();
+  TESSERA_CHECK(device == "cpu" || device == "cuda",
+                "command line: --device must be cpu or cuda, got '", device, "'");
+  if (device == "cpu") return;
+  TESSERA_CHECK(built_with::cuda(), "command line: --device cuda, but tessera was built without "
+                "CUDA support (reconfigure with nvcc on the PATH, -DTESSERA_CUDA=ON)");
+  TESSERA_CHECK(cuda::available(), "command line: --device cuda, but no CUDA device is visible to "
+                "this process (cudaGetDeviceCount found none)");
+  Config c = m.config;
+  c.train.device = "cuda";
+  const Placement where = placement(c);
+  place_model(*m.model, where.device, where.dtype);
+  if (m.lora) m.lora->place(where.device);
 }
 
 }  // namespace tessera::train

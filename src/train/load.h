@@ -45,4 +45,11 @@ void load_hf_into(const std::string& source, const ModelConfig& model,
 void add_model_options(cxxopts::Options& options, const std::string& flag = "checkpoint");
 LoadedModel load_model(const cxxopts::ParseResult& args, const std::string& flag = "checkpoint");
 
+// --device cpu|cuda for the binaries that run a loaded model (eval, generate). place_loaded puts
+// the model (and a LoRA's adapters and NF4 base) where --device says: cuda is cuda:0 in bf16, as
+// train.device cuda trains; cpu leaves it as loaded (f32). The checks and errors are training's
+// (train/device.h placement: a build without CUDA, no device visible).
+void add_device_option(cxxopts::Options& options);
+void place_loaded(LoadedModel& m, const cxxopts::ParseResult& args);
+
 }  // namespace tessera::train
