@@ -114,7 +114,7 @@ struct NcclState {
   std::mutex mu;
   bool aborted = false;
   std::string error;  // why it was aborted
-  uint64_t issued = 0;  // collectives called on this communicator, numbering them
+  std::atomic<uint64_t> issued{0};  // collectives called on this communicator, numbering them
   struct InFlight {
     std::shared_ptr<Event> done;
     Clock::time_point issued;
@@ -209,7 +209,6 @@ struct NcclState {
       }
       ++it;
     }
-    answer_locked();
   }
 
   ~NcclState() {
@@ -443,10 +442,7 @@ class NcclCommunicator final : public Communicator {
     auto w = std::make_unique<NcclWork>(s_, t,
                                         describe_collective(what, op, reduces, t, s_->rank,
                                                             s_->world));
-    {
-      std::lock_guard lock(s_->mu);
-      w->number = ++s_->issued;  // empty ones too: every rank calls the same collectives
-    }
+    w->number = ++s_->issued;  // empty ones too: every rank calls the same collectives
     const int64_t n = t.numel();
     if (n == 0) {  // every rank has the same n: skipping together keeps the collectives matched
       std::lock_guard lock(s_->mu);
@@ -481,7 +477,9 @@ class NcclCommunicator final : public Communicator {
     std::unique_lock lock(s_->mu);
     while (!stopping_) {
       wake_.wait_for(lock, std::chrono::milliseconds(50));
-      if (!stopping_) s_->check_locked();
+      if (stopping_) break;
+      s_->check_locked();
+      s_->answer_locked();  // here only: the collectives' own calls stay off MPI
     }
   }
 

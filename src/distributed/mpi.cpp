@@ -245,7 +245,7 @@ struct MpiState {
   double timeout_s = 300;
   std::mutex& mu = mpi_mutex();  // serialises MPI calls and guards `orphans`
   std::atomic<bool> gave_up{false};  // a wait() ran out of timeout_s: the peers are not coming
-  uint64_t issued = 0;  // collectives this rank has issued on comm, numbering them (guarded by mu)
+  std::atomic<uint64_t> issued{0};  // collectives this rank has issued on comm, numbering them
 
   struct Orphan {
     MPI_Request request;
@@ -304,11 +304,7 @@ struct MpiState {
   }
 
   // Asks every peer which collective it waits in and collects the answers for up to grace_s; the
-  // report of roll_call_report. This rank waits in collective `number` (what) since `since`.
-  std::string roll_call(uint64_t number, const std::string& what,
-                        std::chrono::steady_clock::time_point since) {
-    return roll_call(number, what, [&] { return seconds_since(since); });
-  }
+  // report of roll_call_report. This rank waits in collective `number` (what) for waited_s().
   template <typename Waited>
   std::string roll_call(uint64_t number, const std::string& what, Waited waited_s) {
     const double grace_s = std::min(1.0, timeout_s);
@@ -405,10 +401,10 @@ struct MpiState {
 class MpiWork final : public Work {
  public:
   MpiWork(std::shared_ptr<MpiState> state, Tensor buffer, std::string what)
-      : state_(std::move(state)), buffer_(std::move(buffer)), what_(std::move(what)) {
-    std::lock_guard lock(state_->mu);
-    number_ = ++state_->issued;
-  }
+      : state_(std::move(state)),
+        buffer_(std::move(buffer)),
+        what_(std::move(what)),
+        number_(++state_->issued) {}
 
   MPI_Request* request() { return &request_; }
   void mark_failed() { done_ = true; }  // the collective never started: nothing to drive
@@ -451,7 +447,7 @@ class MpiWork final : public Work {
         TESSERA_FAIL("MPI ", what_, " (collective #", number_,
                      ") did not complete within timeout_s = ", state_->timeout_s,
                      " s: another rank has not joined it. ",
-                     state_->roll_call(number_, what_, start),
+                     state_->roll_call(number_, what_, [&] { return seconds_since(start); }),
                      " (The request stays in flight: a program may wait() again, or end the job "
                      "with MPI_Abort.)");
       }

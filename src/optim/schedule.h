@@ -26,6 +26,8 @@ struct ScheduleOptions {
   double min_lr = 0.0;          // where cosine/linear decay ends (ignored by constant)
   int64_t warmup_steps = 0;
   int64_t max_steps = 0;
+
+  bool operator==(const ScheduleOptions&) const = default;
 };
 
 // Throws naming the field: unknown name, negative lr / min_lr / step counts, min_lr > lr for a

@@ -82,10 +82,9 @@ std::string data_change_note(const std::string& stored_glob, const std::string& 
          "new files";
 }
 
-std::string schedule_change_note(const std::string& stored_yaml, const Config& cfg, int64_t step,
+std::string schedule_change_note(const Config& stored, const Config& cfg, int64_t step,
                                  const std::string& path) {
-  const ScheduleOptions was = schedule_options(parse_stored_config(stored_yaml, path)),
-                        now = schedule_options(cfg);
+  const ScheduleOptions was = schedule_options(stored), now = schedule_options(cfg);
   // What surprises is the LR moving at once (a stretched decay jumps back up); a schedule that
   // differs only later (resumed in warmup) is what raising --max-steps early asks for.
   if (std::fabs(lr_at(now, step) - lr_at(was, step)) <= 1e-9 * lr_at(was, step)) return "";
@@ -94,8 +93,9 @@ std::string schedule_change_note(const std::string& stored_yaml, const Config& c
                 lr_at(now, step), lr_at(was, step));
   std::string note = "warning: resume: the LR schedule differs from the one checkpoint " + path +
                      " followed: step " + std::to_string(step + 1) + " runs at lr " + lrs;
-  if (was.max_steps != now.max_steps && was.name == now.name && was.lr == now.lr &&
-      was.min_lr == now.min_lr && was.warmup_steps == now.warmup_steps)
+  ScheduleOptions stretched = was;
+  stretched.max_steps = now.max_steps;
+  if (was.max_steps != now.max_steps && stretched == now)
     note += " (its decay ended at step " + std::to_string(was.max_steps) + ", now at " +
             std::to_string(now.max_steps) + ": train.max_steps or optim.decay_steps changed; "
             "--set optim.decay_steps=" + std::to_string(was.max_steps) +

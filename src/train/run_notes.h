@@ -4,7 +4,7 @@
 //   for (auto& line : validation_notes(cfg, val_loader, train_files)) log << line << "\n";
 //   newer_checkpoints_note(run_dir, resumed_path, resumed_step);   // resuming an older checkpoint
 //   data_change_note(stored.data.train, cfg.data.train, train_files, resumed_path);
-//   schedule_change_note(checkpoint.config_yaml, cfg, resumed_step, resumed_path);
+//   schedule_change_note(stored_config, cfg, resumed_step, resumed_path);
 //
 // Files are compared as canonical paths, so two globs spelt differently that match the same
 // shards are the same data.
@@ -37,10 +37,10 @@ std::string data_change_note(const std::string& stored_glob, const std::string& 
                              const std::vector<std::string>& files, const std::string& path);
 
 // A warning when a resumed run's next step (update `step`) runs at another LR than the schedule
-// its checkpoint (`path`, whose stored config is `stored_yaml`) was following: another decay
+// its checkpoint (`path`, whose stored config is `stored`) was following: another decay
 // horizon (a higher --max-steps stretches the decay from here, so the LR jumps back up), warmup,
 // peak, floor or shape. It gives the LR under both, and how to keep the old decay.
-std::string schedule_change_note(const std::string& stored_yaml, const Config& cfg, int64_t step,
+std::string schedule_change_note(const Config& stored, const Config& cfg, int64_t step,
                                  const std::string& path);
 
 }  // namespace tessera::train

@@ -121,7 +121,8 @@ class Trainer {
   // done is saved unless it just was, and the run ends reporting the signal.
   void stop_on_request(int64_t done, int own_signal, bool saved);
   void restore(const std::string& path, const CheckpointData& ck, bool with_history);
-  void check_resumed_config(const std::string& path, const CheckpointData& ck) const;
+  // Returns the checkpoint's stored config, parsed.
+  Config check_resumed_config(const std::string& path, const CheckpointData& ck) const;
   // Throws on every rank when any rank's `error` is set (rank_agreement.h).
   void fail_together(const std::string& error, const std::string& elsewhere) {
     train::fail_together(*comm_, error, elsewhere);
@@ -374,7 +375,8 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
     TESSERA_CHECK(ck.adapter.empty(), "checkpoint ", path, " holds LoRA adapters: resume it with "
                   "its config's lora section (lora.rank > 0)");
   }
-  if (with_history) check_resumed_config(path, ck);
+  const std::optional<Config> stored =
+      with_history ? std::optional(check_resumed_config(path, ck)) : std::nullopt;
   // Everything is checked before anything changes: the run state, then the optimizer's entries.
   const RunState s = get_run_state(ck, path, cfg_.tokens_per_step(world_), B_);
   TESSERA_CHECK(!with_history || s.step <= cfg_.train.max_steps, "checkpoint ", path, " is at step ",
@@ -389,7 +391,7 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
                 s.rng.seed, ", or start a new run from its weights with --init");
   if (with_history && rank_ == 0)
     for (const std::string& note : {newer_checkpoints_note(run_dir_.string(), path, s.step),
-                                    schedule_change_note(ck.config_yaml, cfg_, s.step, path)})
+                                    schedule_change_note(*stored, cfg_, s.step, path)})
       if (!note.empty()) out_->log() << note << "\n";
   load_model_into(ck, path, lora_ ? lora_->parameters() : model_.parameters());
   opt_->load_state(ck.optimizer, path);
@@ -411,7 +413,7 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
 // A resumed run continues the same model: the checkpoint's model and lora sections (dropout
 // aside) must be the config's, or the weights would load into another architecture whose tensors
 // happen to have the same shapes (n_head, attention kind, norm_eps, alpha, ...).
-void Trainer::check_resumed_config(const std::string& path, const CheckpointData& ck) const {
+Config Trainer::check_resumed_config(const std::string& path, const CheckpointData& ck) const {
   const Config stored = parse_stored_config(ck.config_yaml, path + " (stored config)");
   std::string diff = model_difference(stored.model, cfg_.model), section = "model";
   if (diff.empty() && lora_) {
@@ -428,10 +430,11 @@ void Trainer::check_resumed_config(const std::string& path, const CheckpointData
                 "run takes ", T_, " (", cfg_.train.seq_len > 0 ? "train.seq_len" : "model.block_size",
                 "): a resumed run continues the checkpoint's data order, counted in windows; set "
                 "train.seq_len: ", T, ", or start a new run from its weights with --init");
-  if (rank_ != 0) return;
+  if (rank_ != 0) return stored;
   const std::string moved =
       data_change_note(stored.data.train, cfg_.data.train, loader_.options().files, path);
   if (!moved.empty()) out_->log() << moved << "\n";
+  return stored;
 }
 
 std::string Trainer::save(int64_t done) {
