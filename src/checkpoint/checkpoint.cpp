@@ -343,7 +343,8 @@ std::string list_problems(const std::vector<std::string>& problems) {
 // So a checkpoint name never appears without the digest of its bytes. A crash between the two
 // renames leaves the new digest file beside either nothing (no checkpoint of that name: nothing
 // lists it, and the next save of that name replaces it) or the previous file of the same name (a
-// rollback re-saves a step): that file then fails verification and is refused, never loaded. An
+// rollback re-saves a step): that file then fails verification and is never loaded, and
+// finish_interrupted_saves (--resume auto) completes the rename from the whole tmp. An
 // error there (not a crash) puts the previous file's digest file back, so it stays verifiable.
 void save_checkpoint(const std::string& path, const CheckpointData& ck) {
   check_data(ck, path);
@@ -391,6 +392,32 @@ void save_checkpoint(const std::string& path, const CheckpointData& ck) {
     throw;
   }
   fsync_dir(dir);
+}
+
+std::vector<std::string> finish_interrupted_saves(const std::string& dir) {
+  std::vector<std::string> finished;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return finished;
+  std::vector<fs::path> tmps;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().extension() == ".tmp" && e.is_regular_file(ec)) tmps.push_back(e.path());
+  std::sort(tmps.begin(), tmps.end());
+  for (const fs::path& tmp : tmps) {
+    const fs::path path = tmp.parent_path() / tmp.stem();  // step_00000020.h5
+    const std::string sidecar = digest_path(path.string());
+    if (path.extension() != ".h5" || !fs::is_regular_file(sidecar, ec)) continue;
+    std::string committed;
+    if (std::ifstream in{sidecar, std::ios::binary})
+      committed.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    // The digest file names the checkpoint's final name; the text save_checkpoint wrote for these
+    // bytes is what hashing them again gives (the same chunk size: the file's size picks it).
+    if (committed.empty() || digest_file_text(tmp.string(), path.filename().string()) != committed)
+      continue;  // a write that stopped before its digest file was committed: left to cleanup
+    rename_over(tmp.string(), path.string());
+    fsync_dir(dir);
+    finished.push_back(path.string());
+  }
+  return finished;
 }
 
 namespace {

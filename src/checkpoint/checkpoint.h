@@ -98,6 +98,13 @@ struct CheckpointData {
 
 // Atomic: see the file comment. The directory of path must exist.
 void save_checkpoint(const std::string& path, const CheckpointData& ck);
+// A save a crash stopped between its two renames (save_checkpoint commits the digest file, then
+// the checkpoint) left <name>.tmp complete beside the digest file committed for it, and the file
+// <name> (when a step was saved again, as a rollback does) with older bytes that fail that digest.
+// Finishes each such rename in dir where the digest file matches the .tmp's bytes; a .tmp it does
+// not match is left for the cleanup of interrupted writes. Returns the checkpoints finished. For
+// rank 0 under the run's lock, before anything reads the directory's checkpoints.
+std::vector<std::string> finish_interrupted_saves(const std::string& dir);
 // Reads everything back (vectors in the order they were saved). Every group of the layout must be
 // present; a missing one is an error naming it and the file. The file is verified first (see
 // Integrity above).

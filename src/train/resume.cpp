@@ -22,14 +22,27 @@ std::optional<Resumable> read_resumed(const Config& cfg, int rank, std::ostream&
   return Resumable{std::move(path), std::move(data)};
 }
 
-std::optional<Resumable> read_resumed(const Config& cfg, int rank, std::ostream& log,
-                                      std::string* error, std::unique_ptr<RunLock>* lock) {
+std::optional<Resumable> read_resumed(const Config& cfg, dist::Communicator& comm,
+                                      std::ostream& log, std::string* error,
+                                      std::unique_ptr<RunLock>* lock) {
+  const int rank = comm.rank();
   try {
     const fs::path dir = fs::path(cfg.checkpoint.dir) / cfg.train.run_name;
-    if (cfg.checkpoint.resume == "auto" && rank == 0 && fs::is_directory(dir))
+    if (cfg.checkpoint.resume == "auto" && rank == 0 && fs::is_directory(dir)) {
       *lock = std::make_unique<RunLock>(dir.string(), log);
-    return read_resumed(cfg, rank, log);
+      for (const std::string& p : finish_interrupted_saves(dir.string()))
+        log << "warning: resume: finished the save of " << p << " that a crash interrupted "
+            << "between its two renames (its digest file already named the new bytes)\n";
+    }
   } catch (const std::exception& e) {  // a tessera::Error, or std::filesystem's
+    *error = e.what();
+  }
+  // Every rank, whatever its config: the others read the directory once rank 0's renames are done.
+  if (comm.world() > 1) comm.all_reduce_host({0.0}, dist::ReduceOp::Sum);
+  if (!error->empty()) return std::nullopt;
+  try {
+    return read_resumed(cfg, rank, log);
+  } catch (const std::exception& e) {
     *error = e.what();
     return std::nullopt;
   }

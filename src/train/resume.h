@@ -14,6 +14,7 @@
 
 #include "checkpoint/retention.h"  // Resumable
 #include "config/config.h"
+#include "distributed/communicator.h"
 #include "train/run_lock.h"
 
 namespace tessera::train {
@@ -28,10 +29,13 @@ std::optional<Resumable> read_resumed(const Config& cfg, int rank, std::ostream&
 // The same, with a failure returned in *error (nullopt then) instead of thrown: each rank reads on
 // its own, and a rank that threw alone would leave the others waiting in their first collective, so
 // the trainer stops every rank together with it (fail_together, rank_agreement.h). For `auto`,
-// rank 0 first takes the run directory's lock into *lock (run_lock.h) when the directory exists:
-// the files it moves aside are then no other train's, which may be saving those steps again.
-std::optional<Resumable> read_resumed(const Config& cfg, int rank, std::ostream& log,
-                                      std::string* error, std::unique_ptr<RunLock>* lock);
+// rank 0 first takes the run directory's lock into *lock (run_lock.h) when the directory exists
+// (the files it moves aside are then no other train's, which may be saving those steps again) and
+// finishes the saves a crash interrupted between their renames (finish_interrupted_saves), while
+// the other ranks wait (a collective every rank makes, whatever its config).
+std::optional<Resumable> read_resumed(const Config& cfg, dist::Communicator& comm,
+                                      std::ostream& log, std::string* error,
+                                      std::unique_ptr<RunLock>* lock);
 
 // A run that leaves train.total_batch_size at 0 (B x T x world) and resumes keeps the
 // checkpoint's tokens per step, so it continues the same data order on any world size: trained on

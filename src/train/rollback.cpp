@@ -3,6 +3,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <random>
+#include <utility>
 
 #include "checkpoint/sidecar.h"  // CheckpointUnreadable
 #include "train/rank_agreement.h"
@@ -10,12 +12,20 @@
 namespace tessera::train {
 
 std::optional<RollbackTarget> rollback_target(const std::string& run_dir, int64_t step,
-                                              int64_t rollback_steps, std::ostream& warn) {
+                                              int64_t rollback_steps, const Lineage& lineage,
+                                              std::ostream& warn) {
   const std::vector<CheckpointFile> files = list_checkpoints(run_dir);
   for (auto it = files.rbegin(); it != files.rend(); ++it) {
     if (it->step > step - rollback_steps) continue;
     try {
-      return RollbackTarget{it->step, Resumable{it->path, load_checkpoint(it->path)}};
+      CheckpointData data = load_checkpoint(it->path);
+      if (!on_trajectory(get_lineage(data, it->path), it->step, lineage, step)) {
+        warn << "warning: rollback: passing over " << it->path << ": it is not on this run's "
+             << "trajectory (a step of a branch the run left when it resumed from an older "
+             << "checkpoint or rolled back, or another run's file)\n";
+        continue;
+      }
+      return RollbackTarget{it->step, Resumable{it->path, std::move(data)}};
     } catch (const CheckpointUnreadable& e) {
       // Not evidence of damage: an older target would throw away this one's steps for nothing.
       TESSERA_FAIL("cannot roll back to ", it->path, ": ", e.what(), "; the run stopped rather ",
@@ -29,12 +39,13 @@ std::optional<RollbackTarget> rollback_target(const std::string& run_dir, int64_
 
 std::optional<RollbackTarget> agree_rollback_target(dist::Communicator& comm,
                                                     const std::string& run_dir, int64_t step,
-                                                    int64_t rollback_steps, std::ostream& warn) {
+                                                    int64_t rollback_steps, const Lineage& lineage,
+                                                    std::ostream& warn) {
   const int rank = comm.rank();
   std::optional<RollbackTarget> target;
   std::string error;
   if (rank == 0) try {
-      target = rollback_target(run_dir, step, rollback_steps, warn);
+      target = rollback_target(run_dir, step, rollback_steps, lineage, warn);
     } catch (const std::exception& e) {  // a tessera::Error, or std::filesystem's listing
       error = e.what();
     }
@@ -73,6 +84,14 @@ std::optional<RollbackTarget> agree_rollback_target(dist::Communicator& comm,
                 "another rank holds another checkpoint than rank 0's at " + path +
                     " (its error names it): training stopped");
   return target;
+}
+
+int64_t agreed_segment_id(dist::Communicator& comm) {
+  std::random_device device;
+  const uint64_t draw = (uint64_t(device()) << 32 | device()) & ((uint64_t(1) << 52) - 1);
+  const double mine = comm.rank() == 0 ? double(draw | 1) : 0.0;  // exact in a double below 2^53
+  return comm.world() == 1 ? int64_t(mine)
+                           : int64_t(comm.all_reduce_host({mine}, dist::ReduceOp::Sum)[0]);
 }
 
 void remove_checkpoints_after(const std::string& run_dir, int64_t step, std::ostream& log) {

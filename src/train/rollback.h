@@ -4,8 +4,12 @@
 //       agree_rollback_target(comm, run_dir, step, spike.rollback_steps, warn);  // every rank
 //   remove_checkpoints_after(run_dir, t->step, log);   // rank 0 only, once every rank has loaded t
 //
-// The target is the newest checkpoint at least rollback_steps before the spiked step that loads
-// completely (damaged files are passed over with a warning; a file that cannot be read at all,
+// The target is the newest checkpoint at or before step - rollback_steps (step: the last step
+// done; the spike is at step + 1) that lies on the run's trajectory and loads completely. A
+// checkpoint off the trajectory (run_state.h, Lineage: a step of the branch the run left when it
+// resumed from an older checkpoint or rolled back, or another run's file in the directory) is
+// passed over with a warning: its weights were never this run's. Damaged files are passed over
+// with a warning too; a file that cannot be read at all,
 // CheckpointUnreadable, stops the run as it stops a resume: nothing says its bytes are bad, and
 // going further back would discard its steps). Checkpoints after it belong to the abandoned
 // trajectory: resuming from one would replay into the spike, so they are deleted. What the loop
@@ -26,6 +30,7 @@
 
 #include "checkpoint/retention.h"
 #include "distributed/communicator.h"
+#include "train/run_state.h"
 
 namespace tessera::train {
 
@@ -35,12 +40,17 @@ struct RollbackTarget {
 };
 
 std::optional<RollbackTarget> rollback_target(const std::string& run_dir, int64_t step,
-                                              int64_t rollback_steps, std::ostream& warn);
+                                              int64_t rollback_steps, const Lineage& lineage,
+                                              std::ostream& warn);
 // Every rank calls it at the same point (collectives); `warn` is rank 0's log. nullopt on every
 // rank when rank 0 finds no target.
 std::optional<RollbackTarget> agree_rollback_target(dist::Communicator& comm,
                                                     const std::string& run_dir, int64_t step,
-                                                    int64_t rollback_steps, std::ostream& warn);
+                                                    int64_t rollback_steps, const Lineage& lineage,
+                                                    std::ostream& warn);
+
+// A random segment id (Lineage), in [1, 2^52): rank 0's draw, on every rank (a collective).
+int64_t agreed_segment_id(dist::Communicator& comm);
 void remove_checkpoints_after(const std::string& run_dir, int64_t step, std::ostream& log);
 
 }  // namespace tessera::train

@@ -62,8 +62,9 @@ std::string newer_checkpoints_note(const std::string& run_dir, const std::string
   if (newer.empty()) return "";
   return "warning: resume: " + run_dir + " holds checkpoints after step " + std::to_string(step) +
          " (" + path + "), from the run this one branches off: " + file_list(newer) +
-         "; this run's saves write over them at their steps, and retention deletes the others "
-         "as the run passes them (copy them elsewhere to keep them)";
+         "; this run's saves write over them at their steps and a loss spike never rolls back to "
+         "them, but until the run passes them they count toward checkpoint.keep, so retention "
+         "prunes this run's own older checkpoints first (copy them elsewhere to keep them)";
 }
 
 std::string data_change_note(const std::string& stored_glob, const std::string& glob,

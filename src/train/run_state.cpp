@@ -1,6 +1,7 @@
 // RunState <-> CheckpointData: see run_state.h.
 #include "train/run_state.h"
 
+#include <algorithm>
 #include <optional>
 
 namespace tessera::train {
@@ -26,6 +27,31 @@ std::deque<double> window_of(const CheckpointData& ck, const std::string& name) 
 
 }  // namespace
 
+Lineage get_lineage(const CheckpointData& ck, const std::string& path) {
+  const int64_t n = get_int(ck, path, "lineage_segments", 0);
+  if (n == 0) return {Segment{0, 0}};  // written before checkpoints held one
+  Lineage out;
+  for (int64_t i = 0; i < n; ++i) {
+    const std::string k = "lineage_" + std::to_string(i);
+    out.push_back({get_int(ck, path, k + "_id"), get_int(ck, path, k + "_from")});
+  }
+  return out;
+}
+
+bool on_trajectory(const Lineage& checkpoint, int64_t checkpoint_step, const Lineage& run,
+                   int64_t run_step) {
+  if (checkpoint.empty()) return false;
+  for (size_t j = 0; j < run.size(); ++j)
+    if (run[j] == checkpoint.back()) {
+      // The run left segment j where segment j + 1 began (or is on it still, at run_step); the
+      // segments before must be the run's too (ids are random: a mismatch is another run).
+      const int64_t left = j + 1 < run.size() ? run[j + 1].from : run_step;
+      return checkpoint_step <= left && checkpoint.size() == j + 1 &&
+             std::equal(checkpoint.begin(), checkpoint.end(), run.begin());
+    }
+  return false;
+}
+
 void put_run_state(const RunState& s, CheckpointData& ck) {
   const RunHistory& h = s.history;
   ck.trainer_ints = {{"step", s.step},
@@ -43,6 +69,12 @@ void put_run_state(const RunState& s, CheckpointData& ck) {
     const std::string k = "skip_" + std::to_string(i);
     ck.trainer_ints[k + "_begin"] = h.skips[i].first;
     ck.trainer_ints[k + "_end"] = h.skips[i].second;
+  }
+  ck.trainer_ints["lineage_segments"] = int64_t(s.lineage.size());
+  for (size_t i = 0; i < s.lineage.size(); ++i) {
+    const std::string k = "lineage_" + std::to_string(i);
+    ck.trainer_ints[k + "_id"] = s.lineage[i].id;
+    ck.trainer_ints[k + "_from"] = s.lineage[i].from;
   }
   // An empty window is left out (its absence reads back as empty).
   for (const auto& [name, w] : {std::pair{"spike/loss_window", &s.loss_window},
@@ -95,6 +127,7 @@ RunState get_run_state(const CheckpointData& ck, const std::string& path, int64_
     h.skips.emplace_back(get_int(ck, path, k + "_begin") * unit,
                          get_int(ck, path, k + "_end") * unit);
   }
+  s.lineage = get_lineage(ck, path);
   return s;
 }
 

@@ -59,7 +59,7 @@ Trainer::~Trainer() {
 
 Trainer::Trainer(const Config& cfg, std::ostream& log)
     : comm_(communicator(cfg)),
-      resumed_(read_resumed(cfg, comm_->rank(), log, &resume_error_, &lock_)),
+      resumed_(read_resumed(cfg, *comm_, log, &resume_error_, &lock_)),
       cfg_(resolve_tokens_per_step(cfg, resumed_, comm_->rank(), comm_->world(), log)),
       rank_(comm_->rank()),
       world_(comm_->world()),
@@ -121,6 +121,7 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   // Before the first collective of another size: every rank's config, shards and checkpoints are
   // rank 0's.
   check_ranks_agree(*comm_, cfg_, data);
+  next_segment_id_ = agreed_segment_id(*comm_);
   // Every rank has rank 0's config now: all stop here together, before the run dir is touched.
   // LOMO updates each parameter as its gradient is ready: none to accumulate into (Lv et al. 2023).
   TESSERA_CHECK(cfg_.optim.name == "adamw" || accum_ == 1, "optim.name '", cfg_.optim.name,
@@ -188,6 +189,7 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
     restore(resumed_->path, resumed_->data, true);
     resumed_.reset();  // its tensors are in the model and optimizer now
   }
+  begin_segment();
 
   if (unfused_)
     out_->log() << "TESSERA_UNFUSED=1: the loss's gradient in its backward"
@@ -348,19 +350,25 @@ void Trainer::spike(int64_t first_window, const std::string& reason) {
   finish_save();  // the checkpoint being written may be the one to go back to
   // Rank 0's choice; every rank has read that file when this returns (its last collective).
   std::optional<RollbackTarget> target =
-      agree_rollback_target(*comm_, run_dir_.string(), step_, sc.rollback_steps, out_->log());
+      agree_rollback_target(*comm_, run_dir_.string(), step_, sc.rollback_steps, lineage_,
+                            out_->log());
   std::string to = "none";
   if (target) {
     std::string error;
     if (rank_ == 0) try {
+        // `latest` first: a crash while the files after the target go leaves it naming a file
+        // that is there (the target, saved again below with the rollback recorded).
+        write_latest(run_dir_.string(), checkpoint_name(target->step));
         remove_checkpoints_after(run_dir_.string(), target->step, out_->log());
       } catch (const std::exception& e) {
         error =
-            "rollback: cannot remove the checkpoints after " + target->file.path + ": " + e.what();
+            "rollback: cannot point `latest` at " + target->file.path +
+            " or remove the checkpoints after it: " + e.what();
       }
     fail_together(error, "rank 0 could not remove the checkpoints after the rollback point " +
                              target->file.path);
     restore(target->file.path, target->file.data, false);
+    begin_segment();
     to = std::to_string(step_);
   }
   if (sc.lr_factor != 1.0 && sc.lr_factor_steps > 0)

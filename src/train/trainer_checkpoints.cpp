@@ -41,6 +41,7 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
   default_generator().set_state({dropout_key(s.rng.seed, rank_), s.rng.offset});
   loader_.set_state(s.data);
   detector_.set_windows(s.loss_window, s.log_norm_window);
+  lineage_ = s.lineage;
   if (with_history) {
     history_ = s.history;
     out_->log() << "resume: " << path << " at step " << step_;
@@ -98,6 +99,7 @@ std::string Trainer::save(int64_t done) {
   s.loss_window = detector_.losses(), s.log_norm_window = detector_.log_norms();
   s.history = history_;
   s.world = world_, s.tokens_per_step = cfg_.tokens_per_step(world_);
+  s.lineage = lineage_;
   put_run_state(s, ck);
   ck.config_yaml = to_yaml(cfg_);
   const std::string name = checkpoint_name(done), path = (run_dir_ / name).string();

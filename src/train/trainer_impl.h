@@ -124,6 +124,11 @@ class Trainer {
   TrainResult result_;
   std::chrono::steady_clock::time_point start_;
   int64_t first_step_ = 0;
+  // The trajectory the weights were trained along (run_state.h); restore() sets it to the
+  // checkpoint's and begin_segment() starts this process's next stretch of it at step_.
+  Lineage lineage_;
+  int64_t next_segment_id_ = 0;  // agreed by the ranks (agreed_segment_id), then counted up
+  void begin_segment() { lineage_.push_back({next_segment_id_++, step_}); }
   BackgroundWrite writer_;  // checkpoint.async, rank 0: the last save's write (joined first)
 };
 

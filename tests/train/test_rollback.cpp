@@ -7,12 +7,14 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <sstream>
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/retention.h"
 #include "test_util.h"
+#include "train/run_state.h"
 #include "train/train_fixture.h"
 #include "train/trainer.h"
 
@@ -54,6 +56,13 @@ void expect_same_bytes(const std::vector<std::pair<std::string, Tensor>>& a,
 
 void expect_same_bytes(const CheckpointData& a, const CheckpointData& b) {
   expect_same_bytes(a.model, b.model);
+}
+
+std::map<std::string, int64_t> without_lineage_ids(std::map<std::string, int64_t> ints) {
+  std::erase_if(ints, [](const auto& kv) {
+    return kv.first.rfind("lineage_", 0) == 0 && kv.first.ends_with("_id");
+  });
+  return ints;
 }
 
 // The "loss" fields of every line, in file order (rolled-back steps included).
@@ -208,7 +217,8 @@ TEST(AsyncSave, background_saves_leave_the_checkpoints_and_losses_of_synchronous
       const CheckpointData x = load_checkpoint(kept[i].path), y = load_checkpoint(files[i].path);
       expect_same_bytes(x.model, y.model);
       expect_same_bytes(x.optimizer, y.optimizer);
-      EXPECT_EQ(x.trainer_ints, y.trainer_ints);
+      // Lineage ids are drawn per process: the segments' steps must agree, not their ids.
+      EXPECT_EQ(without_lineage_ids(x.trainer_ints), without_lineage_ids(y.trainer_ints));
       EXPECT_EQ(x.data, y.data);
     }
     EXPECT_EQ(loss_sequence(root / "full" / "metrics.jsonl"),
@@ -469,4 +479,126 @@ TEST(Rollback, a_damaged_newest_target_is_passed_over_with_a_warning_for_the_one
     EXPECT_NO_THROW(load_checkpoint(f.path)) << f.path;
   }
   EXPECT_EQ(steps, (std::vector<int64_t>{4, 8, 12}));
+}
+
+// A checkpoint lies on a run's trajectory when its last segment is one of the run's, at a step no
+// later than where the run left that segment.
+TEST(Lineage, on_trajectory_accepts_ancestors_and_refuses_abandoned_branches_and_other_runs) {
+  using train::Lineage;
+  const Lineage run = {{11, 0}, {22, 40}, {33, 60}};  // started, resumed at 40, rolled back to 60
+  EXPECT_TRUE(train::on_trajectory({{11, 0}}, 40, run, 75));   // where the resume branched off
+  EXPECT_TRUE(train::on_trajectory({{11, 0}}, 20, run, 75));
+  EXPECT_FALSE(train::on_trajectory({{11, 0}}, 50, run, 75));  // the branch the resume left
+  EXPECT_TRUE(train::on_trajectory({{11, 0}, {22, 40}}, 60, run, 75));
+  EXPECT_FALSE(train::on_trajectory({{11, 0}, {22, 40}}, 70, run, 75));  // rolled back past it
+  EXPECT_TRUE(train::on_trajectory({{11, 0}, {22, 40}, {33, 60}}, 70, run, 75));
+  EXPECT_FALSE(train::on_trajectory({{11, 0}, {22, 40}, {33, 60}}, 80, run, 75));  // not yet
+  EXPECT_FALSE(train::on_trajectory({{44, 0}}, 20, run, 75));            // another run
+  EXPECT_FALSE(train::on_trajectory({{44, 0}, {22, 40}}, 50, run, 75));  // another past
+  // Files from before lineages were saved read as [(0, 0)]: on the trajectory of a run resumed
+  // from one of them, up to the step it resumed at.
+  const Lineage legacy_run = {{0, 0}, {55, 30}};
+  EXPECT_TRUE(train::on_trajectory({{0, 0}}, 30, legacy_run, 45));
+  EXPECT_FALSE(train::on_trajectory({{0, 0}}, 40, legacy_run, 45));
+  EXPECT_FALSE(train::on_trajectory({{0, 0}}, 10, run, 75));
+}
+
+// A run resumed from an older checkpoint leaves the newer ones of the run it branches off in the
+// directory until its own saves replace them. A spike must not roll back to one of them: their
+// weights were trained on another trajectory (here with saves every 10 steps, the branch's every
+// 25). Resumed at 20, the spike at step 33 looks at or before step 31: step 30 is the old run's,
+// passed over with a warning; the branch's own step 25 is the target. Then a checkpoint another
+// run saved (another seed) put in the directory is passed over alike.
+TEST(Rollback, the_target_is_on_the_runs_trajectory_never_an_abandoned_branch_or_another_run) {
+  TempRun run;
+  Config c = run.config(40);
+  c.checkpoint.interval = 10, c.checkpoint.keep = 10;
+  std::ostringstream log;
+  train::run_training(c, log);
+  const fs::path dir = run.dir / "ckpt" / "run";
+  ASSERT_TRUE(fs::exists(dir / "step_00000030.h5"));
+
+  Config branch = c;
+  branch.checkpoint.resume = (dir / "step_00000020.h5").string();
+  branch.checkpoint.interval = 25;
+  branch.spike.rollback_steps = 1;
+  branch.spike.inject_steps = "33";
+  branch.spike.inject_kind = "nan";
+  std::ostringstream blog;
+  train::TrainResult r = train::run_training(branch, blog);
+  EXPECT_EQ(r.steps, 40);
+  EXPECT_EQ(r.rollbacks, 1);
+  EXPECT_NE(blog.str().find("warning: rollback: passing over " +
+                            (dir / "step_00000030.h5").string() + ": it is not on this run's "
+                            "trajectory"),
+            std::string::npos)
+      << blog.str();
+  const std::vector<std::string> events = metric_lines(dir / "metrics.jsonl", "\"rollback\"");
+  ASSERT_EQ(events.size(), 1u) << blog.str();
+  EXPECT_NE(events[0].find("\"step\": 33, \"event\": \"rollback\", \"reason\""), std::string::npos)
+      << events[0];
+  EXPECT_NE(events[0].find("\"to_step\": 25"), std::string::npos) << events[0];
+
+  // Another run's step 30 in the directory: the spike at step 35 goes back to this run's 25.
+  Config other = c;
+  other.train.run_name = "other", other.train.seed = 7, other.train.max_steps = 30;
+  train::run_training(other, log);
+  fs::copy_file(run.dir / "ckpt" / "other" / "step_00000030.h5", dir / "step_00000030.h5",
+                fs::copy_options::overwrite_existing);
+  fs::copy_file(run.dir / "ckpt" / "other" / "step_00000030.h5.sha256",
+                dir / "step_00000030.h5.sha256", fs::copy_options::overwrite_existing);
+  Config again = branch;
+  again.checkpoint.resume = (dir / "step_00000025.h5").string();
+  again.spike.inject_steps = "35";
+  std::ostringstream alog;
+  r = train::run_training(again, alog);
+  EXPECT_EQ(r.rollbacks, 2);  // the first run's rollback is in the history
+  EXPECT_NE(alog.str().find("passing over " + (dir / "step_00000030.h5").string()),
+            std::string::npos)
+      << alog.str();
+  EXPECT_NE(alog.str().find("back to step 25"), std::string::npos) << alog.str();
+}
+
+// A crash between the two renames of a save that replaces a file (a rollback saves its step
+// again) leaves the old bytes under the name, beside the digest file of the new bytes, which lie
+// complete in <name>.tmp. --resume auto finishes that rename (the digest file vouches for the
+// .tmp) and resumes from the new bytes, instead of refusing the old ones and falling back a
+// checkpoint. A .tmp the digest file does not match is a write that stopped earlier: left alone,
+// then removed as an interrupted write.
+TEST(Resume, auto_finishes_a_save_a_crash_stopped_between_its_renames) {
+  TempRun run;
+  Config c = run.config(8);
+  c.checkpoint.interval = 4, c.checkpoint.keep = 5;
+  std::ostringstream log;
+  train::run_training(c, log);
+  const fs::path dir = run.dir / "ckpt" / "run", name = "step_00000008.h5";
+  // The new bytes of step 8: the same checkpoint with a rollback recorded, saved elsewhere under
+  // the same name (its digest file names step_00000008.h5 too).
+  CheckpointData resaved = load_checkpoint((dir / name).string());
+  resaved.trainer_ints["rollbacks"] = 1;
+  const fs::path scratch = run.dir / "scratch";
+  fs::create_directories(scratch);
+  save_checkpoint((scratch / name).string(), resaved);
+  fs::copy_file(scratch / name, dir / "step_00000008.h5.tmp");
+  fs::copy_file(scratch / "step_00000008.h5.sha256", dir / "step_00000008.h5.sha256",
+                fs::copy_options::overwrite_existing);
+  EXPECT_THROW(load_checkpoint((dir / name).string()), Error);  // old bytes, new digest
+  // An unrelated partial write: no digest file of its own matches it.
+  std::ofstream(dir / "step_00000004.h5.tmp") << "partial";
+
+  c.checkpoint.resume = "auto";
+  c.train.max_steps = 10;
+  std::ostringstream log2;
+  train::TrainResult r = train::run_training(c, log2);
+  EXPECT_NE(log2.str().find("warning: resume: finished the save of " + (dir / name).string()),
+            std::string::npos)
+      << log2.str();
+  EXPECT_NE(log2.str().find("resume: " + (dir / name).string() + " at step 8"), std::string::npos)
+      << log2.str();
+  EXPECT_EQ(r.steps, 10);
+  EXPECT_EQ(r.rollbacks, 1);  // the history came from the new bytes
+  EXPECT_EQ(log2.str().find("skipping checkpoint"), std::string::npos) << log2.str();
+  EXPECT_FALSE(fs::exists(dir / "step_00000008.h5.tmp"));
+  EXPECT_FALSE(fs::exists(dir / "step_00000004.h5.tmp"));  // removed as an interrupted write
+  EXPECT_NO_THROW(load_checkpoint((dir / "step_00000004.h5").string()));
 }
