@@ -430,6 +430,7 @@ TrainResult Trainer::run() {
                std::to_string(stop) + " (train.max_steps" +
                (stop < cfg_.train.max_steps ? ", train.stop_after" : "") + ")");
   StopSignals signals;  // SIGTERM, SIGINT, SIGUSR1: finish the step, save it, stop
+  int64_t updates = 0;  // steps this process applied (replayed ones after a rollback included)
   while (step_ < stop) {
     const auto t0 = std::chrono::steady_clock::now();
     int64_t first_window = 0;
@@ -455,6 +456,7 @@ TrainResult Trainer::run() {
     const double reported = opt_->step(lr);
     tokens_seen_ += tokens_per_step;
     const int64_t done = ++step_;
+    ++updates;
     result_.steps = done;
     result_.last_train_loss = loss;
 
@@ -468,28 +470,28 @@ TrainResult Trainer::run() {
                   .grad_norm = norm.value_or(reported),
                   .tokens_per_s = tokens_per_s,
                   .tokens = tokens_seen_,
-                  .eta_seconds = elapsed / double(std::max<int64_t>(done - first_step_, 1)) *
-                                 double(cfg_.train.max_steps - done),
+                  // (per update this process made: a rollback can go below the first step)
+                  .eta_seconds = elapsed / double(updates) * double(cfg_.train.max_steps - done),
                   .mfu = mfu_per_token_ > 0 ? mfu_per_token_ * tokens_per_s / world_ : -1});
     }
-    // Saved before the evaluation: an evaluation that fails loses no training.
-    const bool saved =
-        (cfg_.checkpoint.interval > 0 && done % cfg_.checkpoint.interval == 0) || done == stop;
+    // Saved before the evaluation: an evaluation that fails loses no training. A stop asked for
+    // during the step saves it, and then still evaluates it when that is due (the resumed run
+    // goes on from the next step and would never evaluate this one).
+    bool stopping = stop_asked && done < stop;
+    const bool saved = (cfg_.checkpoint.interval > 0 && done % cfg_.checkpoint.interval == 0) ||
+                       done == stop || stopping;
     if (saved) result_.last_checkpoint = save(done);
-    if (stop_asked && done < stop) {
-      stop_on_request(done, signals.received(), saved);
-      break;
-    }
     const bool last = done == cfg_.train.max_steps;
     if (cfg_.eval.interval > 0 && (done % cfg_.eval.interval == 0 || last)) {
       const double val = evaluate(model_, cfg_, cfg_.data.val, cfg_.eval.steps, comm_.get());
       result_.last_val_loss = val;
       out_->eval(done, val);
       // A signal that came during the evaluation stops here, not after one more step.
-      if (done < stop && agree({signals.received() ? 1.0 : 0.0})[0] != 0) {
-        stop_on_request(done, signals.received(), saved);
-        break;
-      }
+      if (!stopping && done < stop) stopping = agree({signals.received() ? 1.0 : 0.0})[0] != 0;
+    }
+    if (stopping) {
+      stop_on_request(done, signals.received(), saved);
+      break;
     }
   }
   finish_save();  // the run's last checkpoint is committed before it returns
@@ -503,7 +505,7 @@ TrainResult Trainer::run() {
                   "dist: %d ranks (%s), %.3f s waiting on gradient communication that backward "
                   "did not hide, over %ld steps",
                   world_, comm_->backend().c_str(), opt_->comm_wait_seconds(),
-                  long(step_ - first_step_));
+                  long(updates));
     out_->line(line);
   }
   return result_;

@@ -299,3 +299,37 @@ TEST(Signals, a_stop_signal_during_an_evaluation_stops_at_the_evaluated_step) {
   EXPECT_EQ(s.find("step     4"), std::string::npos) << s;
   EXPECT_EQ(list_checkpoints((run.dir / "ckpt" / "run").string()).back().step, 3);
 }
+
+// A stop signal that lands while a step trains, on a step that is due an evaluation, still
+// evaluates it after saving it: the resumed run goes on from the next step and would never
+// evaluate this one. Every step is evaluated here (eval.interval 1; one batch, a fraction of a
+// half-second step), so whichever step the signal lands in, the stopped step has its val loss.
+TEST(Signals, a_stop_signal_during_a_step_due_an_evaluation_still_evaluates_it) {
+  ASSERT_TRUE(fs::exists(kTrain)) << kTrain << " is not built";
+  tessera::testing::TempRun run;
+  std::vector<uint32_t> val(1 << 16);
+  for (size_t i = 0; i < val.size(); ++i) val[i] = uint32_t('a' + (i * 7) % 26);
+  data::write_shard((run.dir / "long_val_000.bin").string(), val, 257);
+  Config c = run.config(1000);
+  c.model.n_layer = 4, c.model.n_embd = 384, c.train.batch_size = 64;
+  c.data.val = (run.dir / "long_val_*.bin").string();
+  c.eval.interval = 1, c.eval.steps = 1;
+  c.log.interval = 1;
+  const fs::path cfg = run.dir / "due.yaml", log = run.dir / "due.log";
+  std::ofstream(cfg) << to_yaml(c);
+  const pid_t pid = launch(cfg, log);
+  ASSERT_TRUE(wait_for_steps(log, 0, 2)) << "no steps logged; see " << log;
+  kill(pid, SIGTERM);
+  ASSERT_EQ(wait_for(pid), 128 + SIGTERM) << "see " << log;
+  const fs::path dir = run.dir / "ckpt" / "run";
+  const int64_t stopped = list_checkpoints(dir.string()).back().step;
+  std::ostringstream text;
+  text << std::ifstream(log).rdbuf();
+  char line[64];
+  std::snprintf(line, sizeof line, "step %5ld | val loss", long(stopped));
+  EXPECT_NE(text.str().find(line), std::string::npos) << text.str();
+  EXPECT_NE(text.str().find("stopped at step " + std::to_string(stopped) + " on SIGTERM"),
+            std::string::npos)
+      << text.str();
+  EXPECT_TRUE(tessera::testing::metric(dir / "metrics.jsonl", "val_loss").count(stopped));
+}
