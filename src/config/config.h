@@ -131,7 +131,10 @@ struct OptimConfig {
 
 struct EvalConfig {
   int64_t interval = 250;  // optimizer steps between validation runs; 0 = never during training
-  int64_t steps = 20;      // validation batches per run
+  int64_t steps = 20;      // validation batches of train.batch_size windows per run
+  // Validation tokens per run (whole windows of the sequence length), the same set on any
+  // batch size and world size; 0 = steps x train.batch_size windows.
+  int64_t tokens = 0;
 
   bool operator==(const EvalConfig&) const = default;
 };
@@ -232,6 +235,9 @@ struct Config {
   // grad_accum_steps throws (naming the keys) unless total_batch_size is a multiple of B*T*world.
   int64_t tokens_per_step(int64_t world_size = 1) const;
   int64_t grad_accum_steps(int64_t world_size = 1) const;
+  // The windows each validation run scores (before data.val's length caps them): eval.tokens / T,
+  // or eval.steps x train.batch_size (saturating).
+  int64_t eval_windows() const;
 
   bool operator==(const Config&) const = default;
 };

@@ -96,6 +96,7 @@ template <Section<EvalConfig> S, typename F>
 void visit_section(S& s, F&& f) {
   f("interval", s.interval);
   f("steps", s.steps);
+  f("tokens", s.tokens);
 }
 
 template <Section<CheckpointConfig> S, typename F>

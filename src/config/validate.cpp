@@ -562,6 +562,11 @@ std::vector<std::string> config_problems(const Config& c) {
   check_optim(c, p);
   p.non_negative("eval.interval", c.eval.interval);
   p.positive("eval.steps", c.eval.steps);
+  p.non_negative("eval.tokens", c.eval.tokens);
+  if (c.eval.tokens > 0 && c.sequence_length() > 0 && c.eval.tokens % c.sequence_length() != 0)
+    p.add("eval.tokens (", c.eval.tokens, ") must be a multiple of the sequence length (",
+          c.train.seq_len > 0 ? "train.seq_len " : "model.block_size ", c.sequence_length(),
+          "): evaluations score whole windows");
   p.non_empty("checkpoint.dir", c.checkpoint.dir);
   p.non_negative("checkpoint.interval", c.checkpoint.interval);
   // Two at least: one of them may be the file being replaced when a crash hits.
@@ -611,6 +616,12 @@ int64_t tokens_per_pass(const Config& c, int64_t world_size) {
 int64_t Config::tokens_per_step(int64_t world_size) const {
   const int64_t pass = tokens_per_pass(*this, world_size);
   return train.total_batch_size > 0 ? train.total_batch_size : pass;
+}
+
+int64_t Config::eval_windows() const {
+  if (eval.tokens > 0) return eval.tokens / sequence_length();
+  int64_t windows = 0;
+  return __builtin_mul_overflow(eval.steps, train.batch_size, &windows) ? INT64_MAX : windows;
 }
 
 int64_t Config::grad_accum_steps(int64_t world_size) const {

@@ -1,5 +1,6 @@
 // Validation loss: see trainer.h.
 #include <algorithm>
+#include <vector>
 
 #include "autograd/autograd.h"
 #include "core/error.h"
@@ -10,21 +11,67 @@
 
 namespace tessera::train {
 
-double evaluate(const nn::GPT& model, const Config& cfg, const std::string& pattern,
-                int64_t batches, dist::Communicator* comm) {
-  NoGradGuard no_grad;
-  data::DataLoader loader(loader_options(cfg, "data.val", pattern, false));
-  const int64_t n = std::min(batches, loader.batches_per_epoch());
+namespace {
+
+// The mean loss over the first n windows of `loader` (one window per next()), batched B at a
+// time, batch i on rank i mod world: the same windows, and the same mean, at any world size.
+double mean_loss(const nn::GPT& model, data::DataLoader& loader, int64_t B, int64_t n,
+                 dist::Communicator* comm) {
+  const int64_t T = loader.options().seq_len;
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->world() : 1;
-  // Batch i is rank i mod world's: the same batches, and the same mean, at any world size.
   double sum = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    data::Batch b = loader.next();
-    if (i % world == rank)
-      sum += model.loss(b.inputs, b.targets, false).item();  // host batch: see GPT::loss
+  std::vector<int32_t> in, tg;
+  for (int64_t i = 0, at = 0; at < n; ++i, at += B) {
+    const int64_t rows = std::min(B, n - at);
+    if (i % world != rank) {
+      for (int64_t r = 0; r < rows; ++r) loader.next();  // another rank's batch
+      continue;
+    }
+    in.clear(), tg.clear();
+    for (int64_t r = 0; r < rows; ++r) {
+      const data::Batch w = loader.next();
+      const int32_t* a = w.inputs.data<int32_t>();
+      const int32_t* b = w.targets.data<int32_t>();
+      in.insert(in.end(), a, a + T), tg.insert(tg.end(), b, b + T);
+    }
+    // A host batch (see GPT::loss); its mean weighted by its rows.
+    sum += model.loss(from_vector(in, {rows, T}), from_vector(tg, {rows, T}), false).item() *
+           double(rows);
   }
   if (world > 1) sum = comm->all_reduce_host({sum}, dist::ReduceOp::Sum)[0];
   return sum / double(n);
+}
+
+// data.val's loader, one window per batch (a loader of B-window batches would drop a last partial
+// batch: the set of windows is then the first n whatever B is); *B receives the batch size.
+data::DataLoader window_loader(const Config& cfg, const std::string& pattern, int64_t* B) {
+  data::LoaderOptions o = loader_options(cfg, "data.val", pattern, false);
+  *B = o.batch_size;
+  o.batch_size = 1;
+  return data::DataLoader(o);
+}
+
+}  // namespace
+
+ValidationLoss evaluate_windows(const nn::GPT& model, const Config& cfg, const std::string& pattern,
+                                int64_t windows, dist::Communicator* comm) {
+  NoGradGuard no_grad;
+  int64_t B = 0;
+  data::DataLoader loader = window_loader(cfg, pattern, &B);
+  const int64_t n = std::min(windows, loader.windows_per_epoch());
+  TESSERA_CHECK(n > 0, pattern, ": too few tokens for one window of ", loader.options().seq_len);
+  return {mean_loss(model, loader, B, n, comm), n};
+}
+
+double evaluate(const nn::GPT& model, const Config& cfg, const std::string& pattern,
+                int64_t batches, dist::Communicator* comm) {
+  NoGradGuard no_grad;
+  int64_t B = 0;
+  data::DataLoader loader = window_loader(cfg, pattern, &B);
+  const int64_t n = std::min(batches, loader.windows_per_epoch() / B) * B;  // whole batches
+  TESSERA_CHECK(n > 0, pattern, ": too few tokens for one batch of ", B, " x ",
+                loader.options().seq_len);
+  return mean_loss(model, loader, B, n, comm);
 }
 
 namespace {
@@ -45,14 +92,14 @@ StridedLoss evaluate_strided(const nn::GPT& model, const Config& cfg, const std:
   const int64_t T = o.seq_len, B = o.batch_size;
   TESSERA_CHECK(stride >= 1 && stride <= T, "--stride ", stride, " is not in [1, ", T,
                 "]: a window of ", T, " tokens moves by at least 1 and at most its length");
-  // The target tokens evaluate() scores: its loader's first n batches of windows, in order, whole
+  // The target tokens evaluate() scores: the first n whole batches of B windows, in order, whole
   // windows of T targets each, shard after shard.
   const data::DataLoader loader(o);  // its shards, opened (and checked) once
-  const int64_t n = std::min(batches, loader.batches_per_epoch());
+  const int64_t n = std::min(batches, loader.windows_per_epoch() / B);
   TESSERA_CHECK(n > 0, pattern, ": too few tokens for one batch of ", B, " x ", T);
+  int64_t left = n * B;  // evaluate()'s windows still to cover
   const std::vector<data::Shard>& shards = loader.shards();
   std::vector<Window> windows;
-  int64_t left = n * B;  // evaluate()'s windows still to cover
   for (size_t s = 0; s < shards.size() && left > 0; ++s) {
     const int64_t take = std::min(data::count_windows({shards[s].size()}, T), left);
     left -= take;

@@ -171,13 +171,14 @@ void Report::step(const StepReport& r) {
   emit(json + ", \"tokens\": " + std::to_string(r.tokens) + "}");
 }
 
-void Report::eval(int64_t step, double val) {
+void Report::eval(int64_t step, double val, int64_t tokens) {
   char line[128];
   std::snprintf(line, sizeof line, "step %5ld | val loss %.4f | val ppl %.2f", long(step), val,
                 std::exp(val));
   this->line(line);
   emit("{\"step\": " + std::to_string(step) + ", \"val_loss\": " + json_number(val) +
-       ", \"val_ppl\": " + json_number(std::exp(val)) + "}");
+       ", \"val_ppl\": " + json_number(std::exp(val)) + ", \"val_tokens\": " +
+       std::to_string(tokens) + "}");
 }
 
 }  // namespace tessera::train

@@ -55,7 +55,7 @@ class Report {
   void line(const std::string& text);
   void emit(const std::string& json);  // one metrics.jsonl object
   void step(const StepReport& r);
-  void eval(int64_t step, double val_loss);
+  void eval(int64_t step, double val_loss, int64_t tokens);  // tokens: the targets scored
 
  private:
   void open_metrics();

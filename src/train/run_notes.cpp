@@ -36,13 +36,16 @@ std::string file_list(const std::vector<std::string>& files) {
 std::vector<std::string> validation_notes(const Config& cfg, const data::DataLoader& val,
                                           const std::vector<std::string>& train_files) {
   std::vector<std::string> notes;
-  const int64_t batches = val.batches_per_epoch();
-  if (batches < cfg.eval.steps)
-    notes.push_back("eval: data.val holds " + std::to_string(batches) + " batch(es) of " +
-                    std::to_string(cfg.train.batch_size) + " x " +
-                    std::to_string(cfg.sequence_length()) + " tokens: each evaluation uses " +
-                    std::to_string(batches) + ", not eval.steps (" +
-                    std::to_string(cfg.eval.steps) + ")");
+  const int64_t windows = val.windows_per_epoch(), asked = cfg.eval_windows();
+  if (windows < asked)
+    notes.push_back("eval: data.val holds " + std::to_string(windows) + " window(s) of " +
+                    std::to_string(cfg.sequence_length()) + " tokens: each evaluation scores " +
+                    std::to_string(windows) + ", not the " + std::to_string(asked) + " that " +
+                    (cfg.eval.tokens > 0
+                         ? "eval.tokens (" + std::to_string(cfg.eval.tokens) + ") asks for"
+                         : "eval.steps (" + std::to_string(cfg.eval.steps) +
+                               ") x train.batch_size (" + std::to_string(cfg.train.batch_size) +
+                               ") ask for"));
   const std::set<std::string> train = canonical(train_files);
   std::vector<std::string> shared;  // as data.val's glob gave them
   for (const std::string& f : val.options().files)

@@ -483,9 +483,10 @@ TrainResult Trainer::run() {
     if (saved) result_.last_checkpoint = save(done);
     const bool last = done == cfg_.train.max_steps;
     if (cfg_.eval.interval > 0 && (done % cfg_.eval.interval == 0 || last)) {
-      const double val = evaluate(model_, cfg_, cfg_.data.val, cfg_.eval.steps, comm_.get());
-      result_.last_val_loss = val;
-      out_->eval(done, val);
+      const ValidationLoss val =
+          evaluate_windows(model_, cfg_, cfg_.data.val, cfg_.eval_windows(), comm_.get());
+      result_.last_val_loss = val.loss;
+      out_->eval(done, val.loss, val.windows * T_);
       // A signal that came during the evaluation stops here, not after one more step.
       if (!stopping && done < stop) stopping = agree({signals.received() ? 1.0 : 0.0})[0] != 0;
     }

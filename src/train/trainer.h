@@ -38,14 +38,25 @@ struct TrainResult {
 
 TrainResult run_training(const Config& cfg, std::ostream& log);
 
-// Mean loss over `batches` batches of the loader built from `pattern` (in order, from the start).
-// With a communicator, batch i is evaluated by rank i mod world and the sum is reduced: every rank
-// returns the same mean, whatever the world size.
+// Mean loss over the first `windows` windows of sequence length T of the files `pattern` matches
+// (in order; at most all of them, once), in batches of train.batch_size (the last may be
+// partial). With a communicator, batch i is evaluated by rank i mod world and the sum is reduced:
+// every rank returns the same mean over the same windows, whatever the batch size and world size
+// (to f32 rounding). The trainer scores cfg.eval_windows() of data.val.
+struct ValidationLoss {
+  double loss = 0;
+  int64_t windows = 0;  // scored
+};
+ValidationLoss evaluate_windows(const nn::GPT& model, const Config& cfg,
+                                const std::string& pattern, int64_t windows,
+                                dist::Communicator* comm = nullptr);
+// The same over the first `batches` whole batches of train.batch_size windows (fewer when the
+// files hold fewer: whole batches only, as `eval --batches` counts them).
 double evaluate(const nn::GPT& model, const Config& cfg, const std::string& pattern,
                 int64_t batches, dist::Communicator* comm = nullptr);
 
 // Sliding-window evaluation (eval --stride): the mean loss over the target tokens evaluate()
-// scores (its first `batches` batches of windows of T = cfg.sequence_length(), in order), each
+// scores (its first `batches` whole batches of windows of T = cfg.sequence_length()), each
 // scored once, in a window of T tokens that moves by `stride` in [1, T]: a token then has at least
 // T - stride tokens before it in its window (all that precede it in its shard, when fewer) instead
 // of only those since its window began. stride = T scores evaluate()'s own windows; a smaller one

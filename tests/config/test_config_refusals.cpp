@@ -108,4 +108,22 @@ TEST(ConfigValidation, min_lr_above_lr_is_refused_only_for_a_decaying_schedule) 
 }
 
 }  // namespace
+// eval.tokens counts whole windows: a count that is not a multiple of the sequence length is
+// refused naming both; 0 leaves the windows to eval.steps x train.batch_size.
+TEST(ConfigValidation, eval_tokens_must_be_whole_windows) {
+  Config cfg;
+  apply_override(cfg, "model.block_size=64");
+  apply_override(cfg, "eval.tokens=100");
+  EXPECT_CONTAINS(error_of([&] { cfg.validate(); }),
+                  "eval.tokens (100) must be a multiple of the sequence length (model.block_size "
+                  "64): evaluations score whole windows");
+  apply_override(cfg, "eval.tokens=-64");
+  EXPECT_CONTAINS(error_of([&] { cfg.validate(); }), "eval.tokens must be >= 0, got -64");
+  apply_override(cfg, "eval.tokens=640");
+  EXPECT_NO_THROW(cfg.validate());
+  EXPECT_EQ(cfg.eval_windows(), 10);
+  apply_override(cfg, "eval.tokens=0");
+  EXPECT_EQ(cfg.eval_windows(), cfg.eval.steps * cfg.train.batch_size);
+}
+
 }  // namespace tessera

@@ -66,3 +66,31 @@ TEST(EvalRanks, two_ranks_report_the_validation_loss_of_one_process) {
     EXPECT_NEAR(two, one, 1e-4 * one) << "step " << step;
   }
 }
+
+// The recipe for more ranks, a smaller train.batch_size for the same train.total_batch_size, keeps
+// the validation set when eval.tokens fixes it: 1 rank x batches of 4 and 2 ranks x batches of 1
+// (4 micro-batches each) score the same 6 windows and report the same loss (tolerance as above).
+// eval.steps alone counts batches of train.batch_size: 6 windows at B 2, 3 at B 1.
+TEST(EvalRanks, eval_tokens_keeps_the_validation_set_when_the_batch_size_changes_with_the_world) {
+  if (!built_with::mpi()) GTEST_SKIP() << "tessera was built without MPI";
+  ASSERT_TRUE(fs::exists(kTrain)) << kTrain << " is not built";
+  TempRun run;
+  Config c = run.config(4);
+  c.train.total_batch_size = 8 * 16;
+  c.eval.interval = 4, c.eval.steps = 3, c.eval.tokens = 6 * 16;
+  std::map<std::string, std::string> val, tokens;
+  for (const auto& [np, B] : {std::pair{1, 4}, std::pair{2, 1}}) {
+    c.train.batch_size = B;
+    c.train.run_name = "np" + std::to_string(np);
+    std::string out;
+    ASSERT_EQ(mpirun_train(np, c, run.dir / (c.train.run_name + ".yaml"), &out), 0) << out;
+    const fs::path m = run.dir / "ckpt" / c.train.run_name / "metrics.jsonl";
+    val[c.train.run_name] = metric(m, "val_loss").at(4);
+    tokens[c.train.run_name] = metric(m, "val_tokens").at(4);
+  }
+  EXPECT_EQ(tokens["np1"], "96");
+  EXPECT_EQ(tokens["np2"], "96");
+  const double one = std::stod(val["np1"]), two = std::stod(val["np2"]);
+  std::printf("[ val loss ] 1 rank (B 4) %.6f, 2 ranks (B 1) %.6f\n", one, two);
+  EXPECT_NEAR(two, one, 1e-4 * one);
+}

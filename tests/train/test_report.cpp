@@ -45,7 +45,7 @@ TEST(Report, a_metrics_file_that_is_not_a_regular_file_is_refused_by_name) {
   tmp.write("real.jsonl", "{\"step\": 1}\n");
   fs::create_symlink(dir / "real.jsonl", metrics);
   EXPECT_EQ(train::describe_run_and_metrics(dir), "metrics.jsonl with 1 line");
-  { train::Report(log, metrics, true, true).eval(2, 1.0); }
+  { train::Report(log, metrics, true, true).eval(2, 1.0, 64); }
   EXPECT_EQ(train::describe_run_and_metrics(dir), "metrics.jsonl with 2 lines");
 }
 

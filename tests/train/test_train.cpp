@@ -37,7 +37,8 @@ TEST(Training, loss_falls_and_checkpoint_reproduces_logits) {
   nn::GPT a(train::model_config(cfg.model, cfg.train), g), b(train::model_config(cfg.model, cfg.train), g);
   load_model_into(r.last_checkpoint, a.parameters());
   load_model_into(r.last_checkpoint, b.parameters());
-  EXPECT_EQ(train::evaluate(a, cfg, cfg.data.val, cfg.eval.steps), r.last_val_loss);
+  EXPECT_EQ(train::evaluate_windows(a, cfg, cfg.data.val, cfg.eval_windows()).loss,
+            r.last_val_loss);
   Tensor x = from_vector<int32_t>(std::vector<int32_t>(16, 'a'), {1, 16});
   EXPECT_EQ(a.forward(x, false).to_vector<float>(), b.forward(x, false).to_vector<float>());
 }
@@ -57,7 +58,7 @@ TEST(Training, strided_evaluation_scores_each_token_once_with_the_context_its_st
   const double plain = train::evaluate(model, cfg, cfg.data.val, 5);
   const train::StridedLoss whole = train::evaluate_strided(model, cfg, cfg.data.val, 5, T);
   EXPECT_NEAR(whole.loss, plain, 1e-12 * plain);
-  // The val shard holds 12 windows of 17 tokens: one batch of 8 (the loader's whole batches).
+  // The val shard holds 11 windows of 17 tokens: one batch of 8 (the loader's whole batches).
   EXPECT_EQ(whole.windows, B);
   EXPECT_EQ(whole.tokens, B * T);
 
@@ -84,6 +85,40 @@ TEST(Training, strided_evaluation_scores_each_token_once_with_the_context_its_st
   const std::string msg = tessera::testing::error_of(
       [&] { train::evaluate_strided(model, cfg, cfg.data.val, 5, T + 1); });
   EXPECT_NE(msg.find("--stride 17 is not in [1, 16]"), std::string::npos) << msg;
+}
+
+// A validation run scores the first eval_windows() windows whatever the batch size: batches of 8,
+// 5 (a partial last one) and 1 give the mean over the same windows, to f32 rounding of the
+// per-batch means (measured: equal in 7 digits); eval.tokens sets the windows directly.
+TEST(Training, the_validation_windows_do_not_depend_on_the_batch_size) {
+  TempRun run;
+  Config cfg = run.config(20);
+  std::ostringstream log;
+  const train::TrainResult r = train::run_training(cfg, log);
+  Generator g(0);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  load_model_into(r.last_checkpoint, model.parameters());
+  cfg.eval.tokens = 10 * cfg.sequence_length();
+  ASSERT_EQ(cfg.eval_windows(), 10);
+  std::vector<double> losses;
+  for (int64_t B : {8, 5, 1}) {
+    cfg.train.batch_size = B;
+    const train::ValidationLoss v =
+        train::evaluate_windows(model, cfg, cfg.data.val, cfg.eval_windows());
+    EXPECT_EQ(v.windows, 10);
+    losses.push_back(v.loss);
+  }
+  std::printf("[ val ] B 8: %.7f, B 5: %.7f, B 1: %.7f\n", losses[0], losses[1], losses[2]);
+  EXPECT_NEAR(losses[1], losses[0], 1e-6 * losses[0]);
+  EXPECT_NEAR(losses[2], losses[0], 1e-6 * losses[0]);
+  // 9 windows score another set: the mean moves far more than rounding does.
+  EXPECT_GT(std::abs(train::evaluate_windows(model, cfg, cfg.data.val, 9).loss - losses[0]),
+            1e-4 * losses[0]);
+  // Capped at the windows data.val's 192 tokens hold (11 of 17 tokens, one shared with the next);
+  // the default is eval.steps x batch_size.
+  cfg.eval.tokens = 0, cfg.eval.steps = 3, cfg.train.batch_size = 8;
+  EXPECT_EQ(cfg.eval_windows(), 24);
+  EXPECT_EQ(train::evaluate_windows(model, cfg, cfg.data.val, cfg.eval_windows()).windows, 11);
 }
 
 TEST(Training, resumed_run_matches_the_uninterrupted_run) {
@@ -213,11 +248,12 @@ TEST(Training, generate_on_a_byte_model_refuses_a_tokenizer_dir_and_takes_an_emp
 TEST(Training, the_log_says_what_an_evaluation_reads_when_it_is_not_what_was_asked) {
   TempRun run;
   Config cfg = run.config(2);
-  cfg.eval.steps = 1000;  // data.val holds 12 windows of 17 tokens: one batch of 8
+  cfg.eval.steps = 1000;  // data.val holds 11 windows
   std::ostringstream log;
   EXPECT_EQ(train::run_training(cfg, log).steps, 2);
-  EXPECT_NE(log.str().find("eval: data.val holds 1 batch(es) of 8 x 16 tokens: each evaluation "
-                           "uses 1, not eval.steps (1000)"),
+  EXPECT_NE(log.str().find("eval: data.val holds 11 window(s) of 16 tokens: each evaluation "
+                           "scores 11, not the 8000 that eval.steps (1000) x train.batch_size (8) "
+                           "ask for"),
             std::string::npos)
       << log.str();
   EXPECT_EQ(log.str().find("warning"), std::string::npos) << log.str();
