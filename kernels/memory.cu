@@ -83,7 +83,7 @@ void copy(const Tensor& dst, const Tensor& src) {
   const Geometry g = copy_geometry("cuda copy", dst, src);
   const int threads = 256;
   const unsigned blocks = unsigned((n + threads - 1) / threads);
-  const bool narrow_index = n < (int64_t(1) << 31) && max_offset(g) < (int64_t(1) << 31);
+  const bool narrow_index = fits_int32_index(n, threads, max_offset(g));
   visit_any_dtype(dst.dtype(), [&](auto dz) {
     visit_any_dtype(src.dtype(), [&](auto sz) {
       using D = decltype(dz);

@@ -414,10 +414,11 @@ int64_t checkpoint_bytes_per_head(const Dims& d, DType dtype) {
   return d.T * ((d.T + 31) / 32) * 2 * 4;
 }
 
-// The most checkpoint bytes one pass holds: TESSERA_SB_CKPT_BYTES (for tests and tuning; read at
-// every call), else 1 GiB. Past it the backward runs in chunks of the batch, or of one batch
+// The checkpoint bytes one pass aims to hold: TESSERA_SB_CKPT_BYTES (for tests and tuning; read
+// at every call), else 1 GiB. Past it the backward runs in chunks of the batch, or of one batch
 // element's kv-head groups: at T 8192 a head's checkpoints are 32 MiB, so a 1-GiB chunk still
-// launches thousands of blocks.
+// launches thousands of blocks. A pass takes one whole group at least (G query heads with their
+// kv head: G x checkpoint_bytes_per_head), so with GQA at long T one pass may hold more.
 int64_t checkpoint_budget() {
   const char* e = std::getenv("TESSERA_SB_CKPT_BYTES");
   if (!e || !*e) return int64_t(1) << 30;

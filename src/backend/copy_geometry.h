@@ -56,4 +56,12 @@ inline int64_t max_offset(const CopyGeometry& g) {
   return d_max > s_max ? d_max : s_max;
 }
 
+// Whether a copy of n elements in blocks of `threads` threads, one element each, may index in 32
+// bits: every thread's index (up to the last block's last thread, blocks x threads - 1, past n by
+// up to threads - 1) and every offset must fit in an int32_t.
+inline bool fits_int32_index(int64_t n, int64_t threads, int64_t max_offset) {
+  constexpr int64_t kMax = 2147483647;  // INT32_MAX
+  return n > 0 && threads > 0 && n <= kMax - (threads - 1) && max_offset <= kMax;
+}
+
 }  // namespace tessera

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "backend/copy_geometry.h"
 #include "backend/cuda.h"
 #include "core/build.h"
 #include "core/tensor.h"
@@ -136,4 +137,17 @@ TEST(Tensor, cuda_round_trip_preserves_values) {
   Tensor x = arange(0, 10).view({2, 5});
   Tensor back = x.to(Device::cuda()).to(DType::BF16).to(DType::F32).to(Device::cpu());
   EXPECT_EQ(back.to_vector<float>(), x.to_vector<float>());  // small integers are exact in bf16
+}
+
+// The CUDA copy indexes in 32 bits only where every thread's index fits: the last block's
+// threads run up to threads - 1 past n, so n = 2^31 - 200 in blocks of 256 must take 64 bits
+// (its last thread would be 2^31 + 55, a signed overflow; the check once compared n alone).
+TEST(CopyGeometry, thirty_two_bit_indexing_only_where_the_last_blocks_threads_fit) {
+  const int64_t max32 = 2147483647;
+  EXPECT_TRUE(fits_int32_index(1000, 256, 999));
+  EXPECT_TRUE(fits_int32_index(max32 - 255, 256, 0));   // last thread: exactly INT32_MAX
+  EXPECT_FALSE(fits_int32_index(max32 - 254, 256, 0));
+  EXPECT_FALSE(fits_int32_index(max32 - 199, 256, 0));
+  EXPECT_FALSE(fits_int32_index(1000, 256, max32 + 1));  // an offset past 2^31 - 1
+  EXPECT_TRUE(fits_int32_index(1000, 256, max32));
 }
