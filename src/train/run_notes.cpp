@@ -57,6 +57,22 @@ std::vector<std::string> validation_notes(const Config& cfg, const data::DataLoa
   return notes;
 }
 
+std::string rollback_reach_note(const Config& cfg) {
+  const CheckpointConfig& k = cfg.checkpoint;
+  int64_t reach = 0;
+  if (__builtin_mul_overflow(k.keep - 1, k.interval, &reach)) return "";  // reaches anything
+  if (!cfg.spike.enabled || k.interval <= 0 || k.milestone_interval > 0 ||
+      cfg.spike.rollback_steps <= reach)
+    return "";
+  const int64_t keep = (cfg.spike.rollback_steps + k.interval - 1) / k.interval + 1;
+  return "warning: spike.rollback_steps (" + std::to_string(cfg.spike.rollback_steps) +
+         ") reaches further back than the checkpoints retention keeps (checkpoint.keep " +
+         std::to_string(k.keep) + " x checkpoint.interval " + std::to_string(k.interval) +
+         " span " + std::to_string(reach) + " steps): past the first saves a spike finds no "
+         "checkpoint to roll back to and only skips its update; set checkpoint.keep: " +
+         std::to_string(keep) + " (or a checkpoint.milestone_interval)";
+}
+
 std::string newer_checkpoints_note(const std::string& run_dir, const std::string& path,
                                    int64_t step) {
   std::vector<std::string> newer;

@@ -2,6 +2,7 @@
 // config seems to ask: lines for rank 0 to print, empty when there is nothing to say.
 //
 //   for (auto& line : validation_notes(cfg, val_loader, train_files)) log << line << "\n";
+//   rollback_reach_note(cfg);                                       // spike.rollback_steps too far
 //   newer_checkpoints_note(run_dir, resumed_path, resumed_step);   // resuming an older checkpoint
 //   data_change_note(stored.data.train, cfg.data.train, train_files, resumed_path);
 //   schedule_change_note(stored_config, cfg, resumed_step, resumed_path);
@@ -24,6 +25,12 @@ namespace tessera::train {
 // validation loss would be measured on training data.
 std::vector<std::string> validation_notes(const Config& cfg, const data::DataLoader& val,
                                           const std::vector<std::string>& train_files);
+
+// A warning when spike.rollback_steps reaches further back than retention keeps checkpoints:
+// keep files every `interval` steps span (keep - 1) x interval steps, so once the run is past its
+// first keep saves a spike finds no checkpoint that far back and only skips its update. None
+// with milestones (they stay), without periodic saves, or with detection off.
+std::string rollback_reach_note(const Config& cfg);
 
 // A warning naming the checkpoints of run_dir past `step`, the step of the checkpoint resumed
 // (`path`): they belong to the run this one branches off, and its saves replace them.

@@ -131,6 +131,7 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   std::string dir_error;
   if (rank_ == 0) {
     for (const std::string& note : val_notes) log << note << "\n";
+    if (const std::string note = rollback_reach_note(cfg_); !note.empty()) log << note << "\n";
     if (cfg_.checkpoint.async && cfg_.train.device == "cpu")
       log << "note: checkpoint.async on the CPU: the background write shares the cores with "
              "training, which measured no faster than saving in the step (README, \"Saving in the "
@@ -328,10 +329,18 @@ void Trainer::spike(int64_t first_window, const std::string& reason) {
     out_->emit("{\"step\": " + std::to_string(at) + ", \"event\": \"stop\", \"reason\": " +
                json_string(reason) + ", \"rollbacks\": " + std::to_string(history_.rollbacks - 1) +
                "}");
+    finish_save();  // a checkpoint still being written is committed, and listed below
+    const std::vector<CheckpointFile> kept = list_checkpoints(run_dir_.string());
     TESSERA_FAIL("spike at step ", at, " (", reason, ") after ", sc.max_rollbacks,
-                 " rollbacks (spike.max_rollbacks): stopping. The checkpoints in ",
-                 run_dir_.string(),
-                 " are intact; lower optim.lr or raise spike.max_rollbacks, then --resume auto");
+                 " rollbacks (spike.max_rollbacks): stopping. ",
+                 kept.empty()
+                     ? "No checkpoint was saved in " + run_dir_.string() +
+                           "; lower optim.lr or raise spike.max_rollbacks and start again with "
+                           "--resume auto (from step 0: its metrics.jsonl goes on after this "
+                           "attempt's lines) or under another train.run_name"
+                     : "The checkpoints in " + run_dir_.string() + " are intact (the newest: " +
+                           fs::path(kept.back().path).filename().string() +
+                           "); lower optim.lr or raise spike.max_rollbacks, then --resume auto");
   }
   // Skip from the spike's first window on: skip_batches global batches (optimizer steps), or by
   // default a thousandth of the run (PaLM skipped 200-500 batches of a ~250k-step run), at least
@@ -373,13 +382,15 @@ void Trainer::spike(int64_t first_window, const std::string& reason) {
   }
   if (sc.lr_factor != 1.0 && sc.lr_factor_steps > 0)
     history_.lr_factor_until = step_ + std::min(sc.lr_factor_steps, INT64_MAX - step_);
-  std::snprintf(line, sizeof line,
-                "rollback %ld/%ld: %s; skipping windows [%ld, %ld) of the data",
-                long(history_.rollbacks), long(sc.max_rollbacks),
-                target ? ("back to step " + to + " (" + target->file.path + ")").c_str()
-                       : "no checkpoint before the spike, update skipped",
-                long(first_window), long(first_window + skip));
-  std::string text = line;
+  // (step_ is still the last step done when there is no target)
+  std::string text =
+      "rollback " + std::to_string(history_.rollbacks) + "/" + std::to_string(sc.max_rollbacks) +
+      ": " +
+      (target ? "back to step " + to + " (" + target->file.path + ")"
+              : "no checkpoint at or before step " + std::to_string(step_ - sc.rollback_steps) +
+                    " to go back to, update skipped") +
+      "; skipping windows [" + std::to_string(first_window) + ", " +
+      std::to_string(first_window + skip) + ") of the data";
   if (history_.lr_factor_until > step_) {
     std::snprintf(line, sizeof line, "; lr x%g for %ld steps", sc.lr_factor,
                   long(sc.lr_factor_steps));

@@ -14,6 +14,7 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/retention.h"
 #include "test_util.h"
+#include "train/run_notes.h"
 #include "train/run_state.h"
 #include "train/train_fixture.h"
 #include "train/trainer.h"
@@ -169,6 +170,9 @@ TEST(Rollback, too_many_spikes_stop_with_a_clear_error_and_every_checkpoint_inta
     const std::string msg = tessera::testing::error_of([&] { train::run_training(c, log); });
     EXPECT_NE(msg.find("spike.max_rollbacks"), std::string::npos) << msg;
     const std::string dir = (run.dir / "ckpt" / c.train.run_name).string();
+    EXPECT_NE(msg.find("The checkpoints in " + dir + " are intact (the newest: step_"),
+              std::string::npos)
+        << msg;
     const std::vector<CheckpointFile> files = list_checkpoints(dir);
     ASSERT_FALSE(files.empty());
     steps.emplace_back();
@@ -265,7 +269,9 @@ TEST(Rollback, without_an_earlier_checkpoint_the_update_is_skipped) {
   train::TrainResult r = train::run_training(c, log);
   EXPECT_EQ(r.steps, 12);
   EXPECT_EQ(r.rollbacks, 1);
-  EXPECT_NE(log.str().find("no checkpoint before the spike, update skipped"), std::string::npos)
+  EXPECT_NE(log.str().find("rollback 1/5: no checkpoint at or before step 2 to go back to, update "
+                           "skipped"),
+            std::string::npos)
       << log.str();
   EXPECT_TRUE(std::isfinite(r.last_train_loss));
 }
@@ -601,4 +607,42 @@ TEST(Resume, auto_finishes_a_save_a_crash_stopped_between_its_renames) {
   EXPECT_FALSE(fs::exists(dir / "step_00000008.h5.tmp"));
   EXPECT_FALSE(fs::exists(dir / "step_00000004.h5.tmp"));  // removed as an interrupted write
   EXPECT_NO_THROW(load_checkpoint((dir / "step_00000004.h5").string()));
+}
+
+// spike.rollback_steps past what retention keeps ((keep - 1) x interval steps) can never find a
+// checkpoint once the first saves are pruned: the log says so before the first step, naming the
+// keep that would reach. Milestones stay, so with them there is nothing to say.
+TEST(Rollback, a_rollback_reach_past_the_kept_checkpoints_is_warned_about) {
+  Config c = TempRun().config(20);
+  c.checkpoint.interval = 4, c.checkpoint.keep = 2;
+  c.spike.rollback_steps = 4;
+  EXPECT_EQ(train::rollback_reach_note(c), "");
+  c.spike.rollback_steps = 6;
+  EXPECT_EQ(train::rollback_reach_note(c),
+            "warning: spike.rollback_steps (6) reaches further back than the checkpoints "
+            "retention keeps (checkpoint.keep 2 x checkpoint.interval 4 span 4 steps): past the "
+            "first saves a spike finds no checkpoint to roll back to and only skips its update; "
+            "set checkpoint.keep: 3 (or a checkpoint.milestone_interval)");
+  c.checkpoint.milestone_interval = 8;
+  EXPECT_EQ(train::rollback_reach_note(c), "");
+  c.checkpoint.milestone_interval = 0, c.spike.enabled = false;
+  EXPECT_EQ(train::rollback_reach_note(c), "");
+}
+
+// Too many spikes before any checkpoint was saved: the error says none was, and how to start
+// again, instead of calling the (absent) checkpoints intact.
+TEST(Rollback, too_many_spikes_before_any_save_say_no_checkpoint_was_saved) {
+  TempRun run;
+  Config c = run.config(20);
+  c.checkpoint.interval = 0;
+  c.spike.inject_steps = "2,3,4";
+  c.spike.inject_kind = "nan";
+  c.spike.max_rollbacks = 2;
+  std::ostringstream log;
+  const std::string msg = tessera::testing::error_of([&] { train::run_training(c, log); });
+  EXPECT_NE(msg.find("after 2 rollbacks (spike.max_rollbacks): stopping. No checkpoint was saved "
+                     "in " + (run.dir / "ckpt" / "run").string()),
+            std::string::npos)
+      << msg;
+  EXPECT_TRUE(list_checkpoints((run.dir / "ckpt" / "run").string()).empty());
 }
