@@ -54,9 +54,36 @@ Config resolve_tokens_per_step(Config cfg, const std::optional<Resumable>& resum
   const auto& ints = resumed->data.trainer_ints;
   auto it = ints.find("tokens_per_step");
   if (it == ints.end() || it->second == cfg.tokens_per_step(world)) return cfg;
-  cfg.train.total_batch_size = it->second;
+  // The kept figure must split into this run's micro-batches (LOMO's: exactly one per rank), or
+  // the error would name a train.total_batch_size this config never set.
+  const int64_t tokens = it->second, T = cfg.sequence_length(), B = cfg.train.batch_size;
+  const bool fused = cfg.optim.name != "adamw";  // updates inside backward: no accumulation
+  const int64_t pass = cfg.tokens_per_step(world);  // B x T x world: total_batch_size is 0 here
+  if (tokens % pass != 0 || (fused && tokens != pass)) {
+    std::string hint;
+    if (tokens % (T * world) == 0) {
+      const int64_t windows = tokens / (T * world);  // per rank per step
+      int64_t fit = fused ? windows : 1;
+      for (int64_t b = std::min(B, windows); !fused && b >= 1; --b)
+        if (windows % b == 0) { fit = b; break; }
+      hint = "; set train.batch_size: " + std::to_string(fit) +
+             (fused ? "" : " (or another divisor of " + std::to_string(windows) + ")");
+    } else {
+      hint = "; they do not split into windows of " + std::to_string(T) + " tokens over " +
+             std::to_string(world) + " rank(s): resume on a world size that does";
+    }
+    TESSERA_FAIL("resume: checkpoint ", resumed->path, " was trained with ", tokens,
+                 " tokens per step, which this run keeps (its train.total_batch_size is 0) to "
+                 "continue the same data order, but ",
+                 fused ? "optim.name '" + cfg.optim.name +
+                             "' cannot accumulate micro-batches, so a step must be exactly"
+                       : std::string("a step must be whole micro-batches of"),
+                 " train.batch_size x sequence length x world = ", B, " x ", T, " x ", world,
+                 " = ", pass, " tokens", hint);
+  }
+  cfg.train.total_batch_size = tokens;
   if (rank == 0)
-    log << "resume: keeping the checkpoint's " << it->second
+    log << "resume: keeping the checkpoint's " << tokens
         << " tokens per step (train.total_batch_size)\n";
   return cfg;
 }

@@ -123,3 +123,44 @@ TEST(Fused, lomo_refuses_gradient_accumulation_before_writing_anything) {
   c.train.total_batch_size /= 2;
   EXPECT_EQ(train::run_training(c, log).steps, 4);
 }
+
+// A resume keeps the checkpoint's tokens per step (train.total_batch_size 0): a batch size that
+// cannot make them up is an error that says the figure came from the checkpoint and names the
+// batch size that fits, not one about a total_batch_size the config never set. LOMO takes exactly
+// one micro-batch per step; AdamW any divisor (accumulating).
+TEST(Fused, a_resume_whose_batch_size_cannot_make_up_the_checkpoints_step_names_one_that_can) {
+  TempRun run;
+  Config c = fused_config(run, "lomo", 4);
+  std::ostringstream log;
+  const train::TrainResult r = train::run_training(c, log);  // 8 x 16 = 128 tokens a step
+  Config resumed = c;
+  resumed.checkpoint.resume = r.last_checkpoint;
+  resumed.train.max_steps = 6;
+  resumed.train.batch_size = 4;
+  std::string msg = tessera::testing::error_of([&] { train::run_training(resumed, log); });
+  EXPECT_NE(msg.find("resume: checkpoint " + r.last_checkpoint + " was trained with 128 tokens "
+                     "per step, which this run keeps (its train.total_batch_size is 0)"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("optim.name 'lomo' cannot accumulate micro-batches, so a step must be "
+                     "exactly train.batch_size x sequence length x world = 4 x 16 x 1 = 64 "
+                     "tokens; set train.batch_size: 8"),
+            std::string::npos)
+      << msg;
+  // AdamW accumulates: 3 does not divide the 8 windows a step holds, 4 would.
+  Config adam = c;
+  adam.optim = Config().optim;
+  adam.train.run_name = "adam";
+  const train::TrainResult a = train::run_training(adam, log);
+  adam.checkpoint.resume = a.last_checkpoint;
+  adam.train.max_steps = 6;
+  adam.train.batch_size = 3;
+  msg = tessera::testing::error_of([&] { train::run_training(adam, log); });
+  EXPECT_NE(msg.find("a step must be whole micro-batches of train.batch_size x sequence length x "
+                     "world = 3 x 16 x 1 = 48 tokens; set train.batch_size: 2 (or another divisor "
+                     "of 8)"),
+            std::string::npos)
+      << msg;
+  adam.train.batch_size = 4;
+  EXPECT_EQ(train::run_training(adam, log).steps, 6);
+}
