@@ -533,6 +533,9 @@ void check_dist(const Config& c, Problems& p) {
     p.add("dist.init must be file:///path/to/a/shared/dir, got '", d.init, "'");
   p.positive("dist.timeout", d.timeout);
   p.positive("dist.bucket_mb", d.bucket_mb);
+  if (d.bucket_mb > 0 && d.bucket_mb * double(1 << 20) < 1)  // the buckets count whole bytes
+    p.add("dist.bucket_mb must be at least one byte (", 1.0 / double(1 << 20), " MiB), got ",
+          d.bucket_mb);
   if (d.bucket_mb > double(1 << 20))  // bytes as an int64_t, and beyond any model's gradients
     p.add("dist.bucket_mb must be at most 1048576 (1 TiB), got ", d.bucket_mb);
   if (d.zero != 0 && d.zero != 1) p.add("dist.zero must be 0 or 1, got ", d.zero);

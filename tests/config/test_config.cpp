@@ -394,6 +394,7 @@ TEST(ConfigValidation, each_rule_names_its_key) {
       {"spike.skip_batches=9223372036854775807",
        "spike.skip_batches x train.batch_size is too large"},
       {"dist.bucket_mb=1e300", "dist.bucket_mb must be at most 1048576"},
+      {"dist.bucket_mb=1e-9", "dist.bucket_mb must be at least one byte"},
       {"optim.min_lr=0.01", "optim.min_lr (0.01) must not exceed optim.lr (0.001) for a decaying "
                             "schedule (cosine)"},
       {"optim.decay_steps=-1", "optim.decay_steps must be >= 0, got -1"},
