@@ -94,7 +94,10 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
                 .val_files = {},
                 .train_contents = loader_.contents_fingerprint()};
   if (cfg_.eval.interval > 0) try {
-      const data::DataLoader val(loader_options(cfg_, "data.val", cfg_.data.val, false));
+      // One window a batch, as evaluations read it: data.val needs to hold one window, not a batch.
+      data::LoaderOptions vo = loader_options(cfg_, "data.val", cfg_.data.val, false);
+      vo.batch_size = 1;
+      const data::DataLoader val(vo);
       val_notes = validation_notes(cfg_, val, loader_.options().files);
       data.val_files = val.options().files;
       data.val_contents = val.contents_fingerprint();

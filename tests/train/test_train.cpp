@@ -121,6 +121,24 @@ TEST(Training, the_validation_windows_do_not_depend_on_the_batch_size) {
   EXPECT_EQ(train::evaluate_windows(model, cfg, cfg.data.val, cfg.eval_windows()).windows, 11);
 }
 
+// A data.val shorter than one batch still validates: evaluations read it a window at a time
+// (5 windows here, batches of 8), and metrics.jsonl records the tokens scored.
+TEST(Training, a_validation_split_shorter_than_a_batch_is_scored_whole) {
+  TempRun run;
+  std::vector<uint32_t> val;
+  for (int i = 0; i < 5 * 16 + 1; ++i) val.push_back(uint32_t('a' + i % 26));
+  data::write_shard((run.dir / "short_val_000.bin").string(), val, 257);
+  Config cfg = run.config(4);
+  cfg.data.val = (run.dir / "short_val_*.bin").string();
+  cfg.eval.tokens = 3 * 16;
+  std::ostringstream log;
+  const train::TrainResult r = train::run_training(cfg, log);
+  EXPECT_GT(r.last_val_loss, 0) << log.str();
+  EXPECT_EQ(tessera::testing::metric(run.dir / "ckpt" / "run" / "metrics.jsonl", "val_tokens")
+                .at(4),
+            "48");
+}
+
 TEST(Training, resumed_run_matches_the_uninterrupted_run) {
   TempRun run;
   Config full = run.config(24);
