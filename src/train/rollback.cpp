@@ -1,6 +1,7 @@
 // Rollback target and cleanup: see rollback.h.
 #include "train/rollback.h"
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <random>
@@ -87,8 +88,17 @@ std::optional<RollbackTarget> agree_rollback_target(dist::Communicator& comm,
 }
 
 int64_t agreed_segment_id(dist::Communicator& comm) {
-  std::random_device device;
-  const uint64_t draw = (uint64_t(device()) << 32 | device()) & ((uint64_t(1) << 52) - 1);
+  uint64_t draw = 0;
+  if (comm.rank() == 0) try {
+      std::random_device device;
+      draw = uint64_t(device()) << 32;
+      draw |= device();
+    } catch (const std::exception&) {  // no entropy source: the clock, mixed (splitmix64's step)
+      draw = uint64_t(std::chrono::system_clock::now().time_since_epoch().count());
+      draw = (draw ^ (draw >> 30)) * 0xBF58476D1CE4E5B9ull;
+      draw = (draw ^ (draw >> 27)) * 0x94D049BB133111EBull;
+    }
+  draw &= (uint64_t(1) << 52) - 1;
   const double mine = comm.rank() == 0 ? double(draw | 1) : 0.0;  // exact in a double below 2^53
   return comm.world() == 1 ? int64_t(mine)
                            : int64_t(comm.all_reduce_host({mine}, dist::ReduceOp::Sum)[0]);
