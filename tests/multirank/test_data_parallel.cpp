@@ -296,6 +296,35 @@ TEST_F(DataParallel, a_killed_rank_stops_the_job_naming_it_and_resume_continues)
   EXPECT_TRUE(fs::exists(dir / checkpoint_name(at + 2)));
 }
 
+// A save a crash stopped between its renames (the old bytes under the name, the new digest file,
+// the new bytes complete in the .tmp): on 2 ranks, rank 0 finishes the rename while rank 1 waits,
+// and both resume from the new bytes (a rank reading the old ones would refuse them and fall back
+// to another checkpoint than rank 0's, which stops the job).
+TEST_F(DataParallel, both_ranks_resume_from_a_save_rank_0_finishes_after_a_crash) {
+  Config c = config(8);
+  c.checkpoint.interval = 4;
+  const RunDir r = train(2, c, "renamed");
+  const fs::path name = "step_00000008.h5";
+  CheckpointData resaved = load_checkpoint((r.dir / name).string());
+  resaved.trainer_ints["rollbacks"] = 1;  // the new bytes: the step saved again, a rollback noted
+  const fs::path scratch = run_.dir / "scratch";
+  fs::create_directories(scratch);
+  save_checkpoint((scratch / name).string(), resaved);
+  fs::copy_file(scratch / name, r.dir / "step_00000008.h5.tmp");
+  fs::copy_file(scratch / "step_00000008.h5.sha256", r.dir / "step_00000008.h5.sha256",
+                fs::copy_options::overwrite_existing);
+  c.train.max_steps = 10;
+  train(2, c, "renamed", {"--resume", "auto"});
+  const std::string text = read(run_.dir / "renamed.log");
+  EXPECT_NE(text.find("warning: resume: finished the save of " + (r.dir / name).string()),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("resume: " + (r.dir / name).string() + " at step 8"), std::string::npos)
+      << text;
+  EXPECT_EQ(r.last().trainer_ints.at("step"), 10);
+  EXPECT_EQ(r.last().trainer_ints.at("rollbacks"), 1);
+}
+
 // A stop signal that reaches one rank only (here rank 1: SIGUSR1, Slurm's early warning) stops
 // every rank after the same step, rank 0 saving it; the job resumed with --resume auto ends where
 // the job that was never stopped ends, bit for bit.
