@@ -56,8 +56,9 @@ inline bool has_unit_rows(const Tensor& t) {
 
 // Whether no two rows of a (B, H, T, D) view with unit rows share an element, so a kernel may
 // write them in parallel: ordered by stride, every dimension of size > 1 steps past the extent of
-// the ones inside it.
+// the ones inside it. A view with no rows (a dimension of size 0) has none to share.
 inline bool rows_disjoint(const Tensor& t) {
+  if (t.numel() == 0) return true;  // its strides may be 0 (contiguous_strides past a 0 size)
   std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size)
   for (int i = 0; i < 3; ++i)
     if (t.size(i) > 1) dims.emplace_back(t.strides()[size_t(i)], t.size(i));

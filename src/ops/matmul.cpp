@@ -151,6 +151,12 @@ Tensor record_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const
   return record(bias.defined() ? "linear_bias" : "linear", out, {x, w, bias}, std::move(backward));
 }
 
+// The rows of a Linear's input x (..., K): every leading dimension's size multiplied (not
+// numel / K, which divides by zero for K = 0 in-features).
+int64_t linear_rows(const Tensor& x) {
+  return shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+}
+
 Shape linear_shape(const Tensor& x, const Tensor& w) {
   Shape s(x.shape().begin(), x.shape().end() - 1);
   s.push_back(w.size(0));
@@ -186,7 +192,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     return x.dim() == 1 ? y.view({w.size(0)}) : y;
   }
   // One kernel for the product and the bias (on CUDA the bias rides the gemm's epilogue).
-  const int64_t N = w.size(0), K = w.size(1), R = x.numel() / K;
+  const int64_t N = w.size(0), K = w.size(1), R = linear_rows(x);
   const Tensor X = detail::dense(x).view({R, K}), W = detail::dense(w);
   Tensor out = Tensor::empty(linear_shape(x, w), x.options());
   TESSERA_KERNEL(x, linear_forward)(out.view({R, N}), X, W, detail::dense(bias), Tensor());
@@ -196,7 +202,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
 Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
   check_linear("linear_add", x, w, bias);
   check_residual("linear_add", x, w, residual);
-  const int64_t N = w.size(0), K = w.size(1), R = x.numel() / K;
+  const int64_t N = w.size(0), K = w.size(1), R = linear_rows(x);
   const Tensor X = detail::dense(x).view({R, K}), W = detail::dense(w);
   Tensor out = Tensor::empty(linear_shape(x, w), x.options());
   TESSERA_KERNEL(x, linear_forward)(out.view({R, N}), X, W, dense_or_none(bias),
@@ -206,7 +212,7 @@ Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor& bias, const Te
 
 Tensor linear_padded(const Tensor& x, const Tensor& w, int64_t columns) {
   check_linear("linear_padded", x, w, Tensor());
-  const int64_t V = w.size(0), K = w.size(1), R = x.numel() / K;
+  const int64_t V = w.size(0), K = w.size(1), R = linear_rows(x);
   TESSERA_CHECK(columns >= V, "linear_padded: ", columns, " output columns cannot hold the ", V,
                 " rows of weight ", shape_str(w.shape()));
   Shape shape = linear_shape(x, w);
@@ -223,7 +229,7 @@ Tensor linear_padded(const Tensor& x, const Tensor& w, int64_t columns) {
 Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_linear("linear_gelu", x, w, bias);
   TESSERA_CHECK(bias.defined(), "linear_gelu: the bias is required (use gelu(linear(x, w)))");
-  const int64_t N = w.size(0), K = w.size(1), R = x.numel() / K;
+  const int64_t N = w.size(0), K = w.size(1), R = linear_rows(x);
   const Tensor X = detail::dense(x).view({R, K}), W = detail::dense(w);
   Tensor pre = Tensor::empty(linear_shape(x, w), x.options());
   Tensor y = Tensor::empty(pre.shape(), x.options());
@@ -236,7 +242,7 @@ Tensor mlp_gelu(const Tensor& x, const Tensor& fc_w, const Tensor& fc_b, const T
                 const Tensor& proj_b, const Tensor& residual) {
   check_linear("mlp_gelu", x, fc_w, fc_b);
   TESSERA_CHECK(fc_b.defined() && proj_b.defined(), "mlp_gelu: both biases are required");
-  const int64_t H = fc_w.size(0), K = fc_w.size(1), R = x.numel() / K;
+  const int64_t H = fc_w.size(0), K = fc_w.size(1), R = linear_rows(x);
   const Tensor X = detail::dense(x).view({R, K}), Wfc = detail::dense(fc_w);
   Tensor pre = Tensor::empty(linear_shape(x, fc_w), x.options());
   check_linear("mlp_gelu", pre, proj_w, proj_b);

@@ -29,6 +29,10 @@ Tensor shifted_sparse_attention(const Tensor& q, const Tensor& k, const Tensor& 
   TESSERA_CHECK(group > 0 && T % group == 0, "shifted_sparse_attention: T = ", T,
                 " must be a positive multiple of group = ", group, " (q ", shape_str(q.shape()),
                 ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()), ")");
+  // The shifted groups [0, G/2), [G/2, 3G/2), ..., [T - G/2, T) cover T only for an even G (an odd
+  // one would drop a token; G = 1 would make empty groups).
+  TESSERA_CHECK(!shift || group % 2 == 0, "shifted_sparse_attention: shifting by half a group "
+                "needs an even group, got group = ", group, " (q ", shape_str(q.shape()), ")");
   TESSERA_CHECK(!shift || (H % 2 == 0 && Hkv % 2 == 0),
                 "shifted_sparse_attention: shifting half "
                 "of the heads needs an even number of query and kv heads, got q ",

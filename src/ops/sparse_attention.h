@@ -21,9 +21,10 @@ using AttentionFn = std::function<Tensor(const Tensor& q, const Tensor& k, const
 //   });
 //
 // q (B, H, T, D), k and v (B, Hkv, T, D) with H a multiple of Hkv; T a multiple of group; with
-// shift, H and Hkv even (the shifted half of the query heads reads exactly the shifted half of
-// the kv heads). Returns (B, H, T, D). `inner` (default: attention()) runs on the groups folded
-// into the batch, (B * T / group, H, group, D).
+// shift, group, H and Hkv even (the shifted half of the query heads reads exactly the shifted
+// half of the kv heads, through groups shifted by exactly group / 2 tokens). Returns
+// (B, H, T, D). `inner` (default: attention()) runs on the groups folded into the batch,
+// (B * T / group, H, group, D).
 //
 // Heads [0, H/2) attend causally within groups [0, G), [G, 2G), ...; heads [H/2, H) (and kv heads
 // [Hkv/2, Hkv)) within groups shifted by G/2: [0, G/2), [G/2, 3G/2), ..., [T - G/2, T). LongLoRA's

@@ -71,10 +71,11 @@ inline std::optional<DType> f32_buffer_of(DType t) {
   return t == DType::BF16 ? std::optional<DType>(DType::F32) : std::nullopt;
 }
 
-// (rows, C) -> (C): sum over every leading dimension.
+// (rows, C) -> (C): sum over every leading dimension. C may be 0 (an empty bias row: no rows to
+// count, nothing to sum).
 inline Tensor sum_rows(const Tensor& g, int64_t C) {
   Tensor out = Tensor::empty({C}, g.options());
-  TESSERA_KERNEL(g, sum_dim)(out, dense(g), 1, g.numel() / C, C, false);
+  TESSERA_KERNEL(g, sum_dim)(out, dense(g), 1, C > 0 ? g.numel() / C : 0, C, false);
   return out;
 }
 
