@@ -42,13 +42,11 @@ double mean_loss(const nn::GPT& model, data::DataLoader& loader, int64_t B, int6
   return sum / double(n);
 }
 
-// data.val's loader, one window per batch (a loader of B-window batches would drop a last partial
-// batch: the set of windows is then the first n whatever B is); *B receives the batch size.
+// data.val's loader, one window per batch (window_loader_options: the set of windows is the first
+// n whatever B is); *B receives the batch size the windows are scored in.
 data::DataLoader window_loader(const Config& cfg, const std::string& pattern, int64_t* B) {
-  data::LoaderOptions o = loader_options(cfg, "data.val", pattern, false);
-  *B = o.batch_size;
-  o.batch_size = 1;
-  return data::DataLoader(o);
+  *B = cfg.train.batch_size;
+  return data::DataLoader(window_loader_options(cfg, pattern));
 }
 
 }  // namespace

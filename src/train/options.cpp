@@ -53,6 +53,12 @@ data::LoaderOptions loader_options(const Config& cfg, const char* key, const std
   return o;
 }
 
+data::LoaderOptions window_loader_options(const Config& cfg, const std::string& pattern) {
+  data::LoaderOptions o = loader_options(cfg, "data.val", pattern, false);
+  o.batch_size = 1;
+  return o;
+}
+
 ScheduleOptions schedule_options(const Config& cfg) {
   return {.name = cfg.optim.schedule,
           .lr = cfg.optim.lr,

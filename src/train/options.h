@@ -25,6 +25,9 @@ peft::LoraOptions lora_options(const LoraConfig& l);
 // sequence length, vocabulary and seed; shuffled for training.
 data::LoaderOptions loader_options(const Config& cfg, const char* key, const std::string& pattern,
                                    bool shuffle);
+// data.val's loader as evaluations read it: in order, one window a batch (a loader of
+// train.batch_size windows would drop a last partial batch, and refuse files shorter than one).
+data::LoaderOptions window_loader_options(const Config& cfg, const std::string& pattern);
 // The LR schedule of the optim section, decaying until cfg.decay_steps().
 ScheduleOptions schedule_options(const Config& cfg);
 

@@ -94,10 +94,8 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
                 .val_files = {},
                 .train_contents = loader_.contents_fingerprint()};
   if (cfg_.eval.interval > 0) try {
-      // One window a batch, as evaluations read it: data.val needs to hold one window, not a batch.
-      data::LoaderOptions vo = loader_options(cfg_, "data.val", cfg_.data.val, false);
-      vo.batch_size = 1;
-      const data::DataLoader val(vo);
+      // As evaluations read it: data.val needs to hold one window, not a batch.
+      const data::DataLoader val(window_loader_options(cfg_, cfg_.data.val));
       val_notes = validation_notes(cfg_, val, loader_.options().files);
       data.val_files = val.options().files;
       data.val_contents = val.contents_fingerprint();

@@ -273,11 +273,8 @@ TEST(Signals, a_second_sigint_ends_the_process_at_once_leaving_the_last_checkpoi
 TEST(Signals, a_stop_signal_during_an_evaluation_stops_at_the_evaluated_step) {
   ASSERT_TRUE(fs::exists(kTrain)) << kTrain << " is not built";
   tessera::testing::TempRun run;
-  std::vector<uint32_t> val(1 << 20);
-  for (size_t i = 0; i < val.size(); ++i) val[i] = uint32_t('a' + (i * 7) % 26);
-  data::write_shard((run.dir / "long_val_000.bin").string(), val, 257);
   Config c = run.config(1000);
-  c.data.val = (run.dir / "long_val_*.bin").string();
+  c.data.val = tessera::testing::long_val(run, 1 << 20);
   c.eval.interval = 3, c.eval.steps = 8000;
   c.log.interval = 1;
   const fs::path cfg = run.dir / "eval.yaml", log = run.dir / "eval.log";
@@ -307,12 +304,9 @@ TEST(Signals, a_stop_signal_during_an_evaluation_stops_at_the_evaluated_step) {
 TEST(Signals, a_stop_signal_during_a_step_due_an_evaluation_still_evaluates_it) {
   ASSERT_TRUE(fs::exists(kTrain)) << kTrain << " is not built";
   tessera::testing::TempRun run;
-  std::vector<uint32_t> val(1 << 16);
-  for (size_t i = 0; i < val.size(); ++i) val[i] = uint32_t('a' + (i * 7) % 26);
-  data::write_shard((run.dir / "long_val_000.bin").string(), val, 257);
   Config c = run.config(1000);
   c.model.n_layer = 4, c.model.n_embd = 384, c.train.batch_size = 64;
-  c.data.val = (run.dir / "long_val_*.bin").string();
+  c.data.val = tessera::testing::long_val(run, 1 << 16);
   c.eval.interval = 1, c.eval.steps = 1;
   c.log.interval = 1;
   const fs::path cfg = run.dir / "due.yaml", log = run.dir / "due.log";

@@ -307,12 +307,7 @@ TEST_F(DataParallel, both_ranks_resume_from_a_save_rank_0_finishes_after_a_crash
   const fs::path name = "step_00000008.h5";
   CheckpointData resaved = load_checkpoint((r.dir / name).string());
   resaved.trainer_ints["rollbacks"] = 1;  // the new bytes: the step saved again, a rollback noted
-  const fs::path scratch = run_.dir / "scratch";
-  fs::create_directories(scratch);
-  save_checkpoint((scratch / name).string(), resaved);
-  fs::copy_file(scratch / name, r.dir / "step_00000008.h5.tmp");
-  fs::copy_file(scratch / "step_00000008.h5.sha256", r.dir / "step_00000008.h5.sha256",
-                fs::copy_options::overwrite_existing);
+  leave_interrupted_resave(r.dir, name.string(), resaved);
   c.train.max_steps = 10;
   train(2, c, "renamed", {"--resume", "auto"});
   const std::string text = read(run_.dir / "renamed.log");

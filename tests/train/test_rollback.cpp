@@ -397,8 +397,7 @@ TEST(Rollback, rollback_steps_skip_batches_and_lr_factor_shape_the_rolled_back_r
   // own, logs the same LRs and losses from step 5 on, bit for bit (same text).
   const fs::path crash = run.dir / "ckpt" / "crash";
   fs::create_directories(crash);
-  for (const char* f : {"step_00000004.h5", "step_00000004.h5.sha256"})
-    fs::copy_file(dir / f, crash / f);
+  tessera::testing::copy_checkpoint(dir / "step_00000004.h5", crash);
   Config resumed = c;
   resumed.train.run_name = "crash";
   resumed.checkpoint.resume = "auto";
@@ -549,10 +548,7 @@ TEST(Rollback, the_target_is_on_the_runs_trajectory_never_an_abandoned_branch_or
   Config other = c;
   other.train.run_name = "other", other.train.seed = 7, other.train.max_steps = 30;
   train::run_training(other, log);
-  fs::copy_file(run.dir / "ckpt" / "other" / "step_00000030.h5", dir / "step_00000030.h5",
-                fs::copy_options::overwrite_existing);
-  fs::copy_file(run.dir / "ckpt" / "other" / "step_00000030.h5.sha256",
-                dir / "step_00000030.h5.sha256", fs::copy_options::overwrite_existing);
+  tessera::testing::copy_checkpoint(run.dir / "ckpt" / "other" / "step_00000030.h5", dir);
   Config again = branch;
   again.checkpoint.resume = (dir / "step_00000025.h5").string();
   again.spike.inject_steps = "35";
@@ -578,16 +574,10 @@ TEST(Resume, auto_finishes_a_save_a_crash_stopped_between_its_renames) {
   std::ostringstream log;
   train::run_training(c, log);
   const fs::path dir = run.dir / "ckpt" / "run", name = "step_00000008.h5";
-  // The new bytes of step 8: the same checkpoint with a rollback recorded, saved elsewhere under
-  // the same name (its digest file names step_00000008.h5 too).
+  // The new bytes of step 8: the same checkpoint with a rollback recorded.
   CheckpointData resaved = load_checkpoint((dir / name).string());
   resaved.trainer_ints["rollbacks"] = 1;
-  const fs::path scratch = run.dir / "scratch";
-  fs::create_directories(scratch);
-  save_checkpoint((scratch / name).string(), resaved);
-  fs::copy_file(scratch / name, dir / "step_00000008.h5.tmp");
-  fs::copy_file(scratch / "step_00000008.h5.sha256", dir / "step_00000008.h5.sha256",
-                fs::copy_options::overwrite_existing);
+  tessera::testing::leave_interrupted_resave(dir, name.string(), resaved);
   EXPECT_THROW(load_checkpoint((dir / name).string()), Error);  // old bytes, new digest
   // An unrelated partial write: no digest file of its own matches it.
   std::ofstream(dir / "step_00000004.h5.tmp") << "partial";

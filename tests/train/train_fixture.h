@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/checkpoint.h"
 #include "config/config.h"
 #include "data/shard.h"
 #include "test_util.h"
@@ -76,6 +77,34 @@ inline std::map<int64_t, std::string> metric(const std::filesystem::path& file,
     if (!v.empty()) out[std::stoll(field("step"))] = v;
   }
   return out;
+}
+
+// Copies checkpoint `file` and its digest file into `dir`, replacing files of those names.
+inline void copy_checkpoint(const std::filesystem::path& file, const std::filesystem::path& dir) {
+  for (const std::filesystem::path& f : {file, std::filesystem::path(file.string() + ".sha256")})
+    std::filesystem::copy_file(f, dir / f.filename(),
+                               std::filesystem::copy_options::overwrite_existing);
+}
+
+// What a crash between the two renames of a save that replaces dir/name leaves: the old bytes
+// under the name, beside the digest file of the new bytes `resaved`, which lie complete in
+// name.tmp. (Saved first under the same name in dir/../scratch, so its digest file names `name`.)
+inline void leave_interrupted_resave(const std::filesystem::path& dir, const std::string& name,
+                                     const CheckpointData& resaved) {
+  const std::filesystem::path scratch = dir.parent_path() / "scratch";
+  std::filesystem::create_directories(scratch);
+  save_checkpoint((scratch / name).string(), resaved);
+  std::filesystem::copy_file(scratch / name, dir / (name + ".tmp"));
+  std::filesystem::copy_file(scratch / (name + ".sha256"), dir / (name + ".sha256"),
+                             std::filesystem::copy_options::overwrite_existing);
+}
+
+// A validation shard of `tokens` letters, long_val_000.bin in run.dir; returns its glob.
+inline std::string long_val(const TempRun& run, size_t tokens) {
+  std::vector<uint32_t> val(tokens);
+  for (size_t i = 0; i < val.size(); ++i) val[i] = uint32_t('a' + (i * 7) % 26);
+  data::write_shard((run.dir / "long_val_000.bin").string(), val, 257);
+  return (run.dir / "long_val_*.bin").string();
 }
 
 // All lines of a metrics.jsonl that contain `text`.
