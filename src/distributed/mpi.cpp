@@ -331,10 +331,12 @@ struct MpiState {
       }
     }
     const auto start = std::chrono::steady_clock::now();
-    for (bool open = true; open;) {
+    // For the whole grace period, even once every answer is in: a peer that timed out a moment
+    // after this rank asks now, and this rank (about to report and, often, to exit) answers it
+    // only from here; leaving early made that peer's report call this rank silent.
+    while (true) {
       {
         std::lock_guard lock(mu);
-        open = false;
         for (int r = 0; r < world; ++r) {
           MPI_Request& request = pending[size_t(r)];
           if (request == MPI_REQUEST_NULL || broken[size_t(r)]) continue;
@@ -344,13 +346,11 @@ struct MpiState {
             broken[size_t(r)] = true;  // cancelled below, so that MPI lets go of its buffer
           else if (flag)
             answers[size_t(r)] = received(status, text[size_t(r)]);
-          else
-            open = true;
         }
         answer_roll_calls_locked(number, waited_s(), what);  // peers that time out too
       }
-      if (open && seconds_since(start) >= grace_s) break;
-      if (open) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      if (seconds_since(start) >= grace_s) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     {
       std::lock_guard lock(mu);
