@@ -54,6 +54,12 @@ Config resolve_tokens_per_step(Config cfg, const std::optional<Resumable>& resum
   const auto& ints = resumed->data.trainer_ints;
   auto it = ints.find("tokens_per_step");
   if (it == ints.end() || it->second == cfg.tokens_per_step(world)) return cfg;
+  // Windows of another length: Trainer::check_resumed_config refuses the resume naming
+  // train.seq_len, which is the change to undo; a figure kept or a batch size hinted here first
+  // would point elsewhere.
+  const Config stored =
+      parse_stored_config(resumed->data.config_yaml, resumed->path + " (stored config)");
+  if (stored.sequence_length() != cfg.sequence_length()) return cfg;
   // The kept figure must split into this run's micro-batches (LOMO's: exactly one per rank), or
   // the error would name a train.total_batch_size this config never set.
   const int64_t tokens = it->second, T = cfg.sequence_length(), B = cfg.train.batch_size;

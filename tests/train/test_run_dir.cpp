@@ -148,20 +148,27 @@ TEST(RunDirectory, a_resume_keeps_the_checkpoints_seed_and_sequence_length) {
   c.checkpoint.resume = "auto";
   c.train.max_steps = 6;
   const std::string T = std::to_string(c.sequence_length()), half = std::to_string(c.sequence_length() / 2);
-  Config seed = c, shorter = c;
+  Config seed = c, shorter = c, halved = c;
   seed.train.seed = 999;
   shorter.train.seq_len = c.sequence_length() / 2;
   shorter.train.batch_size = 2 * c.train.batch_size;
   ASSERT_EQ(shorter.tokens_per_step(1), c.tokens_per_step(1));
+  // Half the tokens per step too: the length is still the change named, not the checkpoint's
+  // tokens per step (which this run would otherwise keep, total_batch_size being 0).
+  halved.train.seq_len = c.sequence_length() / 2;
+  ASSERT_EQ(halved.train.total_batch_size, 0);
+  const std::string windows =
+      "was trained on windows of " + T + " tokens but this run takes " + half + " (train.seq_len)";
   for (const auto& [changed, want, fix] :
        {std::tuple{seed, std::string("was trained with train.seed 1337 but this run sets 999"),
                    std::string("set train.seed: 1337")},
-        {shorter, "was trained on windows of " + T + " tokens but this run takes " + half +
-                      " (train.seq_len)",
-         "set train.seq_len: " + T}}) {
-    const std::string msg = error_of([&] { train::run_training(changed, log); });
+        {shorter, windows, "set train.seq_len: " + T},
+        {halved, windows, "set train.seq_len: " + T}}) {
+    std::ostringstream refused;
+    const std::string msg = error_of([&] { train::run_training(changed, refused); });
     EXPECT_NE(msg.find("step_00000004.h5 " + want), std::string::npos) << msg;
     EXPECT_NE(msg.find(fix), std::string::npos) << msg;
+    EXPECT_EQ(refused.str().find("tokens per step"), std::string::npos) << refused.str();
     EXPECT_FALSE(fs::exists(run.dir / "ckpt" / "run" / "step_00000006.h5"));
   }
   EXPECT_EQ(train::run_training(c, log).steps, 6);
