@@ -52,13 +52,16 @@ int wait_for(pid_t pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 }
 
-// The lines of log starting with "step " (train's step lines; log.interval 1: one per step).
-int step_lines(const fs::path& log) {
-  std::ifstream in(log);
+// How many lines of the text of file start with `prefix`.
+int lines_starting(const fs::path& file, const std::string& prefix) {
+  std::ifstream in(file);
   int n = 0;
-  for (std::string line; std::getline(in, line);) n += line.rfind("step ", 0) == 0;
+  for (std::string line; std::getline(in, line);) n += line.rfind(prefix, 0) == 0;
   return n;
 }
+
+// train's step lines in log (log.interval 1: one per step).
+int step_lines(const fs::path& log) { return lines_starting(log, "step "); }
 
 // Waits (up to a minute) until log holds `more` step lines beyond `seen`.
 bool wait_for_steps(const fs::path& log, int seen, int more) {
@@ -75,6 +78,85 @@ bool has_tmp(const fs::path& dir) {
   return false;
 }
 
+// Writes c to dir/<name>.yaml and returns that path.
+fs::path write_config(const fs::path& dir, const std::string& name, const Config& c) {
+  const fs::path cfg = dir / (name + ".yaml");
+  std::ofstream(cfg) << to_yaml(c);
+  return cfg;
+}
+
+// Runs train on cfg to the end; how long it took, in ms.
+double timed_run(const fs::path& cfg, const fs::path& log) {
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(wait_for(launch(cfg, log)), 0) << "see " << log;
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+struct Kills {
+  int kills = 0, during_write = 0;
+};
+
+// Starts `train --resume auto` (on cfgs[i % cfgs.size()] for the i-th restart) and SIGKILLs it
+// after 1%..8% of full_ms (startup included), so the kills land at every kind of moment (loading,
+// training, writing a checkpoint) and still leave work for the last run; `count` times. After
+// every kill run_dir must hold a checkpoint that loads completely once it has held one. A run that
+// finishes before its kill is started over from an empty directory.
+Kills kill_repeatedly(const std::vector<fs::path>& cfgs, const fs::path& log,
+                      const fs::path& run_dir, double full_ms, int count) {
+  std::mt19937 gen(::testing::UnitTest::GetInstance()->random_seed());
+  std::uniform_real_distribution<double> delay(0.01 * full_ms, 0.08 * full_ms);
+  Kills k;
+  int finished_early = 0;
+  bool had_checkpoint = false;
+  while (k.kills < count) {
+    pid_t pid = launch(cfgs[k.kills % cfgs.size()], log);
+    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(delay(gen)));
+    kill(pid, SIGKILL);
+    const int status = wait_for(pid);
+    if (status == 0) {  // finished before the kill: start over so every kill hits a live run
+      ++finished_early;
+      fs::remove_all(run_dir);
+      had_checkpoint = false;
+      if (finished_early >= 5) ADD_FAILURE() << "the run keeps finishing before the kill";
+      if (finished_early >= 5) return k;
+      continue;
+    }
+    if (status != -SIGKILL) ADD_FAILURE() << "train failed on its own; see " << log;
+    if (status != -SIGKILL) return k;
+    ++k.kills;
+    if (has_tmp(run_dir)) ++k.during_write;
+    std::ostringstream warn;
+    std::optional<Resumable> r;
+    try {
+      r = load_resumable(run_dir.string(), warn, true);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "after kill " << k.kills << ": " << e.what();
+      return k;
+    }
+    if (had_checkpoint && !r) ADD_FAILURE() << "kill " << k.kills << " lost every checkpoint";
+    had_checkpoint = had_checkpoint || r.has_value();
+  }
+  return k;
+}
+
+// The checkpoints `latest` names in the two run directories hold the same step and the same
+// parameters bit for bit, and the last loss logged for each step is the same.
+void expect_same_run(const fs::path& run_dir, const fs::path& ref_dir, int64_t step) {
+  const CheckpointData a = load_checkpoint(resolve_checkpoint(run_dir.string()));
+  const CheckpointData b = load_checkpoint(resolve_checkpoint(ref_dir.string()));
+  EXPECT_EQ(a.trainer_ints.at("step"), step);
+  ASSERT_EQ(a.model.size(), b.model.size());
+  for (size_t i = 0; i < a.model.size(); ++i) {
+    const Tensor &x = a.model[i].second, &y = b.model[i].second;
+    ASSERT_EQ(x.nbytes(), y.nbytes());
+    EXPECT_EQ(std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()), 0)
+        << a.model[i].first << " differs from the uninterrupted run";
+  }
+  // Steps redone after a crash log again; the last line for each step matches the reference.
+  EXPECT_EQ(tessera::testing::metric(run_dir / "metrics.jsonl", "loss"),
+            tessera::testing::metric(ref_dir / "metrics.jsonl", "loss"));
+}
+
 }  // namespace
 
 TEST(Crash, twenty_sigkills_never_leave_the_run_without_a_resumable_checkpoint) {
@@ -86,82 +168,92 @@ TEST(Crash, twenty_sigkills_never_leave_the_run_without_a_resumable_checkpoint) 
   c.eval.interval = 0;
   c.log.interval = 1;
   c.train.run_name = "crashy";
-  const fs::path cfg = run.dir / "crashy.yaml";
-  std::ofstream(cfg) << to_yaml(c);
   // The same run with its saves written in the background (odd restarts): a kill lands while the
   // next step trains and the last one's file is still being written.
   Config in_background = c;
   in_background.checkpoint.async = true;
-  const fs::path async_cfg = run.dir / "crashy-async.yaml";
-  std::ofstream(async_cfg) << to_yaml(in_background);
+  const fs::path cfg = write_config(run.dir, "crashy", c);
+  const fs::path async_cfg = write_config(run.dir, "crashy-async", in_background);
   const fs::path run_dir = run.dir / "ckpt" / "crashy";
   const fs::path log = run.dir / "crashy.log";
 
   // How long an uninterrupted run takes here, to spread the kills over it.
   Config ref = c;
   ref.train.run_name = "reference";
-  const fs::path ref_cfg = run.dir / "reference.yaml";
-  std::ofstream(ref_cfg) << to_yaml(ref);
-  const auto t0 = std::chrono::steady_clock::now();
-  ASSERT_EQ(wait_for(launch(ref_cfg, run.dir / "reference.log")), 0);
-  const double full_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-
-  const unsigned seed = ::testing::UnitTest::GetInstance()->random_seed();
-  std::mt19937 gen(seed);
-  // Each restart lives 1%..8% of a full run (startup included), so 20 kills land at every kind of
-  // moment (loading, training, writing a checkpoint) and still leave work for the last run.
-  std::uniform_real_distribution<double> delay(0.01 * full_ms, 0.08 * full_ms);
-  int kills = 0, during_write = 0, finished_early = 0;
-  bool had_checkpoint = false;
-  while (kills < 20) {
-    pid_t pid = launch(kills % 2 ? async_cfg : cfg, log);
-    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(delay(gen)));
-    kill(pid, SIGKILL);
-    const int status = wait_for(pid);
-    if (status == 0) {  // finished before the kill: start over so every kill hits a live run
-      ++finished_early;
-      fs::remove_all(run_dir);
-      had_checkpoint = false;
-      ASSERT_LT(finished_early, 5) << "the run keeps finishing before the kill";
-      continue;
-    }
-    ASSERT_EQ(status, -SIGKILL) << "train failed on its own; see " << log;
-    ++kills;
-    if (has_tmp(run_dir)) ++during_write;
-    std::ostringstream warn;
-    std::optional<Resumable> r;
-    ASSERT_NO_THROW(r = load_resumable(run_dir.string(), warn, true)) << "after kill " << kills;
-    if (had_checkpoint) {
-      ASSERT_TRUE(r.has_value()) << "kill " << kills << " lost every checkpoint";
-    }
-    had_checkpoint = had_checkpoint || r.has_value();
-  }
-  std::ostringstream resumed;
-  resumed << std::ifstream(log).rdbuf();
-  const std::string text = resumed.str();
-  int resumes = 0;
-  for (size_t i = text.find("\nresume: "); i != std::string::npos;
-       i = text.find("\nresume: ", i + 1))
-    ++resumes;
-  std::printf("[ crash ] %d kills (seed %u, full run %.0f ms): %d while a write was in flight, "
+  const double full_ms = timed_run(write_config(run.dir, "reference", ref), run.dir / "reference.log");
+  const Kills k = kill_repeatedly({cfg, async_cfg}, log, run_dir, full_ms, 20);
+  ASSERT_EQ(k.kills, 20);
+  std::printf("[ crash ] %d kills (seed %d, full run %.0f ms): %d while a write was in flight, "
               "%d restarts resumed from a checkpoint\n",
-              kills, seed, full_ms, during_write, resumes);
+              k.kills, ::testing::UnitTest::GetInstance()->random_seed(), full_ms, k.during_write,
+              lines_starting(log, "resume: "));
 
   ASSERT_EQ(wait_for(launch(cfg, log)), 0) << "the final resume failed; see " << log;
-  const CheckpointData a = load_checkpoint(resolve_checkpoint(run_dir.string()));
-  const CheckpointData b = load_checkpoint(resolve_checkpoint((run.dir / "ckpt" / "reference").string()));
-  EXPECT_EQ(a.trainer_ints.at("step"), 300);
-  ASSERT_EQ(a.model.size(), b.model.size());
-  for (size_t i = 0; i < a.model.size(); ++i) {
-    const Tensor &x = a.model[i].second, &y = b.model[i].second;
-    ASSERT_EQ(x.nbytes(), y.nbytes());
-    EXPECT_EQ(std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()), 0)
-        << a.model[i].first << " differs from the uninterrupted run";
+  expect_same_run(run_dir, run.dir / "ckpt" / "reference", 300);
+}
+
+// The same through loss-spike rollbacks (train/rollback.cpp): a kill can land after a rollback
+// has pointed `latest` at its target and before the later checkpoints are deleted or the next
+// save records the skipped windows. The restart then resumes the target, meets the poisoned
+// windows again and rolls back again, so the run ends where the uninterrupted one does, bit for
+// bit, with every checkpoint loadable on the way.
+TEST(Crash, sigkills_during_rollbacks_end_the_run_as_the_uninterrupted_one) {
+  ASSERT_TRUE(fs::exists(kTrain)) << kTrain << " is not built";
+  tessera::testing::TempRun run;
+  Config c = run.config(160);
+  c.model.dropout = 0.1;
+  c.checkpoint.interval = 2, c.checkpoint.keep = 2;
+  c.eval.interval = 0;
+  c.log.interval = 1;
+  c.spike.window = 8;
+  // Scaled windows must be caught against a detector window that came back from a checkpoint;
+  // 61 and 62 spike one after the other, 130 lands near the end. (A rollback's skipped windows
+  // bring later poisoned windows to earlier steps, and each spike can take more than one
+  // rollback: max_rollbacks leaves room.)
+  c.spike.inject_steps = "25,61,62,100,130";
+  c.spike.inject_kind = "scale";
+  c.spike.max_rollbacks = 20;
+  c.train.run_name = "spiky";
+  Config in_background = c;
+  in_background.checkpoint.async = true;
+  const fs::path cfg = write_config(run.dir, "spiky", c);
+  const fs::path async_cfg = write_config(run.dir, "spiky-async", in_background);
+  const fs::path run_dir = run.dir / "ckpt" / "spiky";
+  const fs::path log = run.dir / "spiky.log";
+
+  Config ref = c;
+  ref.train.run_name = "reference";
+  const fs::path ref_log = run.dir / "reference.log";
+  const double full_ms = timed_run(write_config(run.dir, "reference", ref), ref_log);
+  const int rollbacks = lines_starting(ref_log, "rollback ");
+  ASSERT_GE(rollbacks, 4) << "the injected spikes were not all rolled back; see " << ref_log;
+  const Kills k = kill_repeatedly({cfg, async_cfg}, log, run_dir, full_ms, 12);
+  ASSERT_EQ(k.kills, 12);
+  // Then kills aimed at the moment just after a rollback (its log line comes once the later
+  // checkpoints are deleted), before the next save records the skipped windows.
+  int aimed = 0;
+  for (int i = 0; i < 3; ++i) {
+    const int seen = lines_starting(log, "rollback ");
+    const pid_t pid = launch(cfg, log);
+    for (int t = 0; t < 60000 && lines_starting(log, "rollback ") == seen; ++t)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    kill(pid, SIGKILL);
+    const int status = wait_for(pid);
+    if (status == 0) break;  // no rollback left before the end
+    ASSERT_EQ(status, -SIGKILL) << "train failed on its own; see " << log;
+    ++aimed;
+    std::ostringstream warn;
+    ASSERT_NO_THROW(ASSERT_TRUE(load_resumable(run_dir.string(), warn, true).has_value()));
   }
-  // Steps redone after a crash log again; the last line for each step matches the reference.
-  EXPECT_EQ(tessera::testing::metric(run_dir / "metrics.jsonl", "loss"),
-            tessera::testing::metric(run.dir / "ckpt" / "reference" / "metrics.jsonl", "loss"));
+  std::printf("[ crash ] %d kills (seed %d, full run %.0f ms, %d rollbacks): %d while a write was "
+              "in flight, %d rollbacks logged by the killed runs; then %d kills just after a "
+              "rollback\n",
+              k.kills, ::testing::UnitTest::GetInstance()->random_seed(), full_ms, rollbacks,
+              k.during_write, lines_starting(log, "rollback "), aimed);
+  EXPECT_GE(aimed, 1);
+
+  ASSERT_EQ(wait_for(launch(cfg, log)), 0) << "the final resume failed; see " << log;
+  expect_same_run(run_dir, run.dir / "ckpt" / "reference", 160);
 }
 
 // SIGTERM, SIGINT and SIGUSR1 (train/stop_signals.h) each end the step in progress, save it and
