@@ -300,18 +300,7 @@ TEST(Signals, a_stop_signal_saves_the_step_it_lands_on_and_resume_continues_exac
         << text.str();
 
   ASSERT_EQ(wait_for(launch(cfg, log)), 0) << "see " << log;
-  const CheckpointData a = load_checkpoint(resolve_checkpoint(dir.string()));
-  const CheckpointData b =
-      load_checkpoint(resolve_checkpoint((run.dir / "ckpt" / "reference").string()));
-  EXPECT_EQ(a.trainer_ints.at("step"), 300);
-  ASSERT_EQ(a.model.size(), b.model.size());
-  for (size_t i = 0; i < a.model.size(); ++i)
-    EXPECT_EQ(std::memcmp(a.model[i].second.data_ptr(), b.model[i].second.data_ptr(),
-                          a.model[i].second.nbytes()),
-              0)
-        << a.model[i].first << " differs from the run that was never stopped";
-  EXPECT_EQ(tessera::testing::metric(dir / "metrics.jsonl", "loss"),
-            tessera::testing::metric(run.dir / "ckpt" / "reference" / "metrics.jsonl", "loss"));
+  expect_same_run(dir, run.dir / "ckpt" / "reference", 300);
 }
 
 // Whether `sig` is pending for process pid (shared by its threads: what kill(2) sends).

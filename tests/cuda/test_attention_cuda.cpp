@@ -310,6 +310,8 @@ TEST(AttentionCuda, flash_f32_matches_cpu_reference) {
   SKIP_WITHOUT_CUDA();
   check_flash({1, 4, 2, 100, 48}, DType::F32, 0, 76);
   check_flash({2, 2, 1, 77, 64}, DType::F32, 33, 77);
+  // Head dimension 128: each lane's dimensions l + 64 and l + 96 too (the cases above reach 64).
+  check_flash({1, 2, 1, 70, 128}, DType::F32, 0, 80);
 }
 
 TEST(AttentionCuda, packed_projection_attention_matches_cpu_reference) {
@@ -399,6 +401,8 @@ TEST(AttentionCuda, stick_breaking_f32_matches_cpu_reference) {
   SKIP_WITHOUT_CUDA();
   check_stick_breaking({1, 4, 2, 100, 40}, DType::F32, false, false, 85);
   check_stick_breaking({1, 2, 1, 70, 64}, DType::F32, true, true, 86);
+  // Head dimension 128: the plain kernels' lanes l + 64 and l + 96 too.
+  check_stick_breaking({1, 2, 1, 70, 128}, DType::F32, false, true, 87);
 }
 
 TEST(AttentionCuda, plain_kernels_take_more_heads_than_a_grid_dimension_of_65535) {
