@@ -613,6 +613,7 @@ bool run_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, b
     return true;
   }
   // No batched algorithm for this layout (a broadcast stride, say): one gemm per batch.
+  ++g_stats.per_batch_gemms;
   Key one = k;
   one.batch = 1, one.stride_a = one.stride_b = one.stride_c = 0;
   const Plan& single = plan_for(one, blas.handle);

@@ -30,6 +30,9 @@
 // "second", else 1), at most the number requested; they compute alike. For tests of algorithm
 // timing (kernels/blas.cu's TESSERA_GEMM_TUNE), TESSERA_EMU_CUBLASLT_FAST=i makes the products of
 // every result but the heuristic's i-th take 20 ms longer on the stream.
+// TESSERA_EMU_CUBLASLT_BATCHED=no: no algorithm for a batched layout (BATCH_COUNT > 1), as the
+// hardware's heuristic may answer for some strides (CUBLAS_STATUS_NOT_SUPPORTED, none returned),
+// so that blas.cu's one-gemm-per-batch fallback runs in the tests.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 
@@ -351,6 +354,8 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   // An algorithm needs the alignments it was asked for (at most 16 bytes, what a vectorised
   // kernel needs) and those of the epilogue pointers set now. The header says how many are
   // offered and which write D apart from C; they compute alike.
+  const char* batched = std::getenv("TESSERA_EMU_CUBLASLT_BATCHED");
+  if (batched && std::string(batched) == "no" && L(a)->batch > 1) return CUBLAS_STATUS_NOT_SUPPORTED;
   const OutOfPlace mode = out_of_place_mode();
   const int algos = std::clamp(
       env_int("TESSERA_EMU_CUBLASLT_ALGOS", mode == OutOfPlace::Second ? 2 : 1), 1, 16);

@@ -59,6 +59,7 @@ struct BlasStats {
   int64_t bgrad_fallback = 0;  // (the gemm, then sum_dim)
   int64_t residual_in_gemm = 0;   // linear_forward's residual read as the gemm's C, apart from D
   int64_t residual_fallback = 0;  // (copied into y first, where no algorithm writes D apart)
+  int64_t per_batch_gemms = 0;  // batched gemms run as one gemm per batch (no batched algorithm)
   // TESSERA_GEMM_TUNE (kernels/blas.cu): plans whose candidate algorithms were timed, those of
   // them that kept another than the heuristic's first, those left untimed for want of memory
   // for a scratch D, and the host time the timing took.

@@ -205,6 +205,28 @@ TEST(GemmCudaWidened, bf16_operands_into_an_f32_c_match_the_cpu_unrounded) {
   EXPECT_NE(e.find("dtypes differ"), std::string::npos) << e;
 }
 
+// Where cuBLASLt offers no algorithm for a batched layout, each batch runs as a gemm of its own
+// (kernels/blas.cu's fallback), with the same results; an f32 c under bf16 operands steps by its
+// own element size. The emulator offers none for any batched layout under
+// TESSERA_EMU_CUBLASLT_BATCHED=no; a GPU's cuBLASLt ignores the variable and runs them batched.
+TEST(GemmCudaPerBatch, without_a_batched_algorithm_each_batch_is_a_gemm_of_its_own) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  ::setenv("TESSERA_EMU_CUBLASLT_BATCHED", "no", 1);
+  struct Unset {
+    ~Unset() { ::unsetenv("TESSERA_EMU_CUBLASLT_BATCHED"); }
+  } unset;
+  Generator g(17);
+  const int64_t before = cuda::blas_stats().per_batch_gemms;
+  // Sizes no other test takes, so that no plan cached before the switch answers for them.
+  for (const DType dt : {DType::F32, DType::BF16})
+    for (bool ta : {false, true}) check({3, 3, 3, 21, 19, 23, ta, !ta}, dt, 1.0, 0.5, g);
+  check({3, 3, 3, 21, 19, 23, true, false}, DType::BF16, 1.0, 0.0, g, DType::F32);
+  check({4, 4, 0, 21, 19, 23, true, false}, DType::F32, 1.0, 0.0, g);  // a Linear's dW shape
+  if (cuda::device_name(0).find("emulator") != std::string::npos) {
+    EXPECT_EQ(cuda::blas_stats().per_batch_gemms - before, 6);
+  }
+}
+
 TEST_P(GemmCuda, zero_inner_dimension_gives_beta_times_c) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   const DType dt = GetParam();
