@@ -356,7 +356,7 @@ TEST(Signals, a_stop_signal_during_an_evaluation_stops_at_the_evaluated_step) {
   tessera::testing::TempRun run;
   Config c = run.config(1000);
   c.data.val = tessera::testing::long_val(run, 1 << 20);
-  c.eval.interval = 3, c.eval.steps = 8000;
+  c.eval.interval = 3, c.eval.steps = 4000;
   c.log.interval = 1;
   const fs::path cfg = run.dir / "eval.yaml", log = run.dir / "eval.log";
   std::ofstream(cfg) << to_yaml(c);
