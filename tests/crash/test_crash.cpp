@@ -92,6 +92,28 @@ double timed_run(const fs::path& cfg, const fs::path& log) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// A run to kill over and over, c under `name`: its config, and the same with checkpoint.async for
+// the odd restarts (a kill lands while the next step trains and the last one's file is still
+// being written); and its uninterrupted reference, run to the end first and timed, to spread the
+// kills over a run's length.
+struct KilledRun {
+  fs::path cfg, async_cfg, dir, log, ref_dir, ref_log;
+  double full_ms = 0;
+};
+KilledRun prepare_run(const fs::path& root, Config c, const std::string& name) {
+  KilledRun r;
+  c.train.run_name = name;
+  r.cfg = write_config(root, name, c);
+  Config in_background = c;
+  in_background.checkpoint.async = true;
+  r.async_cfg = write_config(root, name + "-async", in_background);
+  r.dir = root / "ckpt" / name, r.log = root / (name + ".log");
+  c.train.run_name = "reference";
+  r.ref_dir = root / "ckpt" / "reference", r.ref_log = root / "reference.log";
+  r.full_ms = timed_run(write_config(root, "reference", c), r.ref_log);
+  return r;
+}
+
 struct Kills {
   int kills = 0, during_write = 0;
 };
@@ -167,29 +189,16 @@ TEST(Crash, twenty_sigkills_never_leave_the_run_without_a_resumable_checkpoint) 
   c.checkpoint.interval = 1, c.checkpoint.keep = 2;
   c.eval.interval = 0;
   c.log.interval = 1;
-  c.train.run_name = "crashy";
-  // The same run with its saves written in the background (odd restarts): a kill lands while the
-  // next step trains and the last one's file is still being written.
-  Config in_background = c;
-  in_background.checkpoint.async = true;
-  const fs::path cfg = write_config(run.dir, "crashy", c);
-  const fs::path async_cfg = write_config(run.dir, "crashy-async", in_background);
-  const fs::path run_dir = run.dir / "ckpt" / "crashy";
-  const fs::path log = run.dir / "crashy.log";
-
-  // How long an uninterrupted run takes here, to spread the kills over it.
-  Config ref = c;
-  ref.train.run_name = "reference";
-  const double full_ms = timed_run(write_config(run.dir, "reference", ref), run.dir / "reference.log");
-  const Kills k = kill_repeatedly({cfg, async_cfg}, log, run_dir, full_ms, 20);
+  const KilledRun r = prepare_run(run.dir, c, "crashy");
+  const Kills k = kill_repeatedly({r.cfg, r.async_cfg}, r.log, r.dir, r.full_ms, 20);
   ASSERT_EQ(k.kills, 20);
   std::printf("[ crash ] %d kills (seed %d, full run %.0f ms): %d while a write was in flight, "
               "%d restarts resumed from a checkpoint\n",
-              k.kills, ::testing::UnitTest::GetInstance()->random_seed(), full_ms, k.during_write,
-              lines_starting(log, "resume: "));
+              k.kills, ::testing::UnitTest::GetInstance()->random_seed(), r.full_ms,
+              k.during_write, lines_starting(r.log, "resume: "));
 
-  ASSERT_EQ(wait_for(launch(cfg, log)), 0) << "the final resume failed; see " << log;
-  expect_same_run(run_dir, run.dir / "ckpt" / "reference", 300);
+  ASSERT_EQ(wait_for(launch(r.cfg, r.log)), 0) << "the final resume failed; see " << r.log;
+  expect_same_run(r.dir, r.ref_dir, 300);
 }
 
 // The same through loss-spike rollbacks (train/rollback.cpp): a kill can land after a rollback
@@ -213,47 +222,36 @@ TEST(Crash, sigkills_during_rollbacks_end_the_run_as_the_uninterrupted_one) {
   c.spike.inject_steps = "25,61,62,100,130";
   c.spike.inject_kind = "scale";
   c.spike.max_rollbacks = 20;
-  c.train.run_name = "spiky";
-  Config in_background = c;
-  in_background.checkpoint.async = true;
-  const fs::path cfg = write_config(run.dir, "spiky", c);
-  const fs::path async_cfg = write_config(run.dir, "spiky-async", in_background);
-  const fs::path run_dir = run.dir / "ckpt" / "spiky";
-  const fs::path log = run.dir / "spiky.log";
-
-  Config ref = c;
-  ref.train.run_name = "reference";
-  const fs::path ref_log = run.dir / "reference.log";
-  const double full_ms = timed_run(write_config(run.dir, "reference", ref), ref_log);
-  const int rollbacks = lines_starting(ref_log, "rollback ");
-  ASSERT_GE(rollbacks, 4) << "the injected spikes were not all rolled back; see " << ref_log;
-  const Kills k = kill_repeatedly({cfg, async_cfg}, log, run_dir, full_ms, 12);
+  const KilledRun r = prepare_run(run.dir, c, "spiky");
+  const int rollbacks = lines_starting(r.ref_log, "rollback ");
+  ASSERT_GE(rollbacks, 4) << "the injected spikes were not all rolled back; see " << r.ref_log;
+  const Kills k = kill_repeatedly({r.cfg, r.async_cfg}, r.log, r.dir, r.full_ms, 12);
   ASSERT_EQ(k.kills, 12);
   // Then kills aimed at the moment just after a rollback (its log line comes once the later
   // checkpoints are deleted), before the next save records the skipped windows.
   int aimed = 0;
   for (int i = 0; i < 3; ++i) {
-    const int seen = lines_starting(log, "rollback ");
-    const pid_t pid = launch(cfg, log);
-    for (int t = 0; t < 60000 && lines_starting(log, "rollback ") == seen; ++t)
+    const int seen = lines_starting(r.log, "rollback ");
+    const pid_t pid = launch(r.cfg, r.log);
+    for (int t = 0; t < 60000 && lines_starting(r.log, "rollback ") == seen; ++t)
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     kill(pid, SIGKILL);
     const int status = wait_for(pid);
     if (status == 0) break;  // no rollback left before the end
-    ASSERT_EQ(status, -SIGKILL) << "train failed on its own; see " << log;
+    ASSERT_EQ(status, -SIGKILL) << "train failed on its own; see " << r.log;
     ++aimed;
     std::ostringstream warn;
-    ASSERT_NO_THROW(ASSERT_TRUE(load_resumable(run_dir.string(), warn, true).has_value()));
+    ASSERT_NO_THROW(ASSERT_TRUE(load_resumable(r.dir.string(), warn, true).has_value()));
   }
   std::printf("[ crash ] %d kills (seed %d, full run %.0f ms, %d rollbacks): %d while a write was "
               "in flight, %d rollbacks logged by the killed runs; then %d kills just after a "
               "rollback\n",
-              k.kills, ::testing::UnitTest::GetInstance()->random_seed(), full_ms, rollbacks,
-              k.during_write, lines_starting(log, "rollback "), aimed);
+              k.kills, ::testing::UnitTest::GetInstance()->random_seed(), r.full_ms, rollbacks,
+              k.during_write, lines_starting(r.log, "rollback "), aimed);
   EXPECT_GE(aimed, 1);
 
-  ASSERT_EQ(wait_for(launch(cfg, log)), 0) << "the final resume failed; see " << log;
-  expect_same_run(run_dir, run.dir / "ckpt" / "reference", 160);
+  ASSERT_EQ(wait_for(launch(r.cfg, r.log)), 0) << "the final resume failed; see " << r.log;
+  expect_same_run(r.dir, r.ref_dir, 160);
 }
 
 // SIGTERM, SIGINT and SIGUSR1 (train/stop_signals.h) each end the step in progress, save it and
