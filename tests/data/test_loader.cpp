@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/rng.h"
 #include "data/loader.h"
 #include "test_util.h"
 
@@ -177,6 +178,44 @@ TEST(Loader, different_epochs_give_different_orders) {
   std::vector<int32_t> sorted = e0;
   std::sort(sorted.begin(), sorted.end());
   EXPECT_NE(e0, sorted) << "a shuffled epoch should not come out in file order";
+}
+
+// The order is the Fisher-Yates shuffle that data/loader.cpp documents, computed here from its
+// definition: position i = N-1 .. 1 swaps with j = r mod (i + 1), r the first 64 bits of Philox
+// counter i under key seed and stream ("DATA" << 32 | epoch). A checkpoint saves only (seed,
+// epoch, position), so any other permutation (another algorithm, stream or bit order) would make
+// a run resumed by a newer build silently read other windows than the run it continues; and a
+// slip such as r mod i (Sattolo's algorithm: every order one cycle, no window ever left in place)
+// still passes every once-per-epoch check above.
+TEST(Loader, the_order_is_fisher_yates_on_philox_counters_from_its_definition) {
+  TempDir dir;
+  const std::vector<std::string> files = make_shards(dir, {41, 25});  // T = 4: 10 + 6 windows
+  auto id_of = [](int64_t w) { return int32_t(w < 10 ? 4 * w : 1000 + 4 * (w - 10)); };
+  DataLoader loader(options(files, 4, 4, true, 77));
+  for (int64_t epoch = 0; epoch < 3; ++epoch) {
+    std::vector<int64_t> order(16);
+    for (int64_t w = 0; w < 16; ++w) order[size_t(w)] = w;
+    const uint64_t stream = (uint64_t(0x44415441u) << 32) | uint64_t(epoch);
+    for (int64_t i = 15; i > 0; --i) {
+      const Philox4 r = philox4x32_10(uint64_t(i), 77, stream);
+      const uint64_t bits = (uint64_t(r.v[0]) << 32) | r.v[1];
+      std::swap(order[size_t(i)], order[size_t(bits % uint64_t(i + 1))]);
+    }
+    std::vector<int32_t> want;
+    for (int64_t w : order) want.push_back(id_of(w));
+    EXPECT_EQ(window_ids(take(loader, 4)), want) << "epoch " << epoch;
+  }
+
+  // Whatever the formula, a uniform shuffle of two windows keeps them in place about half the
+  // time: over 64 seeds both orders appear (all 64 alike would happen with probability 2^-63).
+  TempDir other;
+  const std::vector<std::string> two = make_shards(other, {9});  // T = 4: windows at 0 and 4
+  std::set<std::vector<int32_t>> seen;
+  for (uint64_t seed = 0; seed < 64; ++seed) {
+    DataLoader l(options(two, 2, 4, true, seed));
+    seen.insert(window_ids(take(l, 1)));
+  }
+  EXPECT_EQ(seen, (std::set<std::vector<int32_t>>{{0, 4}, {4, 0}}));
 }
 
 TEST(Loader, restoring_state_mid_epoch_replays_the_batch_sequence_exactly) {
