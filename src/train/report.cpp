@@ -66,6 +66,11 @@ std::string describe_run_and_metrics(const fs::path& run_dir) {
   return held;
 }
 
+double eta_seconds(double elapsed, int64_t updates, int64_t done, int64_t max_steps) {
+  if (updates <= 0 || done >= max_steps) return 0;
+  return elapsed / double(updates) * double(max_steps - done);
+}
+
 std::string json_number(double v) {
   if (!std::isfinite(v)) return "null";
   char buf[32];

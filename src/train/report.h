@@ -34,6 +34,11 @@ void check_metrics_file(const std::filesystem::path& file);
 std::string json_number(double v);  // "null" for NaN and infinities (JSON has neither)
 std::string json_string(const std::string& s);
 
+// Seconds left to step max_steps at the pace of this process's updates so far: `updates` took
+// `elapsed` seconds, and step `done` is the last one made (a rollback can take a run below its
+// first step, so updates, not done - first, is what the time was spent on).
+double eta_seconds(double elapsed, int64_t updates, int64_t done, int64_t max_steps);
+
 struct StepReport {
   int64_t step = 0, max_steps = 0;
   double loss = 0, lr = 0, grad_norm = 0;

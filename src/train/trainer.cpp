@@ -482,8 +482,7 @@ TrainResult Trainer::run() {
                   .grad_norm = norm.value_or(reported),
                   .tokens_per_s = tokens_per_s,
                   .tokens = tokens_seen_,
-                  // (per update this process made: a rollback can go below the first step)
-                  .eta_seconds = elapsed / double(updates) * double(cfg_.train.max_steps - done),
+                  .eta_seconds = eta_seconds(elapsed, updates, done, cfg_.train.max_steps),
                   .mfu = mfu_per_token_ > 0 ? mfu_per_token_ * tokens_per_s / world_ : -1});
     }
     // Saved before the evaluation: an evaluation that fails loses no training. A stop asked for

@@ -113,3 +113,14 @@ TEST(Report, a_metrics_file_removed_while_written_is_opened_anew) {
   EXPECT_NE(log.str().find("was removed or replaced while this run wrote it"), std::string::npos)
       << log.str();
 }
+
+// The ETA: the time this process's updates took, per update, times the steps left. A run resumed
+// at step 100 of 1000 that made 50 updates in 10 s has 850 steps left: 170 s (per step done, 150
+// of them, it would say 57 s). A rollback that went below the first step made more updates than
+// steps: 60 updates in 12 s, at step 95, leave 905 steps, 181 s.
+TEST(Report, the_eta_is_the_steps_left_at_the_pace_of_this_processs_updates) {
+  EXPECT_DOUBLE_EQ(train::eta_seconds(10.0, 50, 150, 1000), 170.0);
+  EXPECT_DOUBLE_EQ(train::eta_seconds(12.0, 60, 95, 1000), 181.0);
+  EXPECT_EQ(train::eta_seconds(12.0, 60, 1000, 1000), 0.0);  // done
+  EXPECT_EQ(train::eta_seconds(0.0, 0, 100, 1000), 0.0);     // no update yet: nothing to go by
+}
