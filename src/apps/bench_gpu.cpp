@@ -328,7 +328,7 @@ int main(int argc, char** argv) {
           "bench_gpu: per step, Linear biases in the gemm epilogue %s (fallback %s), "
           "GELUs in the epilogue %s (fallback %s), GELU gradients in the epilogue %s "
           "(fallback %s), bias gradients in the epilogue %s (fallback %s), residuals as "
-          "the gemm's C %s (copied first %s)\n",
+          "the gemm's C %s (copied first %s), batched gemms run one per batch %s\n",
           per_step(b.bias_epilogue, blas0.bias_epilogue).c_str(),
           per_step(b.bias_fallback, blas0.bias_fallback).c_str(),
           per_step(b.gelu_epilogue, blas0.gelu_epilogue).c_str(),
@@ -338,7 +338,8 @@ int main(int argc, char** argv) {
           per_step(b.bgrad_epilogue, blas0.bgrad_epilogue).c_str(),
           per_step(b.bgrad_fallback, blas0.bgrad_fallback).c_str(),
           per_step(b.residual_in_gemm, blas0.residual_in_gemm).c_str(),
-          per_step(b.residual_fallback, blas0.residual_fallback).c_str());
+          per_step(b.residual_fallback, blas0.residual_fallback).c_str(),
+          per_step(b.per_batch_gemms, blas0.per_batch_gemms).c_str());
       std::printf("bench_gpu: cuBLASLt from %s\n", cuda::cublaslt_library().c_str());
       if (const std::string tuning = train::gemm_tuning_summary(); !tuning.empty())
         std::printf("bench_gpu: %s\n", tuning.c_str());
