@@ -22,6 +22,8 @@
 #include "core/build.h"
 #include "distributed/backends.h"
 #include "distributed/communicator.h"
+#include "distributed/grad_sync.h"
+#include "optim/flat.h"
 #include "test_util.h"
 #include "train/rank_agreement.h"
 
@@ -141,6 +143,36 @@ TEST(Collectives, reduce_scatter_leaves_each_rank_the_reduction_of_its_shard) {
       expect_elements(t, mine.begin, mine.end, [&](int64_t i) { return reduced(op, d, i); },
                       "reduce_scatter " + name(d, n, op));
     }
+}
+
+// GradSync::finish without arm (the path of a step whose backward ran unarmed, or of buckets
+// whose parameters got no gradient): every bucket starts then, the first one included, and
+// holds the mean over the ranks. Rank r's gradients are r + 1, so the mean is (world + 1) / 2,
+// exact in f32 (a half at most).
+TEST(GradSyncCheck, finish_without_arm_averages_every_bucket_over_the_ranks) {
+  std::vector<NamedParam> params;
+  for (int64_t n : {5, 7, 3, 4})
+    params.push_back({"p" + std::to_string(n),
+                      zeros({n}, {DType::F32, comm().device()}).requires_grad_()});
+  // 8-byte first bucket, 16-byte others: several buckets of a parameter or two.
+  FlatParams flat(params, {.bucket_bytes = 16, .first_bucket_bytes = 8, .pad = 1});
+  ASSERT_GT(flat.buckets().size(), 2u);
+  for (bool shard : {false, true}) {
+    SCOPED_TRACE(shard ? "reduce_scatter" : "all_reduce");
+    GradSync sync(flat, comm(), shard);
+    Tensor g = flat.grads();
+    g.fill_(double(comm().rank() + 1));
+    sync.finish();
+    const std::vector<double> got = values(flat.grads().to(Device::cpu()));
+    const double want = double(comm().world() + 1) / 2;
+    // Counted, not asserted: every rank goes on to the same collectives whatever it found.
+    int64_t wrong = 0, first = -1;
+    for (const FlatRange& r : GradSync::owned(flat, comm().world(), comm().rank(), shard))
+      for (int64_t i = r.begin; i < r.end; ++i)
+        if (got[size_t(i)] != want && wrong++ == 0) first = i;
+    EXPECT_EQ(wrong, 0) << "first wrong: element " << first << " = " << got[size_t(first < 0 ? 0 : first)]
+                        << " on rank " << comm().rank() << ", want " << want;
+  }
 }
 
 TEST(Collectives, all_gather_assembles_every_ranks_shard) {

@@ -105,6 +105,14 @@ TEST(HFExport, gpt2_style_round_trip_is_byte_exact) {
   expect_round_trip_byte_exact(gpt2_config(), DType::F32);
 }
 
+TEST(HFExport, gpt2_style_round_trip_keeps_a_layer_norm_epsilon_other_than_the_default) {
+  // config.json's layer_norm_epsilon is what transformers normalises with. The default 1e-5 is
+  // also what import assumes when the key is missing, so only another value shows it is written.
+  Config c = gpt2_config();
+  c.model.norm_eps = 1e-6;
+  expect_round_trip_byte_exact(c, DType::F32);
+}
+
 TEST(HFExport, llama_style_round_trip_is_byte_exact) {
   expect_round_trip_byte_exact(llama_config(), DType::F32);
 }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <set>
 
 #include "backend/profile.h"
@@ -15,6 +16,7 @@
 using namespace tessera;
 using tessera::testing::error_of;
 using tessera::testing::gradcheck;
+using tessera::testing::max_abs_diff;
 using nn::GPT;
 using nn::GPTConfig;
 
@@ -73,6 +75,45 @@ TEST(GPT, llama_style_parameter_names_and_shapes) {
   EXPECT_EQ(m.parameter("model.norm.weight").shape(), (Shape{8}));
   EXPECT_EQ(m.parameter("lm_head.weight").shape(), (Shape{11, 8}));
   EXPECT_FALSE(error_of([&] { m.parameter("model.layers.0.self_attn.q_proj.bias"); }).empty());
+}
+
+TEST(GPT, llama_up_proj_is_swiglus_linear_factor_and_gate_proj_its_silu_argument) {
+  // down(silu(gate x) * up x): HF's LlamaMLP. Both matrices are [F, C], so names swapped between
+  // them would still load into transformers and silently compute another function; the names must
+  // say which factor is linear. Doubling up_proj and halving down_proj leaves the logits as they
+  // were (powers of two: exact in f64, up to the last bits of summation order); doing that to
+  // gate_proj instead changes them, silu not being linear. gate_proj is first scaled up so that
+  // silu works away from its near-linear origin (measured change 6e-3; ~1e-6 without).
+  Generator g(8);
+  GPT base(tiny_llama(), g, DType::F64);
+  NoGradGuard no_grad;
+  for (int64_t l = 0; l < 2; ++l) {
+    Tensor gate = base.parameter("model.layers." + std::to_string(l) + ".mlp.gate_proj.weight");
+    gate.copy_(ops::scale(gate, 50.0));
+  }
+  const Tensor x = ids({1, 5, 9, 2, 0, 10, 3, 3}, {2, 4});
+  const Tensor want = base.forward(x, false);
+  auto rescaled = [&](const char* factor) {
+    for (int64_t l = 0; l < 2; ++l) {
+      const std::string mlp = "model.layers." + std::to_string(l) + ".mlp.";
+      Tensor f = base.parameter(mlp + factor + ".weight"), down = base.parameter(mlp + "down_proj.weight");
+      const Tensor f0 = f.clone(), down0 = down.clone();
+      f.copy_(ops::scale(f0, 2.0));
+      down.copy_(ops::scale(down0, 0.5));
+    }
+    const Tensor got = base.forward(x, false);
+    for (int64_t l = 0; l < 2; ++l) {  // undo: halving and doubling are exact
+      const std::string mlp = "model.layers." + std::to_string(l) + ".mlp.";
+      Tensor f = base.parameter(mlp + factor + ".weight"), down = base.parameter(mlp + "down_proj.weight");
+      f.copy_(ops::scale(f.clone(), 0.5));
+      down.copy_(ops::scale(down.clone(), 2.0));
+    }
+    return max_abs_diff(got, want);
+  };
+  const double up = rescaled("up_proj"), gate = rescaled("gate_proj");
+  std::printf("logit change: up_proj x2 %.3g, gate_proj x2 %.3g\n", up, gate);
+  EXPECT_LT(up, 1e-12);
+  EXPECT_GT(gate, 1e-4);
 }
 
 TEST(GPT, gpt2_124m_has_the_published_parameter_count) {
