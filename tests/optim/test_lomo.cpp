@@ -288,6 +288,45 @@ TEST(AdaLomo, three_steps_match_a_plain_reimplementation) {
   EXPECT_EQ(opt.step_count(), 3);
 }
 
+// The kernels sum in double over fixed blocks (65536 elements; a matrix's column sums over blocks
+// of 256 rows) and add the partial sums in order; the test above stays inside one block. Here a
+// 300 x 300 matrix (two row blocks, two flat blocks for RMS(p) and RMS(U)) and a 70000-vector (two
+// flat blocks) take two AdaLomo steps, and LOMO's norm pass sums their gradients. Against the
+// reference's sequential sums the block order moves a sum of n terms by at most n ulp (9e4 *
+// 1.1e-16 = 1e-11 relative); a block left out is off by percents.
+TEST(AdaLomo, sums_over_several_blocks_match_a_plain_reimplementation) {
+  Generator gen(12);
+  std::vector<Tensor> ps = {randn({300, 300}, gen, DType::F64).requires_grad_(),
+                            randn({70000}, gen, DType::F64).requires_grad_()};
+  const std::vector<int64_t> rows = {300, 0};
+  FusedOptimizer opt({{"w", ps[0]}, {"b", ps[1]}}, {.name = "adalomo", .weight_decay = 0.1});
+  ReferenceAdaLomo ref;
+  ref.wd = 0.1;
+  ref.r.resize(2), ref.c.resize(2), ref.v.resize(2);
+  std::vector<std::vector<double>> p;
+  for (const Tensor& t : ps) p.push_back(values(t));
+  auto linear_loss = [&](const std::vector<Tensor>& as) {
+    Tensor loss = ops::sum(ops::mul(ps[0], as[0]));
+    return ops::add(loss, ops::sum(ops::mul(ps[1], as[1])));
+  };
+  for (int step = 0; step < 2; ++step) {
+    const std::vector<Tensor> as = {randn(ps[0].shape(), gen, DType::F64),
+                                    randn(ps[1].shape(), gen, DType::F64)};
+    double sum_squares = 0;
+    for (const Tensor& a : as)
+      for (double x : values(a)) sum_squares += x * x;
+    // The norm pass alone (the gradients are the a's), then the update on the same graph.
+    const Tensor loss = linear_loss(as);
+    const double norm = opt.grad_norm(loss);
+    EXPECT_LT(std::abs(norm - std::sqrt(sum_squares)) / std::sqrt(sum_squares), 1e-11);
+    opt.apply(loss, 1e-2);
+    ref.t += 1;
+    for (size_t k = 0; k < ps.size(); ++k) ref.update(k, p[k], values(as[k]), rows[k], 1e-2);
+    for (size_t k = 0; k < ps.size(); ++k)
+      EXPECT_LT(worst_diff(values(ps[k]), p[k]), 1e-11) << "param " << k << " step " << step;
+  }
+}
+
 TEST(Lomo, bf16_parameters_accumulate_updates_below_their_precision_in_an_f32_master) {
   // Just below 1 the bf16 spacing is 2^-8 = 0.0039, so one step of lr * g = 1e-3 stored directly
   // would round back to 1 every time. The f32 master accumulates ten of them: 0.99, which rounds
