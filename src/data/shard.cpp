@@ -284,6 +284,7 @@ Shard::Shard(Shard&& other) noexcept
       data_offset_(std::exchange(other.data_offset_, 0)),
       count_(std::exchange(other.count_, 0)),
       vocab_size_(std::exchange(other.vocab_size_, 0)),
+      written_vocab_(std::exchange(other.written_vocab_, 0)),
       token_bytes_(other.token_bytes_),
       crc_(other.crc_) {}
 
@@ -295,6 +296,7 @@ Shard& Shard::operator=(Shard&& other) noexcept {
     data_offset_ = std::exchange(other.data_offset_, 0);
     count_ = std::exchange(other.count_, 0);
     vocab_size_ = std::exchange(other.vocab_size_, 0);
+    written_vocab_ = std::exchange(other.written_vocab_, 0);
     token_bytes_ = other.token_bytes_;
     crc_ = other.crc_;
   }

@@ -377,15 +377,30 @@ TEST(Shard, moves_transfer_the_open_file) {
   TempDir dir;
   write_shard(dir.file("a.bin"), {1, 2, 3}, 10);
   write_shard(dir.file("b.bin"), {7, 8}, 10);
+  write_shard(dir.file("c.bin"), {4, 5}, 70000);  // uint32 tokens: another width, vocabulary, crc
   Shard a(dir.file("a.bin"), 10);
+  const uint32_t crc_a = a.tokens_crc32c();
   Shard moved(std::move(a));
   EXPECT_EQ(read_all(moved), (std::vector<uint32_t>{1, 2, 3}));
+  // What open read from the header and the scan goes along too (the loader checks the written
+  // vocabulary against data.tokenizer; ranks compare the crc).
+  EXPECT_EQ(moved.written_vocab(), 10);
+  EXPECT_EQ(moved.tokens_crc32c(), crc_a);
   EXPECT_EQ(a.size(), 0);  // NOLINT: a moved-from shard is empty, and its destructor closes nothing
 
   Shard b(dir.file("b.bin"), 10);
   b = std::move(moved);  // b's old file is closed, moved's taken over
   EXPECT_EQ(read_all(b), (std::vector<uint32_t>{1, 2, 3}));
   EXPECT_EQ(b.path(), dir.file("a.bin"));
+  EXPECT_EQ(b.written_vocab(), 10);
+  EXPECT_EQ(b.tokens_crc32c(), crc_a);
+  Shard c(dir.file("c.bin"), 70000);
+  const uint32_t crc_c = c.tokens_crc32c();
+  b = std::move(c);
+  EXPECT_EQ(read_all(b), (std::vector<uint32_t>{4, 5}));
+  EXPECT_EQ(b.written_vocab(), 70000);
+  EXPECT_EQ(b.token_bytes(), 4);
+  EXPECT_EQ(b.tokens_crc32c(), crc_c);
 
   std::vector<Shard> shards;  // growth moves shards; their contents must survive
   for (int i = 0; i < 5; ++i) shards.emplace_back(dir.file("b.bin"), 10);
