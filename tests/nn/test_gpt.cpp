@@ -207,6 +207,10 @@ TEST(GPT, recompute_matches_plain_forward_and_gradients) {
       loss.backward();
       std::vector<std::vector<float>> out{{float(loss.item())}};
       for (const auto& [name, t] : m.parameters()) out.push_back(t.grad().to_vector<float>());
+      // The backward replays each block's dropout draws, then must hand the generator back where
+      // the forward left it: else the next step's masks repeat counters of this one.
+      const RngState after = default_generator().state();
+      out.push_back({float(after.seed), float(after.offset)});
       return out;
     };
     EXPECT_EQ(run(false), run(true));
