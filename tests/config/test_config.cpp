@@ -12,7 +12,6 @@
 #include "config/cli.h"
 #include "config/config.h"
 #include "config/expect_contains.h"
-#include "nn/rope_scaling.h"
 #include "test_util.h"
 
 namespace tessera {
@@ -407,6 +406,8 @@ TEST(ConfigValidation, each_rule_names_its_key) {
       {"spike.inject_kind=melt", "spike.inject_kind must be one of corrupt, scale, nan"},
       {"spike.inject_scale=-1", "spike.inject_scale must be positive, got -1"},
       {"spike.lr_factor=2", "spike.lr_factor must be in (0, 1]"},
+      {"spike.inject_rank=-2", "spike.inject_rank must be -1 (every micro-batch) or a rank, got -2"},
+      {"dist.zero=2", "dist.zero must be 0 or 1, got 2"},
       {"train.max_steps=500;spike.inject_steps=300,700",
        "spike.inject_steps: step 700 is past train.max_steps (500)"},
       {"optim.clip_value=0.5", "optim.clip_value (0.5) applies to lomo and adalomo only"},
@@ -436,6 +437,10 @@ TEST(ConfigValidation, each_rule_names_its_key) {
       {"model.position=rope;model.rope_scaling.type=linear;"
        "model.rope_scaling.original_max_position=-1",
        "model.rope_scaling.original_max_position must be >= 0, got -1"},
+      {"model.position=rope;model.rope_scaling.type=yarn;model.rope_scaling.beta_fast=1",
+       "model.rope_scaling.beta_fast (1) must exceed model.rope_scaling.beta_slow (1) > 0"},
+      {"model.position=rope;model.rope_scaling.type=yarn;model.rope_scaling.beta_slow=0",
+       "model.rope_scaling.beta_fast (32) must exceed model.rope_scaling.beta_slow (0) > 0"},
       {"model.position=rope;model.rope_scaling.type=yarn;model.rope_scaling.attention_factor=-0.5",
        "model.rope_scaling.attention_factor must be >= 0, got -0.5"},
       // Its square scales every logit: 1e20 made the first loss NaN ("lower optim.lr").
@@ -455,45 +460,6 @@ TEST(ConfigValidation, each_rule_names_its_key) {
       EXPECT_EQ(e.find("total_batch_size"), std::string::npos) << e;
     }
   }
-}
-
-// The model layer checks its RoPE scaling again (nn/rope_scaling.cpp: rope_scaled_freqs, reached by
-// models built without a Config, e.g. from an imported HF config): each problem names its setting
-// under the caller's prefix, several are joined, and a valid setting has none.
-TEST(ConfigValidation, rope_scaling_problems_name_the_setting_under_the_prefix) {
-  using nn::RopeScaling;
-  using nn::RopeScalingType;
-  const RopeScaling llama3{
-      .type = RopeScalingType::Llama3, .factor = 8, .low_freq_factor = 4, .high_freq_factor = 2};
-  EXPECT_EQ(nn::rope_scaling_problem(llama3, "rope_scaling"),
-            "rope_scaling.high_freq_factor (2) must exceed low_freq_factor (4) > 0");
-  const RopeScaling no_low{.type = RopeScalingType::Llama3, .low_freq_factor = 0};
-  EXPECT_CONTAINS(nn::rope_scaling_problem(no_low, "m"),
-                  "m.high_freq_factor (4) must exceed low_freq_factor (0) > 0");
-  const RopeScaling negative_length{
-      .type = RopeScalingType::Dynamic, .factor = 2, .original_max_position = -1};
-  EXPECT_EQ(nn::rope_scaling_problem(negative_length, "rope_scaling"),
-            "rope_scaling.original_max_position must be >= 0 (0 = model.block_size), got -1");
-  for (double bad : {-0.5, double(INFINITY), double(NAN)}) {
-    SCOPED_TRACE(bad);
-    const RopeScaling yarn{.type = RopeScalingType::Yarn, .factor = 4, .attention_factor = bad};
-    EXPECT_CONTAINS(nn::rope_scaling_problem(yarn, "rope_scaling"),
-                    "rope_scaling.attention_factor must be >= 0 (0 = 0.1 ln factor + 1), got ");
-  }
-  // Two problems at once, joined; no prefix given: the bare setting names.
-  const RopeScaling both{.type = RopeScalingType::Yarn, .factor = 0.5, .attention_factor = -1};
-  EXPECT_EQ(nn::rope_scaling_problem(both, ""),
-            "factor must be >= 1 (the new length over the trained one), got 0.5; attention_factor "
-            "must be >= 0 (0 = 0.1 ln factor + 1), got -1");
-  EXPECT_EQ(nn::rope_scaling_problem({.type = RopeScalingType::Yarn, .factor = 4}, "x"), "");
-  EXPECT_EQ(nn::rope_scaling_problem(
-                {.type = RopeScalingType::Yarn, .factor = 4, .attention_factor = 11}, "x"),
-            "x.attention_factor must be at most 10 (it scales every attention logit by its "
-            "square), got 11");
-  EXPECT_EQ(nn::rope_scaling_problem({.type = RopeScalingType::Llama3, .factor = 8}, "x"), "");
-  // rope_scaled_freqs refuses what rope_scaling_problem names.
-  EXPECT_CONTAINS(error_of([&] { nn::rope_scaled_freqs(llama3, 16, 10000, 64, 128); }),
-                  "rope_scaling.high_freq_factor (2) must exceed low_freq_factor (4) > 0");
 }
 
 TEST(ConfigValidation, lora_rules_name_their_keys) {

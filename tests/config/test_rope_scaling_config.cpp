@@ -6,6 +6,8 @@
 #include <string>
 
 #include "config/config.h"
+#include "config/expect_contains.h"
+#include "nn/rope_scaling.h"
 #include "test_util.h"
 
 namespace tessera {
@@ -140,6 +142,45 @@ TEST(ShippedConfigs, extend_context_is_rope_small_at_four_times_the_length_by_lo
   m.block_size = base.model.block_size;
   m.rope_scaling = base.model.rope_scaling;
   EXPECT_EQ(m, base.model);
+}
+
+// The model layer checks its RoPE scaling again (nn/rope_scaling.cpp: rope_scaled_freqs, reached by
+// models built without a Config, e.g. from an imported HF config): each problem names its setting
+// under the caller's prefix, several are joined, and a valid setting has none.
+TEST(ConfigValidation, rope_scaling_problems_name_the_setting_under_the_prefix) {
+  using nn::RopeScaling;
+  using nn::RopeScalingType;
+  const RopeScaling llama3{
+      .type = RopeScalingType::Llama3, .factor = 8, .low_freq_factor = 4, .high_freq_factor = 2};
+  EXPECT_EQ(nn::rope_scaling_problem(llama3, "rope_scaling"),
+            "rope_scaling.high_freq_factor (2) must exceed low_freq_factor (4) > 0");
+  const RopeScaling no_low{.type = RopeScalingType::Llama3, .low_freq_factor = 0};
+  EXPECT_CONTAINS(nn::rope_scaling_problem(no_low, "m"),
+                  "m.high_freq_factor (4) must exceed low_freq_factor (0) > 0");
+  const RopeScaling negative_length{
+      .type = RopeScalingType::Dynamic, .factor = 2, .original_max_position = -1};
+  EXPECT_EQ(nn::rope_scaling_problem(negative_length, "rope_scaling"),
+            "rope_scaling.original_max_position must be >= 0 (0 = model.block_size), got -1");
+  for (double bad : {-0.5, double(INFINITY), double(NAN)}) {
+    SCOPED_TRACE(bad);
+    const RopeScaling yarn{.type = RopeScalingType::Yarn, .factor = 4, .attention_factor = bad};
+    EXPECT_CONTAINS(nn::rope_scaling_problem(yarn, "rope_scaling"),
+                    "rope_scaling.attention_factor must be >= 0 (0 = 0.1 ln factor + 1), got ");
+  }
+  // Two problems at once, joined; no prefix given: the bare setting names.
+  const RopeScaling both{.type = RopeScalingType::Yarn, .factor = 0.5, .attention_factor = -1};
+  EXPECT_EQ(nn::rope_scaling_problem(both, ""),
+            "factor must be >= 1 (the new length over the trained one), got 0.5; attention_factor "
+            "must be >= 0 (0 = 0.1 ln factor + 1), got -1");
+  EXPECT_EQ(nn::rope_scaling_problem({.type = RopeScalingType::Yarn, .factor = 4}, "x"), "");
+  EXPECT_EQ(nn::rope_scaling_problem(
+                {.type = RopeScalingType::Yarn, .factor = 4, .attention_factor = 11}, "x"),
+            "x.attention_factor must be at most 10 (it scales every attention logit by its "
+            "square), got 11");
+  EXPECT_EQ(nn::rope_scaling_problem({.type = RopeScalingType::Llama3, .factor = 8}, "x"), "");
+  // rope_scaled_freqs refuses what rope_scaling_problem names.
+  EXPECT_CONTAINS(error_of([&] { nn::rope_scaled_freqs(llama3, 16, 10000, 64, 128); }),
+                  "rope_scaling.high_freq_factor (2) must exceed low_freq_factor (4) > 0");
 }
 
 }  // namespace
