@@ -397,6 +397,7 @@ TEST(ConfigValidation, each_rule_names_its_key) {
       {"optim.min_lr=0.01", "optim.min_lr (0.01) must not exceed optim.lr (0.001) for a decaying "
                             "schedule (cosine)"},
       {"optim.decay_steps=-1", "optim.decay_steps must be >= 0, got -1"},
+      {"optim.beta1=1", "optim.beta1 must be in [0, 1), got 1"},
       {"optim.beta2=1", "optim.beta2 must be in [0, 1)"},
       {"optim.schedule=step", "optim.schedule must be one of cosine, linear, constant"},
       {"optim.warmup_steps=-5", "optim.warmup_steps must be >= 0, got -5"},
