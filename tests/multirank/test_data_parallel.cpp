@@ -78,6 +78,12 @@ class DataParallel : public ::testing::Test {
     const fs::path dir = run_.dir / "ckpt" / name;
     return {dir, dir / "metrics.jsonl"};
   }
+  // train() for the helpers outside the fixture.
+  auto train_fn() {
+    return [this](int np, const Config& c, const std::string& name, std::vector<std::string> args) {
+      return train(np, c, name, std::move(args));
+    };
+  }
 
  public:
   // A job started by start(): `np` ranks of a config under mpirun in a child process, for a test
@@ -163,6 +169,29 @@ void expect_same_losses(const RunDir& want, const RunDir& got, int64_t from, int
   }
 }
 
+// Trains `c` on 4 ranks as run `name` with a checkpoint at step 8, resumes that checkpoint on 2
+// ranks and on 1 (runs name_resumed_on_2 and _1), and expects the 4-rank run's losses for steps 9
+// to 16 and its last parameters. Returns the checkpoint's path.
+template <typename Train>
+std::string resumes_on_two_and_one(Train&& train, Config c, const std::string& name) {
+  c.checkpoint.interval = 8;
+  c.checkpoint.keep = 4;
+  const RunDir four = train(4, c, name, std::vector<std::string>{});
+  const std::string at8 = (four.dir / checkpoint_name(8)).string();
+  if (!fs::exists(at8)) {
+    ADD_FAILURE() << "run " << name << " left no checkpoint at step 8";
+    return at8;
+  }
+  for (int np : {2, 1}) {
+    SCOPED_TRACE(np);
+    const RunDir r = train(np, c, name + "_resumed_on_" + std::to_string(np),
+                           std::vector<std::string>{"--resume", at8});
+    expect_same_losses(four, r, 9, 16);
+    EXPECT_LT(max_param_diff(four.last(), r.last()), kParamTol);
+  }
+  return at8;
+}
+
 }  // namespace
 
 TEST_F(DataParallel, two_and_four_ranks_train_like_one_rank_with_the_same_global_batch) {
@@ -205,20 +234,11 @@ TEST_F(DataParallel, zero1_equals_plain_data_parallelism_and_holds_a_shard_of_th
 
 TEST_F(DataParallel, a_four_rank_run_resumes_on_two_ranks_and_on_one) {
   Config c = config(16);
-  c.checkpoint.interval = 8;
-  c.checkpoint.keep = 4;
-  const RunDir four = train(4, c, "four");
-  const std::string at8 = (four.dir / checkpoint_name(8)).string();
-  ASSERT_TRUE(fs::exists(at8));
+  const std::string at8 = resumes_on_two_and_one(train_fn(), c, "four");
   for (int np : {2, 1}) {
-    SCOPED_TRACE(np);
-    const std::string name = "resumed_on_" + std::to_string(np);
-    const RunDir r = train(np, c, name, {"--resume", at8});
-    const std::string log = read(run_.dir / (name + ".log"));
+    const std::string log = read(run_.dir / ("four_resumed_on_" + std::to_string(np) + ".log"));
     EXPECT_NE(log.find("(written by 4 rank(s), now " + std::to_string(np) + ")"),
               std::string::npos) << log;
-    expect_same_losses(four, r, 9, 16);
-    EXPECT_LT(max_param_diff(four.last(), r.last()), kParamTol);
   }
   // Other tokens per step cannot continue the data order: an error at start naming both figures.
   Config other = c;
@@ -240,17 +260,7 @@ TEST_F(DataParallel, a_zero1_run_on_four_ranks_resumes_sharded_on_two_ranks_and_
   Config c = config(16);
   c.dist.bucket_mb = 0.01;  // several buckets, so shards cut through parameters
   c.dist.zero = 1;
-  c.checkpoint.interval = 8;
-  c.checkpoint.keep = 4;
-  const RunDir four = train(4, c, "zero_four");
-  const std::string at8 = (four.dir / checkpoint_name(8)).string();
-  ASSERT_TRUE(fs::exists(at8));
-  for (int np : {2, 1}) {
-    SCOPED_TRACE(np);
-    const RunDir r = train(np, c, "zero_resumed_on_" + std::to_string(np), {"--resume", at8});
-    expect_same_losses(four, r, 9, 16);
-    EXPECT_LT(max_param_diff(four.last(), r.last()), kParamTol);
-  }
+  resumes_on_two_and_one(train_fn(), c, "zero_four");
 }
 
 TEST_F(DataParallel, a_spike_on_one_rank_rolls_every_rank_back_as_one_rank_does) {
