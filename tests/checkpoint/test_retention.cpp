@@ -47,17 +47,26 @@ class Retention : public ::testing::Test {
 
 TEST_F(Retention, names_and_listing_order_by_step) {
   EXPECT_EQ(checkpoint_name(500), "step_00000500.h5");
-  for (int64_t s : {30, 5, 100000000}) save(s);
+  for (int64_t s : {30, 0, 5, 100000000}) save(s);
   std::ofstream(dir / "step_12.h5.tmp") << "x";
   std::ofstream(dir / "notes.txt") << "x";
   std::ofstream(dir / "step_abc.h5") << "x";
-  EXPECT_EQ(steps(), (std::vector<int64_t>{5, 30, 100000000}));
+  // An .h5 of the user's with as many characters before its digits as "step_" is not a checkpoint
+  // (pruning would delete it), nor is a step_*.h5 directory.
+  std::ofstream(dir / "best_40.h5") << "x";
+  std::ofstream(dir / "stepX41.h5") << "x";
+  fs::create_directory(dir / "step_42.h5");
+  EXPECT_EQ(steps(), (std::vector<int64_t>{0, 5, 30, 100000000}));
 }
 
 TEST_F(Retention, keeps_the_newest_k_milestones_and_the_protected_file) {
   for (int64_t s = 100; s <= 1000; s += 100) save(s);
-  prune_checkpoints(dir.string(), {.keep = 3, .milestone_interval = 400}, "");
+  const std::vector<std::string> deleted =
+      prune_checkpoints(dir.string(), {.keep = 3, .milestone_interval = 400}, "");
   // 400 and 800 are milestones; of the others the newest three stay.
+  EXPECT_EQ(deleted.size(), 5u);
+  for (size_t i = 0; i < deleted.size() && i < 5; ++i)
+    EXPECT_EQ(fs::path(deleted[i]).filename(), checkpoint_name(int64_t(100 * (i + 1 + (i >= 3)))));
   EXPECT_EQ(steps(), (std::vector<int64_t>{400, 700, 800, 900, 1000}));
   prune_checkpoints(dir.string(), {.keep = 2, .milestone_interval = 0},
                     checkpoint_name(400));
@@ -198,14 +207,33 @@ TEST_F(Retention, resume_moves_aside_what_it_passes_over_so_no_save_writes_over_
   save(10);
   fs::resize_file(dir / checkpoint_name(30), 100);
   write_latest(dir.string(), checkpoint_name(30));
+  // A name is taken when either of its two files is there: a digest file left alone at .rejected.2
+  // moves the checkpoint on to .rejected.3 and is not written over.
+  std::ofstream(digest_path(s30 + ".rejected.2")) << "left";
   std::ostringstream warn2;
   r = load_resumable(dir.string(), warn2, true);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->data.trainer_ints.at("step"), 10);
-  EXPECT_NE(warn2.str().find("moved it aside to " + s30 + ".rejected.2"), std::string::npos)
+  EXPECT_NE(warn2.str().find("moved it aside to " + s30 + ".rejected.3"), std::string::npos)
       << warn2.str();
   EXPECT_EQ(tessera::testing::read_file(aside), torn);
-  EXPECT_EQ(fs::file_size(s30 + ".rejected.2"), 100u);
+  EXPECT_EQ(fs::file_size(s30 + ".rejected.3"), 100u);
+  EXPECT_EQ(tessera::testing::read_file(digest_path(s30 + ".rejected.2")), "left");
+  EXPECT_FALSE(fs::exists(s30 + ".rejected.2"));
+}
+
+// Only the run's own step_*.h5 files are moved aside: a damaged file of another name that
+// `latest` was pointed at by hand is passed over and left where it is.
+TEST_F(Retention, a_damaged_file_of_another_name_is_passed_over_in_place) {
+  save(10);
+  std::ofstream(dir / "hand_picked.h5") << "not a checkpoint";
+  write_latest(dir.string(), "hand_picked.h5");
+  std::ostringstream warn;
+  std::optional<Resumable> r = load_resumable(dir.string(), warn, true);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->data.trainer_ints.at("step"), 10);
+  EXPECT_EQ(tessera::testing::read_file((dir / "hand_picked.h5").string()), "not a checkpoint");
+  EXPECT_FALSE(fs::exists(dir / "hand_picked.h5.rejected")) << warn.str();
 }
 
 // Every rank of a run calls load_resumable on the same directory and must resume from the same
