@@ -120,6 +120,7 @@ TEST(Loader, unshuffled_order_is_sequential_and_never_crosses_shards) {
   EXPECT_EQ(count_windows({23, 17, 3}, 4), 9);  // what eval counts without opening a loader
   EXPECT_EQ(count_windows({4, 5, 0}, 4), 1);    // 4 tokens hold no window of 5; 5 hold one
   EXPECT_EQ(count_windows({}, 4), 0);
+  EXPECT_EQ(count_windows({8, 9}, 4), 1 + 2);   // a second window of 5 needs tokens 4..8
 }
 
 TEST(Loader, every_window_appears_exactly_once_per_epoch) {
@@ -369,6 +370,15 @@ TEST(Loader, bad_options_are_clear_errors) {
   EXPECT_NE(msg.find("batch_size must be positive, got 0"), std::string::npos) << msg;
   msg = error_of([&] { DataLoader l(options(files, 2, -1)); });
   EXPECT_NE(msg.find("seq_len must be positive, got -1"), std::string::npos) << msg;
+  for (int64_t vocab : {int64_t(0), (int64_t(1) << 31) + 1}) {  // ids are held as i32
+    msg = error_of([&] {
+      LoaderOptions o = options(files, 2, 4);
+      o.vocab_size = vocab;
+      DataLoader l(o);
+    });
+    EXPECT_NE(msg.find("vocab_size must be in [1, 2^31], got " + std::to_string(vocab)),
+              std::string::npos) << msg;
+  }
   msg = error_of([&] {
     LoaderOptions o = options(files, 2, 4);
     o.rank = 2;
@@ -483,6 +493,9 @@ TEST(Loader, shards_past_a_thousand_follow_their_numbers) {
   }
   EXPECT_FALSE(shard_order("a_1.bin", "a_1.bin"));
   EXPECT_TRUE(shard_order("data/x9/a.bin", "data/x10/a.bin"));
+  // Equal numbers but for leading zeros: ordered bytewise, so one of the two comes first.
+  EXPECT_TRUE(shard_order("a_01.bin", "a_1.bin"));
+  EXPECT_FALSE(shard_order("a_1.bin", "a_01.bin"));
 }
 
 // A run reads the same windows in the same optimizer steps whatever its world size, as long as the

@@ -99,6 +99,31 @@ TEST(Lora, only_adapters_get_gradients_and_the_base_is_byte_identical_after_trai
   }
 }
 
+// quantize picks the codes' form: nf4 keeps f32 block constants, nf4-dq quantises them again
+// (int8 codes per 256 blocks); either way the f32 weights leave the model.
+TEST(Lora, quantize_picks_the_form_of_the_codes_and_releases_the_weights) {
+  for (const char* quantize : {"none", "nf4", "nf4-dq"}) {
+    Generator g(1);
+    nn::GPT model(llama_style(), g);
+    const std::vector<std::string> names = model.block_linear_weights();
+    ASSERT_FALSE(names.empty());
+    Generator ag(2);
+    Lora lora(model, {.rank = 2, .targets = parse_targets("all"), .quantize = quantize}, ag);
+    EXPECT_EQ(lora.quantized(), std::string(quantize) != "none");
+    for (const std::string& n : names) {
+      const NF4Tensor* q = lora.nf4(n);
+      if (std::string(quantize) == "none") {
+        EXPECT_EQ(q, nullptr) << n;
+        EXPECT_NO_THROW(model.parameter(n)) << n;
+        continue;
+      }
+      ASSERT_NE(q, nullptr) << n << " (" << quantize << ")";
+      EXPECT_EQ(q->double_quantized(), std::string(quantize) == "nf4-dq") << n;
+      EXPECT_ANY_THROW(model.parameter(n)) << n << " is still held (" << quantize << ")";
+    }
+  }
+}
+
 TEST(Lora, merged_model_computes_what_base_plus_adapters_compute) {
   for (const nn::GPTConfig& cfg : {gpt2_style(), llama_style()}) {
     for (const char* quantize : {"none", "nf4", "nf4-dq"}) {
@@ -152,10 +177,18 @@ TEST(Lora, scaling_targets_and_refusals) {
   EXPECT_DOUBLE_EQ((LoraOptions{.rank = 16, .alpha = 32, .rslora = true}.scaling()), 8.0);
   EXPECT_EQ(targets_string(parse_targets("v, q,q")), "q,v");
   EXPECT_EQ(targets_string(parse_targets("all")), "q,k,v,o,gate,up,down");
+  EXPECT_EQ(targets_string(parse_targets("q,v,")), "q,v");  // a trailing comma ends the list
   EXPECT_NE(testing::error_of([] { parse_targets("q,query"); }).find("'query'"),
             std::string::npos);
   Generator g(1);
   nn::GPT model(gpt2_style(), g);
+  // Options that reach Lora without a validated config (a library user's) are refused too.
+  EXPECT_NE(testing::error_of([&] { Lora l(model, {.rank = 0}, g); })
+                .find("lora.rank must be positive, got 0"), std::string::npos);
+  EXPECT_NE(testing::error_of([&] { Lora l(model, {.alpha = 0}, g); })
+                .find("lora.alpha must be positive, got 0"), std::string::npos);
+  EXPECT_NE(testing::error_of([&] { Lora l(model, {.quantize = "nf8"}, g); })
+                .find("lora.quantize must be none, nf4 or nf4-dq; got 'nf8'"), std::string::npos);
   EXPECT_NE(testing::error_of([&] {
               Lora l(model, {.targets = parse_targets("head")}, g);
             }).find("tie_embeddings"),
@@ -165,6 +198,10 @@ TEST(Lora, scaling_targets_and_refusals) {
     Lora l(model, {.rank = 1000, .targets = parse_targets("q")}, g);
   });
   EXPECT_NE(big.find("lora rank 1000 exceeds min(in, out)"), std::string::npos) << big;
+  // One set of adapters a model: a second would be bypassed by the first's hook.
+  Lora first(model, {.targets = parse_targets("q")}, g);
+  EXPECT_NE(testing::error_of([&] { Lora second(model, {}, g); }).find("already has a hook"),
+            std::string::npos);
 }
 
 TEST(Lora, fingerprint_follows_content_not_identity) {
