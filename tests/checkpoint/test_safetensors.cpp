@@ -38,7 +38,8 @@ TEST(Safetensors, written_file_follows_the_spec_and_reads_back) {
   Tensor a = from_vector<float>({1, 2, 3, 4, 5, 6}, {2, 3});
   Tensor b = from_vector<float>({-1.5f, 2.25f}, {2}).to(DType::BF16);
   Tensor c = from_vector<int32_t>({7}, {1});
-  write_safetensors(path, {{"a.weight", a}, {"b\"q", b}, {"c", c}}, {{"format", "pt"}});
+  write_safetensors(path, {{"a.weight", a}, {"b\"q", b}, {"c", c}},
+                    {{"format", "pt"}, {"step", "12"}});
 
   std::ifstream f(path, std::ios::binary);
   std::string raw((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
@@ -50,6 +51,7 @@ TEST(Safetensors, written_file_follows_the_spec_and_reads_back) {
   EXPECT_EQ(h.at("b\"q").at("dtype").str(), "BF16");
   EXPECT_EQ(h.at("c").at("data_offsets").items()[1].as_int(), 24 + 4 + 4);  // contiguous
   EXPECT_EQ(h.at("__metadata__").at("format").str(), "pt");
+  EXPECT_EQ(h.at("__metadata__").at("step").str(), "12");
   EXPECT_EQ(raw.size(), 8 + n + 32);  // the buffer holds the tensors and nothing else
   float first;
   std::memcpy(&first, raw.data() + 8 + n, 4);
@@ -63,6 +65,7 @@ TEST(Safetensors, written_file_follows_the_spec_and_reads_back) {
   EXPECT_EQ(tessera::testing::bytes(back.tensors[1].second), tessera::testing::bytes(b));
   EXPECT_EQ(back.tensors[2].second.to_vector<int32_t>(), std::vector<int32_t>{7});
   EXPECT_EQ(back.metadata.at("format"), "pt");
+  EXPECT_EQ(back.metadata.at("step"), "12");
 }
 
 TEST(Safetensors, f16_is_widened_exactly) {
@@ -176,5 +179,7 @@ TEST(Safetensors, writer_refuses_bad_names_and_leaves_no_file) {
   Tensor t = from_vector<float>({1}, {1});
   EXPECT_TRUE(has(error_of([&] { write_safetensors(path, {{"a", t}, {"a", t}}); }), "'a' given twice"));
   EXPECT_TRUE(has(error_of([&] { write_safetensors(path, {{"__metadata__", t}}); }), "invalid"));
+  EXPECT_TRUE(has(error_of([&] { write_safetensors(path, {{"a", t}, {"b", Tensor()}}); }),
+                  "tensor 'b' is undefined"));
   EXPECT_FALSE(std::filesystem::exists(path));
 }

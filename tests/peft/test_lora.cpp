@@ -178,6 +178,13 @@ TEST(Lora, scaling_targets_and_refusals) {
   EXPECT_EQ(targets_string(parse_targets("v, q,q")), "q,v");
   EXPECT_EQ(targets_string(parse_targets("all")), "q,k,v,o,gate,up,down");
   EXPECT_EQ(targets_string(parse_targets("q,v,")), "q,v");  // a trailing comma ends the list
+  {
+    // q and v of 2 layers at C 32 (no GQA): A (4, 32) and B (32, 4) each.
+    Generator g(1), ag(2);
+    nn::GPT model(gpt2_style(), g);
+    Lora lora(model, {.rank = 4, .targets = parse_targets("q,v")}, ag);
+    EXPECT_EQ(lora.adapter_parameters(), 2 * 2 * (4 * 32 + 32 * 4));
+  }
   EXPECT_NE(testing::error_of([] { parse_targets("q,query"); }).find("'query'"),
             std::string::npos);
   Generator g(1);
