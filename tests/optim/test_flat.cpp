@@ -391,6 +391,36 @@ TEST_P(FlatAdamWRanges, one_process_updates_bit_for_bit_like_per_tensor_adamw) {
   EXPECT_EQ(bytes(state[7].get()), bytes(ref.v("ln")));
 }
 
+// Options that reach the optimizer without a validated config (a library user's) are refused,
+// each naming what it needs; so is a negative step count from a hand-made state.
+TEST(FlatAdamW, hyperparameters_out_of_range_are_refused) {
+  Generator g(3);
+  std::vector<NamedParam> params = model_params(g);
+  auto comm = single();
+  FlatParams flat(params);
+  const std::vector<AdamWOptions> bad = {
+      {.lr = -1e-3}, {.beta1 = -0.1}, {.beta1 = 1.0}, {.beta2 = -0.1}, {.beta2 = 1.0},
+      {.eps = 0.0},  {.weight_decay = -0.1}};
+  for (const AdamWOptions& a : bad)
+    EXPECT_NE(tessera::testing::error_of([&] { FlatAdamW opt(flat, *comm, {.adam = a}); })
+                  .find("need lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0"),
+              std::string::npos)
+        << a.lr << " " << a.beta1 << " " << a.beta2 << " " << a.eps << " " << a.weight_decay;
+  EXPECT_NO_THROW(FlatAdamW(
+      flat, *comm, {.adam = {.lr = 0.0, .beta1 = 0.0, .beta2 = 0.0, .weight_decay = 0.0}}));
+  for (int64_t range : {int64_t(0), int64_t(1) << 31}) {
+    const FlatAdamWOptions o{.adam = {}, .max_range = range};
+    EXPECT_NE(tessera::testing::error_of([&] { FlatAdamW opt(flat, *comm, o); })
+                  .find("max_range must be in [1, 2^31), got " + std::to_string(range)),
+              std::string::npos);
+  }
+  FlatAdamW opt(flat, *comm, {});
+  opt.set_step_count(0);
+  EXPECT_NE(tessera::testing::error_of([&] { opt.set_step_count(-1); })
+                .find("step count must be >= 0, got -1"),
+            std::string::npos);
+}
+
 // Clipping: the coefficient rides the update (adamw_step_flat's grad_scale), and the weights are
 // those of per-tensor AdamW on gradients scaled by it in f32 (one rounding).
 TEST(FlatAdamW, clipping_equals_per_tensor_adamw_on_gradients_scaled_in_f32) {
