@@ -505,6 +505,45 @@ TEST(FlatAdamW, state_round_trip_continues_bit_exactly_and_bad_state_is_named) {
   extra.emplace_back("nope/m", zeros({1}));
   msg = testing::error_of([&] { b.load_state(extra, "ck.h5"); });
   EXPECT_NE(msg.find("'nope/m' belongs to no parameter"), std::string::npos) << msg;
+  auto unknown_kind = entries;
+  unknown_kind.emplace_back("wte/momentum", zeros({10, 6}));
+  msg = testing::error_of([&] { b.load_state(unknown_kind, "ck.h5"); });
+  EXPECT_NE(msg.find("'wte/momentum' belongs to no parameter"), std::string::npos) << msg;
+}
+
+// bf16 parameters keep f32 masters: a saved master comes back exactly and its rounding becomes
+// the weight; without one (an older file) the master starts from the weights.
+TEST(FlatAdamW, bf16_masters_come_back_from_the_state_or_from_the_weights) {
+  Generator g(4);
+  std::vector<NamedParam> params = model_params(g, DType::BF16);
+  auto comm = single();
+  FlatParams flat(params);
+  FlatAdamW opt(flat, *comm, {});
+  const auto masters = [&] {
+    std::vector<std::vector<double>> out;
+    for (const StateTensor& s : opt.state())
+      if (s.key.ends_with("/master")) out.push_back(values(s.get()));
+    return out;
+  };
+  std::vector<std::pair<std::string, Tensor>> entries;
+  for (const NamedParam& p : params) {
+    entries.emplace_back(p.name + "/m", zeros(p.param.shape()));
+    entries.emplace_back(p.name + "/v", zeros(p.param.shape()));
+  }
+  auto with_masters = entries;
+  for (const NamedParam& p : params)
+    with_masters.emplace_back(p.name + "/master", full(p.param.shape(), 0.3));
+  opt.load_state(with_masters, "ck.h5");
+  ASSERT_EQ(masters().size(), params.size());
+  for (const std::vector<double>& m : masters())
+    for (double x : m) EXPECT_EQ(x, double(0.3f));  // f32 exactly, not bf16's 0.30078125
+  for (const NamedParam& p : params)
+    for (double x : values(p.param)) EXPECT_EQ(x, 0.30078125) << p.name;  // 0.3 in bf16
+
+  for (const NamedParam& p : params) p.param.detach().copy_(full(p.param.shape(), 0.5));
+  opt.load_state(entries, "ck.h5");
+  for (const std::vector<double>& m : masters())
+    for (double x : m) EXPECT_EQ(x, 0.5);
 }
 
 }  // namespace
