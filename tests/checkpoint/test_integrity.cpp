@@ -532,6 +532,13 @@ TEST_F(Integrity, a_large_file_is_checked_chunk_by_chunk_naming_the_damaged_byte
   const size_t size_line = text.find("# bytes");
   refused(text.substr(0, size_line) + text.substr(text.find('\n', size_line) + 1),
           "chunk lines without a size line");
+  std::string no_chunks;  // the chunk size line left without its chunk lines
+  for (size_t at = 0; at < text.size();) {
+    const size_t nl = text.find('\n', at), end = nl == std::string::npos ? text.size() : nl + 1;
+    if (text.compare(at, 8, "# chunk ") != 0) no_chunks += text.substr(at, end - at);
+    at = end;
+  }
+  refused(no_chunks, "0 chunk lines for " + std::to_string(size) + " bytes in chunks of 1000");
   std::string short_hex = text;
   short_hex.erase(last + 12, 1);  // "# chunk N " then 63 hex digits
   refused(short_hex, "bad chunk line");
