@@ -118,6 +118,53 @@ TEST(Gpt2Pretokenize, splits_as_the_gpt2_pattern_does) {
   EXPECT_TRUE(pieces_of("").empty());
 }
 
+std::string utf8(uint32_t cp) {
+  std::string out;
+  if (cp < 0x80) {
+    out += char(cp);
+  } else if (cp < 0x800) {
+    out += char(0xC0 | (cp >> 6)), out += char(0x80 | (cp & 0x3F));
+  } else {
+    out += char(0xE0 | (cp >> 12)), out += char(0x80 | ((cp >> 6) & 0x3F));
+    out += char(0x80 | (cp & 0x3F));
+  }
+  return out;
+}
+
+// \s is the White_Space property: its 25 code points below U+3100, as the Python `regex` module
+// lists them. A run of two before a word splits into two one-character pieces ("\s+(?!\S)" then
+// "\s+"). Neighbouring code points that are not White_Space (controls Python's str.isspace would
+// call space, format characters, punctuation) group as one [^\s\p{L}\p{N}] piece instead.
+TEST(Gpt2Pretokenize, white_space_is_the_unicode_property) {
+  const uint32_t spaces[] = {0x09,   0x0A,   0x0B,   0x0C,   0x0D,   0x85,   0xA0,   0x1680, 0x2000,
+                             0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009,
+                             0x200A, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000};
+  for (uint32_t cp : spaces) {
+    const std::string x = utf8(cp);
+    EXPECT_EQ(pieces_of("a" + x + x + "b"), (Pieces{"a", x, x, "b"})) << std::hex << cp;
+  }
+  EXPECT_EQ(pieces_of("a  b"), (Pieces{"a", " ", " b"}));  // U+0020 alone joins the word
+  const uint32_t others[] = {0x08,   0x0E,   0x1C,   0x1F,   0x84,   0x86,   0x180E,
+                             0x1FFF, 0x200B, 0x2027, 0x202A, 0x205E, 0x2060, 0x3001};
+  for (uint32_t cp : others) {
+    const std::string x = utf8(cp);
+    EXPECT_EQ(pieces_of("a" + x + x + "b"), (Pieces{"a", x + x, "b"})) << std::hex << cp;
+  }
+}
+
+TEST(Gpt2Pretokenize, contractions_and_character_classes_at_piece_starts) {
+  // Every contraction as a piece of its own after a word.
+  EXPECT_EQ(pieces_of("we're they've we'll I'd I'm it's don't"),
+            (Pieces{"we", "'re", " they", "'ve", " we", "'ll", " I", "'d", " I", "'m", " it", "'s",
+                    " don", "'t"}));
+  EXPECT_EQ(pieces_of("'ee 'rv"), (Pieces{"'", "ee", " '", "rv"}));  // not contractions
+  EXPECT_EQ(pieces_of("+sup"), (Pieces{"+", "sup"}));  // only an apostrophe starts a contraction
+  // A three-byte letter continues a word and ends before punctuation.
+  EXPECT_EQ(pieces_of("a\xe6\x97\xa5!"), (Pieces{"a\xe6\x97\xa5", "!"}));
+  // An overlong two-byte form of 'A' is not a letter: ill-formed bytes are punctuation-like.
+  EXPECT_EQ(pieces_of("x\xc1\x81"), (Pieces{"x", "\xc1\x81"}));
+}
+
 TEST(Gpt2Pretokenize, pieces_are_nonempty_and_concatenate_to_the_text) {
   std::mt19937 rng(11);
   std::vector<std::string> texts = round_trip_cases();
@@ -134,8 +181,9 @@ TEST(Gpt2Pretokenize, pieces_are_nonempty_and_concatenate_to_the_text) {
 
 // ---- BPE on a tiny hand-made vocabulary (needs no files) ----------------------------------------
 
-// GPT-2's bytes_to_unicode, restated from its description (encoder.py in openai/gpt-2) so the test does not trust the code under
-// test: printable Latin-1 ranges stand for themselves, the other 68 bytes become U+0100 + n.
+// GPT-2's bytes_to_unicode, restated from its description (encoder.py in openai/gpt-2) so the
+// test does not trust the code under test: printable Latin-1 ranges stand for themselves, the
+// other 68 bytes become U+0100 + n.
 std::vector<uint32_t> byte_spelling() {
   std::vector<uint32_t> cp(256);
   uint32_t n = 0;
@@ -251,6 +299,30 @@ TEST(Gpt2Files, malformed_encoder_json_names_the_file_and_line) {
   EXPECT_NE(msg.find(path + ": no <|endoftext|> token"), std::string::npos) << msg;
 }
 
+// JSON allows space, tab, CR and LF between tokens; a file cut off anywhere is refused saying so.
+TEST(Gpt2Files, encoder_json_takes_any_json_white_space_and_is_refused_where_it_ends_early) {
+  TempDir dir;
+  dir.write("vocab.bpe", kTinyMerges);
+  std::string spaced;  // CRLF line ends and tab indents (no key holds a literal space)
+  for (char c : tiny_encoder_json(kTinyExtra))
+    spaced += c == '\n' ? "\r\n" : c == ' ' ? "\t" : std::string(1, c);
+  dir.write("encoder.json", spaced);
+  EXPECT_EQ(make_tokenizer("gpt2", dir.path.string())->encode(" bcd"), (Ids{259, 256}));
+
+  const std::string path = (dir.path / "encoder.json").string();
+  const std::vector<std::pair<std::string, std::string>> cut = {
+      {"{\"a\": 97", ":1: expected '}' but the file ends"},
+      {"{\"\\u0061", ":1: unterminated string"},
+      {"{\"\\u006", ":1: \\u escape cut off by the end of the file"},
+      {"{\"a\":", ":1: expected a token id"},
+  };
+  for (const auto& [text, expect] : cut) {
+    dir.write("encoder.json", text);
+    const std::string msg = gpt2_error(dir);
+    EXPECT_NE(msg.find(path + expect), std::string::npos) << text << " -> " << msg;
+  }
+}
+
 TEST(Gpt2Files, malformed_merge_line_names_the_file_and_line) {
   TempDir dir;
   dir.write("encoder.json", tiny_encoder_json(kTinyExtra));
@@ -269,6 +341,13 @@ TEST(Gpt2Files, malformed_merge_line_names_the_file_and_line) {
       // Control characters of a garbage line are escaped in the message.
       {"#version: 0.2\nc d\n\x1b[2J\x07\n", path + ":3: expected two tokens separated by one "
                                              "space, got \"\\x1b[2J\\x07\""},
+      // A quoted line is cut to 40 bytes, and only a longer one is marked as cut.
+      {"#version: 0.2\nc d\n" + std::string(40, 'x') + "\n",
+       path + ":3: expected two tokens separated by one space, got \"" + std::string(40, 'x') +
+           "\""},
+      {"#version: 0.2\nc d\n" + std::string(41, 'x') + "\n",
+       path + ":3: expected two tokens separated by one space, got \"" + std::string(40, 'x') +
+           "...\""},
   };
   for (const auto& c : cases) {
     dir.write("vocab.bpe", c.merges);
