@@ -286,6 +286,11 @@ TEST(Gpt2Files, malformed_encoder_json_names_the_file_and_line) {
       {"  \"cd\": 999", path + ":258: id 999 is out of range"},
       {"  \"c\\qd\": 256", path + ":258: unknown escape"},
       {"  \"c d\": 256", path + ":258: token \"c d\" has a character outside"},
+      // Escapes decode to UTF-8 of the right length at each boundary (U+0800: three bytes,
+      // U+10000 from a surrogate pair: four), and neither spells a byte.
+      {"  \"\\u0800\": 256", path + ":258: token \"\xe0\xa0\x80\" has a character outside"},
+      {"  \"\\ud800\\udc00\": 256",
+       path + ":258: token \"\xf0\x90\x80\x80\" has a character outside"},
       {"  \"cd\": 256, \"<|endoftext|>\": 257, \"cd\": 258", "appears twice"},
   };
   for (const auto& c : cases) {
