@@ -482,6 +482,29 @@ TEST_F(Integrity, a_bad_digest_file_is_an_error_naming_both_files) {
   EXPECT_EQ(verify_checkpoint_file(file), FileCheck::Verified);
 }
 
+// A digest file that cannot be read says nothing about the checkpoint's bytes: CheckpointUnreadable
+// (a resume stops on it rather than passing over the checkpoint), naming the digest file and why.
+TEST_F(Integrity, a_digest_file_that_cannot_be_read_is_unreadable_not_damage) {
+  const std::string file = path("step_00000500.h5"), sidecar = digest_path(file);
+  save_checkpoint(file, small_checkpoint());
+  auto unreadable = [&](const std::string& reason) {
+    std::string msg;
+    try {
+      verify_checkpoint_file(file);
+      ADD_FAILURE() << "verified through an unreadable digest file (" << reason << ")";
+    } catch (const CheckpointUnreadable& e) {
+      msg = e.what();
+    }
+    expect_mentions(msg, {file, "cannot read its digest file " + sidecar, reason});
+  };
+  fs::remove(sidecar);
+  fs::create_directory(sidecar);  // open succeeds, read fails
+  unreadable("Is a directory");
+  fs::remove(sidecar);
+  fs::create_symlink(fs::path(sidecar).filename(), sidecar);  // open fails, not for want of a file
+  unreadable("Too many levels of symbolic links");
+}
+
 // A file of more than one chunk gets a SHA-256 per chunk in its digest file (here 1000-byte chunks
 // stand in for 64 MiB ones), which loaders check in parallel: damage is named by its bytes, the
 // first line stays sha256sum's, and chunk lines that do not cover the file are refused.
