@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -89,6 +90,52 @@ TEST(H5File, types_from_other_writers_are_classified_by_class_size_and_sign) {
   const std::string msg = error_of([&] { read_tensor(f, "/u32"); });
   EXPECT_NE(msg.find("32-bit unsigned integer"), std::string::npos) << msg;
   EXPECT_NE(msg.find(file), std::string::npos) << msg;
+}
+
+// Misuse is refused naming the object and the file, before HDF5 sees it: a missing dataset, a
+// group read as a dataset, a group below a dataset, a dataset written twice, and any call on a
+// closed file.
+TEST(H5File, misuse_is_refused_naming_the_object_and_the_file) {
+  TempDir dir;
+  const std::string file = (dir.path / "t.h5").string();
+  H5File f = H5File::create(file);
+  const float v[2] = {1, 2};
+  f.write_dataset("/g/d", H5Elem::F32, {2}, v);
+  auto refused = [&](const std::function<void()>& call, const std::string& want) {
+    const std::string msg = error_of(call);
+    EXPECT_NE(msg.find(want), std::string::npos) << "expected '" << want << "' in: " << msg;
+  };
+  refused([&] { f.dataset_info("/nope"); }, "no dataset /nope in " + file);
+  refused([&] { f.dataset_info("/g"); }, "/g in " + file + " is not a dataset");
+  refused([&] { f.create_group("/g/d/x"); },
+          "cannot create group /g/d/x in " + file + ": /g/d exists and is not a group");
+  refused([&] { f.write_dataset("/g/d", H5Elem::F32, {2}, v); }, "it already exists");
+  refused([&] { f.walk("/g/d"); }, "no group /g/d in " + file);
+  refused([&] { f.has_attr("/nope", "a"); }, "no object /nope in " + file);
+  f.close();
+  float out[2];
+  const std::vector<std::function<void()>> calls = {
+      [&] { f.exists("/g"); },
+      [&] { f.is_group("/g"); },
+      [&] { f.is_dataset("/g/d"); },
+      [&] { f.create_group("/h"); },
+      [&] { f.walk("/"); },
+      [&] { f.write_dataset("/e", H5Elem::F32, {2}, v); },
+      [&] { f.dataset_info("/g/d"); },
+      [&] { f.read_dataset("/g/d", H5Elem::F32, out); },
+      [&] { f.has_attr("/", "a"); },
+      [&] { f.attr_names("/"); },
+      [&] { f.attr_kind("/", "a"); },
+      [&] { f.set_attr_int("/", "a", 1); },
+      [&] { f.set_attr_uint("/", "a", 1); },
+      [&] { f.set_attr_float("/", "a", 1.0); },
+      [&] { f.set_attr_string("/", "a", "x"); },
+      [&] { f.attr_int("/", "a"); },
+      [&] { f.attr_uint("/", "a"); },
+      [&] { f.attr_float("/", "a"); },
+      [&] { f.attr_string("/", "a"); },
+  };
+  for (const auto& call : calls) refused(call, "HDF5 file " + file + " is closed");
 }
 
 }  // namespace
