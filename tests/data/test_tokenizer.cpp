@@ -291,6 +291,15 @@ TEST(Gpt2Files, malformed_encoder_json_names_the_file_and_line) {
       {"  \"\\u0800\": 256", path + ":258: token \"\xe0\xa0\x80\" has a character outside"},
       {"  \"\\ud800\\udc00\": 256",
        path + ":258: token \"\xf0\x90\x80\x80\" has a character outside"},
+      {"  \"\\udbff\\udfff\": 256",
+       path + ":258: token \"\xf4\x8f\xbf\xbf\" has a character outside"},  // U+10FFFF
+      // Surrogates that do not pair up.
+      {"  \"\\ud800\": 256", path + ":258: lone high surrogate"},
+      {"  \"\\ud800\\n\": 256", path + ":258: lone high surrogate"},
+      {"  \"\\ud800\\udbff\": 256", path + ":258: high surrogate not followed by a low one"},
+      {"  \"\\ud800\\ue000\": 256", path + ":258: high surrogate not followed by a low one"},
+      {"  \"\\udfff\": 256", path + ":258: lone low surrogate"},
+      {"  \"\\udc00\": 256", path + ":258: lone low surrogate"},
       {"  \"cd\": 256, \"<|endoftext|>\": 257, \"cd\": 258", "appears twice"},
   };
   for (const auto& c : cases) {
