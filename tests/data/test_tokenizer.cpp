@@ -244,6 +244,10 @@ TEST(Gpt2Bpe, overlapping_pairs_merge_left_to_right) {
   EXPECT_EQ(v.tok->encode("aaa"), (Ids{258, 'a'}));
   EXPECT_EQ(v.tok->encode("aaaa"), (Ids{258, 258}));
   EXPECT_EQ(v.tok->encode("aaaaa"), (Ids{258, 258, 'a'}));
+  // A piece longer than the cache takes (256 bytes) is merged all the same.
+  Ids long_run(150, 258);
+  long_run.push_back('a');
+  EXPECT_EQ(v.tok->encode(std::string(301, 'a')), long_run);
 }
 
 TEST(Gpt2Bpe, every_byte_string_round_trips) {
@@ -283,7 +287,7 @@ TEST(Gpt2Files, malformed_encoder_json_names_the_file_and_line) {
       {"  \"cd\" 256", path + ":258: expected ':'"},
       {"  \"cd\": 256,\n  \"bc\": x", path + ":259: expected a token id"},
       {"  \"cd\": 256,\n  \"bc\": 256", path + ":259: id 256 is used twice"},
-      {"  \"cd\": 999", path + ":258: id 999 is out of range"},
+      {"  \"cd\": 999", path + ":258: id 999 is out of range: 257 tokens need ids 0..256"},
       {"  \"c\\qd\": 256", path + ":258: unknown escape"},
       {"  \"c d\": 256", path + ":258: token \"c d\" has a character outside"},
       // Escapes decode to UTF-8 of the right length at each boundary (U+0800: three bytes,
