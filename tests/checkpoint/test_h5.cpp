@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <functional>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -156,6 +157,86 @@ TEST(H5File, the_same_contents_written_later_are_the_same_bytes) {
   const std::string first = write("a.h5");
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // HDF5's times are in seconds
   EXPECT_TRUE(first == write("b.h5"));
+}
+
+// A fixed-length string attribute of `size` bytes with the given padding, as h5py and other
+// writers lay it down.
+void write_fixed_string(hid_t obj, const char* name, const std::string& bytes, H5T_str_t pad) {
+  const hid_t type = H5Tcopy(H5T_C_S1);
+  H5Tset_size(type, bytes.size());
+  H5Tset_strpad(type, pad);
+  const hid_t space = H5Screate(H5S_SCALAR);
+  const hid_t a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+  ASSERT_GE(a, 0) << name;
+  EXPECT_GE(H5Awrite(a, type, bytes.data()), 0) << name;
+  H5Aclose(a);
+  H5Sclose(space);
+  H5Tclose(type);
+}
+
+// Integers at the edge of what the other sign holds, the wrong kind, arrays, fixed-length strings
+// of every padding, and the character set tessera's own strings declare.
+TEST(H5File, attributes_at_the_edges_and_from_other_writers) {
+  TempDir dir;
+  const std::string file = (dir.path / "attrs.h5").string();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  {
+    H5File f = H5File::create(file);
+    f.set_attr_uint("/", "u_fits", uint64_t(kMax));
+    f.set_attr_uint("/", "u_over", uint64_t(kMax) + 1);
+    f.set_attr_int("/", "zero", 0);
+    f.set_attr_float("/", "half", 0.5);
+    f.set_attr_string("/", "text", "caf\xc3\xa9");
+    f.close();
+  }
+  {
+    hdf5_init();
+    const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0) << file;
+    write_fixed_string(f, "space_padded", "a b  ", H5T_STR_SPACEPAD);
+    write_fixed_string(f, "nul_padded", std::string("a b\0\0", 5), H5T_STR_NULLPAD);
+    write_fixed_string(f, "nul_terminated", std::string("a b\0", 4), H5T_STR_NULLTERM);
+    const hsize_t two = 2;
+    const hid_t space = H5Screate_simple(1, &two, nullptr);
+    const hid_t a = H5Acreate2(f, "pair", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    const int64_t v[2] = {1, 2};
+    EXPECT_GE(H5Awrite(a, H5T_NATIVE_INT64, v), 0);
+    H5Aclose(a);
+    H5Sclose(space);
+    ASSERT_GE(H5Fclose(f), 0);
+  }
+  H5File f = H5File::open(file);
+  EXPECT_EQ(f.attr_int("/", "u_fits"), kMax);
+  std::string msg = error_of([&] { f.attr_int("/", "u_over"); });
+  EXPECT_NE(msg.find("attribute 'u_over' of / in " + file + " = 9223372036854775808 does not fit"),
+            std::string::npos)
+      << msg;
+  EXPECT_EQ(f.attr_uint("/", "zero"), 0u);
+  for (const auto& read : std::vector<std::function<void()>>{[&] { f.attr_int("/", "half"); },
+                                                              [&] { f.attr_uint("/", "half"); }}) {
+    msg = error_of(read);
+    EXPECT_NE(msg.find("attribute 'half' of / in " + file + " is a float, expected an integer"),
+              std::string::npos)
+        << msg;
+  }
+  msg = error_of([&] { f.attr_int("/", "pair"); });
+  EXPECT_NE(msg.find("attribute 'pair' of / in " + file + " holds 2 values, expected one"),
+            std::string::npos)
+      << msg;
+  EXPECT_EQ(f.attr_string("/", "space_padded"), "a b");
+  EXPECT_EQ(f.attr_string("/", "nul_padded"), "a b");
+  EXPECT_EQ(f.attr_string("/", "nul_terminated"), "a b");
+  EXPECT_EQ(f.attr_string("/", "text"), "caf\xc3\xa9");
+  f.close();
+  // Declared UTF-8, so h5py reads it back as text rather than bytes.
+  const hid_t raw = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  ASSERT_GE(raw, 0) << file;
+  const hid_t a = H5Aopen_by_name(raw, "/", "text", H5P_DEFAULT, H5P_DEFAULT);
+  const hid_t type = H5Aget_type(a);
+  EXPECT_EQ(H5Tget_cset(type), H5T_CSET_UTF8);
+  H5Tclose(type);
+  H5Aclose(a);
+  H5Fclose(raw);
 }
 
 }  // namespace
