@@ -14,6 +14,7 @@
 #include <fstream>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/json.h"
 #include "checkpoint/retention.h"
 #include "checkpoint/safetensors.h"
 #include "nn/gpt.h"
@@ -124,6 +125,80 @@ TEST(HFExport, a_model_extended_past_its_scaling_length_round_trips_with_its_blo
   c.model.rope_scaling.type = "yarn", c.model.rope_scaling.factor = 4;
   c.model.rope_scaling.original_max_position = c.model.block_size / 4;
   expect_round_trip_byte_exact(c, DType::F32);
+}
+
+TEST(HFExport, llama3_scaling_round_trips_with_its_frequency_factors) {
+  Config c = llama_config();
+  RopeScalingConfig& r = c.model.rope_scaling;
+  r.type = "llama3", r.factor = 8, r.original_max_position = 4;
+  r.low_freq_factor = 2, r.high_freq_factor = 8;  // not the defaults (1 and 4)
+  expect_round_trip_byte_exact(c, DType::F32);
+}
+
+// HF's dynamic scaling takes L0 from max_position_embeddings: a dict naming another
+// original_max_position_embeddings is refused, the same one is taken.
+TEST(HFImport, dynamic_scaling_takes_l0_only_from_max_position_embeddings) {
+  TempDir tmp;
+  Config cfg = llama_config();
+  cfg.model.rope_scaling.type = "dynamic", cfg.model.rope_scaling.factor = 2;
+  Generator g(1);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  const fs::path d = tmp.path / "hf";
+  train::export_hf(cfg, model.parameters(), d.string());
+  const std::string good = read_file(d / "config.json");
+  replace_in(d / "config.json", "\"factor\": 2",
+             "\"factor\": 2, \"original_max_position_embeddings\": 8");
+  EXPECT_EQ(train::import_hf(d.string()).config.model.rope_scaling.type, "dynamic");
+  std::ofstream(d / "config.json", std::ios::binary | std::ios::trunc) << good;
+  replace_in(d / "config.json", "\"factor\": 2",
+             "\"factor\": 2, \"original_max_position_embeddings\": 4");
+  const std::string m = error_of([&] { train::import_hf(d.string()); });
+  EXPECT_TRUE(has(m, "rope_scaling.original_max_position_embeddings") &&
+              has(m, "differs from max_position_embeddings"))
+      << m;
+}
+
+// What GPT2Config reads and import does not check back: config.json states tessera's choices
+// (the tanh GELU, no attention dropout, plain 1/sqrt(d) scaling), the dtype and the end-of-text
+// ids, and notes the byte tokenizer, which has no Hugging Face file.
+TEST(HFExport, config_json_states_the_choices_import_does_not_read_back) {
+  TempDir tmp;
+  const Config cfg = gpt2_config();
+  Generator g(1);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  std::vector<std::pair<std::string, Tensor>> bf16;
+  for (const auto& [name, t] : model.parameters()) bf16.emplace_back(name, t.to(DType::BF16));
+  train::export_hf(cfg, model.parameters(), (tmp.path / "f32").string());
+  train::export_hf(cfg, bf16, (tmp.path / "bf16").string());
+  const Json c = parse_json(read_file(tmp.path / "f32" / "config.json"), "config.json");
+  EXPECT_EQ(c.at("activation_function").str(), "gelu_new");
+  EXPECT_EQ(c.at("attn_pdrop").as_double(), 0.0);
+  EXPECT_TRUE(c.at("scale_attn_weights").boolean());
+  EXPECT_FALSE(c.at("scale_attn_by_inverse_layer_idx").boolean());
+  EXPECT_FALSE(c.at("reorder_and_upcast_attn").boolean());
+  EXPECT_EQ(c.at("bos_token_id").as_int(), 256);
+  EXPECT_EQ(c.at("eos_token_id").as_int(), 256);
+  EXPECT_EQ(c.at("torch_dtype").str(), "float32");
+  const auto& notes = c.at("tessera_notes").items();
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_TRUE(has(notes[0].str(), "tessera's byte-level tokenizer")) << notes[0].str();
+  const Json b = parse_json(read_file(tmp.path / "bf16" / "config.json"), "config.json");
+  EXPECT_EQ(b.at("torch_dtype").str(), "bfloat16");
+}
+
+// Every parameter has a place in the export: one without a Hugging Face name is refused, not
+// left out.
+TEST(HFExport, a_parameter_without_a_hugging_face_name_is_refused) {
+  TempDir tmp;
+  const Config cfg = gpt2_config();
+  Generator g(1);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  auto params = model.parameters();
+  params.emplace_back("transformer.extra.weight", zeros({2}));
+  const std::string m =
+      error_of([&] { train::export_hf(cfg, params, (tmp.path / "hf").string()); });
+  EXPECT_TRUE(has(m, "parameter 'transformer.extra.weight' has no Hugging Face name")) << m;
+  EXPECT_FALSE(fs::exists(tmp.path / "hf"));
 }
 
 TEST(HFExport, biased_tied_llama_in_bf16_round_trip_is_byte_exact) {
