@@ -135,6 +135,14 @@ TEST(HFExport, llama3_scaling_round_trips_with_its_frequency_factors) {
   expect_round_trip_byte_exact(c, DType::F32);
 }
 
+TEST(HFExport, yarn_scaling_round_trips_with_its_betas_and_attention_factor) {
+  Config c = llama_config();
+  RopeScalingConfig& r = c.model.rope_scaling;
+  r.type = "yarn", r.factor = 2, r.original_max_position = 4;
+  r.beta_fast = 16, r.beta_slow = 2, r.attention_factor = 1.25;  // not the defaults
+  expect_round_trip_byte_exact(c, DType::F32);
+}
+
 // HF's dynamic scaling takes L0 from max_position_embeddings: a dict naming another
 // original_max_position_embeddings is refused, the same one is taken.
 TEST(HFImport, dynamic_scaling_takes_l0_only_from_max_position_embeddings) {
@@ -418,6 +426,19 @@ TEST(HFImport, values_tessera_cannot_reproduce_are_errors_naming_the_key_or_tens
   d = fresh(llama_config());
   replace_in(d / "config.json", "\"model_type\": \"llama\"", "\"model_type\": \"mistral\"");
   EXPECT_TRUE(has(err(d), "model_type")) << err(d);
+  // architectures names exactly the one class of the model_type.
+  for (const char* arch : {"[\"LlamaForCausalLM\", \"LlamaModel\"]", "[\"GPT2LMHeadModel\"]"}) {
+    d = fresh(llama_config());
+    replace_in(d / "config.json", "[\"LlamaForCausalLM\"]", arch);
+    EXPECT_TRUE(has(err(d), "architectures") && has(err(d), "expected [\"LlamaForCausalLM\"]"))
+        << arch << ": " << err(d);
+  }
+  d = fresh(gpt2_config());
+  replace_in(d / "config.json", "\"n_ctx\": 8", "\"n_ctx\": 16");
+  EXPECT_TRUE(has(err(d), "n_ctx") && has(err(d), "differs from n_positions")) << err(d);
+  d = fresh(gpt2_config());
+  std::ofstream(d / "config.json", std::ios::binary | std::ios::trunc) << "[1, 2]";
+  EXPECT_TRUE(has(err(d), (d / "config.json").string() + ": not a JSON object")) << err(d);
   // strtod reads these as infinity and 0: numbers no model means, named with their key.
   d = fresh(llama_config());
   replace_in(d / "config.json", "\"rms_norm_eps\": 1e-05", "\"rms_norm_eps\": 1e999");
