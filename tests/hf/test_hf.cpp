@@ -502,6 +502,45 @@ TEST(HFImport, invalid_model_values_name_the_file_and_the_config_json_key) {
   EXPECT_FALSE(fs::exists(tmp.path / "ck"));
 }
 
+// Keys a Llama config.json may leave out take transformers' LlamaConfig defaults (untied, no
+// biases); tessera_block_size needs rope scaling and a positive value; GPT-2's tokenizer files
+// count only as a pair.
+TEST(HFImport, left_out_keys_take_hf_defaults_and_tessera_keys_are_checked) {
+  TempDir tmp;
+  auto fresh = [&](const Config& cfg, const std::string& name) {
+    const fs::path dir = tmp.path / name;
+    Generator g(1);
+    nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+    train::export_hf(cfg, model.parameters(), dir.string());
+    return dir;
+  };
+  fs::path d = fresh(llama_config(), "defaults");
+  for (const char* key : {"tie_word_embeddings", "attention_bias", "mlp_bias"})
+    replace_in(d / "config.json", "  \"" + std::string(key) + "\": false,\n", "");
+  const train::HFModel m = train::import_hf(d.string());
+  EXPECT_FALSE(m.config.model.tie_embeddings);
+  EXPECT_FALSE(m.config.model.bias);
+  EXPECT_FALSE(m.gpt2_tokenizer_files);
+  tmp.write("defaults/vocab.json", "{}");
+  EXPECT_FALSE(train::import_hf(d.string()).gpt2_tokenizer_files);  // merges.txt missing
+  tmp.write("defaults/merges.txt", "#version: 0.2\n");
+  EXPECT_TRUE(train::import_hf(d.string()).gpt2_tokenizer_files);
+
+  d = fresh(llama_config(), "unscaled");
+  replace_in(d / "config.json", "\"max_position_embeddings\": 8",
+             "\"max_position_embeddings\": 8, \"tessera_block_size\": 16");
+  std::string msg = error_of([&] { train::import_hf(d.string()); });
+  EXPECT_TRUE(has(msg, "tessera_block_size") && has(msg, "needs a positive value and rope scaling"))
+      << msg;
+  Config yarn = llama_config();
+  yarn.model.rope_scaling.type = "yarn", yarn.model.rope_scaling.factor = 4;
+  yarn.model.rope_scaling.original_max_position = 2;
+  d = fresh(yarn, "extended");
+  replace_in(d / "config.json", "\"tessera_block_size\": 8", "\"tessera_block_size\": 0");
+  msg = error_of([&] { train::import_hf(d.string()); });
+  EXPECT_TRUE(has(msg, "tessera_block_size") && has(msg, "needs a positive value")) << msg;
+}
+
 TEST(HFImport, a_non_finite_weight_is_an_error_naming_the_tensor) {
   TempDir tmp;
   const Config cfg = llama_config();
