@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <sstream>
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/retention.h"
@@ -235,6 +236,21 @@ TEST(EvalBinary, per_position_replaces_its_file_only_after_a_successful_evaluati
   EXPECT_EQ(csv.rfind("context,position,loss\n16,0,", 0), 0u) << csv;
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 17) << csv;
   EXPECT_FALSE(tessera::testing::staging_left(pp));
+  // The series is the plain evaluation's loss spread over the positions: the same batches, each
+  // position weighted alike, so its mean is the loss eval prints without --per-position (to its
+  // 4 decimals; each position has 6).
+  std::string plain;
+  ASSERT_EQ(run.eval("--checkpoint " + ck, &plain), 0) << plain;
+  std::istringstream rows(csv.substr(csv.find('\n') + 1));
+  double sum = 0;
+  int n = 0;
+  for (std::string row; std::getline(rows, row); ++n) {
+    const double loss = std::stod(row.substr(row.rfind(',') + 1));
+    EXPECT_GT(loss, 0.0) << row;
+    sum += loss;
+  }
+  ASSERT_EQ(n, 16);
+  EXPECT_NEAR(sum / n, std::stod(loss_of(plain)), 6e-5) << plain << csv;
 }
 
 TEST(EvalBinary, contexts_past_learned_positions_show_a_dash_and_none_at_all_is_an_error) {
