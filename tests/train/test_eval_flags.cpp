@@ -308,6 +308,8 @@ TEST(EvalBinary, stride_says_so_equals_the_plain_evaluation_at_the_context_and_r
   EXPECT_TRUE(has(out, "--stride 12 is longer than the context 8 (--contexts)")) << out;
   EXPECT_NE(run.eval("--checkpoint " + ck + " --stride 0", &out), 0);
   EXPECT_TRUE(has(out, "--stride must be at least 1, got 0")) << out;
+  EXPECT_EQ(run.eval("--checkpoint " + ck + " --stride 1 --batches 1", &out), 0) << out;
+  EXPECT_TRUE(has(out, "windows sliding by 1, each token scored once)")) << out;
   EXPECT_NE(
       run.eval("--checkpoint " + ck + " --stride 4 --per-position " + run.tmp.file("p.csv"), &out),
       0);
