@@ -87,6 +87,17 @@ std::string loss_of(const std::string& out) {
   return at == std::string::npos ? "" : out.substr(at + 5, out.find(' ', at + 5) - at - 5);
 }
 
+// The loss column of eval's --contexts row for context T ("" when it printed none).
+std::string row_loss(const std::string& out, int64_t T) {
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::string context, loss;
+    if (fields >> context >> loss && context == std::to_string(T)) return loss;
+  }
+  return "";
+}
+
 }  // namespace
 
 TEST(EvalFlags, contexts_are_lengths_of_at_least_one_named_by_the_flag) {
@@ -252,6 +263,8 @@ TEST(EvalBinary, per_position_replaces_its_file_only_after_a_successful_evaluati
   }
   ASSERT_EQ(n, 16);
   EXPECT_NEAR(sum / n, std::stod(loss_of(plain)), 6e-5) << plain << csv;
+  // And the loss printed beside it is that mean (to its 4 decimals: up to 1e-4 apart).
+  EXPECT_NEAR(std::stod(loss_of(out)), std::stod(loss_of(plain)), 1.5e-4) << out << plain;
 }
 
 TEST(EvalBinary, contexts_past_learned_positions_show_a_dash_and_none_at_all_is_an_error) {
@@ -360,6 +373,34 @@ TEST(EvalBinary, a_context_longer_than_the_data_is_an_error_naming_it) {
   // Context 199: the 200 tokens are exactly one window, one batch of one.
   EXPECT_EQ(run.eval("--checkpoint " + ck + " --contexts 16,199", &out), 0) << out;
   EXPECT_TRUE(has(out, "(1-6 batches of ~32 tokens")) << out;
+}
+
+// --rope-factor auto scales each context T by max(1, T / L0): at L0 = 16 nothing changes (YaRN of
+// factor 1 is plain RoPE), at 32 it is the row of factor 2. Dynamic scaling's base already
+// follows the length: its factor stays 1.
+TEST(EvalBinary, rope_factor_auto_scales_each_context_by_its_length_over_l0) {
+  EvalRun run;
+  const std::string ck = run.save(run.config("rope"), "ck");
+  std::string plain, unscaled, at2, automatic, dynamic;
+  ASSERT_EQ(run.eval("--checkpoint " + ck, &plain), 0) << plain;
+  ASSERT_EQ(run.eval("--checkpoint " + ck + " --contexts 32", &unscaled), 0) << unscaled;
+  const std::string yarn = " --contexts 16,32 --rope-scaling yarn --rope-factor ";
+  ASSERT_EQ(run.eval("--checkpoint " + ck + yarn + "auto", &automatic), 0) << automatic;
+  ASSERT_EQ(run.eval("--checkpoint " + ck + yarn + "2", &at2), 0) << at2;
+  EXPECT_TRUE(has(automatic, " | rope_scaling yarn, factor auto, L0 16")) << automatic;
+  EXPECT_TRUE(has(at2, " | rope_scaling yarn, factor 2, L0 16")) << at2;
+  EXPECT_EQ(row_loss(automatic, 16), loss_of(plain)) << automatic << plain;
+  EXPECT_NE(row_loss(automatic, 32), "") << automatic;
+  EXPECT_EQ(row_loss(automatic, 32), row_loss(at2, 32)) << automatic << at2;
+  EXPECT_NE(row_loss(automatic, 32), row_loss(unscaled, 32)) << automatic << unscaled;
+  EXPECT_FALSE(has(automatic, "batches of one window")) << automatic;  // 32 = 2 x 16 tokens
+  const std::string dyn = " --contexts 32 --rope-scaling dynamic --rope-factor ";
+  std::string dynamic_1;
+  ASSERT_EQ(run.eval("--checkpoint " + ck + dyn + "auto", &dynamic), 0) << dynamic;
+  ASSERT_EQ(run.eval("--checkpoint " + ck + dyn + "1", &dynamic_1), 0) << dynamic_1;
+  EXPECT_TRUE(has(dynamic, " | rope_scaling dynamic, factor auto (1), L0 16")) << dynamic;
+  EXPECT_EQ(row_loss(dynamic, 32), row_loss(dynamic_1, 32)) << dynamic << dynamic_1;
+  EXPECT_NE(row_loss(dynamic, 32), row_loss(unscaled, 32)) << dynamic << unscaled;
 }
 
 TEST(EvalBinary, rope_scaling_none_evaluates_a_scaled_checkpoint_as_plain_rope) {
