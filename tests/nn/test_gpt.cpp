@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <cstdio>
 #include <set>
 
@@ -572,3 +573,63 @@ TEST(Sampling, greedy_generation_equals_argmax_of_the_full_forward) {
     if (n - begin == 6) begin = n + 1 - 3;  // full: refilled with the newest half (3 tokens)
   }
 }
+
+namespace {
+
+// The shape rules GPT's constructor checks for itself (config validation checks them first for a
+// YAML; a GPTConfig built in code reaches only these).
+TEST(GptConfig, validate_refuses_shapes_no_model_has) {
+  auto refused = [](GPTConfig c, const std::string& want) {
+    const std::string m = error_of([&] { c.validate(); });
+    EXPECT_NE(m.find(want), std::string::npos) << "expected '" << want << "' in: " << m;
+  };
+  const std::string positive =
+      "n_layer, n_head, n_embd, block_size and vocab_size must be positive";
+  for (auto edit : std::vector<std::function<void(GPTConfig&)>>{
+           [](GPTConfig& c) { c.n_layer = 0; }, [](GPTConfig& c) { c.n_head = 0; },
+           [](GPTConfig& c) { c.n_embd = 0; }, [](GPTConfig& c) { c.block_size = 0; },
+           [](GPTConfig& c) { c.vocab_size = 0; }}) {
+    GPTConfig c = tiny_gpt2();
+    edit(c);
+    refused(c, positive);
+  }
+  GPTConfig c = tiny_llama();
+  c.n_kv_head = 3;  // n_head 2
+  refused(c, "n_head 2 is not a multiple of n_kv_head 3");
+  c = tiny_llama();
+  c.n_embd = 6, c.n_head = 2;  // head_dim 3
+  refused(c, "rope needs an even head dimension, got n_embd / n_head = 3");
+  c.position = nn::PositionKind::Learned;
+  EXPECT_NO_THROW(c.validate());  // an odd head dimension is fine without RoPE
+}
+
+// The Hugging Face module each projection adapts (LoRA's names, hf_names.h): GPT-2's q, k and v
+// are slices of the fused c_attn.
+TEST(GptConfig, module_names_are_the_hugging_face_modules) {
+  using nn::Proj;
+  Generator g(1);
+  const GPT gpt2(tiny_gpt2(), g), llama(tiny_llama(), g);
+  EXPECT_EQ(gpt2.module_name(Proj::Q, 1), "transformer.h.1.attn.c_attn.q");
+  EXPECT_EQ(gpt2.module_name(Proj::K, 1), "transformer.h.1.attn.c_attn.k");
+  EXPECT_EQ(gpt2.module_name(Proj::V, 1), "transformer.h.1.attn.c_attn.v");
+  EXPECT_EQ(gpt2.module_name(Proj::O, 1), "transformer.h.1.attn.c_proj");
+  EXPECT_EQ(gpt2.module_name(Proj::Up, 1), "transformer.h.1.mlp.c_fc");
+  EXPECT_EQ(gpt2.module_name(Proj::Down, 1), "transformer.h.1.mlp.c_proj");
+  EXPECT_EQ(gpt2.module_name(Proj::Head, -1), "lm_head");
+  EXPECT_EQ(llama.module_name(Proj::Q, 0), "model.layers.0.self_attn.q_proj");
+  EXPECT_EQ(llama.module_name(Proj::K, 0), "model.layers.0.self_attn.k_proj");
+  EXPECT_EQ(llama.module_name(Proj::V, 0), "model.layers.0.self_attn.v_proj");
+  EXPECT_EQ(llama.module_name(Proj::O, 0), "model.layers.0.self_attn.o_proj");
+  EXPECT_EQ(llama.module_name(Proj::Gate, 0), "model.layers.0.mlp.gate_proj");
+  EXPECT_EQ(llama.module_name(Proj::Up, 0), "model.layers.0.mlp.up_proj");
+  EXPECT_EQ(llama.module_name(Proj::Down, 0), "model.layers.0.mlp.down_proj");
+  EXPECT_EQ(llama.module_name(Proj::Head, -1), "lm_head");
+  EXPECT_NE(error_of([&] { gpt2.module_name(Proj::Gate, 0); }).find("a GELU MLP has no gate"),
+            std::string::npos);
+  for (int64_t layer : {-1, 2})
+    EXPECT_NE(error_of([&] { gpt2.module_name(Proj::Up, layer); })
+                  .find("module_name: layer " + std::to_string(layer) + " of 2"),
+              std::string::npos);
+}
+
+}  // namespace
