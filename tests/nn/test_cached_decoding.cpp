@@ -59,6 +59,9 @@ std::vector<Variant> variants() {
   GPTConfig window = llama;  // a sliding window of 3 keys: the 11-token test slides it 8 times
   window.attention.window = 3;
   out.push_back({"softmax_sliding_window", window});
+  GPTConfig dropout = base();  // dropout acts on training forwards only: decoding has none
+  dropout.dropout = 0.5;
+  out.push_back({"softmax_dropout", dropout});
   return out;
 }
 
