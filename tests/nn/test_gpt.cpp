@@ -609,21 +609,25 @@ TEST(GptConfig, module_names_are_the_hugging_face_modules) {
   using nn::Proj;
   Generator g(1);
   const GPT gpt2(tiny_gpt2(), g), llama(tiny_llama(), g);
-  EXPECT_EQ(gpt2.module_name(Proj::Q, 1), "transformer.h.1.attn.c_attn.q");
-  EXPECT_EQ(gpt2.module_name(Proj::K, 1), "transformer.h.1.attn.c_attn.k");
-  EXPECT_EQ(gpt2.module_name(Proj::V, 1), "transformer.h.1.attn.c_attn.v");
-  EXPECT_EQ(gpt2.module_name(Proj::O, 1), "transformer.h.1.attn.c_proj");
-  EXPECT_EQ(gpt2.module_name(Proj::Up, 1), "transformer.h.1.mlp.c_fc");
-  EXPECT_EQ(gpt2.module_name(Proj::Down, 1), "transformer.h.1.mlp.c_proj");
-  EXPECT_EQ(gpt2.module_name(Proj::Head, -1), "lm_head");
-  EXPECT_EQ(llama.module_name(Proj::Q, 0), "model.layers.0.self_attn.q_proj");
-  EXPECT_EQ(llama.module_name(Proj::K, 0), "model.layers.0.self_attn.k_proj");
-  EXPECT_EQ(llama.module_name(Proj::V, 0), "model.layers.0.self_attn.v_proj");
-  EXPECT_EQ(llama.module_name(Proj::O, 0), "model.layers.0.self_attn.o_proj");
-  EXPECT_EQ(llama.module_name(Proj::Gate, 0), "model.layers.0.mlp.gate_proj");
-  EXPECT_EQ(llama.module_name(Proj::Up, 0), "model.layers.0.mlp.up_proj");
-  EXPECT_EQ(llama.module_name(Proj::Down, 0), "model.layers.0.mlp.down_proj");
-  EXPECT_EQ(llama.module_name(Proj::Head, -1), "lm_head");
+  struct Want {
+    Proj p;
+    const char *gpt2, *llama;  // layer 1 (the head: no layer)
+  };
+  for (const Want& w : {
+           Want{Proj::Q, "transformer.h.1.attn.c_attn.q", "model.layers.1.self_attn.q_proj"},
+           Want{Proj::K, "transformer.h.1.attn.c_attn.k", "model.layers.1.self_attn.k_proj"},
+           Want{Proj::V, "transformer.h.1.attn.c_attn.v", "model.layers.1.self_attn.v_proj"},
+           Want{Proj::O, "transformer.h.1.attn.c_proj", "model.layers.1.self_attn.o_proj"},
+           Want{Proj::Gate, nullptr, "model.layers.1.mlp.gate_proj"},
+           Want{Proj::Up, "transformer.h.1.mlp.c_fc", "model.layers.1.mlp.up_proj"},
+           Want{Proj::Down, "transformer.h.1.mlp.c_proj", "model.layers.1.mlp.down_proj"},
+           Want{Proj::Head, "lm_head", "lm_head"}}) {
+    const int64_t layer = w.p == Proj::Head ? -1 : 1;
+    if (w.gpt2) {
+      EXPECT_EQ(gpt2.module_name(w.p, layer), w.gpt2);
+    }
+    EXPECT_EQ(llama.module_name(w.p, layer), w.llama);
+  }
   EXPECT_NE(error_of([&] { gpt2.module_name(Proj::Gate, 0); }).find("a GELU MLP has no gate"),
             std::string::npos);
   for (int64_t layer : {-1, 2})
