@@ -1,5 +1,7 @@
 // SHA-256 and CRC-32C against published test vectors, and their piecewise use.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <numeric>
@@ -97,7 +99,21 @@ TEST(Sha256, file_digest_equals_the_digest_of_its_bytes_and_names_a_missing_file
   EXPECT_EQ(sha256_file(f, &size), sha256_hex(bytes));
   EXPECT_EQ(size, bytes.size());
   const std::string msg = tessera::testing::error_of([&] { sha256_file(dir.file("absent")); });
-  EXPECT_NE(msg.find(dir.file("absent")), std::string::npos) << msg;
+  EXPECT_NE(msg.find("cannot open " + dir.file("absent") +
+                     " to compute its SHA-256: No such file or directory"),
+            std::string::npos)
+      << msg;
+  // A range is the digest of those bytes; one past the end of the file (a file cut short since
+  // its size was read) is an error naming where it ends, not a wait for bytes that never come.
+  const int fd = ::open(f.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0) << f;
+  EXPECT_EQ(sha256_range(fd, 1000, 2 << 20, f), sha256_hex(bytes.substr(1000, 2 << 20)));
+  const std::string past = tessera::testing::error_of([&] { sha256_range(fd, 3 << 20, 5, f); });
+  EXPECT_NE(past.find("cannot read " + f + " to compute its SHA-256: it ends at byte 3145728, "
+                      "before byte 3145733"),
+            std::string::npos)
+      << past;
+  ::close(fd);
 }
 
 // RFC 3720 appendix B.4 (iSCSI) vectors, and the common check value of "123456789".
