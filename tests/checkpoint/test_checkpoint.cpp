@@ -200,13 +200,18 @@ TEST_F(Checkpoint, unmarked_uint16_dataset_is_not_a_tensor) {
     H5File f = H5File::create(path("t.h5"));
     std::vector<uint16_t> v = {1, 2};
     f.write_dataset("/raw", H5Elem::U16, {2}, v.data());
+    std::vector<int64_t> w = {1, 2};
+    f.write_dataset("/wide", H5Elem::I64, {2}, w.data());
     f.close();
   }
   H5File f = H5File::open(path("t.h5"));
   std::string msg = error_of([&] { read_tensor(f, "/raw"); });
   EXPECT_NE(msg.find("/raw"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("u16"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("stores u16 without dtype = \"bf16\""), std::string::npos) << msg;
   EXPECT_NE(msg.find(path("t.h5")), std::string::npos) << msg;
+  // Only a u16 dataset is told what it lacks: an i64 one is no tensor with or without the marker.
+  msg = error_of([&] { read_tensor(f, "/wide"); });
+  EXPECT_NE(msg.find("stores i64; tensors are"), std::string::npos) << msg;
 }
 
 TEST_F(Checkpoint, dotted_names_are_one_dataset_and_slashes_make_groups) {
@@ -636,6 +641,37 @@ TEST_F(Checkpoint, latest_is_written_and_resolved) {
   write_latest(dir_.string(), "step_00001000.h5");
   EXPECT_EQ(resolve_checkpoint(dir_.string()), path("step_00001000.h5"));
   expect_same_checkpoint(load_checkpoint(resolve_checkpoint(dir_.string())), sample_checkpoint());
+}
+
+TEST_F(Checkpoint, a_latest_that_cannot_be_written_keeps_the_old_one) {
+  write_latest(dir_.string(), "step_00000500.h5");
+  // The temporary file's name is taken by a directory that is not empty: the new pointer cannot
+  // be created, the error says so and why, and neither the old pointer nor the directory's
+  // contents are touched.
+  fs::create_directories(path("latest.tmp"));
+  std::ofstream(path("latest.tmp/keep")) << "x";
+  std::string msg = error_of([&] { write_latest(dir_.string(), "step_00001000.h5"); });
+  EXPECT_NE(msg.find("cannot create " + path("latest.tmp") + ": Is a directory"), std::string::npos)
+      << msg;
+  const std::vector<uint8_t> bytes = file_bytes(path("latest"));
+  EXPECT_EQ(std::string(bytes.begin(), bytes.end()), "step_00000500.h5\n");
+  EXPECT_TRUE(fs::exists(path("latest.tmp/keep")));
+}
+
+// Every descriptor a save, a load and a `latest` update open is closed again: a trainer saves
+// thousands of times in one process.
+TEST_F(Checkpoint, saving_and_loading_leave_no_file_descriptor_open) {
+  auto open_fds = [] {
+    return std::distance(fs::directory_iterator("/proc/self/fd"), fs::directory_iterator());
+  };
+  save_checkpoint(path("step_00000001.h5"), sample_checkpoint());  // HDF5's one-time setup
+  const auto before = open_fds();
+  for (int i = 0; i < 3; ++i) {
+    save_checkpoint(path("step_00000002.h5"), sample_checkpoint());
+    write_latest(dir_.string(), "step_00000002.h5");
+    load_checkpoint(resolve_checkpoint(dir_.string()));
+  }
+  EXPECT_EQ(open_fds(), before);
 }
 
 TEST_F(Checkpoint, resolve_errors_name_what_is_missing) {
