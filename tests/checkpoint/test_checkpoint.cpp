@@ -574,6 +574,83 @@ TEST_F(Checkpoint, failed_save_keeps_the_previous_checkpoint_and_leaves_no_tmp) 
   EXPECT_EQ(names, (std::vector<std::string>{"step_00000500.h5", "step_00000500.h5.sha256"}));
 }
 
+// Names become HDF5 paths: a component HDF5 would read another way (empty, '.', '..') is refused
+// by the name's kind before any file is touched, wherever it stands in the name; values stored as
+// attributes take no '/' at all.
+TEST_F(Checkpoint, bad_names_are_refused_by_kind_before_any_file_is_touched) {
+  const std::string file = path("step_00000500.h5");
+  auto refused = [&](CheckpointData ck, const std::string& what, const std::string& name) {
+    const std::string msg = error_of([&] { save_checkpoint(file, ck); });
+    EXPECT_NE(msg.find("bad " + what + " name '" + name + "' ("), std::string::npos) << msg;
+    EXPECT_FALSE(fs::exists(file)) << name;
+    EXPECT_FALSE(fs::exists(file + ".tmp")) << name;
+  };
+  for (std::string bad : {"", ".", "..", "/w", "w/", "a//b", "a/./b", "a/../b", "a/b/.",
+                          "a/b/..", "a/b//c"}) {
+    SCOPED_TRACE("'" + bad + "'");
+    CheckpointData ck;
+    ck.model.emplace_back(bad, zeros({1}));
+    refused(ck, "model parameter", bad);
+    ck = {};
+    ck.optimizer.emplace_back(bad, zeros({1}));
+    refused(ck, "optimizer state", bad);
+    ck = {};
+    ck.optimizer_sources.emplace_back(bad, [] { return zeros({1}); });
+    refused(ck, "optimizer state", bad);
+    ck = {};
+    ck.trainer_tensors.emplace_back(bad, zeros({1}));
+    refused(ck, "trainer tensor", bad);
+  }
+  for (std::string bad : {"", ".", "..", "a/b", "/a"}) {
+    SCOPED_TRACE("'" + bad + "'");
+    CheckpointData ck;
+    ck.trainer_ints[bad] = 1;
+    refused(ck, "trainer value", bad);
+    ck = {};
+    ck.trainer_floats[bad] = 1.0;
+    refused(ck, "trainer value", bad);
+    ck = {};
+    ck.rng[bad] = RngState{1, 2};
+    refused(ck, "rng", bad);
+    ck = {};
+    ck.data[bad] = 1;
+    refused(ck, "data value", bad);
+    ck = {};
+    ck.adapter[bad] = "x";
+    refused(ck, "adapter value", bad);
+  }
+  // A name twice, a value both int and float, a state without its source.
+  auto twice = [&](const std::string& what, auto member) {
+    CheckpointData ck;
+    (ck.*member).emplace_back("w", zeros({1}));
+    (ck.*member).emplace_back("v", zeros({1}));
+    (ck.*member).emplace_back("w", zeros({1}));
+    const std::string msg = error_of([&] { save_checkpoint(file, ck); });
+    EXPECT_NE(msg.find(": " + what + " 'w' appears twice"), std::string::npos) << msg;
+    EXPECT_FALSE(fs::exists(file + ".tmp"));
+  };
+  twice("model parameter", &CheckpointData::model);
+  twice("optimizer state", &CheckpointData::optimizer);
+  twice("trainer tensor", &CheckpointData::trainer_tensors);
+  CheckpointData both;
+  both.trainer_ints["lr"] = 1;
+  both.trainer_floats["lr"] = 1.0;
+  std::string msg = error_of([&] { save_checkpoint(file, both); });
+  EXPECT_NE(msg.find("trainer value 'lr' is both an int and a float"), std::string::npos) << msg;
+  CheckpointData sourceless;
+  sourceless.optimizer_sources.emplace_back("w/m", nullptr);
+  msg = error_of([&] { save_checkpoint(file, sourceless); });
+  EXPECT_NE(msg.find("optimizer state 'w/m' has no source"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(file));
+
+  // Dots inside a component are a name like any other.
+  CheckpointData ok;
+  ok.model.emplace_back("a.b/..c/d..", zeros({1}));
+  ok.trainer_ints["x.y"] = 1;
+  save_checkpoint(file, ok);
+  EXPECT_EQ(load_checkpoint(file).model.at(0).first, "a.b/..c/d..");
+}
+
 // A save that runs out of space part way is an error naming the file, and the process then exits
 // normally: the file whose close failed used to stay registered with HDF5, whose exit-time cleanup
 // then crashed on it. The file size limit (RLIMIT_FSIZE) stands in for a full disk: writes past it
@@ -656,6 +733,18 @@ TEST_F(Checkpoint, a_latest_that_cannot_be_written_keeps_the_old_one) {
   const std::vector<uint8_t> bytes = file_bytes(path("latest"));
   EXPECT_EQ(std::string(bytes.begin(), bytes.end()), "step_00000500.h5\n");
   EXPECT_TRUE(fs::exists(path("latest.tmp/keep")));
+  // A write that fails (a full disk: /dev/full answers every write with ENOSPC) is an error, and
+  // the half-written pointer is never renamed over the old one.
+  ASSERT_TRUE(fs::is_character_file("/dev/full"));  // else the link would create a file there
+  fs::remove_all(path("latest.tmp"));
+  fs::create_symlink("/dev/full", path("latest.tmp"));
+  msg = error_of([&] { write_latest(dir_.string(), "step_00001000.h5"); });
+  EXPECT_NE(msg.find("cannot write " + path("latest.tmp") + ": No space left on device"),
+            std::string::npos)
+      << msg;
+  const std::vector<uint8_t> after = file_bytes(path("latest"));
+  EXPECT_EQ(std::string(after.begin(), after.end()), "step_00000500.h5\n");
+  EXPECT_FALSE(fs::is_symlink(path("latest.tmp")));
 }
 
 // Every descriptor a save, a load and a `latest` update open is closed again: a trainer saves
