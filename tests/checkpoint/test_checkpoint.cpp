@@ -466,6 +466,20 @@ TEST_F(Checkpoint, load_model_into_names_each_mismatch_and_leaves_the_model_unto
   expect_mentions(msg, {"unexpected parameter 'transformer.h.0.mlp.c_fc.weight'", file, "(16, 4)"});
   expect_untouched(extra);
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+
+  // A wrong architecture: the first 8 problems are named and the rest counted, in one line.
+  auto many = [&](int missing_count) {
+    auto params = model();
+    for (int i = 0; i < missing_count; ++i)
+      params.emplace_back("extra." + std::to_string(i), zeros({1}));
+    return error_of([&] { load_model_into(file, params); });
+  };
+  msg = many(8);
+  expect_mentions(msg, {"'extra.0'", "'extra.7'"});
+  EXPECT_EQ(msg.find(" more"), std::string::npos) << msg;
+  msg = many(9);
+  expect_mentions(msg, {"'extra.7'", "; and 1 more"});
+  EXPECT_EQ(msg.find("'extra.8'"), std::string::npos) << msg;
 }
 
 // ---- corrupt input ----
