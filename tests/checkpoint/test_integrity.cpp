@@ -675,6 +675,59 @@ TEST_F(Integrity, an_interrupted_replacement_is_detected_and_resume_passes_over_
   EXPECT_EQ(read_file(s20 + ".rejected"), bytes);
 }
 
+// A crash between save_checkpoint's two renames leaves <name>.tmp whole beside the digest file
+// committed for it. finish_interrupted_saves completes exactly those renames: a .tmp its digest
+// file does not describe (the crash came before the digest file was committed), a .tmp without a
+// digest file, and whatever is not a checkpoint's .tmp are left as they are.
+TEST_F(Integrity, finishing_interrupted_saves_renames_only_a_tmp_its_digest_file_describes) {
+  const std::string dir = tmp.path.string();
+  const std::string s20 = path(checkpoint_name(20)), s30 = path(checkpoint_name(30));
+  save_checkpoint(s20, small_checkpoint(20));
+  // A step saved again by a rollback, stopped after the digest file's rename.
+  fs::create_directories(path("elsewhere"));
+  const std::string other = path("elsewhere/" + checkpoint_name(20));
+  CheckpointData replacement = small_checkpoint(20);
+  replacement.trainer_ints["rollbacks"] = 1;
+  save_checkpoint(other, replacement);
+  fs::copy_file(other, s20 + ".tmp");
+  fs::copy_file(digest_path(other), digest_path(s20), fs::copy_options::overwrite_existing);
+  // A step whose save stopped before its digest file: a whole .tmp, no digest file.
+  save_checkpoint(path("elsewhere/" + checkpoint_name(30)), small_checkpoint(30));
+  fs::copy_file(path("elsewhere/" + checkpoint_name(30)), s30 + ".tmp");
+  // A step 40 whose .tmp is cut short of the bytes its (first) digest file describes.
+  const std::string s40 = path(checkpoint_name(40));
+  save_checkpoint(s40, small_checkpoint(40));
+  const std::string whole40 = read_file(s40);
+  write_text(s40 + ".tmp", whole40.substr(0, whole40.size() / 2));
+  fs::remove(s40);
+  // Not a checkpoint's .tmp: a `latest` being written, a digest-described file of another kind,
+  // and a directory with a checkpoint's .tmp name.
+  write_text(path("latest.tmp"), checkpoint_name(20) + "\n");
+  write_text(path("notes.txt.tmp"), "notes");
+  write_text(path("notes.txt.sha256"), digest_file_text(path("notes.txt.tmp"), "notes.txt"));
+  fs::create_directories(path(checkpoint_name(50) + ".tmp"));
+  write_text(digest_path(path(checkpoint_name(50))), read_file(digest_path(s20)));
+  // A user's copy of a checkpoint, beside it under another extension.
+  const std::string s10 = path(checkpoint_name(10));
+  save_checkpoint(s10, small_checkpoint(10));
+  fs::copy_file(s10, s10 + ".orig");
+
+  EXPECT_EQ(finish_interrupted_saves(dir), std::vector<std::string>{s20});
+  EXPECT_FALSE(fs::exists(s20 + ".tmp"));
+  EXPECT_EQ(load_checkpoint(s20).trainer_ints.at("rollbacks"), 1);  // the new bytes, verified
+  EXPECT_TRUE(fs::exists(s30 + ".tmp"));
+  EXPECT_FALSE(fs::exists(s30));
+  EXPECT_EQ(read_file(s40 + ".tmp"), whole40.substr(0, whole40.size() / 2));
+  EXPECT_FALSE(fs::exists(s40));
+  EXPECT_TRUE(fs::exists(path("latest.tmp")));
+  EXPECT_FALSE(fs::exists(path("notes.txt")));
+  EXPECT_TRUE(fs::is_directory(path(checkpoint_name(50) + ".tmp")));
+  EXPECT_TRUE(fs::exists(s10 + ".orig"));
+  // Nothing is left to finish, and a directory that is not there has nothing.
+  EXPECT_TRUE(finish_interrupted_saves(dir).empty());
+  EXPECT_TRUE(finish_interrupted_saves(path("no_such_dir")).empty());
+}
+
 TEST_F(Integrity, retention_and_rollback_remove_digest_files_with_their_checkpoints) {
   const std::string dir = tmp.path.string();
   for (int64_t s = 1; s <= 5; ++s) save_checkpoint(path(checkpoint_name(s)), small_checkpoint(s));
