@@ -777,6 +777,24 @@ TEST_F(Checkpoint, saving_and_loading_leave_no_file_descriptor_open) {
   EXPECT_EQ(open_fds(), before);
 }
 
+// A `latest` edited by hand: a Windows line end, trailing blanks and no line end at all still
+// name the file; one with no name in it says so.
+TEST_F(Checkpoint, a_latest_written_by_hand_is_read_without_its_line_end_and_blanks) {
+  save_checkpoint(path("step_00000500.h5"), sample_checkpoint());
+  for (std::string text : {"step_00000500.h5\r\n", "step_00000500.h5 \t \n", "step_00000500.h5",
+                           "step_00000500.h5\nstep_00000600.h5\n"}) {
+    std::ofstream(path("latest"), std::ios::binary | std::ios::trunc) << text;
+    EXPECT_EQ(resolve_checkpoint(dir_.string()), path("step_00000500.h5")) << text;
+  }
+  for (std::string text : {"", "\n", "\r\n", " \t\r\n", "\nstep_00000500.h5\n"}) {
+    std::ofstream(path("latest"), std::ios::binary | std::ios::trunc) << text;
+    const std::string msg = error_of([&] { resolve_checkpoint(dir_.string()); });
+    EXPECT_NE(msg.find(path("latest") + " is empty (it should name a checkpoint file)"),
+              std::string::npos)
+        << msg;
+  }
+}
+
 TEST_F(Checkpoint, resolve_errors_name_what_is_missing) {
   std::string msg = error_of([&] { resolve_checkpoint(dir_.string()); });
   EXPECT_NE(msg.find(path("latest")), std::string::npos) << msg;
