@@ -355,7 +355,10 @@ void save_checkpoint(const std::string& path, const CheckpointData& ck) {
   const std::string sidecar_tmp = sidecar + ".tmp", name = fs::path(path).filename().string();
   bool sidecar_committed = false;
   std::string previous_digest;  // of a file of the same name (a step saved again), to put back
-  if (std::ifstream in{sidecar, std::ios::binary})
+  // Only a file: reading a directory of that name would throw an error that names nothing; the
+  // save then fails at the digest file's rename, naming both paths.
+  std::error_code ec;
+  if (std::ifstream in{sidecar, std::ios::binary}; in && fs::is_regular_file(sidecar, ec))
     previous_digest.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   try {
     H5File f = H5File::create(tmp);
@@ -377,7 +380,6 @@ void save_checkpoint(const std::string& path, const CheckpointData& ck) {
     // f is closed by now (it was destroyed leaving the try block); the previous <path> was never
     // touched, so removing the partial tmp loses nothing. A digest file committed for the tmp
     // would only make a previous <path> fail verification: it goes too.
-    std::error_code ec;
     fs::remove(tmp, ec);
     fs::remove(sidecar_tmp, ec);
     if (sidecar_committed) {
