@@ -698,6 +698,9 @@ TEST_F(Checkpoint, attributes_alone_are_read_without_the_tensors) {
   CheckpointData all = load_checkpoint(file);
   all.model.clear(), all.optimizer.clear(), all.trainer_tensors.clear();
   expect_same_checkpoint(ck, all);
+  // The reader that keeps the file open for the model's load holds the same.
+  CheckpointReader reader(file);
+  expect_same_checkpoint(reader.attributes(), all);
 }
 
 // A save that runs out of space part way is an error naming the file, and the process then exits
