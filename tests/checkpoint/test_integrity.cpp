@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -159,8 +160,12 @@ TEST_F(Integrity, a_damaged_file_without_digest_is_an_error_not_a_crash) {
     // The child reads all the loaders read: HDF5's own failures are its to report, and none
     // reaches the loaders' calls (an error raised in h5.cpp names it in its location).
     EXPECT_EQ(msg.find("src/checkpoint/h5.cpp"), std::string::npos) << msg;
-    if (msg.find("has no digest file and its HDF5 structure is damaged") != std::string::npos)
+    const std::string damaged = "has no digest file and its HDF5 structure is damaged: ";
+    if (const size_t d = msg.find(damaged); d != std::string::npos) {
       ++probed;
+      // What the child reported follows, its line ends made spaces: a word, not blanks.
+      EXPECT_TRUE(std::isalpha(static_cast<unsigned char>(msg[d + damaged.size()]))) << msg;
+    }
     if (msg.find("reading it ended with signal") != std::string::npos) ++crashed;
   }
   ::testing::internal::GetCapturedStderr();
