@@ -85,6 +85,16 @@ class Integrity : public ::testing::Test {
  protected:
   tessera::testing::TempDir tmp{"tessera_integrity"};
   std::string path(const std::string& name) const { return tmp.file(name); }
+  // The checkpoint a rollback saves again at `step` (other bytes: it counts the rollback), written
+  // in a directory of its own; returns its path.
+  std::string save_replacement_elsewhere(int64_t step) const {
+    fs::create_directories(path("elsewhere"));
+    const std::string other = path("elsewhere/" + checkpoint_name(step));
+    CheckpointData replacement = small_checkpoint(step);
+    replacement.trainer_ints["rollbacks"] = 1;
+    save_checkpoint(other, replacement);
+    return other;
+  }
 };
 
 }  // namespace
@@ -655,11 +665,7 @@ TEST_F(Integrity, an_interrupted_replacement_is_detected_and_resume_passes_over_
   save_checkpoint(path(checkpoint_name(10)), small_checkpoint(10));
   save_checkpoint(path(checkpoint_name(20)), small_checkpoint(20));
   write_latest(dir, checkpoint_name(20));
-  fs::create_directories(path("elsewhere"));
-  const std::string other = path("elsewhere/" + checkpoint_name(20));
-  CheckpointData replacement = small_checkpoint(20);
-  replacement.trainer_ints["rollbacks"] = 1;
-  save_checkpoint(other, replacement);
+  const std::string other = save_replacement_elsewhere(20);
   fs::copy_file(digest_path(other), digest_path(path(checkpoint_name(20))),
                 fs::copy_options::overwrite_existing);
 
@@ -689,11 +695,7 @@ TEST_F(Integrity, finishing_interrupted_saves_renames_only_a_tmp_its_digest_file
   const std::string s20 = path(checkpoint_name(20)), s30 = path(checkpoint_name(30));
   save_checkpoint(s20, small_checkpoint(20));
   // A step saved again by a rollback, stopped after the digest file's rename.
-  fs::create_directories(path("elsewhere"));
-  const std::string other = path("elsewhere/" + checkpoint_name(20));
-  CheckpointData replacement = small_checkpoint(20);
-  replacement.trainer_ints["rollbacks"] = 1;
-  save_checkpoint(other, replacement);
+  const std::string other = save_replacement_elsewhere(20);
   fs::copy_file(other, s20 + ".tmp");
   fs::copy_file(digest_path(other), digest_path(s20), fs::copy_options::overwrite_existing);
   // A step whose save stopped before its digest file: a whole .tmp, no digest file.
