@@ -9,11 +9,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/retention.h"
+#include "checkpoint/sidecar.h"
 #include "test_util.h"
+#include "train/rollback.h"
 #include "train/run_notes.h"
 #include "train/run_state.h"
 #include "train/train_fixture.h"
@@ -21,6 +24,7 @@
 
 using namespace tessera;
 namespace fs = std::filesystem;
+using tessera::testing::error_of;
 using tessera::testing::metric;
 using tessera::testing::metric_lines;
 using tessera::testing::TempRun;
@@ -484,6 +488,51 @@ TEST(Rollback, a_damaged_newest_target_is_passed_over_with_a_warning_for_the_one
     EXPECT_NO_THROW(load_checkpoint(f.path)) << f.path;
   }
   EXPECT_EQ(steps, (std::vector<int64_t>{4, 8, 12}));
+}
+
+// A target that cannot be read (here its digest file is a directory) is no evidence of damage:
+// passing over it would throw away its steps for nothing, so the run stops, naming it, and every
+// checkpoint stays where it was.
+TEST(Rollback, an_unreadable_target_stops_the_run_rather_than_pass_over_it) {
+  TempRun run;
+  Config c = run.config(12);
+  c.checkpoint.interval = 4, c.checkpoint.keep = 10;
+  c.spike.rollback_steps = 1;
+  c.spike.inject_steps = "10";
+  c.spike.inject_kind = "nan";
+  c.train.stop_after = 9;
+  std::ostringstream log;
+  EXPECT_EQ(train::run_training(c, log).steps, 9);
+  const fs::path dir = run.dir / "ckpt" / "run";
+  const fs::path target = dir / "step_00000008.h5";
+  fs::remove(digest_path(target.string()));
+  fs::create_directories(digest_path(target.string()) + "/x");
+
+  c.train.stop_after = 0;
+  c.checkpoint.resume = "auto";
+  std::ostringstream log2;
+  const std::string msg = error_of([&] { train::run_training(c, log2); });
+  EXPECT_NE(msg.find("cannot roll back to " + target.string() + ": "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("the run stopped rather than pass over it"), std::string::npos) << msg;
+  for (int step : {4, 8, 9}) EXPECT_TRUE(fs::exists(dir / checkpoint_name(step))) << step;
+  EXPECT_TRUE(metric_lines(dir / "metrics.jsonl", "\"rollback\"").empty());
+}
+
+// A segment id is a fresh draw in [1, 2^52), odd, each time: one run's segments, and two runs in
+// one directory, never share one (a repeated id would put an abandoned branch on the trajectory).
+TEST(Lineage, segment_ids_are_fresh_odd_draws_below_2_to_the_52) {
+  dist::CommOptions o;
+  o.backend = "single";
+  const std::unique_ptr<dist::Communicator> comm = dist::make_communicator(o, dist::LaunchInfo{});
+  std::set<int64_t> ids;
+  for (int i = 0; i < 8; ++i) {
+    const int64_t id = train::agreed_segment_id(*comm);
+    EXPECT_EQ(id % 2, 1) << id;
+    EXPECT_GT(id, 0);
+    EXPECT_LT(id, int64_t(1) << 52);
+    ids.insert(id);
+  }
+  EXPECT_EQ(ids.size(), 8u);  // two equal draws of 51 random bits: about 1 in 10^14
 }
 
 // A checkpoint lies on a run's trajectory when its last segment is one of the run's, at a step no
