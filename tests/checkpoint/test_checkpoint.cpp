@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <sstream>
 
@@ -438,6 +439,38 @@ TEST_F(Checkpoint, missing_group_error_names_the_group_and_the_file) {
   msg = error_of([&] { load_model_into(no_model, {}); });
   EXPECT_NE(msg.find("checkpoint " + no_model + " has no group /model"), std::string::npos) << msg;
   EXPECT_NE(::testing::internal::GetCapturedStderr().find("cannot be verified"), std::string::npos);
+}
+
+// A file that says it is something else is refused by that attribute, whatever else it holds.
+TEST_F(Checkpoint, a_file_of_another_format_is_not_a_tessera_checkpoint) {
+  auto make = [&](const std::string& name, const std::function<void(H5File&)>& mark) {
+    const std::string file = path(name);
+    H5File f = H5File::create(file);
+    for (const char* g : {"/model", "/optimizer", "/trainer", "/rng", "/data"}) f.create_group(g);
+    f.set_attr_string("/", "config", "");
+    mark(f);
+    f.close();
+    return file;
+  };
+  ::testing::internal::CaptureStderr();  // files made by hand have no digest file: warned about
+  for (const std::string& file :
+       {make("other.h5", [](H5File& f) { f.set_attr_string("/", "format", "other-checkpoint"); }),
+        make("number.h5", [](H5File& f) { f.set_attr_int("/", "format", 1); })}) {
+    const std::string msg = error_of([&] { load_checkpoint(file); });
+    EXPECT_NE(msg.find(file + " is not a tessera checkpoint (root attribute format is not "
+                              "'tessera-checkpoint')"),
+              std::string::npos)
+        << msg;
+  }
+  const std::string newer = make("newer.h5", [](H5File& f) {
+    f.set_attr_string("/", "format", "tessera-checkpoint");
+    f.set_attr_int("/", "format_version", 2);
+  });
+  const std::string msg = error_of([&] { load_checkpoint(newer); });
+  EXPECT_NE(msg.find("has format_version 2; this build reads up to 1"), std::string::npos) << msg;
+  // Without the attributes (tessera's first files), the layout alone decides.
+  EXPECT_NO_THROW(load_checkpoint(make("plain.h5", [](H5File&) {})));
+  ::testing::internal::GetCapturedStderr();
 }
 
 // ---- atomic commit ----
