@@ -441,8 +441,9 @@ TEST_F(Checkpoint, missing_group_error_names_the_group_and_the_file) {
   EXPECT_NE(::testing::internal::GetCapturedStderr().find("cannot be verified"), std::string::npos);
 }
 
-// A file that says it is something else is refused by that attribute, whatever else it holds.
-TEST_F(Checkpoint, a_file_of_another_format_is_not_a_tessera_checkpoint) {
+// A file that says it is something else is refused by that attribute, whatever else it holds; one
+// whose /rng holds other than one group per generator, by the object that does not belong.
+TEST_F(Checkpoint, a_file_of_another_format_or_rng_layout_is_refused_naming_what_differs) {
   auto make = [&](const std::string& name, const std::function<void(H5File&)>& mark) {
     const std::string file = path(name);
     H5File f = H5File::create(file);
@@ -470,6 +471,26 @@ TEST_F(Checkpoint, a_file_of_another_format_is_not_a_tessera_checkpoint) {
   EXPECT_NE(msg.find("has format_version 2; this build reads up to 1"), std::string::npos) << msg;
   // Without the attributes (tessera's first files), the layout alone decides.
   EXPECT_NO_THROW(load_checkpoint(make("plain.h5", [](H5File&) {})));
+  // /rng holds one group per generator, each with its seed and offset: nothing else.
+  auto generator = [](H5File& f, const std::string& g) {
+    f.create_group(g);
+    f.set_attr_uint(g, "seed", 1);
+    f.set_attr_uint(g, "offset", 2);
+  };
+  for (const std::string& object : {"/rng/dropout", "/rng/a/b"}) {
+    const std::string file = make("rng" + std::to_string(object.size()) + ".h5", [&](H5File& f) {
+      if (object == "/rng/dropout") {
+        write_tensor(f, object, zeros({1}));
+      } else {
+        generator(f, "/rng/a");
+        generator(f, object);
+      }
+    });
+    const std::string msg = error_of([&] { load_checkpoint(file); });
+    EXPECT_NE(msg.find("unexpected object " + object + " (expected one group per generator)"),
+              std::string::npos)
+        << msg;
+  }
   ::testing::internal::GetCapturedStderr();
 }
 
