@@ -48,6 +48,23 @@ Config resume_config(const TempRun& run) {
   return c;
 }
 
+// A run with checkpoints at steps 4, 8 and 9 (stopped there), whose resume meets a NaN loss at
+// step 10 and rolls back at least 1 step: to step 8, unless something is wrong with it. Returns
+// the config that resumes it.
+Config stopped_before_a_spike_at_step_10(const TempRun& run) {
+  Config c = run.config(12);
+  c.checkpoint.interval = 4, c.checkpoint.keep = 10;
+  c.spike.rollback_steps = 1;
+  c.spike.inject_steps = "10";
+  c.spike.inject_kind = "nan";
+  c.train.stop_after = 9;
+  std::ostringstream log;
+  EXPECT_EQ(train::run_training(c, log).steps, 9);
+  c.train.stop_after = 0;
+  c.checkpoint.resume = "auto";
+  return c;
+}
+
 void expect_same_bytes(const std::vector<std::pair<std::string, Tensor>>& a,
                        const std::vector<std::pair<std::string, Tensor>>& b) {
   ASSERT_EQ(a.size(), b.size());
@@ -451,22 +468,13 @@ TEST(Rollback, skip_batches_skips_whole_steps_of_accumulated_micro_batches) {
 
 TEST(Rollback, a_damaged_newest_target_is_passed_over_with_a_warning_for_the_one_before) {
   TempRun run;
-  Config c = run.config(12);
-  c.checkpoint.interval = 4, c.checkpoint.keep = 10;
-  c.spike.rollback_steps = 1;
-  c.spike.inject_steps = "10";
-  c.spike.inject_kind = "nan";
-  c.train.stop_after = 9;
-  std::ostringstream log;
-  EXPECT_EQ(train::run_training(c, log).steps, 9);
+  Config c = stopped_before_a_spike_at_step_10(run);
   const fs::path dir = run.dir / "ckpt" / "run";
   const fs::path damaged = dir / "step_00000008.h5";
   ASSERT_TRUE(fs::exists(dir / "step_00000004.h5"));
   ASSERT_TRUE(fs::exists(dir / "step_00000009.h5"));
   fs::resize_file(damaged, fs::file_size(damaged) / 2);
 
-  c.train.stop_after = 0;
-  c.checkpoint.resume = "auto";
   std::ostringstream log2;
   train::TrainResult r = train::run_training(c, log2);
   EXPECT_EQ(r.steps, 12);
@@ -495,21 +503,12 @@ TEST(Rollback, a_damaged_newest_target_is_passed_over_with_a_warning_for_the_one
 // checkpoint stays where it was.
 TEST(Rollback, an_unreadable_target_stops_the_run_rather_than_pass_over_it) {
   TempRun run;
-  Config c = run.config(12);
-  c.checkpoint.interval = 4, c.checkpoint.keep = 10;
-  c.spike.rollback_steps = 1;
-  c.spike.inject_steps = "10";
-  c.spike.inject_kind = "nan";
-  c.train.stop_after = 9;
-  std::ostringstream log;
-  EXPECT_EQ(train::run_training(c, log).steps, 9);
+  Config c = stopped_before_a_spike_at_step_10(run);
   const fs::path dir = run.dir / "ckpt" / "run";
   const fs::path target = dir / "step_00000008.h5";
   fs::remove(digest_path(target.string()));
   fs::create_directories(digest_path(target.string()) + "/x");
 
-  c.train.stop_after = 0;
-  c.checkpoint.resume = "auto";
   std::ostringstream log2;
   const std::string msg = error_of([&] { train::run_training(c, log2); });
   EXPECT_NE(msg.find("cannot roll back to " + target.string() + ": "), std::string::npos) << msg;
