@@ -174,6 +174,17 @@ namespace {
 
 std::string errno_text() { return std::strerror(errno); }
 
+// A digest file's whole text, or "" when there is no regular file of that name: a directory's
+// ifstream would throw on the first read with an error that names nothing.
+std::string digest_file_if_any(const std::string& sidecar) {
+  std::error_code ec;
+  std::string text;
+  if (!fs::is_regular_file(sidecar, ec)) return text;
+  if (std::ifstream in{sidecar, std::ios::binary})
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return text;
+}
+
 std::string parent_dir(const std::string& path) {
   fs::path parent = fs::path(path).parent_path();
   return parent.empty() ? "." : parent.string();
@@ -354,12 +365,9 @@ void save_checkpoint(const std::string& path, const CheckpointData& ck) {
   const std::string tmp = path + ".tmp", sidecar = digest_path(path);
   const std::string sidecar_tmp = sidecar + ".tmp", name = fs::path(path).filename().string();
   bool sidecar_committed = false;
-  std::string previous_digest;  // of a file of the same name (a step saved again), to put back
-  // Only a file: reading a directory of that name would throw an error that names nothing; the
-  // save then fails at the digest file's rename, naming both paths.
-  std::error_code ec;
-  if (std::ifstream in{sidecar, std::ios::binary}; in && fs::is_regular_file(sidecar, ec))
-    previous_digest.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  // Of a file of the same name (a step saved again), to put back. A directory of the digest file's
+  // name holds none: the save then fails at the digest file's rename, naming both paths.
+  const std::string previous_digest = digest_file_if_any(sidecar);
   try {
     H5File f = H5File::create(tmp);
     write_checkpoint(f, ck);
@@ -380,6 +388,7 @@ void save_checkpoint(const std::string& path, const CheckpointData& ck) {
     // f is closed by now (it was destroyed leaving the try block); the previous <path> was never
     // touched, so removing the partial tmp loses nothing. A digest file committed for the tmp
     // would only make a previous <path> fail verification: it goes too.
+    std::error_code ec;
     fs::remove(tmp, ec);
     fs::remove(sidecar_tmp, ec);
     if (sidecar_committed) {
@@ -407,10 +416,8 @@ std::vector<std::string> finish_interrupted_saves(const std::string& dir) {
   for (const fs::path& tmp : tmps) {
     const fs::path path = tmp.parent_path() / tmp.stem();  // step_00000020.h5
     const std::string sidecar = digest_path(path.string());
-    if (path.extension() != ".h5" || !fs::is_regular_file(sidecar, ec)) continue;
-    std::string committed;
-    if (std::ifstream in{sidecar, std::ios::binary})
-      committed.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (path.extension() != ".h5") continue;
+    const std::string committed = digest_file_if_any(sidecar);
     // The digest file names the checkpoint's final name; the text save_checkpoint wrote for these
     // bytes is what hashing them again gives (the same chunk size: the file's size picks it).
     if (committed.empty() || digest_file_text(tmp.string(), path.filename().string()) != committed)

@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <functional>
 #include <cstdio>
+#include <functional>
 #include <set>
 
 #include "backend/profile.h"
