@@ -60,8 +60,6 @@ inline std::string read_file(const std::filesystem::path& p) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// Runs a shell command; returns its exit status (128 + the signal when one ended it) and puts its
-// output, stdout and stderr together, in *out.
 // Whether a staging file of `file` is left beside it: FILE.partial-<pid> (eval --per-position,
 // export --reference-logits).
 inline bool staging_left(const std::filesystem::path& file) {
@@ -72,6 +70,15 @@ inline bool staging_left(const std::filesystem::path& file) {
   return false;
 }
 
+// How many file descriptors this process holds open: a test compares it before and after code that
+// must close every descriptor it opens.
+inline long open_descriptors() {
+  return long(std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
+                            std::filesystem::directory_iterator()));
+}
+
+// Runs a shell command; returns its exit status (128 + the signal when one ended it) and puts its
+// output, stdout and stderr together, in *out.
 inline int run_command(const std::string& cmd, std::string* out) {
   FILE* p = popen((cmd + " 2>&1").c_str(), "r");
   if (!p) return -1;

@@ -64,17 +64,14 @@ TEST_F(Checkpoint, a_latest_that_cannot_be_written_keeps_the_old_one) {
 // Every descriptor a save, a load and a `latest` update open is closed again: a trainer saves
 // thousands of times in one process.
 TEST_F(Checkpoint, saving_and_loading_leave_no_file_descriptor_open) {
-  auto open_fds = [] {
-    return std::distance(fs::directory_iterator("/proc/self/fd"), fs::directory_iterator());
-  };
   save_checkpoint(path("step_00000001.h5"), sample_checkpoint());  // HDF5's one-time setup
-  const auto before = open_fds();
+  const auto before = open_descriptors();
   for (int i = 0; i < 3; ++i) {
     save_checkpoint(path("step_00000002.h5"), sample_checkpoint());
     write_latest(dir_.string(), "step_00000002.h5");
     load_checkpoint(resolve_checkpoint(dir_.string()));
   }
-  EXPECT_EQ(open_fds(), before);
+  EXPECT_EQ(open_descriptors(), before);
 }
 
 // A `latest` edited by hand: a Windows line end, trailing blanks and no line end at all still

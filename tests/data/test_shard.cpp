@@ -8,7 +8,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "checkpoint/digest.h"
@@ -277,6 +279,13 @@ TEST(Shard, reads_any_range_and_rejects_one_past_the_end) {
   EXPECT_EQ(a.read(4, 1), (std::vector<uint32_t>{5}));
   EXPECT_EQ(a.read(5, 0), (std::vector<uint32_t>{}));
   EXPECT_EQ(b.read(1, 2), (std::vector<uint32_t>{1, 99999}));
+  // Exactly n tokens are written to out (uint16 ones are widened in place there): the next slot
+  // keeps its value.
+  for (const Shard* s : {&a, &b}) {
+    std::vector<uint32_t> out(4, 0xdeadbeef);
+    s->read(0, 3, out.data());
+    EXPECT_EQ(out[3], 0xdeadbeef) << s->path();
+  }
   std::string msg = error_of([&] { a.read(3, 3); });
   EXPECT_NE(msg.find(dir.file("a.bin")), std::string::npos) << msg;
   EXPECT_NE(msg.find("tokens [3, 6) of 5"), std::string::npos) << msg;
@@ -299,6 +308,8 @@ TEST(Shard, a_shard_truncated_while_open_is_an_error_naming_it) {
   EXPECT_NE(msg.find("tokens [90000, 90065)"), std::string::npos) << msg;
   EXPECT_NE(msg.find("now has 2000 bytes"), std::string::npos) << msg;
   EXPECT_EQ(s.read(487, 1), (std::vector<uint32_t>{487 % 257}));  // the last whole token left
+  // A range the new end cuts in two: the read gets its first 8 tokens, then nothing more.
+  EXPECT_NE(error_of([&] { s.read(480, 20); }).find("tokens [480, 500)"), std::string::npos);
   EXPECT_NE(error_of([&] { s.read(488, 1); }).find("changed size"), std::string::npos);
 }
 
@@ -310,7 +321,7 @@ TEST(Shard, a_shard_rewritten_in_place_with_an_unknown_id_is_an_error) {
   Shard s(path, 257);
   {
     std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
-    const uint16_t bad = 300;
+    const uint16_t bad = 257;  // the first id with no row
     f.seekp(1024 + 2 * 3);
     f.write(reinterpret_cast<const char*>(&bad), 2);
   }
@@ -318,7 +329,7 @@ TEST(Shard, a_shard_rewritten_in_place_with_an_unknown_id_is_an_error) {
   const std::string msg = error_of([&] { s.read(2, 3); });
   EXPECT_NE(msg.find("shard " + path + " changed while it was being read"), std::string::npos)
       << msg;
-  EXPECT_NE(msg.find("token id 300 at position 3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("token id 257 at position 3"), std::string::npos) << msg;
   EXPECT_NE(msg.find("vocabulary size 257"), std::string::npos) << msg;
 }
 
@@ -370,7 +381,9 @@ TEST(Shard, missing_file_is_an_error_naming_it) {
   TempDir dir;
   const std::string path = dir.file("nope.bin");
   std::string msg = error_of([&] { Shard s(path, 257); });
-  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("cannot open shard " + path + ": No such file or directory"), std::string::npos)
+      << msg;
+  EXPECT_EQ(msg.find("every open shard"), std::string::npos) << msg;  // that is for EMFILE only
 }
 
 TEST(Shard, moves_transfer_the_open_file) {
@@ -405,4 +418,100 @@ TEST(Shard, moves_transfer_the_open_file) {
   std::vector<Shard> shards;  // growth moves shards; their contents must survive
   for (int i = 0; i < 5; ++i) shards.emplace_back(dir.file("b.bin"), 10);
   for (const Shard& s : shards) EXPECT_EQ(read_all(s), (std::vector<uint32_t>{7, 8}));
+}
+
+// The header records the vocabulary where it fits its int32 (0 where it does not); ids are at
+// most 32 bits, so a vocabulary past 2^32 or below 1 is refused before any file is made.
+TEST(Shard, write_takes_a_vocabulary_of_1_to_2_pow_32_and_records_one_that_fits_the_header) {
+  TempDir dir;
+  const int64_t int32_max = std::numeric_limits<int32_t>::max();
+  for (int64_t vocab : {int64_t(0), int64_t(-1), (int64_t(1) << 32) + 1}) {
+    const std::string path = dir.file("v" + std::to_string(vocab) + ".bin");
+    const std::string msg = error_of([&] { write_shard(path, {}, vocab); });
+    EXPECT_NE(msg.find(path + ": vocab_size must be in [1, 2^32], got " + std::to_string(vocab)),
+              std::string::npos)
+        << msg;
+    EXPECT_FALSE(fs::exists(path));
+  }
+  for (auto [vocab, recorded] : {std::pair{int64_t(1), int64_t(1)}, {int32_max, int32_max},
+                                 {int32_max + 1, int64_t(0)}, {int64_t(1) << 32, int64_t(0)}}) {
+    const std::string path = dir.file("w" + std::to_string(vocab) + ".bin");
+    write_shard(path, {uint32_t(vocab - 1)}, vocab);
+    EXPECT_EQ(header_int(read_bytes(path), 3), recorded) << vocab;
+    Shard s(path, vocab);
+    EXPECT_EQ(s.written_vocab(), recorded) << vocab;
+    EXPECT_EQ(read_all(s), (std::vector<uint32_t>{uint32_t(vocab - 1)})) << vocab;
+  }
+}
+
+TEST(Shard, a_vocabulary_below_1_at_open_is_an_error) {
+  TempDir dir;
+  const std::string path = dir.file("s.bin");
+  write_shard(path, {1, 2}, 10);
+  for (int64_t vocab : {0, -5}) {
+    const std::string msg = error_of([&] { Shard s(path, vocab); });
+    EXPECT_NE(msg.find("shard " + path + ": vocab_size must be positive, got " +
+                       std::to_string(vocab)),
+              std::string::npos)
+        << msg;
+  }
+}
+
+// uint32 ids are checked at open as uint16 ones are (only uint16 ids under a vocabulary of 65536
+// or more need no check).
+TEST(Shard, a_uint32_id_outside_the_vocabulary_fails_at_open) {
+  TempDir dir;
+  const std::string path = dir.file("wide.bin");
+  write_shard(path, {1, 70000, 99999}, 100000);
+  const std::string msg = error_of([&] { Shard s(path, 80000); });
+  EXPECT_NE(msg.find("shard " + path + ": token id 99999 at position 2 is not below the vocabulary "
+                     "size 80000"),
+            std::string::npos)
+      << msg;
+}
+
+// A shard is made under path.tmp and renamed: where that file cannot be made, or a write to it
+// fails, the error names it, the shard already at path is kept and no path.tmp is left behind.
+TEST(Shard, a_write_that_fails_keeps_the_old_shard_and_leaves_no_tmp) {
+  TempDir dir;
+  const std::string path = dir.file("s.bin");
+  write_shard(path, {1, 2, 3}, 10);
+  const std::vector<char> old = read_bytes(path);
+
+  fs::create_directory(path + ".tmp");
+  std::string msg = error_of([&] { write_shard(path, {4, 5}, 10); });
+  EXPECT_NE(msg.find("write_shard: cannot create " + path + ".tmp: Is a directory"),
+            std::string::npos)
+      << msg;
+  EXPECT_EQ(read_bytes(path), old);
+  fs::remove(path + ".tmp");
+
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full to fail a write with";
+  fs::create_symlink("/dev/full", path + ".tmp");  // every write: ENOSPC
+  const long descriptors = tessera::testing::open_descriptors();
+  msg = error_of([&] { write_shard(path, {4, 5}, 10); });
+  EXPECT_NE(msg.find("write_shard: writing " + path + ".tmp failed: No space left on device"),
+            std::string::npos)
+      << msg;
+  EXPECT_EQ(read_bytes(path), old);
+  EXPECT_FALSE(fs::exists(fs::symlink_status(path + ".tmp")));
+  EXPECT_EQ(tessera::testing::open_descriptors(), descriptors);
+}
+
+// A corpus is thousands of shards, opened once each, and a tokenizer writes as many: every
+// descriptor that writing, opening or a failed open takes is given back.
+TEST(Shard, writing_opening_and_failing_to_open_leave_no_file_descriptor_open) {
+  TempDir dir;
+  const std::string path = dir.file("s.bin");
+  std::vector<char> bad_magic(1024 + 2, 0);
+  write_bytes(dir.file("magic.bin"), bad_magic);
+  const long before = tessera::testing::open_descriptors();
+  for (int i = 0; i < 3; ++i) {
+    write_shard(path, {1, 2, 3}, 10);
+    EXPECT_EQ(read_all(Shard(path, 10)), (std::vector<uint32_t>{1, 2, 3}));
+    EXPECT_NE(error_of([&] { Shard s(path, 3); }).find("token id 3"), std::string::npos);
+    EXPECT_NE(error_of([&] { Shard s(dir.file("magic.bin"), 10); }).find("wrong magic"),
+              std::string::npos);
+  }
+  EXPECT_EQ(tessera::testing::open_descriptors(), before);
 }
