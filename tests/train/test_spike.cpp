@@ -4,7 +4,9 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 
+#include "test_util.h"
 #include "train/spike.h"
 
 using namespace tessera::train;
@@ -78,6 +80,39 @@ TEST(Spike, constant_window_does_not_divide_by_zero) {
   for (int i = 0; i < 3; ++i) d.accept(2.0, 1.0);
   EXPECT_FALSE(d.check(2.0, 1.0).spike);
   EXPECT_TRUE(d.check(2.1, 1.0).spike);  // any real rise over a flat line is an outlier
+}
+
+// The floor under a flat window's std is relative, 1e-9 of its mean: at a mean of 1000 a rise of
+// 3e-6 is 3 of those (below the threshold), one of 1e-5 is 10.
+TEST(Spike, a_flat_window_scores_a_rise_against_a_floor_relative_to_its_mean) {
+  SpikeDetector d({.window = 3, .threshold = 7});
+  for (int i = 0; i < 3; ++i) d.accept(1000.0, 1.0);
+  EXPECT_FALSE(d.check(1000.0 + 3e-6, 1.0).spike);
+  EXPECT_TRUE(d.check(1000.0 + 1e-5, 1.0).spike);
+}
+
+// "More than threshold standard deviations": a z-score of exactly the threshold is no spike.
+TEST(Spike, a_z_score_equal_to_the_threshold_is_not_a_spike) {
+  SpikeDetector d = full_detector(7);
+  EXPECT_FALSE(d.check(2.0 + 7.0, std::exp(2.0)).spike);  // (9 - 2) / 1 = 7 exactly
+  EXPECT_TRUE(d.check(2.0 + 7.0 + 1e-9, std::exp(2.0)).spike);
+}
+
+// The loss is scored on its own scale: the message gives the window's mean as it is.
+TEST(Spike, the_loss_reason_gives_the_value_its_z_score_and_the_window_mean) {
+  EXPECT_EQ(full_detector().check(9.5, std::nullopt).reason,
+            "loss 9.5 is 7.5 sigma above the mean 2 of the last 4 steps");
+  EXPECT_EQ(full_detector().check(std::nan(""), std::nullopt).reason, "loss is nan");
+}
+
+TEST(Spike, a_window_below_one_step_is_refused) {
+  for (int64_t window : {0, -3}) {
+    const std::string msg =
+        tessera::testing::error_of([&] { SpikeDetector d({.window = window, .threshold = 7}); });
+    EXPECT_NE(msg.find("spike.window must be positive, got " + std::to_string(window)),
+              std::string::npos)
+        << msg;
+  }
 }
 
 TEST(Spike, saved_windows_restore_and_longer_ones_keep_the_newest) {
