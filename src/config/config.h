@@ -71,6 +71,9 @@ struct ModelConfig {
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
   int64_t head_dim() const { return n_embd / n_head; }
   int64_t hidden() const;  // mlp_hidden with its 0 resolved
+  // How many weights the model holds, every one nn::param_specs makes (n_head > 0). In double: the
+  // keys may be absurd, and config validation compares this to the host's memory.
+  double parameter_count() const;
 
   bool operator==(const ModelConfig&) const = default;
 };

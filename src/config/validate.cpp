@@ -131,18 +131,22 @@ void check_rope_scaling(const ModelConfig& m, Problems& p) {
     p.add("model.rope_scaling.type dynamic needs a head dimension > 2, got ", m.head_dim());
 }
 
+// The MLP's hidden width (ModelConfig::hidden), in double: the keys may be absurd. mlp_hidden, else
+// 4 C for GELU; for SwiGLU Llama's rule, two thirds of 4 C (it has three matrices, not two) rounded
+// up to a multiple of 64. (8 C / 3 itself is rounded up, not its integer part as in
+// nn::GPTConfig::hidden: the same, as 8 C / 3 never lies strictly between a multiple of 64 and the
+// next integer; 8 C = 192 k + 1 or 192 k + 2 would be no multiple of 8.)
+double mlp_width(const ModelConfig& m) {
+  const double C = double(m.n_embd);
+  if (m.mlp_hidden > 0) return double(m.mlp_hidden);
+  return m.mlp == "swiglu" ? std::ceil(8 * C / 3 / 64) * 64 : 4 * C;
+}
+
 // Every model is built on the host in f32 first (train/trainer.cpp, train/load.cpp), so one whose
 // weights alone exceed the host's memory cannot be built: say so and name the sizes, rather than
 // allocate layer after layer until the host runs out. Doubles: the sizes may be absurd.
 void check_fits_host(const ModelConfig& m, Problems& p) {
-  const double C = double(m.n_embd), V = double(m.vocab_size), L = double(m.n_layer);
-  const double kv = double(m.kv_heads()) * C / double(m.n_head);  // key/value width
-  const double H = m.mlp_hidden > 0    ? double(m.mlp_hidden)
-                   : m.mlp == "swiglu" ? std::ceil(8 * C / 3 / 64) * 64
-                                       : 4 * C;
-  double params = V * C * (m.tie_embeddings ? 1 : 2);
-  if (m.position == "learned") params += double(m.block_size) * C;
-  params += L * (C * (C + 2 * kv) + C * C + (m.mlp == "swiglu" ? 3 : 2) * C * H);
+  const double params = m.parameter_count();
   const double host = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
   if (host > 0 && 4 * params > host) {
     char need[96];
@@ -151,7 +155,7 @@ void check_fits_host(const ModelConfig& m, Problems& p) {
     p.add("model: ", need, " for their f32 weights alone, more than this host's ",
           std::lround(host / double(1 << 30)), " GiB of memory (model.n_layer ", m.n_layer,
           ", model.n_embd ", m.n_embd, ", model.vocab_size ", m.vocab_size, ", MLP width ",
-          int64_t(H), ")");
+          int64_t(mlp_width(m)), ")");
   }
 }
 
@@ -385,11 +389,19 @@ std::vector<int64_t> parse_positive_list(const std::string& text, const char* no
   return values;
 }
 
-int64_t ModelConfig::hidden() const {
-  if (mlp_hidden > 0) return mlp_hidden;
-  if (mlp != "swiglu") return 4 * n_embd;
-  // Llama: two thirds of 4 C (SwiGLU has three matrices, not two), rounded up to a multiple of 64.
-  return (8 * n_embd / 3 + 63) / 64 * 64;
+int64_t ModelConfig::hidden() const { return int64_t(mlp_width(*this)); }
+
+double ModelConfig::parameter_count() const {
+  const double C = double(n_embd), L = double(n_layer), F = mlp_width(*this);
+  const double kv = double(kv_heads()) * C / double(n_head);  // key/value width
+  const double b = bias ? 1 : 0;
+  auto linear = [&](double n_out, double n_in) { return n_out * (n_in + b); };
+  const double one_norm = C * (norm == "layernorm" && bias ? 2 : 1);  // RMSNorm has no bias
+  double n = double(vocab_size) * C * (tie_embeddings ? 1 : 2) + one_norm;  // + the final norm
+  if (position == "learned") n += double(block_size) * C;
+  const double mlp_in = mlp == "swiglu" ? 2 : 1;  // SwiGLU: a gate beside the up projection
+  return n + L * (2 * one_norm + linear(C + 2 * kv, C) + linear(C, C) + mlp_in * linear(F, C) +
+                  linear(C, F));
 }
 
 std::string init_model_difference(const ModelConfig& base, const ModelConfig& run) {
