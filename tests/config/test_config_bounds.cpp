@@ -1,0 +1,165 @@
+// Each numeric key's bound, from both sides: the first value past it is refused with exactly one
+// problem naming the key and the value, and the bound itself is accepted. A rule that assumes a
+// valid key (a division by n_head, a product of sizes) stays quiet while that key is refused.
+#include <gtest/gtest.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+
+namespace tessera {
+namespace {
+
+// The defaults with the overrides applied (';' separates several).
+Config with(const std::string& overrides) {
+  Config cfg;
+  std::stringstream in(overrides);
+  for (std::string o; std::getline(in, o, ';');) apply_override(cfg, o);
+  return cfg;
+}
+
+struct Bound {
+  std::string refused;   // overrides past the bound
+  std::string problem;   // the one problem they make
+  std::string accepted;  // overrides at the bound: no problem
+};
+
+const std::vector<Bound> kModelBounds = {
+    {"model.n_layer=0", "model.n_layer must be positive, got 0", "model.n_layer=1"},
+    {"model.n_head=0", "model.n_head must be positive, got 0", "model.n_head=1"},
+    {"model.n_kv_head=-1", "model.n_kv_head must be >= 0, got -1", "model.n_kv_head=0"},
+    {"model.n_embd=0", "model.n_embd must be positive, got 0", "model.n_embd=4"},
+    {"model.block_size=0", "model.block_size must be positive, got 0", "model.block_size=1"},
+    {"model.vocab_size=0", "model.vocab_size must be positive, got 0", "model.vocab_size=256"},
+    {"model.vocab_size=255",
+     "model.vocab_size (255) is smaller than the byte tokenizer's 256 tokens (data.tokenizer)",
+     "model.vocab_size=256"},
+    {"model.mlp_hidden=-1", "model.mlp_hidden must be >= 0, got -1", "model.mlp_hidden=1"},
+    {"model.rope_theta=0", "model.rope_theta must be positive, got 0", "model.rope_theta=0.5"},
+    {"model.dropout=-0.1", "model.dropout must be in [0, 1), got -0.1", "model.dropout=0"},
+    {"model.sliding_window=-1", "model.sliding_window must be >= 0, got -1",
+     "model.sliding_window=1099511627776"},
+    {"model.sliding_window=1099511627777",
+     "model.sliding_window must be at most 2^40 (0 attends to every earlier token), got "
+     "1099511627777",
+     "model.sliding_window=1099511627776"},
+    {"model.position=rope;model.rope_scaling.type=linear;model.rope_scaling.factor=0.5",
+     "model.rope_scaling.factor must be >= 1 (the new length over the trained one), got 0.5",
+     "model.position=rope;model.rope_scaling.type=linear;model.rope_scaling.factor=1"},
+    {"model.position=rope;model.rope_scaling.type=yarn;model.rope_scaling.attention_factor=10.5",
+     "model.rope_scaling.attention_factor must be at most 10 (it scales every attention logit by "
+     "its square; 0 = 0.1 ln factor + 1), got 10.5",
+     "model.position=rope;model.rope_scaling.type=yarn;model.rope_scaling.attention_factor=10"},
+    {"model.position=rope;model.rope_scaling.type=llama3;model.rope_scaling.high_freq_factor=1",
+     "model.rope_scaling.high_freq_factor (1) must exceed model.rope_scaling.low_freq_factor (1) > "
+     "0",
+     "model.position=rope;model.rope_scaling.type=llama3;model.rope_scaling.high_freq_factor=1.5"},
+    // dynamic needs a head dimension > 2; the other types do not.
+    {"model.position=rope;model.rope_scaling.type=dynamic;model.n_embd=8",
+     "model.rope_scaling.type dynamic needs a head dimension > 2, got 2",
+     "model.position=rope;model.rope_scaling.type=linear;model.n_embd=8"},
+};
+
+const std::vector<Bound> kTrainBounds = {
+    {"train.batch_size=0", "train.batch_size must be positive, got 0", "train.batch_size=1"},
+    {"train.seq_len=-1", "train.seq_len must be >= 0, got -1", "train.seq_len=0"},
+    {"train.seq_len=65", "train.seq_len (65) must not exceed model.block_size (64)",
+     "train.seq_len=64"},
+    {"train.total_batch_size=-1", "train.total_batch_size must be >= 0, got -1",
+     "train.total_batch_size=0"},
+    {"train.total_batch_size=1000",
+     "train.total_batch_size (1000) must be a multiple of train.batch_size * sequence length (12 "
+     "* 64 = 768)",
+     "train.total_batch_size=1536"},
+    // Tokens x vocabulary at 2^60 exactly is allowed; the tokens alone at 2^60 are not, and the
+    // message names the product past the limit.
+    {"train.batch_size=18014398509481984",
+     "train.batch_size x model.block_size x model.vocab_size is too large: 18014398509481984 x 64 "
+     "x 257 logits per micro-batch exceed 2^60",
+     "model.vocab_size=256;train.batch_size=70368744177664"},
+    {"train.max_steps=0", "train.max_steps must be positive, got 0", "train.max_steps=1"},
+    {"train.seed=-1", "train.seed must be >= 0, got -1", "train.seed=0"},
+    {"train.stop_after=-1", "train.stop_after must be >= 0, got -1", "train.stop_after=0"},
+    {"train.s2_attn=true;model.n_kv_head=1",
+     "train.s2_attn shifts half of the heads: model.n_head (4) and the key/value heads (1) must "
+     "be even",
+     "train.s2_attn=true;model.n_kv_head=2"},
+    {"train.run_name=.", "train.run_name '.' must be a plain directory name (no '/', '.' or '..')",
+     "train.run_name=.a"},
+    {"train.run_name=..",
+     "train.run_name '..' must be a plain directory name (no '/', '.' or '..')",
+     "train.run_name=..."},
+};
+
+const std::vector<Bound> kOptimBounds = {
+    {"optim.name=lomo;optim.clip_value=-1", "optim.clip_value must be >= 0, got -1",
+     "optim.name=lomo;optim.clip_value=0"},
+    {"optim.name=lomo;optim.loss_scale=0", "optim.loss_scale must be positive, got 0",
+     "optim.name=lomo;optim.loss_scale=0.5"},
+    {"optim.lr=0;optim.min_lr=0", "optim.lr must be positive, got 0",
+     "optim.lr=1e-9;optim.min_lr=0"},
+    {"optim.min_lr=0.0011",
+     "optim.min_lr (0.0011) must not exceed optim.lr (0.001) for a decaying schedule (cosine)",
+     "optim.min_lr=0.001"},
+    {"optim.weight_decay=-0.1", "optim.weight_decay must be >= 0, got -0.1",
+     "optim.weight_decay=0"},
+    {"optim.beta1=-0.1", "optim.beta1 must be in [0, 1), got -0.1", "optim.beta1=0"},
+    {"optim.beta2=-0.1", "optim.beta2 must be in [0, 1), got -0.1", "optim.beta2=0"},
+    {"optim.eps=0", "optim.eps must be positive, got 0", "optim.eps=1e-30"},
+    {"optim.grad_clip=-1", "optim.grad_clip must be >= 0, got -1", "optim.grad_clip=0"},
+};
+
+const std::vector<Bound> kSpikeBounds = {
+    {"spike.window=0", "spike.window must be positive, got 0", "spike.window=1"},
+    {"spike.threshold=0", "spike.threshold must be positive, got 0", "spike.threshold=0.5"},
+    {"spike.rollback_steps=-1", "spike.rollback_steps must be >= 0, got -1",
+     "spike.rollback_steps=0"},
+    {"spike.skip_batches=-1", "spike.skip_batches must be >= 0, got -1", "spike.skip_batches=0"},
+    {"spike.max_rollbacks=-1", "spike.max_rollbacks must be >= 0, got -1",
+     "spike.max_rollbacks=0"},
+    {"spike.lr_factor=0", "spike.lr_factor must be in (0, 1] (it lowers the LR after a rollback), "
+     "got 0",
+     "spike.lr_factor=1"},
+    {"spike.lr_factor_steps=-1", "spike.lr_factor_steps must be >= 0, got -1",
+     "spike.lr_factor_steps=0"},
+};
+
+void check_bounds(const std::vector<Bound>& bounds) {
+  for (const Bound& b : bounds) {
+    EXPECT_EQ(config_problems(with(b.refused)), std::vector<std::string>{b.problem}) << b.refused;
+    EXPECT_EQ(config_problems(with(b.accepted)), std::vector<std::string>{}) << b.accepted;
+  }
+}
+
+TEST(ConfigBounds, model_keys) { check_bounds(kModelBounds); }
+TEST(ConfigBounds, train_keys) { check_bounds(kTrainBounds); }
+TEST(ConfigBounds, optim_keys) { check_bounds(kOptimBounds); }
+TEST(ConfigBounds, spike_keys) { check_bounds(kSpikeBounds); }
+
+// A key refused outright is reported alone: the rules that would divide by it, multiply it or
+// build an attention spec from it wait until it is valid (n_head 0 would divide by zero).
+TEST(ConfigBounds, rules_that_assume_a_valid_key_stay_quiet_while_it_is_refused) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"model.position=rope;model.rope_scaling.type=dynamic;model.n_head=0",
+       "model.n_head must be positive, got 0"},
+      {"train.s2_attn=true;model.n_head=0", "model.n_head must be positive, got 0"},
+      {"model.block_size=0;train.seq_len=5", "model.block_size must be positive, got 0"},
+      {"train.batch_size=0;train.total_batch_size=1000", "train.batch_size must be positive, got 0"},
+      {"model.attention=linear",
+       "model.attention must be one of softmax, stick_breaking; got 'linear'"},
+      {"train.device=tpu", "train.device must be one of cpu, cuda; got 'tpu'"},
+      {"model.attend_current=true",
+       "model.attend_current and model.sb_remainder apply to model.attention stick_breaking only "
+       "(got attention 'softmax')"},
+      {"model.attention=stick_breaking;model.sliding_window=8",
+       "model.sliding_window applies to model.attention softmax only (got attention "
+       "'stick_breaking')"},
+  };
+  for (const auto& [overrides, problem] : cases)
+    EXPECT_EQ(config_problems(with(overrides)), std::vector<std::string>{problem}) << overrides;
+}
+
+}  // namespace
+}  // namespace tessera
