@@ -433,19 +433,13 @@ ops::AttentionSpec attention_spec(const ModelConfig& m, const TrainConfig& t) {
   return s;
 }
 
-// lora.trainable: comma-separated embed | norm, full tensors trained beside the adapters.
+// lora.trainable: comma-separated embed | norm, full tensors trained beside the adapters. Its items
+// and lora.targets' are split as peft splits them (split_list), so what passes here parses there.
 void check_lora_trainable(const LoraConfig& l, Problems& p) {
-  std::string item;
-  for (size_t i = 0; i <= l.trainable.size(); ++i) {
-    if (i < l.trainable.size() && l.trainable[i] != ',') {
-      if (l.trainable[i] != ' ') item += l.trainable[i];
-      continue;
-    }
-    if (!item.empty() && item != "embed" && item != "norm")
+  for (const std::string& item : split_list(l.trainable))
+    if (!item.empty() && item != "embed" && item != "norm")  // peft skips an empty item
       p.add("lora.trainable: unknown kind '", item, "' in '", l.trainable,
             "' (valid: embed, norm)");
-    item.clear();
-  }
   if (l.rank == 0 && !l.trainable.empty())
     p.add("lora.trainable '", l.trainable, "' needs lora.rank > 0 (without LoRA every tensor "
           "trains already)");
@@ -469,7 +463,7 @@ void check_lora_rank(const Config& c, Problems& p) {
       smallest = name + " (" + std::to_string(in) + " x " + std::to_string(out) + ")";
     }
   };
-  for (const std::string& item : split_trimmed(c.lora.targets)) {
+  for (const std::string& item : split_list(c.lora.targets)) {
     const bool all = item == "all";
     if (all || item == "q") consider("q", C, C);
     if (all || item == "k") consider("k", C, kv);
@@ -509,13 +503,11 @@ void check_lora(const Config& c, Problems& p) {
   }
   p.positive("lora.alpha", l.alpha);
   if (!(l.dropout >= 0 && l.dropout < 1)) p.add("lora.dropout must be in [0, 1), got ", l.dropout);
-  std::string item;
-  bool any = false;
-  for (size_t i = 0; i <= l.targets.size(); ++i) {
-    if (i < l.targets.size() && l.targets[i] != ',') {
-      if (l.targets[i] != ' ') item += l.targets[i];
-      continue;
-    }
+  const std::vector<std::string> targets = split_list(l.targets);
+  if (targets.empty())
+    p.add("lora.targets names no projection (q, k, v, o, gate, up, down, head, all), got '",
+          l.targets, "'");
+  for (const std::string& item : targets) {
     static const std::vector<std::string> valid = {"q",  "k",    "v",    "o",  "gate",
                                                    "up", "down", "head", "all"};
     if (std::find(valid.begin(), valid.end(), item) == valid.end())
@@ -526,10 +518,7 @@ void check_lora(const Config& c, Problems& p) {
     if (item == "head" && c.model.tie_embeddings)
       p.add("lora.targets: 'head' needs model.tie_embeddings false (the tied matrix is also the "
             "token embedding)");
-    any = true;
-    item.clear();
   }
-  if (!any) p.non_empty("lora.targets", l.targets);
   check_lora_rank(c, p);
   if (c.optim.name != "adamw")
     p.add("lora.rank > 0 trains adapters with optim.name adamw; got '", c.optim.name,

@@ -28,6 +28,14 @@ inline std::vector<std::string> split_trimmed(const std::string& text) {
   return items;
 }
 
+// A list key's items (lora.targets, lora.trainable): split_trimmed, except that a last comma ends
+// the list ("q,v," is q and v). Empty items inside are kept, for the caller to refuse.
+inline std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out = split_trimmed(text);
+  if (!text.empty() && text.back() == ',') out.pop_back();
+  return out;
+}
+
 constexpr const char* kHexDigits = "0123456789abcdef";
 
 // Appends c as C and YAML's double-quoted strings write it: \n, \t, another control character as

@@ -21,12 +21,6 @@ double LoraOptions::scaling() const {
   return rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
 }
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out = split_trimmed(text);
-  if (!text.empty() && text.back() == ',') out.pop_back();  // "q,v," is q and v
-  return out;
-}
-
 std::vector<nn::Proj> parse_targets(const std::string& text) {
   std::vector<nn::Proj> out;
   for (const std::string& item : split_list(text)) {

@@ -52,9 +52,6 @@ struct LoraOptions {
 
 // "embed,norm" -> {"embed", "norm"}; "" -> {}. Errors name the unknown item.
 std::vector<std::string> parse_trainable(const std::string& text);
-// "a, b,,c" -> {"a", "b", "", "c"}: comma-separated items with surrounding blanks trimmed (empty
-// ones kept, for the caller to refuse or skip); the lists of lora.targets and lora.trainable.
-std::vector<std::string> split_list(const std::string& text);
 // The lora.trainable kind of a model part (nn/hf_names.h): "embed" (token and position
 // embeddings), "norm" (the blocks' two norms and the final one), or "" (not selectable).
 std::string parameter_kind(nn::Part part);

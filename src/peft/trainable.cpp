@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <map>
 
+#include "core/text.h"
 #include "peft/lora.h"
 
 namespace tessera::peft {

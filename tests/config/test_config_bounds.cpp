@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "test_util.h"
 
 namespace tessera {
 namespace {
@@ -124,6 +125,47 @@ const std::vector<Bound> kSpikeBounds = {
      "spike.lr_factor=1"},
     {"spike.lr_factor_steps=-1", "spike.lr_factor_steps must be >= 0, got -1",
      "spike.lr_factor_steps=0"},
+    // Windows skipped after a rollback x windows a batch stay within 2^60 (12 a batch here; 4 at
+    // the bound, 2^58 x 4 = 2^60).
+    {"spike.skip_batches=144115188075855872",
+     "spike.skip_batches x train.batch_size is too large: 144115188075855872 x 12 windows exceed "
+     "2^60",
+     "train.batch_size=4;spike.skip_batches=288230376151711744"},
+    {"spike.inject_steps=5x", "spike.inject_steps: '5x' is not a step number >= 1 in '5x'",
+     "spike.inject_steps=1"},
+    {"spike.inject_steps=0", "spike.inject_steps: '0' is not a step number >= 1 in '0'",
+     "spike.inject_steps=1,2"},
+    // Only the first step past the run is named.
+    {"train.max_steps=500;spike.inject_steps=600,700",
+     "spike.inject_steps: step 600 is past train.max_steps (500): it would never be injected",
+     "train.max_steps=500;spike.inject_steps=499"},
+};
+
+const std::vector<Bound> kOtherBounds = {
+    {"eval.interval=-1", "eval.interval must be >= 0, got -1", "eval.interval=0"},
+    {"eval.tokens=-1", "eval.tokens must be >= 0, got -1", "eval.tokens=0"},
+    {"eval.tokens=100",
+     "eval.tokens (100) must be a multiple of the sequence length (model.block_size 64): "
+     "evaluations score whole windows",
+     "eval.tokens=128"},
+    {"checkpoint.dir=", "checkpoint.dir must not be empty", "checkpoint.dir=d"},
+    {"checkpoint.interval=-1", "checkpoint.interval must be >= 0, got -1",
+     "checkpoint.interval=0"},
+    {"checkpoint.keep=1", "checkpoint.keep must be >= 2, got 1", "checkpoint.keep=2"},
+    {"checkpoint.milestone_interval=-1", "checkpoint.milestone_interval must be >= 0, got -1",
+     "checkpoint.milestone_interval=0"},
+    {"lora.rank=8;checkpoint.init=x;lora.alpha=0", "lora.alpha must be positive, got 0",
+     "lora.rank=8;checkpoint.init=x;lora.alpha=0.5"},
+    {"dist.backend=gloo", "dist.backend must be one of auto, single, mpi, nccl; got 'gloo'",
+     "dist.backend=mpi"},
+    {"dist.timeout=0", "dist.timeout must be positive, got 0", "dist.timeout=0.5"},
+    {"dist.bucket_mb=0", "dist.bucket_mb must be positive, got 0", "dist.bucket_mb=1e-6"},
+    // The buckets count whole bytes, at least one and at most 2^40.
+    {"dist.bucket_mb=4.76837158203125e-07",
+     "dist.bucket_mb must be at least one byte (9.53674e-07 MiB), got 4.76837e-07",
+     "dist.bucket_mb=9.5367431640625e-07"},
+    {"dist.bucket_mb=1048577", "dist.bucket_mb must be at most 1048576 (1 TiB), got 1.04858e+06",
+     "dist.bucket_mb=1048576"},
 };
 
 void check_bounds(const std::vector<Bound>& bounds) {
@@ -137,6 +179,44 @@ TEST(ConfigBounds, model_keys) { check_bounds(kModelBounds); }
 TEST(ConfigBounds, train_keys) { check_bounds(kTrainBounds); }
 TEST(ConfigBounds, optim_keys) { check_bounds(kOptimBounds); }
 TEST(ConfigBounds, spike_keys) { check_bounds(kSpikeBounds); }
+TEST(ConfigBounds, eval_checkpoint_lora_and_dist_keys) { check_bounds(kOtherBounds); }
+
+// A value quoted in a problem is cut after 64 characters, with its length said.
+TEST(ConfigBounds, a_quoted_value_is_cut_after_64_characters) {
+  EXPECT_EQ(config_problems(with("model.norm=" + std::string(64, 'x'))),
+            std::vector<std::string>{"model.norm must be one of layernorm, rmsnorm; got '" +
+                                     std::string(64, 'x') + "'"});
+  EXPECT_EQ(config_problems(with("model.norm=" + std::string(65, 'x'))),
+            std::vector<std::string>{"model.norm must be one of layernorm, rmsnorm; got '" +
+                                     std::string(64, 'x') + "...' (65 characters)"});
+}
+
+// The tokens of a step for a world size: a world below one, or a config never validated whose
+// batch holds no tokens, is an error naming the figures, never a division by zero.
+TEST(ConfigBounds, tokens_per_step_and_accumulation_refuse_what_would_divide_by_zero) {
+  Config cfg;
+  for (int64_t world : {0, -2}) {
+    const std::string msg = testing::error_of([&] { cfg.tokens_per_step(world); });
+    EXPECT_NE(msg.find("tokens_per_step: world size must be positive, got " +
+                       std::to_string(world)),
+              std::string::npos)
+        << msg;
+  }
+  Config empty = with("train.batch_size=0;train.total_batch_size=768");
+  const std::string msg = testing::error_of([&] { empty.grad_accum_steps(2); });
+  EXPECT_NE(msg.find("train.total_batch_size (768) must be a multiple of train.batch_size * "
+                     "sequence length * world size (0 * 64 * 2 = 0)"),
+            std::string::npos)
+      << msg;
+  EXPECT_EQ(with("train.total_batch_size=3072").grad_accum_steps(2), 2);  // 12 x 64 x 2 = 1536
+}
+
+// The step lists' parser throws where no problem string is given (the trainer's use).
+TEST(ConfigBounds, a_step_list_without_a_problem_string_throws_naming_the_item) {
+  EXPECT_EQ(parse_step_list(" 3, 7 "), (std::vector<int64_t>{3, 7}));
+  const std::string msg = testing::error_of([] { parse_step_list("3,seven"); });
+  EXPECT_NE(msg.find("'seven' is not a step number >= 1 in '3,seven'"), std::string::npos) << msg;
+}
 
 // A key refused outright is reported alone: the rules that would divide by it, multiply it or
 // build an attention spec from it wait until it is valid (n_head 0 would divide by zero).
@@ -146,6 +226,7 @@ TEST(ConfigBounds, rules_that_assume_a_valid_key_stay_quiet_while_it_is_refused)
        "model.n_head must be positive, got 0"},
       {"train.s2_attn=true;model.n_head=0", "model.n_head must be positive, got 0"},
       {"model.block_size=0;train.seq_len=5", "model.block_size must be positive, got 0"},
+      {"model.block_size=0;eval.tokens=100", "model.block_size must be positive, got 0"},
       {"train.batch_size=0;train.total_batch_size=1000", "train.batch_size must be positive, got 0"},
       {"model.attention=linear",
        "model.attention must be one of softmax, stick_breaking; got 'linear'"},
