@@ -142,6 +142,10 @@ const std::vector<Bound> kSpikeBounds = {
 };
 
 const std::vector<Bound> kOtherBounds = {
+    {"data.val=", "data.val must not be empty", "data.val=v.bin"},
+    // The byte tokenizer needs no files; gpt2 reads its vocabulary from data.tokenizer_dir.
+    {"data.tokenizer=gpt2;model.vocab_size=50257;data.tokenizer_dir=",
+     "data.tokenizer_dir must not be empty", "data.tokenizer_dir="},
     {"eval.interval=-1", "eval.interval must be >= 0, got -1", "eval.interval=0"},
     {"eval.tokens=-1", "eval.tokens must be >= 0, got -1", "eval.tokens=0"},
     {"eval.tokens=100",
