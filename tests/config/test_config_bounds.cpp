@@ -104,6 +104,7 @@ const std::vector<Bound> kOptimBounds = {
     {"optim.min_lr=0.0011",
      "optim.min_lr (0.0011) must not exceed optim.lr (0.001) for a decaying schedule (cosine)",
      "optim.min_lr=0.001"},
+    {"optim.min_lr=-1", "optim.min_lr must be >= 0, got -1", "optim.min_lr=0"},
     {"optim.weight_decay=-0.1", "optim.weight_decay must be >= 0, got -0.1",
      "optim.weight_decay=0"},
     {"optim.beta1=-0.1", "optim.beta1 must be in [0, 1), got -0.1", "optim.beta1=0"},
@@ -139,6 +140,9 @@ const std::vector<Bound> kSpikeBounds = {
     {"train.max_steps=500;spike.inject_steps=600,700",
      "spike.inject_steps: step 600 is past train.max_steps (500): it would never be injected",
      "train.max_steps=500;spike.inject_steps=499"},
+    {"train.max_steps=500;spike.inject_steps=501",
+     "spike.inject_steps: step 501 is past train.max_steps (500): it would never be injected",
+     "train.max_steps=500;spike.inject_steps=500"},
 };
 
 const std::vector<Bound> kOtherBounds = {
@@ -231,6 +235,15 @@ TEST(ConfigBounds, rules_that_assume_a_valid_key_stay_quiet_while_it_is_refused)
       {"train.s2_attn=true;model.n_head=0", "model.n_head must be positive, got 0"},
       {"model.block_size=0;train.seq_len=5", "model.block_size must be positive, got 0"},
       {"model.block_size=0;eval.tokens=100", "model.block_size must be positive, got 0"},
+      {"train.max_steps=0;spike.inject_steps=3", "train.max_steps must be positive, got 0"},
+      // lora.rank is held to the projections' sizes only once the model's sizes are valid.
+      {"lora.rank=8;checkpoint.init=x;model.n_head=0", "model.n_head must be positive, got 0"},
+      {"lora.rank=8;checkpoint.init=x;model.n_embd=0", "model.n_embd must be positive, got 0"},
+      {"lora.rank=129;checkpoint.init=x;model.n_embd=130",
+       "model.n_embd (130) must be divisible by model.n_head (4)"},
+      {"lora.rank=8;checkpoint.init=x;lora.targets=head;model.tie_embeddings=false;"
+       "model.vocab_size=0",
+       "model.vocab_size must be positive, got 0"},
       {"train.batch_size=0;train.total_batch_size=1000", "train.batch_size must be positive, got 0"},
       {"model.attention=linear",
        "model.attention must be one of softmax, stick_breaking; got 'linear'"},

@@ -85,6 +85,15 @@ TEST(LoraConfig, the_rank_is_held_to_the_smallest_adapted_projection_and_names_i
   }
   EXPECT_EQ(config_problems(lora_config("model.mlp_hidden=64;lora.targets=q;lora.rank=100")),
             std::vector<std::string>{});  // the gate (64 wide) is not adapted
+  // "all" adapts the gate where there is one: the first projection 64 wide is then the gate.
+  for (auto [mlp, first] : {std::pair{"swiglu", "gate (128 x 64)"}, {"gelu", "up (128 x 64)"}}) {
+    const std::vector<std::string> problems = config_problems(lora_config(
+        std::string("model.mlp=") + mlp + ";model.mlp_hidden=64;lora.targets=all;lora.rank=65"));
+    ASSERT_EQ(problems.size(), 1u) << mlp;
+    EXPECT_NE(problems[0].find(std::string("of the adapted projection ") + first),
+              std::string::npos)
+        << problems[0];
+  }
 }
 
 }  // namespace

@@ -113,6 +113,20 @@ TEST(RopeScalingConfig, an_init_may_change_the_context_length_and_its_positions_
   EXPECT_EQ(init_model_difference(base.model, m), "model.n_head: 4 vs 8");
 }
 
+// Defaults compare resolved: an original_max_position of 0 is the block size, an n_kv_head of 0
+// is n_head, an mlp_hidden of 0 the rule's width.
+TEST(RopeScalingConfig, model_keys_left_at_0_compare_as_the_values_they_stand_for) {
+  ModelConfig a;
+  a.position = "rope", a.rope_scaling.type = "linear", a.rope_scaling.factor = 2;
+  ModelConfig b = a;
+  b.rope_scaling.original_max_position = a.block_size;
+  b.n_kv_head = a.n_head;
+  b.mlp_hidden = 4 * a.n_embd;
+  EXPECT_EQ(model_difference(a, b), "");
+  b.rope_scaling.original_max_position = a.block_size / 2;
+  EXPECT_EQ(model_difference(a, b), "model.rope_scaling.original_max_position: 64 vs 32");
+}
+
 TEST(LoraTrainableConfig, kinds_are_checked_and_need_lora) {
   EXPECT_TRUE(has(error_of([] { parse_config("", "x", {"lora.trainable=norm"}); }),
                   "lora.trainable 'norm' needs lora.rank > 0"));
