@@ -65,6 +65,9 @@ TEST(ConfigSpelling, an_unknown_key_gets_the_nearest_guess) {
            Case{"model.n_embdd=1", "model.n_embd"},         // one added at the end
            Case{"model.zzzzout=1", ""},                     // 3 edits from dropout: too far
            Case{"model.n_lxzqr=1", ""},                     // 3 edits in 7 letters
+           Case{"model.n_layqqq=1", ""},                    // the third edit is the last letter
+           Case{"model.qqq=1", ""},                         // short words: 1 edit at most
+           Case{"model.q=1", ""},
            Case{"optimizer.lrr=1", "optim.lr"},             // both misspelt
            Case{"optimizer.lr=1", "optim.lr"},
            Case{"qqqqqqq.lr=1", "optim.lr"},                // the key alone is known
