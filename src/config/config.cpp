@@ -305,39 +305,36 @@ void check_quotes_closed(const YAML::Node& node, std::string_view text, const st
                ": the value quoted with ", q, " here has no closing ", q);
 }
 
+[[noreturn]] void fail_malformed(const std::string& source, const YAML::Exception& e) {
+  TESSERA_FAIL(source, ": malformed YAML at line ", e.mark.line + 1, ", column ", e.mark.column + 1,
+               ": ", e.msg);
+}
+
 // YAML anchors and aliases (&name, *name) are refused: no tessera config needs them, and an alias
 // shares its node, so a few hundred bytes of nested aliases ("billion laughs") stand for a tree of
 // billions of nodes that any walk over the config (the key checks, check_quotes_closed) would visit
-// one by one. yaml-cpp reports an anchor on the node that carries it and an alias as its own event.
+// one by one. yaml-cpp (0.7) reports an anchor by OnAnchor before the event of the node that
+// carries it, and an alias as its own event; the anchor ids the node events carry add nothing.
 class AnchorFinder : public YAML::EventHandler {
  public:
   explicit AnchorFinder(const std::string& source) : source_(source) {}
   void OnDocumentStart(const YAML::Mark&) override {}
   void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark& m, YAML::anchor_t a) override { check(m, a); }
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
   void OnAlias(const YAML::Mark& m, YAML::anchor_t) override { refuse(m, "an alias (*name)"); }
-  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t a,
-                const std::string&) override {
-    check(m, a);
-  }
-  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t a,
-                       YAML::EmitterStyle::value) override {
-    check(m, a);
-  }
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
   void OnSequenceEnd() override {}
-  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t a,
-                  YAML::EmitterStyle::value) override {
-    check(m, a);
-  }
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
   void OnMapEnd() override {}
   void OnAnchor(const YAML::Mark& m, const std::string&) override {
     refuse(m, "an anchor (&name)");
   }
 
  private:
-  void check(const YAML::Mark& m, YAML::anchor_t a) {
-    if (a != YAML::NullAnchor) refuse(m, "an anchor (&name)");
-  }
   [[noreturn]] void refuse(const YAML::Mark& m, const char* what) {
     TESSERA_FAIL(source_, ": YAML anchors and aliases are not allowed in a config, found ", what,
                  " at line ", m.line + 1, ", column ", m.column + 1, "; write the value out");
@@ -345,6 +342,7 @@ class AnchorFinder : public YAML::EventHandler {
   const std::string& source_;
 };
 
+// Runs after YAML::LoadAll has read the same text, so its parse errors have been reported there.
 void refuse_anchors(const std::string& text, const std::string& source) {
   std::istringstream in(text);
   YAML::Parser parser(in);
@@ -353,8 +351,7 @@ void refuse_anchors(const std::string& text, const std::string& source) {
     while (parser.HandleNextDocument(finder)) {
     }
   } catch (const YAML::Exception& e) {
-    TESSERA_FAIL(source, ": malformed YAML at line ", e.mark.line + 1, ", column ",
-                 e.mark.column + 1, ": ", e.msg);
+    fail_malformed(source, e);
   }
 }
 
@@ -369,8 +366,7 @@ void read_yaml(Config& cfg, const std::string& text, const std::string& source) 
   try {
     docs = YAML::LoadAll(text);
   } catch (const YAML::Exception& e) {
-    TESSERA_FAIL(source, ": malformed YAML at line ", e.mark.line + 1, ", column ",
-                 e.mark.column + 1, ": ", e.msg);
+    fail_malformed(source, e);
   }
   TESSERA_CHECK(docs.size() <= 1, source, ": holds ", docs.size(),
                 " YAML documents ('---'); a config is one");

@@ -2,7 +2,8 @@
 // a file is read (config.cpp; a few hundred bytes of nested aliases would otherwise make reading
 // the config take exponential time), a value refused outright reported alone, not with the rules
 // that assume a valid one, AdamW's keys under the fused optimizers, blanks around --set values, and
-// min_lr above lr, refused only where a schedule decays to it.
+// min_lr above lr, refused only where a schedule decays to it; where a malformed YAML text goes
+// wrong (line and column), open quotes anywhere in the tree, and which strings to_yaml quotes.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -66,8 +67,10 @@ TEST(ConfigValidation, override_values_are_trimmed_as_yaml_values_are) {
   EXPECT_EQ(yaml.checkpoint.dir, cfg.checkpoint.dir);
   for (const char* name : {"\" \"", "\"run \"", "\" run\""}) {
     SCOPED_TRACE(name);
-    EXPECT_CONTAINS(error_of([&] { parse_config(std::string("train:\n  run_name: ") + name + "\n",
-                                                "quoted.yaml"); }),
+    EXPECT_CONTAINS(error_of([&] {
+                      parse_config(std::string("train:\n  run_name: ") + name + "\n",
+                                   "quoted.yaml");
+                    }),
                     "starts or ends with a blank");
   }
 }
@@ -107,7 +110,6 @@ TEST(ConfigValidation, min_lr_above_lr_is_refused_only_for_a_decaying_schedule) 
   EXPECT_CONTAINS(error_of([&] { cfg.validate(); }), "for a decaying schedule (linear)");
 }
 
-}  // namespace
 // eval.tokens counts whole windows: a count that is not a multiple of the sequence length is
 // refused naming both; 0 leaves the windows to eval.steps x train.batch_size.
 TEST(ConfigValidation, eval_tokens_must_be_whole_windows) {
@@ -126,4 +128,42 @@ TEST(ConfigValidation, eval_tokens_must_be_whole_windows) {
   EXPECT_EQ(cfg.eval_windows(), cfg.eval.steps * cfg.train.batch_size);
 }
 
+// Where a YAML text goes wrong is named by line and column, both counted from 1 (yaml-cpp's marks
+// count from 0): the quote left open, the anchor, the token the parser stopped at.
+TEST(ConfigYamlErrors, malformed_yaml_names_the_line_and_column_counted_from_one) {
+  EXPECT_CONTAINS(error_of([] { parse_config("model:\n  n_layer: \"2\n", "q.yaml"); }),
+                  "q.yaml: malformed YAML at line 2, column 12: the value quoted with \" here has "
+                  "no closing \"");
+  EXPECT_CONTAINS(error_of([] { parse_config("model:\n  n_layer: &n 4\n", "a.yaml"); }),
+                  "a.yaml: YAML anchors and aliases are not allowed in a config, found an anchor "
+                  "(&name) at line 2, column 12; write the value out");
+  EXPECT_CONTAINS(error_of([] { parse_config("model:\n  n_layer: 4\n n_head: [4\n", "m.yaml"); }),
+                  "m.yaml: malformed YAML at line 3, column 2: ");
+}
+
+// The open quote is looked for in every scalar: an explicit key (`? "...`), an item of a sequence,
+// a document that is one scalar starting at the file's first byte.
+TEST(ConfigYamlErrors, a_quote_left_open_anywhere_in_the_tree_is_malformed_yaml) {
+  for (const char* text :
+       {"model:\n  ? \"n_layer\n", "model:\n  n_layer:\n    - \"2\n", "\"model\n"}) {
+    SCOPED_TRACE(text);
+    EXPECT_CONTAINS(error_of([&] { parse_config(text, "open.yaml"); }), "has no closing");
+  }
+}
+
+// A string is written plain only where every YAML reader reads it back as that string: one that
+// starts with a digit, a dot or a dash could be taken for a number (123, .5, 1e5) or syntax.
+TEST(ConfigYaml, strings_that_could_read_as_numbers_are_quoted) {
+  for (const char* value : {"123", ".5", "1e5", "-x", "_x", "x1"}) {
+    SCOPED_TRACE(value);
+    Config c;
+    c.checkpoint.dir = value;
+    const bool plain = value[0] == '_' || value[0] == 'x';
+    EXPECT_CONTAINS(to_yaml(c), std::string("  dir: ") +
+                                    (plain ? value : "\"" + std::string(value) + "\"") + "\n");
+    EXPECT_EQ(parse_config(to_yaml(c), "round trip").checkpoint.dir, value);
+  }
+}
+
+}  // namespace
 }  // namespace tessera
