@@ -27,13 +27,16 @@ struct Flags {
                                                                  cxxopts::value<std::string>())(
         "set", "a list", cxxopts::value<std::vector<std::string>>())("dry-run", "a switch")(
         "h,help", "help");
+    options.add_options("widths")("u32", "", cxxopts::value<uint32_t>())(
+        "u16", "", cxxopts::value<uint16_t>())("i16", "", cxxopts::value<int16_t>());
   }
   cxxopts::ParseResult parse(std::vector<std::string> args) {
     args.insert(args.begin(), "generate");
     std::vector<const char*> argv;
     for (const auto& a : args) argv.push_back(a.c_str());
+    argv.push_back(nullptr);  // argv[argc], as main() gets it
     bool help = false;
-    return parse_flags(options, int(argv.size()), argv.data(), &help, {"input"});
+    return parse_flags(options, int(argv.size()) - 1, argv.data(), &help, {"input"});
   }
   std::string error(const std::vector<std::string>& args) {
     return error_of([&] { parse(args); });
@@ -67,6 +70,36 @@ TEST(CommandLine, a_value_its_type_refuses_names_the_flag_and_why) {
   EXPECT_EQ(args["seed"].as<uint64_t>(), 18446744073709551615ull);
   EXPECT_EQ(args["max-new-tokens"].as<int64_t>(), -5);  // the binary checks its own range
   EXPECT_EQ(args["iters"].as<int>(), 16);
+}
+
+// The range named is the option's own type's, found by the widest bound it accepts. (No binary
+// declares an 8-bit option: cxxopts 3.1.1 reads --x=300 into an int8_t as 44.)
+TEST(CommandLine, an_integer_out_of_range_names_the_bounds_of_its_type) {
+  Flags f;
+  EXPECT_CONTAINS(f.error({"--u32", "4294967296"}),
+                  "--u32: '4294967296' is out of range [0, 4294967295]");
+  EXPECT_CONTAINS(f.error({"--u32", "-1"}), "--u32: '-1' is out of range [0, 4294967295]");
+  EXPECT_CONTAINS(f.error({"--u16", "65536"}), "--u16: '65536' is out of range [0, 65535]");
+  EXPECT_CONTAINS(f.error({"--i16", "-32769"}), "--i16: '-32769' is out of range [-32768, 32767]");
+  EXPECT_CONTAINS(f.error({"--i16", "32768"}), "--i16: '32768' is out of range [-32768, 32767]");
+  const auto args = f.parse({"--u32", "4294967295", "--u16", "65535", "--i16", "-32768"});
+  EXPECT_EQ(args["u32"].as<uint32_t>(), 4294967295u);
+  EXPECT_EQ(args["u16"].as<uint16_t>(), 65535);
+  EXPECT_EQ(args["i16"].as<int16_t>(), -32768);
+}
+
+// What cxxopts refuses on its own (an unknown flag, a value missing at the end, anything after
+// "--") is reported as a command-line error, never taken for an empty parse.
+TEST(CommandLine, unknown_flags_missing_values_and_words_after_a_double_dash_are_refused) {
+  Flags f;
+  EXPECT_CONTAINS(f.error({"--bogus"}), "command line: ");
+  EXPECT_CONTAINS(f.error({"--bogus"}), "bogus");
+  EXPECT_CONTAINS(f.error({"--prompt", "x", "--seed"}), "command line: ");
+  EXPECT_CONTAINS(f.error({"--prompt", "x", "--seed"}), "seed");
+  // After "--" no word is a flag: "--help" there is no forgotten value of --seed.
+  EXPECT_CONTAINS(f.error({"--", "--seed", "--help"}),
+                  "command line: unexpected argument '--seed'");
+  EXPECT_CONTAINS(f.error({"stray"}), "command line: unexpected argument 'stray'");
 }
 
 TEST(CommandLine, a_flag_given_twice_is_refused_unless_it_repeats) {
