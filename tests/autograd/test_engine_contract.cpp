@@ -1,0 +1,93 @@
+// The autograd engine's contract with its callers (autograd/autograd.h): which tensors may have a
+// gradient, a hook or an attached buffer, and what an attached buffer reads as before, during and
+// after a backward.
+#include <gtest/gtest.h>
+
+#include "backend/profile.h"
+#include "config/expect_contains.h"
+#include "ops/ops.h"
+#include "test_util.h"
+
+namespace tessera {
+namespace {
+
+using testing::error_of;
+
+TEST(AutogradContract, only_floating_leaves_take_a_gradient) {
+  Tensor ids = zeros({3}, DType::I32);
+  EXPECT_CONTAINS(error_of([&] { ids.requires_grad_(); }),
+                  "requires_grad_() on a i32 tensor: only floating tensors have gradients");
+  ids.requires_grad_(false);  // turning it off is always allowed
+  EXPECT_FALSE(ids.requires_grad());
+  Tensor w = zeros({3}, DType::F64).requires_grad_();
+  Tensor y = ops::scale(w, 2.0);
+  EXPECT_CONTAINS(error_of([&] { y.requires_grad_(false); }), "on a non-leaf tensor");
+  EXPECT_CONTAINS(error_of([&] { y.requires_grad_(false); }), "use detach()");
+}
+
+TEST(AutogradContract, hooks_and_attached_gradients_need_a_leaf_that_requires_one) {
+  Tensor plain = zeros({3}, DType::F64);
+  Tensor w = zeros({3}, DType::F64).requires_grad_();
+  Tensor y = ops::scale(w, 2.0);
+  for (const Tensor* t : {&plain, &y}) {
+    EXPECT_CONTAINS(error_of([&] { register_grad_hook(*t, [](Tensor&) {}); }),
+                    "register_grad_hook: ");
+    EXPECT_CONTAINS(error_of([&] { register_grad_hook(*t, [](Tensor&) {}); }),
+                    "is not a leaf that requires a gradient");
+    EXPECT_CONTAINS(error_of([&] { attach_grad(*t, zeros({3}, DType::F64)); }),
+                    "is not a leaf that requires a gradient");
+  }
+  EXPECT_CONTAINS(error_of([&] { attach_grad(w, zeros({4}, DType::F64)); }), "does not fit");
+  EXPECT_CONTAINS(error_of([&] { attach_grad(w, zeros({3}, DType::I32)); }), "does not fit");
+  EXPECT_CONTAINS(error_of([&] { attach_grad(w, zeros({3}, DType::F64), false, false); }),
+                  "a gradient left unfilled must be zero by definition");
+}
+
+// attach_grad(zero, filled = false): the buffer is zero by definition; grad() and
+// fill_pending_grad write the zeros, a backward copies its contribution over them, zero_grad
+// detaches it.
+TEST(AutogradContract, an_unfilled_attached_gradient_reads_as_zeros_until_written) {
+  for (const bool read_first : {false, true}) {
+    SCOPED_TRACE(read_first ? "read before the backward" : "backward first");
+    Tensor w = from_vector<double>({1, 2, 3}, {3}).requires_grad_();
+    Tensor buffer = full({3}, 7.0, DType::F32);  // stale memory
+    attach_grad(w, buffer, /*zero=*/true, /*filled=*/false);
+    EXPECT_TRUE(grad_holds_zeros(w));
+    if (read_first) {
+      EXPECT_EQ(w.grad().to_vector<float>(), std::vector<float>(3, 0.f));
+      EXPECT_EQ(buffer.to_vector<float>(), std::vector<float>(3, 0.f)) << "written in place";
+      EXPECT_TRUE(grad_holds_zeros(w)) << "read, still nothing added";
+    }
+    ops::sum(ops::scale(w, 2.0)).backward();
+    EXPECT_FALSE(grad_holds_zeros(w));
+    EXPECT_EQ(buffer.to_vector<float>(), std::vector<float>(3, 2.f));
+    ops::sum(ops::scale(w, 2.0)).backward();  // now it adds
+    EXPECT_EQ(buffer.to_vector<float>(), std::vector<float>(3, 4.f));
+    w.zero_grad();
+    EXPECT_FALSE(w.grad().defined());
+    EXPECT_FALSE(grad_holds_zeros(w));
+  }
+  // The zeros are written once, however often they are read.
+  Tensor w = zeros({2}, DType::F64).requires_grad_();
+  Tensor buffer = full({2}, 5.0, DType::F64);
+  attach_grad(w, buffer, true, false);
+  profile::start();
+  fill_pending_grad(w);
+  (void)w.grad();
+  fill_pending_grad(w);
+  profile::stop();
+  int64_t fills = 0;
+  for (const profile::Row& r : profile::rows()) fills += r.kernel == "fill" ? r.calls : 0;
+  EXPECT_EQ(fills, 1);
+  EXPECT_EQ(buffer.to_vector<double>(), std::vector<double>(2, 0.0));
+  // Filled already: nothing to write, and the buffer is used as it is.
+  Tensor v = zeros({2}, DType::F64).requires_grad_();
+  Tensor kept = full({2}, 5.0, DType::F64);
+  attach_grad(v, kept, false, true);
+  EXPECT_FALSE(grad_holds_zeros(v));
+  ops::sum(v).backward();
+  EXPECT_EQ(kept.to_vector<double>(), std::vector<double>(2, 6.0)) << "added to what it held";
+}
+
+}  // namespace
+}  // namespace tessera
