@@ -3,6 +3,8 @@
 // after a backward.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "backend/profile.h"
 #include "config/expect_contains.h"
 #include "ops/ops.h"
@@ -87,6 +89,60 @@ TEST(AutogradContract, an_unfilled_attached_gradient_reads_as_zeros_until_writte
   EXPECT_FALSE(grad_holds_zeros(v));
   ops::sum(v).backward();
   EXPECT_EQ(kept.to_vector<double>(), std::vector<double>(2, 6.0)) << "added to what it held";
+}
+
+// An op with one input hands gradients to input 0 only: any other index is the closure's bug,
+// named with the op, whichever way it is handed over.
+TEST(AutogradContract, a_gradient_for_an_input_the_op_lacks_is_an_error_naming_the_op) {
+  Tensor x = ones({2}, DType::F64).requires_grad_();
+  const auto error_with = [&](std::function<void(const Tensor&, GradSink&)> backward) {
+    Tensor y = record("one_input", x.detach().clone(), {x}, std::move(backward));
+    return error_of([&] { ops::sum(y).backward(); });
+  };
+  const char* want = "backward of one_input: gradient for input 1 but the op has 1 inputs";
+  EXPECT_CONTAINS(error_with([](const Tensor& dy, GradSink& g) { g.add(1, dy); }), want);
+  EXPECT_CONTAINS(error_with([](const Tensor&, GradSink& g) {
+                    g.add_into(1, DType::F64, [](Tensor&, bool) {});
+                  }),
+                  want);
+  EXPECT_CONTAINS(error_with([](const Tensor&, GradSink& g) {
+                    g.add_into({{1, DType::F64}}, [](std::vector<Into>&) {});
+                  }),
+                  want);
+  bool needs0 = false, needs1 = true;
+  Tensor y = record("one_input", x.detach().clone(), {x}, [&](const Tensor& dy, GradSink& g) {
+    needs0 = g.needs(0);
+    needs1 = g.needs(1);
+    g.add(0, dy);
+  });
+  ops::sum(y).backward();
+  EXPECT_TRUE(needs0);
+  EXPECT_FALSE(needs1);
+}
+
+// A contribution that overwrites its accumulator writes all of it; confined to a region (any dim,
+// 0 included) it would leave the rest unwritten.
+TEST(AutogradContract, an_overwriting_contribution_cannot_be_confined_to_a_region) {
+  Tensor x = ones({2, 4}, DType::F64).requires_grad_();
+  for (const int64_t dim : {0, 1}) {
+    SCOPED_TRACE(dim);
+    Tensor y = record("overwrite", x.detach().clone(), {x}, [dim](const Tensor&, GradSink& g) {
+      g.add_into(0, DType::F64, [](Tensor&, bool) {}, {.region = {dim, 0, 1}, .overwrites = true});
+    });
+    EXPECT_CONTAINS(error_of([&] { ops::sum(y).backward(); }),
+                    "backward of overwrite: a contribution that overwrites its accumulator cannot "
+                    "be confined to a region");
+  }
+}
+
+// backward() from a leaf: the gradient given is the leaf's, and its hook fires.
+TEST(AutogradContract, backward_from_a_leaf_delivers_to_it_and_fires_its_hook) {
+  Tensor w = zeros({2}, DType::F64).requires_grad_();
+  int hooks = 0;
+  register_grad_hook(w, [&](Tensor&) { ++hooks; });
+  backward(w, from_vector<double>({3, 4}, {2}));
+  EXPECT_EQ(w.grad().to_vector<double>(), (std::vector<double>{3, 4}));
+  EXPECT_EQ(hooks, 1);
 }
 
 }  // namespace
