@@ -145,5 +145,29 @@ TEST(AutogradContract, backward_from_a_leaf_delivers_to_it_and_fires_its_hook) {
   EXPECT_EQ(hooks, 1);
 }
 
+// A narrow's gradient is copied into a slice the engine knows is still zero; once a whole-tensor
+// gradient has been added to that buffer, no slice of it is zero any more, and the next narrow
+// adds. (Backward runs the latest op first: the narrow of columns 0-3, then the scale, then the
+// narrow of columns 4-7.)
+TEST(AutogradContract, a_whole_gradient_added_between_two_narrows_is_kept) {
+  Tensor x = ones({2, 8}, DType::F64).requires_grad_();
+  Tensor h = ops::mul(x, full({2, 8}, 2.0, DType::F64));
+  Tensor b = h.narrow(1, 4, 4);
+  Tensor f = ops::scale(h, 3.0);
+  Tensor a = h.narrow(1, 0, 4);
+  ops::sum(ops::add(ops::add(ops::sum(a), ops::sum(b)), ops::sum(f))).backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), std::vector<double>(16, 2.0 * (1 + 3)));
+}
+
+// A leaf's gradient has the leaf's dtype, whatever dtype its first contribution came in.
+TEST(AutogradContract, a_leaf_gradient_keeps_the_leaf_dtype) {
+  Tensor w = ones({3}, DType::F64).requires_grad_();
+  Tensor y = record("f32_grad", w.detach().clone(), {w},
+                    [](const Tensor& dy, GradSink& g) { g.add(0, dy.to(DType::F32)); });
+  backward(y, full({3}, 0.5, DType::F64));
+  EXPECT_EQ(w.grad().dtype(), DType::F64);
+  EXPECT_EQ(w.grad().to_vector<double>(), std::vector<double>(3, 0.5));
+}
+
 }  // namespace
 }  // namespace tessera
