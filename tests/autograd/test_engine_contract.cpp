@@ -200,6 +200,20 @@ TEST(AutogradContract, a_whole_contribution_added_in_place_between_two_narrows_i
   EXPECT_EQ(x.grad().to_vector<double>(), std::vector<double>(16, 2.0 * (1 + 3)));
 }
 
+// A hook fires for a leaf that received a gradient in this backward, not for one that its graph
+// reaches but no op gave a gradient to.
+TEST(AutogradContract, a_hook_fires_only_for_a_leaf_that_received_a_gradient) {
+  Tensor w = ones({2}, DType::F64).requires_grad_();
+  int hooks = 0;
+  register_grad_hook(w, [&](Tensor&) { ++hooks; });
+  Tensor y = record("no_gradient", w.detach().clone(), {w}, [](const Tensor&, GradSink&) {});
+  ops::sum(y).backward();
+  EXPECT_EQ(hooks, 0);
+  EXPECT_FALSE(w.grad().defined());
+  ops::sum(ops::scale(w, 2.0)).backward();
+  EXPECT_EQ(hooks, 1);
+}
+
 // A leaf's gradient has the leaf's dtype, whatever dtype its first contribution came in.
 TEST(AutogradContract, a_leaf_gradient_keeps_the_leaf_dtype) {
   Tensor w = ones({3}, DType::F64).requires_grad_();
