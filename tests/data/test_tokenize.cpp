@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <string>
 
+#include "data/shard.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -174,6 +175,106 @@ TEST(Tokenize, a_split_far_from_val_fraction_is_warned_about) {
             0)
       << log;
   EXPECT_FALSE(has(log, "warning")) << log;
+}
+
+// The tokens of PREFIX/<split>_000.bin, _001.bin, ... in order, and each shard's length.
+std::vector<uint32_t> read_split(const std::string& prefix, const std::string& split,
+                                 std::vector<int64_t>* sizes) {
+  std::vector<uint32_t> all;
+  for (int i = 0;; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "/%s_%03d.bin", split.c_str(), i);
+    if (!fs::exists(prefix + name)) break;
+    tessera::data::Shard shard(prefix + name, 257);
+    const std::vector<uint32_t> t = shard.read(0, shard.size());
+    all.insert(all.end(), t.begin(), t.end());
+    sizes->push_back(shard.size());
+  }
+  return all;
+}
+
+// --shard-tokens splits each split into files of that many tokens (the last one shorter, never
+// an empty one), and the files hold the text's tokens in order: the byte tokenizer's ids are the
+// bytes.
+TEST(Tokenize, splits_continue_in_numbered_shards_of_shard_tokens) {
+  TempDir tmp;
+  std::string text;
+  for (int i = 0; i < 100; ++i) text += char('a' + i % 26);
+  const std::string a = tmp.write("a.txt", text);
+  const struct {
+    int shard_tokens;
+    std::vector<int64_t> train, val;
+  } cases[] = {{40, {40, 40, 10}, {10}},
+               {45, {45, 45}, {10}},
+               {5, {5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5}, {5, 5}}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.shard_tokens);
+    const std::string out = tmp.file("out" + std::to_string(c.shard_tokens));
+    std::string log;
+    ASSERT_EQ(run_command(kTokenize + " --input " + a + " --output " + out + " --shard-tokens " +
+                              std::to_string(c.shard_tokens),
+                          &log),
+              0)
+        << log;
+    std::vector<int64_t> train_sizes, val_sizes;
+    const std::vector<uint32_t> train = read_split(out, "train", &train_sizes),
+                                val = read_split(out, "val", &val_sizes);
+    EXPECT_EQ(train_sizes, c.train);
+    EXPECT_EQ(val_sizes, c.val);
+    std::vector<uint32_t> want(text.begin(), text.end());
+    EXPECT_EQ(train, std::vector<uint32_t>(want.begin(), want.begin() + 90));
+    EXPECT_EQ(val, std::vector<uint32_t>(want.begin() + 90, want.end()));
+  }
+}
+
+// A write that fails half way (val_000.bin.tmp cannot be created) takes back the shards already
+// written: no part of the corpus is left to train on, and the directory can be written again.
+TEST(Tokenize, a_failed_write_takes_back_the_shards_already_written) {
+  TempDir tmp;
+  const std::string a = tmp.write("a.txt", std::string(100, 'a'));
+  const std::string out = tmp.file("out");
+  fs::create_directories(out + "/val_000.bin.tmp");
+  std::string log;
+  EXPECT_EQ(
+      run_command(kTokenize + " --input " + a + " --output " + out + " --shard-tokens 40", &log),
+      1);
+  EXPECT_TRUE(has(log, out + "/val_000.bin.tmp")) << log;
+  for (const char* name : {"train_000.bin", "train_001.bin", "train_002.bin", "val_000.bin"})
+    EXPECT_FALSE(fs::exists(out + "/" + name)) << name;
+}
+
+// Only train_*.bin and val_*.bin count as shards in --output; when there are many, three are
+// named and the count given.
+TEST(Tokenize, only_shard_names_make_an_output_taken) {
+  TempDir tmp;
+  const std::string a = tmp.write("a.txt", std::string(100, 'a'));
+  const std::string out = tmp.file("out");
+  fs::create_directories(out);
+  for (const char* other : {"model.bin", "train_notes.txt", "val.bin.bak"})
+    tmp.write(std::string("out/") + other, "x");
+  std::string log;
+  ASSERT_EQ(run_command(kTokenize + " --input " + a + " --output " + out, &log), 0) << log;
+  const std::string many = tmp.file("many");
+  ASSERT_EQ(
+      run_command(kTokenize + " --input " + a + " --output " + many + " --shard-tokens 20", &log),
+      0)
+      << log;
+  EXPECT_EQ(run_command(kTokenize + " --input " + a + " --output " + many, &log), 1);
+  EXPECT_TRUE(has(log,
+                  "already holds shards (train_000.bin, train_001.bin, train_002.bin, ... "
+                  "(6 in all))"))
+      << log;
+}
+
+// With standard input closed, the first file opened gets descriptor 0: still a file to read.
+TEST(Tokenize, an_input_opened_as_descriptor_zero_is_read) {
+  TempDir tmp;
+  const std::string a = tmp.write("a.txt", std::string(100, 'a'));
+  std::string log;
+  ASSERT_EQ(
+      run_command(kTokenize + " --input " + a + " --output " + tmp.file("out") + " <&-", &log), 0)
+      << log;
+  EXPECT_TRUE(has(log, "train 90 tokens")) << log;
 }
 
 }  // namespace
