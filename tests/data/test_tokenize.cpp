@@ -266,6 +266,33 @@ TEST(Tokenize, only_shard_names_make_an_output_taken) {
       << log;
 }
 
+// Each flag's bounds, checked before anything is read or written.
+TEST(Tokenize, command_line_values_out_of_bounds_are_refused_by_flag) {
+  TempDir tmp;
+  const std::string a = tmp.write("a.txt", std::string(100, 'a'));
+  const std::string bin = tessera::testing::bin_dir() + "/tokenize";
+  const std::string out = tmp.file("out");
+  const struct {
+    std::string args, message;
+  } cases[] = {
+      {" --input " + a + " --output " + out, "--tokenizer byte|gpt2 is required"},
+      {" --tokenizer byte --input " + a, "--output PREFIX is required"},
+      {" --tokenizer byte --output " + out, "at least one --input FILE is required"},
+      {" --tokenizer byte --input " + a + " --output " + out + " --val-fraction -0.1",
+       "--val-fraction must be in [0, 1), got -0.1"},
+      {" --tokenizer byte --input " + a + " --output " + out + " --val-fraction 1",
+       "--val-fraction must be in [0, 1), got 1"},
+      {" --tokenizer byte --input " + a + " --output " + out + " --shard-tokens 0",
+       "--shard-tokens must be positive, got 0"},
+  };
+  for (const auto& c : cases) {
+    std::string log;
+    EXPECT_EQ(run_command(bin + c.args, &log), 1) << c.args << "\n" << log;
+    EXPECT_TRUE(has(log, "command line: " + c.message)) << log;
+    EXPECT_FALSE(fs::exists(out)) << c.args;
+  }
+}
+
 // With standard input closed, the first file opened gets descriptor 0: still a file to read.
 TEST(Tokenize, an_input_opened_as_descriptor_zero_is_read) {
   TempDir tmp;
