@@ -104,6 +104,13 @@ TEST(Tokenize, a_piped_input_is_read_whole_once) {
       << log;
   EXPECT_TRUE(has(log, "5000 bytes -> 5000 tokens")) << log;
   EXPECT_TRUE(has(log, "train 5000 tokens")) << log;
+  EXPECT_TRUE(has(log, "no validation split (--val-fraction 0)")) << log;
+  // The rate is a plausible one (bytes over seconds, in MB/s), and bytes per token is exact.
+  const size_t rate = log.find(" MB/s, 1.00 bytes/token)");
+  ASSERT_NE(rate, std::string::npos) << log;
+  const double mb_per_s = std::stod(log.substr(log.rfind('(', rate) + 1));
+  EXPECT_GT(mb_per_s, 0.0) << log;
+  EXPECT_LT(mb_per_s, 1e5) << log;
   // Beside a regular file, as the second of two documents.
   const std::string out2 = tmp.file("out2");
   ASSERT_EQ(run_command("printf abc | " + kTokenize + " --input " + a +
@@ -174,6 +181,15 @@ TEST(Tokenize, a_split_far_from_val_fraction_is_warned_about) {
                         &log),
             0)
       << log;
+  EXPECT_FALSE(has(log, "warning")) << log;
+  // Exactly half the fraction away (1 of 8 tokens against 0.25) is not yet far.
+  const std::string seven = tmp.write("seven.txt", "abcdefg"), one = tmp.write("one.txt", "h");
+  ASSERT_EQ(run_command(kTokenize + " --input " + seven + " --input " + one + " --output " +
+                            tmp.file("edge") + " --val-fraction 0.25",
+                        &log),
+            0)
+      << log;
+  EXPECT_TRUE(has(log, "val   1 tokens (12.5%)")) << log;
   EXPECT_FALSE(has(log, "warning")) << log;
 }
 
@@ -264,6 +280,36 @@ TEST(Tokenize, only_shard_names_make_an_output_taken) {
                   "already holds shards (train_000.bin, train_001.bin, train_002.bin, ... "
                   "(6 in all))"))
       << log;
+}
+
+// Validation starts at the document boundary (counting the end-of-text ids between documents)
+// nearest to (1 - val_fraction) of the tokens; the first document is always trained on, and of two
+// boundaries equally near the earlier one is taken.
+TEST(Tokenize, validation_starts_at_the_document_boundary_nearest_the_fraction) {
+  TempDir tmp;
+  std::vector<std::string> docs;
+  for (int i = 0; i < 5; ++i)
+    docs.push_back(tmp.write("d" + std::to_string(i) + ".txt", "0123456789"));
+  const auto split = [&](int n_docs, const std::string& fraction) {
+    std::string cmd = kTokenize;
+    for (int i = 0; i < n_docs; ++i) cmd += " --input " + docs[size_t(i)];
+    const std::string out = tmp.file("out" + std::to_string(n_docs) + "_" + fraction);
+    std::string log;
+    EXPECT_EQ(run_command(cmd + " --output " + out + " --val-fraction " + fraction, &log), 0)
+        << log;
+    std::vector<int64_t> sizes;
+    const size_t train = read_split(out, "train", &sizes).size();
+    const size_t val = read_split(out, "val", &sizes).size();
+    return std::make_pair(train, val);
+  };
+  using Split = std::pair<size_t, size_t>;
+  // 5 documents start at 0, 11, 22, 33, 44 of 54 tokens; 0.5 aims at 27: the third (22).
+  EXPECT_EQ(split(5, "0.5"), (Split{21, 32}));
+  EXPECT_EQ(split(5, "0.2"), (Split{43, 10}));  // aims at 43.2: the last (44)
+  // 3 documents (0, 11, 22 of 32): 0.9 aims at 3.2, nearer the first's start than the second's,
+  // which is taken all the same; 31/64 aims at 16.5, halfway between 11 and 22.
+  EXPECT_EQ(split(3, "0.9"), (Split{10, 21}));
+  EXPECT_EQ(split(3, "0.484375"), (Split{10, 21}));
 }
 
 // Each flag's bounds, checked before anything is read or written.
