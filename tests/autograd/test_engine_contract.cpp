@@ -214,6 +214,13 @@ TEST(AutogradContract, a_hook_fires_only_for_a_leaf_that_received_a_gradient) {
   EXPECT_EQ(hooks, 1);
 }
 
+TEST(AutogradContract, recompute_of_a_function_that_returns_nothing_is_an_error) {
+  Tensor x = ones({2}, DType::F64).requires_grad_();
+  EXPECT_CONTAINS(
+      error_of([&] { recompute([](const std::vector<Tensor>&) { return Tensor(); }, {x}); }),
+      "recompute: the function returned an undefined tensor");
+}
+
 // A leaf's gradient has the leaf's dtype, whatever dtype its first contribution came in.
 TEST(AutogradContract, a_leaf_gradient_keeps_the_leaf_dtype) {
   Tensor w = ones({3}, DType::F64).requires_grad_();
