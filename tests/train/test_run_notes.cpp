@@ -1,0 +1,79 @@
+// The notes a run's log gives before its first step (train/run_notes.h), on their own: when each
+// is said and the figures it gives. The runs that print them are in test_rollback and test_run_dir.
+#include <gtest/gtest.h>
+
+#include "checkpoint/retention.h"
+#include "config/expect_contains.h"
+#include "data/shard.h"
+#include "test_util.h"
+#include "train/run_notes.h"
+
+namespace tessera::train {
+namespace {
+
+using testing::TempDir;
+
+// Four names are listed whole; a fifth is counted instead.
+TEST(RunNotes, newer_checkpoints_are_listed_up_to_four_then_counted) {
+  TempDir dir;
+  for (int64_t step = 1; step <= 7; ++step) dir.write(checkpoint_name(step), "");
+  const std::string run = dir.path.string();
+  EXPECT_EQ(newer_checkpoints_note(run, "x/step_00000007.h5", 7), "");
+  const std::string four = newer_checkpoints_note(run, "x/step_00000003.h5", 3);
+  EXPECT_CONTAINS(four,
+                  "holds checkpoints after step 3 (x/step_00000003.h5), from the run this "
+                  "one branches off: " +
+                      checkpoint_name(4) + ", " + checkpoint_name(5) + ", " + checkpoint_name(6) +
+                      ", " + checkpoint_name(7) + "; ");
+  EXPECT_EQ(four.find("files)"), std::string::npos) << four;
+  const std::string five = newer_checkpoints_note(run, "x/step_00000002.h5", 2);
+  EXPECT_CONTAINS(five, checkpoint_name(6) + ", ... (5 files); ");
+  EXPECT_EQ(five.find(checkpoint_name(7)), std::string::npos) << five;
+}
+
+// The note about a short data.val is given only when it holds fewer windows than asked.
+TEST(RunNotes, a_validation_split_is_short_only_below_the_windows_asked) {
+  TempDir dir;
+  std::vector<uint32_t> tokens(200, 1);
+  data::write_shard(dir.file("val_000.bin"), tokens, 257);
+  Config cfg;
+  cfg.model.block_size = 16;
+  data::LoaderOptions o;
+  o.files = {dir.file("val_000.bin")};
+  o.batch_size = 1;
+  o.seq_len = cfg.sequence_length();
+  o.vocab_size = 257;
+  const data::DataLoader val(o);
+  const int64_t windows = val.windows_per_epoch();
+  ASSERT_GT(windows, 1);
+  cfg.eval.tokens = windows * cfg.sequence_length();
+  EXPECT_TRUE(validation_notes(cfg, val, {}).empty());
+  cfg.eval.tokens = (windows + 1) * cfg.sequence_length();
+  const std::vector<std::string> notes = validation_notes(cfg, val, {});
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_CONTAINS(notes[0], "each evaluation scores " + std::to_string(windows) + ", not the " +
+                                std::to_string(windows + 1) + " that eval.tokens");
+}
+
+// keep x interval spans (keep - 1) x interval steps; the keep advised is the least that reaches
+// rollback_steps: ceil(rollback_steps / interval) + 1.
+TEST(RunNotes, rollback_reach_names_the_least_keep_that_reaches) {
+  Config cfg;
+  cfg.spike.enabled = true;
+  cfg.checkpoint.milestone_interval = 0;
+  cfg.checkpoint.interval = 5;
+  cfg.checkpoint.keep = 2;  // spans 5 steps
+  for (const auto& [steps, keep] :
+       std::vector<std::pair<int64_t, int64_t>>{{6, 3}, {10, 3}, {11, 4}}) {
+    cfg.spike.rollback_steps = steps;
+    EXPECT_CONTAINS(rollback_reach_note(cfg), "set checkpoint.keep: " + std::to_string(keep) + " ");
+  }
+  cfg.spike.rollback_steps = 5;  // reached
+  EXPECT_EQ(rollback_reach_note(cfg), "");
+  cfg.spike.rollback_steps = 50;
+  cfg.checkpoint.interval = 0;  // no periodic saves: nothing to reach
+  EXPECT_EQ(rollback_reach_note(cfg), "");
+}
+
+}  // namespace
+}  // namespace tessera::train
