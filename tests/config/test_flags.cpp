@@ -2,12 +2,14 @@
 // what it refuses, naming the flag.
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "config/cli.h"
 #include "config/expect_contains.h"
+#include "core/error.h"
 #include "test_util.h"
 
 namespace tessera {
@@ -131,6 +133,46 @@ TEST(CommandLine, a_value_that_is_one_of_the_flags_is_refused) {
   EXPECT_EQ(f.parse({"--prompt=--help"})["prompt"].as<std::string>(), "--help");
   EXPECT_EQ(f.parse({"--prompt", "--not-a-flag"})["prompt"].as<std::string>(), "--not-a-flag");
   EXPECT_EQ(f.parse({"--prompt", "-"})["prompt"].as<std::string>(), "-");
+}
+
+// The binaries without a config: --help prints the help and tells main to stop.
+TEST(CommandLine, parse_flags_or_help_says_whether_to_go_on) {
+  Flags f;
+  cxxopts::ParseResult args;
+  const char* run[] = {"generate", "--seed", "7", nullptr};
+  EXPECT_TRUE(parse_flags_or_help(f.options, 3, run, args));
+  EXPECT_EQ(args["seed"].as<uint64_t>(), 7u);
+  const char* help[] = {"generate", "--help", nullptr};
+  ::testing::internal::CaptureStdout();
+  const bool go_on = parse_flags_or_help(f.options, 2, help, args);
+  const std::string printed = ::testing::internal::GetCapturedStdout();
+  EXPECT_FALSE(go_on);
+  EXPECT_CONTAINS(printed, "--temperature");
+}
+
+// A binary whose own options clash with the config flags is told which, as a command-line error.
+TEST(CommandLine, an_option_that_clashes_with_a_config_flag_is_named) {
+  cxxopts::Options options("train", "test");
+  options.add_options()("lr", "the binary's own", cxxopts::value<double>());
+  const char* argv[] = {"train", nullptr};
+  EXPECT_CONTAINS(error_of([&] { parse_command_line(1, argv, options, false); }), "command line: ");
+  EXPECT_CONTAINS(error_of([&] { parse_command_line(1, argv, options, false); }), "lr");
+}
+
+// run_main: the body's exit code, or 1 and the error after the binary's name; a write past a file
+// size limit fails (EFBIG) instead of ending the process with SIGXFSZ.
+TEST(CommandLine, run_main_reports_errors_and_ignores_sigxfsz) {
+  struct sigaction old {};
+  sigaction(SIGXFSZ, nullptr, &old);
+  std::signal(SIGXFSZ, SIG_DFL);
+  EXPECT_EQ(run_main("app", [] { return 3; }), 3);
+  struct sigaction now {};
+  sigaction(SIGXFSZ, nullptr, &now);
+  EXPECT_EQ(now.sa_handler, SIG_IGN);
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(run_main("app", []() -> int { TESSERA_FAIL("it broke"); }), 1);
+  EXPECT_CONTAINS(::testing::internal::GetCapturedStderr(), "app: it broke");
+  sigaction(SIGXFSZ, &old, nullptr);
 }
 
 }  // namespace
