@@ -75,5 +75,31 @@ TEST(RunNotes, rollback_reach_names_the_least_keep_that_reaches) {
   EXPECT_EQ(rollback_reach_note(cfg), "");
 }
 
+// The schedule note is given when the resumed step's LR moves at all (relative 1e-9), also where
+// both are 0 it is not; the hint to keep the old decay only where the decay horizon alone changed.
+TEST(RunNotes, a_schedule_change_is_noted_when_the_lr_moves) {
+  Config was;
+  was.optim.schedule = "cosine";
+  was.optim.lr = 1e-3;
+  was.optim.min_lr = 0;
+  was.optim.warmup_steps = 0;
+  was.train.max_steps = 100;
+  EXPECT_EQ(schedule_change_note(was, was, 50, "ck.h5"), "");
+  EXPECT_EQ(schedule_change_note(was, was, 100, "ck.h5"), "") << "both at lr 0";
+  Config nudged = was;
+  nudged.optim.lr = 1e-3 * (1 + 1e-6);
+  EXPECT_CONTAINS(schedule_change_note(was, nudged, 50, "ck.h5"),
+                  "warning: resume: the LR schedule differs from the one checkpoint ck.h5 "
+                  "followed: step 51 runs at lr");
+  Config longer = was;
+  longer.train.max_steps = 200;
+  EXPECT_CONTAINS(schedule_change_note(was, longer, 50, "ck.h5"),
+                  "(its decay ended at step 100, now at 200");
+  longer.optim.lr = 2e-3;  // and another peak: no single key to set back
+  const std::string both = schedule_change_note(was, longer, 50, "ck.h5");
+  EXPECT_CONTAINS(both, "step 51 runs at lr");
+  EXPECT_EQ(both.find("its decay ended"), std::string::npos) << both;
+}
+
 }  // namespace
 }  // namespace tessera::train
