@@ -165,30 +165,24 @@ TEST(Tokenize, a_split_far_from_val_fraction_is_warned_about) {
   const std::string a = tmp.write("a.txt", std::string(10, 'a')),
                     b = tmp.write("b.txt", std::string(20, 'b'));
   std::string log;
-  ASSERT_EQ(run_command(kTokenize + " --input " + a + " --input " + b + " --output " +
-                            tmp.file("far") + " --val-fraction 0.05",
-                        &log),
-            0)
-      << log;
+  const auto tokenize_two = [&](const std::string& first, const std::string& second,
+                                const std::string& out, const std::string& fraction) {
+    return run_command(kTokenize + " --input " + first + " --input " + second + " --output " +
+                           tmp.file(out) + " --val-fraction " + fraction,
+                       &log);
+  };
+  ASSERT_EQ(tokenize_two(a, b, "far", "0.05"), 0) << log;
   EXPECT_TRUE(has(log, "val   20 tokens (66.7%)")) << log;
   // The end-of-text between the two is in neither split: 30 tokens are written, and said.
   EXPECT_TRUE(has(log, "2 documents, 30 bytes -> 30 tokens")) << log;
   EXPECT_TRUE(has(log, "train 10 tokens")) << log;
   EXPECT_TRUE(has(log, "warning: the validation split holds 66.7% of the tokens, not the 5.0%"))
       << log;
-  ASSERT_EQ(run_command(kTokenize + " --input " + b + " --input " + a + " --output " +
-                            tmp.file("near") + " --val-fraction 0.3",
-                        &log),
-            0)
-      << log;
+  ASSERT_EQ(tokenize_two(b, a, "near", "0.3"), 0) << log;
   EXPECT_FALSE(has(log, "warning")) << log;
   // Exactly half the fraction away (1 of 8 tokens against 0.25) is not yet far.
   const std::string seven = tmp.write("seven.txt", "abcdefg"), one = tmp.write("one.txt", "h");
-  ASSERT_EQ(run_command(kTokenize + " --input " + seven + " --input " + one + " --output " +
-                            tmp.file("edge") + " --val-fraction 0.25",
-                        &log),
-            0)
-      << log;
+  ASSERT_EQ(tokenize_two(seven, one, "edge", "0.25"), 0) << log;
   EXPECT_TRUE(has(log, "val   1 tokens (12.5%)")) << log;
   EXPECT_FALSE(has(log, "warning")) << log;
 }
