@@ -333,6 +333,21 @@ TEST(Tokenize, command_line_values_out_of_bounds_are_refused_by_flag) {
   }
 }
 
+// Each input is closed once read: a corpus of more files than the descriptor limit is tokenized.
+// (100 documents of 3 bytes and 99 end-of-text ids, less the one between the splits.)
+TEST(Tokenize, more_inputs_than_the_descriptor_limit_are_read) {
+  TempDir tmp;
+  std::string inputs;
+  for (int i = 0; i < 100; ++i)
+    inputs += " --input " + tmp.write("d" + std::to_string(i) + ".txt", "abc");
+  std::string log;
+  ASSERT_EQ(
+      run_command("ulimit -n 48 && " + kTokenize + inputs + " --output " + tmp.file("out"), &log),
+      0)
+      << log;
+  EXPECT_TRUE(has(log, "100 documents, 300 bytes -> 398 tokens")) << log;
+}
+
 // With standard input closed, the first file opened gets descriptor 0: still a file to read.
 TEST(Tokenize, an_input_opened_as_descriptor_zero_is_read) {
   TempDir tmp;
