@@ -10,7 +10,6 @@ using tessera::testing::error_of;
 
 namespace {
 
-
 // y = x, counting how often its backward runs.
 Tensor counting_identity(const Tensor& x, int* calls) {
   Tensor y = x.detach().clone();
@@ -21,6 +20,26 @@ Tensor counting_identity(const Tensor& x, int* calls) {
 }
 
 std::vector<double> grad_of(const Tensor& t) { return t.grad().to_vector<double>(); }
+
+// The kernels loss.backward() runs on a tensor of shape `full` whose narrows have shape `slice`:
+// fills and sums (axpby) of the full gradient, copies of a slice.
+struct NarrowKernels {
+  int64_t fills = 0, sums = 0, slice_copies = 0;
+};
+NarrowKernels backward_counting_kernels(const Tensor& loss, const std::string& full,
+                                        const std::string& slice) {
+  profile::start();
+  loss.backward();
+  profile::stop();
+  NarrowKernels n;
+  for (const profile::Row& r : profile::rows()) {
+    if (r.kernel == "copy" && r.shapes.rfind(slice, 0) == 0) n.slice_copies += r.calls;
+    if (r.shapes.rfind(full, 0) != 0) continue;  // the first argument has the full shape
+    if (r.kernel == "fill") n.fills += r.calls;
+    if (r.kernel == "axpby") n.sums += r.calls;
+  }
+  return n;
+}
 
 }  // namespace
 
@@ -62,9 +81,9 @@ TEST(Autograd, hook_fires_once_per_parameter_when_its_gradient_is_final) {
   register_grad_hook(w, [&](Tensor& p) { fired.emplace_back("w", p.grad().item()); });
   register_grad_hook(v, [&](Tensor& p) { fired.emplace_back("v", p.grad().item()); });
   // w is used at the start and the end of the graph, v in the middle:
-  Tensor h = ops::mul(w, w);        // w^2
-  h = ops::mul(h, v);               // w^2 v
-  h = ops::add(h, ops::scale(w, 7)); // w^2 v + 7 w
+  Tensor h = ops::mul(w, w);          // w^2
+  h = ops::mul(h, v);                 // w^2 v
+  h = ops::add(h, ops::scale(w, 7));  // w^2 v + 7 w
   ops::sum(h).backward();
   ASSERT_EQ(fired.size(), 2u);
   // Each hook saw the complete gradient: dL/dw = 2 w v + 7 = 27, dL/dv = w^2 = 4.
@@ -79,7 +98,8 @@ TEST(Autograd, hook_may_consume_the_gradient) {
   register_grad_hook(w, [](Tensor& p) {
     Tensor g = p.grad();
     Tensor upd = p.detach();
-    upd.copy_(from_vector<double>({1 - 0.5 * g.to_vector<double>()[0], 1 - 0.5 * g.to_vector<double>()[1]}, {2}));
+    upd.copy_(from_vector<double>(
+        {1 - 0.5 * g.to_vector<double>()[0], 1 - 0.5 * g.to_vector<double>()[1]}, {2}));
     p.zero_grad();
   });
   ops::sum(ops::scale(w, 4.0)).backward();
@@ -144,8 +164,9 @@ TEST(Autograd, backward_from_a_non_scalar_needs_a_gradient) {
 
 TEST(Autograd, a_wrong_gradient_shape_is_an_error_naming_the_op) {
   Tensor x = ones({2, 3}).requires_grad_();
-  Tensor y = record("broken_op", x.detach().clone(), {x},
-                    [](const Tensor&, GradSink& g) { g.add(0, zeros({3, 2})); });
+  Tensor y = record("broken_op", x.detach().clone(), {x}, [](const Tensor&, GradSink& g) {
+    g.add(0, zeros({3, 2}));
+  });
   std::string msg = error_of([&] { ops::sum(y).backward(); });
   EXPECT_NE(msg.find("broken_op"), std::string::npos) << msg;
   EXPECT_NE(msg.find("(3, 2)"), std::string::npos) << msg;
@@ -186,26 +207,34 @@ TEST(Autograd, narrows_of_one_tensor_fill_one_gradient_buffer) {
   // x's shape below would be a sum of gradients.
   Tensor h = ops::mul(x, full({4, 12}, 2.0, DType::F64));
   Tensor q = h.narrow(1, 0, 4), k = h.narrow(1, 4, 4), v = h.narrow(1, 8, 4);
-  Tensor loss = ops::add(ops::add(ops::sum(q), ops::sum(ops::scale(k, 2.0))),
-                         ops::sum(ops::scale(v, 3.0)));
-  profile::start();
-  loss.backward();
-  profile::stop();
-  int64_t fills = 0, sums = 0, slice_copies = 0;
-  for (const profile::Row& r : profile::rows()) {
-    if (r.kernel == "copy" && r.shapes.rfind("f64 (4, 4)", 0) == 0) slice_copies += r.calls;
-    if (r.shapes.rfind("f64 (4, 12)", 0) != 0) continue;  // the first argument has x's shape
-    if (r.kernel == "fill") fills += r.calls;
-    if (r.kernel == "axpby") sums += r.calls;
-  }
-  EXPECT_EQ(fills, 1);  // h's gradient, once
-  EXPECT_EQ(sums, 0);   // no full-size sum of per-narrow gradients
+  Tensor loss =
+      ops::add(ops::add(ops::sum(q), ops::sum(ops::scale(k, 2.0))), ops::sum(ops::scale(v, 3.0)));
+  const NarrowKernels n = backward_counting_kernels(loss, "f64 (4, 12)", "f64 (4, 4)");
+  EXPECT_EQ(n.fills, 1);  // h's gradient, once
+  EXPECT_EQ(n.sums, 0);   // no full-size sum of per-narrow gradients
   // Each narrow's gradient copied into its slice, which the engine knows still holds zeros (the
   // regions are disjoint): no read-add-write of the slice.
-  EXPECT_EQ(slice_copies, 3);
+  EXPECT_EQ(n.slice_copies, 3);
   std::vector<double> want(48);
   for (int64_t i = 0; i < 48; ++i) want[size_t(i)] = 2.0 * double(1 + (i % 12) / 4);
   EXPECT_EQ(grad_of(x), want);
+}
+
+// The narrows of dim 0, delivered first-rows-first (each slice after the ones before it): still one
+// zero-filled buffer and one copy per slice, no read-add-write.
+TEST(Autograd, narrows_of_rows_fill_one_buffer_in_either_order) {
+  Tensor x = ones({12, 2}, DType::F64).requires_grad_();
+  Tensor h = ops::mul(x, full({12, 2}, 2.0, DType::F64));
+  Tensor c = h.narrow(0, 8, 4), b = h.narrow(0, 4, 4), a = h.narrow(0, 0, 4);  // a runs first
+  Tensor loss =
+      ops::add(ops::add(ops::sum(a), ops::sum(ops::scale(b, 2.0))), ops::sum(ops::scale(c, 3.0)));
+  const NarrowKernels n = backward_counting_kernels(loss, "f64 (12, 2)", "f64 (4, 2)");
+  EXPECT_EQ(n.fills, 1);
+  EXPECT_EQ(n.sums, 0);
+  EXPECT_EQ(n.slice_copies, 3);
+  std::vector<double> want(24);
+  for (size_t i = 0; i < 24; ++i) want[i] = 2.0 * double(1 + i / 8);
+  EXPECT_EQ(x.grad().to_vector<double>(), want);
 }
 
 // GradSink::add_into's second dtype: a contribution that can add into either f64 or f32 gets the
@@ -215,14 +244,13 @@ TEST(Autograd, add_into_takes_a_held_gradient_of_its_second_dtype) {
   auto op = [](const Tensor& p, const Tensor& q, std::vector<DType>* seen) {
     Tensor out = ops::add(p.detach(), q.detach());
     return record("two_dtypes", out, {p, q}, [seen](const Tensor& dy, GradSink& g) {
-      g.add_into(
-          0, DType::F64,
-          [&g, dy, seen](Tensor& acc, bool) {
-            seen->push_back(acc.dtype());
-            acc.copy_(ops::add(acc.detach().to(DType::F64), dy).to(acc.dtype()));
-            g.add(1, ops::scale(dy, 2.0));
-          },
-          {.also = DType::F32});
+      g.add_into(0, DType::F64,
+                 [&g, dy, seen](Tensor& acc, bool) {
+                   seen->push_back(acc.dtype());
+                   acc.copy_(ops::add(acc.detach().to(DType::F64), dy).to(acc.dtype()));
+                   g.add(1, ops::scale(dy, 2.0));
+                 },
+                 {.also = DType::F32});
     });
   };
   for (const bool attached : {true, false}) {
@@ -258,22 +286,20 @@ TEST(Autograd, add_into_hands_one_contribution_several_accumulators) {
     const void* data;
   };
   std::vector<Seen> seen;
-  Tensor out = record("several", zeros({3}, DType::F64), {p, q, h, c, p},
-                      [&seen](const Tensor& dy, GradSink& g) {
-                        std::vector<IntoTarget> targets;
-                        for (size_t i = 0; i < 5; ++i)
-                          targets.push_back({i, DType::F64, {.overwrites = true}});
-                        g.add_into(targets, [dy, &seen](std::vector<Into>& into) {
-                          for (size_t i = 0; i < into.size(); ++i) {
-                            Tensor& acc = into[i].acc;
-                            seen.push_back({acc.defined(), into[i].zero,
-                                            acc.defined() ? acc.data_ptr() : nullptr});
-                            if (!acc.defined()) continue;
-                            const Tensor v = ops::scale(dy, double(i + 2));
-                            acc.copy_(into[i].zero ? v : ops::add(acc.detach(), v));
-                          }
-                        });
-                      });
+  Tensor out = record(
+      "several", zeros({3}, DType::F64), {p, q, h, c, p}, [&seen](const Tensor& dy, GradSink& g) {
+        std::vector<IntoTarget> targets;
+        for (size_t i = 0; i < 5; ++i) targets.push_back({i, DType::F64, {.overwrites = true}});
+        g.add_into(targets, [dy, &seen](std::vector<Into>& into) {
+          for (size_t i = 0; i < into.size(); ++i) {
+            Tensor& acc = into[i].acc;
+            seen.push_back({acc.defined(), into[i].zero, acc.defined() ? acc.data_ptr() : nullptr});
+            if (!acc.defined()) continue;
+            const Tensor v = ops::scale(dy, double(i + 2));
+            acc.copy_(into[i].zero ? v : ops::add(acc.detach(), v));
+          }
+        });
+      });
   ops::sum(ops::scale(out, 1.0)).backward();
   ASSERT_EQ(seen.size(), 5u);
   EXPECT_TRUE(seen[0].defined && seen[1].defined && seen[2].defined && seen[4].defined);
@@ -312,14 +338,14 @@ TEST(Autograd, recompute_gives_gradients_identical_to_no_recompute) {
     for (Tensor* p : {&blk.w1, &blk.b1, &blk.w2}) p->zero_grad();
     Tensor x = x0.detach().clone().requires_grad_();
     manual_seed(5);
-    Tensor y = checkpoint ? recompute([&](const std::vector<Tensor>& in) { return blk(in[0]); }, {x})
-                          : blk(x);
+    Tensor y = checkpoint
+                   ? recompute([&](const std::vector<Tensor>& in) { return blk(in[0]); }, {x})
+                   : blk(x);
     Tensor y2 = blk(y);  // a second, un-checkpointed use of the same parameters
     ops::sum(ops::mul(y2, y2)).backward();
-    return std::vector<std::vector<float>>{y2.to_vector<float>(), x.grad().to_vector<float>(),
-                                           blk.w1.grad().to_vector<float>(),
-                                           blk.b1.grad().to_vector<float>(),
-                                           blk.w2.grad().to_vector<float>()};
+    return std::vector<std::vector<float>>{
+        y2.to_vector<float>(), x.grad().to_vector<float>(), blk.w1.grad().to_vector<float>(),
+        blk.b1.grad().to_vector<float>(), blk.w2.grad().to_vector<float>()};
   };
   auto plain = run(false);
   auto ckpt = run(true);
@@ -334,8 +360,9 @@ TEST(Autograd, recompute_drops_the_activations_of_its_function) {
   Tensor x = randn({64, 64}, g).requires_grad_();
   auto held_after_forward = [&](bool checkpoint) {
     const int64_t before = memory_stats(Device::cpu()).current_bytes;
-    Tensor y = checkpoint ? recompute([&](const std::vector<Tensor>& in) { return blk(in[0]); }, {x})
-                          : blk(x);
+    Tensor y = checkpoint
+                   ? recompute([&](const std::vector<Tensor>& in) { return blk(in[0]); }, {x})
+                   : blk(x);
     return memory_stats(Device::cpu()).current_bytes - before;
   };
   const int64_t plain = held_after_forward(false), ckpt = held_after_forward(true);

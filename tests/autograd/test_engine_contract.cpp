@@ -159,32 +159,6 @@ TEST(AutogradContract, a_whole_gradient_added_between_two_narrows_is_kept) {
   EXPECT_EQ(x.grad().to_vector<double>(), std::vector<double>(16, 2.0 * (1 + 3)));
 }
 
-// The narrows of dim 0, delivered first-rows-first (each slice after the ones before it): still one
-// zero-filled buffer and one copy per slice, no read-add-write.
-TEST(AutogradContract, narrows_of_rows_fill_one_buffer_in_either_order) {
-  Tensor x = ones({12, 2}, DType::F64).requires_grad_();
-  Tensor h = ops::mul(x, full({12, 2}, 2.0, DType::F64));
-  Tensor c = h.narrow(0, 8, 4), b = h.narrow(0, 4, 4), a = h.narrow(0, 0, 4);  // a runs first
-  Tensor loss =
-      ops::add(ops::add(ops::sum(a), ops::sum(ops::scale(b, 2.0))), ops::sum(ops::scale(c, 3.0)));
-  profile::start();
-  loss.backward();
-  profile::stop();
-  int64_t fills = 0, sums = 0, slice_copies = 0;
-  for (const profile::Row& r : profile::rows()) {
-    if (r.kernel == "copy" && r.shapes.rfind("f64 (4, 2)", 0) == 0) slice_copies += r.calls;
-    if (r.shapes.rfind("f64 (12, 2)", 0) != 0) continue;
-    if (r.kernel == "fill") fills += r.calls;
-    if (r.kernel == "axpby") sums += r.calls;
-  }
-  EXPECT_EQ(fills, 1);
-  EXPECT_EQ(sums, 0);
-  EXPECT_EQ(slice_copies, 3);
-  std::vector<double> want(24);
-  for (size_t i = 0; i < 24; ++i) want[i] = 2.0 * double(1 + i / 8);
-  EXPECT_EQ(x.grad().to_vector<double>(), want);
-}
-
 // A contribution added into the whole of a pending gradient (add_into, no region) between two
 // narrows: the second narrow adds to it.
 TEST(AutogradContract, a_whole_contribution_added_in_place_between_two_narrows_is_kept) {
