@@ -73,6 +73,8 @@ struct Desc {
 struct Preference {
   uint64_t workspace = 0;
   uint32_t align[4] = {256, 256, 256, 256};  // A, B, C, D: cuBLASLt's default assumption
+  // The split-k reduction schemes allowed; the emulator never splits k, so any mask is met.
+  uint32_t reduction = CUBLASLT_REDUCTION_SCHEME_MASK;
 };
 
 // What an algorithm (cublasLtMatmulAlgo_t::data) records: the alignments it was chosen for.
@@ -337,6 +339,7 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
     case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES: return take(x.align[1], buf, bytes);
     case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES: return take(x.align[2], buf, bytes);
     case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES: return take(x.align[3], buf, bytes);
+    case CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK: return take(x.reduction, buf, bytes);
     default: return CUBLAS_STATUS_NOT_SUPPORTED;  // not emulated
   }
 }

@@ -112,21 +112,27 @@ void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor
 // gradients come from one kernel (linear_param_backward: on CUDA the bias gradient is summed in
 // the weight gradient's gemm), written straight into their accumulators. With gelu_pre (R, K)
 // defined, the Linear's input was gelu(gelu_pre): x is then the pre-activation (the graph's input),
-// X the GELU output the product used, and x's gradient is dgelu(dY W) in one kernel.
+// X the GELU output the product used, and x's gradient is dgelu(dY W) in one kernel. With
+// W_padded (columns, K) defined (linear_padded: W with zero rows after its N), x's gradient is
+// dy W_padded over all the columns, the padding's terms being zeros.
 Tensor record_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out,
-                     const Tensor& X, const Tensor& W, const Tensor& gelu_pre = {}) {
+                     const Tensor& X, const Tensor& W, const Tensor& gelu_pre = {},
+                     const Tensor& W_padded = {}) {
   const int64_t R = X.size(0), K = X.size(1), N = W.size(0), columns = out.size(-1);
   const Shape x_shape = x.shape();
   const std::optional<DType> bias_dtype =
       bias.defined() ? std::optional<DType>(bias.dtype()) : std::nullopt;
-  auto backward = [X, W, R, N, K, columns, x_shape, gelu_pre, bias_dtype](const Tensor& dy,
-                                                                          GradSink& g) {
-    // Padded rows (linear_padded): the gemms read dy's first N columns.
+  auto backward = [X, W, R, N, K, columns, x_shape, gelu_pre, W_padded, bias_dtype](
+                      const Tensor& dy, GradSink& g) {
+    // Padded rows (linear_padded): the weight's gradient reads dy's first N columns.
     const Tensor dY = detail::dense(dy).view({R, columns}).narrow(1, 0, N);
     if (g.needs(0)) {
       Tensor dX = Tensor::empty({R, K}, X.options());
       if (gelu_pre.defined()) {
         TESSERA_KERNEL(dy, linear_dgelu_backward)(dX, dY, W, gelu_pre);
+      } else if (W_padded.defined()) {
+        TESSERA_KERNEL(dy, gemm)(dX, detail::dense(dy).view({R, columns}), W_padded, false, false,
+                                 1.0, 0.0);
       } else {
         TESSERA_KERNEL(dy, gemm)(dX, dY, W, false, false, 1.0, 0.0);
       }
@@ -220,10 +226,25 @@ Tensor linear_padded(const Tensor& x, const Tensor& w, int64_t columns) {
   const Tensor X = detail::dense(x).view({R, K}), W = detail::dense(w);
   Tensor out = Tensor::empty(shape, x.options());
   const Tensor O = out.view({R, columns});
-  // The product into the first V columns of each row (rows `columns` apart), zeros after.
-  TESSERA_KERNEL(x, gemm)(O.narrow(1, 0, V), X, W, false, true, 1.0, 0.0);
-  if (columns > V) O.narrow(1, V, columns - V).fill_(0.0);
-  return record_linear(x, w, Tensor(), out, X, W);  // the padding's gradient dropped
+  if (columns == V || x.device().is_cpu()) {
+    // The product into the first V columns of each row (rows `columns` apart), zeros after: on
+    // the CPU the values and gradients of linear's, bit for bit.
+    TESSERA_KERNEL(x, gemm)(O.narrow(1, 0, V), X, W, false, true, 1.0, 0.0);
+    if (columns > V) O.narrow(1, V, columns - V).fill_(0.0);
+    return record_linear(x, w, Tensor(), out, X, W);  // the padding's gradient dropped
+  }
+  // On a GPU, the product over the padded width, its columns past V zeros: W with zero rows
+  // after its V. An odd V (GPT-2's 50257) as a gemm's contiguous dimension keeps cuBLASLt off its
+  // 16-byte kernels: measured on an H200 (docs/gpu-notes.md, 2026-12-04), the (8192, 768) x
+  // (768, 50257) product and its dx gemm ran at ~95 and ~130 TFLOP/s against ~500 for the
+  // weight's gradient, whose contiguous dimension is K. One copy of W per forward (V K elements)
+  // buys both gemms their aligned width; the weight's gradient still reads dy's first V columns,
+  // and dx takes dy's padding times zero rows (dropped, as on the CPU, for a finite dy).
+  Tensor W_padded = Tensor::empty({columns, K}, W.options());
+  W_padded.narrow(0, 0, V).copy_(W);
+  W_padded.narrow(0, V, columns - V).fill_(0.0);
+  TESSERA_KERNEL(x, gemm)(O, X, W_padded, false, true, 1.0, 0.0);
+  return record_linear(x, w, Tensor(), out, X, W, Tensor(), W_padded);  // padding: no gradient
 }
 
 Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias) {
