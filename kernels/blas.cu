@@ -349,10 +349,10 @@ Plan make_plan(const Key& k, cublasLtHandle_t handle, const Epilogue& ep) {
       pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c_in, sizeof align_c_in));
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &k.align_c, sizeof k.align_c));
-  // D rounded once: a product split over k may add its parts in the compute type (f32) only.
-  // cuBLASLt's INPLACE and OUTPUT_TYPE schemes add them in D's type, so a bf16 D rounds once per
-  // part: seen on an H200 (2026-12-04, docs/gpu-notes.md), where small bf16 products came out up
-  // to 2 ulp off (cuda.Dtypes/GemmCuda.*/bf16). An algorithm that does not split k passes any mask.
+  // A product split over k adds its parts in the compute type (f32) only: cuBLASLt's INPLACE and
+  // OUTPUT_TYPE schemes add them in D's type, which for a bf16 D is a rounding per part. An
+  // algorithm that does not split k passes any mask. (On the H200, 2026-12-04, this changed
+  // neither the step's time nor the bf16 GemmCuda tests' counts: docs/gpu-notes.md.)
   const uint32_t reduction = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reduction, sizeof reduction));

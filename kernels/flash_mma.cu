@@ -1,8 +1,9 @@
 // The GPU side of kernels/flash_mma.h (its warp instructions: mma_device.cuh's DeviceCtx): the three
 // kernels (forward; backward dK dV, then dQ) and their launches. flash_attention_forward/backward
 // (flash_attention.cu) call these for bf16 at head dims 64 and 128 unless the wmma kernels are
-// chosen (set_flash_kernels, TESSERA_FLASH_KERNELS=wmma). The forward runs 128-row blocks (32 rows
-// per warp), or 64-row ones under FlashKernels::MmaNarrow.
+// chosen (set_flash_kernels, TESSERA_FLASH_KERNELS=wmma). The forward runs 64-row blocks (16 rows
+// per warp) at D 64 and 128-row ones (32 rows per warp) at D 128; FlashKernels::MmaNarrow takes
+// 64-row blocks at D 128 too, Mma3Blocks 128-row ones at D 64.
 #include <cuda_bf16.h>
 
 #include <cstdlib>
@@ -28,9 +29,10 @@ constexpr auto flash_backward_dq_mma = flash_dq_kernel<D, DeviceCtx, mma::RowTil
 
 // The same forward compiled for three blocks an SM (FlashKernels::Mma3Blocks, D 64 with 128-row
 // blocks): ptxas (nvcc 13.0, sm_90) fits it in 168 registers with 36 bytes of spill stores, where
-// flash_forward_mma<64, 2> takes 181 and two blocks. Whether 12 warps with spills beat 8 without
-// is for bench_attention's row to say. Only this kernel: the others' figures moved when given an
-// explicit minimum.
+// flash_forward_mma<64, 2> takes 181 and two blocks. On the H200 (2026-12-04) it ran in 0.77x
+// the two-block kernel's time (which no choice runs any more) and about the 64-row default's
+// (0.493 against 0.470 ms at T 1024, 6.240 against 6.297 at T 16384). Only this kernel: the
+// others' figures moved when given an explicit minimum.
 template <int D, int MT>
 __global__ void __launch_bounds__(kMmaThreads, 3)
     flash_forward_mma_3blocks(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
@@ -68,16 +70,18 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
   if (choice() == FlashKernels::Wgmma || choice() == FlashKernels::WgmmaNarrow)
     return flash_wgmma_forward(out, lse, q, k, v, p, B, D,
                                choice() == FlashKernels::WgmmaNarrow);
-  const bool narrow = choice() == FlashKernels::MmaNarrow;
+  // Blocks of 64 queries at D 64 unless Mma3Blocks is chosen: on the H200 (2026-12-04,
+  // docs/gpu-notes.md) that forward took 0.470 ms where 128-query blocks took 0.638 (B 16, H 32,
+  // T 1024; 1.621 against 2.107 at T 4096). At D 128, 128-query blocks unless MmaNarrow.
+  const bool narrow = choice() == FlashKernels::MmaNarrow ||
+                      (D == 64 && choice() != FlashKernels::Mma3Blocks);
   auto launch = [&](auto kernel, size_t bytes) {
     launch_flash_forward(kernel, bytes, kMmaTile * (narrow ? 1 : 2), out, lse, q, k, v, p, B, D);
   };
   if (D == 64 && narrow)
     launch(flash_forward_mma<64, 1>, mma::ForwardSmem<64, 1>::bytes);
-  else if (D == 64 && choice() == FlashKernels::Mma3Blocks)
-    launch(flash_forward_mma_3blocks<64, 2>, mma::ForwardSmem<64, 2>::bytes);
   else if (D == 64)
-    launch(flash_forward_mma<64, 2>, mma::ForwardSmem<64, 2>::bytes);
+    launch(flash_forward_mma_3blocks<64, 2>, mma::ForwardSmem<64, 2>::bytes);
   else if (narrow)
     launch(flash_forward_mma<128, 1>, mma::ForwardSmem<128, 1>::bytes);
   else

@@ -300,9 +300,11 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
     Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
     p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);  // copies are dense
     uint16_t* rp = rem.defined() ? mut_bits(rem) : nullptr;
-    // 128-row blocks (two groups of 16 rows per warp, 232 registers at D 64) unless mma-narrow is
-    // chosen; 64-row ones at D 128, where two groups spill (nvcc 13.0, sm_90).
-    const bool narrow = flash_kernels() == FlashKernels::MmaNarrow || d.D == 128;
+    // 64-row blocks: at D 64 the faster on the H200 (2026-12-04: 0.910 ms against 1.281 for
+    // 128-row ones at B 16, H 32, T 1024; docs/gpu-notes.md), at D 128 the only ones, as two
+    // groups spill there (nvcc 13.0, sm_90). 128-row blocks (two groups of 16 rows per warp, 232
+    // registers at D 64) under Mma3Blocks, the family that measures 128-row forwards.
+    const bool narrow = flash_kernels() != FlashKernels::Mma3Blocks || d.D == 128;
     const int64_t rows = kMmaTile * (narrow ? 1 : 2);
     const BlockOrder order = query_head_order(d.B, d.H, d.Hkv, (d.T + rows - 1) / rows, d.T, d.D);
     auto launch = [&](auto kernel, size_t bytes) {

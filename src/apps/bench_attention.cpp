@@ -77,15 +77,15 @@ struct Impl {
 constexpr Impl kImpls[] = {
     {"mma", "tessera flash (softmax)", false, cuda::FlashKernels::Mma, false},
     {"mma-narrow", "tessera flash, 64-row forward", false, cuda::FlashKernels::MmaNarrow, false},
-    {"mma-3blocks", "tessera flash, forward at 3 blocks/SM", false, cuda::FlashKernels::Mma3Blocks,
-     true},
+    {"mma-3blocks", "tessera flash, 128-row forward at 3 blocks/SM", false,
+     cuda::FlashKernels::Mma3Blocks, true},
     {"wmma", "tessera flash, wmma kernels", false, cuda::FlashKernels::Wmma, false},
     {"wgmma", "tessera flash, wgmma kernels", false, cuda::FlashKernels::Wgmma, false},
     {"wgmma-narrow", "tessera flash, wgmma, fewer registers", false,
      cuda::FlashKernels::WgmmaNarrow, true},
     {"sb", "tessera stick-breaking", true, cuda::FlashKernels::Mma, false},
-    {"sb-narrow", "tessera stick-breaking, 64-row forward", true, cuda::FlashKernels::MmaNarrow,
-     false},
+    {"sb-128", "tessera stick-breaking, 128-row forward", true, cuda::FlashKernels::Mma3Blocks,
+     true},
 };
 
 // Whether an impl can run on this device: the wgmma kernels need sm_90a code and a 9.0 GPU.

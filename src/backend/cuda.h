@@ -97,11 +97,13 @@ void empty_cache(int device);  // returns every cached block of the device to th
 
 // Which kernels run bf16 flash attention at head dims 64 and 128:
 //  - Mma (the default): the register-tile kernels of kernels/flash_mma.h (mma.sync fragments,
-//    ldmatrix, cp.async), the forward on blocks of 128 queries, 32 per warp;
-//  - MmaNarrow: the same with forward blocks of 64 queries, 16 per warp (half the registers), and
-//    so too the stick-breaking forward at D 64 (kernels/stick_mma.h; always 64 at D 128);
-//  - Mma3Blocks: Mma with its D 64 forward compiled for three blocks an SM (fewer registers, some
-//    spilled) instead of two; a measured option, not yet a choice (kernels/flash_mma.cu);
+//    ldmatrix, cp.async), the forward on blocks of 64 queries, 16 per warp, at D 64 (so too the
+//    stick-breaking forward, kernels/stick_mma.h), 128 queries, 32 per warp, at D 128 (64 for
+//    stick-breaking); at D 64 the 64-row forward was the faster on the H200 (docs/gpu-notes.md);
+//  - MmaNarrow: the same with forward blocks of 64 queries at D 128 too;
+//  - Mma3Blocks: Mma with its D 64 forward on 128-query blocks compiled for three blocks an SM
+//    (fewer registers, some spilled), and stick-breaking's on 128-query blocks; a measured option
+//    (kernels/flash_mma.cu);
 //  - Wmma: the kernels of kernels/flash_attention.cu that stage S, P and O through shared memory
 //    (stick-breaking has only the register-tile kernels);
 //  - Wgmma: the Mma bodies with every product on Hopper's warpgroup MMA (kernels/flash_wgmma.cu;

@@ -267,12 +267,14 @@ TEST(AttentionCuda, flash_bf16_sliding_window_matches_cpu_reference) {
 }
 
 TEST(AttentionCuda, flash_bf16_forward_for_three_blocks_an_sm_matches_cpu_reference) {
-  // The same forward body as the mma kernels, compiled under another register bound (D 64 only;
-  // the backward is Mma's): what could differ is the compiler's work, spills included.
+  // The same forward body as the mma kernels on 128-query blocks, compiled under another register
+  // bound (D 64 only; the backward is Mma's): what could differ is the compiler's work, spills
+  // included. Stick-breaking's forward takes 128-query blocks under this choice alone.
   SKIP_WITHOUT_CUDA();
   UseFlashKernels use(cuda::FlashKernels::Mma3Blocks);
   check_flash({2, 4, 2, 200, 64}, DType::BF16, 0, 71);
   check_flash({1, 4, 4, 257, 64}, DType::BF16, 50, 74);
+  check_packed(2, 150, 4, 2, 64, DType::BF16, stick_breaking(false, true), 86);
 }
 
 TEST(AttentionCuda, flash_bf16_wgmma_kernels_match_cpu_reference) {
@@ -322,7 +324,7 @@ TEST(AttentionCuda, packed_projection_attention_matches_cpu_reference) {
     check_packed(2, 200, 4, 2, 64, DType::BF16, windowed(0), 81);   // tensor-core tiles, GQA
     check_packed(1, 130, 2, 1, 128, DType::BF16, windowed(0), 82);  // head dim 128, one kv head
     check_packed(1, 257, 4, 4, 64, DType::BF16, windowed(50), 83);  // sliding window
-    // Stick-breaking's register-tile kernels (the 64-row forward under mma-narrow).
+    // Stick-breaking's register-tile kernels (64-row forward blocks).
     check_packed(2, 150, 4, 2, 64, DType::BF16, stick_breaking(false, true), 86);
   }
   check_packed(1, 100, 4, 2, 64, DType::F32, windowed(0), 84);   // f32 warp-per-row kernels

@@ -25,6 +25,7 @@
 #include "backend/kernels.h"
 #include "core/rng.h"
 #include "ops/elementwise.h"
+#include "rounding_note.h"
 #include "test_util.h"
 
 namespace tessera {
@@ -290,6 +291,7 @@ struct LinearProblem {
 struct LinearCase {
   std::string what;
   Tensor x, w, ref, bound, gpu_bias;
+  std::vector<double> product, bias_rows;  // x w^T and the bias, (R, N) in f64
 };
 const LinearProblem kLinearProblems[] = {{256, 768, 384, 0}, {37, 29, 45, 0}, {64, 96, 64, 1}};
 LinearCase linear_case(const LinearProblem& s, DType dt, Generator& g, double w_scale) {
@@ -304,20 +306,28 @@ LinearCase linear_case(const LinearProblem& s, DType dt, Generator& g, double w_
   c.bound = Tensor::empty({s.R, s.N}, DType::F64);
   cpu::kernels().linear_forward(c.ref, c.x, c.w, bias, Tensor());
   cpu::kernels().linear_forward(c.bound, abs_of(c.x), abs_of(c.w), abs_of(bias), Tensor());
+  Tensor product = Tensor::empty({s.R, s.N}, DType::F64);
+  cpu::kernels().linear_forward(product, c.x, c.w, Tensor(), Tensor());
+  c.product = values(product);
+  const std::vector<double> b = values(bias);
+  for (int64_t i = 0; i < s.R * s.N; ++i) c.bias_rows.push_back(b[size_t(i % s.N)]);
   c.gpu_bias = bias_all.to(dt).to(kGpu).narrow(0, s.bias_offset, s.N);
   EXPECT_TRUE(c.gpu_bias.is_contiguous());
   return c;
 }
 
 // Elements of got (R, N) outside check()'s bound around c.ref, the bias adding |bias| to the
-// magnitude term.
-int64_t out_of_bounds(const std::vector<double>& got, const LinearCase& c, DType dt, int64_t K) {
+// magnitude term; *note says how many of them are the product and the bias rounded twice.
+int64_t out_of_bounds(const std::vector<double>& got, const LinearCase& c, DType dt, int64_t K,
+                      std::string* note) {
   const double r = dt == DType::BF16 ? 1.0 / 256 : 0.0;
   const double e = dt == DType::F64 ? 1e-13 : std::ldexp(4.0 * double(K + 1), -24);
   const std::vector<double> want = values(c.ref), lim = values(c.bound);
+  std::vector<char> out(want.size());
   int64_t bad = 0;
   for (size_t i = 0; i < want.size(); ++i)
-    if (!(std::fabs(got[i] - want[i]) <= r * std::fabs(want[i]) + e * lim[i] + 1e-30)) ++bad;
+    bad += out[i] = !(std::fabs(got[i] - want[i]) <= r * std::fabs(want[i]) + e * lim[i] + 1e-30);
+  if (bad > 0) *note = testing::rounded_twice_note(got, c.product, c.bias_rows, out, dt);
   return bad;
 }
 
@@ -343,9 +353,10 @@ TEST_P(GemmCuda, linear_forward_adds_the_bias_in_the_epilogue_or_after) {
     EXPECT_EQ(after.bias_epilogue - before.bias_epilogue, epilogue ? 1 : 0) << c.what;
     EXPECT_EQ(after.bias_fallback - before.bias_fallback, epilogue ? 0 : 1) << c.what;
 
-    const int64_t bad = out_of_bounds(values(yg.to(Device::cpu())), c, dt, s.K);
+    std::string note;
+    const int64_t bad = out_of_bounds(values(yg.to(Device::cpu())), c, dt, s.K, &note);
     EXPECT_EQ(bad, 0) << c.what << ": " << bad << " of " << s.R * s.N
-                      << " elements out of bounds";
+                      << " elements out of bounds" << note;
   }
 }
 
@@ -463,7 +474,8 @@ TEST_P(GemmCuda, linear_gelu_forward_writes_the_pre_activation_and_its_gelu) {
     EXPECT_EQ(after.gelu_fallback - before.gelu_fallback, epilogue ? 0 : 1) << c.what;
 
     const std::vector<double> pre = values(pg.to(Device::cpu())), y = values(yg.to(Device::cpu()));
-    const int64_t bad_pre = out_of_bounds(pre, c, dt, s.K);
+    std::string note;
+    const int64_t bad_pre = out_of_bounds(pre, c, dt, s.K, &note);
     Tensor gelu_pre = Tensor::empty({s.R, s.N}, DType::F64);
     cpu::kernels().gelu_forward(gelu_pre, from_vector<double>(pre, {s.R, s.N}));
     const std::vector<double> gy = values(gelu_pre);
@@ -489,7 +501,7 @@ TEST_P(GemmCuda, linear_gelu_forward_writes_the_pre_activation_and_its_gelu) {
                 << vs_tanh / double(band) << ", mean of erf form - tanh form "
                 << erf_vs_tanh / double(band) << "\n";
     EXPECT_EQ(bad_pre, 0) << c.what << ": " << bad_pre << " of " << y.size()
-                          << " pre-activations out of bounds";
+                          << " pre-activations out of bounds" << note;
     EXPECT_EQ(bad_y, 0) << c.what << ": " << bad_y << " of " << y.size()
                         << " outputs differ from GELU's tanh form of pre (largest difference "
                         << worst_y << ")";
@@ -642,15 +654,20 @@ TEST_P(GemmCuda, linear_param_backward_sums_the_bias_gradient_in_the_weight_gemm
             const double r = got_g.dtype() == DType::BF16 ? 1.0 / 256 : 0.0;
             int64_t bad = 0;
             double worst = 0;
+            std::vector<char> out(got.size());
+            std::vector<double> prior(got.size());
             for (size_t i = 0; i < got.size(); ++i) {
-              const double prior = accumulate ? h[i] : 0.0, w = want[i] + prior;
-              const double d = std::fabs(got[i] - w);
+              prior[i] = accumulate ? h[i] : 0.0;
+              const double w = want[i] + prior[i], d = std::fabs(got[i] - w);
               const double first = twice && accumulate ? r * std::fabs(want[i]) : 0.0;
-              if (!(d <= r * std::fabs(w) + (1 + r) * first + e * l[i] + 1e-30)) ++bad;
+              bad += out[i] = !(d <= r * std::fabs(w) + (1 + r) * first + e * l[i] + 1e-30);
               worst = std::max(worst, d);
             }
             EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << got.size() << " elements of "
-                              << name << " out of bounds (largest difference " << worst << ")";
+                              << name << " out of bounds (largest difference " << worst << ")"
+                              << (bad > 0 ? testing::rounded_twice_note(got, want, prior, out,
+                                                                        got_g.dtype())
+                                          : "");
           };
           if (has_w) check(dw_g, ref_w, lim_w, w0, false, "dw");
           if (has_b) check(db_g, ref_b, lim_b, b0, true, "db");
