@@ -22,12 +22,13 @@ using testing::rel_err;
 
 const Device kGpu = Device::cuda(0);
 
-struct Run {
+struct Outcome {
   Tensor y, dx, dw;  // on the CPU
 };
 // f(x, w) on `device` in x's dtype, and x's and w's gradients for the output gradient dy.
 template <typename F>
-Run run(const Tensor& x0, const Tensor& w0, const Tensor& dy, const Device& device, F f) {
+Outcome forward_backward(const Tensor& x0, const Tensor& w0, const Tensor& dy, const Device& device,
+                         F f) {
   const Tensor x = x0.to(device).detach().requires_grad_(),
                w = w0.to(device).detach().requires_grad_();
   const Tensor y = f(x, w);
@@ -47,12 +48,12 @@ TEST(LinearPaddedCuda, is_linear_then_zero_columns_and_drops_the_paddings_gradie
     dy_zeroed.narrow(1, V, Vp - V).fill_(0.0);
     auto padded = [Vp](const Tensor& x, const Tensor& w) { return ops::linear_padded(x, w, Vp); };
 
-    const Run gpu = run(x0, w0, dy, kGpu, padded);
-    const Run zeroed = run(x0, w0, dy_zeroed, kGpu, padded);
+    const Outcome gpu = forward_backward(x0, w0, dy, kGpu, padded);
+    const Outcome zeroed = forward_backward(x0, w0, dy_zeroed, kGpu, padded);
     // The reference: linear in f64 on the CPU, for dy's first V columns.
-    const Run ref = run(x0.to(DType::F64), w0.to(DType::F64),
-                        dy.narrow(1, 0, V).contiguous().to(DType::F64), Device::cpu(),
-                        [](const Tensor& x, const Tensor& w) { return ops::linear(x, w); });
+    const Outcome ref = forward_backward(
+        x0.to(DType::F64), w0.to(DType::F64), dy.narrow(1, 0, V).contiguous().to(DType::F64),
+        Device::cpu(), [](const Tensor& x, const Tensor& w) { return ops::linear(x, w); });
 
     // bf16: each output rounded once to 8 significant bits (2^-9 relative at most, 2^-8 of an
     // element below the largest); f32: K products summed in f32.
