@@ -19,6 +19,9 @@
 #              kernel profile of that step (which kernels and shapes its device time goes to)
 #   attention  fused attention beside PyTorch's SDPA (scripts/bench_attention.sh), a short sweep
 #   memory     (see the section marked "memory" below)
+#   diag       (not run unless STAGES names it) Nsight Compute on one launch of each kernel family
+#              that dominates the GPT-2 step, and compute-sanitizer's racecheck and memcheck on
+#              the wgmma attention test that failed on the H200 (diag.log)
 #   async      (not run unless STAGES names it) what checkpoints cost a run of an 85 M-parameter
 #              GPT with a save every 2 steps, saved synchronously and in the background
 #              (checkpoint.async; scripts/bench_async_save.sh)
@@ -396,6 +399,59 @@ if want memory 45; then
   fi
 fi
 # <<< memory section <<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<
+# ---- diag: where the kernels' time goes, and the wgmma backward under compute-sanitizer ----------
+# (not run unless STAGES names it). Nsight Compute (ncu, on the device image; --clock-control none
+# leaves the card's clocks alone) on one launch of each kernel family that dominates the GPT-2
+# step, at the step's shapes (bench_gpu, B 8, T 1024): the flash forward and its two backward
+# kernels, the LayerNorm backward's two, the fused cross-entropy. Its sections: speed of light,
+# occupancy, launch statistics, warp states (the stall reasons). Then compute-sanitizer's racecheck
+# and memcheck on the wgmma kernels' failing test (docs/gpu-notes.md, GPU session 1): a race or a
+# bad access there says what the per-tile errors cannot. One log, diag.log (the device tool brings
+# back at most 8 files); the summary takes a row per kernel and per tool.
+if want diag 60; then
+  t0=$(date +%s)
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer \
+    /usr/local/cuda/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
+  if [ -z "$NCU" ]; then
+    row "  ncu" skipped "no ncu on this machine"
+  else
+    for kernel in flash_forward_kernel flash_dkdv_kernel flash_dq_kernel norm_backward_dx_kernel \
+        norm_weight_grad_partial_kernel cross_entropy_fused_kernel; do
+      (( $(limit 30) < 30 )) && { row "  ncu $kernel" skipped "no time left"; continue; }
+      echo "== ncu: $kernel" >>"$OUT/diag.log"
+      timeout -k 10 "$(limit 60)" "$NCU" --clock-control none -k "regex:$kernel" -c 1 \
+        --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+        "$B/bench_gpu" --config configs/gpt2-124m.yaml --batch-size 8 --steps 1 --warmup 1 \
+        --no-kernels >/tmp/gpu-check-ncu.log 2>&1; rc=$?
+      cat /tmp/gpu-check-ncu.log >>"$OUT/diag.log"
+      # ncu's report lines: "    Duration                         us       415.62", name then unit
+      # then value; pick NAME prints the value (with its unit unless it is %).
+      pick() {
+        awk -v k="$1" '{ l = $0; sub(/^ +/, "", l) }
+          index(l, k) == 1 && substr(l, length(k) + 1, 1) == " " {
+            print ($(NF - 1) == "%" ? $NF : $NF " " $(NF - 1)); exit }' /tmp/gpu-check-ncu.log
+      }
+      row "  ncu $kernel" "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc$(timed_out $rc)")" \
+        "duration $(pick Duration); SM throughput $(pick 'Compute (SM) Throughput')%; memory throughput $(pick 'Memory Throughput')%; registers $(pick 'Registers Per Thread'); occupancy $(pick 'Achieved Occupancy')% achieved, $(pick 'Theoretical Occupancy')% theoretical"
+    done
+  fi
+  if [ -z "$SANITIZER" ]; then
+    row "  sanitizer" skipped "no compute-sanitizer on this machine"
+  else
+    for tool in racecheck memcheck; do
+      (( $(limit 45) < 45 )) && { row "  sanitizer $tool" skipped "no time left"; continue; }
+      echo "== compute-sanitizer --tool $tool" >>"$OUT/diag.log"
+      timeout -k 10 "$(limit 150)" "$SANITIZER" --tool "$tool" "$B/tests/test_cuda" \
+        --gtest_filter=AttentionCuda.flash_bf16_wgmma_narrow_kernels_match_cpu_reference \
+        >/tmp/gpu-check-sanitizer.log 2>&1; rc=$?
+      cat /tmp/gpu-check-sanitizer.log >>"$OUT/diag.log"
+      verdict=$(grep -m1 -E '(RACECHECK|ERROR) SUMMARY' /tmp/gpu-check-sanitizer.log | tr -d '|=')
+      row "  sanitizer $tool" "${verdict:-rc $rc$(timed_out $rc)}" "wgmma-narrow's test (exit $rc: a test failure alone exits 1)"
+    done
+  fi
+  row diag done "in $(elapsed "$t0"); ncu and sanitizer output in diag.log"
+fi
 if want async; then
   t0=$(date +%s)
   NO_BUILD=1 BUILD_DIR="$B" DEVICE="$GPU_DEVICE" DIR="$ROOT/checkpoints/gpu_check_async" \
