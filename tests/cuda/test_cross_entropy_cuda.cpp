@@ -3,7 +3,9 @@
 // and reads it back for the gradient, as the backward kernel loads it, so the two ways must give
 // the same bits: losses, lse and dlogits, out of place and written over the logits, f32 and bf16
 // logits with f32 per-row values and bf16 ones, a padded vocabulary, ignored rows, a row length
-// that takes the 16-byte path and one that does not. Every test skips without a CUDA device.
+// that takes the 16-byte path and one that does not, and a row long enough (V 20000) that the
+// staged kernel's copy into shared memory takes every one of its loads in flight and loops.
+// Every test skips without a CUDA device.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -34,7 +36,7 @@ TEST(CrossEntropyFusedCuda, the_fused_kernel_gives_the_forward_and_backward_kern
   const int64_t N = 29, ignore = -100;
   for (const DType dt : {DType::F32, DType::BF16})
     for (const DType stat : {DType::F32, dt})
-      for (const int64_t V : {int64_t(1024), int64_t(1001)})
+      for (const int64_t V : {int64_t(1024), int64_t(1001), int64_t(20000)})
         for (const int64_t classes : {V, V - 13}) {
           const std::string what = std::string(dtype_name(dt)) + " logits, " + dtype_name(stat) +
                                    " rows, V " + std::to_string(V) + ", classes " +
