@@ -199,15 +199,30 @@ norm_weight_grad_partial_kernel(float* pw, float* pb, const T* dy, const T* x, S
 
 // dw[c] = sum over chunks of pw[chunk, c], in chunk order (db likewise when db is given), written
 // or added to what dw holds (put_sum). O: T, or f32 under bf16 x (a weight's f32 gradient buffer).
+// One thread per column walks all the chunks (128 for GPT-2's 8192 rows), so the loads of kBatch
+// chunks are issued before their adds: a load's latency is paid once per batch, not per chunk,
+// and the adds keep their order (the same sums).
 template <typename O>
 __global__ void norm_weight_grad_final_kernel(O* dw, O* db, const float* pw, const float* pb,
                                               int64_t chunks, int64_t C, bool acc_w, bool acc_b) {
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= C) return;
+  constexpr int kBatch = 8;
   float tw = 0.0f, tb = 0.0f;
-  for (int64_t k = 0; k < chunks; ++k) {
-    tw += pw[k * C + c];
-    if (db) tb += pb[k * C + c];
+  for (int64_t k0 = 0; k0 < chunks; k0 += kBatch) {
+    float w[kBatch], b[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const bool in = k0 + u < chunks;
+      w[u] = in ? pw[(k0 + u) * C + c] : 0.0f;
+      b[u] = in && db ? pb[(k0 + u) * C + c] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      if (k0 + u >= chunks) break;
+      tw += w[u];
+      if (db) tb += b[u];
+    }
   }
   core::put_sum(dw, c, tw, acc_w);
   if (db) core::put_sum(db, c, tb, acc_b);

@@ -417,7 +417,7 @@ if want diag 60; then
     row "  ncu" skipped "no ncu on this machine"
   else
     for kernel in flash_forward_kernel flash_dkdv_kernel flash_dq_kernel norm_backward_dx_kernel \
-        norm_weight_grad_partial_kernel cross_entropy_fused; do
+        norm_weight_grad_partial_kernel norm_weight_grad_final_kernel cross_entropy_fused; do
       (( $(limit 30) < 30 )) && { row "  ncu $kernel" skipped "no time left"; continue; }
       echo "== ncu: $kernel" >>"$OUT/diag.log"
       timeout -k 10 "$(limit 60)" "$NCU" --clock-control none -k "regex:$kernel" -c 1 \
