@@ -40,6 +40,23 @@ __global__ void __launch_bounds__(kMmaThreads, 3)
   flash_forward_body<D, MT, DeviceCtx, mma::RowTiles>(out, lse, q, k, v, p, order);
 }
 
+// dK dV at D 64 compiled for three blocks an SM (FlashKernels::Mma3Blocks): ptxas (nvcc 13.0,
+// sm_90) gives flash_backward_dkdv_mma<64> 190 registers, two blocks an SM (8 warps), where the
+// forward gained from a third (above); whether the backward does is for bench_attention's
+// mma-3blocks row to say (its backward time against the default's).
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads, 3)
+    flash_backward_dkdv_mma_3blocks(uint16_t* dk, uint16_t* dv, const uint16_t* q,
+                                    const uint16_t* k, const uint16_t* v, const uint16_t* dout,
+                                    const float* lse, const float* drow, FlashParams p,
+                                    BlockOrder order) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  DeviceCtx w{smem};
+  const HeadTile at = key_tile_block(int64_t(blockIdx.x), order);
+  mma::backward_dkdv_block<D, mma::RowTiles>(w, dk, dv, q, k, v, dout, lse, drow, p, at.tile,
+                                             at.head);
+}
+
 FlashKernels initial_choice() {
   const char* env = std::getenv("TESSERA_FLASH_KERNELS");
   if (!env || !*env || std::strcmp(env, "mma") == 0) return FlashKernels::Mma;
@@ -94,7 +111,11 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   if (choice() == FlashKernels::Wgmma || choice() == FlashKernels::WgmmaNarrow)
     return flash_wgmma_backward(dq, dk, dv, dout, q, k, v, lse, drow, p, B, D,
                                 choice() == FlashKernels::WgmmaNarrow);
-  if (D == 64)
+  if (D == 64 && choice() == FlashKernels::Mma3Blocks)
+    launch_flash_backward(flash_backward_dkdv_mma_3blocks<64>, flash_backward_dq_mma<64>,
+                          mma::BackwardSmem<64>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p,
+                          B, D);
+  else if (D == 64)
     launch_flash_backward(flash_backward_dkdv_mma<64>, flash_backward_dq_mma<64>,
                           mma::BackwardSmem<64>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p,
                           B, D);
