@@ -1,9 +1,9 @@
-// The GPU side of kernels/flash_mma.h (its warp instructions: mma_device.cuh's DeviceCtx): the three
-// kernels (forward; backward dK dV, then dQ) and their launches. flash_attention_forward/backward
-// (flash_attention.cu) call these for bf16 at head dims 64 and 128 unless the wmma kernels are
-// chosen (set_flash_kernels, TESSERA_FLASH_KERNELS=wmma). The forward runs 64-row blocks (16 rows
-// per warp) at D 64 and 128-row ones (32 rows per warp) at D 128; FlashKernels::MmaNarrow takes
-// 64-row blocks at D 128 too, Mma3Blocks 128-row ones at D 64.
+// The GPU side of kernels/flash_mma.h (its warp instructions: mma_device.cuh's DeviceCtx): the
+// three kernels (forward; backward dK dV, then dQ) and their launches.
+// flash_attention_forward/backward (flash_attention.cu) call these for bf16 at head dims 64 and 128
+// unless the wmma kernels are chosen (set_flash_kernels, TESSERA_FLASH_KERNELS=wmma). The forward
+// runs 64-row blocks (16 rows per warp) at D 64 and 128-row ones (32 rows per warp) at D 128;
+// FlashKernels::MmaNarrow takes 64-row blocks at D 128 too, Mma3Blocks 128-row ones at D 64.
 #include <cuda_bf16.h>
 
 #include <cstdlib>
@@ -90,8 +90,8 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
   // Blocks of 64 queries at D 64 unless Mma3Blocks is chosen: on the H200 (2026-12-04,
   // docs/gpu-notes.md) that forward took 0.470 ms where 128-query blocks took 0.638 (B 16, H 32,
   // T 1024; 1.621 against 2.107 at T 4096). At D 128, 128-query blocks unless MmaNarrow.
-  const bool narrow = choice() == FlashKernels::MmaNarrow ||
-                      (D == 64 && choice() != FlashKernels::Mma3Blocks);
+  const bool narrow =
+      choice() == FlashKernels::MmaNarrow || (D == 64 && choice() != FlashKernels::Mma3Blocks);
   auto launch = [&](auto kernel, size_t bytes) {
     launch_flash_forward(kernel, bytes, kMmaTile * (narrow ? 1 : 2), out, lse, q, k, v, p, B, D);
   };
@@ -113,8 +113,8 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                                 choice() == FlashKernels::WgmmaNarrow);
   if (D == 64 && choice() == FlashKernels::Mma3Blocks)
     launch_flash_backward(flash_backward_dkdv_mma_3blocks<64>, flash_backward_dq_mma<64>,
-                          mma::BackwardSmem<64>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p,
-                          B, D);
+                          mma::BackwardSmem<64>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p, B,
+                          D);
   else if (D == 64)
     launch_flash_backward(flash_backward_dkdv_mma<64>, flash_backward_dq_mma<64>,
                           mma::BackwardSmem<64>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p,

@@ -131,8 +131,8 @@ Tensor record_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const
       if (gelu_pre.defined()) {
         TESSERA_KERNEL(dy, linear_dgelu_backward)(dX, dY, W, gelu_pre);
       } else if (W_padded.defined()) {
-        TESSERA_KERNEL(dy, gemm)(dX, detail::dense(dy).view({R, columns}), W_padded, false, false,
-                                 1.0, 0.0);
+        TESSERA_KERNEL(dy, gemm)
+        (dX, detail::dense(dy).view({R, columns}), W_padded, false, false, 1.0, 0.0);
       } else {
         TESSERA_KERNEL(dy, gemm)(dX, dY, W, false, false, 1.0, 0.0);
       }

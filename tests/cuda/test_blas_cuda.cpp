@@ -355,8 +355,8 @@ TEST_P(GemmCuda, linear_forward_adds_the_bias_in_the_epilogue_or_after) {
 
     std::string note;
     const int64_t bad = out_of_bounds(values(yg.to(Device::cpu())), c, dt, s.K, &note);
-    EXPECT_EQ(bad, 0) << c.what << ": " << bad << " of " << s.R * s.N
-                      << " elements out of bounds" << note;
+    EXPECT_EQ(bad, 0) << c.what << ": " << bad << " of " << s.R * s.N << " elements out of bounds"
+                      << note;
   }
 }
 
