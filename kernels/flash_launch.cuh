@@ -30,15 +30,24 @@ __global__ void __launch_bounds__(kMmaThreads)
 }
 
 template <int D, class Ctx, class Tiles, bool kHoldKV = false>
-__global__ void __launch_bounds__(kMmaThreads)
-    flash_dkdv_kernel(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
-                      const uint16_t* v, const uint16_t* dout, const float* lse, const float* drow,
-                      FlashParams p, BlockOrder order) {
+__device__ __forceinline__ void flash_dkdv_body(uint16_t* dk, uint16_t* dv, const uint16_t* q,
+                                                const uint16_t* k, const uint16_t* v,
+                                                const uint16_t* dout, const float* lse,
+                                                const float* drow, const FlashParams& p,
+                                                const BlockOrder& order) {
   extern __shared__ __align__(128) unsigned char smem[];
   Ctx w{smem};
   const HeadTile at = key_tile_block(int64_t(blockIdx.x), order);
   mma::backward_dkdv_block<D, Tiles, kHoldKV>(w, dk, dv, q, k, v, dout, lse, drow, p, at.tile,
                                                at.head);
+}
+
+template <int D, class Ctx, class Tiles, bool kHoldKV = false>
+__global__ void __launch_bounds__(kMmaThreads)
+    flash_dkdv_kernel(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
+                      const uint16_t* v, const uint16_t* dout, const float* lse, const float* drow,
+                      FlashParams p, BlockOrder order) {
+  flash_dkdv_body<D, Ctx, Tiles, kHoldKV>(dk, dv, q, k, v, dout, lse, drow, p, order);
 }
 
 template <int D, class Ctx, class Tiles>

@@ -50,11 +50,7 @@ __global__ void __launch_bounds__(kMmaThreads, 3)
                                     const uint16_t* k, const uint16_t* v, const uint16_t* dout,
                                     const float* lse, const float* drow, FlashParams p,
                                     BlockOrder order) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  DeviceCtx w{smem};
-  const HeadTile at = key_tile_block(int64_t(blockIdx.x), order);
-  mma::backward_dkdv_block<D, mma::RowTiles>(w, dk, dv, q, k, v, dout, lse, drow, p, at.tile,
-                                             at.head);
+  flash_dkdv_body<D, DeviceCtx, mma::RowTiles>(dk, dv, q, k, v, dout, lse, drow, p, order);
 }
 
 FlashKernels initial_choice() {

@@ -414,6 +414,13 @@ if want diag 60; then
   NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer \
     /usr/local/cuda/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
+  # ncu's report lines: "    Duration                         us       415.62", name then unit
+  # then value; pick NAME prints the value (with its unit unless it is %).
+  pick() {
+    awk -v k="$1" '{ l = $0; sub(/^ +/, "", l) }
+      index(l, k) == 1 && substr(l, length(k) + 1, 1) == " " {
+        print ($(NF - 1) == "%" ? $NF : $NF " " $(NF - 1)); exit }' /tmp/gpu-check-ncu.log
+  }
   if [ -z "$NCU" ]; then
     row "  ncu" skipped "no ncu on this machine"
   else
@@ -426,13 +433,6 @@ if want diag 60; then
         "$B/bench_gpu" --config configs/gpt2-124m.yaml --batch-size 8 --steps 1 --warmup 1 \
         --no-kernels >/tmp/gpu-check-ncu.log 2>&1; rc=$?
       cat /tmp/gpu-check-ncu.log >>"$OUT/diag.log"
-      # ncu's report lines: "    Duration                         us       415.62", name then unit
-      # then value; pick NAME prints the value (with its unit unless it is %).
-      pick() {
-        awk -v k="$1" '{ l = $0; sub(/^ +/, "", l) }
-          index(l, k) == 1 && substr(l, length(k) + 1, 1) == " " {
-            print ($(NF - 1) == "%" ? $NF : $NF " " $(NF - 1)); exit }' /tmp/gpu-check-ncu.log
-      }
       row "  ncu $kernel" "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc$(timed_out $rc)")" \
         "duration $(pick Duration); SM throughput $(pick 'Compute (SM) Throughput')%; memory throughput $(pick 'Memory Throughput')%; registers $(pick 'Registers Per Thread'); occupancy $(pick 'Achieved Occupancy')% achieved, $(pick 'Theoretical Occupancy')% theoretical"
     done

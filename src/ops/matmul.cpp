@@ -125,14 +125,14 @@ Tensor record_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const
   auto backward = [X, W, R, N, K, columns, x_shape, gelu_pre, W_padded, bias_dtype](
                       const Tensor& dy, GradSink& g) {
     // Padded rows (linear_padded): the weight's gradient reads dy's first N columns.
-    const Tensor dY = detail::dense(dy).view({R, columns}).narrow(1, 0, N);
+    const Tensor dy_rows = detail::dense(dy).view({R, columns});
+    const Tensor dY = dy_rows.narrow(1, 0, N);
     if (g.needs(0)) {
       Tensor dX = Tensor::empty({R, K}, X.options());
       if (gelu_pre.defined()) {
         TESSERA_KERNEL(dy, linear_dgelu_backward)(dX, dY, W, gelu_pre);
       } else if (W_padded.defined()) {
-        TESSERA_KERNEL(dy, gemm)
-        (dX, detail::dense(dy).view({R, columns}), W_padded, false, false, 1.0, 0.0);
+        TESSERA_KERNEL(dy, gemm)(dX, dy_rows, W_padded, false, false, 1.0, 0.0);
       } else {
         TESSERA_KERNEL(dy, gemm)(dX, dY, W, false, false, 1.0, 0.0);
       }
