@@ -40,10 +40,10 @@ __global__ void __launch_bounds__(kMmaThreads, 3)
   flash_forward_body<D, MT, DeviceCtx, mma::RowTiles>(out, lse, q, k, v, p, order);
 }
 
-// dK dV at D 64 compiled for three blocks an SM (FlashKernels::Mma3Blocks): ptxas (nvcc 13.0,
-// sm_90) gives flash_backward_dkdv_mma<64> 190 registers, two blocks an SM (8 warps), where the
-// forward gained from a third (above); whether the backward does is for bench_attention's
-// mma-3blocks row to say (its backward time against the default's).
+// dK dV at D 64 compiled for three blocks an SM, every family's at D 64: ptxas (nvcc 13.0, sm_90)
+// gives flash_backward_dkdv_mma<64> 190 registers, two blocks an SM (8 warps); capped at 168 it
+// spills 168 bytes a thread, and on the H200 (2026-12-04, docs/gpu-notes.md) the backward took
+// 0.86-0.88x the two-block kernel's time (T 1024 to 16384).
 template <int D>
 __global__ void __launch_bounds__(kMmaThreads, 3)
     flash_backward_dkdv_mma_3blocks(uint16_t* dk, uint16_t* dv, const uint16_t* q,
@@ -107,14 +107,10 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   if (choice() == FlashKernels::Wgmma || choice() == FlashKernels::WgmmaNarrow)
     return flash_wgmma_backward(dq, dk, dv, dout, q, k, v, lse, drow, p, B, D,
                                 choice() == FlashKernels::WgmmaNarrow);
-  if (D == 64 && choice() == FlashKernels::Mma3Blocks)
+  if (D == 64)
     launch_flash_backward(flash_backward_dkdv_mma_3blocks<64>, flash_backward_dq_mma<64>,
                           mma::BackwardSmem<64>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p, B,
                           D);
-  else if (D == 64)
-    launch_flash_backward(flash_backward_dkdv_mma<64>, flash_backward_dq_mma<64>,
-                          mma::BackwardSmem<64>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p,
-                          B, D);
   else
     launch_flash_backward(flash_backward_dkdv_mma<128>, flash_backward_dq_mma<128>,
                           mma::BackwardSmem<128>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p,

@@ -14,8 +14,6 @@
 // ignore_index only gets a NaN loss here, never an out-of-bounds read.
 #include <algorithm>
 #include <cstdint>
-#include <map>
-#include <mutex>
 
 #include "backend/kernels.h"
 #include "common.cuh"
@@ -164,14 +162,19 @@ __global__ void __launch_bounds__(kThreads)
                         ignored ? 0.0f : lse.load(n), t, ignored, V, classes);
 }
 
-// Row n of the fused classifier, read at xr (the logits' row, or its copy in shared memory): the
-// lse and the loss, then the row's gradient with dlosses known, the gradient from the lse as
-// stored (lse.load), so the values are the forward and backward kernels' bit for bit. dlogits may
-// be the logits: thread 0 reads the target's logit before the barrier, every write comes after.
-template <int W, typename T>
-__device__ void fused_row(StatPtr losses, StatPtr lse, T* dr, StatPtr dlosses, const T* xr,
-                          int64_t n, int64_t t, int64_t V, int64_t classes, int64_t ignore_index,
-                          float* scratch) {
+// The forward kernel, then the backward's row with dlosses known: one block reads its row twice
+// (the lse's pass, then the gradient's), the second time most likely from L2, and writes it
+// once, where the two kernels read it twice from memory. The gradient uses the lse as stored
+// (lse.load), so the values are the two kernels' bit for bit. dlogits may be logits: thread 0
+// reads the target's logit before the barrier, every write comes after it.
+template <typename T, int W>
+__global__ void __launch_bounds__(kThreads)
+    cross_entropy_fused_kernel(StatPtr losses, StatPtr lse, T* dlogits, StatPtr dlosses,
+                               const T* logits, const int32_t* targets, int64_t V, int64_t classes,
+                               int64_t ignore_index) {
+  __shared__ float scratch[32];
+  const int64_t n = blockIdx.x, t = targets[n];
+  const T* xr = logits + n * V;
   const bool ignored = t == ignore_index;
   const float l = row_lse<W>(xr, classes, scratch);
   if (threadIdx.x == 0) {
@@ -179,81 +182,8 @@ __device__ void fused_row(StatPtr losses, StatPtr lse, T* dr, StatPtr dlosses, c
     losses.store(n, ignored ? 0.0f : (t >= 0 && t < classes) ? l - ld(xr, t) : NAN);
   }
   __syncthreads();  // the stores above are visible to the block, the target's logit read
-  write_row_gradient<W>(dr, xr, ignored ? 0.0f : dlosses.load(n), ignored ? 0.0f : lse.load(n), t,
-                        ignored, V, classes);
-}
-
-// The forward kernel, then the backward's row: one block reads its row twice (the lse's pass,
-// then the gradient's), the second time from L2 if it is still there, and writes it once, where
-// the two kernels read it twice from memory.
-template <typename T, int W>
-__global__ void __launch_bounds__(kThreads)
-    cross_entropy_fused_kernel(StatPtr losses, StatPtr lse, T* dlogits, StatPtr dlosses,
-                               const T* logits, const int32_t* targets, int64_t V, int64_t classes,
-                               int64_t ignore_index) {
-  __shared__ float scratch[32];
-  const int64_t n = blockIdx.x;
-  fused_row<W>(losses, lse, dlogits + n * V, dlosses, logits + n * V, n, int64_t(targets[n]), V,
-               classes, ignore_index, scratch);
-}
-
-// cross_entropy_fused_kernel with the row staged in shared memory: the row is copied in once, with
-// several 16-byte loads in flight per thread, and both passes read it there, so it leaves device
-// memory once and its gradient goes back once. On the H200 (2026-12-04, docs/gpu-notes.md) the
-// unstaged kernel took 0.897 ms for GPT-2's (8192, 50304) bf16 logits, no faster than the forward
-// and backward kernels apart (0.914): with ~1000 rows of 100 KB in flight its second read misses
-// the 50 MB L2. The passes are fused_row's over the staged row, so the bits are the unstaged
-// kernel's. For rows whose bytes are a multiple of 16 (W > 1) and fit two blocks an SM.
-template <typename T, int W>
-__global__ void __launch_bounds__(kThreads)
-    cross_entropy_fused_staged_kernel(StatPtr losses, StatPtr lse, T* dlogits, StatPtr dlosses,
-                                      const T* logits, const int32_t* targets, int64_t V,
-                                      int64_t classes, int64_t ignore_index) {
-  static_assert(W > 1, "rows of whole 16-byte groups");
-  extern __shared__ uint4 staged[];
-  __shared__ float scratch[32];
-  const int64_t n = blockIdx.x;
-  const uint4* src = reinterpret_cast<const uint4*>(logits + n * V);
-  const int64_t chunks = V * int64_t(sizeof(T)) / 16;
-  constexpr int kInFlight = 4;  // loads issued before the first store
-  for (int64_t i = threadIdx.x; i < chunks; i += kInFlight * kThreads) {
-    uint4 v[kInFlight];
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u)
-      if (i + u * kThreads < chunks) v[u] = src[i + u * kThreads];
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u)
-      if (i + u * kThreads < chunks) staged[i + u * kThreads] = v[u];
-  }
-  __syncthreads();
-  fused_row<W>(losses, lse, dlogits + n * V, dlosses, reinterpret_cast<const T*>(staged), n,
-               int64_t(targets[n]), V, classes, ignore_index, scratch);
-}
-
-// Whether cross_entropy_fused stages rows of `bytes` on the current device: two blocks an SM. The
-// device's limits are asked once per device, not at every step.
-bool stage_rows(size_t bytes) {
-  struct Limits {
-    int optin = 0, per_sm = 0;
-  };
-  static std::mutex mu;
-  static std::map<int, Limits> known;
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  Limits lim;
-  {
-    const std::lock_guard<std::mutex> lock(mu);
-    auto it = known.find(device);
-    if (it == known.end()) {
-      CUDA_CHECK(
-          cudaDeviceGetAttribute(&lim.optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-      CUDA_CHECK(
-          cudaDeviceGetAttribute(&lim.per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
-      it = known.emplace(device, lim).first;
-    }
-    lim = it->second;
-  }
-  return bytes <= size_t(lim.optin) && 2 * (bytes + 1024) <= size_t(lim.per_sm);
+  write_row_gradient<W>(dlogits + n * V, xr, ignored ? 0.0f : dlosses.load(n),
+                        ignored ? 0.0f : lse.load(n), t, ignored, V, classes);
 }
 
 // x *= dy / expected unless dy == expected, compared in dy's dtype (expected rounded to it).
@@ -408,29 +338,10 @@ void cross_entropy_fused(const Tensor& losses, const Tensor& lse, const Tensor& 
   dispatch(kernel, logits.dtype(), [&](auto z) {
     using T = decltype(z);
     const bool packed = rows_packed<T>(V, {dlogits.data_ptr(), logits.data_ptr()});
-    const size_t row_bytes = size_t(V) * sizeof(T);
-    const bool staged = packed && stage_rows(row_bytes);
     core::with_width<T>(packed, [&](auto w) {
-      constexpr int W = decltype(w)::value;
-      auto args = [&](auto launch) {
-        launch(ls, lp, static_cast<T*>(dlogits.data_ptr()), g,
-               static_cast<const T*>(logits.data_ptr()),
-               static_cast<const int32_t*>(targets.data_ptr()), V, classes, ignore_index);
-      };
-      if constexpr (W > 1) {
-        if (staged) {
-          allow_smem(cross_entropy_fused_staged_kernel<T, W>, row_bytes, kernel, "a row of logits");
-          args([&](auto... a) {
-            cross_entropy_fused_staged_kernel<T, W>
-                <<<core::row_grid(kernel, N), kThreads, row_bytes>>>(a...);
-          });
-          CUDA_CHECK_LAUNCH();
-          return;
-        }
-      }
-      args([&](auto... a) {
-        cross_entropy_fused_kernel<T, W><<<core::row_grid(kernel, N), kThreads>>>(a...);
-      });
+      cross_entropy_fused_kernel<T, decltype(w)::value><<<core::row_grid(kernel, N), kThreads>>>(
+          ls, lp, static_cast<T*>(dlogits.data_ptr()), g, static_cast<const T*>(logits.data_ptr()),
+          static_cast<const int32_t*>(targets.data_ptr()), V, classes, ignore_index);
       CUDA_CHECK_LAUNCH();
     });
   });

@@ -664,9 +664,6 @@ bool tessera::emu::on_device(const void* p, size_t n) {
 
 void tessera::emu::check_vector_access(const void* p) {
   if (reinterpret_cast<uintptr_t>(p) % 16 != 0) fail("a 16-byte access at a misaligned address");
-  const auto* c = static_cast<const unsigned char*>(p);
-  const std::vector<unsigned char>& smem = g_launch->smem;  // a generic access to shared memory
-  if (!smem.empty() && c >= smem.data() && c + 16 <= smem.data() + smem.size()) return;
   if (!on_device(p, 16)) fail("a 16-byte access outside every device allocation");
 }
 
@@ -754,14 +751,11 @@ cudaError_t cudaGetDevice(int* d) {
   return cudaSuccess;
 }
 // The emulated device is compute capability 9.0: it carries out what the kernels use up to sm_90a
-// (wgmma included, kernels/emu/wgmma.h), with an H100's shared memory (227 KiB a block opted in,
-// 228 KiB a multiprocessor). Other attributes are not modelled: an error.
+// (wgmma included, kernels/emu/wgmma.h). Other attributes are not modelled: an error.
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (device != 0) return set(cudaErrorInvalidDevice);
   if (attr == cudaDevAttrComputeCapabilityMajor) return *value = 9, cudaSuccess;
   if (attr == cudaDevAttrComputeCapabilityMinor) return *value = 0, cudaSuccess;
-  if (attr == cudaDevAttrMaxSharedMemoryPerBlockOptin) return *value = 232448, cudaSuccess;
-  if (attr == cudaDevAttrMaxSharedMemoryPerMultiprocessor) return *value = 233472, cudaSuccess;
   return set(cudaErrorInvalidValue);
 }
 // The properties tessera reads: the name (train's MFU looks its peak up by name: none for this

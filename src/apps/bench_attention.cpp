@@ -77,7 +77,7 @@ struct Impl {
 constexpr Impl kImpls[] = {
     {"mma", "tessera flash (softmax)", false, cuda::FlashKernels::Mma, false},
     {"mma-narrow", "tessera flash, 64-row forward", false, cuda::FlashKernels::MmaNarrow, false},
-    {"mma-3blocks", "tessera flash, 3 blocks/SM (128-row forward, dK dV)", false,
+    {"mma-3blocks", "tessera flash, 128-row forward at 3 blocks/SM", false,
      cuda::FlashKernels::Mma3Blocks, true},
     {"wmma", "tessera flash, wmma kernels", false, cuda::FlashKernels::Wmma, false},
     {"wgmma", "tessera flash, wgmma kernels", false, cuda::FlashKernels::Wgmma, false},

@@ -101,9 +101,10 @@ void empty_cache(int device);  // returns every cached block of the device to th
 //    stick-breaking forward, kernels/stick_mma.h), 128 queries, 32 per warp, at D 128 (64 for
 //    stick-breaking); at D 64 the 64-row forward was the faster on the H200 (docs/gpu-notes.md);
 //  - MmaNarrow: the same with forward blocks of 64 queries at D 128 too;
-//  - Mma3Blocks: Mma with its D 64 forward on 128-query blocks and its D 64 dK dV kernel compiled
-//    for three blocks an SM (fewer registers, some spilled), and stick-breaking's forward on
-//    128-query blocks; a measured option (kernels/flash_mma.cu);
+//  - Mma3Blocks: Mma with its D 64 forward on 128-query blocks compiled for three blocks an SM
+//    (fewer registers, some spilled), and stick-breaking's forward on 128-query blocks; a measured
+//    option (kernels/flash_mma.cu). (The D 64 dK dV kernel runs three blocks an SM in every
+//    mma family: measured faster on the H200.)
 //  - Wmma: the kernels of kernels/flash_attention.cu that stage S, P and O through shared memory
 //    (stick-breaking has only the register-tile kernels);
 //  - Wgmma: the Mma bodies with every product on Hopper's warpgroup MMA (kernels/flash_wgmma.cu;

@@ -287,10 +287,9 @@ TEST(AttentionCuda, flash_bf16_sliding_window_matches_cpu_reference) {
 }
 
 TEST(AttentionCuda, flash_bf16_three_blocks_an_sm_match_cpu_reference) {
-  // The same forward body as the mma kernels on 128-query blocks, and the same dK dV body,
-  // compiled under another register bound (D 64 only; dQ is Mma's): what could differ is the
-  // compiler's work, spills included. Stick-breaking's forward takes 128-query blocks under this
-  // choice alone.
+  // The same forward body as the mma kernels on 128-query blocks, compiled under another register
+  // bound (D 64 only; the backward is Mma's): what could differ is the compiler's work, spills
+  // included. Stick-breaking's forward takes 128-query blocks under this choice alone.
   SKIP_WITHOUT_CUDA();
   UseFlashKernels use(cuda::FlashKernels::Mma3Blocks);
   check_flash({2, 4, 2, 200, 64}, DType::BF16, 0, 71);

@@ -3,8 +3,7 @@
 // and reads it back for the gradient, as the backward kernel loads it, so the two ways must give
 // the same bits: losses, lse and dlogits, out of place and written over the logits, f32 and bf16
 // logits with f32 per-row values and bf16 ones, a padded vocabulary, ignored rows, a row length
-// that takes the 16-byte path and one that does not, and a row long enough (V 20000) that the
-// staged kernel's copy into shared memory takes every one of its loads in flight and loops.
+// that takes the 16-byte path and one that does not, and a row of 20000 (many groups a thread).
 // Every test skips without a CUDA device.
 #include <gtest/gtest.h>
 
