@@ -1,10 +1,9 @@
-// What a bf16 gemm that missed its one-rounding bound did instead (docs/gpu-notes.md, GPU session
-// 1: cuBLASLt on the H200 put small bf16 products with a bias or a C outside that bound). For a
-// failure message: of the elements flagged in `bad`, how many equal round(round(product) +
-// addend), the product rounded to dt before the addend (bias, C, the value accumulated onto) is
-// added and the sum rounded again.
+// A bf16 gemm whose product is rounded before a bias or C is added (docs/gpu-notes.md, GPU
+// session 1: cuBLASLt on the H200, for small and odd shapes, gave round(round(product) + addend)
+// for every element outside a one-rounding bound, counted by rounded_twice_note).
 #pragma once
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -12,6 +11,16 @@
 #include "test_util.h"
 
 namespace tessera::testing {
+
+// The bound's term for that first rounding: 2^-8 (1 + 2^-8) |product| in bf16, 0 otherwise.
+inline double product_rounding(DType dt, double product) {
+  const double r = dt == DType::BF16 ? 1.0 / 256 : 0.0;
+  return (1 + r) * r * std::fabs(product);
+}
+
+// For a failure message: of the elements flagged in `bad`, how many equal round(round(product) +
+// addend), the product rounded to dt before the addend (bias, C, the value accumulated onto) is
+// added and the sum rounded again.
 
 inline std::string rounded_twice_note(const std::vector<double>& got,
                                       const std::vector<double>& product,
