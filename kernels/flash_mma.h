@@ -228,8 +228,9 @@ TESSERA_MMA_FN void store_rows(uint16_t* dst, int64_t r0, int64_t rows_total, in
 // (tile_pm's O += P V), abt2<D> and pm2<D> (two such products at once, the backward's); and
 // Held<D, MT>, hold<D, MT>, abt_held<D, MT> and abt_held2<D> for a left operand a block keeps for
 // all its products (Q in the forward, Q and dO in dQ, K and V in dK dV; a warp's MT groups of 16
-// rows): taken once into registers where the policy does so (CoreTiles), read from its tile at
-// every product where it does not.
+// rows): taken into registers where the policy does so (CoreTiles: once in the forward, at every
+// item in the backward, whose loops would otherwise lose them; see backward_dkdv_block), read
+// from its tile at every product where it does not.
 struct RowTiles {
   template <int D>
   static constexpr size_t bytes = kTileBytes<D>;
@@ -457,8 +458,12 @@ struct BackwardSmem {
 // query tile that sees the key tile (the items, head-major). Warp w owns keys k0 + 16 w .. + 15,
 // the rows of S^T = K Q^T and dP^T = V dO^T; then dV += P^T dO and dK += dS^T Q, all four in
 // registers. Item it + 1's Q and dO tiles stream into the other stage while item it is used.
-// kHoldKV: K and V, the left operands of S^T and dP^T, taken into registers once (Tiles::hold)
-// instead of read from their tiles at every item.
+// kHoldKV: K and V, the left operands of S^T and dP^T, taken into registers (Tiles::hold) for
+// the products instead of read by them from their tiles. They are taken again at every item, as
+// the value of the item's own LDSM: held once across the loop, ptxas (nvcc 13.0, sm_90a) gave
+// their registers to the packed P^T and dS^T of the first item (the SASS shows F2FP rewriting the
+// LDSM destinations before the next item's HGMMA reads them), and on the H200 every item after
+// the first came out wrong. scripts/sass_wgmma_check.py finds that pattern in a listing.
 template <int D, class Tiles = RowTiles, bool kHoldKV = false, class W>
 TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                         const uint16_t* k, const uint16_t* v, const uint16_t* dout,
@@ -509,7 +514,6 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
   TESSERA_MMA_UNROLL
   for (int n = 0; n < D / 8; ++n)
     for (int e = 0; e < 4; ++e) dka[0][n][e] = dva[0][n][e] = 0.0f;
-  typename Tiles::template Held<D, 1> kheld, vheld;
   for (int64_t it = 0; it < items; ++it) {
     const int s = int(it & 1);
     w.cp_async_wait_all();  // item it's tiles are in
@@ -526,12 +530,10 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
     const float* d_s = lse_s + kMmaTile;
     const int64_t q0 = q0_of(it);
     float st[1][8][4], dpt[1][8][4];
-    if constexpr (kHoldKV) {
-      if (it == 0) {  // K and V came with the first item's tiles
-        Tiles::template hold<D, 1>(w, kheld, Ks, warp * 16, lane);
-        Tiles::template hold<D, 1>(w, vheld, Vs, warp * 16, lane);
-      }
-      // S^T = K Q^T and dP^T = V dO^T
+    if constexpr (kHoldKV) {  // S^T = K Q^T and dP^T = V dO^T, K and V taken again (see above)
+      typename Tiles::template Held<D, 1> kheld, vheld;
+      Tiles::template hold<D, 1>(w, kheld, Ks, warp * 16, lane);
+      Tiles::template hold<D, 1>(w, vheld, Vs, warp * 16, lane);
       Tiles::template abt_held2<D>(w, st, kheld, Ks, Qs, dpt, vheld, Vs, dOs, warp * 16, lane);
     } else {
       Tiles::template abt2<D>(w, st, Ks, Qs, dpt, Vs, dOs, warp * 16, lane);
@@ -598,7 +600,6 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
   // Q and dO, the left operands of every product, held (Tiles::hold) at D 64; at D 128 in
   // CoreTiles' registers they would cost a block an SM (ptxas, sm_90a: 168 -> 239 registers).
   constexpr bool kHoldQdO = D <= 64;
-  typename Tiles::template Held<D, 1> qheld, doheld;
 
   for (int64_t kt = kt0; kt <= kt1; ++kt) {
     const int s = int((kt - kt0) & 1);
@@ -609,12 +610,10 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
     const uint16_t* Vs = tile(M::d(s));
     const int64_t k0 = kt * kMmaTile;
     float sc[1][8][4], dp[1][8][4];
-    if constexpr (kHoldQdO) {
-      if (kt == kt0) {  // Q and dO came with the first key tile
-        Tiles::template hold<D, 1>(w, qheld, Qs, warp * 16, lane);
-        Tiles::template hold<D, 1>(w, doheld, dOs, warp * 16, lane);
-      }
-      // S = Q K^T and dP = dO V^T
+    if constexpr (kHoldQdO) {  // S = Q K^T and dP = dO V^T, Q and dO taken again (as dK dV's)
+      typename Tiles::template Held<D, 1> qheld, doheld;
+      Tiles::template hold<D, 1>(w, qheld, Qs, warp * 16, lane);
+      Tiles::template hold<D, 1>(w, doheld, dOs, warp * 16, lane);
       Tiles::template abt_held2<D>(w, sc, qheld, Qs, Ks, dp, doheld, dOs, Vs, warp * 16, lane);
     } else {
       Tiles::template abt2<D>(w, sc, Qs, Ks, dp, dOs, Vs, warp * 16, lane);

@@ -141,10 +141,10 @@ __global__ void __launch_bounds__(kMmaThreads)
 // The forward at D 64 runs 128-query blocks (MT 2: each K and V tile loaded once for twice the
 // queries; 2 x 32 accumulators, 2 x 16 held A registers and 2 x 16 of P more than MT 1), or
 // 64-query ones under FlashKernels::WgmmaNarrow; at D 128 the registers of MT 2 would not fit
-// (O alone is 64 a group), so it runs 64-query blocks. Likewise dK dV at D 64 holds K and V as A
-// registers (the products then read only Q and dO from shared memory; ptxas, sm_90a: 158 -> 203
-// registers, 3 -> 2 blocks an SM), or reads them from their tiles under WgmmaNarrow and at D 128
-// (229 registers already).
+// (O alone is 64 a group), so it runs 64-query blocks. Likewise dK dV at D 64 takes K and V into
+// A registers at every item (the products then read only Q and dO from shared memory; ptxas,
+// sm_90a: 158 -> 189 registers, 3 -> 2 blocks an SM), or reads them from their tiles under
+// WgmmaNarrow and at D 128 (229 registers already).
 template <int D, bool kHoldKV>
 constexpr auto flash_backward_dkdv_wgmma = flash_dkdv_kernel<D, WgmmaCtx, CoreTiles, kHoldKV>;
 template <int D>
