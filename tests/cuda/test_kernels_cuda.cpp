@@ -483,13 +483,15 @@ void expect_weight_grads_accumulate(
   }
 }
 
-// N = 600 rows: ten 64-row chunks for the dw / db sums. C = 300: beyond one block of threads, and
-// rows of single elements in bf16; C = 296: rows of 16-byte groups in both dtypes (37 bf16 groups:
-// two column tiles of the dw / db sums, the second partial). x has mean 3: the two-pass variance
-// must not cancel.
+// N = 700 rows: eleven 64-row chunks for the dw / db sums (the last 60 rows), which the final
+// sums' eight warps take two at a time: five warps two, one warp one, two warps none. C = 300:
+// beyond one block of threads, ten 32-column blocks of the final sums (the last partial), and rows
+// of single elements in bf16; C = 296: rows of 16-byte groups in both dtypes (37 bf16 groups: two
+// column tiles of the dw / db partial sums, the second partial). x has mean 3: the two-pass
+// variance must not cancel.
 TEST_P(CoreKernelsCuda, layernorm_forward_and_backward_match_the_cpu) {
   Generator g(7);
-  const int64_t N = 600;
+  const int64_t N = 700;
   for (const int64_t C : {int64_t(300), int64_t(296)}) {
     SCOPED_TRACE("C " + std::to_string(C));
     Tensor x = random({N, C}, dt(), g, 1.0, 3.0), w = random({C}, dt(), g, 0.5, 1.0),
