@@ -423,16 +423,19 @@ if want diag 60; then
   if [ -z "$NCU" ]; then
     row "  ncu" skipped "no ncu on this machine"
   else
-    for kernel in flash_forward_kernel flash_dkdv_kernel flash_dq_kernel norm_backward_dx_kernel \
-        norm_weight_grad_partial_kernel norm_weight_grad_final_kernel cross_entropy_fused; do
-      (( $(limit 30) < 30 )) && { row "  ncu $kernel" skipped "no time left"; continue; }
+    # Regular expressions: the D 64 dK dV is flash_backward_dkdv_mma_3blocks since 46dd89a, the
+    # GPT-2 cross-entropy cross_entropy_held_kernel since the forty-third session.
+    for kernel in flash_forward_kernel 'flash_(dkdv_kernel|backward_dkdv)' flash_dq_kernel \
+        norm_backward_dx_kernel norm_weight_grad_partial_kernel norm_weight_grad_final_kernel \
+        'cross_entropy_(fused|held)'; do
+      (( $(limit 30) < 30 )) && { row "  ncu ${kernel//|/ or }" skipped "no time left"; continue; }
       echo "== ncu: $kernel" >>"$OUT/diag.log"
       timeout -k 10 "$(limit 60)" "$NCU" --clock-control none -k "regex:$kernel" -c 1 \
         --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
         "$B/bench_gpu" --config configs/gpt2-124m.yaml --batch-size 8 --steps 1 --warmup 1 \
         --no-kernels >/tmp/gpu-check-ncu.log 2>&1; rc=$?
       cat /tmp/gpu-check-ncu.log >>"$OUT/diag.log"
-      row "  ncu $kernel" "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc$(timed_out $rc)")" \
+      row "  ncu ${kernel//|/ or }" "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc$(timed_out $rc)")" \
         "duration $(pick Duration); SM throughput $(pick 'Compute (SM) Throughput')%; memory throughput $(pick 'Memory Throughput')%; registers $(pick 'Registers Per Thread'); occupancy $(pick 'Achieved Occupancy')% achieved, $(pick 'Theoretical Occupancy')% theoretical"
     done
   fi

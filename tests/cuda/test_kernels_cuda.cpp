@@ -635,84 +635,93 @@ TEST_P(CoreKernelsCuda, softmax_and_log_softmax_match_the_cpu) {
 
 TEST_P(CoreKernelsCuda, cross_entropy_matches_the_cpu) {
   // Every column a class, then the last 13 columns padding (a padded vocabulary: excluded from
-  // the softmax, gradient exactly 0).
-  const int64_t N = 37, V = 1000, ignore = -100;
-  for (const int64_t classes : {V, V - 13}) {
-    SCOPED_TRACE("classes " + std::to_string(classes));
-    Generator g(10);
-    Tensor logits = random({N, V}, dt(), g, 3.0), dl = random({N}, dt(), g);
-    std::vector<int32_t> t(static_cast<size_t>(N));
-    for (int64_t n = 0; n < N; ++n)
-      t[size_t(n)] = n % 6 == 5 ? int32_t(ignore) : int32_t(n * 97 % classes);
-    Tensor targets = from_vector(t, {N}), gt = targets.to(kGpu), gl = to_gpu(logits, dt());
+  // the softmax, gradient exactly 0). 20000 columns: the forward's held-row kernel.
+  const int64_t N = 37, ignore = -100;
+  for (const int64_t V : {int64_t(1000), int64_t(20000)})
+    for (const int64_t classes : {V, V - 13}) {
+      SCOPED_TRACE("V " + std::to_string(V) + ", classes " + std::to_string(classes));
+      Generator g(10);
+      Tensor logits = random({N, V}, dt(), g, 3.0), dl = random({N}, dt(), g);
+      std::vector<int32_t> t(static_cast<size_t>(N));
+      for (int64_t n = 0; n < N; ++n)
+        t[size_t(n)] = n % 6 == 5 ? int32_t(ignore) : int32_t(n * 97 % classes);
+      Tensor targets = from_vector(t, {N}), gt = targets.to(kGpu), gl = to_gpu(logits, dt());
 
-    Tensor gloss = gpu_empty({N}, dt()), glse = gpu_empty({N}, dt());
-    Tensor closs = cpu_empty({N}), clse = cpu_empty({N});
-    TESSERA_KERNEL(gl, cross_entropy_forward)(gloss, glse, gl, gt, ignore, classes);
-    cpu_k().cross_entropy_forward(closs, clse, logits, targets, ignore, classes);
-    expect_close(gloss, closs, "losses");
-    expect_close(glse, clse, "lse");
-    for (int64_t n = 5; n < N; n += 6)  // ignored rows: exactly 0
-      EXPECT_EQ(values(gloss.to(Device::cpu()))[size_t(n)], 0.0) << "row " << n;
+      Tensor gloss = gpu_empty({N}, dt()), glse = gpu_empty({N}, dt());
+      Tensor closs = cpu_empty({N}), clse = cpu_empty({N});
+      TESSERA_KERNEL(gl, cross_entropy_forward)(gloss, glse, gl, gt, ignore, classes);
+      cpu_k().cross_entropy_forward(closs, clse, logits, targets, ignore, classes);
+      expect_close(gloss, closs, "losses");
+      expect_close(glse, clse, "lse");
+      for (int64_t n = 5; n < N; n += 6)  // ignored rows: exactly 0
+        EXPECT_EQ(values(gloss.to(Device::cpu()))[size_t(n)], 0.0) << "row " << n;
 
-    const Tensor lse = clse.to(dt()).to(DType::F32);
-    Tensor gd = gpu_empty({N, V}, dt()), cd = cpu_empty({N, V});
-    TESSERA_KERNEL(gl, cross_entropy_backward)(gd, to_gpu(dl, dt()), gl, to_gpu(lse, dt()), gt,
-                                               ignore, classes);
-    cpu_k().cross_entropy_backward(cd, dl, logits, lse, targets, ignore, classes);
-    expect_close(gd, cd, "dlogits");
-    // Written over the logits (the op's in-place backward): the same bits.
-    Tensor over = gl.clone();
-    TESSERA_KERNEL(gl, cross_entropy_backward)(over, to_gpu(dl, dt()), over, to_gpu(lse, dt()), gt,
-                                               ignore, classes);
-    EXPECT_EQ(values(over.to(Device::cpu())), values(gd.to(Device::cpu()))) << "in place";
-    const std::vector<double> pad = values(gd.to(Device::cpu()).narrow(1, classes, V - classes));
-    EXPECT_EQ(std::count(pad.begin(), pad.end(), 0.0), int64_t(pad.size())) << "padding columns";
+      const Tensor lse = clse.to(dt()).to(DType::F32);
+      Tensor gd = gpu_empty({N, V}, dt()), cd = cpu_empty({N, V});
+      TESSERA_KERNEL(gl, cross_entropy_backward)
+      (gd, to_gpu(dl, dt()), gl, to_gpu(lse, dt()), gt, ignore, classes);
+      cpu_k().cross_entropy_backward(cd, dl, logits, lse, targets, ignore, classes);
+      expect_close(gd, cd, "dlogits");
+      // Written over the logits (the op's in-place backward): the same bits.
+      Tensor over = gl.clone();
+      TESSERA_KERNEL(gl, cross_entropy_backward)
+      (over, to_gpu(dl, dt()), over, to_gpu(lse, dt()), gt, ignore, classes);
+      EXPECT_EQ(values(over.to(Device::cpu())), values(gd.to(Device::cpu()))) << "in place";
+      const std::vector<double> pad = values(gd.to(Device::cpu()).narrow(1, classes, V - classes));
+      EXPECT_EQ(std::count(pad.begin(), pad.end(), 0.0), int64_t(pad.size())) << "padding columns";
 
-    if (dt() == DType::BF16) {  // per-row tensors in f32 for bf16 logits
-      Tensor gloss32 = gpu_empty({N}, DType::F32), glse32 = gpu_empty({N}, DType::F32);
-      TESSERA_KERNEL(gl, cross_entropy_forward)(gloss32, glse32, gl, gt, ignore, classes);
-      EXPECT_LE(rel_err(gloss32, closs), kF32) << "f32 losses";
-      EXPECT_LE(rel_err(glse32, clse), kF32) << "f32 lse";
-      TESSERA_KERNEL(gl, cross_entropy_backward)(gd, to_gpu(dl, DType::F32), gl, glse32, gt, ignore,
-                                                 classes);
-      cpu_k().cross_entropy_backward(cd, dl, logits, clse, targets, ignore, classes);
-      expect_close(gd, cd, "dlogits from f32 lse");
+      if (dt() == DType::BF16) {  // per-row tensors in f32 for bf16 logits
+        Tensor gloss32 = gpu_empty({N}, DType::F32), glse32 = gpu_empty({N}, DType::F32);
+        TESSERA_KERNEL(gl, cross_entropy_forward)(gloss32, glse32, gl, gt, ignore, classes);
+        EXPECT_LE(rel_err(gloss32, closs), kF32) << "f32 losses";
+        EXPECT_LE(rel_err(glse32, clse), kF32) << "f32 lse";
+        TESSERA_KERNEL(gl, cross_entropy_backward)
+        (gd, to_gpu(dl, DType::F32), gl, glse32, gt, ignore, classes);
+        cpu_k().cross_entropy_backward(cd, dl, logits, clse, targets, ignore, classes);
+        expect_close(gd, cd, "dlogits from f32 lse");
+      }
     }
-  }
 }
 
-// The GPU's lse is one pass over the row (a running max per thread, rescaling its sum of exps);
-// the CPU's takes the max first. Both must agree on rows a model can produce: -inf entries
-// (masked classes), an all -inf row (lse -inf), a +inf logit or a NaN (lse NaN on both).
+// The GPU's lse is one pass over the row (a running max per thread, rescaling its sum of exps), or
+// for a wide row held in registers the max first, as the CPU's. Both must agree on rows a model can
+// produce: -inf entries (masked classes), an all -inf row (lse -inf), a +inf logit or a NaN (lse
+// NaN on both).
 TEST_P(CoreKernelsCuda, cross_entropy_lse_handles_infinities_and_nan_like_the_cpu) {
-  const int64_t N = 6, V = 48;  // whole 16-byte groups in f32 and bf16
-  Generator g(14);
-  Tensor logits = random({N, V}, dt(), g, 3.0);
-  float* p = logits.data<float>();
-  for (int64_t c = 0; c < V; c += 3) p[1 * V + c] = -INFINITY;  // a third of row 1 masked
-  for (int64_t c = 0; c < V; ++c) p[2 * V + c] = -INFINITY;     // row 2 all masked
-  p[3 * V + 17] = INFINITY;
-  p[4 * V + 40] = NAN;
-  p[5 * V + 0] = 80.0f;  // a max far above the rest, first: every later exp is rescaled to it
-  std::vector<int32_t> t(static_cast<size_t>(N), 5);
-  Tensor targets = from_vector(t, {N});
-  Tensor gloss = gpu_empty({N}, DType::F32), glse = gpu_empty({N}, DType::F32);
-  Tensor closs = cpu_empty({N}), clse = cpu_empty({N});
-  TESSERA_KERNEL(gloss, cross_entropy_forward)(gloss, glse, to_gpu(logits, dt()),
-                                               targets.to(kGpu), -100, V);
-  cpu_k().cross_entropy_forward(closs, clse, logits, targets, -100, V);
-  const std::vector<double> gv = values(glse.to(Device::cpu())), cv = values(clse);
-  for (size_t n = 0; n < size_t(N); ++n) {
-    SCOPED_TRACE("row " + std::to_string(n));
-    EXPECT_EQ(std::isnan(gv[n]), std::isnan(cv[n])) << gv[n] << " vs " << cv[n];
-    if (std::isnan(cv[n])) continue;
-    EXPECT_EQ(std::isinf(gv[n]), std::isinf(cv[n])) << gv[n] << " vs " << cv[n];
-    if (std::isfinite(cv[n])) EXPECT_NEAR(gv[n], cv[n], 1e-5 * std::max(1.0, std::abs(cv[n])));
-    else EXPECT_EQ(gv[n], cv[n]);
+  // Whole 16-byte groups in f32 and bf16; 20000 columns take the held-row kernel (more groups
+  // than its 1024 threads), 48 the streaming one.
+  for (const int64_t V : {int64_t(48), int64_t(20000)}) {
+    SCOPED_TRACE("V " + std::to_string(V));
+    const int64_t N = 6;
+    Generator g(14);
+    Tensor logits = random({N, V}, dt(), g, 3.0);
+    float* p = logits.data<float>();
+    for (int64_t c = 0; c < V; c += 3) p[1 * V + c] = -INFINITY;  // a third of row 1 masked
+    for (int64_t c = 0; c < V; ++c) p[2 * V + c] = -INFINITY;     // row 2 all masked
+    p[3 * V + 17] = INFINITY;
+    p[4 * V + 40] = NAN;
+    p[5 * V + 0] = 80.0f;  // a max far above the rest, first: every later exp is rescaled to it
+    std::vector<int32_t> t(static_cast<size_t>(N), 5);
+    Tensor targets = from_vector(t, {N});
+    Tensor gloss = gpu_empty({N}, DType::F32), glse = gpu_empty({N}, DType::F32);
+    Tensor closs = cpu_empty({N}), clse = cpu_empty({N});
+    TESSERA_KERNEL(gloss, cross_entropy_forward)
+    (gloss, glse, to_gpu(logits, dt()), targets.to(kGpu), -100, V);
+    cpu_k().cross_entropy_forward(closs, clse, logits, targets, -100, V);
+    const std::vector<double> gv = values(glse.to(Device::cpu())), cv = values(clse);
+    for (size_t n = 0; n < size_t(N); ++n) {
+      SCOPED_TRACE("row " + std::to_string(n));
+      EXPECT_EQ(std::isnan(gv[n]), std::isnan(cv[n])) << gv[n] << " vs " << cv[n];
+      if (std::isnan(cv[n])) continue;
+      EXPECT_EQ(std::isinf(gv[n]), std::isinf(cv[n])) << gv[n] << " vs " << cv[n];
+      if (std::isfinite(cv[n]))
+        EXPECT_NEAR(gv[n], cv[n], 1e-5 * std::max(1.0, std::abs(cv[n])));
+      else
+        EXPECT_EQ(gv[n], cv[n]);
+    }
+    EXPECT_TRUE(std::isinf(cv[2]) && cv[2] < 0) << "the all -inf row";
+    EXPECT_TRUE(std::isnan(cv[3]) && std::isnan(cv[4])) << "the +inf and NaN rows";
   }
-  EXPECT_TRUE(std::isinf(cv[2]) && cv[2] < 0) << "the all -inf row";
-  EXPECT_TRUE(std::isnan(cv[3]) && std::isnan(cv[4])) << "the +inf and NaN rows";
 }
 
 // ---- rope and attention -----------------------------------------------------------------------
