@@ -29,17 +29,18 @@ __global__ void __launch_bounds__(kMmaThreads)
   flash_forward_body<D, MT, Ctx, Tiles>(out, lse, q, k, v, p, order);
 }
 
-template <int D, class Ctx, class Tiles, bool kHoldKV = false>
+// kStoreDs: dS^T also written to ds (mma::ds_tile) for flash_dq_stored_kernel.
+template <int D, class Ctx, class Tiles, bool kHoldKV = false, bool kStoreDs = false>
 __device__ __forceinline__ void flash_dkdv_body(uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                                 const uint16_t* k, const uint16_t* v,
                                                 const uint16_t* dout, const float* lse,
                                                 const float* drow, const FlashParams& p,
-                                                const BlockOrder& order) {
+                                                const BlockOrder& order, uint16_t* ds = nullptr) {
   extern __shared__ __align__(128) unsigned char smem[];
   Ctx w{smem};
   const HeadTile at = key_tile_block(int64_t(blockIdx.x), order);
-  mma::backward_dkdv_block<D, Tiles, kHoldKV>(w, dk, dv, q, k, v, dout, lse, drow, p, at.tile,
-                                               at.head);
+  mma::backward_dkdv_block<D, Tiles, kHoldKV, kStoreDs>(w, dk, dv, q, k, v, dout, lse, drow, p,
+                                                        at.tile, at.head, ds);
 }
 
 template <int D, class Ctx, class Tiles, bool kHoldKV = false>
@@ -59,6 +60,17 @@ __global__ void __launch_bounds__(kMmaThreads)
   Ctx w{smem};
   const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
   mma::backward_dq_block<D, Tiles>(w, dq, q, k, v, dout, lse, drow, p, at.tile, at.head);
+}
+
+// dQ from the dS the dK dV kernel stored (mma::backward_dq_stored_block).
+template <int D, class Ctx>
+__global__ void __launch_bounds__(kMmaThreads)
+    flash_dq_stored_kernel(uint16_t* dq, const uint16_t* k, const uint16_t* ds, FlashParams p,
+                           BlockOrder order) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  Ctx w{smem};
+  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
+  mma::backward_dq_stored_block<D>(w, dq, k, ds, p, at.tile, at.head);
 }
 
 inline const uint16_t* flash_bits(const Tensor& t) {
@@ -99,6 +111,30 @@ void launch_flash_backward(DkDv dkdv_kernel, Dq dq_kernel, size_t bytes, const T
   dq_kernel<<<grid_of(q_order), kMmaThreads, bytes>>>(flash_mut_bits(dq), flash_bits(q),
                                                       flash_bits(k), flash_bits(v),
                                                       flash_bits(dout), lp, dr, p, q_order);
+  CUDA_CHECK_LAUNCH();
+}
+
+// The backward with dS stored: dK dV by key tile, writing dS^T into ds (bf16, B H
+// mma::ds_tiles_per_row(T) tiles of 64 x 64), then dQ by query tile from it and K.
+template <class DkDv, class Dq>
+void launch_flash_backward_stored(DkDv dkdv_kernel, Dq dq_kernel, size_t dkdv_bytes,
+                                  size_t dq_bytes, const Tensor& ds, const Tensor& dq,
+                                  const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                                  const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const Tensor& lse, const Tensor& drow, const FlashParams& p,
+                                  int64_t B, int64_t D) {
+  const int64_t tiles = (p.T + kMmaTile - 1) / kMmaTile;
+  allow_smem(dkdv_kernel, dkdv_bytes);
+  const BlockOrder kv_order = kv_head_order(B, p.H, p.Hkv, tiles, p.T, D);
+  dkdv_kernel<<<grid_of(kv_order), kMmaThreads, dkdv_bytes>>>(
+      flash_mut_bits(dk), flash_mut_bits(dv), flash_bits(q), flash_bits(k), flash_bits(v),
+      flash_bits(dout), static_cast<const float*>(lse.data_ptr()),
+      static_cast<const float*>(drow.data_ptr()), p, kv_order, flash_mut_bits(ds));
+  CUDA_CHECK_LAUNCH();
+  allow_smem(dq_kernel, dq_bytes);
+  const BlockOrder q_order = query_head_order(B, p.H, p.Hkv, tiles, p.T, D);
+  dq_kernel<<<grid_of(q_order), kMmaThreads, dq_bytes>>>(flash_mut_bits(dq), flash_bits(k),
+                                                         flash_bits(ds), p, q_order);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -53,17 +53,42 @@ __global__ void __launch_bounds__(kMmaThreads, 3)
   flash_dkdv_body<D, DeviceCtx, mma::RowTiles>(dk, dv, q, k, v, dout, lse, drow, p, order);
 }
 
+// The same dK dV kernels writing dS^T for the dQ kernel that reads it (FlashKernels::MmaStoredDs).
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads, 3)
+    flash_backward_dkdv_mma_3blocks_store(uint16_t* dk, uint16_t* dv, const uint16_t* q,
+                                          const uint16_t* k, const uint16_t* v,
+                                          const uint16_t* dout, const float* lse, const float* drow,
+                                          FlashParams p, BlockOrder order, uint16_t* ds) {
+  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, true>(dk, dv, q, k, v, dout, lse, drow, p,
+                                                            order, ds);
+}
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads)
+    flash_backward_dkdv_mma_store(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
+                                  const uint16_t* v, const uint16_t* dout, const float* lse,
+                                  const float* drow, FlashParams p, BlockOrder order,
+                                  uint16_t* ds) {
+  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, true>(dk, dv, q, k, v, dout, lse, drow, p,
+                                                            order, ds);
+}
+
+// FlashKernels::MmaStoredDs stores dS when it takes at most this much memory (GPT-2's B 8, T 1024:
+// 96 rows x 136 tile pairs x 8 KB = 107 MB); a longer context recomputes it (B H T^2 bytes).
+constexpr int64_t kStoredDsBytes = int64_t(1) << 30;
+
 FlashKernels initial_choice() {
   const char* env = std::getenv("TESSERA_FLASH_KERNELS");
   if (!env || !*env || std::strcmp(env, "mma") == 0) return FlashKernels::Mma;
   if (std::strcmp(env, "mma-narrow") == 0) return FlashKernels::MmaNarrow;
   if (std::strcmp(env, "mma-3blocks") == 0) return FlashKernels::Mma3Blocks;
+  if (std::strcmp(env, "mma-ds") == 0) return FlashKernels::MmaStoredDs;
   if (std::strcmp(env, "wmma") == 0) return FlashKernels::Wmma;
   if (std::strcmp(env, "wgmma") == 0) return FlashKernels::Wgmma;
   if (std::strcmp(env, "wgmma-narrow") == 0) return FlashKernels::WgmmaNarrow;
   TESSERA_FAIL(
-      "TESSERA_FLASH_KERNELS must be mma, mma-narrow, mma-3blocks, wmma, wgmma or wgmma-narrow, "
-      "got '",
+      "TESSERA_FLASH_KERNELS must be mma, mma-narrow, mma-3blocks, mma-ds, wmma, wgmma or "
+      "wgmma-narrow, got '",
       env, "'");
 }
 FlashKernels& choice() {
@@ -107,6 +132,21 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   if (choice() == FlashKernels::Wgmma || choice() == FlashKernels::WgmmaNarrow)
     return flash_wgmma_backward(dq, dk, dv, dout, q, k, v, lse, drow, p, B, D,
                                 choice() == FlashKernels::WgmmaNarrow);
+  const int64_t ds_elems = B * p.H * mma::ds_tiles_per_row(p.T) * kMmaTile * kMmaTile;
+  if (choice() == FlashKernels::MmaStoredDs && 2 * ds_elems <= kStoredDsBytes) {
+    const Tensor ds = Tensor::empty({ds_elems}, {DType::BF16, dq.device()});
+    if (D == 64)
+      launch_flash_backward_stored(flash_backward_dkdv_mma_3blocks_store<64>,
+                                   flash_dq_stored_kernel<64, DeviceCtx>,
+                                   mma::BackwardSmem<64>::bytes, mma::DqStoredSmem<64>::bytes, ds,
+                                   dq, dk, dv, dout, q, k, v, lse, drow, p, B, D);
+    else
+      launch_flash_backward_stored(flash_backward_dkdv_mma_store<128>,
+                                   flash_dq_stored_kernel<128, DeviceCtx>,
+                                   mma::BackwardSmem<128>::bytes, mma::DqStoredSmem<128>::bytes, ds,
+                                   dq, dk, dv, dout, q, k, v, lse, drow, p, B, D);
+    return;
+  }
   if (D == 64)
     launch_flash_backward(flash_backward_dkdv_mma_3blocks<64>, flash_backward_dq_mma<64>,
                           mma::BackwardSmem<64>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p, B,

@@ -439,6 +439,17 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
   finish_rows<D, MT, W>(w, out, lse, o, m, l, r0, bh, hi, p, lane);
 }
 
+// Where the stored dS of query tile qt and key tile kt (kt <= qt) of grid row bh lies in the
+// scratch (elements): each row's causal tile pairs one after another, query tile by query tile,
+// each a 64 x 64 bf16 tile of dS^T (keys down its rows, queries along them, as dK dV computes it).
+constexpr int64_t ds_tiles_per_row(int64_t T) {  // host and device
+  const int64_t tiles = (T + kMmaTile - 1) / kMmaTile;
+  return tiles * (tiles + 1) / 2;
+}
+constexpr int64_t ds_tile(int64_t bh, int64_t qt, int64_t kt, int64_t T) {
+  return (bh * ds_tiles_per_row(T) + qt * (qt + 1) / 2 + kt) * kMmaTile * kMmaTile;
+}
+
 template <int D, class Tiles = RowTiles>
 struct BackwardSmem {
   // a, b: the tiles a block keeps (K, V for dK dV; Q, dO for dQ); c, d: the two tiles that stream
@@ -464,11 +475,11 @@ struct BackwardSmem {
 // their registers to the packed P^T and dS^T of the first item (the SASS shows F2FP rewriting the
 // LDSM destinations before the next item's HGMMA reads them), and on the H200 every item after
 // the first came out wrong. scripts/sass_wgmma_check.py finds that pattern in a listing.
-template <int D, class Tiles = RowTiles, bool kHoldKV = false, class W>
+template <int D, class Tiles = RowTiles, bool kHoldKV = false, bool kStoreDs = false, class W>
 TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                         const uint16_t* k, const uint16_t* v, const uint16_t* dout,
                                         const float* lse, const float* drow, const FlashParams& p,
-                                        int64_t kt, int64_t bkv) {
+                                        int64_t kt, int64_t bkv, uint16_t* ds = nullptr) {
   using M = BackwardSmem<D, Tiles>;
   auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
   uint16_t* Ks = tile(M::a);
@@ -550,9 +561,12 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
         st[0][n][e] = pv;
         dpt[0][n][e] = pv * (dpt[0][n][e] - d_s[col]);
       }
-    Tiles::template pm2<D>(w, dva, st, dOs, dka, dpt, Qs, lane);  // dV += P^T dO, dK += dS^T Q
-    // Stage s ^ 1's statistics were last read by item it - 1, before this item's barrier.
-    if (more && stats_thread) put_stats(s ^ 1, next_l2, next_dd);
+      if constexpr (kStoreDs)  // this warp's 16 keys of dS^T, for backward_dq_stored_block
+        store_rows<kMmaTile, W>(ds + ds_tile(b * p.H + head_of(it), q0 / kMmaTile, kt, p.T),
+                                warp * 16, kMmaTile, kMmaTile, dpt[0], 1.0f, 1.0f, lane);
+      Tiles::template pm2<D>(w, dva, st, dOs, dka, dpt, Qs, lane);  // dV += P^T dO, dK += dS^T Q
+      // Stage s ^ 1's statistics were last read by item it - 1, before this item's barrier.
+      if (more && stats_thread) put_stats(s ^ 1, next_l2, next_dd);
   }
   store_rows<D, W>(dv + p.dv.row(b, hk, 0), j0, T, p.dv.t, dva[0], 1.0f, 1.0f, lane);
   store_rows<D, W>(dk + p.dk.row(b, hk, 0), j0, T, p.dk.t, dka[0], p.scale, p.scale, lane);
@@ -632,6 +646,65 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
     Tiles::template pm<D, 1>(w, dqa, sc, Ks, lane);  // dQ += dS K
   }
   store_rows<D, W>(dq + p.dq.row(hi.b, hi.h, 0), r0, T, p.dq.t, dqa[0], p.scale, p.scale, lane);
+}
+
+// dQ of query tile qt of grid row bh from the dS that backward_dkdv_block stored (kStoreDs): over
+// the key tiles it sees, dQ += dS K, with dS's A fragments read from its dS^T tile by
+// ldmatrix.trans (bt_row's addresses: keys down the tile's rows, this warp's 16 queries along
+// them). Where backward_dq_block recomputes S and dP for every tile pair (two of its three
+// products and the exponentials), this reads 8 KB of dS a pair instead. The next key tile and its
+// dS stream into the other stage while this one is used.
+template <int D>
+struct DqStoredSmem {
+  static constexpr size_t k(int stage) { return size_t(stage) * kTileBytes<D>; }
+  static constexpr size_t ds(int stage) {
+    return 2 * kTileBytes<D> + size_t(stage) * kTileBytes<kMmaTile>;
+  }
+  static constexpr size_t bytes = ds(2);
+};
+
+template <int D, class W>
+TESSERA_MMA_FN void backward_dq_stored_block(W& w, uint16_t* dq, const uint16_t* k,
+                                             const uint16_t* ds, const FlashParams& p, int64_t qt,
+                                             int64_t bh) {
+  using M = DqStoredSmem<D>;
+  auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
+  const int warp = w.thread() / 32, lane = w.thread() % 32;
+  const HeadIndex hi = head_index(bh, p);
+  const int64_t T = p.T, q0 = qt * kMmaTile, r0 = q0 + warp * 16;
+  const uint16_t* kh = k + p.k.row(hi.b, hi.g, 0);
+  const int64_t kt0 = first_key_tile(q0, p), kt1 = last_key_tile(q0, p);
+  auto fetch = [&](int64_t kt, int s) {  // key tile kt's K and dS^T into stage s
+    load_tile_async<D>(w, tile(M::k(s)), kh, kt * kMmaTile, T, p.k.t);
+    load_tile_async<kMmaTile>(w, tile(M::ds(s)), ds + ds_tile(bh, qt, kt, T), 0, kMmaTile,
+                              kMmaTile);
+    w.cp_async_commit();
+  };
+  fetch(kt0, 0);
+  float dqa[D / 8][4];
+  TESSERA_MMA_UNROLL
+  for (int n = 0; n < D / 8; ++n)
+    for (int e = 0; e < 4; ++e) dqa[n][e] = 0.0f;
+  for (int64_t kt = kt0; kt <= kt1; ++kt) {
+    const int s = int((kt - kt0) & 1);
+    w.cp_async_wait_all();  // key tile kt is in
+    w.sync_block();         // and every warp is done with stage s ^ 1
+    if (kt < kt1) fetch(kt + 1, s ^ 1);
+    const uint16_t* Ks = tile(M::k(s));
+    const uint16_t* dst = tile(M::ds(s));
+    TESSERA_MMA_UNROLL
+    for (int ks = 0; ks < 4; ++ks) {  // 16 keys at a time
+      uint32_t af[4];
+      w.ldmatrix_x4_trans(af, bt_row<kMmaTile>(dst, ks * 16, warp * 16, lane));
+      TESSERA_MMA_UNROLL
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t bf[4];
+        w.ldmatrix_x4_trans(bf, a_row<D>(Ks, ks * 16, dp * 16, lane));
+        mma_pair(w, dqa[2 * dp], dqa[2 * dp + 1], af, bf);
+      }
+    }
+  }
+  store_rows<D, W>(dq + p.dq.row(hi.b, hi.h, 0), r0, T, p.dq.t, dqa, p.scale, p.scale, lane);
 }
 
 }  // namespace mma

@@ -21,6 +21,8 @@
 #     instead of the heuristic's first;
 #   BENCH_WGMMA=1: the attention kernels on Hopper's wgmma (TESSERA_FLASH_KERNELS=wgmma,
 #     kernels/flash_wgmma.cu; a 9.0 GPU);
+#   BENCH_DS=1: the attention backward's dQ from the dS its dK dV kernel stores
+#     (TESSERA_FLASH_KERNELS=mma-ds, kernels/flash_mma.h's backward_dq_stored_block);
 #   BENCH_SWITCHES=1: the step with each of the latest changes switched off (docs/gpu.md), the
 #     "before" of each: no bias gradient in the weight gradient's gemm
 #     (TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual), no cuBLASLt fusion at all
@@ -91,6 +93,7 @@ variant() {
 if [ "${BENCH_UNFUSED:-1}" = 1 ]; then variant unfused -- --unfused; fi
 if [ "${BENCH_TUNED:-0}" = 1 ]; then variant tuned TESSERA_GEMM_TUNE="${GEMM_TUNE:-8}" --; fi
 if [ "${BENCH_WGMMA:-0}" = 1 ]; then variant wgmma TESSERA_FLASH_KERNELS=wgmma --; fi
+if [ "${BENCH_DS:-0}" = 1 ]; then variant mma-ds TESSERA_FLASH_KERNELS=mma-ds --; fi
 if [ "${BENCH_SWITCHES:-0}" = 1 ]; then
   variant no-bgrad TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual --
   variant no-epilogues TESSERA_GEMM_EPILOGUES=none --
@@ -115,6 +118,8 @@ variants = [(name, load(f"tessera-{name}.json"), note) for name, note in (
     ("tuned", "TESSERA_GEMM_TUNE, each gemm's cuBLASLt algorithm the fastest of the heuristic's "
               "first 8, timed on its first call; tessera-tuned.log says how many changed"),
     ("wgmma", "TESSERA_FLASH_KERNELS=wgmma, the attention kernels on Hopper's wgmma"),
+    ("mma-ds", "TESSERA_FLASH_KERNELS=mma-ds, the attention backward's dQ from the dS its dK dV "
+               "kernel stores instead of recomputing S and dP"),
     ("no-bgrad", "TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual, bias gradients summed apart "
                  "(sum_dim) instead of by the weight gradient's gemm"),
     ("no-epilogues", "TESSERA_GEMM_EPILOGUES=none, no cuBLASLt fusion: bias, GELU, its "

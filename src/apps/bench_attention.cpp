@@ -79,6 +79,8 @@ constexpr Impl kImpls[] = {
     {"mma-narrow", "tessera flash, 64-row forward", false, cuda::FlashKernels::MmaNarrow, false},
     {"mma-3blocks", "tessera flash, 128-row forward at 3 blocks/SM", false,
      cuda::FlashKernels::Mma3Blocks, true},
+    {"mma-ds", "tessera flash, dQ from the stored dS", false, cuda::FlashKernels::MmaStoredDs,
+     false},
     {"wmma", "tessera flash, wmma kernels", false, cuda::FlashKernels::Wmma, false},
     {"wgmma", "tessera flash, wgmma kernels", false, cuda::FlashKernels::Wgmma, false},
     {"wgmma-narrow", "tessera flash, wgmma, fewer registers", false,

@@ -116,7 +116,7 @@ void empty_cache(int device);  // returns every cached block of the device to th
 //    of 64 queries, and dK dV reading K and V from shared memory at every query tile.
 // TESSERA_FLASH_KERNELS=mma, mma-narrow, mma-3blocks, wmma, wgmma or wgmma-narrow in the
 // environment sets the choice at start-up; the GPU tests and bench_attention run each.
-enum class FlashKernels { Mma, MmaNarrow, Mma3Blocks, Wmma, Wgmma, WgmmaNarrow };
+enum class FlashKernels { Mma, MmaNarrow, Mma3Blocks, MmaStoredDs, Wmma, Wgmma, WgmmaNarrow };
 FlashKernels flash_kernels();
 void set_flash_kernels(FlashKernels k);
 // Whether FlashKernels::Wgmma and WgmmaNarrow can run here: an sm_90a build and a 9.0 device.

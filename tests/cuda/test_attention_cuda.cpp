@@ -64,12 +64,14 @@ Input make_input(const Shape& shape, Generator& g, DType dtype, double mul = 1.0
 // is put back when the scope ends. Wgmma (sm_90a) has a test of its own below, so that a failure
 // of it on a GPU names it alone.
 std::vector<cuda::FlashKernels> flash_families() {
-  return {cuda::FlashKernels::Mma, cuda::FlashKernels::MmaNarrow, cuda::FlashKernels::Wmma};
+  return {cuda::FlashKernels::Mma, cuda::FlashKernels::MmaNarrow, cuda::FlashKernels::MmaStoredDs,
+          cuda::FlashKernels::Wmma};
 }
 const char* flash_name(cuda::FlashKernels k) {
-  return k == cuda::FlashKernels::Mma         ? "mma kernels"
-         : k == cuda::FlashKernels::MmaNarrow ? "mma kernels, 64-row forward"
-                                              : "wmma kernels";
+  return k == cuda::FlashKernels::Mma           ? "mma kernels"
+         : k == cuda::FlashKernels::MmaNarrow   ? "mma kernels, 64-row forward"
+         : k == cuda::FlashKernels::MmaStoredDs ? "mma kernels, dQ from the stored dS"
+                                                : "wmma kernels";
 }
 struct UseFlashKernels {
   cuda::FlashKernels prev = cuda::flash_kernels();
@@ -462,9 +464,12 @@ TEST(AttentionCuda, backward_passes_are_deterministic) {
   Qkv in = make_qkv(s, DType::BF16, 91);
   const Shape qs{s.B, s.H, s.T, s.D}, ks{s.B, s.Hkv, s.T, s.D}, rows{s.B, s.H, s.T};
   Tensor out = gpu_empty(qs, DType::BF16), stat = gpu_empty(rows, DType::F32);
-  for (int pass = 0; pass < 3; ++pass) {
-    const bool flash = pass < 2;  // the backward is the same for Mma and MmaNarrow
-    UseFlashKernels use(pass == 0 ? cuda::FlashKernels::Mma : cuda::FlashKernels::Wmma);
+  // The backward is the same for Mma and MmaNarrow; the last pass is stick-breaking's.
+  const cuda::FlashKernels kinds[] = {cuda::FlashKernels::Mma, cuda::FlashKernels::MmaStoredDs,
+                                      cuda::FlashKernels::Wmma, cuda::FlashKernels::Mma};
+  for (int pass = 0; pass < 4; ++pass) {
+    const bool flash = pass < 3;
+    UseFlashKernels use(kinds[pass]);
     if (flash) {
       TESSERA_KERNEL(out, flash_attention_forward)(out, stat, in.q.gpu, in.k.gpu, in.v.gpu, 0.125,
                                                    0);
