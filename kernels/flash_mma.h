@@ -572,6 +572,17 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
   store_rows<D, W>(dk + p.dk.row(b, hk, 0), j0, T, p.dk.t, dka[0], p.scale, p.scale, lane);
 }
 
+// The two-stage stream of the dQ bodies: waits for key tile kt's copies and, every warp being
+// done with the other stage, starts tile kt + 1's into it (fetch(kt + 1, stage)); kt's stage.
+template <class W, class Fetch>
+TESSERA_MMA_FN int next_stage(W& w, int64_t kt, int64_t kt0, int64_t kt1, Fetch&& fetch) {
+  const int s = int((kt - kt0) & 1);
+  w.cp_async_wait_all();  // key tile kt is in
+  w.sync_block();         // and every warp is done with stage s ^ 1
+  if (kt < kt1) fetch(kt + 1, s ^ 1);
+  return s;
+}
+
 // dQ of query tile qt of grid row bh: over the key tiles it sees. Warp w owns queries
 // q0 + 16 w .. + 15: S = Q K^T and dP = dO V^T, then dQ += dS K, in registers. The next key
 // tile's K and V stream into the other stage while this one is used.
@@ -616,10 +627,7 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
   constexpr bool kHoldQdO = D <= 64;
 
   for (int64_t kt = kt0; kt <= kt1; ++kt) {
-    const int s = int((kt - kt0) & 1);
-    w.cp_async_wait_all();  // key tile kt is in
-    w.sync_block();         // and every warp is done with stage s ^ 1
-    if (kt < kt1) fetch(kt + 1, s ^ 1);
+    const int s = next_stage(w, kt, kt0, kt1, fetch);
     const uint16_t* Ks = tile(M::c(s));
     const uint16_t* Vs = tile(M::d(s));
     const int64_t k0 = kt * kMmaTile;
@@ -686,10 +694,7 @@ TESSERA_MMA_FN void backward_dq_stored_block(W& w, uint16_t* dq, const uint16_t*
   for (int n = 0; n < D / 8; ++n)
     for (int e = 0; e < 4; ++e) dqa[n][e] = 0.0f;
   for (int64_t kt = kt0; kt <= kt1; ++kt) {
-    const int s = int((kt - kt0) & 1);
-    w.cp_async_wait_all();  // key tile kt is in
-    w.sync_block();         // and every warp is done with stage s ^ 1
-    if (kt < kt1) fetch(kt + 1, s ^ 1);
+    const int s = next_stage(w, kt, kt0, kt1, fetch);
     const uint16_t* Ks = tile(M::k(s));
     const uint16_t* dst = tile(M::ds(s));
     TESSERA_MMA_UNROLL
