@@ -3,7 +3,8 @@
 // flash_attention_forward/backward (flash_attention.cu) call these for bf16 at head dims 64 and 128
 // unless the wmma kernels are chosen (set_flash_kernels, TESSERA_FLASH_KERNELS=wmma). The forward
 // runs 64-row blocks (16 rows per warp) at D 64 and 128-row ones (32 rows per warp) at D 128;
-// FlashKernels::MmaNarrow takes 64-row blocks at D 128 too, Mma3Blocks 128-row ones at D 64.
+// FlashKernels::MmaNarrow takes 64-row blocks at D 128 too, Mma3Blocks 128-row ones at D 64;
+// MmaStoredDs has the backward's dK dV kernel store dS for a dQ kernel that reads it.
 #include <cuda_bf16.h>
 
 #include <cstdlib>
