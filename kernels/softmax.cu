@@ -19,6 +19,7 @@
 #include "backend/kernels.h"
 #include "common.cuh"
 #include "core.cuh"
+#include "core/env.h"
 
 namespace tessera::cuda {
 namespace {
@@ -201,10 +202,13 @@ __global__ void __launch_bounds__(kThreads)
 constexpr int kHeldThreads = 1024;
 constexpr int kHeldGroups = 8;
 
+// TESSERA_CE_STREAMED=on puts the streaming kernels back for every row (the before of a
+// before-and-after: scripts/bench_gpu.sh's BENCH_SWITCHES).
 template <typename T>
 bool held_row(int64_t V, bool packed) {
   const int64_t groups = V / core::kPack<T>;
-  return packed && groups > kHeldThreads && groups <= int64_t(kHeldGroups) * kHeldThreads;
+  return packed && groups > kHeldThreads && groups <= int64_t(kHeldGroups) * kHeldThreads &&
+         !env_switch("TESSERA_CE_STREAMED", "off", "on");
 }
 
 template <typename T, bool kGrad>

@@ -26,7 +26,8 @@
 #   BENCH_SWITCHES=1: the step with each of the latest changes switched off (docs/gpu.md), the
 #     "before" of each: no bias gradient in the weight gradient's gemm
 #     (TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual), no cuBLASLt fusion at all
-#     (TESSERA_GEMM_EPILOGUES=none), the gradient buffer's zeros written (TESSERA_ZERO_GRAD=fill).
+#     (TESSERA_GEMM_EPILOGUES=none), the gradient buffer's zeros written (TESSERA_ZERO_GRAD=fill),
+#     the cross-entropy's rows streamed twice instead of held (TESSERA_CE_STREAMED=on).
 #
 # Builds first: with the Debian packages installed, an ordinary CMake build (build-bench/);
 # without them (the lent GPU machine), through scripts/build_offline.sh from third_party/debs/.
@@ -98,6 +99,7 @@ if [ "${BENCH_SWITCHES:-0}" = 1 ]; then
   variant no-bgrad TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual --
   variant no-epilogues TESSERA_GEMM_EPILOGUES=none --
   variant zero-fill TESSERA_ZERO_GRAD=fill --
+  variant ce-streamed TESSERA_CE_STREAMED=on --
 fi
 
 # ---- the table ---------------------------------------------------------------------------------
@@ -124,7 +126,9 @@ variants = [(name, load(f"tessera-{name}.json"), note) for name, note in (
                  "(sum_dim) instead of by the weight gradient's gemm"),
     ("no-epilogues", "TESSERA_GEMM_EPILOGUES=none, no cuBLASLt fusion: bias, GELU, its "
                      "derivative, bias gradient and residual each by its fallback"),
-    ("zero-fill", "TESSERA_ZERO_GRAD=fill, zero_grad writing the flat gradient buffer's zeros"))]
+    ("zero-fill", "TESSERA_ZERO_GRAD=fill, zero_grad writing the flat gradient buffer's zeros"),
+    ("ce-streamed", "TESSERA_CE_STREAMED=on, the cross-entropy's rows streamed twice instead of "
+                    "held in registers"))]
 variants = [v for v in variants if v[1]]
 def fmt(v, nd=2):
     return "n/a" if v is None else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{nd}f}")

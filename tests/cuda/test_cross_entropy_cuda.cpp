@@ -3,7 +3,8 @@
 // and reads it back for the gradient, as the backward kernel loads it, so the two ways must give
 // the same bits: losses, lse and dlogits, out of place and written over the logits, f32 and bf16
 // logits with f32 per-row values and bf16 ones, a padded vocabulary, ignored rows, a row length
-// that takes the 16-byte path and one that does not, and a row of 20000 (many groups a thread).
+// that takes the 16-byte path and one that does not, and a row of 20000 (the held-row kernel, and
+// under TESSERA_CE_STREAMED=on the streaming ones with many groups a thread).
 // Every test skips without a CUDA device.
 #include <gtest/gtest.h>
 
@@ -29,43 +30,64 @@ std::vector<unsigned char> host_bytes(const Tensor& t) {
   return testing::bytes(t.to(Device::cpu()));
 }
 
-TEST(CrossEntropyFusedCuda, the_fused_kernel_gives_the_forward_and_backward_kernels_bits) {
-  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+// The fused kernel against the forward and backward kernels on N rows of V logits (classes of
+// them counted, every fifth row ignored): the same bits, out of place and in place.
+void expect_fused_bits(DType dt, DType stat, int64_t V, int64_t classes) {
   const Kernels& k = kernels_for(kGpu);
   const int64_t N = 29, ignore = -100;
+  const std::string what = std::string(dtype_name(dt)) + " logits, " + dtype_name(stat) +
+                           " rows, V " + std::to_string(V) + ", classes " + std::to_string(classes);
+  Generator g(uint64_t(V + classes));
+  const Tensor logits = ops::scale(randn({N, V}, g), 3.0).to(dt).to(kGpu);
+  std::vector<int32_t> t(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n)
+    t[size_t(n)] = n % 5 == 4 ? int32_t(ignore) : int32_t(n * 97 % classes);
+  const Tensor targets = from_vector(t, {N}).to(kGpu);
+  const Tensor dlosses = ops::scale(rand({N}, g), 0.1).to(stat).to(kGpu);
+  auto row = [&] { return Tensor::empty({N}, {stat, kGpu}); };
+
+  Tensor losses = row(), lse = row(), dlogits = Tensor::empty({N, V}, {dt, kGpu});
+  k.cross_entropy_forward(losses, lse, logits, targets, ignore, classes);
+  k.cross_entropy_backward(dlogits, dlosses, logits, lse, targets, ignore, classes);
+
+  Tensor f_losses = row(), f_lse = row(), f_dlogits = Tensor::empty({N, V}, {dt, kGpu});
+  f_dlogits.fill_(std::nan(""));  // every element written
+  k.cross_entropy_fused(f_losses, f_lse, f_dlogits, dlosses, logits, targets, ignore, classes);
+  EXPECT_EQ(host_bytes(f_losses), host_bytes(losses)) << what;
+  EXPECT_EQ(host_bytes(f_lse), host_bytes(lse)) << what;
+  EXPECT_EQ(host_bytes(f_dlogits), host_bytes(dlogits)) << what;
+
+  Tensor over = logits.clone();  // the op's way: the gradient written over the logits
+  k.cross_entropy_fused(f_losses, f_lse, over, dlosses, over, targets, ignore, classes);
+  EXPECT_EQ(host_bytes(f_losses), host_bytes(losses)) << what << ", in place";
+  EXPECT_EQ(host_bytes(over), host_bytes(dlogits)) << what << ", in place";
+}
+
+TEST(CrossEntropyFusedCuda, the_fused_kernel_gives_the_forward_and_backward_kernels_bits) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   for (const DType dt : {DType::F32, DType::BF16})
     for (const DType stat : {DType::F32, dt})
       for (const int64_t V : {int64_t(1024), int64_t(1001), int64_t(20000)})
-        for (const int64_t classes : {V, V - 13}) {
-          const std::string what = std::string(dtype_name(dt)) + " logits, " + dtype_name(stat) +
-                                   " rows, V " + std::to_string(V) + ", classes " +
-                                   std::to_string(classes);
-          Generator g(uint64_t(V + classes));
-          const Tensor logits = ops::scale(randn({N, V}, g), 3.0).to(dt).to(kGpu);
-          std::vector<int32_t> t(static_cast<size_t>(N));
-          for (int64_t n = 0; n < N; ++n)
-            t[size_t(n)] = n % 5 == 4 ? int32_t(ignore) : int32_t(n * 97 % classes);
-          const Tensor targets = from_vector(t, {N}).to(kGpu);
-          const Tensor dlosses = ops::scale(rand({N}, g), 0.1).to(stat).to(kGpu);
-          auto row = [&] { return Tensor::empty({N}, {stat, kGpu}); };
+        for (const int64_t classes : {V, V - 13}) expect_fused_bits(dt, stat, V, classes);
+}
 
-          Tensor losses = row(), lse = row(), dlogits = Tensor::empty({N, V}, {dt, kGpu});
-          k.cross_entropy_forward(losses, lse, logits, targets, ignore, classes);
-          k.cross_entropy_backward(dlogits, dlosses, logits, lse, targets, ignore, classes);
-
-          Tensor f_losses = row(), f_lse = row(), f_dlogits = Tensor::empty({N, V}, {dt, kGpu});
-          f_dlogits.fill_(std::nan(""));  // every element written
-          k.cross_entropy_fused(f_losses, f_lse, f_dlogits, dlosses, logits, targets, ignore,
-                                classes);
-          EXPECT_EQ(host_bytes(f_losses), host_bytes(losses)) << what;
-          EXPECT_EQ(host_bytes(f_lse), host_bytes(lse)) << what;
-          EXPECT_EQ(host_bytes(f_dlogits), host_bytes(dlogits)) << what;
-
-          Tensor over = logits.clone();  // the op's way: the gradient written over the logits
-          k.cross_entropy_fused(f_losses, f_lse, over, dlosses, over, targets, ignore, classes);
-          EXPECT_EQ(host_bytes(f_losses), host_bytes(losses)) << what << ", in place";
-          EXPECT_EQ(host_bytes(over), host_bytes(dlogits)) << what << ", in place";
-        }
+// TESSERA_CE_STREAMED=on: the rows the held-row kernel takes go to the streaming kernels, forward
+// and fused alike (else their bits would differ); a value other than on or off is an error
+// naming the variable.
+TEST(CrossEntropyFusedCuda, the_streamed_switch_takes_forward_and_fused_kernels_alike) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  {
+    testing::ScopedEnv env({{"TESSERA_CE_STREAMED", "on"}});
+    for (const DType dt : {DType::F32, DType::BF16})
+      expect_fused_bits(dt, DType::F32, 20000, 19987);
+  }
+  testing::ScopedEnv env({{"TESSERA_CE_STREAMED", "yes"}});
+  Tensor losses = Tensor::empty({1}, {DType::F32, kGpu}), lse = losses.clone();
+  const Tensor logits = zeros({1, 20000}, {DType::BF16, kGpu});
+  const Tensor targets = from_vector(std::vector<int32_t>{3}, {1}).to(kGpu);
+  const std::string e = testing::error_of(
+      [&] { kernels_for(kGpu).cross_entropy_forward(losses, lse, logits, targets, -100, 20000); });
+  EXPECT_NE(e.find("TESSERA_CE_STREAMED='yes'"), std::string::npos) << e;
 }
 
 // dlogits *= dy / expected, unless dy, in its dtype, is expected rounded to that dtype: then not
