@@ -3,7 +3,8 @@
 // flash_attention_forward/backward (flash_attention.cu) call these for bf16 at head dims 64 and 128
 // unless the wmma kernels are chosen (set_flash_kernels, TESSERA_FLASH_KERNELS=wmma). The forward
 // runs 64-row blocks (16 rows per warp) at D 64 and 128-row ones (32 rows per warp) at D 128;
-// FlashKernels::MmaNarrow takes 64-row blocks at D 128 too, Mma3Blocks 128-row ones at D 64;
+// FlashKernels::MmaNarrow takes 64-row blocks at D 128 too, Mma3Blocks 128-row ones at D 64,
+// Mma5Blocks the 64-row ones compiled for five blocks an SM;
 // MmaStoredDs has the backward's dK dV kernel store dS for a dQ kernel that reads it.
 #include <cuda_bf16.h>
 
@@ -37,6 +38,16 @@ constexpr auto flash_backward_dq_mma = flash_dq_kernel<D, DeviceCtx, mma::RowTil
 template <int D, int MT>
 __global__ void __launch_bounds__(kMmaThreads, 3)
     flash_forward_mma_3blocks(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
+                              const uint16_t* v, FlashParams p, BlockOrder order) {
+  flash_forward_body<D, MT, DeviceCtx, mma::RowTiles>(out, lse, q, k, v, p, order);
+}
+
+// The 64-query forward at D 64 compiled for five blocks an SM (FlashKernels::Mma5Blocks): ptxas
+// (nvcc 13.0, sm_90) fits it in 96 registers with 20 bytes of spill stores, where the default
+// takes 128 and four blocks (its smem, 27 KB a block, allows eight). Not yet run on a GPU.
+template <int D, int MT>
+__global__ void __launch_bounds__(kMmaThreads, 5)
+    flash_forward_mma_5blocks(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                               const uint16_t* v, FlashParams p, BlockOrder order) {
   flash_forward_body<D, MT, DeviceCtx, mma::RowTiles>(out, lse, q, k, v, p, order);
 }
@@ -83,13 +94,14 @@ FlashKernels initial_choice() {
   if (!env || !*env || std::strcmp(env, "mma") == 0) return FlashKernels::Mma;
   if (std::strcmp(env, "mma-narrow") == 0) return FlashKernels::MmaNarrow;
   if (std::strcmp(env, "mma-3blocks") == 0) return FlashKernels::Mma3Blocks;
+  if (std::strcmp(env, "mma-5blocks") == 0) return FlashKernels::Mma5Blocks;
   if (std::strcmp(env, "mma-ds") == 0) return FlashKernels::MmaStoredDs;
   if (std::strcmp(env, "wmma") == 0) return FlashKernels::Wmma;
   if (std::strcmp(env, "wgmma") == 0) return FlashKernels::Wgmma;
   if (std::strcmp(env, "wgmma-narrow") == 0) return FlashKernels::WgmmaNarrow;
   TESSERA_FAIL(
-      "TESSERA_FLASH_KERNELS must be mma, mma-narrow, mma-3blocks, mma-ds, wmma, wgmma or "
-      "wgmma-narrow, got '",
+      "TESSERA_FLASH_KERNELS must be mma, mma-narrow, mma-3blocks, mma-5blocks, mma-ds, wmma, "
+      "wgmma or wgmma-narrow, got '",
       env, "'");
 }
 FlashKernels& choice() {
@@ -117,7 +129,9 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
   auto launch = [&](auto kernel, size_t bytes) {
     launch_flash_forward(kernel, bytes, kMmaTile * (narrow ? 1 : 2), out, lse, q, k, v, p, B, D);
   };
-  if (D == 64 && narrow)
+  if (D == 64 && choice() == FlashKernels::Mma5Blocks)
+    launch(flash_forward_mma_5blocks<64, 1>, mma::ForwardSmem<64, 1>::bytes);
+  else if (D == 64 && narrow)
     launch(flash_forward_mma<64, 1>, mma::ForwardSmem<64, 1>::bytes);
   else if (D == 64)
     launch(flash_forward_mma_3blocks<64, 2>, mma::ForwardSmem<64, 2>::bytes);

@@ -79,6 +79,8 @@ constexpr Impl kImpls[] = {
     {"mma-narrow", "tessera flash, 64-row forward", false, cuda::FlashKernels::MmaNarrow, false},
     {"mma-3blocks", "tessera flash, 128-row forward at 3 blocks/SM", false,
      cuda::FlashKernels::Mma3Blocks, true},
+    {"mma-5blocks", "tessera flash, 64-row forward at 5 blocks/SM", false,
+     cuda::FlashKernels::Mma5Blocks, true},
     {"mma-ds", "tessera flash, dQ from the stored dS", false, cuda::FlashKernels::MmaStoredDs,
      false},
     {"wmma", "tessera flash, wmma kernels", false, cuda::FlashKernels::Wmma, false},

@@ -105,18 +105,32 @@ void empty_cache(int device);  // returns every cached block of the device to th
 //    (fewer registers, some spilled), and stick-breaking's forward on 128-query blocks; a measured
 //    option (kernels/flash_mma.cu). (The D 64 dK dV kernel runs three blocks an SM in every
 //    mma family: measured faster on the H200.)
+//  - Mma5Blocks: Mma with its D 64 forward (64-query blocks) compiled for five blocks an SM
+//    (96 registers, a few bytes spilled); not yet run on a GPU;
+//  - MmaStoredDs: Mma whose backward's dK dV kernel stores dS (bf16, B H T^2 bytes, up to 1 GiB)
+//    for a dQ kernel that reads it instead of recomputing S and dP; not yet run on a GPU;
 //  - Wmma: the kernels of kernels/flash_attention.cu that stage S, P and O through shared memory
 //    (stick-breaking has only the register-tile kernels);
 //  - Wgmma: the Mma bodies with every product on Hopper's warpgroup MMA (kernels/flash_wgmma.cu;
 //    one warpgroup a block; the forward on blocks of 128 queries at D 64, 64 at D 128; the
 //    backward on 64-row blocks, dK dV holding K and V in registers at D 64): sm_90a builds on
-//    compute capability 9.0 GPUs only, an error elsewhere; not yet run on a GPU, so not the
-//    default;
+//    compute capability 9.0 GPUs only, an error elsewhere; on the H200 its forward was right and
+//    no faster, its D 64 backward wrong (fixed since, not re-run), so not the default;
 //  - WgmmaNarrow: Wgmma with fewer registers at D 64 (more blocks an SM): the forward on blocks
 //    of 64 queries, and dK dV reading K and V from shared memory at every query tile.
-// TESSERA_FLASH_KERNELS=mma, mma-narrow, mma-3blocks, wmma, wgmma or wgmma-narrow in the
-// environment sets the choice at start-up; the GPU tests and bench_attention run each.
-enum class FlashKernels { Mma, MmaNarrow, Mma3Blocks, MmaStoredDs, Wmma, Wgmma, WgmmaNarrow };
+// TESSERA_FLASH_KERNELS=mma, mma-narrow, mma-3blocks, mma-5blocks, mma-ds, wmma, wgmma or
+// wgmma-narrow in the environment sets the choice at start-up; the GPU tests and bench_attention
+// run each.
+enum class FlashKernels {
+  Mma,
+  MmaNarrow,
+  Mma3Blocks,
+  Mma5Blocks,
+  MmaStoredDs,
+  Wmma,
+  Wgmma,
+  WgmmaNarrow
+};
 FlashKernels flash_kernels();
 void set_flash_kernels(FlashKernels k);
 // Whether FlashKernels::Wgmma and WgmmaNarrow can run here: an sm_90a build and a 9.0 device.
