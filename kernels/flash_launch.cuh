@@ -78,44 +78,52 @@ inline const uint16_t* flash_bits(const Tensor& t) {
 }
 inline uint16_t* flash_mut_bits(const Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
 
-// The forward over blocks of `rows` queries (128 threads each, `bytes` of shared memory).
+// One launch of a flash kernel over the blocks of `order` (128 threads each, `bytes` of shared
+// memory); args are the kernel's, order included where it takes it.
+template <class Kernel, class... Args>
+void launch_blocks(Kernel kernel, size_t bytes, const BlockOrder& order, Args... args) {
+  allow_smem(kernel, bytes);
+  kernel<<<grid_of(order), kMmaThreads, bytes>>>(args...);
+  CUDA_CHECK_LAUNCH();
+}
+
+// The forward over blocks of `rows` queries.
 template <class Kernel>
 void launch_flash_forward(Kernel kernel, size_t bytes, int64_t rows, const Tensor& out,
                           const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                           const FlashParams& p, int64_t B, int64_t D) {
   const BlockOrder order = query_head_order(B, p.H, p.Hkv, (p.T + rows - 1) / rows, p.Tk, D);
-  allow_smem(kernel, bytes);
-  kernel<<<grid_of(order), kMmaThreads, bytes>>>(flash_mut_bits(out),
-                                                 static_cast<float*>(lse.data_ptr()), flash_bits(q),
-                                                 flash_bits(k), flash_bits(v), p, order);
-  CUDA_CHECK_LAUNCH();
+  launch_blocks(kernel, bytes, order, flash_mut_bits(out), static_cast<float*>(lse.data_ptr()),
+                flash_bits(q), flash_bits(k), flash_bits(v), p, order);
 }
 
-// The backward: dK dV by key tile, then dQ by query tile, 64-row blocks; drow = rowsum(dO * O).
+// The backward's two passes over 64-row blocks: dK dV by key tile, then dQ by query tile.
+struct BackwardOrders {
+  BlockOrder kv, q;
+};
+inline BackwardOrders backward_orders(const FlashParams& p, int64_t B, int64_t D) {
+  const int64_t tiles = (p.T + kMmaTile - 1) / kMmaTile;
+  return {kv_head_order(B, p.H, p.Hkv, tiles, p.T, D),
+          query_head_order(B, p.H, p.Hkv, tiles, p.T, D)};
+}
+
+// The backward; drow = rowsum(dO * O).
 template <class DkDv, class Dq>
 void launch_flash_backward(DkDv dkdv_kernel, Dq dq_kernel, size_t bytes, const Tensor& dq,
                            const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                            const Tensor& k, const Tensor& v, const Tensor& lse, const Tensor& drow,
                            const FlashParams& p, int64_t B, int64_t D) {
-  const int64_t tiles = (p.T + kMmaTile - 1) / kMmaTile;
   const float* lp = static_cast<const float*>(lse.data_ptr());
   const float* dr = static_cast<const float*>(drow.data_ptr());
-  allow_smem(dkdv_kernel, bytes);
-  const BlockOrder kv_order = kv_head_order(B, p.H, p.Hkv, tiles, p.T, D);
-  dkdv_kernel<<<grid_of(kv_order), kMmaThreads, bytes>>>(
-      flash_mut_bits(dk), flash_mut_bits(dv), flash_bits(q), flash_bits(k), flash_bits(v),
-      flash_bits(dout), lp, dr, p, kv_order);
-  CUDA_CHECK_LAUNCH();
-  allow_smem(dq_kernel, bytes);
-  const BlockOrder q_order = query_head_order(B, p.H, p.Hkv, tiles, p.T, D);
-  dq_kernel<<<grid_of(q_order), kMmaThreads, bytes>>>(flash_mut_bits(dq), flash_bits(q),
-                                                      flash_bits(k), flash_bits(v),
-                                                      flash_bits(dout), lp, dr, p, q_order);
-  CUDA_CHECK_LAUNCH();
+  const BackwardOrders o = backward_orders(p, B, D);
+  launch_blocks(dkdv_kernel, bytes, o.kv, flash_mut_bits(dk), flash_mut_bits(dv), flash_bits(q),
+                flash_bits(k), flash_bits(v), flash_bits(dout), lp, dr, p, o.kv);
+  launch_blocks(dq_kernel, bytes, o.q, flash_mut_bits(dq), flash_bits(q), flash_bits(k),
+                flash_bits(v), flash_bits(dout), lp, dr, p, o.q);
 }
 
-// The backward with dS stored: dK dV by key tile, writing dS^T into ds (bf16, B H
-// mma::ds_tiles_per_row(T) tiles of 64 x 64), then dQ by query tile from it and K.
+// The backward with dS stored: the dK dV kernel also writes dS^T into ds (bf16, B H
+// mma::ds_tiles_per_row(T) tiles of 64 x 64), then dQ comes from it and K.
 template <class DkDv, class Dq>
 void launch_flash_backward_stored(DkDv dkdv_kernel, Dq dq_kernel, size_t dkdv_bytes,
                                   size_t dq_bytes, const Tensor& ds, const Tensor& dq,
@@ -123,19 +131,13 @@ void launch_flash_backward_stored(DkDv dkdv_kernel, Dq dq_kernel, size_t dkdv_by
                                   const Tensor& q, const Tensor& k, const Tensor& v,
                                   const Tensor& lse, const Tensor& drow, const FlashParams& p,
                                   int64_t B, int64_t D) {
-  const int64_t tiles = (p.T + kMmaTile - 1) / kMmaTile;
-  allow_smem(dkdv_kernel, dkdv_bytes);
-  const BlockOrder kv_order = kv_head_order(B, p.H, p.Hkv, tiles, p.T, D);
-  dkdv_kernel<<<grid_of(kv_order), kMmaThreads, dkdv_bytes>>>(
-      flash_mut_bits(dk), flash_mut_bits(dv), flash_bits(q), flash_bits(k), flash_bits(v),
-      flash_bits(dout), static_cast<const float*>(lse.data_ptr()),
-      static_cast<const float*>(drow.data_ptr()), p, kv_order, flash_mut_bits(ds));
-  CUDA_CHECK_LAUNCH();
-  allow_smem(dq_kernel, dq_bytes);
-  const BlockOrder q_order = query_head_order(B, p.H, p.Hkv, tiles, p.T, D);
-  dq_kernel<<<grid_of(q_order), kMmaThreads, dq_bytes>>>(flash_mut_bits(dq), flash_bits(k),
-                                                         flash_bits(ds), p, q_order);
-  CUDA_CHECK_LAUNCH();
+  const BackwardOrders o = backward_orders(p, B, D);
+  launch_blocks(dkdv_kernel, dkdv_bytes, o.kv, flash_mut_bits(dk), flash_mut_bits(dv),
+                flash_bits(q), flash_bits(k), flash_bits(v), flash_bits(dout),
+                static_cast<const float*>(lse.data_ptr()),
+                static_cast<const float*>(drow.data_ptr()), p, o.kv, flash_mut_bits(ds));
+  launch_blocks(dq_kernel, dq_bytes, o.q, flash_mut_bits(dq), flash_bits(k), flash_bits(ds), p,
+                o.q);
 }
 
 }  // namespace tessera::cuda::attn

@@ -107,41 +107,51 @@ def blocks_of(lines):
     return blocks, succ
 
 
+def reaching(blocks, r, bi, state, upto=None):
+    """The definitions of register r that reach instruction upto of block bi (its end if None)
+    from `state` at its start: a set of (address, opcode); a predicated write kills nothing."""
+    s = set(state)
+    for (ad, pr, o, ops) in blocks[bi][1][:upto]:
+        if r in defined(o, ops):
+            s = (s if pr else set()) | {(ad, o.split(".")[0])}
+    return s
+
+
+def reaching_in(blocks, succ, pred, r):
+    """Per block, the definitions of register r reaching its start (("entry", "entry"): none yet
+    on some path), by the usual fixed point over the control-flow graph."""
+    ins, outs = [None] * len(blocks), [None] * len(blocks)
+    work = list(range(len(blocks)))
+    while work:
+        bi = work.pop()
+        i_set = {("entry", "entry")} if bi == 0 else set()
+        for p in pred[bi]:
+            if outs[p] is not None:
+                i_set |= outs[p]
+        ins[bi] = i_set
+        o_set = reaching(blocks, r, bi, i_set)
+        if o_set != outs[bi]:
+            outs[bi] = o_set
+            work.extend(succ[bi])
+    return ins
+
+
 def check_kernel(lines):
     blocks, succ = blocks_of(lines)
     pred = [[] for _ in blocks]
     for i, s in enumerate(succ):
         for j in s:
             pred[j].append(i)
-    findings, checked = [], 0
+    findings, checked, ins_of = [], 0, {}
     uses = [(b, k, insn) for b, (_, insns) in enumerate(blocks) for k, insn in enumerate(insns)
             if insn[2].startswith("HGMMA") and REG.match(insn[3].split(",")[1].strip())]
     for b, k, (addr, _, op, operands) in uses:
         checked += 1
         a0 = int(REG.match(operands.split(",")[1].strip()).group(1))
         for r in range(a0, a0 + 4):
-            # reaching definitions of r: a set of (address, op), "entry" for undefined
-            def out_of(bi, upto=None, state=None):
-                s = set(state)
-                for (ad, pr, o, ops) in blocks[bi][1][:upto]:
-                    if r in defined(o, ops):
-                        s = (s if pr else set()) | {(ad, o.split(".")[0])}
-                return s
-            ins = [None] * len(blocks)
-            outs = [None] * len(blocks)
-            work = list(range(len(blocks)))
-            while work:
-                bi = work.pop()
-                i_set = {("entry", "entry")} if bi == 0 else set()
-                for p in pred[bi]:
-                    if outs[p] is not None:
-                        i_set |= outs[p]
-                ins[bi] = i_set
-                o_set = out_of(bi, None, i_set)
-                if o_set != outs[bi]:
-                    outs[bi] = o_set
-                    work.extend(succ[bi])
-            reach = out_of(b, k, ins[b])
+            if r not in ins_of:  # a register's fixed point serves every wgmma that reads it
+                ins_of[r] = reaching_in(blocks, succ, pred, r)
+            reach = reaching(blocks, r, b, ins_of[r][b], k)
             kinds = {kind for _, kind in reach}
             if "entry" in kinds or len(kinds) > 1:
                 where = ", ".join(f"{kind}@{ad if isinstance(ad, str) else hex(ad)}"
