@@ -30,7 +30,8 @@ template <int D>
 constexpr auto flash_backward_dq_mma = flash_dq_kernel<D, DeviceCtx, mma::RowTiles>;
 
 // The same forward compiled for three blocks an SM (FlashKernels::Mma3Blocks, D 64 with 128-row
-// blocks): ptxas (nvcc 13.0, sm_90) fits it in 168 registers with 36 bytes of spill stores, where
+// blocks): ptxas (nvcc 13.0, sm_90) fits it in 168 registers with 36 bytes of spill stores (108
+// since the softmax's mask became a pass of its own, docs/gpu-notes.md), where
 // flash_forward_mma<64, 2> takes 181 and two blocks. On the H200 (2026-12-04) it ran in 0.77x
 // the two-block kernel's time (which no choice runs any more) and about the 64-row default's
 // (0.493 against 0.470 ms at T 1024, 6.240 against 6.297 at T 16384). Only this kernel: the
@@ -43,8 +44,8 @@ __global__ void __launch_bounds__(kMmaThreads, 3)
 }
 
 // The 64-query forward at D 64 compiled for five blocks an SM (FlashKernels::Mma5Blocks): ptxas
-// (nvcc 13.0, sm_90) fits it in 96 registers with 20 bytes of spill stores, where the default
-// takes 128 and four blocks (its smem, 27 KB a block, allows eight). Not yet run on a GPU.
+// (nvcc 13.0, sm_90) fits it in 96 registers with 44 bytes of spill stores, where the default
+// takes 126 and four blocks (its smem, 27 KB a block, allows eight). Not yet run on a GPU.
 template <int D, int MT>
 __global__ void __launch_bounds__(kMmaThreads, 5)
     flash_forward_mma_5blocks(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
@@ -53,9 +54,10 @@ __global__ void __launch_bounds__(kMmaThreads, 5)
 }
 
 // dK dV at D 64 compiled for three blocks an SM, every family's at D 64: ptxas (nvcc 13.0, sm_90)
-// gives flash_backward_dkdv_mma<64> 190 registers, two blocks an SM (8 warps); capped at 168 it
-// spills 168 bytes a thread, and on the H200 (2026-12-04, docs/gpu-notes.md) the backward took
-// 0.86-0.88x the two-block kernel's time (T 1024 to 16384).
+// gave flash_backward_dkdv_mma<64> 190 registers, two blocks an SM (8 warps); capped at 168 it
+// spilled 168 bytes a thread, and on the H200 (2026-12-04, docs/gpu-notes.md) the backward took
+// 0.86-0.88x the two-block kernel's time (T 1024 to 16384). Since the mask became a pass of its
+// own and exp2 one MUFU, 52 bytes (11 spill accesses in the loop, from 53).
 template <int D>
 __global__ void __launch_bounds__(kMmaThreads, 3)
     flash_backward_dkdv_mma_3blocks(uint16_t* dk, uint16_t* dv, const uint16_t* q,

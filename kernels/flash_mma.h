@@ -107,14 +107,25 @@ constexpr size_t kTileBytes = size_t(kMmaTile) * kLd<D> * 2;
 template <int D, int R = kMmaTile, class W>
 TESSERA_MMA_FN void load_tile_async(W& w, uint16_t* dst, const uint16_t* src, int64_t row0,
                                     int64_t rows_total, int64_t ld) {
-  constexpr int kPerRow = D / 8;
-  // Not unrolled: unrolled, ptxas keeps every copy's address live across the products (nvcc 13.0,
-  // sm_90: the D 64 forward 230 -> 173 registers, dK dV 240 -> 187).
+  constexpr int kPerRow = D / 8;                      // 16-byte copies a row
+  constexpr int kRowsAtOnce = kMmaThreads / kPerRow;  // rows the block copies a pass
+  static_assert(kMmaThreads % kPerRow == 0 && R % kRowsAtOnce == 0);
+  // This thread's column and first row; each pass moves it kRowsAtOnce rows on. Addresses are
+  // stepped, not computed from the index (which cost ~30 instructions a copy in 64-bit
+  // arithmetic), and the loop is not unrolled: unrolled, ptxas keeps every copy's address live
+  // across the products (nvcc 13.0, sm_90: the D 64 forward 230 -> 173 registers, dK dV
+  // 240 -> 187).
+  const int r = w.thread() / kPerRow, c = (w.thread() % kPerRow) * 8;
+  const uint16_t* from = src + (row0 + r) * ld + c;
+  uint16_t* to = dst + r * kLd<D> + c;
+  int64_t rows_left = rows_total - row0 - r;  // rows from this thread's to the matrix's end
   TESSERA_MMA_NO_UNROLL
-  for (int idx = w.thread(); idx < R * kPerRow; idx += kMmaThreads) {
-    const int r = idx / kPerRow, c = (idx % kPerRow) * 8;
-    const bool valid = row0 + r < rows_total;
-    w.cp_async16(dst + r * kLd<D> + c, valid ? src + (row0 + r) * ld + c : src, valid);
+  for (int pass = 0; pass < R / kRowsAtOnce; ++pass) {
+    const bool valid = rows_left > 0;  // else zero-filled, reading nothing
+    w.cp_async16(to, valid ? from : src, valid);
+    from += kRowsAtOnce * ld;
+    to += kRowsAtOnce * kLd<D>;
+    rows_left -= kRowsAtOnce;
   }
 }
 
@@ -295,30 +306,65 @@ TESSERA_MMA_FN void start_rows(float (&o)[MT][D / 8][4], float (&m)[MT][2], floa
   }
 }
 
+// Which pairs of a query tile at q0 and a key tile at k0 (offsets qo, ko in [0, 64)) are seen, on
+// 32-bit offsets: the 64-bit bounds are taken once a tile pair, clamped to what offsets within 64
+// can tell apart. Key k0 + ko is seen by query q0 + qo when ko - qo <= lag (causal: lag = q0 - k0;
+// one less where a query may not see its own key), qo < query_end (queries past T see nothing)
+// and qo - ko < window_end (a sliding window of w: w - (q0 - k0)).
+struct TileVisibility {
+  int lag, query_end, window_end;
+  TESSERA_MMA_FN static int clamp64(int64_t v) { return int(v < -64 ? -64 : v > 64 ? 64 : v); }
+  TESSERA_MMA_FN TileVisibility(int64_t lag_, int64_t query_end_, int64_t window_end_)
+      : lag(clamp64(lag_)), query_end(clamp64(query_end_)), window_end(clamp64(window_end_)) {}
+  TESSERA_MMA_FN bool operator()(int qo, int ko) const {
+    return ko - qo <= lag && qo < query_end && qo - ko < window_end;
+  }
+};
+// visible() of the tile pair at (q0, k0).
+TESSERA_MMA_FN TileVisibility tile_visibility(int64_t q0, int64_t k0, const FlashParams& p) {
+  return {q0 - k0, p.T - q0, p.window > 0 ? p.window - (q0 - k0) : 64};
+}
+
+// The elements of a 16 x 64 tile of C fragments (a lane holds rows g and g + 8) that the queries
+// do not see set to `masked`: the causal diagonal, the window's edge, queries past T. Its rows
+// are queries and its columns keys (kRowsAreQueries: S, dP) or the other way round (S^T, dP^T),
+// column x of the product being tile row Cols::row(x) (tile_abt's Rows); `vis` is the tile
+// pair's, taken at its first row and column. Only the tiles that all_visible rejects come here,
+// so that every other tile's loop is straight-line code (with the test inside it, ptxas branched
+// around each element: about 100 more instructions a key tile in the D 64 forward, nvcc 13.0).
+template <bool kRowsAreQueries, class Cols = TileRows>
+TESSERA_MMA_FN void mask_tile(float (&s)[8][4], const TileVisibility& vis, float masked, int lane) {
+  const int g = lane / 4, c = lane % 4;
+  TESSERA_MMA_UNROLL
+  for (int n = 0; n < 8; ++n) {
+    TESSERA_MMA_UNROLL
+    for (int e = 0; e < 4; ++e) {
+      const int ro = g + 8 * (e >> 1), co = Cols::row(n * 8 + 2 * c + (e & 1));
+      if (!(kRowsAreQueries ? vis(ro, co) : vis(co, ro))) s[n][e] = masked;
+    }
+  }
+}
+
 // The online softmax of key tile k0 .. k0 + 63 for a warp's MT groups of 16 rows (r0 + 16 mt ..;
 // a lane holds rows g and g + 8 of each): the scores in s become P = 2^(s scale2 - m) (masked
 // ones 0), the base-2 running maxima m and this lane's partial sums l move on, and alpha is what
 // the rows' O must be multiplied by before P V is added.
 template <int MT, class W>
-TESSERA_MMA_FN void online_softmax(W& w, float (&s)[MT][8][4], float (&m)[MT][2],
-                                   float (&l)[MT][2], float (&alpha)[MT][2], int64_t r0,
-                                   int64_t k0, float scale2, const FlashParams& p, int lane) {
-  const int g = lane / 4, c = lane % 4;
+TESSERA_MMA_FN void online_softmax(W& w, float (&s)[MT][8][4], float (&m)[MT][2], float (&l)[MT][2],
+                                   float (&alpha)[MT][2], int64_t r0, int64_t k0, float scale2,
+                                   const FlashParams& p, int lane) {
   TESSERA_MMA_UNROLL
   for (int mt = 0; mt < MT; ++mt) {
-    const bool full = all_visible(r0 + 16 * mt, 16, k0, kMmaTile, p);
+    TESSERA_MMA_UNROLL
+    for (int n = 0; n < 8; ++n)
+      for (int e = 0; e < 4; ++e) s[mt][n][e] *= scale2;
+    if (!all_visible(r0 + 16 * mt, 16, k0, kMmaTile, p))
+      mask_tile<true>(s[mt], tile_visibility(r0 + 16 * mt, k0, p), -INFINITY, lane);
     TESSERA_MMA_UNROLL
     for (int half = 0; half < 2; ++half) {
-      const int64_t i = r0 + 16 * mt + g + 8 * half;
       float mx = m[mt][half];
       TESSERA_MMA_UNROLL
-      for (int n = 0; n < 8; ++n)
-        TESSERA_MMA_UNROLL
-        for (int e = 0; e < 2; ++e) {
-          float& x = s[mt][n][2 * half + e];
-          x = full || visible(i, k0 + n * 8 + 2 * c + e, p) ? x * scale2 : -INFINITY;
-          mx = x > mx ? x : mx;
-        }
+      for (int n = 0; n < 8; ++n) mx = fmaxf(mx, fmaxf(s[mt][n][2 * half], s[mt][n][2 * half + 1]));
       mx = fmaxf(mx, w.shfl_xor(mx, 1));  // the four lanes of a row
       mx = fmaxf(mx, w.shfl_xor(mx, 2));
       const float base = mx == -INFINITY ? 0.0f : mx;  // nothing visible yet: P = 0, O stays 0
@@ -484,7 +530,7 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
   auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
   uint16_t* Ks = tile(M::a);
   uint16_t* Vs = tile(M::b);
-  const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4, c = lane % 4;
+  const int warp = w.thread() / 32, lane = w.thread() % 32, c = lane % 4;
   const int64_t b = bkv / p.Hkv, hk = bkv % p.Hkv, G = p.H / p.Hkv;
   const int64_t T = p.T, k0 = kt * kMmaTile, j0 = k0 + warp * 16;
   const float scale2 = p.scale * kLog2e;
@@ -549,24 +595,28 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
     } else {
       Tiles::template abt2<D>(w, st, Ks, Qs, dpt, Vs, dOs, warp * 16, lane);
     }
-    const bool full = all_visible(q0, kMmaTile, j0, 16, p);
     TESSERA_MMA_UNROLL
-    for (int n = 0; n < 8; ++n)
+    for (int n = 0; n < 8; ++n) {
       TESSERA_MMA_UNROLL
       for (int e = 0; e < 4; ++e) {
         const int col = n * 8 + 2 * c + (e & 1);  // the query, within the tile
-        const int64_t j = j0 + g + 8 * (e >> 1);
-        const float pv =
-            full || visible(q0 + col, j, p) ? w.exp2(st[0][n][e] * scale2 - lse_s[col]) : 0.0f;
-        st[0][n][e] = pv;
-        dpt[0][n][e] = pv * (dpt[0][n][e] - d_s[col]);
+        st[0][n][e] = w.exp2(st[0][n][e] * scale2 - lse_s[col]);
       }
-      if constexpr (kStoreDs)  // this warp's 16 keys of dS^T, for backward_dq_stored_block
-        store_rows<kMmaTile, W>(ds + ds_tile(b * p.H + head_of(it), q0 / kMmaTile, kt, p.T),
-                                warp * 16, kMmaTile, kMmaTile, dpt[0], 1.0f, 1.0f, lane);
-      Tiles::template pm2<D>(w, dva, st, dOs, dka, dpt, Qs, lane);  // dV += P^T dO, dK += dS^T Q
-      // Stage s ^ 1's statistics were last read by item it - 1, before this item's barrier.
-      if (more && stats_thread) put_stats(s ^ 1, next_l2, next_dd);
+    }
+    if (!all_visible(q0, kMmaTile, j0, 16, p))  // rows: keys; columns: queries
+      mask_tile<false>(st[0], tile_visibility(q0, j0, p), 0.0f, lane);
+    TESSERA_MMA_UNROLL
+    for (int n = 0; n < 8; ++n) {
+      TESSERA_MMA_UNROLL
+      for (int e = 0; e < 4; ++e)
+        dpt[0][n][e] = st[0][n][e] * (dpt[0][n][e] - d_s[n * 8 + 2 * c + (e & 1)]);
+    }
+    if constexpr (kStoreDs)  // this warp's 16 keys of dS^T, for backward_dq_stored_block
+      store_rows<kMmaTile, W>(ds + ds_tile(b * p.H + head_of(it), q0 / kMmaTile, kt, p.T),
+                              warp * 16, kMmaTile, kMmaTile, dpt[0], 1.0f, 1.0f, lane);
+    Tiles::template pm2<D>(w, dva, st, dOs, dka, dpt, Qs, lane);  // dV += P^T dO, dK += dS^T Q
+    // Stage s ^ 1's statistics were last read by item it - 1, before this item's barrier.
+    if (more && stats_thread) put_stats(s ^ 1, next_l2, next_dd);
   }
   store_rows<D, W>(dv + p.dv.row(b, hk, 0), j0, T, p.dv.t, dva[0], 1.0f, 1.0f, lane);
   store_rows<D, W>(dk + p.dk.row(b, hk, 0), j0, T, p.dk.t, dka[0], p.scale, p.scale, lane);
@@ -595,7 +645,7 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
   auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
   uint16_t* Qs = tile(M::a);
   uint16_t* dOs = tile(M::b);
-  const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4, c = lane % 4;
+  const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4;
   const HeadIndex hi = head_index(bh, p);
   const int64_t T = p.T, q0 = qt * kMmaTile, r0 = q0 + warp * 16;
   const float scale2 = p.scale * kLog2e;
@@ -640,17 +690,14 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
     } else {
       Tiles::template abt2<D>(w, sc, Qs, Ks, dp, dOs, Vs, warp * 16, lane);
     }
-    const bool full = all_visible(r0, 16, k0, kMmaTile, p);
     TESSERA_MMA_UNROLL
     for (int n = 0; n < 8; ++n)
-      TESSERA_MMA_UNROLL
-      for (int e = 0; e < 4; ++e) {
-        const int half = e >> 1;
-        const int64_t i = r0 + g + 8 * half, j = k0 + n * 8 + 2 * c + (e & 1);
-        const float pv =
-            full || visible(i, j, p) ? w.exp2(sc[0][n][e] * scale2 - lse2[half]) : 0.0f;
-        sc[0][n][e] = pv * (dp[0][n][e] - dr[half]);  // dS
-      }
+      for (int e = 0; e < 4; ++e) sc[0][n][e] = w.exp2(sc[0][n][e] * scale2 - lse2[e >> 1]);
+    if (!all_visible(r0, 16, k0, kMmaTile, p))
+      mask_tile<true>(sc[0], tile_visibility(r0, k0, p), 0.0f, lane);
+    TESSERA_MMA_UNROLL
+    for (int n = 0; n < 8; ++n)
+      for (int e = 0; e < 4; ++e) sc[0][n][e] *= dp[0][n][e] - dr[e >> 1];  // dS
     Tiles::template pm<D, 1>(w, dqa, sc, Ks, lane);  // dQ += dS K
   }
   store_rows<D, W>(dq + p.dq.row(hi.b, hi.h, 0), r0, T, p.dq.t, dqa[0], p.scale, p.scale, lane);

@@ -55,8 +55,10 @@ __global__ void __launch_bounds__(kMmaThreads)
   mma::stick_forward_block<D, MT>(w, out, log_rem, rem, q, k, v, p, at.tile, at.head);
 }
 
+// At D 64 held to three blocks an SM: unbounded, ptxas (nvcc 13.0, sm_90) takes 230 registers
+// for the straight-line walks (two blocks); bounded, 168 and no spill.
 template <int D>
-__global__ void __launch_bounds__(kMmaThreads)
+__global__ void __launch_bounds__(kMmaThreads, D == 64 ? 3 : 1)
     sb_backward_dq_mma(uint16_t* dq, mma::StickCkpt* ckpt, const uint16_t* q, const uint16_t* k,
                        const uint16_t* v, const uint16_t* dout, const float* wrow, StickParams p,
                        BlockOrder order) {

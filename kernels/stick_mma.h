@@ -93,6 +93,7 @@ struct StickRun {
   float mant = 1.0f;  // prod r, >= 2^-16
   float pos = 0.0f;   // sum max(u, 0): log2(run) = log2(mant) - pos
   // The next key down, u = z log2(e): returns beta; a = beta times the product after the key.
+  // A key not attended comes as u = -inf: beta 0, a 0, and the products unchanged.
   template <class W>
   TESSERA_MMA_FN float step(float u, float& a) {
     const float e = W::exp2(-fabsf(u));
@@ -133,6 +134,22 @@ struct StickCkpt {
 TESSERA_MMA_FN int64_t ckpt_index(int64_t bh, int64_t kt, int64_t i, int c, int64_t T,
                                   int64_t tiles) {
   return ((bh * tiles + kt) * T + i) * 4 + c;
+}
+
+// attends() of the tile pair at (q0, k0), for mask_tile.
+TESSERA_MMA_FN TileVisibility stick_visibility(int64_t q0, int64_t k0, const StickParams& p) {
+  return {q0 - k0 - (p.attend_current ? 0 : 1), p.T - q0, 64};
+}
+
+// A row group's scores (16 queries from r0, key tile k0, columns in StickKeys' order) times scale2,
+// the keys its queries do not attend -inf (StickRun::step then skips them).
+TESSERA_MMA_FN void scale_scores(float (&s)[8][4], float scale2, int64_t r0, int64_t k0,
+                                 const StickParams& p, int lane) {
+  TESSERA_MMA_UNROLL
+  for (int n = 0; n < 8; ++n)
+    for (int e = 0; e < 4; ++e) s[n][e] *= scale2;
+  if (!all_attend(r0, 16, k0, kMmaTile, p))
+    mask_tile<true, StickKeys>(s, stick_visibility(r0, k0, p), -INFINITY, lane);
 }
 
 // One block: the 64 MT queries [q0, q0 + 64 MT) of grid row bh = b H + h, as flash_mma.h's
@@ -179,15 +196,14 @@ TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uin
     tile_abt<D, MT, StickKeys>(w, s, Qs, warp * 16 * MT, Ks, lane);
     TESSERA_MMA_UNROLL
     for (int mt = 0; mt < MT; ++mt) {
-      const bool full = all_attend(r0 + 16 * mt, 16, k0, kMmaTile, p);
+      scale_scores(s[mt], scale2, r0 + 16 * mt, k0, p, lane);
       TESSERA_MMA_UNROLL
       for (int half = 0; half < 2; ++half) {
-        const int64_t i = r0 + 16 * mt + g + 8 * half;
         StickRun st;
         TESSERA_STICK_WALK(n, e) {
           float& x = s[mt][n][2 * half + e];
-          float a = 0.0f;
-          if (full || attends(i, k0 + 16 * c + 2 * n + e, p)) st.step<W>(x * scale2, a);
+          float a;
+          st.step<W>(x, a);
           x = a;
         }
         float total;
@@ -287,7 +303,7 @@ TESSERA_MMA_FN void stick_backward_dq_block(W& w, uint16_t* dq, StickCkpt* ckpt,
     float sc[1][8][4], dp[1][8][4];
     tile_abt<D, 1, StickKeys>(w, sc, Qs, warp * 16, Ks, lane);   // S = Q K^T
     tile_abt<D, 1, StickKeys>(w, dp, dOs, warp * 16, Vs, lane);  // dA = dO V^T
-    const bool full = all_attend(r0, 16, k0, kMmaTile, p);
+    scale_scores(sc[0], scale2, r0, k0, p, lane);
     TESSERA_MMA_UNROLL
     for (int half = 0; half < 2; ++half) {
       const int64_t i = r0 + g + 8 * half;
@@ -298,9 +314,8 @@ TESSERA_MMA_FN void stick_backward_dq_block(W& w, uint16_t* dq, StickCkpt* ckpt,
       TESSERA_STICK_WALK(n, e) {
         float& x = sc[0][n][2 * half + e];
         float& y = dp[0][n][2 * half + e];
-        float a = 0.0f, beta = 0.0f;
-        if (full || attends(i, k0 + 16 * c + 2 * n + e, p)) beta = st.step<W>(x * scale2, a);
-        x = beta;
+        float a;
+        x = st.step<W>(x, a);
         y *= a;
         hs += y;
       }
@@ -435,10 +450,9 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
     float sc[1][8][4], dp[1][8][4];
     tile_abt<D, 1, StickKeys>(w, sc, Qs, warp * 16, Ks, lane);   // S = Q K^T
     tile_abt<D, 1, StickKeys>(w, dp, dOs, warp * 16, Vs, lane);  // dA = dO V^T
-    const bool full = all_attend(r0, 16, k0, kMmaTile, p);
+    scale_scores(sc[0], scale2, r0, k0, p, lane);
     TESSERA_MMA_UNROLL
     for (int half = 0; half < 2; ++half) {
-      const int64_t i = r0 + g + 8 * half;
       const float f = W::exp2(cur.ck[half].log2_after), rest = cur.w[half] - cur.ck[half].g_after;
       float run = 1.0f, grun = 0.0f;  // over the lane's keys after the current one
       const int at = (warp * 16 + g + 8 * half) * kLd<kMmaTile> + 16 * c;
@@ -447,9 +461,8 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
       for (int n = 7; n >= 0; --n) {
         float a[2] = {0.0f, 0.0f}, dz[2] = {0.0f, 0.0f};
         TESSERA_MMA_UNROLL
-        for (int e = 1; e >= 0; --e) {
-          if (!(full || attends(i, k0 + 16 * c + 2 * n + e, p))) continue;
-          const float u = sc[0][n][2 * half + e] * scale2;
+        for (int e = 1; e >= 0; --e) {  // a key not attended: u = -inf, a = dz = 0
+          const float u = sc[0][n][2 * half + e];
           const float ex = W::exp2(-fabsf(u));
           const float r = W::rcp(1.0f + ex), er = ex * r;
           const float beta = u >= 0.0f ? r : er;

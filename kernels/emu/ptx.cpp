@@ -1,8 +1,9 @@
 // The CUDA emulator's PTX interpreter (ptx.h): the instructions of an inline asm statement, parsed
 // once per statement and carried out in the running emulated thread. Semantics from the PTX ISA
 // (NVIDIA, "Parallel Thread Execution ISA": "Warp-level matrix load instruction: ldmatrix",
-// "Matrix Fragments for mma.m16n8k16 with floating point type", "cp.async", "cp.async.commit_group",
-// "cp.async.wait_group / cp.async.wait_all"); the fragment layouts are ptx_fragments.h's.
+// "Matrix Fragments for mma.m16n8k16 with floating point type", "cp.async",
+// "cp.async.commit_group", "cp.async.wait_group / cp.async.wait_all", "ex2", "rcp"); the fragment
+// layouts are ptx_fragments.h's.
 //
 // Checked as nvcc and the hardware would not forgive: an operand's constraint against its C++ type
 // ("r" a 32-bit integer, "f" a float, "l" 64 bits), an output-only ("=") operand read as a source,
@@ -10,7 +11,9 @@
 // the launch's dynamic shared memory, a misaligned address, a global source outside device memory,
 // and lanes of one warp in different .sync.aligned instructions.
 #include <algorithm>
+#include <bit>
 #include <cctype>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <span>
@@ -35,8 +38,22 @@ struct Arg {
 
 struct Instr {
   enum class Kind {
-    Unknown, Ldmatrix, Mma, CpAsync, CommitGroup, WaitGroup, WaitAll,
-    RegPred, Setp, ProxyFence, WgFence, WgCommit, WgWait, WgMma
+    Unknown,
+    Ldmatrix,
+    Mma,
+    CpAsync,
+    CommitGroup,
+    WaitGroup,
+    WaitAll,
+    RegPred,
+    Setp,
+    ProxyFence,
+    WgFence,
+    WgCommit,
+    WgWait,
+    WgMma,
+    Ex2,
+    Rcp
   } kind{};
   std::string text;  // for errors: the instruction as written
   std::string op;    // "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
@@ -82,6 +99,12 @@ void decode(Instr& in) {
       in.error = "only cp.async.{ca,cg}.shared.global [dst], [src], cp-size[, src-size] is emulated";
   } else if (in.op == ".reg") {
     in.kind = K::RegPred;  // ".reg .pred p": the operand list is ".pred p"
+  } else if (head == "ex2") {
+    in.kind = K::Ex2;
+    if (in.op != "ex2.approx.ftz.f32") in.error = "only ex2.approx.ftz.f32 is emulated";
+  } else if (head == "rcp") {
+    in.kind = K::Rcp;
+    if (in.op != "rcp.approx.ftz.f32") in.error = "only rcp.approx.ftz.f32 is emulated";
   } else if (in.op == "setp.ne.b32") {
     in.kind = K::Setp;
   } else if (in.op == "fence.proxy.async.shared::cta") {
@@ -446,6 +469,22 @@ void predicate(const Exec& x, const Instr& in, Predicates& preds) {
   *p = v != uint32_t(x.arg(2, Arg::Kind::Imm).imm);
 }
 
+// ex2.approx.ftz.f32 d, a (2^a, within the ISA's 2 ulp over the whole range) and
+// rcp.approx.ftz.f32 d, a (1 / a, within 1 ulp): subnormal operands and results flushed to zero
+// (.ftz). Here the exact value rounded the wrong way (the other float beside it; one ulp from the
+// rounded value where that is exact), within both bounds, so that a tolerance that holds only for
+// an exact function fails here as it would on a GPU.
+void approx(const Exec& x, const Instr& in) {
+  x.arity(2, 2);
+  const float a = ::emu::flush_subnormal(
+      std::bit_cast<float>(uint32_t(x.read(x.arg(1, Arg::Kind::Reg).regs[0], "f"))));
+  const double exact = in.kind == Instr::Kind::Ex2 ? std::exp2(double(a)) : 1.0 / double(a);
+  float r = ::emu::flush_subnormal(float(exact));
+  if (r != 0.0f && std::isfinite(r))
+    r = ::emu::flush_subnormal(std::nextafter(r, double(r) <= exact ? INFINITY : -INFINITY));
+  x.write_f32(x.arg(0, Arg::Kind::Reg).regs[0], r);
+}
+
 // The warp index of the running thread in its warpgroup; an error unless the block is made of
 // whole warpgroups (4 consecutive warps, the first at a warp index divisible by 4).
 int warp_in_group(const Exec& x) {
@@ -561,6 +600,10 @@ void ptx_asm(const char* text, const PtxOperand* ops, size_t n) {
       case Instr::Kind::WgCommit:
       case Instr::Kind::WgWait:
       case Instr::Kind::WgMma: wgmma(x, in, preds); break;
+      case Instr::Kind::Ex2:
+      case Instr::Kind::Rcp:
+        approx(x, in);
+        break;
       default: cp_async(x, in); break;
     }
   }

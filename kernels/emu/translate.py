@@ -116,7 +116,7 @@ def rewrite_static_shared(text):
     return STATIC_SHARED.sub(one, text)
 
 
-ASM = re.compile(r"\basm\s+(?:(?:volatile|__volatile__)\s*)?\(")
+ASM = re.compile(r"\basm\s*(?:(?:volatile|__volatile__)\s*)?\(")
 
 
 def split_top(text, sep):

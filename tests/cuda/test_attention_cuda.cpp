@@ -400,14 +400,13 @@ void check_stick_breaking_chunks(Shape4 s, DType dtype, int64_t head_bytes) {
   TESSERA_KERNEL(out, stick_breaking_forward)(out, lr, Tensor(), in.q.gpu, in.k.gpu, in.v.gpu,
                                               scale, false, true);
   auto backward = [&](const char* budget) {
-    if (budget)
-      ::setenv("TESSERA_SB_CKPT_BYTES", budget, 1);
-    else
-      ::unsetenv("TESSERA_SB_CKPT_BYTES");
+    // Gone again even when the backward throws (the bad budget below), so that no later test in
+    // the process runs under it.
+    tessera::testing::ScopedEnv env({{"TESSERA_SB_CKPT_BYTES", budget ? budget : ""}});
+    if (!budget) ::unsetenv("TESSERA_SB_CKPT_BYTES");
     std::vector<Tensor> g = {gpu_empty(qs, dtype), gpu_empty(ks, dtype), gpu_empty(ks, dtype)};
-    TESSERA_KERNEL(out, stick_breaking_backward)(g[0], g[1], g[2], in.dout.gpu, in.q.gpu,
-                                                 in.k.gpu, in.v.gpu, out, lr, scale, false, true);
-    ::unsetenv("TESSERA_SB_CKPT_BYTES");
+    TESSERA_KERNEL(out, stick_breaking_backward)
+    (g[0], g[1], g[2], in.dout.gpu, in.q.gpu, in.k.gpu, in.v.gpu, out, lr, scale, false, true);
     for (Tensor& t : g) t = t.to(Device::cpu()).to(DType::F64);
     return g;
   };

@@ -609,6 +609,73 @@ TEST(CudaEmu, inline_ptx_misuses_are_errors_that_name_the_instruction) {
   EXPECT_NE(msg.find("in another .sync.aligned instruction"), std::string::npos) << msg;
 }
 
+// ex2.approx.ftz.f32 and rcp.approx.ftz.f32 through inline PTX (the attention kernels' exp2 and
+// rcp, mma_device.cuh): within the ISA's 2 ulp of 2^x and 1 ulp of 1 / x and mostly not exact, the
+// same for the same operand; subnormal operands and results flushed, the limits and NaN as the ISA
+// gives them; any other form is an error that names the one emulated.
+TEST(CudaEmu, approximate_ex2_and_rcp_err_within_their_bounds_and_flush_subnormals) {
+  auto op = [](const char* text, float a) {
+    float r;
+    emu::ptx_asm(text, {emu::ptx_out("=f", r), emu::ptx_in("f", a)});
+    return r;
+  };
+  constexpr const char* kEx2 = "ex2.approx.ftz.f32 %0, %1;";
+  constexpr const char* kRcp = "rcp.approx.ftz.f32 %0, %1;";
+  struct Case {
+    const char* text;
+    std::vector<float> xs;
+    double (*exact)(double);
+    double ulps;
+  };
+  Case cases[] = {{kEx2, {}, [](double x) { return std::exp2(x); }, 2.0},
+                  {kRcp, {}, [](double x) { return 1.0 / x; }, 1.0}};
+  for (float x = -125.0f; x <= 127.0f; x += 0.37f) cases[0].xs.push_back(x);
+  for (float x = 1.0f; x <= 2.0f; x += 0.0037f) cases[1].xs.push_back(x);
+  for (float x = -3e37f; x <= 3e37f; x += 1.1e36f) cases[1].xs.push_back(x);
+  const std::vector<float> limits = {-127.5f, -INFINITY, INFINITY, NAN, 0x1p-130f, 0.0f};
+  std::vector<std::vector<float>> got(2), again(2), edge(2);
+  launch(1, 1, 0, [&] {
+    for (int k = 0; k < 2; ++k) {
+      for (float x : cases[k].xs) got[k].push_back(op(cases[k].text, x));
+      for (float x : cases[k].xs) again[k].push_back(op(cases[k].text, x));
+      for (float x : limits) edge[k].push_back(op(cases[k].text, x));
+    }
+  });
+  for (int k = 0; k < 2; ++k) {
+    size_t inexact = 0;
+    const std::vector<float>& xs = cases[k].xs;
+    for (size_t i = 0; i < xs.size(); ++i) {
+      const double exact = cases[k].exact(double(xs[i]));
+      const float near = float(exact);
+      const double ulp = std::fabs(double(std::nextafter(near, INFINITY)) - double(near));
+      EXPECT_EQ(std::bit_cast<uint32_t>(got[k][i]), std::bit_cast<uint32_t>(again[k][i])) << xs[i];
+      EXPECT_LE(std::fabs(double(got[k][i]) - exact), cases[k].ulps * ulp)
+          << cases[k].text << xs[i];
+      inexact += got[k][i] != near;
+    }
+    EXPECT_GT(inexact, xs.size() * 9 / 10) << cases[k].text;
+  }
+  // 2^-127.5 is subnormal: flushed; 2^-inf = 0; 2^inf = inf; NaN; a subnormal operand is 0: 2^0.
+  EXPECT_EQ(edge[0][0], 0.0f);
+  EXPECT_EQ(edge[0][1], 0.0f);
+  EXPECT_EQ(edge[0][2], INFINITY);
+  EXPECT_TRUE(std::isnan(edge[0][3]));
+  EXPECT_NEAR(edge[0][4], 1.0f, 0x1p-22f);
+  // 1 / -127.5 is normal; 1 / -inf = -0; 1 / inf = 0; NaN; a subnormal operand is 0: 1 / 0 = inf.
+  EXPECT_NEAR(edge[1][0], -1.0 / 127.5, 1e-8);
+  EXPECT_EQ(edge[1][1], 0.0f);
+  EXPECT_TRUE(std::signbit(edge[1][1]));
+  EXPECT_EQ(edge[1][2], 0.0f);
+  EXPECT_TRUE(std::isnan(edge[1][3]));
+  EXPECT_EQ(edge[1][4], INFINITY);
+  EXPECT_EQ(edge[1][5], INFINITY);
+  for (const char* other : {"ex2.approx.f32 %0, %1;", "rcp.rn.f32 %0, %1;"}) {
+    const std::string msg = error_of([&] { launch(1, 1, 0, [&] { op(other, 1.0f); }); });
+    EXPECT_NE(msg.find("only " + std::string(other).substr(0, 3)), std::string::npos) << msg;
+    EXPECT_NE(msg.find(".approx.ftz.f32 is emulated"), std::string::npos) << msg;
+  }
+}
+
 // The fast intrinsics err as the hardware's may (cuda_emu.h): within the bounds the CUDA C++
 // Programming Guide gives, not exactly, the same for the same operands; __fdividef's zero for a
 // divisor past 2^126 and the flush of subnormals included.
