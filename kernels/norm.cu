@@ -23,6 +23,7 @@
 #include "backend/kernels.h"
 #include "common.cuh"
 #include "core.cuh"
+#include "core/env.h"
 
 namespace tessera::cuda {
 namespace {
@@ -245,12 +246,35 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The f32 partial sums of dw and db (db's after dw's, layernorm only): a row of C a chunk.
+Tensor partial_sums(int64_t chunks, int64_t C, bool with_db, const Tensor& x) {
+  return Tensor::empty({(with_db ? 2 : 1) * chunks * C}, {DType::F32, x.device()});
+}
+
+// dw (and db when defined) from the chunks' partial sums pw (and pb), in dw's dtype.
+template <typename T>
+void final_sums(const Tensor& dw, const Tensor& db, const float* pw, const float* pb,
+                int64_t chunks, int64_t C, NormAccumulate acc) {
+  auto launch = [&](auto* out) {
+    using O = std::remove_pointer_t<decltype(out)>;
+    norm_weight_grad_final_kernel<O>
+        <<<unsigned((C + kColTile - 1) / kColTile), dim3(kColTile, kRowThreads)>>>(
+            static_cast<O*>(dw.data_ptr()), pb ? static_cast<O*>(db.data_ptr()) : nullptr, pw, pb,
+            chunks, C, acc.dw, acc.db);
+    CUDA_CHECK_LAUNCH();
+  };
+  if (dw.dtype() == DType::F32)
+    launch(static_cast<float*>(nullptr));
+  else
+    launch(static_cast<T*>(nullptr));
+}
+
 // dw (and db when defined) for N rows of C columns, in groups of W columns.
 template <typename T, bool kLayerNorm, int W>
 void weight_grads(const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
                   StatPtr mean, StatPtr rstd, int64_t N, int64_t C, NormAccumulate acc) {
   const int64_t chunk = rows_per_chunk(N), chunks = (N + chunk - 1) / chunk;
-  Tensor partial = Tensor::empty({(kLayerNorm ? 2 : 1) * chunks * C}, {DType::F32, x.device()});
+  Tensor partial = partial_sums(chunks, C, kLayerNorm, x);
   float* pw = static_cast<float*>(partial.data_ptr());
   float* pb = kLayerNorm ? pw + chunks * C : nullptr;
   const dim3 grid(unsigned((C + kColTile * W - 1) / (kColTile * W)), unsigned(chunks));
@@ -258,18 +282,140 @@ void weight_grads(const Tensor& dw, const Tensor& db, const Tensor& dy, const Te
       pw, pb, static_cast<const T*>(dy.data_ptr()), static_cast<const T*>(x.data_ptr()), mean,
       rstd, N, C, chunk);
   CUDA_CHECK_LAUNCH();
-  auto final_sums = [&](auto* out) {
-    using O = std::remove_pointer_t<decltype(out)>;
-    norm_weight_grad_final_kernel<O>
-        <<<unsigned((C + kColTile - 1) / kColTile), dim3(kColTile, kRowThreads)>>>(
-            static_cast<O*>(dw.data_ptr()), kLayerNorm ? static_cast<O*>(db.data_ptr()) : nullptr,
-            pw, pb, chunks, C, acc.dw, acc.db);
+  final_sums<T>(dw, db, pw, pb, chunks, C, acc);
+}
+
+// ---- backward: dx, dw, db in one pass ----------------------------------------------------------
+
+// Where a row's C / W groups fit a warp at most kMaxLaneGroups a lane (GPT-2's 768 bf16 columns:
+// 96 groups, 3 a lane) one kernel does all three: a block of kFusedWarps warps takes a chunk of
+// fused_rows_per_chunk(N) rows, warp w its rows w, w + kFusedWarps, ...; a lane reads its groups
+// of dy, x and w once per row, the row's two sums come from warp shuffles (no barrier a row), and
+// it writes dx and adds dy xhat and dy into its dw / db partials; at the end the warps' partials
+// are added in warp order into the chunk's row of pw / pb, which norm_weight_grad_final_kernel
+// sums as before. The separate kernels read dy and x twice (the dx kernel, then the partial sums:
+// 16.5 and 11.1 us a call on the H200, ncu, GPU session 1); this reads them once. Deterministic:
+// the partition is a function of N, every sum's order fixed (a butterfly's partners add the same
+// two values, so every lane holds the same bits).
+constexpr int kFusedWarps = 4;
+constexpr int kMaxLaneGroups = 4;
+int64_t fused_rows_per_chunk(int64_t N) { return std::max<int64_t>(16, (N + 65534) / 65535); }
+
+template <typename T, bool kLayerNorm, int W, int KG>
+__global__ void __launch_bounds__(kFusedWarps * 32)
+    norm_backward_fused_kernel(T* dx, float* pw, float* pb, const T* dy, const T* x, const T* w,
+                               StatPtr mean, StatPtr rstd, int64_t N, int64_t C, int64_t chunk,
+                               bool accumulate) {
+  __shared__ float sw[kFusedWarps][32 * W], sb[kFusedWarps][32 * W];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t n0 = int64_t(blockIdx.x) * chunk, n1 = std::min(N, n0 + chunk);
+  const int64_t groups = C / W;
+  float aw[KG][W], ab[KG][W];
+#pragma unroll
+  for (int k = 0; k < KG; ++k)
+#pragma unroll
+    for (int e = 0; e < W; ++e) aw[k][e] = ab[k][e] = 0.0f;
+  for (int64_t n = n0 + warp; n < n1; n += kFusedWarps) {
+    const float m = kLayerNorm ? mean.load(n) : 0.0f, r = rstd.load(n);
+    const T* gr = dy + n * C;
+    const T* xr = x + n * C;
+    float gv[KG][W], xv[KG][W], sum_g = 0.0f, sum_gx = 0.0f;
+#pragma unroll
+    for (int k = 0; k < KG; ++k) {
+      const int64_t c = (lane + 32 * int64_t(k)) * W;
+      if (c >= C) continue;
+      float wv[W];
+      ld_n<W>(gr, c, gv[k]);
+      ld_n<W>(xr, c, xv[k]);
+      ld_n<W>(w, c, wv);
+#pragma unroll
+      for (int e = 0; e < W; ++e) {
+        const float xhat = (xv[k][e] - m) * r, g = gv[k][e] * wv[e];
+        sum_g += g;
+        sum_gx += g * xhat;
+        aw[k][e] += gv[k][e] * xhat;
+        ab[k][e] += gv[k][e];
+      }
+    }
+    const float mean_g = kLayerNorm ? core::warp_reduce(sum_g, core::SumOp{}) / float(C) : 0.0f;
+    const float mean_gx = core::warp_reduce(sum_gx, core::SumOp{}) / float(C);
+    T* dxr = dx + n * C;
+#pragma unroll
+    for (int k = 0; k < KG; ++k) {
+      const int64_t c = (lane + 32 * int64_t(k)) * W;
+      if (c >= C) continue;
+      float wv[W], held[W];
+      ld_n<W>(w, c, wv);
+      if (accumulate) ld_n<W>(dxr, c, held);
+#pragma unroll
+      for (int e = 0; e < W; ++e) {
+        // As norm_backward_dx_kernel: the products rounded alone, the accumulating add axpby's.
+        const float xhat = (xv[k][e] - m) * r;
+        const float d = r * (__fmul_rn(gv[k][e], wv[e]) - mean_g - __fmul_rn(xhat, mean_gx));
+        gv[k][e] = accumulate ? __fadd_rn(held[e], core::rounded(dxr, d)) : d;
+      }
+      st_n<W>(dxr, c, gv[k]);
+    }
+  }
+  // The warps' partials, added in warp order, one lane group of columns at a time.
+#pragma unroll
+  for (int k = 0; k < KG; ++k) {
+#pragma unroll
+    for (int e = 0; e < W; ++e)
+      sw[warp][lane * W + e] = aw[k][e], sb[warp][lane * W + e] = ab[k][e];
+    __syncthreads();
+    if (warp == 0 && lane + 32 * int64_t(k) < groups) {
+      const int64_t c = (lane + 32 * int64_t(k)) * W;
+#pragma unroll
+      for (int e = 0; e < W; ++e) {
+        float tw = 0.0f, tb = 0.0f;
+        for (int q = 0; q < kFusedWarps; ++q) tw += sw[q][lane * W + e], tb += sb[q][lane * W + e];
+        pw[int64_t(blockIdx.x) * C + c + e] = tw;
+        if (kLayerNorm) pb[int64_t(blockIdx.x) * C + c + e] = tb;
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// dx, dw and db by norm_backward_fused_kernel when C / W groups fit a warp kMaxLaneGroups a lane;
+// false (nothing launched) when they do not, or under TESSERA_NORM_FUSED=off (the separate
+// kernels: the before of a before-and-after, scripts/bench_gpu.sh's BENCH_SWITCHES).
+template <typename T, bool kLayerNorm, int W>
+bool backward_fused(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
+                    const Tensor& x, const Tensor& w, StatPtr mean, StatPtr rstd, int64_t N,
+                    int64_t C, NormAccumulate acc) {
+  const int64_t lane_groups = (C / W + 31) / 32;
+  if (C % W != 0 || lane_groups > kMaxLaneGroups || env_switch("TESSERA_NORM_FUSED", "on", "off"))
+    return false;
+  const int64_t chunk = fused_rows_per_chunk(N), chunks = (N + chunk - 1) / chunk;  // <= 65535
+  Tensor partial = partial_sums(chunks, C, kLayerNorm, x);
+  float* pw = static_cast<float*>(partial.data_ptr());
+  float* pb = kLayerNorm ? pw + chunks * C : nullptr;
+  auto launch = [&](auto kg) {
+    constexpr int KG = decltype(kg)::value;
+    norm_backward_fused_kernel<T, kLayerNorm, W, KG><<<unsigned(chunks), kFusedWarps * 32>>>(
+        static_cast<T*>(dx.data_ptr()), pw, pb, static_cast<const T*>(dy.data_ptr()),
+        static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), mean, rstd, N, C,
+        chunk, acc.dx);
     CUDA_CHECK_LAUNCH();
   };
-  if (dw.dtype() == DType::F32)
-    final_sums(static_cast<float*>(nullptr));
-  else
-    final_sums(static_cast<T*>(nullptr));
+  switch (lane_groups) {
+    case 1:
+      launch(core::Width<1>{});
+      break;
+    case 2:
+      launch(core::Width<2>{});
+      break;
+    case 3:
+      launch(core::Width<3>{});
+      break;
+    default:
+      launch(core::Width<4>{});
+      break;
+  }
+  final_sums<T>(dw, db, pw, pb, chunks, C, acc);
+  return true;
 }
 
 // Threads for a block that owns one row of C columns in groups of W: one group per thread, in
@@ -303,7 +449,8 @@ void norm_forward(const char* kernel, const Tensor& y, StatPtr mean, StatPtr rst
   });
 }
 
-// The backward of either norm, its arguments checked: dx one block per row, then dw (and db).
+// The backward of either norm, its arguments checked: dx, dw (and db) in one kernel where a row
+// fits a warp (backward_fused), else dx one block per row, then dw (and db).
 template <bool kLayerNorm>
 void norm_backward(const char* kernel, const Tensor& dx, const Tensor& dw, const Tensor& db,
                    const Tensor& dy, const Tensor& x, const Tensor& w, StatPtr mean, StatPtr rstd,
@@ -317,6 +464,7 @@ void norm_backward(const char* kernel, const Tensor& dx, const Tensor& dw, const
         rows_packed<T>(C, {dx.data_ptr(), dy.data_ptr(), x.data_ptr(), w.data_ptr()});
     core::with_width<T>(packed, [&](auto tag) {
       constexpr int W = decltype(tag)::value;
+      if (backward_fused<T, kLayerNorm, W>(dx, dw, db, dy, x, w, mean, rstd, N, C, acc)) return;
       norm_backward_dx_kernel<T, kLayerNorm, W>
           <<<core::row_grid(kernel, N), row_threads(C, W)>>>(
               static_cast<T*>(dx.data_ptr()), static_cast<const T*>(dy.data_ptr()),

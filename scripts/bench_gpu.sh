@@ -27,7 +27,8 @@
 #     "before" of each: no bias gradient in the weight gradient's gemm
 #     (TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual), no cuBLASLt fusion at all
 #     (TESSERA_GEMM_EPILOGUES=none), the gradient buffer's zeros written (TESSERA_ZERO_GRAD=fill),
-#     the cross-entropy's rows streamed twice instead of held (TESSERA_CE_STREAMED=on).
+#     the cross-entropy's rows streamed twice instead of held (TESSERA_CE_STREAMED=on), the norms'
+#     backward in its separate kernels (TESSERA_NORM_FUSED=off).
 #
 # Builds first: with the Debian packages installed, an ordinary CMake build (build-bench/);
 # without them (the lent GPU machine), through scripts/build_offline.sh from third_party/debs/.
@@ -100,6 +101,7 @@ if [ "${BENCH_SWITCHES:-0}" = 1 ]; then
   variant no-epilogues TESSERA_GEMM_EPILOGUES=none --
   variant zero-fill TESSERA_ZERO_GRAD=fill --
   variant ce-streamed TESSERA_CE_STREAMED=on --
+  variant norm-split TESSERA_NORM_FUSED=off --
 fi
 
 # ---- the table ---------------------------------------------------------------------------------
@@ -128,7 +130,9 @@ variants = [(name, load(f"tessera-{name}.json"), note) for name, note in (
                      "derivative, bias gradient and residual each by its fallback"),
     ("zero-fill", "TESSERA_ZERO_GRAD=fill, zero_grad writing the flat gradient buffer's zeros"),
     ("ce-streamed", "TESSERA_CE_STREAMED=on, the cross-entropy's rows streamed twice instead of "
-                    "held in registers"))]
+                    "held in registers"),
+    ("norm-split", "TESSERA_NORM_FUSED=off, the norms' backward as dx, then the dw / db partial "
+                   "sums (dy and x read twice) instead of one kernel"))]
 variants = [v for v in variants if v[1]]
 def fmt(v, nd=2):
     return "n/a" if v is None else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{nd}f}")

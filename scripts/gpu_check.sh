@@ -425,9 +425,10 @@ if want diag 60; then
     row "  ncu" skipped "no ncu on this machine"
   else
     # Regular expressions: the D 64 dK dV is flash_backward_dkdv_mma_3blocks since 46dd89a, the
-    # GPT-2 cross-entropy cross_entropy_held_kernel since the forty-third session.
+    # GPT-2 cross-entropy cross_entropy_held_kernel since the forty-third session, GPT-2's norm
+    # backward norm_backward_fused_kernel (dx and the dw / db partial sums) since the forty-fourth.
     for kernel in flash_forward_kernel 'flash_(dkdv_kernel|backward_dkdv)' flash_dq_kernel \
-        norm_backward_dx_kernel norm_weight_grad_partial_kernel norm_weight_grad_final_kernel \
+        'norm_backward_(dx|fused)_kernel' norm_weight_grad_final_kernel \
         'cross_entropy_(fused|held)'; do
       (( $(limit 30) < 30 )) && { row "  ncu ${kernel//|/ or }" skipped "no time left"; continue; }
       echo "== ncu: $kernel" >>"$OUT/diag.log"

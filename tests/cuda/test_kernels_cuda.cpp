@@ -9,12 +9,12 @@
 //    the embedding scatter-add, dropout and the Philox draws); for bf16 the reference is then the
 //    CPU's f32 result rounded once to bf16, which is what the CUDA kernel stores;
 //  - otherwise norm-wise, max |gpu - cpu| / max |cpu| over a tensor (single elements near zero
-//    would make elementwise relative errors meaningless), against kF32 or kBf16 below.
+//    would make elementwise relative errors meaningless), against kF32 or kBf16
+//    (core_kernels_fixture.h).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -22,6 +22,7 @@
 #include "backend/kernels.h"
 #include "backend/profile.h"
 #include "core/rng.h"
+#include "core_kernels_fixture.h"
 #include "nn/rope_scaling.h"
 #include "ops/rope.h"
 #include "test_util.h"
@@ -29,73 +30,13 @@
 namespace tessera {
 namespace {
 
+using namespace kernel_tests;
 using testing::bytes;
 using testing::error_of;
 using testing::values;
 
-// f32: the CUDA kernels accumulate in f32 (the CPU mostly in double; its gemm and materialised
-// attention in f32 through BLAS) over at most ~10^3 terms, in another order, and use CUDA's expf /
-// tanhf / logf (within 2 ulp of glibc's, as the CPU's fast_exp is of exp). That is ~1e-6 of a
-// tensor's scale; 2e-5 leaves a margin for unlucky cancellations, while a wrong index, mask or
-// formula is off by O(1).
-constexpr double kF32 = 2e-5;
-// bf16: the same f32 arithmetic, then one rounding of each output to 8 significant bits (at most
-// 2^-9 of the element, so of the tensor's scale): 2^-8 is twice that bound.
-constexpr double kBf16 = 1.0 / 256;
-
-const Device kGpu = Device::cuda(0);
-
-// Random values as an f32 CPU tensor, rounded to dtype: both backends compute on exactly these.
-Tensor random(const Shape& shape, DType dtype, Generator& g, double mul = 1.0, double add = 0.0) {
-  Tensor t = randn(shape, g);
-  float* p = t.data<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = float(double(p[i]) * mul + add);
-  return t.to(dtype).to(DType::F32);
-}
-
-Tensor to_gpu(const Tensor& t, DType dtype) { return t.to(dtype).to(kGpu); }
-Tensor gpu_empty(const Shape& s, DType dtype) { return Tensor::empty(s, {dtype, kGpu}); }
-Tensor cpu_empty(const Shape& s) { return Tensor::empty(s, DType::F32); }
-
-double rel_err(const Tensor& gpu, const Tensor& ref) {
-  const std::vector<double> g = values(gpu.to(Device::cpu())), r = values(ref);
-  EXPECT_EQ(g.size(), r.size());
-  double err = 0, scale = 0;
-  for (size_t i = 0; i < g.size() && i < r.size(); ++i) {
-    if (std::isfinite(r[i]) && !std::isfinite(g[i])) return INFINITY;
-    err = std::max(err, std::abs(g[i] - r[i]));
-    scale = std::max(scale, std::abs(r[i]));
-  }
-  return err / std::max(scale, 1e-30);
-}
-
-class CoreKernelsCuda : public ::testing::TestWithParam<DType> {
- protected:
-  void SetUp() override {
-    if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
-  }
-  DType dt() const { return GetParam(); }
-
-  void expect_close(const Tensor& gpu, const Tensor& cpu, const std::string& what) const {
-    EXPECT_LE(rel_err(gpu, cpu), dt() == DType::F32 ? kF32 : kBf16)
-        << what << " (" << dtype_name(dt()) << ")";
-  }
-  void expect_bits(const Tensor& gpu, const Tensor& cpu, const std::string& what) const {
-    EXPECT_EQ(gpu.dtype(), dt()) << what;
-    EXPECT_TRUE(bytes(gpu.to(Device::cpu())) == bytes(cpu.to(dt())))
-        << what << " (" << dtype_name(dt()) << ") differs from the CPU; max |diff| "
-        << testing::max_abs_diff(gpu.to(Device::cpu()).to(DType::F32), cpu.to(dt()).to(DType::F32));
-  }
-};
-
-std::string param_name(const ::testing::TestParamInfo<DType>& info) {
-  return dtype_name(info.param);
-}
-
 INSTANTIATE_TEST_SUITE_P(Dtypes, CoreKernelsCuda, ::testing::Values(DType::F32, DType::BF16),
                          param_name);
-
-const Kernels& cpu_k() { return cpu::kernels(); }
 
 // ---- random draws and arange ------------------------------------------------------------------
 
@@ -445,158 +386,6 @@ TEST_P(CoreKernelsCuda, embedding_backward_is_deterministic) {
   TESSERA_KERNEL(first, embedding_backward)(first, dout, ids);
   TESSERA_KERNEL(second, embedding_backward)(second, dout, ids);
   EXPECT_EQ(bytes(first.to(Device::cpu())), bytes(second.to(Device::cpu())));
-}
-
-// ---- normalisation ----------------------------------------------------------------------------
-
-// A norm backward's weight gradients (run(dw, db, acc) runs the kernel; db undefined without
-// with_db) in x's dtype and, under bf16 x, in f32 (a bf16 weight's f32 gradient buffer): added onto
-// held ones they are the bits of the sums written alone, then axpby in the output's dtype; the f32
-// sums rounded to bf16 are the bf16 outputs' bits (one f32 sum, one rounding either way).
-void expect_weight_grads_accumulate(
-    DType dt, int64_t C, const std::function<void(const Tensor&, const Tensor&, NormAccumulate)>& run,
-    Generator& g, bool with_db = true) {
-  auto bits = [](const Tensor& t) { return bytes(t.to(Device::cpu())); };
-  auto added = [](const Tensor& held, const Tensor& d) {
-    Tensor sum = held.clone();
-    TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, d);
-    return sum;
-  };
-  std::vector<Tensor> written;  // dw per output dtype
-  for (DType out : dt == DType::BF16 ? std::vector<DType>{DType::BF16, DType::F32}
-                                     : std::vector<DType>{dt}) {
-    SCOPED_TRACE(std::string("weight gradients in ") + dtype_name(out));
-    Tensor dw = gpu_empty({C}, out), db = with_db ? gpu_empty({C}, out) : Tensor();
-    run(dw, db, {});
-    const Tensor held_w = to_gpu(random({C}, out, g), out), held_b = to_gpu(random({C}, out, g), out);
-    Tensor aw = held_w.clone(), ab = with_db ? held_b.clone() : Tensor();
-    run(aw, ab, {.dw = true, .db = true});
-    EXPECT_EQ(bits(aw), bits(added(held_w, dw))) << "dw accumulated";
-    EXPECT_NE(bits(aw), bits(dw)) << "the held dw must count";
-    if (with_db) {
-      EXPECT_EQ(bits(ab), bits(added(held_b, db))) << "db accumulated";
-    }
-    written.push_back(dw);
-  }
-  if (written.size() == 2) {
-    EXPECT_EQ(bits(written[1].to(DType::BF16)), bits(written[0])) << "f32 dw rounded to bf16";
-  }
-}
-
-// N = 700 rows: eleven 64-row chunks for the dw / db sums (the last 60 rows), which the final
-// sums' eight warps take two at a time: five warps two, one warp one, two warps none. C = 300:
-// beyond one block of threads, ten 32-column blocks of the final sums (the last partial), and rows
-// of single elements in bf16; C = 296: rows of 16-byte groups in both dtypes (37 bf16 groups: two
-// column tiles of the dw / db partial sums, the second partial). x has mean 3: the two-pass
-// variance must not cancel.
-TEST_P(CoreKernelsCuda, layernorm_forward_and_backward_match_the_cpu) {
-  Generator g(7);
-  const int64_t N = 700;
-  for (const int64_t C : {int64_t(300), int64_t(296)}) {
-    SCOPED_TRACE("C " + std::to_string(C));
-    Tensor x = random({N, C}, dt(), g, 1.0, 3.0), w = random({C}, dt(), g, 0.5, 1.0),
-           b = random({C}, dt(), g), dy = random({N, C}, dt(), g);
-    Tensor gx = to_gpu(x, dt()), gw = to_gpu(w, dt());
-    Tensor gy = gpu_empty({N, C}, dt()), gm = gpu_empty({N}, dt()), gr = gpu_empty({N}, dt());
-    Tensor cy = cpu_empty({N, C}), cm = cpu_empty({N}), cr = cpu_empty({N});
-    TESSERA_KERNEL(gx, layernorm_forward)(gy, gm, gr, gx, gw, to_gpu(b, dt()), 1e-5);
-    cpu_k().layernorm_forward(cy, cm, cr, x, w, b, 1e-5);
-    expect_close(gy, cy, "layernorm y");
-    expect_close(gm, cm, "layernorm mean");
-    expect_close(gr, cr, "layernorm rstd");
-    if (dt() == DType::BF16) {  // statistics saved in f32 for bf16 activations
-      Tensor gm32 = gpu_empty({N}, DType::F32), gr32 = gpu_empty({N}, DType::F32);
-      TESSERA_KERNEL(gx, layernorm_forward)(gy, gm32, gr32, gx, gw, to_gpu(b, dt()), 1e-5);
-      EXPECT_LE(rel_err(gm32, cm), kF32) << "f32 mean";
-      EXPECT_LE(rel_err(gr32, cr), kF32) << "f32 rstd";
-    }
-
-    // The backward reads the CPU's statistics, rounded to the dtype on both sides.
-    const Tensor m = cm.to(dt()).to(DType::F32), r = cr.to(dt()).to(DType::F32);
-    Tensor gdx = gpu_empty({N, C}, dt()), gdw = gpu_empty({C}, dt()), gdb = gpu_empty({C}, dt());
-    Tensor cdx = cpu_empty({N, C}), cdw = cpu_empty({C}), cdb = cpu_empty({C});
-    TESSERA_KERNEL(gx, layernorm_backward)(gdx, gdw, gdb, to_gpu(dy, dt()), gx, gw, to_gpu(m, dt()),
-                                           to_gpu(r, dt()), {});
-    cpu_k().layernorm_backward(cdx, cdw, cdb, dy, x, w, m, r, {});
-    expect_close(gdx, cdx, "layernorm dx");
-    expect_close(gdw, cdw, "layernorm dw");
-    expect_close(gdb, cdb, "layernorm db");
-
-    // Accumulating into a residual stream's gradient (values like dx's, so the sum is not dominated
-    // by either): dx = held + this one.
-    const Tensor held = random({N, C}, dt(), g);
-    Tensor adx = to_gpu(held, dt()), acdx = held.clone();
-    Tensor sdw = gpu_empty({C}, dt()), sdb = gpu_empty({C}, dt());
-    TESSERA_KERNEL(gx, layernorm_backward)(adx, sdw, sdb, to_gpu(dy, dt()), gx, gw, to_gpu(m, dt()),
-                                           to_gpu(r, dt()), {.dx = true});
-    cpu_k().layernorm_backward(acdx, cdw, cdb, dy, x, w, m, r, {.dx = true});
-    EXPECT_EQ(bytes(sdw.to(Device::cpu())), bytes(gdw.to(Device::cpu()))) << "dw written";
-    EXPECT_EQ(bytes(sdb.to(Device::cpu())), bytes(gdb.to(Device::cpu()))) << "db written";
-    // Two roundings to bf16 (dx, then the sum), on each side: dx's may land one ulp apart when the
-    // GPU's f32 dx and the CPU's double one straddle a rounding boundary, so twice one rounding's
-    // bound. The bits against the separate add are checked below.
-    EXPECT_LE(rel_err(adx, acdx), dt() == DType::F32 ? kF32 : 2 * kBf16) << "layernorm dx accumulated";
-    EXPECT_GT(rel_err(adx, cdx), 0.1) << "the held gradient must count";
-    // The bits of the separate add it replaces (kernels.h): dx alone, then axpby onto the held one.
-    Tensor sum = to_gpu(held, dt());
-    TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, gdx);
-    EXPECT_EQ(bytes(adx.to(Device::cpu())), bytes(sum.to(Device::cpu()))) << "layernorm dx accumulated";
-
-    // dw and db added onto held ones, in the dtype and (bf16 x) into f32: the bits of the sums
-    // written alone, then axpby. The f32 sums rounded to bf16 are the bf16 outputs' bits (one f32
-    // sum, one rounding).
-    expect_weight_grads_accumulate(
-        dt(), C, [&](const Tensor& ddw, const Tensor& ddb, NormAccumulate acc) {
-          Tensor scratch = gpu_empty({N, C}, dt());
-          TESSERA_KERNEL(gx, layernorm_backward)(scratch, ddw, ddb, to_gpu(dy, dt()), gx, gw,
-                                                 to_gpu(m, dt()), to_gpu(r, dt()), acc);
-        }, g);
-  }
-}
-
-TEST_P(CoreKernelsCuda, rmsnorm_forward_and_backward_match_the_cpu) {
-  Generator g(8);
-  const int64_t N = 600;
-  for (const int64_t C : {int64_t(300), int64_t(296)}) {
-    SCOPED_TRACE("C " + std::to_string(C));
-    Tensor x = random({N, C}, dt(), g, 2.0), w = random({C}, dt(), g, 0.5, 1.0),
-           dy = random({N, C}, dt(), g);
-    Tensor gx = to_gpu(x, dt()), gw = to_gpu(w, dt());
-    Tensor gy = gpu_empty({N, C}, dt()), gr = gpu_empty({N}, dt());
-    Tensor cy = cpu_empty({N, C}), cr = cpu_empty({N});
-    TESSERA_KERNEL(gx, rmsnorm_forward)(gy, gr, gx, gw, 1e-6);
-    cpu_k().rmsnorm_forward(cy, cr, x, w, 1e-6);
-    expect_close(gy, cy, "rmsnorm y");
-    expect_close(gr, cr, "rmsnorm rstd");
-
-    const Tensor r = cr.to(dt()).to(DType::F32);
-    Tensor gdx = gpu_empty({N, C}, dt()), gdw = gpu_empty({C}, dt());
-    Tensor cdx = cpu_empty({N, C}), cdw = cpu_empty({C});
-    TESSERA_KERNEL(gx, rmsnorm_backward)(gdx, gdw, to_gpu(dy, dt()), gx, gw, to_gpu(r, dt()), {});
-    cpu_k().rmsnorm_backward(cdx, cdw, dy, x, w, r, {});
-    expect_close(gdx, cdx, "rmsnorm dx");
-    expect_close(gdw, cdw, "rmsnorm dw");
-
-    const Tensor held = random({N, C}, dt(), g);
-    Tensor adx = to_gpu(held, dt()), acdx = held.clone();
-    TESSERA_KERNEL(gx, rmsnorm_backward)(adx, gdw, to_gpu(dy, dt()), gx, gw, to_gpu(r, dt()),
-                                         {.dx = true});
-    cpu_k().rmsnorm_backward(acdx, cdw, dy, x, w, r, {.dx = true});
-    // Two roundings to bf16 (dx, then the sum), on each side: dx's may land one ulp apart when the
-    // GPU's f32 dx and the CPU's double one straddle a rounding boundary, so twice one rounding's
-    // bound. The bits against the separate add are checked below.
-    EXPECT_LE(rel_err(adx, acdx), dt() == DType::F32 ? kF32 : 2 * kBf16) << "rmsnorm dx accumulated";
-    EXPECT_GT(rel_err(adx, cdx), 0.1) << "the held gradient must count";
-    Tensor sum = to_gpu(held, dt());
-    TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, gdx);
-    EXPECT_EQ(bytes(adx.to(Device::cpu())), bytes(sum.to(Device::cpu()))) << "rmsnorm dx accumulated";
-    expect_weight_grads_accumulate(
-        dt(), C, [&](const Tensor& ddw, const Tensor&, NormAccumulate acc) {
-          Tensor scratch = gpu_empty({N, C}, dt());
-          TESSERA_KERNEL(gx, rmsnorm_backward)(scratch, ddw, to_gpu(dy, dt()), gx, gw,
-                                               to_gpu(r, dt()), acc);
-        }, g, /*with_db=*/false);
-  }
 }
 
 // ---- softmax family ---------------------------------------------------------------------------
