@@ -18,7 +18,23 @@ using namespace kernel_tests;
 using testing::bytes;
 using testing::error_of;
 
-class NormCuda : public CoreKernelsCuda {};
+class NormCuda : public CoreKernelsCuda {
+ protected:
+  // dx accumulated into a residual stream's gradient held (values like dx's, so the sum is not
+  // dominated by either): adx on the GPU, acdx on the CPU; gdx and cdx, dx written alone.
+  void expect_dx_accumulated(const Tensor& adx, const Tensor& acdx, const Tensor& cdx,
+                             const Tensor& held, const Tensor& gdx, const std::string& what) const {
+    // Two roundings to bf16 (dx, then the sum), on each side: dx's may land one ulp apart when
+    // the GPU's f32 dx and the CPU's double one straddle a rounding boundary, so twice one
+    // rounding's bound.
+    EXPECT_LE(rel_err(adx, acdx), dt() == DType::F32 ? kF32 : 2 * kBf16) << what;
+    EXPECT_GT(rel_err(adx, cdx), 0.1) << "the held gradient must count";
+    // The bits of the separate add it replaces (kernels.h): dx alone, then axpby onto held.
+    Tensor sum = to_gpu(held, dt());
+    TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, gdx);
+    EXPECT_EQ(bytes(adx.to(Device::cpu())), bytes(sum.to(Device::cpu()))) << what;
+  }
+};
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, NormCuda, ::testing::Values(DType::F32, DType::BF16), param_name);
 
@@ -117,17 +133,7 @@ TEST_P(NormCuda, layernorm_forward_and_backward_match_the_cpu) {
     cpu_k().layernorm_backward(acdx, cdw, cdb, dy, x, w, m, r, {.dx = true});
     EXPECT_EQ(bytes(sdw.to(Device::cpu())), bytes(gdw.to(Device::cpu()))) << "dw written";
     EXPECT_EQ(bytes(sdb.to(Device::cpu())), bytes(gdb.to(Device::cpu()))) << "db written";
-    // Two roundings to bf16 (dx, then the sum), on each side: dx's may land one ulp apart when the
-    // GPU's f32 dx and the CPU's double one straddle a rounding boundary, so twice one rounding's
-    // bound. The bits against the separate add are checked below.
-    EXPECT_LE(rel_err(adx, acdx), dt() == DType::F32 ? kF32 : 2 * kBf16)
-        << "layernorm dx accumulated";
-    EXPECT_GT(rel_err(adx, cdx), 0.1) << "the held gradient must count";
-    // The bits of the separate add it replaces (kernels.h): dx alone, then axpby onto the held one.
-    Tensor sum = to_gpu(held, dt());
-    TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, gdx);
-    EXPECT_EQ(bytes(adx.to(Device::cpu())), bytes(sum.to(Device::cpu())))
-        << "layernorm dx accumulated";
+    expect_dx_accumulated(adx, acdx, cdx, held, gdx, "layernorm dx accumulated");
 
     // dw and db added onto held ones, in the dtype and (bf16 x) into f32: the bits of the sums
     // written alone, then axpby. The f32 sums rounded to bf16 are the bf16 outputs' bits (one f32
@@ -188,16 +194,7 @@ TEST_P(NormCuda, rmsnorm_forward_and_backward_match_the_cpu) {
     TESSERA_KERNEL(gx, rmsnorm_backward)
     (adx, gdw, to_gpu(dy, dt()), gx, gw, to_gpu(r, dt()), {.dx = true});
     cpu_k().rmsnorm_backward(acdx, cdw, dy, x, w, r, {.dx = true});
-    // Two roundings to bf16 (dx, then the sum), on each side: dx's may land one ulp apart when the
-    // GPU's f32 dx and the CPU's double one straddle a rounding boundary, so twice one rounding's
-    // bound. The bits against the separate add are checked below.
-    EXPECT_LE(rel_err(adx, acdx), dt() == DType::F32 ? kF32 : 2 * kBf16)
-        << "rmsnorm dx accumulated";
-    EXPECT_GT(rel_err(adx, cdx), 0.1) << "the held gradient must count";
-    Tensor sum = to_gpu(held, dt());
-    TESSERA_KERNEL(sum, axpby)(sum, 1.0, sum, 1.0, gdx);
-    EXPECT_EQ(bytes(adx.to(Device::cpu())), bytes(sum.to(Device::cpu())))
-        << "rmsnorm dx accumulated";
+    expect_dx_accumulated(adx, acdx, cdx, held, gdx, "rmsnorm dx accumulated");
     expect_weight_grads_accumulate(
         dt(), C,
         [&](const Tensor& ddw, const Tensor&, NormAccumulate acc) {
