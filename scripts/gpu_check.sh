@@ -204,11 +204,14 @@ print(("ok" if last < first - 1.0 else "FAILED"), f"{len(l)} steps: mean loss of
 # of docs/gpu-notes.md's watch list: the flat gradient buffer's zeros written by zero_grad
 # (TESSERA_ZERO_GRAD=fill, src/optim/flat.cpp), every cuBLASLt fusion's fallback
 # (TESSERA_GEMM_EPILOGUES=none, kernels/blas.cu), the wmma flash kernels (TESSERA_FLASH_KERNELS=wmma),
-# the model's unfused paths (TESSERA_UNFUSED=1, nn/unfused.h: split heads, unpadded logits).
+# the model's unfused paths (TESSERA_UNFUSED=1, nn/unfused.h: split heads, unpadded logits), the
+# cross-entropy's streaming kernels for GPT-2's rows (TESSERA_CE_STREAMED=on, kernels/softmax.cu)
+# and the norms' separate backward kernels (TESSERA_NORM_FUSED=off, kernels/norm.cu).
 # All of them at once first: if the stage still fails, the fault is elsewhere. If it passes, one at
 # a time, and the first that passes alone (else all of them) is exported for the rest of the run,
 # so the later stages measure a step that trains; a row says so.
 SWITCHES="TESSERA_ZERO_GRAD=fill TESSERA_GEMM_EPILOGUES=none TESSERA_FLASH_KERNELS=wmma TESSERA_UNFUSED=1"
+SWITCHES+=" TESSERA_CE_STREAMED=on TESSERA_NORM_FUSED=off"
 APPLIED=""
 PASSED_RUN=""  # the run of the last bisect that passed under the switch it found, if it found one
 switched_run() {  # switched_run "VAR=value ..." VERDICT-FUNCTION RUN STEPS [train args] -> verdict
