@@ -407,8 +407,10 @@ fi
 # (not run unless STAGES names it). Nsight Compute (ncu, on the device image; --clock-control none
 # leaves the card's clocks alone) on one launch of each kernel family that dominates the GPT-2
 # step, at the step's shapes (bench_gpu, B 8, T 1024): the flash forward and its two backward
-# kernels, the LayerNorm backward's two, the fused cross-entropy. Its sections: speed of light,
-# occupancy, launch statistics, warp states (the stall reasons). Then compute-sanitizer's racecheck
+# kernels, the LayerNorm backward's, the fused cross-entropy. Its sections: speed of light,
+# occupancy, launch statistics, warp states (the stall reasons), compute and memory workload (issue
+# slots, the pipes' and shared memory's use: whether the flash kernels' ldmatrix traffic, not their
+# products, binds them, docs/gpu-notes.md). Then compute-sanitizer's racecheck
 # and memcheck on the wgmma kernels' failing test (docs/gpu-notes.md, GPU session 1): a race or a
 # bad access there says what the per-tile errors cannot. One log, diag.log (the device tool brings
 # back at most 8 files); the summary takes a row per kernel and per tool.
@@ -437,11 +439,12 @@ if want diag 60; then
       echo "== ncu: $kernel" >>"$OUT/diag.log"
       timeout -k 10 "$(limit 60)" "$NCU" --clock-control none -k "regex:$kernel" -c 1 \
         --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+        --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
         "$B/bench_gpu" --config configs/gpt2-124m.yaml --batch-size 8 --steps 1 --warmup 1 \
         --no-kernels >/tmp/gpu-check-ncu.log 2>&1; rc=$?
       cat /tmp/gpu-check-ncu.log >>"$OUT/diag.log"
       row "  ncu ${kernel//|/ or }" "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc$(timed_out $rc)")" \
-        "duration $(pick Duration); SM throughput $(pick 'Compute (SM) Throughput')%; memory throughput $(pick 'Memory Throughput')%; registers $(pick 'Registers Per Thread'); occupancy $(pick 'Achieved Occupancy')% achieved, $(pick 'Theoretical Occupancy')% theoretical"
+        "duration $(pick Duration); SM throughput $(pick 'Compute (SM) Throughput')%; memory throughput $(pick 'Memory Throughput')%; issue slots busy $(pick 'Issue Slots Busy')%; memory pipes busy $(pick 'Mem Pipes Busy')%; registers $(pick 'Registers Per Thread'); occupancy $(pick 'Achieved Occupancy')% achieved, $(pick 'Theoretical Occupancy')% theoretical"
     done
   fi
   if [ -z "$SANITIZER" ]; then
