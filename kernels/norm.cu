@@ -202,20 +202,22 @@ norm_weight_grad_partial_kernel(float* pw, float* pb, const T* dy, const T* x, S
 
 // dw[c] = sum over chunks of pw[chunk, c] (db likewise when db is given), written or added to
 // what dw holds (put_sum). O: T, or f32 under bf16 x (a weight's f32 gradient buffer). Block x
-// takes kColTile columns and its kRowThreads warps a contiguous run of chunks each (lane = column,
+// takes kColTile columns and its kFinalWarps warps a contiguous run of chunks each (lane = column,
 // so a warp's load is 128 contiguous bytes), loads issued kBatch at a time before their adds; then
 // thread row 0 adds the warps' sums in warp order. The order is fixed whatever the schedule (the
 // same sums every run), chunk order within a run. One thread a column walking all 128 of GPT-2's
 // chunks took 16.5 us on the H200 (3 blocks for C 768, each thread's loads in series: ncu, GPU
-// session 1, call 4); here 24 blocks of 256 threads, 16 chunks a thread.
+// session 1, call 4); here 24 blocks of 1024 threads, each warp's run 2 batches of loads for the
+// one-pass backward's 512 chunks (the separate kernels' 128: one).
+constexpr int kFinalWarps = 32;
 template <typename O>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kColTile* kFinalWarps)
     norm_weight_grad_final_kernel(O* dw, O* db, const float* pw, const float* pb, int64_t chunks,
                                   int64_t C, bool acc_w, bool acc_b) {
-  __shared__ float sw[kRowThreads][kColTile], sb[kRowThreads][kColTile];
+  __shared__ float sw[kFinalWarps][kColTile], sb[kFinalWarps][kColTile];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t c = int64_t(blockIdx.x) * kColTile + tx;
-  const int64_t run = (chunks + kRowThreads - 1) / kRowThreads;
+  const int64_t run = (chunks + kFinalWarps - 1) / kFinalWarps;
   const int64_t k0 = ty * run, k1 = std::min(chunks, k0 + run);
   constexpr int kBatch = 8;
   float tw = 0.0f, tb = 0.0f;
@@ -240,7 +242,7 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   if (ty == 0 && c < C) {
     float w = 0.0f, b = 0.0f;
-    for (int q = 0; q < kRowThreads; ++q) w += sw[q][tx], b += sb[q][tx];
+    for (int q = 0; q < kFinalWarps; ++q) w += sw[q][tx], b += sb[q][tx];
     core::put_sum(dw, c, w, acc_w);
     if (db) core::put_sum(db, c, b, acc_b);
   }
@@ -258,7 +260,7 @@ void final_sums(const Tensor& dw, const Tensor& db, const float* pw, const float
   auto launch = [&](auto* out) {
     using O = std::remove_pointer_t<decltype(out)>;
     norm_weight_grad_final_kernel<O>
-        <<<unsigned((C + kColTile - 1) / kColTile), dim3(kColTile, kRowThreads)>>>(
+        <<<unsigned((C + kColTile - 1) / kColTile), dim3(kColTile, kFinalWarps)>>>(
             static_cast<O*>(dw.data_ptr()), pb ? static_cast<O*>(db.data_ptr()) : nullptr, pw, pb,
             chunks, C, acc.dw, acc.db);
     CUDA_CHECK_LAUNCH();

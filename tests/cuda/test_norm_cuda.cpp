@@ -76,13 +76,14 @@ void expect_weight_grads_accumulate(
   }
 }
 
-// N = 700 rows: eleven 64-row chunks for the dw / db sums (the last 60 rows), which the final
-// sums' eight warps take two at a time: five warps two, one warp one, two warps none. C = 300:
+// N = 700 rows: eleven 64-row chunks for the separate kernels' dw / db sums (the last 60 rows),
+// 44 of 16 rows for the one-pass kernel's (the last 12), which the final sums' 32 warps take one
+// and two at a time (11 and 22 warps, the rest none). C = 300:
 // beyond one block of threads, ten 32-column blocks of the final sums (the last partial), and rows
 // of single elements in bf16; C = 296: rows of 16-byte groups in both dtypes (37 bf16 groups: two
 // column tiles of the dw / db partial sums, the second partial). x has mean 3: the two-pass
 // variance must not cancel. The backward runs as one kernel where a row's groups fit a warp 4 a
-// lane (kernels/norm.cu: 44 chunks of 16 rows, the last 12, so the warps take 4 or 3 rows): bf16
+// lane (kernels/norm.cu: a chunk's 16 rows 4 a warp, the last chunk's 12 rows 3 a warp): bf16
 // C 296 (2 a lane) and 100 (single elements, 4 a lane, the last lanes idle in the fourth), f32 C
 // 300, 296 and 100 (3, 3 and 1); bf16 C 300 runs the separate kernels, and TESSERA_NORM_FUSED=off
 // puts those back for every C.
