@@ -477,7 +477,7 @@ TEST_F(Checkpoint, a_file_of_another_format_or_rng_layout_is_refused_naming_what
     f.set_attr_uint(g, "seed", 1);
     f.set_attr_uint(g, "offset", 2);
   };
-  for (const std::string& object : {"/rng/dropout", "/rng/a/b"}) {
+  for (const std::string object : {"/rng/dropout", "/rng/a/b"}) {
     const std::string file = make("rng" + std::to_string(object.size()) + ".h5", [&](H5File& f) {
       if (object == "/rng/dropout") {
         write_tensor(f, object, zeros({1}));
