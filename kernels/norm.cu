@@ -248,21 +248,30 @@ __global__ void __launch_bounds__(kColTile* kFinalWarps)
   }
 }
 
-// The f32 partial sums of dw and db (db's after dw's, layernorm only): a row of C a chunk.
-Tensor partial_sums(int64_t chunks, int64_t C, bool with_db, const Tensor& x) {
-  return Tensor::empty({(with_db ? 2 : 1) * chunks * C}, {DType::F32, x.device()});
-}
+// The f32 partial sums of dw and db for N rows in chunks of `chunk`: a row of C a chunk, db's
+// after dw's (layernorm only; pb null otherwise).
+struct Partials {
+  int64_t chunk, chunks;
+  Tensor buffer;
+  float *pw, *pb;
+  Partials(int64_t N, int64_t chunk_rows, int64_t C, bool with_db, const Tensor& x)
+      : chunk(chunk_rows),
+        chunks((N + chunk_rows - 1) / chunk_rows),
+        buffer(Tensor::empty({(with_db ? 2 : 1) * chunks * C}, {DType::F32, x.device()})),
+        pw(static_cast<float*>(buffer.data_ptr())),
+        pb(with_db ? pw + chunks * C : nullptr) {}
+};
 
-// dw (and db when defined) from the chunks' partial sums pw (and pb), in dw's dtype.
+// dw (and db when defined) from the chunks' partial sums, in dw's dtype.
 template <typename T>
-void final_sums(const Tensor& dw, const Tensor& db, const float* pw, const float* pb,
-                int64_t chunks, int64_t C, NormAccumulate acc) {
+void final_sums(const Tensor& dw, const Tensor& db, const Partials& ps, int64_t C,
+                NormAccumulate acc) {
   auto launch = [&](auto* out) {
     using O = std::remove_pointer_t<decltype(out)>;
     norm_weight_grad_final_kernel<O>
         <<<unsigned((C + kColTile - 1) / kColTile), dim3(kColTile, kFinalWarps)>>>(
-            static_cast<O*>(dw.data_ptr()), pb ? static_cast<O*>(db.data_ptr()) : nullptr, pw, pb,
-            chunks, C, acc.dw, acc.db);
+            static_cast<O*>(dw.data_ptr()), ps.pb ? static_cast<O*>(db.data_ptr()) : nullptr, ps.pw,
+            ps.pb, ps.chunks, C, acc.dw, acc.db);
     CUDA_CHECK_LAUNCH();
   };
   if (dw.dtype() == DType::F32)
@@ -275,16 +284,13 @@ void final_sums(const Tensor& dw, const Tensor& db, const float* pw, const float
 template <typename T, bool kLayerNorm, int W>
 void weight_grads(const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
                   StatPtr mean, StatPtr rstd, int64_t N, int64_t C, NormAccumulate acc) {
-  const int64_t chunk = rows_per_chunk(N), chunks = (N + chunk - 1) / chunk;
-  Tensor partial = partial_sums(chunks, C, kLayerNorm, x);
-  float* pw = static_cast<float*>(partial.data_ptr());
-  float* pb = kLayerNorm ? pw + chunks * C : nullptr;
-  const dim3 grid(unsigned((C + kColTile * W - 1) / (kColTile * W)), unsigned(chunks));
+  const Partials ps(N, rows_per_chunk(N), C, kLayerNorm, x);
+  const dim3 grid(unsigned((C + kColTile * W - 1) / (kColTile * W)), unsigned(ps.chunks));
   norm_weight_grad_partial_kernel<T, kLayerNorm, W><<<grid, dim3(kColTile, kRowThreads)>>>(
-      pw, pb, static_cast<const T*>(dy.data_ptr()), static_cast<const T*>(x.data_ptr()), mean,
-      rstd, N, C, chunk);
+      ps.pw, ps.pb, static_cast<const T*>(dy.data_ptr()), static_cast<const T*>(x.data_ptr()), mean,
+      rstd, N, C, ps.chunk);
   CUDA_CHECK_LAUNCH();
-  final_sums<T>(dw, db, pw, pb, chunks, C, acc);
+  final_sums<T>(dw, db, ps, C, acc);
 }
 
 // ---- backward: dx, dw, db in one pass ----------------------------------------------------------
@@ -390,16 +396,13 @@ bool backward_fused(const Tensor& dx, const Tensor& dw, const Tensor& db, const 
   const int64_t lane_groups = (C / W + 31) / 32;
   if (C % W != 0 || lane_groups > kMaxLaneGroups || env_switch("TESSERA_NORM_FUSED", "on", "off"))
     return false;
-  const int64_t chunk = fused_rows_per_chunk(N), chunks = (N + chunk - 1) / chunk;  // <= 65535
-  Tensor partial = partial_sums(chunks, C, kLayerNorm, x);
-  float* pw = static_cast<float*>(partial.data_ptr());
-  float* pb = kLayerNorm ? pw + chunks * C : nullptr;
+  const Partials ps(N, fused_rows_per_chunk(N), C, kLayerNorm, x);  // chunks <= 65535
   auto launch = [&](auto kg) {
     constexpr int KG = decltype(kg)::value;
-    norm_backward_fused_kernel<T, kLayerNorm, W, KG><<<unsigned(chunks), kFusedWarps * 32>>>(
-        static_cast<T*>(dx.data_ptr()), pw, pb, static_cast<const T*>(dy.data_ptr()),
+    norm_backward_fused_kernel<T, kLayerNorm, W, KG><<<unsigned(ps.chunks), kFusedWarps * 32>>>(
+        static_cast<T*>(dx.data_ptr()), ps.pw, ps.pb, static_cast<const T*>(dy.data_ptr()),
         static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), mean, rstd, N, C,
-        chunk, acc.dx);
+        ps.chunk, acc.dx);
     CUDA_CHECK_LAUNCH();
   };
   switch (lane_groups) {
@@ -416,7 +419,7 @@ bool backward_fused(const Tensor& dx, const Tensor& dw, const Tensor& db, const 
       launch(core::Width<4>{});
       break;
   }
-  final_sums<T>(dw, db, pw, pb, chunks, C, acc);
+  final_sums<T>(dw, db, ps, C, acc);
   return true;
 }
 
