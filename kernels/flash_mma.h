@@ -349,24 +349,35 @@ TESSERA_MMA_FN void mask_tile(float (&s)[8][4], const TileVisibility& vis, float
 // a lane holds rows g and g + 8 of each): the scores in s become P = 2^(s scale2 - m) (masked
 // ones 0), the base-2 running maxima m and this lane's partial sums l move on, and alpha is what
 // the rows' O must be multiplied by before P V is added.
-template <int MT, class W>
+// kFold: where scale2 > 0 (1 / sqrt(D), every model's) the scale goes into the exponent's FFMA,
+// 2^fma(s, scale2, -m), and the tile's maximum is taken over the unscaled scores, then scaled
+// once a row (a positive factor keeps the order, and rounding is monotonic): 32 FMULs a tile
+// fewer. Any other scale, or !kFold, multiplies the scores first, so that the masked -inf never
+// meets a factor of 0.
+template <int MT, bool kFold, class W>
 TESSERA_MMA_FN void online_softmax(W& w, float (&s)[MT][8][4], float (&m)[MT][2], float (&l)[MT][2],
                                    float (&alpha)[MT][2], int64_t r0, int64_t k0, float scale2,
                                    const FlashParams& p, int lane) {
+  const bool prescale = !kFold || !(scale2 > 0.0f);
+  const float mul = prescale ? 1.0f : scale2;
   TESSERA_MMA_UNROLL
   for (int mt = 0; mt < MT; ++mt) {
-    TESSERA_MMA_UNROLL
-    for (int n = 0; n < 8; ++n)
-      for (int e = 0; e < 4; ++e) s[mt][n][e] *= scale2;
+    if (prescale) {
+      TESSERA_MMA_UNROLL
+      for (int n = 0; n < 8; ++n)
+        for (int e = 0; e < 4; ++e) s[mt][n][e] *= scale2;
+    }
     if (!all_visible(r0 + 16 * mt, 16, k0, kMmaTile, p))
       mask_tile<true>(s[mt], tile_visibility(r0 + 16 * mt, k0, p), -INFINITY, lane);
     TESSERA_MMA_UNROLL
     for (int half = 0; half < 2; ++half) {
-      float mx = m[mt][half];
+      float tmax = -INFINITY;
       TESSERA_MMA_UNROLL
-      for (int n = 0; n < 8; ++n) mx = fmaxf(mx, fmaxf(s[mt][n][2 * half], s[mt][n][2 * half + 1]));
-      mx = fmaxf(mx, w.shfl_xor(mx, 1));  // the four lanes of a row
-      mx = fmaxf(mx, w.shfl_xor(mx, 2));
+      for (int n = 0; n < 8; ++n)
+        tmax = fmaxf(tmax, fmaxf(s[mt][n][2 * half], s[mt][n][2 * half + 1]));
+      tmax = fmaxf(tmax, w.shfl_xor(tmax, 1));  // the four lanes of a row
+      tmax = fmaxf(tmax, w.shfl_xor(tmax, 2));
+      const float mx = fmaxf(m[mt][half], tmax * mul);
       const float base = mx == -INFINITY ? 0.0f : mx;  // nothing visible yet: P = 0, O stays 0
       alpha[mt][half] = w.exp2(m[mt][half] - base);     // 0 while m is -inf
       float sum = 0.0f;
@@ -375,7 +386,7 @@ TESSERA_MMA_FN void online_softmax(W& w, float (&s)[MT][8][4], float (&m)[MT][2]
         TESSERA_MMA_UNROLL
         for (int e = 0; e < 2; ++e) {
           float& x = s[mt][n][2 * half + e];
-          x = w.exp2(x - base);
+          x = w.exp2(fmaf(x, mul, -base));
           sum += x;
         }
       l[mt][half] = alpha[mt][half] * l[mt][half] + sum;
@@ -463,6 +474,11 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
   float m[MT][2], l[MT][2];  // base-2 running max; this lane's partial sums
   start_rows<D, MT>(o, m, l);
   const float scale2 = p.scale * kLog2e;
+  // The scale folded into the exponent (online_softmax) at D 64: the loop's path a key tile
+  // (scripts/sass_loop_stats.py, nvcc 13.0, sm_90) 416 -> 392 instructions at MT 1. Not at D 128,
+  // whose MT 2 instance (255 registers) then spills 84 bytes instead of 28, and whose MT 1 one
+  // must give MT 2's bits (tests/kernels/test_flash_mma_emulated.cpp).
+  constexpr bool kFold = D == 64;
 
   for (int64_t kt = kt0; kt <= kt1; ++kt) {
     const int64_t k0 = kt * kMmaTile;
@@ -470,7 +486,7 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
     w.cp_async_commit();
     float s[MT][8][4], alpha[MT][2];
     Tiles::template abt_held<D, MT>(w, s, qheld, Qs, warp * 16 * MT, Ks, lane);
-    online_softmax<MT>(w, s, m, l, alpha, r0, k0, scale2, p, lane);
+    online_softmax<MT, kFold>(w, s, m, l, alpha, r0, k0, scale2, p, lane);
     scale_rows<D, MT>(o, alpha);
     w.cp_async_wait_all();  // V is in
     w.sync_block();         // and every warp is done with K

@@ -90,7 +90,7 @@ __device__ void forward_block_pipelined(WgmmaCtx& w, uint16_t* out, float* lse, 
   mma::start_rows<D, MT>(o, m, l);
   const float scale2 = p.scale * kLog2e;
   CoreTiles::abt_held<D, MT>(w, s, qheld, nullptr, 0, tile(M::k(0)), lane);         // S of tile kt0
-  mma::online_softmax<MT>(w, s, m, l, alpha, r0, kt0 * kMmaTile, scale2, p, lane);  // O is 0
+  mma::online_softmax<MT, true>(w, s, m, l, alpha, r0, kt0 * kMmaTile, scale2, p, lane);  // O is 0
 
   // Every tile but the last: nothing conditional between the fence and the last wait, which ptxas
   // needs to keep the products in flight (otherwise it serialises them: C7514).
@@ -109,7 +109,7 @@ __device__ void forward_block_pipelined(WgmmaCtx& w, uint16_t* out, float* lse, 
     w.wgmma_commit();
     w.wgmma_wait_prior();  // S of tile kt + 1; P V may still run
     w.pin(s);
-    mma::online_softmax<MT>(w, s, m, l, alpha, r0, (kt + 1) * kMmaTile, scale2, p, lane);
+    mma::online_softmax<MT, true>(w, s, m, l, alpha, r0, (kt + 1) * kMmaTile, scale2, p, lane);
     w.wgmma_wait_all();
     w.pin(o);
     mma::scale_rows<D, MT>(o, alpha);

@@ -59,10 +59,12 @@ struct Case {
   int D;
   int64_t window;
   bool packed;  // q, k, v strided out of one (B, T, (H + 2 Hkv) D) projection
+  double scale_mul = 1.0;  // the softmax scale is scale_mul / sqrt(D)
   std::string str() const {
     return "B " + std::to_string(B) + " H " + std::to_string(H) + "/" + std::to_string(Hkv) +
            " T " + std::to_string(T) + " D " + std::to_string(D) + " window " +
-           std::to_string(window) + (packed ? " packed" : "");
+           std::to_string(window) + (packed ? " packed" : "") + " scale x " +
+           std::to_string(scale_mul);
   }
 };
 
@@ -84,7 +86,7 @@ void run_case(const Case& c, uint64_t seed) {
     v = randn(ks, g).to(DType::BF16);
   }
   const Tensor dout = randn(qs, g).to(DType::BF16);
-  const double scale = 1.0 / std::sqrt(double(D));
+  const double scale = c.scale_mul / std::sqrt(double(D));
 
   FlashParams p{};
   p.T = p.Tk = c.T, p.H = int(c.H), p.Hkv = int(c.Hkv), p.scale = float(scale);
@@ -194,6 +196,14 @@ TEST(FlashMmaEmulated, packed_heads_under_a_sliding_window_match_the_cpu_referen
 // residual against which no relative bound means anything.)
 TEST(FlashMmaEmulated, a_window_of_two_matches_the_cpu_reference) {
   run_case<64>({1, 1, 1, 70, 64, 2, false}, 14);
+}
+
+// The forward folds a positive scale into its exponent (online_softmax); a scale of 0 (every
+// visible key weighted alike: the masked scores' -inf must not meet the 0) or below multiplies
+// the scores first.
+TEST(FlashMmaEmulated, a_zero_or_negative_scale_matches_the_cpu_reference) {
+  run_case<64>({1, 1, 1, 100, 64, 0, false, 0.0}, 16);
+  run_case<64>({1, 1, 1, 100, 64, 30, false, -1.0}, 17);
 }
 
 // The flash kernels' block order: each (head, tile rank) exactly once; groups of heads one after
