@@ -332,6 +332,70 @@ TEST_F(WarpEmulatorDeathTest, LdmatrixTransRowOutsideSharedMemory) {
       "ldmatrix_x4_trans row address .* not 16 bytes inside shared memory");
 }
 
+// The race checks: a tile refilled while another warp may still read it, and a tile read before
+// the barrier that orders its copies, abort whichever order the threads run in.
+TEST_F(WarpEmulatorDeathTest, CpAsyncRefillOfBytesAnotherWarpReadBeforeABarrier) {
+  alignas(16) static unsigned char gmem[64 * 16];
+  EXPECT_DEATH(run_block(64, 1024,
+                         [](HostWarpCtx& w) {
+                           auto* s = reinterpret_cast<const uint16_t*>(w.smem());
+                           uint32_t r[4];
+                           w.ldmatrix_x4(r, s + 8 * (w.thread() % 32));  // both warps read
+                           w.sync_block();
+                           w.ldmatrix_x4(r, s + 8 * (w.thread() % 32));  // and read again
+                           if (w.thread() >= 32)  // warp 1 refills what warp 0 just read
+                             w.cp_async16(w.smem() + 16 * (w.thread() % 32), gmem, true);
+                           w.cp_async_commit();
+                           w.cp_async_wait_all();
+                           w.sync_block();
+                         }),
+               "shared-memory race: cp.async into bytes .* that warp 0 read since the last "
+               "sync_block");
+}
+
+TEST_F(WarpEmulatorDeathTest, LdmatrixOfCopiesNotOrderedByABarrier) {
+  alignas(16) static unsigned char gmem[32 * 16];
+  for (bool wait : {false, true})
+    EXPECT_DEATH(run_block(32, 1024,
+                           [wait](HostWarpCtx& w) {
+                             w.cp_async16(w.smem() + 16 * w.thread(), gmem + 16 * w.thread(), true);
+                             w.cp_async_commit();
+                             if (wait) w.cp_async_wait_all();  // its own copy, not the others'
+                             uint32_t r[4];
+                             w.ldmatrix_x4(
+                                 r, reinterpret_cast<const uint16_t*>(w.smem()) + 8 * w.thread());
+                           }),
+                 wait ? "no sync_block after its wait between" : "no cp.async wait between");
+}
+
+TEST(WarpEmulator, CopiesAfterABarrierAndReadsAfterTheNextAreNoRace) {
+  // The pattern of the flash bodies' streams: wait, barrier, refill the other stage, read this one.
+  alignas(16) static unsigned char gmem[2 * 64 * 16];
+  for (int i = 0; i < 2 * 64 * 16; ++i) gmem[i] = static_cast<unsigned char>(i);
+  std::vector<uint32_t> seen(64 * 4);
+  run_block(64, 2 * 64 * 16, [&](HostWarpCtx& w) {
+    const int t = w.thread();
+    auto* s = reinterpret_cast<const uint16_t*>(w.smem());
+    w.cp_async16(w.smem() + 16 * t, gmem + 16 * t, true);  // stage 0
+    w.cp_async_commit();
+    for (int it = 0; it < 2; ++it) {
+      w.cp_async_wait_all();
+      w.sync_block();
+      if (it == 0) {  // stage 1, read by no one yet
+        w.cp_async16(w.smem() + 64 * 16 + 16 * t, gmem + 64 * 16 + 16 * t, true);
+        w.cp_async_commit();
+      }
+      uint32_t r[4];
+      w.ldmatrix_x4(r, s + 8 * (64 * it + 32 * (t / 32) + t % 32));
+      if (it == 1) std::memcpy(&seen[size_t(4 * t)], r, sizeof r);
+    }
+  });
+  // Lane 0's first register: row 0 of its warp's first matrix in stage 1, elements 0 and 1.
+  uint32_t want;
+  std::memcpy(&want, gmem + 64 * 16, 4);
+  EXPECT_EQ(seen[0], want);
+}
+
 TEST_F(WarpEmulatorDeathTest, SyncBlockSkippedByAWarp) {
   EXPECT_DEATH(run_block(64, 0,
                          [](HostWarpCtx& w) {

@@ -15,6 +15,12 @@
 // different collectives, sync_block reached by only part of the block, an exception out of the
 // body. Not detectable without a timeout, hence a hang: lanes of one warp waiting in a collective
 // while their warp-mates wait in sync_block (undefined behaviour on hardware too).
+//
+// Shared-memory races between cp.async and ldmatrix abort too, whatever order the threads happen
+// to run in (a generation count of sync_block and, per 16 bytes of shared memory, who last wrote
+// and read it): a cp.async into bytes another warp has read since the last sync_block (the copy
+// may land at issue, before that read), and an ldmatrix of bytes a cp.async wrote unless the
+// writer waited for it and a sync_block came after the wait. Plain loads and stores are not seen.
 #pragma once
 
 #include <array>
@@ -61,8 +67,10 @@ struct Slot {  // one lane's deposit for the collective in flight
 // exit; a phase completed by a mix of both means part of the warp (block) skipped the call.
 struct Uneven {
   std::atomic<int>* arrived;
-  int expected, warp;  // warp < 0: the block barrier
+  int expected, warp;                   // warp < 0: the block barrier
+  std::atomic<int64_t>* gen = nullptr;  // the block barrier's phases, counted
   void operator()() noexcept {
+    if (gen) gen->fetch_add(1);
     const int n = arrived->exchange(0);
     if (n == 0 || n == expected) return;
     fail(warp < 0
@@ -78,15 +86,30 @@ struct Warp {
   std::barrier<Uneven> bar;
   explicit Warp(int w) : bar(32, Uneven{&arrived, 32, w}) {}
 };
+// What last touched 16 bytes of shared memory, in sync_block generations: the cp.async that
+// wrote them (its thread, and the generation that thread waited for it in, -1 before the wait),
+// and the warps that read them by ldmatrix in generation `read`.
+struct Chunk {
+  int writer = -1;
+  int64_t waited = -1, read = -1;
+  uint64_t readers = 0;  // bit w: warp w
+};
 struct Block {
   int threads;
   size_t smem_bytes;
   unsigned char* smem;
   std::atomic<int> arrived{0};
+  std::atomic<int64_t> gen{0};
   std::barrier<Uneven> bar;
   std::vector<std::unique_ptr<Warp>> warps;
+  std::mutex chunks_mu;
+  std::vector<Chunk> chunks;
   Block(int t, size_t bytes, unsigned char* s)
-      : threads(t), smem_bytes(bytes), smem(s), bar(t, Uneven{&arrived, t, -1}) {
+      : threads(t),
+        smem_bytes(bytes),
+        smem(s),
+        bar(t, Uneven{&arrived, t, -1, &gen}),
+        chunks((bytes + 15) / 16) {
     for (int w = 0; w < t / 32; ++w) warps.push_back(std::make_unique<Warp>(w));
   }
 };
@@ -145,10 +168,18 @@ class HostWarpCtx {
     if (gmem_src && reinterpret_cast<uintptr_t>(gmem_src) % 16)
       fail("cp_async16: global source " + ptr(gmem_src) + " is not 16-byte aligned" + who());
     if (valid && !gmem_src) fail("cp_async16: null global source with valid = true" + who());
+    note_copy(smem_dst);
     copies_.push(smem_dst, valid ? gmem_src : nullptr);
   }
   void cp_async_commit() { copies_.commit(); }
-  void cp_async_wait_all() { copies_.wait_all(); }
+  void cp_async_wait_all() {
+    copies_.wait_all();
+    const int64_t g = b_.gen.load();
+    std::lock_guard<std::mutex> lock(b_.chunks_mu);
+    for (size_t c : copied_)
+      if (b_.chunks[c].writer == t_) b_.chunks[c].waited = g;
+    copied_.clear();
+  }
 
   static uint32_t pack_bf16x2(float lo, float hi) {
     return uint32_t(bf16::from_float(lo)) | (uint32_t(bf16::from_float(hi)) << 16);
@@ -163,6 +194,41 @@ class HostWarpCtx {
   int t_;
   detail::Warp& warp_;
   ptx::CpAsyncQueue copies_;
+  std::vector<size_t> copied_;  // chunks this thread's cp.asyncs wrote since its last wait
+
+  size_t chunk_of(const void* p) const {
+    return size_t(static_cast<const unsigned char*>(p) - b_.smem) / 16;
+  }
+  // The race checks (see the top of this file).
+  void note_copy(const void* dst) {
+    const size_t c = chunk_of(dst);
+    const int64_t g = b_.gen.load();
+    std::lock_guard<std::mutex> lock(b_.chunks_mu);
+    detail::Chunk& ch = b_.chunks[c];
+    const uint64_t others = ch.readers & ~(uint64_t(1) << (t_ / 32));
+    if (ch.read == g && others)
+      fail("shared-memory race: cp.async into bytes [" + std::to_string(16 * c) +
+           ", +16) that warp " + std::to_string(__builtin_ctzll(others)) +
+           " read since the last sync_block (the copy may land before that read)" + who());
+    ch.writer = t_;
+    ch.waited = -1;
+    copied_.push_back(c);
+  }
+  void note_read(const void* row) {
+    const size_t c = chunk_of(row);
+    const int64_t g = b_.gen.load();
+    std::lock_guard<std::mutex> lock(b_.chunks_mu);
+    detail::Chunk& ch = b_.chunks[c];
+    if (ch.writer >= 0 && (ch.waited < 0 || ch.waited >= g))
+      fail("shared-memory race: ldmatrix of bytes [" + std::to_string(16 * c) +
+           ", +16) that thread " + std::to_string(ch.writer) + "'s cp.async wrote with no " +
+           (ch.waited < 0 ? "cp.async wait" : "sync_block after its wait") + " between" + who());
+    if (ch.read != g) {
+      ch.read = g;
+      ch.readers = 0;
+    }
+    ch.readers |= uint64_t(1) << (t_ / 32);
+  }
 
   static std::string ptr(const void* p) {
     char s[32];
@@ -194,6 +260,7 @@ class HostWarpCtx {
   }
   void ldmatrix(uint32_t (&r)[4], const uint16_t* row, bool trans) {
     check_smem16(trans ? "ldmatrix_x4_trans row address" : "ldmatrix_x4 row address", row);
+    note_read(row);
     const int op = trans ? detail::kLdmatrixTrans : detail::kLdmatrix;
     mine(op).row = row;
     exchange(op);
