@@ -6,6 +6,7 @@
 
 #include "attention.cuh"
 #include "flash_mma.h"
+#include "flash_mma_ds.h"
 
 namespace tessera::cuda::attn {
 
@@ -62,7 +63,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   mma::backward_dq_block<D, Tiles>(w, dq, q, k, v, dout, lse, drow, p, at.tile, at.head);
 }
 
-// dQ from the dS the dK dV kernel stored (mma::backward_dq_stored_block).
+// dQ from the dS the dK dV kernel stored (flash_mma_ds.h's backward_dq_stored_block).
 template <int D, class Ctx>
 __global__ void __launch_bounds__(kMmaThreads)
     flash_dq_stored_kernel(uint16_t* dq, const uint16_t* k, const uint16_t* ds, FlashParams p,
