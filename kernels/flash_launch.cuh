@@ -13,21 +13,21 @@ namespace tessera::cuda::attn {
 // The kernels of a family: flash_mma.h's bodies on the warp instructions of context Ctx
 // (mma_device.cuh's DeviceCtx, flash_wgmma.cu's WgmmaCtx) over tile policy Tiles (RowTiles,
 // CoreTiles), 128 threads a block.
-template <int D, int MT, class Ctx, class Tiles>
+template <int D, int MT, class Ctx, class Tiles, int kStages = 1>
 __device__ __forceinline__ void flash_forward_body(uint16_t* out, float* lse, const uint16_t* q,
                                                    const uint16_t* k, const uint16_t* v,
                                                    const FlashParams& p, const BlockOrder& order) {
   extern __shared__ __align__(128) unsigned char smem[];
   Ctx w{smem};
   const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
-  mma::forward_block<D, MT, Tiles>(w, out, lse, q, k, v, p, at.tile, at.head);
+  mma::forward_block<D, MT, Tiles, kStages>(w, out, lse, q, k, v, p, at.tile, at.head);
 }
 
-template <int D, int MT, class Ctx, class Tiles>
+template <int D, int MT, class Ctx, class Tiles, int kStages = 1>
 __global__ void __launch_bounds__(kMmaThreads)
     flash_forward_kernel(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                          const uint16_t* v, FlashParams p, BlockOrder order) {
-  flash_forward_body<D, MT, Ctx, Tiles>(out, lse, q, k, v, p, order);
+  flash_forward_body<D, MT, Ctx, Tiles, kStages>(out, lse, q, k, v, p, order);
 }
 
 // kStoreDs: dS^T also written to ds (mma::ds_tile) for flash_dq_stored_kernel.

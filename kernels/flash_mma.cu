@@ -4,7 +4,8 @@
 // unless the wmma kernels are chosen (set_flash_kernels, TESSERA_FLASH_KERNELS=wmma). The forward
 // runs 64-row blocks (16 rows per warp) at D 64 and 128-row ones (32 rows per warp) at D 128;
 // FlashKernels::MmaNarrow takes 64-row blocks at D 128 too, Mma3Blocks 128-row ones at D 64,
-// Mma5Blocks the 64-row ones compiled for five blocks an SM;
+// Mma5Blocks the 64-row ones compiled for five blocks an SM, Mma2Stage both with their K and V
+// tiles in two stages;
 // MmaStoredDs has the backward's dK dV kernel store dS for a dQ kernel that reads it.
 #include <cuda_bf16.h>
 
@@ -53,6 +54,16 @@ __global__ void __launch_bounds__(kMmaThreads, 5)
   flash_forward_body<D, MT, DeviceCtx, mma::RowTiles>(out, lse, q, k, v, p, order);
 }
 
+// The forward with K and V in two stages (FlashKernels::Mma2Stage), at D 64 held to four blocks
+// an SM, as the one-stage kernel's 127 registers allow: unbounded ptxas (nvcc 13.0, sm_90) took
+// 137, three blocks. Not yet run on a GPU.
+template <int D, int MT, int kMinBlocks>
+__global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
+    flash_forward_mma_2stage(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
+                             const uint16_t* v, FlashParams p, BlockOrder order) {
+  flash_forward_body<D, MT, DeviceCtx, mma::RowTiles, 2>(out, lse, q, k, v, p, order);
+}
+
 // dK dV at D 64 compiled for three blocks an SM, every family's at D 64: ptxas (nvcc 13.0, sm_90)
 // gave flash_backward_dkdv_mma<64> 190 registers, two blocks an SM (8 warps); capped at 168 it
 // spilled 168 bytes a thread, and on the H200 (2026-12-04, docs/gpu-notes.md) the backward took
@@ -97,13 +108,14 @@ FlashKernels initial_choice() {
   if (std::strcmp(env, "mma-narrow") == 0) return FlashKernels::MmaNarrow;
   if (std::strcmp(env, "mma-3blocks") == 0) return FlashKernels::Mma3Blocks;
   if (std::strcmp(env, "mma-5blocks") == 0) return FlashKernels::Mma5Blocks;
+  if (std::strcmp(env, "mma-2stage") == 0) return FlashKernels::Mma2Stage;
   if (std::strcmp(env, "mma-ds") == 0) return FlashKernels::MmaStoredDs;
   if (std::strcmp(env, "wmma") == 0) return FlashKernels::Wmma;
   if (std::strcmp(env, "wgmma") == 0) return FlashKernels::Wgmma;
   if (std::strcmp(env, "wgmma-narrow") == 0) return FlashKernels::WgmmaNarrow;
   TESSERA_FAIL(
-      "TESSERA_FLASH_KERNELS must be mma, mma-narrow, mma-3blocks, mma-5blocks, mma-ds, wmma, "
-      "wgmma or wgmma-narrow, got '",
+      "TESSERA_FLASH_KERNELS must be mma, mma-narrow, mma-3blocks, mma-5blocks, mma-2stage, "
+      "mma-ds, wmma, wgmma or wgmma-narrow, got '",
       env, "'");
 }
 FlashKernels& choice() {
@@ -131,7 +143,11 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
   auto launch = [&](auto kernel, size_t bytes) {
     launch_flash_forward(kernel, bytes, kMmaTile * (narrow ? 1 : 2), out, lse, q, k, v, p, B, D);
   };
-  if (D == 64 && choice() == FlashKernels::Mma5Blocks)
+  if (choice() == FlashKernels::Mma2Stage && D == 64)
+    launch(flash_forward_mma_2stage<64, 1, 4>, mma::ForwardSmem<64, 1, mma::RowTiles, 2>::bytes);
+  else if (choice() == FlashKernels::Mma2Stage)
+    launch(flash_forward_mma_2stage<128, 2, 1>, mma::ForwardSmem<128, 2, mma::RowTiles, 2>::bytes);
+  else if (D == 64 && choice() == FlashKernels::Mma5Blocks)
     launch(flash_forward_mma_5blocks<64, 1>, mma::ForwardSmem<64, 1>::bytes);
   else if (D == 64 && narrow)
     launch(flash_forward_mma<64, 1>, mma::ForwardSmem<64, 1>::bytes);

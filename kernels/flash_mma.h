@@ -433,37 +433,61 @@ TESSERA_MMA_FN void finish_rows(W& w, uint16_t* out, float* lse, const float (&o
   }
 }
 
-// The forward's tiles: MT 64-row tiles of Q (one per 16 rows of each warp), then K and V.
-template <int D, int MT, class Tiles = RowTiles>
+// The two-stage stream of the dQ bodies and the two-stage forward: waits for key tile kt's copies
+// and, every warp being done with the other stage, starts tile kt + 1's into it (fetch(kt + 1,
+// stage)); kt's stage.
+template <class W, class Fetch>
+TESSERA_MMA_FN int next_stage(W& w, int64_t kt, int64_t kt0, int64_t kt1, Fetch&& fetch) {
+  const int s = int((kt - kt0) & 1);
+  w.cp_async_wait_all();  // key tile kt is in
+  w.sync_block();         // and every warp is done with stage s ^ 1
+  if (kt < kt1) fetch(kt + 1, s ^ 1);
+  return s;
+}
+
+// The forward's tiles: MT 64-row tiles of Q (one per 16 rows of each warp), then K and V, in
+// kStages stages (kv(s): stage s's K; its V one tile after).
+template <int D, int MT, class Tiles = RowTiles, int kStages = 1>
 struct ForwardSmem {
   static constexpr size_t tile = Tiles::template bytes<D>;
-  static constexpr size_t q = 0, k = MT * tile, v = k + tile, bytes = v + tile;
+  static constexpr size_t kv(int stage) { return (MT + 2 * size_t(stage)) * tile; }
+  static constexpr size_t q = 0, k = kv(0), v = k + tile, bytes = kv(kStages);
 };
 
 // One block: the 64 MT queries [q0, q0 + 64 MT), q0 = 64 MT qt, of grid row bh = b H + h. Warp w
 // owns queries q0 + 16 MT w .. + 16 MT - 1 as MT groups of 16; a lane holds rows g and g + 8 of
-// each. V of this key tile streams in while Q K^T runs, K of the next while P V runs. MT = 2
-// (FlashAttention-2's 128-row blocks) loads each K and V tile once for twice the queries (and
-// under RowTiles reads each of their fragments once per two products); MT = 1 halves the
-// registers and doubles the blocks.
-template <int D, int MT, class Tiles = RowTiles, class W>
+// each. MT = 2 (FlashAttention-2's 128-row blocks) loads each K and V tile once for twice the
+// queries (and under RowTiles reads each of their fragments once per two products); MT = 1 halves
+// the registers and doubles the blocks.
+// kStages 1: V of this key tile streams in while Q K^T runs, K of the next while P V runs, two
+// barriers a tile. kStages 2: K and V of the next key tile stream into the other stage while this
+// one's are used, one barrier a tile, a whole tile's work to cover the copies' latency, for two
+// more tiles of shared memory (46 KB a block at D 64, MT 1).
+template <int D, int MT, class Tiles = RowTiles, int kStages = 1, class W>
 TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_t* q,
                                   const uint16_t* k, const uint16_t* v, const FlashParams& p,
                                   int64_t qt, int64_t bh) {
-  using M = ForwardSmem<D, MT, Tiles>;
+  static_assert(kStages == 1 || kStages == 2);
+  using M = ForwardSmem<D, MT, Tiles, kStages>;
   constexpr int kRows = kMmaTile * MT;
-  uint16_t* Qs = reinterpret_cast<uint16_t*>(w.smem() + M::q);
-  uint16_t* Ks = reinterpret_cast<uint16_t*>(w.smem() + M::k);
-  uint16_t* Vs = reinterpret_cast<uint16_t*>(w.smem() + M::v);
+  auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
+  uint16_t* Qs = tile(M::q);
   const int warp = w.thread() / 32, lane = w.thread() % 32;
   const HeadIndex hi = head_index(bh, p);
   const int64_t T = p.T, q0 = qt * kRows, r0 = q0 + warp * 16 * MT;
   const uint16_t* kh = k + p.k.row(hi.b, hi.g, 0);
   const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
   const int64_t kt0 = first_key_tile(q0, p), kt1 = last_key_tile(q0, p, kRows);
+  auto load_k = [&](int64_t kt, int s) {
+    Tiles::template load<D, kMmaTile>(w, tile(M::kv(s)), kh, kt * kMmaTile, T, p.k.t);
+  };
+  auto load_v = [&](int64_t kt, int s) {
+    Tiles::template load<D, kMmaTile>(w, tile(M::kv(s) + M::tile), vh, kt * kMmaTile, T, p.v.t);
+  };
 
   Tiles::template load<D, kRows>(w, Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
-  Tiles::template load<D, kMmaTile>(w, Ks, kh, kt0 * kMmaTile, T, p.k.t);
+  load_k(kt0, 0);
+  if constexpr (kStages == 2) load_v(kt0, 0);
   w.cp_async_commit();
   w.cp_async_wait_all();
   w.sync_block();
@@ -482,21 +506,34 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
 
   for (int64_t kt = kt0; kt <= kt1; ++kt) {
     const int64_t k0 = kt * kMmaTile;
-    Tiles::template load<D, kMmaTile>(w, Vs, vh, k0, T, p.v.t);
-    w.cp_async_commit();
-    float s[MT][8][4], alpha[MT][2];
-    Tiles::template abt_held<D, MT>(w, s, qheld, Qs, warp * 16 * MT, Ks, lane);
-    online_softmax<MT, kFold>(w, s, m, l, alpha, r0, k0, scale2, p, lane);
-    scale_rows<D, MT>(o, alpha);
-    w.cp_async_wait_all();  // V is in
-    w.sync_block();         // and every warp is done with K
-    if (kt < kt1) {
-      Tiles::template load<D, kMmaTile>(w, Ks, kh, k0 + kMmaTile, T, p.k.t);
+    int stage = 0;
+    if constexpr (kStages == 2) {
+      stage = next_stage(w, kt, kt0, kt1, [&](int64_t next, int stage) {
+        load_k(next, stage);
+        load_v(next, stage);
+        w.cp_async_commit();
+      });
+    } else {
+      load_v(kt, 0);
       w.cp_async_commit();
     }
-    Tiles::template pm<D, MT>(w, o, s, Vs, lane);
-    w.cp_async_wait_all();  // the next K is in
-    w.sync_block();         // and every warp is done with V
+    float s[MT][8][4], alpha[MT][2];
+    Tiles::template abt_held<D, MT>(w, s, qheld, Qs, warp * 16 * MT, tile(M::kv(stage)), lane);
+    online_softmax<MT, kFold>(w, s, m, l, alpha, r0, k0, scale2, p, lane);
+    scale_rows<D, MT>(o, alpha);
+    if constexpr (kStages == 1) {
+      w.cp_async_wait_all();  // V is in
+      w.sync_block();         // and every warp is done with K
+      if (kt < kt1) {
+        load_k(kt + 1, 0);
+        w.cp_async_commit();
+      }
+    }
+    Tiles::template pm<D, MT>(w, o, s, tile(M::kv(stage) + M::tile), lane);
+    if constexpr (kStages == 1) {
+      w.cp_async_wait_all();  // the next K is in
+      w.sync_block();         // and every warp is done with V
+    }
   }
   finish_rows<D, MT, W>(w, out, lse, o, m, l, r0, bh, hi, p, lane);
 }
@@ -636,17 +673,6 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
   }
   store_rows<D, W>(dv + p.dv.row(b, hk, 0), j0, T, p.dv.t, dva[0], 1.0f, 1.0f, lane);
   store_rows<D, W>(dk + p.dk.row(b, hk, 0), j0, T, p.dk.t, dka[0], p.scale, p.scale, lane);
-}
-
-// The two-stage stream of the dQ bodies: waits for key tile kt's copies and, every warp being
-// done with the other stage, starts tile kt + 1's into it (fetch(kt + 1, stage)); kt's stage.
-template <class W, class Fetch>
-TESSERA_MMA_FN int next_stage(W& w, int64_t kt, int64_t kt0, int64_t kt1, Fetch&& fetch) {
-  const int s = int((kt - kt0) & 1);
-  w.cp_async_wait_all();  // key tile kt is in
-  w.sync_block();         // and every warp is done with stage s ^ 1
-  if (kt < kt1) fetch(kt + 1, s ^ 1);
-  return s;
 }
 
 // dQ of query tile qt of grid row bh: over the key tiles it sees. Warp w owns queries

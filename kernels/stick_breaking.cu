@@ -45,14 +45,34 @@ using namespace attn;
 
 // ---- bf16, tensor cores: stick_mma.h ----------------------------------------------------------
 
+template <int D, int MT, int kStages = 1>
+__device__ __forceinline__ void sb_forward_body(uint16_t* out, float* log_rem, uint16_t* rem,
+                                                const uint16_t* q, const uint16_t* k,
+                                                const uint16_t* v, const StickParams& p,
+                                                const BlockOrder& order) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  DeviceCtx w{smem};
+  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);  // the longest rows first
+  mma::stick_forward_block<D, MT, kStages>(w, out, log_rem, rem, q, k, v, p, at.tile, at.head);
+}
+
 template <int D, int MT>
 __global__ void __launch_bounds__(kMmaThreads)
     sb_forward_mma(uint16_t* out, float* log_rem, uint16_t* rem, const uint16_t* q,
                    const uint16_t* k, const uint16_t* v, StickParams p, BlockOrder order) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  DeviceCtx w{smem};
-  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);  // the longest rows first
-  mma::stick_forward_block<D, MT>(w, out, log_rem, rem, q, k, v, p, at.tile, at.head);
+  sb_forward_body<D, MT>(out, log_rem, rem, q, k, v, p, order);
+}
+
+// K and V in two stages (FlashKernels::Mma2Stage), 64-row blocks, held to the one-stage kernel's
+// registers: at D 64 unbounded, ptxas (nvcc 13.0, sm_90) took 141 (three blocks an SM) where the
+// one-stage kernel takes 128 (four; bounded, 8 bytes spill); at D 128 168 (217 under a bound of
+// one block), though there the five 17 KB tiles allow two blocks an SM where one stage's three
+// allow three. Not yet run on a GPU.
+template <int D, int kMinBlocks>
+__global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
+    sb_forward_mma_2stage(uint16_t* out, float* log_rem, uint16_t* rem, const uint16_t* q,
+                          const uint16_t* k, const uint16_t* v, StickParams p, BlockOrder order) {
+  sb_forward_body<D, 1, 2>(out, log_rem, rem, q, k, v, p, order);
 }
 
 // At D 64 held to three blocks an SM: unbounded, ptxas (nvcc 13.0, sm_90) takes 230 registers
@@ -315,7 +335,12 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
                                                      bits(V), p, order);
       CUDA_CHECK_LAUNCH();
     };
-    if (d.D == 128)
+    // Mma2Stage: K and V in two stages (mma::stick_forward_block<..., 2>).
+    if (flash_kernels() == FlashKernels::Mma2Stage && d.D == 128)
+      launch(sb_forward_mma_2stage<128, 3>, mma::ForwardSmem<128, 1, mma::RowTiles, 2>::bytes);
+    else if (flash_kernels() == FlashKernels::Mma2Stage)
+      launch(sb_forward_mma_2stage<64, 4>, mma::ForwardSmem<64, 1, mma::RowTiles, 2>::bytes);
+    else if (d.D == 128)
       launch(sb_forward_mma<128, 1>, mma::ForwardSmem<128, 1>::bytes);
     else if (narrow)
       launch(sb_forward_mma<64, 1>, mma::ForwardSmem<64, 1>::bytes);

@@ -153,18 +153,18 @@ TESSERA_MMA_FN void scale_scores(float (&s)[8][4], float scale2, int64_t r0, int
 }
 
 // One block: the 64 MT queries [q0, q0 + 64 MT) of grid row bh = b H + h, as flash_mma.h's
-// forward_block (Q tile, K and V streamed, MT row groups of 16 per warp), key tiles from the
-// diagonal down. out, q (B, H, T, D); k, v (B, Hkv, T, D), where p's strides say; log_rem
-// (B, H, T) f32 and rem (B, H, T) bf16 or null, contiguous.
-template <int D, int MT, class W>
+// forward_block (Q tile, K and V streamed in kStages stages, MT row groups of 16 per warp), key
+// tiles from the diagonal down. out, q (B, H, T, D); k, v (B, Hkv, T, D), where p's strides say;
+// log_rem (B, H, T) f32 and rem (B, H, T) bf16 or null, contiguous.
+template <int D, int MT, int kStages = 1, class W>
 TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uint16_t* rem,
                                         const uint16_t* q, const uint16_t* k, const uint16_t* v,
                                         const StickParams& p, int64_t qt, int64_t bh) {
-  using M = ForwardSmem<D, MT>;
+  static_assert(kStages == 1 || kStages == 2);
+  using M = ForwardSmem<D, MT, RowTiles, kStages>;
   constexpr int kRows = kMmaTile * MT;
-  uint16_t* Qs = reinterpret_cast<uint16_t*>(w.smem() + M::q);
-  uint16_t* Ks = reinterpret_cast<uint16_t*>(w.smem() + M::k);
-  uint16_t* Vs = reinterpret_cast<uint16_t*>(w.smem() + M::v);
+  auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
+  uint16_t* Qs = tile(M::q);
   const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4, c = lane % 4;
   const HeadIndex hi = head_index(bh, p);
   const int64_t T = p.T, q0 = qt * kRows, r0 = q0 + warp * 16 * MT;
@@ -172,8 +172,18 @@ TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uin
   const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
   const int64_t last = last_key(q0, kRows, p), kt1 = last >= 0 ? last / kMmaTile : -1;
 
+  auto load_k = [&](int64_t kt, int s) {
+    load_tile_async<D>(w, tile(M::kv(s)), kh, kt * kMmaTile, T, p.k.t);
+  };
+  auto load_v = [&](int64_t kt, int s) {
+    load_tile_async<D>(w, tile(M::kv(s) + M::tile), vh, kt * kMmaTile, T, p.v.t);
+  };
+
   load_tile_async<D, kRows>(w, Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
-  if (kt1 >= 0) load_tile_async<D>(w, Ks, kh, kt1 * kMmaTile, T, p.k.t);
+  if (kt1 >= 0) {
+    load_k(kt1, 0);
+    if constexpr (kStages == 2) load_v(kt1, 0);
+  }
   w.cp_async_commit();
   w.cp_async_wait_all();
   w.sync_block();
@@ -190,10 +200,19 @@ TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uin
 
   for (int64_t kt = kt1; kt >= 0; --kt) {
     const int64_t k0 = kt * kMmaTile;
-    load_tile_async<D>(w, Vs, vh, k0, T, p.v.t);
-    w.cp_async_commit();
+    int stage = 0;
+    if constexpr (kStages == 2) {  // next_stage over the walk's index kt1 - kt
+      stage = next_stage(w, kt1 - kt, 0, kt1, [&](int64_t next, int st) {
+        load_k(kt1 - next, st);
+        load_v(kt1 - next, st);
+        w.cp_async_commit();
+      });
+    } else {
+      load_v(kt, 0);
+      w.cp_async_commit();
+    }
     float s[MT][8][4];
-    tile_abt<D, MT, StickKeys>(w, s, Qs, warp * 16 * MT, Ks, lane);
+    tile_abt<D, MT, StickKeys>(w, s, Qs, warp * 16 * MT, tile(M::kv(stage)), lane);
     TESSERA_MMA_UNROLL
     for (int mt = 0; mt < MT; ++mt) {
       scale_scores(s[mt], scale2, r0 + 16 * mt, k0, p, lane);
@@ -216,15 +235,19 @@ TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uin
         carry[mt][half] += total;
       }
     }
-    w.cp_async_wait_all();  // V is in
-    w.sync_block();         // and every warp is done with K
-    if (kt > 0) {
-      load_tile_async<D>(w, Ks, kh, k0 - kMmaTile, T, p.k.t);
-      w.cp_async_commit();
+    if constexpr (kStages == 1) {
+      w.cp_async_wait_all();  // V is in
+      w.sync_block();         // and every warp is done with K
+      if (kt > 0) {
+        load_k(kt - 1, 0);
+        w.cp_async_commit();
+      }
     }
-    tile_pm<D, MT, StickKeys>(w, o, s, Vs, lane);  // O += A V
-    w.cp_async_wait_all();                          // the next K is in
-    w.sync_block();                                 // and every warp is done with V
+    tile_pm<D, MT, StickKeys>(w, o, s, tile(M::kv(stage) + M::tile), lane);  // O += A V
+    if constexpr (kStages == 1) {
+      w.cp_async_wait_all();  // the next K is in
+      w.sync_block();         // and every warp is done with V
+    }
   }
 
   TESSERA_MMA_UNROLL

@@ -81,6 +81,8 @@ constexpr Impl kImpls[] = {
      cuda::FlashKernels::Mma3Blocks, true},
     {"mma-5blocks", "tessera flash, 64-row forward at 5 blocks/SM", false,
      cuda::FlashKernels::Mma5Blocks, true},
+    {"mma-2stage", "tessera flash, K and V in two stages", false, cuda::FlashKernels::Mma2Stage,
+     false},
     {"mma-ds", "tessera flash, dQ from the stored dS", false, cuda::FlashKernels::MmaStoredDs,
      false},
     {"wmma", "tessera flash, wmma kernels", false, cuda::FlashKernels::Wmma, false},

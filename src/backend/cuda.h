@@ -107,6 +107,8 @@ void empty_cache(int device);  // returns every cached block of the device to th
 //    mma family: measured faster on the H200.)
 //  - Mma5Blocks: Mma with its D 64 forward (64-query blocks) compiled for five blocks an SM
 //    (96 registers, a few bytes spilled); not yet run on a GPU;
+//  - Mma2Stage: Mma whose forward streams the next key tile's K and V into a second stage while
+//    the block uses this one's (one barrier a tile, two where one stage); not yet run on a GPU;
 //  - MmaStoredDs: Mma whose backward's dK dV kernel stores dS (bf16, B H T^2 bytes, up to 1 GiB)
 //    for a dQ kernel that reads it instead of recomputing S and dP; not yet run on a GPU;
 //  - Wmma: the kernels of kernels/flash_attention.cu that stage S, P and O through shared memory
@@ -118,14 +120,15 @@ void empty_cache(int device);  // returns every cached block of the device to th
 //    no faster, its D 64 backward wrong (fixed since, not re-run), so not the default;
 //  - WgmmaNarrow: Wgmma with fewer registers at D 64 (more blocks an SM): the forward on blocks
 //    of 64 queries, and dK dV reading K and V from shared memory at every query tile.
-// TESSERA_FLASH_KERNELS=mma, mma-narrow, mma-3blocks, mma-5blocks, mma-ds, wmma, wgmma or
-// wgmma-narrow in the environment sets the choice at start-up; the GPU tests and bench_attention
-// run each.
+// TESSERA_FLASH_KERNELS=mma, mma-narrow, mma-3blocks, mma-5blocks, mma-2stage, mma-ds, wmma,
+// wgmma or wgmma-narrow in the environment sets the choice at start-up; the GPU tests and
+// bench_attention run each.
 enum class FlashKernels {
   Mma,
   MmaNarrow,
   Mma3Blocks,
   Mma5Blocks,
+  Mma2Stage,
   MmaStoredDs,
   Wmma,
   Wgmma,

@@ -124,6 +124,22 @@ void run_case(const Case& c, uint64_t seed) {
   }
   EXPECT_TRUE(tessera::testing::bytes(out) == tessera::testing::bytes(out_narrow));
   EXPECT_TRUE(tessera::testing::bytes(lse) == tessera::testing::bytes(lse_narrow));
+  // K and V in two stages (FlashKernels::Mma2Stage) change when the copies land, not what is
+  // computed: MT 1's bits again. With copies landing at issue in every other block, a refill of
+  // the other stage that no barrier orders after the warps' last reads of it shows here.
+  Tensor out_staged = nan_bf16(qs), lse_staged = Tensor::empty(rows, lse.options());
+  for (int64_t bh = 0; bh < c.B * c.H; ++bh)
+    for (int64_t qt = 0; qt < tiles; ++qt)
+      emu::run_block(
+          cuda::attn::kMmaThreads, mma::ForwardSmem<D, 1, mma::RowTiles, 2>::bytes,
+          [&](auto& w) {
+            mma::forward_block<D, 1, mma::RowTiles, 2>(w, bits(out_staged),
+                                                       static_cast<float*>(lse_staged.data_ptr()),
+                                                       bits(q), bits(k), bits(v), p, qt, bh);
+          },
+          (qt + bh) % 2 == 1);
+  EXPECT_TRUE(tessera::testing::bytes(out_staged) == tessera::testing::bytes(out_narrow));
+  EXPECT_TRUE(tessera::testing::bytes(lse_staged) == tessera::testing::bytes(lse_narrow));
 
   // drow = rowsum(dout * out) over the bf16 output, as flash_attention_backward's rowdot.
   Tensor drow = ops::sum(ops::mul(dout.to(DType::F32), out.to(DType::F32)), -1).contiguous();

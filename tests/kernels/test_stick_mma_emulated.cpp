@@ -121,6 +121,20 @@ void run_case(const Case& c, uint64_t seed) {
   }
   EXPECT_TRUE(tessera::testing::bytes(out) == tessera::testing::bytes(out1));
   EXPECT_TRUE(tessera::testing::bytes(lr) == tessera::testing::bytes(lr1));
+  // K and V in two stages (FlashKernels::Mma2Stage): MT 1's bits again, the copies landing at
+  // issue in the other half of the blocks.
+  Tensor out2 = nan_heads(c.B, c.H, c.T, D, c.packed), lr2 = nan_tensor(rows, DType::F32);
+  for (int64_t bh = 0; bh < c.B * c.H; ++bh)
+    for (int64_t qt = 0; qt < tiles; ++qt)
+      emu::run_block(
+          cuda::attn::kMmaThreads, mma::ForwardSmem<D, 1, mma::RowTiles, 2>::bytes,
+          [&](auto& w) {
+            mma::stick_forward_block<D, 1, 2>(w, bits(out2), f32(lr2), nullptr, bits(q), bits(k),
+                                              bits(v), p, qt, bh);
+          },
+          (qt + bh) % 2 == 1);
+  EXPECT_TRUE(tessera::testing::bytes(out2) == tessera::testing::bytes(out1));
+  EXPECT_TRUE(tessera::testing::bytes(lr2) == tessera::testing::bytes(lr1));
 
   // W = rowsum(dout * out) over the bf16 output, as stick_breaking_backward's rowdot.
   const Tensor wrow = ops::sum(ops::mul(dout.to(DType::F32), out.to(DType::F32)), -1).contiguous();
