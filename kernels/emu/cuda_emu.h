@@ -128,6 +128,10 @@ void* dynamic_shared();
 void static_shared(void* p, size_t bytes);
 // The launch's dynamic shared memory at a shared-window address (ptx.h), checked to hold `bytes`.
 unsigned char* shared_pointer(uint64_t address, size_t bytes);
+// cudaFuncAttributeMaxDynamicSharedMemorySize of a kernel (runtime_api.cpp), read at its launches.
+void set_dynamic_smem_limit(const void* function, size_t bytes);
+// What cudaGetLastError returns next: a bad launch configuration, or a runtime call's error.
+extern thread_local cudaError_t g_last_error;
 ptx::CpAsyncQueue& cp_async_queue();  // the running thread's cp.async copies in flight
 ptx::WgmmaQueue& wgmma_queue();       // the running thread's wgmma.mma_async operations in flight
 bool on_device(const void* p, size_t n);  // [p, p + n) lies in one cudaMalloc'd allocation
