@@ -2,8 +2,8 @@
 // reductions, barriers, warp collectives, shared-memory use) is checked by the GPU parity tests on
 // a machine without a GPU. Built by `cmake -DTESSERA_CUDA_EMU=ON` (CMakeLists.txt): every
 // kernels/*.cu except nccl_comm.cu goes through kernels/emu/translate.py and is compiled with this
-// header included first; kernels/emu/runtime.cpp stands in for the CUDA runtime (streams.cpp for
-// its streams and events), ptx.cpp for the inline PTX, cublaslt.cpp for the part of cuBLASLt that
+// header included first; kernels/emu/runtime.cpp and runtime_api.cpp stand in for the CUDA
+// runtime (streams.cpp for its streams and events), ptx.cpp for the inline PTX, cublaslt.cpp for the part of cuBLASLt that
 // kernels/blas.cu calls and nccl.cpp for NCCL.
 //
 // The model:
@@ -28,12 +28,15 @@
 //  - wmma fragments hold their whole tile in every lane (the hardware layout is unspecified, and
 //    the kernels only load, store, fill and multiply them); products are exact bf16 x bf16 in f32.
 //  - Inline PTX (asm statements) runs on the interpreter of ptx.h / ptx.cpp.
+//  - cp.async against the shared reads it sees (ldmatrix, wgmma's shared operands) is checked for
+//    races in any order of threads (ptx::SmemRaces): a copy into bytes another warp read since
+//    the last __syncthreads, or a read of a copy that no wait and __syncthreads order before it.
 //  - Streams run their work after the call that queued it returns, each on a thread of its own
 //    (streams.cpp): the legacy default stream (every kernel's) at once, a stream the program
 //    makes (NCCL's) after a random delay. So a missing event dependency, or a host buffer read
 //    before the copy that fills it has synchronized, reads stale data here as on the GPU.
-// What it cannot show: speed, occupancy, register spills, bank conflicts, races the fiber order
-// happens to hide, NCCL's transports, cuBLASLt's own choices (its algorithms, its GELU form, its
+// What it cannot show: speed, occupancy, register spills, bank conflicts, races through plain
+// loads and stores that the fiber order happens to hide, NCCL's transports, cuBLASLt's own choices (its algorithms, its GELU form, its
 // accumulation order), and a fragment layout misread from the PTX ISA (ptx_fragments.h).
 #pragma once
 
@@ -133,6 +136,11 @@ void set_dynamic_smem_limit(const void* function, size_t bytes);
 // What cudaGetLastError returns next: a bad launch configuration, or a runtime call's error.
 extern thread_local cudaError_t g_last_error;
 ptx::CpAsyncQueue& cp_async_queue();  // the running thread's cp.async copies in flight
+// ptx::SmemRaces over the block's dynamic shared memory, for the running thread: a cp.async into
+// dst issued, one the thread waited for, a shared read (ldmatrix, a wgmma operand) at p.
+void smem_race_copy(const void* dst);
+void smem_race_waited(const void* dst);
+void smem_race_read(const void* p);
 ptx::WgmmaQueue& wgmma_queue();       // the running thread's wgmma.mma_async operations in flight
 bool on_device(const void* p, size_t n);  // [p, p + n) lies in one cudaMalloc'd allocation
 // Streams (streams.cpp): op runs later, in order, on the stream's own thread: at once on the

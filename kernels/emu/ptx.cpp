@@ -354,6 +354,7 @@ void ldmatrix(const Exec& x, const Instr& in) {
   x.arity(2, 2);
   const Arg& d = x.arg(0, Arg::Kind::Vec, 4);
   const uint16_t* row = reinterpret_cast<const uint16_t*>(x.shared(x.arg(1, Arg::Kind::Addr), 16));
+  smem_race_read(row);
   uint32_t r[4];
   aligned_collective(x, in, &row, sizeof row, [&](const Collective&, auto slot) {
     ptx::ldmatrix_x4(r, lane_id(), in.trans, [&](int l) {
@@ -409,13 +410,13 @@ void cp_async(const Exec& x, const Instr& in) {
     x.arity(1, 1);
     const int64_t n = x.arg(0, Arg::Kind::Imm).imm;
     if (n < 0) x.bad("a negative group count");
-    cp_async_queue().wait_group(int(n));
+    cp_async_queue().wait_group(int(n), smem_race_waited);
     return;
   }
   if (in.kind == K::WaitAll) {  // = commit_group; wait_group 0
     x.arity(0, 0);
     cp_async_queue().commit();
-    cp_async_queue().wait_group(0);
+    cp_async_queue().wait_group(0, smem_race_waited);
     return;
   }
   const bool cg = in.cg;
@@ -441,6 +442,7 @@ void cp_async(const Exec& x, const Instr& in) {
     x.bad("a global source not aligned to cp-size " + std::to_string(bytes));
   if (src_bytes > 0 && !on_device(src, size_t(src_bytes)))
     x.bad("a global source outside device memory");
+  smem_race_copy(dst);
   cp_async_queue().push(dst, src_bytes ? src : nullptr, size_t(src_bytes), size_t(bytes));
 }
 
@@ -515,7 +517,14 @@ void wgmma(const Exec& x, const Instr& in, Predicates& preds) {
     const int64_t n = x.arg(0, Arg::Kind::Imm).imm;
     if (n < 0) x.bad("a negative group count");
     aligned_collective(x, in, &warp, 0, [](const Collective&, auto) {});
-    wgmma_queue().wait_group(int(n), smem, bad);
+    uint64_t noted = ~uint64_t(0);  // the 16 bytes last passed to the race check
+    auto read = [&](uint64_t address, size_t bytes) {
+      const unsigned char* p = smem(address, bytes);
+      if (address / 16 != noted) smem_race_read(p);
+      noted = address / 16;
+      return p;
+    };
+    wgmma_queue().wait_group(int(n), read, bad);
     return;
   }
   // wgmma.mma_async: d, a (a descriptor, or four registers), b-desc, scale-d, imm-scale-a,

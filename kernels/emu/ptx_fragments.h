@@ -15,6 +15,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
+#include <string>
 #include <vector>
 
 namespace tessera::ptx {
@@ -99,28 +101,32 @@ class CpAsyncQueue {
   bool early = false;
 
   void push(void* dst, const void* src, size_t src_bytes = 16, size_t bytes = 16) {
-    Copy c{static_cast<unsigned char*>(dst), src, src ? src_bytes : 0, bytes, -1};
-    if (early)
-      land(c);
-    else
-      pending_.push_back(c);
+    Copy c{static_cast<unsigned char*>(dst), src, src ? src_bytes : 0, bytes, -1, early};
+    if (early) land(c);
+    pending_.push_back(c);  // landed or not, until a wait covers it
   }
   void commit() {  // closes the open group (an empty one too, as the instruction does)
     for (Copy& c : pending_)
       if (c.group < 0) c.group = groups_;
     ++groups_;
   }
-  void wait_group(int newest_left) {
+  // waited(dst) for each copy the wait covers (SmemRaces::waited).
+  template <class Waited>
+  void wait_group(int newest_left, Waited&& waited) {
     const int64_t last = groups_ - newest_left;  // groups below this one land
     size_t kept = 0;
     for (const Copy& c : pending_) {
       if (c.group >= 0 && c.group < last) {
-        land(c);
+        if (!c.landed) land(c);
+        waited(static_cast<const void*>(c.dst));
       } else {
         pending_[kept++] = c;
       }
     }
     pending_.resize(kept);
+  }
+  void wait_group(int newest_left) {
+    wait_group(newest_left, [](const void*) {});
   }
   void wait_all() { wait_group(0); }
 
@@ -130,6 +136,7 @@ class CpAsyncQueue {
     const void* src;
     size_t src_bytes, bytes;
     int64_t group;  // -1: not yet committed
+    bool landed;
   };
   static void land(const Copy& c) {
     if (c.src_bytes) std::memcpy(c.dst, c.src, c.src_bytes);
@@ -137,6 +144,67 @@ class CpAsyncQueue {
   }
   std::vector<Copy> pending_;
   int64_t groups_ = 0;
+};
+
+// Shared-memory races between cp.async and the reads an emulator sees (ldmatrix; in the CUDA
+// emulator also wgmma's shared operands), whatever order its threads happen to run in: per 16
+// bytes of a block's shared memory, the cp.async that last wrote them and the warps that read
+// them, in generations of the block's barrier (__syncthreads completions). A race is
+//  - a cp.async into bytes another warp read in this generation: the copy may land at its issue,
+//    before that read (a stage refilled before the barrier that follows its last reads);
+//  - a read of bytes a cp.async wrote, unless its thread waited for the copy and a barrier came
+//    after that wait (a tile read before the barrier that publishes it).
+// Each call returns "" or what is wrong; plain loads and stores are not seen.
+class SmemRaces {
+ public:
+  void reset(size_t bytes) { chunks_.assign((bytes + 15) / 16, Chunk{}); }
+  std::string copy(size_t offset, int thread, int warp, int64_t gen) {
+    Chunk& ch = chunks_[offset / 16];
+    const uint64_t others = ch.readers & ~bit(warp);
+    std::string error;
+    if (ch.read == gen && others)
+      error = join({"shared-memory race: cp.async into bytes ", range(offset), " that warp ",
+                    std::to_string(__builtin_ctzll(others)),
+                    " read since the last barrier (the copy may land before that read)"});
+    ch.writer = thread;
+    ch.waited = -1;
+    return error;
+  }
+  void waited(size_t offset, int thread, int64_t gen) {
+    Chunk& ch = chunks_[offset / 16];
+    if (ch.writer == thread) ch.waited = gen;
+  }
+  std::string read(size_t offset, int warp, int64_t gen) {
+    Chunk& ch = chunks_[offset / 16];
+    std::string error;
+    if (ch.writer >= 0 && (ch.waited < 0 || ch.waited >= gen))
+      error = join({"shared-memory race: a read of bytes ", range(offset), " that thread ",
+                    std::to_string(ch.writer), "'s cp.async wrote with no ",
+                    ch.waited < 0 ? "cp.async wait" : "barrier after its wait", " between"});
+    if (ch.read != gen) {
+      ch.read = gen;
+      ch.readers = 0;
+    }
+    ch.readers |= bit(warp);
+    return error;
+  }
+
+ private:
+  struct Chunk {
+    int writer = -1;                 // the thread whose cp.async wrote the bytes last
+    int64_t waited = -1, read = -1;  // generations: its wait (-1 before it), the reads'
+    uint64_t readers = 0;            // bit w: warp w read them in generation `read`
+  };
+  static uint64_t bit(int warp) { return uint64_t(1) << warp; }
+  static std::string range(size_t offset) {
+    return join({"[", std::to_string(offset / 16 * 16), ", +16)"});
+  }
+  static std::string join(std::initializer_list<std::string> parts) {
+    std::string out;
+    for (const std::string& p : parts) out += p;
+    return out;
+  }
+  std::vector<Chunk> chunks_;
 };
 
 }  // namespace tessera::ptx

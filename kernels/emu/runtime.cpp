@@ -173,6 +173,8 @@ struct Launch {
   bool warps_ahead = false;  // Order::Random, drawn per launch: a released warp runs on at once
   bool copies_early = false;  // Order::Random, drawn per launch: cp.async copies land at issue
   bool unwinding = false;     // the block failed: a resumed thread throws Abandoned (unwind_block)
+  int64_t barriers = 0;       // __syncthreads completed in this block: SmemRaces' generations
+  ptx::SmemRaces races;       // over `smem`, this block's
   std::string error;
 };
 
@@ -263,6 +265,7 @@ void make_ready(Launch& l, Fiber& f, bool front = false) {
 void check_block_barrier(Launch& l) {
   if (l.at_barrier == 0 || l.at_barrier != l.live) return;
   l.at_barrier = 0;
+  ++l.barriers;
   const size_t n = l.fibers.size(), first = l.ready.size();
   for (size_t i = 0; i < n; ++i) {
     Fiber& f = l.fibers[l.order == Order::Reverse ? n - 1 - i : i];
@@ -349,6 +352,8 @@ void run_block(Launch& l, const LaunchConfig& c, uint3 block) {
   const int n = int(c.block.x * c.block.y * c.block.z);
   std::vector<Stack>& pool = stacks(size_t(n));
   std::fill(l.smem.begin(), l.smem.end(), 0xff);
+  l.races.reset(l.smem.size());
+  l.barriers = 0;
   l.static_filled.clear();
   l.live = n;
   l.at_barrier = 0;
@@ -511,6 +516,34 @@ unsigned char* shared_pointer(uint64_t address, size_t bytes) {
 }
 
 ptx::CpAsyncQueue& cp_async_queue() { return self().copies; }
+
+// The race checks (ptx::SmemRaces) of the running thread's cp.async copies and shared reads; other
+// than dynamic shared memory is not tracked.
+namespace {
+bool in_dynamic_smem(const Launch& l, const void* p) {
+  const auto* c = static_cast<const unsigned char*>(p);
+  return !l.smem.empty() && c >= l.smem.data() && c < l.smem.data() + l.smem.size();
+}
+int thread_index(const Launch& l, const Fiber& f) { return int(&f - l.fibers.data()); }
+}  // namespace
+void smem_race_copy(const void* dst) {
+  Launch& l = *g_launch;
+  if (!in_dynamic_smem(l, dst)) return;
+  Fiber& f = self();
+  const std::string e = l.races.copy(shared_address(dst), thread_index(l, f), f.warp, l.barriers);
+  if (!e.empty()) fail(e.c_str());
+}
+void smem_race_waited(const void* dst) {
+  Launch& l = *g_launch;
+  if (in_dynamic_smem(l, dst))
+    l.races.waited(shared_address(dst), thread_index(l, self()), l.barriers);
+}
+void smem_race_read(const void* p) {
+  Launch& l = *g_launch;
+  if (!in_dynamic_smem(l, p)) return;
+  const std::string e = l.races.read(shared_address(p), self().warp, l.barriers);
+  if (!e.empty()) fail(e.c_str());
+}
 ptx::WgmmaQueue& wgmma_queue() { return self().wgmma; }
 
 [[noreturn]] void fail(const char* what) { abandon(where(*g_launch, self()) + ": " + what); }

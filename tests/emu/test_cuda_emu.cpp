@@ -555,6 +555,68 @@ TEST(CudaEmu, the_random_order_lands_cp_async_copies_at_issue_in_some_launches) 
   EXPECT_EQ(cudaFree(src), cudaSuccess);
 }
 
+// The race checks (ptx::SmemRaces) see cp.async against ldmatrix whatever order the threads run
+// in: here the forward order, where warp 0 runs to the barrier before warp 1 starts, so no read
+// changes under its reader. A refill by warp 1 of bytes warp 0 read since the last barrier, and a
+// read of another thread's copy that the barrier after its wait does not yet order, are errors.
+TEST(CudaEmu, cp_async_and_ldmatrix_races_are_errors_in_any_order) {
+  Order forward(emu::Order::Forward);
+  unsigned char* src = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&src), 64 * 16), cudaSuccess);
+  auto copy = [&](unsigned char* dst, const unsigned char* from) {
+    emu::ptx_asm("cp.async.cg.shared.global [%0], [%1], 16;",
+                 {emu::ptx_in("r", shared_addr(dst)), emu::ptx_in("l", from)});
+  };
+  auto read_row = [](const unsigned char* s, int row) {
+    uint32_t r[4];
+    ldmatrix_x4(r, reinterpret_cast<const uint16_t*>(s + 16 * row), false);
+  };
+  std::string msg = error_of([&] {
+    launch(1, 64, 1024, [&] {
+      auto* s = static_cast<unsigned char*>(emu::dynamic_shared());
+      const int t = int(threadIdx.x);
+      read_row(s, t % 32);                                 // both warps read rows 0-31
+      if (t >= 32) copy(s + 16 * (t - 32), src + 16 * t);  // warp 1 refills them: no barrier
+      emu::ptx_asm("cp.async.wait_all;", {});
+      __syncthreads();
+    });
+  });
+  EXPECT_NE(msg.find("shared-memory race: cp.async into bytes ["), std::string::npos) << msg;
+  EXPECT_NE(msg.find("that warp 0 read since the last barrier"), std::string::npos) << msg;
+  for (bool wait : {true, false}) {
+    msg = error_of([&] {
+      launch(1, 64, 1024, [&] {
+        auto* s = static_cast<unsigned char*>(emu::dynamic_shared());
+        const int t = int(threadIdx.x);
+        copy(s + 16 * t, src + 16 * t);
+        if (wait) emu::ptx_asm("cp.async.wait_all;", {});  // each waits for its own copy only
+        read_row(s, t % 32);                               // rows 0-31, warp 0's copies
+        emu::ptx_asm("cp.async.wait_all;", {});
+        __syncthreads();
+      });
+    });
+    EXPECT_NE(msg.find(wait ? "'s cp.async wrote with no barrier after its wait between"
+                            : "'s cp.async wrote with no cp.async wait between"),
+              std::string::npos)
+        << msg;
+  }
+  // With the barrier between the wait and the read, and the refill after the next one: no error.
+  EXPECT_NO_THROW({
+    launch(1, 64, 1024, [&] {
+      auto* s = static_cast<unsigned char*>(emu::dynamic_shared());
+      const int t = int(threadIdx.x);
+      copy(s + 16 * t, src + 16 * t);
+      emu::ptx_asm("cp.async.wait_all;", {});
+      __syncthreads();
+      read_row(s, (t + 32) % 64);
+      __syncthreads();
+      copy(s + 16 * t, src + 16 * t);
+      emu::ptx_asm("cp.async.wait_all;", {});
+    });
+  });
+  EXPECT_EQ(cudaFree(src), cudaSuccess);
+}
+
 TEST(CudaEmu, inline_ptx_misuses_are_errors_that_name_the_instruction) {
   auto error_in_warp = [](auto body) {
     return error_of([&] { launch(1, 32, 256, body); });

@@ -350,7 +350,7 @@ TEST_F(WarpEmulatorDeathTest, CpAsyncRefillOfBytesAnotherWarpReadBeforeABarrier)
                            w.sync_block();
                          }),
                "shared-memory race: cp.async into bytes .* that warp 0 read since the last "
-               "sync_block");
+               "barrier");
 }
 
 TEST_F(WarpEmulatorDeathTest, LdmatrixOfCopiesNotOrderedByABarrier) {
@@ -365,7 +365,7 @@ TEST_F(WarpEmulatorDeathTest, LdmatrixOfCopiesNotOrderedByABarrier) {
                              w.ldmatrix_x4(
                                  r, reinterpret_cast<const uint16_t*>(w.smem()) + 8 * w.thread());
                            }),
-                 wait ? "no sync_block after its wait between" : "no cp.async wait between");
+                 wait ? "no barrier after its wait between" : "no cp.async wait between");
 }
 
 TEST(WarpEmulator, CopiesAfterABarrierAndReadsAfterTheNextAreNoRace) {

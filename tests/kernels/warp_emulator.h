@@ -17,10 +17,10 @@
 // while their warp-mates wait in sync_block (undefined behaviour on hardware too).
 //
 // Shared-memory races between cp.async and ldmatrix abort too, whatever order the threads happen
-// to run in (a generation count of sync_block and, per 16 bytes of shared memory, who last wrote
-// and read it): a cp.async into bytes another warp has read since the last sync_block (the copy
-// may land at issue, before that read), and an ldmatrix of bytes a cp.async wrote unless the
-// writer waited for it and a sync_block came after the wait. Plain loads and stores are not seen.
+// to run in (ptx::SmemRaces, the CUDA emulator's check too, over generations of sync_block): a
+// cp.async into bytes another warp has read since the last sync_block (the copy may land at
+// issue, before that read), and an ldmatrix of bytes a cp.async wrote unless the writer waited
+// for it and a sync_block came after the wait. Plain loads and stores are not seen.
 #pragma once
 
 #include <array>
@@ -86,14 +86,6 @@ struct Warp {
   std::barrier<Uneven> bar;
   explicit Warp(int w) : bar(32, Uneven{&arrived, 32, w}) {}
 };
-// What last touched 16 bytes of shared memory, in sync_block generations: the cp.async that
-// wrote them (its thread, and the generation that thread waited for it in, -1 before the wait),
-// and the warps that read them by ldmatrix in generation `read`.
-struct Chunk {
-  int writer = -1;
-  int64_t waited = -1, read = -1;
-  uint64_t readers = 0;  // bit w: warp w
-};
 struct Block {
   int threads;
   size_t smem_bytes;
@@ -102,15 +94,12 @@ struct Block {
   std::atomic<int64_t> gen{0};
   std::barrier<Uneven> bar;
   std::vector<std::unique_ptr<Warp>> warps;
-  std::mutex chunks_mu;
-  std::vector<Chunk> chunks;
+  std::mutex races_mu;
+  ptx::SmemRaces races;  // under races_mu
   Block(int t, size_t bytes, unsigned char* s)
-      : threads(t),
-        smem_bytes(bytes),
-        smem(s),
-        bar(t, Uneven{&arrived, t, -1, &gen}),
-        chunks((bytes + 15) / 16) {
+      : threads(t), smem_bytes(bytes), smem(s), bar(t, Uneven{&arrived, t, -1, &gen}) {
     for (int w = 0; w < t / 32; ++w) warps.push_back(std::make_unique<Warp>(w));
+    races.reset(bytes);
   }
 };
 }  // namespace detail
@@ -173,12 +162,9 @@ class HostWarpCtx {
   }
   void cp_async_commit() { copies_.commit(); }
   void cp_async_wait_all() {
-    copies_.wait_all();
     const int64_t g = b_.gen.load();
-    std::lock_guard<std::mutex> lock(b_.chunks_mu);
-    for (size_t c : copied_)
-      if (b_.chunks[c].writer == t_) b_.chunks[c].waited = g;
-    copied_.clear();
+    std::lock_guard<std::mutex> lock(b_.races_mu);
+    copies_.wait_group(0, [&](const void* dst) { b_.races.waited(offset(dst), t_, g); });
   }
 
   static uint32_t pack_bf16x2(float lo, float hi) {
@@ -194,42 +180,23 @@ class HostWarpCtx {
   int t_;
   detail::Warp& warp_;
   ptx::CpAsyncQueue copies_;
-  std::vector<size_t> copied_;  // chunks this thread's cp.asyncs wrote since its last wait
 
-  size_t chunk_of(const void* p) const {
-    return size_t(static_cast<const unsigned char*>(p) - b_.smem) / 16;
+  size_t offset(const void* p) const {
+    return size_t(static_cast<const unsigned char*>(p) - b_.smem);
   }
-  // The race checks (see the top of this file).
+  // The race checks (ptx::SmemRaces).
   void note_copy(const void* dst) {
-    const size_t c = chunk_of(dst);
     const int64_t g = b_.gen.load();
-    std::lock_guard<std::mutex> lock(b_.chunks_mu);
-    detail::Chunk& ch = b_.chunks[c];
-    const uint64_t others = ch.readers & ~(uint64_t(1) << (t_ / 32));
-    if (ch.read == g && others)
-      fail("shared-memory race: cp.async into bytes [" + std::to_string(16 * c) +
-           ", +16) that warp " + std::to_string(__builtin_ctzll(others)) +
-           " read since the last sync_block (the copy may land before that read)" + who());
-    ch.writer = t_;
-    ch.waited = -1;
-    copied_.push_back(c);
+    std::lock_guard<std::mutex> lock(b_.races_mu);
+    const std::string e = b_.races.copy(offset(dst), t_, t_ / 32, g);
+    if (!e.empty()) fail(e + who());
   }
   void note_read(const void* row) {
-    const size_t c = chunk_of(row);
     const int64_t g = b_.gen.load();
-    std::lock_guard<std::mutex> lock(b_.chunks_mu);
-    detail::Chunk& ch = b_.chunks[c];
-    if (ch.writer >= 0 && (ch.waited < 0 || ch.waited >= g))
-      fail("shared-memory race: ldmatrix of bytes [" + std::to_string(16 * c) +
-           ", +16) that thread " + std::to_string(ch.writer) + "'s cp.async wrote with no " +
-           (ch.waited < 0 ? "cp.async wait" : "sync_block after its wait") + " between" + who());
-    if (ch.read != g) {
-      ch.read = g;
-      ch.readers = 0;
-    }
-    ch.readers |= uint64_t(1) << (t_ / 32);
+    std::lock_guard<std::mutex> lock(b_.races_mu);
+    const std::string e = b_.races.read(offset(row), t_ / 32, g);
+    if (!e.empty()) fail(e + who());
   }
-
   static std::string ptr(const void* p) {
     char s[32];
     std::snprintf(s, sizeof s, "%p", p);
