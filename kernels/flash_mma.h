@@ -508,9 +508,9 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
     const int64_t k0 = kt * kMmaTile;
     int stage = 0;
     if constexpr (kStages == 2) {
-      stage = next_stage(w, kt, kt0, kt1, [&](int64_t next, int stage) {
-        load_k(next, stage);
-        load_v(next, stage);
+      stage = next_stage(w, kt, kt0, kt1, [&](int64_t next, int into) {
+        load_k(next, into);
+        load_v(next, into);
         w.cp_async_commit();
       });
     } else {

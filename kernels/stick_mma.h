@@ -202,9 +202,9 @@ TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uin
     const int64_t k0 = kt * kMmaTile;
     int stage = 0;
     if constexpr (kStages == 2) {  // next_stage over the walk's index kt1 - kt
-      stage = next_stage(w, kt1 - kt, 0, kt1, [&](int64_t next, int st) {
-        load_k(kt1 - next, st);
-        load_v(kt1 - next, st);
+      stage = next_stage(w, kt1 - kt, 0, kt1, [&](int64_t next, int into) {
+        load_k(kt1 - next, into);
+        load_v(kt1 - next, into);
         w.cp_async_commit();
       });
     } else {
