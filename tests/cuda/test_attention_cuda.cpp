@@ -339,6 +339,8 @@ TEST(AttentionCuda, flash_bf16_two_stage_forward_matches_cpu_reference) {
   check_flash({1, 2, 1, 300, 128}, DType::BF16, 130, 75);
   check_flash({1, 4, 4, 257, 64}, DType::BF16, 50, 74);
   check_flash({1, 2, 2, 64, 64}, DType::BF16, 0, 73);
+  check_flash({2, 2, 1, 3, 64}, DType::BF16, 0, 83);   // a partial first tile, nothing to stream
+  check_flash({1, 2, 2, 5, 128}, DType::BF16, 0, 84);
   check_packed(2, 200, 4, 2, 64, DType::BF16, windowed(0), 81);
 }
 
