@@ -408,7 +408,8 @@ fi
 # (not run unless STAGES names it). Nsight Compute (ncu, on the device image; --clock-control none
 # leaves the card's clocks alone) on one launch of each kernel family that dominates the GPT-2
 # step, at the step's shapes (bench_gpu, B 8, T 1024): the flash forward and its two backward
-# kernels, the LayerNorm backward's, the fused cross-entropy. Its sections: speed of light,
+# kernels, the LayerNorm backward's, the fused cross-entropy; then the two-stage forward
+# (mma-2stage) and the stored-dS dQ kernel (mma-ds), not yet the default. Its sections: speed of light,
 # occupancy, launch statistics, warp states (the stall reasons), compute and memory workload (issue
 # slots, the pipes' and shared memory's use: whether the flash kernels' ldmatrix traffic, not their
 # products, binds them, docs/gpu-notes.md). Then compute-sanitizer's racecheck
@@ -433,12 +434,18 @@ if want diag 60; then
     # Regular expressions: the D 64 dK dV is flash_backward_dkdv_mma_3blocks since 46dd89a, the
     # GPT-2 cross-entropy cross_entropy_held_kernel since the forty-third session, GPT-2's norm
     # backward norm_backward_fused_kernel (dx and the dw / db partial sums) since the forty-fourth.
-    for kernel in flash_forward_kernel 'flash_(dkdv_kernel|backward_dkdv)' flash_dq_kernel \
+    # FAMILY:REGEX runs the step under TESSERA_FLASH_KERNELS=FAMILY (kernels not yet the default,
+    # last, so that a short budget drops them first).
+    for spec in flash_forward_kernel 'flash_(dkdv_kernel|backward_dkdv)' flash_dq_kernel \
         'norm_backward_(dx|fused)_kernel' norm_weight_grad_final_kernel \
-        'cross_entropy_(fused|held)'; do
+        'cross_entropy_(fused|held)' mma-2stage:flash_forward_mma_2stage \
+        mma-ds:flash_dq_stored_kernel; do
+      family=; kernel=$spec
+      [[ $spec == *:* ]] && family=${spec%%:*} kernel=${spec#*:}
       (( $(limit 30) < 30 )) && { row "  ncu ${kernel//|/ or }" skipped "no time left"; continue; }
-      echo "== ncu: $kernel" >>"$OUT/diag.log"
-      timeout -k 10 "$(limit 60)" "$NCU" --clock-control none -k "regex:$kernel" -c 1 \
+      echo "== ncu: $kernel${family:+ (TESSERA_FLASH_KERNELS=$family)}" >>"$OUT/diag.log"
+      timeout -k 10 "$(limit 60)" env ${family:+TESSERA_FLASH_KERNELS=$family} \
+        "$NCU" --clock-control none -k "regex:$kernel" -c 1 \
         --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
         --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
         "$B/bench_gpu" --config configs/gpt2-124m.yaml --batch-size 8 --steps 1 --warmup 1 \
