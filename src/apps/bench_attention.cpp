@@ -92,6 +92,8 @@ constexpr Impl kImpls[] = {
     {"sb", "tessera stick-breaking", true, cuda::FlashKernels::Mma, false},
     {"sb-128", "tessera stick-breaking, 128-row forward", true, cuda::FlashKernels::Mma3Blocks,
      true},
+    {"sb-2stage", "tessera stick-breaking, K and V in two stages", true,
+     cuda::FlashKernels::Mma2Stage, false},
 };
 
 // Whether an impl can run on this device: the wgmma kernels need sm_90a code and a 9.0 GPU.
