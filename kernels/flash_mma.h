@@ -10,13 +10,14 @@
 // query-tile-major pass for dQ; no atomics). Softmax runs in base 2: x = scale log2(e) s.
 //
 // Plain C++ over a context type W that supplies the warp instructions, so the same bodies run on
-// the GPU (mma_device.cuh's DeviceCtx: inline PTX) and on the CPU under tests/kernels' warp emulator
-// (one std::thread per lane), which checks their indexing against the CPU reference before any GPU
-// does. W provides:
+// the GPU (mma_device.cuh's DeviceCtx: inline PTX) and on the CPU under tests/kernels' warp
+// emulator (one std::thread per lane), which checks their indexing against the CPU reference before
+// any GPU does. W provides:
 //   thread(), smem(), sync_block(); cp_async16(dst, src, valid), cp_async_commit(),
 //   cp_async_wait_all(); ldmatrix_x4(r, row), ldmatrix_x4_trans(r, row) (lane l gives row l % 8 of
 //   8x8 matrix l / 8); mma_bf16_16816(d, a, b0, b1) (d += a b, m16n8k16, f32 accumulate);
 //   shfl_xor(x, mask); pack_bf16x2(lo, hi); exp2(x); log(x); log2(x), rcp(x) (stick_mma.h).
+//   any(p), a warp vote (stick_mma.h).
 //
 // Fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16" with .bf16), g = lane / 4, c = lane % 4:
 //   A 16x16: a[0] (g, 2c..2c+1), a[1] (g+8, 2c..), a[2] (g, 2c+8..), a[3] (g+8, 2c+8..);

@@ -42,6 +42,7 @@ struct DeviceCtx {
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
   __device__ float shfl_xor(float v, int mask) { return __shfl_xor_sync(0xffffffffu, v, mask); }
+  __device__ bool any(bool p) { return __any_sync(0xffffffffu, p) != 0; }  // one VOTE.ANY
   __device__ void cp_async16(void* dst, const void* src, bool valid) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_addr(dst)),
                  "l"(src), "r"(valid ? 16 : 0));

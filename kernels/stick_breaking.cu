@@ -21,7 +21,9 @@
 //   dz[k] = g[k] - beta[k] (W_j - sum_{i>k} g[i]),
 // so both running sums go over the keys after k, the same direction as the forward's tail.
 //  - Pass 1, per query row, key blocks from the diagonal down: dq_j = scale sum_k dz[k] k_k; at
-//    each key block it also checkpoints the sums over the keys past it (tail, sum of g).
+//    each key block it also checkpoints the sums over the keys past it (tail, sum of g). (The
+//    register-tile pass lets a tail whose exp is below f32's range be -inf: a tail only ever
+//    becomes a factor exp(-tail), 0 either way; stick_mma.h.)
 //  - Pass 2, per key block of one kv head, over the queries after it and the G query heads of its
 //    group: recomputes A and dz from the checkpoints, and
 //    dk_k = scale sum_j dz[k, j] q_j,  dv_i = sum_j A[i, j] dout_j (+ rem_i dout_i, remainder).
@@ -56,18 +58,22 @@ __device__ __forceinline__ void sb_forward_body(uint16_t* out, float* log_rem, u
   mma::stick_forward_block<D, MT, kStages>(w, out, log_rem, rem, q, k, v, p, at.tile, at.head);
 }
 
+// 64-row blocks held to four blocks an SM at D 64 (126 registers, no spill; unbounded, ptxas took
+// 144, three blocks, once the walks' rare exact-log path, stick_exact_log2, was in the loop) and
+// to three at D 128 (162; the tiles allow four); 128-row blocks unbounded (nvcc 13.0, sm_90).
 template <int D, int MT>
-__global__ void __launch_bounds__(kMmaThreads)
+__global__ void __launch_bounds__(kMmaThreads, MT == 2   ? 1
+                                               : D == 64 ? 4
+                                                         : 3)
     sb_forward_mma(uint16_t* out, float* log_rem, uint16_t* rem, const uint16_t* q,
                    const uint16_t* k, const uint16_t* v, StickParams p, BlockOrder order) {
   sb_forward_body<D, MT>(out, log_rem, rem, q, k, v, p, order);
 }
 
 // K and V in two stages (FlashKernels::Mma2Stage), 64-row blocks, held to the one-stage kernel's
-// registers: at D 64 unbounded, ptxas (nvcc 13.0, sm_90) took 141 (three blocks an SM) where the
-// one-stage kernel takes 128 (four; bounded, 8 bytes spill); at D 128 168 (217 under a bound of
-// one block), though there the five 17 KB tiles allow two blocks an SM where one stage's three
-// allow three. Not yet run on a GPU.
+// blocks an SM: at D 64 four (ptxas, nvcc 13.0, sm_90: 128 registers, no spill; unbounded it took
+// 141, three blocks); at D 128 three (166; 217 under a bound of one block), though there the five
+// 17 KB tiles allow two blocks an SM where one stage's three allow four. Not yet run on a GPU.
 template <int D, int kMinBlocks>
 __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
     sb_forward_mma_2stage(uint16_t* out, float* log_rem, uint16_t* rem, const uint16_t* q,

@@ -15,9 +15,12 @@
 // The arithmetic, with u = z log2(e), e = 2^-|u| and r = 1 / (1 + e): beta = r and 1 - beta = e r
 // for u >= 0, the other way round for u < 0, so no z overflows and a score costs one exp2 and one
 // reciprocal. A lane multiplies its keys' (1 - beta) into `run` for the weights (a product below
-// f32's range gives weights below it, zero in f32 either way) and keeps the product's log2 exactly
-// as log2(prod r) - sum max(u, 0), prod r >= 2^-16. The logs carry across lanes and tiles, every
-// term <= 0, so log rem stays exact far past where the product underflows.
+// f32's range gives weights below it, zero in f32 either way), and log2(run) carries across lanes
+// and tiles. In the forward, where some lane's product in a warp's 8 rows (g or g + 8) falls below
+// f32's normal range, those rows take the exact log2(prod r) - sum max(u, 0) instead (prod r >=
+// 2^-16; S recomputed: stick_exact_log2): every term <= 0, so log rem stays exact far past where
+// the product underflows, and the usual tile does not pay the three instructions a score that
+// keeping both sums in every walk cost.
 //
 // Backward (stick_breaking.cu's header): g = A dA with dA = dO . v, and
 // dz_k = g_k - beta_k (W - sum of g over the keys after k), W = dO . out.
@@ -87,29 +90,26 @@ TESSERA_MMA_FN float quad_after(W& w, float x, int c, float& total) {
 }
 
 // A lane's walk down its keys of one row: the product of (1 - beta) over the keys walked (those
-// after the current one), and its exact log2.
+// after the current one). Its log2 is what carries across lanes and tiles: log2(run) while run is
+// a normal float; below 2^-126 (a few keys with beta near 1 are enough) run is no longer exact, and
+// the forward takes the exact log from stick_exact_log2 instead.
 struct StickRun {
-  float run = 1.0f;   // prod (1 - beta)
-  float mant = 1.0f;  // prod r, >= 2^-16
-  float pos = 0.0f;   // sum max(u, 0): log2(run) = log2(mant) - pos
+  float run = 1.0f;  // prod (1 - beta)
   // The next key down, u = z log2(e): returns beta; a = beta times the product after the key.
-  // A key not attended comes as u = -inf: beta 0, a 0, and the products unchanged.
+  // A key not attended comes as u = -inf: beta 0, a 0, and the product unchanged.
   template <class W>
   TESSERA_MMA_FN float step(float u, float& a) {
     const float e = W::exp2(-fabsf(u));
     const float r = W::rcp(1.0f + e), er = e * r;
-    const float beta = u >= 0.0f ? r : er;
+    const bool up = u >= 0.0f;
+    const float beta = up ? r : er;
     a = beta * run;
-    run *= u >= 0.0f ? er : r;
-    mant *= r;
-    pos += u > 0.0f ? u : 0.0f;
+    run *= up ? er : r;
     return beta;
   }
-  template <class W>
-  TESSERA_MMA_FN float log2_total() const {
-    return W::log2(mant) - pos;
-  }
 };
+// Below this a walk's product is not a normal float: its log2 comes from stick_exact_log2.
+constexpr float kStickTiny = 0x1p-126f;
 
 // The lane's keys of a row in walking order: element (n, e) of its fragments, last key first.
 #define TESSERA_STICK_WALK(n, e)  \
@@ -150,6 +150,59 @@ TESSERA_MMA_FN void scale_scores(float (&s)[8][4], float scale2, int64_t r0, int
     for (int e = 0; e < 4; ++e) s[n][e] *= scale2;
   if (!all_attend(r0, 16, k0, kMmaTile, p))
     mask_tile<true, StickKeys>(s, stick_visibility(r0, k0, p), -INFINITY, lane);
+}
+
+// log2 of the product of (1 - beta) over this lane's 16 keys (key tile k0, StickKeys' order) of
+// row g + 8 half of the 16 query rows at row a_r0 of tile a (queries r0 ..), for rows where some
+// lane's walk left f32's range (StickRun): the sum over the keys of log2 r - max(u, 0),
+// r = 1 / (1 + 2^-|u|) as in StickRun::step. r >= 1/2, so the product of 16 r's stays >= 2^-16
+// and the rest adds as a sum, finite however far below f32's range the product of (1 - beta)
+// lies. S is recomputed from tile a and key tile b (still in shared memory), bit for bit as
+// tile_abt makes it, two n-blocks at a time: the walk's own scores are gone (it writes its
+// results over them).
+template <int D, class W>
+TESSERA_MMA_FN float stick_exact_log2(W& w, int half, const uint16_t* a, int a_r0,
+                                      const uint16_t* b, float scale2, int64_t r0, int64_t k0,
+                                      const StickParams& p, int lane) {
+  const bool full = all_attend(r0, 16, k0, kMmaTile, p);
+  const TileVisibility vis = stick_visibility(r0, k0, p);
+  const int g = lane / 4, c = lane % 4;
+  float mant = 1.0f, pos = 0.0f;
+  // Loops kept rolled: unrolled, ptxas issued every fragment's ldmatrix ahead and the kernels
+  // around this rare path took more registers (nvcc 13.0, sm_90: the D 64 forward 128 -> 164).
+  TESSERA_MMA_NO_UNROLL
+  for (int np = 0; np < 4; ++np) {
+    float acc[2][4] = {};
+    TESSERA_MMA_NO_UNROLL
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t af[4], bf[4];
+      w.ldmatrix_x4(af, a_row<D>(a, a_r0, kk * 16, lane));
+      w.ldmatrix_x4(bf, bt_row<D, StickKeys>(b, np * 16, kk * 16, lane));
+      mma_pair(w, acc[0], acc[1], af, bf);
+    }
+    TESSERA_MMA_UNROLL
+    for (int j = 0; j < 2; ++j)
+      for (int e = 0; e < 2; ++e) {
+        float u = (half ? acc[j][2 + e] : acc[j][e]) * scale2;
+        if (!full && !vis(g + 8 * half, StickKeys::row((2 * np + j) * 8 + 2 * c + e)))
+          u = -INFINITY;
+        mant *= W::rcp(1.0f + W::exp2(-fabsf(u)));
+        pos += u > 0.0f ? u : 0.0f;
+      }
+  }
+  return W::log2(mant) - pos;
+}
+
+// log2 of a lane's walk's product (run) over its keys of row g + 8 half of the 16-row group at
+// row a_r0 of tile a, against key tile b: log2(run) where the warp's products of that half are
+// all normal floats (the usual case: a vote), else stick_exact_log2.
+template <int D, class W>
+TESSERA_MMA_FN float stick_walk_log2(W& w, float run, int half, const uint16_t* a, int a_r0,
+                                     const uint16_t* b, float scale2, int64_t r0, int64_t k0,
+                                     const StickParams& p, int lane) {
+  if (w.any(run < kStickTiny))
+    return stick_exact_log2<D>(w, half, a, a_r0, b, scale2, r0, k0, p, lane);
+  return W::log2(run);
 }
 
 // One block: the 64 MT queries [q0, q0 + 64 MT) of grid row bh = b H + h, as flash_mma.h's
@@ -225,8 +278,10 @@ TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uin
           st.step<W>(x, a);
           x = a;
         }
+        const float lg = stick_walk_log2<D>(w, st.run, half, Qs, warp * 16 * MT + 16 * mt,
+                                            tile(M::kv(stage)), scale2, r0 + 16 * mt, k0, p, lane);
         float total;
-        const float f = W::exp2(carry[mt][half] + quad_after(w, st.log2_total<W>(), c, total));
+        const float f = W::exp2(carry[mt][half] + quad_after(w, lg, c, total));
         TESSERA_MMA_UNROLL
         for (int n = 0; n < 8; ++n) {
           s[mt][n][2 * half] *= f;
@@ -329,7 +384,6 @@ TESSERA_MMA_FN void stick_backward_dq_block(W& w, uint16_t* dq, StickCkpt* ckpt,
     scale_scores(sc[0], scale2, r0, k0, p, lane);
     TESSERA_MMA_UNROLL
     for (int half = 0; half < 2; ++half) {
-      const int64_t i = r0 + g + 8 * half;
       // First walk: beta into sc, h = beta (prod after) dA into dp; g = f h once the lane's factor
       // f is known.
       StickRun st;
@@ -342,19 +396,24 @@ TESSERA_MMA_FN void stick_backward_dq_block(W& w, uint16_t* dq, StickCkpt* ckpt,
         y *= a;
         hs += y;
       }
+      // log2 of the lane's product: -inf where it left f32's range, which changes nothing here.
+      // A log that low only ever becomes a factor f = 2^log (here and in the dK dV pass), 0 in f32
+      // whether the log is exact or -inf, for this lane's keys and every key before them; and no
+      // sum of logs meets a +inf. (The forward's log rem, an output, takes the exact logs.)
+      const float lg = W::log2(st.run);
+      const int64_t i = r0 + g + 8 * half;
       float log_total, g_total;
-      const float log2_after = carry[half] + quad_after(w, st.log2_total<W>(), c, log_total);
+      const float log2_after = carry[half] + quad_after(w, lg, c, log_total);
       const float f = W::exp2(log2_after);
       const float g_after = gsum[half] + quad_after(w, f * hs, c, g_total);
       if (i < T) ckpt[ckpt_index(bh, kt, i, c, T, tiles)] = {log2_after, g_after};
-      // Second walk: dz = g - beta (W - g over the keys after).
-      const float rest = wr[half] - g_after;
-      float hrun = 0.0f;
+      // Second walk: dz = g - beta (W - g over the keys after), t = W - g over the keys after.
+      float t = wr[half] - g_after;
       TESSERA_STICK_WALK(n, e) {
         float& y = dp[0][n][2 * half + e];
-        const float h = y;
-        y = f * h - sc[0][n][2 * half + e] * (rest - f * hrun);
-        hrun += h;
+        const float fh = f * y;
+        y = fh - sc[0][n][2 * half + e] * t;
+        t -= fh;
       }
       carry[half] += log_total;
       gsum[half] += g_total;
@@ -477,7 +536,7 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
     TESSERA_MMA_UNROLL
     for (int half = 0; half < 2; ++half) {
       const float f = W::exp2(cur.ck[half].log2_after), rest = cur.w[half] - cur.ck[half].g_after;
-      float run = 1.0f, grun = 0.0f;  // over the lane's keys after the current one
+      float run = f, grun = 0.0f;  // f times the product over the lane's keys after this one
       const int at = (warp * 16 + g + 8 * half) * kLd<kMmaTile> + 16 * c;
       Keys8 a_out, dz_out;  // 8 of the lane's keys of A and dz, bf16
       TESSERA_MMA_UNROLL
@@ -489,7 +548,7 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
           const float ex = W::exp2(-fabsf(u));
           const float r = W::rcp(1.0f + ex), er = ex * r;
           const float beta = u >= 0.0f ? r : er;
-          a[e] = f * beta * run;
+          a[e] = beta * run;
           run *= u >= 0.0f ? er : r;
           const float gk = a[e] * dp[0][n][2 * half + e];
           dz[e] = gk - beta * (rest - grun);

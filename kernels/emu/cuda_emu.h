@@ -311,6 +311,20 @@ T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
                                  "__shfl_down_sync reads a lane outside its mask");
 }
 
+// Votes: every lane of mask gives a predicate; __any_sync is nonzero where one of them is.
+inline int __any_sync(unsigned mask, int predicate) {
+  int any = 0;
+  ::tessera::emu::warp_collective(mask, &predicate, sizeof predicate,
+                                  [&](const ::tessera::emu::Collective& c) {
+                                    for (int l = 0; l < 32; ++l) {
+                                      int v;
+                                      std::memcpy(&v, c.slot[l], sizeof v);
+                                      if (c.mask >> l & 1u && v) any = 1;
+                                    }
+                                  });
+  return any;
+}
+
 inline float __uint_as_float(unsigned u) { return std::bit_cast<float>(u); }
 inline float __int_as_float(int i) { return std::bit_cast<float>(i); }
 inline unsigned __float_as_uint(float f) { return std::bit_cast<unsigned>(f); }

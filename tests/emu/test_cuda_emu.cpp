@@ -277,6 +277,21 @@ TEST(CudaEmu, a_collective_that_names_an_exited_lane_is_an_error) {
   }
 }
 
+// __any_sync: true in every lane of the mask where one of its lanes' predicates is; lanes outside
+// the mask do not count.
+TEST(CudaEmu, a_warp_vote_sees_the_predicates_of_its_mask_only) {
+  std::vector<int> any(64, -1), even(64, -1);
+  launch(1, 64, 0, [&] {
+    const unsigned t = threadIdx.x;
+    any[t] = __any_sync(0xffffffffu, t == 40);                   // lane 8 of warp 1 only
+    if (t % 2 == 0) even[t] = __any_sync(0x55555555u, t == 17);  // an odd lane: outside
+  });
+  for (int t = 0; t < 64; ++t) {
+    EXPECT_EQ(any[t], t >= 32 ? 1 : 0) << "thread " << t;
+    EXPECT_EQ(even[t], t % 2 == 0 ? 0 : -1) << "thread " << t;
+  }
+}
+
 TEST(CudaEmu, lanes_of_one_collective_with_different_masks_are_an_error) {
   const std::string msg = error_of([] {
     launch(1, 32, 0, [] { __syncwarp(threadIdx.x % 2 ? 0xffffffffu : 0x55555555u); });

@@ -213,13 +213,18 @@ TEST(StickMmaEmulated, grouped_query_heads_over_two_batches_match_the_cpu_refere
   run_case<64>({2, 4, 2, 40, false, true, 1.0}, 23);
 }
 
-// Scores near +-10: 1 - beta down to 1e-5, so a lane's product of 16 sticks leaves f32's range
-// and the weights past it are zero, while log rem (hundreds below zero) must stay exact.
 // The heads read strided out of a fused projection and written into (B, T, heads, D) buffers.
 TEST(StickMmaEmulated, packed_heads_match_the_cpu_reference) {
   run_case<64>({2, 2, 1, 70, false, true, 1.0, true}, 25);
 }
 
+// Scores near +-10: 1 - beta down to 1e-5, so a lane's product of 16 sticks leaves f32's range
+// and the weights past it are zero, while log rem (hundreds below zero) must stay exact: the
+// 16-row groups where a product underflows take stick_exact_log2, the others log2 of their
+// products (about a third of the groups take the exact logs at D 64, half at D 128). Without the
+// exact logs log rem is -inf (checked), and with the diagonal's masked keys counted in them out is
+// wrong too.
 TEST(StickMmaEmulated, scores_whose_stick_products_underflow_keep_log_rem_exact) {
   run_case<64>({1, 1, 1, 150, true, false, 3.0}, 24);
+  run_case<128>({1, 2, 1, 100, false, true, 3.0}, 26);
 }

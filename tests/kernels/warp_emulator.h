@@ -8,7 +8,7 @@
 // cp.async" (cp-size 16, src-size 0 zero-fills). A layout bug shared by the emulator and a kernel
 // passes both, so the GPU parity tests (tests/cuda) remain the final word.
 //
-// Collectives (ldmatrix*, mma, shfl_xor) go through a per-warp exchange area and std::barrier:
+// Collectives (ldmatrix*, mma, shfl_xor, any) go through a per-warp exchange area and std::barrier:
 // every lane deposits its operands, waits, computes its own results from all 32 deposits, waits.
 // Misuse aborts with a message on stderr (death tests catch it): bad or misaligned addresses, a
 // collective that not all 32 lanes reach (some returned from the body), lanes of one warp in
@@ -56,7 +56,7 @@ namespace tessera::emu {
 class HostWarpCtx;
 
 namespace detail {
-enum Op : int { kNone, kLdmatrix, kLdmatrixTrans, kMma, kShfl };
+enum Op : int { kNone, kLdmatrix, kLdmatrixTrans, kMma, kShfl, kVote };
 struct Slot {  // one lane's deposit for the collective in flight
   int op = kNone;
   const uint16_t* row = nullptr;
@@ -141,6 +141,17 @@ class HostWarpCtx {
     mine(detail::kShfl).f = v;
     exchange(detail::kShfl);
     const float r = warp_.slot[size_t((t_ % 32) ^ lane_mask)].f;
+    warp_.arrived.fetch_add(1);
+    warp_.bar.arrive_and_wait();
+    return r;
+  }
+
+  // __any_sync over the whole warp: whether p holds in any lane.
+  bool any(bool p) {
+    mine(detail::kVote).f = p ? 1.0f : 0.0f;
+    exchange(detail::kVote);
+    bool r = false;
+    for (const detail::Slot& s : warp_.slot) r = r || s.f != 0.0f;
     warp_.arrived.fetch_add(1);
     warp_.bar.arrive_and_wait();
     return r;
