@@ -535,8 +535,10 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
     scale_scores(sc[0], scale2, r0, k0, p, lane);
     TESSERA_MMA_UNROLL
     for (int half = 0; half < 2; ++half) {
-      const float f = W::exp2(cur.ck[half].log2_after), rest = cur.w[half] - cur.ck[half].g_after;
-      float run = f, grun = 0.0f;  // f times the product over the lane's keys after this one
+      // run: f (the checkpoint's factor for the keys past the lane's) times the product of
+      // (1 - beta) over the lane's keys after the current one; t: W minus the sum of g over every
+      // key after the current one (the checkpoint's, then the lane's walked so far).
+      float run = W::exp2(cur.ck[half].log2_after), t = cur.w[half] - cur.ck[half].g_after;
       const int at = (warp * 16 + g + 8 * half) * kLd<kMmaTile> + 16 * c;
       Keys8 a_out, dz_out;  // 8 of the lane's keys of A and dz, bf16
       TESSERA_MMA_UNROLL
@@ -551,8 +553,8 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
           a[e] = beta * run;
           run *= u >= 0.0f ? er : r;
           const float gk = a[e] * dp[0][n][2 * half + e];
-          dz[e] = gk - beta * (rest - grun);
-          grun += gk;
+          dz[e] = gk - beta * t;
+          t -= gk;
         }
         a_out.w[n % 4] = W::pack_bf16x2(a[0], a[1]);
         dz_out.w[n % 4] = W::pack_bf16x2(dz[0], dz[1]);
