@@ -349,16 +349,24 @@ TESSERA_MMA_FN void mask_tile(float (&s)[8][4], const TileVisibility& vis, float
 // The online softmax of key tile k0 .. k0 + 63 for a warp's MT groups of 16 rows (r0 + 16 mt ..;
 // a lane holds rows g and g + 8 of each): the scores in s become P = 2^(s scale2 - m) (masked
 // ones 0), the base-2 running maxima m and this lane's partial sums l move on, and alpha is what
-// the rows' O must be multiplied by before P V is added.
+// the rows' O must be multiplied by before P V is added (rescale[mt]: whether it is other than 1
+// in group mt).
 // kFold: where scale2 > 0 (1 / sqrt(D), every model's) the scale goes into the exponent's FFMA,
 // 2^fma(s, scale2, -m), and the tile's maximum is taken over the unscaled scores, then scaled
 // once a row (a positive factor keeps the order, and rounding is monotonic): 32 FMULs a tile
 // fewer. Any other scale, or !kFold, multiplies the scores first, so that the masked -inf never
 // meets a factor of 0.
-template <int MT, bool kFold, class W>
+// kLazy: a group's m moves only when some row's tile maximum passes it by more than
+// kRescaleAbove (a warp vote; Flash Attention 4 rescales only when the maximum has moved enough,
+// per Modal's "We reverse-engineered Flash Attention 4", 2025); otherwise its rows keep their m,
+// P reaches at most 2^kRescaleAbove (bf16 and f32 hold that as they hold 1), alpha is 1 and O is
+// not rescaled. The mathematics is the same, m being any offset common to a row's exponents, sums
+// and O; most key tiles after a row's first raise its maximum by little.
+constexpr float kRescaleAbove = 8.0f;
+template <int MT, bool kFold, bool kLazy = false, class W>
 TESSERA_MMA_FN void online_softmax(W& w, float (&s)[MT][8][4], float (&m)[MT][2], float (&l)[MT][2],
-                                   float (&alpha)[MT][2], int64_t r0, int64_t k0, float scale2,
-                                   const FlashParams& p, int lane) {
+                                   float (&alpha)[MT][2], bool (&rescale)[MT], int64_t r0,
+                                   int64_t k0, float scale2, const FlashParams& p, int lane) {
   const bool prescale = !kFold || !(scale2 > 0.0f);
   const float mul = prescale ? 1.0f : scale2;
   TESSERA_MMA_UNROLL
@@ -370,17 +378,25 @@ TESSERA_MMA_FN void online_softmax(W& w, float (&s)[MT][8][4], float (&m)[MT][2]
     }
     if (!all_visible(r0 + 16 * mt, 16, k0, kMmaTile, p))
       mask_tile<true>(s[mt], tile_visibility(r0 + 16 * mt, k0, p), -INFINITY, lane);
+    float tmax[2];
     TESSERA_MMA_UNROLL
     for (int half = 0; half < 2; ++half) {
-      float tmax = -INFINITY;
+      float t = -INFINITY;
       TESSERA_MMA_UNROLL
-      for (int n = 0; n < 8; ++n)
-        tmax = fmaxf(tmax, fmaxf(s[mt][n][2 * half], s[mt][n][2 * half + 1]));
-      tmax = fmaxf(tmax, w.shfl_xor(tmax, 1));  // the four lanes of a row
-      tmax = fmaxf(tmax, w.shfl_xor(tmax, 2));
-      const float mx = fmaxf(m[mt][half], tmax * mul);
+      for (int n = 0; n < 8; ++n) t = fmaxf(t, fmaxf(s[mt][n][2 * half], s[mt][n][2 * half + 1]));
+      t = fmaxf(t, w.shfl_xor(t, 1));  // the four lanes of a row
+      t = fmaxf(t, w.shfl_xor(t, 2));
+      tmax[half] = t * mul;
+    }
+    // Whether the group's m moves (-inf > -inf + 8 is false: a row that sees nothing yet keeps
+    // its -inf; a first visible key moves it).
+    rescale[mt] =
+        !kLazy || w.any(tmax[0] > m[mt][0] + kRescaleAbove || tmax[1] > m[mt][1] + kRescaleAbove);
+    TESSERA_MMA_UNROLL
+    for (int half = 0; half < 2; ++half) {
+      const float mx = rescale[mt] ? fmaxf(m[mt][half], tmax[half]) : m[mt][half];
       const float base = mx == -INFINITY ? 0.0f : mx;  // nothing visible yet: P = 0, O stays 0
-      alpha[mt][half] = w.exp2(m[mt][half] - base);     // 0 while m is -inf
+      alpha[mt][half] = rescale[mt] ? w.exp2(m[mt][half] - base) : 1.0f;  // 0 while m is -inf
       float sum = 0.0f;
       TESSERA_MMA_UNROLL
       for (int n = 0; n < 8; ++n)
@@ -396,11 +412,13 @@ TESSERA_MMA_FN void online_softmax(W& w, float (&s)[MT][8][4], float (&m)[MT][2]
   }
 }
 
-// O *= alpha, row by row.
+// O *= alpha, row by row, in the groups whose alpha is not 1.
 template <int D, int MT>
-TESSERA_MMA_FN void scale_rows(float (&o)[MT][D / 8][4], const float (&alpha)[MT][2]) {
+TESSERA_MMA_FN void scale_rows(float (&o)[MT][D / 8][4], const float (&alpha)[MT][2],
+                               const bool (&rescale)[MT]) {
   TESSERA_MMA_UNROLL
-  for (int mt = 0; mt < MT; ++mt)
+  for (int mt = 0; mt < MT; ++mt) {
+    if (!rescale[mt]) continue;
     TESSERA_MMA_UNROLL
     for (int half = 0; half < 2; ++half)
       TESSERA_MMA_UNROLL
@@ -408,6 +426,7 @@ TESSERA_MMA_FN void scale_rows(float (&o)[MT][D / 8][4], const float (&alpha)[MT
         o[mt][n][2 * half] *= alpha[mt][half];
         o[mt][n][2 * half + 1] *= alpha[mt][half];
       }
+  }
 }
 
 // After the last key tile: each row's sum over its quad, lse = (m + log2 sum) ln 2, and O / sum
@@ -519,9 +538,10 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
       w.cp_async_commit();
     }
     float s[MT][8][4], alpha[MT][2];
+    bool rescale[MT];
     Tiles::template abt_held<D, MT>(w, s, qheld, Qs, warp * 16 * MT, tile(M::kv(stage)), lane);
-    online_softmax<MT, kFold>(w, s, m, l, alpha, r0, k0, scale2, p, lane);
-    scale_rows<D, MT>(o, alpha);
+    online_softmax<MT, kFold, true>(w, s, m, l, alpha, rescale, r0, k0, scale2, p, lane);
+    scale_rows<D, MT>(o, alpha, rescale);
     if constexpr (kStages == 1) {
       w.cp_async_wait_all();  // V is in
       w.sync_block();         // and every warp is done with K

@@ -87,10 +87,12 @@ __device__ void forward_block_pipelined(WgmmaCtx& w, uint16_t* out, float* lse, 
   CoreTiles::hold<D, MT>(w, qheld, tile(M::q), warp * 16 * MT, lane);
 
   float o[MT][D / 8][4], m[MT][2], l[MT][2], s[MT][8][4], alpha[MT][2];
+  bool rescale[MT];  // every tile's (no lazy rescaling: no branch may sit among the products)
   mma::start_rows<D, MT>(o, m, l);
   const float scale2 = p.scale * kLog2e;
   CoreTiles::abt_held<D, MT>(w, s, qheld, nullptr, 0, tile(M::k(0)), lane);         // S of tile kt0
-  mma::online_softmax<MT, true>(w, s, m, l, alpha, r0, kt0 * kMmaTile, scale2, p, lane);  // O is 0
+  mma::online_softmax<MT, true>(w, s, m, l, alpha, rescale, r0, kt0 * kMmaTile, scale2, p,
+                                lane);  // O is 0
 
   // Every tile but the last: nothing conditional between the fence and the last wait, which ptxas
   // needs to keep the products in flight (otherwise it serialises them: C7514).
@@ -109,10 +111,11 @@ __device__ void forward_block_pipelined(WgmmaCtx& w, uint16_t* out, float* lse, 
     w.wgmma_commit();
     w.wgmma_wait_prior();  // S of tile kt + 1; P V may still run
     w.pin(s);
-    mma::online_softmax<MT, true>(w, s, m, l, alpha, r0, (kt + 1) * kMmaTile, scale2, p, lane);
+    mma::online_softmax<MT, true>(w, s, m, l, alpha, rescale, r0, (kt + 1) * kMmaTile, scale2, p,
+                                  lane);
     w.wgmma_wait_all();
     w.pin(o);
-    mma::scale_rows<D, MT>(o, alpha);
+    mma::scale_rows<D, MT>(o, alpha, rescale);
   }
   w.cp_async_wait_all();  // V of the last tile is in
   w.sync_block();

@@ -58,9 +58,18 @@ struct Shape4 {
 struct Input {
   Tensor ref, gpu;
 };
-Input make_input(const Shape& shape, Generator& g, DType dtype, double mul = 1.0,
-                 double add = 0.0) {
-  Tensor x = ops::add(ops::scale(randn(shape, g), mul), full(shape, add)).to(dtype);
+// growth: row t of the last two dimensions (T, D) is scaled by 1 + growth t / T.
+Input make_input(const Shape& shape, Generator& g, DType dtype, double mul = 1.0, double add = 0.0,
+                 double growth = 0.0) {
+  Tensor x = ops::add(ops::scale(randn(shape, g), mul), full(shape, add)).contiguous();
+  if (growth != 0.0) {
+    const int64_t T = shape[shape.size() - 2], D = shape.back();
+    float* p = static_cast<float*>(x.data_ptr());
+    for (int64_t row = 0; row < x.numel() / D; ++row)
+      for (int64_t d = 0; d < D; ++d)
+        p[row * D + d] *= float(1.0 + growth * double(row % T) / double(T));
+  }
+  x = x.to(dtype);
   return {x.to(DType::F64), x.to(Device::cuda())};
 }
 
@@ -105,11 +114,12 @@ Tensor gpu_empty(const Shape& s, DType t) { return Tensor::empty(s, {t, Device::
 struct Qkv {
   Input q, k, v, dout;
 };
-// q and k are N(0, spread^2) (scores spread^2 times larger), v and dout N(0, 1).
-Qkv make_qkv(Shape4 s, DType dtype, uint64_t seed, double spread = 1.0) {
+// q and k are N(0, spread^2) (scores spread^2 times larger), v and dout N(0, 1); key t is
+// scaled by 1 + key_growth t / T.
+Qkv make_qkv(Shape4 s, DType dtype, uint64_t seed, double spread = 1.0, double key_growth = 0.0) {
   Generator g(seed);
   return {make_input({s.B, s.H, s.T, s.D}, g, dtype, spread),
-          make_input({s.B, s.Hkv, s.T, s.D}, g, dtype, spread),
+          make_input({s.B, s.Hkv, s.T, s.D}, g, dtype, spread, 0.0, key_growth),
           make_input({s.B, s.Hkv, s.T, s.D}, g, dtype), make_input({s.B, s.H, s.T, s.D}, g, dtype)};
 }
 
@@ -136,11 +146,12 @@ std::string per_tile(const Tensor& got, const Tensor& ref) {
   return out + ")";
 }
 
-void check_flash(Shape4 s, DType dtype, int64_t window, uint64_t seed) {
+void check_flash(Shape4 s, DType dtype, int64_t window, uint64_t seed, double key_growth = 0.0) {
   const std::string what = std::string(dtype_name(dtype)) + " T " + std::to_string(s.T) + " D " +
-                           std::to_string(s.D) + " window " + std::to_string(window);
+                           std::to_string(s.D) + " window " + std::to_string(window) +
+                           " key growth " + std::to_string(key_growth);
   const double scale = 1.0 / std::sqrt(double(s.D));
-  Qkv in = make_qkv(s, dtype, seed);
+  Qkv in = make_qkv(s, dtype, seed, 1.0, key_growth);
   const Shape qs{s.B, s.H, s.T, s.D}, ks{s.B, s.Hkv, s.T, s.D}, rows{s.B, s.H, s.T};
 
   Tensor out = Tensor::empty(qs, DType::F64), lse = Tensor::empty(rows, DType::F64);
@@ -313,6 +324,22 @@ TEST(AttentionCuda, flash_bf16_sliding_window_matches_cpu_reference) {
     check_flash({1, 4, 4, 257, 64}, DType::BF16, 50, 74);    // window inside a tile
     check_flash({1, 2, 1, 300, 128}, DType::BF16, 130, 75);  // window spanning tiles
     check_flash({1, 2, 2, 200, 64}, DType::BF16, 2, 79);     // itself and the key before
+  }
+}
+
+TEST(AttentionCuda, flash_bf16_scores_rising_along_the_row_match_cpu_reference) {
+  // Keys up to 41 times larger along the sequence: a row's maximum rises far past 2^127 times its
+  // first tile's, so the forwards that rescale lazily (kernels/flash_mma.h: only when a maximum
+  // moves by more than 2^8) must move it and rescale O in later tiles, after tiles where they did
+  // not; a forward that kept its first maximum would overflow.
+  SKIP_WITHOUT_CUDA();
+  std::vector<cuda::FlashKernels> kinds = flash_families();
+  kinds.push_back(cuda::FlashKernels::Mma2Stage);
+  for (cuda::FlashKernels kind : kinds) {
+    SCOPED_TRACE(flash_name(kind));
+    UseFlashKernels use(kind);
+    check_flash({1, 2, 1, 300, 64}, DType::BF16, 0, 76, 40.0);
+    check_flash({1, 1, 1, 200, 128}, DType::BF16, 0, 77, 40.0);
   }
 }
 

@@ -59,12 +59,13 @@ struct Case {
   int D;
   int64_t window;
   bool packed;  // q, k, v strided out of one (B, T, (H + 2 Hkv) D) projection
-  double scale_mul = 1.0;  // the softmax scale is scale_mul / sqrt(D)
+  double scale_mul = 1.0;   // the softmax scale is scale_mul / sqrt(D)
+  double key_growth = 0.0;  // key t is scaled by 1 + key_growth t / T (scores rise along a row)
   std::string str() const {
     return "B " + std::to_string(B) + " H " + std::to_string(H) + "/" + std::to_string(Hkv) +
            " T " + std::to_string(T) + " D " + std::to_string(D) + " window " +
            std::to_string(window) + (packed ? " packed" : "") + " scale x " +
-           std::to_string(scale_mul);
+           std::to_string(scale_mul) + " key growth " + std::to_string(key_growth);
   }
 };
 
@@ -84,6 +85,14 @@ void run_case(const Case& c, uint64_t seed) {
     q = randn(qs, g).to(DType::BF16);
     k = randn(ks, g).to(DType::BF16);
     v = randn(ks, g).to(DType::BF16);
+  }
+  if (c.key_growth != 0.0) {
+    Tensor kf = k.to(DType::F32).contiguous();
+    float* kp = static_cast<float*>(kf.data_ptr());
+    for (int64_t row = 0; row < c.B * c.Hkv * c.T; ++row)
+      for (int64_t d = 0; d < D; ++d)
+        kp[row * D + d] *= float(1.0 + c.key_growth * double(row % c.T) / double(c.T));
+    k = kf.to(DType::BF16);
   }
   const Tensor dout = randn(qs, g).to(DType::BF16);
   const double scale = c.scale_mul / std::sqrt(double(D));
@@ -220,6 +229,15 @@ TEST(FlashMmaEmulated, a_window_of_two_matches_the_cpu_reference) {
 TEST(FlashMmaEmulated, a_zero_or_negative_scale_matches_the_cpu_reference) {
   run_case<64>({1, 1, 1, 100, 64, 0, false, 0.0}, 16);
   run_case<64>({1, 1, 1, 100, 64, 30, false, -1.0}, 17);
+}
+
+// Keys up to 41 times larger along the sequence: a row's maximum keeps rising from tile to tile,
+// far past 2^127 times its first tile's, so the forward's lazy rescaling must move m and rescale
+// O in later tiles, after tiles where it did not (a forward that kept its first m overflows
+// here: checked; one that moved m without rescaling O fails the other cases too).
+TEST(FlashMmaEmulated, scores_rising_along_the_row_match_the_cpu_reference) {
+  run_case<64>({1, 2, 1, 300, 64, 0, false, 1.0, 40.0}, 18);
+  run_case<128>({1, 1, 1, 200, 128, 0, false, 1.0, 40.0}, 19);
 }
 
 // The flash kernels' block order: each (head, tile rank) exactly once; groups of heads one after
