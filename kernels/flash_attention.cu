@@ -22,6 +22,7 @@
 // atomics).
 #include "attention.cuh"
 #include "backend/cuda.h"
+#include "core/env.h"
 
 namespace tessera::cuda {
 namespace {
@@ -469,6 +470,7 @@ FlashParams params_of(const Dims& d, double scale, int64_t window, const Tensor&
   FlashParams p{};
   p.T = d.T, p.H = int(d.H), p.Hkv = int(d.Hkv), p.scale = float(scale), p.window = window;
   p.Tk = d.Tk, p.q = d.q, p.k = d.k, p.v = d.v, p.o = head_strides(out);
+  p.eager_rescale = env_switch("TESSERA_FLASH_RESCALE", "lazy", "eager");
   return p;
 }
 FlashParams with_grads(FlashParams p, const Tensor& dq, const Tensor& dk, const Tensor& dv,

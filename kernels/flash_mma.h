@@ -61,6 +61,9 @@ struct FlashParams {
   // gradients take theirs from dq, dk, dv and dout.
   HeadStrides q, k, v, o;
   HeadStrides dq, dk, dv, dout;
+  // TESSERA_FLASH_RESCALE=eager: the mma forwards rescale O at every key tile, as before their
+  // lazy rescaling (online_softmax's kLazy), for a before-and-after measurement.
+  bool eager_rescale = false;
 };
 
 TESSERA_MMA_FN bool visible(int64_t i, int64_t j, const FlashParams& p) {
@@ -390,8 +393,8 @@ TESSERA_MMA_FN void online_softmax(W& w, float (&s)[MT][8][4], float (&m)[MT][2]
     }
     // Whether the group's m moves (-inf > -inf + 8 is false: a row that sees nothing yet keeps
     // its -inf; a first visible key moves it).
-    rescale[mt] =
-        !kLazy || w.any(tmax[0] > m[mt][0] + kRescaleAbove || tmax[1] > m[mt][1] + kRescaleAbove);
+    rescale[mt] = !kLazy || p.eager_rescale ||
+                  w.any(tmax[0] > m[mt][0] + kRescaleAbove || tmax[1] > m[mt][1] + kRescaleAbove);
     TESSERA_MMA_UNROLL
     for (int half = 0; half < 2; ++half) {
       const float mx = rescale[mt] ? fmaxf(m[mt][half], tmax[half]) : m[mt][half];

@@ -30,7 +30,8 @@
 #     (TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual), no cuBLASLt fusion at all
 #     (TESSERA_GEMM_EPILOGUES=none), the gradient buffer's zeros written (TESSERA_ZERO_GRAD=fill),
 #     the cross-entropy's rows streamed twice instead of held (TESSERA_CE_STREAMED=on), the norms'
-#     backward in its separate kernels (TESSERA_NORM_FUSED=off).
+#     backward in its separate kernels (TESSERA_NORM_FUSED=off), the attention forward rescaling O
+#     at every key tile (TESSERA_FLASH_RESCALE=eager).
 #
 # Builds first: with the Debian packages installed, an ordinary CMake build (build-bench/);
 # without them (the lent GPU machine), through scripts/build_offline.sh from third_party/debs/.
@@ -105,6 +106,7 @@ if [ "${BENCH_SWITCHES:-0}" = 1 ]; then
   variant zero-fill TESSERA_ZERO_GRAD=fill --
   variant ce-streamed TESSERA_CE_STREAMED=on --
   variant norm-split TESSERA_NORM_FUSED=off --
+  variant rescale-eager TESSERA_FLASH_RESCALE=eager --
 fi
 
 # ---- the table ---------------------------------------------------------------------------------
@@ -137,7 +139,9 @@ variants = [(name, load(f"tessera-{name}.json"), note) for name, note in (
     ("ce-streamed", "TESSERA_CE_STREAMED=on, the cross-entropy's rows streamed twice instead of "
                     "held in registers"),
     ("norm-split", "TESSERA_NORM_FUSED=off, the norms' backward as dx, then the dw / db partial "
-                   "sums (dy and x read twice) instead of one kernel"))]
+                   "sums (dy and x read twice) instead of one kernel"),
+    ("rescale-eager", "TESSERA_FLASH_RESCALE=eager, the attention forward rescaling O at every "
+                      "key tile instead of when a row's maximum grows by more than 2^8"))]
 variants = [v for v in variants if v[1]]
 def fmt(v, nd=2):
     return "n/a" if v is None else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{nd}f}")

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cxxopts.hpp>
 #include <functional>
 #include <iostream>
@@ -32,9 +33,9 @@
 
 #include "backend/cuda.h"
 #include "backend/kernels.h"
+#include "config/cli.h"
 #include "core/error.h"
 #include "core/tensor.h"
-#include "config/cli.h"
 
 using namespace tessera;
 
@@ -73,10 +74,13 @@ struct Impl {
   bool stick_breaking;
   cuda::FlashKernels flash;
   bool d64_only;  // differs from another row only at D 64
+  const char* env = nullptr;  // NAME=VALUE set in the environment for this row's calls
 };
 constexpr Impl kImpls[] = {
     {"mma", "tessera flash (softmax)", false, cuda::FlashKernels::Mma, false},
     {"mma-narrow", "tessera flash, 64-row forward", false, cuda::FlashKernels::MmaNarrow, false},
+    {"mma-eager", "tessera flash, O rescaled at every key tile", false, cuda::FlashKernels::Mma,
+     false, "TESSERA_FLASH_RESCALE=eager"},
     {"mma-3blocks", "tessera flash, 128-row forward at 3 blocks/SM", false,
      cuda::FlashKernels::Mma3Blocks, true},
     {"mma-5blocks", "tessera flash, 64-row forward at 5 blocks/SM", false,
@@ -196,6 +200,9 @@ int run(int argc, char** argv) {
         auto fwd_call = [&] { impl.stick_breaking ? sb_fwd() : flash_fwd(); };
         auto bwd_call = [&] { impl.stick_breaking ? sb_bwd() : flash_bwd(); };
         cuda::set_flash_kernels(impl.flash);
+        const std::string env = impl.env ? impl.env : "";
+        const std::string env_name = env.substr(0, env.find('='));
+        if (!env.empty()) ::setenv(env_name.c_str(), env.substr(env.find('=') + 1).c_str(), 1);
         const double fwd = time_ms(fwd_call, warmup, iters);
         const double both = time_ms(
             [&] {
@@ -207,6 +214,7 @@ int run(int argc, char** argv) {
                     (long long)T, (long long)D, (long long)B, (long long)H, fwd,
                     fwd_flops / (fwd * 1e9), both, 3.5 * fwd_flops / (both * 1e9));
         std::fflush(stdout);
+        if (!env.empty()) ::unsetenv(env_name.c_str());
       }
       cuda::set_flash_kernels(chosen);
     }

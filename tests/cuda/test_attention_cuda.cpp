@@ -331,16 +331,41 @@ TEST(AttentionCuda, flash_bf16_scores_rising_along_the_row_match_cpu_reference) 
   // Keys up to 41 times larger along the sequence: a row's maximum rises far past 2^127 times its
   // first tile's, so the forwards that rescale lazily (kernels/flash_mma.h: only when a maximum
   // moves by more than 2^8) must move it and rescale O in later tiles, after tiles where they did
-  // not; a forward that kept its first maximum would overflow.
+  // not; a forward that kept its first maximum would overflow. TESSERA_FLASH_RESCALE=eager (the
+  // before of a measurement) rescales at every tile.
   SKIP_WITHOUT_CUDA();
   std::vector<cuda::FlashKernels> kinds = flash_families();
   kinds.push_back(cuda::FlashKernels::Mma2Stage);
-  for (cuda::FlashKernels kind : kinds) {
-    SCOPED_TRACE(flash_name(kind));
-    UseFlashKernels use(kind);
-    check_flash({1, 2, 1, 300, 64}, DType::BF16, 0, 76, 40.0);
-    check_flash({1, 1, 1, 200, 128}, DType::BF16, 0, 77, 40.0);
+  for (const char* rescale : {"lazy", "eager"}) {
+    tessera::testing::ScopedEnv env({{"TESSERA_FLASH_RESCALE", rescale}});
+    for (cuda::FlashKernels kind : kinds) {
+      SCOPED_TRACE(std::string(flash_name(kind)) + ", rescale " + rescale);
+      UseFlashKernels use(kind);
+      check_flash({1, 2, 1, 300, 64}, DType::BF16, 0, 76, 40.0);
+      check_flash({1, 1, 1, 200, 128}, DType::BF16, 0, 77, 40.0);
+    }
   }
+  // The switch takes effect: on ordinary scores (a row's maximum seldom grows by 2^8 after its
+  // first tile) lse is the same value by other roundings, so other bits. (On the rising scores
+  // above both rescale at the last tiles and give the same bits.)
+  {
+    UseFlashKernels use(cuda::FlashKernels::Mma);
+    const Qkv in = make_qkv({1, 2, 1, 300, 64}, DType::BF16, 76);
+    auto forward = [&](const char* rescale) {
+      tessera::testing::ScopedEnv env({{"TESSERA_FLASH_RESCALE", rescale}});
+      Tensor out = gpu_empty({1, 2, 300, 64}, DType::BF16),
+             lse = gpu_empty({1, 2, 300}, DType::F32);
+      TESSERA_KERNEL(out, flash_attention_forward)
+      (out, lse, in.q.gpu, in.k.gpu, in.v.gpu, 0.125, 0);
+      return values(lse.to(Device::cpu()));
+    };
+    EXPECT_NE(forward("lazy"), forward("eager"));
+  }
+  tessera::testing::ScopedEnv bad({{"TESSERA_FLASH_RESCALE", "sometimes"}});
+  const std::string msg = tessera::testing::error_of([] {
+    check_flash({1, 1, 1, 64, 64}, DType::BF16, 0, 78);
+  });
+  EXPECT_NE(msg.find("TESSERA_FLASH_RESCALE='sometimes'"), std::string::npos) << msg;
 }
 
 TEST(AttentionCuda, flash_bf16_three_blocks_an_sm_match_cpu_reference) {
