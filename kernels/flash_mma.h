@@ -588,6 +588,17 @@ struct BackwardSmem {
   static constexpr size_t bytes = stats(2);
 };
 
+// An item of a dK dV block: query head h of its kv head's group and the query tile at q0. Items go
+// head-major, each head's tiles from q0_first up to q0_end; the next one is stepped to, not divided
+// out of the item's index (a 64-bit division is ~15 instructions inline where its operands fit 32
+// bits, a call where they do not).
+struct DkdvItem {
+  int64_t h, q0;
+};
+TESSERA_MMA_FN DkdvItem next_item(const DkdvItem& x, int64_t q0_first, int64_t q0_end) {
+  return x.q0 + kMmaTile < q0_end ? DkdvItem{x.h, x.q0 + kMmaTile} : DkdvItem{x.h + 1, q0_first};
+}
+
 // dK, dV of key tile kt of kv head (b, g) = bkv: over the G query heads of the group and every
 // query tile that sees the key tile (the items, head-major). Warp w owns keys k0 + 16 w .. + 15,
 // the rows of S^T = K Q^T and dP^T = V dO^T; then dV += P^T dO and dK += dS^T Q, all four in
@@ -612,19 +623,18 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
   const int64_t T = p.T, k0 = kt * kMmaTile, j0 = k0 + warp * 16;
   const float scale2 = p.scale * kLog2e;
   const int64_t q_tiles = last_query(k0, p) / kMmaTile - kt + 1, items = G * q_tiles;
-  auto head_of = [&](int64_t it) { return hk * G + it / q_tiles; };
-  auto q0_of = [&](int64_t it) { return (kt + it % q_tiles) * kMmaTile; };
-  // Item it's Q and dO tiles into stage s (a cp.async group of their own, with K and V for the
-  // first); its row statistics (lse in base 2, the rows' dO.O) for this thread's row, if it has one.
-  auto fetch = [&](int64_t it, int s) {
-    const int64_t h = head_of(it), q0 = q0_of(it);
-    Tiles::template load<D, kMmaTile>(w, tile(M::c(s)), q + p.q.row(b, h, 0), q0, T, p.q.t);
-    Tiles::template load<D, kMmaTile>(w, tile(M::d(s)), dout + p.dout.row(b, h, 0), q0, T,
+  const int64_t q0_end = k0 + q_tiles * kMmaTile;
+  // An item's Q and dO tiles into stage s (a cp.async group of their own, with K and V for the
+  // first); its row statistics (lse in base 2, the rows' dO.O) for this thread's row, if it has
+  // one.
+  auto fetch = [&](const DkdvItem& x, int s) {
+    Tiles::template load<D, kMmaTile>(w, tile(M::c(s)), q + p.q.row(b, x.h, 0), x.q0, T, p.q.t);
+    Tiles::template load<D, kMmaTile>(w, tile(M::d(s)), dout + p.dout.row(b, x.h, 0), x.q0, T,
                                       p.dout.t);
     w.cp_async_commit();
   };
-  auto row_stats = [&](int64_t it, float& l2, float& dd) {
-    const int64_t bh = b * p.H + head_of(it), i = q0_of(it) + w.thread();
+  auto row_stats = [&](const DkdvItem& x, float& l2, float& dd) {
+    const int64_t bh = b * p.H + x.h, i = x.q0 + w.thread();
     l2 = i < T ? lse[bh * T + i] * kLog2e : INFINITY;
     dd = i < T ? drow[bh * T + i] : 0.0f;
   };
@@ -637,10 +647,11 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
 
   Tiles::template load<D, kMmaTile>(w, Ks, k + p.k.row(b, hk, 0), k0, T, p.k.t);
   Tiles::template load<D, kMmaTile>(w, Vs, v + p.v.row(b, hk, 0), k0, T, p.v.t);
-  fetch(0, 0);
+  DkdvItem item{hk * G, k0};  // item it
+  fetch(item, 0);
   if (stats_thread) {
     float l2, dd;
-    row_stats(0, l2, dd);
+    row_stats(item, l2, dd);
     put_stats(0, l2, dd);
   }
 
@@ -653,16 +664,17 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
     w.cp_async_wait_all();  // item it's tiles are in
     w.sync_block();         // and its statistics; every warp is done with stage s ^ 1
     const bool more = it + 1 < items;
+    const DkdvItem next = next_item(item, k0, q0_end);
     float next_l2 = 0.0f, next_dd = 0.0f;
     if (more) {
-      fetch(it + 1, s ^ 1);
-      if (stats_thread) row_stats(it + 1, next_l2, next_dd);
+      fetch(next, s ^ 1);
+      if (stats_thread) row_stats(next, next_l2, next_dd);
     }
     const uint16_t* Qs = tile(M::c(s));
     const uint16_t* dOs = tile(M::d(s));
     const float* lse_s = reinterpret_cast<const float*>(w.smem() + M::stats(s));
     const float* d_s = lse_s + kMmaTile;
-    const int64_t q0 = q0_of(it);
+    const int64_t q0 = item.q0;
     float st[1][8][4], dpt[1][8][4];
     if constexpr (kHoldKV) {  // S^T = K Q^T and dP^T = V dO^T, K and V taken again (see above)
       typename Tiles::template Held<D, 1> kheld, vheld;
@@ -689,11 +701,12 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
         dpt[0][n][e] = st[0][n][e] * (dpt[0][n][e] - d_s[n * 8 + 2 * c + (e & 1)]);
     }
     if constexpr (kStoreDs)  // this warp's 16 keys of dS^T, for flash_mma_ds.h
-      store_rows<kMmaTile, W>(ds + ds_tile(b * p.H + head_of(it), q0 / kMmaTile, kt, p.T),
-                              warp * 16, kMmaTile, kMmaTile, dpt[0], 1.0f, 1.0f, lane);
+      store_rows<kMmaTile, W>(ds + ds_tile(b * p.H + item.h, q0 / kMmaTile, kt, p.T), warp * 16,
+                              kMmaTile, kMmaTile, dpt[0], 1.0f, 1.0f, lane);
     Tiles::template pm2<D>(w, dva, st, dOs, dka, dpt, Qs, lane);  // dV += P^T dO, dK += dS^T Q
     // Stage s ^ 1's statistics were last read by item it - 1, before this item's barrier.
     if (more && stats_thread) put_stats(s ^ 1, next_l2, next_dd);
+    item = next;
   }
   store_rows<D, W>(dv + p.dv.row(b, hk, 0), j0, T, p.dv.t, dva[0], 1.0f, 1.0f, lane);
   store_rows<D, W>(dk + p.dk.row(b, hk, 0), j0, T, p.dk.t, dka[0], p.scale, p.scale, lane);

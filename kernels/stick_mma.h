@@ -481,27 +481,24 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
   const int64_t T = p.T, k0 = kt * kMmaTile, tiles = (T + kMmaTile - 1) / kMmaTile;
   const float scale2 = p.scale * kLog2e;
   // Queries attending a key of this tile start at k0 (or k0 + 1), inside query tile kt.
-  const int64_t q_tiles = tiles - kt, items = G * q_tiles;
-  auto h_of = [&](int64_t it) { return hk * G + it / q_tiles; };
-  auto q0_of = [&](int64_t it) { return (kt + it % q_tiles) * kMmaTile; };
-  auto fetch = [&](int64_t it, int s) {
-    const int64_t h = h_of(it), q0 = q0_of(it);
-    load_tile_async<D>(w, tile(M::q(s)), q + p.q.row(b, h, 0), q0, T, p.q.t);
-    load_tile_async<D>(w, tile(M::dout(s)), dout + p.dout.row(b, h, 0), q0, T, p.dout.t);
+  const int64_t q_tiles = tiles - kt, items = G * q_tiles, q0_end = tiles * kMmaTile;
+  auto fetch = [&](const DkdvItem& x, int s) {
+    load_tile_async<D>(w, tile(M::q(s)), q + p.q.row(b, x.h, 0), x.q0, T, p.q.t);
+    load_tile_async<D>(w, tile(M::dout(s)), dout + p.dout.row(b, x.h, 0), x.q0, T, p.dout.t);
     w.cp_async_commit();
   };
-  // Item it's checkpoints and W for this lane's rows; rows attending no key of this tile (past T,
+  // An item's checkpoints and W for this lane's rows; rows attending no key of this tile (past T,
   // or the tile's first query when it may not attend itself) have none and weigh nothing.
   struct Rows {
     StickCkpt ck[2];
     float w[2];
   };
-  auto rows_of = [&](int64_t it) {
+  auto rows_of = [&](const DkdvItem& x) {
     Rows r;
-    const int64_t bh = b * p.H + h_of(it);
+    const int64_t bh = b * p.H + x.h;
     TESSERA_MMA_UNROLL
     for (int half = 0; half < 2; ++half) {
-      const int64_t i = q0_of(it) + warp * 16 + g + 8 * half;
+      const int64_t i = x.q0 + warp * 16 + g + 8 * half;
       const bool any = i < T && (p.attend_current ? i >= k0 : i > k0);
       r.ck[half] = any ? ckpt[ckpt_index(bh, kt, i, c, T, tiles)] : StickCkpt{0.0f, 0.0f};
       r.w[half] = any ? wrow[bh * T + i] : 0.0f;
@@ -511,8 +508,9 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
 
   load_tile_async<D>(w, Ks, k + p.k.row(b, hk, 0), k0, T, p.k.t);
   load_tile_async<D>(w, Vs, v + p.v.row(b, hk, 0), k0, T, p.v.t);
-  fetch(0, 0);
-  Rows rows = rows_of(0);
+  DkdvItem item{hk * G, k0};  // item it: queries attending this tile start in query tile kt
+  fetch(item, 0);
+  Rows rows = rows_of(item);
 
   float dka[D / 8][4], dva[D / 8][4];
   TESSERA_MMA_UNROLL
@@ -523,12 +521,13 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
     w.cp_async_wait_all();  // item it's tiles are in
     w.sync_block();         // and every warp is done with the last item's A, dz and stage
     const bool more = it + 1 < items;
-    if (kStages == 2 && more) fetch(it + 1, s ^ 1);
+    const DkdvItem next = next_item(item, k0, q0_end);
+    if (kStages == 2 && more) fetch(next, s ^ 1);
     const uint16_t* Qs = tile(M::q(s));
     const uint16_t* dOs = tile(M::dout(s));
-    const int64_t r0 = q0_of(it) + warp * 16;
+    const int64_t r0 = item.q0 + warp * 16;
     const Rows cur = rows;
-    if (more) rows = rows_of(it + 1);  // in flight during the products
+    if (more) rows = rows_of(next);  // in flight during the products
     float sc[1][8][4], dp[1][8][4];
     tile_abt<D, 1, StickKeys>(w, sc, Qs, warp * 16, Ks, lane);   // S = Q K^T
     tile_abt<D, 1, StickKeys>(w, dp, dOs, warp * 16, Vs, lane);  // dA = dO V^T
@@ -578,8 +577,9 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
     tile_atm<D>(w, dka, dZs, warp * 16, Qs, lane);  // dK += dz^T Q
     if (kStages == 1 && more) {
       w.sync_block();  // every warp is done with Q and dO
-      fetch(it + 1, 0);
+      fetch(next, 0);
     }
+    item = next;
   }
   // out_j += rem_j v_j: dv_j += rem_j dout_j over the group's heads.
   const int64_t j0 = k0 + warp * 16;

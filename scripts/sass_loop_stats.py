@@ -7,7 +7,9 @@ edge from it) with the most HMMA/HGMMA instructions. Printed per kernel:
   static  the instructions in the loop's body (every path, inner loops once);
   path    the instructions on the shortest path from the loop's head round to its back edge,
           inner loops once: the iteration where every skippable branch skips (for the flash
-          kernels, a key tile every query sees: no mask);
+          kernels, a key tile every query sees: no mask); a 64-bit integer division or remainder
+          whose operands fit 32 bits runs inline, so the path avoids the blocks that call
+          nvcc's helper for wider ones (a call is two instructions here, dozens when it runs);
   mma     the tensor-core instructions on that path;
   per mma path / mma: instructions issued per product, the overhead a GPU pays in issue slots;
 and the path's most frequent opcodes. A kernel change that moves `path` is visible here on a
@@ -26,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sass_wgmma_check import blocks_of, disassemble, kernels  # noqa: E402
 
 MMA = ("HMMA", "HGMMA")
+WIDE_DIVISION = re.compile(r"__cuda_sm20_(div|rem)_[su]64")
 
 
 def loops(succ):
@@ -52,7 +55,8 @@ def loops(succ):
 
 def shortest_path(blocks, succ, head, latch, body):
     """The blocks of the fewest-instruction path head -> latch inside body, forward edges only."""
-    size = [len(insns) for _, insns in blocks]
+    size = [len(insns) + (1 << 20) * any(i[2].startswith("CALL") and WIDE_DIVISION.search(i[3])
+                                         for i in insns) for _, insns in blocks]
     dist, prev = {head: size[head]}, {}
     queue = [(size[head], head)]
     while queue:
