@@ -99,12 +99,15 @@ __global__ void __launch_bounds__(kMmaThreads, D == 64 ? 3 : 1)
 template <int D>
 constexpr int kStickDkdvStages = D == 64 ? 2 : 1;
 
+// At D 64 held to three blocks an SM, as the softmax dK dV kernel is (measured 0.86-0.88x of its
+// time at two blocks on the H200, spills and all): ptxas (nvcc 13.0, sm_90) 168 registers and 24
+// bytes of spill (6 accesses an item) where unbounded it took 231 (two blocks); its 72 KB of
+// shared memory allow three. Not yet run on a GPU.
 template <int D>
-__global__ void __launch_bounds__(kMmaThreads)
-    sb_backward_dkdv_mma(uint16_t* dk, uint16_t* dv, const mma::StickCkpt* ckpt,
-                         const uint16_t* q, const uint16_t* k, const uint16_t* v,
-                         const uint16_t* dout, const float* wrow, const float* log_rem,
-                         StickParams p, BlockOrder order) {
+__global__ void __launch_bounds__(kMmaThreads, D == 64 ? 3 : 1)
+    sb_backward_dkdv_mma(uint16_t* dk, uint16_t* dv, const mma::StickCkpt* ckpt, const uint16_t* q,
+                         const uint16_t* k, const uint16_t* v, const uint16_t* dout,
+                         const float* wrow, const float* log_rem, StickParams p, BlockOrder order) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCtx w{smem};
   const HeadTile at = key_tile_block(int64_t(blockIdx.x), order);
