@@ -53,14 +53,22 @@ __global__ void __launch_bounds__(kMmaThreads)
 }
 
 template <int D, class Ctx, class Tiles>
-__global__ void __launch_bounds__(kMmaThreads)
-    flash_dq_kernel(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
-                    const uint16_t* dout, const float* lse, const float* drow, FlashParams p,
-                    BlockOrder order) {
+__device__ __forceinline__ void flash_dq_body(uint16_t* dq, const uint16_t* q, const uint16_t* k,
+                                              const uint16_t* v, const uint16_t* dout,
+                                              const float* lse, const float* drow,
+                                              const FlashParams& p, const BlockOrder& order) {
   extern __shared__ __align__(128) unsigned char smem[];
   Ctx w{smem};
   const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
   mma::backward_dq_block<D, Tiles>(w, dq, q, k, v, dout, lse, drow, p, at.tile, at.head);
+}
+
+template <int D, class Ctx, class Tiles>
+__global__ void __launch_bounds__(kMmaThreads)
+    flash_dq_kernel(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                    const uint16_t* dout, const float* lse, const float* drow, FlashParams p,
+                    BlockOrder order) {
+  flash_dq_body<D, Ctx, Tiles>(dq, q, k, v, dout, lse, drow, p, order);
 }
 
 // dQ from the dS the dK dV kernel stored (flash_mma_ds.h's backward_dq_stored_block).

@@ -68,7 +68,8 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
 // gave flash_backward_dkdv_mma<64> 190 registers, two blocks an SM (8 warps); capped at 168 it
 // spilled 168 bytes a thread, and on the H200 (2026-12-04, docs/gpu-notes.md) the backward took
 // 0.86-0.88x the two-block kernel's time (T 1024 to 16384). Since the mask became a pass of its
-// own and exp2 one MUFU, 52 bytes (11 spill accesses in the loop, from 53).
+// own and exp2 one MUFU, 52 bytes (11 spill accesses in the loop, from 53); since the items are
+// stepped to rather than divided out of an index, 8 bytes (2 reloads an item).
 template <int D>
 __global__ void __launch_bounds__(kMmaThreads, 3)
     flash_backward_dkdv_mma_3blocks(uint16_t* dk, uint16_t* dv, const uint16_t* q,
@@ -76,6 +77,18 @@ __global__ void __launch_bounds__(kMmaThreads, 3)
                                     const float* lse, const float* drow, FlashParams p,
                                     BlockOrder order) {
   flash_dkdv_body<D, DeviceCtx, mma::RowTiles>(dk, dv, q, k, v, dout, lse, drow, p, order);
+}
+
+// dQ at D 64 compiled for four blocks an SM, every mma family's: unbounded, ptxas (nvcc 13.0,
+// sm_90) takes 168 registers, three blocks (12 warps an SM; call 4's ncu: 18% occupancy, neither
+// pipe busy); bounded, 128 and 16 bytes of spill (2 reloads a key tile). Its 54 KB of shared
+// memory allow four. As the dK dV kernel's third block paid on the H200; not yet run on a GPU.
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads, 4)
+    flash_backward_dq_mma_4blocks(uint16_t* dq, const uint16_t* q, const uint16_t* k,
+                                  const uint16_t* v, const uint16_t* dout, const float* lse,
+                                  const float* drow, FlashParams p, BlockOrder order) {
+  flash_dq_body<D, DeviceCtx, mma::RowTiles>(dq, q, k, v, dout, lse, drow, p, order);
 }
 
 // The same dK dV kernels writing dS^T for the dQ kernel that reads it (FlashKernels::MmaStoredDs).
@@ -181,7 +194,7 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
     return;
   }
   if (D == 64)
-    launch_flash_backward(flash_backward_dkdv_mma_3blocks<64>, flash_backward_dq_mma<64>,
+    launch_flash_backward(flash_backward_dkdv_mma_3blocks<64>, flash_backward_dq_mma_4blocks<64>,
                           mma::BackwardSmem<64>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p, B,
                           D);
   else
