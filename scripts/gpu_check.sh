@@ -440,10 +440,12 @@ if want diag 60; then
   else
     # Regular expressions: the D 64 dK dV is flash_backward_dkdv_mma_3blocks since 46dd89a, the
     # GPT-2 cross-entropy cross_entropy_held_kernel since the forty-third session, GPT-2's norm
-    # backward norm_backward_fused_kernel (dx and the dw / db partial sums) since the forty-fourth.
+    # backward norm_backward_fused_kernel (dx and the dw / db partial sums) since the forty-fourth,
+    # the D 64 dQ flash_backward_dq_mma_4blocks since the forty-sixth.
     # FAMILY:REGEX runs the step under TESSERA_FLASH_KERNELS=FAMILY (kernels not yet the default,
     # last, so that a short budget drops them first).
-    for spec in flash_forward_kernel 'flash_(dkdv_kernel|backward_dkdv)' flash_dq_kernel \
+    for spec in flash_forward_kernel 'flash_(dkdv_kernel|backward_dkdv)' \
+        'flash_(dq_kernel|backward_dq_mma)' \
         'norm_backward_(dx|fused)_kernel' norm_weight_grad_final_kernel \
         'cross_entropy_(fused|held)' mma-2stage:flash_forward_mma_2stage \
         mma-ds:flash_dq_stored_kernel; do
