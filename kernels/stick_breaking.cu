@@ -60,7 +60,7 @@ __device__ __forceinline__ void sb_forward_body(uint16_t* out, float* log_rem, u
 
 // 64-row blocks held to four blocks an SM at D 64 (126 registers, no spill; unbounded, ptxas took
 // 144, three blocks, once the walks' rare exact-log path, stick_exact_log2, was in the loop) and
-// to three at D 128 (162; the tiles allow four); 128-row blocks unbounded (nvcc 13.0, sm_90).
+// to three at D 128 (162; the tiles allow four); 128-row blocks to one (230) (nvcc 13.0, sm_90).
 template <int D, int MT>
 __global__ void __launch_bounds__(kMmaThreads, MT == 2   ? 1
                                                : D == 64 ? 4

@@ -534,10 +534,11 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
     scale_scores(sc[0], scale2, r0, k0, p, lane);
     TESSERA_MMA_UNROLL
     for (int half = 0; half < 2; ++half) {
-      // run: f (the checkpoint's factor for the keys past the lane's) times the product of
+      // st.run: f (the checkpoint's factor for the keys past the lane's) times the product of
       // (1 - beta) over the lane's keys after the current one; t: W minus the sum of g over every
       // key after the current one (the checkpoint's, then the lane's walked so far).
-      float run = W::exp2(cur.ck[half].log2_after), t = cur.w[half] - cur.ck[half].g_after;
+      StickRun st{W::exp2(cur.ck[half].log2_after)};
+      float t = cur.w[half] - cur.ck[half].g_after;
       const int at = (warp * 16 + g + 8 * half) * kLd<kMmaTile> + 16 * c;
       Keys8 a_out, dz_out;  // 8 of the lane's keys of A and dz, bf16
       TESSERA_MMA_UNROLL
@@ -545,12 +546,7 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
         float a[2] = {0.0f, 0.0f}, dz[2] = {0.0f, 0.0f};
         TESSERA_MMA_UNROLL
         for (int e = 1; e >= 0; --e) {  // a key not attended: u = -inf, a = dz = 0
-          const float u = sc[0][n][2 * half + e];
-          const float ex = W::exp2(-fabsf(u));
-          const float r = W::rcp(1.0f + ex), er = ex * r;
-          const float beta = u >= 0.0f ? r : er;
-          a[e] = beta * run;
-          run *= u >= 0.0f ? er : r;
+          const float beta = st.step<W>(sc[0][n][2 * half + e], a[e]);
           const float gk = a[e] * dp[0][n][2 * half + e];
           dz[e] = gk - beta * t;
           t -= gk;

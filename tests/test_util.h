@@ -170,6 +170,18 @@ inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   return m;
 }
 
+// x (..., T, D) on the CPU as f32 with row t of its last two dimensions scaled by 1 + growth t / T:
+// attention scores that rise along a row when x holds the keys.
+inline Tensor rows_growing(const Tensor& x, double growth) {
+  Tensor f = x.to(DType::F32).contiguous();
+  const int64_t T = f.size(-2), D = f.size(-1);
+  float* p = static_cast<float*>(f.data_ptr());
+  for (int64_t row = 0; row < f.numel() / D; ++row)
+    for (int64_t d = 0; d < D; ++d)
+      p[row * D + d] *= float(1.0 + growth * double(row % T) / double(T));
+  return f;
+}
+
 // The raw bytes of a tensor: "bit-identical" compares these.
 inline std::vector<unsigned char> bytes(const Tensor& t) {
   Tensor c = t.contiguous();

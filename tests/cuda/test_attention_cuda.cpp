@@ -61,14 +61,8 @@ struct Input {
 // growth: row t of the last two dimensions (T, D) is scaled by 1 + growth t / T.
 Input make_input(const Shape& shape, Generator& g, DType dtype, double mul = 1.0, double add = 0.0,
                  double growth = 0.0) {
-  Tensor x = ops::add(ops::scale(randn(shape, g), mul), full(shape, add)).contiguous();
-  if (growth != 0.0) {
-    const int64_t T = shape[shape.size() - 2], D = shape.back();
-    float* p = static_cast<float*>(x.data_ptr());
-    for (int64_t row = 0; row < x.numel() / D; ++row)
-      for (int64_t d = 0; d < D; ++d)
-        p[row * D + d] *= float(1.0 + growth * double(row % T) / double(T));
-  }
+  Tensor x = ops::add(ops::scale(randn(shape, g), mul), full(shape, add));
+  if (growth != 0.0) x = tessera::testing::rows_growing(x, growth);
   x = x.to(dtype);
   return {x.to(DType::F64), x.to(Device::cuda())};
 }

@@ -86,14 +86,7 @@ void run_case(const Case& c, uint64_t seed) {
     k = randn(ks, g).to(DType::BF16);
     v = randn(ks, g).to(DType::BF16);
   }
-  if (c.key_growth != 0.0) {
-    Tensor kf = k.to(DType::F32).contiguous();
-    float* kp = static_cast<float*>(kf.data_ptr());
-    for (int64_t row = 0; row < c.B * c.Hkv * c.T; ++row)
-      for (int64_t d = 0; d < D; ++d)
-        kp[row * D + d] *= float(1.0 + c.key_growth * double(row % c.T) / double(c.T));
-    k = kf.to(DType::BF16);
-  }
+  if (c.key_growth != 0.0) k = tessera::testing::rows_growing(k, c.key_growth).to(DType::BF16);
   const Tensor dout = randn(qs, g).to(DType::BF16);
   const double scale = c.scale_mul / std::sqrt(double(D));
 
