@@ -2,6 +2,7 @@
 """PyTorch twin of build/bench_gpu: the same GPT-2 step and the same fused-kernel shapes.
 
     python3 scripts/bench_gpu.py --batch-size 8 [--seq 1024] [--steps 20] [--warmup 5] [--json F]
+                                 [--seed 1337] [--device cpu]
 
 The model is GPT-2 small in plain PyTorch (scripts/torch_gpt.py; nothing from tessera): 12 layers,
 768 channels, 12 heads, learned positions, LayerNorm, tanh-GELU MLP, fused qkv, tied embedding and
@@ -15,8 +16,13 @@ none means it ran eager, and the impl says so). One step is forward + backward +
 loss read back with .item(), on a fixed random batch already on the GPU, exactly as tessera's
 bench times it; FLOPs per token are counted the same way (6 N + 12 L H Q T, N without the
 position embedding, attention not halved; peak 989 TFLOP/s).
+
+--device cpu runs the same step in f32 on the CPU (no autocast, torch.compile or fused AdamW, no
+kernel table), beside `build/bench_gpu --device cpu`: the two benches' loss trajectories at a
+small shape (docs/gpu-notes.md, "The two benches' losses"); its times say nothing about a GPU.
 """
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -30,8 +36,12 @@ from torch_gpt import GPT
 PEAK_FLOPS = 989e12  # H100 SXM dense bf16
 
 
+DEVICE = "cuda"
+
+
 def sync():
-    torch.cuda.synchronize()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def dynamo_counts():
@@ -115,15 +125,20 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-kernels", action="store_true")
+    ap.add_argument("--seed", type=int, default=1337, help="the weights' and the batch's draw")
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     ap.add_argument("--vocab-pad", type=int, default=64,
                     help="round the model's vocabulary up to a multiple of this (1: unpadded)")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    global DEVICE
+    DEVICE = args.device
+    on_gpu = DEVICE == "cuda"
+    if on_gpu and not torch.cuda.is_available():
         sys.exit("bench_gpu.py: no CUDA device")
-    torch.manual_seed(1337)
+    torch.manual_seed(args.seed)
     B, T, L, C, H, V = args.batch_size, args.seq, 12, 768, 12, 50257
     Vp = -(-V // args.vocab_pad) * args.vocab_pad
-    model = GPT(L, C, H, Vp, T).cuda()
+    model = GPT(L, C, H, Vp, T).to(DEVICE)
     # The padding rows are not counted (as tessera counts its padded logits): the same N.
     n_params = sum(p.numel() for p in model.parameters()) - (Vp - V) * C
     n_flop = n_params - model.wpe.weight.numel()
@@ -132,20 +147,20 @@ def main():
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
                              {"params": no_decay, "weight_decay": 0.0}],
-                            lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=True)
+                            lr=6e-4, betas=(0.9, 0.95), eps=1e-8, **({"fused": True} if on_gpu else {}))
     compiled = "eager"
     fwd = model
-    if not args.no_compile:
+    if on_gpu and not args.no_compile:
         try:
             fwd = torch.compile(model)
             compiled = "torch.compile"
         except Exception as e:
             print(f"bench_gpu.py: torch.compile unavailable ({e}); eager", file=sys.stderr)
-    x = torch.randint(0, V, (B, T), device="cuda")
-    y = torch.randint(0, V, (B, T), device="cuda")
+    x = torch.randint(0, V, (B, T), device=DEVICE)
+    y = torch.randint(0, V, (B, T), device=DEVICE)
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else contextlib.nullcontext():
             loss = fwd(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -171,7 +186,8 @@ def main():
         elif graphs is not None:
             compiled += f", {graphs} graph{'s' if graphs != 1 else ''}, {breaks} graph breaks"
     print(f"bench_gpu.py: {args.warmup} warm-up steps ({compiled}) in {time.perf_counter() - t0:.1f} s")
-    torch.cuda.reset_peak_memory_stats()
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
     times = []
     last = float("nan")
     for _ in range(args.steps):
@@ -186,12 +202,13 @@ def main():
     res = {"impl": f"pytorch {torch.__version__} ({compiled}; vocabulary {Vp})", "batch": B, "seq": T,
            "params": n_params, "flop_params": n_flop, "flops_per_token": flops_per_token,
            "ms_per_step": ms, "tokens_per_s": tok_s, "mfu": mfu,
-           "peak_alloc_mib": torch.cuda.max_memory_allocated() / 2**20,
-           "peak_reserved_mib": torch.cuda.max_memory_reserved() / 2**20,
-           "loss_first": first, "loss_last": last, "device": torch.cuda.get_device_name(0)}
+           "peak_alloc_mib": torch.cuda.max_memory_allocated() / 2**20 if on_gpu else 0.0,
+           "peak_reserved_mib": torch.cuda.max_memory_reserved() / 2**20 if on_gpu else 0.0,
+           "loss_first": first, "loss_last": last,
+           "device": torch.cuda.get_device_name(0) if on_gpu else "cpu (f32)"}
     print(f"bench_gpu.py: {ms:.2f} ms/step, {tok_s:.0f} tokens/s, MFU {100 * mfu:.1f}%; peak "
           f"{res['peak_alloc_mib']:.0f} MiB allocated; loss {first:.4f} -> {last:.4f}")
-    if not args.no_kernels:
+    if on_gpu and not args.no_kernels:
         del opt
         torch.cuda.empty_cache()
         res["kernels"] = bench_kernels(B * T, C, V, n_params)

@@ -168,6 +168,9 @@ for label, key, nd in rows:
           "".join(f" {fmt(e, nd):>12s} {ratio(e, b):>16s}" for e in others))
 for name, _, note in variants:
     print(f"({name}: {note})")
+print("(losses: each run memorises its own random batch from its own initial draw at a constant "
+      "lr 6e-4; their last losses differ by draw as much as by implementation, 1.0-4.7 over three "
+      "of tessera's seeds on the CPU, docs/gpu-notes.md; parity is gpu_check's parity stage)")
 tk, pk = t.get("kernels", {}), p.get("kernels", {})
 if tk or pk:
     print()
