@@ -26,6 +26,7 @@
 #include <cstdint>
 
 #include "backend/attention_shapes.h"
+#include "backend/cuda.h"
 #include "backend/kernels.h"
 #include "block_order.h"
 #include "common.cuh"
@@ -377,6 +378,7 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
 void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
                         const Tensor& drow, const FlashParams& p, int64_t B, int64_t D);
+FlashStats& flash_counts();  // what cuda::flash_stats() returns, for the launches to count in
 // flash_wgmma.cu: the same kernels on Hopper's wgmma (FlashKernels::Wgmma and WgmmaNarrow, the
 // latter with fewer registers at D 64: a 64-query forward, K and V not held in dK dV; sm_90a
 // builds, compute capability 9.0 devices: an error naming what is missing otherwise).

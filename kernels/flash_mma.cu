@@ -115,33 +115,40 @@ __global__ void __launch_bounds__(kMmaThreads)
 // 96 rows x 136 tile pairs x 8 KB = 107 MB); a longer context recomputes it (B H T^2 bytes).
 constexpr int64_t kStoredDsBytes = int64_t(1) << 30;
 
-FlashKernels initial_choice() {
-  const char* env = std::getenv("TESSERA_FLASH_KERNELS");
+FlashKernels& choice() {
+  static FlashKernels k = flash_kernels_named(std::getenv("TESSERA_FLASH_KERNELS"));
+  return k;
+}
+
+}  // namespace
+
+FlashKernels flash_kernels_named(const char* env) {
   if (!env || !*env || std::strcmp(env, "mma") == 0) return FlashKernels::Mma;
   if (std::strcmp(env, "mma-narrow") == 0) return FlashKernels::MmaNarrow;
   if (std::strcmp(env, "mma-3blocks") == 0) return FlashKernels::Mma3Blocks;
   if (std::strcmp(env, "mma-5blocks") == 0) return FlashKernels::Mma5Blocks;
   if (std::strcmp(env, "mma-2stage") == 0) return FlashKernels::Mma2Stage;
   if (std::strcmp(env, "mma-ds") == 0) return FlashKernels::MmaStoredDs;
+  if (std::strcmp(env, "mma-2stage-ds") == 0) return FlashKernels::Mma2StageDs;
   if (std::strcmp(env, "wmma") == 0) return FlashKernels::Wmma;
   if (std::strcmp(env, "wgmma") == 0) return FlashKernels::Wgmma;
   if (std::strcmp(env, "wgmma-narrow") == 0) return FlashKernels::WgmmaNarrow;
   TESSERA_FAIL(
       "TESSERA_FLASH_KERNELS must be mma, mma-narrow, mma-3blocks, mma-5blocks, mma-2stage, "
-      "mma-ds, wmma, wgmma or wgmma-narrow, got '",
+      "mma-ds, mma-2stage-ds, wmma, wgmma or wgmma-narrow, got '",
       env, "'");
 }
-FlashKernels& choice() {
-  static FlashKernels k = initial_choice();
-  return k;
-}
-
-}  // namespace
 
 FlashKernels flash_kernels() { return choice(); }
 void set_flash_kernels(FlashKernels k) { choice() = k; }
+FlashStats flash_stats() { return attn::flash_counts(); }
 
 namespace attn {
+
+FlashStats& flash_counts() {
+  static FlashStats counts;
+  return counts;
+}
 
 void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                        const Tensor& v, const FlashParams& p, int64_t B, int64_t D) {
@@ -156,11 +163,14 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
   auto launch = [&](auto kernel, size_t bytes) {
     launch_flash_forward(kernel, bytes, kMmaTile * (narrow ? 1 : 2), out, lse, q, k, v, p, B, D);
   };
-  if (choice() == FlashKernels::Mma2Stage && D == 64)
-    launch(flash_forward_mma_2stage<64, 1, 4>, mma::ForwardSmem<64, 1, mma::RowTiles, 2>::bytes);
-  else if (choice() == FlashKernels::Mma2Stage)
-    launch(flash_forward_mma_2stage<128, 2, 1>, mma::ForwardSmem<128, 2, mma::RowTiles, 2>::bytes);
-  else if (D == 64 && choice() == FlashKernels::Mma5Blocks)
+  if (two_stage_forward(choice())) {  // counted with its launch (cuda::flash_stats)
+    ++flash_counts().two_stage_forwards;
+    if (D == 64)
+      launch(flash_forward_mma_2stage<64, 1, 4>, mma::ForwardSmem<64, 1, mma::RowTiles, 2>::bytes);
+    else
+      launch(flash_forward_mma_2stage<128, 2, 1>,
+             mma::ForwardSmem<128, 2, mma::RowTiles, 2>::bytes);
+  } else if (D == 64 && choice() == FlashKernels::Mma5Blocks)
     launch(flash_forward_mma_5blocks<64, 1>, mma::ForwardSmem<64, 1>::bytes);
   else if (D == 64 && narrow)
     launch(flash_forward_mma<64, 1>, mma::ForwardSmem<64, 1>::bytes);
@@ -179,7 +189,8 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
     return flash_wgmma_backward(dq, dk, dv, dout, q, k, v, lse, drow, p, B, D,
                                 choice() == FlashKernels::WgmmaNarrow);
   const int64_t ds_elems = B * p.H * mma::ds_tiles_per_row(p.T) * kMmaTile * kMmaTile;
-  if (choice() == FlashKernels::MmaStoredDs && 2 * ds_elems <= kStoredDsBytes) {
+  if (stored_ds_backward(choice()) && 2 * ds_elems <= kStoredDsBytes) {
+    ++flash_counts().stored_ds_backwards;
     const Tensor ds = Tensor::empty({ds_elems}, {DType::BF16, dq.device()});
     if (D == 64)
       launch_flash_backward_stored(flash_backward_dkdv_mma_3blocks_store<64>,
@@ -193,6 +204,7 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                                    dq, dk, dv, dout, q, k, v, lse, drow, p, B, D);
     return;
   }
+  ++flash_counts().recomputed_ds_backwards;
   if (D == 64)
     launch_flash_backward(flash_backward_dkdv_mma_3blocks<64>, flash_backward_dq_mma_4blocks<64>,
                           mma::BackwardSmem<64>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p, B,

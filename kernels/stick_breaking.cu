@@ -344,12 +344,14 @@ void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tens
                                                      bits(V), p, order);
       CUDA_CHECK_LAUNCH();
     };
-    // Mma2Stage: K and V in two stages (mma::stick_forward_block<..., 2>).
-    if (flash_kernels() == FlashKernels::Mma2Stage && d.D == 128)
-      launch(sb_forward_mma_2stage<128, 3>, mma::ForwardSmem<128, 1, mma::RowTiles, 2>::bytes);
-    else if (flash_kernels() == FlashKernels::Mma2Stage)
-      launch(sb_forward_mma_2stage<64, 4>, mma::ForwardSmem<64, 1, mma::RowTiles, 2>::bytes);
-    else if (d.D == 128)
+    // Mma2Stage, Mma2StageDs: K and V in two stages (mma::stick_forward_block<..., 2>).
+    if (two_stage_forward(flash_kernels())) {  // counted with its launch (cuda::flash_stats)
+      ++attn::flash_counts().two_stage_forwards;
+      if (d.D == 128)
+        launch(sb_forward_mma_2stage<128, 3>, mma::ForwardSmem<128, 1, mma::RowTiles, 2>::bytes);
+      else
+        launch(sb_forward_mma_2stage<64, 4>, mma::ForwardSmem<64, 1, mma::RowTiles, 2>::bytes);
+    } else if (d.D == 128)
       launch(sb_forward_mma<128, 1>, mma::ForwardSmem<128, 1>::bytes);
     else if (narrow)
       launch(sb_forward_mma<64, 1>, mma::ForwardSmem<64, 1>::bytes);

@@ -25,6 +25,7 @@
 #     (TESSERA_FLASH_KERNELS=mma-ds, kernels/flash_mma.h's backward_dq_stored_block);
 #   BENCH_2STAGE=1: the attention forward with K and V in two stages
 #     (TESSERA_FLASH_KERNELS=mma-2stage, kernels/flash_mma.h's forward_block<..., 2>);
+#     with BENCH_DS=1 too, also both together (TESSERA_FLASH_KERNELS=mma-2stage-ds);
 #   BENCH_SWITCHES=1: the step with each of the latest changes switched off (docs/gpu.md), the
 #     "before" of each: no bias gradient in the weight gradient's gemm
 #     (TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual), no cuBLASLt fusion at all
@@ -100,6 +101,9 @@ if [ "${BENCH_TUNED:-0}" = 1 ]; then variant tuned TESSERA_GEMM_TUNE="${GEMM_TUN
 if [ "${BENCH_WGMMA:-0}" = 1 ]; then variant wgmma TESSERA_FLASH_KERNELS=wgmma --; fi
 if [ "${BENCH_DS:-0}" = 1 ]; then variant mma-ds TESSERA_FLASH_KERNELS=mma-ds --; fi
 if [ "${BENCH_2STAGE:-0}" = 1 ]; then variant mma-2stage TESSERA_FLASH_KERNELS=mma-2stage --; fi
+if [ "${BENCH_DS:-0}" = 1 ] && [ "${BENCH_2STAGE:-0}" = 1 ]; then
+  variant mma-2stage-ds TESSERA_FLASH_KERNELS=mma-2stage-ds --
+fi
 if [ "${BENCH_SWITCHES:-0}" = 1 ]; then
   variant no-bgrad TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual --
   variant no-epilogues TESSERA_GEMM_EPILOGUES=none --
@@ -131,6 +135,8 @@ variants = [(name, load(f"tessera-{name}.json"), note) for name, note in (
                "kernel stores instead of recomputing S and dP"),
     ("mma-2stage", "TESSERA_FLASH_KERNELS=mma-2stage, the attention forward with the next key "
                    "tile's K and V streaming into a second stage (one barrier a tile)"),
+    ("mma-2stage-ds", "TESSERA_FLASH_KERNELS=mma-2stage-ds, the two-stage forward and the "
+                      "stored-dS backward together"),
     ("no-bgrad", "TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual, bias gradients summed apart "
                  "(sum_dim) instead of by the weight gradient's gemm"),
     ("no-epilogues", "TESSERA_GEMM_EPILOGUES=none, no cuBLASLt fusion: bias, GELU, its "

@@ -323,7 +323,8 @@ if want bench 150; then
   # changes switched off (scripts/bench_gpu.sh); off by default here, where the first run's time
   # goes to correctness. BENCH_DS=1 (on by default: not yet measured in a step) the step with the
   # attention's dQ from the stored dS (TESSERA_FLASH_KERNELS=mma-ds), BENCH_2STAGE=1 (likewise)
-  # the step with the two-stage attention forward (TESSERA_FLASH_KERNELS=mma-2stage).
+  # the step with the two-stage attention forward (TESSERA_FLASH_KERNELS=mma-2stage), and the two
+  # together (mma-2stage-ds).
   NO_BUILD=1 BUILD_DIR="$B" RESULTS=/tmp/gpu-check-bench BENCH_STEPS=20 BENCH_WARMUP=5 \
     BENCH_UNFUSED="${BENCH_UNFUSED:-0}" BENCH_TUNED="${BENCH_TUNED:-0}" BENCH_WGMMA="${BENCH_WGMMA:-0}" \
     BENCH_SWITCHES="${BENCH_SWITCHES:-0}" BENCH_DS="${BENCH_DS:-1}" BENCH_2STAGE="${BENCH_2STAGE:-1}" \

@@ -298,6 +298,7 @@ int main(int argc, char** argv) {
     std::vector<double> times;
     int64_t host_reads = 0;  // the step's own waits, not the bracketing synchronize calls
     const cuda::BlasStats blas0 = cuda::blas_stats();
+    const cuda::FlashStats flash0 = cuda::flash_stats();
     for (int i = 0; i < steps; ++i) {
       sync();
       const int64_t reads0 = cuda::sync_stats().copies_to_host;
@@ -340,6 +341,14 @@ int main(int argc, char** argv) {
           per_step(b.residual_in_gemm, blas0.residual_in_gemm).c_str(),
           per_step(b.residual_fallback, blas0.residual_fallback).c_str(),
           per_step(b.per_batch_gemms, blas0.per_batch_gemms).c_str());
+      // Which attention kernels ran (families of the same bits differ only here: cuda.h).
+      const cuda::FlashStats f = cuda::flash_stats();
+      std::printf(
+          "bench_gpu: per step, attention forwards with K and V in two stages %s, backwards "
+          "with dQ from the stored dS %s, recomputing it %s\n",
+          per_step(f.two_stage_forwards, flash0.two_stage_forwards).c_str(),
+          per_step(f.stored_ds_backwards, flash0.stored_ds_backwards).c_str(),
+          per_step(f.recomputed_ds_backwards, flash0.recomputed_ds_backwards).c_str());
       std::printf("bench_gpu: cuBLASLt from %s\n", cuda::cublaslt_library().c_str());
       if (const std::string tuning = train::gemm_tuning_summary(); !tuning.empty())
         std::printf("bench_gpu: %s\n", tuning.c_str());

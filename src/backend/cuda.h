@@ -111,6 +111,8 @@ void empty_cache(int device);  // returns every cached block of the device to th
 //    the block uses this one's (one barrier a tile, two where one stage); not yet run on a GPU;
 //  - MmaStoredDs: Mma whose backward's dK dV kernel stores dS (bf16, B H T^2 bytes, up to 1 GiB)
 //    for a dQ kernel that reads it instead of recomputing S and dP; not yet run on a GPU;
+//  - Mma2StageDs: both of the above, Mma2Stage's forward and MmaStoredDs's backward (the step
+//    with both measured in one call, before either is the default);
 //  - Wmma: the kernels of kernels/flash_attention.cu that stage S, P and O through shared memory
 //    (stick-breaking has only the register-tile kernels);
 //  - Wgmma: the Mma bodies with every product on Hopper's warpgroup MMA (kernels/flash_wgmma.cu;
@@ -120,9 +122,9 @@ void empty_cache(int device);  // returns every cached block of the device to th
 //    no faster, its D 64 backward wrong (fixed since, not re-run), so not the default;
 //  - WgmmaNarrow: Wgmma with fewer registers at D 64 (more blocks an SM): the forward on blocks
 //    of 64 queries, and dK dV reading K and V from shared memory at every query tile.
-// TESSERA_FLASH_KERNELS=mma, mma-narrow, mma-3blocks, mma-5blocks, mma-2stage, mma-ds, wmma,
-// wgmma or wgmma-narrow in the environment sets the choice at start-up; the GPU tests and
-// bench_attention run each.
+// TESSERA_FLASH_KERNELS=mma, mma-narrow, mma-3blocks, mma-5blocks, mma-2stage, mma-ds,
+// mma-2stage-ds, wmma, wgmma or wgmma-narrow in the environment sets the choice at start-up
+// (flash_kernels_named); the GPU tests and bench_attention run each.
 enum class FlashKernels {
   Mma,
   MmaNarrow,
@@ -130,12 +132,34 @@ enum class FlashKernels {
   Mma5Blocks,
   Mma2Stage,
   MmaStoredDs,
+  Mma2StageDs,
   Wmma,
   Wgmma,
   WgmmaNarrow
 };
 FlashKernels flash_kernels();
 void set_flash_kernels(FlashKernels k);
+// The family TESSERA_FLASH_KERNELS names (null or empty: Mma); an error listing the names for
+// any other value.
+FlashKernels flash_kernels_named(const char* name);
+// Whether family k's forward streams K and V in two stages (Mma2Stage, Mma2StageDs: softmax and
+// stick-breaking), and whether its softmax backward's dQ reads the dS that its dK dV kernel
+// stores (MmaStoredDs, Mma2StageDs).
+constexpr bool two_stage_forward(FlashKernels k) {
+  return k == FlashKernels::Mma2Stage || k == FlashKernels::Mma2StageDs;
+}
+constexpr bool stored_ds_backward(FlashKernels k) {
+  return k == FlashKernels::MmaStoredDs || k == FlashKernels::Mma2StageDs;
+}
+// Which register-tile attention paths ran, counted per call since the start of the process
+// (kernels/flash_mma.cu, stick_breaking.cu): where two families give the same bits, these say which
+// kernels a run took (a stored-dS family recomputes where its dS would pass 1 GiB, for one).
+struct FlashStats {
+  int64_t two_stage_forwards = 0;       // softmax and stick-breaking, K and V in two stages
+  int64_t stored_ds_backwards = 0;      // softmax backwards whose dQ read the dS dK dV stored
+  int64_t recomputed_ds_backwards = 0;  // mma.sync softmax backwards whose dQ recomputed it
+};
+FlashStats flash_stats();  // zeros in a build without CUDA
 // Whether FlashKernels::Wgmma and WgmmaNarrow can run here: an sm_90a build and a 9.0 device.
 bool flash_wgmma_available();
 // One building block of the wgmma flash kernels run alone on one warpgroup

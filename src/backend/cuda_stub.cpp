@@ -32,6 +32,8 @@ bool caching_enabled() { return false; }
 void empty_cache(int) {}
 FlashKernels flash_kernels() { return FlashKernels::Mma; }
 void set_flash_kernels(FlashKernels) {}
+FlashKernels flash_kernels_named(const char*) { no_cuda(); }
+FlashStats flash_stats() { return {}; }
 bool flash_wgmma_available() { return false; }
 std::vector<float> wgmma_probe(WgmmaBlock, int, int, bool, bool, const std::vector<uint16_t>&,
                                const std::vector<uint16_t>&) {

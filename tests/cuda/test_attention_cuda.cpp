@@ -88,6 +88,8 @@ const char* flash_name(cuda::FlashKernels k) {
       return "mma kernels, K and V in two stages";
     case cuda::FlashKernels::MmaStoredDs:
       return "mma kernels, dQ from the stored dS";
+    case cuda::FlashKernels::Mma2StageDs:
+      return "mma kernels, two-stage forward, dQ from the stored dS";
     case cuda::FlashKernels::Wmma:
       return "wmma kernels";
     case cuda::FlashKernels::Wgmma:
@@ -396,6 +398,64 @@ TEST(AttentionCuda, flash_bf16_two_stage_forward_matches_cpu_reference) {
   check_flash({2, 2, 1, 3, 64}, DType::BF16, 0, 83);   // a partial first tile, nothing to stream
   check_flash({1, 2, 2, 5, 128}, DType::BF16, 0, 84);
   check_packed(2, 200, 4, 2, 64, DType::BF16, windowed(0), 81);
+}
+
+TEST(AttentionCuda, two_stage_and_stored_ds_family_runs_both) {
+  // Mma2StageDs, the step with both changes measured in one call: Mma2Stage's forward and
+  // MmaStoredDs's backward, bit for bit. Those paths give the bits of the ones they replace (the
+  // two-stage forward by design, tests/kernels/test_flash_mma_emulated.cpp; the stored dS on the
+  // emulator, whose products sum in one order either way), so cuda::flash_stats says which ran.
+  SKIP_WITHOUT_CUDA();
+  EXPECT_TRUE(cuda::two_stage_forward(cuda::FlashKernels::Mma2StageDs));
+  EXPECT_TRUE(cuda::stored_ds_backward(cuda::FlashKernels::Mma2StageDs));
+  EXPECT_FALSE(cuda::two_stage_forward(cuda::FlashKernels::MmaStoredDs));
+  EXPECT_FALSE(cuda::stored_ds_backward(cuda::FlashKernels::Mma2Stage));
+  EXPECT_EQ(cuda::flash_kernels_named("mma-2stage-ds"), cuda::FlashKernels::Mma2StageDs);
+  EXPECT_EQ(cuda::flash_kernels_named(""), cuda::FlashKernels::Mma);
+  try {
+    cuda::flash_kernels_named("mma-2stage+ds");
+    ADD_FAILURE() << "an unknown family was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("got 'mma-2stage+ds'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("mma-2stage-ds"), std::string::npos) << e.what();
+  }
+
+  const Shape4 s{1, 2, 1, 200, 64};
+  Qkv in = make_qkv(s, DType::BF16, 93);
+  const Shape qs{s.B, s.H, s.T, s.D}, ks{s.B, s.Hkv, s.T, s.D}, rows{s.B, s.H, s.T};
+  struct Ran {
+    int64_t two_stage, stored, recomputed;
+  };
+  auto ran = [](const cuda::FlashStats& a, const cuda::FlashStats& b) {
+    return Ran{b.two_stage_forwards - a.two_stage_forwards,
+               b.stored_ds_backwards - a.stored_ds_backwards,
+               b.recomputed_ds_backwards - a.recomputed_ds_backwards};
+  };
+  auto run = [&](cuda::FlashKernels kind, Ran want) {  // the bytes of out, lse, dq, dk and dv
+    SCOPED_TRACE(flash_name(kind));
+    UseFlashKernels use(kind);
+    const cuda::FlashStats before = cuda::flash_stats();
+    Tensor out = gpu_empty(qs, DType::BF16), lse = gpu_empty(rows, DType::F32);
+    TESSERA_KERNEL(out, flash_attention_forward)(out, lse, in.q.gpu, in.k.gpu, in.v.gpu, 0.125, 0);
+    Tensor dq = gpu_empty(qs, DType::BF16), dk = gpu_empty(ks, DType::BF16),
+           dv = gpu_empty(ks, DType::BF16);
+    TESSERA_KERNEL(out, flash_attention_backward)
+    (dq, dk, dv, in.dout.gpu, in.q.gpu, in.k.gpu, in.v.gpu, out, lse, 0.125, 0);
+    const Ran r = ran(before, cuda::flash_stats());
+    EXPECT_EQ(r.two_stage, want.two_stage) << "two-stage forwards";
+    EXPECT_EQ(r.stored, want.stored) << "stored-dS backwards";
+    EXPECT_EQ(r.recomputed, want.recomputed) << "recomputing backwards";
+    std::vector<std::vector<unsigned char>> got;
+    for (const Tensor* t : {&out, &lse, &dq, &dk, &dv})
+      got.push_back(tessera::testing::bytes(t->to(Device::cpu())));
+    return got;
+  };
+  const auto both = run(cuda::FlashKernels::Mma2StageDs, {1, 1, 0});
+  const auto two_stage = run(cuda::FlashKernels::Mma2Stage, {1, 0, 1});
+  const auto stored = run(cuda::FlashKernels::MmaStoredDs, {0, 1, 0});
+  run(cuda::FlashKernels::Mma, {0, 0, 1});
+  EXPECT_TRUE(both[0] == two_stage[0] && both[1] == two_stage[1]) << "forward";
+  EXPECT_TRUE(both[2] == stored[2] && both[3] == stored[3] && both[4] == stored[4]) << "backward";
 }
 
 TEST(AttentionCuda, flash_bf16_wgmma_kernels_match_cpu_reference) {
