@@ -160,6 +160,9 @@ print("FLOPs/token = 6N + 12 L H Q T (N without the position embedding, attentio
       "MFU against 989 TFLOP/s (H100 SXM dense bf16)")
 rows = [("ms / step", "ms_per_step", 2), ("tokens / s", "tokens_per_s", 0), ("MFU %", "mfu", 1),
         ("host waits / step", "host_reads_per_step", 1),
+        ("2-stage fwd / step", "two_stage_forwards_per_step", 0),
+        ("stored-dS bwd / step", "stored_ds_backwards_per_step", 0),
+        ("recomputing bwd / step", "recomputed_ds_backwards_per_step", 0),
         ("peak allocated MiB", "peak_alloc_mib", 0), ("peak reserved MiB", "peak_reserved_mib", 0),
         ("loss, first step", "loss_first", 4), ("loss, last step", "loss_last", 4)]
 print(f"{'':22s} {'tessera':>12s} {'pytorch':>12s} {'tessera/pytorch':>16s}" +

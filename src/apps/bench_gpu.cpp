@@ -310,6 +310,14 @@ int main(int argc, char** argv) {
     }
     const double ms = median(times);
     const double reads_per_step = double(host_reads) / steps;
+    // Which attention kernels ran (families of the same bits differ only here: cuda.h).
+    const cuda::FlashStats flash1 = cuda::flash_stats();
+    const double two_stage_per_step =
+        double(flash1.two_stage_forwards - flash0.two_stage_forwards) / steps;
+    const double stored_ds_per_step =
+        double(flash1.stored_ds_backwards - flash0.stored_ds_backwards) / steps;
+    const double recomputed_ds_per_step =
+        double(flash1.recomputed_ds_backwards - flash0.recomputed_ds_backwards) / steps;
     const double tok_s = double(B * T) / (ms / 1000.0);
     const double mfu = flops_per_token * tok_s / kPeakFlops;
     const MemoryStats mem = memory_stats(dev);
@@ -341,14 +349,11 @@ int main(int argc, char** argv) {
           per_step(b.residual_in_gemm, blas0.residual_in_gemm).c_str(),
           per_step(b.residual_fallback, blas0.residual_fallback).c_str(),
           per_step(b.per_batch_gemms, blas0.per_batch_gemms).c_str());
-      // Which attention kernels ran (families of the same bits differ only here: cuda.h).
-      const cuda::FlashStats f = cuda::flash_stats();
       std::printf(
           "bench_gpu: per step, attention forwards with K and V in two stages %s, backwards "
           "with dQ from the stored dS %s, recomputing it %s\n",
-          per_step(f.two_stage_forwards, flash0.two_stage_forwards).c_str(),
-          per_step(f.stored_ds_backwards, flash0.stored_ds_backwards).c_str(),
-          per_step(f.recomputed_ds_backwards, flash0.recomputed_ds_backwards).c_str());
+          json_num(two_stage_per_step).c_str(), json_num(stored_ds_per_step).c_str(),
+          json_num(recomputed_ds_per_step).c_str());
       std::printf("bench_gpu: cuBLASLt from %s\n", cuda::cublaslt_library().c_str());
       if (const std::string tuning = train::gemm_tuning_summary(); !tuning.empty())
         std::printf("bench_gpu: %s\n", tuning.c_str());
@@ -392,7 +397,10 @@ int main(int argc, char** argv) {
          << ", \"loss_first\": " << json_num(first_loss)
          << ", \"loss_last\": " << json_num(last_loss)
          << ", \"host_reads_per_step\": " << json_num(on_gpu ? reads_per_step : NAN)
-         << ", \"kernels\": {";
+         << ", \"two_stage_forwards_per_step\": " << json_num(on_gpu ? two_stage_per_step : NAN)
+         << ", \"stored_ds_backwards_per_step\": " << json_num(on_gpu ? stored_ds_per_step : NAN)
+         << ", \"recomputed_ds_backwards_per_step\": "
+         << json_num(on_gpu ? recomputed_ds_per_step : NAN) << ", \"kernels\": {";
       for (size_t i = 0; i < kernels.size(); ++i)
         js << (i ? ", " : "") << "\"" << kernels[i].name
            << "\": {\"ms\": " << json_num(kernels[i].ms)
