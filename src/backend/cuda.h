@@ -124,7 +124,8 @@ void empty_cache(int device);  // returns every cached block of the device to th
 //    of 64 queries, and dK dV reading K and V from shared memory at every query tile.
 // TESSERA_FLASH_KERNELS=mma, mma-narrow, mma-3blocks, mma-5blocks, mma-2stage, mma-ds,
 // mma-2stage-ds, wmma, wgmma or wgmma-narrow in the environment sets the choice at start-up
-// (flash_kernels_named); the GPU tests and bench_attention run each.
+// (flash_kernels_named); the GPU tests run each, bench_attention each but mma-2stage-ds (whose
+// halves are its mma-2stage and mma-ds rows).
 enum class FlashKernels {
   Mma,
   MmaNarrow,
