@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole GPU check in one command, sized so that two runs fit in one 15-minute lease of the lent
-# H200 (docs/gpu-notes.md records each run): each call is a machine start (1-2 minutes, counted),
-# then BUDGET_S, and a machine left idle goes back after 30 s, so a second call after reading the
-# first one's table starts a fresh machine and builds again. 2 x (~90 s + 330 s) fits 900 s. Stages, each under its own time limit, each adding
-# rows to one summary table that is printed last:
+# H100 or H200 (docs/gpu-notes.md records each run): each call is a machine start (1-2 minutes,
+# counted), then BUDGET_S, and a machine left idle goes back after 30 s, so a second call after
+# reading the first one's table starts a fresh machine and builds again. 2 x (~90 s + 330 s) fits
+# 900 s. Stages, each under its own time limit, each adding rows to one summary table that is
+# printed last:
 #
 #   build      offline build from the carried .debs (scripts/build_offline.sh), only the targets
 #              the later stages run, ninja with every core
@@ -32,7 +33,7 @@
 #   would start with less than their minimum, are skipped with a row in the summary naming the
 #   STAGES of a second call, build included: a fresh machine has none)
 #   STAGES="build bench attention memory" scripts/gpu_check.sh    # such a second call
-# Time limits are what a stage should take on the H200 with room to spare, not what the budget
+# Time limits are what a stage should take on the H200 (calls 1-4) with room to spare, not what the budget
 # allows: a hung kernel costs its stage's limit (a training run 90 s, a GPU test 60 s), and every
 # timeout sends SIGKILL 10 s after its SIGTERM (a process stuck in a driver call).
 # Here, where there is no GPU, `STAGES=build CUDA_ARCH=90 scripts/gpu_check.sh` checks the build
