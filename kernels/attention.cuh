@@ -31,6 +31,7 @@
 #include "block_order.h"
 #include "common.cuh"
 #include "flash_mma.h"
+#include "head_slices.h"
 
 namespace tessera::cuda::attn {
 
@@ -145,6 +146,12 @@ inline BlockOrder block_order(int64_t heads, int64_t tiles, int64_t shared_bytes
                 " tiles exceed the grid's 2^31 - 1 blocks");
   return {heads, tiles, heads_per_group(heads, shared_bytes)};
 }
+// A head slice's rows (head_slices.h) of a (B, H, ...) tensor (per_kv = G: the slice's query
+// heads) or of a (B, Hkv, ...) one (per_kv = 1: its kv heads).
+inline Tensor slice_rows(const Tensor& t, const HeadSlice& s, int64_t per_kv) {
+  return t.narrow(0, s.b0, s.nb).narrow(1, s.g0 * per_kv, s.ng * per_kv);
+}
+
 inline dim3 grid_of(const BlockOrder& o) { return dim3(unsigned(o.heads * o.tiles)); }
 // Over query heads (forward, dQ): a head's blocks share its kv head's K and V, Tk rows of D bf16
 // each, with the group's H / Hkv query heads (adjacent in the order). Over kv heads (dK dV): a

@@ -111,10 +111,6 @@ __global__ void __launch_bounds__(kMmaThreads)
                                                             order, ds);
 }
 
-// FlashKernels::MmaStoredDs stores dS when it takes at most this much memory (GPT-2's B 8, T 1024:
-// 96 rows x 136 tile pairs x 8 KB = 107 MB); a longer context recomputes it (B H T^2 bytes).
-constexpr int64_t kStoredDsBytes = int64_t(1) << 30;
-
 FlashKernels& choice() {
   static FlashKernels k = flash_kernels_named(std::getenv("TESSERA_FLASH_KERNELS"));
   return k;
@@ -188,20 +184,35 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   if (choice() == FlashKernels::Wgmma || choice() == FlashKernels::WgmmaNarrow)
     return flash_wgmma_backward(dq, dk, dv, dout, q, k, v, lse, drow, p, B, D,
                                 choice() == FlashKernels::WgmmaNarrow);
-  const int64_t ds_elems = B * p.H * mma::ds_tiles_per_row(p.T) * kMmaTile * kMmaTile;
-  if (stored_ds_backward(choice()) && 2 * ds_elems <= kStoredDsBytes) {
+  // FlashKernels::MmaStoredDs stores dS^T (bf16, a 64 x 64 tile a causal tile pair, mma::ds_tile:
+  // about T^2 bytes a query head; GPT-2's B 8, T 1024: 96 x 136 x 8 KB = 107 MB) in passes of at
+  // most TESSERA_FLASH_DS_BYTES (read at every call; else 1 GiB) over slices of the batch or of
+  // one batch element's kv-head groups (head_slices.h; the same bits as one pass). Where a single
+  // group's dS would pass that (a query head's 1 GiB at T 32768), the dQ kernel recomputes it.
+  const int64_t G = p.H / p.Hkv, ds_head = mma::ds_tiles_per_row(p.T) * kMmaTile * kMmaTile;
+  const int64_t budget =
+      stored_ds_backward(choice()) ? scratch_budget("TESSERA_FLASH_DS_BYTES") : 0;
+  if (budget > 0 && group_fits(p.H, p.Hkv, 2 * ds_head, budget)) {
     ++flash_counts().stored_ds_backwards;
-    const Tensor ds = Tensor::empty({ds_elems}, {DType::BF16, dq.device()});
-    if (D == 64)
-      launch_flash_backward_stored(flash_backward_dkdv_mma_3blocks_store<64>,
-                                   flash_dq_stored_kernel<64, DeviceCtx>,
-                                   mma::BackwardSmem<64>::bytes, mma::DqStoredSmem<64>::bytes, ds,
-                                   dq, dk, dv, dout, q, k, v, lse, drow, p, B, D);
-    else
-      launch_flash_backward_stored(flash_backward_dkdv_mma_store<128>,
-                                   flash_dq_stored_kernel<128, DeviceCtx>,
-                                   mma::BackwardSmem<128>::bytes, mma::DqStoredSmem<128>::bytes, ds,
-                                   dq, dk, dv, dout, q, k, v, lse, drow, p, B, D);
+    for (const HeadSlice& s : head_slices(B, p.H, p.Hkv, 2 * ds_head, budget)) {
+      ++flash_counts().stored_ds_passes;
+      FlashParams ps = p;
+      ps.H = int(s.ng * G), ps.Hkv = int(s.ng);
+      auto qs = [&](const Tensor& t) { return slice_rows(t, s, G); };
+      auto ks = [&](const Tensor& t) { return slice_rows(t, s, 1); };
+      const Tensor ds = Tensor::empty({s.nb * ps.H * ds_head}, {DType::BF16, dq.device()});
+      auto launch = [&](auto dkdv_kernel, auto dq_kernel, size_t dkdv_bytes, size_t dq_bytes) {
+        launch_flash_backward_stored(dkdv_kernel, dq_kernel, dkdv_bytes, dq_bytes, ds, qs(dq),
+                                     ks(dk), ks(dv), qs(dout), qs(q), ks(k), ks(v), qs(lse),
+                                     qs(drow), ps, s.nb, D);
+      };
+      if (D == 64)
+        launch(flash_backward_dkdv_mma_3blocks_store<64>, flash_dq_stored_kernel<64, DeviceCtx>,
+               mma::BackwardSmem<64>::bytes, mma::DqStoredSmem<64>::bytes);
+      else
+        launch(flash_backward_dkdv_mma_store<128>, flash_dq_stored_kernel<128, DeviceCtx>,
+               mma::BackwardSmem<128>::bytes, mma::DqStoredSmem<128>::bytes);
+    }
     return;
   }
   ++flash_counts().recomputed_ds_backwards;

@@ -32,9 +32,6 @@
 // Two paths: bf16 at D 64 and 128 runs stick_mma.h's register-tile bodies (64-key tiles; its
 // checkpoints are per row, tile and lane of a quad, 32 bytes: T^2 / 2 bytes per head, 2 GiB at
 // B H = 16, T = 16384); f32 (and bf16 with a query offset) the plain warp-per-row kernels below.
-#include <algorithm>
-#include <cstdlib>
-
 #include "attention.cuh"
 #include "backend/cuda.h"
 #include "mma_device.cuh"
@@ -454,62 +451,29 @@ int64_t checkpoint_bytes_per_head(const Dims& d, DType dtype) {
   return d.T * ((d.T + 31) / 32) * 2 * 4;
 }
 
-// The checkpoint bytes one pass aims to hold: TESSERA_SB_CKPT_BYTES (for tests and tuning; read
-// at every call), else 1 GiB. Past it the backward runs in chunks of the batch, or of one batch
-// element's kv-head groups: at T 8192 a head's checkpoints are 32 MiB, so a 1-GiB chunk still
-// launches thousands of blocks. A pass takes one whole group at least (G query heads with their
-// kv head: G x checkpoint_bytes_per_head), so with GQA at long T one pass may hold more.
-int64_t checkpoint_budget() {
-  const char* e = std::getenv("TESSERA_SB_CKPT_BYTES");
-  if (!e || !*e) return int64_t(1) << 30;
-  char* end = nullptr;
-  const long long bytes = std::strtoll(e, &end, 10);
-  TESSERA_CHECK(*end == '\0' && bytes >= 1, "TESSERA_SB_CKPT_BYTES='", e,
-                "' is not a positive number of bytes");
-  return int64_t(bytes);
-}
-
 }  // namespace
 
 // The checkpoints grow with B H T^2 (backward_pass): a backward whose checkpoints pass
-// checkpoint_budget() runs as several passes over slices of the batch, or of one batch element's
-// heads (whole groups of query heads with their kv head), each pass's checkpoints freed for the
-// next. Every output row is computed as in one pass (the same blocks, the same order of sums), so
-// the result is bit for bit the same; only the peak memory changes.
+// TESSERA_SB_CKPT_BYTES (for tests and tuning; read at every call), else 1 GiB, runs as several
+// passes over slices of the batch, or of one batch element's heads (head_slices.h: the same bits,
+// each pass's checkpoints freed for the next). At T 8192 a head's checkpoints are 32 MiB, so a
+// 1-GiB pass still launches thousands of blocks. A pass takes one whole group at least (G query
+// heads with their kv head), so with GQA at long T one pass may hold more.
 void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                              const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                              const Tensor& out, const Tensor& log_rem, double scale,
                              bool attend_current, bool add_remainder) {
-  const Dims d = check_qkv("stick_breaking_backward", q, k, v, false, /*strided=*/true);
-  const int64_t head = checkpoint_bytes_per_head(d, q.dtype()), budget = checkpoint_budget();
-  auto pass = [&](int64_t dim, int64_t q_start, int64_t q_len, int64_t kv_start, int64_t kv_len,
-                  const Tensor& dq_, const Tensor& dk_, const Tensor& dv_, const Tensor& dout_,
-                  const Tensor& q_, const Tensor& k_, const Tensor& v_, const Tensor& out_,
-                  const Tensor& lr_) {
-    auto qs = [&](const Tensor& t) { return t.narrow(dim, q_start, q_len); };
-    auto ks = [&](const Tensor& t) { return t.narrow(dim, kv_start, kv_len); };
-    backward_pass(qs(dq_), ks(dk_), ks(dv_), qs(dout_), qs(q_), ks(k_), ks(v_), qs(out_), qs(lr_),
+  const char* name = "stick_breaking_backward";
+  const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/false, /*strided=*/true);
+  check_backward_views(name, dq, dk, dv, dout, out, q, k, v);  // before they are sliced
+  check_like(name, "log_rem", log_rem, {d.B, d.H, d.T}, DType::F32, q);
+  const int64_t G = d.H > 0 ? d.H / d.Hkv : 1;
+  for (const HeadSlice& s : head_slices(d.B, d.H, d.Hkv, checkpoint_bytes_per_head(d, q.dtype()),
+                                        scratch_budget("TESSERA_SB_CKPT_BYTES"))) {
+    auto qs = [&](const Tensor& t) { return slice_rows(t, s, G); };
+    auto ks = [&](const Tensor& t) { return slice_rows(t, s, 1); };
+    backward_pass(qs(dq), ks(dk), ks(dv), qs(dout), qs(q), ks(k), ks(v), qs(out), qs(log_rem),
                   scale, attend_current, add_remainder);
-  };
-  if (d.B * d.H * head <= budget || d.T == 0 || d.B == 0 || d.H == 0) {
-    backward_pass(dq, dk, dv, dout, q, k, v, out, log_rem, scale, attend_current, add_remainder);
-  } else if (d.H * head <= budget) {
-    const int64_t step = budget / (d.H * head);  // batch elements per pass
-    for (int64_t b = 0; b < d.B; b += step) {
-      const int64_t n = std::min(step, d.B - b);
-      pass(0, b, n, b, n, dq, dk, dv, dout, q, k, v, out, log_rem);
-    }
-  } else {
-    const int64_t G = d.H / d.Hkv;  // query heads per kv head: a pass takes whole groups
-    const int64_t step = std::max<int64_t>(1, budget / (G * head));  // kv heads per pass
-    for (int64_t b = 0; b < d.B; ++b) {
-      auto one = [&](const Tensor& t) { return t.narrow(0, b, 1); };
-      for (int64_t g = 0; g < d.Hkv; g += step) {
-        const int64_t n = std::min(step, d.Hkv - g);
-        pass(1, g * G, n * G, g, n, one(dq), one(dk), one(dv), one(dout), one(q), one(k), one(v),
-             one(out), one(log_rem));
-      }
-    }
   }
 }
 

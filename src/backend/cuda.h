@@ -109,8 +109,9 @@ void empty_cache(int device);  // returns every cached block of the device to th
 //    (96 registers, a few bytes spilled); not yet run on a GPU;
 //  - Mma2Stage: Mma whose forward streams the next key tile's K and V into a second stage while
 //    the block uses this one's (one barrier a tile, two where one stage); not yet run on a GPU;
-//  - MmaStoredDs: Mma whose backward's dK dV kernel stores dS (bf16, B H T^2 bytes, up to 1 GiB)
-//    for a dQ kernel that reads it instead of recomputing S and dP; not yet run on a GPU;
+//  - MmaStoredDs: Mma whose backward's dK dV kernel stores dS (bf16, B H T^2 bytes, 1 GiB a pass
+//    at most: kernels/head_slices.h) for a dQ kernel that reads it instead of recomputing S and
+//    dP; not yet run on a GPU;
 //  - Mma2StageDs: both of the above, Mma2Stage's forward and MmaStoredDs's backward (the step
 //    with both measured in one call, before either is the default);
 //  - Wmma: the kernels of kernels/flash_attention.cu that stage S, P and O through shared memory
@@ -154,10 +155,12 @@ constexpr bool stored_ds_backward(FlashKernels k) {
 }
 // Which register-tile attention paths ran, counted per call since the start of the process
 // (kernels/flash_mma.cu, stick_breaking.cu): where two families give the same bits, these say which
-// kernels a run took (a stored-dS family recomputes where its dS would pass 1 GiB, for one).
+// kernels a run took (a stored-dS family recomputes where one kv-head group's dS would pass its
+// budget, for one).
 struct FlashStats {
   int64_t two_stage_forwards = 0;       // softmax and stick-breaking, K and V in two stages
   int64_t stored_ds_backwards = 0;      // softmax backwards whose dQ read the dS dK dV stored
+  int64_t stored_ds_passes = 0;         // their passes (head_slices: the dS held a pass is bounded)
   int64_t recomputed_ds_backwards = 0;  // mma.sync softmax backwards whose dQ recomputed it
 };
 FlashStats flash_stats();  // zeros in a build without CUDA

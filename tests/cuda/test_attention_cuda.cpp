@@ -586,6 +586,73 @@ TEST(AttentionCuda, stick_breaking_backward_in_chunks_matches_one_pass_exactly) 
   check_stick_breaking_chunks({3, 4, 2, 70, 40}, DType::F32, 70 * 3 * 8);
 }
 
+// The stored-dS backward (MmaStoredDs) in passes whose dS stays within TESSERA_FLASH_DS_BYTES
+// (kernels/head_slices.h): the one-pass bits at every budget that holds a kv-head group, with the
+// passes counted; under one group, the recomputing backward (Mma's kernels, so Mma's bits).
+void check_stored_ds_passes(Shape4 s, int64_t window, uint64_t seed) {
+  const int64_t tiles = (s.T + 63) / 64, head = tiles * (tiles + 1) / 2 * 64 * 64 * 2;  // dS bytes
+  Qkv in = make_qkv(s, DType::BF16, seed);
+  const Shape qs{s.B, s.H, s.T, s.D}, ks{s.B, s.Hkv, s.T, s.D}, rows{s.B, s.H, s.T};
+  const double scale = 1.0 / std::sqrt(double(s.D));
+  Tensor out = gpu_empty(qs, DType::BF16), lse = gpu_empty(rows, DType::F32);
+  TESSERA_KERNEL(out, flash_attention_forward)
+  (out, lse, in.q.gpu, in.k.gpu, in.v.gpu, scale, window);
+  struct Ran {
+    std::vector<std::vector<unsigned char>> grads;  // dq, dk, dv
+    int64_t stored, passes, recomputed;
+  };
+  auto backward = [&](cuda::FlashKernels kind, const char* budget) {
+    tessera::testing::ScopedEnv env({{"TESSERA_FLASH_DS_BYTES", budget ? budget : ""}});
+    if (!budget) ::unsetenv("TESSERA_FLASH_DS_BYTES");
+    UseFlashKernels use(kind);
+    const cuda::FlashStats a = cuda::flash_stats();
+    std::vector<Tensor> g = {gpu_empty(qs, DType::BF16), gpu_empty(ks, DType::BF16),
+                             gpu_empty(ks, DType::BF16)};
+    TESSERA_KERNEL(out, flash_attention_backward)
+    (g[0], g[1], g[2], in.dout.gpu, in.q.gpu, in.k.gpu, in.v.gpu, out, lse, scale, window);
+    const cuda::FlashStats b = cuda::flash_stats();
+    Ran r{{},
+          b.stored_ds_backwards - a.stored_ds_backwards,
+          b.stored_ds_passes - a.stored_ds_passes,
+          b.recomputed_ds_backwards - a.recomputed_ds_backwards};
+    for (const Tensor& t : g) r.grads.push_back(tessera::testing::bytes(t.to(Device::cpu())));
+    return r;
+  };
+  const Ran whole = backward(cuda::FlashKernels::MmaStoredDs, nullptr);
+  EXPECT_EQ(whole.stored, 1);
+  EXPECT_EQ(whole.passes, 1);
+  const int64_t G = s.H / s.Hkv;
+  const struct {
+    int64_t budget, passes;
+  } cases[] = {{s.B * s.H * head, 1}, {s.H * head, s.B}, {G * head, s.B * s.Hkv}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE("budget " + std::to_string(c.budget));
+    const Ran r = backward(cuda::FlashKernels::MmaStoredDs, std::to_string(c.budget).c_str());
+    EXPECT_EQ(r.stored, 1);
+    EXPECT_EQ(r.passes, c.passes);
+    for (size_t i = 0; i < 3; ++i)
+      EXPECT_TRUE(r.grads[i] == whole.grads[i]) << "d"
+                                                << "qkv"[i];
+  }
+  const std::string under = std::to_string(G * head - 1);
+  const Ran recomputed = backward(cuda::FlashKernels::MmaStoredDs, under.c_str());
+  EXPECT_EQ(recomputed.stored, 0);
+  EXPECT_EQ(recomputed.recomputed, 1);
+  const Ran mma = backward(cuda::FlashKernels::Mma, under.c_str());
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_TRUE(recomputed.grads[i] == mma.grads[i]) << "d"
+                                                     << "qkv"[i] << " under one group";
+  const std::string bad =
+      tessera::testing::error_of([&] { backward(cuda::FlashKernels::MmaStoredDs, "12abc"); });
+  EXPECT_NE(bad.find("TESSERA_FLASH_DS_BYTES='12abc'"), std::string::npos) << bad;
+}
+
+TEST(AttentionCuda, stored_ds_backward_in_passes_matches_one_pass_exactly) {
+  SKIP_WITHOUT_CUDA();
+  check_stored_ds_passes({3, 4, 2, 130, 64}, 0, 96);   // 6 tile pairs a head: 49152 bytes
+  check_stored_ds_passes({2, 2, 1, 70, 128}, 40, 97);  // a window, head dim 128
+}
+
 TEST(AttentionCuda, stick_breaking_f32_matches_cpu_reference) {
   SKIP_WITHOUT_CUDA();
   check_stick_breaking({1, 4, 2, 100, 40}, DType::F32, false, false, 85);
