@@ -48,8 +48,8 @@ namespace tessera {
 // file was just verified against its digest file (the error then says so, rather than that it has
 // none).
 void probe_hdf5_file(const std::string& path, double timeout_s = 0, bool digest_matched = false);
-// Two minutes, plus a second for every 10 MB: the child reads every byte of the file, and slow
-// network file systems manage about that.
+// Two minutes, plus a second for every 10 MB: the child may read every byte of the file (of
+// chunked datasets, written by another tool), and slow network file systems manage about that.
 double probe_timeout_s(uint64_t file_bytes);
 
 }  // namespace tessera
