@@ -1,0 +1,103 @@
+// Large host tensors ask the kernel for transparent huge pages (core/storage.cpp): what
+// /proc/self/smaps says backs them, with the advice and without it (TESSERA_HUGE_PAGES=off).
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "core/tensor.h"
+
+using namespace tessera;
+
+namespace {
+
+// AnonHugePages of the mapping that holds `p`, in kB (smaps: one block of lines a mapping).
+int64_t huge_kb_at(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {  // a mapping's first line
+      inside = lo <= a && a < hi;
+      continue;
+    }
+    int64_t kb = 0;
+    if (inside && line.rfind("AnonHugePages:", 0) == 0 && std::istringstream(line.substr(14)) >> kb)
+      return kb;
+  }
+  return -1;
+}
+
+int64_t vmstat(const std::string& key) {
+  std::ifstream in("/proc/vmstat");
+  std::string k;
+  int64_t v = 0;
+  while (in >> k >> v)
+    if (k == key) return v;
+  return -1;
+}
+
+std::string thp_mode() {
+  std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string modes;
+  std::getline(in, modes);
+  const size_t a = modes.find('['), b = modes.find(']');
+  return a == std::string::npos || b == std::string::npos ? "" : modes.substr(a + 1, b - a - 1);
+}
+
+// Whether storage.cpp advises large blocks here: the kernel offers huge pages on request.
+bool thp_offered() {
+  const std::string mode = thp_mode();
+  return mode == "madvise" || mode == "always";
+}
+
+// A 64 MiB f32 tensor, every page touched; its middle's mapping's huge pages in kB.
+int64_t touched_tensor_huge_kb(Tensor* keep) {
+  *keep = Tensor::empty({int64_t(16) << 20}, DType::F32);
+  std::memset(keep->data_ptr(), 1, keep->nbytes());
+  return huge_kb_at(static_cast<const char*>(keep->data_ptr()) + keep->nbytes() / 2);
+}
+
+}  // namespace
+
+TEST(HostMemory, a_large_tensor_is_backed_by_huge_pages_where_the_kernel_offers_them) {
+  if (!thp_offered())
+    GTEST_SKIP() << "no transparent huge pages on request here (mode '" << thp_mode() << "')";
+  const int64_t fallbacks = vmstat("thp_fault_fallback");
+  Tensor advised;
+  const int64_t kb = touched_tensor_huge_kb(&advised);
+  ASSERT_GE(kb, 0) << "no mapping in /proc/self/smaps holds the tensor";
+  if (kb == 0 && vmstat("thp_fault_fallback") > fallbacks)
+    GTEST_SKIP() << "the kernel had no free huge page (thp_fault_fallback rose)";
+  EXPECT_GT(kb, 0) << "a touched 64 MiB tensor has no huge page (mode '" << thp_mode() << "')";
+
+  // Without the advice, "madvise" mode backs the block with 4 KiB pages alone ("always" backs
+  // every block with huge pages: nothing to tell apart there).
+  if (thp_mode() != "madvise") return;
+  ::setenv("TESSERA_HUGE_PAGES", "off", 1);
+  Tensor plain;
+  const int64_t plain_kb = touched_tensor_huge_kb(&plain);
+  ::unsetenv("TESSERA_HUGE_PAGES");
+  EXPECT_EQ(plain_kb, 0) << "TESSERA_HUGE_PAGES=off, yet the tensor has huge pages";
+}
+
+TEST(HostMemory, an_unknown_huge_pages_switch_is_refused_naming_it) {
+  if (!thp_offered()) GTEST_SKIP() << "the switch is read only where THP is offered";
+  ::setenv("TESSERA_HUGE_PAGES", "maybe", 1);
+  std::string msg;
+  try {
+    (void)Tensor::empty({int64_t(4) << 20}, DType::F32);
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  ::unsetenv("TESSERA_HUGE_PAGES");
+  EXPECT_NE(msg.find("TESSERA_HUGE_PAGES='maybe'"), std::string::npos) << msg;
+}
