@@ -13,11 +13,13 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/probe.h"
 #include "checkpoint/sidecar.h"
+#include "checkpoint_fixture.h"
 #include "core/tensor.h"
 #include "test_util.h"
 
 using namespace tessera;
 using tessera::testing::error_of;
+using tessera::testing::expect_mentions;
 using tessera::testing::read_file;
 namespace fs = std::filesystem;
 
@@ -43,11 +45,6 @@ void write_moved(const std::string& path, std::string bytes, size_t at, uint64_t
   for (int i = 0; i < 8; ++i) bytes[at + size_t(i)] = char(addr >> (8 * i));
   write_bytes(path, bytes);
   write_bytes(digest_path(path), digest_file_text(path, fs::path(path).filename().string()));
-}
-
-void expect_mentions(const std::string& msg, const std::vector<std::string>& parts) {
-  for (const std::string& part : parts)
-    EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
 }
 
 }  // namespace
