@@ -181,13 +181,15 @@ class Walker {
     if (!ok(type.get(), "cannot read the type of " + abs) ||
         !ok(space.get(), "cannot read the shape of " + abs))
       return false;
+    std::vector<hsize_t> dims;  // empty for a scalar
     if (H5Sget_simple_extent_type(space.get()) == H5S_SIMPLE) {
       const int rank = H5Sget_simple_extent_ndims(space.get());
       if (!ok(rank, "cannot read the shape of " + abs)) return false;
-      std::vector<hsize_t> dims(size_t(rank) + 1, 0);
+      dims.assign(size_t(rank) + 1, 0);  // one spare: a rank of 0 still has a buffer
       if (!ok(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr),
               "cannot read the shape of " + abs))
         return false;
+      dims.pop_back();
     }
     const hssize_t n = H5Sget_simple_extent_npoints(space.get());
     if (!ok(n, "cannot read the shape of " + abs)) return false;
@@ -199,10 +201,9 @@ class Walker {
     if (uint64_t(n) > file_bytes_ / size)
       return fail("dataset " + abs + " claims " + std::to_string(n) + " elements, more than the " +
                   std::to_string(file_bytes_) + "-byte file holds");
-    int plain = 0;
-    if (!ok(plain = plain_contiguous(ds.get()), "cannot read the storage layout of " + abs))
-      return false;
-    if (plain && n > 2) return read_ends(ds.get(), space.get(), native, size, abs);
+    const int plain = plain_contiguous(ds.get());
+    if (!ok(plain, "cannot read the storage layout of " + abs)) return false;
+    if (plain && n > 2) return read_ends(ds.get(), space.get(), dims, native, size, abs);
     buf_.resize(size_t(n) * size);
     return ok(H5Dread(ds.get(), native, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf_.data()),
               "cannot read dataset " + abs);
@@ -228,15 +229,11 @@ class Walker {
   // run's start and its end, checked against the file's end, through the same conversion. The
   // loader then reads the bytes between (1.5 GB of a GPT-2 124M checkpoint with AdamW's state,
   // which the child no longer reads a second time: scripts/bench_checkpoint.sh's probe row).
-  bool read_ends(hid_t ds, hid_t space, hid_t native, size_t size, const std::string& abs) {
-    const int rank = H5Sget_simple_extent_ndims(space);
-    if (!ok(rank, "cannot read the shape of " + abs)) return false;
-    std::vector<hsize_t> dims(static_cast<size_t>(rank));
-    if (!ok(H5Sget_simple_extent_dims(space, dims.data(), nullptr),
-            "cannot read the shape of " + abs))
-      return false;
-    std::vector<hsize_t> points(2 * size_t(rank), 0);  // (0, ..., 0), then (d0 - 1, ..., dr - 1)
-    for (int i = 0; i < rank; ++i) points[size_t(rank + i)] = dims[size_t(i)] - 1;
+  bool read_ends(hid_t ds, hid_t space, const std::vector<hsize_t>& dims, hid_t native, size_t size,
+                 const std::string& abs) {
+    const size_t rank = dims.size();
+    std::vector<hsize_t> points(2 * rank, 0);  // (0, ..., 0), then (d0 - 1, ..., dr - 1)
+    for (size_t i = 0; i < rank; ++i) points[rank + i] = dims[i] - 1;
     H5Owned file_space(H5Scopy(space), H5Sclose);
     const hsize_t two = 2;
     H5Owned memory_space(H5Screate_simple(1, &two, nullptr), H5Sclose);

@@ -79,8 +79,8 @@ static void keep_large_blocks_in_the_heap() {
 // checkpoint loaded into fresh tensors, a model built, the first step's activations; later steps
 // reuse the heap's pages, above). On the 2-core AMD EPYC VM of 2026-12-05 a fault cost ~10 us:
 // loading a GPT-2 124M checkpoint with AdamW's state (1.5 GB) took 4.9-5.1 s with 4 KiB pages,
-// 1.8-1.9 s with huge ones (README, "What the checks cost"). Only where the kernel offers them on request
-// ("madvise" or "always" in /sys/kernel/mm/transparent_hugepage/enabled);
+// 1.8-1.9 s with huge ones (README, "What the checks cost"). Only where the kernel offers them on
+// request ("madvise" or "always" in /sys/kernel/mm/transparent_hugepage/enabled);
 // TESSERA_HUGE_PAGES=off leaves every block to the kernel's default. The advice covers the
 // block's whole huge pages: the few KiB at either end stay small.
 namespace {
@@ -98,15 +98,14 @@ size_t host_huge_page_bytes() {
   return bytes;
 }
 
-// Whether a block of nbytes asks for huge pages; read before it is allocated, so that a bad
-// TESSERA_HUGE_PAGES is refused with nothing to free.
-bool wants_huge_pages(size_t nbytes) {
+// The huge page size a block of nbytes is advised to, 0 for none; read before the block is
+// allocated, so that a bad TESSERA_HUGE_PAGES is refused with nothing to free.
+size_t huge_pages_for(size_t nbytes) {
   const size_t huge = host_huge_page_bytes();
-  return huge && nbytes >= 2 * huge && !env_switch("TESSERA_HUGE_PAGES", "on", "off");
+  return huge && nbytes >= 2 * huge && !env_switch("TESSERA_HUGE_PAGES", "on", "off") ? huge : 0;
 }
 
-void advise_huge_pages(void* data, size_t nbytes) {
-  const uintptr_t huge = host_huge_page_bytes();
+void advise_huge_pages(void* data, size_t nbytes, uintptr_t huge) {
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + huge - 1) & ~(huge - 1);
   const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + nbytes) & ~(huge - 1);
   // Advice: a kernel that refuses it leaves the block as it was.
@@ -121,10 +120,10 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
   } else {
     // 64-byte alignment for SIMD loads; aligned_alloc needs a multiple of the alignment.
     size_t padded = (nbytes + 63) / 64 * 64;
-    const bool huge = wants_huge_pages(padded);
+    const size_t huge = huge_pages_for(padded);
     data_ = padded ? std::aligned_alloc(64, padded) : nullptr;
     TESSERA_CHECK(data_ || !padded, "out of host memory allocating ", nbytes, " bytes");
-    if (huge) advise_huge_pages(data_, padded);
+    if (huge) advise_huge_pages(data_, padded, huge);
   }
   count(device, int64_t(nbytes));
 }
