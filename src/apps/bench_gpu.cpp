@@ -319,15 +319,18 @@ int main(int argc, char** argv) {
     const double recomputed_ds_per_step =
         double(flash1.recomputed_ds_backwards - flash0.recomputed_ds_backwards) / steps;
     const double tok_s = double(B * T) / (ms / 1000.0);
-    const double mfu = flops_per_token * tok_s / kPeakFlops;
+    // A GPU's peak says nothing of a CPU run's arithmetic rate: no MFU there.
+    const double mfu = on_gpu ? flops_per_token * tok_s / kPeakFlops : NAN;
+    char mfu_text[64] = "n/a (cpu: no peak to divide by)";
+    if (on_gpu) std::snprintf(mfu_text, sizeof mfu_text, "%.1f%% (989 TFLOP/s peak)", 100 * mfu);
     const MemoryStats mem = memory_stats(dev);
     const cuda::DeviceMemoryStats pool = cuda::device_memory_stats(0);
     const double mib = double(1 << 20);
     std::printf(
-        "bench_gpu: %.2f ms/step (median of %d), %.0f tokens/s, MFU %.1f%% "
-        "(%.4g FLOP/token, 989 TFLOP/s peak); peak %.0f MiB allocated, %.0f MiB reserved; "
+        "bench_gpu: %.2f ms/step (median of %d), %.0f tokens/s, MFU %s, "
+        "%.4g FLOP/token; peak %.0f MiB allocated, %.0f MiB reserved; "
         "loss %.4f -> %.4f; the host waited on %s device reads per step\n",
-        ms, steps, tok_s, 100 * mfu, flops_per_token, double(mem.peak_bytes) / mib,
+        ms, steps, tok_s, mfu_text, flops_per_token, double(mem.peak_bytes) / mib,
         double(pool.peak_reserved_bytes) / mib, first_loss, last_loss,
         on_gpu ? json_num(reads_per_step).c_str() : "(cpu: no)");
     if (on_gpu) {  // whether cuBLASLt ran the Linears' bias and GELU in its epilogue (cuda.h)

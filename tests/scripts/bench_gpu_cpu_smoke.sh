@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# build/bench_gpu --device cpu (the dry run of the GPU benchmark, and what scripts/bench_cpu.sh
+# times) on configs/tiny.yaml: its line and its JSON carry the step's time and losses, and no MFU,
+# since a GPU's peak says nothing of a CPU's arithmetic rate.
+# Usage: tests/scripts/bench_gpu_cpu_smoke.sh BUILD_DIR
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bin="$1/bench_gpu"
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+out=$("$bin" --device cpu --config configs/tiny.yaml --steps 2 --warmup 1 --no-kernels \
+  --json "$dir/bench.json")
+echo "$out"
+line=$(grep '^bench_gpu: [0-9.]* ms/step' <<<"$out") || { echo "FAIL: no ms/step line" >&2; exit 1; }
+grep -q 'MFU n/a' <<<"$line" || { echo "FAIL: an MFU on the cpu: $line" >&2; exit 1; }
+/usr/bin/env python3 - "$dir/bench.json" <<'PY'
+import json, math, sys
+r = json.load(open(sys.argv[1]))
+assert r["mfu"] is None, f"mfu on the cpu: {r['mfu']}"
+assert r["ms_per_step"] > 0 and r["tokens_per_s"] > 0, r
+assert math.isfinite(r["loss_first"]) and math.isfinite(r["loss_last"]), r
+assert r["batch"] == 12 and r["seq"] == 64, r
+PY
+echo "ok"
