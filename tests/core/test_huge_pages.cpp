@@ -2,6 +2,7 @@
 // /proc/self/smaps says backs them, with the advice and without it (TESSERA_HUGE_PAGES=off).
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include <cstdint>
 #include <cstring>
@@ -53,6 +54,19 @@ std::string thp_mode() {
   return a == std::string::npos || b == std::string::npos ? "" : modes.substr(a + 1, b - a - 1);
 }
 
+size_t huge_page_bytes() {
+  std::ifstream in("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
+  size_t b = 0;
+  return in >> b ? b : 0;
+}
+
+// Page faults this thread has taken so far (a huge page is one, a 4 KiB page one).
+int64_t thread_faults() {
+  rusage ru{};
+  getrusage(RUSAGE_THREAD, &ru);
+  return ru.ru_minflt;
+}
+
 // Whether storage.cpp advises large blocks here: the kernel offers huge pages on request.
 bool thp_offered() {
   const std::string mode = thp_mode();
@@ -100,4 +114,31 @@ TEST(HostMemory, an_unknown_huge_pages_switch_is_refused_naming_it) {
   }
   ::unsetenv("TESSERA_HUGE_PAGES");
   EXPECT_NE(msg.find("TESSERA_HUGE_PAGES='maybe'"), std::string::npos) << msg;
+}
+
+// A block of a huge page or more starts on one, so that none of its huge pages is shared with the
+// chunk headers glibc writes around it (which would leave it to 4 KiB faults), and its last
+// partial huge page is taken whole where that adds at most an eighth: touching it all then takes
+// a fault a huge page, not one per 4 KiB.
+TEST(HostMemory, a_block_of_a_huge_page_or_more_faults_in_whole_huge_pages) {
+  const size_t huge = huge_page_bytes();
+  if (!thp_offered() || huge == 0)
+    GTEST_SKIP() << "no transparent huge pages on request here (mode '" << thp_mode() << "')";
+  const int64_t fallbacks = vmstat("thp_fault_fallback");
+  // 1.25 huge pages: its first huge page whole (the rest, 0.25, would cost 0.75 more to round).
+  // 4.75 huge pages: rounded up to 5 (0.25 more is under an eighth).
+  for (const size_t bytes : {huge + huge / 4, 4 * huge + 3 * huge / 4}) {
+    const Tensor t = Tensor::empty({int64_t(bytes / 4)}, DType::F32);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data_ptr()) % huge, 0u)
+        << "a block of " << bytes << " bytes does not start on a huge page";
+    const size_t whole = bytes > 2 * huge ? bytes : huge;  // what should come as huge pages
+    const int64_t before = thread_faults();
+    std::memset(t.data_ptr(), 1, whole);
+    const int64_t faults = thread_faults() - before;
+    if (vmstat("thp_fault_fallback") > fallbacks)
+      GTEST_SKIP() << "the kernel had no free huge page (thp_fault_fallback rose)";
+    // One fault a huge page (5 at most), a few to spare; 4 KiB pages would take 512 a huge page.
+    EXPECT_LE(faults, 16) << "touching " << whole << " bytes of a block of " << bytes << " took "
+                          << faults << " page faults";
+  }
 }
