@@ -4,7 +4,8 @@
 # CPU's instructions and by the portable code (TESSERA_DIGEST=portable), beside:
 #   sha256sum and OpenSSL (Python's hashlib) hashing the same file;
 #   PyTorch's torch.save / torch.load of the same tensors (scripts/bench_checkpoint_torch.py), when
-#   TORCH_PYTHON (default /usr/bin/python3: apt-get install python3-torch) imports torch.
+#   TORCH_PYTHON (default /usr/bin/python3: apt-get install python3-torch) imports torch; with
+#   glibc's malloc asking for huge pages as tessera's tensors do (scripts/torch_env.sh).
 # Usage: scripts/bench_checkpoint.sh [bench_checkpoint flags, e.g. --n-layer 2 --repeats 5]
 #   BUILD_DIR (default build), DIR (where the files go, default checkpoints/bench_checkpoint).
 # Every file is read from the page cache (each is written just before): the rows compare the CPU's
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR="${BUILD_DIR:-build}"
 DIR="${DIR:-checkpoints/bench_checkpoint}"
-TORCH_PYTHON="${TORCH_PYTHON:-/usr/bin/python3}"
+source scripts/torch_env.sh
 source scripts/configure.sh
 configure "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)" --target bench_checkpoint >/dev/null
@@ -57,9 +58,10 @@ for f in n-layer n-embd vocab seq repeats; do
   v=$(printf '%s\n' "$@" | awk -v f="--$f" 'p { print; exit } $0 == f { p = 1 }')
   [ -n "$v" ] && flags+=("--$f" "$v")
 done
-if torch_json=$("$TORCH_PYTHON" scripts/bench_checkpoint_torch.py --dir "$DIR" "${flags[@]}" 2>&1); then
+if torch_json=$(torch_python scripts/bench_checkpoint_torch.py --dir "$DIR" "${flags[@]}" 2>&1); then
   echo "$torch_json"
-  "$TORCH_PYTHON" - "$torch_json" /tmp/bench_checkpoint.$$.best /tmp/bench_checkpoint.$$.portable <<'EOF'
+  "$TORCH_PYTHON" - "$torch_json" /tmp/bench_checkpoint.$$.best /tmp/bench_checkpoint.$$.portable \
+    "$TORCH_TUNABLES" <<'EOF'
 import json, sys
 t = json.loads(sys.argv[1].strip().splitlines()[-1])
 def rows(path):
@@ -69,7 +71,8 @@ print(f"\n{'row':6} {'tessera ms':>11} {'portable ms':>12} {'PyTorch ms':>11} {'
 for r in ("save", "load"):
     print(f"{r:6} {best[r]:11.0f} {portable[r]:12.0f} {t[r + '_ms']:11.0f} {best[r] / t[r + '_ms']:16.2f}")
 print("(time ratios: below 1 is tessera faster; tessera's save and load include a SHA-256 of the"
-      " file and a CRC-32C of every tensor, PyTorch " + t["torch"] + "'s zip writer a CRC-32 per record as it saves)")
+      " file and a CRC-32C of every tensor, PyTorch " + t["torch"] + "'s zip writer a CRC-32 per record as it saves;"
+      " PyTorch ran with GLIBC_TUNABLES='" + sys.argv[4] + "', scripts/torch_env.sh)")
 EOF
 else
   echo "PyTorch comparison skipped: $TORCH_PYTHON could not run scripts/bench_checkpoint_torch.py:"

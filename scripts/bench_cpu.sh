@@ -10,7 +10,8 @@
 # PyTorch runs twice and its faster run is the comparison: all cores as PyTorch threads with one
 # OpenBLAS thread, then one PyTorch thread with OpenBLAS on all cores (Debian's torch does its gemms
 # through OpenBLAS, whose threads ignore torch.set_num_threads; which split wins depends on the
-# shapes: bench_dp_torch.py explains the first). tessera runs with its defaults (OpenMP on every
+# shapes: bench_dp_torch.py explains the first), with glibc's malloc asking for huge pages as
+# tessera's tensors do (scripts/torch_env.sh). tessera runs with its defaults (OpenMP on every
 # core, one BLAS thread per call). Needs TORCH_PYTHON (default /usr/bin/python3, Debian's:
 # apt-get install python3-torch); without it only tessera's row is printed.
 # BUILD_DIR (default build) is configured and built first. A benchmark, not a test.
@@ -21,7 +22,7 @@ BATCH="${BATCH:-2}"
 SEQ="${SEQ:-256}"
 STEPS="${STEPS:-3}"
 WARMUP="${WARMUP:-1}"
-TORCH_PYTHON="${TORCH_PYTHON:-/usr/bin/python3}"
+source scripts/torch_env.sh
 CORES="$(nproc)"
 source scripts/configure.sh
 configure "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -45,7 +46,7 @@ fi
 best=""
 for split in "$CORES 1" "1 $CORES"; do
   read -r threads blas <<<"$split"
-  json=$(OPENBLAS_NUM_THREADS="$blas" "$TORCH_PYTHON" scripts/bench_cpu_torch.py --threads "$threads" \
+  json=$(OPENBLAS_NUM_THREADS="$blas" torch_python scripts/bench_cpu_torch.py --threads "$threads" \
     --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --warmup "$WARMUP")
   ms=$("$TORCH_PYTHON" -c 'import json, sys; print(json.loads(sys.argv[1])["median_ms"])' "$json")
   version=$("$TORCH_PYTHON" -c 'import json, sys; print(json.loads(sys.argv[1])["torch"])' "$json")
@@ -55,4 +56,5 @@ for split in "$CORES 1" "1 $CORES"; do
 done
 printf '%-48s %10.0f %16.2f\n' "PyTorch, its faster run" "$best" \
   "$(awk -v a="$t_ms" -v b="$best" 'BEGIN { print a / b }')"
-echo "(tessera/run: time ratio, below 1 is tessera faster)"
+echo "(tessera/run: time ratio, below 1 is tessera faster; PyTorch ran with" \
+  "GLIBC_TUNABLES='$TORCH_TUNABLES', scripts/torch_env.sh)"

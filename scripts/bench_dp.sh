@@ -39,7 +39,7 @@ ZERO="${ZERO:-1}"
 ROUNDS="${ROUNDS:-2}"
 MPIRUN="${MPIRUN:-mpirun}"
 TORCH="${TORCH:-1}"
-TORCH_PYTHON="${TORCH_PYTHON:-/usr/bin/python3}"
+source scripts/torch_env.sh
 TOTAL=768  # tokens per step: 12 sequences of 64 bytes, tiny.yaml's batch
 
 # Build: configure only when the build directory does not exist yet (an existing one keeps its
@@ -95,7 +95,7 @@ run() {
 torch_run() {
   local name=$1 np=$2 threads=$3
   local t0=$SECONDS
-  if ! OMP_NUM_THREADS="$threads" "$TORCH_PYTHON" scripts/bench_dp_torch.py --ranks "$np" \
+  if ! OMP_NUM_THREADS="$threads" torch_python scripts/bench_dp_torch.py --ranks "$np" \
        --threads "$threads" --warmup "$WARMUP" --steps "$((STEPS - WARMUP))" \
        >"$WORK/$name.json" 2>"$WORK/$name.log"; then
     echo "bench_dp: PyTorch run $name failed:" >&2
@@ -172,7 +172,8 @@ if [ -z "$TORCH_NOTE" ]; then
   echo "PyTorch: $TORCH_PYTHON, torch $torch_version${deb:+ (Debian python3-torch $deb)},"
   echo "scripts/bench_dp_torch.py (same model, AdamW, clipping, shapes and timed steps; f32;"
   echo "DistributedDataParallel over gloo on 2 and 4 ranks, the plain model on one; one OpenBLAS"
-  echo "thread), the fastest of $ROUNDS run(s) by median step time"
+  echo "thread; GLIBC_TUNABLES='$TORCH_TUNABLES', scripts/torch_env.sh), the fastest of $ROUNDS"
+  echo "run(s) by median step time"
 else
   echo "$TORCH_NOTE"
 fi

@@ -78,8 +78,8 @@ static void keep_large_blocks_in_the_heap() {
 // one page fault each where 4 KiB pages take 512. A block's first touch is what that saves (a
 // checkpoint loaded into fresh tensors, a model built, the first step's activations; later steps
 // reuse the heap's pages, above). On the 2-core AMD EPYC VM of 2026-12-05 a fault cost ~10 us:
-// loading a GPT-2 124M checkpoint with AdamW's state (1.5 GB) took 4.9-5.1 s with 4 KiB pages,
-// 1.8-1.9 s with huge ones (README, "What the checks cost"). Only where the kernel offers them on
+// loading a GPT-2 124M checkpoint with AdamW's state (1.5 GB) took 4.9-5.5 s with 4 KiB pages,
+// 1.2-1.7 s with huge ones (README, "What the checks cost"). Only where the kernel offers them on
 // request ("madvise" or "always" in /sys/kernel/mm/transparent_hugepage/enabled);
 // TESSERA_HUGE_PAGES=off leaves every block to the kernel's default.
 //
@@ -87,8 +87,8 @@ static void keep_large_blocks_in_the_heap() {
 // partial huge page, which is taken whole too where that adds at most an eighth to the block. (The
 // advice must come before anything touches the pages: glibc writes the headers of the chunks
 // around a block, which a huge page shared with the neighbours would already hold as 4 KiB pages.
-// With blocks advised from the first whole huge page inside them, a GPT-2 124M checkpoint's
-// tensors left ~80,000 4 KiB pages to fault, and the load took 1.6-2.3 s.)
+// With only the whole huge pages inside blocks of 4 MiB or more advised, a GPT-2 124M
+// checkpoint's tensors left ~81,000 4 KiB pages to fault, and the load took 2.4-2.5 s.)
 namespace {
 size_t host_huge_page_bytes() {
   static const size_t bytes = [] {
