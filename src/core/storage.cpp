@@ -86,7 +86,8 @@ static void keep_large_blocks_in_the_heap() {
 // A block of a huge page or more starts on one, so that the advice covers all of it but its last
 // partial huge page, which is taken whole too where that adds at most an eighth to the block. (The
 // advice must come before anything touches the pages: glibc writes the headers of the chunks
-// around a block, which a huge page shared with the neighbours would already hold as 4 KiB pages.
+// around a block, which a huge page shared with the neighbours would already hold as 4 KiB pages;
+// a block on heap memory glibc used before may still find one such page in its first huge page.
 // With only the whole huge pages inside blocks of 4 MiB or more advised, a GPT-2 124M
 // checkpoint's tensors left ~81,000 4 KiB pages to fault, and the load took 2.4-2.5 s.)
 namespace {
