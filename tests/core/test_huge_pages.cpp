@@ -1,5 +1,6 @@
 // Large host tensors ask the kernel for transparent huge pages (core/storage.cpp): what
-// /proc/self/smaps says backs them, with the advice and without it (TESSERA_HUGE_PAGES=off).
+// /proc/self/smaps says backs them, with the advice and without it (TESSERA_HUGE_PAGES=off), and
+// how many page faults touching them takes.
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/mman.h>
