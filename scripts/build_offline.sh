@@ -7,6 +7,7 @@
 #   STEPS=configure scripts/build_offline.sh   # stop after configuring (what can be checked sans GPU)
 #   STEPS=build scripts/build_offline.sh       # stop after building
 #   STEPS=build TARGETS="bench_gpu" scripts/build_offline.sh   # build only these targets
+#   NCCL=off scripts/build_offline.sh          # without the NCCL communicator (see "NCCL" below)
 #
 # Nothing is installed: every .deb is unpacked with `dpkg-deb -x` into PREFIX, CMake is pointed at
 # it (CMAKE_PREFIX_PATH for the CMake packages, CMAKE_LIBRARY_PATH / CMAKE_INCLUDE_PATH for
@@ -74,20 +75,81 @@ for dir in "${LIBDIRS[@]}"; do
 done
 echo "build_offline: $(ls "$RUNLIB" | wc -l) unpacked libraries the system lacks go on LD_LIBRARY_PATH"
 
+# ---- NCCL --------------------------------------------------------------------------------------
+# NCCL=auto (the default) builds the NCCL communicator where a libnccl.so.2 is found: in the CUDA
+# toolkit's folders, else in the NCCL wheel the machine's PyTorch depends on (nvidia-nccl-cu13:
+# nvidia/nccl/lib under python3's site-packages; no Debian package reaches that machine). Its
+# header: the one beside the library, else the toolkit's, else the copy collect_debs.sh carried
+# ($DEBS/nccl/nccl.h). NCCL=off builds without it. The line "build_offline: NCCL ..." says which.
+NCCL="${NCCL:-auto}"
+NCCL_LIB="" NCCL_INC="" NCCL_WHEEL=""
+nccl_version() {  # the NCCL_MAJOR.MINOR.PATCH a header declares
+  awk '$1 == "#define" && $2 ~ /^NCCL_(MAJOR|MINOR|PATCH)$/ { v = v (v ? "." : "") $3 } END { print v }' "$1"
+}
+find_nccl() {
+  local nvcc_dir toolkit dir py_dir
+  nvcc_dir="$(dirname "$(command -v nvcc)")"
+  toolkit="$(cd "$nvcc_dir/.." && pwd)"
+  for dir in "$toolkit/lib64" "$toolkit/lib" "$toolkit/targets/x86_64-linux/lib" /usr/lib/x86_64-linux-gnu; do
+    [ -e "$dir/libnccl.so.2" ] && { NCCL_LIB="$dir/libnccl.so.2"; break; }
+  done
+  if [ -z "$NCCL_LIB" ]; then
+    # The wheel's folder, then its name and version (the library's, which its header may not say).
+    local wheel
+    wheel="$("${PYTHON:-python3}" - 2>/dev/null <<'PY' || true
+import importlib.metadata as m, importlib.util as u
+try:
+    s = u.find_spec("nvidia.nccl")
+except ImportError:
+    s = None
+print(list(s.submodule_search_locations)[0] if s else "")
+print(next((f"{d.metadata['Name']} {d.version}" for d in m.distributions()
+            if (d.metadata["Name"] or "").lower().startswith("nvidia-nccl")), ""))
+PY
+)"
+    py_dir="$(sed -n 1p <<<"$wheel")"
+    [ -n "$py_dir" ] && [ -e "$py_dir/lib/libnccl.so.2" ] && NCCL_LIB="$py_dir/lib/libnccl.so.2" &&
+      NCCL_WHEEL="$(sed -n 2p <<<"$wheel")"
+  fi
+  [ -n "$NCCL_LIB" ] || return 1
+  for dir in "$(dirname "$NCCL_LIB")/../include" "$toolkit/include" "$toolkit/targets/x86_64-linux/include" "$DEBS/nccl"; do
+    [ -e "$dir/nccl.h" ] && { NCCL_INC="$(cd "$dir" && pwd)"; break; }
+  done
+  [ -n "$NCCL_INC" ]
+}
+case "$NCCL" in
+  off) NCCL_FLAGS=(-DTESSERA_NCCL=OFF); echo "build_offline: NCCL off (NCCL=off)" ;;
+  auto)
+    if find_nccl; then
+      NCCL_FLAGS=(-DTESSERA_NCCL=ON -DTESSERA_NCCL_LIBRARY="$NCCL_LIB" -DTESSERA_NCCL_INCLUDE="$NCCL_INC")
+      echo "build_offline: NCCL $(nccl_version "$NCCL_INC/nccl.h") (header $NCCL_INC/nccl.h, library $NCCL_LIB${NCCL_WHEEL:+ of the wheel $NCCL_WHEEL})"
+      # The loader finds it where the binaries run: beside the unpacked libraries.
+      ln -sfn "$NCCL_LIB" "$RUNLIB/libnccl.so.2"
+    else
+      NCCL_FLAGS=(-DTESSERA_NCCL=OFF)
+      if [ -n "$NCCL_LIB" ]; then why="$NCCL_LIB but no nccl.h"; else why="no libnccl.so.2"; fi
+      echo "build_offline: NCCL off ($why found)"
+    fi ;;
+  *) echo "build_offline: NCCL must be auto or off, got '$NCCL'" >&2; exit 1 ;;
+esac
+
 # ---- configure ---------------------------------------------------------------------------------
 join() { local IFS="$1"; shift; echo "$*"; }
 GEN=()
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then GEN=(-G Ninja); fi
-cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
-  -DTESSERA_CUDA=ON -DTESSERA_NCCL=OFF -DTESSERA_MPI=OFF \
-  -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" \
-  -DCMAKE_PREFIX_PATH="$(join ';' "$U" "$L/cmake")" \
-  -DCMAKE_LIBRARY_PATH="$(join ';' "${LIBDIRS[@]}")" \
-  -DTESSERA_CBLAS_INCLUDE="$U/include/x86_64-linux-gnu/openblas-pthread" \
-  -DHDF5_C_COMPILER_EXECUTABLE="$U/bin/h5cc" \
-  -DCMAKE_DISABLE_FIND_PACKAGE_OpenBLAS=ON \
-  -DCMAKE_EXE_LINKER_FLAGS="-Wl,--disable-new-dtags -Wl,-rpath-link,$(join ':' "${LIBDIRS[@]}")" \
-  -DCMAKE_BUILD_RPATH="$RUNLIB"
+configure() {
+  cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
+    -DTESSERA_CUDA=ON "${NCCL_FLAGS[@]}" -DTESSERA_MPI=OFF \
+    -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" \
+    -DCMAKE_PREFIX_PATH="$(join ';' "$U" "$L/cmake")" \
+    -DCMAKE_LIBRARY_PATH="$(join ';' "${LIBDIRS[@]}")" \
+    -DTESSERA_CBLAS_INCLUDE="$U/include/x86_64-linux-gnu/openblas-pthread" \
+    -DHDF5_C_COMPILER_EXECUTABLE="$U/bin/h5cc" \
+    -DCMAKE_DISABLE_FIND_PACKAGE_OpenBLAS=ON \
+    -DCMAKE_EXE_LINKER_FLAGS="-Wl,--disable-new-dtags -Wl,-rpath-link,$(join ':' "${LIBDIRS[@]}")" \
+    -DCMAKE_BUILD_RPATH="$RUNLIB"
+}
+configure
 # What was found must come from the prefix, not from a stray system copy.
 for key in yaml-cpp_DIR GTest_DIR cxxopts_DIR HDF5_C_LIBRARY_hdf5 BLAS_openblas_LIBRARY TESSERA_CBLAS_INCLUDE; do
   line="$(grep -E "^$key:" "$BUILD_DIR/CMakeCache.txt" || true)"
@@ -99,7 +161,18 @@ done
 # ---- build and test ----------------------------------------------------------------------------
 export LD_LIBRARY_PATH="$RUNLIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 read -r -a targets <<<"${TARGETS:-}"
-cmake --build "$BUILD_DIR" -j"$JOBS" ${targets[@]:+--target "${targets[@]}"}
+build() { cmake --build "$BUILD_DIR" -j"$JOBS" ${targets[@]:+--target "${targets[@]}"}; }
+if ! build 2>&1 | tee "$BUILD_DIR/build_offline.log"; then
+  # A build that failed in NCCL's code alone (a header older than the code's calls, say) must
+  # not cost a GPU session its build: the same build without the communicator.
+  # ninja's "FAILED: <the communicator's object>", or a link missing an NCCL symbol.
+  grep -qE 'FAILED: .*nccl|undefined reference to .nccl' "$BUILD_DIR/build_offline.log" &&
+    [ "${NCCL_FLAGS[0]}" = -DTESSERA_NCCL=ON ] || exit 1
+  echo "build_offline: NCCL off (the build with NCCL failed, above): building without it"
+  NCCL_FLAGS=(-DTESSERA_NCCL=OFF -UTESSERA_NCCL_LIBRARY -UTESSERA_NCCL_INCLUDE)
+  configure
+  build
+fi
 [ "$STEPS" = build ] && exit 0
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 # tests/cuda: every GPU test, labelled gpu.

@@ -67,6 +67,12 @@ rm -f ./*.deb
 mapfile -t pkgs < <(printf '%s\n' "${!seen[@]}" | sort)
 echo "collect_debs: downloading ${#pkgs[@]} packages into $DEBS"
 apt-get download -q "${pkgs[@]}" >/dev/null
+# NCCL's header, for a GPU machine whose NCCL library came without one (build_offline.sh's last
+# choice): the toolkit's here.
+rm -rf nccl
+for h in /usr/local/cuda/include/nccl.h /usr/include/nccl.h; do
+  [ -e "$h" ] && { mkdir -p nccl && cp "$h" nccl/ && echo "collect_debs: nccl/nccl.h from $h"; break; }
+done
 ls -l --block-size=K ./*.deb | awk '{printf "  %8s  %s\n", $5, $9}'
 total_kib=$(du -ck ./*.deb | tail -1 | cut -f1)
 echo "collect_debs: ${#pkgs[@]} files, $((total_kib / 1024)) MiB in all"

@@ -7,7 +7,9 @@
 # printed last:
 #
 #   build      offline build from the carried .debs (scripts/build_offline.sh), only the targets
-#              the later stages run, ninja with every core
+#              the later stages run, ninja with every core; with the NCCL communicator where the
+#              machine has a libnccl.so.2 (its toolkit's, else PyTorch's NCCL wheel), so the
+#              one-rank Nccl tests run on the GPU
 #   test       ctest -L gpu (tests/cuda: every CUDA kernel family against the CPU reference)
 #   parity     50 steps of configs/tiny.yaml on the GPU and on the CPU, losses compared step by step
 #   tiny       300 steps of tiny with head dimension 64 on the GPU: the loss must fall
@@ -107,7 +109,9 @@ if want build; then
   if STEPS=build TARGETS="$TARGETS" BUILD_DIR="$BUILD_DIR" JOBS="$JOBS" WGMMA_PTXAS_CHECK=warn \
       timeout -k 10 "$(limit 400)" scripts/build_offline.sh >"$OUT/build.log" 2>&1; then
     serial=$(grep -c 'ptxas serialised wgmma' "$OUT/build.log")
-    row build ok "$TARGETS in $(elapsed "$t0")$( ((serial > 0)) && echo "; ptxas serialised the wgmma products of $serial file(s): see build.log")"
+    # Which NCCL the communicator was built with (the Nccl tests run where one was), or why none.
+    nccl=$(grep 'build_offline: NCCL' "$OUT/build.log" | tail -1 | sed 's/^build_offline: //')
+    row build ok "$TARGETS in $(elapsed "$t0"); ${nccl:-NCCL: no line in build.log}$( ((serial > 0)) && echo "; ptxas serialised the wgmma products of $serial file(s): see build.log")"
   else
     row build FAILED "see build.log; its last error: $(grep -m1 -E 'error|Error' "$OUT/build.log" | cut -c1-160)"
     tail -40 "$OUT/build.log"
