@@ -77,42 +77,51 @@ echo "build_offline: $(ls "$RUNLIB" | wc -l) unpacked libraries the system lacks
 
 # ---- NCCL --------------------------------------------------------------------------------------
 # NCCL=auto (the default) builds the NCCL communicator where a libnccl.so.2 is found: in the CUDA
-# toolkit's folders, else in the NCCL wheel the machine's PyTorch depends on (nvidia-nccl-cu13:
-# nvidia/nccl/lib under python3's site-packages; no Debian package reaches that machine). Its
-# header: the one beside the library, else the toolkit's, else the copy collect_debs.sh carried
-# ($DEBS/nccl/nccl.h). NCCL=off builds without it. The line "build_offline: NCCL ..." says which.
+# toolkit's folders, else in the NCCL wheel the machine's PyTorch depends on (nvidia-nccl-cu13,
+# whose file list python3 reads: nvidia/nccl/lib in site-packages; no Debian package reaches that
+# machine). Its header: the wheel's or the one beside the library, else the toolkit's, else the
+# copy collect_debs.sh carried ($DEBS/nccl/nccl.h). NCCL=off builds without it. The line
+# "build_offline: NCCL ..." says which.
 NCCL="${NCCL:-auto}"
 NCCL_LIB="" NCCL_INC="" NCCL_WHEEL=""
 nccl_version() {  # the NCCL_MAJOR.MINOR.PATCH a header declares
   awk '$1 == "#define" && $2 ~ /^NCCL_(MAJOR|MINOR|PATCH)$/ { v = v (v ? "." : "") $3 } END { print v }' "$1"
 }
 find_nccl() {
-  local nvcc_dir toolkit dir py_dir
+  local nvcc_dir toolkit dir wheel_inc=""
   nvcc_dir="$(dirname "$(command -v nvcc)")"
   toolkit="$(cd "$nvcc_dir/.." && pwd)"
   for dir in "$toolkit/lib64" "$toolkit/lib" "$toolkit/targets/x86_64-linux/lib" /usr/lib/x86_64-linux-gnu; do
     [ -e "$dir/libnccl.so.2" ] && { NCCL_LIB="$dir/libnccl.so.2"; break; }
   done
   if [ -z "$NCCL_LIB" ]; then
-    # The wheel's folder, then its name and version (the library's, which its header may not say).
+    # The wheel's library, header folder, name and version (the library's, which a header taken
+    # from elsewhere may not share), found in its file list whatever its layout.
     local wheel
     wheel="$("${PYTHON:-python3}" - 2>/dev/null <<'PY' || true
-import importlib.metadata as m, importlib.util as u
-try:
-    s = u.find_spec("nvidia.nccl")
-except ImportError:
-    s = None
-print(list(s.submodule_search_locations)[0] if s else "")
-print(next((f"{d.metadata['Name']} {d.version}" for d in m.distributions()
-            if (d.metadata["Name"] or "").lower().startswith("nvidia-nccl")), ""))
+import importlib.metadata as m
+for d in m.distributions():
+    name = d.metadata["Name"] or ""
+    if not name.lower().startswith("nvidia-nccl"):
+        continue
+    lib = inc = ""
+    for f in d.files or []:
+        if f.name == "libnccl.so.2":
+            lib = str(d.locate_file(f))
+        elif f.name == "nccl.h":
+            inc = str(d.locate_file(f).parent)
+    if lib:
+        print(lib, inc, f"{name} {d.version}", sep="\n")
+        break
 PY
 )"
-    py_dir="$(sed -n 1p <<<"$wheel")"
-    [ -n "$py_dir" ] && [ -e "$py_dir/lib/libnccl.so.2" ] && NCCL_LIB="$py_dir/lib/libnccl.so.2" &&
-      NCCL_WHEEL="$(sed -n 2p <<<"$wheel")"
+    NCCL_LIB="$(sed -n 1p <<<"$wheel")"
+    [ -n "$NCCL_LIB" ] && [ -e "$NCCL_LIB" ] || NCCL_LIB=""
+    wheel_inc="$(sed -n 2p <<<"$wheel")"
+    [ -n "$NCCL_LIB" ] && NCCL_WHEEL="$(sed -n 3p <<<"$wheel")"
   fi
   [ -n "$NCCL_LIB" ] || return 1
-  for dir in "$(dirname "$NCCL_LIB")/../include" "$toolkit/include" "$toolkit/targets/x86_64-linux/include" "$DEBS/nccl"; do
+  for dir in ${wheel_inc:+"$wheel_inc"} "$(dirname "$NCCL_LIB")/../include" "$toolkit/include" "$toolkit/targets/x86_64-linux/include" "$DEBS/nccl"; do
     [ -e "$dir/nccl.h" ] && { NCCL_INC="$(cd "$dir" && pwd)"; break; }
   done
   [ -n "$NCCL_INC" ]

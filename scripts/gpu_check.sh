@@ -124,7 +124,9 @@ B="$BUILD_DIR"
 # ---- test: every GPU test ----------------------------------------------------------------------
 if want test; then
   t0=$(date +%s)
-  timeout -k 10 "$(limit 300)" ctest --test-dir "$B" -L gpu --timeout 60 -j4 --output-on-failure >"$OUT/ctest.log" 2>&1
+  # NCCL_DEBUG=WARN: an Nccl test's failure carries NCCL's own reason into ctest.log.
+  NCCL_DEBUG="${NCCL_DEBUG:-WARN}" timeout -k 10 "$(limit 300)" \
+    ctest --test-dir "$B" -L gpu --timeout 60 -j4 --output-on-failure >"$OUT/ctest.log" 2>&1
   # ctest's result lines: "Test #12: cuda.Suite.name ....   Passed", "...***Failed", "***Skipped",
   # "***Exception: SegFault", "***Timeout", "***Not Run" (the dots vanish for long names).
   bad_re='Test +#[0-9]+: .*(\*\*\*(Failed|Exception|Timeout|Not Run)|SEGFAULT|Child aborted)'

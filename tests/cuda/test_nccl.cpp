@@ -25,7 +25,9 @@ std::unique_ptr<Communicator> one_rank_nccl() {
   CommOptions options;
   options.backend = "nccl";
   options.device = kGpu;
-  options.timeout_s = 60;
+  // One rank's init and collectives take seconds at most; an init that cannot finish (no socket
+  // interface for NCCL's bootstrap, say) then fails each test in 20 s, under ctest's 60.
+  options.timeout_s = 20;
   return make_communicator(options, LaunchInfo{});
 }
 
