@@ -22,6 +22,10 @@
 #              kernel profile of that step (which kernels and shapes its device time goes to)
 #   attention  fused attention beside PyTorch's SDPA (scripts/bench_attention.sh), a short sweep
 #   memory     (see the section marked "memory" below)
+#   dp         data parallelism over NCCL where the machine has two GPUs or more
+#              (scripts/dp_check.sh: test_comm as one rank a GPU, tiny on every GPU against one
+#              GPU accumulating as many micro-batches, tokens/s on 1 and on every GPU); on one
+#              GPU a row saying so (NCCL refuses two ranks on one GPU)
 #   diag       (not run unless STAGES names it) Nsight Compute on one launch of each kernel family
 #              that dominates the GPT-2 step, and compute-sanitizer's racecheck and memcheck on
 #              the wgmma attention test that failed on the H200 (diag.log)
@@ -51,7 +55,7 @@ ROOT="$PWD"
 
 OUT="${OUT:-$ROOT/gpu-check-out}"
 mkdir -p "$OUT"
-STAGES="${STAGES:-build test parity tiny hf bench attention memory}"
+STAGES="${STAGES:-build test parity tiny hf bench attention memory dp}"
 BUILD_DIR="${BUILD_DIR:-build-offline}"
 JOBS="${JOBS:-$(nproc)}"
 SUMMARY="$OUT/summary.md"
@@ -101,7 +105,7 @@ elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
 } >"$SUMMARY"
 
 # ---- build -------------------------------------------------------------------------------------
-TARGETS="train eval export test_cuda bench_gpu bench_attention bench_memory"
+TARGETS="train eval export test_cuda test_comm bench_gpu bench_attention bench_memory"
 if want build; then
   t0=$(date +%s)
   # WGMMA_PTXAS_CHECK=warn: a wgmma kernel ptxas serialises is built and run anyway here, and the
@@ -419,6 +423,15 @@ if want memory 45; then
   fi
 fi
 # <<< memory section <<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<
+# ---- dp: data parallelism over NCCL, on a machine of two GPUs or more ----------------------------
+# Every process's output goes to train.log (the device tool brings back at most 8 files); the
+# script's rows join the summary.
+if want dp; then
+  BUILD_DIR="$B" RUNS="$RUNS" LOG="$OUT/train.log" PYTHON="$PYTHON" LIMIT_S="$(limit 120)" \
+    timeout -k 10 "$(limit 400)" scripts/dp_check.sh >/tmp/gpu-check-dp.rows 2>>"$OUT/train.log"; rc=$?
+  grep -E '^\| dp' /tmp/gpu-check-dp.rows >>"$SUMMARY" ||
+    row dp "FAILED rc $rc$(timed_out $rc)" "scripts/dp_check.sh gave no rows (train.log)"
+fi
 # ---- diag: where the kernels' time goes, and the wgmma backward under compute-sanitizer ----------
 # (not run unless STAGES names it). Nsight Compute (ncu, on the device image; --clock-control none
 # leaves the card's clocks alone) on one launch of each kernel family that dominates the GPT-2

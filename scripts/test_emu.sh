@@ -22,7 +22,8 @@ fi
 BUILD_DIR="${BUILD_DIR:-build-emu}"
 export BUILD_DIR
 # test_comm, test_multirank and train: NCCL between emulated devices (ranks as processes, mpirun
-# as the launcher), tests/CMakeLists.txt's comm.nccl.* and multirank.cuda_nccl_emu.
-scripts/build_emu.sh test_cuda test_emu test_comm test_multirank train
+# as the launcher), tests/CMakeLists.txt's comm.nccl.* and multirank.cuda_nccl_emu; with tokenize,
+# scripts.dp_check_emu (the ranks started as torchrun starts them).
+scripts/build_emu.sh test_cuda test_emu test_comm test_multirank train tokenize
 JOBS="$(nproc)"
 TESSERA_EMU_ORDER="${EMU_ORDER:-}" ctest --test-dir "$BUILD_DIR" -L "gpu|emu" --output-on-failure -j"$JOBS"
