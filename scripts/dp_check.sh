@@ -91,8 +91,11 @@ train() {
     return
   fi
   # A fresh folder for the id: a launch by hand has no job name to tell an old id file from its own.
+  # dist.timeout under LIMIT_S: a rank left waiting for a dead peer stops with tessera's error
+  # naming it, not with timeout's signal.
   init=$(mktemp -d /tmp/dp-check-init.XXXXXX)
-  ranks "$name" "$n" "${cmd[@]}" --set dist.backend=nccl --set dist.init="file://$init" "${ranks_args[@]}"
+  ranks "$name" "$n" "${cmd[@]}" --set dist.backend=nccl --set dist.init="file://$init" \
+    --set dist.timeout=$((LIMIT_S > 40 ? LIMIT_S / 2 : 20)) "${ranks_args[@]}"
   rc=$?
   rm -rf "$init"
   return "$rc"
