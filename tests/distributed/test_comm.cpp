@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -642,7 +643,13 @@ int main(int argc, char** argv) {
   // Short enough that a rank stuck in a mismatched collective fails its test well inside ctest's
   // 120 s, long enough for a 10^6-element bf16 reduction on an oversubscribed machine.
   options.timeout_s = 30;
-  std::unique_ptr<Communicator> comm = make_communicator(options);
+  std::unique_ptr<Communicator> comm;
+  try {  // no device, a bad launch: the reason and exit 1, not an abort
+    comm = make_communicator(options);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "test_comm: no %s communicator: %s\n", options.backend.c_str(), e.what());
+    return 1;
+  }
   g_comm = comm.get();
   auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
   if (comm->rank() != 0) {
