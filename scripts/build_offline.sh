@@ -172,9 +172,9 @@ export LD_LIBRARY_PATH="$RUNLIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 read -r -a targets <<<"${TARGETS:-}"
 build() { cmake --build "$BUILD_DIR" -j"$JOBS" ${targets[@]:+--target "${targets[@]}"}; }
 if ! build 2>&1 | tee "$BUILD_DIR/build_offline.log"; then
-  # A build that failed in NCCL's code alone (a header older than the code's calls, say) must
-  # not cost a GPU session its build: the same build without the communicator.
-  # ninja's "FAILED: <the communicator's object>", or a link missing an NCCL symbol.
+  # A build that failed in NCCL's code alone (ninja's "FAILED: <the communicator's object>", or
+  # a link missing an NCCL symbol: a header older than the code's calls, say) must not cost a GPU
+  # session its build: the same build without the communicator.
   grep -qE 'FAILED: .*nccl|undefined reference to .nccl' "$BUILD_DIR/build_offline.log" &&
     [ "${NCCL_FLAGS[0]}" = -DTESSERA_NCCL=ON ] || exit 1
   echo "build_offline: NCCL off (the build with NCCL failed, above): building without it"
