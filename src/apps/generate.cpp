@@ -38,9 +38,9 @@ int main(int argc, char** argv) {
     train::place_loaded(m, args);
     const Config& cfg = m.config;
 
-    TESSERA_CHECK(!args.count("tokenizer-dir") || cfg.data.tokenizer == "gpt2",
-                  "command line: --tokenizer-dir applies to the gpt2 tokenizer only (", m.path,
-                  " uses data.tokenizer ", cfg.data.tokenizer, ")");
+    TESSERA_CHECK(!args.count("tokenizer-dir") || cfg.data.tokenizer != "byte",
+                  "command line: --tokenizer-dir applies to the gpt2 and hf tokenizers only (",
+                  m.path, " uses data.tokenizer byte)");
     const std::string dir = args.count("tokenizer-dir") ? args["tokenizer-dir"].as<std::string>()
                                                         : cfg.data.tokenizer_dir;
     auto tok = data::make_tokenizer(cfg.data.tokenizer, dir);

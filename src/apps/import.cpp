@@ -3,7 +3,9 @@
 // train/hf_dir.h) and writes a tessera checkpoint, <CKPT_DIR>/step_00000000.h5 plus latest, with
 // the model's weights and a config built from config.json (other sections at their defaults).
 // GPT-2 tokenizer files (vocab.json, merges.txt) are copied to <CKPT_DIR>/tokenizer under
-// tessera's names (encoder.json, vocab.bpe) and data.tokenizer_dir points there. The result works
+// tessera's names (encoder.json, vocab.bpe) and data.tokenizer_dir points there; without them, a
+// tokenizer.json (with tokenizer_config.json, if there is one) is copied there as it is
+// (data.tokenizer hf). The result works
 // with eval, generate and --init like any checkpoint; `train --init hf:DIR` reads DIR directly.
 // An --output that already holds checkpoints or a latest file (a run directory) is refused.
 #include <cstdio>
@@ -46,18 +48,33 @@ int main(int argc, char** argv) {
                     n, " tokens, more than the model's vocab_size (", cfg.model.vocab_size,
                     ") in ", (fs::path(src) / "config.json").string());
     }
+    if (hf.hf_tokenizer_json) {
+      const int64_t n = data::make_hf_tokenizer(src)->vocab_size();
+      TESSERA_CHECK(n <= cfg.model.vocab_size, (fs::path(src) / "tokenizer.json").string(), " has ",
+                    n, " tokens, more than the model's vocab_size (", cfg.model.vocab_size, ") in ",
+                    (fs::path(src) / "config.json").string());
+    }
     const fs::path file = out / checkpoint_name(0), tok = out / "tokenizer";
-    if (hf.gpt2_tokenizer_files) cfg.data.tokenizer_dir = tok.string();
+    // The tokenizer's files, under the names its tokenizer reads.
+    std::vector<std::pair<std::string, std::string>> copies;
+    if (hf.gpt2_tokenizer_files)
+      copies = {{"vocab.json", "encoder.json"}, {"merges.txt", "vocab.bpe"}};
+    if (hf.hf_tokenizer_json) {
+      copies = {{"tokenizer.json", "tokenizer.json"}};
+      if (fs::exists(fs::path(src) / "tokenizer_config.json"))
+        copies.emplace_back("tokenizer_config.json", "tokenizer_config.json");
+    }
+    if (!copies.empty()) cfg.data.tokenizer_dir = tok.string();
     cfg.validate();
     CheckpointData ck;
     ck.model = hf.params;
     ck.trainer_ints = {{"step", 0}};
     ck.config_yaml = to_yaml(cfg);
     train::write_checkpoint_dir(out.string(), checkpoint_name(0), ck, [&](auto* made) {
-      if (!hf.gpt2_tokenizer_files) return;
+      if (copies.empty()) return;
       if (!fs::exists(tok)) made->push_back(tok);
       fs::create_directories(tok);
-      for (const auto& [from, to] : {std::pair{"vocab.json", "encoder.json"}, {"merges.txt", "vocab.bpe"}}) {
+      for (const auto& [from, to] : copies) {
         made->push_back(tok / to);
         fs::copy_file(fs::path(src) / from, tok / to, fs::copy_options::overwrite_existing);
       }

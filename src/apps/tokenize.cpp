@@ -182,8 +182,9 @@ int run(int argc, char** argv) {
                            "Text files -> token shards (PREFIX/train_000.bin, val_000.bin)");
   // clang-format off
   options.add_options()
-      ("tokenizer", "byte | gpt2", cxxopts::value<std::string>(), "NAME")
-      ("tokenizer-dir", "encoder.json + vocab.bpe directory (gpt2; default data/tokenizers/gpt2)",
+      ("tokenizer", "byte | gpt2 | hf", cxxopts::value<std::string>(), "NAME")
+      ("tokenizer-dir", "encoder.json + vocab.bpe directory (gpt2; default data/tokenizers/gpt2), "
+       "or tokenizer.json directory (hf; required)",
        cxxopts::value<std::string>(), "DIR")
       // A plain string read repeatedly, not a vector: cxxopts splits vectors at commas.
       ("input", "a text file, one document (repeatable, in order)",
@@ -199,7 +200,7 @@ int run(int argc, char** argv) {
 
   cxxopts::ParseResult args;
   if (!parse_flags_or_help(options, argc, argv, args, {"input"})) return 0;
-  TESSERA_CHECK(args.count("tokenizer"), "command line: --tokenizer byte|gpt2 is required");
+  TESSERA_CHECK(args.count("tokenizer"), "command line: --tokenizer byte|gpt2|hf is required");
   TESSERA_CHECK(args.count("output"), "command line: --output PREFIX is required");
   std::vector<std::string> inputs;
   for (const auto& kv : args.arguments())
@@ -212,9 +213,12 @@ int run(int argc, char** argv) {
   TESSERA_CHECK(shard_tokens > 0, "command line: --shard-tokens must be positive, got ",
                 shard_tokens);
   const std::string name = args["tokenizer"].as<std::string>();
-  TESSERA_CHECK(!args.count("tokenizer-dir") || name == "gpt2",
-                "command line: --tokenizer-dir applies to the gpt2 tokenizer only (--tokenizer ",
-                name, ")");
+  TESSERA_CHECK(!args.count("tokenizer-dir") || name != "byte",
+                "command line: --tokenizer-dir applies to the gpt2 and hf tokenizers only "
+                "(--tokenizer byte)");
+  TESSERA_CHECK(name != "hf" || args.count("tokenizer-dir"),
+                "command line: --tokenizer hf needs --tokenizer-dir, the directory holding "
+                "tokenizer.json");
   const std::string prefix = args["output"].as<std::string>();
   TESSERA_CHECK(!prefix.empty(), "command line: --output is empty; give a directory");
   TESSERA_CHECK(!fs::exists(prefix) || fs::is_directory(prefix), "--output ", prefix,

@@ -89,8 +89,9 @@ std::string model_difference(const ModelConfig& a, const ModelConfig& b);
 std::string init_model_difference(const ModelConfig& base, const ModelConfig& run);
 
 struct DataConfig {
-  std::string tokenizer = "byte";                      // byte | gpt2
-  std::string tokenizer_dir = "data/tokenizers/gpt2";  // encoder.json + vocab.bpe (gpt2 only)
+  std::string tokenizer = "byte";  // byte | gpt2 | hf
+  std::string tokenizer_dir =
+      "data/tokenizers/gpt2";  // gpt2: encoder.json + vocab.bpe; hf: tokenizer.json
   std::string train = "data/kjv/byte/train_*.bin";     // shard glob
   std::string val = "data/kjv/byte/val_*.bin";
 

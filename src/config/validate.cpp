@@ -86,9 +86,11 @@ std::optional<int64_t> micro_tokens(const Config& c) {
   return B * T;
 }
 
-// Smallest vocabulary each tokenizer needs: its largest token id + 1.
+// Smallest vocabulary each tokenizer needs: its largest token id + 1 (hf: its tokenizer.json's,
+// known when the file is read: the loader checks token ids against model.vocab_size then).
 int64_t tokenizer_vocab(const std::string& tokenizer) {
   if (tokenizer == "gpt2") return 50257;  // 50000 merges + 256 bytes + <|endoftext|>
+  if (tokenizer == "hf") return 0;
   return 256;                             // byte: one token per byte value
 }
 
@@ -212,8 +214,8 @@ void check_model(const ModelConfig& m, Problems& p) {
 
 void check_data(const Config& c, Problems& p) {
   const DataConfig& d = c.data;
-  p.one_of("data.tokenizer", d.tokenizer, {"byte", "gpt2"});
-  if (d.tokenizer == "gpt2") p.non_empty("data.tokenizer_dir", d.tokenizer_dir);
+  p.one_of("data.tokenizer", d.tokenizer, {"byte", "gpt2", "hf"});
+  if (d.tokenizer != "byte") p.non_empty("data.tokenizer_dir", d.tokenizer_dir);
   p.non_empty("data.train", d.train);
   p.non_empty("data.val", d.val);
   const int64_t need = tokenizer_vocab(d.tokenizer);

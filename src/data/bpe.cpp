@@ -19,6 +19,8 @@
 //    fails at load rather than encoding with a shorter list.
 //  - A merged token is longer than its parts, so an id never comes back once merged away; the
 //    heap in bpe() relies on that to recognise stale pairs.
+#include "data/bpe.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -31,147 +33,12 @@
 
 #include "core/error.h"
 #include "core/text.h"
+#include "data/pretokenize.h"
 #include "data/tokenizer.h"
-#include "data/unicode_classes.h"
+#include "data/utf8.h"
 
 namespace tessera::data {
 namespace {
-
-// ---- characters ---------------------------------------------------------------------------------
-
-constexpr uint32_t kInvalidCodePoint = 0xFFFFFFFF;
-
-struct Utf8Char {
-  uint32_t cp;   // kInvalidCodePoint for a byte that does not start a well-formed sequence
-  uint32_t len;  // bytes
-};
-
-// One character of UTF-8 at s[i]. An ill-formed sequence (bad lead or continuation byte, overlong
-// form, surrogate, > U+10FFFF, cut off by the end) yields one invalid "character" of one byte, so
-// any byte string splits into pieces and still round-trips.
-Utf8Char decode_utf8(std::string_view s, size_t i) {
-  const auto b0 = static_cast<unsigned char>(s[i]);
-  if (b0 < 0x80) return {b0, 1};
-  uint32_t len, cp, min;
-  if ((b0 & 0xE0) == 0xC0) {
-    len = 2, cp = b0 & 0x1Fu, min = 0x80;
-  } else if ((b0 & 0xF0) == 0xE0) {
-    len = 3, cp = b0 & 0x0Fu, min = 0x800;
-  } else if ((b0 & 0xF8) == 0xF0) {
-    len = 4, cp = b0 & 0x07u, min = 0x10000;
-  } else {
-    return {kInvalidCodePoint, 1};
-  }
-  if (i + len > s.size()) return {kInvalidCodePoint, 1};
-  for (uint32_t k = 1; k < len; ++k) {
-    const auto b = static_cast<unsigned char>(s[i + k]);
-    if ((b & 0xC0) != 0x80) return {kInvalidCodePoint, 1};
-    cp = (cp << 6) | (b & 0x3Fu);
-  }
-  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return {kInvalidCodePoint, 1};
-  return {cp, len};
-}
-
-void append_utf8(uint32_t cp, std::string& out) {
-  if (cp < 0x80) {
-    out += char(cp);
-  } else if (cp < 0x800) {
-    out += char(0xC0 | (cp >> 6));
-    out += char(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += char(0xE0 | (cp >> 12));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  } else {
-    out += char(0xF0 | (cp >> 18));
-    out += char(0x80 | ((cp >> 12) & 0x3F));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  }
-}
-
-// The pattern's character classes: \p{L}, \p{N}, \s, and everything else ([^\s\p{L}\p{N}]).
-enum class CharClass { Letter, Number, Space, Other };
-
-
-// \s as the Python `regex` module (GPT-2's encoder.py) matches it: the Unicode White_Space
-// property. (Python's str.isspace would add U+001C..U+001F; the regex module does not.)
-bool is_unicode_space(uint32_t cp) {
-  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
-         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
-         cp == 0x205F || cp == 0x3000;
-}
-
-CharClass classify(uint32_t cp) {
-  if (cp < 0x80) {  // fast path: almost all of an English corpus
-    if ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') return CharClass::Letter;
-    if (cp >= '0' && cp <= '9') return CharClass::Number;
-    if (cp == ' ' || (cp >= 0x09 && cp <= 0x0D)) return CharClass::Space;
-    return CharClass::Other;
-  }
-  if (cp == kInvalidCodePoint) return CharClass::Other;
-  if (is_unicode_space(cp)) return CharClass::Space;
-  if (is_unicode_letter(cp)) return CharClass::Letter;
-  if (is_unicode_number(cp)) return CharClass::Number;
-  return CharClass::Other;
-}
-
-// ---- pre-tokenisation ---------------------------------------------------------------------------
-
-// End of the piece that starts at s[i], by the first alternative of
-//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-// that matches there (the regex engine's leftmost-alternative rule).
-size_t piece_end(std::string_view s, size_t i) {
-  const size_t n = s.size();
-  // Contractions: lower case only, and they win even inside a word ("'sup" -> "'s", "up").
-  if (s[i] == '\'' && i + 1 < n) {
-    const char a = s[i + 1];
-    if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
-    if (i + 2 < n) {
-      const char b = s[i + 2];
-      if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return i + 3;
-    }
-  }
-  // " ?X+" for X = letters, numbers, other: one optional U+0020, then a run of one class.
-  size_t start = i;
-  Utf8Char c = decode_utf8(s, i);
-  CharClass k = classify(c.cp);
-  if (s[i] == ' ' && i + 1 < n) {
-    const CharClass next = classify(decode_utf8(s, i + 1).cp);
-    if (next != CharClass::Space) start = i + 1, k = next;
-  }
-  if (k != CharClass::Space) {
-    size_t p = start;
-    while (p < n) {
-      c = decode_utf8(s, p);
-      if (classify(c.cp) != k) break;
-      p += c.len;
-    }
-    return p;
-  }
-  // Whitespace. "\s+(?!\S)" backtracks to leave the run's last character in front of the next
-  // word (so "a  b" -> "a", " ", " b"); at the end of the text it takes the whole run. A single
-  // space character before a non-space falls through to "\s+".
-  size_t p = i, last = i, count = 0;
-  while (p < n) {
-    c = decode_utf8(s, p);
-    if (classify(c.cp) != CharClass::Space) break;
-    last = p;
-    p += c.len;
-    ++count;
-  }
-  if (p < n && count >= 2) return last;
-  return p;
-}
-
-template <typename F>
-void for_each_piece(std::string_view text, F&& f) {
-  for (size_t i = 0; i < text.size();) {
-    const size_t end = piece_end(text, i);
-    f(text.substr(i, end - i));
-    i = end;
-  }
-}
 
 // ---- the files ----------------------------------------------------------------------------------
 
@@ -217,44 +84,6 @@ struct Location {
     return path + ":" + std::to_string(1 + std::count(text.begin(), text.begin() + pos, '\n'));
   }
 };
-
-// A token as the files write it (UTF-8 of its byte spelling) -> its raw bytes. False when a
-// character spells no byte; the caller, which knows the file and line, reports it.
-bool unspell(std::string_view spelled, std::string& bytes) {
-  const ByteAlphabet& a = byte_alphabet();
-  bytes.clear();
-  for (size_t i = 0; i < spelled.size();) {
-    const Utf8Char c = decode_utf8(spelled, i);
-    if (c.cp >= ByteAlphabet::kMaxCodePoint || a.to_byte[c.cp] < 0) return false;
-    bytes += char(a.to_byte[c.cp]);
-    i += c.len;
-  }
-  return true;
-}
-
-// Raw bytes -> the files' spelling of them (the inverse of unspell), for error messages.
-std::string spell(std::string_view bytes) {
-  std::string out;
-  for (char c : bytes)
-    append_utf8(byte_alphabet().to_code_point[static_cast<unsigned char>(c)], out);
-  return out;
-}
-
-// A token no merge makes that is still legitimate: GPT-2's one special token, <|endoftext|>, or a
-// marker in the same <...> form that a derived vocabulary adds (<|pad|>, <pad>, </s>). BPE never
-// produces them; they are ids for the text's structure.
-bool is_special_token(std::string_view bytes) {
-  return bytes.size() >= 3 && bytes.front() == '<' && bytes.back() == '>';
-}
-
-// For error messages: at most 40 bytes, as written but for control characters (escaped: a file of
-// garbage must not print carriage returns or terminal escapes).
-std::string quoted(std::string_view s) {
-  std::string out(1, '"');
-  out.append(printable(s.substr(0, 40)));
-  out += s.size() > 40 ? "...\"" : "\"";
-  return out;
-}
 
 // encoder.json is one flat JSON object {"token": id, ...}. This reader accepts exactly that (any
 // whitespace, the JSON string escapes including surrogate pairs) and nothing more.
@@ -379,14 +208,116 @@ class EncoderJsonReader {
   size_t pos_ = 0;
 };
 
-// ---- the tokenizer ------------------------------------------------------------------------------
+// ---- GPT-2's files ------------------------------------------------------------------------------
 
-struct Merge {
-  uint32_t rank;    // line order in vocab.bpe: lower merges first
-  uint32_t result;  // id of the merged token
+// A token no merge makes that is still legitimate: GPT-2's one special token, <|endoftext|>, or a
+// marker in the same <...> form that a derived vocabulary adds (<|pad|>, <pad>, </s>). BPE never
+// produces them; they are ids for the text's structure.
+bool is_special_token(std::string_view bytes) {
+  return bytes.size() >= 3 && bytes.front() == '<' && bytes.back() == '>';
+}
+
+class Gpt2Files {
+ public:
+  Gpt2Files(const std::string& encoder_path, const std::string& merges_path) {
+    t_.name = "gpt2";
+    load_encoder(encoder_path);
+    load_merges(merges_path, encoder_path);
+  }
+  BpeTables take() { return std::move(t_); }
+
+ private:
+  void load_encoder(const std::string& path) {
+    const std::string text = read_text_file(path);
+    EncoderJsonReader reader(path, text);
+    struct Entry {
+      std::string bytes;
+      int64_t id;
+      size_t pos;  // in the file, for error messages
+    };
+    std::vector<Entry> entries;
+    std::string bytes;
+    reader.read([&](const std::string& key, int64_t id, size_t pos) {
+      if (!unspell(key, bytes))
+        reader.fail_at(pos,
+                       "token " + quoted_token(key) +
+                           " has a character outside GPT-2's byte alphabet (bytes_to_unicode)");
+      entries.push_back({bytes, id, pos});
+    });
+    // n tokens with distinct ids in [0, n): dense, so every id the model can emit decodes.
+    const size_t n = entries.size();
+    t_.tokens.resize(n);
+    std::vector<bool> seen(n, false);
+    for (Entry& e : entries) {
+      if (size_t(e.id) >= n)
+        reader.fail_at(e.pos, "id " + std::to_string(e.id) +
+                                  " is out of range: " + std::to_string(n) +
+                                  " tokens need ids 0.." + std::to_string(n - 1));
+      if (seen[e.id]) reader.fail_at(e.pos, "id " + std::to_string(e.id) + " is used twice");
+      if (!encoder_.emplace(e.bytes, uint32_t(e.id)).second)
+        reader.fail_at(e.pos, "token " + quoted_token(e.bytes) + " appears twice");
+      seen[e.id] = true;
+      t_.tokens[e.id] = std::move(e.bytes);
+    }
+    auto eot = encoder_.find("<|endoftext|>");
+    TESSERA_CHECK(eot != encoder_.end(), "gpt2 tokenizer: ", path, ": no <|endoftext|> token");
+    t_.eot = eot->second;
+  }
+
+  void load_merges(const std::string& path, const std::string& encoder_path) {
+    const std::string text = read_text_file(path);
+    std::string left, right;
+    size_t line_no = 0;
+    uint32_t rank = 0;
+    std::vector<bool> made(t_.tokens.size(), false);  // by id: the result of some merge
+    for (size_t pos = 0; pos < text.size();) {
+      size_t eol = text.find('\n', pos);
+      if (eol == std::string::npos) eol = text.size();
+      std::string_view line(text.data() + pos, eol - pos);
+      pos = eol + 1;
+      ++line_no;
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      // The first line is a "#version: 0.2" comment; blank lines (the final newline) carry nothing.
+      if (line.empty() || (line_no == 1 && line.starts_with("#"))) continue;
+      const std::string where = "gpt2 tokenizer: " + path + ":" + std::to_string(line_no) + ": ";
+      const size_t sp = line.find(' ');
+      TESSERA_CHECK(sp != std::string_view::npos && sp > 0 && sp + 1 < line.size() &&
+                        line.find(' ', sp + 1) == std::string_view::npos,
+                    where, "expected two tokens separated by one space, got ", quoted_token(line));
+      TESSERA_CHECK(unspell(line.substr(0, sp), left) && unspell(line.substr(sp + 1), right), where,
+                    "a character outside GPT-2's byte alphabet (bytes_to_unicode) in ",
+                    quoted_token(line));
+      const uint32_t l = token_id(left, line.substr(0, sp), where);
+      const uint32_t r = token_id(right, line.substr(sp + 1), where);
+      const std::string spelled = std::string(line.substr(0, sp)).append(line.substr(sp + 1));
+      const uint32_t m = token_id(left + right, spelled, where);
+      TESSERA_CHECK(t_.merges.emplace(bpe_pair(l, r), BpeMerge{rank, m}).second, where,
+                    "the merge ", quoted_token(line), " appears twice");
+      made[m] = true;
+      ++rank;
+    }
+    TESSERA_CHECK(rank > 0, "gpt2 tokenizer: ", path, ": no merges in the file");
+    std::vector<bool> special(t_.tokens.size());
+    for (size_t id = 0; id < t_.tokens.size(); ++id) special[id] = is_special_token(t_.tokens[id]);
+    check_every_token_is_made(t_.tokens, made, special,
+                              "gpt2 tokenizer: " + path + " has " + std::to_string(rank) +
+                                  " merges, but the " + std::to_string(t_.tokens.size()) +
+                                  " tokens of " + encoder_path,
+                              "is vocab.bpe cut off, or from another vocabulary?");
+  }
+
+  uint32_t token_id(const std::string& bytes, std::string_view spelled, const std::string& where) {
+    auto it = encoder_.find(bytes);
+    TESSERA_CHECK(it != encoder_.end(), where, "token ", quoted_token(spelled),
+                  " is not in encoder.json");
+    return it->second;
+  }
+
+  BpeTables t_;
+  std::unordered_map<std::string, uint32_t> encoder_;  // bytes -> id, to resolve the merges
 };
 
-uint64_t pair_key(uint32_t left, uint32_t right) { return (uint64_t(left) << 32) | right; }
+// ---- the tokenizer ------------------------------------------------------------------------------
 
 // Lets the piece cache be searched with a string_view, without building a std::string per lookup.
 struct StringHash {
@@ -394,11 +325,22 @@ struct StringHash {
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 
-class Gpt2Tokenizer final : public Tokenizer {
+class ByteLevelBpe final : public Tokenizer {
  public:
-  Gpt2Tokenizer(const std::string& encoder_path, const std::string& merges_path) {
-    load_encoder(encoder_path);
-    load_merges(merges_path, encoder_path);
+  ByteLevelBpe(BpeTables t, const std::string& source) : t_(std::move(t)) {
+    std::unordered_map<std::string_view, uint32_t> single;
+    for (size_t id = 0; id < t_.tokens.size(); ++id) {
+      if (t_.tokens[id].size() == 1) single.emplace(t_.tokens[id], uint32_t(id));
+      if (t_.ignore_merges) whole_.emplace(t_.tokens[id], uint32_t(id));
+    }
+    for (int b = 0; b < 256; ++b) {
+      const char c = char(b);
+      auto it = single.find(std::string_view(&c, 1));
+      TESSERA_CHECK(it != single.end(), t_.name, " tokenizer: ", source,
+                    ": the single-byte token for byte ", b,
+                    " is missing (byte-level BPE needs all 256)");
+      byte_id_[b] = it->second;
+    }
   }
 
   // Thread-safe: concurrent calls take turns on the cache.
@@ -406,10 +348,17 @@ class Gpt2Tokenizer final : public Tokenizer {
     std::vector<uint32_t> ids;
     ids.reserve(text.size() / 4 + 1);  // English averages about 4 bytes per GPT-2 token
     std::lock_guard<std::mutex> lock(cache_mutex_);
-    for_each_piece(text, [&](std::string_view piece) {
+    for_each_piece(t_.pretokenizer, text, [&](std::string_view piece) {
       if (piece.size() == 1) {  // one byte: nothing to merge, nothing worth caching
         ids.push_back(byte_id_[static_cast<unsigned char>(piece[0])]);
         return;
+      }
+      if (t_.ignore_merges) {
+        auto whole = whole_.find(piece);
+        if (whole != whole_.end()) {
+          ids.push_back(whole->second);
+          return;
+        }
       }
       // A long piece (minified code, base64) recurs rarely: caching it would keep a copy of it and
       // of its ids for nothing.
@@ -433,133 +382,20 @@ class Gpt2Tokenizer final : public Tokenizer {
   std::string decode(const std::vector<uint32_t>& ids) const override {
     std::string out;
     for (size_t i = 0; i < ids.size(); ++i) {
-      TESSERA_CHECK(ids[i] < decoder_.size(), "gpt2 tokenizer: cannot decode id ", ids[i],
-                    " at position ", i, " (vocabulary ", decoder_.size(), ")");
-      out += decoder_[ids[i]];
+      TESSERA_CHECK(ids[i] < t_.tokens.size(), t_.name, " tokenizer: cannot decode id ", ids[i],
+                    " at position ", i, " (vocabulary ", t_.tokens.size(), ")");
+      out += t_.tokens[ids[i]];
     }
     return out;
   }
 
-  int64_t vocab_size() const override { return int64_t(decoder_.size()); }
-  uint32_t eot_id() const override { return eot_; }
-  std::string name() const override { return "gpt2"; }
+  int64_t vocab_size() const override { return int64_t(t_.tokens.size()); }
+  uint32_t eot_id() const override { return t_.eot; }
+  std::string name() const override { return t_.name; }
 
  private:
   static constexpr size_t kCacheEntries = size_t(1) << 18;
   static constexpr size_t kCachedPieceBytes = 256;  // longer pieces are merged uncached
-
-  void load_encoder(const std::string& path) {
-    const std::string text = read_text_file(path);
-    EncoderJsonReader reader(path, text);
-    struct Entry {
-      std::string bytes;
-      int64_t id;
-      size_t pos;  // in the file, for error messages
-    };
-    std::vector<Entry> entries;
-    std::string bytes;
-    reader.read([&](const std::string& key, int64_t id, size_t pos) {
-      if (!unspell(key, bytes))
-        reader.fail_at(pos,
-                       "token " + quoted(key) +
-                           " has a character outside GPT-2's byte alphabet (bytes_to_unicode)");
-      entries.push_back({bytes, id, pos});
-    });
-    // n tokens with distinct ids in [0, n): dense, so every id the model can emit decodes.
-    const size_t n = entries.size();
-    decoder_.resize(n);
-    std::vector<bool> seen(n, false);
-    for (Entry& e : entries) {
-      if (size_t(e.id) >= n)
-        reader.fail_at(e.pos, "id " + std::to_string(e.id) +
-                                  " is out of range: " + std::to_string(n) +
-                                  " tokens need ids 0.." + std::to_string(n - 1));
-      if (seen[e.id]) reader.fail_at(e.pos, "id " + std::to_string(e.id) + " is used twice");
-      if (!encoder_.emplace(e.bytes, uint32_t(e.id)).second)
-        reader.fail_at(e.pos, "token " + quoted(e.bytes) + " appears twice");
-      seen[e.id] = true;
-      decoder_[e.id] = std::move(e.bytes);
-    }
-    for (int b = 0; b < 256; ++b) {
-      auto it = encoder_.find(std::string(1, char(b)));
-      TESSERA_CHECK(it != encoder_.end(), "gpt2 tokenizer: ", path,
-                    ": the single-byte token for byte ", b,
-                    " is missing (byte-level BPE needs all 256)");
-      byte_id_[b] = it->second;
-    }
-    auto eot = encoder_.find("<|endoftext|>");
-    TESSERA_CHECK(eot != encoder_.end(), "gpt2 tokenizer: ", path, ": no <|endoftext|> token");
-    eot_ = eot->second;
-  }
-
-  void load_merges(const std::string& path, const std::string& encoder_path) {
-    const std::string text = read_text_file(path);
-    std::string left, right;
-    size_t line_no = 0;
-    uint32_t rank = 0;
-    std::vector<bool> made(decoder_.size(), false);  // by id: the result of some merge
-    for (size_t pos = 0; pos < text.size();) {
-      size_t eol = text.find('\n', pos);
-      if (eol == std::string::npos) eol = text.size();
-      std::string_view line(text.data() + pos, eol - pos);
-      pos = eol + 1;
-      ++line_no;
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      // The first line is a "#version: 0.2" comment; blank lines (the final newline) carry nothing.
-      if (line.empty() || (line_no == 1 && line.starts_with("#"))) continue;
-      const std::string where = "gpt2 tokenizer: " + path + ":" + std::to_string(line_no) + ": ";
-      const size_t sp = line.find(' ');
-      TESSERA_CHECK(sp != std::string_view::npos && sp > 0 && sp + 1 < line.size() &&
-                        line.find(' ', sp + 1) == std::string_view::npos,
-                    where, "expected two tokens separated by one space, got ", quoted(line));
-      TESSERA_CHECK(unspell(line.substr(0, sp), left) && unspell(line.substr(sp + 1), right), where,
-                    "a character outside GPT-2's byte alphabet (bytes_to_unicode) in ",
-                    quoted(line));
-      const uint32_t l = token_id(left, line.substr(0, sp), where);
-      const uint32_t r = token_id(right, line.substr(sp + 1), where);
-      const std::string spelled = std::string(line.substr(0, sp)).append(line.substr(sp + 1));
-      const uint32_t m = token_id(left + right, spelled, where);
-      TESSERA_CHECK(merges_.emplace(pair_key(l, r), Merge{rank, m}).second, where, "the merge ",
-                    quoted(line), " appears twice");
-      made[m] = true;
-      ++rank;
-    }
-    TESSERA_CHECK(rank > 0, "gpt2 tokenizer: ", path, ": no merges in the file");
-    check_every_token_is_made(path, encoder_path, rank, made);
-    encoder_.clear();  // only needed to resolve the merges
-  }
-
-  // Every token but the 256 bytes and the special ones is the result of a merge: GPT-2 has 50,000
-  // merges = 50,257 tokens - 256 bytes - 1 special, merge rank r making id 256 + r. A vocab.bpe cut
-  // off at a line boundary parses, but BPE would then never reach the longer tokens and encode text
-  // into ids the model was not trained on. (More merges than that count is allowed: a trainer may
-  // reach one token by two merges, as Hugging Face's BPE trainer can.)
-  void check_every_token_is_made(const std::string& path, const std::string& encoder_path,
-                                 size_t merges, const std::vector<bool>& made) const {
-    const size_t n = decoder_.size();
-    size_t specials = 0, unmade = 0, first_unmade = n;
-    for (size_t id = 0; id < n; ++id) {
-      if (made[id] || decoder_[id].size() == 1) continue;
-      if (is_special_token(decoder_[id])) {
-        ++specials;
-      } else if (unmade++ == 0) {
-        first_unmade = id;
-      }
-    }
-    if (unmade == 0) return;
-    TESSERA_FAIL("gpt2 tokenizer: ", path, " has ", merges, " merges, but the ", n, " tokens of ",
-                 encoder_path, " need ", n - 256 - specials, " (", n, " - 256 byte tokens - ",
-                 specials, " special token", specials == 1 ? "" : "s", "): no merge makes ", unmade,
-                 " of them, the first ", quoted(spell(decoder_[first_unmade])), " (id ",
-                 first_unmade, "); is vocab.bpe cut off, or from another vocabulary?");
-  }
-
-  uint32_t token_id(const std::string& bytes, std::string_view spelled, const std::string& where) {
-    auto it = encoder_.find(bytes);
-    TESSERA_CHECK(it != encoder_.end(), where, "token ", quoted(spelled),
-                  " is not in encoder.json");
-    return it->second;
-  }
 
   // Merges the piece's bytes, lowest rank first, until no adjacent pair has a rank. The symbols
   // form a linked list and candidate pairs sit in a min-heap ordered by (rank, position), so a
@@ -588,8 +424,8 @@ class Gpt2Tokenizer final : public Tokenizer {
     std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> heap;
     auto push = [&](int left) {
       if (left < 0 || next[left] < 0) return;
-      auto it = merges_.find(pair_key(id[left], id[next[left]]));
-      if (it != merges_.end())
+      auto it = t_.merges.find(bpe_pair(id[left], id[next[left]]));
+      if (it != t_.merges.end())
         heap.push({it->second.rank, left, id[left], id[next[left]], it->second.result});
     };
     for (int i = 0; i + 1 < n; ++i) push(i);
@@ -613,11 +449,9 @@ class Gpt2Tokenizer final : public Tokenizer {
     return out;
   }
 
-  std::vector<std::string> decoder_;                   // id -> bytes
-  std::unordered_map<std::string, uint32_t> encoder_;  // bytes -> id, while loading
-  std::unordered_map<uint64_t, Merge> merges_;         // (left id, right id) -> rank, result
+  BpeTables t_;
+  std::unordered_map<std::string_view, uint32_t> whole_;  // bytes -> id, under ignore_merges
   uint32_t byte_id_[256] = {};
-  uint32_t eot_ = 0;
   mutable std::mutex cache_mutex_;
   mutable std::unordered_map<std::string, std::vector<uint32_t>, StringHash, std::equal_to<>>
       cache_;
@@ -625,15 +459,60 @@ class Gpt2Tokenizer final : public Tokenizer {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string& encoder_json_path,
-                                               const std::string& vocab_bpe_path) {
-  return std::make_unique<Gpt2Tokenizer>(encoder_json_path, vocab_bpe_path);
+bool unspell(std::string_view spelled, std::string& bytes) {
+  const ByteAlphabet& a = byte_alphabet();
+  bytes.clear();
+  for (size_t i = 0; i < spelled.size();) {
+    const Utf8Char c = decode_utf8(spelled, i);
+    if (c.cp >= ByteAlphabet::kMaxCodePoint || a.to_byte[c.cp] < 0) return false;
+    bytes += char(a.to_byte[c.cp]);
+    i += c.len;
+  }
+  return true;
 }
 
-std::vector<std::string_view> gpt2_pretokenize(std::string_view text) {
-  std::vector<std::string_view> pieces;
-  for_each_piece(text, [&](std::string_view p) { pieces.push_back(p); });
-  return pieces;
+std::string spell(std::string_view bytes) {
+  std::string out;
+  for (char c : bytes)
+    append_utf8(byte_alphabet().to_code_point[static_cast<unsigned char>(c)], out);
+  return out;
+}
+
+std::string quoted_token(std::string_view s) {
+  std::string out(1, '"');
+  out.append(printable(s.substr(0, 40)));
+  out += s.size() > 40 ? "...\"" : "\"";
+  return out;
+}
+
+void check_every_token_is_made(const std::vector<std::string>& tokens,
+                               const std::vector<bool>& made, const std::vector<bool>& special,
+                               const std::string& what, const std::string& hint) {
+  const size_t n = tokens.size();
+  size_t specials = 0, unmade = 0, first_unmade = n;
+  for (size_t id = 0; id < n; ++id) {
+    if (made[id] || tokens[id].size() == 1) continue;
+    if (special[id]) {
+      ++specials;
+    } else if (unmade++ == 0) {
+      first_unmade = id;
+    }
+  }
+  if (unmade == 0) return;
+  TESSERA_FAIL(what, " need ", n - 256 - specials, " (", n, " - 256 byte tokens - ", specials,
+               " special token", specials == 1 ? "" : "s", "): no merge makes ", unmade,
+               " of them, the first ", quoted_token(spell(tokens[first_unmade])), " (id ",
+               first_unmade, "); ", hint);
+}
+
+std::unique_ptr<Tokenizer> make_byte_level_bpe(BpeTables tables, const std::string& source) {
+  return std::make_unique<ByteLevelBpe>(std::move(tables), source);
+}
+
+std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string& encoder_json_path,
+                                               const std::string& vocab_bpe_path) {
+  return make_byte_level_bpe(Gpt2Files(encoder_json_path, vocab_bpe_path).take(),
+                             encoder_json_path);
 }
 
 }  // namespace tessera::data

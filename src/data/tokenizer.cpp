@@ -1,4 +1,5 @@
-// The tokenizer factory and the byte tokenizer (the GPT-2 BPE lives in bpe.cpp).
+// The tokenizer factory and the byte tokenizer (the byte-level BPE lives in bpe.cpp, its
+// tokenizer.json loader in hf_tokenizer.cpp).
 #include "data/tokenizer.h"
 
 #include "core/error.h"
@@ -50,7 +51,12 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name, const std::st
     const std::string d = dir.empty() ? kDefaultGpt2Dir : dir;
     return make_gpt2_tokenizer(d + "/encoder.json", d + "/vocab.bpe");
   }
-  TESSERA_FAIL("unknown tokenizer '", name, "' (expected byte or gpt2)");
+  if (name == "hf") {
+    TESSERA_CHECK(!dir.empty(),
+                  "hf tokenizer: no directory given (the one holding tokenizer.json)");
+    return make_hf_tokenizer(dir);
+  }
+  TESSERA_FAIL("unknown tokenizer '", name, "' (expected byte, gpt2 or hf)");
 }
 
 }  // namespace tessera::data

@@ -12,6 +12,8 @@
 //   byte: ids 0..255 are the bytes themselves, 256 is end-of-text; vocabulary 257.
 //   gpt2: GPT-2's byte-level BPE (Radford et al. 2019) from its encoder.json (token -> id) and
 //         vocab.bpe (merges in rank order); 50257 ids, end-of-text 50256.
+//   hf:   a Hugging Face tokenizer.json of a byte-level BPE (hf_tokenizer.cpp says which): GPT-2's
+//         own, Llama 3's and those built like them; its added tokens decode as their text.
 #pragma once
 
 #include <cstdint>
@@ -31,21 +33,17 @@ class Tokenizer {
   virtual std::string decode(const std::vector<uint32_t>& ids) const = 0;
   virtual int64_t vocab_size() const = 0;  // largest id + 1
   virtual uint32_t eot_id() const = 0;     // end-of-text
-  virtual std::string name() const = 0;    // "byte" | "gpt2"
+  virtual std::string name() const = 0;    // "byte" | "gpt2" | "hf"
 };
 
-// name: "byte" (dir unused) or "gpt2" (reads <dir>/encoder.json and <dir>/vocab.bpe; an empty dir
-// means data/tokenizers/gpt2). Errors name the tokenizer, or the file and line that is wrong.
+// name: "byte" (dir unused), "gpt2" (reads <dir>/encoder.json and <dir>/vocab.bpe; an empty dir
+// means data/tokenizers/gpt2) or "hf" (reads <dir>/tokenizer.json, and <dir>/tokenizer_config.json
+// where there is one). Errors name the tokenizer, or the file and line or key that is wrong.
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name, const std::string& dir = "");
 
 std::unique_ptr<Tokenizer> make_byte_tokenizer();
 std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string& encoder_json_path,
                                                const std::string& vocab_bpe_path);
-
-// GPT-2's pre-tokenisation: splits text into the pieces BPE runs on, as the regex
-//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-// does (first alternative that matches wins). The pieces are views into text and concatenate to it.
-// Exposed for tests; see bpe.cpp for how letters, numbers and spaces are classified.
-std::vector<std::string_view> gpt2_pretokenize(std::string_view text);
+std::unique_ptr<Tokenizer> make_hf_tokenizer(const std::string& dir);
 
 }  // namespace tessera::data

@@ -19,6 +19,7 @@
 #include "checkpoint/json.h"
 #include "checkpoint/safetensors.h"
 #include "config/schema.h"
+#include "data/tokenizer.h"
 #include "nn/hf_names.h"
 #include "train/options.h"
 
@@ -77,8 +78,18 @@ const char* torch_dtype(DType t) { return t == DType::BF16 ? "bfloat16" : "float
 
 // The end-of-text id of the tokenizer the model was trained with (tokenizer.h), when it fits.
 int64_t eot_id(const Config& cfg) {
-  const int64_t id = cfg.data.tokenizer == "gpt2" ? 50256 : 256;
+  const int64_t id = cfg.data.tokenizer == "hf"
+                         ? data::make_tokenizer("hf", cfg.data.tokenizer_dir)->eot_id()
+                     : cfg.data.tokenizer == "gpt2" ? 50256
+                                                    : 256;
   return id < cfg.model.vocab_size ? id : -1;
+}
+
+// The files of data.tokenizer_dir an export copies (tokenizer.h).
+std::vector<const char*> tokenizer_files(const std::string& tokenizer) {
+  if (tokenizer == "gpt2") return {"encoder.json", "vocab.bpe"};
+  if (tokenizer == "hf") return {"tokenizer.json"};
+  return {};
 }
 
 // The length RoPE scaling counts from (L0): rope_scaling.original_max_position, 0 = block_size.
@@ -238,10 +249,9 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
   for (const auto& [name, t] : params)
     TESSERA_CHECK(used.count(name), "parameter '", name, "' has no Hugging Face name");
   const fs::path tok(cfg.data.tokenizer_dir);
-  if (cfg.data.tokenizer == "gpt2")
-    for (const char* f : {"encoder.json", "vocab.bpe"})
-      TESSERA_CHECK(fs::exists(tok / f), "data.tokenizer is gpt2 but ", (tok / f).string(),
-                    " is missing (set data.tokenizer_dir)");
+  for (const char* f : tokenizer_files(cfg.data.tokenizer))
+    TESSERA_CHECK(fs::exists(tok / f), "data.tokenizer is ", cfg.data.tokenizer, " but ",
+                  (tok / f).string(), " is missing (set data.tokenizer_dir)");
 
   // A name of its own beside out (mkdtemp): never a directory someone else made or left.
   std::string staging = out.string() + ".export-tmp.XXXXXX";
@@ -260,6 +270,11 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
       // The same two files under HF's names: encoder.json is vocab.json, vocab.bpe merges.txt.
       fs::copy_file(tok / "encoder.json", tmp / "vocab.json");
       fs::copy_file(tok / "vocab.bpe", tmp / "merges.txt");
+    }
+    if (cfg.data.tokenizer == "hf") {  // Hugging Face's own files, as they came
+      fs::copy_file(tok / "tokenizer.json", tmp / "tokenizer.json");
+      if (fs::exists(tok / "tokenizer_config.json"))
+        fs::copy_file(tok / "tokenizer_config.json", tmp / "tokenizer_config.json");
     }
     if (fs::exists(out)) fs::remove(out);  // empty, checked above
     fs::rename(tmp, out);
@@ -491,13 +506,17 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
     }
   }
   c.check_all_read();
-  // tessera's own exports name their tokenizer; otherwise GPT-2's files decide.
+  // tessera's own exports name their tokenizer; otherwise the files decide: GPT-2's, else a
+  // tokenizer.json.
   const std::string tok = c.text("tessera_tokenizer", "");
-  c.require(tok.empty() || tok == "byte" || tok == "gpt2", "tessera_tokenizer",
-            "'" + tok + "' is not byte or gpt2");
+  c.require(tok.empty() || tok == "byte" || tok == "gpt2" || tok == "hf", "tessera_tokenizer",
+            "'" + tok + "' is not byte, gpt2 or hf");
   const fs::path dir = path.parent_path();
   const bool files = fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt");
-  cfg.data.tokenizer = !tok.empty() ? tok : files ? "gpt2" : "byte";
+  cfg.data.tokenizer = !tok.empty()                         ? tok
+                       : files                              ? "gpt2"
+                       : fs::exists(dir / "tokenizer.json") ? "hf"
+                                                            : "byte";
   if (!tok.empty()) c.note(&cfg.data.tokenizer, "tessera_tokenizer");
   if (const Json* a = root.get("attn_pdrop");
       a && a->is(Json::Kind::Number) && a->as_double(c.where("attn_pdrop")) > 0)
@@ -528,6 +547,7 @@ HFModel import_hf(const std::string& dir) {
   HFModel out;
   out.config = read_config_json(d / "config.json", out.notes);
   out.gpt2_tokenizer_files = fs::exists(d / "vocab.json") && fs::exists(d / "merges.txt");
+  out.hf_tokenizer_json = !out.gpt2_tokenizer_files && out.config.data.tokenizer == "hf";
   out.config.train.run_name = d.filename().string();
   const nn::GPTConfig g = model_config(out.config.model, out.config.train);
   try {

@@ -32,7 +32,8 @@ std::vector<std::string> hf_export_notes(const Config& cfg);
 
 // Writes the directory dir (which must not exist, or be empty): config.json,
 // generation_config.json, model.safetensors (tensors in their stored dtype) and, when
-// data.tokenizer is gpt2, vocab.json and merges.txt copied from data.tokenizer_dir. Everything is
+// data.tokenizer is gpt2, vocab.json and merges.txt copied from data.tokenizer_dir (hf: its
+// tokenizer.json, and tokenizer_config.json where there is one). Everything is
 // written into a temporary sibling directory first and renamed into place at the end, so a
 // failure leaves no half-written dir. params: the model's (name, tensor) pairs.
 void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tensor>>& params,
@@ -43,6 +44,7 @@ struct HFModel {
   std::vector<std::pair<std::string, Tensor>> params;  // tessera names and layout, model order
   std::vector<std::string> notes;                      // what was ignored or assumed
   bool gpt2_tokenizer_files = false;                   // vocab.json + merges.txt present
+  bool hf_tokenizer_json = false;  // tokenizer.json present (and no GPT-2 files): data.tokenizer hf
 };
 
 // Reads an HF directory. config.json values tessera cannot reproduce (another activation, a RoPE

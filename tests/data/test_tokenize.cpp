@@ -154,7 +154,9 @@ TEST(Tokenize, tokenizer_dir_with_the_byte_tokenizer_is_refused) {
                             tmp.file("out"),
                         &log),
             1);
-  EXPECT_TRUE(has(log, "--tokenizer-dir applies to the gpt2 tokenizer only")) << log;
+  EXPECT_TRUE(
+      has(log, "--tokenizer-dir applies to the gpt2 and hf tokenizers only (--tokenizer byte)"))
+      << log;
   EXPECT_FALSE(fs::exists(tmp.file("out")));
 }
 
@@ -315,7 +317,7 @@ TEST(Tokenize, command_line_values_out_of_bounds_are_refused_by_flag) {
   const struct {
     std::string args, message;
   } cases[] = {
-      {" --input " + a + " --output " + out, "--tokenizer byte|gpt2 is required"},
+      {" --input " + a + " --output " + out, "--tokenizer byte|gpt2|hf is required"},
       {" --tokenizer byte --input " + a, "--output PREFIX is required"},
       {" --tokenizer byte --output " + out, "at least one --input FILE is required"},
       {" --tokenizer byte --input " + a + " --output " + out + " --val-fraction -0.1",

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "data/pretokenize.h"
 #include "data/tokenizer.h"
 #include "test_util.h"
 
@@ -93,7 +94,7 @@ using Pieces = std::vector<std::string>;
 
 Pieces pieces_of(const std::string& text) {
   Pieces out;
-  for (auto p : gpt2_pretokenize(text)) out.emplace_back(p);
+  for (auto p : pretokenize(Pretokenizer::Gpt2, text)) out.emplace_back(p);
   return out;
 }
 
@@ -171,7 +172,7 @@ TEST(Gpt2Pretokenize, pieces_are_nonempty_and_concatenate_to_the_text) {
   for (int i = 0; i < 50; ++i) texts.push_back(random_bytes(rng, 1 + rng() % 300));
   for (const auto& text : texts) {
     std::string joined;
-    for (auto p : gpt2_pretokenize(text)) {
+    for (auto p : pretokenize(Pretokenizer::Gpt2, text)) {
       EXPECT_FALSE(p.empty());
       joined += p;
     }

@@ -254,7 +254,7 @@ TEST(Training, generate_on_a_byte_model_refuses_a_tokenizer_dir_and_takes_an_emp
                                " --prompt in --max-new-tokens 2";
   std::string out;
   EXPECT_EQ(tessera::testing::run_command(generate + " --tokenizer-dir /nonexistent", &out), 1);
-  EXPECT_NE(out.find("--tokenizer-dir applies to the gpt2 tokenizer only (" + ck +
+  EXPECT_NE(out.find("--tokenizer-dir applies to the gpt2 and hf tokenizers only (" + ck +
                      " uses data.tokenizer byte)"),
             std::string::npos)
       << out;

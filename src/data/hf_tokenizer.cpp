@@ -1,0 +1,266 @@
+// Hugging Face's tokenizer.json for a byte-level BPE, loaded into bpe.h's tables: the format the
+// `tokenizers` library writes (its JSON serialisation of Tokenizer, model BPE), as GPT-2's and
+// Meta Llama 3's model repositories ship it.
+//
+// Accepted, each part checked and anything else refused by name (never encoded differently):
+//   model          BPE: vocab {spelled token: id}, merges in rank order ("a b" strings, or
+//                  ["a", "b"] pairs as tokenizers 0.20 writes them), ignore_merges; no dropout,
+//                  no byte_fallback, no subword prefix or suffix
+//   normalizer     none
+//   pre_tokenizer  ByteLevel with use_regex (GPT-2's pattern), or a Sequence of a Split on one of
+//                  pretokenize.h's patterns (Isolated, not inverted) and a ByteLevel without its
+//                  regex; add_prefix_space off
+//   decoder        ByteLevel, or none
+//   added_tokens   ids for text structure (<|begin_of_text|>, <|endoftext|>): decoded as their
+//                  content, never parsed out of the text (as tokenizer.h says of every tokenizer)
+// The post-processor (the BOS a model's encode adds) is not applied: tessera places its end-of-text
+// id between documents itself. Ids must be dense, 0 .. n - 1, so every id the model emits decodes.
+//
+// End of text: tokenizer_config.json's eos_token where that file names one, else the first added
+// token among <|endoftext|> (GPT-2), <|end_of_text|> (Llama 3) and </s>.
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "checkpoint/json.h"
+#include "core/error.h"
+#include "data/bpe.h"
+
+namespace tessera::data {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_file(const fs::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  TESSERA_CHECK(f, "hf tokenizer: cannot read ", path.string(), ": ", std::strerror(errno));
+  std::ostringstream os;
+  os << f.rdbuf();
+  return os.str();
+}
+
+class TokenizerJson {
+ public:
+  explicit TokenizerJson(const std::string& dir)
+      : dir_(dir), path_((fs::path(dir) / "tokenizer.json").string()) {
+    const Json root = parse_json(read_file(path_), "hf tokenizer: " + path_);
+    t_.name = "hf";
+    check_pipeline(root);
+    const Json& model = root.at("model");
+    read_vocab(model.at("vocab"));
+    read_added(root);
+    read_merges(model.at("merges"));
+    t_.eot = end_of_text();
+  }
+  BpeTables take() { return std::move(t_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  template <typename... Args>
+  [[noreturn]] void fail(const Args&... args) const {
+    TESSERA_FAIL("hf tokenizer: ", path_, ": ", args...);
+  }
+  static bool null_or(const Json* v, const std::string& empty_string) {
+    return !v || v->is(Json::Kind::Null) || (v->is(Json::Kind::String) && v->str() == empty_string);
+  }
+  static std::string type_of(const Json& v) {
+    const Json* t = v.get("type");
+    return t && t->is(Json::Kind::String) ? t->str() : "(no type)";
+  }
+  bool flag(const Json& v, const std::string& key, const std::string& where) const {
+    const Json* f = v.get(key);
+    return f && f->boolean(where + "." + key);
+  }
+
+  // The parts around the model: only those that encode as pretokenize.h and bpe.h do.
+  void check_pipeline(const Json& root) {
+    const Json& model = root.at("model");
+    if (type_of(model) != "BPE") fail("model.type is ", type_of(model), ", not BPE");
+    if (!null_or(model.get("dropout"), "")) fail("model.dropout is set (BPE dropout samples)");
+    if (flag(model, "byte_fallback", "model")) fail("model.byte_fallback is set (not byte-level)");
+    if (!null_or(model.get("continuing_subword_prefix"), "") ||
+        !null_or(model.get("end_of_word_suffix"), ""))
+      fail("model has a continuing_subword_prefix or end_of_word_suffix (not byte-level BPE)");
+    t_.ignore_merges = flag(model, "ignore_merges", "model");
+    if (const Json* n = root.get("normalizer"); n && !n->is(Json::Kind::Null))
+      fail("normalizer ", type_of(*n), " is not supported (only none)");
+    if (const Json* d = root.get("decoder");
+        d && !d->is(Json::Kind::Null) && type_of(*d) != "ByteLevel")
+      fail("decoder ", type_of(*d), " is not supported (ByteLevel or none)");
+    const Json* pre = root.get("pre_tokenizer");
+    if (!pre || pre->is(Json::Kind::Null)) fail("no pre_tokenizer (byte-level BPE needs one)");
+    if (type_of(*pre) == "ByteLevel") {
+      byte_level(*pre, true, "pre_tokenizer");
+      t_.pretokenizer = Pretokenizer::Gpt2;
+      return;
+    }
+    const Json* steps = pre->get("pretokenizers");
+    if (type_of(*pre) != "Sequence" || !steps ||
+        steps->items("pre_tokenizer.pretokenizers").size() != 2)
+      fail("pre_tokenizer ", type_of(*pre),
+           " is not supported (ByteLevel, or a Sequence of a Split and a ByteLevel)");
+    const Json& split = steps->items()[0];
+    if (type_of(split) != "Split")
+      fail("pre_tokenizer.pretokenizers[0] is ", type_of(split), ", not Split");
+    const Json* pattern = split.at("pattern").get("Regex");
+    if (!pattern) fail("pre_tokenizer.pretokenizers[0].pattern is not a Regex");
+    const std::string& regex = pattern->str("pre_tokenizer.pretokenizers[0].pattern.Regex");
+    if (regex == pretokenizer_pattern(Pretokenizer::Llama3)) {
+      t_.pretokenizer = Pretokenizer::Llama3;
+    } else if (regex == pretokenizer_pattern(Pretokenizer::Gpt2)) {
+      t_.pretokenizer = Pretokenizer::Gpt2;
+    } else {
+      fail("the Split pattern ", quoted_token(regex),
+           " is not one tessera implements (GPT-2's or Llama 3's)");
+    }
+    const Json* behavior = split.get("behavior");
+    if (!behavior || behavior->str("pre_tokenizer.pretokenizers[0].behavior") != "Isolated" ||
+        flag(split, "invert", "pre_tokenizer.pretokenizers[0]"))
+      fail("pre_tokenizer.pretokenizers[0] must split Isolated and not inverted");
+    if (type_of(steps->items()[1]) != "ByteLevel")
+      fail("pre_tokenizer.pretokenizers[1] is ", type_of(steps->items()[1]), ", not ByteLevel");
+    byte_level(steps->items()[1], false, "pre_tokenizer.pretokenizers[1]");
+  }
+  void byte_level(const Json& v, bool regex, const std::string& where) const {
+    if (flag(v, "add_prefix_space", where)) fail(where, ".add_prefix_space is not supported");
+    const Json* r = v.get("use_regex");
+    const bool uses = !r || r->boolean(where + ".use_regex");  // the library's default: true
+    if (uses != regex)
+      fail(where, ".use_regex is ", uses ? "true" : "false", ", expected ",
+           regex ? "true" : "false");
+  }
+
+  void read_vocab(const Json& vocab) {
+    std::string bytes;
+    for (const auto& [spelled, id_json] : vocab.members("model.vocab")) {
+      const int64_t id = id_json.as_int("model.vocab[" + quoted_token(spelled) + "]");
+      if (id < 0 || id >= (int64_t(1) << 31))
+        fail("model.vocab[", quoted_token(spelled), "] is id ", id);
+      if (!unspell(spelled, bytes))
+        fail("model.vocab's token ", quoted_token(spelled),
+             " has a character outside the byte-level alphabet (bytes_to_unicode)");
+      place(size_t(id), bytes, "model.vocab[" + quoted_token(spelled) + "]");
+      if (!encoder_.emplace(bytes, uint32_t(id)).second)
+        fail("model.vocab has the token ", quoted_token(spelled), " twice");
+    }
+  }
+  // Added tokens: their content is plain text, not the byte spelling. One that repeats a vocab
+  // entry (GPT-2 lists <|endoftext|> in both) must agree with it.
+  void read_added(const Json& root) {
+    const Json* added = root.get("added_tokens");
+    if (!added) return;
+    const auto& items = added->items("added_tokens");
+    for (size_t i = 0; i < items.size(); ++i) {
+      const std::string where = "added_tokens[" + std::to_string(i) + "]";
+      const int64_t id = items[i].at("id").as_int(where + ".id");
+      const std::string& content = items[i].at("content").str(where + ".content");
+      if (id < 0 || id >= (int64_t(1) << 31)) fail(where, ".id is ", id);
+      if (size_t(id) < t_.tokens.size() && set_[id] && !added_[id]) {
+        if (t_.tokens[id] != content)
+          fail(where, " gives id ", id, " the content ", quoted_token(content), ", model.vocab ",
+               quoted_token(t_.tokens[id]));
+      } else {
+        place(size_t(id), content, where);
+      }
+      added_[id] = true;
+      added_by_content_.emplace(content, uint32_t(id));
+    }
+  }
+  void place(size_t id, const std::string& bytes, const std::string& where) {
+    if (id >= t_.tokens.size()) {
+      t_.tokens.resize(id + 1);
+      set_.resize(id + 1, false);
+      added_.resize(id + 1, false);
+    }
+    if (set_[id]) fail(where, ": id ", id, " is given twice");
+    t_.tokens[id] = bytes;
+    set_[id] = true;
+  }
+
+  void read_merges(const Json& merges) {
+    const auto& items = merges.items("model.merges");
+    for (size_t id = 0; id < set_.size(); ++id)
+      if (!set_[id])
+        fail("id ", id, " is neither in model.vocab nor an added token (ids must be 0..",
+             set_.size() - 1, ")");
+    std::vector<bool> made(t_.tokens.size(), false);
+    std::string left, right;
+    for (size_t rank = 0; rank < items.size(); ++rank) {
+      const std::string where = "model.merges[" + std::to_string(rank) + "]";
+      std::string l, r;
+      if (items[rank].is(Json::Kind::Array)) {
+        const auto& pair = items[rank].items(where);
+        if (pair.size() != 2) fail(where, " is not a pair");
+        l = pair[0].str(where + "[0]"), r = pair[1].str(where + "[1]");
+      } else {
+        const std::string& line = items[rank].str(where);
+        const size_t sp = line.find(' ');
+        if (sp == std::string::npos || sp == 0 || sp + 1 >= line.size() ||
+            line.find(' ', sp + 1) != std::string::npos)
+          fail(where, ": expected two tokens separated by one space, got ", quoted_token(line));
+        l = line.substr(0, sp), r = line.substr(sp + 1);
+      }
+      if (!unspell(l, left) || !unspell(r, right))
+        fail(where, ": a character outside the byte-level alphabet in ", quoted_token(l + " " + r));
+      const uint32_t a = token_id(left, l, where), b = token_id(right, r, where);
+      const uint32_t m = token_id(left + right, l + r, where);
+      if (!t_.merges.emplace(bpe_pair(a, b), BpeMerge{uint32_t(rank), m}).second)
+        fail(where, ": the merge ", quoted_token(l + " " + r), " appears twice");
+      made[m] = true;
+    }
+    check_every_token_is_made(t_.tokens, made, added_,
+                              "hf tokenizer: " + path_ + " has " + std::to_string(items.size()) +
+                                  " merges, but its " + std::to_string(t_.tokens.size()) +
+                                  " tokens",
+                              "is model.merges cut off?");
+  }
+  uint32_t token_id(const std::string& bytes, const std::string& spelled,
+                    const std::string& where) const {
+    auto it = encoder_.find(bytes);
+    if (it == encoder_.end())
+      fail(where, ": token ", quoted_token(spelled), " is not in model.vocab");
+    return it->second;
+  }
+
+  uint32_t end_of_text() const {
+    const fs::path config = fs::path(dir_) / "tokenizer_config.json";
+    if (fs::exists(config)) {
+      const Json c = parse_json(read_file(config), "hf tokenizer: " + config.string());
+      if (const Json* eos = c.get("eos_token"); eos && !eos->is(Json::Kind::Null)) {
+        const std::string& name = eos->is(Json::Kind::Object)
+                                      ? eos->at("content").str("eos_token.content")
+                                      : eos->str("eos_token");
+        auto it = added_by_content_.find(name);
+        if (it != added_by_content_.end()) return it->second;
+        auto in_vocab = encoder_.find(name);
+        TESSERA_CHECK(in_vocab != encoder_.end(), "hf tokenizer: ", config.string(), ": eos_token ",
+                      quoted_token(name), " is not a token of ", path_);
+        return in_vocab->second;
+      }
+    }
+    for (const char* name : {"<|endoftext|>", "<|end_of_text|>", "</s>"}) {
+      auto it = added_by_content_.find(name);
+      if (it != added_by_content_.end()) return it->second;
+    }
+    fail(
+        "no end-of-text token: no tokenizer_config.json eos_token, and none of <|endoftext|>, "
+        "<|end_of_text|> and </s> is an added token");
+  }
+
+  std::string dir_, path_;
+  BpeTables t_;
+  std::vector<bool> set_, added_;                      // by id: given; an added token
+  std::unordered_map<std::string, uint32_t> encoder_;  // vocab bytes -> id
+  std::unordered_map<std::string, uint32_t> added_by_content_;
+};
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> make_hf_tokenizer(const std::string& dir) {
+  TokenizerJson file(dir);
+  return make_byte_level_bpe(file.take(), file.path());
+}
+
+}  // namespace tessera::data

@@ -1,0 +1,317 @@
+// Hugging Face tokenizer.json (data/hf_tokenizer.cpp) and Llama 3's pre-tokenisation: pieces as the
+// Python `regex` module splits them under Llama 3's pattern, a hand-made tokenizer.json's merges
+// and options, GPT-2's tokenizer.json (written here from encoder.json and vocab.bpe, in the layout
+// the tokenizers library writes) against the gpt2 tokenizer, Llama 3's known ids, and errors that
+// name the file and the key. tests/scripts/hf_tokenizer_reference.sh compares whole texts with
+// the JavaScript port of the tokenizers library.
+//
+// The Llama 3 cases need data/tokenizers/llama3 (scripts/prepare_data.sh llama3; TESSERA_LLAMA3_DIR
+// points elsewhere), the GPT-2 ones data/tokenizers/gpt2; each skips without its files.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "checkpoint/json.h"
+#include "data/pretokenize.h"
+#include "data/tokenizer.h"
+#include "test_util.h"
+
+using namespace tessera;
+using namespace tessera::data;
+using tessera::testing::error_of;
+using tessera::testing::TempDir;
+namespace fs = std::filesystem;
+using Ids = std::vector<uint32_t>;
+using Pieces = std::vector<std::string>;
+
+namespace {
+
+Pieces llama3_pieces(const std::string& text) {
+  Pieces out;
+  for (auto p : pretokenize(Pretokenizer::Llama3, text)) out.emplace_back(p);
+  return out;
+}
+
+// Expected pieces: Python's `regex` module (2022.10.31) findall with Llama 3's pattern.
+TEST(Llama3Pretokenize, splits_as_the_llama3_pattern_does) {
+  EXPECT_EQ(llama3_pieces("Hello world! In"), (Pieces{"Hello", " world", "!", " In"}));
+  // Numbers in runs of at most three; punctuation joins the word after it.
+  EXPECT_EQ(llama3_pieces("(12345 ok"), (Pieces{"(", "123", "45", " ok"}));
+  EXPECT_EQ(llama3_pieces("(hello)"), (Pieces{"(hello", ")"}));
+  EXPECT_EQ(llama3_pieces("1 2"), (Pieces{"1", " ", "2"}));
+  EXPECT_EQ(llama3_pieces(" 1"), (Pieces{" ", "1"}));
+  // Contractions in any case; an apostrophe before other letters joins them.
+  EXPECT_EQ(llama3_pieces("don't I'LL we'Re"), (Pieces{"don", "'t", " I", "'LL", " we", "'Re"}));
+  EXPECT_EQ(llama3_pieces("'Sup 'xyz"), (Pieces{"'S", "up", " '", "xyz"}));
+  EXPECT_EQ(llama3_pieces("'\xc5\xbf"), (Pieces{"'\xc5\xbf"}));  // U+017F long s: not 's
+  // Whitespace: a run ends at its last line break; otherwise its last character joins the word.
+  EXPECT_EQ(llama3_pieces("a  b"), (Pieces{"a", " ", " b"}));
+  EXPECT_EQ(llama3_pieces("x\n\ny"), (Pieces{"x", "\n\n", "y"}));
+  EXPECT_EQ(llama3_pieces("x  \n  y"), (Pieces{"x", "  \n", " ", " y"}));
+  EXPECT_EQ(llama3_pieces("a \n"), (Pieces{"a", " \n"}));
+  EXPECT_EQ(llama3_pieces("a\r\r\nb"), (Pieces{"a", "\r\r\n", "b"}));
+  EXPECT_EQ(llama3_pieces("   "), (Pieces{"   "}));
+  EXPECT_EQ(llama3_pieces("\tword\t\tx"), (Pieces{"\tword", "\t", "\tx"}));
+  EXPECT_EQ(llama3_pieces("x \xc2\xa0y"), (Pieces{"x", " ", "\xc2\xa0y"}));  // a no-break space
+  // Punctuation keeps the line breaks after it.
+  EXPECT_EQ(llama3_pieces("!!!\n\nx"), (Pieces{"!!!\n\n", "x"}));
+  EXPECT_EQ(llama3_pieces(" ...\n"), (Pieces{" ...\n"}));
+  // Non-ASCII: letters, a superscript (a number), Arabic-Indic digits.
+  EXPECT_EQ(llama3_pieces("na\xc3\xafve caf\xc3\xa9"), (Pieces{"na\xc3\xafve", " caf\xc3\xa9"}));
+  EXPECT_EQ(llama3_pieces("\xc2\xb2x \xd9\xa1\xd9\xa2\xd9\xa3\xd9\xa4"),
+            (Pieces{"\xc2\xb2", "x", " ", "\xd9\xa1\xd9\xa2\xd9\xa3", "\xd9\xa4"}));
+  EXPECT_TRUE(llama3_pieces("").empty());
+}
+
+TEST(Llama3Pretokenize, pieces_are_nonempty_and_concatenate_to_any_bytes) {
+  std::string all;
+  for (int b = 0; b < 256; ++b) all += char(b);
+  for (const std::string& text :
+       {all, all + all, std::string("\xff\xfe x\r\n\xc3"), std::string("''")}) {
+    std::string joined;
+    for (auto p : pretokenize(Pretokenizer::Llama3, text)) {
+      EXPECT_FALSE(p.empty());
+      joined += p;
+    }
+    EXPECT_EQ(joined, text);
+  }
+}
+
+// ---- a hand-made tokenizer.json ----------------------------------------------------------------
+
+// GPT-2's bytes_to_unicode, restated (see test_tokenizer.cpp): the spelling of byte b.
+std::string spelled(int b) {
+  const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+  uint32_t cp = uint32_t(b);
+  if (!printable) {
+    uint32_t n = 0;
+    for (int x = 0; x < b; ++x)
+      if (!((x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || x >= 0xAE)) ++n;
+    cp = 0x100 + n;
+  }
+  std::string out;
+  if (cp < 0x80) {
+    out += char(cp);
+  } else {
+    out += char(0xC0 | (cp >> 6)), out += char(0x80 | (cp & 0x3F));
+  }
+  return out;
+}
+
+struct TinyJson {
+  std::string extra_vocab;  // ", \"x\": 300" ...
+  std::string merges = R"("b c", "a b", "ab c", "Ġ 1")";
+  std::string added = R"([{"id": 261, "content": "<|end_of_text|>", "special": true}])";
+  std::string pre = R"({"type": "ByteLevel", "add_prefix_space": false, "use_regex": true})";
+  std::string normalizer = "null";
+  bool ignore_merges = false;
+
+  std::string text() const {
+    std::string vocab = "{";
+    for (int b = 0; b < 256; ++b)
+      vocab += "\"" + json_escape(spelled(b)) + "\": " + std::to_string(b) + ", ";
+    vocab += R"("bc": 256, "ab": 257, "abc": 258, "Ġ1": 259)" + extra_vocab + "}";
+    return R"({"version": "1.0", "added_tokens": )" + added + R"(, "normalizer": )" + normalizer +
+           R"(, "pre_tokenizer": )" + pre +
+           R"(, "post_processor": null, "decoder": {"type": "ByteLevel"}, "model": {"type": "BPE",)"
+           R"( "dropout": null, "unk_token": null, "continuing_subword_prefix": "",)"
+           R"( "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,)"
+           R"( "ignore_merges": )" +
+           (ignore_merges ? "true" : "false") + R"(, "vocab": )" + vocab + R"(, "merges": [)" +
+           merges + "]}}";
+  }
+};
+
+struct TinyHf {
+  TempDir dir;
+  std::unique_ptr<Tokenizer> tok;
+  explicit TinyHf(const TinyJson& j, const std::string& config = "") {
+    dir.write("tokenizer.json", j.text());
+    if (!config.empty()) dir.write("tokenizer_config.json", config);
+    tok = make_tokenizer("hf", dir.path.string());
+  }
+};
+
+// The tiny file with ids 0..261 all given (TinyJson alone leaves 260 out).
+TinyJson dense() {
+  TinyJson j;
+  j.extra_vocab = R"(, "zz": 260)";
+  j.merges += R"(, "z z")";
+  return j;
+}
+
+TEST(HfTokenizerJson, merges_by_rank_and_the_options_it_reads) {
+  TinyHf h{dense()};
+  EXPECT_EQ(h.tok->name(), "hf");
+  EXPECT_EQ(h.tok->vocab_size(), 262);  // the added token's id 261 is the largest
+  // "b c" outranks "a b": a, bc, and no merge "a bc".
+  EXPECT_EQ(h.tok->encode("abc"), (Ids{'a', 256}));
+  EXPECT_EQ(h.tok->encode("ab"), (Ids{257}));
+  // The GPT-2 pattern keeps " 1" one piece, so "Ġ 1" merges.
+  EXPECT_EQ(h.tok->encode("x 1"), (Ids{'x', 259}));
+  EXPECT_EQ(h.tok->eot_id(), 261u);
+  EXPECT_EQ(h.tok->decode({'a', 256, 261, 259}), "abc<|end_of_text|> 1");
+  // Added tokens are not parsed out of the text.
+  EXPECT_EQ(h.tok->decode(h.tok->encode("<|end_of_text|>")), "<|end_of_text|>");
+  EXPECT_EQ(h.tok->encode("<|end_of_text|>").size(), 15u);
+}
+
+// Ids must be dense: 260 is neither a vocab token nor an added one.
+TEST(HfTokenizerJson, a_gap_in_the_ids_is_named) {
+  TempDir dir;
+  dir.write("tokenizer.json", TinyJson{}.text());
+  const std::string e = error_of([&] { make_tokenizer("hf", dir.path.string()); });
+  EXPECT_NE(e.find("id 260 is neither in model.vocab nor an added token"), std::string::npos) << e;
+  EXPECT_NE(e.find((dir.path / "tokenizer.json").string()), std::string::npos) << e;
+}
+
+TEST(HfTokenizerJson, ignore_merges_takes_a_piece_that_is_a_token_whole) {
+  TinyJson j = dense();
+  j.ignore_merges = true;
+  TinyHf h{j};
+  EXPECT_EQ(h.tok->encode("abc"), (Ids{258}));              // whole, where merges give a, bc
+  EXPECT_EQ(h.tok->encode("abcab"), (Ids{'a', 256, 257}));  // one piece, not a token: merges
+}
+
+TEST(HfTokenizerJson, merges_as_pairs_and_the_llama3_split) {
+  TinyJson j = dense();
+  j.merges = R"(["b", "c"], ["a", "b"], ["ab", "c"], ["Ġ", "1"], ["z", "z"])";
+  j.pre = R"({"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": )" +
+          std::string("\"") + json_escape(std::string(pretokenizer_pattern(Pretokenizer::Llama3))) +
+          R"("}, "behavior": "Isolated", "invert": false}, {"type": "ByteLevel",)"
+          R"( "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]})";
+  TinyHf h{j};
+  EXPECT_EQ(h.tok->encode("abc"), (Ids{'a', 256}));
+  EXPECT_EQ(h.tok->encode("x 1"), (Ids{'x', ' ', '1'}));  // " ", "1": two pieces under Llama 3
+}
+
+TEST(HfTokenizerJson, end_of_text_from_tokenizer_config_or_the_known_names) {
+  TinyJson j = dense();
+  j.added = R"([{"id": 261, "content": "<|begin_of_text|>", "special": true},)"
+            R"( {"id": 262, "content": "<|eot_id|>", "special": true}])";
+  EXPECT_EQ(TinyHf(j, R"({"eos_token": "<|eot_id|>"})").tok->eot_id(), 262u);
+  EXPECT_EQ(TinyHf(j, R"({"eos_token": {"content": "<|begin_of_text|>"}})").tok->eot_id(), 261u);
+  const std::string e = error_of([&] { TinyHf h(j); });
+  EXPECT_NE(e.find("no end-of-text token"), std::string::npos) << e;
+  const std::string bad = error_of([&] { TinyHf h(j, R"({"eos_token": "</s>"})"); });
+  EXPECT_NE(bad.find("tokenizer_config.json: eos_token \"</s>\" is not a token"), std::string::npos)
+      << bad;
+}
+
+TEST(HfTokenizerJson, what_it_does_not_implement_is_refused_by_name) {
+  auto error = [](const TinyJson& j) {
+    TempDir dir;
+    dir.write("tokenizer.json", j.text());
+    return error_of([&] { make_tokenizer("hf", dir.path.string()); });
+  };
+  TinyJson nfc = dense();
+  nfc.normalizer = R"({"type": "NFC"})";
+  EXPECT_NE(error(nfc).find("normalizer NFC is not supported"), std::string::npos) << error(nfc);
+  TinyJson split = dense();
+  split.pre = R"({"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": )"
+              R"("\\p{N}"}, "behavior": "Isolated", "invert": false}, {"type": "ByteLevel",)"
+              R"( "use_regex": false}]})";
+  EXPECT_NE(error(split).find(R"(the Split pattern "\p{N}" is not one tessera implements)"),
+            std::string::npos)
+      << error(split);
+  TinyJson prefix = dense();
+  prefix.pre = R"({"type": "ByteLevel", "add_prefix_space": true})";
+  EXPECT_NE(error(prefix).find("pre_tokenizer.add_prefix_space is not supported"),
+            std::string::npos);
+  TinyJson cut = dense();
+  cut.merges = R"("b c", "a b", "Ġ 1", "z z")";  // nothing makes "abc"
+  EXPECT_NE(error(cut).find("no merge makes 1 of them, the first \"abc\" (id 258); is "
+                            "model.merges cut off?"),
+            std::string::npos)
+      << error(cut);
+  TinyJson unknown = dense();
+  unknown.merges += R"(, "q r")";
+  EXPECT_NE(error(unknown).find("model.merges[5]: token \"qr\" is not in model.vocab"),
+            std::string::npos)
+      << error(unknown);
+  const std::string missing = error_of([] { make_tokenizer("hf", "/nonexistent/dir"); });
+  EXPECT_NE(missing.find("cannot read /nonexistent/dir/tokenizer.json"), std::string::npos);
+  EXPECT_NE(error_of([] { make_tokenizer("hf", ""); }).find("no directory given"),
+            std::string::npos);
+}
+
+// ---- GPT-2's own tokenizer.json, and Llama 3's ----------------------------------------------
+
+std::string read(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::ostringstream os;
+  os << f.rdbuf();
+  return os.str();
+}
+
+// $env, else data/tokenizers/<name> of the repository (wherever ctest runs from).
+std::string files_dir(const char* env, const char* name) {
+  if (const char* d = std::getenv(env)) return d;
+  return (fs::path(__FILE__).parent_path().parent_path().parent_path() / "data/tokenizers" / name)
+      .string();
+}
+
+// A sample of text with every piece kind: words, contractions, numbers, whitespace runs, line
+// breaks, punctuation, accents, CJK, emoji.
+const std::string kSample =
+    "In the beginning God created the heaven and the earth.\n\nAnd the earth was without form, "
+    "and void; and darkness was upon the face of the deep. don't I'll we'RE 12345 6,789.0  \t\n"
+    "  indented(x) + y; // na\xc3\xafve caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac "
+    "\xf0\x9f\x98\x80!!\r\n";
+
+TEST(HfTokenizerJson, gpt2s_tokenizer_json_encodes_as_its_encoder_json_and_vocab_bpe) {
+  const fs::path gpt2 = files_dir("TESSERA_GPT2_DIR", "gpt2");
+  if (!fs::exists(gpt2 / "encoder.json") || !fs::exists(gpt2 / "vocab.bpe"))
+    GTEST_SKIP() << "GPT-2 tokenizer files not found in " << gpt2 << " (scripts/prepare_data.sh)";
+  // The tokenizers library's layout for GPT-2 (its model repository's tokenizer.json).
+  std::string merges;
+  std::istringstream lines(read(gpt2 / "vocab.bpe"));
+  for (std::string line; std::getline(lines, line);)  // after the "#version: 0.2" line
+    if (!line.empty() && !line.starts_with("#version"))
+      merges += (merges.empty() ? "\"" : ", \"") + json_escape(line) + "\"";
+  TempDir dir;
+  dir.write(
+      "tokenizer.json",
+      R"({"version": "1.0", "truncation": null, "padding": null, "added_tokens": [{"id": 50256,)"
+      R"( "content": "<|endoftext|>", "single_word": false, "lstrip": false, "rstrip": false,)"
+      R"( "normalized": true, "special": true}], "normalizer": null, "pre_tokenizer":)"
+      R"( {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,)"
+      R"( "use_regex": true}, "post_processor": {"type": "ByteLevel", "add_prefix_space":)"
+      R"( true, "trim_offsets": false, "use_regex": true}, "decoder": {"type": "ByteLevel",)"
+      R"( "add_prefix_space": true, "trim_offsets": true, "use_regex": true}, "model":)"
+      R"( {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix":)"
+      R"( "", "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,)"
+      R"( "vocab": )" +
+          read(gpt2 / "encoder.json") + R"(, "merges": [)" + merges + "]}}");
+  auto hf = make_tokenizer("hf", dir.path.string());
+  auto files = make_tokenizer("gpt2", gpt2.string());
+  EXPECT_EQ(hf->vocab_size(), 50257);
+  EXPECT_EQ(hf->eot_id(), 50256u);
+  EXPECT_EQ(hf->encode(kSample), files->encode(kSample));
+  EXPECT_EQ(hf->encode("Hello world"), (Ids{15496, 995}));
+  const Ids ids = hf->encode(kSample);
+  EXPECT_EQ(hf->decode(ids), kSample);
+}
+
+TEST(HfTokenizerJson, llama3_known_ids) {
+  const fs::path dir = files_dir("TESSERA_LLAMA3_DIR", "llama3");
+  if (!fs::exists(dir / "tokenizer.json"))
+    GTEST_SKIP() << "Llama 3's tokenizer.json not found in " << dir
+                 << " (scripts/prepare_data.sh llama3, or set TESSERA_LLAMA3_DIR)";
+  auto tok = make_tokenizer("hf", dir.string());
+  EXPECT_EQ(tok->vocab_size(), 128256);
+  EXPECT_EQ(tok->eot_id(), 128001u);  // <|end_of_text|>, tokenizer_config.json's eos_token
+  // Ids from the JavaScript tokenizers port (tests/scripts/hf_tokenizer_reference.sh).
+  EXPECT_EQ(tok->encode("Hello world! In the beginning God created 12345 the heaven.  \n\n x"),
+            (Ids{9906, 1917, 0, 763, 279, 7314, 4359, 3549, 220, 4513, 1774, 279, 23070, 13, 19124,
+                 865}));
+  EXPECT_EQ(tok->decode({128000, 9906}), "<|begin_of_text|>Hello");
+  EXPECT_EQ(tok->decode(tok->encode(kSample)), kSample);
+}
+
+}  // namespace
