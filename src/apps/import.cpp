@@ -5,8 +5,8 @@
 // GPT-2 tokenizer files (vocab.json, merges.txt) are copied to <CKPT_DIR>/tokenizer under
 // tessera's names (encoder.json, vocab.bpe) and data.tokenizer_dir points there; without them, a
 // tokenizer.json (with tokenizer_config.json, if there is one) is copied there as it is
-// (data.tokenizer hf). The result works
-// with eval, generate and --init like any checkpoint; `train --init hf:DIR` reads DIR directly.
+// (data.tokenizer hf). The result works with eval, generate and --init like any checkpoint;
+// `train --init hf:DIR` reads DIR directly.
 // An --output that already holds checkpoints or a latest file (a run directory) is refused.
 #include <cstdio>
 #include <cxxopts.hpp>
@@ -41,19 +41,23 @@ int main(int argc, char** argv) {
 
     train::HFModel hf = train::import_hf(src);
     Config& cfg = hf.config;
-    if (hf.gpt2_tokenizer_files) {  // read now: a broken file is named before anything is written
-      const fs::path vocab = fs::path(src) / "vocab.json", merges = fs::path(src) / "merges.txt";
-      const int64_t n = data::make_gpt2_tokenizer(vocab.string(), merges.string())->vocab_size();
-      TESSERA_CHECK(n <= cfg.model.vocab_size, vocab.string(), " and ", merges.string(), " give ",
-                    n, " tokens, more than the model's vocab_size (", cfg.model.vocab_size,
-                    ") in ", (fs::path(src) / "config.json").string());
+    // The tokenizer read now: a broken file is named before anything is written.
+    const fs::path dir(src);
+    std::unique_ptr<data::Tokenizer> tokenizer;
+    std::string files;
+    if (hf.gpt2_tokenizer_files) {
+      files = (dir / "vocab.json").string() + " and " + (dir / "merges.txt").string();
+      tokenizer =
+          data::make_gpt2_tokenizer((dir / "vocab.json").string(), (dir / "merges.txt").string());
     }
     if (hf.hf_tokenizer_json) {
-      const int64_t n = data::make_hf_tokenizer(src)->vocab_size();
-      TESSERA_CHECK(n <= cfg.model.vocab_size, (fs::path(src) / "tokenizer.json").string(), " has ",
-                    n, " tokens, more than the model's vocab_size (", cfg.model.vocab_size, ") in ",
-                    (fs::path(src) / "config.json").string());
+      files = (dir / "tokenizer.json").string();
+      tokenizer = data::make_hf_tokenizer(src);
     }
+    TESSERA_CHECK(!tokenizer || tokenizer->vocab_size() <= cfg.model.vocab_size, files, ": ",
+                  tokenizer ? tokenizer->vocab_size() : 0,
+                  " tokens, more than the model's vocab_size (", cfg.model.vocab_size, ") in ",
+                  (dir / "config.json").string());
     const fs::path file = out / checkpoint_name(0), tok = out / "tokenizer";
     // The tokenizer's files, under the names its tokenizer reads.
     std::vector<std::pair<std::string, std::string>> copies;
@@ -61,7 +65,7 @@ int main(int argc, char** argv) {
       copies = {{"vocab.json", "encoder.json"}, {"merges.txt", "vocab.bpe"}};
     if (hf.hf_tokenizer_json) {
       copies = {{"tokenizer.json", "tokenizer.json"}};
-      if (fs::exists(fs::path(src) / "tokenizer_config.json"))
+      if (fs::exists(dir / "tokenizer_config.json"))
         copies.emplace_back("tokenizer_config.json", "tokenizer_config.json");
     }
     if (!copies.empty()) cfg.data.tokenizer_dir = tok.string();
@@ -76,7 +80,7 @@ int main(int argc, char** argv) {
       fs::create_directories(tok);
       for (const auto& [from, to] : copies) {
         made->push_back(tok / to);
-        fs::copy_file(fs::path(src) / from, tok / to, fs::copy_options::overwrite_existing);
+        fs::copy_file(dir / from, tok / to, fs::copy_options::overwrite_existing);
       }
     });
     std::printf("imported %s (%s, %zu tensors) -> %s\n", src.c_str(),

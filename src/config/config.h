@@ -90,8 +90,8 @@ std::string init_model_difference(const ModelConfig& base, const ModelConfig& ru
 
 struct DataConfig {
   std::string tokenizer = "byte";  // byte | gpt2 | hf
-  std::string tokenizer_dir =
-      "data/tokenizers/gpt2";  // gpt2: encoder.json + vocab.bpe; hf: tokenizer.json
+  // gpt2: encoder.json + vocab.bpe; hf: tokenizer.json (and tokenizer_config.json)
+  std::string tokenizer_dir = "data/tokenizers/gpt2";
   std::string train = "data/kjv/byte/train_*.bin";     // shard glob
   std::string val = "data/kjv/byte/val_*.bin";
 

@@ -119,7 +119,7 @@ std::string rope_scaling_json(const ModelConfig& m) {
   return o.text(4);
 }
 
-std::string config_json(const Config& cfg, DType dtype) {
+std::string config_json(const Config& cfg, DType dtype, int64_t eot) {
   const ModelConfig& m = cfg.model;
   const nn::HFArch& arch = nn::hf_arch(model_config(m, cfg.train));
   JsonObject o;
@@ -154,8 +154,7 @@ std::string config_json(const Config& cfg, DType dtype) {
   }
   o.set("tie_word_embeddings", boolean(m.tie_embeddings));
   o.set("initializer_range", num(0.02)).set("use_cache", boolean(true));
-  if (const int64_t eot = eot_id(cfg); eot >= 0)
-    o.set("bos_token_id", num(eot)).set("eos_token_id", num(eot));
+  if (eot >= 0) o.set("bos_token_id", num(eot)).set("eos_token_id", num(eot));
   o.set("torch_dtype", str(torch_dtype(dtype)));
   o.set("tessera_tokenizer", str(cfg.data.tokenizer));
   std::string notes = "[";
@@ -252,6 +251,7 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
   for (const char* f : tokenizer_files(cfg.data.tokenizer))
     TESSERA_CHECK(fs::exists(tok / f), "data.tokenizer is ", cfg.data.tokenizer, " but ",
                   (tok / f).string(), " is missing (set data.tokenizer_dir)");
+  const int64_t eot = eot_id(cfg);  // an hf tokenizer is read for it: once, and before writing
 
   // A name of its own beside out (mkdtemp): never a directory someone else made or left.
   std::string staging = out.string() + ".export-tmp.XXXXXX";
@@ -259,11 +259,10 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
                 out.string(), ": ", std::strerror(errno));
   const fs::path tmp = staging;
   try {
-    write_text(tmp / "config.json", config_json(cfg, tensors.front().second.dtype()));
+    write_text(tmp / "config.json", config_json(cfg, tensors.front().second.dtype(), eot));
     JsonObject gen;
     gen.set("_from_model_config", boolean(true));
-    if (const int64_t eot = eot_id(cfg); eot >= 0)
-      gen.set("bos_token_id", num(eot)).set("eos_token_id", num(eot));
+    if (eot >= 0) gen.set("bos_token_id", num(eot)).set("eos_token_id", num(eot));
     write_text(tmp / "generation_config.json", gen.text() + "\n");
     write_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
     if (cfg.data.tokenizer == "gpt2") {
