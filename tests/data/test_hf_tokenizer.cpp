@@ -114,7 +114,7 @@ struct TinyJson {
   std::string text() const {
     std::string vocab = "{";
     for (int b = 0; b < 256; ++b)
-      vocab += "\"" + json_escape(spelled(b)) + "\": " + std::to_string(b) + ", ";
+      vocab.append("\"").append(json_escape(spelled(b))).append("\": ").append(std::to_string(b)).append(", ");
     vocab += R"("bc": 256, "ab": 257, "abc": 258, "Ġ1": 259)" + extra_vocab + "}";
     return R"({"version": "1.0", "added_tokens": )" + added + R"(, "normalizer": )" + normalizer +
            R"(, "pre_tokenizer": )" + pre +
