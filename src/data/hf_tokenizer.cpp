@@ -49,6 +49,10 @@ class TokenizerJson {
     t_.name = "hf";
     check_pipeline(root);
     const Json& model = root.at("model");
+    // Dense ids are fewer than the entries: a larger one is refused before it sizes anything.
+    const Json* added = root.get("added_tokens");
+    limit_ = model.at("vocab").members("model.vocab").size() +
+             (added ? added->items("added_tokens").size() : 0);
     read_vocab(model.at("vocab"));
     read_added(root);
     read_merges(model.at("merges"));
@@ -136,8 +140,7 @@ class TokenizerJson {
     std::string bytes;
     for (const auto& [spelled, id_json] : vocab.members("model.vocab")) {
       const int64_t id = id_json.as_int("model.vocab[" + quoted_token(spelled) + "]");
-      if (id < 0 || id >= (int64_t(1) << 31))
-        fail("model.vocab[", quoted_token(spelled), "] is id ", id);
+      check_id(id, "model.vocab[" + quoted_token(spelled) + "]");
       if (!unspell(spelled, bytes))
         fail("model.vocab's token ", quoted_token(spelled),
              " has a character outside the byte-level alphabet (bytes_to_unicode)");
@@ -156,7 +159,7 @@ class TokenizerJson {
       const std::string where = "added_tokens[" + std::to_string(i) + "]";
       const int64_t id = items[i].at("id").as_int(where + ".id");
       const std::string& content = items[i].at("content").str(where + ".content");
-      if (id < 0 || id >= (int64_t(1) << 31)) fail(where, ".id is ", id);
+      check_id(id, where + ".id");
       if (size_t(id) < t_.tokens.size() && set_[id] && !added_[id]) {
         if (t_.tokens[id] != content)
           fail(where, " gives id ", id, " the content ", quoted_token(content), ", model.vocab ",
@@ -167,6 +170,10 @@ class TokenizerJson {
       added_[id] = true;
       added_by_content_.emplace(content, uint32_t(id));
     }
+  }
+  void check_id(int64_t id, const std::string& where) const {
+    if (id < 0 || uint64_t(id) >= limit_)
+      fail(where, " is ", id, ": the file gives ", limit_, " tokens, so ids 0..", limit_ - 1);
   }
   void place(size_t id, const std::string& bytes, const std::string& where) {
     if (id >= t_.tokens.size()) {
@@ -250,6 +257,7 @@ class TokenizerJson {
   }
 
   std::string dir_, path_;
+  size_t limit_ = 0;  // vocab entries + added tokens: every id is below it
   BpeTables t_;
   std::vector<bool> set_, added_;                      // by id: given; an added token
   std::unordered_map<std::string, uint32_t> encoder_;  // vocab bytes -> id

@@ -161,13 +161,32 @@ TEST(HfTokenizerJson, merges_by_rank_and_the_options_it_reads) {
   EXPECT_EQ(h.tok->encode("<|end_of_text|>").size(), 15u);
 }
 
-// Ids must be dense: 260 is neither a vocab token nor an added one.
+// Ids must be dense. TinyJson gives 261 tokens (ids 0..259 and 261): id 261 is past them. With
+// an added token that repeats a vocab one (as GPT-2's <|endoftext|> does) the count allows 261,
+// and 260 is the gap.
 TEST(HfTokenizerJson, a_gap_in_the_ids_is_named) {
-  TempDir dir;
-  dir.write("tokenizer.json", TinyJson{}.text());
-  const std::string e = error_of([&] { make_tokenizer("hf", dir.path.string()); });
-  EXPECT_NE(e.find("id 260 is neither in model.vocab nor an added token"), std::string::npos) << e;
-  EXPECT_NE(e.find((dir.path / "tokenizer.json").string()), std::string::npos) << e;
+  auto error = [](const TinyJson& j) {
+    TempDir dir;
+    dir.write("tokenizer.json", j.text());
+    const std::string e = error_of([&] { make_tokenizer("hf", dir.path.string()); });
+    EXPECT_NE(e.find((dir.path / "tokenizer.json").string()), std::string::npos) << e;
+    return e;
+  };
+  const std::string past = error(TinyJson{});
+  EXPECT_NE(past.find("added_tokens[0].id is 261: the file gives 261 tokens, so ids 0..260"),
+            std::string::npos)
+      << past;
+  TinyJson repeated;
+  repeated.added = R"([{"id": 97, "content": "a"}, {"id": 261, "content": "<|end_of_text|>"}])";
+  const std::string gap = error(repeated);
+  EXPECT_NE(gap.find("id 260 is neither in model.vocab nor an added token"), std::string::npos)
+      << gap;
+  TinyJson huge = dense();  // refused before it sizes a table of 2^31 tokens
+  huge.added = R"([{"id": 2147483000, "content": "<|end_of_text|>", "special": true}])";
+  const std::string past_all = error(huge);
+  EXPECT_NE(past_all.find("added_tokens[0].id is 2147483000: the file gives 262 tokens"),
+            std::string::npos)
+      << past_all;
 }
 
 TEST(HfTokenizerJson, ignore_merges_takes_a_piece_that_is_a_token_whole) {
