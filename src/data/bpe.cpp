@@ -68,12 +68,8 @@ const ByteAlphabet& byte_alphabet() {
 }
 
 std::string read_text_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  TESSERA_CHECK(f, "gpt2 tokenizer: cannot read ", path, ": ", std::strerror(errno),
-                " (scripts/prepare_data.sh fetches the GPT-2 tokenizer files)");
-  std::ostringstream os;
-  os << f.rdbuf();
-  return os.str();
+  return read_tokenizer_file(path, "gpt2",
+                             " (scripts/prepare_data.sh fetches the GPT-2 tokenizer files)");
 }
 
 // A byte offset in a file as "<file>:<line>", for error messages.
@@ -470,6 +466,15 @@ bool unspell(std::string_view spelled, std::string& bytes) {
     i += c.len;
   }
   return true;
+}
+
+std::string read_tokenizer_file(const std::string& path, const std::string& name,
+                                const std::string& hint) {
+  std::ifstream f(path, std::ios::binary);
+  TESSERA_CHECK(f, name, " tokenizer: cannot read ", path, ": ", std::strerror(errno), hint);
+  std::ostringstream os;
+  os << f.rdbuf();
+  return os.str();
 }
 
 std::string spell(std::string_view bytes) {

@@ -46,6 +46,11 @@ std::unique_ptr<Tokenizer> make_byte_level_bpe(BpeTables tables, const std::stri
 bool unspell(std::string_view spelled, std::string& bytes);
 std::string spell(std::string_view bytes);
 
+// A tokenizer file's bytes; one that cannot be read is an error "<name> tokenizer: cannot read
+// <path>: <reason><hint>".
+std::string read_tokenizer_file(const std::string& path, const std::string& name,
+                                const std::string& hint = "");
+
 // For error messages: at most 40 bytes, control characters escaped.
 std::string quoted_token(std::string_view s);
 

@@ -18,11 +18,7 @@
 //
 // End of text: tokenizer_config.json's eos_token where that file names one, else the first added
 // token among <|endoftext|> (GPT-2), <|end_of_text|> (Llama 3) and </s>.
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "checkpoint/json.h"
 #include "core/error.h"
@@ -33,13 +29,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string read_file(const fs::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  TESSERA_CHECK(f, "hf tokenizer: cannot read ", path.string(), ": ", std::strerror(errno));
-  std::ostringstream os;
-  os << f.rdbuf();
-  return os.str();
-}
+std::string read_file(const fs::path& path) { return read_tokenizer_file(path.string(), "hf"); }
 
 class TokenizerJson {
  public:
