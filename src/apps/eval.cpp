@@ -58,6 +58,10 @@ std::vector<double> position_losses(const nn::GPT& model, const Config& cfg,
   NoGradGuard no_grad;
   const data::LoaderOptions o = train::loader_options(cfg, "--data", pattern, false);
   data::DataLoader loader(o);
+  // Every position's mean is over the same rows; a loss mask would leave positions unscored.
+  TESSERA_CHECK(!loader.loss_masked(), "--per-position: ", pattern,
+                " has loss masks (tokenize --format sft); a per-position curve needs every target "
+                "scored, so evaluate token shards without .mask files");
   const int64_t n = std::min(batches, loader.batches_per_epoch());
   TESSERA_CHECK(n > 0, pattern, ": too few tokens for one batch of ", o.batch_size, " x ",
                 o.seq_len);

@@ -10,8 +10,16 @@
 // with one document it is that document's last val_fraction of tokens. A split longer than
 // --shard-tokens continues in _001, _002, ...
 //
-// An --output that already holds shards (train_*.bin, val_*.bin) is refused: a loader globbing
-// train_*.bin would read old and new ones together. So is an input that is empty or unreadable.
+// --format sft: each input holds prompt / response examples (data/sft.h: JSON Lines or a JSON
+// array; Alpaca's instruction / input / output too). The stream is the examples one after another,
+// each ending with the end-of-text id, and each shard gets a loss mask beside it (train_000.mask:
+// 1 for a response's tokens and its end of text, 0 for a prompt's), so training scores the
+// responses only. The validation split is the last examples, whole, nearest to val_fraction of
+// the tokens.
+//
+// An --output that already holds shards (train_*.bin, val_*.bin) or masks is refused: a loader
+// globbing train_*.bin would read old and new ones together. So is an input that is empty or
+// unreadable.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -31,6 +39,7 @@
 
 #include "config/cli.h"
 #include "core/error.h"
+#include "data/sft.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
 
@@ -131,7 +140,8 @@ std::string existing_shards(const std::string& dir) {
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if ((name.starts_with("train_") || name.starts_with("val_")) && name.ends_with(".bin"))
+    if ((name.starts_with("train_") || name.starts_with("val_")) &&
+        (name.ends_with(".bin") || name.ends_with(".mask")))
       names.push_back(name);
   }
   std::sort(names.begin(), names.end());
@@ -148,19 +158,45 @@ std::string shard_path(const std::string& prefix, const std::string& split, int 
 }
 
 // Writes tokens as prefix/<split>_000.bin, _001.bin, ... into a directory that holds no shards,
-// appending each path to *written before its file appears. Returns this split's paths.
+// each with its part of mask beside it (loss_mask_path) when mask is not empty, appending each
+// path to *written before its file appears. Returns this split's shard paths.
 std::vector<std::string> write_split(const std::string& prefix, const std::string& split,
-                                     const std::vector<uint32_t>& tokens, int64_t shard_tokens,
+                                     const std::vector<uint32_t>& tokens,
+                                     const std::vector<uint8_t>& mask, int64_t shard_tokens,
                                      int64_t vocab_size, std::vector<std::string>* written) {
   std::vector<std::string> paths;
   for (size_t begin = 0; begin < tokens.size(); begin += size_t(shard_tokens)) {
     const size_t end = std::min(tokens.size(), begin + size_t(shard_tokens));
     paths.push_back(shard_path(prefix, split, int(paths.size())));
+    if (!mask.empty()) {  // the mask first: a shard is never on disk without it
+      written->push_back(loss_mask_path(paths.back()));
+      write_loss_mask(written->back(),
+                      std::vector<uint8_t>(mask.begin() + begin, mask.begin() + end));
+    }
     written->push_back(paths.back());
     write_shard(paths.back(), std::vector<uint32_t>(tokens.begin() + begin, tokens.begin() + end),
                 vocab_size);
   }
   return paths;
+}
+
+// The first document of the validation split: of docs [0, k) in train and [k, n) in val, the k
+// whose start in the stream (each document's tokens plus `gap` between them) is nearest to
+// (1 - val_fraction) of the tokens, k >= 1; n without a validation split.
+size_t split_point(const std::vector<int64_t>& sizes, int64_t gap, double val_fraction) {
+  if (val_fraction <= 0) return sizes.size();
+  int64_t total = 0;
+  for (size_t d = 0; d < sizes.size(); ++d) total += sizes[d] + (d > 0 ? gap : 0);
+  const double target = double(total) * (1 - val_fraction);
+  double best = INFINITY;
+  size_t k = sizes.size();
+  int64_t start = 0;  // token position where document d starts in the joined stream
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    if (d > 0 && std::fabs(double(start) - target) < best)
+      best = std::fabs(double(start) - target), k = d;
+    start += sizes[d] + gap;
+  }
+  return k;
 }
 
 void append_joined(const std::vector<std::vector<uint32_t>>& docs, size_t begin, size_t end,
@@ -187,8 +223,10 @@ int run(int argc, char** argv) {
        "or tokenizer.json directory (hf; required)",
        cxxopts::value<std::string>(), "DIR")
       // A plain string read repeatedly, not a vector: cxxopts splits vectors at commas.
-      ("input", "a text file, one document (repeatable, in order)",
-       cxxopts::value<std::string>(), "FILE")
+      ("input", "a text file, one document (repeatable, in order); with --format sft, a file "
+       "of examples", cxxopts::value<std::string>(), "FILE")
+      ("format", "text (documents) | sft (prompt/response examples, the responses scored)",
+       cxxopts::value<std::string>()->default_value("text"), "NAME")
       ("output", "output directory; one that already holds shards is refused",
        cxxopts::value<std::string>(), "PREFIX")
       ("val-fraction", "held-out tail fraction of the tokens, in [0, 1)",
@@ -212,6 +250,12 @@ int run(int argc, char** argv) {
   const int64_t shard_tokens = args["shard-tokens"].as<int64_t>();
   TESSERA_CHECK(shard_tokens > 0, "command line: --shard-tokens must be positive, got ",
                 shard_tokens);
+  const std::string format = args["format"].as<std::string>();
+  TESSERA_CHECK(format == "text" || format == "sft",
+                "command line: --format must be text or sft, "
+                "got '",
+                format, "'");
+  const bool sft = format == "sft";
   const std::string name = args["tokenizer"].as<std::string>();
   TESSERA_CHECK(!args.count("tokenizer-dir") || name != "byte",
                 "command line: --tokenizer-dir applies to the gpt2 and hf tokenizers only "
@@ -235,11 +279,20 @@ int run(int argc, char** argv) {
       args.count("tokenizer-dir") ? args["tokenizer-dir"].as<std::string>() : "";
   auto tok = make_tokenizer(name, dir);
   int64_t bytes = 0, total = 0;
-  std::vector<std::vector<uint32_t>> docs;
+  std::vector<std::vector<uint32_t>> docs;  // text: a document each; sft: an example each
+  std::vector<std::vector<uint8_t>> masks;  // sft: each example's loss mask
   for (size_t i = 0; i < inputs.size(); ++i) {
     const std::string text = piped[i] ? std::move(*piped[i]) : read_input(inputs[i]);
     piped[i].reset();
     bytes += int64_t(text.size());
+    if (sft) {
+      for (const SftExample& e : parse_sft_examples(text, inputs[i])) {
+        docs.emplace_back(), masks.emplace_back();
+        append_sft_example(*tok, e, docs.back(), masks.back());
+        total += int64_t(docs.back().size());
+      }
+      continue;
+    }
     docs.push_back(tok->encode(text));
     // + the end-of-text before every document but the first
     total += int64_t(docs.back().size()) + (docs.size() > 1 ? 1 : 0);
@@ -248,47 +301,50 @@ int run(int argc, char** argv) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   std::vector<uint32_t> train, val;
-  if (docs.size() == 1) {
+  std::vector<uint8_t> train_mask, val_mask;
+  std::vector<int64_t> sizes;
+  for (const auto& d : docs) sizes.push_back(int64_t(d.size()));
+  if (sft) {
+    // Examples end with their own end-of-text: joined as they are, split between two of them.
+    const size_t k = split_point(sizes, 0, val_fraction);
+    for (size_t d = 0; d < docs.size(); ++d) {
+      (d < k ? train : val).insert((d < k ? train : val).end(), docs[d].begin(), docs[d].end());
+      auto& m = d < k ? train_mask : val_mask;
+      m.insert(m.end(), masks[d].begin(), masks[d].end());
+    }
+  } else if (docs.size() == 1) {
     const auto n_val = size_t(std::llround(double(total) * val_fraction));
     train.assign(docs[0].begin(), docs[0].end() - n_val);
     val.assign(docs[0].end() - n_val, docs[0].end());
   } else {
-    // Boundary k: val = docs[k..). Without a val split k = n; else the start of document k
-    // (counting the end-of-text ids) nearest to the target.
-    size_t k = docs.size();
-    if (val_fraction > 0) {
-      const double target = double(total) * (1 - val_fraction);
-      double best = INFINITY;
-      int64_t start = 0;  // token position where document d starts in the joined stream
-      for (size_t d = 0; d < docs.size(); ++d) {
-        if (d > 0 && std::fabs(double(start) - target) < best)
-          best = std::fabs(double(start) - target), k = d;
-        start += int64_t(docs[d].size()) + 1;
-      }
-    }
+    // Boundary k: val = docs[k..), the end-of-text ids between documents counted.
+    const size_t k = split_point(sizes, 1, val_fraction);
     append_joined(docs, 0, k, tok->eot_id(), train);
     append_joined(docs, k, docs.size(), tok->eot_id(), val);
   }
   TESSERA_CHECK(!train.empty(), "the training split is empty (", total,
                 " tokens in all, --val-fraction ", val_fraction, ")");
   TESSERA_CHECK(val_fraction == 0 || !val.empty(), "the validation split is empty: ", total,
-                " tokens are too few to hold out --val-fraction ", val_fraction);
+                " tokens", sft ? " in " + std::to_string(docs.size()) + " example(s)" : "",
+                " are too few to hold out --val-fraction ", val_fraction);
 
   // The tokens written: the end-of-text between the splits' documents is in neither.
   const int64_t written_tokens = int64_t(train.size() + val.size());
   std::printf(
-      "tokenize: %s (vocab %lld): %zu document%s, %lld bytes -> %lld tokens in %.1f s "
+      "tokenize: %s (vocab %lld): %zu %s%s, %lld bytes -> %lld tokens in %.1f s "
       "(%.2f MB/s, %.2f bytes/token)\n",
-      tok->name().c_str(), (long long)tok->vocab_size(), docs.size(), docs.size() == 1 ? "" : "s",
-      (long long)bytes, (long long)written_tokens, seconds,
+      tok->name().c_str(), (long long)tok->vocab_size(), docs.size(), sft ? "example" : "document",
+      docs.size() == 1 ? "" : "s", (long long)bytes, (long long)written_tokens, seconds,
       seconds > 0 ? double(bytes) / seconds / 1e6 : 0.0,
       written_tokens > 0 ? double(bytes) / double(written_tokens) : 0.0);
   // A failed write (a full disk) takes back the shards already written: a part of the splits
   // would train on a part of the corpus, and the next run would refuse the directory.
   std::vector<std::string> written, train_paths, val_paths;
   try {
-    train_paths = write_split(prefix, "train", train, shard_tokens, tok->vocab_size(), &written);
-    val_paths = write_split(prefix, "val", val, shard_tokens, tok->vocab_size(), &written);
+    train_paths =
+        write_split(prefix, "train", train, train_mask, shard_tokens, tok->vocab_size(), &written);
+    val_paths =
+        write_split(prefix, "val", val, val_mask, shard_tokens, tok->vocab_size(), &written);
   } catch (...) {
     std::error_code ec;
     for (const auto& path : written) fs::remove(path, ec);
@@ -303,12 +359,23 @@ int run(int argc, char** argv) {
                 join(val_paths).c_str());
     // Several documents are split between them, each whole in one split: few or unequal ones can
     // put far more (or less) than --val-fraction in validation.
+    const char* unit = sft ? "example" : "document";
     if (std::fabs(share - val_fraction) > 0.5 * val_fraction)
       std::fprintf(stderr,
                    "tokenize: warning: the validation split holds %.1f%% of the tokens, not the "
-                   "%.1f%% --val-fraction asks: each of the %zu documents stays whole in one "
-                   "split; give more, smaller documents (or one) for a closer split\n",
-                   100.0 * share, 100.0 * val_fraction, docs.size());
+                   "%.1f%% --val-fraction asks: each of the %zu %ss stays whole in one "
+                   "split; give more, smaller %ss%s for a closer split\n",
+                   100.0 * share, 100.0 * val_fraction, docs.size(), unit, unit,
+                   sft ? "" : " (or one)");
+  }
+  if (sft) {
+    const auto ones = [](const std::vector<uint8_t>& m) {
+      return int64_t(std::count(m.begin(), m.end(), uint8_t(1)));
+    };
+    std::printf(
+        "tokenize: loss masks beside each shard (.mask): %lld of the %zu train tokens "
+        "and %lld of the %zu val tokens are scored (responses and their end of text)\n",
+        (long long)ones(train_mask), train.size(), (long long)ones(val_mask), val.size());
   }
   return 0;
 }

@@ -45,6 +45,25 @@ void shuffle_windows(std::vector<int64_t>& order, uint64_t seed, int64_t epoch) 
 
 }  // namespace
 
+int64_t read_window(const Shard& shard, int64_t start, int64_t T, int32_t* inputs, int32_t* targets,
+                    WindowBuffer& scratch) {
+  scratch.tokens.resize(size_t(T + 1));
+  shard.read(start, T + 1, scratch.tokens.data());
+  for (int64_t t = 0; t < T; ++t) {
+    inputs[t] = int32_t(scratch.tokens[size_t(t)]);
+    targets[t] = int32_t(scratch.tokens[size_t(t + 1)]);
+  }
+  if (!shard.has_loss_mask()) return T;
+  scratch.mask.resize(size_t(T));
+  shard.read_mask(start + 1, T, scratch.mask.data());  // target t is token start + t + 1
+  int64_t scored = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    if (!scratch.mask[size_t(t)]) targets[t] = kIgnoreTarget;
+    scored += scratch.mask[size_t(t)];
+  }
+  return scored;
+}
+
 int64_t count_windows(const std::vector<int64_t>& shard_tokens, int64_t seq_len) {
   TESSERA_CHECK(seq_len > 0, "count_windows: seq_len must be positive, got ", seq_len);
   int64_t windows = 0;
@@ -58,6 +77,10 @@ uint32_t DataLoader::contents_fingerprint() const {
   for (const Shard& s : shards_) {
     const uint64_t fields[2] = {uint64_t(s.size()), s.tokens_crc32c()};
     crc = crc32c(fields, sizeof fields, crc);
+    if (s.has_loss_mask()) {  // which targets are scored is part of what is read
+      const uint64_t mask = s.mask_crc32c();
+      crc = crc32c(&mask, sizeof mask, crc);
+    }
   }
   return crc;
 }
@@ -87,6 +110,14 @@ DataLoader::DataLoader(LoaderOptions options) : options_(std::move(options)) {
     first_window_.push_back(first_window_.back() + count_windows({shards_.back().size()}, T));
   }
   total_windows_ = first_window_.back();
+  // Loss masks on every shard or on none: a shard without one among masked ones would train on
+  // its prompts too, silently.
+  for (const Shard& s : shards_)
+    TESSERA_CHECK(s.has_loss_mask() == shards_[0].has_loss_mask(), "shard ", s.path(),
+                  s.has_loss_mask() ? " has" : " has no", " loss mask (", loss_mask_path(s.path()),
+                  ") but shard ", shards_[0].path(),
+                  shards_[0].has_loss_mask() ? " has" : " has no",
+                  " one: the shards of a set are all masked (tokenize --format sft) or none is");
 
   if (total_windows_ == 0) {
     std::ostringstream sizes;
@@ -155,16 +186,13 @@ Batch DataLoader::next() {
 
   const int64_t per_call = int64_t(options_.world) * B;
   const int64_t first = position_ + options_.rank * B;
-  std::vector<uint32_t> tokens(size_t(T + 1));
+  WindowBuffer scratch;
   for (int64_t b = 0; b < B; ++b) {
     const int64_t slot = first + b;
     const int64_t window = options_.shuffle ? order_[size_t(slot)] : slot;
     int64_t start = 0;
-    locate(window, &start).read(start, T + 1, tokens.data());
-    for (int64_t t = 0; t < T; ++t) {
-      in[b * T + t] = int32_t(tokens[size_t(t)]);
-      tg[b * T + t] = int32_t(tokens[size_t(t + 1)]);
-    }
+    const Shard& shard = locate(window, &start);  // sets start: before it is passed on
+    read_window(shard, start, T, in + b * T, tg + b * T, scratch);
   }
 
   position_ += per_call;

@@ -10,10 +10,10 @@
 //
 // Windows: each shard is cut into windows of T + 1 tokens starting at 0, T, 2T, ...; consecutive
 // windows share one token, so every token but a shard's first is a target exactly once (a tail of
-// fewer than T + 1 tokens is not used). Windows never cross shards, each a file of its own (tokenize
-// cuts its stream into shards of a fixed size, a document across two at most: the up to T tokens
-// lost at each boundary are nothing at 10^8 tokens a shard). inputs = window[0, T), targets =
-// window[1, T + 1).
+// fewer than T + 1 tokens is not used). Windows never cross shards, each a file of its own
+// (tokenize cuts its stream into shards of a fixed size, a document across two at most: the up to T
+// tokens lost at each boundary are nothing at 10^8 tokens a shard). inputs = window[0, T), targets
+// = window[1, T + 1).
 //
 // Order: an epoch visits all windows of all shards once, in a permutation that is a pure function
 // of (seed, epoch) (identity when shuffle is off). One call of next() on every rank reads W * B
@@ -25,6 +25,10 @@
 // in the same steps on 1, 2 or 4 ranks. An epoch uses the largest multiple of S windows it holds
 // (the remainder is dropped), and ends early when fewer than W * B windows are left before that
 // (after a seek past skipped data); the next epoch starts with a new permutation.
+//
+// Loss masks (shard.h): where the shards carry them, a target whose mask byte is 0 is
+// kIgnoreTarget, which the loss skips (a prompt's tokens in supervised fine-tuning); the inputs
+// are the tokens as ever. Every shard of a loader has a mask or none does.
 //
 // State: (seed, epoch, position) with position the index of the next window in the epoch's order;
 // it holds no reference to files, so a checkpoint stays valid as long as the shards, T and the
@@ -39,6 +43,9 @@
 #include "data/shard.h"
 
 namespace tessera::data {
+
+// The target of a token the loss does not score: cross_entropy's ignore index (ops/softmax.h).
+constexpr int32_t kIgnoreTarget = -100;
 
 struct LoaderOptions {
   std::vector<std::string> files;  // shards, read in this order (see expand_glob)
@@ -64,7 +71,7 @@ struct LoaderState {
 
 struct Batch {
   Tensor inputs;   // (B, T) i32, CPU
-  Tensor targets;  // (B, T) i32, CPU: inputs shifted left by one token
+  Tensor targets;  // (B, T) i32, CPU: inputs shifted left by one token (kIgnoreTarget: masked)
 };
 
 class DataLoader {
@@ -88,6 +95,7 @@ class DataLoader {
   // token bytes (Shard::tokens_crc32c). Two loaders of equal fingerprints read the same tokens.
   uint32_t contents_fingerprint() const;
   const std::vector<Shard>& shards() const { return shards_; }  // open, in options().files order
+  bool loss_masked() const { return shards_[0].has_loss_mask(); }  // every shard has a mask
 
  private:
   void roll_over();     // starts the next epoch when fewer than W * B used windows are left
@@ -105,6 +113,16 @@ class DataLoader {
   uint64_t order_seed_ = 0;
   int64_t order_epoch_ = -1;    // -1: not computed yet
 };
+
+// One window: tokens [start, start + T] of shard into inputs[0, T) and targets[0, T) (the tokens
+// one later, kIgnoreTarget where the shard's loss mask says 0). Returns the targets scored (T
+// without a mask). scratch: buffers reused from call to call.
+struct WindowBuffer {
+  std::vector<uint32_t> tokens;
+  std::vector<uint8_t> mask;
+};
+int64_t read_window(const Shard& shard, int64_t start, int64_t T, int32_t* inputs, int32_t* targets,
+                    WindowBuffer& scratch);
 
 // The windows of seq_len + 1 tokens (above) that shards of these token counts hold: the sum over
 // shards of (n - 1) / seq_len. DataLoader counts so; eval counts the batches it will read so at

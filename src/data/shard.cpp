@@ -41,12 +41,12 @@ constexpr int64_t kScanTokens = int64_t(1) << 18;  // tokens per read of the id 
 std::string errno_str() { return std::strerror(errno); }
 
 // Writes all n bytes (write(2) may stop short, e.g. on signals or large buffers).
-void write_all(int fd, const void* data, size_t n, const std::string& path) {
+void write_all(int fd, const void* data, size_t n, const std::string& path, const char* what) {
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
     ssize_t w = ::write(fd, p, n);
     if (w < 0 && errno == EINTR) continue;
-    TESSERA_CHECK(w > 0, "write_shard: writing ", path, " failed: ", errno_str());
+    TESSERA_CHECK(w > 0, what, ": writing ", path, " failed: ", errno_str());
     p += w;
     n -= size_t(w);
   }
@@ -58,6 +58,38 @@ void fsync_dir(const std::filesystem::path& dir) {
   if (fd < 0) return;  // best effort: some file systems do not let a directory be opened
   ::fsync(fd);
   ::close(fd);
+}
+
+// Writes the 256-int header and then `bytes` of data to path + ".tmp", fsyncs it and renames it
+// over path (creating missing parent directories); on any failure the temporary file is removed
+// and path is untouched. `what` begins each error.
+void write_atomically(const std::string& path, const char* what,
+                      const int32_t (&header)[kShardHeaderInts], const void* data, size_t bytes) {
+  const std::filesystem::path final_path(path);
+  std::error_code ec;
+  if (final_path.has_parent_path()) {
+    std::filesystem::create_directories(final_path.parent_path(), ec);
+    TESSERA_CHECK(!ec, what, ": cannot create the directory ", final_path.parent_path().string(),
+                  " for ", path, ": ", ec.message());
+  }
+
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  TESSERA_CHECK(fd >= 0, what, ": cannot create ", tmp, ": ", errno_str());
+  try {
+    write_all(fd, header, sizeof(header), tmp, what);
+    write_all(fd, data, bytes, tmp, what);
+    TESSERA_CHECK(::fsync(fd) == 0, what, ": fsync of ", tmp, " failed: ", errno_str());
+    TESSERA_CHECK(::close(fd) == 0, what, ": closing ", tmp, " failed: ", errno_str());
+    fd = -1;
+    TESSERA_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, what, ": renaming ", tmp, " to ", path,
+                  " failed: ", errno_str());
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());  // leave nothing half-written behind; the final name was never touched
+    throw;
+  }
+  fsync_dir(final_path.parent_path());
 }
 
 int64_t current_size(int fd, const std::string& path) {
@@ -108,11 +140,6 @@ size_t pread_full(int fd, const std::string& path, void* data, size_t n, int64_t
                "rename, which is safe while it is read)");
 }
 
-template <typename T>
-std::vector<T> narrow_tokens(const std::vector<uint32_t>& tokens) {
-  return std::vector<T>(tokens.begin(), tokens.end());
-}
-
 }  // namespace
 
 void write_shard(const std::string& path, const std::vector<uint32_t>& tokens, int64_t vocab_size) {
@@ -131,36 +158,84 @@ void write_shard(const std::string& path, const std::vector<uint32_t>& tokens, i
   header[2] = int32_t(tokens.size());
   header[3] = vocab_size <= std::numeric_limits<int32_t>::max() ? int32_t(vocab_size) : 0;
 
-  const std::filesystem::path final_path(path);
-  std::error_code ec;
-  if (final_path.has_parent_path()) {
-    std::filesystem::create_directories(final_path.parent_path(), ec);
-    TESSERA_CHECK(!ec, "write_shard: cannot create the directory ", final_path.parent_path().string(),
-                  " for ", path, ": ", ec.message());
+  if (u16) {
+    const std::vector<uint16_t> narrow(tokens.begin(), tokens.end());
+    write_atomically(path, "write_shard", header, narrow.data(), narrow.size() * sizeof(uint16_t));
+  } else {
+    write_atomically(path, "write_shard", header, tokens.data(), tokens.size() * sizeof(uint32_t));
   }
+}
 
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  TESSERA_CHECK(fd >= 0, "write_shard: cannot create ", tmp, ": ", errno_str());
-  try {
-    write_all(fd, header, sizeof(header), tmp);
-    if (u16) {
-      std::vector<uint16_t> narrow = narrow_tokens<uint16_t>(tokens);
-      write_all(fd, narrow.data(), narrow.size() * sizeof(uint16_t), tmp);
-    } else {
-      write_all(fd, tokens.data(), tokens.size() * sizeof(uint32_t), tmp);
+std::string loss_mask_path(const std::string& shard_path) {
+  const bool bin = shard_path.ends_with(".bin");
+  return shard_path.substr(0, shard_path.size() - (bin ? 4 : 0)) + ".mask";
+}
+
+void write_loss_mask(const std::string& path, const std::vector<uint8_t>& mask) {
+  TESSERA_CHECK(mask.size() <= size_t(std::numeric_limits<int32_t>::max()),
+                "write_loss_mask: ", path, ": ", mask.size(),
+                " tokens do not fit the header's int32 count");
+  for (size_t i = 0; i < mask.size(); ++i)
+    TESSERA_CHECK(mask[i] <= 1, "write_loss_mask: ", path, ": value ", int(mask[i]),
+                  " at position ", i, " is not 0 or 1");
+  int32_t header[kShardHeaderInts] = {};
+  header[0] = kMaskMagic;
+  header[1] = kMaskVersion;
+  header[2] = int32_t(mask.size());
+  write_atomically(path, "write_loss_mask", header, mask.data(), mask.size());
+}
+
+void Shard::open_mask(const std::string& mask_path) {
+  mask_path_ = mask_path;
+  mask_fd_ = open_shard(mask_path);
+  const std::string& path = mask_path_;
+  const int64_t file_bytes = current_size(mask_fd_, path);
+  TESSERA_CHECK(file_bytes >= kHeaderBytes, "loss mask ", path, " is ", file_bytes,
+                " bytes, shorter than the ", kHeaderBytes, "-byte header");
+  int32_t header[3];
+  if (pread_full(mask_fd_, path, header, sizeof(header), 0) < sizeof(header))
+    fail_changed_size(mask_fd_, path, "the header's first 3 ints", sizeof(header));
+  TESSERA_CHECK(header[0] == kMaskMagic, "loss mask ", path, ": wrong magic ", header[0],
+                " (expected ", kMaskMagic, ")");
+  TESSERA_CHECK(header[1] == kMaskVersion, "loss mask ", path, ": unknown version ", header[1],
+                " (expected ", kMaskVersion, ")");
+  TESSERA_CHECK(header[2] == count_, "loss mask ", path, " holds ", header[2],
+                " tokens but its shard ", path_, " holds ", count_,
+                " (were they written by different runs of tokenize?)");
+  TESSERA_CHECK(file_bytes == kHeaderBytes + count_, "loss mask ", path,
+                " is truncated or oversized: the file has ", file_bytes,
+                " bytes but its header says ", count_,
+                " tokens of 1 byte = ", kHeaderBytes + count_, " bytes");
+  std::vector<uint8_t> raw(size_t(std::min<int64_t>(count_, kScanTokens)));
+  for (int64_t first = 0; first < count_; first += kScanTokens) {
+    const int64_t n = std::min<int64_t>(kScanTokens, count_ - first);
+    if (pread_full(mask_fd_, path, raw.data(), size_t(n), kHeaderBytes + first) < size_t(n))
+      fail_changed_size(mask_fd_, path, "mask bytes", kHeaderBytes + first + n);
+    mask_crc_ = crc32c(raw.data(), size_t(n), mask_crc_);
+    for (int64_t i = 0; i < n; ++i) {
+      TESSERA_CHECK(raw[size_t(i)] <= 1, "loss mask ", path, ": value ", int(raw[size_t(i)]),
+                    " at position ", first + i, " is not 0 or 1");
+      mask_scored_ += raw[size_t(i)];
     }
-    TESSERA_CHECK(::fsync(fd) == 0, "write_shard: fsync of ", tmp, " failed: ", errno_str());
-    TESSERA_CHECK(::close(fd) == 0, "write_shard: closing ", tmp, " failed: ", errno_str());
-    fd = -1;
-    TESSERA_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "write_shard: renaming ", tmp, " to ",
-                  path, " failed: ", errno_str());
-  } catch (...) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());  // leave nothing half-written behind; the final name was never touched
-    throw;
   }
-  fsync_dir(final_path.parent_path());
+}
+
+void Shard::read_mask(int64_t start, int64_t n, uint8_t* out) const {
+  TESSERA_CHECK(has_loss_mask(), "shard ", path_, " has no loss mask (", loss_mask_path(path_),
+                ")");
+  TESSERA_CHECK(start >= 0 && n >= 0 && start + n <= count_, "loss mask ", mask_path_,
+                ": cannot read [", start, ", ", start + n, ") of ", count_);
+  if (n == 0) return;
+  const int64_t offset = kHeaderBytes + start;
+  if (pread_full(mask_fd_, mask_path_, out, size_t(n), offset) < size_t(n))
+    fail_changed_size(
+        mask_fd_, mask_path_,
+        "mask bytes [" + std::to_string(start) + ", " + std::to_string(start + n) + ")",
+        offset + n);
+  for (int64_t i = 0; i < n; ++i)
+    TESSERA_CHECK(out[i] <= 1, "loss mask ", mask_path_, " changed while it was being read: value ",
+                  int(out[i]), " at position ", start + i,
+                  " is not 0 or 1 (was it rewritten in place?)");
 }
 
 Shard::Shard(const std::string& path, int64_t vocab_size, ShardFormat format)
@@ -227,9 +302,16 @@ Shard::Shard(const std::string& path, int64_t vocab_size, ShardFormat format)
                       first + i, " is not below the vocabulary size ", vocab_size);
       }
     }
+    if (format == ShardFormat::Header) {
+      const std::string mask = loss_mask_path(path);
+      std::error_code ec;
+      if (mask != path && std::filesystem::exists(mask, ec)) open_mask(mask);
+    }
   } catch (...) {
     ::close(fd_);
     fd_ = -1;
+    if (mask_fd_ >= 0) ::close(mask_fd_);
+    mask_fd_ = -1;
     throw;
   }
 }
@@ -276,6 +358,7 @@ std::vector<uint32_t> Shard::read(int64_t start, int64_t n) const {
 
 Shard::~Shard() {
   if (fd_ >= 0) ::close(fd_);
+  if (mask_fd_ >= 0) ::close(mask_fd_);
 }
 
 Shard::Shard(Shard&& other) noexcept
@@ -286,11 +369,16 @@ Shard::Shard(Shard&& other) noexcept
       vocab_size_(std::exchange(other.vocab_size_, 0)),
       written_vocab_(std::exchange(other.written_vocab_, 0)),
       token_bytes_(other.token_bytes_),
-      crc_(other.crc_) {}
+      crc_(other.crc_),
+      mask_path_(std::move(other.mask_path_)),
+      mask_fd_(std::exchange(other.mask_fd_, -1)),
+      mask_scored_(other.mask_scored_),
+      mask_crc_(other.mask_crc_) {}
 
 Shard& Shard::operator=(Shard&& other) noexcept {
   if (this != &other) {
     if (fd_ >= 0) ::close(fd_);
+    if (mask_fd_ >= 0) ::close(mask_fd_);
     path_ = std::move(other.path_);
     fd_ = std::exchange(other.fd_, -1);
     data_offset_ = std::exchange(other.data_offset_, 0);
@@ -299,6 +387,10 @@ Shard& Shard::operator=(Shard&& other) noexcept {
     written_vocab_ = std::exchange(other.written_vocab_, 0);
     token_bytes_ = other.token_bytes_;
     crc_ = other.crc_;
+    mask_path_ = std::move(other.mask_path_);
+    mask_fd_ = std::exchange(other.mask_fd_, -1);
+    mask_scored_ = other.mask_scored_;
+    mask_crc_ = other.mask_crc_;
   }
   return *this;
 }

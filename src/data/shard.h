@@ -6,6 +6,13 @@
 //   uint32 tokens: magic 20240801, version 7 (llm.c's Llama-3 shards), for larger vocabularies.
 // nanoGPT's raw headerless uint16 files are read when asked for explicitly (ShardFormat::RawU16).
 //
+// Loss masks (tessera's; supervised fine-tuning, `tokenize --format sft`): beside a shard
+// `train_000.bin`, an optional `train_000.mask` says which tokens are scored as targets: a 256 x
+// int32 header ([0] magic 20261205, [1] version 1, [2] the shard's token count), then one byte a
+// token, 1 where the loss counts the prediction of that token, 0 where it does not (a prompt's).
+// A Shard opens its mask when the file is there; the loader turns masked targets into the ignore
+// index (loader.h).
+//
 //   write_shard("data/kjv/train_000.bin", tokens, 257);     // picks uint16 for 257 ids
 //   Shard s("data/kjv/train_000.bin", 257);                  // validates header, size, ids
 //   std::vector<uint32_t> w = s.read(42, 65);                // tokens [42, 107)
@@ -20,6 +27,7 @@ namespace tessera::data {
 constexpr int32_t kShardMagicU16 = 20240520, kShardVersionU16 = 1;
 constexpr int32_t kShardMagicU32 = 20240801, kShardVersionU32 = 7;
 constexpr int64_t kShardHeaderInts = 256;
+constexpr int32_t kMaskMagic = 20261205, kMaskVersion = 1;
 
 enum class ShardFormat { Header, RawU16 };
 
@@ -29,11 +37,20 @@ enum class ShardFormat { Header, RawU16 };
 // its position and the path); at most 2^31 - 1 tokens, the header's int32 count.
 void write_shard(const std::string& path, const std::vector<uint32_t>& tokens, int64_t vocab_size);
 
+// The loss mask that belongs to the shard at shard_path: its name with ".bin" replaced by ".mask"
+// (".mask" appended to a name without ".bin"), so a train_*.bin glob never matches a mask.
+std::string loss_mask_path(const std::string& shard_path);
+// Writes mask (one 0 or 1 a token) to path as write_shard writes a shard: through path + ".tmp",
+// renamed into place. A value other than 0 or 1 is an error naming its position and the path.
+void write_loss_mask(const std::string& path, const std::vector<uint8_t>& mask);
+
 // A shard open for reading. Opening checks the magic, version, that the file size equals
 // header + count * token size, and that every token id is < vocab_size; each failure is an error
 // naming the path and what disagrees. read() checks again what it reads, so a file truncated or
 // rewritten while it is open is an error naming it too, never a crash or a wrong id. Each open
 // Shard holds a file descriptor (past the soft limit on open files, the limit is raised).
+// With ShardFormat::Header, a loss mask beside the shard (loss_mask_path) is opened and checked
+// the same way: magic, version, a count equal to the shard's, the exact size, every byte 0 or 1.
 class Shard {
  public:
   Shard(const std::string& path, int64_t vocab_size, ShardFormat format = ShardFormat::Header);
@@ -54,8 +71,16 @@ class Shard {
   // The vocabulary the writer recorded (header int 3), 0 where it recorded none (llm.c, RawU16).
   int64_t written_vocab() const { return written_vocab_; }
 
+  // The loss mask, when the shard has one: mask bytes [start, start + n) into out (each 0 or 1,
+  // checked again as read); its count of 1s and the CRC-32C of its bytes, computed at open.
+  bool has_loss_mask() const { return mask_fd_ >= 0; }
+  void read_mask(int64_t start, int64_t n, uint8_t* out) const;
+  int64_t mask_scored() const { return mask_scored_; }
+  uint32_t mask_crc32c() const { return mask_crc_; }
+
  private:
   void read_tokens(int64_t start, int64_t n, uint32_t* out) const;  // no id check
+  void open_mask(const std::string& mask_path);  // the checks above; sets the mask_ members
 
   std::string path_;
   int fd_ = -1;
@@ -65,6 +90,10 @@ class Shard {
   int64_t written_vocab_ = 0;
   int token_bytes_ = 2;
   uint32_t crc_ = 0;
+  std::string mask_path_;
+  int mask_fd_ = -1;
+  int64_t mask_scored_ = 0;
+  uint32_t mask_crc_ = 0;
 };
 
 }  // namespace tessera::data

@@ -13,13 +13,14 @@ namespace tessera::train {
 
 namespace {
 
-// The mean loss over the first n windows of `loader` (one window per next()), batched B at a
-// time, batch i on rank i mod world: the same windows, and the same mean, at any world size.
-double mean_loss(const nn::GPT& model, data::DataLoader& loader, int64_t B, int64_t n,
-                 dist::Communicator* comm) {
+// The mean loss over the scored targets of the first n windows of `loader` (one window per
+// next(); every target but those a loss mask leaves out), batched B at a time, batch i on rank i
+// mod world: the same windows, and the same mean, at any world size.
+ValidationLoss mean_loss(const nn::GPT& model, data::DataLoader& loader, int64_t B, int64_t n,
+                         dist::Communicator* comm) {
   const int64_t T = loader.options().seq_len;
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->world() : 1;
-  double sum = 0;
+  double sum = 0, scored = 0;
   std::vector<int32_t> in, tg;
   for (int64_t i = 0, at = 0; at < n; ++i, at += B) {
     const int64_t rows = std::min(B, n - at);
@@ -34,12 +35,21 @@ double mean_loss(const nn::GPT& model, data::DataLoader& loader, int64_t B, int6
       const int32_t* b = w.targets.data<int32_t>();
       in.insert(in.end(), a, a + T), tg.insert(tg.end(), b, b + T);
     }
-    // A host batch (see GPT::loss); its mean weighted by its rows.
-    sum += model.loss(from_vector(in, {rows, T}), from_vector(tg, {rows, T}), false).item() *
-           double(rows);
+    // A host batch (see GPT::loss); its mean weighted by the targets it scores.
+    const auto count = double(
+        std::count_if(tg.begin(), tg.end(), [](int32_t t) { return t != data::kIgnoreTarget; }));
+    if (count > 0)
+      sum +=
+          model.loss(from_vector(in, {rows, T}), from_vector(tg, {rows, T}), false).item() * count;
+    scored += count;
   }
-  if (world > 1) sum = comm->all_reduce_host({sum}, dist::ReduceOp::Sum)[0];
-  return sum / double(n);
+  if (world > 1) {
+    const std::vector<double> both = comm->all_reduce_host({sum, scored}, dist::ReduceOp::Sum);
+    sum = both[0], scored = both[1];
+  }
+  TESSERA_CHECK(scored > 0, "the ", n, " windows of ", T + 1, " tokens evaluated from ",
+                loader.options().files[0], " score no target: their loss masks are 0 throughout");
+  return {sum / scored, n, int64_t(scored)};
 }
 
 // data.val's loader, one window per batch (window_loader_options: the set of windows is the first
@@ -58,7 +68,7 @@ ValidationLoss evaluate_windows(const nn::GPT& model, const Config& cfg, const s
   data::DataLoader loader = window_loader(cfg, pattern, &B);
   const int64_t n = std::min(windows, loader.windows_per_epoch());
   TESSERA_CHECK(n > 0, pattern, ": too few tokens for one window of ", loader.options().seq_len);
-  return {mean_loss(model, loader, B, n, comm), n};
+  return mean_loss(model, loader, B, n, comm);
 }
 
 double evaluate(const nn::GPT& model, const Config& cfg, const std::string& pattern,
@@ -69,7 +79,7 @@ double evaluate(const nn::GPT& model, const Config& cfg, const std::string& patt
   const int64_t n = std::min(batches, loader.windows_per_epoch() / B) * B;  // whole batches
   TESSERA_CHECK(n > 0, pattern, ": too few tokens for one batch of ", B, " x ",
                 loader.options().seq_len);
-  return mean_loss(model, loader, B, n, comm);
+  return mean_loss(model, loader, B, n, comm).loss;
 }
 
 namespace {
@@ -112,25 +122,26 @@ StridedLoss evaluate_strided(const nn::GPT& model, const Config& cfg, const std:
   }
   StridedLoss out;
   double sum = 0;
-  std::vector<uint32_t> tokens(size_t(T + 1));
+  data::WindowBuffer scratch;
   for (size_t i = 0; i < windows.size(); i += size_t(B)) {
     const int64_t rows = std::min<int64_t>(B, int64_t(windows.size() - i));
     std::vector<int32_t> in(size_t(rows * T)), tg(size_t(rows * T));
     int64_t scored = 0;
     for (int64_t r = 0; r < rows; ++r) {
       const Window& w = windows[i + size_t(r)];
-      shards[w.shard].read(w.start, T + 1, tokens.data());
-      for (int64_t t = 0; t < T; ++t) {
-        in[size_t(r * T + t)] = int32_t(tokens[size_t(t)]);
-        tg[size_t(r * T + t)] = t >= w.first ? int32_t(tokens[size_t(t + 1)]) : -100;  // ignored
-      }
-      scored += T - w.first;
+      int32_t* row = tg.data() + r * T;
+      data::read_window(shards[w.shard], w.start, T, in.data() + r * T, row, scratch);
+      std::fill(row, row + w.first, data::kIgnoreTarget);  // scored by an earlier window
+      scored += std::count_if(row, row + T, [](int32_t t) { return t != data::kIgnoreTarget; });
     }
+    if (scored == 0) continue;  // every target masked
     const Tensor mean = model.loss(from_vector(in, {rows, T}), from_vector(tg, {rows, T}), false);
     sum += mean.item() * double(scored);  // host batch: see GPT::loss
     out.tokens += scored;
   }
   out.windows = int64_t(windows.size());
+  TESSERA_CHECK(out.tokens > 0, pattern, ": the windows evaluated score no target: their loss ",
+                "masks are 0 throughout");
   out.loss = sum / double(out.tokens);
   return out;
 }

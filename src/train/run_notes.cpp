@@ -57,6 +57,29 @@ std::vector<std::string> validation_notes(const Config& cfg, const data::DataLoa
   return notes;
 }
 
+std::string loss_mask_note(const data::DataLoader& train, const data::DataLoader* val) {
+  // "23.4% of data.train's 1200 tokens"
+  const auto scored = [](const data::DataLoader& d, const char* key) {
+    int64_t ones = 0, tokens = 0;
+    for (const data::Shard& s : d.shards()) ones += s.mask_scored(), tokens += s.size();
+    char text[128];
+    std::snprintf(text, sizeof text, "%.1f%% of %s's %lld tokens",
+                  tokens ? 100.0 * double(ones) / double(tokens) : 0.0, key, (long long)tokens);
+    return std::string(text);
+  };
+  const bool t = train.loss_masked(), v = val && val->loss_masked();
+  if (!t && !v) return "";
+  if (t != v && val)
+    return std::string("warning: data.") + (t ? "train" : "val") + " has loss masks and data." +
+           (t ? "val" : "train") + " has none: the validation loss scores " +
+           (t ? "every token, training only the masked-in ones"
+              : "only the masked-in tokens, training every one") +
+           " (tokenize both splits with --format sft, as one run of tokenize does)";
+  return "data: loss masks (tokenize --format sft): the loss scores " +
+         scored(train, "data.train") + (v ? " and " + scored(*val, "data.val") : std::string()) +
+         " (the rest are prompts)";
+}
+
 std::string rollback_reach_note(const Config& cfg) {
   const CheckpointConfig& k = cfg.checkpoint;
   int64_t reach = 0;

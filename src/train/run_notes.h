@@ -26,6 +26,12 @@ namespace tessera::train {
 std::vector<std::string> validation_notes(const Config& cfg, const data::DataLoader& val,
                                           const std::vector<std::string>& train_files);
 
+// With loss masks (tokenize --format sft): how many of data.train's tokens are scored targets,
+// and of data.val's (val: nullptr when evaluation is off); a warning when one of the two is
+// masked and the other not (the validation loss would then score other tokens than training
+// does). "" without masks.
+std::string loss_mask_note(const data::DataLoader& train, const data::DataLoader* val);
+
 // A warning when spike.rollback_steps reaches further back than retention keeps checkpoints:
 // keep files every `interval` steps span (keep - 1) x interval steps, so once the run is past its
 // first keep saves a spike finds no checkpoint that far back and only skips its update. None

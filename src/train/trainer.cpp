@@ -97,12 +97,14 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       // As evaluations read it: data.val needs to hold one window, not a batch.
       const data::DataLoader val(window_loader_options(cfg_, cfg_.data.val));
       val_notes = validation_notes(cfg_, val, loader_.options().files);
+      val_notes.push_back(loss_mask_note(loader_, &val));
       data.val_files = val.options().files;
       data.val_contents = val.contents_fingerprint();
     } catch (const Error& e) {
       val_error = e.what();
     }
   fail_together(val_error, "another rank could not open data.val");
+  if (cfg_.eval.interval <= 0) val_notes.push_back(loss_mask_note(loader_, nullptr));
   // Built on the CPU in f32 above (the same initial weights on every device and rank), with the
   // --init weights and the adapters: NF4 codes come from the f32 weights and the base's fingerprint
   // is the f32 checkpoint's, whatever the device. Then placed (peft/lora.h: f32 adapters). Read
@@ -131,7 +133,8 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
                 "length x world = ", B_, " x ", T_, " x ", world_, " = ", B_ * T_ * world_);
   std::string dir_error;
   if (rank_ == 0) {
-    for (const std::string& note : val_notes) log << note << "\n";
+    for (const std::string& note : val_notes)
+      if (!note.empty()) log << note << "\n";
     if (const std::string note = rollback_reach_note(cfg_); !note.empty()) log << note << "\n";
     if (cfg_.checkpoint.async && cfg_.train.device == "cpu")
       log << "note: checkpoint.async on the CPU: the background write shares the cores with "
@@ -497,7 +500,7 @@ TrainResult Trainer::run() {
       const ValidationLoss val =
           evaluate_windows(model_, cfg_, cfg_.data.val, cfg_.eval_windows(), comm_.get());
       result_.last_val_loss = val.loss;
-      out_->eval(done, val.loss, val.windows * T_);
+      out_->eval(done, val.loss, val.tokens);
       // A signal that came during the evaluation stops here, not after one more step.
       if (!stopping && done < stop) stopping = agree({signals.received() ? 1.0 : 0.0})[0] != 0;
     }

@@ -39,13 +39,15 @@ struct TrainResult {
 TrainResult run_training(const Config& cfg, std::ostream& log);
 
 // Mean loss over the first `windows` windows of sequence length T of the files `pattern` matches
+// (over their scored targets: data/loader.h's loss masks)
 // (in order; at most all of them, once), in batches of train.batch_size (the last may be
 // partial). With a communicator, batch i is evaluated by rank i mod world and the sum is reduced:
 // every rank returns the same mean over the same windows, whatever the batch size and world size
 // (to f32 rounding). The trainer scores cfg.eval_windows() of data.val.
 struct ValidationLoss {
-  double loss = 0;
+  double loss = 0;      // the mean over the targets scored (a loss mask's 0s are not)
   int64_t windows = 0;  // scored
+  int64_t tokens = 0;   // targets scored: windows x T without loss masks
 };
 ValidationLoss evaluate_windows(const nn::GPT& model, const Config& cfg,
                                 const std::string& pattern, int64_t windows,

@@ -1,0 +1,85 @@
+// Training on loss-masked shards (tokenize --format sft): the loss, its gradient and the
+// validation loss count the responses only.
+//
+// The data: prompts of 8 random lowercase letters and a colon, each answered "ok" (then the end of
+// text). A response is certain given its colon; a prompt's letters are not predictable at all
+// (ln 26 = 3.26 nats each). Trained on the responses only, the loss falls near 0; trained on
+// everything, as the same tokens without their masks are, it stays near the letters' entropy.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "data/sft.h"
+#include "data/shard.h"
+#include "train/trainer.h"
+#include "train_fixture.h"
+
+using namespace tessera;
+using tessera::testing::TempRun;
+namespace fs = std::filesystem;
+
+namespace {
+
+// n examples into dir/<split>_000.bin and its mask; returns the count of scored targets.
+int64_t write_examples(const fs::path& dir, const std::string& split, int n, uint64_t seed) {
+  const auto tok = data::make_tokenizer("byte");
+  std::vector<uint32_t> tokens;
+  std::vector<uint8_t> mask;
+  for (int i = 0; i < n; ++i) {
+    std::string prompt;
+    for (int k = 0; k < 8; ++k)
+      prompt += char('a' + philox4x32_10(uint64_t(i * 8 + k), seed, 0).v[0] % 26);
+    data::append_sft_example(*tok, {prompt + ":", "ok"}, tokens, mask);
+  }
+  const std::string path = (dir / (split + "_000.bin")).string();
+  data::write_shard(path, tokens, 257);
+  data::write_loss_mask(data::loss_mask_path(path), mask);
+  int64_t scored = 0;
+  for (size_t i = 1; i < mask.size(); ++i) scored += mask[i];
+  return scored;
+}
+
+}  // namespace
+
+TEST(SftTraining, only_the_responses_are_scored_in_training_and_validation) {
+  TempRun run;
+  const fs::path data = run.dir / "sft";
+  fs::create_directories(data);
+  write_examples(data, "train", 200, 1);
+  // 22 examples of 12 tokens (prompt 9, "ok", end of text) hold 16 windows of 16 + 1 tokens.
+  const int64_t val_scored = write_examples(data, "val", 22, 2);
+  Config cfg = run.config(200);
+  cfg.data.train = (data / "train_*.bin").string();
+  cfg.data.val = (data / "val_*.bin").string();
+  cfg.eval.steps = 2;  // 2 x 8 windows: all 16, targets 1 .. 256
+  std::ostringstream log;
+  const train::TrainResult masked = train::run_training(cfg, log);
+  EXPECT_NE(log.str().find("data: loss masks (tokenize --format sft): the loss scores 25.0% of "
+                           "data.train's 2400 tokens and 25.0% of data.val's 264 tokens"),
+            std::string::npos)
+      << log.str();
+  // val_tokens: the scored targets among tokens 1 .. 256; the last example's three (261 .. 263)
+  // lie past them.
+  const std::string tokens =
+      tessera::testing::metric(run.dir / "ckpt" / "run" / "metrics.jsonl", "val_tokens").at(200);
+  EXPECT_EQ(std::stoll(tokens), val_scored - 3);
+
+  // The same tokens without masks: the letters are scored too.
+  fs::remove(data / "train_000.mask"), fs::remove(data / "val_000.mask");
+  cfg.train.run_name = "unmasked";
+  const train::TrainResult plain = train::run_training(cfg, log);
+  std::printf("[ sft ] masked: train %.4f val %.4f; unmasked: train %.4f val %.4f\n",
+              masked.last_train_loss, masked.last_val_loss, plain.last_train_loss,
+              plain.last_val_loss);
+  // Bounds far from both: the responses are certain (0 in the limit), and 8 of every 12 unmasked
+  // targets are uniform letters (at least 8/12 x 3.26 = 2.17 on average).
+  EXPECT_LT(masked.last_train_loss, 0.3);
+  EXPECT_LT(masked.last_val_loss, 0.3);
+  EXPECT_GT(plain.last_train_loss, 1.5);
+  EXPECT_GT(plain.last_val_loss, 1.5);
+}
