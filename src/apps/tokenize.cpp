@@ -303,10 +303,11 @@ int run(int argc, char** argv) {
   std::vector<uint32_t> train, val;
   std::vector<uint8_t> train_mask, val_mask;
   std::vector<int64_t> sizes;
+  size_t k = 0;  // sft: the first example in the validation split
   for (const auto& d : docs) sizes.push_back(int64_t(d.size()));
   if (sft) {
     // Examples end with their own end-of-text: joined as they are, split between two of them.
-    const size_t k = split_point(sizes, 0, val_fraction);
+    k = split_point(sizes, 0, val_fraction);
     for (size_t d = 0; d < docs.size(); ++d) {
       (d < k ? train : val).insert((d < k ? train : val).end(), docs[d].begin(), docs[d].end());
       auto& m = d < k ? train_mask : val_mask;
@@ -374,8 +375,12 @@ int run(int argc, char** argv) {
     };
     std::printf(
         "tokenize: loss masks beside each shard (.mask): %lld of the %zu train tokens "
-        "and %lld of the %zu val tokens are scored (responses and their end of text)\n",
-        (long long)ones(train_mask), train.size(), (long long)ones(val_mask), val.size());
+        "and %lld of the %zu val tokens are scored (responses and their end of text); examples "
+        "1-%zu in train%s\n",
+        (long long)ones(train_mask), train.size(), (long long)ones(val_mask), val.size(), k,
+        k < docs.size()
+            ? (", " + std::to_string(k + 1) + "-" + std::to_string(docs.size()) + " in val").c_str()
+            : "");
   }
   return 0;
 }
