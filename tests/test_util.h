@@ -60,6 +60,16 @@ inline std::string read_file(const std::filesystem::path& p) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// A file's bytes as a vector, to edit and write back whole (a corrupted header, a flipped byte).
+inline std::vector<char> read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<char>(std::istreambuf_iterator<char>(f), {});
+}
+inline void write_bytes(const std::string& path, const std::vector<char>& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
 // Whether a staging file of `file` is left beside it: FILE.partial-<pid> (eval --per-position,
 // export --reference-logits).
 inline bool staging_left(const std::filesystem::path& file) {

@@ -1,4 +1,4 @@
-// Token shards: writing through a temporary file, reading with pread(2).
+// Token shards and their loss masks: writing through a temporary file, reading with pread(2).
 //
 // Invariants:
 //  - A shard under its final name is always complete: write_shard writes `path.tmp`, fsyncs it,
@@ -14,7 +14,10 @@
 //    window of T + 1 tokens, from the same page cache: configs/tiny.yaml's batch of 12 windows
 //    took 70 us instead of 7 us (measured in a sandbox whose system calls are slow), next to a
 //    training step of about 500 ms on 2 CPU cores.
-//  - Tokens are stored little-endian, as llm.c writes them; like llm.c we assume a little-endian host.
+//  - Tokens are stored little-endian, as llm.c writes them; like llm.c we assume a little-endian
+//  host.
+//  - A loss mask is written, opened, validated and read like its shard (write_atomically, pread),
+//    through a descriptor of its own; a Shard with a mask has checked it whole at open.
 #include "data/shard.h"
 
 #include <fcntl.h>

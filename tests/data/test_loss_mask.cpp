@@ -16,23 +16,15 @@
 using namespace tessera;
 using namespace tessera::data;
 using tessera::testing::error_of;
+using tessera::testing::read_bytes;
 using tessera::testing::TempDir;
+using tessera::testing::write_bytes;
 namespace fs = std::filesystem;
 
 namespace {
 
 bool has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
-}
-
-std::vector<char> read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::vector<char>(std::istreambuf_iterator<char>(f), {});
-}
-
-void write_bytes(const std::string& path, const std::vector<char>& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), std::streamsize(bytes.size()));
 }
 
 // A shard of n tokens 0, 1, 2, ... and a mask of a pattern no shift maps onto itself: 1 at

@@ -20,21 +20,13 @@
 using namespace tessera;
 using namespace tessera::data;
 using tessera::testing::error_of;
+using tessera::testing::read_bytes;
+using tessera::testing::write_bytes;
 namespace fs = std::filesystem;
 
 namespace {
 
 using tessera::testing::TempDir;
-
-std::vector<char> read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::vector<char>(std::istreambuf_iterator<char>(f), {});
-}
-
-void write_bytes(const std::string& path, const std::vector<char>& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), std::streamsize(bytes.size()));
-}
 
 int32_t header_int(const std::vector<char>& bytes, int i) {
   int32_t v;
