@@ -1,10 +1,9 @@
 // Training on loss-masked shards (tokenize --format sft): the loss, its gradient and the
 // validation loss count the responses only.
 //
-// The data: prompts of 8 random lowercase letters and a colon, each answered "ok" (then the end of
-// text). A response is certain given its colon; a prompt's letters are not predictable at all
-// (ln 26 = 3.26 nats each). Trained on the responses only, the loss falls near 0; trained on
-// everything, as the same tokens without their masks are, it stays near the letters' entropy.
+// The data (train_fixture.h's write_sft_examples): prompts of 8 random letters and a colon, each
+// answered "ok". Trained on the responses only, the loss falls near 0; trained on everything, as
+// the same tokens without their masks are, it stays near the letters' entropy.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -13,9 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "core/rng.h"
-#include "data/sft.h"
-#include "data/shard.h"
 #include "train/trainer.h"
 #include "train_fixture.h"
 
@@ -23,36 +19,15 @@ using namespace tessera;
 using tessera::testing::TempRun;
 namespace fs = std::filesystem;
 
-namespace {
-
-// n examples into dir/<split>_000.bin and its mask; returns the count of scored targets.
-int64_t write_examples(const fs::path& dir, const std::string& split, int n, uint64_t seed) {
-  const auto tok = data::make_tokenizer("byte");
-  std::vector<uint32_t> tokens;
-  std::vector<uint8_t> mask;
-  for (int i = 0; i < n; ++i) {
-    std::string prompt;
-    for (int k = 0; k < 8; ++k)
-      prompt += char('a' + philox4x32_10(uint64_t(i * 8 + k), seed, 0).v[0] % 26);
-    data::append_sft_example(*tok, {prompt + ":", "ok"}, tokens, mask);
-  }
-  const std::string path = (dir / (split + "_000.bin")).string();
-  data::write_shard(path, tokens, 257);
-  data::write_loss_mask(data::loss_mask_path(path), mask);
-  int64_t scored = 0;
-  for (size_t i = 1; i < mask.size(); ++i) scored += mask[i];
-  return scored;
-}
-
-}  // namespace
+using tessera::testing::write_sft_examples;
 
 TEST(SftTraining, only_the_responses_are_scored_in_training_and_validation) {
   TempRun run;
   const fs::path data = run.dir / "sft";
   fs::create_directories(data);
-  write_examples(data, "train", 200, 1);
+  write_sft_examples(data, "train", 200, 1);
   // 22 examples of 12 tokens (prompt 9, "ok", end of text) hold 16 windows of 16 + 1 tokens.
-  const int64_t val_scored = write_examples(data, "val", 22, 2);
+  const int64_t val_scored = write_sft_examples(data, "val", 22, 2);
   Config cfg = run.config(200);
   cfg.data.train = (data / "train_*.bin").string();
   cfg.data.val = (data / "val_*.bin").string();

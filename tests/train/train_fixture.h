@@ -12,6 +12,8 @@
 
 #include "checkpoint/checkpoint.h"
 #include "config/config.h"
+#include "core/rng.h"
+#include "data/sft.h"
 #include "data/shard.h"
 #include "test_util.h"
 #include "train/trainer.h"
@@ -45,6 +47,30 @@ struct TempRun {
     return c;
   }
 };
+
+// Supervised fine-tuning data (tokenize --format sft): n examples into dir/<split>_000.bin and
+// its loss mask. A prompt is 8 random lowercase letters (Philox under `seed`) and a colon, its
+// response "ok", then the end of text: 12 tokens, the last 3 scored. A response is certain given
+// its colon; a prompt's letters are not predictable at all (ln 26 = 3.26 nats each). Returns the
+// count of scored targets (mask 1 past the first token).
+inline int64_t write_sft_examples(const std::filesystem::path& dir, const std::string& split, int n,
+                                  uint64_t seed) {
+  const auto tok = data::make_tokenizer("byte");
+  std::vector<uint32_t> tokens;
+  std::vector<uint8_t> mask;
+  for (int i = 0; i < n; ++i) {
+    std::string prompt;
+    for (int k = 0; k < 8; ++k)
+      prompt += char('a' + philox4x32_10(uint64_t(i * 8 + k), seed, 0).v[0] % 26);
+    data::append_sft_example(*tok, {prompt + ":", "ok"}, tokens, mask);
+  }
+  const std::string path = (dir / (split + "_000.bin")).string();
+  data::write_shard(path, tokens, 257);
+  data::write_loss_mask(data::loss_mask_path(path), mask);
+  int64_t scored = 0;
+  for (size_t i = 1; i < mask.size(); ++i) scored += mask[i];
+  return scored;
+}
 
 // The run of c stopped after `stop_after` steps and resumed (checkpoint.resume auto), under the run
 // name "split": what the same run in one piece must equal. Returns the resumed run's result.
