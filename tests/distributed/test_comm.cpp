@@ -152,9 +152,11 @@ TEST(Collectives, reduce_scatter_leaves_each_rank_the_reduction_of_its_shard) {
 // exact in f32 (a half at most).
 TEST(GradSyncCheck, finish_without_arm_averages_every_bucket_over_the_ranks) {
   std::vector<NamedParam> params;
-  for (int64_t n : {5, 7, 3, 4})
-    params.push_back({"p" + std::to_string(n),
+  for (int64_t n : {5, 7, 3, 4}) {
+    std::string name = "p";  // appended: "p" + std::to_string(n) draws g++ 12's false -Wrestrict
+    params.push_back({name.append(std::to_string(n)),
                       zeros({n}, {DType::F32, comm().device()}).requires_grad_()});
+  }
   // 8-byte first bucket, 16-byte others: several buckets of a parameter or two.
   FlatParams flat(params, {.bucket_bytes = 16, .first_bucket_bytes = 8, .pad = 1});
   ASSERT_GT(flat.buckets().size(), 2u);
