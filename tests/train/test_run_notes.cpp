@@ -2,6 +2,8 @@
 // is said and the figures it gives. The runs that print them are in test_rollback and test_run_dir.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "checkpoint/retention.h"
 #include "config/expect_contains.h"
 #include "data/shard.h"
@@ -53,6 +55,41 @@ TEST(RunNotes, a_validation_split_is_short_only_below_the_windows_asked) {
   ASSERT_EQ(notes.size(), 1u);
   EXPECT_CONTAINS(notes[0], "each evaluation scores " + std::to_string(windows) + ", not the " +
                                 std::to_string(windows + 1) + " that eval.tokens");
+}
+
+// With loss masks: the share of each split's tokens scored; a warning when only one split has
+// them (the validation loss would score other tokens than training does); nothing without.
+TEST(RunNotes, loss_masks_are_reported_per_split_and_a_mismatch_is_a_warning) {
+  TempDir dir;
+  const auto loader = [&](const std::string& name, int ones) {
+    data::write_shard(dir.file(name + ".bin"), std::vector<uint32_t>(100, 1), 257);
+    if (ones >= 0) {  // -1: no mask
+      std::vector<uint8_t> mask(100, 0);
+      std::fill(mask.begin(), mask.begin() + ones, uint8_t(1));
+      data::write_loss_mask(dir.file(name + ".mask"), mask);
+    }
+    data::LoaderOptions o;
+    o.files = {dir.file(name + ".bin")};
+    o.batch_size = 1, o.seq_len = 16, o.vocab_size = 257;
+    return data::DataLoader(o);
+  };
+  const data::DataLoader train = loader("train", 25), val = loader("val", 50),
+                         plain_train = loader("plain_train", -1),
+                         plain_val = loader("plain_val", -1);
+  EXPECT_EQ(loss_mask_note(plain_train, &plain_val), "");
+  EXPECT_EQ(loss_mask_note(plain_train, nullptr), "");
+  EXPECT_EQ(loss_mask_note(train, &val),
+            "data: loss masks (tokenize --format sft): the loss scores 25.0% of data.train's 100 "
+            "tokens and 50.0% of data.val's 100 tokens (the rest are prompts)");
+  EXPECT_EQ(loss_mask_note(train, nullptr),
+            "data: loss masks (tokenize --format sft): the loss scores 25.0% of data.train's 100 "
+            "tokens (the rest are prompts)");
+  EXPECT_CONTAINS(loss_mask_note(train, &plain_val),
+                  "warning: data.train has loss masks and data.val has none: the validation loss "
+                  "scores every token, training only the masked-in ones");
+  EXPECT_CONTAINS(loss_mask_note(plain_train, &val),
+                  "warning: data.val has loss masks and data.train has none: the validation loss "
+                  "scores only the masked-in tokens, training every one");
 }
 
 // keep x interval spans (keep - 1) x interval steps; the keep advised is the least that reaches
