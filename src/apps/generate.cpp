@@ -1,30 +1,40 @@
 // build/generate --checkpoint checkpoints/tiny [--prompt "In the beginning"] [--max-new-tokens 200]
-//                [--temperature 0.8] [--top-k 40] [--seed 42] [--base BASE]
+//                [--temperature 0.8] [--top-k 40] [--seed 42] [--base BASE] [--prompt-style alpaca]
 // Loads the model described by the config stored in the checkpoint (a LoRA checkpoint brings its
-// base: the one it recorded, or --base), then samples with a KV cache.
+// base: the one it recorded, or --base), then samples with a KV cache. --prompt-style alpaca sets
+// the prompt as the instruction of Alpaca's template (data/sft.h), as `tokenize --format sft`
+// sets Alpaca examples, for a model fine-tuned on them.
+#include "nn/generate.h"
+
 #include <cxxopts.hpp>
 #include <iostream>
 
 #include "config/cli.h"
+#include "data/sft.h"
 #include "data/tokenizer.h"
-#include "nn/generate.h"
 #include "train/load.h"
 
 int main(int argc, char** argv) {
   using namespace tessera;
   return run_main("generate", [&] {
     cxxopts::Options options("generate", "Sample text from a trained checkpoint");
-    options.add_options()
-        ("prompt", "text to continue (default: a newline; \"\": from the end-of-text id)",
-         cxxopts::value<std::string>())
-        ("max-new-tokens", "tokens to sample (0 to 1048576)", cxxopts::value<int64_t>()->default_value("200"))
-        ("temperature", ">= 0; 0 = greedy", cxxopts::value<double>()->default_value("0.8"))
-        ("top-k", "sample among the k most likely (0 = all)", cxxopts::value<int64_t>()->default_value("40"))
-        ("top-p", "then among the most likely holding this share of the probability (nucleus sampling; 1 = all)",
-         cxxopts::value<double>()->default_value("1"))
-        ("seed", "sampling seed", cxxopts::value<uint64_t>()->default_value("42"))
-        ("tokenizer-dir", "override the gpt2 tokenizer's directory", cxxopts::value<std::string>())
-        ("h,help", "show this help");
+    options.add_options()(
+        "prompt", "text to continue (default: a newline; \"\": from the end-of-text id)",
+        cxxopts::value<std::string>())("max-new-tokens", "tokens to sample (0 to 1048576)",
+                                       cxxopts::value<int64_t>()->default_value("200"))(
+        "temperature", ">= 0; 0 = greedy", cxxopts::value<double>()->default_value("0.8"))(
+        "top-k", "sample among the k most likely (0 = all)",
+        cxxopts::value<int64_t>()->default_value("40"))(
+        "top-p",
+        "then among the most likely holding this share of the probability (nucleus sampling; 1 = "
+        "all)",
+        cxxopts::value<double>()->default_value("1"))(
+        "seed", "sampling seed", cxxopts::value<uint64_t>()->default_value("42"))(
+        "tokenizer-dir", "override the gpt2 tokenizer's directory", cxxopts::value<std::string>())(
+        "prompt-style",
+        "plain (the prompt as it is) | alpaca (the prompt as the instruction of "
+        "Alpaca's template, as tokenize --format sft sets Alpaca examples)",
+        cxxopts::value<std::string>()->default_value("plain"))("h,help", "show this help");
     train::add_model_options(options);
     train::add_device_option(options);
     cxxopts::ParseResult args;
@@ -34,6 +44,11 @@ int main(int argc, char** argv) {
                           .top_k = args["top-k"].as<int64_t>(),
                           .top_p = args["top-p"].as<double>()};
     nn::check_sample_options(opt);  // before the model loads
+    const std::string style = args["prompt-style"].as<std::string>();
+    TESSERA_CHECK(style == "plain" || style == "alpaca",
+                  "command line: --prompt-style must be plain or alpaca, got '", style, "'");
+    TESSERA_CHECK(style == "plain" || args.count("prompt"),
+                  "command line: --prompt-style alpaca needs --prompt, the instruction");
     train::LoadedModel m = train::load_model(args);
     train::place_loaded(m, args);
     const Config& cfg = m.config;
@@ -44,8 +59,9 @@ int main(int argc, char** argv) {
     const std::string dir = args.count("tokenizer-dir") ? args["tokenizer-dir"].as<std::string>()
                                                         : cfg.data.tokenizer_dir;
     auto tok = data::make_tokenizer(cfg.data.tokenizer, dir);
-    std::vector<uint32_t> ids =
-        tok->encode(args.count("prompt") ? args["prompt"].as<std::string>() : std::string("\n"));
+    std::string given = args.count("prompt") ? args["prompt"].as<std::string>() : std::string("\n");
+    if (style == "alpaca") given = data::alpaca_prompt(given, "");
+    std::vector<uint32_t> ids = tok->encode(given);
     std::vector<int32_t> prompt(ids.begin(), ids.end());
     // An empty prompt starts from the end-of-text id, as unconditioned GPT-2 sampling does (it
     // separates documents in training); it is not printed.

@@ -1,5 +1,5 @@
 // Training on loss-masked shards (tokenize --format sft): the loss, its gradient and the
-// validation loss count the responses only.
+// validation loss count the responses only; generate sets prompts as the examples were set.
 //
 // The data (train_fixture.h's write_sft_examples): prompts of 8 random letters and a colon, each
 // answered "ok". Trained on the responses only, the loss falls near 0; trained on everything, as
@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "data/sft.h"
 #include "train/trainer.h"
 #include "train_fixture.h"
 
@@ -57,4 +58,24 @@ TEST(SftTraining, only_the_responses_are_scored_in_training_and_validation) {
   EXPECT_LT(masked.last_val_loss, 0.3);
   EXPECT_GT(plain.last_train_loss, 1.5);
   EXPECT_GT(plain.last_val_loss, 1.5);
+}
+
+// generate --prompt-style alpaca sets the prompt in Alpaca's template, as tokenize --format sft
+// sets Alpaca examples (data/sft.h): with no token to sample it prints that prompt alone.
+TEST(SftTraining, generate_sets_an_alpaca_prompt_as_tokenize_does) {
+  TempRun run;
+  std::ostringstream log;
+  const std::string ck = train::run_training(run.config(1), log).last_checkpoint;
+  const std::string generate = tessera::testing::bin_dir() + "/generate --checkpoint " + ck +
+                               " --max-new-tokens 0 --prompt-style ";
+  std::string out;
+  ASSERT_EQ(tessera::testing::run_command(generate + "alpaca --prompt 'Say hi.' 2>/dev/null", &out),
+            0)
+      << out;
+  EXPECT_EQ(out, data::alpaca_prompt("Say hi.", "") + "\n");
+  EXPECT_EQ(tessera::testing::run_command(generate + "chatml --prompt x", &out), 1);
+  EXPECT_NE(out.find("--prompt-style must be plain or alpaca, got 'chatml'"), std::string::npos)
+      << out;
+  EXPECT_EQ(tessera::testing::run_command(generate + "alpaca", &out), 1);
+  EXPECT_NE(out.find("--prompt-style alpaca needs --prompt"), std::string::npos) << out;
 }
