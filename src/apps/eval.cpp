@@ -150,12 +150,16 @@ void write_positions(const std::string& path,
 }
 
 // The token counts of the shards pattern (given by `what`) names, each opened (and checked) once
-// for every context.
+// for every context; *masked: whether they have loss masks.
 std::vector<int64_t> shard_tokens(const std::string& pattern, const std::string& what,
-                                  int64_t vocab_size) {
+                                  int64_t vocab_size, bool* masked) {
   std::vector<int64_t> tokens;
-  for (const std::string& file : data::expand_glob(pattern, what))
-    tokens.push_back(data::Shard(file, vocab_size).size());
+  *masked = false;
+  for (const std::string& file : data::expand_glob(pattern, what)) {
+    const data::Shard shard(file, vocab_size);
+    tokens.push_back(shard.size());
+    *masked = *masked || shard.has_loss_mask();
+  }
   return tokens;
 }
 
@@ -286,8 +290,16 @@ int main(int argc, char** argv) {
       return mean;
     };
 
-    const std::vector<int64_t> tokens_in = shard_tokens(
-        data, args.count("data") ? "--data" : "data.val of " + m.path, cfg.model.vocab_size);
+    bool masked = false;
+    const std::vector<int64_t> tokens_in =
+        shard_tokens(data, args.count("data") ? "--data" : "data.val of " + m.path,
+                     cfg.model.vocab_size, &masked);
+    // The loader refuses a set that mixes masked and unmasked shards, naming them.
+    if (masked)
+      std::printf(
+          "note: %s has loss masks (tokenize --format sft): the loss and ppl are over the "
+          "targets they keep (the responses), not every token\n",
+          data.c_str());
     if (!contexts.empty()) {
       // Learned positions have rows up to block_size only; RoPE, stick-breaking and no positions
       // run any length.

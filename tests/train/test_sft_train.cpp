@@ -61,8 +61,9 @@ TEST(SftTraining, only_the_responses_are_scored_in_training_and_validation) {
 }
 
 // generate --prompt-style alpaca sets the prompt in Alpaca's template, as tokenize --format sft
-// sets Alpaca examples (data/sft.h): with no token to sample it prints that prompt alone.
-TEST(SftTraining, generate_sets_an_alpaca_prompt_as_tokenize_does) {
+// sets Alpaca examples (data/sft.h): with no token to sample it prints that prompt alone. eval
+// says when the data it scores has loss masks.
+TEST(SftTraining, generate_sets_an_alpaca_prompt_as_tokenize_does_and_eval_names_masks) {
   TempRun run;
   std::ostringstream log;
   const std::string ck = train::run_training(run.config(1), log).last_checkpoint;
@@ -78,4 +79,17 @@ TEST(SftTraining, generate_sets_an_alpaca_prompt_as_tokenize_does) {
       << out;
   EXPECT_EQ(tessera::testing::run_command(generate + "alpaca", &out), 1);
   EXPECT_NE(out.find("--prompt-style alpaca needs --prompt"), std::string::npos) << out;
+
+  // eval says when its loss is over the responses only, and only then.
+  const fs::path sft = run.dir / "sft";
+  fs::create_directories(sft);
+  write_sft_examples(sft, "val", 22, 2);
+  const std::string eval = tessera::testing::bin_dir() + "/eval --checkpoint " + ck + " --data ";
+  ASSERT_EQ(tessera::testing::run_command(eval + (sft / "val_*.bin").string(), &out), 0) << out;
+  EXPECT_NE(out.find("has loss masks (tokenize --format sft): the loss and ppl are over the "
+                     "targets they keep"),
+            std::string::npos)
+      << out;
+  ASSERT_EQ(tessera::testing::run_command(eval + (run.dir / "val_*.bin").string(), &out), 0) << out;
+  EXPECT_EQ(out.find("loss masks"), std::string::npos) << out;
 }
