@@ -203,9 +203,7 @@ INSTANTIATE_TEST_SUITE_P(Styles, ModelCuda, ::testing::Values(false, true),
 
 // The trainer on both devices, same config and data: per-step training losses from metrics.jsonl.
 std::vector<double> losses(const fs::path& metrics) {
-  std::vector<double> out;
-  for (const auto& [step, v] : testing::metric(metrics, "loss")) out.push_back(std::stod(v));
-  return out;
+  return testing::metric_values(metrics, "loss");
 }
 
 TEST(TrainCuda, fifty_bf16_steps_follow_the_cpu_loss_curve) {

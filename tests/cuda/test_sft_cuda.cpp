@@ -19,12 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::vector<double> values_of(const fs::path& metrics, const std::string& key) {
-  std::vector<double> out;
-  for (const auto& [step, v] : testing::metric(metrics, key)) out.push_back(std::stod(v));
-  return out;
-}
-
 TEST(SftCuda, masked_bf16_steps_follow_the_cpu_and_score_the_responses_only) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   testing::TempRun run;
@@ -42,7 +36,8 @@ TEST(SftCuda, masked_bf16_steps_follow_the_cpu_and_score_the_responses_only) {
   ASSERT_EQ(r.steps, 40);
   const fs::path cpu = run.dir / "ckpt" / "cpu" / "metrics.jsonl";
   const fs::path gpu = run.dir / "ckpt" / "cuda" / "metrics.jsonl";
-  const std::vector<double> a = values_of(cpu, "loss"), b = values_of(gpu, "loss");
+  const std::vector<double> a = testing::metric_values(cpu, "loss"),
+                            b = testing::metric_values(gpu, "loss");
   ASSERT_EQ(a.size(), 40u);
   ASSERT_EQ(b.size(), 40u);
   // The first step from the same weights: within bf16's 2% (the file header of
@@ -58,7 +53,7 @@ TEST(SftCuda, masked_bf16_steps_follow_the_cpu_and_score_the_responses_only) {
   // The same scored targets on both devices: all of the first 16 windows' but the last example's.
   EXPECT_EQ(testing::metric(gpu, "val_tokens"), testing::metric(cpu, "val_tokens"));
   EXPECT_EQ(std::stoll(testing::metric(gpu, "val_tokens").at(40)), val_scored - 3);
-  const std::vector<double> vb = values_of(gpu, "val_loss");
+  const std::vector<double> vb = testing::metric_values(gpu, "val_loss");
   ASSERT_EQ(vb.size(), 2u);
   EXPECT_LT(vb.back(), 0.1);
 }

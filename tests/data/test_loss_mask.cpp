@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "checkpoint/digest.h"
+#include "config/expect_contains.h"
 #include "data/loader.h"
 #include "data/shard.h"
 #include "test_util.h"
@@ -22,10 +23,6 @@ using tessera::testing::write_bytes;
 namespace fs = std::filesystem;
 
 namespace {
-
-bool has(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
 
 // A shard of n tokens 0, 1, 2, ... and a mask of a pattern no shift maps onto itself: 1 at
 // positions i with i % 5 in {1, 2} or i % 7 == 3. Returns the shard's path.
@@ -76,23 +73,23 @@ TEST(LossMask, is_named_after_its_shard_and_round_trips) {
   for (uint8_t m : mask) ones += m;
   EXPECT_EQ(s.mask_scored(), ones);
   EXPECT_EQ(s.mask_crc32c(), crc32c(mask.data(), mask.size(), 0));
-  EXPECT_TRUE(
-      has(error_of([&] { s.read_mask(90, 11, got.data()); }), "cannot read [90, 101) of 100"));
+  EXPECT_CONTAINS(error_of([&] { s.read_mask(90, 11, got.data()); }),
+                  "cannot read [90, 101) of 100");
 
   // A shard without one: none opened, and asking for it names the file it looked for.
   write_shard(dir.file("plain.bin"), {1, 2, 3}, 257);
   const Shard plain(dir.file("plain.bin"), 257);
   EXPECT_FALSE(plain.has_loss_mask());
-  EXPECT_TRUE(has(error_of([&] { plain.read_mask(0, 1, got.data()); }), "plain.mask"));
+  EXPECT_CONTAINS(error_of([&] { plain.read_mask(0, 1, got.data()); }), "plain.mask");
 }
 
 TEST(LossMask, a_value_other_than_0_or_1_is_refused_when_written_and_when_read) {
   TempDir dir;
   const std::string out = dir.file("m.mask");
-  EXPECT_TRUE(has(error_of([&] {
+  EXPECT_CONTAINS(error_of([&] {
                     write_loss_mask(out, {0, 1, 2});
                   }),
-                  "value 2 at position 2 is not 0 or 1"));
+                  "value 2 at position 2 is not 0 or 1");
   EXPECT_FALSE(fs::exists(out));
   EXPECT_FALSE(fs::exists(out + ".tmp"));
 
@@ -101,7 +98,7 @@ TEST(LossMask, a_value_other_than_0_or_1_is_refused_when_written_and_when_read) 
   bytes[1024 + 17] = 7;
   write_bytes(loss_mask_path(path), bytes);
   const std::string msg = error_of([&] { Shard s(path, 257); });
-  EXPECT_TRUE(has(msg, "loss mask " + loss_mask_path(path) + ": value 7 at position 17")) << msg;
+  EXPECT_CONTAINS(msg, "loss mask " + loss_mask_path(path) + ": value 7 at position 17");
 }
 
 TEST(LossMask, a_mask_that_disagrees_with_its_shard_names_both_and_what_differs) {
@@ -112,26 +109,25 @@ TEST(LossMask, a_mask_that_disagrees_with_its_shard_names_both_and_what_differs)
 
   write_loss_mask(mask, std::vector<uint8_t>(49, 1));  // another shard's
   std::string msg = error_of([&] { Shard s(path, 257); });
-  EXPECT_TRUE(
-      has(msg, "loss mask " + mask + " holds 49 tokens but its shard " + path + " holds 50"))
-      << msg;
+  EXPECT_CONTAINS(msg,
+                  "loss mask " + mask + " holds 49 tokens but its shard " + path + " holds 50");
 
   std::vector<char> bytes = good;
   bytes.pop_back();  // truncated
   write_bytes(mask, bytes);
   msg = error_of([&] { Shard s(path, 257); });
-  EXPECT_TRUE(has(msg, "is truncated or oversized: the file has 1073 bytes")) << msg;
+  EXPECT_CONTAINS(msg, "is truncated or oversized: the file has 1073 bytes");
 
   bytes = good;
   bytes[0] ^= 1;  // magic
   write_bytes(mask, bytes);
-  EXPECT_TRUE(has(error_of([&] { Shard s(path, 257); }), "wrong magic"));
+  EXPECT_CONTAINS(error_of([&] { Shard s(path, 257); }), "wrong magic");
   bytes = good;
   bytes[4] = 2;  // version
   write_bytes(mask, bytes);
-  EXPECT_TRUE(has(error_of([&] { Shard s(path, 257); }), "unknown version 2"));
+  EXPECT_CONTAINS(error_of([&] { Shard s(path, 257); }), "unknown version 2");
   write_bytes(mask, std::vector<char>(100, 0));
-  EXPECT_TRUE(has(error_of([&] { Shard s(path, 257); }), "shorter than the 1024-byte header"));
+  EXPECT_CONTAINS(error_of([&] { Shard s(path, 257); }), "shorter than the 1024-byte header");
 }
 
 TEST(LossMask, a_mask_rewritten_while_open_is_an_error_naming_it) {
@@ -143,10 +139,10 @@ TEST(LossMask, a_mask_rewritten_while_open_is_an_error_naming_it) {
   write_bytes(loss_mask_path(path), bytes);  // in place: the open descriptor sees it
   std::vector<uint8_t> got(10);
   const std::string msg = error_of([&] { s.read_mask(15, 10, got.data()); });
-  EXPECT_TRUE(has(msg, "changed while it was being read: value 9 at position 20")) << msg;
+  EXPECT_CONTAINS(msg, "changed while it was being read: value 9 at position 20");
   bytes.resize(1024 + 10);
   write_bytes(loss_mask_path(path), bytes);
-  EXPECT_TRUE(has(error_of([&] { s.read_mask(15, 10, got.data()); }), "changed size"));
+  EXPECT_CONTAINS(error_of([&] { s.read_mask(15, 10, got.data()); }), "changed size");
 }
 
 // Target t of a window starting at token s is token s + t + 1: it is scored where mask[s + t + 1]
@@ -185,11 +181,10 @@ TEST(LossMask, shards_of_one_set_are_all_masked_or_none_is) {
   const std::string b = dir.file("train_001.bin");
   write_shard(b, std::vector<uint32_t>(40, 5), 257);
   std::string msg = error_of([&] { DataLoader l(options({a, b}, 1, 8, false)); });
-  EXPECT_TRUE(has(msg, "shard " + b + " has no loss mask (" + loss_mask_path(b) + ") but shard " +
-                           a + " has one"))
-      << msg;
+  EXPECT_CONTAINS(msg, "shard " + b + " has no loss mask (" + loss_mask_path(b) + ") but shard " +
+                           a + " has one");
   msg = error_of([&] { DataLoader l(options({b, a}, 1, 8, false)); });
-  EXPECT_TRUE(has(msg, "shard " + a + " has loss mask")) << msg;
+  EXPECT_CONTAINS(msg, "shard " + a + " has loss mask");
   write_loss_mask(loss_mask_path(b), std::vector<uint8_t>(40, 1));
   EXPECT_TRUE(DataLoader(options({a, b}, 1, 8, false)).loss_masked());
 }

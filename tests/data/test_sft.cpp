@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "config/expect_contains.h"
 #include "data/sft.h"
 #include "data/shard.h"
 #include "test_util.h"
@@ -18,10 +19,6 @@ using tessera::testing::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-bool has(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
 
 const std::string kTokenize = tessera::testing::bin_dir() + "/tokenize --tokenizer byte";
 
@@ -72,22 +69,22 @@ TEST(Sft, a_bad_example_names_the_file_the_line_or_element_and_the_key) {
   const auto msg = [](const std::string& text) {
     return error_of([&] { parse_sft_examples(text, "d.jsonl"); });
   };
-  EXPECT_TRUE(has(msg("{\"prompt\": \"a\"}\n{\"prompt\": \"a\", \"answer\": \"b\"}\n"),
-                  "d.jsonl line 2: unknown key \"answer\""));
-  EXPECT_TRUE(
-      has(msg("\n\n{\"prompt\": 3}"), "d.jsonl line 3: \"prompt\" is a number, not a string"));
-  EXPECT_TRUE(
-      has(msg("{\"prompt\": \"a\", \"output\": \"b\"}"), "line 1: prompt/response and Alpaca"));
-  EXPECT_TRUE(has(msg("{\"instruction\": \"a\"}"), "line 1: an Alpaca example needs \"output\""));
-  EXPECT_TRUE(has(msg("{\"output\": \"a\"}"), "line 1: an Alpaca example needs \"instruction\""));
-  EXPECT_TRUE(has(msg("{}"), "line 1: an empty example"));
-  EXPECT_TRUE(has(msg("{\"prompt\": \"\", \"response\": \"\"}"), "an empty example"));
-  EXPECT_TRUE(
-      has(msg("[\"text\"]"), "d.jsonl element 0: an example is a JSON object, not a string"));
-  EXPECT_TRUE(has(msg("{\"prompt\": \"a\",\n\"response\": \"b\"}"), "d.jsonl line 1: JSON error"));
-  EXPECT_TRUE(has(msg("{\"prompt\": \"a\", \"prompt\": \"b\"}"), "d.jsonl line 1"));
-  EXPECT_TRUE(has(msg(" \n\n"), "d.jsonl: no examples"));
-  EXPECT_TRUE(has(msg("[]"), "d.jsonl: no examples"));
+  EXPECT_CONTAINS(msg("{\"prompt\": \"a\"}\n{\"prompt\": \"a\", \"answer\": \"b\"}\n"),
+                  "d.jsonl line 2: unknown key \"answer\"");
+  EXPECT_CONTAINS(msg("\n\n{\"prompt\": 3}"),
+                  "d.jsonl line 3: \"prompt\" is a number, not a string");
+  EXPECT_CONTAINS(msg("{\"prompt\": \"a\", \"output\": \"b\"}"),
+                  "line 1: prompt/response and Alpaca");
+  EXPECT_CONTAINS(msg("{\"instruction\": \"a\"}"), "line 1: an Alpaca example needs \"output\"");
+  EXPECT_CONTAINS(msg("{\"output\": \"a\"}"), "line 1: an Alpaca example needs \"instruction\"");
+  EXPECT_CONTAINS(msg("{}"), "line 1: an empty example");
+  EXPECT_CONTAINS(msg("{\"prompt\": \"\", \"response\": \"\"}"), "an empty example");
+  EXPECT_CONTAINS(msg("[\"text\"]"),
+                  "d.jsonl element 0: an example is a JSON object, not a string");
+  EXPECT_CONTAINS(msg("{\"prompt\": \"a\",\n\"response\": \"b\"}"), "d.jsonl line 1: JSON error");
+  EXPECT_CONTAINS(msg("{\"prompt\": \"a\", \"prompt\": \"b\"}"), "d.jsonl line 1");
+  EXPECT_CONTAINS(msg(" \n\n"), "d.jsonl: no examples");
+  EXPECT_CONTAINS(msg("[]"), "d.jsonl: no examples");
 }
 
 // Prompt tokens unscored, the response's and the end of text scored; examples follow each other.
@@ -119,8 +116,8 @@ TEST(Sft, tokenize_writes_masks_beside_the_shards_and_splits_between_examples) {
                         &log),
             0)
       << log;
-  EXPECT_TRUE(has(log, "10 examples")) << log;
-  EXPECT_TRUE(has(log, "24 of the 96 train tokens and 6 of the 24 val tokens are scored")) << log;
+  EXPECT_CONTAINS(log, "10 examples");
+  EXPECT_CONTAINS(log, "24 of the 96 train tokens and 6 of the 24 val tokens are scored");
   const Shard t0(out + "/train_000.bin", 257), t1(out + "/train_001.bin", 257);
   const Shard v0(out + "/val_000.bin", 257);
   ASSERT_TRUE(t0.has_loss_mask() && t1.has_loss_mask() && v0.has_loss_mask());
@@ -144,15 +141,15 @@ TEST(Sft, tokenize_writes_masks_beside_the_shards_and_splits_between_examples) {
   fs::remove(out + "/train_000.bin"), fs::remove(out + "/train_001.bin"),
       fs::remove(out + "/val_000.bin");
   EXPECT_EQ(run_command(kTokenize + " --format sft --input " + in + " --output " + out, &log), 1);
-  EXPECT_TRUE(has(log, "already holds shards (train_000.mask")) << log;
+  EXPECT_CONTAINS(log, "already holds shards (train_000.mask");
   EXPECT_EQ(
       run_command(kTokenize + " --format chat --input " + in + " --output " + tmp.file("o2"), &log),
       1);
-  EXPECT_TRUE(has(log, "--format must be text or sft, got 'chat'")) << log;
+  EXPECT_CONTAINS(log, "--format must be text or sft, got 'chat'");
   const std::string bad = tmp.write("bad.jsonl", "{\"prompt\": \"a\"}\n{\"promt\": \"b\"}\n");
   EXPECT_EQ(
       run_command(kTokenize + " --format sft --input " + bad + " --output " + tmp.file("o3"), &log),
       1);
-  EXPECT_TRUE(has(log, bad + " line 2: unknown key \"promt\"")) << log;
+  EXPECT_CONTAINS(log, bad + " line 2: unknown key \"promt\"");
   EXPECT_FALSE(fs::exists(tmp.file("o3")));
 }

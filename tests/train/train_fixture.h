@@ -105,6 +105,14 @@ inline std::map<int64_t, std::string> metric(const std::filesystem::path& file,
   return out;
 }
 
+// The same values as numbers, in step order.
+inline std::vector<double> metric_values(const std::filesystem::path& file,
+                                         const std::string& key) {
+  std::vector<double> out;
+  for (const auto& [step, v] : metric(file, key)) out.push_back(std::stod(v));
+  return out;
+}
+
 // Copies checkpoint `file` and its digest file into `dir`, replacing files of those names.
 inline void copy_checkpoint(const std::filesystem::path& file, const std::filesystem::path& dir) {
   for (const std::filesystem::path& f : {file, std::filesystem::path(file.string() + ".sha256")})
