@@ -1,7 +1,7 @@
 // build/eval --checkpoint checkpoints/tiny [--data 'data/kjv/byte/val_*.bin'] [--batches 20]
 //            [--batch-size B] [--base BASE] [--contexts 128,256,512,1024]
 //            [--rope-scaling yarn --rope-factor 8|auto] [--set model.rope_scaling.KEY=V]
-//            [--per-position losses.csv|.json] [--stride S]
+//            [--per-position losses.csv|.json] [--stride S] [--windows packed|example]
 // Mean cross-entropy (nats per token) and perplexity of a checkpoint on a token set: by default the
 // validation split its config names, read in order from the start, as training's validation does.
 // A LoRA checkpoint is evaluated on top of its base (the one it recorded, or --base).
@@ -24,6 +24,9 @@
 // --stride S scores the same tokens with a window that slides by S (train::evaluate_strided): each
 // token with at least T - S tokens of context instead of those since its window began (at every
 // context T of --contexts, each >= S); it costs about T / S times the forward passes.
+// --windows: how the data is cut, as data.windows in training (data/loader.h): packed windows, or
+// one per example of a `tokenize --format sft` set (the checkpoint's config says which by default;
+// a fine-tuned model evaluated on plain text shards needs --windows packed).
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -149,29 +152,44 @@ void write_positions(const std::string& path,
   }
 }
 
-// The token counts of the shards pattern (given by `what`) names, each opened (and checked) once
-// for every context; *masked: whether they have loss masks.
-std::vector<int64_t> shard_tokens(const std::string& pattern, const std::string& what,
-                                  int64_t vocab_size, bool* masked) {
+// What the shards pattern (given by `what`) names hold, each opened (and checked) once for every
+// context: their token counts, whether they have loss masks, and the examples those mark.
+struct ShardCounts {
   std::vector<int64_t> tokens;
-  *masked = false;
+  bool masked = false;
+  int64_t examples = 0;
+};
+
+// examples: the windows are examples (--windows example), so every shard must mark them.
+ShardCounts count_shards(const std::string& pattern, const std::string& what, int64_t vocab_size,
+                         bool examples) {
+  ShardCounts c;
   for (const std::string& file : data::expand_glob(pattern, what)) {
     const data::Shard shard(file, vocab_size);
-    tokens.push_back(shard.size());
-    *masked = *masked || shard.has_loss_mask();
+    TESSERA_CHECK(!examples || shard.has_example_starts(), "shard ", file, " (", what,
+                  ") marks no examples (no version 2 loss mask beside it), but the windows are "
+                  "examples (data.windows: example in the checkpoint's config, or --windows): "
+                  "pass --windows packed to evaluate it in windows cut from the stream");
+    c.tokens.push_back(shard.size());
+    c.masked = c.masked || shard.has_loss_mask();
+    c.examples += int64_t(shard.example_starts().size());
   }
-  return tokens;
+  return c;
 }
 
-// The batches an evaluation of `batches` at `at`'s batch size and length reads from shards of
-// these token counts: fewer when the data runs out (train::evaluate and position_losses stop
-// there, as their unshuffled loader does: whole batches of windows). An error when not one batch.
-int64_t batches_read(const Config& at, const std::vector<int64_t>& tokens,
-                     const std::string& pattern, int64_t batches) {
+// The batches an evaluation of `batches` at `at`'s batch size and length reads from these shards:
+// fewer when the data runs out (train::evaluate and position_losses stop there, as their
+// unshuffled loader does: whole batches of windows). An error when not one batch.
+int64_t batches_read(const Config& at, const ShardCounts& shards, const std::string& pattern,
+                     int64_t batches) {
   const int64_t T = at.sequence_length(), B = at.train.batch_size;
-  const int64_t windows = data::count_windows(tokens, T);
-  TESSERA_CHECK(windows >= B, pattern, " holds ", windows, " windows of ", T + 1,
-                " tokens (context ", T, " + 1), fewer than one batch of ", B);
+  const bool examples = at.data.windows == "example";
+  const int64_t windows = examples ? shards.examples : data::count_windows(shards.tokens, T);
+  TESSERA_CHECK(windows >= B, pattern, " holds ", windows,
+                examples ? " examples (a window each)"
+                         : " windows of " + std::to_string(T + 1) + " tokens (context " +
+                               std::to_string(T) + " + 1)",
+                ", fewer than one batch of ", B);
   return std::min(batches, windows / B);
 }
 
@@ -181,8 +199,9 @@ std::string batch_count(int64_t lo, int64_t hi) {
   return std::to_string(lo) + (hi != lo ? "-" + std::to_string(hi) : "") + " batches";
 }
 
-// --stride S in the header: the same tokens, scored by windows that move by S.
-std::string stride_note(int64_t stride) {
+// --stride S in the header: the same tokens, scored by windows that move by S; or example windows.
+std::string windows_note(int64_t stride, const Config& cfg) {
+  if (cfg.data.windows == "example") return "; a window per example";
   if (!stride) return "";
   return "; windows sliding by " + std::to_string(stride) + ", each token scored once";
 }
@@ -209,7 +228,8 @@ int main(int argc, char** argv) {
                                    cxxopts::value<std::string>())(
         "rope-scaling", "scale RoPE for this evaluation: none, linear, dynamic, yarn or llama3",
         cxxopts::value<std::string>())(
-        "rope-factor", "the scaling factor, or auto (context / trained length at each context; 1 for dynamic, "
+        "rope-factor",
+        "the scaling factor, or auto (context / trained length at each context; 1 for dynamic, "
         "whose base follows the length)",
         cxxopts::value<std::string>())(
         "set", "model.rope_scaling.KEY=VALUE (repeatable): the other scaling keys",
@@ -219,7 +239,11 @@ int main(int argc, char** argv) {
         cxxopts::value<std::string>())("stride",
                                        "slide each window by S tokens and score only the tokens it "
                                        "adds (every token then has >= T - S of context)",
-                                       cxxopts::value<int64_t>())("h,help", "show this help");
+                                       cxxopts::value<int64_t>())(
+        "windows",
+        "packed (windows cut from the token stream) or example (one per example of a "
+        "tokenize --format sft set); default: the checkpoint config's data.windows",
+        cxxopts::value<std::string>())("h,help", "show this help");
     train::add_model_options(options);
     train::add_device_option(options);
     cxxopts::ParseResult args;
@@ -248,6 +272,15 @@ int main(int argc, char** argv) {
     train::place_loaded(m, args);
     Config cfg = m.config;
     if (batch_size) cfg.train.batch_size = batch_size;
+    if (args.count("windows")) {
+      cfg.data.windows = args["windows"].as<std::string>();
+      data::parse_window_mode(cfg.data.windows, "command line: --windows");
+    }
+    const bool examples = cfg.data.windows == "example";
+    TESSERA_CHECK(!examples || !stride,
+                  "command line: --stride slides a window along the token "
+                  "stream, but the windows are examples (data.windows: example in ",
+                  m.path, "'s config, or --windows): pass --windows packed with it");
     const std::string data = args.count("data") ? args["data"].as<std::string>() : cfg.data.val;
 
     // RoPE scaling: overrides of model.rope_scaling only; the weights stay as trained.
@@ -290,12 +323,11 @@ int main(int argc, char** argv) {
       return mean;
     };
 
-    bool masked = false;
-    const std::vector<int64_t> tokens_in =
-        shard_tokens(data, args.count("data") ? "--data" : "data.val of " + m.path,
-                     cfg.model.vocab_size, &masked);
+    const ShardCounts tokens_in =
+        count_shards(data, args.count("data") ? "--data" : "data.val of " + m.path,
+                     cfg.model.vocab_size, examples);
     // The loader refuses a set that mixes masked and unmasked shards, naming them.
-    if (masked)
+    if (tokens_in.masked)
       std::printf(
           "note: %s has loss masks (tokenize --format sft): the loss and ppl are over the "
           "targets they keep (the responses), not every token\n",
@@ -333,7 +365,7 @@ int main(int argc, char** argv) {
       std::printf("%s%s%s on %s (%s of ~%ld tokens%s; trained at %ld%s%s)\n", m.path.c_str(),
                   m.lora ? " on base " : "", m.base_path.c_str(), data.c_str(),
                   batch_count(lo, hi).c_str(), long(tokens), fewer_note(lo, batches).c_str(),
-                  long(cfg.sequence_length()), scaling_note, stride_note(stride).c_str());
+                  long(cfg.sequence_length()), scaling_note, windows_note(stride, cfg).c_str());
       std::printf("%10s %10s %10s\n", "context", "loss", "ppl");
       for (int64_t T : contexts) {
         if (!runs(T)) {
@@ -359,7 +391,7 @@ int main(int argc, char** argv) {
                   m.lora ? " on base " : "", m.base_path.c_str(), loss, std::exp(loss),
                   data.c_str(), batch_count(n, n).c_str(), long(cfg.train.batch_size),
                   long(cfg.sequence_length()), fewer_note(n, batches).c_str(), scaling_note,
-                  stride_note(stride).c_str());
+                  windows_note(stride, cfg).c_str());
     }
     if (!per_position.empty()) write_positions(per_position, series);
     return 0;

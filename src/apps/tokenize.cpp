@@ -13,9 +13,10 @@
 // --format sft: each input holds prompt / response examples (data/sft.h: JSON Lines or a JSON
 // array; Alpaca's instruction / input / output too). The stream is the examples one after another,
 // each ending with the end-of-text id, and each shard gets a loss mask beside it (train_000.mask:
-// 1 for a response's tokens and its end of text, 0 for a prompt's), so training scores the
-// responses only. The validation split is the last examples, whole, nearest to val_fraction of
-// the tokens.
+// 1 for a response's tokens and its end of text, 0 for a prompt's, and each example's first token
+// marked), so training scores the responses only. The validation split is the last examples,
+// whole, nearest to val_fraction of the tokens; a shard holds whole examples (it ends at the last
+// example that fits in --shard-tokens).
 //
 // An --output that already holds shards (train_*.bin, val_*.bin) or masks is refused: a loader
 // globbing train_*.bin would read old and new ones together. So is an input that is empty or
@@ -157,6 +158,20 @@ std::string shard_path(const std::string& prefix, const std::string& split, int 
   return (fs::path(prefix) / name).string();
 }
 
+// The end of the shard that starts at token `begin` of n: begin + shard_tokens, or, where the mask
+// marks example starts, the last start in (begin, begin + shard_tokens], so that no example is cut
+// in two (an example longer than shard_tokens fills a shard alone).
+size_t shard_end(const std::vector<uint8_t>& mask, size_t begin, int64_t shard_tokens, size_t n) {
+  const size_t limit = std::min(n, begin + size_t(shard_tokens));
+  if (mask.empty() || limit == n) return limit;
+  const auto starts = [&](size_t i) { return (mask[i] & kMaskExampleStart) != 0; };
+  for (size_t e = limit; e > begin; --e)
+    if (starts(e)) return e;
+  size_t e = limit + 1;
+  while (e < n && !starts(e)) ++e;
+  return e;
+}
+
 // Writes tokens as prefix/<split>_000.bin, _001.bin, ... into a directory that holds no shards,
 // each with its part of mask beside it (loss_mask_path) when mask is not empty, appending each
 // path to *written before its file appears. Returns this split's shard paths.
@@ -165,8 +180,8 @@ std::vector<std::string> write_split(const std::string& prefix, const std::strin
                                      const std::vector<uint8_t>& mask, int64_t shard_tokens,
                                      int64_t vocab_size, std::vector<std::string>* written) {
   std::vector<std::string> paths;
-  for (size_t begin = 0; begin < tokens.size(); begin += size_t(shard_tokens)) {
-    const size_t end = std::min(tokens.size(), begin + size_t(shard_tokens));
+  for (size_t begin = 0, end = 0; begin < tokens.size(); begin = end) {
+    end = shard_end(mask, begin, shard_tokens, tokens.size());
     paths.push_back(shard_path(prefix, split, int(paths.size())));
     if (!mask.empty()) {  // the mask first: a shard is never on disk without it
       written->push_back(loss_mask_path(paths.back()));
@@ -371,7 +386,7 @@ int run(int argc, char** argv) {
   }
   if (sft) {
     const auto ones = [](const std::vector<uint8_t>& m) {
-      return int64_t(std::count(m.begin(), m.end(), uint8_t(1)));
+      return int64_t(std::count_if(m.begin(), m.end(), [](uint8_t b) { return b & kMaskScored; }));
     };
     std::printf(
         "tokenize: loss masks beside each shard (.mask): %lld of the %zu train tokens "

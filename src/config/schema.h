@@ -59,6 +59,7 @@ void visit_section(S& s, F&& f) {
   f("tokenizer_dir", s.tokenizer_dir);
   f("train", s.train);
   f("val", s.val);
+  f("windows", s.windows);
 }
 
 template <Section<TrainConfig> S, typename F>

@@ -218,6 +218,7 @@ void check_data(const Config& c, Problems& p) {
   if (d.tokenizer != "byte") p.non_empty("data.tokenizer_dir", d.tokenizer_dir);
   p.non_empty("data.train", d.train);
   p.non_empty("data.val", d.val);
+  p.one_of("data.windows", d.windows, {"packed", "example"});
   const int64_t need = tokenizer_vocab(d.tokenizer);
   if (c.model.vocab_size > 0 && c.model.vocab_size < need) {
     p.add("model.vocab_size (", c.model.vocab_size, ") is smaller than the ", d.tokenizer,

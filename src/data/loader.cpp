@@ -4,7 +4,8 @@
 //
 // Invariants:
 //  - Window w of the concatenated window list lives in shard s with first_window_[s] <= w <
-//    first_window_[s + 1] and starts at token (w - first_window_[s]) * T of that shard.
+//    first_window_[s + 1]; packed, it starts at token (w - first_window_[s]) * T of that shard;
+//    with example windows it is the shard's example w - first_window_[s] (its example_starts()).
 //  - next() at position p reads windows order[p, p + W * B); this rank reads the slice
 //    [p + rank * B, p + (rank + 1) * B) of it. The order is recomputed, never stored in the state.
 //  - 0 <= position_ < used_windows() between calls: next() rolls over to the next epoch as soon as
@@ -45,19 +46,31 @@ void shuffle_windows(std::vector<int64_t>& order, uint64_t seed, int64_t epoch) 
 
 }  // namespace
 
-int64_t read_window(const Shard& shard, int64_t start, int64_t T, int32_t* inputs, int32_t* targets,
-                    WindowBuffer& scratch) {
-  scratch.tokens.resize(size_t(T + 1));
-  shard.read(start, T + 1, scratch.tokens.data());
-  for (int64_t t = 0; t < T; ++t) {
+WindowMode parse_window_mode(const std::string& name, const std::string& key) {
+  if (name == "packed") return WindowMode::Packed;
+  if (name == "example") return WindowMode::Example;
+  TESSERA_FAIL(key, ": unknown window mode '", name, "' (packed | example)");
+}
+
+int64_t read_example(const Shard& shard, int64_t start, int64_t end, int64_t T, int32_t* inputs,
+                     int32_t* targets, WindowBuffer& scratch) {
+  TESSERA_CHECK(start < end, "read_example: an empty range [", start, ", ", end, ") of ",
+                shard.path());
+  const int64_t first = std::max(start, end - (T + 1));  // the last T + 1 tokens at most
+  const int64_t n = end - first - 1;                     // targets: tokens first + 1 .. end - 1
+  scratch.tokens.resize(size_t(n + 1));
+  shard.read(first, n + 1, scratch.tokens.data());
+  for (int64_t t = 0; t < n; ++t) {
     inputs[t] = int32_t(scratch.tokens[size_t(t)]);
     targets[t] = int32_t(scratch.tokens[size_t(t + 1)]);
   }
-  if (!shard.has_loss_mask()) return T;
-  scratch.mask.resize(size_t(T));
-  shard.read_mask(start + 1, T, scratch.mask.data());  // target t is token start + t + 1
+  std::fill(inputs + n, inputs + T, 0);
+  std::fill(targets + n, targets + T, kIgnoreTarget);
+  if (!shard.has_loss_mask()) return n;
+  scratch.mask.resize(size_t(n));
+  shard.read_mask(first + 1, n, scratch.mask.data());  // target t is token first + t + 1
   int64_t scored = 0;
-  for (int64_t t = 0; t < T; ++t) {
+  for (int64_t t = 0; t < n; ++t) {
     if (!scratch.mask[size_t(t)]) targets[t] = kIgnoreTarget;
     scored += scratch.mask[size_t(t)];
   }
@@ -97,18 +110,27 @@ DataLoader::DataLoader(LoaderOptions options) : options_(std::move(options)) {
                 " is not in [0, world = ", o.world, ")");
 
   const int64_t T = o.seq_len;
+  const bool examples = o.windows == WindowMode::Example;
   shards_.reserve(o.files.size());
   first_window_.assign(1, 0);
   for (const std::string& file : o.files) {
     shards_.emplace_back(file, o.vocab_size, o.format);
+    TESSERA_CHECK(!examples || shards_.back().has_example_starts(), "shard ", file,
+                  shards_.back().has_loss_mask()
+                      ? " has a version 1 loss mask, which marks no examples,"
+                      : " has no loss mask (" + loss_mask_path(file) + "), so no examples,",
+                  " but data.windows is example (one window per example): tokenize the examples "
+                  "(again) with --format sft, or set data.windows: packed");
     const int64_t written = shards_.back().written_vocab();
     TESSERA_CHECK(o.tokenizer.empty() || written == 0 || (o.tokenizer == "byte") == (written == 257),
                   "shard ", file, " was written for a vocabulary of ", written,
                   written == 257 ? " (the byte tokenizer's)" : " (not the byte tokenizer's 257)",
                   ", but data.tokenizer is ", o.tokenizer, ": tokenize the corpus with --tokenizer ",
                   o.tokenizer, ", or set data.tokenizer and model.vocab_size for these shards");
-    first_window_.push_back(first_window_.back() + count_windows({shards_.back().size()}, T));
+    if (!examples)
+      first_window_.push_back(first_window_.back() + count_windows({shards_.back().size()}, T));
   }
+  if (examples) count_examples();
   total_windows_ = first_window_.back();
   // Loss masks on every shard or on none: a shard without one among masked ones would train on
   // its prompts too, silently.
@@ -119,6 +141,8 @@ DataLoader::DataLoader(LoaderOptions options) : options_(std::move(options)) {
                   shards_[0].has_loss_mask() ? " has" : " has no",
                   " one: the shards of a set are all masked (tokenize --format sft) or none is");
 
+  TESSERA_CHECK(!examples || total_windows_ > 0, "DataLoader: the shards (", o.files[0],
+                o.files.size() > 1 ? " and more" : "", ") mark no example in their loss masks");
   if (total_windows_ == 0) {
     std::ostringstream sizes;
     int64_t total_tokens = 0;
@@ -135,18 +159,37 @@ DataLoader::DataLoader(LoaderOptions options) : options_(std::move(options)) {
   const std::string shards = o.files.size() == 1 ? o.files[0]
                                                  : o.files[0] + " and " +
                                                        std::to_string(o.files.size() - 1) + " more";
+  // "windows of 65 tokens" | "examples (one window each)"
+  const std::string unit =
+      examples ? "examples (a window each)" : "windows of " + std::to_string(T + 1) + " tokens";
   TESSERA_CHECK(total_windows_ >= global, "DataLoader: the shards (", shards, ") hold ",
-                total_windows_,
-                " windows of ", T + 1, " tokens, fewer than one global batch of world x batch_size = ",
-                o.world, " x ", o.batch_size, " = ", global);
+                total_windows_, " ", unit,
+                ", fewer than one global batch of world x batch_size = ", o.world, " x ",
+                o.batch_size, " = ", global);
   if (options_.step_windows == 0) options_.step_windows = global;
   TESSERA_CHECK(options_.step_windows % global == 0, "DataLoader: step_windows ",
                 options_.step_windows, " is not a multiple of world x batch_size = ", o.world, " x ",
                 o.batch_size, " = ", global);
   TESSERA_CHECK(total_windows_ >= options_.step_windows, "DataLoader: the shards (", shards,
-                ") hold ", total_windows_, " windows of ", T + 1, " tokens, fewer than one optimizer step of ",
+                ") hold ", total_windows_, " ", unit, ", fewer than one optimizer step of ",
                 options_.step_windows, " windows");
   seed_ = o.seed;
+}
+
+void DataLoader::count_examples() {
+  const int64_t T = options_.seq_len;
+  int64_t targets = 0;
+  for (const Shard& s : shards_) {
+    const std::vector<int64_t>& starts = s.example_starts();
+    first_window_.push_back(first_window_.back() + int64_t(starts.size()));
+    for (size_t i = 0; i < starts.size(); ++i) {
+      const int64_t length = (i + 1 < starts.size() ? starts[i + 1] : s.size()) - starts[i];
+      examples_cut_ += length > T + 1;
+      targets += std::min(length, T + 1) - 1;
+    }
+  }
+  const int64_t windows = first_window_.back();
+  window_fill_ = windows ? double(targets) / double(windows * T) : 0;
 }
 
 int64_t DataLoader::used_windows() const {
@@ -167,13 +210,22 @@ void DataLoader::ensure_order() {
   order_epoch_ = epoch_;
 }
 
-const Shard& DataLoader::locate(int64_t window, int64_t* start) const {
+const Shard& DataLoader::locate(int64_t window, int64_t* start, int64_t* end) const {
   // The last shard whose first window is <= window; shards without windows are skipped because
   // their first_window_ equals the next shard's.
   auto it = std::upper_bound(first_window_.begin(), first_window_.end(), window);
   const size_t s = size_t(it - first_window_.begin()) - 1;
-  *start = (window - first_window_[s]) * options_.seq_len;
-  return shards_[s];
+  const int64_t i = window - first_window_[s];  // the shard's window i
+  const Shard& shard = shards_[s];
+  if (options_.windows == WindowMode::Packed) {
+    *start = i * options_.seq_len;
+    *end = *start + options_.seq_len + 1;
+  } else {
+    const std::vector<int64_t>& starts = shard.example_starts();
+    *start = starts[size_t(i)];
+    *end = size_t(i) + 1 < starts.size() ? starts[size_t(i) + 1] : shard.size();
+  }
+  return shard;
 }
 
 Batch DataLoader::next() {
@@ -190,9 +242,9 @@ Batch DataLoader::next() {
   for (int64_t b = 0; b < B; ++b) {
     const int64_t slot = first + b;
     const int64_t window = options_.shuffle ? order_[size_t(slot)] : slot;
-    int64_t start = 0;
-    const Shard& shard = locate(window, &start);  // sets start: before it is passed on
-    read_window(shard, start, T, in + b * T, tg + b * T, scratch);
+    int64_t start = 0, end = 0;
+    const Shard& shard = locate(window, &start, &end);  // sets them: before they are passed on
+    read_example(shard, start, end, T, in + b * T, tg + b * T, scratch);
   }
 
   position_ += per_call;

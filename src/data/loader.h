@@ -30,6 +30,16 @@
 // kIgnoreTarget, which the loss skips (a prompt's tokens in supervised fine-tuning); the inputs
 // are the tokens as ever. Every shard of a loader has a mask or none does.
 //
+// Example windows (WindowMode::Example, the config's data.windows: example): instead of the cuts
+// above, each example of a supervised fine-tuning set (its first token marked in a version 2 loss
+// mask, tokenize --format sft) is a window of its own, so no row holds the end of one example and
+// the start of the next, and no example starts at a row's middle with the one before as context.
+// An example of L <= T + 1 tokens fills inputs [0, L - 1) and targets [0, L - 1); the rest of the
+// row is padding (input id 0, target kIgnoreTarget: a causal model's scored positions never see
+// it). A longer example keeps its last T + 1 tokens, the response the loss scores; its first ones
+// are cut (examples_cut() counts such examples). The order, positions and state are as above,
+// counted in examples.
+//
 // State: (seed, epoch, position) with position the index of the next window in the epoch's order;
 // it holds no reference to files, so a checkpoint stays valid as long as the shards, T and the
 // windows per step are the same.
@@ -47,6 +57,10 @@ namespace tessera::data {
 // The target of a token the loss does not score: cross_entropy's ignore index (ops/softmax.h).
 constexpr int32_t kIgnoreTarget = -100;
 
+enum class WindowMode { Packed, Example };
+// "packed" | "example" (the config's data.windows); anything else is an error naming `key`.
+WindowMode parse_window_mode(const std::string& name, const std::string& key);
+
 struct LoaderOptions {
   std::vector<std::string> files;  // shards, read in this order (see expand_glob)
   int64_t batch_size = 0;          // B, per rank
@@ -60,6 +74,7 @@ struct LoaderOptions {
   int rank = 0, world = 1;
   int64_t step_windows = 0;  // S: windows per optimizer step over all ranks; 0 = world * batch_size
   ShardFormat format = ShardFormat::Header;
+  WindowMode windows = WindowMode::Packed;
 };
 
 struct LoaderState {
@@ -96,16 +111,24 @@ class DataLoader {
   uint32_t contents_fingerprint() const;
   const std::vector<Shard>& shards() const { return shards_; }  // open, in options().files order
   bool loss_masked() const { return shards_[0].has_loss_mask(); }  // every shard has a mask
+  // Example windows: the examples longer than T + 1 tokens (their first tokens cut), and the share
+  // of all windows' targets that hold an example's tokens rather than padding (1 when packed).
+  int64_t examples_cut() const { return examples_cut_; }
+  double window_fill() const { return window_fill_; }
 
  private:
   void roll_over();     // starts the next epoch when fewer than W * B used windows are left
   void ensure_order();  // (re)computes order_ for (seed_, epoch_) when they changed
-  const Shard& locate(int64_t window, int64_t* start) const;  // shard of a window, its first token
+  // The shard of a window and its tokens [*start, *end) (T + 1 of them when packed).
+  const Shard& locate(int64_t window, int64_t* start, int64_t* end) const;
+  void count_examples();  // example windows: first_window_, examples_cut_, window_fill_
 
   LoaderOptions options_;
   std::vector<Shard> shards_;
   std::vector<int64_t> first_window_;  // first_window_[s] = windows in shards [0, s); size S + 1
   int64_t total_windows_ = 0;
+  int64_t examples_cut_ = 0;
+  double window_fill_ = 1;
 
   uint64_t seed_ = 0;
   int64_t epoch_ = 0, position_ = 0;
@@ -114,15 +137,20 @@ class DataLoader {
   int64_t order_epoch_ = -1;    // -1: not computed yet
 };
 
-// One window: tokens [start, start + T] of shard into inputs[0, T) and targets[0, T) (the tokens
-// one later, kIgnoreTarget where the shard's loss mask says 0). Returns the targets scored (T
-// without a mask). scratch: buffers reused from call to call.
+// One window: the last (at most) T + 1 of tokens [start, end) of shard into inputs[0, T) and
+// targets[0, T) (the tokens one later, kIgnoreTarget where the shard's loss mask says 0), padded
+// past them (input 0, target kIgnoreTarget). Returns the targets scored. scratch: buffers reused
+// from call to call. read_window is a packed window, tokens [start, start + T].
 struct WindowBuffer {
   std::vector<uint32_t> tokens;
   std::vector<uint8_t> mask;
 };
-int64_t read_window(const Shard& shard, int64_t start, int64_t T, int32_t* inputs, int32_t* targets,
-                    WindowBuffer& scratch);
+int64_t read_example(const Shard& shard, int64_t start, int64_t end, int64_t T, int32_t* inputs,
+                     int32_t* targets, WindowBuffer& scratch);
+inline int64_t read_window(const Shard& shard, int64_t start, int64_t T, int32_t* inputs,
+                           int32_t* targets, WindowBuffer& scratch) {
+  return read_example(shard, start, start + T + 1, T, inputs, targets, scratch);
+}
 
 // The windows of seq_len + 1 tokens (above) that shards of these token counts hold: the sum over
 // shards of (n - 1) / seq_len. DataLoader counts so; eval counts the batches it will read so at

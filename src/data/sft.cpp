@@ -5,6 +5,7 @@
 
 #include "checkpoint/json.h"
 #include "core/error.h"
+#include "data/shard.h"  // kMaskScored, kMaskExampleStart
 
 namespace tessera::data {
 namespace {
@@ -98,7 +99,8 @@ void append_sft_example(const Tokenizer& tok, const SftExample& example,
   mask.insert(mask.end(), prompt.size(), uint8_t(0));
   tokens.insert(tokens.end(), response.begin(), response.end());
   tokens.push_back(tok.eot_id());
-  mask.insert(mask.end(), response.size() + 1, uint8_t(1));
+  mask.insert(mask.end(), response.size() + 1, kMaskScored);
+  mask[mask.size() - (prompt.size() + response.size() + 1)] |= kMaskExampleStart;
 }
 
 }  // namespace tessera::data

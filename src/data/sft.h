@@ -18,8 +18,10 @@
 //
 // In the stream an example is its prompt's tokens (mask 0), its response's (mask 1) and the
 // end-of-text id (mask 1: the model learns to stop), so examples follow each other with an
-// end-of-text between them. The prompt and the response are encoded apart (the tokens at their
-// seam are those of the response's start, whatever the prompt's end).
+// end-of-text between them. The example's first token also has the mask's example-start bit
+// (shard.h: kMaskExampleStart), so a loader can window each example alone. The prompt and the
+// response are encoded apart (the tokens at their seam are those of the response's start, whatever
+// the prompt's end).
 #pragma once
 
 #include <cstdint>

@@ -40,6 +40,10 @@ namespace {
 
 constexpr int64_t kHeaderBytes = kShardHeaderInts * int64_t(sizeof(int32_t));  // 1024
 constexpr int64_t kScanTokens = int64_t(1) << 18;  // tokens per read of the id scan at open
+constexpr uint8_t kMaskBits = kMaskScored | kMaskExampleStart;
+
+// The largest byte a mask of this version holds.
+uint8_t max_mask_byte(int version) { return version == 1 ? kMaskScored : kMaskBits; }
 
 std::string errno_str() { return std::strerror(errno); }
 
@@ -179,8 +183,8 @@ void write_loss_mask(const std::string& path, const std::vector<uint8_t>& mask) 
                 "write_loss_mask: ", path, ": ", mask.size(),
                 " tokens do not fit the header's int32 count");
   for (size_t i = 0; i < mask.size(); ++i)
-    TESSERA_CHECK(mask[i] <= 1, "write_loss_mask: ", path, ": value ", int(mask[i]),
-                  " at position ", i, " is not 0 or 1");
+    TESSERA_CHECK(mask[i] <= kMaskBits, "write_loss_mask: ", path, ": value ", int(mask[i]),
+                  " at position ", i, " has a bit other than scored (1) and example start (2)");
   int32_t header[kShardHeaderInts] = {};
   header[0] = kMaskMagic;
   header[1] = kMaskVersion;
@@ -200,8 +204,10 @@ void Shard::open_mask(const std::string& mask_path) {
     fail_changed_size(mask_fd_, path, "the header's first 3 ints", sizeof(header));
   TESSERA_CHECK(header[0] == kMaskMagic, "loss mask ", path, ": wrong magic ", header[0],
                 " (expected ", kMaskMagic, ")");
-  TESSERA_CHECK(header[1] == kMaskVersion, "loss mask ", path, ": unknown version ", header[1],
-                " (expected ", kMaskVersion, ")");
+  TESSERA_CHECK(header[1] == 1 || header[1] == kMaskVersion, "loss mask ", path,
+                ": unknown version ", header[1], " (expected 1 or ", kMaskVersion, ")");
+  mask_version_ = header[1];
+  const uint8_t max_byte = max_mask_byte(mask_version_);
   TESSERA_CHECK(header[2] == count_, "loss mask ", path, " holds ", header[2],
                 " tokens but its shard ", path_, " holds ", count_,
                 " (were they written by different runs of tokenize?)");
@@ -216,9 +222,12 @@ void Shard::open_mask(const std::string& mask_path) {
       fail_changed_size(mask_fd_, path, "mask bytes", kHeaderBytes + first + n);
     mask_crc_ = crc32c(raw.data(), size_t(n), mask_crc_);
     for (int64_t i = 0; i < n; ++i) {
-      TESSERA_CHECK(raw[size_t(i)] <= 1, "loss mask ", path, ": value ", int(raw[size_t(i)]),
-                    " at position ", first + i, " is not 0 or 1");
-      mask_scored_ += raw[size_t(i)];
+      const uint8_t byte = raw[size_t(i)];
+      TESSERA_CHECK(byte <= max_byte, "loss mask ", path, ": value ", int(byte), " at position ",
+                    first + i, " is not one a version ", mask_version_, " mask holds (0 to ",
+                    int(max_byte), ")");
+      mask_scored_ += byte & kMaskScored;
+      if (byte & kMaskExampleStart) example_starts_.push_back(first + i);
     }
   }
 }
@@ -235,10 +244,14 @@ void Shard::read_mask(int64_t start, int64_t n, uint8_t* out) const {
         mask_fd_, mask_path_,
         "mask bytes [" + std::to_string(start) + ", " + std::to_string(start + n) + ")",
         offset + n);
-  for (int64_t i = 0; i < n; ++i)
-    TESSERA_CHECK(out[i] <= 1, "loss mask ", mask_path_, " changed while it was being read: value ",
-                  int(out[i]), " at position ", start + i,
-                  " is not 0 or 1 (was it rewritten in place?)");
+  const uint8_t max_byte = max_mask_byte(mask_version_);
+  for (int64_t i = 0; i < n; ++i) {
+    TESSERA_CHECK(out[i] <= max_byte, "loss mask ", mask_path_,
+                  " changed while it was being read: value ", int(out[i]), " at position ",
+                  start + i, " is not one a version ", mask_version_,
+                  " mask holds (was it rewritten in place?)");
+    out[i] &= kMaskScored;
+  }
 }
 
 Shard::Shard(const std::string& path, int64_t vocab_size, ShardFormat format)
@@ -375,8 +388,10 @@ Shard::Shard(Shard&& other) noexcept
       crc_(other.crc_),
       mask_path_(std::move(other.mask_path_)),
       mask_fd_(std::exchange(other.mask_fd_, -1)),
+      mask_version_(other.mask_version_),
       mask_scored_(other.mask_scored_),
-      mask_crc_(other.mask_crc_) {}
+      mask_crc_(other.mask_crc_),
+      example_starts_(std::move(other.example_starts_)) {}
 
 Shard& Shard::operator=(Shard&& other) noexcept {
   if (this != &other) {
@@ -392,8 +407,10 @@ Shard& Shard::operator=(Shard&& other) noexcept {
     crc_ = other.crc_;
     mask_path_ = std::move(other.mask_path_);
     mask_fd_ = std::exchange(other.mask_fd_, -1);
+    mask_version_ = other.mask_version_;
     mask_scored_ = other.mask_scored_;
     mask_crc_ = other.mask_crc_;
+    example_starts_ = std::move(other.example_starts_);
   }
   return *this;
 }

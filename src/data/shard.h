@@ -8,10 +8,12 @@
 //
 // Loss masks (tessera's; supervised fine-tuning, `tokenize --format sft`): beside a shard
 // `train_000.bin`, an optional `train_000.mask` says which tokens are scored as targets: a 256 x
-// int32 header ([0] magic 20261205, [1] version 1, [2] the shard's token count), then one byte a
-// token, 1 where the loss counts the prediction of that token, 0 where it does not (a prompt's).
-// A Shard opens its mask when the file is there; the loader turns masked targets into the ignore
-// index (loader.h).
+// int32 header ([0] magic 20261205, [1] version, [2] the shard's token count), then one byte a
+// token. Bit 0 (kMaskScored) is set where the loss counts the prediction of that token, clear where
+// it does not (a prompt's). Version 2 adds bit 1 (kMaskExampleStart) on the first token of each
+// example, so a loader can make one window of each (loader.h, data.windows: example); version 1
+// masks (bytes 0 or 1, no example starts) are still read. A Shard opens its mask when the file is
+// there; the loader turns masked targets into the ignore index (loader.h).
 //
 //   write_shard("data/kjv/train_000.bin", tokens, 257);     // picks uint16 for 257 ids
 //   Shard s("data/kjv/train_000.bin", 257);                  // validates header, size, ids
@@ -27,7 +29,8 @@ namespace tessera::data {
 constexpr int32_t kShardMagicU16 = 20240520, kShardVersionU16 = 1;
 constexpr int32_t kShardMagicU32 = 20240801, kShardVersionU32 = 7;
 constexpr int64_t kShardHeaderInts = 256;
-constexpr int32_t kMaskMagic = 20261205, kMaskVersion = 1;
+constexpr int32_t kMaskMagic = 20261205, kMaskVersion = 2;
+constexpr uint8_t kMaskScored = 1, kMaskExampleStart = 2;  // the bits of a mask byte
 
 enum class ShardFormat { Header, RawU16 };
 
@@ -40,8 +43,9 @@ void write_shard(const std::string& path, const std::vector<uint32_t>& tokens, i
 // The loss mask that belongs to the shard at shard_path: its name with ".bin" replaced by ".mask"
 // (".mask" appended to a name without ".bin"), so a train_*.bin glob never matches a mask.
 std::string loss_mask_path(const std::string& shard_path);
-// Writes mask (one 0 or 1 a token) to path as write_shard writes a shard: through path + ".tmp",
-// renamed into place. A value other than 0 or 1 is an error naming its position and the path.
+// Writes mask (one byte a token: kMaskScored | kMaskExampleStart bits) to path as write_shard
+// writes a shard: through path + ".tmp", renamed into place, as version 2. A byte with another bit
+// set is an error naming its position and the path.
 void write_loss_mask(const std::string& path, const std::vector<uint8_t>& mask);
 
 // A shard open for reading. Opening checks the magic, version, that the file size equals
@@ -50,7 +54,8 @@ void write_loss_mask(const std::string& path, const std::vector<uint8_t>& mask);
 // rewritten while it is open is an error naming it too, never a crash or a wrong id. Each open
 // Shard holds a file descriptor (past the soft limit on open files, the limit is raised).
 // With ShardFormat::Header, a loss mask beside the shard (loss_mask_path) is opened and checked
-// the same way: magic, version, a count equal to the shard's, the exact size, every byte 0 or 1.
+// the same way: magic, version, a count equal to the shard's, the exact size, every byte one its
+// version allows.
 class Shard {
  public:
   Shard(const std::string& path, int64_t vocab_size, ShardFormat format = ShardFormat::Header);
@@ -71,12 +76,17 @@ class Shard {
   // The vocabulary the writer recorded (header int 3), 0 where it recorded none (llm.c, RawU16).
   int64_t written_vocab() const { return written_vocab_; }
 
-  // The loss mask, when the shard has one: mask bytes [start, start + n) into out (each 0 or 1,
-  // checked again as read); its count of 1s and the CRC-32C of its bytes, computed at open.
+  // The loss mask, when the shard has one: whether tokens [start, start + n) are scored into out
+  // (1 or 0: the kMaskScored bit; the bytes are checked again as read); the count of scored
+  // tokens and the CRC-32C of the mask's bytes, computed at open.
   bool has_loss_mask() const { return mask_fd_ >= 0; }
   void read_mask(int64_t start, int64_t n, uint8_t* out) const;
   int64_t mask_scored() const { return mask_scored_; }
   uint32_t mask_crc32c() const { return mask_crc_; }
+  // Version 2 masks: the positions of the tokens that start an example, ascending (collected at
+  // open; empty for a version 1 mask or none).
+  bool has_example_starts() const { return mask_version_ >= 2; }
+  const std::vector<int64_t>& example_starts() const { return example_starts_; }
 
  private:
   void read_tokens(int64_t start, int64_t n, uint32_t* out) const;  // no id check
@@ -92,8 +102,10 @@ class Shard {
   uint32_t crc_ = 0;
   std::string mask_path_;
   int mask_fd_ = -1;
+  int mask_version_ = 0;  // 0: no mask
   int64_t mask_scored_ = 0;
   uint32_t mask_crc_ = 0;
+  std::vector<int64_t> example_starts_;
 };
 
 }  // namespace tessera::data

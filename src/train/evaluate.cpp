@@ -98,6 +98,9 @@ StridedLoss evaluate_strided(const nn::GPT& model, const Config& cfg, const std:
   NoGradGuard no_grad;
   const data::LoaderOptions o = loader_options(cfg, "data.val", pattern, false);
   const int64_t T = o.seq_len, B = o.batch_size;
+  TESSERA_CHECK(o.windows == data::WindowMode::Packed, "a strided evaluation of ", pattern,
+                " slides a window along the token stream; data.windows is example (a window per "
+                "example): evaluate it in packed windows");
   TESSERA_CHECK(stride >= 1 && stride <= T, "--stride ", stride, " is not in [1, ", T,
                 "]: a window of ", T, " tokens moves by at least 1 and at most its length");
   // The target tokens evaluate() scores: the first n whole batches of B windows, in order, whole

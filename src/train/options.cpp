@@ -50,6 +50,7 @@ data::LoaderOptions loader_options(const Config& cfg, const char* key, const std
   o.tokenizer = cfg.data.tokenizer;
   o.seed = uint64_t(cfg.train.seed);
   o.shuffle = shuffle;
+  o.windows = data::parse_window_mode(cfg.data.windows, "data.windows");
   return o;
 }
 

@@ -80,6 +80,23 @@ std::string loss_mask_note(const data::DataLoader& train, const data::DataLoader
          " (the rest are prompts)";
 }
 
+std::string example_windows_note(const data::DataLoader& train, const data::DataLoader* val) {
+  if (train.options().windows != data::WindowMode::Example) return "";
+  // "data.train's 900 examples (3 longer than 65 tokens, their first tokens cut; 41.2% of the
+  // window targets are padding)"
+  const auto stats = [](const data::DataLoader& d, const char* key) {
+    char text[224];
+    std::snprintf(text, sizeof text,
+                  "%s's %lld examples (%lld longer than %lld tokens, their first tokens cut; "
+                  "%.1f%% of the window targets are padding)",
+                  key, (long long)d.windows_per_epoch(), (long long)d.examples_cut(),
+                  (long long)d.options().seq_len + 1, 100.0 * (1 - d.window_fill()));
+    return std::string(text);
+  };
+  return "data.windows example: one window each for " + stats(train, "data.train") +
+         (val ? " and " + stats(*val, "data.val") : std::string());
+}
+
 std::string rollback_reach_note(const Config& cfg) {
   const CheckpointConfig& k = cfg.checkpoint;
   int64_t reach = 0;

@@ -32,6 +32,11 @@ std::vector<std::string> validation_notes(const Config& cfg, const data::DataLoa
 // does). "" without masks.
 std::string loss_mask_note(const data::DataLoader& train, const data::DataLoader* val);
 
+// With data.windows: example: how many examples data.train (and data.val) hold, how many are
+// longer than a window (their first tokens cut) and what share of the windows is padding (the
+// tokens per step count it). "" with packed windows.
+std::string example_windows_note(const data::DataLoader& train, const data::DataLoader* val);
+
 // A warning when spike.rollback_steps reaches further back than retention keeps checkpoints:
 // keep files every `interval` steps span (keep - 1) x interval steps, so once the run is past its
 // first keep saves a spike finds no checkpoint that far back and only skips its update. None

@@ -98,13 +98,17 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       const data::DataLoader val(window_loader_options(cfg_, cfg_.data.val));
       val_notes = validation_notes(cfg_, val, loader_.options().files);
       val_notes.push_back(loss_mask_note(loader_, &val));
+      val_notes.push_back(example_windows_note(loader_, &val));
       data.val_files = val.options().files;
       data.val_contents = val.contents_fingerprint();
     } catch (const Error& e) {
       val_error = e.what();
     }
   fail_together(val_error, "another rank could not open data.val");
-  if (cfg_.eval.interval <= 0) val_notes.push_back(loss_mask_note(loader_, nullptr));
+  if (cfg_.eval.interval <= 0)
+    for (std::string note :
+         {loss_mask_note(loader_, nullptr), example_windows_note(loader_, nullptr)})
+      val_notes.push_back(std::move(note));
   // Built on the CPU in f32 above (the same initial weights on every device and rank), with the
   // --init weights and the adapters: NF4 codes come from the f32 weights and the base's fingerprint
   // is the f32 checkpoint's, whatever the device. Then placed (peft/lora.h: f32 adapters). Read

@@ -61,7 +61,7 @@ TEST(LossMask, is_named_after_its_shard_and_round_trips) {
   int32_t header[3];
   std::memcpy(header, bytes.data(), sizeof header);
   EXPECT_EQ(header[0], 20261205);
-  EXPECT_EQ(header[1], 1);
+  EXPECT_EQ(header[1], 2);
   EXPECT_EQ(header[2], 100);
 
   const Shard s(path, 257);
@@ -83,13 +83,13 @@ TEST(LossMask, is_named_after_its_shard_and_round_trips) {
   EXPECT_CONTAINS(error_of([&] { plain.read_mask(0, 1, got.data()); }), "plain.mask");
 }
 
-TEST(LossMask, a_value_other_than_0_or_1_is_refused_when_written_and_when_read) {
+TEST(LossMask, a_byte_with_an_unknown_bit_is_refused_when_written_and_when_read) {
   TempDir dir;
   const std::string out = dir.file("m.mask");
   EXPECT_CONTAINS(error_of([&] {
-                    write_loss_mask(out, {0, 1, 2});
+                    write_loss_mask(out, {0, 1, 3, 2, 4});
                   }),
-                  "value 2 at position 2 is not 0 or 1");
+                  "value 4 at position 4 has a bit other than scored (1) and example start (2)");
   EXPECT_FALSE(fs::exists(out));
   EXPECT_FALSE(fs::exists(out + ".tmp"));
 
@@ -98,7 +98,30 @@ TEST(LossMask, a_value_other_than_0_or_1_is_refused_when_written_and_when_read) 
   bytes[1024 + 17] = 7;
   write_bytes(loss_mask_path(path), bytes);
   const std::string msg = error_of([&] { Shard s(path, 257); });
-  EXPECT_CONTAINS(msg, "loss mask " + loss_mask_path(path) + ": value 7 at position 17");
+  EXPECT_CONTAINS(msg, "loss mask " + loss_mask_path(path) +
+                           ": value 7 at position 17 is not one a version 2 mask holds (0 to 3)");
+}
+
+// Version 1 masks (bytes 0 or 1, no example starts) are read as before; a 2 in one is refused.
+TEST(LossMask, a_version_1_mask_is_read_without_example_starts) {
+  TempDir dir;
+  std::vector<uint8_t> mask;
+  const std::string path = masked_shard(dir, "a.bin", 50, &mask);
+  std::vector<char> bytes = read_bytes(loss_mask_path(path));
+  bytes[4] = 1;  // the version int, little-endian
+  write_bytes(loss_mask_path(path), bytes);
+  {
+    const Shard s(path, 257);
+    ASSERT_TRUE(s.has_loss_mask());
+    EXPECT_FALSE(s.has_example_starts());
+    std::vector<uint8_t> got(50);
+    s.read_mask(0, 50, got.data());
+    EXPECT_EQ(got, mask);
+  }
+  bytes[1024 + 3] = 2;
+  write_bytes(loss_mask_path(path), bytes);
+  EXPECT_CONTAINS(error_of([&] { Shard s(path, 257); }),
+                  ": value 2 at position 3 is not one a version 1 mask holds (0 to 1)");
 }
 
 TEST(LossMask, a_mask_that_disagrees_with_its_shard_names_both_and_what_differs) {
@@ -123,9 +146,9 @@ TEST(LossMask, a_mask_that_disagrees_with_its_shard_names_both_and_what_differs)
   write_bytes(mask, bytes);
   EXPECT_CONTAINS(error_of([&] { Shard s(path, 257); }), "wrong magic");
   bytes = good;
-  bytes[4] = 2;  // version
+  bytes[4] = 3;  // version
   write_bytes(mask, bytes);
-  EXPECT_CONTAINS(error_of([&] { Shard s(path, 257); }), "unknown version 2");
+  EXPECT_CONTAINS(error_of([&] { Shard s(path, 257); }), "unknown version 3 (expected 1 or 2)");
   write_bytes(mask, std::vector<char>(100, 0));
   EXPECT_CONTAINS(error_of([&] { Shard s(path, 257); }), "shorter than the 1024-byte header");
 }

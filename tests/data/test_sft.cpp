@@ -87,7 +87,8 @@ TEST(Sft, a_bad_example_names_the_file_the_line_or_element_and_the_key) {
   EXPECT_CONTAINS(msg("[]"), "d.jsonl: no examples");
 }
 
-// Prompt tokens unscored, the response's and the end of text scored; examples follow each other.
+// Prompt tokens unscored, the response's and the end of text scored; examples follow each other,
+// each one's first token marked (2: kMaskExampleStart; 3 where it is scored too).
 TEST(Sft, an_example_is_its_prompt_unscored_then_its_response_and_end_of_text_scored) {
   const auto tok = make_tokenizer("byte");
   std::vector<uint32_t> tokens;
@@ -96,12 +97,12 @@ TEST(Sft, an_example_is_its_prompt_unscored_then_its_response_and_end_of_text_sc
   append_sft_example(*tok, {"", "de"}, tokens, mask);
   append_sft_example(*tok, {"f", ""}, tokens, mask);
   EXPECT_EQ(tokens, (std::vector<uint32_t>{'a', 'b', 'c', 256, 'd', 'e', 256, 'f', 256}));
-  EXPECT_EQ(mask, (std::vector<uint8_t>{0, 0, 1, 1, 1, 1, 1, 0, 1}));
+  EXPECT_EQ(mask, (std::vector<uint8_t>{2, 0, 1, 1, 3, 1, 1, 2, 1}));
 }
 
 // Validation takes the last examples whole: 10 examples of 12 tokens ("prompt N:" 9, "rN" 2,
-// the end of text), 20% asked: the last 2. The masks sit beside their shards, and a shard cut at
-// --shard-tokens has its mask cut at the same token.
+// the end of text), 20% asked: the last 2. The masks sit beside their shards; a shard holds whole
+// examples, 4 (48 tokens) within --shard-tokens 50, its mask cut at the same token.
 TEST(Sft, tokenize_writes_masks_beside_the_shards_and_splits_between_examples) {
   TempDir tmp;
   std::string lines;
@@ -121,9 +122,10 @@ TEST(Sft, tokenize_writes_masks_beside_the_shards_and_splits_between_examples) {
   const Shard t0(out + "/train_000.bin", 257), t1(out + "/train_001.bin", 257);
   const Shard v0(out + "/val_000.bin", 257);
   ASSERT_TRUE(t0.has_loss_mask() && t1.has_loss_mask() && v0.has_loss_mask());
-  EXPECT_EQ(t0.size(), 50);
-  EXPECT_EQ(t1.size(), 46);
-  std::vector<uint32_t> tokens = t0.read(0, 50), rest = t1.read(0, 46);
+  EXPECT_EQ(t0.size(), 48);
+  EXPECT_EQ(t1.size(), 48);
+  EXPECT_EQ(t1.example_starts(), (std::vector<int64_t>{0, 12, 24, 36}));
+  std::vector<uint32_t> tokens = t0.read(0, 48), rest = t1.read(0, 48);
   tokens.insert(tokens.end(), rest.begin(), rest.end());
   std::vector<uint8_t> mask = all_mask(t0), more = all_mask(t1);
   mask.insert(mask.end(), more.begin(), more.end());

@@ -93,3 +93,71 @@ TEST(SftTraining, generate_sets_an_alpaca_prompt_as_tokenize_does_and_eval_names
   ASSERT_EQ(tessera::testing::run_command(eval + (run.dir / "val_*.bin").string(), &out), 0) << out;
   EXPECT_EQ(out.find("loss masks"), std::string::npos) << out;
 }
+
+// data.windows: example: each 12-token example is a window of its own (11 targets, 5 padding, at
+// T = 16), the validation loss is over the first eval.steps x B examples' responses (3 targets
+// each), and a run trained so is not resumed with packed windows, whose positions count other
+// windows.
+TEST(SftTraining, example_windows_train_each_example_alone_and_resume_only_so) {
+  TempRun run;
+  const fs::path data = run.dir / "sft";
+  fs::create_directories(data);
+  write_sft_examples(data, "train", 200, 1);
+  write_sft_examples(data, "val", 22, 2);
+  Config cfg = run.config(120);
+  cfg.data.train = (data / "train_*.bin").string();
+  cfg.data.val = (data / "val_*.bin").string();
+  cfg.data.windows = "example";
+  cfg.checkpoint.interval = 60;
+  std::ostringstream log;
+  const train::TrainResult r = train::run_training(cfg, log);
+  EXPECT_NE(log.str().find("data.windows example: one window each for data.train's 200 examples "
+                           "(0 longer than 17 tokens, their first tokens cut; 31.2% of the "
+                           "window targets are padding) and data.val's 22 examples"),
+            std::string::npos)
+      << log.str();
+  const fs::path metrics = run.dir / "ckpt" / "run" / "metrics.jsonl";
+  EXPECT_EQ(std::stoll(tessera::testing::metric(metrics, "val_tokens").at(120)), 2 * 8 * 3);
+  // The responses are certain given the colon: learnt (from ln 257 = 5.5 at the start).
+  EXPECT_LT(r.last_val_loss, 0.3);
+
+  Config packed = cfg;
+  packed.data.windows = "packed";
+  packed.checkpoint.resume = "auto";
+  packed.train.max_steps = 180;
+  const std::string msg = tessera::testing::error_of([&] { train::run_training(packed, log); });
+  EXPECT_NE(msg.find("step_00000120.h5 was trained with data.windows: example but this run sets "
+                     "packed"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("set data.windows: example"), std::string::npos) << msg;
+
+  // eval takes the checkpoint's windows: its 22 validation examples, 2 batches of 8; plain text
+  // shards need --windows packed, and --stride too.
+  const std::string eval =
+      tessera::testing::bin_dir() + "/eval --checkpoint " + r.last_checkpoint + " --batches 2";
+  std::string out;
+  ASSERT_EQ(tessera::testing::run_command(eval, &out), 0) << out;
+  EXPECT_NE(out.find(", 2 batches of 8 x 16; a window per example)"), std::string::npos) << out;
+  // The examples training's validation scored: its loss, to the 4 decimals eval prints.
+  const size_t at = out.find(": loss ");
+  ASSERT_NE(at, std::string::npos) << out;
+  EXPECT_NEAR(std::stod(out.substr(at + 7)),
+              std::stod(tessera::testing::metric(metrics, "val_loss").at(120)), 6e-5);
+  const std::string text = " --data " + (run.dir / "val_*.bin").string();
+  EXPECT_EQ(tessera::testing::run_command(eval + text, &out), 1);
+  EXPECT_NE(out.find("shard " + (run.dir / "val_000.bin").string() + " (--data) marks no examples"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("pass --windows packed"), std::string::npos) << out;
+  ASSERT_EQ(tessera::testing::run_command(eval + text + " --windows packed", &out), 0) << out;
+  EXPECT_EQ(out.find("a window per example"), std::string::npos) << out;
+  EXPECT_EQ(tessera::testing::run_command(eval + " --stride 4", &out), 1);
+  EXPECT_NE(out.find("--stride slides a window along the token stream, but the windows are "
+                     "examples"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(tessera::testing::run_command(eval + " --windows docs", &out), 1);
+  EXPECT_NE(out.find("--windows: unknown window mode 'docs' (packed | example)"), std::string::npos)
+      << out;
+}

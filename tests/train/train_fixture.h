@@ -68,7 +68,7 @@ inline int64_t write_sft_examples(const std::filesystem::path& dir, const std::s
   data::write_shard(path, tokens, 257);
   data::write_loss_mask(data::loss_mask_path(path), mask);
   int64_t scored = 0;
-  for (size_t i = 1; i < mask.size(); ++i) scored += mask[i];
+  for (size_t i = 1; i < mask.size(); ++i) scored += mask[i] & data::kMaskScored;
   return scored;
 }
 
