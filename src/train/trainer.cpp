@@ -285,37 +285,64 @@ data::Batch Trainer::next_batch(int64_t* window) {
   return b;
 }
 
-Tensor Trainer::micro_loss(int64_t* window) {
-  data::Batch b = next_batch(window);
+Tensor Trainer::micro_loss(const data::Batch& b, int64_t window, double weight) {
   // Batches come from the loader on the host; the model uploads them and checks their ids there.
-  // AdamW differentiates each micro-batch's loss once, with dy = 1 / accum_ (forward_backward), so
+  // AdamW differentiates each micro-batch's loss once, with dy = weight (forward_backward), so
   // the loss computes the logits' gradient in its forward (the fused classifier). LOMO's
-  // two-pass clipping runs the backward twice: not fused. Nor under TESSERA_UNFUSED=1.
-  const double fused_dy = opt_->name() == "adamw" && !unfused_ ? 1.0 / double(accum_) : 0.0;
+  // two-pass clipping runs the backward twice: not fused. Nor under TESSERA_UNFUSED=1, nor for a
+  // micro-batch that scores nothing (weight 0).
+  const double fused_dy = opt_->name() == "adamw" && !unfused_ ? weight : 0.0;
   Tensor loss = model_.loss(b.inputs, b.targets, true, fused_dy);
-  if (poisoned_.count(*window) && cfg_.spike.inject_kind != "corrupt") {
+  if (poisoned_.count(window) && cfg_.spike.inject_kind != "corrupt") {
     const double s = cfg_.spike.inject_kind == "nan" ? std::nan("") : cfg_.spike.inject_scale;
     loss = ops::scale(loss, s);
   }
   return loss;
 }
 
+std::vector<double> Trainer::micro_weights(const std::vector<data::Batch>& batches) {
+  if (!loader_.loss_masked()) return std::vector<double>(size_t(accum_), 1.0 / double(accum_));
+  std::vector<double> scored;
+  for (const data::Batch& b : batches) {
+    const int32_t* t = b.targets.data<int32_t>();
+    scored.push_back(double(std::count_if(t, t + b.targets.numel(),
+                                          [](int32_t id) { return id != data::kIgnoreTarget; })));
+  }
+  double total = 0;
+  for (double n : scored) total += n;
+  if (world_ > 1) total = comm_->all_reduce_host({total}, dist::ReduceOp::Sum)[0];
+  // Gradients are averaged over ranks: n x world / total is each micro-batch's share of the step.
+  for (double& n : scored) n = total > 0 ? n * double(world_) / total : 0.0;
+  return scored;
+}
+
 double Trainer::forward_backward(int64_t* first_window) {
+  // The step's batches first (the loader's order is the same), so that with loss masks each
+  // micro-batch's weight is known before its backward.
+  std::vector<data::Batch> batches;
+  std::vector<int64_t> windows(static_cast<size_t>(accum_), 0);
+  for (int64_t micro = 0; micro < accum_; ++micro)
+    batches.push_back(next_batch(&windows[size_t(micro)]));
+  *first_window = windows[0] - rank_ * B_;
+  const std::vector<double> weights = micro_weights(batches);
   // Each micro-batch's loss is kept where it was computed and all are read back once, after the
   // last backward: on CUDA, reading each at once would make the host wait for every forward.
   Tensor losses;
   for (int64_t micro = 0; micro < accum_; ++micro) {
-    int64_t window = 0;
-    Tensor loss = micro_loss(&window);
-    if (micro == 0) *first_window = window - rank_ * B_;
+    const double w = weights[size_t(micro)];
+    Tensor loss = micro_loss(batches[size_t(micro)], windows[size_t(micro)], w);
     if (!losses.defined()) losses = Tensor::empty({accum_}, loss.options());
     losses.narrow(0, micro, 1).copy_(loss.detach().view({1}));
-    opt_->backward(accum_ == 1 ? loss : ops::scale(loss, 1.0 / double(accum_)),
-                   micro == accum_ - 1);
+    opt_->backward(w == 1.0 ? loss : ops::scale(loss, w), micro == accum_ - 1);
   }
+  const std::vector<double> l = losses.to(DType::F64).to(Device::cpu()).to_vector<double>();
   double loss_sum = 0;  // in micro-batch order, in double
-  for (double l : losses.to(DType::F64).to(Device::cpu()).to_vector<double>()) loss_sum += l;
-  return loss_sum / double(accum_);
+  if (!loader_.loss_masked()) {
+    for (double x : l) loss_sum += x;
+    return loss_sum / double(accum_);
+  }
+  for (size_t i = 0; i < l.size(); ++i) loss_sum += l[i] * weights[i];
+  return loss_sum;  // this rank's part: the mean over ranks is the step's mean over its targets
 }
 
 std::vector<double> Trainer::agree(std::vector<double> v) {

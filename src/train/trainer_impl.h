@@ -67,7 +67,12 @@ class Trainer {
   // One step's forward/backward over its micro-batches; returns this rank's mean loss and sets
   // first_window to the step's first window.
   double forward_backward(int64_t* first_window);
-  Tensor micro_loss(int64_t* window);  // window: the first window of this rank's micro-batch
+  // The loss of one micro-batch (window: the first of this rank's), whose backward will send
+  // dy = weight.
+  Tensor micro_loss(const data::Batch& b, int64_t window, double weight);
+  // Each micro-batch's weight in the step: 1 / accum, or with loss masks its share of the targets
+  // the step scores on all ranks (x world: gradients are averaged over ranks).
+  std::vector<double> micro_weights(const std::vector<data::Batch>& batches);
   data::Batch next_batch(int64_t* window);
   // Values every rank then holds bit for bit: the mean over ranks, as rank 0 computed it.
   std::vector<double> agree(std::vector<double> v);

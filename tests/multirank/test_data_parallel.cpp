@@ -208,6 +208,25 @@ TEST_F(DataParallel, two_and_four_ranks_train_like_one_rank_with_the_same_global
   EXPECT_LT(one.losses().at(16), one.losses().at(1) - 0.5);
 }
 
+// Loss-masked examples of different lengths, a window each: the ranks' micro-batches score
+// different numbers of targets, and each weighs by its share of the step's (one sum of the counts
+// over ranks per step), so 2 ranks of 4 windows train as 1 rank of 8 does (a mean of the ranks'
+// means would not).
+TEST_F(DataParallel, masked_examples_weigh_alike_on_any_number_of_ranks) {
+  const fs::path data = run_.dir / "varied";
+  fs::create_directories(data);
+  write_varied_sft_examples(data, 120, 9);
+  Config c = config(12);
+  c.data.train = (data / "train_*.bin").string();
+  c.data.windows = "example";
+  Config eight = c, four = c;
+  eight.train.batch_size = 8;  // 1 rank x 1 micro-batch of 8
+  four.train.batch_size = 4;   // 2 ranks x 1 of 4
+  const RunDir one = train(1, eight, "sft_np1"), two = train(2, four, "sft_np2");
+  expect_same_losses(one, two, 1, 12);
+  EXPECT_LT(max_param_diff(one.last(), two.last()), kParamTol);
+}
+
 TEST_F(DataParallel, zero1_equals_plain_data_parallelism_and_holds_a_shard_of_the_state) {
   Config c = config(16);
   c.dist.bucket_mb = 0.01;  // several buckets, so shards cut through parameters

@@ -72,6 +72,29 @@ inline int64_t write_sft_examples(const std::filesystem::path& dir, const std::s
   return scored;
 }
 
+// Examples whose answers differ in length, so rows score different numbers of targets: n
+// examples "xyz:" -> "xyz" repeated 1 to 5 times (by the first letter; Philox under `seed`), into
+// dir/train_000.bin and dir/val_000.bin (the same examples) with their loss masks. 4 to 16 tokens
+// of an example are scored; windows of T = 16 cut those over 17 tokens at their start.
+inline void write_varied_sft_examples(const std::filesystem::path& dir, int n, uint64_t seed) {
+  const auto tok = data::make_tokenizer("byte");
+  std::vector<uint32_t> tokens;
+  std::vector<uint8_t> mask;
+  for (int i = 0; i < n; ++i) {
+    std::string prompt;
+    for (int k = 0; k < 3; ++k)
+      prompt += char('a' + philox4x32_10(uint64_t(i * 3 + k), seed, 0).v[0] % 26);
+    std::string response;
+    for (int k = 0; k <= (prompt[0] - 'a') % 5; ++k) response += prompt;
+    data::append_sft_example(*tok, {prompt + ":", response}, tokens, mask);
+  }
+  for (const char* split : {"train", "val"}) {
+    const std::string path = (dir / (std::string(split) + "_000.bin")).string();
+    data::write_shard(path, tokens, 257);
+    data::write_loss_mask(data::loss_mask_path(path), mask);
+  }
+}
+
 // The run of c stopped after `stop_after` steps and resumed (checkpoint.resume auto), under the run
 // name "split": what the same run in one piece must equal. Returns the resumed run's result.
 inline train::TrainResult run_split(Config c, int64_t stop_after, std::ostream& log) {
