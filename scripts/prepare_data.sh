@@ -136,11 +136,17 @@ ensure_tokenize_binary() {
 
 # tokenize_corpus TOKENIZER OUT_DIR INPUT... : one document per input, 10% tail held out.
 # FORMAT=sft: inputs of prompt/response examples, shards with loss masks (tokenize --format sft).
+# The version int of a loss mask's header (empty when the file is missing).
+mask_version() { od -An -tu4 -j4 -N4 "$1" 2>/dev/null | tr -d ' '; }
+
 tokenize_corpus() {
   local tokenizer=$1 out=$2 format=${FORMAT:-text}
   shift 2
+  # Up to date: both splits there, no input newer, and (sft) masks of the current version 2, which
+  # mark where each example starts (version 1 masks, of older tessera, did not).
   if [ -s "$out/train_000.bin" ] && [ -s "$out/val_000.bin" ] &&
-    [ -z "$(find "$@" -newer "$out/train_000.bin" -print -quit)" ]; then
+    [ -z "$(find "$@" -newer "$out/train_000.bin" -print -quit)" ] &&
+    { [ "$format" != sft ] || [ "$(mask_version "$out/train_000.mask")" = 2 ]; }; then
     return 0
   fi
   if [ "$tokenizer" = gpt2 ]; then prepare_tokenizer; fi
