@@ -1,9 +1,12 @@
 // build/generate --checkpoint checkpoints/tiny [--prompt "In the beginning"] [--max-new-tokens 200]
 //                [--temperature 0.8] [--top-k 40] [--seed 42] [--base BASE] [--prompt-style alpaca]
+//                [--bos]
 // Loads the model described by the config stored in the checkpoint (a LoRA checkpoint brings its
 // base: the one it recorded, or --base), then samples with a KV cache. --prompt-style alpaca sets
 // the prompt as the instruction of Alpaca's template (data/sft.h), as `tokenize --format sft`
-// sets Alpaca examples, for a model fine-tuned on them.
+// sets Alpaca examples, for a model fine-tuned on them. --bos puts the tokenizer's
+// beginning-of-text id first (Llama 3's <|begin_of_text|>), as `tokenize --bos` starts every
+// document and example.
 #include "nn/generate.h"
 
 #include <cxxopts.hpp>
@@ -34,7 +37,10 @@ int main(int argc, char** argv) {
         "prompt-style",
         "plain (the prompt as it is) | alpaca (the prompt as the instruction of "
         "Alpaca's template, as tokenize --format sft sets Alpaca examples)",
-        cxxopts::value<std::string>()->default_value("plain"))("h,help", "show this help");
+        cxxopts::value<std::string>()->default_value("plain"))(
+        "bos",
+        "start with the tokenizer's beginning-of-text id, as tokenize --bos starts documents")(
+        "h,help", "show this help");
     train::add_model_options(options);
     train::add_device_option(options);
     cxxopts::ParseResult args;
@@ -62,6 +68,9 @@ int main(int argc, char** argv) {
     std::string given = args.count("prompt") ? args["prompt"].as<std::string>() : std::string("\n");
     if (style == "alpaca") given = data::alpaca_prompt(given, "");
     std::vector<uint32_t> ids = tok->encode(given);
+    // --bos: the beginning-of-text id first, as tokenize --bos starts documents; not printed.
+    const bool bos = args.count("bos") > 0;
+    if (bos) ids.insert(ids.begin(), data::require_bos(*tok, "command line: --bos"));
     std::vector<int32_t> prompt(ids.begin(), ids.end());
     // An empty prompt starts from the end-of-text id, as unconditioned GPT-2 sampling does (it
     // separates documents in training); it is not printed.
@@ -76,7 +85,7 @@ int main(int argc, char** argv) {
                    "table of the length it was written at (as Hugging Face's cache), eval rotates "
                    "a window with one table\n";
     std::vector<int32_t> out = nn::generate(*m.model, prompt, opt, gen);
-    std::vector<uint32_t> text(out.begin() + (from_eot ? 1 : 0), out.end());
+    std::vector<uint32_t> text(out.begin() + (from_eot || bos ? 1 : 0), out.end());
     if (!text.empty() && text.back() == tok->eot_id()) text.pop_back();
     std::cout << tok->decode(text) << std::endl;
     return 0;

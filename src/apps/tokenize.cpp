@@ -18,6 +18,10 @@
 // whole, nearest to val_fraction of the tokens; a shard holds whole examples (it ends at the last
 // example that fits in --shard-tokens).
 //
+// --bos: every document (example) starts with the tokenizer's beginning-of-text id (an hf
+// tokenizer's bos_token: Llama 3's <|begin_of_text|>), which models trained so expect first; in
+// an example it is unscored, part of the prompt.
+//
 // An --output that already holds shards (train_*.bin, val_*.bin) or masks is refused: a loader
 // globbing train_*.bin would read old and new ones together. So is an input that is empty or
 // unreadable.
@@ -246,6 +250,8 @@ int run(int argc, char** argv) {
        cxxopts::value<std::string>(), "PREFIX")
       ("val-fraction", "held-out tail fraction of the tokens, in [0, 1)",
        cxxopts::value<double>()->default_value("0.1"), "F")
+      ("bos", "start every document (sft: example) with the tokenizer's beginning-of-text id, as "
+       "Llama 3's models expect (hf tokenizers that have one)")
       ("shard-tokens", "tokens per shard file",
        cxxopts::value<int64_t>()->default_value("100000000"), "N")
       ("h,help", "print this help");
@@ -293,6 +299,8 @@ int run(int argc, char** argv) {
   const std::string dir =
       args.count("tokenizer-dir") ? args["tokenizer-dir"].as<std::string>() : "";
   auto tok = make_tokenizer(name, dir);
+  const bool bos = args.count("bos") > 0;
+  if (bos) require_bos(*tok, "--bos");  // before any input is read
   int64_t bytes = 0, total = 0;
   std::vector<std::vector<uint32_t>> docs;  // text: a document each; sft: an example each
   std::vector<std::vector<uint8_t>> masks;  // sft: each example's loss mask
@@ -303,12 +311,13 @@ int run(int argc, char** argv) {
     if (sft) {
       for (const SftExample& e : parse_sft_examples(text, inputs[i])) {
         docs.emplace_back(), masks.emplace_back();
-        append_sft_example(*tok, e, docs.back(), masks.back());
+        append_sft_example(*tok, e, docs.back(), masks.back(), bos);
         total += int64_t(docs.back().size());
       }
       continue;
     }
     docs.push_back(tok->encode(text));
+    if (bos) docs.back().insert(docs.back().begin(), *tok->bos_id());
     // + the end-of-text before every document but the first
     total += int64_t(docs.back().size()) + (docs.size() > 1 ? 1 : 0);
   }

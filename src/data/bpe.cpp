@@ -388,6 +388,7 @@ class ByteLevelBpe final : public Tokenizer {
 
   int64_t vocab_size() const override { return int64_t(t_.tokens.size()); }
   uint32_t eot_id() const override { return t_.eot; }
+  std::optional<uint32_t> bos_id() const override { return t_.bos; }
   std::string name() const override { return t_.name; }
 
  private:

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -30,6 +31,7 @@ struct BpeTables {
   std::vector<std::string> tokens;                // id -> bytes; every id in [0, size) is one
   std::unordered_map<uint64_t, BpeMerge> merges;  // (left id, right id) -> rank, result
   uint32_t eot = 0;                               // end-of-text id
+  std::optional<uint32_t> bos;                    // beginning-of-text id, where there is one
   Pretokenizer pretokenizer = Pretokenizer::Gpt2;
   // Hugging Face's BPE option: a piece that is a token as a whole becomes that token without
   // merges (Llama 3's tokenizer.json sets it, as tiktoken behaves).

@@ -17,8 +17,11 @@
 // id between documents itself. Ids must be dense, 0 .. n - 1, so every id the model emits decodes.
 //
 // End of text: tokenizer_config.json's eos_token where that file names one, else the first added
-// token among <|endoftext|> (GPT-2), <|end_of_text|> (Llama 3) and </s>.
+// token among <|endoftext|> (GPT-2), <|end_of_text|> (Llama 3) and </s>. Beginning of text (none
+// where neither gives one): its bos_token, else <|begin_of_text|> (Llama 3) or <s>.
 #include <filesystem>
+#include <initializer_list>
+#include <optional>
 
 #include "checkpoint/json.h"
 #include "core/error.h"
@@ -47,6 +50,7 @@ class TokenizerJson {
     read_added(root);
     read_merges(model.at("merges"));
     t_.eot = end_of_text();
+    t_.bos = named_token("bos_token", {"<|begin_of_text|>", "<s>"});
   }
   BpeTables take() { return std::move(t_); }
   const std::string& path() const { return path_; }
@@ -221,26 +225,36 @@ class TokenizerJson {
     return it->second;
   }
 
-  uint32_t end_of_text() const {
+  // tokenizer_config.json's `key` (a token's text, or {"content": text}) as an id where that file
+  // names one (an error when it is no token), else the first of `known` that is an added token;
+  // none when neither.
+  std::optional<uint32_t> named_token(const char* key,
+                                      std::initializer_list<const char*> known) const {
     const fs::path config = fs::path(dir_) / "tokenizer_config.json";
     if (fs::exists(config)) {
       const Json c = parse_json(read_file(config), "hf tokenizer: " + config.string());
-      if (const Json* eos = c.get("eos_token"); eos && !eos->is(Json::Kind::Null)) {
-        const std::string& name = eos->is(Json::Kind::Object)
-                                      ? eos->at("content").str("eos_token.content")
-                                      : eos->str("eos_token");
+      if (const Json* v = c.get(key); v && !v->is(Json::Kind::Null)) {
+        const std::string& name = v->is(Json::Kind::Object)
+                                      ? v->at("content").str(std::string(key) + ".content")
+                                      : v->str(key);
         auto it = added_by_content_.find(name);
         if (it != added_by_content_.end()) return it->second;
         auto in_vocab = encoder_.find(name);
-        TESSERA_CHECK(in_vocab != encoder_.end(), "hf tokenizer: ", config.string(), ": eos_token ",
+        TESSERA_CHECK(in_vocab != encoder_.end(), "hf tokenizer: ", config.string(), ": ", key, " ",
                       quoted_token(name), " is not a token of ", path_);
         return in_vocab->second;
       }
     }
-    for (const char* name : {"<|endoftext|>", "<|end_of_text|>", "</s>"}) {
+    for (const char* name : known) {
       auto it = added_by_content_.find(name);
       if (it != added_by_content_.end()) return it->second;
     }
+    return std::nullopt;
+  }
+
+  uint32_t end_of_text() const {
+    if (const auto id = named_token("eos_token", {"<|endoftext|>", "<|end_of_text|>", "</s>"}))
+      return *id;
     fail(
         "no end-of-text token: no tokenizer_config.json eos_token, and none of <|endoftext|>, "
         "<|end_of_text|> and </s> is an added token");

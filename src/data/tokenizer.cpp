@@ -59,4 +59,14 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name, const std::st
   TESSERA_FAIL("unknown tokenizer '", name, "' (expected byte, gpt2 or hf)");
 }
 
+uint32_t require_bos(const Tokenizer& tok, const std::string& what) {
+  const std::optional<uint32_t> bos = tok.bos_id();
+  TESSERA_CHECK(bos.has_value(), what, ": the ", tok.name(), " tokenizer has no beginning-of-text ",
+                "token",
+                tok.name() == "hf" ? " (no bos_token in tokenizer_config.json, and "
+                                     "neither <|begin_of_text|> nor <s> is an added token)"
+                                   : "");
+  return *bos;
+}
+
 }  // namespace tessera::data

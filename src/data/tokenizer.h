@@ -14,11 +14,13 @@
 //   gpt2: GPT-2's byte-level BPE (Radford et al. 2019) from its encoder.json (token -> id) and
 //         vocab.bpe (merges in rank order); 50257 ids, end-of-text 50256.
 //   hf:   a Hugging Face tokenizer.json of a byte-level BPE (hf_tokenizer.cpp says which): GPT-2's
-//         own, Llama 3's and those built like them; its added tokens decode as their text.
+//         own, Llama 3's and those built like them; its added tokens decode as their text. Its
+//         beginning-of-text id, where it has one, is placed by the caller too (bos_id).
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +36,9 @@ class Tokenizer {
   virtual std::string decode(const std::vector<uint32_t>& ids) const = 0;
   virtual int64_t vocab_size() const = 0;  // largest id + 1
   virtual uint32_t eot_id() const = 0;     // end-of-text
+  // The beginning-of-text id a model expects before a document (Llama 3's <|begin_of_text|>), for
+  // tokenize --bos and generate --bos; none for byte and gpt2, whose models start without one.
+  virtual std::optional<uint32_t> bos_id() const { return std::nullopt; }
   virtual std::string name() const = 0;    // "byte" | "gpt2" | "hf"
 };
 
@@ -41,6 +46,10 @@ class Tokenizer {
 // means data/tokenizers/gpt2) or "hf" (reads <dir>/tokenizer.json, and <dir>/tokenizer_config.json
 // where there is one). Errors name the tokenizer, or the file and line or key that is wrong.
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name, const std::string& dir = "");
+
+// The tokenizer's beginning-of-text id; an error naming the tokenizer and `what` (the flag that
+// asked for it) where it has none.
+uint32_t require_bos(const Tokenizer& tok, const std::string& what);
 
 std::unique_ptr<Tokenizer> make_byte_tokenizer();
 std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string& encoder_json_path,

@@ -12,12 +12,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "checkpoint/json.h"
 #include "data/pretokenize.h"
+#include "data/shard.h"
 #include "data/tokenizer.h"
 #include "test_util.h"
 
@@ -220,6 +222,65 @@ TEST(HfTokenizerJson, end_of_text_from_tokenizer_config_or_the_known_names) {
   const std::string bad = error_of([&] { TinyHf h(j, R"({"eos_token": "</s>"})"); });
   EXPECT_NE(bad.find("tokenizer_config.json: eos_token \"</s>\" is not a token"), std::string::npos)
       << bad;
+}
+
+// Beginning of text: tokenizer_config.json's bos_token, else <|begin_of_text|> or <s> among the
+// added tokens, else none (GPT-2's own files name none).
+TEST(HfTokenizerJson, beginning_of_text_from_tokenizer_config_or_the_known_names) {
+  TinyJson j = dense();
+  j.added = R"([{"id": 261, "content": "<|begin_of_text|>", "special": true},)"
+            R"( {"id": 262, "content": "<|eot_id|>", "special": true}])";
+  const std::string eos = R"("eos_token": "<|eot_id|>")";
+  EXPECT_EQ(TinyHf(j, "{" + eos + "}").tok->bos_id(), std::optional<uint32_t>(261));
+  EXPECT_EQ(TinyHf(j, "{" + eos + R"(, "bos_token": {"content": "<|eot_id|>"}})").tok->bos_id(),
+            std::optional<uint32_t>(262));
+  EXPECT_EQ(TinyHf(j, "{" + eos + R"(, "bos_token": "ab"})").tok->bos_id(),
+            std::optional<uint32_t>(257));  // a vocabulary token may be named too
+  const std::string bad = error_of([&] { TinyHf h(j, "{" + eos + R"(, "bos_token": "<s>"})"); });
+  EXPECT_NE(bad.find("tokenizer_config.json: bos_token \"<s>\" is not a token"), std::string::npos)
+      << bad;
+  EXPECT_EQ(TinyHf(dense()).tok->bos_id(), std::nullopt);  // <|end_of_text|> alone
+  EXPECT_EQ(make_tokenizer("byte")->bos_id(), std::nullopt);
+}
+
+// tokenize --bos starts every document, and every example (unscored, the example's start), with
+// it; a tokenizer without one is refused before anything is written.
+TEST(HfTokenizerJson, tokenize_bos_starts_every_document_and_example) {
+  TinyJson j = dense();
+  j.added = R"([{"id": 261, "content": "<|begin_of_text|>", "special": true},)"
+            R"( {"id": 262, "content": "<|end_of_text|>", "special": true}])";
+  TinyHf h(j, R"({"eos_token": "<|end_of_text|>"})");
+  const std::string tokenize = tessera::testing::bin_dir() +
+                               "/tokenize --tokenizer hf --tokenizer-dir " + h.dir.path.string() +
+                               " --bos --val-fraction 0 --output ";
+  const std::string a = h.dir.write("a.txt", "xy"), b = h.dir.write("b.txt", "abc");
+  std::string log;
+  ASSERT_EQ(tessera::testing::run_command(
+                tokenize + h.dir.file("text") + " --input " + a + " --input " + b, &log),
+            0)
+      << log;
+  EXPECT_EQ(Shard(h.dir.file("text/train_000.bin"), 263).read(0, 7),
+            (Ids{261, 'x', 'y', 262, 261, 'a', 256}));  // "abc" is a + bc
+
+  const std::string ex = h.dir.write("ex.jsonl", "{\"prompt\": \"x\", \"response\": \"y\"}\n");
+  ASSERT_EQ(tessera::testing::run_command(
+                tokenize + h.dir.file("sft") + " --format sft --input " + ex, &log),
+            0)
+      << log;
+  const Shard s(h.dir.file("sft/train_000.bin"), 263);
+  EXPECT_EQ(s.read(0, 4), (Ids{261, 'x', 'y', 262}));
+  std::vector<uint8_t> mask(4);
+  s.read_mask(0, 4, mask.data());
+  EXPECT_EQ(mask, (std::vector<uint8_t>{0, 0, 1, 1}));
+  EXPECT_EQ(s.example_starts(), std::vector<int64_t>{0});
+
+  const std::string byte = tessera::testing::bin_dir() +
+                           "/tokenize --tokenizer byte --bos --output " + h.dir.file("none") +
+                           " --input " + a;
+  EXPECT_EQ(tessera::testing::run_command(byte, &log), 1);
+  EXPECT_NE(log.find("--bos: the byte tokenizer has no beginning-of-text token"), std::string::npos)
+      << log;
+  EXPECT_FALSE(std::filesystem::exists(h.dir.file("none")));
 }
 
 TEST(HfTokenizerJson, what_it_does_not_implement_is_refused_by_name) {

@@ -79,6 +79,9 @@ TEST(SftTraining, generate_sets_an_alpaca_prompt_as_tokenize_does_and_eval_names
       << out;
   EXPECT_EQ(tessera::testing::run_command(generate + "alpaca", &out), 1);
   EXPECT_NE(out.find("--prompt-style alpaca needs --prompt"), std::string::npos) << out;
+  EXPECT_EQ(tessera::testing::run_command(generate + "plain --bos", &out), 1);
+  EXPECT_NE(out.find("--bos: the byte tokenizer has no beginning-of-text token"), std::string::npos)
+      << out;
 
   // eval says when its loss is over the responses only, and only then.
   const fs::path sft = run.dir / "sft";
