@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <vector>
@@ -48,6 +49,31 @@ struct TempRun {
   }
 };
 
+// Example i's prompt letters: `letters` lowercase ones drawn by Philox under `seed`.
+inline std::string random_letters(int i, int letters, uint64_t seed) {
+  std::string s;
+  for (int k = 0; k < letters; ++k)
+    s += char('a' + philox4x32_10(uint64_t(i * letters + k), seed, 0).v[0] % 26);
+  return s;
+}
+
+// The examples as tokenize --format sft writes them (byte tokenizer) into dir/<split>_000.bin and
+// its loss mask, for each of `splits`. Returns the mask.
+inline std::vector<uint8_t> write_examples(const std::filesystem::path& dir,
+                                           const std::vector<data::SftExample>& examples,
+                                           std::initializer_list<const char*> splits) {
+  const auto tok = data::make_tokenizer("byte");
+  std::vector<uint32_t> tokens;
+  std::vector<uint8_t> mask;
+  for (const data::SftExample& e : examples) data::append_sft_example(*tok, e, tokens, mask);
+  for (const char* split : splits) {
+    const std::string path = (dir / (std::string(split) + "_000.bin")).string();
+    data::write_shard(path, tokens, 257);
+    data::write_loss_mask(data::loss_mask_path(path), mask);
+  }
+  return mask;
+}
+
 // Supervised fine-tuning data (tokenize --format sft): n examples into dir/<split>_000.bin and
 // its loss mask. A prompt is 8 random lowercase letters (Philox under `seed`) and a colon, its
 // response "ok", then the end of text: 12 tokens, the last 3 scored. A response is certain given
@@ -55,18 +81,9 @@ struct TempRun {
 // count of scored targets (mask 1 past the first token).
 inline int64_t write_sft_examples(const std::filesystem::path& dir, const std::string& split, int n,
                                   uint64_t seed) {
-  const auto tok = data::make_tokenizer("byte");
-  std::vector<uint32_t> tokens;
-  std::vector<uint8_t> mask;
-  for (int i = 0; i < n; ++i) {
-    std::string prompt;
-    for (int k = 0; k < 8; ++k)
-      prompt += char('a' + philox4x32_10(uint64_t(i * 8 + k), seed, 0).v[0] % 26);
-    data::append_sft_example(*tok, {prompt + ":", "ok"}, tokens, mask);
-  }
-  const std::string path = (dir / (split + "_000.bin")).string();
-  data::write_shard(path, tokens, 257);
-  data::write_loss_mask(data::loss_mask_path(path), mask);
+  std::vector<data::SftExample> examples;
+  for (int i = 0; i < n; ++i) examples.push_back({random_letters(i, 8, seed) + ":", "ok"});
+  const std::vector<uint8_t> mask = write_examples(dir, examples, {split.c_str()});
   int64_t scored = 0;
   for (size_t i = 1; i < mask.size(); ++i) scored += mask[i] & data::kMaskScored;
   return scored;
@@ -77,22 +94,14 @@ inline int64_t write_sft_examples(const std::filesystem::path& dir, const std::s
 // dir/train_000.bin and dir/val_000.bin (the same examples) with their loss masks. 4 to 16 tokens
 // of an example are scored; windows of T = 16 cut those over 17 tokens at their start.
 inline void write_varied_sft_examples(const std::filesystem::path& dir, int n, uint64_t seed) {
-  const auto tok = data::make_tokenizer("byte");
-  std::vector<uint32_t> tokens;
-  std::vector<uint8_t> mask;
+  std::vector<data::SftExample> examples;
   for (int i = 0; i < n; ++i) {
-    std::string prompt;
-    for (int k = 0; k < 3; ++k)
-      prompt += char('a' + philox4x32_10(uint64_t(i * 3 + k), seed, 0).v[0] % 26);
+    const std::string prompt = random_letters(i, 3, seed);
     std::string response;
     for (int k = 0; k <= (prompt[0] - 'a') % 5; ++k) response += prompt;
-    data::append_sft_example(*tok, {prompt + ":", response}, tokens, mask);
+    examples.push_back({prompt + ":", response});
   }
-  for (const char* split : {"train", "val"}) {
-    const std::string path = (dir / (std::string(split) + "_000.bin")).string();
-    data::write_shard(path, tokens, 257);
-    data::write_loss_mask(data::loss_mask_path(path), mask);
-  }
+  write_examples(dir, examples, {"train", "val"});
 }
 
 // The run of c stopped after `stop_after` steps and resumed (checkpoint.resume auto), under the run
