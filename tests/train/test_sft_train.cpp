@@ -8,10 +8,13 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "data/bpe.h"  // spell
 #include "data/sft.h"
 #include "train/trainer.h"
 #include "train_fixture.h"
@@ -204,4 +207,57 @@ TEST(SftTraining, a_step_weighs_every_scored_target_alike_whatever_the_micro_bat
       EXPECT_NEAR(losses[run_i][s], losses[0][s], 3e-5) << "step " << s + 1;
     EXPECT_NEAR(val[run_i], val[0], 1e-3);
   }
+}
+
+// generate --bos with a tokenizer that has one (a byte-level tokenizer.json: the 256 bytes, then
+// <|end_of_text|> 256 and <|begin_of_text|> 257): the prompt goes in after it, and the text printed
+// is the prompt's alone, not the id's "<|begin_of_text|>". Trained on documents that all start
+// with the id and then "q", greedy decoding from the id alone says "q".
+TEST(SftTraining, generate_bos_feeds_the_beginning_of_text_id_and_prints_the_text_alone) {
+  TempRun run;
+  const fs::path dir = run.dir / "tok";
+  fs::create_directories(dir);
+  std::string vocab;
+  for (int b = 0; b < 256; ++b) {
+    std::string spelled;
+    for (char c : data::spell(std::string(1, char(b)))) {
+      if (c == '"' || c == '\\') spelled += '\\';
+      spelled += c;
+    }
+    vocab += (b ? ", \"" : "\"") + spelled + "\": " + std::to_string(b);
+  }
+  std::ofstream(dir / "tokenizer.json")
+      << R"({"added_tokens": [{"id": 256, "content": "<|end_of_text|>", "special": true},)"
+      << R"( {"id": 257, "content": "<|begin_of_text|>", "special": true}], "normalizer": null,)"
+      << R"( "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},)"
+      << R"( "post_processor": null, "decoder": {"type": "ByteLevel"}, "model": {"type": "BPE",)"
+      << R"( "dropout": null, "unk_token": null, "continuing_subword_prefix": "",)"
+      << R"( "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,)"
+      << R"( "ignore_merges": false, "vocab": {)" << vocab << R"(}, "merges": []}})";
+  // Shards written for this vocabulary of 258 (the loader refuses the byte tokenizer's 257 here).
+  std::vector<uint32_t> tokens;
+  for (int i = 0; i < 50; ++i) {
+    tokens.push_back(257), tokens.push_back('q');
+    for (int j = 0; j < 6; ++j) tokens.push_back(uint32_t('a' + (i * 7 + j) % 26));
+  }
+  data::write_shard((dir / "train_000.bin").string(), tokens, 258);
+  data::write_shard((dir / "val_000.bin").string(), tokens, 258);
+  Config cfg = run.config(60);
+  cfg.data.tokenizer = "hf", cfg.data.tokenizer_dir = dir.string();
+  cfg.data.train = (dir / "train_*.bin").string(), cfg.data.val = (dir / "val_*.bin").string();
+  cfg.model.vocab_size = 258;
+  std::ostringstream log;
+  const std::string ck = train::run_training(cfg, log).last_checkpoint;
+  const std::string generate = tessera::testing::bin_dir() + "/generate --checkpoint " + ck +
+                               " --prompt abc --max-new-tokens 0 2>/dev/null";
+  std::string out;
+  ASSERT_EQ(tessera::testing::run_command(generate + " --bos", &out), 0) << out;
+  EXPECT_EQ(out, "abc\n");
+  const std::string from_bos = tessera::testing::bin_dir() + "/generate --checkpoint " + ck +
+                               " --bos --prompt '' --temperature 0 --max-new-tokens 1 2>/dev/null";
+  ASSERT_EQ(tessera::testing::run_command(from_bos, &out), 0) << out;
+  EXPECT_EQ(out, "q\n");
+  const auto tok = data::make_tokenizer("hf", dir.string());
+  EXPECT_EQ(tok->bos_id(), std::optional<uint32_t>(257));
+  EXPECT_EQ(tok->decode({257, 'a'}), "<|begin_of_text|>a");  // what printing the id would show
 }
