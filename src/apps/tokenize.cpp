@@ -299,8 +299,9 @@ int run(int argc, char** argv) {
   const std::string dir =
       args.count("tokenizer-dir") ? args["tokenizer-dir"].as<std::string>() : "";
   auto tok = make_tokenizer(name, dir);
-  const bool bos = args.count("bos") > 0;
-  if (bos) require_bos(*tok, "--bos");  // before any input is read
+  // Resolved before any input is read: a tokenizer without one is refused first.
+  const std::optional<uint32_t> bos =
+      args.count("bos") ? std::optional(require_bos(*tok, "--bos")) : std::nullopt;
   int64_t bytes = 0, total = 0;
   std::vector<std::vector<uint32_t>> docs;  // text: a document each; sft: an example each
   std::vector<std::vector<uint8_t>> masks;  // sft: each example's loss mask
@@ -317,7 +318,7 @@ int run(int argc, char** argv) {
       continue;
     }
     docs.push_back(tok->encode(text));
-    if (bos) docs.back().insert(docs.back().begin(), *tok->bos_id());
+    if (bos) docs.back().insert(docs.back().begin(), *bos);
     // + the end-of-text before every document but the first
     total += int64_t(docs.back().size()) + (docs.size() > 1 ? 1 : 0);
   }

@@ -92,9 +92,10 @@ std::vector<SftExample> parse_sft_examples(const std::string& text, const std::s
 }
 
 void append_sft_example(const Tokenizer& tok, const SftExample& example,
-                        std::vector<uint32_t>& tokens, std::vector<uint8_t>& mask, bool bos) {
+                        std::vector<uint32_t>& tokens, std::vector<uint8_t>& mask,
+                        std::optional<uint32_t> bos) {
   std::vector<uint32_t> prompt = tok.encode(example.prompt);
-  if (bos) prompt.insert(prompt.begin(), require_bos(tok, "--bos"));
+  if (bos) prompt.insert(prompt.begin(), *bos);
   const std::vector<uint32_t> response = tok.encode(example.response);
   tokens.insert(tokens.end(), prompt.begin(), prompt.end());
   mask.insert(mask.end(), prompt.size(), uint8_t(0));

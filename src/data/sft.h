@@ -25,6 +25,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,10 +43,10 @@ std::vector<SftExample> parse_sft_examples(const std::string& text, const std::s
 // The Alpaca template's prompt for an instruction and an input ("" for none).
 std::string alpaca_prompt(const std::string& instruction, const std::string& input);
 
-// bos: the example starts with the tokenizer's beginning-of-text id (unscored, as the prompt; an
-// error naming the tokenizer where it has none).
+// bos: an id the example starts with (the tokenizer's beginning-of-text, require_bos), unscored
+// as the prompt is.
 void append_sft_example(const Tokenizer& tok, const SftExample& example,
                         std::vector<uint32_t>& tokens, std::vector<uint8_t>& mask,
-                        bool bos = false);
+                        std::optional<uint32_t> bos = std::nullopt);
 
 }  // namespace tessera::data
