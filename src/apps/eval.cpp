@@ -24,9 +24,10 @@
 // --stride S scores the same tokens with a window that slides by S (train::evaluate_strided): each
 // token with at least T - S tokens of context instead of those since its window began (at every
 // context T of --contexts, each >= S); it costs about T / S times the forward passes.
-// --windows: how the data is cut, as data.windows in training (data/loader.h): packed windows, or
-// one per example of a `tokenize --format sft` set (the checkpoint's config says which by default;
-// a fine-tuned model evaluated on plain text shards needs --windows packed).
+// --windows: how the data is cut, as data.windows in training (data/loader.h): packed windows,
+// the same with attention kept within documents (documents), or one per example of a `tokenize
+// --format sft` set (the checkpoint's config says which by default; a fine-tuned model evaluated
+// on plain text shards needs --windows packed).
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -241,8 +242,9 @@ int main(int argc, char** argv) {
                                        "adds (every token then has >= T - S of context)",
                                        cxxopts::value<int64_t>())(
         "windows",
-        "packed (windows cut from the token stream) or example (one per example of a "
-        "tokenize --format sft set); default: the checkpoint config's data.windows",
+        "packed (windows cut from the token stream), documents (the same, attention kept "
+        "within documents) or example (one per example of a tokenize --format sft set); "
+        "default: the checkpoint config's data.windows",
         cxxopts::value<std::string>())("h,help", "show this help");
     train::add_model_options(options);
     train::add_device_option(options);
@@ -275,6 +277,7 @@ int main(int argc, char** argv) {
     if (args.count("windows")) {
       cfg.data.windows = args["windows"].as<std::string>();
       data::parse_window_mode(cfg.data.windows, "command line: --windows");
+      m.model->set_document_separator(train::document_separator(cfg));
     }
     const bool examples = cfg.data.windows == "example";
     TESSERA_CHECK(!examples || !stride,

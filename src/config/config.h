@@ -94,8 +94,9 @@ struct DataConfig {
   std::string tokenizer_dir = "data/tokenizers/gpt2";
   std::string train = "data/kjv/byte/train_*.bin";     // shard glob
   std::string val = "data/kjv/byte/val_*.bin";
-  // packed: windows of T + 1 tokens cut from the stream | example: one window per example of a
-  // `tokenize --format sft` set, padded or its start cut (data/loader.h)
+  // packed: windows of T + 1 tokens cut from the stream | documents: the same windows, attention
+  // and learned positions restarting at each end-of-text (ops/documents.h) | example: one
+  // window per example of a `tokenize --format sft` set, padded or its start cut (data/loader.h)
   std::string windows = "packed";
 
   bool operator==(const DataConfig&) const = default;

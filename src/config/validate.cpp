@@ -19,6 +19,7 @@
 #include "core/text.h"
 #include "nn/rope_scaling.h"
 #include "ops/attention_spec.h"
+#include "ops/packed_attention.h"
 
 namespace tessera {
 
@@ -218,7 +219,7 @@ void check_data(const Config& c, Problems& p) {
   if (d.tokenizer != "byte") p.non_empty("data.tokenizer_dir", d.tokenizer_dir);
   p.non_empty("data.train", d.train);
   p.non_empty("data.val", d.val);
-  p.one_of("data.windows", d.windows, {"packed", "example"});
+  p.one_of("data.windows", d.windows, {"packed", "documents", "example"});
   const int64_t need = tokenizer_vocab(d.tokenizer);
   if (c.model.vocab_size > 0 && c.model.vocab_size < need) {
     p.add("model.vocab_size (", c.model.vocab_size, ") is smaller than the ", d.tokenizer,
@@ -248,6 +249,18 @@ void check_attention_on_device(const Config& c, Problems& p) {
   if (!why.empty())
     p.add("model.attention '", m.attention, "' cannot run on train.device ", c.train.device, ": ",
           why, " (model.n_embd / model.n_head = ", m.n_embd, " / ", m.n_head, ")");
+  if (c.data.windows != "documents" || !why.empty()) return;
+  // Documents are attended one by one on views of the batch (ops/packed_attention.h).
+  if (c.train.s2_attn)
+    p.add(
+        "data.windows 'documents' attends each document on its own; train.s2_attn's shifted "
+        "groups would cross them: set one of the two");
+  else if (!ops::packed_attention_runs(s, device, cuda ? DType::BF16 : DType::F32, m.head_dim(),
+                                       true))
+    p.add("data.windows 'documents' needs attention kernels that read strided heads, which ",
+          m.attention, " on train.device ", c.train.device, " lacks at head dim ", m.head_dim(),
+          " (model.n_embd / model.n_head = ", m.n_embd, " / ", m.n_head,
+          "; softmax on CUDA has them at 64 and 128)");
 }
 
 void check_train(const Config& c, Problems& p) {

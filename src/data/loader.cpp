@@ -47,9 +47,11 @@ void shuffle_windows(std::vector<int64_t>& order, uint64_t seed, int64_t epoch) 
 }  // namespace
 
 WindowMode parse_window_mode(const std::string& name, const std::string& key) {
-  if (name == "packed") return WindowMode::Packed;
+  // documents: packed windows; the model keeps their documents apart (GPTConfig's
+  // document_separator).
+  if (name == "packed" || name == "documents") return WindowMode::Packed;
   if (name == "example") return WindowMode::Example;
-  TESSERA_FAIL(key, ": unknown window mode '", name, "' (packed | example)");
+  TESSERA_FAIL(key, ": unknown window mode '", name, "' (packed | documents | example)");
 }
 
 int64_t read_example(const Shard& shard, int64_t start, int64_t end, int64_t T, int32_t* inputs,

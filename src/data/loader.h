@@ -58,7 +58,8 @@ namespace tessera::data {
 constexpr int32_t kIgnoreTarget = -100;
 
 enum class WindowMode { Packed, Example };
-// "packed" | "example" (the config's data.windows); anything else is an error naming `key`.
+// "packed" | "documents" | "example" (the config's data.windows; documents are cut as packed
+// windows, the model keeping their documents apart); anything else is an error naming `key`.
 WindowMode parse_window_mode(const std::string& name, const std::string& key);
 
 struct LoaderOptions {

@@ -91,7 +91,8 @@ std::vector<int32_t> generate(const GPT& model, const std::vector<int32_t>& prom
         logits.narrow(1, logits.size(1) - 1, 1).reshape({V}).to(Device::cpu()).to(DType::F64);
     const int32_t id = sample_token(last.to_vector<double>(), opt, gen);
     out.push_back(id);
-    if (id == opt.stop_token || int64_t(out.size()) >= total) break;
+    // A model trained on documents ends one with the id that separates them.
+    if (id == opt.stop_token || id == cfg.document_separator || int64_t(out.size()) >= total) break;
     if (cache.length == capacity) {
       logits = refill(std::max<int64_t>(capacity / 2, 1));
     } else {

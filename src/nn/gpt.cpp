@@ -46,11 +46,19 @@ void GPTConfig::validate() const {
   TESSERA_CHECK(position != PositionKind::RoPE || head_dim() % 2 == 0,
                 "model: rope needs an even head dimension, got n_embd / n_head = ", head_dim());
   TESSERA_CHECK(dropout >= 0 && dropout < 1, "model: dropout ", dropout, " is outside [0, 1)");
+  TESSERA_CHECK(document_separator < vocab_size, "model: document separator id ",
+                document_separator, " is not below vocab_size ", vocab_size);
   // Device limits are checked where the device is known (config validation, causal_attention);
   // here only what no device runs.
   const std::string why = ops::attention_support(attention, Device::cpu(), DType::F32, head_dim());
   TESSERA_CHECK(why.empty(), "model: attention ", ops::attention_kind_name(attention.kind), ": ",
                 why);
+}
+
+void GPT::set_document_separator(int64_t id) {
+  TESSERA_CHECK(id < cfg_.vocab_size, "GPT: document separator id ", id,
+                " is not below vocab_size ", cfg_.vocab_size);
+  cfg_.document_separator = id < 0 ? -1 : id;
 }
 
 GPT::GPT(const GPTConfig& cfg, Generator& gen, DType dtype) : cfg_(cfg), dtype_(dtype) {
@@ -290,15 +298,16 @@ Tensor GPT::attend(const Tensor& q, const Tensor& k, const Tensor& v, bool train
 }
 
 // x (B, T, C) -> residual + attention(x) (B, T, C)
-Tensor GPT::attention(const Block& blk, const Tensor& x, const Tensor& residual,
-                      bool training) const {
+Tensor GPT::attention(const Block& blk, const Tensor& x, const Tensor& residual, bool training,
+                      const ops::Documents* docs) const {
   const int64_t H = cfg_.n_head, Hkv = cfg_.kv_heads();
   Tensor q, k, v;
   switch (attention_path(blk, x, training)) {
     case AttentionPath::Packed: {
       // Heads read and written where the projection keeps them: no split or merge copies.
       Tensor qkv = linear(hf_module(cfg_, Part::QKV, blk.index), x, blk.qkv_w, blk.qkv_b);
-      return project_out(blk, ops::packed_causal_attention(qkv, H, Hkv, cfg_.attention, training),
+      return project_out(blk,
+                         ops::packed_causal_attention(qkv, H, Hkv, cfg_.attention, training, docs),
                          residual, training);
     }
     case AttentionPath::Projected: {
@@ -307,14 +316,15 @@ Tensor GPT::attention(const Block& blk, const Tensor& x, const Tensor& residual,
       if (cfg_.position == PositionKind::RoPE) freqs = rope_freqs_for(cfg_, x.size(1));
       return project_out(blk,
                          ops::projected_causal_attention(q, k, v, H, Hkv, cfg_.attention, training,
-                                                         freqs ? &*freqs : nullptr),
+                                                         freqs ? &*freqs : nullptr, docs),
                          residual, training);
     }
     case AttentionPath::Split:
       break;
   }
   project_qkv(blk, x, 0, training, q, k, v);
-  return merge_heads(blk, attend(q, k, v, training), residual, training);
+  return merge_heads(blk, ops::causal_attention(q, k, v, cfg_.attention, training, docs), residual,
+                     training);
 }
 
 // x (B, T, C) -> residual + mlp(x) (B, T, C)
@@ -373,14 +383,15 @@ Tensor GPT::head(const Tensor& x, bool training, bool padded) const {
 }
 
 // Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.)).
-Tensor GPT::block(const Block& blk, const Tensor& x, bool training) const {
-  Tensor h = attention(blk, norm(x, blk.ln1_w, blk.ln1_b), x, training);
+Tensor GPT::block(const Block& blk, const Tensor& x, bool training,
+                  const ops::Documents* docs) const {
+  Tensor h = attention(blk, norm(x, blk.ln1_w, blk.ln1_b), x, training, docs);
   return mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), h, training);
 }
 
 // inputs (B, T) i32 at positions pos0 + t -> (B, T, C)
-Tensor GPT::embed(const Tensor& inputs, int64_t pos0, bool training,
-                  const Tensor& host_inputs) const {
+Tensor GPT::embed(const Tensor& inputs, int64_t pos0, bool training, const Tensor& host_inputs,
+                  const ops::Documents* docs) const {
   TESSERA_CHECK(inputs.dim() == 2 && inputs.dtype() == DType::I32,
                 "GPT: inputs must be (B, T) i32, got ", inputs.str());
   const int64_t T = inputs.size(1);
@@ -388,7 +399,12 @@ Tensor GPT::embed(const Tensor& inputs, int64_t pos0, bool training,
                 "GPT: sequence length ", pos0 + T, " exceeds block_size ", cfg_.block_size,
                 " of the learned position embedding");
   Tensor x = ops::embedding(wte_, inputs, host_inputs);
-  if (wpe_.defined()) {
+  if (wpe_.defined() && docs) {
+    // Each position's row of the table is its offset in its document: built on the host (where
+    // the documents were found) and looked up like the tokens.
+    const Tensor pos = from_vector(docs->positions(), {docs->batch(), docs->length()});
+    x = ops::add(x, ops::embedding(wpe_, pos.to(x.device()), pos));
+  } else if (wpe_.defined()) {
     // Rows pos0 .. pos0 + T - 1 of the position table, added to every sequence; their gradient
     // is a sum over B into those rows. No position ids are built on the host and sent over (on
     // CUDA that was a transfer and a wait per forward).
@@ -401,15 +417,31 @@ Tensor GPT::forward(const Tensor& inputs, bool training) const {
   return vocab_logits(forward_from(inputs, Tensor(), training));
 }
 
+std::shared_ptr<const ops::Documents> GPT::documents(const Tensor& inputs,
+                                                     const Tensor& host_inputs) const {
+  if (cfg_.document_separator < 0) return nullptr;
+  const Tensor ids = (host_inputs.defined() ? host_inputs : inputs.to(Device::cpu())).contiguous();
+  auto docs = std::make_shared<const ops::Documents>(
+      ops::Documents::at_token(static_cast<const int32_t*>(ids.data_ptr()), ids.size(0),
+                               ids.size(1), int32_t(cfg_.document_separator)));
+  return docs->whole_rows() ? nullptr : docs;
+}
+
 Tensor GPT::forward_from(const Tensor& inputs, const Tensor& host_inputs, bool training) const {
-  Tensor x = embed(inputs, 0, training, host_inputs);  // (B, T, C)
+  TESSERA_CHECK(inputs.dim() == 2 && inputs.dtype() == DType::I32,
+                "GPT: inputs must be (B, T) i32, got ", inputs.str());
+  // Held by the recompute closures below, which run the blocks again in the backward.
+  const std::shared_ptr<const ops::Documents> docs = documents(inputs, host_inputs);
+  Tensor x = embed(inputs, 0, training, host_inputs, docs.get());  // (B, T, C)
   for (const Block& blk : blocks_) {
     if (cfg_.recompute && training && grad_enabled()) {
-      x = recompute([this, blk, training](const std::vector<Tensor>& in) {
-        return block(blk, in[0], training);
-      }, {x});
+      x = recompute(
+          [this, blk, training, docs](const std::vector<Tensor>& in) {
+            return block(blk, in[0], training, docs.get());
+          },
+          {x});
     } else {
-      x = block(blk, x, training);
+      x = block(blk, x, training, docs.get());
     }
   }
   return head(norm(x, lnf_w_, lnf_b_), training, true);  // (B, T, logit_columns())
@@ -430,6 +462,17 @@ Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache) const {
   const int64_t Tn = inputs.size(1), L0 = cache.length;
   TESSERA_CHECK(L0 + Tn <= cache.capacity, "GPT::forward_cached: ", L0 + Tn,
                 " positions exceed the cache capacity ", cache.capacity);
+  if (cfg_.document_separator >= 0) {
+    // The cache holds one document: past a document's first position the id would open another
+    // that attends this one, which training never showed the model (generate stops at the id).
+    const Tensor ids = inputs.to(Device::cpu()).contiguous();
+    const int32_t* p = static_cast<const int32_t*>(ids.data_ptr());
+    for (int64_t i = 0; i < ids.numel(); ++i)
+      TESSERA_CHECK(p[i] != cfg_.document_separator || L0 + i % Tn == 0,
+                    "GPT::forward_cached: the document separator id ", cfg_.document_separator,
+                    " at position ", L0 + i % Tn, " of row ", i / Tn,
+                    ": a model trained on documents decodes one document at a time");
+  }
   Tensor x = embed(inputs, L0, false);
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const Block& blk = blocks_[l];

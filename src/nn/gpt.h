@@ -15,14 +15,16 @@
 // names come from one table per architecture, nn/hf_names.h.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/rng.h"
 #include "core/tensor.h"
-#include "ops/attention_spec.h"
 #include "nn/rope_scaling.h"
+#include "ops/attention_spec.h"
+#include "ops/documents.h"
 
 namespace tessera::nn {
 
@@ -52,6 +54,11 @@ struct GPTConfig {
   // What ops::causal_attention computes (ops/attention_spec.h): the kind, stick-breaking's options,
   // a sliding window, S^2-Attn on training forwards.
   ops::AttentionSpec attention;
+  // >= 0: the id between documents (ops/documents.h; the data's end of text, the config's
+  // data.windows: documents). A document starts at each, and each position attends its own
+  // document's keys, learned positions counting from its start. -1: every row is one sequence.
+  // Decoding (forward_cached) holds one document: the id past position 0 is refused.
+  int64_t document_separator = -1;
 
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
   int64_t head_dim() const { return n_embd / n_head; }
@@ -134,6 +141,9 @@ class GPT {
   // Changes the RoPE scaling of a built model (eval scales a trained one without touching its
   // weights or checkpoint); the next forward uses it.
   void set_rope_scaling(const RopeScaling& s) { cfg_.rope_scaling = s; }
+  // GPTConfig::document_separator for the forwards that follow (-1: off); an id >= vocab_size
+  // throws.
+  void set_document_separator(int64_t id);
   const std::vector<NamedTensor>& parameters() const { return params_; }
   Tensor parameter(const std::string& name) const;  // error naming it when absent
   int64_t num_parameters() const;
@@ -204,15 +214,22 @@ class GPT {
   AttentionPath attention_path(const Block& blk, const Tensor& x, bool training) const;
   // q (B, H, Tq, hd), k and v (B, Hkv, Tk, hd), Tq <= Tk -> (B, H, Tq, hd): causal_attention.
   Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training) const;
-  // Each sublayer returns the residual stream: residual + its output.
-  Tensor attention(const Block& blk, const Tensor& x, const Tensor& residual, bool training) const;
+  // Each sublayer returns the residual stream: residual + its output. docs: the rows' documents
+  // (null: one sequence a row).
+  Tensor attention(const Block& blk, const Tensor& x, const Tensor& residual, bool training,
+                   const ops::Documents* docs) const;
   // host_inputs: the same ids on the CPU, when the caller has them (ops::embedding).
-  Tensor embed(const Tensor& inputs, int64_t pos0, bool training,
-               const Tensor& host_inputs = {}) const;
+  Tensor embed(const Tensor& inputs, int64_t pos0, bool training, const Tensor& host_inputs = {},
+               const ops::Documents* docs = nullptr) const;
+  // The documents of inputs' rows under cfg_.document_separator, read from host_inputs (or inputs,
+  // read back); null when it is off or every row is one document.
+  std::shared_ptr<const ops::Documents> documents(const Tensor& inputs,
+                                                  const Tensor& host_inputs) const;
   // Padded logits (B, T, logit_columns()).
   Tensor forward_from(const Tensor& inputs, const Tensor& host_inputs, bool training) const;
   Tensor mlp(const Block& blk, const Tensor& x, const Tensor& residual, bool training) const;
-  Tensor block(const Block& blk, const Tensor& x, bool training) const;
+  Tensor block(const Block& blk, const Tensor& x, bool training,
+               const ops::Documents* docs = nullptr) const;
 
   GPTConfig cfg_;
   DType dtype_;

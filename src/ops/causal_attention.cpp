@@ -3,6 +3,7 @@
 #include "ops/causal_attention.h"
 
 #include "ops/attention.h"
+#include "ops/packed_attention.h"
 #include "ops/sparse_attention.h"
 #include "ops/stick_breaking.h"
 
@@ -20,12 +21,18 @@ bool softmax_runs_flash(const AttentionSpec& spec, Device device, int64_t head_d
 }  // namespace detail
 
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                        const AttentionSpec& spec, bool training) {
+                        const AttentionSpec& spec, bool training, const Documents* docs) {
   detail::check_attention_inputs("causal_attention", q, k, v, /*allow_offset=*/true);
   const std::string why =
       attention_support(spec, q.device(), q.dtype(), q.size(3), q.size(2), k.size(2));
   TESSERA_CHECK(why.empty(), "causal_attention: ", why, " (q ", q.str(), ")");
   const bool offset = q.size(2) != k.size(2);
+  if (docs && !docs->whole_rows()) {
+    TESSERA_CHECK(!offset && !(spec.s2_attn && training),
+                  "causal_attention: attention within documents takes self-attention (q ", q.str(),
+                  ", k ", k.str(), ")", offset ? "" : " without S^2-Attn");
+    return document_attention(q, k, v, spec, *docs, training);
+  }
 
   const AttentionFn full = [&spec](const Tensor& q, const Tensor& k, const Tensor& v) {
     const bool decoding = q.size(2) != k.size(2);

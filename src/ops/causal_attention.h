@@ -24,11 +24,15 @@
 
 #include "core/tensor.h"
 #include "ops/attention_spec.h"
+#include "ops/documents.h"
 
 namespace tessera::ops {
 
+// docs (null: none) keeps each query to its own document's keys (document_attention,
+// ops/packed_attention.h); not with a query offset or S^2-Attn while training.
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                        const AttentionSpec& spec, bool training = false);
+                        const AttentionSpec& spec, bool training = false,
+                        const Documents* docs = nullptr);
 
 namespace detail {
 // The softmax kernel family causal_attention picks (packed_causal_attention picks the same): flash

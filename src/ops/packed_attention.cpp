@@ -20,6 +20,32 @@ Tensor heads(const Tensor& t, int64_t first, int64_t n, int64_t D) {
   return make_view(t, {B, n, T, D}, {T * W, D, W, 1}, t.offset() + first * D);
 }
 
+// A part of the batch that one kernel call attends: a document's rows [start, start + length) of
+// batch row b, or (b < 0) the whole batch.
+struct Part {
+  int64_t b = -1, start = 0, length = 0;
+};
+
+std::vector<Part> parts_of(const Documents* docs) {
+  if (!docs || docs->whole_rows()) return {Part{}};
+  std::vector<Part> parts;
+  parts.reserve(size_t(docs->count()));
+  docs->for_each([&](int64_t b, int64_t start, int64_t length) {
+    parts.push_back({b, start, length});
+  });
+  return parts;
+}
+
+// Part p of a (B, n, T, ...) view: itself for the whole batch, else the (1, n, length, ...) view of
+// the document's rows, with the view's own strides (the kernels' strided contract).
+Tensor cut(const Tensor& t, const Part& p) {
+  if (p.b < 0) return t;
+  Shape shape = t.shape();
+  shape[0] = 1, shape[2] = p.length;
+  return make_view(t, shape, t.strides(),
+                   t.offset() + p.b * t.strides()[0] + p.start * t.strides()[2]);
+}
+
 }  // namespace
 
 bool packed_attention_runs(const AttentionSpec& spec, Device device, DType dtype, int64_t head_dim,
@@ -35,10 +61,12 @@ bool packed_attention_runs(const AttentionSpec& spec, Device device, DType dtype
 namespace {
 
 // What a call keeps for its backward: the kernel's q, k (rotated copies under RoPE, else views of
-// the inputs) and v, the output O (a view of the result), and lse (flash), P (materialised) or
-// log rem (stick-breaking).
+// the inputs) and v, the output O (a view of the result), and for each part (parts_of: the whole
+// batch, or each document) its lse (flash), P (materialised) or log rem (stick-breaking).
 struct Attended {
-  Tensor q, k, v, o, saved;
+  Tensor q, k, v, o;
+  std::vector<Part> parts;
+  std::vector<Tensor> saved;  // one a part
   double scale = 0;
   AttentionSpec spec;
   bool flash = false;
@@ -49,7 +77,7 @@ struct Attended {
 // rows, out the (B, H, T, D) view of the result the kernel writes.
 Attended attend(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
                 const Tensor& out, const AttentionSpec& spec, bool training, const RopeFreqs* rope,
-                const Tensor& input) {
+                const Tensor& input, const Documents* docs) {
   const int64_t T = q.size(2), D = q.size(3);
   TESSERA_CHECK(packed_attention_runs(spec, input.device(), input.dtype(), D, training), op, ": ",
                 attention_kind_name(spec.kind), " attention with head dim ", D,
@@ -72,18 +100,29 @@ Attended attend(const char* op, const Tensor& q, const Tensor& k, const Tensor& 
     TESSERA_KERNEL(q, rope)(a.q, q, rope->inv_freq, rope->scale, 0, false);
     TESSERA_KERNEL(k, rope)(a.k, k, rope->inv_freq, rope->scale, 0, false);
   }
-  const int64_t B = q.size(0), H = q.size(1);
+  if (docs)
+    TESSERA_CHECK(docs->batch() == q.size(0) && docs->length() == T, op, ": documents of a (",
+                  docs->batch(), ", ", docs->length(), ") batch for ", input.str());
+  a.parts = parts_of(docs);
+  const int64_t H = q.size(1);
   const DType stat = q.dtype() == DType::F64 ? DType::F64 : DType::F32;
-  if (spec.kind == AttentionKind::StickBreaking) {
-    a.saved = Tensor::empty({B, H, T}, {stat, q.device()});
-    TESSERA_KERNEL(q, stick_breaking_forward)(out, a.saved, Tensor(), a.q, a.k, v, a.scale,
-                                              spec.attend_current, spec.sb_remainder);
-  } else if (a.flash) {
-    a.saved = Tensor::empty({B, H, T}, {stat, q.device()});
-    TESSERA_KERNEL(q, flash_attention_forward)(out, a.saved, a.q, a.k, v, a.scale, spec.window);
-  } else {
-    a.saved = Tensor::empty({B, H, T, T}, q.options());
-    TESSERA_KERNEL(q, attention_forward)(out, a.saved, a.q, a.k, v, a.scale);
+  // Each part is a batch of its own: a document's rows attend within it (positions relative to
+  // its start; RoPE's rotation above depends on the difference alone).
+  for (const Part& p : a.parts) {
+    const Tensor Q = cut(a.q, p), K = cut(a.k, p), V = cut(v, p), O = cut(out, p);
+    const int64_t B = Q.size(0), L = Q.size(2);
+    if (spec.kind == AttentionKind::StickBreaking) {
+      a.saved.push_back(Tensor::empty({B, H, L}, {stat, q.device()}));
+      const auto forward = TESSERA_KERNEL(q, stick_breaking_forward);
+      forward(O, a.saved.back(), Tensor(), Q, K, V, a.scale, spec.attend_current,
+              spec.sb_remainder);
+    } else if (a.flash) {
+      a.saved.push_back(Tensor::empty({B, H, L}, {stat, q.device()}));
+      TESSERA_KERNEL(q, flash_attention_forward)(O, a.saved.back(), Q, K, V, a.scale, spec.window);
+    } else {
+      a.saved.push_back(Tensor::empty({B, H, L, L}, q.options()));
+      TESSERA_KERNEL(q, attention_forward)(O, a.saved.back(), Q, K, V, a.scale);
+    }
   }
   return a;
 }
@@ -94,15 +133,21 @@ void attend_backward(const Attended& a, const Tensor& dO, const Tensor& dq, cons
                      const Tensor& dv) {
   const Tensor dQ = a.rope ? Tensor::empty(a.q.shape(), a.q.options()) : dq;
   const Tensor dK = a.rope ? Tensor::empty(a.k.shape(), a.k.options()) : dk;
-  if (a.spec.kind == AttentionKind::StickBreaking)
-    TESSERA_KERNEL(dO, stick_breaking_backward)(dQ, dK, dv, dO, a.q, a.k, a.v, a.o, a.saved,
-                                                a.scale, a.spec.attend_current,
-                                                a.spec.sb_remainder);
-  else if (a.flash)
-    TESSERA_KERNEL(dO, flash_attention_backward)(dQ, dK, dv, dO, a.q, a.k, a.v, a.o, a.saved,
-                                                 a.scale, a.spec.window);
-  else
-    TESSERA_KERNEL(dO, attention_backward)(dQ, dK, dv, dO, a.q, a.k, a.v, a.saved, a.scale);
+  for (size_t i = 0; i < a.parts.size(); ++i) {
+    const Part& p = a.parts[i];
+    const Tensor gq = cut(dQ, p), gk = cut(dK, p), gv = cut(dv, p), go = cut(dO, p);
+    const Tensor Q = cut(a.q, p), K = cut(a.k, p), V = cut(a.v, p);
+    if (a.spec.kind == AttentionKind::StickBreaking) {
+      const auto backward = TESSERA_KERNEL(dO, stick_breaking_backward);
+      backward(gq, gk, gv, go, Q, K, V, cut(a.o, p), a.saved[i], a.scale, a.spec.attend_current,
+               a.spec.sb_remainder);
+    } else if (a.flash) {
+      const auto backward = TESSERA_KERNEL(dO, flash_attention_backward);
+      backward(gq, gk, gv, go, Q, K, V, cut(a.o, p), a.saved[i], a.scale, a.spec.window);
+    } else {
+      TESSERA_KERNEL(dO, attention_backward)(gq, gk, gv, go, Q, K, V, a.saved[i], a.scale);
+    }
+  }
   if (a.rope) {
     TESSERA_KERNEL(dO, rope)(dq, dQ, a.rope->inv_freq, a.rope->scale, 0, true);
     TESSERA_KERNEL(dO, rope)(dk, dK, a.rope->inv_freq, a.rope->scale, 0, true);
@@ -111,8 +156,8 @@ void attend_backward(const Attended& a, const Tensor& dO, const Tensor& dq, cons
 
 }  // namespace
 
-Tensor packed_causal_attention(const Tensor& qkv, int64_t H, int64_t Hkv,
-                               const AttentionSpec& spec, bool training) {
+Tensor packed_causal_attention(const Tensor& qkv, int64_t H, int64_t Hkv, const AttentionSpec& spec,
+                               bool training, const Documents* docs) {
   TESSERA_CHECK(qkv.dim() == 3 && H > 0 && Hkv > 0 && H % Hkv == 0 &&
                     qkv.size(2) % (H + 2 * Hkv) == 0 && qkv.size(2) > 0,
                 "packed_causal_attention: expected qkv (B, T, (H + 2 Hkv) D) with H = ", H,
@@ -122,9 +167,9 @@ Tensor packed_causal_attention(const Tensor& qkv, int64_t H, int64_t Hkv,
   Tensor out = Tensor::empty({B, T, H * D}, qkv.options());
   // The closure holds a detached alias of out, not the output's own handle (a cycle through its
   // autograd node).
-  const Attended a =
-      attend("packed_causal_attention", heads(X, 0, H, D), heads(X, H, Hkv, D),
-             heads(X, H + Hkv, Hkv, D), heads(out.detach(), 0, H, D), spec, training, nullptr, qkv);
+  const Attended a = attend("packed_causal_attention", heads(X, 0, H, D), heads(X, H, Hkv, D),
+                            heads(X, H + Hkv, Hkv, D), heads(out.detach(), 0, H, D), spec, training,
+                            nullptr, qkv, docs);
   return record("packed_attention", out, {qkv}, [a, H, Hkv, D](const Tensor& dout, GradSink& g) {
     // Every element of dX is written: dq for every query, dk and dv for every key.
     const int64_t B = a.o.size(0), T = a.o.size(2);
@@ -137,7 +182,7 @@ Tensor packed_causal_attention(const Tensor& qkv, int64_t H, int64_t Hkv,
 
 Tensor projected_causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t H,
                                   int64_t Hkv, const AttentionSpec& spec, bool training,
-                                  const RopeFreqs* rope) {
+                                  const RopeFreqs* rope, const Documents* docs) {
   TESSERA_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3 && H > 0 && Hkv > 0 &&
                     H % Hkv == 0 && q.size(2) % H == 0 && q.size(2) > 0 &&
                     k.shape() == v.shape() && k.size(0) == q.size(0) && k.size(1) == q.size(1) &&
@@ -149,9 +194,9 @@ Tensor projected_causal_attention(const Tensor& q, const Tensor& k, const Tensor
   const int64_t B = q.size(0), T = q.size(1), D = q.size(2) / H;
   const Tensor Qi = detail::dense(q), Ki = detail::dense(k), Vi = detail::dense(v);
   Tensor out = Tensor::empty({B, T, H * D}, q.options());
-  const Attended a = attend("projected_causal_attention", heads(Qi, 0, H, D),
-                            heads(Ki, 0, Hkv, D), heads(Vi, 0, Hkv, D),
-                            heads(out.detach(), 0, H, D), spec, training, rope, q);
+  const Attended a =
+      attend("projected_causal_attention", heads(Qi, 0, H, D), heads(Ki, 0, Hkv, D),
+             heads(Vi, 0, Hkv, D), heads(out.detach(), 0, H, D), spec, training, rope, q, docs);
   return record("projected_attention", out, {q, k, v},
                 [a, H, Hkv, D](const Tensor& dout, GradSink& g) {
                   const int64_t B = a.o.size(0), T = a.o.size(2);
@@ -164,6 +209,24 @@ Tensor projected_causal_attention(const Tensor& q, const Tensor& k, const Tensor
                   g.add(1, dk);
                   g.add(2, dv);
                 });
+}
+
+Tensor document_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                          const AttentionSpec& spec, const Documents& docs, bool training) {
+  detail::check_attention_inputs("document_attention", q, k, v);
+  const Tensor Q = detail::unit_rows(q), K = detail::unit_rows(k), V = detail::unit_rows(v);
+  Tensor out = Tensor::empty(q.shape(), q.options());
+  const Attended a =
+      attend("document_attention", Q, K, V, out.detach(), spec, training, nullptr, q, &docs);
+  return record("document_attention", out, {q, k, v}, [a](const Tensor& dout, GradSink& g) {
+    Tensor dq = Tensor::empty(a.q.shape(), a.q.options());
+    Tensor dk = Tensor::empty(a.k.shape(), a.k.options());
+    Tensor dv = Tensor::empty(a.v.shape(), a.v.options());
+    attend_backward(a, detail::unit_rows(dout), dq, dk, dv);
+    g.add(0, dq);
+    g.add(1, dk);
+    g.add(2, dv);
+  });
 }
 
 }  // namespace tessera::ops

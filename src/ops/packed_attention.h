@@ -27,6 +27,7 @@
 
 #include "core/tensor.h"
 #include "ops/attention_spec.h"
+#include "ops/documents.h"
 #include "ops/rope.h"
 
 namespace tessera::ops {
@@ -37,8 +38,13 @@ bool packed_attention_runs(const AttentionSpec& spec, Device device, DType dtype
 
 // qkv (B, T, (H + 2 Hkv) D) -> (B, T, H D). Throws, naming the shapes, when qkv's last dimension
 // is not (H + 2 Hkv) D for H a multiple of Hkv, and when packed_attention_runs is false.
+//
+// docs (ops/documents.h; null: every row one sequence) keeps each query to the keys of its own
+// document: the kernels run on each document's rows as a sequence of its own (a (1, H, length, D)
+// view of the same strides), one call a document, forward and backward. A sliding window then
+// applies within the document. Every entry point here takes it.
 Tensor packed_causal_attention(const Tensor& qkv, int64_t H, int64_t Hkv, const AttentionSpec& spec,
-                               bool training = false);
+                               bool training = false, const Documents* docs = nullptr);
 
 // The same off three projections (Llama's q_proj, k_proj, v_proj): q (B, T, H D), k and v
 // (B, T, Hkv D) -> (B, T, H D), optionally with rotary embeddings on q and k (positions 0..T-1):
@@ -48,6 +54,12 @@ Tensor packed_causal_attention(const Tensor& qkv, int64_t H, int64_t Hkv, const 
 // (B, T, Hkv D) gradients. Equals causal_attention on rope(split heads), merged, to rounding.
 Tensor projected_causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t H,
                                   int64_t Hkv, const AttentionSpec& spec, bool training = false,
-                                  const RopeFreqs* rope = nullptr);
+                                  const RopeFreqs* rope = nullptr, const Documents* docs = nullptr);
+
+// The same on split heads: q (B, H, T, D), k and v (B, Hkv, T, D) -> (B, H, T, D), each
+// document's rows attended on their own (causal_attention given documents; the heads may be any
+// views with contiguous rows).
+Tensor document_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                          const AttentionSpec& spec, const Documents& docs, bool training = false);
 
 }  // namespace tessera::ops

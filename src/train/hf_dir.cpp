@@ -76,15 +76,6 @@ void write_text(const fs::path& p, const std::string& text) {
 
 const char* torch_dtype(DType t) { return t == DType::BF16 ? "bfloat16" : "float32"; }
 
-// The end-of-text id of the tokenizer the model was trained with (tokenizer.h), when it fits.
-int64_t eot_id(const Config& cfg) {
-  const int64_t id = cfg.data.tokenizer == "hf"
-                         ? data::make_tokenizer("hf", cfg.data.tokenizer_dir)->eot_id()
-                     : cfg.data.tokenizer == "gpt2" ? 50256
-                                                    : 256;
-  return id < cfg.model.vocab_size ? id : -1;
-}
-
 // The files of data.tokenizer_dir an export copies (tokenizer.h).
 std::vector<const char*> tokenizer_files(const std::string& tokenizer) {
   if (tokenizer == "gpt2") return {"encoder.json", "vocab.bpe"};
@@ -251,7 +242,8 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
   for (const char* f : tokenizer_files(cfg.data.tokenizer))
     TESSERA_CHECK(fs::exists(tok / f), "data.tokenizer is ", cfg.data.tokenizer, " but ",
                   (tok / f).string(), " is missing (set data.tokenizer_dir)");
-  const int64_t eot = eot_id(cfg);  // an hf tokenizer is read for it: once, and before writing
+  const int64_t eot =
+      end_of_text_id(cfg);  // an hf tokenizer is read for it: once, and before writing
 
   // A name of its own beside out (mkdtemp): never a directory someone else made or left.
   std::string staging = out.string() + ".export-tmp.XXXXXX";

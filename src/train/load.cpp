@@ -22,7 +22,7 @@ LoadedModel load_model(const std::string& checkpoint, const std::string& base) {
   auto step = ck.trainer_ints.find("step");
   m.step = step != ck.trainer_ints.end() ? step->second : 0;
   Generator init(0);  // every weight is overwritten below
-  m.model = std::make_unique<nn::GPT>(model_config(m.config.model, m.config.train), init);
+  m.model = std::make_unique<nn::GPT>(model_config(m.config), init);
   if (ck.adapter.empty()) {
     TESSERA_CHECK(base.empty(), m.path, " is a full checkpoint: a base (", base,
                   ") is only for LoRA checkpoints");

@@ -1,6 +1,8 @@
 // The config sections as layer options: see options.h.
 #include "train/options.h"
 
+#include "data/tokenizer.h"
+
 namespace tessera::train {
 
 nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t) {
@@ -28,6 +30,29 @@ nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t) {
   g.recompute = t.recompute;
   g.attention = attention_spec(m, t);
   return g;
+}
+
+nn::GPTConfig model_config(const Config& cfg) {
+  nn::GPTConfig g = model_config(cfg.model, cfg.train);
+  g.document_separator = document_separator(cfg);
+  return g;
+}
+
+int64_t end_of_text_id(const Config& cfg) {
+  const int64_t id = cfg.data.tokenizer == "hf"
+                         ? data::make_tokenizer("hf", cfg.data.tokenizer_dir)->eot_id()
+                     : cfg.data.tokenizer == "gpt2" ? 50256
+                                                    : 256;
+  return id < cfg.model.vocab_size ? id : -1;
+}
+
+int64_t document_separator(const Config& cfg) {
+  if (cfg.data.windows != "documents") return -1;
+  const int64_t id = end_of_text_id(cfg);
+  TESSERA_CHECK(id >= 0, "data.windows is documents, which start at data.tokenizer ",
+                cfg.data.tokenizer, "'s end-of-text id, but model.vocab_size ",
+                cfg.model.vocab_size, " does not hold it");
+  return id;
 }
 
 peft::LoraOptions lora_options(const LoraConfig& l) {

@@ -19,6 +19,15 @@ namespace tessera::train {
 
 // The model section of a config as the nn layer's struct (strings become enums).
 nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t);
+// The same, with what the data section sets in the model: under data.windows: documents, the
+// end-of-text id as its document_separator.
+nn::GPTConfig model_config(const Config& cfg);
+// The end-of-text id of data.tokenizer (byte 256, gpt2 50256, hf: its tokenizer.json, read), or
+// -1 when it is not below model.vocab_size.
+int64_t end_of_text_id(const Config& cfg);
+// GPTConfig::document_separator for the config: the end-of-text id under data.windows: documents
+// (an error naming both when it is not below model.vocab_size), else -1.
+int64_t document_separator(const Config& cfg);
 // The lora section as peft's options (targets parsed).
 peft::LoraOptions lora_options(const LoraConfig& l);
 // A loader of the files `pattern` matches (key names it in errors), with the run's batch size,

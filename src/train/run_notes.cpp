@@ -97,6 +97,14 @@ std::string example_windows_note(const data::DataLoader& train, const data::Data
          (val ? " and " + stats(*val, "data.val") : std::string());
 }
 
+std::string documents_note(const Config& cfg, int64_t separator) {
+  if (separator < 0) return "";
+  const bool learned = cfg.model.position == "learned";
+  return "data.windows documents: a document starts at every end-of-text id (" +
+         std::to_string(separator) + ") of a window; its tokens attend only its own" +
+         (learned ? ", and learned positions count from its start" : "");
+}
+
 std::string rollback_reach_note(const Config& cfg) {
   const CheckpointConfig& k = cfg.checkpoint;
   int64_t reach = 0;

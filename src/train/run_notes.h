@@ -37,6 +37,10 @@ std::string loss_mask_note(const data::DataLoader& train, const data::DataLoader
 // tokens per step count it). "" with packed windows.
 std::string example_windows_note(const data::DataLoader& train, const data::DataLoader* val);
 
+// With data.windows: documents: the id documents start at (separator: GPTConfig's
+// document_separator) and what restarts there. "" otherwise.
+std::string documents_note(const Config& cfg, int64_t separator);
+
 // A warning when spike.rollback_steps reaches further back than retention keeps checkpoints:
 // keep files every `interval` steps span (keep - 1) x interval steps, so once the run is past its
 // first keep saves a spike finds no checkpoint that far back and only skips its update. None

@@ -65,7 +65,7 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       world_(comm_->world()),
       run_dir_(fs::path(cfg_.checkpoint.dir) / cfg_.train.run_name),
       init_gen_(seed_default_generator(cfg_.train.seed, rank_)),
-      model_(model_config(cfg_.model, cfg_.train), init_gen_),
+      model_(model_config(cfg_), init_gen_),
       params_(named_params(model_.parameters())),
       sched_(schedule_options(cfg_)),
       accum_(cfg_.grad_accum_steps(world_)),  // names the numbers when they do not divide
@@ -109,6 +109,7 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
     for (std::string note :
          {loss_mask_note(loader_, nullptr), example_windows_note(loader_, nullptr)})
       val_notes.push_back(std::move(note));
+  val_notes.push_back(documents_note(cfg_, model_.config().document_separator));
   // Built on the CPU in f32 above (the same initial weights on every device and rank), with the
   // --init weights and the adapters: NF4 codes come from the f32 weights and the base's fingerprint
   // is the f32 checkpoint's, whatever the device. Then placed (peft/lora.h: f32 adapters). Read

@@ -78,3 +78,26 @@ TEST(AttentionConfig, unknown_kind_lists_the_kinds_of_the_one_list) {
             std::string::npos)
       << e;
 }
+
+TEST(AttentionConfig, document_windows_need_strided_kernels_and_no_s2_attn) {
+  const std::string rope = (configs_dir() / "rope-small.yaml").string();
+  EXPECT_EQ(load_config(rope, {"data.windows=documents"}).data.windows, "documents");
+  std::string e = error_of([&] {
+    load_config(rope, {"data.windows=documents", "train.s2_attn=true"});
+  });
+  EXPECT_NE(e.find("data.windows 'documents' attends each document on its own; train.s2_attn's "
+                   "shifted groups would cross them"),
+            std::string::npos)
+      << e;
+  // Softmax on CUDA at head dim 32 runs the materialised kernel, which reads no strided heads.
+  e = error_of([&] { load_config(rope, {"data.windows=documents", "train.device=cuda"}); });
+  EXPECT_NE(e.find("data.windows 'documents' needs attention kernels that read strided heads, "
+                   "which softmax on train.device cuda lacks at head dim 32"),
+            std::string::npos)
+      << e;
+  EXPECT_NO_THROW(
+      load_config(rope, {"data.windows=documents", "train.device=cuda", "model.n_head=2"}));
+  e = error_of([&] { load_config(rope, {"data.windows=document"}); });
+  EXPECT_NE(e.find("data.windows"), std::string::npos) << e;
+  EXPECT_NE(e.find("documents"), std::string::npos) << e;
+}

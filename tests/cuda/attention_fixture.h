@@ -1,0 +1,53 @@
+// What the CUDA attention parity tests share (test_attention_cuda.cpp,
+// test_document_attention_cuda.cpp): the skip without a device, the tolerances of bf16 and f32
+// kernels against the CPU reference in f64, and inputs drawn once and held on both devices.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include "backend/cuda.h"
+#include "ops/ops.h"
+#include "test_util.h"
+
+namespace tessera::testing::attention {
+
+#define SKIP_WITHOUT_CUDA() \
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device"
+
+// bf16 tolerances. The GPU rounds P (or A) to bf16 before the P V product (relative 2^-9 per
+// weight, with random signs across keys) and rounds outputs to bf16 (2^-9 relative); accumulation
+// is fp32. That puts forward errors near 4e-3 of the output's scale: 2e-2 is a 5x margin, while a
+// wrong mask, tile or head mapping is off by O(1). Gradients also round dS (or dz) to bf16 and
+// subtract rowsum(dout * out) computed from the bf16 output, a cancellation that can cost a few
+// more bits: 4e-2.
+constexpr double kBf16Fwd = 2e-2;
+constexpr double kBf16Bwd = 4e-2;
+// Stick-breaking's dq sums dz over every earlier key with both signs (the derivative of a product
+// of sticks), so the bf16 rounding of dz grows with the row's length relative to dq's largest
+// element: the CUDA emulator (kernels/emu: exact bf16 products, f32 sums, exact exp) measures
+// 0.051 at T 200 and 0.044 at T 130, spread over all rows and growing with the position, not
+// clustered at a tile edge. 1e-1 is twice that; a wrong mask or tile is off by O(1).
+constexpr double kSbBf16Bwd = 1e-1;
+// With q and k three times larger (scores near +-10, sticks near 0 and 1) the same rounding makes
+// dq's error 0.112 on the emulator (T 150, seed 85; the same before and after the forward's exact
+// logs, which dq does not read): 2e-1 for those cases. A wrong row scan is off by O(1).
+constexpr double kSbBf16BwdSharp = 2e-1;
+// f32 path: fp32 sums over at most a few hundred keys and D terms against f64, plus libm
+// exp/log (1-2 ulp): ~1e-6 of scale; 1e-4 leaves room for unlucky cancellations.
+constexpr double kF32 = 1e-4;
+
+// A random tensor in `dtype` (bf16 or f32) on the CPU, its values as f64 for the reference, and
+// the same values on the GPU.
+struct Input {
+  Tensor ref, gpu;
+};
+// growth: row t of the last two dimensions (T, D) is scaled by 1 + growth t / T.
+inline Input make_input(const Shape& shape, Generator& g, DType dtype, double mul = 1.0,
+                        double add = 0.0, double growth = 0.0) {
+  Tensor x = ops::add(ops::scale(randn(shape, g), mul), full(shape, add));
+  if (growth != 0.0) x = tessera::testing::rows_growing(x, growth);
+  x = x.to(dtype);
+  return {x.to(DType::F64), x.to(Device::cuda())};
+}
+
+}  // namespace tessera::testing::attention
