@@ -200,11 +200,14 @@ std::string batch_count(int64_t lo, int64_t hi) {
   return std::to_string(lo) + (hi != lo ? "-" + std::to_string(hi) : "") + " batches";
 }
 
-// --stride S in the header: the same tokens, scored by windows that move by S; or example windows.
+// --stride S in the header: the same tokens, scored by windows that move by S; example windows;
+// documents.
 std::string windows_note(int64_t stride, const Config& cfg) {
   if (cfg.data.windows == "example") return "; a window per example";
-  if (!stride) return "";
-  return "; windows sliding by " + std::to_string(stride) + ", each token scored once";
+  const std::string documents =
+      cfg.data.windows == "documents" ? "; attention within documents" : "";
+  if (!stride) return documents;
+  return "; windows sliding by " + std::to_string(stride) + ", each token scored once" + documents;
 }
 
 // What follows the count when the data held fewer batches than --batches asked for.

@@ -70,13 +70,20 @@ Config Trainer::check_resumed_config(const std::string& path, const CheckpointDa
                 "run takes ", T_, " (", cfg_.train.seq_len > 0 ? "train.seq_len" : "model.block_size",
                 "): a resumed run continues the checkpoint's data order, counted in windows; set "
                 "train.seq_len: ", T, ", or start a new run from its weights with --init");
-  TESSERA_CHECK(stored.data.windows == cfg_.data.windows, "checkpoint ", path,
-                " was trained with data.windows: ", stored.data.windows, " but this run sets ",
-                cfg_.data.windows,
+  // packed and documents cut the same windows (attention within documents is the model's).
+  TESSERA_CHECK(data::parse_window_mode(stored.data.windows, path + ": data.windows") ==
+                    data::parse_window_mode(cfg_.data.windows, "data.windows"),
+                "checkpoint ", path, " was trained with data.windows: ", stored.data.windows,
+                " but this run sets ", cfg_.data.windows,
                 ": a resumed run continues the checkpoint's data order, counted "
                 "in its windows; set data.windows: ",
                 stored.data.windows, ", or start a new run from its weights with --init");
   if (rank_ != 0) return stored;
+  if (stored.data.windows != cfg_.data.windows)
+    out_->log() << "data.windows: " << cfg_.data.windows << " from here on, the checkpoint " << path
+                << " trained with " << stored.data.windows << " (the same windows; attention "
+                << (cfg_.data.windows == "documents" ? "now stays within" : "now crosses")
+                << " documents)\n";
   const std::string moved =
       data_change_note(stored.data.train, cfg_.data.train, loader_.options().files, path);
   if (!moved.empty()) out_->log() << moved << "\n";

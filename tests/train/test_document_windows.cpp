@@ -78,5 +78,28 @@ TEST(DocumentWindows, a_document_sees_none_of_the_one_before_in_training_and_eva
   char want[32];
   std::snprintf(want, sizeof want, "%.4f", documents.last_val_loss);
   EXPECT_NE(same.find(want), std::string::npos) << same;
+  EXPECT_NE(same.find("; attention within documents)"), std::string::npos) << same;
   EXPECT_EQ(crossed.find(want), std::string::npos) << crossed;
+}
+
+TEST(DocumentWindows, a_packed_run_resumes_with_documents) {
+  // packed and documents cut the same windows, so the data cursor carries over; the log says
+  // what changed. (Example windows count examples: SftTraining.example_windows_... is refused.)
+  TempRun run;
+  Config cfg = run.config(6);
+  cfg.checkpoint.interval = 3, cfg.train.stop_after = 3;
+  std::ostringstream log;
+  train::run_training(cfg, log);
+  Config documents = cfg;
+  documents.data.windows = "documents";
+  documents.checkpoint.resume = "auto", documents.train.stop_after = 0;
+  std::ostringstream resumed;
+  EXPECT_EQ(train::run_training(documents, resumed).steps, 6);
+  EXPECT_NE(resumed.str().find("data.windows: documents from here on, the checkpoint "),
+            std::string::npos)
+      << resumed.str();
+  EXPECT_NE(resumed.str().find("trained with packed (the same windows; attention now stays "
+                               "within documents)"),
+            std::string::npos)
+      << resumed.str();
 }
