@@ -85,6 +85,9 @@ Attended attend(const char* op, const Tensor& q, const Tensor& k, const Tensor& 
                 input.str(), "; split the heads and call causal_attention");
   const std::string why = attention_support(spec, input.device(), input.dtype(), D, T, T);
   TESSERA_CHECK(why.empty(), op, ": ", why, " (", input.str(), ")");
+  if (docs)
+    TESSERA_CHECK(docs->batch() == q.size(0) && docs->length() == T, op, ": documents of a (",
+                  docs->batch(), ", ", docs->length(), ") batch for ", input.str());
   Attended a;
   a.scale = detail::attention_scale(spec.scale, D);
   a.spec = spec;
@@ -100,9 +103,6 @@ Attended attend(const char* op, const Tensor& q, const Tensor& k, const Tensor& 
     TESSERA_KERNEL(q, rope)(a.q, q, rope->inv_freq, rope->scale, 0, false);
     TESSERA_KERNEL(k, rope)(a.k, k, rope->inv_freq, rope->scale, 0, false);
   }
-  if (docs)
-    TESSERA_CHECK(docs->batch() == q.size(0) && docs->length() == T, op, ": documents of a (",
-                  docs->batch(), ", ", docs->length(), ") batch for ", input.str());
   a.parts = parts_of(docs);
   const int64_t H = q.size(1);
   const DType stat = q.dtype() == DType::F64 ? DType::F64 : DType::F32;
@@ -214,6 +214,11 @@ Tensor projected_causal_attention(const Tensor& q, const Tensor& k, const Tensor
 Tensor document_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                           const AttentionSpec& spec, const Documents& docs, bool training) {
   detail::check_attention_inputs("document_attention", q, k, v);
+  TESSERA_CHECK(packed_attention_runs(spec, q.device(), q.dtype(), q.size(3), training),
+                "document_attention: attention within documents runs the kernels that read "
+                "strided heads, which ",
+                attention_kind_name(spec.kind), " attention",
+                spec.s2_attn && training ? " with S^2-Attn" : "", " lacks for q ", q.str());
   const Tensor Q = detail::unit_rows(q), K = detail::unit_rows(k), V = detail::unit_rows(v);
   Tensor out = Tensor::empty(q.shape(), q.options());
   const Attended a =

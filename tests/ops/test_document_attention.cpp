@@ -223,4 +223,10 @@ TEST(DocumentAttention, refuses_documents_of_another_batch_and_decoding_offsets)
   s2.s2_attn = true;
   const Tensor q4 = randn({1, 2, 4, 2}, g, DType::F64), k4 = randn({1, 2, 4, 2}, g, DType::F64);
   EXPECT_THROW(causal_attention(q4, k4, k4, s2, true, &docs), Error);
+  const std::string e =
+      tessera::testing::error_of([&] { document_attention(q4, k4, k4, s2, docs, true); });
+  EXPECT_NE(e.find("document_attention: attention within documents runs the kernels that read "
+                   "strided heads, which softmax attention with S^2-Attn lacks"),
+            std::string::npos)
+      << e;
 }
