@@ -1,18 +1,23 @@
 // build/bench_gpu --config configs/gpt2-124m.yaml --batch-size 8 [--steps 20] [--warmup 5]
-//                 [--json FILE] [--no-kernels] [--profile N] [--device cuda|cpu]
+//                 [--json FILE] [--no-kernels] [--profile N] [--device cuda|cpu] [--documents L]
 //
-// A benchmark, not a test (speed is measured here, never asserted in a test): the time of one training step of the configured model
-// on cuda:0 under the mixed-precision policy (train/device.h: bf16 weights and activations, f32
-// master weights and optimizer state), and the times of the fused kernels that step uses.
-// scripts/bench_gpu.sh runs it beside its PyTorch twin (scripts/bench_gpu.py) and prints both.
+// A benchmark, not a test (speed is measured here, never asserted in a test): the time of one
+// training step of the configured model on cuda:0 under the mixed-precision policy (train/device.h:
+// bf16 weights and activations, f32 master weights and optimizer state), and the times of the fused
+// kernels that step uses. scripts/bench_gpu.sh runs it beside its PyTorch twin
+// (scripts/bench_gpu.py) and prints both.
 //
 // One step is what `train` runs for one micro-batch of optim.name adamw on one rank: forward + loss
 // (read back to the host), backward into flat gradient buffers, the global gradient norm (read
 // back: the spike check needs it) and clipping (max norm 1), one flat AdamW launch (lr 6e-4, betas
 // 0.9/0.95, weight decay 0.1 on matrices), zero_grad. The batch is a fixed random (B, T) batch
-// on the host, uploaded by GPT::loss as in train; reading shards is not timed. Timed steps follow warm-up steps; each step is
-// bracketed by device synchronisation and the median is reported, with the number of times per
-// step the host waited to read from the device (backend/cuda.h SyncStats).
+// on the host, uploaded by GPT::loss as in train; reading shards is not timed. Timed steps follow
+// warm-up steps; each step is bracketed by device synchronisation and the median is reported, with
+// the number of times per step the host waited to read from the device (backend/cuda.h SyncStats).
+//
+// --documents L puts a document separator at every L-th position of each row and runs the model
+// with attention within documents (data.windows: documents, ops/documents.h): the cost of its
+// kernel call per document against the same step without (the figures' only difference).
 //
 // --profile N runs N more steps with the kernel profile on (backend/profile.h) and prints where
 // their device time went, kernel by kernel (the timed steps above run without it). --device cpu
@@ -217,7 +222,11 @@ int main(int argc, char** argv) {
         "unfused",
         "time the step without its fusions (split attention heads, unpadded logits, "
         "bias and GELU after the gemm, bias gradients summed apart, the loss's gradient in its "
-        "backward): the before of a before-and-after");
+        "backward): the before of a before-and-after")(
+        "documents",
+        "rows of documents of L tokens (a separator every L positions), attended within each "
+        "(0: none)",
+        cxxopts::value<int64_t>()->default_value("0"));
     CommandLine cl = parse_command_line(argc, argv, options, /*config_required=*/false);
     if (cl.help) {
       std::cout << options.help() << "\n";
@@ -247,6 +256,11 @@ int main(int argc, char** argv) {
     // gradient's gemm (nn/unfused.h) and the loss's forward computed its gradient.
     const bool is_unfused = cl.args.count("unfused") > 0;
     if (is_unfused) model.set_hook(&nn::unfused_linears());
+    const int64_t documents = cl.args["documents"].as<int64_t>();
+    TESSERA_CHECK(documents >= 0, "bench_gpu: --documents must not be negative, got ", documents);
+    // The separator: the last id, which no other position then holds.
+    const int32_t separator = int32_t(mc.vocab_size - 1);
+    if (documents > 0) model.set_document_separator(separator);
     const int64_t n_flop_params = train::flop_parameters(model);
     const double flops_per_token = train::training_flops_per_token(model, T);
     // The optimizer train builds for optim.name adamw on one rank (train/trainer.cpp): parameters
@@ -262,8 +276,14 @@ int main(int argc, char** argv) {
     Generator data(1234);
     const std::vector<float> u = rand({2 * B * T}, data).to_vector<float>();
     std::vector<int32_t> ids(u.size());
-    for (size_t i = 0; i < u.size(); ++i)
+    for (size_t i = 0; i < u.size(); ++i) {
       ids[i] = std::min(int32_t(mc.vocab_size - 1), int32_t(double(u[i]) * double(mc.vocab_size)));
+      if (documents > 0) {
+        const int64_t t = int64_t(i) % T;  // inputs are the first B T ids
+        ids[i] = i < size_t(B * T) && t > 0 && t % documents == 0 ? separator
+                                                                  : std::min(ids[i], separator - 1);
+      }
+    }
     // On the host, as train's loader gives it: GPT::loss uploads it (2 B T i32 per step) and checks
     // its ids from the host copies.
     const Tensor all = from_vector<int32_t>(ids, {2, B, T}, DType::I32);
@@ -274,8 +294,9 @@ int main(int argc, char** argv) {
               << " in the FLOP count), L " << mc.n_layer << ", H " << mc.n_head << ", Q "
               << mc.head_dim() << ", T " << T << ", B " << B << ", attention "
               << cfg.model.attention << (cfg.train.recompute ? ", recompute" : "")
-              << (is_unfused ? ", unfused" : "") << ", " << model.logit_columns()
-              << " logit columns\n";
+              << (is_unfused ? ", unfused" : "")
+              << (documents > 0 ? ", documents of " + std::to_string(documents) + " tokens" : "")
+              << ", " << model.logit_columns() << " logit columns\n";
     auto step = [&] {  // Trainer::train_steps' order, one micro-batch
       // The loss's gradient in its forward (the fused classifier), as train runs it.
       Tensor loss = model.loss(x, y, true, is_unfused ? 0.0 : 1.0);
@@ -390,7 +411,7 @@ int main(int argc, char** argv) {
     if (cl.args.count("json")) {
       std::ostringstream js;
       js << "{\"impl\": \"" << (is_unfused ? "tessera-unfused" : "tessera")
-         << "\", \"batch\": " << B << ", \"seq\": " << T
+         << "\", \"batch\": " << B << ", \"seq\": " << T << ", \"documents\": " << documents
          << ", \"params\": " << model.num_parameters() << ", \"flop_params\": " << n_flop_params
          << ", \"flops_per_token\": " << json_num(flops_per_token)
          << ", \"ms_per_step\": " << json_num(ms) << ", \"tokens_per_s\": " << json_num(tok_s)
