@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # build/bench_gpu --device cpu (the dry run of the GPU benchmark, and what scripts/bench_cpu.sh
 # times) on configs/tiny.yaml: its line and its JSON carry the step's time and losses, and no MFU,
-# since a GPU's peak says nothing of a CPU's arithmetic rate.
+# since a GPU's peak says nothing of a CPU's arithmetic rate; with --documents its line says so
+# and its first loss differs (the same weights; separators in the batch, attended within documents).
 # Usage: tests/scripts/bench_gpu_cpu_smoke.sh BUILD_DIR
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,6 +20,15 @@ r = json.load(open(sys.argv[1]))
 assert r["mfu"] is None, f"mfu on the cpu: {r['mfu']}"
 assert r["ms_per_step"] > 0 and r["tokens_per_s"] > 0, r
 assert math.isfinite(r["loss_first"]) and math.isfinite(r["loss_last"]), r
-assert r["batch"] == 12 and r["seq"] == 64, r
+assert r["batch"] == 12 and r["seq"] == 64 and r["documents"] == 0, r
+PY
+out=$("$bin" --device cpu --config configs/tiny.yaml --steps 1 --warmup 1 --no-kernels \
+  --documents 16 --json "$dir/documents.json")
+grep -q '^bench_gpu: .*, documents of 16 tokens,' <<<"$out" || { echo "FAIL: no documents: $out" >&2; exit 1; }
+/usr/bin/env python3 - "$dir/bench.json" "$dir/documents.json" <<'PY'
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+assert b["documents"] == 16, b
+assert a["loss_first"] != b["loss_first"], (a["loss_first"], b["loss_first"])
 PY
 echo "ok"
