@@ -389,11 +389,17 @@ Tensor GPT::block(const Block& blk, const Tensor& x, bool training,
   return mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), h, training);
 }
 
-// inputs (B, T) i32 at positions pos0 + t -> (B, T, C)
-Tensor GPT::embed(const Tensor& inputs, int64_t pos0, bool training, const Tensor& host_inputs,
-                  const ops::Documents* docs) const {
+namespace {
+// What every forward takes: token ids (B, T) i32.
+void check_inputs(const Tensor& inputs) {
   TESSERA_CHECK(inputs.dim() == 2 && inputs.dtype() == DType::I32,
                 "GPT: inputs must be (B, T) i32, got ", inputs.str());
+}
+}  // namespace
+
+// inputs (B, T) i32 (checked by the forwards) at positions pos0 + t -> (B, T, C)
+Tensor GPT::embed(const Tensor& inputs, int64_t pos0, bool training, const Tensor& host_inputs,
+                  const ops::Documents* docs) const {
   const int64_t T = inputs.size(1);
   TESSERA_CHECK(cfg_.position != PositionKind::Learned || pos0 + T <= cfg_.block_size,
                 "GPT: sequence length ", pos0 + T, " exceeds block_size ", cfg_.block_size,
@@ -428,8 +434,7 @@ std::shared_ptr<const ops::Documents> GPT::documents(const Tensor& inputs,
 }
 
 Tensor GPT::forward_from(const Tensor& inputs, const Tensor& host_inputs, bool training) const {
-  TESSERA_CHECK(inputs.dim() == 2 && inputs.dtype() == DType::I32,
-                "GPT: inputs must be (B, T) i32, got ", inputs.str());
+  check_inputs(inputs);
   // Held by the recompute closures below, which run the blocks again in the backward.
   const std::shared_ptr<const ops::Documents> docs = documents(inputs, host_inputs);
   Tensor x = embed(inputs, 0, training, host_inputs, docs.get());  // (B, T, C)
@@ -459,6 +464,7 @@ KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
 
 Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache) const {
   NoGradGuard no_grad;
+  check_inputs(inputs);
   const int64_t Tn = inputs.size(1), L0 = cache.length;
   TESSERA_CHECK(L0 + Tn <= cache.capacity, "GPT::forward_cached: ", L0 + Tn,
                 " positions exceed the cache capacity ", cache.capacity);
