@@ -8,6 +8,8 @@ namespace tessera::cuda {
 void add_attention_kernels(Kernels& k) {
   k.flash_attention_forward = flash_attention_forward;
   k.flash_attention_backward = flash_attention_backward;
+  k.flash_attention_forward_documents = flash_attention_forward_documents;
+  k.flash_attention_backward_documents = flash_attention_backward_documents;
   k.stick_breaking_forward = stick_breaking_forward;
   k.stick_breaking_backward = stick_breaking_backward;
 }

@@ -377,6 +377,14 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
 void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                               const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                               const Tensor& out, const Tensor& lse, double scale, int64_t window);
+bool flash_attention_forward_documents(const Tensor& out, const Tensor& lse, const Tensor& q,
+                                       const Tensor& k, const Tensor& v, double scale,
+                                       int64_t window, const std::vector<DocumentSpan>& spans);
+bool flash_attention_backward_documents(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                        const Tensor& dout, const Tensor& q, const Tensor& k,
+                                        const Tensor& v, const Tensor& out, const Tensor& lse,
+                                        double scale, int64_t window,
+                                        const std::vector<DocumentSpan>& spans);
 // flash_mma.cu: the register-tile bf16 kernels at D in {64, 128}, on inputs already checked and
 // 16-byte aligned (flash_attention.cu does both); drow = rowsum(dout * out), as the backward's D.
 namespace attn {
@@ -385,6 +393,14 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
 void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
                         const Tensor& drow, const FlashParams& p, int64_t B, int64_t D);
+// The same kernels over the documents of p.docs (doc_tiles.h), one launch each pass.
+void flash_mma_documents_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
+                                 const Tensor& k, const Tensor& v, const FlashParams& p, int64_t B,
+                                 int64_t D);
+void flash_mma_documents_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                  const Tensor& dout, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, const Tensor& lse, const Tensor& drow,
+                                  const FlashParams& p, int64_t B, int64_t D);
 FlashStats& flash_counts();  // what cuda::flash_stats() returns, for the launches to count in
 // flash_wgmma.cu: the same kernels on Hopper's wgmma (FlashKernels::Wgmma and WgmmaNarrow, the
 // latter with fewer registers at D 64: a 64-query forward, K and V not held in dK dV; sm_90a

@@ -13,14 +13,35 @@ namespace tessera::cuda::attn {
 // The kernels of a family: flash_mma.h's bodies on the warp instructions of context Ctx
 // (mma_device.cuh's DeviceCtx, flash_wgmma.cu's WgmmaCtx) over tile policy Tiles (RowTiles,
 // CoreTiles), 128 threads a block.
-template <int D, int MT, class Ctx, class Tiles, int kStages = 1>
+//
+// kDocs: a documents launch (FlashParams::docs, doc_tiles.h): block (head, rank) takes entry rank
+// of its batch row's table, and runs on its document's rows as a launch on that document's view
+// would: T and Tk the document's length, every pointer at its first row (lse and drow too: their
+// rows stay the batch's, p.T apart: the bodies' lse_t). An empty entry's block returns at once.
+__device__ __forceinline__ FlashParams within_document(const FlashParams& p, const DocTile& e) {
+  FlashParams d = p;
+  d.T = d.Tk = e.length;
+  return d;
+}
+
+template <int D, int MT, class Ctx, class Tiles, int kStages = 1, bool kDocs = false>
 __device__ __forceinline__ void flash_forward_body(uint16_t* out, float* lse, const uint16_t* q,
                                                    const uint16_t* k, const uint16_t* v,
                                                    const FlashParams& p, const BlockOrder& order) {
+  static_assert(!kDocs || MT == 1, "a documents launch's table has 64-row tiles");
   extern __shared__ __align__(128) unsigned char smem[];
   Ctx w{smem};
   const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
-  mma::forward_block<D, MT, Tiles, kStages>(w, out, lse, q, k, v, p, at.tile, at.head);
+  if constexpr (kDocs) {
+    const DocTile e = doc_tile(p.docs, at.head / p.H, order.tiles - 1 - at.tile);
+    if (e.length == 0) return;
+    const int64_t s = e.start;
+    mma::forward_block<D, MT, Tiles, kStages>(w, out + s * p.o.t, lse + s, q + s * p.q.t,
+                                              k + s * p.k.t, v + s * p.v.t, within_document(p, e),
+                                              e.tile, at.head, p.T);
+  } else {
+    mma::forward_block<D, MT, Tiles, kStages>(w, out, lse, q, k, v, p, at.tile, at.head);
+  }
 }
 
 template <int D, int MT, class Ctx, class Tiles, int kStages = 1>
@@ -30,18 +51,31 @@ __global__ void __launch_bounds__(kMmaThreads)
   flash_forward_body<D, MT, Ctx, Tiles, kStages>(out, lse, q, k, v, p, order);
 }
 
-// kStoreDs: dS^T also written to ds (mma::ds_tile) for flash_dq_stored_kernel.
-template <int D, class Ctx, class Tiles, bool kHoldKV = false, bool kStoreDs = false>
+// kStoreDs: dS^T also written to ds (mma::ds_tile) for flash_dq_stored_kernel. kDocs: as the
+// forward's, the entry's key tile counted from its document's end (doc_key_tile).
+template <int D, class Ctx, class Tiles, bool kHoldKV = false, bool kStoreDs = false,
+          bool kDocs = false>
 __device__ __forceinline__ void flash_dkdv_body(uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                                 const uint16_t* k, const uint16_t* v,
                                                 const uint16_t* dout, const float* lse,
                                                 const float* drow, const FlashParams& p,
                                                 const BlockOrder& order, uint16_t* ds = nullptr) {
+  static_assert(!kDocs || !kStoreDs, "stored dS tiles are laid out by the batch's T");
   extern __shared__ __align__(128) unsigned char smem[];
   Ctx w{smem};
   const HeadTile at = key_tile_block(int64_t(blockIdx.x), order);
-  mma::backward_dkdv_block<D, Tiles, kHoldKV, kStoreDs>(w, dk, dv, q, k, v, dout, lse, drow, p,
-                                                        at.tile, at.head, ds);
+  if constexpr (kDocs) {
+    const DocTile e = doc_tile(p.docs, at.head / p.Hkv, at.tile);
+    if (e.length == 0) return;
+    const int64_t s = e.start;
+    mma::backward_dkdv_block<D, Tiles, kHoldKV, kStoreDs>(
+        w, dk + s * p.dk.t, dv + s * p.dv.t, q + s * p.q.t, k + s * p.k.t, v + s * p.v.t,
+        dout + s * p.dout.t, lse + s, drow + s, within_document(p, e), doc_key_tile(e, kMmaTile),
+        at.head, ds, p.T);
+  } else {
+    mma::backward_dkdv_block<D, Tiles, kHoldKV, kStoreDs>(w, dk, dv, q, k, v, dout, lse, drow, p,
+                                                          at.tile, at.head, ds);
+  }
 }
 
 template <int D, class Ctx, class Tiles, bool kHoldKV = false>
@@ -52,7 +86,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   flash_dkdv_body<D, Ctx, Tiles, kHoldKV>(dk, dv, q, k, v, dout, lse, drow, p, order);
 }
 
-template <int D, class Ctx, class Tiles>
+template <int D, class Ctx, class Tiles, bool kDocs = false>
 __device__ __forceinline__ void flash_dq_body(uint16_t* dq, const uint16_t* q, const uint16_t* k,
                                               const uint16_t* v, const uint16_t* dout,
                                               const float* lse, const float* drow,
@@ -60,7 +94,16 @@ __device__ __forceinline__ void flash_dq_body(uint16_t* dq, const uint16_t* q, c
   extern __shared__ __align__(128) unsigned char smem[];
   Ctx w{smem};
   const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
-  mma::backward_dq_block<D, Tiles>(w, dq, q, k, v, dout, lse, drow, p, at.tile, at.head);
+  if constexpr (kDocs) {
+    const DocTile e = doc_tile(p.docs, at.head / p.H, order.tiles - 1 - at.tile);
+    if (e.length == 0) return;
+    const int64_t s = e.start;
+    mma::backward_dq_block<D, Tiles>(w, dq + s * p.dq.t, q + s * p.q.t, k + s * p.k.t,
+                                     v + s * p.v.t, dout + s * p.dout.t, lse + s, drow + s,
+                                     within_document(p, e), e.tile, at.head, p.T);
+  } else {
+    mma::backward_dq_block<D, Tiles>(w, dq, q, k, v, dout, lse, drow, p, at.tile, at.head);
+  }
 }
 
 template <int D, class Ctx, class Tiles>

@@ -111,6 +111,34 @@ __global__ void __launch_bounds__(kMmaThreads)
                                                             order, ds);
 }
 
+// A documents launch (doc_tiles.h): the 64-query forward, and the backward with dS recomputed,
+// whichever family TESSERA_FLASH_KERNELS chose (a stored dS is laid out by the batch's T; the
+// wgmma kernels would double the instances for no measured gain). At D 64 held to the blocks an SM
+// of the defaults, whose registers they would otherwise pass (ptxas, nvcc 13.0, sm_90: the
+// forward 129 unbounded, one past four blocks' 128).
+template <int D, int kMinBlocks>
+__global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
+    flash_forward_mma_documents(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
+                                const uint16_t* v, FlashParams p, BlockOrder order) {
+  flash_forward_body<D, 1, DeviceCtx, mma::RowTiles, 1, true>(out, lse, q, k, v, p, order);
+}
+template <int D, int kMinBlocks>
+__global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
+    flash_backward_dkdv_mma_documents(uint16_t* dk, uint16_t* dv, const uint16_t* q,
+                                      const uint16_t* k, const uint16_t* v, const uint16_t* dout,
+                                      const float* lse, const float* drow, FlashParams p,
+                                      BlockOrder order) {
+  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, false, true>(dk, dv, q, k, v, dout, lse, drow,
+                                                                   p, order);
+}
+template <int D, int kMinBlocks>
+__global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
+    flash_backward_dq_mma_documents(uint16_t* dq, const uint16_t* q, const uint16_t* k,
+                                    const uint16_t* v, const uint16_t* dout, const float* lse,
+                                    const float* drow, FlashParams p, BlockOrder order) {
+  flash_dq_body<D, DeviceCtx, mma::RowTiles, true>(dq, q, k, v, dout, lse, drow, p, order);
+}
+
 FlashKernels& choice() {
   static FlashKernels k = flash_kernels_named(std::getenv("TESSERA_FLASH_KERNELS"));
   return k;
@@ -224,6 +252,44 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
     launch_flash_backward(flash_backward_dkdv_mma<128>, flash_backward_dq_mma<128>,
                           mma::BackwardSmem<128>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p,
                           B, D);
+}
+
+void flash_mma_documents_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
+                                 const Tensor& k, const Tensor& v, const FlashParams& p, int64_t B,
+                                 int64_t D) {
+  ++flash_counts().document_forwards;
+  const BlockOrder order = query_head_order(B, p.H, p.Hkv, p.docs.per_row, p.T, D);
+  auto launch = [&](auto kernel, size_t bytes) {
+    launch_blocks(kernel, bytes, order, flash_mut_bits(out), static_cast<float*>(lse.data_ptr()),
+                  flash_bits(q), flash_bits(k), flash_bits(v), p, order);
+  };
+  if (D == 64)
+    launch(flash_forward_mma_documents<64, 4>, mma::ForwardSmem<64, 1>::bytes);
+  else
+    launch(flash_forward_mma_documents<128, 1>, mma::ForwardSmem<128, 1>::bytes);
+}
+
+void flash_mma_documents_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                  const Tensor& dout, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, const Tensor& lse, const Tensor& drow,
+                                  const FlashParams& p, int64_t B, int64_t D) {
+  ++flash_counts().document_backwards;
+  const BlockOrder kv = kv_head_order(B, p.H, p.Hkv, p.docs.per_row, p.T, D);
+  const BlockOrder qo = query_head_order(B, p.H, p.Hkv, p.docs.per_row, p.T, D);
+  const float* lp = static_cast<const float*>(lse.data_ptr());
+  const float* dr = static_cast<const float*>(drow.data_ptr());
+  auto launch = [&](auto dkdv_kernel, auto dq_kernel, size_t bytes) {
+    launch_blocks(dkdv_kernel, bytes, kv, flash_mut_bits(dk), flash_mut_bits(dv), flash_bits(q),
+                  flash_bits(k), flash_bits(v), flash_bits(dout), lp, dr, p, kv);
+    launch_blocks(dq_kernel, bytes, qo, flash_mut_bits(dq), flash_bits(q), flash_bits(k),
+                  flash_bits(v), flash_bits(dout), lp, dr, p, qo);
+  };
+  if (D == 64)
+    launch(flash_backward_dkdv_mma_documents<64, 3>, flash_backward_dq_mma_documents<64, 4>,
+           mma::BackwardSmem<64>::bytes);
+  else
+    launch(flash_backward_dkdv_mma_documents<128, 1>, flash_backward_dq_mma_documents<128, 1>,
+           mma::BackwardSmem<128>::bytes);
 }
 
 }  // namespace attn

@@ -32,6 +32,7 @@
 
 #include "backend/attention_shapes.h"
 #include "block_order.h"
+#include "doc_tiles.h"
 
 #if defined(__CUDACC__)
 #define TESSERA_MMA_FN __device__ __forceinline__
@@ -64,7 +65,13 @@ struct FlashParams {
   // TESSERA_FLASH_RESCALE=eager: the mma forwards rescale O at every key tile, as before their
   // lazy rescaling (online_softmax's kLazy), for a before-and-after measurement.
   bool eager_rescale = false;
+  DocTiles docs;  // a documents launch's table (doc_tiles.h); unread elsewhere
 };
+// Element i of row bh of lse (and drow): rows T apart, or lse_t in a documents launch, whose T is a
+// document's length (flash_launch.cuh); the other launches pass a literal 0, folded away.
+TESSERA_MMA_FN int64_t stat_at(int64_t bh, int64_t i, int64_t T, int64_t lse_t) {
+  return bh * (lse_t > 0 ? lse_t : T) + i;
+}
 
 TESSERA_MMA_FN bool visible(int64_t i, int64_t j, const FlashParams& p) {
   return j <= i && i < p.T && (p.window <= 0 || i - j < p.window);
@@ -437,7 +444,8 @@ TESSERA_MMA_FN void scale_rows(float (&o)[MT][D / 8][4], const float (&alpha)[MT
 template <int D, int MT, class W>
 TESSERA_MMA_FN void finish_rows(W& w, uint16_t* out, float* lse, const float (&o)[MT][D / 8][4],
                                 const float (&m)[MT][2], const float (&l)[MT][2], int64_t r0,
-                                int64_t bh, const HeadIndex& hi, const FlashParams& p, int lane) {
+                                int64_t bh, const HeadIndex& hi, const FlashParams& p, int lane,
+                                int64_t lse_t = 0) {
   const int g = lane / 4, c = lane % 4;
   TESSERA_MMA_UNROLL
   for (int mt = 0; mt < MT; ++mt) {
@@ -449,7 +457,7 @@ TESSERA_MMA_FN void finish_rows(W& w, uint16_t* out, float* lse, const float (&o
       // Every query < T sees its own key, so lt > 0 on the rows written.
       inv[half] = lt > 0.0f ? 1.0f / lt : 0.0f;
       const int64_t i = r0 + 16 * mt + g + 8 * half;
-      if (c == 0 && i < p.T) lse[bh * p.T + i] = m[mt][half] * kLn2 + W::log(lt);
+      if (c == 0 && i < p.T) lse[stat_at(bh, i, p.T, lse_t)] = m[mt][half] * kLn2 + W::log(lt);
     }
     store_rows<D, W>(out + p.o.row(hi.b, hi.h, 0), r0 + 16 * mt, p.T, p.o.t, o[mt], inv[0],
                      inv[1], lane);
@@ -489,7 +497,7 @@ struct ForwardSmem {
 template <int D, int MT, class Tiles = RowTiles, int kStages = 1, class W>
 TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_t* q,
                                   const uint16_t* k, const uint16_t* v, const FlashParams& p,
-                                  int64_t qt, int64_t bh) {
+                                  int64_t qt, int64_t bh, int64_t lse_t = 0) {
   static_assert(kStages == 1 || kStages == 2);
   using M = ForwardSmem<D, MT, Tiles, kStages>;
   constexpr int kRows = kMmaTile * MT;
@@ -559,7 +567,7 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
       w.sync_block();         // and every warp is done with V
     }
   }
-  finish_rows<D, MT, W>(w, out, lse, o, m, l, r0, bh, hi, p, lane);
+  finish_rows<D, MT, W>(w, out, lse, o, m, l, r0, bh, hi, p, lane, lse_t);
 }
 
 // Where the stored dS of query tile qt and key tile kt (kt <= qt) of grid row bh lies in the
@@ -613,7 +621,8 @@ template <int D, class Tiles = RowTiles, bool kHoldKV = false, bool kStoreDs = f
 TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                         const uint16_t* k, const uint16_t* v, const uint16_t* dout,
                                         const float* lse, const float* drow, const FlashParams& p,
-                                        int64_t kt, int64_t bkv, uint16_t* ds = nullptr) {
+                                        int64_t kt, int64_t bkv, uint16_t* ds = nullptr,
+                                        int64_t lse_t = 0) {
   using M = BackwardSmem<D, Tiles>;
   auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
   uint16_t* Ks = tile(M::a);
@@ -635,8 +644,8 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
   };
   auto row_stats = [&](const DkdvItem& x, float& l2, float& dd) {
     const int64_t bh = b * p.H + x.h, i = x.q0 + w.thread();
-    l2 = i < T ? lse[bh * T + i] * kLog2e : INFINITY;
-    dd = i < T ? drow[bh * T + i] : 0.0f;
+    l2 = i < T ? lse[stat_at(bh, i, T, lse_t)] * kLog2e : INFINITY;
+    dd = i < T ? drow[stat_at(bh, i, T, lse_t)] : 0.0f;
   };
   auto put_stats = [&](int s, float l2, float dd) {
     float* st = reinterpret_cast<float*>(w.smem() + M::stats(s));
@@ -719,7 +728,7 @@ template <int D, class Tiles = RowTiles, class W>
 TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, const uint16_t* k,
                                       const uint16_t* v, const uint16_t* dout, const float* lse,
                                       const float* drow, const FlashParams& p, int64_t qt,
-                                      int64_t bh) {
+                                      int64_t bh, int64_t lse_t = 0) {
   using M = BackwardSmem<D, Tiles>;
   auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
   uint16_t* Qs = tile(M::a);
@@ -744,8 +753,8 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
   TESSERA_MMA_UNROLL
   for (int half = 0; half < 2; ++half) {
     const int64_t i = r0 + g + 8 * half;
-    lse2[half] = i < T ? lse[bh * T + i] * kLog2e : INFINITY;
-    dr[half] = i < T ? drow[bh * T + i] : 0.0f;
+    lse2[half] = i < T ? lse[stat_at(bh, i, T, lse_t)] * kLog2e : INFINITY;
+    dr[half] = i < T ? drow[stat_at(bh, i, T, lse_t)] : 0.0f;
   }
   float dqa[1][D / 8][4];
   TESSERA_MMA_UNROLL

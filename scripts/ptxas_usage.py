@@ -3,7 +3,9 @@
 architecture, most registers first. A build-time look at what decides occupancy, for a machine with
 nvcc and no GPU as much as for one with a GPU.
 
-  scripts/ptxas_usage.py [BUILD_DIR (default build)] [ARCH (default 90)]
+  scripts/ptxas_usage.py [BUILD_DIR (default build)] [ARCH (default 90)] [FILE.cu ...]
+
+FILE.cu: only these of kernels/ (by name), for a quick before-and-after of one change.
 
 Recompiles each kernels/*.cu with the command in BUILD_DIR/compile_commands.json (a CUDA build:
 cmake -DTESSERA_CUDA=ON), for sm_ARCH only, with -Xptxas -v, writing no object. A block of T
@@ -25,8 +27,10 @@ def main():
     path = os.path.join(build, "compile_commands.json")
     if not os.path.exists(path):
         sys.exit(f"ptxas_usage.py: no {path} (configure a CUDA build first)")
+    only = set(sys.argv[3:])
     commands = [c for c in json.load(open(path))
-                if c["file"].endswith(".cu") and "/kernels/" in c["file"]]
+                if c["file"].endswith(".cu") and "/kernels/" in c["file"]
+                and (not only or os.path.basename(c["file"]) in only)]
     if not commands:
         sys.exit(f"ptxas_usage.py: {path} compiles no kernels/*.cu (not a CUDA build?)")
 

@@ -181,4 +181,29 @@ inline void check_attention_grads(const char* kernel, const Tensor& dq, const Te
   check_attention_out(kernel, "dout", dout, q.shape(), q.dtype(), strided, false);
 }
 
+// A document packed in a batch row: rows [start, start + length) of batch row b attend within it
+// as a sequence of their own (ops/documents.h; the attention kernels' documents entries,
+// backend/kernels.h).
+struct DocumentSpan {
+  int64_t b = 0, start = 0, length = 0;
+};
+
+// Throws, naming the kernel and the first span out of place, unless spans cover every row of a
+// (B, T) batch exactly: row after row, each row's documents in order, none empty.
+inline void check_document_spans(const char* kernel, const std::vector<DocumentSpan>& spans,
+                                 int64_t B, int64_t T) {
+  int64_t b = 0, next = 0;  // the row and position the next span must start at
+  for (size_t i = 0; i < spans.size(); ++i) {
+    const DocumentSpan& s = spans[i];
+    if (next == T && s.b == b + 1) ++b, next = 0;  // the row is covered: the next one starts
+    TESSERA_CHECK(s.b == b && s.start == next && s.length > 0 && s.length <= T - s.start, kernel,
+                  ": document ", i, " (row ", s.b, ", start ", s.start, ", length ", s.length,
+                  ") does not follow on from the one before in a (", B, ", ", T,
+                  ") batch: expected row ", b, ", start ", next);
+    next += s.length;
+  }
+  TESSERA_CHECK(B == 0 || T == 0 || (b == B - 1 && next == T), kernel, ": ", spans.size(),
+                " documents cover a (", B, ", ", T, ") batch up to row ", b, ", position ", next);
+}
+
 }  // namespace tessera

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/attention_shapes.h"
 #include "backend/profile.h"
 #include "core/tensor.h"
 
@@ -274,6 +275,20 @@ struct Kernels {
                                    const Tensor& dout, const Tensor& q, const Tensor& k,
                                    const Tensor& v, const Tensor& out, const Tensor& lse,
                                    double scale, int64_t window);
+  // Optional: the two above over the documents packed in the batch's rows, one launch for all of
+  // them (spans: every document, row after row, check_document_spans). A query attends the keys
+  // of its own document only, as the two above on each document's (1, H, length, D) view would,
+  // with the same bits; lse is the whole batch's. False, nothing written, where the kernels for
+  // these tensors take one document at a time (the caller then runs the two above on each
+  // document's view). Null on the CPU, whose kernels have no launches to save.
+  bool (*flash_attention_forward_documents)(const Tensor& out, const Tensor& lse, const Tensor& q,
+                                            const Tensor& k, const Tensor& v, double scale,
+                                            int64_t window, const std::vector<DocumentSpan>& spans);
+  bool (*flash_attention_backward_documents)(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                             const Tensor& dout, const Tensor& q, const Tensor& k,
+                                             const Tensor& v, const Tensor& out, const Tensor& lse,
+                                             double scale, int64_t window,
+                                             const std::vector<DocumentSpan>& spans);
   // Stick-breaking attention (Tan et al. 2024, arXiv:2410.17980): query j attends keys i < j
   // (i <= j when attend_current) with z[i, j] = scale q_j . k_i, beta = sigmoid(z),
   // A[i, j] = beta[i, j] prod_{i<k<j} (1 - beta[k, j]); out_j = sum_i A[i, j] v_i, plus

@@ -20,15 +20,11 @@ Tensor heads(const Tensor& t, int64_t first, int64_t n, int64_t D) {
   return make_view(t, {B, n, T, D}, {T * W, D, W, 1}, t.offset() + first * D);
 }
 
-// A part of the batch that one kernel call attends: a document's rows [start, start + length) of
-// batch row b, or (b < 0) the whole batch.
-struct Part {
-  int64_t b = -1, start = 0, length = 0;
-};
-
-std::vector<Part> parts_of(const Documents* docs) {
-  if (!docs || docs->whole_rows()) return {Part{}};
-  std::vector<Part> parts;
+// The parts of the batch that kernel calls attend one at a time: every document's rows (row after
+// row, as check_document_spans wants them), or one part {-1, 0, 0}, the whole batch.
+std::vector<DocumentSpan> parts_of(const Documents* docs) {
+  if (!docs || docs->whole_rows()) return {DocumentSpan{-1, 0, 0}};
+  std::vector<DocumentSpan> parts;
   parts.reserve(size_t(docs->count()));
   docs->for_each([&](int64_t b, int64_t start, int64_t length) {
     parts.push_back({b, start, length});
@@ -36,9 +32,10 @@ std::vector<Part> parts_of(const Documents* docs) {
   return parts;
 }
 
-// Part p of a (B, n, T, ...) view: itself for the whole batch, else the (1, n, length, ...) view of
-// the document's rows, with the view's own strides (the kernels' strided contract).
-Tensor cut(const Tensor& t, const Part& p) {
+// Part p of a (B, n, T, ...) view (or the (B, n, T) statistics): itself for the whole batch, else
+// the (1, n, length, ...) view of the document's rows, with the view's own strides (the kernels'
+// strided contract).
+Tensor cut(const Tensor& t, const DocumentSpan& p) {
   if (p.b < 0) return t;
   Shape shape = t.shape();
   shape[0] = 1, shape[2] = p.length;
@@ -62,15 +59,21 @@ namespace {
 
 // What a call keeps for its backward: the kernel's q, k (rotated copies under RoPE, else views of
 // the inputs) and v, the output O (a view of the result), and for each part (parts_of: the whole
-// batch, or each document) its lse (flash), P (materialised) or log rem (stick-breaking).
+// batch, or each document) its lse (flash), P (materialised) or log rem (stick-breaking). A flash
+// forward over documents in one call (the kernel table's *_documents entries, where a backend has
+// them) saves the batch's lse alone.
 struct Attended {
   Tensor q, k, v, o;
-  std::vector<Part> parts;
-  std::vector<Tensor> saved;  // one a part
+  std::vector<DocumentSpan> parts;
+  std::vector<Tensor> saved;  // one a part; one in all when one_call
+  bool one_call = false;
   double scale = 0;
   AttentionSpec spec;
   bool flash = false;
   std::shared_ptr<const RopeFreqs> rope;  // null: no rotation
+
+  // Part i's saved statistics (a view of the batch's under one_call).
+  Tensor saved_of(size_t i) const { return one_call ? cut(saved[0], parts[i]) : saved[i]; }
 };
 
 // The checks both entry points share, then the forward: q, k, v (B, n, T, D) views with contiguous
@@ -106,9 +109,18 @@ Attended attend(const char* op, const Tensor& q, const Tensor& k, const Tensor& 
   a.parts = parts_of(docs);
   const int64_t H = q.size(1);
   const DType stat = q.dtype() == DType::F64 ? DType::F64 : DType::F32;
+  if (a.flash && a.parts[0].b >= 0 && kernels_for(q).flash_attention_forward_documents) {
+    const Tensor lse = Tensor::empty({q.size(0), H, T}, {stat, q.device()});
+    const auto forward = TESSERA_KERNEL(q, flash_attention_forward_documents);
+    if (forward(out, lse, a.q, a.k, v, a.scale, spec.window, a.parts)) {
+      a.saved = {lse};
+      a.one_call = true;
+      return a;
+    }
+  }
   // Each part is a batch of its own: a document's rows attend within it (positions relative to
   // its start; RoPE's rotation above depends on the difference alone).
-  for (const Part& p : a.parts) {
+  for (const DocumentSpan& p : a.parts) {
     const Tensor Q = cut(a.q, p), K = cut(a.k, p), V = cut(v, p), O = cut(out, p);
     const int64_t B = Q.size(0), L = Q.size(2);
     if (spec.kind == AttentionKind::StickBreaking) {
@@ -133,8 +145,13 @@ void attend_backward(const Attended& a, const Tensor& dO, const Tensor& dq, cons
                      const Tensor& dv) {
   const Tensor dQ = a.rope ? Tensor::empty(a.q.shape(), a.q.options()) : dq;
   const Tensor dK = a.rope ? Tensor::empty(a.k.shape(), a.k.options()) : dk;
-  for (size_t i = 0; i < a.parts.size(); ++i) {
-    const Part& p = a.parts[i];
+  // A forward in one call has its backward in one call too, unless the kernels chosen changed in
+  // between (TESSERA_FLASH_KERNELS, TESSERA_FLASH_DOCUMENTS): then each document's, on its lse.
+  const bool one_call = a.one_call && TESSERA_KERNEL(dO, flash_attention_backward_documents)(
+                                          dQ, dK, dv, dO, a.q, a.k, a.v, a.o, a.saved[0], a.scale,
+                                          a.spec.window, a.parts);
+  for (size_t i = 0; i < a.parts.size() && !one_call; ++i) {
+    const DocumentSpan& p = a.parts[i];
     const Tensor gq = cut(dQ, p), gk = cut(dK, p), gv = cut(dv, p), go = cut(dO, p);
     const Tensor Q = cut(a.q, p), K = cut(a.k, p), V = cut(a.v, p);
     if (a.spec.kind == AttentionKind::StickBreaking) {
@@ -143,7 +160,8 @@ void attend_backward(const Attended& a, const Tensor& dO, const Tensor& dq, cons
                a.spec.sb_remainder);
     } else if (a.flash) {
       const auto backward = TESSERA_KERNEL(dO, flash_attention_backward);
-      backward(gq, gk, gv, go, Q, K, V, cut(a.o, p), a.saved[i], a.scale, a.spec.window);
+      backward(gq, gk, gv, go, Q, K, V, cut(a.o, p), a.saved_of(i).contiguous(), a.scale,
+               a.spec.window);
     } else {
       TESSERA_KERNEL(dO, attention_backward)(gq, gk, gv, go, Q, K, V, a.saved[i], a.scale);
     }
