@@ -192,18 +192,19 @@ struct DocumentSpan {
 // (B, T) batch exactly: row after row, each row's documents in order, none empty.
 inline void check_document_spans(const char* kernel, const std::vector<DocumentSpan>& spans,
                                  int64_t B, int64_t T) {
-  int64_t b = 0, next = 0;  // the row and position the next span must start at
+  int64_t b = -1, next = T;  // the row and position the next span must start at, once a row ends
   for (size_t i = 0; i < spans.size(); ++i) {
     const DocumentSpan& s = spans[i];
-    if (next == T && s.b == b + 1) ++b, next = 0;  // the row is covered: the next one starts
+    if (next == T) ++b, next = 0;  // the row is covered: the next span opens the next one
     TESSERA_CHECK(s.b == b && s.start == next && s.length > 0 && s.length <= T - s.start, kernel,
                   ": document ", i, " (row ", s.b, ", start ", s.start, ", length ", s.length,
                   ") does not follow on from the one before in a (", B, ", ", T,
-                  ") batch: expected row ", b, ", start ", next);
+                  ") batch: expected row ", b, ", start ", next, ", a length of 1 to ", T - next);
     next += s.length;
   }
   TESSERA_CHECK(B == 0 || T == 0 || (b == B - 1 && next == T), kernel, ": ", spans.size(),
-                " documents cover a (", B, ", ", T, ") batch up to row ", b, ", position ", next);
+                " documents cover ", b * T + next, " of the ", B * T, " positions of a (", B, ", ",
+                T, ") batch");
 }
 
 }  // namespace tessera
