@@ -26,6 +26,9 @@
 #   BENCH_2STAGE=1: the attention forward with K and V in two stages
 #     (TESSERA_FLASH_KERNELS=mma-2stage, kernels/flash_mma.h's forward_block<..., 2>);
 #     with BENCH_DS=1 too, also both together (TESSERA_FLASH_KERNELS=mma-2stage-ds);
+#   BENCH_DOCUMENTS=1: the step with a document every 256 tokens, attention within each
+#     (bench_gpu --documents 256, data.windows: documents): softmax over all of them in one
+#     launch a pass (kernels/doc_tiles.h), then a launch a document (TESSERA_FLASH_DOCUMENTS=views);
 #   BENCH_SWITCHES=1: the step with each of the latest changes switched off (docs/gpu.md), the
 #     "before" of each: no bias gradient in the weight gradient's gemm
 #     (TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual), no cuBLASLt fusion at all
@@ -104,6 +107,10 @@ if [ "${BENCH_2STAGE:-0}" = 1 ]; then variant mma-2stage TESSERA_FLASH_KERNELS=m
 if [ "${BENCH_DS:-0}" = 1 ] && [ "${BENCH_2STAGE:-0}" = 1 ]; then
   variant mma-2stage-ds TESSERA_FLASH_KERNELS=mma-2stage-ds --
 fi
+if [ "${BENCH_DOCUMENTS:-0}" = 1 ]; then
+  variant documents -- --documents 256
+  variant documents-views TESSERA_FLASH_DOCUMENTS=views -- --documents 256
+fi
 if [ "${BENCH_SWITCHES:-0}" = 1 ]; then
   variant no-bgrad TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual --
   variant no-epilogues TESSERA_GEMM_EPILOGUES=none --
@@ -137,6 +144,10 @@ variants = [(name, load(f"tessera-{name}.json"), note) for name, note in (
                    "tile's K and V streaming into a second stage (one barrier a tile)"),
     ("mma-2stage-ds", "TESSERA_FLASH_KERNELS=mma-2stage-ds, the two-stage forward and the "
                       "stored-dS backward together"),
+    ("documents", "bench_gpu --documents 256, a document every 256 tokens attended within "
+                  "itself: softmax over all of them in one launch a pass"),
+    ("documents-views", "the same with TESSERA_FLASH_DOCUMENTS=views: a launch a document, "
+                        "forward and backward, each layer"),
     ("no-bgrad", "TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual, bias gradients summed apart "
                  "(sum_dim) instead of by the weight gradient's gemm"),
     ("no-epilogues", "TESSERA_GEMM_EPILOGUES=none, no cuBLASLt fusion: bias, GELU, its "
@@ -163,6 +174,7 @@ rows = [("ms / step", "ms_per_step", 2), ("tokens / s", "tokens_per_s", 0), ("MF
         ("2-stage fwd / step", "two_stage_forwards_per_step", 0),
         ("stored-dS bwd / step", "stored_ds_backwards_per_step", 0),
         ("recomputing bwd / step", "recomputed_ds_backwards_per_step", 0),
+        ("document calls / step", "document_calls_per_step", 0),
         ("peak allocated MiB", "peak_alloc_mib", 0), ("peak reserved MiB", "peak_reserved_mib", 0),
         ("loss, first step", "loss_first", 4), ("loss, last step", "loss_last", 4)]
 print(f"{'':22s} {'tessera':>12s} {'pytorch':>12s} {'tessera/pytorch':>16s}" +

@@ -16,8 +16,10 @@
 // the number of times per step the host waited to read from the device (backend/cuda.h SyncStats).
 //
 // --documents L puts a document separator at every L-th position of each row and runs the model
-// with attention within documents (data.windows: documents, ops/documents.h): the cost of its
-// kernel call per document against the same step without (the figures' only difference).
+// with attention within documents (data.windows: documents, ops/documents.h), against the same
+// step without (the figures' only difference): on CUDA softmax takes every document in one launch
+// a pass (kernels/doc_tiles.h; TESSERA_FLASH_DOCUMENTS=views, a launch a document), elsewhere a
+// kernel call a document.
 //
 // --profile N runs N more steps with the kernel profile on (backend/profile.h) and prints where
 // their device time went, kernel by kernel (the timed steps above run without it). --device cpu
@@ -339,6 +341,12 @@ int main(int argc, char** argv) {
         double(flash1.stored_ds_backwards - flash0.stored_ds_backwards) / steps;
     const double recomputed_ds_per_step =
         double(flash1.recomputed_ds_backwards - flash0.recomputed_ds_backwards) / steps;
+    // --documents: softmax calls over every document at once (kernels/doc_tiles.h), forward and
+    // backward.
+    const double document_calls_per_step =
+        double(flash1.document_forwards + flash1.document_backwards - flash0.document_forwards -
+               flash0.document_backwards) /
+        steps;
     const double tok_s = double(B * T) / (ms / 1000.0);
     // A GPU's peak says nothing of a CPU run's arithmetic rate: no MFU there.
     const double mfu = on_gpu ? flops_per_token * tok_s / kPeakFlops : NAN;
@@ -424,7 +432,9 @@ int main(int argc, char** argv) {
          << ", \"two_stage_forwards_per_step\": " << json_num(on_gpu ? two_stage_per_step : NAN)
          << ", \"stored_ds_backwards_per_step\": " << json_num(on_gpu ? stored_ds_per_step : NAN)
          << ", \"recomputed_ds_backwards_per_step\": "
-         << json_num(on_gpu ? recomputed_ds_per_step : NAN) << ", \"kernels\": {";
+         << json_num(on_gpu ? recomputed_ds_per_step : NAN)
+         << ", \"document_calls_per_step\": " << json_num(on_gpu ? document_calls_per_step : NAN)
+         << ", \"kernels\": {";
       for (size_t i = 0; i < kernels.size(); ++i)
         js << (i ? ", " : "") << "\"" << kernels[i].name
            << "\": {\"ms\": " << json_num(kernels[i].ms)
