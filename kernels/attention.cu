@@ -12,6 +12,8 @@ void add_attention_kernels(Kernels& k) {
   k.flash_attention_backward_documents = flash_attention_backward_documents;
   k.stick_breaking_forward = stick_breaking_forward;
   k.stick_breaking_backward = stick_breaking_backward;
+  k.stick_breaking_forward_documents = stick_breaking_forward_documents;
+  k.stick_breaking_backward_documents = stick_breaking_backward_documents;
 }
 
 }  // namespace tessera::cuda

@@ -22,14 +22,18 @@
 #include <cuda_bf16.h>
 #include <mma.h>
 
+#include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 #include "backend/attention_shapes.h"
 #include "backend/cuda.h"
 #include "backend/kernels.h"
 #include "block_order.h"
 #include "common.cuh"
+#include "core/env.h"
 #include "flash_mma.h"
 #include "head_slices.h"
 
@@ -137,6 +141,30 @@ inline Tensor aligned_input(const Tensor& t) {
 inline void check_aligned_output(const char* kernel, const char* name, const Tensor& t) {
   TESSERA_CHECK(t.dtype() != DType::BF16 || aligned16(t), "cuda ", kernel, ": output ", name, " ",
                 t.str(), " is not 16-byte aligned");
+}
+
+// Documents in one launch (doc_tiles.h), flash and stick-breaking alike: bf16 only (the f32 kernels
+// take one document at a time), and not under TESSERA_FLASH_DOCUMENTS=views, which leaves each
+// document's view to a launch of its own (the before of a measurement).
+inline bool documents_launch_allowed(const Tensor& q) {
+  return q.dtype() == DType::BF16 && !env_switch("TESSERA_FLASH_DOCUMENTS", "launch", "views");
+}
+
+// The documents' table on q's device, its entries for blocks of 64 rows (the mma.sync kernels'
+// tiles): docs set to it, ckpt_units the stick-breaking checkpoints of every document (in units of
+// 4 H). The launches read it in stream order, so the caller may free it once they are queued.
+inline Tensor upload_doc_tiles(const char* kernel, const std::vector<DocumentSpan>& spans,
+                               const Dims& d, const Tensor& q, DocTiles& docs,
+                               int64_t& ckpt_units) {
+  TESSERA_CHECK(d.T <= INT32_MAX, "cuda ", kernel, ": documents of rows past 2^31 - 1 positions (",
+                d.T, ")");
+  const std::vector<DocTile> table = doc_tile_table(spans, d.B, kMmaTile, docs.per_row, ckpt_units);
+  std::vector<int32_t> words(table.size() * 4);
+  static_assert(sizeof(DocTile) == 4 * sizeof(int32_t));
+  std::memcpy(words.data(), table.data(), words.size() * sizeof(int32_t));
+  Tensor t = from_vector(words, {int64_t(words.size())}).to(q.device());
+  docs.at = static_cast<const DocTile*>(t.data_ptr());
+  return t;
 }
 
 // A 1-D grid over heads x tiles in BlockOrder (block_order.h); shared_bytes: what a head's blocks
@@ -420,4 +448,13 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
                              const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                              const Tensor& out, const Tensor& log_rem, double scale,
                              bool attend_current, bool add_remainder);
+bool stick_breaking_forward_documents(const Tensor& out, const Tensor& log_rem, const Tensor& rem,
+                                      const Tensor& q, const Tensor& k, const Tensor& v,
+                                      double scale, bool attend_current, bool add_remainder,
+                                      const std::vector<DocumentSpan>& spans);
+bool stick_breaking_backward_documents(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                       const Tensor& dout, const Tensor& q, const Tensor& k,
+                                       const Tensor& v, const Tensor& out, const Tensor& log_rem,
+                                       double scale, bool attend_current, bool add_remainder,
+                                       const std::vector<DocumentSpan>& spans);
 }  // namespace tessera::cuda

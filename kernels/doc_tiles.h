@@ -14,6 +14,7 @@
 #pragma once
 
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <vector>
 
@@ -23,9 +24,11 @@
 namespace tessera::cuda::attn {
 
 // One entry: the document at rows [start, start + length) of its batch row, and the tile of it
-// a block takes. length 0: no work (a row with fewer tiles than the longest).
+// a block takes. length 0: no work (a row with fewer tiles than the longest). ckpt: where the
+// document's stick-breaking checkpoints start (stick_mma.h: (H, tiles, length, 4) of them a
+// document, documents one after another in spans' order), in units of 4 H.
 struct DocTile {
-  int32_t start = 0, length = 0, tile = 0, unused = 0;  // 16 bytes: one load
+  int32_t start = 0, length = 0, tile = 0, ckpt = 0;  // 16 bytes: one load
 };
 
 // The table as the kernels see it (FlashParams::docs): at == nullptr in a plain launch.
@@ -45,14 +48,26 @@ TESSERA_BLOCK_ORDER_FN int64_t doc_key_tile(const DocTile& e, int64_t rows) {
   return (e.length + rows - 1) / rows - 1 - e.tile;
 }
 
+// The checkpoints of a document of `length` rows, in DocTile::ckpt's units: tiles x length.
+TESSERA_BLOCK_ORDER_FN int64_t doc_ckpt_units(int64_t length, int64_t rows) {
+  return (length + rows - 1) / rows * length;
+}
+
 // The table for tiles of `rows` rows over a (B, T) batch that spans covers
-// (check_document_spans): B rows of per_row entries each, row-major.
+// (check_document_spans): B rows of per_row entries each, row-major. ckpt_units: the checkpoints
+// of them all (doc_ckpt_units summed).
 inline std::vector<DocTile> doc_tile_table(const std::vector<DocumentSpan>& spans, int64_t B,
-                                           int64_t rows, int64_t& per_row) {
+                                           int64_t rows, int64_t& per_row, int64_t& ckpt_units) {
   std::vector<std::vector<DocTile>> by_row(size_t(B > 0 ? B : 0));
-  for (const DocumentSpan& s : spans)
+  ckpt_units = 0;
+  for (const DocumentSpan& s : spans) {
+    TESSERA_CHECK(ckpt_units <= INT32_MAX, "documents: checkpoints past 2^31 units at document (",
+                  s.b, ", ", s.start, ", ", s.length, ")");
     for (int64_t t = 0; t * rows < s.length; ++t)
-      by_row[size_t(s.b)].push_back({int32_t(s.start), int32_t(s.length), int32_t(t), 0});
+      by_row[size_t(s.b)].push_back(
+          {int32_t(s.start), int32_t(s.length), int32_t(t), int32_t(ckpt_units)});
+    ckpt_units += doc_ckpt_units(s.length, rows);
+  }
   per_row = 0;
   for (auto& r : by_row) {
     // The most keys first: a query tile sees tile + 1 key tiles, whatever its document's length.

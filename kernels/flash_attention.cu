@@ -20,9 +20,6 @@
 // over every query tile and every query head of its group), dQ by a query-tile-major pass; S and P
 // are recomputed in each (7 tile products per (query, key) tile pair instead of FA2's 5, no float
 // atomics).
-#include <climits>
-#include <cstring>
-
 #include "attention.cuh"
 #include "backend/cuda.h"
 #include "core/env.h"
@@ -485,26 +482,11 @@ FlashParams with_grads(FlashParams p, const Tensor& dq, const Tensor& dk, const 
   return p;
 }
 
-// Whether a documents call runs in one launch: bf16 with the mma.sync or wgmma families chosen
-// (the documents kernels are flash_mma.cu's), unless TESSERA_FLASH_DOCUMENTS=views, which leaves
-// each document's view to a launch of its own (the before of a measurement). f32 and the wmma
-// kernels take one document at a time.
+// Whether a documents call runs in one launch: as documents_launch_allowed says, with the mma.sync
+// or wgmma families chosen (the documents kernels are flash_mma.cu's); the wmma kernels take one
+// document at a time.
 bool documents_in_one_launch(const Tensor& q) {
-  return q.dtype() == DType::BF16 && flash_kernels() != FlashKernels::Wmma &&
-         !env_switch("TESSERA_FLASH_DOCUMENTS", "launch", "views");
-}
-
-// The documents' table (doc_tiles.h) on q's device, per_row entries a batch row. The launches read
-// it in stream order, so the caller may free it once they are queued.
-Tensor upload_doc_tiles(const char* name, const std::vector<DocumentSpan>& spans, const Dims& d,
-                        const Tensor& q, int64_t& per_row) {
-  TESSERA_CHECK(d.T <= INT32_MAX, "cuda ", name, ": documents of rows past 2^31 - 1 positions (",
-                d.T, ")");
-  const std::vector<DocTile> table = doc_tile_table(spans, d.B, kMmaTile, per_row);
-  std::vector<int32_t> words(table.size() * 4);
-  static_assert(sizeof(DocTile) == 4 * sizeof(int32_t));
-  std::memcpy(words.data(), table.data(), words.size() * sizeof(int32_t));
-  return from_vector(words, {int64_t(words.size())}).to(q.device());
+  return documents_launch_allowed(q) && flash_kernels() != FlashKernels::Wmma;
 }
 
 }  // namespace
@@ -626,8 +608,8 @@ bool flash_attention_forward_documents(const Tensor& out, const Tensor& lse, con
   FlashParams p = params_of(d, scale, window, out);
   const Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
   p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);
-  const Tensor table = upload_doc_tiles(name, spans, d, q, p.docs.per_row);
-  p.docs.at = static_cast<const DocTile*>(table.data_ptr());
+  int64_t ckpt_units = 0;  // stick-breaking's
+  const Tensor table = upload_doc_tiles(name, spans, d, q, p.docs, ckpt_units);
   flash_mma_documents_forward(out, lse, Q, K, V, p, d.B, d.D);
   return true;
 }
@@ -653,8 +635,8 @@ bool flash_attention_backward_documents(const Tensor& dq, const Tensor& dk, cons
   const Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v),
                dO = aligned_input(dout);
   p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V), p.dout = head_strides(dO);
-  const Tensor table = upload_doc_tiles(name, spans, d, q, p.docs.per_row);
-  p.docs.at = static_cast<const DocTile*>(table.data_ptr());
+  int64_t ckpt_units = 0;  // stick-breaking's
+  const Tensor table = upload_doc_tiles(name, spans, d, q, p.docs, ckpt_units);
   flash_mma_documents_backward(dq, dk, dv, dO, Q, K, V, lse, drow, p, d.B, d.D);
   return true;
 }

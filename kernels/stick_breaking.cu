@@ -112,6 +112,74 @@ __global__ void __launch_bounds__(kMmaThreads, D == 64 ? 3 : 1)
                                                          log_rem, p, at.tile, at.head);
 }
 
+// A documents launch (doc_tiles.h), as flash_launch.cuh's kDocs bodies: each block runs its entry's
+// document as a launch on that document's view would (T its length, every pointer at its first
+// row; log rem, rem and W kept in the batch's rows, p.T apart; the checkpoints at the document's
+// own, doc_ckpt_base), bounded as the kernels above. An empty entry's block returns at once.
+__device__ __forceinline__ StickParams within_document(const StickParams& p, const DocTile& e) {
+  StickParams d = p;
+  d.T = d.Tk = e.length;
+  return d;
+}
+// ckpt_base of a block of batch row b on entry e: the document's checkpoints start at e.ckpt 4 H,
+// and the body's ckpt_index counts b H tiles length 4 of them before its head's.
+__device__ __forceinline__ int64_t doc_ckpt_base(const StickParams& p, const DocTile& e,
+                                                 int64_t b) {
+  return (int64_t(e.ckpt) - b * doc_ckpt_units(e.length, kMmaTile)) * 4 * p.H;
+}
+
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads, D == 64 ? 4 : 3)
+    sb_forward_mma_documents(uint16_t* out, float* log_rem, uint16_t* rem, const uint16_t* q,
+                             const uint16_t* k, const uint16_t* v, StickParams p,
+                             BlockOrder order) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  DeviceCtx w{smem};
+  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
+  const DocTile e = doc_tile(p.docs, at.head / p.H, order.tiles - 1 - at.tile);
+  if (e.length == 0) return;
+  const int64_t s = e.start;
+  mma::stick_forward_block<D, 1>(w, out + s * p.o.t, log_rem + s, rem ? rem + s : nullptr,
+                                 q + s * p.q.t, k + s * p.k.t, v + s * p.v.t, within_document(p, e),
+                                 e.tile, at.head, p.T);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads, D == 64 ? 3 : 1)
+    sb_backward_dq_mma_documents(uint16_t* dq, mma::StickCkpt* ckpt, const uint16_t* q,
+                                 const uint16_t* k, const uint16_t* v, const uint16_t* dout,
+                                 const float* wrow, StickParams p, BlockOrder order) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  DeviceCtx w{smem};
+  const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
+  const int64_t b = at.head / p.H;
+  const DocTile e = doc_tile(p.docs, b, order.tiles - 1 - at.tile);
+  if (e.length == 0) return;
+  const int64_t s = e.start;
+  mma::stick_backward_dq_block<D>(
+      w, dq + s * p.dq.t, ckpt, q + s * p.q.t, k + s * p.k.t, v + s * p.v.t, dout + s * p.dout.t,
+      wrow + s, within_document(p, e), e.tile, at.head, p.T, doc_ckpt_base(p, e, b));
+}
+
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads, D == 64 ? 3 : 1)
+    sb_backward_dkdv_mma_documents(uint16_t* dk, uint16_t* dv, const mma::StickCkpt* ckpt,
+                                   const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                   const uint16_t* dout, const float* wrow, const float* log_rem,
+                                   StickParams p, BlockOrder order) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  DeviceCtx w{smem};
+  const HeadTile at = key_tile_block(int64_t(blockIdx.x), order);
+  const int64_t b = at.head / p.Hkv;
+  const DocTile e = doc_tile(p.docs, b, at.tile);
+  if (e.length == 0) return;
+  const int64_t s = e.start;
+  mma::stick_backward_dkdv_block<D, kStickDkdvStages<D>>(
+      w, dk + s * p.dk.t, dv + s * p.dv.t, ckpt, q + s * p.q.t, k + s * p.k.t, v + s * p.v.t,
+      dout + s * p.dout.t, wrow + s, log_rem + s, within_document(p, e), doc_key_tile(e, kMmaTile),
+      at.head, p.T, doc_ckpt_base(p, e, b));
+}
+
 const uint16_t* bits(const Tensor& t) { return static_cast<const uint16_t*>(t.data_ptr()); }
 uint16_t* mut_bits(const Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
 
@@ -475,6 +543,97 @@ void stick_breaking_backward(const Tensor& dq, const Tensor& dk, const Tensor& d
     backward_pass(qs(dq), ks(dk), ks(dv), qs(dout), qs(q), ks(k), ks(v), qs(out), qs(log_rem),
                   scale, attend_current, add_remainder);
   }
+}
+
+bool stick_breaking_forward_documents(const Tensor& out, const Tensor& log_rem, const Tensor& rem,
+                                      const Tensor& q, const Tensor& k, const Tensor& v,
+                                      double scale, bool attend_current, bool add_remainder,
+                                      const std::vector<DocumentSpan>& spans) {
+  const char* name = "stick_breaking_forward_documents";
+  const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/false, /*strided=*/true);
+  check_view(name, "out", out, q.shape(), q.dtype(), q, /*output=*/true);
+  check_like(name, "log_rem", log_rem, {d.B, d.H, d.T}, DType::F32, q);
+  if (rem.defined()) check_like(name, "rem", rem, {d.B, d.H, d.T}, q.dtype(), q);
+  check_document_spans(name, spans, d.B, d.T);
+  if (!documents_launch_allowed(q)) return false;
+  if (d.T == 0 || d.B == 0 || d.H == 0) return true;
+  DeviceGuard guard(q.device().index);
+  check_aligned_output(name, "out", out);
+  StickParams p = params_of(d, scale, attend_current, add_remainder, out);
+  const Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
+  p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);
+  int64_t units = 0;
+  const Tensor table = upload_doc_tiles(name, spans, d, q, p.docs, units);
+  ++attn::flash_counts().document_forwards;
+  const BlockOrder order = query_head_order(d.B, d.H, d.Hkv, p.docs.per_row, d.T, d.D);
+  auto launch = [&](auto kernel, size_t bytes) {
+    allow_smem(kernel, bytes);
+    kernel<<<grid_of(order), kMmaThreads, bytes>>>(
+        mut_bits(out), static_cast<float*>(log_rem.data_ptr()),
+        rem.defined() ? mut_bits(rem) : nullptr, bits(Q), bits(K), bits(V), p, order);
+    CUDA_CHECK_LAUNCH();
+  };
+  if (d.D == 64)
+    launch(sb_forward_mma_documents<64>, mma::ForwardSmem<64, 1>::bytes);
+  else
+    launch(sb_forward_mma_documents<128>, mma::ForwardSmem<128, 1>::bytes);
+  return true;
+}
+
+// One launch a pass when every document's checkpoints fit TESSERA_SB_CKPT_BYTES (else 1 GiB)
+// together; else false, and each document's view takes its own backward, in passes of its own.
+bool stick_breaking_backward_documents(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                       const Tensor& dout, const Tensor& q, const Tensor& k,
+                                       const Tensor& v, const Tensor& out, const Tensor& log_rem,
+                                       double scale, bool attend_current, bool add_remainder,
+                                       const std::vector<DocumentSpan>& spans) {
+  const char* name = "stick_breaking_backward_documents";
+  const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/false, /*strided=*/true);
+  check_backward_views(name, dq, dk, dv, dout, out, q, k, v);
+  check_like(name, "log_rem", log_rem, {d.B, d.H, d.T}, DType::F32, q);
+  check_document_spans(name, spans, d.B, d.T);
+  if (!documents_launch_allowed(q)) return false;
+  int64_t units = 0;
+  for (const DocumentSpan& s : spans) units += doc_ckpt_units(s.length, kMmaTile);
+  const int64_t ckpts = units * 4 * d.H;  // StickCkpt, 8 bytes each
+  if (ckpts * int64_t(sizeof(mma::StickCkpt)) > scratch_budget("TESSERA_SB_CKPT_BYTES"))
+    return false;
+  if (d.T == 0 || d.B == 0 || d.H == 0) return true;
+  DeviceGuard guard(q.device().index);
+  for (const auto& [what, t] : {std::pair{"dq", &dq}, {"dk", &dk}, {"dv", &dv}})
+    check_aligned_output(name, what, *t);
+  StickParams p = params_of(d, scale, attend_current, add_remainder, out);
+  p.dq = head_strides(dq), p.dk = head_strides(dk), p.dv = head_strides(dv);
+  Tensor wrow = Tensor::empty({d.B, d.H, d.T}, {DType::F32, q.device()});  // dout . out per row
+  rowdot<bf16_t>(wrow, dout, out);
+  const Tensor ckpt = Tensor::empty({ckpts * 2}, {DType::F32, q.device()});
+  auto* cp = static_cast<mma::StickCkpt*>(ckpt.data_ptr());
+  const Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v),
+               dO = aligned_input(dout);
+  p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V), p.dout = head_strides(dO);
+  const Tensor table = upload_doc_tiles(name, spans, d, q, p.docs, units);
+  ++attn::flash_counts().document_backwards;
+  const BlockOrder q_order = query_head_order(d.B, d.H, d.Hkv, p.docs.per_row, d.T, d.D);
+  const BlockOrder kv_order = kv_head_order(d.B, d.H, d.Hkv, p.docs.per_row, d.T, d.D);
+  const float* wr = static_cast<const float*>(wrow.data_ptr());
+  const float* lr = static_cast<const float*>(log_rem.data_ptr());
+  auto run = [&](auto dq_kernel, size_t dq_bytes, auto dkdv_kernel, size_t dkdv_bytes) {
+    allow_smem(dq_kernel, dq_bytes);
+    dq_kernel<<<grid_of(q_order), kMmaThreads, dq_bytes>>>(mut_bits(dq), cp, bits(Q), bits(K),
+                                                           bits(V), bits(dO), wr, p, q_order);
+    CUDA_CHECK_LAUNCH();
+    allow_smem(dkdv_kernel, dkdv_bytes);
+    dkdv_kernel<<<grid_of(kv_order), kMmaThreads, dkdv_bytes>>>(
+        mut_bits(dk), mut_bits(dv), cp, bits(Q), bits(K), bits(V), bits(dO), wr, lr, p, kv_order);
+    CUDA_CHECK_LAUNCH();
+  };
+  if (d.D == 64)
+    run(sb_backward_dq_mma_documents<64>, mma::BackwardSmem<64>::bytes,
+        sb_backward_dkdv_mma_documents<64>, mma::StickDkdvSmem<64, kStickDkdvStages<64>>::bytes);
+  else
+    run(sb_backward_dq_mma_documents<128>, mma::BackwardSmem<128>::bytes,
+        sb_backward_dkdv_mma_documents<128>, mma::StickDkdvSmem<128, kStickDkdvStages<128>>::bytes);
+  return true;
 }
 
 }  // namespace tessera::cuda

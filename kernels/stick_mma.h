@@ -51,6 +51,7 @@ struct StickParams {
   // of backend/attention_shapes.h, rows 16-byte aligned on the register-tile path.
   HeadStrides q, k, v, o;
   HeadStrides dq, dk, dv, dout;
+  DocTiles docs;  // a documents launch's table (doc_tiles.h); unread elsewhere
 };
 
 // Does query i attend key j?
@@ -127,7 +128,8 @@ TESSERA_MMA_FN float bf16_value(uint16_t bits) {
 
 // The dQ pass's checkpoint of one (row, key tile, lane) for the dK dV pass: log2 of the lane's
 // factor and the sum of g over the keys after the lane's. ckpt (B H, key tiles, T, 4 lanes) of
-// these.
+// these; in a documents launch each document's (H, its key tiles, its length, 4) from its
+// DocTile::ckpt on, which the bodies' ckpt_base (0 elsewhere, folded away) points the index at.
 struct StickCkpt {
   float log2_after, g_after;
 };
@@ -212,7 +214,8 @@ TESSERA_MMA_FN float stick_walk_log2(W& w, float run, int half, const uint16_t* 
 template <int D, int MT, int kStages = 1, class W>
 TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uint16_t* rem,
                                         const uint16_t* q, const uint16_t* k, const uint16_t* v,
-                                        const StickParams& p, int64_t qt, int64_t bh) {
+                                        const StickParams& p, int64_t qt, int64_t bh,
+                                        int64_t lse_t = 0) {
   static_assert(kStages == 1 || kStages == 2);
   using M = ForwardSmem<D, MT, RowTiles, kStages>;
   constexpr int kRows = kMmaTile * MT;
@@ -320,8 +323,8 @@ TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uin
             o[mt][n][2 * half + e] += left * bf16_value(vi[n * 8 + 2 * c + e]);
       }
       if (c == 0) {
-        log_rem[bh * T + i] = carry[mt][half] * kLn2;
-        if (rem) rem[bh * T + i] = uint16_t(W::pack_bf16x2(left, 0.0f) & 0xffffu);
+        log_rem[stat_at(bh, i, T, lse_t)] = carry[mt][half] * kLn2;
+        if (rem) rem[stat_at(bh, i, T, lse_t)] = uint16_t(W::pack_bf16x2(left, 0.0f) & 0xffffu);
       }
     }
     store_rows<D, W>(out + p.o.row(hi.b, hi.h, 0), r0 + 16 * mt, T, p.o.t, o[mt], 1.0f, 1.0f,
@@ -337,7 +340,8 @@ template <int D, class W>
 TESSERA_MMA_FN void stick_backward_dq_block(W& w, uint16_t* dq, StickCkpt* ckpt, const uint16_t* q,
                                             const uint16_t* k, const uint16_t* v,
                                             const uint16_t* dout, const float* wrow,
-                                            const StickParams& p, int64_t qt, int64_t bh) {
+                                            const StickParams& p, int64_t qt, int64_t bh,
+                                            int64_t lse_t = 0, int64_t ckpt_base = 0) {
   using M = BackwardSmem<D>;
   auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
   uint16_t* Qs = tile(M::a);
@@ -363,7 +367,7 @@ TESSERA_MMA_FN void stick_backward_dq_block(W& w, uint16_t* dq, StickCkpt* ckpt,
   TESSERA_MMA_UNROLL
   for (int half = 0; half < 2; ++half) {
     const int64_t i = r0 + g + 8 * half;
-    wr[half] = i < T ? wrow[bh * T + i] : 0.0f;
+    wr[half] = i < T ? wrow[stat_at(bh, i, T, lse_t)] : 0.0f;
   }
   float dqa[1][D / 8][4];
   TESSERA_MMA_UNROLL
@@ -406,7 +410,7 @@ TESSERA_MMA_FN void stick_backward_dq_block(W& w, uint16_t* dq, StickCkpt* ckpt,
       const float log2_after = carry[half] + quad_after(w, lg, c, log_total);
       const float f = W::exp2(log2_after);
       const float g_after = gsum[half] + quad_after(w, f * hs, c, g_total);
-      if (i < T) ckpt[ckpt_index(bh, kt, i, c, T, tiles)] = {log2_after, g_after};
+      if (i < T) ckpt[ckpt_base + ckpt_index(bh, kt, i, c, T, tiles)] = {log2_after, g_after};
       // Second walk: dz = g - beta (W - g over the keys after), t = W - g over the keys after.
       float t = wr[half] - g_after;
       TESSERA_STICK_WALK(n, e) {
@@ -464,12 +468,10 @@ TESSERA_MMA_FN void tile_atm(W& w, float (&acc)[D / 8][4], const uint16_t* at, i
 // dV += A^T dO, dK += dz^T Q. With kStages = 2 the next item's Q and dO stream in while this one is
 // used; with 1 they load after it (less shared memory: D 128 keeps 2 blocks per SM).
 template <int D, int kStages, class W>
-TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
-                                              const StickCkpt* ckpt, const uint16_t* q,
-                                              const uint16_t* k, const uint16_t* v,
-                                              const uint16_t* dout, const float* wrow,
-                                              const float* log_rem, const StickParams& p,
-                                              int64_t kt, int64_t bkv) {
+TESSERA_MMA_FN void stick_backward_dkdv_block(
+    W& w, uint16_t* dk, uint16_t* dv, const StickCkpt* ckpt, const uint16_t* q, const uint16_t* k,
+    const uint16_t* v, const uint16_t* dout, const float* wrow, const float* log_rem,
+    const StickParams& p, int64_t kt, int64_t bkv, int64_t lse_t = 0, int64_t ckpt_base = 0) {
   using M = StickDkdvSmem<D, kStages>;
   auto tile = [&](size_t at) { return reinterpret_cast<uint16_t*>(w.smem() + at); };
   uint16_t* Ks = tile(M::k);
@@ -500,8 +502,9 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
     for (int half = 0; half < 2; ++half) {
       const int64_t i = x.q0 + warp * 16 + g + 8 * half;
       const bool any = i < T && (p.attend_current ? i >= k0 : i > k0);
-      r.ck[half] = any ? ckpt[ckpt_index(bh, kt, i, c, T, tiles)] : StickCkpt{0.0f, 0.0f};
-      r.w[half] = any ? wrow[bh * T + i] : 0.0f;
+      r.ck[half] =
+          any ? ckpt[ckpt_base + ckpt_index(bh, kt, i, c, T, tiles)] : StickCkpt{0.0f, 0.0f};
+      r.w[half] = any ? wrow[stat_at(bh, i, T, lse_t)] : 0.0f;
     }
     return r;
   };
@@ -586,7 +589,7 @@ TESSERA_MMA_FN void stick_backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv,
       for (int half = 0; half < 2; ++half) {
         const int64_t j = j0 + g + 8 * half;
         if (j >= T) continue;
-        const float left = W::exp2(log_rem[bh * T + j] * kLog2e);
+        const float left = W::exp2(log_rem[stat_at(bh, j, T, lse_t)] * kLog2e);
         const uint16_t* dj = dout + p.dout.row(b, h, j);
         TESSERA_MMA_UNROLL
         for (int n = 0; n < D / 8; ++n)

@@ -162,8 +162,8 @@ struct FlashStats {
   int64_t stored_ds_backwards = 0;      // softmax backwards whose dQ read the dS dK dV stored
   int64_t stored_ds_passes = 0;         // their passes (head_slices: the dS held a pass is bounded)
   int64_t recomputed_ds_backwards = 0;  // mma.sync softmax backwards whose dQ recomputed it
-  int64_t document_forwards = 0;        // softmax within documents: forwards in one launch
-  int64_t document_backwards = 0;       // and backwards (doc_tiles.h)
+  int64_t document_forwards = 0;        // attention within documents: forwards in one launch
+  int64_t document_backwards = 0;       // and backwards (doc_tiles.h), softmax and stick-breaking
 };
 FlashStats flash_stats();  // zeros in a build without CUDA
 // Whether FlashKernels::Wgmma and WgmmaNarrow can run here: an sm_90a build and a 9.0 device.

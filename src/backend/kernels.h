@@ -303,6 +303,20 @@ struct Kernels {
                                   const Tensor& dout, const Tensor& q, const Tensor& k,
                                   const Tensor& v, const Tensor& out, const Tensor& log_rem,
                                   double scale, bool attend_current, bool add_remainder);
+  // Optional, as the flash documents entries above: the two above over the documents of spans in
+  // one launch a pass (log_rem, rem the whole batch's), or false where they take one document at a
+  // time (f32; a backward whose checkpoints would pass its budget in one pass).
+  bool (*stick_breaking_forward_documents)(const Tensor& out, const Tensor& log_rem,
+                                           const Tensor& rem, const Tensor& q, const Tensor& k,
+                                           const Tensor& v, double scale, bool attend_current,
+                                           bool add_remainder,
+                                           const std::vector<DocumentSpan>& spans);
+  bool (*stick_breaking_backward_documents)(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                            const Tensor& dout, const Tensor& q, const Tensor& k,
+                                            const Tensor& v, const Tensor& out,
+                                            const Tensor& log_rem, double scale,
+                                            bool attend_current, bool add_remainder,
+                                            const std::vector<DocumentSpan>& spans);
 };
 
 namespace cpu {

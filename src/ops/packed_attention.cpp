@@ -59,9 +59,9 @@ namespace {
 
 // What a call keeps for its backward: the kernel's q, k (rotated copies under RoPE, else views of
 // the inputs) and v, the output O (a view of the result), and for each part (parts_of: the whole
-// batch, or each document) its lse (flash), P (materialised) or log rem (stick-breaking). A flash
-// forward over documents in one call (the kernel table's *_documents entries, where a backend has
-// them) saves the batch's lse alone.
+// batch, or each document) its lse (flash), P (materialised) or log rem (stick-breaking). A forward
+// over documents in one call (the kernel table's *_documents entries, where a backend has them:
+// flash and stick-breaking) saves the batch's statistics alone.
 struct Attended {
   Tensor q, k, v, o;
   std::vector<DocumentSpan> parts;
@@ -109,12 +109,21 @@ Attended attend(const char* op, const Tensor& q, const Tensor& k, const Tensor& 
   a.parts = parts_of(docs);
   const int64_t H = q.size(1);
   const DType stat = q.dtype() == DType::F64 ? DType::F64 : DType::F32;
-  if (a.flash && a.parts[0].b >= 0 && kernels_for(q).flash_attention_forward_documents) {
-    const Tensor lse = Tensor::empty({q.size(0), H, T}, {stat, q.device()});
-    const auto forward = TESSERA_KERNEL(q, flash_attention_forward_documents);
-    if (forward(out, lse, a.q, a.k, v, a.scale, spec.window, a.parts)) {
-      a.saved = {lse};
-      a.one_call = true;
+  // Documents in one call where the backend has the entry (and takes these tensors so).
+  const bool sb = spec.kind == AttentionKind::StickBreaking;
+  const Kernels& kern = kernels_for(q);
+  if (a.parts[0].b >= 0 && (sb ? kern.stick_breaking_forward_documents != nullptr
+                               : a.flash && kern.flash_attention_forward_documents != nullptr)) {
+    const Tensor stats = Tensor::empty({q.size(0), H, T}, {stat, q.device()});
+    if (sb)
+      a.one_call = TESSERA_KERNEL(q, stick_breaking_forward_documents)(
+          out, stats, Tensor(), a.q, a.k, v, a.scale, spec.attend_current, spec.sb_remainder,
+          a.parts);
+    else
+      a.one_call = TESSERA_KERNEL(q, flash_attention_forward_documents)(
+          out, stats, a.q, a.k, v, a.scale, spec.window, a.parts);
+    if (a.one_call) {
+      a.saved = {stats};
       return a;
     }
   }
@@ -146,18 +155,24 @@ void attend_backward(const Attended& a, const Tensor& dO, const Tensor& dq, cons
   const Tensor dQ = a.rope ? Tensor::empty(a.q.shape(), a.q.options()) : dq;
   const Tensor dK = a.rope ? Tensor::empty(a.k.shape(), a.k.options()) : dk;
   // A forward in one call has its backward in one call too, unless the kernels chosen changed in
-  // between (TESSERA_FLASH_KERNELS, TESSERA_FLASH_DOCUMENTS): then each document's, on its lse.
-  const bool one_call = a.one_call && TESSERA_KERNEL(dO, flash_attention_backward_documents)(
-                                          dQ, dK, dv, dO, a.q, a.k, a.v, a.o, a.saved[0], a.scale,
-                                          a.spec.window, a.parts);
+  // between (TESSERA_FLASH_KERNELS, TESSERA_FLASH_DOCUMENTS) or stick-breaking's checkpoints would
+  // pass their budget: then each document's, on its rows of the batch's statistics.
+  bool one_call = false;
+  if (a.one_call && a.spec.kind == AttentionKind::StickBreaking)
+    one_call = TESSERA_KERNEL(dO, stick_breaking_backward_documents)(
+        dQ, dK, dv, dO, a.q, a.k, a.v, a.o, a.saved[0], a.scale, a.spec.attend_current,
+        a.spec.sb_remainder, a.parts);
+  else if (a.one_call)
+    one_call = TESSERA_KERNEL(dO, flash_attention_backward_documents)(
+        dQ, dK, dv, dO, a.q, a.k, a.v, a.o, a.saved[0], a.scale, a.spec.window, a.parts);
   for (size_t i = 0; i < a.parts.size() && !one_call; ++i) {
     const DocumentSpan& p = a.parts[i];
     const Tensor gq = cut(dQ, p), gk = cut(dK, p), gv = cut(dv, p), go = cut(dO, p);
     const Tensor Q = cut(a.q, p), K = cut(a.k, p), V = cut(a.v, p);
     if (a.spec.kind == AttentionKind::StickBreaking) {
       const auto backward = TESSERA_KERNEL(dO, stick_breaking_backward);
-      backward(gq, gk, gv, go, Q, K, V, cut(a.o, p), a.saved[i], a.scale, a.spec.attend_current,
-               a.spec.sb_remainder);
+      backward(gq, gk, gv, go, Q, K, V, cut(a.o, p), a.saved_of(i).contiguous(), a.scale,
+               a.spec.attend_current, a.spec.sb_remainder);
     } else if (a.flash) {
       const auto backward = TESSERA_KERNEL(dO, flash_attention_backward);
       backward(gq, gk, gv, go, Q, K, V, cut(a.o, p), a.saved_of(i).contiguous(), a.scale,

@@ -1,9 +1,9 @@
-// Softmax attention within documents in one launch (the kernel table's
-// flash_attention_*_documents, kernels/doc_tiles.h) against a launch on each document's view, the
-// way the op ran them before: the same blocks do the same work, so out, lse, dq, dk and dv must
-// match bit for bit. Then when the one launch steps aside (f32, the wmma family,
-// TESSERA_FLASH_DOCUMENTS=views), the spans it refuses, and the op taking it. Skips without a
-// CUDA device; CI runs it on the emulator.
+// Attention within documents in one launch (the kernel table's flash_attention_*_documents and
+// stick_breaking_*_documents, kernels/doc_tiles.h) against a launch on each document's view, the
+// way the op ran them before: the same blocks do the same work, so out, the row statistics (lse,
+// log rem), dq, dk and dv must match bit for bit. Then when the one launch steps aside (f32, the
+// wmma family, TESSERA_FLASH_DOCUMENTS=views, stick-breaking checkpoints past their budget), the
+// spans it refuses, and the op taking it. Skips without a CUDA device; CI runs it on the emulator.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -44,44 +44,88 @@ std::vector<uint16_t> bits(const Tensor& t) {
   return {p, p + c.numel() * int64_t(dtype_size(c.dtype()) / 2)};
 }
 
+// Which attention a pass runs: softmax with a window, or stick-breaking with its two options.
+struct Attn {
+  bool sb = false;
+  int64_t window = 0;
+  bool attend_current = false, remainder = false;
+  std::string name() const {
+    return sb ? std::string("stick-breaking") + (attend_current ? ", attending the current" : "") +
+                    (remainder ? ", remainder" : "")
+              : "softmax, window " + std::to_string(window);
+  }
+};
+
 struct Pass {
-  Tensor out, lse, dq, dk, dv;
+  Tensor out, stats, rem, dq, dk, dv;
 };
 
 // Forward and backward over (B, H, T, D) q and (B, Hkv, T, D) k, v: in one call each, or one call
-// a document on its views (each document's lse its own tensor, copied into the batch's after).
-Pass run(bool one, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout,
-         int64_t window, const std::vector<DocumentSpan>& spans) {
+// a document on its views (each document's statistics their own tensors, copied into the batch's
+// after). one_backward: the backward in one call too (else it must step aside, returning false,
+// and runs a call a document).
+Pass run(const Attn& a, bool one, const Tensor& q, const Tensor& k, const Tensor& v,
+         const Tensor& dout, const std::vector<DocumentSpan>& spans, bool one_backward = true) {
   const Kernels& kern = kernels_for(kGpu);
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2);
   const double scale = 0.125;
-  Pass r{Tensor::empty(q.shape(), q.options()), Tensor::empty({B, H, T}, {DType::F32, kGpu}),
-         Tensor::empty(q.shape(), q.options()), Tensor::empty(k.shape(), k.options()),
+  Pass r{Tensor::empty(q.shape(), q.options()),
+         Tensor::empty({B, H, T}, {DType::F32, kGpu}),
+         a.sb ? Tensor::empty({B, H, T}, q.options()) : Tensor(),
+         Tensor::empty(q.shape(), q.options()),
+         Tensor::empty(k.shape(), k.options()),
          Tensor::empty(v.shape(), v.options())};
+  auto forward = [&](const Tensor& out, const Tensor& st, const Tensor& rem, const Tensor& Q,
+                     const Tensor& K, const Tensor& V) {
+    if (a.sb)
+      kern.stick_breaking_forward(out, st, rem, Q, K, V, scale, a.attend_current, a.remainder);
+    else
+      kern.flash_attention_forward(out, st, Q, K, V, scale, a.window);
+  };
+  auto backward = [&](const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dO,
+                      const Tensor& Q, const Tensor& K, const Tensor& V, const Tensor& out,
+                      const Tensor& st) {
+    if (a.sb)
+      kern.stick_breaking_backward(dq, dk, dv, dO, Q, K, V, out, st, scale, a.attend_current,
+                                   a.remainder);
+    else
+      kern.flash_attention_backward(dq, dk, dv, dO, Q, K, V, out, st, scale, a.window);
+  };
   if (one) {
-    EXPECT_TRUE(
-        kern.flash_attention_forward_documents(r.out, r.lse, q, k, v, scale, window, spans));
-    EXPECT_TRUE(kern.flash_attention_backward_documents(r.dq, r.dk, r.dv, dout, q, k, v, r.out,
-                                                        r.lse, scale, window, spans));
-    return r;
+    EXPECT_TRUE(a.sb ? kern.stick_breaking_forward_documents(r.out, r.stats, r.rem, q, k, v, scale,
+                                                             a.attend_current, a.remainder, spans)
+                     : kern.flash_attention_forward_documents(r.out, r.stats, q, k, v, scale,
+                                                              a.window, spans));
+    const bool ran =
+        a.sb ? kern.stick_breaking_backward_documents(r.dq, r.dk, r.dv, dout, q, k, v, r.out,
+                                                      r.stats, scale, a.attend_current, a.remainder,
+                                                      spans)
+             : kern.flash_attention_backward_documents(r.dq, r.dk, r.dv, dout, q, k, v, r.out,
+                                                       r.stats, scale, a.window, spans);
+    EXPECT_EQ(ran, one_backward);
+    if (ran) return r;
   }
   for (const DocumentSpan& s : spans) {
-    const Tensor lse = Tensor::empty({1, H, s.length}, {DType::F32, kGpu});
-    kern.flash_attention_forward(rows_of(r.out, s), lse, rows_of(q, s), rows_of(k, s),
-                                 rows_of(v, s), scale, window);
-    kern.flash_attention_backward(rows_of(r.dq, s), rows_of(r.dk, s), rows_of(r.dv, s),
-                                  rows_of(dout, s), rows_of(q, s), rows_of(k, s), rows_of(v, s),
-                                  rows_of(r.out, s), lse, scale, window);
-    kern.copy(rows_of(r.lse, s), lse);
+    const Tensor st = one ? rows_of(r.stats, s).contiguous()
+                          : Tensor::empty({1, H, s.length}, {DType::F32, kGpu});
+    const Tensor rem = a.sb && !one ? Tensor::empty({1, H, s.length}, q.options()) : Tensor();
+    if (!one) forward(rows_of(r.out, s), st, rem, rows_of(q, s), rows_of(k, s), rows_of(v, s));
+    backward(rows_of(r.dq, s), rows_of(r.dk, s), rows_of(r.dv, s), rows_of(dout, s), rows_of(q, s),
+             rows_of(k, s), rows_of(v, s), rows_of(r.out, s), st);
+    if (one) continue;
+    kern.copy(rows_of(r.stats, s), st);
+    if (rem.defined()) kern.copy(rows_of(r.rem, s), rem);
   }
   return r;
 }
 
 void expect_same_bits(const Pass& a, const Pass& b, const std::string& what) {
-  const char* names[] = {"out", "lse", "dq", "dk", "dv"};
-  const Tensor* x[] = {&a.out, &a.lse, &a.dq, &a.dk, &a.dv};
-  const Tensor* y[] = {&b.out, &b.lse, &b.dq, &b.dk, &b.dv};
-  for (int i = 0; i < 5; ++i) {
+  const char* names[] = {"out", "row statistics", "rem", "dq", "dk", "dv"};
+  const Tensor* x[] = {&a.out, &a.stats, &a.rem, &a.dq, &a.dk, &a.dv};
+  const Tensor* y[] = {&b.out, &b.stats, &b.rem, &b.dq, &b.dk, &b.dv};
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_EQ(x[i]->defined(), y[i]->defined()) << names[i];
+    if (!x[i]->defined()) continue;
     const std::vector<uint16_t> u = bits(*x[i]), w = bits(*y[i]);
     ASSERT_EQ(u.size(), w.size()) << names[i] << ", " << what;
     size_t differ = 0;
@@ -95,22 +139,39 @@ void expect_same_bits(const Pass& a, const Pass& b, const std::string& what) {
 TEST(DocumentLaunchCuda, one_launch_gives_the_bits_of_a_launch_a_document) {
   SKIP_WITHOUT_CUDA();
   const int64_t B = 2, T = 160, H = 4, Hkv = 2;
+  const Attn kinds[] = {{false, 0}, {false, 40}, {true, 0, false, false}, {true, 0, true, true}};
   for (int64_t D : {64, 128}) {
-    for (int64_t window : {0, 40}) {
-      const std::string what = "D " + std::to_string(D) + ", window " + std::to_string(window);
-      Generator g(31 + D + window);
+    for (const Attn& a : kinds) {
+      const std::string what = "D " + std::to_string(D) + ", " + a.name();
+      Generator g(31 + D + a.window + a.sb);
       auto input = [&](int64_t heads) {
         return randn({B, heads, T, D}, g).to(DType::BF16).to(kGpu);
       };
       const Tensor q = input(H), k = input(Hkv), v = input(Hkv), dout = input(H);
       const cuda::FlashStats before = cuda::flash_stats();
-      const Pass one = run(true, q, k, v, dout, window, spans_of(T));
+      const Pass one = run(a, true, q, k, v, dout, spans_of(T));
       const cuda::FlashStats after = cuda::flash_stats();
       EXPECT_EQ(after.document_forwards - before.document_forwards, 1) << what;
       EXPECT_EQ(after.document_backwards - before.document_backwards, 1) << what;
-      expect_same_bits(one, run(false, q, k, v, dout, window, spans_of(T)), what);
+      expect_same_bits(one, run(a, false, q, k, v, dout, spans_of(T)), what);
     }
   }
+}
+
+TEST(DocumentLaunchCuda, stick_breaking_checkpoints_past_their_budget_step_aside) {
+  // Every document's checkpoints (4 H tiles length of 8 bytes each: 45,376 bytes here) past
+  // TESSERA_SB_CKPT_BYTES: the backward returns false, and a backward a document (in passes of
+  // its own) from the one launch's log rem gives the same bits.
+  SKIP_WITHOUT_CUDA();
+  const int64_t B = 2, T = 160, H = 2, Hkv = 1, D = 64;
+  Generator g(44);
+  auto input = [&](int64_t heads) { return randn({B, heads, T, D}, g).to(DType::BF16).to(kGpu); };
+  const Tensor q = input(H), k = input(Hkv), v = input(Hkv), dout = input(H);
+  const Attn a{true, 0, false, true};
+  const Pass views = run(a, false, q, k, v, dout, spans_of(T));
+  tessera::testing::ScopedEnv env({{"TESSERA_SB_CKPT_BYTES", "30000"}});
+  expect_same_bits(run(a, true, q, k, v, dout, spans_of(T), /*one_backward=*/false), views,
+                   "checkpoints past their budget");
 }
 
 TEST(DocumentLaunchCuda, every_mma_family_takes_the_one_launch_and_wmma_steps_aside) {
@@ -125,12 +186,12 @@ TEST(DocumentLaunchCuda, every_mma_family_takes_the_one_launch_and_wmma_steps_as
   Pass views;
   {
     UseFlashKernels use(cuda::FlashKernels::MmaNarrow);
-    views = run(false, q, k, v, dout, 0, spans_of(T));
+    views = run(Attn{}, false, q, k, v, dout, spans_of(T));
   }
   for (cuda::FlashKernels f : {cuda::FlashKernels::Mma, cuda::FlashKernels::Mma2Stage,
                                cuda::FlashKernels::MmaStoredDs, cuda::FlashKernels::Mma3Blocks}) {
     UseFlashKernels use(f);
-    expect_same_bits(run(true, q, k, v, dout, 0, spans_of(T)), views,
+    expect_same_bits(run(Attn{}, true, q, k, v, dout, spans_of(T)), views,
                      "family " + std::to_string(int(f)));
   }
   UseFlashKernels use(cuda::FlashKernels::Wmma);
@@ -178,10 +239,10 @@ TEST(DocumentLaunchCuda, f32_and_the_views_switch_step_aside_and_bad_spans_are_n
 }
 
 TEST(DocumentLaunchCuda, the_op_runs_one_launch_and_views_give_its_bits) {
-  // ops::packed_causal_attention with documents on the GPU: one documents launch a pass (the
-  // counters); with TESSERA_FLASH_DOCUMENTS=views (a launch a document) the same output and
-  // gradient bits, and so with the switch set between the forward and the backward (which then
-  // reads each document's rows of the batch's lse).
+  // ops::packed_causal_attention with documents on the GPU, softmax and stick-breaking: one
+  // documents launch a pass (the counters); with TESSERA_FLASH_DOCUMENTS=views (a launch a
+  // document) the same output and gradient bits, and so with the switch set between the forward
+  // and the backward (which then reads each document's rows of the batch's statistics).
   SKIP_WITHOUT_CUDA();
   const int64_t B = 2, T = 150, H = 2, Hkv = 1, D = 64;
   std::vector<int32_t> ids(size_t(B * T), 1);
@@ -190,33 +251,38 @@ TEST(DocumentLaunchCuda, the_op_runs_one_launch_and_views_give_its_bits) {
   Generator g(12);
   const Tensor qkv = randn({B, T, (H + 2 * Hkv) * D}, g).to(DType::BF16).to(kGpu);
   const Tensor w = randn({B, T, H * D}, g).to(DType::BF16).to(kGpu);
-  auto pass = [&](bool views_forward, bool views_backward, Tensor& grad) {
-    Tensor x = qkv.detach();
-    x.requires_grad_();
-    Tensor out;
-    {
+  for (ops::AttentionKind kind : {ops::AttentionKind::Softmax, ops::AttentionKind::StickBreaking}) {
+    SCOPED_TRACE(ops::attention_kind_name(kind));
+    ops::AttentionSpec spec;
+    spec.kind = kind;
+    auto pass = [&](bool views_forward, bool views_backward, Tensor& grad) {
+      Tensor x = qkv.detach();
+      x.requires_grad_();
+      Tensor out;
+      {
+        tessera::testing::ScopedEnv env(
+            {{"TESSERA_FLASH_DOCUMENTS", views_forward ? "views" : "launch"}});
+        out = ops::packed_causal_attention(x, H, Hkv, spec, true, &docs);
+      }
       tessera::testing::ScopedEnv env(
-          {{"TESSERA_FLASH_DOCUMENTS", views_forward ? "views" : "launch"}});
-      out = ops::packed_causal_attention(x, H, Hkv, ops::AttentionSpec{}, true, &docs);
-    }
-    tessera::testing::ScopedEnv env(
-        {{"TESSERA_FLASH_DOCUMENTS", views_backward ? "views" : "launch"}});
-    ops::sum(ops::mul(out, w)).backward();
-    grad = x.grad();
-    return out;
-  };
-  Tensor grad_one, grad_views, grad_mixed;
-  const cuda::FlashStats before = cuda::flash_stats();
-  const Tensor one = pass(false, false, grad_one);
-  const cuda::FlashStats after = cuda::flash_stats();
-  EXPECT_EQ(after.document_forwards - before.document_forwards, 1);
-  EXPECT_EQ(after.document_backwards - before.document_backwards, 1);
-  const Tensor views_out = pass(true, true, grad_views);
-  const Tensor mixed_out = pass(false, true, grad_mixed);
-  const cuda::FlashStats last = cuda::flash_stats();
-  EXPECT_EQ(last.document_forwards - after.document_forwards, 1) << "the mixed pass's forward";
-  EXPECT_EQ(last.document_backwards, after.document_backwards);
-  EXPECT_EQ(bits(one), bits(views_out)) << "out";
-  EXPECT_EQ(bits(grad_one), bits(grad_views)) << "d qkv, views";
-  EXPECT_EQ(bits(grad_one), bits(grad_mixed)) << "d qkv, one-launch forward, views backward";
+          {{"TESSERA_FLASH_DOCUMENTS", views_backward ? "views" : "launch"}});
+      ops::sum(ops::mul(out, w)).backward();
+      grad = x.grad();
+      return out;
+    };
+    Tensor grad_one, grad_views, grad_mixed;
+    const cuda::FlashStats before = cuda::flash_stats();
+    const Tensor one = pass(false, false, grad_one);
+    const cuda::FlashStats after = cuda::flash_stats();
+    EXPECT_EQ(after.document_forwards - before.document_forwards, 1);
+    EXPECT_EQ(after.document_backwards - before.document_backwards, 1);
+    const Tensor views_out = pass(true, true, grad_views);
+    const Tensor mixed_out = pass(false, true, grad_mixed);
+    const cuda::FlashStats last = cuda::flash_stats();
+    EXPECT_EQ(last.document_forwards - after.document_forwards, 1) << "the mixed pass's forward";
+    EXPECT_EQ(last.document_backwards, after.document_backwards);
+    EXPECT_EQ(bits(one), bits(views_out)) << "out";
+    EXPECT_EQ(bits(grad_one), bits(grad_views)) << "d qkv, views";
+    EXPECT_EQ(bits(grad_one), bits(grad_mixed)) << "d qkv, one-launch forward, views backward";
+  }
 }

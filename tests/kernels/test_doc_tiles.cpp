@@ -39,9 +39,11 @@ std::string error_of(const std::vector<DocumentSpan>& spans, int64_t B, int64_t 
 }  // namespace
 
 TEST(DocTiles, every_tile_of_every_document_once_the_most_keys_first) {
-  int64_t per_row = 0;
-  const std::vector<DocTile> table = doc_tile_table(kSpans, 2, 64, per_row);
+  int64_t per_row = 0, units = 0;
+  const std::vector<DocTile> table = doc_tile_table(kSpans, 2, 64, per_row, units);
   ASSERT_EQ(per_row, 5);
+  // Checkpoints, tiles x length a document, one after another: 1, 2 x 69, 64, 26, then 3 x 160.
+  EXPECT_EQ(units, 1 + 138 + 64 + 26 + 480);
   ASSERT_EQ(table.size(), 10u);
   const DocTiles d{table.data(), per_row};
   for (int64_t b = 0; b < 2; ++b) {
@@ -59,6 +61,8 @@ TEST(DocTiles, every_tile_of_every_document_once_the_most_keys_first) {
       last = e.tile;
       EXPECT_LT(int64_t(e.tile) * 64, e.length);
       EXPECT_TRUE(query_tiles.insert({e.start, e.tile}).second) << "row " << b << " rank " << r;
+      const std::map<int32_t, int32_t> ckpt = {{0, 0}, {1, 1}, {70, 139}, {134, 203}};
+      EXPECT_EQ(e.ckpt, b == 0 ? ckpt.at(e.start) : 229) << "row " << b << " rank " << r;
       const int64_t kt = doc_key_tile(e, 64);
       ASSERT_GE(kt, 0);
       ASSERT_LT(kt * 64, e.length);

@@ -56,12 +56,14 @@ const Kernels& kernels() {
       .nf4_absmax_dequantize = nf4_absmax_dequantize,
       .flash_attention_forward = flash_attention_forward,
       .flash_attention_backward = flash_attention_backward,
-      // No documents entries: ops::packed_causal_attention runs the two above on each document's
-      // view, and a CPU kernel call costs no launch.
+      // No documents entries (nor stick-breaking's below): ops::packed_causal_attention runs the
+      // kernels on each document's view, and a CPU kernel call costs no launch.
       .flash_attention_forward_documents = nullptr,
       .flash_attention_backward_documents = nullptr,
       .stick_breaking_forward = stick_breaking_forward,
       .stick_breaking_backward = stick_breaking_backward,
+      .stick_breaking_forward_documents = nullptr,
+      .stick_breaking_backward_documents = nullptr,
   };
   return table;
 }
