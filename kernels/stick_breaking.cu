@@ -183,6 +183,42 @@ __global__ void __launch_bounds__(kMmaThreads, D == 64 ? 3 : 1)
 const uint16_t* bits(const Tensor& t) { return static_cast<const uint16_t*>(t.data_ptr()); }
 uint16_t* mut_bits(const Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
 
+// The bf16 backward's two launches: dQ, which writes the checkpoints cp, then dK dV, which reads
+// them; the batch's kernels, or with kDocs the documents ones (p.docs). wr: W, lr: log rem.
+template <bool kDocs>
+void stick_backward_launches(const Dims& d, const BlockOrder& q_order, const BlockOrder& kv_order,
+                             const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                             mma::StickCkpt* cp, const Tensor& Q, const Tensor& K, const Tensor& V,
+                             const Tensor& dO, const float* wr, const float* lr,
+                             const StickParams& p) {
+  auto run = [&](auto dq_kernel, size_t dq_bytes, auto dkdv_kernel, size_t dkdv_bytes) {
+    allow_smem(dq_kernel, dq_bytes);
+    dq_kernel<<<grid_of(q_order), kMmaThreads, dq_bytes>>>(mut_bits(dq), cp, bits(Q), bits(K),
+                                                           bits(V), bits(dO), wr, p, q_order);
+    CUDA_CHECK_LAUNCH();
+    allow_smem(dkdv_kernel, dkdv_bytes);
+    dkdv_kernel<<<grid_of(kv_order), kMmaThreads, dkdv_bytes>>>(
+        mut_bits(dk), mut_bits(dv), cp, bits(Q), bits(K), bits(V), bits(dO), wr, lr, p, kv_order);
+    CUDA_CHECK_LAUNCH();
+  };
+  constexpr size_t kDkdv64 = mma::StickDkdvSmem<64, kStickDkdvStages<64>>::bytes;
+  constexpr size_t kDkdv128 = mma::StickDkdvSmem<128, kStickDkdvStages<128>>::bytes;
+  if constexpr (kDocs) {
+    if (d.D == 64)
+      run(sb_backward_dq_mma_documents<64>, mma::BackwardSmem<64>::bytes,
+          sb_backward_dkdv_mma_documents<64>, kDkdv64);
+    else
+      run(sb_backward_dq_mma_documents<128>, mma::BackwardSmem<128>::bytes,
+          sb_backward_dkdv_mma_documents<128>, kDkdv128);
+  } else {
+    if (d.D == 64)
+      run(sb_backward_dq_mma<64>, mma::BackwardSmem<64>::bytes, sb_backward_dkdv_mma<64>, kDkdv64);
+    else
+      run(sb_backward_dq_mma<128>, mma::BackwardSmem<128>::bytes, sb_backward_dkdv_mma<128>,
+          kDkdv128);
+  }
+}
+
 // ---- f32, plain -------------------------------------------------------------------------------
 // Keys in fixed blocks of 32 (lane l = key 32 kb + l), visited from the diagonal down; a warp per
 // query row for the forward and pass 1, a warp per key block for pass 2. Exact libm functions:
@@ -479,23 +515,7 @@ void backward_pass(const Tensor& dq, const Tensor& dk, const Tensor& dv, const T
     p.dout = head_strides(dO);
     const BlockOrder q_order = query_head_order(d.B, d.H, d.Hkv, tiles, d.T, d.D);
     const BlockOrder kv_order = kv_head_order(d.B, d.H, d.Hkv, tiles, d.T, d.D);
-    auto run = [&](auto dq_kernel, size_t dq_bytes, auto dkdv_kernel, size_t dkdv_bytes) {
-      allow_smem(dq_kernel, dq_bytes);
-      dq_kernel<<<grid_of(q_order), kMmaThreads, dq_bytes>>>(mut_bits(dq), cp, bits(Q), bits(K),
-                                                             bits(V), bits(dO), wr, p, q_order);
-      CUDA_CHECK_LAUNCH();
-      allow_smem(dkdv_kernel, dkdv_bytes);
-      dkdv_kernel<<<grid_of(kv_order), kMmaThreads, dkdv_bytes>>>(
-          mut_bits(dk), mut_bits(dv), cp, bits(Q), bits(K), bits(V), bits(dO), wr, lr, p,
-          kv_order);
-      CUDA_CHECK_LAUNCH();
-    };
-    if (d.D == 64)
-      run(sb_backward_dq_mma<64>, mma::BackwardSmem<64>::bytes, sb_backward_dkdv_mma<64>,
-          mma::StickDkdvSmem<64, kStickDkdvStages<64>>::bytes);
-    else
-      run(sb_backward_dq_mma<128>, mma::BackwardSmem<128>::bytes, sb_backward_dkdv_mma<128>,
-          mma::StickDkdvSmem<128, kStickDkdvStages<128>>::bytes);
+    stick_backward_launches<false>(d, q_order, kv_order, dq, dk, dv, cp, Q, K, V, dO, wr, lr, p);
   } else {
     rowdot<float>(wrow, dout, out);
     const int64_t blocks = (d.T + 31) / 32;
@@ -617,22 +637,7 @@ bool stick_breaking_backward_documents(const Tensor& dq, const Tensor& dk, const
   const BlockOrder kv_order = kv_head_order(d.B, d.H, d.Hkv, p.docs.per_row, d.T, d.D);
   const float* wr = static_cast<const float*>(wrow.data_ptr());
   const float* lr = static_cast<const float*>(log_rem.data_ptr());
-  auto run = [&](auto dq_kernel, size_t dq_bytes, auto dkdv_kernel, size_t dkdv_bytes) {
-    allow_smem(dq_kernel, dq_bytes);
-    dq_kernel<<<grid_of(q_order), kMmaThreads, dq_bytes>>>(mut_bits(dq), cp, bits(Q), bits(K),
-                                                           bits(V), bits(dO), wr, p, q_order);
-    CUDA_CHECK_LAUNCH();
-    allow_smem(dkdv_kernel, dkdv_bytes);
-    dkdv_kernel<<<grid_of(kv_order), kMmaThreads, dkdv_bytes>>>(
-        mut_bits(dk), mut_bits(dv), cp, bits(Q), bits(K), bits(V), bits(dO), wr, lr, p, kv_order);
-    CUDA_CHECK_LAUNCH();
-  };
-  if (d.D == 64)
-    run(sb_backward_dq_mma_documents<64>, mma::BackwardSmem<64>::bytes,
-        sb_backward_dkdv_mma_documents<64>, mma::StickDkdvSmem<64, kStickDkdvStages<64>>::bytes);
-  else
-    run(sb_backward_dq_mma_documents<128>, mma::BackwardSmem<128>::bytes,
-        sb_backward_dkdv_mma_documents<128>, mma::StickDkdvSmem<128, kStickDkdvStages<128>>::bytes);
+  stick_backward_launches<true>(d, q_order, kv_order, dq, dk, dv, cp, Q, K, V, dO, wr, lr, p);
   return true;
 }
 

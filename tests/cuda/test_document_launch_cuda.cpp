@@ -44,6 +44,18 @@ std::vector<uint16_t> bits(const Tensor& t) {
   return {p, p + c.numel() * int64_t(dtype_size(c.dtype()) / 2)};
 }
 
+// Random bf16 q, dout (B, H, T, D) and k, v (B, Hkv, T, D) on the GPU.
+struct Qkv {
+  Tensor q, k, v, dout;
+};
+Qkv random_qkv(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, uint64_t seed) {
+  Generator g(seed);
+  auto input = [&](int64_t heads) { return randn({B, heads, T, D}, g).to(DType::BF16).to(kGpu); };
+  Qkv r;
+  r.q = input(H), r.k = input(Hkv), r.v = input(Hkv), r.dout = input(H);
+  return r;
+}
+
 // Which attention a pass runs: softmax with a window, or stick-breaking with its two options.
 struct Attn {
   bool sb = false;
@@ -143,11 +155,7 @@ TEST(DocumentLaunchCuda, one_launch_gives_the_bits_of_a_launch_a_document) {
   for (int64_t D : {64, 128}) {
     for (const Attn& a : kinds) {
       const std::string what = "D " + std::to_string(D) + ", " + a.name();
-      Generator g(31 + D + a.window + a.sb);
-      auto input = [&](int64_t heads) {
-        return randn({B, heads, T, D}, g).to(DType::BF16).to(kGpu);
-      };
-      const Tensor q = input(H), k = input(Hkv), v = input(Hkv), dout = input(H);
+      const auto [q, k, v, dout] = random_qkv(B, T, H, Hkv, D, 31 + D + a.window + a.sb);
       const cuda::FlashStats before = cuda::flash_stats();
       const Pass one = run(a, true, q, k, v, dout, spans_of(T));
       const cuda::FlashStats after = cuda::flash_stats();
@@ -164,9 +172,7 @@ TEST(DocumentLaunchCuda, stick_breaking_checkpoints_past_their_budget_step_aside
   // its own) from the one launch's log rem gives the same bits.
   SKIP_WITHOUT_CUDA();
   const int64_t B = 2, T = 160, H = 2, Hkv = 1, D = 64;
-  Generator g(44);
-  auto input = [&](int64_t heads) { return randn({B, heads, T, D}, g).to(DType::BF16).to(kGpu); };
-  const Tensor q = input(H), k = input(Hkv), v = input(Hkv), dout = input(H);
+  const auto [q, k, v, dout] = random_qkv(B, T, H, Hkv, D, 44);
   const Attn a{true, 0, false, true};
   const Pass views = run(a, false, q, k, v, dout, spans_of(T));
   tessera::testing::ScopedEnv env({{"TESSERA_SB_CKPT_BYTES", "30000"}});
@@ -180,9 +186,7 @@ TEST(DocumentLaunchCuda, every_mma_family_takes_the_one_launch_and_wmma_steps_as
   // time. The wmma kernels have no documents launch: false, nothing written.
   SKIP_WITHOUT_CUDA();
   const int64_t B = 2, T = 160, H = 2, Hkv = 1, D = 64;
-  Generator g(8);
-  auto input = [&](int64_t heads) { return randn({B, heads, T, D}, g).to(DType::BF16).to(kGpu); };
-  const Tensor q = input(H), k = input(Hkv), v = input(Hkv), dout = input(H);
+  const auto [q, k, v, dout] = random_qkv(B, T, H, Hkv, D, 8);
   Pass views;
   {
     UseFlashKernels use(cuda::FlashKernels::MmaNarrow);
