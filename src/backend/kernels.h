@@ -277,10 +277,11 @@ struct Kernels {
                                    double scale, int64_t window);
   // Optional: the two above over the documents packed in the batch's rows, one launch for all of
   // them (spans: every document, row after row, check_document_spans). A query attends the keys
-  // of its own document only, as the two above on each document's (1, H, length, D) view would,
-  // with the same bits; lse is the whole batch's. False, nothing written, where the kernels for
-  // these tensors take one document at a time (the caller then runs the two above on each
-  // document's view). Null on the CPU, whose kernels have no launches to save.
+  // of its own document only, as the two above on each document's (1, H, length, D) view would
+  // (on CUDA with the bits of its mma.sync kernels there); lse is the whole batch's. False,
+  // nothing written, where the kernels for these tensors take one document at a time (the caller
+  // then runs the two above on each document's view). Null on the CPU, whose kernels have no
+  // launches to save.
   bool (*flash_attention_forward_documents)(const Tensor& out, const Tensor& lse, const Tensor& q,
                                             const Tensor& k, const Tensor& v, double scale,
                                             int64_t window, const std::vector<DocumentSpan>& spans);
