@@ -151,21 +151,11 @@ inline bool documents_launch_allowed(const Tensor& q) {
 }
 
 // The documents' table on q's device, its entries for blocks of 64 rows (the mma.sync kernels'
-// tiles): docs set to it, ckpt_units the stick-breaking checkpoints of every document (in units of
-// 4 H). The launches read it in stream order, so the caller may free it once they are queued.
-inline Tensor upload_doc_tiles(const char* kernel, const std::vector<DocumentSpan>& spans,
-                               const Dims& d, const Tensor& q, DocTiles& docs,
-                               int64_t& ckpt_units) {
-  TESSERA_CHECK(d.T <= INT32_MAX, "cuda ", kernel, ": documents of rows past 2^31 - 1 positions (",
-                d.T, ")");
-  const std::vector<DocTile> table = doc_tile_table(spans, d.B, kMmaTile, docs.per_row, ckpt_units);
-  std::vector<int32_t> words(table.size() * 4);
-  static_assert(sizeof(DocTile) == 4 * sizeof(int32_t));
-  std::memcpy(words.data(), table.data(), words.size() * sizeof(int32_t));
-  Tensor t = from_vector(words, {int64_t(words.size())}).to(q.device());
-  docs.at = static_cast<const DocTile*>(t.data_ptr());
-  return t;
-}
+// tiles): docs set to it; returned, the stick-breaking checkpoints of every document (in units of
+// 4 H). Built and uploaded once a set of spans (doc_table.cu): every layer of a model, forward and
+// backward, passes the same ones, and a device holds the last set it was given.
+int64_t document_tiles(const char* kernel, const std::vector<DocumentSpan>& spans, const Dims& d,
+                       const Tensor& q, DocTiles& docs);
 
 // A 1-D grid over heads x tiles in BlockOrder (block_order.h); shared_bytes: what a head's blocks
 // all read (the forward's and dQ's K and V, the dK dV's Q and dO of its query heads).

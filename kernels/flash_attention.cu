@@ -608,8 +608,7 @@ bool flash_attention_forward_documents(const Tensor& out, const Tensor& lse, con
   FlashParams p = params_of(d, scale, window, out);
   const Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
   p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);
-  int64_t ckpt_units = 0;  // stick-breaking's
-  const Tensor table = upload_doc_tiles(name, spans, d, q, p.docs, ckpt_units);
+  document_tiles(name, spans, d, q, p.docs);
   flash_mma_documents_forward(out, lse, Q, K, V, p, d.B, d.D);
   return true;
 }
@@ -635,8 +634,7 @@ bool flash_attention_backward_documents(const Tensor& dq, const Tensor& dk, cons
   const Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v),
                dO = aligned_input(dout);
   p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V), p.dout = head_strides(dO);
-  int64_t ckpt_units = 0;  // stick-breaking's
-  const Tensor table = upload_doc_tiles(name, spans, d, q, p.docs, ckpt_units);
+  document_tiles(name, spans, d, q, p.docs);
   flash_mma_documents_backward(dq, dk, dv, dO, Q, K, V, lse, drow, p, d.B, d.D);
   return true;
 }

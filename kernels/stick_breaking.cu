@@ -582,8 +582,7 @@ bool stick_breaking_forward_documents(const Tensor& out, const Tensor& log_rem, 
   StickParams p = params_of(d, scale, attend_current, add_remainder, out);
   const Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
   p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);
-  int64_t units = 0;
-  const Tensor table = upload_doc_tiles(name, spans, d, q, p.docs, units);
+  document_tiles(name, spans, d, q, p.docs);
   ++attn::flash_counts().document_forwards;
   const BlockOrder order = query_head_order(d.B, d.H, d.Hkv, p.docs.per_row, d.T, d.D);
   auto launch = [&](auto kernel, size_t bytes) {
@@ -613,16 +612,14 @@ bool stick_breaking_backward_documents(const Tensor& dq, const Tensor& dk, const
   check_like(name, "log_rem", log_rem, {d.B, d.H, d.T}, DType::F32, q);
   check_document_spans(name, spans, d.B, d.T);
   if (!documents_launch_allowed(q)) return false;
-  int64_t units = 0;
-  for (const DocumentSpan& s : spans) units += doc_ckpt_units(s.length, kMmaTile);
-  const int64_t ckpts = units * 4 * d.H;  // StickCkpt, 8 bytes each
+  if (d.T == 0 || d.B == 0 || d.H == 0) return true;
+  StickParams p = params_of(d, scale, attend_current, add_remainder, out);
+  const int64_t ckpts = document_tiles(name, spans, d, q, p.docs) * 4 * d.H;  // 8 bytes each
   if (ckpts * int64_t(sizeof(mma::StickCkpt)) > scratch_budget("TESSERA_SB_CKPT_BYTES"))
     return false;
-  if (d.T == 0 || d.B == 0 || d.H == 0) return true;
   DeviceGuard guard(q.device().index);
   for (const auto& [what, t] : {std::pair{"dq", &dq}, {"dk", &dk}, {"dv", &dv}})
     check_aligned_output(name, what, *t);
-  StickParams p = params_of(d, scale, attend_current, add_remainder, out);
   p.dq = head_strides(dq), p.dk = head_strides(dk), p.dv = head_strides(dv);
   Tensor wrow = Tensor::empty({d.B, d.H, d.T}, {DType::F32, q.device()});  // dout . out per row
   rowdot<bf16_t>(wrow, dout, out);
@@ -631,7 +628,6 @@ bool stick_breaking_backward_documents(const Tensor& dq, const Tensor& dk, const
   const Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v),
                dO = aligned_input(dout);
   p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V), p.dout = head_strides(dO);
-  const Tensor table = upload_doc_tiles(name, spans, d, q, p.docs, units);
   ++attn::flash_counts().document_backwards;
   const BlockOrder q_order = query_head_order(d.B, d.H, d.Hkv, p.docs.per_row, d.T, d.D);
   const BlockOrder kv_order = kv_head_order(d.B, d.H, d.Hkv, p.docs.per_row, d.T, d.D);

@@ -164,6 +164,7 @@ struct FlashStats {
   int64_t recomputed_ds_backwards = 0;  // mma.sync softmax backwards whose dQ recomputed it
   int64_t document_forwards = 0;        // attention within documents: forwards in one launch
   int64_t document_backwards = 0;       // and backwards (doc_tiles.h), softmax and stick-breaking
+  int64_t document_tables = 0;          // their tables uploaded: once a set of spans (doc_table.cu)
 };
 FlashStats flash_stats();  // zeros in a build without CUDA
 // Whether FlashKernels::Wgmma and WgmmaNarrow can run here: an sm_90a build and a 9.0 device.

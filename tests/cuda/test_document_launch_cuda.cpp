@@ -290,3 +290,31 @@ TEST(DocumentLaunchCuda, the_op_runs_one_launch_and_views_give_its_bits) {
     EXPECT_EQ(bits(grad_one), bits(grad_mixed)) << "d qkv, one-launch forward, views backward";
   }
 }
+
+TEST(DocumentLaunchCuda, a_table_is_uploaded_once_a_set_of_spans) {
+  // Calls with the spans of the call before (every layer of a model, forward and backward) find
+  // its table on the device; other spans, even as many documents, upload theirs, and the bits
+  // are still a launch a document's (a table kept for the wrong spans would put rows elsewhere).
+  SKIP_WITHOUT_CUDA();
+  const int64_t B = 2, T = 160, H = 2, Hkv = 1, D = 64;
+  const auto [q, k, v, dout] = random_qkv(B, T, H, Hkv, D, 5);
+  std::vector<DocumentSpan> moved = spans_of(T);  // one edge moved: 70 and 63 rows, not 69 and 64
+  moved[1].length = 70, moved[2].start = 71, moved[2].length = 63;
+  const Attn softmax{}, sb{true, 0, false, true};
+  auto tables = [] { return cuda::flash_stats().document_tables; };
+  run(softmax, true, q, k, v, dout, spans_of(T));
+  int64_t before = tables();
+  run(softmax, true, q, k, v, dout, spans_of(T));
+  run(sb, true, q, k, v, dout, spans_of(T));
+  EXPECT_EQ(tables() - before, 0) << "the same spans: four calls, no upload";
+  for (const Attn& a : {softmax, sb}) {
+    before = tables();
+    const Pass one = run(a, true, q, k, v, dout, moved);
+    EXPECT_EQ(tables() - before, 1) << a.name() << ": other spans, one upload for both passes";
+    expect_same_bits(one, run(a, false, q, k, v, dout, moved), a.name() + ", the moved spans");
+    before = tables();
+    expect_same_bits(run(a, true, q, k, v, dout, spans_of(T)),
+                     run(a, false, q, k, v, dout, spans_of(T)), a.name() + ", back again");
+    EXPECT_EQ(tables() - before, 1) << a.name() << ": back to the first spans";
+  }
+}
