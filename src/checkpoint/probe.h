@@ -7,14 +7,14 @@
 // Damaged HDF5 metadata can crash the HDF5 library itself: a segfault while it iterates a group, a
 // double free in its cleanup after it reported "incorrect metadata checksum"; no error check
 // catches that. A digest file (sidecar.h) refuses damage done after tessera wrote it, but not a
-// digest file rewritten after the damage (the README tells users to rewrite one with sha256sum
-// after renaming a checkpoint), and a checkpoint without one (written before tessera recorded
-// digests, or copied without its .sha256) cannot be checked that way at all. So before every load
-// a forked child process reads the whole file first, with HDF5 calls alone: opens it, walks every
-// group (by creation order and by name, and looks every link up by path, as the loaders do), reads
-// every attribute and each dataset's type, shape and bytes, then _exits. Of a contiguous dataset
-// (how tessera stores every tensor) it reads the first and the last element: between them lie
-// bytes, not metadata, and reading them is one bounds-checked run whose two ends the child has
+// digest file rewritten after the damage (docs/checkpoints.md tells users to rewrite one with
+// sha256sum after renaming a checkpoint), and a checkpoint without one (written before tessera
+// recorded digests, or copied without its .sha256) cannot be checked that way at all. So before
+// every load a forked child process reads the whole file first, with HDF5 calls alone: opens it,
+// walks every group (by creation order and by name, and looks every link up by path, as the loaders
+// do), reads every attribute and each dataset's type, shape and bytes, then _exits. Of a contiguous
+// dataset (how tessera stores every tensor) it reads the first and the last element: between them
+// lie bytes, not metadata, and reading them is one bounds-checked run whose two ends the child has
 // read; chunked, compact and external storage is read whole (1.5 GB less for the child to read
 // in a GPT-2 124M checkpoint with AdamW's state). If the child crashes,
 // HDF5 reports an error or the child spins past its CPU time limit (HDF5 loops on some damage),

@@ -79,8 +79,8 @@ static void keep_large_blocks_in_the_heap() {
 // checkpoint loaded into fresh tensors, a model built, the first step's activations; later steps
 // reuse the heap's pages, above). On the 2-core AMD EPYC VM of 2026-12-05 a fault cost ~10 us:
 // loading a GPT-2 124M checkpoint with AdamW's state (1.5 GB) took 4.9-5.5 s with 4 KiB pages,
-// 1.2-1.7 s with huge ones (README, "What the checks cost"). Only where the kernel offers them on
-// request ("madvise" or "always" in /sys/kernel/mm/transparent_hugepage/enabled);
+// 1.2-1.7 s with huge ones (docs/checkpoints.md, "What the checks cost"). Only where the kernel
+// offers them on request ("madvise" or "always" in /sys/kernel/mm/transparent_hugepage/enabled);
 // TESSERA_HUGE_PAGES=off leaves every block to the kernel's default.
 //
 // A block of a huge page or more starts on one, so that the advice covers all of it but its last

@@ -143,8 +143,8 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
     if (const std::string note = rollback_reach_note(cfg_); !note.empty()) log << note << "\n";
     if (cfg_.checkpoint.async && cfg_.train.device == "cpu")
       log << "note: checkpoint.async on the CPU: the background write shares the cores with "
-             "training, which measured no faster than saving in the step (README, \"Saving in the "
-             "background\")\n";
+             "training, which measured no faster than saving in the step (docs/checkpoints.md, "
+             "\"Saving in the background\")\n";
     try {
       fs::create_directories(run_dir_);
       if (!lock_) lock_ = std::make_unique<RunLock>(run_dir_.string(), log);  // one train at a time

@@ -6,7 +6,7 @@
 //
 // Loss spikes (config section spike:) are detected before the update is applied and rolled back
 // to the newest earlier checkpoint, skipping the data that caused them; see trainer.cpp and
-// README.md, "Checkpoints, resume and loss spikes".
+// docs/checkpoints.md.
 //
 // One optimizer step = grad_accum_steps micro-batches of (B, T) on each of the world's ranks (a
 // launcher's processes: mpirun, srun); each micro-batch's loss is scaled by 1 / grad_accum_steps
