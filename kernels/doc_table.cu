@@ -38,8 +38,8 @@ int64_t document_tiles(const char* kernel, const std::vector<DocumentSpan>& span
   TESSERA_CHECK(d.T <= INT32_MAX, "cuda ", kernel, ": documents of rows past 2^31 - 1 positions (",
                 d.T, ")");
   static std::mutex mutex;
-  // Never destroyed: a Tensor released at exit, after the caching allocator's own state, would
-  // be; the driver takes the bytes back with the process.
+  // Never destroyed: a Tensor released at exit could outlive the caching allocator's own state;
+  // the driver takes the bytes back with the process.
   static auto* held = new std::vector<Held>();
   const std::lock_guard<std::mutex> lock(mutex);
   const int device = q.device().index;
