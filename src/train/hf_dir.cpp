@@ -245,10 +245,34 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
   const int64_t eot =
       end_of_text_id(cfg);  // an hf tokenizer is read for it: once, and before writing
 
+  // Folders above out that are missing are made (as transformers' save_pretrained makes its
+  // directory's), and taken back, the empty ones this export made, when it fails.
+  const fs::path above = out.parent_path();
+  fs::path made;  // the highest folder this export makes, if any
+  for (fs::path p = above; !p.empty() && !fs::exists(p); p = p.parent_path()) made = p;
+  auto take_back_folders = [&] {
+    std::error_code ec;
+    if (made.empty()) return;
+    for (fs::path p = above; fs::remove(p, ec) && p != made; p = p.parent_path()) {
+    }
+  };
+  if (!made.empty()) {
+    std::error_code ec;
+    fs::create_directories(above, ec);
+    if (ec) {
+      take_back_folders();
+      TESSERA_FAIL("cannot create the folder ", above.string(), " for ", dir, ": ", ec.message(),
+                   " (nothing was written)");
+    }
+  }
   // A name of its own beside out (mkdtemp): never a directory someone else made or left.
   std::string staging = out.string() + ".export-tmp.XXXXXX";
-  TESSERA_CHECK(::mkdtemp(staging.data()) != nullptr, "cannot create a directory beside ",
-                out.string(), ": ", std::strerror(errno));
+  if (::mkdtemp(staging.data()) == nullptr) {
+    const int err = errno;
+    take_back_folders();
+    TESSERA_FAIL("cannot create a directory beside ", out.string(), ": ", std::strerror(err),
+                 " (nothing was written)");
+  }
   const fs::path tmp = staging;
   try {
     write_text(tmp / "config.json", config_json(cfg, tensors.front().second.dtype(), eot));
@@ -272,6 +296,7 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
   } catch (...) {
     std::error_code ec;
     fs::remove_all(tmp, ec);
+    take_back_folders();
     throw;
   }
 }

@@ -35,7 +35,8 @@ std::vector<std::string> hf_export_notes(const Config& cfg);
 // data.tokenizer is gpt2, vocab.json and merges.txt copied from data.tokenizer_dir (hf: its
 // tokenizer.json, and tokenizer_config.json where there is one). Everything is
 // written into a temporary sibling directory first and renamed into place at the end, so a
-// failure leaves no half-written dir. params: the model's (name, tensor) pairs.
+// failure leaves no half-written dir; folders above dir that are missing are made first, and
+// taken back on a failure. params: the model's (name, tensor) pairs.
 void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tensor>>& params,
                const std::string& dir);
 

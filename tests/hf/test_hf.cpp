@@ -407,6 +407,31 @@ TEST(HFExport, a_tokenizer_json_travels_with_the_model_both_ways) {
   }
 }
 
+// README's `build/export --output hf/tiny` on a fresh checkout: the folders above --output are
+// made, as transformers' save_pretrained makes its directory's; where one cannot be (a file in
+// the way) the error names it, and an export refused before writing makes none.
+TEST(HFExport, missing_folders_above_the_output_are_made_and_a_refused_export_makes_none) {
+  TempDir tmp;
+  Config cfg = gpt2_config();
+  Generator g(1);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  train::export_hf(cfg, model.parameters(), (tmp.path / "a" / "b" / "hf").string());
+  EXPECT_TRUE(fs::exists(tmp.path / "a" / "b" / "hf" / "model.safetensors"));
+  const std::string file = tmp.write("f", "x");
+  const std::string m = error_of(
+      [&] { train::export_hf(cfg, model.parameters(), (tmp.path / "f" / "c" / "hf").string()); });
+  EXPECT_TRUE(has(m, "cannot create the folder " + (tmp.path / "f" / "c").string()) &&
+              has(m, "(nothing was written)"))
+      << m;
+  EXPECT_EQ(read_file(file), "x");
+  Config sb = cfg;
+  sb.model.attention = "stick_breaking";
+  EXPECT_FALSE(error_of([&] {
+                 train::export_hf(sb, model.parameters(), (tmp.path / "d" / "hf").string());
+               }).empty());
+  EXPECT_FALSE(fs::exists(tmp.path / "d"));
+}
+
 // build/import reads vocab.json and merges.txt before it writes: files that generate or eval would
 // refuse later leave no checkpoint behind. With GPT-2's real files (when prepare_data.sh fetched
 // them) the same directory imports.
