@@ -251,9 +251,11 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
   fs::path made;  // the highest folder this export makes, if any
   for (fs::path p = above; !p.empty() && !fs::exists(p); p = p.parent_path()) made = p;
   auto take_back_folders = [&] {
-    std::error_code ec;
     if (made.empty()) return;
-    for (fs::path p = above; fs::remove(p, ec) && p != made; p = p.parent_path()) {
+    for (fs::path p = above;; p = p.parent_path()) {
+      std::error_code ec;
+      fs::remove(p, ec);  // only an empty folder goes: one never made, or holding files, stays
+      if (p == made || p.empty()) return;
     }
   };
   if (!made.empty()) {
@@ -297,7 +299,13 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
     std::error_code ec;
     fs::remove_all(tmp, ec);
     take_back_folders();
-    throw;
+    try {
+      throw;
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {  // a file system call's: named, as tessera's errors are
+      TESSERA_FAIL("export to ", dir, ": ", e.what(), " (nothing was written)");
+    }
   }
 }
 

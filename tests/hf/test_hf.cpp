@@ -409,8 +409,9 @@ TEST(HFExport, a_tokenizer_json_travels_with_the_model_both_ways) {
 
 // README's `build/export --output hf/tiny` on a fresh checkout: the folders above --output are
 // made, as transformers' save_pretrained makes its directory's; where one cannot be (a file in
-// the way) the error names it, and an export refused before writing makes none.
-TEST(HFExport, missing_folders_above_the_output_are_made_and_a_refused_export_makes_none) {
+// the way) the error names it; an export refused before writing makes none, and one that fails
+// while writing takes back those it made.
+TEST(HFExport, missing_folders_above_the_output_are_made_and_a_failed_export_takes_them_back) {
   TempDir tmp;
   Config cfg = gpt2_config();
   Generator g(1);
@@ -430,6 +431,20 @@ TEST(HFExport, missing_folders_above_the_output_are_made_and_a_refused_export_ma
                  train::export_hf(sb, model.parameters(), (tmp.path / "d" / "hf").string());
                }).empty());
   EXPECT_FALSE(fs::exists(tmp.path / "d"));
+  // Failing while it writes (gpt2's vocab.bpe a folder, which the copy refuses): the folders it
+  // made go with the staging directory; one that was there stays.
+  fs::create_directories(tmp.path / "tok" / "vocab.bpe");
+  tmp.write("tok/encoder.json", "{}");
+  Config gpt2 = cfg;
+  gpt2.data.tokenizer = "gpt2", gpt2.data.tokenizer_dir = (tmp.path / "tok").string();
+  const std::string hf = (tmp.path / "a" / "e" / "hf").string();
+  const std::string w = error_of([&] { train::export_hf(gpt2, model.parameters(), hf); });
+  EXPECT_TRUE(has(w, "export to " + hf) && has(w, "vocab.bpe") && has(w, "(nothing was written)"))
+      << w;
+  EXPECT_FALSE(fs::exists(tmp.path / "a" / "e"));
+  EXPECT_TRUE(fs::exists(tmp.path / "a" / "b" / "hf" / "model.safetensors"));
+  for (const auto& e : fs::directory_iterator(tmp.path / "a"))  // nothing staged is left
+    EXPECT_EQ(e.path().filename(), "b") << e.path();
 }
 
 // build/import reads vocab.json and merges.txt before it writes: files that generate or eval would
