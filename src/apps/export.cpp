@@ -100,23 +100,21 @@ int main(int argc, char** argv) {
         TESSERA_FAIL("--reference-logits ", ref, ": ", e.what(), " (nothing was written)");
       }
     }
+    // The file goes into place once the directory is: if it cannot, export_hf takes the
+    // directory back (and the folders it made above it).
+    auto place_reference = [&] {
+      if (ref.empty()) return;
+      std::error_code ec;
+      fs::rename(staged, ref, ec);
+      TESSERA_CHECK(!ec, "--reference-logits ", ref, ": cannot rename ", staged,
+                    " into place: ", ec.message(), " (nothing was written)");
+    };
     try {
-      train::export_hf(cfg, params, dir);
+      train::export_hf(cfg, params, dir, place_reference);
     } catch (...) {
       std::error_code ec;
       if (!ref.empty()) fs::remove(staged, ec);
       throw;
-    }
-    if (!ref.empty()) {
-      std::error_code ec;
-      fs::rename(staged, ref, ec);
-      if (ec) {
-        std::error_code ignored;
-        fs::remove(staged, ignored);
-        fs::remove_all(dir, ignored);
-        TESSERA_FAIL("--reference-logits ", ref, ": cannot rename ", staged, " into place: ",
-                     ec.message(), " (nothing was written)");
-      }
     }
     std::printf("exported %s (%s, %ld parameters) -> %s\n", m.path.c_str(),
                 nn::hf_arch(model->config()).architecture, long(model->num_parameters()),

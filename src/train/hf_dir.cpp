@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -213,7 +214,7 @@ std::vector<std::string> hf_export_notes(const Config& cfg) {
 }
 
 void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tensor>>& params,
-               const std::string& dir) {
+               const std::string& dir, const std::function<void()>& then) {
   const std::string why = hf_unsupported(cfg);
   TESSERA_CHECK(why.empty(), "this model has no Hugging Face counterpart: ", why,
                 " (nothing was written)");
@@ -276,6 +277,8 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
                  " (nothing was written)");
   }
   const fs::path tmp = staging;
+  const bool was_there = fs::exists(out);  // empty (checked above): put back if `then` fails
+  bool placed = false;
   try {
     write_text(tmp / "config.json", config_json(cfg, tensors.front().second.dtype(), eot));
     JsonObject gen;
@@ -293,11 +296,14 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
       if (fs::exists(tok / "tokenizer_config.json"))
         fs::copy_file(tok / "tokenizer_config.json", tmp / "tokenizer_config.json");
     }
-    if (fs::exists(out)) fs::remove(out);  // empty, checked above
+    if (was_there) fs::remove(out);  // empty, checked above
     fs::rename(tmp, out);
+    placed = true;
+    if (then) then();
   } catch (...) {
     std::error_code ec;
-    fs::remove_all(tmp, ec);
+    fs::remove_all(placed ? out : tmp, ec);
+    if (placed && was_there) fs::create_directory(out, ec);
     take_back_folders();
     try {
       throw;

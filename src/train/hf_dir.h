@@ -14,6 +14,7 @@
 // training only (dropout, S^2-Attn) export with a note in config.json's "tessera_notes".
 #pragma once
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -36,9 +37,12 @@ std::vector<std::string> hf_export_notes(const Config& cfg);
 // tokenizer.json, and tokenizer_config.json where there is one). Everything is
 // written into a temporary sibling directory first and renamed into place at the end, so a
 // failure leaves no half-written dir; folders above dir that are missing are made first, and
-// taken back on a failure. params: the model's (name, tensor) pairs.
+// taken back on a failure. params: the model's (name, tensor) pairs. then, where given, runs once
+// dir is in place (export's --reference-logits puts its file beside dir there): if it throws, dir
+// goes too (an empty one that was there before is left as it was), the folders made are taken
+// back, and its error passes on.
 void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tensor>>& params,
-               const std::string& dir);
+               const std::string& dir, const std::function<void()>& then = {});
 
 struct HFModel {
   Config config;  // the model section from config.json; data.tokenizer from it too; the rest default

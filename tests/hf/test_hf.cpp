@@ -447,6 +447,32 @@ TEST(HFExport, missing_folders_above_the_output_are_made_and_a_failed_export_tak
     EXPECT_EQ(e.path().filename(), "b") << e.path();
 }
 
+// A step that fails once the directory is in place (export's --reference-logits rename): the
+// directory goes with the folders made above it; an empty directory that was there stays.
+TEST(HFExport, a_step_failing_after_the_directory_is_placed_takes_it_back) {
+  TempDir tmp;
+  Config cfg = gpt2_config();
+  Generator g(1);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  int placed = 0;
+  auto export_then_fail = [&](const fs::path& out) {
+    return error_of([&] {
+      train::export_hf(cfg, model.parameters(), out.string(), [&] {
+        placed += fs::exists(out / "model.safetensors");
+        TESSERA_FAIL("the step after");
+      });
+    });
+  };
+  EXPECT_TRUE(has(export_then_fail(tmp.path / "a" / "b" / "hf"), "the step after"));
+  EXPECT_FALSE(fs::exists(tmp.path / "a"));
+  fs::create_directories(tmp.path / "empty");
+  EXPECT_TRUE(has(export_then_fail(tmp.path / "empty"), "the step after"));
+  EXPECT_TRUE(fs::is_directory(tmp.path / "empty") && fs::is_empty(tmp.path / "empty"));
+  EXPECT_EQ(placed, 2);
+  for (const auto& e : fs::directory_iterator(tmp.path))  // nothing staged is left
+    EXPECT_EQ(e.path().filename(), "empty") << e.path();
+}
+
 // build/import reads vocab.json and merges.txt before it writes: files that generate or eval would
 // refuse later leave no checkpoint behind. With GPT-2's real files (when prepare_data.sh fetched
 // them) the same directory imports.
@@ -713,7 +739,8 @@ TEST(HFImport, init_from_an_hf_directory_loads_the_same_weights) {
 }
 
 // scripts/check_export.py and scripts/hf_logits.py against tessera, for both architectures. The
-// reader needs numpy and h5py (setup.sh installs them); the logits check also torch, where present.
+// reader needs numpy and h5py (setup.sh installs them); the logits check also torch (setup.sh
+// tests).
 TEST(HFExport, independent_reader_and_hf_structured_pytorch_agree) {
   std::string out;
   if (run_command("/usr/bin/python3 -c 'import numpy, h5py'", &out) != 0)
