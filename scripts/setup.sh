@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything tessera needs on Debian 12. Idempotent: prints nothing and exits 0 when all
 # packages are already present.
+#   scripts/setup.sh         # building, training, the scripts
+#   scripts/setup.sh tests   # and Debian's PyTorch (scripts/test.sh): the tests' independent
+#                            # check of an export's logits (hf_logits.py) runs on it, as the CPU
+#                            # benches' comparisons do (bench_cpu.sh, bench_dp.sh)
 set -euo pipefail
 
 PACKAGES=(
@@ -9,6 +13,11 @@ PACKAGES=(
   libopenblas-dev libopenmpi-dev openmpi-bin
   python3-numpy python3-h5py python3-matplotlib
 )
+case "${1:-}" in
+  "") ;;
+  tests) PACKAGES+=(python3-torch) ;;
+  *) echo "setup: unknown argument '$1' (none, or tests)" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${PACKAGES[@]}"; do

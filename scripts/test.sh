@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
+scripts/setup.sh tests
 # nvcc lives outside the default PATH on CUDA installs; with it found, the CUDA backend is compiled
 # (and its tests skip when no GPU is present).
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
