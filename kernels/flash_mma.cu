@@ -111,16 +111,17 @@ __global__ void __launch_bounds__(kMmaThreads)
                                                             order, ds);
 }
 
-// A documents launch (doc_tiles.h): the 64-query forward, and the backward with dS recomputed,
-// whichever family TESSERA_FLASH_KERNELS chose (a stored dS is laid out by the batch's T; the
-// wgmma kernels would double the instances for no measured gain). At D 64 held to the blocks an SM
-// of the defaults, whose registers they would otherwise pass (ptxas, nvcc 13.0, sm_90: the
-// forward 129 unbounded, one past four blocks' 128).
-template <int D, int kMinBlocks>
+// A documents launch (doc_tiles.h): the 64-query forward (its K and V in two stages where the
+// family's forward has them: two_stage_forward), and the backward with dS recomputed, whichever
+// family TESSERA_FLASH_KERNELS chose (a stored dS is laid out by the batch's T; the wgmma kernels
+// would double the instances for no measured gain). At D 64 held to the blocks an SM of the
+// defaults, whose registers they would otherwise pass (ptxas, nvcc 13.0, sm_90: the forward 129
+// unbounded, one past four blocks' 128).
+template <int D, int kMinBlocks, int kStages = 1>
 __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
     flash_forward_mma_documents(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                                 const uint16_t* v, FlashParams p, BlockOrder order) {
-  flash_forward_body<D, 1, DeviceCtx, mma::RowTiles, 1, true>(out, lse, q, k, v, p, order);
+  flash_forward_body<D, 1, DeviceCtx, mma::RowTiles, kStages, true>(out, lse, q, k, v, p, order);
 }
 template <int D, int kMinBlocks>
 __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
@@ -263,7 +264,15 @@ void flash_mma_documents_forward(const Tensor& out, const Tensor& lse, const Ten
     launch_blocks(kernel, bytes, order, flash_mut_bits(out), static_cast<float*>(lse.data_ptr()),
                   flash_bits(q), flash_bits(k), flash_bits(v), p, order);
   };
-  if (D == 64)
+  if (two_stage_forward(choice())) {  // as flash_mma_forward's: the same bits, K and V sooner
+    ++flash_counts().two_stage_forwards;
+    if (D == 64)
+      launch(flash_forward_mma_documents<64, 4, 2>,
+             mma::ForwardSmem<64, 1, mma::RowTiles, 2>::bytes);
+    else
+      launch(flash_forward_mma_documents<128, 1, 2>,
+             mma::ForwardSmem<128, 1, mma::RowTiles, 2>::bytes);
+  } else if (D == 64)
     launch(flash_forward_mma_documents<64, 4>, mma::ForwardSmem<64, 1>::bytes);
   else
     launch(flash_forward_mma_documents<128, 1>, mma::ForwardSmem<128, 1>::bytes);

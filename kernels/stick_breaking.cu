@@ -115,7 +115,8 @@ __global__ void __launch_bounds__(kMmaThreads, D == 64 ? 3 : 1)
 // A documents launch (doc_tiles.h), as flash_launch.cuh's kDocs bodies: each block runs its entry's
 // document as a launch on that document's view would (T its length, every pointer at its first
 // row; log rem, rem and W kept in the batch's rows, p.T apart; the checkpoints at the document's
-// own, doc_ckpt_base), bounded as the kernels above. An empty entry's block returns at once.
+// own, doc_ckpt_base), bounded as the kernels above; the forward's K and V in two stages where the
+// family's are (two_stage_forward). An empty entry's block returns at once.
 __device__ __forceinline__ StickParams within_document(const StickParams& p, const DocTile& e) {
   StickParams d = p;
   d.T = d.Tk = e.length;
@@ -128,7 +129,7 @@ __device__ __forceinline__ int64_t doc_ckpt_base(const StickParams& p, const Doc
   return (int64_t(e.ckpt) - b * doc_ckpt_units(e.length, kMmaTile)) * 4 * p.H;
 }
 
-template <int D>
+template <int D, int kStages = 1>
 __global__ void __launch_bounds__(kMmaThreads, D == 64 ? 4 : 3)
     sb_forward_mma_documents(uint16_t* out, float* log_rem, uint16_t* rem, const uint16_t* q,
                              const uint16_t* k, const uint16_t* v, StickParams p,
@@ -139,9 +140,9 @@ __global__ void __launch_bounds__(kMmaThreads, D == 64 ? 4 : 3)
   const DocTile e = doc_tile(p.docs, at.head / p.H, order.tiles - 1 - at.tile);
   if (e.length == 0) return;
   const int64_t s = e.start;
-  mma::stick_forward_block<D, 1>(w, out + s * p.o.t, log_rem + s, rem ? rem + s : nullptr,
-                                 q + s * p.q.t, k + s * p.k.t, v + s * p.v.t, within_document(p, e),
-                                 e.tile, at.head, p.T);
+  mma::stick_forward_block<D, 1, kStages>(w, out + s * p.o.t, log_rem + s, rem ? rem + s : nullptr,
+                                          q + s * p.q.t, k + s * p.k.t, v + s * p.v.t,
+                                          within_document(p, e), e.tile, at.head, p.T);
 }
 
 template <int D>
@@ -592,7 +593,13 @@ bool stick_breaking_forward_documents(const Tensor& out, const Tensor& log_rem, 
         rem.defined() ? mut_bits(rem) : nullptr, bits(Q), bits(K), bits(V), p, order);
     CUDA_CHECK_LAUNCH();
   };
-  if (d.D == 64)
+  if (two_stage_forward(flash_kernels())) {  // as the batch's forward: K and V in two stages
+    ++attn::flash_counts().two_stage_forwards;
+    if (d.D == 64)
+      launch(sb_forward_mma_documents<64, 2>, mma::ForwardSmem<64, 1, mma::RowTiles, 2>::bytes);
+    else
+      launch(sb_forward_mma_documents<128, 2>, mma::ForwardSmem<128, 1, mma::RowTiles, 2>::bytes);
+  } else if (d.D == 64)
     launch(sb_forward_mma_documents<64>, mma::ForwardSmem<64, 1>::bytes);
   else
     launch(sb_forward_mma_documents<128>, mma::ForwardSmem<128, 1>::bytes);

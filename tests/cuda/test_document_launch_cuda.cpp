@@ -182,21 +182,28 @@ TEST(DocumentLaunchCuda, stick_breaking_checkpoints_past_their_budget_step_aside
 
 TEST(DocumentLaunchCuda, every_mma_family_takes_the_one_launch_and_wmma_steps_aside) {
   // The documents kernels are the 64-row mma ones whichever family is chosen (a stored dS is laid
-  // out by the batch's T), so under each their bits are the default family's a document at a
-  // time. The wmma kernels have no documents launch: false, nothing written.
+  // out by the batch's T), their forward's K and V in two stages where the family's are, so under
+  // each their bits are the default family's a document at a time, softmax's and stick-breaking's.
+  // The wmma kernels have no documents launch: false, nothing written.
   SKIP_WITHOUT_CUDA();
   const int64_t B = 2, T = 160, H = 2, Hkv = 1, D = 64;
   const auto [q, k, v, dout] = random_qkv(B, T, H, Hkv, D, 8);
-  Pass views;
-  {
-    UseFlashKernels use(cuda::FlashKernels::MmaNarrow);
-    views = run(Attn{}, false, q, k, v, dout, spans_of(T));
-  }
-  for (cuda::FlashKernels f : {cuda::FlashKernels::Mma, cuda::FlashKernels::Mma2Stage,
-                               cuda::FlashKernels::MmaStoredDs, cuda::FlashKernels::Mma3Blocks}) {
-    UseFlashKernels use(f);
-    expect_same_bits(run(Attn{}, true, q, k, v, dout, spans_of(T)), views,
-                     "family " + std::to_string(int(f)));
+  for (const Attn& a : {Attn{}, Attn{true, 0, false, true}}) {
+    Pass views;
+    {
+      UseFlashKernels use(cuda::FlashKernels::MmaNarrow);
+      views = run(a, false, q, k, v, dout, spans_of(T));
+    }
+    for (cuda::FlashKernels f :
+         {cuda::FlashKernels::Mma, cuda::FlashKernels::Mma2Stage, cuda::FlashKernels::MmaStoredDs,
+          cuda::FlashKernels::Mma2StageDs, cuda::FlashKernels::Mma3Blocks}) {
+      UseFlashKernels use(f);
+      const std::string what = "family " + std::to_string(int(f)) + ", " + a.name();
+      const int64_t before = cuda::flash_stats().two_stage_forwards;
+      expect_same_bits(run(a, true, q, k, v, dout, spans_of(T)), views, what);
+      EXPECT_EQ(cuda::flash_stats().two_stage_forwards - before, cuda::two_stage_forward(f) ? 1 : 0)
+          << what;
+    }
   }
   UseFlashKernels use(cuda::FlashKernels::Wmma);
   const Tensor out = full(q.shape(), 7.0).to(DType::BF16).to(kGpu);
