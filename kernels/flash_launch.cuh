@@ -6,13 +6,14 @@
 
 #include "attention.cuh"
 #include "flash_mma.h"
+#include "flash_mma_backward.h"
 #include "flash_mma_ds.h"
 
 namespace tessera::cuda::attn {
 
-// The kernels of a family: flash_mma.h's bodies on the warp instructions of context Ctx
-// (mma_device.cuh's DeviceCtx, flash_wgmma.cu's WgmmaCtx) over tile policy Tiles (RowTiles,
-// CoreTiles), 128 threads a block.
+// The kernels of a family: flash_mma.h's and flash_mma_backward.h's bodies on the warp instructions
+// of context Ctx (mma_device.cuh's DeviceCtx, flash_wgmma.cu's WgmmaCtx) over tile policy Tiles
+// (RowTiles, CoreTiles), 128 threads a block.
 //
 // kDocs: a documents launch (FlashParams::docs, doc_tiles.h): block (head, rank) takes entry rank
 // of its batch row's table, and runs on its document's rows as a launch on that document's view

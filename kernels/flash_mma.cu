@@ -1,5 +1,6 @@
-// The GPU side of kernels/flash_mma.h (its warp instructions: mma_device.cuh's DeviceCtx): the
-// three kernels (forward; backward dK dV, then dQ) and their launches.
+// The GPU side of kernels/flash_mma.h and flash_mma_backward.h (their warp instructions:
+// mma_device.cuh's DeviceCtx): the three kernels (forward; backward dK dV, then dQ) and their
+// launches.
 // flash_attention_forward/backward (flash_attention.cu) call these for bf16 at head dims 64 and 128
 // unless the wmma kernels are chosen (set_flash_kernels, TESSERA_FLASH_KERNELS=wmma). The forward
 // runs 64-row blocks (16 rows per warp) at D 64 and 128-row ones (32 rows per warp) at D 128;

@@ -1,4 +1,4 @@
-// The attention backward's dQ from a stored dS (FlashKernels::MmaStoredDs): flash_mma.h's
+// The attention backward's dQ from a stored dS (FlashKernels::MmaStoredDs): flash_mma_backward.h's
 // backward_dkdv_block<..., kStoreDs> writes each tile pair's dS^T (mma::ds_tile), and the body here
 // reads it with K instead of recomputing S and dP. The fragments, context type W and tile streams
 // are flash_mma.h's.
@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "flash_mma.h"
+#include "flash_mma_backward.h"
 
 namespace tessera::cuda::attn::mma {
 

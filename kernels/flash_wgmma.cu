@@ -11,8 +11,8 @@
 //    accumulators of the product before it as A registers (m64nNk16's accumulator and A-register
 //    layouts put the same elements in the same lanes), the right one N-major.
 // The forward (forward_block_pipelined below) overlaps each key tile's softmax with the
-// products; the backward is flash_mma.h's bodies over CoreTiles, its products issued in pairs (S
-// and dP, then dV and dK: abt2, pm2), each pair waited for at once.
+// products; the backward is flash_mma_backward.h's bodies over CoreTiles, its products issued in
+// pairs (S and dP, then dV and dK: abt2, pm2), each pair waited for at once.
 //
 // Not yet FlashAttention-3's kernel: no tensor-memory-accelerator copies (tiles come by
 // cp.async, as in flash_mma.h), no warp specialisation or ping-pong between warpgroups, one

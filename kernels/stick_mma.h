@@ -37,7 +37,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "flash_mma.h"
+#include "flash_mma_backward.h"
 
 namespace tessera::cuda::attn {
 
@@ -334,8 +334,8 @@ TESSERA_MMA_FN void stick_forward_block(W& w, uint16_t* out, float* log_rem, uin
 
 // dQ of query tile qt of grid row bh, and the checkpoints. Warp w owns queries q0 + 16 w .. + 15:
 // S = Q K^T and dA = dO V^T, then dQ += dz K, in registers; key tiles from the diagonal down, the
-// next one's K and V streaming into the other stage (flash_mma.h's BackwardSmem). wrow (B, H, T):
-// W = dO . out per row; ckpt as StickCkpt.
+// next one's K and V streaming into the other stage (flash_mma_backward.h's BackwardSmem).
+// wrow (B, H, T): W = dO . out per row; ckpt as StickCkpt.
 template <int D, class W>
 TESSERA_MMA_FN void stick_backward_dq_block(W& w, uint16_t* dq, StickCkpt* ckpt, const uint16_t* q,
                                             const uint16_t* k, const uint16_t* v,

@@ -22,7 +22,7 @@
 #   BENCH_WGMMA=1: the attention kernels on Hopper's wgmma (TESSERA_FLASH_KERNELS=wgmma,
 #     kernels/flash_wgmma.cu; a 9.0 GPU);
 #   BENCH_DS=1: the attention backward's dQ from the dS its dK dV kernel stores
-#     (TESSERA_FLASH_KERNELS=mma-ds, kernels/flash_mma.h's backward_dq_stored_block);
+#     (TESSERA_FLASH_KERNELS=mma-ds, kernels/flash_mma_ds.h's backward_dq_stored_block);
 #   BENCH_2STAGE=1: the attention forward with K and V in two stages
 #     (TESSERA_FLASH_KERNELS=mma-2stage, kernels/flash_mma.h's forward_block<..., 2>);
 #     with BENCH_DS=1 too, also both together (TESSERA_FLASH_KERNELS=mma-2stage-ds);

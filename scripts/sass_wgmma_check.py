@@ -8,7 +8,7 @@ definitions of those registers that can reach it, and reports the instruction wh
   - the reaching definitions are of more than one kind (say the LDSM that took a held tile and
     the F2FP that packed a later product's P into the same register).
 Either means the operand is not one value the source defined. The flash backward at D 64 showed
-both (kernels/flash_mma.h, backward_dkdv_block): K and V (or Q and dO) taken into registers in
+both (kernels/flash_mma_backward.h, backward_dkdv_block): K and V (or Q and dO) taken into registers in
 the loop's first iteration only, then before the loop; ptxas (nvcc 13.0) gave those registers to
 the packed P^T and dS^T after the products, so every later iteration read those instead.
 

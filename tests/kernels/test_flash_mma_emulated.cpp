@@ -1,9 +1,9 @@
-// The register-tile flash-attention bodies of kernels/flash_mma.h, run on the CPU by the warp
-// emulator (warp_emulator.h: one thread per lane, the PTX fragment layouts written down from the
-// ISA), against the CPU reference flash kernels in f64 on the same bf16-rounded inputs. This checks
-// the bodies' tiling, fragment indexing, masks, online softmax, head mapping and strides before a
-// GPU runs them; the GPU parity tests (tests/cuda/test_attention_cuda.cpp, both kernel families)
-// check the hardware.
+// The register-tile flash-attention bodies of kernels/flash_mma.h and flash_mma_backward.h, run on
+// the CPU by the warp emulator (warp_emulator.h: one thread per lane, the PTX fragment layouts
+// written down from the ISA), against the CPU reference flash kernels in f64 on the same
+// bf16-rounded inputs. This checks the bodies' tiling, fragment indexing, masks, online softmax,
+// head mapping and strides before a GPU runs them; the GPU parity tests
+// (tests/cuda/test_attention_cuda.cpp, both kernel families) check the hardware.
 //
 // Tolerances are those of the GPU tests, for the same reasons: P and dS are rounded to bf16 before
 // their products (relative 2^-9 per term) and outputs to bf16, with f32 accumulation, so errors sit
@@ -21,6 +21,7 @@
 
 #include "backend/kernels.h"
 #include "kernels/flash_mma.h"
+#include "kernels/flash_mma_backward.h"
 #include "ops/ops.h"
 #include "test_util.h"
 #include "warp_emulator.h"
