@@ -1,7 +1,8 @@
 // The CUDA emulator's cuBLASLt (kernels/emu/cublaslt.cpp): that it computes what cublasLt.h
 // documents (column-major D = alpha op(A) op(B) + beta C, the bias and GELU-aux epilogues) and
 // refuses what a GPU's cuBLASLt refuses, so kernels/blas.cu's use of it is checked by the GPU
-// tests (tests/cuda/test_blas_cuda.cpp and every model test) on a machine without a GPU.
+// tests (tests/cuda/test_blas_cuda.cpp, test_linear_epilogues_cuda.cpp and every model test) on a
+// machine without a GPU.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
