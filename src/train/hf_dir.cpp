@@ -277,7 +277,7 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
                  " (nothing was written)");
   }
   const fs::path tmp = staging;
-  const bool was_there = fs::exists(out);  // empty (checked above): put back if `then` fails
+  const bool was_there = fs::exists(out);  // empty (checked above): put back on a failure
   bool placed = false;
   try {
     write_text(tmp / "config.json", config_json(cfg, tensors.front().second.dtype(), eot));
@@ -303,7 +303,7 @@ void export_hf(const Config& cfg, const std::vector<std::pair<std::string, Tenso
   } catch (...) {
     std::error_code ec;
     fs::remove_all(placed ? out : tmp, ec);
-    if (placed && was_there) fs::create_directory(out, ec);
+    if (was_there && !fs::exists(out, ec)) fs::create_directory(out, ec);  // as it was: empty
     take_back_folders();
     try {
       throw;
