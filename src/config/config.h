@@ -205,6 +205,12 @@ struct LoraConfig {
 struct LogConfig {
   int64_t interval = 10;  // steps between log lines
   bool metrics = true;    // write <run dir>/metrics.jsonl
+  // A sample every sample_interval steps and after the last (0 = never), printed and written to
+  // metrics.jsonl: sample_tokens tokens after sample_prompt ("": from the end-of-text id), drawn
+  // as build/generate draws them (train/samples.h; the run's losses are the same without).
+  int64_t sample_interval = 0;
+  int64_t sample_tokens = 64;
+  std::string sample_prompt;
 
   bool operator==(const LogConfig&) const = default;
 };

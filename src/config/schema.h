@@ -142,6 +142,9 @@ template <Section<LogConfig> S, typename F>
 void visit_section(S& s, F&& f) {
   f("interval", s.interval);
   f("metrics", s.metrics);
+  f("sample_interval", s.sample_interval);
+  f("sample_tokens", s.sample_tokens);
+  f("sample_prompt", s.sample_prompt);
 }
 
 template <Section<DistConfig> S, typename F>

@@ -599,6 +599,10 @@ std::vector<std::string> config_problems(const Config& c) {
           c.train.batch_size, " windows exceed 2^60");
   check_lora(c, p);
   p.positive("log.interval", c.log.interval);
+  p.non_negative("log.sample_interval", c.log.sample_interval);
+  p.positive("log.sample_tokens", c.log.sample_tokens);
+  if (c.log.sample_tokens > (int64_t(1) << 20))  // nn::kMaxNewTokens, generate's bound
+    p.add("log.sample_tokens (", c.log.sample_tokens, ") must be at most 1048576");
   check_dist(c, p);
   return p.take();
 }

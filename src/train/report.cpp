@@ -11,8 +11,10 @@
 #include <cstdio>
 #include <cstring>
 
+#include "checkpoint/json.h"
 #include "checkpoint/retention.h"
 #include "core/error.h"
+#include "data/utf8.h"
 
 namespace tessera::train {
 namespace fs = std::filesystem;
@@ -80,11 +82,37 @@ std::string json_number(double v) {
 
 std::string json_string(const std::string& s) {
   std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
+  out += json_escape(s);
+  out += '"';
+  return out;
+}
+
+std::string valid_utf8(const std::string& text) {
+  std::string out;
+  for (size_t i = 0; i < text.size();) {
+    const data::Utf8Char c = data::decode_utf8(text, i);
+    if (c.cp == data::kInvalidCodePoint)
+      out += "\xef\xbf\xbd";  // U+FFFD
+    else
+      out.append(text, i, c.len);
+    i += c.len;
   }
-  return out + "\"";
+  return out;
+}
+
+std::string printable(const std::string& text) {
+  std::string out;
+  for (const char ch : valid_utf8(text)) {
+    const auto c = static_cast<unsigned char>(ch);
+    if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
+      char esc[8];
+      std::snprintf(esc, sizeof esc, "\\x%02x", c);
+      out += esc;
+    } else {
+      out += ch;
+    }
+  }
+  return out;
 }
 
 Report::Report(std::ostream& log, const fs::path& metrics, bool metrics_on, bool active)
@@ -174,6 +202,15 @@ void Report::step(const StepReport& r) {
                      ", \"tokens_per_s\": " + json_number(r.tokens_per_s);
   if (r.mfu >= 0) json += ", \"mfu\": " + json_number(r.mfu);
   emit(json + ", \"tokens\": " + std::to_string(r.tokens) + "}");
+}
+
+void Report::sample(int64_t step, const std::string& text) {
+  char head[64];
+  std::snprintf(head, sizeof head, "step %5ld | sample:", long(step));
+  this->line(head);
+  this->line(printable(text));
+  emit("{\"step\": " + std::to_string(step) + ", \"sample\": " + json_string(valid_utf8(text)) +
+       "}");
 }
 
 void Report::eval(int64_t step, double val, int64_t tokens) {

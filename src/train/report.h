@@ -32,7 +32,13 @@ std::string describe_run_and_metrics(const std::filesystem::path& run_dir);
 void check_metrics_file(const std::filesystem::path& file);
 
 std::string json_number(double v);  // "null" for NaN and infinities (JSON has neither)
-std::string json_string(const std::string& s);
+std::string json_string(const std::string& s);  // quoted, json_escape'd (checkpoint/json.h)
+// text with every byte that does not start well-formed UTF-8 replaced by U+FFFD: JSON text must be
+// UTF-8, and a byte-level model's sample need not be.
+std::string valid_utf8(const std::string& text);
+// valid_utf8(text) with the control characters other than newline and tab written as \xNN, for a
+// terminal: an untrained model's sample must not send it escape sequences.
+std::string printable(const std::string& text);
 
 // Seconds left to step max_steps at the pace of this process's updates so far: `updates` took
 // `elapsed` seconds, and step `done` is the last one made (a rollback can take a run below its
@@ -61,6 +67,7 @@ class Report {
   void emit(const std::string& json);  // one metrics.jsonl object
   void step(const StepReport& r);
   void eval(int64_t step, double val_loss, int64_t tokens);  // tokens: the targets scored
+  void sample(int64_t step, const std::string& text);        // log.sample_interval's
 
  private:
   void open_metrics();

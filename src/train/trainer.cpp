@@ -105,6 +105,14 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       val_error = e.what();
     }
   fail_together(val_error, "another rank could not open data.val");
+  // The tokenizer that decodes samples is read now, not at the first one (rank 0 draws them).
+  std::string sample_error;
+  if (cfg_.log.sample_interval > 0 && rank_ == 0) try {
+      samples_.emplace(cfg_);
+    } catch (const Error& e) {
+      sample_error = e.what();
+    }
+  fail_together(sample_error, "rank 0 could not read the tokenizer its samples need");
   if (cfg_.eval.interval <= 0)
     for (std::string note :
          {loss_mask_note(loader_, nullptr), example_windows_note(loader_, nullptr)})
@@ -536,6 +544,8 @@ TrainResult Trainer::run() {
       // A signal that came during the evaluation stops here, not after one more step.
       if (!stopping && done < stop) stopping = agree({signals.received() ? 1.0 : 0.0})[0] != 0;
     }
+    if (samples_ && (done % cfg_.log.sample_interval == 0 || last))
+      out_->sample(done, samples_->draw(model_, done));
     if (stopping) {
       stop_on_request(done, signals.received(), saved);
       break;

@@ -3,8 +3,6 @@
 // public entry point is run_training (trainer.h).
 #pragma once
 
-#include "train/trainer.h"
-
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -37,12 +35,14 @@
 #include "train/rank_agreement.h"
 #include "train/report.h"
 #include "train/resume.h"
-#include "train/run_lock.h"
 #include "train/rollback.h"
+#include "train/run_lock.h"
 #include "train/run_notes.h"
 #include "train/run_state.h"
+#include "train/samples.h"
 #include "train/spike.h"
 #include "train/stop_signals.h"
+#include "train/trainer.h"
 
 namespace tessera::train {
 namespace fs = std::filesystem;
@@ -121,6 +121,7 @@ class Trainer {
   SpikeDetector detector_;
   std::set<int64_t> poisoned_;  // first windows of the micro-batches fault injection poisons
   std::unique_ptr<Report> out_;
+  std::optional<TrainingSamples> samples_;  // log.sample_interval > 0, rank 0
 
   double mfu_per_token_ = 0;   // MFU = this x tokens/s of one device (train/mfu.h); 0: not shown
   uint64_t dropout_seed_ = 0;  // the run's (rank 0's) dropout seed

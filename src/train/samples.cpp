@@ -1,0 +1,42 @@
+#include "train/samples.h"
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "nn/generate.h"
+
+namespace tessera::train {
+
+TrainingSamples::TrainingSamples(const Config& cfg)
+    : tokens_(cfg.log.sample_tokens), seed_(cfg.train.seed) {
+  try {
+    tok_ = data::make_tokenizer(cfg.data.tokenizer, cfg.data.tokenizer_dir);
+  } catch (const Error& e) {
+    TESSERA_FAIL("log.sample_interval ", cfg.log.sample_interval, " decodes samples with ",
+                 "data.tokenizer ", cfg.data.tokenizer, ": ", e.what());
+  }
+  for (const uint32_t id : tok_->encode(cfg.log.sample_prompt)) prompt_.push_back(int32_t(id));
+  from_eot_ = prompt_.empty();
+  if (from_eot_) prompt_.push_back(int32_t(tok_->eot_id()));
+  for (const int32_t id : prompt_)
+    TESSERA_CHECK(id < cfg.model.vocab_size, "log.sample_prompt encodes to id ", id,
+                  ", outside model.vocab_size ", cfg.model.vocab_size, " (data.tokenizer ",
+                  cfg.data.tokenizer, ")");
+}
+
+std::string TrainingSamples::draw(const nn::GPT& model, int64_t step) const {
+  nn::SampleOptions opt;
+  opt.max_new_tokens = tokens_;
+  opt.temperature = 0.8;  // build/generate's defaults
+  opt.top_k = 40;
+  opt.stop_token = int64_t(tok_->eot_id());
+  // A key of its own (not the training's seed: dropout and the loader draw under that one) and
+  // counters 2^32 apart from one step to the next.
+  Generator gen(seed_ ^ 0x73616d706c657321ull);  // "samples!"
+  gen.reserve(uint64_t(step) << 32);
+  const std::vector<int32_t> out = nn::generate(model, prompt_, opt, gen);
+  std::vector<uint32_t> text(out.begin() + (from_eot_ ? 1 : 0), out.end());
+  if (!text.empty() && text.back() == tok_->eot_id()) text.pop_back();
+  return tok_->decode(text);
+}
+
+}  // namespace tessera::train
