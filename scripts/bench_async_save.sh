@@ -41,7 +41,7 @@ for async in false true; do
   t1=$(date +%s%N)
   # Step times from tok/s (B x T tokens a step); a step whose number follows a save's is "after".
   awk -v every="$EVERY" -v wall="$(((t1 - t0) / 1000000))" -v mode="$async" -v tokens=$((BATCH * SEQ)) '
-    /^step / { split($2, s, "/"); n = s[1] + 0
+    /^step .*tok\/s/ { split($2, s, "/"); n = s[1] + 0
                for (i = 1; i <= NF; ++i) if ($i == "tok/s") t = tokens / $(i - 1)
                if (n > 1 && (n - 1) % every == 0) { after += t; na++ } else if (n > 1) { other += t; no++ } }
     /host copy in/ { for (i = 1; i <= NF; ++i) if ($i == "in" && $(i - 1) == "copy") stall += $(i + 1) }
