@@ -116,7 +116,8 @@ __global__ void __launch_bounds__(kMmaThreads, D == 64 ? 3 : 1)
 // document as a launch on that document's view would (T its length, every pointer at its first
 // row; log rem, rem and W kept in the batch's rows, p.T apart; the checkpoints at the document's
 // own, doc_ckpt_base), bounded as the kernels above; the forward's K and V in two stages where the
-// family's are (two_stage_forward). An empty entry's block returns at once.
+// family's are (two_stage_forward: ptxas, nvcc 13.0, sm_90, 128 registers at D 64 and 168 at
+// D 128, no spill). An empty entry's block returns at once.
 __device__ __forceinline__ StickParams within_document(const StickParams& p, const DocTile& e) {
   StickParams d = p;
   d.T = d.Tk = e.length;
