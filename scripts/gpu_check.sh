@@ -174,6 +174,8 @@ for line in open(sys.argv[1]):
         print(r["step"], r["loss"])
 PY
 }
+# Without configs/tiny.yaml's samples (log.sample_interval): these stages check training, and a
+# sampler's failure would read as a training failure and send the bisect after the wrong part.
 train_run() {  # name device steps extra-args... ; logs go to train.log; CONFIG=... for another config
   local name=$1 dev=$2 steps=$3
   shift 3
@@ -183,7 +185,7 @@ train_run() {  # name device steps extra-args... ; logs go to train.log; CONFIG=
   [ "$dev" = cpu ] && threads=$(( JOBS > 2 ? JOBS / 2 : 1 ))  # the CPU twin runs beside a GPU run
   OMP_NUM_THREADS=$threads timeout -k 10 "$(limit "${TRAIN_LIMIT_S:-90}")" "$B/train" --config "${CONFIG:-configs/tiny.yaml}" --device "$dev" --max-steps "$steps" \
     --run-name "$name" --set checkpoint.dir="$RUNS" --set log.interval=1 --set eval.interval=0 \
-    --set checkpoint.interval=0 "$@" >>"$OUT/train.log" 2>&1
+    --set checkpoint.interval=0 --set log.sample_interval=0 "$@" >>"$OUT/train.log" 2>&1
 }
 # Verdicts on a finished run, one line "ok ..." or "FAILED ...": the run's losses against the CPU
 # twin's (parity), and the loss falling (tiny).
