@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -250,6 +251,9 @@ TEST(TrainCuda, resumed_run_repeats_the_uninterrupted_one_bit_for_bit) {
   c.model.dropout = 0.1;                  // the RNG state crosses the resume
   c.train.total_batch_size = 2 * 8 * 16;  // two micro-batches per step
   c.checkpoint.interval = 5, c.eval.interval = 10, c.log.interval = 1;
+  // Samples after steps 10 and 20 (train/samples.h): generation through the KV cache on the bf16
+  // model the run trains, which the resumed run must repeat too.
+  c.log.sample_interval = 10, c.log.sample_tokens = 12, c.log.sample_prompt = "in the ";
   c.train.run_name = "full";
   const train::TrainResult a = train::run_training(c, log);
   // The interrupted run saves in the background (checkpoint.async): its device state copied to
@@ -281,6 +285,11 @@ TEST(TrainCuda, resumed_run_repeats_the_uninterrupted_one_bit_for_bit) {
   const fs::path mb = run.dir / "ckpt" / "split" / "metrics.jsonl";
   EXPECT_EQ(testing::metric(ma, "loss"), testing::metric(mb, "loss"));
   EXPECT_EQ(testing::metric(ma, "val_loss"), testing::metric(mb, "val_loss"));
+  const std::map<int64_t, std::string> sa = testing::samples_in(ma), sb = testing::samples_in(mb);
+  ASSERT_EQ(sa.size(), 2u) << log.str();
+  for (const auto& [step, text] : sa)
+    EXPECT_EQ(text.rfind("in the ", 0), 0u) << step << ": " << text;
+  EXPECT_EQ(sa, sb);
 }
 
 TEST(TrainCuda, steady_state_training_steps_call_cudaMalloc_zero_times) {

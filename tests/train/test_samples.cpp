@@ -28,22 +28,12 @@ using tessera::testing::TempRun;
 
 namespace {
 
-// The run's metrics.jsonl, parsed: each step's training loss and sample (the last line for a step).
+// A run's metrics.jsonl: each step's training loss (as written) and sample.
 struct Metrics {
-  std::map<int64_t, double> loss;
-  std::map<int64_t, std::string> sample;
+  std::map<int64_t, std::string> loss, sample;
 };
 Metrics read_metrics(const fs::path& file) {
-  Metrics m;
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) {
-    const Json j = parse_json(line, file.string());
-    const int64_t step = j.at("step").as_int();
-    if (const Json* loss = j.get("loss")) m.loss[step] = loss->as_double();
-    if (const Json* sample = j.get("sample")) m.sample[step] = sample->str();
-  }
-  return m;
+  return {tessera::testing::metric(file, "loss"), tessera::testing::samples_in(file)};
 }
 
 Config sampled(const TempRun& run, int64_t steps, int64_t interval) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/json.h"
 #include "config/config.h"
 #include "core/rng.h"
 #include "data/sft.h"
@@ -133,6 +134,18 @@ inline std::map<int64_t, std::string> metric(const std::filesystem::path& file,
   while (std::getline(in, line)) {
     const std::string v = field(key);
     if (!v.empty()) out[std::stoll(field("step"))] = v;
+  }
+  return out;
+}
+
+// The samples (log.sample_interval) in a metrics.jsonl, keyed by step, parsed as JSON.
+inline std::map<int64_t, std::string> samples_in(const std::filesystem::path& file) {
+  std::map<int64_t, std::string> out;
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) {
+    const Json j = parse_json(line, file.string());
+    if (const Json* s = j.get("sample")) out[j.at("step").as_int()] = s->str();
   }
   return out;
 }
