@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
     if (from_eot) prompt.push_back(int32_t(tok->eot_id()));
     Generator gen(args["seed"].as<uint64_t>());
     opt.stop_token = int64_t(tok->eot_id());
+    opt.vocab = tok->vocab_size();  // a model padded past it: its extra ids decode to nothing
     const RopeScalingConfig& rs = cfg.model.rope_scaling;
     const int64_t L0 = rs.original_max_position > 0 ? rs.original_max_position : cfg.model.block_size;
     if (rs.type == "dynamic" && int64_t(prompt.size()) + opt.max_new_tokens > L0)

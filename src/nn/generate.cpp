@@ -17,6 +17,8 @@ void check_sample_options(const SampleOptions& opt) {
                 opt.top_k);
   TESSERA_CHECK(opt.top_p > 0 && opt.top_p <= 1, "--top-p must be in (0, 1] (1 = no cut), got ",
                 opt.top_p);
+  TESSERA_CHECK(opt.vocab >= 0, "generate: the vocabulary to draw from must be >= 0, got ",
+                opt.vocab);
 }
 
 int32_t sample_token(const std::vector<double>& logits, const SampleOptions& opt, Generator& gen) {
@@ -86,9 +88,12 @@ std::vector<int32_t> generate(const GPT& model, const std::vector<int32_t>& prom
   };
   Tensor logits = refill(std::min<int64_t>(int64_t(out.size()), capacity));  // (1, Tn, V)
   while (int64_t(out.size()) < total) {
-    const int64_t V = logits.size(2);
-    Tensor last =
-        logits.narrow(1, logits.size(1) - 1, 1).reshape({V}).to(Device::cpu()).to(DType::F64);
+    const int64_t V = logits.size(2), drawn = opt.vocab > 0 ? std::min(opt.vocab, V) : V;
+    Tensor last = logits.narrow(1, logits.size(1) - 1, 1)
+                      .reshape({V})
+                      .narrow(0, 0, drawn)
+                      .to(Device::cpu())
+                      .to(DType::F64);
     const int32_t id = sample_token(last.to_vector<double>(), opt, gen);
     out.push_back(id);
     // A model trained on documents ends one with the id that separates them.

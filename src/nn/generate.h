@@ -25,6 +25,9 @@ struct SampleOptions {
   int64_t top_k = 0;         // 0: the whole vocabulary
   double top_p = 1.0;        // nucleus sampling; 1: no cut
   int64_t stop_token = -1;   // stop after emitting it (e.g. end-of-text); -1: never
+  // > 0: only ids below it are drawn, the tokenizer's vocabulary where the model's is padded past
+  // it (model.vocab_size 50304 for GPT-2's 50257: ids no tokenizer can decode); 0: every id.
+  int64_t vocab = 0;
 };
 
 // The most tokens one generate call samples: far below what would overflow a cache shape, and

@@ -29,6 +29,7 @@ std::string TrainingSamples::draw(const nn::GPT& model, int64_t step) const {
   opt.temperature = 0.8;  // build/generate's defaults
   opt.top_k = 40;
   opt.stop_token = int64_t(tok_->eot_id());
+  opt.vocab = tok_->vocab_size();  // a model padded past it: its extra ids decode to nothing
   // A key of its own (not the training's seed: dropout and the loader draw under that one) and
   // counters 2^32 apart from one step to the next.
   Generator gen(seed_ ^ 0x73616d706c657321ull);  // "samples!"

@@ -2,6 +2,7 @@
 // activation recompute, and that it learns.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -522,6 +523,21 @@ TEST(Sampling, generate_slides_past_the_learned_context) {
   for (int32_t t : out) EXPECT_LT(t, 11);
 }
 
+// A model whose vocabulary is padded past its tokenizer's (GPT-2's 50257 as 50304) must not draw
+// the padding's ids, which no tokenizer decodes: opt.vocab keeps the draw below it.
+TEST(Sampling, only_ids_below_the_vocabulary_drawn_from_come_out) {
+  Generator g(9);
+  GPT m(tiny_gpt2(), g);  // 11 ids
+  Generator s(1);
+  const std::vector<int32_t> all =
+      nn::generate(m, {1, 2}, {.max_new_tokens = 200, .temperature = 5, .top_k = 0}, s);
+  const std::vector<int32_t> four =
+      nn::generate(m, {1, 2}, {.max_new_tokens = 200, .temperature = 5, .top_k = 0, .vocab = 4}, s);
+  ASSERT_EQ(four.size(), 202u);
+  EXPECT_GE(*std::max_element(all.begin(), all.end()), 4) << "at temperature 5 every id comes";
+  EXPECT_LT(*std::max_element(four.begin(), four.end()), 4);
+}
+
 TEST(Sampling, out_of_range_options_are_errors_naming_the_flag_and_range) {
   Generator g(9);
   GPT m(tiny_gpt2(), g);
@@ -542,6 +558,7 @@ TEST(Sampling, out_of_range_options_are_errors_naming_the_flag_and_range) {
       {{.max_new_tokens = 5, .top_p = 0}, "--top-p must be in (0, 1] (1 = no cut), got 0"},
       {{.max_new_tokens = 5, .top_p = 1.5}, "--top-p must be in (0, 1]"},
       {{.max_new_tokens = 5, .top_p = nan}, "--top-p must be in (0, 1]"},
+      {{.max_new_tokens = 5, .vocab = -1}, "the vocabulary to draw from must be >= 0, got -1"},
   };
   for (const Case& c : cases) {
     const std::string msg = error_of([&] { nn::generate(m, {1, 2}, c.opt, s); });

@@ -96,6 +96,19 @@ TEST(TrainSamples, drawn_at_each_interval_without_changing_the_run_and_again_on_
   EXPECT_EQ(c.sample.at(7), a.sample.at(7));
 }
 
+TEST(TrainSamples, a_model_padded_past_the_tokenizer_samples_ids_it_decodes) {
+  // model.vocab_size 300 over the byte tokenizer's 257: an untrained model's 40 most likely ids
+  // often include padding ids, which the byte tokenizer cannot decode (the run would end there).
+  TempRun run;
+  Config cfg = sampled(run, 4, 1);
+  cfg.model.vocab_size = 300;
+  cfg.log.sample_tokens = 64;
+  std::ostringstream log;
+  train::run_training(cfg, log);
+  EXPECT_EQ(read_metrics(fs::path(cfg.checkpoint.dir) / "run" / "metrics.jsonl").sample.size(), 4u)
+      << log.str();
+}
+
 TEST(TrainSamples, bad_settings_are_named_before_the_first_step) {
   TempRun run;
   Config cfg = sampled(run, 2, 1);
