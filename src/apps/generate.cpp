@@ -9,13 +9,26 @@
 // document and example.
 #include "nn/generate.h"
 
+#include <cstdio>
 #include <cxxopts.hpp>
 #include <iostream>
+#include <string>
 
 #include "config/cli.h"
 #include "data/sft.h"
 #include "data/tokenizer.h"
 #include "train/load.h"
+
+namespace {
+
+// A default's text for --help as it would be typed: 0.8, not 0.800000.
+std::string number_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace tessera;
@@ -25,9 +38,10 @@ int main(int argc, char** argv) {
         "prompt", "text to continue (default: a newline; \"\": from the end-of-text id)",
         cxxopts::value<std::string>())("max-new-tokens", "tokens to sample (0 to 1048576)",
                                        cxxopts::value<int64_t>()->default_value("200"))(
-        "temperature", ">= 0; 0 = greedy", cxxopts::value<double>()->default_value("0.8"))(
+        "temperature", ">= 0; 0 = greedy",
+        cxxopts::value<double>()->default_value(number_text(nn::kDefaultTemperature)))(
         "top-k", "sample among the k most likely (0 = all)",
-        cxxopts::value<int64_t>()->default_value("40"))(
+        cxxopts::value<int64_t>()->default_value(std::to_string(nn::kDefaultTopK)))(
         "top-p",
         "then among the most likely holding this share of the probability (nucleus sampling; 1 = "
         "all)",

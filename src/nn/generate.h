@@ -30,6 +30,11 @@ struct SampleOptions {
   int64_t vocab = 0;
 };
 
+// build/generate's sampling unless its flags say otherwise, and training samples'
+// (train/samples.h).
+inline constexpr double kDefaultTemperature = 0.8;
+inline constexpr int64_t kDefaultTopK = 40;
+
 // The most tokens one generate call samples: far below what would overflow a cache shape, and
 // more than a cache of that length fits for any but tiny models.
 inline constexpr int64_t kMaxNewTokens = int64_t(1) << 20;

@@ -26,8 +26,8 @@ TrainingSamples::TrainingSamples(const Config& cfg)
 std::string TrainingSamples::draw(const nn::GPT& model, int64_t step) const {
   nn::SampleOptions opt;
   opt.max_new_tokens = tokens_;
-  opt.temperature = 0.8;  // build/generate's defaults
-  opt.top_k = 40;
+  opt.temperature = nn::kDefaultTemperature;  // build/generate's
+  opt.top_k = nn::kDefaultTopK;
   opt.stop_token = int64_t(tok_->eot_id());
   opt.vocab = tok_->vocab_size();  // a model padded past it: its extra ids decode to nothing
   // A key of its own (not the training's seed: dropout and the loader draw under that one) and
