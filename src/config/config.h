@@ -122,15 +122,16 @@ struct TrainConfig {
 struct OptimConfig {
   std::string name = "adamw";
   double lr = 1e-3;      // peak learning rate, reached at the end of warmup
-  double min_lr = 1e-4;  // where the cosine/linear decay ends at max_steps
+  double min_lr = 1e-4;  // where the decay ends at max_steps
   double weight_decay = 0.1;
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;
   double grad_clip = 1.0;  // max global gradient norm; 0 = no clipping
   int64_t warmup_steps = 100;
-  std::string schedule = "cosine";  // cosine | linear | constant
+  std::string schedule = "cosine";  // cosine | linear | constant | wsd
   int64_t decay_steps = 0;  // the step where the decay reaches min_lr (then stays); 0 = max_steps
+  int64_t cooldown_steps = 0;  // wsd: the steps before decay_steps that decay; 0 = a fifth of them
   double clip_value = 0;   // lomo/adalomo: clamp each gradient element to +-clip_value; 0 = off
   double loss_scale = 1;   // lomo/adalomo: gradients are divided by it before the update
 

@@ -89,6 +89,7 @@ void visit_section(S& s, F&& f) {
   f("warmup_steps", s.warmup_steps);
   f("schedule", s.schedule);
   f("decay_steps", s.decay_steps);
+  f("cooldown_steps", s.cooldown_steps);
   f("clip_value", s.clip_value);
   f("loss_scale", s.loss_scale);
 }

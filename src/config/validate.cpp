@@ -353,7 +353,11 @@ void check_optim(const Config& c, Problems& p) {
   p.non_negative("optim.grad_clip", o.grad_clip);
   p.non_negative("optim.warmup_steps", o.warmup_steps);
   p.non_negative("optim.decay_steps", o.decay_steps);
-  p.one_of("optim.schedule", o.schedule, {"cosine", "linear", "constant"});
+  p.one_of("optim.schedule", o.schedule, {"cosine", "linear", "constant", "wsd"});
+  p.non_negative("optim.cooldown_steps", o.cooldown_steps);
+  if (o.cooldown_steps != 0 && o.schedule != "wsd")
+    p.add("optim.cooldown_steps (", o.cooldown_steps,
+          ") applies to schedule wsd only; optim.schedule '", o.schedule, "' would ignore it");
 }
 
 void check_spike(const SpikeConfig& s, int64_t max_steps, Problems& p) {

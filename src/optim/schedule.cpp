@@ -1,8 +1,10 @@
 // LR schedules after llm.c (train_gpt2.cu, get_learning_rate): warmup uses (step + 1) so the first
-// update is not taken at lr 0, and decay runs over [warmup, max_steps), reaching min_lr at
-// max_steps. Computed in double (llm.c uses float): it runs once per step, so precision is free.
+// update is not taken at lr 0, and decay runs over [warmup, max_steps) (wsd: over its cooldown),
+// reaching min_lr at max_steps. Computed in double (llm.c uses float): it runs once per step, so
+// precision is free.
 #include "optim/schedule.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -11,13 +13,21 @@
 namespace tessera {
 namespace {
 
-enum class Kind { Cosine, Linear, Constant };
+enum class Kind { Cosine, Linear, Constant, Wsd };
 
 Kind kind_of(const std::string& name) {
   if (name == "cosine") return Kind::Cosine;
   if (name == "linear") return Kind::Linear;
   if (name == "constant") return Kind::Constant;
-  TESSERA_FAIL("schedule: unknown name '", name, "' (expected cosine, linear or constant)");
+  if (name == "wsd") return Kind::Wsd;
+  TESSERA_FAIL("schedule: unknown name '", name, "' (expected cosine, linear, constant or wsd)");
+}
+
+// Where the decay starts: the warmup's end, or for wsd the start of its cooldown.
+int64_t decay_start(const ScheduleOptions& s, Kind k) {
+  if (k != Kind::Wsd) return s.warmup_steps;
+  const int64_t cooldown = s.cooldown_steps > 0 ? s.cooldown_steps : (s.max_steps + 4) / 5;
+  return std::max(s.warmup_steps, s.max_steps - cooldown);
 }
 
 }  // namespace
@@ -28,6 +38,10 @@ void validate(const ScheduleOptions& s) {
   TESSERA_CHECK(s.min_lr >= 0, "schedule: min_lr must be >= 0, got ", s.min_lr);
   TESSERA_CHECK(s.warmup_steps >= 0, "schedule: warmup_steps must be >= 0, got ", s.warmup_steps);
   TESSERA_CHECK(s.max_steps >= 0, "schedule: max_steps must be >= 0, got ", s.max_steps);
+  TESSERA_CHECK(s.cooldown_steps >= 0, "schedule: cooldown_steps must be >= 0, got ",
+                s.cooldown_steps);
+  TESSERA_CHECK(k == Kind::Wsd || s.cooldown_steps == 0, "schedule ", s.name, ": cooldown_steps (",
+                s.cooldown_steps, ") applies to wsd only");
   TESSERA_CHECK(k == Kind::Constant || s.min_lr <= s.lr, "schedule ", s.name, ": min_lr (",
                 s.min_lr, ") must not exceed lr (", s.lr, ")");
 }
@@ -39,10 +53,13 @@ double lr_at(const ScheduleOptions& s, int64_t step) {
   if (step < s.warmup_steps) return s.lr * double(step + 1) / double(s.warmup_steps);
   if (k == Kind::Constant) return s.lr;
   if (step >= s.max_steps) return s.min_lr;
-  // Here warmup_steps <= step < max_steps, so the denominator is positive and progress in [0, 1).
-  const double progress = double(step - s.warmup_steps) / double(s.max_steps - s.warmup_steps);
-  const double coeff =
-      k == Kind::Cosine ? 0.5 * (1.0 + std::cos(std::numbers::pi * progress)) : 1.0 - progress;
+  const int64_t start = decay_start(s, k);
+  if (step < start) return s.lr;  // wsd's stable part
+  // Here start <= step < max_steps, so the denominator is positive and progress in [0, 1).
+  const double progress = double(step - start) / double(s.max_steps - start);
+  const double coeff = k == Kind::Cosine ? 0.5 * (1.0 + std::cos(std::numbers::pi * progress))
+                       : k == Kind::Wsd  ? 1.0 - std::sqrt(progress)
+                                         : 1.0 - progress;
   return s.min_lr + coeff * (s.lr - s.min_lr);
 }
 

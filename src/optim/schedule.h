@@ -1,4 +1,5 @@
-// Learning-rate schedules: linear warmup, then cosine, linear or no decay (llm.c's convention).
+// Learning-rate schedules: linear warmup, then cosine, linear or no decay (llm.c's convention), or
+// warmup-stable-decay (wsd: held at lr, then a short 1 - sqrt cooldown at the end).
 //
 //   ScheduleOptions s{.name = "cosine", .lr = 6e-4, .min_lr = 6e-5, .warmup_steps = 700,
 //                     .max_steps = 19073};
@@ -10,7 +11,15 @@
 //   W <= step < M   cosine:   min_lr + 0.5 (1 + cos(pi progress)) (lr - min_lr)
 //                   linear:   min_lr + (1 - progress) (lr - min_lr)
 //                   constant: lr
+//                   wsd:      lr until D = max(W, M - C), then min_lr + (1 - sqrt(q)) (lr - min_lr)
+//                             with q = (step - D) / (M - D), over the last C = cooldown_steps
+//                             steps (0: a fifth of M, rounded up)
 //   step >= M       min_lr (constant: lr)
+// wsd after Hagele et al. 2024 ("Scaling Laws and Compute-Optimal Training Beyond Fixed Training
+// Durations", arXiv:2405.18392): a 1 - sqrt cooldown over the last 20% of the steps matches a
+// cosine schedule's final loss, and the run before the cooldown does not depend on M, so it can be
+// lengthened (--max-steps on resume) without its LR moving, and a cooldown taken from any of its
+// checkpoints. llm.c's wsd has the same shape (its decay point at 0.8 M).
 // Warmup is tested first, so a run shorter than its warmup (M <= W) simply never decays; that
 // keeps a debug run with a small max_steps legal.
 #pragma once
@@ -21,17 +30,19 @@
 namespace tessera {
 
 struct ScheduleOptions {
-  std::string name = "cosine";  // cosine | linear | constant
+  std::string name = "cosine";  // cosine | linear | constant | wsd
   double lr = 1e-3;             // peak, reached at the end of warmup
-  double min_lr = 0.0;          // where cosine/linear decay ends (ignored by constant)
+  double min_lr = 0.0;          // where the decay ends (ignored by constant)
   int64_t warmup_steps = 0;
   int64_t max_steps = 0;
+  int64_t cooldown_steps =
+      0;  // wsd: the steps before max_steps that decay; 0 = ceil(max_steps / 5)
 
   bool operator==(const ScheduleOptions&) const = default;
 };
 
 // Throws naming the field: unknown name, negative lr / min_lr / step counts, min_lr > lr for a
-// decaying schedule.
+// decaying schedule, cooldown_steps for a schedule other than wsd.
 void validate(const ScheduleOptions& s);
 
 // The learning rate of update number `step` (>= 0). Validates s on every call (a few compares).

@@ -90,7 +90,8 @@ ScheduleOptions schedule_options(const Config& cfg) {
           .lr = cfg.optim.lr,
           .min_lr = cfg.optim.min_lr,
           .warmup_steps = cfg.optim.warmup_steps,
-          .max_steps = cfg.decay_steps()};
+          .max_steps = cfg.decay_steps(),
+          .cooldown_steps = cfg.optim.cooldown_steps};
 }
 
 }  // namespace tessera::train

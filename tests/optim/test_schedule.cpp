@@ -16,7 +16,7 @@ ScheduleOptions options(const char* name) {
 }
 
 TEST(Schedule, warmup_is_linear_from_lr_over_warmup_and_reaches_lr_on_its_last_step) {
-  for (const char* name : {"cosine", "linear", "constant"}) {
+  for (const char* name : {"cosine", "linear", "constant", "wsd"}) {
     const ScheduleOptions s = options(name);
     EXPECT_DOUBLE_EQ(lr_at(s, 0), 0.1) << name;  // lr * 1 / 10: step 0 is not taken at lr 0
     EXPECT_DOUBLE_EQ(lr_at(s, 4), 0.5) << name;
@@ -47,6 +47,39 @@ TEST(Schedule, linear_decays_from_lr_to_min_lr) {
 TEST(Schedule, constant_holds_lr_after_warmup_and_ignores_min_lr) {
   const ScheduleOptions s = options("constant");
   for (int64_t step : {10, 60, 109, 110, 1000}) EXPECT_DOUBLE_EQ(lr_at(s, step), 1.0) << step;
+}
+
+TEST(Schedule, wsd_holds_lr_then_cools_down_as_one_minus_sqrt_over_its_last_fifth) {
+  const ScheduleOptions s = options("wsd");  // cooldown ceil(110 / 5) = 22: steps [88, 110)
+  for (int64_t step : {10, 50, 87, 88}) EXPECT_DOUBLE_EQ(lr_at(s, step), 1.0) << step;
+  // min + (1 - sqrt(q)) (lr - min), q = (step - 88) / 22; literals from Python's math.sqrt.
+  EXPECT_DOUBLE_EQ(lr_at(s, 93), 0.5709418348394835);   // q = 5 / 22
+  EXPECT_DOUBLE_EQ(lr_at(s, 99), 0.36360389693210715);  // q = 1 / 2
+  EXPECT_DOUBLE_EQ(lr_at(s, 109), 0.12069242117344499);
+  EXPECT_DOUBLE_EQ(lr_at(s, 110), 0.1);
+  EXPECT_DOUBLE_EQ(lr_at(s, 1000), 0.1);
+}
+
+TEST(Schedule, wsd_cooldown_steps_set_where_it_starts_and_warmup_bounds_it) {
+  ScheduleOptions s = options("wsd");
+  s.cooldown_steps = 50;  // [60, 110)
+  EXPECT_DOUBLE_EQ(lr_at(s, 59), 1.0);
+  EXPECT_DOUBLE_EQ(lr_at(s, 60), 1.0);
+  EXPECT_DOUBLE_EQ(lr_at(s, 85), 0.36360389693210715);  // q = 1 / 2
+  s.cooldown_steps = 200;  // longer than the steps after warmup: the cooldown starts at step 10
+  EXPECT_DOUBLE_EQ(lr_at(s, 9), 1.0);
+  EXPECT_DOUBLE_EQ(lr_at(s, 35), 0.55);  // q = 1 / 4
+  EXPECT_DOUBLE_EQ(lr_at(s, 60), 0.36360389693210715);
+}
+
+// What wsd is for: the steps before the cooldown do not depend on max_steps, so a run lengthened
+// there (a resume with a higher --max-steps) keeps every LR it has taken and the ones to come
+// until its new cooldown; cosine's would all move.
+TEST(Schedule, wsd_before_its_cooldown_is_the_same_for_any_max_steps) {
+  ScheduleOptions s = options("wsd"), longer = s, cos = options("cosine"), cos_longer = cos;
+  longer.max_steps = cos_longer.max_steps = 1000;
+  for (int64_t step = 0; step < 88; ++step) EXPECT_EQ(lr_at(s, step), lr_at(longer, step)) << step;
+  EXPECT_NE(lr_at(cos, 50), lr_at(cos_longer, 50));
 }
 
 TEST(Schedule, without_warmup_the_first_step_uses_lr) {
@@ -80,6 +113,15 @@ TEST(Schedule, bad_options_are_errors_that_name_them) {
   s.warmup_steps = -1;
   msg = error_of([&] { validate(s); });
   EXPECT_NE(msg.find("warmup_steps"), std::string::npos) << msg;
+
+  s = options("cosine");
+  s.cooldown_steps = 5;
+  msg = error_of([&] { validate(s); });
+  EXPECT_NE(msg.find("cooldown_steps (5) applies to wsd only"), std::string::npos) << msg;
+  s.name = "wsd";
+  s.cooldown_steps = -5;
+  msg = error_of([&] { validate(s); });
+  EXPECT_NE(msg.find("cooldown_steps must be >= 0, got -5"), std::string::npos) << msg;
 
   msg = error_of([&] { lr_at(options("cosine"), -3); });
   EXPECT_NE(msg.find("-3"), std::string::npos) << msg;
