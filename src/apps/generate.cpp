@@ -81,15 +81,11 @@ int main(int argc, char** argv) {
     auto tok = data::make_tokenizer(cfg.data.tokenizer, dir);
     std::string given = args.count("prompt") ? args["prompt"].as<std::string>() : std::string("\n");
     if (style == "alpaca") given = data::alpaca_prompt(given, "");
-    std::vector<uint32_t> ids = tok->encode(given);
-    // --bos: the beginning-of-text id first, as tokenize --bos starts documents; not printed.
-    const bool bos = args.count("bos") > 0;
-    if (bos) ids.insert(ids.begin(), data::require_bos(*tok, "command line: --bos"));
-    std::vector<int32_t> prompt(ids.begin(), ids.end());
-    // An empty prompt starts from the end-of-text id, as unconditioned GPT-2 sampling does (it
-    // separates documents in training); it is not printed.
-    const bool from_eot = prompt.empty();
-    if (from_eot) prompt.push_back(int32_t(tok->eot_id()));
+    // --bos: the beginning-of-text id first, as tokenize --bos starts documents; an empty prompt
+    // starts from the end-of-text id (it separates documents in training). Neither is printed.
+    const data::Prompt given_ids =
+        data::encode_prompt(*tok, given, args.count("bos") > 0, "command line: --bos");
+    const std::vector<int32_t> prompt(given_ids.ids.begin(), given_ids.ids.end());
     Generator gen(args["seed"].as<uint64_t>());
     opt.stop_token = int64_t(tok->eot_id());
     opt.vocab = tok->vocab_size();  // a model padded past it: its extra ids decode to nothing
@@ -99,10 +95,8 @@ int main(int argc, char** argv) {
       std::cerr << "note: dynamic NTK scaling past " << L0 << " tokens: each cached key keeps the "
                    "table of the length it was written at (as Hugging Face's cache), eval rotates "
                    "a window with one table\n";
-    std::vector<int32_t> out = nn::generate(*m.model, prompt, opt, gen);
-    std::vector<uint32_t> text(out.begin() + (from_eot || bos ? 1 : 0), out.end());
-    if (!text.empty() && text.back() == tok->eot_id()) text.pop_back();
-    std::cout << tok->decode(text) << std::endl;
+    const std::vector<int32_t> out = nn::generate(*m.model, prompt, opt, gen);
+    std::cout << data::decode_generation(*tok, given_ids, out) << std::endl;
     return 0;
   });
 }

@@ -212,6 +212,7 @@ struct LogConfig {
   int64_t sample_interval = 0;
   int64_t sample_tokens = 64;
   std::string sample_prompt;
+  bool sample_bos = false;  // the tokenizer's beginning-of-text id first, as tokenize --bos writes
 
   bool operator==(const LogConfig&) const = default;
 };

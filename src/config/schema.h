@@ -146,6 +146,7 @@ void visit_section(S& s, F&& f) {
   f("sample_interval", s.sample_interval);
   f("sample_tokens", s.sample_tokens);
   f("sample_prompt", s.sample_prompt);
+  f("sample_bos", s.sample_bos);
 }
 
 template <Section<DistConfig> S, typename F>

@@ -69,4 +69,21 @@ uint32_t require_bos(const Tokenizer& tok, const std::string& what) {
   return *bos;
 }
 
+Prompt encode_prompt(const Tokenizer& tok, std::string_view text, bool bos,
+                     const std::string& what) {
+  Prompt p{tok.encode(text), 0};
+  if (bos || p.ids.empty()) {  // one marker id first, not shown
+    p.ids.insert(p.ids.begin(), bos ? require_bos(tok, what) : tok.eot_id());
+    p.hidden = 1;
+  }
+  return p;
+}
+
+std::string decode_generation(const Tokenizer& tok, const Prompt& prompt,
+                              const std::vector<int32_t>& ids) {
+  std::vector<uint32_t> text(ids.begin() + std::min(prompt.hidden, ids.size()), ids.end());
+  if (!text.empty() && text.back() == tok.eot_id()) text.pop_back();
+  return tok.decode(text);
+}
+
 }  // namespace tessera::data

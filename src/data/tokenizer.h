@@ -51,6 +51,22 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name, const std::st
 // asked for it) where it has none.
 uint32_t require_bos(const Tokenizer& tok, const std::string& what);
 
+// A generation's prompt (build/generate, training samples): text's ids, after the
+// beginning-of-text id when bos (require_bos names `what` where there is none), or the end-of-text
+// id alone for an empty text, as unconditioned GPT-2 sampling starts; `hidden` counts those
+// marker ids, which the printed text leaves out.
+struct Prompt {
+  std::vector<uint32_t> ids;
+  size_t hidden = 0;
+};
+Prompt encode_prompt(const Tokenizer& tok, std::string_view text, bool bos,
+                     const std::string& what);
+
+// The text of a generation from `prompt`: its ids past the prompt's hidden ones, less a final
+// end-of-text id (it ends the generation).
+std::string decode_generation(const Tokenizer& tok, const Prompt& prompt,
+                              const std::vector<int32_t>& ids);
+
 std::unique_ptr<Tokenizer> make_byte_tokenizer();
 std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string& encoder_json_path,
                                                const std::string& vocab_bpe_path);

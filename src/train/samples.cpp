@@ -14,11 +14,9 @@ TrainingSamples::TrainingSamples(const Config& cfg)
     TESSERA_FAIL("log.sample_interval ", cfg.log.sample_interval, " decodes samples with ",
                  "data.tokenizer ", cfg.data.tokenizer, ": ", e.what());
   }
-  for (const uint32_t id : tok_->encode(cfg.log.sample_prompt)) prompt_.push_back(int32_t(id));
-  from_eot_ = prompt_.empty();
-  if (from_eot_) prompt_.push_back(int32_t(tok_->eot_id()));
-  for (const int32_t id : prompt_)
-    TESSERA_CHECK(id < cfg.model.vocab_size, "log.sample_prompt encodes to id ", id,
+  prompt_ = data::encode_prompt(*tok_, cfg.log.sample_prompt, cfg.log.sample_bos, "log.sample_bos");
+  for (const uint32_t id : prompt_.ids)
+    TESSERA_CHECK(int64_t(id) < cfg.model.vocab_size, "log.sample_prompt encodes to id ", id,
                   ", outside model.vocab_size ", cfg.model.vocab_size, " (data.tokenizer ",
                   cfg.data.tokenizer, ")");
 }
@@ -34,10 +32,8 @@ std::string TrainingSamples::draw(const nn::GPT& model, int64_t step) const {
   // counters 2^32 apart from one step to the next.
   Generator gen(seed_ ^ 0x73616d706c657321ull);  // "samples!"
   gen.reserve(uint64_t(step) << 32);
-  const std::vector<int32_t> out = nn::generate(model, prompt_, opt, gen);
-  std::vector<uint32_t> text(out.begin() + (from_eot_ ? 1 : 0), out.end());
-  if (!text.empty() && text.back() == tok_->eot_id()) text.pop_back();
-  return tok_->decode(text);
+  const std::vector<int32_t> ids(prompt_.ids.begin(), prompt_.ids.end());
+  return data::decode_generation(*tok_, prompt_, nn::generate(model, ids, opt, gen));
 }
 
 }  // namespace tessera::train

@@ -15,7 +15,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "config/config.h"
 #include "data/tokenizer.h"
@@ -26,7 +25,9 @@ namespace tessera::train {
 class TrainingSamples {
  public:
   // Reads data.tokenizer's files (errors name log.sample_interval and the file) and encodes
-  // log.sample_prompt ("": the end-of-text id alone, as unconditioned GPT-2 sampling starts).
+  // log.sample_prompt ("": the end-of-text id alone, as unconditioned GPT-2 sampling starts),
+  // after the beginning-of-text id with log.sample_bos (for a model trained on tokenize --bos
+  // documents; an error naming the key where the tokenizer has none).
   explicit TrainingSamples(const Config& cfg);
 
   // The prompt's text and up to log.sample_tokens sampled tokens after it (fewer when the
@@ -35,8 +36,7 @@ class TrainingSamples {
 
  private:
   std::unique_ptr<data::Tokenizer> tok_;
-  std::vector<int32_t> prompt_;
-  bool from_eot_ = false;  // prompt_ is the end-of-text id alone: not shown
+  data::Prompt prompt_;
   int64_t tokens_ = 0;
   uint64_t seed_ = 0;
 };

@@ -83,6 +83,27 @@ TEST(ByteTokenizer, decode_spells_end_of_text_and_rejects_unknown_ids) {
   EXPECT_NE(msg.find("id 257"), std::string::npos) << msg;
 }
 
+// A generation's prompt: the text's ids as they are; an empty text the end-of-text id alone,
+// hidden from the printed text; a beginning-of-text id asked of a tokenizer that has none names
+// who asked. The printed text leaves out the hidden id and a final end-of-text.
+TEST(Tokenizer, a_prompt_hides_its_marker_id_and_a_generation_its_final_end_of_text) {
+  auto tok = make_tokenizer("byte");
+  const Prompt plain = encode_prompt(*tok, "ab", false, "unused");
+  EXPECT_EQ(plain.ids, (std::vector<uint32_t>{97, 98}));
+  EXPECT_EQ(plain.hidden, 0u);
+  EXPECT_EQ(decode_generation(*tok, plain, {97, 98, 99, 256}), "abc");
+  EXPECT_EQ(decode_generation(*tok, plain, {97, 98, 256, 100}), "ab<|endoftext|>d");  // not last
+  const Prompt empty = encode_prompt(*tok, "", false, "unused");
+  EXPECT_EQ(empty.ids, (std::vector<uint32_t>{256}));
+  EXPECT_EQ(empty.hidden, 1u);
+  EXPECT_EQ(decode_generation(*tok, empty, {256, 104, 105}), "hi");
+  EXPECT_EQ(decode_generation(*tok, empty, {256}), "");
+  const std::string msg = error_of([&] { encode_prompt(*tok, "ab", true, "log.sample_bos"); });
+  EXPECT_NE(msg.find("log.sample_bos: the byte tokenizer has no beginning-of-text token"),
+            std::string::npos)
+      << msg;
+}
+
 TEST(Tokenizer, unknown_name_is_an_error_naming_it) {
   const std::string msg = error_of([] { make_tokenizer("sentencepiece"); });
   EXPECT_NE(msg.find("sentencepiece"), std::string::npos) << msg;

@@ -109,6 +109,31 @@ TEST(TrainSamples, a_model_padded_past_the_tokenizer_samples_ids_it_decodes) {
       << log.str();
 }
 
+// log.sample_bos: trained on documents that start with a beginning-of-text id and then "q"
+// (bos_documents_config), the sample from that id alone is "q" and one more byte, the id not
+// printed (from the end-of-text id, never seen in training, it starts elsewhere). The byte
+// tokenizer has no such id: the key is named before the first step.
+TEST(TrainSamples, sample_bos_starts_the_sample_at_the_beginning_of_text_id) {
+  TempRun run;
+  Config cfg = tessera::testing::bos_documents_config(run, 60);
+  cfg.log.sample_interval = 20, cfg.log.sample_tokens = 2, cfg.log.sample_bos = true;
+  cfg.train.run_name = "bos";
+  std::ostringstream log;
+  train::run_training(cfg, log);
+  const Metrics bos = read_metrics(fs::path(cfg.checkpoint.dir) / "bos" / "metrics.jsonl");
+  ASSERT_EQ(bos.sample.size(), 3u) << log.str();
+  EXPECT_EQ(bos.sample.at(60).substr(0, 1), "q") << bos.sample.at(60);
+  EXPECT_EQ(bos.sample.at(60).size(), 2u) << bos.sample.at(60);
+
+  TempRun plain;
+  cfg = sampled(plain, 2, 1);
+  cfg.log.sample_bos = true;
+  const std::string m = error_of([&] { train::run_training(cfg, log); });
+  EXPECT_NE(m.find("log.sample_bos: the byte tokenizer has no beginning-of-text token"),
+            std::string::npos)
+      << m;
+}
+
 TEST(TrainSamples, bad_settings_are_named_before_the_first_step) {
   TempRun run;
   Config cfg = sampled(run, 2, 1);

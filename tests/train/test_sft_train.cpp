@@ -14,7 +14,6 @@
 #include <string>
 #include <vector>
 
-#include "data/bpe.h"  // spell
 #include "data/sft.h"
 #include "train/trainer.h"
 #include "train_fixture.h"
@@ -216,37 +215,8 @@ TEST(SftTraining, a_step_weighs_every_scored_target_alike_whatever_the_micro_bat
 // with the id and then "q", greedy decoding from the id alone says "q".
 TEST(SftTraining, generate_bos_feeds_the_beginning_of_text_id_and_prints_the_text_alone) {
   TempRun run;
-  const fs::path dir = run.dir / "tok";
-  fs::create_directories(dir);
-  std::string vocab;
-  for (int b = 0; b < 256; ++b) {
-    std::string spelled;
-    for (char c : data::spell(std::string(1, char(b)))) {
-      if (c == '"' || c == '\\') spelled += '\\';
-      spelled += c;
-    }
-    vocab += (b ? ", \"" : "\"") + spelled + "\": " + std::to_string(b);
-  }
-  std::ofstream(dir / "tokenizer.json")
-      << R"({"added_tokens": [{"id": 256, "content": "<|end_of_text|>", "special": true},)"
-      << R"( {"id": 257, "content": "<|begin_of_text|>", "special": true}], "normalizer": null,)"
-      << R"( "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},)"
-      << R"( "post_processor": null, "decoder": {"type": "ByteLevel"}, "model": {"type": "BPE",)"
-      << R"( "dropout": null, "unk_token": null, "continuing_subword_prefix": "",)"
-      << R"( "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,)"
-      << R"( "ignore_merges": false, "vocab": {)" << vocab << R"(}, "merges": []}})";
-  // Shards written for this vocabulary of 258 (the loader refuses the byte tokenizer's 257 here).
-  std::vector<uint32_t> tokens;
-  for (int i = 0; i < 50; ++i) {
-    tokens.push_back(257), tokens.push_back('q');
-    for (int j = 0; j < 6; ++j) tokens.push_back(uint32_t('a' + (i * 7 + j) % 26));
-  }
-  data::write_shard((dir / "train_000.bin").string(), tokens, 258);
-  data::write_shard((dir / "val_000.bin").string(), tokens, 258);
-  Config cfg = run.config(60);
-  cfg.data.tokenizer = "hf", cfg.data.tokenizer_dir = dir.string();
-  cfg.data.train = (dir / "train_*.bin").string(), cfg.data.val = (dir / "val_*.bin").string();
-  cfg.model.vocab_size = 258;
+  const Config cfg = tessera::testing::bos_documents_config(run, 60);
+  const fs::path dir = cfg.data.tokenizer_dir;
   std::ostringstream log;
   const std::string ck = train::run_training(cfg, log).last_checkpoint;
   const std::string generate = tessera::testing::bin_dir() + "/generate --checkpoint " + ck +

@@ -15,6 +15,7 @@
 #include "checkpoint/json.h"
 #include "config/config.h"
 #include "core/rng.h"
+#include "data/bpe.h"  // spell
 #include "data/sft.h"
 #include "data/shard.h"
 #include "test_util.h"
@@ -195,6 +196,45 @@ inline std::vector<std::string> metric_lines(const std::filesystem::path& file,
   while (std::getline(in, line))
     if (line.find(text) != std::string::npos) out.push_back(line);
   return out;
+}
+
+// Documents that start with a beginning-of-text id, and a tokenizer that has one: a byte-level
+// tokenizer.json in run.dir/tok (the 256 bytes, then <|end_of_text|> 256 and <|begin_of_text|>
+// 257) and shards of vocabulary 258 beside it, 50 documents each the id, "q" and 6 letters. Returns
+// the config that trains `steps` steps on them (the hf tokenizer, vocabulary 258).
+inline Config bos_documents_config(const TempRun& run, int64_t steps) {
+  const std::filesystem::path dir = run.dir / "tok";
+  std::filesystem::create_directories(dir);
+  std::string vocab;
+  for (int b = 0; b < 256; ++b) {
+    std::string spelled;
+    for (char c : data::spell(std::string(1, char(b)))) {
+      if (c == '"' || c == '\\') spelled += '\\';
+      spelled += c;
+    }
+    vocab += (b ? ", \"" : "\"") + spelled + "\": " + std::to_string(b);
+  }
+  std::ofstream(dir / "tokenizer.json")
+      << R"({"added_tokens": [{"id": 256, "content": "<|end_of_text|>", "special": true},)"
+      << R"( {"id": 257, "content": "<|begin_of_text|>", "special": true}], "normalizer": null,)"
+      << R"( "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},)"
+      << R"( "post_processor": null, "decoder": {"type": "ByteLevel"}, "model": {"type": "BPE",)"
+      << R"( "dropout": null, "unk_token": null, "continuing_subword_prefix": "",)"
+      << R"( "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,)"
+      << R"( "ignore_merges": false, "vocab": {)" << vocab << R"(}, "merges": []}})";
+  // Shards written for this vocabulary of 258 (the loader refuses the byte tokenizer's 257 here).
+  std::vector<uint32_t> tokens;
+  for (int i = 0; i < 50; ++i) {
+    tokens.push_back(257), tokens.push_back('q');
+    for (int j = 0; j < 6; ++j) tokens.push_back(uint32_t('a' + (i * 7 + j) % 26));
+  }
+  data::write_shard((dir / "train_000.bin").string(), tokens, 258);
+  data::write_shard((dir / "val_000.bin").string(), tokens, 258);
+  Config cfg = run.config(steps);
+  cfg.data.tokenizer = "hf", cfg.data.tokenizer_dir = dir.string();
+  cfg.data.train = (dir / "train_*.bin").string(), cfg.data.val = (dir / "val_*.bin").string();
+  cfg.model.vocab_size = 258;
+  return cfg;
 }
 
 }  // namespace tessera::testing
