@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <numbers>
 
 #include "core/error.h"
@@ -61,6 +62,31 @@ double lr_at(const ScheduleOptions& s, int64_t step) {
                        : k == Kind::Wsd  ? 1.0 - std::sqrt(progress)
                                          : 1.0 - progress;
   return s.min_lr + coeff * (s.lr - s.min_lr);
+}
+
+std::string describe(const ScheduleOptions& s) {
+  validate(s);
+  const Kind k = kind_of(s.name);
+  auto num = [](double x) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", x);
+    return std::string(buf);
+  };
+  std::string out = "lr: ";
+  out += s.warmup_steps > 0
+             ? "warmup to " + num(s.lr) + " over steps 1-" + std::to_string(s.warmup_steps)
+             : num(s.lr) + " from step 1";
+  if (k == Kind::Constant) return out + ", then constant (" + s.name + ")";
+  if (s.max_steps <= s.warmup_steps)  // lr_at's rule: past the warmup, the decay has ended
+    return out + ", then " + num(s.min_lr) + " (the decay's end, step " +
+           std::to_string(s.max_steps) + ", is within the warmup)";
+  const int64_t start = decay_start(s, k);
+  if (start > s.warmup_steps) out += ", held through step " + std::to_string(start);
+  const char* shape = k == Kind::Cosine   ? "cosine decay"
+                      : k == Kind::Linear ? "linear decay"
+                                          : "1 - sqrt cooldown";
+  return out + ", " + shape + " to " + num(s.min_lr) + " by step " + std::to_string(s.max_steps) +
+         " (" + s.name + ")";
 }
 
 }  // namespace tessera

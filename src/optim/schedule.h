@@ -48,4 +48,9 @@ void validate(const ScheduleOptions& s);
 // The learning rate of update number `step` (>= 0). Validates s on every call (a few compares).
 double lr_at(const ScheduleOptions& s, int64_t step);
 
+// One line for the run's log, in the log's step numbers (update i is step i + 1), e.g.
+// "lr: warmup to 0.001 over steps 1-100, held through step 1600, 1 - sqrt cooldown to 0.0001
+// by step 2000 (wsd)".
+std::string describe(const ScheduleOptions& s);
+
 }  // namespace tessera

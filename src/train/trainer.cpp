@@ -222,6 +222,7 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
               << " parameters; " << accum_ << " micro-batch(es) of " << B_ << " x " << T_
               << " per step on each of " << world_ << " rank(s) (" << comm_->backend()
               << "); run dir " << run_dir_.string() << "\n";
+  out_->log() << describe(sched_) << "\n";
   report_memory();
 }
 

@@ -97,6 +97,28 @@ TEST(Schedule, a_run_shorter_than_its_warmup_warms_up_and_then_sits_at_min_lr) {
   EXPECT_DOUBLE_EQ(lr_at(s, 100), 0.1);
 }
 
+// The run log's line, in its step numbers (update i is step i + 1).
+TEST(Schedule, described_in_one_line_with_its_landmarks) {
+  EXPECT_EQ(describe(options("cosine")),
+            "lr: warmup to 1 over steps 1-10, cosine decay to 0.1 by step 110 (cosine)");
+  EXPECT_EQ(describe(options("linear")),
+            "lr: warmup to 1 over steps 1-10, linear decay to 0.1 by step 110 (linear)");
+  EXPECT_EQ(describe(options("constant")),
+            "lr: warmup to 1 over steps 1-10, then constant (constant)");
+  EXPECT_EQ(describe(options("wsd")),
+            "lr: warmup to 1 over steps 1-10, held through step 88, 1 - sqrt cooldown to 0.1 by "
+            "step 110 (wsd)");
+  ScheduleOptions s = options("wsd");
+  s.warmup_steps = 0, s.cooldown_steps = 500;  // the whole run cools down
+  EXPECT_EQ(describe(s), "lr: 1 from step 1, 1 - sqrt cooldown to 0.1 by step 110 (wsd)");
+  s = options("cosine");
+  s.max_steps = 10;
+  EXPECT_EQ(describe(s),
+            "lr: warmup to 1 over steps 1-10, then 0.1 (the decay's end, step 10, is within the "
+            "warmup)");
+  EXPECT_DOUBLE_EQ(lr_at(s, 10), 0.1);  // as it says
+}
+
 TEST(Schedule, bad_options_are_errors_that_name_them) {
   ScheduleOptions s = options("cosin");
   std::string msg = error_of([&] { lr_at(s, 0); });

@@ -57,6 +57,10 @@ TEST(Wsd, a_run_lengthened_or_shortened_before_its_cooldown_is_the_run_planned_t
   TempRun run;
   std::ostringstream log;
   train::run_training(wsd_config(run, 20, "planned-20"), log);
+  EXPECT_NE(log.str().find("lr: warmup to 0.003 over steps 1-5, held through step 16, 1 - sqrt "
+                           "cooldown to 0.0003 by step 20 (wsd)\n"),
+            std::string::npos)
+      << log.str();
   train::run_training(wsd_config(run, 12, "planned-12"), log);
 
   // 12 planned: cooldown ceil(12 / 5) = 3 steps from update 9; stopped at step 8, before it.
