@@ -16,10 +16,10 @@
 //                             steps (0: a fifth of M, rounded up)
 //   step >= M       min_lr (constant: lr)
 // wsd after Hagele et al. 2024 ("Scaling Laws and Compute-Optimal Training Beyond Fixed Training
-// Durations", arXiv:2405.18392): a 1 - sqrt cooldown over the last 20% of the steps matches a
-// cosine schedule's final loss, and the run before the cooldown does not depend on M, so it can be
-// lengthened (--max-steps on resume) without its LR moving, and a cooldown taken from any of its
-// checkpoints. llm.c's wsd has the same shape (its decay point at 0.8 M).
+// Durations", arXiv:2405.18392): a 1 - sqrt cooldown over the last 20% of the steps matched or
+// beat a cosine schedule's final loss, and the run before the cooldown does not depend on M, so
+// it can be lengthened (--max-steps on resume) without its LR moving, and a cooldown taken from
+// any of its checkpoints. llm.c's wsd has the same shape (its decay point at 0.8 M).
 // Warmup is tested first, so a run shorter than its warmup (M <= W) simply never decays; that
 // keeps a debug run with a small max_steps legal.
 #pragma once
@@ -35,8 +35,8 @@ struct ScheduleOptions {
   double min_lr = 0.0;          // where the decay ends (ignored by constant)
   int64_t warmup_steps = 0;
   int64_t max_steps = 0;
-  int64_t cooldown_steps =
-      0;  // wsd: the steps before max_steps that decay; 0 = ceil(max_steps / 5)
+  // wsd: the steps before max_steps that decay; 0 = ceil(max_steps / 5)
+  int64_t cooldown_steps = 0;
 
   bool operator==(const ScheduleOptions&) const = default;
 };
