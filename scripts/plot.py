@@ -2,7 +2,11 @@
 """Draws train/val loss (and the learning rate) from a tessera run's metrics.jsonl to a PNG.
 
 usage: scripts/plot.py checkpoints/tiny/metrics.jsonl [-o loss.png]
+       scripts/plot.py checkpoints/tiny/metrics.jsonl checkpoints/tiny-wsd/metrics.jsonl -o runs.png
        scripts/plot.py --contexts lengthgen.csv [-o lengthgen.png] [--trained 128]
+
+Several metrics.jsonl files draw their runs side by side, each in a colour of its own named by its
+run directory: losses above, learning rates below, on one step axis.
 
 --contexts draws loss against context length from a CSV with columns model,context,loss (what
 scripts/lengthgen.sh writes), one line per model, the context axis in powers of two; --trained
@@ -15,6 +19,7 @@ Runs with Debian's python3-matplotlib (/usr/bin/python3).
 import argparse
 import csv
 import json
+import os
 import sys
 
 import matplotlib
@@ -25,19 +30,36 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("metrics", help="path to metrics.jsonl (or, with --contexts, the CSV)")
-    ap.add_argument("-o", "--output", default=None, help="PNG to write (default: next to metrics)")
+    ap.add_argument("metrics", nargs="+",
+                    help="metrics.jsonl of one run or more (or, with --contexts, the CSV)")
+    ap.add_argument("-o", "--output", default=None,
+                    help="PNG to write (default, for one file: next to it)")
     ap.add_argument("--contexts", action="store_true",
                     help="the input is a model,context,loss CSV: plot loss vs context length")
     ap.add_argument("--trained", type=int, default=0, help="--contexts: the trained length")
+    ap.add_argument("--ymax", type=float, default=None,
+                    help="top of the loss axis (the first steps' losses dwarf the rest)")
     args = ap.parse_args()
+    if len(args.metrics) > 1 and not args.output:
+        sys.exit("plot.py: several inputs need -o, the PNG to write")
     if args.contexts:
+        if len(args.metrics) > 1:
+            sys.exit("plot.py: --contexts takes one CSV")
+        args.metrics = args.metrics[0]
         plot_contexts(args)
         return
+    runs = [read_run(path) for path in args.metrics]
+    if len(runs) == 1:
+        plot_run(runs[0], args.output or args.metrics[0].rsplit(".", 1)[0] + ".png", args.ymax)
+    else:
+        plot_runs(runs, args.metrics, args.output, args.ymax)
 
+
+def read_run(path):
+    """The (step, value) series of one metrics.jsonl: train loss, val loss, lr, events."""
     train, val, lr, events = [], [], [], []
     try:
-        with open(args.metrics) as f:
+        with open(path) as f:
             for n, line in enumerate(f, 1):
                 line = line.strip()
                 if not line:
@@ -45,7 +67,7 @@ def main():
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
-                    sys.exit(f"{args.metrics}:{n}: not JSON ({e.msg})")
+                    sys.exit(f"{path}:{n}: not JSON ({e.msg})")
                 step = rec.get("step")
                 if step is None:
                     continue
@@ -58,10 +80,14 @@ def main():
                 if "event" in rec:
                     events.append((step, rec["event"]))
     except OSError as e:
-        sys.exit(f"{args.metrics}: {e.strerror}")
+        sys.exit(f"{path}: {e.strerror}")
     if not train and not val:
-        sys.exit(f"{args.metrics}: no loss records")
+        sys.exit(f"{path}: no loss records")
+    return {"train": train, "val": val, "lr": lr, "events": events}
 
+
+def plot_run(run, out, ymax=None):
+    train, val, lr, events = run["train"], run["val"], run["lr"], run["events"]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if train:
         ax.plot(*zip(*train), lw=0.8, alpha=0.8, label="train loss")
@@ -72,13 +98,48 @@ def main():
         ax.text(step, ax.get_ylim()[1], name, color="red", fontsize=7, rotation=90, va="top")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats per token)")
+    ax.set_ylim(top=ymax)
     ax.grid(alpha=0.3)
     if lr:
         ax2 = ax.twinx()
         ax2.plot(*zip(*lr), color="gray", lw=0.6, alpha=0.6, label="lr")
         ax2.set_ylabel("learning rate")
     ax.legend(loc="upper right")
-    out = args.output or args.metrics.rsplit(".", 1)[0] + ".png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print(out)
+
+
+def run_names(paths):
+    """Each file's run directory name; the whole folder path where two names are the same."""
+    names = [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in paths]
+    return [os.path.dirname(p) or "." if names.count(n) > 1 else n for p, n in zip(paths, names)]
+
+
+def plot_runs(runs, paths, out, ymax=None):
+    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True,
+                                    gridspec_kw={"height_ratios": [3, 1]})
+    for i, (run, name) in enumerate(zip(runs, run_names(paths))):
+        color = f"C{i}"
+        if run["train"]:
+            ax.plot(*zip(*run["train"]), color=color, lw=0.6, alpha=0.35)
+        if run["val"]:
+            ax.plot(*zip(*run["val"]), "o-", color=color, ms=3, lw=1.2,
+                    label=f"{name}: val {run['val'][-1][1]:.4f} at step {run['val'][-1][0]}")
+        elif run["train"]:
+            ax.plot([], [], color=color, label=f"{name} (train)")
+        for step, _ in run["events"]:
+            ax.axvline(step, color=color, lw=0.6, ls="--")
+        if run["lr"]:
+            ax_lr.plot(*zip(*run["lr"]), color=color, lw=1.0)
+    ax.set_ylabel("loss (nats per token)")
+    ax.set_title("train loss (thin) and val loss (dots)", fontsize=9)
+    ax.set_ylim(top=ymax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax_lr.set_xlabel("step")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     print(out)

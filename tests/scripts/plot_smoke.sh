@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# scripts/plot.py on hand-written metrics.jsonl files: one run, two runs side by side (named by
+# their run directories, the last validation loss in the legend), the errors that name a file and
+# line, and several inputs without -o. Skipped (77) without Debian's matplotlib.
+# Usage: tests/scripts/plot_smoke.sh
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+py=/usr/bin/python3
+"$py" -c "import matplotlib" 2>/dev/null || { echo "no matplotlib for $py: skipped"; exit 77; }
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+mkdir -p "$work/cosine" "$work/wsd"
+for run in cosine wsd; do
+  for s in 1 2 3 4; do
+    lr=$([ "$run" = wsd ] && echo 0.001 || awk "BEGIN { print 0.001 / $s }")
+    echo "{\"step\": $s, \"loss\": $((6 - s)).5, \"lr\": $lr}"
+  done >"$work/$run/metrics.jsonl"
+  echo "{\"step\": 4, \"val_loss\": $([ "$run" = wsd ] && echo 1.25 || echo 1.5)}" >>"$work/$run/metrics.jsonl"
+done
+echo '{"step": 3, "event": "rollback"}' >>"$work/wsd/metrics.jsonl"
+out=$("$py" "$root/scripts/plot.py" "$work/cosine/metrics.jsonl")
+[ "$out" = "$work/cosine/metrics.png" ] && [ -s "$out" ] || fail "one run: '$out'"
+out=$("$py" "$root/scripts/plot.py" "$work/cosine/metrics.jsonl" "$work/wsd/metrics.jsonl" \
+  -o "$work/both.png" --ymax 5)
+[ "$out" = "$work/both.png" ] && [ -s "$work/both.png" ] || fail "two runs: '$out'"
+# The legend's labels, as the figure has them.
+labels=$("$py" - "$root/scripts/plot.py" "$work" <<'PY'
+import importlib.util, sys
+import matplotlib.pyplot as plt
+spec = importlib.util.spec_from_file_location("plot", sys.argv[1])
+plot = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(plot)
+paths = [f"{sys.argv[2]}/{r}/metrics.jsonl" for r in ("cosine", "wsd")]
+saved = []
+plt.Figure.savefig = lambda fig, *a, **k: saved.append(fig)
+import contextlib, io
+with contextlib.redirect_stdout(io.StringIO()):  # its "unused.png" line
+    plot.plot_runs([plot.read_run(p) for p in paths], paths, "unused.png")
+print("|".join(t.get_text() for t in saved[0].axes[0].get_legend().get_texts()))
+PY
+)
+[ "$labels" = "cosine: val 1.5000 at step 4|wsd: val 1.2500 at step 4" ] || fail "labels '$labels'"
+if "$py" "$root/scripts/plot.py" "$work/cosine/metrics.jsonl" "$work/wsd/metrics.jsonl" \
+  >"$work/err" 2>&1; then fail "two inputs without -o"; fi
+grep -q "several inputs need -o" "$work/err" || fail "$(cat "$work/err")"
+echo '{"step": 5, "loss": ' >>"$work/wsd/metrics.jsonl"
+if "$py" "$root/scripts/plot.py" "$work/cosine/metrics.jsonl" "$work/wsd/metrics.jsonl" \
+  -o "$work/x.png" >"$work/err" 2>&1; then fail "a broken line was drawn"; fi
+grep -q "$work/wsd/metrics.jsonl:7: not JSON" "$work/err" || fail "$(cat "$work/err")"
+echo ok
