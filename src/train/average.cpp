@@ -1,0 +1,68 @@
+#include "train/average.h"
+
+#include <algorithm>
+
+#include "config/config.h"
+#include "core/error.h"
+#include "train/load.h"
+
+namespace tessera::train {
+
+Averaged average_checkpoints(const std::vector<std::string>& checkpoints) {
+  TESSERA_CHECK(checkpoints.size() >= 2, "average: needs two checkpoints or more, got ",
+                checkpoints.size());
+  Averaged out;
+  Config first, newest;
+  std::vector<std::string> names;
+  std::vector<std::vector<double>> sums;  // one per parameter, in the model's order
+  for (const std::string& given : checkpoints) {
+    LoadedModel m = load_model(given);
+    TESSERA_CHECK(!m.lora, m.path, " holds LoRA adapters: merge them into their base first ",
+                  "(build/merge), then average the merged checkpoints");
+    TESSERA_CHECK(std::find(out.paths.begin(), out.paths.end(), m.path) == out.paths.end(), m.path,
+                  " is given twice (", given, "): each checkpoint counts once");
+    const auto& params = m.model->parameters();
+    if (out.paths.empty()) {
+      first = m.config;
+      for (const auto& [name, t] : params) {
+        names.push_back(name);
+        sums.emplace_back(size_t(t.numel()), 0.0);
+        out.data.model.emplace_back(name, t.contiguous().clone());  // overwritten by the means
+      }
+    } else {
+      const std::string diff = model_difference(first.model, m.config.model);
+      TESSERA_CHECK(diff.empty(), "average: ", m.path, " is another model than ", out.paths[0],
+                    ": ", diff);
+    }
+    TESSERA_CHECK(params.size() == names.size(), "average: ", m.path, " has ", params.size(),
+                  " parameters, ", out.paths[0], " ", names.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      const auto& [name, t] = params[i];
+      TESSERA_CHECK(name == names[i] && size_t(t.numel()) == sums[i].size(), "average: ", m.path,
+                    "'s parameter ", i, " is ", name, " ", shape_str(t.shape()), " where ",
+                    out.paths[0], " has ", names[i]);
+      const Tensor c = t.contiguous();
+      const float* v = c.data<float>();
+      std::vector<double>& s = sums[i];
+      for (size_t j = 0; j < s.size(); ++j) s[j] += double(v[j]);
+    }
+    if (out.paths.empty() || m.step >= out.step) {  // the newest input's config and step
+      newest = m.config;
+      out.step = m.step;
+    }
+    out.paths.push_back(m.path);
+    out.steps.push_back(m.step);
+  }
+  const double n = double(out.paths.size());
+  for (size_t i = 0; i < sums.size(); ++i) {
+    float* v = out.data.model[i].second.data<float>();
+    for (size_t j = 0; j < sums[i].size(); ++j) v[j] = float(sums[i][j] / n);
+  }
+  newest.checkpoint.init.clear();
+  newest.checkpoint.resume.clear();
+  out.data.trainer_ints = {{"step", out.step}};
+  out.data.config_yaml = to_yaml(newest);
+  return out;
+}
+
+}  // namespace tessera::train
