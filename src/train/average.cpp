@@ -1,6 +1,6 @@
 #include "train/average.h"
 
-#include <algorithm>
+#include <filesystem>
 
 #include "config/config.h"
 #include "core/error.h"
@@ -19,8 +19,11 @@ Averaged average_checkpoints(const std::vector<std::string>& checkpoints) {
     LoadedModel m = load_model(given);
     TESSERA_CHECK(!m.lora, m.path, " holds LoRA adapters: merge them into their base first ",
                   "(build/merge), then average the merged checkpoints");
-    TESSERA_CHECK(std::find(out.paths.begin(), out.paths.end(), m.path) == out.paths.end(), m.path,
-                  " is given twice (", given, "): each checkpoint counts once");
+    for (const std::string& seen : out.paths)  // the same file under another spelling too
+      TESSERA_CHECK(!std::filesystem::equivalent(seen, m.path), m.path,
+                    seen == m.path ? " is given twice (" + given + ")"
+                                   : " is " + seen + " again (given as " + given + ")",
+                    ": each checkpoint counts once");
     const auto& params = m.model->parameters();
     if (out.paths.empty()) {
       first = m.config;

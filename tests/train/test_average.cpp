@@ -94,6 +94,10 @@ TEST(Average, refuses_one_checkpoint_a_file_given_twice_another_model_and_adapte
   // The run directory resolves to its latest, step 12.
   m = error_of([&] { train::average_checkpoints({last, dir.string()}); });
   EXPECT_NE(m.find(last + " is given twice (" + dir.string() + ")"), std::string::npos) << m;
+  const std::string dotted = (dir / "." / checkpoint_name(12)).string();  // another spelling
+  m = error_of([&] { train::average_checkpoints({last, dotted}); });
+  EXPECT_NE(m.find(dotted + " is " + last + " again (given as " + dotted + ")"), std::string::npos)
+      << m;
 
   Config wider = run.config(4);
   wider.model.n_embd = 48, wider.train.run_name = "wider";
