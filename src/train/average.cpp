@@ -13,8 +13,7 @@ Averaged average_checkpoints(const std::vector<std::string>& checkpoints) {
                 checkpoints.size());
   Averaged out;
   Config first, newest;
-  std::vector<std::string> names;
-  std::vector<std::vector<double>> sums;  // one per parameter, in the model's order
+  std::vector<std::vector<double>> sums;  // one per parameter, in out.data.model's order
   for (const std::string& given : checkpoints) {
     LoadedModel m = load_model(given);
     TESSERA_CHECK(!m.lora, m.path, " holds LoRA adapters: merge them into their base first ",
@@ -28,7 +27,6 @@ Averaged average_checkpoints(const std::vector<std::string>& checkpoints) {
     if (out.paths.empty()) {
       first = m.config;
       for (const auto& [name, t] : params) {
-        names.push_back(name);
         sums.emplace_back(size_t(t.numel()), 0.0);
         out.data.model.emplace_back(name, t.contiguous().clone());  // overwritten by the means
       }
@@ -37,13 +35,15 @@ Averaged average_checkpoints(const std::vector<std::string>& checkpoints) {
       TESSERA_CHECK(diff.empty(), "average: ", m.path, " is another model than ", out.paths[0],
                     ": ", diff);
     }
-    TESSERA_CHECK(params.size() == names.size(), "average: ", m.path, " has ", params.size(),
-                  " parameters, ", out.paths[0], " ", names.size());
+    const auto& held = out.data.model;  // the first input's names and shapes
+    TESSERA_CHECK(params.size() == held.size(), "average: ", m.path, " has ", params.size(),
+                  " parameters, ", out.paths[0], " ", held.size());
     for (size_t i = 0; i < params.size(); ++i) {
       const auto& [name, t] = params[i];
-      TESSERA_CHECK(name == names[i] && size_t(t.numel()) == sums[i].size(), "average: ", m.path,
-                    "'s parameter ", i, " is ", name, " ", shape_str(t.shape()), " where ",
-                    out.paths[0], " has ", names[i]);
+      TESSERA_CHECK(name == held[i].first && t.shape() == held[i].second.shape(),
+                    "average: ", m.path, "'s parameter ", i, " is ", name, " ",
+                    shape_str(t.shape()), " where ", out.paths[0], " has ", held[i].first, " ",
+                    shape_str(held[i].second.shape()));
       const Tensor c = t.contiguous();
       const float* v = c.data<float>();
       std::vector<double>& s = sums[i];
