@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <numbers>
+#include <sstream>
 
 #include "core/error.h"
 
@@ -67,26 +67,27 @@ double lr_at(const ScheduleOptions& s, int64_t step) {
 std::string describe(const ScheduleOptions& s) {
   validate(s);
   const Kind k = kind_of(s.name);
-  auto num = [](double x) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%g", x);
-    return std::string(buf);
-  };
-  std::string out = "lr: ";
-  out += s.warmup_steps > 0
-             ? "warmup to " + num(s.lr) + " over steps 1-" + std::to_string(s.warmup_steps)
-             : num(s.lr) + " from step 1";
-  if (k == Kind::Constant) return out + ", then constant (" + s.name + ")";
-  if (s.max_steps <= s.warmup_steps)  // lr_at's rule: past the warmup, the decay has ended
-    return out + ", then " + num(s.min_lr) + " (the decay's end, step " +
-           std::to_string(s.max_steps) + ", is within the warmup)";
-  const int64_t start = decay_start(s, k);
-  if (start > s.warmup_steps) out += ", held through step " + std::to_string(start);
-  const char* shape = k == Kind::Cosine   ? "cosine decay"
-                      : k == Kind::Linear ? "linear decay"
-                                          : "1 - sqrt cooldown";
-  return out + ", " + shape + " to " + num(s.min_lr) + " by step " + std::to_string(s.max_steps) +
-         " (" + s.name + ")";
+  std::ostringstream out;  // doubles as %g writes them: 0.001, 1e-05
+  out << "lr: ";
+  if (s.warmup_steps > 0)
+    out << "warmup to " << s.lr << " over steps 1-" << s.warmup_steps;
+  else
+    out << s.lr << " from step 1";
+  if (k == Kind::Constant) {
+    out << ", then constant (" << s.name << ")";
+  } else if (s.max_steps <= s.warmup_steps) {  // lr_at's rule: past the warmup, the decay ended
+    out << ", then " << s.min_lr << " (the decay's end, step " << s.max_steps
+        << ", is within the warmup)";
+  } else {
+    const int64_t start = decay_start(s, k);
+    if (start > s.warmup_steps) out << ", held through step " << start;
+    out << ", "
+        << (k == Kind::Cosine   ? "cosine decay"
+            : k == Kind::Linear ? "linear decay"
+                                : "1 - sqrt cooldown")
+        << " to " << s.min_lr << " by step " << s.max_steps << " (" << s.name << ")";
+  }
+  return out.str();
 }
 
 }  // namespace tessera
