@@ -92,6 +92,10 @@ void visit_section(S& s, F&& f) {
   f("cooldown_steps", s.cooldown_steps);
   f("clip_value", s.clip_value);
   f("loss_scale", s.loss_scale);
+  f("muon_momentum", s.muon_momentum);
+  f("muon_nesterov", s.muon_nesterov);
+  f("muon_ns_steps", s.muon_ns_steps);
+  f("muon_adjust", s.muon_adjust);
 }
 
 template <Section<EvalConfig> S, typename F>

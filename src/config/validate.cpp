@@ -320,25 +320,39 @@ void check_train(const Config& c, Problems& p) {
 
 void check_optim(const Config& c, Problems& p) {
   const OptimConfig& o = c.optim;
-  p.one_of("optim.name", o.name, {"adamw", "lomo", "adalomo"});
+  p.one_of("optim.name", o.name, {"adamw", "muon", "lomo", "adalomo"});
   p.non_negative("optim.clip_value", o.clip_value);
   p.positive("optim.loss_scale", o.loss_scale);
-  // AdamW clips the global norm (optim.grad_clip) and has no loss scale: these would be ignored.
-  if (o.name == "adamw" && o.clip_value != 0)
-    p.add("optim.clip_value (", o.clip_value, ") applies to lomo and adalomo only; AdamW clips the "
-          "global gradient norm (optim.grad_clip)");
-  if (o.name == "adamw" && o.loss_scale != 1)
+  // AdamW (and Muon beside it) clips the global norm (optim.grad_clip) and has no loss scale:
+  // these would be ignored.
+  if (!o.updates_in_backward() && o.clip_value != 0)
+    p.add("optim.clip_value (", o.clip_value, ") applies to lomo and adalomo only; ", o.name,
+          " clips the global gradient norm (optim.grad_clip)");
+  if (!o.updates_in_backward() && o.loss_scale != 1)
     p.add("optim.loss_scale (", o.loss_scale, ") applies to lomo and adalomo only");
   // LOMO and AdaLomo have no first moment and no epsilon of AdamW's kind (AdaLomo's second-moment
   // decay follows the step, Lv et al. 2023): these would be ignored. That they cannot accumulate
   // gradients is checked where the world size is known (Trainer::build_optimizer).
-  if (o.name != "adamw") {
+  if (o.updates_in_backward()) {
     const OptimConfig d;
     for (const auto& [key, value, fallback] :
          {std::tuple{"beta1", o.beta1, d.beta1}, {"beta2", o.beta2, d.beta2}, {"eps", o.eps, d.eps}})
       if (value != fallback)
         p.add("optim.", key, " (", value, ") applies to adamw only; optim.name '", o.name,
               "' would ignore it");
+  }
+  if (o.name == "muon") {
+    if (!(o.muon_momentum >= 0 && o.muon_momentum < 1))
+      p.add("optim.muon_momentum must be in [0, 1), got ", o.muon_momentum);
+    if (o.muon_ns_steps < 1 || o.muon_ns_steps > 100)
+      p.add("optim.muon_ns_steps must be in [1, 100], got ", o.muon_ns_steps);
+    p.one_of("optim.muon_adjust", o.muon_adjust, {"match_rms_adamw", "original"});
+  } else {
+    const OptimConfig d;
+    if (o.muon_momentum != d.muon_momentum || o.muon_nesterov != d.muon_nesterov ||
+        o.muon_ns_steps != d.muon_ns_steps || o.muon_adjust != d.muon_adjust)
+      p.add("optim.muon_* keys apply to optim.name muon only; optim.name '", o.name,
+            "' would ignore them");
   }
   p.positive("optim.lr", o.lr);
   p.non_negative("optim.min_lr", o.min_lr);
@@ -541,8 +555,10 @@ void check_lora(const Config& c, Problems& p) {
   }
   check_lora_rank(c, p);
   if (c.optim.name != "adamw")
-    p.add("lora.rank > 0 trains adapters with optim.name adamw; got '", c.optim.name,
-          "' (LOMO and AdaLomo are for full-parameter training)");
+    p.add("lora.rank > 0 trains adapters with optim.name adamw; got '", c.optim.name, "' (",
+          c.optim.name == "muon" ? "Muon orthogonalises the model's own matrices"
+                                 : "LOMO and AdaLomo are for full-parameter training",
+          ")");
   if (c.checkpoint.init.empty())
     p.add("lora.rank > 0 needs checkpoint.init (--init): the base checkpoint the adapters adapt");
 }
@@ -560,7 +576,11 @@ void check_dist(const Config& c, Problems& p) {
   if (d.bucket_mb > double(1 << 20))  // bytes as an int64_t, and beyond any model's gradients
     p.add("dist.bucket_mb must be at most 1048576 (1 TiB), got ", d.bucket_mb);
   if (d.zero != 0 && d.zero != 1) p.add("dist.zero must be 0 or 1, got ", d.zero);
-  if (d.zero == 1 && c.optim.name != "adamw")
+  if (d.zero == 1 && c.optim.name == "muon")
+    p.add(
+        "dist.zero 1 shards AdamW's state by flat ranges; Muon orthogonalises whole matrices "
+        "on every rank: use dist.zero 0 with optim.name muon");
+  else if (d.zero == 1 && c.optim.name != "adamw")
     p.add("dist.zero 1 shards AdamW's state; optim.name '", c.optim.name, "' has none to shard");
 }
 

@@ -43,6 +43,13 @@ bool is_block_linear(Part p) {
          p == Part::Gate || p == Part::Up || p == Part::Down;
 }
 
+std::vector<std::string> muon_parameters(const GPTConfig& cfg) {
+  std::vector<std::string> out;
+  for (const ParamSpec& s : param_specs(cfg))
+    if (is_block_linear(s.part) && !s.bias) out.push_back(s.name);
+  return out;
+}
+
 std::string hf_block_prefix(const GPTConfig& cfg, int64_t layer) {
   return hf_arch(cfg).block_prefix + std::to_string(layer) + ".";
 }

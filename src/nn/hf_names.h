@@ -72,4 +72,8 @@ std::vector<ParamSpec> param_specs(const GPTConfig& cfg);
 // Whether a part is one of the Linear layers inside a block (attention and MLP projections).
 bool is_block_linear(Part part);
 
+// The parameters Muon updates (optim/muon.h): the weight of every Linear inside a block, in
+// creation order. The embeddings, the head, the norms and the biases keep AdamW.
+std::vector<std::string> muon_parameters(const GPTConfig& cfg);
+
 }  // namespace tessera::nn

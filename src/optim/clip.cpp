@@ -49,23 +49,24 @@ void scale_grad(const std::string& name, const Tensor& grad, double s) {
 
 }  // namespace
 
-double sum_of_squares(const std::vector<Tensor>& pieces) {
+std::vector<double> sums_of_squares(const std::vector<Tensor>& pieces) {
   NoGradGuard no_grad;
-  std::vector<Tensor> items;
-  for (const Tensor& g : pieces) {
+  std::vector<Tensor> items(pieces.size());
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const Tensor& g = pieces[i];
     if (!g.defined() || g.numel() == 0) continue;
     visit_grad("sum_of_squares", g, [](auto) {});  // f32, f64 or bf16, or an error
-    items.push_back(g.is_contiguous() ? g.detach() : g.detach().contiguous());
+    items[i] = g.is_contiguous() ? g.detach() : g.detach().contiguous();
   }
   // One buffer of sums per device, read back once.
   std::vector<double> sums(items.size(), 0.0);
   std::vector<bool> done(items.size(), false);
   for (size_t i = 0; i < items.size(); ++i) {
-    if (done[i]) continue;
+    if (done[i] || !items[i].defined()) continue;
     const Device dev = items[i].device();
     std::vector<size_t> here;
     for (size_t j = i; j < items.size(); ++j)
-      if (!done[j] && items[j].device() == dev) here.push_back(j);
+      if (!done[j] && items[j].defined() && items[j].device() == dev) here.push_back(j);
     Tensor out = Tensor::empty({int64_t(here.size())}, {DType::F64, dev});
     for (size_t k = 0; k < here.size(); ++k)
       TESSERA_KERNEL(out, sum_squares)(out.narrow(0, int64_t(k), 1), items[here[k]]);
@@ -75,6 +76,11 @@ double sum_of_squares(const std::vector<Tensor>& pieces) {
       done[here[k]] = true;
     }
   }
+  return sums;
+}
+
+double sum_of_squares(const std::vector<Tensor>& pieces) {
+  const std::vector<double> sums = sums_of_squares(pieces);
   double total = 0.0;
   for (double x : sums) total += x;  // in the order given, whatever the devices
   return total;

@@ -26,7 +26,9 @@ double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm);
 void clip_grads(const std::vector<NamedParam>& params, double norm, double max_norm);
 
 // The pieces behind them, for flat gradient buffers and their shards (optim/flat_adamw.h):
-// the sum over every tensor of its sum of squares, each in double, added in the order given;
+// each tensor's sum of squares in double (0 for an undefined or empty one), read back from each
+// device in one transfer; and their sum, added in the order given;
+std::vector<double> sums_of_squares(const std::vector<Tensor>& pieces);
 double sum_of_squares(const std::vector<Tensor>& pieces);
 // max_norm / (norm + 1e-6) when clipping is due, else 1 (adamw_step_flat's grad_scale).
 double clip_coefficient(double norm, double max_norm);

@@ -22,15 +22,25 @@
 // one parameter at a time (each owner broadcasts its pieces): rank 0 never holds more than one
 // parameter's state beyond its own shard. load_state() takes this rank's pieces from the
 // per-parameter tensors.
+//
+// Muon (optim/muon.h, optim.name muon): the parameters named in FlatAdamWOptions::muon (the
+// blocks' matrices) take Muon's update instead of AdamW's, every other one AdamW's, in the same
+// step: the gradient norm and clipping cover all of them, the AdamW kernel runs over the ranges
+// between the Muon matrices. A Muon matrix keeps its momentum where AdamW keeps m (saved as
+// /optimizer/<name>/momentum) and no v: v holds the AdamW parameters' only. Muon needs whole
+// matrices on each rank, so it is not sharded (zero is refused); every rank computes the same
+// update from the same mean gradients.
 #pragma once
 
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "distributed/communicator.h"
 #include "optim/adamw.h"
 #include "optim/flat.h"
+#include "optim/muon.h"
 #include "optim/optimizer.h"
 
 namespace tessera {
@@ -46,6 +56,9 @@ struct FlatAdamWOptions {
   // The most elements one adamw_step_flat launch updates: its decay bounds are i32 offsets, so a
   // longer owned range is split (a 3e9-parameter model on one GPU: 3 launches). Tests set it small.
   int64_t max_range = int64_t(1) << 30;
+  // Parameters (2-D) updated by Muon instead of AdamW, with its options; empty: AdamW for all.
+  std::vector<std::string> muon = {};
+  MuonOptions muon_options = {};
 };
 
 class FlatAdamW : public Optimizer {
@@ -53,7 +66,7 @@ class FlatAdamW : public Optimizer {
   FlatAdamW(FlatParams& flat, dist::Communicator& comm, FlatAdamWOptions options);
   ~FlatAdamW() override;
 
-  std::string name() const override { return "adamw"; }
+  std::string name() const override { return muon_.empty() ? "adamw" : "muon"; }
   void backward(const Tensor& loss, bool last) override;
   std::optional<double> grad_norm() override;
   double step(double lr) override;
@@ -78,6 +91,10 @@ class FlatAdamW : public Optimizer {
   std::vector<Piece> pieces_of(const FlatParams::Slot& s) const;
   Tensor gather(const Tensor& local, const FlatParams::Slot& s);  // the slot's full state
   Tensor view(const Tensor& t, int64_t begin, int64_t size) const;
+  Tensor matrix(const Tensor& flat, const FlatParams::Slot& s) const;  // s's (rows, cols) view
+  bool is_muon(const FlatParams::Slot& s) const;
+  int64_t v_offset(const FlatParams::Slot& s) const;  // into v_ (unsharded)
+  void muon_step(double lr, double coef);
 
   FlatParams& flat_;
   dist::Communicator& comm_;
@@ -86,8 +103,16 @@ class FlatAdamW : public Optimizer {
   std::unique_ptr<dist::GradSync> sync_;        // world > 1
   std::vector<std::vector<FlatRange>> owned_;   // per rank
   std::vector<std::vector<int64_t>> local_;     // per rank: compact offset of each owned range
-  std::vector<Tensor> decay_;                   // per owned range of this rank
-  Tensor m_, v_, master_;  // this rank's compact state; master_ aliases the values unless bf16
+  struct AdamRange {  // a range of this rank's state that AdamW updates (between Muon matrices)
+    FlatRange flat;
+    int64_t local, vlocal;  // offsets into m_ and master_, and into v_
+    Tensor decay;           // FlatParams::decay_ranges
+  };
+  std::vector<AdamRange> adam_;
+  std::vector<size_t> muon_;  // indices into flat_.slots() of the Muon matrices
+  // This rank's compact state: m_ and master_ over its owned ranges (master_ aliases the values
+  // unless bf16), v_ over its AdamW ranges.
+  Tensor m_, v_, master_;
   bool own_master_ = false;
   std::optional<double> norm_;
   int64_t t_ = 0;

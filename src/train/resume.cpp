@@ -63,7 +63,7 @@ Config resolve_tokens_per_step(Config cfg, const std::optional<Resumable>& resum
   // The kept figure must split into this run's micro-batches (LOMO's: exactly one per rank), or
   // the error would name a train.total_batch_size this config never set.
   const int64_t tokens = it->second, T = cfg.sequence_length(), B = cfg.train.batch_size;
-  const bool fused = cfg.optim.name != "adamw";  // updates inside backward: no accumulation
+  const bool fused = cfg.optim.updates_in_backward();  // no accumulation
   const int64_t pass = cfg.tokens_per_step(world);  // B x T x world: total_batch_size is 0 here
   if (tokens % pass != 0 || (fused && tokens != pass)) {
     std::string hint;

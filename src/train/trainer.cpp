@@ -140,10 +140,13 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   next_segment_id_ = agreed_segment_id(*comm_);
   // Every rank has rank 0's config now: all stop here together, before the run dir is touched.
   // LOMO updates each parameter as its gradient is ready: none to accumulate into (Lv et al. 2023).
-  TESSERA_CHECK(cfg_.optim.name == "adamw" || accum_ == 1, "optim.name '", cfg_.optim.name,
-                "' updates during backward and cannot accumulate gradients: train.total_batch_size (",
-                cfg_.tokens_per_step(world_), " tokens) must be 0 or train.batch_size x sequence "
-                "length x world = ", B_, " x ", T_, " x ", world_, " = ", B_ * T_ * world_);
+  TESSERA_CHECK(
+      !cfg_.optim.updates_in_backward() || accum_ == 1, "optim.name '", cfg_.optim.name,
+      "' updates during backward and cannot accumulate gradients: train.total_batch_size (",
+      cfg_.tokens_per_step(world_),
+      " tokens) must be 0 or train.batch_size x sequence "
+      "length x world = ",
+      B_, " x ", T_, " x ", world_, " = ", B_ * T_ * world_);
   std::string dir_error;
   if (rank_ == 0) {
     for (const std::string& note : val_notes)
@@ -228,16 +231,25 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
 
 void Trainer::build_optimizer() {
   const OptimConfig& o = cfg_.optim;
-  if (o.name == "adamw") {
+  if (!o.updates_in_backward()) {
     flat_ = std::make_unique<FlatParams>(
         params_, FlatOptions{.bucket_bytes = int64_t(cfg_.dist.bucket_mb * (1 << 20)),
                              .pad = world_});
     opt_ = std::make_unique<FlatAdamW>(
         *flat_, *comm_,
-        FlatAdamWOptions{.adam = {.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps,
+        FlatAdamWOptions{.adam = {.lr = o.lr,
+                                  .beta1 = o.beta1,
+                                  .beta2 = o.beta2,
+                                  .eps = o.eps,
                                   .weight_decay = o.weight_decay},
                          .max_norm = o.grad_clip,
-                         .zero = cfg_.dist.zero == 1});
+                         .zero = cfg_.dist.zero == 1,
+                         .muon = o.name == "muon" ? nn::muon_parameters(model_.config())
+                                                  : std::vector<std::string>{},
+                         .muon_options = {.momentum = o.muon_momentum,
+                                          .nesterov = o.muon_nesterov,
+                                          .ns_steps = o.muon_ns_steps,
+                                          .adjust = o.muon_adjust}});
   } else {
     opt_ = std::make_unique<LomoStep>(
         params_, LomoOptions{.name = o.name, .weight_decay = o.weight_decay,
@@ -301,7 +313,7 @@ Tensor Trainer::micro_loss(const data::Batch& b, int64_t window, double weight) 
   // the loss computes the logits' gradient in its forward (the fused classifier). LOMO's
   // two-pass clipping runs the backward twice: not fused. Nor under TESSERA_UNFUSED=1, nor for a
   // micro-batch that scores nothing (weight 0).
-  const double fused_dy = opt_->name() == "adamw" && !unfused_ ? weight : 0.0;
+  const double fused_dy = !cfg_.optim.updates_in_backward() && !unfused_ ? weight : 0.0;
   Tensor loss = model_.loss(b.inputs, b.targets, true, fused_dy);
   if (poisoned_.count(window) && cfg_.spike.inject_kind != "corrupt") {
     const double s = cfg_.spike.inject_kind == "nan" ? std::nan("") : cfg_.spike.inject_scale;

@@ -21,6 +21,7 @@
 #include "core/storage.h"
 #include "data/loader.h"
 #include "distributed/communicator.h"
+#include "nn/hf_names.h"
 #include "nn/unfused.h"
 #include "ops/ops.h"
 #include "optim/flat.h"

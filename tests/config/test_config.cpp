@@ -422,7 +422,7 @@ TEST(ConfigValidation, each_rule_names_its_key) {
       {"model.n_layer=4294967300", "for their f32 weights alone, more than this host's"},
       {"model.norm=" + std::string(300, 'x'),
        "got '" + std::string(64, 'x') + "...' (300 characters)"},
-      {"optim.name=sgd", "optim.name must be one of adamw, lomo, adalomo"},
+      {"optim.name=sgd", "optim.name must be one of adamw, muon, lomo, adalomo"},
       {"log.interval=0", "log.interval must be positive"},
       {"optim.name=lomo;dist.zero=1",
        "dist.zero 1 shards AdamW's state; optim.name 'lomo' has none to shard"},

@@ -98,6 +98,45 @@ TEST(ConfigValidation, fused_optimizers_refuse_adamws_keys) {
   EXPECT_NO_THROW(cfg.validate());
 }
 
+// Muon's keys belong to optim.name muon, which keeps AdamW's (its embeddings, head and vectors
+// take AdamW's update); Muon needs whole matrices on each rank (no ZeRO-1) and a model's own
+// matrices (no LoRA).
+TEST(ConfigValidation, muon_keys_apply_to_muon_alone_and_muon_refuses_zero_and_lora) {
+  Config cfg;
+  apply_override(cfg, "optim.muon_momentum=0.9");
+  EXPECT_CONTAINS(error_of([&] { cfg.validate(); }),
+                  "optim.muon_* keys apply to optim.name muon only; optim.name 'adamw' would "
+                  "ignore them");
+  apply_override(cfg, "optim.name=muon");
+  apply_override(cfg, "optim.beta2=0.99");
+  apply_override(cfg, "train.total_batch_size=1536");  // accumulates, as AdamW does
+  EXPECT_NO_THROW(cfg.validate());
+  for (const auto& [set, says] : std::vector<std::pair<std::string, std::string>>{
+           {"optim.muon_momentum=1", "optim.muon_momentum must be in [0, 1), got 1"},
+           {"optim.muon_ns_steps=0", "optim.muon_ns_steps must be in [1, 100], got 0"},
+           {"optim.muon_adjust=rms",
+            "optim.muon_adjust must be one of match_rms_adamw, original; got 'rms'"},
+           {"optim.clip_value=0.5",
+            "optim.clip_value (0.5) applies to lomo and adalomo only; "
+            "muon clips the global gradient norm"},
+           {"dist.zero=1", "Muon orthogonalises whole matrices on every rank: use dist.zero 0"},
+           {"lora.rank=8;checkpoint.init=base.h5",
+            "lora.rank > 0 trains adapters with optim.name adamw; got 'muon' (Muon "
+            "orthogonalises the model's own matrices)"}}) {
+    Config bad = cfg;
+    std::string rest = set;
+    for (size_t cut; (cut = rest.find(';')) != std::string::npos; rest = rest.substr(cut + 1))
+      apply_override(bad, rest.substr(0, cut));
+    apply_override(bad, rest);
+    EXPECT_CONTAINS(error_of([&] { bad.validate(); }), says);
+  }
+  apply_override(cfg, "optim.name=lomo");
+  apply_override(cfg, "optim.beta2=0.95");
+  apply_override(cfg, "train.total_batch_size=0");
+  EXPECT_CONTAINS(error_of([&] { cfg.validate(); }),
+                  "optim.muon_* keys apply to optim.name muon only; optim.name 'lomo'");
+}
+
 // min_lr is where a decay ends: a constant schedule ignores it, so a fine-tuning --lr below the
 // default min_lr needs no min_lr of its own there; cosine and linear still refuse it.
 TEST(ConfigValidation, min_lr_above_lr_is_refused_only_for_a_decaying_schedule) {
