@@ -134,12 +134,11 @@ struct OptimConfig {
   int64_t cooldown_steps = 0;  // wsd: the steps before decay_steps that decay; 0 = a fifth of them
   double clip_value = 0;   // lomo/adalomo: clamp each gradient element to +-clip_value; 0 = off
   double loss_scale = 1;   // lomo/adalomo: gradients are divided by it before the update
-  // muon (optim/muon.h): the blocks' matrices take Muon's update, the rest AdamW's (lr,
-  // weight_decay, beta1, beta2, eps serve both)
+  // muon (optim/muon.h): the blocks' matrices take Muon's update, scaled to AdamW's RMS, the rest
+  // AdamW's: one lr and weight_decay serve both (beta1, beta2, eps are AdamW's)
   double muon_momentum = 0.95;
   bool muon_nesterov = true;
-  int64_t muon_ns_steps = 5;                    // Newton-Schulz iterations
-  std::string muon_adjust = "match_rms_adamw";  // match_rms_adamw | original: the lr's scale
+  int64_t muon_ns_steps = 5;  // Newton-Schulz iterations
 
   // LOMO and AdaLomo update each parameter inside backward: no gradient accumulation, no fused
   // classifier (the backward runs twice with norm clipping).

@@ -95,7 +95,6 @@ void visit_section(S& s, F&& f) {
   f("muon_momentum", s.muon_momentum);
   f("muon_nesterov", s.muon_nesterov);
   f("muon_ns_steps", s.muon_ns_steps);
-  f("muon_adjust", s.muon_adjust);
 }
 
 template <Section<EvalConfig> S, typename F>

@@ -346,11 +346,10 @@ void check_optim(const Config& c, Problems& p) {
       p.add("optim.muon_momentum must be in [0, 1), got ", o.muon_momentum);
     if (o.muon_ns_steps < 1 || o.muon_ns_steps > 100)
       p.add("optim.muon_ns_steps must be in [1, 100], got ", o.muon_ns_steps);
-    p.one_of("optim.muon_adjust", o.muon_adjust, {"match_rms_adamw", "original"});
   } else {
     const OptimConfig d;
     if (o.muon_momentum != d.muon_momentum || o.muon_nesterov != d.muon_nesterov ||
-        o.muon_ns_steps != d.muon_ns_steps || o.muon_adjust != d.muon_adjust)
+        o.muon_ns_steps != d.muon_ns_steps)
       p.add("optim.muon_* keys apply to optim.name muon only; optim.name '", o.name,
             "' would ignore them");
   }

@@ -248,8 +248,7 @@ void Trainer::build_optimizer() {
                                                   : std::vector<std::string>{},
                          .muon_options = {.momentum = o.muon_momentum,
                                           .nesterov = o.muon_nesterov,
-                                          .ns_steps = o.muon_ns_steps,
-                                          .adjust = o.muon_adjust}});
+                                          .ns_steps = o.muon_ns_steps}});
   } else {
     opt_ = std::make_unique<LomoStep>(
         params_, LomoOptions{.name = o.name, .weight_decay = o.weight_decay,

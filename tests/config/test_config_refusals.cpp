@@ -114,8 +114,6 @@ TEST(ConfigValidation, muon_keys_apply_to_muon_alone_and_muon_refuses_zero_and_l
   for (const auto& [set, says] : std::vector<std::pair<std::string, std::string>>{
            {"optim.muon_momentum=1", "optim.muon_momentum must be in [0, 1), got 1"},
            {"optim.muon_ns_steps=0", "optim.muon_ns_steps must be in [1, 100], got 0"},
-           {"optim.muon_adjust=rms",
-            "optim.muon_adjust must be one of match_rms_adamw, original; got 'rms'"},
            {"optim.clip_value=0.5",
             "optim.clip_value (0.5) applies to lomo and adalomo only; "
             "muon clips the global gradient norm"},

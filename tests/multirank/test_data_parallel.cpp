@@ -533,6 +533,19 @@ TEST_F(DataParallel, lomo_and_adalomo_on_two_ranks_train_like_one_process) {
   }
 }
 
+// Muon beside AdamW: every rank orthogonalises the same mean gradients of each block matrix, so 2
+// ranks train as 1 process with the same global batch (4 micro-batches of 2 windows, or 2 on each).
+TEST_F(DataParallel, muon_on_two_ranks_trains_like_one_process) {
+  Config c = config(16);
+  c.optim.name = "muon";
+  const RunDir one = train(1, c, "muon1"), two = train(2, c, "muon2");
+  expect_same_losses(one, two, 1, 16);
+  const double d = max_param_diff(one.last(), two.last());
+  std::printf("muon: max parameter difference 2 ranks vs 1: %.3g\n", d);
+  EXPECT_LT(d, kParamTol);
+  EXPECT_LT(one.losses().at(16), one.losses().at(1) - 0.5);
+}
+
 // bf16 mixed precision on the device: each micro-batch's forward and backward are the same on
 // every rank count (the same windows in the same steps); the runs differ in the order of the f32
 // gradient sums (one rank's weight-gradient gemms add each micro-batch onto the ones before with
