@@ -232,6 +232,18 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
 void Trainer::build_optimizer() {
   const OptimConfig& o = cfg_.optim;
   if (!o.updates_in_backward()) {
+    const std::vector<std::string> muon =
+        o.name == "muon" ? nn::muon_parameters(model_.config()) : std::vector<std::string>{};
+    if (!muon.empty()) {
+      int64_t in_muon = 0, rest = 0;
+      for (const NamedParam& p : params_)
+        (std::find(muon.begin(), muon.end(), p.name) != muon.end() ? in_muon : rest) +=
+            p.param.numel();
+      out_->log() << "muon: " << muon.size() << " block matrices (" << in_muon
+                  << " parameters) orthogonalised; AdamW for the other "
+                  << params_.size() - muon.size() << " tensors (" << rest
+                  << " parameters: embeddings, head, norms, biases)\n";
+    }
     flat_ = std::make_unique<FlatParams>(
         params_, FlatOptions{.bucket_bytes = int64_t(cfg_.dist.bucket_mb * (1 << 20)),
                              .pad = world_});
@@ -244,8 +256,7 @@ void Trainer::build_optimizer() {
                                   .weight_decay = o.weight_decay},
                          .max_norm = o.grad_clip,
                          .zero = cfg_.dist.zero == 1,
-                         .muon = o.name == "muon" ? nn::muon_parameters(model_.config())
-                                                  : std::vector<std::string>{},
+                         .muon = muon,
                          .muon_options = {.momentum = o.muon_momentum,
                                           .nesterov = o.muon_nesterov,
                                           .ns_steps = o.muon_ns_steps}});

@@ -3,6 +3,7 @@
 // public entry point is run_training (trainer.h).
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>

@@ -43,6 +43,11 @@ TEST(MuonTraining, resumes_bit_for_bit_and_keeps_momentum_for_the_block_matrices
   EXPECT_EQ(metric(a, "loss"), metric(b, "loss"));
   EXPECT_EQ(metric(a, "val_loss"), metric(b, "val_loss"));
   EXPECT_EQ(metric(a, "loss").size(), 12u);
+  EXPECT_NE(log.str().find("muon: 8 block matrices (24576 parameters) orthogonalised; AdamW for "
+                           "the other 20 tensors (9632 parameters: embeddings, head, norms, "
+                           "biases)\n"),
+            std::string::npos)
+      << log.str();
   // It learns: 4.47 after 12 steps (AdamW alone: 4.40; the uniform guess is ln 257 = 5.55).
   EXPECT_LT(whole.last_train_loss, 4.8) << log.str();
 
