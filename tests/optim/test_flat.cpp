@@ -21,6 +21,7 @@
 #include "optim/adamw.h"
 #include "optim/flat.h"
 #include "optim/flat_adamw.h"
+#include "optim/flat_fixture.h"
 #include "test_util.h"
 
 namespace tessera {
@@ -29,42 +30,11 @@ namespace {
 using testing::bytes;
 using testing::values;
 
-Tensor leaf(const Shape& shape, Generator& g, DType t = DType::F32) {
-  Tensor p = randn(shape, g).to(t);
-  p.requires_grad_();
-  return p;
-}
-
-std::unique_ptr<dist::Communicator> single() {
-  dist::CommOptions o;
-  o.backend = "single";
-  return dist::make_communicator(o, dist::LaunchInfo{});
-}
-
-// The model's order: an embedding (used first), a bias, a matrix, a norm gain (used last).
-std::vector<NamedParam> model_params(Generator& g, DType t = DType::F32) {
-  return {{"wte", leaf({10, 6}, g, t)},
-          {"b", leaf({6}, g, t)},
-          {"w", leaf({6, 5}, g, t)},
-          {"ln", leaf({5}, g, t)}};
-}
-
-// Separate copies of the parameters (for a reference optimizer run beside the flat one).
-std::vector<NamedParam> twin_of(const std::vector<NamedParam>& params) {
-  std::vector<NamedParam> twin;
-  for (const auto& p : params) {
-    Tensor c = p.param.detach().clone();
-    c.requires_grad_();
-    twin.push_back({p.name, c});
-  }
-  return twin;
-}
-
-// A loss touching every parameter: sum((onehot(x) @ wte + b) @ w * ln).
-Tensor loss_of(const std::vector<NamedParam>& p, const Tensor& x) {
-  Tensor h = ops::add(ops::matmul(x, p[0].param), p[1].param);
-  return ops::sum(ops::mul(ops::matmul(h, p[2].param), p[3].param));
-}
+using testing::leaf;
+using testing::loss_of;
+using testing::model_params;
+using testing::single;
+using testing::twin_of;
 
 TEST(Flat, layout_is_reverse_order_of_use_in_padded_buckets_and_keeps_the_values) {
   Generator g(1);
@@ -453,36 +423,10 @@ TEST(FlatAdamW, clipping_equals_per_tensor_adamw_on_gradients_scaled_in_f32) {
 }
 
 TEST(FlatAdamW, state_round_trip_continues_bit_exactly_and_bad_state_is_named) {
-  Generator g(4);
-  std::vector<NamedParam> a_params = model_params(g);
-  Generator g2(4);
-  std::vector<NamedParam> b_params = model_params(g2);
-  auto comm = single();
-  FlatParams fa(a_params), fb(b_params);
-  const FlatAdamWOptions clipped{.adam = {}, .max_norm = 1.0, .zero = false};
-  FlatAdamW a(fa, *comm, clipped), b(fb, *comm, clipped);
-  Generator data(5);
-  std::vector<Tensor> xs;
-  for (int i = 0; i < 6; ++i) xs.push_back(randn({3, 10}, data));
-  for (int i = 0; i < 3; ++i) {
-    a.backward(loss_of(a_params, xs[size_t(i)]), true);
-    a.step(0.01);
-  }
-  // b takes a's weights and state, then both go on.
-  std::vector<std::pair<std::string, Tensor>> entries;
-  for (const StateTensor& s : a.state()) entries.emplace_back(s.key, s.get().clone());
-  for (size_t i = 0; i < a_params.size(); ++i) b_params[i].param.detach().copy_(a_params[i].param);
-  b.load_state(entries, "ck.h5");
-  b.set_step_count(a.step_count());
-  for (int i = 3; i < 6; ++i) {
-    a.backward(loss_of(a_params, xs[size_t(i)]), true);
-    b.backward(loss_of(b_params, xs[size_t(i)]), true);
-    EXPECT_EQ(*a.grad_norm(), *b.grad_norm());
-    a.step(0.01);
-    b.step(0.01);
-  }
-  for (size_t i = 0; i < a_params.size(); ++i)
-    EXPECT_EQ(bytes(a_params[i].param), bytes(b_params[i].param)) << a_params[i].name;
+  testing::StateRoundTrip r({.adam = {}, .max_norm = 1.0, .zero = false});
+  FlatAdamW& b = r.b;
+  const std::vector<NamedParam>& b_params = r.b_params;
+  const std::vector<std::pair<std::string, Tensor>>& entries = r.entries;
 
   // A bf16 (CUDA) run's checkpoint holds f32 masters: resumed with f32 parameters (the CPU),
   // they replace the weights, whose low bits the bf16 copy lost.

@@ -17,6 +17,7 @@
 #include "optim/adamw.h"
 #include "optim/flat.h"
 #include "optim/flat_adamw.h"
+#include "optim/flat_fixture.h"
 #include "optim/muon.h"
 #include "test_util.h"
 
@@ -122,39 +123,10 @@ TEST(Muon, learning_rate_ratios_are_moonshots_or_jordans) {
             std::string::npos);
 }
 
-Tensor leaf(const Shape& shape, Generator& g) {
-  Tensor p = randn(shape, g);
-  p.requires_grad_();
-  return p;
-}
-
-std::unique_ptr<dist::Communicator> single() {
-  dist::CommOptions o;
-  o.backend = "single";
-  return dist::make_communicator(o, dist::LaunchInfo{});
-}
-
-// The model's order: an embedding, a bias, the matrix Muon takes, a norm gain. The buffer holds
-// them reversed, so the matrix sits between AdamW ranges on both sides.
-std::vector<NamedParam> model_params(Generator& g) {
-  return {
-      {"wte", leaf({10, 6}, g)}, {"b", leaf({6}, g)}, {"w", leaf({6, 5}, g)}, {"ln", leaf({5}, g)}};
-}
-
-std::vector<NamedParam> twin_of(const std::vector<NamedParam>& params) {
-  std::vector<NamedParam> twin;
-  for (const auto& p : params) {
-    Tensor c = p.param.detach().clone();
-    c.requires_grad_();
-    twin.push_back({p.name, c});
-  }
-  return twin;
-}
-
-Tensor loss_of(const std::vector<NamedParam>& p, const Tensor& x) {
-  Tensor h = ops::add(ops::matmul(x, p[0].param), p[1].param);
-  return ops::sum(ops::mul(ops::matmul(h, p[2].param), p[3].param));
-}
+using testing::loss_of;
+using testing::model_params;
+using testing::single;
+using testing::twin_of;
 
 // Muon's update of one matrix in double, from the formula (muon.h), the momentum carried.
 struct MuonReference {
@@ -236,32 +208,10 @@ TEST(FlatMuon, the_matrix_follows_muons_formula_and_the_rest_adamw_bit_for_bit) 
 }
 
 TEST(FlatMuon, state_round_trip_continues_bit_exactly_and_another_optimizers_state_is_named) {
-  Generator g(4), g2(4);
-  std::vector<NamedParam> a_params = model_params(g), b_params = model_params(g2);
-  auto comm = single();
-  FlatParams fa(a_params), fb(b_params);
-  const FlatAdamWOptions muon{.adam = {}, .max_norm = 1.0, .muon = {"w"}};
-  FlatAdamW a(fa, *comm, muon), b(fb, *comm, muon);
-  Generator data(5);
-  std::vector<Tensor> xs;
-  for (int i = 0; i < 6; ++i) xs.push_back(randn({3, 10}, data));
-  for (int i = 0; i < 3; ++i) {
-    a.backward(loss_of(a_params, xs[size_t(i)]), true);
-    a.step(0.01);
-  }
-  std::vector<std::pair<std::string, Tensor>> entries;
-  for (const StateTensor& s : a.state()) entries.emplace_back(s.key, s.get().clone());
-  for (size_t i = 0; i < a_params.size(); ++i) b_params[i].param.detach().copy_(a_params[i].param);
-  b.load_state(entries, "ck.h5");
-  b.set_step_count(a.step_count());
-  for (int i = 3; i < 6; ++i) {
-    a.backward(loss_of(a_params, xs[size_t(i)]), true);
-    b.backward(loss_of(b_params, xs[size_t(i)]), true);
-    a.step(0.01);
-    b.step(0.01);
-  }
-  for (size_t i = 0; i < a_params.size(); ++i)
-    EXPECT_EQ(bytes(a_params[i].param), bytes(b_params[i].param)) << a_params[i].name;
+  testing::StateRoundTrip r({.adam = {}, .max_norm = 1.0, .muon = {"w"}});
+  FlatAdamW& b = r.b;
+  const auto& entries = r.entries;
+  auto& comm = r.comm;
 
   // An AdamW checkpoint resumed under Muon, and Muon's under AdamW: named, nothing changed.
   Generator g3(4);
