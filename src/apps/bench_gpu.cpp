@@ -1,5 +1,6 @@
 // build/bench_gpu --config configs/gpt2-124m.yaml --batch-size 8 [--steps 20] [--warmup 5]
 //                 [--json FILE] [--no-kernels] [--profile N] [--device cuda|cpu] [--documents L]
+//                 [--muon]
 //
 // A benchmark, not a test (speed is measured here, never asserted in a test): the time of one
 // training step of the configured model on cuda:0 under the mixed-precision policy (train/device.h:
@@ -20,6 +21,9 @@
 // step without (the figures' only difference): on CUDA softmax takes every document in one launch
 // a pass (kernels/doc_tiles.h; TESSERA_FLASH_DOCUMENTS=views, a launch a document), elsewhere a
 // kernel call a document.
+//
+// --muon updates the blocks' matrices by Muon (optim.name muon, optim/muon.h: its Newton-Schulz
+// gemms in f32) and the rest by AdamW, as train does: the step's cost of Muon at this batch.
 //
 // --profile N runs N more steps with the kernel profile on (backend/profile.h) and prints where
 // their device time went, kernel by kernel (the timed steps above run without it). --device cpu
@@ -52,6 +56,7 @@
 #include "core/rng.h"
 #include "distributed/communicator.h"
 #include "nn/gpt.h"
+#include "nn/hf_names.h"
 #include "nn/unfused.h"
 #include "ops/ops.h"
 #include "optim/flat.h"
@@ -228,7 +233,8 @@ int main(int argc, char** argv) {
         "documents",
         "rows of documents of L tokens (a separator every L positions), attended within each "
         "(0: none)",
-        cxxopts::value<int64_t>()->default_value("0"));
+        cxxopts::value<int64_t>()->default_value("0"))(
+        "muon", "Muon for the blocks' matrices, AdamW for the rest (optim.name muon)");
     CommandLine cl = parse_command_line(argc, argv, options, /*config_required=*/false);
     if (cl.help) {
       std::cout << options.help() << "\n";
@@ -269,11 +275,14 @@ int main(int argc, char** argv) {
     // and gradients in flat buffers, one AdamW launch, the gradient norm clipped inside.
     std::unique_ptr<dist::Communicator> comm =
         dist::make_communicator({.backend = "single", .init = "", .timeout_s = 300, .device = dev});
+    const bool muon = cl.args.count("muon") > 0;
     FlatParams flat(named_params(model.parameters()), FlatOptions{});
-    FlatAdamW opt(flat, *comm,
-                  FlatAdamWOptions{.adam = {.lr = 6e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
-                                            .weight_decay = 0.1},
-                                   .max_norm = 1.0});
+    FlatAdamW opt(
+        flat, *comm,
+        FlatAdamWOptions{
+            .adam = {.lr = 6e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1},
+            .max_norm = 1.0,
+            .muon = muon ? nn::muon_parameters(mc) : std::vector<std::string>{}});
 
     Generator data(1234);
     const std::vector<float> u = rand({2 * B * T}, data).to_vector<float>();
@@ -296,7 +305,7 @@ int main(int argc, char** argv) {
               << " in the FLOP count), L " << mc.n_layer << ", H " << mc.n_head << ", Q "
               << mc.head_dim() << ", T " << T << ", B " << B << ", attention "
               << cfg.model.attention << (cfg.train.recompute ? ", recompute" : "")
-              << (is_unfused ? ", unfused" : "")
+              << (is_unfused ? ", unfused" : "") << (muon ? ", muon" : "")
               << (documents > 0 ? ", documents of " + std::to_string(documents) + " tokens" : "")
               << ", " << model.logit_columns() << " logit columns\n";
     auto step = [&] {  // Trainer::train_steps' order, one micro-batch
@@ -419,8 +428,9 @@ int main(int argc, char** argv) {
     if (cl.args.count("json")) {
       std::ostringstream js;
       js << "{\"impl\": \"" << (is_unfused ? "tessera-unfused" : "tessera")
-         << "\", \"batch\": " << B << ", \"seq\": " << T << ", \"documents\": " << documents
-         << ", \"params\": " << model.num_parameters() << ", \"flop_params\": " << n_flop_params
+         << "\", \"optimizer\": \"" << opt.name() << "\", \"batch\": " << B << ", \"seq\": " << T
+         << ", \"documents\": " << documents << ", \"params\": " << model.num_parameters()
+         << ", \"flop_params\": " << n_flop_params
          << ", \"flops_per_token\": " << json_num(flops_per_token)
          << ", \"ms_per_step\": " << json_num(ms) << ", \"tokens_per_s\": " << json_num(tok_s)
          << ", \"mfu\": " << json_num(mfu)
