@@ -29,6 +29,9 @@
 #   BENCH_DOCUMENTS=1: the step with a document every 256 tokens, attention within each
 #     (bench_gpu --documents 256, data.windows: documents): softmax over all of them in one
 #     launch a pass (kernels/doc_tiles.h), then a launch a document (TESSERA_FLASH_DOCUMENTS=views);
+#   BENCH_MUON=1: the step with Muon for the blocks' matrices (bench_gpu --muon, optim.name muon:
+#     its Newton-Schulz gemms in f32), then the same with TF32 tensor cores for f32 gemms
+#     (TESSERA_TF32=1: in a bf16 step only Muon's are f32);
 #   BENCH_SWITCHES=1: the step with each of the latest changes switched off (docs/gpu.md), the
 #     "before" of each: no bias gradient in the weight gradient's gemm
 #     (TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual), no cuBLASLt fusion at all
@@ -111,6 +114,10 @@ if [ "${BENCH_DOCUMENTS:-0}" = 1 ]; then
   variant documents -- --documents 256
   variant documents-views TESSERA_FLASH_DOCUMENTS=views -- --documents 256
 fi
+if [ "${BENCH_MUON:-0}" = 1 ]; then
+  variant muon -- --muon
+  variant muon-tf32 TESSERA_TF32=1 -- --muon
+fi
 if [ "${BENCH_SWITCHES:-0}" = 1 ]; then
   variant no-bgrad TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual --
   variant no-epilogues TESSERA_GEMM_EPILOGUES=none --
@@ -148,6 +155,9 @@ variants = [(name, load(f"tessera-{name}.json"), note) for name, note in (
                   "itself: softmax over all of them in one launch a pass"),
     ("documents-views", "the same with TESSERA_FLASH_DOCUMENTS=views: a launch a document, "
                         "forward and backward, each layer"),
+    ("muon", "bench_gpu --muon, Muon for the blocks' matrices (its Newton-Schulz gemms in f32), "
+             "AdamW for the rest"),
+    ("muon-tf32", "the same with TESSERA_TF32=1: Muon's f32 gemms on TF32 tensor cores"),
     ("no-bgrad", "TESSERA_GEMM_EPILOGUES=bias,gelu,dgelu,residual, bias gradients summed apart "
                  "(sum_dim) instead of by the weight gradient's gemm"),
     ("no-epilogues", "TESSERA_GEMM_EPILOGUES=none, no cuBLASLt fusion: bias, GELU, its "

@@ -339,11 +339,12 @@ if want bench 150; then
   # the step with the two-stage attention forward (TESSERA_FLASH_KERNELS=mma-2stage), and the two
   # together (mma-2stage-ds). BENCH_DOCUMENTS=1 (off: not part of issue 14) adds the step with
   # a document every 256 tokens, softmax over all of them in one launch a pass, and the same a
-  # launch a document (TESSERA_FLASH_DOCUMENTS=views).
+  # launch a document (TESSERA_FLASH_DOCUMENTS=views). BENCH_MUON=1 (off: not part of issue 14)
+  # adds the step with Muon for the blocks' matrices, its f32 gemms without and with TF32.
   NO_BUILD=1 BUILD_DIR="$B" RESULTS=/tmp/gpu-check-bench BENCH_STEPS=20 BENCH_WARMUP=5 \
     BENCH_UNFUSED="${BENCH_UNFUSED:-0}" BENCH_TUNED="${BENCH_TUNED:-0}" BENCH_WGMMA="${BENCH_WGMMA:-0}" \
     BENCH_SWITCHES="${BENCH_SWITCHES:-0}" BENCH_DS="${BENCH_DS:-1}" BENCH_2STAGE="${BENCH_2STAGE:-1}" \
-    BENCH_DOCUMENTS="${BENCH_DOCUMENTS:-0}" \
+    BENCH_DOCUMENTS="${BENCH_DOCUMENTS:-0}" BENCH_MUON="${BENCH_MUON:-0}" \
     timeout -k 10 "$(limit 300)" scripts/bench_gpu.sh 8 >"$OUT/bench.log" 2>&1; rc=$?
   # torch.compile needs Python.h for Triton's launcher; without it PyTorch falls back to eager.
   compiled=yes
