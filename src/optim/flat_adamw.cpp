@@ -62,7 +62,7 @@ FlatAdamW::FlatAdamW(FlatParams& flat, dist::Communicator& comm, FlatAdamWOption
                   "Muon: no parameter named ", name);
   TESSERA_CHECK(muon_.empty() || !sharded_,
                 "Muon orthogonalises whole matrices: its state is not sharded (ZeRO-1) over ranks");
-  if (!muon_.empty()) muon_lr_ratio(opt_.muon_options, 1, 1);  // checks its adjust
+  if (!muon_.empty()) check(opt_.muon_options);
   if (comm.world() > 1) sync_ = std::make_unique<dist::GradSync>(flat, comm, sharded_);
   for (int r = 0; r < comm.world(); ++r) {
     owned_.push_back(
@@ -135,10 +135,10 @@ double FlatAdamW::step(double lr) {
     const FlatRange& f = r.flat;
     const Tensor p = view(flat_.values(), f.begin, f.size());
     const Tensor master = own_master_ ? view(master_, r.local, f.size()) : p;
-    TESSERA_KERNEL(p, adamw_step_flat)
-    (p, master, view(m_, r.local, f.size()), view(v_, r.vlocal, f.size()),
-     view(flat_.grads(), f.begin, f.size()), r.decay, lr, a.beta1, a.beta2, a.eps, a.weight_decay,
-     bc1, bc2, coef);
+    const Tensor m = view(m_, r.local, f.size()), v = view(v_, r.vlocal, f.size());
+    const Tensor g = view(flat_.grads(), f.begin, f.size());
+    const auto adamw = TESSERA_KERNEL(p, adamw_step_flat);
+    adamw(p, master, m, v, g, r.decay, lr, a.beta1, a.beta2, a.eps, a.weight_decay, bc1, bc2, coef);
   }
   if (!muon_.empty()) muon_step(lr, coef);
   if (sharded_)
@@ -185,6 +185,12 @@ void FlatAdamW::muon_step(double lr, double coef) {
 
 bool FlatAdamW::is_muon(const FlatParams::Slot& s) const {
   return std::any_of(muon_.begin(), muon_.end(), [&](size_t i) { return &flat_.slots()[i] == &s; });
+}
+
+Tensor FlatAdamW::v_of(const FlatParams::Slot& s) {
+  if (muon_.empty()) return gather(v_, s);  // v's offsets are m's
+  const Shape& shape = s.param.shape();     // unsharded, v_ holding the AdamW parameters alone
+  return make_view(v_, shape, contiguous_strides(shape), v_.offset() + v_offset(s));
 }
 
 int64_t FlatAdamW::v_offset(const FlatParams::Slot& s) const {
@@ -241,13 +247,7 @@ std::vector<StateTensor> FlatAdamW::state() {
       out.push_back({p.name + "/momentum", [this, s] { return matrix(m_, *s); }});
     } else {
       out.push_back({p.name + "/m", [this, s] { return gather(m_, *s); }});
-      // With Muon (unsharded) v_ holds the AdamW parameters alone: its offsets are v_offset's.
-      out.push_back({p.name + "/v", [this, s] {
-                       if (muon_.empty()) return gather(v_, *s);
-                       const Shape& shape = s->param.shape();
-                       return make_view(v_, shape, contiguous_strides(shape),
-                                        v_.offset() + v_offset(*s));
-                     }});
+      out.push_back({p.name + "/v", [this, s] { return v_of(*s); }});
     }
     // A bf16 parameter's f32 master: resume needs its low bits. f32 parameters are their master.
     if (own_master_) out.push_back({p.name + "/master", [this, s] { return gather(master_, *s); }});
@@ -265,8 +265,8 @@ void FlatAdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& en
     if (it == saved.end()) {
       TESSERA_CHECK(!required, "checkpoint ", path, ": no ", is_muon(s) ? "Muon" : "AdamW",
                     " state for ", s.name,
-                    " (resume with the optimizer it was saved with; --init "
-                    "takes the weights alone)");
+                    " (resume with the optimizer it was saved with; "
+                    "--init takes the weights alone)");
       return nullptr;
     }
     used.insert(it->first);

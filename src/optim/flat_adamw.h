@@ -93,7 +93,8 @@ class FlatAdamW : public Optimizer {
   Tensor view(const Tensor& t, int64_t begin, int64_t size) const;
   Tensor matrix(const Tensor& flat, const FlatParams::Slot& s) const;  // s's (rows, cols) view
   bool is_muon(const FlatParams::Slot& s) const;
-  int64_t v_offset(const FlatParams::Slot& s) const;  // into v_ (unsharded)
+  int64_t v_offset(const FlatParams::Slot& s) const;  // into v_ (unsharded, with Muon)
+  Tensor v_of(const FlatParams::Slot& s);             // s's v, gathered under ZeRO
   void muon_step(double lr, double coef);
 
   FlatParams& flat_;

@@ -10,6 +10,13 @@
 
 namespace tessera {
 
+void check(const MuonOptions& o) {
+  TESSERA_CHECK(o.momentum >= 0 && o.momentum < 1, "Muon: momentum must be in [0, 1), got ",
+                o.momentum);
+  TESSERA_CHECK(o.ns_steps >= 0, "Muon: ns_steps must be >= 0, got ", o.ns_steps);
+  muon_lr_ratio(o, 1, 1);  // its adjust
+}
+
 double muon_lr_ratio(const MuonOptions& o, int64_t rows, int64_t cols) {
   if (o.adjust == "original") return std::sqrt(std::max(1.0, double(rows) / double(cols)));
   TESSERA_CHECK(o.adjust == "match_rms_adamw",

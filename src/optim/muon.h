@@ -36,6 +36,9 @@ struct MuonOptions {
   std::string adjust = "match_rms_adamw";  // match_rms_adamw | original
 };
 
+// Throws, naming the option, unless momentum is in [0, 1), ns_steps >= 0 and adjust is known.
+void check(const MuonOptions& o);
+
 // The factor the learning rate is multiplied by for a (rows, cols) matrix (see above).
 double muon_lr_ratio(const MuonOptions& o, int64_t rows, int64_t cols);
 

@@ -232,7 +232,7 @@ TEST(FlatMuon, state_round_trip_continues_bit_exactly_and_another_optimizers_sta
   EXPECT_NE(msg.find("'w/v' belongs to no parameter"), std::string::npos) << msg;
 }
 
-TEST(FlatMuon, names_that_are_not_matrices_of_the_model_are_refused) {
+TEST(FlatMuon, names_that_are_not_matrices_of_the_model_and_bad_options_are_refused) {
   Generator g(4);
   std::vector<NamedParam> params = model_params(g);
   auto comm = single();
@@ -242,6 +242,10 @@ TEST(FlatMuon, names_that_are_not_matrices_of_the_model_are_refused) {
   EXPECT_NE(msg.find("not a matrix"), std::string::npos) << msg;
   msg = error_of([&] { FlatAdamW opt(flat, *comm, {.adam = {}, .muon = {"w", "nope"}}); });
   EXPECT_NE(msg.find("Muon: no parameter named nope"), std::string::npos) << msg;
+  msg = error_of([&] {
+    FlatAdamW opt(flat, *comm, {.adam = {}, .muon = {"w"}, .muon_options = {.momentum = 1.0}});
+  });
+  EXPECT_NE(msg.find("Muon: momentum must be in [0, 1), got 1"), std::string::npos) << msg;
   FlatAdamW plain(flat, *comm, {});
   EXPECT_EQ(plain.name(), "adamw");
 }
