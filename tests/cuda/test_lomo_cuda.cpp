@@ -225,7 +225,7 @@ TEST(LomoCuda, no_full_set_of_gradients_is_alive_during_a_lomo_backward) {
 }
 
 // The trainer with optim lomo / adalomo on train.device cuda: the refusal is gone and the loss
-// curve follows the CPU's (bf16 on the GPU: the 5% + 0.05 band of test_model_cuda.cpp).
+// curve follows the CPU's (bf16 on the GPU: cuda_fixture.h's 5% + 0.05 band).
 TEST_P(FusedCuda, trainer_runs_on_cuda_and_follows_the_cpu_loss_curve) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   testing::TempRun run;
@@ -238,13 +238,9 @@ TEST_P(FusedCuda, trainer_runs_on_cuda_and_follows_the_cpu_loss_curve) {
   c.log.interval = 1;
   const train::TrainResult r = testing::train_cpu_then_cuda(c, log);
   EXPECT_EQ(r.steps, 20);
-  const auto a = testing::metric(run.dir / "ckpt" / "cpu" / "metrics.jsonl", "loss");
-  const auto b = testing::metric(run.dir / "ckpt" / "cuda" / "metrics.jsonl", "loss");
-  ASSERT_EQ(a.size(), 20u);
+  const std::vector<double> b = testing::cuda_losses_following_the_cpu(c, 20);
   ASSERT_EQ(b.size(), 20u);
-  for (const auto& [step, v] : a)
-    EXPECT_NEAR(std::stod(b.at(step)), std::stod(v), 0.05 * std::stod(v) + 0.05) << step;
-  EXPECT_LT(std::stod(b.rbegin()->second), std::stod(b.begin()->second)) << "it learned";
+  EXPECT_LT(b.back(), b.front()) << "it learned";
 }
 
 }  // namespace

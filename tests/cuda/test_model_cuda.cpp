@@ -202,11 +202,6 @@ TEST(AddRowsCuda, a_bf16_tables_gradient_is_summed_into_its_f32_buffer_unrounded
 INSTANTIATE_TEST_SUITE_P(Styles, ModelCuda, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "llama" : "gpt2"; });
 
-// The trainer on both devices, same config and data: per-step training losses from metrics.jsonl.
-std::vector<double> losses(const fs::path& metrics) {
-  return testing::metric_values(metrics, "loss");
-}
-
 TEST(TrainCuda, fifty_bf16_steps_follow_the_cpu_loss_curve) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   testing::TempRun run;
@@ -217,15 +212,9 @@ TEST(TrainCuda, fifty_bf16_steps_follow_the_cpu_loss_curve) {
   const train::TrainResult r = testing::train_cpu_then_cuda(c, log);
   EXPECT_EQ(r.steps, 50);
   EXPECT_GT(r.last_val_loss, 0.0) << "evaluation ran on the GPU";
-  const std::vector<double> a = losses(run.dir / "ckpt" / "cpu" / "metrics.jsonl");
-  const std::vector<double> b = losses(run.dir / "ckpt" / "cuda" / "metrics.jsonl");
-  ASSERT_EQ(a.size(), 50u);
+  // The CPU curve falls from ln 257 = 5.55 to about half of that in 50 steps.
+  const std::vector<double> b = testing::cuda_losses_following_the_cpu(c, 50);
   ASSERT_EQ(b.size(), 50u);
-  // The CPU curve falls from ln 257 = 5.55 to about half of that in 50 steps. bf16 activations
-  // move each step's loss by ~1% and the two runs drift apart slowly: 5% per step (plus 0.05 nats
-  // near the start) is loose for rounding and tight for a kernel bug, which stalls or diverges.
-  for (size_t i = 0; i < a.size(); ++i)
-    EXPECT_NEAR(b[i], a[i], 0.05 * a[i] + 0.05) << "step " << i + 1;
   EXPECT_LT(b.back(), 0.7 * b.front()) << "the GPU run learned";
   EXPECT_NE(log.str().find("cudaMalloc calls"), std::string::npos) << "reserved memory reported";
   // The GPU run's steps report the MFU where the device's peak is known (the emulator's is not),

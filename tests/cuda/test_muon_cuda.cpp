@@ -110,8 +110,7 @@ TEST(MuonCuda, a_bf16_flat_step_matches_the_cpu) {
 }
 
 // The trainer with optim.name muon on both devices: the bf16 run follows the CPU's loss curve
-// within the bound TrainCuda's AdamW runs use (test_model_cuda.cpp: ~1% a step from bf16
-// activations, drifting slowly; a wrong update stalls or diverges).
+// (cuda_fixture.h's band, as TrainCuda's AdamW runs).
 TEST(MuonCuda, twenty_bf16_training_steps_follow_the_cpu_loss_curve) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   testing::TempRun run;
@@ -122,14 +121,8 @@ TEST(MuonCuda, twenty_bf16_training_steps_follow_the_cpu_loss_curve) {
   c.log.interval = 1;
   const train::TrainResult r = testing::train_cpu_then_cuda(c, log);
   EXPECT_EQ(r.steps, 20) << log.str();
-  const std::vector<double> a =
-      testing::metric_values(run.dir / "ckpt" / "cpu" / "metrics.jsonl", "loss");
-  const std::vector<double> b =
-      testing::metric_values(run.dir / "ckpt" / "cuda" / "metrics.jsonl", "loss");
-  ASSERT_EQ(a.size(), 20u);
+  const std::vector<double> b = testing::cuda_losses_following_the_cpu(c, 20);
   ASSERT_EQ(b.size(), 20u);
-  for (size_t i = 0; i < a.size(); ++i)
-    EXPECT_NEAR(b[i], a[i], 0.05 * a[i] + 0.05) << "step " << i + 1;
   EXPECT_LT(b.back(), 0.8 * b.front()) << "the GPU run learned";
 }
 
