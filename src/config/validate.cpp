@@ -575,11 +575,7 @@ void check_dist(const Config& c, Problems& p) {
   if (d.bucket_mb > double(1 << 20))  // bytes as an int64_t, and beyond any model's gradients
     p.add("dist.bucket_mb must be at most 1048576 (1 TiB), got ", d.bucket_mb);
   if (d.zero != 0 && d.zero != 1) p.add("dist.zero must be 0 or 1, got ", d.zero);
-  if (d.zero == 1 && c.optim.name == "muon")
-    p.add(
-        "dist.zero 1 shards AdamW's state by flat ranges; Muon orthogonalises whole matrices "
-        "on every rank: use dist.zero 0 with optim.name muon");
-  else if (d.zero == 1 && c.optim.name != "adamw")
+  if (d.zero == 1 && c.optim.updates_in_backward())
     p.add("dist.zero 1 shards AdamW's state; optim.name '", c.optim.name, "' has none to shard");
 }
 

@@ -38,6 +38,12 @@ std::vector<FlatRange> subtract(const FlatRange& f, const std::vector<FlatRange>
 
 }  // namespace
 
+void FlatAdamW::Layout::add(int rank, FlatRange r) {
+  std::vector<FlatRange>& rs = ranges[size_t(rank)];
+  local[size_t(rank)].push_back(rs.empty() ? 0 : local[size_t(rank)].back() + rs.back().size());
+  rs.push_back(r);
+}
+
 FlatAdamW::FlatAdamW(FlatParams& flat, dist::Communicator& comm, FlatAdamWOptions options)
     : flat_(flat), comm_(comm), opt_(options), sharded_(options.zero && comm.world() > 1) {
   const AdamWOptions& a = opt_.adam;
@@ -49,52 +55,61 @@ FlatAdamW::FlatAdamW(FlatParams& flat, dist::Communicator& comm, FlatAdamWOption
   TESSERA_CHECK(opt_.max_range > 0 && opt_.max_range < (int64_t(1) << 31),
                 "FlatAdamW: max_range must be in [1, 2^31), got ", opt_.max_range);
   std::vector<FlatRange> holes;  // the Muon matrices, in buffer order
+  std::vector<std::pair<int64_t, int64_t>> shapes;
   for (size_t i = 0; i < flat.slots().size(); ++i) {
     const FlatParams::Slot& s = flat.slots()[i];
     if (std::find(opt_.muon.begin(), opt_.muon.end(), s.name) == opt_.muon.end()) continue;
     TESSERA_CHECK(s.param.dim() == 2, "Muon: ", s.name, " is ", s.param.str(), ", not a matrix");
-    muon_.push_back(i);
+    muon_.push_back({i, 0, 0});
     holes.push_back({s.offset, s.offset + s.numel});
+    shapes.emplace_back(s.param.size(0), s.param.size(1));
   }
   for (const std::string& name : opt_.muon)
-    TESSERA_CHECK(std::any_of(muon_.begin(), muon_.end(),
-                              [&](size_t i) { return flat.slots()[i].name == name; }),
-                  "Muon: no parameter named ", name);
-  TESSERA_CHECK(muon_.empty() || !sharded_,
-                "Muon orthogonalises whole matrices: its state is not sharded (ZeRO-1) over ranks");
+    TESSERA_CHECK(
+        std::any_of(muon_.begin(), muon_.end(),
+                    [&](const MuonMatrix& m) { return flat.slots()[m.slot].name == name; }),
+        "Muon: no parameter named ", name);
   if (!muon_.empty()) check(opt_.muon_options);
-  if (comm.world() > 1) sync_ = std::make_unique<dist::GradSync>(flat, comm, sharded_);
-  for (int r = 0; r < comm.world(); ++r) {
-    owned_.push_back(
-        split_long(dist::GradSync::owned(flat, comm.world(), r, sharded_), opt_.max_range));
-    std::vector<int64_t> local;
-    int64_t at = 0;
-    for (const FlatRange& f : owned_.back()) {
-      local.push_back(at);
-      at += f.size();
-    }
-    local_.push_back(std::move(local));
+  const std::vector<int> owners = tessera::muon_owners(shapes, comm.world());
+  int64_t nmom = 0;
+  for (size_t k = 0; k < muon_.size(); ++k) {
+    muon_[k].owner = owners[k];
+    if (owners[k] != comm.rank()) continue;
+    muon_[k].local = nmom;
+    nmom += flat.slots()[muon_[k].slot].numel;
   }
-  int64_t n = 0, nv = 0;
-  for (size_t i = 0; i < owned().size(); ++i) {
-    const FlatRange& f = owned()[i];
-    for (const FlatRange& a : split_long(subtract(f, holes), opt_.max_range)) {
-      adam_.push_back(
-          {a, local_[size_t(comm.rank())][i] + (a.begin - f.begin), nv, flat.decay_ranges(a)});
-      nv += a.size();
-    }
-    n += f.size();
+  // Muon's owners need the whole mean gradient of their matrices: all-reduced even with ZeRO-1.
+  if (comm.world() > 1)
+    sync_ = std::make_unique<dist::GradSync>(flat, comm, sharded_ && muon_.empty());
+  for (Layout* l : {&owned_, &adam_layout_}) {
+    l->ranges.resize(size_t(comm.world()));
+    l->local.resize(size_t(comm.world()));
   }
+  for (int r = 0; r < comm.world(); ++r)
+    for (const FlatRange& f :
+         split_long(dist::GradSync::owned(flat, comm.world(), r, sharded_), opt_.max_range)) {
+      owned_.add(r, f);
+      for (const FlatRange& g : split_long(subtract(f, holes), opt_.max_range)) {
+        adam_layout_.add(r, g);
+        if (r == comm.rank())
+          adam_.push_back({g, owned_.local[size_t(r)].back() + (g.begin - f.begin),
+                           adam_layout_.local[size_t(r)].back(), flat.decay_ranges(g)});
+      }
+    }
+  int64_t n = 0;
+  for (const FlatRange& f : owned()) n += f.size();
+  const int64_t nv = adam_.empty() ? 0 : adam_.back().alocal + adam_.back().flat.size();
   const DType param = flat.values().dtype();
   const Options so{param == DType::F64 ? DType::F64 : DType::F32, flat.device()};
   NoGradGuard no_grad;
-  m_ = zeros({n}, so);
+  m_ = zeros({nv}, so);
   v_ = zeros({nv}, so);
+  mom_ = zeros({nmom}, so);
   own_master_ = param != so.dtype;
   if (own_master_) {
     master_ = Tensor::empty({n}, so);
     for (size_t i = 0; i < owned().size(); ++i)
-      view(master_, local_[size_t(comm.rank())][i], owned()[i].size())
+      view(master_, owned_.local[size_t(comm.rank())][i], owned()[i].size())
           .copy_(view(flat.values(), owned()[i].begin, owned()[i].size()));
   }
 }
@@ -135,7 +150,7 @@ double FlatAdamW::step(double lr) {
     const FlatRange& f = r.flat;
     const Tensor p = view(flat_.values(), f.begin, f.size());
     const Tensor master = own_master_ ? view(master_, r.local, f.size()) : p;
-    const Tensor m = view(m_, r.local, f.size()), v = view(v_, r.vlocal, f.size());
+    const Tensor m = view(m_, r.alocal, f.size()), v = view(v_, r.alocal, f.size());
     const Tensor g = view(flat_.grads(), f.begin, f.size());
     const auto adamw = TESSERA_KERNEL(p, adamw_step_flat);
     adamw(p, master, m, v, g, r.decay, lr, a.beta1, a.beta2, a.eps, a.weight_decay, bc1, bc2, coef);
@@ -153,16 +168,20 @@ Tensor FlatAdamW::matrix(const Tensor& flat, const FlatParams::Slot& s) const {
   return make_view(flat, shape, contiguous_strides(shape), flat.offset() + s.offset);
 }
 
-// Unsharded, as Muon is: the compact offsets of m_ and master_ are the flat ones.
+// Each owner updates the momenta of its matrices and orthogonalises them; the results travel over
+// the matrices' gradients (scratch after the momentum update: zero again after the step), one
+// broadcast a matrix issued in buffer order, so an owner's later matrices overlap the earlier ones'
+// transfers. Then every rank applies each result to the values it holds.
 void FlatAdamW::muon_step(double lr, double coef) {
   const MuonOptions& o = opt_.muon_options;
-  // B = momentum B + g, then U = g + momentum B (Nesterov) or B, written over the gradient (zero
-  // again after the step).
+  const int me = comm_.rank();
+  // B = momentum B + g, then U = g + momentum B (Nesterov) or B, written over the gradient.
   std::vector<Tensor> updates;
-  for (size_t i : muon_) {
-    const FlatParams::Slot& s = flat_.slots()[i];
+  for (const MuonMatrix& mm : muon_) {
+    if (mm.owner != me) continue;
+    const FlatParams::Slot& s = flat_.slots()[mm.slot];
     Tensor g = matrix(flat_.grads(), s);
-    const Tensor b = matrix(m_, s);
+    const Tensor b = view(mom_, mm.local, s.numel).view(s.param.shape());
     TESSERA_KERNEL(g, axpby)(b, coef, g, o.momentum, b);
     if (o.nesterov)
       TESSERA_KERNEL(g, axpby)(g, coef, g, o.momentum, b);
@@ -171,33 +190,58 @@ void FlatAdamW::muon_step(double lr, double coef) {
     updates.push_back(g);
   }
   const std::vector<double> sums = sums_of_squares(updates);  // one transfer
+  std::vector<Tensor> results;                                // O for each matrix, in muon_'s order
+  std::vector<dist::WorkHandle> sent;
+  size_t mine = 0;
+  for (const MuonMatrix& mm : muon_) {
+    Tensor g = matrix(flat_.grads(), flat_.slots()[mm.slot]);
+    if (mm.owner == me) {
+      Tensor x = newton_schulz(g, std::sqrt(sums[mine++]), o);
+      if (comm_.world() == 1) {
+        results.push_back(x);
+        continue;
+      }
+      g.copy_(x);
+    }
+    sent.push_back(comm_.broadcast_async(g, mm.owner));
+    results.push_back(g);
+  }
+  for (dist::WorkHandle& h : sent) h->wait();
   const double decay = 1.0 - lr * opt_.adam.weight_decay;
   for (size_t k = 0; k < muon_.size(); ++k) {
-    const FlatParams::Slot& s = flat_.slots()[muon_[k]];
-    const Tensor o_t = newton_schulz(updates[k], std::sqrt(sums[k]), o);
-    Tensor p = matrix(flat_.values(), s);
-    const Tensor master = own_master_ ? matrix(master_, s) : p;
+    const FlatParams::Slot& s = flat_.slots()[muon_[k].slot];
     const double step = lr * muon_lr_ratio(o, s.param.size(0), s.param.size(1));
-    TESSERA_KERNEL(p, axpby)(master, decay, master, -step, o_t);
-    if (own_master_) p.copy_(master);
+    for (const Piece& p : pieces_of(s, owned_)) {
+      if (p.rank != me) continue;
+      Tensor w = view(flat_.values(), p.flat_begin, p.size);
+      const Tensor master = own_master_ ? view(master_, p.local, p.size) : w;
+      const Tensor x = view(results[k].view({s.numel}), p.flat_begin - s.offset, p.size);
+      TESSERA_KERNEL(w, axpby)(master, decay, master, -step, x);
+      if (own_master_) w.copy_(master);
+    }
   }
 }
 
-bool FlatAdamW::is_muon(const FlatParams::Slot& s) const {
-  return std::any_of(muon_.begin(), muon_.end(), [&](size_t i) { return &flat_.slots()[i] == &s; });
+const FlatAdamW::MuonMatrix* FlatAdamW::muon_of(const FlatParams::Slot& s) const {
+  for (const MuonMatrix& mm : muon_)
+    if (&flat_.slots()[mm.slot] == &s) return &mm;
+  return nullptr;
 }
 
-Tensor FlatAdamW::v_of(const FlatParams::Slot& s) {
-  if (muon_.empty()) return gather(v_, s);  // v's offsets are m's
-  const Shape& shape = s.param.shape();     // unsharded, v_ holding the AdamW parameters alone
-  return make_view(v_, shape, contiguous_strides(shape), v_.offset() + v_offset(s));
+Tensor FlatAdamW::momentum_of(const MuonMatrix& mm) {
+  const FlatParams::Slot& s = flat_.slots()[mm.slot];
+  if (comm_.world() == 1) return view(mom_, mm.local, s.numel).view(s.param.shape());
+  NoGradGuard no_grad;
+  Tensor out = Tensor::empty(s.param.shape(), mom_.options());
+  if (mm.owner == comm_.rank()) out.copy_(view(mom_, mm.local, s.numel).view(s.param.shape()));
+  comm_.broadcast(out, mm.owner);
+  return out;
 }
 
-int64_t FlatAdamW::v_offset(const FlatParams::Slot& s) const {
-  for (const AdamRange& r : adam_)
-    if (s.offset >= r.flat.begin && s.offset < r.flat.end)
-      return r.vlocal + (s.offset - r.flat.begin);
-  TESSERA_FAIL("FlatAdamW: ", s.name, " has no AdamW state");
+std::vector<std::pair<std::string, int>> FlatAdamW::muon_owners() const {
+  std::vector<std::pair<std::string, int>> out;
+  for (const MuonMatrix& mm : muon_) out.emplace_back(flat_.slots()[mm.slot].name, mm.owner);
+  return out;
 }
 
 void FlatAdamW::zero_grad() {
@@ -211,25 +255,30 @@ void FlatAdamW::set_step_count(int64_t t) {
   t_ = t;
 }
 
-std::vector<FlatAdamW::Piece> FlatAdamW::pieces_of(const FlatParams::Slot& s) const {
-  // Without sharding every rank owns everything (compact offsets are flat offsets).
-  if (!sharded_) return {{comm_.rank(), s.offset, s.numel, s.offset}};
+std::vector<FlatAdamW::Piece> FlatAdamW::pieces_of(const FlatParams::Slot& s,
+                                                   const Layout& l) const {
   std::vector<Piece> out;
-  for (int r = 0; r < int(owned_.size()); ++r)
-    for (size_t i = 0; i < owned_[size_t(r)].size(); ++i) {
-      const FlatRange& f = owned_[size_t(r)][i];
+  for (int r = 0; r < int(l.ranges.size()); ++r) {
+    if (!sharded_ && r != comm_.rank()) continue;
+    for (size_t i = 0; i < l.ranges[size_t(r)].size(); ++i) {
+      const FlatRange& f = l.ranges[size_t(r)][i];
       const int64_t b = std::max(f.begin, s.offset), e = std::min(f.end, s.offset + s.numel);
-      if (b < e) out.push_back({r, b, e - b, local_[size_t(r)][i] + (b - f.begin)});
+      if (b < e) out.push_back({r, b, e - b, l.local[size_t(r)][i] + (b - f.begin)});
     }
+  }
   return out;
 }
 
-Tensor FlatAdamW::gather(const Tensor& local, const FlatParams::Slot& s) {
+Tensor FlatAdamW::gather(const Tensor& local, const FlatParams::Slot& s, const Layout& l) {
   const Shape& shape = s.param.shape();
-  if (!sharded_) return make_view(local, shape, contiguous_strides(shape), local.offset() + s.offset);
+  const std::vector<Piece> pieces = pieces_of(s, l);
+  TESSERA_CHECK(!pieces.empty(), "FlatAdamW: ", s.name, " has no state in this layout");
+  // Unsharded, the slot is one run of this rank's compact tensor (its ranges follow each other).
+  if (!sharded_)
+    return make_view(local, shape, contiguous_strides(shape), local.offset() + pieces[0].local);
   NoGradGuard no_grad;
   Tensor out = Tensor::empty({s.numel}, local.options());
-  for (const Piece& p : pieces_of(s)) {
+  for (const Piece& p : pieces) {
     Tensor dst = view(out, p.flat_begin - s.offset, p.size);
     if (p.rank == comm_.rank()) dst.copy_(view(local, p.local, p.size));
     comm_.broadcast(dst, p.rank);
@@ -243,14 +292,15 @@ std::vector<StateTensor> FlatAdamW::state() {
   for (const FlatParams::Slot& s : flat_.slots()) by_name[s.name] = &s;
   for (const NamedParam& p : flat_.params()) {  // the model's order, as checkpoints list them
     const FlatParams::Slot* s = by_name.at(p.name);
-    if (is_muon(*s)) {
-      out.push_back({p.name + "/momentum", [this, s] { return matrix(m_, *s); }});
+    if (const MuonMatrix* mm = muon_of(*s)) {
+      out.push_back({p.name + "/momentum", [this, mm] { return momentum_of(*mm); }});
     } else {
-      out.push_back({p.name + "/m", [this, s] { return gather(m_, *s); }});
-      out.push_back({p.name + "/v", [this, s] { return v_of(*s); }});
+      out.push_back({p.name + "/m", [this, s] { return gather(m_, *s, adam_layout_); }});
+      out.push_back({p.name + "/v", [this, s] { return gather(v_, *s, adam_layout_); }});
     }
     // A bf16 parameter's f32 master: resume needs its low bits. f32 parameters are their master.
-    if (own_master_) out.push_back({p.name + "/master", [this, s] { return gather(master_, *s); }});
+    if (own_master_)
+      out.push_back({p.name + "/master", [this, s] { return gather(master_, *s, owned_); }});
   }
   return out;
 }
@@ -263,7 +313,7 @@ void FlatAdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& en
   auto find = [&](const FlatParams::Slot& s, const char* what, bool required) -> const Tensor* {
     auto it = saved.find(s.name + "/" + what);
     if (it == saved.end()) {
-      TESSERA_CHECK(!required, "checkpoint ", path, ": no ", is_muon(s) ? "Muon" : "AdamW",
+      TESSERA_CHECK(!required, "checkpoint ", path, ": no ", muon_of(s) ? "Muon" : "AdamW",
                     " state for ", s.name,
                     " (resume with the optimizer it was saved with; "
                     "--init takes the weights alone)");
@@ -278,11 +328,11 @@ void FlatAdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& en
   };
   // Everything is checked before anything is copied: each slot's entries, then leftovers.
   struct Found {
-    const Tensor *m, *v, *master;
+    const Tensor *m, *v, *master;  // m: the momentum of a Muon matrix
   };
   std::vector<Found> found;
   for (const FlatParams::Slot& s : flat_.slots()) {
-    if (is_muon(s))
+    if (muon_of(s))
       found.push_back({find(s, "momentum", true), nullptr, find(s, "master", false)});
     else
       found.push_back({find(s, "m", true), find(s, "v", true), find(s, "master", false)});
@@ -292,28 +342,35 @@ void FlatAdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& en
                   "' belongs to no parameter of this model");
 
   NoGradGuard no_grad;
+  const int me = comm_.rank();
   for (size_t i = 0; i < flat_.slots().size(); ++i) {
     const FlatParams::Slot& s = flat_.slots()[i];
     const Tensor m = found[i].m->contiguous();
-    const Tensor v = found[i].v ? found[i].v->contiguous() : Tensor();
     const Tensor master = found[i].master ? found[i].master->contiguous() : Tensor();
-    for (const Piece& p : pieces_of(s)) {
-      const int64_t from = p.flat_begin - s.offset;
-      auto part = [&](const Tensor& t) { return make_view(t, {p.size}, {1}, t.offset() + from); };
+    auto part = [&](const Tensor& t, const Piece& p) {
+      return make_view(t, {p.size}, {1}, t.offset() + (p.flat_begin - s.offset));
+    };
+    if (const MuonMatrix* mm = muon_of(s)) {
+      if (mm->owner == me) view(mom_, mm->local, s.numel).copy_(m.view({s.numel}));
+    } else {
+      const Tensor v = found[i].v->contiguous();
+      for (const Piece& p : pieces_of(s, adam_layout_)) {
+        if (p.rank != me) continue;
+        view(m_, p.local, p.size).copy_(part(m, p));
+        view(v_, p.local, p.size).copy_(part(v, p));
+      }
+    }
+    for (const Piece& p : pieces_of(s, owned_)) {
       // f32 parameters are their own master: a bf16 run's saved master (a CUDA checkpoint resumed
       // on the CPU) holds the low bits its bf16 weights lost, so it replaces them, on every rank
       // (the values are whole on each).
       if (!own_master_ && master.defined())
-        view(flat_.values(), p.flat_begin, p.size).copy_(part(master));
-      if (p.rank != comm_.rank()) continue;
-      view(m_, p.local, p.size).copy_(part(m));
-      if (v.defined())
-        view(v_, muon_.empty() ? p.local : v_offset(s) + from, p.size).copy_(part(v));
-      if (!own_master_) continue;
+        view(flat_.values(), p.flat_begin, p.size).copy_(part(master, p));
+      if (p.rank != me || !own_master_) continue;
       // Without a saved master (an older file) it restarts from the weights just loaded.
       Tensor dst = view(master_, p.local, p.size);
       if (master.defined()) {
-        dst.copy_(part(master));
+        dst.copy_(part(master, p));
         view(flat_.values(), p.flat_begin, p.size).copy_(dst);  // the rounded master
       } else {
         dst.copy_(view(flat_.values(), p.flat_begin, p.size));
@@ -323,7 +380,7 @@ void FlatAdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& en
 }
 
 int64_t FlatAdamW::state_bytes() const {
-  return int64_t(m_.nbytes() + v_.nbytes() + (own_master_ ? master_.nbytes() : 0));
+  return int64_t(m_.nbytes() + v_.nbytes() + mom_.nbytes() + (own_master_ ? master_.nbytes() : 0));
 }
 
 double FlatAdamW::comm_wait_seconds() const { return sync_ ? sync_->exposed_seconds() : 0.0; }

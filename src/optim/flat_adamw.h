@@ -26,10 +26,15 @@
 // Muon (optim/muon.h, optim.name muon): the parameters named in FlatAdamWOptions::muon (the
 // blocks' matrices) take Muon's update instead of AdamW's, every other one AdamW's, in the same
 // step: the gradient norm and clipping cover all of them, the AdamW kernel runs over the ranges
-// between the Muon matrices. A Muon matrix keeps its momentum where AdamW keeps m (saved as
-// /optimizer/<name>/momentum) and no v: v holds the AdamW parameters' only. Muon needs whole
-// matrices on each rank, so it is not sharded (zero is refused); every rank computes the same
-// update from the same mean gradients.
+// between the Muon matrices. A Muon matrix keeps a momentum (saved as /optimizer/<name>/momentum)
+// and no m or v. Newton-Schulz needs a whole matrix, so under data parallelism each matrix has one
+// owner rank (muon_owners: the largest first, to the least loaded rank): the owner alone keeps its
+// momentum and orthogonalises it, then broadcasts the result (written over the matrix's gradient,
+// so nothing is allocated for it), and every rank applies it to the values it holds, all of them
+// or, with ZeRO-1, its shards'. The Newton-Schulz work and the momenta are divided over the ranks
+// whether or not the AdamW state is sharded. With ZeRO-1 the gradients are all-reduced rather
+// than reduce-scattered (an owner needs the whole mean gradient of its matrices); AdamW's moments
+// and the f32 masters are sharded as without Muon.
 #pragma once
 
 #include <memory>
@@ -79,41 +84,55 @@ class FlatAdamW : public Optimizer {
                   const std::string& path) override;
   int64_t state_bytes() const override;
 
-  const std::vector<FlatRange>& owned() const { return owned_[size_t(comm_.rank())]; }
+  const std::vector<FlatRange>& owned() const { return owned_.ranges[size_t(comm_.rank())]; }
+  // The rank that orthogonalises each Muon matrix, by name (empty without Muon).
+  std::vector<std::pair<std::string, int>> muon_owners() const;
   double comm_wait_seconds() const override;
 
  private:
-  struct Piece {  // a part of one parameter that some rank owns
+  // Where each rank keeps its compact state: the flat ranges it holds, per rank, and their offsets
+  // in its tensors. master_ follows the owned ranges (every owned element); m_ and v_ the AdamW
+  // ranges (the owned ranges minus the Muon matrices).
+  struct Layout {
+    std::vector<std::vector<FlatRange>> ranges;  // per rank
+    std::vector<std::vector<int64_t>> local;     // per rank: each range's compact offset
+    void add(int rank, FlatRange r);             // appended after that rank's last range
+  };
+  struct Piece {  // a part of one parameter that some rank holds
     int rank;
     int64_t flat_begin, size;  // in the flat buffers
-    int64_t local;             // offset in that rank's compact state
+    int64_t local;             // offset in that rank's compact tensor
   };
-  std::vector<Piece> pieces_of(const FlatParams::Slot& s) const;
-  Tensor gather(const Tensor& local, const FlatParams::Slot& s);  // the slot's full state
+  // s's pieces in a layout: every rank's when sharded, else this rank's (every rank holds all).
+  std::vector<Piece> pieces_of(const FlatParams::Slot& s, const Layout& l) const;
+  Tensor gather(const Tensor& local, const FlatParams::Slot& s, const Layout& l);  // s's state
   Tensor view(const Tensor& t, int64_t begin, int64_t size) const;
   Tensor matrix(const Tensor& flat, const FlatParams::Slot& s) const;  // s's (rows, cols) view
-  bool is_muon(const FlatParams::Slot& s) const;
-  int64_t v_offset(const FlatParams::Slot& s) const;  // into v_ (unsharded, with Muon)
-  Tensor v_of(const FlatParams::Slot& s);             // s's v, gathered under ZeRO
+  struct MuonMatrix {
+    size_t slot;    // index into flat_.slots()
+    int owner;      // the rank that keeps its momentum and orthogonalises it
+    int64_t local;  // its momentum's offset in mom_ (owner only)
+  };
+  const MuonMatrix* muon_of(const FlatParams::Slot& s) const;  // nullptr: AdamW's
+  Tensor momentum_of(const MuonMatrix& mm);                    // broadcast from its owner
   void muon_step(double lr, double coef);
 
   FlatParams& flat_;
   dist::Communicator& comm_;
   FlatAdamWOptions opt_;
-  bool sharded_;                                // zero and world > 1
-  std::unique_ptr<dist::GradSync> sync_;        // world > 1
-  std::vector<std::vector<FlatRange>> owned_;   // per rank
-  std::vector<std::vector<int64_t>> local_;     // per rank: compact offset of each owned range
+  bool sharded_;                          // zero and world > 1
+  std::unique_ptr<dist::GradSync> sync_;  // world > 1
+  Layout owned_, adam_layout_;
   struct AdamRange {  // a range of this rank's state that AdamW updates (between Muon matrices)
     FlatRange flat;
-    int64_t local, vlocal;  // offsets into m_ and master_, and into v_
+    int64_t local, alocal;  // offsets into master_, and into m_ and v_
     Tensor decay;           // FlatParams::decay_ranges
   };
   std::vector<AdamRange> adam_;
-  std::vector<size_t> muon_;  // indices into flat_.slots() of the Muon matrices
-  // This rank's compact state: m_ and master_ over its owned ranges (master_ aliases the values
-  // unless bf16), v_ over its AdamW ranges.
-  Tensor m_, v_, master_;
+  std::vector<MuonMatrix> muon_;  // in buffer order
+  // This rank's compact state: master_ over its owned ranges (aliasing the values unless bf16),
+  // m_ and v_ over its AdamW ranges, mom_ the momenta of the Muon matrices it owns.
+  Tensor m_, v_, mom_, master_;
   bool own_master_ = false;
   std::optional<double> norm_;
   int64_t t_ = 0;

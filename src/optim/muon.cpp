@@ -24,6 +24,28 @@ double muon_lr_ratio(const MuonOptions& o, int64_t rows, int64_t cols) {
   return 0.2 * std::sqrt(double(std::max(rows, cols)));
 }
 
+double newton_schulz_flops(int64_t rows, int64_t cols) {
+  const double k = double(std::min(rows, cols)), m = double(std::max(rows, cols));
+  return 4 * k * k * m + 2 * k * k * k;
+}
+
+std::vector<int> muon_owners(const std::vector<std::pair<int64_t, int64_t>>& shapes, int world) {
+  TESSERA_CHECK(world >= 1, "muon_owners: world must be >= 1, got ", world);
+  std::vector<size_t> order(shapes.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  auto flops = [&](size_t i) { return newton_schulz_flops(shapes[i].first, shapes[i].second); };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t i, size_t j) { return flops(i) > flops(j); });
+  std::vector<double> load(size_t(world), 0.0);
+  std::vector<int> owner(shapes.size(), 0);
+  for (size_t i : order) {
+    const size_t r = size_t(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[i] = int(r);
+    load[r] += flops(i);
+  }
+  return owner;
+}
+
 Tensor newton_schulz(const Tensor& x, double norm, const MuonOptions& o) {
   TESSERA_CHECK(
       x.dim() == 2 && x.is_contiguous() && (x.dtype() == DType::F32 || x.dtype() == DType::F64),

@@ -22,6 +22,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -41,6 +43,16 @@ void check(const MuonOptions& o);
 
 // The factor the learning rate is multiplied by for a (rows, cols) matrix (see above).
 double muon_lr_ratio(const MuonOptions& o, int64_t rows, int64_t cols);
+
+// Newton-Schulz's flops for a (rows, cols) matrix, an iteration: 4 k^2 m + 2 k^3 with k the shorter
+// side and m the longer (X X^T, A A, B X).
+double newton_schulz_flops(int64_t rows, int64_t cols);
+
+// Which of `world` ranks orthogonalises each of these (rows, cols) matrices under data parallelism
+// (optim/flat_adamw.h): the largest first, each to the rank with the least Newton-Schulz work so
+// far (the lowest rank on a tie; Graham's longest-processing-time rule, within 4/3 of the best
+// split). Depends on the shapes and world alone, so every rank computes the same owners.
+std::vector<int> muon_owners(const std::vector<std::pair<int64_t, int64_t>>& shapes, int world);
 
 // The orthogonalised x (rows, cols), contiguous, f32 or f64, as a new tensor of its shape, dtype
 // and device; norm is x's Frobenius norm, which the caller computes (several matrices' at once: one

@@ -242,7 +242,11 @@ void Trainer::build_optimizer() {
       out_->log() << "muon: " << muon.size() << " block matrices (" << in_muon
                   << " parameters) orthogonalised; AdamW for the other "
                   << params_.size() - muon.size() << " tensors (" << rest
-                  << " parameters: embeddings, head, norms, biases)\n";
+                  << " parameters: embeddings, head, norms, biases)";
+      if (world_ > 1)
+        out_->log() << "; each matrix orthogonalised by one of the " << world_
+                    << " ranks, which holds its momentum";
+      out_->log() << "\n";
     }
     flat_ = std::make_unique<FlatParams>(
         params_, FlatOptions{.bucket_bytes = int64_t(cfg_.dist.bucket_mb * (1 << 20)),
@@ -285,7 +289,10 @@ void Trainer::report_memory() {
         << " | adapters " << mib(lora_->adapter_bytes()) << " (rank " << cfg_.lora.rank << ", "
         << cfg_.lora.targets << ")";
   log << " | optimizer state " << mib(opt_->state_bytes());
-  if (cfg_.dist.zero == 1 && world_ > 1) log << " per rank (ZeRO-1 over " << world_ << " ranks)";
+  if (world_ > 1 && cfg_.dist.zero == 1)
+    log << " per rank (ZeRO-1 over " << world_ << " ranks)";
+  else if (world_ > 1 && cfg_.optim.name == "muon")
+    log << " per rank (Muon's momenta split over " << world_ << " ranks)";
   log << "\n";
 }
 

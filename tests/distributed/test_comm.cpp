@@ -22,6 +22,7 @@
 
 #include "core/build.h"
 #include "distributed/backends.h"
+#include "distributed/comm_under_test.h"
 #include "distributed/communicator.h"
 #include "distributed/grad_sync.h"
 #include "optim/flat.h"
@@ -633,6 +634,9 @@ class RankFailurePrinter : public ::testing::EmptyTestEventListener {
 };
 
 }  // namespace
+
+Communicator& communicator_under_test() { return comm(); }
+
 }  // namespace tessera::dist
 
 int main(int argc, char** argv) {

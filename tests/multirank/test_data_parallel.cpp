@@ -533,17 +533,33 @@ TEST_F(DataParallel, lomo_and_adalomo_on_two_ranks_train_like_one_process) {
   }
 }
 
-// Muon beside AdamW: every rank orthogonalises the same mean gradients of each block matrix, so 2
-// ranks train as 1 process with the same global batch (4 micro-batches of 2 windows, or 2 on each).
-TEST_F(DataParallel, muon_on_two_ranks_trains_like_one_process) {
+// Muon beside AdamW: each block matrix is orthogonalised by one rank (its owner, which holds its
+// momentum) from the mean gradient and the result broadcast, so 2 and 4 ranks, with ZeRO-1 or
+// without, train as 1 process with the same global batch (4 micro-batches of 2 windows, 2 on each
+// of 2 ranks, 1 on each of 4). The 4-rank ZeRO-1 run (shards cutting through the matrices)
+// resumes on 2 ranks and on 1, where the matrices have other owners and the shards other cuts.
+TEST_F(DataParallel, muon_on_two_and_four_ranks_with_and_without_zero_trains_like_one_process) {
   Config c = config(16);
   c.optim.name = "muon";
-  const RunDir one = train(1, c, "muon1"), two = train(2, c, "muon2");
-  expect_same_losses(one, two, 1, 16);
-  const double d = max_param_diff(one.last(), two.last());
-  std::printf("muon: max parameter difference 2 ranks vs 1: %.3g\n", d);
-  EXPECT_LT(d, kParamTol);
+  c.dist.bucket_mb = 0.01;  // several buckets, so shards cut through parameters
+  Config z = c;
+  z.dist.zero = 1;
+  const RunDir one = train(1, c, "muon1"), two = train(2, c, "muon2"),
+               zero4 = train(4, z, "muon4zero");
+  for (const RunDir* r : {&two, &zero4}) {
+    expect_same_losses(one, *r, 1, 16);
+    const double d = max_param_diff(one.last(), r->last());
+    std::printf("muon: max parameter difference vs 1 process: %.3g (%s)\n", d,
+                r->dir.filename().c_str());
+    EXPECT_LT(d, kParamTol);
+  }
   EXPECT_LT(one.losses().at(16), one.losses().at(1) - 0.5);
+  const std::string log = read(run_.dir / "muon2.log");
+  EXPECT_NE(log.find("each matrix orthogonalised by one of the 2 ranks, which holds its momentum"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("per rank (Muon's momenta split over 2 ranks)"), std::string::npos) << log;
+  resumes_on_two_and_one(train_fn(), z, "muon_zero_four");
 }
 
 // bf16 mixed precision on the device: each micro-batch's forward and backward are the same on
