@@ -24,7 +24,10 @@
 #   BUILD_DIR (default build), STEPS (default 60), WARMUP (default 10), ROUNDS (default 2: every
 #   run repeated, the fastest kept), ZERO (1: also the ZeRO-1 runs; 0: skip them), MPIRUN
 #   (default mpirun), TORCH (1: the PyTorch comparison when torch imports; 0: skip it),
-#   TORCH_PYTHON (default /usr/bin/python3), KEEP (a directory to keep the logs and metrics in).
+#   TORCH_PYTHON (default /usr/bin/python3), KEEP (a directory to keep the logs and metrics in),
+#   OPTIM (default adamw; muon: every run with optim.name muon, each block matrix orthogonalised by
+#   one rank, docs/muon.md; the state column is then AdamW's m and v plus this rank's momenta;
+#   PyTorch 1.13 has no Muon, so no twin).
 #
 # A benchmark, not a test. On a machine with fewer cores than ranks (4 ranks on 2 cores) the ranks
 # are oversubscribed: they take turns on the cores, so those rows time the scheduler as much as
@@ -39,6 +42,7 @@ ZERO="${ZERO:-1}"
 ROUNDS="${ROUNDS:-2}"
 MPIRUN="${MPIRUN:-mpirun}"
 TORCH="${TORCH:-1}"
+OPTIM="${OPTIM:-adamw}"
 source scripts/torch_env.sh
 TOTAL=768  # tokens per step: 12 sequences of 64 bytes, tiny.yaml's batch
 
@@ -81,12 +85,13 @@ run() {
        --set train.batch_size="$batch" --set train.total_batch_size="$TOTAL" \
        --set train.max_steps="$STEPS" --set eval.interval=0 --set checkpoint.interval=0 \
        --set checkpoint.dir="$WORK/$name" --set log.interval=1 --set dist.zero="$zero" \
+       --set optim.name="$OPTIM" \
        >"$WORK/$name.log" 2>&1; then
     echo "bench_dp: run $name failed:" >&2
     tail -20 "$WORK/$name.log" >&2
     exit 1
   fi
-  echo "  $name: $np rank(s) x batch $batch x $threads thread(s), dist.zero=$zero," \
+  echo "  $name: $np rank(s) x batch $batch x $threads thread(s), dist.zero=$zero, $OPTIM," \
        "$((SECONDS - t0)) s" >&2
 }
 
@@ -126,6 +131,8 @@ if [ "$ZERO" = 1 ]; then for np in 2 4; do ROWS+=("r${np}z1 $np 1 1"); done; fi
 TORCH_NOTE=""
 if [ "$TORCH" != 1 ]; then
   TORCH_NOTE="PyTorch comparison skipped: TORCH=$TORCH."
+elif [ "$OPTIM" != adamw ]; then
+  TORCH_NOTE="PyTorch comparison skipped: its twin trains with AdamW, this run with $OPTIM."
 elif ! torch_err="$("$TORCH_PYTHON" -c 'import torch' 2>&1)"; then
   TORCH_NOTE="PyTorch comparison skipped: '$TORCH_PYTHON -c \"import torch\"' failed"
   TORCH_NOTE+=" ($(printf '%s\n' "$torch_err" | tail -1)); Debian: apt-get install python3-torch."
@@ -161,7 +168,7 @@ done
 echo
 cpu="$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)"
 mpi="$("$MPIRUN" --version 2>/dev/null | head -1)"
-echo "configs/tiny.yaml, $params parameters, $TOTAL tokens per step; $STEPS steps, the first"
+echo "configs/tiny.yaml (optim.name $OPTIM), $params parameters, $TOTAL tokens per step; $STEPS steps, the first"
 echo "$WARMUP untimed; each row the fastest of $ROUNDS run(s) by median step time, busbw the best"
 echo "of $ROUNDS; $(nproc) CPU cores ($cpu), $mpi; load average before: $LOAD0, after:"
 echo "$(cut -d' ' -f1-3 /proc/loadavg) (other work on the cores slows every row)"

@@ -116,41 +116,44 @@ TEST(FlatMuonRanks, every_rank_count_with_and_without_zero_gives_one_processs_bi
   single.backend = "single";
   single.device = comm().device();
   std::unique_ptr<Communicator> alone = make_communicator(single, LaunchInfo{});
-  for (const DType t : {DType::F32, DType::BF16})
-    for (const bool zero : {false, true}) {
-      const std::string what = std::string(dtype_name(t)) + (zero ? " zero 1" : " zero 0");
-      SCOPED_TRACE(what);
-      // Buckets of a few parameters, cut into shards through the matrices; launches of at most
-      // 7 elements with ZeRO-1, so ranges split around the matrices too.
-      const FlatAdamWOptions o{.adam = {.weight_decay = 0.1},
-                               .max_norm = 1.0,
-                               .zero = zero,
-                               .max_range = zero ? 7 : int64_t(1) << 30,
-                               .muon = kMuon};
-      Trained ranks = make(comm(), o, t, 256), one = make(*alone, o, t, 256);
-      EXPECT_EQ(train(ranks, false, 0, 3), train(one, true, 0, 3));
-      expect_same_bits(ranks, one, what + ", 3 steps");
-      const auto got = state_of(*ranks.opt), want = state_of(*one.opt);
-      ASSERT_EQ(got.size(), want.size());
-      for (size_t i = 0; i < want.size(); ++i) {
-        EXPECT_EQ(got[i].first, want[i].first);
-        EXPECT_EQ(bytes(got[i].second), bytes(want[i].second)) << want[i].first;
-      }
-      // Each matrix orthogonalised by one rank, its momentum held there alone.
-      if (comm().world() > 1) {
-        EXPECT_LT(ranks.opt->state_bytes(), one.opt->state_bytes());
-      }
+  // All four matrices, or one: every rank but its owner then has no Muon work.
+  for (const std::vector<std::string>& muon : {kMuon, std::vector<std::string>{"h.o"}})
+    for (const DType t : {DType::F32, DType::BF16})
+      for (const bool zero : {false, true}) {
+        const std::string what = std::string(dtype_name(t)) + (zero ? " zero 1" : " zero 0") +
+                                 ", " + std::to_string(muon.size()) + " Muon matrices";
+        SCOPED_TRACE(what);
+        // Buckets of a few parameters, cut into shards through the matrices; launches of at most
+        // 7 elements with ZeRO-1, so ranges split around the matrices too.
+        const FlatAdamWOptions o{.adam = {.weight_decay = 0.1},
+                                 .max_norm = 1.0,
+                                 .zero = zero,
+                                 .max_range = zero ? 7 : int64_t(1) << 30,
+                                 .muon = muon};
+        Trained ranks = make(comm(), o, t, 256), one = make(*alone, o, t, 256);
+        EXPECT_EQ(train(ranks, false, 0, 3), train(one, true, 0, 3));
+        expect_same_bits(ranks, one, what + ", 3 steps");
+        const auto got = state_of(*ranks.opt), want = state_of(*one.opt);
+        ASSERT_EQ(got.size(), want.size());
+        for (size_t i = 0; i < want.size(); ++i) {
+          EXPECT_EQ(got[i].first, want[i].first);
+          EXPECT_EQ(bytes(got[i].second), bytes(want[i].second)) << want[i].first;
+        }
+        // Each matrix orthogonalised by one rank, its momentum held there alone.
+        if (comm().world() > 1 && muon.size() > 1) {
+          EXPECT_LT(ranks.opt->state_bytes(), one.opt->state_bytes());
+        }
 
-      // The one process's state (as its checkpoint holds it) loaded on the ranks, each its own
-      // shards and matrices: two more steps on either side end alike.
-      Trained resumed = make(comm(), o, t, 256);
-      for (size_t k = 0; k < one.params.size(); ++k)
-        resumed.params[k].param.detach().copy_(one.params[k].param);
-      resumed.opt->load_state(want, "one.h5");
-      resumed.opt->set_step_count(one.opt->step_count());
-      EXPECT_EQ(train(resumed, false, 3, 5), train(one, true, 3, 5));
-      expect_same_bits(resumed, one, what + ", resumed");
-    }
+        // The one process's state (as its checkpoint holds it) loaded on the ranks, each its own
+        // shards and matrices: two more steps on either side end alike.
+        Trained resumed = make(comm(), o, t, 256);
+        for (size_t k = 0; k < one.params.size(); ++k)
+          resumed.params[k].param.detach().copy_(one.params[k].param);
+        resumed.opt->load_state(want, "one.h5");
+        resumed.opt->set_step_count(one.opt->step_count());
+        EXPECT_EQ(train(resumed, false, 3, 5), train(one, true, 3, 5));
+        expect_same_bits(resumed, one, what + ", resumed");
+      }
 }
 
 // Owners by Newton-Schulz work, the largest first: every matrix has exactly one, and each rank's
