@@ -95,6 +95,7 @@ void visit_section(S& s, F&& f) {
   f("muon_momentum", s.muon_momentum);
   f("muon_nesterov", s.muon_nesterov);
   f("muon_ns_steps", s.muon_ns_steps);
+  f("muon_split_qkv", s.muon_split_qkv);
 }
 
 template <Section<EvalConfig> S, typename F>

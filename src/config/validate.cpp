@@ -349,7 +349,7 @@ void check_optim(const Config& c, Problems& p) {
   } else {
     const OptimConfig d;
     if (o.muon_momentum != d.muon_momentum || o.muon_nesterov != d.muon_nesterov ||
-        o.muon_ns_steps != d.muon_ns_steps)
+        o.muon_ns_steps != d.muon_ns_steps || o.muon_split_qkv != d.muon_split_qkv)
       p.add("optim.muon_* keys apply to optim.name muon only; optim.name '", o.name,
             "' would ignore them");
   }

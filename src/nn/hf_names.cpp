@@ -50,6 +50,14 @@ std::vector<std::string> muon_parameters(const GPTConfig& cfg) {
   return out;
 }
 
+std::map<std::string, std::vector<int64_t>> muon_qkv_blocks(const GPTConfig& cfg) {
+  std::map<std::string, std::vector<int64_t>> out;
+  const int64_t q = cfg.n_head * cfg.head_dim(), kv = cfg.kv_heads() * cfg.head_dim();
+  for (const ParamSpec& s : param_specs(cfg))
+    if (s.part == Part::QKV && !s.bias) out[s.name] = {q, kv, kv};
+  return out;
+}
+
 std::string hf_block_prefix(const GPTConfig& cfg, int64_t layer) {
   return hf_arch(cfg).block_prefix + std::to_string(layer) + ".";
 }

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -75,5 +76,9 @@ bool is_block_linear(Part part);
 // The parameters Muon updates (optim/muon.h): the weight of every Linear inside a block, in
 // creation order. The embeddings, the head, the norms and the biases keep AdamW.
 std::vector<std::string> muon_parameters(const GPTConfig& cfg);
+// The fused attention projections (GPT-2's c_attn, (H + 2 Hkv) hd x C) as Muon's row blocks: its
+// q, k and v rows, (H, Hkv, Hkv) x hd, each a map of its own (FlatAdamWOptions::muon_blocks).
+// Empty where q, k and v are separate matrices.
+std::map<std::string, std::vector<int64_t>> muon_qkv_blocks(const GPTConfig& cfg);
 
 }  // namespace tessera::nn

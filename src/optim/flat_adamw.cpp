@@ -55,22 +55,36 @@ FlatAdamW::FlatAdamW(FlatParams& flat, dist::Communicator& comm, FlatAdamWOption
   TESSERA_CHECK(opt_.max_range > 0 && opt_.max_range < (int64_t(1) << 31),
                 "FlatAdamW: max_range must be in [1, 2^31), got ", opt_.max_range);
   std::vector<FlatRange> holes;  // the Muon matrices, in buffer order
-  std::vector<std::pair<int64_t, int64_t>> shapes;
+  std::vector<double> flops;     // each one's Newton-Schulz work
   for (size_t i = 0; i < flat.slots().size(); ++i) {
     const FlatParams::Slot& s = flat.slots()[i];
     if (std::find(opt_.muon.begin(), opt_.muon.end(), s.name) == opt_.muon.end()) continue;
     TESSERA_CHECK(s.param.dim() == 2, "Muon: ", s.name, " is ", s.param.str(), ", not a matrix");
-    muon_.push_back({i, 0, 0});
+    const int64_t rows = s.param.size(0), cols = s.param.size(1);
+    std::vector<int64_t> blocks = {rows};
+    if (auto it = opt_.muon_blocks.find(s.name); it != opt_.muon_blocks.end()) {
+      blocks = it->second;
+      int64_t sum = 0;
+      for (int64_t b : blocks) sum += b > 0 ? b : rows + 1;  // a block of no rows fails too
+      TESSERA_CHECK(sum == rows, "Muon: ", s.name, "'s row blocks must be positive and sum to its ",
+                    rows, " rows");
+    }
+    double work = 0;
+    for (int64_t b : blocks) work += newton_schulz_flops(b, cols);
+    muon_.push_back({i, blocks, 0, 0});
     holes.push_back({s.offset, s.offset + s.numel});
-    shapes.emplace_back(s.param.size(0), s.param.size(1));
+    flops.push_back(work);
   }
   for (const std::string& name : opt_.muon)
     TESSERA_CHECK(
         std::any_of(muon_.begin(), muon_.end(),
                     [&](const MuonMatrix& m) { return flat.slots()[m.slot].name == name; }),
         "Muon: no parameter named ", name);
+  for (const auto& [name, blocks] : opt_.muon_blocks)
+    TESSERA_CHECK(std::find(opt_.muon.begin(), opt_.muon.end(), name) != opt_.muon.end(),
+                  "Muon: row blocks for ", name, ", which is not a Muon matrix");
   if (!muon_.empty()) check(opt_.muon_options);
-  const std::vector<int> owners = tessera::muon_owners(shapes, comm.world());
+  const std::vector<int> owners = tessera::muon_owners(flops, comm.world());
   int64_t nmom = 0;
   for (size_t k = 0; k < muon_.size(); ++k) {
     muon_[k].owner = owners[k];
@@ -168,15 +182,25 @@ Tensor FlatAdamW::matrix(const Tensor& flat, const FlatParams::Slot& s) const {
   return make_view(flat, shape, contiguous_strides(shape), flat.offset() + s.offset);
 }
 
-// Each owner updates the momenta of its matrices and orthogonalises them; the results travel over
-// the matrices' gradients (scratch after the momentum update: zero again after the step), one
-// broadcast a matrix issued in buffer order, so an owner's later matrices overlap the earlier ones'
-// transfers. Then every rank applies each result to the values it holds.
+// Each owner updates the momenta of its matrices and orthogonalises them, block by block, over
+// their gradients (scratch after the momentum update: zero again after the step); the results go
+// out from there, one broadcast a matrix issued in buffer order, so an owner's later matrices
+// overlap the earlier ones' transfers. Then every rank applies each result to the values it holds.
 void FlatAdamW::muon_step(double lr, double coef) {
   const MuonOptions& o = opt_.muon_options;
   const int me = comm_.rank();
+  // The row blocks of a tensor of mm's shape, each (rows, cols) and contiguous.
+  auto blocks_of = [](const Tensor& m, const MuonMatrix& mm) {
+    std::vector<Tensor> out;
+    int64_t row = 0;
+    for (int64_t rows : mm.blocks) {
+      out.push_back(m.narrow(0, row, rows));
+      row += rows;
+    }
+    return out;
+  };
   // B = momentum B + g, then U = g + momentum B (Nesterov) or B, written over the gradient.
-  std::vector<Tensor> updates;
+  std::vector<Tensor> updates;  // this rank's blocks
   for (const MuonMatrix& mm : muon_) {
     if (mm.owner != me) continue;
     const FlatParams::Slot& s = flat_.slots()[mm.slot];
@@ -187,37 +211,37 @@ void FlatAdamW::muon_step(double lr, double coef) {
       TESSERA_KERNEL(g, axpby)(g, coef, g, o.momentum, b);
     else
       g.copy_(b);
-    updates.push_back(g);
+    for (const Tensor& u : blocks_of(g, mm)) updates.push_back(u);
   }
   const std::vector<double> sums = sums_of_squares(updates);  // one transfer
-  std::vector<Tensor> results;                                // O for each matrix, in muon_'s order
   std::vector<dist::WorkHandle> sent;
-  size_t mine = 0;
+  size_t next = 0;
   for (const MuonMatrix& mm : muon_) {
-    Tensor g = matrix(flat_.grads(), flat_.slots()[mm.slot]);
-    if (mm.owner == me) {
-      Tensor x = newton_schulz(g, std::sqrt(sums[mine++]), o);
-      if (comm_.world() == 1) {
-        results.push_back(x);
-        continue;
-      }
-      g.copy_(x);
-    }
-    sent.push_back(comm_.broadcast_async(g, mm.owner));
-    results.push_back(g);
+    const Tensor g = matrix(flat_.grads(), flat_.slots()[mm.slot]);
+    if (mm.owner == me)
+      for (Tensor u : blocks_of(g, mm)) u.copy_(newton_schulz(u, std::sqrt(sums[next++]), o));
+    if (comm_.world() > 1) sent.push_back(comm_.broadcast_async(g, mm.owner));
   }
   for (dist::WorkHandle& h : sent) h->wait();
   const double decay = 1.0 - lr * opt_.adam.weight_decay;
-  for (size_t k = 0; k < muon_.size(); ++k) {
-    const FlatParams::Slot& s = flat_.slots()[muon_[k].slot];
-    const double step = lr * muon_lr_ratio(o, s.param.size(0), s.param.size(1));
+  for (const MuonMatrix& mm : muon_) {
+    const FlatParams::Slot& s = flat_.slots()[mm.slot];
+    const int64_t cols = s.param.size(1);
     for (const Piece& p : pieces_of(s, owned_)) {
       if (p.rank != me) continue;
-      Tensor w = view(flat_.values(), p.flat_begin, p.size);
-      const Tensor master = own_master_ ? view(master_, p.local, p.size) : w;
-      const Tensor x = view(results[k].view({s.numel}), p.flat_begin - s.offset, p.size);
-      TESSERA_KERNEL(w, axpby)(master, decay, master, -step, x);
-      if (own_master_) w.copy_(master);
+      int64_t at = s.offset;  // each block's part of the piece, at the block's rate
+      for (int64_t rows : mm.blocks) {
+        const int64_t b = std::max(at, p.flat_begin);
+        const int64_t e = std::min(at + rows * cols, p.flat_begin + p.size);
+        at += rows * cols;
+        if (b >= e) continue;
+        Tensor w = view(flat_.values(), b, e - b);
+        const Tensor master = own_master_ ? view(master_, p.local + (b - p.flat_begin), e - b) : w;
+        const Tensor x = view(flat_.grads(), b, e - b);  // O, over the gradient
+        const double step = lr * muon_lr_ratio(o, rows, cols);
+        TESSERA_KERNEL(w, axpby)(master, decay, master, -step, x);
+        if (own_master_) w.copy_(master);
+      }
     }
   }
 }

@@ -37,6 +37,7 @@
 // and the f32 masters are sharded as without Muon.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -64,6 +65,9 @@ struct FlatAdamWOptions {
   // Parameters (2-D) updated by Muon instead of AdamW, with its options; empty: AdamW for all.
   std::vector<std::string> muon = {};
   MuonOptions muon_options = {};
+  // Muon matrices orthogonalised in row blocks, each block a map of its own with its own lr ratio
+  // (GPT-2's fused c_attn as q, k and v: nn::muon_qkv_blocks): name -> the blocks' row counts.
+  std::map<std::string, std::vector<int64_t>> muon_blocks = {};
 };
 
 class FlatAdamW : public Optimizer {
@@ -109,9 +113,10 @@ class FlatAdamW : public Optimizer {
   Tensor view(const Tensor& t, int64_t begin, int64_t size) const;
   Tensor matrix(const Tensor& flat, const FlatParams::Slot& s) const;  // s's (rows, cols) view
   struct MuonMatrix {
-    size_t slot;    // index into flat_.slots()
-    int owner;      // the rank that keeps its momentum and orthogonalises it
-    int64_t local;  // its momentum's offset in mom_ (owner only)
+    size_t slot;                  // index into flat_.slots()
+    std::vector<int64_t> blocks;  // the row counts of the blocks orthogonalised apart
+    int owner;                    // the rank that keeps its momentum and orthogonalises it
+    int64_t local;                // its momentum's offset in mom_ (owner only)
   };
   const MuonMatrix* muon_of(const FlatParams::Slot& s) const;  // nullptr: AdamW's
   Tensor momentum_of(const MuonMatrix& mm);                    // broadcast from its owner

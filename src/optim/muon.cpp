@@ -29,19 +29,18 @@ double newton_schulz_flops(int64_t rows, int64_t cols) {
   return 4 * k * k * m + 2 * k * k * k;
 }
 
-std::vector<int> muon_owners(const std::vector<std::pair<int64_t, int64_t>>& shapes, int world) {
+std::vector<int> muon_owners(const std::vector<double>& flops, int world) {
   TESSERA_CHECK(world >= 1, "muon_owners: world must be >= 1, got ", world);
-  std::vector<size_t> order(shapes.size());
+  std::vector<size_t> order(flops.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  auto flops = [&](size_t i) { return newton_schulz_flops(shapes[i].first, shapes[i].second); };
   std::stable_sort(order.begin(), order.end(),
-                   [&](size_t i, size_t j) { return flops(i) > flops(j); });
+                   [&](size_t i, size_t j) { return flops[i] > flops[j]; });
   std::vector<double> load(size_t(world), 0.0);
-  std::vector<int> owner(shapes.size(), 0);
+  std::vector<int> owner(flops.size(), 0);
   for (size_t i : order) {
     const size_t r = size_t(std::min_element(load.begin(), load.end()) - load.begin());
     owner[i] = int(r);
-    load[r] += flops(i);
+    load[r] += flops[i];
   }
   return owner;
 }

@@ -48,11 +48,11 @@ double muon_lr_ratio(const MuonOptions& o, int64_t rows, int64_t cols);
 // side and m the longer (X X^T, A A, B X).
 double newton_schulz_flops(int64_t rows, int64_t cols);
 
-// Which of `world` ranks orthogonalises each of these (rows, cols) matrices under data parallelism
-// (optim/flat_adamw.h): the largest first, each to the rank with the least Newton-Schulz work so
+// Which of `world` ranks orthogonalises each matrix under data parallelism (optim/flat_adamw.h),
+// given each one's Newton-Schulz flops: the largest first, each to the rank with the least work so
 // far (the lowest rank on a tie; Graham's longest-processing-time rule, within 4/3 of the best
-// split). Depends on the shapes and world alone, so every rank computes the same owners.
-std::vector<int> muon_owners(const std::vector<std::pair<int64_t, int64_t>>& shapes, int world);
+// split). Depends on its arguments alone, so every rank computes the same owners.
+std::vector<int> muon_owners(const std::vector<double>& flops, int world);
 
 // The orthogonalised x (rows, cols), contiguous, f32 or f64, as a new tensor of its shape, dtype
 // and device; norm is x's Frobenius norm, which the caller computes (several matrices' at once: one

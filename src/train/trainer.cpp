@@ -243,6 +243,8 @@ void Trainer::build_optimizer() {
                   << " parameters) orthogonalised; AdamW for the other "
                   << params_.size() - muon.size() << " tensors (" << rest
                   << " parameters: embeddings, head, norms, biases)";
+      if (o.muon_split_qkv && !nn::muon_qkv_blocks(model_.config()).empty())
+        out_->log() << "; c_attn orthogonalised as its q, k and v rows";
       if (world_ > 1)
         out_->log() << "; each matrix orthogonalised by one of the " << world_
                     << " ranks, which holds its momentum";
@@ -251,19 +253,19 @@ void Trainer::build_optimizer() {
     flat_ = std::make_unique<FlatParams>(
         params_, FlatOptions{.bucket_bytes = int64_t(cfg_.dist.bucket_mb * (1 << 20)),
                              .pad = world_});
-    opt_ = std::make_unique<FlatAdamW>(
-        *flat_, *comm_,
-        FlatAdamWOptions{.adam = {.lr = o.lr,
-                                  .beta1 = o.beta1,
-                                  .beta2 = o.beta2,
-                                  .eps = o.eps,
-                                  .weight_decay = o.weight_decay},
-                         .max_norm = o.grad_clip,
-                         .zero = cfg_.dist.zero == 1,
-                         .muon = muon,
-                         .muon_options = {.momentum = o.muon_momentum,
-                                          .nesterov = o.muon_nesterov,
-                                          .ns_steps = o.muon_ns_steps}});
+    FlatAdamWOptions options{.adam = {.lr = o.lr,
+                                      .beta1 = o.beta1,
+                                      .beta2 = o.beta2,
+                                      .eps = o.eps,
+                                      .weight_decay = o.weight_decay},
+                             .max_norm = o.grad_clip,
+                             .zero = cfg_.dist.zero == 1,
+                             .muon = muon};
+    options.muon_options.momentum = o.muon_momentum;
+    options.muon_options.nesterov = o.muon_nesterov;
+    options.muon_options.ns_steps = o.muon_ns_steps;
+    if (o.muon_split_qkv) options.muon_blocks = nn::muon_qkv_blocks(model_.config());
+    opt_ = std::make_unique<FlatAdamW>(*flat_, *comm_, options);
   } else {
     opt_ = std::make_unique<LomoStep>(
         params_, LomoOptions{.name = o.name, .weight_decay = o.weight_decay,

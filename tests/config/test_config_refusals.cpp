@@ -130,6 +130,10 @@ TEST(ConfigValidation, muon_keys_apply_to_muon_alone_and_muon_refuses_lora) {
     apply_override(bad, rest);
     EXPECT_CONTAINS(error_of([&] { bad.validate(); }), says);
   }
+  Config split;  // a key of muon's under adamw
+  apply_override(split, "optim.muon_split_qkv=true");
+  EXPECT_CONTAINS(error_of([&] { split.validate(); }),
+                  "optim.muon_* keys apply to optim.name muon only");
   apply_override(cfg, "optim.name=lomo");
   apply_override(cfg, "optim.beta2=0.95");
   apply_override(cfg, "train.total_batch_size=0");

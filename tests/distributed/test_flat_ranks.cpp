@@ -116,20 +116,24 @@ TEST(FlatMuonRanks, every_rank_count_with_and_without_zero_gives_one_processs_bi
   single.backend = "single";
   single.device = comm().device();
   std::unique_ptr<Communicator> alone = make_communicator(single, LaunchInfo{});
-  // All four matrices, or one: every rank but its owner then has no Muon work.
+  // All four matrices, h.up orthogonalised as three row blocks (pieces of a shard span blocks
+  // stepped at different rates), or one matrix: every rank but its owner then has no Muon work.
   for (const std::vector<std::string>& muon : {kMuon, std::vector<std::string>{"h.o"}})
     for (const DType t : {DType::F32, DType::BF16})
       for (const bool zero : {false, true}) {
         const std::string what = std::string(dtype_name(t)) + (zero ? " zero 1" : " zero 0") +
                                  ", " + std::to_string(muon.size()) + " Muon matrices";
         SCOPED_TRACE(what);
+        std::map<std::string, std::vector<int64_t>> blocks;
+        if (muon.size() > 1) blocks["h.up"] = {8, 4, 12};
         // Buckets of a few parameters, cut into shards through the matrices; launches of at most
         // 7 elements with ZeRO-1, so ranges split around the matrices too.
         const FlatAdamWOptions o{.adam = {.weight_decay = 0.1},
                                  .max_norm = 1.0,
                                  .zero = zero,
                                  .max_range = zero ? 7 : int64_t(1) << 30,
-                                 .muon = muon};
+                                 .muon = muon,
+                                 .muon_blocks = blocks};
         Trained ranks = make(comm(), o, t, 256), one = make(*alone, o, t, 256);
         EXPECT_EQ(train(ranks, false, 0, 3), train(one, true, 0, 3));
         expect_same_bits(ranks, one, what + ", 3 steps");

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -131,21 +132,28 @@ TEST(Muon, owners_take_the_largest_matrices_first_and_balance_the_work) {
   // Four matrices over two ranks: (24, 8) and (8, 24) cost alike (7168 flops), then (8, 8) 3072
   // and (4, 8) 640, so the first two split, the third goes to rank 0 (tie: the lower rank).
   EXPECT_EQ(newton_schulz_flops(24, 8), 4 * 64 * 24 + 2 * 512);
-  EXPECT_EQ(muon_owners({{8, 8}, {24, 8}, {8, 24}, {4, 8}}, 2), (std::vector<int>{0, 0, 1, 1}));
-  EXPECT_EQ(muon_owners({{8, 8}, {24, 8}}, 1), (std::vector<int>{0, 0}));
-  EXPECT_EQ(muon_owners({{8, 8}}, 4), (std::vector<int>{0}));  // ranks left idle
+  EXPECT_EQ(newton_schulz_flops(8, 24), newton_schulz_flops(24, 8));
+  auto flops = [](const std::vector<std::pair<int64_t, int64_t>>& shapes) {
+    std::vector<double> out;
+    for (const auto& [r, c] : shapes) out.push_back(newton_schulz_flops(r, c));
+    return out;
+  };
+  EXPECT_EQ(muon_owners(flops({{8, 8}, {24, 8}, {8, 24}, {4, 8}}), 2),
+            (std::vector<int>{0, 0, 1, 1}));
+  EXPECT_EQ(muon_owners(flops({{8, 8}, {24, 8}}), 1), (std::vector<int>{0, 0}));
+  EXPECT_EQ(muon_owners(flops({{8, 8}}), 4), (std::vector<int>{0}));  // ranks left idle
   std::vector<std::pair<int64_t, int64_t>> gpt2;
   for (int layer = 0; layer < 12; ++layer)
     for (const auto& shape : std::vector<std::pair<int64_t, int64_t>>{
              {2304, 768}, {768, 768}, {3072, 768}, {768, 3072}})
       gpt2.push_back(shape);
-  const std::vector<int> owners = muon_owners(gpt2, 8);
+  const std::vector<double> work = flops(gpt2);
+  const std::vector<int> owners = muon_owners(work, 8);
   std::vector<double> load(8, 0.0);
   double total = 0;
   for (size_t i = 0; i < gpt2.size(); ++i) {
-    const double f = newton_schulz_flops(gpt2[i].first, gpt2[i].second);
-    load[size_t(owners[i])] += f;
-    total += f;
+    load[size_t(owners[i])] += work[i];
+    total += work[i];
   }
   for (int r = 0; r < 8; ++r) {
     EXPECT_GT(load[size_t(r)], 0.9 * total / 8) << "rank " << r;
@@ -158,38 +166,60 @@ using testing::model_params;
 using testing::single;
 using testing::twin_of;
 
-// Muon's update of one matrix in double, from the formula (muon.h), the momentum carried.
+// Muon's update of one matrix in double, from the formula (muon.h), the momentum carried; with
+// row blocks, each block orthogonalised and scaled as a matrix of its own.
 struct MuonReference {
   MuonOptions o;
   double weight_decay;
-  Tensor momentum;  // f64
+  Tensor momentum;                   // f64
+  std::vector<int64_t> blocks = {};  // row counts; empty: the whole matrix
   Tensor step(const Tensor& w, const Tensor& grad, double coef, double lr) {
     const Tensor g = ops::scale(grad.to(DType::F64), coef);
     if (!momentum.defined()) momentum = zeros(g.shape(), DType::F64);
     momentum = ops::add(ops::scale(momentum, o.momentum), g);
     const Tensor u = o.nesterov ? ops::add(g, ops::scale(momentum, o.momentum)) : momentum;
-    const Tensor orth = newton_schulz(u, frobenius(u), o);  // checked on its own above
-    const double ratio = muon_lr_ratio(o, w.size(0), w.size(1));
-    return ops::sub(ops::scale(w.to(DType::F64), 1 - lr * weight_decay),
-                    ops::scale(orth, lr * ratio));
+    std::vector<Tensor> steps;
+    int64_t row = 0;
+    for (int64_t rows : blocks.empty() ? std::vector<int64_t>{w.size(0)} : blocks) {
+      const Tensor b = u.narrow(0, row, rows).contiguous();
+      const Tensor orth = newton_schulz(b, frobenius(b), o);  // checked on its own above
+      steps.push_back(ops::scale(orth, lr * muon_lr_ratio(o, rows, w.size(1))));
+      row += rows;
+    }
+    return ops::sub(ops::scale(w.to(DType::F64), 1 - lr * weight_decay), ops::concat(steps, 0));
   }
 };
 
-// Clipping on (every step clips), both ratio rules, Nesterov on and off.
+// Clipping on (every step clips), both ratio rules, Nesterov on and off, the matrix whole or as
+// two row blocks (2 x 5 and 4 x 5, each orthogonalised on its own and stepped at 0.2 sqrt(5) where
+// the whole 6 x 5 matrix takes 0.2 sqrt(6)).
 TEST(FlatMuon, the_matrix_follows_muons_formula_and_the_rest_adamw_bit_for_bit) {
-  for (const auto& [adjust, nesterov] : {std::pair{"match_rms_adamw", true}, {"original", false}}) {
+  struct Case {
+    const char* adjust;
+    bool nesterov;
+    std::vector<int64_t> blocks;
+  };
+  for (const auto& [adjust, nesterov, blocks] : {Case{"match_rms_adamw", true, {}},
+                                                 {"original", false, {}},
+                                                 {"match_rms_adamw", true, {2, 4}}}) {
+    SCOPED_TRACE(std::string(adjust) + (nesterov ? ", nesterov, " : ", ") +
+                 std::to_string(blocks.size()) + " blocks");
     Generator g(3);
     std::vector<NamedParam> params = model_params(g), twin = twin_of(params);
     auto comm = single();
     FlatParams flat(params, {.pad = 1});
     const AdamWOptions a{.lr = 0.01, .weight_decay = 0.1};
     const MuonOptions mo{.nesterov = nesterov, .adjust = adjust};
-    FlatAdamW opt(flat, *comm, {.adam = a, .max_norm = 0.5, .muon = {"w"}, .muon_options = mo});
+    std::map<std::string, std::vector<int64_t>> split;
+    if (!blocks.empty()) split["w"] = blocks;
+    FlatAdamW opt(
+        flat, *comm,
+        {.adam = a, .max_norm = 0.5, .muon = {"w"}, .muon_options = mo, .muon_blocks = split});
     EXPECT_EQ(opt.name(), "muon");
     // The reference: per-tensor AdamW for the other three, the formula for w.
     std::vector<NamedParam> others = {twin[0], twin[1], twin[3]};
     AdamW ref(others, a);
-    MuonReference muon{mo, a.weight_decay, {}};
+    MuonReference muon{mo, a.weight_decay, {}, blocks};
     const Tensor w0 = twin[2].param.detach().clone();
     double worst = 0;
     int clipped = 0;
@@ -276,6 +306,19 @@ TEST(FlatMuon, names_that_are_not_matrices_of_the_model_and_bad_options_are_refu
     FlatAdamW opt(flat, *comm, {.adam = {}, .muon = {"w"}, .muon_options = {.momentum = 1.0}});
   });
   EXPECT_NE(msg.find("Muon: momentum must be in [0, 1), got 1"), std::string::npos) << msg;
+  FlatAdamWOptions blocked;
+  blocked.muon = {"w"};
+  for (const std::vector<int64_t>& bad : {std::vector<int64_t>{2, 3}, {6, 0}, {7, -1}}) {
+    blocked.muon_blocks = {{"w", bad}};
+    msg = error_of([&] { FlatAdamW opt(flat, *comm, blocked); });
+    EXPECT_NE(msg.find("Muon: w's row blocks must be positive and sum to its 6 rows"),
+              std::string::npos)
+        << msg;
+  }
+  blocked.muon_blocks = {{"wte", {5, 5}}};
+  msg = error_of([&] { FlatAdamW opt(flat, *comm, blocked); });
+  EXPECT_NE(msg.find("Muon: row blocks for wte, which is not a Muon matrix"), std::string::npos)
+      << msg;
   FlatAdamW plain(flat, *comm, {});
   EXPECT_EQ(plain.name(), "adamw");
 }

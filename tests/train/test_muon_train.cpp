@@ -4,9 +4,11 @@
 // and a checkpoint of the other optimizer is refused naming the file and the parameter.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "nn/hf_names.h"
 #include "train/options.h"
@@ -81,6 +83,42 @@ TEST(MuonTraining, resumes_bit_for_bit_and_keeps_momentum_for_the_block_matrices
                      "optimizer it was saved with"),
             std::string::npos)
       << msg;
+}
+
+// optim.muon_split_qkv: GPT-2's fused c_attn orthogonalised as its q, k and v rows (H, Hkv, Hkv)
+// x head_dim, each at its own lr ratio (test_muon.cpp checks the formula); a model with separate
+// q, k and v has no fused matrix to split. The runs part after the first update.
+TEST(MuonTraining, split_qkv_orthogonalises_the_fused_projection_as_three_maps) {
+  TempRun run;
+  Config c = muon_config(run, "fused");
+  c.model.n_head = 4;
+  c.model.n_kv_head = 2;  // k and v have half q's 32 rows
+  const std::map<std::string, std::vector<int64_t>> blocks =
+      nn::muon_qkv_blocks(train::model_config(c));
+  ASSERT_EQ(blocks.size(), 2u);
+  EXPECT_EQ(blocks.at("transformer.h.1.attn.c_attn.weight"), (std::vector<int64_t>{32, 16, 16}));
+  Config llama = c;
+  llama.model.norm = "rmsnorm";
+  llama.model.mlp = "swiglu";
+  llama.model.position = "rope";
+  llama.model.bias = false;
+  EXPECT_TRUE(nn::muon_qkv_blocks(train::model_config(llama)).empty());
+
+  c.train.max_steps = 3;
+  c.checkpoint.interval = 0;
+  std::ostringstream log;
+  train::run_training(c, log);
+  Config split = c;
+  split.optim.muon_split_qkv = true;
+  split.train.run_name = "split";
+  train::run_training(split, log);
+  EXPECT_NE(log.str().find("; c_attn orthogonalised as its q, k and v rows"), std::string::npos)
+      << log.str();
+  const auto a = metric(run.dir / "ckpt" / "fused" / "metrics.jsonl", "loss");
+  const auto b = metric(run.dir / "ckpt" / "split" / "metrics.jsonl", "loss");
+  ASSERT_TRUE(a.count(1) && a.count(3) && b.count(1) && b.count(3)) << log.str();
+  EXPECT_EQ(a.at(1), b.at(1));
+  EXPECT_NE(a.at(3), b.at(3));
 }
 
 }  // namespace
