@@ -54,44 +54,7 @@ FlatAdamW::FlatAdamW(FlatParams& flat, dist::Communicator& comm, FlatAdamWOption
                 ": need lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0");
   TESSERA_CHECK(opt_.max_range > 0 && opt_.max_range < (int64_t(1) << 31),
                 "FlatAdamW: max_range must be in [1, 2^31), got ", opt_.max_range);
-  std::vector<FlatRange> holes;  // the Muon matrices, in buffer order
-  std::vector<double> flops;     // each one's Newton-Schulz work
-  for (size_t i = 0; i < flat.slots().size(); ++i) {
-    const FlatParams::Slot& s = flat.slots()[i];
-    if (std::find(opt_.muon.begin(), opt_.muon.end(), s.name) == opt_.muon.end()) continue;
-    TESSERA_CHECK(s.param.dim() == 2, "Muon: ", s.name, " is ", s.param.str(), ", not a matrix");
-    const int64_t rows = s.param.size(0), cols = s.param.size(1);
-    std::vector<int64_t> blocks = {rows};
-    if (auto it = opt_.muon_blocks.find(s.name); it != opt_.muon_blocks.end()) {
-      blocks = it->second;
-      int64_t sum = 0;
-      for (int64_t b : blocks) sum += b > 0 ? b : rows + 1;  // a block of no rows fails too
-      TESSERA_CHECK(sum == rows, "Muon: ", s.name, "'s row blocks must be positive and sum to its ",
-                    rows, " rows");
-    }
-    double work = 0;
-    for (int64_t b : blocks) work += newton_schulz_flops(b, cols);
-    muon_.push_back({i, blocks, 0, 0});
-    holes.push_back({s.offset, s.offset + s.numel});
-    flops.push_back(work);
-  }
-  for (const std::string& name : opt_.muon)
-    TESSERA_CHECK(
-        std::any_of(muon_.begin(), muon_.end(),
-                    [&](const MuonMatrix& m) { return flat.slots()[m.slot].name == name; }),
-        "Muon: no parameter named ", name);
-  for (const auto& [name, blocks] : opt_.muon_blocks)
-    TESSERA_CHECK(std::find(opt_.muon.begin(), opt_.muon.end(), name) != opt_.muon.end(),
-                  "Muon: row blocks for ", name, ", which is not a Muon matrix");
-  if (!muon_.empty()) check(opt_.muon_options);
-  const std::vector<int> owners = tessera::muon_owners(flops, comm.world());
-  int64_t nmom = 0;
-  for (size_t k = 0; k < muon_.size(); ++k) {
-    muon_[k].owner = owners[k];
-    if (owners[k] != comm.rank()) continue;
-    muon_[k].local = nmom;
-    nmom += flat.slots()[muon_[k].slot].numel;
-  }
+  const std::vector<FlatRange> holes = place_muon();  // the Muon matrices, in buffer order
   // Muon's owners need the whole mean gradient of their matrices: all-reduced even with ZeRO-1.
   if (comm.world() > 1)
     sync_ = std::make_unique<dist::GradSync>(flat, comm, sharded_ && muon_.empty());
@@ -118,6 +81,9 @@ FlatAdamW::FlatAdamW(FlatParams& flat, dist::Communicator& comm, FlatAdamWOption
   NoGradGuard no_grad;
   m_ = zeros({nv}, so);
   v_ = zeros({nv}, so);
+  int64_t nmom = 0;
+  for (const MuonMatrix& mm : muon_)
+    if (mm.owner == comm.rank()) nmom = mm.local + flat.slots()[mm.slot].numel;
   mom_ = zeros({nmom}, so);
   own_master_ = param != so.dtype;
   if (own_master_) {
@@ -129,6 +95,50 @@ FlatAdamW::FlatAdamW(FlatParams& flat, dist::Communicator& comm, FlatAdamWOption
 }
 
 FlatAdamW::~FlatAdamW() = default;
+
+std::vector<FlatRange> FlatAdamW::place_muon() {
+  std::vector<FlatRange> holes;
+  std::vector<double> flops;  // each matrix's Newton-Schulz work
+  for (size_t i = 0; i < flat_.slots().size(); ++i) {
+    const FlatParams::Slot& s = flat_.slots()[i];
+    if (std::find(opt_.muon.begin(), opt_.muon.end(), s.name) == opt_.muon.end()) continue;
+    TESSERA_CHECK(s.param.dim() == 2, "Muon: ", s.name, " is ", s.param.str(), ", not a matrix");
+    const int64_t rows = s.param.size(0), cols = s.param.size(1);
+    std::vector<int64_t> blocks = {rows};
+    if (auto it = opt_.muon_blocks.find(s.name); it != opt_.muon_blocks.end()) blocks = it->second;
+    int64_t sum = 0;
+    double work = 0;
+    for (int64_t b : blocks) {
+      TESSERA_CHECK(b > 0, "Muon: ", s.name, "'s row blocks must be positive, got ", b);
+      sum += b;
+      work += newton_schulz_flops(b, cols);
+    }
+    TESSERA_CHECK(sum == rows, "Muon: ", s.name, "'s row blocks must sum to its ", rows,
+                  " rows, got ", sum);
+    muon_.push_back({i, blocks, 0, 0});
+    holes.push_back({s.offset, s.offset + s.numel});
+    flops.push_back(work);
+  }
+  for (const std::string& name : opt_.muon)
+    TESSERA_CHECK(
+        std::any_of(muon_.begin(), muon_.end(),
+                    [&](const MuonMatrix& m) { return flat_.slots()[m.slot].name == name; }),
+        "Muon: no parameter named ", name);
+  for (const auto& [name, blocks] : opt_.muon_blocks)
+    TESSERA_CHECK(std::find(opt_.muon.begin(), opt_.muon.end(), name) != opt_.muon.end(),
+                  "Muon: row blocks for ", name, ", which is not a Muon matrix");
+  if (!muon_.empty()) check(opt_.muon_options);
+  // Each matrix's owner; the momenta of this rank's matrices follow each other in mom_.
+  const std::vector<int> owners = tessera::muon_owners(flops, comm_.world());
+  int64_t at = 0;
+  for (size_t k = 0; k < muon_.size(); ++k) {
+    muon_[k].owner = owners[k];
+    if (owners[k] != comm_.rank()) continue;
+    muon_[k].local = at;
+    at += flat_.slots()[muon_[k].slot].numel;
+  }
+  return holes;
+}
 
 Tensor FlatAdamW::view(const Tensor& t, int64_t begin, int64_t size) const {
   return make_view(t, {size}, {1}, t.offset() + begin);

@@ -118,6 +118,9 @@ class FlatAdamW : public Optimizer {
     int owner;                    // the rank that keeps its momentum and orthogonalises it
     int64_t local;                // its momentum's offset in mom_ (owner only)
   };
+  // Finds the Muon matrices (checking the options), picks their owners and this rank's momentum
+  // offsets; returns their flat ranges, in buffer order.
+  std::vector<FlatRange> place_muon();
   const MuonMatrix* muon_of(const FlatParams::Slot& s) const;  // nullptr: AdamW's
   Tensor momentum_of(const MuonMatrix& mm);                    // broadcast from its owner
   void muon_step(double lr, double coef);
