@@ -139,7 +139,7 @@ struct OptimConfig {
   double muon_momentum = 0.95;
   bool muon_nesterov = true;
   int64_t muon_ns_steps = 5;  // Newton-Schulz iterations
-  bool muon_split_qkv = false;  // GPT-2's fused c_attn orthogonalised as its q, k and v rows
+  bool muon_split_qkv = true;  // GPT-2's fused c_attn orthogonalised as its q, k and v rows
 
   // LOMO and AdaLomo update each parameter inside backward: no gradient accumulation, no fused
   // classifier (the backward runs twice with norm clipping).

@@ -264,7 +264,8 @@ void Trainer::build_optimizer() {
     options.muon_options.momentum = o.muon_momentum;
     options.muon_options.nesterov = o.muon_nesterov;
     options.muon_options.ns_steps = o.muon_ns_steps;
-    if (o.muon_split_qkv) options.muon_blocks = nn::muon_qkv_blocks(model_.config());
+    if (!muon.empty() && o.muon_split_qkv)
+      options.muon_blocks = nn::muon_qkv_blocks(model_.config());
     opt_ = std::make_unique<FlatAdamW>(*flat_, *comm_, options);
   } else {
     opt_ = std::make_unique<LomoStep>(

@@ -131,7 +131,7 @@ TEST(ConfigValidation, muon_keys_apply_to_muon_alone_and_muon_refuses_lora) {
     EXPECT_CONTAINS(error_of([&] { bad.validate(); }), says);
   }
   Config split;  // a key of muon's under adamw
-  apply_override(split, "optim.muon_split_qkv=true");
+  apply_override(split, "optim.muon_split_qkv=false");
   EXPECT_CONTAINS(error_of([&] { split.validate(); }),
                   "optim.muon_* keys apply to optim.name muon only");
   apply_override(cfg, "optim.name=lomo");

@@ -47,7 +47,7 @@ TEST(MuonTraining, resumes_bit_for_bit_and_keeps_momentum_for_the_block_matrices
   EXPECT_EQ(metric(a, "loss").size(), 12u);
   EXPECT_NE(log.str().find("muon: 8 block matrices (24576 parameters) orthogonalised; AdamW for "
                            "the other 20 tensors (9632 parameters: embeddings, head, norms, "
-                           "biases)\n"),
+                           "biases); c_attn orthogonalised as its q, k and v rows\n"),
             std::string::npos)
       << log.str();
   // It learns: 4.47 after 12 steps (AdamW alone: 4.40; the uniform guess is ln 257 = 5.55).
@@ -85,9 +85,10 @@ TEST(MuonTraining, resumes_bit_for_bit_and_keeps_momentum_for_the_block_matrices
       << msg;
 }
 
-// optim.muon_split_qkv: GPT-2's fused c_attn orthogonalised as its q, k and v rows (H, Hkv, Hkv)
-// x head_dim, each at its own lr ratio (test_muon.cpp checks the formula); a model with separate
-// q, k and v has no fused matrix to split. The runs part after the first update.
+// optim.muon_split_qkv (on by default): GPT-2's fused c_attn orthogonalised as its q, k and v rows
+// (H, Hkv, Hkv) x head_dim, each at its own lr ratio (test_muon.cpp checks the formula), or whole;
+// a model with separate q, k and v has no fused matrix to split. The runs part after the first
+// update.
 TEST(MuonTraining, split_qkv_orthogonalises_the_fused_projection_as_three_maps) {
   TempRun run;
   Config c = muon_config(run, "fused");
@@ -106,8 +107,10 @@ TEST(MuonTraining, split_qkv_orthogonalises_the_fused_projection_as_three_maps) 
 
   c.train.max_steps = 3;
   c.checkpoint.interval = 0;
-  std::ostringstream log;
-  train::run_training(c, log);
+  c.optim.muon_split_qkv = false;
+  std::ostringstream fused_log, log;
+  train::run_training(c, fused_log);
+  EXPECT_EQ(fused_log.str().find("c_attn orthogonalised"), std::string::npos) << fused_log.str();
   Config split = c;
   split.optim.muon_split_qkv = true;
   split.train.run_name = "split";
