@@ -277,12 +277,14 @@ int main(int argc, char** argv) {
         dist::make_communicator({.backend = "single", .init = "", .timeout_s = 300, .device = dev});
     const bool muon = cl.args.count("muon") > 0;
     FlatParams flat(named_params(model.parameters()), FlatOptions{});
-    FlatAdamW opt(
-        flat, *comm,
-        FlatAdamWOptions{
-            .adam = {.lr = 6e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1},
-            .max_norm = 1.0,
-            .muon = muon ? nn::muon_parameters(mc) : std::vector<std::string>{}});
+    FlatAdamWOptions optim{
+        .adam = {.lr = 6e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1},
+        .max_norm = 1.0};
+    if (muon) {  // as train's defaults: c_attn's q, k and v orthogonalised apart
+      optim.muon = nn::muon_parameters(mc);
+      optim.muon_blocks = nn::muon_qkv_blocks(mc);
+    }
+    FlatAdamW opt(flat, *comm, optim);
 
     Generator data(1234);
     const std::vector<float> u = rand({2 * B * T}, data).to_vector<float>();
