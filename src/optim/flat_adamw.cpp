@@ -234,6 +234,7 @@ void FlatAdamW::muon_step(double lr, double coef) {
   }
   for (dist::WorkHandle& h : sent) h->wait();
   const double decay = 1.0 - lr * opt_.adam.weight_decay;
+  const Tensor& results = flat_.grads();  // each matrix's O, over its gradient
   for (const MuonMatrix& mm : muon_) {
     const FlatParams::Slot& s = flat_.slots()[mm.slot];
     const int64_t cols = s.param.size(1);
@@ -247,7 +248,7 @@ void FlatAdamW::muon_step(double lr, double coef) {
         if (b >= e) continue;
         Tensor w = view(flat_.values(), b, e - b);
         const Tensor master = own_master_ ? view(master_, p.local + (b - p.flat_begin), e - b) : w;
-        const Tensor x = view(flat_.grads(), b, e - b);  // O, over the gradient
+        const Tensor x = view(results, b, e - b);
         const double step = lr * muon_lr_ratio(o, rows, cols);
         TESSERA_KERNEL(w, axpby)(master, decay, master, -step, x);
         if (own_master_) w.copy_(master);
