@@ -10,7 +10,7 @@ namespace tessera::dist {
 struct GradSync::Core {
   const FlatParams* flat = nullptr;
   Communicator* comm = nullptr;
-  bool shard = false;
+  std::vector<bool> shard;  // per bucket: reduce-scatter (else all-reduce)
   bool armed = false;
   std::vector<int64_t> waiting;  // per bucket: parameters not ready yet
   size_t next = 0;               // the next bucket to start
@@ -25,8 +25,8 @@ struct GradSync::Core {
     const FlatRange r = flat->buckets()[b].range;
     Tensor view = flat->grads(r);  // its parameters' zeros filled in where nothing wrote them
     bytes += r.size() * int64_t(dtype_size(view.dtype()));
-    work.push_back(shard ? comm->reduce_scatter_async(view, ReduceOp::Average)
-                         : comm->all_reduce_async(view, ReduceOp::Average));
+    work.push_back(shard[b] ? comm->reduce_scatter_async(view, ReduceOp::Average)
+                            : comm->all_reduce_async(view, ReduceOp::Average));
   }
   void ready(size_t slot) {
     if (!armed) return;
@@ -45,10 +45,15 @@ struct GradSync::Core {
 };
 
 GradSync::GradSync(const FlatParams& flat, Communicator& comm, bool shard)
+    : GradSync(flat, comm, std::vector<bool>(flat.buckets().size(), shard)) {}
+
+GradSync::GradSync(const FlatParams& flat, Communicator& comm, std::vector<bool> shard)
     : core_(std::make_shared<Core>()) {
+  TESSERA_CHECK(shard.size() == flat.buckets().size(), "GradSync: ", shard.size(),
+                " shard flags for ", flat.buckets().size(), " buckets");
   core_->flat = &flat;
   core_->comm = &comm;
-  core_->shard = shard;
+  core_->shard = std::move(shard);
   core_->reset();
   std::weak_ptr<Core> weak = core_;
   for (size_t i = 0; i < flat.slots().size(); ++i)

@@ -30,6 +30,9 @@ namespace tessera::dist {
 class GradSync {
  public:
   GradSync(const FlatParams& flat, Communicator& comm, bool shard);
+  // Per bucket: reduce-scattered where true, all-reduced where false (FlatAdamW under ZeRO-1 with
+  // Muon: a bucket holding a Muon matrix is all-reduced, its owner needing the whole mean).
+  GradSync(const FlatParams& flat, Communicator& comm, std::vector<bool> shard);
   GradSync(const GradSync&) = delete;
   GradSync& operator=(const GradSync&) = delete;
 

@@ -55,9 +55,13 @@ FlatAdamW::FlatAdamW(FlatParams& flat, dist::Communicator& comm, FlatAdamWOption
   TESSERA_CHECK(opt_.max_range > 0 && opt_.max_range < (int64_t(1) << 31),
                 "FlatAdamW: max_range must be in [1, 2^31), got ", opt_.max_range);
   const std::vector<FlatRange> holes = place_muon();  // the Muon matrices, in buffer order
-  // Muon's owners need the whole mean gradient of their matrices: all-reduced even with ZeRO-1.
-  if (comm.world() > 1)
-    sync_ = std::make_unique<dist::GradSync>(flat, comm, sharded_ && muon_.empty());
+  // Muon's owners need the whole mean gradient of their matrices: with ZeRO-1 the buckets that
+  // hold one are all-reduced, the others reduce-scattered.
+  if (comm.world() > 1) {
+    std::vector<bool> shard(flat.buckets().size(), sharded_);
+    for (const MuonMatrix& mm : muon_) shard[flat.slots()[mm.slot].bucket] = false;
+    sync_ = std::make_unique<dist::GradSync>(flat, comm, shard);
+  }
   for (Layout* l : {&owned_, &adam_layout_}) {
     l->ranges.resize(size_t(comm.world()));
     l->local.resize(size_t(comm.world()));

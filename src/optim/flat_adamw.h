@@ -32,9 +32,10 @@
 // momentum and orthogonalises it, then broadcasts the result (written over the matrix's gradient,
 // so nothing is allocated for it), and every rank applies it to the values it holds, all of them
 // or, with ZeRO-1, its shards'. The Newton-Schulz work and the momenta are divided over the ranks
-// whether or not the AdamW state is sharded. With ZeRO-1 the gradients are all-reduced rather
-// than reduce-scattered (an owner needs the whole mean gradient of its matrices); AdamW's moments
-// and the f32 masters are sharded as without Muon.
+// whether or not the AdamW state is sharded. With ZeRO-1 the buckets that hold a Muon matrix are
+// all-reduced rather than reduce-scattered (an owner needs the whole mean gradient of its
+// matrices), the others reduce-scattered; AdamW's moments and the f32 masters are sharded as
+// without Muon.
 #pragma once
 
 #include <map>

@@ -179,6 +179,40 @@ TEST(GradSyncCheck, finish_without_arm_averages_every_bucket_over_the_ranks) {
   }
 }
 
+// Per-bucket flags (ZeRO-1 beside Muon's matrices): a bucket flagged false is all-reduced, whole
+// on every rank; one flagged true reduce-scattered, this rank's shard of it averaged.
+TEST(GradSyncCheck, each_bucket_is_all_reduced_or_reduce_scattered_as_flagged) {
+  std::vector<NamedParam> params;
+  for (int64_t n : {5, 7, 3, 4, 6}) {
+    std::string name = "q";
+    params.push_back({name.append(std::to_string(n)),
+                      zeros({n}, {DType::F32, comm().device()}).requires_grad_()});
+  }
+  FlatParams flat(params, {.bucket_bytes = 16, .first_bucket_bytes = 8, .pad = 1});
+  ASSERT_GT(flat.buckets().size(), 2u);
+  std::vector<bool> shard;
+  for (size_t b = 0; b < flat.buckets().size(); ++b) shard.push_back(b % 2 == 1);
+  GradSync sync(flat, comm(), shard);
+  Tensor g = flat.grads();
+  g.fill_(double(comm().rank() + 1));
+  sync.finish();
+  const std::vector<double> got = values(flat.grads().to(Device::cpu()));
+  const double want = double(comm().world() + 1) / 2;
+  int64_t wrong = 0;
+  for (size_t b = 0; b < flat.buckets().size(); ++b) {
+    const FlatRange r = flat.buckets()[b].range;
+    const Range mine =
+        shard[b] ? shard_range(r.size(), comm().world(), comm().rank()) : Range{0, r.size()};
+    for (int64_t i = r.begin + mine.begin; i < r.begin + mine.end; ++i)
+      wrong += got[size_t(i)] != want;
+  }
+  EXPECT_EQ(wrong, 0) << "rank " << comm().rank();
+  EXPECT_NE(error_of([&] {
+              GradSync bad(flat, comm(), std::vector<bool>{true});
+            }).find("GradSync: 1 shard flags for"),
+            std::string::npos);
+}
+
 TEST(Collectives, all_gather_assembles_every_ranks_shard) {
   const int world = comm().world();
   for (DType d : {DType::F32, DType::F64, DType::BF16, DType::I32, DType::U8})
