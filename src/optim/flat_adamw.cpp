@@ -174,12 +174,13 @@ double FlatAdamW::step(double lr) {
   // Bias corrections in double: at t = 1 they are 1 - b (0.1, 0.05) and must not lose digits.
   const double bc1 = 1.0 - std::pow(a.beta1, double(t_));
   const double bc2 = 1.0 - std::pow(a.beta2, double(t_));
+  const Tensor& grads = flat_.grads();  // read once: each call checks every slot's view
   for (const AdamRange& r : adam_) {
     const FlatRange& f = r.flat;
     const Tensor p = view(flat_.values(), f.begin, f.size());
     const Tensor master = own_master_ ? view(master_, r.local, f.size()) : p;
     const Tensor m = view(m_, r.alocal, f.size()), v = view(v_, r.alocal, f.size());
-    const Tensor g = view(flat_.grads(), f.begin, f.size());
+    const Tensor g = view(grads, f.begin, f.size());
     const auto adamw = TESSERA_KERNEL(p, adamw_step_flat);
     adamw(p, master, m, v, g, r.decay, lr, a.beta1, a.beta2, a.eps, a.weight_decay, bc1, bc2, coef);
   }
@@ -203,6 +204,7 @@ Tensor FlatAdamW::matrix(const Tensor& flat, const FlatParams::Slot& s) const {
 void FlatAdamW::muon_step(double lr, double coef) {
   const MuonOptions& o = opt_.muon_options;
   const int me = comm_.rank();
+  const Tensor& grads = flat_.grads();  // read once: each call checks every slot's view
   // The row blocks of a tensor of mm's shape, each (rows, cols) and contiguous.
   auto blocks_of = [](const Tensor& m, const MuonMatrix& mm) {
     std::vector<Tensor> out;
@@ -218,7 +220,7 @@ void FlatAdamW::muon_step(double lr, double coef) {
   for (const MuonMatrix& mm : muon_) {
     if (mm.owner != me) continue;
     const FlatParams::Slot& s = flat_.slots()[mm.slot];
-    Tensor g = matrix(flat_.grads(), s);
+    Tensor g = matrix(grads, s);
     const Tensor b = view(mom_, mm.local, s.numel).view(s.param.shape());
     TESSERA_KERNEL(g, axpby)(b, coef, g, o.momentum, b);
     if (o.nesterov)
@@ -231,14 +233,13 @@ void FlatAdamW::muon_step(double lr, double coef) {
   std::vector<dist::WorkHandle> sent;
   size_t next = 0;
   for (const MuonMatrix& mm : muon_) {
-    const Tensor g = matrix(flat_.grads(), flat_.slots()[mm.slot]);
+    const Tensor g = matrix(grads, flat_.slots()[mm.slot]);
     if (mm.owner == me)
       for (Tensor u : blocks_of(g, mm)) u.copy_(newton_schulz(u, std::sqrt(sums[next++]), o));
     if (comm_.world() > 1) sent.push_back(comm_.broadcast_async(g, mm.owner));
   }
   for (dist::WorkHandle& h : sent) h->wait();
   const double decay = 1.0 - lr * opt_.adam.weight_decay;
-  const Tensor& results = flat_.grads();  // each matrix's O, over its gradient
   for (const MuonMatrix& mm : muon_) {
     const FlatParams::Slot& s = flat_.slots()[mm.slot];
     const int64_t cols = s.param.size(1);
@@ -252,7 +253,7 @@ void FlatAdamW::muon_step(double lr, double coef) {
         if (b >= e) continue;
         Tensor w = view(flat_.values(), b, e - b);
         const Tensor master = own_master_ ? view(master_, p.local + (b - p.flat_begin), e - b) : w;
-        const Tensor x = view(results, b, e - b);
+        const Tensor x = view(grads, b, e - b);  // the matrix's O, over its gradient
         const double step = lr * muon_lr_ratio(o, rows, cols);
         TESSERA_KERNEL(w, axpby)(master, decay, master, -step, x);
         if (own_master_) w.copy_(master);

@@ -151,23 +151,34 @@ TEST(Collectives, reduce_scatter_leaves_each_rank_the_reduction_of_its_shard) {
 // whose parameters got no gradient): every bucket starts then, the first one included, and
 // holds the mean over the ranks. Rank r's gradients are r + 1, so the mean is (world + 1) / 2,
 // exact in f32 (a half at most).
-TEST(GradSyncCheck, finish_without_arm_averages_every_bucket_over_the_ranks) {
+// Zero f32 vectors of these sizes on the communicator's device, named "p5", "p7", ...
+std::vector<NamedParam> vectors(std::initializer_list<int64_t> sizes) {
   std::vector<NamedParam> params;
-  for (int64_t n : {5, 7, 3, 4}) {
+  for (int64_t n : sizes) {
     std::string name = "p";  // appended: "p" + std::to_string(n) draws g++ 12's false -Wrestrict
     params.push_back({name.append(std::to_string(n)),
                       zeros({n}, {DType::F32, comm().device()}).requires_grad_()});
   }
+  return params;
+}
+
+// Every gradient of this rank set to rank + 1, then finish(): the buffer as this rank holds it.
+std::vector<double> synced(const FlatParams& flat, GradSync& sync) {
+  Tensor g = flat.grads();
+  g.fill_(double(comm().rank() + 1));
+  sync.finish();
+  return values(flat.grads().to(Device::cpu()));
+}
+
+TEST(GradSyncCheck, finish_without_arm_averages_every_bucket_over_the_ranks) {
+  std::vector<NamedParam> params = vectors({5, 7, 3, 4});
   // 8-byte first bucket, 16-byte others: several buckets of a parameter or two.
   FlatParams flat(params, {.bucket_bytes = 16, .first_bucket_bytes = 8, .pad = 1});
   ASSERT_GT(flat.buckets().size(), 2u);
   for (bool shard : {false, true}) {
     SCOPED_TRACE(shard ? "reduce_scatter" : "all_reduce");
     GradSync sync(flat, comm(), shard);
-    Tensor g = flat.grads();
-    g.fill_(double(comm().rank() + 1));
-    sync.finish();
-    const std::vector<double> got = values(flat.grads().to(Device::cpu()));
+    const std::vector<double> got = synced(flat, sync);
     const double want = double(comm().world() + 1) / 2;
     // Counted, not asserted: every rank goes on to the same collectives whatever it found.
     int64_t wrong = 0, first = -1;
@@ -182,21 +193,13 @@ TEST(GradSyncCheck, finish_without_arm_averages_every_bucket_over_the_ranks) {
 // Per-bucket flags (ZeRO-1 beside Muon's matrices): a bucket flagged false is all-reduced, whole
 // on every rank; one flagged true reduce-scattered, this rank's shard of it averaged.
 TEST(GradSyncCheck, each_bucket_is_all_reduced_or_reduce_scattered_as_flagged) {
-  std::vector<NamedParam> params;
-  for (int64_t n : {5, 7, 3, 4, 6}) {
-    std::string name = "q";
-    params.push_back({name.append(std::to_string(n)),
-                      zeros({n}, {DType::F32, comm().device()}).requires_grad_()});
-  }
+  std::vector<NamedParam> params = vectors({5, 7, 3, 4, 6});
   FlatParams flat(params, {.bucket_bytes = 16, .first_bucket_bytes = 8, .pad = 1});
   ASSERT_GT(flat.buckets().size(), 2u);
   std::vector<bool> shard;
   for (size_t b = 0; b < flat.buckets().size(); ++b) shard.push_back(b % 2 == 1);
   GradSync sync(flat, comm(), shard);
-  Tensor g = flat.grads();
-  g.fill_(double(comm().rank() + 1));
-  sync.finish();
-  const std::vector<double> got = values(flat.grads().to(Device::cpu()));
+  const std::vector<double> got = synced(flat, sync);
   const double want = double(comm().world() + 1) / 2;
   int64_t wrong = 0;
   for (size_t b = 0; b < flat.buckets().size(); ++b) {
