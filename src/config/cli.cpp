@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <cctype>
-#include <csignal>
 #include <cerrno>
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <iostream>
@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "core/error.h"
+#include "core/text.h"
 
 namespace tessera {
 
@@ -170,6 +171,77 @@ std::string why_refused(cxxopts::Options& options, const FlagInfo& flag, const s
   return quoted + " is out of range";
 }
 
+// The first word of argv that looks like a long flag and is none ("--max-tokens=5" or "--max-tokens
+// 5" -> "max-tokens" and "5"), skipping the values of the flags that take one; {"", ""} if none.
+std::pair<std::string, std::string> unknown_flag(int argc, const char* const* argv,
+                                                 const std::map<std::string, FlagInfo>& table) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--") break;
+    const size_t eq = arg.find('=');
+    const std::string name(arg.substr(0, eq));
+    const auto it = table.find(name);
+    if (it != table.end()) {
+      if (it->second.takes_value && eq == std::string_view::npos) ++i;  // its value
+      continue;
+    }
+    if (!arg.starts_with("--") || arg.size() == 2) continue;
+    if (eq != std::string_view::npos) return {name.substr(2), std::string(arg.substr(eq + 1))};
+    // The next word, unless it is a flag too: most likely its value.
+    const bool valued = i + 1 < argc && !std::string_view(argv[i + 1]).starts_with("--");
+    return {name.substr(2), valued ? argv[i + 1] : ""};
+  }
+  return {"", ""};
+}
+
+// A word's hyphen-separated parts: "max-new-tokens" -> {max, new, tokens}.
+std::vector<std::string> parts_of(std::string_view name) {
+  std::vector<std::string> out;
+  for (size_t at = 0; at <= name.size();) {
+    const size_t end = std::min(name.find('-', at), name.size());
+    if (end > at) out.emplace_back(name.substr(at, end - at));
+    at = end + 1;
+  }
+  return out;
+}
+
+// What an unknown flag most likely meant: " (did you mean --max-new-tokens?)" for --max-tokens,
+// --max_steps or --tokens; with the config flags, " (did you mean --set optim.warmup_steps=V?)" for
+// a config key written as a flag (--warmup-steps, --optim.lr=3e-4). "" when nothing is close.
+std::string flag_suggestion(const std::string& name, const std::string& value,
+                            const std::map<std::string, FlagInfo>& table) {
+  std::vector<std::string> flags;
+  for (const auto& [spelling, info] : table)
+    if (spelling.starts_with("--")) flags.push_back(spelling.substr(2));
+  std::string dashed = name, underscored = name;
+  std::replace(dashed.begin(), dashed.end(), '_', '-');
+  std::replace(underscored.begin(), underscored.end(), '-', '_');
+  if (std::find(flags.begin(), flags.end(), dashed) != flags.end())
+    return " (did you mean --" + dashed + "?)";
+  if (table.count("--config")) {  // a binary with the config flags
+    for (const std::string& key : config_keys()) {
+      const std::string leaf = key.substr(key.find('.') + 1);
+      if (underscored == key || underscored == leaf)
+        return " (did you mean --set " + key + "=" + (value.empty() ? "VALUE" : printable(value)) +
+               "?)";
+    }
+  }
+  std::string guess = closest(dashed, flags);
+  if (guess.empty()) {  // every part of the word in one flag's name, the fewest others beside
+    const std::vector<std::string> want = parts_of(dashed);
+    size_t extra = SIZE_MAX;
+    for (const std::string& f : flags) {
+      const std::vector<std::string> have = parts_of(f);
+      const bool all = !want.empty() && std::all_of(want.begin(), want.end(), [&](auto& p) {
+        return p.size() >= 3 && std::find(have.begin(), have.end(), p) != have.end();
+      });
+      if (all && have.size() >= want.size() && have.size() - want.size() < extra)
+        guess = f, extra = have.size() - want.size();
+    }
+  }
+  return guess.empty() ? "" : " (did you mean --" + guess + "?)";
+}
+
 }  // namespace
 
 cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, const char* const* argv,
@@ -195,6 +267,10 @@ cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, const char
     }
     TESSERA_FAIL("command line: ", e.what());
   } catch (const cxxopts::exceptions::exception& e) {
+    const auto [name, value] = unknown_flag(argc, argv, table);
+    if (!name.empty())
+      TESSERA_FAIL("command line: unknown flag --", printable(name),
+                   flag_suggestion(name, value, table));
     TESSERA_FAIL("command line: ", e.what());
   }
   *help = args.count("help") > 0;

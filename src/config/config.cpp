@@ -110,41 +110,6 @@ bool is_section(std::string_view name) {
   return std::find(names.begin(), names.end(), name) != names.end();
 }
 
-size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
-// The candidate a typo most likely meant: the nearest by edit distance when that is small for the
-// word's length (n_layers -> n_layer), else one that is a prefix of it or it of one (optimizer ->
-// optim, warmup -> warmup_steps); "" when nothing is close.
-std::string closest(std::string_view word, const std::vector<std::string>& candidates) {
-  const size_t limit = std::clamp<size_t>(word.size() / 3, 1, 3);
-  std::string best;
-  size_t best_d = limit + 1;
-  for (const auto& c : candidates) {
-    const size_t d = edit_distance(word, c);
-    if (d < best_d) best = c, best_d = d;
-  }
-  if (!best.empty()) return best;
-  for (const auto& c : candidates) {
-    const std::string_view shorter = c.size() < word.size() ? std::string_view(c) : word;
-    const std::string_view longer = c.size() < word.size() ? word : std::string_view(c);
-    if (shorter.size() >= 3 && longer.substr(0, shorter.size()) == shorter) return c;
-  }
-  return "";
-}
-
 // " (did you mean 'model.n_layer'?)" for an unknown `section.key` (key "" for a top-level key).
 std::string suggestion(std::string_view section, std::string_view key) {
   std::string guess;

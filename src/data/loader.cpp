@@ -15,6 +15,7 @@
 #include <glob.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <numeric>
 #include <sstream>
 
@@ -298,8 +299,13 @@ std::vector<std::string> expand_glob(const std::string& pattern, const std::stri
   TESSERA_CHECK(rc == 0 || rc == GLOB_NOMATCH, what, ": reading the directories of '", pattern,
                 "' failed (glob error ", rc, ")");
   // data/ is where scripts/prepare_data.sh writes the corpora's shards.
-  TESSERA_CHECK(!files.empty(), what, ": no files match '", pattern, "'",
-                pattern.starts_with("data/") ? " (run scripts/prepare_data.sh?)" : "");
+  std::error_code ec;
+  const char* hint =
+      std::filesystem::is_directory(pattern, ec)
+          ? " (a directory: name its shards with a glob, as data/kjv/byte/train_*.bin)"
+      : pattern.starts_with("data/") ? " (run scripts/prepare_data.sh?)"
+                                     : "";
+  TESSERA_CHECK(!files.empty(), what, ": no files match '", pattern, "'", hint);
   // glob sorts by the locale's collation; this order is the same on every machine.
   std::sort(files.begin(), files.end(), shard_order);
   return files;

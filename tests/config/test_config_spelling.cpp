@@ -58,7 +58,9 @@ TEST(ConfigSpelling, an_unknown_key_gets_the_nearest_guess) {
     const char* guess;  // "" for none
   };
   for (const Case& c : {
-           Case{"model.n_layre=1", "model.n_layer"},        // 2 edits in 7 letters: the limit
+           Case{"model.n_lxxer=1", "model.n_layer"},        // 2 edits in 7 letters: the limit
+           Case{"model.n_layre=1", "model.n_layer"},        // two neighbours swapped: 1 edit
+           Case{"eval.setps=1", "eval.steps"},              // so also in a short word
            Case{"model.xocab_size=1", "model.vocab_size"},  // the first letter
            Case{"model.vocab_sizx=1", "model.vocab_size"},  // the last letter
            Case{"model.vocab_sze=1", "model.vocab_size"},   // one left out
@@ -67,11 +69,10 @@ TEST(ConfigSpelling, an_unknown_key_gets_the_nearest_guess) {
            Case{"model.n_lxzqr=1", ""},                     // 3 edits in 7 letters
            Case{"model.n_layqqq=1", ""},                    // the third edit is the last letter
            Case{"model.qqq=1", ""},                         // short words: 1 edit at most
-           Case{"model.q=1", ""},
-           Case{"optimizer.lrr=1", "optim.lr"},             // both misspelt
+           Case{"model.q=1", ""}, Case{"optimizer.lrr=1", "optim.lr"},  // both misspelt
            Case{"optimizer.lr=1", "optim.lr"},
-           Case{"qqqqqqq.lr=1", "optim.lr"},                // the key alone is known
-           Case{"model.interval=1", "eval.interval"},       // in eval, checkpoint and log
+           Case{"qqqqqqq.lr=1", "optim.lr"},           // the key alone is known
+           Case{"model.interval=1", "eval.interval"},  // in eval, checkpoint and log
        }) {
     const std::string msg = error_of([&] { set(c.assignment); });
     const std::string guess = std::string(" (did you mean '") + c.guess + "'?)";

@@ -104,6 +104,43 @@ TEST(CommandLine, unknown_flags_missing_values_and_words_after_a_double_dash_are
   EXPECT_CONTAINS(f.error({"stray"}), "command line: unexpected argument 'stray'");
 }
 
+// An unknown flag is named with the one it most likely meant: near in spelling, written with '_',
+// or holding its words; in a binary with a config, a config key written as a flag is shown as the
+// --set that sets it. A value of a flag is never taken for an unknown flag.
+TEST(CommandLine, an_unknown_flag_is_named_with_the_flag_it_most_likely_meant) {
+  Flags f;
+  EXPECT_CONTAINS(f.error({"--max-tokens", "5"}),
+                  "command line: unknown flag --max-tokens (did you mean --max-new-tokens?)");
+  EXPECT_CONTAINS(f.error({"--tokens=5"}),
+                  "unknown flag --tokens (did you mean --max-new-tokens?)");
+  EXPECT_CONTAINS(f.error({"--max_new_tokens", "5"}), "(did you mean --max-new-tokens?)");
+  EXPECT_CONTAINS(f.error({"--temprature", "1"}), "(did you mean --temperature?)");
+  EXPECT_CONTAINS(f.error({"--prompt", "--bogus", "--sede", "1"}),
+                  "unknown flag --sede (did you mean --seed?)");
+  const std::string far = f.error({"--zzzz"});
+  EXPECT_CONTAINS(far, "command line: unknown flag --zzzz");
+  EXPECT_EQ(far.find("did you mean"), std::string::npos) << far;
+  // Config keys are suggested only where the config flags are: here "set" is the binary's own.
+  EXPECT_EQ(f.error({"--warmup-steps", "5"}).find("--set"), std::string::npos);
+
+  auto train_error = [](std::vector<const char*> argv) {
+    cxxopts::Options options("train", "test");
+    argv.insert(argv.begin(), "train");
+    return error_of([&] { parse_command_line(int(argv.size()), argv.data(), options, false); });
+  };
+  EXPECT_CONTAINS(train_error({"--warmup-steps", "50"}),
+                  "unknown flag --warmup-steps (did you mean --set optim.warmup_steps=50?)");
+  EXPECT_CONTAINS(train_error({"--warmup-steps", "--lr", "1e-3"}),
+                  "(did you mean --set optim.warmup_steps=VALUE?)");
+  EXPECT_CONTAINS(train_error({"--optim.lr=3e-4"}), "(did you mean --set optim.lr=3e-4?)");
+  EXPECT_CONTAINS(train_error({"--model.rope_scaling.type=yarn"}),
+                  "(did you mean --set model.rope_scaling.type=yarn?)");
+  EXPECT_CONTAINS(train_error({"--max_steps", "5"}), "(did you mean --max-steps?)");
+  EXPECT_CONTAINS(train_error({"--run_name=x"}), "(did you mean --run-name?)");
+  EXPECT_CONTAINS(train_error({"--lr", "1e-3", "--confg", "x.yaml"}),
+                  "unknown flag --confg (did you mean --config?)");
+}
+
 TEST(CommandLine, a_flag_given_twice_is_refused_unless_it_repeats) {
   Flags f;
   EXPECT_CONTAINS(f.error({"--temperature", "0", "--temperature", "5"}),

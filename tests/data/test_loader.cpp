@@ -472,6 +472,12 @@ TEST(Loader, expand_glob_sorts_matches_and_names_an_empty_pattern) {
           "data.train: no files match 'data/nothing_here_*.bin' (run scripts/prepare_data.sh?)"),
       std::string::npos)
       << msg;
+  // A directory named for its shards: told to glob them.
+  msg = error_of([&] { expand_glob(dir.path.string(), "data.train"); });
+  EXPECT_NE(msg.find("data.train: no files match '" + dir.path.string() +
+                     "' (a directory: name its shards with a glob, as data/kjv/byte/train_*.bin)"),
+            std::string::npos)
+      << msg;
 }
 
 // tokenize numbers shards with at least three digits: the 1001st is train_1000.bin, which bytewise
