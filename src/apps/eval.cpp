@@ -28,6 +28,9 @@
 // the same with attention kept within documents (documents), or one per example of a `tokenize
 // --format sft` set (the checkpoint's config says which by default; a fine-tuned model evaluated
 // on plain text shards needs --windows packed).
+// --choices FILE scores multiple-choice items instead (train/choices.h: HellaSwag's JSON Lines,
+// each item's endings ranked by the model's log-likelihood after its context): accuracy, and
+// accuracy with the log-likelihood per byte of the ending (acc_norm), against chance.
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -43,7 +46,9 @@
 #include "autograd/autograd.h"
 #include "config/cli.h"
 #include "data/loader.h"
+#include "data/tokenizer.h"
 #include "ops/ops.h"
+#include "train/choices.h"
 #include "train/device.h"
 #include "train/eval_flags.h"
 #include "train/load.h"
@@ -248,11 +253,31 @@ int main(int argc, char** argv) {
         "packed (windows cut from the token stream), documents (the same, attention kept "
         "within documents) or example (one per example of a tokenize --format sft set); "
         "default: the checkpoint config's data.windows",
-        cxxopts::value<std::string>())("h,help", "show this help");
+        cxxopts::value<std::string>())(
+        "choices",
+        "score multiple-choice items instead: HellaSwag's JSON Lines (ctx, endings, label), "
+        "each item's endings ranked by log-likelihood",
+        cxxopts::value<std::string>(), "FILE")("h,help", "show this help");
     train::add_model_options(options);
     train::add_device_option(options);
     cxxopts::ParseResult args;
     if (!parse_flags_or_help(options, argc, argv, args)) return 0;
+    if (args.count("choices")) {
+      for (const char* flag : {"data", "batches", "batch-size", "contexts", "rope-scaling",
+                               "rope-factor", "set", "per-position", "stride", "windows"})
+        TESSERA_CHECK(!args.count(flag), "command line: --", flag,
+                      " applies to the loss over token windows, not to --choices");
+      const std::string file = args["choices"].as<std::string>();
+      const std::vector<train::ChoiceItem> items = train::read_choice_items(file);
+      train::LoadedModel m = train::load_model(args);
+      train::place_loaded(m, args);
+      const auto tok = data::make_tokenizer(m.config.data.tokenizer, m.config.data.tokenizer_dir);
+      const train::ChoiceResult r = train::evaluate_choices(*m.model, *tok, items);
+      std::printf("%s%s%s: acc %.4f | acc_norm %.4f (%ld items of %s; chance %.4f)\n",
+                  m.path.c_str(), m.lora ? " on base " : "", m.base_path.c_str(), r.acc, r.acc_norm,
+                  long(r.items), file.c_str(), r.chance);
+      return 0;
+    }
     const std::vector<int64_t> contexts =
         args.count("contexts") ? train::parse_contexts(args["contexts"].as<std::string>())
                                : std::vector<int64_t>{};

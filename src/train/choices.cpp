@@ -1,0 +1,170 @@
+// Multiple-choice evaluation: see choices.h.
+#include "train/choices.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "autograd/autograd.h"
+#include "checkpoint/json.h"
+#include "core/error.h"
+#include "ops/softmax.h"
+#include "train/device.h"
+
+namespace tessera::train {
+namespace {
+
+ChoiceItem item_of(const Json& j, const std::string& where) {
+  TESSERA_CHECK(j.is(Json::Kind::Object), where, ": an item is a JSON object, not ", j.kind_name());
+  const Json* ctx = j.get("ctx");
+  const Json* endings = j.get("endings");
+  const Json* label = j.get("label");
+  TESSERA_CHECK(ctx && endings && label, where, ": an item needs \"",
+                !ctx       ? "ctx"
+                : !endings ? "endings"
+                           : "label",
+                "\" (HellaSwag's layout: ctx, endings, label)");
+  ChoiceItem item;
+  item.where = where;
+  TESSERA_CHECK(ctx->is(Json::Kind::String), where, ": \"ctx\" is ", ctx->kind_name(),
+                ", not a string");
+  item.context = ctx->str();
+  TESSERA_CHECK(endings->is(Json::Kind::Array), where, ": \"endings\" is ", endings->kind_name(),
+                ", not an array of strings");
+  for (const Json& e : endings->items()) {
+    TESSERA_CHECK(e.is(Json::Kind::String), where, ": ending ", item.endings.size(), " is ",
+                  e.kind_name(), ", not a string");
+    TESSERA_CHECK(!e.str().empty(), where, ": ending ", item.endings.size(), " is empty");
+    item.endings.push_back(e.str());
+  }
+  TESSERA_CHECK(item.endings.size() >= 2, where, ": ", item.endings.size(),
+                " ending(s); a choice needs two or more");
+  // HellaSwag writes the label as a number; some of its copies as a string of one.
+  const bool text = label->is(Json::Kind::String);
+  TESSERA_CHECK(text || label->is(Json::Kind::Number), where, ": \"label\" is ", label->kind_name(),
+                ", not an integer");
+  const std::string& digits = text ? label->str() : std::string();
+  TESSERA_CHECK(!text || (!digits.empty() && digits.size() < 10 &&
+                          std::all_of(digits.begin(), digits.end(),
+                                      [](unsigned char c) { return std::isdigit(c); })),
+                where, ": \"label\" '", digits, "' is not an integer");
+  item.label = text ? std::stoll(digits) : label->as_int(where + ": \"label\"");
+  TESSERA_CHECK(item.label >= 0 && item.label < int64_t(item.endings.size()), where, ": \"label\" ",
+                item.label, " is not the index of one of its ", item.endings.size(),
+                " endings (0 to ", item.endings.size() - 1, ")");
+  return item;
+}
+
+bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
+bool space(char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; }
+
+}  // namespace
+
+std::vector<ChoiceItem> parse_choice_items(const std::string& text, const std::string& path) {
+  std::vector<ChoiceItem> out;
+  size_t line = 0;
+  for (size_t begin = 0; begin < text.size();) {
+    size_t end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    ++line;
+    const std::string row = text.substr(begin, end - begin);
+    begin = end + 1;
+    if (blank(row)) continue;
+    const std::string where = path + " line " + std::to_string(line);
+    out.push_back(item_of(parse_json(row, where), where));
+  }
+  TESSERA_CHECK(!out.empty(), path,
+                ": no items (JSON Lines of {\"ctx\", \"endings\", \"label\"} objects)");
+  return out;
+}
+
+std::vector<ChoiceItem> read_choice_items(const std::string& path) {
+  TESSERA_CHECK(!std::filesystem::is_directory(path), "cannot read ", path, ": it is a directory");
+  std::ifstream in(path, std::ios::binary);
+  TESSERA_CHECK(in, "cannot read ", path, ": ", std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  TESSERA_CHECK(!in.bad(), "error reading ", path);
+  return parse_choice_items(text.str(), path);
+}
+
+EndingScores score_endings(const nn::GPT& model, const data::Tokenizer& tok,
+                           const ChoiceItem& item) {
+  NoGradGuard no_grad;
+  std::vector<uint32_t> context = tok.encode(item.context);
+  if (context.empty()) context.push_back(tok.eot_id());
+  const int64_t window = model.config().block_size;  // inputs a forward takes
+  // Each ending's row: the context's tail and the ending, at most window + 1 tokens (the last one
+  // only a target); `scored` of its last targets are the ending's.
+  std::vector<std::vector<uint32_t>> rows;
+  std::vector<int64_t> scored;
+  EndingScores s;
+  for (size_t k = 0; k < item.endings.size(); ++k) {
+    const std::string& e = item.endings[k];
+    const bool joined = space(e.front()) || (!item.context.empty() && space(item.context.back()));
+    const std::string continuation = joined ? e : " " + e;
+    const std::vector<uint32_t> ending = tok.encode(continuation);
+    TESSERA_CHECK(int64_t(ending.size()) <= window, item.where, ": ending ", k, " is ",
+                  ending.size(), " tokens; the model's context of ", window, " scores at most ",
+                  window, " after a token of context");
+    const size_t keep = std::min(context.size(), size_t(window) + 1 - ending.size());
+    std::vector<uint32_t> row(context.end() - int64_t(keep), context.end());
+    row.insert(row.end(), ending.begin(), ending.end());
+    rows.push_back(std::move(row));
+    scored.push_back(int64_t(ending.size()));
+    s.bytes.push_back(int64_t(continuation.size()));
+  }
+  // One batch, rows padded at their end (causal attention: a row's scores never see its padding).
+  size_t longest = 0;
+  for (const auto& r : rows) longest = std::max(longest, r.size());
+  const int64_t K = int64_t(rows.size()), T = int64_t(longest) - 1;
+  std::vector<int32_t> inputs(size_t(K * T), int32_t(tok.eot_id()));
+  for (int64_t r = 0; r < K; ++r)
+    for (size_t t = 0; t + 1 < rows[r].size(); ++t) inputs[size_t(r * T) + t] = int32_t(rows[r][t]);
+  const Tensor ids = from_vector(inputs, {K, T}).to(model_device(model));
+  const Tensor logp = ops::log_softmax(model.forward(ids, false));  // (K, T, V)
+  const Tensor host = logp.to(DType::F32).to(Device::cpu()).contiguous();
+  const float* lp = host.data<float>();
+  const int64_t V = logp.size(2);
+  for (int64_t r = 0; r < K; ++r) {
+    const std::vector<uint32_t>& row = rows[size_t(r)];
+    double sum = 0;
+    // Target i (row[i]) is predicted at position i - 1.
+    for (size_t i = row.size() - size_t(scored[size_t(r)]); i < row.size(); ++i)
+      sum += double(lp[size_t((r * T + int64_t(i) - 1) * V + row[i])]);
+    s.logprob.push_back(sum);
+  }
+  return s;
+}
+
+int64_t best_choice(const std::vector<double>& values) {
+  TESSERA_CHECK(!values.empty(), "best_choice: no values");
+  return int64_t(std::max_element(values.begin(), values.end()) - values.begin());
+}
+
+ChoiceResult evaluate_choices(const nn::GPT& model, const data::Tokenizer& tok,
+                              const std::vector<ChoiceItem>& items) {
+  ChoiceResult r;
+  int64_t right = 0, right_norm = 0;
+  for (const ChoiceItem& item : items) {
+    const EndingScores s = score_endings(model, tok, item);
+    std::vector<double> per_byte(s.logprob.size());
+    for (size_t k = 0; k < per_byte.size(); ++k) per_byte[k] = s.logprob[k] / double(s.bytes[k]);
+    right += best_choice(s.logprob) == item.label;
+    right_norm += best_choice(per_byte) == item.label;
+    r.chance += 1.0 / double(item.endings.size());
+  }
+  r.items = int64_t(items.size());
+  if (r.items) {
+    r.acc = double(right) / double(r.items);
+    r.acc_norm = double(right_norm) / double(r.items);
+    r.chance /= double(r.items);
+  }
+  return r;
+}
+
+}  // namespace tessera::train
