@@ -125,11 +125,14 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
   if (device.is_cuda()) {
     data_ = cuda::device_malloc(nbytes, device.index);  // throws in a build without CUDA
   } else {
-    // 64-byte alignment for SIMD loads; aligned_alloc needs a multiple of the alignment.
+    // 64-byte alignment for SIMD loads. posix_memalign, not aligned_alloc: a block on huge pages
+    // need not be a whole number of them (huge_page_padded), and aligned_alloc's size must be a
+    // multiple of its alignment (C11 7.22.3.1; AddressSanitizer refuses it otherwise).
     size_t padded = (nbytes + 63) / 64 * 64;
     const size_t huge = huge_pages_for(padded);
     if (huge) padded = huge_page_padded(padded, huge);
-    data_ = padded ? std::aligned_alloc(huge ? huge : 64, padded) : nullptr;
+    data_ = nullptr;
+    if (padded && posix_memalign(&data_, huge ? huge : 64, padded) != 0) data_ = nullptr;
     TESSERA_CHECK(data_ || !padded, "out of host memory allocating ", nbytes, " bytes");
     // Advice: a kernel that refuses it leaves the block as it was.
     if (huge) (void)madvise(data_, padded / huge * huge, MADV_HUGEPAGE);

@@ -92,17 +92,21 @@ std::vector<ChoiceItem> read_choice_items(const std::string& path) {
   return parse_choice_items(text.str(), path);
 }
 
-EndingScores score_endings(const nn::GPT& model, const data::Tokenizer& tok,
-                           const ChoiceItem& item) {
-  NoGradGuard no_grad;
+namespace {
+
+// A sequence to score: the context's tail and an ending, at most window + 1 tokens (the last one
+// only a target); its last `scored` targets are the ending's.
+struct Row {
+  std::vector<uint32_t> tokens;
+  int64_t scored = 0;
+};
+
+// The item's rows, one an ending, and each ending's bytes with its separator into *bytes.
+std::vector<Row> rows_of(const ChoiceItem& item, const data::Tokenizer& tok, int64_t window,
+                         std::vector<int64_t>* bytes) {
   std::vector<uint32_t> context = tok.encode(item.context);
   if (context.empty()) context.push_back(tok.eot_id());
-  const int64_t window = model.config().block_size;  // inputs a forward takes
-  // Each ending's row: the context's tail and the ending, at most window + 1 tokens (the last one
-  // only a target); `scored` of its last targets are the ending's.
-  std::vector<std::vector<uint32_t>> rows;
-  std::vector<int64_t> scored;
-  EndingScores s;
+  std::vector<Row> rows;
   for (size_t k = 0; k < item.endings.size(); ++k) {
     const std::string& e = item.endings[k];
     const bool joined = space(e.front()) || (!item.context.empty() && space(item.context.back()));
@@ -112,32 +116,50 @@ EndingScores score_endings(const nn::GPT& model, const data::Tokenizer& tok,
                   ending.size(), " tokens; the model's context of ", window, " scores at most ",
                   window, " after a token of context");
     const size_t keep = std::min(context.size(), size_t(window) + 1 - ending.size());
-    std::vector<uint32_t> row(context.end() - int64_t(keep), context.end());
-    row.insert(row.end(), ending.begin(), ending.end());
+    Row row{std::vector<uint32_t>(context.end() - int64_t(keep), context.end()),
+            int64_t(ending.size())};
+    row.tokens.insert(row.tokens.end(), ending.begin(), ending.end());
     rows.push_back(std::move(row));
-    scored.push_back(int64_t(ending.size()));
-    s.bytes.push_back(int64_t(continuation.size()));
+    bytes->push_back(int64_t(continuation.size()));
   }
-  // One batch, rows padded at their end (causal attention: a row's scores never see its padding).
+  return rows;
+}
+
+// Each row's sum of log-probabilities of its scored targets, from one forward over all of them,
+// rows padded at their end (causal attention: a row's scores never see its padding).
+std::vector<double> score_rows(const nn::GPT& model, const std::vector<Row>& rows, uint32_t pad) {
+  NoGradGuard no_grad;
   size_t longest = 0;
-  for (const auto& r : rows) longest = std::max(longest, r.size());
+  for (const Row& r : rows) longest = std::max(longest, r.tokens.size());
   const int64_t K = int64_t(rows.size()), T = int64_t(longest) - 1;
-  std::vector<int32_t> inputs(size_t(K * T), int32_t(tok.eot_id()));
+  std::vector<int32_t> inputs(size_t(K * T), int32_t(pad));
   for (int64_t r = 0; r < K; ++r)
-    for (size_t t = 0; t + 1 < rows[r].size(); ++t) inputs[size_t(r * T) + t] = int32_t(rows[r][t]);
+    for (size_t t = 0; t + 1 < rows[size_t(r)].tokens.size(); ++t)
+      inputs[size_t(r * T) + t] = int32_t(rows[size_t(r)].tokens[t]);
   const Tensor ids = from_vector(inputs, {K, T}).to(model_device(model));
   const Tensor logp = ops::log_softmax(model.forward(ids, false));  // (K, T, V)
   const Tensor host = logp.to(DType::F32).to(Device::cpu()).contiguous();
   const float* lp = host.data<float>();
   const int64_t V = logp.size(2);
+  std::vector<double> out;
   for (int64_t r = 0; r < K; ++r) {
-    const std::vector<uint32_t>& row = rows[size_t(r)];
+    const std::vector<uint32_t>& row = rows[size_t(r)].tokens;
     double sum = 0;
     // Target i (row[i]) is predicted at position i - 1.
-    for (size_t i = row.size() - size_t(scored[size_t(r)]); i < row.size(); ++i)
+    for (size_t i = row.size() - size_t(rows[size_t(r)].scored); i < row.size(); ++i)
       sum += double(lp[size_t((r * T + int64_t(i) - 1) * V + row[i])]);
-    s.logprob.push_back(sum);
+    out.push_back(sum);
   }
+  return out;
+}
+
+}  // namespace
+
+EndingScores score_endings(const nn::GPT& model, const data::Tokenizer& tok,
+                           const ChoiceItem& item) {
+  EndingScores s;
+  s.logprob =
+      score_rows(model, rows_of(item, tok, model.config().block_size, &s.bytes), tok.eot_id());
   return s;
 }
 
@@ -148,15 +170,43 @@ int64_t best_choice(const std::vector<double>& values) {
 
 ChoiceResult evaluate_choices(const nn::GPT& model, const data::Tokenizer& tok,
                               const std::vector<ChoiceItem>& items) {
+  // Items are scored several at once: rows up to kBatchRows, and up to kBatchFloats log-
+  // probabilities read back (rows x length x vocabulary: about 3 items of HellaSwag's length at
+  // GPT-2's vocabulary), but always one whole item.
+  constexpr int64_t kBatchRows = 64, kBatchFloats = int64_t(1) << 26;
+  const int64_t window = model.config().block_size, V = model.config().vocab_size;
   ChoiceResult r;
   int64_t right = 0, right_norm = 0;
-  for (const ChoiceItem& item : items) {
-    const EndingScores s = score_endings(model, tok, item);
-    std::vector<double> per_byte(s.logprob.size());
-    for (size_t k = 0; k < per_byte.size(); ++k) per_byte[k] = s.logprob[k] / double(s.bytes[k]);
-    right += best_choice(s.logprob) == item.label;
-    right_norm += best_choice(per_byte) == item.label;
-    r.chance += 1.0 / double(item.endings.size());
+  for (size_t first = 0; first < items.size();) {
+    std::vector<Row> rows;
+    std::vector<EndingScores> scores;
+    size_t longest = 0, last = first;
+    for (; last < items.size(); ++last) {
+      EndingScores s;
+      std::vector<Row> more = rows_of(items[last], tok, window, &s.bytes);
+      size_t len = longest;
+      for (const Row& row : more) len = std::max(len, row.tokens.size());
+      const int64_t n = int64_t(rows.size() + more.size());
+      if (last > first && (n > kBatchRows || n * int64_t(len) * V > kBatchFloats)) break;
+      longest = len;
+      rows.insert(rows.end(), more.begin(), more.end());
+      scores.push_back(std::move(s));
+    }
+    const std::vector<double> sums = score_rows(model, rows, tok.eot_id());
+    size_t at = 0;
+    for (size_t i = first; i < last; ++i) {
+      const ChoiceItem& item = items[i];
+      EndingScores& s = scores[i - first];
+      s.logprob.assign(sums.begin() + int64_t(at),
+                       sums.begin() + int64_t(at + item.endings.size()));
+      at += item.endings.size();
+      std::vector<double> per_byte(s.logprob.size());
+      for (size_t k = 0; k < per_byte.size(); ++k) per_byte[k] = s.logprob[k] / double(s.bytes[k]);
+      right += best_choice(s.logprob) == item.label;
+      right_norm += best_choice(per_byte) == item.label;
+      r.chance += 1.0 / double(item.endings.size());
+    }
+    first = last;
   }
   r.items = int64_t(items.size());
   if (r.items) {
