@@ -154,6 +154,9 @@ struct EvalConfig {
   // Validation tokens per run (whole windows of the sequence length), the same set on any
   // batch size and world size; 0 = steps x train.batch_size windows.
   int64_t tokens = 0;
+  // Multiple-choice items (HellaSwag's JSON Lines, eval --choices; train/choices.h) scored at
+  // every evaluation: their accuracy in the log and metrics.jsonl. "" = none.
+  std::string choices;
 
   bool operator==(const EvalConfig&) const = default;
 };

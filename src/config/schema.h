@@ -103,6 +103,7 @@ void visit_section(S& s, F&& f) {
   f("interval", s.interval);
   f("steps", s.steps);
   f("tokens", s.tokens);
+  f("choices", s.choices);
 }
 
 template <Section<CheckpointConfig> S, typename F>

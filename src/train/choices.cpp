@@ -169,7 +169,10 @@ int64_t best_choice(const std::vector<double>& values) {
 }
 
 ChoiceResult evaluate_choices(const nn::GPT& model, const data::Tokenizer& tok,
-                              const std::vector<ChoiceItem>& items) {
+                              const std::vector<ChoiceItem>& all, dist::Communicator* comm) {
+  const int world = comm ? comm->world() : 1, rank = comm ? comm->rank() : 0;
+  std::vector<ChoiceItem> items;  // this rank's
+  for (size_t i = size_t(rank); i < all.size(); i += size_t(world)) items.push_back(all[i]);
   // Items are scored several at once: rows up to kBatchRows, and up to kBatchFloats log-
   // probabilities read back (rows x length x vocabulary: about 3 items of HellaSwag's length at
   // GPT-2's vocabulary), but always one whole item.
@@ -208,13 +211,31 @@ ChoiceResult evaluate_choices(const nn::GPT& model, const data::Tokenizer& tok,
     }
     first = last;
   }
-  r.items = int64_t(items.size());
+  double counts[3] = {double(right), double(right_norm), r.chance};
+  if (world > 1) {
+    const std::vector<double> sums =
+        comm->all_reduce_host({counts[0], counts[1], counts[2]}, dist::ReduceOp::Sum);
+    std::copy(sums.begin(), sums.end(), counts);
+  }
+  right = int64_t(counts[0]), right_norm = int64_t(counts[1]), r.chance = counts[2];
+  r.items = int64_t(all.size());
   if (r.items) {
     r.acc = double(right) / double(r.items);
     r.acc_norm = double(right_norm) / double(r.items);
     r.chance /= double(r.items);
   }
   return r;
+}
+
+TrainingChoices::TrainingChoices(const Config& cfg) {
+  try {
+    tok_ = data::make_tokenizer(cfg.data.tokenizer, cfg.data.tokenizer_dir);
+    items_ = read_choice_items(cfg.eval.choices);
+    std::vector<int64_t> bytes;
+    for (const ChoiceItem& item : items_) rows_of(item, *tok_, cfg.model.block_size, &bytes);
+  } catch (const Error& e) {
+    TESSERA_FAIL("eval.choices: ", e.what());
+  }
 }
 
 }  // namespace tessera::train

@@ -23,10 +23,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "config/config.h"
 #include "data/tokenizer.h"
+#include "distributed/communicator.h"
 #include "nn/gpt.h"
 
 namespace tessera::train {
@@ -59,7 +62,25 @@ struct ChoiceResult {
   double acc = 0, acc_norm = 0;
   double chance = 0;  // the mean over items of 1 / its ending count
 };
+// With a communicator of several ranks, item i is scored by rank i mod world and the counts are
+// summed over ranks: every rank returns the same result.
 ChoiceResult evaluate_choices(const nn::GPT& model, const data::Tokenizer& tok,
-                              const std::vector<ChoiceItem>& items);
+                              const std::vector<ChoiceItem>& items,
+                              dist::Communicator* comm = nullptr);
+
+// eval.choices during training: the file read and every item's rows checked against the model's
+// context once, at the start (errors name the key, the file and the line), then scored at each
+// evaluation.
+class TrainingChoices {
+ public:
+  explicit TrainingChoices(const Config& cfg);
+  ChoiceResult score(const nn::GPT& model, dist::Communicator* comm) const {
+    return evaluate_choices(model, *tok_, items_, comm);
+  }
+
+ private:
+  std::vector<ChoiceItem> items_;
+  std::unique_ptr<data::Tokenizer> tok_;
+};
 
 }  // namespace tessera::train

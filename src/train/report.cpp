@@ -213,6 +213,16 @@ void Report::sample(int64_t step, const std::string& text) {
        "}");
 }
 
+void Report::choices(int64_t step, double acc, double acc_norm, int64_t items) {
+  char line[128];
+  std::snprintf(line, sizeof line, "step %5ld | choices acc %.4f | acc_norm %.4f (%ld items)",
+                long(step), acc, acc_norm, long(items));
+  this->line(line);
+  emit("{\"step\": " + std::to_string(step) + ", \"choices_acc\": " + json_number(acc) +
+       ", \"choices_acc_norm\": " + json_number(acc_norm) +
+       ", \"choices_items\": " + std::to_string(items) + "}");
+}
+
 void Report::eval(int64_t step, double val, int64_t tokens) {
   char line[128];
   std::snprintf(line, sizeof line, "step %5ld | val loss %.4f | val ppl %.2f", long(step), val,

@@ -68,6 +68,8 @@ class Report {
   void step(const StepReport& r);
   void eval(int64_t step, double val_loss, int64_t tokens);  // tokens: the targets scored
   void sample(int64_t step, const std::string& text);        // log.sample_interval's
+  // eval.choices's accuracy: acc and acc_norm over `items` items.
+  void choices(int64_t step, double acc, double acc_norm, int64_t items);
 
  private:
   void open_metrics();

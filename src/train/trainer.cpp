@@ -113,6 +113,14 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       sample_error = e.what();
     }
   fail_together(sample_error, "rank 0 could not read the tokenizer its samples need");
+  // Every rank scores its share of eval.choices' items at each evaluation, so each reads them now.
+  std::string choices_error;
+  if (cfg_.eval.interval > 0 && !cfg_.eval.choices.empty()) try {
+      choices_.emplace(cfg_);
+    } catch (const Error& e) {
+      choices_error = e.what();
+    }
+  fail_together(choices_error, "another rank could not read eval.choices");
   if (cfg_.eval.interval <= 0)
     for (std::string note :
          {loss_mask_note(loader_, nullptr), example_windows_note(loader_, nullptr)})
@@ -574,6 +582,10 @@ TrainResult Trainer::run() {
           evaluate_windows(model_, cfg_, cfg_.data.val, cfg_.eval_windows(), comm_.get());
       result_.last_val_loss = val.loss;
       out_->eval(done, val.loss, val.tokens);
+      if (choices_) {
+        const ChoiceResult c = choices_->score(model_, comm_.get());
+        out_->choices(done, c.acc, c.acc_norm, c.items);
+      }
       // A signal that came during the evaluation stops here, not after one more step.
       if (!stopping && done < stop) stopping = agree({signals.received() ? 1.0 : 0.0})[0] != 0;
     }

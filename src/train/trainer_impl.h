@@ -30,6 +30,7 @@
 #include "optim/lomo_step.h"
 #include "optim/schedule.h"
 #include "peft/adapter.h"
+#include "train/choices.h"
 #include "train/device.h"
 #include "train/init_weights.h"
 #include "train/load.h"
@@ -124,6 +125,7 @@ class Trainer {
   std::set<int64_t> poisoned_;  // first windows of the micro-batches fault injection poisons
   std::unique_ptr<Report> out_;
   std::optional<TrainingSamples> samples_;  // log.sample_interval > 0, rank 0
+  std::optional<TrainingChoices> choices_;  // eval.choices, every rank
 
   double mfu_per_token_ = 0;   // MFU = this x tokens/s of one device (train/mfu.h); 0: not shown
   uint64_t dropout_seed_ = 0;  // the run's (rank 0's) dropout seed

@@ -156,9 +156,11 @@ const std::vector<Bound> kOtherBounds = {
      "eval.tokens (100) must be a multiple of the sequence length (model.block_size 64): "
      "evaluations score whole windows",
      "eval.tokens=128"},
+    {"eval.choices=c.jsonl;eval.interval=0",
+     "eval.choices (c.jsonl) is scored at each evaluation, but eval.interval is 0: there are none",
+     "eval.choices=c.jsonl;eval.interval=1"},
     {"checkpoint.dir=", "checkpoint.dir must not be empty", "checkpoint.dir=d"},
-    {"checkpoint.interval=-1", "checkpoint.interval must be >= 0, got -1",
-     "checkpoint.interval=0"},
+    {"checkpoint.interval=-1", "checkpoint.interval must be >= 0, got -1", "checkpoint.interval=0"},
     {"checkpoint.keep=1", "checkpoint.keep must be >= 2, got 1", "checkpoint.keep=2"},
     {"checkpoint.milestone_interval=-1", "checkpoint.milestone_interval must be >= 0, got -1",
      "checkpoint.milestone_interval=0"},

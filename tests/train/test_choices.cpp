@@ -15,7 +15,9 @@
 #include "ops/elementwise.h"
 #include "test_util.h"
 #include "train/choices.h"
+#include "train/load.h"
 #include "train/trainer.h"
+#include "train_fixture.h"
 
 namespace tessera {
 namespace {
@@ -216,6 +218,50 @@ TEST(Choices, eval_prints_accuracy_and_refuses_the_window_flags) {
   EXPECT_CONTAINS(out, "cannot read " + tmp.file("none.jsonl"));
   EXPECT_EQ(run_command(eval + tmp.path.string(), &out), 1);
   EXPECT_CONTAINS(out, "it is a directory");
+}
+
+// eval.choices during training: scored at each evaluation on the model of that step, written to
+// the log and metrics.jsonl, the run's losses untouched; a file the run cannot use stops it first.
+TEST(Choices, scored_at_each_evaluation_of_a_training_run_without_changing_it) {
+  testing::TempRun run;
+  Config cfg = run.config(6);
+  cfg.eval.interval = 3;
+  cfg.checkpoint.interval = 3;
+  std::ostringstream plain_log;
+  const train::TrainResult plain = train::run_training(cfg, plain_log);
+  cfg.eval.choices = run.tmp.write(
+      "items.jsonl", R"({"ctx": "in the", "endings": ["beginning", "word"], "label": 0})"
+                     "\n"
+                     R"({"ctx": "the word was", "endings": ["with", "in"], "label": 0})"
+                     "\n"
+                     R"({"ctx": "and the", "endings": ["light", "word"], "label": 1})"
+                     "\n");
+  cfg.train.run_name = "choices";
+  std::ostringstream log;
+  const train::TrainResult with = train::run_training(cfg, log);
+  EXPECT_EQ(with.last_val_loss, plain.last_val_loss);
+  const fs::path dir = fs::path(cfg.checkpoint.dir) / "choices";
+  const std::map<int64_t, std::string> acc = testing::metric(dir / "metrics.jsonl", "choices_acc");
+  ASSERT_EQ(acc.size(), 2u) << log.str();
+  EXPECT_CONTAINS(log.str(), "step     3 | choices acc ");
+  EXPECT_CONTAINS(log.str(), "(3 items)");
+  // Step 6's figure is the saved model's.
+  train::LoadedModel m = train::load_model((dir / checkpoint_name(6)).string());
+  const auto tok = data::make_tokenizer("byte");
+  const train::ChoiceResult r =
+      train::evaluate_choices(*m.model, *tok, train::read_choice_items(cfg.eval.choices));
+  EXPECT_NEAR(std::stod(acc.at(6)), r.acc, 1e-6);
+
+  cfg.train.run_name = "bad";
+  cfg.eval.choices = run.tmp.file("missing.jsonl");
+  std::ostringstream bad_log;
+  EXPECT_CONTAINS(error_of([&] { train::run_training(cfg, bad_log); }),
+                  "eval.choices: cannot read " + cfg.eval.choices);
+  cfg.eval.choices = run.tmp.write(
+      "long.jsonl", R"({"ctx": "a", "endings": ["b", "0123456789abcdefg"], "label": 0})");
+  EXPECT_CONTAINS(error_of([&] { train::run_training(cfg, bad_log); }),
+                  "eval.choices: " + cfg.eval.choices + " line 1: ending 1 is 18 tokens");
+  EXPECT_FALSE(fs::exists(fs::path(cfg.checkpoint.dir) / "bad" / checkpoint_name(1)));
 }
 
 }  // namespace
