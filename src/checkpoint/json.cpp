@@ -270,6 +270,21 @@ const Json& Json::at(const std::string& key) const {
   return *v;
 }
 
+void for_each_json_line(const std::string& text, const std::string& path,
+                        const std::function<void(const Json&, const std::string&)>& f) {
+  size_t line = 0;
+  for (size_t begin = 0; begin < text.size();) {
+    size_t end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    ++line;
+    const std::string row = text.substr(begin, end - begin);
+    begin = end + 1;
+    if (row.find_first_not_of(" \t\r\n") == std::string::npos) continue;
+    const std::string where = path + " line " + std::to_string(line);
+    f(parse_json(row, where), where);
+  }
+}
+
 std::string json_escape(const std::string& s) {
   std::string out;
   for (const char ch : s) {

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,6 +53,11 @@ class Json {
 // Parses one JSON value filling all of text (whitespace around it allowed). `what` names the
 // source in errors: "<what>: JSON error at byte <n>: <reason>".
 Json parse_json(const std::string& text, const std::string& what);
+
+// JSON Lines: each line of text that holds more than blanks parsed as one value and handed to
+// f(value, where), where = "<path> line <n>" (numbered from 1, blank lines counted) for its errors.
+void for_each_json_line(const std::string& text, const std::string& path,
+                        const std::function<void(const Json&, const std::string&)>& f);
 
 // s with '"', '\\' and control characters escaped (\n, \t, \u00XX ...); UTF-8 passes through.
 std::string json_escape(const std::string& s);

@@ -1,8 +1,6 @@
 // Supervised fine-tuning examples: see sft.h.
 #include "data/sft.h"
 
-#include <string_view>
-
 #include "checkpoint/json.h"
 #include "core/error.h"
 #include "data/shard.h"  // kMaskScored, kMaskExampleStart
@@ -49,8 +47,6 @@ SftExample example_of(const Json& j, const std::string& where) {
   return e;
 }
 
-bool blank(std::string_view s) { return s.find_first_not_of(" \t\r\n") == std::string_view::npos; }
-
 }  // namespace
 
 std::string alpaca_prompt(const std::string& instruction, const std::string& input) {
@@ -74,17 +70,9 @@ std::vector<SftExample> parse_sft_examples(const std::string& text, const std::s
     for (size_t i = 0; i < items.size(); ++i)
       out.push_back(example_of(items[i], path + " element " + std::to_string(i)));
   } else {
-    size_t line = 0;
-    for (size_t begin = 0; begin < text.size();) {
-      size_t end = text.find('\n', begin);
-      if (end == std::string::npos) end = text.size();
-      ++line;
-      const std::string row = text.substr(begin, end - begin);
-      begin = end + 1;
-      if (blank(row)) continue;
-      const std::string where = path + " line " + std::to_string(line);
-      out.push_back(example_of(parse_json(row, where), where));
-    }
+    for_each_json_line(text, path, [&](const Json& j, const std::string& where) {
+      out.push_back(example_of(j, where));
+    });
   }
   TESSERA_CHECK(!out.empty(), path, ": no examples (JSON Lines of {\"prompt\", \"response\"} ",
                 "objects, or a JSON array of them)");

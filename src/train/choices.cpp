@@ -12,6 +12,7 @@
 #include "autograd/autograd.h"
 #include "checkpoint/json.h"
 #include "core/error.h"
+#include "core/text.h"
 #include "ops/softmax.h"
 #include "train/device.h"
 
@@ -51,7 +52,7 @@ ChoiceItem item_of(const Json& j, const std::string& where) {
   TESSERA_CHECK(!text || (!digits.empty() && digits.size() < 10 &&
                           std::all_of(digits.begin(), digits.end(),
                                       [](unsigned char c) { return std::isdigit(c); })),
-                where, ": \"label\" '", digits, "' is not an integer");
+                where, ": \"label\" '", tessera::printable(digits), "' is not an integer");
   item.label = text ? std::stoll(digits) : label->as_int(where + ": \"label\"");
   TESSERA_CHECK(item.label >= 0 && item.label < int64_t(item.endings.size()), where, ": \"label\" ",
                 item.label, " is not the index of one of its ", item.endings.size(),
@@ -59,24 +60,15 @@ ChoiceItem item_of(const Json& j, const std::string& where) {
   return item;
 }
 
-bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
 bool space(char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; }
 
 }  // namespace
 
 std::vector<ChoiceItem> parse_choice_items(const std::string& text, const std::string& path) {
   std::vector<ChoiceItem> out;
-  size_t line = 0;
-  for (size_t begin = 0; begin < text.size();) {
-    size_t end = text.find('\n', begin);
-    if (end == std::string::npos) end = text.size();
-    ++line;
-    const std::string row = text.substr(begin, end - begin);
-    begin = end + 1;
-    if (blank(row)) continue;
-    const std::string where = path + " line " + std::to_string(line);
-    out.push_back(item_of(parse_json(row, where), where));
-  }
+  for_each_json_line(text, path, [&](const Json& j, const std::string& where) {
+    out.push_back(item_of(j, where));
+  });
   TESSERA_CHECK(!out.empty(), path,
                 ": no items (JSON Lines of {\"ctx\", \"endings\", \"label\"} objects)");
   return out;
