@@ -84,64 +84,68 @@ std::vector<ChoiceItem> read_choice_items(const std::string& path) {
   return parse_choice_items(text.str(), path);
 }
 
-namespace {
-
-// A sequence to score: the context's tail and an ending, at most window + 1 tokens (the last one
-// only a target); its last `scored` targets are the ending's.
-struct Row {
-  std::vector<uint32_t> tokens;
-  int64_t scored = 0;
-};
-
-// The item's rows, one an ending, and each ending's bytes with its separator into *bytes.
-std::vector<Row> rows_of(const ChoiceItem& item, const data::Tokenizer& tok, int64_t window,
-                         std::vector<int64_t>* bytes) {
-  std::vector<uint32_t> context = tok.encode(item.context);
-  if (context.empty()) context.push_back(tok.eot_id());
-  std::vector<Row> rows;
-  for (size_t k = 0; k < item.endings.size(); ++k) {
-    const std::string& e = item.endings[k];
-    const bool joined = space(e.front()) || (!item.context.empty() && space(item.context.back()));
-    const std::string continuation = joined ? e : " " + e;
-    const std::vector<uint32_t> ending = tok.encode(continuation);
-    TESSERA_CHECK(int64_t(ending.size()) <= window, item.where, ": ending ", k, " is ",
-                  ending.size(), " tokens; the model's context of ", window, " scores at most ",
-                  window, " after a token of context");
-    const size_t keep = std::min(context.size(), size_t(window) + 1 - ending.size());
-    Row row{std::vector<uint32_t>(context.end() - int64_t(keep), context.end()),
-            int64_t(ending.size())};
-    row.tokens.insert(row.tokens.end(), ending.begin(), ending.end());
-    rows.push_back(std::move(row));
-    bytes->push_back(int64_t(continuation.size()));
+std::vector<EncodedItem> encode_choice_items(const std::vector<ChoiceItem>& items,
+                                             const data::Tokenizer& tok, int64_t window) {
+  std::vector<EncodedItem> out;
+  for (const ChoiceItem& item : items) {
+    std::vector<uint32_t> context = tok.encode(item.context);
+    if (context.empty()) context.push_back(tok.eot_id());
+    EncodedItem& enc = out.emplace_back();
+    enc.label = item.label;
+    for (size_t k = 0; k < item.endings.size(); ++k) {
+      const std::string& e = item.endings[k];
+      const bool joined = space(e.front()) || (!item.context.empty() && space(item.context.back()));
+      const std::string continuation = joined ? e : " " + e;
+      const std::vector<uint32_t> ending = tok.encode(continuation);
+      TESSERA_CHECK(int64_t(ending.size()) <= window, item.where, ": ending ", k, " is ",
+                    ending.size(), " tokens; the model's context of ", window, " scores at most ",
+                    window, " after a token of context");
+      const size_t keep = std::min(context.size(), size_t(window) + 1 - ending.size());
+      std::vector<uint32_t>& row =
+          enc.rows.emplace_back(context.end() - int64_t(keep), context.end());
+      row.insert(row.end(), ending.begin(), ending.end());
+      enc.scored.push_back(int64_t(ending.size()));
+      enc.bytes.push_back(int64_t(continuation.size()));
+    }
   }
-  return rows;
+  return out;
 }
 
-// Each row's sum of log-probabilities of its scored targets, from one forward over all of them,
-// rows padded at their end (causal attention: a row's scores never see its padding).
-std::vector<double> score_rows(const nn::GPT& model, const std::vector<Row>& rows, uint32_t pad) {
+namespace {
+
+// Each row's sum of log-probabilities of its scored targets, for every row of the batch's items
+// in order, from one forward over all of them, rows padded at their end (causal attention: a
+// row's scores never see its padding).
+std::vector<double> score_batch(const nn::GPT& model, const std::vector<const EncodedItem*>& batch,
+                                uint32_t pad) {
   NoGradGuard no_grad;
-  size_t longest = 0;
-  for (const Row& r : rows) longest = std::max(longest, r.tokens.size());
-  const int64_t K = int64_t(rows.size()), T = int64_t(longest) - 1;
-  std::vector<int32_t> inputs(size_t(K * T), int32_t(pad));
-  for (int64_t r = 0; r < K; ++r)
-    for (size_t t = 0; t + 1 < rows[size_t(r)].tokens.size(); ++t)
-      inputs[size_t(r * T) + t] = int32_t(rows[size_t(r)].tokens[t]);
-  const Tensor ids = from_vector(inputs, {K, T}).to(model_device(model));
+  size_t longest = 0, K = 0;
+  for (const EncodedItem* item : batch)
+    for (const auto& row : item->rows) longest = std::max(longest, row.size()), ++K;
+  const int64_t T = int64_t(longest) - 1;
+  std::vector<int32_t> inputs(K * size_t(T), int32_t(pad));
+  size_t r = 0;
+  for (const EncodedItem* item : batch)
+    for (const auto& row : item->rows) {
+      std::copy(row.begin(), row.end() - 1, inputs.begin() + int64_t(r * size_t(T)));
+      ++r;
+    }
+  const Tensor ids = from_vector(inputs, {int64_t(K), T}).to(model_device(model));
   const Tensor logp = ops::log_softmax(model.forward(ids, false));  // (K, T, V)
   const Tensor host = logp.to(DType::F32).to(Device::cpu()).contiguous();
   const float* lp = host.data<float>();
-  const int64_t V = logp.size(2);
+  const size_t V = size_t(logp.size(2));
   std::vector<double> out;
-  for (int64_t r = 0; r < K; ++r) {
-    const std::vector<uint32_t>& row = rows[size_t(r)].tokens;
-    double sum = 0;
-    // Target i (row[i]) is predicted at position i - 1.
-    for (size_t i = row.size() - size_t(rows[size_t(r)].scored); i < row.size(); ++i)
-      sum += double(lp[size_t((r * T + int64_t(i) - 1) * V + row[i])]);
-    out.push_back(sum);
-  }
+  r = 0;
+  for (const EncodedItem* item : batch)
+    for (size_t k = 0; k < item->rows.size(); ++k, ++r) {
+      const std::vector<uint32_t>& row = item->rows[k];
+      double sum = 0;
+      // Target i (row[i]) is predicted at position i - 1.
+      for (size_t i = row.size() - size_t(item->scored[k]); i < row.size(); ++i)
+        sum += double(lp[(r * size_t(T) + i - 1) * V + row[i]]);
+      out.push_back(sum);
+    }
   return out;
 }
 
@@ -149,10 +153,8 @@ std::vector<double> score_rows(const nn::GPT& model, const std::vector<Row>& row
 
 EndingScores score_endings(const nn::GPT& model, const data::Tokenizer& tok,
                            const ChoiceItem& item) {
-  EndingScores s;
-  s.logprob =
-      score_rows(model, rows_of(item, tok, model.config().block_size, &s.bytes), tok.eot_id());
-  return s;
+  const std::vector<EncodedItem> enc = encode_choice_items({item}, tok, model.config().block_size);
+  return {score_batch(model, {&enc[0]}, tok.eot_id()), enc[0].bytes};
 }
 
 int64_t best_choice(const std::vector<double>& values) {
@@ -160,71 +162,67 @@ int64_t best_choice(const std::vector<double>& values) {
   return int64_t(std::max_element(values.begin(), values.end()) - values.begin());
 }
 
-ChoiceResult evaluate_choices(const nn::GPT& model, const data::Tokenizer& tok,
-                              const std::vector<ChoiceItem>& all, dist::Communicator* comm) {
-  const int world = comm ? comm->world() : 1, rank = comm ? comm->rank() : 0;
-  std::vector<ChoiceItem> items;  // this rank's
-  for (size_t i = size_t(rank); i < all.size(); i += size_t(world)) items.push_back(all[i]);
+ChoiceResult evaluate_choices(const nn::GPT& model, const std::vector<EncodedItem>& items,
+                              uint32_t pad, dist::Communicator* comm) {
+  const size_t world = comm ? size_t(comm->world()) : 1, rank = comm ? size_t(comm->rank()) : 0;
   // Items are scored several at once: rows up to kBatchRows, and up to kBatchFloats log-
   // probabilities read back (rows x length x vocabulary: about 3 items of HellaSwag's length at
   // GPT-2's vocabulary), but always one whole item.
   constexpr int64_t kBatchRows = 64, kBatchFloats = int64_t(1) << 26;
-  const int64_t window = model.config().block_size, V = model.config().vocab_size;
-  ChoiceResult r;
-  int64_t right = 0, right_norm = 0;
-  for (size_t first = 0; first < items.size();) {
-    std::vector<Row> rows;
-    std::vector<EndingScores> scores;
-    size_t longest = 0, last = first;
-    for (; last < items.size(); ++last) {
-      EndingScores s;
-      std::vector<Row> more = rows_of(items[last], tok, window, &s.bytes);
+  const int64_t V = model.config().vocab_size;
+  double right = 0, right_norm = 0, chance = 0;
+  for (size_t first = rank; first < items.size();) {  // this rank's: rank, rank + world, ...
+    std::vector<const EncodedItem*> batch;
+    int64_t rows = 0;
+    size_t longest = 0, next = first;
+    for (; next < items.size(); next += world) {
+      const EncodedItem& item = items[next];
       size_t len = longest;
-      for (const Row& row : more) len = std::max(len, row.tokens.size());
-      const int64_t n = int64_t(rows.size() + more.size());
-      if (last > first && (n > kBatchRows || n * int64_t(len) * V > kBatchFloats)) break;
-      longest = len;
-      rows.insert(rows.end(), more.begin(), more.end());
-      scores.push_back(std::move(s));
+      for (const auto& row : item.rows) len = std::max(len, row.size());
+      const int64_t n = rows + int64_t(item.rows.size());
+      if (!batch.empty() && (n > kBatchRows || n * int64_t(len) * V > kBatchFloats)) break;
+      batch.push_back(&item), rows = n, longest = len;
     }
-    const std::vector<double> sums = score_rows(model, rows, tok.eot_id());
+    const std::vector<double> sums = score_batch(model, batch, pad);
     size_t at = 0;
-    for (size_t i = first; i < last; ++i) {
-      const ChoiceItem& item = items[i];
-      EndingScores& s = scores[i - first];
-      s.logprob.assign(sums.begin() + int64_t(at),
-                       sums.begin() + int64_t(at + item.endings.size()));
-      at += item.endings.size();
-      std::vector<double> per_byte(s.logprob.size());
-      for (size_t k = 0; k < per_byte.size(); ++k) per_byte[k] = s.logprob[k] / double(s.bytes[k]);
-      right += best_choice(s.logprob) == item.label;
-      right_norm += best_choice(per_byte) == item.label;
-      r.chance += 1.0 / double(item.endings.size());
+    for (const EncodedItem* item : batch) {
+      std::vector<double> logprob, per_byte;
+      for (size_t k = 0; k < item->rows.size(); ++k, ++at) {
+        logprob.push_back(sums[at]);
+        per_byte.push_back(sums[at] / double(item->bytes[k]));
+      }
+      right += best_choice(logprob) == item->label;
+      right_norm += best_choice(per_byte) == item->label;
+      chance += 1.0 / double(item->rows.size());
     }
-    first = last;
+    first = next;
   }
-  double counts[3] = {double(right), double(right_norm), r.chance};
   if (world > 1) {
     const std::vector<double> sums =
-        comm->all_reduce_host({counts[0], counts[1], counts[2]}, dist::ReduceOp::Sum);
-    std::copy(sums.begin(), sums.end(), counts);
+        comm->all_reduce_host({right, right_norm, chance}, dist::ReduceOp::Sum);
+    right = sums[0], right_norm = sums[1], chance = sums[2];
   }
-  right = int64_t(counts[0]), right_norm = int64_t(counts[1]), r.chance = counts[2];
-  r.items = int64_t(all.size());
+  ChoiceResult r;
+  r.items = int64_t(items.size());
   if (r.items) {
-    r.acc = double(right) / double(r.items);
-    r.acc_norm = double(right_norm) / double(r.items);
-    r.chance /= double(r.items);
+    r.acc = right / double(r.items);
+    r.acc_norm = right_norm / double(r.items);
+    r.chance = chance / double(r.items);
   }
   return r;
 }
 
+ChoiceResult evaluate_choices(const nn::GPT& model, const data::Tokenizer& tok,
+                              const std::vector<ChoiceItem>& items, dist::Communicator* comm) {
+  return evaluate_choices(model, encode_choice_items(items, tok, model.config().block_size),
+                          tok.eot_id(), comm);
+}
+
 TrainingChoices::TrainingChoices(const Config& cfg) {
   try {
-    tok_ = data::make_tokenizer(cfg.data.tokenizer, cfg.data.tokenizer_dir);
-    items_ = read_choice_items(cfg.eval.choices);
-    std::vector<int64_t> bytes;
-    for (const ChoiceItem& item : items_) rows_of(item, *tok_, cfg.model.block_size, &bytes);
+    const auto tok = data::make_tokenizer(cfg.data.tokenizer, cfg.data.tokenizer_dir);
+    items_ = encode_choice_items(read_choice_items(cfg.eval.choices), *tok, cfg.model.block_size);
+    pad_ = tok->eot_id();
   } catch (const Error& e) {
     TESSERA_FAIL("eval.choices: ", e.what());
   }

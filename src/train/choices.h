@@ -23,7 +23,6 @@
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -54,6 +53,17 @@ struct EndingScores {
 EndingScores score_endings(const nn::GPT& model, const data::Tokenizer& tok,
                            const ChoiceItem& item);
 
+// Items encoded for a model of context `window`: a row an ending (the context's tail and the
+// ending, at most window + 1 tokens; its last `scored` tokens the ending's), the endings' bytes
+// with their separator, the label. An ending longer than the context is an error naming its item.
+struct EncodedItem {
+  std::vector<std::vector<uint32_t>> rows;
+  std::vector<int64_t> scored, bytes;
+  int64_t label = 0;
+};
+std::vector<EncodedItem> encode_choice_items(const std::vector<ChoiceItem>& items,
+                                             const data::Tokenizer& tok, int64_t window);
+
 // The index of the largest value; the first of equal ones.
 int64_t best_choice(const std::vector<double>& values);
 
@@ -67,20 +77,22 @@ struct ChoiceResult {
 ChoiceResult evaluate_choices(const nn::GPT& model, const data::Tokenizer& tok,
                               const std::vector<ChoiceItem>& items,
                               dist::Communicator* comm = nullptr);
+// The same over items already encoded (pad: the id that fills short rows, the end-of-text id).
+ChoiceResult evaluate_choices(const nn::GPT& model, const std::vector<EncodedItem>& items,
+                              uint32_t pad, dist::Communicator* comm = nullptr);
 
-// eval.choices during training: the file read and every item's rows checked against the model's
-// context once, at the start (errors name the key, the file and the line), then scored at each
-// evaluation.
+// eval.choices during training: the file read and its items encoded for the model's context
+// once, at the start (errors name the key, the file and the line), then scored at each evaluation.
 class TrainingChoices {
  public:
   explicit TrainingChoices(const Config& cfg);
   ChoiceResult score(const nn::GPT& model, dist::Communicator* comm) const {
-    return evaluate_choices(model, *tok_, items_, comm);
+    return evaluate_choices(model, items_, pad_, comm);
   }
 
  private:
-  std::vector<ChoiceItem> items_;
-  std::unique_ptr<data::Tokenizer> tok_;
+  std::vector<EncodedItem> items_;
+  uint32_t pad_ = 0;
 };
 
 }  // namespace tessera::train
