@@ -80,16 +80,15 @@ std::vector<double> position_losses(const nn::GPT& model, const Config& cfg,
   int64_t rows = 0;
   for (int64_t i = 0; i < n; ++i) {
     data::Batch b = loader.next();
-    const Tensor logp = ops::log_softmax(model.forward(b.inputs.to(dev), false));  // (B, T, V)
-    // Read where the targets are, in f32 on the host: (B, T, V) doubles would be 3.3 GB a batch
-    // for GPT-2's vocabulary at B 8, T 1024.
-    const Tensor host = logp.to(DType::F32).to(Device::cpu()).contiguous();
-    const float* lp = host.data<float>();
-    const std::vector<int32_t> tg = b.targets.to_vector<int32_t>();
-    const int64_t B = b.targets.size(0), V = logp.size(2);
+    // Each position's loss on the device, (B, T) values read back rather than (B, T, V).
+    const std::vector<float> losses =
+        ops::token_losses(model.forward(b.inputs.to(dev), false), b.targets.to(dev),
+                          data::kIgnoreTarget, b.targets)
+            .to(DType::F32)
+            .to_vector<float>();
+    const int64_t B = b.targets.size(0);
     for (int64_t r = 0; r < B; ++r)
-      for (int64_t t = 0; t < T; ++t)
-        sum[size_t(t)] -= double(lp[size_t((r * T + t) * V + tg[size_t(r * T + t)])]);
+      for (int64_t t = 0; t < T; ++t) sum[size_t(t)] += double(losses[size_t(r * T + t)]);
     rows += B;
   }
   for (double& s : sum) s /= double(rows);

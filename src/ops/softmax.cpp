@@ -3,6 +3,7 @@
 //   log_softmax:   dx = dy - exp(y) * sum(dy)
 //   cross_entropy: dlogits[n] = dy / n_valid * (softmax(logits[n]) - onehot(t[n])),
 //                  0 on ignored rows
+//   token_losses:  dlogits[n] = dy[n] * (softmax(logits[n]) - onehot(t[n])), the same kernels
 // The two softmaxes save their output, which is all their backward needs. cross_entropy saves the
 // logits and one lse per row, never the (N, V) probabilities: with V = 50257 those would be the
 // largest activation of a GPT. Its backward writes dlogits over the saved logits when it runs for
@@ -43,43 +44,84 @@ Tensor log_softmax(const Tensor& x) {
   });
 }
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                     const Tensor& host_targets, int64_t classes, double fused_dy) {
-  TESSERA_CHECK(logits.dim() >= 1 && is_floating(logits.dtype()),
-                "cross_entropy: logits must be a floating tensor (..., V), got ", logits.str());
-  TESSERA_CHECK(targets.dtype() == DType::I32, "cross_entropy: targets must be i32, got ",
-                targets.str());
+namespace {
+
+// What cross_entropy and token_losses share: their arguments checked (named by op), the targets
+// as the host sees them, and the row count, class count and valid rows.
+struct Checked {
+  std::vector<int32_t> host;
+  int64_t N, V, C, n_valid;
+};
+
+Checked check_targets(const char* op, const Tensor& logits, const Tensor& targets,
+                      int64_t ignore_index, const Tensor& host_targets, int64_t classes) {
+  TESSERA_CHECK(logits.dim() >= 1 && is_floating(logits.dtype()), op,
+                ": logits must be a floating tensor (..., V), got ", logits.str());
+  TESSERA_CHECK(targets.dtype() == DType::I32, op, ": targets must be i32, got ", targets.str());
   const Shape lead(logits.shape().begin(), logits.shape().end() - 1);
-  TESSERA_CHECK(targets.shape() == lead, "cross_entropy: targets ", shape_str(targets.shape()),
+  TESSERA_CHECK(targets.shape() == lead, op, ": targets ", shape_str(targets.shape()),
                 " do not match logits ", shape_str(logits.shape()), " (expected targets ",
                 shape_str(lead), ")");
-  check_same_device("cross_entropy", {&logits, &targets});
-  const int64_t N = targets.numel(), V = logits.size(-1);
-  TESSERA_CHECK(V > 0, "cross_entropy: logits ", shape_str(logits.shape()), " have no classes");
-  TESSERA_CHECK(classes >= 0 && classes <= V, "cross_entropy: classes ", classes,
-                " must be in [0, ", V, "] for logits ", shape_str(logits.shape()));
-  const int64_t C = classes > 0 ? classes : V;
-
+  check_same_device(op, {&logits, &targets});
+  Checked c{{}, targets.numel(), logits.size(-1), 0, 0};
+  TESSERA_CHECK(c.V > 0, op, ": logits ", shape_str(logits.shape()), " have no classes");
+  TESSERA_CHECK(classes >= 0 && classes <= c.V, op, ": classes ", classes, " must be in [0, ", c.V,
+                "] for logits ", shape_str(logits.shape()));
+  c.C = classes > 0 ? classes : c.V;
   // Validated on the host so a bad target is a clear error here rather than an out-of-bounds read
   // in a device kernel.
-  const std::vector<int32_t> host =
-      detail::host_indices("cross_entropy", "targets", targets, host_targets);
-  int64_t n_valid = 0;
-  for (int64_t n = 0; n < N; ++n) {
-    const int32_t t = host[size_t(n)];
+  c.host = detail::host_indices(op, "targets", targets, host_targets);
+  for (int64_t n = 0; n < c.N; ++n) {
+    const int32_t t = c.host[size_t(n)];
     if (t == ignore_index) continue;
-    TESSERA_CHECK(t >= 0 && t < C, "cross_entropy: target ", t, " at position ", n,
-                  " (of targets ", shape_str(targets.shape()), ", flattened) is outside [0, ", C,
+    TESSERA_CHECK(t >= 0 && t < c.C, op, ": target ", t, " at position ", n, " (of targets ",
+                  shape_str(targets.shape()), ", flattened) is outside [0, ", c.C,
                   ") and is not ignore_index ", ignore_index);
-    ++n_valid;
+    ++c.n_valid;
   }
+  return c;
+}
+
+// bf16 logits: per-row losses, lse and the mean loss are f32 (the mixed-precision policy: the
+// loss is reported and differentiated in f32); otherwise the logits' dtype.
+Options stat_options(const Tensor& logits) {
+  return logits.dtype() == DType::BF16 ? Options(DType::F32, logits.device()) : logits.options();
+}
+
+}  // namespace
+
+Tensor token_losses(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                    const Tensor& host_targets, int64_t classes) {
+  const Checked c =
+      check_targets("token_losses", logits, targets, ignore_index, host_targets, classes);
+  const Tensor L = detail::dense(logits).view({c.N, c.V});
+  const Tensor T = detail::dense(targets).view({c.N});
+  const Options stat = stat_options(logits);
+  Tensor losses = Tensor::empty({c.N}, stat);
+  Tensor lse = Tensor::empty({c.N}, stat);
+  TESSERA_KERNEL(L, cross_entropy_forward)(losses, lse, L, T, ignore_index, c.C);
+  const Shape logits_shape = logits.shape();
+  return record(
+      "token_losses", losses.view(targets.shape()), {logits},
+      [L, T, lse, stat, ignore_index, C = c.C, logits_shape](const Tensor& dy, GradSink& g) {
+        const Tensor dlosses = dy.dtype() == stat.dtype ? detail::dense(dy) : dy.to(stat.dtype);
+        Tensor dlogits = Tensor::empty(L.shape(), L.options());
+        TESSERA_KERNEL(L, cross_entropy_backward)
+        (dlogits, dlosses.view({L.size(0)}), L, lse, T, ignore_index, C);
+        g.add(0, dlogits.view(logits_shape));
+      });
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                     const Tensor& host_targets, int64_t classes, double fused_dy) {
+  const Checked c =
+      check_targets("cross_entropy", logits, targets, ignore_index, host_targets, classes);
+  const int64_t N = c.N, V = c.V, C = c.C, n_valid = c.n_valid;
+  const std::vector<int32_t>& host = c.host;
 
   Tensor L = detail::dense(logits).view({N, V});
   Tensor T = detail::dense(targets).view({N});
-  // bf16 logits: per-row losses, lse and the mean loss are f32 (the mixed-precision policy: the
-  // loss is reported and differentiated in f32); otherwise the logits' dtype.
-  const Options stat = logits.dtype() == DType::BF16 ? Options(DType::F32, logits.device())
-                                                      : logits.options();
+  const Options stat = stat_options(logits);
   Tensor losses = Tensor::empty({N}, stat);
   Tensor lse = Tensor::empty({N}, stat);
   Tensor loss = Tensor::empty({}, stat);

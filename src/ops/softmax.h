@@ -24,4 +24,12 @@ Tensor log_softmax(const Tensor& x);  // over the last dimension
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
                      const Tensor& host_targets = {}, int64_t classes = 0, double fused_dy = 0);
 
+// Each row's cross-entropy, unreduced: a tensor of the targets' shape holding
+// -log softmax(logits)[target] (f32 for bf16 logits, else the logits' dtype), 0 where the target
+// is ignore_index; the checks, host_targets and classes of cross_entropy. What scoring reads
+// back instead of the whole log-softmax: (..., ) values, not (..., V). Differentiable:
+// dlogits[n] = dy[n] * (softmax(logits[n]) - onehot(t[n])), 0 on ignored rows.
+Tensor token_losses(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
+                    const Tensor& host_targets = {}, int64_t classes = 0);
+
 }  // namespace tessera::ops

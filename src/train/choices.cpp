@@ -13,6 +13,7 @@
 #include "checkpoint/json.h"
 #include "core/error.h"
 #include "core/text.h"
+#include "data/loader.h"
 #include "ops/softmax.h"
 #include "train/device.h"
 
@@ -115,7 +116,7 @@ namespace {
 
 // Each row's sum of log-probabilities of its scored targets, for every row of the batch's items
 // in order, from one forward over all of them, rows padded at their end (causal attention: a
-// row's scores never see its padding).
+// row's scores never see its padding). Only the scored targets' losses are read back.
 std::vector<double> score_batch(const nn::GPT& model, const std::vector<const EncodedItem*>& batch,
                                 uint32_t pad) {
   NoGradGuard no_grad;
@@ -124,28 +125,28 @@ std::vector<double> score_batch(const nn::GPT& model, const std::vector<const En
     for (const auto& row : item->rows) longest = std::max(longest, row.size()), ++K;
   const int64_t T = int64_t(longest) - 1;
   std::vector<int32_t> inputs(K * size_t(T), int32_t(pad));
+  // Target i of a row (row[i]) is predicted at position i - 1; the context's and the padding's
+  // positions are not scored.
+  std::vector<int32_t> targets(K * size_t(T), data::kIgnoreTarget);
   size_t r = 0;
-  for (const EncodedItem* item : batch)
-    for (const auto& row : item->rows) {
-      std::copy(row.begin(), row.end() - 1, inputs.begin() + int64_t(r * size_t(T)));
-      ++r;
-    }
-  const Tensor ids = from_vector(inputs, {int64_t(K), T}).to(model_device(model));
-  const Tensor logp = ops::log_softmax(model.forward(ids, false));  // (K, T, V)
-  const Tensor host = logp.to(DType::F32).to(Device::cpu()).contiguous();
-  const float* lp = host.data<float>();
-  const size_t V = size_t(logp.size(2));
-  std::vector<double> out;
-  r = 0;
   for (const EncodedItem* item : batch)
     for (size_t k = 0; k < item->rows.size(); ++k, ++r) {
       const std::vector<uint32_t>& row = item->rows[k];
-      double sum = 0;
-      // Target i (row[i]) is predicted at position i - 1.
+      int32_t* in = inputs.data() + r * size_t(T);
+      int32_t* tg = targets.data() + r * size_t(T);
+      std::copy(row.begin(), row.end() - 1, in);
       for (size_t i = row.size() - size_t(item->scored[k]); i < row.size(); ++i)
-        sum += double(lp[(r * size_t(T) + i - 1) * V + row[i]]);
-      out.push_back(sum);
+        tg[i - 1] = int32_t(row[i]);
     }
+  const Device dev = model_device(model);
+  const Tensor host_targets = from_vector(targets, {int64_t(K), T});
+  const std::vector<float> losses =
+      ops::token_losses(model.forward(from_vector(inputs, {int64_t(K), T}).to(dev), false),
+                        host_targets.to(dev), data::kIgnoreTarget, host_targets)
+          .to(DType::F32)
+          .to_vector<float>();
+  std::vector<double> out(K, 0.0);
+  for (size_t i = 0; i < losses.size(); ++i) out[i / size_t(T)] -= double(losses[i]);
   return out;
 }
 
@@ -165,9 +166,9 @@ int64_t best_choice(const std::vector<double>& values) {
 ChoiceResult evaluate_choices(const nn::GPT& model, const std::vector<EncodedItem>& items,
                               uint32_t pad, dist::Communicator* comm) {
   const size_t world = comm ? size_t(comm->world()) : 1, rank = comm ? size_t(comm->rank()) : 0;
-  // Items are scored several at once: rows up to kBatchRows, and up to kBatchFloats log-
-  // probabilities read back (rows x length x vocabulary: about 3 items of HellaSwag's length at
-  // GPT-2's vocabulary), but always one whole item.
+  // Items are scored several at once: rows up to kBatchRows, and logits up to kBatchFloats on
+  // the device (rows x length x vocabulary: about 3 items of HellaSwag's length at GPT-2's
+  // vocabulary), but always one whole item.
   constexpr int64_t kBatchRows = 64, kBatchFloats = int64_t(1) << 26;
   const int64_t V = model.config().vocab_size;
   double right = 0, right_norm = 0, chance = 0;

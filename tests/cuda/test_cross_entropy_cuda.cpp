@@ -5,13 +5,14 @@
 // logits with f32 per-row values and bf16 ones, a padded vocabulary, ignored rows, a row length
 // that takes the 16-byte path and one that does not, and a row of 20000 (the held-row kernel, and
 // under TESSERA_CE_STREAMED=on the streaming ones with many groups a thread).
-// Every test skips without a CUDA device.
+// Then ops::token_losses on the GPU against the CPU. Every test skips without a CUDA device.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <string>
 #include <vector>
 
+#include "autograd/autograd.h"
 #include "backend/cuda.h"
 #include "backend/kernels.h"
 #include "core/rng.h"
@@ -116,6 +117,42 @@ TEST(CrossEntropyFusedCuda, rescale_scales_only_when_dy_is_not_the_promised_one)
       for (double& v : want) v *= 3;
       EXPECT_EQ(host_bytes(gy), host_bytes(from_vector<double>(want, x.shape()).to(dt))) << what;
     }
+}
+
+// ops::token_losses (what eval reads back) on the GPU against the CPU, through the forward and
+// backward kernels above: f32 and bf16 logits, a padded vocabulary, ignored rows, an upstream
+// gradient per row. The GPU sums the lse in f32 where the CPU sums in double: losses of order 10
+// agree to a few f32 ulps (1e-5 relative); dlogits to 1e-6 in f32, and in bf16 to the rounding of
+// the GPU's f32 result to bf16 (half an ulp, 2^-9 relative; 2^-8 allowed).
+TEST(TokenLossesCuda, losses_and_their_gradient_match_the_cpu) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  Generator g(11);
+  for (const DType dt : {DType::F32, DType::BF16}) {
+    const int64_t N = 23, V = 1001, classes = 990;
+    const Tensor x = ops::scale(randn({N, V}, g), 3.0).to(dt);
+    std::vector<int32_t> t(static_cast<size_t>(N));
+    for (int64_t n = 0; n < N; ++n) t[size_t(n)] = n % 4 == 3 ? -100 : int32_t(n * 131 % classes);
+    const Tensor targets = from_vector(t, {N});
+    const Tensor dy = rand({N}, g);
+    std::vector<std::vector<double>> losses, grads;
+    for (const Device dev : {Device::cpu(), kGpu}) {
+      // The CPU backend takes f32 logits: bf16's values widened, exactly.
+      Tensor logits = (dev.is_cpu() ? x.to(DType::F32) : x.to(dev)).requires_grad_();
+      const Tensor l = ops::token_losses(logits, targets.to(dev), -100, targets, classes);
+      EXPECT_EQ(l.dtype(), DType::F32);
+      backward(l, dy.to(dev));
+      losses.push_back(values(l.detach().to(Device::cpu())));
+      grads.push_back(values(logits.grad().to(Device::cpu())));
+    }
+    const std::string what = dtype_name(dt);
+    for (size_t n = 0; n < losses[0].size(); ++n)
+      EXPECT_NEAR(losses[1][n], losses[0][n], 1e-5 * (1 + std::abs(losses[0][n])))
+          << what << " row " << n;
+    const double rel = dt == DType::BF16 ? 1.0 / 256 : 0.0;
+    for (size_t i = 0; i < grads[0].size(); ++i)
+      ASSERT_NEAR(grads[1][i], grads[0][i], 1e-6 + rel * std::abs(grads[0][i]))
+          << what << " element " << i;
+  }
 }
 
 }  // namespace

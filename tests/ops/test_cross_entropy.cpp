@@ -1,5 +1,5 @@
-// cross_entropy: values against hand-computed losses, stability at +-1000, ignore_index, gradients
-// by central differences, and the errors for bad targets and shapes.
+// cross_entropy and token_losses: values against hand-computed losses, stability at +-1000,
+// ignore_index, gradients by central differences, and the errors for bad targets and shapes.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -333,4 +333,58 @@ TEST(CrossEntropy, the_fused_classifier_never_overwrites_logits_it_was_not_given
   for (double v : one) scale = std::max(scale, std::fabs(v));
   ASSERT_EQ(two.size(), one.size());
   for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], 2 * one[i], 1e-14 * scale) << i;
+}
+
+// token_losses: each row's loss unreduced. Its values are -log_softmax at the target (the same
+// f64 arithmetic as cross_entropy's kernel: 1e-14 allows the two ops' different summation order
+// of the lse), exactly 0 on ignored rows, and their mean over valid rows is cross_entropy.
+TEST(TokenLosses, each_row_is_minus_the_log_probability_of_its_target) {
+  Generator g(6);
+  const Tensor logits = randn({2, 3, 7}, g, DType::F64);
+  const Tensor t = targets_of({6, 0, -100, 3, 1, 5}, {2, 3});
+  const Tensor losses = ops::token_losses(logits, t);
+  EXPECT_EQ(losses.shape(), (Shape{2, 3}));
+  EXPECT_EQ(losses.dtype(), DType::F64);
+  const std::vector<double> got = losses.to_vector<double>();
+  const std::vector<double> lp = ops::log_softmax(logits).to_vector<double>();
+  const std::vector<int32_t> tv = t.to_vector<int32_t>();
+  double sum = 0;
+  for (size_t n = 0; n < 6; ++n) {
+    if (tv[n] == -100) {
+      EXPECT_EQ(got[n], 0.0) << "row " << n;
+      continue;
+    }
+    EXPECT_NEAR(got[n], -lp[n * 7 + size_t(tv[n])], 1e-14) << "row " << n;
+    sum += got[n];
+  }
+  EXPECT_NEAR(sum / 5, ops::cross_entropy(logits, t).item(), 1e-14);
+}
+
+TEST(TokenLosses, gradcheck_with_an_ignored_row_and_padding_columns) {
+  // Every row weighted by its own upstream gradient (gradcheck's random u), one row ignored, and
+  // the last two of 6 columns padding (classes 4): their gradient must be 0, which central
+  // differences see as the loss not moving with them.
+  Generator g(7);
+  const Tensor logits = randn({3, 2, 6}, g);
+  const Tensor t = targets_of({3, -100, 0, 2, 1, 3}, {3, 2});
+  EXPECT_TRUE(gradcheck(
+      [t](const std::vector<Tensor>& in) { return ops::token_losses(in[0], t, -100, {}, 4); },
+      {logits}));
+}
+
+TEST(TokenLosses, f32_logits_give_f32_losses_and_bad_targets_are_named) {
+  // (bf16 logits, f32 losses: the CUDA backend's, tests/cuda/test_cross_entropy_cuda.cpp.)
+  Generator g(8);
+  const Tensor logits = randn({4, 5}, g);
+  const Tensor t = targets_of({4, 0, 2, -100}, {4});
+  const Tensor losses = ops::token_losses(logits, t);
+  EXPECT_EQ(losses.dtype(), DType::F32);
+  // The same rows as the f64 op on the same values, rounded once to f32.
+  EXPECT_EQ(losses.to_vector<float>(),
+            ops::token_losses(logits.to(DType::F64), t).to(DType::F32).to_vector<float>());
+  std::string msg = error_of([&] { ops::token_losses(logits, targets_of({4, 0, 5, 1}, {4})); });
+  EXPECT_NE(msg.find("token_losses: target 5 at position 2"), std::string::npos) << msg;
+  msg = error_of([&] { ops::token_losses(logits, targets_of({0, 1}, {2})); });
+  EXPECT_NE(msg.find("token_losses: targets (2,) do not match logits (4, 5)"), std::string::npos)
+      << msg;
 }
