@@ -1,18 +1,21 @@
 // build/generate --checkpoint checkpoints/tiny [--prompt "In the beginning"] [--max-new-tokens 200]
 //                [--temperature 0.8] [--top-k 40] [--seed 42] [--base BASE] [--prompt-style alpaca]
-//                [--bos]
+//                [--bos] [--num-samples N]
 // Loads the model described by the config stored in the checkpoint (a LoRA checkpoint brings its
 // base: the one it recorded, or --base), then samples with a KV cache. --prompt-style alpaca sets
 // the prompt as the instruction of Alpaca's template (data/sft.h), as `tokenize --format sft`
 // sets Alpaca examples, for a model fine-tuned on them. --bos puts the tokenizer's
 // beginning-of-text id first (Llama 3's <|begin_of_text|>), as `tokenize --bos` starts every
-// document and example.
+// document and example. --num-samples N draws N continuations of the prompt together, one batch
+// through the cache; the i-th (from 0) draws with seed + i, as `--seed <seed + i>` alone would, and
+// each comes under a line naming it.
 #include "nn/generate.h"
 
 #include <cstdio>
 #include <cxxopts.hpp>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "config/cli.h"
 #include "data/sft.h"
@@ -47,6 +50,9 @@ int main(int argc, char** argv) {
         "all)",
         cxxopts::value<double>()->default_value("1"))(
         "seed", "sampling seed", cxxopts::value<uint64_t>()->default_value("42"))(
+        "num-samples",
+        "continuations to draw, together as one batch (1 to 1024); the i-th (from 0) with seed + i",
+        cxxopts::value<int64_t>()->default_value("1"))(
         "tokenizer-dir", "override the gpt2 tokenizer's directory", cxxopts::value<std::string>())(
         "prompt-style",
         "plain (the prompt as it is) | alpaca (the prompt as the instruction of "
@@ -64,6 +70,9 @@ int main(int argc, char** argv) {
                           .top_k = args["top-k"].as<int64_t>(),
                           .top_p = args["top-p"].as<double>()};
     nn::check_sample_options(opt);  // before the model loads
+    const int64_t samples = args["num-samples"].as<int64_t>();
+    TESSERA_CHECK(samples >= 1 && samples <= 1024,
+                  "command line: --num-samples must be in [1, 1024], got ", samples);
     const std::string style = args["prompt-style"].as<std::string>();
     TESSERA_CHECK(style == "plain" || style == "alpaca",
                   "command line: --prompt-style must be plain or alpaca, got '", style, "'");
@@ -86,7 +95,9 @@ int main(int argc, char** argv) {
     const data::Prompt given_ids =
         data::encode_prompt(*tok, given, args.count("bos") > 0, "command line: --bos");
     const std::vector<int32_t> prompt(given_ids.ids.begin(), given_ids.ids.end());
-    Generator gen(args["seed"].as<uint64_t>());
+    const uint64_t seed = args["seed"].as<uint64_t>();
+    std::vector<Generator> gens;
+    for (int64_t i = 0; i < samples; ++i) gens.emplace_back(seed + uint64_t(i));
     opt.stop_token = int64_t(tok->eot_id());
     opt.vocab = tok->vocab_size();  // a model padded past it: its extra ids decode to nothing
     const RopeScalingConfig& rs = cfg.model.rope_scaling;
@@ -95,8 +106,13 @@ int main(int argc, char** argv) {
       std::cerr << "note: dynamic NTK scaling past " << L0 << " tokens: each cached key keeps the "
                    "table of the length it was written at (as Hugging Face's cache), eval rotates "
                    "a window with one table\n";
-    const std::vector<int32_t> out = nn::generate(*m.model, prompt, opt, gen);
-    std::cout << data::decode_generation(*tok, given_ids, out) << std::endl;
+    const std::vector<std::vector<int32_t>> out = nn::generate_many(*m.model, prompt, opt, gens);
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (samples > 1)
+        std::cout << "--- sample " << i + 1 << " of " << samples << " (--seed " << seed + i
+                  << ") ---\n";
+      std::cout << data::decode_generation(*tok, given_ids, out[i]) << std::endl;
+    }
     return 0;
   });
 }

@@ -61,49 +61,81 @@ int32_t sample_token(const std::vector<double>& logits, const SampleOptions& opt
   return idx[size_t(k - 1)];
 }
 
-std::vector<int32_t> generate(const GPT& model, const std::vector<int32_t>& prompt,
-                              const SampleOptions& opt, Generator& gen) {
+std::vector<std::vector<int32_t>> generate_many(const GPT& model,
+                                                const std::vector<int32_t>& prompt,
+                                                const SampleOptions& opt,
+                                                std::vector<Generator>& gens) {
   TESSERA_CHECK(!prompt.empty(), "generate: the prompt is empty (give at least one token)");
+  TESSERA_CHECK(!gens.empty(), "generate: no samples asked for (one generator a sample)");
   check_sample_options(opt);
   NoGradGuard no_grad;
   const GPTConfig& cfg = model.config();
+  const int64_t N = int64_t(gens.size());
   const int64_t total = int64_t(prompt.size()) + opt.max_new_tokens;
   // A learned position embedding covers block_size positions: the cache holds at most that many,
   // and when it is full it is refilled with the newest half of the text (the nanoGPT way of
   // sliding the window, with the recomputation paid once per block_size / 2 tokens).
   const int64_t capacity =
       cfg.position == PositionKind::Learned ? std::min(total, cfg.block_size) : total;
-  std::vector<int32_t> out = prompt;
+  // Every row's text, all of one length: a finished row goes on repeating its last id, fed to
+  // the model (a batch's rows advance together) and cut off at the end.
+  std::vector<std::vector<int32_t>> text(size_t(N), prompt);
+  std::vector<size_t> ended(size_t(N), 0);  // a finished row's length; 0 while it draws
   KVCache cache;
   // The ids go to the model's device, the last logits come back to the host to be sampled.
   const Device device =
       model.parameters().empty() ? Device::cpu() : model.parameters().front().second.device();
-  auto ids = [&](std::vector<int32_t> v) {
-    const int64_t n = int64_t(v.size());
-    return from_vector<int32_t>(v, {1, n}).to(device);
+  auto last_ids = [&](int64_t keep) {  // (N, keep): the newest keep ids of every row
+    std::vector<int32_t> v;
+    for (const std::vector<int32_t>& row : text) v.insert(v.end(), row.end() - keep, row.end());
+    return from_vector<int32_t>(v, {N, keep}).to(device);
   };
   auto refill = [&](int64_t keep) {
-    cache = model.make_cache(1, capacity);
-    return model.forward_cached(ids(std::vector<int32_t>(out.end() - keep, out.end())), cache);
+    cache = model.make_cache(N, capacity);
+    return model.forward_cached(last_ids(keep), cache);
   };
-  Tensor logits = refill(std::min<int64_t>(int64_t(out.size()), capacity));  // (1, Tn, V)
-  while (int64_t(out.size()) < total) {
+  Tensor logits = refill(std::min<int64_t>(int64_t(prompt.size()), capacity));  // (N, Tn, V)
+  for (int64_t length = int64_t(prompt.size()); length < total;) {
     const int64_t V = logits.size(2), drawn = opt.vocab > 0 ? std::min(opt.vocab, V) : V;
-    Tensor last = logits.narrow(1, logits.size(1) - 1, 1)
-                      .reshape({V})
-                      .narrow(0, 0, drawn)
-                      .to(Device::cpu())
-                      .to(DType::F64);
-    const int32_t id = sample_token(last.to_vector<double>(), opt, gen);
-    out.push_back(id);
-    // A model trained on documents ends one with the id that separates them.
-    if (id == opt.stop_token || id == cfg.document_separator || int64_t(out.size()) >= total) break;
-    if (cache.length == capacity) {
-      logits = refill(std::max<int64_t>(capacity / 2, 1));
-    } else {
-      logits = model.forward_cached(ids({id}), cache);
+    // Every row's last logits in one read: (N, drawn).
+    const std::vector<double> last = logits.narrow(1, logits.size(1) - 1, 1)
+                                         .reshape({N, V})
+                                         .narrow(1, 0, drawn)
+                                         .contiguous()
+                                         .to(Device::cpu())
+                                         .to(DType::F64)
+                                         .to_vector<double>();
+    ++length;
+    bool drawing = false;
+    for (size_t r = 0; r < size_t(N); ++r) {
+      if (ended[r]) {
+        text[r].push_back(text[r].back());
+        continue;
+      }
+      const std::vector<double> row(last.begin() + int64_t(r) * drawn,
+                                    last.begin() + int64_t(r + 1) * drawn);
+      const int32_t id = sample_token(row, opt, gens[r]);
+      text[r].push_back(id);
+      // A model trained on documents ends one with the id that separates them.
+      if (id == opt.stop_token || id == cfg.document_separator)
+        ended[r] = text[r].size();
+      else
+        drawing = true;
     }
+    if (!drawing || length == total) break;
+    logits = cache.length == capacity ? refill(std::max<int64_t>(capacity / 2, 1))
+                                      : model.forward_cached(last_ids(1), cache);
   }
+  for (size_t r = 0; r < size_t(N); ++r)
+    if (ended[r]) text[r].resize(ended[r]);
+  return text;
+}
+
+std::vector<int32_t> generate(const GPT& model, const std::vector<int32_t>& prompt,
+                              const SampleOptions& opt, Generator& gen) {
+  std::vector<Generator> one = {gen};
+  std::vector<int32_t> out = std::move(generate_many(model, prompt, opt, one)[0]);
+  gen = one[0];
   return out;
 }
 

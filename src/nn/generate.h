@@ -58,4 +58,14 @@ int32_t sample_token(const std::vector<double>& logits, const SampleOptions& opt
 std::vector<int32_t> generate(const GPT& model, const std::vector<int32_t>& prompt,
                               const SampleOptions& opt, Generator& gen);
 
+// Several continuations of one prompt, one a generator: row i is drawn with gens[i] as generate
+// draws with its gen, all rows advancing together as one batch through the cache (one forward a
+// token for all of them, the rows that have stopped fed along and cut off at the end). A row is
+// what generate(model, prompt, opt, gens[i]) returns, up to the rounding of a batched forward:
+// where two tokens' probabilities meet within it, a draw can differ. gens advance as generate's.
+std::vector<std::vector<int32_t>> generate_many(const GPT& model,
+                                                const std::vector<int32_t>& prompt,
+                                                const SampleOptions& opt,
+                                                std::vector<Generator>& gens);
+
 }  // namespace tessera::nn

@@ -1,10 +1,12 @@
 // eval and generate with --device cuda (train/load.h place_loaded): the checkpoint of a short CPU
 // run evaluated on the GPU in bf16 gives the CPU's f32 loss to bf16 accuracy, also at a context
-// past the trained one (RoPE), and generate samples with the KV cache on the GPU. A CUDA-less build
-// refuses --device cuda by name (tests/train covers the CPU side of both binaries).
+// past the trained one (RoPE), and per position; generate samples with the KV cache on the GPU,
+// one sample and three as a batch. A CUDA-less build refuses --device cuda by name (tests/train
+// covers the CPU side of both binaries).
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <sstream>
 #include <string>
 
 #include "backend/cuda.h"
@@ -50,6 +52,35 @@ TEST(InferenceCuda, eval_and_generate_run_on_the_gpu_with_the_cpus_results) {
             0)
       << text;
   EXPECT_GT(text.size(), 2u) << text;
+  // Three samples as one batch through the GPU's cache.
+  ASSERT_EQ(run_command(bin_dir() + "/generate --checkpoint " + ck +
+                            " --prompt in --max-new-tokens 40 --num-samples 3 --device cuda",
+                        &text),
+            0)
+      << text;
+  for (const char* head :
+       {"--- sample 1 of 3 (--seed 42) ---\n", "--- sample 3 of 3 (--seed 44) ---\n"})
+    EXPECT_NE(text.find(head), std::string::npos) << text;
+  // Each position's loss (ops::token_losses on the device, (B, T) values read back) against the
+  // CPU's: a position's mean is over 8 rows, so a bf16 model's error is larger than the whole
+  // window's mean; 0.05 still fails a wrong target or position, which moves a loss by units.
+  const std::string csv = (run.dir / "positions").string();
+  ASSERT_EQ(run_command(eval + "--per-position " + csv + "_cpu.csv", &cpu), 0) << cpu;
+  ASSERT_EQ(run_command(eval + "--per-position " + csv + "_gpu.csv --device cuda", &gpu), 0) << gpu;
+  const std::string want = testing::read_file(csv + "_cpu.csv");
+  const std::string got = testing::read_file(csv + "_gpu.csv");
+  std::istringstream a(want), b(got);
+  std::string la, lb;
+  int rows = 0;
+  while (std::getline(a, la) && std::getline(b, lb)) {
+    if (la.find_first_not_of("0123456789,.") != std::string::npos) continue;  // the header
+    EXPECT_EQ(la.substr(0, la.rfind(',')), lb.substr(0, lb.rfind(',')));
+    EXPECT_NEAR(std::stod(lb.substr(lb.rfind(',') + 1)), std::stod(la.substr(la.rfind(',') + 1)),
+                0.05)
+        << la << " | " << lb;
+    ++rows;
+  }
+  EXPECT_EQ(rows, 16) << want;
 }
 
 }  // namespace

@@ -267,6 +267,39 @@ TEST(Training, generate_on_a_byte_model_refuses_a_tokenizer_dir_and_takes_an_emp
   EXPECT_LE(out.size(), 6u) << out;
 }
 
+// --num-samples draws its continuations as one batch: each under a line naming it, the i-th
+// (from 0) the text that --seed <seed + i> draws alone; a count outside [1, 1024] is refused.
+TEST(Training, generate_draws_several_samples_each_as_its_seed_alone) {
+  TempRun run;
+  std::ostringstream log;
+  const std::string ck = train::run_training(run.config(1), log).last_checkpoint;
+  const std::string generate = tessera::testing::bin_dir() + "/generate --checkpoint " + ck +
+                               " --prompt in --max-new-tokens 24 --temperature 1.5 --top-k 0";
+  // Standard output alone (run_command hands stderr back too).
+  auto stdout_of = [&](const std::string& flags, std::string* out) {
+    return tessera::testing::run_command("{ " + generate + flags + " 2>/dev/null; }", out);
+  };
+  std::string all, alone;
+  ASSERT_EQ(stdout_of(" --num-samples 3 --seed 7", &all), 0) << all;
+  std::vector<std::string> texts;
+  for (int i = 1; i <= 3; ++i) {
+    const std::string head =
+        "--- sample " + std::to_string(i) + " of 3 (--seed " + std::to_string(6 + i) + ") ---\n";
+    const size_t at = all.find(head);
+    ASSERT_NE(at, std::string::npos) << head << " in " << all;
+    const size_t end =
+        i < 3 ? all.find("--- sample " + std::to_string(i + 1) + " of 3", at) : all.size();
+    texts.push_back(all.substr(at + head.size(), end - at - head.size()));
+  }
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(stdout_of(" --seed " + std::to_string(7 + i), &alone), 0) << alone;
+    EXPECT_EQ(texts[size_t(i)], alone) << "sample " << i + 1;
+  }
+  EXPECT_NE(texts[0], texts[1]);
+  EXPECT_EQ(tessera::testing::run_command(generate + " --num-samples 0", &all), 1);
+  EXPECT_NE(all.find("--num-samples must be in [1, 1024], got 0"), std::string::npos) << all;
+}
+
 // An evaluation reads data.val once at most, and data.val may name training shards: the run goes
 // on (neither is an error), and its log says so once, before the first step.
 TEST(Training, the_log_says_what_an_evaluation_reads_when_it_is_not_what_was_asked) {

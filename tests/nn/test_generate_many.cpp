@@ -1,0 +1,85 @@
+// generate_many: several continuations of one prompt drawn as one batch through the KV cache. Each
+// row must be what generate draws alone with that row's generator (f64 models: a batched forward
+// and a lone one agree far below any gap between two tokens' probabilities), through the learned
+// window's slides and past RoPE's trained length, with rows stopping at different lengths.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "nn/generate.h"
+#include "nn/gpt.h"
+#include "test_util.h"
+
+using namespace tessera;
+using nn::GPT;
+using nn::GPTConfig;
+
+namespace {
+
+GPTConfig tiny(nn::PositionKind position) {
+  GPTConfig c;
+  c.n_layer = 2, c.n_head = 2, c.n_embd = 8, c.block_size = 4, c.vocab_size = 11;
+  c.position = position;
+  return c;
+}
+
+// Every row of generate_many against generate alone with a copy of that row's generator; the
+// generators must end where generate leaves them. Returns the rows.
+std::vector<std::vector<int32_t>> expect_rows_as_alone(const GPT& m,
+                                                       const std::vector<int32_t>& prompt,
+                                                       const nn::SampleOptions& opt, int rows) {
+  std::vector<Generator> gens;
+  for (int r = 0; r < rows; ++r) gens.emplace_back(uint64_t(100 + r));
+  std::vector<Generator> before = gens;
+  const std::vector<std::vector<int32_t>> out = nn::generate_many(m, prompt, opt, gens);
+  EXPECT_EQ(out.size(), size_t(rows));
+  for (int r = 0; r < rows && r < int(out.size()); ++r) {
+    Generator& alone = before[size_t(r)];
+    EXPECT_EQ(out[size_t(r)], nn::generate(m, prompt, opt, alone)) << "row " << r;
+    EXPECT_EQ(gens[size_t(r)].state().offset, alone.state().offset) << "row " << r;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(GenerateMany, each_row_is_what_its_generator_draws_alone) {
+  for (const nn::PositionKind position : {nn::PositionKind::Learned, nn::PositionKind::RoPE}) {
+    Generator g(9);
+    const GPT m(tiny(position), g, DType::F64);
+    // block_size 4 and 3 + 14 tokens: learned positions slide the window five times, RoPE runs
+    // four times past its trained length.
+    const auto out =
+        expect_rows_as_alone(m, {1, 2, 3}, {.max_new_tokens = 14, .temperature = 2}, 5);
+    std::set<std::vector<int32_t>> distinct(out.begin(), out.end());
+    EXPECT_GT(distinct.size(), 1u) << "the rows' generators must draw different texts";
+    for (const auto& row : out) EXPECT_EQ(row.size(), 17u);
+  }
+}
+
+TEST(GenerateMany, rows_that_stop_early_are_cut_and_the_others_go_on) {
+  Generator g(3);
+  const GPT m(tiny(nn::PositionKind::Learned), g, DType::F64);
+  // At temperature 5 every id is likely: id 0 as the stop token ends rows at different steps.
+  const auto out = expect_rows_as_alone(
+      m, {4, 5}, {.max_new_tokens = 40, .temperature = 5, .top_k = 0, .stop_token = 0}, 8);
+  std::set<size_t> lengths;
+  for (const auto& row : out) {
+    lengths.insert(row.size());
+    if (row.size() < 42u) {
+      EXPECT_EQ(row.back(), 0) << "a row shorter than the limit stopped";
+    }
+    for (size_t i = 2; i + 1 < row.size(); ++i) EXPECT_NE(row[i], 0) << "stopped at " << i;
+  }
+  EXPECT_GE(lengths.size(), 3u) << "the case must hold rows of several lengths";
+}
+
+TEST(GenerateMany, no_generator_is_an_error) {
+  Generator g(3);
+  const GPT m(tiny(nn::PositionKind::Learned), g);
+  std::vector<Generator> none;
+  const std::string msg = tessera::testing::error_of([&] { nn::generate_many(m, {1}, {}, none); });
+  EXPECT_NE(msg.find("no samples asked for"), std::string::npos) << msg;
+}
