@@ -6,7 +6,9 @@ usage: scripts/plot.py checkpoints/tiny/metrics.jsonl [-o loss.png]
        scripts/plot.py --contexts lengthgen.csv [-o lengthgen.png] [--trained 128]
 
 Several metrics.jsonl files draw their runs side by side, each in a colour of its own named by its
-run directory: losses above, learning rates below, on one step axis.
+run directory: losses above, learning rates below, on one step axis. Runs whose evaluations scored
+multiple-choice items (eval.choices: "choices_acc", "choices_acc_norm") get a panel of those
+accuracies between the two.
 
 --contexts draws loss against context length from a CSV with columns model,context,loss (what
 scripts/lengthgen.sh writes), one line per model, the context axis in powers of two; --trained
@@ -56,8 +58,9 @@ def main():
 
 
 def read_run(path):
-    """The (step, value) series of one metrics.jsonl: train loss, val loss, lr, events."""
-    train, val, lr, events = [], [], [], []
+    """The (step, value) series of one metrics.jsonl: train loss, val loss, lr, events, and the
+    multiple-choice accuracies (step, acc, acc_norm)."""
+    train, val, lr, events, choices = [], [], [], [], []
     try:
         with open(path) as f:
             for n, line in enumerate(f, 1):
@@ -79,16 +82,28 @@ def read_run(path):
                     val.append((step, rec["val_loss"]))
                 if "event" in rec:
                     events.append((step, rec["event"]))
+                if "choices_acc" in rec:
+                    choices.append((step, rec["choices_acc"], rec.get("choices_acc_norm")))
     except OSError as e:
         sys.exit(f"{path}: {e.strerror}")
     if not train and not val:
         sys.exit(f"{path}: no loss records")
-    return {"train": train, "val": val, "lr": lr, "events": events}
+    return {"train": train, "val": val, "lr": lr, "events": events, "choices": choices}
 
 
 def plot_run(run, out, ymax=None):
     train, val, lr, events = run["train"], run["val"], run["lr"], run["events"]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if run["choices"]:
+        fig, (ax, ax_mc) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True,
+                                        gridspec_kw={"height_ratios": [3, 1.2]})
+        steps, acc, norm = zip(*run["choices"])
+        ax_mc.plot(steps, acc, "o-", ms=3, label="acc")
+        ax_mc.plot(steps, norm, "s--", ms=3, label="acc_norm")
+        ax_mc.set_ylabel("choice accuracy")
+        ax_mc.grid(alpha=0.3)
+        ax_mc.legend(fontsize=8)
+    else:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
     if train:
         ax.plot(*zip(*train), lw=0.8, alpha=0.8, label="train loss")
     if val:
@@ -117,8 +132,13 @@ def run_names(paths):
 
 
 def plot_runs(runs, paths, out, ymax=None):
-    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True,
-                                    gridspec_kw={"height_ratios": [3, 1]})
+    choices = any(run["choices"] for run in runs)
+    if choices:
+        fig, (ax, ax_mc, ax_lr) = plt.subplots(3, 1, figsize=(8, 8), sharex=True,
+                                               gridspec_kw={"height_ratios": [3, 1.2, 1]})
+    else:
+        fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True,
+                                        gridspec_kw={"height_ratios": [3, 1]})
     for i, (run, name) in enumerate(zip(runs, run_names(paths))):
         color = f"C{i}"
         if run["train"]:
@@ -132,6 +152,14 @@ def plot_runs(runs, paths, out, ymax=None):
             ax.axvline(step, color=color, lw=0.6, ls="--")
         if run["lr"]:
             ax_lr.plot(*zip(*run["lr"]), color=color, lw=1.0)
+        if run["choices"]:
+            steps, _, norm = zip(*run["choices"])
+            ax_mc.plot(steps, norm, "o-", color=color, ms=3, lw=1.2,
+                       label=f"{name}: acc_norm {norm[-1]:.4f} at step {steps[-1]}")
+    if choices:
+        ax_mc.set_ylabel("choice acc_norm")
+        ax_mc.grid(alpha=0.3)
+        ax_mc.legend(fontsize=8)
     ax.set_ylabel("loss (nats per token)")
     ax.set_title("train loss (thin) and val loss (dots)", fontsize=9)
     ax.set_ylim(top=ymax)

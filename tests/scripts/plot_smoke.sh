@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/plot.py on hand-written metrics.jsonl files: one run, two runs side by side (named by
-# their run directories, the last validation loss in the legend), the errors that name a file and
+# their run directories, the last validation loss in the legend), multiple-choice accuracies in
+# their own panel, the errors that name a file and
 # line, and several inputs without -o. Skipped (77) without Debian's matplotlib.
 # Usage: tests/scripts/plot_smoke.sh
 set -euo pipefail
@@ -19,8 +20,14 @@ for run in cosine wsd; do
   echo "{\"step\": 4, \"val_loss\": $([ "$run" = wsd ] && echo 1.25 || echo 1.5)}" >>"$work/$run/metrics.jsonl"
 done
 echo '{"step": 3, "event": "rollback"}' >>"$work/wsd/metrics.jsonl"
+# Multiple-choice accuracies in one run only: their panel holds that run's line alone.
+for s in 2 4; do
+  echo "{\"step\": $s, \"choices_acc\": 0.2$s, \"choices_acc_norm\": 0.3$s, \"choices_items\": 50}"
+done >>"$work/wsd/metrics.jsonl"
 out=$("$py" "$root/scripts/plot.py" "$work/cosine/metrics.jsonl")
 [ "$out" = "$work/cosine/metrics.png" ] && [ -s "$out" ] || fail "one run: '$out'"
+out=$("$py" "$root/scripts/plot.py" "$work/wsd/metrics.jsonl")
+[ "$out" = "$work/wsd/metrics.png" ] && [ -s "$out" ] || fail "one run with choices: '$out'"
 out=$("$py" "$root/scripts/plot.py" "$work/cosine/metrics.jsonl" "$work/wsd/metrics.jsonl" \
   -o "$work/both.png" --ymax 5)
 [ "$out" = "$work/both.png" ] && [ -s "$work/both.png" ] || fail "two runs: '$out'"
@@ -38,14 +45,22 @@ import contextlib, io
 with contextlib.redirect_stdout(io.StringIO()):  # its "unused.png" line
     plot.plot_runs([plot.read_run(p) for p in paths], paths, "unused.png")
 print("|".join(t.get_text() for t in saved[0].axes[0].get_legend().get_texts()))
+print("|".join(t.get_text() for t in saved[0].axes[1].get_legend().get_texts()))
+run = plot.read_run(paths[1])
+with contextlib.redirect_stdout(io.StringIO()):
+    plot.plot_run(run, "unused.png")
+print("|".join(t.get_text() for t in saved[1].axes[1].get_legend().get_texts()),
+      [list(line.get_ydata()) for line in saved[1].axes[1].get_lines()])
 PY
 )
-[ "$labels" = "cosine: val 1.5000 at step 4|wsd: val 1.2500 at step 4" ] || fail "labels '$labels'"
+[ "$labels" = "cosine: val 1.5000 at step 4|wsd: val 1.2500 at step 4
+wsd: acc_norm 0.3400 at step 4
+acc|acc_norm [[0.22, 0.24], [0.32, 0.34]]" ] || fail "labels '$labels'"
 if "$py" "$root/scripts/plot.py" "$work/cosine/metrics.jsonl" "$work/wsd/metrics.jsonl" \
   >"$work/err" 2>&1; then fail "two inputs without -o"; fi
 grep -q "several inputs need -o" "$work/err" || fail "$(cat "$work/err")"
 echo '{"step": 5, "loss": ' >>"$work/wsd/metrics.jsonl"
 if "$py" "$root/scripts/plot.py" "$work/cosine/metrics.jsonl" "$work/wsd/metrics.jsonl" \
   -o "$work/x.png" >"$work/err" 2>&1; then fail "a broken line was drawn"; fi
-grep -q "$work/wsd/metrics.jsonl:7: not JSON" "$work/err" || fail "$(cat "$work/err")"
+grep -q "$work/wsd/metrics.jsonl:9: not JSON" "$work/err" || fail "$(cat "$work/err")"
 echo ok
