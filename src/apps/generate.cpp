@@ -2,13 +2,14 @@
 //                [--temperature 0.8] [--top-k 40] [--seed 42] [--base BASE] [--prompt-style alpaca]
 //                [--bos] [--num-samples N]
 // Loads the model described by the config stored in the checkpoint (a LoRA checkpoint brings its
-// base: the one it recorded, or --base), then samples with a KV cache. --prompt-style alpaca sets
+// base: the one it recorded, or --base), then samples with a KV cache, printing the prompt and
+// then each token as it is drawn. --prompt-style alpaca sets
 // the prompt as the instruction of Alpaca's template (data/sft.h), as `tokenize --format sft`
 // sets Alpaca examples, for a model fine-tuned on them. --bos puts the tokenizer's
 // beginning-of-text id first (Llama 3's <|begin_of_text|>), as `tokenize --bos` starts every
 // document and example. --num-samples N draws N continuations of the prompt together, one batch
 // through the cache; the i-th (from 0) draws with seed + i, as `--seed <seed + i>` alone would, and
-// each comes under a line naming it.
+// each is printed once all are drawn, under a line naming it.
 #include "nn/generate.h"
 
 #include <cstdio>
@@ -106,6 +107,16 @@ int main(int argc, char** argv) {
       std::cerr << "note: dynamic NTK scaling past " << L0 << " tokens: each cached key keeps the "
                    "table of the length it was written at (as Hugging Face's cache), eval rotates "
                    "a window with one table\n";
+    if (samples == 1) {  // printed as it is drawn: the prompt, then each token's text
+      const std::vector<uint32_t> shown(given_ids.ids.begin() + int64_t(given_ids.hidden),
+                                        given_ids.ids.end());
+      std::cout << tok->decode(shown) << std::flush;
+      nn::generate_many(*m.model, prompt, opt, gens, [&](size_t, int32_t id) {
+        if (uint32_t(id) != tok->eot_id()) std::cout << tok->decode({uint32_t(id)}) << std::flush;
+      });
+      std::cout << std::endl;
+      return 0;
+    }
     const std::vector<std::vector<int32_t>> out = nn::generate_many(*m.model, prompt, opt, gens);
     for (size_t i = 0; i < out.size(); ++i) {
       if (samples > 1)

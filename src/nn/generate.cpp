@@ -64,7 +64,8 @@ int32_t sample_token(const std::vector<double>& logits, const SampleOptions& opt
 std::vector<std::vector<int32_t>> generate_many(const GPT& model,
                                                 const std::vector<int32_t>& prompt,
                                                 const SampleOptions& opt,
-                                                std::vector<Generator>& gens) {
+                                                std::vector<Generator>& gens,
+                                                const TokenCallback& on_token) {
   TESSERA_CHECK(!prompt.empty(), "generate: the prompt is empty (give at least one token)");
   TESSERA_CHECK(!gens.empty(), "generate: no samples asked for (one generator a sample)");
   check_sample_options(opt);
@@ -116,6 +117,7 @@ std::vector<std::vector<int32_t>> generate_many(const GPT& model,
                                     last.begin() + int64_t(r + 1) * drawn);
       const int32_t id = sample_token(row, opt, gens[r]);
       text[r].push_back(id);
+      if (on_token) on_token(r, id);
       // A model trained on documents ends one with the id that separates them.
       if (id == opt.stop_token || id == cfg.document_separator)
         ended[r] = text[r].size();

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "core/rng.h"
@@ -63,9 +64,13 @@ std::vector<int32_t> generate(const GPT& model, const std::vector<int32_t>& prom
 // token for all of them, the rows that have stopped fed along and cut off at the end). A row is
 // what generate(model, prompt, opt, gens[i]) returns, up to the rounding of a batched forward:
 // where two tokens' probabilities meet within it, a draw can differ. gens advance as generate's.
+// on_token (when given) is called with each id as it is drawn and the row that drew it, rows in
+// order at each step: what a caller prints as it goes.
+using TokenCallback = std::function<void(size_t row, int32_t id)>;
 std::vector<std::vector<int32_t>> generate_many(const GPT& model,
                                                 const std::vector<int32_t>& prompt,
                                                 const SampleOptions& opt,
-                                                std::vector<Generator>& gens);
+                                                std::vector<Generator>& gens,
+                                                const TokenCallback& on_token = {});
 
 }  // namespace tessera::nn

@@ -76,6 +76,20 @@ TEST(GenerateMany, rows_that_stop_early_are_cut_and_the_others_go_on) {
   EXPECT_GE(lengths.size(), 3u) << "the case must hold rows of several lengths";
 }
 
+// on_token sees every drawn id: each row's calls spell its new ids, the stop id included, and a
+// stopped row is called no more.
+TEST(GenerateMany, the_callback_sees_each_rows_ids_as_they_are_drawn) {
+  Generator g(3);
+  const GPT m(tiny(nn::PositionKind::Learned), g, DType::F64);
+  std::vector<Generator> gens = {Generator(100), Generator(101), Generator(102), Generator(103)};
+  std::vector<std::vector<int32_t>> seen(gens.size());
+  const auto out = nn::generate_many(
+      m, {4, 5}, {.max_new_tokens = 40, .temperature = 5, .top_k = 0, .stop_token = 0}, gens,
+      [&](size_t row, int32_t id) { seen[row].push_back(id); });
+  for (size_t r = 0; r < out.size(); ++r)
+    EXPECT_EQ(seen[r], std::vector<int32_t>(out[r].begin() + 2, out[r].end())) << "row " << r;
+}
+
 TEST(GenerateMany, no_generator_is_an_error) {
   Generator g(3);
   const GPT m(tiny(nn::PositionKind::Learned), g);
