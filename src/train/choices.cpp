@@ -171,18 +171,31 @@ ChoiceResult evaluate_choices(const nn::GPT& model, const std::vector<EncodedIte
   // vocabulary), but always one whole item.
   constexpr int64_t kBatchRows = 64, kBatchFloats = int64_t(1) << 26;
   const int64_t V = model.config().vocab_size;
+  // Items in order of their longest row, so that a batch pads its rows little; this rank takes
+  // every world-th of that order (ranks get alike lengths).
+  auto longest_row = [](const EncodedItem& item) {
+    size_t len = 0;
+    for (const auto& row : item.rows) len = std::max(len, row.size());
+    return len;
+  };
+  std::vector<std::pair<size_t, size_t>> by_length;  // (longest row, index)
+  for (size_t i = 0; i < items.size(); ++i) by_length.emplace_back(longest_row(items[i]), i);
+  std::sort(by_length.begin(), by_length.end());
+  std::vector<const EncodedItem*> mine;
+  for (size_t i = rank; i < by_length.size(); i += world)
+    mine.push_back(&items[by_length[i].second]);
   double right = 0, right_norm = 0, chance = 0;
-  for (size_t first = rank; first < items.size();) {  // this rank's: rank, rank + world, ...
+  for (size_t first = 0; first < mine.size();) {
     std::vector<const EncodedItem*> batch;
     int64_t rows = 0;
-    size_t longest = 0, next = first;
-    for (; next < items.size(); next += world) {
-      const EncodedItem& item = items[next];
-      size_t len = longest;
-      for (const auto& row : item.rows) len = std::max(len, row.size());
+    size_t next = first;
+    for (; next < mine.size(); ++next) {
+      const EncodedItem& item = *mine[next];
       const int64_t n = rows + int64_t(item.rows.size());
-      if (!batch.empty() && (n > kBatchRows || n * int64_t(len) * V > kBatchFloats)) break;
-      batch.push_back(&item), rows = n, longest = len;
+      // Lengths ascend: this item's longest row is the batch's.
+      if (!batch.empty() && (n > kBatchRows || n * int64_t(longest_row(item)) * V > kBatchFloats))
+        break;
+      batch.push_back(&item), rows = n;
     }
     const std::vector<double> sums = score_batch(model, batch, pad);
     size_t at = 0;

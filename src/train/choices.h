@@ -72,8 +72,9 @@ struct ChoiceResult {
   double acc = 0, acc_norm = 0;
   double chance = 0;  // the mean over items of 1 / its ending count
 };
-// With a communicator of several ranks, item i is scored by rank i mod world and the counts are
-// summed over ranks: every rank returns the same result.
+// Items are batched in order of their longest row (a batch pads its rows little). With a
+// communicator of several ranks, the i-th item of that order is scored by rank i mod world and the
+// counts are summed over ranks: every rank returns the same result.
 ChoiceResult evaluate_choices(const nn::GPT& model, const data::Tokenizer& tok,
                               const std::vector<ChoiceItem>& items,
                               dist::Communicator* comm = nullptr);
