@@ -3,13 +3,13 @@
 //                [--bos] [--num-samples N]
 // Loads the model described by the config stored in the checkpoint (a LoRA checkpoint brings its
 // base: the one it recorded, or --base), then samples with a KV cache, printing the prompt and
-// then each token as it is drawn. --prompt-style alpaca sets
-// the prompt as the instruction of Alpaca's template (data/sft.h), as `tokenize --format sft`
-// sets Alpaca examples, for a model fine-tuned on them. --bos puts the tokenizer's
-// beginning-of-text id first (Llama 3's <|begin_of_text|>), as `tokenize --bos` starts every
-// document and example. --num-samples N draws N continuations of the prompt together, one batch
-// through the cache; the i-th (from 0) draws with seed + i, as `--seed <seed + i>` alone would, and
-// each is printed once all are drawn, under a line naming it.
+// then each token as it is drawn. --prompt-style alpaca sets the prompt as the instruction of
+// Alpaca's template (data/sft.h), as `tokenize --format sft` sets Alpaca examples, for a model
+// fine-tuned on them. --bos puts the tokenizer's beginning-of-text id first (Llama 3's
+// <|begin_of_text|>), as `tokenize --bos` starts every document and example. --num-samples N draws
+// N continuations of the prompt together, one batch through the cache; the i-th (from 0) draws
+// with seed + i, as `--seed <seed + i>` alone would, and each is printed once all are drawn, under
+// a line naming it.
 #include "nn/generate.h"
 
 #include <cstdio>
@@ -118,12 +118,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     const std::vector<std::vector<int32_t>> out = nn::generate_many(*m.model, prompt, opt, gens);
-    for (size_t i = 0; i < out.size(); ++i) {
-      if (samples > 1)
-        std::cout << "--- sample " << i + 1 << " of " << samples << " (--seed " << seed + i
-                  << ") ---\n";
-      std::cout << data::decode_generation(*tok, given_ids, out[i]) << std::endl;
-    }
+    for (size_t i = 0; i < out.size(); ++i)
+      std::cout << "--- sample " << i + 1 << " of " << samples << " (--seed " << seed + i
+                << ") ---\n"
+                << data::decode_generation(*tok, given_ids, out[i]) << std::endl;
     return 0;
   });
 }
