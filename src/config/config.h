@@ -132,6 +132,7 @@ struct OptimConfig {
   std::string schedule = "cosine";  // cosine | linear | constant | wsd
   int64_t decay_steps = 0;  // the step where the decay reaches min_lr (then stays); 0 = max_steps
   int64_t cooldown_steps = 0;  // wsd: the steps before decay_steps that decay; 0 = a fifth of them
+  std::string cooldown_shape = "sqrt";  // wsd: sqrt (1 - sqrt) | linear | cosine
   double clip_value = 0;   // lomo/adalomo: clamp each gradient element to +-clip_value; 0 = off
   double loss_scale = 1;   // lomo/adalomo: gradients are divided by it before the update
   // muon (optim/muon.h): the blocks' matrices take Muon's update, scaled to AdamW's RMS, the rest

@@ -90,6 +90,7 @@ void visit_section(S& s, F&& f) {
   f("schedule", s.schedule);
   f("decay_steps", s.decay_steps);
   f("cooldown_steps", s.cooldown_steps);
+  f("cooldown_shape", s.cooldown_shape);
   f("clip_value", s.clip_value);
   f("loss_scale", s.loss_scale);
   f("muon_momentum", s.muon_momentum);

@@ -371,6 +371,10 @@ void check_optim(const Config& c, Problems& p) {
   if (o.cooldown_steps != 0 && o.schedule != "wsd")
     p.add("optim.cooldown_steps (", o.cooldown_steps,
           ") applies to schedule wsd only; optim.schedule '", o.schedule, "' would ignore it");
+  p.one_of("optim.cooldown_shape", o.cooldown_shape, {"sqrt", "linear", "cosine"});
+  if (o.cooldown_shape != "sqrt" && o.schedule != "wsd")
+    p.add("optim.cooldown_shape (", o.cooldown_shape,
+          ") applies to schedule wsd only; optim.schedule '", o.schedule, "' would ignore it");
 }
 
 void check_spike(const SpikeConfig& s, int64_t max_steps, Problems& p) {

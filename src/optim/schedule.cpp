@@ -8,6 +8,7 @@
 #include <cmath>
 #include <numbers>
 #include <sstream>
+#include <string_view>
 
 #include "core/error.h"
 
@@ -43,6 +44,12 @@ void validate(const ScheduleOptions& s) {
                 s.cooldown_steps);
   TESSERA_CHECK(k == Kind::Wsd || s.cooldown_steps == 0, "schedule ", s.name, ": cooldown_steps (",
                 s.cooldown_steps, ") applies to wsd only");
+  TESSERA_CHECK(
+      s.cooldown_shape == "sqrt" || s.cooldown_shape == "linear" || s.cooldown_shape == "cosine",
+      "schedule: unknown cooldown_shape '", s.cooldown_shape,
+      "' (expected sqrt, linear or cosine)");
+  TESSERA_CHECK(k == Kind::Wsd || s.cooldown_shape == "sqrt", "schedule ", s.name,
+                ": cooldown_shape (", s.cooldown_shape, ") applies to wsd only");
   TESSERA_CHECK(k == Kind::Constant || s.min_lr <= s.lr, "schedule ", s.name, ": min_lr (",
                 s.min_lr, ") must not exceed lr (", s.lr, ")");
 }
@@ -58,8 +65,12 @@ double lr_at(const ScheduleOptions& s, int64_t step) {
   if (step < start) return s.lr;  // wsd's stable part
   // Here start <= step < max_steps, so the denominator is positive and progress in [0, 1).
   const double progress = double(step - start) / double(s.max_steps - start);
-  const double coeff = k == Kind::Cosine ? 0.5 * (1.0 + std::cos(std::numbers::pi * progress))
-                       : k == Kind::Wsd  ? 1.0 - std::sqrt(progress)
+  // wsd's cooldown takes its shape from cooldown_shape (1 - sqrt unless told).
+  const std::string_view shape = k == Kind::Wsd      ? std::string_view(s.cooldown_shape)
+                                 : k == Kind::Cosine ? "cosine"
+                                                     : "linear";
+  const double coeff = shape == "cosine" ? 0.5 * (1.0 + std::cos(std::numbers::pi * progress))
+                       : shape == "sqrt" ? 1.0 - std::sqrt(progress)
                                          : 1.0 - progress;
   return s.min_lr + coeff * (s.lr - s.min_lr);
 }
@@ -82,9 +93,10 @@ std::string describe(const ScheduleOptions& s) {
     const int64_t start = decay_start(s, k);
     if (start > s.warmup_steps) out << ", held through step " << start;
     out << ", "
-        << (k == Kind::Cosine   ? "cosine decay"
-            : k == Kind::Linear ? "linear decay"
-                                : "1 - sqrt cooldown")
+        << (k == Kind::Cosine            ? "cosine decay"
+            : k == Kind::Linear          ? "linear decay"
+            : s.cooldown_shape == "sqrt" ? "1 - sqrt cooldown"
+                                         : s.cooldown_shape + " cooldown")
         << " to " << s.min_lr << " by step " << s.max_steps << " (" << s.name << ")";
   }
   return out.str();

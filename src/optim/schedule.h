@@ -11,15 +11,18 @@
 //   W <= step < M   cosine:   min_lr + 0.5 (1 + cos(pi progress)) (lr - min_lr)
 //                   linear:   min_lr + (1 - progress) (lr - min_lr)
 //                   constant: lr
-//                   wsd:      lr until D = max(W, M - C), then min_lr + (1 - sqrt(q)) (lr - min_lr)
+//                   wsd:      lr until D = max(W, M - C), then min_lr + f(q) (lr - min_lr)
 //                             with q = (step - D) / (M - D), over the last C = cooldown_steps
-//                             steps (0: a fifth of M, rounded up)
+//                             steps (0: a fifth of M, rounded up); f by cooldown_shape:
+//                             sqrt 1 - sqrt(q), linear 1 - q, cosine 0.5 (1 + cos(pi q))
 //   step >= M       min_lr (constant: lr)
 // wsd after Hagele et al. 2024 ("Scaling Laws and Compute-Optimal Training Beyond Fixed Training
 // Durations", arXiv:2405.18392): a 1 - sqrt cooldown over the last 20% of the steps matched or
 // beat a cosine schedule's final loss, and the run before the cooldown does not depend on M, so
 // it can be lengthened (--max-steps on resume) without its LR moving, and a cooldown taken from
-// any of its checkpoints. llm.c's wsd has the same shape (its decay point at 0.8 M).
+// any of its checkpoints. llm.c's wsd has the same shape (its decay point at 0.8 M). The paper
+// also compares linear cooldowns (1 - sqrt was better); torchtitan's WSD offers linear, sqrt and
+// cosine decay types, as cooldown_shape does.
 // Warmup is tested first, so a run shorter than its warmup (M <= W) simply never decays; that
 // keeps a debug run with a small max_steps legal.
 #pragma once
@@ -37,12 +40,14 @@ struct ScheduleOptions {
   int64_t max_steps = 0;
   // wsd: the steps before max_steps that decay; 0 = ceil(max_steps / 5)
   int64_t cooldown_steps = 0;
+  std::string cooldown_shape = "sqrt";  // wsd: sqrt | linear | cosine
 
   bool operator==(const ScheduleOptions&) const = default;
 };
 
-// Throws naming the field: unknown name, negative lr / min_lr / step counts, min_lr > lr for a
-// decaying schedule, cooldown_steps for a schedule other than wsd.
+// Throws naming the field: unknown name or cooldown_shape, negative lr / min_lr / step counts,
+// min_lr > lr for a decaying schedule, cooldown_steps or a cooldown_shape other than sqrt for a
+// schedule other than wsd.
 void validate(const ScheduleOptions& s);
 
 // The learning rate of update number `step` (>= 0). Validates s on every call (a few compares).

@@ -91,7 +91,8 @@ ScheduleOptions schedule_options(const Config& cfg) {
           .min_lr = cfg.optim.min_lr,
           .warmup_steps = cfg.optim.warmup_steps,
           .max_steps = cfg.decay_steps(),
-          .cooldown_steps = cfg.optim.cooldown_steps};
+          .cooldown_steps = cfg.optim.cooldown_steps,
+          .cooldown_shape = cfg.optim.cooldown_shape};
 }
 
 }  // namespace tessera::train

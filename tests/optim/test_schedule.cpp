@@ -72,6 +72,29 @@ TEST(Schedule, wsd_cooldown_steps_set_where_it_starts_and_warmup_bounds_it) {
   EXPECT_DOUBLE_EQ(lr_at(s, 60), 0.36360389693210715);
 }
 
+// cooldown_shape: the same cooldown window [88, 110), the factor of (lr - min_lr) 1 - q (linear)
+// or 0.5 (1 + cos(pi q)) (cosine); the stable part and the end as sqrt's. Literals from Python's
+// math: 0.1 + 0.9 * (1 - 5/22), 0.1 + 0.9 * 0.5 * (1 + cos(pi * 5/22)).
+TEST(Schedule, wsd_cools_down_linearly_or_along_a_cosine_when_told) {
+  ScheduleOptions s = options("wsd");
+  for (const char* shape : {"linear", "cosine"}) {
+    s.cooldown_shape = shape;
+    EXPECT_DOUBLE_EQ(lr_at(s, 88), 1.0) << shape;
+    EXPECT_DOUBLE_EQ(lr_at(s, 99), 0.55) << shape;  // q = 1 / 2: both halve the way down
+    EXPECT_DOUBLE_EQ(lr_at(s, 110), 0.1) << shape;
+  }
+  s.cooldown_shape = "linear";
+  EXPECT_DOUBLE_EQ(lr_at(s, 93), 0.7954545454545454);
+  EXPECT_EQ(describe(s),
+            "lr: warmup to 1 over steps 1-10, held through step 88, linear cooldown to 0.1 by "
+            "step 110 (wsd)");
+  s.cooldown_shape = "cosine";
+  EXPECT_DOUBLE_EQ(lr_at(s, 93), 0.8900873084594162);
+  EXPECT_EQ(describe(s),
+            "lr: warmup to 1 over steps 1-10, held through step 88, cosine cooldown to 0.1 by "
+            "step 110 (wsd)");
+}
+
 // What wsd is for: the steps before the cooldown do not depend on max_steps, so a run lengthened
 // there (a resume with a higher --max-steps) keeps every LR it has taken and the ones to come
 // until its new cooldown; cosine's would all move.
@@ -144,6 +167,17 @@ TEST(Schedule, bad_options_are_errors_that_name_them) {
   s.cooldown_steps = -5;
   msg = error_of([&] { validate(s); });
   EXPECT_NE(msg.find("cooldown_steps must be >= 0, got -5"), std::string::npos) << msg;
+
+  s = options("wsd");
+  s.cooldown_shape = "exp";
+  msg = error_of([&] { validate(s); });
+  EXPECT_NE(msg.find("unknown cooldown_shape 'exp' (expected sqrt, linear or cosine)"),
+            std::string::npos)
+      << msg;
+  s = options("cosine");
+  s.cooldown_shape = "linear";
+  msg = error_of([&] { validate(s); });
+  EXPECT_NE(msg.find("cooldown_shape (linear) applies to wsd only"), std::string::npos) << msg;
 
   msg = error_of([&] { lr_at(options("cosine"), -3); });
   EXPECT_NE(msg.find("-3"), std::string::npos) << msg;
