@@ -104,10 +104,10 @@ Tensor token_losses(const Tensor& logits, const Tensor& targets, int64_t ignore_
   return record(
       "token_losses", losses.view(targets.shape()), {logits},
       [L, T, lse, stat, ignore_index, C = c.C, logits_shape](const Tensor& dy, GradSink& g) {
-        const Tensor dlosses = dy.dtype() == stat.dtype ? detail::dense(dy) : dy.to(stat.dtype);
+        const Tensor dl =
+            (dy.dtype() == stat.dtype ? detail::dense(dy) : dy.to(stat.dtype)).view({L.size(0)});
         Tensor dlogits = Tensor::empty(L.shape(), L.options());
-        TESSERA_KERNEL(L, cross_entropy_backward)
-        (dlogits, dlosses.view({L.size(0)}), L, lse, T, ignore_index, C);
+        TESSERA_KERNEL(L, cross_entropy_backward)(dlogits, dl, L, lse, T, ignore_index, C);
         g.add(0, dlogits.view(logits_shape));
       });
 }
