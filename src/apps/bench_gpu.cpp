@@ -56,7 +56,6 @@
 #include "core/rng.h"
 #include "distributed/communicator.h"
 #include "nn/gpt.h"
-#include "nn/hf_names.h"
 #include "nn/unfused.h"
 #include "ops/ops.h"
 #include "optim/flat.h"
@@ -277,14 +276,12 @@ int main(int argc, char** argv) {
         dist::make_communicator({.backend = "single", .init = "", .timeout_s = 300, .device = dev});
     const bool muon = cl.args.count("muon") > 0;
     FlatParams flat(named_params(model.parameters()), FlatOptions{});
-    FlatAdamWOptions optim{
-        .adam = {.lr = 6e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1},
-        .max_norm = 1.0};
-    if (muon) {  // as train's defaults: c_attn's q, k and v orthogonalised apart
-      optim.muon = nn::muon_parameters(mc);
-      optim.muon_blocks = nn::muon_qkv_blocks(mc);
-    }
-    FlatAdamW opt(flat, *comm, optim);
+    // GPT-2's hyperparameters (llm.c's); Muon's settings train's defaults.
+    OptimConfig oc;
+    oc.name = muon ? "muon" : "adamw";
+    oc.lr = 6e-4, oc.beta1 = 0.9, oc.beta2 = 0.95, oc.eps = 1e-8, oc.weight_decay = 0.1;
+    oc.grad_clip = 1.0;
+    FlatAdamW opt(flat, *comm, train::flat_adamw_options(oc, mc, false));
 
     Generator data(1234);
     const std::vector<float> u = rand({2 * B * T}, data).to_vector<float>();

@@ -2,6 +2,7 @@
 #include "train/options.h"
 
 #include "data/tokenizer.h"
+#include "nn/hf_names.h"
 
 namespace tessera::train {
 
@@ -93,6 +94,23 @@ ScheduleOptions schedule_options(const Config& cfg) {
           .max_steps = cfg.decay_steps(),
           .cooldown_steps = cfg.optim.cooldown_steps,
           .cooldown_shape = cfg.optim.cooldown_shape};
+}
+
+FlatAdamWOptions flat_adamw_options(const OptimConfig& o, const nn::GPTConfig& mc, bool zero) {
+  FlatAdamWOptions options{.adam = {.lr = o.lr,
+                                    .beta1 = o.beta1,
+                                    .beta2 = o.beta2,
+                                    .eps = o.eps,
+                                    .weight_decay = o.weight_decay},
+                           .max_norm = o.grad_clip,
+                           .zero = zero};
+  if (o.name != "muon") return options;
+  options.muon = nn::muon_parameters(mc);
+  options.muon_options.momentum = o.muon_momentum;
+  options.muon_options.nesterov = o.muon_nesterov;
+  options.muon_options.ns_steps = o.muon_ns_steps;
+  if (o.muon_split_qkv) options.muon_blocks = nn::muon_qkv_blocks(mc);
+  return options;
 }
 
 }  // namespace tessera::train

@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "data/loader.h"
 #include "nn/gpt.h"
+#include "optim/flat_adamw.h"
 #include "optim/schedule.h"
 #include "peft/lora.h"
 
@@ -39,5 +40,9 @@ data::LoaderOptions loader_options(const Config& cfg, const char* key, const std
 data::LoaderOptions window_loader_options(const Config& cfg, const std::string& pattern);
 // The LR schedule of the optim section, decaying until cfg.decay_steps().
 ScheduleOptions schedule_options(const Config& cfg);
+// The optim section (name adamw or muon) as the flat optimizer's options for a model of shape mc:
+// AdamW's hyperparameters and clipping, ZeRO-1 when zero, and under muon the blocks' matrices
+// (nn::muon_parameters) with Muon's settings, c_attn's q, k and v apart under muon_split_qkv.
+FlatAdamWOptions flat_adamw_options(const OptimConfig& o, const nn::GPTConfig& mc, bool zero);
 
 }  // namespace tessera::train

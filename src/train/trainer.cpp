@@ -240,8 +240,8 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
 void Trainer::build_optimizer() {
   const OptimConfig& o = cfg_.optim;
   if (!o.updates_in_backward()) {
-    const std::vector<std::string> muon =
-        o.name == "muon" ? nn::muon_parameters(model_.config()) : std::vector<std::string>{};
+    const FlatAdamWOptions options = flat_adamw_options(o, model_.config(), cfg_.dist.zero == 1);
+    const std::vector<std::string>& muon = options.muon;
     if (!muon.empty()) {
       int64_t in_muon = 0, rest = 0;
       for (const NamedParam& p : params_)
@@ -251,7 +251,7 @@ void Trainer::build_optimizer() {
                   << " parameters) orthogonalised; AdamW for the other "
                   << params_.size() - muon.size() << " tensors (" << rest
                   << " parameters: embeddings, head, norms, biases)";
-      if (o.muon_split_qkv && !nn::muon_qkv_blocks(model_.config()).empty())
+      if (!options.muon_blocks.empty())
         out_->log() << "; c_attn orthogonalised as its q, k and v rows";
       if (world_ > 1)
         out_->log() << "; each matrix orthogonalised by one of the " << world_
@@ -259,21 +259,8 @@ void Trainer::build_optimizer() {
       out_->log() << "\n";
     }
     flat_ = std::make_unique<FlatParams>(
-        params_, FlatOptions{.bucket_bytes = int64_t(cfg_.dist.bucket_mb * (1 << 20)),
-                             .pad = world_});
-    FlatAdamWOptions options{.adam = {.lr = o.lr,
-                                      .beta1 = o.beta1,
-                                      .beta2 = o.beta2,
-                                      .eps = o.eps,
-                                      .weight_decay = o.weight_decay},
-                             .max_norm = o.grad_clip,
-                             .zero = cfg_.dist.zero == 1,
-                             .muon = muon};
-    options.muon_options.momentum = o.muon_momentum;
-    options.muon_options.nesterov = o.muon_nesterov;
-    options.muon_options.ns_steps = o.muon_ns_steps;
-    if (!muon.empty() && o.muon_split_qkv)
-      options.muon_blocks = nn::muon_qkv_blocks(model_.config());
+        params_,
+        FlatOptions{.bucket_bytes = int64_t(cfg_.dist.bucket_mb * (1 << 20)), .pad = world_});
     opt_ = std::make_unique<FlatAdamW>(*flat_, *comm_, options);
   } else {
     opt_ = std::make_unique<LomoStep>(
