@@ -181,20 +181,19 @@ ChoiceResult evaluate_choices(const nn::GPT& model, const std::vector<EncodedIte
   std::vector<std::pair<size_t, size_t>> by_length;  // (longest row, index)
   for (size_t i = 0; i < items.size(); ++i) by_length.emplace_back(longest_row(items[i]), i);
   std::sort(by_length.begin(), by_length.end());
-  std::vector<const EncodedItem*> mine;
-  for (size_t i = rank; i < by_length.size(); i += world)
-    mine.push_back(&items[by_length[i].second]);
+  std::vector<std::pair<size_t, size_t>> mine;  // this rank's (longest row, index), ascending
+  for (size_t i = rank; i < by_length.size(); i += world) mine.push_back(by_length[i]);
   double right = 0, right_norm = 0, chance = 0;
   for (size_t first = 0; first < mine.size();) {
     std::vector<const EncodedItem*> batch;
     int64_t rows = 0;
     size_t next = first;
     for (; next < mine.size(); ++next) {
-      const EncodedItem& item = *mine[next];
+      const auto [longest, index] = mine[next];
+      const EncodedItem& item = items[index];
       const int64_t n = rows + int64_t(item.rows.size());
       // Lengths ascend: this item's longest row is the batch's.
-      if (!batch.empty() && (n > kBatchRows || n * int64_t(longest_row(item)) * V > kBatchFloats))
-        break;
+      if (!batch.empty() && (n > kBatchRows || n * int64_t(longest) * V > kBatchFloats)) break;
       batch.push_back(&item), rows = n;
     }
     const std::vector<double> sums = score_batch(model, batch, pad);
