@@ -4,7 +4,11 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #include "core/error.h"
 
@@ -268,6 +272,16 @@ const Json& Json::at(const std::string& key) const {
   const Json* v = get(key);
   TESSERA_CHECK(v, "missing key \"", key, "\"");
   return *v;
+}
+
+std::string read_json_file(const std::string& path) {
+  TESSERA_CHECK(!std::filesystem::is_directory(path), "cannot read ", path, ": it is a directory");
+  std::ifstream in(path, std::ios::binary);
+  TESSERA_CHECK(in, "cannot read ", path, ": ", std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  TESSERA_CHECK(!in.bad(), "error reading ", path);
+  return text.str();
 }
 
 void for_each_json_line(const std::string& text, const std::string& path,

@@ -59,6 +59,10 @@ Json parse_json(const std::string& text, const std::string& what);
 void for_each_json_line(const std::string& text, const std::string& path,
                         const std::function<void(const Json&, const std::string&)>& f);
 
+// A JSON (or JSON Lines) file's whole text; a missing, unreadable or directory path is an error
+// naming it.
+std::string read_json_file(const std::string& path);
+
 // s with '"', '\\' and control characters escaped (\n, \t, \u00XX ...); UTF-8 passes through.
 std::string json_escape(const std::string& s);
 

@@ -49,6 +49,10 @@ SftExample example_of(const Json& j, const std::string& where) {
 
 }  // namespace
 
+std::vector<SftExample> read_sft_examples(const std::string& path) {
+  return parse_sft_examples(read_json_file(path), path);
+}
+
 std::string alpaca_prompt(const std::string& instruction, const std::string& input) {
   // Stanford Alpaca's two templates (Taori et al. 2023), with input and without.
   if (!input.empty())

@@ -39,6 +39,8 @@ struct SftExample {
 };
 
 std::vector<SftExample> parse_sft_examples(const std::string& text, const std::string& path);
+// The file at path, parsed so (errors name it).
+std::vector<SftExample> read_sft_examples(const std::string& path);
 
 // The Alpaca template's prompt for an instruction and an input ("" for none).
 std::string alpaca_prompt(const std::string& instruction, const std::string& input);

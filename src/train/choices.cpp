@@ -3,11 +3,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "autograd/autograd.h"
 #include "checkpoint/json.h"
@@ -76,13 +71,7 @@ std::vector<ChoiceItem> parse_choice_items(const std::string& text, const std::s
 }
 
 std::vector<ChoiceItem> read_choice_items(const std::string& path) {
-  TESSERA_CHECK(!std::filesystem::is_directory(path), "cannot read ", path, ": it is a directory");
-  std::ifstream in(path, std::ios::binary);
-  TESSERA_CHECK(in, "cannot read ", path, ": ", std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  TESSERA_CHECK(!in.bad(), "error reading ", path);
-  return parse_choice_items(text.str(), path);
+  return parse_choice_items(read_json_file(path), path);
 }
 
 std::vector<EncodedItem> encode_choice_items(const std::vector<ChoiceItem>& items,
