@@ -66,13 +66,28 @@ std::vector<std::vector<int32_t>> generate_many(const GPT& model,
                                                 const SampleOptions& opt,
                                                 std::vector<Generator>& gens,
                                                 const TokenCallback& on_token) {
-  TESSERA_CHECK(!prompt.empty(), "generate: the prompt is empty (give at least one token)");
+  return generate_rows(model, std::vector<std::vector<int32_t>>(gens.size(), prompt), opt, gens,
+                       on_token);
+}
+
+std::vector<std::vector<int32_t>> generate_rows(const GPT& model,
+                                                const std::vector<std::vector<int32_t>>& prompts,
+                                                const SampleOptions& opt,
+                                                std::vector<Generator>& gens,
+                                                const TokenCallback& on_token) {
   TESSERA_CHECK(!gens.empty(), "generate: no samples asked for (one generator a sample)");
+  TESSERA_CHECK(prompts.size() == gens.size(), "generate: ", prompts.size(), " prompts for ",
+                gens.size(), " generators (one generator a row)");
+  const size_t prompt_length = prompts.front().size();
+  TESSERA_CHECK(prompt_length > 0, "generate: the prompt is empty (give at least one token)");
+  for (const std::vector<int32_t>& p : prompts)
+    TESSERA_CHECK(p.size() == prompt_length, "generate: a batch's prompts must be of one length, ",
+                  "got ", prompt_length, " and ", p.size(), " tokens");
   check_sample_options(opt);
   NoGradGuard no_grad;
   const GPTConfig& cfg = model.config();
   const int64_t N = int64_t(gens.size());
-  const int64_t total = int64_t(prompt.size()) + opt.max_new_tokens;
+  const int64_t total = int64_t(prompt_length) + opt.max_new_tokens;
   // A learned position embedding covers block_size positions: the cache holds at most that many,
   // and when it is full it is refilled with the newest half of the text (the nanoGPT way of
   // sliding the window, with the recomputation paid once per block_size / 2 tokens).
@@ -80,7 +95,7 @@ std::vector<std::vector<int32_t>> generate_many(const GPT& model,
       cfg.position == PositionKind::Learned ? std::min(total, cfg.block_size) : total;
   // Every row's text, all of one length: a finished row goes on repeating its last id, fed to
   // the model (a batch's rows advance together) and cut off at the end.
-  std::vector<std::vector<int32_t>> text(size_t(N), prompt);
+  std::vector<std::vector<int32_t>> text = prompts;
   std::vector<size_t> ended(size_t(N), 0);  // a finished row's length; 0 while it draws
   KVCache cache;
   // The ids go to the model's device, the last logits come back to the host to be sampled.
@@ -95,8 +110,8 @@ std::vector<std::vector<int32_t>> generate_many(const GPT& model,
     cache = model.make_cache(N, capacity);
     return model.forward_cached(last_ids(keep), cache);
   };
-  Tensor logits = refill(std::min<int64_t>(int64_t(prompt.size()), capacity));  // (N, Tn, V)
-  for (int64_t length = int64_t(prompt.size()); length < total;) {
+  Tensor logits = refill(std::min<int64_t>(int64_t(prompt_length), capacity));  // (N, Tn, V)
+  for (int64_t length = int64_t(prompt_length); length < total;) {
     const int64_t V = logits.size(2), drawn = opt.vocab > 0 ? std::min(opt.vocab, V) : V;
     // Every row's last logits in one read: (N, drawn).
     const std::vector<double> last = logits.narrow(1, logits.size(1) - 1, 1)
@@ -131,6 +146,38 @@ std::vector<std::vector<int32_t>> generate_many(const GPT& model,
   for (size_t r = 0; r < size_t(N); ++r)
     if (ended[r]) text[r].resize(ended[r]);
   return text;
+}
+
+std::vector<std::vector<int32_t>> generate_each(const GPT& model,
+                                                const std::vector<std::vector<int32_t>>& prompts,
+                                                const SampleOptions& opt,
+                                                std::vector<Generator>& gens, int64_t max_rows,
+                                                const DoneCallback& on_done) {
+  TESSERA_CHECK(prompts.size() == gens.size(), "generate: ", prompts.size(), " prompts for ",
+                gens.size(), " generators (one generator a prompt)");
+  TESSERA_CHECK(max_rows >= 1, "generate: a batch must hold at least one row, got ", max_rows);
+  check_sample_options(opt);
+  std::vector<std::vector<int32_t>> out(prompts.size());
+  std::vector<bool> started(prompts.size(), false);
+  for (size_t first = 0; first < prompts.size(); ++first) {
+    if (started[first]) continue;
+    std::vector<size_t> batch;  // the prompts' indices
+    for (size_t i = first; i < prompts.size() && int64_t(batch.size()) < max_rows; ++i)
+      if (!started[i] && prompts[i].size() == prompts[first].size()) {
+        started[i] = true;
+        batch.push_back(i);
+      }
+    std::vector<std::vector<int32_t>> rows;
+    std::vector<Generator> batch_gens;
+    for (size_t i : batch) rows.push_back(prompts[i]), batch_gens.push_back(gens[i]);
+    std::vector<std::vector<int32_t>> drawn = generate_rows(model, rows, opt, batch_gens);
+    for (size_t r = 0; r < batch.size(); ++r) {
+      gens[batch[r]] = batch_gens[r];
+      out[batch[r]] = std::move(drawn[r]);
+      if (on_done) on_done(batch[r], out[batch[r]]);
+    }
+  }
+  return out;
 }
 
 std::vector<int32_t> generate(const GPT& model, const std::vector<int32_t>& prompt,

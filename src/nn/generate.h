@@ -73,4 +73,24 @@ std::vector<std::vector<int32_t>> generate_many(const GPT& model,
                                                 std::vector<Generator>& gens,
                                                 const TokenCallback& on_token = {});
 
+// generate_many with a prompt a row: prompts[i] continued with gens[i], the prompts all of one
+// length (their rows then share the cache's positions: no padding, no mask).
+std::vector<std::vector<int32_t>> generate_rows(const GPT& model,
+                                                const std::vector<std::vector<int32_t>>& prompts,
+                                                const SampleOptions& opt,
+                                                std::vector<Generator>& gens,
+                                                const TokenCallback& on_token = {});
+
+// Every prompt's continuation, prompts of any lengths: prompts[i] with gens[i], as generate alone
+// (up to a batched forward's rounding). Prompts of one length are drawn together, at most max_rows
+// a batch, the batches in the order of their first prompt (each takes the next unstarted prompt
+// and the unstarted ones of its length after it). on_done (when given) is called with each
+// prompt's index and ids as its batch ends. Returns the ids in the prompts' order.
+using DoneCallback = std::function<void(size_t index, const std::vector<int32_t>& ids)>;
+std::vector<std::vector<int32_t>> generate_each(const GPT& model,
+                                                const std::vector<std::vector<int32_t>>& prompts,
+                                                const SampleOptions& opt,
+                                                std::vector<Generator>& gens, int64_t max_rows,
+                                                const DoneCallback& on_done = {});
+
 }  // namespace tessera::nn

@@ -1,7 +1,8 @@
-// generate_many: several continuations of one prompt drawn as one batch through the KV cache. Each
-// row must be what generate draws alone with that row's generator (f64 models: a batched forward
-// and a lone one agree far below any gap between two tokens' probabilities), through the learned
-// window's slides and past RoPE's trained length, with rows stopping at different lengths.
+// generate_many: several continuations of one prompt drawn as one batch through the KV cache
+// (generate_each: several prompts, those of one length in a batch). Each row must be what generate
+// draws alone with that row's generator (f64 models: a batched forward and a lone one agree far
+// below any gap between two tokens' probabilities), through the learned window's slides and past
+// RoPE's trained length, with rows stopping at different lengths.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -96,4 +97,53 @@ TEST(GenerateMany, no_generator_is_an_error) {
   std::vector<Generator> none;
   const std::string msg = tessera::testing::error_of([&] { nn::generate_many(m, {1}, {}, none); });
   EXPECT_NE(msg.find("no samples asked for"), std::string::npos) << msg;
+}
+
+// generate_each: prompts of several lengths, those of one length drawn as one batch (at most
+// max_rows), each prompt what generate draws alone from it with its generator, through the learned
+// window's slides and past RoPE's trained length. Same-length prompts differ in their ids, so a
+// batch that fed one prompt to all its rows would show.
+TEST(GenerateEach, each_prompt_is_what_it_draws_alone_and_batches_go_by_first_prompt) {
+  for (const nn::PositionKind position : {nn::PositionKind::Learned, nn::PositionKind::RoPE}) {
+    Generator g(9);
+    const GPT m(tiny(position), g, DType::F64);
+    const std::vector<std::vector<int32_t>> prompts = {{1, 2},    {3, 4, 5}, {6, 7}, {8, 9},
+                                                       {5, 4, 3}, {2},       {10, 1}};
+    const nn::SampleOptions opt{.max_new_tokens = 9, .temperature = 2, .stop_token = 0};
+    std::vector<Generator> gens;
+    for (size_t i = 0; i < prompts.size(); ++i) gens.emplace_back(uint64_t(200 + i));
+    std::vector<Generator> before = gens;
+    std::vector<size_t> order;
+    std::vector<std::vector<int32_t>> done(prompts.size());
+    const auto out =
+        nn::generate_each(m, prompts, opt, gens, 2, [&](size_t i, const std::vector<int32_t>& ids) {
+          order.push_back(i);
+          done.at(i) = ids;
+        });
+    // Lengths 2 3 2 2 3 1 2, two rows a batch: {0, 2}, {1, 4}, {3, 6}, {5}.
+    EXPECT_EQ(order, (std::vector<size_t>{0, 2, 1, 4, 3, 6, 5}));
+    ASSERT_EQ(out.size(), prompts.size());
+    EXPECT_EQ(done, out);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      Generator& alone = before[i];
+      EXPECT_EQ(out[i], nn::generate(m, prompts[i], opt, alone)) << "prompt " << i;
+      EXPECT_EQ(gens[i].state().offset, alone.state().offset) << "prompt " << i;
+    }
+  }
+}
+
+TEST(GenerateEach, a_batch_of_prompts_of_two_lengths_or_a_count_off_is_an_error) {
+  Generator g(3);
+  const GPT m(tiny(nn::PositionKind::Learned), g);
+  std::vector<Generator> two = {Generator(1), Generator(2)};
+  std::string msg = tessera::testing::error_of([&] {
+    nn::generate_rows(m, {{1, 2}, {3}}, {}, two);
+  });
+  EXPECT_NE(msg.find("a batch's prompts must be of one length, got 2 and 1 tokens"),
+            std::string::npos)
+      << msg;
+  msg = tessera::testing::error_of([&] { nn::generate_rows(m, {{1, 2}}, {}, two); });
+  EXPECT_NE(msg.find("1 prompts for 2 generators"), std::string::npos) << msg;
+  msg = tessera::testing::error_of([&] { nn::generate_each(m, {{1}, {2}}, {}, two, 0); });
+  EXPECT_NE(msg.find("a batch must hold at least one row, got 0"), std::string::npos) << msg;
 }
