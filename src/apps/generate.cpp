@@ -10,26 +10,70 @@
 // N continuations of the prompt together, one batch through the cache; the i-th (from 0) draws
 // with seed + i, as `--seed <seed + i>` alone would, and each is printed once all are drawn, under
 // a line naming it.
+//
+// build/generate --checkpoint CK --prompts examples.jsonl [--batch-size 16] [--temperature 0]
+// continues every example's prompt of a file (data/sft.h: JSON Lines or a JSON array of prompt /
+// response or Alpaca examples; a response is not fed, only printed back), the i-th (from 0) with
+// seed + i as --prompt and --seed <seed + i> alone would, the model loaded once. Prompts of one
+// token length are drawn together, up to --batch-size a batch (nn::generate_each). Prints a JSON
+// object a line in the file's order, each as soon as it and those before it are drawn:
+//   {"prompt": <the prompt as fed>, "completion": <what follows it, less the end-of-text>,
+//    "response": <the example's, when it has one>}
+// (text the model drew that is not UTF-8 comes out with U+FFFD for each bad byte).
 #include "nn/generate.h"
 
 #include <cstdio>
 #include <cxxopts.hpp>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "checkpoint/json.h"
 #include "config/cli.h"
 #include "data/sft.h"
 #include "data/tokenizer.h"
+#include "data/utf8.h"
 #include "train/load.h"
 
 namespace {
+
+using namespace tessera;
 
 // A default's text for --help as it would be typed: 0.8, not 0.800000.
 std::string number_text(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", v);
   return buf;
+}
+
+// --prompts: every example's prompt continued (the file's header comment), printed in order.
+void generate_file(const nn::GPT& model, const data::Tokenizer& tok,
+                   const std::vector<data::SftExample>& examples, bool bos,
+                   const nn::SampleOptions& opt, uint64_t seed, int64_t batch) {
+  std::vector<data::Prompt> given;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<Generator> gens;
+  for (size_t i = 0; i < examples.size(); ++i) {
+    given.push_back(data::encode_prompt(tok, examples[i].prompt, bos, "command line: --bos"));
+    prompts.emplace_back(given.back().ids.begin(), given.back().ids.end());
+    gens.emplace_back(seed + uint64_t(i));
+  }
+  auto json = [](const std::string& s) {
+    return "\"" + json_escape(data::replace_invalid_utf8(s)) + "\"";
+  };
+  std::vector<std::optional<std::string>> lines(examples.size());
+  size_t printed = 0;
+  nn::generate_each(
+      model, prompts, opt, gens, batch, [&](size_t i, const std::vector<int32_t>& ids) {
+        std::string line = "{\"prompt\": " + json(examples[i].prompt) +
+                           ", \"completion\": " + json(data::decode_completion(tok, given[i], ids));
+        if (!examples[i].response.empty()) line += ", \"response\": " + json(examples[i].response);
+        lines[i] = line + "}";
+        for (; printed < lines.size() && lines[printed]; ++printed)
+          std::cout << *lines[printed] << '\n';
+        std::cout << std::flush;
+      });
 }
 
 }  // namespace
@@ -54,6 +98,15 @@ int main(int argc, char** argv) {
         "num-samples",
         "continuations to draw, together as one batch (1 to 1024); the i-th (from 0) with seed + i",
         cxxopts::value<int64_t>()->default_value("1"))(
+        "prompts",
+        "a file of prompts to continue, each alone: JSON Lines (or a JSON array) of examples as "
+        "tokenize --format sft reads them; prints a JSON object a line, {prompt, completion[, "
+        "response]}, in the file's order; the i-th (from 0) with seed + i",
+        cxxopts::value<std::string>())(
+        "batch-size",
+        "with --prompts: prompts of one token length drawn together, at most this "
+        "many (1 to 1024)",
+        cxxopts::value<int64_t>()->default_value("16"))(
         "tokenizer-dir", "override the gpt2 tokenizer's directory", cxxopts::value<std::string>())(
         "prompt-style",
         "plain (the prompt as it is) | alpaca (the prompt as the instruction of "
@@ -75,6 +128,20 @@ int main(int argc, char** argv) {
     TESSERA_CHECK(samples >= 1 && samples <= 1024,
                   "command line: --num-samples must be in [1, 1024], got ", samples);
     const std::string style = args["prompt-style"].as<std::string>();
+    const int64_t batch = args["batch-size"].as<int64_t>();
+    TESSERA_CHECK(batch >= 1 && batch <= 1024,
+                  "command line: --batch-size must be in [1, 1024], got ", batch);
+    // --prompts: the file read and checked before the model loads.
+    std::vector<data::SftExample> examples;
+    if (args.count("prompts")) {
+      TESSERA_CHECK(!args.count("prompt") && !args.count("prompt-style") && samples == 1,
+                    "command line: --prompts takes its prompts from the file (an Alpaca example "
+                    "sets its own in the template), one continuation each: not with --prompt, "
+                    "--prompt-style or --num-samples");
+      examples = data::read_sft_examples(args["prompts"].as<std::string>());
+    } else {
+      TESSERA_CHECK(!args.count("batch-size"), "command line: --batch-size goes with --prompts");
+    }
     TESSERA_CHECK(style == "plain" || style == "alpaca",
                   "command line: --prompt-style must be plain or alpaca, got '", style, "'");
     TESSERA_CHECK(style == "plain" || args.count("prompt"),
@@ -107,6 +174,10 @@ int main(int argc, char** argv) {
       std::cerr << "note: dynamic NTK scaling past " << L0 << " tokens: each cached key keeps the "
                    "table of the length it was written at (as Hugging Face's cache), eval rotates "
                    "a window with one table\n";
+    if (args.count("prompts")) {
+      generate_file(*m.model, *tok, examples, args.count("bos") > 0, opt, seed, batch);
+      return 0;
+    }
     if (samples == 1) {  // printed as it is drawn: the prompt, then each token's text
       const std::vector<uint32_t> shown(given_ids.ids.begin() + int64_t(given_ids.hidden),
                                         given_ids.ids.end());

@@ -79,11 +79,25 @@ Prompt encode_prompt(const Tokenizer& tok, std::string_view text, bool bos,
   return p;
 }
 
-std::string decode_generation(const Tokenizer& tok, const Prompt& prompt,
-                              const std::vector<int32_t>& ids) {
-  std::vector<uint32_t> text(ids.begin() + std::min(prompt.hidden, ids.size()), ids.end());
+namespace {
+
+// ids from `from` on, less a final end-of-text id.
+std::string decode_from(const Tokenizer& tok, const std::vector<int32_t>& ids, size_t from) {
+  std::vector<uint32_t> text(ids.begin() + std::min(from, ids.size()), ids.end());
   if (!text.empty() && text.back() == tok.eot_id()) text.pop_back();
   return tok.decode(text);
+}
+
+}  // namespace
+
+std::string decode_generation(const Tokenizer& tok, const Prompt& prompt,
+                              const std::vector<int32_t>& ids) {
+  return decode_from(tok, ids, prompt.hidden);
+}
+
+std::string decode_completion(const Tokenizer& tok, const Prompt& prompt,
+                              const std::vector<int32_t>& ids) {
+  return decode_from(tok, ids, prompt.ids.size());
 }
 
 }  // namespace tessera::data

@@ -66,6 +66,9 @@ Prompt encode_prompt(const Tokenizer& tok, std::string_view text, bool bos,
 // end-of-text id (it ends the generation).
 std::string decode_generation(const Tokenizer& tok, const Prompt& prompt,
                               const std::vector<int32_t>& ids);
+// Its ids past the whole prompt, less a final end-of-text id: what the model added.
+std::string decode_completion(const Tokenizer& tok, const Prompt& prompt,
+                              const std::vector<int32_t>& ids);
 
 std::unique_ptr<Tokenizer> make_byte_tokenizer();
 std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string& encoder_json_path,

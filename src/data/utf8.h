@@ -1,7 +1,9 @@
-// UTF-8 one character at a time, for the byte-level tokenizers (bpe.cpp, pretokenize.cpp).
+// UTF-8 one character at a time, for the byte-level tokenizers (bpe.cpp, pretokenize.cpp), and
+// generated text made fit for JSON (build/generate --prompts).
 //
 //   Utf8Char c = decode_utf8("\xc3\xa9!", 0);   // {0xE9, 2}
 //   append_utf8(0x120, out);                     // "\xc4\xa0" (the files' spelling of a space)
+//   replace_invalid_utf8("a\xff")                 // "a\xef\xbf\xbd" (U+FFFD)
 #pragma once
 
 #include <cstdint>
@@ -59,6 +61,22 @@ inline void append_utf8(uint32_t cp, std::string& out) {
     out += char(0x80 | ((cp >> 6) & 0x3F));
     out += char(0x80 | (cp & 0x3F));
   }
+}
+
+// s with each byte that starts no well-formed sequence (decode_utf8's invalid character) replaced
+// by U+FFFD: text a strict UTF-8 reader (JSON's) takes.
+inline std::string replace_invalid_utf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const Utf8Char c = decode_utf8(s, i);
+    if (c.cp == kInvalidCodePoint)
+      append_utf8(0xFFFD, out);
+    else
+      out.append(s.substr(i, c.len));
+    i += c.len;
+  }
+  return out;
 }
 
 }  // namespace tessera::data
