@@ -4,8 +4,9 @@
   scripts/sft_accuracy.py CHECKPOINT EXAMPLES.jsonl [--from N] [--every K] [--base BASE]
 
 For each chosen example (JSON Lines of {"prompt", "response"}, as `tokenize --format sft` reads
-them; examples N, N + K, N + 2K, ... counted from 1), runs `build/generate --temperature 0` on the
-prompt and compares what follows the prompt, up to the end-of-text id, with the response. Prints
+them; examples N, N + K, N + 2K, ... counted from 1), continues the prompt greedily (one
+`build/generate --prompts FILE --temperature 0` for all of them, the model loaded once) and
+compares what follows the prompt, up to the end-of-text id, with the response. Prints
 how many answers equal their response exactly, how many equal some response of the file (a
 well-formed answer: one of the labels, then the end of text), and the share the most common
 response has among the chosen examples (what always answering it would score). Give --from the
@@ -17,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 
 def main():
@@ -46,16 +48,25 @@ def main():
         sys.exit(f"sft_accuracy: {a.examples} holds {len(rows)} examples, none from {a.start}")
 
     longest = max(len(r.encode()) for _, r in chosen)  # bytes >= tokens for every tokenizer here
-    exact = formed = 0
-    for prompt, response in chosen:
-        cmd = [os.path.join(a.build, "generate"), "--checkpoint", a.checkpoint, "--prompt", prompt,
-               "--temperature", "0", "--max-new-tokens", str(longest + 1)]
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", encoding="utf-8") as prompts:
+        for prompt, _ in chosen:
+            prompts.write(json.dumps({"prompt": prompt}) + "\n")
+        prompts.flush()
+        cmd = [os.path.join(a.build, "generate"), "--checkpoint", a.checkpoint, "--prompts",
+               prompts.name, "--temperature", "0", "--max-new-tokens", str(longest + 1)]
         if a.base:
             cmd += ["--base", a.base]
-        run = subprocess.run(cmd, capture_output=True, text=True)
-        if run.returncode != 0 or not run.stdout.startswith(prompt):
-            sys.exit(f"sft_accuracy: {' '.join(cmd[:3])} failed: {run.stderr.strip()}")
-        answer = run.stdout[len(prompt):].removesuffix("\n")
+        run = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
+    lines = run.stdout.splitlines()
+    if run.returncode != 0 or len(lines) != len(chosen):
+        sys.exit(f"sft_accuracy: {' '.join(cmd[:3])} failed ({len(lines)} of {len(chosen)} "
+                 f"answers): {run.stderr.strip()}")
+    exact = formed = 0
+    for line, (prompt, response) in zip(lines, chosen):
+        row = json.loads(line)
+        if row["prompt"] != prompt:
+            sys.exit(f"sft_accuracy: generate answered {row['prompt']!r} for {prompt!r}")
+        answer = row["completion"]
         exact += answer == response
         formed += answer in labels
     label, count = collections.Counter(r for _, r in chosen).most_common(1)[0]
