@@ -98,6 +98,8 @@ TEST(GeneratePrompts, a_bad_file_or_flag_is_refused_before_the_model_loads) {
   const std::filesystem::path bad = run.dir / "bad.jsonl", good = run.dir / "good.jsonl";
   write(bad, "{\"prompt\": \"a\"}\n{\"prompt\": 3}\n");
   write(good, "{\"prompt\": \"a\"}\n");
+  const std::filesystem::path empty = run.dir / "empty.jsonl";
+  write(empty, "\n\n");
   struct Case {
     std::string flags, message;
   };
@@ -106,6 +108,7 @@ TEST(GeneratePrompts, a_bad_file_or_flag_is_refused_before_the_model_loads) {
        "cannot read " + (run.dir / "missing.jsonl").string()},
       {"--prompts " + run.dir.string(), "cannot read " + run.dir.string() + ": it is a directory"},
       {"--prompts " + bad.string(), bad.string() + " line 2: \"prompt\" is a number, not a string"},
+      {"--prompts " + empty.string(), empty.string() + ": no examples (JSON Lines"},
       {"--prompts " + good.string() + " --prompt x", "not with --prompt, --prompt-style or"},
       {"--prompts " + good.string() + " --num-samples 2", "not with --prompt, --prompt-style or"},
       {"--prompts " + good.string() + " --batch-size 0",
