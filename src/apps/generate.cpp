@@ -29,12 +29,12 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint/json.h"
 #include "config/cli.h"
 #include "data/sft.h"
 #include "data/tokenizer.h"
 #include "data/utf8.h"
 #include "train/load.h"
+#include "train/report.h"  // json_string
 
 namespace {
 
@@ -60,7 +60,7 @@ void generate_file(const nn::GPT& model, const data::Tokenizer& tok,
     gens.emplace_back(seed + uint64_t(i));
   }
   auto json = [](const std::string& s) {
-    return "\"" + json_escape(data::replace_invalid_utf8(s)) + "\"";
+    return train::json_string(data::replace_invalid_utf8(s));
   };
   std::vector<std::optional<std::string>> lines(examples.size());
   size_t printed = 0;

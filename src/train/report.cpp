@@ -87,22 +87,9 @@ std::string json_string(const std::string& s) {
   return out;
 }
 
-std::string valid_utf8(const std::string& text) {
-  std::string out;
-  for (size_t i = 0; i < text.size();) {
-    const data::Utf8Char c = data::decode_utf8(text, i);
-    if (c.cp == data::kInvalidCodePoint)
-      out += "\xef\xbf\xbd";  // U+FFFD
-    else
-      out.append(text, i, c.len);
-    i += c.len;
-  }
-  return out;
-}
-
 std::string printable(const std::string& text) {
   std::string out;
-  for (const char ch : valid_utf8(text)) {
+  for (const char ch : data::replace_invalid_utf8(text)) {
     const auto c = static_cast<unsigned char>(ch);
     if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
       char esc[8];
@@ -209,8 +196,8 @@ void Report::sample(int64_t step, const std::string& text) {
   std::snprintf(head, sizeof head, "step %5ld | sample:", long(step));
   this->line(head);
   this->line(printable(text));
-  emit("{\"step\": " + std::to_string(step) + ", \"sample\": " + json_string(valid_utf8(text)) +
-       "}");
+  emit("{\"step\": " + std::to_string(step) +
+       ", \"sample\": " + json_string(data::replace_invalid_utf8(text)) + "}");
 }
 
 void Report::choices(int64_t step, double acc, double acc_norm, int64_t items) {

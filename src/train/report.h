@@ -33,11 +33,10 @@ void check_metrics_file(const std::filesystem::path& file);
 
 std::string json_number(double v);  // "null" for NaN and infinities (JSON has neither)
 std::string json_string(const std::string& s);  // quoted, json_escape'd (checkpoint/json.h)
-// text with every byte that does not start well-formed UTF-8 replaced by U+FFFD: JSON text must be
-// UTF-8, and a byte-level model's sample need not be.
-std::string valid_utf8(const std::string& text);
-// valid_utf8(text) with the control characters other than newline and tab written as \xNN, for a
-// terminal: an untrained model's sample must not send it escape sequences.
+// text with every byte that does not start well-formed UTF-8 replaced by U+FFFD
+// (data::replace_invalid_utf8: JSON text must be UTF-8, and a byte-level model's sample need not
+// be) and the control characters other than newline and tab written as \xNN, for a terminal: an
+// untrained model's sample must not send it escape sequences.
 std::string printable(const std::string& text);
 
 // Seconds left to step max_steps at the pace of this process's updates so far: `updates` took

@@ -16,6 +16,7 @@
 #include "checkpoint/json.h"
 #include "config/config.h"
 #include "data/shard.h"
+#include "data/utf8.h"
 #include "test_util.h"
 #include "train/report.h"
 #include "train/train_fixture.h"
@@ -169,10 +170,12 @@ TEST(TrainSamples, a_sample_is_written_as_valid_json_text_and_printed_as_printab
   // Quotes, backslashes and control characters escaped; a byte that starts no well-formed UTF-8
   // (a byte-level model may write one) becomes U+FFFD; well-formed characters pass through.
   EXPECT_EQ(train::json_string("a\n\"b\\\x01"), "\"a\\n\\\"b\\\\\\u0001\"");
-  EXPECT_EQ(train::valid_utf8("ok \xe2( \xc3\xa9 \xff"), "ok \xef\xbf\xbd( \xc3\xa9 \xef\xbf\xbd");
+  EXPECT_EQ(data::replace_invalid_utf8("ok \xe2( \xc3\xa9 \xff"),
+            "ok \xef\xbf\xbd( \xc3\xa9 \xef\xbf\xbd");
   const std::string text = "line one\nline \xe2\x80\x94 \xe2";
-  const Json j = parse_json("{\"sample\": " + train::json_string(train::valid_utf8(text)) + "}",
-                            "the test's line");
+  const Json j =
+      parse_json("{\"sample\": " + train::json_string(data::replace_invalid_utf8(text)) + "}",
+                 "the test's line");
   EXPECT_EQ(j.at("sample").str(), "line one\nline \xe2\x80\x94 \xef\xbf\xbd");
   // On the console, control characters but newline and tab are written out, never sent.
   EXPECT_EQ(train::printable("a\x1b[2Jb\tc\nd\x7f\xff"), "a\\x1b[2Jb\tc\nd\\x7f\xef\xbf\xbd");
