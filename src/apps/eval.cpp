@@ -31,6 +31,9 @@
 // --choices FILE scores multiple-choice items instead (train/choices.h: HellaSwag's JSON Lines,
 // each item's endings ranked by the model's log-likelihood after its context): accuracy, and
 // accuracy with the log-likelihood per byte of the ending (acc_norm), against chance.
+// --answers FILE continues the prompts of prompt / response examples greedily instead
+// (train/answers.h: data/sft.h's forms): the share answered exactly, the share answered with some
+// response of the file, and the commonest response's share.
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -48,6 +51,7 @@
 #include "data/loader.h"
 #include "data/tokenizer.h"
 #include "ops/ops.h"
+#include "train/answers.h"
 #include "train/choices.h"
 #include "train/device.h"
 #include "train/eval_flags.h"
@@ -256,16 +260,40 @@ int main(int argc, char** argv) {
         "choices",
         "score multiple-choice items instead: HellaSwag's JSON Lines (ctx, endings, label), "
         "each item's endings ranked by log-likelihood",
+        cxxopts::value<std::string>(), "FILE")(
+        "answers",
+        "continue the prompts of prompt / response examples greedily instead (JSON Lines as "
+        "tokenize --format sft reads them); the share answered exactly",
         cxxopts::value<std::string>(), "FILE")("h,help", "show this help");
     train::add_model_options(options);
     train::add_device_option(options);
     cxxopts::ParseResult args;
     if (!parse_flags_or_help(options, argc, argv, args)) return 0;
-    if (args.count("choices")) {
+    for (const char* mode : {"choices", "answers"}) {
+      if (!args.count(mode)) continue;
       for (const char* flag : {"data", "batches", "batch-size", "contexts", "rope-scaling",
                                "rope-factor", "set", "per-position", "stride", "windows"})
         TESSERA_CHECK(!args.count(flag), "command line: --", flag,
-                      " applies to the loss over token windows, not to --choices");
+                      " applies to the loss over token windows, not to --", mode);
+    }
+    TESSERA_CHECK(!args.count("choices") || !args.count("answers"),
+                  "command line: --choices and --answers are two evaluations; give one");
+    if (args.count("answers")) {
+      const std::string file = args["answers"].as<std::string>();
+      std::vector<data::SftExample> examples = data::read_sft_examples(file);
+      train::LoadedModel m = train::load_model(args);
+      train::place_loaded(m, args);
+      const auto tok = data::make_tokenizer(m.config.data.tokenizer, m.config.data.tokenizer_dir);
+      const train::AnswerSet set(std::move(examples), *tok, file);
+      const train::AnswerResult r = train::evaluate_answers(*m.model, *tok, set);
+      std::printf(
+          "%s%s%s: exact %.4f | formed %.4f (%ld items of %s; the commonest response "
+          "%.4f)\n",
+          m.path.c_str(), m.lora ? " on base " : "", m.base_path.c_str(), r.exact, r.formed,
+          long(r.items), file.c_str(), r.majority);
+      return 0;
+    }
+    if (args.count("choices")) {
       const std::string file = args["choices"].as<std::string>();
       const std::vector<train::ChoiceItem> items = train::read_choice_items(file);
       train::LoadedModel m = train::load_model(args);

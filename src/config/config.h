@@ -158,6 +158,10 @@ struct EvalConfig {
   // Multiple-choice items (HellaSwag's JSON Lines, eval --choices; train/choices.h) scored at
   // every evaluation: their accuracy in the log and metrics.jsonl. "" = none.
   std::string choices;
+  // Prompt / response examples (data/sft.h's forms, eval --answers; train/answers.h) whose
+  // prompts are continued greedily at every evaluation: the share answered exactly in the log and
+  // metrics.jsonl. "" = none.
+  std::string answers;
 
   bool operator==(const EvalConfig&) const = default;
 };

@@ -105,6 +105,7 @@ void visit_section(S& s, F&& f) {
   f("steps", s.steps);
   f("tokens", s.tokens);
   f("choices", s.choices);
+  f("answers", s.answers);
 }
 
 template <Section<CheckpointConfig> S, typename F>

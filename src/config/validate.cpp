@@ -610,9 +610,11 @@ std::vector<std::string> config_problems(const Config& c) {
     p.add("eval.tokens (", c.eval.tokens, ") must be a multiple of the sequence length (",
           c.train.seq_len > 0 ? "train.seq_len " : "model.block_size ", c.sequence_length(),
           "): evaluations score whole windows");
-  if (!c.eval.choices.empty() && c.eval.interval == 0)
-    p.add("eval.choices (", c.eval.choices,
-          ") is scored at each evaluation, but eval.interval is 0: there are none");
+  for (const auto& [key, file] :
+       {std::pair{"eval.choices", &c.eval.choices}, std::pair{"eval.answers", &c.eval.answers}})
+    if (!file->empty() && c.eval.interval == 0)
+      p.add(key, " (", *file,
+            ") is scored at each evaluation, but eval.interval is 0: there are none");
   p.non_empty("checkpoint.dir", c.checkpoint.dir);
   p.non_negative("checkpoint.interval", c.checkpoint.interval);
   // Two at least: one of them may be the file being replaced when a crash hits.

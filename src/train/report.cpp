@@ -210,6 +210,16 @@ void Report::choices(int64_t step, double acc, double acc_norm, int64_t items) {
        ", \"choices_items\": " + std::to_string(items) + "}");
 }
 
+void Report::answers(int64_t step, double exact, double formed, int64_t items) {
+  char line[128];
+  std::snprintf(line, sizeof line, "step %5ld | answers exact %.4f | formed %.4f (%ld items)",
+                long(step), exact, formed, long(items));
+  this->line(line);
+  emit("{\"step\": " + std::to_string(step) + ", \"answers_exact\": " + json_number(exact) +
+       ", \"answers_formed\": " + json_number(formed) +
+       ", \"answers_items\": " + std::to_string(items) + "}");
+}
+
 void Report::eval(int64_t step, double val, int64_t tokens) {
   char line[128];
   std::snprintf(line, sizeof line, "step %5ld | val loss %.4f | val ppl %.2f", long(step), val,

@@ -121,6 +121,13 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       choices_error = e.what();
     }
   fail_together(choices_error, "another rank could not read eval.choices");
+  std::string answers_error;  // eval.answers likewise
+  if (cfg_.eval.interval > 0 && !cfg_.eval.answers.empty()) try {
+      answers_.emplace(cfg_);
+    } catch (const Error& e) {
+      answers_error = e.what();
+    }
+  fail_together(answers_error, "another rank could not read eval.answers");
   if (cfg_.eval.interval <= 0)
     for (std::string note :
          {loss_mask_note(loader_, nullptr), example_windows_note(loader_, nullptr)})
@@ -572,6 +579,10 @@ TrainResult Trainer::run() {
       if (choices_) {
         const ChoiceResult c = choices_->score(model_, comm_.get());
         out_->choices(done, c.acc, c.acc_norm, c.items);
+      }
+      if (answers_) {
+        const AnswerResult a = answers_->score(model_, comm_.get());
+        out_->answers(done, a.exact, a.formed, a.items);
       }
       // A signal that came during the evaluation stops here, not after one more step.
       if (!stopping && done < stop) stopping = agree({signals.received() ? 1.0 : 0.0})[0] != 0;

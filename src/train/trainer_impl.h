@@ -30,6 +30,7 @@
 #include "optim/lomo_step.h"
 #include "optim/schedule.h"
 #include "peft/adapter.h"
+#include "train/answers.h"
 #include "train/choices.h"
 #include "train/device.h"
 #include "train/init_weights.h"
@@ -126,6 +127,7 @@ class Trainer {
   std::unique_ptr<Report> out_;
   std::optional<TrainingSamples> samples_;  // log.sample_interval > 0, rank 0
   std::optional<TrainingChoices> choices_;  // eval.choices, every rank
+  std::optional<TrainingAnswers> answers_;  // eval.answers, every rank
 
   double mfu_per_token_ = 0;   // MFU = this x tokens/s of one device (train/mfu.h); 0: not shown
   uint64_t dropout_seed_ = 0;  // the run's (rank 0's) dropout seed

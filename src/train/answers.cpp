@@ -1,0 +1,86 @@
+// Exact-match answers: see answers.h.
+#include "train/answers.h"
+
+#include <algorithm>
+#include <map>
+
+#include "core/error.h"
+#include "nn/generate.h"
+
+namespace tessera::train {
+
+AnswerSet::AnswerSet(std::vector<data::SftExample> examples_in, const data::Tokenizer& tok,
+                     const std::string& what)
+    : examples(std::move(examples_in)) {
+  std::map<std::string, int64_t> counts;
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const data::SftExample& e = examples[i];
+    TESSERA_CHECK(!e.response.empty(), what, ": example ", i + 1,
+                  " has no response to compare an answer with");
+    prompts.push_back(data::encode_prompt(tok, e.prompt, false, what));
+    responses.insert(e.response);
+    longest = std::max(longest, int64_t(tok.encode(e.response).size()));
+    ++counts[e.response];
+  }
+  int64_t most = 0;
+  for (const auto& [response, n] : counts) most = std::max(most, n);
+  if (!examples.empty()) majority = double(most) / double(examples.size());
+}
+
+AnswerResult evaluate_answers(const nn::GPT& model, const data::Tokenizer& tok,
+                              const AnswerSet& set, dist::Communicator* comm) {
+  const size_t world = comm ? size_t(comm->world()) : 1, rank = comm ? size_t(comm->rank()) : 0;
+  std::vector<size_t> mine;  // this rank's examples
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<Generator> gens;  // greedy draws use none; generate_each wants one a prompt
+  size_t longest_prompt = 1;
+  for (size_t i = rank; i < set.examples.size(); i += world) {
+    const std::vector<uint32_t>& ids = set.prompts[i].ids;
+    mine.push_back(i);
+    prompts.emplace_back(ids.begin(), ids.end());
+    gens.emplace_back(0);
+    longest_prompt = std::max(longest_prompt, ids.size());
+  }
+  nn::SampleOptions opt;
+  opt.max_new_tokens = set.longest + 1;  // the end-of-text id after the longest response
+  opt.temperature = 0;
+  opt.stop_token = int64_t(tok.eot_id());
+  opt.vocab = tok.vocab_size();  // a model padded past it: ids no tokenizer can decode
+  // A batch's first forward holds logits for each row's whole prompt: rows up to 32, and up to
+  // 2^26 logits (as multiple-choice batches), at least one row.
+  const int64_t V = model.config().vocab_size;
+  const int64_t rows =
+      std::clamp<int64_t>((int64_t(1) << 26) / (int64_t(longest_prompt) * V), 1, 32);
+  double exact = 0, formed = 0;
+  nn::generate_each(model, prompts, opt, gens, rows,
+                    [&](size_t k, const std::vector<int32_t>& ids) {
+                      const size_t i = mine[k];
+                      const std::string answer = data::decode_completion(tok, set.prompts[i], ids);
+                      exact += answer == set.examples[i].response;
+                      formed += set.responses.count(answer) > 0;
+                    });
+  if (world > 1) {
+    const std::vector<double> sums = comm->all_reduce_host({exact, formed}, dist::ReduceOp::Sum);
+    exact = sums[0], formed = sums[1];
+  }
+  AnswerResult r;
+  r.items = int64_t(set.examples.size());
+  if (r.items) {
+    r.exact = exact / double(r.items);
+    r.formed = formed / double(r.items);
+    r.majority = set.majority;
+  }
+  return r;
+}
+
+TrainingAnswers::TrainingAnswers(const Config& cfg) {
+  try {
+    tok_ = data::make_tokenizer(cfg.data.tokenizer, cfg.data.tokenizer_dir);
+    set_ = std::make_unique<AnswerSet>(data::read_sft_examples(cfg.eval.answers), *tok_,
+                                       cfg.eval.answers);
+  } catch (const Error& e) {
+    TESSERA_FAIL("eval.answers: ", e.what());
+  }
+}
+
+}  // namespace tessera::train
