@@ -7,8 +7,8 @@ usage: scripts/plot.py checkpoints/tiny/metrics.jsonl [-o loss.png]
 
 Several metrics.jsonl files draw their runs side by side, each in a colour of its own named by its
 run directory: losses above, learning rates below, on one step axis. Runs whose evaluations scored
-multiple-choice items (eval.choices: "choices_acc", "choices_acc_norm") get a panel of those
-accuracies between the two.
+multiple-choice items (eval.choices: "choices_acc", "choices_acc_norm") or answered prompts
+(eval.answers: "answers_exact", "answers_formed") get a panel of those shares between the two.
 
 --contexts draws loss against context length from a CSV with columns model,context,loss (what
 scripts/lengthgen.sh writes), one line per model, the context axis in powers of two; --trained
@@ -58,9 +58,9 @@ def main():
 
 
 def read_run(path):
-    """The (step, value) series of one metrics.jsonl: train loss, val loss, lr, events, and the
-    multiple-choice accuracies (step, acc, acc_norm)."""
-    train, val, lr, events, choices = [], [], [], [], []
+    """The (step, value) series of one metrics.jsonl: train loss, val loss, lr, events, the
+    multiple-choice accuracies (step, acc, acc_norm) and the answers' shares (step, exact, formed)."""
+    train, val, lr, events, choices, answers = [], [], [], [], [], []
     try:
         with open(path) as f:
             for n, line in enumerate(f, 1):
@@ -84,26 +84,33 @@ def read_run(path):
                     events.append((step, rec["event"]))
                 if "choices_acc" in rec:
                     choices.append((step, rec["choices_acc"], rec.get("choices_acc_norm")))
+                if "answers_exact" in rec:
+                    answers.append((step, rec["answers_exact"], rec.get("answers_formed")))
     except OSError as e:
         sys.exit(f"{path}: {e.strerror}")
     if not train and not val:
         sys.exit(f"{path}: no loss records")
-    return {"train": train, "val": val, "lr": lr, "events": events, "choices": choices}
+    return {"train": train, "val": val, "lr": lr, "events": events, "choices": choices,
+            "answers": answers}
 
 
 def plot_run(run, out, ymax=None):
     train, val, lr, events = run["train"], run["val"], run["lr"], run["events"]
-    if run["choices"]:
+    if run["choices"] or run["answers"]:
         fig, (ax, ax_mc) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True,
                                         gridspec_kw={"height_ratios": [3, 1.2]})
-        steps, acc, norm = zip(*run["choices"])
-        ax_mc.plot(steps, acc, "o-", ms=3, label="acc")
-        ax_mc.plot(steps, norm, "s--", ms=3, label="acc_norm")
-        ax_mc.set_ylabel("choice accuracy")
+        for key, names in (("choices", ("acc", "acc_norm")), ("answers", ("exact", "formed"))):
+            if run[key]:
+                steps, first, second = zip(*run[key])
+                ax_mc.plot(steps, first, "o-", ms=3, label=names[0])
+                ax_mc.plot(steps, second, "s--", ms=3, label=names[1])
+        ax_mc.set_ylabel("share right")
+        ax_mc.set_xlabel("step")  # below the panel, which shares the loss plot's step axis
         ax_mc.grid(alpha=0.3)
         ax_mc.legend(fontsize=8)
     else:
         fig, ax = plt.subplots(figsize=(8, 4.5))
+        ax.set_xlabel("step")
     if train:
         ax.plot(*zip(*train), lw=0.8, alpha=0.8, label="train loss")
     if val:
@@ -111,7 +118,6 @@ def plot_run(run, out, ymax=None):
     for step, name in events:
         ax.axvline(step, color="red", lw=0.6, ls="--")
         ax.text(step, ax.get_ylim()[1], name, color="red", fontsize=7, rotation=90, va="top")
-    ax.set_xlabel("step")
     ax.set_ylabel("loss (nats per token)")
     ax.set_ylim(top=ymax)
     ax.grid(alpha=0.3)
@@ -132,8 +138,8 @@ def run_names(paths):
 
 
 def plot_runs(runs, paths, out, ymax=None):
-    choices = any(run["choices"] for run in runs)
-    if choices:
+    scores = any(run["choices"] or run["answers"] for run in runs)
+    if scores:
         fig, (ax, ax_mc, ax_lr) = plt.subplots(3, 1, figsize=(8, 8), sharex=True,
                                                gridspec_kw={"height_ratios": [3, 1.2, 1]})
     else:
@@ -156,8 +162,12 @@ def plot_runs(runs, paths, out, ymax=None):
             steps, _, norm = zip(*run["choices"])
             ax_mc.plot(steps, norm, "o-", color=color, ms=3, lw=1.2,
                        label=f"{name}: acc_norm {norm[-1]:.4f} at step {steps[-1]}")
-    if choices:
-        ax_mc.set_ylabel("choice acc_norm")
+        if run["answers"]:
+            steps, exact, _ = zip(*run["answers"])
+            ax_mc.plot(steps, exact, "s--", color=color, ms=3, lw=1.2,
+                       label=f"{name}: exact {exact[-1]:.4f} at step {steps[-1]}")
+    if scores:
+        ax_mc.set_ylabel("acc_norm, exact")
         ax_mc.grid(alpha=0.3)
         ax_mc.legend(fontsize=8)
     ax.set_ylabel("loss (nats per token)")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # scripts/plot.py on hand-written metrics.jsonl files: one run, two runs side by side (named by
-# their run directories, the last validation loss in the legend), multiple-choice accuracies in
-# their own panel, the errors that name a file and
-# line, and several inputs without -o. Skipped (77) without Debian's matplotlib.
+# their run directories, the last validation loss in the legend), multiple-choice accuracies and
+# answers' shares in their own panel, the errors that name a file and line, and several inputs
+# without -o. Skipped (77) without Debian's matplotlib.
 # Usage: tests/scripts/plot_smoke.sh
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -24,6 +24,10 @@ echo '{"step": 3, "event": "rollback"}' >>"$work/wsd/metrics.jsonl"
 for s in 2 4; do
   echo "{\"step\": $s, \"choices_acc\": 0.2$s, \"choices_acc_norm\": 0.3$s, \"choices_items\": 50}"
 done >>"$work/wsd/metrics.jsonl"
+# The answers' shares in the other run: the panel holds its exact line beside wsd's acc_norm.
+for s in 2 4; do
+  echo "{\"step\": $s, \"answers_exact\": 0.0$s, \"answers_formed\": 0.9$s, \"answers_items\": 9}"
+done >>"$work/cosine/metrics.jsonl"
 out=$("$py" "$root/scripts/plot.py" "$work/cosine/metrics.jsonl")
 [ "$out" = "$work/cosine/metrics.png" ] && [ -s "$out" ] || fail "one run: '$out'"
 out=$("$py" "$root/scripts/plot.py" "$work/wsd/metrics.jsonl")
@@ -51,11 +55,16 @@ with contextlib.redirect_stdout(io.StringIO()):
     plot.plot_run(run, "unused.png")
 print("|".join(t.get_text() for t in saved[1].axes[1].get_legend().get_texts()),
       [list(line.get_ydata()) for line in saved[1].axes[1].get_lines()])
+with contextlib.redirect_stdout(io.StringIO()):
+    plot.plot_run(plot.read_run(paths[0]), "unused.png")
+print("|".join(t.get_text() for t in saved[2].axes[1].get_legend().get_texts()),
+      [list(line.get_ydata()) for line in saved[2].axes[1].get_lines()])
 PY
 )
 [ "$labels" = "cosine: val 1.5000 at step 4|wsd: val 1.2500 at step 4
-wsd: acc_norm 0.3400 at step 4
-acc|acc_norm [[0.22, 0.24], [0.32, 0.34]]" ] || fail "labels '$labels'"
+cosine: exact 0.0400 at step 4|wsd: acc_norm 0.3400 at step 4
+acc|acc_norm [[0.22, 0.24], [0.32, 0.34]]
+exact|formed [[0.02, 0.04], [0.92, 0.94]]" ] || fail "labels '$labels'"
 if "$py" "$root/scripts/plot.py" "$work/cosine/metrics.jsonl" "$work/wsd/metrics.jsonl" \
   >"$work/err" 2>&1; then fail "two inputs without -o"; fi
 grep -q "several inputs need -o" "$work/err" || fail "$(cat "$work/err")"
