@@ -115,6 +115,9 @@ struct TrainConfig {
                                // 0 = max_steps. The LR schedule still spans max_steps.
   bool s2_attn = false;        // LongLoRA's shifted sparse attention while training (groups of a
                                // quarter of the sequence); full attention for evaluation
+  // > 0: an exponential moving average of the weights with this decay, in [0, 1) (train/ema.h):
+  // its validation loss at every evaluation, kept in checkpoints, written out by average --ema.
+  double ema_decay = 0;
 
   bool operator==(const TrainConfig&) const = default;
 };

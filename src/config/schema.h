@@ -74,6 +74,7 @@ void visit_section(S& s, F&& f) {
   f("recompute", s.recompute);
   f("stop_after", s.stop_after);
   f("s2_attn", s.s2_attn);
+  f("ema_decay", s.ema_decay);
 }
 
 template <Section<OptimConfig> S, typename F>

@@ -293,6 +293,13 @@ void check_train(const Config& c, Problems& p) {
   p.non_negative("train.seed", t.seed);
   p.one_of("train.device", t.device, {"cpu", "cuda"});
   p.non_negative("train.stop_after", t.stop_after);
+  if (!(t.ema_decay >= 0 && t.ema_decay < 1))  // NaN too
+    p.add("train.ema_decay must be in [0, 1) (0: no average of the weights), got ", t.ema_decay);
+  if (t.ema_decay > 0 && c.lora.rank > 0)
+    p.add(
+        "train.ema_decay is for runs that train every weight: with lora.rank > 0 only the "
+        "adapters train, and average --ema writes whole models (merge the adapters with "
+        "build/merge and average merged checkpoints instead)");
   if (micro_or) check_attention_on_device(c, p);  // its lengths fit 64-bit sums
   if (t.s2_attn) {
     // S^2-Attn: groups of T / 4 tokens, half the heads shifted by half a group (LongLoRA).

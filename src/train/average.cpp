@@ -4,9 +4,23 @@
 
 #include "config/config.h"
 #include "core/error.h"
+#include "train/ema.h"
 #include "train/load.h"
 
 namespace tessera::train {
+
+namespace {
+
+// The step and config an averaged checkpoint is written with: a model of its own, not a run to
+// resume or a base to initialise from again.
+void finish(Averaged& out, Config config) {
+  config.checkpoint.init.clear();
+  config.checkpoint.resume.clear();
+  out.data.trainer_ints = {{"step", out.step}};
+  out.data.config_yaml = to_yaml(config);
+}
+
+}  // namespace
 
 Averaged average_checkpoints(const std::vector<std::string>& checkpoints) {
   TESSERA_CHECK(checkpoints.size() >= 2, "average: needs two checkpoints or more, got ",
@@ -61,10 +75,23 @@ Averaged average_checkpoints(const std::vector<std::string>& checkpoints) {
     float* v = out.data.model[i].second.data<float>();
     for (size_t j = 0; j < sums[i].size(); ++j) v[j] = float(sums[i][j] / n);
   }
-  newest.checkpoint.init.clear();
-  newest.checkpoint.resume.clear();
-  out.data.trainer_ints = {{"step", out.step}};
-  out.data.config_yaml = to_yaml(newest);
+  finish(out, newest);
+  return out;
+}
+
+Averaged ema_checkpoint(const std::string& checkpoint) {
+  LoadedModel m = load_model(checkpoint);
+  TESSERA_CHECK(!m.lora, m.path, " holds LoRA adapters, which keep no average of the weights");
+  CheckpointData held;
+  held.model = ema_weights(load_checkpoint(m.path), m.path);
+  load_model_into(held, m.path + " (its average of the weights)", m.model->parameters());
+  Averaged out;
+  for (const auto& [name, t] : m.model->parameters())
+    out.data.model.emplace_back(name, t.contiguous().clone());
+  out.step = m.step;
+  out.paths = {m.path};
+  out.steps = {m.step};
+  finish(out, m.config);
   return out;
 }
 

@@ -31,4 +31,9 @@ struct Averaged {
 // checkpoint, bit for bit.
 Averaged average_checkpoints(const std::vector<std::string>& checkpoints);
 
+// The moving average of the weights one checkpoint's run kept (train.ema_decay, train/ema.h), as
+// such a weights-only checkpoint with that checkpoint's step and config; an error naming the file
+// where it holds none, or where its tensors are not the model's.
+Averaged ema_checkpoint(const std::string& checkpoint);
+
 }  // namespace tessera::train

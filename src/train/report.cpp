@@ -210,6 +210,14 @@ void Report::choices(int64_t step, double acc, double acc_norm, int64_t items) {
        ", \"choices_items\": " + std::to_string(items) + "}");
 }
 
+void Report::eval_ema(int64_t step, double val) {
+  char line[128];
+  std::snprintf(line, sizeof line, "step %5ld | ema val loss %.4f | ema val ppl %.2f", long(step),
+                val, std::exp(val));
+  this->line(line);
+  emit("{\"step\": " + std::to_string(step) + ", \"val_loss_ema\": " + json_number(val) + "}");
+}
+
 void Report::answers(int64_t step, double exact, double formed, int64_t items) {
   char line[128];
   std::snprintf(line, sizeof line, "step %5ld | answers exact %.4f | formed %.4f (%ld items)",

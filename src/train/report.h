@@ -69,6 +69,8 @@ class Report {
   void sample(int64_t step, const std::string& text);        // log.sample_interval's
   // eval.choices's accuracy: acc and acc_norm over `items` items.
   void choices(int64_t step, double acc, double acc_norm, int64_t items);
+  // The validation loss of the weights' average (train.ema_decay).
+  void eval_ema(int64_t step, double val);
   // eval.answers's shares: answered exactly, and answered with some response of the file.
   void answers(int64_t step, double exact, double formed, int64_t items);
 

@@ -207,6 +207,7 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   }
   params_ = named_params(lora_ ? lora_->parameters() : model_.parameters());
   build_optimizer();
+  if (cfg_.train.ema_decay > 0) ema_.emplace(params_, cfg_.train.ema_decay);
   // The micro-batches a clean run reads at (1-based) step n start at windows (n - 1) S + k B;
   // spike.inject_rank r poisons only the one rank r reads first in the step.
   TESSERA_CHECK(cfg_.spike.inject_rank < step_windows_ / B_, "spike.inject_rank ",
@@ -544,6 +545,7 @@ TrainResult Trainer::run() {
     }
     const double lr = lr_now();
     const double reported = opt_->step(lr);
+    if (ema_) ema_->update();
     tokens_seen_ += tokens_per_step;
     const int64_t done = ++step_;
     ++updates;
@@ -576,6 +578,12 @@ TrainResult Trainer::run() {
           evaluate_windows(model_, cfg_, cfg_.data.val, cfg_.eval_windows(), comm_.get());
       result_.last_val_loss = val.loss;
       out_->eval(done, val.loss, val.tokens);
+      if (ema_) {
+        const ValidationLoss averaged = ema_->with_weights([&] {
+          return evaluate_windows(model_, cfg_, cfg_.data.val, cfg_.eval_windows(), comm_.get());
+        });
+        out_->eval_ema(done, averaged.loss);
+      }
       if (choices_) {
         const ChoiceResult c = choices_->score(model_, comm_.get());
         out_->choices(done, c.acc, c.acc_norm, c.items);

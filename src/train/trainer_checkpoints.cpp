@@ -32,7 +32,16 @@ void Trainer::restore(const std::string& path, const CheckpointData& ck, bool wi
     for (const std::string& note : {newer_checkpoints_note(run_dir_.string(), path, s.step),
                                     schedule_change_note(*stored, cfg_, s.step, path)})
       if (!note.empty()) out_->log() << note << "\n";
+  // The average is checked and taken before the weights change (a checkpoint without one, from a
+  // run without train.ema_decay, starts it at its weights).
+  const bool averaged = ema_ && ema_->take(ck, path);
   load_model_into(ck, path, lora_ ? lora_->parameters() : model_.parameters());
+  if (ema_ && !averaged) {
+    ema_->restart();
+    if (rank_ == 0)
+      out_->log() << "train.ema_decay: " << path << " holds no average of the weights; it "
+                  << "starts at its weights\n";
+  }
   opt_->load_state(ck.optimizer, path);
   opt_->set_step_count(s.optimizer_step);
   step_ = s.step;
@@ -114,6 +123,7 @@ std::string Trainer::save(int64_t done) {
   s.world = world_, s.tokens_per_step = cfg_.tokens_per_step(world_);
   s.lineage = lineage_;
   put_run_state(s, ck);
+  if (ema_) ema_->put(ck);
   ck.config_yaml = to_yaml(cfg_);
   const std::string name = checkpoint_name(done), path = (run_dir_ / name).string();
   // The commit: the file, then `latest`, then retention; here, or on the write thread.

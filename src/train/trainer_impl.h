@@ -33,6 +33,7 @@
 #include "train/answers.h"
 #include "train/choices.h"
 #include "train/device.h"
+#include "train/ema.h"
 #include "train/init_weights.h"
 #include "train/load.h"
 #include "train/mfu.h"
@@ -119,6 +120,7 @@ class Trainer {
   std::string base_path_, base_fingerprint_;  // the checkpoint.init the adapters belong to
   std::unique_ptr<FlatParams> flat_;          // adamw: parameters and gradients, flat
   std::unique_ptr<Optimizer> opt_;
+  std::optional<WeightEma> ema_;  // train.ema_decay > 0: the average of params_, every rank
   ScheduleOptions sched_;
   const int64_t accum_, B_, T_, step_windows_;
   data::DataLoader loader_;

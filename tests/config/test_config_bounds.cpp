@@ -83,6 +83,16 @@ const std::vector<Bound> kTrainBounds = {
     {"train.max_steps=0", "train.max_steps must be positive, got 0", "train.max_steps=1"},
     {"train.seed=-1", "train.seed must be >= 0, got -1", "train.seed=0"},
     {"train.stop_after=-1", "train.stop_after must be >= 0, got -1", "train.stop_after=0"},
+    {"train.ema_decay=1", "train.ema_decay must be in [0, 1) (0: no average of the weights), got 1",
+     "train.ema_decay=0.999"},
+    {"train.ema_decay=-0.5",
+     "train.ema_decay must be in [0, 1) (0: no average of the weights), got -0.5",
+     "train.ema_decay=0"},
+    {"lora.rank=8;checkpoint.init=x;train.ema_decay=0.9",
+     "train.ema_decay is for runs that train every weight: with lora.rank > 0 only the adapters "
+     "train, and average --ema writes whole models (merge the adapters with build/merge and "
+     "average merged checkpoints instead)",
+     "lora.rank=8;checkpoint.init=x;train.ema_decay=0"},
     {"train.s2_attn=true;model.n_kv_head=1",
      "train.s2_attn shifts half of the heads: model.n_head (4) and the key/value heads (1) must "
      "be even",

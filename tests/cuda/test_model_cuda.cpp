@@ -243,6 +243,9 @@ TEST(TrainCuda, resumed_run_repeats_the_uninterrupted_one_bit_for_bit) {
   // Samples after steps 10 and 20 (train/samples.h): generation through the KV cache on the bf16
   // model the run trains, which the resumed run must repeat too.
   c.log.sample_interval = 10, c.log.sample_tokens = 12, c.log.sample_prompt = "in the ";
+  // The weights' moving average (train/ema.h): f32 beside the bf16 weights on the device, scored
+  // at each evaluation, saved and resumed.
+  c.train.ema_decay = 0.9;
   c.train.run_name = "full";
   const train::TrainResult a = train::run_training(c, log);
   // The interrupted run saves in the background (checkpoint.async): its device state copied to
@@ -270,10 +273,22 @@ TEST(TrainCuda, resumed_run_repeats_the_uninterrupted_one_bit_for_bit) {
         << x.optimizer[i].first;
   }
   EXPECT_EQ(masters, int(x.model.size()));
+  size_t averaged = 0;
+  ASSERT_EQ(x.trainer_tensors.size(), y.trainer_tensors.size());
+  for (size_t i = 0; i < x.trainer_tensors.size(); ++i) {
+    const auto& [name, t] = x.trainer_tensors[i];
+    if (!name.starts_with("ema/")) continue;
+    ++averaged;
+    EXPECT_EQ(t.dtype(), DType::F32) << name;
+    EXPECT_EQ(testing::bytes(t), testing::bytes(y.trainer_tensors[i].second)) << name;
+  }
+  EXPECT_EQ(averaged, x.model.size());
   const fs::path ma = run.dir / "ckpt" / "full" / "metrics.jsonl";
   const fs::path mb = run.dir / "ckpt" / "split" / "metrics.jsonl";
   EXPECT_EQ(testing::metric(ma, "loss"), testing::metric(mb, "loss"));
   EXPECT_EQ(testing::metric(ma, "val_loss"), testing::metric(mb, "val_loss"));
+  EXPECT_EQ(testing::metric(ma, "val_loss_ema").size(), 2u);
+  EXPECT_EQ(testing::metric(ma, "val_loss_ema"), testing::metric(mb, "val_loss_ema"));
   const std::map<int64_t, std::string> sa = testing::samples_in(ma), sb = testing::samples_in(mb);
   ASSERT_EQ(sa.size(), 2u) << log.str();
   for (const auto& [step, text] : sa)
