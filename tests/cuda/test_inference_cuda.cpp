@@ -1,15 +1,19 @@
 // eval and generate with --device cuda (train/load.h place_loaded): the checkpoint of a short CPU
 // run evaluated on the GPU in bf16 gives the CPU's f32 loss to bf16 accuracy, also at a context
 // past the trained one (RoPE), and per position; generate samples with the KV cache on the GPU,
-// one sample and three as a batch. A CUDA-less build refuses --device cuda by name (tests/train
-// covers the CPU side of both binaries).
+// one sample and three as a batch, and a file of prompts; eval answers prompts greedily. A
+// CUDA-less build refuses --device cuda by name (tests/train covers the CPU side of both
+// binaries).
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "backend/cuda.h"
+#include "checkpoint/json.h"
 #include "cuda_fixture.h"
 #include "train/train_fixture.h"
 
@@ -81,6 +85,34 @@ TEST(InferenceCuda, eval_and_generate_run_on_the_gpu_with_the_cpus_results) {
     ++rows;
   }
   EXPECT_EQ(rows, 16) << want;
+  // A file of prompts (two of one length: one batch) continued on the GPU, a JSON line each in
+  // the file's order, and the same examples answered greedily (eval --answers): bf16 greedy
+  // answers may differ from the CPU's, so the lines are checked, not their text.
+  const std::string prompts = (run.dir / "prompts.jsonl").string();
+  {
+    std::ofstream f(prompts);
+    f << "{\"prompt\": \"in the\", \"response\": \" word\"}\n"
+         "{\"prompt\": \"was wi\", \"response\": \"th\"}\n"
+         "{\"prompt\": \"the\", \"response\": \" light\"}\n";
+  }
+  ASSERT_EQ(run_command(bin_dir() + "/generate --checkpoint " + ck + " --prompts " + prompts +
+                            " --max-new-tokens 6 --batch-size 2 --device cuda 2>/dev/null",
+                        &text),
+            0)
+      << text;
+  std::istringstream lines(text);
+  std::vector<std::string> got_prompts;
+  for (std::string line; std::getline(lines, line);)
+    got_prompts.push_back(parse_json(line, "generate's line").at("prompt").str());
+  EXPECT_EQ(got_prompts, (std::vector<std::string>{"in the", "was wi", "the"})) << text;
+  ASSERT_EQ(run_command(
+                bin_dir() + "/eval --checkpoint " + ck + " --answers " + prompts + " --device cuda",
+                &text),
+            0)
+      << text;
+  EXPECT_NE(text.find(" (3 items of " + prompts + "; the commonest response 0.3333)"),
+            std::string::npos)
+      << text;
 }
 
 }  // namespace
