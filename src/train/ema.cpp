@@ -17,23 +17,41 @@ Tensor f32_copy(const Tensor& w) { return w.dtype() == DType::F32 ? w.clone() : 
 
 }  // namespace
 
-WeightEma::WeightEma(std::vector<NamedParam> params, double decay)
-    : params_(std::move(params)), decay_(decay) {
+WeightEma::WeightEma(std::vector<NamedParam> params, double decay, const FlatParams* flat)
+    : params_(std::move(params)), flat_(flat), decay_(decay) {
   TESSERA_CHECK(decay > 0 && decay < 1, "train.ema_decay must be in (0, 1) for an average, got ",
                 decay);
+  if (flat_) {
+    std::map<std::string, int64_t> at;
+    for (const FlatParams::Slot& s : flat_->slots()) at[s.name] = s.offset;
+    for (const NamedParam& p : params_) {
+      const auto it = at.find(p.name);
+      TESSERA_CHECK(it != at.end(), "WeightEma: ", p.name, " is not in the flat buffer");
+      offsets_.push_back(it->second);
+    }
+  }
   restart();
+}
+
+Tensor WeightEma::average(size_t i) const {
+  const Tensor& w = params_[i].param;
+  return flat_ ? ema_[0].narrow(0, offsets_[i], w.numel()).reshape(w.shape()) : ema_[i];
 }
 
 void WeightEma::restart() {
   NoGradGuard no_grad;
   ema_.clear();
+  if (flat_) {
+    ema_.push_back(f32_copy(flat_->values()));
+    return;
+  }
   for (const NamedParam& p : params_) ema_.push_back(f32_copy(p.param));
 }
 
 void WeightEma::update() {
   NoGradGuard no_grad;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const Tensor& w = params_[i].param;
+  for (size_t i = 0; i < ema_.size(); ++i) {
+    const Tensor& w = flat_ ? flat_->values() : params_[i].param;
     const Tensor w32 = w.dtype() == DType::F32 ? w : w.to(DType::F32);
     ema_[i] = ops::add(ema_[i], ops::scale(ops::sub(w32, ema_[i]), 1.0 - decay_));
   }
@@ -42,6 +60,11 @@ void WeightEma::update() {
 std::vector<Tensor> WeightEma::swap_in() {
   NoGradGuard no_grad;
   std::vector<Tensor> held;
+  if (flat_) {
+    held.push_back(flat_->values().clone());
+    Tensor(flat_->values()).copy_(ema_[0]);
+    return held;
+  }
   for (size_t i = 0; i < params_.size(); ++i) {
     held.push_back(params_[i].param.clone());
     Tensor(params_[i].param).copy_(ema_[i]);
@@ -51,12 +74,16 @@ std::vector<Tensor> WeightEma::swap_in() {
 
 void WeightEma::swap_out(const std::vector<Tensor>& held) {
   NoGradGuard no_grad;
+  if (flat_) {
+    Tensor(flat_->values()).copy_(held[0]);
+    return;
+  }
   for (size_t i = 0; i < params_.size(); ++i) Tensor(params_[i].param).copy_(held[i]);
 }
 
 void WeightEma::put(CheckpointData& ck) const {
   for (size_t i = 0; i < params_.size(); ++i)
-    ck.trainer_tensors.emplace_back(kPrefix + params_[i].name, ema_[i]);
+    ck.trainer_tensors.emplace_back(kPrefix + params_[i].name, average(i));
 }
 
 bool WeightEma::take(const CheckpointData& ck, const std::string& path) {
@@ -77,7 +104,7 @@ bool WeightEma::take(const CheckpointData& ck, const std::string& path) {
   TESSERA_CHECK(held.size() == params_.size(), "checkpoint ", path, " holds an average of ",
                 held.size(), " tensors (/trainer/", kPrefix, "...), this model ", params_.size());
   NoGradGuard no_grad;
-  for (size_t i = 0; i < params_.size(); ++i) ema_[i].copy_(*found[i]);
+  for (size_t i = 0; i < params_.size(); ++i) average(i).copy_(*found[i]);
   return true;
 }
 

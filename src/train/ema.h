@@ -17,13 +17,17 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
+#include "optim/flat.h"
 #include "optim/param.h"
 
 namespace tessera::train {
 
 class WeightEma {
  public:
-  WeightEma(std::vector<NamedParam> params, double decay);
+  // flat: the buffer params live in (optim/flat.h), when they do: the average is then one f32
+  // buffer of its layout, updated in four element-wise passes over all of it; else a tensor a
+  // parameter (LOMO), four passes each. The same values either way.
+  WeightEma(std::vector<NamedParam> params, double decay, const FlatParams* flat = nullptr);
   void update();
   // Starts again at the weights (a checkpoint that holds no average: restore's fallback).
   void restart();
@@ -53,9 +57,13 @@ class WeightEma {
  private:
   std::vector<Tensor> swap_in();
   void swap_out(const std::vector<Tensor>& held);
+  Tensor average(size_t i) const;  // parameter i's average (a view of the flat one, or its own)
 
   std::vector<NamedParam> params_;
-  std::vector<Tensor> ema_;  // f32, on each weight's device
+  const FlatParams* flat_;
+  std::vector<int64_t> offsets_;  // flat_: each parameter's offset in it
+  std::vector<Tensor> ema_;       // f32, on the weights' device: the flat average alone, or one
+                                  // a parameter
   double decay_;
 };
 

@@ -207,7 +207,7 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   }
   params_ = named_params(lora_ ? lora_->parameters() : model_.parameters());
   build_optimizer();
-  if (cfg_.train.ema_decay > 0) ema_.emplace(params_, cfg_.train.ema_decay);
+  if (cfg_.train.ema_decay > 0) ema_.emplace(params_, cfg_.train.ema_decay, flat_.get());
   // The micro-batches a clean run reads at (1-based) step n start at windows (n - 1) S + k B;
   // spike.inject_rank r poisons only the one rank r reads first in the step.
   TESSERA_CHECK(cfg_.spike.inject_rank < step_windows_ / B_, "spike.inject_rank ",

@@ -50,10 +50,14 @@ Step step_of(const fs::path& dir, int64_t k) {
 // Every step k of a 12-step run (a checkpoint each): average_k = average_{k-1} + (1 - d) (w_k -
 // average_{k-1}). A NaN at step 10 rolls back to step 6 (rollback_steps 3), and steps 7-9 are
 // trained again on other data: their checkpoints are rewritten, and the recurrence holds across
-// step 7 only if the rollback took back step 6's average with its weights.
-TEST(Ema, each_step_moves_the_average_a_share_of_the_way_through_a_rollback_too) {
+// step 7 only if the rollback took back step 6's average with its weights. AdamW's weights live
+// in a flat buffer (the average is one too), LOMO's apart (an average a tensor).
+class EmaOf : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(EmaOf, each_step_moves_the_average_a_share_of_the_way_through_a_rollback_too) {
   TempRun run;
   Config c = run.config(12);
+  c.optim.name = GetParam();
   c.train.ema_decay = 0.75;
   c.checkpoint.interval = 1, c.checkpoint.keep = 20;
   c.spike.inject_steps = "10", c.spike.inject_kind = "nan", c.spike.rollback_steps = 3;
@@ -83,6 +87,8 @@ TEST(Ema, each_step_moves_the_average_a_share_of_the_way_through_a_rollback_too)
   }
   EXPECT_GT(moved, 1e-3);
 }
+
+INSTANTIATE_TEST_SUITE_P(Ema, EmaOf, ::testing::Values("adamw", "lomo"));
 
 // Each evaluation logs the average's validation loss: the loss of the checkpoint average --ema
 // writes from that step (the binary's line, and the library's model), not the weights' own.
