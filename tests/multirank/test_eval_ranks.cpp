@@ -1,6 +1,7 @@
 // Validation loss across ranks (train/evaluate.cpp): batch i of the validation set is rank
 // i mod world's, each rank sums its own and the sums are added over ranks, so 2 ranks report the
-// loss one process computes over the same batches. build/train under OpenMPI's mpirun on the CPU.
+// loss one process computes over the same batches, also of the weights' moving average under
+// ZeRO-1. build/train under OpenMPI's mpirun on the CPU.
 //
 // Tolerance: the 2-rank run's weights may differ from the 1-rank run's by a few f32 ulps (its
 // gradients are summed in another order; test_data_parallel.cpp measures ~1e-7), which would move
@@ -93,4 +94,34 @@ TEST(EvalRanks, eval_tokens_keeps_the_validation_set_when_the_batch_size_changes
   const double one = std::stod(val["np1"]), two = std::stod(val["np2"]);
   std::printf("[ val loss ] 1 rank (B 4) %.6f, 2 ranks (B 1) %.6f\n", one, two);
   EXPECT_NEAR(two, one, 1e-4 * one);
+}
+
+// The weights' moving average (train.ema_decay) on 2 ranks with ZeRO-1: every rank updates its
+// shard of the flat buffer, the all-gather gives each the whole, and each rank's average follows
+// those weights, so its validation loss is one process's (tolerance as above).
+TEST(EvalRanks, two_ranks_with_zero_keep_one_processs_moving_average) {
+  if (!built_with::mpi()) GTEST_SKIP() << "tessera was built without MPI";
+  ASSERT_TRUE(fs::exists(kTrain)) << kTrain << " is not built";
+  TempRun run;
+  Config c = run.config(6);
+  c.train.batch_size = 2;
+  c.train.total_batch_size = 8 * 16;
+  c.train.ema_decay = 0.5;
+  c.eval.interval = 3, c.eval.steps = 3;
+  std::map<int, std::map<int64_t, std::string>> ema;
+  for (int np : {1, 2}) {
+    SCOPED_TRACE(np);
+    c.dist.zero = np > 1 ? 1 : 0;
+    c.train.run_name = "np" + std::to_string(np);
+    std::string out;
+    ASSERT_EQ(mpirun_train(np, c, run.dir / (c.train.run_name + ".yaml"), &out), 0) << out;
+    ema[np] = metric(run.dir / "ckpt" / c.train.run_name / "metrics.jsonl", "val_loss_ema");
+  }
+  ASSERT_EQ(ema[1].size(), 2u);
+  ASSERT_EQ(ema[2].size(), 2u);
+  for (int64_t step : {3, 6}) {
+    const double one = std::stod(ema[1].at(step)), two = std::stod(ema[2].at(step));
+    std::printf("[ ema val loss ] step %ld: 1 rank %.6f, 2 ranks %.6f\n", long(step), one, two);
+    EXPECT_NEAR(two, one, 1e-4 * one) << "step " << step;
+  }
 }
