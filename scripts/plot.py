@@ -15,7 +15,8 @@ scripts/lengthgen.sh writes), one line per model, the context axis in powers of 
 marks the length the models trained at.
 
 metrics.jsonl holds one JSON object per line; lines with "loss" are training steps, lines with
-"val_loss" are evaluations, lines with "event" (e.g. a rollback) are marked as vertical lines.
+"val_loss" are evaluations ("val_loss_ema", the weights' moving average's, dashed), lines with
+"event" (e.g. a rollback) are marked as vertical lines.
 Runs with Debian's python3-matplotlib (/usr/bin/python3).
 """
 import argparse
@@ -60,7 +61,7 @@ def main():
 def read_run(path):
     """The (step, value) series of one metrics.jsonl: train loss, val loss, lr, events, the
     multiple-choice accuracies (step, acc, acc_norm) and the answers' shares (step, exact, formed)."""
-    train, val, lr, events, choices, answers = [], [], [], [], [], []
+    train, val, val_ema, lr, events, choices, answers = [], [], [], [], [], [], []
     try:
         with open(path) as f:
             for n, line in enumerate(f, 1):
@@ -80,6 +81,8 @@ def read_run(path):
                     lr.append((step, rec["lr"]))
                 if "val_loss" in rec:
                     val.append((step, rec["val_loss"]))
+                if "val_loss_ema" in rec:
+                    val_ema.append((step, rec["val_loss_ema"]))
                 if "event" in rec:
                     events.append((step, rec["event"]))
                 if "choices_acc" in rec:
@@ -90,8 +93,8 @@ def read_run(path):
         sys.exit(f"{path}: {e.strerror}")
     if not train and not val:
         sys.exit(f"{path}: no loss records")
-    return {"train": train, "val": val, "lr": lr, "events": events, "choices": choices,
-            "answers": answers}
+    return {"train": train, "val": val, "val_ema": val_ema, "lr": lr, "events": events,
+            "choices": choices, "answers": answers}
 
 
 def plot_run(run, out, ymax=None):
@@ -115,6 +118,8 @@ def plot_run(run, out, ymax=None):
         ax.plot(*zip(*train), lw=0.8, alpha=0.8, label="train loss")
     if val:
         ax.plot(*zip(*val), "o-", ms=3, label="val loss")
+    if run["val_ema"]:
+        ax.plot(*zip(*run["val_ema"]), "s--", ms=3, label="ema val loss")
     for step, name in events:
         ax.axvline(step, color="red", lw=0.6, ls="--")
         ax.text(step, ax.get_ylim()[1], name, color="red", fontsize=7, rotation=90, va="top")
@@ -154,6 +159,10 @@ def plot_runs(runs, paths, out, ymax=None):
                     label=f"{name}: val {run['val'][-1][1]:.4f} at step {run['val'][-1][0]}")
         elif run["train"]:
             ax.plot([], [], color=color, label=f"{name} (train)")
+        if run["val_ema"]:
+            step, loss = run["val_ema"][-1]
+            ax.plot(*zip(*run["val_ema"]), "s--", color=color, ms=3, lw=1.0,
+                    label=f"{name}: ema val {loss:.4f} at step {step}")
         for step, _ in run["events"]:
             ax.axvline(step, color=color, lw=0.6, ls="--")
         if run["lr"]:
@@ -171,7 +180,7 @@ def plot_runs(runs, paths, out, ymax=None):
         ax_mc.grid(alpha=0.3)
         ax_mc.legend(fontsize=8)
     ax.set_ylabel("loss (nats per token)")
-    ax.set_title("train loss (thin) and val loss (dots)", fontsize=9)
+    ax.set_title("train loss (thin), val loss (dots; the moving average's dashed)", fontsize=9)
     ax.set_ylim(top=ymax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

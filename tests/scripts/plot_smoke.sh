@@ -20,6 +20,7 @@ for run in cosine wsd; do
   echo "{\"step\": 4, \"val_loss\": $([ "$run" = wsd ] && echo 1.25 || echo 1.5)}" >>"$work/$run/metrics.jsonl"
 done
 echo '{"step": 3, "event": "rollback"}' >>"$work/wsd/metrics.jsonl"
+echo '{"step": 4, "val_loss_ema": 1.125}' >>"$work/wsd/metrics.jsonl"  # train.ema_decay's
 # Multiple-choice accuracies in one run only: their panel holds that run's line alone.
 for s in 2 4; do
   echo "{\"step\": $s, \"choices_acc\": 0.2$s, \"choices_acc_norm\": 0.3$s, \"choices_items\": 50}"
@@ -61,7 +62,7 @@ print("|".join(t.get_text() for t in saved[2].axes[1].get_legend().get_texts()),
       [list(line.get_ydata()) for line in saved[2].axes[1].get_lines()])
 PY
 )
-[ "$labels" = "cosine: val 1.5000 at step 4|wsd: val 1.2500 at step 4
+[ "$labels" = "cosine: val 1.5000 at step 4|wsd: val 1.2500 at step 4|wsd: ema val 1.1250 at step 4
 cosine: exact 0.0400 at step 4|wsd: acc_norm 0.3400 at step 4
 acc|acc_norm [[0.22, 0.24], [0.32, 0.34]]
 exact|formed [[0.02, 0.04], [0.92, 0.94]]" ] || fail "labels '$labels'"
@@ -71,5 +72,5 @@ grep -q "several inputs need -o" "$work/err" || fail "$(cat "$work/err")"
 echo '{"step": 5, "loss": ' >>"$work/wsd/metrics.jsonl"
 if "$py" "$root/scripts/plot.py" "$work/cosine/metrics.jsonl" "$work/wsd/metrics.jsonl" \
   -o "$work/x.png" >"$work/err" 2>&1; then fail "a broken line was drawn"; fi
-grep -q "$work/wsd/metrics.jsonl:9: not JSON" "$work/err" || fail "$(cat "$work/err")"
+grep -q "$work/wsd/metrics.jsonl:10: not JSON" "$work/err" || fail "$(cat "$work/err")"
 echo ok
