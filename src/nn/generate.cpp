@@ -108,9 +108,9 @@ std::vector<std::vector<int32_t>> generate_rows(const GPT& model,
   };
   auto refill = [&](int64_t keep) {
     cache = model.make_cache(N, capacity);
-    return model.forward_cached(last_ids(keep), cache);
+    return model.forward_cached(last_ids(keep), cache, /*last_only=*/true);
   };
-  Tensor logits = refill(std::min<int64_t>(int64_t(prompt_length), capacity));  // (N, Tn, V)
+  Tensor logits = refill(std::min<int64_t>(int64_t(prompt_length), capacity));  // (N, 1, V)
   for (int64_t length = int64_t(prompt_length); length < total;) {
     const int64_t V = logits.size(2), drawn = opt.vocab > 0 ? std::min(opt.vocab, V) : V;
     // Every row's last logits in one read: (N, drawn).

@@ -462,7 +462,7 @@ KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
   return c;
 }
 
-Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache) const {
+Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache, bool last_only) const {
   NoGradGuard no_grad;
   check_inputs(inputs);
   const int64_t Tn = inputs.size(1), L0 = cache.length;
@@ -494,6 +494,7 @@ Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache) const {
     x = mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), h, false);
   }
   cache.length = L0 + Tn;
+  if (last_only && Tn > 1) x = x.narrow(1, Tn - 1, 1).contiguous();
   return head(norm(x, lnf_w_, lnf_b_), false, false);
 }
 

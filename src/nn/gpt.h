@@ -128,8 +128,11 @@ class GPT {
   // written at (as Hugging Face's cache does), and new tokens get the table of the length so far.
   // Attention runs forward()'s kernels with a query offset over the cache's filled positions, on
   // the cache's device (ops::causal_attention); the cache is never copied to the host.
+  // last_only: the logits of each row's last position alone, (B, 1, V), what sampling reads: the
+  // final norm and the head (at GPT-2's vocabulary 50304 columns a position) run on one position
+  // instead of Tn.
   KVCache make_cache(int64_t batch, int64_t capacity) const;
-  Tensor forward_cached(const Tensor& inputs, KVCache& cache) const;
+  Tensor forward_cached(const Tensor& inputs, KVCache& cache, bool last_only = false) const;
 
   const GPTConfig& config() const { return cfg_; }
   // Columns of the logits loss() computes: the vocabulary rounded up to a multiple of 64, so the

@@ -131,6 +131,30 @@ TEST(CachedDecoding, prefill_then_single_tokens_equals_the_full_forward_for_ever
   }
 }
 
+// last_only: a prefill's logits at each row's last position alone, (B, 1, V), those of the whole
+// prefill's last position (the head over one position per row instead of Tn; the same tolerance).
+TEST(CachedDecoding, a_prefill_for_sampling_gives_the_last_positions_logits_alone) {
+  const int64_t B = 2, T = 7;
+  for (const Variant& v : variants()) {
+    SCOPED_TRACE(v.name);
+    NoGradGuard no_grad;
+    GPT m = sharp_model(v.cfg, 5);
+    const Tensor x = tokens(B, T, v.cfg.vocab_size, 9);
+    nn::KVCache all_cache = m.make_cache(B, v.cfg.block_size);
+    nn::KVCache last_cache = m.make_cache(B, v.cfg.block_size);
+    const Tensor all = m.forward_cached(x, all_cache);
+    const Tensor last = m.forward_cached(x, last_cache, /*last_only=*/true);
+    ASSERT_EQ(last.shape(), (Shape{B, 1, all.size(2)}));
+    EXPECT_EQ(last_cache.length, T);
+    EXPECT_LT(max_abs(ops::sub(last, all.narrow(1, T - 1, 1))), kTol);
+    // Its cache is the whole prefill's: the next token's logits are the same.
+    const Tensor next = tokens(B, 1, v.cfg.vocab_size, 3);
+    EXPECT_LT(
+        max_abs(ops::sub(m.forward_cached(next, last_cache), m.forward_cached(next, all_cache))),
+        kTol);
+  }
+}
+
 // The bytes a decoding step may read out: the token (and, with learned positions, position) ids
 // that ops::embedding validates on the host, 4 bytes each. One layer of the cache is
 // 2 * B * Hkv * capacity * hd * 4 bytes, >= 1024 here.
