@@ -46,11 +46,10 @@ AnswerResult evaluate_answers(const nn::GPT& model, const data::Tokenizer& tok,
   opt.temperature = 0;
   opt.stop_token = int64_t(tok.eot_id());
   opt.vocab = tok.vocab_size();  // a model padded past it: ids no tokenizer can decode
-  // A batch's first forward holds logits for each row's whole prompt: rows up to 32, and up to
-  // 2^26 logits (as multiple-choice batches), at least one row.
-  const int64_t V = model.config().vocab_size;
-  const int64_t rows =
-      std::clamp<int64_t>((int64_t(1) << 26) / (int64_t(longest_prompt) * V), 1, 32);
+  // A batch's prefill holds each row's whole prompt in its activations (and, on the CPU, its
+  // attention scores; the logits are the last position's alone): rows up to 32 and up to 8192
+  // prompt tokens, at least one row (8 rows of GPT-2's 1024-token context).
+  const int64_t rows = std::clamp<int64_t>(8192 / int64_t(longest_prompt), 1, 32);
   double exact = 0, formed = 0;
   nn::generate_each(model, prompts, opt, gens, rows,
                     [&](size_t k, const std::vector<int32_t>& ids) {
