@@ -200,14 +200,19 @@ void Report::sample(int64_t step, const std::string& text) {
        ", \"sample\": " + json_string(data::replace_invalid_utf8(text)) + "}");
 }
 
-void Report::choices(int64_t step, double acc, double acc_norm, int64_t items) {
-  char line[128];
-  std::snprintf(line, sizeof line, "step %5ld | choices acc %.4f | acc_norm %.4f (%ld items)",
-                long(step), acc, acc_norm, long(items));
+void Report::shares(int64_t step, const std::string& what, const std::string& a_name, double a,
+                    const std::string& b_name, double b, int64_t items) {
+  char line[160];
+  std::snprintf(line, sizeof line, "step %5ld | %s %s %.4f | %s %.4f (%ld items)", long(step),
+                what.c_str(), a_name.c_str(), a, b_name.c_str(), b, long(items));
   this->line(line);
-  emit("{\"step\": " + std::to_string(step) + ", \"choices_acc\": " + json_number(acc) +
-       ", \"choices_acc_norm\": " + json_number(acc_norm) +
-       ", \"choices_items\": " + std::to_string(items) + "}");
+  emit("{\"step\": " + std::to_string(step) + ", \"" + what + "_" + a_name +
+       "\": " + json_number(a) + ", \"" + what + "_" + b_name + "\": " + json_number(b) + ", \"" +
+       what + "_items\": " + std::to_string(items) + "}");
+}
+
+void Report::choices(int64_t step, double acc, double acc_norm, int64_t items) {
+  shares(step, "choices", "acc", acc, "acc_norm", acc_norm, items);
 }
 
 void Report::eval_ema(int64_t step, double val) {
@@ -219,13 +224,7 @@ void Report::eval_ema(int64_t step, double val) {
 }
 
 void Report::answers(int64_t step, double exact, double formed, int64_t items) {
-  char line[128];
-  std::snprintf(line, sizeof line, "step %5ld | answers exact %.4f | formed %.4f (%ld items)",
-                long(step), exact, formed, long(items));
-  this->line(line);
-  emit("{\"step\": " + std::to_string(step) + ", \"answers_exact\": " + json_number(exact) +
-       ", \"answers_formed\": " + json_number(formed) +
-       ", \"answers_items\": " + std::to_string(items) + "}");
+  shares(step, "answers", "exact", exact, "formed", formed, items);
 }
 
 void Report::eval(int64_t step, double val, int64_t tokens) {

@@ -76,6 +76,10 @@ class Report {
 
  private:
   void open_metrics();
+  // "step N | <what> <a_name> A | <b_name> B (I items)", and in metrics.jsonl <what>_<a_name>,
+  // <what>_<b_name> and <what>_items.
+  void shares(int64_t step, const std::string& what, const std::string& a_name, double a,
+              const std::string& b_name, double b, int64_t items);
 
   std::ostream& log_;
   std::filesystem::path metrics_path_;

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 
@@ -38,6 +39,35 @@ int mpirun_train(int np, const Config& c, const fs::path& cfg, std::string* out)
   return run_command(cmd, out);
 }
 
+// c trained as 1 rank and as 2 (two_ranks applied to the second config); the values of `key` in
+// each run's metrics.jsonl, by rank count and step.
+std::map<int, std::map<int64_t, std::string>> one_and_two_ranks(
+    const TempRun& run, Config c, const std::string& key,
+    const std::function<void(Config&)>& two_ranks = {}) {
+  std::map<int, std::map<int64_t, std::string>> out;
+  for (int np : {1, 2}) {
+    SCOPED_TRACE(np);
+    if (np == 2 && two_ranks) two_ranks(c);
+    c.train.run_name = "np" + std::to_string(np);
+    std::string text;
+    EXPECT_EQ(mpirun_train(np, c, run.dir / (c.train.run_name + ".yaml"), &text), 0) << text;
+    out[np] = metric(run.dir / "ckpt" / c.train.run_name / "metrics.jsonl", key);
+  }
+  return out;
+}
+
+// The two runs' `what` at steps 3 and 6, equal within the tolerance above.
+void expect_one_and_two_ranks_agree(const std::map<int, std::map<int64_t, std::string>>& v,
+                                    const char* what) {
+  ASSERT_EQ(v.at(1).size(), 2u);
+  ASSERT_EQ(v.at(2).size(), 2u);
+  for (int64_t step : {3, 6}) {
+    const double one = std::stod(v.at(1).at(step)), two = std::stod(v.at(2).at(step));
+    std::printf("[ %s ] step %ld: 1 rank %.6f, 2 ranks %.6f\n", what, long(step), one, two);
+    EXPECT_NEAR(two, one, 1e-4 * one) << what << " at step " << step;
+  }
+}
+
 }  // namespace
 
 TEST(EvalRanks, two_ranks_report_the_validation_loss_of_one_process) {
@@ -51,21 +81,7 @@ TEST(EvalRanks, two_ranks_report_the_validation_loss_of_one_process) {
   c.train.batch_size = 2;
   c.train.total_batch_size = 8 * 16;
   c.eval.interval = 3, c.eval.steps = 3;
-  std::map<int, std::map<int64_t, std::string>> val;
-  for (int np : {1, 2}) {
-    SCOPED_TRACE(np);
-    c.train.run_name = "np" + std::to_string(np);
-    std::string out;
-    ASSERT_EQ(mpirun_train(np, c, run.dir / (c.train.run_name + ".yaml"), &out), 0) << out;
-    val[np] = metric(run.dir / "ckpt" / c.train.run_name / "metrics.jsonl", "val_loss");
-  }
-  ASSERT_EQ(val[1].size(), 2u);
-  ASSERT_EQ(val[2].size(), 2u);
-  for (int64_t step : {3, 6}) {
-    const double one = std::stod(val[1].at(step)), two = std::stod(val[2].at(step));
-    std::printf("[ val loss ] step %ld: 1 rank %.6f, 2 ranks %.6f\n", long(step), one, two);
-    EXPECT_NEAR(two, one, 1e-4 * one) << "step " << step;
-  }
+  expect_one_and_two_ranks_agree(one_and_two_ranks(run, c, "val_loss"), "val loss");
 }
 
 // The recipe for more ranks, a smaller train.batch_size for the same train.total_batch_size, keeps
@@ -108,20 +124,7 @@ TEST(EvalRanks, two_ranks_with_zero_keep_one_processs_moving_average) {
   c.train.total_batch_size = 8 * 16;
   c.train.ema_decay = 0.5;
   c.eval.interval = 3, c.eval.steps = 3;
-  std::map<int, std::map<int64_t, std::string>> ema;
-  for (int np : {1, 2}) {
-    SCOPED_TRACE(np);
-    c.dist.zero = np > 1 ? 1 : 0;
-    c.train.run_name = "np" + std::to_string(np);
-    std::string out;
-    ASSERT_EQ(mpirun_train(np, c, run.dir / (c.train.run_name + ".yaml"), &out), 0) << out;
-    ema[np] = metric(run.dir / "ckpt" / c.train.run_name / "metrics.jsonl", "val_loss_ema");
-  }
-  ASSERT_EQ(ema[1].size(), 2u);
-  ASSERT_EQ(ema[2].size(), 2u);
-  for (int64_t step : {3, 6}) {
-    const double one = std::stod(ema[1].at(step)), two = std::stod(ema[2].at(step));
-    std::printf("[ ema val loss ] step %ld: 1 rank %.6f, 2 ranks %.6f\n", long(step), one, two);
-    EXPECT_NEAR(two, one, 1e-4 * one) << "step " << step;
-  }
+  expect_one_and_two_ranks_agree(
+      one_and_two_ranks(run, c, "val_loss_ema", [](Config& two) { two.dist.zero = 1; }),
+      "ema val loss");
 }

@@ -80,13 +80,7 @@ TEST(Answers, eval_prints_the_shares_and_refuses_the_window_flags) {
   TempDir tmp("tessera_answers");
   const Config cfg = testing::chain_model_config();
   const nn::GPT model = testing::chain_model(cfg);
-  CheckpointData ck;
-  for (const auto& [name, t] : model.parameters()) ck.model.emplace_back(name, t);
-  ck.trainer_ints = {{"step", 1}};
-  ck.config_yaml = to_yaml(cfg);
-  fs::create_directories(tmp.path / "run");
-  const std::string file = (tmp.path / "run" / checkpoint_name(1)).string();
-  save_checkpoint(file, ck);
+  const std::string file = testing::save_weights(model, cfg, tmp.path / "run");
   std::string text;
   for (const data::SftExample& e : examples())
     text += "{\"prompt\": \"" + e.prompt + "\", \"response\": \"" + e.response + "\"}\n";

@@ -191,13 +191,7 @@ TEST(Choices, eval_prints_accuracy_and_refuses_the_window_flags) {
   cfg.model.n_layer = 1, cfg.model.n_head = 2, cfg.model.n_embd = 16, cfg.model.block_size = 16;
   Generator g(5);
   nn::GPT model(train::model_config(cfg.model, cfg.train), g);
-  CheckpointData ck;
-  for (const auto& [name, t] : model.parameters()) ck.model.emplace_back(name, t);
-  ck.trainer_ints = {{"step", 1}};
-  ck.config_yaml = to_yaml(cfg);
-  fs::create_directories(tmp.path / "run");
-  const std::string file = (tmp.path / "run" / checkpoint_name(1)).string();
-  save_checkpoint(file, ck);
+  const std::string file = testing::save_weights(model, cfg, tmp.path / "run");
   const std::string items = tmp.file("items.jsonl");
   tmp.write("items.jsonl", R"({"ctx": "In the", "endings": ["beginning", "end"], "label": 0})"
                            "\n"

@@ -13,11 +13,13 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/json.h"
+#include "checkpoint/retention.h"  // checkpoint_name
 #include "config/config.h"
 #include "core/rng.h"
 #include "data/bpe.h"  // spell
 #include "data/sft.h"
 #include "data/shard.h"
+#include "nn/gpt.h"
 #include "test_util.h"
 #include "train/trainer.h"
 
@@ -50,6 +52,20 @@ struct TempRun {
     return c;
   }
 };
+
+// A model's weights saved as the step-1 checkpoint of a run directory dir (created) with cfg as
+// its config; returns the file.
+inline std::string save_weights(const nn::GPT& model, const Config& cfg,
+                                const std::filesystem::path& dir) {
+  CheckpointData ck;
+  for (const auto& [name, t] : model.parameters()) ck.model.emplace_back(name, t);
+  ck.trainer_ints = {{"step", 1}};
+  ck.config_yaml = to_yaml(cfg);
+  std::filesystem::create_directories(dir);
+  const std::string file = (dir / checkpoint_name(1)).string();
+  save_checkpoint(file, ck);
+  return file;
+}
 
 // Example i's prompt letters: `letters` lowercase ones drawn by Philox under `seed`.
 inline std::string random_letters(int i, int letters, uint64_t seed) {
