@@ -6,7 +6,6 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <set>
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/retention.h"
