@@ -4,8 +4,8 @@
 #include <map>
 
 #include "autograd/autograd.h"
+#include "backend/kernels.h"
 #include "core/error.h"
-#include "ops/elementwise.h"
 
 namespace tessera::train {
 namespace {
@@ -52,8 +52,9 @@ void WeightEma::update() {
   NoGradGuard no_grad;
   for (size_t i = 0; i < ema_.size(); ++i) {
     const Tensor& w = flat_ ? flat_->values() : params_[i].param;
-    const Tensor w32 = w.dtype() == DType::F32 ? w : w.to(DType::F32);
-    ema_[i] = ops::add(ema_[i], ops::scale(ops::sub(w32, ema_[i]), 1.0 - decay_));
+    const Tensor w32 = w.dtype() == DType::F32 ? w.contiguous() : w.to(DType::F32);
+    // In place, one pass: ema = decay ema + (1 - decay) w.
+    TESSERA_KERNEL(w32, axpby)(ema_[i], decay_, ema_[i], 1.0 - decay_, w32);
   }
 }
 

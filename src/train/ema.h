@@ -1,5 +1,5 @@
 // An exponential moving average of the weights while training (train.ema_decay): after every
-// update, ema <- ema + (1 - decay) (w - ema), in f32 beside the weights on their device, from the
+// update, ema <- decay ema + (1 - decay) w, in f32 beside the weights on their device, from the
 // run's first weights on (Polyak and Juditsky 1992; for language-model pre-training, Sanyal et al.
 // 2023, arXiv:2306.03241, and Morales-Brotons et al. 2024, arXiv:2411.18704). Each evaluation
 // also scores the weights it holds (val_loss_ema); a checkpoint keeps it as trainer tensors
@@ -25,8 +25,8 @@ namespace tessera::train {
 class WeightEma {
  public:
   // flat: the buffer params live in (optim/flat.h), when they do: the average is then one f32
-  // buffer of its layout, updated in four element-wise passes over all of it; else a tensor a
-  // parameter (LOMO), four passes each. The same values either way.
+  // buffer of its layout, updated in one pass over all of it (after an f32 copy of bf16 weights);
+  // else a tensor a parameter (LOMO), a pass each. The same values either way.
   WeightEma(std::vector<NamedParam> params, double decay, const FlatParams* flat = nullptr);
   void update();
   // Starts again at the weights (a checkpoint that holds no average: restore's fallback).
