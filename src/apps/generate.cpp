@@ -22,6 +22,7 @@
 // (text the model drew that is not UTF-8 comes out with U+FFFD for each bad byte).
 #include "nn/generate.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cxxopts.hpp>
 #include <iostream>
@@ -47,16 +48,16 @@ std::string number_text(double v) {
   return buf;
 }
 
-// --prompts: every example's prompt continued (the file's header comment), printed in order.
+// --prompts: every example's prompt (encoded as given) continued (the file's header comment),
+// printed in order.
 void generate_file(const nn::GPT& model, const data::Tokenizer& tok,
-                   const std::vector<data::SftExample>& examples, bool bos,
-                   const nn::SampleOptions& opt, uint64_t seed, int64_t batch) {
-  std::vector<data::Prompt> given;
+                   const std::vector<data::SftExample>& examples,
+                   const std::vector<data::Prompt>& given, const nn::SampleOptions& opt,
+                   uint64_t seed, int64_t batch) {
   std::vector<std::vector<int32_t>> prompts;
   std::vector<Generator> gens;
-  for (size_t i = 0; i < examples.size(); ++i) {
-    given.push_back(data::encode_prompt(tok, examples[i].prompt, bos, "command line: --bos"));
-    prompts.emplace_back(given.back().ids.begin(), given.back().ids.end());
+  for (size_t i = 0; i < given.size(); ++i) {
+    prompts.emplace_back(given[i].ids.begin(), given[i].ids.end());
     gens.emplace_back(seed + uint64_t(i));
   }
   auto json = [](const std::string& s) {
@@ -156,28 +157,41 @@ int main(int argc, char** argv) {
     const std::string dir = args.count("tokenizer-dir") ? args["tokenizer-dir"].as<std::string>()
                                                         : cfg.data.tokenizer_dir;
     auto tok = data::make_tokenizer(cfg.data.tokenizer, dir);
-    std::string given = args.count("prompt") ? args["prompt"].as<std::string>() : std::string("\n");
-    if (style == "alpaca") given = data::alpaca_prompt(given, "");
-    // --bos: the beginning-of-text id first, as tokenize --bos starts documents; an empty prompt
-    // starts from the end-of-text id (it separates documents in training). Neither is printed.
-    const data::Prompt given_ids =
-        data::encode_prompt(*tok, given, args.count("bos") > 0, "command line: --bos");
-    const std::vector<int32_t> prompt(given_ids.ids.begin(), given_ids.ids.end());
     const uint64_t seed = args["seed"].as<uint64_t>();
-    std::vector<Generator> gens;
-    for (int64_t i = 0; i < samples; ++i) gens.emplace_back(seed + uint64_t(i));
     opt.stop_token = int64_t(tok->eot_id());
     opt.vocab = tok->vocab_size();  // a model padded past it: its extra ids decode to nothing
+    // --bos: the beginning-of-text id first, as tokenize --bos starts documents; an empty prompt
+    // starts from the end-of-text id (it separates documents in training). Neither is printed.
+    auto encode = [&](const std::string& text) {
+      return data::encode_prompt(*tok, text, args.count("bos") > 0, "command line: --bos");
+    };
     const RopeScalingConfig& rs = cfg.model.rope_scaling;
     const int64_t L0 = rs.original_max_position > 0 ? rs.original_max_position : cfg.model.block_size;
-    if (rs.type == "dynamic" && int64_t(prompt.size()) + opt.max_new_tokens > L0)
-      std::cerr << "note: dynamic NTK scaling past " << L0 << " tokens: each cached key keeps the "
-                   "table of the length it was written at (as Hugging Face's cache), eval rotates "
-                   "a window with one table\n";
+    auto note_dynamic_ntk = [&](size_t prompt_tokens) {  // once, for the longest prompt
+      if (rs.type == "dynamic" && int64_t(prompt_tokens) + opt.max_new_tokens > L0)
+        std::cerr << "note: dynamic NTK scaling past " << L0
+                  << " tokens: each cached key keeps "
+                     "the table of the length it was written at (as Hugging Face's cache), eval "
+                     "rotates a window with one table\n";
+    };
     if (args.count("prompts")) {
-      generate_file(*m.model, *tok, examples, args.count("bos") > 0, opt, seed, batch);
+      std::vector<data::Prompt> given;
+      size_t longest = 0;
+      for (const data::SftExample& e : examples) {
+        given.push_back(encode(e.prompt));
+        longest = std::max(longest, given.back().ids.size());
+      }
+      note_dynamic_ntk(longest);
+      generate_file(*m.model, *tok, examples, given, opt, seed, batch);
       return 0;
     }
+    std::string given = args.count("prompt") ? args["prompt"].as<std::string>() : std::string("\n");
+    if (style == "alpaca") given = data::alpaca_prompt(given, "");
+    const data::Prompt given_ids = encode(given);
+    const std::vector<int32_t> prompt(given_ids.ids.begin(), given_ids.ids.end());
+    note_dynamic_ntk(prompt.size());
+    std::vector<Generator> gens;
+    for (int64_t i = 0; i < samples; ++i) gens.emplace_back(seed + uint64_t(i));
     if (samples == 1) {  // printed as it is drawn: the prompt, then each token's text
       const std::vector<uint32_t> shown(given_ids.ids.begin() + int64_t(given_ids.hidden),
                                         given_ids.ids.end());
