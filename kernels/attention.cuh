@@ -391,17 +391,19 @@ __device__ __forceinline__ void warp_store_acc(T* dst, int64_t row0, int64_t row
 namespace tessera::cuda {
 // flash_attention.cu
 void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
-                             const Tensor& v, double scale, int64_t window);
+                             const Tensor& v, double scale, const AttentionMask& mask);
 void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                               const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                              const Tensor& out, const Tensor& lse, double scale, int64_t window);
+                              const Tensor& out, const Tensor& lse, double scale,
+                              const AttentionMask& mask);
 bool flash_attention_forward_documents(const Tensor& out, const Tensor& lse, const Tensor& q,
                                        const Tensor& k, const Tensor& v, double scale,
-                                       int64_t window, const std::vector<DocumentSpan>& spans);
+                                       const AttentionMask& mask,
+                                       const std::vector<DocumentSpan>& spans);
 bool flash_attention_backward_documents(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                                         const Tensor& dout, const Tensor& q, const Tensor& k,
                                         const Tensor& v, const Tensor& out, const Tensor& lse,
-                                        double scale, int64_t window,
+                                        double scale, const AttentionMask& mask,
                                         const std::vector<DocumentSpan>& spans);
 // flash_mma.cu: the register-tile bf16 kernels at D in {64, 128}, on inputs already checked and
 // 16-byte aligned (flash_attention.cu does both); drow = rowsum(dout * out), as the backward's D.

@@ -466,9 +466,11 @@ __global__ void __launch_bounds__(32)
 }
 
 // The forward's parameters; the backward adds its gradients' strides (with_grads).
-FlashParams params_of(const Dims& d, double scale, int64_t window, const Tensor& out) {
+FlashParams params_of(const char* name, const Dims& d, double scale, const AttentionMask& mask,
+                      const Tensor& out) {
+  TESSERA_CHECK(!mask.alibi, name, ": the CUDA flash kernels take no ALiBi yet");
   FlashParams p{};
-  p.T = d.T, p.H = int(d.H), p.Hkv = int(d.Hkv), p.scale = float(scale), p.window = window;
+  p.T = d.T, p.H = int(d.H), p.Hkv = int(d.Hkv), p.scale = float(scale), p.window = mask.window;
   p.Tk = d.Tk, p.q = d.q, p.k = d.k, p.v = d.v, p.o = head_strides(out);
   p.eager_rescale = env_switch("TESSERA_FLASH_RESCALE", "lazy", "eager");
   return p;
@@ -492,14 +494,14 @@ bool documents_in_one_launch(const Tensor& q) {
 }  // namespace
 
 void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
-                             const Tensor& v, double scale, int64_t window) {
+                             const Tensor& v, double scale, const AttentionMask& mask) {
   const char* name = "flash_attention_forward";
   const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/true, /*strided=*/true);
   check_view(name, "out", out, q.shape(), q.dtype(), q, /*output=*/true);
   check_like(name, "lse", lse, {d.B, d.H, d.T}, DType::F32, q);
   if (d.T == 0 || d.B == 0 || d.H == 0) return;
   DeviceGuard guard(q.device().index);
-  FlashParams p = params_of(d, scale, window, out);
+  FlashParams p = params_of(name, d, scale, mask, out);
   float* lp = static_cast<float*>(lse.data_ptr());
   if (q.dtype() == DType::BF16 && d.offset() == 0) {
     check_aligned_output(name, "out", out);
@@ -536,14 +538,15 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
 
 void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                               const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                              const Tensor& out, const Tensor& lse, double scale, int64_t window) {
+                              const Tensor& out, const Tensor& lse, double scale,
+                              const AttentionMask& mask) {
   const char* name = "flash_attention_backward";
   const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/false, /*strided=*/true);
   check_backward_views(name, dq, dk, dv, dout, out, q, k, v);
   check_like(name, "lse", lse, {d.B, d.H, d.T}, DType::F32, q);
   if (d.T == 0 || d.B == 0 || d.H == 0) return;
   DeviceGuard guard(q.device().index);
-  FlashParams p = with_grads(params_of(d, scale, window, out), dq, dk, dv, dout);
+  FlashParams p = with_grads(params_of(name, d, scale, mask, out), dq, dk, dv, dout);
   Tensor drow = Tensor::empty({d.B, d.H, d.T}, {DType::F32, q.device()});  // rowsum(dO * O)
   const float* lp = static_cast<const float*>(lse.data_ptr());
   const float* dr = static_cast<const float*>(drow.data_ptr());
@@ -595,7 +598,8 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
 
 bool flash_attention_forward_documents(const Tensor& out, const Tensor& lse, const Tensor& q,
                                        const Tensor& k, const Tensor& v, double scale,
-                                       int64_t window, const std::vector<DocumentSpan>& spans) {
+                                       const AttentionMask& mask,
+                                       const std::vector<DocumentSpan>& spans) {
   const char* name = "flash_attention_forward_documents";
   const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/false, /*strided=*/true);
   check_view(name, "out", out, q.shape(), q.dtype(), q, /*output=*/true);
@@ -605,7 +609,7 @@ bool flash_attention_forward_documents(const Tensor& out, const Tensor& lse, con
   if (d.T == 0 || d.B == 0 || d.H == 0) return true;
   DeviceGuard guard(q.device().index);
   check_aligned_output(name, "out", out);
-  FlashParams p = params_of(d, scale, window, out);
+  FlashParams p = params_of(name, d, scale, mask, out);
   const Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
   p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);
   document_tiles(name, spans, d, q, p.docs);
@@ -616,7 +620,7 @@ bool flash_attention_forward_documents(const Tensor& out, const Tensor& lse, con
 bool flash_attention_backward_documents(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                                         const Tensor& dout, const Tensor& q, const Tensor& k,
                                         const Tensor& v, const Tensor& out, const Tensor& lse,
-                                        double scale, int64_t window,
+                                        double scale, const AttentionMask& mask,
                                         const std::vector<DocumentSpan>& spans) {
   const char* name = "flash_attention_backward_documents";
   const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/false, /*strided=*/true);
@@ -628,7 +632,7 @@ bool flash_attention_backward_documents(const Tensor& dq, const Tensor& dk, cons
   DeviceGuard guard(q.device().index);
   for (const auto& [what, t] : {std::pair{"dq", &dq}, {"dk", &dk}, {"dv", &dv}})
     check_aligned_output(name, what, *t);
-  FlashParams p = with_grads(params_of(d, scale, window, out), dq, dk, dv, dout);
+  FlashParams p = with_grads(params_of(name, d, scale, mask, out), dq, dk, dv, dout);
   Tensor drow = Tensor::empty({d.B, d.H, d.T}, {DType::F32, q.device()});  // rowsum(dO * O)
   rowdot<bf16_t>(drow, dout, out);
   const Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v),

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/attention_mask.h"
 #include "backend/attention_shapes.h"
 #include "backend/profile.h"
 #include "core/tensor.h"
@@ -270,11 +271,12 @@ struct Kernels {
   // itself included). lse[i] = log sum_j exp(scale q_i . k_j) over those keys is saved; the backward
   // recomputes P = exp(scale q k^T - lse) from it and uses out for rowsum(dout * out).
   void (*flash_attention_forward)(const Tensor& out, const Tensor& lse, const Tensor& q,
-                                  const Tensor& k, const Tensor& v, double scale, int64_t window);
+                                  const Tensor& k, const Tensor& v, double scale,
+                                  const AttentionMask& mask);
   void (*flash_attention_backward)(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                                    const Tensor& dout, const Tensor& q, const Tensor& k,
                                    const Tensor& v, const Tensor& out, const Tensor& lse,
-                                   double scale, int64_t window);
+                                   double scale, const AttentionMask& mask);
   // Optional: the two above over the documents packed in the batch's rows, one launch for all of
   // them (spans: every document, row after row, check_document_spans). A query attends the keys
   // of its own document only, as the two above on each document's (1, H, length, D) view would
@@ -284,11 +286,12 @@ struct Kernels {
   // launches to save.
   bool (*flash_attention_forward_documents)(const Tensor& out, const Tensor& lse, const Tensor& q,
                                             const Tensor& k, const Tensor& v, double scale,
-                                            int64_t window, const std::vector<DocumentSpan>& spans);
+                                            const AttentionMask& mask,
+                                            const std::vector<DocumentSpan>& spans);
   bool (*flash_attention_backward_documents)(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                                              const Tensor& dout, const Tensor& q, const Tensor& k,
                                              const Tensor& v, const Tensor& out, const Tensor& lse,
-                                             double scale, int64_t window,
+                                             double scale, const AttentionMask& mask,
                                              const std::vector<DocumentSpan>& spans);
   // Stick-breaking attention (Tan et al. 2024, arXiv:2410.17980): query j attends keys i < j
   // (i <= j when attend_current) with z[i, j] = scale q_j . k_i, beta = sigmoid(z),

@@ -65,7 +65,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale
 }
 
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
-                       int64_t window) {
+                       const AttentionMask& mask) {
   detail::check_attention_inputs("flash_attention", q, k, v, /*allow_offset=*/true);
   detail::check_offset_inference_only("flash_attention", q, k, v);
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);  // T: queries
@@ -77,18 +77,18 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, double
   // Row statistics stay f32 for bf16 and f32 inputs (f64 for f64): lse feeds an exp.
   Tensor lse =
       Tensor::empty({B, H, T}, {q.dtype() == DType::F64 ? DType::F64 : DType::F32, q.device()});
-  TESSERA_KERNEL(q, flash_attention_forward)(out, lse, Q, K, V, scale, window);
+  TESSERA_KERNEL(q, flash_attention_forward)(out, lse, Q, K, V, scale, mask);
 
   // A detached alias of out: the closure must not hold the output's own handle (a cycle through
   // its autograd node).
   Tensor O = out.detach();
   return record("flash_attention", out, {q, k, v},
-                [Q, K, V, O, lse, scale, window](const Tensor& dout, GradSink& g) {
+                [Q, K, V, O, lse, scale, mask](const Tensor& dout, GradSink& g) {
                   Tensor dq = Tensor::empty(Q.shape(), Q.options());
                   Tensor dk = Tensor::empty(K.shape(), K.options());
                   Tensor dv = Tensor::empty(V.shape(), V.options());
-                  TESSERA_KERNEL(dout, flash_attention_backward)(dq, dk, dv, detail::unit_rows(dout),
-                                                                 Q, K, V, O, lse, scale, window);
+                  TESSERA_KERNEL(dout, flash_attention_backward)
+                  (dq, dk, dv, detail::unit_rows(dout), Q, K, V, O, lse, scale, mask);
                   g.add(0, dq);
                   g.add(1, dk);
                   g.add(2, dv);

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 
+#include "backend/attention_mask.h"
 #include "core/tensor.h"
 
 namespace tessera::ops {
@@ -18,9 +19,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale
 // backward).
 // window > 0 makes it sliding-window attention: query i attends keys i - window < j <= i
 // (Longformer, Beltagy et al. 2020; Mistral 7B). window <= 0 is plain causal attention, equal to
-// attention().
+// attention(). mask.alibi adds ALiBi's bias -m_h (i - j) to the scores (Press et al. 2022;
+// backend/attention_mask.h has the slopes m_h); an integer converts to a mask of that window.
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale = 0.0,
-                       int64_t window = 0);
+                       const AttentionMask& mask = {});
 
 namespace detail {
 // Throws unless q is (B, H, T, D) and k, v are (B, Hkv, T, D) with H a multiple of Hkv, naming

@@ -44,6 +44,12 @@ std::string attention_support(const AttentionSpec& spec, Device device, DType dt
         << attention_kind_name(spec.kind);
     return why.str();
   }
+  if (spec.alibi && spec.kind != AttentionKind::Softmax)
+    return std::string("ALiBi applies to softmax attention only, not ") +
+           attention_kind_name(spec.kind);
+  if (spec.alibi && spec.s2_attn)
+    return "ALiBi with S^2-Attn: its shifted half runs the heads apart, and ALiBi's slopes are "
+           "numbered over all of them";
   if (spec.window < 0) {
     why << "the sliding window must be >= 0 (0: none), got " << spec.window;
     return why.str();
@@ -70,6 +76,7 @@ std::string attention_support(const AttentionSpec& spec, Device device, DType dt
     why << "CUDA stick-breaking attention needs " << limit << ", got head dim " << head_dim;
     return why.str();
   }
+  if (spec.alibi) return "CUDA attention takes no ALiBi yet (the CPU kernels do)";
   if (spec.kind == AttentionKind::Softmax && spec.window > 0 && !fused_ok) {
     why << "CUDA sliding-window attention (flash kernel) needs " << limit << ", got head dim "
         << head_dim;

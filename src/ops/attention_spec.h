@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "backend/attention_mask.h"
 #include "core/dtype.h"
 
 namespace tessera::ops {
@@ -48,6 +49,12 @@ struct AttentionSpec {
   bool s2_attn = false;  // training forwards use S^2-Attn (LongLoRA), groups of T / 4; inference
                          // attends fully
   double scale = 0.0;    // <= 0: 1 / sqrt(head_dim)
+  // softmax: ALiBi's linear bias on the scores, -m_h (i - j) (Press et al. 2022; the slopes m_h:
+  // backend/attention_mask.h). A model sets it for model.position alibi, which has no other
+  // position information.
+  bool alibi = false;
+
+  AttentionMask mask() const { return {window, alibi}; }  // what the flash kernels take
 };
 
 // Why this attention cannot run with these tensors, or "" when it can: the kernels' own limits

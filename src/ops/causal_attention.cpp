@@ -13,10 +13,11 @@ namespace detail {
 bool softmax_runs_flash(const AttentionSpec& spec, Device device, int64_t head_dim, bool decoding) {
   // On the GPU the fused flash kernel for head dims 64 and 128 (its tensor-core tiles), else the
   // materialised CUDA kernel; on the CPU the materialised kernel, whose saved P spares the
-  // backward the flash kernel's second Q K^T product. A window or a query offset needs the flash
-  // kernels, which take both on every device (on the GPU the offset through their
+  // backward the flash kernel's second Q K^T product. A window, ALiBi or a query offset needs the
+  // flash kernels, which take all three on every device (on the GPU the offset through their
   // one-warp-per-query-row path).
-  return decoding || spec.window > 0 || (!device.is_cpu() && (head_dim == 64 || head_dim == 128));
+  return decoding || spec.window > 0 || spec.alibi ||
+         (!device.is_cpu() && (head_dim == 64 || head_dim == 128));
 }
 }  // namespace detail
 
@@ -44,7 +45,7 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
       return stick_breaking_attention(q, k, v, o);
     }
     const bool flash = detail::softmax_runs_flash(spec, q.device(), q.size(3), decoding);
-    return flash ? flash_attention(q, k, v, spec.scale, spec.window)
+    return flash ? flash_attention(q, k, v, spec.scale, spec.mask())
                  : attention(q, k, v, spec.scale);
   };
   // S^2-Attn is a training-time approximation (LongLoRA); evaluation and decoding attend fully.

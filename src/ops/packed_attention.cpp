@@ -121,7 +121,7 @@ Attended attend(const char* op, const Tensor& q, const Tensor& k, const Tensor& 
           a.parts);
     else
       a.one_call = TESSERA_KERNEL(q, flash_attention_forward_documents)(
-          out, stats, a.q, a.k, v, a.scale, spec.window, a.parts);
+          out, stats, a.q, a.k, v, a.scale, spec.mask(), a.parts);
     if (a.one_call) {
       a.saved = {stats};
       return a;
@@ -139,7 +139,7 @@ Attended attend(const char* op, const Tensor& q, const Tensor& k, const Tensor& 
               spec.sb_remainder);
     } else if (a.flash) {
       a.saved.push_back(Tensor::empty({B, H, L}, {stat, q.device()}));
-      TESSERA_KERNEL(q, flash_attention_forward)(O, a.saved.back(), Q, K, V, a.scale, spec.window);
+      TESSERA_KERNEL(q, flash_attention_forward)(O, a.saved.back(), Q, K, V, a.scale, spec.mask());
     } else {
       a.saved.push_back(Tensor::empty({B, H, L, L}, q.options()));
       TESSERA_KERNEL(q, attention_forward)(O, a.saved.back(), Q, K, V, a.scale);
@@ -164,7 +164,7 @@ void attend_backward(const Attended& a, const Tensor& dO, const Tensor& dq, cons
         a.spec.sb_remainder, a.parts);
   else if (a.one_call)
     one_call = TESSERA_KERNEL(dO, flash_attention_backward_documents)(
-        dQ, dK, dv, dO, a.q, a.k, a.v, a.o, a.saved[0], a.scale, a.spec.window, a.parts);
+        dQ, dK, dv, dO, a.q, a.k, a.v, a.o, a.saved[0], a.scale, a.spec.mask(), a.parts);
   for (size_t i = 0; i < a.parts.size() && !one_call; ++i) {
     const DocumentSpan& p = a.parts[i];
     const Tensor gq = cut(dQ, p), gk = cut(dK, p), gv = cut(dv, p), go = cut(dO, p);
@@ -176,7 +176,7 @@ void attend_backward(const Attended& a, const Tensor& dO, const Tensor& dq, cons
     } else if (a.flash) {
       const auto backward = TESSERA_KERNEL(dO, flash_attention_backward);
       backward(gq, gk, gv, go, Q, K, V, cut(a.o, p), a.saved_of(i).contiguous(), a.scale,
-               a.spec.window);
+               a.spec.mask());
     } else {
       TESSERA_KERNEL(dO, attention_backward)(gq, gk, gv, go, Q, K, V, a.saved[i], a.scale);
     }

@@ -14,6 +14,7 @@
 // Forward, causal (query i attends to keys 0..i, itself included; with a sliding window of w > 0,
 // to keys i - w < j <= i):
 //   S = scale * q k^T,  P = softmax_j(S) over the attended j (P[i, j] = 0 elsewhere),  out = P v.
+// With ALiBi (backend/attention_mask.h) S[i, j] also has -m_h (i - j); the backward is unchanged.
 // Backward, per query head (softmax Jacobian applied row by row):
 //   dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dP * P)),  dQ = scale * dS K,
 //   dK = scale * dS^T Q;
@@ -58,12 +59,18 @@ void check_view(const char* kernel, const char* name, const Tensor& t, const Ten
 // The query rows [r0, r0 + rows) of one head, at positions pos0 = offset + r0 on, and the keys
 // [k0, k0 + n) they attend between them: from the first row's first key (0, or pos0 - window + 1
 // with a window) to the last row's position. Row i (0-based in the block) attends block keys
-// lo(i)..hi(i).
+// lo(i)..hi(i). slope: the head's ALiBi slope (backend/attention_mask.h), 0 without ALiBi.
 struct Block {
   int64_t r0, rows, pos0, window, k0, n;
-  Block(int64_t r0_, int64_t rows_, int64_t pos0_, int64_t window_)
-      : r0(r0_), rows(rows_), pos0(pos0_), window(window_), k0(first(pos0_)),
-        n(pos0_ + rows_ - k0) {}
+  double slope;
+  Block(int64_t r0_, int64_t rows_, int64_t pos0_, int64_t window_, double slope_ = 0)
+      : r0(r0_),
+        rows(rows_),
+        pos0(pos0_),
+        window(window_),
+        k0(first(pos0_)),
+        n(pos0_ + rows_ - k0),
+        slope(slope_) {}
   int64_t first(int64_t pos) const {
     return window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
   }
@@ -75,6 +82,15 @@ struct Block {
     return size_t(std::min(kRowBlock, T) * keys);
   }
 };
+
+// ALiBi's bias on row i's scores s[lo..hi]: -slope (position - key), the distance from the row's
+// position pos0 + i back to key k0 + j.
+template <typename F>
+void add_alibi(const Block& blk, int64_t i, F* s) {
+  if (blk.slope == 0) return;
+  for (int64_t j = blk.lo(i); j <= blk.hi(i); ++j)
+    s[j] -= F(blk.slope * double(blk.pos0 + i - blk.k0 - j));
+}
 
 // Zeroes a row's entries outside its keys [lo, hi] of n: P and dS are exactly zero there.
 template <typename F>
@@ -117,6 +133,7 @@ void forward_block(const Block& blk, const Heads<const F>& q, const Heads<const 
       for (int64_t e = 0; e < D; ++e) dot += double(qi[e]) * double(kj[e]);
       pb[j] = F(scale * dot);
     }
+    add_alibi(blk, 0, pb);
     const double l = softmax_row(pb, blk.lo(0), blk.hi(0), fill);
     if (lse) lse[0] = F(l);
     F* o = out.at(b, h, blk.r0);
@@ -130,6 +147,7 @@ void forward_block(const Block& blk, const Heads<const F>& q, const Heads<const 
   blas_gemm<F>(false, true, blk.rows, blk.n, D, F(scale), q.at(b, h, blk.r0), q.ld,
                k.at(b, hk, blk.k0), k.ld, F(0), pb, ldp);
   for (int64_t i = 0; i < blk.rows; ++i) {
+    add_alibi(blk, i, pb + i * ldp);
     const double l = softmax_row(pb + i * ldp, blk.lo(i), blk.hi(i), fill);
     if (lse) lse[i] = F(l);
   }
@@ -181,8 +199,9 @@ void backward_block(const Block& blk, const Grads<F>& x, int64_t b, int64_t h, i
 // query heads; block_p(blk, b, h, g, P-sized scratch, rowdot) hands back that block's P (and its
 // row stride) and fills rowdot when the kernel has it another way.
 template <typename F, typename BlockP>
-void backward_heads(const Dims& d, const Grads<F>& x, double scale, int64_t window,
+void backward_heads(const Dims& d, const Grads<F>& x, double scale, const AttentionMask& mask,
                     const BlockP& block_p) {
+  const int64_t window = mask.window;
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D, G = H / Hkv;
 #pragma omp parallel if (B * H * T * T * D > 65536)
   {
@@ -197,7 +216,8 @@ void backward_heads(const Dims& d, const Grads<F>& x, double scale, int64_t wind
       zero_head_rows(x.dv, b, g, T, D);
       for (int64_t h = g * G; h < (g + 1) * G; ++h)
         for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
-          const Block blk(r0, std::min(kRowBlock, T - r0), r0, window);
+          const Block blk(r0, std::min(kRowBlock, T - r0), r0, window,
+                          mask.alibi ? alibi_slope(h, H) : 0);
           const auto [pb, ldp, have_rowdot] = block_p(blk, b, h, g, p.data(), rowdot.data());
           backward_block(blk, x, b, h, g, D, scale, pb, ldp,
                          have_rowdot ? rowdot.data() : nullptr, ds.data());
@@ -225,6 +245,7 @@ void rebuild_p(const Block& blk, const Grads<F>& x, const Heads<const F>& out, c
   for (int64_t i = 0; i < blk.rows; ++i) {
     F* pi = p + i * n;
     const int64_t lo = blk.lo(i), hi = blk.hi(i);
+    add_alibi(blk, i, pi);
     for (int64_t j = lo; j <= hi; ++j) pi[j] = fast_exp(pi[j] - lse[i]);
     zero_outside(pi, lo, hi, n);
     const F* o = out.at(b, h, blk.r0 + i);
@@ -294,9 +315,10 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   });
 }
 
-void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
-                             const Tensor& k, const Tensor& v, double scale, int64_t window) {
+void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                             const Tensor& v, double scale, const AttentionMask& mask) {
   const Dims d = check_strided_qkv("flash_attention_forward", q, k, v, /*allow_offset=*/true);
+  const int64_t window = mask.window;
   // T queries at positions off + i over Tk keys (off = 0: self-attention). k and v may be a
   // cache's filled prefix: a strided view like any other.
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D, Tk = d.Tk, off = d.offset();
@@ -318,7 +340,8 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
       for (int64_t bh = 0; bh < B * H; ++bh) {
         const int64_t b = bh / H, h = bh % H;
         for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
-          const Block blk(r0, std::min(kRowBlock, T - r0), off + r0, window);
+          const Block blk(r0, std::min(kRowBlock, T - r0), off + r0, window,
+                          mask.alibi ? alibi_slope(h, H) : 0);
           forward_block(blk, qh, kh, vh, oh, b, h, h / G, D, scale, p.data(), blk.n, blk.n,
                         lp + bh * T + r0);
         }
@@ -328,9 +351,9 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
 }
 
 void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                              const Tensor& dout, const Tensor& q, const Tensor& k,
-                              const Tensor& v, const Tensor& out, const Tensor& lse, double scale,
-                              int64_t window) {
+                              const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                              const Tensor& out, const Tensor& lse, double scale,
+                              const AttentionMask& mask) {
   const Dims d = check_strided_qkv("flash_attention_backward", q, k, v);
   const int64_t B = d.B, H = d.H, T = d.T, D = d.D;
   check_attention_grads("flash_attention_backward", dq, dk, dv, dout, q, k, v, /*strided=*/true);
@@ -345,9 +368,8 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
     const Grads<F> x = grads_of<F>(dq, dk, dv, dob, qb, kb, vb);
     const Heads<const F> oh = heads_of<F>(out);
     const F* lp = static_cast<const F*>(lse.data_ptr());
-    backward_heads<F>(d, x, scale, window,
-                      [&](const Block& blk, int64_t b, int64_t h, int64_t g, F* p,
-                          double* rowdot) {
+    backward_heads<F>(d, x, scale, mask,
+                      [&](const Block& blk, int64_t b, int64_t h, int64_t g, F* p, double* rowdot) {
                         rebuild_p(blk, x, oh, lp + (b * H + h) * T + blk.r0, b, h, g, D, scale,
                                   p, rowdot);
                         return BlockP<F>{p, blk.n, true};

@@ -116,12 +116,12 @@ void nf4_matmul(const Tensor& c, const Tensor& a, const Tensor& codes, const Ten
 void nf4_absmax_dequantize(const Tensor& absmax, const Tensor& qabsmax, const Tensor& scales,
                            double mean);
 // attention.cpp (flash-style entries, same math as the materialised ones above)
-void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
-                             const Tensor& k, const Tensor& v, double scale, int64_t window);
+void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                             const Tensor& v, double scale, const AttentionMask& mask);
 void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                              const Tensor& dout, const Tensor& q, const Tensor& k,
-                              const Tensor& v, const Tensor& out, const Tensor& lse, double scale,
-                              int64_t window);
+                              const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                              const Tensor& out, const Tensor& lse, double scale,
+                              const AttentionMask& mask);
 // stick_breaking.cpp
 void stick_breaking_forward(const Tensor& out, const Tensor& log_rem, const Tensor& rem,
                             const Tensor& q, const Tensor& k, const Tensor& v, double scale,
