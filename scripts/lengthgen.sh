@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Length generalisation on the KJV bytes: stick-breaking against RoPE with inference-time scaling
-# (none, linear, dynamic, yarn) and against RoPE extended by a short LongLoRA-style fine-tune, with
-# YaRN (configs/extend-context.yaml) and with LongLoRA's linear interpolation.
+# Length generalisation on the KJV bytes: stick-breaking and ALiBi against RoPE with inference-time
+# scaling (none, linear, dynamic, yarn) and against RoPE extended by a short LongLoRA-style
+# fine-tune, with YaRN (configs/extend-context.yaml) and with LongLoRA's linear interpolation.
 #
 #   scripts/lengthgen.sh [BUILD_DIR]          # default build/; writes docs/lengthgen.{csv,md,png}
 #   LENGTHGEN_CK=/tmp/ck LENGTHGEN_SMOKE=1 scripts/lengthgen.sh build   # the pipeline in a minute
@@ -10,7 +10,8 @@
 #    checkpoints/<name>/latest exists (then reuses it);
 # 2. extends rope-small to 512 bytes with configs/extend-context.yaml (YaRN x4, S^2-Attn, LoRA on
 #    q,k,v,o, embeddings and norms trained), and again with linear interpolation x4
-#    (--set model.rope_scaling.type=linear), each unless that run exists too;
+#    (--set model.rope_scaling.type=linear), each unless that run exists too; and trains
+#    configs/alibi-small.yaml (the same as rope-small with ALiBi for its positions) after the first;
 # 3. evaluates every model at 64 .. 4096 bytes (eval --contexts, 4 batches of max(1024, context)
 #    bytes, the start of the validation split): the RoPE base with each scaling at
 #    factor = max(1, context / 128) (eval --rope-factor auto; dynamic: factor 1, its base follows
@@ -74,7 +75,8 @@ wait $p1 && wait $p2
 echo "phase 1 done at $(( $(date +%s) - start )) s"
 
 # Phase 2: the two extensions side by side.
-train extend-context configs/extend-context.yaml --init "$CK/rope-small" & p1=$!
+{ train extend-context configs/extend-context.yaml --init "$CK/rope-small" &&
+  train alibi-small configs/alibi-small.yaml; } & p1=$!
 train extend-context-linear configs/extend-context.yaml --init "$CK/rope-small" \
   --set model.rope_scaling.type=linear & p2=$!
 wait $p1 && wait $p2
@@ -83,7 +85,7 @@ echo "phase 2 done at $(( $(date +%s) - start )) s"
 # Phase 3: every evaluation, in two streams.
 LABELS=("sb-small (stick-breaking)" "rope-small (no scaling)" "rope-small + linear (PI)"
         "rope-small + dynamic NTK" "rope-small + YaRN" "rope-small extended to 512 (YaRN)"
-        "rope-small extended to 512 (linear as LongLoRA)")
+        "rope-small extended to 512 (linear as LongLoRA)" "alibi-small (ALiBi)")
 (
   evaluate "${LABELS[0]}" "$CK/sb-small"
   evaluate "${LABELS[1]}" "$CK/rope-small"
@@ -94,6 +96,7 @@ LABELS=("sb-small (stick-breaking)" "rope-small (no scaling)" "rope-small + line
   evaluate "${LABELS[3]}" "$CK/rope-small" --rope-scaling dynamic --rope-factor auto
   evaluate "${LABELS[4]}" "$CK/rope-small" --rope-scaling yarn --rope-factor auto
   evaluate "${LABELS[5]}" "$CK/extend-context"
+  evaluate "${LABELS[7]}" "$CK/alibi-small"
 ) & p2=$!
 wait $p1 && wait $p2
 

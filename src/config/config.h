@@ -56,7 +56,7 @@ struct ModelConfig {
   std::string norm = "layernorm";    // layernorm | rmsnorm
   std::string mlp = "gelu";          // gelu | swiglu
   int64_t mlp_hidden = 0;            // 0 = 4 n_embd for gelu, round_up(8 n_embd / 3, 64) for swiglu
-  std::string position = "learned";  // learned | rope | none
+  std::string position = "learned";  // learned | rope | alibi (Press et al. 2022) | none
   double rope_theta = 10000.0;
   RopeScalingConfig rope_scaling;
   std::string attention = "softmax";  // a name of ops/attention_spec.h's kAttentionKinds

@@ -172,7 +172,7 @@ void check_model(const ModelConfig& m, Problems& p) {
   p.one_of("model.norm", m.norm, {"layernorm", "rmsnorm"});
   p.one_of("model.mlp", m.mlp, {"gelu", "swiglu"});
   p.non_negative("model.mlp_hidden", m.mlp_hidden);
-  p.one_of("model.position", m.position, {"learned", "rope", "none"});
+  p.one_of("model.position", m.position, {"learned", "rope", "alibi", "none"});
   p.positive("model.rope_theta", m.rope_theta);
   check_rope_scaling(m, p);
   if (!ops::find_attention_kind(m.attention))  // the kinds: ops/attention_spec.h
@@ -474,6 +474,7 @@ ops::AttentionSpec attention_spec(const ModelConfig& m, const TrainConfig& t) {
   s.sb_remainder = m.sb_remainder == "current";
   s.window = m.sliding_window;
   s.s2_attn = t.s2_attn;
+  s.alibi = m.position == "alibi";
   return s;
 }
 

@@ -45,6 +45,10 @@ void GPTConfig::validate() const {
                 " is not a multiple of n_kv_head ", kv_heads());
   TESSERA_CHECK(position != PositionKind::RoPE || head_dim() % 2 == 0,
                 "model: rope needs an even head dimension, got n_embd / n_head = ", head_dim());
+  TESSERA_CHECK(attention.alibi == (position == PositionKind::ALiBi),
+                "model: position alibi and attention.alibi go together (position ",
+                position == PositionKind::ALiBi ? "alibi" : "not alibi", ", attention.alibi ",
+                attention.alibi, ")");
   TESSERA_CHECK(dropout >= 0 && dropout < 1, "model: dropout ", dropout, " is outside [0, 1)");
   TESSERA_CHECK(document_separator < vocab_size, "model: document separator id ",
                 document_separator, " is not below vocab_size ", vocab_size);

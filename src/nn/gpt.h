@@ -30,7 +30,9 @@ namespace tessera::nn {
 
 enum class NormKind { LayerNorm, RMSNorm };
 enum class MlpKind { GELU, SwiGLU };
-enum class PositionKind { Learned, RoPE, None };
+// ALiBi: no position embedding; each head's attention scores fall linearly with distance
+// (GPTConfig::attention.alibi, which goes with it; ops/attention_spec.h).
+enum class PositionKind { Learned, RoPE, ALiBi, None };
 using AttentionKind = ops::AttentionKind;  // the kinds and their names: ops/attention_spec.h
 
 struct GPTConfig {

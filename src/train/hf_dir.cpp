@@ -167,6 +167,8 @@ std::string hf_unsupported(const Config& cfg) {
   if (m.sliding_window > 0)
     why.push_back("model.sliding_window is " + std::to_string(m.sliding_window) +
                   ": transformers' GPT-2 and Llama attend to every earlier token");
+  if (m.position == "alibi")
+    why.push_back("model.position is alibi: transformers' GPT-2 and Llama have no ALiBi bias");
   if (m.position == "none")
     why.push_back("model.position is none: HF GPT-2 has learned positions and Llama RoPE; "
                   "neither runs without position information");

@@ -14,9 +14,10 @@ nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t) {
   g.block_size = m.block_size, g.vocab_size = m.vocab_size;
   g.norm = m.norm == "rmsnorm" ? nn::NormKind::RMSNorm : nn::NormKind::LayerNorm;
   g.mlp = m.mlp == "swiglu" ? nn::MlpKind::SwiGLU : nn::MlpKind::GELU;
-  g.position = m.position == "rope"   ? nn::PositionKind::RoPE
-               : m.position == "none" ? nn::PositionKind::None
-                                      : nn::PositionKind::Learned;
+  g.position = m.position == "rope"    ? nn::PositionKind::RoPE
+               : m.position == "alibi" ? nn::PositionKind::ALiBi
+               : m.position == "none"  ? nn::PositionKind::None
+                                       : nn::PositionKind::Learned;
   g.rope_theta = m.rope_theta, g.tie_embeddings = m.tie_embeddings, g.bias = m.bias;
   const RopeScalingConfig& rs = m.rope_scaling;
   g.rope_scaling = {.type = nn::parse_rope_scaling_type(rs.type, "model.rope_scaling.type"),

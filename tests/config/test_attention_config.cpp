@@ -101,3 +101,20 @@ TEST(AttentionConfig, document_windows_need_strided_kernels_and_no_s2_attn) {
   EXPECT_NE(e.find("data.windows"), std::string::npos) << e;
   EXPECT_NE(e.find("documents"), std::string::npos) << e;
 }
+
+TEST(AttentionConfig, alibi_is_a_position_kind_for_softmax_attention) {
+  const std::string alibi = (configs_dir() / "alibi-small.yaml").string();
+  const Config c = load_config(alibi);
+  EXPECT_EQ(c.model.position, "alibi");
+  std::string e = error_of([&] { load_config(alibi, {"model.attention=stick_breaking"}); });
+  EXPECT_NE(e.find("model.attention 'stick_breaking' cannot run on train.device cpu: ALiBi applies "
+                   "to softmax attention only, not stick_breaking"),
+            std::string::npos)
+      << e;
+  e = error_of([&] { load_config(alibi, {"train.s2_attn=true"}); });
+  EXPECT_NE(e.find("ALiBi with S^2-Attn"), std::string::npos) << e;
+  e = error_of([&] { load_config(alibi, {"model.rope_scaling.type=linear"}); });
+  EXPECT_NE(e.find("model.position is 'alibi' (not rope)"), std::string::npos) << e;
+  e = error_of([&] { load_config(alibi, {"model.position=alibis"}); });
+  EXPECT_NE(e.find("model.position"), std::string::npos) << e;
+}

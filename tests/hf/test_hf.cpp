@@ -245,6 +245,7 @@ TEST(HFExport, architectures_without_an_hf_counterpart_are_refused_by_name) {
       {[](Config& c) { c.model.attention = "stick_breaking", c.model.position = "none"; },
        "model.attention is stick_breaking"},
       {[](Config& c) { c.model.position = "none"; }, "model.position is none"},
+      {[](Config& c) { c.model.position = "alibi"; }, "model.position is alibi"},
       {[](Config& c) { c.model.bias = false; }, "model.bias is false"},
       {[](Config& c) { c.model.position = "rope"; }, "GPT2LMHeadModel has learned positions only"},
       {[](Config& c) { c.model.n_kv_head = 1; }, "model.n_kv_head"},

@@ -59,6 +59,13 @@ std::vector<Variant> variants() {
   GPTConfig window = llama;  // a sliding window of 3 keys: the 11-token test slides it 8 times
   window.attention.window = 3;
   out.push_back({"softmax_sliding_window", window});
+  GPTConfig alibi = base();  // ALiBi off GPT-2's fused projection (the packed attention path)
+  alibi.position = nn::PositionKind::ALiBi, alibi.attention.alibi = true;
+  out.push_back({"softmax_alibi", alibi});
+  GPTConfig alibi_gqa = llama;  // and off separate projections, 2 kv heads, a window of 3
+  alibi_gqa.position = nn::PositionKind::ALiBi, alibi_gqa.attention.alibi = true;
+  alibi_gqa.attention.window = 3;
+  out.push_back({"softmax_alibi_gqa_window", alibi_gqa});
   GPTConfig dropout = base();  // dropout acts on training forwards only: decoding has none
   dropout.dropout = 0.5;
   out.push_back({"softmax_dropout", dropout});

@@ -174,6 +174,36 @@ std::vector<GPTConfig> stick_breaking_variants() {
   return out;
 }
 
+TEST(GPT, gradcheck_whole_model_alibi) {
+  // ALiBi (no position parameters): off GPT-2's fused c_attn (the packed path) and, Llama style,
+  // off separate projections with grouped-query heads.
+  for (GPTConfig c : {tiny_gpt2(), tiny_llama()}) {
+    c.position = nn::PositionKind::ALiBi, c.attention.alibi = true;
+    EXPECT_TRUE(model_gradcheck(c));
+  }
+}
+
+TEST(GPT, an_alibi_model_has_no_position_parameters_and_reads_past_block_size) {
+  GPTConfig c = tiny_gpt2();
+  c.position = nn::PositionKind::ALiBi, c.attention.alibi = true;
+  Generator g(81);
+  GPT m(c, g);
+  for (const auto& [name, t] : m.parameters())
+    EXPECT_EQ(name.find("wpe"), std::string::npos) << name;
+  // Twice the block: causal, so the first block_size positions' logits are the block's own.
+  const int64_t T = 2 * c.block_size;
+  Generator ids_gen(82);
+  const Tensor ids = tessera::testing::random_tokens(2, T, c.vocab_size, ids_gen);
+  const Tensor longer = m.forward(ids, false),
+               shorter = m.forward(ids.narrow(1, 0, c.block_size), false);
+  EXPECT_LT(tessera::testing::max_abs_diff(longer.narrow(1, 0, c.block_size), shorter), 1e-5);
+  // The flag and the position kind go together.
+  GPTConfig half = tiny_gpt2();
+  half.attention.alibi = true;
+  const std::string msg = tessera::testing::error_of([&] { half.validate(); });
+  EXPECT_NE(msg.find("position alibi and attention.alibi go together"), std::string::npos) << msg;
+}
+
 TEST(GPT, gradcheck_whole_model_stick_breaking) {
   for (const GPTConfig& c : stick_breaking_variants()) EXPECT_TRUE(model_gradcheck(c));
 }

@@ -1,0 +1,49 @@
+// A direct causal softmax attention in f64 for the flash kernels' tests: every score written out,
+// no blocks, no BLAS.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "backend/attention_mask.h"
+
+namespace tessera::testing {
+
+// Causal softmax attention where query i sees keys j with i - window < j <= i (all j <= i when
+// window <= 0), written as a mask over the whole row; also returns lse[b, h, i]. alibi adds
+// -m_h (i - j) to each score (backend/attention_mask.h's slopes).
+inline std::vector<double> naive_window_attention(const std::vector<double>& q,
+                                                  const std::vector<double>& k,
+                                                  const std::vector<double>& v, int64_t B,
+                                                  int64_t H, int64_t Hkv, int64_t T, int64_t D,
+                                                  double scale, int64_t window,
+                                                  std::vector<double>* lse, bool alibi = false) {
+  const int64_t G = H / Hkv;
+  std::vector<double> out(size_t(B * H * T * D), 0.0);
+  lse->assign(size_t(B * H * T), 0.0);
+  auto at = [&](int64_t b, int64_t h, int64_t heads, int64_t t, int64_t e) {
+    return size_t(((b * heads + h) * T + t) * D + e);
+  };
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < T; ++i) {
+        std::vector<double> s(size_t(T), -std::numeric_limits<double>::infinity());
+        for (int64_t j = 0; j < T; ++j) {
+          if (j > i || (window > 0 && j <= i - window)) continue;
+          double dot = 0;
+          for (int64_t e = 0; e < D; ++e) dot += q[at(b, h, H, i, e)] * k[at(b, h / G, Hkv, j, e)];
+          s[size_t(j)] = scale * dot - (alibi ? alibi_slope(h, H) * double(i - j) : 0.0);
+        }
+        double z = 0;  // no max subtraction: these scores are O(1)
+        for (int64_t j = 0; j < T; ++j) z += std::exp(s[size_t(j)]);
+        (*lse)[size_t((b * H + h) * T + i)] = std::log(z);
+        for (int64_t j = 0; j < T; ++j)
+          for (int64_t e = 0; e < D; ++e)
+            out[at(b, h, H, i, e)] += std::exp(s[size_t(j)]) / z * v[at(b, h / G, Hkv, j, e)];
+      }
+  return out;
+}
+
+}  // namespace tessera::testing
