@@ -11,6 +11,12 @@
 // q (B, H, Tq, D) over Tk > Tq keys (KV-cached decoding): query i then sits at position
 // Tk - Tq + i, on the plain path (flash_forward_plain) for bf16 and f32 alike.
 //
+// With ALiBi (Press et al. 2022, arXiv:2108.12409; FlashParams::alibi) S[i, j] also has
+// -m_h (i - j), m_h the query head's slope (backend/attention_mask.h), on every visible pair; lse
+// is that of the biased S, and the backward rebuilds P from the same biased S (the bias added to
+// lse: P = exp(scale q.k - (lse + m_h (i - j)))). Every kernel takes it as a template flag, kAlibi:
+// the instances without it hold none of its code.
+//
 // Forward, per query tile, over the key tiles it can see (fully masked tiles are never visited):
 //   S = scale Q K^T;  m' = max(m, rowmax S);  P = exp(S - m');  l = exp(m - m') l + rowsum P;
 //   O = exp(m - m') O + P V;  at the end O /= l and lse = m + log l is saved.
@@ -44,7 +50,7 @@ struct FwdSmem {
                           bytes = stats + 3 * kTile * sizeof(float);
 };
 
-template <int D>
+template <int D, bool kAlibi>
 __global__ void __launch_bounds__(kThreads)
     flash_forward_tc(bf16_t* out, float* lse, const bf16_t* q, const bf16_t* k, const bf16_t* v,
                      FlashParams p, BlockOrder order) {
@@ -69,6 +75,7 @@ __global__ void __launch_bounds__(kThreads)
   const HeadIndex hi = head_index(bh, p);
   const bf16_t* kh = k + p.k.row(hi.b, hi.g, 0);
   const bf16_t* vh = v + p.v.row(hi.b, hi.g, 0);
+  const float slope = kAlibi ? float(alibi_slope_of(hi.h, p)) : 0.0f;
 
   load_tile<D>(Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
   for (int idx = threadIdx.x; idx < kTile * L::ld_acc; idx += blockDim.x) Os[idx] = 0.0f;
@@ -94,7 +101,11 @@ __global__ void __launch_bounds__(kThreads)
       const int c = 2 * lane;
       const float2 sv = *reinterpret_cast<const float2*>(Sw + r * L::ld_s + c);
       const bool v0 = visible(i, k0 + c, p), v1 = visible(i, k0 + c + 1, p);
-      const float s0 = v0 ? sv.x * p.scale : -INFINITY, s1 = v1 ? sv.y * p.scale : -INFINITY;
+      float s0 = v0 ? sv.x * p.scale : -INFINITY, s1 = v1 ? sv.y * p.scale : -INFINITY;
+      if constexpr (kAlibi) {  // masked ones stay -inf
+        s0 -= slope * float(i - k0 - c);
+        s1 -= slope * float(i - k0 - c - 1);
+      }
       const float m_old = m_s[row];
       const float m_new = fmaxf(m_old, warp_max(fmaxf(s0, s1)));
       float p0 = 0.0f, p1 = 0.0f, alpha = 1.0f;
@@ -162,7 +173,7 @@ struct BwdSmem {
 
 // dK, dV for one key tile of kv head (b, g): loops over the G query heads of the group and the
 // query tiles that can see the key tile. Warp w owns keys 16w..16w+15 (rows of S^T).
-template <int D>
+template <int D, bool kAlibi>
 __global__ void __launch_bounds__(kThreads)
     flash_backward_dkdv_tc(bf16_t* dk, bf16_t* dv, const bf16_t* q, const bf16_t* k,
                            const bf16_t* v, const bf16_t* dout, const float* lse, const float* drow,
@@ -201,6 +212,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t last_q = last_query(k0, p);
   for (int h = g * G; h < (g + 1) * G; ++h) {
     const int64_t bh = int64_t(b) * p.H + h;
+    const float slope = kAlibi ? float(alibi_slope_of(h, p)) : 0.0f;
     for (int64_t qt = kt; qt <= last_q / kTile; ++qt) {
       const int64_t q0 = qt * kTile;
       __syncthreads();  // the previous query tile is no longer read
@@ -221,8 +233,16 @@ __global__ void __launch_bounds__(kThreads)
         const int c = 2 * lane;
         const float2 sv = *reinterpret_cast<const float2*>(Sw + r * L::ld_s + c);
         const float2 dpv = *reinterpret_cast<const float2*>(dPw + r * L::ld_s + c);
-        const float p0 = visible(q0 + c, j, p) ? __expf(sv.x * p.scale - lse_s[c]) : 0.0f;
-        const float p1 = visible(q0 + c + 1, j, p) ? __expf(sv.y * p.scale - lse_s[c + 1]) : 0.0f;
+        float p0, p1;
+        if constexpr (kAlibi) {  // ALiBi's bias, taken off with lse
+          const float l0 = lse_s[c] + slope * float(q0 + c - j),
+                      l1 = lse_s[c + 1] + slope * float(q0 + c + 1 - j);
+          p0 = visible(q0 + c, j, p) ? __expf(sv.x * p.scale - l0) : 0.0f;
+          p1 = visible(q0 + c + 1, j, p) ? __expf(sv.y * p.scale - l1) : 0.0f;
+        } else {
+          p0 = visible(q0 + c, j, p) ? __expf(sv.x * p.scale - lse_s[c]) : 0.0f;
+          p1 = visible(q0 + c + 1, j, p) ? __expf(sv.y * p.scale - lse_s[c + 1]) : 0.0f;
+        }
         *reinterpret_cast<__nv_bfloat162*>(Pt + row * L::ld_p + c) = __floats2bfloat162_rn(p0, p1);
         *reinterpret_cast<__nv_bfloat162*>(dSt + row * L::ld_p + c) =
             __floats2bfloat162_rn(p0 * (dpv.x - d_s[c]), p1 * (dpv.y - d_s[c + 1]));
@@ -239,7 +259,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // dQ for one query tile: loops over the key tiles it can see. Warp w owns queries 16w..16w+15.
-template <int D>
+template <int D, bool kAlibi>
 __global__ void __launch_bounds__(kThreads)
     flash_backward_dq_tc(bf16_t* dq, const bf16_t* q, const bf16_t* k, const bf16_t* v,
                          const bf16_t* dout, const float* lse, const float* drow, FlashParams p,
@@ -263,6 +283,7 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t q0 = qt * kTile, T = p.T;
   const HeadIndex hi = head_index(bh, p);
+  const float slope = kAlibi ? float(alibi_slope_of(hi.h, p)) : 0.0f;
   load_tile<D>(Qs, q + p.q.row(hi.b, hi.h, 0), q0, T, p.q.t);
   load_tile<D>(dOs, dout + p.dout.row(hi.b, hi.h, 0), q0, T, p.dout.t);
   if (threadIdx.x < kTile) {
@@ -291,8 +312,16 @@ __global__ void __launch_bounds__(kThreads)
       const int c = 2 * lane;
       const float2 sv = *reinterpret_cast<const float2*>(Sw + r * L::ld_s + c);
       const float2 dpv = *reinterpret_cast<const float2*>(dPw + r * L::ld_s + c);
-      const float p0 = visible(i, k0 + c, p) ? __expf(sv.x * p.scale - lse_s[row]) : 0.0f;
-      const float p1 = visible(i, k0 + c + 1, p) ? __expf(sv.y * p.scale - lse_s[row]) : 0.0f;
+      float p0, p1;
+      if constexpr (kAlibi) {  // ALiBi's bias, taken off with lse
+        const float l0 = lse_s[row] + slope * float(i - k0 - c),
+                    l1 = lse_s[row] + slope * float(i - k0 - c - 1);
+        p0 = visible(i, k0 + c, p) ? __expf(sv.x * p.scale - l0) : 0.0f;
+        p1 = visible(i, k0 + c + 1, p) ? __expf(sv.y * p.scale - l1) : 0.0f;
+      } else {
+        p0 = visible(i, k0 + c, p) ? __expf(sv.x * p.scale - lse_s[row]) : 0.0f;
+        p1 = visible(i, k0 + c + 1, p) ? __expf(sv.y * p.scale - lse_s[row]) : 0.0f;
+      }
       *reinterpret_cast<__nv_bfloat162*>(dSs + row * L::ld_p + c) =
           __floats2bfloat162_rn(p0 * (dpv.x - d_s[row]), p1 * (dpv.y - d_s[row]));
     }
@@ -311,7 +340,7 @@ __global__ void __launch_bounds__(kThreads)
 // with the CPU reference at f32 precision. The forward takes a query offset (p.Tk > p.T: query i
 // at position Tk - T + i) and also runs on bf16 tensors, loading into f32: KV-cached decoding.
 
-template <typename E>
+template <typename E, bool kAlibi>
 __global__ void __launch_bounds__(kPlainWarps * 32)
     flash_forward_plain(E* out, float* lse, const E* q, const E* k, const E* v, FlashParams p,
                         int D) {
@@ -325,6 +354,7 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   const E* kh = k + p.k.row(hi.b, hi.g, 0);  // key j at kh + j p.k.t: a cache's prefix too
   const E* vh = v + p.v.row(hi.b, hi.g, 0);
   const E* qi = q + p.q.row(hi.b, hi.h, i);
+  const float slope = kAlibi ? float(alibi_slope_of(hi.h, p)) : 0.0f;
   float* qs = plain_smem + warp * D;
   for (int e = lane; e < D; e += 32) qs[e] = to_f32(qi[e]);
   __syncwarp();
@@ -339,6 +369,7 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
       const E* kj = kh + j * p.k.t;
       for (int e = 0; e < D; ++e) dot += qs[e] * to_f32(kj[e]);
       s = dot * p.scale;
+      if constexpr (kAlibi) s -= slope * float(pos - j);
     }
     const float m_new = fmaxf(m, warp_max(s));  // finite: key c0 <= pos is visible
     const float alpha = expf(m - m_new);
@@ -363,6 +394,7 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   if (lane == 0) lse[int64_t(bh) * T + i] = m + logf(l);
 }
 
+template <bool kAlibi>
 __global__ void __launch_bounds__(kPlainWarps * 32)
     flash_backward_dq_plain(float* dq, const float* q, const float* k, const float* v,
                             const float* dout, const float* lse, const float* drow, FlashParams p,
@@ -385,6 +417,7 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   }
   __syncwarp();
   const float li = lse[int64_t(bh) * T + i], di = drow[int64_t(bh) * T + i];
+  const float slope = kAlibi ? float(alibi_slope_of(hi.h, p)) : 0.0f;
   float acc[kPerLane] = {};
   const int64_t first = p.window > 0 && i - p.window + 1 > 0 ? i - p.window + 1 : 0;
   for (int64_t c0 = first; c0 <= i; c0 += 32) {
@@ -398,7 +431,10 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
         s += qs[e] * kj[e];
         dp += dos[e] * vj[e];
       }
-      ds = expf(s * p.scale - li) * (dp - di);
+      if constexpr (kAlibi)  // ALiBi's bias, taken off with lse
+        ds = expf(s * p.scale - (li + slope * float(i - j))) * (dp - di);
+      else
+        ds = expf(s * p.scale - li) * (dp - di);
     }
     const int n = int(i - c0 + 1 < 32 ? i - c0 + 1 : 32);
     for (int src = 0; src < n; ++src) {
@@ -417,6 +453,7 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
 
 // One warp per block of 32 keys of one kv head (lane = key); queries visited one at a time, the
 // same for every lane; each lane accumulates its key's dK and dV rows in shared memory.
+template <bool kAlibi>
 __global__ void __launch_bounds__(32)
     flash_backward_dkdv_plain(float* dk, float* dv, const float* q, const float* k, const float* v,
                               const float* dout, const float* lse, const float* drow, FlashParams p,
@@ -438,6 +475,7 @@ __global__ void __launch_bounds__(32)
       p.window > 0 && j0 + 31 + p.window - 1 < T - 1 ? j0 + 31 + p.window - 1 : T - 1;
   for (int h = g * G; h < (g + 1) * G; ++h) {
     const int64_t bh = int64_t(b) * p.H + h;
+    const float slope = kAlibi ? float(alibi_slope_of(h, p)) : 0.0f;
     for (int64_t i = j0; i <= last_q; ++i) {
       if (j >= T || !visible(i, j, p)) continue;
       const float* qi = q + p.q.row(b, h, i);
@@ -447,7 +485,11 @@ __global__ void __launch_bounds__(32)
         s += qi[e] * kj[e];
         dp += doi[e] * vj[e];
       }
-      const float pij = expf(s * p.scale - lse[bh * T + i]);
+      float pij;
+      if constexpr (kAlibi)  // ALiBi's bias, taken off with lse
+        pij = expf(s * p.scale - (lse[bh * T + i] + slope * float(i - j)));
+      else
+        pij = expf(s * p.scale - lse[bh * T + i]);
       const float ds = pij * (dp - drow[bh * T + i]);
       for (int e = 0; e < D; ++e) {
         dks[lane * ld + e] += ds * qi[e];
@@ -466,11 +508,10 @@ __global__ void __launch_bounds__(32)
 }
 
 // The forward's parameters; the backward adds its gradients' strides (with_grads).
-FlashParams params_of(const char* name, const Dims& d, double scale, const AttentionMask& mask,
-                      const Tensor& out) {
-  TESSERA_CHECK(!mask.alibi, name, ": the CUDA flash kernels take no ALiBi yet");
+FlashParams params_of(const Dims& d, double scale, const AttentionMask& mask, const Tensor& out) {
   FlashParams p{};
   p.T = d.T, p.H = int(d.H), p.Hkv = int(d.Hkv), p.scale = float(scale), p.window = mask.window;
+  p.alibi = mask.alibi, p.alibi_heads = int(d.H), p.alibi_h0 = 0;
   p.Tk = d.Tk, p.q = d.q, p.k = d.k, p.v = d.v, p.o = head_strides(out);
   p.eager_rescale = env_switch("TESSERA_FLASH_RESCALE", "lazy", "eager");
   return p;
@@ -501,7 +542,7 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
   check_like(name, "lse", lse, {d.B, d.H, d.T}, DType::F32, q);
   if (d.T == 0 || d.B == 0 || d.H == 0) return;
   DeviceGuard guard(q.device().index);
-  FlashParams p = params_of(name, d, scale, mask, out);
+  FlashParams p = params_of(d, scale, mask, out);
   float* lp = static_cast<float*>(lse.data_ptr());
   if (q.dtype() == DType::BF16 && d.offset() == 0) {
     check_aligned_output(name, "out", out);
@@ -521,17 +562,23 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
           order);
       CUDA_CHECK_LAUNCH();
     };
-    if (d.D == 64)
-      launch(flash_forward_tc<64>, FwdSmem<64>::bytes);
-    else
-      launch(flash_forward_tc<128>, FwdSmem<128>::bytes);
+    with_alibi(p, [&](auto alibi) {
+      constexpr bool A = decltype(alibi)::value;
+      if (d.D == 64)
+        launch(flash_forward_tc<64, A>, FwdSmem<64>::bytes);
+      else
+        launch(flash_forward_tc<128, A>, FwdSmem<128>::bytes);
+    });
   } else {
     with_plain_type(q.dtype(), [&](auto zero) {
       using E = decltype(zero);
-      flash_forward_plain<E><<<plain_row_grid(d), kPlainWarps * 32, plain_row_smem(d, 1)>>>(
-          static_cast<E*>(out.data_ptr()), lp, static_cast<const E*>(q.data_ptr()),
-          static_cast<const E*>(k.data_ptr()), static_cast<const E*>(v.data_ptr()), p, int(d.D));
-      CUDA_CHECK_LAUNCH();
+      with_alibi(p, [&](auto alibi) {
+        constexpr bool A = decltype(alibi)::value;
+        flash_forward_plain<E, A><<<plain_row_grid(d), kPlainWarps * 32, plain_row_smem(d, 1)>>>(
+            static_cast<E*>(out.data_ptr()), lp, static_cast<const E*>(q.data_ptr()),
+            static_cast<const E*>(k.data_ptr()), static_cast<const E*>(v.data_ptr()), p, int(d.D));
+        CUDA_CHECK_LAUNCH();
+      });
     });
   }
 }
@@ -546,7 +593,7 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
   check_like(name, "lse", lse, {d.B, d.H, d.T}, DType::F32, q);
   if (d.T == 0 || d.B == 0 || d.H == 0) return;
   DeviceGuard guard(q.device().index);
-  FlashParams p = with_grads(params_of(name, d, scale, mask, out), dq, dk, dv, dout);
+  FlashParams p = with_grads(params_of(d, scale, mask, out), dq, dk, dv, dout);
   Tensor drow = Tensor::empty({d.B, d.H, d.T}, {DType::F32, q.device()});  // rowsum(dO * O)
   const float* lp = static_cast<const float*>(lse.data_ptr());
   const float* dr = static_cast<const float*>(drow.data_ptr());
@@ -578,21 +625,27 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
                                                        lp, dr, p, q_order);
       CUDA_CHECK_LAUNCH();
     };
-    if (d.D == 64)
-      run(flash_backward_dkdv_tc<64>, flash_backward_dq_tc<64>, BwdSmem<64>::bytes);
-    else
-      run(flash_backward_dkdv_tc<128>, flash_backward_dq_tc<128>, BwdSmem<128>::bytes);
+    with_alibi(p, [&](auto alibi) {
+      constexpr bool A = decltype(alibi)::value;
+      if (d.D == 64)
+        run(flash_backward_dkdv_tc<64, A>, flash_backward_dq_tc<64, A>, BwdSmem<64>::bytes);
+      else
+        run(flash_backward_dkdv_tc<128, A>, flash_backward_dq_tc<128, A>, BwdSmem<128>::bytes);
+    });
   } else {
     rowdot<float>(drow, dout, out);
     auto ptr = [](const Tensor& t) { return static_cast<const float*>(t.data_ptr()); };
     auto mut = [](const Tensor& t) { return static_cast<float*>(t.data_ptr()); };
     const int D = int(d.D);
-    flash_backward_dkdv_plain<<<plain_key_grid(d), 32, plain_key_smem(d)>>>(
-        mut(dk), mut(dv), ptr(q), ptr(k), ptr(v), ptr(dout), lp, dr, p, D);
-    CUDA_CHECK_LAUNCH();
-    flash_backward_dq_plain<<<plain_row_grid(d), kPlainWarps * 32, plain_row_smem(d, 2)>>>(
-        mut(dq), ptr(q), ptr(k), ptr(v), ptr(dout), lp, dr, p, D);
-    CUDA_CHECK_LAUNCH();
+    with_alibi(p, [&](auto alibi) {
+      constexpr bool A = decltype(alibi)::value;
+      flash_backward_dkdv_plain<A><<<plain_key_grid(d), 32, plain_key_smem(d)>>>(
+          mut(dk), mut(dv), ptr(q), ptr(k), ptr(v), ptr(dout), lp, dr, p, D);
+      CUDA_CHECK_LAUNCH();
+      flash_backward_dq_plain<A><<<plain_row_grid(d), kPlainWarps * 32, plain_row_smem(d, 2)>>>(
+          mut(dq), ptr(q), ptr(k), ptr(v), ptr(dout), lp, dr, p, D);
+      CUDA_CHECK_LAUNCH();
+    });
   }
 }
 
@@ -609,7 +662,7 @@ bool flash_attention_forward_documents(const Tensor& out, const Tensor& lse, con
   if (d.T == 0 || d.B == 0 || d.H == 0) return true;
   DeviceGuard guard(q.device().index);
   check_aligned_output(name, "out", out);
-  FlashParams p = params_of(name, d, scale, mask, out);
+  FlashParams p = params_of(d, scale, mask, out);
   const Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
   p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);
   document_tiles(name, spans, d, q, p.docs);
@@ -632,7 +685,7 @@ bool flash_attention_backward_documents(const Tensor& dq, const Tensor& dk, cons
   DeviceGuard guard(q.device().index);
   for (const auto& [what, t] : {std::pair{"dq", &dq}, {"dk", &dk}, {"dv", &dv}})
     check_aligned_output(name, what, *t);
-  FlashParams p = with_grads(params_of(name, d, scale, mask, out), dq, dk, dv, dout);
+  FlashParams p = with_grads(params_of(d, scale, mask, out), dq, dk, dv, dout);
   Tensor drow = Tensor::empty({d.B, d.H, d.T}, {DType::F32, q.device()});  // rowsum(dO * O)
   rowdot<bf16_t>(drow, dout, out);
   const Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v),

@@ -8,6 +8,9 @@
 // Mma5Blocks the 64-row ones compiled for five blocks an SM, Mma2Stage both with their K and V
 // tiles in two stages;
 // MmaStoredDs has the backward's dK dV kernel store dS for a dQ kernel that reads it.
+// Every kernel has a kAlibi instance (ALiBi's bias compiled in: flash_mma.h's with_alibi picks it
+// where FlashParams::alibi is set); the figures below are of the instances without it, which hold
+// none of its code.
 #include <cuda_bf16.h>
 
 #include <cstdlib>
@@ -24,12 +27,13 @@ namespace {
 
 using namespace attn;
 
-template <int D, int MT>
-constexpr auto flash_forward_mma = flash_forward_kernel<D, MT, DeviceCtx, mma::RowTiles>;
-template <int D>
-constexpr auto flash_backward_dkdv_mma = flash_dkdv_kernel<D, DeviceCtx, mma::RowTiles>;
-template <int D>
-constexpr auto flash_backward_dq_mma = flash_dq_kernel<D, DeviceCtx, mma::RowTiles>;
+template <int D, int MT, bool kAlibi>
+constexpr auto flash_forward_mma = flash_forward_kernel<D, MT, DeviceCtx, mma::RowTiles, 1, kAlibi>;
+template <int D, bool kAlibi>
+constexpr auto flash_backward_dkdv_mma =
+    flash_dkdv_kernel<D, DeviceCtx, mma::RowTiles, false, kAlibi>;
+template <int D, bool kAlibi>
+constexpr auto flash_backward_dq_mma = flash_dq_kernel<D, DeviceCtx, mma::RowTiles, kAlibi>;
 
 // The same forward compiled for three blocks an SM (FlashKernels::Mma3Blocks, D 64 with 128-row
 // blocks): ptxas (nvcc 13.0, sm_90) fits it in 168 registers with 36 bytes of spill stores (108
@@ -38,31 +42,34 @@ constexpr auto flash_backward_dq_mma = flash_dq_kernel<D, DeviceCtx, mma::RowTil
 // the two-block kernel's time (which no choice runs any more) and about the 64-row default's
 // (0.493 against 0.470 ms at T 1024, 6.240 against 6.297 at T 16384). Only this kernel: the
 // others' figures moved when given an explicit minimum.
-template <int D, int MT>
+template <int D, int MT, bool kAlibi>
 __global__ void __launch_bounds__(kMmaThreads, 3)
     flash_forward_mma_3blocks(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                               const uint16_t* v, FlashParams p, BlockOrder order) {
-  flash_forward_body<D, MT, DeviceCtx, mma::RowTiles>(out, lse, q, k, v, p, order);
+  flash_forward_body<D, MT, DeviceCtx, mma::RowTiles, 1, false, kAlibi>(out, lse, q, k, v, p,
+                                                                        order);
 }
 
 // The 64-query forward at D 64 compiled for five blocks an SM (FlashKernels::Mma5Blocks): ptxas
 // (nvcc 13.0, sm_90) fits it in 96 registers with 44 bytes of spill stores, where the default
 // takes 126 and four blocks (its smem, 27 KB a block, allows eight). Not yet run on a GPU.
-template <int D, int MT>
+template <int D, int MT, bool kAlibi>
 __global__ void __launch_bounds__(kMmaThreads, 5)
     flash_forward_mma_5blocks(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                               const uint16_t* v, FlashParams p, BlockOrder order) {
-  flash_forward_body<D, MT, DeviceCtx, mma::RowTiles>(out, lse, q, k, v, p, order);
+  flash_forward_body<D, MT, DeviceCtx, mma::RowTiles, 1, false, kAlibi>(out, lse, q, k, v, p,
+                                                                        order);
 }
 
 // The forward with K and V in two stages (FlashKernels::Mma2Stage), at D 64 held to four blocks
 // an SM, as the one-stage kernel's 127 registers allow: unbounded ptxas (nvcc 13.0, sm_90) took
 // 137, three blocks. Not yet run on a GPU.
-template <int D, int MT, int kMinBlocks>
+template <int D, int MT, int kMinBlocks, bool kAlibi>
 __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
     flash_forward_mma_2stage(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                              const uint16_t* v, FlashParams p, BlockOrder order) {
-  flash_forward_body<D, MT, DeviceCtx, mma::RowTiles, 2>(out, lse, q, k, v, p, order);
+  flash_forward_body<D, MT, DeviceCtx, mma::RowTiles, 2, false, kAlibi>(out, lse, q, k, v, p,
+                                                                        order);
 }
 
 // dK dV at D 64 compiled for three blocks an SM, every family's at D 64: ptxas (nvcc 13.0, sm_90)
@@ -71,45 +78,46 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
 // 0.86-0.88x the two-block kernel's time (T 1024 to 16384). Since the mask became a pass of its
 // own and exp2 one MUFU, 52 bytes (11 spill accesses in the loop, from 53); since the items are
 // stepped to rather than divided out of an index, 8 bytes (2 reloads an item).
-template <int D>
+template <int D, bool kAlibi>
 __global__ void __launch_bounds__(kMmaThreads, 3)
     flash_backward_dkdv_mma_3blocks(uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                     const uint16_t* k, const uint16_t* v, const uint16_t* dout,
                                     const float* lse, const float* drow, FlashParams p,
                                     BlockOrder order) {
-  flash_dkdv_body<D, DeviceCtx, mma::RowTiles>(dk, dv, q, k, v, dout, lse, drow, p, order);
+  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, false, false, kAlibi>(dk, dv, q, k, v, dout,
+                                                                            lse, drow, p, order);
 }
 
 // dQ at D 64 compiled for four blocks an SM, every mma family's: unbounded, ptxas (nvcc 13.0,
 // sm_90) takes 168 registers, three blocks (12 warps an SM; call 4's ncu: 18% occupancy, neither
 // pipe busy); bounded, 128 and 16 bytes of spill (2 reloads a key tile). Its 54 KB of shared
 // memory allow four. As the dK dV kernel's third block paid on the H200; not yet run on a GPU.
-template <int D>
+template <int D, bool kAlibi>
 __global__ void __launch_bounds__(kMmaThreads, 4)
     flash_backward_dq_mma_4blocks(uint16_t* dq, const uint16_t* q, const uint16_t* k,
                                   const uint16_t* v, const uint16_t* dout, const float* lse,
                                   const float* drow, FlashParams p, BlockOrder order) {
-  flash_dq_body<D, DeviceCtx, mma::RowTiles>(dq, q, k, v, dout, lse, drow, p, order);
+  flash_dq_body<D, DeviceCtx, mma::RowTiles, false, kAlibi>(dq, q, k, v, dout, lse, drow, p, order);
 }
 
 // The same dK dV kernels writing dS^T for the dQ kernel that reads it (FlashKernels::MmaStoredDs).
-template <int D>
+template <int D, bool kAlibi>
 __global__ void __launch_bounds__(kMmaThreads, 3)
     flash_backward_dkdv_mma_3blocks_store(uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                           const uint16_t* k, const uint16_t* v,
                                           const uint16_t* dout, const float* lse, const float* drow,
                                           FlashParams p, BlockOrder order, uint16_t* ds) {
-  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, true>(dk, dv, q, k, v, dout, lse, drow, p,
-                                                            order, ds);
+  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, true, false, kAlibi>(dk, dv, q, k, v, dout,
+                                                                           lse, drow, p, order, ds);
 }
-template <int D>
+template <int D, bool kAlibi>
 __global__ void __launch_bounds__(kMmaThreads)
     flash_backward_dkdv_mma_store(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
                                   const uint16_t* v, const uint16_t* dout, const float* lse,
                                   const float* drow, FlashParams p, BlockOrder order,
                                   uint16_t* ds) {
-  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, true>(dk, dv, q, k, v, dout, lse, drow, p,
-                                                            order, ds);
+  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, true, false, kAlibi>(dk, dv, q, k, v, dout,
+                                                                           lse, drow, p, order, ds);
 }
 
 // A documents launch (doc_tiles.h): the 64-query forward (its K and V in two stages where the
@@ -118,27 +126,28 @@ __global__ void __launch_bounds__(kMmaThreads)
 // would double the instances for no measured gain). At D 64 held to the blocks an SM of the
 // defaults, whose registers they would otherwise pass (ptxas, nvcc 13.0, sm_90: the forward 129
 // unbounded, one past four blocks' 128; in two stages 128 and no spill, 190 at D 128).
-template <int D, int kMinBlocks, int kStages = 1>
+template <int D, int kMinBlocks, int kStages, bool kAlibi>
 __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
     flash_forward_mma_documents(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                                 const uint16_t* v, FlashParams p, BlockOrder order) {
-  flash_forward_body<D, 1, DeviceCtx, mma::RowTiles, kStages, true>(out, lse, q, k, v, p, order);
+  flash_forward_body<D, 1, DeviceCtx, mma::RowTiles, kStages, true, kAlibi>(out, lse, q, k, v, p,
+                                                                            order);
 }
-template <int D, int kMinBlocks>
+template <int D, int kMinBlocks, bool kAlibi>
 __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
     flash_backward_dkdv_mma_documents(uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                       const uint16_t* k, const uint16_t* v, const uint16_t* dout,
                                       const float* lse, const float* drow, FlashParams p,
                                       BlockOrder order) {
-  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, false, true>(dk, dv, q, k, v, dout, lse, drow,
-                                                                   p, order);
+  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, false, true, kAlibi>(dk, dv, q, k, v, dout,
+                                                                           lse, drow, p, order);
 }
-template <int D, int kMinBlocks>
+template <int D, int kMinBlocks, bool kAlibi>
 __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
     flash_backward_dq_mma_documents(uint16_t* dq, const uint16_t* q, const uint16_t* k,
                                     const uint16_t* v, const uint16_t* dout, const float* lse,
                                     const float* drow, FlashParams p, BlockOrder order) {
-  flash_dq_body<D, DeviceCtx, mma::RowTiles, true>(dq, q, k, v, dout, lse, drow, p, order);
+  flash_dq_body<D, DeviceCtx, mma::RowTiles, true, kAlibi>(dq, q, k, v, dout, lse, drow, p, order);
 }
 
 FlashKernels& choice() {
@@ -189,23 +198,27 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
   auto launch = [&](auto kernel, size_t bytes) {
     launch_flash_forward(kernel, bytes, kMmaTile * (narrow ? 1 : 2), out, lse, q, k, v, p, B, D);
   };
-  if (two_stage_forward(choice())) {  // counted with its launch (cuda::flash_stats)
-    ++flash_counts().two_stage_forwards;
-    if (D == 64)
-      launch(flash_forward_mma_2stage<64, 1, 4>, mma::ForwardSmem<64, 1, mma::RowTiles, 2>::bytes);
+  with_alibi(p, [&](auto alibi) {
+    constexpr bool A = decltype(alibi)::value;
+    if (two_stage_forward(choice())) {  // counted with its launch (cuda::flash_stats)
+      ++flash_counts().two_stage_forwards;
+      if (D == 64)
+        launch(flash_forward_mma_2stage<64, 1, 4, A>,
+               mma::ForwardSmem<64, 1, mma::RowTiles, 2>::bytes);
+      else
+        launch(flash_forward_mma_2stage<128, 2, 1, A>,
+               mma::ForwardSmem<128, 2, mma::RowTiles, 2>::bytes);
+    } else if (D == 64 && choice() == FlashKernels::Mma5Blocks)
+      launch(flash_forward_mma_5blocks<64, 1, A>, mma::ForwardSmem<64, 1>::bytes);
+    else if (D == 64 && narrow)
+      launch(flash_forward_mma<64, 1, A>, mma::ForwardSmem<64, 1>::bytes);
+    else if (D == 64)
+      launch(flash_forward_mma_3blocks<64, 2, A>, mma::ForwardSmem<64, 2>::bytes);
+    else if (narrow)
+      launch(flash_forward_mma<128, 1, A>, mma::ForwardSmem<128, 1>::bytes);
     else
-      launch(flash_forward_mma_2stage<128, 2, 1>,
-             mma::ForwardSmem<128, 2, mma::RowTiles, 2>::bytes);
-  } else if (D == 64 && choice() == FlashKernels::Mma5Blocks)
-    launch(flash_forward_mma_5blocks<64, 1>, mma::ForwardSmem<64, 1>::bytes);
-  else if (D == 64 && narrow)
-    launch(flash_forward_mma<64, 1>, mma::ForwardSmem<64, 1>::bytes);
-  else if (D == 64)
-    launch(flash_forward_mma_3blocks<64, 2>, mma::ForwardSmem<64, 2>::bytes);
-  else if (narrow)
-    launch(flash_forward_mma<128, 1>, mma::ForwardSmem<128, 1>::bytes);
-  else
-    launch(flash_forward_mma<128, 2>, mma::ForwardSmem<128, 2>::bytes);
+      launch(flash_forward_mma<128, 2, A>, mma::ForwardSmem<128, 2>::bytes);
+  });
 }
 
 void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
@@ -228,6 +241,7 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
       ++flash_counts().stored_ds_passes;
       FlashParams ps = p;
       ps.H = int(s.ng * G), ps.Hkv = int(s.ng);
+      ps.alibi_h0 = p.alibi_h0 + int(s.g0 * G);  // the slice's query heads keep their slopes
       auto qs = [&](const Tensor& t) { return slice_rows(t, s, G); };
       auto ks = [&](const Tensor& t) { return slice_rows(t, s, 1); };
       const Tensor ds = Tensor::empty({s.nb * ps.H * ds_head}, {DType::BF16, dq.device()});
@@ -236,24 +250,31 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                                      ks(dk), ks(dv), qs(dout), qs(q), ks(k), ks(v), qs(lse),
                                      qs(drow), ps, s.nb, D);
       };
-      if (D == 64)
-        launch(flash_backward_dkdv_mma_3blocks_store<64>, flash_dq_stored_kernel<64, DeviceCtx>,
-               mma::BackwardSmem<64>::bytes, mma::DqStoredSmem<64>::bytes);
-      else
-        launch(flash_backward_dkdv_mma_store<128>, flash_dq_stored_kernel<128, DeviceCtx>,
-               mma::BackwardSmem<128>::bytes, mma::DqStoredSmem<128>::bytes);
+      with_alibi(p, [&](auto alibi) {  // the stored dS has the bias in; its dQ reads only it
+        constexpr bool A = decltype(alibi)::value;
+        if (D == 64)
+          launch(flash_backward_dkdv_mma_3blocks_store<64, A>,
+                 flash_dq_stored_kernel<64, DeviceCtx>, mma::BackwardSmem<64>::bytes,
+                 mma::DqStoredSmem<64>::bytes);
+        else
+          launch(flash_backward_dkdv_mma_store<128, A>, flash_dq_stored_kernel<128, DeviceCtx>,
+                 mma::BackwardSmem<128>::bytes, mma::DqStoredSmem<128>::bytes);
+      });
     }
     return;
   }
   ++flash_counts().recomputed_ds_backwards;
-  if (D == 64)
-    launch_flash_backward(flash_backward_dkdv_mma_3blocks<64>, flash_backward_dq_mma_4blocks<64>,
-                          mma::BackwardSmem<64>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p, B,
-                          D);
-  else
-    launch_flash_backward(flash_backward_dkdv_mma<128>, flash_backward_dq_mma<128>,
-                          mma::BackwardSmem<128>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p,
-                          B, D);
+  with_alibi(p, [&](auto alibi) {
+    constexpr bool A = decltype(alibi)::value;
+    if (D == 64)
+      launch_flash_backward(flash_backward_dkdv_mma_3blocks<64, A>,
+                            flash_backward_dq_mma_4blocks<64, A>, mma::BackwardSmem<64>::bytes, dq,
+                            dk, dv, dout, q, k, v, lse, drow, p, B, D);
+    else
+      launch_flash_backward(flash_backward_dkdv_mma<128, A>, flash_backward_dq_mma<128, A>,
+                            mma::BackwardSmem<128>::bytes, dq, dk, dv, dout, q, k, v, lse, drow, p,
+                            B, D);
+  });
 }
 
 void flash_mma_documents_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
@@ -265,18 +286,21 @@ void flash_mma_documents_forward(const Tensor& out, const Tensor& lse, const Ten
     launch_blocks(kernel, bytes, order, flash_mut_bits(out), static_cast<float*>(lse.data_ptr()),
                   flash_bits(q), flash_bits(k), flash_bits(v), p, order);
   };
-  if (two_stage_forward(choice())) {  // as flash_mma_forward's: the same bits, K and V sooner
-    ++flash_counts().two_stage_forwards;
-    if (D == 64)
-      launch(flash_forward_mma_documents<64, 4, 2>,
-             mma::ForwardSmem<64, 1, mma::RowTiles, 2>::bytes);
+  with_alibi(p, [&](auto alibi) {
+    constexpr bool A = decltype(alibi)::value;
+    if (two_stage_forward(choice())) {  // as flash_mma_forward's: the same bits, K and V sooner
+      ++flash_counts().two_stage_forwards;
+      if (D == 64)
+        launch(flash_forward_mma_documents<64, 4, 2, A>,
+               mma::ForwardSmem<64, 1, mma::RowTiles, 2>::bytes);
+      else
+        launch(flash_forward_mma_documents<128, 1, 2, A>,
+               mma::ForwardSmem<128, 1, mma::RowTiles, 2>::bytes);
+    } else if (D == 64)
+      launch(flash_forward_mma_documents<64, 4, 1, A>, mma::ForwardSmem<64, 1>::bytes);
     else
-      launch(flash_forward_mma_documents<128, 1, 2>,
-             mma::ForwardSmem<128, 1, mma::RowTiles, 2>::bytes);
-  } else if (D == 64)
-    launch(flash_forward_mma_documents<64, 4>, mma::ForwardSmem<64, 1>::bytes);
-  else
-    launch(flash_forward_mma_documents<128, 1>, mma::ForwardSmem<128, 1>::bytes);
+      launch(flash_forward_mma_documents<128, 1, 1, A>, mma::ForwardSmem<128, 1>::bytes);
+  });
 }
 
 void flash_mma_documents_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
@@ -294,12 +318,15 @@ void flash_mma_documents_backward(const Tensor& dq, const Tensor& dk, const Tens
     launch_blocks(dq_kernel, bytes, qo, flash_mut_bits(dq), flash_bits(q), flash_bits(k),
                   flash_bits(v), flash_bits(dout), lp, dr, p, qo);
   };
-  if (D == 64)
-    launch(flash_backward_dkdv_mma_documents<64, 3>, flash_backward_dq_mma_documents<64, 4>,
-           mma::BackwardSmem<64>::bytes);
-  else
-    launch(flash_backward_dkdv_mma_documents<128, 1>, flash_backward_dq_mma_documents<128, 1>,
-           mma::BackwardSmem<128>::bytes);
+  with_alibi(p, [&](auto alibi) {
+    constexpr bool A = decltype(alibi)::value;
+    if (D == 64)
+      launch(flash_backward_dkdv_mma_documents<64, 3, A>, flash_backward_dq_mma_documents<64, 4, A>,
+             mma::BackwardSmem<64>::bytes);
+    else
+      launch(flash_backward_dkdv_mma_documents<128, 1, A>,
+             flash_backward_dq_mma_documents<128, 1, A>, mma::BackwardSmem<128>::bytes);
+  });
 }
 
 }  // namespace attn

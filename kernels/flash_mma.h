@@ -10,6 +10,11 @@
 // backend/attention_shapes.h (FlashParams carries each tensor's HeadStrides; rows 16-byte aligned),
 // lse saved in natural log, deterministic backward (a key-tile-major pass for dK, dV and a
 // query-tile-major pass for dQ; no atomics). Softmax runs in base 2: x = scale log2(e) s.
+// ALiBi (Press et al. 2022, arXiv:2108.12409; backend/attention_mask.h) in the bodies compiled
+// with kAlibi (launched where FlashParams::alibi says so; the instances without it hold none of
+// its code): x = scale log2(e) s - log2(e) m_h (i - j) for query head h, the query at position i
+// and key j, on every element of every tile, all-visible ones included (alibi_tile), before the
+// mask; lse is that of the biased scores, the backward's P = 2^(x - lse log2(e)).
 //
 // Plain C++ over a context type W that supplies the warp instructions, so the same bodies run on
 // the GPU (mma_device.cuh's DeviceCtx: inline PTX) and on the CPU under tests/kernels' warp
@@ -31,7 +36,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
+#include "backend/attention_mask.h"
 #include "backend/attention_shapes.h"
 #include "block_order.h"
 #include "doc_tiles.h"
@@ -68,6 +75,10 @@ struct FlashParams {
   // lazy rescaling (online_softmax's kLazy), for a before-and-after measurement.
   bool eager_rescale = false;
   DocTiles docs;  // a documents launch's table (doc_tiles.h); unread elsewhere
+  // ALiBi: grid head h (bh % H) is query head alibi_h0 + h of the model's alibi_heads and takes
+  // that head's slope (alibi_h0 > 0 in a pass over a slice of the kv heads, head_slices.h).
+  bool alibi = false;
+  int alibi_heads = 0, alibi_h0 = 0;
 };
 // Element i of row bh of lse (and drow): rows T apart, or lse_t in a documents launch, whose T is a
 // document's length (flash_launch.cuh); the other launches pass a literal 0, folded away.
@@ -82,6 +93,24 @@ TESSERA_MMA_FN bool visible(int64_t i, int64_t j, const FlashParams& p) {
 TESSERA_MMA_FN bool all_visible(int64_t i0, int rows, int64_t j0, int cols, const FlashParams& p) {
   return j0 + cols - 1 <= i0 && i0 + rows <= p.T &&
          (p.window <= 0 || i0 + rows - 1 - j0 < p.window);
+}
+
+// ALiBi's slope m_h of grid head h (0 <= h < H), in double as the CPU reference computes it;
+// 0 without ALiBi. alibi_slope2: in base-2 units, log2(e) m_h (x at distance i - j loses that
+// times i - j), rounded to f32 once.
+TESSERA_MMA_FN double alibi_slope_of(int64_t h, const FlashParams& p) {
+  return p.alibi ? alibi_slope(p.alibi_h0 + h, p.alibi_heads) : 0.0;
+}
+TESSERA_MMA_FN float alibi_slope2(int64_t h, const FlashParams& p) {
+  return float(alibi_slope_of(h, p) * 1.4426950408889634);
+}
+// f(std::bool_constant<p.alibi>{}) on the host: a launch picks its kernels' kAlibi instances in f.
+template <class F>
+void with_alibi(const FlashParams& p, F&& f) {
+  if (p.alibi)
+    f(std::true_type{});
+  else
+    f(std::false_type{});
 }
 
 // Batch, query head and kv head of grid row bh = b H + h.
@@ -358,6 +387,25 @@ TESSERA_MMA_FN void mask_tile(float (&s)[8][4], const TileVisibility& vis, float
   }
 }
 
+// ALiBi's bias on a 16 x 64 tile of C fragments laid out as mask_tile's (rows queries or keys,
+// kRowsAreQueries): x = x mul - step (i - j), i the element's query position and j its key's, lag
+// = i - j at the tile's first row and column. Every element, masked ones too (mask_tile then sets
+// those); the distances are exact in f32 below 2^24.
+template <bool kRowsAreQueries>
+TESSERA_MMA_FN void alibi_tile(float (&s)[8][4], int64_t lag, float mul, float step, int lane) {
+  const int g = lane / 4, c = lane % 4;
+  const float d0 = float(lag);
+  TESSERA_MMA_UNROLL
+  for (int n = 0; n < 8; ++n) {
+    TESSERA_MMA_UNROLL
+    for (int e = 0; e < 4; ++e) {
+      const int ro = g + 8 * (e >> 1), co = n * 8 + 2 * c + (e & 1);
+      const float d = d0 + float(kRowsAreQueries ? ro - co : co - ro);
+      s[n][e] = fmaf(s[n][e], mul, -step * d);
+    }
+  }
+}
+
 // The online softmax of key tile k0 .. k0 + 63 for a warp's MT groups of 16 rows (r0 + 16 mt ..;
 // a lane holds rows g and g + 8 of each): the scores in s become P = 2^(s scale2 - m) (masked
 // ones 0), the base-2 running maxima m and this lane's partial sums l move on, and alpha is what
@@ -368,6 +416,8 @@ TESSERA_MMA_FN void mask_tile(float (&s)[8][4], const TileVisibility& vis, float
 // once a row (a positive factor keeps the order, and rounding is monotonic): 32 FMULs a tile
 // fewer. Any other scale, or !kFold, multiplies the scores first, so that the masked -inf never
 // meets a factor of 0.
+// kAlibi: ALiBi's bias, alibi2 (alibi_slope2) a key of distance in base-2 units, taken off the
+// scores before the mask in their units: base 2 once multiplied, else raw (alibi2 / scale2).
 // kLazy: a group's m moves only when some row's tile maximum passes it by more than
 // kRescaleAbove (a warp vote; Flash Attention 4 rescales only when the maximum has moved enough,
 // per Modal's "We reverse-engineered Flash Attention 4", 2025); otherwise its rows keep their m,
@@ -375,10 +425,11 @@ TESSERA_MMA_FN void mask_tile(float (&s)[8][4], const TileVisibility& vis, float
 // not rescaled. The mathematics is the same, m being any offset common to a row's exponents, sums
 // and O; most key tiles after a row's first raise its maximum by little.
 constexpr float kRescaleAbove = 8.0f;
-template <int MT, bool kFold, bool kLazy = false, class W>
+template <int MT, bool kFold, bool kLazy = false, bool kAlibi = false, class W>
 TESSERA_MMA_FN void online_softmax(W& w, float (&s)[MT][8][4], float (&m)[MT][2], float (&l)[MT][2],
                                    float (&alpha)[MT][2], bool (&rescale)[MT], int64_t r0,
-                                   int64_t k0, float scale2, const FlashParams& p, int lane) {
+                                   int64_t k0, float scale2, const FlashParams& p, int lane,
+                                   float alibi2 = 0.0f) {
   const bool prescale = !kFold || !(scale2 > 0.0f);
   const float mul = prescale ? 1.0f : scale2;
   TESSERA_MMA_UNROLL
@@ -388,6 +439,8 @@ TESSERA_MMA_FN void online_softmax(W& w, float (&s)[MT][8][4], float (&m)[MT][2]
       for (int n = 0; n < 8; ++n)
         for (int e = 0; e < 4; ++e) s[mt][n][e] *= scale2;
     }
+    if constexpr (kAlibi)  // kFold's raw scores: scale2 > 0
+      alibi_tile<true>(s[mt], r0 + 16 * mt - k0, 1.0f, prescale ? alibi2 : alibi2 / scale2, lane);
     if (!all_visible(r0 + 16 * mt, 16, k0, kMmaTile, p))
       mask_tile<true>(s[mt], tile_visibility(r0 + 16 * mt, k0, p), -INFINITY, lane);
     float tmax[2];
@@ -496,7 +549,7 @@ struct ForwardSmem {
 // barriers a tile. kStages 2: K and V of the next key tile stream into the other stage while this
 // one's are used, one barrier a tile, a whole tile's work to cover the copies' latency, for two
 // more tiles of shared memory (46 KB a block at D 64, MT 1).
-template <int D, int MT, class Tiles = RowTiles, int kStages = 1, class W>
+template <int D, int MT, class Tiles = RowTiles, int kStages = 1, bool kAlibi = false, class W>
 TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_t* q,
                                   const uint16_t* k, const uint16_t* v, const FlashParams& p,
                                   int64_t qt, int64_t bh, int64_t lse_t = 0) {
@@ -530,7 +583,7 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
   float o[MT][D / 8][4];
   float m[MT][2], l[MT][2];  // base-2 running max; this lane's partial sums
   start_rows<D, MT>(o, m, l);
-  const float scale2 = p.scale * kLog2e;
+  const float scale2 = p.scale * kLog2e, alibi2 = kAlibi ? alibi_slope2(hi.h, p) : 0.0f;
   // The scale folded into the exponent (online_softmax) at D 64: the loop's path a key tile
   // (scripts/sass_loop_stats.py, nvcc 13.0, sm_90) 416 -> 392 instructions at MT 1. Not at D 128,
   // whose MT 2 instance (255 registers) then spills 84 bytes instead of 28, and whose MT 1 one
@@ -553,7 +606,8 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
     float s[MT][8][4], alpha[MT][2];
     bool rescale[MT];
     Tiles::template abt_held<D, MT>(w, s, qheld, Qs, warp * 16 * MT, tile(M::kv(stage)), lane);
-    online_softmax<MT, kFold, true>(w, s, m, l, alpha, rescale, r0, k0, scale2, p, lane);
+    online_softmax<MT, kFold, true, kAlibi>(w, s, m, l, alpha, rescale, r0, k0, scale2, p, lane,
+                                            alibi2);
     scale_rows<D, MT>(o, alpha, rescale);
     if constexpr (kStages == 1) {
       w.cp_async_wait_all();  // V is in

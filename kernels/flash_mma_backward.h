@@ -2,8 +2,8 @@
 // Algorithm 2): the bodies of the dK dV kernel (a key tile's block over every query tile that sees
 // it) and of the dQ kernel (a query tile's block over the key tiles it sees), deterministic, no
 // atomics; dS recomputed by each, or stored by dK dV for flash_mma_ds.h's dQ. The fragments,
-// tiles, masks, context type W and tile policies are flash_mma.h's; kernels/flash_launch.cuh
-// launches these bodies.
+// tiles, masks, ALiBi's bias, context type W and tile policies are flash_mma.h's;
+// kernels/flash_launch.cuh launches these bodies.
 #pragma once
 
 #include <cstdint>
@@ -59,7 +59,8 @@ TESSERA_MMA_FN DkdvItem next_item(const DkdvItem& x, int64_t q0_first, int64_t q
 // their registers to the packed P^T and dS^T of the first item (the SASS shows F2FP rewriting the
 // LDSM destinations before the next item's HGMMA reads them), and on the H200 every item after
 // the first came out wrong. scripts/sass_wgmma_check.py finds that pattern in a listing.
-template <int D, class Tiles = RowTiles, bool kHoldKV = false, bool kStoreDs = false, class W>
+template <int D, class Tiles = RowTiles, bool kHoldKV = false, bool kStoreDs = false,
+          bool kAlibi = false, class W>
 TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                         const uint16_t* k, const uint16_t* v, const uint16_t* dout,
                                         const float* lse, const float* drow, const FlashParams& p,
@@ -135,12 +136,22 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
     } else {
       Tiles::template abt2<D>(w, st, Ks, Qs, dpt, Vs, dOs, warp * 16, lane);
     }
-    TESSERA_MMA_UNROLL
-    for (int n = 0; n < 8; ++n) {
+    if constexpr (kAlibi) {  // x = S^T scale2 less ALiBi's bias (the item's head's slope), P^T
+      alibi_tile<false>(st[0], q0 - j0, scale2, alibi_slope2(item.h, p), lane);
       TESSERA_MMA_UNROLL
-      for (int e = 0; e < 4; ++e) {
-        const int col = n * 8 + 2 * c + (e & 1);  // the query, within the tile
-        st[0][n][e] = w.exp2(st[0][n][e] * scale2 - lse_s[col]);
+      for (int n = 0; n < 8; ++n) {
+        TESSERA_MMA_UNROLL
+        for (int e = 0; e < 4; ++e)
+          st[0][n][e] = w.exp2(st[0][n][e] - lse_s[n * 8 + 2 * c + (e & 1)]);
+      }
+    } else {
+      TESSERA_MMA_UNROLL
+      for (int n = 0; n < 8; ++n) {
+        TESSERA_MMA_UNROLL
+        for (int e = 0; e < 4; ++e) {
+          const int col = n * 8 + 2 * c + (e & 1);  // the query, within the tile
+          st[0][n][e] = w.exp2(st[0][n][e] * scale2 - lse_s[col]);
+        }
       }
     }
     if (!all_visible(q0, kMmaTile, j0, 16, p))  // rows: keys; columns: queries
@@ -166,7 +177,7 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
 // dQ of query tile qt of grid row bh: over the key tiles it sees. Warp w owns queries
 // q0 + 16 w .. + 15: S = Q K^T and dP = dO V^T, then dQ += dS K, in registers. The next key
 // tile's K and V stream into the other stage while this one is used.
-template <int D, class Tiles = RowTiles, class W>
+template <int D, class Tiles = RowTiles, bool kAlibi = false, class W>
 TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, const uint16_t* k,
                                       const uint16_t* v, const uint16_t* dout, const float* lse,
                                       const float* drow, const FlashParams& p, int64_t qt,
@@ -178,7 +189,7 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
   const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4;
   const HeadIndex hi = head_index(bh, p);
   const int64_t T = p.T, q0 = qt * kMmaTile, r0 = q0 + warp * 16;
-  const float scale2 = p.scale * kLog2e;
+  const float scale2 = p.scale * kLog2e, alibi2 = kAlibi ? alibi_slope2(hi.h, p) : 0.0f;
   const uint16_t* kh = k + p.k.row(hi.b, hi.g, 0);
   const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
   const int64_t kt0 = first_key_tile(q0, p), kt1 = last_key_tile(q0, p);
@@ -220,9 +231,16 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
     } else {
       Tiles::template abt2<D>(w, sc, Qs, Ks, dp, dOs, Vs, warp * 16, lane);
     }
-    TESSERA_MMA_UNROLL
-    for (int n = 0; n < 8; ++n)
-      for (int e = 0; e < 4; ++e) sc[0][n][e] = w.exp2(sc[0][n][e] * scale2 - lse2[e >> 1]);
+    if constexpr (kAlibi) {  // x = S scale2 less ALiBi's bias, then P
+      alibi_tile<true>(sc[0], r0 - k0, scale2, alibi2, lane);
+      TESSERA_MMA_UNROLL
+      for (int n = 0; n < 8; ++n)
+        for (int e = 0; e < 4; ++e) sc[0][n][e] = w.exp2(sc[0][n][e] - lse2[e >> 1]);
+    } else {
+      TESSERA_MMA_UNROLL
+      for (int n = 0; n < 8; ++n)
+        for (int e = 0; e < 4; ++e) sc[0][n][e] = w.exp2(sc[0][n][e] * scale2 - lse2[e >> 1]);
+    }
     if (!all_visible(r0, 16, k0, kMmaTile, p))
       mask_tile<true>(sc[0], tile_visibility(r0, k0, p), 0.0f, lane);
     TESSERA_MMA_UNROLL

@@ -1,9 +1,9 @@
 // FlashAttention-2 (Dao 2023, arXiv:2307.08691) on Hopper's warpgroup matrix instructions
 // (wgmma.mma_async, sm_90a), as FlashAttention-3 issues its products (Shah et al. 2024,
-// arXiv:2407.08608): flash_mma.h's masks, online softmax in base 2, lse, deterministic two-pass
-// backward and layouts, with every product issued to the tensor cores a warpgroup at a time. A
-// block is one warpgroup (128 threads) and every product is a 64-row one (a warp owns 16 rows of
-// each), so each is a chain of m64nNk16:
+// arXiv:2407.08608): flash_mma.h's masks, ALiBi's bias, online softmax in base 2, lse,
+// deterministic two-pass backward and layouts, with every product issued to the tensor cores a
+// warpgroup at a time. A block is one warpgroup (128 threads) and every product is a 64-row one (a
+// warp owns 16 rows of each), so each is a chain of m64nNk16:
 //  - S = Q K^T (S^T = K Q^T, dP = dO V^T, dP^T = V dO^T): the right operand read from shared
 //    memory K-major, the left one too, or held in registers where the block keeps it (Q in the
 //    forward; Q and dO in dQ, and K and V in dK dV unless wgmma-narrow, at D 64: CoreTiles::hold);
@@ -54,8 +54,9 @@ struct PipelinedSmem {
 // memory at once, and while they are used V of kt + 1 and K of kt + 2 stream into the other
 // stages: two stages of each. The P of tile kt sits in registers as bf16 A fragments (pa) while
 // the next S accumulates (ptxas, sm_90a: 145 registers at D 64 and MT 1, 235 at MT 2, 179 at
-// D 128; forward_block over CoreTiles took 106, 212 and 158).
-template <int D, int MT>
+// D 128; forward_block over CoreTiles took 106, 212 and 158). kAlibi: ALiBi's bias (flash_mma.h)
+// in the softmax of every tile, which runs between the products' wait for S and for P V.
+template <int D, int MT, bool kAlibi>
 __device__ void forward_block_pipelined(WgmmaCtx& w, uint16_t* out, float* lse, const uint16_t* q,
                                         const uint16_t* k, const uint16_t* v, const FlashParams& p,
                                         int64_t qt, int64_t bh) {
@@ -89,10 +90,10 @@ __device__ void forward_block_pipelined(WgmmaCtx& w, uint16_t* out, float* lse, 
   float o[MT][D / 8][4], m[MT][2], l[MT][2], s[MT][8][4], alpha[MT][2];
   bool rescale[MT];  // every tile's (no lazy rescaling: no branch may sit among the products)
   mma::start_rows<D, MT>(o, m, l);
-  const float scale2 = p.scale * kLog2e;
+  const float scale2 = p.scale * kLog2e, alibi2 = kAlibi ? alibi_slope2(hi.h, p) : 0.0f;
   CoreTiles::abt_held<D, MT>(w, s, qheld, nullptr, 0, tile(M::k(0)), lane);         // S of tile kt0
-  mma::online_softmax<MT, true>(w, s, m, l, alpha, rescale, r0, kt0 * kMmaTile, scale2, p,
-                                lane);  // O is 0
+  mma::online_softmax<MT, true, false, kAlibi>(w, s, m, l, alpha, rescale, r0, kt0 * kMmaTile,
+                                               scale2, p, lane, alibi2);  // O is 0
 
   // Every tile but the last: nothing conditional between the fence and the last wait, which ptxas
   // needs to keep the products in flight (otherwise it serialises them: C7514).
@@ -111,8 +112,8 @@ __device__ void forward_block_pipelined(WgmmaCtx& w, uint16_t* out, float* lse, 
     w.wgmma_commit();
     w.wgmma_wait_prior();  // S of tile kt + 1; P V may still run
     w.pin(s);
-    mma::online_softmax<MT, true>(w, s, m, l, alpha, rescale, r0, (kt + 1) * kMmaTile, scale2, p,
-                                  lane);
+    mma::online_softmax<MT, true, false, kAlibi>(w, s, m, l, alpha, rescale, r0,
+                                                 (kt + 1) * kMmaTile, scale2, p, lane, alibi2);
     w.wgmma_wait_all();
     w.pin(o);
     mma::scale_rows<D, MT>(o, alpha, rescale);
@@ -123,7 +124,7 @@ __device__ void forward_block_pipelined(WgmmaCtx& w, uint16_t* out, float* lse, 
   mma::finish_rows<D, MT, WgmmaCtx>(w, out, lse, o, m, l, r0, bh, hi, p, lane);
 }
 
-template <int D, int MT>
+template <int D, int MT, bool kAlibi>
 __global__ void __launch_bounds__(kMmaThreads)
     flash_forward_wgmma(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                         const uint16_t* v, FlashParams p, BlockOrder order) {
@@ -131,7 +132,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   extern __shared__ __align__(128) unsigned char smem[];
   WgmmaCtx w{smem};
   const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
-  forward_block_pipelined<D, MT>(w, out, lse, q, k, v, p, at.tile, at.head);
+  forward_block_pipelined<D, MT, kAlibi>(w, out, lse, q, k, v, p, at.tile, at.head);
 #else
   __trap();
 #endif
@@ -148,10 +149,11 @@ __global__ void __launch_bounds__(kMmaThreads)
 // A registers at every item (the products then read only Q and dO from shared memory; ptxas,
 // sm_90a: 158 -> 189 registers, 3 -> 2 blocks an SM), or reads them from their tiles under
 // WgmmaNarrow and at D 128 (229 registers already).
-template <int D, bool kHoldKV>
-constexpr auto flash_backward_dkdv_wgmma = flash_dkdv_kernel<D, WgmmaCtx, CoreTiles, kHoldKV>;
-template <int D>
-constexpr auto flash_backward_dq_wgmma = flash_dq_kernel<D, WgmmaCtx, CoreTiles>;
+template <int D, bool kHoldKV, bool kAlibi>
+constexpr auto flash_backward_dkdv_wgmma =
+    flash_dkdv_kernel<D, WgmmaCtx, CoreTiles, kHoldKV, kAlibi>;
+template <int D, bool kAlibi>
+constexpr auto flash_backward_dq_wgmma = flash_dq_kernel<D, WgmmaCtx, CoreTiles, kAlibi>;
 
 // Why the wgmma kernels cannot run on the current device, or "" when they can; asked of the
 // runtime once a device (every attention call checks it).
@@ -193,15 +195,18 @@ void require_wgmma() {
 void flash_wgmma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                          const Tensor& v, const FlashParams& p, int64_t B, int64_t D, bool narrow) {
   require_wgmma();
-  if (D == 64 && !narrow)
-    launch_flash_forward(flash_forward_wgmma<64, 2>, PipelinedSmem<64, 2>::bytes, 2 * kMmaTile, out,
-                         lse, q, k, v, p, B, D);
-  else if (D == 64)
-    launch_flash_forward(flash_forward_wgmma<64, 1>, PipelinedSmem<64, 1>::bytes, kMmaTile, out,
-                         lse, q, k, v, p, B, D);
-  else
-    launch_flash_forward(flash_forward_wgmma<128, 1>, PipelinedSmem<128, 1>::bytes, kMmaTile, out,
-                         lse, q, k, v, p, B, D);
+  with_alibi(p, [&](auto alibi) {
+    constexpr bool A = decltype(alibi)::value;
+    if (D == 64 && !narrow)
+      launch_flash_forward(flash_forward_wgmma<64, 2, A>, PipelinedSmem<64, 2>::bytes, 2 * kMmaTile,
+                           out, lse, q, k, v, p, B, D);
+    else if (D == 64)
+      launch_flash_forward(flash_forward_wgmma<64, 1, A>, PipelinedSmem<64, 1>::bytes, kMmaTile,
+                           out, lse, q, k, v, p, B, D);
+    else
+      launch_flash_forward(flash_forward_wgmma<128, 1, A>, PipelinedSmem<128, 1>::bytes, kMmaTile,
+                           out, lse, q, k, v, p, B, D);
+  });
 }
 
 void flash_wgmma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
@@ -212,15 +217,18 @@ void flash_wgmma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, 
   auto launch = [&](auto dkdv, auto dq_kernel, size_t bytes) {
     launch_flash_backward(dkdv, dq_kernel, bytes, dq, dk, dv, dout, q, k, v, lse, drow, p, B, D);
   };
-  if (D == 64 && !narrow)
-    launch(flash_backward_dkdv_wgmma<64, true>, flash_backward_dq_wgmma<64>,
-           mma::BackwardSmem<64, CoreTiles>::bytes);
-  else if (D == 64)
-    launch(flash_backward_dkdv_wgmma<64, false>, flash_backward_dq_wgmma<64>,
-           mma::BackwardSmem<64, CoreTiles>::bytes);
-  else
-    launch(flash_backward_dkdv_wgmma<128, false>, flash_backward_dq_wgmma<128>,
-           mma::BackwardSmem<128, CoreTiles>::bytes);
+  with_alibi(p, [&](auto alibi) {
+    constexpr bool A = decltype(alibi)::value;
+    if (D == 64 && !narrow)
+      launch(flash_backward_dkdv_wgmma<64, true, A>, flash_backward_dq_wgmma<64, A>,
+             mma::BackwardSmem<64, CoreTiles>::bytes);
+    else if (D == 64)
+      launch(flash_backward_dkdv_wgmma<64, false, A>, flash_backward_dq_wgmma<64, A>,
+             mma::BackwardSmem<64, CoreTiles>::bytes);
+    else
+      launch(flash_backward_dkdv_wgmma<128, false, A>, flash_backward_dq_wgmma<128, A>,
+             mma::BackwardSmem<128, CoreTiles>::bytes);
+  });
 }
 
 }  // namespace tessera::cuda::attn

@@ -75,6 +75,7 @@ struct Impl {
   cuda::FlashKernels flash;
   bool d64_only;  // differs from another row only at D 64
   const char* env = nullptr;  // NAME=VALUE set in the environment for this row's calls
+  bool alibi = false;         // softmax with ALiBi's bias (backend/attention_mask.h)
 };
 constexpr Impl kImpls[] = {
     {"mma", "tessera flash (softmax)", false, cuda::FlashKernels::Mma, false},
@@ -89,6 +90,7 @@ constexpr Impl kImpls[] = {
      false},
     {"mma-ds", "tessera flash, dQ from the stored dS", false, cuda::FlashKernels::MmaStoredDs,
      false},
+    {"alibi", "tessera flash with ALiBi", false, cuda::FlashKernels::Mma, false, nullptr, true},
     {"wmma", "tessera flash, wmma kernels", false, cuda::FlashKernels::Wmma, false},
     {"wgmma", "tessera flash, wgmma kernels", false, cuda::FlashKernels::Wgmma, false},
     {"wgmma-narrow", "tessera flash, wgmma, fewer registers", false,
@@ -183,9 +185,11 @@ int run(int argc, char** argv) {
       const double scale = 1.0 / std::sqrt(double(D));
       const double fwd_flops = 4.0 * double(T) * double(T) * double(D) * double(H) * double(B) / 2;
 
-      auto flash_fwd = [&] { kern.flash_attention_forward(out, stat, q, k, v, scale, 0); };
-      auto flash_bwd = [&] {
-        kern.flash_attention_backward(dq, dk, dv, dout, q, k, v, out, stat, scale, 0);
+      auto flash_fwd = [&](bool alibi) {
+        kern.flash_attention_forward(out, stat, q, k, v, scale, {0, alibi});
+      };
+      auto flash_bwd = [&](bool alibi) {
+        kern.flash_attention_backward(dq, dk, dv, dout, q, k, v, out, stat, scale, {0, alibi});
       };
       auto sb_fwd = [&] {
         kern.stick_breaking_forward(out, stat, Tensor(), q, k, v, scale, false, false);
@@ -197,8 +201,8 @@ int run(int argc, char** argv) {
       for (const Impl* at : impls) {
         const Impl& impl = *at;
         if (impl.d64_only && D != 64) continue;
-        auto fwd_call = [&] { impl.stick_breaking ? sb_fwd() : flash_fwd(); };
-        auto bwd_call = [&] { impl.stick_breaking ? sb_bwd() : flash_bwd(); };
+        auto fwd_call = [&] { impl.stick_breaking ? sb_fwd() : flash_fwd(impl.alibi); };
+        auto bwd_call = [&] { impl.stick_breaking ? sb_bwd() : flash_bwd(impl.alibi); };
         cuda::set_flash_kernels(impl.flash);
         const std::string env = impl.env ? impl.env : "";
         const std::string env_name = env.substr(0, env.find('='));

@@ -76,10 +76,9 @@ std::string attention_support(const AttentionSpec& spec, Device device, DType dt
     why << "CUDA stick-breaking attention needs " << limit << ", got head dim " << head_dim;
     return why.str();
   }
-  if (spec.alibi) return "CUDA attention takes no ALiBi yet (the CPU kernels do)";
-  if (spec.kind == AttentionKind::Softmax && spec.window > 0 && !fused_ok) {
-    why << "CUDA sliding-window attention (flash kernel) needs " << limit << ", got head dim "
-        << head_dim;
+  if (spec.kind == AttentionKind::Softmax && (spec.window > 0 || spec.alibi) && !fused_ok) {
+    why << "CUDA " << (spec.window > 0 ? "sliding-window" : "ALiBi")
+        << " attention (flash kernel) needs " << limit << ", got head dim " << head_dim;
     return why.str();
   }
   // Fewer queries than keys (KV-cached decoding) runs the warp-per-row forwards in either dtype.

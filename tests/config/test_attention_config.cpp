@@ -115,6 +115,13 @@ TEST(AttentionConfig, alibi_is_a_position_kind_for_softmax_attention) {
   EXPECT_NE(e.find("ALiBi with S^2-Attn"), std::string::npos) << e;
   e = error_of([&] { load_config(alibi, {"model.rope_scaling.type=linear"}); });
   EXPECT_NE(e.find("model.position is 'alibi' (not rope)"), std::string::npos) << e;
+  // On CUDA ALiBi runs in the flash kernels only, whose bf16 tiles take head dims 64 and 128.
+  e = error_of([&] { load_config(alibi, {"train.device=cuda"}); });
+  EXPECT_NE(e.find("CUDA ALiBi attention (flash kernel) needs head dim 64 or 128 in bf16, got head "
+                   "dim 32"),
+            std::string::npos)
+      << e;
+  EXPECT_NO_THROW(load_config(alibi, {"train.device=cuda", "model.n_head=2"}));
   e = error_of([&] { load_config(alibi, {"model.position=alibis"}); });
   EXPECT_NE(e.find("model.position"), std::string::npos) << e;
 }

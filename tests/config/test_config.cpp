@@ -361,7 +361,7 @@ TEST(ConfigValidation, each_rule_names_its_key) {
       {"model.n_kv_head=3", "model.n_head (4) must be divisible by model.n_kv_head (3)"},
       {"model.norm=batchnorm", "model.norm must be one of layernorm, rmsnorm; got 'batchnorm'"},
       {"model.mlp=relu", "model.mlp must be one of gelu, swiglu"},
-      {"model.position=alibi", "model.position must be one of learned, rope, none"},
+      {"model.position=sinusoidal", "model.position must be one of learned, rope, alibi, none"},
       {"model.attention=linear", "model.attention must be one of softmax, stick_breaking"},
       {"model.sb_remainder=first", "model.sb_remainder must be one of none, current"},
       {"model.attend_current=true", "apply to model.attention stick_breaking only"},
