@@ -135,6 +135,15 @@ TEST(ModelCudaStickBreaking, bf16_loss_and_every_gradient_follow_the_f32_cpu) {
   expect_bf16_follows_the_f32_cpu(cfg);
 }
 
+// ALiBi (no position parameters), head dim 64: the flash kernels' kAlibi instances inside the
+// model, off GPT-2's fused projection (the packed path) and off Llama's three (the projected one).
+TEST_P(ModelCuda, bf16_alibi_loss_and_every_gradient_follow_the_f32_cpu) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  nn::GPTConfig cfg = tiny_gpu_model(GetParam());
+  cfg.position = nn::PositionKind::ALiBi, cfg.attention.alibi = true;
+  expect_bf16_follows_the_f32_cpu(cfg);
+}
+
 TEST_P(ModelCuda, bf16_gradients_accumulated_in_f32_buffers_are_the_sums_of_their_passes) {
   // Two backward passes into f32 gradient buffers (as the trainer's flat buffers take a bf16
   // model's micro-batches) against each pass alone, summed: every contribution that adds onto a
