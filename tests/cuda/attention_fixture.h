@@ -1,9 +1,12 @@
 // What the CUDA attention parity tests share (test_attention_cuda.cpp,
-// test_document_attention_cuda.cpp): the skip without a device, the tolerances of bf16 and f32
-// kernels against the CPU reference in f64, and inputs drawn once and held on both devices.
+// test_document_attention_cuda.cpp, test_document_launch_cuda.cpp, test_alibi_cuda.cpp): the skip
+// without a device, the tolerances of bf16 and f32 kernels against the CPU reference in f64,
+// inputs drawn once and held on both devices, the kernel family for a scope.
 #pragma once
 
 #include <gtest/gtest.h>
+
+#include <string>
 
 #include "backend/cuda.h"
 #include "ops/ops.h"
@@ -49,5 +52,23 @@ inline Input make_input(const Shape& shape, Generator& g, DType dtype, double mu
   x = x.to(dtype);
   return {x.to(DType::F64), x.to(Device::cuda())};
 }
+
+// A flash kernel family (backend/cuda.h's FlashKernels) for a scope; the earlier one put back.
+struct UseFlashKernels {
+  cuda::FlashKernels prev = cuda::flash_kernels();
+  explicit UseFlashKernels(cuda::FlashKernels k) { cuda::set_flash_kernels(k); }
+  ~UseFlashKernels() { cuda::set_flash_kernels(prev); }
+};
+
+inline Tensor gpu_empty(const Shape& s, DType t) { return Tensor::empty(s, {t, Device::cuda()}); }
+
+// A case's shape: q (B, H, T, D), k and v (B, Hkv, T, D).
+struct Shape4 {
+  int64_t B, H, Hkv, T, D;
+  std::string str() const {
+    return "B " + std::to_string(B) + " H " + std::to_string(H) + "/" + std::to_string(Hkv) +
+           " T " + std::to_string(T) + " D " + std::to_string(D);
+  }
+};
 
 }  // namespace tessera::testing::attention

@@ -39,23 +39,6 @@ namespace {
 
 constexpr double kLse = 1e-5;
 
-// A case's shape; q (B, H, T, D), k and v (B, Hkv, T, D).
-struct Shape4 {
-  int64_t B, H, Hkv, T, D;
-  std::string str() const {
-    return "B " + std::to_string(B) + " H " + std::to_string(H) + "/" + std::to_string(Hkv) +
-           " T " + std::to_string(T) + " D " + std::to_string(D);
-  }
-};
-
-struct UseFlashKernels {
-  cuda::FlashKernels prev = cuda::flash_kernels();
-  explicit UseFlashKernels(cuda::FlashKernels k) { cuda::set_flash_kernels(k); }
-  ~UseFlashKernels() { cuda::set_flash_kernels(prev); }
-};
-
-Tensor gpu_empty(const Shape& s, DType t) { return Tensor::empty(s, {t, Device::cuda()}); }
-
 struct Qkv {
   Input q, k, v, dout;
 };

@@ -26,10 +26,6 @@ using tessera::testing::values;
 
 namespace {
 
-struct Shape4 {
-  int64_t B, H, Hkv, T, D;
-};
-
 // The families of bf16 flash kernels (backend/cuda.h): every bf16 flash test runs each; the choice
 // is put back when the scope ends. Wgmma (sm_90a) has a test of its own below, so that a failure
 // of it on a GPU names it alone.
@@ -62,14 +58,6 @@ const char* flash_name(cuda::FlashKernels k) {
   }
   return "?";
 }
-struct UseFlashKernels {
-  cuda::FlashKernels prev = cuda::flash_kernels();
-  explicit UseFlashKernels(cuda::FlashKernels k) { cuda::set_flash_kernels(k); }
-  ~UseFlashKernels() { cuda::set_flash_kernels(prev); }
-};
-
-Tensor gpu_empty(const Shape& s, DType t) { return Tensor::empty(s, {t, Device::cuda()}); }
-
 struct Qkv {
   Input q, k, v, dout;
 };

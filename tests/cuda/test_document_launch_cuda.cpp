@@ -21,12 +21,6 @@ using tessera::testing::kGpu;
 
 namespace {
 
-struct UseFlashKernels {
-  cuda::FlashKernels prev = cuda::flash_kernels();
-  explicit UseFlashKernels(cuda::FlashKernels k) { cuda::set_flash_kernels(k); }
-  ~UseFlashKernels() { cuda::set_flash_kernels(prev); }
-};
-
 // Row 0 of T = 160: documents of 1, 69, 64 and 26 rows (one shorter than a tile, one crossing a
 // tile edge, one a whole tile starting mid-tile); row 1: one document, whole.
 std::vector<DocumentSpan> spans_of(int64_t T) {

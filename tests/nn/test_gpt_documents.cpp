@@ -28,6 +28,7 @@ GPTConfig tiny(const std::string& style) {
   c.n_layer = 2, c.n_head = 2, c.n_embd = 8, c.block_size = 12, c.vocab_size = 11;
   if (style == "gpt2 rope") c.position = nn::PositionKind::RoPE;
   if (style == "stick_breaking") c.attention.kind = ops::AttentionKind::StickBreaking;
+  if (style == "alibi") c.position = nn::PositionKind::ALiBi, c.attention.alibi = true;
   if (style == "llama") {
     c.norm = nn::NormKind::RMSNorm, c.mlp = nn::MlpKind::SwiGLU;
     c.position = nn::PositionKind::RoPE, c.n_kv_head = 1, c.tie_embeddings = false;
@@ -48,7 +49,7 @@ TEST(GPTDocuments, each_document_of_a_row_gets_the_logits_it_gets_alone) {
   // second. f64: the rows are the same sums in another gemm shape.
   const std::vector<int32_t> row = {3, 1, 4, kEnd, kEnd, 5, 9, 2, 6, 5, 3, 5};
   const std::vector<std::pair<int64_t, int64_t>> docs = {{0, 3}, {3, 1}, {4, 8}};
-  for (const std::string style : {"gpt2", "gpt2 rope", "llama", "stick_breaking"}) {
+  for (const std::string style : {"gpt2", "gpt2 rope", "llama", "stick_breaking", "alibi"}) {
     SCOPED_TRACE(style);
     Generator g(3);
     GPT model(tiny(style), g, DType::F64);

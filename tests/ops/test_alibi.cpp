@@ -20,6 +20,23 @@ using tessera::testing::gradcheck;
 using tessera::testing::max_abs_diff;
 using tessera::testing::naive_window_attention;
 
+namespace {
+
+struct Forward {
+  Tensor out, lse;
+};
+// The flash forward kernel's output and log-sum-exp (f64 for f64 inputs, f32 otherwise).
+Forward flash_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                      const AttentionMask& mask) {
+  const DType stat = q.dtype() == DType::F64 ? DType::F64 : DType::F32;
+  Forward f{Tensor::empty(q.shape(), q.dtype()),
+            Tensor::empty({q.size(0), q.size(1), q.size(2)}, stat)};
+  TESSERA_KERNEL(q, flash_attention_forward)(f.out, f.lse, q, k, v, scale, mask);
+  return f;
+}
+
+}  // namespace
+
 TEST(Alibi, slopes_are_the_papers_geometric_sequences) {
   // Powers of two: 2^(-8 (h + 1) / H). Others: the slopes of the power of two below, then every
   // other slope of twice it (the paper's get_slopes; 12 heads: 8's slopes, then 2^-0.5, 2^-1.5,
@@ -51,25 +68,19 @@ TEST(Alibi, flash_forward_matches_the_direct_reference_across_row_blocks) {
         naive_window_attention(q.to_vector<double>(), k.to_vector<double>(), v.to_vector<double>(),
                                B, H, Hkv, T, D, 0.6, window, &want_lse,
                                /*alibi=*/true);
-    Tensor out = Tensor::empty({B, H, T, D}, DType::F64),
-           lse = Tensor::empty({B, H, T}, DType::F64);
-    TESSERA_KERNEL(q, flash_attention_forward)(out, lse, q, k, v, 0.6, {window, true});
+    const auto [out, lse] = flash_forward(q, k, v, 0.6, {window, true});
     // f64, scores O(1) plus biases down to -0.5 x 149, up to 150 terms a sum: 1e-12 is ~1e4 ulps
     // of |out| < 4; the bias moves outputs by O(0.1) (checked last).
     EXPECT_LT(max_abs_diff(out, from_vector(want, out.shape())), 1e-12) << what;
     EXPECT_LT(max_abs_diff(lse, from_vector(want_lse, lse.shape())), 1e-12) << what << " lse";
     // f32: the f64 reference, the inputs' rounding to f32 included. As the windows' f32 test
     // (test_flash_attention.cpp) bounds it, 2e-6, and the biased scores add one rounding each.
-    const Tensor qf = q.to(DType::F32), kf = k.to(DType::F32), vf = v.to(DType::F32);
-    Tensor outf = Tensor::empty({B, H, T, D}), lsef = Tensor::empty({B, H, T});
-    TESSERA_KERNEL(qf, flash_attention_forward)(outf, lsef, qf, kf, vf, 0.6, {window, true});
+    const auto [outf, lsef] =
+        flash_forward(q.to(DType::F32), k.to(DType::F32), v.to(DType::F32), 0.6, {window, true});
     EXPECT_LT(max_abs_diff(outf, from_vector(want, out.shape())), 2e-6) << what << " f32";
     EXPECT_LT(max_abs_diff(lsef, from_vector(want_lse, lse.shape())), 2e-6) << what << " f32 lse";
     // Without the bias the same inputs give another attention.
-    Tensor plain = Tensor::empty({B, H, T, D}, DType::F64),
-           plain_lse = Tensor::empty({B, H, T}, DType::F64);
-    TESSERA_KERNEL(q, flash_attention_forward)(plain, plain_lse, q, k, v, 0.6, window);
-    EXPECT_GT(max_abs_diff(plain, out), 0.1) << what;
+    EXPECT_GT(max_abs_diff(flash_forward(q, k, v, 0.6, window).out, out), 0.1) << what;
   }
 }
 
@@ -81,15 +92,10 @@ TEST(Alibi, decoding_queries_equal_the_last_rows_of_the_full_forward) {
   Tensor q = randn({B, H, Tk, D}, g, DType::F64), k = randn({B, Hkv, Tk, D}, g, DType::F64),
          v = randn({B, Hkv, Tk, D}, g, DType::F64);
   for (int64_t window : {0, 20}) {
-    Tensor full = Tensor::empty({B, H, Tk, D}, DType::F64),
-           full_lse = Tensor::empty({B, H, Tk}, DType::F64);
-    TESSERA_KERNEL(q, flash_attention_forward)(full, full_lse, q, k, v, 0.5, {window, true});
+    const auto [full, full_lse] = flash_forward(q, k, v, 0.5, {window, true});
     for (int64_t Tq : {1, 3, 70}) {
       const std::string what = "window " + std::to_string(window) + " Tq " + std::to_string(Tq);
-      Tensor out = Tensor::empty({B, H, Tq, D}, DType::F64),
-             lse = Tensor::empty({B, H, Tq}, DType::F64);
-      TESSERA_KERNEL(q, flash_attention_forward)
-      (out, lse, q.narrow(2, Tk - Tq, Tq), k, v, 0.5, {window, true});
+      const auto [out, lse] = flash_forward(q.narrow(2, Tk - Tq, Tq), k, v, 0.5, {window, true});
       // The same f64 scores in other blocks (the single-row path for Tq 1): ~1e-16 relative.
       EXPECT_LT(max_abs_diff(out, full.narrow(2, Tk - Tq, Tq)), 1e-12) << what;
       EXPECT_LT(max_abs_diff(lse, full_lse.narrow(2, Tk - Tq, Tq)), 1e-12) << what << " lse";
