@@ -14,6 +14,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/host_device.h"
 
@@ -24,6 +25,9 @@ struct AttentionMask {
   bool alibi = false;  // ALiBi's bias -alibi_slope(h, H) (i - j) added to every score
   // A window alone converts, so the callers that know no ALiBi pass the integer they always did.
   AttentionMask(int64_t window_ = 0, bool alibi_ = false) : window(window_), alibi(alibi_) {}
+  // ... but a lone bool does not: `true` would otherwise mean a window of one key.
+  template <class B, std::enable_if_t<std::is_same_v<B, bool>, int> = 0>
+  AttentionMask(B) = delete;
 };
 
 // The slope m_h of query head h among H (the header's rule); 0 <= h < H.
