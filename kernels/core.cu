@@ -109,6 +109,7 @@ void add_core_kernels(Kernels& k) {
   add_norm_kernels(k);
   add_softmax_kernels(k);
   add_rope_kernels(k);
+  add_forget_gate_kernels(k);
   add_materialised_attention_kernels(k);
 }
 

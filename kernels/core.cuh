@@ -1,7 +1,7 @@
 // Shared by the core kernel files (core.cu, elementwise.cu, embedding.cu, norm.cu, softmax.cu,
-// rope.cu, attention_materialised.cu; optim.cu for its 16-byte loop): bf16 loads and stores,
-// 16-byte grouped accesses, dtype dispatch, argument checks, reproducible block reductions, and
-// each file's registration function.
+// rope.cu, forget_gate.cu, attention_materialised.cu; optim.cu for its 16-byte loop): bf16 loads
+// and stores, 16-byte grouped accesses, dtype dispatch, argument checks, reproducible block
+// reductions, and each file's registration function.
 //
 // Numerics, for every kernel of these files (the CPU twins are in src/backend/cpu/):
 //  - tensors are f32 or bf16 (bf16 = the top 16 bits of an f32, held as uint16_t); arithmetic is
@@ -33,6 +33,7 @@ void add_embedding_kernels(Kernels& k);    // embedding.cu
 void add_norm_kernels(Kernels& k);         // norm.cu: layernorm, rmsnorm
 void add_softmax_kernels(Kernels& k);      // softmax.cu: softmax, log-softmax, cross-entropy
 void add_rope_kernels(Kernels& k);         // rope.cu
+void add_forget_gate_kernels(Kernels& k);  // forget_gate.cu: Forgetting Attention's gate sums
 void add_materialised_attention_kernels(Kernels& k);  // attention_materialised.cu
 
 namespace core {

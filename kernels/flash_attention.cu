@@ -509,6 +509,10 @@ __global__ void __launch_bounds__(32)
 
 // The forward's parameters; the backward adds its gradients' strides (with_grads).
 FlashParams params_of(const Dims& d, double scale, const AttentionMask& mask, const Tensor& out) {
+  // ops::attention_support refuses Forgetting Attention on CUDA before any kernel is reached.
+  TESSERA_CHECK(!mask.forget.defined(),
+                "CUDA flash attention: no kernel takes a forget gate (Forgetting Attention runs on "
+                "the CPU)");
   FlashParams p{};
   p.T = d.T, p.H = int(d.H), p.Hkv = int(d.Hkv), p.scale = float(scale), p.window = mask.window;
   p.alibi = mask.alibi, p.alibi_heads = int(d.H), p.alibi_h0 = 0;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Length generalisation on the KJV bytes: stick-breaking and ALiBi against RoPE with inference-time
-# scaling (none, linear, dynamic, yarn) and against RoPE extended by a short LongLoRA-style
-# fine-tune, with YaRN (configs/extend-context.yaml) and with LongLoRA's linear interpolation.
+# Length generalisation on the KJV bytes: stick-breaking, ALiBi and Forgetting Attention against
+# RoPE with inference-time scaling (none, linear, dynamic, yarn) and against RoPE extended by a
+# short LongLoRA-style fine-tune, with YaRN (configs/extend-context.yaml) and with LongLoRA's
+# linear interpolation.
 #
 #   scripts/lengthgen.sh [BUILD_DIR]          # default build/; writes docs/lengthgen.{csv,md,png}
 #   LENGTHGEN_CK=/tmp/ck LENGTHGEN_SMOKE=1 scripts/lengthgen.sh build   # the pipeline in a minute
@@ -11,7 +12,8 @@
 # 2. extends rope-small to 512 bytes with configs/extend-context.yaml (YaRN x4, S^2-Attn, LoRA on
 #    q,k,v,o, embeddings and norms trained), and again with linear interpolation x4
 #    (--set model.rope_scaling.type=linear), each unless that run exists too; and trains
-#    configs/alibi-small.yaml (the same as rope-small with ALiBi for its positions) after the first;
+#    configs/alibi-small.yaml (the same as rope-small with ALiBi for its positions) after the first
+#    and configs/fox-small.yaml (forgetting attention, no positions) after the second;
 # 3. evaluates every model at 64 .. 4096 bytes (eval --contexts, 4 batches of max(1024, context)
 #    bytes, the start of the validation split): the RoPE base with each scaling at
 #    factor = max(1, context / 128) (eval --rope-factor auto; dynamic: factor 1, its base follows
@@ -77,20 +79,23 @@ echo "phase 1 done at $(( $(date +%s) - start )) s"
 # Phase 2: the two extensions side by side.
 { train extend-context configs/extend-context.yaml --init "$CK/rope-small" &&
   train alibi-small configs/alibi-small.yaml; } & p1=$!
-train extend-context-linear configs/extend-context.yaml --init "$CK/rope-small" \
-  --set model.rope_scaling.type=linear & p2=$!
+{ train extend-context-linear configs/extend-context.yaml --init "$CK/rope-small" \
+    --set model.rope_scaling.type=linear &&
+  train fox-small configs/fox-small.yaml; } & p2=$!
 wait $p1 && wait $p2
 echo "phase 2 done at $(( $(date +%s) - start )) s"
 
 # Phase 3: every evaluation, in two streams.
 LABELS=("sb-small (stick-breaking)" "rope-small (no scaling)" "rope-small + linear (PI)"
         "rope-small + dynamic NTK" "rope-small + YaRN" "rope-small extended to 512 (YaRN)"
-        "rope-small extended to 512 (linear as LongLoRA)" "alibi-small (ALiBi)")
+        "rope-small extended to 512 (linear as LongLoRA)" "alibi-small (ALiBi)"
+        "fox-small (forgetting)")
 (
   evaluate "${LABELS[0]}" "$CK/sb-small"
   evaluate "${LABELS[1]}" "$CK/rope-small"
   evaluate "${LABELS[2]}" "$CK/rope-small" --rope-scaling linear --rope-factor auto
   evaluate "${LABELS[6]}" "$CK/extend-context-linear"
+  evaluate "${LABELS[8]}" "$CK/fox-small"
 ) & p1=$!
 (
   evaluate "${LABELS[3]}" "$CK/rope-small" --rope-scaling dynamic --rope-factor auto

@@ -10,6 +10,15 @@
 // code, which BLOOM's ALiBi follows). Under grouped-query attention the slope is the query head's.
 // The bias depends on i - j alone, so a KV-cached query (position Tk - Tq + row) and a document's
 // view (positions from the document's start) bias alike.
+//
+// Forgetting Attention (Lin et al. 2025, "Forgetting Transformer: Softmax Attention with a Forget
+// Gate", ICLR 2025, arXiv:2503.02130): a forget gate f_t in (0, 1) per token and query head, and
+// the score of key j from the query at position i gets sum_{l = j+1..i} log f_l, the log of the
+// gates' product between them. With c the running sum of log f (ops/forget_gate.h) that is
+// c[i] - c[j]: `forget` holds c (B, H, Tk) for every key position, the queries' entries being those
+// of their positions (Tk - Tq + row). The backward writes dL/dc into `forget_grad` (same shape):
+// sum_j dS[i, j] at i (zero but for rounding: a row's constant leaves a softmax alone) minus
+// sum_i dS[i, j] at j. ALiBi is the special case c[i] = -m_h i.
 #pragma once
 
 #include <cmath>
@@ -17,12 +26,16 @@
 #include <type_traits>
 
 #include "core/host_device.h"
+#include "core/tensor.h"
 
 namespace tessera {
 
 struct AttentionMask {
   int64_t window = 0;  // > 0: each query sees its last `window` keys, itself included
   bool alibi = false;  // ALiBi's bias -alibi_slope(h, H) (i - j) added to every score
+  // Forgetting Attention (the header): c (B, H, Tk) in the statistics' dtype (f32, f64 for f64),
+  // contiguous; undefined: no forget gate. forget_grad: the backward's dL/dc, written whole.
+  Tensor forget, forget_grad;
   // A window alone converts, so the callers that know no ALiBi pass the integer they always did.
   AttentionMask(int64_t window_ = 0, bool alibi_ = false) : window(window_), alibi(alibi_) {}
   // ... but a lone bool does not: `true` would otherwise mean a window of one key.

@@ -178,6 +178,12 @@ struct Kernels {
   // y's rows disjoint or y x itself.
   void (*rope)(const Tensor& y, const Tensor& x, const std::vector<double>& inv_freq, double scale,
                int64_t pos_offset, bool inverse);
+  // Forgetting Attention's gate (ops/forget_gate.h): g (B, T, H) the gate's logits, c (B, H, T) in
+  // g's statistics dtype (f32; f64 for f64) = start[b, h] + sum_{s <= t} log sigmoid(g[b, s, h]),
+  // summed in double along t; start (B, H) of c's dtype, or undefined for 0. The backward:
+  // dg[b, t, h] = sigmoid(-g[b, t, h]) sum_{s >= t} dc[b, h, s] (dg in g's dtype).
+  void (*forget_gate_forward)(const Tensor& c, const Tensor& g, const Tensor& start);
+  void (*forget_gate_backward)(const Tensor& dg, const Tensor& dc, const Tensor& g);
   // Causal softmax attention, materialised: q, out (B, H, T, D); k, v (B, Hkv, T, D) with H a
   // multiple of Hkv (query head h reads kv head h / (H / Hkv)); probs (B, H, T, T) is saved.
   void (*attention_forward)(const Tensor& out, const Tensor& probs, const Tensor& q,

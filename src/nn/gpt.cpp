@@ -192,6 +192,9 @@ void GPT::bind() {
       case Part::Gate: field = pick(b->gate_w, b->gate_b); break;
       case Part::Up: field = pick(b->fc_w, b->fc_b); break;
       case Part::Down: field = pick(b->down_w, b->down_b); break;
+      case Part::Forget:
+        field = pick(b->fgate_w, b->fgate_b);
+        break;
     }
     *field = it->second;
   }
@@ -297,8 +300,15 @@ GPT::AttentionPath GPT::attention_path(const Block& blk, const Tensor& x, bool t
 }
 
 // The configured attention; ops::causal_attention picks the kernel.
-Tensor GPT::attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training) const {
-  return ops::causal_attention(q, k, v, cfg_.attention, training);
+Tensor GPT::attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training,
+                   const Tensor& forget) const {
+  return ops::causal_attention(q, k, v, cfg_.attention, training, nullptr, forget);
+}
+
+Tensor GPT::forget_sums(const Block& blk, const Tensor& x, const Tensor& start) const {
+  if (cfg_.attention.kind != ops::AttentionKind::Forgetting) return Tensor();
+  return ops::forget_gate(
+      linear(hf_module(cfg_, Part::Forget, blk.index), x, blk.fgate_w, blk.fgate_b), start);
 }
 
 // x (B, T, C) -> residual + attention(x) (B, T, C)
@@ -327,8 +337,9 @@ Tensor GPT::attention(const Block& blk, const Tensor& x, const Tensor& residual,
       break;
   }
   project_qkv(blk, x, 0, training, q, k, v);
-  return merge_heads(blk, ops::causal_attention(q, k, v, cfg_.attention, training, docs), residual,
-                     training);
+  return merge_heads(
+      blk, ops::causal_attention(q, k, v, cfg_.attention, training, docs, forget_sums(blk, x)),
+      residual, training);
 }
 
 // x (B, T, C) -> residual + mlp(x) (B, T, C)
@@ -462,6 +473,9 @@ KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
   for (int64_t l = 0; l < cfg_.n_layer; ++l) {
     c.k.push_back(zeros({batch, cfg_.kv_heads(), capacity, cfg_.head_dim()}, wte_.options()));
     c.v.push_back(zeros({batch, cfg_.kv_heads(), capacity, cfg_.head_dim()}, wte_.options()));
+    if (cfg_.attention.kind == ops::AttentionKind::Forgetting)  // the statistics' dtype
+      c.forget.push_back(zeros({batch, cfg_.n_head, capacity},
+                               {dtype_ == DType::F64 ? DType::F64 : DType::F32, wte_.device()}));
   }
   return c;
 }
@@ -487,13 +501,25 @@ Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache, bool last_only)
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const Block& blk = blocks_[l];
     Tensor q, k, v;
-    project_qkv(blk, norm(x, blk.ln1_w, blk.ln1_b), L0, false, q, k, v);
+    const Tensor xn = norm(x, blk.ln1_w, blk.ln1_b);
+    project_qkv(blk, xn, L0, false, q, k, v);
     cache.k[l].narrow(2, L0, Tn).copy_(k);
     cache.v[l].narrow(2, L0, Tn).copy_(v);
+    Tensor forget;
+    if (!cache.forget.empty()) {
+      // The new positions' sums continue the cached ones; the kernels take them whole (B, H, L).
+      const Tensor start =
+          L0 > 0
+              ? cache.forget[l].narrow(2, L0 - 1, 1).contiguous().reshape({x.size(0), cfg_.n_head})
+              : Tensor();
+      cache.forget[l].narrow(2, L0, Tn).copy_(forget_sums(blk, xn, start));
+      forget = cache.forget[l].narrow(2, 0, L0 + Tn).contiguous();
+    }
     // The new queries sit at positions [L0, L0 + Tn) of the filled keys [0, L0 + Tn): the same
     // kernels as forward(), with a query offset, on the cache's device, reading the filled prefix
     // in place (backend/attention_shapes.h).
-    Tensor y = attend(q, cache.k[l].narrow(2, 0, L0 + Tn), cache.v[l].narrow(2, 0, L0 + Tn), false);
+    Tensor y = attend(q, cache.k[l].narrow(2, 0, L0 + Tn), cache.v[l].narrow(2, 0, L0 + Tn), false,
+                      forget);
     Tensor h = merge_heads(blk, y, x, false);
     x = mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), h, false);
   }

@@ -99,9 +99,10 @@ class LinearHook {
 };
 
 // Keys and values of every layer for incremental decoding: k[l], v[l] are (B, Hkv, capacity, hd);
-// positions [0, length) are filled.
+// positions [0, length) are filled. forget[l] (B, H, capacity): the forget gate's sums of a
+// forgetting-attention model (ops/forget_gate.h), empty for the other kinds.
 struct KVCache {
-  std::vector<Tensor> k, v;
+  std::vector<Tensor> k, v, forget;
   int64_t length = 0;
   int64_t capacity = 0;
 };
@@ -178,6 +179,7 @@ class GPT {
     Tensor q_w, k_w, v_w, q_b, k_b, v_b;  // Llama names: separate projections
     Tensor o_w, o_b;
     Tensor fc_w, fc_b, gate_w, up_w, up_b, gate_b, down_w, down_b;
+    Tensor fgate_w, fgate_b;  // Forgetting Attention's gate: (H, C), (H)
   };
 
   Tensor& add_param(const std::string& name, Tensor t);
@@ -218,7 +220,12 @@ class GPT {
   enum class AttentionPath { Split, Packed, Projected };
   AttentionPath attention_path(const Block& blk, const Tensor& x, bool training) const;
   // q (B, H, Tq, hd), k and v (B, Hkv, Tk, hd), Tq <= Tk -> (B, H, Tq, hd): causal_attention.
-  Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training) const;
+  Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, bool training,
+                const Tensor& forget = Tensor()) const;
+  // Forgetting attention: the forget gate's sums (B, H, T) of x (B, T, C), the block's attention
+  // input, continuing from start (B, H) (a cache's last sums; undefined: 0). Undefined for the
+  // other kinds.
+  Tensor forget_sums(const Block& blk, const Tensor& x, const Tensor& start = Tensor()) const;
   // Each sublayer returns the residual stream: residual + its output. docs: the rows' documents
   // (null: one sequence a row).
   Tensor attention(const Block& blk, const Tensor& x, const Tensor& residual, bool training,

@@ -27,10 +27,23 @@ namespace tessera::nn {
 
 // What a parameter (or Linear module) is, whatever the architecture calls it.
 enum class Part {
-  Embed, Pos, NormF, Head,                   // outside the blocks
-  Norm1, QKV, Q, K, V, O, Norm2, Gate, Up, Down  // inside block i
+  Embed,
+  Pos,
+  NormF,
+  Head,  // outside the blocks
+  Norm1,
+  QKV,
+  Q,
+  K,
+  V,
+  O,
+  Norm2,
+  Gate,
+  Up,
+  Down,   // inside block i
+  Forget  // Forgetting Attention's gate, (H, C) and (H): model.attention forgetting only
 };
-constexpr int kParts = int(Part::Down) + 1;
+constexpr int kParts = int(Part::Forget) + 1;
 
 // One architecture's names. Module names of the parts outside the blocks are full; those inside a
 // block follow block_prefix + i + ".". "" = the architecture has no such module.

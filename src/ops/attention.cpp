@@ -73,25 +73,44 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, double
 
   // The flash kernels read any views with contiguous rows (a cache's filled prefix in decoding).
   const Tensor Q = detail::unit_rows(q), K = detail::unit_rows(k), V = detail::unit_rows(v);
-  Tensor out = Tensor::empty(q.shape(), q.options());
   // Row statistics stay f32 for bf16 and f32 inputs (f64 for f64): lse feeds an exp.
-  Tensor lse =
-      Tensor::empty({B, H, T}, {q.dtype() == DType::F64 ? DType::F64 : DType::F32, q.device()});
-  TESSERA_KERNEL(q, flash_attention_forward)(out, lse, Q, K, V, scale, mask);
+  const DType stat = q.dtype() == DType::F64 ? DType::F64 : DType::F32;
+  // The forget gate's sums (B, H, Tk): an input with a gradient of its own (attention_mask.h).
+  AttentionMask m = mask;
+  m.forget_grad = Tensor();
+  const bool forget = mask.forget.defined();
+  if (forget) {
+    const Shape want = {B, H, k.size(2)};
+    TESSERA_CHECK(mask.forget.shape() == want && mask.forget.dtype() == stat &&
+                      mask.forget.device() == q.device(),
+                  "flash_attention: the forget gate's sums must be a ", dtype_name(stat), " (", B,
+                  ", ", H, ", ", k.size(2), ") on ", q.device().str(), " for q ", q.str(), ", got ",
+                  mask.forget.str());
+    m.forget = detail::dense(mask.forget);
+  }
+  Tensor out = Tensor::empty(q.shape(), q.options());
+  Tensor lse = Tensor::empty({B, H, T}, {stat, q.device()});
+  TESSERA_KERNEL(q, flash_attention_forward)(out, lse, Q, K, V, scale, m);
 
   // A detached alias of out: the closure must not hold the output's own handle (a cycle through
   // its autograd node).
   Tensor O = out.detach();
-  return record("flash_attention", out, {q, k, v},
-                [Q, K, V, O, lse, scale, mask](const Tensor& dout, GradSink& g) {
+  std::vector<Tensor> inputs = {q, k, v};
+  if (forget) inputs.push_back(mask.forget);
+  return record("flash_attention", out, inputs,
+                [Q, K, V, O, lse, scale, m](const Tensor& dout, GradSink& g) {
                   Tensor dq = Tensor::empty(Q.shape(), Q.options());
                   Tensor dk = Tensor::empty(K.shape(), K.options());
                   Tensor dv = Tensor::empty(V.shape(), V.options());
+                  AttentionMask mb = m;
+                  if (m.forget.defined())
+                    mb.forget_grad = Tensor::empty(m.forget.shape(), m.forget.options());
                   TESSERA_KERNEL(dout, flash_attention_backward)
-                  (dq, dk, dv, detail::unit_rows(dout), Q, K, V, O, lse, scale, mask);
+                  (dq, dk, dv, detail::unit_rows(dout), Q, K, V, O, lse, scale, mb);
                   g.add(0, dq);
                   g.add(1, dk);
                   g.add(2, dv);
+                  if (mb.forget_grad.defined()) g.add(3, mb.forget_grad);
                 });
 }
 

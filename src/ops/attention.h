@@ -21,6 +21,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale
 // (Longformer, Beltagy et al. 2020; Mistral 7B). window <= 0 is plain causal attention, equal to
 // attention(). mask.alibi adds ALiBi's bias -m_h (i - j) to the scores (Press et al. 2022;
 // backend/attention_mask.h has the slopes m_h); an integer converts to a mask of that window.
+// mask.forget (Forgetting Attention: c (B, H, T) from ops::forget_gate, in lse's dtype) adds
+// c[i] - c[j]; it is an input of the op, its gradient flowing back to the gate.
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale = 0.0,
                        const AttentionMask& mask = {});
 

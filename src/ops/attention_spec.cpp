@@ -47,6 +47,9 @@ std::string attention_support(const AttentionSpec& spec, Device device, DType dt
   if (spec.alibi && spec.kind != AttentionKind::Softmax)
     return std::string("ALiBi applies to softmax attention only, not ") +
            attention_kind_name(spec.kind);
+  if (spec.kind == AttentionKind::Forgetting && spec.s2_attn)
+    return "forgetting attention with S^2-Attn: its shifted half would run the forget gates' sums "
+           "out of order";
   if (spec.alibi && spec.s2_attn)
     return "ALiBi with S^2-Attn: its shifted half runs the heads apart, and ALiBi's slopes are "
            "numbered over all of them";
@@ -62,6 +65,10 @@ std::string attention_support(const AttentionSpec& spec, Device device, DType dt
     return why.str();
   }
   if (device.is_cpu()) return "";  // the CPU reference kernels take any head dimension and length
+  if (spec.kind == AttentionKind::Forgetting)
+    return "CUDA forgetting attention: no CUDA flash kernel takes a forget gate yet (it runs on "
+           "the "
+           "CPU)";
   if (dtype != DType::BF16 && dtype != DType::F32) {
     why << "CUDA attention kernels take bf16 or f32, not " << dtype_name(dtype);
     return why.str();

@@ -23,7 +23,7 @@
 
 namespace tessera::ops {
 
-enum class AttentionKind { Softmax, StickBreaking };
+enum class AttentionKind { Softmax, StickBreaking, Forgetting };
 
 // Every kind with its config name (model.attention), in the order messages list them.
 struct AttentionKindName {
@@ -33,13 +33,16 @@ struct AttentionKindName {
 inline constexpr AttentionKindName kAttentionKinds[] = {
     {AttentionKind::Softmax, "softmax"},
     {AttentionKind::StickBreaking, "stick_breaking"},  // Tan et al. 2024, arXiv:2410.17980
+    // Softmax attention with a forget gate (Lin et al. 2025, arXiv:2503.02130): the model computes
+    // the gate from each block's input (ops/forget_gate.h) and hands its sums to causal_attention.
+    {AttentionKind::Forgetting, "forgetting"},
 };
 
 const char* attention_kind_name(AttentionKind kind);
 std::optional<AttentionKind> find_attention_kind(const std::string& name);  // nullopt if unknown
 // The kind called name; an unknown name throws, naming `key` and the allowed names.
 AttentionKind parse_attention_kind(const std::string& name, const char* key = "model.attention");
-std::string attention_kind_names();  // "softmax, stick_breaking": for error messages
+std::string attention_kind_names();  // "softmax, stick_breaking, forgetting": for error messages
 
 struct AttentionSpec {
   AttentionKind kind = AttentionKind::Softmax;

@@ -22,12 +22,26 @@ bool softmax_runs_flash(const AttentionSpec& spec, Device device, int64_t head_d
 }  // namespace detail
 
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                        const AttentionSpec& spec, bool training, const Documents* docs) {
+                        const AttentionSpec& spec, bool training, const Documents* docs,
+                        const Tensor& forget) {
   detail::check_attention_inputs("causal_attention", q, k, v, /*allow_offset=*/true);
   const std::string why =
       attention_support(spec, q.device(), q.dtype(), q.size(3), q.size(2), k.size(2));
   TESSERA_CHECK(why.empty(), "causal_attention: ", why, " (q ", q.str(), ")");
+  const bool forgetting = spec.kind == AttentionKind::Forgetting;
+  TESSERA_CHECK(forgetting == forget.defined(), "causal_attention: ",
+                forgetting ? "forgetting attention needs the forget gate's sums"
+                           : "forget gate sums given to attention of kind ",
+                forgetting ? "" : attention_kind_name(spec.kind), " (q ", q.str(), ")");
   const bool offset = q.size(2) != k.size(2);
+  if (forgetting) {
+    TESSERA_CHECK(!docs || docs->whole_rows(),
+                  "causal_attention: forgetting attention within documents is not supported (q ",
+                  q.str(), ")");
+    AttentionMask m = spec.mask();
+    m.forget = forget;
+    return flash_attention(q, k, v, spec.scale, m);
+  }
   if (docs && !docs->whole_rows()) {
     TESSERA_CHECK(!offset && !(spec.s2_attn && training),
                   "causal_attention: attention within documents takes self-attention (q ", q.str(),

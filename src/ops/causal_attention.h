@@ -17,6 +17,8 @@
 //                   CPU: the materialised kernel. A sliding window or a query offset always
 //                   runs the flash kernels (CPU ones included).
 //   stick_breaking  the fused stick-breaking kernels (CUDA: bf16 head dims 64/128, f32 <= 128).
+//   forgetting      the flash kernels with the forget gate's sums `forget` (B, H, Tk) as their
+//                   bias (ops/forget_gate.h; the CPU's; not with documents).
 //   s2_attn         when training: S^2-Attn (LongLoRA) over groups of Tq / 4 around the above;
 //                   otherwise full attention.
 // A combination no kernel runs is an error carrying attention_support()'s reason.
@@ -29,10 +31,11 @@
 namespace tessera::ops {
 
 // docs (null: none) keeps each query to its own document's keys (document_attention,
-// ops/packed_attention.h); not with a query offset or S^2-Attn while training.
+// ops/packed_attention.h); not with a query offset or S^2-Attn while training. forget: the forget
+// gate's sums for spec.kind forgetting (required there, refused elsewhere).
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                         const AttentionSpec& spec, bool training = false,
-                        const Documents* docs = nullptr);
+                        const Documents* docs = nullptr, const Tensor& forget = Tensor());
 
 namespace detail {
 // The softmax kernel family causal_attention picks (packed_causal_attention picks the same): flash

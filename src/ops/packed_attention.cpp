@@ -48,6 +48,8 @@ Tensor cut(const Tensor& t, const DocumentSpan& p) {
 bool packed_attention_runs(const AttentionSpec& spec, Device device, DType dtype, int64_t head_dim,
                            bool training) {
   if (spec.s2_attn && training) return false;
+  // The forget gate's sums are an input of their own, with a gradient: causal_attention's.
+  if (spec.kind == AttentionKind::Forgetting) return false;
   if (!attention_support(spec, device, dtype, head_dim).empty()) return false;
   // Every CPU kernel keeps the strided contract; on CUDA the stick-breaking and flash kernels do
   // and the materialised one does not.

@@ -74,8 +74,9 @@ TEST(AttentionConfig, unknown_kind_lists_the_kinds_of_the_one_list) {
   const std::string e = error_of([&] {
     load_config((configs_dir() / "sb-small.yaml").string(), {"model.attention=linear"});
   });
-  EXPECT_NE(e.find("model.attention must be one of softmax, stick_breaking; got 'linear'"),
-            std::string::npos)
+  EXPECT_NE(
+      e.find("model.attention must be one of softmax, stick_breaking, forgetting; got 'linear'"),
+      std::string::npos)
       << e;
 }
 
@@ -124,4 +125,28 @@ TEST(AttentionConfig, alibi_is_a_position_kind_for_softmax_attention) {
   EXPECT_NO_THROW(load_config(alibi, {"train.device=cuda", "model.n_head=2"}));
   e = error_of([&] { load_config(alibi, {"model.position=alibis"}); });
   EXPECT_NE(e.find("model.position"), std::string::npos) << e;
+}
+
+TEST(AttentionConfig, forgetting_is_softmax_attention_with_a_forget_gate_on_the_cpu) {
+  const std::string fox = (configs_dir() / "fox-small.yaml").string();
+  const Config c = load_config(fox);
+  EXPECT_EQ(c.model.attention, "forgetting");
+  EXPECT_EQ(c.model.position, "none");
+  EXPECT_NO_THROW(load_config(fox, {"model.position=rope"}));  // the paper's option
+  const std::pair<const char*, const char*> refused[] = {
+      {"model.position=alibi",
+       "model.attention 'forgetting' cannot run on train.device cpu: ALiBi applies to softmax "
+       "attention only, not forgetting"},
+      {"model.sliding_window=8", "model.sliding_window applies to model.attention softmax only"},
+      {"train.s2_attn=true", "forgetting attention with S^2-Attn"},
+      {"data.windows=documents",
+       "data.windows 'documents' does not take model.attention 'forgetting' yet"},
+      {"train.device=cuda",
+       "model.attention 'forgetting' cannot run on train.device cuda: CUDA forgetting attention: "
+       "no CUDA flash kernel takes a forget gate yet"},
+  };
+  for (const auto& [set, want] : refused) {
+    const std::string e = error_of([&] { load_config(fox, {set}); });
+    EXPECT_NE(e.find(want), std::string::npos) << set << ": " << e;
+  }
 }

@@ -259,9 +259,10 @@ TEST(ConfigBounds, rules_that_assume_a_valid_key_stay_quiet_while_it_is_refused)
       {"lora.rank=8;checkpoint.init=x;lora.targets=head;model.tie_embeddings=false;"
        "model.vocab_size=0",
        "model.vocab_size must be positive, got 0"},
-      {"train.batch_size=0;train.total_batch_size=1000", "train.batch_size must be positive, got 0"},
+      {"train.batch_size=0;train.total_batch_size=1000",
+       "train.batch_size must be positive, got 0"},
       {"model.attention=linear",
-       "model.attention must be one of softmax, stick_breaking; got 'linear'"},
+       "model.attention must be one of softmax, stick_breaking, forgetting; got 'linear'"},
       {"train.device=tpu", "train.device must be one of cpu, cuda; got 'tpu'"},
       {"model.attend_current=true",
        "model.attend_current and model.sb_remainder apply to model.attention stick_breaking only "

@@ -66,6 +66,12 @@ std::vector<Variant> variants() {
   alibi_gqa.position = nn::PositionKind::ALiBi, alibi_gqa.attention.alibi = true;
   alibi_gqa.attention.window = 3;
   out.push_back({"softmax_alibi_gqa_window", alibi_gqa});
+  GPTConfig fox = base();  // forgetting attention: the cache continues the gate's sums
+  fox.position = nn::PositionKind::None, fox.attention.kind = nn::AttentionKind::Forgetting;
+  out.push_back({"forgetting", fox});
+  GPTConfig fox_gqa = llama;  // with RoPE (the paper's option) and 2 kv heads
+  fox_gqa.attention.kind = nn::AttentionKind::Forgetting;
+  out.push_back({"forgetting_rope_gqa", fox_gqa});
   GPTConfig dropout = base();  // dropout acts on training forwards only: decoding has none
   dropout.dropout = 0.5;
   out.push_back({"softmax_dropout", dropout});

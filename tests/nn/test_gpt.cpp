@@ -204,6 +204,38 @@ TEST(GPT, an_alibi_model_has_no_position_parameters_and_reads_past_block_size) {
   EXPECT_NE(msg.find("position alibi and attention.alibi go together"), std::string::npos) << msg;
 }
 
+TEST(GPT, gradcheck_whole_model_forgetting) {
+  // Forgetting attention: the gate's Linear per block, its sums and the biased flash kernels,
+  // GPT-2 style without positions and Llama style with RoPE and grouped-query heads.
+  for (GPTConfig c : {tiny_gpt2(), tiny_llama()}) {
+    c.attention.kind = nn::AttentionKind::Forgetting;
+    if (c.position == nn::PositionKind::Learned) c.position = nn::PositionKind::None;
+    EXPECT_TRUE(model_gradcheck(c));
+  }
+}
+
+TEST(GPT, a_forgetting_model_has_a_gate_per_block_and_reads_past_block_size) {
+  GPTConfig c = tiny_gpt2();
+  c.attention.kind = nn::AttentionKind::Forgetting, c.position = nn::PositionKind::None;
+  c.bias = false;  // the gate keeps its bias all the same
+  Generator g(83);
+  GPT m(c, g);
+  EXPECT_EQ(m.parameter("transformer.h.1.attn.fgate.weight").shape(), (Shape{c.n_head, c.n_embd}));
+  EXPECT_EQ(m.parameter("transformer.h.1.attn.fgate.bias").shape(), (Shape{c.n_head}));
+  GPTConfig l = tiny_llama();
+  l.attention.kind = nn::AttentionKind::Forgetting;
+  Generator gl(84);
+  EXPECT_EQ(GPT(l, gl).parameter("model.layers.0.self_attn.fgate_proj.bias").shape(),
+            (Shape{l.n_head}));
+  // Twice the block: causal, so the first block_size positions' logits are the block's own.
+  const int64_t T = 2 * c.block_size;
+  Generator ids_gen(85);
+  const Tensor ids = tessera::testing::random_tokens(2, T, c.vocab_size, ids_gen);
+  const Tensor longer = m.forward(ids, false),
+               shorter = m.forward(ids.narrow(1, 0, c.block_size), false);
+  EXPECT_LT(tessera::testing::max_abs_diff(longer.narrow(1, 0, c.block_size), shorter), 1e-5);
+}
+
 TEST(GPT, gradcheck_whole_model_stick_breaking) {
   for (const GPTConfig& c : stick_breaking_variants()) EXPECT_TRUE(model_gradcheck(c));
 }

@@ -13,13 +13,12 @@ namespace tessera::testing {
 
 // Causal softmax attention where query i sees keys j with i - window < j <= i (all j <= i when
 // window <= 0), written as a mask over the whole row; also returns lse[b, h, i]. alibi adds
-// -m_h (i - j) to each score (backend/attention_mask.h's slopes).
-inline std::vector<double> naive_window_attention(const std::vector<double>& q,
-                                                  const std::vector<double>& k,
-                                                  const std::vector<double>& v, int64_t B,
-                                                  int64_t H, int64_t Hkv, int64_t T, int64_t D,
-                                                  double scale, int64_t window,
-                                                  std::vector<double>* lse, bool alibi = false) {
+// -m_h (i - j) to each score (backend/attention_mask.h's slopes); forget (B, H, T), when given,
+// adds forget[b, h, i] - forget[b, h, j] (Forgetting Attention's bias).
+inline std::vector<double> naive_window_attention(
+    const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& v,
+    int64_t B, int64_t H, int64_t Hkv, int64_t T, int64_t D, double scale, int64_t window,
+    std::vector<double>* lse, bool alibi = false, const std::vector<double>* forget = nullptr) {
   const int64_t G = H / Hkv;
   std::vector<double> out(size_t(B * H * T * D), 0.0);
   lse->assign(size_t(B * H * T), 0.0);
@@ -35,6 +34,10 @@ inline std::vector<double> naive_window_attention(const std::vector<double>& q,
           double dot = 0;
           for (int64_t e = 0; e < D; ++e) dot += q[at(b, h, H, i, e)] * k[at(b, h / G, Hkv, j, e)];
           s[size_t(j)] = scale * dot - (alibi ? alibi_slope(h, H) * double(i - j) : 0.0);
+          if (forget) {
+            const size_t row = size_t((b * H + h) * T);
+            s[size_t(j)] += (*forget)[row + size_t(i)] - (*forget)[row + size_t(j)];
+          }
         }
         double z = 0;  // no max subtraction: these scores are O(1)
         for (int64_t j = 0; j < T; ++j) z += std::exp(s[size_t(j)]);

@@ -181,11 +181,12 @@ TEST(AttentionSpec, kind_names_round_trip_and_unknown_names_list_the_allowed_one
     EXPECT_EQ(parse_attention_kind(k.name), k.kind);
     EXPECT_STREQ(attention_kind_name(k.kind), k.name);
   }
-  EXPECT_EQ(attention_kind_names(), "softmax, stick_breaking");
+  EXPECT_EQ(attention_kind_names(), "softmax, stick_breaking, forgetting");
   EXPECT_FALSE(find_attention_kind("linear").has_value());
   const std::string e = error_of([] { parse_attention_kind("linear", "eval --attention"); });
-  EXPECT_NE(e.find("eval --attention must be one of softmax, stick_breaking; got 'linear'"),
-            std::string::npos)
+  EXPECT_NE(
+      e.find("eval --attention must be one of softmax, stick_breaking, forgetting; got 'linear'"),
+      std::string::npos)
       << e;
 }
 

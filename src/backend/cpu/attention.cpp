@@ -15,6 +15,8 @@
 // to keys i - w < j <= i):
 //   S = scale * q k^T,  P = softmax_j(S) over the attended j (P[i, j] = 0 elsewhere),  out = P v.
 // With ALiBi (backend/attention_mask.h) S[i, j] also has -m_h (i - j); the backward is unchanged.
+// With a forget gate (Forgetting Attention, the same header) S[i, j] also has c[i] - c[j], and the
+// backward adds dc[i] += sum_j dS[i, j], dc[j] -= sum_i dS[i, j] (per query head).
 // Backward, per query head (softmax Jacobian applied row by row):
 //   dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dP * P)),  dQ = scale * dS K,
 //   dK = scale * dS^T Q;
@@ -83,13 +85,16 @@ struct Block {
   }
 };
 
-// ALiBi's bias on row i's scores s[lo..hi]: -slope (position - key), the distance from the row's
-// position pos0 + i back to key k0 + j.
+// The biases on row i's scores s[lo..hi]: ALiBi's -slope (position - key), the distance from the
+// row's position pos0 + i back to key k0 + j; the forget gate's c[pos0 + i] - c[k0 + j], c the
+// head's running sum of log forget gates over every key position (null: none).
 template <typename F>
-void add_alibi(const Block& blk, int64_t i, F* s) {
-  if (blk.slope == 0) return;
-  for (int64_t j = blk.lo(i); j <= blk.hi(i); ++j)
-    s[j] -= F(blk.slope * double(blk.pos0 + i - blk.k0 - j));
+void add_bias(const Block& blk, int64_t i, F* s, const F* c) {
+  if (blk.slope != 0)
+    for (int64_t j = blk.lo(i); j <= blk.hi(i); ++j)
+      s[j] -= F(blk.slope * double(blk.pos0 + i - blk.k0 - j));
+  if (c)
+    for (int64_t j = blk.lo(i); j <= blk.hi(i); ++j) s[j] += c[blk.pos0 + i] - c[blk.k0 + j];
 }
 
 // Zeroes a row's entries outside its keys [lo, hi] of n: P and dS are exactly zero there.
@@ -116,12 +121,14 @@ double softmax_row(F* p, int64_t lo, int64_t hi, int64_t n) {
 }
 
 // Forward of one block of query head (b, h) (kv head hk): S = scale Q K^T over the block's keys
-// into pb (row stride ldp), P in place row by row (zero from the keys' end up to `fill`), out =
-// P V; each row's log-sum-exp into lse[0..rows) when lse is given.
+// into pb (row stride ldp), the biases (c: the head's forget-gate sums, or null), P in place row
+// by row (zero from the keys' end up to `fill`), out = P V; each row's log-sum-exp into
+// lse[0..rows) when lse is given.
 template <typename F>
 void forward_block(const Block& blk, const Heads<const F>& q, const Heads<const F>& k,
                    const Heads<const F>& v, const Heads<F>& out, int64_t b, int64_t h, int64_t hk,
-                   int64_t D, double scale, F* pb, int64_t ldp, int64_t fill, F* lse) {
+                   int64_t D, double scale, F* pb, int64_t ldp, int64_t fill, F* lse,
+                   const F* c = nullptr) {
   if (blk.rows == 1) {
     // One query (a decoding step, or a sequence's last row past a block boundary): a BLAS call
     // costs more than its n D products here, so direct loops, each score's dot in double and
@@ -133,7 +140,7 @@ void forward_block(const Block& blk, const Heads<const F>& q, const Heads<const 
       for (int64_t e = 0; e < D; ++e) dot += double(qi[e]) * double(kj[e]);
       pb[j] = F(scale * dot);
     }
-    add_alibi(blk, 0, pb);
+    add_bias(blk, 0, pb, c);
     const double l = softmax_row(pb, blk.lo(0), blk.hi(0), fill);
     if (lse) lse[0] = F(l);
     F* o = out.at(b, h, blk.r0);
@@ -147,7 +154,7 @@ void forward_block(const Block& blk, const Heads<const F>& q, const Heads<const 
   blas_gemm<F>(false, true, blk.rows, blk.n, D, F(scale), q.at(b, h, blk.r0), q.ld,
                k.at(b, hk, blk.k0), k.ld, F(0), pb, ldp);
   for (int64_t i = 0; i < blk.rows; ++i) {
-    add_alibi(blk, i, pb + i * ldp);
+    add_bias(blk, i, pb + i * ldp, c);
     const double l = softmax_row(pb + i * ldp, blk.lo(i), blk.hi(i), fill);
     if (lse) lse[i] = F(l);
   }
@@ -165,11 +172,13 @@ struct Grads {
 // Backward of one block of query head (b, h) (kv head g), P (rows x n, row stride ldp) in hand:
 // dP = dO V^T into ds, dS = P * (dP - rowdot) row by row (rowdot[i] when given, else
 // rowsum(dP * P) over the row's keys), then dQ = scale dS K, dK += scale dS^T Q, dV += P^T dO.
-// Entries outside a row's keys have P = 0 and get dS = 0.
+// Entries outside a row's keys have P = 0 and get dS = 0. dc (the head's forget-gate gradient
+// over every position, or null): += dS's row sums at the rows' positions, -= its column sums at
+// the keys' (colsum: n doubles of scratch).
 template <typename F>
-void backward_block(const Block& blk, const Grads<F>& x, int64_t b, int64_t h, int64_t g,
-                    int64_t D, double scale, const F* pb, int64_t ldp, const double* rowdot,
-                    F* ds) {
+void backward_block(const Block& blk, const Grads<F>& x, int64_t b, int64_t h, int64_t g, int64_t D,
+                    double scale, const F* pb, int64_t ldp, const double* rowdot, F* ds, F* dc,
+                    double* colsum) {
   const int64_t n = blk.n;
   blas_gemm<F>(false, true, blk.rows, n, D, F(1), x.dout.at(b, h, blk.r0), x.dout.ld,
                x.v.at(b, g, blk.k0), x.v.ld, F(0), ds, n);
@@ -186,6 +195,19 @@ void backward_block(const Block& blk, const Grads<F>& x, int64_t b, int64_t h, i
     const F r = F(dot);
     for (int64_t j = lo; j <= hi; ++j) d[j] = p[j] * (d[j] - r);
     zero_outside(d, lo, hi, n);
+  }
+  if (dc) {
+    std::fill(colsum, colsum + n, 0.0);
+    for (int64_t i = 0; i < blk.rows; ++i) {
+      const F* d = ds + i * n;
+      double row = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        row += double(d[j]);
+        colsum[j] += double(d[j]);
+      }
+      dc[blk.pos0 + i] += F(row);
+    }
+    for (int64_t j = 0; j < n; ++j) dc[blk.k0 + j] -= F(colsum[j]);
   }
   blas_gemm<F>(false, false, blk.rows, D, n, F(scale), ds, n, x.k.at(b, g, blk.k0), x.k.ld, F(0),
                x.dq.at(b, h, blk.r0), x.dq.ld);
@@ -207,21 +229,25 @@ void backward_heads(const Dims& d, const Grads<F>& x, double scale, const Attent
   {
     const size_t scratch = Block::scratch(T, T, window);
     std::vector<F> ds(scratch), p(scratch);
-    std::vector<double> rowdot(static_cast<size_t>(kRowBlock));
+    std::vector<double> rowdot(static_cast<size_t>(kRowBlock)), colsum(static_cast<size_t>(T));
+    F* dc_all = mask.forget_grad.defined() ? static_cast<F*>(mask.forget_grad.data_ptr()) : nullptr;
 #pragma omp for schedule(dynamic)
     for (int64_t bk = 0; bk < B * Hkv; ++bk) {
       const int64_t b = bk / Hkv, g = bk % Hkv;
       // The group's query heads add into one kv head's dK and dV.
       zero_head_rows(x.dk, b, g, T, D);
       zero_head_rows(x.dv, b, g, T, D);
-      for (int64_t h = g * G; h < (g + 1) * G; ++h)
+      for (int64_t h = g * G; h < (g + 1) * G; ++h) {
+        F* dc = dc_all ? dc_all + (b * H + h) * T : nullptr;  // this thread's heads alone
+        if (dc) std::fill(dc, dc + T, F(0));
         for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
           const Block blk(r0, std::min(kRowBlock, T - r0), r0, window,
                           mask.alibi ? alibi_slope(h, H) : 0);
           const auto [pb, ldp, have_rowdot] = block_p(blk, b, h, g, p.data(), rowdot.data());
-          backward_block(blk, x, b, h, g, D, scale, pb, ldp,
-                         have_rowdot ? rowdot.data() : nullptr, ds.data());
+          backward_block(blk, x, b, h, g, D, scale, pb, ldp, have_rowdot ? rowdot.data() : nullptr,
+                         ds.data(), dc, colsum.data());
         }
+      }
     }
   }
 }
@@ -238,14 +264,15 @@ Grads<F> grads_of(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Te
 // each row's keys, zero elsewhere; and rowdot = rowsum(dO * O) in double.
 template <typename F>
 void rebuild_p(const Block& blk, const Grads<F>& x, const Heads<const F>& out, const F* lse,
-               int64_t b, int64_t h, int64_t g, int64_t D, double scale, F* p, double* rowdot) {
+               int64_t b, int64_t h, int64_t g, int64_t D, double scale, F* p, double* rowdot,
+               const F* c) {
   const int64_t n = blk.n;
   blas_gemm<F>(false, true, blk.rows, n, D, F(scale), x.q.at(b, h, blk.r0), x.q.ld,
                x.k.at(b, g, blk.k0), x.k.ld, F(0), p, n);
   for (int64_t i = 0; i < blk.rows; ++i) {
     F* pi = p + i * n;
     const int64_t lo = blk.lo(i), hi = blk.hi(i);
-    add_alibi(blk, i, pi);
+    add_bias(blk, i, pi, c);
     for (int64_t j = lo; j <= hi; ++j) pi[j] = fast_exp(pi[j] - lse[i]);
     zero_outside(pi, lo, hi, n);
     const F* o = out.at(b, h, blk.r0 + i);
@@ -324,6 +351,8 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
   const int64_t B = d.B, H = d.H, Hkv = d.Hkv, T = d.T, D = d.D, Tk = d.Tk, off = d.offset();
   check_view("flash_attention_forward", "out", out, q, true);
   check_like("flash_attention_forward", "lse", lse, {B, H, T}, stat_dtype(q.dtype()));
+  if (mask.forget.defined())
+    check_like("flash_attention_forward", "forget", mask.forget, {B, H, Tk}, stat_dtype(q.dtype()));
   const int64_t G = H / Hkv;
   single_threaded_blas_unless_asked();
   const Tensor qb = blas_readable(q), kb = blas_readable(k), vb = blas_readable(v);
@@ -333,6 +362,7 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
     const Heads<const F> qh = heads_of<F>(qb), kh = heads_of<F>(kb), vh = heads_of<F>(vb);
     const Heads<F> oh = mut_heads_of<F>(out);
     F* lp = static_cast<F*>(lse.data_ptr());  // stat dtype == F for f32 and f64
+    const F* cp = mask.forget.defined() ? static_cast<const F*>(mask.forget.data_ptr()) : nullptr;
 #pragma omp parallel if (B * H * T * Tk * D > 65536)
     {
       std::vector<F> p(Block::scratch(T, Tk, window));
@@ -343,7 +373,7 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
           const Block blk(r0, std::min(kRowBlock, T - r0), off + r0, window,
                           mask.alibi ? alibi_slope(h, H) : 0);
           forward_block(blk, qh, kh, vh, oh, b, h, h / G, D, scale, p.data(), blk.n, blk.n,
-                        lp + bh * T + r0);
+                        lp + bh * T + r0, cp ? cp + bh * Tk : nullptr);
         }
       }
     }
@@ -359,6 +389,13 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
   check_attention_grads("flash_attention_backward", dq, dk, dv, dout, q, k, v, /*strided=*/true);
   check_view("flash_attention_backward", "out", out, q, false);
   check_like("flash_attention_backward", "lse", lse, {B, H, T}, stat_dtype(q.dtype()));
+  TESSERA_CHECK(mask.forget.defined() == mask.forget_grad.defined(),
+                "flash_attention_backward: a forget gate and its gradient go together");
+  if (mask.forget.defined()) {
+    check_like("flash_attention_backward", "forget", mask.forget, {B, H, T}, stat_dtype(q.dtype()));
+    check_like("flash_attention_backward", "forget_grad", mask.forget_grad, {B, H, T},
+               stat_dtype(q.dtype()));
+  }
   single_threaded_blas_unless_asked();
   const Tensor qb = blas_readable(q), kb = blas_readable(k), vb = blas_readable(v),
                dob = blas_readable(dout);
@@ -368,10 +405,11 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
     const Grads<F> x = grads_of<F>(dq, dk, dv, dob, qb, kb, vb);
     const Heads<const F> oh = heads_of<F>(out);
     const F* lp = static_cast<const F*>(lse.data_ptr());
+    const F* cp = mask.forget.defined() ? static_cast<const F*>(mask.forget.data_ptr()) : nullptr;
     backward_heads<F>(d, x, scale, mask,
                       [&](const Block& blk, int64_t b, int64_t h, int64_t g, F* p, double* rowdot) {
-                        rebuild_p(blk, x, oh, lp + (b * H + h) * T + blk.r0, b, h, g, D, scale,
-                                  p, rowdot);
+                        rebuild_p(blk, x, oh, lp + (b * H + h) * T + blk.r0, b, h, g, D, scale, p,
+                                  rowdot, cp ? cp + (b * H + h) * T : nullptr);
                         return BlockP<F>{p, blk.n, true};
                       });
   });

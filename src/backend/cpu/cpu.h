@@ -85,6 +85,10 @@ void cross_entropy_fused(const Tensor& losses, const Tensor& lse, const Tensor& 
                          const Tensor& dlosses, const Tensor& logits, const Tensor& targets,
                          int64_t ignore_index, int64_t classes);
 void cross_entropy_rescale(const Tensor& dlogits, const Tensor& dy, double expected);
+// forget_gate.cpp
+void forget_gate_forward(const Tensor& c, const Tensor& g, const Tensor& start);
+void forget_gate_backward(const Tensor& dg, const Tensor& dc, const Tensor& g);
+
 // rope.cpp
 void rope(const Tensor& y, const Tensor& x, const std::vector<double>& inv_freq, double scale,
           int64_t pos_offset, bool inverse);

@@ -43,6 +43,8 @@ const Kernels& kernels() {
       .cross_entropy_fused = cross_entropy_fused,
       .cross_entropy_rescale = cross_entropy_rescale,
       .rope = rope,
+      .forget_gate_forward = forget_gate_forward,
+      .forget_gate_backward = forget_gate_backward,
       .attention_forward = attention_forward,
       .attention_backward = attention_backward,
       .adamw_step = adamw_step,
