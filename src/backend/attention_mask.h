@@ -17,8 +17,10 @@
 // gates' product between them. With c the running sum of log f (ops/forget_gate.h) that is
 // c[i] - c[j]: `forget` holds c (B, H, Tk) for every key position, the queries' entries being those
 // of their positions (Tk - Tq + row). The backward writes dL/dc into `forget_grad` (same shape):
-// sum_j dS[i, j] at i (zero but for rounding: a row's constant leaves a softmax alone) minus
-// sum_i dS[i, j] at j. ALiBi is the special case c[i] = -m_h i.
+// -sum_i dS[i, j] at key j. The query's side, sum_j dS[i, j] at i, is zero (adding one constant to
+// a row leaves its softmax alone), and the flash backward would compute it only as the difference
+// between rowsum(P dP) and the rowsum(dO O) that replaces it: rounding, left out on every device.
+// ALiBi is the special case c[i] = -m_h i.
 #pragma once
 
 #include <cmath>
