@@ -29,6 +29,24 @@ __device__ __forceinline__ double sigmoid(double x) {
   return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
 }
 
+// Each thread's run total in, the sum of `first` and the totals of the runs before its own out
+// (after it when `reverse`), added up by thread 0 in order; total: the block's kLanes doubles.
+__device__ double runs_before(double* total, int lane, double own, double first, bool reverse) {
+  total[lane] = own;
+  __syncthreads();
+  if (lane == 0) {
+    double sum = first;
+    for (int n = 0; n < kLanes; ++n) {
+      const int i = reverse ? kLanes - 1 - n : n;
+      const double run = total[i];
+      total[i] = sum;
+      sum += run;
+    }
+  }
+  __syncthreads();
+  return total[lane];
+}
+
 // Row bh = b H + h: c[bh, t] = start[bh] + sum_{s <= t} log sigmoid(g[b, s, h]).
 template <typename G>
 __global__ void forget_gate_forward_kernel(float* c, const G* g, const float* start, int64_t T,
@@ -39,18 +57,7 @@ __global__ void forget_gate_forward_kernel(float* c, const G* g, const float* st
   const int64_t run = (T + kLanes - 1) / kLanes, t0 = lane * run, t1 = t0 + run < T ? t0 + run : T;
   double sum = 0;
   for (int64_t t = t0; t < t1; ++t) sum += log_sigmoid(ld(g, (b * T + t) * H + h));
-  total[lane] = sum;
-  __syncthreads();
-  if (lane == 0) {
-    double before = start ? double(start[bh]) : 0.0;
-    for (int i = 0; i < kLanes; ++i) {
-      const double own = total[i];
-      total[i] = before;
-      before += own;
-    }
-  }
-  __syncthreads();
-  sum = total[lane];
+  sum = runs_before(total, lane, sum, start ? double(start[bh]) : 0.0, false);
   for (int64_t t = t0; t < t1; ++t) {
     sum += log_sigmoid(ld(g, (b * T + t) * H + h));
     c[bh * T + t] = float(sum);
@@ -67,18 +74,7 @@ __global__ void forget_gate_backward_kernel(G* dg, const float* dc, const G* g, 
   const int64_t run = (T + kLanes - 1) / kLanes, t0 = lane * run, t1 = t0 + run < T ? t0 + run : T;
   double sum = 0;
   for (int64_t t = t0; t < t1; ++t) sum += double(dc[bh * T + t]);
-  total[lane] = sum;
-  __syncthreads();
-  if (lane == 0) {
-    double after = 0;
-    for (int i = kLanes - 1; i >= 0; --i) {
-      const double own = total[i];
-      total[i] = after;
-      after += own;
-    }
-  }
-  __syncthreads();
-  sum = total[lane];
+  sum = runs_before(total, lane, sum, 0.0, true);
   for (int64_t t = t1 - 1; t >= t0; --t) {
     sum += double(dc[bh * T + t]);
     const int64_t i = (b * T + t) * H + h;

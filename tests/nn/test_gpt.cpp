@@ -39,6 +39,17 @@ GPTConfig tiny_llama() {
 
 Tensor ids(const std::vector<int32_t>& v, Shape s) { return from_vector<int32_t>(v, s); }
 
+// A model without position parameters reads twice its block: causal, so the first block_size
+// positions' logits are the block's own.
+void expect_reads_past_block_size(const GPT& m, uint64_t seed) {
+  const GPTConfig& c = m.config();
+  Generator ids_gen(seed);
+  const Tensor ids = tessera::testing::random_tokens(2, 2 * c.block_size, c.vocab_size, ids_gen);
+  const Tensor longer = m.forward(ids, false),
+               shorter = m.forward(ids.narrow(1, 0, c.block_size), false);
+  EXPECT_LT(max_abs_diff(longer.narrow(1, 0, c.block_size), shorter), 1e-5);
+}
+
 // Loss of the model with its parameters swapped for `params`: what gradcheck differentiates.
 ::testing::AssertionResult model_gradcheck(const GPTConfig& cfg) {
   Generator g(7);
@@ -190,13 +201,7 @@ TEST(GPT, an_alibi_model_has_no_position_parameters_and_reads_past_block_size) {
   GPT m(c, g);
   for (const auto& [name, t] : m.parameters())
     EXPECT_EQ(name.find("wpe"), std::string::npos) << name;
-  // Twice the block: causal, so the first block_size positions' logits are the block's own.
-  const int64_t T = 2 * c.block_size;
-  Generator ids_gen(82);
-  const Tensor ids = tessera::testing::random_tokens(2, T, c.vocab_size, ids_gen);
-  const Tensor longer = m.forward(ids, false),
-               shorter = m.forward(ids.narrow(1, 0, c.block_size), false);
-  EXPECT_LT(tessera::testing::max_abs_diff(longer.narrow(1, 0, c.block_size), shorter), 1e-5);
+  expect_reads_past_block_size(m, 82);
   // The flag and the position kind go together.
   GPTConfig half = tiny_gpt2();
   half.attention.alibi = true;
@@ -227,13 +232,7 @@ TEST(GPT, a_forgetting_model_has_a_gate_per_block_and_reads_past_block_size) {
   Generator gl(84);
   EXPECT_EQ(GPT(l, gl).parameter("model.layers.0.self_attn.fgate_proj.bias").shape(),
             (Shape{l.n_head}));
-  // Twice the block: causal, so the first block_size positions' logits are the block's own.
-  const int64_t T = 2 * c.block_size;
-  Generator ids_gen(85);
-  const Tensor ids = tessera::testing::random_tokens(2, T, c.vocab_size, ids_gen);
-  const Tensor longer = m.forward(ids, false),
-               shorter = m.forward(ids.narrow(1, 0, c.block_size), false);
-  EXPECT_LT(tessera::testing::max_abs_diff(longer.narrow(1, 0, c.block_size), shorter), 1e-5);
+  expect_reads_past_block_size(m, 85);
 }
 
 TEST(GPT, gradcheck_whole_model_stick_breaking) {

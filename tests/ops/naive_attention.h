@@ -1,5 +1,5 @@
 // A direct causal softmax attention in f64 for the flash kernels' tests: every score written out,
-// no blocks, no BLAS.
+// no blocks, no BLAS; and the flash forward kernel's two outputs, for those tests to compare.
 #pragma once
 
 #include <cmath>
@@ -8,8 +8,22 @@
 #include <vector>
 
 #include "backend/attention_mask.h"
+#include "backend/kernels.h"
 
 namespace tessera::testing {
+
+struct FlashForward {
+  Tensor out, lse;
+};
+// The flash forward kernel's output and log-sum-exp (f64 for f64 inputs, f32 otherwise).
+inline FlashForward flash_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                                  const AttentionMask& mask) {
+  const DType stat = q.dtype() == DType::F64 ? DType::F64 : DType::F32;
+  FlashForward f{Tensor::empty(q.shape(), q.dtype()),
+                 Tensor::empty({q.size(0), q.size(1), q.size(2)}, stat)};
+  TESSERA_KERNEL(q, flash_attention_forward)(f.out, f.lse, q, k, v, scale, mask);
+  return f;
+}
 
 // Causal softmax attention where query i sees keys j with i - window < j <= i (all j <= i when
 // window <= 0), written as a mask over the whole row; also returns lse[b, h, i]. alibi adds

@@ -16,26 +16,10 @@
 
 using namespace tessera;
 using tessera::testing::error_of;
+using tessera::testing::flash_forward;
 using tessera::testing::gradcheck;
 using tessera::testing::max_abs_diff;
 using tessera::testing::naive_window_attention;
-
-namespace {
-
-struct Forward {
-  Tensor out, lse;
-};
-// The flash forward kernel's output and log-sum-exp (f64 for f64 inputs, f32 otherwise).
-Forward flash_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
-                      const AttentionMask& mask) {
-  const DType stat = q.dtype() == DType::F64 ? DType::F64 : DType::F32;
-  Forward f{Tensor::empty(q.shape(), q.dtype()),
-            Tensor::empty({q.size(0), q.size(1), q.size(2)}, stat)};
-  TESSERA_KERNEL(q, flash_attention_forward)(f.out, f.lse, q, k, v, scale, mask);
-  return f;
-}
-
-}  // namespace
 
 TEST(Alibi, slopes_are_the_papers_geometric_sequences) {
   // Powers of two: 2^(-8 (h + 1) / H). Others: the slopes of the power of two below, then every
