@@ -255,11 +255,8 @@ void check_attention_on_device(const Config& c, Problems& p) {
     p.add(
         "data.windows 'documents' attends each document on its own; train.s2_attn's shifted "
         "groups would cross them: set one of the two");
-  else if (*kind == ops::AttentionKind::Forgetting)
-    p.add(
-        "data.windows 'documents' does not take model.attention 'forgetting' yet: attention "
-        "within documents (ops/packed_attention.h) carries no forget gate");
-  else if (!ops::packed_attention_runs(s, device, cuda ? DType::BF16 : DType::F32, m.head_dim(),
+  else if (*kind != ops::AttentionKind::Forgetting &&  // composed from views (causal_attention)
+           !ops::packed_attention_runs(s, device, cuda ? DType::BF16 : DType::F32, m.head_dim(),
                                        true))
     p.add("data.windows 'documents' needs attention kernels that read strided heads, which ",
           m.attention, " on train.device ", c.train.device, " lacks at head dim ", m.head_dim(),

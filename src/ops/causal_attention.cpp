@@ -4,6 +4,7 @@
 
 #include "ops/attention.h"
 #include "ops/packed_attention.h"
+#include "ops/shape.h"
 #include "ops/sparse_attention.h"
 #include "ops/stick_breaking.h"
 
@@ -35,12 +36,22 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                 forgetting ? "" : attention_kind_name(spec.kind), " (q ", q.str(), ")");
   const bool offset = q.size(2) != k.size(2);
   if (forgetting) {
-    TESSERA_CHECK(!docs || docs->whole_rows(),
-                  "causal_attention: forgetting attention within documents is not supported (q ",
-                  q.str(), ")");
     AttentionMask m = spec.mask();
     m.forget = forget;
-    return flash_attention(q, k, v, spec.scale, m);
+    if (!docs || docs->whole_rows()) return flash_attention(q, k, v, spec.scale, m);
+    TESSERA_CHECK(!offset, "causal_attention: attention within documents takes self-attention (q ",
+                  q.str(), ", k ", k.str(), ")");
+    // Each document's rows on their own, composed from views: the gate's sums run on across a
+    // row's documents, but a document's scores read only differences within it.
+    std::vector<Tensor> rows(size_t(q.size(0)));
+    std::vector<std::vector<Tensor>> pieces(size_t(q.size(0)));
+    docs->for_each([&](int64_t b, int64_t start, int64_t length) {
+      auto part = [&](const Tensor& t) { return t.narrow(0, b, 1).narrow(2, start, length); };
+      m.forget = part(forget).contiguous();
+      pieces[size_t(b)].push_back(flash_attention(part(q), part(k), part(v), spec.scale, m));
+    });
+    for (size_t b = 0; b < rows.size(); ++b) rows[b] = concat(pieces[b], 2);
+    return concat(rows, 0);
   }
   if (docs && !docs->whole_rows()) {
     TESSERA_CHECK(!offset && !(spec.s2_attn && training),

@@ -18,7 +18,7 @@
 //                   runs the flash kernels (CPU ones included).
 //   stick_breaking  the fused stick-breaking kernels (CUDA: bf16 head dims 64/128, f32 <= 128).
 //   forgetting      the flash kernels with the forget gate's sums `forget` (B, H, Tk) as their
-//                   bias (ops/forget_gate.h; the CPU's; not with documents).
+//                   bias (ops/forget_gate.h); within documents, a call on each one's views.
 //   s2_attn         when training: S^2-Attn (LongLoRA) over groups of Tq / 4 around the above;
 //                   otherwise full attention.
 // A combination no kernel runs is an error carrying attention_support()'s reason.

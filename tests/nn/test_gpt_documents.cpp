@@ -1,8 +1,8 @@
 // The model with GPTConfig::document_separator: a row of packed documents gives every document the
 // logits it gets alone (attention and learned positions restart at each separator), on each way
 // the model meets attention (GPT-2's fused projection, split heads under RoPE, Llama's separate
-// projections, stick-breaking), with activation recompute, and decoding refuses or stops at the
-// separator.
+// projections, stick-breaking, ALiBi, Forgetting Attention), with activation recompute, and
+// decoding refuses or stops at the separator.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -29,6 +29,8 @@ GPTConfig tiny(const std::string& style) {
   if (style == "gpt2 rope") c.position = nn::PositionKind::RoPE;
   if (style == "stick_breaking") c.attention.kind = ops::AttentionKind::StickBreaking;
   if (style == "alibi") c.position = nn::PositionKind::ALiBi, c.attention.alibi = true;
+  if (style == "forgetting")
+    c.position = nn::PositionKind::None, c.attention.kind = ops::AttentionKind::Forgetting;
   if (style == "llama") {
     c.norm = nn::NormKind::RMSNorm, c.mlp = nn::MlpKind::SwiGLU;
     c.position = nn::PositionKind::RoPE, c.n_kv_head = 1, c.tie_embeddings = false;
@@ -49,7 +51,8 @@ TEST(GPTDocuments, each_document_of_a_row_gets_the_logits_it_gets_alone) {
   // second. f64: the rows are the same sums in another gemm shape.
   const std::vector<int32_t> row = {3, 1, 4, kEnd, kEnd, 5, 9, 2, 6, 5, 3, 5};
   const std::vector<std::pair<int64_t, int64_t>> docs = {{0, 3}, {3, 1}, {4, 8}};
-  for (const std::string style : {"gpt2", "gpt2 rope", "llama", "stick_breaking", "alibi"}) {
+  for (const std::string style :
+       {"gpt2", "gpt2 rope", "llama", "stick_breaking", "alibi", "forgetting"}) {
     SCOPED_TRACE(style);
     Generator g(3);
     GPT model(tiny(style), g, DType::F64);
