@@ -192,9 +192,7 @@ void GPT::bind() {
       case Part::Gate: field = pick(b->gate_w, b->gate_b); break;
       case Part::Up: field = pick(b->fc_w, b->fc_b); break;
       case Part::Down: field = pick(b->down_w, b->down_b); break;
-      case Part::Forget:
-        field = pick(b->fgate_w, b->fgate_b);
-        break;
+      case Part::Forget: field = pick(b->fgate_w, b->fgate_b); break;
     }
     *field = it->second;
   }

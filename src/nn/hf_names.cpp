@@ -11,16 +11,14 @@ constexpr const char* kPartNames[kParts] = {"embed", "pos",  "norm_f", "head", "
                                             "qkv",   "q",    "k",      "v",    "o",
                                             "norm2", "gate", "up",     "down", "forget"};
 
+// clang-format off
 // transformers' modeling_gpt2.py: GPT2LMHeadModel(transformer = GPT2Model(wte, wpe, h[i] =
 // GPT2Block(ln_1, attn = GPT2Attention(c_attn, c_proj), ln_2, mlp = GPT2MLP(c_fc, c_proj)), ln_f),
 // lm_head); every block matrix is a Conv1D, weight [in, out].
 const HFArch kGpt2 = {
-    "gpt2",
-    "GPT2LMHeadModel",
-    "transformer.h.",
-    true,
-    {"transformer.wte", "transformer.wpe", "transformer.ln_f", "lm_head", "ln_1", "attn.c_attn", "",
-     "", "", "attn.c_proj", "ln_2", "", "mlp.c_fc", "mlp.c_proj", "attn.fgate"}};
+    "gpt2", "GPT2LMHeadModel", "transformer.h.", true,
+    {"transformer.wte", "transformer.wpe", "transformer.ln_f", "lm_head", "ln_1", "attn.c_attn",
+     "", "", "", "attn.c_proj", "ln_2", "", "mlp.c_fc", "mlp.c_proj", "attn.fgate"}};
 
 // transformers' modeling_llama.py: LlamaForCausalLM(model = LlamaModel(embed_tokens, layers[i] =
 // LlamaDecoderLayer(input_layernorm, self_attn(q_proj, k_proj, v_proj, o_proj),
@@ -28,14 +26,13 @@ const HFArch kGpt2 = {
 // weights [out, in]. Llama has no learned positions: "model.embed_positions" is tessera's name
 // for them in Llama-named models (which then have no HF counterpart). Neither has a forget gate:
 // its names (the Forgetting Transformer's own "fgate_proj" for Llama's) are tessera's too.
-const HFArch kLlama = {"llama",
-                       "LlamaForCausalLM",
-                       "model.layers.",
-                       false,
-                       {"model.embed_tokens", "model.embed_positions", "model.norm", "lm_head",
-                        "input_layernorm", "", "self_attn.q_proj", "self_attn.k_proj",
-                        "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm",
-                        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "self_attn.fgate_proj"}};
+const HFArch kLlama = {
+    "llama", "LlamaForCausalLM", "model.layers.", false,
+    {"model.embed_tokens", "model.embed_positions", "model.norm", "lm_head", "input_layernorm", "",
+     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+     "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+     "self_attn.fgate_proj"}};
+// clang-format on
 
 bool in_block(Part p) { return p >= Part::Norm1; }
 

@@ -26,23 +26,13 @@
 namespace tessera::nn {
 
 // What a parameter (or Linear module) is, whatever the architecture calls it.
+// clang-format off
 enum class Part {
-  Embed,
-  Pos,
-  NormF,
-  Head,  // outside the blocks
-  Norm1,
-  QKV,
-  Q,
-  K,
-  V,
-  O,
-  Norm2,
-  Gate,
-  Up,
-  Down,   // inside block i
-  Forget  // Forgetting Attention's gate, (H, C) and (H): model.attention forgetting only
+  Embed, Pos, NormF, Head,                        // outside the blocks
+  Norm1, QKV, Q, K, V, O, Norm2, Gate, Up, Down,  // inside block i
+  Forget  // inside block i: Forgetting Attention's gate, (H, C) and (H), for that attention only
 };
+// clang-format on
 constexpr int kParts = int(Part::Forget) + 1;
 
 // One architecture's names. Module names of the parts outside the blocks are full; those inside a
