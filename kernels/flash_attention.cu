@@ -17,6 +17,13 @@
 // lse: P = exp(scale q.k - (lse + m_h (i - j)))). Every kernel takes it as a template flag, kAlibi:
 // the instances without it hold none of its code.
 //
+// With a forget gate (Forgetting Attention, Lin et al. 2025, arXiv:2503.02130; FlashParams::forget)
+// S[i, j] also has c[i] - c[j], c (B, H, Tk) the query head's running sums of log forget gates
+// (query i at position Tk - Tq + i), formed in f32 as the CPU does, and the backward also writes
+// dL/dc[j] = -sum_i dS[i, j] (backend/attention_mask.h), each entry once by the key-side pass. The
+// warp-per-row kernels below and flash_mma.cu's mma.sync families take it (kBias, flash_mma.h's
+// ScoreBias, in place of kAlibi); the wmma kernels and the documents launches refuse it.
+//
 // Forward, per query tile, over the key tiles it can see (fully masked tiles are never visited):
 //   S = scale Q K^T;  m' = max(m, rowmax S);  P = exp(S - m');  l = exp(m - m') l + rowsum P;
 //   O = exp(m - m') O + P V;  at the end O /= l and lse = m + log l is saved.
@@ -340,7 +347,7 @@ __global__ void __launch_bounds__(kThreads)
 // with the CPU reference at f32 precision. The forward takes a query offset (p.Tk > p.T: query i
 // at position Tk - T + i) and also runs on bf16 tensors, loading into f32: KV-cached decoding.
 
-template <typename E, bool kAlibi>
+template <typename E, ScoreBias kBias>
 __global__ void __launch_bounds__(kPlainWarps * 32)
     flash_forward_plain(E* out, float* lse, const E* q, const E* k, const E* v, FlashParams p,
                         int D) {
@@ -354,7 +361,9 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   const E* kh = k + p.k.row(hi.b, hi.g, 0);  // key j at kh + j p.k.t: a cache's prefix too
   const E* vh = v + p.v.row(hi.b, hi.g, 0);
   const E* qi = q + p.q.row(hi.b, hi.h, i);
-  const float slope = kAlibi ? float(alibi_slope_of(hi.h, p)) : 0.0f;
+  const float slope = kBias == ScoreBias::Alibi ? float(alibi_slope_of(hi.h, p)) : 0.0f;
+  const float* c = kBias == ScoreBias::Forget ? p.forget + int64_t(bh) * Tk : nullptr;
+  const float ci = kBias == ScoreBias::Forget ? c[pos] : 0.0f;  // the query's own position's
   float* qs = plain_smem + warp * D;
   for (int e = lane; e < D; e += 32) qs[e] = to_f32(qi[e]);
   __syncwarp();
@@ -369,7 +378,8 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
       const E* kj = kh + j * p.k.t;
       for (int e = 0; e < D; ++e) dot += qs[e] * to_f32(kj[e]);
       s = dot * p.scale;
-      if constexpr (kAlibi) s -= slope * float(pos - j);
+      if constexpr (kBias == ScoreBias::Alibi) s -= slope * float(pos - j);
+      if constexpr (kBias == ScoreBias::Forget) s += ci - c[j];
     }
     const float m_new = fmaxf(m, warp_max(s));  // finite: key c0 <= pos is visible
     const float alpha = expf(m - m_new);
@@ -394,7 +404,7 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   if (lane == 0) lse[int64_t(bh) * T + i] = m + logf(l);
 }
 
-template <bool kAlibi>
+template <ScoreBias kBias>
 __global__ void __launch_bounds__(kPlainWarps * 32)
     flash_backward_dq_plain(float* dq, const float* q, const float* k, const float* v,
                             const float* dout, const float* lse, const float* drow, FlashParams p,
@@ -417,7 +427,9 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   }
   __syncwarp();
   const float li = lse[int64_t(bh) * T + i], di = drow[int64_t(bh) * T + i];
-  const float slope = kAlibi ? float(alibi_slope_of(hi.h, p)) : 0.0f;
+  const float slope = kBias == ScoreBias::Alibi ? float(alibi_slope_of(hi.h, p)) : 0.0f;
+  const float* c = kBias == ScoreBias::Forget ? p.forget + int64_t(bh) * T : nullptr;
+  const float ci = kBias == ScoreBias::Forget ? c[i] : 0.0f;
   float acc[kPerLane] = {};
   const int64_t first = p.window > 0 && i - p.window + 1 > 0 ? i - p.window + 1 : 0;
   for (int64_t c0 = first; c0 <= i; c0 += 32) {
@@ -431,8 +443,10 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
         s += qs[e] * kj[e];
         dp += dos[e] * vj[e];
       }
-      if constexpr (kAlibi)  // ALiBi's bias, taken off with lse
+      if constexpr (kBias == ScoreBias::Alibi)  // ALiBi's bias, taken off with lse
         ds = expf(s * p.scale - (li + slope * float(i - j))) * (dp - di);
+      else if constexpr (kBias == ScoreBias::Forget)  // the biased score, as the forward's
+        ds = expf(s * p.scale + (ci - c[j]) - li) * (dp - di);
       else
         ds = expf(s * p.scale - li) * (dp - di);
     }
@@ -452,8 +466,9 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
 }
 
 // One warp per block of 32 keys of one kv head (lane = key); queries visited one at a time, the
-// same for every lane; each lane accumulates its key's dK and dV rows in shared memory.
-template <bool kAlibi>
+// same for every lane; each lane accumulates its key's dK and dV rows in shared memory, and with
+// the forget gate its dS over each query head's rows, written to forget_grad at the head's end.
+template <ScoreBias kBias>
 __global__ void __launch_bounds__(32)
     flash_backward_dkdv_plain(float* dk, float* dv, const float* q, const float* k, const float* v,
                               const float* dout, const float* lse, const float* drow, FlashParams p,
@@ -475,7 +490,10 @@ __global__ void __launch_bounds__(32)
       p.window > 0 && j0 + 31 + p.window - 1 < T - 1 ? j0 + 31 + p.window - 1 : T - 1;
   for (int h = g * G; h < (g + 1) * G; ++h) {
     const int64_t bh = int64_t(b) * p.H + h;
-    const float slope = kAlibi ? float(alibi_slope_of(h, p)) : 0.0f;
+    const float slope = kBias == ScoreBias::Alibi ? float(alibi_slope_of(h, p)) : 0.0f;
+    const float* c = kBias == ScoreBias::Forget ? p.forget + bh * T : nullptr;
+    const float cj = kBias == ScoreBias::Forget ? c[jr] : 0.0f;
+    float dc = 0.0f;  // sum_i dS[i, j] of this head
     for (int64_t i = j0; i <= last_q; ++i) {
       if (j >= T || !visible(i, j, p)) continue;
       const float* qi = q + p.q.row(b, h, i);
@@ -486,16 +504,20 @@ __global__ void __launch_bounds__(32)
         dp += doi[e] * vj[e];
       }
       float pij;
-      if constexpr (kAlibi)  // ALiBi's bias, taken off with lse
+      if constexpr (kBias == ScoreBias::Alibi)  // ALiBi's bias, taken off with lse
         pij = expf(s * p.scale - (lse[bh * T + i] + slope * float(i - j)));
+      else if constexpr (kBias == ScoreBias::Forget)  // the biased score, as the forward's
+        pij = expf(s * p.scale + (c[i] - cj) - lse[bh * T + i]);
       else
         pij = expf(s * p.scale - lse[bh * T + i]);
       const float ds = pij * (dp - drow[bh * T + i]);
+      if constexpr (kBias == ScoreBias::Forget) dc += ds;
       for (int e = 0; e < D; ++e) {
         dks[lane * ld + e] += ds * qi[e];
         dvs[lane * ld + e] += pij * doi[e];
       }
     }
+    if (kBias == ScoreBias::Forget && j < T) p.forget_grad[bh * T + j] = -dc;
   }
   if (j < T) {
     float* dkj = dk + p.dk.row(b, g, j);
@@ -507,25 +529,37 @@ __global__ void __launch_bounds__(32)
   }
 }
 
-// The forward's parameters; the backward adds its gradients' strides (with_grads).
-FlashParams params_of(const Dims& d, double scale, const AttentionMask& mask, const Tensor& out) {
-  // ops::attention_support refuses Forgetting Attention on CUDA before any kernel is reached.
-  TESSERA_CHECK(!mask.forget.defined(),
-                "CUDA flash attention: no kernel takes a forget gate (Forgetting Attention runs on "
-                "the CPU)");
+// The forward's parameters; the backward adds its gradients' strides (with_grads). A forget gate's
+// sums: a contiguous f32 (B, H, Tk), as ops::flash_attention hands them over.
+FlashParams params_of(const char* name, const Dims& d, double scale, const AttentionMask& mask,
+                      const Tensor& q, const Tensor& out) {
   FlashParams p{};
   p.T = d.T, p.H = int(d.H), p.Hkv = int(d.Hkv), p.scale = float(scale), p.window = mask.window;
   p.alibi = mask.alibi, p.alibi_heads = int(d.H), p.alibi_h0 = 0;
   p.Tk = d.Tk, p.q = d.q, p.k = d.k, p.v = d.v, p.o = head_strides(out);
   p.eager_rescale = env_switch("TESSERA_FLASH_RESCALE", "lazy", "eager");
+  if (mask.forget.defined()) {
+    TESSERA_CHECK(!mask.alibi, "cuda ", name,
+                  ": ALiBi and a forget gate at once (ALiBi is the gate of sums -m_h i: add those "
+                  "to the gate's)");
+    check_like(name, "forget", mask.forget, {d.B, d.H, d.Tk}, DType::F32, q);
+    p.forget = static_cast<const float*>(mask.forget.data_ptr());
+  }
   return p;
 }
-FlashParams with_grads(FlashParams p, const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                       const Tensor& dout) {
+// ... and the forget gate's gradient, (B, H, T) as its sums, with them or not at all.
+FlashParams with_grads(const char* name, FlashParams p, const Tensor& dq, const Tensor& dk,
+                       const Tensor& dv, const Tensor& dout, const AttentionMask& mask) {
   p.dq = head_strides(dq);
   p.dk = head_strides(dk);
   p.dv = head_strides(dv);
   p.dout = head_strides(dout);
+  TESSERA_CHECK(mask.forget.defined() == mask.forget_grad.defined(), "cuda ", name,
+                ": a forget gate and its gradient go together");
+  if (mask.forget_grad.defined()) {
+    check_like(name, "forget_grad", mask.forget_grad, mask.forget.shape(), DType::F32, dq);
+    p.forget_grad = static_cast<float*>(mask.forget_grad.data_ptr());
+  }
   return p;
 }
 
@@ -534,6 +568,13 @@ FlashParams with_grads(FlashParams p, const Tensor& dq, const Tensor& dk, const 
 // document at a time.
 bool documents_in_one_launch(const Tensor& q) {
   return documents_launch_allowed(q) && flash_kernels() != FlashKernels::Wmma;
+}
+// The documents launches have no forget instances (causal_attention refuses Forgetting Attention
+// within documents before any kernel is reached).
+void refuse_forget_documents(const char* name, const AttentionMask& mask) {
+  TESSERA_CHECK(!mask.forget.defined(), "cuda ", name,
+                ": the documents launches take no forget gate (Forgetting Attention runs in the "
+                "mma.sync families and the warp-per-row kernels, on whole rows)");
 }
 
 }  // namespace
@@ -546,7 +587,7 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
   check_like(name, "lse", lse, {d.B, d.H, d.T}, DType::F32, q);
   if (d.T == 0 || d.B == 0 || d.H == 0) return;
   DeviceGuard guard(q.device().index);
-  FlashParams p = params_of(d, scale, mask, out);
+  FlashParams p = params_of(name, d, scale, mask, q, out);
   float* lp = static_cast<float*>(lse.data_ptr());
   if (q.dtype() == DType::BF16 && d.offset() == 0) {
     check_aligned_output(name, "out", out);
@@ -556,6 +597,7 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
       flash_mma_forward(out, lse, Q, K, V, p, d.B, d.D);
       return;
     }
+    refuse_forget(p, "the wmma flash kernels (TESSERA_FLASH_KERNELS=wmma)", kUseMmaFamily);
     const BlockOrder order =
         query_head_order(d.B, d.H, d.Hkv, (d.T + kTile - 1) / kTile, d.T, d.D);
     auto launch = [&](auto kernel, size_t bytes) {
@@ -576,8 +618,8 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
   } else {
     with_plain_type(q.dtype(), [&](auto zero) {
       using E = decltype(zero);
-      with_alibi(p, [&](auto alibi) {
-        constexpr bool A = decltype(alibi)::value;
+      with_bias(p, [&](auto bias) {
+        constexpr ScoreBias A = decltype(bias)::value;
         flash_forward_plain<E, A><<<plain_row_grid(d), kPlainWarps * 32, plain_row_smem(d, 1)>>>(
             static_cast<E*>(out.data_ptr()), lp, static_cast<const E*>(q.data_ptr()),
             static_cast<const E*>(k.data_ptr()), static_cast<const E*>(v.data_ptr()), p, int(d.D));
@@ -597,7 +639,7 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
   check_like(name, "lse", lse, {d.B, d.H, d.T}, DType::F32, q);
   if (d.T == 0 || d.B == 0 || d.H == 0) return;
   DeviceGuard guard(q.device().index);
-  FlashParams p = with_grads(params_of(d, scale, mask, out), dq, dk, dv, dout);
+  FlashParams p = with_grads(name, params_of(name, d, scale, mask, q, out), dq, dk, dv, dout, mask);
   Tensor drow = Tensor::empty({d.B, d.H, d.T}, {DType::F32, q.device()});  // rowsum(dO * O)
   const float* lp = static_cast<const float*>(lse.data_ptr());
   const float* dr = static_cast<const float*>(drow.data_ptr());
@@ -614,6 +656,7 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
       flash_mma_backward(dq, dk, dv, dO, Q, K, V, lse, drow, p, d.B, d.D);
       return;
     }
+    refuse_forget(p, "the wmma flash kernels (TESSERA_FLASH_KERNELS=wmma)", kUseMmaFamily);
     auto ptr = [](const Tensor& t) { return static_cast<const bf16_t*>(t.data_ptr()); };
     auto mut = [](const Tensor& t) { return static_cast<bf16_t*>(t.data_ptr()); };
     const int64_t tiles = (d.T + kTile - 1) / kTile;
@@ -641,8 +684,8 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
     auto ptr = [](const Tensor& t) { return static_cast<const float*>(t.data_ptr()); };
     auto mut = [](const Tensor& t) { return static_cast<float*>(t.data_ptr()); };
     const int D = int(d.D);
-    with_alibi(p, [&](auto alibi) {
-      constexpr bool A = decltype(alibi)::value;
+    with_bias(p, [&](auto bias) {
+      constexpr ScoreBias A = decltype(bias)::value;
       flash_backward_dkdv_plain<A><<<plain_key_grid(d), 32, plain_key_smem(d)>>>(
           mut(dk), mut(dv), ptr(q), ptr(k), ptr(v), ptr(dout), lp, dr, p, D);
       CUDA_CHECK_LAUNCH();
@@ -658,6 +701,7 @@ bool flash_attention_forward_documents(const Tensor& out, const Tensor& lse, con
                                        const AttentionMask& mask,
                                        const std::vector<DocumentSpan>& spans) {
   const char* name = "flash_attention_forward_documents";
+  refuse_forget_documents(name, mask);
   const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/false, /*strided=*/true);
   check_view(name, "out", out, q.shape(), q.dtype(), q, /*output=*/true);
   check_like(name, "lse", lse, {d.B, d.H, d.T}, DType::F32, q);
@@ -666,7 +710,7 @@ bool flash_attention_forward_documents(const Tensor& out, const Tensor& lse, con
   if (d.T == 0 || d.B == 0 || d.H == 0) return true;
   DeviceGuard guard(q.device().index);
   check_aligned_output(name, "out", out);
-  FlashParams p = params_of(d, scale, mask, out);
+  FlashParams p = params_of(name, d, scale, mask, q, out);
   const Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v);
   p.q = head_strides(Q), p.k = head_strides(K), p.v = head_strides(V);
   document_tiles(name, spans, d, q, p.docs);
@@ -680,6 +724,7 @@ bool flash_attention_backward_documents(const Tensor& dq, const Tensor& dk, cons
                                         double scale, const AttentionMask& mask,
                                         const std::vector<DocumentSpan>& spans) {
   const char* name = "flash_attention_backward_documents";
+  refuse_forget_documents(name, mask);
   const Dims d = check_qkv(name, q, k, v, /*allow_offset=*/false, /*strided=*/true);
   check_backward_views(name, dq, dk, dv, dout, out, q, k, v);
   check_like(name, "lse", lse, {d.B, d.H, d.T}, DType::F32, q);
@@ -689,7 +734,7 @@ bool flash_attention_backward_documents(const Tensor& dq, const Tensor& dk, cons
   DeviceGuard guard(q.device().index);
   for (const auto& [what, t] : {std::pair{"dq", &dq}, {"dk", &dk}, {"dv", &dv}})
     check_aligned_output(name, what, *t);
-  FlashParams p = with_grads(params_of(d, scale, mask, out), dq, dk, dv, dout);
+  FlashParams p = with_grads(name, params_of(name, d, scale, mask, q, out), dq, dk, dv, dout, mask);
   Tensor drow = Tensor::empty({d.B, d.H, d.T}, {DType::F32, q.device()});  // rowsum(dO * O)
   rowdot<bf16_t>(drow, dout, out);
   const Tensor Q = aligned_input(q), K = aligned_input(k), V = aligned_input(v),

@@ -19,8 +19,9 @@ namespace tessera::cuda::attn {
 // of its batch row's table, and runs on its document's rows as a launch on that document's view
 // would: T and Tk the document's length, every pointer at its first row (lse and drow too: their
 // rows stay the batch's, p.T apart: the bodies' lse_t). An empty entry's block returns at once.
-// kAlibi: the bodies with ALiBi's bias compiled in (flash_mma.h), for a launch whose
-// FlashParams::alibi is set (with_alibi); the kernels without it hold none of its code.
+// kBias: the bodies with ALiBi's or the forget gate's bias compiled in (flash_mma.h's ScoreBias),
+// for a launch whose FlashParams asks for it (with_bias, with_alibi); the kernels without one hold
+// none of its code. A documents launch takes no forget gate (flash_attention.cu refuses one).
 __device__ __forceinline__ FlashParams within_document(const FlashParams& p, const DocTile& e) {
   FlashParams d = p;
   d.T = d.Tk = e.length;
@@ -28,11 +29,12 @@ __device__ __forceinline__ FlashParams within_document(const FlashParams& p, con
 }
 
 template <int D, int MT, class Ctx, class Tiles, int kStages = 1, bool kDocs = false,
-          bool kAlibi = false>
+          ScoreBias kBias = ScoreBias::None>
 __device__ __forceinline__ void flash_forward_body(uint16_t* out, float* lse, const uint16_t* q,
                                                    const uint16_t* k, const uint16_t* v,
                                                    const FlashParams& p, const BlockOrder& order) {
   static_assert(!kDocs || MT == 1, "a documents launch's table has 64-row tiles");
+  static_assert(!kDocs || kBias != ScoreBias::Forget, "a documents launch takes no forget gate");
   extern __shared__ __align__(128) unsigned char smem[];
   Ctx w{smem};
   const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
@@ -40,31 +42,32 @@ __device__ __forceinline__ void flash_forward_body(uint16_t* out, float* lse, co
     const DocTile e = doc_tile(p.docs, at.head / p.H, order.tiles - 1 - at.tile);
     if (e.length == 0) return;
     const int64_t s = e.start;
-    mma::forward_block<D, MT, Tiles, kStages, kAlibi>(w, out + s * p.o.t, lse + s, q + s * p.q.t,
-                                                      k + s * p.k.t, v + s * p.v.t,
-                                                      within_document(p, e), e.tile, at.head, p.T);
+    mma::forward_block<D, MT, Tiles, kStages, kBias>(w, out + s * p.o.t, lse + s, q + s * p.q.t,
+                                                     k + s * p.k.t, v + s * p.v.t,
+                                                     within_document(p, e), e.tile, at.head, p.T);
   } else {
-    mma::forward_block<D, MT, Tiles, kStages, kAlibi>(w, out, lse, q, k, v, p, at.tile, at.head);
+    mma::forward_block<D, MT, Tiles, kStages, kBias>(w, out, lse, q, k, v, p, at.tile, at.head);
   }
 }
 
-template <int D, int MT, class Ctx, class Tiles, int kStages = 1, bool kAlibi = false>
+template <int D, int MT, class Ctx, class Tiles, int kStages = 1, ScoreBias kBias = ScoreBias::None>
 __global__ void __launch_bounds__(kMmaThreads)
     flash_forward_kernel(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                          const uint16_t* v, FlashParams p, BlockOrder order) {
-  flash_forward_body<D, MT, Ctx, Tiles, kStages, false, kAlibi>(out, lse, q, k, v, p, order);
+  flash_forward_body<D, MT, Ctx, Tiles, kStages, false, kBias>(out, lse, q, k, v, p, order);
 }
 
 // kStoreDs: dS^T also written to ds (mma::ds_tile) for flash_dq_stored_kernel. kDocs: as the
 // forward's, the entry's key tile counted from its document's end (doc_key_tile).
 template <int D, class Ctx, class Tiles, bool kHoldKV = false, bool kStoreDs = false,
-          bool kDocs = false, bool kAlibi = false>
+          bool kDocs = false, ScoreBias kBias = ScoreBias::None>
 __device__ __forceinline__ void flash_dkdv_body(uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                                 const uint16_t* k, const uint16_t* v,
                                                 const uint16_t* dout, const float* lse,
                                                 const float* drow, const FlashParams& p,
                                                 const BlockOrder& order, uint16_t* ds = nullptr) {
   static_assert(!kDocs || !kStoreDs, "stored dS tiles are laid out by the batch's T");
+  static_assert(!kDocs || kBias != ScoreBias::Forget, "a documents launch takes no forget gate");
   extern __shared__ __align__(128) unsigned char smem[];
   Ctx w{smem};
   const HeadTile at = key_tile_block(int64_t(blockIdx.x), order);
@@ -72,30 +75,31 @@ __device__ __forceinline__ void flash_dkdv_body(uint16_t* dk, uint16_t* dv, cons
     const DocTile e = doc_tile(p.docs, at.head / p.Hkv, at.tile);
     if (e.length == 0) return;
     const int64_t s = e.start;
-    mma::backward_dkdv_block<D, Tiles, kHoldKV, kStoreDs, kAlibi>(
+    mma::backward_dkdv_block<D, Tiles, kHoldKV, kStoreDs, kBias>(
         w, dk + s * p.dk.t, dv + s * p.dv.t, q + s * p.q.t, k + s * p.k.t, v + s * p.v.t,
         dout + s * p.dout.t, lse + s, drow + s, within_document(p, e), doc_key_tile(e, kMmaTile),
         at.head, ds, p.T);
   } else {
-    mma::backward_dkdv_block<D, Tiles, kHoldKV, kStoreDs, kAlibi>(w, dk, dv, q, k, v, dout, lse,
-                                                                  drow, p, at.tile, at.head, ds);
+    mma::backward_dkdv_block<D, Tiles, kHoldKV, kStoreDs, kBias>(w, dk, dv, q, k, v, dout, lse,
+                                                                 drow, p, at.tile, at.head, ds);
   }
 }
 
-template <int D, class Ctx, class Tiles, bool kHoldKV = false, bool kAlibi = false>
+template <int D, class Ctx, class Tiles, bool kHoldKV = false, ScoreBias kBias = ScoreBias::None>
 __global__ void __launch_bounds__(kMmaThreads)
     flash_dkdv_kernel(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
                       const uint16_t* v, const uint16_t* dout, const float* lse, const float* drow,
                       FlashParams p, BlockOrder order) {
-  flash_dkdv_body<D, Ctx, Tiles, kHoldKV, false, false, kAlibi>(dk, dv, q, k, v, dout, lse, drow, p,
-                                                                order);
+  flash_dkdv_body<D, Ctx, Tiles, kHoldKV, false, false, kBias>(dk, dv, q, k, v, dout, lse, drow, p,
+                                                               order);
 }
 
-template <int D, class Ctx, class Tiles, bool kDocs = false, bool kAlibi = false>
+template <int D, class Ctx, class Tiles, bool kDocs = false, ScoreBias kBias = ScoreBias::None>
 __device__ __forceinline__ void flash_dq_body(uint16_t* dq, const uint16_t* q, const uint16_t* k,
                                               const uint16_t* v, const uint16_t* dout,
                                               const float* lse, const float* drow,
                                               const FlashParams& p, const BlockOrder& order) {
+  static_assert(!kDocs || kBias != ScoreBias::Forget, "a documents launch takes no forget gate");
   extern __shared__ __align__(128) unsigned char smem[];
   Ctx w{smem};
   const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
@@ -103,20 +107,20 @@ __device__ __forceinline__ void flash_dq_body(uint16_t* dq, const uint16_t* q, c
     const DocTile e = doc_tile(p.docs, at.head / p.H, order.tiles - 1 - at.tile);
     if (e.length == 0) return;
     const int64_t s = e.start;
-    mma::backward_dq_block<D, Tiles, kAlibi>(w, dq + s * p.dq.t, q + s * p.q.t, k + s * p.k.t,
-                                             v + s * p.v.t, dout + s * p.dout.t, lse + s, drow + s,
-                                             within_document(p, e), e.tile, at.head, p.T);
+    mma::backward_dq_block<D, Tiles, kBias>(w, dq + s * p.dq.t, q + s * p.q.t, k + s * p.k.t,
+                                            v + s * p.v.t, dout + s * p.dout.t, lse + s, drow + s,
+                                            within_document(p, e), e.tile, at.head, p.T);
   } else {
-    mma::backward_dq_block<D, Tiles, kAlibi>(w, dq, q, k, v, dout, lse, drow, p, at.tile, at.head);
+    mma::backward_dq_block<D, Tiles, kBias>(w, dq, q, k, v, dout, lse, drow, p, at.tile, at.head);
   }
 }
 
-template <int D, class Ctx, class Tiles, bool kAlibi = false>
+template <int D, class Ctx, class Tiles, ScoreBias kBias = ScoreBias::None>
 __global__ void __launch_bounds__(kMmaThreads)
     flash_dq_kernel(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
                     const uint16_t* dout, const float* lse, const float* drow, FlashParams p,
                     BlockOrder order) {
-  flash_dq_body<D, Ctx, Tiles, false, kAlibi>(dq, q, k, v, dout, lse, drow, p, order);
+  flash_dq_body<D, Ctx, Tiles, false, kBias>(dq, q, k, v, dout, lse, drow, p, order);
 }
 
 // dQ from the dS the dK dV kernel stored (flash_mma_ds.h's backward_dq_stored_block).

@@ -8,9 +8,15 @@
 // Mma5Blocks the 64-row ones compiled for five blocks an SM, Mma2Stage both with their K and V
 // tiles in two stages;
 // MmaStoredDs has the backward's dK dV kernel store dS for a dQ kernel that reads it.
-// Every kernel has a kAlibi instance (ALiBi's bias compiled in: flash_mma.h's with_alibi picks it
-// where FlashParams::alibi is set); the figures below are of the instances without it, which hold
-// none of its code.
+// Every kernel has an instance for each bias, kBias (flash_mma.h's ScoreBias: ALiBi's, the forget
+// gate's, picked by with_bias where FlashParams asks for one; the documents kernels take ALiBi
+// alone, with_alibi); the figures below are of the instances without one, which hold none of
+// their code. The forget gate's (ptxas, nvcc 13.0, sm_90), each lane reading 16 keys' (or
+// queries') sums a tile, spill more where registers are bounded: the D 64 dK dV kernels 96 bytes
+// (8 without the gate, 44 storing dS), dQ 188 (16), the 128-row forwards 136 at D 128 (40) and 336
+// at D 64 (88), the two-stage one at D 128 108 (24), the five-block one 180 (56); none in the
+// default 64-row forward at D 64, the 64-row ones at D 128 or the D 128 backward, whose dQ takes
+// 254 registers (174). Not yet run on a GPU.
 #include <cuda_bf16.h>
 
 #include <cstdlib>
@@ -27,13 +33,13 @@ namespace {
 
 using namespace attn;
 
-template <int D, int MT, bool kAlibi>
-constexpr auto flash_forward_mma = flash_forward_kernel<D, MT, DeviceCtx, mma::RowTiles, 1, kAlibi>;
-template <int D, bool kAlibi>
+template <int D, int MT, ScoreBias kBias>
+constexpr auto flash_forward_mma = flash_forward_kernel<D, MT, DeviceCtx, mma::RowTiles, 1, kBias>;
+template <int D, ScoreBias kBias>
 constexpr auto flash_backward_dkdv_mma =
-    flash_dkdv_kernel<D, DeviceCtx, mma::RowTiles, false, kAlibi>;
-template <int D, bool kAlibi>
-constexpr auto flash_backward_dq_mma = flash_dq_kernel<D, DeviceCtx, mma::RowTiles, kAlibi>;
+    flash_dkdv_kernel<D, DeviceCtx, mma::RowTiles, false, kBias>;
+template <int D, ScoreBias kBias>
+constexpr auto flash_backward_dq_mma = flash_dq_kernel<D, DeviceCtx, mma::RowTiles, kBias>;
 
 // The same forward compiled for three blocks an SM (FlashKernels::Mma3Blocks, D 64 with 128-row
 // blocks): ptxas (nvcc 13.0, sm_90) fits it in 168 registers with 36 bytes of spill stores (108
@@ -42,34 +48,31 @@ constexpr auto flash_backward_dq_mma = flash_dq_kernel<D, DeviceCtx, mma::RowTil
 // the two-block kernel's time (which no choice runs any more) and about the 64-row default's
 // (0.493 against 0.470 ms at T 1024, 6.240 against 6.297 at T 16384). Only this kernel: the
 // others' figures moved when given an explicit minimum.
-template <int D, int MT, bool kAlibi>
+template <int D, int MT, ScoreBias kBias>
 __global__ void __launch_bounds__(kMmaThreads, 3)
     flash_forward_mma_3blocks(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                               const uint16_t* v, FlashParams p, BlockOrder order) {
-  flash_forward_body<D, MT, DeviceCtx, mma::RowTiles, 1, false, kAlibi>(out, lse, q, k, v, p,
-                                                                        order);
+  flash_forward_body<D, MT, DeviceCtx, mma::RowTiles, 1, false, kBias>(out, lse, q, k, v, p, order);
 }
 
 // The 64-query forward at D 64 compiled for five blocks an SM (FlashKernels::Mma5Blocks): ptxas
 // (nvcc 13.0, sm_90) fits it in 96 registers with 44 bytes of spill stores, where the default
 // takes 126 and four blocks (its smem, 27 KB a block, allows eight). Not yet run on a GPU.
-template <int D, int MT, bool kAlibi>
+template <int D, int MT, ScoreBias kBias>
 __global__ void __launch_bounds__(kMmaThreads, 5)
     flash_forward_mma_5blocks(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                               const uint16_t* v, FlashParams p, BlockOrder order) {
-  flash_forward_body<D, MT, DeviceCtx, mma::RowTiles, 1, false, kAlibi>(out, lse, q, k, v, p,
-                                                                        order);
+  flash_forward_body<D, MT, DeviceCtx, mma::RowTiles, 1, false, kBias>(out, lse, q, k, v, p, order);
 }
 
 // The forward with K and V in two stages (FlashKernels::Mma2Stage), at D 64 held to four blocks
 // an SM, as the one-stage kernel's 127 registers allow: unbounded ptxas (nvcc 13.0, sm_90) took
 // 137, three blocks. Not yet run on a GPU.
-template <int D, int MT, int kMinBlocks, bool kAlibi>
+template <int D, int MT, int kMinBlocks, ScoreBias kBias>
 __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
     flash_forward_mma_2stage(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                              const uint16_t* v, FlashParams p, BlockOrder order) {
-  flash_forward_body<D, MT, DeviceCtx, mma::RowTiles, 2, false, kAlibi>(out, lse, q, k, v, p,
-                                                                        order);
+  flash_forward_body<D, MT, DeviceCtx, mma::RowTiles, 2, false, kBias>(out, lse, q, k, v, p, order);
 }
 
 // dK dV at D 64 compiled for three blocks an SM, every family's at D 64: ptxas (nvcc 13.0, sm_90)
@@ -78,46 +81,46 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
 // 0.86-0.88x the two-block kernel's time (T 1024 to 16384). Since the mask became a pass of its
 // own and exp2 one MUFU, 52 bytes (11 spill accesses in the loop, from 53); since the items are
 // stepped to rather than divided out of an index, 8 bytes (2 reloads an item).
-template <int D, bool kAlibi>
+template <int D, ScoreBias kBias>
 __global__ void __launch_bounds__(kMmaThreads, 3)
     flash_backward_dkdv_mma_3blocks(uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                     const uint16_t* k, const uint16_t* v, const uint16_t* dout,
                                     const float* lse, const float* drow, FlashParams p,
                                     BlockOrder order) {
-  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, false, false, kAlibi>(dk, dv, q, k, v, dout,
-                                                                            lse, drow, p, order);
+  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, false, false, kBias>(dk, dv, q, k, v, dout,
+                                                                           lse, drow, p, order);
 }
 
 // dQ at D 64 compiled for four blocks an SM, every mma family's: unbounded, ptxas (nvcc 13.0,
 // sm_90) takes 168 registers, three blocks (12 warps an SM; call 4's ncu: 18% occupancy, neither
 // pipe busy); bounded, 128 and 16 bytes of spill (2 reloads a key tile). Its 54 KB of shared
 // memory allow four. As the dK dV kernel's third block paid on the H200; not yet run on a GPU.
-template <int D, bool kAlibi>
+template <int D, ScoreBias kBias>
 __global__ void __launch_bounds__(kMmaThreads, 4)
     flash_backward_dq_mma_4blocks(uint16_t* dq, const uint16_t* q, const uint16_t* k,
                                   const uint16_t* v, const uint16_t* dout, const float* lse,
                                   const float* drow, FlashParams p, BlockOrder order) {
-  flash_dq_body<D, DeviceCtx, mma::RowTiles, false, kAlibi>(dq, q, k, v, dout, lse, drow, p, order);
+  flash_dq_body<D, DeviceCtx, mma::RowTiles, false, kBias>(dq, q, k, v, dout, lse, drow, p, order);
 }
 
 // The same dK dV kernels writing dS^T for the dQ kernel that reads it (FlashKernels::MmaStoredDs).
-template <int D, bool kAlibi>
+template <int D, ScoreBias kBias>
 __global__ void __launch_bounds__(kMmaThreads, 3)
     flash_backward_dkdv_mma_3blocks_store(uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                           const uint16_t* k, const uint16_t* v,
                                           const uint16_t* dout, const float* lse, const float* drow,
                                           FlashParams p, BlockOrder order, uint16_t* ds) {
-  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, true, false, kAlibi>(dk, dv, q, k, v, dout,
-                                                                           lse, drow, p, order, ds);
+  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, true, false, kBias>(dk, dv, q, k, v, dout,
+                                                                          lse, drow, p, order, ds);
 }
-template <int D, bool kAlibi>
+template <int D, ScoreBias kBias>
 __global__ void __launch_bounds__(kMmaThreads)
     flash_backward_dkdv_mma_store(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
                                   const uint16_t* v, const uint16_t* dout, const float* lse,
                                   const float* drow, FlashParams p, BlockOrder order,
                                   uint16_t* ds) {
-  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, true, false, kAlibi>(dk, dv, q, k, v, dout,
-                                                                           lse, drow, p, order, ds);
+  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, true, false, kBias>(dk, dv, q, k, v, dout,
+                                                                          lse, drow, p, order, ds);
 }
 
 // A documents launch (doc_tiles.h): the 64-query forward (its K and V in two stages where the
@@ -130,8 +133,8 @@ template <int D, int kMinBlocks, int kStages, bool kAlibi>
 __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
     flash_forward_mma_documents(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                                 const uint16_t* v, FlashParams p, BlockOrder order) {
-  flash_forward_body<D, 1, DeviceCtx, mma::RowTiles, kStages, true, kAlibi>(out, lse, q, k, v, p,
-                                                                            order);
+  flash_forward_body<D, 1, DeviceCtx, mma::RowTiles, kStages, true, bias_of(kAlibi)>(out, lse, q, k,
+                                                                                     v, p, order);
 }
 template <int D, int kMinBlocks, bool kAlibi>
 __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
@@ -139,15 +142,16 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
                                       const uint16_t* k, const uint16_t* v, const uint16_t* dout,
                                       const float* lse, const float* drow, FlashParams p,
                                       BlockOrder order) {
-  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, false, true, kAlibi>(dk, dv, q, k, v, dout,
-                                                                           lse, drow, p, order);
+  flash_dkdv_body<D, DeviceCtx, mma::RowTiles, false, false, true, bias_of(kAlibi)>(
+      dk, dv, q, k, v, dout, lse, drow, p, order);
 }
 template <int D, int kMinBlocks, bool kAlibi>
 __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
     flash_backward_dq_mma_documents(uint16_t* dq, const uint16_t* q, const uint16_t* k,
                                     const uint16_t* v, const uint16_t* dout, const float* lse,
                                     const float* drow, FlashParams p, BlockOrder order) {
-  flash_dq_body<D, DeviceCtx, mma::RowTiles, true, kAlibi>(dq, q, k, v, dout, lse, drow, p, order);
+  flash_dq_body<D, DeviceCtx, mma::RowTiles, true, bias_of(kAlibi)>(dq, q, k, v, dout, lse, drow, p,
+                                                                    order);
 }
 
 FlashKernels& choice() {
@@ -198,8 +202,8 @@ void flash_mma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
   auto launch = [&](auto kernel, size_t bytes) {
     launch_flash_forward(kernel, bytes, kMmaTile * (narrow ? 1 : 2), out, lse, q, k, v, p, B, D);
   };
-  with_alibi(p, [&](auto alibi) {
-    constexpr bool A = decltype(alibi)::value;
+  with_bias(p, [&](auto bias) {
+    constexpr ScoreBias A = decltype(bias)::value;
     if (two_stage_forward(choice())) {  // counted with its launch (cuda::flash_stats)
       ++flash_counts().two_stage_forwards;
       if (D == 64)
@@ -242,6 +246,10 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
       FlashParams ps = p;
       ps.H = int(s.ng * G), ps.Hkv = int(s.ng);
       ps.alibi_h0 = p.alibi_h0 + int(s.g0 * G);  // the slice's query heads keep their slopes
+      // ... and their forget gates' sums: c and dL/dc from the slice's first row, as lse (a
+      // kernel's row b ps.H + h: ps.H is p.H wherever a slice holds several batch elements).
+      const int64_t first_row = (s.b0 * p.H + s.g0 * G) * p.T;
+      if (p.forget) ps.forget = p.forget + first_row, ps.forget_grad = p.forget_grad + first_row;
       auto qs = [&](const Tensor& t) { return slice_rows(t, s, G); };
       auto ks = [&](const Tensor& t) { return slice_rows(t, s, 1); };
       const Tensor ds = Tensor::empty({s.nb * ps.H * ds_head}, {DType::BF16, dq.device()});
@@ -250,8 +258,8 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                                      ks(dk), ks(dv), qs(dout), qs(q), ks(k), ks(v), qs(lse),
                                      qs(drow), ps, s.nb, D);
       };
-      with_alibi(p, [&](auto alibi) {  // the stored dS has the bias in; its dQ reads only it
-        constexpr bool A = decltype(alibi)::value;
+      with_bias(p, [&](auto bias) {  // the stored dS has the bias in; its dQ reads only it
+        constexpr ScoreBias A = decltype(bias)::value;
         if (D == 64)
           launch(flash_backward_dkdv_mma_3blocks_store<64, A>,
                  flash_dq_stored_kernel<64, DeviceCtx>, mma::BackwardSmem<64>::bytes,
@@ -264,8 +272,8 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
     return;
   }
   ++flash_counts().recomputed_ds_backwards;
-  with_alibi(p, [&](auto alibi) {
-    constexpr bool A = decltype(alibi)::value;
+  with_bias(p, [&](auto bias) {
+    constexpr ScoreBias A = decltype(bias)::value;
     if (D == 64)
       launch_flash_backward(flash_backward_dkdv_mma_3blocks<64, A>,
                             flash_backward_dq_mma_4blocks<64, A>, mma::BackwardSmem<64>::bytes, dq,

@@ -11,10 +11,14 @@
 // lse saved in natural log, deterministic backward (a key-tile-major pass for dK, dV and a
 // query-tile-major pass for dQ; no atomics). Softmax runs in base 2: x = scale log2(e) s.
 // ALiBi (Press et al. 2022, arXiv:2108.12409; backend/attention_mask.h) in the bodies compiled
-// with kAlibi (launched where FlashParams::alibi says so; the instances without it hold none of
-// its code): x = scale log2(e) s - log2(e) m_h (i - j) for query head h, the query at position i
-// and key j, on every element of every tile, all-visible ones included (alibi_tile), before the
-// mask; lse is that of the biased scores, the backward's P = 2^(x - lse log2(e)).
+// with kBias = ScoreBias::Alibi (launched where FlashParams::alibi says so; the instances without
+// it hold none of its code): x = scale log2(e) s - log2(e) m_h (i - j) for query head h, the query
+// at position i and key j, on every element of every tile, all-visible ones included
+// (alibi_tile), before the mask; lse is that of the biased scores, the backward's
+// P = 2^(x - lse log2(e)). Forgetting Attention (Lin et al. 2025, arXiv:2503.02130; the same
+// header) likewise with kBias = ScoreBias::Forget (where FlashParams::forget is set):
+// x = scale log2(e) s + log2(e) (c[i] - c[j]), c the query head's running sums of log forget
+// gates (forget_tile); the dK dV body also sums dS's columns into dL/dc (backward_dkdv_block).
 //
 // Plain C++ over a context type W that supplies the warp instructions, so the same bodies run on
 // the GPU (mma_device.cuh's DeviceCtx: inline PTX) and on the CPU under tests/kernels' warp
@@ -41,6 +45,7 @@
 #include "backend/attention_mask.h"
 #include "backend/attention_shapes.h"
 #include "block_order.h"
+#include "core/error.h"
 #include "doc_tiles.h"
 
 #if defined(__CUDACC__)
@@ -79,6 +84,12 @@ struct FlashParams {
   // that head's slope (alibi_h0 > 0 in a pass over a slice of the kv heads, head_slices.h).
   bool alibi = false;
   int alibi_heads = 0, alibi_h0 = 0;
+  // Forgetting Attention (backend/attention_mask.h): c (B, H, Tk) f32, grid row bh's at
+  // forget + bh Tk (the keys', and query i's at Tk - T + i); forget_grad, the backward's dL/dc
+  // (B, H, T), each entry written once by the dK dV pass. Null: no forget gate. A pass over a head
+  // slice points both at the slice's first row, as it does lse.
+  const float* forget = nullptr;
+  float* forget_grad = nullptr;
 };
 // Element i of row bh of lse (and drow): rows T apart, or lse_t in a documents launch, whose T is a
 // document's length (flash_launch.cuh); the other launches pass a literal 0, folded away.
@@ -104,7 +115,8 @@ TESSERA_MMA_FN double alibi_slope_of(int64_t h, const FlashParams& p) {
 TESSERA_MMA_FN float alibi_slope2(int64_t h, const FlashParams& p) {
   return float(alibi_slope_of(h, p) * 1.4426950408889634);
 }
-// f(std::bool_constant<p.alibi>{}) on the host: a launch picks its kernels' kAlibi instances in f.
+// f(std::bool_constant<p.alibi>{}) on the host: a launch picks its kernels' kAlibi instances in f
+// (the families and launches that take no forget gate: refuse_forget first).
 template <class F>
 void with_alibi(const FlashParams& p, F&& f) {
   if (p.alibi)
@@ -112,6 +124,35 @@ void with_alibi(const FlashParams& p, F&& f) {
   else
     f(std::false_type{});
 }
+
+// The bias a body compiles in (kBias): none, ALiBi's, or the forget gate's. The instances of each
+// hold none of the others' code.
+enum class ScoreBias { None, Alibi, Forget };
+template <ScoreBias B>
+using BiasKind = std::integral_constant<ScoreBias, B>;
+constexpr ScoreBias bias_of(bool alibi) { return alibi ? ScoreBias::Alibi : ScoreBias::None; }
+// f(BiasKind<...>{}) on the host, as p says: the mma.sync family and the warp-per-row kernels,
+// which have a Forget instance of every kernel.
+template <class F>
+void with_bias(const FlashParams& p, F&& f) {
+  if (p.forget)
+    f(BiasKind<ScoreBias::Forget>{});
+  else if (p.alibi)
+    f(BiasKind<ScoreBias::Alibi>{});
+  else
+    f(BiasKind<ScoreBias::None>{});
+}
+// A family or launch with no forget instances (`what`, and how to get one: `instead`) refuses a
+// forget gate; ops::attention_support lets Forgetting Attention through to the flash kernels.
+inline void refuse_forget(const FlashParams& p, const char* what, const char* instead) {
+  TESSERA_CHECK(p.forget == nullptr, "CUDA flash attention: ", what,
+                " take no forget gate (Forgetting Attention runs in the mma.sync families and the "
+                "warp-per-row kernels): ",
+                instead);
+}
+constexpr const char* kUseMmaFamily =
+    "set TESSERA_FLASH_KERNELS to an mma family (mma, mma-narrow, mma-3blocks, mma-5blocks, "
+    "mma-2stage, mma-ds or mma-2stage-ds)";
 
 // Batch, query head and kv head of grid row bh = b H + h.
 struct HeadIndex {
@@ -406,6 +447,54 @@ TESSERA_MMA_FN void alibi_tile(float (&s)[8][4], int64_t lag, float mul, float s
   }
 }
 
+// Forgetting Attention's sums as a warp's tiles read them: c of grid row bh (Tk entries), and c
+// at the lane's query (or key) rows g and g + 8 of each of MT groups of 16 from r0, 0 past T
+// (those rows are masked, or their lse is +inf). Row i's entry is position Tk - T + i's.
+template <int MT>
+struct ForgetRows {
+  const float* c = nullptr;
+  float at[MT][2] = {};
+};
+template <int MT>
+TESSERA_MMA_FN ForgetRows<MT> forget_rows(const FlashParams& p, int64_t bh, int64_t r0, int lane) {
+  ForgetRows<MT> f;
+  f.c = p.forget + bh * p.Tk;
+  TESSERA_MMA_UNROLL
+  for (int mt = 0; mt < MT; ++mt)
+    for (int half = 0; half < 2; ++half) {
+      const int64_t i = r0 + 16 * mt + lane / 4 + 8 * half;
+      f.at[mt][half] = i < p.T ? f.c[p.Tk - p.T + i] : 0.0f;
+    }
+  return f;
+}
+
+// The forget gate's bias on a 16 x 64 tile of C fragments laid out as mask_tile's (rows queries or
+// keys, kRowsAreQueries): x = x mul + step (c[i] - c[j]), i the element's query and j its key;
+// rows: c at the lane's rows g and g + 8; cols: c at the tile's first column, of which the first
+// `valid` are real. The others read column 0's (their pairs are masked, or their rows' lse is
+// +inf) by a clamped index: a select of 0 there cost the D 64 backward kernels 80 to 130 bytes
+// more spill (ptxas, nvcc 13, sm_90). The difference is taken in f32 before it is scaled, as the
+// CPU forms it: |c| reaches thousands at long T, where c[i] folded into a row's maximum or lse
+// would lose the bias's low bits.
+template <bool kRowsAreQueries>
+TESSERA_MMA_FN void forget_tile(float (&s)[8][4], const float (&rows)[2], const float* cols,
+                                int64_t valid, float mul, float step, int lane) {
+  const int c = lane % 4, n_valid = int(valid < kMmaTile ? valid : kMmaTile);
+  TESSERA_MMA_UNROLL
+  for (int n = 0; n < 8; ++n) {
+    TESSERA_MMA_UNROLL
+    for (int e = 0; e < 2; ++e) {
+      const int co = n * 8 + 2 * c + e;
+      const float cc = cols[co < n_valid ? co : 0];
+      TESSERA_MMA_UNROLL
+      for (int half = 0; half < 2; ++half) {
+        const float d = kRowsAreQueries ? rows[half] - cc : cc - rows[half];
+        s[n][2 * half + e] = fmaf(s[n][2 * half + e], mul, step * d);
+      }
+    }
+  }
+}
+
 // The online softmax of key tile k0 .. k0 + 63 for a warp's MT groups of 16 rows (r0 + 16 mt ..;
 // a lane holds rows g and g + 8 of each): the scores in s become P = 2^(s scale2 - m) (masked
 // ones 0), the base-2 running maxima m and this lane's partial sums l move on, and alpha is what
@@ -416,8 +505,9 @@ TESSERA_MMA_FN void alibi_tile(float (&s)[8][4], int64_t lag, float mul, float s
 // once a row (a positive factor keeps the order, and rounding is monotonic): 32 FMULs a tile
 // fewer. Any other scale, or !kFold, multiplies the scores first, so that the masked -inf never
 // meets a factor of 0.
-// kAlibi: ALiBi's bias, alibi2 (alibi_slope2) a key of distance in base-2 units, taken off the
-// scores before the mask in their units: base 2 once multiplied, else raw (alibi2 / scale2).
+// kBias: ALiBi's bias, alibi2 (alibi_slope2) a key of distance in base-2 units, or the forget
+// gate's, log2(e) (c[i] - c[j]) (forget: the warp's rows), added to the scores before the mask in
+// their units: base 2 once multiplied, else raw (divided by scale2).
 // kLazy: a group's m moves only when some row's tile maximum passes it by more than
 // kRescaleAbove (a warp vote; Flash Attention 4 rescales only when the maximum has moved enough,
 // per Modal's "We reverse-engineered Flash Attention 4", 2025); otherwise its rows keep their m,
@@ -425,11 +515,11 @@ TESSERA_MMA_FN void alibi_tile(float (&s)[8][4], int64_t lag, float mul, float s
 // not rescaled. The mathematics is the same, m being any offset common to a row's exponents, sums
 // and O; most key tiles after a row's first raise its maximum by little.
 constexpr float kRescaleAbove = 8.0f;
-template <int MT, bool kFold, bool kLazy = false, bool kAlibi = false, class W>
+template <int MT, bool kFold, bool kLazy = false, ScoreBias kBias = ScoreBias::None, class W>
 TESSERA_MMA_FN void online_softmax(W& w, float (&s)[MT][8][4], float (&m)[MT][2], float (&l)[MT][2],
                                    float (&alpha)[MT][2], bool (&rescale)[MT], int64_t r0,
                                    int64_t k0, float scale2, const FlashParams& p, int lane,
-                                   float alibi2 = 0.0f) {
+                                   float alibi2 = 0.0f, const ForgetRows<MT>& forget = {}) {
   const bool prescale = !kFold || !(scale2 > 0.0f);
   const float mul = prescale ? 1.0f : scale2;
   TESSERA_MMA_UNROLL
@@ -439,8 +529,11 @@ TESSERA_MMA_FN void online_softmax(W& w, float (&s)[MT][8][4], float (&m)[MT][2]
       for (int n = 0; n < 8; ++n)
         for (int e = 0; e < 4; ++e) s[mt][n][e] *= scale2;
     }
-    if constexpr (kAlibi)  // kFold's raw scores: scale2 > 0
+    if constexpr (kBias == ScoreBias::Alibi)  // kFold's raw scores: scale2 > 0
       alibi_tile<true>(s[mt], r0 + 16 * mt - k0, 1.0f, prescale ? alibi2 : alibi2 / scale2, lane);
+    if constexpr (kBias == ScoreBias::Forget)
+      forget_tile<true>(s[mt], forget.at[mt], forget.c + k0, p.Tk - k0, 1.0f,
+                        prescale ? kLog2e : kLog2e / scale2, lane);
     if (!all_visible(r0 + 16 * mt, 16, k0, kMmaTile, p))
       mask_tile<true>(s[mt], tile_visibility(r0 + 16 * mt, k0, p), -INFINITY, lane);
     float tmax[2];
@@ -549,7 +642,8 @@ struct ForwardSmem {
 // barriers a tile. kStages 2: K and V of the next key tile stream into the other stage while this
 // one's are used, one barrier a tile, a whole tile's work to cover the copies' latency, for two
 // more tiles of shared memory (46 KB a block at D 64, MT 1).
-template <int D, int MT, class Tiles = RowTiles, int kStages = 1, bool kAlibi = false, class W>
+template <int D, int MT, class Tiles = RowTiles, int kStages = 1, ScoreBias kBias = ScoreBias::None,
+          class W>
 TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_t* q,
                                   const uint16_t* k, const uint16_t* v, const FlashParams& p,
                                   int64_t qt, int64_t bh, int64_t lse_t = 0) {
@@ -583,7 +677,10 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
   float o[MT][D / 8][4];
   float m[MT][2], l[MT][2];  // base-2 running max; this lane's partial sums
   start_rows<D, MT>(o, m, l);
-  const float scale2 = p.scale * kLog2e, alibi2 = kAlibi ? alibi_slope2(hi.h, p) : 0.0f;
+  const float scale2 = p.scale * kLog2e;
+  const float alibi2 = kBias == ScoreBias::Alibi ? alibi_slope2(hi.h, p) : 0.0f;
+  ForgetRows<MT> forget;
+  if constexpr (kBias == ScoreBias::Forget) forget = forget_rows<MT>(p, bh, r0, lane);
   // The scale folded into the exponent (online_softmax) at D 64: the loop's path a key tile
   // (scripts/sass_loop_stats.py, nvcc 13.0, sm_90) 416 -> 392 instructions at MT 1. Not at D 128,
   // whose MT 2 instance (255 registers) then spills 84 bytes instead of 28, and whose MT 1 one
@@ -606,8 +703,8 @@ TESSERA_MMA_FN void forward_block(W& w, uint16_t* out, float* lse, const uint16_
     float s[MT][8][4], alpha[MT][2];
     bool rescale[MT];
     Tiles::template abt_held<D, MT>(w, s, qheld, Qs, warp * 16 * MT, tile(M::kv(stage)), lane);
-    online_softmax<MT, kFold, true, kAlibi>(w, s, m, l, alpha, rescale, r0, k0, scale2, p, lane,
-                                            alibi2);
+    online_softmax<MT, kFold, true, kBias>(w, s, m, l, alpha, rescale, r0, k0, scale2, p, lane,
+                                           alibi2, forget);
     scale_rows<D, MT>(o, alpha, rescale);
     if constexpr (kStages == 1) {
       w.cp_async_wait_all();  // V is in

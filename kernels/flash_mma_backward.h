@@ -2,8 +2,12 @@
 // Algorithm 2): the bodies of the dK dV kernel (a key tile's block over every query tile that sees
 // it) and of the dQ kernel (a query tile's block over the key tiles it sees), deterministic, no
 // atomics; dS recomputed by each, or stored by dK dV for flash_mma_ds.h's dQ. The fragments,
-// tiles, masks, ALiBi's bias, context type W and tile policies are flash_mma.h's;
-// kernels/flash_launch.cuh launches these bodies.
+// tiles, masks, the biases (ALiBi's, the forget gate's), context type W and tile policies are
+// flash_mma.h's; kernels/flash_launch.cuh launches these bodies.
+// With the forget gate (kBias Forget) the dK dV body also writes its gradient, dL/dc[j] =
+// -sum_i dS[i, j] over the query rows of each query head (backend/attention_mask.h): a block owns
+// its key tile's columns, so it sums them over its items (the query tiles of each head of its
+// group, in order) and writes each (head, key) once, no atomics, the same bits on every run.
 #pragma once
 
 #include <cstdint>
@@ -60,7 +64,7 @@ TESSERA_MMA_FN DkdvItem next_item(const DkdvItem& x, int64_t q0_first, int64_t q
 // LDSM destinations before the next item's HGMMA reads them), and on the H200 every item after
 // the first came out wrong. scripts/sass_wgmma_check.py finds that pattern in a listing.
 template <int D, class Tiles = RowTiles, bool kHoldKV = false, bool kStoreDs = false,
-          bool kAlibi = false, class W>
+          ScoreBias kBias = ScoreBias::None, class W>
 TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const uint16_t* q,
                                         const uint16_t* k, const uint16_t* v, const uint16_t* dout,
                                         const float* lse, const float* drow, const FlashParams& p,
@@ -111,6 +115,9 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
   TESSERA_MMA_UNROLL
   for (int n = 0; n < D / 8; ++n)
     for (int e = 0; e < 4; ++e) dka[0][n][e] = dva[0][n][e] = 0.0f;
+  // The forget gate: this lane's partial sums of the item's head's dS over its queries, for keys
+  // j0 + g and j0 + g + 8.
+  [[maybe_unused]] float dc[2] = {0.0f, 0.0f};
   for (int64_t it = 0; it < items; ++it) {
     const int s = int(it & 1);
     w.cp_async_wait_all();  // item it's tiles are in
@@ -136,8 +143,13 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
     } else {
       Tiles::template abt2<D>(w, st, Ks, Qs, dpt, Vs, dOs, warp * 16, lane);
     }
-    if constexpr (kAlibi) {  // x = S^T scale2 less ALiBi's bias (the item's head's slope), P^T
-      alibi_tile<false>(st[0], q0 - j0, scale2, alibi_slope2(item.h, p), lane);
+    if constexpr (kBias != ScoreBias::None) {  // x = S^T scale2 with the item's head's bias, P^T
+      if constexpr (kBias == ScoreBias::Alibi)
+        alibi_tile<false>(st[0], q0 - j0, scale2, alibi_slope2(item.h, p), lane);
+      if constexpr (kBias == ScoreBias::Forget) {  // rows: keys; columns: queries
+        const ForgetRows<1> keys = forget_rows<1>(p, b * p.H + item.h, j0, lane);
+        forget_tile<false>(st[0], keys.at[0], keys.c + q0, T - q0, scale2, kLog2e, lane);
+      }
       TESSERA_MMA_UNROLL
       for (int n = 0; n < 8; ++n) {
         TESSERA_MMA_UNROLL
@@ -162,6 +174,21 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
       for (int e = 0; e < 4; ++e)
         dpt[0][n][e] = st[0][n][e] * (dpt[0][n][e] - d_s[n * 8 + 2 * c + (e & 1)]);
     }
+    if constexpr (kBias == ScoreBias::Forget) {  // dS^T's rows, in f32 before dS meets bf16
+      TESSERA_MMA_UNROLL
+      for (int n = 0; n < 8; ++n)
+        for (int e = 0; e < 4; ++e) dc[e >> 1] += dpt[0][n][e];
+      if (!more || next.h != item.h) {  // the head's last item: its keys' sums are whole
+        TESSERA_MMA_UNROLL
+        for (int half = 0; half < 2; ++half) {
+          float t = dc[half] + w.shfl_xor(dc[half], 1);  // the four lanes of a key
+          t += w.shfl_xor(t, 2);
+          const int64_t j = j0 + lane / 4 + 8 * half;
+          if (c == 0 && j < T) p.forget_grad[(b * p.H + item.h) * T + j] = -t;
+          dc[half] = 0.0f;
+        }
+      }
+    }
     if constexpr (kStoreDs)  // this warp's 16 keys of dS^T, for flash_mma_ds.h
       store_rows<kMmaTile, W>(ds + ds_tile(b * p.H + item.h, q0 / kMmaTile, kt, p.T), warp * 16,
                               kMmaTile, kMmaTile, dpt[0], 1.0f, 1.0f, lane);
@@ -177,7 +204,7 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
 // dQ of query tile qt of grid row bh: over the key tiles it sees. Warp w owns queries
 // q0 + 16 w .. + 15: S = Q K^T and dP = dO V^T, then dQ += dS K, in registers. The next key
 // tile's K and V stream into the other stage while this one is used.
-template <int D, class Tiles = RowTiles, bool kAlibi = false, class W>
+template <int D, class Tiles = RowTiles, ScoreBias kBias = ScoreBias::None, class W>
 TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, const uint16_t* k,
                                       const uint16_t* v, const uint16_t* dout, const float* lse,
                                       const float* drow, const FlashParams& p, int64_t qt,
@@ -189,7 +216,10 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
   const int warp = w.thread() / 32, lane = w.thread() % 32, g = lane / 4;
   const HeadIndex hi = head_index(bh, p);
   const int64_t T = p.T, q0 = qt * kMmaTile, r0 = q0 + warp * 16;
-  const float scale2 = p.scale * kLog2e, alibi2 = kAlibi ? alibi_slope2(hi.h, p) : 0.0f;
+  const float scale2 = p.scale * kLog2e;
+  const float alibi2 = kBias == ScoreBias::Alibi ? alibi_slope2(hi.h, p) : 0.0f;
+  ForgetRows<1> forget;  // rows: this warp's queries
+  if constexpr (kBias == ScoreBias::Forget) forget = forget_rows<1>(p, bh, r0, lane);
   const uint16_t* kh = k + p.k.row(hi.b, hi.g, 0);
   const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
   const int64_t kt0 = first_key_tile(q0, p), kt1 = last_key_tile(q0, p);
@@ -231,8 +261,11 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
     } else {
       Tiles::template abt2<D>(w, sc, Qs, Ks, dp, dOs, Vs, warp * 16, lane);
     }
-    if constexpr (kAlibi) {  // x = S scale2 less ALiBi's bias, then P
-      alibi_tile<true>(sc[0], r0 - k0, scale2, alibi2, lane);
+    if constexpr (kBias != ScoreBias::None) {  // x = S scale2 with the bias, then P
+      if constexpr (kBias == ScoreBias::Alibi)
+        alibi_tile<true>(sc[0], r0 - k0, scale2, alibi2, lane);
+      if constexpr (kBias == ScoreBias::Forget)
+        forget_tile<true>(sc[0], forget.at[0], forget.c + k0, T - k0, scale2, kLog2e, lane);
       TESSERA_MMA_UNROLL
       for (int n = 0; n < 8; ++n)
         for (int e = 0; e < 4; ++e) sc[0][n][e] = w.exp2(sc[0][n][e] - lse2[e >> 1]);

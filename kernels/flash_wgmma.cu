@@ -92,8 +92,9 @@ __device__ void forward_block_pipelined(WgmmaCtx& w, uint16_t* out, float* lse, 
   mma::start_rows<D, MT>(o, m, l);
   const float scale2 = p.scale * kLog2e, alibi2 = kAlibi ? alibi_slope2(hi.h, p) : 0.0f;
   CoreTiles::abt_held<D, MT>(w, s, qheld, nullptr, 0, tile(M::k(0)), lane);         // S of tile kt0
-  mma::online_softmax<MT, true, false, kAlibi>(w, s, m, l, alpha, rescale, r0, kt0 * kMmaTile,
-                                               scale2, p, lane, alibi2);  // O is 0
+  mma::online_softmax<MT, true, false, bias_of(kAlibi)>(w, s, m, l, alpha, rescale, r0,
+                                                        kt0 * kMmaTile, scale2, p, lane,
+                                                        alibi2);  // O is 0
 
   // Every tile but the last: nothing conditional between the fence and the last wait, which ptxas
   // needs to keep the products in flight (otherwise it serialises them: C7514).
@@ -112,8 +113,8 @@ __device__ void forward_block_pipelined(WgmmaCtx& w, uint16_t* out, float* lse, 
     w.wgmma_commit();
     w.wgmma_wait_prior();  // S of tile kt + 1; P V may still run
     w.pin(s);
-    mma::online_softmax<MT, true, false, kAlibi>(w, s, m, l, alpha, rescale, r0,
-                                                 (kt + 1) * kMmaTile, scale2, p, lane, alibi2);
+    mma::online_softmax<MT, true, false, bias_of(kAlibi)>(
+        w, s, m, l, alpha, rescale, r0, (kt + 1) * kMmaTile, scale2, p, lane, alibi2);
     w.wgmma_wait_all();
     w.pin(o);
     mma::scale_rows<D, MT>(o, alpha, rescale);
@@ -151,9 +152,9 @@ __global__ void __launch_bounds__(kMmaThreads)
 // WgmmaNarrow and at D 128 (229 registers already).
 template <int D, bool kHoldKV, bool kAlibi>
 constexpr auto flash_backward_dkdv_wgmma =
-    flash_dkdv_kernel<D, WgmmaCtx, CoreTiles, kHoldKV, kAlibi>;
+    flash_dkdv_kernel<D, WgmmaCtx, CoreTiles, kHoldKV, bias_of(kAlibi)>;
 template <int D, bool kAlibi>
-constexpr auto flash_backward_dq_wgmma = flash_dq_kernel<D, WgmmaCtx, CoreTiles, kAlibi>;
+constexpr auto flash_backward_dq_wgmma = flash_dq_kernel<D, WgmmaCtx, CoreTiles, bias_of(kAlibi)>;
 
 // Why the wgmma kernels cannot run on the current device, or "" when they can; asked of the
 // runtime once a device (every attention call checks it).
@@ -194,6 +195,8 @@ void require_wgmma() {
 
 void flash_wgmma_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                          const Tensor& v, const FlashParams& p, int64_t B, int64_t D, bool narrow) {
+  refuse_forget(p, "the wgmma flash kernels (TESSERA_FLASH_KERNELS=wgmma, wgmma-narrow)",
+                kUseMmaFamily);
   require_wgmma();
   with_alibi(p, [&](auto alibi) {
     constexpr bool A = decltype(alibi)::value;
@@ -213,6 +216,8 @@ void flash_wgmma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, 
                           const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
                           const Tensor& drow, const FlashParams& p, int64_t B, int64_t D,
                           bool narrow) {
+  refuse_forget(p, "the wgmma flash kernels (TESSERA_FLASH_KERNELS=wgmma, wgmma-narrow)",
+                kUseMmaFamily);
   require_wgmma();
   auto launch = [&](auto dkdv, auto dq_kernel, size_t bytes) {
     launch_flash_backward(dkdv, dq_kernel, bytes, dq, dk, dv, dout, q, k, v, lse, drow, p, B, D);

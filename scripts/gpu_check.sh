@@ -404,7 +404,9 @@ if want attention 60; then
   lazy_ratio=$(time_ratio "tessera flash (softmax)" 6 "tessera flash, O rescaled at every key tile")
   # ALiBi's bias on every score (the kAlibi kernels) against plain softmax: its cost, fwd+bwd.
   alibi_ratio=$(time_ratio "tessera flash with ALiBi" 8)
-  row attention "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc")" "table in attention.log, $(elapsed "$t0"); fwd+bwd time, stick-breaking / softmax: ${sb_ratio:-?}; softmax / fastest PyTorch SDPA backend: ${sdpa_ratio:-?}; forward time, 128-row blocks at 3 an SM / the default 64-row: ${occ_ratio:-?}; fwd+bwd time, wgmma / mma: ${wgmma_ratio:-?}; wgmma forward time, 128-row / 64-row blocks: ${wgmma_fwd:-?}; wgmma backward time, K V held / not: ${wgmma_bwd:-?}; forward time, two stages / one: softmax ${stage_ratio:-?}, stick-breaking ${sb_stage_ratio:-?}; backward time, dQ from the stored dS / recomputed: ${ds_ratio:-?}; forward time, lazy / eager rescaling: ${lazy_ratio:-?}; fwd+bwd time, ALiBi / softmax: ${alibi_ratio:-?}"
+  # Forgetting Attention's bias c_i - c_j (its kernels read c a tile, dK dV sums dS's columns).
+  fox_ratio=$(time_ratio "tessera flash with a forget gate" 8)
+  row attention "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc $rc")" "table in attention.log, $(elapsed "$t0"); fwd+bwd time, stick-breaking / softmax: ${sb_ratio:-?}; softmax / fastest PyTorch SDPA backend: ${sdpa_ratio:-?}; forward time, 128-row blocks at 3 an SM / the default 64-row: ${occ_ratio:-?}; fwd+bwd time, wgmma / mma: ${wgmma_ratio:-?}; wgmma forward time, 128-row / 64-row blocks: ${wgmma_fwd:-?}; wgmma backward time, K V held / not: ${wgmma_bwd:-?}; forward time, two stages / one: softmax ${stage_ratio:-?}, stick-breaking ${sb_stage_ratio:-?}; backward time, dQ from the stored dS / recomputed: ${ds_ratio:-?}; forward time, lazy / eager rescaling: ${lazy_ratio:-?}; fwd+bwd time, ALiBi / softmax: ${alibi_ratio:-?}; fwd+bwd time, forget gate / softmax: ${fox_ratio:-?}"
 fi
 
 # ---- memory ------------------------------------------------------------------------------------

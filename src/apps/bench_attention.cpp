@@ -36,6 +36,7 @@
 #include "config/cli.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "ops/ops.h"
 
 using namespace tessera;
 
@@ -76,6 +77,7 @@ struct Impl {
   bool d64_only;  // differs from another row only at D 64
   const char* env = nullptr;  // NAME=VALUE set in the environment for this row's calls
   bool alibi = false;         // softmax with ALiBi's bias (backend/attention_mask.h)
+  bool forget = false;        // softmax with a forget gate's bias (Forgetting Attention, the same)
 };
 constexpr Impl kImpls[] = {
     {"mma", "tessera flash (softmax)", false, cuda::FlashKernels::Mma, false},
@@ -91,6 +93,8 @@ constexpr Impl kImpls[] = {
     {"mma-ds", "tessera flash, dQ from the stored dS", false, cuda::FlashKernels::MmaStoredDs,
      false},
     {"alibi", "tessera flash with ALiBi", false, cuda::FlashKernels::Mma, false, nullptr, true},
+    {"forgetting", "tessera flash with a forget gate", false, cuda::FlashKernels::Mma, false,
+     nullptr, false, true},
     {"wmma", "tessera flash, wmma kernels", false, cuda::FlashKernels::Wmma, false},
     {"wgmma", "tessera flash, wgmma kernels", false, cuda::FlashKernels::Wgmma, false},
     {"wgmma-narrow", "tessera flash, wgmma, fewer registers", false,
@@ -184,12 +188,23 @@ int run(int argc, char** argv) {
       Tensor dv = Tensor::empty(shape, {DType::BF16, Device::cuda()});
       const double scale = 1.0 / std::sqrt(double(D));
       const double fwd_flops = 4.0 * double(T) * double(T) * double(D) * double(H) * double(B) / 2;
+      // A forget gate's sums as a model's gate gives them (tests/cuda/test_forgetting_cuda.cpp):
+      // ops::forget_gate of logits 2 N(0, 1), c falling by 0.05 to a few a position; and their
+      // gradient, which the backward writes.
+      const Tensor sums = ops::forget_gate(ops::scale(randn({B, T, H}, g), 2.0)).to(Device::cuda());
+      const Tensor dsums = Tensor::empty(rows, {DType::F32, Device::cuda()});
 
-      auto flash_fwd = [&](bool alibi) {
-        kern.flash_attention_forward(out, stat, q, k, v, scale, {0, alibi});
+      auto mask_of = [&](const Impl& impl, bool backward) {
+        AttentionMask m{0, impl.alibi};
+        if (impl.forget) m.forget = sums, m.forget_grad = backward ? dsums : Tensor();
+        return m;
       };
-      auto flash_bwd = [&](bool alibi) {
-        kern.flash_attention_backward(dq, dk, dv, dout, q, k, v, out, stat, scale, {0, alibi});
+      auto flash_fwd = [&](const Impl& impl) {
+        kern.flash_attention_forward(out, stat, q, k, v, scale, mask_of(impl, false));
+      };
+      auto flash_bwd = [&](const Impl& impl) {
+        kern.flash_attention_backward(dq, dk, dv, dout, q, k, v, out, stat, scale,
+                                      mask_of(impl, true));
       };
       auto sb_fwd = [&] {
         kern.stick_breaking_forward(out, stat, Tensor(), q, k, v, scale, false, false);
@@ -201,8 +216,8 @@ int run(int argc, char** argv) {
       for (const Impl* at : impls) {
         const Impl& impl = *at;
         if (impl.d64_only && D != 64) continue;
-        auto fwd_call = [&] { impl.stick_breaking ? sb_fwd() : flash_fwd(impl.alibi); };
-        auto bwd_call = [&] { impl.stick_breaking ? sb_bwd() : flash_bwd(impl.alibi); };
+        auto fwd_call = [&] { impl.stick_breaking ? sb_fwd() : flash_fwd(impl); };
+        auto bwd_call = [&] { impl.stick_breaking ? sb_bwd() : flash_bwd(impl); };
         cuda::set_flash_kernels(impl.flash);
         const std::string env = impl.env ? impl.env : "";
         const std::string env_name = env.substr(0, env.find('='));

@@ -65,10 +65,6 @@ std::string attention_support(const AttentionSpec& spec, Device device, DType dt
     return why.str();
   }
   if (device.is_cpu()) return "";  // the CPU reference kernels take any head dimension and length
-  if (spec.kind == AttentionKind::Forgetting)
-    return "CUDA forgetting attention: no CUDA flash kernel takes a forget gate yet (it runs on "
-           "the "
-           "CPU)";
   if (dtype != DType::BF16 && dtype != DType::F32) {
     why << "CUDA attention kernels take bf16 or f32, not " << dtype_name(dtype);
     return why.str();
@@ -86,6 +82,13 @@ std::string attention_support(const AttentionSpec& spec, Device device, DType dt
   if (spec.kind == AttentionKind::Softmax && (spec.window > 0 || spec.alibi) && !fused_ok) {
     why << "CUDA " << (spec.window > 0 ? "sliding-window" : "ALiBi")
         << " attention (flash kernel) needs " << limit << ", got head dim " << head_dim;
+    return why.str();
+  }
+  // Forgetting attention runs in the flash kernels alone (the mma.sync families in bf16, the
+  // warp-per-row ones in f32 and for decoding), so at their head dims alone.
+  if (spec.kind == AttentionKind::Forgetting && !fused_ok) {
+    why << "CUDA forgetting attention (flash kernel) needs " << limit << ", got head dim "
+        << head_dim;
     return why.str();
   }
   // Fewer queries than keys (KV-cached decoding) runs the warp-per-row forwards in either dtype.

@@ -4,6 +4,7 @@
 // gate, and what causal_attention refuses.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -17,25 +18,20 @@
 
 using namespace tessera;
 using tessera::testing::error_of;
+using tessera::testing::flash_forward;
+using tessera::testing::FlashForward;
 using tessera::testing::gradcheck;
 using tessera::testing::max_abs_diff;
 using tessera::testing::naive_window_attention;
 
 namespace {
 
-struct Forward {
-  Tensor out, lse;
-};
 // The flash forward kernel with the forget gate's sums c (B, H, Tk) as its bias.
-Forward forward_with(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
-                     const Tensor& c) {
-  const DType stat = q.dtype() == DType::F64 ? DType::F64 : DType::F32;
-  Forward f{Tensor::empty(q.shape(), q.dtype()),
-            Tensor::empty({q.size(0), q.size(1), q.size(2)}, stat)};
+FlashForward forward_with(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                          const Tensor& c) {
   AttentionMask m;
   m.forget = c;
-  TESSERA_KERNEL(q, flash_attention_forward)(f.out, f.lse, q, k, v, scale, m);
-  return f;
+  return flash_forward(q, k, v, scale, m);
 }
 
 // Sums of the kind a trained gate gives: log f in (-3, 0), so c falls by up to 3 a position.
@@ -206,13 +202,44 @@ TEST(ForgettingAttention, causal_attention_takes_the_sums_with_its_kind_alone) {
   EXPECT_NE(ops::attention_support(al, Device::cpu(), DType::F64, 4)
                 .find("ALiBi applies to softmax attention only, not forgetting"),
             std::string::npos);
-  EXPECT_NE(ops::attention_support(s, Device::cuda(0), DType::BF16, 64)
-                .find("CUDA forgetting attention: no CUDA flash kernel takes a forget gate"),
+  // On CUDA the flash kernels run it at their head dims (tests/cuda/test_forgetting_cuda.cpp).
+  EXPECT_EQ(ops::attention_support(s, Device::cuda(0), DType::BF16, 64), "");
+  EXPECT_NE(ops::attention_support(s, Device::cuda(0), DType::BF16, 32)
+                .find("CUDA forgetting attention (flash kernel) needs head dim 64 or 128 in bf16, "
+                      "got head dim 32"),
             std::string::npos);
-  const ops::Documents docs =
-      ops::Documents::at_token(std::vector<int32_t>{1, 2, 0, 3, 4, 5, 0, 6, 7}.data(), 1, 9, 0);
-  const std::string doc_msg = error_of([&] { ops::causal_attention(q, k, v, s, false, &docs, c); });
-  EXPECT_NE(doc_msg.find("forgetting attention within documents is not supported"),
-            std::string::npos)
-      << doc_msg;
+}
+
+TEST(ForgettingAttention, within_documents_each_gets_what_it_gets_alone_and_its_gradients) {
+  // Two rows of 9: documents [0, 2), [2, 6), [6, 9) and [0, 9) (a document opens at each 0). The
+  // gate's sums run on across a row; a document's scores read differences within it alone.
+  const std::vector<int32_t> ids = {1, 2, 0, 3, 4, 5, 0, 6, 7, 1, 1, 2, 3, 4, 5, 6, 7, 8};
+  const ops::Documents docs = ops::Documents::at_token(ids.data(), 2, 9, 0);
+  Generator g(89);
+  const Tensor q = randn({2, 2, 9, 3}, g, DType::F64), k = randn({2, 1, 9, 3}, g, DType::F64),
+               v = randn({2, 1, 9, 3}, g, DType::F64), logits = randn({2, 9, 2}, g, DType::F64);
+  const Tensor c = ops::forget_gate(logits);
+  ops::AttentionSpec s;
+  s.kind = ops::AttentionKind::Forgetting;
+  const Tensor packed = ops::causal_attention(q, k, v, s, false, &docs, c);
+  const std::vector<std::array<int64_t, 3>> spans = {{0, 0, 2}, {0, 2, 4}, {0, 6, 3}, {1, 0, 9}};
+  for (const auto& [b, start, length] : spans) {
+    auto part = [&](const Tensor& t) { return t.narrow(0, b, 1).narrow(2, start, length); };
+    // Alone: its own sums from 0, which differ from the row's by a constant.
+    const Tensor alone =
+        forward_with(part(q).contiguous(), part(k).contiguous(), part(v).contiguous(),
+                     1.0 / std::sqrt(3.0),
+                     ops::forget_gate(logits.narrow(0, b, 1).narrow(1, start, length)))
+            .out;
+    EXPECT_LT(max_abs_diff(part(packed), alone), 1e-12) << "row " << b << " from " << start;
+  }
+  // Across documents nothing is read: without them the later documents' outputs move.
+  EXPECT_GT(max_abs_diff(ops::causal_attention(q, k, v, s, false, nullptr, c).narrow(2, 2, 7),
+                         packed.narrow(2, 2, 7)),
+            1e-3);
+  EXPECT_TRUE(gradcheck(
+      [&docs, s](const std::vector<Tensor>& in) {
+        return ops::causal_attention(in[0], in[1], in[2], s, true, &docs, ops::forget_gate(in[3]));
+      },
+      {q, k, v, logits}));
 }
