@@ -17,10 +17,12 @@
 // gates' product between them. With c the running sum of log f (ops/forget_gate.h) that is
 // c[i] - c[j]: `forget` holds c (B, H, Tk) for every key position, the queries' entries being those
 // of their positions (Tk - Tq + row). The backward writes dL/dc into `forget_grad` (same shape):
-// -sum_i dS[i, j] at key j. The query's side, sum_j dS[i, j] at i, is zero (adding one constant to
-// a row leaves its softmax alone), and the flash backward would compute it only as the difference
-// between rowsum(P dP) and the rowsum(dO O) that replaces it: rounding, left out on every device.
-// ALiBi is the special case c[i] = -m_h i.
+// sum_j dS[i, j] at query i minus sum_i dS[i, j] at key j. The queries' share would be zero (one
+// constant added to a row leaves its softmax alone) but for the flash backward's rowsum(dO O) in
+// place of rowsum(P dP), with O rounded (bf16 on a GPU): with it dL/dc sums to zero over a row
+// as the exact gradient does (every c moved by one constant changes nothing), so the gate's
+// gradient, a suffix sum of dL/dc (ops/forget_gate.h), does not gather that rounding along the
+// row. ALiBi is the special case c[i] = -m_h i.
 #pragma once
 
 #include <cmath>

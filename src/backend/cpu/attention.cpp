@@ -16,8 +16,7 @@
 //   S = scale * q k^T,  P = softmax_j(S) over the attended j (P[i, j] = 0 elsewhere),  out = P v.
 // With ALiBi (backend/attention_mask.h) S[i, j] also has -m_h (i - j); the backward is unchanged.
 // With a forget gate (Forgetting Attention, the same header) S[i, j] also has c[i] - c[j], and the
-// backward adds dc[j] -= sum_i dS[i, j] (per query head; the attention_mask.h header says why the
-// rows' sums are left out).
+// backward adds dc[i] += sum_j dS[i, j], dc[j] -= sum_i dS[i, j] (per query head).
 // Backward, per query head (softmax Jacobian applied row by row):
 //   dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dP * P)),  dQ = scale * dS K,
 //   dK = scale * dS^T Q;
@@ -174,8 +173,8 @@ struct Grads {
 // dP = dO V^T into ds, dS = P * (dP - rowdot) row by row (rowdot[i] when given, else
 // rowsum(dP * P) over the row's keys), then dQ = scale dS K, dK += scale dS^T Q, dV += P^T dO.
 // Entries outside a row's keys have P = 0 and get dS = 0. dc (the head's forget-gate gradient
-// over every position, or null): -= dS's column sums at the keys' positions (colsum: n doubles of
-// scratch; the rows' share is zero, attention_mask.h).
+// over every position, or null): += dS's row sums at the rows' positions, -= its column sums at
+// the keys' (colsum: n doubles of scratch).
 template <typename F>
 void backward_block(const Block& blk, const Grads<F>& x, int64_t b, int64_t h, int64_t g, int64_t D,
                     double scale, const F* pb, int64_t ldp, const double* rowdot, F* ds, F* dc,
@@ -199,8 +198,14 @@ void backward_block(const Block& blk, const Grads<F>& x, int64_t b, int64_t h, i
   }
   if (dc) {
     std::fill(colsum, colsum + n, 0.0);
-    for (int64_t i = 0; i < blk.rows; ++i)
-      for (int64_t j = 0; j < n; ++j) colsum[j] += double(ds[i * n + j]);
+    for (int64_t i = 0; i < blk.rows; ++i) {
+      double row = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        row += double(ds[i * n + j]);
+        colsum[j] += double(ds[i * n + j]);
+      }
+      dc[blk.pos0 + i] += F(row);
+    }
     for (int64_t j = 0; j < n; ++j) dc[blk.k0 + j] -= F(colsum[j]);
   }
   blas_gemm<F>(false, false, blk.rows, D, n, F(scale), ds, n, x.k.at(b, g, blk.k0), x.k.ld, F(0),
