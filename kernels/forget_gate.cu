@@ -29,9 +29,19 @@ __device__ __forceinline__ double sigmoid(double x) {
   return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
 }
 
+// The block's (b, h) row, bh = b H + h, and the thread's run of positions [t0, t1) in it.
+struct Run {
+  int64_t bh, b, h, t0, t1;
+};
+__device__ Run run_of(int64_t T, int64_t H) {
+  const int64_t bh = blockIdx.x, run = (T + kLanes - 1) / kLanes, t0 = int64_t(threadIdx.x) * run;
+  return {bh, bh / H, bh % H, t0, t0 + run < T ? t0 + run : T};
+}
+
 // Each thread's run total in, the sum of `first` and the totals of the runs before its own out
 // (after it when `reverse`), added up by thread 0 in order; total: the block's kLanes doubles.
-__device__ double runs_before(double* total, int lane, double own, double first, bool reverse) {
+__device__ double runs_before(double* total, double own, double first, bool reverse) {
+  const int lane = int(threadIdx.x);
   total[lane] = own;
   __syncthreads();
   if (lane == 0) {
@@ -52,15 +62,13 @@ template <typename G>
 __global__ void forget_gate_forward_kernel(float* c, const G* g, const float* start, int64_t T,
                                            int64_t H) {
   __shared__ double total[kLanes];
-  const int64_t bh = blockIdx.x, b = bh / H, h = bh % H;
-  const int lane = int(threadIdx.x);
-  const int64_t run = (T + kLanes - 1) / kLanes, t0 = lane * run, t1 = t0 + run < T ? t0 + run : T;
+  const Run r = run_of(T, H);
   double sum = 0;
-  for (int64_t t = t0; t < t1; ++t) sum += log_sigmoid(ld(g, (b * T + t) * H + h));
-  sum = runs_before(total, lane, sum, start ? double(start[bh]) : 0.0, false);
-  for (int64_t t = t0; t < t1; ++t) {
-    sum += log_sigmoid(ld(g, (b * T + t) * H + h));
-    c[bh * T + t] = float(sum);
+  for (int64_t t = r.t0; t < r.t1; ++t) sum += log_sigmoid(ld(g, (r.b * T + t) * H + r.h));
+  sum = runs_before(total, sum, start ? double(start[r.bh]) : 0.0, false);
+  for (int64_t t = r.t0; t < r.t1; ++t) {
+    sum += log_sigmoid(ld(g, (r.b * T + t) * H + r.h));
+    c[r.bh * T + t] = float(sum);
   }
 }
 
@@ -69,15 +77,13 @@ template <typename G>
 __global__ void forget_gate_backward_kernel(G* dg, const float* dc, const G* g, int64_t T,
                                             int64_t H) {
   __shared__ double total[kLanes];
-  const int64_t bh = blockIdx.x, b = bh / H, h = bh % H;
-  const int lane = int(threadIdx.x);
-  const int64_t run = (T + kLanes - 1) / kLanes, t0 = lane * run, t1 = t0 + run < T ? t0 + run : T;
+  const Run r = run_of(T, H);
   double sum = 0;
-  for (int64_t t = t0; t < t1; ++t) sum += double(dc[bh * T + t]);
-  sum = runs_before(total, lane, sum, 0.0, true);
-  for (int64_t t = t1 - 1; t >= t0; --t) {
-    sum += double(dc[bh * T + t]);
-    const int64_t i = (b * T + t) * H + h;
+  for (int64_t t = r.t0; t < r.t1; ++t) sum += double(dc[r.bh * T + t]);
+  sum = runs_before(total, sum, 0.0, true);
+  for (int64_t t = r.t1 - 1; t >= r.t0; --t) {
+    sum += double(dc[r.bh * T + t]);
+    const int64_t i = (r.b * T + t) * H + r.h;
     st(dg, i, float(sigmoid(-double(ld(g, i))) * sum));
   }
 }
