@@ -20,7 +20,8 @@
 // With a forget gate (Forgetting Attention, Lin et al. 2025, arXiv:2503.02130; FlashParams::forget)
 // S[i, j] also has c[i] - c[j], c (B, H, Tk) the query head's running sums of log forget gates
 // (query i at position Tk - Tq + i), formed in f32 as the CPU does, and the backward also writes
-// dL/dc[j] = -sum_i dS[i, j] (backend/attention_mask.h), each entry once by the key-side pass. The
+// dL/dc[t] = sum_j dS[t, j] - sum_i dS[i, t] (backend/attention_mask.h): the key-side pass writes
+// each entry's column sum, then the query-side pass, launched after it, adds its row sum. The
 // warp-per-row kernels below and flash_mma.cu's mma.sync families take it (kBias, flash_mma.h's
 // ScoreBias, in place of kAlibi); the wmma kernels and the documents launches refuse it.
 //
@@ -431,6 +432,7 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
   const float* c = kBias == ScoreBias::Forget ? p.forget + int64_t(bh) * T : nullptr;
   const float ci = kBias == ScoreBias::Forget ? c[i] : 0.0f;
   float acc[kPerLane] = {};
+  float dc = 0.0f;  // the forget gate: this lane's keys' share of sum_j dS[i, j]
   const int64_t first = p.window > 0 && i - p.window + 1 > 0 ? i - p.window + 1 : 0;
   for (int64_t c0 = first; c0 <= i; c0 += 32) {
     const int64_t j = c0 + lane;
@@ -450,6 +452,7 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
       else
         ds = expf(s * p.scale - li) * (dp - di);
     }
+    if constexpr (kBias == ScoreBias::Forget) dc += ds;
     const int n = int(i - c0 + 1 < 32 ? i - c0 + 1 : 32);
     for (int src = 0; src < n; ++src) {
       const float dsv = __shfl_sync(kFull, ds, src);
@@ -463,6 +466,10 @@ __global__ void __launch_bounds__(kPlainWarps * 32)
 #pragma unroll
   for (int t = 0; t < kPerLane; ++t)
     if (lane + 32 * t < D) dqi[lane + 32 * t] = p.scale * acc[t];
+  if constexpr (kBias == ScoreBias::Forget) {  // the row's share, onto the keys' (dK dV's)
+    dc = warp_sum(dc);
+    if (lane == 0) p.forget_grad[int64_t(bh) * T + i] += dc;
+  }
 }
 
 // One warp per block of 32 keys of one kv head (lane = key); queries visited one at a time, the
@@ -685,7 +692,7 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
     auto mut = [](const Tensor& t) { return static_cast<float*>(t.data_ptr()); };
     const int D = int(d.D);
     with_bias(p, [&](auto bias) {
-      constexpr ScoreBias A = decltype(bias)::value;
+      constexpr ScoreBias A = decltype(bias)::value;  // dK dV first: dQ adds to its forget_grad
       flash_backward_dkdv_plain<A><<<plain_key_grid(d), 32, plain_key_smem(d)>>>(
           mut(dk), mut(dv), ptr(q), ptr(k), ptr(v), ptr(dout), lp, dr, p, D);
       CUDA_CHECK_LAUNCH();

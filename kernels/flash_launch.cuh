@@ -123,15 +123,21 @@ __global__ void __launch_bounds__(kMmaThreads)
   flash_dq_body<D, Ctx, Tiles, false, kBias>(dq, q, k, v, dout, lse, drow, p, order);
 }
 
-// dQ from the dS the dK dV kernel stored (flash_mma_ds.h's backward_dq_stored_block).
-template <int D, class Ctx>
+// dQ from the dS the dK dV kernel stored (flash_mma_ds.h's backward_dq_stored_block); kBias None
+// or Forget (stored_dq_bias).
+template <int D, class Ctx, ScoreBias kBias = ScoreBias::None>
 __global__ void __launch_bounds__(kMmaThreads)
     flash_dq_stored_kernel(uint16_t* dq, const uint16_t* k, const uint16_t* ds, FlashParams p,
                            BlockOrder order) {
   extern __shared__ __align__(128) unsigned char smem[];
   Ctx w{smem};
   const HeadTile at = query_tile_block(int64_t(blockIdx.x), order);
-  mma::backward_dq_stored_block<D>(w, dq, k, ds, p, at.tile, at.head);
+  mma::backward_dq_stored_block<D, kBias>(w, dq, k, ds, p, at.tile, at.head);
+}
+// The stored-dS dQ instance for a dK dV kernel of bias b: the forget gate's adds its rows' share
+// of the gate's gradient; ALiBi's bias is in dS and leaves dQ the plain one.
+constexpr ScoreBias stored_dq_bias(ScoreBias b) {
+  return b == ScoreBias::Forget ? b : ScoreBias::None;
 }
 
 inline const uint16_t* flash_bits(const Tensor& t) {
@@ -168,7 +174,8 @@ inline BackwardOrders backward_orders(const FlashParams& p, int64_t B, int64_t D
           query_head_order(B, p.H, p.Hkv, tiles, p.T, D)};
 }
 
-// The backward; drow = rowsum(dO * O).
+// The backward; drow = rowsum(dO * O). dK dV first, then dQ, on the one stream: with a forget
+// gate, dQ adds its rows' share of the gate's gradient to what dK dV wrote (flash_mma_backward.h).
 template <class DkDv, class Dq>
 void launch_flash_backward(DkDv dkdv_kernel, Dq dq_kernel, size_t bytes, const Tensor& dq,
                            const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
@@ -184,7 +191,8 @@ void launch_flash_backward(DkDv dkdv_kernel, Dq dq_kernel, size_t bytes, const T
 }
 
 // The backward with dS stored: the dK dV kernel also writes dS^T into ds (bf16, B H
-// mma::ds_tiles_per_row(T) tiles of 64 x 64), then dQ comes from it and K.
+// mma::ds_tiles_per_row(T) tiles of 64 x 64), then dQ comes from it and K (and adds to the forget
+// gate's gradient, as launch_flash_backward's).
 template <class DkDv, class Dq>
 void launch_flash_backward_stored(DkDv dkdv_kernel, Dq dq_kernel, size_t dkdv_bytes,
                                   size_t dq_bytes, const Tensor& ds, const Tensor& dq,

@@ -13,10 +13,13 @@
 // alone, with_alibi); the figures below are of the instances without one, which hold none of
 // their code. The forget gate's (ptxas, nvcc 13.0, sm_90), each lane reading 16 keys' (or
 // queries') sums a tile, spill more where registers are bounded: the D 64 dK dV kernels 96 bytes
-// (8 without the gate, 44 storing dS), dQ 188 (16), the 128-row forwards 136 at D 128 (40) and 336
-// at D 64 (88), the two-stage one at D 128 108 (24), the five-block one 180 (56); none in the
-// default 64-row forward at D 64, the 64-row ones at D 128 or the D 128 backward, whose dQ takes
-// 254 registers (174). Not yet run on a GPU.
+// (8 without the gate, 44 storing dS), dQ 236 (16; 188 before it summed the rows of dS for the
+// gate's gradient: two more spill loads and stores a key tile), the 128-row forwards 136 at D 128
+// (40) and 336 at D 64 (88), the two-stage one at D 128 108 (24), the five-block one 180 (56);
+// none in the default 64-row forward at D 64, the 64-row ones at D 128 or the D 128 backward,
+// whose dQ takes 249 registers (174), but for 12 bytes in its dK dV storing dS (none before it
+// summed the stored bf16 dS); the stored-dS dQ takes 63 registers at D 64 (56) and 128 at D 128
+// (94). Not yet run on a GPU.
 #include <cuda_bf16.h>
 
 #include <cstdlib>
@@ -247,7 +250,8 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
       ps.H = int(s.ng * G), ps.Hkv = int(s.ng);
       ps.alibi_h0 = p.alibi_h0 + int(s.g0 * G);  // the slice's query heads keep their slopes
       // ... and their forget gates' sums: c and dL/dc from the slice's first row, as lse (a
-      // kernel's row b ps.H + h: ps.H is p.H wherever a slice holds several batch elements).
+      // kernel's row b ps.H + h: ps.H is p.H wherever a slice holds several batch elements), for
+      // both kernels: the pass's dQ adds its rows' share to what its dK dV wrote.
       const int64_t first_row = (s.b0 * p.H + s.g0 * G) * p.T;
       if (p.forget) ps.forget = p.forget + first_row, ps.forget_grad = p.forget_grad + first_row;
       auto qs = [&](const Tensor& t) { return slice_rows(t, s, G); };
@@ -258,14 +262,16 @@ void flash_mma_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                                      ks(dk), ks(dv), qs(dout), qs(q), ks(k), ks(v), qs(lse),
                                      qs(drow), ps, s.nb, D);
       };
-      with_bias(p, [&](auto bias) {  // the stored dS has the bias in; its dQ reads only it
-        constexpr ScoreBias A = decltype(bias)::value;
+      // The stored dS has the bias in; its dQ reads only it (and sums its rows for the forget
+      // gate's gradient: stored_dq_bias).
+      with_bias(p, [&](auto bias) {
+        constexpr ScoreBias A = decltype(bias)::value, Q = stored_dq_bias(A);
         if (D == 64)
           launch(flash_backward_dkdv_mma_3blocks_store<64, A>,
-                 flash_dq_stored_kernel<64, DeviceCtx>, mma::BackwardSmem<64>::bytes,
+                 flash_dq_stored_kernel<64, DeviceCtx, Q>, mma::BackwardSmem<64>::bytes,
                  mma::DqStoredSmem<64>::bytes);
         else
-          launch(flash_backward_dkdv_mma_store<128, A>, flash_dq_stored_kernel<128, DeviceCtx>,
+          launch(flash_backward_dkdv_mma_store<128, A>, flash_dq_stored_kernel<128, DeviceCtx, Q>,
                  mma::BackwardSmem<128>::bytes, mma::DqStoredSmem<128>::bytes);
       });
     }

@@ -18,7 +18,8 @@
 // P = 2^(x - lse log2(e)). Forgetting Attention (Lin et al. 2025, arXiv:2503.02130; the same
 // header) likewise with kBias = ScoreBias::Forget (where FlashParams::forget is set):
 // x = scale log2(e) s + log2(e) (c[i] - c[j]), c the query head's running sums of log forget
-// gates (forget_tile); the dK dV body also sums dS's columns into dL/dc (backward_dkdv_block).
+// gates (forget_tile); the backward's dK dV body writes dS's column sums into dL/dc and its dQ
+// body then adds the row sums (flash_mma_backward.h).
 //
 // Plain C++ over a context type W that supplies the warp instructions, so the same bodies run on
 // the GPU (mma_device.cuh's DeviceCtx: inline PTX) and on the CPU under tests/kernels' warp
@@ -86,8 +87,9 @@ struct FlashParams {
   int alibi_heads = 0, alibi_h0 = 0;
   // Forgetting Attention (backend/attention_mask.h): c (B, H, Tk) f32, grid row bh's at
   // forget + bh Tk (the keys', and query i's at Tk - T + i); forget_grad, the backward's dL/dc
-  // (B, H, T), each entry written once by the dK dV pass. Null: no forget gate. A pass over a head
-  // slice points both at the slice's first row, as it does lse.
+  // (B, H, T), each entry written by the dK dV pass (-colsum dS), then added to by the dQ pass
+  // (rowsum dS). Null: no forget gate. A pass over a head slice points both at the slice's first
+  // row, as it does lse.
   const float* forget = nullptr;
   float* forget_grad = nullptr;
 };

@@ -4,13 +4,20 @@
 // atomics; dS recomputed by each, or stored by dK dV for flash_mma_ds.h's dQ. The fragments,
 // tiles, masks, the biases (ALiBi's, the forget gate's), context type W and tile policies are
 // flash_mma.h's; kernels/flash_launch.cuh launches these bodies.
-// With the forget gate (kBias Forget) the dK dV body also writes its gradient, dL/dc[j] =
-// -sum_i dS[i, j] over the query rows of each query head (backend/attention_mask.h): a block owns
-// its key tile's columns, so it sums them over its items (the query tiles of each head of its
-// group, in order) and writes each (head, key) once, no atomics, the same bits on every run.
+// With the forget gate (kBias Forget) the two bodies also write its gradient, dL/dc[t] =
+// sum_j dS[t, j] - sum_i dS[i, t] per query head (backend/attention_mask.h), each in its own pass:
+// a dK dV block owns its key tile's columns, so it sums them over its items (the query tiles of
+// each head of its group, in order) and writes dL/dc = -colsum; a dQ block owns its query tile's
+// rows of one head, so it sums them over its key tiles and adds rowsum to what dK dV wrote, the
+// dK dV kernel having run first on the same stream (flash_launch.cuh's launches). Both sum the
+// same numbers, the f32 dS, or where dK dV stores dS for flash_mma_ds.h's dQ the stored bf16
+// values, so that dL/dc sums to zero over a row but for f32 rounding. Each (head, position) is
+// written once by each pass, by one lane, its sums in a fixed order: no atomics, the same bits on
+// every run.
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "flash_mma.h"
 
@@ -25,6 +32,32 @@ constexpr int64_t ds_tiles_per_row(int64_t T) {  // host and device
 }
 constexpr int64_t ds_tile(int64_t bh, int64_t qt, int64_t kt, int64_t T) {
   return (bh * ds_tiles_per_row(T) + qt * (qt + 1) / 2 + kt) * kMmaTile * kMmaTile;
+}
+
+// The sum of a packed pair of bf16 (an A fragment's register, or dS^T's as stored), in f32.
+TESSERA_MMA_FN float bf16x2_sum(uint32_t u) {
+  const uint32_t lo = u << 16, hi = u & 0xffff0000u;
+  float a, b;
+  std::memcpy(&a, &lo, sizeof a);
+  std::memcpy(&b, &hi, sizeof b);
+  return a + b;
+}
+
+// The queries' share of the forget gate's gradient at a warp's 16 query rows r0 .. r0 + 15 of
+// grad (a query head's T entries): dc, this lane's partial sums of dS over its rows g and g + 8,
+// summed over a row's four lanes in a fixed order (lane c ^ 1, then c ^ 2, as dK dV sums its
+// keys') and added by the row's lane c = 0 alone to the keys' share that the dK dV pass wrote.
+// Rows past T are left alone.
+template <class W>
+TESSERA_MMA_FN void add_forget_rows(W& w, float* grad, const float (&dc)[2], int64_t r0, int64_t T,
+                                    int lane) {
+  TESSERA_MMA_UNROLL
+  for (int half = 0; half < 2; ++half) {
+    float t = dc[half] + w.shfl_xor(dc[half], 1);  // the four lanes of a row
+    t += w.shfl_xor(t, 2);
+    const int64_t i = r0 + lane / 4 + 8 * half;
+    if (lane % 4 == 0 && i < T) grad[i] += t;
+  }
 }
 
 template <int D, class Tiles = RowTiles>
@@ -174,10 +207,18 @@ TESSERA_MMA_FN void backward_dkdv_block(W& w, uint16_t* dk, uint16_t* dv, const 
       for (int e = 0; e < 4; ++e)
         dpt[0][n][e] = st[0][n][e] * (dpt[0][n][e] - d_s[n * 8 + 2 * c + (e & 1)]);
     }
-    if constexpr (kBias == ScoreBias::Forget) {  // dS^T's rows, in f32 before dS meets bf16
+    // The forget gate: dS^T's rows, in f32 before dS meets bf16; with kStoreDs the bf16 values
+    // stored, whose row sums the stored dQ adds, so that the two shares cancel over a row.
+    if constexpr (kBias == ScoreBias::Forget) {
       TESSERA_MMA_UNROLL
-      for (int n = 0; n < 8; ++n)
-        for (int e = 0; e < 4; ++e) dc[e >> 1] += dpt[0][n][e];
+      for (int n = 0; n < 8; ++n) {
+        if constexpr (kStoreDs) {
+          for (int half = 0; half < 2; ++half)
+            dc[half] += bf16x2_sum(W::pack_bf16x2(dpt[0][n][2 * half], dpt[0][n][2 * half + 1]));
+        } else {
+          for (int e = 0; e < 4; ++e) dc[e >> 1] += dpt[0][n][e];
+        }
+      }
       if (!more || next.h != item.h) {  // the head's last item: its keys' sums are whole
         TESSERA_MMA_UNROLL
         for (int half = 0; half < 2; ++half) {
@@ -220,6 +261,8 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
   const float alibi2 = kBias == ScoreBias::Alibi ? alibi_slope2(hi.h, p) : 0.0f;
   ForgetRows<1> forget;  // rows: this warp's queries
   if constexpr (kBias == ScoreBias::Forget) forget = forget_rows<1>(p, bh, r0, lane);
+  // ... and this lane's partial sums of their dS over the keys, for queries r0 + g and r0 + g + 8.
+  [[maybe_unused]] float dc[2] = {0.0f, 0.0f};
   const uint16_t* kh = k + p.k.row(hi.b, hi.g, 0);
   const uint16_t* vh = v + p.v.row(hi.b, hi.g, 0);
   const int64_t kt0 = first_key_tile(q0, p), kt1 = last_key_tile(q0, p);
@@ -279,9 +322,16 @@ TESSERA_MMA_FN void backward_dq_block(W& w, uint16_t* dq, const uint16_t* q, con
     TESSERA_MMA_UNROLL
     for (int n = 0; n < 8; ++n)
       for (int e = 0; e < 4; ++e) sc[0][n][e] *= dp[0][n][e] - dr[e >> 1];  // dS
-    Tiles::template pm<D, 1>(w, dqa, sc, Ks, lane);                         // dQ += dS K
+    if constexpr (kBias == ScoreBias::Forget) {  // dS's rows, in f32 before dS meets bf16
+      TESSERA_MMA_UNROLL
+      for (int n = 0; n < 8; ++n)
+        for (int e = 0; e < 4; ++e) dc[e >> 1] += sc[0][n][e];
+    }
+    Tiles::template pm<D, 1>(w, dqa, sc, Ks, lane);  // dQ += dS K
   }
   store_rows<D, W>(dq + p.dq.row(hi.b, hi.h, 0), r0, T, p.dq.t, dqa[0], p.scale, p.scale, lane);
+  if constexpr (kBias == ScoreBias::Forget)  // the queries' share, onto the keys' (dK dV's)
+    add_forget_rows(w, p.forget_grad + bh * T, dc, r0, T, lane);
 }
 
 }  // namespace tessera::cuda::attn::mma

@@ -16,6 +16,10 @@ namespace tessera::cuda::attn::mma {
 // them). Where backward_dq_block recomputes S and dP for every tile pair (two of its three
 // products and the exponentials), this reads 8 KB of dS a pair instead. The next key tile and its
 // dS stream into the other stage while this one is used.
+// kBias Forget: also the queries' share of the forget gate's gradient, the row sums of the bf16
+// dS as read, added to the keys' share that the dK dV kernel summed from the same bf16 values
+// when it stored them (flash_mma_backward.h). Any other bias is in dS already: its dQ is the
+// plain one.
 template <int D>
 struct DqStoredSmem {
   static constexpr size_t k(int stage) { return size_t(stage) * kTileBytes<D>; }
@@ -25,7 +29,7 @@ struct DqStoredSmem {
   static constexpr size_t bytes = ds(2);
 };
 
-template <int D, class W>
+template <int D, ScoreBias kBias = ScoreBias::None, class W>
 TESSERA_MMA_FN void backward_dq_stored_block(W& w, uint16_t* dq, const uint16_t* k,
                                              const uint16_t* ds, const FlashParams& p, int64_t qt,
                                              int64_t bh) {
@@ -47,6 +51,7 @@ TESSERA_MMA_FN void backward_dq_stored_block(W& w, uint16_t* dq, const uint16_t*
   TESSERA_MMA_UNROLL
   for (int n = 0; n < D / 8; ++n)
     for (int e = 0; e < 4; ++e) dqa[n][e] = 0.0f;
+  [[maybe_unused]] float dc[2] = {0.0f, 0.0f};  // the forget gate's, as backward_dq_block's
   for (int64_t kt = kt0; kt <= kt1; ++kt) {
     const int s = next_stage(w, kt, kt0, kt1, fetch);
     const uint16_t* Ks = tile(M::k(s));
@@ -55,6 +60,10 @@ TESSERA_MMA_FN void backward_dq_stored_block(W& w, uint16_t* dq, const uint16_t*
     for (int ks = 0; ks < 4; ++ks) {  // 16 keys at a time
       uint32_t af[4];
       w.ldmatrix_x4_trans(af, bt_row<kMmaTile>(dst, ks * 16, warp * 16, lane));
+      if constexpr (kBias == ScoreBias::Forget) {  // af[0], af[2]: row g; af[1], af[3]: g + 8
+        TESSERA_MMA_UNROLL
+        for (int r = 0; r < 4; ++r) dc[r & 1] += bf16x2_sum(af[r]);
+      }
       TESSERA_MMA_UNROLL
       for (int dp = 0; dp < D / 16; ++dp) {
         uint32_t bf[4];
@@ -64,6 +73,8 @@ TESSERA_MMA_FN void backward_dq_stored_block(W& w, uint16_t* dq, const uint16_t*
     }
   }
   store_rows<D, W>(dq + p.dq.row(hi.b, hi.h, 0), r0, T, p.dq.t, dqa, p.scale, p.scale, lane);
+  if constexpr (kBias == ScoreBias::Forget)  // the queries' share, onto the keys'
+    add_forget_rows(w, p.forget_grad + bh * T, dc, r0, T, lane);
 }
 
 }  // namespace tessera::cuda::attn::mma

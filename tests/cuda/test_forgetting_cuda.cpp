@@ -10,18 +10,27 @@
 // position), over grouped-query heads, T not a multiple of the 64-row tiles, one case shifted by
 // -3000 as a long sequence's sums are (the same differences, f32 values whose ulp is 2^-12). Every
 // case also checks that the answer without the gate lies far outside the bound, so that a kernel
-// ignoring it fails. Every test skips without a CUDA device; CI runs them on the emulator.
+// ignoring it fails, and that the GPU's dL/dc sums to zero over each row as the exact gradient
+// does (its rows' share, sum_j dS[i, j], with the columns'). Every test skips without a CUDA
+// device; CI runs them on the emulator.
 //
 // Bounds (errors as max |gpu - ref| / max |ref| over a tensor, tests/test_util.h's rel_err): the
 // fixture's (attention_fixture.h) for out, dq, dk and dv. bf16 out 2e-2: P rounded to bf16 before
 // P V and the output to bf16; gradients 4e-2: dS rounded to bf16 and the cancellation in
-// dP - rowsum(dO O), rowsum(dO O) taken from the bf16 output. dL/dc the same 4e-2: a column sum of
-// the f32 dS (before its rounding) whose terms carry that cancellation's error. lse 1e-5 of its
-// scale: f32 on both sides, the bias c[i] - c[j] an f32 difference of the same f32 sums (exact
-// where they lie within a factor 2, as the shifted ones do), scaled by log2(e) in f32 (2^-24
-// relative). f32 paths 1e-4: f32 sums of a few hundred terms against f64 (~1e-6) and libm exp.
-// The emulator measures at most 3.1e-3 (bf16 out), 6.8e-3 (gradients), 4.0e-3 (dL/dc), 2.3e-7
+// dP - rowsum(dO O), rowsum(dO O) taken from the bf16 output. dL/dc the same 4e-2: a row sum less
+// a column sum of the f32 dS (before its rounding; the stored-dS families' of the stored bf16 dS),
+// whose terms carry that cancellation's error. lse 1e-5 of its scale: f32 on both sides, the bias
+// c[i] - c[j] an f32 difference of the same f32 sums (exact where they lie within a factor 2, as
+// the shifted ones do), scaled by log2(e) in f32 (2^-24 relative). f32 paths 1e-4: f32 sums of a
+// few hundred terms against f64 (~1e-6) and libm exp.
+// The emulator measures at most 3.1e-3 (bf16 out), 6.8e-3 (gradients), 4.2e-3 (dL/dc), 2.3e-7
 // (lse) and 7.7e-7 (f32); the ungated outputs lie 0.96 or more from the gated ones.
+// dL/dc's sum over a row, against the sum of its |entries|, 1e-6: the GPU's rows' and columns'
+// shares are f32 sums of the same dS (the f32 values, or the stored bf16 ones in the stored-dS
+// families) in two orders, ~1e-7 of their scale at these lengths; the emulator measures at most
+// 3.3e-8. Without the rows' share a bf16 row sums to the rounding of rowsum(dO O), 5.8e-4 to
+// 9.0e-4 of its scale here (an f32 row to ~1e-7: each_rows_share_of_ds_reaches_the_gates_gradient
+// checks those kernels' rows' share).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -48,7 +57,8 @@ namespace {
 
 constexpr double kLse = 1e-5;
 constexpr double kBf16Dc = 4e-2;       // dL/dc in bf16: as the gradients (the header)
-constexpr double kBf16Dlogits = 1e-1;  // the gate's logits (the_op_and_its_gates_logits_...)
+constexpr double kRowSum = 1e-6;       // dL/dc's sum over a row (the header)
+constexpr double kBf16Dlogits = 1e-2;  // the gate's logits (the_op_and_its_gates_logits_...)
 
 // The gate's sums (B, H, T) f32 from logits 2 N(0, 1) (B, T, H), as a model's gate gives them,
 // plus `shift` (a long sequence's: the same differences, values far from 0).
@@ -73,11 +83,13 @@ Qkv make_qkv(const Shape4& s, DType dtype, uint64_t seed, double shift = 0.0) {
 }
 
 // A forward and backward's results: on the CPU in f64 (the inputs' ref), or on the GPU; with the
-// gate's sums c (dc its gradient), or without a gate (c undefined, dc too).
+// gate's sums c (dc its gradient), or without a gate (c undefined, dc too). The backward takes
+// rowsum(dO out) from the forward's out, or from `given` where that is defined.
 struct Pass {
   Tensor out, lse, dq, dk, dv, dc;
 };
-Pass run(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, const Tensor& c) {
+Pass run(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, const Tensor& c,
+         const Tensor& given = Tensor()) {
   const DType t = q.dtype(), stat = t == DType::F64 ? DType::F64 : DType::F32;
   const Device dev = q.device();
   const double scale = 1.0 / std::sqrt(double(q.size(3)));
@@ -94,13 +106,26 @@ Pass run(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, 
   }
   TESSERA_KERNEL(q, flash_attention_forward)(r.out, r.lse, q, k, v, scale, mask);
   TESSERA_KERNEL(q, flash_attention_backward)
-  (r.dq, r.dk, r.dv, dout, q, k, v, r.out, r.lse, scale, mask);
+  (r.dq, r.dk, r.dv, dout, q, k, v, given.defined() ? given : r.out, r.lse, scale, mask);
   return r;
 }
 Pass run_cpu(const Qkv& in, bool gate = true) {
   return run(in.q.ref, in.k.ref, in.v.ref, in.dout.ref, gate ? in.c.ref : Tensor());
 }
 Pass run_gpu(const Qkv& in) { return run(in.q.gpu, in.k.gpu, in.v.gpu, in.dout.gpu, in.c.gpu); }
+
+// The largest |sum_t dc[t]| / sum_t |dc[t]| over the rows (b, h) of dc (B, H, T).
+double worst_row_sum(const Tensor& dc) {
+  const std::vector<double> x = tessera::testing::values(dc.to(Device::cpu()));
+  const size_t T = size_t(dc.size(2));
+  double worst = 0;
+  for (size_t r = 0; r + T <= x.size(); r += T) {
+    double sum = 0, abs = 0;
+    for (size_t t = r; t < r + T; ++t) sum += x[t], abs += std::abs(x[t]);
+    worst = std::max(worst, std::abs(sum) / abs);
+  }
+  return worst;
+}
 
 void expect_close(const Pass& gpu, const Pass& ref, bool bf16, const std::string& what) {
   EXPECT_LT(rel_err(gpu.out, ref.out), bf16 ? kBf16Fwd : kF32) << "out, " << what;
@@ -109,6 +134,7 @@ void expect_close(const Pass& gpu, const Pass& ref, bool bf16, const std::string
   EXPECT_LT(rel_err(gpu.dk, ref.dk), bf16 ? kBf16Bwd : kF32) << "dk, " << what;
   EXPECT_LT(rel_err(gpu.dv, ref.dv), bf16 ? kBf16Bwd : kF32) << "dv, " << what;
   EXPECT_LT(rel_err(gpu.dc, ref.dc), bf16 ? kBf16Dc : kF32) << "dc, " << what;
+  EXPECT_LT(worst_row_sum(gpu.dc), kRowSum) << "dc summed over a row, " << what;
 }
 
 // The GPU's gated output is not the ungated one: more than 5 times the bound away from it.
@@ -253,6 +279,61 @@ TEST(ForgettingCuda, stored_ds_passes_over_batch_and_kv_head_slices_keep_each_he
   }
 }
 
+TEST(ForgettingCuda, each_rows_share_of_ds_reaches_the_gates_gradient) {
+  // The backward takes rowsum(dO out) from the out it is given. Given the forward's output plus
+  // N(0, 1/4) (the same bf16 or f32 values to the GPU and the CPU), row i of dS sums to
+  // dO_i . (O_i - out_i) (O the exact output): as large as dS itself, where the forward's own
+  // bf16 output makes it ~1e-3 of that. dL/dc[i] has that row sum beside key i's column sum, so
+  // a dQ pass that leaves it out, or adds it with the wrong sign, is off by the rows' sums,
+  // checked here to be 5 times the bound or more: the mma dQ (D 64 and 128), the stored-dS dQ
+  // (both), and the f32 warp-per-row kernels. Bounds as every_mma_family_...'s. The emulator
+  // measures the rows' sums 0.43 or more of dL/dc's largest, and dL/dc's error at most 2.6e-3 in
+  // bf16 (the stored dS's rounding; 2.2e-7 where dQ recomputes dS in f32, given the same out) and
+  // 5.3e-7 in f32.
+  SKIP_WITHOUT_CUDA();
+  struct Run {
+    cuda::FlashKernels kernels;
+    const char* name;
+    Shape4 s;
+    DType dtype;
+  };
+  const Run runs[] = {
+      {cuda::FlashKernels::Mma, "mma", Shape4{2, 4, 2, 130, 64}, DType::BF16},
+      {cuda::FlashKernels::Mma, "mma", Shape4{1, 4, 2, 100, 128}, DType::BF16},
+      {cuda::FlashKernels::MmaStoredDs, "mma-ds", Shape4{2, 4, 2, 130, 64}, DType::BF16},
+      {cuda::FlashKernels::MmaStoredDs, "mma-ds", Shape4{1, 4, 2, 100, 128}, DType::BF16},
+      {cuda::FlashKernels::Mma, "f32", Shape4{2, 4, 2, 77, 64}, DType::F32}};
+  uint64_t seed = 51;
+  for (const Run& r : runs) {
+    UseFlashKernels use(r.kernels);
+    const std::string what = std::string(r.name) + ", " + dtype_name(r.dtype) + " " + r.s.str();
+    const Qkv in = make_qkv(r.s, r.dtype, seed++);
+    const Tensor exact = run_cpu(in).out;
+    Generator g(seed++);
+    const Tensor off = ops::add(exact, ops::scale(randn(exact.shape(), g).to(DType::F64), 0.25))
+                           .to(r.dtype)
+                           .to(DType::F64);
+    const Pass ref = run(in.q.ref, in.k.ref, in.v.ref, in.dout.ref, in.c.ref, off);
+    const Pass gpu = run(in.q.gpu, in.k.gpu, in.v.gpu, in.dout.gpu, in.c.gpu,
+                         off.to(r.dtype).to(Device::cuda()));
+    const bool bf = r.dtype == DType::BF16;
+    expect_close(gpu, ref, bf, what);
+    // The rows' sums dO_i . (O_i - out_i), against dL/dc's largest.
+    const std::vector<double> dout = tessera::testing::values(in.dout.ref),
+                              o = tessera::testing::values(exact),
+                              given = tessera::testing::values(off),
+                              dc = tessera::testing::values(ref.dc);
+    double rows = 0, scale = 0;
+    for (size_t i = 0; i < dout.size(); i += size_t(r.s.D)) {
+      double sum = 0;
+      for (size_t e = i; e < i + size_t(r.s.D); ++e) sum += dout[e] * (o[e] - given[e]);
+      rows = std::max(rows, std::abs(sum));
+    }
+    for (const double x : dc) scale = std::max(scale, std::abs(x));
+    EXPECT_GT(rows / scale, 5 * (bf ? kBf16Dc : kF32)) << "the rows' sums are as small, " << what;
+  }
+}
+
 TEST(ForgettingCuda, the_families_and_launches_without_the_gate_refuse_it) {
   // The wmma and wgmma families, and the documents launches (causal_attention refuses the gate
   // within documents before any kernel): a clear error naming them, not an answer without the
@@ -349,11 +430,14 @@ void expect_op_follows_the_cpu(const ops::Documents* docs, uint64_t seed) {
 TEST(ForgettingCuda, the_op_and_its_gates_logits_follow_the_cpu) {
   // ops::causal_attention of kind forgetting on the GPU in bf16, its sums from ops::forget_gate
   // of logits that take the gradient (the gate's kernels on the GPU too), against the same ops on
-  // the CPU in f64. dL/dlogits[t] = sigmoid(-g[t]) sum_{s >= t} dL/dc[s]: suffix sums of dL/dc
-  // that cancel toward 0 at a row's start (sum_j dL/dc[j] = -sum_i rowsum dS[i] = 0), while the
-  // errors of the T terms (dS's, from rowsum(dO O) of the bf16 output) add up: ~sqrt(T) times
-  // dL/dc's 4e-3, 2.0e-2 to 4.3e-2 on the emulator over seeds 71-76 at T 100. Bound 1e-1; a gate
-  // left out of the kernels gives no gradient at all, an error of 1.
+  // the CPU in f64. dL/dlogits[t] = sigmoid(-g[t]) sum_{s >= t} dL/dc[s]: suffix sums of dL/dc,
+  // which cancel toward 0 at a row's start. With each row's share of dS in dL/dc beside the
+  // columns', the suffix sum from t is the sum of dS[i, j] over the pairs i >= t > j alone, as
+  // exactly; with the columns' alone it would also gather the rounding of rowsum(dO O) of every
+  // row from t on (~sqrt(T) times dL/dc's error: 1.6e-2 to 4.3e-2 on the emulator over seeds
+  // 71-80 at T 100, whole rows and documents). With both, 1.7e-3 to 4.1e-3 over those seeds (4.8e-3
+  // with mma-ds's stored dS). Bound 1e-2, below every error without the rows' share; a gate left
+  // out of the kernels gives no gradient at all, an error of 1.
   SKIP_WITHOUT_CUDA();
   ops::AttentionSpec spec;
   spec.kind = ops::AttentionKind::Forgetting;
