@@ -576,8 +576,8 @@ FlashParams with_grads(const char* name, FlashParams p, const Tensor& dq, const 
 bool documents_in_one_launch(const Tensor& q) {
   return documents_launch_allowed(q) && flash_kernels() != FlashKernels::Wmma;
 }
-// The documents launches have no forget instances (causal_attention refuses Forgetting Attention
-// within documents before any kernel is reached).
+// The documents launches have no forget instances (causal_attention runs Forgetting Attention
+// within documents one document a call, on views of the batch, so they are never asked).
 void refuse_forget_documents(const char* name, const AttentionMask& mask) {
   TESSERA_CHECK(!mask.forget.defined(), "cuda ", name,
                 ": the documents launches take no forget gate (Forgetting Attention runs in the "

@@ -127,7 +127,7 @@ TEST(AttentionConfig, alibi_is_a_position_kind_for_softmax_attention) {
   EXPECT_NE(e.find("model.position"), std::string::npos) << e;
 }
 
-TEST(AttentionConfig, forgetting_is_softmax_attention_with_a_forget_gate_on_the_cpu) {
+TEST(AttentionConfig, forgetting_is_softmax_attention_with_a_forget_gate) {
   const std::string fox = (configs_dir() / "fox-small.yaml").string();
   const Config c = load_config(fox);
   EXPECT_EQ(c.model.attention, "forgetting");
