@@ -71,4 +71,24 @@ struct Shape4 {
   }
 };
 
+// A forward and backward's out, lse, dq, dk and dv (fields of any struct P) against the
+// reference's, at the bounds above for bf16 or f32; lse at lse_bound of its scale.
+template <class P>
+void expect_pass_close(const P& gpu, const P& ref, bool bf16, double lse_bound,
+                       const std::string& what) {
+  EXPECT_LT(rel_err(gpu.out, ref.out), bf16 ? kBf16Fwd : kF32) << "out, " << what;
+  EXPECT_LT(rel_err(gpu.lse, ref.lse), lse_bound) << "lse, " << what;
+  EXPECT_LT(rel_err(gpu.dq, ref.dq), bf16 ? kBf16Bwd : kF32) << "dq, " << what;
+  EXPECT_LT(rel_err(gpu.dk, ref.dk), bf16 ? kBf16Bwd : kF32) << "dk, " << what;
+  EXPECT_LT(rel_err(gpu.dv, ref.dv), bf16 ? kBf16Bwd : kF32) << "dv, " << what;
+}
+
+// A biased output (ALiBi's, a forget gate's) is not the unbiased one: more than 5 times the bound
+// away from it, so that a kernel ignoring the bias fails. bias: what is left out, for the message.
+inline void expect_biased(const Tensor& gpu_out, const Tensor& plain_ref, bool bf16,
+                          const char* bias, const std::string& what) {
+  EXPECT_GT(rel_err(gpu_out, plain_ref), 5 * (bf16 ? kBf16Fwd : kF32))
+      << "out without " << bias << " is as close: " << what;
+}
+
 }  // namespace tessera::testing::attention

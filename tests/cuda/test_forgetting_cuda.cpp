@@ -128,20 +128,14 @@ double worst_row_sum(const Tensor& dc) {
 }
 
 void expect_close(const Pass& gpu, const Pass& ref, bool bf16, const std::string& what) {
-  EXPECT_LT(rel_err(gpu.out, ref.out), bf16 ? kBf16Fwd : kF32) << "out, " << what;
-  EXPECT_LT(rel_err(gpu.lse, ref.lse), kLse) << "lse, " << what;
-  EXPECT_LT(rel_err(gpu.dq, ref.dq), bf16 ? kBf16Bwd : kF32) << "dq, " << what;
-  EXPECT_LT(rel_err(gpu.dk, ref.dk), bf16 ? kBf16Bwd : kF32) << "dk, " << what;
-  EXPECT_LT(rel_err(gpu.dv, ref.dv), bf16 ? kBf16Bwd : kF32) << "dv, " << what;
+  expect_pass_close(gpu, ref, bf16, kLse, what);
   EXPECT_LT(rel_err(gpu.dc, ref.dc), bf16 ? kBf16Dc : kF32) << "dc, " << what;
   EXPECT_LT(worst_row_sum(gpu.dc), kRowSum) << "dc summed over a row, " << what;
 }
 
-// The GPU's gated output is not the ungated one: more than 5 times the bound away from it.
 void expect_gated(const Tensor& gpu_out, const Tensor& plain_ref, bool bf16,
                   const std::string& what) {
-  EXPECT_GT(rel_err(gpu_out, plain_ref), 5 * (bf16 ? kBf16Fwd : kF32))
-      << "out without the gate is as close: " << what;
+  expect_biased(gpu_out, plain_ref, bf16, "the gate", what);
 }
 
 // A case: the CPU reference with and without the gate, once for every family run on it.
