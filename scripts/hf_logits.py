@@ -2,7 +2,9 @@
 """Logits of an exported Hugging Face directory from PyTorch modules laid out like transformers'
 GPT2LMHeadModel (Conv1D weights [in, out], fused c_attn split into q, k, v, gelu_new, LayerNorm)
 and LlamaForCausalLM (RMSNorm, rotate_half RoPE with HF's rope_scaling types, grouped-query
-attention by repeat_kv, SwiGLU MLP),
+attention by repeat_kv, SwiGLU MLP), and Qwen3ForCausalLM (Llama's, with each head's q and k
+RMS-normalised before RoPE, modeling_qwen3.py's q_norm and k_norm, and head_dim apart from
+hidden_size / num_attention_heads),
 written from those models' published structure without importing transformers (Debian's
 python3-torch 1.13 has none). The state dict is loaded strictly, so every name and shape the
 export wrote must be the one HF's module expects. Compares with the logits `build/export
@@ -134,10 +136,16 @@ class LlamaAttention(nn.Module):
         self.k_proj = nn.Linear(E, self.Hkv * self.hd, bias=bias)
         self.v_proj = nn.Linear(E, self.Hkv * self.hd, bias=bias)
         self.o_proj = nn.Linear(self.H * self.hd, E, bias=bias)
+        if c["model_type"] == "qwen3":  # Qwen3Attention: over head_dim, on (B, T, n, hd)
+            self.q_norm = LlamaRMSNorm(self.hd, c["rms_norm_eps"])
+            self.k_norm = LlamaRMSNorm(self.hd, c["rms_norm_eps"])
     def forward(self, x, cos, sin):
         B, T, _ = x.shape
-        heads = lambda t, n: t.view(B, T, n, self.hd).transpose(1, 2)
-        q, k = heads(self.q_proj(x), self.H), heads(self.k_proj(x), self.Hkv)
+        def heads(t, n, norm=None):
+            t = t.view(B, T, n, self.hd)
+            return (t if norm is None else norm(t)).transpose(1, 2)
+        q = heads(self.q_proj(x), self.H, getattr(self, "q_norm", None))
+        k = heads(self.k_proj(x), self.Hkv, getattr(self, "k_norm", None))
         v = heads(self.v_proj(x), self.Hkv)
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         n_rep = self.H // self.Hkv
@@ -232,7 +240,8 @@ def main(argv):
     out_dir, ref_path = argv[0], argv[1]
     tol = float(argv[argv.index("--tol") + 1]) if "--tol" in argv else 1e-4
     c = json.load(open(os.path.join(out_dir, "config.json")))
-    model = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM}[c["model_type"]](c).double()
+    model = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM,
+             "qwen3": LlamaForCausalLM}[c["model_type"]](c).double()
     state = {k: v.double() for k, v in read_safetensors(os.path.join(out_dir, "model.safetensors")).items()}
     if c.get("tie_word_embeddings", c["model_type"] == "gpt2"):
         assert "lm_head.weight" not in state, "a tied head must not be stored"

@@ -51,6 +51,9 @@ struct ModelConfig {
   int64_t n_head = 4;
   int64_t n_kv_head = 0;  // key/value heads for grouped-query attention; 0 = n_head (plain MHA)
   int64_t n_embd = 128;
+  // Key head_dim: each attention head's width; 0 = n_embd / n_head (Qwen3-0.6B: 16 heads of 128 on
+  // a width of 1024). q and the attention's output are n_head x head_dim wide.
+  int64_t explicit_head_dim = 0;
   int64_t block_size = 64;  // context length
   int64_t vocab_size = 257;
   std::string norm = "layernorm";    // layernorm | rmsnorm
@@ -63,13 +66,14 @@ struct ModelConfig {
   bool attend_current = false;        // stick_breaking: a token may attend to itself
   std::string sb_remainder = "none";  // stick_breaking: none | current (leftover stick -> own value)
   int64_t sliding_window = 0;  // softmax: > 0 attends the last N keys only (itself included)
+  bool qk_norm = false;        // RMSNorm over each head's q and k before RoPE (Qwen3, Gemma 3)
   bool tie_embeddings = true;  // lm head shares the token embedding matrix
   bool bias = true;            // biases in the linear layers and norms
   double dropout = 0.0;
   double norm_eps = 1e-5;
 
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
-  int64_t head_dim() const { return n_embd / n_head; }
+  int64_t head_dim() const { return explicit_head_dim > 0 ? explicit_head_dim : n_embd / n_head; }
   int64_t hidden() const;  // mlp_hidden with its 0 resolved
   // How many weights the model holds, every one nn::param_specs makes (n_head > 0). In double: the
   // keys may be absurd, and config validation compares this to the host's memory.

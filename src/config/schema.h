@@ -29,6 +29,7 @@ void visit_section(S& s, F&& f) {
   f("n_embd", s.n_embd);
   f("block_size", s.block_size);
   f("vocab_size", s.vocab_size);
+  f("head_dim", s.explicit_head_dim);
   f("norm", s.norm);
   f("mlp", s.mlp);
   f("mlp_hidden", s.mlp_hidden);
@@ -47,6 +48,7 @@ void visit_section(S& s, F&& f) {
   f("attend_current", s.attend_current);
   f("sb_remainder", s.sb_remainder);
   f("sliding_window", s.sliding_window);
+  f("qk_norm", s.qk_norm);
   f("tie_embeddings", s.tie_embeddings);
   f("bias", s.bias);
   f("dropout", s.dropout);

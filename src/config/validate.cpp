@@ -74,6 +74,24 @@ class Problems {
 // elements) and the sums and multiples of them the loop computes fit in an int64_t. The factors are
 // multiplied in double first: the keys may be absurd (2^57 sequences of 64 tokens).
 constexpr double kMaxElements = double(int64_t(1) << 60);
+// model.head_dim's bound: far past any model's (256 is the widest published), and products of it
+// with head counts stay in range.
+constexpr int64_t kMaxHeadDim = int64_t(1) << 16;
+
+// Where the head dimension comes from, for messages: "model.head_dim = 96", or
+// "model.n_embd / model.n_head = 128 / 4".
+std::string head_dim_text(const ModelConfig& m) {
+  if (m.explicit_head_dim > 0) return "model.head_dim = " + std::to_string(m.explicit_head_dim);
+  return "model.n_embd / model.n_head = " + std::to_string(m.n_embd) + " / " +
+         std::to_string(m.n_head);
+}
+
+// Whether the head dimension is defined (reported by check_model otherwise).
+bool head_dim_valid(const ModelConfig& m) {
+  return m.n_head > 0 && m.n_embd > 0 &&
+         (m.explicit_head_dim > 0 ? m.explicit_head_dim <= kMaxHeadDim
+                                  : m.explicit_head_dim == 0 && m.n_embd % m.n_head == 0);
+}
 
 // Tokens per micro-batch (train.batch_size x sequence length), when both are positive and the
 // tokens and their logits fit kMaxElements; nullopt otherwise (reported by check_train).
@@ -195,9 +213,16 @@ void check_model(const ModelConfig& m, Problems& p) {
   if (!(m.dropout >= 0 && m.dropout < 1)) p.add("model.dropout must be in [0, 1), got ", m.dropout);
   p.positive("model.norm_eps", m.norm_eps);
 
-  if (m.n_head <= 0 || m.n_embd <= 0) return;  // the divisibility rules below need both
-  if (m.n_embd % m.n_head != 0) {
-    p.add("model.n_embd (", m.n_embd, ") must be divisible by model.n_head (", m.n_head, ")");
+  p.non_negative("model.head_dim", m.explicit_head_dim);
+  if (m.explicit_head_dim > kMaxHeadDim)
+    p.add("model.head_dim must be at most ", kMaxHeadDim,
+          " (0 = model.n_embd / model.n_head), got ", m.explicit_head_dim);
+  if (m.n_head <= 0 || m.n_embd <= 0 || m.explicit_head_dim < 0 ||
+      m.explicit_head_dim > kMaxHeadDim)
+    return;  // the divisibility rules below need them
+  if (m.explicit_head_dim == 0 && m.n_embd % m.n_head != 0) {
+    p.add("model.n_embd (", m.n_embd, ") must be divisible by model.n_head (", m.n_head,
+          "), or model.head_dim given");
     return;
   }
   if (m.n_kv_head > 0 && m.n_head % m.n_kv_head != 0) {
@@ -206,8 +231,8 @@ void check_model(const ModelConfig& m, Problems& p) {
   }
   if (m.position == "rope" && m.head_dim() % 2 != 0) {
     // RoPE rotates pairs of channels (x_i, x_{i + d/2}) of each head.
-    p.add("model.position 'rope' needs an even head dimension, got model.n_embd / model.n_head = ",
-          m.n_embd, " / ", m.n_head, " = ", m.head_dim());
+    p.add("model.position 'rope' needs an even head dimension, got ", m.head_dim(), " (",
+          head_dim_text(m), ")");
   }
   if (m.n_layer > 0 && m.vocab_size > 0 && m.block_size > 0 && m.mlp_hidden >= 0)
     check_fits_host(m, p);
@@ -234,8 +259,7 @@ void check_attention_on_device(const Config& c, Problems& p) {
   const ModelConfig& m = c.model;
   const std::optional<ops::AttentionKind> kind = ops::find_attention_kind(m.attention);
   const bool cuda = c.train.device == "cuda";
-  if (!kind || (!cuda && c.train.device != "cpu") || m.n_head <= 0 || m.n_embd <= 0 ||
-      m.n_embd % m.n_head != 0)
+  if (!kind || (!cuda && c.train.device != "cpu") || !head_dim_valid(m))
     return;  // reported by check_model / check_train
   const bool sb_options = m.attend_current || m.sb_remainder != "none";
   if ((*kind != ops::AttentionKind::StickBreaking && sb_options) ||
@@ -248,7 +272,7 @@ void check_attention_on_device(const Config& c, Problems& p) {
       ops::attention_support(s, device, cuda ? DType::BF16 : DType::F32, m.head_dim(), T, T);
   if (!why.empty())
     p.add("model.attention '", m.attention, "' cannot run on train.device ", c.train.device, ": ",
-          why, " (model.n_embd / model.n_head = ", m.n_embd, " / ", m.n_head, ")");
+          why, " (", head_dim_text(m), ")");
   if (c.data.windows != "documents" || !why.empty()) return;
   // Documents are attended one by one on views of the batch (ops/packed_attention.h).
   if (c.train.s2_attn)
@@ -260,8 +284,7 @@ void check_attention_on_device(const Config& c, Problems& p) {
                                        true))
     p.add("data.windows 'documents' needs attention kernels that read strided heads, which ",
           m.attention, " on train.device ", c.train.device, " lacks at head dim ", m.head_dim(),
-          " (model.n_embd / model.n_head = ", m.n_embd, " / ", m.n_head,
-          "; softmax on CUDA has them at 64 and 128)");
+          " (", head_dim_text(m), "; softmax on CUDA has them at 64 and 128)");
 }
 
 void check_train(const Config& c, Problems& p) {
@@ -438,15 +461,19 @@ int64_t ModelConfig::hidden() const { return int64_t(mlp_width(*this)); }
 
 double ModelConfig::parameter_count() const {
   const double C = double(n_embd), L = double(n_layer), F = mlp_width(*this);
-  const double kv = double(kv_heads()) * C / double(n_head);  // key/value width
+  // Query and key/value widths.
+  const double hd = explicit_head_dim > 0 ? double(explicit_head_dim) : C / double(n_head);
+  const double q = double(n_head) * hd, kv = double(kv_heads()) * hd;
   const double b = bias ? 1 : 0;
   auto linear = [&](double n_out, double n_in) { return n_out * (n_in + b); };
   const double one_norm = C * (norm == "layernorm" && bias ? 2 : 1);  // RMSNorm has no bias
   double n = double(vocab_size) * C * (tie_embeddings ? 1 : 2) + one_norm;  // + the final norm
   if (position == "learned") n += double(block_size) * C;
   const double mlp_in = mlp == "swiglu" ? 2 : 1;  // SwiGLU: a gate beside the up projection
-  return n + L * (2 * one_norm + linear(C + 2 * kv, C) + linear(C, C) + mlp_in * linear(F, C) +
-                  linear(C, F));
+  const double gates = attention == "forgetting" ? double(n_head) * (C + 1) : 0;
+  const double qk_norms = qk_norm ? 2 * hd : 0;
+  return n + L * (2 * one_norm + linear(q + 2 * kv, C) + qk_norms + gates + linear(C, q) +
+                  mlp_in * linear(F, C) + linear(C, F));
 }
 
 std::string init_model_difference(const ModelConfig& base, const ModelConfig& run) {
@@ -497,10 +524,11 @@ void check_lora_trainable(const LoraConfig& l, Problems& p) {
 void check_lora_rank(const Config& c, Problems& p) {
   const ModelConfig& m = c.model;
   // Sizes the model rules accept (reported by check_model otherwise): their products fit.
-  if (m.n_head <= 0 || m.n_embd <= 0 || m.n_embd % m.n_head != 0 || m.n_kv_head < 0 ||
-      m.mlp_hidden < 0 || m.vocab_size <= 0 || m.n_embd > (int64_t(1) << 40))
+  if (!head_dim_valid(m) || m.n_kv_head < 0 || m.mlp_hidden < 0 || m.vocab_size <= 0 ||
+      m.n_embd > (int64_t(1) << 40) || m.n_head > (int64_t(1) << 20))
     return;
-  const int64_t C = m.n_embd, kv = m.kv_heads() * m.head_dim(), F = m.hidden();
+  const int64_t C = m.n_embd, q = m.n_head * m.head_dim(), kv = m.kv_heads() * m.head_dim();
+  const int64_t F = m.hidden();
   std::string smallest;  // "q (128 x 128)": the projection with the smallest min(in, out)
   int64_t limit = 0;
   auto consider = [&](const std::string& name, int64_t in, int64_t out) {
@@ -511,10 +539,10 @@ void check_lora_rank(const Config& c, Problems& p) {
   };
   for (const std::string& item : split_list(c.lora.targets)) {
     const bool all = item == "all";
-    if (all || item == "q") consider("q", C, C);
+    if (all || item == "q") consider("q", C, q);
     if (all || item == "k") consider("k", C, kv);
     if (all || item == "v") consider("v", C, kv);
-    if (all || item == "o") consider("o", C, C);
+    if (all || item == "o") consider("o", q, C);
     if ((all && m.mlp == "swiglu") || item == "gate") consider("gate", C, F);
     if (all || item == "up") consider("up", C, F);
     if (all || item == "down") consider("down", F, C);

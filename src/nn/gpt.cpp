@@ -39,12 +39,14 @@ int64_t GPTConfig::hidden() const {
 void GPTConfig::validate() const {
   TESSERA_CHECK(n_layer > 0 && n_head > 0 && n_embd > 0 && block_size > 0 && vocab_size > 0,
                 "model: n_layer, n_head, n_embd, block_size and vocab_size must be positive");
-  TESSERA_CHECK(n_embd % n_head == 0, "model: n_embd ", n_embd, " is not a multiple of n_head ",
-                n_head);
+  TESSERA_CHECK(explicit_head_dim >= 0, "model: head_dim must be >= 0 (0 = n_embd / n_head), got ",
+                explicit_head_dim);
+  TESSERA_CHECK(explicit_head_dim > 0 || n_embd % n_head == 0, "model: n_embd ", n_embd,
+                " is not a multiple of n_head ", n_head, " (or give head_dim)");
   TESSERA_CHECK(kv_heads() > 0 && n_head % kv_heads() == 0, "model: n_head ", n_head,
                 " is not a multiple of n_kv_head ", kv_heads());
   TESSERA_CHECK(position != PositionKind::RoPE || head_dim() % 2 == 0,
-                "model: rope needs an even head dimension, got n_embd / n_head = ", head_dim());
+                "model: rope needs an even head dimension, got ", head_dim());
   TESSERA_CHECK(attention.alibi == (position == PositionKind::ALiBi),
                 "model: position alibi and attention.alibi go together (position ",
                 position == PositionKind::ALiBi ? "alibi" : "not alibi", ", attention.alibi ",
@@ -177,6 +179,7 @@ void GPT::bind() {
     Block* b = s.layer >= 0 ? &blocks_[size_t(s.layer)] : nullptr;
     auto pick = [&](Tensor& w, Tensor& bias) { return s.bias ? &bias : &w; };
     Tensor* field = nullptr;
+    // clang-format off
     switch (s.part) {
       case Part::Embed: field = &wte_; break;
       case Part::Pos: field = &wpe_; break;
@@ -193,7 +196,10 @@ void GPT::bind() {
       case Part::Up: field = pick(b->fc_w, b->fc_b); break;
       case Part::Down: field = pick(b->down_w, b->down_b); break;
       case Part::Forget: field = pick(b->fgate_w, b->fgate_b); break;
+      case Part::QNorm: field = &b->q_norm_w; break;
+      case Part::KNorm: field = &b->k_norm_w; break;
     }
+    // clang-format on
     *field = it->second;
   }
   if (cfg_.tie_embeddings) head_ = wte_;
@@ -239,12 +245,15 @@ void GPT::project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool trai
   const int64_t B = x.size(0), T = x.size(1), H = cfg_.n_head, Hkv = cfg_.kv_heads();
   const int64_t hd = cfg_.head_dim();
   project(blk, x, training, q, k, v);
-  auto heads = [&](const Tensor& t, int64_t n) {  // (B, T, n hd) -> (B, n, T, hd)
-    return t.reshape({B, T, n, hd}).permute({0, 2, 1, 3}).contiguous();
+  // (B, T, n hd) -> (B, n, T, hd), each head RMS-normalised first when norm_w is given.
+  auto heads = [&](const Tensor& t, int64_t n, const Tensor* norm_w) {
+    Tensor h = t.reshape({B, T, n, hd});
+    if (norm_w) h = ops::rmsnorm(h, *norm_w, cfg_.norm_eps);
+    return h.permute({0, 2, 1, 3}).contiguous();
   };
-  q = heads(q, H);
-  k = heads(k, Hkv);
-  v = heads(v, Hkv);
+  q = heads(q, H, cfg_.qk_norm ? &blk.q_norm_w : nullptr);
+  k = heads(k, Hkv, cfg_.qk_norm ? &blk.k_norm_w : nullptr);
+  v = heads(v, Hkv, nullptr);
   if (cfg_.position == PositionKind::RoPE) {
     const ops::RopeFreqs freqs = rope_freqs_for(cfg_, pos0 + T);  // model.rope_scaling applied
     q = ops::rope(q, freqs, pos0);
@@ -283,8 +292,9 @@ Tensor GPT::residual_linear(Proj p, const std::string& module, int64_t layer, co
 }
 
 GPT::AttentionPath GPT::attention_path(const Block& blk, const Tensor& x, bool training) const {
-  if (!ops::packed_attention_runs(cfg_.attention, x.device(), x.dtype(), cfg_.head_dim(),
-                                  training))
+  // qk_norm normalises the heads on their way out of the projections.
+  if (cfg_.qk_norm ||
+      !ops::packed_attention_runs(cfg_.attention, x.device(), x.dtype(), cfg_.head_dim(), training))
     return AttentionPath::Split;
   // Separate projections: three (B, T, .) tensors whatever a hook adds to them. GPT-2's fused one
   // with RoPE stays split: q and k views of c_attn's output would keep all of it alive beside their

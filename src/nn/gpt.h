@@ -40,6 +40,7 @@ struct GPTConfig {
   int64_t n_head = 4;
   int64_t n_kv_head = 0;  // 0 = n_head
   int64_t n_embd = 128;
+  int64_t explicit_head_dim = 0;  // each head's width; 0 = n_embd / n_head
   int64_t block_size = 64;  // context length (learned positions cover exactly this)
   int64_t vocab_size = 257;
   NormKind norm = NormKind::LayerNorm;
@@ -49,6 +50,10 @@ struct GPTConfig {
   RopeScaling rope_scaling;  // type none = plain RoPE (nn/rope_scaling.h)
   bool tie_embeddings = true;
   bool bias = true;
+  // RMSNorm (weight only, eps norm_eps) over each head's q and k before RoPE, as Qwen3 and Gemma 3
+  // (Dehghani et al. 2023 normalise them for stability at scale; OLMo 2 normalises the whole
+  // projection instead). Attention then runs on split heads.
+  bool qk_norm = false;
   double dropout = 0.0;
   double norm_eps = 1e-5;
   int64_t mlp_hidden = 0;  // 0: 4 C for GELU, round_up(8 C / 3, 64) for SwiGLU (Llama's rule)
@@ -63,7 +68,7 @@ struct GPTConfig {
   int64_t document_separator = -1;
 
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
-  int64_t head_dim() const { return n_embd / n_head; }
+  int64_t head_dim() const { return explicit_head_dim > 0 ? explicit_head_dim : n_embd / n_head; }
   int64_t hidden() const;
   bool gpt2_names() const { return norm == NormKind::LayerNorm && mlp == MlpKind::GELU; }
   void validate() const;  // errors name the offending field
@@ -180,6 +185,7 @@ class GPT {
     Tensor o_w, o_b;
     Tensor fc_w, fc_b, gate_w, up_w, up_b, gate_b, down_w, down_b;
     Tensor fgate_w, fgate_b;  // Forgetting Attention's gate: (H, C), (H)
+    Tensor q_norm_w, k_norm_w;  // GPTConfig::qk_norm: (hd) each
   };
 
   Tensor& add_param(const std::string& name, Tensor t);
@@ -188,7 +194,8 @@ class GPT {
   // x (B, T, C) -> q (B, T, H hd), k and v (B, T, Hkv hd): the projections, as adapted.
   void project(const Block& blk, const Tensor& x, bool training, Tensor& q, Tensor& k,
                Tensor& v) const;
-  // x (B, T, C) -> q (B, H, T, hd), k and v (B, Hkv, T, hd), rotated for positions pos0 + t.
+  // x (B, T, C) -> q (B, H, T, hd), k and v (B, Hkv, T, hd), q and k normalised (qk_norm) and
+  // rotated for positions pos0 + t.
   void project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool training, Tensor& q,
                    Tensor& k, Tensor& v) const;
   // A Linear (through the hook when one is installed): module "attn.c_attn" of blk, or a full name.

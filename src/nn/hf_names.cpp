@@ -7,9 +7,9 @@ namespace tessera::nn {
 
 namespace {
 
-constexpr const char* kPartNames[kParts] = {"embed", "pos",  "norm_f", "head", "norm1",
-                                            "qkv",   "q",    "k",      "v",    "o",
-                                            "norm2", "gate", "up",     "down", "forget"};
+constexpr const char* kPartNames[kParts] = {"embed", "pos",  "norm_f", "head",   "norm1", "qkv",
+                                            "q",     "k",    "v",      "o",      "norm2", "gate",
+                                            "up",    "down", "forget", "q_norm", "k_norm"};
 
 // clang-format off
 // transformers' modeling_gpt2.py: GPT2LMHeadModel(transformer = GPT2Model(wte, wpe, h[i] =
@@ -18,21 +18,31 @@ constexpr const char* kPartNames[kParts] = {"embed", "pos",  "norm_f", "head", "
 const HFArch kGpt2 = {
     "gpt2", "GPT2LMHeadModel", "transformer.h.", true,
     {"transformer.wte", "transformer.wpe", "transformer.ln_f", "lm_head", "ln_1", "attn.c_attn",
-     "", "", "", "attn.c_proj", "ln_2", "", "mlp.c_fc", "mlp.c_proj", "attn.fgate"}};
+     "", "", "", "attn.c_proj", "ln_2", "", "mlp.c_fc", "mlp.c_proj", "attn.fgate", "attn.q_norm",
+     "attn.k_norm"}};
 
 // transformers' modeling_llama.py: LlamaForCausalLM(model = LlamaModel(embed_tokens, layers[i] =
 // LlamaDecoderLayer(input_layernorm, self_attn(q_proj, k_proj, v_proj, o_proj),
 // post_attention_layernorm, mlp(gate_proj, up_proj, down_proj)), norm), lm_head); nn.Linear
 // weights [out, in]. Llama has no learned positions: "model.embed_positions" is tessera's name
 // for them in Llama-named models (which then have no HF counterpart). Neither has a forget gate:
-// its names (the Forgetting Transformer's own "fgate_proj" for Llama's) are tessera's too.
+// its names (the Forgetting Transformer's own "fgate_proj" for Llama's) are tessera's too, as are
+// GPT-2's q_norm and k_norm.
 const HFArch kLlama = {
     "llama", "LlamaForCausalLM", "model.layers.", false,
     {"model.embed_tokens", "model.embed_positions", "model.norm", "lm_head", "input_layernorm", "",
      "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
      "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
-     "self_attn.fgate_proj"}};
+     "self_attn.fgate_proj", "self_attn.q_norm", "self_attn.k_norm"}};
 // clang-format on
+
+// transformers' modeling_qwen3.py: Llama's modules, and Qwen3Attention's q_norm and k_norm
+// (Qwen3RMSNorm over head_dim, applied to each head's q and k before RoPE).
+HFArch named(HFArch a, const char* model_type, const char* architecture) {
+  a.model_type = model_type, a.architecture = architecture;
+  return a;
+}
+const HFArch kQwen3 = named(kLlama, "qwen3", "Qwen3ForCausalLM");
 
 bool in_block(Part p) { return p >= Part::Norm1; }
 
@@ -40,7 +50,10 @@ bool in_block(Part p) { return p >= Part::Norm1; }
 
 const HFArch& hf_gpt2() { return kGpt2; }
 const HFArch& hf_llama() { return kLlama; }
-const HFArch& hf_arch(const GPTConfig& cfg) { return cfg.gpt2_names() ? kGpt2 : kLlama; }
+const HFArch& hf_qwen3() { return kQwen3; }
+const HFArch& hf_arch(const GPTConfig& cfg) {
+  return cfg.gpt2_names() ? kGpt2 : cfg.qk_norm ? kQwen3 : kLlama;
+}
 
 bool is_block_linear(Part p) {
   return p == Part::QKV || p == Part::Q || p == Part::K || p == Part::V || p == Part::O ||
@@ -104,6 +117,10 @@ std::vector<ParamSpec> param_specs(const GPTConfig& cfg) {
       linear(Part::Q, i, Hq, C, Init::Normal);
       linear(Part::K, i, Hkv, C, Init::Normal);
       linear(Part::V, i, Hkv, C, Init::Normal);
+    }
+    if (cfg.qk_norm) {  // ones: no draws, so the other parameters start as without them
+      param(Part::QNorm, i, false, {hd}, Init::Ones);
+      param(Part::KNorm, i, false, {hd}, Init::Ones);
     }
     if (cfg.attention.kind == ops::AttentionKind::Forgetting) {
       // One logit a token and query head, always with a bias (as the paper's gate projection):

@@ -9,7 +9,8 @@
 //   hf_module(cfg, Part::O, 0);                       // "model.layers.0.self_attn.o_proj"
 //
 // The table follows GPTConfig::gpt2_names(): LayerNorm + GELU models take GPT-2's names
-// (transformers' GPT2LMHeadModel), every other model Llama's (LlamaForCausalLM). Names are those
+// (transformers' GPT2LMHeadModel), every other model Llama's (LlamaForCausalLM), or with qk_norm
+// Qwen3's (Qwen3ForCausalLM: Llama's and the two norms). Names are those
 // of the PyTorch state dict, root included ("transformer.", "model."), as save_pretrained writes.
 // GPT-2's fused c_attn holds q, k and v one after the other along its output dimension, the order
 // in which HF's GPT2Attention splits it, so it needs no reordering, only the Conv1D transpose.
@@ -30,10 +31,11 @@ namespace tessera::nn {
 enum class Part {
   Embed, Pos, NormF, Head,                        // outside the blocks
   Norm1, QKV, Q, K, V, O, Norm2, Gate, Up, Down,  // inside block i
-  Forget  // inside block i: Forgetting Attention's gate, (H, C) and (H), for that attention only
+  Forget,  // inside block i: Forgetting Attention's gate, (H, C) and (H), for that attention only
+  QNorm, KNorm  // inside block i: GPTConfig::qk_norm's RMSNorm weights, (hd) each
 };
 // clang-format on
-constexpr int kParts = int(Part::Forget) + 1;
+constexpr int kParts = int(Part::KNorm) + 1;
 
 // One architecture's names. Module names of the parts outside the blocks are full; those inside a
 // block follow block_prefix + i + ".". "" = the architecture has no such module.
@@ -47,7 +49,9 @@ struct HFArch {
 
 const HFArch& hf_gpt2();
 const HFArch& hf_llama();
-const HFArch& hf_arch(const GPTConfig& cfg);  // gpt2_names() ? hf_gpt2() : hf_llama()
+const HFArch& hf_qwen3();  // Llama's names with q_norm and k_norm: Qwen3ForCausalLM
+// gpt2_names() ? hf_gpt2() : qk_norm ? hf_qwen3() : hf_llama()
+const HFArch& hf_arch(const GPTConfig& cfg);
 
 // The full module name of a part: "transformer.wte", "transformer.h.3.attn.c_attn", "lm_head".
 // layer is ignored outside the blocks. An error names the part when the architecture lacks it.

@@ -141,8 +141,15 @@ std::string config_json(const Config& cfg, DType dtype, int64_t eot) {
     const int64_t max_pos = m.rope_scaling.type == "none" ? m.block_size : rope_l0(m);
     o.set("max_position_embeddings", num(max_pos));
     if (max_pos != m.block_size) o.set("tessera_block_size", num(m.block_size));
-    o.set("attention_bias", boolean(m.bias)).set("mlp_bias", boolean(m.bias));
-    o.set("attention_dropout", num(0.0)).set("pretraining_tp", num(int64_t(1)));
+    o.set("attention_bias", boolean(m.bias)).set("attention_dropout", num(0.0));
+    if (std::string(arch.model_type) == "qwen3") {
+      // Qwen3Config: every layer attends to every earlier token (its sliding window is off and
+      // then unset); its MLP has no bias at all (hf_unsupported refuses model.bias).
+      o.set("use_sliding_window", boolean(false)).set("sliding_window", "null");
+      o.set("max_window_layers", num(m.n_layer));
+    } else {
+      o.set("mlp_bias", boolean(m.bias)).set("pretraining_tp", num(int64_t(1)));
+    }
   }
   o.set("tie_word_embeddings", boolean(m.tie_embeddings));
   o.set("initializer_range", num(0.02)).set("use_cache", boolean(true));
@@ -173,6 +180,10 @@ std::string hf_unsupported(const Config& cfg) {
     why.push_back("model.position is none: HF GPT-2 has learned positions and Llama RoPE; "
                   "neither runs without position information");
   if (g.gpt2_names()) {
+    if (m.qk_norm)
+      why.push_back(
+          "model.qk_norm in a GPT-2-style model (layernorm + gelu): GPT2Attention does "
+          "not normalise q and k");
     if (m.position == "rope")
       why.push_back("model.position is rope in a GPT-2-style model (layernorm + gelu): "
                     "GPT2LMHeadModel has learned positions only");
@@ -193,6 +204,10 @@ std::string hf_unsupported(const Config& cfg) {
     if (m.position == "learned")
       why.push_back("model.position is learned in a Llama-style model: LlamaForCausalLM has "
                     "RoPE and no position embedding table");
+    if (m.qk_norm && m.bias)
+      why.push_back(
+          "model.bias is true with model.qk_norm (Qwen3ForCausalLM): Qwen3's MLP has "
+          "no biases");
   }
   std::string out;
   for (const std::string& w : why) out += (out.empty() ? "" : "; ") + w;
@@ -469,10 +484,12 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
   Config cfg;
   ModelConfig& m = cfg.model;
   const std::string type = c.text("model_type", "");
-  c.require(type == "gpt2" || type == "llama", "model_type",
-            "'" + type + "' is not gpt2 or llama, the architectures tessera maps");
+  c.require(type == "gpt2" || type == "llama" || type == "qwen3", "model_type",
+            "'" + type + "' is not gpt2, llama or qwen3, the architectures tessera maps");
   if (const Json* a = c.get("architectures")) {
-    const std::string want = type == "gpt2" ? "GPT2LMHeadModel" : "LlamaForCausalLM";
+    const std::string want = type == "gpt2"    ? "GPT2LMHeadModel"
+                             : type == "llama" ? "LlamaForCausalLM"
+                                               : "Qwen3ForCausalLM";
     const std::vector<Json>& list = a->items(c.where("architectures"));
     c.require(list.size() == 1 && list[0].is(Json::Kind::String) && list[0].str() == want,
               "architectures", "expected [\"" + want + "\"]");
@@ -505,20 +522,39 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
     c.into(m.n_kv_head, "num_key_value_heads", m.n_head);
     c.into(m.mlp_hidden, "intermediate_size");
     c.into(m.vocab_size, "vocab_size");
-    c.require(m.n_head > 0 && m.n_embd % m.n_head == 0, "num_attention_heads",
-              "does not divide hidden_size");
-    if (c.get("head_dim"))
-      c.require(c.integer("head_dim") == m.n_embd / m.n_head, "head_dim",
-                "differs from hidden_size / num_attention_heads, which tessera requires");
+    c.require(m.n_head > 0, "num_attention_heads", "must be positive");
+    // head_dim where it is not hidden_size / num_attention_heads (Qwen3-0.6B: 16 x 128 on 1024).
+    if (c.get("head_dim") &&
+        (m.n_embd % m.n_head != 0 || c.integer("head_dim") != m.n_embd / m.n_head))
+      c.into(m.explicit_head_dim, "head_dim");
+    else
+      c.require(m.n_embd % m.n_head == 0, "num_attention_heads",
+                "does not divide hidden_size, and there is no head_dim");
     const std::string act = c.text("hidden_act", "silu");
     c.require(act == "silu", "hidden_act", "'" + act + "': tessera's Llama MLP is SwiGLU (silu)");
     c.into(m.norm_eps, "rms_norm_eps", 1e-6);
     c.into(m.rope_theta, "rope_theta", 10000.0);
     c.into(m.block_size, "max_position_embeddings", 2048);
     c.into(m.tie_embeddings, "tie_word_embeddings", false);
-    const bool ab = c.flag("attention_bias", false), mb = c.flag("mlp_bias", false);
-    c.require(ab == mb, "attention_bias", "differs from mlp_bias; tessera has one bias switch");
-    m.bias = ab;
+    if (type == "qwen3") {
+      // Qwen3Attention: q_norm and k_norm; Qwen3MLP has no bias, so neither may the projections.
+      m.qk_norm = true;
+      c.require(!c.flag("attention_bias", false), "attention_bias",
+                "true: tessera has one bias switch, and Qwen3's MLP has no biases");
+      m.bias = false;
+      c.require(!c.flag("use_sliding_window", false), "use_sliding_window",
+                "true: tessera's sliding window is not Qwen3's (from max_window_layers on)");
+      c.get("sliding_window");  // read past: unused while the window is off
+      c.get("max_window_layers");
+      if (const Json* lt = c.get("layer_types"))
+        for (const Json& t : lt->items(c.where("layer_types")))
+          c.require(t.is(Json::Kind::String) && t.str() == "full_attention", "layer_types",
+                    "every layer must be full_attention (tessera has no per-layer windows)");
+    } else {
+      const bool ab = c.flag("attention_bias", false), mb = c.flag("mlp_bias", false);
+      c.require(ab == mb, "attention_bias", "differs from mlp_bias; tessera has one bias switch");
+      m.bias = ab;
+    }
     m.dropout = 0.0;
     // transformers 5 writes rope_theta and the scaling together as rope_parameters.
     for (const char* k : {"rope_scaling", "rope_parameters"})

@@ -11,6 +11,7 @@ nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t) {
   // ModelConfig::hidden() and GPTConfig::hidden() resolve mlp_hidden == 0 the same way; pass the
   // raw value so there is one rule in force (the model's).
   g.n_layer = m.n_layer, g.n_head = m.n_head, g.n_kv_head = m.n_kv_head, g.n_embd = m.n_embd;
+  g.explicit_head_dim = m.explicit_head_dim, g.qk_norm = m.qk_norm;
   g.block_size = m.block_size, g.vocab_size = m.vocab_size;
   g.norm = m.norm == "rmsnorm" ? nn::NormKind::RMSNorm : nn::NormKind::LayerNorm;
   g.mlp = m.mlp == "swiglu" ? nn::MlpKind::SwiGLU : nn::MlpKind::GELU;

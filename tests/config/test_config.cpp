@@ -535,8 +535,8 @@ TEST(ConfigValidation, rope_needs_an_even_head_dimension) {
   c.model.n_embd = 30;
   c.model.n_head = 2;
   EXPECT_CONTAINS(error_of([&] { c.validate(); }),
-                  "model.position 'rope' needs an even head dimension, got model.n_embd / "
-                  "model.n_head = 30 / 2 = 15");
+                  "model.position 'rope' needs an even head dimension, got 15 (model.n_embd / "
+                  "model.n_head = 30 / 2)");
   c.model.position = "learned";
   EXPECT_NO_THROW(c.validate());
 }

@@ -50,6 +50,20 @@ TEST(ModelSize, parameter_count_is_every_weight_the_model_makes) {
   EXPECT_EQ(cases, 192);
 }
 
+// The attention's own weights: heads of a set width (q and the output projection n_head x head_dim
+// wide), qk_norm's two norms a layer, Forgetting Attention's gate.
+TEST(ModelSize, parameter_count_has_head_dims_qk_norms_and_forget_gates) {
+  for (int64_t head_dim : {0, 6, 24})
+    for (bool qk_norm : {false, true})
+      for (const char* attention : {"softmax", "forgetting"}) {
+        ModelConfig m;
+        m.n_layer = 2, m.n_head = 4, m.n_kv_head = 2, m.n_embd = 40, m.vocab_size = 97;
+        m.explicit_head_dim = head_dim, m.qk_norm = qk_norm, m.attention = attention;
+        EXPECT_EQ(m.parameter_count(), weights_the_model_makes(m))
+            << head_dim << " " << qk_norm << " " << attention;
+      }
+}
+
 // SwiGLU's width rule at sizes where 8 n_embd / 3 is and is not a multiple of 64 (24 and 48: 64
 // and 128 exactly; 25 and 100: just past 64 and 256).
 TEST(ModelSize, swiglu_width_rounds_two_thirds_of_4_n_embd_up_to_64) {

@@ -5,7 +5,6 @@
 // the independent reader (scripts/check_export.py) and the HF-structured PyTorch models
 // (scripts/hf_logits.py) agree with tessera.
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 
 #include <cmath>
@@ -17,6 +16,7 @@
 #include "checkpoint/json.h"
 #include "checkpoint/retention.h"
 #include "checkpoint/safetensors.h"
+#include "hf/hf_fixture.h"
 #include "nn/gpt.h"
 #include "test_util.h"
 #include "train/hf_dir.h"
@@ -28,79 +28,8 @@ using tessera::testing::error_of;
 using tessera::testing::TempDir;
 using tessera::testing::read_file;
 using tessera::testing::run_command;
+using namespace tessera::testing::hf;
 namespace fs = std::filesystem;
-
-namespace {
-
-Config gpt2_config() {
-  Config c;
-  c.model.n_layer = 2, c.model.n_head = 2, c.model.n_embd = 16, c.model.block_size = 8;
-  c.model.vocab_size = 259;  // byte tokenizer: 257 at least
-  return c;
-}
-
-Config llama_config() {
-  Config c = gpt2_config();
-  ModelConfig& m = c.model;
-  m.norm = "rmsnorm", m.mlp = "swiglu", m.position = "rope", m.n_kv_head = 1;
-  m.tie_embeddings = false, m.bias = false, m.mlp_hidden = 24, m.rope_theta = 500000;
-  return c;
-}
-
-// A checkpoint of random weights (norm weights and biases too, so that no tensor is trivially
-// equal to its initial value) in dtype; returns the run directory.
-fs::path save_random(const Config& cfg, const fs::path& dir, DType dtype = DType::F32) {
-  Generator g(11);
-  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
-  CheckpointData ck;
-  for (const auto& [name, t] : model.parameters())
-    ck.model.emplace_back(name, randn(t.shape(), g).to(dtype));
-  ck.trainer_ints = {{"step", 1}};
-  ck.config_yaml = to_yaml(cfg);
-  fs::create_directories(dir);
-  save_checkpoint((dir / checkpoint_name(1)).string(), ck);
-  write_latest(dir.string(), checkpoint_name(1));
-  return dir;
-}
-
-const std::string kBin = tessera::testing::bin_dir();
-
-void replace_in(const fs::path& p, const std::string& from, const std::string& to) {
-  std::string s = read_file(p);
-  const size_t at = s.find(from);
-  ASSERT_NE(at, std::string::npos) << from;
-  s.replace(at, from.size(), to);
-  std::ofstream(p, std::ios::binary | std::ios::trunc) << s;
-}
-
-bool has(const std::string& msg, const std::string& part) {
-  return msg.find(part) != std::string::npos;
-}
-
-void expect_round_trip_byte_exact(const Config& cfg, DType dtype) {
-  TempDir tmp;
-  const fs::path ck = save_random(cfg, tmp.path / "ck", dtype);
-  std::string out;
-  ASSERT_EQ(run_command(kBin + "/export --checkpoint " + ck.string() + " --output " +
-                    (tmp.path / "hf").string(), &out), 0) << out;
-  ASSERT_EQ(run_command(kBin + "/import " + (tmp.path / "hf").string() + " --output " +
-                    (tmp.path / "back").string(), &out), 0) << out;
-  const CheckpointData a = load_checkpoint(resolve_checkpoint(ck.string()));
-  const CheckpointData b = load_checkpoint(resolve_checkpoint((tmp.path / "back").string()));
-  ASSERT_EQ(a.model.size(), b.model.size());
-  for (size_t i = 0; i < a.model.size(); ++i) {
-    EXPECT_EQ(a.model[i].first, b.model[i].first);  // the model's order
-    EXPECT_EQ(a.model[i].second.dtype(), b.model[i].second.dtype()) << a.model[i].first;
-    EXPECT_EQ(tessera::testing::bytes(a.model[i].second), tessera::testing::bytes(b.model[i].second))
-        << a.model[i].first;
-  }
-  const Config back = parse_config(b.config_yaml, "imported");
-  EXPECT_EQ(model_difference(back.model, cfg.model), "");
-  // The imported checkpoint loads as eval and generate load one.
-  EXPECT_NO_THROW(train::load_model((tmp.path / "back").string()));
-}
-
-}  // namespace
 
 TEST(HFExport, gpt2_style_round_trip_is_byte_exact) {
   expect_round_trip_byte_exact(gpt2_config(), DType::F32);
@@ -760,9 +689,11 @@ TEST(HFExport, independent_reader_and_hf_structured_pytorch_agree) {
   Config extended = yarn;
   extended.model.block_size = 64, extended.model.rope_theta = 100;
   extended.model.rope_scaling.original_max_position = 16;
-  for (const Config& cfg : {gpt2_config(), llama_config(), yarn, llama3, extended}) {
+  for (const Config& cfg :
+       {gpt2_config(), llama_config(), yarn, llama3, extended, qwen3_config()}) {
     const std::string name = cfg.model.norm + "-" + cfg.model.rope_scaling.type + "-" +
-                             std::to_string(cfg.model.rope_scaling.original_max_position);
+                             std::to_string(cfg.model.rope_scaling.original_max_position) +
+                             (cfg.model.qk_norm ? "-qk" : "");
     const fs::path ck = save_random(cfg, tmp.path / ("ck-" + name));
     const std::string hf = (tmp.path / ("hf-" + name)).string();
     const std::string ref = (tmp.path / ("ref-" + name + ".safetensors")).string();

@@ -9,35 +9,23 @@
 #include <set>
 
 #include "backend/profile.h"
-#include "gradcheck.h"
 #include "nn/generate.h"
 #include "nn/gpt.h"
+#include "nn/gpt_fixture.h"
 #include "ops/ops.h"
 #include "test_util.h"
 
 using namespace tessera;
-using tessera::testing::error_of;
-using tessera::testing::gradcheck;
-using tessera::testing::max_abs_diff;
 using nn::GPT;
 using nn::GPTConfig;
+using tessera::testing::error_of;
+using tessera::testing::ids;
+using tessera::testing::max_abs_diff;
+using tessera::testing::model_gradcheck;
+using tessera::testing::tiny_gpt2;
+using tessera::testing::tiny_llama;
 
 namespace {
-
-GPTConfig tiny_gpt2() {
-  GPTConfig c;
-  c.n_layer = 2, c.n_head = 2, c.n_embd = 8, c.block_size = 4, c.vocab_size = 11;
-  return c;
-}
-
-GPTConfig tiny_llama() {
-  GPTConfig c = tiny_gpt2();
-  c.norm = nn::NormKind::RMSNorm, c.mlp = nn::MlpKind::SwiGLU, c.position = nn::PositionKind::RoPE;
-  c.n_kv_head = 1, c.tie_embeddings = false, c.bias = false, c.mlp_hidden = 12;
-  return c;
-}
-
-Tensor ids(const std::vector<int32_t>& v, Shape s) { return from_vector<int32_t>(v, s); }
 
 // A model without position parameters reads twice its block: causal, so the first block_size
 // positions' logits are the block's own.
@@ -48,21 +36,6 @@ void expect_reads_past_block_size(const GPT& m, uint64_t seed) {
   const Tensor longer = m.forward(ids, false),
                shorter = m.forward(ids.narrow(1, 0, c.block_size), false);
   EXPECT_LT(max_abs_diff(longer.narrow(1, 0, c.block_size), shorter), 1e-5);
-}
-
-// Loss of the model with its parameters swapped for `params`: what gradcheck differentiates.
-::testing::AssertionResult model_gradcheck(const GPTConfig& cfg) {
-  Generator g(7);
-  GPT model(cfg, g, DType::F64);
-  Tensor x = ids({1, 5, 9, 2, 0, 10, 3, 3}, {2, 4}), y = ids({5, 9, 2, 7, 10, 3, 3, 4}, {2, 4});
-  std::vector<Tensor> params;
-  for (const auto& [name, t] : model.parameters()) params.push_back(t);
-  return gradcheck(
-      [&](const std::vector<Tensor>& p) {
-        model.replace_parameters(p);
-        return model.loss(x, y);
-      },
-      params);
 }
 
 }  // namespace
@@ -676,7 +649,7 @@ TEST(GptConfig, validate_refuses_shapes_no_model_has) {
   refused(c, "n_head 2 is not a multiple of n_kv_head 3");
   c = tiny_llama();
   c.n_embd = 6, c.n_head = 2;  // head_dim 3
-  refused(c, "rope needs an even head dimension, got n_embd / n_head = 3");
+  refused(c, "rope needs an even head dimension, got 3");
   c.position = nn::PositionKind::Learned;
   EXPECT_NO_THROW(c.validate());  // an odd head dimension is fine without RoPE
 }
