@@ -487,6 +487,7 @@ std::string init_model_difference(const ModelConfig& base, const ModelConfig& ru
 std::string model_difference(const ModelConfig& a, const ModelConfig& b) {
   auto resolved = [](ModelConfig m) {
     m.n_kv_head = m.kv_heads();
+    if (m.n_head > 0) m.explicit_head_dim = m.head_dim();  // head_dim 32 = n_embd 128 / 4 heads
     m.mlp_hidden = m.hidden();
     if (m.rope_scaling.original_max_position == 0) m.rope_scaling.original_max_position = m.block_size;
     return m;

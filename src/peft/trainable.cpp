@@ -31,7 +31,10 @@ std::string parameter_kind(nn::Part part) {
     case nn::Part::Pos: return "embed";
     case nn::Part::NormF:
     case nn::Part::Norm1:
-    case nn::Part::Norm2: return "norm";
+    case nn::Part::Norm2:
+    case nn::Part::QNorm:  // GPTConfig::qk_norm's
+    case nn::Part::KNorm:
+      return "norm";
     default: return "";
   }
 }

@@ -114,7 +114,7 @@ TEST(RopeScalingConfig, an_init_may_change_the_context_length_and_its_positions_
 }
 
 // Defaults compare resolved: an original_max_position of 0 is the block size, an n_kv_head of 0
-// is n_head, an mlp_hidden of 0 the rule's width.
+// is n_head, an mlp_hidden of 0 the rule's width, a head_dim of 0 n_embd / n_head.
 TEST(RopeScalingConfig, model_keys_left_at_0_compare_as_the_values_they_stand_for) {
   ModelConfig a;
   a.position = "rope", a.rope_scaling.type = "linear", a.rope_scaling.factor = 2;
@@ -122,7 +122,11 @@ TEST(RopeScalingConfig, model_keys_left_at_0_compare_as_the_values_they_stand_fo
   b.rope_scaling.original_max_position = a.block_size;
   b.n_kv_head = a.n_head;
   b.mlp_hidden = 4 * a.n_embd;
+  b.explicit_head_dim = a.n_embd / a.n_head;
   EXPECT_EQ(model_difference(a, b), "");
+  b.explicit_head_dim = 64;
+  EXPECT_EQ(model_difference(a, b), "model.head_dim: 32 vs 64");
+  b.explicit_head_dim = 0;
   b.rope_scaling.original_max_position = a.block_size / 2;
   EXPECT_EQ(model_difference(a, b), "model.rope_scaling.original_max_position: 64 vs 32");
 }

@@ -51,9 +51,7 @@ using testing::values;
 
 class ModelCuda : public ::testing::TestWithParam<bool> {};  // false: GPT-2 style, true: Llama
 
-TEST_P(ModelCuda, f32_loss_and_every_gradient_match_the_cpu) {
-  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
-  const nn::GPTConfig cfg = tiny_gpu_model(GetParam());
+void expect_f32_matches_the_cpu(const nn::GPTConfig& cfg) {
   Generator g1(5), g2(5), data(6);
   nn::GPT cpu(cfg, g1), gpu(cfg, g2);  // the same seed: the same initial weights
   train::place_model(gpu, kGpu, DType::F32);
@@ -71,6 +69,11 @@ TEST_P(ModelCuda, f32_loss_and_every_gradient_match_the_cpu) {
     EXPECT_EQ(pg.grad().device(), kGpu) << name;
     EXPECT_LT(compare(pg.grad(), pc.grad()).rel, 1e-4) << name;
   }
+}
+
+TEST_P(ModelCuda, f32_loss_and_every_gradient_match_the_cpu) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  expect_f32_matches_the_cpu(tiny_gpu_model(GetParam()));
 }
 
 // GPT::loss of a host batch on a GPU model: uploaded once and checked from the host copies, so the
@@ -121,6 +124,22 @@ void expect_bf16_follows_the_f32_cpu(const nn::GPTConfig& cfg) {
 TEST_P(ModelCuda, bf16_loss_and_every_gradient_follow_the_f32_cpu) {
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
   expect_bf16_follows_the_f32_cpu(tiny_gpu_model(GetParam()));
+}
+
+// Qwen3's attention: two heads of 128 on a width of 128 (q and the output projection 256 wide),
+// each head's q and k RMS-normalised by the norm kernels over rows of 128 before RoPE, the flash
+// kernels at D 128; then the same heads without the norms, where attention reads them straight
+// off the projections (packed or projected). Bounds as the plain model's (the header).
+TEST_P(ModelCuda, qk_norm_and_a_head_dim_apart_from_the_width_follow_the_cpu) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  nn::GPTConfig cfg = tiny_gpu_model(GetParam());
+  cfg.explicit_head_dim = 128;
+  for (bool qk_norm : {true, false}) {
+    SCOPED_TRACE(qk_norm ? "qk_norm" : "without qk_norm");
+    cfg.qk_norm = qk_norm;
+    expect_f32_matches_the_cpu(cfg);
+    expect_bf16_follows_the_f32_cpu(cfg);
+  }
 }
 
 // A stick-breaking model (no positions) in bf16, head dim 64: the register-tile stick-breaking

@@ -31,11 +31,12 @@ GPTConfig tiny(const std::string& style) {
   if (style == "alibi") c.position = nn::PositionKind::ALiBi, c.attention.alibi = true;
   if (style == "forgetting")
     c.position = nn::PositionKind::None, c.attention.kind = ops::AttentionKind::Forgetting;
-  if (style == "llama") {
+  if (style == "llama" || style == "qwen3") {
     c.norm = nn::NormKind::RMSNorm, c.mlp = nn::MlpKind::SwiGLU;
     c.position = nn::PositionKind::RoPE, c.n_kv_head = 1, c.tie_embeddings = false;
     c.bias = false, c.mlp_hidden = 12;
   }
+  if (style == "qwen3") c.qk_norm = true, c.explicit_head_dim = 6;
   c.document_separator = kEnd;
   return c;
 }
@@ -52,7 +53,7 @@ TEST(GPTDocuments, each_document_of_a_row_gets_the_logits_it_gets_alone) {
   const std::vector<int32_t> row = {3, 1, 4, kEnd, kEnd, 5, 9, 2, 6, 5, 3, 5};
   const std::vector<std::pair<int64_t, int64_t>> docs = {{0, 3}, {3, 1}, {4, 8}};
   for (const std::string style :
-       {"gpt2", "gpt2 rope", "llama", "stick_breaking", "alibi", "forgetting"}) {
+       {"gpt2", "gpt2 rope", "llama", "qwen3", "stick_breaking", "alibi", "forgetting"}) {
     SCOPED_TRACE(style);
     Generator g(3);
     GPT model(tiny(style), g, DType::F64);

@@ -43,14 +43,18 @@ TEST(LoraTrainable, parameter_kinds_follow_the_parts_of_both_layouts) {
       {"model.layers.0.input_layernorm.weight", "norm"},
       {"model.layers.0.post_attention_layernorm.weight", "norm"},
       {"model.norm.weight", "norm"},
+      {"model.layers.1.self_attn.q_norm.weight", "norm"},  // qk_norm's
+      {"transformer.h.0.attn.k_norm.weight", "norm"},
       {"transformer.h.0.attn.c_attn.weight", ""},
       {"model.layers.0.mlp.down_proj.weight", ""},
       {"lm_head.weight", ""},
   };
   nn::GPTConfig learned = gpt2_style();  // with transformer.wpe
-  learned.position = nn::PositionKind::Learned;
+  learned.position = nn::PositionKind::Learned, learned.qk_norm = true;
+  nn::GPTConfig qwen3 = llama_style();
+  qwen3.qk_norm = true;
   size_t seen = 0;
-  for (const nn::GPTConfig& cfg : {learned, llama_style()})
+  for (const nn::GPTConfig& cfg : {learned, qwen3})
     for (const nn::ParamSpec& s : nn::param_specs(cfg)) {
       const auto it = expected.find(s.name);
       if (it == expected.end()) continue;
