@@ -594,6 +594,61 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
   return cfg;
 }
 
+// Where read_weights says the tensors came from (its result's metadata key).
+const char* const kWeightsFrom = "tessera.weights_from";
+
+// The tensors of dir: model.safetensors, or the shards model.safetensors.index.json's weight_map
+// names (as save_pretrained writes a model past its shard size, e.g. Qwen3-1.7B and larger), each
+// tensor in the shard the map names and nowhere else. An error names the index, the shard and the
+// tensor.
+SafetensorsFile read_weights(const fs::path& dir) {
+  const fs::path single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
+  if (fs::exists(single) || !fs::exists(index)) {
+    TESSERA_CHECK(fs::exists(single), single.string(),
+                  " is missing (and there is no model.safetensors.index.json naming shards)");
+    SafetensorsFile st = read_safetensors(single.string());
+    st.metadata[kWeightsFrom] = single.string();
+    return st;
+  }
+  const std::string where = index.string();
+  const Json root = parse_json(read_text(index), where);
+  TESSERA_CHECK(root.is(Json::Kind::Object) && root.get("weight_map") &&
+                    root.get("weight_map")->is(Json::Kind::Object),
+                where, ": not a JSON object with a weight_map object");
+  std::map<std::string, std::string> shard_of;  // tensor -> shard file name
+  std::vector<std::string> shards;              // in the order the map first names them
+  for (const auto& [name, shard_json] : root.get("weight_map")->members()) {
+    const std::string& shard = shard_json.str(where + ": weight_map." + name);
+    TESSERA_CHECK(
+        !shard.empty() && shard.find('/') == std::string::npos && shard != "." && shard != "..",
+        where, ": weight_map.", name, " names '", shard, "', not a file beside the index");
+    shard_of[name] = shard;
+    if (std::find(shards.begin(), shards.end(), shard) == shards.end()) shards.push_back(shard);
+  }
+  TESSERA_CHECK(!shards.empty(), where, ": weight_map names no tensor");
+  SafetensorsFile out;
+  std::set<std::string> seen;
+  for (const std::string& shard : shards) {
+    const fs::path file = dir / shard;
+    TESSERA_CHECK(fs::exists(file), where, " names ", shard, ", which is missing");
+    SafetensorsFile st = read_safetensors(file.string());
+    for (auto& [name, t] : st.tensors) {
+      const auto it = shard_of.find(name);
+      TESSERA_CHECK(it != shard_of.end() && it->second == shard, file.string(), ": tensor '", name,
+                    "' is ",
+                    it == shard_of.end() ? "not in " + where + "'s weight_map"
+                                         : "mapped to " + it->second + " by " + where);
+      seen.insert(name);
+      out.stored_dtype[name] = st.stored_dtype[name];
+      out.tensors.emplace_back(name, std::move(t));
+    }
+  }
+  for (const auto& [name, shard] : shard_of)
+    TESSERA_CHECK(seen.count(name), where, ": tensor '", name, "' is not in ", shard);
+  out.metadata[kWeightsFrom] = where;
+  return out;
+}
+
 // A NaN or infinite weight makes every loss NaN: an error naming the tensor, the count and the
 // first such element.
 void check_finite(const Tensor& t, const std::string& file, const std::string& name) {
@@ -624,11 +679,8 @@ HFModel import_hf(const std::string& dir) {
     TESSERA_FAIL((d / "config.json").string(), ": ", e.what());
   }
 
-  const std::string file = (d / "model.safetensors").string();
-  TESSERA_CHECK(fs::exists(file), file,
-                " is missing (sharded checkpoints, model-0000x-of-0000y.safetensors, are not "
-                "read; merge them first)");
-  SafetensorsFile st = read_safetensors(file);
+  SafetensorsFile st = read_weights(d);
+  const std::string file = st.metadata.at(kWeightsFrom);  // the file or index, for messages
   std::map<std::string, Tensor> by_name(st.tensors.begin(), st.tensors.end());
   std::set<std::string> used;
   const std::string root = g.gpt2_names() ? "transformer." : "model.";

@@ -1,7 +1,8 @@
 // Qwen3ForCausalLM through export and import: model.qk_norm and model.head_dim in config.json and
-// back byte for byte, a config.json as Qwen3's published ones are written, and what Qwen3 cannot
+// back byte for byte, a config.json as Qwen3's published ones are written, what Qwen3 cannot
 // express refused by key (the logits against an HF-structured Qwen3 are in test_hf.cpp's
-// independent_reader_and_hf_structured_pytorch_agree).
+// independent_reader_and_hf_structured_pytorch_agree), and weights in shards, as the larger
+// Qwen3 models are published.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -9,6 +10,7 @@
 #include <functional>
 
 #include "checkpoint/json.h"
+#include "checkpoint/safetensors.h"
 #include "hf/hf_fixture.h"
 #include "nn/gpt.h"
 #include "nn/hf_names.h"
@@ -149,4 +151,59 @@ TEST(HFQwen3, what_qwen3_cannot_express_is_refused_by_key) {
     EXPECT_TRUE(has(m, k.why) && has(m, "nothing was written")) << m;
     EXPECT_FALSE(fs::exists(out)) << k.why;
   }
+}
+
+TEST(HFImport, sharded_weights_import_as_one_file_does) {
+  // Qwen3-1.7B and larger are written in shards with model.safetensors.index.json: the same
+  // tensors split over two files import to the same parameters, and a map that disagrees with its
+  // shards is refused naming the index, the shard and the tensor.
+  TempDir tmp;
+  const fs::path one = export_fresh(qwen3_config(), tmp.path / "one");
+  const train::HFModel want = train::import_hf(one.string());
+  const SafetensorsFile st = read_safetensors((one / "model.safetensors").string());
+  int n = 0;
+  // Writes dir with the tensors split in two (the first `first` in shard 1) and an index whose
+  // weight_map maps each tensor to shard_of(i, default shard); returns dir.
+  auto sharded = [&](size_t first, const std::function<std::string(size_t, std::string)>& map) {
+    const fs::path d = tmp.path / ("sharded" + std::to_string(n++));
+    fs::create_directories(d);
+    fs::copy_file(one / "config.json", d / "config.json");
+    const std::string a = "model-00001-of-00002.safetensors",
+                      b = "model-00002-of-00002.safetensors";
+    write_safetensors((d / a).string(), {st.tensors.begin(), st.tensors.begin() + first});
+    write_safetensors((d / b).string(), {st.tensors.begin() + first, st.tensors.end()});
+    std::string json = "{\"metadata\": {\"total_size\": 0}, \"weight_map\": {";
+    for (size_t i = 0; i < st.tensors.size(); ++i)
+      json +=
+          (i ? ", \"" : "\"") + st.tensors[i].first + "\": \"" + map(i, i < first ? a : b) + "\"";
+    std::ofstream(d / "model.safetensors.index.json") << json << "}}";
+    return d;
+  };
+  auto same = [](size_t, std::string shard) { return shard; };
+  const train::HFModel got = train::import_hf(sharded(5, same).string());
+  ASSERT_EQ(got.params.size(), want.params.size());
+  for (size_t i = 0; i < got.params.size(); ++i) {
+    EXPECT_EQ(got.params[i].first, want.params[i].first);
+    EXPECT_EQ(tessera::testing::bytes(got.params[i].second),
+              tessera::testing::bytes(want.params[i].second))
+        << got.params[i].first;
+  }
+  const std::string moved = st.tensors[2].first;
+  std::string e = import_error(sharded(5, [](size_t i, std::string s) {
+    return i == 2 ? std::string("model-00002-of-00002.safetensors") : s;
+  }));
+  EXPECT_TRUE(has(e, "model-00001-of-00002.safetensors: tensor '" + moved + "' is mapped to " +
+                         "model-00002-of-00002.safetensors"))
+      << e;
+  e = import_error(sharded(5, [](size_t i, std::string s) {
+    return i == 0 ? std::string("model-00003-of-00003.safetensors") : s;
+  }));
+  EXPECT_TRUE(has(e, "names model-00003-of-00003.safetensors, which is missing")) << e;
+  e = import_error(sharded(
+      5, [](size_t i, std::string s) { return i == 1 ? std::string("../model.safetensors") : s; }));
+  EXPECT_TRUE(has(e, "not a file beside the index")) << e;
+  // Beside model.safetensors an index is not read: the one file is the model.
+  fs::copy_file(sharded(5, same) / "model.safetensors.index.json",
+                one / "model.safetensors.index.json");
+  EXPECT_EQ(train::import_hf(one.string()).params.size(), want.params.size());
 }
