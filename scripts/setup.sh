@@ -4,7 +4,8 @@
 #   scripts/setup.sh         # building, training, the scripts
 #   scripts/setup.sh tests   # and Debian's PyTorch (scripts/test.sh): the tests' independent
 #                            # check of an export's logits (hf_logits.py) runs on it, as the CPU
-#                            # benches' comparisons do (bench_cpu.sh, bench_dp.sh)
+#                            # benches' comparisons do (bench_cpu.sh, bench_dp.sh); and the
+#                            # Unicode data files, whose NormalizationTest.txt the NFC tests read
 set -euo pipefail
 
 PACKAGES=(
@@ -15,7 +16,7 @@ PACKAGES=(
 )
 case "${1:-}" in
   "") ;;
-  tests) PACKAGES+=(python3-torch) ;;
+  tests) PACKAGES+=(python3-torch unicode-data) ;;
   *) echo "setup: unknown argument '$1' (none, or tests)" >&2; exit 2 ;;
 esac
 

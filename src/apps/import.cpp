@@ -1,10 +1,10 @@
 // build/import DIR --output CKPT_DIR
-// Reads a Hugging Face model directory (config.json + model.safetensors, GPT-2 or Llama; see
-// train/hf_dir.h) and writes a tessera checkpoint, <CKPT_DIR>/step_00000000.h5 plus latest, with
-// the model's weights and a config built from config.json (other sections at their defaults).
-// GPT-2 tokenizer files (vocab.json, merges.txt) are copied to <CKPT_DIR>/tokenizer under
-// tessera's names (encoder.json, vocab.bpe) and data.tokenizer_dir points there; without them, a
-// tokenizer.json (with tokenizer_config.json, if there is one) is copied there as it is
+// Reads a Hugging Face model directory (config.json + model.safetensors or its shards, GPT-2, Llama
+// or Qwen3; see train/hf_dir.h) and writes a tessera checkpoint, <CKPT_DIR>/step_00000000.h5 plus
+// latest, with the model's weights and a config built from config.json (other sections at their
+// defaults). GPT-2 tokenizer files (vocab.json, merges.txt) are copied to <CKPT_DIR>/tokenizer
+// under tessera's names (encoder.json, vocab.bpe) and data.tokenizer_dir points there; without
+// them, a tokenizer.json (with tokenizer_config.json, if there is one) is copied there as it is
 // (data.tokenizer hf). The result works with eval, generate and --init like any checkpoint;
 // `train --init hf:DIR` reads DIR directly.
 // An --output that already holds checkpoints or a latest file (a run directory) is refused.
@@ -17,7 +17,9 @@
 #include "checkpoint/retention.h"
 #include "config/cli.h"
 #include "data/tokenizer.h"
+#include "nn/hf_names.h"
 #include "train/hf_dir.h"
+#include "train/options.h"
 #include "train/output_dir.h"
 
 int main(int argc, char** argv) {
@@ -84,8 +86,8 @@ int main(int argc, char** argv) {
       }
     });
     std::printf("imported %s (%s, %zu tensors) -> %s\n", src.c_str(),
-                cfg.model.norm == "rmsnorm" ? "LlamaForCausalLM" : "GPT2LMHeadModel", hf.params.size(),
-                file.string().c_str());
+                nn::hf_arch(train::model_config(cfg.model, cfg.train)).architecture,
+                hf.params.size(), file.string().c_str());
     for (const std::string& n : hf.notes) std::printf("note: %s\n", n.c_str());
     return 0;
   });

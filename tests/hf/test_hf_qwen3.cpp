@@ -59,6 +59,12 @@ TEST(HFQwen3, config_json_names_qwen3_with_its_head_dim_and_no_window) {
   EXPECT_TRUE(c.get("sliding_window")->is(Json::Kind::Null));
   EXPECT_FALSE(c.get("attention_bias")->boolean());
   EXPECT_EQ(c.get("mlp_bias"), nullptr);  // not a Qwen3Config key
+  std::string out;  // import names the class it read (2 layers of 11 tensors, embedding, norm)
+  ASSERT_EQ(tessera::testing::run_command(
+                kBin + "/import " + d.string() + " --output " + (tmp.path / "back").string(), &out),
+            0)
+      << out;
+  EXPECT_TRUE(has(out, "(Qwen3ForCausalLM, 24 tensors)")) << out;
   // A Llama-style model without the norms stays LlamaForCausalLM, its head_dim written too.
   Config llama = llama_config();
   llama.model.explicit_head_dim = 12;
