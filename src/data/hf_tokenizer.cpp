@@ -1,24 +1,28 @@
 // Hugging Face's tokenizer.json for a byte-level BPE, loaded into bpe.h's tables: the format the
-// `tokenizers` library writes (its JSON serialisation of Tokenizer, model BPE), as GPT-2's and
-// Meta Llama 3's model repositories ship it.
+// `tokenizers` library writes (its JSON serialisation of Tokenizer, model BPE), as GPT-2's, Meta
+// Llama 3's and Qwen2's / Qwen2.5's / Qwen3's model repositories ship it.
 //
 // Accepted, each part checked and anything else refused by name (never encoded differently):
 //   model          BPE: vocab {spelled token: id}, merges in rank order ("a b" strings, or
 //                  ["a", "b"] pairs as tokenizers 0.20 writes them), ignore_merges; no dropout,
 //                  no byte_fallback, no subword prefix or suffix
-//   normalizer     none
+//   normalizer     none, or NFC (Qwen's: unicode_nfc.h, applied to the text before
+//                  pre-tokenisation, so decode gives back the normalised text)
 //   pre_tokenizer  ByteLevel with use_regex (GPT-2's pattern), or a Sequence of a Split on one of
-//                  pretokenize.h's patterns (Isolated, not inverted) and a ByteLevel without its
-//                  regex; add_prefix_space off
+//                  pretokenize.h's patterns (GPT-2's, Llama 3's, Qwen2's; Isolated, not inverted)
+//                  and a ByteLevel without its regex; add_prefix_space off (trim_offsets only
+//                  moves offsets, which tessera does not report)
 //   decoder        ByteLevel, or none
-//   added_tokens   ids for text structure (<|begin_of_text|>, <|endoftext|>): decoded as their
-//                  content, never parsed out of the text (as tokenizer.h says of every tokenizer)
+//   added_tokens   ids for text structure (<|begin_of_text|>, <|endoftext|>, <|im_start|>,
+//                  <think>): decoded as their content, never parsed out of the text (as
+//                  tokenizer.h says of every tokenizer)
 // The post-processor (the BOS a model's encode adds) is not applied: tessera places its end-of-text
 // id between documents itself. Ids must be dense, 0 .. n - 1, so every id the model emits decodes.
 //
-// End of text: tokenizer_config.json's eos_token where that file names one, else the first added
-// token among <|endoftext|> (GPT-2), <|end_of_text|> (Llama 3) and </s>. Beginning of text (none
-// where neither gives one): its bos_token, else <|begin_of_text|> (Llama 3) or <s>.
+// End of text: tokenizer_config.json's eos_token where that file names one (Qwen3's instruct
+// models: <|im_end|>), else the first added token among <|endoftext|> (GPT-2, Qwen),
+// <|end_of_text|> (Llama 3) and </s>. Beginning of text (none where neither gives one; Qwen's
+// bos_token is null): its bos_token, else <|begin_of_text|> (Llama 3) or <s>.
 #include <filesystem>
 #include <initializer_list>
 #include <optional>
@@ -26,6 +30,7 @@
 #include "checkpoint/json.h"
 #include "core/error.h"
 #include "data/bpe.h"
+#include "data/unicode_nfc.h"
 
 namespace tessera::data {
 namespace {
@@ -54,6 +59,7 @@ class TokenizerJson {
   }
   BpeTables take() { return std::move(t_); }
   const std::string& path() const { return path_; }
+  bool nfc() const { return nfc_; }  // the normalizer is NFC
 
  private:
   template <typename... Args>
@@ -82,8 +88,10 @@ class TokenizerJson {
         !null_or(model.get("end_of_word_suffix"), ""))
       fail("model has a continuing_subword_prefix or end_of_word_suffix (not byte-level BPE)");
     t_.ignore_merges = flag(model, "ignore_merges", "model");
-    if (const Json* n = root.get("normalizer"); n && !n->is(Json::Kind::Null))
-      fail("normalizer ", type_of(*n), " is not supported (only none)");
+    if (const Json* n = root.get("normalizer"); n && !n->is(Json::Kind::Null)) {
+      if (type_of(*n) != "NFC") fail("normalizer ", type_of(*n), " is not supported (none or NFC)");
+      nfc_ = true;
+    }
     if (const Json* d = root.get("decoder");
         d && !d->is(Json::Kind::Null) && type_of(*d) != "ByteLevel")
       fail("decoder ", type_of(*d), " is not supported (ByteLevel or none)");
@@ -107,11 +115,13 @@ class TokenizerJson {
     const std::string& regex = pattern->str("pre_tokenizer.pretokenizers[0].pattern.Regex");
     if (regex == pretokenizer_pattern(Pretokenizer::Llama3)) {
       t_.pretokenizer = Pretokenizer::Llama3;
+    } else if (regex == pretokenizer_pattern(Pretokenizer::Qwen2)) {
+      t_.pretokenizer = Pretokenizer::Qwen2;
     } else if (regex == pretokenizer_pattern(Pretokenizer::Gpt2)) {
       t_.pretokenizer = Pretokenizer::Gpt2;
     } else {
       fail("the Split pattern ", quoted_token(regex),
-           " is not one tessera implements (GPT-2's or Llama 3's)");
+           " is not one tessera implements (GPT-2's, Llama 3's or Qwen2's)");
     }
     const Json* behavior = split.get("behavior");
     if (!behavior || behavior->str("pre_tokenizer.pretokenizers[0].behavior") != "Isolated" ||
@@ -261,6 +271,7 @@ class TokenizerJson {
   }
 
   std::string dir_, path_;
+  bool nfc_ = false;
   size_t limit_ = 0;  // vocab entries + added tokens: every id is below it
   BpeTables t_;
   std::vector<bool> set_, added_;                      // by id: given; an added token
@@ -268,11 +279,32 @@ class TokenizerJson {
   std::unordered_map<std::string, uint32_t> added_by_content_;
 };
 
+// The NFC normalizer in front of the byte-level BPE: the text is normalised before it is
+// pre-tokenised, as the tokenizers library's pipeline does; the rest is the BPE's.
+class NfcThenBpe final : public Tokenizer {
+ public:
+  explicit NfcThenBpe(std::unique_ptr<Tokenizer> bpe) : bpe_(std::move(bpe)) {}
+  std::vector<uint32_t> encode(std::string_view text) const override {
+    return bpe_->encode(nfc(text));
+  }
+  std::string decode(const std::vector<uint32_t>& ids) const override { return bpe_->decode(ids); }
+  int64_t vocab_size() const override { return bpe_->vocab_size(); }
+  uint32_t eot_id() const override { return bpe_->eot_id(); }
+  std::optional<uint32_t> bos_id() const override { return bpe_->bos_id(); }
+  std::string name() const override { return bpe_->name(); }
+
+ private:
+  std::unique_ptr<Tokenizer> bpe_;
+};
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> make_hf_tokenizer(const std::string& dir) {
   TokenizerJson file(dir);
-  return make_byte_level_bpe(file.take(), file.path());
+  const bool normalize = file.nfc();
+  auto bpe = make_byte_level_bpe(file.take(), file.path());
+  if (!normalize) return bpe;  // GPT-2's and Llama 3's files: the text as it is
+  return std::make_unique<NfcThenBpe>(std::move(bpe));
 }
 
 }  // namespace tessera::data

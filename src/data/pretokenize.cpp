@@ -1,4 +1,4 @@
-// The two pre-tokenisation patterns of pretokenize.h, each a scanner that takes the first
+// The pre-tokenisation patterns of pretokenize.h, each a scanner that takes the first
 // alternative matching at a position, with the backtracking of the whitespace alternatives worked
 // out: "\s+(?!\S)" leaves a run's last character for the word after it, "\s*[\r\n]+" ends a run
 // at its last line break.
@@ -100,7 +100,8 @@ size_t gpt2_piece_end(std::string_view s, size_t i) {
 
 // (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
 // \s*[\r\n]+|\s+(?!\S)|\s+
-size_t llama3_piece_end(std::string_view s, size_t i) {
+// with at most `digits` numbers a piece: 3 for Llama 3 ("\p{N}{1,3}"), 1 for Qwen2 ("\p{N}").
+size_t llama3_piece_end(std::string_view s, size_t i, size_t digits) {
   const size_t n = s.size();
   if (const size_t end = contraction_end(s, i, true)) return end;
   const Utf8Char c0 = decode_utf8(s, i);
@@ -112,7 +113,7 @@ size_t llama3_piece_end(std::string_view s, size_t i) {
   if (k0 != CharClass::Number && c0.cp != '\r' && c0.cp != '\n' && i1 < n &&
       class_at(s, i1) == CharClass::Letter)
     return run_end(s, i1, CharClass::Letter);
-  if (k0 == CharClass::Number) return run_end(s, i, CharClass::Number, 3);
+  if (k0 == CharClass::Number) return run_end(s, i, CharClass::Number, digits);
   // Punctuation, after one optional U+0020, with the line breaks that follow it.
   size_t start = i;
   CharClass k = k0;
@@ -134,12 +135,22 @@ std::string_view pretokenizer_pattern(Pretokenizer kind) {
       return R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
     case Pretokenizer::Llama3:
       return R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+    case Pretokenizer::Qwen2:
+      return R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
   }
   return "";
 }
 
 size_t piece_end(Pretokenizer kind, std::string_view s, size_t i) {
-  return kind == Pretokenizer::Llama3 ? llama3_piece_end(s, i) : gpt2_piece_end(s, i);
+  switch (kind) {
+    case Pretokenizer::Llama3:
+      return llama3_piece_end(s, i, 3);
+    case Pretokenizer::Qwen2:
+      return llama3_piece_end(s, i, 1);
+    case Pretokenizer::Gpt2:
+      break;
+  }
+  return gpt2_piece_end(s, i);
 }
 
 std::vector<std::string_view> pretokenize(Pretokenizer kind, std::string_view text) {

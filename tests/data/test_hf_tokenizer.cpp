@@ -1,12 +1,14 @@
-// Hugging Face tokenizer.json (data/hf_tokenizer.cpp) and Llama 3's pre-tokenisation: pieces as the
-// Python `regex` module splits them under Llama 3's pattern, a hand-made tokenizer.json's merges
-// and options, GPT-2's tokenizer.json (written here from encoder.json and vocab.bpe, in the layout
-// the tokenizers library writes) against the gpt2 tokenizer, Llama 3's known ids, and errors that
+// Hugging Face tokenizer.json (data/hf_tokenizer.cpp) and Llama 3's and Qwen2's pre-tokenisation:
+// pieces as the Python `regex` module splits them under Llama 3's pattern, Qwen2's digits one by
+// one, a hand-made tokenizer.json's merges and options (the NFC normalizer among them), GPT-2's
+// tokenizer.json (written here from encoder.json and vocab.bpe, in the layout the tokenizers
+// library writes) against the gpt2 tokenizer, Llama 3's and Qwen3's known ids, and errors that
 // name the file and the key. tests/scripts/hf_tokenizer_reference.sh compares whole texts with
 // the JavaScript port of the tokenizers library.
 //
 // The Llama 3 cases need data/tokenizers/llama3 (scripts/prepare_data.sh llama3; TESSERA_LLAMA3_DIR
-// points elsewhere), the GPT-2 ones data/tokenizers/gpt2; each skips without its files.
+// points elsewhere), the Qwen3 ones data/tokenizers/qwen3 (prepare_data.sh qwen3;
+// TESSERA_QWEN3_DIR), the GPT-2 ones data/tokenizers/gpt2; each skips without its files.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -33,11 +35,13 @@ using Pieces = std::vector<std::string>;
 
 namespace {
 
-Pieces llama3_pieces(const std::string& text) {
+Pieces pieces_of(Pretokenizer kind, const std::string& text) {
   Pieces out;
-  for (auto p : pretokenize(Pretokenizer::Llama3, text)) out.emplace_back(p);
+  for (auto p : pretokenize(kind, text)) out.emplace_back(p);
   return out;
 }
+Pieces llama3_pieces(const std::string& text) { return pieces_of(Pretokenizer::Llama3, text); }
+Pieces qwen2_pieces(const std::string& text) { return pieces_of(Pretokenizer::Qwen2, text); }
 
 // Expected pieces: Python's `regex` module (2022.10.31) findall with Llama 3's pattern.
 TEST(Llama3Pretokenize, splits_as_the_llama3_pattern_does) {
@@ -73,15 +77,30 @@ TEST(Llama3Pretokenize, splits_as_the_llama3_pattern_does) {
 TEST(Llama3Pretokenize, pieces_are_nonempty_and_concatenate_to_any_bytes) {
   std::string all;
   for (int b = 0; b < 256; ++b) all += char(b);
-  for (const std::string& text :
-       {all, all + all, std::string("\xff\xfe x\r\n\xc3"), std::string("''")}) {
-    std::string joined;
-    for (auto p : pretokenize(Pretokenizer::Llama3, text)) {
-      EXPECT_FALSE(p.empty());
-      joined += p;
+  for (Pretokenizer kind : {Pretokenizer::Llama3, Pretokenizer::Qwen2}) {
+    for (const std::string& text :
+         {all, all + all, std::string("\xff\xfe x\r\n\xc3"), std::string("''")}) {
+      std::string joined;
+      for (auto p : pretokenize(kind, text)) {
+        EXPECT_FALSE(p.empty());
+        joined += p;
+      }
+      EXPECT_EQ(joined, text);
     }
-    EXPECT_EQ(joined, text);
   }
+}
+
+// Qwen2's pattern is Llama 3's with \p{N} for \p{N}{1,3}: each number character is a piece.
+TEST(Qwen2Pretokenize, splits_numbers_one_digit_a_piece_where_llama3_takes_three) {
+  EXPECT_EQ(qwen2_pieces("(12345 ok"), (Pieces{"(", "1", "2", "3", "4", "5", " ok"}));
+  EXPECT_EQ(llama3_pieces("(12345 ok"), (Pieces{"(", "123", "45", " ok"}));
+  EXPECT_EQ(qwen2_pieces("x1y 2"), (Pieces{"x", "1", "y", " ", "2"}));
+  EXPECT_EQ(qwen2_pieces("\xc2\xb2x \xd9\xa1\xd9\xa2"),  // a superscript, Arabic-Indic digits
+            (Pieces{"\xc2\xb2", "x", " ", "\xd9\xa1", "\xd9\xa2"}));
+  // Without numbers the two patterns agree.
+  for (const std::string text : {"Hello world! In", "don't I'LL we'Re", "x  \n  y", "(hello)",
+                                 "!!!\n\nx", "a\r\r\nb", "\tword\t\tx", "na\xc3\xafve"})
+    EXPECT_EQ(qwen2_pieces(text), llama3_pieces(text)) << text;
 }
 
 // ---- a hand-made tokenizer.json ----------------------------------------------------------------
@@ -211,6 +230,43 @@ TEST(HfTokenizerJson, merges_as_pairs_and_the_llama3_split) {
   EXPECT_EQ(h.tok->encode("x 1"), (Ids{'x', ' ', '1'}));  // " ", "1": two pieces under Llama 3
 }
 
+// A Split on pretokenize.h's pattern `kind`, then a ByteLevel without its regex (Llama 3's and
+// Qwen's layout).
+std::string split_then_byte_level(Pretokenizer kind) {
+  return R"({"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": ")" +
+         json_escape(std::string(pretokenizer_pattern(kind))) +
+         R"("}, "behavior": "Isolated", "invert": false}, {"type": "ByteLevel",)"
+         R"( "add_prefix_space": false, "trim_offsets": false, "use_regex": false}]})";
+}
+
+TEST(HfTokenizerJson, the_qwen2_split_keeps_digits_apart) {
+  TinyJson j = dense();
+  j.extra_vocab += R"(, "12": 262)";
+  j.merges += R"(, "1 2")";
+  j.pre = split_then_byte_level(Pretokenizer::Qwen2);
+  EXPECT_EQ(TinyHf(j).tok->encode("x 12"), (Ids{'x', ' ', '1', '2'}));
+  j.pre = split_then_byte_level(Pretokenizer::Llama3);
+  EXPECT_EQ(TinyHf(j).tok->encode("x 12"), (Ids{'x', ' ', 262}));
+}
+
+// The NFC normalizer (Qwen's) runs before pre-tokenisation, and only where the file names it:
+// e + COMBINING ACUTE ACCENT encodes as the bytes of U+00E9.
+TEST(HfTokenizerJson, the_nfc_normalizer_applies_only_where_the_file_has_it) {
+  const std::string decomposed = "e\xcc\x81", invalid = "e\xff\xcc\x81";
+  TinyJson j = dense();
+  TinyHf plain(j);
+  EXPECT_EQ(plain.tok->encode(decomposed), (Ids{'e', 0xCC, 0x81}));
+  j.normalizer = R"({"type": "NFC"})";
+  TinyHf h(j);
+  EXPECT_EQ(h.tok->encode(decomposed), (Ids{0xC3, 0xA9}));
+  EXPECT_EQ(h.tok->decode(h.tok->encode(decomposed)), "\xc3\xa9");
+  EXPECT_EQ(h.tok->encode(invalid), plain.tok->encode(invalid));  // an invalid byte blocks it
+  EXPECT_EQ(h.tok->encode("abc x 1"), plain.tok->encode("abc x 1"));
+  EXPECT_EQ(h.tok->vocab_size(), plain.tok->vocab_size());
+  EXPECT_EQ(h.tok->eot_id(), plain.tok->eot_id());
+  EXPECT_EQ(h.tok->name(), "hf");
+}
+
 TEST(HfTokenizerJson, end_of_text_from_tokenizer_config_or_the_known_names) {
   TinyJson j = dense();
   j.added = R"([{"id": 261, "content": "<|begin_of_text|>", "special": true},)"
@@ -289,9 +345,14 @@ TEST(HfTokenizerJson, what_it_does_not_implement_is_refused_by_name) {
     dir.write("tokenizer.json", j.text());
     return error_of([&] { make_tokenizer("hf", dir.path.string()); });
   };
-  TinyJson nfc = dense();
-  nfc.normalizer = R"({"type": "NFC"})";
-  EXPECT_NE(error(nfc).find("normalizer NFC is not supported"), std::string::npos) << error(nfc);
+  TinyJson nfkc = dense();
+  nfkc.normalizer = R"({"type": "NFKC"})";
+  EXPECT_NE(error(nfkc).find("normalizer NFKC is not supported (none or NFC)"), std::string::npos)
+      << error(nfkc);
+  TinyJson sequence = dense();  // NFC inside a Sequence is still a Sequence
+  sequence.normalizer = R"({"type": "Sequence", "normalizers": [{"type": "NFC"}]})";
+  EXPECT_NE(error(sequence).find("normalizer Sequence is not supported"), std::string::npos)
+      << error(sequence);
   TinyJson split = dense();
   split.pre = R"({"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": )"
               R"("\\p{N}"}, "behavior": "Isolated", "invert": false}, {"type": "ByteLevel",)"
@@ -392,6 +453,42 @@ TEST(HfTokenizerJson, llama3_known_ids) {
                  865}));
   EXPECT_EQ(tok->decode({128000, 9906}), "<|begin_of_text|>Hello");
   EXPECT_EQ(tok->decode(tok->encode(kSample)), kSample);
+}
+
+// Qwen3's tokenizer.json (Qwen2's and Qwen2.5's are the same): NFC, the Qwen2 Split, 151,643
+// tokens and 26 added ones; tokenizer_config.json names <|im_end|> (151645) the end of text, as
+// Qwen3's instruct models do, and no bos_token.
+TEST(HfTokenizerJson, qwen3_known_ids) {
+  const fs::path dir = files_dir("TESSERA_QWEN3_DIR", "qwen3");
+  if (!fs::exists(dir / "tokenizer.json"))
+    GTEST_SKIP() << "Qwen3's tokenizer.json not found in " << dir
+                 << " (scripts/prepare_data.sh qwen3, or set TESSERA_QWEN3_DIR)";
+  auto tok = make_tokenizer("hf", dir.string());
+  EXPECT_EQ(tok->vocab_size(), 151669);
+  EXPECT_EQ(tok->eot_id(), 151645u);
+  EXPECT_EQ(tok->bos_id(), std::nullopt);
+  // Ids from the JavaScript tokenizers port (tests/scripts/hf_tokenizer_reference.sh): the digits
+  // one by one, then text that NFC changes: e + acute (U+00E9, as the precomposed one after it),
+  // ANGSTROM SIGN (U+00C5), Hangul jamo L V T (the syllable U+AC01 that follows), and a + dot
+  // above + dot below (reordered: a + dot below composes to U+1EA1, the dot above stays).
+  EXPECT_EQ(tok->encode("Hello world! In the beginning God created 12345 the heaven.  \n\n x"),
+            (Ids{9707, 1879, 0, 758, 279, 7167, 4264, 3465, 220, 16, 17, 18, 19, 20, 279, 22274, 13,
+                 18611, 856}));
+  EXPECT_EQ(tok->encode("cafe\xcc\x81 caf\xc3\xa9"), (Ids{924, 58858, 51950}));
+  EXPECT_EQ(tok->encode("\xe2\x84\xab \xe1\x84\x80\xe1\x85\xa1\xe1\x86\xa8 \xea\xb0\x81"),
+            (Ids{144044, 126804, 126804}));
+  EXPECT_EQ(tok->encode("a\xcc\x87\xcc\xa3"), (Ids{20229, 136, 229}));
+  EXPECT_EQ(tok->decode({151644, 151667, 151668, 151643}),
+            "<|im_start|><think></think><|endoftext|>");
+  EXPECT_EQ(tok->decode(tok->encode(kSample)), kSample);  // kSample is in NFC already
+
+  // A base model's tokenizer_config.json: <|endoftext|> ends the text.
+  TempDir base;
+  fs::create_symlink(fs::absolute(dir / "tokenizer.json"), base.path / "tokenizer.json");
+  base.write("tokenizer_config.json", R"({"eos_token": "<|endoftext|>", "bos_token": null})");
+  auto base_tok = make_tokenizer("hf", base.path.string());
+  EXPECT_EQ(base_tok->eot_id(), 151643u);
+  EXPECT_EQ(base_tok->bos_id(), std::nullopt);
 }
 
 }  // namespace

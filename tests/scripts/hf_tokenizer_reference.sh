@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# tessera's hf tokenizer (data/hf_tokenizer.cpp) on Meta Llama 3's tokenizer.json against the
-# JavaScript port of Hugging Face's tokenizers (hf_tokenizer_reference.js), id for id: a text of
-# every kind of piece the pattern makes (contractions in any case, numbers past three digits,
-# whitespace runs with and without line breaks, CRLF, punctuation, accents, CJK, Arabic, emoji,
-# ZWJ sequences), this repository's README.md, and the KJV corpus where scripts/prepare_data.sh
-# has written it (~1 M tokens).
+# tessera's hf tokenizer (data/hf_tokenizer.cpp) on Meta Llama 3's and Qwen3's tokenizer.json
+# against the JavaScript port of Hugging Face's tokenizers (hf_tokenizer_reference.js), id for id:
+# a text of every kind of piece the patterns make (contractions in any case, numbers past three
+# digits, whitespace runs with and without line breaks, CRLF, punctuation, accents, CJK, Arabic,
+# emoji, ZWJ sequences) and of what NFC changes (Qwen3's normalizer: combining marks to compose
+# and to reorder, Hangul jamo, singletons, composition exclusions), this repository's README.md,
+# the KJV corpus where scripts/prepare_data.sh has written it (~1 M tokens each), and the strings
+# of Unicode's NormalizationTest.txt where Debian's unicode-data has it.
 #   tests/scripts/hf_tokenizer_reference.sh BUILD_DIR
-# Exits 77 (ctest: skipped) without node, Llama 3's files or the reference (prepare_data.sh llama3).
+# A tokenizer whose files are missing is skipped (scripts/prepare_data.sh llama3, qwen3;
+# TESSERA_LLAMA3_DIR and TESSERA_QWEN3_DIR point elsewhere); exits 77 (ctest: skipped) without
+# node, the reference, or either tokenizer's files.
 set -euo pipefail
 B=$(cd "$1" && pwd)
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-L3=${TESSERA_LLAMA3_DIR:-$ROOT/data/tokenizers/llama3}
+declare -A DIRS=([llama3]=${TESSERA_LLAMA3_DIR:-$ROOT/data/tokenizers/llama3}
+  [qwen3]=${TESSERA_QWEN3_DIR:-$ROOT/data/tokenizers/qwen3})
 export NODE_PATH=$ROOT/.deps/node_modules
 command -v node >/dev/null || { echo "skipped: no node"; exit 77; }
-[ -s "$L3/tokenizer.json" ] && [ -s "$NODE_PATH/@lenml/tokenizers/dist/main.js" ] ||
-  { echo "skipped: no $L3/tokenizer.json or reference (scripts/prepare_data.sh llama3)"; exit 77; }
+[ -s "$NODE_PATH/@lenml/tokenizers/dist/main.js" ] ||
+  { echo "skipped: no reference in $NODE_PATH (scripts/prepare_data.sh llama3)"; exit 77; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -29,16 +34,46 @@ trap 'rm -rf "$tmp"' EXIT
   printf '\xf0\x9f\x98\x80\xf0\x9f\x98\x83 \xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd '
   printf '\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f\x91\xa7\n'
   printf 'lines\r\nwith\r\n\r\ncrlf  \r\n  x\n\n\n  \n  y\t\n!!!\n?!?\n.\n  .\nx  \na\r\r\nb\n'
-  printf '    indented(code);\n\treturn x + y; // comment\n\xc2\xa0no-break \xe3\x80\x80ideographic'
+  printf '    indented(code);\n\treturn x + y; // comment\n\xc2\xa0no-break \xe3\x80\x80ideographic\n'
+  # For NFC: e + acute, A + ring (composes to U+00C5), ANGSTROM SIGN (a singleton: U+00C5), q + dot
+  # below + dot above (no composite: stays), a + dot above + dot below (reordered, then composes
+  # to U+1EA1 + dot above), Hangul L V T jamo (compose to one syllable) and an LV syllable + T,
+  # DEVANAGARI QA (excluded: stays decomposed), a CJK compatibility ideograph (U+F900), Greek
+  # with a precomposed and a decomposed tonos, Vietnamese stacked marks, KELVIN SIGN and OHM SIGN.
+  printf 'Re\xcc\x81sume\xcc\x81 A\xcc\x8a \xe2\x84\xab q\xcc\xa3\xcc\x87 a\xcc\x87\xcc\xa3 '
+  printf '\xe1\x84\x80\xe1\x85\xa1\xe1\x86\xa8 \xea\xb0\x80\xe1\x86\xa8 \xe0\xa5\x98 \xef\xa4\x80 '
+  printf '\xce\xac\xce\xb1\xcc\x81 Vie\xcc\xa3\xcc\x82t \xe2\x84\xaa \xe2\x84\xa6\n'
 } >"$tmp/pieces.txt"
 
 texts=("$tmp/pieces.txt" "$ROOT/README.md")
 [ -s "$ROOT/data/kjv/kjv.txt" ] && texts+=("$ROOT/data/kjv/kjv.txt")
-rc=0
-for i in "${!texts[@]}"; do
-  "$B/tokenize" --tokenizer hf --tokenizer-dir "$L3" --input "${texts[$i]}" --output "$tmp/$i" \
-    --val-fraction 0 >/dev/null
-  node "$ROOT/tests/scripts/hf_tokenizer_reference.js" "$L3" "${texts[$i]}" "$tmp/$i/train_000.bin" ||
-    rc=1
+# Unicode's NormalizationTest.txt (Debian's unicode-data, often compressed): each test line's five
+# columns as text, one line each (~19,000 lines of what NFC must decompose, reorder and compose).
+UCD=/usr/share/unicode/NormalizationTest.txt
+if [ -s "$UCD" ] || { [ -s "$UCD.bz2" ] && command -v bzcat >/dev/null; }; then
+  { if [ -s "$UCD" ]; then cat "$UCD"; else bzcat "$UCD.bz2"; fi; } | node -e '
+    const lines = require("fs").readFileSync(0, "utf8").split("\n");
+    const hex = (c) => String.fromCodePoint(...c.trim().split(" ").map((x) => parseInt(x, 16)));
+    for (const l of lines)
+      if (/^[0-9A-F]/.test(l)) console.log(l.split(";").slice(0, 5).map(hex).join(" "));' \
+    >"$tmp/normalization.txt"
+  texts+=("$tmp/normalization.txt")
+fi
+rc=0 ran=0
+for name in llama3 qwen3; do
+  dir=${DIRS[$name]}
+  if ! [ -s "$dir/tokenizer.json" ]; then
+    echo "$name: skipped: no $dir/tokenizer.json (scripts/prepare_data.sh $name)"
+    continue
+  fi
+  ran=$((ran + 1))
+  for i in "${!texts[@]}"; do
+    "$B/tokenize" --tokenizer hf --tokenizer-dir "$dir" --input "${texts[$i]}" \
+      --output "$tmp/$name-$i" --val-fraction 0 >/dev/null
+    echo -n "$name: "
+    node "$ROOT/tests/scripts/hf_tokenizer_reference.js" "$dir" "${texts[$i]}" \
+      "$tmp/$name-$i/train_000.bin" || rc=1
+  done
 done
+[ "$ran" -gt 0 ] || exit 77
 exit $rc
