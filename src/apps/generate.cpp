@@ -14,8 +14,8 @@
 // build/generate --checkpoint CK --prompts examples.jsonl [--batch-size 16] [--temperature 0]
 // continues every example's prompt of a file (data/sft.h: JSON Lines or a JSON array of prompt /
 // response or Alpaca examples; a response is not fed, only printed back), the i-th (from 0) with
-// seed + i as --prompt and --seed <seed + i> alone would, the model loaded once. Prompts of one
-// token length are drawn together, up to --batch-size a batch (nn::generate_each). Prints a JSON
+// seed + i as --prompt and --seed <seed + i> alone would, the model loaded once. Up to
+// --batch-size prompts of any lengths are drawn together (nn::generate_each). Prints a JSON
 // object a line in the file's order, each as soon as it and those before it are drawn:
 //   {"prompt": <the prompt as fed>, "completion": <what follows it, less the end-of-text>,
 //    "response": <the example's, when it has one>}
@@ -104,9 +104,7 @@ int main(int argc, char** argv) {
         "tokenize --format sft reads them; prints a JSON object a line, {prompt, completion[, "
         "response]}, in the file's order; the i-th (from 0) with seed + i",
         cxxopts::value<std::string>())(
-        "batch-size",
-        "with --prompts: prompts of one token length drawn together, at most this "
-        "many (1 to 1024)",
+        "batch-size", "with --prompts: prompts drawn together, at most this many (1 to 1024)",
         cxxopts::value<int64_t>()->default_value("16"))(
         "tokenizer-dir", "override the gpt2 tokenizer's directory", cxxopts::value<std::string>())(
         "prompt-style",

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "autograd/autograd.h"
+#include "ops/shape.h"
 
 namespace tessera::nn {
 
@@ -78,23 +79,28 @@ std::vector<std::vector<int32_t>> generate_rows(const GPT& model,
   TESSERA_CHECK(!gens.empty(), "generate: no samples asked for (one generator a sample)");
   TESSERA_CHECK(prompts.size() == gens.size(), "generate: ", prompts.size(), " prompts for ",
                 gens.size(), " generators (one generator a row)");
-  const size_t prompt_length = prompts.front().size();
-  TESSERA_CHECK(prompt_length > 0, "generate: the prompt is empty (give at least one token)");
-  for (const std::vector<int32_t>& p : prompts)
-    TESSERA_CHECK(p.size() == prompt_length, "generate: a batch's prompts must be of one length, ",
-                  "got ", prompt_length, " and ", p.size(), " tokens");
+  size_t longest = 0;
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    TESSERA_CHECK(!prompts[r].empty(), "generate: prompt ", r,
+                  " is empty (give at least one token)");
+    longest = std::max(longest, prompts[r].size());
+  }
+  // Prompts of one length share the cache's positions; others fill a row each (KVCache::lengths).
+  const bool ragged = std::any_of(prompts.begin(), prompts.end(), [&](const auto& p) {
+    return p.size() != prompts.front().size();
+  });
   check_sample_options(opt);
   NoGradGuard no_grad;
   const GPTConfig& cfg = model.config();
   const int64_t N = int64_t(gens.size());
-  const int64_t total = int64_t(prompt_length) + opt.max_new_tokens;
+  const int64_t total = int64_t(longest) + opt.max_new_tokens;
   // A learned position embedding covers block_size positions: the cache holds at most that many,
   // and when it is full it is refilled with the newest half of the text (the nanoGPT way of
   // sliding the window, with the recomputation paid once per block_size / 2 tokens).
   const int64_t capacity =
       cfg.position == PositionKind::Learned ? std::min(total, cfg.block_size) : total;
-  // Every row's text, all of one length: a finished row goes on repeating its last id, fed to
-  // the model (a batch's rows advance together) and cut off at the end.
+  // Every row's text: a finished row goes on repeating its last id, fed to the model (a batch's
+  // rows advance together) and cut off at the end.
   std::vector<std::vector<int32_t>> text = prompts;
   std::vector<size_t> ended(size_t(N), 0);  // a finished row's length; 0 while it draws
   KVCache cache;
@@ -110,8 +116,31 @@ std::vector<std::vector<int32_t>> generate_rows(const GPT& model,
     cache = model.make_cache(N, capacity);
     return model.forward_cached(last_ids(keep), cache, /*last_only=*/true);
   };
-  Tensor logits = refill(std::min<int64_t>(int64_t(prompt_length), capacity));  // (N, 1, V)
-  for (int64_t length = int64_t(prompt_length); length < total;) {
+  // Rows of different lengths: row r alone holds the newest `keep` ids of its text less the last
+  // `leave` (those the next batched step feeds); returns the logits of its last one, (1, 1, V).
+  auto fill_row = [&](size_t r, int64_t keep, int64_t leave) {
+    KVCache row = cache.row(int64_t(r));
+    row.length = 0;
+    const std::vector<int32_t> ids(text[r].end() - keep, text[r].end() - leave);
+    Tensor logits;
+    if (!ids.empty())
+      logits = model.forward_cached(from_vector<int32_t>(ids, {1, int64_t(ids.size())}).to(device),
+                                    row, true);
+    cache.lengths[r] = row.length;
+    return logits;
+  };
+  Tensor logits;  // (N, 1, V)
+  if (ragged) {   // each prompt fed alone into its row: the logits it gets alone
+    cache = model.make_cache(N, capacity);
+    cache.lengths.assign(size_t(N), 0);
+    std::vector<Tensor> rows;
+    for (size_t r = 0; r < size_t(N); ++r)
+      rows.push_back(fill_row(r, std::min<int64_t>(int64_t(text[r].size()), capacity), 0));
+    logits = ops::concat(rows, 0);
+  } else {
+    logits = refill(std::min<int64_t>(int64_t(longest), capacity));
+  }
+  for (int64_t step = 0; step < opt.max_new_tokens;) {
     const int64_t V = logits.size(2), drawn = opt.vocab > 0 ? std::min(opt.vocab, V) : V;
     // Every row's last logits in one read: (N, drawn).
     const std::vector<double> last = logits.narrow(1, logits.size(1) - 1, 1)
@@ -121,7 +150,7 @@ std::vector<std::vector<int32_t>> generate_rows(const GPT& model,
                                          .to(Device::cpu())
                                          .to(DType::F64)
                                          .to_vector<double>();
-    ++length;
+    ++step;
     bool drawing = false;
     for (size_t r = 0; r < size_t(N); ++r) {
       if (ended[r]) {
@@ -139,9 +168,15 @@ std::vector<std::vector<int32_t>> generate_rows(const GPT& model,
       else
         drawing = true;
     }
-    if (!drawing || length == total) break;
-    logits = cache.length == capacity ? refill(std::max<int64_t>(capacity / 2, 1))
-                                      : model.forward_cached(last_ids(1), cache);
+    if (!drawing || step == opt.max_new_tokens) break;
+    const int64_t keep = std::max<int64_t>(capacity / 2, 1);
+    if (ragged) {  // a full row refilled alone with the newest ids but the last, fed with the rest
+      for (size_t r = 0; r < size_t(N); ++r)
+        if (cache.lengths[r] == capacity) fill_row(r, keep, 1);
+      logits = model.forward_cached(last_ids(1), cache);
+    } else {
+      logits = cache.length == capacity ? refill(keep) : model.forward_cached(last_ids(1), cache);
+    }
   }
   for (size_t r = 0; r < size_t(N); ++r)
     if (ended[r]) text[r].resize(ended[r]);
@@ -158,15 +193,10 @@ std::vector<std::vector<int32_t>> generate_each(const GPT& model,
   TESSERA_CHECK(max_rows >= 1, "generate: a batch must hold at least one row, got ", max_rows);
   check_sample_options(opt);
   std::vector<std::vector<int32_t>> out(prompts.size());
-  std::vector<bool> started(prompts.size(), false);
-  for (size_t first = 0; first < prompts.size(); ++first) {
-    if (started[first]) continue;
+  for (size_t first = 0; first < prompts.size(); first += size_t(max_rows)) {
     std::vector<size_t> batch;  // the prompts' indices
     for (size_t i = first; i < prompts.size() && int64_t(batch.size()) < max_rows; ++i)
-      if (!started[i] && prompts[i].size() == prompts[first].size()) {
-        started[i] = true;
-        batch.push_back(i);
-      }
+      batch.push_back(i);
     std::vector<std::vector<int32_t>> rows;
     std::vector<Generator> batch_gens;
     for (size_t i : batch) rows.push_back(prompts[i]), batch_gens.push_back(gens[i]);

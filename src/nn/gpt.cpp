@@ -4,14 +4,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <optional>
 
 #include "autograd/autograd.h"
 #include "nn/hf_names.h"
 #include "ops/causal_attention.h"
-#include "ops/packed_attention.h"
 #include "ops/ops.h"
+#include "ops/packed_attention.h"
 
 namespace tessera::nn {
 
@@ -242,6 +243,19 @@ void GPT::project(const Block& blk, const Tensor& x, bool training, Tensor& q, T
 
 void GPT::project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool training, Tensor& q,
                       Tensor& k, Tensor& v) const {
+  project_heads(blk, x, training, q, k, v);
+  rotate(q, k, pos0);
+}
+
+void GPT::rotate(Tensor& q, Tensor& k, int64_t pos0) const {
+  if (cfg_.position != PositionKind::RoPE) return;
+  const ops::RopeFreqs freqs = rope_freqs_for(cfg_, pos0 + q.size(2));  // model.rope_scaling
+  q = ops::rope(q, freqs, pos0);
+  k = ops::rope(k, freqs, pos0);
+}
+
+void GPT::project_heads(const Block& blk, const Tensor& x, bool training, Tensor& q, Tensor& k,
+                        Tensor& v) const {
   const int64_t B = x.size(0), T = x.size(1), H = cfg_.n_head, Hkv = cfg_.kv_heads();
   const int64_t hd = cfg_.head_dim();
   project(blk, x, training, q, k, v);
@@ -254,11 +268,6 @@ void GPT::project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool trai
   q = heads(q, H, cfg_.qk_norm ? &blk.q_norm_w : nullptr);
   k = heads(k, Hkv, cfg_.qk_norm ? &blk.k_norm_w : nullptr);
   v = heads(v, Hkv, nullptr);
-  if (cfg_.position == PositionKind::RoPE) {
-    const ops::RopeFreqs freqs = rope_freqs_for(cfg_, pos0 + T);  // model.rope_scaling applied
-    q = ops::rope(q, freqs, pos0);
-    k = ops::rope(k, freqs, pos0);
-  }
 }
 
 Tensor GPT::merge_heads(const Block& blk, const Tensor& y, const Tensor& residual,
@@ -488,23 +497,45 @@ KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
   return c;
 }
 
+KVCache KVCache::row(int64_t b) const {
+  const int64_t B = k.empty() ? 0 : k.front().size(0);
+  TESSERA_CHECK(b >= 0 && b < B, "KVCache::row: row ", b, " of a cache of ", B, " rows");
+  KVCache r;
+  r.capacity = capacity;
+  r.length = lengths.empty() ? length : lengths[size_t(b)];
+  auto rows = [b](const std::vector<Tensor>& all, std::vector<Tensor>& out) {
+    for (const Tensor& t : all) out.push_back(t.narrow(0, b, 1));
+  };
+  rows(k, r.k), rows(v, r.v), rows(forget, r.forget);
+  return r;
+}
+
+namespace {
+// The cache holds one document: past a document's first position the id would open another that
+// attends this one, which training never showed the model (generate stops at the id). ids (B, Tn)
+// at positions start(b) + t.
+void check_one_document(const Tensor& inputs, int64_t separator,
+                        const std::function<int64_t(int64_t)>& start) {
+  if (separator < 0) return;
+  const Tensor ids = inputs.to(Device::cpu()).contiguous();
+  const int32_t* p = static_cast<const int32_t*>(ids.data_ptr());
+  const int64_t Tn = ids.size(1);
+  for (int64_t i = 0; i < ids.numel(); ++i)
+    TESSERA_CHECK(p[i] != separator || start(i / Tn) + i % Tn == 0,
+                  "GPT::forward_cached: the document separator id ", separator, " at position ",
+                  start(i / Tn) + i % Tn, " of row ", i / Tn,
+                  ": a model trained on documents decodes one document at a time");
+}
+}  // namespace
+
 Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache, bool last_only) const {
   NoGradGuard no_grad;
   check_inputs(inputs);
+  if (!cache.lengths.empty()) return forward_rows(inputs, cache);
   const int64_t Tn = inputs.size(1), L0 = cache.length;
   TESSERA_CHECK(L0 + Tn <= cache.capacity, "GPT::forward_cached: ", L0 + Tn,
                 " positions exceed the cache capacity ", cache.capacity);
-  if (cfg_.document_separator >= 0) {
-    // The cache holds one document: past a document's first position the id would open another
-    // that attends this one, which training never showed the model (generate stops at the id).
-    const Tensor ids = inputs.to(Device::cpu()).contiguous();
-    const int32_t* p = static_cast<const int32_t*>(ids.data_ptr());
-    for (int64_t i = 0; i < ids.numel(); ++i)
-      TESSERA_CHECK(p[i] != cfg_.document_separator || L0 + i % Tn == 0,
-                    "GPT::forward_cached: the document separator id ", cfg_.document_separator,
-                    " at position ", L0 + i % Tn, " of row ", i / Tn,
-                    ": a model trained on documents decodes one document at a time");
-  }
+  check_one_document(inputs, cfg_.document_separator, [L0](int64_t) { return L0; });
   Tensor x = embed(inputs, L0, false);
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const Block& blk = blocks_[l];
@@ -533,6 +564,66 @@ Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache, bool last_only)
   }
   cache.length = L0 + Tn;
   if (last_only && Tn > 1) x = x.narrow(1, Tn - 1, 1).contiguous();
+  return head(norm(x, lnf_w_, lnf_b_), false, false);
+}
+
+Tensor GPT::forward_rows(const Tensor& inputs, KVCache& cache) const {
+  const int64_t B = inputs.size(0);
+  TESSERA_CHECK(inputs.size(1) == 1 && int64_t(cache.lengths.size()) == B && !cache.k.empty() &&
+                    cache.k.front().size(0) == B,
+                "GPT::forward_cached: a cache of rows of different lengths takes one token a row "
+                "of its ",
+                cache.lengths.size(), " rows, got ", inputs.str());
+  const std::vector<int64_t> L = cache.lengths;  // each row's position of this token
+  for (int64_t b = 0; b < B; ++b)
+    TESSERA_CHECK(L[size_t(b)] >= 0 && L[size_t(b)] < cache.capacity, "GPT::forward_cached: row ",
+                  b, "'s position ", L[size_t(b)], " is past the cache capacity ", cache.capacity);
+  check_one_document(inputs, cfg_.document_separator, [&L](int64_t b) { return L[size_t(b)]; });
+  Tensor x;
+  if (wpe_.defined()) {  // each row's own position in the table, as embed() adds rows pos0 + t
+    TESSERA_CHECK(*std::max_element(L.begin(), L.end()) < cfg_.block_size, "GPT: position ",
+                  *std::max_element(L.begin(), L.end()), " is past block_size ", cfg_.block_size,
+                  " of the learned position embedding");
+    std::vector<int32_t> at(L.begin(), L.end());
+    const Tensor pos = from_vector<int32_t>(at, {B, 1});
+    x = ops::add(ops::embedding(wte_, inputs), ops::embedding(wpe_, pos.to(wpe_.device()), pos));
+  } else {
+    x = ops::embedding(wte_, inputs);
+  }
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    const Block& blk = blocks_[l];
+    Tensor q, k, v;
+    const Tensor xn = norm(x, blk.ln1_w, blk.ln1_b);
+    project_heads(blk, xn, false, q, k, v);  // (B, H, 1, hd), (B, Hkv, 1, hd)
+    Tensor sums;  // the forget gate's sums of this token, continuing each row's: (B, H, 1)
+    if (!cache.forget.empty()) {
+      std::vector<Tensor> starts;
+      for (int64_t b = 0; b < B; ++b)
+        starts.push_back(L[size_t(b)] > 0
+                             ? cache.forget[l].narrow(0, b, 1).narrow(2, L[size_t(b)] - 1, 1)
+                             : zeros({1, cfg_.n_head, 1}, cache.forget[l].options()));
+      sums = forget_sums(blk, xn, ops::concat(starts, 0).reshape({B, cfg_.n_head}));
+    }
+    std::vector<Tensor> ys;
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t at = L[size_t(b)];
+      Tensor qb = q.narrow(0, b, 1), kb = k.narrow(0, b, 1);
+      rotate(qb, kb, at);
+      const KVCache row = cache.row(b);
+      row.k[l].narrow(2, at, 1).copy_(kb);
+      row.v[l].narrow(2, at, 1).copy_(v.narrow(0, b, 1));
+      Tensor forget;
+      if (sums.defined()) {
+        row.forget[l].narrow(2, at, 1).copy_(sums.narrow(0, b, 1));
+        forget = row.forget[l].narrow(2, 0, at + 1).contiguous();
+      }
+      ys.push_back(
+          attend(qb, row.k[l].narrow(2, 0, at + 1), row.v[l].narrow(2, 0, at + 1), false, forget));
+    }
+    Tensor h = merge_heads(blk, ops::concat(ys, 0), x, false);
+    x = mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), h, false);
+  }
+  for (int64_t& n : cache.lengths) ++n;
   return head(norm(x, lnf_w_, lnf_b_), false, false);
 }
 

@@ -106,10 +106,16 @@ class LinearHook {
 // Keys and values of every layer for incremental decoding: k[l], v[l] are (B, Hkv, capacity, hd);
 // positions [0, length) are filled. forget[l] (B, H, capacity): the forget gate's sums of a
 // forgetting-attention model (ops/forget_gate.h), empty for the other kinds.
+// Rows of different lengths (prompts of different lengths decoded as one batch): `lengths` holds
+// each row's filled positions, [0, lengths[b]), and `length` is unused; empty when every row holds
+// `length`. row(b) is row b alone, views of these tensors (writes through it land here), holding
+// lengths[b] (or length) positions: a row is filled, or refilled, by forward_cached on it.
 struct KVCache {
   std::vector<Tensor> k, v, forget;
   int64_t length = 0;
   int64_t capacity = 0;
+  std::vector<int64_t> lengths;
+  KVCache row(int64_t b) const;
 };
 
 class GPT {
@@ -139,6 +145,10 @@ class GPT {
   // last_only: the logits of each row's last position alone, (B, 1, V), what sampling reads: the
   // final norm and the head (at GPT-2's vocabulary 50304 columns a position) run on one position
   // instead of Tn.
+  // A cache whose rows hold different lengths (KVCache::lengths) takes one token a row, inputs
+  // (B, 1), each at its row's next position: the projections, MLPs and head run on the batch, the
+  // positions and attention a row at a time, each row's logits those of forward_cached on that row
+  // alone (up to a batched gemm's rounding).
   KVCache make_cache(int64_t batch, int64_t capacity) const;
   Tensor forward_cached(const Tensor& inputs, KVCache& cache, bool last_only = false) const;
 
@@ -194,10 +204,16 @@ class GPT {
   // x (B, T, C) -> q (B, T, H hd), k and v (B, T, Hkv hd): the projections, as adapted.
   void project(const Block& blk, const Tensor& x, bool training, Tensor& q, Tensor& k,
                Tensor& v) const;
-  // x (B, T, C) -> q (B, H, T, hd), k and v (B, Hkv, T, hd), q and k normalised (qk_norm) and
-  // rotated for positions pos0 + t.
+  // x (B, T, C) -> q (B, H, T, hd), k and v (B, Hkv, T, hd), q and k normalised (qk_norm);
+  // project_qkv also rotates them for positions pos0 + t (rotate).
+  void project_heads(const Block& blk, const Tensor& x, bool training, Tensor& q, Tensor& k,
+                     Tensor& v) const;
   void project_qkv(const Block& blk, const Tensor& x, int64_t pos0, bool training, Tensor& q,
                    Tensor& k, Tensor& v) const;
+  // RoPE on q and k for positions pos0 + t (model.rope_scaling applied); nothing for other kinds.
+  void rotate(Tensor& q, Tensor& k, int64_t pos0) const;
+  // forward_cached's step for a cache of rows of different lengths.
+  Tensor forward_rows(const Tensor& inputs, KVCache& cache) const;
   // A Linear (through the hook when one is installed): module "attn.c_attn" of blk, or a full name.
   Tensor linear(const std::string& module, const Tensor& x, const Tensor& w, const Tensor& b) const;
   Tensor adapt(Proj p, int64_t layer, const Tensor& x, const Tensor& y, bool training) const;

@@ -49,9 +49,9 @@ struct AnswerSet {
   double majority = 0;
 };
 
-// Prompts of one length are continued together (nn::generate_each). With a communicator of
-// several ranks, example i is answered by rank i mod world and the counts are summed over ranks:
-// every rank returns the same result.
+// Prompts are continued together, of any lengths in a batch (nn::generate_each). With a
+// communicator of several ranks, example i is answered by rank i mod world and the counts are
+// summed over ranks: every rank returns the same result.
 AnswerResult evaluate_answers(const nn::GPT& model, const data::Tokenizer& tok,
                               const AnswerSet& set, dist::Communicator* comm = nullptr);
 

@@ -111,4 +111,63 @@ TEST(CachedDecodingCuda, prefill_then_single_tokens_equals_the_full_forward_on_t
   }
 }
 
+// Rows of different lengths (KVCache::lengths, prompts of 3, 9 and 5 tokens decoded as one batch):
+// each row filled alone through its view of the cache, then one token a row for all three, each
+// at its own position; every row's logits against the full forward of that row alone on the GPU.
+// The variants' models, plus learned positions (each row its own row of the table) and a forget
+// gate (each row's sums continued from its own last position). Bounds as above; each step reads
+// back only the three token ids.
+TEST(CachedDecodingCuda, rows_of_different_lengths_each_follow_their_full_forward) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  std::vector<Variant> all = variants();
+  for (DType dt : {DType::F32, DType::BF16}) {
+    const std::string d = dt == DType::F32 ? "_f32" : "_bf16";
+    nn::GPTConfig learned = all.front().cfg;
+    learned.norm = nn::NormKind::LayerNorm, learned.mlp = nn::MlpKind::GELU, learned.bias = true;
+    learned.position = nn::PositionKind::Learned, learned.n_kv_head = 0;
+    all.push_back({"learned" + d, learned, dt});
+    nn::GPTConfig fox = learned;
+    fox.position = nn::PositionKind::None, fox.attention.kind = nn::AttentionKind::Forgetting;
+    all.push_back({"forgetting" + d, fox, dt});
+  }
+  const std::vector<int64_t> prompt = {3, 9, 5};
+  const int64_t B = 3, steps = 6;
+  for (const Variant& v : all) {
+    SCOPED_TRACE(v.name);
+    NoGradGuard no_grad;
+    Generator g(5);
+    nn::GPT m(v.cfg, g);
+    train::place_model(m, kGpu, v.dtype);
+    const Tensor x = tokens(B, 16, v.cfg.vocab_size);  // row r's sequence: x[r]
+    nn::KVCache cache = m.make_cache(B, v.cfg.block_size);
+    cache.lengths.assign(B, 0);
+    double worst = 0;
+    auto full = [&](int64_t r, int64_t n) {  // the last row of the forward over x[r][0, n)
+      return m.forward(x.narrow(0, r, 1).narrow(1, 0, n).contiguous().to(kGpu), false)
+          .narrow(1, n - 1, 1);
+    };
+    for (int64_t r = 0; r < B; ++r) {
+      nn::KVCache row = cache.row(r);
+      const Tensor got = m.forward_cached(
+          x.narrow(0, r, 1).narrow(1, 0, prompt[size_t(r)]).contiguous().to(kGpu), row, true);
+      cache.lengths[size_t(r)] = row.length;
+      worst = std::max(worst, rel_diff(got, full(r, prompt[size_t(r)])));
+    }
+    for (int64_t s = 0; s < steps; ++s) {
+      std::vector<Tensor> next;
+      for (int64_t r = 0; r < B; ++r)
+        next.push_back(x.narrow(0, r, 1).narrow(1, prompt[size_t(r)] + s, 1));
+      const Tensor ids = ops::concat(next, 0).contiguous().to(kGpu);
+      const TransferStats before = transfer_stats();
+      const Tensor got = m.forward_cached(ids, cache);
+      EXPECT_EQ(transfer_stats().device_to_host_bytes - before.device_to_host_bytes,
+                B * int64_t(sizeof(int32_t)));
+      for (int64_t r = 0; r < B; ++r)
+        worst = std::max(worst, rel_diff(got.narrow(0, r, 1), full(r, prompt[size_t(r)] + s + 1)));
+    }
+    EXPECT_EQ(cache.lengths, (std::vector<int64_t>{9, 15, 11}));
+    EXPECT_LT(worst, v.dtype == DType::F32 ? 1e-4 : 5e-2);
+  }
+}
+
 }  // namespace tessera
