@@ -609,16 +609,17 @@ Tensor GPT::forward_rows(const Tensor& inputs, KVCache& cache) const {
       const int64_t at = L[size_t(b)];
       Tensor qb = q.narrow(0, b, 1), kb = k.narrow(0, b, 1);
       rotate(qb, kb, at);
-      const KVCache row = cache.row(b);
-      row.k[l].narrow(2, at, 1).copy_(kb);
-      row.v[l].narrow(2, at, 1).copy_(v.narrow(0, b, 1));
+      const Tensor keys = cache.k[l].narrow(0, b, 1), values = cache.v[l].narrow(0, b, 1);
+      keys.narrow(2, at, 1).copy_(kb);
+      values.narrow(2, at, 1).copy_(v.narrow(0, b, 1));
       Tensor forget;
       if (sums.defined()) {
-        row.forget[l].narrow(2, at, 1).copy_(sums.narrow(0, b, 1));
-        forget = row.forget[l].narrow(2, 0, at + 1).contiguous();
+        const Tensor row = cache.forget[l].narrow(0, b, 1);
+        row.narrow(2, at, 1).copy_(sums.narrow(0, b, 1));
+        forget = row.narrow(2, 0, at + 1).contiguous();
       }
       ys.push_back(
-          attend(qb, row.k[l].narrow(2, 0, at + 1), row.v[l].narrow(2, 0, at + 1), false, forget));
+          attend(qb, keys.narrow(2, 0, at + 1), values.narrow(2, 0, at + 1), false, forget));
     }
     Tensor h = merge_heads(blk, ops::concat(ys, 0), x, false);
     x = mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), h, false);
