@@ -6,7 +6,8 @@
 //   write_shard(path, ids, tok->vocab_size());
 //
 // Every tokenizer here is byte-level: every byte string encodes, and decode(encode(s)) == s for
-// every s (valid UTF-8 or not). None parses special tokens ("<|endoftext|>") out of text: the
+// every s (valid UTF-8 or not), except that an hf tokenizer.json with the NFC normalizer (Qwen's)
+// gives back s in NFC (unicode_nfc.h). None parses special tokens ("<|endoftext|>") out of text: the
 // end-of-text id is placed by the caller (the tokenize binary puts one between documents); decode
 // writes it as its text ("<|endoftext|>", Llama 3's "<|end_of_text|>").
 //
