@@ -594,21 +594,23 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
   return cfg;
 }
 
-// Where read_weights says the tensors came from (its result's metadata key).
-const char* const kWeightsFrom = "tessera.weights_from";
+// The tensors of a directory and the file they were read through (for messages): model.safetensors
+// or the shards' index.
+struct Weights {
+  SafetensorsFile st;
+  std::string from;
+};
 
 // The tensors of dir: model.safetensors, or the shards model.safetensors.index.json's weight_map
 // names (as save_pretrained writes a model past its shard size, e.g. Qwen3-1.7B and larger), each
 // tensor in the shard the map names and nowhere else. An error names the index, the shard and the
 // tensor.
-SafetensorsFile read_weights(const fs::path& dir) {
+Weights read_weights(const fs::path& dir) {
   const fs::path single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
   if (fs::exists(single) || !fs::exists(index)) {
     TESSERA_CHECK(fs::exists(single), single.string(),
                   " is missing (and there is no model.safetensors.index.json naming shards)");
-    SafetensorsFile st = read_safetensors(single.string());
-    st.metadata[kWeightsFrom] = single.string();
-    return st;
+    return {read_safetensors(single.string()), single.string()};
   }
   const std::string where = index.string();
   const Json root = parse_json(read_text(index), where);
@@ -645,8 +647,7 @@ SafetensorsFile read_weights(const fs::path& dir) {
   }
   for (const auto& [name, shard] : shard_of)
     TESSERA_CHECK(seen.count(name), where, ": tensor '", name, "' is not in ", shard);
-  out.metadata[kWeightsFrom] = where;
-  return out;
+  return {std::move(out), where};
 }
 
 // A NaN or infinite weight makes every loss NaN: an error naming the tensor, the count and the
@@ -679,8 +680,7 @@ HFModel import_hf(const std::string& dir) {
     TESSERA_FAIL((d / "config.json").string(), ": ", e.what());
   }
 
-  SafetensorsFile st = read_weights(d);
-  const std::string file = st.metadata.at(kWeightsFrom);  // the file or index, for messages
+  auto [st, file] = read_weights(d);  // file: model.safetensors or the shards' index
   std::map<std::string, Tensor> by_name(st.tensors.begin(), st.tensors.end());
   std::set<std::string> used;
   const std::string root = g.gpt2_names() ? "transformer." : "model.";
