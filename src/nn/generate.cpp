@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numeric>
 
 #include "autograd/autograd.h"
@@ -107,36 +108,59 @@ std::vector<std::vector<int32_t>> generate_rows(const GPT& model,
   // The ids go to the model's device, the last logits come back to the host to be sampled.
   const Device device =
       model.parameters().empty() ? Device::cpu() : model.parameters().front().second.device();
-  auto last_ids = [&](int64_t keep) {  // (N, keep): the newest keep ids of every row
+  // The cache's rows (slots) hold the prompts shortest first (stable): prompts of one length sit
+  // side by side, fed and attended together. row_at[s]: the prompt in slot s; slot_of its inverse.
+  std::vector<size_t> row_at(static_cast<size_t>(N)), slot_of(static_cast<size_t>(N));
+  std::iota(row_at.begin(), row_at.end(), size_t(0));
+  std::stable_sort(row_at.begin(), row_at.end(),
+                   [&](size_t a, size_t b) { return prompts[a].size() < prompts[b].size(); });
+  for (size_t s = 0; s < size_t(N); ++s) slot_of[row_at[s]] = s;
+  // Slots [s0, s0 + n): the ids [end - keep, end - leave) of each one's text, (n, keep - leave).
+  auto slot_ids = [&](size_t s0, size_t n, int64_t keep, int64_t leave) {
     std::vector<int32_t> v;
-    for (const std::vector<int32_t>& row : text) v.insert(v.end(), row.end() - keep, row.end());
-    return from_vector<int32_t>(v, {N, keep}).to(device);
+    for (size_t s = s0; s < s0 + n; ++s) {
+      const std::vector<int32_t>& row = text[row_at[s]];
+      v.insert(v.end(), row.end() - keep, row.end() - leave);
+    }
+    return from_vector<int32_t>(v, {int64_t(n), keep - leave}).to(device);
   };
+  auto last_ids = [&](int64_t keep) { return slot_ids(0, size_t(N), keep, 0); };  // (N, keep)
   auto refill = [&](int64_t keep) {
     cache = model.make_cache(N, capacity);
     return model.forward_cached(last_ids(keep), cache, /*last_only=*/true);
   };
-  // Rows of different lengths: row r alone holds the newest `keep` ids of its text less the last
-  // `leave` (those the next batched step feeds); returns the logits of its last one, (1, 1, V).
-  auto fill_row = [&](size_t r, int64_t keep, int64_t leave) {
-    KVCache row = cache.row(int64_t(r));
-    row.length = 0;
-    const std::vector<int32_t> ids(text[r].end() - keep, text[r].end() - leave);
+  // Rows of different lengths: slots [s0, s0 + n), of one length, alone hold the newest `keep` ids
+  // of their texts less the last `leave` (those the next batched step feeds); returns the logits
+  // of their last ones, (n, 1, V).
+  auto fill_slots = [&](size_t s0, size_t n, int64_t keep, int64_t leave) {
+    KVCache rows = cache.rows(int64_t(s0), int64_t(n));
+    rows.length = 0;
     Tensor logits;
-    if (!ids.empty())
-      logits = model.forward_cached(from_vector<int32_t>(ids, {1, int64_t(ids.size())}).to(device),
-                                    row, true);
-    cache.lengths[r] = row.length;
+    if (keep > leave) logits = model.forward_cached(slot_ids(s0, n, keep, leave), rows, true);
+    for (size_t s = s0; s < s0 + n; ++s) cache.lengths[s] = rows.length;
     return logits;
   };
-  Tensor logits;  // (N, 1, V)
-  if (ragged) {   // each prompt fed alone into its row: the logits it gets alone
+  // The runs of neighbouring slots for which same(s0, s) holds, each as (first, count).
+  auto runs = [&](const std::function<bool(size_t, size_t)>& same) {
+    std::vector<std::pair<size_t, size_t>> out;
+    for (size_t s = 0; s < size_t(N);) {
+      size_t n = 1;
+      while (s + n < size_t(N) && same(s, s + n)) ++n;
+      out.emplace_back(s, n);
+      s += n;
+    }
+    return out;
+  };
+  Tensor logits;  // (N, 1, V), in slot order
+  if (ragged) {   // each prompt fed alone (with those of its length) into its row
     cache = model.make_cache(N, capacity);
     cache.lengths.assign(size_t(N), 0);
-    std::vector<Tensor> rows;
-    for (size_t r = 0; r < size_t(N); ++r)
-      rows.push_back(fill_row(r, std::min<int64_t>(int64_t(text[r].size()), capacity), 0));
-    logits = ops::concat(rows, 0);
+    std::vector<Tensor> parts;
+    for (const auto& [s0, n] :
+         runs([&](size_t a, size_t b) { return text[row_at[a]].size() == text[row_at[b]].size(); }))
+      parts.push_back(
+          fill_slots(s0, n, std::min<int64_t>(int64_t(text[row_at[s0]].size()), capacity), 0));
+    logits = ops::concat(parts, 0);
   } else {
     logits = refill(std::min<int64_t>(int64_t(longest), capacity));
   }
@@ -157,8 +181,8 @@ std::vector<std::vector<int32_t>> generate_rows(const GPT& model,
         text[r].push_back(text[r].back());
         continue;
       }
-      const std::vector<double> row(last.begin() + int64_t(r) * drawn,
-                                    last.begin() + int64_t(r + 1) * drawn);
+      const int64_t s = int64_t(slot_of[r]);
+      const std::vector<double> row(last.begin() + s * drawn, last.begin() + (s + 1) * drawn);
       const int32_t id = sample_token(row, opt, gens[r]);
       text[r].push_back(id);
       if (on_token) on_token(r, id);
@@ -170,9 +194,11 @@ std::vector<std::vector<int32_t>> generate_rows(const GPT& model,
     }
     if (!drawing || step == opt.max_new_tokens) break;
     const int64_t keep = std::max<int64_t>(capacity / 2, 1);
-    if (ragged) {  // a full row refilled alone with the newest ids but the last, fed with the rest
-      for (size_t r = 0; r < size_t(N); ++r)
-        if (cache.lengths[r] == capacity) fill_row(r, keep, 1);
+    if (ragged) {  // full rows refilled alone with the newest ids but the last, fed with the rest
+      for (const auto& [s0, n] : runs([&](size_t a, size_t b) {
+             return cache.lengths[a] == capacity && cache.lengths[b] == capacity;
+           }))
+        if (cache.lengths[s0] == capacity) fill_slots(s0, n, keep, 1);
       logits = model.forward_cached(last_ids(1), cache);
     } else {
       logits = cache.length == capacity ? refill(keep) : model.forward_cached(last_ids(1), cache);
@@ -193,10 +219,22 @@ std::vector<std::vector<int32_t>> generate_each(const GPT& model,
   TESSERA_CHECK(max_rows >= 1, "generate: a batch must hold at least one row, got ", max_rows);
   check_sample_options(opt);
   std::vector<std::vector<int32_t>> out(prompts.size());
-  for (size_t first = 0; first < prompts.size(); first += size_t(max_rows)) {
+  std::vector<bool> started(prompts.size(), false);
+  const size_t limit = size_t(max_rows);
+  for (size_t first = 0; first < prompts.size(); ++first) {
+    if (started[first]) continue;
+    // Whole groups of one length, each opened by the next unstarted prompt, until the batch is
+    // full: a group's rows then share their positions (one attention call a step for them).
     std::vector<size_t> batch;  // the prompts' indices
-    for (size_t i = first; i < prompts.size() && int64_t(batch.size()) < max_rows; ++i)
-      batch.push_back(i);
+    for (size_t open = first; open < prompts.size() && batch.size() < limit; ++open) {
+      if (started[open]) continue;
+      const size_t length = prompts[open].size();
+      for (size_t i = open; i < prompts.size() && batch.size() < limit; ++i)
+        if (!started[i] && prompts[i].size() == length) {
+          started[i] = true;
+          batch.push_back(i);
+        }
+    }
     std::vector<std::vector<int32_t>> rows;
     std::vector<Generator> batch_gens;
     for (size_t i : batch) rows.push_back(prompts[i]), batch_gens.push_back(gens[i]);

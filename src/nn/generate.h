@@ -74,9 +74,10 @@ std::vector<std::vector<int32_t>> generate_many(const GPT& model,
                                                 const TokenCallback& on_token = {});
 
 // generate_many with a prompt a row: prompts[i] continued with gens[i], prompts of any lengths.
-// Prompts of one length share the cache's positions; otherwise each prompt is fed alone into its
-// row of the cache (the logits it gets alone) and every step after feeds all rows at once, each
-// at its own position (GPT::forward_cached on KVCache::lengths: no padding, no mask).
+// Prompts of one length share the cache's positions; otherwise the cache's rows hold the prompts
+// shortest first, each group of one length fed alone into its rows (the logits each gets alone),
+// and every step after feeds all rows at once, each at its own position (GPT::forward_cached on
+// KVCache::lengths: no padding, no mask).
 std::vector<std::vector<int32_t>> generate_rows(const GPT& model,
                                                 const std::vector<std::vector<int32_t>>& prompts,
                                                 const SampleOptions& opt,
@@ -84,9 +85,11 @@ std::vector<std::vector<int32_t>> generate_rows(const GPT& model,
                                                 const TokenCallback& on_token = {});
 
 // Every prompt's continuation, prompts of any lengths: prompts[i] with gens[i], as generate alone
-// (up to a batched forward's rounding). At most max_rows prompts are drawn together, in the
-// prompts' order (generate_rows). on_done (when given) is called with each prompt's index and ids
-// as its batch ends. Returns the ids in the prompts' order.
+// (up to a batched forward's rounding). At most max_rows prompts are drawn together
+// (generate_rows): a batch takes the first unstarted prompt and the unstarted ones of its length
+// after it, then the next unstarted prompt's group, and so on until it is full (a group shares
+// its positions, so its rows are attended together). on_done (when given) is called with each
+// prompt's index and ids as its batch ends. Returns the ids in the prompts' order.
 using DoneCallback = std::function<void(size_t index, const std::vector<int32_t>& ids)>;
 std::vector<std::vector<int32_t>> generate_each(const GPT& model,
                                                 const std::vector<std::vector<int32_t>>& prompts,

@@ -497,16 +497,17 @@ KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
   return c;
 }
 
-KVCache KVCache::row(int64_t b) const {
+KVCache KVCache::rows(int64_t first, int64_t n) const {
   const int64_t B = k.empty() ? 0 : k.front().size(0);
-  TESSERA_CHECK(b >= 0 && b < B, "KVCache::row: row ", b, " of a cache of ", B, " rows");
+  TESSERA_CHECK(first >= 0 && n >= 1 && first + n <= B, "KVCache::rows: rows [", first, ", ",
+                first + n, ") of a cache of ", B, " rows");
   KVCache r;
   r.capacity = capacity;
-  r.length = lengths.empty() ? length : lengths[size_t(b)];
-  auto rows = [b](const std::vector<Tensor>& all, std::vector<Tensor>& out) {
-    for (const Tensor& t : all) out.push_back(t.narrow(0, b, 1));
+  r.length = lengths.empty() ? length : lengths[size_t(first)];
+  auto views = [&](const std::vector<Tensor>& all, std::vector<Tensor>& out) {
+    for (const Tensor& t : all) out.push_back(t.narrow(0, first, n));
   };
-  rows(k, r.k), rows(v, r.v), rows(forget, r.forget);
+  views(k, r.k), views(v, r.v), views(forget, r.forget);
   return r;
 }
 
@@ -605,18 +606,19 @@ Tensor GPT::forward_rows(const Tensor& inputs, KVCache& cache) const {
       sums = forget_sums(blk, xn, ops::concat(starts, 0).reshape({B, cfg_.n_head}));
     }
     std::vector<Tensor> ys;
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = 0, n = 1; b < B; b += n) {  // rows [b, b + n): neighbours at one position
       const int64_t at = L[size_t(b)];
-      Tensor qb = q.narrow(0, b, 1), kb = k.narrow(0, b, 1);
+      for (n = 1; b + n < B && L[size_t(b + n)] == at;) ++n;
+      Tensor qb = q.narrow(0, b, n), kb = k.narrow(0, b, n);
       rotate(qb, kb, at);
-      const Tensor keys = cache.k[l].narrow(0, b, 1), values = cache.v[l].narrow(0, b, 1);
+      const Tensor keys = cache.k[l].narrow(0, b, n), values = cache.v[l].narrow(0, b, n);
       keys.narrow(2, at, 1).copy_(kb);
-      values.narrow(2, at, 1).copy_(v.narrow(0, b, 1));
+      values.narrow(2, at, 1).copy_(v.narrow(0, b, n));
       Tensor forget;
       if (sums.defined()) {
-        const Tensor row = cache.forget[l].narrow(0, b, 1);
-        row.narrow(2, at, 1).copy_(sums.narrow(0, b, 1));
-        forget = row.narrow(2, 0, at + 1).contiguous();
+        const Tensor rows = cache.forget[l].narrow(0, b, n);
+        rows.narrow(2, at, 1).copy_(sums.narrow(0, b, n));
+        forget = rows.narrow(2, 0, at + 1).contiguous();
       }
       ys.push_back(
           attend(qb, keys.narrow(2, 0, at + 1), values.narrow(2, 0, at + 1), false, forget));

@@ -108,14 +108,15 @@ class LinearHook {
 // forgetting-attention model (ops/forget_gate.h), empty for the other kinds.
 // Rows of different lengths (prompts of different lengths decoded as one batch): `lengths` holds
 // each row's filled positions, [0, lengths[b]), and `length` is unused; empty when every row holds
-// `length`. row(b) is row b alone, views of these tensors (writes through it land here), holding
-// lengths[b] (or length) positions: a row is filled, or refilled, by forward_cached on it.
+// `length`. rows(first, n) is rows [first, first + n) alone, views of these tensors (writes
+// through it land here), holding lengths[first] (or length) positions: rows are filled, or
+// refilled, by forward_cached on it.
 struct KVCache {
   std::vector<Tensor> k, v, forget;
   int64_t length = 0;
   int64_t capacity = 0;
   std::vector<int64_t> lengths;
-  KVCache row(int64_t b) const;
+  KVCache rows(int64_t first, int64_t n = 1) const;
 };
 
 class GPT {
@@ -147,8 +148,8 @@ class GPT {
   // instead of Tn.
   // A cache whose rows hold different lengths (KVCache::lengths) takes one token a row, inputs
   // (B, 1), each at its row's next position: the projections, MLPs and head run on the batch, the
-  // positions and attention a row at a time, each row's logits those of forward_cached on that row
-  // alone (up to a batched gemm's rounding).
+  // positions and attention on each run of neighbouring rows of one length, each row's logits
+  // those of forward_cached on that row alone (up to a batched gemm's rounding).
   KVCache make_cache(int64_t batch, int64_t capacity) const;
   Tensor forward_cached(const Tensor& inputs, KVCache& cache, bool last_only = false) const;
 

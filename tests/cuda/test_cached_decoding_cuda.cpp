@@ -147,7 +147,7 @@ TEST(CachedDecodingCuda, rows_of_different_lengths_each_follow_their_full_forwar
           .narrow(1, n - 1, 1);
     };
     for (int64_t r = 0; r < B; ++r) {
-      nn::KVCache row = cache.row(r);
+      nn::KVCache row = cache.rows(r);
       const Tensor got = m.forward_cached(
           x.narrow(0, r, 1).narrow(1, 0, prompt[size_t(r)]).contiguous().to(kGpu), row, true);
       cache.lengths[size_t(r)] = row.length;

@@ -157,8 +157,9 @@ TEST(GenerateEach, each_prompt_is_what_it_draws_alone_in_batches_of_any_lengths)
           order.push_back(i);
           done.at(i) = ids;
         });
-    // Lengths 2 3 2 | 2 3 1 | 2, three rows a batch in order.
-    EXPECT_EQ(order, (std::vector<size_t>{0, 1, 2, 3, 4, 5, 6}));
+    // Lengths 2 3 2 2 3 1 2, three rows a batch, whole groups of one length in turn: {0, 2, 3},
+    // then 1's group {1, 4} and 5's {5}, then {6}.
+    EXPECT_EQ(order, (std::vector<size_t>{0, 2, 3, 1, 4, 5, 6}));
     ASSERT_EQ(out.size(), prompts.size());
     EXPECT_EQ(done, out);
     for (size_t i = 0; i < prompts.size(); ++i) {
@@ -184,43 +185,45 @@ TEST(GenerateEach, an_empty_prompt_or_a_count_off_is_an_error) {
 }
 
 // A cache of rows of different lengths (KVCache::lengths): each row filled alone through its view
-// (KVCache::row), then steps of one token a row for the whole batch. Each row's logits are those
+// (KVCache::rows), then steps of one token a row for the whole batch. Each row's logits are those
 // of the full forward over that row's sequence alone (f64: equal to rounding), in every decoding
-// style; rows of 1, 4 and 2 tokens, three steps.
+// style; rows of 1, 4, 4 and 2 tokens (the two of 4 side by side: attended as one run), three
+// steps.
 TEST(RaggedCache, each_rows_logits_are_its_full_forwards) {
   const std::vector<std::vector<int32_t>> seqs = {
-      {3, 1, 4, 1}, {5, 9, 2, 6, 5, 3, 5}, {8, 9, 7, 9, 3}};
-  const std::vector<int64_t> prompt = {1, 4, 2};
+      {3, 1, 4, 1}, {5, 9, 2, 6, 5, 3, 5}, {2, 7, 1, 8, 2, 8, 1}, {8, 9, 7, 9, 3}};
+  const std::vector<int64_t> prompt = {1, 4, 4, 2};
+  const size_t R = seqs.size();
   for (auto [style, cfg] : decoding_styles()) {
     SCOPED_TRACE(style);
     cfg.block_size = 8;
     Generator g(12);
     const GPT m(cfg, g, DType::F64);
-    nn::KVCache cache = m.make_cache(3, 8);
-    cache.lengths = {0, 0, 0};
+    nn::KVCache cache = m.make_cache(int64_t(R), 8);
+    cache.lengths.assign(R, 0);
     double worst = 0;
     auto full = [&](size_t r, int64_t n) {  // the last row of the forward over seqs[r][0, n)
       const std::vector<int32_t> ids(seqs[r].begin(), seqs[r].begin() + n);
       return m.forward(from_vector<int32_t>(ids, {1, n}), false).narrow(1, n - 1, 1);
     };
-    for (size_t r = 0; r < 3; ++r) {
-      nn::KVCache row = cache.row(int64_t(r));
+    for (size_t r = 0; r < R; ++r) {
+      nn::KVCache row = cache.rows(int64_t(r));
       const std::vector<int32_t> ids(seqs[r].begin(), seqs[r].begin() + prompt[r]);
       const Tensor got = m.forward_cached(from_vector<int32_t>(ids, {1, prompt[r]}), row, true);
       cache.lengths[r] = row.length;
       worst = std::max(worst, tessera::testing::max_abs_diff(got, full(r, prompt[r])));
     }
-    EXPECT_EQ(cache.lengths, (std::vector<int64_t>{1, 4, 2}));
+    EXPECT_EQ(cache.lengths, (std::vector<int64_t>{1, 4, 4, 2}));
     for (int64_t step = 0; step < 3; ++step) {
       std::vector<int32_t> next;
-      for (size_t r = 0; r < 3; ++r) next.push_back(seqs[r][size_t(prompt[r] + step)]);
-      const Tensor got = m.forward_cached(from_vector<int32_t>(next, {3, 1}), cache);
-      ASSERT_EQ(got.shape(), (Shape{3, 1, cfg.vocab_size}));
-      for (size_t r = 0; r < 3; ++r)
+      for (size_t r = 0; r < R; ++r) next.push_back(seqs[r][size_t(prompt[r] + step)]);
+      const Tensor got = m.forward_cached(from_vector<int32_t>(next, {int64_t(R), 1}), cache);
+      ASSERT_EQ(got.shape(), (Shape{int64_t(R), 1, cfg.vocab_size}));
+      for (size_t r = 0; r < R; ++r)
         worst = std::max(worst, tessera::testing::max_abs_diff(got.narrow(0, int64_t(r), 1),
                                                                full(r, prompt[r] + step + 1)));
     }
-    EXPECT_EQ(cache.lengths, (std::vector<int64_t>{4, 7, 5}));
+    EXPECT_EQ(cache.lengths, (std::vector<int64_t>{4, 7, 7, 5}));
     EXPECT_LT(worst, 1e-12);
   }
 }
@@ -239,6 +242,6 @@ TEST(RaggedCache, more_than_one_token_a_row_or_a_full_row_is_an_error) {
   });
   EXPECT_NE(msg.find("row 1's position 4 is past the cache capacity 4"), std::string::npos) << msg;
   EXPECT_EQ(cache.lengths, (std::vector<int64_t>{1, 4}));  // nothing advanced
-  msg = tessera::testing::error_of([&] { cache.row(2); });
-  EXPECT_NE(msg.find("row 2 of a cache of 2 rows"), std::string::npos) << msg;
+  msg = tessera::testing::error_of([&] { cache.rows(2); });
+  EXPECT_NE(msg.find("rows [2, 3) of a cache of 2 rows"), std::string::npos) << msg;
 }
