@@ -86,7 +86,8 @@ std::vector<std::vector<int32_t>> generate_rows(const GPT& model,
                   " is empty (give at least one token)");
     longest = std::max(longest, prompts[r].size());
   }
-  // Prompts of one length share the cache's positions; others fill a row each (KVCache::lengths).
+  // Prompts of one length share the cache's positions; prompts of several lengths fill their rows
+  // a group of one length at a time and advance each at its own position (KVCache::lengths).
   const bool ragged = std::any_of(prompts.begin(), prompts.end(), [&](const auto& p) {
     return p.size() != prompts.front().size();
   });
