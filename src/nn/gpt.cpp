@@ -429,19 +429,21 @@ void check_inputs(const Tensor& inputs) {
 }
 }  // namespace
 
-// inputs (B, T) i32 (checked by the forwards) at positions pos0 + t -> (B, T, C)
+// inputs (B, T) i32 (checked by the forwards) at positions pos0 + t, or at `positions` -> (B, T, C)
 Tensor GPT::embed(const Tensor& inputs, int64_t pos0, bool training, const Tensor& host_inputs,
-                  const ops::Documents* docs) const {
+                  const Tensor& positions) const {
   const int64_t T = inputs.size(1);
   TESSERA_CHECK(cfg_.position != PositionKind::Learned || pos0 + T <= cfg_.block_size,
                 "GPT: sequence length ", pos0 + T, " exceeds block_size ", cfg_.block_size,
                 " of the learned position embedding");
   Tensor x = ops::embedding(wte_, inputs, host_inputs);
-  if (wpe_.defined() && docs) {
-    // Each position's row of the table is its offset in its document: built on the host (where
-    // the documents were found) and looked up like the tokens.
-    const Tensor pos = from_vector(docs->positions(), {docs->batch(), docs->length()});
-    x = ops::add(x, ops::embedding(wpe_, pos.to(x.device()), pos));
+  if (wpe_.defined() && positions.defined()) {
+    // Each position's row of the table, given on the host and looked up like the tokens.
+    const std::vector<int32_t> at = positions.to_vector<int32_t>();
+    const int32_t last = at.empty() ? 0 : *std::max_element(at.begin(), at.end());
+    TESSERA_CHECK(last < cfg_.block_size, "GPT: position ", last, " is past block_size ",
+                  cfg_.block_size, " of the learned position embedding");
+    x = ops::add(x, ops::embedding(wpe_, positions.to(x.device()), positions));
   } else if (wpe_.defined()) {
     // Rows pos0 .. pos0 + T - 1 of the position table, added to every sequence; their gradient
     // is a sum over B into those rows. No position ids are built on the host and sent over (on
@@ -469,7 +471,12 @@ Tensor GPT::forward_from(const Tensor& inputs, const Tensor& host_inputs, bool t
   check_inputs(inputs);
   // Held by the recompute closures below, which run the blocks again in the backward.
   const std::shared_ptr<const ops::Documents> docs = documents(inputs, host_inputs);
-  Tensor x = embed(inputs, 0, training, host_inputs, docs.get());  // (B, T, C)
+  // Within documents each position's row of the table is its offset in its document, found on the
+  // host with the documents.
+  const Tensor positions = docs && wpe_.defined()
+                               ? from_vector(docs->positions(), {docs->batch(), docs->length()})
+                               : Tensor();
+  Tensor x = embed(inputs, 0, training, host_inputs, positions);  // (B, T, C)
   for (const Block& blk : blocks_) {
     if (cfg_.recompute && training && grad_enabled()) {
       x = recompute(
@@ -532,101 +539,90 @@ void check_one_document(const Tensor& inputs, int64_t separator,
 Tensor GPT::forward_cached(const Tensor& inputs, KVCache& cache, bool last_only) const {
   NoGradGuard no_grad;
   check_inputs(inputs);
-  if (!cache.lengths.empty()) return forward_rows(inputs, cache);
-  const int64_t Tn = inputs.size(1), L0 = cache.length;
-  TESSERA_CHECK(L0 + Tn <= cache.capacity, "GPT::forward_cached: ", L0 + Tn,
-                " positions exceed the cache capacity ", cache.capacity);
-  check_one_document(inputs, cfg_.document_separator, [L0](int64_t) { return L0; });
-  Tensor x = embed(inputs, L0, false);
-  for (size_t l = 0; l < blocks_.size(); ++l) {
-    const Block& blk = blocks_[l];
-    Tensor q, k, v;
-    const Tensor xn = norm(x, blk.ln1_w, blk.ln1_b);
-    project_qkv(blk, xn, L0, false, q, k, v);
-    cache.k[l].narrow(2, L0, Tn).copy_(k);
-    cache.v[l].narrow(2, L0, Tn).copy_(v);
-    Tensor forget;
-    if (!cache.forget.empty()) {
-      // The new positions' sums continue the cached ones; the kernels take them whole (B, H, L).
-      const Tensor start =
-          L0 > 0
-              ? cache.forget[l].narrow(2, L0 - 1, 1).contiguous().reshape({x.size(0), cfg_.n_head})
-              : Tensor();
-      cache.forget[l].narrow(2, L0, Tn).copy_(forget_sums(blk, xn, start));
-      forget = cache.forget[l].narrow(2, 0, L0 + Tn).contiguous();
-    }
-    // The new queries sit at positions [L0, L0 + Tn) of the filled keys [0, L0 + Tn): the same
-    // kernels as forward(), with a query offset, on the cache's device, reading the filled prefix
-    // in place (backend/attention_shapes.h).
-    Tensor y = attend(q, cache.k[l].narrow(2, 0, L0 + Tn), cache.v[l].narrow(2, 0, L0 + Tn), false,
-                      forget);
-    Tensor h = merge_heads(blk, y, x, false);
-    x = mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), h, false);
+  const int64_t B = inputs.size(0), Tn = inputs.size(1);
+  if (cache.lengths.empty()) {  // every row at one position
+    const int64_t L0 = cache.length;
+    TESSERA_CHECK(L0 + Tn <= cache.capacity, "GPT::forward_cached: ", L0 + Tn,
+                  " positions exceed the cache capacity ", cache.capacity);
+    check_one_document(inputs, cfg_.document_separator, [L0](int64_t) { return L0; });
+    Tensor logits = decode(inputs, cache, {{0, B, L0}}, last_only);
+    cache.length = L0 + Tn;
+    return logits;
   }
-  cache.length = L0 + Tn;
-  if (last_only && Tn > 1) x = x.narrow(1, Tn - 1, 1).contiguous();
-  return head(norm(x, lnf_w_, lnf_b_), false, false);
-}
-
-Tensor GPT::forward_rows(const Tensor& inputs, KVCache& cache) const {
-  const int64_t B = inputs.size(0);
-  TESSERA_CHECK(inputs.size(1) == 1 && int64_t(cache.lengths.size()) == B && !cache.k.empty() &&
+  TESSERA_CHECK(Tn == 1 && int64_t(cache.lengths.size()) == B && !cache.k.empty() &&
                     cache.k.front().size(0) == B,
                 "GPT::forward_cached: a cache of rows of different lengths takes one token a row "
                 "of its ",
                 cache.lengths.size(), " rows, got ", inputs.str());
-  const std::vector<int64_t> L = cache.lengths;  // each row's position of this token
+  const std::vector<int64_t>& L = cache.lengths;  // each row's position of this token
   for (int64_t b = 0; b < B; ++b)
     TESSERA_CHECK(L[size_t(b)] >= 0 && L[size_t(b)] < cache.capacity, "GPT::forward_cached: row ",
                   b, "'s position ", L[size_t(b)], " is past the cache capacity ", cache.capacity);
   check_one_document(inputs, cfg_.document_separator, [&L](int64_t b) { return L[size_t(b)]; });
+  std::vector<DecodeRun> runs;  // neighbouring rows at one position
+  for (int64_t b = 0, n = 1; b < B; b += n) {
+    for (n = 1; b + n < B && L[size_t(b + n)] == L[size_t(b)];) ++n;
+    runs.push_back({b, n, L[size_t(b)]});
+  }
+  Tensor logits = decode(inputs, cache, runs, false);
+  for (int64_t& n : cache.lengths) ++n;
+  return logits;
+}
+
+Tensor GPT::decode(const Tensor& inputs, KVCache& cache, const std::vector<DecodeRun>& runs,
+                   bool last_only) const {
+  const int64_t B = inputs.size(0), Tn = inputs.size(1);
   Tensor x;
-  if (wpe_.defined()) {  // each row's own position in the table, as embed() adds rows pos0 + t
-    TESSERA_CHECK(*std::max_element(L.begin(), L.end()) < cfg_.block_size, "GPT: position ",
-                  *std::max_element(L.begin(), L.end()), " is past block_size ", cfg_.block_size,
-                  " of the learned position embedding");
-    std::vector<int32_t> at(L.begin(), L.end());
-    const Tensor pos = from_vector<int32_t>(at, {B, 1});
-    x = ops::add(ops::embedding(wte_, inputs), ops::embedding(wpe_, pos.to(wpe_.device()), pos));
-  } else {
-    x = ops::embedding(wte_, inputs);
+  if (runs.size() == 1) {
+    x = embed(inputs, runs[0].pos, false);
+  } else {  // each row's own positions in the learned table, looked up like the tokens
+    std::vector<int32_t> at;
+    for (const DecodeRun& r : runs)
+      for (int64_t i = 0; i < r.rows * Tn; ++i) at.push_back(int32_t(r.pos + i % Tn));
+    x = embed(inputs, 0, false, Tensor(), from_vector<int32_t>(at, {B, Tn}));
   }
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const Block& blk = blocks_[l];
     Tensor q, k, v;
     const Tensor xn = norm(x, blk.ln1_w, blk.ln1_b);
-    project_heads(blk, xn, false, q, k, v);  // (B, H, 1, hd), (B, Hkv, 1, hd)
-    Tensor sums;  // the forget gate's sums of this token, continuing each row's: (B, H, 1)
+    project_heads(blk, xn, false, q, k, v);  // (B, H, Tn, hd), (B, Hkv, Tn, hd)
+    Tensor sums;  // forgetting attention: the new positions' sums (B, H, Tn), continuing each row's
     if (!cache.forget.empty()) {
-      std::vector<Tensor> starts;
-      for (int64_t b = 0; b < B; ++b)
-        starts.push_back(L[size_t(b)] > 0
-                             ? cache.forget[l].narrow(0, b, 1).narrow(2, L[size_t(b)] - 1, 1)
-                             : zeros({1, cfg_.n_head, 1}, cache.forget[l].options()));
-      sums = forget_sums(blk, xn, ops::concat(starts, 0).reshape({B, cfg_.n_head}));
+      std::vector<Tensor> starts;  // each run's last cached sums (B, H, 1); none at position 0
+      bool any = false;
+      for (const DecodeRun& r : runs) {
+        any |= r.pos > 0;
+        starts.push_back(r.pos > 0
+                             ? cache.forget[l].narrow(0, r.first, r.rows).narrow(2, r.pos - 1, 1)
+                             : zeros({r.rows, cfg_.n_head, 1}, cache.forget[l].options()));
+      }
+      const Tensor start = starts.size() == 1 ? starts[0].contiguous() : ops::concat(starts, 0);
+      sums = forget_sums(blk, xn, any ? start.reshape({B, cfg_.n_head}) : Tensor());
     }
     std::vector<Tensor> ys;
-    for (int64_t b = 0, n = 1; b < B; b += n) {  // rows [b, b + n): neighbours at one position
-      const int64_t at = L[size_t(b)];
-      for (n = 1; b + n < B && L[size_t(b + n)] == at;) ++n;
-      Tensor qb = q.narrow(0, b, n), kb = k.narrow(0, b, n);
-      rotate(qb, kb, at);
-      const Tensor keys = cache.k[l].narrow(0, b, n), values = cache.v[l].narrow(0, b, n);
-      keys.narrow(2, at, 1).copy_(kb);
-      values.narrow(2, at, 1).copy_(v.narrow(0, b, n));
+    for (const DecodeRun& r : runs) {
+      // The run's new queries sit at positions [pos, pos + Tn) of its filled keys
+      // [0, pos + Tn): the same kernels as forward(), with a query offset, on the cache's device,
+      // reading the filled prefix in place (backend/attention_shapes.h).
+      const int64_t end = r.pos + Tn;
+      Tensor qr = q.narrow(0, r.first, r.rows), kr = k.narrow(0, r.first, r.rows);
+      rotate(qr, kr, r.pos);
+      const Tensor keys = cache.k[l].narrow(0, r.first, r.rows),
+                   values = cache.v[l].narrow(0, r.first, r.rows);
+      keys.narrow(2, r.pos, Tn).copy_(kr);
+      values.narrow(2, r.pos, Tn).copy_(v.narrow(0, r.first, r.rows));
       Tensor forget;
       if (sums.defined()) {
-        const Tensor rows = cache.forget[l].narrow(0, b, n);
-        rows.narrow(2, at, 1).copy_(sums.narrow(0, b, n));
-        forget = rows.narrow(2, 0, at + 1).contiguous();
+        const Tensor rows = cache.forget[l].narrow(0, r.first, r.rows);
+        rows.narrow(2, r.pos, Tn).copy_(sums.narrow(0, r.first, r.rows));
+        forget = rows.narrow(2, 0, end).contiguous();
       }
-      ys.push_back(
-          attend(qb, keys.narrow(2, 0, at + 1), values.narrow(2, 0, at + 1), false, forget));
+      ys.push_back(attend(qr, keys.narrow(2, 0, end), values.narrow(2, 0, end), false, forget));
     }
-    Tensor h = merge_heads(blk, ops::concat(ys, 0), x, false);
+    Tensor h = merge_heads(blk, ys.size() == 1 ? ys[0] : ops::concat(ys, 0), x, false);
     x = mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), h, false);
   }
-  for (int64_t& n : cache.lengths) ++n;
+  if (last_only && Tn > 1) x = x.narrow(1, Tn - 1, 1).contiguous();
   return head(norm(x, lnf_w_, lnf_b_), false, false);
 }
 

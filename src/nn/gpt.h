@@ -213,8 +213,14 @@ class GPT {
                    Tensor& k, Tensor& v) const;
   // RoPE on q and k for positions pos0 + t (model.rope_scaling applied); nothing for other kinds.
   void rotate(Tensor& q, Tensor& k, int64_t pos0) const;
-  // forward_cached's step for a cache of rows of different lengths.
-  Tensor forward_rows(const Tensor& inputs, KVCache& cache) const;
+  // forward_cached's work: runs of neighbouring rows, rows [first, first + rows) taking their
+  // inputs at positions [pos, pos + Tn) of the cache (one run for a cache of one length; rows of
+  // different lengths: one token a row, a run for each neighbouring rows of one position).
+  struct DecodeRun {
+    int64_t first, rows, pos;
+  };
+  Tensor decode(const Tensor& inputs, KVCache& cache, const std::vector<DecodeRun>& runs,
+                bool last_only) const;
   // A Linear (through the hook when one is installed): module "attn.c_attn" of blk, or a full name.
   Tensor linear(const std::string& module, const Tensor& x, const Tensor& w, const Tensor& b) const;
   Tensor adapt(Proj p, int64_t layer, const Tensor& x, const Tensor& y, bool training) const;
@@ -254,9 +260,11 @@ class GPT {
   // (null: one sequence a row).
   Tensor attention(const Block& blk, const Tensor& x, const Tensor& residual, bool training,
                    const ops::Documents* docs) const;
-  // host_inputs: the same ids on the CPU, when the caller has them (ops::embedding).
+  // host_inputs: the same ids on the CPU, when the caller has them (ops::embedding). positions:
+  // each token's position (B, T) i32 on the host, for learned positions other than pos0 + t
+  // (within documents, rows decoded at positions of their own).
   Tensor embed(const Tensor& inputs, int64_t pos0, bool training, const Tensor& host_inputs = {},
-               const ops::Documents* docs = nullptr) const;
+               const Tensor& positions = {}) const;
   // The documents of inputs' rows under cfg_.document_separator, read from host_inputs (or inputs,
   // read back); null when it is off or every row is one document.
   std::shared_ptr<const ops::Documents> documents(const Tensor& inputs,
