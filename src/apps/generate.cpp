@@ -5,7 +5,13 @@
 // base: the one it recorded, or --base), then samples with a KV cache, printing the prompt and
 // then each token as it is drawn. --prompt-style alpaca sets the prompt as the instruction of
 // Alpaca's template (data/sft.h), as `tokenize --format sft` sets Alpaca examples, for a model
-// fine-tuned on them. --bos puts the tokenizer's beginning-of-text id first (Llama 3's
+// fine-tuned on them. --prompt-style chatml, qwen3 or llama3 sends the prompt as a user's message
+// in that chat template (data/chat.h; after --system's message where given), as `tokenize
+// --chat-template` writes examples and as instruct models were tuned; the printed prompt shows its
+// markers, and the reply ends at the template's end of turn (or the end-of-text id). --no-think
+// (qwen3) ends the prompt with Qwen3's empty reasoning block, as its enable_thinking=False does.
+// The checkpoint's data.chat_template is the default style. --bos puts the tokenizer's
+// beginning-of-text id first (Llama 3's
 // <|begin_of_text|>), as `tokenize --bos` starts every document and example. --num-samples N draws
 // N continuations of the prompt together, one batch through the cache; the i-th (from 0) draws
 // with seed + i, as `--seed <seed + i>` alone would, and each is printed once all are drawn, under
@@ -14,11 +20,13 @@
 // build/generate --checkpoint CK --prompts examples.jsonl [--batch-size 16] [--temperature 0]
 // continues every example's prompt of a file (data/sft.h: JSON Lines or a JSON array of prompt /
 // response or Alpaca examples; a response is not fed, only printed back), the i-th (from 0) with
-// seed + i as --prompt and --seed <seed + i> alone would, the model loaded once. Up to
+// seed + i as --prompt and --seed <seed + i> alone would, the model loaded once. Under a chat
+// template (--prompt-style, or the checkpoint's data.chat_template) an example is its conversation
+// less a final assistant message (the response printed back), conversations ("messages") too. Up to
 // --batch-size prompts of any lengths are drawn together (nn::generate_each). Prints a JSON
 // object a line in the file's order, each as soon as it and those before it are drawn:
-//   {"prompt": <the prompt as fed>, "completion": <what follows it, less the end-of-text>,
-//    "response": <the example's, when it has one>}
+//   {"prompt": <the prompt as fed, a chat's markers as their text>, "completion": <what follows
+//    it, less the end-of-text or end of turn>, "response": <the example's, when it has one>}
 // (text the model drew that is not UTF-8 comes out with U+FFFD for each bad byte).
 #include "nn/generate.h"
 
@@ -31,6 +39,7 @@
 #include <vector>
 
 #include "config/cli.h"
+#include "data/chat.h"
 #include "data/sft.h"
 #include "data/tokenizer.h"
 #include "data/utf8.h"
@@ -50,8 +59,9 @@ std::string number_text(double v) {
 
 // --prompts: every example's prompt (encoded as given) continued (the file's header comment),
 // printed in order.
+// shown[i], responses[i]: the i-th prompt's text and the example's response ("" for none).
 void generate_file(const nn::GPT& model, const data::Tokenizer& tok,
-                   const std::vector<data::SftExample>& examples,
+                   const std::vector<std::string>& shown, const std::vector<std::string>& responses,
                    const std::vector<data::Prompt>& given, const nn::SampleOptions& opt,
                    uint64_t seed, int64_t batch) {
   std::vector<std::vector<int32_t>> prompts;
@@ -63,13 +73,13 @@ void generate_file(const nn::GPT& model, const data::Tokenizer& tok,
   auto json = [](const std::string& s) {
     return train::json_string(data::replace_invalid_utf8(s));
   };
-  std::vector<std::optional<std::string>> lines(examples.size());
+  std::vector<std::optional<std::string>> lines(given.size());
   size_t printed = 0;
   nn::generate_each(
       model, prompts, opt, gens, batch, [&](size_t i, const std::vector<int32_t>& ids) {
-        std::string line = "{\"prompt\": " + json(examples[i].prompt) +
+        std::string line = "{\"prompt\": " + json(shown[i]) +
                            ", \"completion\": " + json(data::decode_completion(tok, given[i], ids));
-        if (!examples[i].response.empty()) line += ", \"response\": " + json(examples[i].response);
+        if (!responses[i].empty()) line += ", \"response\": " + json(responses[i]);
         lines[i] = line + "}";
         for (; printed < lines.size() && lines[printed]; ++printed)
           std::cout << *lines[printed] << '\n';
@@ -108,9 +118,18 @@ int main(int argc, char** argv) {
         cxxopts::value<int64_t>()->default_value("16"))(
         "tokenizer-dir", "override the gpt2 tokenizer's directory", cxxopts::value<std::string>())(
         "prompt-style",
-        "plain (the prompt as it is) | alpaca (the prompt as the instruction of "
-        "Alpaca's template, as tokenize --format sft sets Alpaca examples)",
+        "plain (the prompt as it is) | alpaca (the prompt as the instruction of Alpaca's template, "
+        "as tokenize --format sft sets Alpaca examples) | chatml | qwen3 | llama3 (the prompt as a "
+        "user's message in that chat template, as tokenize --chat-template writes examples); "
+        "default: the checkpoint's data.chat_template, else plain",
         cxxopts::value<std::string>()->default_value("plain"))(
+        "system",
+        "under a chat template: a system message before the prompt (with --prompts, before each "
+        "example that has none)",
+        cxxopts::value<std::string>())(
+        "no-think",
+        "under qwen3: end the prompt with an empty reasoning block (Qwen3's "
+        "enable_thinking=False)")(
         "bos",
         "start with the tokenizer's beginning-of-text id, as tokenize --bos starts documents")(
         "h,help", "show this help");
@@ -126,28 +145,48 @@ int main(int argc, char** argv) {
     const int64_t samples = args["num-samples"].as<int64_t>();
     TESSERA_CHECK(samples >= 1 && samples <= 1024,
                   "command line: --num-samples must be in [1, 1024], got ", samples);
-    const std::string style = args["prompt-style"].as<std::string>();
+    const std::string style_flag = args["prompt-style"].as<std::string>();
+    TESSERA_CHECK(
+        style_flag == "plain" || style_flag == "alpaca" || data::chat_template_named(style_flag),
+        "command line: --prompt-style must be plain, alpaca, ", data::kChatTemplateNames, ", got '",
+        style_flag, "'");
     const int64_t batch = args["batch-size"].as<int64_t>();
     TESSERA_CHECK(batch >= 1 && batch <= 1024,
                   "command line: --batch-size must be in [1, 1024], got ", batch);
     // --prompts: the file read and checked before the model loads.
     std::vector<data::SftExample> examples;
     if (args.count("prompts")) {
-      TESSERA_CHECK(!args.count("prompt") && !args.count("prompt-style") && samples == 1,
+      TESSERA_CHECK(!args.count("prompt") && style_flag != "alpaca" && samples == 1,
                     "command line: --prompts takes its prompts from the file (an Alpaca example "
                     "sets its own in the template), one continuation each: not with --prompt, "
-                    "--prompt-style or --num-samples");
+                    "--prompt-style alpaca or --num-samples");
       examples = data::read_sft_examples(args["prompts"].as<std::string>());
     } else {
       TESSERA_CHECK(!args.count("batch-size"), "command line: --batch-size goes with --prompts");
     }
-    TESSERA_CHECK(style == "plain" || style == "alpaca",
-                  "command line: --prompt-style must be plain or alpaca, got '", style, "'");
-    TESSERA_CHECK(style == "plain" || args.count("prompt"),
+    TESSERA_CHECK(style_flag != "alpaca" || args.count("prompt"),
                   "command line: --prompt-style alpaca needs --prompt, the instruction");
     train::LoadedModel m = train::load_model(args);
     train::place_loaded(m, args);
     const Config& cfg = m.config;
+
+    // The style: the flag's, else the template the checkpoint was tuned in.
+    const bool from_checkpoint = !args.count("prompt-style") && !cfg.data.chat_template.empty();
+    const std::string style = from_checkpoint ? cfg.data.chat_template : style_flag;
+    const std::optional<data::ChatTemplate> chat = data::chat_template_named(style);
+    const std::string named = from_checkpoint
+                                  ? "the chat template " + style + " (" + m.path +
+                                        "'s data.chat_template; --prompt-style plain for none)"
+                                  : "--prompt-style " + style;
+    TESSERA_CHECK(chat || (!args.count("system") && !args.count("no-think")),
+                  "command line: --system and --no-think go with a chat template (--prompt-style ",
+                  data::kChatTemplateNames, ")");
+    TESSERA_CHECK(!args.count("no-think") || chat == data::ChatTemplate::Qwen3,
+                  "command line: --no-think goes with the qwen3 template, not ", named);
+    TESSERA_CHECK(!chat || !args.count("bos"), "command line: --bos and ", named,
+                  ": the template writes what starts a prompt");
+    TESSERA_CHECK(!chat || args.count("prompt") || args.count("prompts"), "command line: ", named,
+                  " needs --prompt, the user's message");
 
     TESSERA_CHECK(!args.count("tokenizer-dir") || cfg.data.tokenizer != "byte",
                   "command line: --tokenizer-dir applies to the gpt2 and hf tokenizers only (",
@@ -156,12 +195,17 @@ int main(int argc, char** argv) {
                                                         : cfg.data.tokenizer_dir;
     auto tok = data::make_tokenizer(cfg.data.tokenizer, dir);
     const uint64_t seed = args["seed"].as<uint64_t>();
-    opt.stop_token = int64_t(tok->eot_id());
     opt.vocab = tok->vocab_size();  // a model padded past it: its extra ids decode to nothing
     // --bos: the beginning-of-text id first, as tokenize --bos starts documents; an empty prompt
     // starts from the end-of-text id (it separates documents in training). Neither is printed.
     auto encode = [&](const std::string& text) {
       return data::encode_prompt(*tok, text, args.count("bos") > 0, "command line: --bos");
+    };
+    // Under a chat template: the messages and the assistant's header, --system's message first.
+    auto encode_chat = [&](std::vector<data::ChatMessage> context) {
+      if (args.count("system") && (context.empty() || context[0].role != "system"))
+        context.insert(context.begin(), {"system", args["system"].as<std::string>()});
+      return data::encode_chat_prompt(*tok, *chat, context, !args.count("no-think"));
     };
     const RopeScalingConfig& rs = cfg.model.rope_scaling;
     const int64_t L0 = rs.original_max_position > 0 ? rs.original_max_position : cfg.model.block_size;
@@ -174,19 +218,35 @@ int main(int argc, char** argv) {
     };
     if (args.count("prompts")) {
       std::vector<data::Prompt> given;
+      std::vector<std::string> shown, responses;
       size_t longest = 0;
-      for (const data::SftExample& e : examples) {
-        given.push_back(encode(e.prompt));
+      for (size_t i = 0; i < examples.size(); ++i) {
+        const data::SftExample& e = examples[i];
+        if (chat) {
+          data::ChatTurn turn = data::last_turn(e);
+          given.push_back(encode_chat(std::move(turn.context)));
+          shown.push_back(tok->decode(given.back().ids));
+          responses.push_back(std::move(turn.reply));
+        } else {
+          TESSERA_CHECK(!e.needs_chat_template(), args["prompts"].as<std::string>(), ": example ",
+                        i + 1, " is a conversation (\"messages\"): give --prompt-style ",
+                        data::kChatTemplateNames);
+          given.push_back(encode(e.prompt));
+          shown.push_back(e.prompt);
+          responses.push_back(e.response);
+        }
         longest = std::max(longest, given.back().ids.size());
       }
       note_dynamic_ntk(longest);
-      generate_file(*m.model, *tok, examples, given, opt, seed, batch);
+      opt.stop_tokens = data::stop_ids(given[0]);  // every prompt's: one template
+      generate_file(*m.model, *tok, shown, responses, given, opt, seed, batch);
       return 0;
     }
-    std::string given = args.count("prompt") ? args["prompt"].as<std::string>() : std::string("\n");
-    if (style == "alpaca") given = data::alpaca_prompt(given, "");
-    const data::Prompt given_ids = encode(given);
+    std::string text = args.count("prompt") ? args["prompt"].as<std::string>() : std::string("\n");
+    if (style == "alpaca") text = data::alpaca_prompt(text, "");
+    const data::Prompt given_ids = chat ? encode_chat({{"user", text}}) : encode(text);
     const std::vector<int32_t> prompt(given_ids.ids.begin(), given_ids.ids.end());
+    opt.stop_tokens = data::stop_ids(given_ids);
     note_dynamic_ntk(prompt.size());
     std::vector<Generator> gens;
     for (int64_t i = 0; i < samples; ++i) gens.emplace_back(seed + uint64_t(i));
@@ -195,7 +255,9 @@ int main(int argc, char** argv) {
                                         given_ids.ids.end());
       std::cout << tok->decode(shown) << std::flush;
       nn::generate_many(*m.model, prompt, opt, gens, [&](size_t, int32_t id) {
-        if (uint32_t(id) != tok->eot_id()) std::cout << tok->decode({uint32_t(id)}) << std::flush;
+        const auto& ends = given_ids.ends;
+        if (std::find(ends.begin(), ends.end(), uint32_t(id)) == ends.end())
+          std::cout << tok->decode({uint32_t(id)}) << std::flush;
       });
       std::cout << std::endl;
       return 0;

@@ -18,6 +18,12 @@
 // whole, nearest to val_fraction of the tokens; a shard holds whole examples (it ends at the last
 // example that fits in --shard-tokens).
 //
+// --chat-template chatml|qwen3|llama3 (with --format sft): each example is written as a
+// conversation in an instruct model's template (data/chat.h; prompt / response and Alpaca examples
+// as a user's message and the assistant's reply, data/sft.h), the assistant's turns and their
+// end-of-turn markers scored, no end-of-text between examples. The tokenizer must have the
+// template's markers (Qwen's tokenizer.json for chatml and qwen3, Llama 3's for llama3).
+//
 // --bos: every document (example) starts with the tokenizer's beginning-of-text id (an hf
 // tokenizer's bos_token: Llama 3's <|begin_of_text|>), which models trained so expect first; in
 // an example it is unscored, part of the prompt.
@@ -44,6 +50,7 @@
 
 #include "config/cli.h"
 #include "core/error.h"
+#include "data/chat.h"
 #include "data/sft.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
@@ -252,6 +259,9 @@ int run(int argc, char** argv) {
        cxxopts::value<double>()->default_value("0.1"), "F")
       ("bos", "start every document (sft: example) with the tokenizer's beginning-of-text id, as "
        "Llama 3's models expect (hf tokenizers that have one)")
+      ("chat-template", "with --format sft: write every example as a conversation in this "
+       "template, the assistant's turns scored: chatml | qwen3 | llama3 (data/chat.h)",
+       cxxopts::value<std::string>(), "NAME")
       ("shard-tokens", "tokens per shard file",
        cxxopts::value<int64_t>()->default_value("100000000"), "N")
       ("h,help", "print this help");
@@ -277,6 +287,17 @@ int run(int argc, char** argv) {
                 "got '",
                 format, "'");
   const bool sft = format == "sft";
+  std::optional<ChatTemplate> chat;
+  if (args.count("chat-template")) {
+    const std::string t = args["chat-template"].as<std::string>();
+    chat = chat_template_named(t);
+    TESSERA_CHECK(chat, "command line: --chat-template must be ", kChatTemplateNames, ", got '", t,
+                  "'");
+    TESSERA_CHECK(sft, "command line: --chat-template goes with --format sft");
+    TESSERA_CHECK(!args.count("bos"),
+                  "command line: --bos and --chat-template: the template writes what starts an "
+                  "example (llama3: <|begin_of_text|>)");
+  }
   const std::string name = args["tokenizer"].as<std::string>();
   TESSERA_CHECK(!args.count("tokenizer-dir") || name != "byte",
                 "command line: --tokenizer-dir applies to the gpt2 and hf tokenizers only "
@@ -310,9 +331,17 @@ int run(int argc, char** argv) {
     piped[i].reset();
     bytes += int64_t(text.size());
     if (sft) {
-      for (const SftExample& e : parse_sft_examples(text, inputs[i])) {
+      const std::vector<SftExample> examples = parse_sft_examples(text, inputs[i]);
+      for (size_t k = 0; k < examples.size(); ++k) {
+        const SftExample& e = examples[k];
+        TESSERA_CHECK(chat || !e.needs_chat_template(), inputs[i], ": example ", k + 1,
+                      " is a conversation (\"messages\"): give --chat-template (",
+                      kChatTemplateNames, ")");
         docs.emplace_back(), masks.emplace_back();
-        append_sft_example(*tok, e, docs.back(), masks.back(), bos);
+        if (chat)
+          append_chat_example(*tok, *chat, e, docs.back(), masks.back());
+        else
+          append_sft_example(*tok, e, docs.back(), masks.back(), bos);
         total += int64_t(docs.back().size());
       }
       continue;

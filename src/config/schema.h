@@ -62,6 +62,7 @@ void visit_section(S& s, F&& f) {
   f("train", s.train);
   f("val", s.val);
   f("windows", s.windows);
+  f("chat_template", s.chat_template);
 }
 
 template <Section<TrainConfig> S, typename F>

@@ -245,6 +245,11 @@ void check_data(const Config& c, Problems& p) {
   p.non_empty("data.train", d.train);
   p.non_empty("data.val", d.val);
   p.one_of("data.windows", d.windows, {"packed", "documents", "example"});
+  if (!d.chat_template.empty())  // "" for none
+    p.one_of("data.chat_template", d.chat_template, {"chatml", "qwen3", "llama3"});
+  if (!d.chat_template.empty() && d.tokenizer != "hf")
+    p.add("data.chat_template '", d.chat_template, "' writes its model's turn markers, which the ",
+          d.tokenizer, " tokenizer does not have (data.tokenizer hf, the model's tokenizer.json)");
   const int64_t need = tokenizer_vocab(d.tokenizer);
   if (c.model.vocab_size > 0 && c.model.vocab_size < need) {
     p.add("model.vocab_size (", c.model.vocab_size, ") is smaller than the ", d.tokenizer,

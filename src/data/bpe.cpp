@@ -259,6 +259,7 @@ class Gpt2Files {
     auto eot = encoder_.find("<|endoftext|>");
     TESSERA_CHECK(eot != encoder_.end(), "gpt2 tokenizer: ", path, ": no <|endoftext|> token");
     t_.eot = eot->second;
+    t_.added.emplace("<|endoftext|>", t_.eot);
   }
 
   void load_merges(const std::string& path, const std::string& encoder_path) {
@@ -389,6 +390,10 @@ class ByteLevelBpe final : public Tokenizer {
   int64_t vocab_size() const override { return int64_t(t_.tokens.size()); }
   uint32_t eot_id() const override { return t_.eot; }
   std::optional<uint32_t> bos_id() const override { return t_.bos; }
+  std::optional<uint32_t> added_token(std::string_view text) const override {
+    auto it = t_.added.find(std::string(text));
+    return it == t_.added.end() ? std::nullopt : std::optional(it->second);
+  }
   std::string name() const override { return t_.name; }
 
  private:

@@ -32,6 +32,7 @@ struct BpeTables {
   std::unordered_map<uint64_t, BpeMerge> merges;  // (left id, right id) -> rank, result
   uint32_t eot = 0;                               // end-of-text id
   std::optional<uint32_t> bos;                    // beginning-of-text id, where there is one
+  std::unordered_map<std::string, uint32_t> added;  // added (special) tokens: text -> id
   Pretokenizer pretokenizer = Pretokenizer::Gpt2;
   // Hugging Face's BPE option: a piece that is a token as a whole becomes that token without
   // merges (Llama 3's tokenizer.json sets it, as tiktoken behaves).

@@ -15,7 +15,7 @@
 //   decoder        ByteLevel, or none
 //   added_tokens   ids for text structure (<|begin_of_text|>, <|endoftext|>, <|im_start|>,
 //                  <think>): decoded as their content, never parsed out of the text (as
-//                  tokenizer.h says of every tokenizer)
+//                  tokenizer.h says of every tokenizer), placed by added_token (chat templates)
 // The post-processor (the BOS a model's encode adds) is not applied: tessera places its end-of-text
 // id between documents itself. Ids must be dense, 0 .. n - 1, so every id the model emits decodes.
 //
@@ -172,7 +172,7 @@ class TokenizerJson {
         place(size_t(id), content, where);
       }
       added_[id] = true;
-      added_by_content_.emplace(content, uint32_t(id));
+      t_.added.emplace(content, uint32_t(id));
     }
   }
   void check_id(int64_t id, const std::string& where) const {
@@ -247,8 +247,8 @@ class TokenizerJson {
         const std::string& name = v->is(Json::Kind::Object)
                                       ? v->at("content").str(std::string(key) + ".content")
                                       : v->str(key);
-        auto it = added_by_content_.find(name);
-        if (it != added_by_content_.end()) return it->second;
+        auto it = t_.added.find(name);
+        if (it != t_.added.end()) return it->second;
         auto in_vocab = encoder_.find(name);
         TESSERA_CHECK(in_vocab != encoder_.end(), "hf tokenizer: ", config.string(), ": ", key, " ",
                       quoted_token(name), " is not a token of ", path_);
@@ -256,8 +256,8 @@ class TokenizerJson {
       }
     }
     for (const char* name : known) {
-      auto it = added_by_content_.find(name);
-      if (it != added_by_content_.end()) return it->second;
+      auto it = t_.added.find(name);
+      if (it != t_.added.end()) return it->second;
     }
     return std::nullopt;
   }
@@ -276,7 +276,6 @@ class TokenizerJson {
   BpeTables t_;
   std::vector<bool> set_, added_;                      // by id: given; an added token
   std::unordered_map<std::string, uint32_t> encoder_;  // vocab bytes -> id
-  std::unordered_map<std::string, uint32_t> added_by_content_;
 };
 
 // The NFC normalizer in front of the byte-level BPE: the text is normalised before it is
@@ -291,6 +290,9 @@ class NfcThenBpe final : public Tokenizer {
   int64_t vocab_size() const override { return bpe_->vocab_size(); }
   uint32_t eot_id() const override { return bpe_->eot_id(); }
   std::optional<uint32_t> bos_id() const override { return bpe_->bos_id(); }
+  std::optional<uint32_t> added_token(std::string_view text) const override {
+    return bpe_->added_token(text);
+  }
   std::string name() const override { return bpe_->name(); }
 
  private:

@@ -2,6 +2,8 @@
 // tokenizer.json loader in hf_tokenizer.cpp).
 #include "data/tokenizer.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace tessera::data {
@@ -38,6 +40,9 @@ class ByteTokenizer final : public Tokenizer {
 
   int64_t vocab_size() const override { return 257; }
   uint32_t eot_id() const override { return kEot; }
+  std::optional<uint32_t> added_token(std::string_view text) const override {
+    return text == "<|endoftext|>" ? std::optional(kEot) : std::nullopt;
+  }
   std::string name() const override { return "byte"; }
 };
 
@@ -71,7 +76,7 @@ uint32_t require_bos(const Tokenizer& tok, const std::string& what) {
 
 Prompt encode_prompt(const Tokenizer& tok, std::string_view text, bool bos,
                      const std::string& what) {
-  Prompt p{tok.encode(text), 0};
+  Prompt p{tok.encode(text), 0, {tok.eot_id()}};
   if (bos || p.ids.empty()) {  // one marker id first, not shown
     p.ids.insert(p.ids.begin(), bos ? require_bos(tok, what) : tok.eot_id());
     p.hidden = 1;
@@ -81,23 +86,30 @@ Prompt encode_prompt(const Tokenizer& tok, std::string_view text, bool bos,
 
 namespace {
 
-// ids from `from` on, less a final end-of-text id.
-std::string decode_from(const Tokenizer& tok, const std::vector<int32_t>& ids, size_t from) {
+// ids from `from` on, less a final id that ends the generation.
+std::string decode_from(const Tokenizer& tok, const Prompt& prompt, const std::vector<int32_t>& ids,
+                        size_t from) {
   std::vector<uint32_t> text(ids.begin() + std::min(from, ids.size()), ids.end());
-  if (!text.empty() && text.back() == tok.eot_id()) text.pop_back();
+  if (!text.empty() &&
+      std::find(prompt.ends.begin(), prompt.ends.end(), text.back()) != prompt.ends.end())
+    text.pop_back();
   return tok.decode(text);
 }
 
 }  // namespace
 
+std::vector<int64_t> stop_ids(const Prompt& prompt) {
+  return std::vector<int64_t>(prompt.ends.begin(), prompt.ends.end());
+}
+
 std::string decode_generation(const Tokenizer& tok, const Prompt& prompt,
                               const std::vector<int32_t>& ids) {
-  return decode_from(tok, ids, prompt.hidden);
+  return decode_from(tok, prompt, ids, prompt.hidden);
 }
 
 std::string decode_completion(const Tokenizer& tok, const Prompt& prompt,
                               const std::vector<int32_t>& ids) {
-  return decode_from(tok, ids, prompt.ids.size());
+  return decode_from(tok, prompt, ids, prompt.ids.size());
 }
 
 }  // namespace tessera::data

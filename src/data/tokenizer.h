@@ -7,9 +7,10 @@
 //
 // Every tokenizer here is byte-level: every byte string encodes, and decode(encode(s)) == s for
 // every s (valid UTF-8 or not), except that an hf tokenizer.json with the NFC normalizer (Qwen's)
-// gives back s in NFC (unicode_nfc.h). None parses special tokens ("<|endoftext|>") out of text: the
-// end-of-text id is placed by the caller (the tokenize binary puts one between documents); decode
-// writes it as its text ("<|endoftext|>", Llama 3's "<|end_of_text|>").
+// gives back s in NFC (unicode_nfc.h). None parses special tokens ("<|endoftext|>") out of text:
+// the end-of-text id is placed by the caller (the tokenize binary puts one between documents; a
+// chat template, data/chat.h, places its markers by added_token); decode writes it as its text
+// ("<|endoftext|>", Llama 3's "<|end_of_text|>").
 //
 //   byte: ids 0..255 are the bytes themselves, 256 is end-of-text; vocabulary 257.
 //   gpt2: GPT-2's byte-level BPE (Radford et al. 2019) from its encoder.json (token -> id) and
@@ -40,6 +41,10 @@ class Tokenizer {
   // The beginning-of-text id a model expects before a document (Llama 3's <|begin_of_text|>), for
   // tokenize --bos and generate --bos; none for byte and gpt2, whose models start without one.
   virtual std::optional<uint32_t> bos_id() const { return std::nullopt; }
+  // The id of the special (added) token whose text this is ("<|im_start|>", "<|eot_id|>"), none
+  // where the vocabulary has no such token: byte's and gpt2's only one is "<|endoftext|>". Text
+  // that spells one is still encoded as its bytes by encode; this is how a caller places one.
+  virtual std::optional<uint32_t> added_token(std::string_view text) const = 0;
   virtual std::string name() const = 0;    // "byte" | "gpt2" | "hf"
 };
 
@@ -55,19 +60,24 @@ uint32_t require_bos(const Tokenizer& tok, const std::string& what);
 // A generation's prompt (build/generate, training samples): text's ids, after the
 // beginning-of-text id when bos (require_bos names `what` where there is none), or the end-of-text
 // id alone for an empty text, as unconditioned GPT-2 sampling starts; `hidden` counts those
-// marker ids, which the printed text leaves out.
+// marker ids, which the printed text leaves out. `ends`: the ids that end a generation from it (the
+// end-of-text id; a chat prompt's end of turn too, data/chat.h).
 struct Prompt {
   std::vector<uint32_t> ids;
   size_t hidden = 0;
+  std::vector<uint32_t> ends;
 };
 Prompt encode_prompt(const Tokenizer& tok, std::string_view text, bool bos,
                      const std::string& what);
 
+// The prompt's ends as sampling's stop ids (nn::SampleOptions::stop_tokens).
+std::vector<int64_t> stop_ids(const Prompt& prompt);
+
 // The text of a generation from `prompt`: its ids past the prompt's hidden ones, less a final
-// end-of-text id (it ends the generation).
+// id of prompt.ends (it ends the generation).
 std::string decode_generation(const Tokenizer& tok, const Prompt& prompt,
                               const std::vector<int32_t>& ids);
-// Its ids past the whole prompt, less a final end-of-text id: what the model added.
+// Its ids past the whole prompt, less a final id of prompt.ends: what the model added.
 std::string decode_completion(const Tokenizer& tok, const Prompt& prompt,
                               const std::vector<int32_t>& ids);
 

@@ -188,7 +188,8 @@ std::vector<std::vector<int32_t>> generate_rows(const GPT& model,
       text[r].push_back(id);
       if (on_token) on_token(r, id);
       // A model trained on documents ends one with the id that separates them.
-      if (id == opt.stop_token || id == cfg.document_separator)
+      if (std::find(opt.stop_tokens.begin(), opt.stop_tokens.end(), id) != opt.stop_tokens.end() ||
+          id == cfg.document_separator)
         ended[r] = text[r].size();
       else
         drawing = true;

@@ -25,7 +25,8 @@ struct SampleOptions {
   double temperature = 1.0;  // 0: greedy (argmax)
   int64_t top_k = 0;         // 0: the whole vocabulary
   double top_p = 1.0;        // nucleus sampling; 1: no cut
-  int64_t stop_token = -1;   // stop after emitting it (e.g. end-of-text); -1: never
+  // Stop after emitting one (end-of-text; a chat template's end of turn); none: never.
+  std::vector<int64_t> stop_tokens = {};
   // > 0: only ids below it are drawn, the tokenizer's vocabulary where the model's is padded past
   // it (model.vocab_size 50304 for GPT-2's 50257: ids no tokenizer can decode); 0: every id.
   int64_t vocab = 0;
@@ -49,7 +50,7 @@ void check_sample_options(const SampleOptions& opt);
 // counter of gen; temperature 0 is the argmax.
 int32_t sample_token(const std::vector<double>& logits, const SampleOptions& opt, Generator& gen);
 
-// The prompt followed by up to max_new_tokens sampled ids (fewer if stop_token comes). The prompt
+// The prompt followed by up to max_new_tokens sampled ids (fewer if a stop token comes). The prompt
 // is fed once, then one token per step through the cache. With learned positions the cache holds
 // at most block_size tokens: a full one is refilled with the newest half of the text, so a token is
 // drawn after block_size / 2 to block_size of them (nanoGPT crops to block_size at every token, at

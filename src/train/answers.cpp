@@ -10,17 +10,28 @@
 namespace tessera::train {
 
 AnswerSet::AnswerSet(std::vector<data::SftExample> examples_in, const data::Tokenizer& tok,
-                     const std::string& what)
+                     const std::string& what, std::optional<data::ChatTemplate> chat)
     : examples(std::move(examples_in)) {
   std::map<std::string, int64_t> counts;
   for (size_t i = 0; i < examples.size(); ++i) {
     const data::SftExample& e = examples[i];
-    TESSERA_CHECK(!e.response.empty(), what, ": example ", i + 1,
-                  " has no response to compare an answer with");
-    prompts.push_back(data::encode_prompt(tok, e.prompt, false, what));
-    responses.insert(e.response);
-    longest = std::max(longest, int64_t(tok.encode(e.response).size()));
-    ++counts[e.response];
+    if (chat) {
+      data::ChatTurn turn = data::last_turn(e);
+      prompts.push_back(data::encode_chat_prompt(tok, *chat, turn.context));
+      answers.push_back(std::move(turn.reply));
+    } else {
+      TESSERA_CHECK(!e.needs_chat_template(), what, ": example ", i + 1,
+                    " is a conversation (\"messages\"): set data.chat_template");
+      prompts.push_back(data::encode_prompt(tok, e.prompt, false, what));
+      answers.push_back(e.response);
+    }
+    const std::string& answer = answers.back();
+    TESSERA_CHECK(!answer.empty(), what, ": example ", i + 1,
+                  chat ? " ends with no assistant message to compare an answer with"
+                       : " has no response to compare an answer with");
+    responses.insert(answer);
+    longest = std::max(longest, int64_t(tok.encode(answer).size()));
+    ++counts[answer];
   }
   int64_t most = 0;
   for (const auto& [response, n] : counts) most = std::max(most, n);
@@ -44,7 +55,7 @@ AnswerResult evaluate_answers(const nn::GPT& model, const data::Tokenizer& tok,
   nn::SampleOptions opt;
   opt.max_new_tokens = set.longest + 1;  // the end-of-text id after the longest response
   opt.temperature = 0;
-  opt.stop_token = int64_t(tok.eot_id());
+  if (!set.prompts.empty()) opt.stop_tokens = data::stop_ids(set.prompts[0]);  // one template
   opt.vocab = tok.vocab_size();  // a model padded past it: ids no tokenizer can decode
   // A batch's prefill holds each row's whole prompt in its activations (and, on the CPU, its
   // attention scores; the logits are the last position's alone): rows up to 32 and up to 8192
@@ -55,7 +66,7 @@ AnswerResult evaluate_answers(const nn::GPT& model, const data::Tokenizer& tok,
                     [&](size_t k, const std::vector<int32_t>& ids) {
                       const size_t i = mine[k];
                       const std::string answer = data::decode_completion(tok, set.prompts[i], ids);
-                      exact += answer == set.examples[i].response;
+                      exact += answer == set.answers[i];
                       formed += set.responses.count(answer) > 0;
                     });
   if (world > 1) {
@@ -76,7 +87,8 @@ TrainingAnswers::TrainingAnswers(const Config& cfg) {
   try {
     tok_ = data::make_tokenizer(cfg.data.tokenizer, cfg.data.tokenizer_dir);
     set_ = std::make_unique<AnswerSet>(data::read_sft_examples(cfg.eval.answers), *tok_,
-                                       cfg.eval.answers);
+                                       cfg.eval.answers,
+                                       data::chat_template_named(cfg.data.chat_template));
   } catch (const Error& e) {
     TESSERA_FAIL("eval.answers: ", e.what());
   }

@@ -20,11 +20,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "config/config.h"
+#include "data/chat.h"
 #include "data/sft.h"
 #include "data/tokenizer.h"
 #include "distributed/communicator.h"
@@ -39,11 +41,15 @@ struct AnswerResult {
 
 // The examples with their prompts encoded, the file's responses and its longest one's tokens.
 // `what` names the examples in errors ("held-out.jsonl").
+// Under a chat template (data.chat_template) an example's prompt is its conversation less a final
+// assistant message, whose content is the response (data::last_turn), sent as build/generate
+// --prompt-style sends it; the answer ends at the end of turn.
 struct AnswerSet {
   AnswerSet(std::vector<data::SftExample> examples, const data::Tokenizer& tok,
-            const std::string& what);
+            const std::string& what, std::optional<data::ChatTemplate> chat = std::nullopt);
   std::vector<data::SftExample> examples;
   std::vector<data::Prompt> prompts;
+  std::vector<std::string> answers;  // by example: the response to compare with
   std::set<std::string> responses;
   int64_t longest = 0;  // tokens of the longest response
   double majority = 0;

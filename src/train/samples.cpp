@@ -26,7 +26,7 @@ std::string TrainingSamples::draw(const nn::GPT& model, int64_t step) const {
   opt.max_new_tokens = tokens_;
   opt.temperature = nn::kDefaultTemperature;  // build/generate's
   opt.top_k = nn::kDefaultTopK;
-  opt.stop_token = int64_t(tok_->eot_id());
+  opt.stop_tokens = data::stop_ids(prompt_);
   opt.vocab = tok_->vocab_size();  // a model padded past it: its extra ids decode to nothing
   // A key of its own (not the training's seed: dropout and the loader draw under that one) and
   // counters 2^32 apart from one step to the next.

@@ -208,5 +208,23 @@ TEST(ConfigYaml, strings_that_could_read_as_numbers_are_quoted) {
   }
 }
 
+// data.chat_template: one of the templates data/chat.h writes, and only with an hf tokenizer (the
+// byte and gpt2 vocabularies have no turn markers).
+TEST(ConfigValidation, a_chat_template_is_a_known_one_on_an_hf_tokenizer) {
+  Config cfg;
+  apply_override(cfg, "data.chat_template=vicuna");
+  EXPECT_CONTAINS(error_of([&] { cfg.validate(); }),
+                  "data.chat_template must be one of chatml, qwen3, llama3; got 'vicuna'");
+  apply_override(cfg, "data.chat_template=qwen3");
+  EXPECT_CONTAINS(error_of([&] { cfg.validate(); }),
+                  "data.chat_template 'qwen3' writes its model's turn markers, which the byte "
+                  "tokenizer does not have");
+  apply_override(cfg, "data.tokenizer=hf");
+  apply_override(cfg, "data.tokenizer_dir=data/tokenizers/qwen3");
+  apply_override(cfg, "model.vocab_size=151669");
+  EXPECT_NO_THROW(cfg.validate());
+  EXPECT_CONTAINS(to_yaml(cfg), "  chat_template: qwen3\n");  // and read back, as every key
+}
+
 }  // namespace
 }  // namespace tessera

@@ -24,11 +24,17 @@
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "test_util.h"
+#include "tiny_hf_tokenizer.h"
 
 using namespace tessera;
 using namespace tessera::data;
+using tessera::testing::dense;
 using tessera::testing::error_of;
+using tessera::testing::spelled;
+using tessera::testing::split_then_byte_level;
 using tessera::testing::TempDir;
+using tessera::testing::TinyHf;
+using tessera::testing::TinyJson;
 namespace fs = std::filesystem;
 using Ids = std::vector<uint32_t>;
 using Pieces = std::vector<std::string>;
@@ -105,67 +111,6 @@ TEST(Qwen2Pretokenize, splits_numbers_one_digit_a_piece_where_llama3_takes_three
 
 // ---- a hand-made tokenizer.json ----------------------------------------------------------------
 
-// GPT-2's bytes_to_unicode, restated (see test_tokenizer.cpp): the spelling of byte b.
-std::string spelled(int b) {
-  const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-  uint32_t cp = uint32_t(b);
-  if (!printable) {
-    uint32_t n = 0;
-    for (int x = 0; x < b; ++x)
-      if (!((x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || x >= 0xAE)) ++n;
-    cp = 0x100 + n;
-  }
-  std::string out;
-  if (cp < 0x80) {
-    out += char(cp);
-  } else {
-    out += char(0xC0 | (cp >> 6)), out += char(0x80 | (cp & 0x3F));
-  }
-  return out;
-}
-
-struct TinyJson {
-  std::string extra_vocab;  // ", \"x\": 300" ...
-  std::string merges = R"("b c", "a b", "ab c", "Ġ 1")";
-  std::string added = R"([{"id": 261, "content": "<|end_of_text|>", "special": true}])";
-  std::string pre = R"({"type": "ByteLevel", "add_prefix_space": false, "use_regex": true})";
-  std::string normalizer = "null";
-  bool ignore_merges = false;
-
-  std::string text() const {
-    std::string vocab = "{";
-    for (int b = 0; b < 256; ++b)
-      vocab.append("\"").append(json_escape(spelled(b))).append("\": ").append(std::to_string(b)).append(", ");
-    vocab += R"("bc": 256, "ab": 257, "abc": 258, "Ġ1": 259)" + extra_vocab + "}";
-    return R"({"version": "1.0", "added_tokens": )" + added + R"(, "normalizer": )" + normalizer +
-           R"(, "pre_tokenizer": )" + pre +
-           R"(, "post_processor": null, "decoder": {"type": "ByteLevel"}, "model": {"type": "BPE",)"
-           R"( "dropout": null, "unk_token": null, "continuing_subword_prefix": "",)"
-           R"( "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,)"
-           R"( "ignore_merges": )" +
-           (ignore_merges ? "true" : "false") + R"(, "vocab": )" + vocab + R"(, "merges": [)" +
-           merges + "]}}";
-  }
-};
-
-struct TinyHf {
-  TempDir dir;
-  std::unique_ptr<Tokenizer> tok;
-  explicit TinyHf(const TinyJson& j, const std::string& config = "") {
-    dir.write("tokenizer.json", j.text());
-    if (!config.empty()) dir.write("tokenizer_config.json", config);
-    tok = make_tokenizer("hf", dir.path.string());
-  }
-};
-
-// The tiny file with ids 0..261 all given (TinyJson alone leaves 260 out).
-TinyJson dense() {
-  TinyJson j;
-  j.extra_vocab = R"(, "zz": 260)";
-  j.merges += R"(, "z z")";
-  return j;
-}
-
 TEST(HfTokenizerJson, merges_by_rank_and_the_options_it_reads) {
   TinyHf h{dense()};
   EXPECT_EQ(h.tok->name(), "hf");
@@ -232,13 +177,6 @@ TEST(HfTokenizerJson, merges_as_pairs_and_the_llama3_split) {
 
 // A Split on pretokenize.h's pattern `kind`, then a ByteLevel without its regex (Llama 3's and
 // Qwen's layout).
-std::string split_then_byte_level(Pretokenizer kind) {
-  return R"({"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": ")" +
-         json_escape(std::string(pretokenizer_pattern(kind))) +
-         R"("}, "behavior": "Isolated", "invert": false}, {"type": "ByteLevel",)"
-         R"( "add_prefix_space": false, "trim_offsets": false, "use_regex": false}]})";
-}
-
 TEST(HfTokenizerJson, the_qwen2_split_keeps_digits_apart) {
   TinyJson j = dense();
   j.extra_vocab += R"(, "12": 262)";

@@ -74,7 +74,8 @@ TEST(Sft, a_bad_example_names_the_file_the_line_or_element_and_the_key) {
   EXPECT_CONTAINS(msg("\n\n{\"prompt\": 3}"),
                   "d.jsonl line 3: \"prompt\" is a number, not a string");
   EXPECT_CONTAINS(msg("{\"prompt\": \"a\", \"output\": \"b\"}"),
-                  "line 1: prompt/response and Alpaca");
+                  "line 1: prompt/response, Alpaca's instruction/input/output and messages are "
+                  "three forms");
   EXPECT_CONTAINS(msg("{\"instruction\": \"a\"}"), "line 1: an Alpaca example needs \"output\"");
   EXPECT_CONTAINS(msg("{\"output\": \"a\"}"), "line 1: an Alpaca example needs \"instruction\"");
   EXPECT_CONTAINS(msg("{}"), "line 1: an empty example");

@@ -92,7 +92,7 @@ TEST(GenerateMany, rows_that_stop_early_are_cut_and_the_others_go_on) {
   const GPT m(tiny(nn::PositionKind::Learned), g, DType::F64);
   // At temperature 5 every id is likely: id 0 as the stop token ends rows at different steps.
   const auto out = expect_rows_as_alone(
-      m, {4, 5}, {.max_new_tokens = 40, .temperature = 5, .top_k = 0, .stop_token = 0}, 8);
+      m, {4, 5}, {.max_new_tokens = 40, .temperature = 5, .top_k = 0, .stop_tokens = {0}}, 8);
   std::set<size_t> lengths;
   for (const auto& row : out) {
     lengths.insert(row.size());
@@ -112,7 +112,7 @@ TEST(GenerateMany, the_callback_sees_each_rows_ids_as_they_are_drawn) {
   std::vector<Generator> gens = {Generator(100), Generator(101), Generator(102), Generator(103)};
   std::vector<std::vector<int32_t>> seen(gens.size());
   const auto out = nn::generate_many(
-      m, {4, 5}, {.max_new_tokens = 40, .temperature = 5, .top_k = 0, .stop_token = 0}, gens,
+      m, {4, 5}, {.max_new_tokens = 40, .temperature = 5, .top_k = 0, .stop_tokens = {0}}, gens,
       [&](size_t row, int32_t id) { seen[row].push_back(id); });
   for (size_t r = 0; r < out.size(); ++r)
     EXPECT_EQ(seen[r], std::vector<int32_t>(out[r].begin() + 2, out[r].end())) << "row " << r;
@@ -146,7 +146,7 @@ TEST(GenerateEach, each_prompt_is_what_it_draws_alone_in_batches_of_any_lengths)
     }
     const std::vector<std::vector<int32_t>> prompts = {{1, 2},    {3, 4, 5}, {6, 7}, {8, 9},
                                                        {5, 4, 3}, {2},       {10, 1}};
-    const nn::SampleOptions opt{.max_new_tokens = 9, .temperature = 2, .stop_token = 0};
+    const nn::SampleOptions opt{.max_new_tokens = 9, .temperature = 2, .stop_tokens = {0}};
     std::vector<Generator> gens;
     for (size_t i = 0; i < prompts.size(); ++i) gens.emplace_back(uint64_t(200 + i));
     std::vector<Generator> before = gens;

@@ -581,19 +581,19 @@ TEST(Sampling, out_of_range_options_are_errors_naming_the_flag_and_range) {
     std::string want;
   };
   const double nan = std::nan("");
-  const std::vector<Case> cases = {
-      {{.max_new_tokens = -1}, "--max-new-tokens must be in [0, 1048576], got -1"},
-      {{.max_new_tokens = -5000000000}, "--max-new-tokens must be in [0, 1048576]"},
-      {{.max_new_tokens = INT64_MAX}, "--max-new-tokens must be in [0, 1048576]"},
-      {{.max_new_tokens = 5, .temperature = -1}, "--temperature must be finite and >= 0"},
-      {{.max_new_tokens = 5, .temperature = nan}, "--temperature must be finite and >= 0"},
-      {{.max_new_tokens = 5, .top_k = -1},
-       "--top-k must be >= 0 (0 = the whole vocabulary), got -1"},
-      {{.max_new_tokens = 5, .top_p = 0}, "--top-p must be in (0, 1] (1 = no cut), got 0"},
-      {{.max_new_tokens = 5, .top_p = 1.5}, "--top-p must be in (0, 1]"},
-      {{.max_new_tokens = 5, .top_p = nan}, "--top-p must be in (0, 1]"},
-      {{.max_new_tokens = 5, .vocab = -1}, "the vocabulary to draw from must be >= 0, got -1"},
-  };
+  std::vector<Case> cases;  // one at a time: GCC 12 warns falsely on a braced list of them
+  auto add = [&](const nn::SampleOptions& opt, const char* want) { cases.push_back({opt, want}); };
+  add({.max_new_tokens = -1}, "--max-new-tokens must be in [0, 1048576], got -1");
+  add({.max_new_tokens = -5000000000}, "--max-new-tokens must be in [0, 1048576]");
+  add({.max_new_tokens = INT64_MAX}, "--max-new-tokens must be in [0, 1048576]");
+  add({.max_new_tokens = 5, .temperature = -1}, "--temperature must be finite and >= 0");
+  add({.max_new_tokens = 5, .temperature = nan}, "--temperature must be finite and >= 0");
+  add({.max_new_tokens = 5, .top_k = -1},
+      "--top-k must be >= 0 (0 = the whole vocabulary), got -1");
+  add({.max_new_tokens = 5, .top_p = 0}, "--top-p must be in (0, 1] (1 = no cut), got 0");
+  add({.max_new_tokens = 5, .top_p = 1.5}, "--top-p must be in (0, 1]");
+  add({.max_new_tokens = 5, .top_p = nan}, "--top-p must be in (0, 1]");
+  add({.max_new_tokens = 5, .vocab = -1}, "the vocabulary to draw from must be >= 0, got -1");
   for (const Case& c : cases) {
     const std::string msg = error_of([&] { nn::generate(m, {1, 2}, c.opt, s); });
     EXPECT_NE(msg.find(c.want), std::string::npos) << msg;

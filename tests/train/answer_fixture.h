@@ -28,8 +28,10 @@ inline Config chain_model_config() {
 // norm sees wte[x] of the last id x alone; the head's rows of 'b', '!' and the end of text (256)
 // are 100 times the normed rows of 'a', 'b' and '!', so those three ids follow them (each row's
 // dot product with its own normed vector is 100 C, with another's less), the other rows random
-// and small.
-inline nn::GPT chain_model(const Config& c, uint64_t seed = 3) {
+// and small. `chain` gives other pairs (from, to): each `to` once.
+using Chain = std::vector<std::pair<int, int>>;
+inline nn::GPT chain_model(const Config& c, uint64_t seed = 3,
+                           const Chain& chain = {{'a', 'b'}, {'b', '!'}, {'!', 256}}) {
   Generator g(seed);
   nn::GPT model(train::model_config(c.model, c.train), g);
   const int64_t C = c.model.n_embd;
@@ -53,7 +55,6 @@ inline nn::GPT chain_model(const Config& c, uint64_t seed = 3) {
     return v;
   };
   std::vector<float> rows = head.to_vector<float>();
-  const std::pair<char, int> chain[] = {{'a', 'b'}, {'b', '!'}, {'!', 256}};
   for (const auto& [from, to] : chain) {
     const std::vector<float> v = normed(from);
     for (int64_t k = 0; k < C; ++k) rows[size_t(to * C + k)] = 100.0f * v[size_t(k)];

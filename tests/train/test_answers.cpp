@@ -47,7 +47,7 @@ TEST(Answers, each_answer_is_what_generate_gives_alone_counted_exact_and_formed)
     Generator unused(0);
     const std::vector<int32_t> out = nn::generate(
         model, std::vector<int32_t>(ids.begin(), ids.end()),
-        {.max_new_tokens = 3, .temperature = 0, .stop_token = 256, .vocab = 257}, unused);
+        {.max_new_tokens = 3, .temperature = 0, .stop_tokens = {256}, .vocab = 257}, unused);
     answers.push_back(data::decode_completion(*tok, set.prompts[i], out));
     exact += answers.back() == set.examples[i].response;
     formed += set.responses.count(answers.back());

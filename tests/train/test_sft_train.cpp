@@ -76,8 +76,14 @@ TEST(SftTraining, generate_sets_an_alpaca_prompt_as_tokenize_does_and_eval_names
             0)
       << out;
   EXPECT_EQ(out, data::alpaca_prompt("Say hi.", "") + "\n");
+  EXPECT_EQ(tessera::testing::run_command(generate + "chat --prompt x", &out), 1);
+  EXPECT_NE(out.find("--prompt-style must be plain, alpaca, chatml, qwen3 or llama3, got 'chat'"),
+            std::string::npos)
+      << out;
+  // A chat template on a byte model: its markers are not the tokenizer's.
   EXPECT_EQ(tessera::testing::run_command(generate + "chatml --prompt x", &out), 1);
-  EXPECT_NE(out.find("--prompt-style must be plain or alpaca, got 'chatml'"), std::string::npos)
+  EXPECT_NE(out.find("chat template chatml: the byte tokenizer has no token <|im_start|>"),
+            std::string::npos)
       << out;
   EXPECT_EQ(tessera::testing::run_command(generate + "alpaca", &out), 1);
   EXPECT_NE(out.find("--prompt-style alpaca needs --prompt"), std::string::npos) << out;

@@ -1,0 +1,133 @@
+// build/generate and build/eval --answers under a chat template (data/chat.h), on a model whose
+// greedy continuation is known: the prompt sent as a user's message with the assistant's header,
+// the reply ending at the end of turn, the checkpoint's data.chat_template the default, and the
+// flags that do not fit refused before the model loads.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "config/expect_contains.h"
+#include "data/tiny_hf_tokenizer.h"
+#include "test_util.h"
+#include "train/answer_fixture.h"
+#include "train/train_fixture.h"
+
+namespace tessera {
+namespace {
+
+using testing::run_command;
+
+// The answer model on the chat tokenizer (tiny_hf_tokenizer.h): after "\n" (the end of ChatML's
+// assistant header) it writes "ok" and <|im_end|> (264); after "\n\n" (261, the end of Qwen3's
+// empty reasoning block) "OK" and <|endoftext|> (262).
+struct ChatModel {
+  testing::TinyHf tokenizer{testing::chat_tokenizer()};
+  Config cfg = testing::chain_model_config();
+  ChatModel() {
+    cfg.model.vocab_size = 271;
+    cfg.data.tokenizer = "hf";
+    cfg.data.tokenizer_dir = tokenizer.dir.path.string();
+  }
+  std::string save(const std::string& run) const {
+    const nn::GPT model = testing::chain_model(
+        cfg, 3, {{'\n', 'o'}, {'o', 'k'}, {'k', 264}, {261, 'O'}, {'O', 'K'}, {'K', 262}});
+    return testing::save_weights(model, cfg, tokenizer.dir.path / run);
+  }
+};
+
+// Standard output alone (run_command hands stderr back too).
+int stdout_of(const std::string& cmd, std::string* out) {
+  return run_command("{ " + cmd + " 2>/dev/null; }", out);
+}
+
+TEST(ChatGenerate, the_prompt_is_a_users_message_and_the_reply_ends_at_the_end_of_turn) {
+  ChatModel m;
+  const std::string generate = testing::bin_dir() + "/generate --checkpoint " + m.save("run") +
+                               " --temperature 0 --max-new-tokens 8";
+  std::string out;
+  ASSERT_EQ(stdout_of(generate + " --prompt-style chatml --prompt Hi", &out), 0) << out;
+  EXPECT_EQ(out, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nok\n");
+  ASSERT_EQ(
+      stdout_of(generate + " --prompt-style qwen3 --no-think --system 'Be brief.' --prompt Hi",
+                &out),
+      0)
+      << out;
+  EXPECT_EQ(out,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+            "<|im_start|>assistant\n<think>\n\n</think>\n\nOK\n");
+  // Without a template the markers are not there, and the reply is the model's random walk.
+  ASSERT_EQ(stdout_of(generate + " --prompt Hi", &out), 0) << out;
+  EXPECT_EQ(out.find("<|im_start|>"), std::string::npos) << out;
+
+  // A file: its conversations less their last reply, which is printed back.
+  const std::string file =
+      m.tokenizer.dir.write("chat.jsonl",
+                            "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, "
+                            "{\"role\": \"assistant\", \"content\": \"ok\"}]}\n"
+                            "{\"prompt\": \"p\"}\n");
+  ASSERT_EQ(stdout_of(generate + " --prompt-style chatml --prompts " + file, &out), 0) << out;
+  EXPECT_EQ(out,
+            "{\"prompt\": \"<|im_start|>user\\nq<|im_end|>\\n<|im_start|>assistant\\n\", "
+            "\"completion\": \"ok\", \"response\": \"ok\"}\n"
+            "{\"prompt\": \"<|im_start|>user\\np<|im_end|>\\n<|im_start|>assistant\\n\", "
+            "\"completion\": \"ok\"}\n");
+
+  auto refused = [&](const std::string& flags, const std::string& want) {
+    EXPECT_EQ(run_command(generate + " " + flags, &out), 1) << flags;
+    EXPECT_CONTAINS(out, want) << flags;
+  };
+  refused("--prompts " + file,
+          file +
+              ": example 1 is a conversation (\"messages\"): give --prompt-style chatml, qwen3 "
+              "or llama3");
+  refused("--prompt-style vicuna --prompt x",
+          "--prompt-style must be plain, alpaca, chatml, qwen3 or llama3, got 'vicuna'");
+  refused("--prompt-style chatml --no-think --prompt x",
+          "--no-think goes with the qwen3 template, not --prompt-style chatml");
+  refused("--system x --prompt y", "--system and --no-think go with a chat template");
+  refused("--prompt-style llama3 --bos --prompt x", "--bos and --prompt-style llama3");
+  refused("--prompt-style chatml", "--prompt-style chatml needs --prompt, the user's message");
+  // The template's markers must be the tokenizer's: llama3's are, a byte model's are not.
+  ASSERT_EQ(stdout_of(generate + " --prompt-style llama3 --prompt Hi", &out), 0) << out;
+  EXPECT_EQ(
+      out.rfind("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>", 0), 0u)
+      << out;
+}
+
+// A checkpoint tuned in a template (data.chat_template) generates and answers in it by default.
+TEST(ChatGenerate, the_checkpoints_template_is_the_default_for_generate_and_answers) {
+  ChatModel m;
+  m.cfg.data.chat_template = "chatml";
+  const std::string ck = m.save("tuned");
+  std::string out;
+  const std::string generate =
+      testing::bin_dir() + "/generate --checkpoint " + ck + " --temperature 0 --prompt Hi";
+  ASSERT_EQ(stdout_of(generate, &out), 0) << out;
+  EXPECT_EQ(out, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nok\n");
+  ASSERT_EQ(stdout_of(generate + " --prompt-style plain", &out), 0) << out;
+  EXPECT_EQ(out.find("<|im_start|>"), std::string::npos) << out;
+  EXPECT_EQ(run_command(generate + " --bos", &out), 1);
+  EXPECT_CONTAINS(out, "--bos and the chat template chatml (" + ck +
+                           "'s data.chat_template; --prompt-style plain for none)");
+
+  // Two of three answers right ("ok" twice), all three of the file's responses' form.
+  const std::string items = m.tokenizer.dir.write(
+      "answers.jsonl",
+      "{\"messages\": [{\"role\": \"system\", \"content\": \"s\"}, {\"role\": \"user\", "
+      "\"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"ok\"}]}\n"
+      "{\"prompt\": \"p\", \"response\": \"ok\"}\n"
+      "{\"prompt\": \"x\", \"response\": \"no\"}\n");
+  ASSERT_EQ(
+      stdout_of(testing::bin_dir() + "/eval --checkpoint " + ck + " --answers " + items, &out), 0)
+      << out;
+  EXPECT_CONTAINS(out, "exact 0.6667 | formed 1.0000 (3 items of " + items);
+  const std::string ended = m.tokenizer.dir.write(
+      "ended.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}]}\n");
+  EXPECT_EQ(
+      run_command(testing::bin_dir() + "/eval --checkpoint " + ck + " --answers " + ended, &out),
+      1);
+  EXPECT_CONTAINS(out, ended + ": example 1 ends with no assistant message to compare an answer");
+}
+
+}  // namespace
+}  // namespace tessera
