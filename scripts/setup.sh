@@ -16,7 +16,7 @@ PACKAGES=(
 )
 case "${1:-}" in
   "") ;;
-  tests) PACKAGES+=(python3-torch unicode-data bzip2) ;;
+  tests) PACKAGES+=(python3-torch python3-jinja2 unicode-data bzip2) ;;
   *) echo "setup: unknown argument '$1' (none, or tests)" >&2; exit 2 ;;
 esac
 

@@ -73,17 +73,18 @@ class Writer {
  private:
   void flush() {
     if (segment_.empty()) return;
-    const std::vector<uint32_t> ids = tok_.encode(segment_);
-    // The unscored head's length as the ids spell it (an NFC tokenizer's decode gives the
-    // normalised text); an id ending past it holds scored bytes.
-    size_t head = 0;
-    if (scored_from_ != std::string::npos && scored_from_ > 0)
-      head = tok_.decode(tok_.encode(std::string_view(segment_).substr(0, scored_from_))).size();
+    // Scored: the ids ending past the unscored head, whose length is taken as ids spell it (an
+    // NFC tokenizer's decode gives the normalised text); none where nothing is scored.
+    const bool none = scored_from_ == std::string::npos;
+    const size_t head =
+        none || scored_from_ == 0
+            ? 0
+            : tok_.decode(tok_.encode(std::string_view(segment_).substr(0, scored_from_))).size();
     size_t end = 0;
-    for (const uint32_t id : ids) {
-      if (scored_from_ > 0 && scored_from_ != std::string::npos) end += tok_.decode({id}).size();
+    for (const uint32_t id : tok_.encode(segment_)) {
+      end += tok_.decode({id}).size();
       out_.ids.push_back(id);
-      out_.scored.push_back(scored_from_ == 0 || (scored_from_ != std::string::npos && end > head));
+      out_.scored.push_back(!none && end > head);
     }
     segment_.clear();
     scored_from_ = std::string::npos;
@@ -128,7 +129,7 @@ void qwen3_reply(Writer& w, std::string_view content, bool after_query, bool las
   w.text("\n", true);
   w.marker("</think>", true);
   w.text("\n\n", true);
-  w.text(reply, true);
+  w.text(lstrip_newlines(reply), true);  // a reply without </think> is stripped here too
 }
 
 void chatml(Writer& w, bool qwen3, const std::vector<ChatMessage>& messages,

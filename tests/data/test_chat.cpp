@@ -122,6 +122,10 @@ TEST(ChatTemplate, qwen3_writes_the_reasoning_block_where_its_template_does) {
             "<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\na1<|im_end|>\n"
             "<|im_start|>user\nq2<|im_end|>\n"
             "<|im_start|>assistant\n<think>\nr2\n</think>\n\na2<|im_end|>\n");
+  // The block's reply loses its leading line breaks, reasoning or not.
+  EXPECT_EQ(
+      text_of(tok, qwen3({{"user", "q"}, {"assistant", "\n\ny"}})),
+      "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\ny<|im_end|>\n");
   // Two replies after the query: the first has a block only if it reasons, the last always.
   EXPECT_EQ(text_of(tok, qwen3({{"user", "q"}, {"assistant", "x"}, {"assistant", "y"}})),
             "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\nx<|im_end|>\n"
