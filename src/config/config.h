@@ -103,8 +103,8 @@ struct DataConfig {
   // window per example of a `tokenize --format sft` set, padded or its start cut (data/loader.h)
   std::string windows = "packed";
   // The chat template the fine-tuning examples were written in (tokenize --chat-template; data/
-  // chat.h: chatml | qwen3 | llama3), "" for none: eval.answers sends its prompts in it and
-  // build/generate takes it as its default --prompt-style.
+  // chat.h: chatml | qwen3 | llama3), "" for none: eval.answers and log.sample_prompt are sent in
+  // it, and build/generate takes it as its default --prompt-style.
   std::string chat_template;
 
   bool operator==(const DataConfig&) const = default;

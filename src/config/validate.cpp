@@ -671,6 +671,9 @@ std::vector<std::string> config_problems(const Config& c) {
   check_lora(c, p);
   p.positive("log.interval", c.log.interval);
   p.non_negative("log.sample_interval", c.log.sample_interval);
+  if (c.log.sample_bos && !c.data.chat_template.empty())
+    p.add("log.sample_bos and data.chat_template '", c.data.chat_template,
+          "': the template writes what starts a sample's prompt");
   p.positive("log.sample_tokens", c.log.sample_tokens);
   if (c.log.sample_tokens > (int64_t(1) << 20))  // nn::kMaxNewTokens, generate's bound
     p.add("log.sample_tokens (", c.log.sample_tokens, ") must be at most 1048576");

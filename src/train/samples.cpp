@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "data/chat.h"
 #include "nn/generate.h"
 
 namespace tessera::train {
@@ -14,7 +15,11 @@ TrainingSamples::TrainingSamples(const Config& cfg)
     TESSERA_FAIL("log.sample_interval ", cfg.log.sample_interval, " decodes samples with ",
                  "data.tokenizer ", cfg.data.tokenizer, ": ", e.what());
   }
-  prompt_ = data::encode_prompt(*tok_, cfg.log.sample_prompt, cfg.log.sample_bos, "log.sample_bos");
+  if (const auto chat = data::chat_template_named(cfg.data.chat_template))
+    prompt_ = data::encode_chat_prompt(*tok_, *chat, {{"user", cfg.log.sample_prompt}});
+  else
+    prompt_ =
+        data::encode_prompt(*tok_, cfg.log.sample_prompt, cfg.log.sample_bos, "log.sample_bos");
   for (const uint32_t id : prompt_.ids)
     TESSERA_CHECK(int64_t(id) < cfg.model.vocab_size, "log.sample_prompt encodes to id ", id,
                   ", outside model.vocab_size ", cfg.model.vocab_size, " (data.tokenizer ",

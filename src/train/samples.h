@@ -27,11 +27,13 @@ class TrainingSamples {
   // Reads data.tokenizer's files (errors name log.sample_interval and the file) and encodes
   // log.sample_prompt ("": the end-of-text id alone, as unconditioned GPT-2 sampling starts),
   // after the beginning-of-text id with log.sample_bos (for a model trained on tokenize --bos
-  // documents; an error naming the key where the tokenizer has none).
+  // documents; an error naming the key where the tokenizer has none). Under data.chat_template the
+  // prompt is a user's message in that template (as build/generate sends it; the sample shows the
+  // markers, and ends at the end of turn).
   explicit TrainingSamples(const Config& cfg);
 
   // The prompt's text and up to log.sample_tokens sampled tokens after it (fewer when the
-  // end-of-text id comes: it ends the sample and is not shown).
+  // end-of-text id, or a chat template's end of turn, comes: it ends the sample and is not shown).
   std::string draw(const nn::GPT& model, int64_t step) const;
 
  private:

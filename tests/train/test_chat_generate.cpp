@@ -10,6 +10,7 @@
 #include "data/tiny_hf_tokenizer.h"
 #include "test_util.h"
 #include "train/answer_fixture.h"
+#include "train/samples.h"
 #include "train/train_fixture.h"
 
 namespace tessera {
@@ -127,6 +128,22 @@ TEST(ChatGenerate, the_checkpoints_template_is_the_default_for_generate_and_answ
       run_command(testing::bin_dir() + "/eval --checkpoint " + ck + " --answers " + ended, &out),
       1);
   EXPECT_CONTAINS(out, ended + ": example 1 ends with no assistant message to compare an answer");
+}
+
+// Training samples (log.sample_prompt) under data.chat_template: the prompt a user's message, the
+// sample ending at the end of turn; log.sample_bos does not go with a template.
+TEST(ChatGenerate, training_samples_send_their_prompt_in_the_template) {
+  ChatModel m;
+  m.cfg.data.chat_template = "chatml";
+  m.cfg.log.sample_prompt = "Hi";
+  m.cfg.log.sample_tokens = 8;
+  const nn::GPT model = testing::chain_model(m.cfg, 3, {{'\n', 'o'}, {'o', 'k'}, {'k', 264}});
+  EXPECT_EQ(train::TrainingSamples(m.cfg).draw(model, 1),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nok");
+  m.cfg.log.sample_bos = true;
+  EXPECT_CONTAINS(testing::error_of([&] { m.cfg.validate(); }),
+                  "log.sample_bos and data.chat_template 'chatml': the template writes what "
+                  "starts a sample's prompt");
 }
 
 }  // namespace
