@@ -1,6 +1,6 @@
 // build/generate --checkpoint checkpoints/tiny [--prompt "In the beginning"] [--max-new-tokens 200]
 //                [--temperature 0.8] [--top-k 40] [--seed 42] [--base BASE] [--prompt-style alpaca]
-//                [--bos] [--num-samples N]
+//                [--bos] [--num-samples N] [--system TEXT] [--no-think] [--chat]
 // Loads the model described by the config stored in the checkpoint (a LoRA checkpoint brings its
 // base: the one it recorded, or --base), then samples with a KV cache, printing the prompt and
 // then each token as it is drawn. --prompt-style alpaca sets the prompt as the instruction of
@@ -10,7 +10,11 @@
 // --chat-template` writes examples and as instruct models were tuned; the printed prompt shows its
 // markers, and the reply ends at the template's end of turn (or the end-of-text id). --no-think
 // (qwen3) ends the prompt with Qwen3's empty reasoning block, as its enable_thinking=False does.
-// The checkpoint's data.chat_template is the default style. --bos puts the tokenizer's
+// The checkpoint's data.chat_template is the default style. --chat holds a conversation in the
+// template: each line of standard input is a user's message, and the reply to it is drawn from
+// the whole conversation so far (re-encoded each turn, as the template writes earlier replies:
+// Qwen3's lose their reasoning) and printed as it is drawn, a line a reply (on standard error,
+// the conversation's tokens and those drawn). --bos puts the tokenizer's
 // beginning-of-text id first (Llama 3's
 // <|begin_of_text|>), as `tokenize --bos` starts every document and example. --num-samples N draws
 // N continuations of the prompt together, one batch through the cache; the i-th (from 0) draws
@@ -130,6 +134,9 @@ int main(int argc, char** argv) {
         "no-think",
         "under qwen3: end the prompt with an empty reasoning block (Qwen3's "
         "enable_thinking=False)")(
+        "chat",
+        "a conversation under a chat template: each line of standard input a user's message, "
+        "each reply printed as it is drawn, from the whole conversation so far")(
         "bos",
         "start with the tokenizer's beginning-of-text id, as tokenize --bos starts documents")(
         "h,help", "show this help");
@@ -166,6 +173,10 @@ int main(int argc, char** argv) {
     }
     TESSERA_CHECK(style_flag != "alpaca" || args.count("prompt"),
                   "command line: --prompt-style alpaca needs --prompt, the instruction");
+    TESSERA_CHECK(!args.count("chat") || (!args.count("prompt") && !args.count("prompts") &&
+                                          samples == 1 && style_flag != "alpaca"),
+                  "command line: --chat reads its messages from standard input, one reply each: "
+                  "not with --prompt, --prompts, --num-samples or --prompt-style alpaca");
     train::LoadedModel m = train::load_model(args);
     train::place_loaded(m, args);
     const Config& cfg = m.config;
@@ -185,8 +196,11 @@ int main(int argc, char** argv) {
                   "command line: --no-think goes with the qwen3 template, not ", named);
     TESSERA_CHECK(!chat || !args.count("bos"), "command line: --bos and ", named,
                   ": the template writes what starts a prompt");
-    TESSERA_CHECK(!chat || args.count("prompt") || args.count("prompts"), "command line: ", named,
-                  " needs --prompt, the user's message");
+    TESSERA_CHECK(!chat || args.count("prompt") || args.count("prompts") || args.count("chat"),
+                  "command line: ", named, " needs --prompt, the user's message");
+    TESSERA_CHECK(chat || !args.count("chat"),
+                  "command line: --chat needs a chat template (--prompt-style ",
+                  data::kChatTemplateNames, ", or the checkpoint's data.chat_template)");
 
     TESSERA_CHECK(!args.count("tokenizer-dir") || cfg.data.tokenizer != "byte",
                   "command line: --tokenizer-dir applies to the gpt2 and hf tokenizers only (",
@@ -242,6 +256,31 @@ int main(int argc, char** argv) {
       generate_file(*m.model, *tok, shown, responses, given, opt, seed, batch);
       return 0;
     }
+    // One continuation of p with gens[0], each id's text printed as it is drawn (not the id that
+    // ends it); returns the ids, the prompt's first.
+    auto stream = [&](const data::Prompt& p, std::vector<Generator>& gens) {
+      opt.stop_tokens = data::stop_ids(p);
+      const std::vector<int32_t> ids(p.ids.begin(), p.ids.end());
+      return nn::generate_many(*m.model, ids, opt, gens, [&](size_t, int32_t id) {
+        if (std::find(p.ends.begin(), p.ends.end(), uint32_t(id)) == p.ends.end())
+          std::cout << tok->decode({uint32_t(id)}) << std::flush;
+      })[0];
+    };
+    if (args.count("chat")) {  // a user's message a line, each reply drawn from the whole chat
+      std::vector<Generator> gens{Generator(seed)};
+      std::vector<data::ChatMessage> conversation;
+      for (std::string line; std::getline(std::cin, line);) {
+        if (line.empty()) continue;
+        conversation.push_back({"user", line});
+        const data::Prompt p = encode_chat(conversation);
+        const std::vector<int32_t> ids = stream(p, gens);
+        std::cout << std::endl;
+        conversation.push_back({"assistant", data::decode_completion(*tok, p, ids)});
+        std::cerr << "(" << p.ids.size() << " tokens of conversation, " << ids.size() - p.ids.size()
+                  << " drawn)\n";
+      }
+      return 0;
+    }
     std::string text = args.count("prompt") ? args["prompt"].as<std::string>() : std::string("\n");
     if (style == "alpaca") text = data::alpaca_prompt(text, "");
     const data::Prompt given_ids = chat ? encode_chat({{"user", text}}) : encode(text);
@@ -254,11 +293,7 @@ int main(int argc, char** argv) {
       const std::vector<uint32_t> shown(given_ids.ids.begin() + int64_t(given_ids.hidden),
                                         given_ids.ids.end());
       std::cout << tok->decode(shown) << std::flush;
-      nn::generate_many(*m.model, prompt, opt, gens, [&](size_t, int32_t id) {
-        const auto& ends = given_ids.ends;
-        if (std::find(ends.begin(), ends.end(), uint32_t(id)) == ends.end())
-          std::cout << tok->decode({uint32_t(id)}) << std::flush;
-      });
+      stream(given_ids, gens);
       std::cout << std::endl;
       return 0;
     }

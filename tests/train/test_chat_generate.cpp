@@ -7,6 +7,7 @@
 #include <string>
 
 #include "config/expect_contains.h"
+#include "data/chat.h"
 #include "data/tiny_hf_tokenizer.h"
 #include "test_util.h"
 #include "train/answer_fixture.h"
@@ -144,6 +145,39 @@ TEST(ChatGenerate, training_samples_send_their_prompt_in_the_template) {
   EXPECT_CONTAINS(testing::error_of([&] { m.cfg.validate(); }),
                   "log.sample_bos and data.chat_template 'chatml': the template writes what "
                   "starts a sample's prompt");
+}
+
+// --chat: a message a line of standard input, each reply drawn from the whole conversation so
+// far (the counts on standard error are the conversation's tokens as encode_chat writes it).
+TEST(ChatGenerate, chat_answers_each_line_from_the_whole_conversation) {
+  ChatModel m;
+  const std::string ck = m.save("run");
+  const std::string generate = testing::bin_dir() + "/generate --checkpoint " + ck +
+                               " --temperature 0 --max-new-tokens 8 --prompt-style chatml";
+  std::string out;
+  ASSERT_EQ(stdout_of("printf 'Hi\\n\\nAgain\\n' | " + generate + " --chat --system S", &out), 0)
+      << out;
+  EXPECT_EQ(out, "ok\nok\n");
+  // Standard error alone.
+  ASSERT_EQ(run_command("{ { printf 'Hi\\nAgain\\n' | " + generate +
+                            " --chat --system S; } 2>&1 >/dev/null; }",
+                        &out),
+            0)
+      << out;
+  const auto tok = data::make_tokenizer("hf", m.cfg.data.tokenizer_dir);
+  using Chat = std::vector<data::ChatMessage>;
+  const Chat first = {{"system", "S"}, {"user", "Hi"}};
+  Chat second = first;
+  second.push_back({"assistant", "ok"});
+  second.push_back({"user", "Again"});
+  const size_t a = data::encode_chat_prompt(*tok, data::ChatTemplate::ChatML, first).ids.size();
+  const size_t b = data::encode_chat_prompt(*tok, data::ChatTemplate::ChatML, second).ids.size();
+  EXPECT_CONTAINS(out, "(" + std::to_string(a) + " tokens of conversation, 3 drawn)\n(" +
+                           std::to_string(b) + " tokens of conversation, 3 drawn)\n");
+  EXPECT_EQ(run_command(generate + " --chat --prompt x", &out), 1);
+  EXPECT_CONTAINS(out, "--chat reads its messages from standard input, one reply each");
+  EXPECT_EQ(run_command(testing::bin_dir() + "/generate --checkpoint " + ck + " --chat", &out), 1);
+  EXPECT_CONTAINS(out, "--chat needs a chat template");
 }
 
 }  // namespace
