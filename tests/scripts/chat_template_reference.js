@@ -12,6 +12,7 @@
 const fs = require('fs');
 const {execFileSync} = require('child_process');
 const {TokenizerLoader} = require('@lenml/tokenizers');
+const {readShard} = require('./shard.js');
 
 const [name, dir, chatsPath, shardPath] = process.argv.slice(2);
 const config = JSON.parse(fs.readFileSync(dir + '/tokenizer_config.json', 'utf8'));
@@ -175,15 +176,9 @@ function spelled(messages) {
   return [...found];
 }
 
-// The shard (src/data/shard.h): 256 int32 of header (magic, version, count), then the tokens,
-// uint16 or uint32 by the magic; its loss mask beside it: the same header, then a byte a token
-// whose bit 1 marks the first token of an example.
-const shard = fs.readFileSync(shardPath);
-const magic = shard.readInt32LE(0), count = shard.readInt32LE(8);
-const wide = magic === 20240801;
-const got = [];
-for (let i = 0; i < count; ++i)
-  got.push(wide ? shard.readUInt32LE(1024 + 4 * i) : shard.readUInt16LE(1024 + 2 * i));
+// The shard's ids; its loss mask beside it (src/data/shard.h): the same header, then a byte a
+// token whose bit 1 marks the first token of an example.
+const got = readShard(shardPath), count = got.length;
 const mask = fs.readFileSync(shardPath.replace(/\.bin$/, '.mask'));
 const starts = [];
 for (let i = 0; i < count; ++i)

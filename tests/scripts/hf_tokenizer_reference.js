@@ -6,6 +6,7 @@
 // neighbourhood and exits 1.
 const fs = require('fs');
 const {TokenizerLoader} = require('@lenml/tokenizers');
+const {readShard} = require('./shard.js');
 
 const [dir, textPath, shardPath] = process.argv.slice(2);
 const tok = TokenizerLoader.fromPreTrained({
@@ -14,14 +15,7 @@ const tok = TokenizerLoader.fromPreTrained({
 });
 const want = tok.encode(fs.readFileSync(textPath, 'utf8'), {add_special_tokens: false});
 
-// The shard (src/data/shard.h): 256 int32 of header (magic, version, count), then the tokens,
-// uint16 or uint32 by the magic.
-const shard = fs.readFileSync(shardPath);
-const magic = shard.readInt32LE(0), count = shard.readInt32LE(8);
-const wide = magic === 20240801;
-const got = [];
-for (let i = 0; i < count; ++i)
-  got.push(wide ? shard.readUInt32LE(1024 + 4 * i) : shard.readUInt16LE(1024 + 2 * i));
+const got = readShard(shardPath);
 
 let first = -1;
 for (let i = 0; i < Math.max(got.length, want.length); ++i)
