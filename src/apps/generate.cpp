@@ -14,12 +14,11 @@
 // template: each line of standard input is a user's message, and the reply to it is drawn from
 // the whole conversation so far (re-encoded each turn, as the template writes earlier replies:
 // Qwen3's lose their reasoning) and printed as it is drawn, a line a reply (on standard error,
-// the conversation's tokens and those drawn). --bos puts the tokenizer's
-// beginning-of-text id first (Llama 3's
-// <|begin_of_text|>), as `tokenize --bos` starts every document and example. --num-samples N draws
-// N continuations of the prompt together, one batch through the cache; the i-th (from 0) draws
-// with seed + i, as `--seed <seed + i>` alone would, and each is printed once all are drawn, under
-// a line naming it.
+// the conversation's tokens and those drawn). --bos puts the tokenizer's beginning-of-text id
+// first (Llama 3's <|begin_of_text|>), as `tokenize --bos` starts every document and example.
+// --num-samples N draws N continuations of the prompt together, one batch through the cache; the
+// i-th (from 0) draws with seed + i, as `--seed <seed + i>` alone would, and each is printed once
+// all are drawn, under a line naming it.
 //
 // build/generate --checkpoint CK --prompts examples.jsonl [--batch-size 16] [--temperature 0]
 // continues every example's prompt of a file (data/sft.h: JSON Lines or a JSON array of prompt /
