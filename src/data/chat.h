@@ -21,7 +21,9 @@
 //   llama3  <|begin_of_text|>, then <|start_header_id|>ROLE<|end_header_id|>\n\nCONTENT<|eot_id|>
 //           a message with CONTENT stripped of whitespace at both ends (Jinja's trim, Python's
 //           str.strip: Unicode's white space); the generation prompt
-//           <|start_header_id|>assistant<|end_header_id|>\n\n (Meta Llama 3's instruct models).
+//           <|start_header_id|>assistant<|end_header_id|>\n\n (Meta Llama 3's instruct models;
+//           Llama 3.1 and later's templates also write a dated system message of their own where
+//           none is given, which this one does not: give it as the system message to match).
 //
 // Tokens: every marker is the tokenizer's added token of that text (Tokenizer::added_token; a
 // tokenizer without it is an error naming the template, the token and the tokenizer), and the

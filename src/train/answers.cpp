@@ -17,7 +17,8 @@ AnswerSet::AnswerSet(std::vector<data::SftExample> examples_in, const data::Toke
     const data::SftExample& e = examples[i];
     if (chat) {
       data::ChatTurn turn = data::last_turn(e);
-      prompts.push_back(data::encode_chat_prompt(tok, *chat, turn.context));
+      // Qwen3's non-thinking prompt: the answer is the reply itself, within the token budget.
+      prompts.push_back(data::encode_chat_prompt(tok, *chat, turn.context, /*think=*/false));
       answers.push_back(std::move(turn.reply));
     } else {
       TESSERA_CHECK(!e.needs_chat_template(), what, ": example ", i + 1,

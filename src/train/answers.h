@@ -43,7 +43,8 @@ struct AnswerResult {
 // `what` names the examples in errors ("held-out.jsonl").
 // Under a chat template (data.chat_template) an example's prompt is its conversation less a final
 // assistant message, whose content is the response (data::last_turn), sent as build/generate
-// --prompt-style sends it; the answer ends at the end of turn.
+// --prompt-style sends it (under qwen3 with --no-think: the prompt ends with the empty reasoning
+// block, so that what the model writes is the answer itself); the answer ends at the end of turn.
 struct AnswerSet {
   AnswerSet(std::vector<data::SftExample> examples, const data::Tokenizer& tok,
             const std::string& what, std::optional<data::ChatTemplate> chat = std::nullopt);
