@@ -33,7 +33,8 @@
 // accuracy with the log-likelihood per byte of the ending (acc_norm), against chance.
 // --answers FILE continues the prompts of prompt / response examples greedily instead
 // (train/answers.h: data/sft.h's forms): the share answered exactly, the share answered with some
-// response of the file, and the commonest response's share.
+// response of the file, and the commonest response's share. Its prompts are sent in the checkpoint
+// config's data.chat_template, or --prompt-style's (chatml, qwen3, llama3; plain for none).
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -48,6 +49,7 @@
 
 #include "autograd/autograd.h"
 #include "config/cli.h"
+#include "data/chat.h"
 #include "data/loader.h"
 #include "data/tokenizer.h"
 #include "ops/ops.h"
@@ -264,7 +266,11 @@ int main(int argc, char** argv) {
         "answers",
         "continue the prompts of prompt / response examples greedily instead (JSON Lines as "
         "tokenize --format sft reads them); the share answered exactly",
-        cxxopts::value<std::string>(), "FILE")("h,help", "show this help");
+        cxxopts::value<std::string>(), "FILE")(
+        "prompt-style",
+        "with --answers: chatml, qwen3 or llama3 (each prompt a user's message in that chat "
+        "template) or plain; default: the checkpoint config's data.chat_template",
+        cxxopts::value<std::string>())("h,help", "show this help");
     train::add_model_options(options);
     train::add_device_option(options);
     cxxopts::ParseResult args;
@@ -278,14 +284,22 @@ int main(int argc, char** argv) {
     }
     TESSERA_CHECK(!args.count("choices") || !args.count("answers"),
                   "command line: --choices and --answers are two evaluations; give one");
+    TESSERA_CHECK(!args.count("prompt-style") || args.count("answers"),
+                  "command line: --prompt-style goes with --answers");
+    const std::string style =
+        args.count("prompt-style") ? args["prompt-style"].as<std::string>() : "";
+    TESSERA_CHECK(style.empty() || style == "plain" || data::chat_template_named(style),
+                  "command line: --prompt-style must be plain, ", data::kChatTemplateNames,
+                  ", got '", style, "'");
     if (args.count("answers")) {
       const std::string file = args["answers"].as<std::string>();
       std::vector<data::SftExample> examples = data::read_sft_examples(file);
       train::LoadedModel m = train::load_model(args);
       train::place_loaded(m, args);
       const auto tok = data::make_tokenizer(m.config.data.tokenizer, m.config.data.tokenizer_dir);
-      const train::AnswerSet set(std::move(examples), *tok, file,
-                                 data::chat_template_named(m.config.data.chat_template));
+      const train::AnswerSet set(
+          std::move(examples), *tok, file,
+          data::chat_template_named(style.empty() ? m.config.data.chat_template : style));
       const train::AnswerResult r = train::evaluate_answers(*m.model, *tok, set);
       std::printf(
           "%s%s%s: exact %.4f | formed %.4f (%ld items of %s; the commonest response "

@@ -21,8 +21,10 @@ AnswerSet::AnswerSet(std::vector<data::SftExample> examples_in, const data::Toke
       prompts.push_back(data::encode_chat_prompt(tok, *chat, turn.context, /*think=*/false));
       answers.push_back(std::move(turn.reply));
     } else {
-      TESSERA_CHECK(!e.needs_chat_template(), what, ": example ", i + 1,
-                    " is a conversation (\"messages\"): set data.chat_template");
+      TESSERA_CHECK(
+          !e.needs_chat_template(), what, ": example ", i + 1,
+          " is a conversation (\"messages\"): it needs a chat template (data.chat_template, "
+          "or eval --prompt-style)");
       prompts.push_back(data::encode_prompt(tok, e.prompt, false, what));
       answers.push_back(e.response);
     }

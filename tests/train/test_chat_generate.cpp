@@ -123,6 +123,28 @@ TEST(ChatGenerate, the_checkpoints_template_is_the_default_for_generate_and_answ
       stdout_of(testing::bin_dir() + "/eval --checkpoint " + ck + " --answers " + items, &out), 0)
       << out;
   EXPECT_CONTAINS(out, "exact 0.6667 | formed 1.0000 (3 items of " + items);
+  // --prompt-style overrides it: plain prompts end with 'q', 'p' and 'x', which the model does not
+  // continue with "ok"; the conversation cannot be sent plain.
+  const std::string plain = m.tokenizer.dir.write(
+      "plain.jsonl",
+      "{\"prompt\": \"p\", \"response\": \"ok\"}\n{\"prompt\": \"x\", \"response\": \"no\"}\n");
+  ASSERT_EQ(stdout_of(testing::bin_dir() + "/eval --checkpoint " + ck +
+                          " --prompt-style plain --answers " + plain,
+                      &out),
+            0)
+      << out;
+  EXPECT_CONTAINS(out, "exact 0.0000");
+  EXPECT_EQ(run_command(testing::bin_dir() + "/eval --checkpoint " + ck +
+                            " --prompt-style plain --answers " + items,
+                        &out),
+            1);
+  EXPECT_CONTAINS(out,
+                  items + ": example 1 is a conversation (\"messages\"): it needs a chat template");
+  EXPECT_EQ(run_command(testing::bin_dir() + "/eval --checkpoint " + ck +
+                            " --prompt-style alpaca --answers " + items,
+                        &out),
+            1);
+  EXPECT_CONTAINS(out, "--prompt-style must be plain, chatml, qwen3 or llama3, got 'alpaca'");
   const std::string ended = m.tokenizer.dir.write(
       "ended.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}]}\n");
   EXPECT_EQ(
