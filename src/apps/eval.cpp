@@ -34,7 +34,8 @@
 // --answers FILE continues the prompts of prompt / response examples greedily instead
 // (train/answers.h: data/sft.h's forms): the share answered exactly, the share answered with some
 // response of the file, and the commonest response's share. Its prompts are sent in the checkpoint
-// config's data.chat_template, or --prompt-style's (chatml, qwen3, llama3; plain for none).
+// config's data.chat_template, or --prompt-style's (chatml, qwen3, llama3; plain for none); plain
+// ones after the beginning-of-text id with --bos or the config's eval.answers_bos.
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -270,7 +271,11 @@ int main(int argc, char** argv) {
         "prompt-style",
         "with --answers: chatml, qwen3 or llama3 (each prompt a user's message in that chat "
         "template) or plain; default: the checkpoint config's data.chat_template",
-        cxxopts::value<std::string>())("h,help", "show this help");
+        cxxopts::value<std::string>())(
+        "bos",
+        "with --answers: each prompt after the tokenizer's beginning-of-text id, as tokenize "
+        "--format sft --bos starts examples; default: the checkpoint config's eval.answers_bos")(
+        "h,help", "show this help");
     train::add_model_options(options);
     train::add_device_option(options);
     cxxopts::ParseResult args;
@@ -284,8 +289,8 @@ int main(int argc, char** argv) {
     }
     TESSERA_CHECK(!args.count("choices") || !args.count("answers"),
                   "command line: --choices and --answers are two evaluations; give one");
-    TESSERA_CHECK(!args.count("prompt-style") || args.count("answers"),
-                  "command line: --prompt-style goes with --answers");
+    TESSERA_CHECK((!args.count("prompt-style") && !args.count("bos")) || args.count("answers"),
+                  "command line: --prompt-style and --bos go with --answers");
     const std::string style =
         args.count("prompt-style") ? args["prompt-style"].as<std::string>() : "";
     TESSERA_CHECK(style.empty() || style == "plain" || data::chat_template_named(style),
@@ -297,9 +302,10 @@ int main(int argc, char** argv) {
       train::LoadedModel m = train::load_model(args);
       train::place_loaded(m, args);
       const auto tok = data::make_tokenizer(m.config.data.tokenizer, m.config.data.tokenizer_dir);
-      const train::AnswerSet set(
-          std::move(examples), *tok, file,
-          data::chat_template_named(style.empty() ? m.config.data.chat_template : style));
+      const auto chat =
+          data::chat_template_named(style.empty() ? m.config.data.chat_template : style);
+      const bool bos = args.count("bos") > 0 || (!chat && m.config.eval.answers_bos);
+      const train::AnswerSet set(std::move(examples), *tok, file, chat, bos);
       const train::AnswerResult r = train::evaluate_answers(*m.model, *tok, set);
       std::printf(
           "%s%s%s: exact %.4f | formed %.4f (%ld items of %s; the commonest response "

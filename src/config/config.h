@@ -173,6 +173,9 @@ struct EvalConfig {
   // prompts are continued greedily at every evaluation: the share answered exactly in the log and
   // metrics.jsonl. "" = none.
   std::string answers;
+  // Their prompts after the tokenizer's beginning-of-text id, as `tokenize --format sft --bos`
+  // starts examples (eval --answers --bos).
+  bool answers_bos = false;
 
   bool operator==(const EvalConfig&) const = default;
 };

@@ -110,6 +110,7 @@ void visit_section(S& s, F&& f) {
   f("tokens", s.tokens);
   f("choices", s.choices);
   f("answers", s.answers);
+  f("answers_bos", s.answers_bos);
 }
 
 template <Section<CheckpointConfig> S, typename F>

@@ -658,6 +658,9 @@ std::vector<std::string> config_problems(const Config& c) {
     if (!file->empty() && c.eval.interval == 0)
       p.add(key, " (", *file,
             ") is scored at each evaluation, but eval.interval is 0: there are none");
+  if (c.eval.answers_bos && !c.data.chat_template.empty())
+    p.add("eval.answers_bos and data.chat_template '", c.data.chat_template,
+          "': the template writes what starts an answer's prompt");
   p.non_empty("checkpoint.dir", c.checkpoint.dir);
   p.non_negative("checkpoint.interval", c.checkpoint.interval);
   // Two at least: one of them may be the file being replaced when a crash hits.

@@ -10,8 +10,11 @@
 namespace tessera::train {
 
 AnswerSet::AnswerSet(std::vector<data::SftExample> examples_in, const data::Tokenizer& tok,
-                     const std::string& what, std::optional<data::ChatTemplate> chat)
+                     const std::string& what, std::optional<data::ChatTemplate> chat, bool bos)
     : examples(std::move(examples_in)) {
+  TESSERA_CHECK(!(chat && bos), what,
+                ": a beginning-of-text id and a chat template: the template "
+                "writes what starts a prompt");
   std::map<std::string, int64_t> counts;
   for (size_t i = 0; i < examples.size(); ++i) {
     const data::SftExample& e = examples[i];
@@ -25,7 +28,7 @@ AnswerSet::AnswerSet(std::vector<data::SftExample> examples_in, const data::Toke
           !e.needs_chat_template(), what, ": example ", i + 1,
           " is a conversation (\"messages\"): it needs a chat template (data.chat_template, "
           "or eval --prompt-style)");
-      prompts.push_back(data::encode_prompt(tok, e.prompt, false, what));
+      prompts.push_back(data::encode_prompt(tok, e.prompt, bos, what));
       answers.push_back(e.response);
     }
     const std::string& answer = answers.back();
@@ -89,9 +92,9 @@ AnswerResult evaluate_answers(const nn::GPT& model, const data::Tokenizer& tok,
 TrainingAnswers::TrainingAnswers(const Config& cfg) {
   try {
     tok_ = data::make_tokenizer(cfg.data.tokenizer, cfg.data.tokenizer_dir);
-    set_ = std::make_unique<AnswerSet>(data::read_sft_examples(cfg.eval.answers), *tok_,
-                                       cfg.eval.answers,
-                                       data::chat_template_named(cfg.data.chat_template));
+    set_ = std::make_unique<AnswerSet>(
+        data::read_sft_examples(cfg.eval.answers), *tok_, cfg.eval.answers,
+        data::chat_template_named(cfg.data.chat_template), cfg.eval.answers_bos);
   } catch (const Error& e) {
     TESSERA_FAIL("eval.answers: ", e.what());
   }

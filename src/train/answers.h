@@ -46,8 +46,11 @@ struct AnswerResult {
 // --prompt-style sends it (under qwen3 with --no-think: the prompt ends with the empty reasoning
 // block, so that what the model writes is the answer itself); the answer ends at the end of turn.
 struct AnswerSet {
+  // bos: each plain prompt after the tokenizer's beginning-of-text id (an error naming `what`
+  // where it has none), as tokenize --format sft --bos starts examples.
   AnswerSet(std::vector<data::SftExample> examples, const data::Tokenizer& tok,
-            const std::string& what, std::optional<data::ChatTemplate> chat = std::nullopt);
+            const std::string& what, std::optional<data::ChatTemplate> chat = std::nullopt,
+            bool bos = false);
   std::vector<data::SftExample> examples;
   std::vector<data::Prompt> prompts;
   std::vector<std::string> answers;  // by example: the response to compare with

@@ -11,6 +11,7 @@
 #include "data/tiny_hf_tokenizer.h"
 #include "test_util.h"
 #include "train/answer_fixture.h"
+#include "train/answers.h"
 #include "train/samples.h"
 #include "train/train_fixture.h"
 
@@ -200,6 +201,33 @@ TEST(ChatGenerate, chat_answers_each_line_from_the_whole_conversation) {
   EXPECT_CONTAINS(out, "--chat reads its messages from standard input, one reply each");
   EXPECT_EQ(run_command(testing::bin_dir() + "/generate --checkpoint " + ck + " --chat", &out), 1);
   EXPECT_CONTAINS(out, "--chat needs a chat template");
+}
+
+// eval.answers_bos (eval --answers --bos): plain prompts after the beginning-of-text id, as
+// tokenize --format sft --bos starts examples; not beside a chat template, which writes its own.
+TEST(ChatGenerate, answers_bos_starts_each_plain_prompt) {
+  ChatModel m;
+  const auto tok = data::make_tokenizer("hf", m.cfg.data.tokenizer_dir);
+  const train::AnswerSet set({{"p", "ok"}}, *tok, "a.jsonl", std::nullopt, true);
+  EXPECT_EQ(set.prompts[0].ids, (std::vector<uint32_t>{267, 'p'}));  // <|begin_of_text|>
+  EXPECT_EQ(set.prompts[0].hidden, 1u);
+  EXPECT_CONTAINS(
+      testing::error_of([&] {
+        train::AnswerSet({{"p", "ok"}}, *tok, "a.jsonl", data::ChatTemplate::ChatML, true);
+      }),
+      "a.jsonl: a beginning-of-text id and a chat template");
+  const auto bytes = data::make_tokenizer("byte");
+  EXPECT_CONTAINS(testing::error_of([&] {
+                    train::AnswerSet({{"p", "ok"}}, *bytes, "a.jsonl", std::nullopt, true);
+                  }),
+                  "a.jsonl: the byte tokenizer has no beginning-of-text token");
+  m.cfg.eval.answers_bos = true, m.cfg.data.chat_template = "llama3";
+  EXPECT_CONTAINS(testing::error_of([&] { m.cfg.validate(); }),
+                  "eval.answers_bos and data.chat_template 'llama3'");
+  std::string out;
+  EXPECT_EQ(
+      run_command(testing::bin_dir() + "/eval --checkpoint " + m.save("run") + " --bos", &out), 1);
+  EXPECT_CONTAINS(out, "--prompt-style and --bos go with --answers");
 }
 
 }  // namespace
