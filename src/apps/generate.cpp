@@ -33,6 +33,8 @@
 // (text the model drew that is not UTF-8 comes out with U+FFFD for each bad byte).
 #include "nn/generate.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cxxopts.hpp>
@@ -268,7 +270,10 @@ int main(int argc, char** argv) {
     if (args.count("chat")) {  // a user's message a line, each reply drawn from the whole chat
       std::vector<Generator> gens{Generator(seed)};
       std::vector<data::ChatMessage> conversation;
-      for (std::string line; std::getline(std::cin, line);) {
+      const bool typed = ::isatty(STDIN_FILENO);  // a person at a terminal: prompt for a line
+      for (std::string line;;) {
+        if (typed) std::cerr << "> " << std::flush;
+        if (!std::getline(std::cin, line)) break;
         if (line.empty()) continue;
         conversation.push_back({"user", line});
         const data::Prompt p = encode_chat(conversation);
