@@ -47,7 +47,7 @@ class Writer {
  public:
   Writer(const Tokenizer& tok, ChatTemplate t) : tok_(tok), t_(t) {}
 
-  void marker(const char* text, bool scored) {
+  void marker(std::string_view text, bool scored) {
     flush();
     const std::optional<uint32_t> id = tok_.added_token(text);
     TESSERA_CHECK(id.has_value(), "chat template ", chat_template_name(t_), ": the ", tok_.name(),
@@ -114,20 +114,21 @@ size_t last_query(const std::vector<ChatMessage>& messages) {
 // last </think>), and writes the reasoning block for a reply after the last query that ends the
 // conversation or has reasoning; any other reply is written without its reasoning.
 void qwen3_reply(Writer& w, std::string_view content, bool after_query, bool last) {
+  constexpr std::string_view kOpen = "<think>", kClose = "</think>";
   std::string_view reply = content, reasoning;
-  if (const size_t close = content.find("</think>"); close != std::string_view::npos) {
-    reply = lstrip_newlines(content.substr(content.rfind("</think>") + 8));
+  if (const size_t close = content.find(kClose); close != std::string_view::npos) {
+    reply = lstrip_newlines(content.substr(content.rfind(kClose) + kClose.size()));
     std::string_view before = rstrip_newlines(content.substr(0, close));
-    if (const size_t open = before.rfind("<think>"); open != std::string_view::npos)
-      before = before.substr(open + 7);
+    if (const size_t open = before.rfind(kOpen); open != std::string_view::npos)
+      before = before.substr(open + kOpen.size());
     reasoning = lstrip_newlines(before);
   }
   if (!(after_query && (last || !reasoning.empty()))) return w.text(reply, true);
-  w.marker("<think>", true);
+  w.marker(kOpen, true);
   w.text("\n", true);
   w.text(rstrip_newlines(reasoning), true);
   w.text("\n", true);
-  w.marker("</think>", true);
+  w.marker(kClose, true);
   w.text("\n\n", true);
   w.text(lstrip_newlines(reply), true);  // a reply without </think> is stripped here too
 }
