@@ -6,8 +6,8 @@
 //   AnswerResult r = evaluate_answers(model, *tok, set);   // r.exact, r.formed, r.majority
 //
 // Input: data/sft.h's examples (JSON Lines or a JSON array of prompt / response or Alpaca
-// examples, as `tokenize --format sft` reads them); an example without a response is an error
-// naming it (nothing to compare with).
+// examples, as `tokenize --format sft` reads them; conversations too under a chat template); an
+// example without a response is an error naming it (nothing to compare with).
 //
 // Scoring: each prompt (encoded as build/generate encodes one; an empty prompt starts from the
 // end-of-text id) continued at temperature 0, the most likely id at each step, until the
