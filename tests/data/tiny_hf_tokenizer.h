@@ -99,14 +99,14 @@ inline TinyJson chat_tokenizer() {
   j.extra_vocab += R"(, "ĊĊ": 261)";
   j.merges += R"(, "Ċ Ċ")";
   j.pre = split_then_byte_level(data::Pretokenizer::Llama3);
-  j.added = "[";
   const char* markers[] = {
       "<|endoftext|>",     "<|im_start|>",        "<|im_end|>",        "<think>",   "</think>",
       "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};
+  std::string added;
   for (int i = 0; i < 9; ++i)
-    j.added += std::string(i ? ", " : "") + R"({"id": )" + std::to_string(262 + i) +
-               R"(, "content": ")" + markers[i] + R"(", "special": true})";
-  j.added += "]";
+    added += std::string(i ? ", " : "[") + R"({"id": )" + std::to_string(262 + i) +
+             R"(, "content": ")" + markers[i] + R"(", "special": true})";
+  j.added = added + "]";
   return j;
 }
 
