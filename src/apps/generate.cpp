@@ -264,7 +264,7 @@ int main(int argc, char** argv) {
       const std::vector<int32_t> ids(p.ids.begin(), p.ids.end());
       return nn::generate_many(*m.model, ids, opt, gens, [&](size_t, int32_t id) {
         if (std::find(p.ends.begin(), p.ends.end(), uint32_t(id)) == p.ends.end())
-          std::cout << tok->decode({uint32_t(id)}) << std::flush;
+          std::cout << tok->decode_more({uint32_t(id)}) << std::flush;
       })[0];
     };
     if (args.count("chat")) {  // a user's message a line, each reply drawn from the whole chat

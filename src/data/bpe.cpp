@@ -400,56 +400,12 @@ class ByteLevelBpe final : public Tokenizer {
   static constexpr size_t kCacheEntries = size_t(1) << 18;
   static constexpr size_t kCachedPieceBytes = 256;  // longer pieces are merged uncached
 
-  // Merges the piece's bytes, lowest rank first, until no adjacent pair has a rank. The symbols
-  // form a linked list and candidate pairs sit in a min-heap ordered by (rank, position), so a
-  // piece of n bytes takes O(n log n) rather than the O(n^2) of rescanning for the best pair after
-  // every merge. Among equal ranks (the same pair) the leftmost goes first, which is what
-  // encoder.py's left-to-right pass does ("aaa" with merge "a a" -> "aa", "a").
+  // The piece's bytes merged (merge_symbols).
   std::vector<uint32_t> bpe(std::string_view piece) const {
-    if (piece.empty()) return {};
-    const int n = int(piece.size());
-    std::vector<uint32_t> id(n);
-    std::vector<int> prev(n), next(n);
-    for (int i = 0; i < n; ++i) {
-      id[i] = byte_id_[static_cast<unsigned char>(piece[i])];
-      prev[i] = i - 1;
-      next[i] = i + 1 < n ? i + 1 : -1;
-    }
-    struct Candidate {
-      uint32_t rank;
-      int left;                    // index of the left symbol
-      uint32_t left_id, right_id;  // the pair as it was when pushed
-      uint32_t result;
-      bool operator>(const Candidate& o) const {
-        return rank != o.rank ? rank > o.rank : left > o.left;
-      }
-    };
-    std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> heap;
-    auto push = [&](int left) {
-      if (left < 0 || next[left] < 0) return;
-      auto it = t_.merges.find(bpe_pair(id[left], id[next[left]]));
-      if (it != t_.merges.end())
-        heap.push({it->second.rank, left, id[left], id[next[left]], it->second.result});
-    };
-    for (int i = 0; i + 1 < n; ++i) push(i);
-
-    std::vector<bool> alive(n, true);
-    while (!heap.empty()) {
-      const Candidate c = heap.top();
-      heap.pop();
-      const int l = c.left, r = next[l];
-      // Stale when either symbol has merged since the push (ids never recur: see the header).
-      if (!alive[l] || r < 0 || id[l] != c.left_id || id[r] != c.right_id) continue;
-      id[l] = c.result;
-      alive[r] = false;
-      next[l] = next[r];
-      if (next[r] >= 0) prev[next[r]] = l;
-      push(prev[l]);
-      push(l);
-    }
-    std::vector<uint32_t> out;
-    for (int i = 0; i >= 0; i = next[i]) out.push_back(id[i]);
-    return out;
+    std::vector<uint32_t> ids(piece.size());
+    for (size_t i = 0; i < piece.size(); ++i)
+      ids[i] = byte_id_[static_cast<unsigned char>(piece[i])];
+    return merge_symbols(std::move(ids), t_.merges);
   }
 
   BpeTables t_;
@@ -461,6 +417,57 @@ class ByteLevelBpe final : public Tokenizer {
 };
 
 }  // namespace
+
+// Lowest rank first, until no adjacent pair has a rank. The symbols form a linked list and
+// candidate pairs sit in a min-heap ordered by (rank, position), so n symbols take O(n log n)
+// rather than the O(n^2) of rescanning for the best pair after every merge. Among equal ranks (the
+// same pair) the leftmost goes first, which is what encoder.py's left-to-right pass does ("aaa"
+// with merge "a a" -> "aa", "a").
+std::vector<uint32_t> merge_symbols(std::vector<uint32_t> id,
+                                    const std::unordered_map<uint64_t, BpeMerge>& merges) {
+  const int n = int(id.size());
+  if (n < 2) return id;
+  std::vector<int> prev(n), next(n);
+  for (int i = 0; i < n; ++i) {
+    prev[i] = i - 1;
+    next[i] = i + 1 < n ? i + 1 : -1;
+  }
+  struct Candidate {
+    uint32_t rank;
+    int left;                    // index of the left symbol
+    uint32_t left_id, right_id;  // the pair as it was when pushed
+    uint32_t result;
+    bool operator>(const Candidate& o) const {
+      return rank != o.rank ? rank > o.rank : left > o.left;
+    }
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> heap;
+  auto push = [&](int left) {
+    if (left < 0 || next[left] < 0) return;
+    auto it = merges.find(bpe_pair(id[left], id[next[left]]));
+    if (it != merges.end())
+      heap.push({it->second.rank, left, id[left], id[next[left]], it->second.result});
+  };
+  for (int i = 0; i + 1 < n; ++i) push(i);
+
+  std::vector<bool> alive(n, true);
+  while (!heap.empty()) {
+    const Candidate c = heap.top();
+    heap.pop();
+    const int l = c.left, r = next[l];
+    // Stale when either symbol has merged since the push (ids never recur: see the header).
+    if (!alive[l] || r < 0 || id[l] != c.left_id || id[r] != c.right_id) continue;
+    id[l] = c.result;
+    alive[r] = false;
+    next[l] = next[r];
+    if (next[r] >= 0) prev[next[r]] = l;
+    push(prev[l]);
+    push(l);
+  }
+  std::vector<uint32_t> out;
+  for (int i = 0; i >= 0; i = next[i]) out.push_back(id[i]);
+  return out;
+}
 
 bool unspell(std::string_view spelled, std::string& bytes) {
   const ByteAlphabet& a = byte_alphabet();

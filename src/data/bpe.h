@@ -39,6 +39,18 @@ struct BpeTables {
   bool ignore_merges = false;
 };
 
+// Symbols (token ids) merged by BPE: the adjacent pair of lowest rank in merges first, the leftmost
+// of equals first, until no adjacent pair has a merge.
+std::vector<uint32_t> merge_symbols(std::vector<uint32_t> ids,
+                                    const std::unordered_map<uint64_t, BpeMerge>& merges);
+
+// SentencePiece's space, U+2581 ("▁"), in its tokens' text.
+inline constexpr std::string_view kSentencePieceSpace = "\xe2\x96\x81";
+
+// SentencePiece's BPE over the tables (sentencepiece_bpe.cpp): tokens are their text, "▁" for a
+// space, and the 256 byte tokens <0x00> .. <0xFF> must be among them (byte fallback).
+std::unique_ptr<Tokenizer> make_sentencepiece_bpe(BpeTables tables, const std::string& source);
+
 // The tokenizer over the tables: every one of the 256 single bytes must be a token (byte-level).
 // `source` names the file for that error.
 std::unique_ptr<Tokenizer> make_byte_level_bpe(BpeTables tables, const std::string& source);

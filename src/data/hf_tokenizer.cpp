@@ -1,6 +1,11 @@
 // Hugging Face's tokenizer.json for a byte-level BPE, loaded into bpe.h's tables: the format the
 // `tokenizers` library writes (its JSON serialisation of Tokenizer, model BPE), as GPT-2's, Meta
-// Llama 3's and Qwen2's / Qwen2.5's / Qwen3's model repositories ship it.
+// Llama 3's and Qwen2's / Qwen2.5's / Qwen3's model repositories ship it. Or SentencePiece's BPE
+// with byte fallback (sentencepiece_bpe.cpp), as Meta Llama 2's and TinyLlama's ship it: model
+// BPE with byte_fallback, vocab and merges as their text; normalizer Prepend "▁" then Replace " "
+// with "▁" and no pre_tokenizer, or no normalizer and a Metaspace pre_tokenizer ("▁", prepended
+// first or always, not split); decoder Replace "▁" with " ", ByteFallback, Fuse, Strip one leading
+// space, or Metaspace; every <0xXX> byte token in the vocab.
 //
 // Accepted, each part checked and anything else refused by name (never encoded differently):
 //   model          BPE: vocab {spelled token: id}, merges in rank order ("a b" strings, or
@@ -31,11 +36,13 @@
 #include "core/error.h"
 #include "data/bpe.h"
 #include "data/unicode_nfc.h"
+#include "data/utf8.h"
 
 namespace tessera::data {
 namespace {
 
 namespace fs = std::filesystem;
+constexpr std::string_view kSpace = kSentencePieceSpace;
 
 std::string read_file(const fs::path& path) { return read_tokenizer_file(path.string(), "hf"); }
 
@@ -60,6 +67,7 @@ class TokenizerJson {
   BpeTables take() { return std::move(t_); }
   const std::string& path() const { return path_; }
   bool nfc() const { return nfc_; }  // the normalizer is NFC
+  bool sentencepiece() const { return sentencepiece_; }
 
  private:
   template <typename... Args>
@@ -83,7 +91,7 @@ class TokenizerJson {
     const Json& model = root.at("model");
     if (type_of(model) != "BPE") fail("model.type is ", type_of(model), ", not BPE");
     if (!null_or(model.get("dropout"), "")) fail("model.dropout is set (BPE dropout samples)");
-    if (flag(model, "byte_fallback", "model")) fail("model.byte_fallback is set (not byte-level)");
+    if (flag(model, "byte_fallback", "model")) return check_sentencepiece(root);
     if (!null_or(model.get("continuing_subword_prefix"), "") ||
         !null_or(model.get("end_of_word_suffix"), ""))
       fail("model has a continuing_subword_prefix or end_of_word_suffix (not byte-level BPE)");
@@ -131,6 +139,66 @@ class TokenizerJson {
       fail("pre_tokenizer.pretokenizers[1] is ", type_of(steps->items()[1]), ", not ByteLevel");
     byte_level(steps->items()[1], false, "pre_tokenizer.pretokenizers[1]");
   }
+  // SentencePiece's layout (the header comment), refused by part where it differs.
+  void check_sentencepiece(const Json& root) {
+    sentencepiece_ = true;
+    const Json& model = root.at("model");
+    if (!null_or(model.get("continuing_subword_prefix"), "") ||
+        !null_or(model.get("end_of_word_suffix"), ""))
+      fail("model has a continuing_subword_prefix or end_of_word_suffix");
+    if (flag(model, "ignore_merges", "model")) fail("model.ignore_merges with byte_fallback");
+    const Json* n = root.get("normalizer");
+    const Json* pre = root.get("pre_tokenizer");
+    const bool no_normalizer = !n || n->is(Json::Kind::Null);
+    const bool no_pre = !pre || pre->is(Json::Kind::Null);
+    if (!no_normalizer && no_pre) {  // Llama 2's: Prepend "▁", Replace " " -> "▁"
+      const Json* steps = n->get("normalizers");
+      const bool ok = type_of(*n) == "Sequence" && steps &&
+                      steps->items("normalizer.normalizers").size() == 2 &&
+                      type_of(steps->items()[0]) == "Prepend" &&
+                      string_at(steps->items()[0], "prepend") == kSpace &&
+                      type_of(steps->items()[1]) == "Replace" &&
+                      string_at(steps->items()[1].at("pattern"), "String") == " " &&
+                      string_at(steps->items()[1], "content") == kSpace;
+      if (!ok)
+        fail("normalizer ", type_of(*n), " is not SentencePiece's (a Sequence of Prepend \"",
+             kSpace, "\" and Replace \" \" with \"", kSpace, "\")");
+    } else if (no_normalizer && !no_pre) {  // the newer files': Metaspace
+      const Json* scheme = pre->get("prepend_scheme");
+      const std::string prepend = scheme ? scheme->str("pre_tokenizer.prepend_scheme") : "always";
+      if (type_of(*pre) != "Metaspace" || string_at(*pre, "replacement") != kSpace ||
+          flag(*pre, "split", "pre_tokenizer") || (prepend != "first" && prepend != "always"))
+        fail("pre_tokenizer ", type_of(*pre), " is not SentencePiece's (Metaspace \"", kSpace,
+             "\", prepended first or always, split false)");
+    } else {
+      fail(
+          "model.byte_fallback is set, but the normalizer and pre_tokenizer are not "
+          "SentencePiece's (a normalizer Prepend + Replace and no pre_tokenizer, or no "
+          "normalizer and a Metaspace pre_tokenizer)");
+    }
+    const Json* d = root.get("decoder");
+    const Json* parts = d ? d->get("decoders") : nullptr;
+    const bool metaspace = d && type_of(*d) == "Metaspace";
+    const bool sequence =
+        d && type_of(*d) == "Sequence" && parts && parts->items("decoder.decoders").size() == 4 &&
+        type_of(parts->items()[0]) == "Replace" &&
+        string_at(parts->items()[0].at("pattern"), "String") == kSpace &&
+        string_at(parts->items()[0], "content") == " " &&
+        type_of(parts->items()[1]) == "ByteFallback" && type_of(parts->items()[2]) == "Fuse" &&
+        type_of(parts->items()[3]) == "Strip" && string_at(parts->items()[3], "content") == " " &&
+        parts->items()[3].at("start").as_int("decoder.decoders[3].start") == 1 &&
+        parts->items()[3].at("stop").as_int("decoder.decoders[3].stop") == 0;
+    if (!metaspace && !sequence)
+      fail("decoder ", d ? type_of(*d) : "(none)",
+           " is not SentencePiece's (Replace, ByteFallback, Fuse, Strip one leading space; or "
+           "Metaspace)");
+  }
+  // v[key] as a string; "" where it is not one.
+  static std::string string_at(const Json& v, const char* key) {
+    const Json* s = v.get(key);
+    return s && s->is(Json::Kind::String) ? s->str() : "";
+  }
+
   void byte_level(const Json& v, bool regex, const std::string& where) const {
     if (flag(v, "add_prefix_space", where)) fail(where, ".add_prefix_space is not supported");
     const Json* r = v.get("use_regex");
@@ -145,7 +213,9 @@ class TokenizerJson {
     for (const auto& [spelled, id_json] : vocab.members("model.vocab")) {
       const int64_t id = id_json.as_int("model.vocab[" + quoted_token(spelled) + "]");
       check_id(id, "model.vocab[" + quoted_token(spelled) + "]");
-      if (!unspell(spelled, bytes))
+      if (sentencepiece_)
+        bytes = spelled;  // a token is its text
+      else if (!unspell(spelled, bytes))
         fail("model.vocab's token ", quoted_token(spelled),
              " has a character outside the byte-level alphabet (bytes_to_unicode)");
       place(size_t(id), bytes, "model.vocab[" + quoted_token(spelled) + "]");
@@ -213,7 +283,9 @@ class TokenizerJson {
           fail(where, ": expected two tokens separated by one space, got ", quoted_token(line));
         l = line.substr(0, sp), r = line.substr(sp + 1);
       }
-      if (!unspell(l, left) || !unspell(r, right))
+      if (sentencepiece_)
+        left = l, right = r;
+      else if (!unspell(l, left) || !unspell(r, right))
         fail(where, ": a character outside the byte-level alphabet in ", quoted_token(l + " " + r));
       const uint32_t a = token_id(left, l, where), b = token_id(right, r, where);
       const uint32_t m = token_id(left + right, l + r, where);
@@ -221,11 +293,25 @@ class TokenizerJson {
         fail(where, ": the merge ", quoted_token(l + " " + r), " appears twice");
       made[m] = true;
     }
-    check_every_token_is_made(t_.tokens, made, added_,
-                              "hf tokenizer: " + path_ + " has " + std::to_string(items.size()) +
-                                  " merges, but its " + std::to_string(t_.tokens.size()) +
-                                  " tokens",
-                              "is model.merges cut off?");
+    if (sentencepiece_) {
+      // The first symbols are single characters and the byte tokens.
+      for (size_t id = 0; id < t_.tokens.size(); ++id) {
+        const std::string& s = t_.tokens[id];
+        if (made[id] || added_[id] || decode_utf8(s, 0).len == s.size() ||
+            (s.size() == 6 && s.starts_with("<0x") && s.ends_with(">")))
+          continue;
+        fail("has ", items.size(), " merges, but no merge makes its token ", quoted_token(s),
+             " (id ", id,
+             "), which is neither one character nor a byte token: is model.merges "
+             "cut off?");
+      }
+    } else {
+      check_every_token_is_made(t_.tokens, made, added_,
+                                "hf tokenizer: " + path_ + " has " + std::to_string(items.size()) +
+                                    " merges, but its " + std::to_string(t_.tokens.size()) +
+                                    " tokens",
+                                "is model.merges cut off?");
+    }
   }
   uint32_t token_id(const std::string& bytes, const std::string& spelled,
                     const std::string& where) const {
@@ -272,6 +358,7 @@ class TokenizerJson {
 
   std::string dir_, path_;
   bool nfc_ = false;
+  bool sentencepiece_ = false;  // byte_fallback: SentencePiece's layout
   size_t limit_ = 0;  // vocab entries + added tokens: every id is below it
   BpeTables t_;
   std::vector<bool> set_, added_;                      // by id: given; an added token
@@ -303,6 +390,7 @@ class NfcThenBpe final : public Tokenizer {
 
 std::unique_ptr<Tokenizer> make_hf_tokenizer(const std::string& dir) {
   TokenizerJson file(dir);
+  if (file.sentencepiece()) return make_sentencepiece_bpe(file.take(), file.path());
   const bool normalize = file.nfc();
   auto bpe = make_byte_level_bpe(file.take(), file.path());
   if (!normalize) return bpe;  // GPT-2's and Llama 3's files: the text as it is

@@ -141,7 +141,7 @@ void append_sft_example(const Tokenizer& tok, const SftExample& example,
                 "an example given as messages needs a chat template (", kChatTemplateNames, ")");
   std::vector<uint32_t> prompt = tok.encode(example.prompt);
   if (bos) prompt.insert(prompt.begin(), *bos);
-  const std::vector<uint32_t> response = tok.encode(example.response);
+  const std::vector<uint32_t> response = tok.encode_more(example.response);
   tokens.insert(tokens.end(), prompt.begin(), prompt.end());
   mask.insert(mask.end(), prompt.size(), uint8_t(0));
   tokens.insert(tokens.end(), response.begin(), response.end());

@@ -86,14 +86,15 @@ Prompt encode_prompt(const Tokenizer& tok, std::string_view text, bool bos,
 
 namespace {
 
-// ids from `from` on, less a final id that ends the generation.
+// ids from `from` on, less a final id that ends the generation: the text's start (decode), or what
+// follows the prompt (decode_more).
 std::string decode_from(const Tokenizer& tok, const Prompt& prompt, const std::vector<int32_t>& ids,
-                        size_t from) {
+                        size_t from, bool start) {
   std::vector<uint32_t> text(ids.begin() + std::min(from, ids.size()), ids.end());
   if (!text.empty() &&
       std::find(prompt.ends.begin(), prompt.ends.end(), text.back()) != prompt.ends.end())
     text.pop_back();
-  return tok.decode(text);
+  return start ? tok.decode(text) : tok.decode_more(text);
 }
 
 }  // namespace
@@ -104,12 +105,12 @@ std::vector<int64_t> stop_ids(const Prompt& prompt) {
 
 std::string decode_generation(const Tokenizer& tok, const Prompt& prompt,
                               const std::vector<int32_t>& ids) {
-  return decode_from(tok, prompt, ids, prompt.hidden);
+  return decode_from(tok, prompt, ids, prompt.hidden, true);
 }
 
 std::string decode_completion(const Tokenizer& tok, const Prompt& prompt,
                               const std::vector<int32_t>& ids) {
-  return decode_from(tok, prompt, ids, prompt.ids.size());
+  return decode_from(tok, prompt, ids, prompt.ids.size(), false);
 }
 
 }  // namespace tessera::data

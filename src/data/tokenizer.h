@@ -33,9 +33,17 @@ class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
   virtual std::vector<uint32_t> encode(std::string_view text) const = 0;
+  // The ids of text that continues other text: encode's, but for a SentencePiece tokenizer, whose
+  // encode starts a text with a space ("▁"), without it (a continuation encoded apart, as an SFT
+  // response or a multiple-choice ending is).
+  virtual std::vector<uint32_t> encode_more(std::string_view text) const { return encode(text); }
   // The bytes of the tokens, concatenated; a multi-byte character split across a sequence's end
   // comes back as its partial bytes. An id >= vocab_size() is an error naming it.
   virtual std::string decode(const std::vector<uint32_t>& ids) const = 0;
+  // The text ids add after others: decode's, but for a SentencePiece tokenizer, whose decode drops
+  // the space its text starts with (its encode put one there), the space kept. Token by token,
+  // decode(a) + decode_more(b) == decode(a + b).
+  virtual std::string decode_more(const std::vector<uint32_t>& ids) const { return decode(ids); }
   virtual int64_t vocab_size() const = 0;  // largest id + 1
   virtual uint32_t eot_id() const = 0;     // end-of-text
   // The beginning-of-text id a model expects before a document (Llama 3's <|begin_of_text|>), for

@@ -36,7 +36,7 @@ AnswerSet::AnswerSet(std::vector<data::SftExample> examples_in, const data::Toke
                   chat ? " ends with no assistant message to compare an answer with"
                        : " has no response to compare an answer with");
     responses.insert(answer);
-    longest = std::max(longest, int64_t(tok.encode(answer).size()));
+    longest = std::max(longest, int64_t(tok.encode_more(answer).size()));
     ++counts[answer];
   }
   int64_t most = 0;

@@ -86,7 +86,7 @@ std::vector<EncodedItem> encode_choice_items(const std::vector<ChoiceItem>& item
       const std::string& e = item.endings[k];
       const bool joined = space(e.front()) || (!item.context.empty() && space(item.context.back()));
       const std::string continuation = joined ? e : " " + e;
-      const std::vector<uint32_t> ending = tok.encode(continuation);
+      const std::vector<uint32_t> ending = tok.encode_more(continuation);
       TESSERA_CHECK(int64_t(ending.size()) <= window, item.where, ": ending ", k, " is ",
                     ending.size(), " tokens; the model's context of ", window, " scores at most ",
                     window, " after a token of context");
