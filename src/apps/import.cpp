@@ -85,8 +85,7 @@ int main(int argc, char** argv) {
         fs::copy_file(dir / from, tok / to, fs::copy_options::overwrite_existing);
       }
     });
-    std::printf("imported %s (%s, %zu tensors) -> %s\n", src.c_str(),
-                nn::hf_arch(train::model_config(cfg.model, cfg.train)).architecture,
+    std::printf("imported %s (%s, %zu tensors) -> %s\n", src.c_str(), hf.architecture.c_str(),
                 hf.params.size(), file.string().c_str());
     for (const std::string& n : hf.notes) std::printf("note: %s\n", n.c_str());
     return 0;

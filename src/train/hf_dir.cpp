@@ -477,19 +477,22 @@ void check_config(const Config& cfg, const ConfigReader& c) {
   TESSERA_FAIL(c.file, ": invalid model:", text);
 }
 
-Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
+Config read_config_json(const fs::path& path, std::vector<std::string>& notes,
+                        std::string& architecture) {
   const Json root = parse_json(read_text(path), path.string());
   TESSERA_CHECK(root.is(Json::Kind::Object), path.string(), ": not a JSON object");
   ConfigReader c{root, path.string(), {}, {}};
   Config cfg;
   ModelConfig& m = cfg.model;
   const std::string type = c.text("model_type", "");
-  c.require(type == "gpt2" || type == "llama" || type == "qwen3", "model_type",
-            "'" + type + "' is not gpt2, llama or qwen3, the architectures tessera maps");
+  c.require(type == "gpt2" || type == "llama" || type == "qwen3" || type == "mistral", "model_type",
+            "'" + type + "' is not gpt2, llama, qwen3 or mistral, the architectures tessera maps");
+  const std::string want = type == "gpt2"    ? "GPT2LMHeadModel"
+                           : type == "llama" ? "LlamaForCausalLM"
+                           : type == "qwen3" ? "Qwen3ForCausalLM"
+                                             : "MistralForCausalLM";
+  architecture = want;
   if (const Json* a = c.get("architectures")) {
-    const std::string want = type == "gpt2"    ? "GPT2LMHeadModel"
-                             : type == "llama" ? "LlamaForCausalLM"
-                                               : "Qwen3ForCausalLM";
     const std::vector<Json>& list = a->items(c.where("architectures"));
     c.require(list.size() == 1 && list[0].is(Json::Kind::String) && list[0].str() == want,
               "architectures", "expected [\"" + want + "\"]");
@@ -550,6 +553,13 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes) {
         for (const Json& t : lt->items(c.where("layer_types")))
           c.require(t.is(Json::Kind::String) && t.str() == "full_attention", "layer_types",
                     "every layer must be full_attention (tessera has no per-layer windows)");
+    } else if (type == "mistral") {
+      // MistralForCausalLM: Llama's layout without biases, and a window of the last
+      // sliding_window keys (the query's own among them; null: every earlier key), as
+      // model.sliding_window attends.
+      m.bias = false;
+      if (const Json* w = c.get("sliding_window"); w && !w->is(Json::Kind::Null))
+        c.into(m.sliding_window, "sliding_window");
     } else {
       const bool ab = c.flag("attention_bias", false), mb = c.flag("mlp_bias", false);
       c.require(ab == mb, "attention_bias", "differs from mlp_bias; tessera has one bias switch");
@@ -669,7 +679,7 @@ HFModel import_hf(const std::string& dir) {
   const fs::path d(dir);
   TESSERA_CHECK(fs::is_directory(d), "Hugging Face directory ", dir, " is not a directory");
   HFModel out;
-  out.config = read_config_json(d / "config.json", out.notes);
+  out.config = read_config_json(d / "config.json", out.notes, out.architecture);
   out.gpt2_tokenizer_files = fs::exists(d / "vocab.json") && fs::exists(d / "merges.txt");
   out.hf_tokenizer_json = !out.gpt2_tokenizer_files && out.config.data.tokenizer == "hf";
   out.config.train.run_name = d.filename().string();

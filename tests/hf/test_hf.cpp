@@ -480,8 +480,10 @@ TEST(HFImport, values_tessera_cannot_reproduce_are_errors_naming_the_key_or_tens
              "\"rope_scaling\": {\"rope_type\": \"longrope\", \"factor\": 4}");
   EXPECT_TRUE(has(err(d), "rope_scaling.rope_type") && has(err(d), "longrope")) << err(d);
   d = fresh(llama_config());
-  replace_in(d / "config.json", "\"model_type\": \"llama\"", "\"model_type\": \"mistral\"");
-  EXPECT_TRUE(has(err(d), "model_type")) << err(d);
+  replace_in(d / "config.json", "\"model_type\": \"llama\"", "\"model_type\": \"gemma\"");
+  EXPECT_TRUE(has(err(d), "model_type") &&
+              has(err(d), "'gemma' is not gpt2, llama, qwen3 or mistral"))
+      << err(d);
   // architectures names exactly the one class of the model_type.
   for (const char* arch : {"[\"LlamaForCausalLM\", \"LlamaModel\"]", "[\"GPT2LMHeadModel\"]"}) {
     d = fresh(llama_config());
