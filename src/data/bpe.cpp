@@ -323,9 +323,9 @@ struct StringHash {
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 
-class ByteLevelBpe final : public Tokenizer {
+class ByteLevelBpe final : public BpeTokenizer {
  public:
-  ByteLevelBpe(BpeTables t, const std::string& source) : t_(std::move(t)) {
+  ByteLevelBpe(BpeTables t, const std::string& source) : BpeTokenizer(std::move(t)) {
     std::unordered_map<std::string_view, uint32_t> single;
     for (size_t id = 0; id < t_.tokens.size(); ++id) {
       if (t_.tokens[id].size() == 1) single.emplace(t_.tokens[id], uint32_t(id));
@@ -379,22 +379,9 @@ class ByteLevelBpe final : public Tokenizer {
 
   std::string decode(const std::vector<uint32_t>& ids) const override {
     std::string out;
-    for (size_t i = 0; i < ids.size(); ++i) {
-      TESSERA_CHECK(ids[i] < t_.tokens.size(), t_.name, " tokenizer: cannot decode id ", ids[i],
-                    " at position ", i, " (vocabulary ", t_.tokens.size(), ")");
-      out += t_.tokens[ids[i]];
-    }
+    for (size_t i = 0; i < ids.size(); ++i) out += token(ids, i);
     return out;
   }
-
-  int64_t vocab_size() const override { return int64_t(t_.tokens.size()); }
-  uint32_t eot_id() const override { return t_.eot; }
-  std::optional<uint32_t> bos_id() const override { return t_.bos; }
-  std::optional<uint32_t> added_token(std::string_view text) const override {
-    auto it = t_.added.find(std::string(text));
-    return it == t_.added.end() ? std::nullopt : std::optional(it->second);
-  }
-  std::string name() const override { return t_.name; }
 
  private:
   static constexpr size_t kCacheEntries = size_t(1) << 18;
@@ -408,7 +395,6 @@ class ByteLevelBpe final : public Tokenizer {
     return merge_symbols(std::move(ids), t_.merges);
   }
 
-  BpeTables t_;
   std::unordered_map<std::string_view, uint32_t> whole_;  // bytes -> id, under ignore_merges
   uint32_t byte_id_[256] = {};
   mutable std::mutex cache_mutex_;
@@ -417,6 +403,17 @@ class ByteLevelBpe final : public Tokenizer {
 };
 
 }  // namespace
+
+std::optional<uint32_t> BpeTokenizer::added_token(std::string_view text) const {
+  auto it = t_.added.find(std::string(text));
+  return it == t_.added.end() ? std::nullopt : std::optional(it->second);
+}
+
+const std::string& BpeTokenizer::token(const std::vector<uint32_t>& ids, size_t i) const {
+  TESSERA_CHECK(ids[i] < t_.tokens.size(), t_.name, " tokenizer: cannot decode id ", ids[i],
+                " at position ", i, " (vocabulary ", t_.tokens.size(), ")");
+  return t_.tokens[ids[i]];
+}
 
 // Lowest rank first, until no adjacent pair has a rank. The symbols form a linked list and
 // candidate pairs sit in a min-heap ordered by (rank, position), so n symbols take O(n log n)

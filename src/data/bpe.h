@@ -39,6 +39,23 @@ struct BpeTables {
   bool ignore_merges = false;
 };
 
+// What the byte-level and SentencePiece BPEs share: their tables, and what the tables answer.
+class BpeTokenizer : public Tokenizer {
+ public:
+  explicit BpeTokenizer(BpeTables t) : t_(std::move(t)) {}
+  int64_t vocab_size() const override { return int64_t(t_.tokens.size()); }
+  uint32_t eot_id() const override { return t_.eot; }
+  std::optional<uint32_t> bos_id() const override { return t_.bos; }
+  std::optional<uint32_t> added_token(std::string_view text) const override;
+  std::string name() const override { return t_.name; }
+
+ protected:
+  // The text of ids[i]; an id outside the vocabulary is an error naming it and its position.
+  const std::string& token(const std::vector<uint32_t>& ids, size_t i) const;
+
+  BpeTables t_;
+};
+
 // Symbols (token ids) merged by BPE: the adjacent pair of lowest rank in merges first, the leftmost
 // of equals first, until no adjacent pair has a merge.
 std::vector<uint32_t> merge_symbols(std::vector<uint32_t> ids,

@@ -32,9 +32,9 @@ int byte_of(std::string_view token) {
   return value;
 }
 
-class SentencePieceBpe final : public Tokenizer {
+class SentencePieceBpe final : public BpeTokenizer {
  public:
-  SentencePieceBpe(BpeTables t, const std::string& source) : t_(std::move(t)) {
+  SentencePieceBpe(BpeTables t, const std::string& source) : BpeTokenizer(std::move(t)) {
     std::fill(std::begin(byte_id_), std::end(byte_id_), uint32_t(-1));
     for (size_t id = 0; id < t_.tokens.size(); ++id) {
       vocab_.emplace(t_.tokens[id], uint32_t(id));
@@ -68,33 +68,22 @@ class SentencePieceBpe final : public Tokenizer {
   std::string decode_more(const std::vector<uint32_t>& ids) const override {
     std::string out;
     for (size_t i = 0; i < ids.size(); ++i) {
-      TESSERA_CHECK(ids[i] < t_.tokens.size(), t_.name, " tokenizer: cannot decode id ", ids[i],
-                    " at position ", i, " (vocabulary ", t_.tokens.size(), ")");
-      const std::string& token = t_.tokens[ids[i]];
+      const std::string& text = token(ids, i);
       if (is_byte_.count(ids[i])) {
-        out += char(byte_of(token));
+        out += char(byte_of(text));
         continue;
       }
-      for (size_t k = 0; k < token.size();) {  // "▁" is a space
-        if (std::string_view(token).substr(k, kSpace.size()) == kSpace) {
+      for (size_t k = 0; k < text.size();) {  // "▁" is a space
+        if (std::string_view(text).substr(k, kSpace.size()) == kSpace) {
           out += ' ';
           k += kSpace.size();
         } else {
-          out += token[k++];
+          out += text[k++];
         }
       }
     }
     return out;
   }
-
-  int64_t vocab_size() const override { return int64_t(t_.tokens.size()); }
-  uint32_t eot_id() const override { return t_.eot; }
-  std::optional<uint32_t> bos_id() const override { return t_.bos; }
-  std::optional<uint32_t> added_token(std::string_view text) const override {
-    auto it = t_.added.find(std::string(text));
-    return it == t_.added.end() ? std::nullopt : std::optional(it->second);
-  }
-  std::string name() const override { return t_.name; }
 
  private:
   // text with its spaces as "▁" (and one first where `first`), its characters the first symbols
@@ -122,7 +111,6 @@ class SentencePieceBpe final : public Tokenizer {
     return merge_symbols(std::move(ids), t_.merges);
   }
 
-  BpeTables t_;
   std::unordered_map<std::string_view, uint32_t> vocab_;  // token text -> id (views of t_)
   std::unordered_set<uint32_t> is_byte_;                  // the <0xXX> tokens
   uint32_t byte_id_[256];
