@@ -24,12 +24,7 @@ LLAMA3=${TESSERA_LLAMA3_DIR:-$ROOT/data/tokenizers/llama3}
 QWEN3=${TESSERA_QWEN3_DIR:-$ROOT/data/tokenizers/qwen3}
 declare -A DIRS=([chatml]=$QWEN3 [qwen3]=$QWEN3 [llama3]=$LLAMA3)
 declare -A FETCH=([chatml]=qwen3 [qwen3]=qwen3 [llama3]=llama3)  # prepare_data.sh's target
-export NODE_PATH=$ROOT/.deps/node_modules
-command -v node >/dev/null || { echo "skipped: no node"; exit 77; }
-[ -s "$NODE_PATH/@lenml/tokenizers/dist/main.js" ] ||
-  { echo "skipped: no reference in $NODE_PATH (scripts/prepare_data.sh llama3)"; exit 77; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+source "$ROOT/tests/scripts/reference_setup.sh"  # NODE_PATH, $tmp; exits 77 without node
 
 # One conversation a line (data/sft.h's forms), the same for every template. In order: one turn; a
 # system message; two turns; reasoning in the last reply (Qwen3 writes its block); reasoning in an

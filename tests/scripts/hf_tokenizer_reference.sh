@@ -20,12 +20,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 declare -A DIRS=([llama3]=${TESSERA_LLAMA3_DIR:-$ROOT/data/tokenizers/llama3}
   [qwen3]=${TESSERA_QWEN3_DIR:-$ROOT/data/tokenizers/qwen3}
   [mistral]=${TESSERA_MISTRAL_DIR:-$ROOT/data/tokenizers/mistral})
-export NODE_PATH=$ROOT/.deps/node_modules
-command -v node >/dev/null || { echo "skipped: no node"; exit 77; }
-[ -s "$NODE_PATH/@lenml/tokenizers/dist/main.js" ] ||
-  { echo "skipped: no reference in $NODE_PATH (scripts/prepare_data.sh llama3)"; exit 77; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+source "$ROOT/tests/scripts/reference_setup.sh"  # NODE_PATH, $tmp; exits 77 without node
 
 {
   printf "Don't I'LL we'RE they've 'S 'Sup he'D x'Ll 'xyz\n"
