@@ -1,7 +1,8 @@
 // Hugging Face's tokenizer.json for a byte-level BPE, loaded into bpe.h's tables: the format the
 // `tokenizers` library writes (its JSON serialisation of Tokenizer, model BPE), as GPT-2's, Meta
 // Llama 3's and Qwen2's / Qwen2.5's / Qwen3's model repositories ship it. Or SentencePiece's BPE
-// with byte fallback (sentencepiece_bpe.cpp), as Meta Llama 2's and TinyLlama's ship it: model
+// with byte fallback (sentencepiece_bpe.cpp), as Meta Llama 2's, TinyLlama's and Mistral 7B's
+// repositories ship it: model
 // BPE with byte_fallback, vocab and merges as their text; normalizer Prepend "▁" then Replace " "
 // with "▁" and no pre_tokenizer, or no normalizer and a Metaspace pre_tokenizer ("▁", prepended
 // first or always, not split); decoder Replace "▁" with " ", ByteFallback, Fuse, Strip one leading
@@ -10,7 +11,7 @@
 // Accepted, each part checked and anything else refused by name (never encoded differently):
 //   model          BPE: vocab {spelled token: id}, merges in rank order ("a b" strings, or
 //                  ["a", "b"] pairs as tokenizers 0.20 writes them), ignore_merges; no dropout,
-//                  no byte_fallback, no subword prefix or suffix
+//                  no subword prefix or suffix; byte_fallback only in SentencePiece's layout
 //   normalizer     none, or NFC (Qwen's: unicode_nfc.h, applied to the text before
 //                  pre-tokenisation, so decode gives back the normalised text)
 //   pre_tokenizer  ByteLevel with use_regex (GPT-2's pattern), or a Sequence of a Split on one of
@@ -165,7 +166,12 @@ class TokenizerJson {
              kSpace, "\" and Replace \" \" with \"", kSpace, "\")");
     } else if (no_normalizer && !no_pre) {  // the newer files': Metaspace
       const Json* scheme = pre->get("prepend_scheme");
-      const std::string prepend = scheme ? scheme->str("pre_tokenizer.prepend_scheme") : "always";
+      // Files older than prepend_scheme say add_prefix_space: it must prepend.
+      const std::string prepend =
+          scheme ? scheme->str("pre_tokenizer.prepend_scheme")
+          : pre->get("add_prefix_space") && !flag(*pre, "add_prefix_space", "pre_tokenizer")
+              ? "never"
+              : "always";
       if (type_of(*pre) != "Metaspace" || string_at(*pre, "replacement") != kSpace ||
           flag(*pre, "split", "pre_tokenizer") || (prepend != "first" && prepend != "always"))
         fail("pre_tokenizer ", type_of(*pre), " is not SentencePiece's (Metaspace \"", kSpace,

@@ -123,8 +123,12 @@ TEST(SentencePiece, the_metaspace_layout_encodes_as_prepend_and_replace) {
   j.decoder =
       R"({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false})";
   const auto meta = load(j, b);
+  TempDir c;  // files older than prepend_scheme: add_prefix_space
+  j.pre = R"({"type": "Metaspace", "replacement": "▁", "add_prefix_space": true})";
+  const auto older = load(j, c);
   for (const std::string s : {"ab ab", " a b", "bab\xc3\xa8", ""}) {
     EXPECT_EQ(meta->encode(s), legacy->encode(s)) << s;
+    EXPECT_EQ(older->encode(s), legacy->encode(s)) << s;
     EXPECT_EQ(meta->decode(meta->encode(s)), s) << s;
   }
 }
@@ -146,6 +150,8 @@ TEST(SentencePiece, what_it_does_not_implement_is_refused_by_name) {
   j = SpJson{};
   j.normalizer = "null";
   j.pre = R"({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "never", "split": false})";
+  EXPECT_CONTAINS(refusal(j), "pre_tokenizer Metaspace is not SentencePiece's");
+  j.pre = R"({"type": "Metaspace", "replacement": "▁", "add_prefix_space": false})";  // older
   EXPECT_CONTAINS(refusal(j), "pre_tokenizer Metaspace is not SentencePiece's");
   j = SpJson{};
   j.decoder = R"({"type": "ByteLevel"})";
