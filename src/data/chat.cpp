@@ -73,8 +73,9 @@ class Writer {
  private:
   void flush() {
     if (segment_.empty()) return;
-    // Scored: the ids ending past the unscored head, whose length is taken as ids spell it (an
-    // NFC tokenizer's decode gives the normalised text); none where nothing is scored.
+    // Scored: every id, none, or those ending past the unscored head, whose length is taken as
+    // the ids spell it (an NFC tokenizer's decode gives the normalised text): only then are the
+    // ids decoded.
     const bool none = scored_from_ == std::string::npos;
     const size_t head =
         none || scored_from_ == 0
@@ -82,9 +83,9 @@ class Writer {
             : tok_.decode(tok_.encode(std::string_view(segment_).substr(0, scored_from_))).size();
     size_t end = 0;
     for (const uint32_t id : tok_.encode(segment_)) {
-      end += tok_.decode({id}).size();
+      if (head > 0) end += tok_.decode({id}).size();
       out_.ids.push_back(id);
-      out_.scored.push_back(!none && end > head);
+      out_.scored.push_back(!none && (head == 0 || end > head));
     }
     segment_.clear();
     scored_from_ = std::string::npos;

@@ -57,10 +57,7 @@ EOF
 rc=0 ran=0
 for name in chatml qwen3 llama3; do
   dir=${DIRS[$name]}
-  if ! [ -s "$dir/tokenizer.json" ]; then
-    echo "$name: skipped: no $dir/tokenizer.json (scripts/prepare_data.sh ${FETCH[$name]})"
-    continue
-  fi
+  tokenizer_here "$name" "$dir" "${FETCH[$name]}" || continue
   "$B/tokenize" --format sft --chat-template "$name" --tokenizer hf --tokenizer-dir "$dir" \
     --input "$tmp/chats.jsonl" --output "$tmp/$name" --val-fraction 0 >/dev/null
   status=0

@@ -61,10 +61,7 @@ fi
 rc=0 ran=0
 for name in llama3 qwen3 mistral; do
   dir=${DIRS[$name]}
-  if ! [ -s "$dir/tokenizer.json" ]; then
-    echo "$name: skipped: no $dir/tokenizer.json (scripts/prepare_data.sh $name)"
-    continue
-  fi
+  tokenizer_here "$name" "$dir" "$name" || continue
   ran=$((ran + 1))
   for i in "${!texts[@]}"; do
     text=${texts[$i]}
