@@ -59,6 +59,12 @@ struct ModelConfig {
   std::string norm = "layernorm";    // layernorm | rmsnorm
   std::string mlp = "gelu";          // gelu | swiglu
   int64_t mlp_hidden = 0;            // 0 = 4 n_embd for gelu, round_up(8 n_embd / 3, 64) for swiglu
+  // A mixture of experts in each block's place of the MLP (nn/moe.h): n_expert MLPs of mlp_hidden,
+  // each token to its expert_top_k most probable under a router; 0 = a dense MLP.
+  int64_t n_expert = 0;
+  int64_t expert_top_k = 2;
+  bool router_renormalize = true;    // the top k's weights divided by their sum (Mixtral)
+  double router_aux_loss = 0.01;     // load-balancing loss coefficient (Switch Transformer's 1e-2)
   std::string position = "learned";  // learned | rope | alibi (Press et al. 2022) | none
   double rope_theta = 10000.0;
   RopeScalingConfig rope_scaling;
@@ -78,6 +84,9 @@ struct ModelConfig {
   // How many weights the model holds, every one nn::param_specs makes (n_head > 0). In double: the
   // keys may be absurd, and config validation compares this to the host's memory.
   double parameter_count() const;
+  // Those a token's forward uses: a mixture's expert_top_k experts of n_expert (every one for a
+  // dense model). The 6 N of a training step's FLOPs per token (train/mfu.h).
+  double active_parameter_count() const;
 
   bool operator==(const ModelConfig&) const = default;
 };

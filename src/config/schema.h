@@ -33,6 +33,10 @@ void visit_section(S& s, F&& f) {
   f("norm", s.norm);
   f("mlp", s.mlp);
   f("mlp_hidden", s.mlp_hidden);
+  f("n_expert", s.n_expert);
+  f("expert_top_k", s.expert_top_k);
+  f("router_renormalize", s.router_renormalize);
+  f("router_aux_loss", s.router_aux_loss);
   f("position", s.position);
   f("rope_theta", s.rope_theta);
   // A nested section: its keys are "rope_scaling.<key>" (config.cpp reads the nested mapping).

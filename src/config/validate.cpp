@@ -190,6 +190,14 @@ void check_model(const ModelConfig& m, Problems& p) {
   p.one_of("model.norm", m.norm, {"layernorm", "rmsnorm"});
   p.one_of("model.mlp", m.mlp, {"gelu", "swiglu"});
   p.non_negative("model.mlp_hidden", m.mlp_hidden);
+  p.non_negative("model.n_expert", m.n_expert);
+  if (m.n_expert == 1)
+    p.add("model.n_expert 1 is a dense MLP behind a router of one choice: give 0 (dense) or >= 2");
+  if (m.n_expert >= 2 && (m.expert_top_k < 1 || m.expert_top_k > m.n_expert))
+    p.add("model.expert_top_k must be in [1, model.n_expert ", m.n_expert, "], got ",
+          m.expert_top_k);
+  if (!(m.router_aux_loss >= 0 && std::isfinite(m.router_aux_loss)))
+    p.add("model.router_aux_loss must be a finite number >= 0, got ", m.router_aux_loss);
   p.one_of("model.position", m.position, {"learned", "rope", "alibi", "none"});
   p.positive("model.rope_theta", m.rope_theta);
   check_rope_scaling(m, p);
@@ -301,6 +309,10 @@ void check_train(const Config& c, Problems& p) {
           ")");
   }
   p.non_negative("train.total_batch_size", t.total_batch_size);
+  if (t.recompute && c.model.n_expert > 0 && c.model.router_aux_loss > 0)
+    p.add("train.recompute with model.n_expert ", c.model.n_expert,
+          ": a recomputed block keeps its router's load-balancing loss inside; set "
+          "model.router_aux_loss 0 or train.recompute false");
   // The sequence length's key: the one the user set (model.block_size when train.seq_len is 0).
   const char* T_key = t.seq_len > 0 ? "train.seq_len" : "model.block_size";
   const std::optional<int64_t> micro_or = micro_tokens(c);
@@ -477,8 +489,17 @@ double ModelConfig::parameter_count() const {
   const double mlp_in = mlp == "swiglu" ? 2 : 1;  // SwiGLU: a gate beside the up projection
   const double gates = attention == "forgetting" ? double(n_head) * (C + 1) : 0;
   const double qk_norms = qk_norm ? 2 * hd : 0;
-  return n + L * (2 * one_norm + linear(q + 2 * kv, C) + qk_norms + gates + linear(C, q) +
-                  mlp_in * linear(F, C) + linear(C, F));
+  // A mixture: its router, and n_expert MLPs.
+  const double mlps = n_expert > 0 ? double(n_expert) : 1, router = double(n_expert) * C;
+  return n + L * (2 * one_norm + linear(q + 2 * kv, C) + qk_norms + gates + linear(C, q) + router +
+                  mlps * (mlp_in * linear(F, C) + linear(C, F)));
+}
+
+double ModelConfig::active_parameter_count() const {
+  if (n_expert <= 0) return parameter_count();
+  ModelConfig met = *this;  // as many MLPs as a token meets, and the whole router (E scores)
+  met.n_expert = expert_top_k;
+  return met.parameter_count() + double(n_layer) * double(n_expert - expert_top_k) * double(n_embd);
 }
 
 std::string init_model_difference(const ModelConfig& base, const ModelConfig& run) {
@@ -495,9 +516,15 @@ std::string model_difference(const ModelConfig& a, const ModelConfig& b) {
     if (m.n_head > 0) m.explicit_head_dim = m.head_dim();  // head_dim 32 = n_embd 128 / 4 heads
     m.mlp_hidden = m.hidden();
     if (m.rope_scaling.original_max_position == 0) m.rope_scaling.original_max_position = m.block_size;
+    if (m.n_expert == 0) {  // a dense MLP: the mixture's keys decide nothing
+      const ModelConfig d;
+      m.expert_top_k = d.expert_top_k, m.router_renormalize = d.router_renormalize;
+    }
     return m;
   };
-  const std::string d = config_schema::first_difference(resolved(a), resolved(b), {"dropout"});
+  // Dropout and the balancing loss's coefficient shape training only: a run may change them.
+  const std::string d =
+      config_schema::first_difference(resolved(a), resolved(b), {"dropout", "router_aux_loss"});
   return d.empty() ? d : "model." + d;
 }
 
@@ -593,6 +620,9 @@ void check_lora(const Config& c, Problems& p) {
     if (std::find(valid.begin(), valid.end(), item) == valid.end())
       p.add("lora.targets: unknown projection '", item, "' in '", l.targets,
             "' (valid: q, k, v, o, gate, up, down, head, all)");
+    if ((item == "gate" || item == "up" || item == "down" || item == "all") && c.model.n_expert > 0)
+      p.add("lora.targets: '", item, "' adapts the MLP, which model.n_expert ", c.model.n_expert,
+            " makes a mixture of experts: adapters on experts are not built (q, k, v, o, head)");
     if (item == "gate" && c.model.mlp != "swiglu")
       p.add("lora.targets: 'gate' needs model.mlp swiglu (a GELU MLP has no gate)");
     if (item == "head" && c.model.tie_embeddings)

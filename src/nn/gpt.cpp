@@ -10,6 +10,7 @@
 
 #include "autograd/autograd.h"
 #include "nn/hf_names.h"
+#include "nn/moe.h"
 #include "ops/causal_attention.h"
 #include "ops/ops.h"
 #include "ops/packed_attention.h"
@@ -53,6 +54,10 @@ void GPTConfig::validate() const {
                 position == PositionKind::ALiBi ? "alibi" : "not alibi", ", attention.alibi ",
                 attention.alibi, ")");
   TESSERA_CHECK(dropout >= 0 && dropout < 1, "model: dropout ", dropout, " is outside [0, 1)");
+  TESSERA_CHECK(n_expert >= 0 && (n_expert == 0 || (expert_top_k >= 1 && expert_top_k <= n_expert)),
+                "model: n_expert ", n_expert, " must be >= 0 and expert_top_k ", expert_top_k,
+                " within [1, n_expert]");
+  TESSERA_CHECK(router_aux_loss >= 0, "model: router_aux_loss ", router_aux_loss, " is negative");
   TESSERA_CHECK(document_separator < vocab_size, "model: document separator id ",
                 document_separator, " is not below vocab_size ", vocab_size);
   // Device limits are checked where the device is known (config validation, causal_attention);
@@ -178,6 +183,9 @@ void GPT::bind() {
     auto it = held.find(s.name);
     if (it == held.end()) continue;  // released to a hook
     Block* b = s.layer >= 0 ? &blocks_[size_t(s.layer)] : nullptr;
+    if (b && s.expert >= 0 && b->experts.size() <= size_t(s.expert))
+      b->experts.resize(size_t(s.expert) + 1);
+    Block::Mlp* m = !b ? nullptr : s.expert >= 0 ? &b->experts[size_t(s.expert)] : &b->mlp;
     auto pick = [&](Tensor& w, Tensor& bias) { return s.bias ? &bias : &w; };
     Tensor* field = nullptr;
     // clang-format off
@@ -193,9 +201,10 @@ void GPT::bind() {
       case Part::V: field = pick(b->v_w, b->v_b); break;
       case Part::O: field = pick(b->o_w, b->o_b); break;
       case Part::Norm2: field = pick(b->ln2_w, b->ln2_b); break;
-      case Part::Gate: field = pick(b->gate_w, b->gate_b); break;
-      case Part::Up: field = pick(b->fc_w, b->fc_b); break;
-      case Part::Down: field = pick(b->down_w, b->down_b); break;
+      case Part::Gate: field = pick(m->gate_w, m->gate_b); break;
+      case Part::Up: field = pick(m->up_w, m->up_b); break;
+      case Part::Down: field = pick(m->down_w, m->down_b); break;
+      case Part::Router: field = &b->router_w; break;
       case Part::Forget: field = pick(b->fgate_w, b->fgate_b); break;
       case Part::QNorm: field = &b->q_norm_w; break;
       case Part::KNorm: field = &b->k_norm_w; break;
@@ -360,35 +369,56 @@ Tensor GPT::attention(const Block& blk, const Tensor& x, const Tensor& residual,
 }
 
 // x (B, T, C) -> residual + mlp(x) (B, T, C)
-Tensor GPT::mlp(const Block& blk, const Tensor& x, const Tensor& residual, bool training) const {
+Tensor GPT::mlp(const Block& blk, const Tensor& x, const Tensor& residual, bool training,
+                std::vector<Tensor>* aux) const {
+  if (cfg_.n_expert > 0)
+    return ops::add(residual, ops::dropout(experts(blk, x, training, aux), cfg_.dropout, training));
   const int64_t l = blk.index;
-  if (cfg_.mlp == MlpKind::GELU && !hook_ && blk.fc_w.defined() && blk.fc_b.defined() &&
-      blk.down_w.defined() && blk.down_b.defined()) {
+  const Block::Mlp& m = blk.mlp;
+  if (cfg_.mlp == MlpKind::GELU && !hook_ && m.up_w.defined() && m.up_b.defined() &&
+      m.down_w.defined() && m.down_b.defined()) {
     // GPT-2's MLP as one op: GELU in the first gemm's epilogue and its gradient in the second's
     // backward gemm, the residual added in the second gemm (on CUDA). A hook may adapt either
     // Linear or compute it from NF4 codes: then the ops below.
     if (residual_in_kernel(training))
-      return ops::mlp_gelu(x, blk.fc_w, blk.fc_b, blk.down_w, blk.down_b, residual);
-    return ops::add(residual,
-                    ops::dropout(ops::mlp_gelu(x, blk.fc_w, blk.fc_b, blk.down_w, blk.down_b),
-                                 cfg_.dropout, training));
+      return ops::mlp_gelu(x, m.up_w, m.up_b, m.down_w, m.down_b, residual);
+    return ops::add(residual, ops::dropout(ops::mlp_gelu(x, m.up_w, m.up_b, m.down_w, m.down_b),
+                                           cfg_.dropout, training));
   }
-  Tensor h;
-  if (cfg_.mlp == MlpKind::GELU && !hook_ && blk.fc_w.defined() && blk.fc_b.defined()) {
-    // c_fc and its GELU in one kernel (on CUDA, GELU in the gemm's epilogue); c_proj below.
-    h = ops::linear_gelu(x, blk.fc_w, blk.fc_b);
-  } else {
-    Tensor up = adapt(Proj::Up, l, x, linear(hf_module(cfg_, Part::Up, l), x, blk.fc_w, blk.fc_b),
-                      training);
-    if (cfg_.mlp == MlpKind::SwiGLU) {
-      Tensor gate = linear(hf_module(cfg_, Part::Gate, l), x, blk.gate_w, blk.gate_b);
-      h = ops::swiglu(adapt(Proj::Gate, l, x, gate, training), up);
-    } else {
-      h = ops::gelu(up);
-    }
-  }
-  return residual_linear(Proj::Down, hf_module(cfg_, Part::Down, l), l, h, blk.down_w, blk.down_b,
-                         residual, training);
+  return residual_linear(Proj::Down, hf_module(cfg_, Part::Down, l), l,
+                         mlp_hidden(m, l, -1, x, training), m.down_w, m.down_b, residual, training);
+}
+
+Tensor GPT::mlp_hidden(const Block::Mlp& m, int64_t l, int64_t e, const Tensor& x,
+                       bool training) const {
+  // c_fc and its GELU in one kernel (on CUDA, GELU in the gemm's epilogue).
+  if (cfg_.mlp == MlpKind::GELU && !hook_ && m.up_w.defined() && m.up_b.defined())
+    return ops::linear_gelu(x, m.up_w, m.up_b);
+  auto adapted = [&](Proj p, const Tensor& y) { return e < 0 ? adapt(p, l, x, y, training) : y; };
+  Tensor up = adapted(Proj::Up, linear(hf_module(cfg_, Part::Up, l, e), x, m.up_w, m.up_b));
+  if (cfg_.mlp == MlpKind::GELU) return ops::gelu(up);
+  return ops::swiglu(
+      adapted(Proj::Gate, linear(hf_module(cfg_, Part::Gate, l, e), x, m.gate_w, m.gate_b)), up);
+}
+
+Tensor GPT::experts(const Block& blk, const Tensor& x, bool training,
+                    std::vector<Tensor>* aux) const {
+  const int64_t l = blk.index, C = cfg_.n_embd;
+  const Tensor rows = x.reshape({x.numel() / C, C});
+  const Tensor logits = linear(hf_module(cfg_, Part::Router, l), rows, blk.router_w, Tensor());
+  Tensor balance;
+  const Tensor y = mixture(
+      rows, logits, {cfg_.n_expert, cfg_.expert_top_k, cfg_.router_renormalize},
+      [&](int64_t e, const Tensor& xe) {
+        const Block::Mlp& m = blk.experts[size_t(e)];
+        if (cfg_.mlp == MlpKind::GELU && !hook_ && m.up_b.defined() && m.down_b.defined())
+          return ops::mlp_gelu(xe, m.up_w, m.up_b, m.down_w, m.down_b);
+        return linear(hf_module(cfg_, Part::Down, l, e), mlp_hidden(m, l, e, xe, training),
+                      m.down_w, m.down_b);
+      },
+      aux ? &balance : nullptr);
+  if (aux) aux->push_back(balance);
+  return y.view(x.shape());
 }
 
 namespace {
@@ -415,10 +445,10 @@ Tensor GPT::head(const Tensor& x, bool training, bool padded) const {
 }
 
 // Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.)).
-Tensor GPT::block(const Block& blk, const Tensor& x, bool training,
-                  const ops::Documents* docs) const {
+Tensor GPT::block(const Block& blk, const Tensor& x, bool training, const ops::Documents* docs,
+                  std::vector<Tensor>* aux) const {
   Tensor h = attention(blk, norm(x, blk.ln1_w, blk.ln1_b), x, training, docs);
-  return mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), h, training);
+  return mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), h, training, aux);
 }
 
 namespace {
@@ -467,7 +497,8 @@ std::shared_ptr<const ops::Documents> GPT::documents(const Tensor& inputs,
   return docs->whole_rows() ? nullptr : docs;
 }
 
-Tensor GPT::forward_from(const Tensor& inputs, const Tensor& host_inputs, bool training) const {
+Tensor GPT::forward_from(const Tensor& inputs, const Tensor& host_inputs, bool training,
+                         std::vector<Tensor>* aux) const {
   check_inputs(inputs);
   // Held by the recompute closures below, which run the blocks again in the backward.
   const std::shared_ptr<const ops::Documents> docs = documents(inputs, host_inputs);
@@ -479,13 +510,16 @@ Tensor GPT::forward_from(const Tensor& inputs, const Tensor& host_inputs, bool t
   Tensor x = embed(inputs, 0, training, host_inputs, positions);  // (B, T, C)
   for (const Block& blk : blocks_) {
     if (cfg_.recompute && training && grad_enabled()) {
+      // A recomputed block returns its output alone: the balancing loss stays inside (refused by
+      // config validation where it would be wanted).
+      TESSERA_CHECK(!aux, "GPT: a mixture's load-balancing loss with recompute is not supported");
       x = recompute(
           [this, blk, training, docs](const std::vector<Tensor>& in) {
             return block(blk, in[0], training, docs.get());
           },
           {x});
     } else {
-      x = block(blk, x, training, docs.get());
+      x = block(blk, x, training, docs.get(), aux);
     }
   }
   return head(norm(x, lnf_w_, lnf_b_), training, true);  // (B, T, logit_columns())
@@ -626,19 +660,39 @@ Tensor GPT::decode(const Tensor& inputs, KVCache& cache, const std::vector<Decod
   return head(norm(x, lnf_w_, lnf_b_), false, false);
 }
 
-Tensor GPT::loss(const Tensor& inputs, const Tensor& targets, bool training,
-                 double fused_dy) const {
+Tensor GPT::loss(const Tensor& inputs, const Tensor& targets, bool training, double fused_dy,
+                 Tensor* balance) const {
   const Device dev = wte_.defined() ? wte_.device() : inputs.device();
   // The padded logits go to the cross-entropy whole; only the vocabulary's columns are classes.
   const int64_t V = cfg_.vocab_size;
-  if (!inputs.device().is_cpu() || dev.is_cpu())
-    return ops::cross_entropy(forward_from(inputs, Tensor(), training), targets, -100, {}, V,
-                              fused_dy);
-  // A host batch for a model on a device: uploaded once, its ids checked from the host copies.
-  TESSERA_CHECK(targets.device().is_cpu(), "GPT: inputs on the host but targets on ",
-                targets.device().str(), " (", targets.str(), ")");
-  return ops::cross_entropy(forward_from(inputs.to(dev), inputs, training), targets.to(dev), -100,
-                            targets, V, fused_dy);
+  // A mixture's load-balancing losses, while training with a coefficient.
+  std::vector<Tensor> aux;
+  std::vector<Tensor>* blocks_aux =
+      cfg_.n_expert > 0 && training && (balance || (cfg_.router_aux_loss > 0 && grad_enabled()))
+          ? &aux
+          : nullptr;
+  if (balance) *balance = Tensor();
+  Tensor loss;
+  if (!inputs.device().is_cpu() || dev.is_cpu()) {
+    loss = ops::cross_entropy(forward_from(inputs, Tensor(), training, blocks_aux), targets, -100,
+                              {}, V, fused_dy);
+  } else {
+    // A host batch for a model on a device: uploaded once, its ids checked from the host copies.
+    TESSERA_CHECK(targets.device().is_cpu(), "GPT: inputs on the host but targets on ",
+                  targets.device().str(), " (", targets.str(), ")");
+    loss = ops::cross_entropy(forward_from(inputs.to(dev), inputs, training, blocks_aux),
+                              targets.to(dev), -100, targets, V, fused_dy);
+  }
+  if (aux.empty()) return loss;
+  // The balancing losses join the gradient but not the value: aux - detach(aux) is exactly 0, so
+  // the loss returned (logged, compared for spikes) is the cross-entropy's, bit for bit, and its
+  // gradient carries router_aux_loss x d(aux).
+  Tensor sum = aux[0];
+  for (size_t i = 1; i < aux.size(); ++i) sum = ops::add(sum, aux[i]);
+  if (balance) *balance = sum.detach();
+  if (!(cfg_.router_aux_loss > 0 && grad_enabled())) return loss;
+  const Tensor zero_valued = ops::sub(sum, sum.detach());
+  return ops::add(loss, ops::scale(zero_valued, cfg_.router_aux_loss).to(loss.dtype()));
 }
 
 }  // namespace tessera::nn

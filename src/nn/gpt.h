@@ -57,6 +57,14 @@ struct GPTConfig {
   double dropout = 0.0;
   double norm_eps = 1e-5;
   int64_t mlp_hidden = 0;  // 0: 4 C for GELU, round_up(8 C / 3, 64) for SwiGLU (Llama's rule)
+  // > 0: each block's MLP is a mixture of n_expert MLPs of mlp_hidden (the MLP kind's own), each
+  // token sent to its expert_top_k most probable under a router (nn/moe.h); router_renormalize
+  // divides their weights by their sum. router_aux_loss: the load-balancing loss's coefficient in
+  // loss() while training (summed over the blocks; its value is not in the loss returned).
+  int64_t n_expert = 0;
+  int64_t expert_top_k = 2;
+  bool router_renormalize = true;
+  double router_aux_loss = 0.01;
   bool recompute = false;  // activation checkpointing per block
   // What ops::causal_attention computes (ops/attention_spec.h): the kind, stick-breaking's options,
   // a sliding window, S^2-Attn on training forwards.
@@ -133,8 +141,12 @@ class GPT {
   // uploaded once, so nothing is read back from the device to check them. fused_dy > 0: the dy
   // the caller's backward will send, so the loss's forward computes the logits' gradient in the
   // same pass (ops::cross_entropy's fused classifier).
+  // A mixture of experts (n_expert > 0) training: router_aux_loss x the blocks' load-balancing
+  // losses (nn/moe.h) join the gradient, not the value, which stays the cross-entropy's (as
+  // Megatron-LM's MoEAuxLossAutoScaler attaches them); balance non-null: set to their sum,
+  // detached (the value the coefficient multiplies; undefined for a dense model or evaluation).
   Tensor loss(const Tensor& inputs, const Tensor& targets, bool training = true,
-              double fused_dy = 0) const;
+              double fused_dy = 0, Tensor* balance = nullptr) const;
 
   // Inference with a KV cache (no autograd): inputs (B, Tn) continue the sequence held in cache;
   // returns logits (B, Tn, V) equal to the last Tn rows of forward() over the whole sequence.
@@ -194,7 +206,12 @@ class GPT {
     Tensor qkv_w, qkv_b;               // GPT-2 names: fused (Hq + 2 Hkv) hd x C
     Tensor q_w, k_w, v_w, q_b, k_b, v_b;  // Llama names: separate projections
     Tensor o_w, o_b;
-    Tensor fc_w, fc_b, gate_w, up_w, up_b, gate_b, down_w, down_b;
+    struct Mlp {
+      Tensor gate_w, gate_b, up_w, up_b, down_w, down_b;
+    };
+    Mlp mlp;                   // a dense block's MLP
+    Tensor router_w;           // a mixture's router (E, C)
+    std::vector<Mlp> experts;  // a mixture's experts (GPTConfig::n_expert)
     Tensor fgate_w, fgate_b;  // Forgetting Attention's gate: (H, C), (H)
     Tensor q_norm_w, k_norm_w;  // GPTConfig::qk_norm: (hd) each
   };
@@ -269,11 +286,22 @@ class GPT {
   // read back); null when it is off or every row is one document.
   std::shared_ptr<const ops::Documents> documents(const Tensor& inputs,
                                                   const Tensor& host_inputs) const;
-  // Padded logits (B, T, logit_columns()).
-  Tensor forward_from(const Tensor& inputs, const Tensor& host_inputs, bool training) const;
-  Tensor mlp(const Block& blk, const Tensor& x, const Tensor& residual, bool training) const;
+  // Padded logits (B, T, logit_columns()). aux non-null: the mixtures' load-balancing losses, one
+  // a block, appended.
+  Tensor forward_from(const Tensor& inputs, const Tensor& host_inputs, bool training,
+                      std::vector<Tensor>* aux = nullptr) const;
+  // aux non-null (a training forward of a mixture of experts): the block's load-balancing loss is
+  // appended to it.
+  Tensor mlp(const Block& blk, const Tensor& x, const Tensor& residual, bool training,
+             std::vector<Tensor>* aux = nullptr) const;
+  // The MLP's activations before its down projection: SwiGLU's or GELU's of x (N, C), through
+  // the hook; adapted (LoRA) for the dense MLP (expert -1), not for an expert.
+  Tensor mlp_hidden(const Block::Mlp& m, int64_t layer, int64_t expert, const Tensor& x,
+                    bool training) const;
+  // A mixture of experts over x (B, T, C) -> (B, T, C) (nn/moe.h).
+  Tensor experts(const Block& blk, const Tensor& x, bool training, std::vector<Tensor>* aux) const;
   Tensor block(const Block& blk, const Tensor& x, bool training,
-               const ops::Documents* docs = nullptr) const;
+               const ops::Documents* docs = nullptr, std::vector<Tensor>* aux = nullptr) const;
 
   GPTConfig cfg_;
   DType dtype_;

@@ -7,9 +7,9 @@ namespace tessera::nn {
 
 namespace {
 
-constexpr const char* kPartNames[kParts] = {"embed", "pos",  "norm_f", "head",   "norm1", "qkv",
-                                            "q",     "k",    "v",      "o",      "norm2", "gate",
-                                            "up",    "down", "forget", "q_norm", "k_norm"};
+constexpr const char* kPartNames[kParts] = {
+    "embed", "pos",   "norm_f", "head", "norm1", "qkv",    "q",      "k",      "v",
+    "o",     "norm2", "gate",   "up",   "down",  "forget", "q_norm", "k_norm", "router"};
 
 // clang-format off
 // transformers' modeling_gpt2.py: GPT2LMHeadModel(transformer = GPT2Model(wte, wpe, h[i] =
@@ -19,7 +19,7 @@ const HFArch kGpt2 = {
     "gpt2", "GPT2LMHeadModel", "transformer.h.", true,
     {"transformer.wte", "transformer.wpe", "transformer.ln_f", "lm_head", "ln_1", "attn.c_attn",
      "", "", "", "attn.c_proj", "ln_2", "", "mlp.c_fc", "mlp.c_proj", "attn.fgate", "attn.q_norm",
-     "attn.k_norm"}};
+     "attn.k_norm", ""}};
 
 // transformers' modeling_llama.py: LlamaForCausalLM(model = LlamaModel(embed_tokens, layers[i] =
 // LlamaDecoderLayer(input_layernorm, self_attn(q_proj, k_proj, v_proj, o_proj),
@@ -33,7 +33,7 @@ const HFArch kLlama = {
     {"model.embed_tokens", "model.embed_positions", "model.norm", "lm_head", "input_layernorm", "",
      "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
      "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
-     "self_attn.fgate_proj", "self_attn.q_norm", "self_attn.k_norm"}};
+     "self_attn.fgate_proj", "self_attn.q_norm", "self_attn.k_norm", ""}};
 // clang-format on
 
 // transformers' modeling_qwen3.py: Llama's modules, and Qwen3Attention's q_norm and k_norm
@@ -44,6 +44,29 @@ HFArch named(HFArch a, const char* model_type, const char* architecture) {
 }
 const HFArch kQwen3 = named(kLlama, "qwen3", "Qwen3ForCausalLM");
 
+// A table's MLP as a mixture: the router's module, the experts' prefix and each expert's three
+// Linears' names.
+HFArch mixture(HFArch a, const char* model_type, const char* architecture, const char* router,
+               const char* experts, const char* gate, const char* up, const char* down) {
+  a = named(a, model_type, architecture);
+  a.module[int(Part::Router)] = router;
+  a.experts = experts;
+  a.module[int(Part::Gate)] = gate, a.module[int(Part::Up)] = up, a.module[int(Part::Down)] = down;
+  return a;
+}
+// transformers' modeling_mixtral.py: MixtralDecoderLayer's block_sparse_moe =
+// MixtralSparseMoeBlock(gate, experts[j] = MixtralBlockSparseTop2MLP(w1, w2, w3)): w1 the gate,
+// w3 the up projection, w2 the down, act(w1 x) * w3 x -> w2; no biases.
+const HFArch kMixtral = mixture(kLlama, "mixtral", "MixtralForCausalLM", "block_sparse_moe.gate",
+                                "block_sparse_moe.experts.", "w1", "w3", "w2");
+// transformers' modeling_qwen3_moe.py: Qwen3MoeSparseMoeBlock as mlp (gate, experts[j] =
+// Qwen3MoeMLP(gate_proj, up_proj, down_proj)).
+const HFArch kQwen3Moe = mixture(kQwen3, "qwen3_moe", "Qwen3MoeForCausalLM", "mlp.gate",
+                                 "mlp.experts.", "gate_proj", "up_proj", "down_proj");
+// tessera's own: GPT-2's Conv1D layout for the experts' c_fc and c_proj.
+const HFArch kGpt2Moe =
+    mixture(kGpt2, "gpt2", "GPT2LMHeadModel", "mlp.router", "mlp.experts.", "", "c_fc", "c_proj");
+
 bool in_block(Part p) { return p >= Part::Norm1; }
 
 }  // namespace
@@ -51,7 +74,11 @@ bool in_block(Part p) { return p >= Part::Norm1; }
 const HFArch& hf_gpt2() { return kGpt2; }
 const HFArch& hf_llama() { return kLlama; }
 const HFArch& hf_qwen3() { return kQwen3; }
+const HFArch& hf_mixtral() { return kMixtral; }
+const HFArch& hf_qwen3_moe() { return kQwen3Moe; }
+const HFArch& hf_gpt2_moe() { return kGpt2Moe; }
 const HFArch& hf_arch(const GPTConfig& cfg) {
+  if (cfg.n_expert > 0) return cfg.gpt2_names() ? kGpt2Moe : cfg.qk_norm ? kQwen3Moe : kMixtral;
   return cfg.gpt2_names() ? kGpt2 : cfg.qk_norm ? kQwen3 : kLlama;
 }
 
@@ -79,12 +106,15 @@ std::string hf_block_prefix(const GPTConfig& cfg, int64_t layer) {
   return hf_arch(cfg).block_prefix + std::to_string(layer) + ".";
 }
 
-std::string hf_module(const GPTConfig& cfg, Part part, int64_t layer) {
+std::string hf_module(const GPTConfig& cfg, Part part, int64_t layer, int64_t expert) {
   const HFArch& a = hf_arch(cfg);
   const std::string m = a.module[int(part)];
   TESSERA_CHECK(!m.empty(), "the ", a.model_type, " name table has no '", kPartNames[int(part)],
                 "' module");
-  return in_block(part) ? hf_block_prefix(cfg, layer) + m : m;
+  if (expert < 0) return in_block(part) ? hf_block_prefix(cfg, layer) + m : m;
+  TESSERA_CHECK((part == Part::Gate || part == Part::Up || part == Part::Down) && *a.experts,
+                "the ", a.model_type, " name table has no expert '", kPartNames[int(part)], "'");
+  return hf_block_prefix(cfg, layer) + a.experts + std::to_string(expert) + "." + m;
 }
 
 std::vector<ParamSpec> param_specs(const GPTConfig& cfg) {
@@ -93,18 +123,25 @@ std::vector<ParamSpec> param_specs(const GPTConfig& cfg) {
   const HFArch& a = hf_arch(cfg);
   const bool ln = cfg.norm == NormKind::LayerNorm;
   std::vector<ParamSpec> out;
-  auto param = [&](Part p, int64_t layer, bool bias, Shape shape, Init init) {
+  auto param = [&](Part p, int64_t layer, bool bias, Shape shape, Init init, int64_t expert = -1) {
     const bool matrix = shape.size() == 2 && is_block_linear(p);
-    out.push_back({hf_module(cfg, p, layer) + (bias ? ".bias" : ".weight"), p, layer, bias,
-                   std::move(shape), init, a.conv1d && matrix && !bias});
+    out.push_back({hf_module(cfg, p, layer, expert) + (bias ? ".bias" : ".weight"), p, layer,
+                   expert, bias, std::move(shape), init, a.conv1d && matrix && !bias});
   };
   auto norm = [&](Part p, int64_t layer) {
     param(p, layer, false, {C}, Init::Ones);
     if (ln && cfg.bias) param(p, layer, true, {C}, Init::Zeros);
   };
-  auto linear = [&](Part p, int64_t layer, int64_t n_out, int64_t n_in, Init init) {
-    param(p, layer, false, {n_out, n_in}, init);
-    if (cfg.bias) param(p, layer, true, {n_out}, Init::Zeros);
+  auto linear = [&](Part p, int64_t layer, int64_t n_out, int64_t n_in, Init init,
+                    int64_t expert = -1) {
+    param(p, layer, false, {n_out, n_in}, init, expert);
+    if (cfg.bias) param(p, layer, true, {n_out}, Init::Zeros, expert);
+  };
+  // The MLP, or (expert >= 0) one expert of a mixture.
+  auto mlp = [&](int64_t layer, int64_t expert) {
+    if (cfg.mlp == MlpKind::SwiGLU) linear(Part::Gate, layer, F, C, Init::Normal, expert);
+    linear(Part::Up, layer, F, C, Init::Normal, expert);
+    linear(Part::Down, layer, C, F, Init::Residual, expert);
   };
   param(Part::Embed, -1, false, {cfg.vocab_size, C}, Init::Normal);
   if (cfg.position == PositionKind::Learned)
@@ -130,9 +167,12 @@ std::vector<ParamSpec> param_specs(const GPTConfig& cfg) {
     }
     linear(Part::O, i, C, Hq, Init::Residual);
     norm(Part::Norm2, i);
-    if (cfg.mlp == MlpKind::SwiGLU) linear(Part::Gate, i, F, C, Init::Normal);
-    linear(Part::Up, i, F, C, Init::Normal);
-    linear(Part::Down, i, C, F, Init::Residual);
+    if (cfg.n_expert == 0) {
+      mlp(i, -1);
+    } else {  // the router has no bias (Mixtral's gate, Switch's router)
+      param(Part::Router, i, false, {cfg.n_expert, C}, Init::Normal);
+      for (int64_t j = 0; j < cfg.n_expert; ++j) mlp(i, j);
+    }
   }
   norm(Part::NormF, -1);
   if (!cfg.tie_embeddings) param(Part::Head, -1, false, {cfg.vocab_size, C}, Init::Normal);

@@ -32,30 +32,41 @@ enum class Part {
   Embed, Pos, NormF, Head,                        // outside the blocks
   Norm1, QKV, Q, K, V, O, Norm2, Gate, Up, Down,  // inside block i
   Forget,  // inside block i: Forgetting Attention's gate, (H, C) and (H), for that attention only
-  QNorm, KNorm  // inside block i: GPTConfig::qk_norm's RMSNorm weights, (hd) each
+  QNorm, KNorm,  // inside block i: GPTConfig::qk_norm's RMSNorm weights, (hd) each
+  Router         // inside block i: a mixture of experts' router (E, C) (GPTConfig::n_expert)
 };
 // clang-format on
-constexpr int kParts = int(Part::KNorm) + 1;
+constexpr int kParts = int(Part::Router) + 1;
 
 // One architecture's names. Module names of the parts outside the blocks are full; those inside a
-// block follow block_prefix + i + ".". "" = the architecture has no such module.
+// block follow block_prefix + i + ".", and an expert's Gate, Up and Down (a mixture of experts,
+// GPTConfig::n_expert) block_prefix + i + "." + experts + j + ".". "" = the architecture has no
+// such module.
 struct HFArch {
   const char* model_type;      // config.json "model_type": "gpt2" | "llama"
   const char* architecture;    // config.json "architectures": "GPT2LMHeadModel" | ...
   const char* block_prefix;    // "transformer.h." | "model.layers."
   bool conv1d;                 // block matrices stored [in, out] by HF (GPT-2's Conv1D)
   const char* module[kParts];  // indexed by Part
+  const char* experts = "";    // "block_sparse_moe.experts." (Mixtral) | "mlp.experts." | ""
 };
 
 const HFArch& hf_gpt2();
 const HFArch& hf_llama();
 const HFArch& hf_qwen3();  // Llama's names with q_norm and k_norm: Qwen3ForCausalLM
-// gpt2_names() ? hf_gpt2() : qk_norm ? hf_qwen3() : hf_llama()
+// Mixtures of experts (GPTConfig::n_expert > 0): Llama's names with Mixtral's block_sparse_moe
+// (MixtralForCausalLM), Qwen3's with Qwen3-MoE's mlp.gate and mlp.experts (Qwen3MoeForCausalLM),
+// GPT-2's with tessera's mlp.router and mlp.experts (no Hugging Face counterpart).
+const HFArch& hf_mixtral();
+const HFArch& hf_qwen3_moe();
+const HFArch& hf_gpt2_moe();
+// gpt2_names() ? hf_gpt2() : qk_norm ? hf_qwen3() : hf_llama(), or their mixtures' tables
 const HFArch& hf_arch(const GPTConfig& cfg);
 
-// The full module name of a part: "transformer.wte", "transformer.h.3.attn.c_attn", "lm_head".
+// The full module name of a part: "transformer.wte", "transformer.h.3.attn.c_attn", "lm_head",
+// expert >= 0: "model.layers.3.block_sparse_moe.experts.5.w1" (Gate, Up, Down only).
 // layer is ignored outside the blocks. An error names the part when the architecture lacks it.
-std::string hf_module(const GPTConfig& cfg, Part part, int64_t layer = -1);
+std::string hf_module(const GPTConfig& cfg, Part part, int64_t layer = -1, int64_t expert = -1);
 // "transformer.h.3." / "model.layers.3."
 std::string hf_block_prefix(const GPTConfig& cfg, int64_t layer);
 
@@ -67,6 +78,7 @@ struct ParamSpec {
   std::string name;     // full HF name: module + ".weight" / ".bias"
   Part part;
   int64_t layer;        // -1 outside the blocks
+  int64_t expert;       // an expert's Gate, Up or Down: its index; else -1
   bool bias;            // the module's bias (else its weight)
   Shape shape;          // tessera's layout
   Init init;
@@ -77,7 +89,9 @@ struct ParamSpec {
 // the order random initial values are drawn in). A tied head has no entry of its own.
 std::vector<ParamSpec> param_specs(const GPTConfig& cfg);
 
-// Whether a part is one of the Linear layers inside a block (attention and MLP projections).
+// Whether a part is one of the Linear layers inside a block (attention and MLP projections, an
+// expert's too; a mixture's router is not: it keeps AdamW under Muon and full precision under
+// QLoRA, as its scores decide the routing).
 bool is_block_linear(Part part);
 
 // The parameters Muon updates (optim/muon.h): the weight of every Linear inside a block, in

@@ -1,14 +1,25 @@
 // Model FLOPs utilisation: see mfu.h.
 #include "train/mfu.h"
 
+#include <cmath>
+#include <set>
+
+#include "nn/hf_names.h"
+
 namespace tessera::train {
 
 int64_t flop_parameters(const nn::GPT& model) {
-  int64_t n = 0;
+  // A mixture's experts count for the share of them a token meets, expert_top_k of n_expert.
+  const nn::GPTConfig& c = model.config();
+  std::set<std::string> experts;
+  for (const nn::ParamSpec& s : nn::param_specs(c))
+    if (s.expert >= 0) experts.insert(s.name);
+  double n = 0;
   for (const auto& [name, t] : model.parameters())
     if (name.find("wpe") == std::string::npos && name.find("embed_positions") == std::string::npos)
-      n += t.numel();
-  return n;
+      n += double(t.numel()) *
+           (experts.count(name) ? double(c.expert_top_k) / double(c.n_expert) : 1.0);
+  return int64_t(std::llround(n));
 }
 
 double training_flops_per_token(const nn::GPT& model, int64_t T) {

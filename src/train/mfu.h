@@ -13,7 +13,8 @@
 
 namespace tessera::train {
 
-// N of the estimate below: every parameter but the learned positions.
+// N of the estimate below: every parameter but the learned positions, a mixture's experts counted
+// for the expert_top_k of n_expert a token meets.
 int64_t flop_parameters(const nn::GPT& model);
 // The FLOPs of one token's forward and backward: 6 N + 12 L H Q T (PaLM, Chowdhery et al. 2022,
 // appendix B; llm.c's and nanoGPT's estimate): N every parameter but the learned positions (the

@@ -175,19 +175,21 @@ void Report::emit(const std::string& json) {
 }
 
 void Report::step(const StepReport& r) {
-  char mfu[32] = "";
+  char mfu[32] = "", balance[32] = "";
   if (r.mfu >= 0) std::snprintf(mfu, sizeof mfu, " | mfu %.1f%%", 100 * r.mfu);
-  char line[256];
+  if (r.balance >= 0) std::snprintf(balance, sizeof balance, " | balance %.3f", r.balance);
+  char line[288];
   std::snprintf(line, sizeof line,
-                "step %5ld/%ld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s%s | eta %s",
-                long(r.step), long(r.max_steps), r.loss, r.lr, r.grad_norm, r.tokens_per_s, mfu,
-                duration(r.eta_seconds).c_str());
+                "step %5ld/%ld | loss %.4f%s | lr %.2e | norm %.3f | %.0f tok/s%s | eta %s",
+                long(r.step), long(r.max_steps), r.loss, balance, r.lr, r.grad_norm, r.tokens_per_s,
+                mfu, duration(r.eta_seconds).c_str());
   this->line(line);
   std::string json = "{\"step\": " + std::to_string(r.step) + ", \"loss\": " + json_number(r.loss) +
                      ", \"lr\": " + json_number(r.lr) +
                      ", \"grad_norm\": " + json_number(r.grad_norm) +
                      ", \"tokens_per_s\": " + json_number(r.tokens_per_s);
   if (r.mfu >= 0) json += ", \"mfu\": " + json_number(r.mfu);
+  if (r.balance >= 0) json += ", \"router_balance\": " + json_number(r.balance);
   emit(json + ", \"tokens\": " + std::to_string(r.tokens) + "}");
 }
 

@@ -51,6 +51,9 @@ struct StepReport {
   int64_t tokens = 0;       // seen so far, over all ranks
   double eta_seconds = 0;
   double mfu = -1;  // model FLOPs utilisation of one device (train/mfu.h); < 0: not shown
+  // A mixture of experts' load-balancing loss, the mean a block over the step (1: uniform,
+  // nn/moe.h); < 0: not shown (a dense model).
+  double balance = -1;
 };
 
 class Report {

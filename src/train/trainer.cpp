@@ -238,7 +238,13 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
                 << " trainable adapter parameters beside " << lora_->base_parameters()
                 << " frozen\n";
   out_->log() << "model: " << (lora_ ? lora_->base_parameters() : model_.num_parameters())
-              << " parameters; " << accum_ << " micro-batch(es) of " << B_ << " x " << T_
+              << " parameters"
+              << (cfg_.model.n_expert > 0
+                      ? " (" + std::to_string(std::llround(cfg_.model.active_parameter_count())) +
+                            " a token meets: " + std::to_string(cfg_.model.expert_top_k) + " of " +
+                            std::to_string(cfg_.model.n_expert) + " experts)"
+                      : std::string())
+              << "; " << accum_ << " micro-batch(es) of " << B_ << " x " << T_
               << " per step on each of " << world_ << " rank(s) (" << comm_->backend()
               << "); run dir " << run_dir_.string() << "\n";
   out_->log() << describe(sched_) << "\n";
@@ -330,14 +336,14 @@ data::Batch Trainer::next_batch(int64_t* window) {
   return b;
 }
 
-Tensor Trainer::micro_loss(const data::Batch& b, int64_t window, double weight) {
+Tensor Trainer::micro_loss(const data::Batch& b, int64_t window, double weight, Tensor* balance) {
   // Batches come from the loader on the host; the model uploads them and checks their ids there.
   // AdamW differentiates each micro-batch's loss once, with dy = weight (forward_backward), so
   // the loss computes the logits' gradient in its forward (the fused classifier). LOMO's
   // two-pass clipping runs the backward twice: not fused. Nor under TESSERA_UNFUSED=1, nor for a
   // micro-batch that scores nothing (weight 0).
   const double fused_dy = !cfg_.optim.updates_in_backward() && !unfused_ ? weight : 0.0;
-  Tensor loss = model_.loss(b.inputs, b.targets, true, fused_dy);
+  Tensor loss = model_.loss(b.inputs, b.targets, true, fused_dy, balance);
   if (poisoned_.count(window) && cfg_.spike.inject_kind != "corrupt") {
     const double s = cfg_.spike.inject_kind == "nan" ? std::nan("") : cfg_.spike.inject_scale;
     loss = ops::scale(loss, s);
@@ -361,7 +367,7 @@ std::vector<double> Trainer::micro_weights(const std::vector<data::Batch>& batch
   return scored;
 }
 
-double Trainer::forward_backward(int64_t* first_window) {
+double Trainer::forward_backward(int64_t* first_window, double* balance) {
   // The step's batches first (the loader's order is the same), so that with loss masks each
   // micro-batch's weight is known before its backward.
   std::vector<data::Batch> batches;
@@ -372,13 +378,27 @@ double Trainer::forward_backward(int64_t* first_window) {
   const std::vector<double> weights = micro_weights(batches);
   // Each micro-batch's loss is kept where it was computed and all are read back once, after the
   // last backward: on CUDA, reading each at once would make the host wait for every forward.
-  Tensor losses;
+  // A mixture's balancing losses the same way, beside them (a recomputed block keeps its own).
+  const bool balanced = cfg_.model.n_expert > 0 && !cfg_.train.recompute;
+  Tensor losses, balances;
   for (int64_t micro = 0; micro < accum_; ++micro) {
     const double w = weights[size_t(micro)];
-    Tensor loss = micro_loss(batches[size_t(micro)], windows[size_t(micro)], w);
+    Tensor balance;
+    Tensor loss = micro_loss(batches[size_t(micro)], windows[size_t(micro)], w,
+                             balanced ? &balance : nullptr);
     if (!losses.defined()) losses = Tensor::empty({accum_}, loss.options());
     losses.narrow(0, micro, 1).copy_(loss.detach().view({1}));
+    if (balance.defined()) {
+      if (!balances.defined()) balances = Tensor::empty({accum_}, balance.options());
+      balances.narrow(0, micro, 1).copy_(balance.view({1}));
+    }
     opt_->backward(w == 1.0 ? loss : ops::scale(loss, w), micro == accum_ - 1);
+  }
+  *balance = -1;
+  if (balances.defined()) {
+    double sum = 0;
+    for (double b : balances.to(DType::F64).to(Device::cpu()).to_vector<double>()) sum += b;
+    *balance = sum / double(accum_ * cfg_.model.n_layer);
   }
   const std::vector<double> l = losses.to(DType::F64).to(Device::cpu()).to_vector<double>();
   double loss_sum = 0;  // in micro-batch order, in double
@@ -525,14 +545,15 @@ TrainResult Trainer::run() {
   while (step_ < stop) {
     const auto t0 = std::chrono::steady_clock::now();
     int64_t first_window = 0;
-    const double local = forward_backward(&first_window);
+    double balance = -1;
+    const double local = forward_backward(&first_window, &balance);
     // The loss over the global batch and the global norm, identical on every rank.
     const std::optional<double> known = opt_->grad_norm();
     // Two flags ride along: rank 0's background checkpoint write failed (checkpoint.async), and
     // a stop signal reached this rank (the mean over ranks is nonzero when one reached any).
     const std::vector<double> shared =
         agree({local, known.value_or(0.0), rank_ == 0 && writer_.failed() ? 1.0 : 0.0,
-               signals.received() ? 1.0 : 0.0});
+               signals.received() ? 1.0 : 0.0, balance});
     if (shared[2] != 0) finish_save();  // throws on every rank
     const bool stop_asked = shared[3] != 0;
     const double loss = shared[0];
@@ -563,7 +584,8 @@ TrainResult Trainer::run() {
                   .tokens_per_s = tokens_per_s,
                   .tokens = tokens_seen_,
                   .eta_seconds = eta_seconds(elapsed, updates, done, cfg_.train.max_steps),
-                  .mfu = mfu_per_token_ > 0 ? mfu_per_token_ * tokens_per_s / world_ : -1});
+                  .mfu = mfu_per_token_ > 0 ? mfu_per_token_ * tokens_per_s / world_ : -1,
+                  .balance = shared[4]});
     }
     // Saved before the evaluation: an evaluation that fails loses no training. A stop asked for
     // during the step saves it, and then still evaluates it when that is due (the resumed run

@@ -70,11 +70,12 @@ class Trainer {
 
  private:
   // One step's forward/backward over its micro-batches; returns this rank's mean loss and sets
-  // first_window to the step's first window.
-  double forward_backward(int64_t* first_window);
+  // first_window to the step's first window, and balance to a mixture of experts' mean
+  // load-balancing loss a block over them (nn/moe.h; -1 for a dense model).
+  double forward_backward(int64_t* first_window, double* balance);
   // The loss of one micro-batch (window: the first of this rank's), whose backward will send
-  // dy = weight.
-  Tensor micro_loss(const data::Batch& b, int64_t window, double weight);
+  // dy = weight; balance: a mixture's load-balancing losses' sum (GPT::loss), when wanted.
+  Tensor micro_loss(const data::Batch& b, int64_t window, double weight, Tensor* balance);
   // Each micro-batch's weight in the step: 1 / accum, or with loss masks its share of the targets
   // the step scores on all ranks (x world: gradients are averaged over ranks).
   std::vector<double> micro_weights(const std::vector<data::Batch>& batches);

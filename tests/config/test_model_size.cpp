@@ -64,6 +64,28 @@ TEST(ModelSize, parameter_count_has_head_dims_qk_norms_and_forget_gates) {
       }
 }
 
+// A mixture of experts: a router (E, C) and E MLPs a layer; a token meets k of them.
+TEST(ModelSize, parameter_count_has_every_expert_and_the_active_count_k_of_them) {
+  for (const char* mlp : {"gelu", "swiglu"})
+    for (bool bias : {true, false})
+      for (auto [experts, top_k] : {std::pair{0, 2}, {2, 1}, {4, 2}, {8, 8}}) {
+        ModelConfig m;
+        m.n_layer = 2, m.n_head = 4, m.n_embd = 40, m.vocab_size = 97, m.mlp_hidden = 24;
+        m.mlp = mlp, m.bias = bias, m.n_expert = experts, m.expert_top_k = top_k;
+        SCOPED_TRACE(std::string(mlp) + " bias " + std::to_string(bias) + " experts " +
+                     std::to_string(experts) + " top " + std::to_string(top_k));
+        EXPECT_EQ(m.parameter_count(), weights_the_model_makes(m));
+        ModelConfig dense = m;
+        dense.n_expert = 0;
+        const double one_mlp = (std::string(mlp) == "swiglu" ? 3 : 2) * 40.0 * 24 +
+                               (bias ? (std::string(mlp) == "swiglu" ? 2 * 24 : 24) + 40 : 0);
+        const double active = experts == 0 ? m.parameter_count()
+                                           : dense.parameter_count() +
+                                                 2 * (double(top_k - 1) * one_mlp + experts * 40.0);
+        EXPECT_EQ(m.active_parameter_count(), active);
+      }
+}
+
 // SwiGLU's width rule at sizes where 8 n_embd / 3 is and is not a multiple of 64 (24 and 48: 64
 // and 128 exactly; 25 and 100: just past 64 and 256).
 TEST(ModelSize, swiglu_width_rounds_two_thirds_of_4_n_embd_up_to_64) {

@@ -562,6 +562,31 @@ TEST_F(DataParallel, muon_on_two_and_four_ranks_with_and_without_zero_trains_lik
   resumes_on_two_and_one(train_fn(), z, "muon_zero_four");
 }
 
+// A mixture of experts, 8 of them and each token to 1: an expert that takes no token of a rank's
+// micro-batch (tiny's 4 layers on 12 micro-batches of 32 tokens, this model, left 44 experts of a
+// layer without a token) has no gradient there (its bucket starts when backward ends, its
+// zeros averaged in),
+// and the ranks still train as one process, with ZeRO-1 too; the balancing loss each step is the
+// one process's (each micro-batch's is over the same windows, averaged over the ranks).
+TEST_F(DataParallel, a_mixture_of_experts_on_two_ranks_trains_like_one_process) {
+  Config c = config(12);
+  c.model.n_expert = 8, c.model.expert_top_k = 1, c.model.router_aux_loss = 0.1;
+  c.dist.bucket_mb = 0.01;  // a bucket for a few experts: some wait until backward ends
+  Config z = c;
+  z.dist.zero = 1;
+  const RunDir one = train(1, c, "moe1"), two = train(2, c, "moe2"), zero = train(2, z, "moe2zero");
+  for (const RunDir* r : {&two, &zero}) {
+    SCOPED_TRACE(r->dir.filename().string());
+    expect_same_losses(one, *r, 1, 12);
+    const std::map<int64_t, double> a = one.series("router_balance"),
+                                    b = r->series("router_balance");
+    ASSERT_EQ(a.size(), 12u);
+    for (const auto& [step, v] : a) EXPECT_NEAR(b.at(step), v, kLossRelTol * v) << step;
+    EXPECT_LT(max_param_diff(one.last(), r->last()), kParamTol);
+  }
+  EXPECT_LT(one.losses().at(12), one.losses().at(1) - 0.3);
+}
+
 // bf16 mixed precision on the device: each micro-batch's forward and backward are the same on
 // every rank count (the same windows in the same steps); the runs differ in the order of the f32
 // gradient sums (one rank's weight-gradient gemms add each micro-batch onto the ones before with

@@ -101,3 +101,46 @@ TEST(Embedding, table_that_is_not_2d_error_names_its_shape) {
   std::string msg = error_of([] { ops::embedding(zeros({4, 2, 2}), ids_of({0}, {1})); });
   EXPECT_NE(msg.find("(4, 2, 2)"), std::string::npos) << msg;
 }
+
+TEST(GatherRows, picks_rows_and_its_backward_sums_a_row_picked_twice) {
+  Tensor x = from_vector<float>({0, 1, 10, 11, 20, 21}, {3, 2}).requires_grad_();
+  Tensor y = ops::gather_rows(x, {2, 0, 2});
+  EXPECT_EQ(y.to_vector<float>(), (std::vector<float>{20, 21, 0, 1, 20, 21}));
+  backward(y, from_vector<float>({1, 2, 30, 40, 500, 600}, {3, 2}));
+  EXPECT_EQ(x.grad().to_vector<float>(), (std::vector<float>{30, 40, 0, 0, 501, 602}));
+}
+
+TEST(ScatterAddRows, sums_rows_in_order_and_its_backward_gathers) {
+  Tensor src = from_vector<float>({1, 2, 30, 40, 500, 600}, {3, 2}).requires_grad_();
+  Tensor y = ops::scatter_add_rows(src, {3, 1, 3}, 4);
+  EXPECT_EQ(y.to_vector<float>(), (std::vector<float>{0, 0, 30, 40, 0, 0, 501, 602}));
+  backward(y, from_vector<float>({1, 2, 3, 4, 5, 6, 7, 8}, {4, 2}));
+  EXPECT_EQ(src.grad().to_vector<float>(), (std::vector<float>{7, 8, 3, 4, 7, 8}));
+}
+
+TEST(GatherRows, gradcheck_of_gather_then_scatter) {
+  Generator g(3);
+  Tensor x = randn({4, 3}, g, DType::F64);
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& in) {
+        Tensor picked = ops::gather_rows(in[0], {3, 1, 1, 0});
+        return ops::scatter_add_rows(ops::mul(picked, picked), {0, 2, 0, 4}, 5);
+      },
+      {x}));
+}
+
+TEST(GatherRows, rows_out_of_range_are_named) {
+  Tensor x = zeros({3, 2});
+  EXPECT_NE(error_of([&] {
+              ops::gather_rows(x, {0, 3});
+            }).find("row 3 at position 1 is outside [0, 3)"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              ops::scatter_add_rows(x, {0, -1, 2}, 2);
+            }).find("row -1 at position 1 is outside [0, 2)"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              ops::scatter_add_rows(x, {0, 1}, 2);
+            }).find("src must be (M, C) for M = 2"),
+            std::string::npos);
+}

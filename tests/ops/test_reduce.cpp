@@ -52,3 +52,15 @@ TEST(Sum, dim_out_of_range_names_the_shape) {
     EXPECT_NE(std::string(e.what()).find("(2, 3)"), std::string::npos) << e.what();
   }
 }
+
+TEST(Expand, repeats_along_the_dim_and_gradcheck) {
+  Tensor x = from_vector<float>({1, 2, 3}, {3, 1});
+  EXPECT_EQ(ops::expand(x, 1, 2).to_vector<float>(), (std::vector<float>{1, 1, 2, 2, 3, 3}));
+  EXPECT_EQ(ops::expand(from_vector<float>({1, 2}, {1, 2}), 0, 2).to_vector<float>(),
+            (std::vector<float>{1, 2, 1, 2}));
+  Generator g(5);
+  EXPECT_TRUE(tessera::testing::gradcheck(
+      [](const std::vector<Tensor>& in) { return ops::expand(in[0], 1, 4); },
+      {randn({3, 1, 2}, g, DType::F64)}));
+  EXPECT_THROW(ops::expand(x, 0, 2), Error);  // size 3 there, not 1
+}
