@@ -4,7 +4,10 @@ GPT2LMHeadModel (Conv1D weights [in, out], fused c_attn split into q, k, v, gelu
 and LlamaForCausalLM (RMSNorm, rotate_half RoPE with HF's rope_scaling types, grouped-query
 attention by repeat_kv, SwiGLU MLP), and Qwen3ForCausalLM (Llama's, with each head's q and k
 RMS-normalised before RoPE, modeling_qwen3.py's q_norm and k_norm, and head_dim apart from
-hidden_size / num_attention_heads),
+hidden_size / num_attention_heads), and their mixtures of experts MixtralForCausalLM (Llama's
+attention, each layer's block_sparse_moe of w1/w3/w2 experts, modeling_mixtral.py) and
+Qwen3MoeForCausalLM (Qwen3's attention, each layer's mlp of gate_proj/up_proj/down_proj experts,
+modeling_qwen3_moe.py),
 written from those models' published structure without importing transformers (Debian's
 python3-torch 1.13 has none). The state dict is loaded strictly, so every name and shape the
 export wrote must be the one HF's module expects. Compares with the logits `build/export
@@ -136,7 +139,7 @@ class LlamaAttention(nn.Module):
         self.k_proj = nn.Linear(E, self.Hkv * self.hd, bias=bias)
         self.v_proj = nn.Linear(E, self.Hkv * self.hd, bias=bias)
         self.o_proj = nn.Linear(self.H * self.hd, E, bias=bias)
-        if c["model_type"] == "qwen3":  # Qwen3Attention: over head_dim, on (B, T, n, hd)
+        if c["model_type"] in ("qwen3", "qwen3_moe"):  # Qwen3Attention: over head_dim, on (B, T, n, hd)
             self.q_norm = LlamaRMSNorm(self.hd, c["rms_norm_eps"])
             self.k_norm = LlamaRMSNorm(self.hd, c["rms_norm_eps"])
     def forward(self, x, cos, sin):
@@ -152,24 +155,76 @@ class LlamaAttention(nn.Module):
         y = causal_softmax_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep))
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.H * self.hd))
 
-class LlamaMLP(nn.Module):
-    def __init__(self, c):
+class LlamaMLP(nn.Module):  # also Qwen3MoeMLP, an expert of width F
+    def __init__(self, c, F=None):
         super().__init__()
-        E, F, bias = c["hidden_size"], c["intermediate_size"], c.get("mlp_bias", False)
+        E, F, bias = c["hidden_size"], F or c["intermediate_size"], c.get("mlp_bias", False)
         self.gate_proj, self.up_proj = nn.Linear(E, F, bias=bias), nn.Linear(E, F, bias=bias)
         self.down_proj = nn.Linear(F, E, bias=bias)
     def forward(self, x):
         return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+# ---- Mixtral and Qwen3-MoE (modeling_mixtral.py, modeling_qwen3_moe.py structure) ----
+class MixtralBlockSparseTop2MLP(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        E, F = c["hidden_size"], c["intermediate_size"]
+        self.w1, self.w3 = nn.Linear(E, F, bias=False), nn.Linear(E, F, bias=False)
+        self.w2 = nn.Linear(F, E, bias=False)
+    def forward(self, x):  # act(w1 x) * w3 x -> w2
+        return self.w2(nn.functional.silu(self.w1(x)) * self.w3(x))
+
+def sparse_moe(gate, experts, top_k, norm_topk_prob, x):
+    """MixtralSparseMoeBlock.forward / Qwen3MoeSparseMoeBlock.forward: router softmax, torch.topk,
+    the k probabilities divided by their sum when norm_topk_prob, and each expert's output for its
+    tokens times their weights added back with index_add_. transformers takes the softmax with
+    dtype=torch.float; here it stays in the model's float64, so that the reference carries no f32
+    rounding of its own."""
+    B, T, C = x.shape
+    x = x.reshape(-1, C)
+    weights, chosen = torch.topk(gate(x).softmax(dim=-1), top_k, dim=-1)  # (N, k) each
+    if norm_topk_prob:
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+    out = torch.zeros_like(x)
+    mask = nn.functional.one_hot(chosen, num_classes=len(experts)).permute(2, 1, 0)  # (E, k, N)
+    for e in range(len(experts)):
+        slot, token = torch.where(mask[e])
+        if token.numel():
+            out.index_add_(0, token, experts[e](x[token]) * weights[token, slot, None])
+    return out.reshape(B, T, C)
+
+class MixtralSparseMoeBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.top_k = c["num_experts_per_tok"]
+        self.gate = nn.Linear(c["hidden_size"], c["num_local_experts"], bias=False)
+        self.experts = nn.ModuleList(MixtralBlockSparseTop2MLP(c) for _ in range(c["num_local_experts"]))
+    def forward(self, x):  # Mixtral always renormalises
+        return sparse_moe(self.gate, self.experts, self.top_k, True, x)
+
+class Qwen3MoeSparseMoeBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        assert c["decoder_sparse_step"] == 1 and not c["mlp_only_layers"], "a dense layer is not modelled"
+        self.top_k, self.norm_topk_prob = c["num_experts_per_tok"], c["norm_topk_prob"]
+        self.gate = nn.Linear(c["hidden_size"], c["num_experts"], bias=False)
+        self.experts = nn.ModuleList(LlamaMLP(c, c["moe_intermediate_size"]) for _ in range(c["num_experts"]))
+    def forward(self, x):
+        return sparse_moe(self.gate, self.experts, self.top_k, self.norm_topk_prob, x)
 
 class LlamaDecoderLayer(nn.Module):
     def __init__(self, c):
         super().__init__()
         E, eps = c["hidden_size"], c["rms_norm_eps"]
         self.input_layernorm, self.self_attn = LlamaRMSNorm(E, eps), LlamaAttention(c)
-        self.post_attention_layernorm, self.mlp = LlamaRMSNorm(E, eps), LlamaMLP(c)
+        self.post_attention_layernorm = LlamaRMSNorm(E, eps)
+        # The MLP's attribute is the state dict's name: MixtralDecoderLayer's block_sparse_moe.
+        self.mlp_name = "block_sparse_moe" if c["model_type"] == "mixtral" else "mlp"
+        setattr(self, self.mlp_name, {"mixtral": MixtralSparseMoeBlock,
+                                      "qwen3_moe": Qwen3MoeSparseMoeBlock}.get(c["model_type"], LlamaMLP)(c))
     def forward(self, x, cos, sin):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        return x + getattr(self, self.mlp_name)(self.post_attention_layernorm(x))
 
 def rope_inv_freq(c, d, seq_len):
     """Inverse frequencies and cos/sin multiplier as transformers' modeling_rope_utils computes them
@@ -240,8 +295,8 @@ def main(argv):
     out_dir, ref_path = argv[0], argv[1]
     tol = float(argv[argv.index("--tol") + 1]) if "--tol" in argv else 1e-4
     c = json.load(open(os.path.join(out_dir, "config.json")))
-    model = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM,
-             "qwen3": LlamaForCausalLM}[c["model_type"]](c).double()
+    model = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM, "qwen3": LlamaForCausalLM,
+             "mixtral": LlamaForCausalLM, "qwen3_moe": LlamaForCausalLM}[c["model_type"]](c).double()
     state = {k: v.double() for k, v in read_safetensors(os.path.join(out_dir, "model.safetensors")).items()}
     if c.get("tie_word_embeddings", c["model_type"] == "gpt2"):
         assert "lm_head.weight" not in state, "a tied head must not be stored"

@@ -1,12 +1,12 @@
 // build/import DIR --output CKPT_DIR
-// Reads a Hugging Face model directory (config.json + model.safetensors or its shards, GPT-2, Llama
-// or Qwen3; see train/hf_dir.h) and writes a tessera checkpoint, <CKPT_DIR>/step_00000000.h5 plus
-// latest, with the model's weights and a config built from config.json (other sections at their
-// defaults). GPT-2 tokenizer files (vocab.json, merges.txt) are copied to <CKPT_DIR>/tokenizer
-// under tessera's names (encoder.json, vocab.bpe) and data.tokenizer_dir points there; without
-// them, a tokenizer.json (with tokenizer_config.json, if there is one) is copied there as it is
-// (data.tokenizer hf). The result works with eval, generate and --init like any checkpoint;
-// `train --init hf:DIR` reads DIR directly.
+// Reads a Hugging Face model directory (config.json + model.safetensors or its shards, GPT-2,
+// Llama, Qwen3, Mistral, Mixtral or Qwen3-MoE; see train/hf_dir.h) and writes a tessera checkpoint,
+// <CKPT_DIR>/step_00000000.h5 plus latest, with the model's weights and a config built from
+// config.json (other sections at their defaults). GPT-2 tokenizer files (vocab.json, merges.txt)
+// are copied to <CKPT_DIR>/tokenizer under tessera's names (encoder.json, vocab.bpe) and
+// data.tokenizer_dir points there; without them, a tokenizer.json (with tokenizer_config.json, if
+// there is one) is copied there as it is (data.tokenizer hf). The result works with eval, generate
+// and --init like any checkpoint; `train --init hf:DIR` reads DIR directly.
 // An --output that already holds checkpoints or a latest file (a run directory) is refused.
 #include <cstdio>
 #include <cxxopts.hpp>

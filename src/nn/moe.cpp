@@ -54,7 +54,10 @@ Tensor mixture(const Tensor& x, const Tensor& logits, const MixtureOptions& o,
       shape_str(logits.shape()));
   const int64_t N = x.size(0), C = x.size(1);
   TESSERA_CHECK(N > 0, "mixture: no tokens to route");
-  const Tensor probs = ops::softmax(logits);  // (N, E)
+  // The router's softmax in f32 at least, as transformers' Mixtral and Qwen3-MoE take it: bf16
+  // logits' probabilities rounded to 8 bits would tie and reorder experts that f32 tells apart.
+  const Tensor scores = logits.dtype() == DType::BF16 ? logits.to(DType::F32) : logits;
+  const Tensor probs = ops::softmax(scores);  // (N, E)
   const Routing r =
       route_top_k(probs.detach().to(DType::F32).to(Device::cpu()).to_vector<float>(), N, E, k);
   // Each slot's weight (N, k): the chosen probabilities, or (renormalised) the softmax over the
@@ -62,7 +65,7 @@ Tensor mixture(const Tensor& x, const Tensor& logits, const MixtureOptions& o,
   std::vector<int32_t> flat(size_t(N * k));
   for (int64_t s = 0; s < N * k; ++s) flat[size_t(s)] = int32_t(s / k * E + r.chosen[size_t(s)]);
   const Tensor weights =
-      o.renormalize ? ops::softmax(ops::gather_rows(logits.reshape({N * E, 1}), flat).view({N, k}))
+      o.renormalize ? ops::softmax(ops::gather_rows(scores.reshape({N * E, 1}), flat).view({N, k}))
                     : ops::gather_rows(probs.reshape({N * E, 1}), flat).view({N, k});
   // Every expert's tokens as one gather, each expert run on its slice of rows.
   const Tensor xs = ops::gather_rows(x, r.rows);  // (N k, C)
@@ -78,7 +81,7 @@ Tensor mixture(const Tensor& x, const Tensor& logits, const MixtureOptions& o,
     at += n;
   }
   const Tensor y = ys.size() == 1 ? ys[0] : ops::concat(ys, 0);
-  const Tensor w = ops::gather_rows(weights.reshape({N * k, 1}), r.slots);  // (N k, 1)
+  const Tensor w = ops::gather_rows(weights.reshape({N * k, 1}), r.slots).to(y.dtype());
   const Tensor out = ops::scatter_add_rows(ops::mul(y, ops::expand(w, 1, C)), r.rows, N);
   if (aux) {
     std::vector<float> f(static_cast<size_t>(E));

@@ -1,5 +1,6 @@
 // Hugging Face directories: export and import (hf_dir.h). Field names and defaults are those of
-// transformers' GPT2Config and LlamaConfig (configuration_gpt2.py, configuration_llama.py).
+// transformers' GPT2Config and LlamaConfig (configuration_gpt2.py, configuration_llama.py); a
+// mixture of experts' keys are hf_moe.cpp's.
 #include "train/hf_dir.h"
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include "config/schema.h"
 #include "data/tokenizer.h"
 #include "nn/hf_names.h"
+#include "train/hf_moe.h"
 #include "train/options.h"
 
 namespace fs = std::filesystem;
@@ -141,15 +143,20 @@ std::string config_json(const Config& cfg, DType dtype, int64_t eot) {
     const int64_t max_pos = m.rope_scaling.type == "none" ? m.block_size : rope_l0(m);
     o.set("max_position_embeddings", num(max_pos));
     if (max_pos != m.block_size) o.set("tessera_block_size", num(m.block_size));
-    o.set("attention_bias", boolean(m.bias)).set("attention_dropout", num(0.0));
-    if (std::string(arch.model_type) == "qwen3") {
+    const std::string type = arch.model_type;
+    if (type != "mixtral") o.set("attention_bias", boolean(m.bias));  // Mixtral's is always off
+    o.set("attention_dropout", num(0.0));
+    if (type == "qwen3" || type == "qwen3_moe") {
       // Qwen3Config: every layer attends to every earlier token (its sliding window is off and
       // then unset); its MLP has no bias at all (hf_unsupported refuses model.bias).
       o.set("use_sliding_window", boolean(false)).set("sliding_window", "null");
       o.set("max_window_layers", num(m.n_layer));
+    } else if (type == "mixtral") {
+      o.set("sliding_window", "null");  // MixtralConfig's window: every earlier key
     } else {
       o.set("mlp_bias", boolean(m.bias)).set("pretraining_tp", num(int64_t(1)));
     }
+    for (const auto& [key, value] : hf_moe_config(m)) o.set(key, value);
   }
   o.set("tie_word_embeddings", boolean(m.tie_embeddings));
   o.set("initializer_range", num(0.02)).set("use_cache", boolean(true));
@@ -209,6 +216,7 @@ std::string hf_unsupported(const Config& cfg) {
           "model.bias is true with model.qk_norm (Qwen3ForCausalLM): Qwen3's MLP has "
           "no biases");
   }
+  for (const std::string& w : hf_moe_unsupported(m, g.gpt2_names())) why.push_back(w);
   std::string out;
   for (const std::string& w : why) out += (out.empty() ? "" : "; ") + w;
   return out;
@@ -224,6 +232,7 @@ std::vector<std::string> hf_export_notes(const Config& cfg) {
     notes.push_back("trained with dropout " + num(cfg.model.dropout) +
                     " after the embeddings and each residual branch, which LlamaForCausalLM "
                     "lacks; inference is unaffected");
+  for (const std::string& n : hf_moe_notes(cfg.model)) notes.push_back(n);
   if (cfg.data.tokenizer == "byte")
     notes.push_back("tokenizer: tessera's byte-level tokenizer (ids 0..255 are the bytes of the "
                     "UTF-8 text, 256 is end of text) has no Hugging Face tokenizer file");
@@ -485,12 +494,14 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes,
   Config cfg;
   ModelConfig& m = cfg.model;
   const std::string type = c.text("model_type", "");
-  c.require(type == "gpt2" || type == "llama" || type == "qwen3" || type == "mistral", "model_type",
-            "'" + type + "' is not gpt2, llama, qwen3 or mistral, the architectures tessera maps");
-  const std::string want = type == "gpt2"    ? "GPT2LMHeadModel"
-                           : type == "llama" ? "LlamaForCausalLM"
-                           : type == "qwen3" ? "Qwen3ForCausalLM"
-                                             : "MistralForCausalLM";
+  const std::map<std::string, std::string> classes = {
+      {"gpt2", "GPT2LMHeadModel"},       {"llama", "LlamaForCausalLM"},
+      {"qwen3", "Qwen3ForCausalLM"},     {"mistral", "MistralForCausalLM"},
+      {"mixtral", "MixtralForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"}};
+  c.require(classes.count(type), "model_type",
+            "'" + type + "' is not gpt2, llama, qwen3 or mistral, or the mixtures of experts " +
+                "mixtral and qwen3_moe, the architectures tessera maps");
+  const std::string want = classes.at(type);
   architecture = want;
   if (const Json* a = c.get("architectures")) {
     const std::vector<Json>& list = a->items(c.where("architectures"));
@@ -523,7 +534,9 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes,
     c.into(m.n_embd, "hidden_size"), c.into(m.n_layer, "num_hidden_layers");
     c.into(m.n_head, "num_attention_heads");
     c.into(m.n_kv_head, "num_key_value_heads", m.n_head);
-    c.into(m.mlp_hidden, "intermediate_size");
+    // Qwen3-MoE's is a dense layer's width (it has none: read_hf_moe_config takes its experts').
+    c.into(m.mlp_hidden, "intermediate_size",
+           type == "qwen3_moe" ? std::optional<int64_t>(6144) : std::nullopt);
     c.into(m.vocab_size, "vocab_size");
     c.require(m.n_head > 0, "num_attention_heads", "must be positive");
     // head_dim where it is not hidden_size / num_attention_heads (Qwen3-0.6B: 16 x 128 on 1024).
@@ -535,11 +548,12 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes,
                 "does not divide hidden_size, and there is no head_dim");
     const std::string act = c.text("hidden_act", "silu");
     c.require(act == "silu", "hidden_act", "'" + act + "': tessera's Llama MLP is SwiGLU (silu)");
-    c.into(m.norm_eps, "rms_norm_eps", 1e-6);
-    c.into(m.rope_theta, "rope_theta", 10000.0);
-    c.into(m.block_size, "max_position_embeddings", 2048);
+    const bool mixtral = type == "mixtral";  // MixtralConfig's defaults differ from Llama's
+    c.into(m.norm_eps, "rms_norm_eps", mixtral ? 1e-5 : 1e-6);
+    c.into(m.rope_theta, "rope_theta", mixtral ? 1e6 : 10000.0);
+    c.into(m.block_size, "max_position_embeddings", mixtral ? 4096 * 32 : 2048);
     c.into(m.tie_embeddings, "tie_word_embeddings", false);
-    if (type == "qwen3") {
+    if (type == "qwen3" || type == "qwen3_moe") {
       // Qwen3Attention: q_norm and k_norm; Qwen3MLP has no bias, so neither may the projections.
       m.qk_norm = true;
       c.require(!c.flag("attention_bias", false), "attention_bias",
@@ -553,10 +567,10 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes,
         for (const Json& t : lt->items(c.where("layer_types")))
           c.require(t.is(Json::Kind::String) && t.str() == "full_attention", "layer_types",
                     "every layer must be full_attention (tessera has no per-layer windows)");
-    } else if (type == "mistral") {
-      // MistralForCausalLM: Llama's layout without biases, and a window of the last
-      // sliding_window keys (the query's own among them; null: every earlier key), as
-      // model.sliding_window attends.
+    } else if (type == "mistral" || mixtral) {
+      // MistralForCausalLM and MixtralForCausalLM: Llama's attention without biases, and a
+      // window of the last sliding_window keys (the query's own among them; null: every earlier
+      // key), as model.sliding_window attends.
       m.bias = false;
       if (const Json* w = c.get("sliding_window"); w && !w->is(Json::Kind::Null))
         c.into(m.sliding_window, "sliding_window");
@@ -564,6 +578,13 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes,
       const bool ab = c.flag("attention_bias", false), mb = c.flag("mlp_bias", false);
       c.require(ab == mb, "attention_bias", "differs from mlp_bias; tessera has one bias switch");
       m.bias = ab;
+    }
+    if (mixtral || type == "qwen3_moe") {
+      const HFConfigKeys keys{c.file, [&c](const std::string& key, const void* field) {
+                                if (field) c.note(field, key);
+                                return c.get(key);
+                              }};
+      read_hf_moe_config(keys, type, m, notes);
     }
     m.dropout = 0.0;
     // transformers 5 writes rope_theta and the scaling together as rope_parameters.

@@ -142,6 +142,32 @@ TEST_P(ModelCuda, qk_norm_and_a_head_dim_apart_from_the_width_follow_the_cpu) {
   }
 }
 
+// A mixture of experts in each block (nn/moe.h): the router's softmax read back, each expert's
+// tokens gathered and its outputs scatter-added by the embedding kernels, the weights expanded over
+// the rows, the balancing loss in the gradient. In f32 4 experts, top 2: the GPU's probabilities
+// are the CPU's within ~1e-6, so every token goes where it goes on the CPU (a tie that close
+// among 96 tokens is ~1e-3 likely) and the bounds are the plain model's. In bf16 a probability
+// moves by 2^-9 and may send a token to another expert than the CPU's, whose gradients then differ
+// by O(1) of that token's share: there 2 experts of 2 (no choice to differ) take the plain bounds,
+// and 4 of 2 the loss's alone.
+TEST_P(ModelCuda, a_mixture_of_experts_follows_the_cpu) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  nn::GPTConfig cfg = tiny_gpu_model(GetParam());
+  cfg.n_expert = 4, cfg.expert_top_k = 2, cfg.mlp_hidden = 64;
+  expect_f32_matches_the_cpu(cfg);
+  {
+    Generator g1(7), g2(7), data(8);
+    nn::GPT cpu(cfg, g1), gpu(cfg, g2);
+    train::place_model(gpu, kGpu, DType::BF16);
+    const Tensor in = random_tokens(3, 32, cfg.vocab_size, data),
+                 tg = random_tokens(3, 32, cfg.vocab_size, data);
+    EXPECT_NEAR(gpu.loss(in.to(kGpu), tg.to(kGpu)).item(), cpu.loss(in, tg).item(),
+                0.02 * cpu.loss(in, tg).item());
+  }
+  cfg.n_expert = 2;
+  expect_bf16_follows_the_f32_cpu(cfg);
+}
+
 // A stick-breaking model (no positions) in bf16, head dim 64: the register-tile stick-breaking
 // kernels (kernels/stick_mma.h) inside the model, with its head split and merge, log rem saved
 // for the backward and the remainder term.
