@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "nn/gpt.h"
 #include "test_util.h"
+#include "train/hf_dir.h"
 #include "train/load.h"
 #include "train/options.h"
 
@@ -101,6 +102,16 @@ inline void expect_round_trip_byte_exact(const Config& cfg, DType dtype) {
   EXPECT_EQ(model_difference(back.model, cfg.model), "");
   // The imported checkpoint loads as eval and generate load one.
   EXPECT_NO_THROW(train::load_model((tmp.path / "back").string()));
+}
+
+// export_hf of a fresh model of cfg into out is refused with a message holding why, and nothing
+// is written.
+inline void expect_export_refused(const Config& cfg, const fs::path& out, const std::string& why) {
+  Generator g(1);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  const std::string m = error_of([&] { train::export_hf(cfg, model.parameters(), out.string()); });
+  EXPECT_TRUE(has(m, why) && has(m, "nothing was written")) << m;
+  EXPECT_FALSE(fs::exists(out)) << why;
 }
 
 }  // namespace tessera::testing::hf

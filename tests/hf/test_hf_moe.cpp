@@ -275,13 +275,7 @@ TEST(HFMoe, what_mixtral_and_qwen3_moe_cannot_express_is_refused_by_name) {
             "transformers has no GPT-2 with a mixture of experts"}}) {
     Config cfg = mixtral_config();
     k.change(cfg);
-    const fs::path out = tmp.path / "refused";
-    Generator g(1);
-    nn::GPT model(train::model_config(cfg.model, cfg.train), g);
-    const std::string m =
-        error_of([&] { train::export_hf(cfg, model.parameters(), out.string()); });
-    EXPECT_TRUE(has(m, k.why) && has(m, "nothing was written")) << m;
-    EXPECT_FALSE(fs::exists(out)) << k.why;
+    expect_export_refused(cfg, tmp.path / "refused", k.why);
   }
 }
 

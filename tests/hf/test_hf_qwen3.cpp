@@ -149,13 +149,7 @@ TEST(HFQwen3, what_qwen3_cannot_express_is_refused_by_key) {
                           "GPT2Attention does not normalise q and k"}}) {
     Config cfg = qwen3_config();
     k.change(cfg);
-    const fs::path out = tmp.path / "refused";
-    Generator g(1);
-    nn::GPT model(train::model_config(cfg.model, cfg.train), g);
-    const std::string m =
-        error_of([&] { train::export_hf(cfg, model.parameters(), out.string()); });
-    EXPECT_TRUE(has(m, k.why) && has(m, "nothing was written")) << m;
-    EXPECT_FALSE(fs::exists(out)) << k.why;
+    expect_export_refused(cfg, tmp.path / "refused", k.why);
   }
 }
 
