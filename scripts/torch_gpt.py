@@ -1,7 +1,8 @@
 """The GPT-2-style model of tessera's PyTorch benchmark twins (scripts/bench_gpu.py on the GPU,
 scripts/bench_dp_torch.py on the CPU), written here in plain PyTorch; nothing comes from tessera.
+Its attention, optimizer and step also serve scripts/bench_moe_torch.py's Llama-style twins.
 
-    from torch_gpt import GPT, adamw, train_step
+    from torch_gpt import GPT, adamw, train_step, causal_attention
     model = GPT(L=4, C=128, H=4, V=257, T=64)     # configs/tiny.yaml
     loss = model(idx, targets)                    # idx, targets: (B, t) int64
     opt = adamw(model, lr=1e-3)
@@ -21,6 +22,17 @@ import torch.nn.functional as F
 HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
 
 
+def causal_attention(q, k, v, mask):
+    """q, k, v: (B, H, t, D) -> (B, H, t, D), each position attending to itself and those before.
+    mask: a (T, T) lower-triangular bool tensor, T >= t, read only without SDPA (None with it)."""
+    if HAS_SDPA:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    t = q.shape[2]
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+    mask = mask[:t, :t].to(q.device)
+    return att.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
+
+
 class Block(nn.Module):
     def __init__(self, C, H, T):
         super().__init__()
@@ -36,12 +48,7 @@ class Block(nn.Module):
         self.mask = None if HAS_SDPA else torch.ones(T, T, dtype=torch.bool).tril()
 
     def attend(self, q, k, v):
-        if HAS_SDPA:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        t = q.shape[2]
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
-        mask = self.mask[:t, :t].to(q.device)
-        return att.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
+        return causal_attention(q, k, v, self.mask)
 
     def forward(self, x):
         B, t, C = x.shape
