@@ -269,8 +269,8 @@ int main(int argc, char** argv) {
         "tokenize --format sft reads them); the share answered exactly",
         cxxopts::value<std::string>(), "FILE")(
         "prompt-style",
-        "with --answers: chatml, qwen3 or llama3 (each prompt a user's message in that chat "
-        "template) or plain; default: the checkpoint config's data.chat_template",
+        "with --answers: chatml, qwen3, llama3, llama2 or mistral (each prompt a user's message in "
+        "that chat template) or plain; default: the checkpoint config's data.chat_template",
         cxxopts::value<std::string>())(
         "bos",
         "with --answers: each prompt after the tokenizer's beginning-of-text id, as tokenize "

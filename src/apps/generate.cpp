@@ -5,11 +5,12 @@
 // base: the one it recorded, or --base), then samples with a KV cache, printing the prompt and
 // then each token as it is drawn. --prompt-style alpaca sets the prompt as the instruction of
 // Alpaca's template (data/sft.h), as `tokenize --format sft` sets Alpaca examples, for a model
-// fine-tuned on them. --prompt-style chatml, qwen3 or llama3 sends the prompt as a user's message
-// in that chat template (data/chat.h; after --system's message where given), as `tokenize
-// --chat-template` writes examples and as instruct models were tuned; the printed prompt shows its
-// markers, and the reply ends at the template's end of turn (or the end-of-text id). --no-think
-// (qwen3) ends the prompt with Qwen3's empty reasoning block, as its enable_thinking=False does.
+// fine-tuned on them. --prompt-style chatml, qwen3, llama3, llama2 or mistral sends the prompt as
+// a user's message in that chat template (data/chat.h; after --system's message where given), as
+// `tokenize --chat-template` writes examples and as instruct models were tuned; the printed prompt
+// shows its markers, and the reply ends at the template's end of turn (or the end-of-text id).
+// --no-think (qwen3) ends the prompt with Qwen3's empty reasoning block, as its
+// enable_thinking=False does.
 // The checkpoint's data.chat_template is the default style. --chat holds a conversation in the
 // template: each line of standard input is a user's message, and the reply to it is drawn from
 // the whole conversation so far (re-encoded each turn, as the template writes earlier replies:
@@ -124,7 +125,8 @@ int main(int argc, char** argv) {
         "tokenizer-dir", "override the gpt2 tokenizer's directory", cxxopts::value<std::string>())(
         "prompt-style",
         "plain (the prompt as it is) | alpaca (the prompt as the instruction of Alpaca's template, "
-        "as tokenize --format sft sets Alpaca examples) | chatml | qwen3 | llama3 (the prompt as a "
+        "as tokenize --format sft sets Alpaca examples) | chatml | qwen3 | llama3 | llama2 | "
+        "mistral (the prompt as a "
         "user's message in that chat template, as tokenize --chat-template writes examples); "
         "default: the checkpoint's data.chat_template, else plain",
         cxxopts::value<std::string>()->default_value("plain"))(

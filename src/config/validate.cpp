@@ -254,7 +254,8 @@ void check_data(const Config& c, Problems& p) {
   p.non_empty("data.val", d.val);
   p.one_of("data.windows", d.windows, {"packed", "documents", "example"});
   if (!d.chat_template.empty())  // "" for none
-    p.one_of("data.chat_template", d.chat_template, {"chatml", "qwen3", "llama3"});
+    p.one_of("data.chat_template", d.chat_template,
+             {"chatml", "qwen3", "llama3", "llama2", "mistral"});
   if (!d.chat_template.empty() && d.tokenizer != "hf")
     p.add("data.chat_template '", d.chat_template, "' writes its model's turn markers, which the ",
           d.tokenizer, " tokenizer does not have (data.tokenizer hf, the model's tokenizer.json)");

@@ -37,6 +37,9 @@ struct BpeTables {
   // Hugging Face's BPE option: a piece that is a token as a whole becomes that token without
   // merges (Llama 3's tokenizer.json sets it, as tiktoken behaves).
   bool ignore_merges = false;
+  // SentencePiece: "▁" before each piece between added tokens (the legacy Prepend normaliser,
+  // Metaspace's prepend_scheme always), else only at the text's start (prepend_scheme first).
+  bool prepend_each_piece = true;
 };
 
 // What the byte-level and SentencePiece BPEs share: their tables, and what the tables answer.

@@ -49,6 +49,7 @@ class Writer {
 
   void marker(std::string_view text, bool scored) {
     flush();
+    after_marker_ = true;
     const std::optional<uint32_t> id = tok_.added_token(text);
     TESSERA_CHECK(id.has_value(), "chat template ", chat_template_name(t_), ": the ", tok_.name(),
                   " tokenizer has no token ", text,
@@ -71,19 +72,24 @@ class Writer {
   }
 
  private:
+  // The segment's ids: a piece after a marker as the tokenizer encodes those (a SentencePiece
+  // "▁" first, or not: Tokenizer::encode_piece), one that starts the conversation as a text.
+  std::vector<uint32_t> encode(std::string_view s) const {
+    return after_marker_ ? tok_.encode_piece(s) : tok_.encode(s);
+  }
   void flush() {
     if (segment_.empty()) return;
     // Scored: every id, none, or those ending past the unscored head, whose length is taken as
-    // the ids spell it (an NFC tokenizer's decode gives the normalised text): only then are the
-    // ids decoded.
+    // the ids spell it (an NFC tokenizer's decode gives the normalised text; decode_more keeps a
+    // SentencePiece "▁" the piece starts with, on both sides): only then are the ids decoded.
     const bool none = scored_from_ == std::string::npos;
     const size_t head =
         none || scored_from_ == 0
             ? 0
-            : tok_.decode(tok_.encode(std::string_view(segment_).substr(0, scored_from_))).size();
+            : tok_.decode_more(encode(std::string_view(segment_).substr(0, scored_from_))).size();
     size_t end = 0;
-    for (const uint32_t id : tok_.encode(segment_)) {
-      if (head > 0) end += tok_.decode({id}).size();
+    for (const uint32_t id : encode(segment_)) {
+      if (head > 0) end += tok_.decode_more({id}).size();
       out_.ids.push_back(id);
       out_.scored.push_back(!none && (head == 0 || end > head));
     }
@@ -95,6 +101,7 @@ class Writer {
   const ChatTemplate t_;
   std::string segment_;                     // text since the last marker
   size_t scored_from_ = std::string::npos;  // segment_'s first scored byte
+  bool after_marker_ = false;               // a marker was written before segment_
   ChatIds out_;
 };
 
@@ -180,12 +187,74 @@ void llama3(Writer& w, const std::vector<ChatMessage>& messages, const ChatOptio
   w.text("\n\n", false);
 }
 
+// Llama 2's and Mistral's roles: a user's message, an assistant's, a user's... from message
+// `first` on (Llama 2: 1 after a system message, which joins the first user message); their
+// templates raise an exception on anything else.
+void check_alternating(ChatTemplate t, const std::vector<ChatMessage>& messages, size_t first) {
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const std::string& role = messages[i].role;
+    TESSERA_CHECK(role != "system" || (i == 0 && first == 1), "chat template ",
+                  chat_template_name(t), ": message ", i + 1, " is a system message, which ",
+                  t == ChatTemplate::Mistral
+                      ? "Mistral's instruct template has no place for (put it in the first user "
+                        "message)"
+                      : "Llama 2's template takes only as the first message");
+    const char* want = (i - first) % 2 == 0 ? "user" : "assistant";
+    TESSERA_CHECK(i < first || role == want, "chat template ", chat_template_name(t), ": message ",
+                  i + 1, " is the ", role, "'s where the ", want,
+                  "'s comes (the template's roles alternate user, assistant, user, ...)");
+  }
+}
+
+// Mistral 7B Instruct v0.2's and Mixtral 8x7B Instruct v0.1's chat_template: <s>, then
+// [INST] USER [/INST] for a user's message, ASSISTANT</s> for an assistant's.
+void mistral(Writer& w, const std::vector<ChatMessage>& messages) {
+  check_alternating(ChatTemplate::Mistral, messages, 0);
+  w.marker("<s>", false);
+  for (const ChatMessage& m : messages) {
+    if (m.role == "user") {
+      w.text("[INST] " + m.content + " [/INST]", false);
+      continue;
+    }
+    w.text(m.content, true);
+    w.marker("</s>", true);
+  }
+}
+
+// Llama 2 chat's chat_template: <s>[INST] USER [/INST] for a user's message, " ASSISTANT </s>"
+// for an assistant's, each content stripped (Python's str.strip), a system message written into
+// the first user message as <<SYS>>\nSYSTEM\n<</SYS>>\n\n before it.
+void llama2(Writer& w, const std::vector<ChatMessage>& messages) {
+  const size_t first = !messages.empty() && messages[0].role == "system" ? 1 : 0;
+  check_alternating(ChatTemplate::Llama2, messages, first);
+  TESSERA_CHECK(first == 0 || messages.size() > 1,
+                "chat template llama2: the system message needs a "
+                "user message after it (the template writes it into the first)");
+  for (size_t i = first; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    const std::string content =
+        i == 1 && first == 1 ? "<<SYS>>\n" + messages[0].content + "\n<</SYS>>\n\n" + m.content
+                             : m.content;
+    const std::string_view c = trim(content);
+    if (m.role == "user") {
+      w.marker("<s>", false);
+      w.text("[INST] " + std::string(c) + " [/INST]", false);
+      continue;
+    }
+    w.text(" ", false);
+    w.text(std::string(c) + " ", true);
+    w.marker("</s>", true);
+  }
+}
+
 }  // namespace
 
 std::optional<ChatTemplate> chat_template_named(std::string_view name) {
   if (name == "chatml") return ChatTemplate::ChatML;
   if (name == "qwen3") return ChatTemplate::Qwen3;
   if (name == "llama3") return ChatTemplate::Llama3;
+  if (name == "llama2") return ChatTemplate::Llama2;
+  if (name == "mistral") return ChatTemplate::Mistral;
   return std::nullopt;
 }
 
@@ -197,6 +266,10 @@ const char* chat_template_name(ChatTemplate t) {
       return "qwen3";
     case ChatTemplate::Llama3:
       return "llama3";
+    case ChatTemplate::Llama2:
+      return "llama2";
+    case ChatTemplate::Mistral:
+      return "mistral";
   }
   return "?";
 }
@@ -211,15 +284,30 @@ ChatIds encode_chat(const Tokenizer& tok, ChatTemplate t, const std::vector<Chat
     TESSERA_CHECK(is_chat_role(messages[i].role), "chat template ", chat_template_name(t),
                   ": message ", i + 1, " has the role '", messages[i].role, "' (", kChatRoles, ")");
   Writer w(tok, t);
-  if (t == ChatTemplate::Llama3)
-    llama3(w, messages, opt);
-  else
-    chatml(w, t == ChatTemplate::Qwen3, messages, opt);
+  // Llama 2's and Mistral's templates write no generation prompt: a model continues after the
+  // user's [/INST].
+  switch (t) {
+    case ChatTemplate::ChatML:
+    case ChatTemplate::Qwen3:
+      chatml(w, t == ChatTemplate::Qwen3, messages, opt);
+      break;
+    case ChatTemplate::Llama3:
+      llama3(w, messages, opt);
+      break;
+    case ChatTemplate::Llama2:
+      llama2(w, messages);
+      break;
+    case ChatTemplate::Mistral:
+      mistral(w, messages);
+      break;
+  }
   return w.finish();
 }
 
 uint32_t end_of_turn(const Tokenizer& tok, ChatTemplate t) {
-  const char* text = t == ChatTemplate::Llama3 ? "<|eot_id|>" : "<|im_end|>";
+  const char* text = t == ChatTemplate::Llama3                                 ? "<|eot_id|>"
+                     : t == ChatTemplate::Llama2 || t == ChatTemplate::Mistral ? "</s>"
+                                                                               : "<|im_end|>";
   const std::optional<uint32_t> id = tok.added_token(text);
   TESSERA_CHECK(id.has_value(), "chat template ", chat_template_name(t), ": the ", tok.name(),
                 " tokenizer has no token ", text, " (its end of turn)");

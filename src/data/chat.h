@@ -24,6 +24,18 @@
 //           <|start_header_id|>assistant<|end_header_id|>\n\n (Meta Llama 3's instruct models;
 //           Llama 3.1 and later's templates also write a dated system message of their own where
 //           none is given, which this one does not: give it as the system message to match).
+//   llama2  Llama 2 chat's: <s>[INST] USER [/INST] a user's message, " ASSISTANT </s>" an
+//           assistant's, contents stripped as llama3's; a system message (the first message
+//           only) goes into the first user message: [INST] <<SYS>>\nSYSTEM\n<</SYS>>\n\nUSER
+//           [/INST].
+//   mistral Mistral 7B Instruct v0.2's and Mixtral 8x7B Instruct v0.1's: <s>, then
+//           [INST] USER [/INST] a user's message, ASSISTANT</s> an assistant's; no system message.
+//           Both want user and assistant messages alternating from a user's (their templates
+//           raise an exception otherwise: here an error naming the message), write no generation
+//           prompt (the model continues after [/INST]), and end a turn with </s>, the end of text.
+//           Their text between markers is SentencePiece's: a piece after a marker gets its own
+//           "▁" where the tokenizer's normaliser puts one before every piece (Tokenizer::
+//           encode_piece), as Hugging Face's tokenizer encodes the rendered text.
 //
 // Tokens: every marker is the tokenizer's added token of that text (Tokenizer::added_token; a
 // tokenizer without it is an error naming the template, the token and the tokenizer), and the
@@ -32,10 +44,11 @@
 // message's content is only ever text: a marker spelled inside it stays its bytes, where the
 // Hugging Face tokenizer would make it the marker (no message can open or close a turn).
 //
-// Scored: an assistant message's ids after its header (<|im_start|>assistant\n, or Llama 3's
-// <|start_header_id|>assistant<|end_header_id|>\n\n), through its end-of-turn marker; a token that
-// holds both the header's last bytes and the content's first is scored. Nothing else is (system
-// and user messages, headers, the newline after <|im_end|>, the generation prompt).
+// Scored: an assistant message's ids after its header (<|im_start|>assistant\n, Llama 3's
+// <|start_header_id|>assistant<|end_header_id|>\n\n, the user's [/INST] and Llama 2's space after
+// it), through its end-of-turn marker; a token that holds both the header's last bytes and the
+// content's first is scored. Nothing else is (system and user messages, headers, the newline after
+// <|im_end|>, the generation prompt).
 #pragma once
 
 #include <cstdint>
@@ -48,12 +61,12 @@
 
 namespace tessera::data {
 
-enum class ChatTemplate { ChatML, Qwen3, Llama3 };
+enum class ChatTemplate { ChatML, Qwen3, Llama3, Llama2, Mistral };
 
-// "chatml" | "qwen3" | "llama3"; none for any other name.
+// "chatml" | "qwen3" | "llama3" | "llama2" | "mistral"; none for any other name.
 std::optional<ChatTemplate> chat_template_named(std::string_view name);
 const char* chat_template_name(ChatTemplate t);
-inline constexpr const char* kChatTemplateNames = "chatml, qwen3 or llama3";
+inline constexpr const char* kChatTemplateNames = "chatml, qwen3, llama3, llama2 or mistral";
 
 struct ChatMessage {
   std::string role;  // "system" | "user" | "assistant"

@@ -176,6 +176,7 @@ class TokenizerJson {
           flag(*pre, "split", "pre_tokenizer") || (prepend != "first" && prepend != "always"))
         fail("pre_tokenizer ", type_of(*pre), " is not SentencePiece's (Metaspace \"", kSpace,
              "\", prepended first or always, split false)");
+      t_.prepend_each_piece = prepend == "always";
     } else {
       fail(
           "model.byte_fallback is set, but the normalizer and pre_tokenizer are not "

@@ -58,6 +58,9 @@ class SentencePieceBpe final : public BpeTokenizer {
   std::vector<uint32_t> encode_more(std::string_view text) const override {
     return encode_spaced(text, false);
   }
+  std::vector<uint32_t> encode_piece(std::string_view text) const override {
+    return t_.prepend_each_piece ? encode(text) : encode_more(text);
+  }
 
   std::string decode(const std::vector<uint32_t>& ids) const override {
     std::string out = decode_more(ids);

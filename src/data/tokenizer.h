@@ -37,6 +37,12 @@ class Tokenizer {
   // encode starts a text with a space ("▁"), without it (a continuation encoded apart, as an SFT
   // response or a multiple-choice ending is).
   virtual std::vector<uint32_t> encode_more(std::string_view text) const { return encode(text); }
+  // The ids of text that follows an added token in a longer text (a chat template's turn marker):
+  // Hugging Face's tokenizers normalise and pre-tokenise each piece between added tokens apart,
+  // so a SentencePiece tokenizer whose "▁" goes before every piece (the legacy Prepend normaliser,
+  // Metaspace's prepend_scheme always) encodes it as a text of its own, one whose "▁" goes only
+  // at the text's start (prepend_scheme first) as a continuation.
+  virtual std::vector<uint32_t> encode_piece(std::string_view text) const { return encode(text); }
   // The bytes of the tokens, concatenated; a multi-byte character split across a sequence's end
   // comes back as its partial bytes. An id >= vocab_size() is an error naming it.
   virtual std::string decode(const std::vector<uint32_t>& ids) const = 0;

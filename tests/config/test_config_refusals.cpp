@@ -213,8 +213,9 @@ TEST(ConfigYaml, strings_that_could_read_as_numbers_are_quoted) {
 TEST(ConfigValidation, a_chat_template_is_a_known_one_on_an_hf_tokenizer) {
   Config cfg;
   apply_override(cfg, "data.chat_template=vicuna");
-  EXPECT_CONTAINS(error_of([&] { cfg.validate(); }),
-                  "data.chat_template must be one of chatml, qwen3, llama3; got 'vicuna'");
+  EXPECT_CONTAINS(
+      error_of([&] { cfg.validate(); }),
+      "data.chat_template must be one of chatml, qwen3, llama3, llama2, mistral; got 'vicuna'");
   apply_override(cfg, "data.chat_template=qwen3");
   EXPECT_CONTAINS(error_of([&] { cfg.validate(); }),
                   "data.chat_template 'qwen3' writes its model's turn markers, which the byte "

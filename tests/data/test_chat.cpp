@@ -236,6 +236,70 @@ TEST(ChatTemplate, names_roles_and_a_tokenizer_without_the_markers) {
 
 // ---- examples under a template (data/sft.h) ----------------------------------------------------
 
+// Mistral's and Llama 2's layouts, as their templates render a conversation (the texts
+// transformers' apply_chat_template gives for these messages, with Llama 2's system message first).
+TEST(ChatTemplate, mistral_and_llama2_write_inst_turns_between_bos_and_eos) {
+  TinyHf h{tessera::testing::instruct_tokenizer()};
+  const Tokenizer& tok = *h.tok;
+  const Chat turns = {{"user", "Hello"},
+                      {"assistant", "Hi there"},
+                      {"user", "Who are you"},
+                      {"assistant", "   I am an assistant   "},
+                      {"user", "Another question"}};
+  const ChatIds m = encode_chat(tok, ChatTemplate::Mistral, turns);
+  EXPECT_EQ(text_of(tok, m),
+            "<s>[INST] Hello [/INST]Hi there</s>[INST] Who are you [/INST]   I am an assistant   "
+            "</s>[INST] Another question [/INST]");
+  EXPECT_EQ(m.ids, ids_of(tok, {"<s>", "[INST] Hello [/INST]Hi there", "</s>",
+                                "[INST] Who are you [/INST]   I am an assistant   ", "</s>",
+                                "[INST] Another question [/INST]"}));
+  EXPECT_EQ(scored_runs(tok, m),
+            (std::vector<std::string>{"Hi there</s>", "   I am an assistant   </s>"}));
+  Chat with_system = turns;
+  with_system.insert(with_system.begin(), {"system", "You are a helpful assistant"});
+  const ChatIds l = encode_chat(tok, ChatTemplate::Llama2, with_system);
+  EXPECT_EQ(text_of(tok, l),
+            "<s>[INST] <<SYS>>\nYou are a helpful assistant\n<</SYS>>\n\nHello [/INST] Hi there "
+            "</s><s>[INST] Who are you [/INST] I am an assistant </s><s>[INST] Another question "
+            "[/INST]");
+  // The reply from its first token through </s>: the space after [/INST] is the template's (a
+  // token of its own here; in a token with the reply's first bytes it would be scored with them).
+  EXPECT_EQ(scored_runs(tok, l),
+            (std::vector<std::string>{"Hi there </s>", "I am an assistant </s>"}));
+  // No generation prompt of their own: the model continues after [/INST]; a turn ends with </s>.
+  for (ChatTemplate t : {ChatTemplate::Mistral, ChatTemplate::Llama2}) {
+    const Prompt p = encode_chat_prompt(tok, t, {{"user", "Hi"}});
+    EXPECT_EQ(tok.decode(p.ids), "<s>[INST] Hi [/INST]") << chat_template_name(t);
+    EXPECT_EQ(p.ends, (std::vector<uint32_t>{272, tok.eot_id()})) << chat_template_name(t);
+  }
+}
+
+TEST(ChatTemplate, mistral_and_llama2_refuse_what_their_templates_raise_on) {
+  TinyHf h{tessera::testing::instruct_tokenizer()};
+  const Tokenizer& tok = *h.tok;
+  auto error = [&](ChatTemplate t, const Chat& c) {
+    return error_of([&] { encode_chat(tok, t, c); });
+  };
+  EXPECT_CONTAINS(error(ChatTemplate::Mistral, {{"system", "Be brief."}, {"user", "Hi"}}),
+                  "chat template mistral: message 1 is a system message, which Mistral's "
+                  "instruct template has no place for");
+  EXPECT_CONTAINS(error(ChatTemplate::Mistral, {{"user", "Hi"}, {"user", "Again"}}),
+                  "message 2 is the user's where the assistant's comes");
+  EXPECT_CONTAINS(error(ChatTemplate::Llama2, {{"assistant", "Hi"}}),
+                  "chat template llama2: message 1 is the assistant's where the user's comes");
+  EXPECT_CONTAINS(error(ChatTemplate::Llama2, {{"user", "Hi"}, {"system", "Be brief."}}),
+                  "message 2 is a system message, which Llama 2's template takes only as the "
+                  "first message");
+  EXPECT_CONTAINS(error(ChatTemplate::Llama2, {{"system", "Be brief."}}),
+                  "the system message needs a user message after it");
+  // A tokenizer without <s>: the template's marker is named.
+  TinyHf chat{tessera::testing::chat_tokenizer()};
+  EXPECT_CONTAINS(error_of([&] {
+                    encode_chat(*chat.tok, ChatTemplate::Mistral, {{"user", "Hi"}});
+                  }),
+                  "has no token <s>");
+}
+
 TEST(ChatExamples, every_form_is_a_conversation_and_messages_need_a_template) {
   const std::vector<SftExample> ex = parse_sft_examples(
       "{\"messages\": [{\"role\": \"system\", \"content\": \"s\"}, {\"role\": \"user\", "
@@ -361,7 +425,7 @@ TEST(ChatExamples, tokenize_writes_each_example_in_the_template) {
   };
   refused("", in + ": example 1 is a conversation (\"messages\"): give --chat-template");
   refused("--chat-template vicuna",
-          "--chat-template must be chatml, qwen3 or llama3, got 'vicuna'");
+          "--chat-template must be chatml, qwen3, llama3, llama2 or mistral, got 'vicuna'");
   refused("--chat-template chatml --bos", "--bos and --chat-template");
   const std::string text = tessera::testing::bin_dir() + "/tokenize --tokenizer byte --input " + in;
   EXPECT_EQ(tessera::testing::run_command(

@@ -130,7 +130,13 @@ TEST(SentencePiece, the_metaspace_layout_encodes_as_prepend_and_replace) {
     EXPECT_EQ(meta->encode(s), legacy->encode(s)) << s;
     EXPECT_EQ(older->encode(s), legacy->encode(s)) << s;
     EXPECT_EQ(meta->decode(meta->encode(s)), s) << s;
+    // A piece after an added token (a chat template's marker): the legacy normaliser and
+    // prepend_scheme always give it a "▁" of its own, prepend_scheme first none.
+    EXPECT_EQ(legacy->encode_piece(s), legacy->encode(s)) << s;
+    EXPECT_EQ(older->encode_piece(s), legacy->encode(s)) << s;
+    EXPECT_EQ(meta->encode_piece(s), legacy->encode_more(s)) << s;
   }
+  EXPECT_NE(meta->encode_piece("ab"), legacy->encode_piece("ab"));
 }
 
 TEST(SentencePiece, what_it_does_not_implement_is_refused_by_name) {

@@ -110,4 +110,14 @@ inline TinyJson chat_tokenizer() {
   return j;
 }
 
+// chat_tokenizer() with Llama 2's and Mistral's beginning and end of text as added tokens: <s> 271,
+// </s> 272; 273 ids.
+inline TinyJson instruct_tokenizer() {
+  TinyJson j = chat_tokenizer();
+  j.added = j.added.substr(0, j.added.size() - 1) +
+            R"(, {"id": 271, "content": "<s>", "special": true})" +
+            R"(, {"id": 272, "content": "</s>", "special": true}])";
+  return j;
+}
+
 }  // namespace tessera::testing

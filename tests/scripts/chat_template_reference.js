@@ -1,6 +1,6 @@
 // node chat_template_reference.js NAME TOKENIZER_DIR CONVERSATIONS SHARD: renders each conversation
-// of CONVERSATIONS (JSON Lines in data/sft.h's forms) in the chat template NAME (chatml, qwen3 or
-// llama3) with Hugging Face's apply_chat_template in the JavaScript port of its tokenizers (npm
+// of CONVERSATIONS (JSON Lines in data/sft.h's forms) in the chat template NAME (chatml, qwen3,
+// llama3, llama2 or mistral) with Hugging Face's apply_chat_template in the JavaScript port of its tokenizers (npm
 // @lenml/tokenizers, found through NODE_PATH) over TOKENIZER_DIR's tokenizer.json and
 // tokenizer_config.json, without a generation prompt, and compares the ids with SHARD, the one train
 // shard `build/tokenize --format sft --chat-template NAME --val-fraction 0` wrote from CONVERSATIONS
@@ -22,9 +22,14 @@ const tok = TokenizerLoader.fromPreTrained({
 });
 
 // The templates: generic ChatML (as Hugging Face's chat-template documentation gives it, on Qwen3's
-// tokenizer), and Qwen3's and Llama 3's own chat_template.
+// tokenizer), Qwen3's and Llama 3's own chat_template, and on Mistral 7B's tokenizer the
+// chat_template of mistralai/Mixtral-8x7B-Instruct-v0.1's tokenizer_config.json (Mistral 7B
+// Instruct v0.2's is the same) and of meta-llama/Llama-2-7b-chat-hf's (whose SentencePiece
+// vocabulary is laid out as Mistral's: Llama 2's own tokenizer.json is not at hand).
 const CHATML = String.raw`{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}`;
-let template = name === 'chatml' ? CHATML : config.chat_template;
+const MISTRAL = String.raw`{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}`;
+const LLAMA2 = String.raw`{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\n' + system_message + '\n<</SYS>>\n\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}`;
+let template = {chatml: CHATML, mistral: MISTRAL, llama2: LLAMA2}[name] ?? config.chat_template;
 if (typeof template !== 'string') {
   console.log(`${name}: skipped: ${dir}/tokenizer_config.json has no chat_template`);
   process.exit(77);
@@ -54,6 +59,8 @@ const GENERATION = {
     '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>' +
         '<|start_header_id|>assistant<|end_header_id|>\n\n',
   ],
+  llama2: [{}, '<s>[INST] Hi [/INST]'],
+  mistral: [{}, '<s>[INST] Hi [/INST]'],
 }[name];
 
 // The conversations as tessera reads them (data/sft.h): a prompt / response example is the user's

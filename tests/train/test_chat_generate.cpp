@@ -81,10 +81,11 @@ TEST(ChatGenerate, the_prompt_is_a_users_message_and_the_reply_ends_at_the_end_o
   };
   refused("--prompts " + file,
           file +
-              ": example 1 is a conversation (\"messages\"): give --prompt-style chatml, qwen3 "
-              "or llama3");
+              ": example 1 is a conversation (\"messages\"): give --prompt-style chatml, qwen3, "
+              "llama3, llama2 or mistral");
   refused("--prompt-style vicuna --prompt x",
-          "--prompt-style must be plain, alpaca, chatml, qwen3 or llama3, got 'vicuna'");
+          "--prompt-style must be plain, alpaca, chatml, qwen3, llama3, llama2 or mistral, got "
+          "'vicuna'");
   refused("--prompt-style chatml --no-think --prompt x",
           "--no-think goes with the qwen3 template, not --prompt-style chatml");
   refused("--system x --prompt y", "--system and --no-think go with a chat template");
@@ -145,7 +146,8 @@ TEST(ChatGenerate, the_checkpoints_template_is_the_default_for_generate_and_answ
                             " --prompt-style alpaca --answers " + items,
                         &out),
             1);
-  EXPECT_CONTAINS(out, "--prompt-style must be plain, chatml, qwen3 or llama3, got 'alpaca'");
+  EXPECT_CONTAINS(
+      out, "--prompt-style must be plain, chatml, qwen3, llama3, llama2 or mistral, got 'alpaca'");
   const std::string ended = m.tokenizer.dir.write(
       "ended.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}]}\n");
   EXPECT_EQ(

@@ -77,7 +77,8 @@ TEST(SftTraining, generate_sets_an_alpaca_prompt_as_tokenize_does_and_eval_names
       << out;
   EXPECT_EQ(out, data::alpaca_prompt("Say hi.", "") + "\n");
   EXPECT_EQ(tessera::testing::run_command(generate + "chat --prompt x", &out), 1);
-  EXPECT_NE(out.find("--prompt-style must be plain, alpaca, chatml, qwen3 or llama3, got 'chat'"),
+  EXPECT_NE(out.find("--prompt-style must be plain, alpaca, chatml, qwen3, llama3, llama2 or "
+                     "mistral, got 'chat'"),
             std::string::npos)
       << out;
   // A chat template on a byte model: its markers are not the tokenizer's.
