@@ -65,6 +65,7 @@ struct ModelConfig {
   int64_t expert_top_k = 2;
   bool router_renormalize = true;    // the top k's weights divided by their sum (Mixtral)
   double router_aux_loss = 0.01;     // load-balancing loss coefficient (Switch Transformer's 1e-2)
+  double router_z_loss = 0;          // router z-loss coefficient (ST-MoE's 1e-3; 0: none)
   std::string position = "learned";  // learned | rope | alibi (Press et al. 2022) | none
   double rope_theta = 10000.0;
   RopeScalingConfig rope_scaling;

@@ -37,6 +37,7 @@ void visit_section(S& s, F&& f) {
   f("expert_top_k", s.expert_top_k);
   f("router_renormalize", s.router_renormalize);
   f("router_aux_loss", s.router_aux_loss);
+  f("router_z_loss", s.router_z_loss);
   f("position", s.position);
   f("rope_theta", s.rope_theta);
   // A nested section: its keys are "rope_scaling.<key>" (config.cpp reads the nested mapping).

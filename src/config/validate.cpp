@@ -198,6 +198,8 @@ void check_model(const ModelConfig& m, Problems& p) {
           m.expert_top_k);
   if (!(m.router_aux_loss >= 0 && std::isfinite(m.router_aux_loss)))
     p.add("model.router_aux_loss must be a finite number >= 0, got ", m.router_aux_loss);
+  if (!(m.router_z_loss >= 0 && std::isfinite(m.router_z_loss)))
+    p.add("model.router_z_loss must be a finite number >= 0, got ", m.router_z_loss);
   p.one_of("model.position", m.position, {"learned", "rope", "alibi", "none"});
   p.positive("model.rope_theta", m.rope_theta);
   check_rope_scaling(m, p);
@@ -310,10 +312,11 @@ void check_train(const Config& c, Problems& p) {
           ")");
   }
   p.non_negative("train.total_batch_size", t.total_batch_size);
-  if (t.recompute && c.model.n_expert > 0 && c.model.router_aux_loss > 0)
+  if (t.recompute && c.model.n_expert > 0 &&
+      (c.model.router_aux_loss > 0 || c.model.router_z_loss > 0))
     p.add("train.recompute with model.n_expert ", c.model.n_expert,
-          ": a recomputed block keeps its router's load-balancing loss inside; set "
-          "model.router_aux_loss 0 or train.recompute false");
+          ": a recomputed block keeps its router's losses inside; set model.router_aux_loss and "
+          "model.router_z_loss 0 or train.recompute false");
   // The sequence length's key: the one the user set (model.block_size when train.seq_len is 0).
   const char* T_key = t.seq_len > 0 ? "train.seq_len" : "model.block_size";
   const std::optional<int64_t> micro_or = micro_tokens(c);
@@ -523,9 +526,9 @@ std::string model_difference(const ModelConfig& a, const ModelConfig& b) {
     }
     return m;
   };
-  // Dropout and the balancing loss's coefficient shape training only: a run may change them.
-  const std::string d =
-      config_schema::first_difference(resolved(a), resolved(b), {"dropout", "router_aux_loss"});
+  // Dropout and the router losses' coefficients shape training only: a run may change them.
+  const std::string d = config_schema::first_difference(
+      resolved(a), resolved(b), {"dropout", "router_aux_loss", "router_z_loss"});
   return d.empty() ? d : "model." + d;
 }
 

@@ -370,7 +370,7 @@ Tensor GPT::attention(const Block& blk, const Tensor& x, const Tensor& residual,
 
 // x (B, T, C) -> residual + mlp(x) (B, T, C)
 Tensor GPT::mlp(const Block& blk, const Tensor& x, const Tensor& residual, bool training,
-                std::vector<Tensor>* aux) const {
+                std::vector<RouterLosses>* aux) const {
   if (cfg_.n_expert > 0)
     return ops::add(residual, ops::dropout(experts(blk, x, training, aux), cfg_.dropout, training));
   const int64_t l = blk.index;
@@ -402,11 +402,11 @@ Tensor GPT::mlp_hidden(const Block::Mlp& m, int64_t l, int64_t e, const Tensor& 
 }
 
 Tensor GPT::experts(const Block& blk, const Tensor& x, bool training,
-                    std::vector<Tensor>* aux) const {
+                    std::vector<RouterLosses>* aux) const {
   const int64_t l = blk.index, C = cfg_.n_embd;
   const Tensor rows = x.reshape({x.numel() / C, C});
   const Tensor logits = linear(hf_module(cfg_, Part::Router, l), rows, blk.router_w, Tensor());
-  Tensor balance;
+  RouterLosses losses;
   const Tensor y = mixture(
       rows, logits, {cfg_.n_expert, cfg_.expert_top_k, cfg_.router_renormalize},
       [&](int64_t e, const Tensor& xe) {
@@ -416,8 +416,8 @@ Tensor GPT::experts(const Block& blk, const Tensor& x, bool training,
         return linear(hf_module(cfg_, Part::Down, l, e), mlp_hidden(m, l, e, xe, training),
                       m.down_w, m.down_b);
       },
-      aux ? &balance : nullptr);
-  if (aux) aux->push_back(balance);
+      aux ? &losses : nullptr);
+  if (aux) aux->push_back(losses);
   return y.view(x.shape());
 }
 
@@ -446,7 +446,7 @@ Tensor GPT::head(const Tensor& x, bool training, bool padded) const {
 
 // Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.)).
 Tensor GPT::block(const Block& blk, const Tensor& x, bool training, const ops::Documents* docs,
-                  std::vector<Tensor>* aux) const {
+                  std::vector<RouterLosses>* aux) const {
   Tensor h = attention(blk, norm(x, blk.ln1_w, blk.ln1_b), x, training, docs);
   return mlp(blk, norm(h, blk.ln2_w, blk.ln2_b), h, training, aux);
 }
@@ -498,7 +498,7 @@ std::shared_ptr<const ops::Documents> GPT::documents(const Tensor& inputs,
 }
 
 Tensor GPT::forward_from(const Tensor& inputs, const Tensor& host_inputs, bool training,
-                         std::vector<Tensor>* aux) const {
+                         std::vector<RouterLosses>* aux) const {
   check_inputs(inputs);
   // Held by the recompute closures below, which run the blocks again in the backward.
   const std::shared_ptr<const ops::Documents> docs = documents(inputs, host_inputs);
@@ -512,7 +512,7 @@ Tensor GPT::forward_from(const Tensor& inputs, const Tensor& host_inputs, bool t
     if (cfg_.recompute && training && grad_enabled()) {
       // A recomputed block returns its output alone: the balancing loss stays inside (refused by
       // config validation where it would be wanted).
-      TESSERA_CHECK(!aux, "GPT: a mixture's load-balancing loss with recompute is not supported");
+      TESSERA_CHECK(!aux, "GPT: a mixture's router losses with recompute are not supported");
       x = recompute(
           [this, blk, training, docs](const std::vector<Tensor>& in) {
             return block(blk, in[0], training, docs.get());
@@ -661,17 +661,16 @@ Tensor GPT::decode(const Tensor& inputs, KVCache& cache, const std::vector<Decod
 }
 
 Tensor GPT::loss(const Tensor& inputs, const Tensor& targets, bool training, double fused_dy,
-                 Tensor* balance) const {
+                 RouterLosses* router) const {
   const Device dev = wte_.defined() ? wte_.device() : inputs.device();
   // The padded logits go to the cross-entropy whole; only the vocabulary's columns are classes.
   const int64_t V = cfg_.vocab_size;
-  // A mixture's load-balancing losses, while training with a coefficient.
-  std::vector<Tensor> aux;
-  std::vector<Tensor>* blocks_aux =
-      cfg_.n_expert > 0 && training && (balance || (cfg_.router_aux_loss > 0 && grad_enabled()))
-          ? &aux
-          : nullptr;
-  if (balance) *balance = Tensor();
+  // A mixture's router losses, while training with a coefficient or asked for the balance.
+  const bool penalised = (cfg_.router_aux_loss > 0 || cfg_.router_z_loss > 0) && grad_enabled();
+  std::vector<RouterLosses> aux;
+  std::vector<RouterLosses>* blocks_aux =
+      cfg_.n_expert > 0 && training && (router || penalised) ? &aux : nullptr;
+  if (router) *router = {};
   Tensor loss;
   if (!inputs.device().is_cpu() || dev.is_cpu()) {
     loss = ops::cross_entropy(forward_from(inputs, Tensor(), training, blocks_aux), targets, -100,
@@ -684,15 +683,17 @@ Tensor GPT::loss(const Tensor& inputs, const Tensor& targets, bool training, dou
                               targets.to(dev), -100, targets, V, fused_dy);
   }
   if (aux.empty()) return loss;
-  // The balancing losses join the gradient but not the value: aux - detach(aux) is exactly 0, so
-  // the loss returned (logged, compared for spikes) is the cross-entropy's, bit for bit, and its
-  // gradient carries router_aux_loss x d(aux).
-  Tensor sum = aux[0];
-  for (size_t i = 1; i < aux.size(); ++i) sum = ops::add(sum, aux[i]);
-  if (balance) *balance = sum.detach();
-  if (!(cfg_.router_aux_loss > 0 && grad_enabled())) return loss;
-  const Tensor zero_valued = ops::sub(sum, sum.detach());
-  return ops::add(loss, ops::scale(zero_valued, cfg_.router_aux_loss).to(loss.dtype()));
+  // The router losses join the gradient but not the value: p - detach(p) is exactly 0, so the
+  // loss returned (logged, compared for spikes) is the cross-entropy's, bit for bit, and its
+  // gradient carries router_aux_loss x d(balance) + router_z_loss x d(z).
+  Tensor balances = aux[0].balance, zs = aux[0].z;
+  for (size_t i = 1; i < aux.size(); ++i)
+    balances = ops::add(balances, aux[i].balance), zs = ops::add(zs, aux[i].z);
+  if (router) *router = {balances.detach(), zs.detach()};
+  if (!penalised) return loss;
+  const Tensor p =
+      ops::add(ops::scale(balances, cfg_.router_aux_loss), ops::scale(zs, cfg_.router_z_loss));
+  return ops::add(loss, ops::sub(p, p.detach()).to(loss.dtype()));
 }
 
 }  // namespace tessera::nn

@@ -22,6 +22,7 @@
 
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "nn/moe.h"
 #include "nn/rope_scaling.h"
 #include "ops/attention_spec.h"
 #include "ops/documents.h"
@@ -59,12 +60,14 @@ struct GPTConfig {
   int64_t mlp_hidden = 0;  // 0: 4 C for GELU, round_up(8 C / 3, 64) for SwiGLU (Llama's rule)
   // > 0: each block's MLP is a mixture of n_expert MLPs of mlp_hidden (the MLP kind's own), each
   // token sent to its expert_top_k most probable under a router (nn/moe.h); router_renormalize
-  // divides their weights by their sum. router_aux_loss: the load-balancing loss's coefficient in
-  // loss() while training (summed over the blocks; its value is not in the loss returned).
+  // divides their weights by their sum. router_aux_loss and router_z_loss: the coefficients of
+  // the load-balancing loss and the z-loss (nn/moe.h's RouterLosses) in loss() while training
+  // (each summed over the blocks; their values are not in the loss returned).
   int64_t n_expert = 0;
   int64_t expert_top_k = 2;
   bool router_renormalize = true;
   double router_aux_loss = 0.01;
+  double router_z_loss = 0;
   bool recompute = false;  // activation checkpointing per block
   // What ops::causal_attention computes (ops/attention_spec.h): the kind, stick-breaking's options,
   // a sliding window, S^2-Attn on training forwards.
@@ -142,11 +145,12 @@ class GPT {
   // the caller's backward will send, so the loss's forward computes the logits' gradient in the
   // same pass (ops::cross_entropy's fused classifier).
   // A mixture of experts (n_expert > 0) training: router_aux_loss x the blocks' load-balancing
-  // losses (nn/moe.h) join the gradient, not the value, which stays the cross-entropy's (as
-  // Megatron-LM's MoEAuxLossAutoScaler attaches them); balance non-null: set to their sum,
-  // detached (the value the coefficient multiplies; undefined for a dense model or evaluation).
+  // losses and router_z_loss x their z-losses (nn/moe.h) join the gradient, not the value, which
+  // stays the cross-entropy's (as Megatron-LM's MoEAuxLossAutoScaler attaches them); router
+  // non-null: set to the blocks' losses summed, detached (undefined for a dense model or
+  // evaluation).
   Tensor loss(const Tensor& inputs, const Tensor& targets, bool training = true,
-              double fused_dy = 0, Tensor* balance = nullptr) const;
+              double fused_dy = 0, RouterLosses* router = nullptr) const;
 
   // Inference with a KV cache (no autograd): inputs (B, Tn) continue the sequence held in cache;
   // returns logits (B, Tn, V) equal to the last Tn rows of forward() over the whole sequence.
@@ -289,19 +293,21 @@ class GPT {
   // Padded logits (B, T, logit_columns()). aux non-null: the mixtures' load-balancing losses, one
   // a block, appended.
   Tensor forward_from(const Tensor& inputs, const Tensor& host_inputs, bool training,
-                      std::vector<Tensor>* aux = nullptr) const;
+                      std::vector<RouterLosses>* aux = nullptr) const;
   // aux non-null (a training forward of a mixture of experts): the block's load-balancing loss is
   // appended to it.
   Tensor mlp(const Block& blk, const Tensor& x, const Tensor& residual, bool training,
-             std::vector<Tensor>* aux = nullptr) const;
+             std::vector<RouterLosses>* aux = nullptr) const;
   // The MLP's activations before its down projection: SwiGLU's or GELU's of x (N, C), through
   // the hook; adapted (LoRA) for the dense MLP (expert -1), not for an expert.
   Tensor mlp_hidden(const Block::Mlp& m, int64_t layer, int64_t expert, const Tensor& x,
                     bool training) const;
   // A mixture of experts over x (B, T, C) -> (B, T, C) (nn/moe.h).
-  Tensor experts(const Block& blk, const Tensor& x, bool training, std::vector<Tensor>* aux) const;
+  Tensor experts(const Block& blk, const Tensor& x, bool training,
+                 std::vector<RouterLosses>* aux) const;
   Tensor block(const Block& blk, const Tensor& x, bool training,
-               const ops::Documents* docs = nullptr, std::vector<Tensor>* aux = nullptr) const;
+               const ops::Documents* docs = nullptr,
+               std::vector<RouterLosses>* aux = nullptr) const;
 
   GPTConfig cfg_;
   DType dtype_;

@@ -46,7 +46,7 @@ Routing route_top_k(const std::vector<float>& probs, int64_t N, int64_t E, int64
 }
 
 Tensor mixture(const Tensor& x, const Tensor& logits, const MixtureOptions& o,
-               const ExpertFn& expert, Tensor* aux) {
+               const ExpertFn& expert, RouterLosses* losses) {
   const int64_t E = o.experts, k = o.top_k;
   TESSERA_CHECK(
       x.dim() == 2 && logits.dim() == 2 && logits.size(0) == x.size(0) && logits.size(1) == E,
@@ -83,12 +83,15 @@ Tensor mixture(const Tensor& x, const Tensor& logits, const MixtureOptions& o,
   const Tensor y = ys.size() == 1 ? ys[0] : ops::concat(ys, 0);
   const Tensor w = ops::gather_rows(weights.reshape({N * k, 1}), r.slots).to(y.dtype());
   const Tensor out = ops::scatter_add_rows(ops::mul(y, ops::expand(w, 1, C)), r.rows, N);
-  if (aux) {
+  if (losses) {
     std::vector<float> f(static_cast<size_t>(E));
     for (int64_t e = 0; e < E; ++e)
       f[size_t(e)] = float(double(r.counts[size_t(e)]) * double(E) / double(N * k));
     const Tensor load = from_vector(f, {E}).to(probs.dtype()).to(probs.device());
-    *aux = ops::sum(ops::mul(ops::mean(probs, 0), load));
+    losses->balance = ops::sum(ops::mul(ops::mean(probs, 0), load));
+    // logsumexp of each row: any column's logit less its log-probability.
+    const Tensor lse = ops::sub(scores.narrow(1, 0, 1), ops::log_softmax(scores).narrow(1, 0, 1));
+    losses->z = ops::mean(ops::mul(lse, lse));
   }
   return out;
 }

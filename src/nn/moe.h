@@ -5,7 +5,8 @@
 // all the tokens routed to it, however many.
 //
 //   Routing r = route_top_k(probs, N, E, k);     // host: which tokens each expert takes
-//   Tensor y = mixture(x, logits, {E, k, true}, expert, &aux);
+//   RouterLosses losses;
+//   Tensor y = mixture(x, logits, {E, k, true}, expert, &losses);
 //
 // The choice is made on the host from the router's probabilities read back (on CUDA one wait per
 // layer): each expert's share of the batch is then a slice of known size, and the experts run as
@@ -41,13 +42,21 @@ struct MixtureOptions {
 // experts that take at least one token, in order.
 using ExpertFn = std::function<Tensor(int64_t e, const Tensor& xe)>;
 
+// A block's router losses, scalars differentiable through the router's logits:
+//   balance  the load-balancing loss of the routing (Switch Transformer, Fedus et al. 2022, eq. 4,
+//            for k experts a token as Megatron-LM counts them), E / (N k) sum_e count_e P_e,
+//            count_e the tokens routed to e and P_e the mean probability of e over the N tokens:
+//            1 when the load and the probabilities are uniform, differentiable through P;
+//   z        the router z-loss (ST-MoE, Zoph et al. 2022, eq. 5), the mean over the tokens of
+//            logsumexp(logits)^2: small logits, which keep the router's softmax stable.
+struct RouterLosses {
+  Tensor balance, z;
+};
+
 // x (N, C), logits (N, E) the router's scores of x -> (N, C): each token's experts' outputs times
-// their weights, summed. aux non-null: set to the load-balancing loss of this routing (Switch
-// Transformer, Fedus et al. 2022, eq. 4, for k experts a token as Megatron-LM counts them),
-// E / (N k) sum_e count_e P_e, count_e the tokens routed to e and P_e the mean probability of e
-// over the N tokens: 1 when the load and the probabilities are uniform, differentiable through P.
-// An expert that takes no token is not called: its parameters get no gradient from this batch.
+// their weights, summed; losses non-null: set to this routing's. An expert that takes no token is
+// not called: its parameters get no gradient from this batch.
 Tensor mixture(const Tensor& x, const Tensor& logits, const MixtureOptions& o,
-               const ExpertFn& expert, Tensor* aux = nullptr);
+               const ExpertFn& expert, RouterLosses* losses = nullptr);
 
 }  // namespace tessera::nn

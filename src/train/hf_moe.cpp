@@ -42,15 +42,23 @@ std::vector<std::string> hf_moe_unsupported(const ModelConfig& m, bool gpt2_name
 }
 
 std::vector<std::string> hf_moe_notes(const ModelConfig& m) {
-  if (m.n_expert <= 0 || m.router_aux_loss <= 0) return {};
+  std::vector<std::string> notes;
+  if (m.n_expert > 0 && m.router_z_loss > 0)  // ST-MoE's; neither config class has one
+    notes.push_back("trained with a router z-loss (model.router_z_loss " +
+                    json_number(m.router_z_loss) +
+                    "), which transformers' Mixtral and Qwen3-MoE do not compute; inference is "
+                    "unaffected");
+  if (m.n_expert <= 0 || m.router_aux_loss <= 0) return notes;
   // transformers' load_balancing_loss_func (modeling_mixtral.py, modeling_qwen3_moe.py):
   // num_experts x sum_e tokens_per_expert_e x router_prob_per_expert_e, both means over the
   // tokens of every layer concatenated, tokens_per_expert summed over a token's k choices.
-  return {"router_aux_loss_coef is model.router_aux_loss " + json_number(m.router_aux_loss) +
-          ", the weight of tessera's load-balancing loss: E / (N k) sum_e count_e P_e in each "
-          "layer, summed over the layers; transformers' (with output_router_logits) is E / N "
-          "sum_e count_e P_e over every layer's tokens pooled, so training there balances by "
-          "another measure; inference is unaffected"};
+  notes.push_back("router_aux_loss_coef is model.router_aux_loss " +
+                  json_number(m.router_aux_loss) +
+                  ", the weight of tessera's load-balancing loss: E / (N k) sum_e count_e P_e in "
+                  "each layer, summed over the layers; transformers' (with output_router_logits) "
+                  "is E / N sum_e count_e P_e over every layer's tokens pooled, so training there "
+                  "balances by another measure; inference is unaffected");
+  return notes;
 }
 
 std::vector<std::pair<std::string, std::string>> hf_moe_config(const ModelConfig& m) {

@@ -29,8 +29,8 @@ namespace tessera::train {
 // that Mixtral or Qwen3-MoE computes. gpt2_names: the model takes GPT-2's names (LayerNorm + GELU).
 std::vector<std::string> hf_moe_unsupported(const ModelConfig& m, bool gpt2_names);
 
-// What an export of m cannot carry into HF's training (config.json's tessera_notes); empty for a
-// dense model.
+// What an export of m cannot carry into HF's training (config.json's tessera_notes: the balancing
+// loss measured otherwise there, a z-loss there is none of); empty for a dense model.
 std::vector<std::string> hf_moe_notes(const ModelConfig& m);
 
 // The keys a mixture adds to config.json, in order, each value already JSON text: MixtralConfig's

@@ -32,6 +32,7 @@ nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t) {
   g.dropout = m.dropout, g.norm_eps = m.norm_eps, g.mlp_hidden = m.mlp_hidden;
   g.n_expert = m.n_expert, g.expert_top_k = m.expert_top_k;
   g.router_renormalize = m.router_renormalize, g.router_aux_loss = m.router_aux_loss;
+  g.router_z_loss = m.router_z_loss;
   g.recompute = t.recompute;
   g.attention = attention_spec(m, t);
   return g;

@@ -336,14 +336,15 @@ data::Batch Trainer::next_batch(int64_t* window) {
   return b;
 }
 
-Tensor Trainer::micro_loss(const data::Batch& b, int64_t window, double weight, Tensor* balance) {
+Tensor Trainer::micro_loss(const data::Batch& b, int64_t window, double weight,
+                           nn::RouterLosses* router) {
   // Batches come from the loader on the host; the model uploads them and checks their ids there.
   // AdamW differentiates each micro-batch's loss once, with dy = weight (forward_backward), so
   // the loss computes the logits' gradient in its forward (the fused classifier). LOMO's
   // two-pass clipping runs the backward twice: not fused. Nor under TESSERA_UNFUSED=1, nor for a
   // micro-batch that scores nothing (weight 0).
   const double fused_dy = !cfg_.optim.updates_in_backward() && !unfused_ ? weight : 0.0;
-  Tensor loss = model_.loss(b.inputs, b.targets, true, fused_dy, balance);
+  Tensor loss = model_.loss(b.inputs, b.targets, true, fused_dy, router);
   if (poisoned_.count(window) && cfg_.spike.inject_kind != "corrupt") {
     const double s = cfg_.spike.inject_kind == "nan" ? std::nan("") : cfg_.spike.inject_scale;
     loss = ops::scale(loss, s);
@@ -383,9 +384,10 @@ double Trainer::forward_backward(int64_t* first_window, double* balance) {
   Tensor losses, balances;
   for (int64_t micro = 0; micro < accum_; ++micro) {
     const double w = weights[size_t(micro)];
-    Tensor balance;
-    Tensor loss = micro_loss(batches[size_t(micro)], windows[size_t(micro)], w,
-                             balanced ? &balance : nullptr);
+    nn::RouterLosses router;
+    Tensor loss =
+        micro_loss(batches[size_t(micro)], windows[size_t(micro)], w, balanced ? &router : nullptr);
+    const Tensor& balance = router.balance;
     if (!losses.defined()) losses = Tensor::empty({accum_}, loss.options());
     losses.narrow(0, micro, 1).copy_(loss.detach().view({1}));
     if (balance.defined()) {

@@ -75,7 +75,7 @@ class Trainer {
   double forward_backward(int64_t* first_window, double* balance);
   // The loss of one micro-batch (window: the first of this rank's), whose backward will send
   // dy = weight; balance: a mixture's load-balancing losses' sum (GPT::loss), when wanted.
-  Tensor micro_loss(const data::Batch& b, int64_t window, double weight, Tensor* balance);
+  Tensor micro_loss(const data::Batch& b, int64_t window, double weight, nn::RouterLosses* router);
   // Each micro-batch's weight in the step: 1 / accum, or with loss masks its share of the targets
   // the step scores on all ranks (x world: gradients are averaged over ranks).
   std::vector<double> micro_weights(const std::vector<data::Batch>& batches);

@@ -51,9 +51,11 @@ const std::vector<Bound> kModelBounds = {
     {"model.router_aux_loss=-0.01", "model.router_aux_loss must be a finite number >= 0, got -0.01",
      "model.router_aux_loss=0"},
     {"model.n_expert=4;train.recompute=true",
-     "train.recompute with model.n_expert 4: a recomputed block keeps its router's load-balancing "
-     "loss inside; set model.router_aux_loss 0 or train.recompute false",
+     "train.recompute with model.n_expert 4: a recomputed block keeps its router's losses inside; "
+     "set model.router_aux_loss and model.router_z_loss 0 or train.recompute false",
      "model.n_expert=4;train.recompute=true;model.router_aux_loss=0"},
+    {"model.router_z_loss=-1", "model.router_z_loss must be a finite number >= 0, got -1",
+     "model.router_z_loss=0"},
     {"model.head_dim=-1", "model.head_dim must be >= 0, got -1", "model.head_dim=0"},
     {"model.head_dim=65537",
      "model.head_dim must be at most 65536 (0 = model.n_embd / model.n_head), got 65537",

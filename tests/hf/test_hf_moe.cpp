@@ -18,6 +18,7 @@
 #include "nn/hf_names.h"
 #include "test_util.h"
 #include "train/hf_dir.h"
+#include "train/hf_moe.h"
 #include "train/options.h"
 
 using namespace tessera;
@@ -105,6 +106,10 @@ TEST(HFMoe, config_json_and_tensors_carry_mixtrals_and_qwen3_moes_names) {
   for (const Json& n : c.get("tessera_notes")->items())
     noted |= has(n.str(), "router_aux_loss_coef");
   EXPECT_TRUE(noted);
+  ModelConfig z = mixtral_config().model;  // a z-loss: transformers computes none
+  z.router_z_loss = 1e-3;
+  EXPECT_TRUE(has(train::hf_moe_notes(z).at(0), "router z-loss (model.router_z_loss 0.001)"));
+  EXPECT_EQ(train::hf_moe_notes(mixtral_config().model).size(), 1u);
   const SafetensorsFile st = read_safetensors((mx / "model.safetensors").string());
   std::map<std::string, Shape> shapes;
   for (const auto& [name, t] : st.tensors) shapes[name] = t.shape();

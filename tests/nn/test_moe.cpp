@@ -1,6 +1,6 @@
 // A mixture of experts in place of the MLP (GPTConfig::n_expert, nn/moe.h): the routing by hand,
 // the mixture against each token summing its own experts, gradients by central differences (the
-// model's, and the load-balancing loss's), the loss's value left as the cross-entropy's, the
+// model's, and the router losses'), the loss's value left as the cross-entropy's, the
 // parameters and their names (Mixtral's, Qwen3-MoE's), decoding through the cache.
 #include <gtest/gtest.h>
 
@@ -101,7 +101,7 @@ TEST(Moe, mixture_is_each_token_summing_its_top_k_experts_by_weight) {
   }
 }
 
-TEST(Moe, gradcheck_of_the_mixture_and_of_its_balancing_loss) {
+TEST(Moe, gradcheck_of_the_mixture_and_of_its_router_losses) {
   const int64_t N = 6, C = 3, E = 3;
   Generator g(5);
   const std::vector<Tensor> in = {randn({N, C}, g, DType::F64), randn({N, E}, g, DType::F64),
@@ -115,31 +115,34 @@ TEST(Moe, gradcheck_of_the_mixture_and_of_its_balancing_loss) {
           },
           in))
           << "k " << k << " renormalize " << renormalize;
-      EXPECT_TRUE(gradcheck(
-          [&](const std::vector<Tensor>& t) {
-            Tensor aux;
-            nn::mixture(t[0], t[1], o, linear_experts(t[2], C), &aux);
-            return aux;
-          },
-          in, {.check = {false, true, false}}))
-          << "k " << k;
+      for (bool z : {false, true})
+        EXPECT_TRUE(gradcheck(
+            [&](const std::vector<Tensor>& t) {
+              nn::RouterLosses losses;
+              nn::mixture(t[0], t[1], o, linear_experts(t[2], C), &losses);
+              return z ? losses.z : losses.balance;
+            },
+            in, {.check = {false, true, false}}))
+            << "k " << k << (z ? " z" : " balance");
     }
 }
 
-TEST(Moe, balancing_loss_is_one_when_load_and_probabilities_are_uniform) {
+TEST(Moe, router_losses_by_hand) {
   // Equal logits: every probability is 1/E, and E / (N k) sum_e count_e / E = 1 whatever the load
   // (the ties send all 8 slots of 4 tokens to experts 0 and 1). Unequal ones below weigh the load.
-  Tensor aux;
+  nn::RouterLosses aux;
   const Tensor x = ones({4, 2}, DType::F64), w = ones({8, 2}, DType::F64);
   nn::mixture(x, zeros({4, 4}, DType::F64), {4, 2, true}, linear_experts(w, 2), &aux);
-  EXPECT_NEAR(aux.item(), 1.0, 1e-15);
+  EXPECT_NEAR(aux.balance.item(), 1.0, 1e-15);
+  EXPECT_NEAR(aux.z.item(), std::log(4.0) * std::log(4.0), 1e-14);  // logsumexp of 4 zeros
   // Every token prefers expert 0 (probability p0), then 1: count 0 = count 1 = N.
   const Tensor logits =
       from_vector<double>({2, 1, 0, 0, 2, 1, 0, 0, 2, 1, 0, 0, 2, 1, 0, 0}, {4, 4});
   nn::mixture(x, logits, {4, 2, true}, linear_experts(w, 2), &aux);
   const double z = std::exp(2.0) + std::exp(1.0) + 2, p0 = std::exp(2.0) / z,
                p1 = std::exp(1.0) / z;
-  EXPECT_NEAR(aux.item(), 4.0 / 8.0 * (4 * p0 + 4 * p1), 1e-15);
+  EXPECT_NEAR(aux.balance.item(), 4.0 / 8.0 * (4 * p0 + 4 * p1), 1e-15);
+  EXPECT_NEAR(aux.z.item(), std::log(z) * std::log(z), 1e-14);
 }
 
 TEST(Moe, model_gradcheck_in_both_styles) {
@@ -149,35 +152,39 @@ TEST(Moe, model_gradcheck_in_both_styles) {
   }
 }
 
-TEST(Moe, balancing_loss_joins_the_gradient_but_not_the_value) {
-  const GPTConfig c = with_experts(tiny_llama());
+TEST(Moe, router_losses_join_the_gradient_but_not_the_value) {
+  GPTConfig c = with_experts(tiny_llama());
+  c.router_z_loss = 0.3;
   Generator g(7);
   GPT model(c, g, DType::F64);
   const Tensor x = ids({1, 5, 9, 2, 0, 10, 3, 3}, {2, 4}),
                y = ids({5, 9, 2, 7, 10, 3, 3, 4}, {2, 4});
   std::vector<Tensor> params;
   for (const auto& [name, t] : model.parameters()) params.push_back(t);
-  // The value the gradient follows: the cross-entropy + router_aux_loss x the balancing losses.
+  // The value the gradient follows: the cross-entropy + router_aux_loss x the balancing losses
+  // + router_z_loss x the z-losses.
   EXPECT_TRUE(tessera::testing::gradcheck(
       [&](const std::vector<Tensor>& p) {
         model.replace_parameters(p);
-        Tensor balance;
-        Tensor loss = model.loss(x, y, true, 0, &balance);
-        return ops::add(loss, ops::scale(balance, c.router_aux_loss));
+        nn::RouterLosses router;
+        Tensor loss = model.loss(x, y, true, 0, &router);
+        return ops::add(loss, ops::add(ops::scale(router.balance, c.router_aux_loss),
+                                       ops::scale(router.z, c.router_z_loss)));
       },
       params));
   // The loss itself is the cross-entropy's, bit for bit, whatever the coefficient; evaluation
   // computes no balance.
   GPTConfig none = c;
-  none.router_aux_loss = 0;
+  none.router_aux_loss = 0, none.router_z_loss = 0;
   Generator g2(7);
   GPT plain(none, g2, DType::F64);
   plain.replace_parameters(params);
-  Tensor balance;
-  EXPECT_EQ(model.loss(x, y, true, 0, &balance).item(), plain.loss(x, y).item());
-  EXPECT_GT(balance.item(), 0.5 * double(c.n_layer));  // each block's is >= ~1 near uniform
-  model.loss(x, y, false, 0, &balance);
-  EXPECT_FALSE(balance.defined());
+  nn::RouterLosses router;
+  EXPECT_EQ(model.loss(x, y, true, 0, &router).item(), plain.loss(x, y).item());
+  EXPECT_GT(router.balance.item(), 0.5 * double(c.n_layer));  // each block's is ~1 near uniform
+  EXPECT_GT(router.z.item(), 0.0);
+  model.loss(x, y, false, 0, &router);
+  EXPECT_FALSE(router.balance.defined() || router.z.defined());
 }
 
 TEST(Moe, parameters_are_named_as_mixtral_qwen3_moe_and_tesseras_gpt2_experts) {
