@@ -104,6 +104,19 @@ inline void expect_round_trip_byte_exact(const Config& cfg, DType dtype) {
   EXPECT_NO_THROW(train::load_model((tmp.path / "back").string()));
 }
 
+// A fresh model of cfg (seed 1) exported into dir; dir.
+inline fs::path export_fresh(const Config& cfg, const fs::path& dir) {
+  Generator g(1);
+  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
+  train::export_hf(cfg, model.parameters(), dir.string());
+  return dir;
+}
+
+// What import_hf of d says when it refuses it.
+inline std::string import_error(const fs::path& d) {
+  return error_of([&] { train::import_hf(d.string()); });
+}
+
 // export_hf of a fresh model of cfg into out is refused with a message holding why, and nothing
 // is written.
 inline void expect_export_refused(const Config& cfg, const fs::path& out, const std::string& why) {

@@ -49,17 +49,6 @@ Config qwen3_moe_config() {
   return c;
 }
 
-fs::path export_fresh(const Config& cfg, const fs::path& dir) {
-  Generator g(1);
-  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
-  train::export_hf(cfg, model.parameters(), dir.string());
-  return dir;
-}
-
-std::string import_error(const fs::path& d) {
-  return error_of([&] { train::import_hf(d.string()); });
-}
-
 Json config_of(const fs::path& d) {
   return parse_json(read_file(d / "config.json"), "config.json");
 }

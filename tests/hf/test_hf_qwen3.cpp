@@ -25,21 +25,6 @@ using tessera::testing::read_file;
 using tessera::testing::TempDir;
 namespace fs = std::filesystem;
 
-namespace {
-
-fs::path export_fresh(const Config& cfg, const fs::path& dir) {
-  Generator g(1);
-  nn::GPT model(train::model_config(cfg.model, cfg.train), g);
-  train::export_hf(cfg, model.parameters(), dir.string());
-  return dir;
-}
-
-std::string import_error(const fs::path& d) {
-  return error_of([&] { train::import_hf(d.string()); });
-}
-
-}  // namespace
-
 TEST(HFQwen3, round_trip_is_byte_exact) {
   expect_round_trip_byte_exact(qwen3_config(), DType::F32);
   Config untied = qwen3_config();
