@@ -57,7 +57,8 @@ void GPTConfig::validate() const {
   TESSERA_CHECK(n_expert >= 0 && (n_expert == 0 || (expert_top_k >= 1 && expert_top_k <= n_expert)),
                 "model: n_expert ", n_expert, " must be >= 0 and expert_top_k ", expert_top_k,
                 " within [1, n_expert]");
-  TESSERA_CHECK(router_aux_loss >= 0, "model: router_aux_loss ", router_aux_loss, " is negative");
+  TESSERA_CHECK(router_aux_loss >= 0 && router_z_loss >= 0, "model: router_aux_loss ",
+                router_aux_loss, " and router_z_loss ", router_z_loss, " must be >= 0");
   TESSERA_CHECK(document_separator < vocab_size, "model: document separator id ",
                 document_separator, " is not below vocab_size ", vocab_size);
   // Device limits are checked where the device is known (config validation, causal_attention);
