@@ -264,7 +264,8 @@ void Trainer::build_optimizer() {
       out_->log() << "muon: " << muon.size() << " block matrices (" << in_muon
                   << " parameters) orthogonalised; AdamW for the other "
                   << params_.size() - muon.size() << " tensors (" << rest
-                  << " parameters: embeddings, head, norms, biases)";
+                  << " parameters: embeddings, head, norms, biases"
+                  << (cfg_.model.n_expert > 0 ? ", the experts' routers" : "") << ")";
       if (!options.muon_blocks.empty())
         out_->log() << "; c_attn orthogonalised as its q, k and v rows";
       if (world_ > 1)
