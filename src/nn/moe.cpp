@@ -84,9 +84,9 @@ Tensor mixture(const Tensor& x, const Tensor& logits, const MixtureOptions& o,
   const Tensor w = ops::gather_rows(weights.reshape({N * k, 1}), r.slots).to(y.dtype());
   const Tensor out = ops::scatter_add_rows(ops::mul(y, ops::expand(w, 1, C)), r.rows, N);
   if (losses) {
-    std::vector<float> f(static_cast<size_t>(E));
+    std::vector<double> f(static_cast<size_t>(E));  // rounded once, to the probabilities' dtype
     for (int64_t e = 0; e < E; ++e)
-      f[size_t(e)] = float(double(r.counts[size_t(e)]) * double(E) / double(N * k));
+      f[size_t(e)] = double(r.counts[size_t(e)]) * double(E) / double(N * k);
     const Tensor load = from_vector(f, {E}).to(probs.dtype()).to(probs.device());
     losses->balance = ops::sum(ops::mul(ops::mean(probs, 0), load));
     // logsumexp of each row: any column's logit less its log-probability.
