@@ -2,6 +2,7 @@
 #include "checkpoint/json.h"
 
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -297,6 +298,13 @@ void for_each_json_line(const std::string& text, const std::string& path,
     const std::string where = path + " line " + std::to_string(line);
     f(parse_json(row, where), where);
   }
+}
+
+std::string json_exact(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
 }
 
 std::string json_escape(const std::string& s) {

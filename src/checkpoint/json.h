@@ -66,4 +66,8 @@ std::string read_json_file(const std::string& path);
 // s with '"', '\\' and control characters escaped (\n, \t, \u00XX ...); UTF-8 passes through.
 std::string json_escape(const std::string& s);
 
+// v as the shortest JSON number text that reads back exactly; "null" for NaN and infinities
+// (JSON has neither).
+std::string json_exact(double v);
+
 }  // namespace tessera

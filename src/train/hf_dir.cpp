@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -34,14 +33,7 @@ namespace {
 
 // ---- writing JSON: an ordered object of already-encoded values ----
 
-std::string num(double v) {
-  char buf[64];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest text that reads back exactly
-  std::string s(buf, r.ptr);
-  // JSON has no bare "inf"/"nan"; configs never hold them (validated), but stay well-formed.
-  if (s.find_first_of("in") != std::string::npos) return "null";
-  return s;
-}
+std::string num(double v) { return json_exact(v); }
 std::string num(int64_t v) { return std::to_string(v); }
 std::string boolean(bool v) { return v ? "true" : "false"; }
 std::string str(const std::string& s) { return "\"" + json_escape(s) + "\""; }

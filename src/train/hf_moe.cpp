@@ -3,21 +3,9 @@
 // configuration_qwen3_moe.py).
 #include "train/hf_moe.h"
 
-#include <charconv>
-
 #include "core/error.h"
 
 namespace tessera::train {
-
-namespace {
-
-std::string json_number(double v) {
-  char buf[64];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest text that reads back exactly
-  return std::string(buf, r.ptr);  // a finite value: model.router_aux_loss is validated
-}
-
-}  // namespace
 
 std::vector<std::string> hf_moe_unsupported(const ModelConfig& m, bool gpt2_names) {
   std::vector<std::string> why;
@@ -45,15 +33,14 @@ std::vector<std::string> hf_moe_notes(const ModelConfig& m) {
   std::vector<std::string> notes;
   if (m.n_expert > 0 && m.router_z_loss > 0)  // ST-MoE's; neither config class has one
     notes.push_back("trained with a router z-loss (model.router_z_loss " +
-                    json_number(m.router_z_loss) +
+                    json_exact(m.router_z_loss) +
                     "), which transformers' Mixtral and Qwen3-MoE do not compute; inference is "
                     "unaffected");
   if (m.n_expert <= 0 || m.router_aux_loss <= 0) return notes;
   // transformers' load_balancing_loss_func (modeling_mixtral.py, modeling_qwen3_moe.py):
   // num_experts x sum_e tokens_per_expert_e x router_prob_per_expert_e, both means over the
   // tokens of every layer concatenated, tokens_per_expert summed over a token's k choices.
-  notes.push_back("router_aux_loss_coef is model.router_aux_loss " +
-                  json_number(m.router_aux_loss) +
+  notes.push_back("router_aux_loss_coef is model.router_aux_loss " + json_exact(m.router_aux_loss) +
                   ", the weight of tessera's load-balancing loss: E / (N k) sum_e count_e P_e in "
                   "each layer, summed over the layers; transformers' (with output_router_logits) "
                   "is E / N sum_e count_e P_e over every layer's tokens pooled, so training there "
@@ -64,7 +51,7 @@ std::vector<std::string> hf_moe_notes(const ModelConfig& m) {
 std::vector<std::pair<std::string, std::string>> hf_moe_config(const ModelConfig& m) {
   if (m.n_expert <= 0) return {};
   const std::string E = std::to_string(m.n_expert), k = std::to_string(m.expert_top_k);
-  const std::string coef = json_number(m.router_aux_loss);
+  const std::string coef = json_exact(m.router_aux_loss);
   if (!m.qk_norm)  // MixtralConfig: intermediate_size (written with Llama's keys) is each expert's
     return {{"num_local_experts", E},
             {"num_experts_per_tok", k},
@@ -112,7 +99,7 @@ void read_hf_moe_config(const HFConfigKeys& keys, const std::string& type, Model
     if (const Json* v = keys.get("router_jitter_noise", nullptr))
       jitter = v->as_double(where("router_jitter_noise"));
     if (jitter != 0)
-      notes.push_back("router_jitter_noise " + json_number(jitter) +
+      notes.push_back("router_jitter_noise " + json_exact(jitter) +
                       " ignored: tessera's router has no noise (Mixtral's is a training-time "
                       "one; inference is unaffected)");
     return;
