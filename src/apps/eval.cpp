@@ -355,6 +355,12 @@ int main(int argc, char** argv) {
       data::parse_window_mode(cfg.data.windows, "command line: --windows");
       m.model->set_document_separator(train::document_separator(cfg));
     }
+    TESSERA_CHECK(cfg.data.windows != "pairs",
+                  "eval scores a language model's windows, but the "
+                  "windows are preference pairs (data.windows: pairs in ",
+                  m.path,
+                  "'s config, or --windows), which train.objective dpo's validation scores: pass "
+                  "--windows packed or example with text or sft shards");
     const bool examples = cfg.data.windows == "example";
     TESSERA_CHECK(!examples || !stride,
                   "command line: --stride slides a window along the token "

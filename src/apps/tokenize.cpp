@@ -18,7 +18,15 @@
 // whole, nearest to val_fraction of the tokens; a shard holds whole examples (it ends at the last
 // example that fits in --shard-tokens).
 //
-// --chat-template chatml|qwen3|llama3|llama2|mistral (with --format sft): each example is written
+// --format pairs: each input holds preference pairs for DPO (data/preference.h: prompt, chosen,
+// rejected, as strings or as lists of messages). A pair is written as its chosen example then its
+// rejected one, each exactly as --format sft writes an example (--bos and --chat-template too),
+// the chosen one's first token also marked as the pair's start (shard.h: kMaskPairStart, a
+// version 3 mask). Pairs are kept whole as sft keeps examples: a shard ends before a pair, and the
+// validation split is the last pairs, nearest to val_fraction of the tokens.
+//
+// --chat-template chatml|qwen3|llama3|llama2|mistral (with --format sft or pairs): each example is
+// written
 // as a conversation in an instruct model's template (data/chat.h; prompt / response and Alpaca
 // examples as a user's message and the assistant's reply, data/sft.h), the assistant's turns and
 // their end-of-turn markers scored, no end-of-text between examples. The tokenizer must have the
@@ -52,6 +60,7 @@
 #include "config/cli.h"
 #include "core/error.h"
 #include "data/chat.h"
+#include "data/preference.h"
 #include "data/sft.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
@@ -171,12 +180,14 @@ std::string shard_path(const std::string& prefix, const std::string& split, int 
 }
 
 // The end of the shard that starts at token `begin` of n: begin + shard_tokens, or, where the mask
-// marks example starts, the last start in (begin, begin + shard_tokens], so that no example is cut
-// in two (an example longer than shard_tokens fills a shard alone).
-size_t shard_end(const std::vector<uint8_t>& mask, size_t begin, int64_t shard_tokens, size_t n) {
+// marks the starts of units (`start_bit`: examples, or pairs), the last start in
+// (begin, begin + shard_tokens], so that no unit is cut in two (one longer than shard_tokens fills
+// a shard alone).
+size_t shard_end(const std::vector<uint8_t>& mask, uint8_t start_bit, size_t begin,
+                 int64_t shard_tokens, size_t n) {
   const size_t limit = std::min(n, begin + size_t(shard_tokens));
   if (mask.empty() || limit == n) return limit;
-  const auto starts = [&](size_t i) { return (mask[i] & kMaskExampleStart) != 0; };
+  const auto starts = [&](size_t i) { return (mask[i] & start_bit) != 0; };
   for (size_t e = limit; e > begin; --e)
     if (starts(e)) return e;
   size_t e = limit + 1;
@@ -185,15 +196,17 @@ size_t shard_end(const std::vector<uint8_t>& mask, size_t begin, int64_t shard_t
 }
 
 // Writes tokens as prefix/<split>_000.bin, _001.bin, ... into a directory that holds no shards,
-// each with its part of mask beside it (loss_mask_path) when mask is not empty, appending each
-// path to *written before its file appears. Returns this split's shard paths.
+// each with its part of mask beside it (loss_mask_path) when mask is not empty, cut before a
+// start_bit of it (shard_end), appending each path to *written before its file appears. Returns
+// this split's shard paths.
 std::vector<std::string> write_split(const std::string& prefix, const std::string& split,
                                      const std::vector<uint32_t>& tokens,
-                                     const std::vector<uint8_t>& mask, int64_t shard_tokens,
-                                     int64_t vocab_size, std::vector<std::string>* written) {
+                                     const std::vector<uint8_t>& mask, uint8_t start_bit,
+                                     int64_t shard_tokens, int64_t vocab_size,
+                                     std::vector<std::string>* written) {
   std::vector<std::string> paths;
   for (size_t begin = 0, end = 0; begin < tokens.size(); begin = end) {
-    end = shard_end(mask, begin, shard_tokens, tokens.size());
+    end = shard_end(mask, start_bit, begin, shard_tokens, tokens.size());
     paths.push_back(shard_path(prefix, split, int(paths.size())));
     if (!mask.empty()) {  // the mask first: a shard is never on disk without it
       written->push_back(loss_mask_path(paths.back()));
@@ -234,6 +247,22 @@ void append_joined(const std::vector<std::vector<uint32_t>>& docs, size_t begin,
   }
 }
 
+// Example e of an input as --format sft writes it: under the chat template when there is one, else
+// its prompt (after bos, when given) and response. `unit` ("example" or "pair") and k (from 1) name
+// it in the error for a conversation without a template.
+void append_example(const Tokenizer& tok, std::optional<ChatTemplate> chat,
+                    std::optional<uint32_t> bos, const SftExample& e, const std::string& input,
+                    const char* unit, size_t k, std::vector<uint32_t>& tokens,
+                    std::vector<uint8_t>& mask) {
+  TESSERA_CHECK(chat || !e.needs_chat_template(), input, ": ", unit, " ", k, " is a conversation (",
+                std::string(unit) == "pair" ? "lists of messages" : "\"messages\"",
+                "): give --chat-template (", kChatTemplateNames, ")");
+  if (chat)
+    append_chat_example(tok, *chat, e, tokens, mask);
+  else
+    append_sft_example(tok, e, tokens, mask, bos);
+}
+
 std::string join(const std::vector<std::string>& v) {
   std::string s;
   for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
@@ -250,18 +279,19 @@ int run(int argc, char** argv) {
        "or tokenizer.json directory (hf; required)",
        cxxopts::value<std::string>(), "DIR")
       // A plain string read repeatedly, not a vector: cxxopts splits vectors at commas.
-      ("input", "a text file, one document (repeatable, in order); with --format sft, a file "
-       "of examples", cxxopts::value<std::string>(), "FILE")
-      ("format", "text (documents) | sft (prompt/response examples, the responses scored)",
+      ("input", "a text file, one document (repeatable, in order); with --format sft or pairs, a "
+       "file of examples or preference pairs", cxxopts::value<std::string>(), "FILE")
+      ("format", "text (documents) | sft (prompt/response examples, the responses scored) | "
+       "pairs (prompt/chosen/rejected preference pairs for DPO, data/preference.h)",
        cxxopts::value<std::string>()->default_value("text"), "NAME")
       ("output", "output directory; one that already holds shards is refused",
        cxxopts::value<std::string>(), "PREFIX")
       ("val-fraction", "held-out tail fraction of the tokens, in [0, 1)",
        cxxopts::value<double>()->default_value("0.1"), "F")
-      ("bos", "start every document (sft: example) with the tokenizer's beginning-of-text id, as "
-       "Llama 3's models expect (hf tokenizers that have one)")
-      ("chat-template", "with --format sft: write every example as a conversation in this "
-       "template, the assistant's turns scored: chatml | qwen3 | llama3 (data/chat.h)",
+      ("bos", "start every document (sft, pairs: example) with the tokenizer's beginning-of-text "
+       "id, as Llama 3's models expect (hf tokenizers that have one)")
+      ("chat-template", "with --format sft or pairs: write every example as a conversation in "
+       "this template, the assistant's turns scored: chatml | qwen3 | llama3 (data/chat.h)",
        cxxopts::value<std::string>(), "NAME")
       ("shard-tokens", "tokens per shard file",
        cxxopts::value<int64_t>()->default_value("100000000"), "N")
@@ -283,18 +313,18 @@ int run(int argc, char** argv) {
   TESSERA_CHECK(shard_tokens > 0, "command line: --shard-tokens must be positive, got ",
                 shard_tokens);
   const std::string format = args["format"].as<std::string>();
-  TESSERA_CHECK(format == "text" || format == "sft",
-                "command line: --format must be text or sft, "
-                "got '",
-                format, "'");
-  const bool sft = format == "sft";
+  TESSERA_CHECK(format == "text" || format == "sft" || format == "pairs",
+                "command line: --format must be text, sft or pairs, got '", format, "'");
+  const bool pairs = format == "pairs";
+  const bool masked = format == "sft" || pairs;  // examples with loss masks, each kept whole
+  const char* unit = pairs ? "pair" : masked ? "example" : "document";  // what the stream holds
   std::optional<ChatTemplate> chat;
   if (args.count("chat-template")) {
     const std::string t = args["chat-template"].as<std::string>();
     chat = chat_template_named(t);
     TESSERA_CHECK(chat, "command line: --chat-template must be ", kChatTemplateNames, ", got '", t,
                   "'");
-    TESSERA_CHECK(sft, "command line: --chat-template goes with --format sft");
+    TESSERA_CHECK(masked, "command line: --chat-template goes with --format sft or pairs");
     TESSERA_CHECK(!args.count("bos"),
                   "command line: --bos and --chat-template: the template writes what starts an "
                   "example (llama3: <|begin_of_text|>)");
@@ -325,24 +355,33 @@ int run(int argc, char** argv) {
   const std::optional<uint32_t> bos =
       args.count("bos") ? std::optional(require_bos(*tok, "--bos")) : std::nullopt;
   int64_t bytes = 0, total = 0;
-  std::vector<std::vector<uint32_t>> docs;  // text: a document each; sft: an example each
-  std::vector<std::vector<uint8_t>> masks;  // sft: each example's loss mask
+  // text: a document each; sft: an example each; pairs: a pair each, its chosen example and then
+  // its rejected one
+  std::vector<std::vector<uint32_t>> docs;
+  std::vector<std::vector<uint8_t>> masks;  // sft, pairs: each one's loss mask
   for (size_t i = 0; i < inputs.size(); ++i) {
     const std::string text = piped[i] ? std::move(*piped[i]) : read_input(inputs[i]);
     piped[i].reset();
     bytes += int64_t(text.size());
-    if (sft) {
+    if (pairs) {
+      const std::vector<PreferenceExample> ps = parse_preference_examples(text, inputs[i]);
+      for (size_t k = 0; k < ps.size(); ++k) {
+        docs.emplace_back(), masks.emplace_back();
+        append_example(*tok, chat, bos, ps[k].chosen, inputs[i], unit, k + 1, docs.back(),
+                       masks.back());
+        masks.back()[0] |= kMaskPairStart;  // the chosen example's start is the pair's
+        append_example(*tok, chat, bos, ps[k].rejected, inputs[i], unit, k + 1, docs.back(),
+                       masks.back());
+        total += int64_t(docs.back().size());
+      }
+      continue;
+    }
+    if (format == "sft") {
       const std::vector<SftExample> examples = parse_sft_examples(text, inputs[i]);
       for (size_t k = 0; k < examples.size(); ++k) {
-        const SftExample& e = examples[k];
-        TESSERA_CHECK(chat || !e.needs_chat_template(), inputs[i], ": example ", k + 1,
-                      " is a conversation (\"messages\"): give --chat-template (",
-                      kChatTemplateNames, ")");
         docs.emplace_back(), masks.emplace_back();
-        if (chat)
-          append_chat_example(*tok, *chat, e, docs.back(), masks.back());
-        else
-          append_sft_example(*tok, e, docs.back(), masks.back(), bos);
+        append_example(*tok, chat, bos, examples[k], inputs[i], unit, k + 1, docs.back(),
+                       masks.back());
         total += int64_t(docs.back().size());
       }
       continue;
@@ -358,10 +397,10 @@ int run(int argc, char** argv) {
   std::vector<uint32_t> train, val;
   std::vector<uint8_t> train_mask, val_mask;
   std::vector<int64_t> sizes;
-  size_t k = 0;  // sft: the first example in the validation split
+  size_t k = 0;  // sft, pairs: the first example (pair) in the validation split
   for (const auto& d : docs) sizes.push_back(int64_t(d.size()));
-  if (sft) {
-    // Examples end with their own end-of-text: joined as they are, split between two of them.
+  if (masked) {
+    // Examples (pairs) end with their own end-of-text: joined as they are, split between two.
     k = split_point(sizes, 0, val_fraction);
     for (size_t d = 0; d < docs.size(); ++d) {
       (d < k ? train : val).insert((d < k ? train : val).end(), docs[d].begin(), docs[d].end());
@@ -381,7 +420,7 @@ int run(int argc, char** argv) {
   TESSERA_CHECK(!train.empty(), "the training split is empty (", total,
                 " tokens in all, --val-fraction ", val_fraction, ")");
   TESSERA_CHECK(val_fraction == 0 || !val.empty(), "the validation split is empty: ", total,
-                " tokens", sft ? " in " + std::to_string(docs.size()) + " example(s)" : "",
+                " tokens", masked ? " in " + std::to_string(docs.size()) + " " + unit + "(s)" : "",
                 " are too few to hold out --val-fraction ", val_fraction);
 
   // The tokens written: the end-of-text between the splits' documents is in neither.
@@ -389,18 +428,19 @@ int run(int argc, char** argv) {
   std::printf(
       "tokenize: %s (vocab %lld): %zu %s%s, %lld bytes -> %lld tokens in %.1f s "
       "(%.2f MB/s, %.2f bytes/token)\n",
-      tok->name().c_str(), (long long)tok->vocab_size(), docs.size(), sft ? "example" : "document",
+      tok->name().c_str(), (long long)tok->vocab_size(), docs.size(), unit,
       docs.size() == 1 ? "" : "s", (long long)bytes, (long long)written_tokens, seconds,
       seconds > 0 ? double(bytes) / seconds / 1e6 : 0.0,
       written_tokens > 0 ? double(bytes) / double(written_tokens) : 0.0);
   // A failed write (a full disk) takes back the shards already written: a part of the splits
   // would train on a part of the corpus, and the next run would refuse the directory.
   std::vector<std::string> written, train_paths, val_paths;
+  const uint8_t start_bit = pairs ? kMaskPairStart : kMaskExampleStart;  // where shards may end
   try {
-    train_paths =
-        write_split(prefix, "train", train, train_mask, shard_tokens, tok->vocab_size(), &written);
-    val_paths =
-        write_split(prefix, "val", val, val_mask, shard_tokens, tok->vocab_size(), &written);
+    train_paths = write_split(prefix, "train", train, train_mask, start_bit, shard_tokens,
+                              tok->vocab_size(), &written);
+    val_paths = write_split(prefix, "val", val, val_mask, start_bit, shard_tokens,
+                            tok->vocab_size(), &written);
   } catch (...) {
     std::error_code ec;
     for (const auto& path : written) fs::remove(path, ec);
@@ -415,24 +455,23 @@ int run(int argc, char** argv) {
                 join(val_paths).c_str());
     // Several documents are split between them, each whole in one split: few or unequal ones can
     // put far more (or less) than --val-fraction in validation.
-    const char* unit = sft ? "example" : "document";
     if (std::fabs(share - val_fraction) > 0.5 * val_fraction)
       std::fprintf(stderr,
                    "tokenize: warning: the validation split holds %.1f%% of the tokens, not the "
                    "%.1f%% --val-fraction asks: each of the %zu %ss stays whole in one "
                    "split; give more, smaller %ss%s for a closer split\n",
                    100.0 * share, 100.0 * val_fraction, docs.size(), unit, unit,
-                   sft ? "" : " (or one)");
+                   masked ? "" : " (or one)");
   }
-  if (sft) {
+  if (masked) {
     const auto ones = [](const std::vector<uint8_t>& m) {
       return int64_t(std::count_if(m.begin(), m.end(), [](uint8_t b) { return b & kMaskScored; }));
     };
     std::printf(
         "tokenize: loss masks beside each shard (.mask): %lld of the %zu train tokens "
-        "and %lld of the %zu val tokens are scored (responses and their end of text); examples "
+        "and %lld of the %zu val tokens are scored (responses and their end of text); %ss "
         "1-%zu in train%s\n",
-        (long long)ones(train_mask), train.size(), (long long)ones(val_mask), val.size(), k,
+        (long long)ones(train_mask), train.size(), (long long)ones(val_mask), val.size(), unit, k,
         k < docs.size()
             ? (", " + std::to_string(k + 1) + "-" + std::to_string(docs.size()) + " in val").c_str()
             : "");

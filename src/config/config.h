@@ -136,6 +136,14 @@ struct TrainConfig {
   // > 0: an exponential moving average of the weights with this decay, in [0, 1) (train/ema.h):
   // its validation loss at every evaluation, kept in checkpoints, written out by average --ema.
   double ema_decay = 0;
+  // What the run minimises: lm, the next token's cross-entropy; dpo, Direct Preference
+  // Optimization (Rafailov et al. 2023) on preference pairs (data.windows: pairs, train/dpo.h),
+  // against the weights of checkpoint.init as the reference (under lora.rank > 0: the base, its
+  // adapters off). Under dpo a window is a pair: train.batch_size counts pairs, each two rows of
+  // the sequence length, and train.total_batch_size counts pairs x the sequence length.
+  std::string objective = "lm";
+  double dpo_beta = 0.1;           // dpo: beta, the strength of the pull towards the reference
+  double dpo_label_smoothing = 0;  // dpo: in [0, 0.5), the share of pairs taken as mislabelled
 
   bool operator==(const TrainConfig&) const = default;
 };

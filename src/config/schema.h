@@ -83,6 +83,9 @@ void visit_section(S& s, F&& f) {
   f("stop_after", s.stop_after);
   f("s2_attn", s.s2_attn);
   f("ema_decay", s.ema_decay);
+  f("objective", s.objective);
+  f("dpo_beta", s.dpo_beta);
+  f("dpo_label_smoothing", s.dpo_label_smoothing);
 }
 
 template <Section<OptimConfig> S, typename F>

@@ -43,12 +43,14 @@ class Problems {
   void non_negative(const char* key, T value) {
     if (!(value >= 0)) add(key, " must be >= 0, got ", value);
   }
-  void one_of(const char* key, const std::string& value,
+  // Whether value is one of them (else the problem is added).
+  bool one_of(const char* key, const std::string& value,
               std::initializer_list<const char*> allowed) {
-    if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return;
+    if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return true;
     std::string names;
     for (const char* a : allowed) names += std::string(names.empty() ? "" : ", ") + a;
     add(key, " must be one of ", names, "; got ", quoted(value));
+    return false;
   }
   // A value as a message quotes it: at most 64 characters of it, then how long it was.
   static std::string quoted(const std::string& value) {
@@ -254,7 +256,7 @@ void check_data(const Config& c, Problems& p) {
   if (d.tokenizer != "byte") p.non_empty("data.tokenizer_dir", d.tokenizer_dir);
   p.non_empty("data.train", d.train);
   p.non_empty("data.val", d.val);
-  p.one_of("data.windows", d.windows, {"packed", "documents", "example"});
+  p.one_of("data.windows", d.windows, {"packed", "documents", "example", "pairs"});
   if (!d.chat_template.empty())  // "" for none
     p.one_of("data.chat_template", d.chat_template,
              {"chatml", "qwen3", "llama3", "llama2", "mistral"});
@@ -450,6 +452,30 @@ void check_spike(const SpikeConfig& s, int64_t max_steps, Problems& p) {
             "): it would never be injected");
       break;
     }
+}
+
+// train.objective and what goes with dpo (train/dpo.h).
+void check_objective(const Config& c, Problems& p) {
+  const TrainConfig& t = c.train;
+  if (p.one_of("train.objective", t.objective, {"lm", "dpo"}) &&
+      (t.objective == "dpo") != (c.data.windows == "pairs"))
+    p.add("train.objective '", t.objective, "' and data.windows '", c.data.windows,
+          "' go together only as dpo and pairs: a preference pair's two rows are scored against "
+          "each other, and nothing else is");
+  if (t.objective != "dpo") return;
+  if (!(t.dpo_beta > 0 && std::isfinite(t.dpo_beta)))  // NaN too
+    p.add("train.dpo_beta must be positive (0.1 is usual), got ", t.dpo_beta);
+  if (!(t.dpo_label_smoothing >= 0 && t.dpo_label_smoothing < 0.5))
+    p.add("train.dpo_label_smoothing must be in [0, 0.5), got ", t.dpo_label_smoothing);
+  if (c.checkpoint.init.empty())
+    p.add("train.objective dpo needs checkpoint.init: the trained model to tune, its reference");
+  // Not built with dpo: an update inside backward, an averaged model's validation (a DPO loss's),
+  // full tensors training beside adapters (the reference is the base with the adapters off).
+  for (const auto& [on, what] :
+       {std::pair{c.optim.updates_in_backward(), "optim.name " + c.optim.name},
+        std::pair{t.ema_decay > 0, std::string("train.ema_decay")},
+        std::pair{c.lora.rank > 0 && !c.lora.trainable.empty(), std::string("lora.trainable")}})
+    if (on) p.add("train.objective dpo with ", what, " is not built");
 }
 
 }  // namespace
@@ -679,6 +705,7 @@ std::vector<std::string> config_problems(const Config& c) {
   check_model(c.model, p);
   check_data(c, p);
   check_train(c, p);
+  check_objective(c, p);
   check_optim(c, p);
   p.non_negative("eval.interval", c.eval.interval);
   p.positive("eval.steps", c.eval.steps);

@@ -5,7 +5,9 @@
 // Invariants:
 //  - Window w of the concatenated window list lives in shard s with first_window_[s] <= w <
 //    first_window_[s + 1]; packed, it starts at token (w - first_window_[s]) * T of that shard;
-//    with example windows it is the shard's example w - first_window_[s] (its example_starts()).
+//    with example windows it is the shard's example w - first_window_[s] (its example_starts());
+//    with pair windows it is the shard's pair i = w - first_window_[s], examples 2i (chosen) and
+//    2i + 1 (rejected), which check_pairs has made sure of at open.
 //  - next() at position p reads windows order[p, p + W * B); this rank reads the slice
 //    [p + rank * B, p + (rank + 1) * B) of it. The order is recomputed, never stored in the state.
 //  - 0 <= position_ < used_windows() between calls: next() rolls over to the next epoch as soon as
@@ -52,7 +54,8 @@ WindowMode parse_window_mode(const std::string& name, const std::string& key) {
   // document_separator).
   if (name == "packed" || name == "documents") return WindowMode::Packed;
   if (name == "example") return WindowMode::Example;
-  TESSERA_FAIL(key, ": unknown window mode '", name, "' (packed | documents | example)");
+  if (name == "pairs") return WindowMode::Pairs;
+  TESSERA_FAIL(key, ": unknown window mode '", name, "' (packed | documents | example | pairs)");
 }
 
 int64_t read_example(const Shard& shard, int64_t start, int64_t end, int64_t T, int32_t* inputs,
@@ -113,23 +116,39 @@ DataLoader::DataLoader(LoaderOptions options) : options_(std::move(options)) {
                 " is not in [0, world = ", o.world, ")");
 
   const int64_t T = o.seq_len;
-  const bool examples = o.windows == WindowMode::Example;
+  const bool pairs = o.windows == WindowMode::Pairs;
+  const bool examples = o.windows == WindowMode::Example || pairs;  // a window an example
   shards_.reserve(o.files.size());
   first_window_.assign(1, 0);
   for (const std::string& file : o.files) {
     shards_.emplace_back(file, o.vocab_size, o.format);
-    TESSERA_CHECK(!examples || shards_.back().has_example_starts(), "shard ", file,
-                  shards_.back().has_loss_mask()
+    const Shard& shard = shards_.back();
+    TESSERA_CHECK(o.windows != WindowMode::Example || shard.has_example_starts(), "shard ", file,
+                  shard.has_loss_mask()
                       ? " has a version 1 loss mask, which marks no examples,"
                       : " has no loss mask (" + loss_mask_path(file) + "), so no examples,",
                   " but data.windows is example (one window per example): tokenize the examples "
                   "(again) with --format sft, or set data.windows: packed");
+    TESSERA_CHECK(!pairs || shard.has_pair_starts(), "shard ", file,
+                  " holds no preference pairs: write it with tokenize --format pairs (data.windows "
+                  "is pairs, and ",
+                  shard.has_loss_mask() ? "its loss mask marks no pair"
+                                        : "it has no loss mask, " + loss_mask_path(file),
+                  ")");
+    // Packed or example windows of pairs would train a language model on the rejected responses
+    // as on the chosen ones: nothing would fail, the model would just learn the wrong thing.
+    TESSERA_CHECK(pairs || !shard.has_pair_starts(), "shard ", file,
+                  " holds preference pairs (tokenize --format pairs): train them with "
+                  "data.windows: pairs and train.objective: dpo (windows of another mode would "
+                  "teach the model the rejected responses as well as the chosen ones)");
+    if (pairs) check_pairs(shard);
     const int64_t written = shards_.back().written_vocab();
-    TESSERA_CHECK(o.tokenizer.empty() || written == 0 || (o.tokenizer == "byte") == (written == 257),
-                  "shard ", file, " was written for a vocabulary of ", written,
-                  written == 257 ? " (the byte tokenizer's)" : " (not the byte tokenizer's 257)",
-                  ", but data.tokenizer is ", o.tokenizer, ": tokenize the corpus with --tokenizer ",
-                  o.tokenizer, ", or set data.tokenizer and model.vocab_size for these shards");
+    TESSERA_CHECK(
+        o.tokenizer.empty() || written == 0 || (o.tokenizer == "byte") == (written == 257),
+        "shard ", file, " was written for a vocabulary of ", written,
+        written == 257 ? " (the byte tokenizer's)" : " (not the byte tokenizer's 257)",
+        ", but data.tokenizer is ", o.tokenizer, ": tokenize the corpus with --tokenizer ",
+        o.tokenizer, ", or set data.tokenizer and model.vocab_size for these shards");
     if (!examples)
       first_window_.push_back(first_window_.back() + count_windows({shards_.back().size()}, T));
   }
@@ -159,32 +178,62 @@ DataLoader::DataLoader(LoaderOptions options) : options_(std::move(options)) {
                  "); windows never cross shard boundaries");
   }
   const int64_t global = int64_t(o.world) * o.batch_size;
-  const std::string shards = o.files.size() == 1 ? o.files[0]
-                                                 : o.files[0] + " and " +
-                                                       std::to_string(o.files.size() - 1) + " more";
+  const std::string shards =
+      o.files.size() == 1 ? o.files[0]
+                          : o.files[0] + " and " + std::to_string(o.files.size() - 1) + " more";
   // "windows of 65 tokens" | "examples (one window each)"
-  const std::string unit =
-      examples ? "examples (a window each)" : "windows of " + std::to_string(T + 1) + " tokens";
+  const std::string unit = pairs      ? "preference pairs (two windows each)"
+                           : examples ? "examples (a window each)"
+                                      : "windows of " + std::to_string(T + 1) + " tokens";
   TESSERA_CHECK(total_windows_ >= global, "DataLoader: the shards (", shards, ") hold ",
                 total_windows_, " ", unit,
                 ", fewer than one global batch of world x batch_size = ", o.world, " x ",
                 o.batch_size, " = ", global);
   if (options_.step_windows == 0) options_.step_windows = global;
   TESSERA_CHECK(options_.step_windows % global == 0, "DataLoader: step_windows ",
-                options_.step_windows, " is not a multiple of world x batch_size = ", o.world, " x ",
-                o.batch_size, " = ", global);
+                options_.step_windows, " is not a multiple of world x batch_size = ", o.world,
+                " x ", o.batch_size, " = ", global);
   TESSERA_CHECK(total_windows_ >= options_.step_windows, "DataLoader: the shards (", shards,
                 ") hold ", total_windows_, " ", unit, ", fewer than one optimizer step of ",
                 options_.step_windows, " windows");
   seed_ = o.seed;
 }
 
+void DataLoader::check_pairs(const Shard& shard) const {
+  // Pair k is examples 2k (its chosen one, the pair start) and 2k + 1 (its rejected one): an
+  // example starts a pair exactly when its index is even, and there is an even number of them.
+  const std::vector<int64_t>& e = shard.example_starts();
+  const std::vector<int64_t>& p = shard.pair_starts();  // a subset of e (Shard checks the bits)
+  const std::string& file = shard.path();
+  const char* why =
+      " (a shard of pairs, tokenize --format pairs, holds whole pairs, each a chosen "
+      "example then a rejected one)";
+  TESSERA_CHECK(p[0] == 0, "shard ", file,
+                ": token 0 starts no preference pair (the first starts at token ", p[0], ")", why);
+  size_t j = 0;  // the pair starts met so far; example 0 is the first (p[0] == 0 is an example)
+  for (size_t i = 0; i < e.size(); ++i) {
+    const bool starts_pair = j < p.size() && p[j] == e[i];
+    j += starts_pair;
+    if (starts_pair == (i % 2 == 0)) continue;
+    if (starts_pair)
+      TESSERA_FAIL("shard ", file, ": the preference pair at token ", e[i - 1],
+                   " holds one example: the next example, at token ", e[i], ", starts a pair too",
+                   why);
+    TESSERA_FAIL("shard ", file, ": the example at token ", e[i],
+                 " starts no preference pair, but the pair before it (at token ", e[i - 2],
+                 ") holds two examples already", why);
+  }
+  TESSERA_CHECK(e.size() % 2 == 0, "shard ", file, ": the last preference pair, at token ",
+                e.back(), ", holds one example and no rejected one", why);
+}
+
 void DataLoader::count_examples() {
   const int64_t T = options_.seq_len;
+  const int64_t parts = options_.windows == WindowMode::Pairs ? 2 : 1;  // examples a window
   int64_t targets = 0;
   for (const Shard& s : shards_) {
     const std::vector<int64_t>& starts = s.example_starts();
-    first_window_.push_back(first_window_.back() + int64_t(starts.size()));
+    first_window_.push_back(first_window_.back() + int64_t(starts.size()) / parts);
     for (size_t i = 0; i < starts.size(); ++i) {
       const int64_t length = (i + 1 < starts.size() ? starts[i + 1] : s.size()) - starts[i];
       examples_cut_ += length > T + 1;
@@ -192,7 +241,7 @@ void DataLoader::count_examples() {
     }
   }
   const int64_t windows = first_window_.back();
-  window_fill_ = windows ? double(targets) / double(windows * T) : 0;
+  window_fill_ = windows ? double(targets) / double(windows * parts * T) : 0;
 }
 
 int64_t DataLoader::used_windows() const {
@@ -213,7 +262,7 @@ void DataLoader::ensure_order() {
   order_epoch_ = epoch_;
 }
 
-const Shard& DataLoader::locate(int64_t window, int64_t* start, int64_t* end) const {
+const Shard& DataLoader::locate(int64_t window, int part, int64_t* start, int64_t* end) const {
   // The last shard whose first window is <= window; shards without windows are skipped because
   // their first_window_ equals the next shard's.
   auto it = std::upper_bound(first_window_.begin(), first_window_.end(), window);
@@ -225,8 +274,9 @@ const Shard& DataLoader::locate(int64_t window, int64_t* start, int64_t* end) co
     *end = *start + options_.seq_len + 1;
   } else {
     const std::vector<int64_t>& starts = shard.example_starts();
-    *start = starts[size_t(i)];
-    *end = size_t(i) + 1 < starts.size() ? starts[size_t(i) + 1] : shard.size();
+    const size_t e = size_t(options_.windows == WindowMode::Pairs ? 2 * i + part : i);
+    *start = starts[e];
+    *end = e + 1 < starts.size() ? starts[e + 1] : shard.size();
   }
   return shard;
 }
@@ -234,8 +284,9 @@ const Shard& DataLoader::locate(int64_t window, int64_t* start, int64_t* end) co
 Batch DataLoader::next() {
   ensure_order();
   const int64_t B = options_.batch_size, T = options_.seq_len;
-  Tensor inputs = Tensor::empty({B, T}, DType::I32);
-  Tensor targets = Tensor::empty({B, T}, DType::I32);
+  const int parts = options_.windows == WindowMode::Pairs ? 2 : 1;  // a pair: chosen, rejected
+  Tensor inputs = Tensor::empty({parts * B, T}, DType::I32);
+  Tensor targets = Tensor::empty({parts * B, T}, DType::I32);
   int32_t* in = inputs.data<int32_t>();
   int32_t* tg = targets.data<int32_t>();
 
@@ -245,9 +296,12 @@ Batch DataLoader::next() {
   for (int64_t b = 0; b < B; ++b) {
     const int64_t slot = first + b;
     const int64_t window = options_.shuffle ? order_[size_t(slot)] : slot;
-    int64_t start = 0, end = 0;
-    const Shard& shard = locate(window, &start, &end);  // sets them: before they are passed on
-    read_example(shard, start, end, T, in + b * T, tg + b * T, scratch);
+    for (int part = 0; part < parts; ++part) {  // rows b and B + b under pairs
+      int64_t start = 0, end = 0;
+      const Shard& shard = locate(window, part, &start, &end);  // sets them: before they are read
+      const int64_t row = part * B + b;
+      read_example(shard, start, end, T, in + row * T, tg + row * T, scratch);
+    }
   }
 
   position_ += per_call;
@@ -274,8 +328,8 @@ void DataLoader::set_state(const LoaderState& state) {
   const int64_t per_epoch = used_windows();
   TESSERA_CHECK(state.epoch >= 0, "DataLoader::set_state: negative epoch ", state.epoch);
   // position == per_epoch is accepted: it is the state "after the last window" of that epoch.
-  TESSERA_CHECK(state.position >= 0 && state.position <= per_epoch, "DataLoader::set_state: position ",
-                state.position, " is outside the ", per_epoch,
+  TESSERA_CHECK(state.position >= 0 && state.position <= per_epoch,
+                "DataLoader::set_state: position ", state.position, " is outside the ", per_epoch,
                 " windows an epoch uses (were the shards, seq_len or the tokens per step changed "
                 "since the state was saved?)");
   seed_ = state.seed;

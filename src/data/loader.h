@@ -40,6 +40,20 @@
 // are cut (examples_cut() counts such examples). The order, positions and state are as above,
 // counted in examples.
 //
+// Pair windows (WindowMode::Pairs, data.windows: pairs; Direct Preference Optimization, Rafailov
+// et al. 2023, train/dpo.h): the shards hold preference pairs (tokenize --format pairs), each its
+// chosen example then its rejected one, the chosen one's first token marked in a version 3 loss
+// mask (shard.h: kMaskPairStart). The unit is a pair: B counts pairs per rank, and next() returns
+// (2B, T) rows, rows [0, B) the chosen examples of this rank's B pairs and rows [B, 2B) their
+// rejected ones in the same order (row i and row B + i are one pair). Each example is windowed as
+// above (padded, or its first tokens cut; examples_cut() counts examples, window_fill() is over
+// all rows). The order is a permutation of pairs, so a pair's two examples are never apart;
+// positions, state, seek, step_windows, windows_per_epoch and the ranks' slices are as above,
+// counted in pairs. A shard of pairs starts with a pair and holds whole ones (pair starts and
+// plain example starts alternate), or it is refused naming the token; so is a shard without pairs
+// in this mode, and a shard with pairs in any other mode (a language model trained on both the
+// chosen and the rejected responses would learn the rejected ones too, silently).
+//
 // State: (seed, epoch, position) with position the index of the next window in the epoch's order;
 // it holds no reference to files, so a checkpoint stays valid as long as the shards, T and the
 // windows per step are the same.
@@ -57,14 +71,14 @@ namespace tessera::data {
 // The target of a token the loss does not score: cross_entropy's ignore index (ops/softmax.h).
 constexpr int32_t kIgnoreTarget = -100;
 
-enum class WindowMode { Packed, Example };
-// "packed" | "documents" | "example" (the config's data.windows; documents are cut as packed
-// windows, the model keeping their documents apart); anything else is an error naming `key`.
+enum class WindowMode { Packed, Example, Pairs };
+// "packed" | "documents" | "example" | "pairs" (the config's data.windows; documents are cut as
+// packed windows, the model keeping their documents apart); anything else is an error naming `key`.
 WindowMode parse_window_mode(const std::string& name, const std::string& key);
 
 struct LoaderOptions {
   std::vector<std::string> files;  // shards, read in this order (see expand_glob)
-  int64_t batch_size = 0;          // B, per rank
+  int64_t batch_size = 0;          // B, per rank (pairs under WindowMode::Pairs: 2B rows)
   int64_t seq_len = 0;             // T
   int64_t vocab_size = 0;          // every id must be below it (checked when the shards open)
   // The config's data.tokenizer ("byte" | "gpt2"; "" = unchecked): a shard whose header records
@@ -86,8 +100,8 @@ struct LoaderState {
 };
 
 struct Batch {
-  Tensor inputs;   // (B, T) i32, CPU
-  Tensor targets;  // (B, T) i32, CPU: inputs shifted left by one token (kIgnoreTarget: masked)
+  Tensor inputs;   // (B, T) i32, CPU; (2B, T) under WindowMode::Pairs, chosen rows then rejected
+  Tensor targets;  // the same shape: inputs shifted left by one token (kIgnoreTarget: masked)
 };
 
 class DataLoader {
@@ -110,19 +124,23 @@ class DataLoader {
   // What the shards hold, in order: a CRC-32C over each one's token count and the CRC-32C of its
   // token bytes (Shard::tokens_crc32c). Two loaders of equal fingerprints read the same tokens.
   uint32_t contents_fingerprint() const;
-  const std::vector<Shard>& shards() const { return shards_; }  // open, in options().files order
+  const std::vector<Shard>& shards() const { return shards_; }     // open, in options().files order
   bool loss_masked() const { return shards_[0].has_loss_mask(); }  // every shard has a mask
-  // Example windows: the examples longer than T + 1 tokens (their first tokens cut), and the share
-  // of all windows' targets that hold an example's tokens rather than padding (1 when packed).
+  // Example and pair windows: the examples longer than T + 1 tokens (their first tokens cut), and
+  // the share of all rows' targets that hold an example's tokens rather than padding (1 when
+  // packed).
   int64_t examples_cut() const { return examples_cut_; }
   double window_fill() const { return window_fill_; }
 
  private:
   void roll_over();     // starts the next epoch when fewer than W * B used windows are left
   void ensure_order();  // (re)computes order_ for (seed_, epoch_) when they changed
-  // The shard of a window and its tokens [*start, *end) (T + 1 of them when packed).
-  const Shard& locate(int64_t window, int64_t* start, int64_t* end) const;
-  void count_examples();  // example windows: first_window_, examples_cut_, window_fill_
+  // The shard of a window and its tokens [*start, *end) (T + 1 of them when packed); under pairs
+  // the pair's chosen example (part 0) or its rejected one (part 1).
+  const Shard& locate(int64_t window, int part, int64_t* start, int64_t* end) const;
+  // Example and pair windows: first_window_, examples_cut_, window_fill_.
+  void count_examples();
+  void check_pairs(const Shard& shard) const;  // pairs: whole pairs, starts alternating
 
   LoaderOptions options_;
   std::vector<Shard> shards_;
@@ -133,9 +151,10 @@ class DataLoader {
 
   uint64_t seed_ = 0;
   int64_t epoch_ = 0, position_ = 0;
-  std::vector<int64_t> order_;  // the permutation of [0, total_windows_) for (order_seed_, order_epoch_)
+  // The permutation of [0, total_windows_) for (order_seed_, order_epoch_).
+  std::vector<int64_t> order_;
   uint64_t order_seed_ = 0;
-  int64_t order_epoch_ = -1;    // -1: not computed yet
+  int64_t order_epoch_ = -1;  // -1: not computed yet
 };
 
 // One window: the last (at most) T + 1 of tokens [start, end) of shard into inputs[0, T) and

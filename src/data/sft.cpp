@@ -6,16 +6,15 @@
 #include "data/shard.h"  // kMaskScored, kMaskExampleStart
 
 namespace tessera::data {
-namespace {
 
-// A "messages" array's conversation; `where` names the example.
-std::vector<ChatMessage> messages_of(const Json& list, const std::string& where) {
-  TESSERA_CHECK(list.is(Json::Kind::Array), where, ": \"messages\" is ", list.kind_name(),
+std::vector<ChatMessage> chat_messages_of(const Json& list, const std::string& where,
+                                          const std::string& field) {
+  TESSERA_CHECK(list.is(Json::Kind::Array), where, ": \"", field, "\" is ", list.kind_name(),
                 ", not an array of {\"role\", \"content\"} objects");
   std::vector<ChatMessage> out;
   for (size_t i = 0; i < list.items().size(); ++i) {
     const Json& m = list.items()[i];
-    const std::string at = where + ": messages[" + std::to_string(i) + "]";
+    const std::string at = where + ": " + field + "[" + std::to_string(i) + "]";
     TESSERA_CHECK(m.is(Json::Kind::Object), at, " is ", m.kind_name(),
                   ", not a {\"role\", \"content\"} object");
     for (const auto& [key, value] : m.members()) {
@@ -30,9 +29,23 @@ std::vector<ChatMessage> messages_of(const Json& list, const std::string& where)
                   kChatRoles);
     out.push_back({role->str(), content->str()});
   }
-  TESSERA_CHECK(!out.empty(), where, ": \"messages\" is empty");
+  TESSERA_CHECK(!out.empty(), where, ": \"", field, "\" is empty");
   return out;
 }
+
+void for_each_example_json(const std::string& text, const std::string& path,
+                           const std::function<void(const Json&, const std::string&)>& f) {
+  const size_t first = text.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && text[first] == '[') {
+    const Json root = parse_json(text, path);
+    const std::vector<Json>& items = root.items(path);
+    for (size_t i = 0; i < items.size(); ++i) f(items[i], path + " element " + std::to_string(i));
+  } else {
+    for_each_json_line(text, path, f);
+  }
+}
+
+namespace {
 
 // One object's example; `where` names it in errors ("chat.jsonl line 3").
 SftExample example_of(const Json& j, const std::string& where) {
@@ -61,7 +74,7 @@ SftExample example_of(const Json& j, const std::string& where) {
                 "forms of an example; give one");
   SftExample e;
   if (messages) {
-    e.messages = messages_of(*messages, where);
+    e.messages = chat_messages_of(*messages, where, "messages");
     return e;
   }
   if (alpaca) {
@@ -101,17 +114,9 @@ std::string alpaca_prompt(const std::string& instruction, const std::string& inp
 
 std::vector<SftExample> parse_sft_examples(const std::string& text, const std::string& path) {
   std::vector<SftExample> out;
-  const size_t first = text.find_first_not_of(" \t\r\n");
-  if (first != std::string::npos && text[first] == '[') {
-    const Json root = parse_json(text, path);
-    const std::vector<Json>& items = root.items(path);
-    for (size_t i = 0; i < items.size(); ++i)
-      out.push_back(example_of(items[i], path + " element " + std::to_string(i)));
-  } else {
-    for_each_json_line(text, path, [&](const Json& j, const std::string& where) {
-      out.push_back(example_of(j, where));
-    });
-  }
+  for_each_example_json(text, path, [&](const Json& j, const std::string& where) {
+    out.push_back(example_of(j, where));
+  });
   TESSERA_CHECK(!out.empty(), path, ": no examples (JSON Lines of {\"prompt\", \"response\"} ",
                 "objects, or a JSON array of them)");
   return out;

@@ -34,12 +34,17 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "data/chat.h"
 #include "data/tokenizer.h"
+
+namespace tessera {
+class Json;
+}
 
 namespace tessera::data {
 
@@ -70,6 +75,16 @@ ChatTurn last_turn(const SftExample& e);
 std::vector<SftExample> parse_sft_examples(const std::string& text, const std::string& path);
 // The file at path, parsed so (errors name it).
 std::vector<SftExample> read_sft_examples(const std::string& path);
+
+// What the parsers of example files share (this one, preference.h's). f(value, where) for each
+// element of a JSON array, when text's first non-blank character is '[' (where = "<path> element
+// <i>"), else for each JSON line (where = "<path> line <n>").
+void for_each_example_json(const std::string& text, const std::string& path,
+                           const std::function<void(const Json&, const std::string&)>& f);
+// The conversation `list` holds, the value of `field` in the object at `where`: a non-empty array
+// of {"role", "content"} objects, roles kChatRoles. Errors name where, the field and the message.
+std::vector<ChatMessage> chat_messages_of(const Json& list, const std::string& where,
+                                          const std::string& field);
 
 // The Alpaca template's prompt for an instruction and an input ("" for none).
 std::string alpaca_prompt(const std::string& instruction, const std::string& input);

@@ -40,10 +40,12 @@ namespace {
 
 constexpr int64_t kHeaderBytes = kShardHeaderInts * int64_t(sizeof(int32_t));  // 1024
 constexpr int64_t kScanTokens = int64_t(1) << 18;  // tokens per read of the id scan at open
-constexpr uint8_t kMaskBits = kMaskScored | kMaskExampleStart;
+constexpr uint8_t kMaskBits = kMaskScored | kMaskExampleStart | kMaskPairStart;
 
 // The largest byte a mask of this version holds.
-uint8_t max_mask_byte(int version) { return version == 1 ? kMaskScored : kMaskBits; }
+uint8_t max_mask_byte(int version) {
+  return version == 1 ? kMaskScored : version == 2 ? kMaskScored | kMaskExampleStart : kMaskBits;
+}
 
 std::string errno_str() { return std::strerror(errno); }
 
@@ -59,7 +61,8 @@ void write_all(int fd, const void* data, size_t n, const std::string& path, cons
   }
 }
 
-// fsync of the directory makes the rename itself durable (a rename is an entry in the directory, which has its own fsync).
+// fsync of the directory makes the rename itself durable (a rename is an entry in the directory,
+// which has its own fsync).
 void fsync_dir(const std::filesystem::path& dir) {
   int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
   if (fd < 0) return;  // best effort: some file systems do not let a directory be opened
@@ -153,7 +156,8 @@ void write_shard(const std::string& path, const std::vector<uint32_t>& tokens, i
   TESSERA_CHECK(vocab_size > 0 && vocab_size <= (int64_t(1) << 32), "write_shard: ", path,
                 ": vocab_size must be in [1, 2^32], got ", vocab_size);
   TESSERA_CHECK(tokens.size() <= size_t(std::numeric_limits<int32_t>::max()), "write_shard: ", path,
-                ": ", tokens.size(), " tokens do not fit the header's int32 count (split the shard)");
+                ": ", tokens.size(),
+                " tokens do not fit the header's int32 count (split the shard)");
   for (size_t i = 0; i < tokens.size(); ++i)
     TESSERA_CHECK(int64_t(tokens[i]) < vocab_size, "write_shard: ", path, ": token id ", tokens[i],
                   " at position ", i, " is not below the vocabulary size ", vocab_size);
@@ -182,12 +186,19 @@ void write_loss_mask(const std::string& path, const std::vector<uint8_t>& mask) 
   TESSERA_CHECK(mask.size() <= size_t(std::numeric_limits<int32_t>::max()),
                 "write_loss_mask: ", path, ": ", mask.size(),
                 " tokens do not fit the header's int32 count");
-  for (size_t i = 0; i < mask.size(); ++i)
+  bool pairs = false;
+  for (size_t i = 0; i < mask.size(); ++i) {
     TESSERA_CHECK(mask[i] <= kMaskBits, "write_loss_mask: ", path, ": value ", int(mask[i]),
-                  " at position ", i, " has a bit other than scored (1) and example start (2)");
+                  " at position ", i,
+                  " has a bit other than scored (1), example start (2) and pair start (4)");
+    TESSERA_CHECK(!(mask[i] & kMaskPairStart) || (mask[i] & kMaskExampleStart),
+                  "write_loss_mask: ", path, ": value ", int(mask[i]), " at position ", i,
+                  " marks a pair start (4) on a token that starts no example (2)");
+    pairs = pairs || (mask[i] & kMaskPairStart);
+  }
   int32_t header[kShardHeaderInts] = {};
   header[0] = kMaskMagic;
-  header[1] = kMaskVersion;
+  header[1] = pairs ? kMaskVersionPairs : kMaskVersion;  // SFT masks stay version 2, unchanged
   header[2] = int32_t(mask.size());
   write_atomically(path, "write_loss_mask", header, mask.data(), mask.size());
 }
@@ -204,8 +215,8 @@ void Shard::open_mask(const std::string& mask_path) {
     fail_changed_size(mask_fd_, path, "the header's first 3 ints", sizeof(header));
   TESSERA_CHECK(header[0] == kMaskMagic, "loss mask ", path, ": wrong magic ", header[0],
                 " (expected ", kMaskMagic, ")");
-  TESSERA_CHECK(header[1] == 1 || header[1] == kMaskVersion, "loss mask ", path,
-                ": unknown version ", header[1], " (expected 1 or ", kMaskVersion, ")");
+  TESSERA_CHECK(header[1] >= 1 && header[1] <= kMaskVersionPairs, "loss mask ", path,
+                ": unknown version ", header[1], " (expected 1, 2 or ", kMaskVersionPairs, ")");
   mask_version_ = header[1];
   const uint8_t max_byte = max_mask_byte(mask_version_);
   TESSERA_CHECK(header[2] == count_, "loss mask ", path, " holds ", header[2],
@@ -226,8 +237,12 @@ void Shard::open_mask(const std::string& mask_path) {
       TESSERA_CHECK(byte <= max_byte, "loss mask ", path, ": value ", int(byte), " at position ",
                     first + i, " is not one a version ", mask_version_, " mask holds (0 to ",
                     int(max_byte), ")");
+      TESSERA_CHECK(!(byte & kMaskPairStart) || (byte & kMaskExampleStart), "loss mask ", path,
+                    ": value ", int(byte), " at position ", first + i,
+                    " marks a pair start (4) on a token that starts no example (2)");
       mask_scored_ += byte & kMaskScored;
       if (byte & kMaskExampleStart) example_starts_.push_back(first + i);
+      if (byte & kMaskPairStart) pair_starts_.push_back(first + i);
     }
   }
 }
@@ -274,12 +289,14 @@ Shard::Shard(const std::string& path, int64_t vocab_size, ShardFormat format)
       if (pread_full(fd_, path, header, sizeof(header), 0) < sizeof(header))
         fail_changed_size(fd_, path, "the header's first 4 ints", sizeof(header));
       if (header[0] == kShardMagicU16) {
-        TESSERA_CHECK(header[1] == kShardVersionU16, "shard ", path, ": unknown version ", header[1],
-                      " for magic ", kShardMagicU16, " (expected ", kShardVersionU16, ")");
+        TESSERA_CHECK(header[1] == kShardVersionU16, "shard ", path, ": unknown version ",
+                      header[1], " for magic ", kShardMagicU16, " (expected ", kShardVersionU16,
+                      ")");
         token_bytes_ = 2;
       } else if (header[0] == kShardMagicU32) {
-        TESSERA_CHECK(header[1] == kShardVersionU32, "shard ", path, ": unknown version ", header[1],
-                      " for magic ", kShardMagicU32, " (expected ", kShardVersionU32, ")");
+        TESSERA_CHECK(header[1] == kShardVersionU32, "shard ", path, ": unknown version ",
+                      header[1], " for magic ", kShardMagicU32, " (expected ", kShardVersionU32,
+                      ")");
         token_bytes_ = 4;
       } else {
         TESSERA_FAIL("shard ", path, ": wrong magic ", header[0], " (expected ", kShardMagicU16,
@@ -292,8 +309,9 @@ Shard::Shard(const std::string& path, int64_t vocab_size, ShardFormat format)
       count_ = header[2];
       written_vocab_ = header[3];
       const int64_t expected = kHeaderBytes + count_ * token_bytes_;
-      TESSERA_CHECK(file_bytes == expected, "shard ", path, " is truncated or oversized: the file has ",
-                    file_bytes, " bytes but its header says ", count_, " tokens of ", token_bytes_,
+      TESSERA_CHECK(file_bytes == expected, "shard ", path,
+                    " is truncated or oversized: the file has ", file_bytes,
+                    " bytes but its header says ", count_, " tokens of ", token_bytes_,
                     " bytes = ", expected, " bytes");
       data_offset_ = kHeaderBytes;
     }
@@ -391,7 +409,8 @@ Shard::Shard(Shard&& other) noexcept
       mask_version_(other.mask_version_),
       mask_scored_(other.mask_scored_),
       mask_crc_(other.mask_crc_),
-      example_starts_(std::move(other.example_starts_)) {}
+      example_starts_(std::move(other.example_starts_)),
+      pair_starts_(std::move(other.pair_starts_)) {}
 
 Shard& Shard::operator=(Shard&& other) noexcept {
   if (this != &other) {
@@ -411,6 +430,7 @@ Shard& Shard::operator=(Shard&& other) noexcept {
     mask_scored_ = other.mask_scored_;
     mask_crc_ = other.mask_crc_;
     example_starts_ = std::move(other.example_starts_);
+    pair_starts_ = std::move(other.pair_starts_);
   }
   return *this;
 }

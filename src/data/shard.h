@@ -12,8 +12,12 @@
 // token. Bit 0 (kMaskScored) is set where the loss counts the prediction of that token, clear where
 // it does not (a prompt's). Version 2 adds bit 1 (kMaskExampleStart) on the first token of each
 // example, so a loader can make one window of each (loader.h, data.windows: example); version 1
-// masks (bytes 0 or 1, no example starts) are still read. A Shard opens its mask when the file is
-// there; the loader turns masked targets into the ignore index (loader.h).
+// masks (bytes 0 or 1, no example starts) are still read. Version 3 adds bit 2 (kMaskPairStart) on
+// the first token of each preference pair (`tokenize --format pairs`, data/preference.h: a pair is
+// its chosen example then its rejected one, and the chosen one's first token has both bits set);
+// a mask is written as version 3 only when it holds that bit, so SFT masks stay version 2 byte for
+// byte. A Shard opens its mask when the file is there; the loader turns masked targets into the
+// ignore index (loader.h).
 //
 //   write_shard("data/kjv/train_000.bin", tokens, 257);     // picks uint16 for 257 ids
 //   Shard s("data/kjv/train_000.bin", 257);                  // validates header, size, ids
@@ -29,8 +33,9 @@ namespace tessera::data {
 constexpr int32_t kShardMagicU16 = 20240520, kShardVersionU16 = 1;
 constexpr int32_t kShardMagicU32 = 20240801, kShardVersionU32 = 7;
 constexpr int64_t kShardHeaderInts = 256;
-constexpr int32_t kMaskMagic = 20261205, kMaskVersion = 2;
-constexpr uint8_t kMaskScored = 1, kMaskExampleStart = 2;  // the bits of a mask byte
+constexpr int32_t kMaskMagic = 20261205, kMaskVersion = 2, kMaskVersionPairs = 3;
+// The bits of a mask byte. A pair start is always an example start too.
+constexpr uint8_t kMaskScored = 1, kMaskExampleStart = 2, kMaskPairStart = 4;
 
 enum class ShardFormat { Header, RawU16 };
 
@@ -43,9 +48,10 @@ void write_shard(const std::string& path, const std::vector<uint32_t>& tokens, i
 // The loss mask that belongs to the shard at shard_path: its name with ".bin" replaced by ".mask"
 // (".mask" appended to a name without ".bin"), so a train_*.bin glob never matches a mask.
 std::string loss_mask_path(const std::string& shard_path);
-// Writes mask (one byte a token: kMaskScored | kMaskExampleStart bits) to path as write_shard
-// writes a shard: through path + ".tmp", renamed into place, as version 2. A byte with another bit
-// set is an error naming its position and the path.
+// Writes mask (one byte a token: kMaskScored | kMaskExampleStart | kMaskPairStart bits) to path as
+// write_shard writes a shard: through path + ".tmp", renamed into place, as version 3 when a byte
+// has kMaskPairStart and version 2 otherwise. A byte with another bit set, or with kMaskPairStart
+// but not kMaskExampleStart, is an error naming its position and the path.
 void write_loss_mask(const std::string& path, const std::vector<uint8_t>& mask);
 
 // A shard open for reading. Opening checks the magic, version, that the file size equals
@@ -55,7 +61,7 @@ void write_loss_mask(const std::string& path, const std::vector<uint8_t>& mask);
 // Shard holds a file descriptor (past the soft limit on open files, the limit is raised).
 // With ShardFormat::Header, a loss mask beside the shard (loss_mask_path) is opened and checked
 // the same way: magic, version, a count equal to the shard's, the exact size, every byte one its
-// version allows.
+// version allows (a pair start only in version 3, and only on an example's start).
 class Shard {
  public:
   Shard(const std::string& path, int64_t vocab_size, ShardFormat format = ShardFormat::Header);
@@ -65,7 +71,7 @@ class Shard {
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
 
-  int64_t size() const { return count_; }  // number of tokens
+  int64_t size() const { return count_; }           // number of tokens
   int token_bytes() const { return token_bytes_; }  // 2 (uint16) or 4 (uint32)
   // Tokens [start, start + n) into out[0, n); 0 <= start <= start + n <= size(). Thread-safe.
   void read(int64_t start, int64_t n, uint32_t* out) const;
@@ -87,6 +93,11 @@ class Shard {
   // open; empty for a version 1 mask or none).
   bool has_example_starts() const { return mask_version_ >= 2; }
   const std::vector<int64_t>& example_starts() const { return example_starts_; }
+  // Version 3 masks: the positions of the tokens that start a preference pair (each one also in
+  // example_starts()), ascending; empty when the mask marks none. Whether pairs and examples
+  // alternate as they should is the loader's check (loader.h).
+  bool has_pair_starts() const { return !pair_starts_.empty(); }
+  const std::vector<int64_t>& pair_starts() const { return pair_starts_; }
 
  private:
   void read_tokens(int64_t start, int64_t n, uint32_t* out) const;  // no id check
@@ -106,6 +117,7 @@ class Shard {
   int64_t mask_scored_ = 0;
   uint32_t mask_crc_ = 0;
   std::vector<int64_t> example_starts_;
+  std::vector<int64_t> pair_starts_;
 };
 
 }  // namespace tessera::data

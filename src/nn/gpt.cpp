@@ -661,40 +661,59 @@ Tensor GPT::decode(const Tensor& inputs, KVCache& cache, const std::vector<Decod
   return head(norm(x, lnf_w_, lnf_b_), false, false);
 }
 
-Tensor GPT::loss(const Tensor& inputs, const Tensor& targets, bool training, double fused_dy,
-                 RouterLosses* router) const {
+Tensor GPT::scored(const Tensor& inputs, const Tensor& targets, bool training, RouterLosses* router,
+                   Tensor* penalty, const Scorer& score) const {
   const Device dev = wte_.defined() ? wte_.device() : inputs.device();
-  // The padded logits go to the cross-entropy whole; only the vocabulary's columns are classes.
-  const int64_t V = cfg_.vocab_size;
   // A mixture's router losses, while training with a coefficient or asked for the balance.
   const bool penalised = (cfg_.router_aux_loss > 0 || cfg_.router_z_loss > 0) && grad_enabled();
   std::vector<RouterLosses> aux;
   std::vector<RouterLosses>* blocks_aux =
       cfg_.n_expert > 0 && training && (router || penalised) ? &aux : nullptr;
   if (router) *router = {};
-  Tensor loss;
+  if (penalty) *penalty = Tensor();
+  Tensor out;
   if (!inputs.device().is_cpu() || dev.is_cpu()) {
-    loss = ops::cross_entropy(forward_from(inputs, Tensor(), training, blocks_aux), targets, -100,
-                              {}, V, fused_dy);
+    out = score(forward_from(inputs, Tensor(), training, blocks_aux), targets, Tensor());
   } else {
     // A host batch for a model on a device: uploaded once, its ids checked from the host copies.
     TESSERA_CHECK(targets.device().is_cpu(), "GPT: inputs on the host but targets on ",
                   targets.device().str(), " (", targets.str(), ")");
-    loss = ops::cross_entropy(forward_from(inputs.to(dev), inputs, training, blocks_aux),
-                              targets.to(dev), -100, targets, V, fused_dy);
+    out =
+        score(forward_from(inputs.to(dev), inputs, training, blocks_aux), targets.to(dev), targets);
   }
-  if (aux.empty()) return loss;
-  // The router losses join the gradient but not the value: p - detach(p) is exactly 0, so the
-  // loss returned (logged, compared for spikes) is the cross-entropy's, bit for bit, and its
-  // gradient carries router_aux_loss x d(balance) + router_z_loss x d(z).
+  if (aux.empty()) return out;
   Tensor balances = aux[0].balance, zs = aux[0].z;
   for (size_t i = 1; i < aux.size(); ++i)
     balances = ops::add(balances, aux[i].balance), zs = ops::add(zs, aux[i].z);
   if (router) *router = {balances.detach(), zs.detach()};
-  if (!penalised) return loss;
-  const Tensor p =
-      ops::add(ops::scale(balances, cfg_.router_aux_loss), ops::scale(zs, cfg_.router_z_loss));
+  if (penalised && penalty)
+    *penalty =
+        ops::add(ops::scale(balances, cfg_.router_aux_loss), ops::scale(zs, cfg_.router_z_loss));
+  return out;
+}
+
+Tensor GPT::loss(const Tensor& inputs, const Tensor& targets, bool training, double fused_dy,
+                 RouterLosses* router) const {
+  // The padded logits go to the cross-entropy whole; only the vocabulary's columns are classes.
+  Tensor p;
+  const Tensor loss =
+      scored(inputs, targets, training, router, &p,
+             [&](const Tensor& logits, const Tensor& t, const Tensor& host) {
+               return ops::cross_entropy(logits, t, -100, host, cfg_.vocab_size, fused_dy);
+             });
+  if (!p.defined()) return loss;
+  // The router losses join the gradient but not the value: p - detach(p) is exactly 0, so the
+  // loss returned (logged, compared for spikes) is the cross-entropy's, bit for bit, and its
+  // gradient carries router_aux_loss x d(balance) + router_z_loss x d(z).
   return ops::add(loss, ops::sub(p, p.detach()).to(loss.dtype()));
+}
+
+Tensor GPT::token_losses(const Tensor& inputs, const Tensor& targets, bool training,
+                         RouterLosses* router, Tensor* penalty) const {
+  return scored(inputs, targets, training, router, penalty,
+                [&](const Tensor& logits, const Tensor& t, const Tensor& host) {
+                  return ops::token_losses(logits, t, -100, host, cfg_.vocab_size);
+                });
 }
 
 }  // namespace tessera::nn

@@ -15,6 +15,7 @@
 // names come from one table per architecture, nn/hf_names.h.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -151,6 +152,13 @@ class GPT {
   // evaluation).
   Tensor loss(const Tensor& inputs, const Tensor& targets, bool training = true,
               double fused_dy = 0, RouterLosses* router = nullptr) const;
+  // Each position's cross-entropy (B, T), unreduced (ops::token_losses: f32 for a bf16 model, 0
+  // where the target is ignored), differentiable; the batch as loss() takes it. A mixture's
+  // router losses, which loss() joins to its gradient, are handed back instead: penalty non-null
+  // is set to their weighted sum (router_aux_loss x balance + router_z_loss x z, a scalar that
+  // carries their gradient; undefined when there is none), router as in loss().
+  Tensor token_losses(const Tensor& inputs, const Tensor& targets, bool training = true,
+                      RouterLosses* router = nullptr, Tensor* penalty = nullptr) const;
 
   // Inference with a KV cache (no autograd): inputs (B, Tn) continue the sequence held in cache;
   // returns logits (B, Tn, V) equal to the last Tn rows of forward() over the whole sequence.
@@ -294,6 +302,12 @@ class GPT {
   // a block, appended.
   Tensor forward_from(const Tensor& inputs, const Tensor& host_inputs, bool training,
                       std::vector<RouterLosses>* aux = nullptr) const;
+  // loss() and token_losses(): score(padded logits, targets on their device, host targets or
+  // undefined) on forward_from's logits, the batch uploaded once when it is on the host; penalty
+  // as token_losses() sets it.
+  using Scorer = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
+  Tensor scored(const Tensor& inputs, const Tensor& targets, bool training, RouterLosses* router,
+                Tensor* penalty, const Scorer& score) const;
   // aux non-null (a training forward of a mixture of experts): the block's load-balancing loss is
   // appended to it.
   Tensor mlp(const Block& blk, const Tensor& x, const Tensor& residual, bool training,

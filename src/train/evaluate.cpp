@@ -56,7 +56,11 @@ ValidationLoss mean_loss(const nn::GPT& model, data::DataLoader& loader, int64_t
 // n whatever B is); *B receives the batch size the windows are scored in.
 data::DataLoader window_loader(const Config& cfg, const std::string& pattern, int64_t* B) {
   *B = cfg.train.batch_size;
-  return data::DataLoader(window_loader_options(cfg, pattern));
+  data::LoaderOptions o = window_loader_options(cfg, pattern);
+  TESSERA_CHECK(o.windows != data::WindowMode::Pairs, pattern,
+                ": preference pairs (data.windows: pairs) are not a language model's windows: "
+                "train.objective dpo's validation scores them (train/dpo.h)");
+  return data::DataLoader(o);
 }
 
 }  // namespace
@@ -99,8 +103,8 @@ StridedLoss evaluate_strided(const nn::GPT& model, const Config& cfg, const std:
   const data::LoaderOptions o = loader_options(cfg, "data.val", pattern, false);
   const int64_t T = o.seq_len, B = o.batch_size;
   TESSERA_CHECK(o.windows == data::WindowMode::Packed, "a strided evaluation of ", pattern,
-                " slides a window along the token stream; data.windows is example (a window per "
-                "example): evaluate it in packed windows");
+                " slides a window along the token stream; data.windows is ", cfg.data.windows,
+                ": evaluate it in packed windows");
   TESSERA_CHECK(stride >= 1 && stride <= T, "--stride ", stride, " is not in [1, ", T,
                 "]: a window of ", T, " tokens moves by at least 1 and at most its length");
   // The target tokens evaluate() scores: the first n whole batches of B windows, in order, whole

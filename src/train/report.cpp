@@ -175,10 +175,13 @@ void Report::emit(const std::string& json) {
 }
 
 void Report::step(const StepReport& r) {
-  char mfu[32] = "", balance[32] = "";
+  char mfu[32] = "", balance[64] = "";
   if (r.mfu >= 0) std::snprintf(mfu, sizeof mfu, " | mfu %.1f%%", 100 * r.mfu);
   if (r.balance >= 0) std::snprintf(balance, sizeof balance, " | balance %.3f", r.balance);
-  char line[288];
+  if (r.reward_accuracy >= 0)
+    std::snprintf(balance, sizeof balance, " | acc %.3f | margin %.3f", r.reward_accuracy,
+                  r.reward_chosen - r.reward_rejected);
+  char line[320];
   std::snprintf(line, sizeof line,
                 "step %5ld/%ld | loss %.4f%s | lr %.2e | norm %.3f | %.0f tok/s%s | eta %s",
                 long(r.step), long(r.max_steps), r.loss, balance, r.lr, r.grad_norm, r.tokens_per_s,
@@ -190,6 +193,10 @@ void Report::step(const StepReport& r) {
                      ", \"tokens_per_s\": " + json_number(r.tokens_per_s);
   if (r.mfu >= 0) json += ", \"mfu\": " + json_number(r.mfu);
   if (r.balance >= 0) json += ", \"router_balance\": " + json_number(r.balance);
+  if (r.reward_accuracy >= 0)
+    json += ", \"reward_accuracy\": " + json_number(r.reward_accuracy) +
+            ", \"reward_chosen\": " + json_number(r.reward_chosen) +
+            ", \"reward_rejected\": " + json_number(r.reward_rejected);
   emit(json + ", \"tokens\": " + std::to_string(r.tokens) + "}");
 }
 
@@ -237,6 +244,17 @@ void Report::eval(int64_t step, double val, int64_t tokens) {
   emit("{\"step\": " + std::to_string(step) + ", \"val_loss\": " + json_number(val) +
        ", \"val_ppl\": " + json_number(std::exp(val)) + ", \"val_tokens\": " +
        std::to_string(tokens) + "}");
+}
+
+void Report::eval_pairs(int64_t step, double val, double accuracy, double margin, int64_t pairs) {
+  char line[160];
+  std::snprintf(line, sizeof line,
+                "step %5ld | val loss %.4f | reward accuracy %.4f | margin %.4f (%ld pairs)",
+                long(step), val, accuracy, margin, long(pairs));
+  this->line(line);
+  emit("{\"step\": " + std::to_string(step) + ", \"val_loss\": " + json_number(val) +
+       ", \"val_reward_accuracy\": " + json_number(accuracy) + ", \"val_reward_margin\": " +
+       json_number(margin) + ", \"val_pairs\": " + std::to_string(pairs) + "}");
 }
 
 }  // namespace tessera::train

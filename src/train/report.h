@@ -54,6 +54,9 @@ struct StepReport {
   // A mixture of experts' load-balancing loss, the mean a block over the step (1: uniform,
   // nn/moe.h); < 0: not shown (a dense model).
   double balance = -1;
+  // train.objective dpo (train/dpo.h): the step's pairs' reward accuracy (< 0: not shown), and the
+  // mean rewards of their chosen and rejected responses.
+  double reward_accuracy = -1, reward_chosen = 0, reward_rejected = 0;
 };
 
 class Report {
@@ -69,6 +72,9 @@ class Report {
   void emit(const std::string& json);  // one metrics.jsonl object
   void step(const StepReport& r);
   void eval(int64_t step, double val_loss, int64_t tokens);  // tokens: the targets scored
+  // train.objective dpo's validation: the DPO loss and the rewards' accuracy and mean margin over
+  // `pairs` pairs.
+  void eval_pairs(int64_t step, double val_loss, double accuracy, double margin, int64_t pairs);
   void sample(int64_t step, const std::string& text);        // log.sample_interval's
   // eval.choices's accuracy: acc and acc_norm over `items` items.
   void choices(int64_t step, double acc, double acc_norm, int64_t items);

@@ -81,20 +81,25 @@ std::string loss_mask_note(const data::DataLoader& train, const data::DataLoader
 }
 
 std::string example_windows_note(const data::DataLoader& train, const data::DataLoader* val) {
-  if (train.options().windows != data::WindowMode::Example) return "";
+  const data::WindowMode mode = train.options().windows;
+  const bool pairs = mode == data::WindowMode::Pairs;
+  if (mode != data::WindowMode::Example && !pairs) return "";
   // "data.train's 900 examples (3 longer than 65 tokens, their first tokens cut; 41.2% of the
-  // window targets are padding)"
-  const auto stats = [](const data::DataLoader& d, const char* key) {
-    char text[224];
+  // window targets are padding)"; under pairs "data.train's 450 pairs (3 examples longer ...".
+  const auto stats = [&](const data::DataLoader& d, const char* key) {
+    char text[240];
     std::snprintf(text, sizeof text,
-                  "%s's %lld examples (%lld longer than %lld tokens, their first tokens cut; "
+                  "%s's %lld %s (%lld %slonger than %lld tokens, their first tokens cut; "
                   "%.1f%% of the window targets are padding)",
-                  key, (long long)d.windows_per_epoch(), (long long)d.examples_cut(),
+                  key, (long long)d.windows_per_epoch(), pairs ? "pairs" : "examples",
+                  (long long)d.examples_cut(), pairs ? "examples " : "",
                   (long long)d.options().seq_len + 1, 100.0 * (1 - d.window_fill()));
     return std::string(text);
   };
-  return "data.windows example: one window each for " + stats(train, "data.train") +
-         (val ? " and " + stats(*val, "data.val") : std::string());
+  return std::string(pairs ? "data.windows pairs: one window each for the chosen and the rejected "
+                             "example of "
+                           : "data.windows example: one window each for ") +
+         stats(train, "data.train") + (val ? " and " + stats(*val, "data.val") : std::string());
 }
 
 std::string documents_note(const Config& cfg, int64_t separator) {

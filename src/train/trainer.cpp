@@ -205,6 +205,15 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
     const double peak = peak_bf16_flops(cuda::device_name(where.device.index));
     if (!lora_ && peak > 0) mfu_per_token_ = training_flops_per_token(model_, T_) / peak;
   }
+  std::string dpo_error;  // the reference model, read where the policy is placed
+  if (cfg_.train.objective == "dpo") try {
+      dpo_ = std::make_unique<Dpo>(cfg_, model_, lora_.get());
+      out_->log() << "dpo: beta " << cfg_.train.dpo_beta << ", label smoothing "
+                  << cfg_.train.dpo_label_smoothing << "; reference: " << dpo_->reference() << "\n";
+    } catch (const std::exception& e) {
+      dpo_error = e.what();
+    }
+  fail_together(dpo_error, "another rank could not build the DPO reference model");
   params_ = named_params(lora_ ? lora_->parameters() : model_.parameters());
   build_optimizer();
   if (cfg_.train.ema_decay > 0) ema_.emplace(params_, cfg_.train.ema_decay, flat_.get());
@@ -338,14 +347,15 @@ data::Batch Trainer::next_batch(int64_t* window) {
 }
 
 Tensor Trainer::micro_loss(const data::Batch& b, int64_t window, double weight,
-                           nn::RouterLosses* router) {
+                           nn::RouterLosses* router, PairSums* pairs) {
   // Batches come from the loader on the host; the model uploads them and checks their ids there.
   // AdamW differentiates each micro-batch's loss once, with dy = weight (forward_backward), so
   // the loss computes the logits' gradient in its forward (the fused classifier). LOMO's
   // two-pass clipping runs the backward twice: not fused. Nor under TESSERA_UNFUSED=1, nor for a
   // micro-batch that scores nothing (weight 0).
   const double fused_dy = !cfg_.optim.updates_in_backward() && !unfused_ ? weight : 0.0;
-  Tensor loss = model_.loss(b.inputs, b.targets, true, fused_dy, router);
+  Tensor loss = dpo_ ? dpo_->loss(b.inputs, b.targets, pairs, router)
+                     : model_.loss(b.inputs, b.targets, true, fused_dy, router);
   if (poisoned_.count(window) && cfg_.spike.inject_kind != "corrupt") {
     const double s = cfg_.spike.inject_kind == "nan" ? std::nan("") : cfg_.spike.inject_scale;
     loss = ops::scale(loss, s);
@@ -354,7 +364,9 @@ Tensor Trainer::micro_loss(const data::Batch& b, int64_t window, double weight,
 }
 
 std::vector<double> Trainer::micro_weights(const std::vector<data::Batch>& batches) {
-  if (!loader_.loss_masked()) return std::vector<double>(size_t(accum_), 1.0 / double(accum_));
+  // A DPO loss is a mean over pairs, each micro-batch holding B of them.
+  if (!loader_.loss_masked() || dpo_)
+    return std::vector<double>(size_t(accum_), 1.0 / double(accum_));
   std::vector<double> scored;
   for (const data::Batch& b : batches) {
     const int32_t* t = b.targets.data<int32_t>();
@@ -369,7 +381,7 @@ std::vector<double> Trainer::micro_weights(const std::vector<data::Batch>& batch
   return scored;
 }
 
-double Trainer::forward_backward(int64_t* first_window, double* balance) {
+double Trainer::forward_backward(int64_t* first_window, double* balance, PairSums* pairs) {
   // The step's batches first (the loader's order is the same), so that with loss masks each
   // micro-batch's weight is known before its backward.
   std::vector<data::Batch> batches;
@@ -383,11 +395,14 @@ double Trainer::forward_backward(int64_t* first_window, double* balance) {
   // A mixture's balancing losses the same way, beside them (a recomputed block keeps its own).
   const bool balanced = cfg_.model.n_expert > 0 && !cfg_.train.recompute;
   Tensor losses, balances;
+  *pairs = {};
   for (int64_t micro = 0; micro < accum_; ++micro) {
     const double w = weights[size_t(micro)];
     nn::RouterLosses router;
-    Tensor loss =
-        micro_loss(batches[size_t(micro)], windows[size_t(micro)], w, balanced ? &router : nullptr);
+    PairSums sums;
+    Tensor loss = micro_loss(batches[size_t(micro)], windows[size_t(micro)], w,
+                             balanced ? &router : nullptr, &sums);
+    *pairs += sums;
     const Tensor& balance = router.balance;
     if (!losses.defined()) losses = Tensor::empty({accum_}, loss.options());
     losses.narrow(0, micro, 1).copy_(loss.detach().view({1}));
@@ -405,7 +420,7 @@ double Trainer::forward_backward(int64_t* first_window, double* balance) {
   }
   const std::vector<double> l = losses.to(DType::F64).to(Device::cpu()).to_vector<double>();
   double loss_sum = 0;  // in micro-batch order, in double
-  if (!loader_.loss_masked()) {
+  if (!loader_.loss_masked() || dpo_) {
     for (double x : l) loss_sum += x;
     return loss_sum / double(accum_);
   }
@@ -538,7 +553,9 @@ TrainResult Trainer::run() {
   const int64_t stop = cfg_.train.stop_after > 0
                            ? std::min(cfg_.train.stop_after, cfg_.train.max_steps)
                            : cfg_.train.max_steps;
-  const int64_t tokens_per_step = step_windows_ * T_;
+  // A DPO window is a pair: two rows, and the reference's forward on each (a third of 6 N).
+  const int64_t tokens_per_step = step_windows_ * T_ * (dpo_ ? 2 : 1);
+  const double mfu_per_token = mfu_per_token_ * (dpo_ ? 4.0 / 3.0 : 1.0);
   if (step_ >= stop)
     out_->line("nothing to train: the run is at step " + std::to_string(step_) + " and stops at " +
                std::to_string(stop) + " (train.max_steps" +
@@ -549,14 +566,18 @@ TrainResult Trainer::run() {
     const auto t0 = std::chrono::steady_clock::now();
     int64_t first_window = 0;
     double balance = -1;
-    const double local = forward_backward(&first_window, &balance);
+    PairSums pairs;
+    const double local = forward_backward(&first_window, &balance, &pairs);
     // The loss over the global batch and the global norm, identical on every rank.
     const std::optional<double> known = opt_->grad_norm();
     // Two flags ride along: rank 0's background checkpoint write failed (checkpoint.async), and
     // a stop signal reached this rank (the mean over ranks is nonzero when one reached any).
-    const std::vector<double> shared =
-        agree({local, known.value_or(0.0), rank_ == 0 && writer_.failed() ? 1.0 : 0.0,
-               signals.received() ? 1.0 : 0.0, balance});
+    std::vector<double> values = {local, known.value_or(0.0),
+                                  rank_ == 0 && writer_.failed() ? 1.0 : 0.0,
+                                  signals.received() ? 1.0 : 0.0, balance};
+    for (double v : pairs.values()) values.push_back(v);
+    const std::vector<double> shared = agree(std::move(values));
+    const PairSums step_pairs = PairSums::from_values(shared, 5);  // means over ranks
     if (shared[2] != 0) finish_save();  // throws on every rank
     const bool stop_asked = shared[3] != 0;
     const double loss = shared[0];
@@ -587,8 +608,11 @@ TrainResult Trainer::run() {
                   .tokens_per_s = tokens_per_s,
                   .tokens = tokens_seen_,
                   .eta_seconds = eta_seconds(elapsed, updates, done, cfg_.train.max_steps),
-                  .mfu = mfu_per_token_ > 0 ? mfu_per_token_ * tokens_per_s / world_ : -1,
-                  .balance = shared[4]});
+                  .mfu = mfu_per_token > 0 ? mfu_per_token * tokens_per_s / world_ : -1,
+                  .balance = shared[4],
+                  .reward_accuracy = dpo_ ? step_pairs.correct / step_pairs.pairs : -1,
+                  .reward_chosen = step_pairs.chosen / std::max(step_pairs.pairs, 1.0),
+                  .reward_rejected = step_pairs.rejected / std::max(step_pairs.pairs, 1.0)});
     }
     // Saved before the evaluation: an evaluation that fails loses no training. A stop asked for
     // during the step saves it, and then still evaluates it when that is due (the resumed run
@@ -599,10 +623,18 @@ TrainResult Trainer::run() {
     if (saved) result_.last_checkpoint = save(done);
     const bool last = done == cfg_.train.max_steps;
     if (cfg_.eval.interval > 0 && (done % cfg_.eval.interval == 0 || last)) {
-      const ValidationLoss val =
-          evaluate_windows(model_, cfg_, cfg_.data.val, cfg_.eval_windows(), comm_.get());
-      result_.last_val_loss = val.loss;
-      out_->eval(done, val.loss, val.tokens);
+      if (dpo_) {  // the pairs of data.val
+        const PairSums v =
+            evaluate_pairs(*dpo_, cfg_, cfg_.data.val, cfg_.eval_windows(), comm_.get());
+        result_.last_val_loss = v.loss / v.pairs;
+        out_->eval_pairs(done, result_.last_val_loss, v.correct / v.pairs,
+                         (v.chosen - v.rejected) / v.pairs, int64_t(v.pairs));
+      } else {
+        const ValidationLoss val =
+            evaluate_windows(model_, cfg_, cfg_.data.val, cfg_.eval_windows(), comm_.get());
+        result_.last_val_loss = val.loss;
+        out_->eval(done, val.loss, val.tokens);
+      }
       if (ema_) {
         const ValidationLoss averaged = ema_->with_weights([&] {
           return evaluate_windows(model_, cfg_, cfg_.data.val, cfg_.eval_windows(), comm_.get());

@@ -33,6 +33,7 @@
 #include "train/answers.h"
 #include "train/choices.h"
 #include "train/device.h"
+#include "train/dpo.h"
 #include "train/ema.h"
 #include "train/init_weights.h"
 #include "train/load.h"
@@ -70,12 +71,15 @@ class Trainer {
 
  private:
   // One step's forward/backward over its micro-batches; returns this rank's mean loss and sets
-  // first_window to the step's first window, and balance to a mixture of experts' mean
-  // load-balancing loss a block over them (nn/moe.h; -1 for a dense model).
-  double forward_backward(int64_t* first_window, double* balance);
+  // first_window to the step's first window, balance to a mixture of experts' mean
+  // load-balancing loss a block over them (nn/moe.h; -1 for a dense model), and pairs to the
+  // sums over this rank's preference pairs (train.objective dpo).
+  double forward_backward(int64_t* first_window, double* balance, PairSums* pairs);
   // The loss of one micro-batch (window: the first of this rank's), whose backward will send
-  // dy = weight; balance: a mixture's load-balancing losses' sum (GPT::loss), when wanted.
-  Tensor micro_loss(const data::Batch& b, int64_t window, double weight, nn::RouterLosses* router);
+  // dy = weight; router: a mixture's router losses (GPT::loss), when wanted; pairs: its sums
+  // under train.objective dpo.
+  Tensor micro_loss(const data::Batch& b, int64_t window, double weight, nn::RouterLosses* router,
+                    PairSums* pairs);
   // Each micro-batch's weight in the step: 1 / accum, or with loss masks its share of the targets
   // the step scores on all ranks (x world: gradients are averaged over ranks).
   std::vector<double> micro_weights(const std::vector<data::Batch>& batches);
@@ -122,6 +126,7 @@ class Trainer {
   std::unique_ptr<FlatParams> flat_;          // adamw: parameters and gradients, flat
   std::unique_ptr<Optimizer> opt_;
   std::optional<WeightEma> ema_;  // train.ema_decay > 0: the average of params_, every rank
+  std::unique_ptr<Dpo> dpo_;      // train.objective dpo: the loss and its reference model
   ScheduleOptions sched_;
   const int64_t accum_, B_, T_, step_windows_;
   data::DataLoader loader_;

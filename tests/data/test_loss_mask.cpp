@@ -87,9 +87,10 @@ TEST(LossMask, a_byte_with_an_unknown_bit_is_refused_when_written_and_when_read)
   TempDir dir;
   const std::string out = dir.file("m.mask");
   EXPECT_CONTAINS(error_of([&] {
-                    write_loss_mask(out, {0, 1, 3, 2, 4});
+                    write_loss_mask(out, {0, 1, 3, 2, 8});
                   }),
-                  "value 4 at position 4 has a bit other than scored (1) and example start (2)");
+                  "value 8 at position 4 has a bit other than scored (1), example start (2) and "
+                  "pair start (4)");
   EXPECT_FALSE(fs::exists(out));
   EXPECT_FALSE(fs::exists(out + ".tmp"));
 
@@ -146,9 +147,9 @@ TEST(LossMask, a_mask_that_disagrees_with_its_shard_names_both_and_what_differs)
   write_bytes(mask, bytes);
   EXPECT_CONTAINS(error_of([&] { Shard s(path, 257); }), "wrong magic");
   bytes = good;
-  bytes[4] = 3;  // version
+  bytes[4] = 4;  // version
   write_bytes(mask, bytes);
-  EXPECT_CONTAINS(error_of([&] { Shard s(path, 257); }), "unknown version 3 (expected 1 or 2)");
+  EXPECT_CONTAINS(error_of([&] { Shard s(path, 257); }), "unknown version 4 (expected 1, 2 or 3)");
   write_bytes(mask, std::vector<char>(100, 0));
   EXPECT_CONTAINS(error_of([&] { Shard s(path, 257); }), "shorter than the 1024-byte header");
 }

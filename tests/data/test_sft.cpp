@@ -148,7 +148,7 @@ TEST(Sft, tokenize_writes_masks_beside_the_shards_and_splits_between_examples) {
   EXPECT_EQ(
       run_command(kTokenize + " --format chat --input " + in + " --output " + tmp.file("o2"), &log),
       1);
-  EXPECT_CONTAINS(log, "--format must be text or sft, got 'chat'");
+  EXPECT_CONTAINS(log, "--format must be text, sft or pairs, got 'chat'");
   const std::string bad = tmp.write("bad.jsonl", "{\"prompt\": \"a\"}\n{\"promt\": \"b\"}\n");
   EXPECT_EQ(
       run_command(kTokenize + " --format sft --input " + bad + " --output " + tmp.file("o3"), &log),

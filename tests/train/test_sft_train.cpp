@@ -170,8 +170,9 @@ TEST(SftTraining, example_windows_train_each_example_alone_and_resume_only_so) {
             std::string::npos)
       << out;
   EXPECT_EQ(tessera::testing::run_command(eval + " --windows docs", &out), 1);
-  EXPECT_NE(out.find("--windows: unknown window mode 'docs' (packed | documents | example)"),
-            std::string::npos)
+  EXPECT_NE(
+      out.find("--windows: unknown window mode 'docs' (packed | documents | example | pairs)"),
+      std::string::npos)
       << out;
 }
 

@@ -107,6 +107,24 @@ inline int64_t write_sft_examples(const std::filesystem::path& dir, const std::s
   return scored;
 }
 
+// Preference pairs (tokenize --format pairs, run as a user runs it): n prompts of 8 random letters
+// (Philox under seed 3) and a colon, each answered "ok" (chosen) and "no" (rejected), written
+// into dir/pairs/{train,val}_000.bin with their loss masks, the last fifth of the pairs in val.
+inline void write_preference_pairs(const std::filesystem::path& dir, int n) {
+  const std::filesystem::path jsonl = dir / "pairs.jsonl";
+  std::ofstream out(jsonl);
+  for (int i = 0; i < n; ++i)
+    out << "{\"prompt\": \"" << random_letters(i, 8, 3)
+        << ":\", \"chosen\": \"ok\", \"rejected\": \"no\"}\n";
+  out.close();
+  std::string text;
+  const int rc = run_command(bin_dir() + "/tokenize --tokenizer byte --format pairs --input " +
+                                 jsonl.string() + " --output " + (dir / "pairs").string() +
+                                 " --val-fraction 0.2 2>&1",
+                             &text);
+  ASSERT_EQ(rc, 0) << text;
+}
+
 // Examples whose answers differ in length, so rows score different numbers of targets: n
 // examples "xyz:" -> "xyz" repeated 1 to 5 times (by the first letter; Philox under `seed`), into
 // dir/train_000.bin and dir/val_000.bin (the same examples) with their loss masks. 4 to 16 tokens

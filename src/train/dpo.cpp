@@ -1,0 +1,201 @@
+// Direct Preference Optimization: see dpo.h.
+#include "train/dpo.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "autograd/autograd.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "data/loader.h"
+#include "distributed/communicator.h"
+#include "ops/ops.h"
+#include "train/device.h"
+#include "train/init_weights.h"
+#include "train/options.h"
+
+namespace tessera::train {
+
+PairSums& PairSums::operator+=(const PairSums& o) {
+  loss += o.loss, chosen += o.chosen, rejected += o.rejected, correct += o.correct;
+  pairs += o.pairs;
+  return *this;
+}
+
+std::vector<double> PairSums::values() const { return {loss, chosen, rejected, correct, pairs}; }
+
+PairSums PairSums::from_values(const std::vector<double>& v, size_t at) {
+  TESSERA_CHECK(v.size() >= at + 5, "PairSums: ", v.size(), " values hold no sums at ", at);
+  return {v[at], v[at + 1], v[at + 2], v[at + 3], v[at + 4]};
+}
+
+Tensor sequence_log_probs(const nn::GPT& model, const Tensor& inputs, const Tensor& targets,
+                          bool training, nn::RouterLosses* router, Tensor* penalty) {
+  const Tensor losses = model.token_losses(inputs, targets, training, router, penalty);
+  return ops::scale(ops::sum(losses, 1), -1.0);
+}
+
+namespace {
+
+// softplus(x) = log(1 + e^x), without overflow for large |x|.
+double softplus(double x) { return std::max(x, 0.0) + std::log1p(std::exp(-std::abs(x))); }
+double sigmoid(double x) {
+  return x >= 0 ? 1 / (1 + std::exp(-x)) : std::exp(x) / (1 + std::exp(x));
+}
+
+std::vector<double> host_values(const Tensor& t) {
+  return t.detach().to(DType::F64).to(Device::cpu()).to_vector<double>();
+}
+
+}  // namespace
+
+Tensor dpo_loss(const Tensor& policy, const Tensor& reference, const DpoOptions& o,
+                PairSums* sums) {
+  TESSERA_CHECK(policy.dim() == 1 && policy.numel() % 2 == 0 && policy.numel() > 0,
+                "dpo_loss: the policy's log-probabilities must be (2P) for P pairs, got ",
+                policy.str());
+  TESSERA_CHECK(reference.shape() == policy.shape(), "dpo_loss: the reference's ", reference.str(),
+                " and the policy's ", policy.str(), " differ in shape");
+  const std::vector<double> pi = host_values(policy), ref = host_values(reference);
+  const size_t P = pi.size() / 2;
+  const double beta = o.beta, e = o.label_smoothing;
+  PairSums s;
+  std::vector<double> grad(pi.size());  // d loss / d policy
+  for (size_t i = 0; i < P; ++i) {
+    const double chosen = beta * (pi[i] - ref[i]), rejected = beta * (pi[P + i] - ref[P + i]);
+    const double z = chosen - rejected;
+    TESSERA_CHECK(std::isfinite(z), "dpo_loss: pair ", i, " of ", P,
+                  " has a non-finite log-probability (policy ", pi[i], ", ", pi[P + i],
+                  "; reference ", ref[i], ", ", ref[P + i], ")");
+    s.loss += (1 - e) * softplus(-z) + e * softplus(z);
+    s.chosen += chosen, s.rejected += rejected, s.correct += chosen > rejected ? 1 : 0;
+    // d/dz of (1 - e) softplus(-z) + e softplus(z) is -(1 - e) sigmoid(-z) + e sigmoid(z).
+    const double dz = (-(1 - e) * sigmoid(-z) + e * sigmoid(z)) / double(P);
+    grad[i] = beta * dz, grad[P + i] = -beta * dz;
+  }
+  s.pairs = double(P);
+  if (sums) *sums = s;
+  const Options where(policy.dtype(), policy.device());
+  const Tensor out = from_vector(std::vector<double>{s.loss / double(P)}, {}, where);
+  return record("dpo_loss", out, {policy},
+                [grad = std::move(grad), where](const Tensor& dy, GradSink& g) {
+                  const double d = dy.item();  // one number, read back
+                  std::vector<double> scaled = grad;
+                  for (double& x : scaled) x *= d;
+                  g.add(0, from_vector(scaled, {int64_t(scaled.size())}, where));
+                });
+}
+
+namespace {
+
+// The policy's hook with the adapters off: its base Linears (NF4 codes under QLoRA) alone.
+class AdaptersOff final : public nn::LinearHook {
+ public:
+  explicit AdaptersOff(const nn::LinearHook& hook) : hook_(hook) {}
+  Tensor base(const std::string& weight, const Tensor& x, const Tensor& w,
+              const Tensor& b) const override {
+    return hook_.base(weight, x, w, b);
+  }
+  Tensor adapt(nn::Proj, int64_t, const Tensor&, const Tensor& y, bool) const override { return y; }
+  bool adapts(nn::Proj, int64_t) const override { return false; }
+
+ private:
+  const nn::LinearHook& hook_;
+};
+
+// Installs a hook on the model for its scope, the one it had back at the end.
+class HookSwap {
+ public:
+  HookSwap(nn::GPT& model, const nn::LinearHook* hook) : model_(model), old_(model.hook()) {
+    model_.set_hook(hook);
+  }
+  ~HookSwap() { model_.set_hook(old_); }
+  HookSwap(const HookSwap&) = delete;
+  HookSwap& operator=(const HookSwap&) = delete;
+
+ private:
+  nn::GPT& model_;
+  const nn::LinearHook* old_;
+};
+
+}  // namespace
+
+Dpo::Dpo(const Config& cfg, nn::GPT& policy, const nn::LinearHook* lora)
+    : opt_{cfg.train.dpo_beta, cfg.train.dpo_label_smoothing}, policy_(policy), lora_(lora) {
+  if (lora_) {
+    described_ = "the policy with its adapters off (the frozen base)";
+    return;
+  }
+  Generator gen(uint64_t(cfg.train.seed));  // weights replaced by checkpoint.init's below
+  frozen_ = std::make_unique<nn::GPT>(model_config(cfg), gen);
+  described_ = load_init_weights(cfg, frozen_->parameters());
+  const Device device = model_device(policy_);
+  if (device.is_cuda()) place_model(*frozen_, device, policy_.parameters()[0].second.dtype());
+}
+
+Dpo::~Dpo() = default;
+
+Tensor Dpo::reference_log_probs(const Tensor& inputs, const Tensor& targets) const {
+  NoGradGuard no_grad;
+  if (frozen_) return sequence_log_probs(*frozen_, inputs, targets, false);
+  AdaptersOff off(*lora_);
+  HookSwap swap(policy_, &off);
+  return sequence_log_probs(policy_, inputs, targets, false);
+}
+
+Tensor Dpo::loss(const Tensor& inputs, const Tensor& targets, PairSums* sums,
+                 nn::RouterLosses* router) const {
+  const Tensor reference = reference_log_probs(inputs, targets);
+  Tensor penalty;
+  const Tensor policy = sequence_log_probs(policy_, inputs, targets, true, router, &penalty);
+  const Tensor loss = dpo_loss(policy, reference, opt_, sums);
+  if (!penalty.defined()) return loss;
+  // Joined to the gradient, not the value: GPT::loss's p - detach(p).
+  return ops::add(loss, ops::sub(penalty, penalty.detach()).to(loss.dtype()));
+}
+
+PairSums Dpo::score(const Tensor& inputs, const Tensor& targets) const {
+  NoGradGuard no_grad;
+  PairSums sums;
+  dpo_loss(sequence_log_probs(policy_, inputs, targets, false),
+           reference_log_probs(inputs, targets), opt_, &sums);
+  return sums;
+}
+
+PairSums evaluate_pairs(const Dpo& dpo, const Config& cfg, const std::string& pattern,
+                        int64_t pairs, dist::Communicator* comm) {
+  data::DataLoader loader(window_loader_options(cfg, pattern));  // a pair a next()
+  TESSERA_CHECK(loader.options().windows == data::WindowMode::Pairs, pattern,
+                ": evaluate_pairs reads preference pairs (data.windows: pairs)");
+  const int64_t n = std::min(pairs, loader.windows_per_epoch());
+  TESSERA_CHECK(n > 0, pattern, ": holds no preference pair to evaluate");
+  const int64_t B = cfg.train.batch_size, T = loader.options().seq_len;
+  const int rank = comm ? comm->rank() : 0, world = comm ? comm->world() : 1;
+  PairSums sums;
+  std::vector<int32_t> chosen_in, chosen_tg, rejected_in, rejected_tg;
+  for (int64_t i = 0, at = 0; at < n; ++i, at += B) {
+    const int64_t rows = std::min(B, n - at);
+    if (i % world != rank) {
+      for (int64_t r = 0; r < rows; ++r) loader.next();  // another rank's batch
+      continue;
+    }
+    chosen_in.clear(), chosen_tg.clear(), rejected_in.clear(), rejected_tg.clear();
+    for (int64_t r = 0; r < rows; ++r) {
+      const data::Batch w = loader.next();  // (2, T): the chosen row, then the rejected one
+      const int32_t* in = w.inputs.data<int32_t>();
+      const int32_t* tg = w.targets.data<int32_t>();
+      chosen_in.insert(chosen_in.end(), in, in + T);
+      chosen_tg.insert(chosen_tg.end(), tg, tg + T);
+      rejected_in.insert(rejected_in.end(), in + T, in + 2 * T);
+      rejected_tg.insert(rejected_tg.end(), tg + T, tg + 2 * T);
+    }
+    chosen_in.insert(chosen_in.end(), rejected_in.begin(), rejected_in.end());
+    chosen_tg.insert(chosen_tg.end(), rejected_tg.begin(), rejected_tg.end());
+    sums += dpo.score(from_vector(chosen_in, {2 * rows, T}), from_vector(chosen_tg, {2 * rows, T}));
+  }
+  if (world > 1)
+    sums = PairSums::from_values(comm->all_reduce_host(sums.values(), dist::ReduceOp::Sum));
+  return sums;
+}
+
+}  // namespace tessera::train

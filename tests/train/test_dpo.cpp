@@ -1,0 +1,143 @@
+// Direct Preference Optimization's loss (train/dpo.h): its value and gradient by hand, the
+// sequences' log-probabilities against a log-softmax summed by hand, and the gradient through
+// whole models by central differences.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "autograd/autograd.h"
+#include "nn/gpt.h"
+#include "nn/gpt_fixture.h"
+#include "ops/ops.h"
+#include "test_util.h"
+#include "train/dpo.h"
+
+using namespace tessera;
+using tessera::testing::gradcheck;
+using tessera::testing::ids;
+using tessera::testing::tiny_gpt2;
+using tessera::testing::tiny_llama;
+using train::DpoOptions;
+using train::PairSums;
+
+namespace {
+
+Tensor f64(const std::vector<double>& v) { return from_vector(v, {int64_t(v.size())}); }
+
+double softplus(double x) { return std::log(1 + std::exp(x)); }  // moderate x only
+
+}  // namespace
+
+// Two pairs: the first's chosen response gained 0.5 nats over the reference and its rejected one
+// lost 0.5; the second went the wrong way (chosen -1, rejected +0.25).
+TEST(Dpo, the_loss_and_the_rewards_by_hand) {
+  const Tensor policy = f64({-3.0, -6.0, -4.5, -3.75});  // chosen 0, 1; rejected 0, 1
+  const Tensor reference = f64({-3.5, -5.0, -4.0, -4.0});
+  for (double e : {0.0, 0.2}) {
+    const DpoOptions o{.beta = 0.5, .label_smoothing = e};
+    PairSums s;
+    const double loss = train::dpo_loss(policy, reference, o, &s).item();
+    // z = beta ((pi_c - ref_c) - (pi_r - ref_r)): 0.5 (0.5 + 0.5) = 0.5 and 0.5 (-1 - 0.25).
+    const double z0 = 0.5, z1 = -0.625;
+    auto pair = [&](double z) { return (1 - e) * softplus(-z) + e * softplus(z); };
+    EXPECT_NEAR(loss, (pair(z0) + pair(z1)) / 2, 1e-15) << "label smoothing " << e;
+    EXPECT_NEAR(s.loss, pair(z0) + pair(z1), 1e-15);
+    EXPECT_EQ(s.pairs, 2);
+    EXPECT_EQ(s.correct, 1);                          // the first pair only
+    EXPECT_NEAR(s.chosen, 0.5 * (0.5 - 1.0), 1e-15);  // beta (pi - ref), summed
+    EXPECT_NEAR(s.rejected, 0.5 * (-0.5 + 0.25), 1e-15);
+  }
+  // The policy equal to its reference: z = 0, ln 2 a pair with or without smoothing, no pair
+  // counted correct (rewards equal).
+  PairSums s;
+  EXPECT_NEAR(train::dpo_loss(reference, reference, {.beta = 0.1}, &s).item(), std::log(2.0),
+              1e-15);
+  EXPECT_EQ(s.correct, 0);
+  // Large margins: softplus in its stable form, no overflow.
+  EXPECT_NEAR(train::dpo_loss(f64({0, -2000}), f64({0, 0}), {.beta = 1}).item(), 0, 1e-300);
+  EXPECT_NEAR(train::dpo_loss(f64({-2000, 0}), f64({0, 0}), {.beta = 1}).item(), 2000, 1e-9);
+}
+
+TEST(Dpo, the_gradient_in_the_policy_by_central_differences) {
+  const Tensor reference = f64({-3.5, -5.0, -1.0, -4.0, -4.0, -2.0});
+  for (double e : {0.0, 0.3})
+    EXPECT_TRUE(gradcheck(
+        [&](const std::vector<Tensor>& in) {
+          return train::dpo_loss(in[0], in[1], {.beta = 0.7, .label_smoothing = e});
+        },
+        {f64({-3.0, -6.0, -1.5, -4.5, -3.75, -2.0}), reference}, {.check = {true, false}}))
+        << "label smoothing " << e;
+}
+
+TEST(Dpo, bad_log_probabilities_are_named) {
+  const std::string odd = tessera::testing::error_of([] {
+    train::dpo_loss(f64({1, 2, 3}), f64({1, 2, 3}), {});
+  });
+  EXPECT_NE(odd.find("must be (2P) for P pairs, got"), std::string::npos) << odd;
+  const std::string shape = tessera::testing::error_of([] {
+    train::dpo_loss(f64({1, 2}), f64({1, 2, 3, 4}), {});
+  });
+  EXPECT_NE(shape.find("the reference's"), std::string::npos) << shape;
+  const std::string nan = tessera::testing::error_of([] {
+    train::dpo_loss(f64({std::nan(""), 2}), f64({1, 2}), {});
+  });
+  EXPECT_NE(nan.find("pair 0 of 1 has a non-finite log-probability"), std::string::npos) << nan;
+}
+
+// Each row's sum of log softmax(logits)[target] over the targets not ignored, from the model's
+// own logits.
+TEST(Dpo, sequence_log_probabilities_sum_each_rows_scored_targets) {
+  Generator g(3);
+  nn::GPT model(tiny_llama(), g, DType::F64);
+  const Tensor x = ids({1, 5, 9, 2, 0, 10, 3, 3}, {2, 4});
+  const Tensor y = ids({5, -100, 2, 7, -100, -100, 3, 4}, {2, 4});
+  const std::vector<double> got = train::sequence_log_probs(model, x, y, false).to_vector<double>();
+  const Tensor logp = ops::log_softmax(model.forward(x, false).contiguous());  // (2, 4, 11)
+  const std::vector<double> lp = logp.to_vector<double>();
+  const std::vector<int32_t> t = y.to_vector<int32_t>();
+  ASSERT_EQ(got.size(), 2u);
+  for (int r = 0; r < 2; ++r) {
+    double want = 0;
+    for (int i = 0; i < 4; ++i)
+      if (t[size_t(r * 4 + i)] >= 0) want += lp[size_t((r * 4 + i) * 11 + t[size_t(r * 4 + i)])];
+    EXPECT_NEAR(got[size_t(r)], want, 1e-12) << "row " << r;
+  }
+}
+
+// The whole objective as a function of the policy's parameters, a second model as the reference:
+// central differences in both styles.
+TEST(Dpo, the_gradient_through_the_model_by_central_differences) {
+  for (const nn::GPTConfig& c : {tiny_gpt2(), tiny_llama()}) {
+    Generator g(7), h(8);
+    nn::GPT policy(c, g, DType::F64), reference(c, h, DType::F64);
+    // Two pairs: rows 0, 1 chosen, 2, 3 rejected, prompts unscored.
+    const Tensor x = ids({1, 5, 9, 2, 1, 5, 3, 3, 0, 10, 4, 6, 0, 10, 7, 7}, {4, 4});
+    const Tensor y = ids({-100, 9, 2, 7, -100, 3, 3, 4, -100, 4, 6, 8, -100, 7, 7, 1}, {4, 4});
+    Tensor ref;
+    {
+      NoGradGuard no_grad;
+      ref = train::sequence_log_probs(reference, x, y, false);
+    }
+    std::vector<Tensor> params;
+    for (const auto& [name, t] : policy.parameters()) params.push_back(t);
+    EXPECT_TRUE(gradcheck(
+        [&](const std::vector<Tensor>& p) {
+          policy.replace_parameters(p);
+          return train::dpo_loss(train::sequence_log_probs(policy, x, y, true), ref,
+                                 {.beta = 0.3, .label_smoothing = 0.1});
+        },
+        params))
+        << (c.gpt2_names() ? "gpt2" : "llama");
+  }
+}
+
+TEST(Dpo, pair_sums_add_and_round_trip) {
+  PairSums a{1, 2, 3, 4, 5}, b{10, 20, 30, 40, 50};
+  a += b;
+  EXPECT_EQ(a.values(), (std::vector<double>{11, 22, 33, 44, 55}));
+  const std::vector<double> v = {0, 0, 11, 22, 33, 44, 55};
+  EXPECT_EQ(PairSums::from_values(v, 2).values(), a.values());
+  EXPECT_NE(tessera::testing::error_of([&] { PairSums::from_values(v, 3); }).find("no sums at 3"),
+            std::string::npos);
+}
