@@ -144,6 +144,7 @@ struct TrainConfig {
   std::string objective = "lm";
   double dpo_beta = 0.1;           // dpo: beta, the strength of the pull towards the reference
   double dpo_label_smoothing = 0;  // dpo: in [0, 0.5), the share of pairs taken as mislabelled
+  double dpo_nll_weight = 0;       // dpo: >= 0, the chosen responses' NLL a token's weight (1: RPO)
 
   bool operator==(const TrainConfig&) const = default;
 };

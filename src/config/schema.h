@@ -86,6 +86,7 @@ void visit_section(S& s, F&& f) {
   f("objective", s.objective);
   f("dpo_beta", s.dpo_beta);
   f("dpo_label_smoothing", s.dpo_label_smoothing);
+  f("dpo_nll_weight", s.dpo_nll_weight);
 }
 
 template <Section<OptimConfig> S, typename F>

@@ -467,10 +467,11 @@ void check_objective(const Config& c, Problems& p) {
     p.add("train.dpo_beta must be positive (0.1 is usual), got ", t.dpo_beta);
   if (!(t.dpo_label_smoothing >= 0 && t.dpo_label_smoothing < 0.5))
     p.add("train.dpo_label_smoothing must be in [0, 0.5), got ", t.dpo_label_smoothing);
+  if (!(t.dpo_nll_weight >= 0 && std::isfinite(t.dpo_nll_weight)))
+    p.add("train.dpo_nll_weight must be >= 0, got ", t.dpo_nll_weight);
   if (c.checkpoint.init.empty())
     p.add("train.objective dpo needs checkpoint.init: the trained model to tune, its reference");
-  // Not built with dpo: an update inside backward, an averaged model's validation (a DPO loss's),
-  // full tensors training beside adapters (the reference is the base with the adapters off).
+  // Not built: LOMO's update in backward, EMA's validation, full tensors beside adapters.
   for (const auto& [on, what] :
        {std::pair{c.optim.updates_in_backward(), "optim.name " + c.optim.name},
         std::pair{t.ema_decay > 0, std::string("train.ema_decay")},

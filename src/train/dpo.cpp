@@ -7,7 +7,7 @@
 #include "autograd/autograd.h"
 #include "core/error.h"
 #include "core/rng.h"
-#include "data/loader.h"
+#include "data/loader.h"  // kIgnoreTarget
 #include "distributed/communicator.h"
 #include "ops/ops.h"
 #include "train/device.h"
@@ -49,8 +49,19 @@ std::vector<double> host_values(const Tensor& t) {
 
 }  // namespace
 
-Tensor dpo_loss(const Tensor& policy, const Tensor& reference, const DpoOptions& o,
-                PairSums* sums) {
+std::vector<int64_t> scored_per_row(const Tensor& targets, int64_t rows) {
+  TESSERA_CHECK(targets.dim() == 2 && rows <= targets.size(0), "scored_per_row: ", rows,
+                " rows of targets ", targets.str());
+  const int64_t T = targets.size(1);
+  const std::vector<int32_t> t = targets.to(Device::cpu()).contiguous().to_vector<int32_t>();
+  std::vector<int64_t> n(size_t(rows), 0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < T; ++i) n[size_t(r)] += t[size_t(r * T + i)] != data::kIgnoreTarget;
+  return n;
+}
+
+Tensor dpo_loss(const Tensor& policy, const Tensor& reference, const DpoOptions& o, PairSums* sums,
+                const std::vector<int64_t>& chosen_tokens) {
   TESSERA_CHECK(policy.dim() == 1 && policy.numel() % 2 == 0 && policy.numel() > 0,
                 "dpo_loss: the policy's log-probabilities must be (2P) for P pairs, got ",
                 policy.str());
@@ -58,7 +69,9 @@ Tensor dpo_loss(const Tensor& policy, const Tensor& reference, const DpoOptions&
                 " and the policy's ", policy.str(), " differ in shape");
   const std::vector<double> pi = host_values(policy), ref = host_values(reference);
   const size_t P = pi.size() / 2;
-  const double beta = o.beta, e = o.label_smoothing;
+  const double beta = o.beta, e = o.label_smoothing, a = o.nll_weight;
+  TESSERA_CHECK(a == 0 || chosen_tokens.size() == P, "dpo_loss: ", P,
+                " pairs but the scored tokens of ", chosen_tokens.size(), " chosen responses");
   PairSums s;
   std::vector<double> grad(pi.size());  // d loss / d policy
   for (size_t i = 0; i < P; ++i) {
@@ -72,6 +85,11 @@ Tensor dpo_loss(const Tensor& policy, const Tensor& reference, const DpoOptions&
     // d/dz of (1 - e) softplus(-z) + e softplus(z) is -(1 - e) sigmoid(-z) + e sigmoid(z).
     const double dz = (-(1 - e) * sigmoid(-z) + e * sigmoid(z)) / double(P);
     grad[i] = beta * dz, grad[P + i] = -beta * dz;
+    if (a > 0 && chosen_tokens[i] > 0) {  // + a (-log pi(chosen) / n), n its scored tokens
+      const double n = double(chosen_tokens[i]);
+      s.loss += a * -pi[i] / n;
+      grad[i] += -a / (n * double(P));
+    }
   }
   s.pairs = double(P);
   if (sums) *sums = s;
@@ -121,7 +139,9 @@ class HookSwap {
 }  // namespace
 
 Dpo::Dpo(const Config& cfg, nn::GPT& policy, const nn::LinearHook* lora)
-    : opt_{cfg.train.dpo_beta, cfg.train.dpo_label_smoothing}, policy_(policy), lora_(lora) {
+    : opt_{cfg.train.dpo_beta, cfg.train.dpo_label_smoothing, cfg.train.dpo_nll_weight},
+      policy_(policy),
+      lora_(lora) {
   if (lora_) {
     described_ = "the policy with its adapters off (the frozen base)";
     return;
@@ -148,7 +168,7 @@ Tensor Dpo::loss(const Tensor& inputs, const Tensor& targets, PairSums* sums,
   const Tensor reference = reference_log_probs(inputs, targets);
   Tensor penalty;
   const Tensor policy = sequence_log_probs(policy_, inputs, targets, true, router, &penalty);
-  const Tensor loss = dpo_loss(policy, reference, opt_, sums);
+  const Tensor loss = dpo_loss(policy, reference, opt_, sums, chosen_tokens(targets));
   if (!penalty.defined()) return loss;
   // Joined to the gradient, not the value: GPT::loss's p - detach(p).
   return ops::add(loss, ops::sub(penalty, penalty.detach()).to(loss.dtype()));
@@ -158,8 +178,13 @@ PairSums Dpo::score(const Tensor& inputs, const Tensor& targets) const {
   NoGradGuard no_grad;
   PairSums sums;
   dpo_loss(sequence_log_probs(policy_, inputs, targets, false),
-           reference_log_probs(inputs, targets), opt_, &sums);
+           reference_log_probs(inputs, targets), opt_, &sums, chosen_tokens(targets));
   return sums;
+}
+
+std::vector<int64_t> Dpo::chosen_tokens(const Tensor& targets) const {
+  if (opt_.nll_weight == 0) return {};
+  return scored_per_row(targets, targets.size(0) / 2);
 }
 
 PairSums evaluate_pairs(const Dpo& dpo, const Config& cfg, const std::string& pattern,

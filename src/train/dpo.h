@@ -10,6 +10,10 @@
 // 1s: the response and its end of turn, never the prompt). e, train.dpo_label_smoothing, takes a
 // share of the pairs as mislabelled (the "conservative DPO" of Mitchell 2023, as TRL's sigmoid
 // loss computes it). beta (train.dpo_beta) sets how far from the reference the policy may go.
+// train.dpo_nll_weight a > 0 adds a (-log pi(chosen) / n) to each pair's loss, n the chosen
+// response's scored tokens: its negative log-likelihood a token, as Pang et al. 2024 ("Iterative
+// Reasoning Preference Optimization", DPO+NLL; TRL's rpo_alpha) add it, so that the chosen
+// response stays likely while the margin grows (DPO alone may lower both responses' likelihood).
 // The rewards logged are beta (log pi - log ref) of each response: accuracy, the share of pairs
 // whose chosen reward is above the rejected one; margin, their mean difference. With the policy
 // equal to the reference (the first step, dropout off) z = 0 and the loss is ln 2.
@@ -43,6 +47,7 @@ namespace tessera::train {
 struct DpoOptions {
   double beta = 0.1;
   double label_smoothing = 0;
+  double nll_weight = 0;
 };
 
 // A batch's statistics as sums over its pairs, so that batches and ranks add up; means() divides.
@@ -66,9 +71,12 @@ Tensor sequence_log_probs(const nn::GPT& model, const Tensor& inputs, const Tens
 // The loss above, the mean over P pairs, of policy's log-probabilities (2P: chosen [0, P), rejected
 // [P, 2P)) against reference's (2P, no gradient taken). The 2P numbers are read to the host and
 // the loss computed in f64 (softplus in its stable form); the result is a scalar on policy's device
-// in its dtype, differentiable in policy. sums non-null: this batch's.
+// in its dtype, differentiable in policy. chosen_tokens: each chosen response's scored tokens (P
+// of them; needed when o.nll_weight > 0). sums non-null: this batch's.
 Tensor dpo_loss(const Tensor& policy, const Tensor& reference, const DpoOptions& o,
-                PairSums* sums = nullptr);
+                PairSums* sums = nullptr, const std::vector<int64_t>& chosen_tokens = {});
+// The scored targets (not the ignore index) of each of the first `rows` rows of targets (R, T).
+std::vector<int64_t> scored_per_row(const Tensor& targets, int64_t rows);
 
 class Dpo {
  public:
@@ -91,6 +99,8 @@ class Dpo {
 
  private:
   Tensor reference_log_probs(const Tensor& inputs, const Tensor& targets) const;
+  // scored_per_row of the chosen rows, when the NLL term wants them (else empty).
+  std::vector<int64_t> chosen_tokens(const Tensor& targets) const;
 
   DpoOptions opt_;
   nn::GPT& policy_;

@@ -75,9 +75,10 @@ std::string loss_mask_note(const data::DataLoader& train, const data::DataLoader
            (t ? "every token, training only the masked-in ones"
               : "only the masked-in tokens, training every one") +
            " (tokenize both splits with --format sft, as one run of tokenize does)";
-  return "data: loss masks (tokenize --format sft): the loss scores " +
-         scored(train, "data.train") + (v ? " and " + scored(*val, "data.val") : std::string()) +
-         " (the rest are prompts)";
+  const bool pairs = train.options().windows == data::WindowMode::Pairs;
+  return std::string("data: loss masks (tokenize --format ") + (pairs ? "pairs" : "sft") +
+         "): the loss scores " + scored(train, "data.train") +
+         (v ? " and " + scored(*val, "data.val") : std::string()) + " (the rest are prompts)";
 }
 
 std::string example_windows_note(const data::DataLoader& train, const data::DataLoader* val) {

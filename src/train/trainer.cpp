@@ -209,7 +209,8 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   if (cfg_.train.objective == "dpo") try {
       dpo_ = std::make_unique<Dpo>(cfg_, model_, lora_.get());
       out_->log() << "dpo: beta " << cfg_.train.dpo_beta << ", label smoothing "
-                  << cfg_.train.dpo_label_smoothing << "; reference: " << dpo_->reference() << "\n";
+                  << cfg_.train.dpo_label_smoothing << ", nll weight " << cfg_.train.dpo_nll_weight
+                  << "; reference: " << dpo_->reference() << "\n";
     } catch (const std::exception& e) {
       dpo_error = e.what();
     }
@@ -253,9 +254,9 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
                             " a token meets: " + std::to_string(cfg_.model.expert_top_k) + " of " +
                             std::to_string(cfg_.model.n_expert) + " experts)"
                       : std::string())
-              << "; " << accum_ << " micro-batch(es) of " << B_ << " x " << T_
-              << " per step on each of " << world_ << " rank(s) (" << comm_->backend()
-              << "); run dir " << run_dir_.string() << "\n";
+              << "; " << accum_ << " micro-batch(es) of " << B_ << (dpo_ ? " pairs x 2" : "")
+              << " x " << T_ << " per step on each of " << world_ << " rank(s) ("
+              << comm_->backend() << "); run dir " << run_dir_.string() << "\n";
   out_->log() << describe(sched_) << "\n";
   report_memory();
 }

@@ -59,12 +59,32 @@ TEST(Dpo, the_loss_and_the_rewards_by_hand) {
   EXPECT_NEAR(train::dpo_loss(f64({-2000, 0}), f64({0, 0}), {.beta = 1}).item(), 2000, 1e-9);
 }
 
+// The NLL term (train.dpo_nll_weight): a (-log pi(chosen) / n) a pair, n its scored tokens.
+TEST(Dpo, the_chosen_responses_nll_a_token_joins_each_pairs_loss) {
+  const Tensor policy = f64({-3.0, -6.0, -4.5, -3.75}), reference = f64({-3.5, -5.0, -4.0, -4.0});
+  PairSums plain, with;
+  const double a = train::dpo_loss(policy, reference, {.beta = 0.5}, &plain).item();
+  const double b =
+      train::dpo_loss(policy, reference, {.beta = 0.5, .nll_weight = 2}, &with, {3, 4}).item();
+  EXPECT_NEAR(b - a, 2 * (3.0 / 3 + 6.0 / 4) / 2, 1e-15);  // the mean over the 2 pairs
+  EXPECT_NEAR(with.loss - plain.loss, 2 * (3.0 / 3 + 6.0 / 4), 1e-15);
+  EXPECT_EQ(with.chosen, plain.chosen);  // the rewards are DPO's alone
+  const std::string missing = tessera::testing::error_of(
+      [&] { train::dpo_loss(policy, reference, {.nll_weight = 1}, nullptr, {3}); });
+  EXPECT_NE(missing.find("2 pairs but the scored tokens of 1 chosen responses"), std::string::npos)
+      << missing;
+  EXPECT_EQ(train::scored_per_row(ids({-100, 4, 5, -100, -100, 6, 7, 8, 1, 2, 3, 4}, {3, 4}), 2),
+            (std::vector<int64_t>{2, 3}));
+}
+
 TEST(Dpo, the_gradient_in_the_policy_by_central_differences) {
   const Tensor reference = f64({-3.5, -5.0, -1.0, -4.0, -4.0, -2.0});
   for (double e : {0.0, 0.3})
     EXPECT_TRUE(gradcheck(
         [&](const std::vector<Tensor>& in) {
-          return train::dpo_loss(in[0], in[1], {.beta = 0.7, .label_smoothing = e});
+          return train::dpo_loss(in[0], in[1],
+                                 {.beta = 0.7, .label_smoothing = e, .nll_weight = 4 * e}, nullptr,
+                                 {5, 2, 7});
         },
         {f64({-3.0, -6.0, -1.5, -4.5, -3.75, -2.0}), reference}, {.check = {true, false}}))
         << "label smoothing " << e;

@@ -66,7 +66,8 @@ TEST(DpoTraining, the_policy_learns_to_prefer_the_chosen_responses_from_ln2_on) 
     const std::string reference =
         lora ? "reference: the policy with its adapters off (the frozen base)"
              : "reference: " + run.base;
-    EXPECT_NE(log.str().find("dpo: beta 0.5, label smoothing 0; " + reference), std::string::npos)
+    EXPECT_NE(log.str().find("dpo: beta 0.5, label smoothing 0, nll weight 0; " + reference),
+              std::string::npos)
         << log.str();
     // Step 1: the policy is the reference (B = 0 adapters under LoRA, no dropout), z = 0 in
     // every pair: ln 2, to the f32 log-probabilities' rounding (sums of ~3 terms of a few nats,
@@ -128,6 +129,10 @@ TEST(DpoTraining, what_does_not_go_with_it_is_refused_by_name) {
   EXPECT_NE(refusal([](Config& c) {
               c.train.dpo_label_smoothing = 0.5;
             }).find("train.dpo_label_smoothing must be in [0, 0.5), got 0.5"),
+            std::string::npos);
+  EXPECT_NE(refusal([](Config& c) {
+              c.train.dpo_nll_weight = -1;
+            }).find("train.dpo_nll_weight must be >= 0, got -1"),
             std::string::npos);
   EXPECT_NE(refusal([](Config& c) {
               c.optim.name = "lomo";
