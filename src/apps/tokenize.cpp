@@ -26,12 +26,11 @@
 // validation split is the last pairs, nearest to val_fraction of the tokens.
 //
 // --chat-template chatml|qwen3|llama3|llama2|mistral (with --format sft or pairs): each example is
-// written
-// as a conversation in an instruct model's template (data/chat.h; prompt / response and Alpaca
-// examples as a user's message and the assistant's reply, data/sft.h), the assistant's turns and
-// their end-of-turn markers scored, no end-of-text between examples. The tokenizer must have the
-// template's markers (Qwen's tokenizer.json for chatml and qwen3, Llama 3's for llama3, Llama 2's
-// or Mistral's for llama2 and mistral).
+// written as a conversation in an instruct model's template (data/chat.h; prompt / response and
+// Alpaca examples as a user's message and the assistant's reply, data/sft.h), the assistant's
+// turns and their end-of-turn markers scored, no end-of-text between examples. The tokenizer must
+// have the template's markers (Qwen's tokenizer.json for chatml and qwen3, Llama 3's for llama3,
+// Llama 2's or Mistral's for llama2 and mistral).
 //
 // --bos: every document (example) starts with the tokenizer's beginning-of-text id (an hf
 // tokenizer's bos_token: Llama 3's <|begin_of_text|>), which models trained so expect first; in

@@ -460,8 +460,7 @@ void check_objective(const Config& c, Problems& p) {
   if (p.one_of("train.objective", t.objective, {"lm", "dpo"}) &&
       (t.objective == "dpo") != (c.data.windows == "pairs"))
     p.add("train.objective '", t.objective, "' and data.windows '", c.data.windows,
-          "' go together only as dpo and pairs: a preference pair's two rows are scored against "
-          "each other, and nothing else is");
+          "' go together only as dpo and pairs (a pair's two rows scored against each other)");
   if (t.objective != "dpo") return;
   if (!(t.dpo_beta > 0 && std::isfinite(t.dpo_beta)))  // NaN too
     p.add("train.dpo_beta must be positive (0.1 is usual), got ", t.dpo_beta);
@@ -471,10 +470,11 @@ void check_objective(const Config& c, Problems& p) {
     p.add("train.dpo_nll_weight must be >= 0, got ", t.dpo_nll_weight);
   if (c.checkpoint.init.empty())
     p.add("train.objective dpo needs checkpoint.init: the trained model to tune, its reference");
-  // Not built: LOMO's update in backward, EMA's validation, full tensors beside adapters.
+  // Not built: LOMO, EMA, lora.trainable, S^2-Attn (the reference moves or attends otherwise).
   for (const auto& [on, what] :
        {std::pair{c.optim.updates_in_backward(), "optim.name " + c.optim.name},
         std::pair{t.ema_decay > 0, std::string("train.ema_decay")},
+        std::pair{t.s2_attn, std::string("train.s2_attn")},
         std::pair{c.lora.rank > 0 && !c.lora.trainable.empty(), std::string("lora.trainable")}})
     if (on) p.add("train.objective dpo with ", what, " is not built");
 }

@@ -135,6 +135,10 @@ TEST(DpoTraining, what_does_not_go_with_it_is_refused_by_name) {
             }).find("train.dpo_nll_weight must be >= 0, got -1"),
             std::string::npos);
   EXPECT_NE(refusal([](Config& c) {
+              c.train.s2_attn = true;
+            }).find("train.objective dpo with train.s2_attn is not built"),
+            std::string::npos);
+  EXPECT_NE(refusal([](Config& c) {
               c.optim.name = "lomo";
             }).find("train.objective dpo with optim.name lomo is not built"),
             std::string::npos);
