@@ -14,6 +14,8 @@
 #include <string>
 
 #include "test_util.h"
+#include "train/hf_dir.h"
+#include "train/load.h"
 #include "train/trainer.h"
 #include "train_fixture.h"
 
@@ -100,6 +102,22 @@ TEST(DpoTraining, a_resumed_run_is_the_uninterrupted_one_bit_for_bit) {
             std::stod(tessera::testing::metric(
                           fs::path(c.checkpoint.dir) / "split" / "metrics.jsonl", "reward_chosen")
                           .at(16)));
+}
+
+// checkpoint.init as a Hugging Face directory (hf:DIR, train/load.h): the reference is read from
+// it as the policy is, so step 1 is ln 2 again and the run learns as from the checkpoint.
+TEST(DpoTraining, a_hugging_face_directory_is_the_reference_too) {
+  DpoRun run(80);
+  const train::LoadedModel base = train::load_model(run.base);
+  const fs::path hf = run.dir / "hf-base";
+  train::export_hf(base.config, base.model->parameters(), hf.string());
+  Config c = run.dpo("from-hf", 12);
+  c.checkpoint.init = "hf:" + hf.string();
+  std::ostringstream log;
+  const train::TrainResult r = train::run_training(c, log);
+  EXPECT_NE(log.str().find("reference: hf:" + hf.string()), std::string::npos) << log.str();
+  EXPECT_NEAR(metric_at(c, "loss", 1), std::log(2.0), 1e-5);
+  EXPECT_LT(r.last_train_loss, 0.5);
 }
 
 TEST(DpoTraining, what_does_not_go_with_it_is_refused_by_name) {
