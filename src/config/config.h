@@ -145,6 +145,7 @@ struct TrainConfig {
   double dpo_beta = 0.1;           // dpo: beta, the strength of the pull towards the reference
   double dpo_label_smoothing = 0;  // dpo: in [0, 0.5), the share of pairs taken as mislabelled
   double dpo_nll_weight = 0;       // dpo: >= 0, the chosen responses' NLL a token's weight (1: RPO)
+  std::string dpo_loss = "sigmoid";  // dpo: sigmoid (DPO's) | ipo (Azar et al. 2023)
 
   bool operator==(const TrainConfig&) const = default;
 };

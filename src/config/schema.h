@@ -87,6 +87,7 @@ void visit_section(S& s, F&& f) {
   f("dpo_beta", s.dpo_beta);
   f("dpo_label_smoothing", s.dpo_label_smoothing);
   f("dpo_nll_weight", s.dpo_nll_weight);
+  f("dpo_loss", s.dpo_loss);
 }
 
 template <Section<OptimConfig> S, typename F>

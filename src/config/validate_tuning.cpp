@@ -133,6 +133,10 @@ void check_objective(const Config& c, Problems& p) {
     p.add("train.dpo_label_smoothing must be in [0, 0.5), got ", t.dpo_label_smoothing);
   if (!(t.dpo_nll_weight >= 0 && std::isfinite(t.dpo_nll_weight)))
     p.add("train.dpo_nll_weight must be >= 0, got ", t.dpo_nll_weight);
+  if (p.one_of("train.dpo_loss", t.dpo_loss, {"sigmoid", "ipo"}) && t.dpo_loss == "ipo" &&
+      t.dpo_label_smoothing != 0)
+    p.add("train.dpo_label_smoothing (", t.dpo_label_smoothing,
+          ") is the sigmoid loss's; train.dpo_loss ipo has none");
   if (c.checkpoint.init.empty())
     p.add("train.objective dpo needs checkpoint.init: the trained model to tune, its reference");
   // Not built: LOMO, EMA, lora.trainable, S^2-Attn (the reference moves or attends otherwise).

@@ -61,33 +61,51 @@ std::vector<int64_t> scored_per_row(const Tensor& targets, int64_t rows) {
 }
 
 Tensor dpo_loss(const Tensor& policy, const Tensor& reference, const DpoOptions& o, PairSums* sums,
-                const std::vector<int64_t>& chosen_tokens) {
+                const std::vector<int64_t>& row_tokens) {
   TESSERA_CHECK(policy.dim() == 1 && policy.numel() % 2 == 0 && policy.numel() > 0,
                 "dpo_loss: the policy's log-probabilities must be (2P) for P pairs, got ",
                 policy.str());
   TESSERA_CHECK(reference.shape() == policy.shape(), "dpo_loss: the reference's ", reference.str(),
                 " and the policy's ", policy.str(), " differ in shape");
-  const std::vector<double> pi = host_values(policy), ref = host_values(reference);
-  const size_t P = pi.size() / 2;
+  const std::vector<double> sum = host_values(policy);  // each row's summed log-probability
+  std::vector<double> pi = sum, ref = host_values(reference);
+  const size_t R = pi.size(), P = R / 2;
   const double beta = o.beta, e = o.label_smoothing, a = o.nll_weight;
-  TESSERA_CHECK(a == 0 || chosen_tokens.size() == P, "dpo_loss: ", P,
-                " pairs but the scored tokens of ", chosen_tokens.size(), " chosen responses");
+  TESSERA_CHECK((a == 0 && !o.ipo) || row_tokens.size() == R, "dpo_loss: ", P, " pairs (", R,
+                " rows) but the scored tokens of ", row_tokens.size(), " rows");
+  // What the loss compares: each row's summed log-probability, or under IPO its mean a scored
+  // token (as TRL averages each completion's), d(compared) / d(sum) = 1 / n.
+  std::vector<double> per(R, 1.0);
+  if (o.ipo)
+    for (size_t r = 0; r < R; ++r) {
+      TESSERA_CHECK(row_tokens[r] > 0, "dpo_loss: row ", r, " of ", R,
+                    " scores no token: IPO's mean log-probability a token needs one");
+      per[r] = 1.0 / double(row_tokens[r]);
+      pi[r] *= per[r], ref[r] *= per[r];
+    }
   PairSums s;
-  std::vector<double> grad(pi.size());  // d loss / d policy
+  std::vector<double> grad(R);  // d loss / d policy
   for (size_t i = 0; i < P; ++i) {
-    const double chosen = beta * (pi[i] - ref[i]), rejected = beta * (pi[P + i] - ref[P + i]);
-    const double z = chosen - rejected;
-    TESSERA_CHECK(std::isfinite(z), "dpo_loss: pair ", i, " of ", P,
-                  " has a non-finite log-probability (policy ", pi[i], ", ", pi[P + i],
+    const double h = (pi[i] - ref[i]) - (pi[P + i] - ref[P + i]);
+    TESSERA_CHECK(std::isfinite(h), "dpo_loss: pair ", i, " of ", P,
+                  " has a non-finite log-probability (policy ", sum[i], ", ", sum[P + i],
                   "; reference ", ref[i], ", ", ref[P + i], ")");
-    s.loss += (1 - e) * softplus(-z) + e * softplus(z);
+    double dh = 0;  // d (the pair's loss) / d h
+    if (o.ipo) {    // (h - 1 / (2 beta))^2 (Azar et al. 2023, eq. 17; beta is their tau)
+      const double gap = h - 1 / (2 * beta);
+      s.loss += gap * gap;
+      dh = 2 * gap;
+    } else {  // z = beta h; d/dz of (1 - e) softplus(-z) + e softplus(z)
+      const double z = beta * h;
+      s.loss += (1 - e) * softplus(-z) + e * softplus(z);
+      dh = beta * (-(1 - e) * sigmoid(-z) + e * sigmoid(z));
+    }
+    const double chosen = beta * (pi[i] - ref[i]), rejected = beta * (pi[P + i] - ref[P + i]);
     s.chosen += chosen, s.rejected += rejected, s.correct += chosen > rejected ? 1 : 0;
-    // d/dz of (1 - e) softplus(-z) + e softplus(z) is -(1 - e) sigmoid(-z) + e sigmoid(z).
-    const double dz = (-(1 - e) * sigmoid(-z) + e * sigmoid(z)) / double(P);
-    grad[i] = beta * dz, grad[P + i] = -beta * dz;
-    if (a > 0 && chosen_tokens[i] > 0) {  // + a (-log pi(chosen) / n), n its scored tokens
-      const double n = double(chosen_tokens[i]);
-      s.loss += a * -pi[i] / n;
+    grad[i] = dh * per[i] / double(P), grad[P + i] = -dh * per[P + i] / double(P);
+    if (a > 0 && row_tokens[i] > 0) {  // + a (-log pi(chosen) / n), n its scored tokens
+      const double n = double(row_tokens[i]);
+      s.loss += a * -sum[i] / n;
       grad[i] += -a / (n * double(P));
     }
   }
@@ -139,7 +157,8 @@ class HookSwap {
 }  // namespace
 
 Dpo::Dpo(const Config& cfg, nn::GPT& policy, const nn::LinearHook* lora)
-    : opt_{cfg.train.dpo_beta, cfg.train.dpo_label_smoothing, cfg.train.dpo_nll_weight},
+    : opt_{cfg.train.dpo_beta, cfg.train.dpo_label_smoothing, cfg.train.dpo_nll_weight,
+           cfg.train.dpo_loss == "ipo"},
       policy_(policy),
       lora_(lora) {
   if (lora_) {
@@ -168,7 +187,7 @@ Tensor Dpo::loss(const Tensor& inputs, const Tensor& targets, PairSums* sums,
   const Tensor reference = reference_log_probs(inputs, targets);
   Tensor penalty;
   const Tensor policy = sequence_log_probs(policy_, inputs, targets, true, router, &penalty);
-  const Tensor loss = dpo_loss(policy, reference, opt_, sums, chosen_tokens(targets));
+  const Tensor loss = dpo_loss(policy, reference, opt_, sums, row_tokens(targets));
   if (!penalty.defined()) return loss;
   // Joined to the gradient, not the value: GPT::loss's p - detach(p).
   return ops::add(loss, ops::sub(penalty, penalty.detach()).to(loss.dtype()));
@@ -178,13 +197,13 @@ PairSums Dpo::score(const Tensor& inputs, const Tensor& targets) const {
   NoGradGuard no_grad;
   PairSums sums;
   dpo_loss(sequence_log_probs(policy_, inputs, targets, false),
-           reference_log_probs(inputs, targets), opt_, &sums, chosen_tokens(targets));
+           reference_log_probs(inputs, targets), opt_, &sums, row_tokens(targets));
   return sums;
 }
 
-std::vector<int64_t> Dpo::chosen_tokens(const Tensor& targets) const {
-  if (opt_.nll_weight == 0) return {};
-  return scored_per_row(targets, targets.size(0) / 2);
+std::vector<int64_t> Dpo::row_tokens(const Tensor& targets) const {
+  if (opt_.nll_weight == 0 && !opt_.ipo) return {};
+  return scored_per_row(targets, targets.size(0));
 }
 
 PairSums evaluate_pairs(const Dpo& dpo, const Config& cfg, const std::string& pattern,

@@ -14,6 +14,10 @@
 // response's scored tokens: its negative log-likelihood a token, as Pang et al. 2024 ("Iterative
 // Reasoning Preference Optimization", DPO+NLL; TRL's rpo_alpha) add it, so that the chosen
 // response stays likely while the margin grows (DPO alone may lower both responses' likelihood).
+// train.dpo_loss ipo takes IPO's loss instead (Azar et al. 2023, "A General Theoretical Paradigm
+// to Understand Learning from Human Preferences", eq. 17, beta their tau): (h - 1 / (2 beta))^2
+// with h the difference above without beta, over log-probabilities averaged a scored token (as
+// TRL computes it): a target margin in place of an ever larger one.
 // The rewards logged are beta (log pi - log ref) of each response: accuracy, the share of pairs
 // whose chosen reward is above the rejected one; margin, their mean difference. With the policy
 // equal to the reference (the first step, dropout off) z = 0 and the loss is ln 2.
@@ -48,6 +52,7 @@ struct DpoOptions {
   double beta = 0.1;
   double label_smoothing = 0;
   double nll_weight = 0;
+  bool ipo = false;  // train.dpo_loss ipo
 };
 
 // A batch's statistics as sums over its pairs, so that batches and ranks add up; means() divides.
@@ -71,10 +76,10 @@ Tensor sequence_log_probs(const nn::GPT& model, const Tensor& inputs, const Tens
 // The loss above, the mean over P pairs, of policy's log-probabilities (2P: chosen [0, P), rejected
 // [P, 2P)) against reference's (2P, no gradient taken). The 2P numbers are read to the host and
 // the loss computed in f64 (softplus in its stable form); the result is a scalar on policy's device
-// in its dtype, differentiable in policy. chosen_tokens: each chosen response's scored tokens (P
-// of them; needed when o.nll_weight > 0). sums non-null: this batch's.
+// in its dtype, differentiable in policy. row_tokens: each row's scored tokens (2P of them;
+// needed by the NLL term and by IPO). sums non-null: this batch's.
 Tensor dpo_loss(const Tensor& policy, const Tensor& reference, const DpoOptions& o,
-                PairSums* sums = nullptr, const std::vector<int64_t>& chosen_tokens = {});
+                PairSums* sums = nullptr, const std::vector<int64_t>& row_tokens = {});
 // The scored targets (not the ignore index) of each of the first `rows` rows of targets (R, T).
 std::vector<int64_t> scored_per_row(const Tensor& targets, int64_t rows);
 
@@ -99,8 +104,8 @@ class Dpo {
 
  private:
   Tensor reference_log_probs(const Tensor& inputs, const Tensor& targets) const;
-  // scored_per_row of the chosen rows, when the NLL term wants them (else empty).
-  std::vector<int64_t> chosen_tokens(const Tensor& targets) const;
+  // scored_per_row of every row, when the NLL term or IPO wants them (else empty).
+  std::vector<int64_t> row_tokens(const Tensor& targets) const;
 
   DpoOptions opt_;
   nn::GPT& policy_;

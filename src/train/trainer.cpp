@@ -208,9 +208,9 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   std::string dpo_error;  // the reference model, read where the policy is placed
   if (cfg_.train.objective == "dpo") try {
       dpo_ = std::make_unique<Dpo>(cfg_, model_, lora_.get());
-      out_->log() << "dpo: beta " << cfg_.train.dpo_beta << ", label smoothing "
-                  << cfg_.train.dpo_label_smoothing << ", nll weight " << cfg_.train.dpo_nll_weight
-                  << "; reference: " << dpo_->reference() << "\n";
+      out_->log() << "dpo: " << cfg_.train.dpo_loss << " loss, beta " << cfg_.train.dpo_beta
+                  << ", label smoothing " << cfg_.train.dpo_label_smoothing << ", nll weight "
+                  << cfg_.train.dpo_nll_weight << "; reference: " << dpo_->reference() << "\n";
     } catch (const std::exception& e) {
       dpo_error = e.what();
     }

@@ -65,16 +65,45 @@ TEST(Dpo, the_chosen_responses_nll_a_token_joins_each_pairs_loss) {
   PairSums plain, with;
   const double a = train::dpo_loss(policy, reference, {.beta = 0.5}, &plain).item();
   const double b =
-      train::dpo_loss(policy, reference, {.beta = 0.5, .nll_weight = 2}, &with, {3, 4}).item();
+      train::dpo_loss(policy, reference, {.beta = 0.5, .nll_weight = 2}, &with, {3, 4, 5, 6})
+          .item();
   EXPECT_NEAR(b - a, 2 * (3.0 / 3 + 6.0 / 4) / 2, 1e-15);  // the mean over the 2 pairs
   EXPECT_NEAR(with.loss - plain.loss, 2 * (3.0 / 3 + 6.0 / 4), 1e-15);
   EXPECT_EQ(with.chosen, plain.chosen);  // the rewards are DPO's alone
-  const std::string missing = tessera::testing::error_of(
-      [&] { train::dpo_loss(policy, reference, {.nll_weight = 1}, nullptr, {3}); });
-  EXPECT_NE(missing.find("2 pairs but the scored tokens of 1 chosen responses"), std::string::npos)
+  const std::string missing = tessera::testing::error_of([&] {
+    train::dpo_loss(policy, reference, {.nll_weight = 1}, nullptr, {3, 4});
+  });
+  EXPECT_NE(missing.find("2 pairs (4 rows) but the scored tokens of 2 rows"), std::string::npos)
       << missing;
   EXPECT_EQ(train::scored_per_row(ids({-100, 4, 5, -100, -100, 6, 7, 8, 1, 2, 3, 4}, {3, 4}), 2),
             (std::vector<int64_t>{2, 3}));
+}
+
+// IPO (train.dpo_loss ipo): (h - 1 / (2 beta))^2 a pair, h the log-ratio difference of the mean
+// log-probabilities a scored token.
+TEST(Dpo, ipos_loss_by_hand_and_by_central_differences) {
+  const Tensor policy = f64({-3.0, -6.0, -4.5, -3.75}), reference = f64({-3.5, -5.0, -4.0, -4.0});
+  const std::vector<int64_t> n = {2, 4, 3, 5};  // chosen 0, 1; rejected 0, 1
+  PairSums s;
+  const double loss = train::dpo_loss(policy, reference, {.beta = 0.25, .ipo = true}, &s, n).item();
+  // h = (pi_c - ref_c) / n_c - (pi_r - ref_r) / n_r: 0.5 / 2 + 0.5 / 3 and -1 / 4 - 0.25 / 5.
+  const double h0 = 0.25 + 0.5 / 3, h1 = -0.25 - 0.05;
+  EXPECT_NEAR(loss, ((h0 - 2) * (h0 - 2) + (h1 - 2) * (h1 - 2)) / 2, 1e-14);  // 1 / (2 beta) = 2
+  EXPECT_NEAR(s.chosen, 0.25 * (0.25 - 0.25), 1e-15);  // rewards of the per-token means
+  EXPECT_EQ(s.correct, 1);
+  for (double a : {0.0, 0.5})
+    EXPECT_TRUE(gradcheck(
+        [&](const std::vector<Tensor>& in) {
+          return train::dpo_loss(in[0], in[1], {.beta = 0.3, .nll_weight = a, .ipo = true}, nullptr,
+                                 {5, 2, 7, 3, 1, 4});
+        },
+        {f64({-3.0, -6.0, -1.5, -4.5, -3.75, -2.0}), f64({-3.5, -5.0, -1.0, -4.0, -4.0, -2.0})},
+        {.check = {true, false}}))
+        << "nll weight " << a;
+  const std::string empty = tessera::testing::error_of([&] {
+    train::dpo_loss(policy, reference, {.ipo = true}, nullptr, {2, 0, 3, 5});
+  });
+  EXPECT_NE(empty.find("row 1 of 4 scores no token"), std::string::npos) << empty;
 }
 
 TEST(Dpo, the_gradient_in_the_policy_by_central_differences) {
@@ -84,7 +113,7 @@ TEST(Dpo, the_gradient_in_the_policy_by_central_differences) {
         [&](const std::vector<Tensor>& in) {
           return train::dpo_loss(in[0], in[1],
                                  {.beta = 0.7, .label_smoothing = e, .nll_weight = 4 * e}, nullptr,
-                                 {5, 2, 7});
+                                 {5, 2, 7, 3, 1, 4});
         },
         {f64({-3.0, -6.0, -1.5, -4.5, -3.75, -2.0}), reference}, {.check = {true, false}}))
         << "label smoothing " << e;

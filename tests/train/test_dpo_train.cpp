@@ -68,7 +68,8 @@ TEST(DpoTraining, the_policy_learns_to_prefer_the_chosen_responses_from_ln2_on) 
     const std::string reference =
         lora ? "reference: the policy with its adapters off (the frozen base)"
              : "reference: " + run.base;
-    EXPECT_NE(log.str().find("dpo: beta 0.5, label smoothing 0, nll weight 0; " + reference),
+    EXPECT_NE(log.str().find("dpo: sigmoid loss, beta 0.5, label smoothing 0, nll weight 0; " +
+                             reference),
               std::string::npos)
         << log.str();
     // Step 1: the policy is the reference (B = 0 adapters under LoRA, no dropout), z = 0 in
@@ -85,6 +86,25 @@ TEST(DpoTraining, the_policy_learns_to_prefer_the_chosen_responses_from_ln2_on) 
                 lora ? "lora" : "full", metric_at(c, "loss", 1), r.last_train_loss, r.last_val_loss,
                 metric_at(c, "val_reward_margin", 40));
   }
+}
+
+// IPO (train.dpo_loss ipo) regresses h, the per-token log-ratio difference, onto 1 / (2 beta) = 1:
+// the loss starts at (0 - 1)^2 = 1 and the margin (beta h) settles near beta x 1 = 0.5 instead of
+// growing without bound as DPO's does (above: 7.3 in full).
+TEST(DpoTraining, ipo_pulls_the_margin_to_its_target) {
+  DpoRun run;
+  Config c = run.dpo("ipo", 40);
+  c.train.dpo_loss = "ipo";
+  std::ostringstream log;
+  const train::TrainResult r = train::run_training(c, log);
+  EXPECT_NE(log.str().find("dpo: ipo loss, beta 0.5"), std::string::npos) << log.str();
+  const double margin = metric_at(c, "val_reward_margin", 40);
+  std::printf("[ ipo ] step 1 loss %.6f; step 40 loss %.4f, val loss %.4f, margin %.4f\n",
+              metric_at(c, "loss", 1), r.last_train_loss, r.last_val_loss, margin);
+  EXPECT_NEAR(metric_at(c, "loss", 1), 1.0, 1e-5);
+  EXPECT_EQ(metric_at(c, "val_reward_accuracy", 40), 1.0);
+  EXPECT_NEAR(margin, 0.5, 0.05);  // measured 0.5032
+  EXPECT_LT(r.last_val_loss, 0.1);
 }
 
 // The reference is read from checkpoint.init again on resume (the policy's weights then come from
@@ -155,6 +175,14 @@ TEST(DpoTraining, what_does_not_go_with_it_is_refused_by_name) {
   EXPECT_NE(refusal([](Config& c) {
               c.train.s2_attn = true;
             }).find("train.objective dpo with train.s2_attn is not built"),
+            std::string::npos);
+  EXPECT_NE(refusal([](Config& c) { c.train.dpo_loss = "ipo", c.train.dpo_label_smoothing = 0.1; })
+                .find("train.dpo_label_smoothing (0.1) is the sigmoid loss's; train.dpo_loss ipo "
+                      "has none"),
+            std::string::npos);
+  EXPECT_NE(refusal([](Config& c) {
+              c.train.dpo_loss = "hinge";
+            }).find("train.dpo_loss must be one of sigmoid, ipo; got 'hinge'"),
             std::string::npos);
   EXPECT_NE(refusal([](Config& c) {
               c.optim.name = "lomo";
