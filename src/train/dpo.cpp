@@ -13,6 +13,7 @@
 #include "train/device.h"
 #include "train/init_weights.h"
 #include "train/options.h"
+#include "train/trainer.h"  // for_each_rank_batch
 
 namespace tessera::train {
 
@@ -213,16 +214,10 @@ PairSums evaluate_pairs(const Dpo& dpo, const Config& cfg, const std::string& pa
                 ": evaluate_pairs reads preference pairs (data.windows: pairs)");
   const int64_t n = std::min(pairs, loader.windows_per_epoch());
   TESSERA_CHECK(n > 0, pattern, ": holds no preference pair to evaluate");
-  const int64_t B = cfg.train.batch_size, T = loader.options().seq_len;
-  const int rank = comm ? comm->rank() : 0, world = comm ? comm->world() : 1;
+  const int64_t T = loader.options().seq_len;
   PairSums sums;
   std::vector<int32_t> chosen_in, chosen_tg, rejected_in, rejected_tg;
-  for (int64_t i = 0, at = 0; at < n; ++i, at += B) {
-    const int64_t rows = std::min(B, n - at);
-    if (i % world != rank) {
-      for (int64_t r = 0; r < rows; ++r) loader.next();  // another rank's batch
-      continue;
-    }
+  for_each_rank_batch(loader, cfg.train.batch_size, n, comm, [&](int64_t rows) {
     chosen_in.clear(), chosen_tg.clear(), rejected_in.clear(), rejected_tg.clear();
     for (int64_t r = 0; r < rows; ++r) {
       const data::Batch w = loader.next();  // (2, T): the chosen row, then the rejected one
@@ -236,8 +231,8 @@ PairSums evaluate_pairs(const Dpo& dpo, const Config& cfg, const std::string& pa
     chosen_in.insert(chosen_in.end(), rejected_in.begin(), rejected_in.end());
     chosen_tg.insert(chosen_tg.end(), rejected_tg.begin(), rejected_tg.end());
     sums += dpo.score(from_vector(chosen_in, {2 * rows, T}), from_vector(chosen_tg, {2 * rows, T}));
-  }
-  if (world > 1)
+  });
+  if (comm && comm->world() > 1)
     sums = PairSums::from_values(comm->all_reduce_host(sums.values(), dist::ReduceOp::Sum));
   return sums;
 }

@@ -1,5 +1,6 @@
 // Validation loss: see trainer.h.
 #include <algorithm>
+#include <functional>
 #include <vector>
 
 #include "autograd/autograd.h"
@@ -11,6 +12,18 @@
 
 namespace tessera::train {
 
+void for_each_rank_batch(data::DataLoader& loader, int64_t B, int64_t n, dist::Communicator* comm,
+                         const std::function<void(int64_t)>& f) {
+  const int rank = comm ? comm->rank() : 0, world = comm ? comm->world() : 1;
+  for (int64_t i = 0, at = 0; at < n; ++i, at += B) {
+    const int64_t rows = std::min(B, n - at);
+    if (i % world == rank)
+      f(rows);
+    else
+      for (int64_t r = 0; r < rows; ++r) loader.next();  // another rank's batch
+  }
+}
+
 namespace {
 
 // The mean loss over the scored targets of the first n windows of `loader` (one window per
@@ -19,15 +32,9 @@ namespace {
 ValidationLoss mean_loss(const nn::GPT& model, data::DataLoader& loader, int64_t B, int64_t n,
                          dist::Communicator* comm) {
   const int64_t T = loader.options().seq_len;
-  const int rank = comm ? comm->rank() : 0, world = comm ? comm->world() : 1;
   double sum = 0, scored = 0;
   std::vector<int32_t> in, tg;
-  for (int64_t i = 0, at = 0; at < n; ++i, at += B) {
-    const int64_t rows = std::min(B, n - at);
-    if (i % world != rank) {
-      for (int64_t r = 0; r < rows; ++r) loader.next();  // another rank's batch
-      continue;
-    }
+  for_each_rank_batch(loader, B, n, comm, [&](int64_t rows) {
     in.clear(), tg.clear();
     for (int64_t r = 0; r < rows; ++r) {
       const data::Batch w = loader.next();
@@ -42,8 +49,8 @@ ValidationLoss mean_loss(const nn::GPT& model, data::DataLoader& loader, int64_t
       sum +=
           model.loss(from_vector(in, {rows, T}), from_vector(tg, {rows, T}), false).item() * count;
     scored += count;
-  }
-  if (world > 1) {
+  });
+  if (comm && comm->world() > 1) {
     const std::vector<double> both = comm->all_reduce_host({sum, scored}, dist::ReduceOp::Sum);
     sum = both[0], scored = both[1];
   }

@@ -13,6 +13,7 @@
 // and the ranks' gradients are averaged, so the gradient is the mean over the global batch.
 #pragma once
 
+#include <functional>
 #include <ostream>
 #include <string>
 
@@ -52,6 +53,11 @@ struct ValidationLoss {
 ValidationLoss evaluate_windows(const nn::GPT& model, const Config& cfg,
                                 const std::string& pattern, int64_t windows,
                                 dist::Communicator* comm = nullptr);
+// Batches of B of the first n windows of loader (one window a next()), batch i to rank i mod
+// world: f(rows) reads this rank's `rows` windows from loader, the other ranks' are skipped. How
+// evaluations share their windows (here and train/dpo.h's evaluate_pairs).
+void for_each_rank_batch(data::DataLoader& loader, int64_t B, int64_t n, dist::Communicator* comm,
+                         const std::function<void(int64_t)>& f);
 // The same over the first `batches` whole batches of train.batch_size windows (fewer when the
 // files hold fewer: whole batches only, as `eval --batches` counts them).
 double evaluate(const nn::GPT& model, const Config& cfg, const std::string& pattern,
