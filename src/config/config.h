@@ -139,13 +139,17 @@ struct TrainConfig {
   // What the run minimises: lm, the next token's cross-entropy; dpo, Direct Preference
   // Optimization (Rafailov et al. 2023) on preference pairs (data.windows: pairs, train/dpo.h),
   // against the weights of checkpoint.init as the reference (under lora.rank > 0: the base, its
-  // adapters off). Under dpo a window is a pair: train.batch_size counts pairs, each two rows of
-  // the sequence length, and train.total_batch_size counts pairs x the sequence length.
+  // adapters off; dpo_loss simpo has none). Under dpo a window is a pair: train.batch_size counts
+  // pairs, each two rows of the sequence length, and train.total_batch_size counts pairs x the
+  // sequence length.
   std::string objective = "lm";
   double dpo_beta = 0.1;           // dpo: beta, the strength of the pull towards the reference
   double dpo_label_smoothing = 0;  // dpo: in [0, 0.5), the share of pairs taken as mislabelled
   double dpo_nll_weight = 0;       // dpo: >= 0, the chosen responses' NLL a token's weight (1: RPO)
-  std::string dpo_loss = "sigmoid";  // dpo: sigmoid (DPO's) | ipo (Azar et al. 2023)
+  // dpo: sigmoid (DPO's) | ipo (Azar et al. 2023) | simpo (Meng et al. 2024: no reference, the
+  // mean log-probability a token; its beta is larger, 2 to 2.5 in the paper)
+  std::string dpo_loss = "sigmoid";
+  double simpo_gamma = 0.5;  // dpo_loss simpo: >= 0, the target reward margin gamma (TRL's 0.5)
 
   bool operator==(const TrainConfig&) const = default;
 };

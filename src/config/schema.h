@@ -88,6 +88,7 @@ void visit_section(S& s, F&& f) {
   f("dpo_label_smoothing", s.dpo_label_smoothing);
   f("dpo_nll_weight", s.dpo_nll_weight);
   f("dpo_loss", s.dpo_loss);
+  f("simpo_gamma", s.simpo_gamma);
 }
 
 template <Section<OptimConfig> S, typename F>

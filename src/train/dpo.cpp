@@ -66,21 +66,26 @@ Tensor dpo_loss(const Tensor& policy, const Tensor& reference, const DpoOptions&
   TESSERA_CHECK(policy.dim() == 1 && policy.numel() % 2 == 0 && policy.numel() > 0,
                 "dpo_loss: the policy's log-probabilities must be (2P) for P pairs, got ",
                 policy.str());
-  TESSERA_CHECK(reference.shape() == policy.shape(), "dpo_loss: the reference's ", reference.str(),
-                " and the policy's ", policy.str(), " differ in shape");
+  const bool simpo = o.loss == PairLoss::Simpo;
+  TESSERA_CHECK(reference.defined() != simpo, "dpo_loss: ",
+                simpo ? "SimPO takes no reference" : "the loss needs the reference's");
+  TESSERA_CHECK(simpo || reference.shape() == policy.shape(), "dpo_loss: the reference's ",
+                reference.str(), " and the policy's ", policy.str(), " differ in shape");
   const std::vector<double> sum = host_values(policy);  // each row's summed log-probability
-  std::vector<double> pi = sum, ref = host_values(reference);
+  std::vector<double> pi = sum,
+                      ref = simpo ? std::vector<double>(sum.size()) : host_values(reference);
   const size_t R = pi.size(), P = R / 2;
   const double beta = o.beta, e = o.label_smoothing, a = o.nll_weight;
-  TESSERA_CHECK((a == 0 && !o.ipo) || row_tokens.size() == R, "dpo_loss: ", P, " pairs (", R,
-                " rows) but the scored tokens of ", row_tokens.size(), " rows");
-  // What the loss compares: each row's summed log-probability, or under IPO its mean a scored
-  // token (as TRL averages each completion's), d(compared) / d(sum) = 1 / n.
+  TESSERA_CHECK((a == 0 && !o.per_token()) || row_tokens.size() == R, "dpo_loss: ", P, " pairs (",
+                R, " rows) but the scored tokens of ", row_tokens.size(), " rows");
+  // What the loss compares: each row's summed log-probability, or under IPO and SimPO its mean a
+  // scored token (as TRL averages each completion's), d(compared) / d(sum) = 1 / n.
   std::vector<double> per(R, 1.0);
-  if (o.ipo)
+  if (o.per_token())
     for (size_t r = 0; r < R; ++r) {
       TESSERA_CHECK(row_tokens[r] > 0, "dpo_loss: row ", r, " of ", R,
-                    " scores no token: IPO's mean log-probability a token needs one");
+                    " scores no token: ", simpo ? "SimPO's" : "IPO's",
+                    " mean log-probability a token needs one");
       per[r] = 1.0 / double(row_tokens[r]);
       pi[r] *= per[r], ref[r] *= per[r];
     }
@@ -92,12 +97,12 @@ Tensor dpo_loss(const Tensor& policy, const Tensor& reference, const DpoOptions&
                   " has a non-finite log-probability (policy ", sum[i], ", ", sum[P + i],
                   "; reference ", ref[i], ", ", ref[P + i], ")");
     double dh = 0;  // d (the pair's loss) / d h
-    if (o.ipo) {    // (h - 1 / (2 beta))^2 (Azar et al. 2023, eq. 17; beta is their tau)
+    if (o.loss == PairLoss::Ipo) {  // (h - 1 / (2 beta))^2 (Azar et al. 2023, eq. 17; beta: tau)
       const double gap = h - 1 / (2 * beta);
       s.loss += gap * gap;
       dh = 2 * gap;
-    } else {  // z = beta h; d/dz of (1 - e) softplus(-z) + e softplus(z)
-      const double z = beta * h;
+    } else {  // z = beta h (- gamma: SimPO); d/dz of (1 - e) softplus(-z) + e softplus(z)
+      const double z = beta * h - (simpo ? o.gamma : 0.0);
       s.loss += (1 - e) * softplus(-z) + e * softplus(z);
       dh = beta * (-(1 - e) * sigmoid(-z) + e * sigmoid(z));
     }
@@ -159,9 +164,16 @@ class HookSwap {
 
 Dpo::Dpo(const Config& cfg, nn::GPT& policy, const nn::LinearHook* lora)
     : opt_{cfg.train.dpo_beta, cfg.train.dpo_label_smoothing, cfg.train.dpo_nll_weight,
-           cfg.train.dpo_loss == "ipo"},
+           cfg.train.dpo_loss == "ipo"     ? PairLoss::Ipo
+           : cfg.train.dpo_loss == "simpo" ? PairLoss::Simpo
+                                           : PairLoss::Sigmoid,
+           cfg.train.simpo_gamma},
       policy_(policy),
       lora_(lora) {
+  if (!has_reference()) {
+    described_ = "none (SimPO is reference-free)";
+    return;
+  }
   if (lora_) {
     described_ = "the policy with its adapters off (the frozen base)";
     return;
@@ -176,6 +188,7 @@ Dpo::Dpo(const Config& cfg, nn::GPT& policy, const nn::LinearHook* lora)
 Dpo::~Dpo() = default;
 
 Tensor Dpo::reference_log_probs(const Tensor& inputs, const Tensor& targets) const {
+  if (!has_reference()) return {};
   NoGradGuard no_grad;
   if (frozen_) return sequence_log_probs(*frozen_, inputs, targets, false);
   AdaptersOff off(*lora_);
@@ -203,7 +216,7 @@ PairSums Dpo::score(const Tensor& inputs, const Tensor& targets) const {
 }
 
 std::vector<int64_t> Dpo::row_tokens(const Tensor& targets) const {
-  if (opt_.nll_weight == 0 && !opt_.ipo) return {};
+  if (opt_.nll_weight == 0 && !opt_.per_token()) return {};
   return scored_per_row(targets, targets.size(0));
 }
 

@@ -18,9 +18,15 @@
 // to Understand Learning from Human Preferences", eq. 17, beta their tau): (h - 1 / (2 beta))^2
 // with h the difference above without beta, over log-probabilities averaged a scored token (as
 // TRL computes it): a target margin in place of an ever larger one.
-// The rewards logged are beta (log pi - log ref) of each response: accuracy, the share of pairs
-// whose chosen reward is above the rejected one; margin, their mean difference. With the policy
-// equal to the reference (the first step, dropout off) z = 0 and the loss is ln 2.
+// train.dpo_loss simpo takes SimPO's (Meng et al. 2024, "SimPO: Simple Preference Optimization
+// with a Reference-Free Reward", eq. 6): no reference, log ref = 0, the log-probabilities averaged
+// a scored token, and a target reward margin gamma (train.simpo_gamma) inside the sigmoid:
+//   z = beta (log pi(chosen) / n_c - log pi(rejected) / n_r) - gamma,  the loss as DPO's of z
+// (label smoothing as in TRL's CPO trainer; the NLL term then makes it CPO, Xu et al. 2024).
+// The rewards logged are beta (log pi - log ref) of each response (SimPO: beta log pi / n):
+// accuracy, the share of pairs whose chosen reward is above the rejected one; margin, their mean
+// difference. With the policy equal to the reference (the first step, dropout off) z = 0 and the
+// loss is ln 2.
 //
 //   Dpo dpo(cfg, model, lora.get());                // the reference: checkpoint.init, or the base
 //   PairSums sums;
@@ -31,7 +37,8 @@
 // one pair. The reference is the weights of checkpoint.init in a second model of the policy's
 // architecture, device and dtype (read again on resume: the policy then holds trained weights);
 // under LoRA (lora.rank > 0) it is the policy itself with its adapters off (the frozen base,
-// NF4-quantised under QLoRA as the policy sees it), at no memory cost.
+// NF4-quantised under QLoRA as the policy sees it), at no memory cost. SimPO has none: no second
+// model and no reference forward.
 #pragma once
 
 #include <memory>
@@ -48,11 +55,16 @@ class Communicator;
 
 namespace tessera::train {
 
+enum class PairLoss { Sigmoid, Ipo, Simpo };  // train.dpo_loss
+
 struct DpoOptions {
   double beta = 0.1;
   double label_smoothing = 0;
   double nll_weight = 0;
-  bool ipo = false;  // train.dpo_loss ipo
+  PairLoss loss = PairLoss::Sigmoid;
+  double gamma = 0.5;  // SimPO's target margin
+  // IPO and SimPO compare mean log-probabilities a scored token.
+  bool per_token() const { return loss != PairLoss::Sigmoid; }
 };
 
 // A batch's statistics as sums over its pairs, so that batches and ranks add up; means() divides.
@@ -74,10 +86,11 @@ Tensor sequence_log_probs(const nn::GPT& model, const Tensor& inputs, const Tens
                           Tensor* penalty = nullptr);
 
 // The loss above, the mean over P pairs, of policy's log-probabilities (2P: chosen [0, P), rejected
-// [P, 2P)) against reference's (2P, no gradient taken). The 2P numbers are read to the host and
-// the loss computed in f64 (softplus in its stable form); the result is a scalar on policy's device
-// in its dtype, differentiable in policy. row_tokens: each row's scored tokens (2P of them;
-// needed by the NLL term and by IPO). sums non-null: this batch's.
+// [P, 2P)) against reference's (2P, no gradient taken; undefined under SimPO, which has none). The
+// 2P numbers are read to the host and the loss computed in f64 (softplus in its stable form); the
+// result is a scalar on policy's device in its dtype, differentiable in policy. row_tokens: each
+// row's scored tokens (2P of them; needed by the NLL term, IPO and SimPO). sums non-null: this
+// batch's.
 Tensor dpo_loss(const Tensor& policy, const Tensor& reference, const DpoOptions& o,
                 PairSums* sums = nullptr, const std::vector<int64_t>& row_tokens = {});
 // The scored targets (not the ignore index) of each of the first `rows` rows of targets (R, T).
@@ -99,12 +112,13 @@ class Dpo {
               nn::RouterLosses* router = nullptr) const;
   // Evaluation: the same without gradients, dropout or router losses; the batch's sums.
   PairSums score(const Tensor& inputs, const Tensor& targets) const;
-  // What the reference is, for the log: "the adapters off" or the checkpoint read.
+  // What the reference is, for the log: "the adapters off", the checkpoint read, or none.
   const std::string& reference() const { return described_; }
+  bool has_reference() const { return opt_.loss != PairLoss::Simpo; }
 
  private:
   Tensor reference_log_probs(const Tensor& inputs, const Tensor& targets) const;
-  // scored_per_row of every row, when the NLL term or IPO wants them (else empty).
+  // scored_per_row of every row, when the NLL term, IPO or SimPO wants them (else empty).
   std::vector<int64_t> row_tokens(const Tensor& targets) const;
 
   DpoOptions opt_;

@@ -208,9 +208,11 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
   std::string dpo_error;  // the reference model, read where the policy is placed
   if (cfg_.train.objective == "dpo") try {
       dpo_ = std::make_unique<Dpo>(cfg_, model_, lora_.get());
-      out_->log() << "dpo: " << cfg_.train.dpo_loss << " loss, beta " << cfg_.train.dpo_beta
-                  << ", label smoothing " << cfg_.train.dpo_label_smoothing << ", nll weight "
-                  << cfg_.train.dpo_nll_weight << "; reference: " << dpo_->reference() << "\n";
+      std::ostream& log = out_->log();
+      log << "dpo: " << cfg_.train.dpo_loss << " loss, beta " << cfg_.train.dpo_beta;
+      if (!dpo_->has_reference()) log << ", gamma " << cfg_.train.simpo_gamma;
+      log << ", label smoothing " << cfg_.train.dpo_label_smoothing << ", nll weight "
+          << cfg_.train.dpo_nll_weight << "; reference: " << dpo_->reference() << "\n";
     } catch (const std::exception& e) {
       dpo_error = e.what();
     }
@@ -554,9 +556,10 @@ TrainResult Trainer::run() {
   const int64_t stop = cfg_.train.stop_after > 0
                            ? std::min(cfg_.train.stop_after, cfg_.train.max_steps)
                            : cfg_.train.max_steps;
-  // A DPO window is a pair: two rows, and the reference's forward on each (a third of 6 N).
+  // A DPO window is a pair: two rows, and the reference's forward on each (a third of 6 N; SimPO
+  // has none).
   const int64_t tokens_per_step = step_windows_ * T_ * (dpo_ ? 2 : 1);
-  const double mfu_per_token = mfu_per_token_ * (dpo_ ? 4.0 / 3.0 : 1.0);
+  const double mfu_per_token = mfu_per_token_ * (dpo_ && dpo_->has_reference() ? 4.0 / 3.0 : 1.0);
   if (step_ >= stop)
     out_->line("nothing to train: the run is at step " + std::to_string(step_) + " and stops at " +
                std::to_string(stop) + " (train.max_steps" +

@@ -19,6 +19,7 @@ using tessera::testing::ids;
 using tessera::testing::tiny_gpt2;
 using tessera::testing::tiny_llama;
 using train::DpoOptions;
+using train::PairLoss;
 using train::PairSums;
 
 namespace {
@@ -85,7 +86,8 @@ TEST(Dpo, ipos_loss_by_hand_and_by_central_differences) {
   const Tensor policy = f64({-3.0, -6.0, -4.5, -3.75}), reference = f64({-3.5, -5.0, -4.0, -4.0});
   const std::vector<int64_t> n = {2, 4, 3, 5};  // chosen 0, 1; rejected 0, 1
   PairSums s;
-  const double loss = train::dpo_loss(policy, reference, {.beta = 0.25, .ipo = true}, &s, n).item();
+  const double loss =
+      train::dpo_loss(policy, reference, {.beta = 0.25, .loss = PairLoss::Ipo}, &s, n).item();
   // h = (pi_c - ref_c) / n_c - (pi_r - ref_r) / n_r: 0.5 / 2 + 0.5 / 3 and -1 / 4 - 0.25 / 5.
   const double h0 = 0.25 + 0.5 / 3, h1 = -0.25 - 0.05;
   EXPECT_NEAR(loss, ((h0 - 2) * (h0 - 2) + (h1 - 2) * (h1 - 2)) / 2, 1e-14);  // 1 / (2 beta) = 2
@@ -94,16 +96,65 @@ TEST(Dpo, ipos_loss_by_hand_and_by_central_differences) {
   for (double a : {0.0, 0.5})
     EXPECT_TRUE(gradcheck(
         [&](const std::vector<Tensor>& in) {
-          return train::dpo_loss(in[0], in[1], {.beta = 0.3, .nll_weight = a, .ipo = true}, nullptr,
+          return train::dpo_loss(in[0], in[1],
+                                 {.beta = 0.3, .nll_weight = a, .loss = PairLoss::Ipo}, nullptr,
                                  {5, 2, 7, 3, 1, 4});
         },
         {f64({-3.0, -6.0, -1.5, -4.5, -3.75, -2.0}), f64({-3.5, -5.0, -1.0, -4.0, -4.0, -2.0})},
         {.check = {true, false}}))
         << "nll weight " << a;
   const std::string empty = tessera::testing::error_of([&] {
-    train::dpo_loss(policy, reference, {.ipo = true}, nullptr, {2, 0, 3, 5});
+    train::dpo_loss(policy, reference, {.loss = PairLoss::Ipo}, nullptr, {2, 0, 3, 5});
   });
   EXPECT_NE(empty.find("row 1 of 4 scores no token"), std::string::npos) << empty;
+}
+
+// SimPO (train.dpo_loss simpo): no reference; z = beta (mean log pi(chosen) - mean log
+// pi(rejected)) - gamma, the means a scored token, and the sigmoid loss (smoothed or not) of z.
+TEST(Dpo, simpos_loss_by_hand_and_by_central_differences) {
+  const Tensor policy = f64({-3.0, -6.0, -4.5, -3.75});  // chosen 0, 1; rejected 0, 1
+  const std::vector<int64_t> n = {2, 4, 3, 5};
+  for (double e : {0.0, 0.2}) {
+    PairSums s;
+    const DpoOptions o{.beta = 2, .label_smoothing = e, .loss = PairLoss::Simpo, .gamma = 0.75};
+    const double loss = train::dpo_loss(policy, Tensor(), o, &s, n).item();
+    // The means: -1.5 and -1.5 (chosen), -1.5 and -0.75 (rejected); z = 2 h - 0.75.
+    const double z0 = 2 * (-1.5 + 1.5) - 0.75, z1 = 2 * (-1.5 + 0.75) - 0.75;
+    auto pair = [&](double z) { return (1 - e) * softplus(-z) + e * softplus(z); };
+    EXPECT_NEAR(loss, (pair(z0) + pair(z1)) / 2, 1e-15) << "label smoothing " << e;
+    EXPECT_NEAR(s.chosen, 2 * (-1.5 - 1.5), 1e-15);  // beta log pi / n, summed over pairs
+    EXPECT_NEAR(s.rejected, 2 * (-1.5 - 0.75), 1e-15);
+    EXPECT_EQ(s.correct, 0);  // pair 0's rewards are equal, pair 1's rejected one is higher
+  }
+  // gamma 0 and equal means: ln 2, as DPO at its start.
+  EXPECT_NEAR(train::dpo_loss(f64({-2, -4}), Tensor(),
+                              {.beta = 2, .loss = PairLoss::Simpo, .gamma = 0}, nullptr, {1, 2})
+                  .item(),
+              std::log(2.0), 1e-15);
+  for (double a : {0.0, 0.5})  // the NLL term beside it: CPO's (Xu et al. 2024)
+    EXPECT_TRUE(gradcheck(
+        [&](const std::vector<Tensor>& in) {
+          return train::dpo_loss(in[0], Tensor(),
+                                 {.beta = 2.5,
+                                  .label_smoothing = 0.1,
+                                  .nll_weight = a,
+                                  .loss = PairLoss::Simpo,
+                                  .gamma = 1.2},
+                                 nullptr, {5, 2, 7, 3, 1, 4});
+        },
+        {f64({-3.0, -6.0, -1.5, -4.5, -3.75, -2.0})}))
+        << "nll weight " << a;
+  const Tensor reference = f64({-3.5, -5.0, -4.0, -4.0});
+  const std::string given = tessera::testing::error_of(
+      [&] { train::dpo_loss(policy, reference, {.loss = PairLoss::Simpo}, nullptr, n); });
+  EXPECT_NE(given.find("SimPO takes no reference"), std::string::npos) << given;
+  const std::string missing =
+      tessera::testing::error_of([&] { train::dpo_loss(policy, Tensor(), {}, nullptr, n); });
+  EXPECT_NE(missing.find("the loss needs the reference's"), std::string::npos) << missing;
+  const std::string empty = tessera::testing::error_of([&] {
+    train::dpo_loss(policy, Tensor(), {.loss = PairLoss::Simpo}, nullptr, {2, 4, 0, 5});
+  });
+  EXPECT_NE(empty.find("row 2 of 4 scores no token: SimPO's"), std::string::npos) << empty;
 }
 
 TEST(Dpo, the_gradient_in_the_policy_by_central_differences) {

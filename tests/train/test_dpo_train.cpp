@@ -107,6 +107,37 @@ TEST(DpoTraining, ipo_pulls_the_margin_to_its_target) {
   EXPECT_LT(r.last_val_loss, 0.1);
 }
 
+// SimPO (train.dpo_loss simpo) has no reference: no second model, the log says so, and the rewards
+// are beta times each response's mean log-probability a token. With gamma 1 the held-out reward
+// margin must pass 1 for the loss to fall; the base's starts at -1.68 (it finds "no" likelier a
+// token than "ok"). checkpoint.init is not required: from random weights (a margin of 0.04 at
+// step 1) the policy learns the preference too.
+TEST(DpoTraining, simpo_learns_without_a_reference) {
+  DpoRun run;
+  for (const bool init : {true, false}) {
+    SCOPED_TRACE(init ? "from the base" : "from random weights");
+    Config c = run.dpo(init ? "simpo" : "simpo-scratch", 40);
+    c.train.dpo_loss = "simpo", c.train.dpo_beta = 2, c.train.simpo_gamma = 1;
+    if (!init) c.checkpoint.init.clear();
+    std::ostringstream log;
+    const train::TrainResult r = train::run_training(c, log);
+    EXPECT_NE(log.str().find("dpo: simpo loss, beta 2, gamma 1, label smoothing 0, nll weight 0; "
+                             "reference: none (SimPO is reference-free)"),
+              std::string::npos)
+        << log.str();
+    const double margin = metric_at(c, "val_reward_margin", 40);
+    std::printf(
+        "[ simpo %s ] step 1 loss %.6f margin %.4f; step 40 loss %.4f, val loss %.4f, "
+        "margin %.4f\n",
+        init ? "init" : "scratch", metric_at(c, "loss", 1),
+        metric_at(c, "reward_chosen", 1) - metric_at(c, "reward_rejected", 1), r.last_train_loss,
+        r.last_val_loss, margin);
+    EXPECT_EQ(metric_at(c, "val_reward_accuracy", 40), 1.0);
+    EXPECT_GT(margin, 1.0);
+    EXPECT_LT(r.last_val_loss, 0.3);
+  }
+}
+
 // The reference is read from checkpoint.init again on resume (the policy's weights then come from
 // the checkpoint), so a run stopped and resumed is the run in one piece.
 TEST(DpoTraining, a_resumed_run_is_the_uninterrupted_one_bit_for_bit) {
@@ -177,12 +208,20 @@ TEST(DpoTraining, what_does_not_go_with_it_is_refused_by_name) {
             }).find("train.objective dpo with train.s2_attn is not built"),
             std::string::npos);
   EXPECT_NE(refusal([](Config& c) { c.train.dpo_loss = "ipo", c.train.dpo_label_smoothing = 0.1; })
-                .find("train.dpo_label_smoothing (0.1) is the sigmoid loss's; train.dpo_loss ipo "
-                      "has none"),
+                .find("train.dpo_label_smoothing (0.1) is the sigmoid loss's and SimPO's; "
+                      "train.dpo_loss ipo has none"),
             std::string::npos);
   EXPECT_NE(refusal([](Config& c) {
               c.train.dpo_loss = "hinge";
-            }).find("train.dpo_loss must be one of sigmoid, ipo; got 'hinge'"),
+            }).find("train.dpo_loss must be one of sigmoid, ipo, simpo; got 'hinge'"),
+            std::string::npos);
+  EXPECT_NE(refusal([](Config& c) {
+              c.train.simpo_gamma = 1;
+            }).find("train.simpo_gamma (1) is SimPO's; train.dpo_loss sigmoid has none"),
+            std::string::npos);
+  EXPECT_NE(refusal([](Config& c) {
+              c.train.dpo_loss = "simpo", c.train.simpo_gamma = -0.5;
+            }).find("train.simpo_gamma must be >= 0 (SimPO's target reward margin), got -0.5"),
             std::string::npos);
   EXPECT_NE(refusal([](Config& c) {
               c.optim.name = "lomo";
