@@ -16,8 +16,9 @@
 #              (either failing: the GPU run again under the switches for what has never run on a
 #              GPU, to name the part at fault and keep the switch for the later stages; "bisect")
 #   hf         that model (the bisect's, where a switch made it train) and 20 GPU steps each of
-#              llama-small and qwen3-small exported (build/export) and loaded by Hugging Face
-#              transformers: their logits against tessera's (hf_transformers_check.py)
+#              llama-small, qwen3-small and llama-small with qkv_bias (Qwen2) exported
+#              (build/export) and loaded by Hugging Face transformers: their logits against
+#              tessera's (hf_transformers_check.py)
 #   bench      GPT-2 124M step beside its PyTorch twin (scripts/bench_gpu.sh), then tessera's
 #              kernel profile of that step (which kernels and shapes its device time goes to)
 #   attention  fused attention beside PyTorch's SDPA (scripts/bench_attention.sh), a short sweep
@@ -303,10 +304,13 @@ if want hf; then
   # scripts/hf_logits.py's re-implementation), both sides computing on the CPU in f32: the tiny
   # run's last checkpoint (GPT2LMHeadModel), 20 GPU steps of llama-small (LlamaForCausalLM:
   # RMSNorm, SwiGLU, RoPE, grouped-query heads, untied head) and of qwen3-small (Qwen3ForCausalLM:
-  # q and k normalised, heads of 64 on a width of 128, tied head).
+  # q and k normalised, heads of 64 on a width of 128, tied head), and llama-small with biases on
+  # q, k and v (Qwen2ForCausalLM: model.qkv_bias, trained away from their zeros).
   CONFIG=configs/llama-small.yaml train_run hf-llama "$GPU_DEVICE" 20; llama_rc=$?
   CONFIG=configs/qwen3-small.yaml train_run hf-qwen3 "$GPU_DEVICE" 20; qwen3_rc=$?
-  for run in "${TINY_RUN:-tiny-hd64}" hf-llama hf-qwen3; do
+  CONFIG=configs/llama-small.yaml train_run hf-qwen2 "$GPU_DEVICE" 20 --set model.qkv_bias=true
+  qwen2_rc=$?
+  for run in "${TINY_RUN:-tiny-hd64}" hf-llama hf-qwen3 hf-qwen2; do
     t0=$(date +%s)
     hf_dir=/tmp/gpu-check-hf-$run
     rm -rf "$hf_dir" "$hf_dir.ref" "$hf_dir.log"
@@ -322,6 +326,7 @@ if want hf; then
     line=$(echo "$line" | tr -d '|')
     [ "$run" = hf-llama ] && [ $llama_rc -ne 0 ] && line="training exited with $llama_rc; $line"
     [ "$run" = hf-qwen3 ] && [ $qwen3_rc -ne 0 ] && line="training exited with $qwen3_rc; $line"
+    [ "$run" = hf-qwen2 ] && [ $qwen2_rc -ne 0 ] && line="training exited with $qwen2_rc; $line"
     case $rc in
       0) row "hf $run" ok "${line:-?} in $(elapsed "$t0")" ;;
       77) row "hf $run" skipped "${line:-no transformers}" ;;

@@ -2,7 +2,8 @@
 """Logits of an exported Hugging Face directory from PyTorch modules laid out like transformers'
 GPT2LMHeadModel (Conv1D weights [in, out], fused c_attn split into q, k, v, gelu_new, LayerNorm)
 and LlamaForCausalLM (RMSNorm, rotate_half RoPE with HF's rope_scaling types, grouped-query
-attention by repeat_kv, SwiGLU MLP), and Qwen3ForCausalLM (Llama's, with each head's q and k
+attention by repeat_kv, SwiGLU MLP), Qwen2ForCausalLM (Llama's, q_proj, k_proj and v_proj with
+biases, modeling_qwen2.py), and Qwen3ForCausalLM (Llama's, with each head's q and k
 RMS-normalised before RoPE, modeling_qwen3.py's q_norm and k_norm, and head_dim apart from
 hidden_size / num_attention_heads), and their mixtures of experts MixtralForCausalLM (Llama's
 attention, each layer's block_sparse_moe of w1/w3/w2 experts, modeling_mixtral.py) and
@@ -135,9 +136,10 @@ class LlamaAttention(nn.Module):
         E, self.H, self.Hkv = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
         self.hd = c.get("head_dim") or E // self.H
         bias = c.get("attention_bias", False)
-        self.q_proj = nn.Linear(E, self.H * self.hd, bias=bias)
-        self.k_proj = nn.Linear(E, self.Hkv * self.hd, bias=bias)
-        self.v_proj = nn.Linear(E, self.Hkv * self.hd, bias=bias)
+        qkv_bias = bias or c["model_type"] == "qwen2"  # Qwen2Attention: q, k, v biased, o_proj not
+        self.q_proj = nn.Linear(E, self.H * self.hd, bias=qkv_bias)
+        self.k_proj = nn.Linear(E, self.Hkv * self.hd, bias=qkv_bias)
+        self.v_proj = nn.Linear(E, self.Hkv * self.hd, bias=qkv_bias)
         self.o_proj = nn.Linear(self.H * self.hd, E, bias=bias)
         if c["model_type"] in ("qwen3", "qwen3_moe"):  # Qwen3Attention: over head_dim, on (B, T, n, hd)
             self.q_norm = LlamaRMSNorm(self.hd, c["rms_norm_eps"])
@@ -296,6 +298,7 @@ def main(argv):
     tol = float(argv[argv.index("--tol") + 1]) if "--tol" in argv else 1e-4
     c = json.load(open(os.path.join(out_dir, "config.json")))
     model = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM, "qwen3": LlamaForCausalLM,
+             "qwen2": LlamaForCausalLM,
              "mixtral": LlamaForCausalLM, "qwen3_moe": LlamaForCausalLM}[c["model_type"]](c).double()
     state = {k: v.double() for k, v in read_safetensors(os.path.join(out_dir, "model.safetensors")).items()}
     if c.get("tie_word_embeddings", c["model_type"] == "gpt2"):

@@ -76,6 +76,7 @@ struct ModelConfig {
   bool qk_norm = false;        // RMSNorm over each head's q and k before RoPE (Qwen3, Gemma 3)
   bool tie_embeddings = true;  // lm head shares the token embedding matrix
   bool bias = true;            // biases in the linear layers and norms
+  bool qkv_bias = false;  // with bias false: biases on the q, k and v projections alone (Qwen2)
   double dropout = 0.0;
   double norm_eps = 1e-5;
 

@@ -56,6 +56,7 @@ void visit_section(S& s, F&& f) {
   f("qk_norm", s.qk_norm);
   f("tie_embeddings", s.tie_embeddings);
   f("bias", s.bias);
+  f("qkv_bias", s.qkv_bias);
   f("dropout", s.dropout);
   f("norm_eps", s.norm_eps);
 }

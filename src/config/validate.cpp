@@ -144,6 +144,10 @@ void check_model(const ModelConfig& m, Problems& p) {
   p.non_negative("model.n_expert", m.n_expert);
   if (m.n_expert == 1)
     p.add("model.n_expert 1 is a dense MLP behind a router of one choice: give 0 (dense) or >= 2");
+  if (m.qkv_bias && m.bias)
+    p.add(
+        "model.qkv_bias puts biases on q, k and v alone, in a model without them (model.bias "
+        "false); model.bias true has them everywhere already");
   if (m.n_expert >= 2 && (m.expert_top_k < 1 || m.expert_top_k > m.n_expert))
     p.add("model.expert_top_k must be in [1, model.n_expert ", m.n_expert, "], got ",
           m.expert_top_k);
@@ -444,6 +448,7 @@ double ModelConfig::parameter_count() const {
   const double q = double(n_head) * hd, kv = double(kv_heads()) * hd;
   const double b = bias ? 1 : 0;
   auto linear = [&](double n_out, double n_in) { return n_out * (n_in + b); };
+  const double qkv_b = !bias && qkv_bias ? q + 2 * kv : 0;  // Qwen2's biases on q, k and v
   const double one_norm = C * (norm == "layernorm" && bias ? 2 : 1);  // RMSNorm has no bias
   double n = double(vocab_size) * C * (tie_embeddings ? 1 : 2) + one_norm;  // + the final norm
   if (position == "learned") n += double(block_size) * C;
@@ -452,8 +457,8 @@ double ModelConfig::parameter_count() const {
   const double qk_norms = qk_norm ? 2 * hd : 0;
   // A mixture: its router, and n_expert MLPs.
   const double mlps = n_expert > 0 ? double(n_expert) : 1, router = double(n_expert) * C;
-  return n + L * (2 * one_norm + linear(q + 2 * kv, C) + qk_norms + gates + linear(C, q) + router +
-                  mlps * (mlp_in * linear(F, C) + linear(C, F)));
+  return n + L * (2 * one_norm + linear(q + 2 * kv, C) + qkv_b + qk_norms + gates + linear(C, q) +
+                  router + mlps * (mlp_in * linear(F, C) + linear(C, F)));
 }
 
 double ModelConfig::active_parameter_count() const {

@@ -52,6 +52,7 @@ struct GPTConfig {
   RopeScaling rope_scaling;  // type none = plain RoPE (nn/rope_scaling.h)
   bool tie_embeddings = true;
   bool bias = true;
+  bool qkv_bias = false;  // bias false: biases on the q, k and v projections alone (Qwen2)
   // RMSNorm (weight only, eps norm_eps) over each head's q and k before RoPE, as Qwen3 and Gemma 3
   // (Dehghani et al. 2023 normalise them for stability at scale; OLMo 2 normalises the whole
   // projection instead). Attention then runs on split heads.

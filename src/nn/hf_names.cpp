@@ -43,6 +43,9 @@ HFArch named(HFArch a, const char* model_type, const char* architecture) {
   return a;
 }
 const HFArch kQwen3 = named(kLlama, "qwen3", "Qwen3ForCausalLM");
+// transformers' modeling_qwen2.py: Llama's modules, q_proj, k_proj and v_proj with biases (and no
+// other Linear: GPTConfig::qkv_bias).
+const HFArch kQwen2 = named(kLlama, "qwen2", "Qwen2ForCausalLM");
 
 // A table's MLP as a mixture: the router's module, the experts' prefix and each expert's three
 // Linears' names.
@@ -74,12 +77,14 @@ bool in_block(Part p) { return p >= Part::Norm1; }
 const HFArch& hf_gpt2() { return kGpt2; }
 const HFArch& hf_llama() { return kLlama; }
 const HFArch& hf_qwen3() { return kQwen3; }
+const HFArch& hf_qwen2() { return kQwen2; }
 const HFArch& hf_mixtral() { return kMixtral; }
 const HFArch& hf_qwen3_moe() { return kQwen3Moe; }
 const HFArch& hf_gpt2_moe() { return kGpt2Moe; }
 const HFArch& hf_arch(const GPTConfig& cfg) {
   if (cfg.n_expert > 0) return cfg.gpt2_names() ? kGpt2Moe : cfg.qk_norm ? kQwen3Moe : kMixtral;
-  return cfg.gpt2_names() ? kGpt2 : cfg.qk_norm ? kQwen3 : kLlama;
+  if (cfg.gpt2_names()) return kGpt2;
+  return cfg.qk_norm ? kQwen3 : cfg.qkv_bias && !cfg.bias ? kQwen2 : kLlama;
 }
 
 bool is_block_linear(Part p) {
@@ -135,7 +140,8 @@ std::vector<ParamSpec> param_specs(const GPTConfig& cfg) {
   auto linear = [&](Part p, int64_t layer, int64_t n_out, int64_t n_in, Init init,
                     int64_t expert = -1) {
     param(p, layer, false, {n_out, n_in}, init, expert);
-    if (cfg.bias) param(p, layer, true, {n_out}, Init::Zeros, expert);
+    const bool qkv = p == Part::QKV || p == Part::Q || p == Part::K || p == Part::V;
+    if (cfg.bias || (qkv && cfg.qkv_bias)) param(p, layer, true, {n_out}, Init::Zeros, expert);
   };
   // The MLP, or (expert >= 0) one expert of a mixture.
   auto mlp = [&](int64_t layer, int64_t expert) {

@@ -10,7 +10,8 @@
 //
 // The table follows GPTConfig::gpt2_names(): LayerNorm + GELU models take GPT-2's names
 // (transformers' GPT2LMHeadModel), every other model Llama's (LlamaForCausalLM), or with qk_norm
-// Qwen3's (Qwen3ForCausalLM: Llama's and the two norms). Names are those
+// Qwen3's (Qwen3ForCausalLM: Llama's and the two norms), or with qkv_bias alone Qwen2's
+// (Qwen2ForCausalLM: Llama's, q, k and v with biases). Names are those
 // of the PyTorch state dict, root included ("transformer.", "model."), as save_pretrained writes.
 // GPT-2's fused c_attn holds q, k and v one after the other along its output dimension, the order
 // in which HF's GPT2Attention splits it, so it needs no reordering, only the Conv1D transpose.
@@ -54,13 +55,15 @@ struct HFArch {
 const HFArch& hf_gpt2();
 const HFArch& hf_llama();
 const HFArch& hf_qwen3();  // Llama's names with q_norm and k_norm: Qwen3ForCausalLM
+const HFArch& hf_qwen2();  // Llama's names, q, k and v with biases (qkv_bias): Qwen2ForCausalLM
 // Mixtures of experts (GPTConfig::n_expert > 0): Llama's names with Mixtral's block_sparse_moe
 // (MixtralForCausalLM), Qwen3's with Qwen3-MoE's mlp.gate and mlp.experts (Qwen3MoeForCausalLM),
 // GPT-2's with tessera's mlp.router and mlp.experts (no Hugging Face counterpart).
 const HFArch& hf_mixtral();
 const HFArch& hf_qwen3_moe();
 const HFArch& hf_gpt2_moe();
-// gpt2_names() ? hf_gpt2() : qk_norm ? hf_qwen3() : hf_llama(), or their mixtures' tables
+// gpt2_names() ? hf_gpt2() : qk_norm ? hf_qwen3() : qkv_bias alone ? hf_qwen2() : hf_llama(), or
+// their mixtures' tables
 const HFArch& hf_arch(const GPTConfig& cfg);
 
 // The full module name of a part: "transformer.wte", "transformer.h.3.attn.c_attn", "lm_head",

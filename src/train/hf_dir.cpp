@@ -136,11 +136,12 @@ std::string config_json(const Config& cfg, DType dtype, int64_t eot) {
     o.set("max_position_embeddings", num(max_pos));
     if (max_pos != m.block_size) o.set("tessera_block_size", num(m.block_size));
     const std::string type = arch.model_type;
-    if (type != "mixtral") o.set("attention_bias", boolean(m.bias));  // Mixtral's is always off
+    // Mixtral's is always off, Qwen2's on q, k and v alone.
+    if (type != "mixtral" && type != "qwen2") o.set("attention_bias", boolean(m.bias));
     o.set("attention_dropout", num(0.0));
-    if (type == "qwen3" || type == "qwen3_moe") {
-      // Qwen3Config: every layer attends to every earlier token (its sliding window is off and
-      // then unset); its MLP has no bias at all (hf_unsupported refuses model.bias).
+    if (type == "qwen3" || type == "qwen3_moe" || type == "qwen2") {
+      // Qwen3Config and Qwen2Config: every layer attends to every earlier token (the sliding window
+      // is off and then unset); no bias in the MLP (hf_unsupported refuses model.bias).
       o.set("use_sliding_window", boolean(false)).set("sliding_window", "null");
       o.set("max_window_layers", num(m.n_layer));
     } else if (type == "mixtral") {
@@ -207,6 +208,12 @@ std::string hf_unsupported(const Config& cfg) {
       why.push_back(
           "model.bias is true with model.qk_norm (Qwen3ForCausalLM): Qwen3's MLP has "
           "no biases");
+    if (m.qkv_bias && (m.qk_norm || m.n_expert > 0))
+      why.push_back(
+          "model.qkv_bias with model." +
+          std::string(m.qk_norm ? "qk_norm: Qwen3Attention" : "n_expert: Mixtral and Qwen3-MoE") +
+          " has no biases (Qwen2ForCausalLM's biases on q, k and v go with plain "
+          "attention and a dense MLP)");
   }
   for (const std::string& w : hf_moe_unsupported(m, g.gpt2_names())) why.push_back(w);
   std::string out;
@@ -489,10 +496,11 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes,
   const std::map<std::string, std::string> classes = {
       {"gpt2", "GPT2LMHeadModel"},       {"llama", "LlamaForCausalLM"},
       {"qwen3", "Qwen3ForCausalLM"},     {"mistral", "MistralForCausalLM"},
-      {"mixtral", "MixtralForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"}};
+      {"mixtral", "MixtralForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"},
+      {"qwen2", "Qwen2ForCausalLM"}};
   c.require(classes.count(type), "model_type",
-            "'" + type + "' is not gpt2, llama, qwen3 or mistral, or the mixtures of experts " +
-                "mixtral and qwen3_moe, the architectures tessera maps");
+            "'" + type + "' is not gpt2, llama, qwen2, qwen3 or mistral, or the mixtures of " +
+                "experts mixtral and qwen3_moe, the architectures tessera maps");
   const std::string want = classes.at(type);
   architecture = want;
   if (const Json* a = c.get("architectures")) {
@@ -541,18 +549,27 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes,
     const std::string act = c.text("hidden_act", "silu");
     c.require(act == "silu", "hidden_act", "'" + act + "': tessera's Llama MLP is SwiGLU (silu)");
     const bool mixtral = type == "mixtral";  // MixtralConfig's defaults differ from Llama's
+    const bool qwen = type == "qwen2" || type == "qwen3" || type == "qwen3_moe";
     c.into(m.norm_eps, "rms_norm_eps", mixtral ? 1e-5 : 1e-6);
     c.into(m.rope_theta, "rope_theta", mixtral ? 1e6 : 10000.0);
-    c.into(m.block_size, "max_position_embeddings", mixtral ? 4096 * 32 : 2048);
+    c.into(m.block_size, "max_position_embeddings", mixtral ? 4096 * 32 : qwen ? 32768 : 2048);
     c.into(m.tie_embeddings, "tie_word_embeddings", false);
-    if (type == "qwen3" || type == "qwen3_moe") {
-      // Qwen3Attention: q_norm and k_norm; Qwen3MLP has no bias, so neither may the projections.
-      m.qk_norm = true;
-      c.require(!c.flag("attention_bias", false), "attention_bias",
-                "true: tessera has one bias switch, and Qwen3's MLP has no biases");
-      m.bias = false;
+    if (qwen) {
+      if (type == "qwen2") {
+        // Qwen2Attention: q_proj, k_proj and v_proj with biases, o_proj and the MLP without.
+        // Qwen2.5's files write use_mrope false (Qwen2-VL's multimodal RoPE is off).
+        m.bias = false, m.qkv_bias = true;
+        c.require(!c.flag("use_mrope", false), "use_mrope",
+                  "true: multimodal RoPE (Qwen2-VL's) is not tessera's");
+      } else {
+        // Qwen3Attention: q_norm and k_norm; Qwen3MLP has no bias, so neither may the projections.
+        m.qk_norm = true;
+        c.require(!c.flag("attention_bias", false), "attention_bias",
+                  "true: tessera has one bias switch, and Qwen3's MLP has no biases");
+        m.bias = false;
+      }
       c.require(!c.flag("use_sliding_window", false), "use_sliding_window",
-                "true: tessera's sliding window is not Qwen3's (from max_window_layers on)");
+                "true: tessera's sliding window is not Qwen's (from max_window_layers on)");
       c.get("sliding_window");  // read past: unused while the window is off
       c.get("max_window_layers");
       if (const Json* lt = c.get("layer_types"))

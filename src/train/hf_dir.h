@@ -9,8 +9,9 @@
 // The parameter names and layouts come from nn/hf_names.h. GPT-2-style models (LayerNorm + GELU)
 // become GPT2LMHeadModel, with the block matrices transposed to Conv1D's [in, out]; Llama-style
 // models (RMSNorm + SwiGLU + RoPE) become LlamaForCausalLM, or with model.qk_norm (and no biases)
-// Qwen3ForCausalLM; with model.n_expert, MixtralForCausalLM and (model.qk_norm)
-// Qwen3MoeForCausalLM (train/hf_moe.h). Import reads all five, and MistralForCausalLM (Llama's
+// Qwen3ForCausalLM, or with model.qkv_bias Qwen2ForCausalLM; with model.n_expert,
+// MixtralForCausalLM and (model.qk_norm) Qwen3MoeForCausalLM (train/hf_moe.h). Import reads all
+// six, and MistralForCausalLM (Llama's
 // tensors, its sliding_window as model.sliding_window). A tied head is not written: HF ties
 // lm_head to the token embedding (tie_word_embeddings). Anything HF cannot compute exactly is
 // refused by name with the reason, before anything is written (hf_unsupported); things that change

@@ -20,6 +20,7 @@ nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t) {
                : m.position == "none"  ? nn::PositionKind::None
                                        : nn::PositionKind::Learned;
   g.rope_theta = m.rope_theta, g.tie_embeddings = m.tie_embeddings, g.bias = m.bias;
+  g.qkv_bias = m.qkv_bias;
   const RopeScalingConfig& rs = m.rope_scaling;
   g.rope_scaling = {.type = nn::parse_rope_scaling_type(rs.type, "model.rope_scaling.type"),
                     .factor = rs.factor,

@@ -39,6 +39,10 @@ const std::vector<Bound> kModelBounds = {
      "model.vocab_size=256"},
     {"model.mlp_hidden=-1", "model.mlp_hidden must be >= 0, got -1", "model.mlp_hidden=1"},
     {"model.n_expert=-1", "model.n_expert must be >= 0, got -1", "model.n_expert=0"},
+    {"model.qkv_bias=true",
+     "model.qkv_bias puts biases on q, k and v alone, in a model without them (model.bias false); "
+     "model.bias true has them everywhere already",
+     "model.qkv_bias=true;model.bias=false"},
     {"model.n_expert=1",
      "model.n_expert 1 is a dense MLP behind a router of one choice: give 0 (dense) or >= 2",
      "model.n_expert=2"},

@@ -44,6 +44,13 @@ inline Config qwen3_config() {
   return c;
 }
 
+// Qwen2's shape in small: Llama's with biases on q, k and v alone, a tied head (Qwen2.5-0.5B's).
+inline Config qwen2_config() {
+  Config c = llama_config();
+  c.model.qkv_bias = true, c.model.tie_embeddings = true;
+  return c;
+}
+
 // A checkpoint of random weights (norm weights and biases too, so that no tensor is trivially
 // equal to its initial value) in dtype; returns the run directory.
 inline fs::path save_random(const Config& cfg, const fs::path& dir, DType dtype = DType::F32) {

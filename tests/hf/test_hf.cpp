@@ -482,7 +482,7 @@ TEST(HFImport, values_tessera_cannot_reproduce_are_errors_naming_the_key_or_tens
   d = fresh(llama_config());
   replace_in(d / "config.json", "\"model_type\": \"llama\"", "\"model_type\": \"gemma\"");
   EXPECT_TRUE(has(err(d), "model_type") &&
-              has(err(d), "'gemma' is not gpt2, llama, qwen3 or mistral"))
+              has(err(d), "'gemma' is not gpt2, llama, qwen2, qwen3 or mistral"))
       << err(d);
   // architectures names exactly the one class of the model_type.
   for (const char* arch : {"[\"LlamaForCausalLM\", \"LlamaModel\"]", "[\"GPT2LMHeadModel\"]"}) {
@@ -692,10 +692,10 @@ TEST(HFExport, independent_reader_and_hf_structured_pytorch_agree) {
   extended.model.block_size = 64, extended.model.rope_theta = 100;
   extended.model.rope_scaling.original_max_position = 16;
   for (const Config& cfg :
-       {gpt2_config(), llama_config(), yarn, llama3, extended, qwen3_config()}) {
+       {gpt2_config(), llama_config(), yarn, llama3, extended, qwen3_config(), qwen2_config()}) {
     const std::string name = cfg.model.norm + "-" + cfg.model.rope_scaling.type + "-" +
                              std::to_string(cfg.model.rope_scaling.original_max_position) +
-                             (cfg.model.qk_norm ? "-qk" : "");
+                             (cfg.model.qk_norm ? "-qk" : "") + (cfg.model.qkv_bias ? "-qkvb" : "");
     const fs::path ck = save_random(cfg, tmp.path / ("ck-" + name));
     const std::string hf = (tmp.path / ("hf-" + name)).string();
     const std::string ref = (tmp.path / ("ref-" + name + ".safetensors")).string();

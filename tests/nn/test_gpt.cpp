@@ -146,6 +146,16 @@ TEST(GPT, gradcheck_whole_model_gpt2_style) { EXPECT_TRUE(model_gradcheck(tiny_g
 
 TEST(GPT, gradcheck_whole_model_llama_style) { EXPECT_TRUE(model_gradcheck(tiny_llama())); }
 
+// Qwen2's attention: biases on q, k and v alone (qkv_bias), checked with the biases among the
+// parameters the central differences move.
+TEST(GPT, gradcheck_whole_model_qwen2_style) {
+  GPTConfig c = tiny_llama();
+  c.qkv_bias = true;
+  Generator g(1);
+  EXPECT_EQ(GPT(c, g).parameters().size(), GPT(tiny_llama(), g).parameters().size() + 3 * 2);
+  EXPECT_TRUE(model_gradcheck(c));
+}
+
 // Stick-breaking attention without position encoding (the sb-small configuration), in its variants.
 std::vector<GPTConfig> stick_breaking_variants() {
   std::vector<GPTConfig> out;
