@@ -6,9 +6,10 @@ attention by repeat_kv, SwiGLU MLP), Qwen2ForCausalLM (Llama's, q_proj, k_proj a
 biases, modeling_qwen2.py), and Qwen3ForCausalLM (Llama's, with each head's q and k
 RMS-normalised before RoPE, modeling_qwen3.py's q_norm and k_norm, and head_dim apart from
 hidden_size / num_attention_heads), and their mixtures of experts MixtralForCausalLM (Llama's
-attention, each layer's block_sparse_moe of w1/w3/w2 experts, modeling_mixtral.py) and
+attention, each layer's block_sparse_moe of w1/w3/w2 experts, modeling_mixtral.py),
 Qwen3MoeForCausalLM (Qwen3's attention, each layer's mlp of gate_proj/up_proj/down_proj experts,
-modeling_qwen3_moe.py),
+modeling_qwen3_moe.py) and Qwen2MoeForCausalLM (Qwen2's attention, Qwen3-MoE's experts and a shared
+expert scaled by a sigmoid gate, modeling_qwen2_moe.py),
 written from those models' published structure without importing transformers (Debian's
 python3-torch 1.13 has none). The state dict is loaded strictly, so every name and shape the
 export wrote must be the one HF's module expects. Compares with the logits `build/export
@@ -136,7 +137,7 @@ class LlamaAttention(nn.Module):
         E, self.H, self.Hkv = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
         self.hd = c.get("head_dim") or E // self.H
         bias = c.get("attention_bias", False)
-        qkv_bias = bias or c["model_type"] == "qwen2"  # Qwen2Attention: q, k, v biased, o_proj not
+        qkv_bias = bias or c["model_type"] in ("qwen2", "qwen2_moe")  # q, k, v biased, o_proj not
         self.q_proj = nn.Linear(E, self.H * self.hd, bias=qkv_bias)
         self.k_proj = nn.Linear(E, self.Hkv * self.hd, bias=qkv_bias)
         self.v_proj = nn.Linear(E, self.Hkv * self.hd, bias=qkv_bias)
@@ -214,6 +215,17 @@ class Qwen3MoeSparseMoeBlock(nn.Module):
     def forward(self, x):
         return sparse_moe(self.gate, self.experts, self.top_k, self.norm_topk_prob, x)
 
+class Qwen2MoeSparseMoeBlock(Qwen3MoeSparseMoeBlock):
+    """Qwen3-MoE's routing, and beside it a shared expert every token goes through, scaled by
+    sigmoid(shared_expert_gate x), a Linear(hidden_size, 1) (modeling_qwen2_moe.py)."""
+    def __init__(self, c):
+        super().__init__(c)
+        self.shared_expert = LlamaMLP(c, c["shared_expert_intermediate_size"])
+        self.shared_expert_gate = nn.Linear(c["hidden_size"], 1, bias=False)
+    def forward(self, x):
+        shared = torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
+        return super().forward(x) + shared
+
 class LlamaDecoderLayer(nn.Module):
     def __init__(self, c):
         super().__init__()
@@ -223,7 +235,8 @@ class LlamaDecoderLayer(nn.Module):
         # The MLP's attribute is the state dict's name: MixtralDecoderLayer's block_sparse_moe.
         self.mlp_name = "block_sparse_moe" if c["model_type"] == "mixtral" else "mlp"
         setattr(self, self.mlp_name, {"mixtral": MixtralSparseMoeBlock,
-                                      "qwen3_moe": Qwen3MoeSparseMoeBlock}.get(c["model_type"], LlamaMLP)(c))
+                                      "qwen3_moe": Qwen3MoeSparseMoeBlock,
+                                      "qwen2_moe": Qwen2MoeSparseMoeBlock}.get(c["model_type"], LlamaMLP)(c))
     def forward(self, x, cos, sin):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin)
         return x + getattr(self, self.mlp_name)(self.post_attention_layernorm(x))
@@ -298,7 +311,7 @@ def main(argv):
     tol = float(argv[argv.index("--tol") + 1]) if "--tol" in argv else 1e-4
     c = json.load(open(os.path.join(out_dir, "config.json")))
     model = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM, "qwen3": LlamaForCausalLM,
-             "qwen2": LlamaForCausalLM,
+             "qwen2": LlamaForCausalLM, "qwen2_moe": LlamaForCausalLM,
              "mixtral": LlamaForCausalLM, "qwen3_moe": LlamaForCausalLM}[c["model_type"]](c).double()
     state = {k: v.double() for k, v in read_safetensors(os.path.join(out_dir, "model.safetensors")).items()}
     if c.get("tie_word_embeddings", c["model_type"] == "gpt2"):

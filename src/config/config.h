@@ -66,6 +66,11 @@ struct ModelConfig {
   bool router_renormalize = true;    // the top k's weights divided by their sum (Mixtral)
   double router_aux_loss = 0.01;     // load-balancing loss coefficient (Switch Transformer's 1e-2)
   double router_z_loss = 0;          // router z-loss coefficient (ST-MoE's 1e-3; 0: none)
+  // > 0 (with n_expert): a shared expert, an MLP of this width every token goes through beside its
+  // routed ones (DeepSeekMoE, Dai et al. 2024; Qwen2-MoE); shared_expert_gate scales its output by
+  // sigmoid(x . w), a learned gate of one logit a token (Qwen2-MoE's shared_expert_gate).
+  int64_t shared_expert_hidden = 0;
+  bool shared_expert_gate = false;
   std::string position = "learned";  // learned | rope | alibi (Press et al. 2022) | none
   double rope_theta = 10000.0;
   RopeScalingConfig rope_scaling;

@@ -38,6 +38,8 @@ void visit_section(S& s, F&& f) {
   f("router_renormalize", s.router_renormalize);
   f("router_aux_loss", s.router_aux_loss);
   f("router_z_loss", s.router_z_loss);
+  f("shared_expert_hidden", s.shared_expert_hidden);
+  f("shared_expert_gate", s.shared_expert_gate);
   f("position", s.position);
   f("rope_theta", s.rope_theta);
   // A nested section: its keys are "rope_scaling.<key>" (config.cpp reads the nested mapping).

@@ -155,6 +155,14 @@ void check_model(const ModelConfig& m, Problems& p) {
     p.add("model.router_aux_loss must be a finite number >= 0, got ", m.router_aux_loss);
   if (!(m.router_z_loss >= 0 && std::isfinite(m.router_z_loss)))
     p.add("model.router_z_loss must be a finite number >= 0, got ", m.router_z_loss);
+  p.non_negative("model.shared_expert_hidden", m.shared_expert_hidden);
+  if (m.shared_expert_hidden > 0 && m.n_expert == 0)
+    p.add("model.shared_expert_hidden ", m.shared_expert_hidden,
+          " is a shared expert beside routed ones: it needs model.n_expert >= 2");
+  if (m.shared_expert_gate && m.shared_expert_hidden <= 0)
+    p.add(
+        "model.shared_expert_gate gates the shared expert: it needs model.shared_expert_hidden > "
+        "0");
   p.one_of("model.position", m.position, {"learned", "rope", "alibi", "none"});
   p.positive("model.rope_theta", m.rope_theta);
   check_rope_scaling(m, p);
@@ -455,10 +463,13 @@ double ModelConfig::parameter_count() const {
   const double mlp_in = mlp == "swiglu" ? 2 : 1;  // SwiGLU: a gate beside the up projection
   const double gates = attention == "forgetting" ? double(n_head) * (C + 1) : 0;
   const double qk_norms = qk_norm ? 2 * hd : 0;
-  // A mixture: its router, and n_expert MLPs.
+  // A mixture: its router, and n_expert MLPs; a shared expert and its gate.
   const double mlps = n_expert > 0 ? double(n_expert) : 1, router = double(n_expert) * C;
+  const double Fs = double(std::max<int64_t>(shared_expert_hidden, 0));
+  const double shared =
+      Fs > 0 ? mlp_in * linear(Fs, C) + linear(C, Fs) + (shared_expert_gate ? C : 0) : 0;
   return n + L * (2 * one_norm + linear(q + 2 * kv, C) + qkv_b + qk_norms + gates + linear(C, q) +
-                  router + mlps * (mlp_in * linear(F, C) + linear(C, F)));
+                  router + shared + mlps * (mlp_in * linear(F, C) + linear(C, F)));
 }
 
 double ModelConfig::active_parameter_count() const {

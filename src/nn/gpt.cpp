@@ -186,7 +186,10 @@ void GPT::bind() {
     Block* b = s.layer >= 0 ? &blocks_[size_t(s.layer)] : nullptr;
     if (b && s.expert >= 0 && b->experts.size() <= size_t(s.expert))
       b->experts.resize(size_t(s.expert) + 1);
-    Block::Mlp* m = !b ? nullptr : s.expert >= 0 ? &b->experts[size_t(s.expert)] : &b->mlp;
+    Block::Mlp* m = !b                          ? nullptr
+                    : s.expert >= 0             ? &b->experts[size_t(s.expert)]
+                    : s.expert == kSharedExpert ? &b->shared
+                                                : &b->mlp;
     auto pick = [&](Tensor& w, Tensor& bias) { return s.bias ? &bias : &w; };
     Tensor* field = nullptr;
     // clang-format off
@@ -206,6 +209,7 @@ void GPT::bind() {
       case Part::Up: field = pick(m->up_w, m->up_b); break;
       case Part::Down: field = pick(m->down_w, m->down_b); break;
       case Part::Router: field = &b->router_w; break;
+      case Part::SharedGate: field = &b->shared_gate_w; break;
       case Part::Forget: field = pick(b->fgate_w, b->fgate_b); break;
       case Part::QNorm: field = &b->q_norm_w; break;
       case Part::KNorm: field = &b->k_norm_w; break;
@@ -395,7 +399,8 @@ Tensor GPT::mlp_hidden(const Block::Mlp& m, int64_t l, int64_t e, const Tensor& 
   // c_fc and its GELU in one kernel (on CUDA, GELU in the gemm's epilogue).
   if (cfg_.mlp == MlpKind::GELU && !hook_ && m.up_w.defined() && m.up_b.defined())
     return ops::linear_gelu(x, m.up_w, m.up_b);
-  auto adapted = [&](Proj p, const Tensor& y) { return e < 0 ? adapt(p, l, x, y, training) : y; };
+  // Adapters on the dense MLP alone (an expert, e >= 0 or kSharedExpert, has none).
+  auto adapted = [&](Proj p, const Tensor& y) { return e == -1 ? adapt(p, l, x, y, training) : y; };
   Tensor up = adapted(Proj::Up, linear(hf_module(cfg_, Part::Up, l, e), x, m.up_w, m.up_b));
   if (cfg_.mlp == MlpKind::GELU) return ops::gelu(up);
   return ops::swiglu(
@@ -408,17 +413,26 @@ Tensor GPT::experts(const Block& blk, const Tensor& x, bool training,
   const Tensor rows = x.reshape({x.numel() / C, C});
   const Tensor logits = linear(hf_module(cfg_, Part::Router, l), rows, blk.router_w, Tensor());
   RouterLosses losses;
-  const Tensor y = mixture(
-      rows, logits, {cfg_.n_expert, cfg_.expert_top_k, cfg_.router_renormalize},
-      [&](int64_t e, const Tensor& xe) {
-        const Block::Mlp& m = blk.experts[size_t(e)];
-        if (cfg_.mlp == MlpKind::GELU && !hook_ && m.up_b.defined() && m.down_b.defined())
-          return ops::mlp_gelu(xe, m.up_w, m.up_b, m.down_w, m.down_b);
-        return linear(hf_module(cfg_, Part::Down, l, e), mlp_hidden(m, l, e, xe, training),
-                      m.down_w, m.down_b);
-      },
-      aux ? &losses : nullptr);
+  // Expert e's MLP (kSharedExpert: the shared one) on its rows.
+  auto expert = [&](int64_t e, const Tensor& xe) {
+    const Block::Mlp& m = e == kSharedExpert ? blk.shared : blk.experts[size_t(e)];
+    if (cfg_.mlp == MlpKind::GELU && !hook_ && m.up_b.defined() && m.down_b.defined())
+      return ops::mlp_gelu(xe, m.up_w, m.up_b, m.down_w, m.down_b);
+    return linear(hf_module(cfg_, Part::Down, l, e), mlp_hidden(m, l, e, xe, training), m.down_w,
+                  m.down_b);
+  };
+  Tensor y = mixture(rows, logits, {cfg_.n_expert, cfg_.expert_top_k, cfg_.router_renormalize},
+                     expert, aux ? &losses : nullptr);
   if (aux) aux->push_back(losses);
+  if (cfg_.shared_expert_hidden > 0) {  // every token's, weighted by its gate (Qwen2-MoE) or not
+    Tensor s = expert(kSharedExpert, rows);
+    if (cfg_.shared_expert_gate) {
+      const Tensor gate = ops::sigmoid(
+          linear(hf_module(cfg_, Part::SharedGate, l), rows, blk.shared_gate_w, Tensor()));
+      s = ops::mul(s, ops::expand(gate.to(s.dtype()), 1, C));
+    }
+    y = ops::add(y, s);
+  }
   return y.view(x.shape());
 }
 

@@ -70,6 +70,10 @@ struct GPTConfig {
   bool router_renormalize = true;
   double router_aux_loss = 0.01;
   double router_z_loss = 0;
+  // > 0: a shared expert beside the routed ones, an MLP of this width (the MLP kind's own) every
+  // token goes through; shared_expert_gate: its output times sigmoid(x w^T), w (1, C) (Qwen2-MoE).
+  int64_t shared_expert_hidden = 0;
+  bool shared_expert_gate = false;
   bool recompute = false;  // activation checkpointing per block
   // What ops::causal_attention computes (ops/attention_spec.h): the kind, stick-breaking's options,
   // a sliding window, S^2-Attn on training forwards.
@@ -225,6 +229,8 @@ class GPT {
     Mlp mlp;                   // a dense block's MLP
     Tensor router_w;           // a mixture's router (E, C)
     std::vector<Mlp> experts;  // a mixture's experts (GPTConfig::n_expert)
+    Mlp shared;                // its shared expert (GPTConfig::shared_expert_hidden)
+    Tensor shared_gate_w;      // the shared expert's gate (1, C) (GPTConfig::shared_expert_gate)
     Tensor fgate_w, fgate_b;  // Forgetting Attention's gate: (H, C), (H)
     Tensor q_norm_w, k_norm_w;  // GPTConfig::qk_norm: (hd) each
   };
@@ -317,7 +323,8 @@ class GPT {
   // the hook; adapted (LoRA) for the dense MLP (expert -1), not for an expert.
   Tensor mlp_hidden(const Block::Mlp& m, int64_t layer, int64_t expert, const Tensor& x,
                     bool training) const;
-  // A mixture of experts over x (B, T, C) -> (B, T, C) (nn/moe.h).
+  // A mixture of experts over x (B, T, C) -> (B, T, C) (nn/moe.h), its shared expert's output
+  // (gated or not) added.
   Tensor experts(const Block& blk, const Tensor& x, bool training,
                  std::vector<RouterLosses>* aux) const;
   Tensor block(const Block& blk, const Tensor& x, bool training,

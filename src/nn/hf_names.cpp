@@ -8,8 +8,8 @@ namespace tessera::nn {
 namespace {
 
 constexpr const char* kPartNames[kParts] = {
-    "embed", "pos",   "norm_f", "head", "norm1", "qkv",    "q",      "k",      "v",
-    "o",     "norm2", "gate",   "up",   "down",  "forget", "q_norm", "k_norm", "router"};
+    "embed", "pos",  "norm_f", "head", "norm1",  "qkv",    "q",      "k",      "v",          "o",
+    "norm2", "gate", "up",     "down", "forget", "q_norm", "k_norm", "router", "shared_gate"};
 
 // clang-format off
 // transformers' modeling_gpt2.py: GPT2LMHeadModel(transformer = GPT2Model(wte, wpe, h[i] =
@@ -19,7 +19,7 @@ const HFArch kGpt2 = {
     "gpt2", "GPT2LMHeadModel", "transformer.h.", true,
     {"transformer.wte", "transformer.wpe", "transformer.ln_f", "lm_head", "ln_1", "attn.c_attn",
      "", "", "", "attn.c_proj", "ln_2", "", "mlp.c_fc", "mlp.c_proj", "attn.fgate", "attn.q_norm",
-     "attn.k_norm", ""}};
+     "attn.k_norm", "", ""}};
 
 // transformers' modeling_llama.py: LlamaForCausalLM(model = LlamaModel(embed_tokens, layers[i] =
 // LlamaDecoderLayer(input_layernorm, self_attn(q_proj, k_proj, v_proj, o_proj),
@@ -33,7 +33,7 @@ const HFArch kLlama = {
     {"model.embed_tokens", "model.embed_positions", "model.norm", "lm_head", "input_layernorm", "",
      "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
      "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
-     "self_attn.fgate_proj", "self_attn.q_norm", "self_attn.k_norm", ""}};
+     "self_attn.fgate_proj", "self_attn.q_norm", "self_attn.k_norm", "", ""}};
 // clang-format on
 
 // transformers' modeling_qwen3.py: Llama's modules, and Qwen3Attention's q_norm and k_norm
@@ -47,13 +47,16 @@ const HFArch kQwen3 = named(kLlama, "qwen3", "Qwen3ForCausalLM");
 // other Linear: GPTConfig::qkv_bias).
 const HFArch kQwen2 = named(kLlama, "qwen2", "Qwen2ForCausalLM");
 
-// A table's MLP as a mixture: the router's module, the experts' prefix and each expert's three
-// Linears' names.
+// A table's MLP as a mixture: the router's module, the experts' and the shared expert's prefixes
+// (the shared expert's gate is the latter without its dot and with "_gate") and each expert's three
+// Linears' names. Mixtral and Qwen3-MoE have no shared expert: their prefixes name tessera's own.
 HFArch mixture(HFArch a, const char* model_type, const char* architecture, const char* router,
-               const char* experts, const char* gate, const char* up, const char* down) {
+               const char* experts, const char* shared, const char* shared_gate, const char* gate,
+               const char* up, const char* down) {
   a = named(a, model_type, architecture);
   a.module[int(Part::Router)] = router;
-  a.experts = experts;
+  a.module[int(Part::SharedGate)] = shared_gate;
+  a.experts = experts, a.shared = shared;
   a.module[int(Part::Gate)] = gate, a.module[int(Part::Up)] = up, a.module[int(Part::Down)] = down;
   return a;
 }
@@ -61,14 +64,22 @@ HFArch mixture(HFArch a, const char* model_type, const char* architecture, const
 // MixtralSparseMoeBlock(gate, experts[j] = MixtralBlockSparseTop2MLP(w1, w2, w3)): w1 the gate,
 // w3 the up projection, w2 the down, act(w1 x) * w3 x -> w2; no biases.
 const HFArch kMixtral = mixture(kLlama, "mixtral", "MixtralForCausalLM", "block_sparse_moe.gate",
-                                "block_sparse_moe.experts.", "w1", "w3", "w2");
+                                "block_sparse_moe.experts.", "block_sparse_moe.shared_expert.",
+                                "block_sparse_moe.shared_expert_gate", "w1", "w3", "w2");
 // transformers' modeling_qwen3_moe.py: Qwen3MoeSparseMoeBlock as mlp (gate, experts[j] =
 // Qwen3MoeMLP(gate_proj, up_proj, down_proj)).
-const HFArch kQwen3Moe = mixture(kQwen3, "qwen3_moe", "Qwen3MoeForCausalLM", "mlp.gate",
-                                 "mlp.experts.", "gate_proj", "up_proj", "down_proj");
+const HFArch kQwen3Moe =
+    mixture(kQwen3, "qwen3_moe", "Qwen3MoeForCausalLM", "mlp.gate", "mlp.experts.",
+            "mlp.shared_expert.", "mlp.shared_expert_gate", "gate_proj", "up_proj", "down_proj");
+// transformers' modeling_qwen2_moe.py: Qwen2MoeSparseMoeBlock as mlp (gate, experts[j] and
+// shared_expert = Qwen2MoeMLP(gate_proj, up_proj, down_proj), shared_expert_gate a Linear(C, 1)).
+const HFArch kQwen2Moe =
+    mixture(kQwen2, "qwen2_moe", "Qwen2MoeForCausalLM", "mlp.gate", "mlp.experts.",
+            "mlp.shared_expert.", "mlp.shared_expert_gate", "gate_proj", "up_proj", "down_proj");
 // tessera's own: GPT-2's Conv1D layout for the experts' c_fc and c_proj.
 const HFArch kGpt2Moe =
-    mixture(kGpt2, "gpt2", "GPT2LMHeadModel", "mlp.router", "mlp.experts.", "", "c_fc", "c_proj");
+    mixture(kGpt2, "gpt2", "GPT2LMHeadModel", "mlp.router", "mlp.experts.", "mlp.shared_expert.",
+            "mlp.shared_expert_gate", "", "c_fc", "c_proj");
 
 bool in_block(Part p) { return p >= Part::Norm1; }
 
@@ -80,9 +91,14 @@ const HFArch& hf_qwen3() { return kQwen3; }
 const HFArch& hf_qwen2() { return kQwen2; }
 const HFArch& hf_mixtral() { return kMixtral; }
 const HFArch& hf_qwen3_moe() { return kQwen3Moe; }
+const HFArch& hf_qwen2_moe() { return kQwen2Moe; }
 const HFArch& hf_gpt2_moe() { return kGpt2Moe; }
 const HFArch& hf_arch(const GPTConfig& cfg) {
-  if (cfg.n_expert > 0) return cfg.gpt2_names() ? kGpt2Moe : cfg.qk_norm ? kQwen3Moe : kMixtral;
+  if (cfg.n_expert > 0)
+    return cfg.gpt2_names()            ? kGpt2Moe
+           : cfg.qk_norm               ? kQwen3Moe
+           : cfg.qkv_bias && !cfg.bias ? kQwen2Moe
+                                       : kMixtral;
   if (cfg.gpt2_names()) return kGpt2;
   return cfg.qk_norm ? kQwen3 : cfg.qkv_bias && !cfg.bias ? kQwen2 : kLlama;
 }
@@ -116,9 +132,13 @@ std::string hf_module(const GPTConfig& cfg, Part part, int64_t layer, int64_t ex
   const std::string m = a.module[int(part)];
   TESSERA_CHECK(!m.empty(), "the ", a.model_type, " name table has no '", kPartNames[int(part)],
                 "' module");
-  if (expert < 0) return in_block(part) ? hf_block_prefix(cfg, layer) + m : m;
-  TESSERA_CHECK((part == Part::Gate || part == Part::Up || part == Part::Down) && *a.experts,
-                "the ", a.model_type, " name table has no expert '", kPartNames[int(part)], "'");
+  if (expert == -1) return in_block(part) ? hf_block_prefix(cfg, layer) + m : m;
+  const bool shared = expert == kSharedExpert;
+  TESSERA_CHECK((part == Part::Gate || part == Part::Up || part == Part::Down) &&
+                    (expert >= 0 || shared) && *(shared ? a.shared : a.experts),
+                "the ", a.model_type, " name table has no ", shared ? "shared " : "", "expert '",
+                kPartNames[int(part)], "' (expert ", expert, ")");
+  if (shared) return hf_block_prefix(cfg, layer) + a.shared + m;
   return hf_block_prefix(cfg, layer) + a.experts + std::to_string(expert) + "." + m;
 }
 
@@ -143,11 +163,11 @@ std::vector<ParamSpec> param_specs(const GPTConfig& cfg) {
     const bool qkv = p == Part::QKV || p == Part::Q || p == Part::K || p == Part::V;
     if (cfg.bias || (qkv && cfg.qkv_bias)) param(p, layer, true, {n_out}, Init::Zeros, expert);
   };
-  // The MLP, or (expert >= 0) one expert of a mixture.
-  auto mlp = [&](int64_t layer, int64_t expert) {
-    if (cfg.mlp == MlpKind::SwiGLU) linear(Part::Gate, layer, F, C, Init::Normal, expert);
-    linear(Part::Up, layer, F, C, Init::Normal, expert);
-    linear(Part::Down, layer, C, F, Init::Residual, expert);
+  // The MLP, or (expert >= 0) one expert of a mixture, or (kSharedExpert) its shared one, width W.
+  auto mlp = [&](int64_t layer, int64_t expert, int64_t W) {
+    if (cfg.mlp == MlpKind::SwiGLU) linear(Part::Gate, layer, W, C, Init::Normal, expert);
+    linear(Part::Up, layer, W, C, Init::Normal, expert);
+    linear(Part::Down, layer, C, W, Init::Residual, expert);
   };
   param(Part::Embed, -1, false, {cfg.vocab_size, C}, Init::Normal);
   if (cfg.position == PositionKind::Learned)
@@ -174,10 +194,13 @@ std::vector<ParamSpec> param_specs(const GPTConfig& cfg) {
     linear(Part::O, i, C, Hq, Init::Residual);
     norm(Part::Norm2, i);
     if (cfg.n_expert == 0) {
-      mlp(i, -1);
-    } else {  // the router has no bias (Mixtral's gate, Switch's router)
+      mlp(i, -1, F);
+    } else {  // the router has no bias (Mixtral's gate, Switch's router), nor the shared gate
       param(Part::Router, i, false, {cfg.n_expert, C}, Init::Normal);
-      for (int64_t j = 0; j < cfg.n_expert; ++j) mlp(i, j);
+      for (int64_t j = 0; j < cfg.n_expert; ++j) mlp(i, j, F);
+      if (cfg.shared_expert_hidden > 0) mlp(i, kSharedExpert, cfg.shared_expert_hidden);
+      if (cfg.shared_expert_hidden > 0 && cfg.shared_expert_gate)
+        param(Part::SharedGate, i, false, {1, C}, Init::Normal);
     }
   }
   norm(Part::NormF, -1);

@@ -34,10 +34,13 @@ enum class Part {
   Norm1, QKV, Q, K, V, O, Norm2, Gate, Up, Down,  // inside block i
   Forget,  // inside block i: Forgetting Attention's gate, (H, C) and (H), for that attention only
   QNorm, KNorm,  // inside block i: GPTConfig::qk_norm's RMSNorm weights, (hd) each
-  Router         // inside block i: a mixture of experts' router (E, C) (GPTConfig::n_expert)
+  Router,        // inside block i: a mixture of experts' router (E, C) (GPTConfig::n_expert)
+  SharedGate     // inside block i: the shared expert's gate (1, C) (GPTConfig::shared_expert_gate)
 };
 // clang-format on
-constexpr int kParts = int(Part::Router) + 1;
+constexpr int kParts = int(Part::SharedGate) + 1;
+// ParamSpec::expert of the shared expert's Gate, Up and Down (GPTConfig::shared_expert_hidden).
+constexpr int64_t kSharedExpert = -2;
 
 // One architecture's names. Module names of the parts outside the blocks are full; those inside a
 // block follow block_prefix + i + ".", and an expert's Gate, Up and Down (a mixture of experts,
@@ -50,6 +53,7 @@ struct HFArch {
   bool conv1d;                 // block matrices stored [in, out] by HF (GPT-2's Conv1D)
   const char* module[kParts];  // indexed by Part
   const char* experts = "";    // "block_sparse_moe.experts." (Mixtral) | "mlp.experts." | ""
+  const char* shared = "";     // the shared expert's prefix: "mlp.shared_expert." (Qwen2-MoE) | ""
 };
 
 const HFArch& hf_gpt2();
@@ -61,13 +65,17 @@ const HFArch& hf_qwen2();  // Llama's names, q, k and v with biases (qkv_bias): 
 // GPT-2's with tessera's mlp.router and mlp.experts (no Hugging Face counterpart).
 const HFArch& hf_mixtral();
 const HFArch& hf_qwen3_moe();
+// Qwen2's names with Qwen2-MoE's mlp.gate, mlp.experts, mlp.shared_expert and
+// mlp.shared_expert_gate (Qwen2MoeForCausalLM).
+const HFArch& hf_qwen2_moe();
 const HFArch& hf_gpt2_moe();
 // gpt2_names() ? hf_gpt2() : qk_norm ? hf_qwen3() : qkv_bias alone ? hf_qwen2() : hf_llama(), or
 // their mixtures' tables
 const HFArch& hf_arch(const GPTConfig& cfg);
 
 // The full module name of a part: "transformer.wte", "transformer.h.3.attn.c_attn", "lm_head",
-// expert >= 0: "model.layers.3.block_sparse_moe.experts.5.w1" (Gate, Up, Down only).
+// expert >= 0: "model.layers.3.block_sparse_moe.experts.5.w1" (Gate, Up, Down only);
+// kSharedExpert: "model.layers.3.mlp.shared_expert.up_proj".
 // layer is ignored outside the blocks. An error names the part when the architecture lacks it.
 std::string hf_module(const GPTConfig& cfg, Part part, int64_t layer = -1, int64_t expert = -1);
 // "transformer.h.3." / "model.layers.3."
@@ -81,7 +89,8 @@ struct ParamSpec {
   std::string name;     // full HF name: module + ".weight" / ".bias"
   Part part;
   int64_t layer;        // -1 outside the blocks
-  int64_t expert;       // an expert's Gate, Up or Down: its index; else -1
+  int64_t
+      expert;  // an expert's Gate, Up or Down: its index (kSharedExpert: the shared one); else -1
   bool bias;            // the module's bias (else its weight)
   Shape shape;          // tessera's layout
   Init init;

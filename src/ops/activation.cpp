@@ -2,6 +2,8 @@
 // Backward needs only the inputs, so that is what the closures keep (not the outputs).
 #include "ops/activation.h"
 
+#include "ops/shape.h"
+#include "ops/softmax.h"
 #include "ops/util.h"
 
 namespace tessera::ops {
@@ -30,6 +32,12 @@ Tensor silu(const Tensor& x) {
     TESSERA_KERNEL(dy, silu_backward)(dx, dy, X);
     g.add(0, dx);
   });
+}
+
+Tensor sigmoid(const Tensor& x) {
+  const Tensor col = x.reshape({x.numel(), 1});
+  const Tensor pair = concat({col, zeros({x.numel(), 1}, x.options())}, 1);  // (n, 2): x, 0
+  return softmax(pair).narrow(1, 0, 1).reshape(x.shape());
 }
 
 Tensor swiglu(const Tensor& gate, const Tensor& up) {

@@ -8,6 +8,10 @@ namespace tessera::ops {
 Tensor gelu(const Tensor& x);
 Tensor silu(const Tensor& x);                          // x * sigmoid(x)
 Tensor swiglu(const Tensor& gate, const Tensor& up);   // silu(gate) * up (Shazeer 2020)
+// 1 / (1 + e^-x): the first column of a softmax over (x, 0), which the softmax kernels and their
+// gradient compute stably on every device. For gates of a number a row (a shared expert's): it
+// reads and writes two columns where an elementwise kernel would one.
+Tensor sigmoid(const Tensor& x);
 
 namespace detail {
 // Records y = gelu(x) in the graph, y already computed from X (x's dense values), which the

@@ -136,10 +136,11 @@ std::string config_json(const Config& cfg, DType dtype, int64_t eot) {
     o.set("max_position_embeddings", num(max_pos));
     if (max_pos != m.block_size) o.set("tessera_block_size", num(m.block_size));
     const std::string type = arch.model_type;
-    // Mixtral's is always off, Qwen2's on q, k and v alone.
-    if (type != "mixtral" && type != "qwen2") o.set("attention_bias", boolean(m.bias));
+    // Mixtral's is always off, Qwen2's (and Qwen2-MoE's) on q, k and v alone.
+    const bool qwen2 = type == "qwen2" || type == "qwen2_moe";
+    if (type != "mixtral" && !qwen2) o.set("attention_bias", boolean(m.bias));
     o.set("attention_dropout", num(0.0));
-    if (type == "qwen3" || type == "qwen3_moe" || type == "qwen2") {
+    if (type == "qwen3" || type == "qwen3_moe" || qwen2) {
       // Qwen3Config and Qwen2Config: every layer attends to every earlier token (the sliding window
       // is off and then unset); no bias in the MLP (hf_unsupported refuses model.bias).
       o.set("use_sliding_window", boolean(false)).set("sliding_window", "null");
@@ -208,12 +209,10 @@ std::string hf_unsupported(const Config& cfg) {
       why.push_back(
           "model.bias is true with model.qk_norm (Qwen3ForCausalLM): Qwen3's MLP has "
           "no biases");
-    if (m.qkv_bias && (m.qk_norm || m.n_expert > 0))
+    if (m.qkv_bias && m.qk_norm)
       why.push_back(
-          "model.qkv_bias with model." +
-          std::string(m.qk_norm ? "qk_norm: Qwen3Attention" : "n_expert: Mixtral and Qwen3-MoE") +
-          " has no biases (Qwen2ForCausalLM's biases on q, k and v go with plain "
-          "attention and a dense MLP)");
+          "model.qkv_bias with model.qk_norm: Qwen3Attention has no biases (Qwen2's biases on q, "
+          "k and v go without q and k norms)");
   }
   for (const std::string& w : hf_moe_unsupported(m, g.gpt2_names())) why.push_back(w);
   std::string out;
@@ -497,10 +496,10 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes,
       {"gpt2", "GPT2LMHeadModel"},       {"llama", "LlamaForCausalLM"},
       {"qwen3", "Qwen3ForCausalLM"},     {"mistral", "MistralForCausalLM"},
       {"mixtral", "MixtralForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"},
-      {"qwen2", "Qwen2ForCausalLM"}};
+      {"qwen2", "Qwen2ForCausalLM"},     {"qwen2_moe", "Qwen2MoeForCausalLM"}};
   c.require(classes.count(type), "model_type",
             "'" + type + "' is not gpt2, llama, qwen2, qwen3 or mistral, or the mixtures of " +
-                "experts mixtral and qwen3_moe, the architectures tessera maps");
+                "experts mixtral, qwen2_moe and qwen3_moe, the architectures tessera maps");
   const std::string want = classes.at(type);
   architecture = want;
   if (const Json* a = c.get("architectures")) {
@@ -534,9 +533,12 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes,
     c.into(m.n_embd, "hidden_size"), c.into(m.n_layer, "num_hidden_layers");
     c.into(m.n_head, "num_attention_heads");
     c.into(m.n_kv_head, "num_key_value_heads", m.n_head);
-    // Qwen3-MoE's is a dense layer's width (it has none: read_hf_moe_config takes its experts').
+    // Qwen3-MoE's and Qwen2-MoE's is a dense layer's width (they have none: read_hf_moe_config
+    // takes their experts').
     c.into(m.mlp_hidden, "intermediate_size",
-           type == "qwen3_moe" ? std::optional<int64_t>(6144) : std::nullopt);
+           type == "qwen3_moe"   ? std::optional<int64_t>(6144)
+           : type == "qwen2_moe" ? std::optional<int64_t>(5632)
+                                 : std::nullopt);
     c.into(m.vocab_size, "vocab_size");
     c.require(m.n_head > 0, "num_attention_heads", "must be positive");
     // head_dim where it is not hidden_size / num_attention_heads (Qwen3-0.6B: 16 x 128 on 1024).
@@ -549,13 +551,14 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes,
     const std::string act = c.text("hidden_act", "silu");
     c.require(act == "silu", "hidden_act", "'" + act + "': tessera's Llama MLP is SwiGLU (silu)");
     const bool mixtral = type == "mixtral";  // MixtralConfig's defaults differ from Llama's
-    const bool qwen = type == "qwen2" || type == "qwen3" || type == "qwen3_moe";
+    const bool qwen2 = type == "qwen2" || type == "qwen2_moe";
+    const bool qwen = qwen2 || type == "qwen3" || type == "qwen3_moe";
     c.into(m.norm_eps, "rms_norm_eps", mixtral ? 1e-5 : 1e-6);
     c.into(m.rope_theta, "rope_theta", mixtral ? 1e6 : 10000.0);
     c.into(m.block_size, "max_position_embeddings", mixtral ? 4096 * 32 : qwen ? 32768 : 2048);
     c.into(m.tie_embeddings, "tie_word_embeddings", false);
     if (qwen) {
-      if (type == "qwen2") {
+      if (qwen2) {
         // Qwen2Attention: q_proj, k_proj and v_proj with biases, o_proj and the MLP without.
         // Qwen2.5's files write use_mrope false (Qwen2-VL's multimodal RoPE is off).
         m.bias = false, m.qkv_bias = true;
@@ -588,7 +591,7 @@ Config read_config_json(const fs::path& path, std::vector<std::string>& notes,
       c.require(ab == mb, "attention_bias", "differs from mlp_bias; tessera has one bias switch");
       m.bias = ab;
     }
-    if (mixtral || type == "qwen3_moe") {
+    if (mixtral || type == "qwen3_moe" || type == "qwen2_moe") {
       const HFConfigKeys keys{c.file, [&c](const std::string& key, const void* field) {
                                 if (field) c.note(field, key);
                                 return c.get(key);

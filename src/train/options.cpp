@@ -34,6 +34,7 @@ nn::GPTConfig model_config(const ModelConfig& m, const TrainConfig& t) {
   g.n_expert = m.n_expert, g.expert_top_k = m.expert_top_k;
   g.router_renormalize = m.router_renormalize, g.router_aux_loss = m.router_aux_loss;
   g.router_z_loss = m.router_z_loss;
+  g.shared_expert_hidden = m.shared_expert_hidden, g.shared_expert_gate = m.shared_expert_gate;
   g.recompute = t.recompute;
   g.attention = attention_spec(m, t);
   return g;

@@ -7,6 +7,8 @@
 #include <string>
 
 #include "config/config.h"
+#include "core/rng.h"
+#include "nn/gpt.h"
 #include "test_util.h"
 #include "train/options.h"
 
@@ -50,6 +52,38 @@ TEST(MoeConfig, a_resume_compares_the_experts_but_not_the_balancing_coefficient)
   EXPECT_EQ(model_difference(a, b), "");
   b.n_expert = 4;
   EXPECT_EQ(model_difference(a, b), "model.n_expert: 0 vs 4");
+}
+
+// A shared expert (model.shared_expert_hidden, shared_expert_gate): the count the config computes
+// (memory checks, the log, MFU's active parameters) is the model's, and it goes with a mixture.
+TEST(MoeConfig, a_shared_expert_counts_and_needs_a_mixture) {
+  Config c = moe_small();
+  c.model.shared_expert_hidden = 256, c.model.shared_expert_gate = true;
+  EXPECT_TRUE(config_problems(c).empty());
+  Generator g(1);
+  const nn::GPT model(train::model_config(c), g);
+  double held = 0;
+  for (const auto& [name, t] : model.parameters()) held += double(t.numel());
+  EXPECT_EQ(held, c.model.parameter_count());
+  ModelConfig none = c.model;
+  none.shared_expert_hidden = 0, none.shared_expert_gate = false;
+  // Every token meets the shared expert: 4 layers of 3 x 128 x 256 and the gate's 128.
+  EXPECT_EQ(c.model.active_parameter_count() - none.active_parameter_count(),
+            4.0 * (3 * 128 * 256 + 128));
+  auto problem = [&](auto edit) {
+    Config bad = c;
+    edit(bad.model);
+    const std::vector<std::string> p = config_problems(bad);
+    return p.empty() ? std::string() : p[0];
+  };
+  EXPECT_EQ(problem([](ModelConfig& m) { m.n_expert = 0; }),
+            "model.shared_expert_hidden 256 is a shared expert beside routed ones: it needs "
+            "model.n_expert >= 2");
+  EXPECT_EQ(problem([](ModelConfig& m) { m.shared_expert_hidden = 0; }),
+            "model.shared_expert_gate gates the shared expert: it needs "
+            "model.shared_expert_hidden > 0");
+  EXPECT_EQ(problem([](ModelConfig& m) { m.shared_expert_hidden = -1; }),
+            "model.shared_expert_hidden must be >= 0, got -1");
 }
 
 TEST(MoeConfig, lora_on_the_experts_is_refused_by_name) {

@@ -168,6 +168,18 @@ TEST_P(ModelCuda, a_mixture_of_experts_follows_the_cpu) {
   expect_bf16_follows_the_f32_cpu(cfg);
 }
 
+// A mixture with a shared expert behind its sigmoid gate (Qwen2-MoE's block; the gate a two-way
+// softmax, ops::sigmoid) and, in the Llama style, Qwen2's biases on q, k and v: f32 within the
+// plain bounds, 4 experts of 2 routed as on the CPU (the mixture test's reasoning above).
+TEST_P(ModelCuda, a_shared_expert_and_qkv_biases_follow_the_cpu) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+  nn::GPTConfig cfg = tiny_gpu_model(GetParam());
+  cfg.n_expert = 4, cfg.expert_top_k = 2, cfg.mlp_hidden = 64;
+  cfg.shared_expert_hidden = 96, cfg.shared_expert_gate = true;
+  cfg.qkv_bias = GetParam();
+  expect_f32_matches_the_cpu(cfg);
+}
+
 // A stick-breaking model (no positions) in bf16, head dim 64: the register-tile stick-breaking
 // kernels (kernels/stick_mma.h) inside the model, with its head split and merge, log rem saved
 // for the backward and the remainder term.

@@ -224,7 +224,7 @@ TEST(HFMoe, what_mixtral_and_qwen3_moe_cannot_express_is_refused_by_name) {
   EXPECT_TRUE(has(e, "mlp_only_layers: names dense layers")) << e;
   e = edited(qm, "\"num_experts\": 4", "\"num_experts\": 0");
   EXPECT_TRUE(has(e, "num_experts: 0 makes every layer a dense Qwen3MoeMLP")) << e;
-  // Qwen2-MoE's shared expert: a key tessera does not know.
+  // Qwen2-MoE's shared expert in a Qwen3-MoE file: a key Qwen3MoeConfig has not.
   e = edited(qm, "\"decoder_sparse_step\"",
              "\"shared_expert_intermediate_size\": 24, \"decoder_sparse_step\"");
   EXPECT_TRUE(has(e, "unsupported key \"shared_expert_intermediate_size\"")) << e;

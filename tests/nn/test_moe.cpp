@@ -1,7 +1,8 @@
 // A mixture of experts in place of the MLP (GPTConfig::n_expert, nn/moe.h): the routing by hand,
 // the mixture against each token summing its own experts, gradients by central differences (the
 // model's, and the router losses'), the loss's value left as the cross-entropy's, the
-// parameters and their names (Mixtral's, Qwen3-MoE's), decoding through the cache.
+// parameters and their names (Mixtral's, Qwen3-MoE's, Qwen2-MoE's), decoding through the cache,
+// and a shared expert beside the routed ones, gated or not.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -152,6 +153,59 @@ TEST(Moe, model_gradcheck_in_both_styles) {
   }
 }
 
+// A shared expert (GPTConfig::shared_expert_hidden) beside the routed ones, its output gated by
+// sigmoid(x w^T) or not: every parameter's gradient, the gate's and the shared MLP's among them.
+TEST(Moe, model_gradcheck_with_a_shared_expert_gated_or_not) {
+  for (bool gated : {false, true})
+    for (GPTConfig c : {with_experts(tiny_gpt2()), with_experts(tiny_llama(), 2, 1)}) {
+      c.router_aux_loss = 0, c.shared_expert_hidden = 6, c.shared_expert_gate = gated;
+      EXPECT_TRUE(model_gradcheck(c)) << (c.gpt2_names() ? "gpt2" : "llama") << " gated " << gated;
+    }
+}
+
+// What the shared expert adds: with its gate's weights 0 the gate is sigmoid(0) = 1/2 for every
+// token, so the gated model equals the ungated one whose shared down projection is halved (a
+// Llama-style MLP has no bias for the halving to miss). The shared expert is the same MLP as
+// the routed ones, named after them: Qwen2-MoE's shared_expert, tessera's under Mixtral's names.
+TEST(Moe, a_shared_experts_gate_scales_its_output) {
+  GPTConfig c = with_experts(tiny_llama(), 3, 1);
+  c.shared_expert_hidden = 6;
+  GPTConfig gated = c;
+  gated.shared_expert_gate = true;
+  Generator g1(4), g2(4);
+  GPT plain(c, g1, DType::F64), half(gated, g2, DType::F64);
+  const std::string block = "model.layers.1.block_sparse_moe.";
+  EXPECT_EQ(half.parameter(block + "shared_expert_gate.weight").shape(), (Shape{1, 8}));
+  EXPECT_EQ(half.parameter(block + "shared_expert.w1.weight").shape(), (Shape{6, 8}));
+  EXPECT_EQ(half.parameter(block + "shared_expert.w2.weight").shape(), (Shape{8, 6}));
+  for (auto& [name, t] : plain.parameters()) {  // the same weights (the gate's drawn among them);
+    Tensor(half.parameter(name)).copy_(t);      // then the plain model's shared down halved
+    if (name.find("shared_expert.w2") != std::string::npos) Tensor(t).copy_(ops::scale(t, 0.5));
+  }
+  for (int64_t l = 0; l < c.n_layer; ++l)
+    Tensor(half.parameter("model.layers." + std::to_string(l) +
+                          ".block_sparse_moe.shared_expert_gate.weight"))
+        .copy_(zeros({1, 8}, Options(DType::F64)));
+  const Tensor x = ids({1, 5, 9, 2, 0, 10, 3, 3}, {2, 4});
+  const Tensor a = half.forward(x, false), b = plain.forward(x, false);
+  EXPECT_LT(max_abs_diff(a, b), 1e-13);
+  // The shared expert changes the output: without it (another seed's weights aside) the logits
+  // differ from the plain model's.
+  Tensor(plain.parameter("model.layers.0.block_sparse_moe.shared_expert.w2.weight"))
+      .copy_(zeros({8, 6}, Options(DType::F64)));
+  EXPECT_GT(max_abs_diff(plain.forward(x, false), b), 1e-6);
+  GPTConfig q = gated;
+  q.qkv_bias = true, q.bias = false;  // Qwen2-MoE's names
+  GPT qm(q, g1);
+  EXPECT_EQ(qm.parameter("model.layers.0.mlp.shared_expert.down_proj.weight").shape(),
+            (Shape{8, 6}));
+  EXPECT_EQ(nn::hf_arch(q).architecture, std::string("Qwen2MoeForCausalLM"));
+  // Per layer: the router, 3 experts' MLPs, the shared one of 6 and its gate (8).
+  GPT dense(tiny_llama(), g1);
+  const int64_t mlp = 3 * 8 * 12, others = dense.num_parameters() - 2 * mlp;
+  EXPECT_EQ(half.num_parameters(), others + 2 * (3 * 8 + 3 * mlp + 3 * 8 * 6 + 8));
+}
+
 TEST(Moe, router_losses_join_the_gradient_but_not_the_value) {
   GPTConfig c = with_experts(tiny_llama());
   c.router_z_loss = 0.3;
@@ -219,16 +273,19 @@ TEST(Moe, parameters_are_named_as_mixtral_qwen3_moe_and_tesseras_gpt2_experts) {
 }
 
 TEST(Moe, decoding_through_the_cache_gives_the_forwards_logits) {
-  GPTConfig c = with_experts(tiny_llama());
-  Generator g(3);
-  GPT m(c, g, DType::F64);
-  const Tensor seq = ids({1, 5, 9, 2}, {1, 4});
-  const Tensor full = m.forward(seq, false);
-  nn::KVCache cache = m.make_cache(1, 4);
-  const Tensor first = m.forward_cached(seq.narrow(1, 0, 3).contiguous(), cache);
-  const Tensor last = m.forward_cached(seq.narrow(1, 3, 1).contiguous(), cache);
-  EXPECT_LT(max_abs_diff(first, full.narrow(1, 0, 3)), 1e-12);
-  EXPECT_LT(max_abs_diff(last, full.narrow(1, 3, 1)), 1e-12);
+  GPTConfig shared = with_experts(tiny_llama());
+  shared.shared_expert_hidden = 6, shared.shared_expert_gate = true;
+  for (const GPTConfig& c : {with_experts(tiny_llama()), shared}) {
+    Generator g(3);
+    GPT m(c, g, DType::F64);
+    const Tensor seq = ids({1, 5, 9, 2}, {1, 4});
+    const Tensor full = m.forward(seq, false);
+    nn::KVCache cache = m.make_cache(1, 4);
+    const Tensor first = m.forward_cached(seq.narrow(1, 0, 3).contiguous(), cache);
+    const Tensor last = m.forward_cached(seq.narrow(1, 3, 1).contiguous(), cache);
+    EXPECT_LT(max_abs_diff(first, full.narrow(1, 0, 3)), 1e-12);
+    EXPECT_LT(max_abs_diff(last, full.narrow(1, 3, 1)), 1e-12);
+  }
 }
 
 TEST(Moe, config_refuses_what_it_cannot_build) {

@@ -117,6 +117,22 @@ TEST(SiLU, gradcheck) {
   EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return ops::silu(in[0]); }, {x}));
 }
 
+TEST(Sigmoid, value_matches_the_formula_and_saturates_without_nan) {
+  // 1 / (1 + exp(-x)) in double: x = 1 gives 0.7310586, x = -2 0.1192029; at |x| = 1000 the
+  // two-way softmax it is computed as gives exactly 0 and 1 (exp(-1000) underflows to 0).
+  Tensor x = from_vector<float>({-1000, -2, 0, 1, 1000}, {5, 1});
+  const Tensor y = ops::sigmoid(x);
+  EXPECT_EQ(y.shape(), x.shape());
+  expect_near_all(y.to_vector<float>(), {0, 0.11920292202211755, 0.5, 0.7310585786300049, 1},
+                  kValueTol);
+}
+
+TEST(Sigmoid, gradcheck) {
+  Generator g(6);
+  Tensor x = ops::scale(randn({3, 4}, g), 3.0);
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return ops::sigmoid(in[0]); }, {x}));
+}
+
 TEST(SwiGLU, value_is_silu_of_gate_times_up) {
   // silu(gate) from the SiLU values above times up: silu(1) * 2, silu(-1) * 3, silu(0) * 5,
   // silu(2) * -1.
