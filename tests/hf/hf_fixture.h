@@ -119,6 +119,20 @@ inline fs::path export_fresh(const Config& cfg, const fs::path& dir) {
   return dir;
 }
 
+// An export of a Qwen-style cfg (model_type `type`, class `arch`) in dir, its config.json then
+// rewritten as a Llama one: Qwen's keys become ones LlamaConfig reads or import passes over, so
+// that import reads its tensors as Llama's.
+inline fs::path export_as_llama(const Config& cfg, const fs::path& dir, const std::string& type,
+                                const std::string& arch) {
+  const fs::path d = export_fresh(cfg, dir);
+  replace_in(d / "config.json", "\"model_type\": \"" + type + "\"", "\"model_type\": \"llama\"");
+  replace_in(d / "config.json", "[\"" + arch + "\"]", "[\"LlamaForCausalLM\"]");
+  replace_in(d / "config.json", "\"use_sliding_window\": false", "\"mlp_bias\": false");
+  replace_in(d / "config.json", "\"sliding_window\": null", "\"pretraining_tp\": 1");
+  replace_in(d / "config.json", "\"max_window_layers\": 2", "\"pad_token_id\": 2");
+  return d;
+}
+
 // What import_hf of d says when it refuses it.
 inline std::string import_error(const fs::path& d) {
   return error_of([&] { train::import_hf(d.string()); });
