@@ -254,7 +254,8 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
               << (cfg_.model.n_expert > 0
                       ? " (" + std::to_string(std::llround(cfg_.model.active_parameter_count())) +
                             " a token meets: " + std::to_string(cfg_.model.expert_top_k) + " of " +
-                            std::to_string(cfg_.model.n_expert) + " experts)"
+                            std::to_string(cfg_.model.n_expert) + " experts" +
+                            (cfg_.model.shared_expert_hidden > 0 ? " and the shared one)" : ")")
                       : std::string())
               << "; " << accum_ << " micro-batch(es) of " << B_ << (dpo_ ? " pairs x 2" : "")
               << " x " << T_ << " per step on each of " << world_ << " rank(s) ("
