@@ -47,9 +47,9 @@ const HFArch kQwen3 = named(kLlama, "qwen3", "Qwen3ForCausalLM");
 // other Linear: GPTConfig::qkv_bias).
 const HFArch kQwen2 = named(kLlama, "qwen2", "Qwen2ForCausalLM");
 
-// A table's MLP as a mixture: the router's module, the experts' and the shared expert's prefixes
-// (the shared expert's gate is the latter without its dot and with "_gate") and each expert's three
-// Linears' names. Mixtral and Qwen3-MoE have no shared expert: their prefixes name tessera's own.
+// A table's MLP as a mixture: the router's module, the experts' and the shared expert's prefixes,
+// the shared expert's gate's module and each expert's three Linears' names. Mixtral and Qwen3-MoE
+// have no shared expert: their shared names are tessera's own.
 HFArch mixture(HFArch a, const char* model_type, const char* architecture, const char* router,
                const char* experts, const char* shared, const char* shared_gate, const char* gate,
                const char* up, const char* down) {

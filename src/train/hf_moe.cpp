@@ -76,7 +76,8 @@ std::vector<std::pair<std::string, std::string>> hf_moe_config(const ModelConfig
   // Qwen3MoeConfig and Qwen2MoeConfig: every layer sparse (decoder_sparse_step 1, no
   // mlp_only_layers), its experts moe_intermediate_size wide; intermediate_size, the width of a
   // dense layer, then goes unused. Qwen2-MoE's shared expert is shared_expert_intermediate_size
-  // wide and always gated; transformers 5 writes qkv_bias, always true in its checkpoints.
+  // wide and always gated; transformers 5's Qwen2MoeConfig has qkv_bias (true by default; the
+  // published files, older, lack the key).
   std::vector<std::pair<std::string, std::string>> keys = {
       {"num_experts", E},
       {"num_experts_per_tok", k},
@@ -143,7 +144,7 @@ void read_hf_moe_config(const HFConfigKeys& keys, const std::string& type, Model
     m.shared_expert_gate = true;
     if (const Json* b = keys.get("qkv_bias", nullptr))
       require(b->boolean(where("qkv_bias")), "qkv_bias",
-              "false: tessera's Qwen2-MoE has biases on q, k and v, as every published one");
+              "false: tessera's Qwen2-MoE has biases on q, k and v (Qwen2MoeConfig's default)");
   }
   // Qwen3MoeDecoderLayer: layer i is sparse when i is not in mlp_only_layers and (i + 1) %
   // decoder_sparse_step == 0, else a dense Qwen3MoeMLP of intermediate_size; tessera's mixture is
