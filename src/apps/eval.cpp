@@ -36,6 +36,12 @@
 // response of the file, and the commonest response's share. Its prompts are sent in the checkpoint
 // config's data.chat_template, or --prompt-style's (chatml, qwen3, llama3; plain for none); plain
 // ones after the beginning-of-text id with --bos or the config's eval.answers_bos.
+// --pairs GLOB scores preference pairs instead (tokenize --format pairs; train/dpo.h): the DPO loss
+// of --batches x --batch-size pairs, the share whose chosen response the model prefers relative to
+// the reference, and the reward margin, as a DPO run's validation computes them. The loss and beta
+// are the checkpoint config's (train.dpo_loss, train.dpo_beta; DPO's defaults for a language
+// model's checkpoint). The reference is --reference (a checkpoint or hf:DIR), else a DPO run's own
+// (its checkpoint.init; a LoRA checkpoint's base, its adapters off); SimPO's loss takes none.
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -57,6 +63,7 @@
 #include "train/answers.h"
 #include "train/choices.h"
 #include "train/device.h"
+#include "train/dpo.h"
 #include "train/eval_flags.h"
 #include "train/load.h"
 #include "train/options.h"
@@ -227,6 +234,44 @@ std::string fewer_note(int64_t read, int64_t asked) {
   return ", fewer than the " + std::to_string(asked) + " asked: the data holds no more";
 }
 
+// --pairs: the preference pairs of `pattern` scored as a DPO run's validation scores them.
+void eval_pairs(const cxxopts::ParseResult& args, const std::string& pattern) {
+  const int64_t batches = args["batches"].as<int64_t>();
+  TESSERA_CHECK(batches > 0, "command line: --batches must be positive, got ", batches);
+  const int64_t batch_size = args.count("batch-size") ? args["batch-size"].as<int64_t>() : 0;
+  TESSERA_CHECK(!args.count("batch-size") || batch_size > 0,
+                "command line: --batch-size must be positive, got ", batch_size);
+  train::LoadedModel m = train::load_model(args);
+  train::place_loaded(m, args);
+  Config cfg = m.config;
+  if (batch_size) cfg.train.batch_size = batch_size;
+  const bool dpo_run = cfg.train.objective == "dpo";
+  cfg.train.objective = "dpo", cfg.data.windows = "pairs";
+  const bool reference_free = cfg.train.dpo_loss == "simpo";
+  if (args.count("reference")) {
+    TESSERA_CHECK(!reference_free, "command line: --reference: ", m.path,
+                  "'s train.dpo_loss is simpo, which takes no reference");
+    TESSERA_CHECK(!m.lora, "command line: --reference: ", m.path,
+                  " is a LoRA checkpoint, whose reference is its base with the adapters off");
+    cfg.checkpoint.init = args["reference"].as<std::string>();
+  } else {
+    TESSERA_CHECK(reference_free || m.lora || (dpo_run && !cfg.checkpoint.init.empty()),
+                  "command line: --pairs needs the reference model: ", m.path,
+                  " is not a DPO run's checkpoint (train.objective ", m.config.train.objective,
+                  "), so name one with --reference CHECKPOINT (or hf:DIR)");
+  }
+  const train::Dpo dpo(cfg, *m.model, m.lora.get());
+  const int64_t asked = batches * cfg.train.batch_size;
+  const train::PairSums s = train::evaluate_pairs(dpo, cfg, pattern, asked);
+  std::printf(
+      "%s%s%s: dpo loss %.4f | reward accuracy %.4f | margin %.4f (%ld pairs of %s%s; %s loss, "
+      "beta %g; reference: %s)\n",
+      m.path.c_str(), m.lora ? " on base " : "", m.base_path.c_str(), s.loss / s.pairs,
+      s.correct / s.pairs, (s.chosen - s.rejected) / s.pairs, long(s.pairs), pattern.c_str(),
+      fewer_note(int64_t(s.pairs), asked).c_str(), cfg.train.dpo_loss.c_str(), cfg.train.dpo_beta,
+      dpo.reference().c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -268,6 +313,13 @@ int main(int argc, char** argv) {
         "continue the prompts of prompt / response examples greedily instead (JSON Lines as "
         "tokenize --format sft reads them); the share answered exactly",
         cxxopts::value<std::string>(), "FILE")(
+        "pairs",
+        "score preference pairs instead (tokenize --format pairs shards, a glob): the DPO loss, "
+        "reward accuracy and margin against the reference",
+        cxxopts::value<std::string>(), "GLOB")(
+        "reference",
+        "with --pairs: the reference model (a checkpoint or hf:DIR); default: a DPO run's own",
+        cxxopts::value<std::string>())(
         "prompt-style",
         "with --answers: chatml, qwen3, llama3, llama2 or mistral (each prompt a user's message in "
         "that chat template) or plain; default: the checkpoint config's data.chat_template",
@@ -280,15 +332,19 @@ int main(int argc, char** argv) {
     train::add_device_option(options);
     cxxopts::ParseResult args;
     if (!parse_flags_or_help(options, argc, argv, args)) return 0;
-    for (const char* mode : {"choices", "answers"}) {
+    for (const char* mode : {"choices", "answers", "pairs"}) {
       if (!args.count(mode)) continue;
+      const bool pairs = std::string(mode) == "pairs";  // which takes --batches and --batch-size
       for (const char* flag : {"data", "batches", "batch-size", "contexts", "rope-scaling",
                                "rope-factor", "set", "per-position", "stride", "windows"})
-        TESSERA_CHECK(!args.count(flag), "command line: --", flag,
+        TESSERA_CHECK(!args.count(flag) || (pairs && std::string(flag).starts_with("batch")),
+                      "command line: --", flag,
                       " applies to the loss over token windows, not to --", mode);
     }
-    TESSERA_CHECK(!args.count("choices") || !args.count("answers"),
-                  "command line: --choices and --answers are two evaluations; give one");
+    TESSERA_CHECK(args.count("choices") + args.count("answers") + args.count("pairs") <= 1,
+                  "command line: --choices, --answers and --pairs are three evaluations; give one");
+    TESSERA_CHECK(!args.count("reference") || args.count("pairs"),
+                  "command line: --reference goes with --pairs");
     TESSERA_CHECK((!args.count("prompt-style") && !args.count("bos")) || args.count("answers"),
                   "command line: --prompt-style and --bos go with --answers");
     const std::string style =
@@ -296,6 +352,10 @@ int main(int argc, char** argv) {
     TESSERA_CHECK(style.empty() || style == "plain" || data::chat_template_named(style),
                   "command line: --prompt-style must be plain, ", data::kChatTemplateNames,
                   ", got '", style, "'");
+    if (args.count("pairs")) {
+      eval_pairs(args, args["pairs"].as<std::string>());
+      return 0;
+    }
     if (args.count("answers")) {
       const std::string file = args["answers"].as<std::string>();
       std::vector<data::SftExample> examples = data::read_sft_examples(file);
@@ -359,7 +419,7 @@ int main(int argc, char** argv) {
                   "eval scores a language model's windows, but the "
                   "windows are preference pairs (data.windows: pairs in ",
                   m.path,
-                  "'s config, or --windows), which train.objective dpo's validation scores: pass "
+                  "'s config, or --windows), which --pairs scores: pass --pairs GLOB, or "
                   "--windows packed or example with text or sft shards");
     const bool examples = cfg.data.windows == "example";
     TESSERA_CHECK(!examples || !stride,

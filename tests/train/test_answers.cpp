@@ -98,7 +98,7 @@ TEST(Answers, eval_prints_the_shares_and_refuses_the_window_flags) {
   EXPECT_EQ(run_command(eval + items + " --contexts 8", &out), 1);
   EXPECT_CONTAINS(out, "--contexts applies to the loss over token windows, not to --answers");
   EXPECT_EQ(run_command(eval + items + " --choices " + items, &out), 1);
-  EXPECT_CONTAINS(out, "--choices and --answers are two evaluations; give one");
+  EXPECT_CONTAINS(out, "--choices, --answers and --pairs are three evaluations; give one");
   EXPECT_EQ(run_command(eval + tmp.file("none.jsonl"), &out), 1);
   EXPECT_CONTAINS(out, "cannot read " + tmp.file("none.jsonl"));
 }

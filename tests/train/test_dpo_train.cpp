@@ -8,10 +8,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "test_util.h"
 #include "train/hf_dir.h"
@@ -136,6 +138,73 @@ TEST(DpoTraining, simpo_learns_without_a_reference) {
     EXPECT_GT(margin, 1.0);
     EXPECT_LT(r.last_val_loss, 0.3);
   }
+}
+
+// eval --pairs scores a checkpoint's pairs as its run's validation did: at the last step the same
+// loss, accuracy and margin over the same 16 pairs (--batches 2 of 8), against the run's own
+// reference (its checkpoint.init; a LoRA run's base, the adapters off). The base against itself
+// is ln 2 with no pair preferred; what it cannot know is refused by name.
+TEST(DpoTraining, eval_pairs_scores_a_checkpoint_as_its_validation_did) {
+  DpoRun run(80);
+  const std::string eval = tessera::testing::bin_dir() + "/eval --pairs '" +
+                           (run.dir / "pairs" / "val_*.bin").string() + "' --batches 2 ";
+  // "dpo loss L | reward accuracy A | margin M (N pairs": the four numbers.
+  auto scored = [](const std::string& out) {
+    const size_t at = out.find("dpo loss ");
+    EXPECT_NE(at, std::string::npos) << out;
+    double v[4] = {};
+    if (at != std::string::npos)
+      std::sscanf(out.c_str() + at, "dpo loss %lf | reward accuracy %lf | margin %lf (%lf pairs",
+                  &v[0], &v[1], &v[2], &v[3]);
+    return std::vector<double>(v, v + 4);
+  };
+  std::string out;
+  for (const bool lora : {false, true}) {
+    SCOPED_TRACE(lora ? "lora" : "full");
+    Config c = run.dpo(lora ? "eval-lora" : "eval-full", 12);
+    if (lora) c.lora.rank = 4, c.lora.alpha = 8, c.lora.dropout = 0, c.lora.targets = "all";
+    std::ostringstream log;
+    train::run_training(c, log);
+    const fs::path dir = fs::path(c.checkpoint.dir) / c.train.run_name;
+    ASSERT_EQ(tessera::testing::run_command(eval + "--checkpoint " + dir.string(), &out), 0) << out;
+    const std::vector<double> v = scored(out);
+    // eval prints 4 decimals, metrics.jsonl 6 significant digits.
+    EXPECT_NEAR(v[0], metric_at(c, "val_loss", 12), 1e-4) << out;
+    EXPECT_NEAR(v[1], metric_at(c, "val_reward_accuracy", 12), 1e-4) << out;
+    EXPECT_NEAR(v[2], metric_at(c, "val_reward_margin", 12), 1e-4) << out;
+    EXPECT_EQ(v[3], 16) << out;
+    EXPECT_NE(
+        out.find(lora ? "reference: the policy with its adapters off" : "reference: " + run.base),
+        std::string::npos)
+        << out;
+    if (lora) {
+      EXPECT_EQ(tessera::testing::run_command(
+                    eval + "--checkpoint " + dir.string() + " --reference " + run.base, &out),
+                1);
+      EXPECT_NE(out.find("is a LoRA checkpoint, whose reference is its base"), std::string::npos)
+          << out;
+    }
+  }
+  ASSERT_EQ(tessera::testing::run_command(
+                eval + "--checkpoint " + run.base + " --reference " + run.base, &out),
+            0)
+      << out;
+  const std::vector<double> self = scored(out);
+  EXPECT_NEAR(self[0], std::log(2.0), 1e-4) << out;
+  EXPECT_EQ(self[1], 0) << out;
+  EXPECT_EQ(self[2], 0) << out;
+  EXPECT_EQ(tessera::testing::run_command(eval + "--checkpoint " + run.base, &out), 1);
+  EXPECT_NE(out.find("--pairs needs the reference model"), std::string::npos) << out;
+  EXPECT_EQ(
+      tessera::testing::run_command(
+          tessera::testing::bin_dir() + "/eval --checkpoint " + run.base + " --reference x", &out),
+      1);
+  EXPECT_NE(out.find("--reference goes with --pairs"), std::string::npos) << out;
+  EXPECT_EQ(tessera::testing::run_command(eval + "--checkpoint " + run.base + " --data x", &out),
+            1);
+  EXPECT_NE(out.find("--data applies to the loss over token windows, not to --pairs"),
+            std::string::npos)
+      << out;
 }
 
 // The reference is read from checkpoint.init again on resume (the policy's weights then come from
