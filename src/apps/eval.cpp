@@ -234,17 +234,34 @@ std::string fewer_note(int64_t read, int64_t asked) {
   return ", fewer than the " + std::to_string(asked) + " asked: the data holds no more";
 }
 
-// --pairs: the preference pairs of `pattern` scored as a DPO run's validation scores them.
-void eval_pairs(const cxxopts::ParseResult& args, const std::string& pattern) {
-  const int64_t batches = args["batches"].as<int64_t>();
-  TESSERA_CHECK(batches > 0, "command line: --batches must be positive, got ", batches);
+// The checkpoint of the evaluations that read batches (of windows, of pairs), placed, and its
+// config with --batch-size applied. The counts are checked before it loads: a batch of 0
+// sequences would divide by zero, or average nothing.
+struct Batched {
+  train::LoadedModel m;
+  Config cfg;
+  int64_t batches = 0;
+};
+Batched load_batched(const cxxopts::ParseResult& args) {
+  Batched b;
+  b.batches = args["batches"].as<int64_t>();
+  TESSERA_CHECK(b.batches > 0, "command line: --batches must be positive, got ", b.batches);
   const int64_t batch_size = args.count("batch-size") ? args["batch-size"].as<int64_t>() : 0;
   TESSERA_CHECK(!args.count("batch-size") || batch_size > 0,
                 "command line: --batch-size must be positive, got ", batch_size);
-  train::LoadedModel m = train::load_model(args);
-  train::place_loaded(m, args);
-  Config cfg = m.config;
-  if (batch_size) cfg.train.batch_size = batch_size;
+  b.m = train::load_model(args);
+  train::place_loaded(b.m, args);
+  b.cfg = b.m.config;
+  if (batch_size) b.cfg.train.batch_size = batch_size;
+  return b;
+}
+
+// --pairs: the preference pairs of `pattern` scored as a DPO run's validation scores them.
+void eval_pairs(const cxxopts::ParseResult& args, const std::string& pattern) {
+  Batched b = load_batched(args);
+  train::LoadedModel& m = b.m;
+  Config& cfg = b.cfg;
+  const int64_t batches = b.batches;
   const bool dpo_run = cfg.train.objective == "dpo";
   cfg.train.objective = "dpo", cfg.data.windows = "pairs";
   const bool reference_free = cfg.train.dpo_loss == "simpo";
@@ -399,17 +416,10 @@ int main(int argc, char** argv) {
                   "command line: --per-position and --stride "
                   "together: a strided evaluation scores each window from another position on, so "
                   "it has no per-position curve; give one of them");
-    // Counts checked before the checkpoint loads: a batch of 0 sequences would divide by zero, or
-    // average nothing.
-    const int64_t batches = args["batches"].as<int64_t>();
-    TESSERA_CHECK(batches > 0, "command line: --batches must be positive, got ", batches);
-    const int64_t batch_size = args.count("batch-size") ? args["batch-size"].as<int64_t>() : 0;
-    TESSERA_CHECK(!args.count("batch-size") || batch_size > 0,
-                  "command line: --batch-size must be positive, got ", batch_size);
-    train::LoadedModel m = train::load_model(args);
-    train::place_loaded(m, args);
-    Config cfg = m.config;
-    if (batch_size) cfg.train.batch_size = batch_size;
+    Batched b = load_batched(args);
+    train::LoadedModel& m = b.m;
+    Config& cfg = b.cfg;
+    const int64_t batches = b.batches;
     if (args.count("windows")) {
       cfg.data.windows = args["windows"].as<std::string>();
       data::parse_window_mode(cfg.data.windows, "command line: --windows");
