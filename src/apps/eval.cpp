@@ -41,7 +41,7 @@
 // the reference, and the reward margin, as a DPO run's validation computes them. The loss and beta
 // are the checkpoint config's (train.dpo_loss, train.dpo_beta; DPO's defaults for a language
 // model's checkpoint). The reference is --reference (a checkpoint or hf:DIR), else a DPO run's own
-// (its checkpoint.init; a LoRA checkpoint's base, its adapters off); SimPO's loss takes none.
+// (its checkpoint.init; a LoRA checkpoint's base, its adapters off); SimPO and ORPO take none.
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -264,10 +264,10 @@ void eval_pairs(const cxxopts::ParseResult& args, const std::string& pattern) {
   const int64_t batches = b.batches;
   const bool dpo_run = cfg.train.objective == "dpo";
   cfg.train.objective = "dpo", cfg.data.windows = "pairs";
-  const bool reference_free = cfg.train.dpo_loss == "simpo";
+  const bool reference_free = cfg.train.dpo_loss == "simpo" || cfg.train.dpo_loss == "orpo";
   if (args.count("reference")) {
-    TESSERA_CHECK(!reference_free, "command line: --reference: ", m.path,
-                  "'s train.dpo_loss is simpo, which takes no reference");
+    TESSERA_CHECK(!reference_free, "command line: --reference: ", m.path, "'s train.dpo_loss is ",
+                  cfg.train.dpo_loss, ", which takes no reference");
     TESSERA_CHECK(!m.lora, "command line: --reference: ", m.path,
                   " is a LoRA checkpoint, whose reference is its base with the adapters off");
     cfg.checkpoint.init = args["reference"].as<std::string>();

@@ -153,7 +153,8 @@ struct TrainConfig {
   double dpo_label_smoothing = 0;  // dpo: in [0, 0.5), the share of pairs taken as mislabelled
   double dpo_nll_weight = 0;       // dpo: >= 0, the chosen responses' NLL a token's weight (1: RPO)
   // dpo: sigmoid (DPO's) | ipo (Azar et al. 2023) | simpo (Meng et al. 2024: no reference, the
-  // mean log-probability a token; its beta is larger, 2 to 2.5 in the paper)
+  // mean log-probability a token; its beta is larger, 2 to 2.5 in the paper) | orpo (Hong et al.
+  // 2024: no reference, the chosen NLL plus beta x the log odds ratio's loss; beta 0.1 as TRL's)
   std::string dpo_loss = "sigmoid";
   double simpo_gamma = 0.5;  // dpo_loss simpo: >= 0, the target reward margin gamma (TRL's 0.5)
 

@@ -133,20 +133,24 @@ void check_objective(const Config& c, Problems& p) {
     p.add("train.dpo_label_smoothing must be in [0, 0.5), got ", t.dpo_label_smoothing);
   if (!(t.dpo_nll_weight >= 0 && std::isfinite(t.dpo_nll_weight)))
     p.add("train.dpo_nll_weight must be >= 0, got ", t.dpo_nll_weight);
-  if (p.one_of("train.dpo_loss", t.dpo_loss, {"sigmoid", "ipo", "simpo"}) && t.dpo_loss == "ipo" &&
-      t.dpo_label_smoothing != 0)
+  if (p.one_of("train.dpo_loss", t.dpo_loss, {"sigmoid", "ipo", "simpo", "orpo"}) &&
+      (t.dpo_loss == "ipo" || t.dpo_loss == "orpo") && t.dpo_label_smoothing != 0)
     p.add("train.dpo_label_smoothing (", t.dpo_label_smoothing,
-          ") is the sigmoid loss's and SimPO's; train.dpo_loss ipo has none");
-  const bool simpo = t.dpo_loss == "simpo";
+          ") is the sigmoid loss's and SimPO's; train.dpo_loss ", t.dpo_loss, " has none");
+  const bool simpo = t.dpo_loss == "simpo", orpo = t.dpo_loss == "orpo";
+  if (orpo && t.dpo_nll_weight != 0)
+    p.add("train.dpo_nll_weight (", t.dpo_nll_weight,
+          ") is set apart from the loss; train.dpo_loss orpo holds the chosen responses' NLL "
+          "already, with weight 1");
   if (!(t.simpo_gamma >= 0 && std::isfinite(t.simpo_gamma)))
     p.add("train.simpo_gamma must be >= 0 (SimPO's target reward margin), got ", t.simpo_gamma);
   else if (!simpo && t.simpo_gamma != TrainConfig{}.simpo_gamma)
     p.add("train.simpo_gamma (", t.simpo_gamma, ") is SimPO's; train.dpo_loss ", t.dpo_loss,
           " has none");
-  if (c.checkpoint.init.empty() && !simpo)
+  if (c.checkpoint.init.empty() && !simpo && !orpo)
     p.add(
         "train.objective dpo needs checkpoint.init: the trained model to tune, its reference "
-        "(train.dpo_loss simpo needs no reference)");
+        "(train.dpo_loss simpo and orpo need no reference)");
   // Not built: LOMO, EMA, lora.trainable, S^2-Attn (the reference moves or attends otherwise).
   for (const auto& [on, what] :
        {std::pair{c.optim.updates_in_backward(), "optim.name " + c.optim.name},

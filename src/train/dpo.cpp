@@ -66,33 +66,45 @@ Tensor dpo_loss(const Tensor& policy, const Tensor& reference, const DpoOptions&
   TESSERA_CHECK(policy.dim() == 1 && policy.numel() % 2 == 0 && policy.numel() > 0,
                 "dpo_loss: the policy's log-probabilities must be (2P) for P pairs, got ",
                 policy.str());
-  const bool simpo = o.loss == PairLoss::Simpo;
-  TESSERA_CHECK(reference.defined() != simpo, "dpo_loss: ",
-                simpo ? "SimPO takes no reference" : "the loss needs the reference's");
-  TESSERA_CHECK(simpo || reference.shape() == policy.shape(), "dpo_loss: the reference's ",
+  const bool free = o.reference_free(), simpo = o.loss == PairLoss::Simpo;
+  const bool orpo = o.loss == PairLoss::Orpo;
+  const char* name = simpo ? "SimPO's" : orpo ? "ORPO's" : "IPO's";
+  TESSERA_CHECK(reference.defined() != free, "dpo_loss: ",
+                free ? std::string(name) + " loss takes no reference"
+                     : std::string("the loss needs the reference's"));
+  TESSERA_CHECK(free || reference.shape() == policy.shape(), "dpo_loss: the reference's ",
                 reference.str(), " and the policy's ", policy.str(), " differ in shape");
   const std::vector<double> sum = host_values(policy);  // each row's summed log-probability
   std::vector<double> pi = sum,
-                      ref = simpo ? std::vector<double>(sum.size()) : host_values(reference);
+                      ref = free ? std::vector<double>(sum.size()) : host_values(reference);
   const size_t R = pi.size(), P = R / 2;
   const double beta = o.beta, e = o.label_smoothing, a = o.nll_weight;
   TESSERA_CHECK((a == 0 && !o.per_token()) || row_tokens.size() == R, "dpo_loss: ", P, " pairs (",
                 R, " rows) but the scored tokens of ", row_tokens.size(), " rows");
-  // What the loss compares: each row's summed log-probability, or under IPO and SimPO its mean a
-  // scored token (as TRL averages each completion's), d(compared) / d(sum) = 1 / n.
+  // Each row's summed log-probability, or under IPO, SimPO and ORPO its mean a scored token (as
+  // TRL averages each completion's), d(pi) / d(sum) = 1 / n.
   std::vector<double> per(R, 1.0);
   if (o.per_token())
     for (size_t r = 0; r < R; ++r) {
-      TESSERA_CHECK(row_tokens[r] > 0, "dpo_loss: row ", r, " of ", R,
-                    " scores no token: ", simpo ? "SimPO's" : "IPO's",
+      TESSERA_CHECK(row_tokens[r] > 0, "dpo_loss: row ", r, " of ", R, " scores no token: ", name,
                     " mean log-probability a token needs one");
       per[r] = 1.0 / double(row_tokens[r]);
       pi[r] *= per[r], ref[r] *= per[r];
     }
+  // What the loss compares: pi, or under ORPO the log odds of p = e^pi, log(p / (1 - p)) =
+  // pi - log(-expm1(pi)), d/dpi = -1 / expm1(pi). A response whose every scored token has
+  // probability 1 (pi = 0, infinite odds) is held at pi = -1e-12 (odds of 1e12), its gradient 0.
+  std::vector<double> cmp = pi, dcmp(R, 1.0);
+  if (orpo)
+    for (size_t r = 0; r < R; ++r) {
+      const double p = std::min(pi[r], -1e-12);
+      cmp[r] = p - std::log(-std::expm1(p));
+      dcmp[r] = pi[r] < -1e-12 ? -1 / std::expm1(p) : 0.0;
+    }
   PairSums s;
   std::vector<double> grad(R);  // d loss / d policy
   for (size_t i = 0; i < P; ++i) {
-    const double h = (pi[i] - ref[i]) - (pi[P + i] - ref[P + i]);
+    const double h = (cmp[i] - ref[i]) - (cmp[P + i] - ref[P + i]);
     TESSERA_CHECK(std::isfinite(h), "dpo_loss: pair ", i, " of ", P,
                   " has a non-finite log-probability (policy ", sum[i], ", ", sum[P + i],
                   "; reference ", ref[i], ", ", ref[P + i], ")");
@@ -101,6 +113,9 @@ Tensor dpo_loss(const Tensor& policy, const Tensor& reference, const DpoOptions&
       const double gap = h - 1 / (2 * beta);
       s.loss += gap * gap;
       dh = 2 * gap;
+    } else if (orpo) {  // beta (their lambda) x -log sigmoid(h), h the log odds ratio (eq. 7)
+      s.loss += beta * softplus(-h);
+      dh = -beta * sigmoid(-h);
     } else {  // z = beta h (- gamma: SimPO); d/dz of (1 - e) softplus(-z) + e softplus(z)
       const double z = beta * h - (simpo ? o.gamma : 0.0);
       s.loss += (1 - e) * softplus(-z) + e * softplus(z);
@@ -108,8 +123,9 @@ Tensor dpo_loss(const Tensor& policy, const Tensor& reference, const DpoOptions&
     }
     const double chosen = beta * (pi[i] - ref[i]), rejected = beta * (pi[P + i] - ref[P + i]);
     s.chosen += chosen, s.rejected += rejected, s.correct += chosen > rejected ? 1 : 0;
-    grad[i] = dh * per[i] / double(P), grad[P + i] = -dh * per[P + i] / double(P);
-    if (a > 0 && row_tokens[i] > 0) {  // + a (-log pi(chosen) / n), n its scored tokens
+    grad[i] = dh * dcmp[i] * per[i] / double(P);
+    grad[P + i] = -dh * dcmp[P + i] * per[P + i] / double(P);
+    if (a > 0 && row_tokens[i] > 0) {  // + a (-log pi(chosen) / n), n its scored tokens (ORPO: 1)
       const double n = double(row_tokens[i]);
       s.loss += a * -sum[i] / n;
       grad[i] += -a / (n * double(P));
@@ -166,12 +182,15 @@ Dpo::Dpo(const Config& cfg, nn::GPT& policy, const nn::LinearHook* lora)
     : opt_{cfg.train.dpo_beta, cfg.train.dpo_label_smoothing, cfg.train.dpo_nll_weight,
            cfg.train.dpo_loss == "ipo"     ? PairLoss::Ipo
            : cfg.train.dpo_loss == "simpo" ? PairLoss::Simpo
+           : cfg.train.dpo_loss == "orpo"  ? PairLoss::Orpo
                                            : PairLoss::Sigmoid,
            cfg.train.simpo_gamma},
       policy_(policy),
       lora_(lora) {
+  if (opt_.loss == PairLoss::Orpo) opt_.nll_weight = 1;  // ORPO's loss holds the chosen NLL
   if (!has_reference()) {
-    described_ = "none (SimPO is reference-free)";
+    described_ = opt_.loss == PairLoss::Orpo ? "none (ORPO is reference-free)"
+                                             : "none (SimPO is reference-free)";
     return;
   }
   if (lora_) {

@@ -23,7 +23,13 @@
 // a scored token, and a target reward margin gamma (train.simpo_gamma) inside the sigmoid:
 //   z = beta (log pi(chosen) / n_c - log pi(rejected) / n_r) - gamma,  the loss as DPO's of z
 // (label smoothing as in TRL's CPO trainer; the NLL term then makes it CPO, Xu et al. 2024).
-// The rewards logged are beta (log pi - log ref) of each response (SimPO: beta log pi / n):
+// train.dpo_loss orpo takes ORPO's (Hong et al. 2024, "ORPO: Monolithic Preference Optimization
+// without Reference Model", eq. 6-8): no reference, and with p = exp(the mean log-probability a
+// scored token), the log odds lo = log(p / (1 - p)) of each response compared:
+//   loss = -log p(chosen) / n_c + beta softplus(-(lo(chosen) - lo(rejected)))
+// (beta their lambda, TRL's ORPO beta; the NLL term always there with weight 1: supervised
+// fine-tuning and preference in one stage).
+// The rewards logged are beta (log pi - log ref) of each response (SimPO, ORPO: beta log pi / n):
 // accuracy, the share of pairs whose chosen reward is above the rejected one; margin, their mean
 // difference. With the policy equal to the reference (the first step, dropout off) z = 0 and the
 // loss is ln 2.
@@ -37,8 +43,8 @@
 // one pair. The reference is the weights of checkpoint.init in a second model of the policy's
 // architecture, device and dtype (read again on resume: the policy then holds trained weights);
 // under LoRA (lora.rank > 0) it is the policy itself with its adapters off (the frozen base,
-// NF4-quantised under QLoRA as the policy sees it), at no memory cost. SimPO has none: no second
-// model and no reference forward.
+// NF4-quantised under QLoRA as the policy sees it), at no memory cost. SimPO and ORPO have none:
+// no second model and no reference forward.
 #pragma once
 
 #include <memory>
@@ -55,7 +61,7 @@ class Communicator;
 
 namespace tessera::train {
 
-enum class PairLoss { Sigmoid, Ipo, Simpo };  // train.dpo_loss
+enum class PairLoss { Sigmoid, Ipo, Simpo, Orpo };  // train.dpo_loss
 
 struct DpoOptions {
   double beta = 0.1;
@@ -63,8 +69,9 @@ struct DpoOptions {
   double nll_weight = 0;
   PairLoss loss = PairLoss::Sigmoid;
   double gamma = 0.5;  // SimPO's target margin
-  // IPO and SimPO compare mean log-probabilities a scored token.
+  // IPO, SimPO and ORPO compare mean log-probabilities a scored token.
   bool per_token() const { return loss != PairLoss::Sigmoid; }
+  bool reference_free() const { return loss == PairLoss::Simpo || loss == PairLoss::Orpo; }
 };
 
 // A batch's statistics as sums over its pairs, so that batches and ranks add up; means() divides.
@@ -86,11 +93,11 @@ Tensor sequence_log_probs(const nn::GPT& model, const Tensor& inputs, const Tens
                           Tensor* penalty = nullptr);
 
 // The loss above, the mean over P pairs, of policy's log-probabilities (2P: chosen [0, P), rejected
-// [P, 2P)) against reference's (2P, no gradient taken; undefined under SimPO, which has none). The
+// [P, 2P)) against reference's (2P, no gradient taken; undefined under SimPO and ORPO). The
 // 2P numbers are read to the host and the loss computed in f64 (softplus in its stable form); the
 // result is a scalar on policy's device in its dtype, differentiable in policy. row_tokens: each
-// row's scored tokens (2P of them; needed by the NLL term, IPO and SimPO). sums non-null: this
-// batch's.
+// row's scored tokens (2P of them; needed by the NLL term, IPO, SimPO and ORPO). sums non-null:
+// this batch's.
 Tensor dpo_loss(const Tensor& policy, const Tensor& reference, const DpoOptions& o,
                 PairSums* sums = nullptr, const std::vector<int64_t>& row_tokens = {});
 // The scored targets (not the ignore index) of each of the first `rows` rows of targets (R, T).
@@ -114,11 +121,12 @@ class Dpo {
   PairSums score(const Tensor& inputs, const Tensor& targets) const;
   // What the reference is, for the log: "the adapters off", the checkpoint read, or none.
   const std::string& reference() const { return described_; }
-  bool has_reference() const { return opt_.loss != PairLoss::Simpo; }
+  bool has_reference() const { return !opt_.reference_free(); }
+  const DpoOptions& options() const { return opt_; }
 
  private:
   Tensor reference_log_probs(const Tensor& inputs, const Tensor& targets) const;
-  // scored_per_row of every row, when the NLL term, IPO or SimPO wants them (else empty).
+  // scored_per_row of every row, when the NLL term or a per-token loss wants them (else empty).
   std::vector<int64_t> row_tokens(const Tensor& targets) const;
 
   DpoOptions opt_;

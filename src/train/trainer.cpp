@@ -210,9 +210,9 @@ Trainer::Trainer(const Config& cfg, std::ostream& log)
       dpo_ = std::make_unique<Dpo>(cfg_, model_, lora_.get());
       std::ostream& log = out_->log();
       log << "dpo: " << cfg_.train.dpo_loss << " loss, beta " << cfg_.train.dpo_beta;
-      if (!dpo_->has_reference()) log << ", gamma " << cfg_.train.simpo_gamma;
+      if (cfg_.train.dpo_loss == "simpo") log << ", gamma " << cfg_.train.simpo_gamma;
       log << ", label smoothing " << cfg_.train.dpo_label_smoothing << ", nll weight "
-          << cfg_.train.dpo_nll_weight << "; reference: " << dpo_->reference() << "\n";
+          << dpo_->options().nll_weight << "; reference: " << dpo_->reference() << "\n";
     } catch (const std::exception& e) {
       dpo_error = e.what();
     }

@@ -147,7 +147,7 @@ TEST(Dpo, simpos_loss_by_hand_and_by_central_differences) {
   const Tensor reference = f64({-3.5, -5.0, -4.0, -4.0});
   const std::string given = tessera::testing::error_of(
       [&] { train::dpo_loss(policy, reference, {.loss = PairLoss::Simpo}, nullptr, n); });
-  EXPECT_NE(given.find("SimPO takes no reference"), std::string::npos) << given;
+  EXPECT_NE(given.find("SimPO's loss takes no reference"), std::string::npos) << given;
   const std::string missing =
       tessera::testing::error_of([&] { train::dpo_loss(policy, Tensor(), {}, nullptr, n); });
   EXPECT_NE(missing.find("the loss needs the reference's"), std::string::npos) << missing;
@@ -155,6 +155,41 @@ TEST(Dpo, simpos_loss_by_hand_and_by_central_differences) {
     train::dpo_loss(policy, Tensor(), {.loss = PairLoss::Simpo}, nullptr, {2, 4, 0, 5});
   });
   EXPECT_NE(empty.find("row 2 of 4 scores no token: SimPO's"), std::string::npos) << empty;
+}
+
+// ORPO (train.dpo_loss orpo): no reference; with a the mean log-probability a scored token and
+// lo(a) = a - log(1 - e^a) its log odds, a pair's loss is -a_chosen + beta softplus(-(lo(a_c) -
+// lo(a_r))), the rewards beta a.
+TEST(Dpo, orpos_loss_by_hand_and_by_central_differences) {
+  const Tensor policy = f64({-3.0, -6.0, -4.5, -3.75});  // chosen 0, 1; rejected 0, 1
+  const std::vector<int64_t> n = {2, 4, 3, 5};
+  auto lo = [](double a) { return a - std::log(1 - std::exp(a)); };
+  PairSums s;
+  const DpoOptions o{.beta = 0.2, .nll_weight = 1, .loss = PairLoss::Orpo};
+  const double loss = train::dpo_loss(policy, Tensor(), o, &s, n).item();
+  // The means: chosen -1.5, -1.5; rejected -1.5, -0.75.
+  const double p0 = 1.5 + 0.2 * softplus(-(lo(-1.5) - lo(-1.5)));
+  const double p1 = 1.5 + 0.2 * softplus(-(lo(-1.5) - lo(-0.75)));
+  EXPECT_NEAR(loss, (p0 + p1) / 2, 1e-14);
+  EXPECT_NEAR(s.chosen, 0.2 * (-1.5 - 1.5), 1e-15);
+  EXPECT_NEAR(s.rejected, 0.2 * (-1.5 - 0.75), 1e-15);
+  // The gradient, log odds near 0 and near certainty (a mean of -1e-3: p = 0.999) among them.
+  EXPECT_TRUE(gradcheck(
+      [&](const std::vector<Tensor>& in) {
+        return train::dpo_loss(in[0], Tensor(),
+                               {.beta = 0.7, .nll_weight = 1, .loss = PairLoss::Orpo}, nullptr,
+                               {5, 2, 7, 3, 1, 4});
+      },
+      {f64({-3.0, -0.002, -1.5, -4.5, -3.75, -2.0})}));
+  // A chosen response certain to the last bit (a = 0): held at odds of 1e12, finite.
+  const double held =
+      train::dpo_loss(f64({0, -3}), Tensor(), {.beta = 1, .loss = PairLoss::Orpo}, nullptr, {2, 3})
+          .item();
+  EXPECT_NEAR(held, softplus(-(lo(-1e-12) - lo(-1.0))), 1e-9);
+  const std::string given = tessera::testing::error_of([&] {
+    train::dpo_loss(policy, f64({-3.5, -5.0, -4.0, -4.0}), {.loss = PairLoss::Orpo}, nullptr, n);
+  });
+  EXPECT_NE(given.find("ORPO's loss takes no reference"), std::string::npos) << given;
 }
 
 TEST(Dpo, the_gradient_in_the_policy_by_central_differences) {
