@@ -133,6 +133,23 @@ inline fs::path export_as_llama(const Config& cfg, const fs::path& dir, const st
   return d;
 }
 
+// scripts/SCRIPT (check_export.py, hf_logits.py) run by Debian's python3 with args: its exit code,
+// its output in out.
+inline int run_script(const std::string& script, const std::string& args, std::string* out) {
+  return tessera::testing::run_command(
+      "/usr/bin/python3 " + std::string(TESSERA_SOURCE_DIR) + "/scripts/" + script + " " + args,
+      out);
+}
+
+// build/export of the checkpoint ck into hf, its reference logits written to ref: export's exit
+// code, its output in out.
+inline int export_with_logits(const fs::path& ck, const std::string& hf, const std::string& ref,
+                              std::string* out) {
+  return tessera::testing::run_command(kBin + "/export --checkpoint " + ck.string() + " --output " +
+                                           hf + " --reference-logits " + ref,
+                                       out);
+}
+
 // What import_hf of d says when it refuses it.
 inline std::string import_error(const fs::path& d) {
   return error_of([&] { train::import_hf(d.string()); });

@@ -680,7 +680,6 @@ TEST(HFExport, independent_reader_and_hf_structured_pytorch_agree) {
   const bool torch = run_command("/usr/bin/python3 -c 'import torch'", &out) == 0;
   if (!torch) std::printf("no torch for /usr/bin/python3: hf_logits.py is not run\n");
   TempDir tmp;
-  const std::string scripts = std::string(TESSERA_SOURCE_DIR) + "/scripts/";
   Config yarn = llama_config(), llama3 = llama_config();
   yarn.model.rope_scaling.type = "yarn", yarn.model.rope_scaling.factor = 4;
   llama3.model.rope_scaling.type = "llama3", llama3.model.rope_scaling.factor = 8;
@@ -699,21 +698,17 @@ TEST(HFExport, independent_reader_and_hf_structured_pytorch_agree) {
     const fs::path ck = save_random(cfg, tmp.path / ("ck-" + name));
     const std::string hf = (tmp.path / ("hf-" + name)).string();
     const std::string ref = (tmp.path / ("ref-" + name + ".safetensors")).string();
-    ASSERT_EQ(run_command(kBin + "/export --checkpoint " + ck.string() + " --output " + hf +
-                      " --reference-logits " + ref, &out), 0) << out;
-    EXPECT_EQ(run_command("/usr/bin/python3 " + scripts + "check_export.py " + hf + " " + ck.string(),
-                  &out), 0) << out;
+    ASSERT_EQ(export_with_logits(ck, hf, ref, &out), 0) << out;
+    EXPECT_EQ(run_script("check_export.py", hf + " " + ck.string(), &out), 0) << out;
     if (!torch) continue;
     // Default tolerance 1e-4 of the largest logit: the PyTorch side computes in float64, so the
     // difference is tessera's f32 rounding through two layers (measured 2e-7 to 4e-6 of it).
-    EXPECT_EQ(run_command("/usr/bin/python3 " + scripts + "hf_logits.py " + hf + " " + ref, &out), 0)
-        << out;
+    EXPECT_EQ(run_script("hf_logits.py", hf + " " + ref, &out), 0) << out;
     std::printf("%s", out.c_str());
     if (cfg.model.rope_scaling.type == "yarn") {
       // The comparison sees the scaling: another factor in config.json makes it fail.
       replace_in(fs::path(hf) / "config.json", "\"factor\": 4", "\"factor\": 2");
-      EXPECT_EQ(run_command("/usr/bin/python3 " + scripts + "hf_logits.py " + hf + " " + ref, &out), 1)
-          << out;
+      EXPECT_EQ(run_script("hf_logits.py", hf + " " + ref, &out), 1) << out;
     }
   }
 }

@@ -281,7 +281,6 @@ TEST(HFMoe, logits_agree_with_hf_structured_pytorch) {
   if (run_command("/usr/bin/python3 -c 'import numpy, h5py, torch'", &out) != 0)
     GTEST_SKIP() << "/usr/bin/python3 lacks numpy, h5py or torch: " << out;
   TempDir tmp;
-  const std::string scripts = std::string(TESSERA_SOURCE_DIR) + "/scripts/";
   Config renormalised = qwen3_moe_config();
   renormalised.model.router_renormalize = true, renormalised.model.expert_top_k = 2;
   renormalised.model.tie_embeddings = false;
@@ -300,16 +299,8 @@ TEST(HFMoe, logits_agree_with_hf_structured_pytorch) {
     const fs::path ck = save_random(k.cfg, tmp.path / ("ck-" + k.name));
     const std::string hf = (tmp.path / ("hf-" + k.name)).string();
     const std::string ref = (tmp.path / ("ref-" + k.name + ".safetensors")).string();
-    ASSERT_EQ(run_command(kBin + "/export --checkpoint " + ck.string() + " --output " + hf +
-                              " --reference-logits " + ref,
-                          &out),
-              0)
-        << out;
-    EXPECT_EQ(
-        run_command("/usr/bin/python3 " + scripts + "check_export.py " + hf + " " + ck.string(),
-                    &out),
-        0)
-        << out;
+    ASSERT_EQ(export_with_logits(ck, hf, ref, &out), 0) << out;
+    EXPECT_EQ(run_script("check_export.py", hf + " " + ck.string(), &out), 0) << out;
     // Default tolerance 1e-4 of the largest logit, as for the dense models: the reference runs in
     // float64, so the difference is tessera's f32 rounding through two layers, the routing
     // weights' included. Measured: 9.5e-5 (Mixtral, largest logit 15.7; the same PyTorch modules
@@ -317,13 +308,10 @@ TEST(HFMoe, logits_agree_with_hf_structured_pytorch) {
     // and 9.8e-6 (Qwen3-MoE, 10.7 and 15.1). Both sides must choose the same experts: the
     // smallest gap between a token's k-th and (k+1)-th probabilities here is 1.4% of them, far
     // above f32 rounding, so a differing choice (an O(1) difference) means a real disagreement.
-    EXPECT_EQ(run_command("/usr/bin/python3 " + scripts + "hf_logits.py " + hf + " " + ref, &out),
-              0)
-        << out;
+    EXPECT_EQ(run_script("hf_logits.py", hf + " " + ref, &out), 0) << out;
     std::printf("%s: %s", k.name.c_str(), out.c_str());
     replace_in(fs::path(hf) / "config.json", k.from, k.to);
-    EXPECT_EQ(run_command("/usr/bin/python3 " + scripts + "hf_logits.py " + hf + " " + ref, &out),
-              1)
+    EXPECT_EQ(run_script("hf_logits.py", hf + " " + ref, &out), 1)
         << k.name << " with " << k.to << ": " << out;
   }
 }

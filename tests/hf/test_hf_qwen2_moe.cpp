@@ -170,23 +170,13 @@ TEST(HFQwen2Moe, logits_agree_with_hf_structured_pytorch) {
   if (run_command("/usr/bin/python3 -c 'import numpy, h5py, torch'", &out) != 0)
     GTEST_SKIP() << "/usr/bin/python3 lacks numpy, h5py or torch: " << out;
   TempDir tmp;
-  const std::string scripts = std::string(TESSERA_SOURCE_DIR) + "/scripts/";
   const fs::path ck = save_random(qwen2_moe_config(), tmp.path / "ck");
   const std::string hf = (tmp.path / "hf").string(), ref = (tmp.path / "ref.safetensors").string();
-  ASSERT_EQ(run_command(kBin + "/export --checkpoint " + ck.string() + " --output " + hf +
-                            " --reference-logits " + ref,
-                        &out),
-            0)
-      << out;
-  EXPECT_EQ(run_command("/usr/bin/python3 " + scripts + "check_export.py " + hf + " " + ck.string(),
-                        &out),
-            0)
-      << out;
+  ASSERT_EQ(export_with_logits(ck, hf, ref, &out), 0) << out;
+  EXPECT_EQ(run_script("check_export.py", hf + " " + ck.string(), &out), 0) << out;
   // 1e-4 of the largest logit, as for the other mixtures: tessera's f32 against float64.
-  EXPECT_EQ(run_command("/usr/bin/python3 " + scripts + "hf_logits.py " + hf + " " + ref, &out), 0)
-      << out;
+  EXPECT_EQ(run_script("hf_logits.py", hf + " " + ref, &out), 0) << out;
   std::printf("qwen2-moe: %s", out.c_str());
   replace_in(fs::path(hf) / "config.json", "\"norm_topk_prob\": false", "\"norm_topk_prob\": true");
-  EXPECT_EQ(run_command("/usr/bin/python3 " + scripts + "hf_logits.py " + hf + " " + ref, &out), 1)
-      << "norm_topk_prob true: " << out;
+  EXPECT_EQ(run_script("hf_logits.py", hf + " " + ref, &out), 1) << "norm_topk_prob true: " << out;
 }
